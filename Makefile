@@ -1,0 +1,42 @@
+# The README's two commands: `make demo` and `make test`. Everything else is CMake.
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+JOBS       ?= $(shell nproc)
+
+.PHONY: all deps build build-asan demo test test-unit test-e2e bench format clean
+
+all: build
+
+deps:
+	@deploy/deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMPGW_WERROR=ON >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+build-asan: deps
+	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCMPGW_WERROR=ON -DCMPGW_SANITIZE=ON >/dev/null
+	@cmake --build $(ASAN_BUILD) -j $(JOBS)
+
+demo: build
+	@deploy/demo.sh $(BUILD)
+
+# Every test on the release build, then the whole suite again under ASan+UBSan.
+test: build build-asan
+	@ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+	@ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
+
+test-unit: build
+	@ctest --test-dir $(BUILD) --output-on-failure -L unit
+
+test-e2e: build
+	@ctest --test-dir $(BUILD) --output-on-failure -L e2e
+
+bench: build
+	@tests/bench/run.sh $(BUILD)
+
+format:
+	@clang-format -i gateway/*.[ch] upstream/*.[ch] mappings/*.[ch] tests/unit/*.c tests/bench/*.c
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages cmpgw needs to build, test and run its demo, and only those that
+# are missing or too old. Uses sudo when not root. Idempotent: prints nothing to do when all is there.
+set -euo pipefail
+
+# package[:minimum version]
+wanted=(
+    "libssl-dev:3.0.22" "libssl3:3.0.22" "openssl:3.0.22"   # 3.0.22 fixes a CMP server crash
+    libh2o-evloop-dev libcurl4-openssl-dev libjson-c-dev libcmocka-dev
+    cmake pkg-config gcc make
+    python3 python3-pyasn1-modules                          # e2e harness, independent decoding
+    default-jdk-headless libbcpkix-java                     # BouncyCastle CMP client in e2e tests
+)
+
+missing=()
+for w in "${wanted[@]}"; do
+    pkg=${w%%:*}
+    min=""
+    [[ $w == *:* ]] && min=${w#*:}
+    have=$(dpkg-query -W -f='${Status} ${Version}' "$pkg" 2>/dev/null || true)
+    if [[ $have != "install ok installed"* ]]; then
+        missing+=("$pkg")
+    elif [[ -n $min ]] && dpkg --compare-versions "${have##* }" lt "$min"; then
+        missing+=("$pkg")
+    fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+    exit 0
+fi
+
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || { echo "deps: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+    sudo="sudo"
+fi
+echo "deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+
+# A libssl that is still too old (no security repository configured) is refused at startup anyway;
+# say so now rather than after the build.
+v=$(dpkg-query -W -f='${Version}' libssl3)
+if dpkg --compare-versions "$v" lt 3.0.22; then
+    echo "deps: libssl3 $v is older than 3.0.22; enable bookworm-security and run again" >&2
+    exit 1
+fi

@@ -1,0 +1,66 @@
+/*
+ * OpenSSL 3.0 shim: every workaround for a getter or setter that OpenSSL 3.0's CMP API lacks,
+ * in one place (openssl-cmp-3.0 notes §9, §11). Each is a small DER walk over public i2d output
+ * with ASN1_get_object. On OpenSSL >= 3.2/3.3 most of these become one-line calls to the real
+ * getters (named beside each function); nothing else in cmpgw walks CMP DER.
+ */
+#ifndef GW_CMP_SHIM_H
+#define GW_CMP_SHIM_H
+
+#include <stddef.h>
+#include <time.h>
+#include <openssl/cmp.h>
+#include <openssl/crmf.h>
+#include "limits.h"
+
+/* Header fields with no getter in 3.0. */
+struct gw_hdr_info {
+    X509_NAME *sender;                  /* owned; NULL unless the sender is a directoryName */
+    int has_message_time;
+    time_t message_time;
+    int protection_nid;                 /* NID of protectionAlg, NID_undef if unprotected */
+    int pbm_iterations;                 /* PBM only: iterationCount, else 0 */
+    unsigned char sender_kid[GW_MAX_KID_LEN];
+    size_t sender_kid_len;              /* 0 if absent */
+    unsigned char sender_nonce[GW_MAX_NONCE_LEN];
+    size_t sender_nonce_len;
+    unsigned char tid[GW_MAX_TID_LEN];
+    size_t tid_len;
+};
+
+/* gw_shim_hdr_info walks the header of |msg|. 0, or GW_ERR_INVAL if malformed/oversized fields. */
+int gw_shim_hdr_info(const OSSL_CMP_MSG *msg, struct gw_hdr_info *out);
+void gw_shim_hdr_info_cleanup(struct gw_hdr_info *h);
+
+/* Template public key; 3.2+: OSSL_CRMF_CERTTEMPLATE_get0_publicKey. Returns a new key or NULL. */
+EVP_PKEY *gw_shim_tmpl_get1_pubkey(const OSSL_CRMF_MSG *crm);
+
+/* Template validity ([4] OptionalValidity); 0 where absent. Returns 0 or GW_ERR_INVAL. */
+int gw_shim_tmpl_validity(const OSSL_CRMF_MSG *crm, time_t *not_before, time_t *not_after);
+
+/* POPO type of a CertReqMsg: OSSL_CRMF_POPO_* or -1 if none. */
+int gw_shim_popo_type(const OSSL_CRMF_MSG *crm);
+
+/*
+ * gw_shim_get1_signer returns the certificate that signed |msg| (3.2+:
+ * OSSL_CMP_CTX_get0_validatedSrvCert). Call after OpenSSL validated the protection with |ctx|:
+ * candidates are the ctx's untrusted certs (request extraCerts first) whose subject is the
+ * header sender and whose SKID matches the senderKID; several candidates are told apart by
+ * validating |msg| on a scratch context pinned to each. NULL if none.
+ */
+X509 *gw_shim_get1_signer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *msg);
+
+/* gw_shim_error_code returns the errorCode of an error message, or -1 if absent/not an error. */
+long gw_shim_error_code(const OSSL_CMP_MSG *msg);
+
+/*
+ * gw_shim_error_set_status replaces the PKIStatusInfo of the error message |*msg| (built by
+ * OpenSSL, which always says badRequest in 3.0) with |si|, drops errorCode/errorDetails (OpenSSL
+ * internals), and re-protects it with |ctx| (OSSL_CMP_MSG_update_transactionID re-signs with the
+ * ctx's key or PBM secret and re-adds extraCerts). |tid| is the transactionID to keep. On success
+ * |*msg| is replaced; returns 0 or a gw_err.
+ */
+int gw_shim_error_set_status(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG **msg, const OSSL_CMP_PKISI *si,
+                             const unsigned char *tid, size_t tid_len);
+
+#endif

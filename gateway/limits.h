@@ -1,0 +1,61 @@
+/*
+ * Every size, count and time cap of cmpgw, in one place (curl's rule: a growable buffer has a
+ * named cap). Configurable values have their default here and their bounds checked by config.c.
+ */
+#ifndef GW_LIMITS_H
+#define GW_LIMITS_H
+
+/* HTTP */
+#define GW_MAX_CMP_BODY (64 * 1024)         /* request PKIMessage; RFC 9483 messages are a few KiB */
+#define GW_MAX_PATH_LEN 512                 /* request path incl. role/label segments */
+#define GW_RETRY_AFTER_SECS 1               /* Retry-After on 503 queue full */
+#define GW_MAX_RESPONSE (100 * 1024)        /* openssl cmp rejects responses over 100 KiB */
+#define GW_HTTP1_REQ_TIMEOUT_MS 5000        /* below the drain deadline (libh2o notes §8.12) */
+#define GW_DRAIN_TIMEOUT_MS 10000           /* graceful shutdown: wait this long for in-flight work */
+
+/* threads and queues */
+#define GW_DEFAULT_LOOP_THREADS 2
+#define GW_MAX_LOOP_THREADS 64
+#define GW_DEFAULT_WORKERS 16
+#define GW_MAX_WORKERS 1024
+#define GW_DEFAULT_QUEUE_DEPTH 256
+#define GW_MAX_QUEUE_DEPTH 65536
+#define GW_QUEUE_WAIT_MS 10000              /* a job older than this when a worker picks it up is refused */
+
+/* CMP */
+#define GW_MAX_TID_LEN 64                   /* transactionID; RFC 9483 says 128 bits */
+#define GW_MAX_NONCE_LEN 64
+#define GW_MAX_KID_LEN 128                  /* senderKID (PBM reference or SKID) */
+#define GW_DEFAULT_MSGTIME_WINDOW 300       /* seconds either side of now */
+#define GW_DEFAULT_TXN_TTL 300              /* seconds an unconfirmed transaction stays open */
+#define GW_DEFAULT_MAX_TXNS 10000
+#define GW_DEFAULT_MAX_TXNS_PER_IDENTITY 16
+#define GW_MAX_TXNS 1000000
+#define GW_DEFAULT_PBM_MAX_ITER 10000       /* BouncyCastle sends 10 000; OpenSSL allows 100 000 */
+#define GW_MIN_PBM_ITER 100                 /* OpenSSL's own floor (crmf_pbm.c) */
+#define GW_REPLAY_MAX_ENTRIES 100000        /* transactionIDs remembered for replay detection */
+#define GW_MIN_PBM_SECRET_LEN 8
+#define GW_MAX_PBM_SECRET_LEN 1024
+#define GW_IDENTITY_LEN 256                 /* printable identity (subject DN or PBM reference) */
+
+/* upstream */
+#define GW_DEFAULT_UPSTREAM_TIMEOUT_MS 10000
+#define GW_DEFAULT_UPSTREAM_MAX_INFLIGHT 64
+#define GW_MAX_UPSTREAM_INFLIGHT 100000
+
+/* certificates */
+#define GW_SERIAL_BITS 159                  /* random serials; RFC 5280 caps at 20 octets */
+#define GW_DEFAULT_TTL (30 * 24 * 3600)
+#define GW_DEFAULT_MAX_TTL (90 * 24 * 3600)
+#define GW_BACKDATE_SECS 60                 /* notBefore backdated against client clock skew */
+
+/* config */
+#define GW_MAX_CONFIG_SIZE (1024 * 1024)
+#define GW_MAX_NAME_LEN 64                  /* role, label, upstream, trust names */
+#define GW_MAX_LISTENERS 16
+
+/* logs and errors */
+#define GW_ERR_LEN 256                      /* one human-readable error line */
+#define GW_LOG_LINE_MAX 4096
+
+#endif

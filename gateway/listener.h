@@ -1,0 +1,25 @@
+/*
+ * The HTTP(S) front: h2o evloop threads, TLS, client certificates, routing, request checks, and
+ * the hand-off of CMP work to the worker pool (libh2o-2.2.5 notes §2-§7).
+ */
+#ifndef GW_LISTENER_H
+#define GW_LISTENER_H
+
+#include "config.h"
+
+struct gw_server;
+struct gw_cmp_engine;
+
+/*
+ * gw_server_start binds every listener of |cfg| and starts the loop threads and workers. |cfg| and
+ * |engine| are borrowed and must outlive the server. NULL with |err| on failure (bind, TLS files).
+ */
+struct gw_server *gw_server_start(const struct gw_config *cfg, struct gw_cmp_engine *engine, char *err);
+
+/*
+ * gw_server_stop shuts down gracefully: stops accepting, refuses new requests with 503, lets
+ * requests in flight finish (up to GW_DRAIN_TIMEOUT_MS), joins threads and frees. NULL-safe.
+ */
+void gw_server_stop(struct gw_server *s);
+
+#endif

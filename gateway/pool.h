@@ -1,0 +1,32 @@
+/*
+ * Bounded worker pool (nginx's ngx_thread_pool shape): a fixed number of threads and a queue with
+ * a hard cap that refuses when full, so overload answers 503 at once instead of queueing forever.
+ * Jobs are opaque; the pool calls job->run(job) on a worker and nothing else.
+ */
+#ifndef GW_POOL_H
+#define GW_POOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct gw_job {
+    void (*run)(struct gw_job *job);    /* worker */
+    struct gw_job *next;                /* pool-private */
+    uint64_t enqueued_ms;               /* set by gw_pool_submit (monotonic clock) */
+};
+
+struct gw_pool;
+
+struct gw_pool *gw_pool_new(size_t workers, size_t queue_depth, char *err);
+
+/* gw_pool_submit queues |job|. 0, or GW_ERR_BUSY when the queue is full or the pool is stopping. */
+int gw_pool_submit(struct gw_pool *p, struct gw_job *job);
+
+/* gw_pool_free stops accepting, runs every queued job, joins the workers. NULL-safe. */
+void gw_pool_free(struct gw_pool *p);
+
+size_t gw_pool_queued(struct gw_pool *p);
+
+uint64_t gw_now_ms(void); /* monotonic milliseconds */
+
+#endif

@@ -1,0 +1,72 @@
+/*
+ * Certificate profile and request field mapping. Pure: no I/O.
+ *
+ * A CMP request (CRMF template or PKCS#10) is reduced to struct gw_cert_req; the role then turns
+ * it into struct gw_cert_plan, the exact content of the certificate to issue. The profile is the
+ * route's, never the client's: key usage, extended key usage and basicConstraints come from the
+ * role (a client can never get CA:TRUE), only allow-listed SAN types are copied, validity is
+ * capped by the role's max_ttl.
+ */
+#ifndef GW_PROFILE_H
+#define GW_PROFILE_H
+
+#include <stddef.h>
+#include <time.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <openssl/crmf.h>
+#include "../gateway/config.h"
+
+enum gw_req_kind {
+    GW_REQ_IR = 0,
+    GW_REQ_CR,
+    GW_REQ_KUR,
+    GW_REQ_P10CR,
+};
+
+/* What the client asked for. Every pointer is owned by the struct (gw_cert_req_cleanup). */
+struct gw_cert_req {
+    enum gw_req_kind kind;
+    X509_NAME *subject;         /* NULL if the template has none */
+    GENERAL_NAMES *sans;        /* NULL if none requested */
+    EVP_PKEY *pubkey;           /* always set on success */
+    time_t not_before;          /* 0 = not requested */
+    time_t not_after;           /* 0 = not requested */
+    X509_REQ *csr;              /* p10cr only: the client's CSR, unchanged */
+};
+
+/* What will be issued. Owned by the struct (gw_cert_plan_cleanup). */
+struct gw_cert_plan {
+    X509_NAME *subject;
+    GENERAL_NAMES *sans;        /* NULL = no SAN extension */
+    EVP_PKEY *pubkey;
+    time_t not_before;
+    time_t not_after;
+    unsigned key_usage;         /* KU_* bits */
+    unsigned ext_key_usage;     /* enum gw_eku bits */
+    int modified;               /* 1 if the plan differs from what was asked (grantedWithMods) */
+};
+
+void gw_cert_req_init(struct gw_cert_req *r);
+void gw_cert_req_cleanup(struct gw_cert_req *r);
+void gw_cert_plan_init(struct gw_cert_plan *p);
+void gw_cert_plan_cleanup(struct gw_cert_plan *p);
+
+/*
+ * gw_cert_req_from_crmf fills |out| from a CRMF CertReqMsg (ir, cr, kur). The template public key
+ * and validity are read through the OpenSSL 3.0 shim. Returns 0 or GW_ERR_INVAL with |err|.
+ */
+int gw_cert_req_from_crmf(enum gw_req_kind kind, const OSSL_CRMF_MSG *crm, struct gw_cert_req *out, char *err);
+
+/* gw_cert_req_from_p10 fills |out| from a PKCS#10 request (already verified by OpenSSL). */
+int gw_cert_req_from_p10(const X509_REQ *csr, struct gw_cert_req *out, char *err);
+
+/*
+ * gw_cert_plan_make applies |role| to |req| at time |now|. Returns 0, or GW_ERR_POLICY with a
+ * reason fit for a CMP statusString in |err| (e.g. "subjectAltName type email is not allowed on
+ * role iot"). |fail_info| gets the OSSL_CMP_PKIFAILUREINFO_* bit number to report.
+ */
+int gw_cert_plan_make(const struct gw_role *role, const struct gw_cert_req *req, time_t now,
+                      struct gw_cert_plan *out, int *fail_info, char *err);
+
+#endif

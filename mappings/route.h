@@ -1,0 +1,43 @@
+/*
+ * Route table: request path -> role. Pure: no I/O, no h2o, no curl.
+ *
+ * Paths (prefix from the config, default "/pki"; RFC 9811 §3 for the well-known ones):
+ *   <prefix>/cmp                      default_path_policy
+ *   <prefix>/roles/<role>/cmp         that role
+ *   /.well-known/cmp                  default_path_policy
+ *   /.well-known/cmp/p/<label>        label_to_path_policy[label]
+ * Each may be followed by one RFC 9483 operation segment (initialization, certification,
+ * keyupdate, pkcs10, revocation, getcacerts, getrootupdate, getcertreqtemplate, getcrls, nested)
+ * and by a trailing slash. The operation label is a hint only: the PKIBody type decides.
+ */
+#ifndef GW_ROUTE_H
+#define GW_ROUTE_H
+
+#include <stddef.h>
+#include "../gateway/config.h"
+
+enum gw_route_kind {
+    GW_ROUTE_DEFAULT = 0,       /* <prefix>/cmp */
+    GW_ROUTE_ROLE,              /* <prefix>/roles/<role>/cmp */
+    GW_ROUTE_WELLKNOWN,         /* /.well-known/cmp */
+    GW_ROUTE_LABEL,             /* /.well-known/cmp/p/<label> */
+};
+
+struct gw_route_match {
+    enum gw_route_kind kind;
+    const struct gw_role *role;         /* borrowed from the config */
+    char operation[32];                 /* RFC 9483 operation segment, "" if none */
+};
+
+/*
+ * gw_route_match maps |path| (no query string) to a role. Returns 0, GW_ERR_NOT_FOUND for an
+ * unknown path, role or label, or GW_ERR_FORBIDDEN when the path's policy is "forbid"; |err|
+ * (GW_ERR_LEN) gets a one-line reason fit for an HTTP body.
+ */
+int gw_route_match(const struct gw_config *cfg, const char *path, size_t len, struct gw_route_match *out,
+                   char *err);
+
+/* gw_route_operation_valid tells whether |seg| is a registered RFC 9483 operation label. */
+int gw_route_operation_valid(const char *seg, size_t len);
+
+#endif

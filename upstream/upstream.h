@@ -1,0 +1,79 @@
+/*
+ * Upstream CAs behind one interface. Each adapter (dialect) implements struct gw_upstream_ops.
+ *
+ * Calls complete asynchronously: gw_upstream_sign_submit() hands the request over and returns;
+ * the adapter calls |done| exactly once, on any thread, possibly before submit returns (the local
+ * issuer does). gw_upstream_sign_wait() is the synchronous wrapper a CMP worker uses today; it
+ * waits at most the upstream's timeout, and a late completion is disposed of safely (and logged:
+ * a certificate issued after the deadline is never silently dropped).
+ *
+ * Each upstream caps its calls in flight (max_inflight); at the cap, submit fails with
+ * GW_ERR_BUSY at once.
+ */
+#ifndef GW_UPSTREAM_H
+#define GW_UPSTREAM_H
+
+#include <stddef.h>
+#include <openssl/x509.h>
+#include "../gateway/config.h"
+#include "../mappings/profile.h"
+
+struct gw_upstream;
+
+/* A sign request. The adapter copies or up-refs what it keeps. */
+struct gw_sign_req {
+    const struct gw_role *role;
+    const struct gw_cert_plan *plan;    /* the certificate the route wants issued */
+    const X509_REQ *csr;                /* p10cr: the client's CSR, unchanged; else NULL */
+    const char *request_id;             /* for logs: the transactionID in hex */
+};
+
+/* The outcome of a sign call. Owned by whoever holds it; gw_sign_result_cleanup frees it. */
+struct gw_sign_result {
+    int status;                 /* 0, or a negative enum gw_err */
+    int fail_info;              /* OSSL_CMP_PKIFAILUREINFO_* bit to report when status != 0 */
+    X509 *cert;                 /* issued certificate */
+    STACK_OF(X509) *chain;      /* issuing CA chain (issuer first); may be NULL */
+    char reason[GW_ERR_LEN];    /* human-readable reason when status != 0 */
+};
+
+/* |res| is handed over: the callee owns it and must call gw_sign_result_cleanup and free(). */
+typedef void (*gw_upstream_done_fn)(void *arg, struct gw_sign_result *res);
+
+struct gw_upstream_ops {
+    const char *dialect;
+    int (*init)(struct gw_upstream *up, char *err);
+    void (*cleanup)(struct gw_upstream *up);
+    int (*sign)(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done, void *arg);
+};
+
+/* gw_upstream_new creates the upstream described by |conf| (borrowed: must outlive it). */
+struct gw_upstream *gw_upstream_new(const struct gw_upstream_conf *conf, char *err);
+void gw_upstream_free(struct gw_upstream *up);
+const struct gw_upstream_conf *gw_upstream_get0_conf(const struct gw_upstream *up);
+void *gw_upstream_get0_impl(const struct gw_upstream *up);
+void gw_upstream_set0_impl(struct gw_upstream *up, void *impl);
+
+/* Returns 0 (|done| will be called exactly once) or GW_ERR_BUSY / GW_ERR_INVAL (|done| is not called). */
+int gw_upstream_sign_submit(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done,
+                            void *arg);
+
+/*
+ * gw_upstream_sign_wait submits and waits up to the upstream's timeout (worker). |out| is
+ * always filled: status 0 with a certificate, or an error with fail_info and reason.
+ */
+void gw_upstream_sign_wait(struct gw_upstream *up, const struct gw_sign_req *req, struct gw_sign_result *out);
+
+void gw_sign_result_init(struct gw_sign_result *r);
+void gw_sign_result_cleanup(struct gw_sign_result *r);
+
+/* The upstreams of a config snapshot, by name. */
+struct gw_upstream_set;
+struct gw_upstream_set *gw_upstream_set_new(const struct gw_config *cfg, char *err);
+void gw_upstream_set_free(struct gw_upstream_set *set);
+struct gw_upstream *gw_upstream_set_get0(const struct gw_upstream_set *set, const char *name);
+
+/* Adapters. */
+extern const struct gw_upstream_ops gw_upstream_local_ops;
+
+#endif
