@@ -62,6 +62,7 @@ struct gw_upstream_conf {
     X509 *cert;                 /* issuing CA certificate */
     EVP_PKEY *key;
     STACK_OF(X509) *chain;      /* issuing CA's chain up to (and incl.) the root; may be empty */
+    uint32_t delay_ms;          /* "delay": hold each sign call this long (tests, demos); 0 = off */
 };
 
 /* Extended key usages a role may grant, as a bit set. */

@@ -1,0 +1,5 @@
+/* cmpload: CMP load client (placeholder until the benchmark lands). */
+int main(void)
+{
+    return 0;
+}
