@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <openssl/x509.h>
 #include <openssl/evp.h>
+#include "log.h"
 
 enum gw_client_auth {
     GW_CLIENT_AUTH_NONE = 0,
@@ -110,6 +111,7 @@ struct gw_role {
 struct gw_path_policy {
     bool forbid;
     const struct gw_role *role; /* resolved; NULL when forbid */
+    char *role_name;            /* the <name> of "role:<name>"; NULL when forbid */
 };
 
 struct gw_label {
@@ -154,6 +156,7 @@ struct gw_config {
     struct gw_label *labels;
     size_t n_labels;
     struct gw_cmp_conf cmp;
+    enum gw_log_level log_level;        /* "log_level"; default info */
 };
 
 /*

@@ -48,11 +48,19 @@
 #define GW_DEFAULT_TTL (30 * 24 * 3600)
 #define GW_DEFAULT_MAX_TTL (90 * 24 * 3600)
 #define GW_BACKDATE_SECS 60                 /* notBefore backdated against client clock skew */
+#define GW_MAX_SANS 100                     /* subjectAltName entries one request may ask for */
 
 /* config */
 #define GW_MAX_CONFIG_SIZE (1024 * 1024)
 #define GW_MAX_NAME_LEN 64                  /* role, label, upstream, trust names */
 #define GW_MAX_LISTENERS 16
+#define GW_MAX_PATH_PREFIX_LEN 128          /* "path_prefix", e.g. "/v1/pki" */
+#define GW_MAX_UPSTREAM_TIMEOUT_MS (3600 * 1000)
+#define GW_MAX_UPSTREAM_DELAY_MS (600 * 1000)
+#define GW_MAX_CERT_TTL (100u * 365 * 24 * 3600) /* role ttl/max_ttl cap (seconds) */
+#define GW_MAX_MSGTIME_WINDOW (24 * 3600)
+#define GW_MAX_TXN_TTL (24 * 3600)
+#define GW_MAX_PBM_ITER 100000              /* OpenSSL's own ceiling (crmf_pbm.c) */
 
 /* logs and errors */
 #define GW_ERR_LEN 256                      /* one human-readable error line */

@@ -1,0 +1,29 @@
+/* Names of enum gw_err codes, for logs and test failure messages. */
+#include "err.h"
+
+#include <stddef.h>
+
+static const char *const names[] = {
+    [0] = "ok",
+    [-GW_ERR_NOMEM] = "out of memory",
+    [-GW_ERR_INVAL] = "invalid input",
+    [-GW_ERR_NOT_FOUND] = "not found",
+    [-GW_ERR_EXISTS] = "already exists",
+    [-GW_ERR_LIMIT] = "limit reached",
+    [-GW_ERR_BUSY] = "busy",
+    [-GW_ERR_TIMEOUT] = "timeout",
+    [-GW_ERR_IO] = "I/O error",
+    [-GW_ERR_CRYPTO] = "crypto error",
+    [-GW_ERR_POLICY] = "refused by policy",
+    [-GW_ERR_REPLAY] = "replayed message",
+    [-GW_ERR_UPSTREAM] = "upstream error",
+    [-GW_ERR_FORBIDDEN] = "forbidden",
+};
+
+/* gw_err_str returns a static name; an unknown code (or a positive one) gives "unknown error". */
+const char *gw_err_str(int err)
+{
+    if (err > 0 || (size_t) - (long)err >= sizeof(names) / sizeof(names[0]) || names[-err] == NULL)
+        return "unknown error";
+    return names[-err];
+}

@@ -1,0 +1,248 @@
+/*
+ * Structured logs: one JSON object per line on stderr.
+ *
+ * Each line is built in a stack buffer of GW_LOG_LINE_MAX bytes and written with a single
+ * write(2): POSIX makes writes of up to PIPE_BUF atomic on pipes, and on files and terminals one
+ * write per line is what keeps lines from threads whole in practice. An over-long line is cut
+ * inside a string value, never inside an escape, so it stays valid JSON.
+ */
+#include "log.h"
+#include "limits.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static atomic_int log_level = GW_LOG_INFO;
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+/* Bytes kept free at the end of every line for the closing "}\n". */
+#define LINE_RESERVE 2
+
+struct line {
+    char buf[GW_LOG_LINE_MAX];
+    size_t len;
+    bool full; /* a field did not fit: add nothing more */
+};
+
+void gw_log_set_level(enum gw_log_level level)
+{
+    atomic_store(&log_level, (int)level);
+}
+
+static size_t line_room(const struct line *l)
+{
+    return sizeof(l->buf) - LINE_RESERVE - l->len;
+}
+
+static void put_raw(struct line *l, const char *s)
+{
+    size_t n = strlen(s);
+
+    if (l->full || n > line_room(l)) {
+        l->full = true;
+        return;
+    }
+    memcpy(l->buf + l->len, s, n);
+    l->len += n;
+}
+
+/* Appends "s" JSON-escaped, truncated to what fits; marks the line full if not even "" fits. */
+static void put_str(struct line *l, const char *s)
+{
+    size_t room = line_room(l), n;
+
+    if (l->full || room < 2) {
+        l->full = true;
+        return;
+    }
+    l->buf[l->len] = '"';
+    /* gw_json_escape needs one byte for its NUL, which the closing quote then overwrites */
+    n = gw_json_escape(l->buf + l->len + 1, room - 1, s != NULL ? s : "");
+    l->buf[l->len + 1 + n] = '"';
+    l->len += n + 2;
+}
+
+/* Appends ,"key":"value" whole, or nothing (and marks the line full). */
+static void put_pair(struct line *l, const char *key, const char *value)
+{
+    size_t saved = l->len;
+
+    put_raw(l, ",");
+    put_str(l, key);
+    put_raw(l, ":");
+    put_str(l, value);
+    if (l->full)
+        l->len = saved;
+}
+
+static void line_begin(struct line *l, enum gw_log_level level, const char *event)
+{
+    struct timespec ts;
+    struct tm tm;
+    char stamp[32], date[24];
+    unsigned lv = (unsigned)level < 4 ? (unsigned)level : GW_LOG_ERROR;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(stamp, sizeof(stamp), "%.20s.%03dZ", date, (int)(ts.tv_nsec / 1000000) % 1000);
+    l->len = 0;
+    l->full = false;
+    put_raw(l, "{\"time\":\"");
+    put_raw(l, stamp);
+    put_raw(l, "\"");
+    put_pair(l, "level", level_names[lv]);
+    put_pair(l, "event", event);
+}
+
+static void line_end(struct line *l)
+{
+    size_t off = 0;
+
+    /* LINE_RESERVE guarantees these two bytes fit */
+    l->buf[l->len++] = '}';
+    l->buf[l->len++] = '\n';
+    while (off < l->len) {
+        ssize_t n = write(STDERR_FILENO, l->buf + off, l->len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return;
+        off += (size_t)n;
+    }
+}
+
+static bool level_enabled(enum gw_log_level level)
+{
+    return (int)level >= atomic_load(&log_level);
+}
+
+void gw_log(enum gw_log_level level, const char *event, const char *fmt, ...)
+{
+    struct line l;
+    char msg[GW_LOG_LINE_MAX];
+    va_list ap;
+
+    if (!level_enabled(level))
+        return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    line_begin(&l, level, event);
+    put_pair(&l, "msg", msg);
+    if (l.full) {
+        /* msg alone is cut to fit: put_pair refused it whole, so write the truncated form */
+        l.full = false;
+        put_raw(&l, ",\"msg\":");
+        put_str(&l, msg);
+    }
+    line_end(&l);
+}
+
+void gw_log_kv(enum gw_log_level level, const char *event, ...)
+{
+    struct line l;
+    const char *key, *value;
+    va_list ap;
+
+    if (!level_enabled(level))
+        return;
+    line_begin(&l, level, event);
+    va_start(ap, event);
+    while ((key = va_arg(ap, const char *)) != NULL) {
+        value = va_arg(ap, const char *);
+        put_pair(&l, key, value);
+    }
+    va_end(ap);
+    line_end(&l);
+}
+
+/* Writes the escape for byte |c| into |out| (>= 7 bytes); returns its length. */
+static size_t escape_byte(char *out, unsigned char c)
+{
+    static const char hex[] = "0123456789abcdef";
+
+    switch (c) {
+    case '"':
+    case '\\':
+        out[0] = '\\';
+        out[1] = (char)c;
+        return 2;
+    case '\n':
+        memcpy(out, "\\n", 2);
+        return 2;
+    case '\r':
+        memcpy(out, "\\r", 2);
+        return 2;
+    case '\t':
+        memcpy(out, "\\t", 2);
+        return 2;
+    default:
+        break;
+    }
+    if (c < 0x20 || c == 0x7f) {
+        memcpy(out, "\\u00", 4);
+        out[4] = hex[c >> 4];
+        out[5] = hex[c & 0xf];
+        return 6;
+    }
+    out[0] = (char)c;
+    return 1;
+}
+
+/*
+ * Drops the tail of a multi-byte UTF-8 sequence that the cut at |in| split: such bytes are
+ * copied verbatim, so the output tail mirrors the input. Invalid UTF-8 is passed through as is.
+ */
+static size_t unsplit_utf8(const char *buf, size_t n, const unsigned char *in)
+{
+    size_t back = 0;
+
+    if ((*in & 0xc0) != 0x80)
+        return n; /* the cut is not inside a sequence */
+    while (back < 3 && back < n && ((unsigned char)buf[n - 1 - back] & 0xc0) == 0x80)
+        back++;
+    if (back < n && (unsigned char)buf[n - 1 - back] >= 0xc0)
+        return n - back - 1;
+    return n;
+}
+
+size_t gw_json_escape(char *buf, size_t cap, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    char esc[8];
+    size_t n = 0, k;
+
+    if (cap == 0)
+        return 0;
+    for (; *p != '\0'; p++) {
+        k = escape_byte(esc, *p);
+        if (n + k + 1 > cap) {
+            n = unsplit_utf8(buf, n, p);
+            break;
+        }
+        memcpy(buf + n, esc, k);
+        n += k;
+    }
+    buf[n] = '\0';
+    return n;
+}
+
+void gw_hex(char *out, const unsigned char *in, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        out[2 * i] = hex[in[i] >> 4];
+        out[2 * i + 1] = hex[in[i] & 0xf];
+    }
+    out[2 * n] = '\0';
+}

@@ -1,0 +1,266 @@
+/*
+ * Logs: JSON escaping, hex, the error-name table, and the lines gw_log/gw_log_kv write (parsed
+ * back with json-c, so a line that is not valid JSON fails here).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "gateway/err.h"
+#include "gateway/limits.h"
+#include "gateway/log.h"
+
+struct esc_case {
+    const char *in;
+    size_t cap;
+    const char *out;
+};
+
+static const struct esc_case esc_cases[] = {
+    {"plain", 64, "plain"},
+    {"", 64, ""},
+    {"a\"b", 64, "a\\\"b"},
+    {"a\\b", 64, "a\\\\b"},
+    {"l1\nl2\r\t", 64, "l1\\nl2\\r\\t"},
+    {"\x01\x1f\x7f", 64, "\\u0001\\u001f\\u007f"},
+    {"caf\xc3\xa9", 64, "caf\xc3\xa9"}, /* UTF-8 passes through */
+    {"\xff\xfe", 64, "\xff\xfe"},       /* so do invalid bytes */
+    {"/</script>", 64, "/</script>"},   /* '/' needs no escape */
+    /* truncation: |cap| counts the NUL */
+    {"abcdef", 4, "abc"},
+    {"abc", 4, "abc"},
+    {"abcd", 4, "abc"},
+    {"anything", 1, ""},
+    {"ab\"c", 4, "ab"}, /* \" does not fit whole: dropped, not split */
+    {"ab\"c", 5, "ab\\\""},
+    {"a\x01", 7, "a"}, /* \u0001 needs 6 */
+    {"a\x01", 8, "a\\u0001"},
+    {"ab\xc3\xa9", 4, "ab"},   /* a 2-byte sequence is not cut in half */
+    {"a\xe2\x82\xac", 4, "a"}, /* nor a 3-byte one */
+    {"a\xe2\x82\xac", 5, "a\xe2\x82\xac"},
+    {"\xf0\x9f\x98\x80z", 5, "\xf0\x9f\x98\x80"},
+    {"\xf0\x9f\x98\x80z", 4, ""},
+};
+
+static void test_escape(void **state)
+{
+    char buf[128];
+    size_t i, n;
+
+    (void)state;
+    for (i = 0; i < sizeof(esc_cases) / sizeof(esc_cases[0]); i++) {
+        const struct esc_case *c = &esc_cases[i];
+        memset(buf, 'Z', sizeof(buf));
+        n = gw_json_escape(buf, c->cap, c->in);
+        if (strcmp(buf, c->out) != 0 || n != strlen(c->out))
+            fail_msg("case %zu: got \"%s\" (%zu), want \"%s\"", i, buf, n, c->out);
+        assert_int_equal(buf[c->cap], 'Z'); /* nothing written past |cap| */
+    }
+    /* cap 0 writes nothing at all */
+    buf[0] = 'Z';
+    assert_int_equal(gw_json_escape(buf, 0, "abc"), 0);
+    assert_int_equal(buf[0], 'Z');
+}
+
+/* Every byte value, escaped, parses back as JSON to the same bytes (except invalid UTF-8). */
+static void test_escape_roundtrip(void **state)
+{
+    char in[128], out[128 * 6 + 3], esc[128 * 6 + 1];
+    struct json_object *o;
+    int c;
+
+    (void)state;
+    for (c = 1; c < 128; c++)
+        in[c - 1] = (char)c;
+    in[127] = '\0';
+    gw_json_escape(esc, sizeof(esc), in);
+    snprintf(out, sizeof(out), "\"%s\"", esc);
+    o = json_tokener_parse(out);
+    assert_non_null(o);
+    assert_string_equal(json_object_get_string(o), in);
+    json_object_put(o);
+}
+
+static void test_hex(void **state)
+{
+    static const struct {
+        const char *in;
+        size_t n;
+        const char *out;
+    } cases[] = {
+        {"", 0, ""},
+        {"\x00", 1, "00"},
+        {"\x01\xab\xff", 3, "01abff"},
+        {"\x10\x20\x7f\x80", 4, "10207f80"},
+    };
+    char out[16];
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        memset(out, 'Z', sizeof(out));
+        gw_hex(out, (const unsigned char *)cases[i].in, cases[i].n);
+        assert_string_equal(out, cases[i].out);
+        assert_int_equal(out[2 * cases[i].n + 1], 'Z');
+    }
+}
+
+static void test_err_str(void **state)
+{
+    (void)state;
+    assert_string_equal(gw_err_str(GW_OK), "ok");
+    assert_string_equal(gw_err_str(GW_ERR_NOMEM), "out of memory");
+    assert_string_equal(gw_err_str(GW_ERR_FORBIDDEN), "forbidden");
+    assert_string_equal(gw_err_str(GW_ERR_FORBIDDEN - 1), "unknown error");
+    assert_string_equal(gw_err_str(1), "unknown error");
+    assert_string_equal(gw_err_str(-1000000), "unknown error");
+}
+
+/* ---- captured log lines ---- */
+
+static char captured[4 * GW_LOG_LINE_MAX];
+
+/* Runs |fn| with stderr redirected to a temporary file; leaves what was written in |captured|. */
+static void capture(void (*fn)(void))
+{
+    FILE *tmp = tmpfile();
+    int saved = dup(STDERR_FILENO);
+    size_t n;
+
+    assert_non_null(tmp);
+    assert_true(saved >= 0);
+    fflush(stderr);
+    assert_true(dup2(fileno(tmp), STDERR_FILENO) >= 0);
+    fn();
+    assert_true(dup2(saved, STDERR_FILENO) >= 0);
+    close(saved);
+    rewind(tmp);
+    n = fread(captured, 1, sizeof(captured) - 1, tmp);
+    captured[n] = '\0';
+    fclose(tmp);
+}
+
+/* Parses line |idx| of |captured| as one JSON object (fails the test otherwise). */
+static struct json_object *line_json(int idx)
+{
+    char *p = captured, *nl, *line;
+    struct json_object *o;
+
+    while (idx-- > 0) {
+        p = strchr(p, '\n');
+        assert_non_null(p);
+        p++;
+    }
+    nl = strchr(p, '\n');
+    assert_non_null(nl);
+    line = strndup(p, (size_t)(nl - p));
+    assert_non_null(line);
+    o = json_tokener_parse(line);
+    free(line);
+    return o;
+}
+
+static const char *field(struct json_object *o, const char *key)
+{
+    struct json_object *v;
+
+    if (!json_object_object_get_ex(o, key, &v))
+        return NULL;
+    return json_object_get_string(v);
+}
+
+static void log_basic(void)
+{
+    gw_log_set_level(GW_LOG_INFO);
+    gw_log(GW_LOG_DEBUG, "hidden", "not shown");
+    gw_log(GW_LOG_INFO, "hello", "n=%d s=%s", 42, "q\"uote\n");
+    gw_log_kv(GW_LOG_WARN, "request", "path", "/pki/cmp", "we\"ird", "a\\b", "empty", NULL, NULL);
+    gw_log_set_level(GW_LOG_ERROR);
+    gw_log(GW_LOG_WARN, "hidden", "not shown");
+    gw_log(GW_LOG_ERROR, "bad", "x");
+    gw_log_set_level(GW_LOG_INFO);
+}
+
+static void test_log_lines(void **state)
+{
+    struct json_object *o;
+    const char *t;
+
+    (void)state;
+    capture(log_basic);
+    assert_null(strstr(captured, "hidden"));
+    o = line_json(0);
+    assert_non_null(o);
+    assert_string_equal(field(o, "level"), "info");
+    assert_string_equal(field(o, "event"), "hello");
+    assert_string_equal(field(o, "msg"), "n=42 s=q\"uote\n");
+    t = field(o, "time");
+    assert_non_null(t);
+    assert_int_equal(strlen(t), 24); /* 2026-11-23T12:00:00.123Z */
+    assert_int_equal(t[10], 'T');
+    assert_int_equal(t[19], '.');
+    assert_int_equal(t[23], 'Z');
+    json_object_put(o);
+    o = line_json(1);
+    assert_non_null(o);
+    assert_string_equal(field(o, "level"), "warn");
+    assert_string_equal(field(o, "path"), "/pki/cmp");
+    assert_string_equal(field(o, "we\"ird"), "a\\b");
+    assert_string_equal(field(o, "empty"), "");
+    json_object_put(o);
+    o = line_json(2);
+    assert_non_null(o);
+    assert_string_equal(field(o, "level"), "error");
+    json_object_put(o);
+}
+
+static void log_long(void)
+{
+    static char big[3 * GW_LOG_LINE_MAX];
+
+    memset(big, '"', sizeof(big) - 1); /* every byte doubles when escaped */
+    gw_log(GW_LOG_INFO, "long", "%s", big);
+    gw_log_kv(GW_LOG_INFO, "longkv", "a", "1", "big", big, "after", "dropped?", NULL);
+}
+
+/* Over-long lines are cut to GW_LOG_LINE_MAX and still parse. */
+static void test_log_long(void **state)
+{
+    struct json_object *o;
+    char *nl;
+
+    (void)state;
+    capture(log_long);
+    nl = strchr(captured, '\n');
+    assert_non_null(nl);
+    assert_true((size_t)(nl - captured) + 1 <= GW_LOG_LINE_MAX);
+    o = line_json(0);
+    assert_non_null(o);
+    assert_true(strlen(field(o, "msg")) > GW_LOG_LINE_MAX / 4);
+    json_object_put(o);
+    o = line_json(1);
+    assert_non_null(o);
+    assert_string_equal(field(o, "a"), "1");
+    assert_non_null(field(o, "big"));
+    json_object_put(o);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_escape),    cmocka_unit_test(test_escape_roundtrip),
+        cmocka_unit_test(test_hex),       cmocka_unit_test(test_err_str),
+        cmocka_unit_test(test_log_lines), cmocka_unit_test(test_log_long),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
