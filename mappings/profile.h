@@ -33,16 +33,17 @@ struct gw_cert_req {
     time_t not_before;          /* 0 = not requested */
     time_t not_after;           /* 0 = not requested */
     X509_REQ *csr;              /* p10cr only: the client's CSR, unchanged */
+    int other_exts;             /* requested extensions other than subjectAltName (never copied) */
 };
 
 /* What will be issued. Owned by the struct (gw_cert_plan_cleanup). */
 struct gw_cert_plan {
-    X509_NAME *subject;
+    X509_NAME *subject;         /* never NULL after gw_cert_plan_make; empty if none was asked */
     GENERAL_NAMES *sans;        /* NULL = no SAN extension */
     EVP_PKEY *pubkey;
     time_t not_before;
     time_t not_after;
-    unsigned key_usage;         /* KU_* bits */
+    unsigned key_usage;         /* KU_* bits; never keyCertSign or cRLSign (the issued cert is CA:FALSE) */
     unsigned ext_key_usage;     /* enum gw_eku bits */
     int modified;               /* 1 if the plan differs from what was asked (grantedWithMods) */
 };

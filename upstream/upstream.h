@@ -33,6 +33,7 @@ struct gw_sign_result {
     int status;                 /* 0, or a negative enum gw_err */
     int fail_info;              /* OSSL_CMP_PKIFAILUREINFO_* bit to report when status != 0 */
     X509 *cert;                 /* issued certificate */
+    int modified;               /* 1 if the adapter changed the plan (e.g. validity clamped to the CA's) */
     STACK_OF(X509) *chain;      /* issuing CA chain (issuer first); may be NULL */
     char reason[GW_ERR_LEN];    /* human-readable reason when status != 0 */
 };
@@ -49,12 +50,18 @@ struct gw_upstream_ops {
 
 /* gw_upstream_new creates the upstream described by |conf| (borrowed: must outlive it). */
 struct gw_upstream *gw_upstream_new(const struct gw_upstream_conf *conf, char *err);
+/* gw_upstream_new_ops is gw_upstream_new with adapter |ops| instead of the one |conf->type| names
+ * (adapters outside the table; tests). |ops| is borrowed. */
+struct gw_upstream *gw_upstream_new_ops(const struct gw_upstream_conf *conf, const struct gw_upstream_ops *ops,
+                                        char *err);
+/* gw_upstream_free waits (up to GW_DRAIN_TIMEOUT_MS) for calls in flight to complete. NULL-safe. */
 void gw_upstream_free(struct gw_upstream *up);
 const struct gw_upstream_conf *gw_upstream_get0_conf(const struct gw_upstream *up);
 void *gw_upstream_get0_impl(const struct gw_upstream *up);
 void gw_upstream_set0_impl(struct gw_upstream *up, void *impl);
 
-/* Returns 0 (|done| will be called exactly once) or GW_ERR_BUSY / GW_ERR_INVAL (|done| is not called). */
+/* Returns 0 (|done| will be called exactly once) or GW_ERR_BUSY / GW_ERR_INVAL / GW_ERR_NOMEM (|done| is
+ * not called). */
 int gw_upstream_sign_submit(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done,
                             void *arg);
 

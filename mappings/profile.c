@@ -1,0 +1,417 @@
+/*
+ * Certificate profile and request field mapping (mappings/profile.h). Pure: no I/O.
+ *
+ * The role decides everything but the identity: subject, allow-listed SANs and the public key come
+ * from the request, key usage, extended key usage, basicConstraints (always CA:FALSE) and the
+ * validity cap from the role. Refusals say why, because the text ends up in the CMP statusString
+ * (RFC 9483 §3.6.4) and is all a device operator sees.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <openssl/cmp.h>
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/rsa.h>
+#include "gateway/cmp_shim.h"
+#include "gateway/err.h"
+#include "gateway/limits.h"
+#include "mappings/profile.h"
+
+#define MIN_RSA_BITS 2048
+
+void gw_cert_req_init(struct gw_cert_req *r)
+{
+    memset(r, 0, sizeof(*r));
+}
+
+void gw_cert_req_cleanup(struct gw_cert_req *r)
+{
+    if (r == NULL)
+        return;
+    X509_NAME_free(r->subject);
+    GENERAL_NAMES_free(r->sans);
+    EVP_PKEY_free(r->pubkey);
+    X509_REQ_free(r->csr);
+    gw_cert_req_init(r);
+}
+
+void gw_cert_plan_init(struct gw_cert_plan *p)
+{
+    memset(p, 0, sizeof(*p));
+}
+
+void gw_cert_plan_cleanup(struct gw_cert_plan *p)
+{
+    if (p == NULL)
+        return;
+    X509_NAME_free(p->subject);
+    GENERAL_NAMES_free(p->sans);
+    EVP_PKEY_free(p->pubkey);
+    gw_cert_plan_init(p);
+}
+
+/*
+ * read_exts takes the subjectAltName out of requested extensions |exts| and counts the others,
+ * which are ignored: the profile is the role's. An empty SAN list counts as none.
+ */
+static int read_exts(const STACK_OF(X509_EXTENSION) * exts, struct gw_cert_req *out, char *err)
+{
+    int crit = -1, i, n = sk_X509_EXTENSION_num(exts);
+
+    for (i = 0; i < n; i++) {
+        if (OBJ_obj2nid(X509_EXTENSION_get_object(sk_X509_EXTENSION_value(exts, i))) != NID_subject_alt_name)
+            out->other_exts++;
+    }
+    if (n <= 0)
+        return 0;
+    out->sans = X509V3_get_d2i(exts, NID_subject_alt_name, &crit, NULL);
+    if (out->sans == NULL && crit == -2) {
+        snprintf(err, GW_ERR_LEN, "the request carries more than one subjectAltName extension");
+        return GW_ERR_INVAL;
+    }
+    if (out->sans == NULL && crit >= 0) {
+        snprintf(err, GW_ERR_LEN, "the subjectAltName extension of the request is malformed");
+        return GW_ERR_INVAL;
+    }
+    if (out->sans != NULL && sk_GENERAL_NAME_num(out->sans) == 0) {
+        GENERAL_NAMES_free(out->sans);
+        out->sans = NULL;
+    }
+    return 0;
+}
+
+/* Subject: NULL when absent or empty, so that callers test one thing. */
+static int copy_subject(const X509_NAME *name, struct gw_cert_req *out)
+{
+    if (name == NULL || X509_NAME_entry_count(name) == 0)
+        return 0;
+    if ((out->subject = X509_NAME_dup(name)) == NULL)
+        return GW_ERR_NOMEM;
+    return 0;
+}
+
+int gw_cert_req_from_crmf(enum gw_req_kind kind, const OSSL_CRMF_MSG *crm, struct gw_cert_req *out, char *err)
+{
+    const OSSL_CRMF_CERTTEMPLATE *tmpl;
+    int rc = GW_ERR_INVAL;
+
+    gw_cert_req_init(out);
+    out->kind = kind;
+    if (crm == NULL || (tmpl = OSSL_CRMF_MSG_get0_tmpl(crm)) == NULL) {
+        snprintf(err, GW_ERR_LEN, "the request has no certificate template");
+        goto out;
+    }
+    if ((rc = copy_subject(OSSL_CRMF_CERTTEMPLATE_get0_subject(tmpl), out)) != 0) {
+        snprintf(err, GW_ERR_LEN, "out of memory");
+        goto out;
+    }
+    if ((rc = read_exts(OSSL_CRMF_CERTTEMPLATE_get0_extensions(tmpl), out, err)) != 0)
+        goto out;
+    rc = GW_ERR_INVAL;
+    if ((out->pubkey = gw_shim_tmpl_get1_pubkey(crm)) == NULL) {
+        snprintf(err, GW_ERR_LEN, "certificate template has no public key");
+        goto out;
+    }
+    if (gw_shim_tmpl_validity(crm, &out->not_before, &out->not_after) != 0) {
+        snprintf(err, GW_ERR_LEN, "the validity in the certificate template is malformed");
+        goto out;
+    }
+    rc = 0;
+out:
+    if (rc != 0)
+        gw_cert_req_cleanup(out);
+    return rc;
+}
+
+int gw_cert_req_from_p10(const X509_REQ *csr, struct gw_cert_req *out, char *err)
+{
+    STACK_OF(X509_EXTENSION) *exts = NULL;
+    X509_REQ *req;
+    int rc = GW_ERR_NOMEM;
+
+    gw_cert_req_init(out);
+    out->kind = GW_REQ_P10CR;
+    if (csr == NULL) {
+        rc = GW_ERR_INVAL;
+        snprintf(err, GW_ERR_LEN, "the request has no PKCS#10 CSR");
+        goto out;
+    }
+    if ((out->csr = X509_REQ_dup(csr)) == NULL) {
+        snprintf(err, GW_ERR_LEN, "out of memory");
+        goto out;
+    }
+    req = out->csr; /* the getters below are not const in 3.0 */
+    if ((rc = copy_subject(X509_REQ_get_subject_name(req), out)) != 0) {
+        snprintf(err, GW_ERR_LEN, "out of memory");
+        goto out;
+    }
+    exts = X509_REQ_get_extensions(req);
+    if ((rc = read_exts(exts, out, err)) != 0)
+        goto out;
+    if ((out->pubkey = X509_REQ_get_pubkey(req)) == NULL) {
+        rc = GW_ERR_INVAL;
+        snprintf(err, GW_ERR_LEN, "the CSR public key cannot be decoded");
+        goto out;
+    }
+    rc = 0;
+out:
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    if (rc != 0)
+        gw_cert_req_cleanup(out);
+    return rc;
+}
+
+/* ---- the plan ---- */
+
+static int refuse(int *fail_info, char *err, const char *what)
+{
+    *fail_info = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
+    snprintf(err, GW_ERR_LEN, "%s", what);
+    return GW_ERR_POLICY;
+}
+
+static const struct {
+    int gen_type;
+    unsigned san_type;
+    const char *name;
+} san_types[] = {
+    {GEN_DNS, GW_SAN_DNS, "dns"},       {GEN_IPADD, GW_SAN_IP, "ip"},      {GEN_URI, GW_SAN_URI, "uri"},
+    {GEN_EMAIL, GW_SAN_EMAIL, "email"}, {GEN_OTHERNAME, 0, "otherName"},   {GEN_X400, 0, "x400Address"},
+    {GEN_DIRNAME, 0, "directoryName"},  {GEN_EDIPARTY, 0, "ediPartyName"}, {GEN_RID, 0, "registeredID"},
+};
+
+/* IA5String names: non-empty, printable ASCII, no spaces (RFC 5280 §4.2.1.6 preferred syntaxes). */
+static int ia5_ok(const ASN1_STRING *s)
+{
+    const unsigned char *d = ASN1_STRING_get0_data(s);
+    int i, n = ASN1_STRING_length(s);
+
+    if (n <= 0)
+        return 0;
+    for (i = 0; i < n; i++) {
+        if (d[i] < 0x21 || d[i] > 0x7e)
+            return 0;
+    }
+    return 1;
+}
+
+/* RFC 5280 §4.2.1.6 / RFC 1034 §3.5 preferred name syntax: LDH labels of 1..63, an optional "*." first. */
+static int dns_ok(const ASN1_STRING *s)
+{
+    const unsigned char *d = ASN1_STRING_get0_data(s);
+    int i, n = ASN1_STRING_length(s), label = 0;
+
+    if (n > 253)
+        return 0;
+    if (n > 2 && d[0] == '*' && d[1] == '.') {
+        d += 2;
+        n -= 2;
+    }
+    for (i = 0; i < n; i++) {
+        int ldh = (d[i] >= 'a' && d[i] <= 'z') || (d[i] >= 'A' && d[i] <= 'Z') ||
+                  (d[i] >= '0' && d[i] <= '9') || d[i] == '-';
+
+        if (d[i] == '.' && label > 0 && d[i - 1] != '-') {
+            label = 0;
+            continue;
+        }
+        if (!ldh || (label == 0 && d[i] == '-') || ++label > 63)
+            return 0;
+    }
+    return label > 0 && d[n - 1] != '-';
+}
+
+static int san_value_ok(const GENERAL_NAME *gn)
+{
+    const ASN1_STRING *s = gn->d.ia5;
+
+    switch (gn->type) {
+    case GEN_IPADD:
+        return gn->d.iPAddress->length == 4 || gn->d.iPAddress->length == 16;
+    case GEN_DNS:
+        return ia5_ok(s) && dns_ok(s);
+    case GEN_URI: /* a scheme, then something (RFC 3986 §3) */
+        return ia5_ok(s) && memchr(s->data, ':', (size_t)s->length) != NULL && s->data[0] != ':';
+    case GEN_EMAIL: /* local-part@domain (RFC 5280 §4.2.1.6) */
+        return ia5_ok(s) && memchr(s->data, '@', (size_t)s->length) != NULL && s->data[0] != '@' &&
+               s->data[s->length - 1] != '@';
+    default:
+        return 0;
+    }
+}
+
+/* check_san refuses a SAN whose type the role does not allow: refused, not dropped, so the
+ * client learns why its certificate would lack a name. */
+static int check_san(const struct gw_role *role, const GENERAL_NAME *gn, int *fail_info, char *err)
+{
+    char why[GW_ERR_LEN];
+    size_t i;
+
+    for (i = 0; i < sizeof(san_types) / sizeof(san_types[0]); i++) {
+        if (san_types[i].gen_type != gn->type)
+            continue;
+        if ((role->allowed_san_types & san_types[i].san_type) == 0 || san_types[i].san_type == 0) {
+            snprintf(why, sizeof(why), "subjectAltName type %s is not allowed on role %.*s",
+                     san_types[i].name, GW_MAX_NAME_LEN, role->name != NULL ? role->name : "?");
+            return refuse(fail_info, err, why);
+        }
+        if (!san_value_ok(gn)) {
+            snprintf(why, sizeof(why), "subjectAltName %s entry is malformed", san_types[i].name);
+            return refuse(fail_info, err, why);
+        }
+        return 0;
+    }
+    return refuse(fail_info, err, "subjectAltName entry of unknown type");
+}
+
+static int plan_sans(const struct gw_role *role, const struct gw_cert_req *req, struct gw_cert_plan *out,
+                     int *fail_info, char *err)
+{
+    int i, n, rc;
+
+    n = req->sans != NULL ? sk_GENERAL_NAME_num(req->sans) : 0;
+    if (n <= 0)
+        return 0;
+    if (n > GW_MAX_SANS) {
+        char why[GW_ERR_LEN];
+
+        snprintf(why, sizeof(why), "too many subjectAltName entries (%d; the limit is %d)", n, GW_MAX_SANS);
+        return refuse(fail_info, err, why);
+    }
+    for (i = 0; i < n; i++) {
+        if ((rc = check_san(role, sk_GENERAL_NAME_value(req->sans, i), fail_info, err)) != 0)
+            return rc;
+    }
+    if ((out->sans = ASN1_item_dup(ASN1_ITEM_rptr(GENERAL_NAMES), req->sans)) == NULL) {
+        snprintf(err, GW_ERR_LEN, "out of memory");
+        return GW_ERR_NOMEM;
+    }
+    return 0;
+}
+
+static int plan_subject(const struct gw_role *role, const struct gw_cert_req *req, struct gw_cert_plan *out,
+                        int *fail_info, char *err)
+{
+    int empty = req->subject == NULL || X509_NAME_entry_count(req->subject) == 0;
+
+    if (empty && role->require_subject)
+        return refuse(fail_info, err, "the certificate template has no subject; this role requires one");
+    /* RFC 5280 §4.2.1.6: an empty subject needs a subjectAltName, or the certificate names no one. */
+    if (empty && out->sans == NULL)
+        return refuse(fail_info, err, "the request has neither a subject nor a subjectAltName");
+    out->subject = empty ? X509_NAME_new() : X509_NAME_dup(req->subject);
+    if (out->subject == NULL) {
+        snprintf(err, GW_ERR_LEN, "out of memory");
+        return GW_ERR_NOMEM;
+    }
+    return 0;
+}
+
+static int ec_curve_ok(const EVP_PKEY *pkey)
+{
+    char name[64];
+    size_t len = 0;
+    int nid;
+
+    if (EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, name, sizeof(name), &len) != 1)
+        return 0; /* explicit curve parameters: refused (RFC 5480 §2.1.1 named curves only) */
+    nid = OBJ_sn2nid(name);
+    if (nid == NID_undef)
+        nid = EC_curve_nist2nid(name);
+    return nid == NID_X9_62_prime256v1 || nid == NID_secp384r1 || nid == NID_secp521r1;
+}
+
+/* Keys: RSA >= 2048 bits, EC P-256/P-384/P-521, Ed25519, Ed448. */
+static int key_ok(const EVP_PKEY *pkey)
+{
+    switch (EVP_PKEY_get_base_id(pkey)) {
+    case EVP_PKEY_RSA:
+        return EVP_PKEY_get_bits(pkey) >= MIN_RSA_BITS &&
+               EVP_PKEY_get_bits(pkey) <= OPENSSL_RSA_MAX_MODULUS_BITS;
+    case EVP_PKEY_EC:
+        return ec_curve_ok(pkey);
+    case EVP_PKEY_ED25519:
+    case EVP_PKEY_ED448:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int plan_key(const struct gw_cert_req *req, struct gw_cert_plan *out, int *fail_info, char *err)
+{
+    if (req->pubkey == NULL)
+        return refuse(fail_info, err, "certificate template has no public key");
+    if (!key_ok(req->pubkey))
+        return refuse(
+            fail_info, err,
+            "key type/size not allowed: use RSA >= 2048 bits, EC P-256/P-384/P-521, Ed25519 or Ed448");
+    if (EVP_PKEY_up_ref(req->pubkey) != 1) {
+        snprintf(err, GW_ERR_LEN, "out of memory");
+        return GW_ERR_NOMEM;
+    }
+    out->pubkey = req->pubkey;
+    return 0;
+}
+
+/*
+ * plan_validity: notBefore is now minus the backdate (clients' clocks drift), whatever was asked;
+ * notAfter is the requested one capped at now + max_ttl, or now + ttl.
+ */
+static int plan_validity(const struct gw_role *role, const struct gw_cert_req *req, time_t now,
+                         struct gw_cert_plan *out, int *fail_info, char *err)
+{
+    time_t max_ttl = role->max_ttl != 0 ? (time_t)role->max_ttl : GW_DEFAULT_MAX_TTL;
+    time_t ttl = role->ttl != 0 ? (time_t)role->ttl : GW_DEFAULT_TTL;
+
+    if (ttl > max_ttl)
+        ttl = max_ttl;
+    out->not_before = now - GW_BACKDATE_SECS;
+    if (req->not_before != 0 && req->not_before > now + GW_BACKDATE_SECS)
+        out->modified = 1; /* a later start was asked for and is not honoured */
+    if (req->not_after == 0) {
+        out->not_after = now + ttl;
+        return 0;
+    }
+    if (req->not_after <= now || (req->not_before != 0 && req->not_after <= req->not_before))
+        return refuse(fail_info, err, "the requested validity ends in the past or before it starts");
+    out->not_after = req->not_after;
+    if (out->not_after > now + max_ttl) {
+        out->not_after = now + max_ttl;
+        out->modified = 1;
+    }
+    return 0;
+}
+
+int gw_cert_plan_make(const struct gw_role *role, const struct gw_cert_req *req, time_t now,
+                      struct gw_cert_plan *out, int *fail_info, char *err)
+{
+    int rc = GW_ERR_INVAL;
+
+    gw_cert_plan_init(out);
+    *fail_info = OSSL_CMP_PKIFAILUREINFO_badRequest;
+    err[0] = '\0';
+    if (role == NULL || req == NULL) {
+        snprintf(err, GW_ERR_LEN, "no role or request to plan a certificate from");
+        goto out;
+    }
+    if ((rc = plan_sans(role, req, out, fail_info, err)) != 0 ||
+        (rc = plan_subject(role, req, out, fail_info, err)) != 0 ||
+        (rc = plan_key(req, out, fail_info, err)) != 0 ||
+        (rc = plan_validity(role, req, now, out, fail_info, err)) != 0)
+        goto out;
+    /* RFC 5280 §4.2.1.3: keyCertSign/cRLSign only with cA TRUE, which this gateway never issues. */
+    out->key_usage = role->key_usage & ~(unsigned)(KU_KEY_CERT_SIGN | KU_CRL_SIGN);
+    out->ext_key_usage = role->ext_key_usage;
+    if (req->other_exts > 0)
+        out->modified = 1; /* e.g. basicConstraints CA:TRUE was asked for: ignored */
+    *fail_info = 0;
+out:
+    if (rc == GW_ERR_NOMEM)
+        *fail_info = OSSL_CMP_PKIFAILUREINFO_systemFailure;
+    if (rc != 0)
+        gw_cert_plan_cleanup(out);
+    return rc;
+}

@@ -1,0 +1,614 @@
+/* Unit tests for mappings/profile.c: CRMF/PKCS#10 request reading and the role's certificate plan. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+#include <openssl/cmp.h>
+#include <openssl/crmf.h>
+#include <openssl/evp.h>
+#include <openssl/x509v3.h>
+#include "gateway/err.h"
+#include "gateway/limits.h"
+#include "mappings/profile.h"
+
+#define NOW ((time_t)1900000000) /* 2030-03-17 */
+#define DAY 86400
+
+enum key_id {
+    K_RSA2048,
+    K_RSA1024,
+    K_P256,
+    K_P384,
+    K_P521,
+    K_P224,
+    K_K256,
+    K_ED25519,
+    K_ED448,
+    K_X25519,
+    K_N
+};
+
+static EVP_PKEY *keys[K_N];
+
+static const struct {
+    const char *alg;
+    const char *param; /* curve, or NULL */
+    size_t bits;
+} key_specs[K_N] = {
+    [K_RSA2048] = {"RSA", NULL, 2048}, [K_RSA1024] = {"RSA", NULL, 1024},  [K_P256] = {"EC", "P-256", 0},
+    [K_P384] = {"EC", "P-384", 0},     [K_P521] = {"EC", "P-521", 0},      [K_P224] = {"EC", "P-224", 0},
+    [K_K256] = {"EC", "secp256k1", 0}, [K_ED25519] = {"ED25519", NULL, 0}, [K_ED448] = {"ED448", NULL, 0},
+    [K_X25519] = {"X25519", NULL, 0},
+};
+
+static int setup_keys(void **state)
+{
+    int i;
+
+    (void)state;
+    for (i = 0; i < K_N; i++) {
+        if (key_specs[i].bits != 0)
+            keys[i] = EVP_PKEY_Q_keygen(NULL, NULL, key_specs[i].alg, key_specs[i].bits);
+        else if (key_specs[i].param != NULL)
+            keys[i] = EVP_PKEY_Q_keygen(NULL, NULL, key_specs[i].alg, key_specs[i].param);
+        else
+            keys[i] = EVP_PKEY_Q_keygen(NULL, NULL, key_specs[i].alg);
+        if (keys[i] == NULL)
+            return -1;
+    }
+    return 0;
+}
+
+static int teardown_keys(void **state)
+{
+    int i;
+
+    (void)state;
+    for (i = 0; i < K_N; i++)
+        EVP_PKEY_free(keys[i]);
+    return 0;
+}
+
+/* iot: dns+ip SANs, subject required, 1 day default, 7 days max; KU asks for keyCertSign (must be dropped).
+ */
+static struct gw_role role_iot = {
+    .name = "iot",
+    .key_usage = KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT | KU_KEY_CERT_SIGN,
+    .ext_key_usage = GW_EKU_CLIENT_AUTH,
+    .allowed_san_types = GW_SAN_DNS | GW_SAN_IP,
+    .ttl = DAY,
+    .max_ttl = 7 * DAY,
+    .require_subject = true,
+};
+
+/* web: every SAN type, subject optional, defaults for validity. */
+static struct gw_role role_web = {
+    .name = "web",
+    .key_usage = KU_DIGITAL_SIGNATURE,
+    .ext_key_usage = GW_EKU_SERVER_AUTH | GW_EKU_CLIENT_AUTH,
+    .allowed_san_types = GW_SAN_DNS | GW_SAN_IP | GW_SAN_URI | GW_SAN_EMAIL,
+};
+
+static X509_NAME *make_name(const char *cn)
+{
+    X509_NAME *n = X509_NAME_new();
+
+    if (cn != NULL && cn[0] != '\0')
+        assert_int_equal(
+            X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0), 1);
+    return n;
+}
+
+/* Extensions from "nid=value" config text; |sans| like "DNS:a.example,IP:127.0.0.1". */
+static STACK_OF(X509_EXTENSION) * make_exts(const char *sans, const char *bc)
+{
+    STACK_OF(X509_EXTENSION) *exts = sk_X509_EXTENSION_new_null();
+    X509_EXTENSION *e;
+
+    if (sans != NULL) {
+        assert_non_null(e = X509V3_EXT_nconf_nid(NULL, NULL, NID_subject_alt_name, sans));
+        sk_X509_EXTENSION_push(exts, e);
+    }
+    if (bc != NULL) {
+        assert_non_null(e = X509V3_EXT_nconf_nid(NULL, NULL, NID_basic_constraints, bc));
+        sk_X509_EXTENSION_push(exts, e);
+    }
+    return exts;
+}
+
+static OSSL_CRMF_MSG *make_crmf(EVP_PKEY *key, const char *cn, const char *sans, const char *bc, time_t nb,
+                                time_t na)
+{
+    OSSL_CRMF_MSG *crm = OSSL_CRMF_MSG_new();
+    X509_NAME *subject = cn != NULL ? make_name(cn) : NULL;
+    STACK_OF(X509_EXTENSION) *exts = make_exts(sans, bc);
+
+    assert_non_null(crm);
+    assert_int_equal(OSSL_CRMF_MSG_set_certReqId(crm, 0), 1);
+    assert_int_equal(OSSL_CRMF_CERTTEMPLATE_fill(OSSL_CRMF_MSG_get0_tmpl(crm), key, subject, NULL, NULL), 1);
+    if (nb != 0 || na != 0)
+        assert_int_equal(OSSL_CRMF_MSG_set0_validity(crm, nb != 0 ? ASN1_TIME_set(NULL, nb) : NULL,
+                                                     na != 0 ? ASN1_TIME_set(NULL, na) : NULL),
+                         1);
+    if (sk_X509_EXTENSION_num(exts) > 0) {
+        assert_int_equal(OSSL_CRMF_MSG_set0_extensions(crm, exts), 1);
+        exts = NULL;
+    }
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    X509_NAME_free(subject);
+    return crm;
+}
+
+static X509_REQ *make_p10(EVP_PKEY *key, const char *cn, const char *sans, const char *bc)
+{
+    X509_REQ *req = X509_REQ_new();
+    X509_NAME *subject = make_name(cn);
+    STACK_OF(X509_EXTENSION) *exts = make_exts(sans, bc);
+    int id = EVP_PKEY_get_base_id(key);
+
+    assert_int_equal(X509_REQ_set_subject_name(req, subject), 1);
+    assert_int_equal(X509_REQ_set_pubkey(req, key), 1);
+    if (sk_X509_EXTENSION_num(exts) > 0)
+        assert_int_equal(X509_REQ_add_extensions(req, exts), 1);
+    assert_true(
+        X509_REQ_sign(req, key, id == EVP_PKEY_ED25519 || id == EVP_PKEY_ED448 ? NULL : EVP_sha256()) > 0);
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    X509_NAME_free(subject);
+    return req;
+}
+
+struct plan_case {
+    const char *name;
+    const struct gw_role *role;
+    int p10; /* 1: PKCS#10, else CRMF */
+    enum key_id key;
+    const char *cn; /* NULL: no subject; "": empty subject */
+    const char *sans;
+    const char *bc; /* basicConstraints asked for */
+    time_t nb, na;  /* requested validity, 0 = none */
+    int rc;
+    const char *err; /* substring on failure */
+    int modified;
+    time_t want_na; /* expected notAfter on success */
+};
+
+static const struct plan_case plan_cases[] = {
+    /* accepted: each key type */
+    {"ir rsa2048", &role_iot, 0, K_RSA2048, "dev1", NULL, NULL, 0, 0, 0, NULL, 0, NOW + DAY},
+    {"ir p256", &role_iot, 0, K_P256, "dev1", "DNS:dev1.example", NULL, 0, 0, 0, NULL, 0, NOW + DAY},
+    {"ir p384", &role_iot, 0, K_P384, "dev1", NULL, NULL, 0, 0, 0, NULL, 0, NOW + DAY},
+    {"ir p521", &role_iot, 0, K_P521, "dev1", NULL, NULL, 0, 0, 0, NULL, 0, NOW + DAY},
+    {"ir ed25519", &role_iot, 0, K_ED25519, "dev1", "IP:127.0.0.1", NULL, 0, 0, 0, NULL, 0, NOW + DAY},
+    {"ir ed448", &role_iot, 0, K_ED448, "dev1", "IP:::1", NULL, 0, 0, 0, NULL, 0, NOW + DAY},
+    /* refused keys */
+    {"rsa1024", &role_iot, 0, K_RSA1024, "dev1", NULL, NULL, 0, 0, GW_ERR_POLICY, "key type/size not allowed",
+     0, 0},
+    {"p224", &role_iot, 0, K_P224, "dev1", NULL, NULL, 0, 0, GW_ERR_POLICY, "key type/size not allowed", 0,
+     0},
+    {"secp256k1", &role_iot, 0, K_K256, "dev1", NULL, NULL, 0, 0, GW_ERR_POLICY, "key type/size not allowed",
+     0, 0},
+    {"p10 rsa1024", &role_iot, 1, K_RSA1024, "dev1", NULL, NULL, 0, 0, GW_ERR_POLICY, "key type/size", 0, 0},
+    /* CA:TRUE asked for: ignored, grantedWithMods */
+    {"ir CA:TRUE", &role_iot, 0, K_P256, "dev1", NULL, "critical,CA:TRUE", 0, 0, 0, NULL, 1, NOW + DAY},
+    {"p10 CA:TRUE", &role_iot, 1, K_P256, "dev1", "DNS:a.example", "CA:TRUE,pathlen:3", 0, 0, 0, NULL, 1,
+     NOW + DAY},
+    /* validity */
+    {"asks 3 days", &role_iot, 0, K_P256, "dev1", NULL, NULL, NOW, NOW + 3 * DAY, 0, NULL, 0, NOW + 3 * DAY},
+    {"asks only notAfter", &role_iot, 0, K_P256, "dev1", NULL, NULL, 0, NOW + 2 * DAY, 0, NULL, 0,
+     NOW + 2 * DAY},
+    {"asks 7 days exactly", &role_iot, 0, K_P256, "dev1", NULL, NULL, 0, NOW + 7 * DAY, 0, NULL, 0,
+     NOW + 7 * DAY},
+    {"over-long validity", &role_iot, 0, K_P256, "dev1", NULL, NULL, NOW, NOW + 3650 * DAY, 0, NULL, 1,
+     NOW + 7 * DAY},
+    {"over-long by 1 s", &role_iot, 0, K_P256, "dev1", NULL, NULL, 0, NOW + 7 * DAY + 1, 0, NULL, 1,
+     NOW + 7 * DAY},
+    {"future start", &role_iot, 0, K_P256, "dev1", NULL, NULL, NOW + DAY, NOW + 2 * DAY, 0, NULL, 1,
+     NOW + 2 * DAY},
+    {"ends in the past", &role_iot, 0, K_P256, "dev1", NULL, NULL, 0, NOW - 10, GW_ERR_POLICY, "in the past",
+     0, 0},
+    {"ends now", &role_iot, 0, K_P256, "dev1", NULL, NULL, 0, NOW, GW_ERR_POLICY, "in the past", 0, 0},
+    {"ends before start", &role_iot, 0, K_P256, "dev1", NULL, NULL, NOW + 3 * DAY, NOW + DAY, GW_ERR_POLICY,
+     "before it starts", 0, 0},
+    {"role defaults", &role_web, 0, K_P256, "www", NULL, NULL, 0, 0, 0, NULL, 0, NOW + GW_DEFAULT_TTL},
+    {"role default cap", &role_web, 0, K_P256, "www", NULL, NULL, 0, NOW + 365 * DAY, 0, NULL, 1,
+     NOW + GW_DEFAULT_MAX_TTL},
+    /* subject */
+    {"missing subject", &role_iot, 0, K_P256, NULL, "DNS:a.example", NULL, 0, 0, GW_ERR_POLICY,
+     "the certificate template has no subject; this role requires one", 0, 0},
+    {"empty subject", &role_iot, 0, K_P256, "", "DNS:a.example", NULL, 0, 0, GW_ERR_POLICY, "requires one", 0,
+     0},
+    {"p10 empty subject", &role_iot, 1, K_P256, "", "DNS:a.example", NULL, 0, 0, GW_ERR_POLICY,
+     "requires one", 0, 0},
+    {"no subject, SAN", &role_web, 0, K_P256, NULL, "DNS:a.example", NULL, 0, 0, 0, NULL, 0,
+     NOW + GW_DEFAULT_TTL},
+    {"no subject, no SAN", &role_web, 0, K_P256, NULL, NULL, NULL, 0, 0, GW_ERR_POLICY,
+     "neither a subject nor", 0, 0},
+    /* SAN types */
+    {"forbidden email", &role_iot, 0, K_P256, "dev1", "DNS:a.example,email:a@example.com", NULL, 0, 0,
+     GW_ERR_POLICY, "subjectAltName type email is not allowed on role iot", 0, 0},
+    {"forbidden uri", &role_iot, 0, K_P256, "dev1", "URI:https://a.example/", NULL, 0, 0, GW_ERR_POLICY,
+     "type uri is not allowed on role iot", 0, 0},
+    {"RID never", &role_web, 0, K_P256, "dev1", "RID:1.2.3.4", NULL, 0, 0, GW_ERR_POLICY,
+     "type registeredID is not allowed on role web", 0, 0},
+    {"otherName never", &role_web, 0, K_P256, "dev1", "otherName:1.2.3.4;UTF8:x", NULL, 0, 0, GW_ERR_POLICY,
+     "type otherName is not allowed", 0, 0},
+    {"wildcard, IDNA, 63-char label", &role_web, 0, K_P256, "www",
+     "DNS:*.a.example,DNS:xn--bcher-kva.example,DNS:"
+     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.b",
+     NULL, 0, 0, 0, NULL, 0, NOW + GW_DEFAULT_TTL},
+    {"64-char label", &role_web, 0, K_P256, "www",
+     "DNS:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.b", NULL, 0, 0, GW_ERR_POLICY,
+     "subjectAltName dns entry is malformed", 0, 0},
+    {"all four on web", &role_web, 0, K_P256, "www",
+     "DNS:a.example,IP:10.0.0.1,URI:urn:x:y,email:a@example.com", NULL, 0, 0, 0, NULL, 0,
+     NOW + GW_DEFAULT_TTL},
+    {"p10 with SANs", &role_iot, 1, K_RSA2048, "dev2", "DNS:dev2.example,IP:127.0.0.1", NULL, 0, 0, 0, NULL,
+     0, NOW + DAY},
+    {"p10 forbidden SAN", &role_iot, 1, K_P256, "dev2", "URI:urn:a", NULL, 0, 0, GW_ERR_POLICY, "type uri", 0,
+     0},
+    {"p10 ed25519", &role_web, 1, K_ED25519, "dev3", NULL, NULL, 0, 0, 0, NULL, 0, NOW + GW_DEFAULT_TTL},
+};
+
+static int read_req(const struct plan_case *c, struct gw_cert_req *req, char *err)
+{
+    int rc;
+
+    if (c->p10) {
+        X509_REQ *csr = make_p10(keys[c->key], c->cn != NULL ? c->cn : "", c->sans, c->bc);
+
+        rc = gw_cert_req_from_p10(csr, req, err);
+        X509_REQ_free(csr);
+    } else {
+        OSSL_CRMF_MSG *crm = make_crmf(keys[c->key], c->cn, c->sans, c->bc, c->nb, c->na);
+
+        rc = gw_cert_req_from_crmf(GW_REQ_IR, crm, req, err);
+        OSSL_CRMF_MSG_free(crm);
+    }
+    return rc;
+}
+
+static void check_plan(const struct plan_case *c, const struct gw_cert_req *req,
+                       const struct gw_cert_plan *plan)
+{
+    assert_int_equal(plan->modified, c->modified);
+    assert_true(plan->not_after == c->want_na);
+    assert_true(plan->not_before == NOW - GW_BACKDATE_SECS);
+    assert_int_equal(plan->key_usage, role_iot.key_usage == c->role->key_usage
+                                          ? (unsigned)(KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT)
+                                          : c->role->key_usage);
+    assert_int_equal(plan->ext_key_usage, c->role->ext_key_usage);
+    assert_int_equal(EVP_PKEY_eq(plan->pubkey, keys[c->key]), 1);
+    assert_non_null(plan->subject);
+    if (req->subject != NULL)
+        assert_int_equal(X509_NAME_cmp(plan->subject, req->subject), 0);
+    else
+        assert_int_equal(X509_NAME_entry_count(plan->subject), 0);
+    if (c->sans == NULL) {
+        assert_null(plan->sans);
+        return;
+    }
+    assert_non_null(plan->sans);
+    assert_int_equal(sk_GENERAL_NAME_num(plan->sans), sk_GENERAL_NAME_num(req->sans));
+    for (int i = 0; i < sk_GENERAL_NAME_num(plan->sans); i++)
+        assert_int_equal(
+            GENERAL_NAME_cmp(sk_GENERAL_NAME_value(plan->sans, i), sk_GENERAL_NAME_value(req->sans, i)), 0);
+}
+
+static void test_plan_table(void **state)
+{
+    struct gw_cert_req req;
+    struct gw_cert_plan plan;
+    char err[GW_ERR_LEN];
+    int fail_info, rc;
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(plan_cases) / sizeof(plan_cases[0]); i++) {
+        const struct plan_case *c = &plan_cases[i];
+
+        if (read_req(c, &req, err) != 0)
+            fail_msg("%s: reading the request failed: %s", c->name, err);
+        rc = gw_cert_plan_make(c->role, &req, NOW, &plan, &fail_info, err);
+        if (rc != c->rc)
+            fail_msg("%s: rc %d, expected %d (%s)", c->name, rc, c->rc, err);
+        if (rc == 0) {
+            assert_int_equal(fail_info, 0);
+            check_plan(c, &req, &plan);
+        } else {
+            if (strstr(err, c->err) == NULL)
+                fail_msg("%s: reason \"%s\" lacks \"%s\"", c->name, err, c->err);
+            assert_int_equal(fail_info, OSSL_CMP_PKIFAILUREINFO_badCertTemplate);
+            assert_null(plan.subject);
+            assert_null(plan.pubkey);
+            assert_null(plan.sans);
+        }
+        gw_cert_plan_cleanup(&plan);
+        gw_cert_req_cleanup(&req);
+    }
+}
+
+/* SAN type filter on hand-built names, including types the config language cannot spell. */
+static void test_plan_san_types(void **state)
+{
+    static const struct {
+        int type;
+        unsigned allowed;
+        int ok;
+    } cases[] = {
+        {GEN_DNS, GW_SAN_DNS, 1},   {GEN_DNS, GW_SAN_IP, 0},  {GEN_IPADD, GW_SAN_IP, 1},
+        {GEN_IPADD, GW_SAN_DNS, 0}, {GEN_URI, GW_SAN_URI, 1}, {GEN_EMAIL, GW_SAN_EMAIL, 1},
+        {GEN_EMAIL, 0, 0},          {GEN_DIRNAME, ~0u, 0},    {GEN_DNS, 0, 0},
+    };
+    struct gw_role role = role_web;
+    struct gw_cert_req req;
+    struct gw_cert_plan plan;
+    char err[GW_ERR_LEN];
+    int fail_info;
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        GENERAL_NAME *gn = GENERAL_NAME_new();
+
+        gw_cert_req_init(&req);
+        req.subject = make_name("x");
+        assert_int_equal(EVP_PKEY_up_ref(keys[K_P256]), 1);
+        req.pubkey = keys[K_P256];
+        req.sans = GENERAL_NAMES_new();
+        if (cases[i].type == GEN_DIRNAME) {
+            GENERAL_NAME_set0_value(gn, GEN_DIRNAME, make_name("dir"));
+        } else if (cases[i].type == GEN_IPADD) {
+            ASN1_OCTET_STRING *ip = ASN1_OCTET_STRING_new();
+
+            ASN1_OCTET_STRING_set(ip, (const unsigned char *)"\x7f\0\0\1", 4);
+            GENERAL_NAME_set0_value(gn, GEN_IPADD, ip);
+        } else {
+            ASN1_IA5STRING *s = ASN1_IA5STRING_new();
+
+            ASN1_STRING_set(s,
+                            cases[i].type == GEN_URI     ? "urn:x"
+                            : cases[i].type == GEN_EMAIL ? "a@example.com"
+                                                         : "a.example",
+                            -1);
+            GENERAL_NAME_set0_value(gn, cases[i].type, s);
+        }
+        sk_GENERAL_NAME_push(req.sans, gn);
+        role.allowed_san_types = cases[i].allowed;
+        assert_int_equal(gw_cert_plan_make(&role, &req, NOW, &plan, &fail_info, err),
+                         cases[i].ok ? 0 : GW_ERR_POLICY);
+        if (!cases[i].ok) {
+            assert_int_equal(fail_info, OSSL_CMP_PKIFAILUREINFO_badCertTemplate);
+            assert_non_null(strstr(err, "is not allowed on role web"));
+        }
+        gw_cert_plan_cleanup(&plan);
+        gw_cert_req_cleanup(&req);
+    }
+}
+
+/* Malformed SAN values and too many SANs: refused with badCertTemplate. */
+static void test_plan_san_values(void **state)
+{
+    static const struct {
+        int type;
+        const char *val;
+        int len;
+    } bad[] = {
+        {GEN_IPADD, "\x7f\0\0", 3},     /* truncated IPv4 */
+        {GEN_IPADD, "\x7f\0\0\1\0", 5}, /* oversized */
+        {GEN_DNS, "", 0},               /* empty */
+        {GEN_DNS, "a b", 3},            /* space */
+        {GEN_DNS, "a\0b", 3},           /* embedded NUL */
+        {GEN_URI, "\x80", 1},           /* not ASCII */
+        {GEN_DNS, "a@example.com", 13}, /* not a host name */
+        {GEN_DNS, "-a.example", 10},    /* label starts with '-' */
+        {GEN_DNS, "a-.example", 10},    /* label ends with '-' */
+        {GEN_DNS, "a..example", 10},    /* empty label */
+        {GEN_DNS, "a.example.", 10},    /* trailing dot */
+        {GEN_DNS, "a.*.example", 11},   /* wildcard not leftmost */
+        {GEN_DNS, "a_b.example", 11},   /* underscore */
+        {GEN_DNS, "*.", 2},             /* wildcard alone */
+        {GEN_URI, "no-scheme", 9},
+        {GEN_URI, ":x", 2},
+        {GEN_EMAIL, "nobody", 6},
+        {GEN_EMAIL, "@example.com", 12},
+        {GEN_EMAIL, "a@", 2},
+    };
+    struct gw_cert_req req;
+    struct gw_cert_plan plan;
+    char err[GW_ERR_LEN];
+    int fail_info, i;
+    size_t j;
+
+    (void)state;
+    for (j = 0; j <= sizeof(bad) / sizeof(bad[0]); j++) {
+        gw_cert_req_init(&req);
+        req.subject = make_name("x");
+        assert_int_equal(EVP_PKEY_up_ref(keys[K_P256]), 1);
+        req.pubkey = keys[K_P256];
+        req.sans = GENERAL_NAMES_new();
+        for (i = 0; i < (j == sizeof(bad) / sizeof(bad[0]) ? GW_MAX_SANS + 1 : 1); i++) {
+            GENERAL_NAME *gn = GENERAL_NAME_new();
+            ASN1_STRING *s = ASN1_STRING_type_new(V_ASN1_IA5STRING);
+
+            if (j < sizeof(bad) / sizeof(bad[0]))
+                ASN1_STRING_set(s, bad[j].val, bad[j].len);
+            else
+                ASN1_STRING_set(s, "a.example", -1);
+            GENERAL_NAME_set0_value(gn, j < sizeof(bad) / sizeof(bad[0]) ? bad[j].type : GEN_DNS, s);
+            sk_GENERAL_NAME_push(req.sans, gn);
+        }
+        assert_int_equal(gw_cert_plan_make(&role_web, &req, NOW, &plan, &fail_info, err), GW_ERR_POLICY);
+        assert_int_equal(fail_info, OSSL_CMP_PKIFAILUREINFO_badCertTemplate);
+        assert_non_null(strstr(err, j < sizeof(bad) / sizeof(bad[0]) ? "malformed" : "too many"));
+        gw_cert_req_cleanup(&req);
+    }
+    /* exactly at the cap: accepted */
+    gw_cert_req_init(&req);
+    req.subject = make_name("x");
+    assert_int_equal(EVP_PKEY_up_ref(keys[K_P256]), 1);
+    req.pubkey = keys[K_P256];
+    req.sans = GENERAL_NAMES_new();
+    for (i = 0; i < GW_MAX_SANS; i++) {
+        GENERAL_NAME *gn = GENERAL_NAME_new();
+        ASN1_IA5STRING *s = ASN1_IA5STRING_new();
+
+        ASN1_STRING_set(s, "a.example", -1);
+        GENERAL_NAME_set0_value(gn, GEN_DNS, s);
+        sk_GENERAL_NAME_push(req.sans, gn);
+    }
+    assert_int_equal(gw_cert_plan_make(&role_web, &req, NOW, &plan, &fail_info, err), 0);
+    assert_int_equal(sk_GENERAL_NAME_num(plan.sans), GW_MAX_SANS);
+    gw_cert_plan_cleanup(&plan);
+    gw_cert_req_cleanup(&req);
+}
+
+/* CRMF reading: fields land in the request; no public key, duplicate or garbage SAN are errors. */
+static void test_req_from_crmf(void **state)
+{
+    OSSL_CRMF_MSG *crm;
+    X509_EXTENSION *e;
+    STACK_OF(X509_EXTENSION) * exts;
+    ASN1_OCTET_STRING *junk;
+    struct gw_cert_req req;
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    crm = make_crmf(keys[K_P256], "dev1", "DNS:a.example,IP:127.0.0.1", "CA:TRUE", NOW, NOW + DAY);
+    assert_int_equal(gw_cert_req_from_crmf(GW_REQ_CR, crm, &req, err), 0);
+    assert_int_equal(req.kind, GW_REQ_CR);
+    assert_non_null(req.subject);
+    assert_int_equal(sk_GENERAL_NAME_num(req.sans), 2);
+    assert_int_equal(req.other_exts, 1);
+    assert_true(req.not_before == NOW && req.not_after == NOW + DAY);
+    assert_int_equal(EVP_PKEY_eq(req.pubkey, keys[K_P256]), 1);
+    assert_null(req.csr);
+    gw_cert_req_cleanup(&req);
+    gw_cert_req_cleanup(&req); /* idempotent */
+    OSSL_CRMF_MSG_free(crm);
+
+    /* no public key */
+    crm = make_crmf(NULL, "dev1", NULL, NULL, 0, 0);
+    assert_int_equal(gw_cert_req_from_crmf(GW_REQ_IR, crm, &req, err), GW_ERR_INVAL);
+    assert_string_equal(err, "certificate template has no public key");
+    assert_null(req.subject);
+    OSSL_CRMF_MSG_free(crm);
+
+    /* two subjectAltName extensions */
+    crm = make_crmf(keys[K_P256], "dev1", NULL, NULL, 0, 0);
+    exts = make_exts("DNS:a.example", NULL);
+    sk_X509_EXTENSION_push(exts, X509V3_EXT_nconf_nid(NULL, NULL, NID_subject_alt_name, "DNS:b.example"));
+    assert_int_equal(OSSL_CRMF_MSG_set0_extensions(crm, exts), 1);
+    assert_int_equal(gw_cert_req_from_crmf(GW_REQ_IR, crm, &req, err), GW_ERR_INVAL);
+    assert_non_null(strstr(err, "more than one subjectAltName"));
+    OSSL_CRMF_MSG_free(crm);
+
+    /* a subjectAltName whose value is not GeneralNames (wrong type) */
+    crm = make_crmf(keys[K_P256], "dev1", NULL, NULL, 0, 0);
+    exts = sk_X509_EXTENSION_new_null();
+    junk = ASN1_OCTET_STRING_new();
+    ASN1_OCTET_STRING_set(junk, (const unsigned char *)"\x02\x01\x05", 3); /* INTEGER 5 */
+    e = X509_EXTENSION_create_by_NID(NULL, NID_subject_alt_name, 0, junk);
+    sk_X509_EXTENSION_push(exts, e);
+    assert_int_equal(OSSL_CRMF_MSG_set0_extensions(crm, exts), 1);
+    assert_int_equal(gw_cert_req_from_crmf(GW_REQ_IR, crm, &req, err), GW_ERR_INVAL);
+    assert_non_null(strstr(err, "malformed"));
+    ASN1_OCTET_STRING_free(junk);
+    OSSL_CRMF_MSG_free(crm);
+
+    /* no template at all */
+    assert_int_equal(gw_cert_req_from_crmf(GW_REQ_IR, NULL, &req, err), GW_ERR_INVAL);
+}
+
+/* A CRMF message survives its DER round trip; its truncated twins never parse into a request. */
+static void test_req_from_crmf_der(void **state)
+{
+    OSSL_CRMF_MSG *crm = make_crmf(keys[K_ED25519], "dev1", "DNS:a.example", NULL, 0, NOW + DAY), *back;
+    unsigned char *der = NULL;
+    const unsigned char *p;
+    struct gw_cert_req req;
+    char err[GW_ERR_LEN];
+    int len, cut;
+
+    (void)state;
+    assert_true((len = i2d_OSSL_CRMF_MSG(crm, &der)) > 0);
+    p = der;
+    assert_non_null(back = d2i_OSSL_CRMF_MSG(NULL, &p, len));
+    assert_int_equal(gw_cert_req_from_crmf(GW_REQ_IR, back, &req, err), 0);
+    assert_int_equal(EVP_PKEY_eq(req.pubkey, keys[K_ED25519]), 1);
+    assert_true(req.not_after == NOW + DAY && req.not_before == 0);
+    gw_cert_req_cleanup(&req);
+    OSSL_CRMF_MSG_free(back);
+    for (cut = 1; cut < len; cut += 7) {
+        p = der;
+        back = d2i_OSSL_CRMF_MSG(NULL, &p, len - cut);
+        if (back != NULL) /* a prefix that still parses must still give a sane request or an error */
+            fail_msg("truncated CRMF (%d of %d bytes) parsed", len - cut, len);
+    }
+    OPENSSL_free(der);
+    OSSL_CRMF_MSG_free(crm);
+}
+
+/* PKCS#10 reading: subject, SANs, key, and an owned copy of the CSR. */
+static void test_req_from_p10(void **state)
+{
+    X509_REQ *csr = make_p10(keys[K_P384], "dev9", "DNS:dev9.example,IP:127.0.0.1", "CA:TRUE");
+    struct gw_cert_req req;
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    assert_int_equal(gw_cert_req_from_p10(csr, &req, err), 0);
+    assert_int_equal(req.kind, GW_REQ_P10CR);
+    assert_int_equal(sk_GENERAL_NAME_num(req.sans), 2);
+    assert_int_equal(req.other_exts, 1);
+    assert_non_null(req.csr);
+    assert_ptr_not_equal(req.csr, csr);
+    X509_REQ_free(csr); /* the request keeps its own copy */
+    assert_int_equal(X509_REQ_verify(req.csr, req.pubkey), 1);
+    assert_int_equal(EVP_PKEY_eq(req.pubkey, keys[K_P384]), 1);
+    gw_cert_req_cleanup(&req);
+    assert_int_equal(gw_cert_req_from_p10(NULL, &req, err), GW_ERR_INVAL);
+
+    /* no extensions, empty subject */
+    csr = make_p10(keys[K_P256], "", NULL, NULL);
+    assert_int_equal(gw_cert_req_from_p10(csr, &req, err), 0);
+    assert_null(req.subject);
+    assert_null(req.sans);
+    assert_int_equal(req.other_exts, 0);
+    gw_cert_req_cleanup(&req);
+    X509_REQ_free(csr);
+}
+
+static void test_plan_bad_args(void **state)
+{
+    struct gw_cert_req req;
+    struct gw_cert_plan plan;
+    char err[GW_ERR_LEN];
+    int fail_info;
+
+    (void)state;
+    gw_cert_req_init(&req);
+    req.subject = make_name("x");
+    assert_int_equal(gw_cert_plan_make(NULL, &req, NOW, &plan, &fail_info, err), GW_ERR_INVAL);
+    assert_int_equal(gw_cert_plan_make(&role_iot, NULL, NOW, &plan, &fail_info, err), GW_ERR_INVAL);
+    /* a request without a key (built by hand) */
+    assert_int_equal(gw_cert_plan_make(&role_iot, &req, NOW, &plan, &fail_info, err), GW_ERR_POLICY);
+    assert_non_null(strstr(err, "no public key"));
+    assert_int_equal(fail_info, OSSL_CMP_PKIFAILUREINFO_badCertTemplate);
+    gw_cert_req_cleanup(&req);
+    gw_cert_plan_cleanup(NULL);
+    gw_cert_req_cleanup(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_plan_table),        cmocka_unit_test(test_plan_san_types),
+        cmocka_unit_test(test_plan_san_values),   cmocka_unit_test(test_req_from_crmf),
+        cmocka_unit_test(test_req_from_crmf_der), cmocka_unit_test(test_req_from_p10),
+        cmocka_unit_test(test_plan_bad_args),
+    };
+
+    return cmocka_run_group_tests(tests, setup_keys, teardown_keys);
+}

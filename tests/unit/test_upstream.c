@@ -1,0 +1,738 @@
+/* Unit tests for upstream/upstream.c and upstream/local.c: issuance, in-flight cap, deadlines. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#include <time.h>
+#include <cmocka.h>
+#include <openssl/bn.h>
+#include <openssl/cmp.h>
+#include <openssl/evp.h>
+#include <openssl/x509v3.h>
+#include "gateway/err.h"
+#include "gateway/limits.h"
+#include "upstream/upstream.h"
+
+#define DAY 86400
+
+enum key_id { K_RSA2048, K_P256, K_P384, K_P521, K_ED25519, K_ED448, K_N };
+
+static const char *const key_alg[K_N][2] = {
+    [K_RSA2048] = {"RSA", NULL}, [K_P256] = {"EC", "P-256"},      [K_P384] = {"EC", "P-384"},
+    [K_P521] = {"EC", "P-521"},  [K_ED25519] = {"ED25519", NULL}, [K_ED448] = {"ED448", NULL},
+};
+
+static EVP_PKEY *keys[K_N];
+static EVP_PKEY *root_key, *ca_key, *ed_ca_key, *other_key;
+static X509 *root, *ca, *ed_ca, *leaf_ca_short;
+static time_t now;
+
+static EVP_PKEY *keygen(enum key_id k)
+{
+    if (k == K_RSA2048)
+        return EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    if (key_alg[k][1] != NULL)
+        return EVP_PKEY_Q_keygen(NULL, NULL, key_alg[k][0], key_alg[k][1]);
+    return EVP_PKEY_Q_keygen(NULL, NULL, key_alg[k][0]);
+}
+
+static const EVP_MD *md_for(EVP_PKEY *k)
+{
+    int id = EVP_PKEY_get_base_id(k);
+
+    return id == EVP_PKEY_ED25519 || id == EVP_PKEY_ED448 ? NULL : EVP_sha256();
+}
+
+static void add_ext(X509 *x, X509 *issuer, int nid, const char *value)
+{
+    X509V3_CTX ctx;
+    X509_EXTENSION *e;
+
+    X509V3_set_ctx(&ctx, issuer, x, NULL, NULL, 0);
+    assert_non_null(e = X509V3_EXT_nconf_nid(NULL, &ctx, nid, value));
+    assert_int_equal(X509_add_ext(x, e, -1), 1);
+    X509_EXTENSION_free(e);
+}
+
+/* A CA certificate for |key| (self-signed when |issuer| is NULL), valid [nb, na]; |bc| e.g.
+ * "critical,CA:TRUE". */
+static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key, time_t nb,
+                       time_t na, const char *bc)
+{
+    X509 *x = X509_new();
+    X509_NAME *name = X509_NAME_new();
+    ASN1_INTEGER *serial = ASN1_INTEGER_new();
+
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
+    ASN1_INTEGER_set(serial, 1 + (long)(rand() % 100000));
+    X509_set_version(x, X509_VERSION_3);
+    X509_set_serialNumber(x, serial);
+    X509_set_subject_name(x, name);
+    X509_set_issuer_name(x, issuer != NULL ? X509_get_subject_name(issuer) : name);
+    X509_set_pubkey(x, key);
+    ASN1_TIME_set(X509_getm_notBefore(x), nb);
+    ASN1_TIME_set(X509_getm_notAfter(x), na);
+    add_ext(x, issuer != NULL ? issuer : x, NID_basic_constraints, bc);
+    if (strstr(bc, "CA:TRUE") != NULL)
+        add_ext(x, issuer != NULL ? issuer : x, NID_key_usage, "critical,keyCertSign,cRLSign");
+    add_ext(x, issuer != NULL ? issuer : x, NID_subject_key_identifier, "hash");
+    if (issuer != NULL)
+        add_ext(x, issuer, NID_authority_key_identifier, "keyid");
+    assert_true(X509_sign(x, issuer_key != NULL ? issuer_key : key,
+                          md_for(issuer_key != NULL ? issuer_key : key)) > 0);
+    X509_NAME_free(name);
+    ASN1_INTEGER_free(serial);
+    return x;
+}
+
+static int setup(void **state)
+{
+    int i;
+
+    (void)state;
+    now = time(NULL);
+    for (i = 0; i < K_N; i++) {
+        if ((keys[i] = keygen((enum key_id)i)) == NULL)
+            return -1;
+    }
+    root_key = keygen(K_P384);
+    ca_key = keygen(K_P256);
+    ed_ca_key = keygen(K_ED25519);
+    other_key = keygen(K_P256);
+    root = make_cert("test root", root_key, NULL, NULL, now - DAY, now + 3650 * DAY, "critical,CA:TRUE");
+    ca = make_cert("test issuing", ca_key, root, root_key, now - DAY, now + 365 * DAY,
+                   "critical,CA:TRUE,pathlen:0");
+    ed_ca =
+        make_cert("test ed25519 root", ed_ca_key, NULL, NULL, now - DAY, now + 365 * DAY, "critical,CA:TRUE");
+    leaf_ca_short = make_cert("short issuing", other_key, root, root_key, now - DAY, now + 2 * DAY,
+                              "critical,CA:TRUE,pathlen:0");
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    int i;
+
+    (void)state;
+    for (i = 0; i < K_N; i++)
+        EVP_PKEY_free(keys[i]);
+    EVP_PKEY_free(root_key);
+    EVP_PKEY_free(ca_key);
+    EVP_PKEY_free(ed_ca_key);
+    EVP_PKEY_free(other_key);
+    X509_free(root);
+    X509_free(ca);
+    X509_free(ed_ca);
+    X509_free(leaf_ca_short);
+    return 0;
+}
+
+/* A local upstream conf over |cert|/|key| with |chain_cert| as its chain (may be NULL). */
+static void conf_init(struct gw_upstream_conf *c, const char *name, X509 *cert, EVP_PKEY *key,
+                      X509 *chain_cert)
+{
+    memset(c, 0, sizeof(*c));
+    c->name = (char *)name;
+    c->type = GW_UPSTREAM_LOCAL;
+    c->timeout_ms = 5000;
+    c->max_inflight = 8;
+    c->cert = cert;
+    c->key = key;
+    c->chain = sk_X509_new_null();
+    if (chain_cert != NULL)
+        sk_X509_push(c->chain, chain_cert);
+}
+
+static void conf_cleanup(struct gw_upstream_conf *c)
+{
+    sk_X509_free(c->chain); /* entries are borrowed */
+}
+
+static void plan_init(struct gw_cert_plan *p, EVP_PKEY *key, const char *cn, const char *sans)
+{
+    gw_cert_plan_init(p);
+    p->subject = X509_NAME_new();
+    if (cn != NULL)
+        X509_NAME_add_entry_by_txt(p->subject, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
+    if (sans != NULL) {
+        X509_EXTENSION *e = X509V3_EXT_nconf_nid(NULL, NULL, NID_subject_alt_name, sans);
+
+        assert_non_null(e);
+        assert_non_null(p->sans = X509V3_EXT_d2i(e));
+        X509_EXTENSION_free(e);
+    }
+    EVP_PKEY_up_ref(key);
+    p->pubkey = key;
+    p->not_before = now - GW_BACKDATE_SECS;
+    p->not_after = now + 7 * DAY;
+    p->key_usage = KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT;
+    p->ext_key_usage = GW_EKU_CLIENT_AUTH | GW_EKU_SERVER_AUTH;
+}
+
+/* The EKU extension as gw_eku bits (independent of local.c's own table). */
+static unsigned eku_bits(X509 *x)
+{
+    static const struct {
+        int nid;
+        unsigned bit;
+    } map[] = {{NID_server_auth, GW_EKU_SERVER_AUTH},
+               {NID_client_auth, GW_EKU_CLIENT_AUTH},
+               {NID_code_sign, GW_EKU_CODE_SIGNING},
+               {NID_email_protect, GW_EKU_EMAIL_PROTECTION},
+               {NID_time_stamp, GW_EKU_TIME_STAMPING},
+               {NID_OCSP_sign, GW_EKU_OCSP_SIGNING},
+               {NID_cmcRA, GW_EKU_CMC_RA}};
+    EXTENDED_KEY_USAGE *eku = X509_get_ext_d2i(x, NID_ext_key_usage, NULL, NULL);
+    unsigned bits = 0;
+    size_t j;
+
+    for (int i = 0; i < sk_ASN1_OBJECT_num(eku); i++) {
+        int nid = OBJ_obj2nid(sk_ASN1_OBJECT_value(eku, i)), found = 0;
+
+        for (j = 0; j < sizeof(map) / sizeof(map[0]); j++) {
+            if (map[j].nid == nid) {
+                assert_int_equal(bits & map[j].bit, 0); /* no duplicates */
+                bits |= map[j].bit;
+                found = 1;
+            }
+        }
+        assert_true(found);
+    }
+    EXTENDED_KEY_USAGE_free(eku);
+    return bits;
+}
+
+static int serial_bits(const X509 *x, int *negative)
+{
+    const ASN1_INTEGER *s = X509_get0_serialNumber(x);
+    BIGNUM *bn = ASN1_INTEGER_to_BN(s, NULL);
+    int bits = BN_num_bits(bn);
+
+    *negative = ASN1_STRING_type(s) == V_ASN1_NEG_INTEGER || BN_is_negative(bn);
+    BN_free(bn);
+    return bits;
+}
+
+/* The certificate verifies up to |anchor| through |chain|, for the given purpose. */
+static int verifies(X509 *cert, STACK_OF(X509) * chain, X509 *anchor)
+{
+    X509_STORE *store = X509_STORE_new();
+    X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+    int ok;
+
+    X509_STORE_add_cert(store, anchor);
+    X509_STORE_CTX_init(ctx, store, cert, chain);
+    X509_STORE_CTX_set_flags(ctx, X509_V_FLAG_X509_STRICT);
+    ok = X509_verify_cert(ctx);
+    if (ok != 1)
+        print_message("verify: %s\n", X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
+    X509_STORE_CTX_free(ctx);
+    X509_STORE_free(store);
+    return ok;
+}
+
+static void check_issued(const struct gw_sign_result *res, const struct gw_cert_plan *plan, X509 *issuer)
+{
+    const BASIC_CONSTRAINTS *bc;
+    GENERAL_NAMES *sans;
+    int crit = -1, neg, bits;
+
+    assert_int_equal(res->status, 0);
+    assert_non_null(res->cert);
+    assert_int_equal(X509_get_version(res->cert), X509_VERSION_3);
+    bits = serial_bits(res->cert, &neg);
+    assert_false(neg);
+    assert_true(bits > 64 && bits <= GW_SERIAL_BITS);
+    assert_int_equal(X509_NAME_cmp(X509_get_issuer_name(res->cert), X509_get_subject_name(issuer)), 0);
+    assert_int_equal(X509_NAME_cmp(X509_get_subject_name(res->cert), plan->subject), 0);
+    assert_int_equal(EVP_PKEY_eq(X509_get0_pubkey(res->cert), plan->pubkey), 1);
+    assert_int_equal(X509_verify(res->cert, X509_get0_pubkey(issuer)), 1);
+    /* CA:FALSE, critical, always */
+    bc = X509_get_ext_d2i(res->cert, NID_basic_constraints, &crit, NULL);
+    assert_non_null(bc);
+    assert_int_equal(crit, 1);
+    assert_false(bc->ca);
+    BASIC_CONSTRAINTS_free((BASIC_CONSTRAINTS *)bc);
+    assert_int_equal(X509_check_ca(res->cert), 0);
+    /* KU and EKU exactly as planned */
+    assert_int_equal(X509_get_key_usage(res->cert), plan->key_usage != 0 ? plan->key_usage : UINT32_MAX);
+    assert_int_equal(X509_get_ext_by_NID(res->cert, NID_key_usage, -1) >= 0, plan->key_usage != 0);
+    if (plan->key_usage != 0)
+        assert_int_equal(X509_EXTENSION_get_critical(
+                             X509_get_ext(res->cert, X509_get_ext_by_NID(res->cert, NID_key_usage, -1))),
+                         1);
+    assert_int_equal(X509_get_ext_by_NID(res->cert, NID_ext_key_usage, -1) >= 0, plan->ext_key_usage != 0);
+    assert_int_equal(eku_bits(res->cert), plan->ext_key_usage);
+    /* SAN exactly as planned, critical iff the subject is empty */
+    sans = X509_get_ext_d2i(res->cert, NID_subject_alt_name, &crit, NULL);
+    if (plan->sans == NULL) {
+        assert_null(sans);
+    } else {
+        assert_non_null(sans);
+        assert_int_equal(sk_GENERAL_NAME_num(sans), sk_GENERAL_NAME_num(plan->sans));
+        for (int i = 0; i < sk_GENERAL_NAME_num(sans); i++)
+            assert_int_equal(
+                GENERAL_NAME_cmp(sk_GENERAL_NAME_value(sans, i), sk_GENERAL_NAME_value(plan->sans, i)), 0);
+        assert_int_equal(crit, X509_NAME_entry_count(plan->subject) == 0);
+    }
+    GENERAL_NAMES_free(sans);
+    /* key identifiers */
+    assert_non_null(X509_get0_subject_key_id(res->cert));
+    assert_non_null(X509_get0_authority_key_id(res->cert));
+    assert_int_equal(
+        ASN1_OCTET_STRING_cmp(X509_get0_authority_key_id(res->cert), X509_get0_subject_key_id(issuer)), 0);
+    /* the chain starts with the issuer */
+    assert_non_null(res->chain);
+    assert_int_equal(X509_cmp(sk_X509_value(res->chain, 0), issuer), 0);
+}
+
+static void sign(struct gw_upstream *up, const struct gw_cert_plan *plan, struct gw_sign_result *res)
+{
+    struct gw_sign_req req = {.plan = plan, .request_id = "00112233"};
+
+    gw_upstream_sign_wait(up, &req, res);
+}
+
+static void test_issue_each_key_type(void **state)
+{
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    struct gw_sign_result res;
+    struct gw_cert_plan plan;
+    char err[GW_ERR_LEN];
+    int i;
+
+    (void)state;
+    conf_init(&conf, "local", ca, ca_key, root);
+    assert_non_null(up = gw_upstream_new(&conf, err));
+    for (i = 0; i < K_N; i++) {
+        plan_init(&plan, keys[i], "device-1", "DNS:dev1.example,IP:127.0.0.1,IP:::1");
+        sign(up, &plan, &res);
+        check_issued(&res, &plan, ca);
+        assert_int_equal(sk_X509_num(res.chain), 2);
+        assert_int_equal(X509_cmp(sk_X509_value(res.chain, 1), root), 0);
+        assert_int_equal(verifies(res.cert, res.chain, root), 1);
+        assert_true(X509_cmp_time(X509_get0_notAfter(res.cert), &(time_t){plan.not_after - 1}) > 0);
+        assert_true(X509_cmp_time(X509_get0_notAfter(res.cert), &(time_t){plan.not_after + 1}) < 0);
+        assert_int_equal(res.modified, 0);
+        gw_sign_result_cleanup(&res);
+        gw_cert_plan_cleanup(&plan);
+    }
+    gw_upstream_free(up);
+    conf_cleanup(&conf);
+}
+
+/* Ed25519 CA: signed with no digest; the chain repeats no certificate when the chain file holds the CA. */
+static void test_issue_ed25519_ca(void **state)
+{
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    struct gw_sign_result res;
+    struct gw_cert_plan plan;
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    conf_init(&conf, "ed", ed_ca, ed_ca_key, ed_ca);
+    assert_non_null(up = gw_upstream_new(&conf, err));
+    plan_init(&plan, keys[K_RSA2048], "rsa-device", NULL);
+    sign(up, &plan, &res);
+    check_issued(&res, &plan, ed_ca);
+    assert_int_equal(X509_get_signature_nid(res.cert), NID_ED25519);
+    assert_int_equal(sk_X509_num(res.chain), 1);
+    assert_int_equal(verifies(res.cert, res.chain, ed_ca), 1);
+    gw_sign_result_cleanup(&res);
+    gw_cert_plan_cleanup(&plan);
+    gw_upstream_free(up);
+    conf_cleanup(&conf);
+}
+
+/* Profile edges: empty subject (critical SAN), no KU/EKU, keyCertSign never issued, a stranger never
+ * verifies. */
+static void test_issue_profile_edges(void **state)
+{
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    struct gw_sign_result res;
+    struct gw_cert_plan plan;
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    conf_init(&conf, "local", ca, ca_key, root);
+    assert_non_null(up = gw_upstream_new(&conf, err));
+
+    plan_init(&plan, keys[K_P256], NULL, "URI:urn:example:device:7");
+    plan.key_usage = 0;
+    plan.ext_key_usage = 0;
+    sign(up, &plan, &res);
+    check_issued(&res, &plan, ca);
+    gw_sign_result_cleanup(&res);
+    gw_cert_plan_cleanup(&plan);
+
+    plan_init(&plan, keys[K_P256], "sneaky", NULL);
+    plan.key_usage = KU_DIGITAL_SIGNATURE | KU_KEY_CERT_SIGN | KU_CRL_SIGN;
+    plan.ext_key_usage = GW_EKU_CMC_RA | GW_EKU_OCSP_SIGNING;
+    sign(up, &plan, &res);
+    assert_int_equal(res.status, 0);
+    assert_int_equal(X509_get_key_usage(res.cert), KU_DIGITAL_SIGNATURE);
+    assert_int_equal(eku_bits(res.cert), GW_EKU_CMC_RA | GW_EKU_OCSP_SIGNING);
+    assert_int_equal(X509_check_ca(res.cert), 0);
+    /* issued by |ca|: does not verify against an unrelated anchor */
+    assert_int_not_equal(verifies(res.cert, NULL, ed_ca), 1);
+    gw_sign_result_cleanup(&res);
+    gw_cert_plan_cleanup(&plan);
+
+    gw_upstream_free(up);
+    conf_cleanup(&conf);
+}
+
+/* Serials: random, distinct, positive, more than 64 bits. */
+static void test_issue_serials(void **state)
+{
+    enum { N = 32 };
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    struct gw_sign_result res;
+    struct gw_cert_plan plan;
+    ASN1_INTEGER *seen[N];
+    char err[GW_ERR_LEN];
+    int i, j, neg, bits, max_bits = 0;
+
+    (void)state;
+    conf_init(&conf, "local", ca, ca_key, root);
+    assert_non_null(up = gw_upstream_new(&conf, err));
+    plan_init(&plan, keys[K_ED25519], "serials", NULL);
+    for (i = 0; i < N; i++) {
+        sign(up, &plan, &res);
+        assert_int_equal(res.status, 0);
+        bits = serial_bits(res.cert, &neg);
+        assert_false(neg);
+        assert_true(bits > 64);
+        max_bits = bits > max_bits ? bits : max_bits;
+        seen[i] = ASN1_INTEGER_dup(X509_get0_serialNumber(res.cert));
+        for (j = 0; j < i; j++)
+            assert_int_not_equal(ASN1_INTEGER_cmp(seen[i], seen[j]), 0);
+        gw_sign_result_cleanup(&res);
+    }
+    assert_true(max_bits > 150); /* all 159 bits are used, not a short counter */
+    for (i = 0; i < N; i++)
+        ASN1_INTEGER_free(seen[i]);
+    gw_cert_plan_cleanup(&plan);
+    gw_upstream_free(up);
+    conf_cleanup(&conf);
+}
+
+/* Validity never beyond the CA's own notAfter; a plan entirely beyond it is refused. */
+static void test_issue_validity_clamp(void **state)
+{
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    struct gw_sign_result res;
+    struct gw_cert_plan plan;
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    conf_init(&conf, "short", leaf_ca_short, other_key, root);
+    assert_non_null(up = gw_upstream_new(&conf, err));
+    plan_init(&plan, keys[K_P256], "clamped", NULL);
+    plan.not_after = now + 30 * DAY;
+    sign(up, &plan, &res);
+    assert_int_equal(res.status, 0);
+    assert_int_equal(res.modified, 1);
+    assert_int_equal(ASN1_TIME_compare(X509_get0_notAfter(res.cert), X509_get0_notAfter(leaf_ca_short)), 0);
+    assert_int_equal(verifies(res.cert, res.chain, root), 1);
+    gw_sign_result_cleanup(&res);
+
+    plan.not_before = now + 3 * DAY; /* starts after the CA expires */
+    sign(up, &plan, &res);
+    assert_int_equal(res.status, GW_ERR_UPSTREAM);
+    assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
+    assert_null(res.cert);
+    assert_null(res.chain);
+    assert_non_null(strstr(res.reason, "not valid for the requested period"));
+    gw_sign_result_cleanup(&res);
+    gw_cert_plan_cleanup(&plan);
+    gw_upstream_free(up);
+    conf_cleanup(&conf);
+}
+
+/* Misconfigured local issuers are refused at creation, with the upstream's name. */
+static void test_local_init_errors(void **state)
+{
+    static const struct {
+        X509 **cert;
+        EVP_PKEY **key;
+        const char *err;
+    } cases[] = {
+        {&ca, &other_key, "does not match"},
+        {NULL, &ca_key, "needs a CA certificate"},
+        {&ca, NULL, "needs a CA certificate"},
+    };
+    struct gw_upstream_conf conf;
+    char err[GW_ERR_LEN];
+    X509 *leaf;
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        conf_init(&conf, "bad", cases[i].cert != NULL ? *cases[i].cert : NULL,
+                  cases[i].key != NULL ? *cases[i].key : NULL, NULL);
+        assert_null(gw_upstream_new(&conf, err));
+        assert_non_null(strstr(err, cases[i].err));
+        assert_non_null(strstr(err, "upstream bad"));
+        conf_cleanup(&conf);
+    }
+    leaf = make_cert("not a ca", other_key, root, root_key, now - DAY, now + DAY, "critical,CA:FALSE");
+    conf_init(&conf, "bad", leaf, other_key, NULL);
+    assert_null(gw_upstream_new(&conf, err));
+    assert_non_null(strstr(err, "not a CA certificate"));
+    conf.type = (enum gw_upstream_type)42;
+    assert_null(gw_upstream_new(&conf, err));
+    assert_non_null(strstr(err, "unknown type 42"));
+    assert_null(gw_upstream_new(NULL, err));
+    conf_cleanup(&conf);
+    X509_free(leaf);
+}
+
+/* ---- asynchronous test adapter: holds calls until the test completes them ---- */
+
+#define HOLD_MAX 16
+
+static struct {
+    pthread_mutex_t lock;
+    gw_upstream_done_fn done[HOLD_MAX];
+    void *arg[HOLD_MAX];
+    int n;
+    int delay_ms; /* > 0: complete from a thread after this long */
+    X509 *cert;   /* what completions carry */
+} hold = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static int hold_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done,
+                     void *arg);
+
+static const struct gw_upstream_ops hold_ops = {.dialect = "hold", .sign = hold_sign};
+
+static struct gw_sign_result *hold_result(void)
+{
+    struct gw_sign_result *res = malloc(sizeof(*res));
+
+    gw_sign_result_init(res);
+    if (hold.cert != NULL) {
+        X509_up_ref(hold.cert);
+        res->cert = hold.cert;
+    } else {
+        res->status = GW_ERR_UPSTREAM;
+        snprintf(res->reason, sizeof(res->reason), "held");
+    }
+    return res;
+}
+
+static void *late_thread(void *arg)
+{
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)hold.delay_ms * 1000000};
+    int i = (int)(intptr_t)arg;
+
+    nanosleep(&ts, NULL);
+    hold.done[i](hold.arg[i], hold_result());
+    return NULL;
+}
+
+static pthread_t late_threads[HOLD_MAX];
+
+static int hold_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done,
+                     void *arg)
+{
+    int i;
+
+    (void)up;
+    (void)req;
+    pthread_mutex_lock(&hold.lock);
+    i = hold.n++;
+    hold.done[i] = done;
+    hold.arg[i] = arg;
+    pthread_mutex_unlock(&hold.lock);
+    if (hold.delay_ms > 0)
+        pthread_create(&late_threads[i], NULL, late_thread, (void *)(intptr_t)i);
+    return 0;
+}
+
+static int results_seen;
+
+static void count_done(void *arg, struct gw_sign_result *res)
+{
+    (void)arg;
+    results_seen++;
+    gw_sign_result_cleanup(res);
+    free(res);
+}
+
+/* At max_inflight, submit refuses at once; a completion frees a slot. */
+static void test_inflight_cap(void **state)
+{
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    struct gw_cert_plan plan;
+    struct gw_sign_req req = {.plan = &plan, .request_id = "aa"};
+    struct gw_sign_result res;
+    char err[GW_ERR_LEN];
+    int i;
+
+    (void)state;
+    conf_init(&conf, "capped", NULL, NULL, NULL);
+    conf.max_inflight = 2;
+    hold.n = 0;
+    hold.delay_ms = 0;
+    hold.cert = NULL;
+    results_seen = 0;
+    plan_init(&plan, keys[K_P256], "x", NULL);
+    assert_non_null(up = gw_upstream_new_ops(&conf, &hold_ops, err));
+    assert_int_equal(gw_upstream_sign_submit(up, &req, count_done, NULL), 0);
+    assert_int_equal(gw_upstream_sign_submit(up, &req, count_done, NULL), 0);
+    assert_int_equal(gw_upstream_sign_submit(up, &req, count_done, NULL), GW_ERR_BUSY);
+    gw_upstream_sign_wait(up, &req, &res);
+    assert_int_equal(res.status, GW_ERR_BUSY);
+    assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
+    assert_string_equal(res.reason, "upstream capped is at its limit of 2 calls in flight");
+    assert_null(res.cert);
+    assert_int_equal(hold.n, 2); /* the adapter never saw the refused calls */
+    hold.done[0](hold.arg[0], hold_result());
+    assert_int_equal(results_seen, 1);
+    assert_int_equal(gw_upstream_sign_submit(up, &req, count_done, NULL), 0);
+    assert_int_equal(gw_upstream_sign_submit(up, &req, count_done, NULL), GW_ERR_BUSY);
+    for (i = 1; i < hold.n; i++)
+        hold.done[i](hold.arg[i], hold_result());
+    assert_int_equal(results_seen, 3);
+    /* bad arguments: refused, nothing counted */
+    assert_int_equal(gw_upstream_sign_submit(up, &(struct gw_sign_req){.plan = NULL}, count_done, NULL),
+                     GW_ERR_INVAL);
+    assert_int_equal(gw_upstream_sign_submit(up, &req, NULL, NULL), GW_ERR_INVAL);
+    assert_int_equal(gw_upstream_sign_submit(NULL, &req, count_done, NULL), GW_ERR_INVAL);
+    assert_int_equal(gw_upstream_sign_submit(up, &req, count_done, NULL), 0);
+    assert_int_equal(gw_upstream_sign_submit(up, &req, count_done, NULL), 0);
+    hold.done[hold.n - 2](hold.arg[hold.n - 2], hold_result());
+    hold.done[hold.n - 1](hold.arg[hold.n - 1], hold_result());
+    gw_upstream_free(up);
+    gw_cert_plan_cleanup(&plan);
+    conf_cleanup(&conf);
+}
+
+/* A completion after the deadline (from another thread) lands safely and is disposed of. */
+static void test_timeout_late_async(void **state)
+{
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    struct gw_cert_plan plan;
+    struct gw_sign_req req = {.plan = &plan, .request_id = "0badc0de"};
+    struct gw_sign_result res;
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    conf_init(&conf, "slow", NULL, NULL, NULL);
+    conf.timeout_ms = 30;
+    hold.n = 0;
+    hold.delay_ms = 150;
+    hold.cert = root; /* a "late" certificate: logged, then freed */
+    plan_init(&plan, keys[K_P256], "x", NULL);
+    assert_non_null(up = gw_upstream_new_ops(&conf, &hold_ops, err));
+    gw_upstream_sign_wait(up, &req, &res);
+    assert_int_equal(res.status, GW_ERR_TIMEOUT);
+    assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
+    assert_string_equal(
+        res.reason,
+        "upstream slow did not answer within 30 ms; the outcome is unknown, do not retry blindly");
+    assert_null(res.cert);
+    gw_upstream_free(up); /* waits for the late completion */
+    pthread_join(late_threads[0], NULL);
+
+    /* the twin: the same adapter answering in time delivers the certificate */
+    conf.timeout_ms = 2000;
+    hold.n = 0;
+    hold.delay_ms = 10;
+    assert_non_null(up = gw_upstream_new_ops(&conf, &hold_ops, err));
+    gw_upstream_sign_wait(up, &req, &res);
+    pthread_join(late_threads[0], NULL);
+    assert_int_equal(res.status, 0);
+    assert_ptr_equal(res.cert, root);
+    gw_sign_result_cleanup(&res);
+    gw_upstream_free(up);
+    hold.cert = NULL;
+    hold.delay_ms = 0;
+    gw_cert_plan_cleanup(&plan);
+    conf_cleanup(&conf);
+}
+
+/* The local issuer's delay knob past the timeout: timeout reported, the late certificate disposed of. */
+static void test_timeout_local_delay(void **state)
+{
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    struct gw_sign_result res;
+    struct gw_cert_plan plan;
+    struct timespec t0, t1;
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    conf_init(&conf, "local", ca, ca_key, root);
+    conf.timeout_ms = 20;
+    conf.delay_ms = 100;
+    conf.max_inflight = 1;
+    assert_non_null(up = gw_upstream_new(&conf, err));
+    plan_init(&plan, keys[K_P256], "late", NULL);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    sign(up, &plan, &res);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_int_equal(res.status, GW_ERR_TIMEOUT);
+    assert_non_null(strstr(res.reason, "did not answer within 20 ms"));
+    assert_null(res.cert);
+    assert_true((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 >= 100);
+    /* the slot was released: the next call gets through (and in time, with no delay) */
+    conf.delay_ms = 0;
+    conf.timeout_ms = 5000;
+    sign(up, &plan, &res);
+    assert_int_equal(res.status, 0);
+    gw_sign_result_cleanup(&res);
+    gw_cert_plan_cleanup(&plan);
+    gw_upstream_free(up);
+    conf_cleanup(&conf);
+}
+
+static void test_upstream_set(void **state)
+{
+    struct gw_upstream_conf ups[2];
+    struct gw_config cfg = {.upstreams = ups, .n_upstreams = 2};
+    struct gw_upstream_set *set;
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    conf_init(&ups[0], "a", ca, ca_key, root);
+    conf_init(&ups[1], "b", ed_ca, ed_ca_key, NULL);
+    assert_non_null(set = gw_upstream_set_new(&cfg, err));
+    assert_ptr_equal(gw_upstream_get0_conf(gw_upstream_set_get0(set, "a")), &ups[0]);
+    assert_ptr_equal(gw_upstream_get0_conf(gw_upstream_set_get0(set, "b")), &ups[1]);
+    assert_null(gw_upstream_set_get0(set, "c"));
+    assert_null(gw_upstream_set_get0(set, ""));
+    assert_null(gw_upstream_set_get0(set, NULL));
+    gw_upstream_set_free(set);
+    ups[1].key = ca_key; /* mismatched: the whole set fails, naming the upstream */
+    assert_null(gw_upstream_set_new(&cfg, err));
+    assert_non_null(strstr(err, "upstream b"));
+    gw_upstream_set_free(NULL);
+    gw_upstream_free(NULL);
+    conf_cleanup(&ups[0]);
+    conf_cleanup(&ups[1]);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_issue_each_key_type),  cmocka_unit_test(test_issue_ed25519_ca),
+        cmocka_unit_test(test_issue_profile_edges),  cmocka_unit_test(test_issue_serials),
+        cmocka_unit_test(test_issue_validity_clamp), cmocka_unit_test(test_local_init_errors),
+        cmocka_unit_test(test_inflight_cap),         cmocka_unit_test(test_timeout_late_async),
+        cmocka_unit_test(test_timeout_local_delay),  cmocka_unit_test(test_upstream_set),
+    };
+
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

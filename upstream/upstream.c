@@ -1,0 +1,418 @@
+/*
+ * Upstream CAs behind one interface (upstream/upstream.h): adapter table, in-flight cap, and the
+ * synchronous wait a CMP worker uses.
+ *
+ * The waiter is shared by the waiting worker and the completion and freed by whichever lets go
+ * last, so a completion that arrives after the deadline lands on live memory. Such a late
+ * certificate exists at the CA but reaches no client: it is logged ("late_issue") so that it can
+ * be found and revoked (DESIGN.md decision 8: nothing issued is lost).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <openssl/bn.h>
+#include <openssl/cmp.h>
+#include <openssl/crypto.h>
+#include "gateway/err.h"
+#include "gateway/limits.h"
+#include "gateway/log.h"
+#include "upstream/upstream.h"
+
+#define DRAIN_POLL_MS 10
+
+struct gw_upstream {
+    const struct gw_upstream_conf *conf;
+    const struct gw_upstream_ops *ops;
+    void *impl;
+    atomic_uint inflight;
+};
+
+/* Adapters by configured type (DESIGN.md decision 11). */
+static const struct {
+    enum gw_upstream_type type;
+    const struct gw_upstream_ops *ops;
+} adapters[] = {
+    {GW_UPSTREAM_LOCAL, &gw_upstream_local_ops},
+};
+
+/* One submit: counts the call in flight until the adapter completes it. */
+struct call {
+    struct gw_upstream *up;
+    gw_upstream_done_fn done;
+    void *arg;
+};
+
+/* One gw_upstream_sign_wait, shared with its completion. */
+struct waiter {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int refs;
+    int completed; /* a result arrived in time and is in |res| */
+    int abandoned; /* the worker stopped waiting */
+    uint64_t deadline_ms;
+    struct gw_sign_result *res;
+    char upstream[GW_MAX_NAME_LEN + 1];
+    char request_id[2 * GW_MAX_TID_LEN + 1];
+};
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(uint64_t ms)
+{
+    struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000};
+
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+static const char *name_of(const struct gw_upstream_conf *conf)
+{
+    return conf != NULL && conf->name != NULL ? conf->name : "?";
+}
+
+void gw_sign_result_init(struct gw_sign_result *r)
+{
+    memset(r, 0, sizeof(*r));
+}
+
+void gw_sign_result_cleanup(struct gw_sign_result *r)
+{
+    if (r == NULL)
+        return;
+    X509_free(r->cert);
+    sk_X509_pop_free(r->chain, X509_free);
+    gw_sign_result_init(r);
+}
+
+struct gw_upstream *gw_upstream_new_ops(const struct gw_upstream_conf *conf,
+                                        const struct gw_upstream_ops *ops, char *err)
+{
+    struct gw_upstream *up = NULL;
+
+    if (conf == NULL || ops == NULL || ops->sign == NULL) {
+        snprintf(err, GW_ERR_LEN, "upstream %s: no adapter", name_of(conf));
+        goto fail;
+    }
+    if ((up = calloc(1, sizeof(*up))) == NULL) {
+        snprintf(err, GW_ERR_LEN, "upstream %s: out of memory", name_of(conf));
+        goto fail;
+    }
+    up->conf = conf;
+    up->ops = ops;
+    atomic_init(&up->inflight, 0);
+    if (ops->init != NULL && ops->init(up, err) != 0)
+        goto fail;
+    return up;
+fail:
+    free(up); /* init failed: nothing to clean up */
+    return NULL;
+}
+
+struct gw_upstream *gw_upstream_new(const struct gw_upstream_conf *conf, char *err)
+{
+    size_t i;
+
+    for (i = 0; conf != NULL && i < sizeof(adapters) / sizeof(adapters[0]); i++) {
+        if (adapters[i].type == conf->type)
+            return gw_upstream_new_ops(conf, adapters[i].ops, err);
+    }
+    snprintf(err, GW_ERR_LEN, "upstream %s: unknown type %d", name_of(conf),
+             conf != NULL ? (int)conf->type : -1);
+    return NULL;
+}
+
+void gw_upstream_free(struct gw_upstream *up)
+{
+    uint64_t waited = 0;
+
+    if (up == NULL)
+        return;
+    /* A completion still to come would touch |up|: let it land, but never hang shutdown. */
+    while (atomic_load(&up->inflight) != 0 && waited < GW_DRAIN_TIMEOUT_MS) {
+        sleep_ms(DRAIN_POLL_MS);
+        waited += DRAIN_POLL_MS;
+    }
+    if (atomic_load(&up->inflight) != 0) {
+        gw_log(GW_LOG_ERROR, "upstream_leak", "upstream %s still has %u calls in flight; not freed",
+               name_of(up->conf), atomic_load(&up->inflight));
+        return;
+    }
+    if (up->ops->cleanup != NULL)
+        up->ops->cleanup(up);
+    free(up);
+}
+
+const struct gw_upstream_conf *gw_upstream_get0_conf(const struct gw_upstream *up)
+{
+    return up->conf;
+}
+
+void *gw_upstream_get0_impl(const struct gw_upstream *up)
+{
+    return up->impl;
+}
+
+void gw_upstream_set0_impl(struct gw_upstream *up, void *impl)
+{
+    up->impl = impl;
+}
+
+static unsigned max_inflight(const struct gw_upstream *up)
+{
+    return up->conf->max_inflight != 0 ? up->conf->max_inflight : GW_DEFAULT_UPSTREAM_MAX_INFLIGHT;
+}
+
+/* call_done releases the in-flight slot, then hands the result on. Any thread. */
+static void call_done(void *arg, struct gw_sign_result *res)
+{
+    struct call *c = arg;
+    gw_upstream_done_fn done = c->done;
+    void *done_arg = c->arg;
+
+    atomic_fetch_sub(&c->up->inflight, 1);
+    free(c);
+    done(done_arg, res);
+}
+
+int gw_upstream_sign_submit(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done,
+                            void *arg)
+{
+    struct call *c;
+    int rc;
+
+    if (up == NULL || req == NULL || req->plan == NULL || done == NULL)
+        return GW_ERR_INVAL;
+    if (atomic_fetch_add(&up->inflight, 1) >= max_inflight(up)) {
+        atomic_fetch_sub(&up->inflight, 1);
+        return GW_ERR_BUSY;
+    }
+    if ((c = malloc(sizeof(*c))) == NULL) {
+        atomic_fetch_sub(&up->inflight, 1);
+        return GW_ERR_NOMEM;
+    }
+    c->up = up;
+    c->done = done;
+    c->arg = arg;
+    if ((rc = up->ops->sign(up, req, call_done, c)) != 0) {
+        atomic_fetch_sub(&up->inflight, 1);
+        free(c);
+    }
+    return rc;
+}
+
+/* ---- the synchronous wait ---- */
+
+static struct waiter *waiter_new(const struct gw_upstream *up, const struct gw_sign_req *req,
+                                 uint32_t timeout_ms)
+{
+    struct waiter *w;
+    pthread_condattr_t attr;
+
+    if ((w = calloc(1, sizeof(*w))) == NULL)
+        return NULL;
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cond, &attr);
+    pthread_condattr_destroy(&attr);
+    w->refs = 2; /* the worker and the completion */
+    w->deadline_ms = mono_ms() + timeout_ms;
+    snprintf(w->upstream, sizeof(w->upstream), "%s", name_of(up->conf));
+    snprintf(w->request_id, sizeof(w->request_id), "%s", req->request_id != NULL ? req->request_id : "");
+    return w;
+}
+
+static void waiter_release(struct waiter *w)
+{
+    int last;
+
+    pthread_mutex_lock(&w->lock);
+    last = --w->refs == 0;
+    pthread_mutex_unlock(&w->lock);
+    if (!last)
+        return;
+    if (w->res != NULL) {
+        gw_sign_result_cleanup(w->res);
+        free(w->res);
+    }
+    pthread_cond_destroy(&w->cond);
+    pthread_mutex_destroy(&w->lock);
+    free(w);
+}
+
+/* A certificate nobody will receive: say so, with what it takes to find and revoke it. */
+static void log_late_issue(const struct waiter *w, const X509 *cert)
+{
+    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
+    char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+
+    gw_log_kv(GW_LOG_WARN, "late_issue", "serial", hex != NULL ? hex : "?", "upstream", w->upstream,
+              "request_id", w->request_id, "msg", "certificate issued after the deadline; not delivered",
+              NULL);
+    OPENSSL_free(hex);
+    BN_free(bn);
+}
+
+/* wait_done is the completion of a sign_wait call (any thread, possibly inside submit). */
+static void wait_done(void *arg, struct gw_sign_result *res)
+{
+    struct waiter *w = arg;
+    int late;
+
+    pthread_mutex_lock(&w->lock);
+    late = w->abandoned || mono_ms() > w->deadline_ms;
+    if (!late) {
+        w->res = res;
+        w->completed = 1;
+        pthread_cond_signal(&w->cond);
+    }
+    pthread_mutex_unlock(&w->lock);
+    if (late) {
+        if (res->cert != NULL)
+            log_late_issue(w, res->cert);
+        gw_sign_result_cleanup(res);
+        free(res);
+    }
+    waiter_release(w);
+}
+
+static void fail(struct gw_sign_result *out, int status, int fail_info, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void fail(struct gw_sign_result *out, int status, int fail_info, const char *fmt, ...)
+{
+    va_list ap;
+
+    out->status = status;
+    out->fail_info = fail_info;
+    va_start(ap, fmt);
+    vsnprintf(out->reason, sizeof(out->reason), fmt, ap);
+    va_end(ap);
+}
+
+/* Blocks until the completion or the deadline; returns 1 if a result arrived in time. Worker. */
+static int wait_result(struct waiter *w, struct gw_sign_result *out)
+{
+    struct timespec ts = {.tv_sec = (time_t)(w->deadline_ms / 1000),
+                          .tv_nsec = (long)(w->deadline_ms % 1000) * 1000000};
+    int got = 0;
+
+    pthread_mutex_lock(&w->lock);
+    while (!w->completed) {
+        if (pthread_cond_timedwait(&w->cond, &w->lock, &ts) == ETIMEDOUT && !w->completed)
+            break;
+    }
+    if (w->completed) {
+        *out = *w->res; /* moves ownership of cert and chain */
+        free(w->res);
+        w->res = NULL;
+        got = 1;
+    } else {
+        w->abandoned = 1;
+    }
+    pthread_mutex_unlock(&w->lock);
+    return got;
+}
+
+/* worker */
+void gw_upstream_sign_wait(struct gw_upstream *up, const struct gw_sign_req *req, struct gw_sign_result *out)
+{
+    const char *name = up != NULL ? name_of(up->conf) : "?";
+    uint32_t timeout_ms;
+    struct waiter *w = NULL;
+    int rc;
+
+    gw_sign_result_init(out);
+    if (up == NULL || req == NULL) {
+        fail(out, GW_ERR_INVAL, OSSL_CMP_PKIFAILUREINFO_systemFailure, "upstream %s: no request", name);
+        return;
+    }
+    timeout_ms = up->conf->timeout_ms != 0 ? up->conf->timeout_ms : GW_DEFAULT_UPSTREAM_TIMEOUT_MS;
+    if ((w = waiter_new(up, req, timeout_ms)) == NULL) {
+        fail(out, GW_ERR_NOMEM, OSSL_CMP_PKIFAILUREINFO_systemFailure, "upstream %s: out of memory", name);
+        return;
+    }
+    if ((rc = gw_upstream_sign_submit(up, req, wait_done, w)) != 0) {
+        w->refs = 1; /* |done| will not be called */
+        if (rc == GW_ERR_BUSY)
+            fail(out, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                 "upstream %s is at its limit of %u calls in flight", name, max_inflight(up));
+        else
+            fail(out, rc, OSSL_CMP_PKIFAILUREINFO_systemFailure, "upstream %s refused the request: %s", name,
+                 gw_err_str(rc));
+        goto out;
+    }
+    if (!wait_result(w, out))
+        fail(out, GW_ERR_TIMEOUT, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+             "upstream %s did not answer within %u ms; the outcome is unknown, do not retry blindly", name,
+             timeout_ms);
+out:
+    waiter_release(w);
+}
+
+/* ---- the upstreams of a config snapshot ---- */
+
+struct gw_upstream_set {
+    struct gw_upstream **ups;
+    size_t n;
+};
+
+struct gw_upstream_set *gw_upstream_set_new(const struct gw_config *cfg, char *err)
+{
+    struct gw_upstream_set *set;
+    size_t i;
+
+    if ((set = calloc(1, sizeof(*set))) == NULL)
+        goto nomem;
+    if (cfg == NULL || cfg->n_upstreams == 0)
+        return set;
+    if ((set->ups = calloc(cfg->n_upstreams, sizeof(*set->ups))) == NULL)
+        goto nomem;
+    for (i = 0; i < cfg->n_upstreams; i++) {
+        if ((set->ups[i] = gw_upstream_new(&cfg->upstreams[i], err)) == NULL)
+            goto fail;
+        set->n++;
+    }
+    return set;
+nomem:
+    snprintf(err, GW_ERR_LEN, "upstreams: out of memory");
+fail:
+    gw_upstream_set_free(set);
+    return NULL;
+}
+
+void gw_upstream_set_free(struct gw_upstream_set *set)
+{
+    size_t i;
+
+    if (set == NULL)
+        return;
+    for (i = 0; i < set->n; i++)
+        gw_upstream_free(set->ups[i]);
+    free(set->ups);
+    free(set);
+}
+
+struct gw_upstream *gw_upstream_set_get0(const struct gw_upstream_set *set, const char *name)
+{
+    size_t i;
+
+    if (set == NULL || name == NULL)
+        return NULL;
+    for (i = 0; i < set->n; i++) {
+        if (set->ups[i]->conf->name != NULL && strcmp(set->ups[i]->conf->name, name) == 0)
+            return set->ups[i];
+    }
+    return NULL;
+}
