@@ -16,6 +16,7 @@
 #include <time.h>
 #include <openssl/x509.h>
 #include "config.h"
+#include "limits.h"
 #include "../mappings/route.h"
 
 struct gw_cmp_engine;
@@ -26,22 +27,22 @@ struct gw_cmp_request {
     const unsigned char *der;
     size_t len;
     const struct gw_route_match *route;
-    X509 *tls_peer;                     /* verified TLS client certificate, or NULL */
+    X509 *tls_peer; /* verified TLS client certificate, or NULL */
 };
 
 /* What to send back, and what to log. Fill with gw_cmp_response_init, free with _cleanup. */
 struct gw_cmp_response {
-    int http_status;                    /* 200: |der| is a PKIMessage; else an HTTP error */
-    char http_reason[GW_ERR_LEN];       /* one line for a non-200 body */
-    unsigned char *der;                 /* OPENSSL_malloc'ed */
+    int http_status;              /* 200: |der| is a PKIMessage; else an HTTP error */
+    char http_reason[GW_ERR_LEN]; /* one line for a non-200 body */
+    unsigned char *der;           /* OPENSSL_malloc'ed */
     size_t len;
     /* for the request log line */
-    char req_type[16];                  /* "ir", "certConf", ... or "" */
-    char rsp_type[16];                  /* "ip", "error", ... or "" */
-    char tid[2 * GW_MAX_TID_LEN + 1];   /* transactionID in hex */
-    char identity[GW_IDENTITY_LEN];     /* CMP sender identity: signer subject or "pbm:<ref>" */
-    char outcome[GW_ERR_LEN];           /* "accepted", "rejection: badTime: ...", ... */
-    char serial[2 * 20 + 1];            /* issued serial in hex, or "" */
+    char req_type[16];                /* "ir", "certConf", ... or "" */
+    char rsp_type[16];                /* "ip", "error", ... or "" */
+    char tid[2 * GW_MAX_TID_LEN + 1]; /* transactionID in hex */
+    char identity[GW_IDENTITY_LEN];   /* CMP sender identity: signer subject or "pbm:<ref>" */
+    char outcome[GW_ERR_LEN];         /* "accepted", "rejection: badTime: ...", ... */
+    char serial[2 * 20 + 1];          /* issued serial in hex, or "" */
 };
 
 void gw_cmp_response_init(struct gw_cmp_response *rsp);
@@ -61,6 +62,9 @@ void gw_cmp_process(struct gw_cmp_engine *e, const struct gw_cmp_request *req, s
 
 /* gw_cmp_engine_expire closes transactions whose TTL passed, logging each (any thread). */
 void gw_cmp_engine_expire(struct gw_cmp_engine *e, time_t now);
+
+/* gw_cmp_engine_set_clock replaces the engine's clock (tests only: messageTime, TTLs); NULL = time(). */
+void gw_cmp_engine_set_clock(struct gw_cmp_engine *e, time_t (*clock)(void));
 
 /* gw_cmp_engine_open_transactions counts open transactions (for logs and tests). */
 size_t gw_cmp_engine_open_transactions(struct gw_cmp_engine *e);

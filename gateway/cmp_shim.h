@@ -13,15 +13,40 @@
 #include <openssl/crmf.h>
 #include "limits.h"
 
+/* PKIBody CHOICE tags (RFC 9810 §5.1.2); 3.0 keeps its OSSL_CMP_PKIBODY_* names internal. */
+enum gw_cmp_body {
+    GW_CMP_BODY_IR = 0,
+    GW_CMP_BODY_IP = 1,
+    GW_CMP_BODY_CR = 2,
+    GW_CMP_BODY_CP = 3,
+    GW_CMP_BODY_P10CR = 4,
+    GW_CMP_BODY_KUR = 7,
+    GW_CMP_BODY_KUP = 8,
+    GW_CMP_BODY_RR = 11,
+    GW_CMP_BODY_RP = 12,
+    GW_CMP_BODY_PKICONF = 19,
+    GW_CMP_BODY_NESTED = 20,
+    GW_CMP_BODY_GENM = 21,
+    GW_CMP_BODY_GENP = 22,
+    GW_CMP_BODY_ERROR = 23,
+    GW_CMP_BODY_CERTCONF = 24,
+    GW_CMP_BODY_POLLREQ = 25,
+    GW_CMP_BODY_POLLREP = 26,
+    GW_CMP_BODY_MAX = 26,
+};
+
+/* gw_shim_body_name returns the RFC name of a PKIBody type ("ir", "certConf", ...) or "unknown". */
+const char *gw_shim_body_name(int type);
+
 /* Header fields with no getter in 3.0. */
 struct gw_hdr_info {
-    X509_NAME *sender;                  /* owned; NULL unless the sender is a directoryName */
+    X509_NAME *sender; /* owned; NULL unless the sender is a directoryName */
     int has_message_time;
     time_t message_time;
-    int protection_nid;                 /* NID of protectionAlg, NID_undef if unprotected */
-    int pbm_iterations;                 /* PBM only: iterationCount, else 0 */
+    int protection_nid; /* NID of protectionAlg, NID_undef if unprotected */
+    int pbm_iterations; /* PBM only: iterationCount, else 0 */
     unsigned char sender_kid[GW_MAX_KID_LEN];
-    size_t sender_kid_len;              /* 0 if absent */
+    size_t sender_kid_len; /* 0 if absent */
     unsigned char sender_nonce[GW_MAX_NONCE_LEN];
     size_t sender_nonce_len;
     unsigned char tid[GW_MAX_TID_LEN];
@@ -50,6 +75,9 @@ int gw_shim_popo_type(const OSSL_CRMF_MSG *crm);
  */
 X509 *gw_shim_get1_signer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *msg);
 
+/* gw_shim_pkisi_status returns the PKIStatus of |si| (OSSL_CMP_PKISTATUS_*), or -1 if unreadable. */
+int gw_shim_pkisi_status(const OSSL_CMP_PKISI *si);
+
 /* gw_shim_error_code returns the errorCode of an error message, or -1 if absent/not an error. */
 long gw_shim_error_code(const OSSL_CMP_MSG *msg);
 
@@ -57,7 +85,8 @@ long gw_shim_error_code(const OSSL_CMP_MSG *msg);
  * gw_shim_error_set_status replaces the PKIStatusInfo of the error message |*msg| (built by
  * OpenSSL, which always says badRequest in 3.0) with |si|, drops errorCode/errorDetails (OpenSSL
  * internals), and re-protects it with |ctx| (OSSL_CMP_MSG_update_transactionID re-signs with the
- * ctx's key or PBM secret and re-adds extraCerts). |tid| is the transactionID to keep. On success
+ * ctx's key or PBM secret and re-adds extraCerts). |tid| is the transactionID to keep (NULL: a
+ * fresh random one, for a request that had none). On success
  * |*msg| is replaced; returns 0 or a gw_err.
  */
 int gw_shim_error_set_status(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG **msg, const OSSL_CMP_PKISI *si,

@@ -20,30 +20,65 @@ struct gw_txn {
     char identity[GW_IDENTITY_LEN];
     time_t expires;
     void *data;
+    void (*free_data)(void *data); /* may be NULL */
 };
+
+/*
+ * gw_txn_new allocates an entry (identity truncated to GW_IDENTITY_LEN - 1). |data| is taken over
+ * only on success. NULL if |tid_len| is 0 or above GW_MAX_TID_LEN, or out of memory.
+ */
+struct gw_txn *gw_txn_new(const unsigned char *tid, size_t tid_len, const char *identity, time_t expires,
+                          void *data, void (*free_data)(void *data));
+
+/* gw_txn_free releases |txn| and its data through free_data. NULL-safe. */
+void gw_txn_free(struct gw_txn *txn);
 
 typedef void (*gw_txn_expired_fn)(void *arg, struct gw_txn *txn); /* takes ownership of |txn| */
 
+/* gw_txn_table_new creates a table with these caps (0 = no per-identity cap). NULL on bad args. */
 struct gw_txn_table *gw_txn_table_new(size_t max_total, size_t max_per_identity);
 /* gw_txn_table_free hands every remaining entry to |cb| (may be NULL: entries are then just freed). */
 void gw_txn_table_free(struct gw_txn_table *t, gw_txn_expired_fn cb, void *arg);
 
 /*
- * gw_txn_put stores |txn| (the table takes ownership on success only). Returns 0, GW_ERR_EXISTS
- * if the transactionID is already open, or GW_ERR_LIMIT if a cap is reached.
+ * gw_txn_reserve claims a slot for |tid| on behalf of |identity| before the work that fills it
+ * (an upstream call), so that a certificate once issued can always be parked. The slot counts
+ * against both caps and makes gw_txn_contains true. End it with gw_txn_put (same tid and
+ * identity) or gw_txn_release. Returns 0, GW_ERR_EXISTS, GW_ERR_LIMIT or GW_ERR_INVAL.
+ */
+int gw_txn_reserve(struct gw_txn_table *t, const unsigned char *tid, size_t tid_len, const char *identity);
+
+/*
+ * gw_txn_put stores |txn| (the table takes ownership on success only): into its reservation or
+ * its checked-out slot if there is one (the identity must match), else as a new entry. Returns
+ * 0, GW_ERR_EXISTS if the transactionID is already open (or held for another identity), or
+ * GW_ERR_LIMIT if a cap is reached, GW_ERR_INVAL for a bad tid.
  */
 int gw_txn_put(struct gw_txn_table *t, struct gw_txn *txn);
 
-/* gw_txn_take removes and returns the entry for |tid| (caller owns it), or NULL. */
+/*
+ * gw_txn_take checks the entry for |tid| out exclusively and returns it (caller owns it), or NULL
+ * if it is not open (absent, reserved or already checked out). The slot stays held, so the tid is
+ * still "in use" and counted against the caps: end it with gw_txn_put or gw_txn_release.
+ */
 struct gw_txn *gw_txn_take(struct gw_txn_table *t, const unsigned char *tid, size_t tid_len);
 
-/* gw_txn_contains tells whether |tid| is open (or checked out). */
+/* gw_txn_release ends a reservation or a check-out of |tid| (no-op on an open entry or none). */
+void gw_txn_release(struct gw_txn_table *t, const unsigned char *tid, size_t tid_len);
+
+/* gw_txn_contains tells whether |tid| is open, reserved or checked out. */
 int gw_txn_contains(struct gw_txn_table *t, const unsigned char *tid, size_t tid_len);
 
 /* gw_txn_count counts the entries in the table (checked-out ones excluded). */
 size_t gw_txn_count(struct gw_txn_table *t);
 
-/* gw_txn_expire hands every entry with expires <= now to |cb|. Returns how many. */
+/* gw_txn_count_identity counts the slots |identity| holds (open, reserved, checked out). */
+size_t gw_txn_count_identity(struct gw_txn_table *t, const char *identity);
+
+/*
+ * gw_txn_expire hands every open entry with expires <= now to |cb|, earliest first, outside the
+ * lock. Reserved and checked-out slots are their worker's business and never expire. Returns how many.
+ */
 size_t gw_txn_expire(struct gw_txn_table *t, time_t now, gw_txn_expired_fn cb, void *arg);
 
 #endif

@@ -1,0 +1,579 @@
+/*
+ * The CMP engine: decode, refuse what OpenSSL must never see (openssl-cmp-3.0 notes §10.1),
+ * dispatch by body type to a fresh or a parked SRV_CTX, and rewrite OpenSSL's error messages
+ * (always badRequest plus OpenSSL internals in 3.0) into a failInfo and a statusString in plain
+ * words. After decoding, every answer is a protected PKIMessage with HTTP 200 (DESIGN.md 13).
+ */
+#include "cmp_local.h"
+#include "err.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/cmperr.h>
+#include <openssl/crmferr.h>
+#include <openssl/err.h>
+
+#define TEXT_ACCEPTS "this server accepts ir, cr, p10cr, kur, certConf, pollReq"
+#define TEXT_NO_TXN "no open transaction with this transactionID: it was completed, expired, or never started"
+#define TEXT_OTHER_SENDER                                                                                    \
+    "this transaction belongs to another sender: send certConf and pollReq as the sender "                   \
+    "of its request"
+#define TEXT_UNTRUSTED                                                                                       \
+    "message protection could not be verified: the signer certificate is not issued by a CA "                \
+    "trusted on this route"
+
+static const char *const fail_names[OSSL_CMP_PKIFAILUREINFO_MAX + 1] = {
+    "badAlg",           "badMessageCheck",     "badRequest",          "badTime",           "badCertId",
+    "badDataFormat",    "wrongAuthority",      "incorrectData",       "missingTimeStamp",  "badPOP",
+    "certRevoked",      "certConfirmed",       "wrongIntegrity",      "badRecipientNonce", "timeNotAvailable",
+    "unacceptedPolicy", "unacceptedExtension", "addInfoNotAvailable", "badSenderNonce",    "badCertTemplate",
+    "signerNotTrusted", "transactionIdInUse",  "unsupportedVersion",  "notAuthorized",     "systemUnavail",
+    "systemFailure",    "duplicateCertReq",
+};
+
+const char *cmp_fail_name(int bit)
+{
+    return bit >= 0 && bit <= OSSL_CMP_PKIFAILUREINFO_MAX ? fail_names[bit] : "none";
+}
+
+void cmp_set_outcome(struct cmp_call *c, const char *status, int fail_bit, const char *text)
+{
+    if (fail_bit < 0)
+        snprintf(c->rsp->outcome, sizeof(c->rsp->outcome), "%s", status);
+    else
+        snprintf(c->rsp->outcome, sizeof(c->rsp->outcome), "%s: %s: %s", status, cmp_fail_name(fail_bit),
+                 text);
+}
+
+/* What a body type gets before OpenSSL sees it. */
+enum body_action {
+    BODY_REFUSE = 0,
+    BODY_START,    /* starts a transaction: fresh SRV_CTX */
+    BODY_CONTINUE, /* continues a parked transaction */
+    BODY_ERROR,    /* the client aborts its transaction */
+};
+
+static const struct {
+    enum body_action action;
+    const char *refusal; /* BODY_REFUSE: statusString; NULL = the generic "not a request" text */
+} bodies[GW_CMP_BODY_MAX + 1] = {
+    [GW_CMP_BODY_IR] = {BODY_START, NULL},
+    [GW_CMP_BODY_CR] = {BODY_START, NULL},
+    [GW_CMP_BODY_P10CR] = {BODY_START, NULL},
+    [GW_CMP_BODY_KUR] = {BODY_START, NULL},
+    [GW_CMP_BODY_CERTCONF] = {BODY_CONTINUE, NULL},
+    [GW_CMP_BODY_POLLREQ] = {BODY_CONTINUE, NULL},
+    [GW_CMP_BODY_ERROR] = {BODY_ERROR, NULL},
+    [GW_CMP_BODY_RR] = {BODY_REFUSE, "revocation is not supported yet"},
+    [GW_CMP_BODY_GENM] = {BODY_REFUSE, "general messages are not supported yet"},
+};
+
+/* OpenSSL reasons of its own error messages -> what the client is told. */
+static const struct {
+    int lib, reason, bit;
+    const char *text;
+} reasons[] = {
+    {ERR_LIB_CMP, CMP_R_NO_SUITABLE_SENDER_CERT, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, TEXT_UNTRUSTED},
+    {ERR_LIB_CMP, CMP_R_ERROR_VALIDATING_PROTECTION, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, TEXT_UNTRUSTED},
+    {ERR_LIB_CMP, CMP_R_POTENTIALLY_INVALID_CERTIFICATE, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+     TEXT_UNTRUSTED},
+    {ERR_LIB_CMP, CMP_R_MISSING_TRUST_STORE, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+     "signature protection is not accepted on this route"},
+    {ERR_LIB_CMP, CMP_R_ERROR_VALIDATING_SIGNATURE, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+     "message protection could not be verified: the signature does not match the signer certificate"},
+    {ERR_LIB_CMP, CMP_R_SRVCERT_DOES_NOT_VALIDATE_MSG, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+     TEXT_OTHER_SENDER},
+    {ERR_LIB_CMP, CMP_R_WRONG_PBM_VALUE, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+     "PBM secret does not match"},
+    {ERR_LIB_CMP, CMP_R_MISSING_PBM_SECRET, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+     "PBM protection is not accepted here"},
+    {ERR_LIB_CMP, CMP_R_MISSING_KEY_USAGE_DIGITALSIGNATURE, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+     "the signer certificate lacks the digitalSignature key usage"},
+    {ERR_LIB_CMP, CMP_R_MISSING_PROTECTION, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+     "message is not protected: sign it with a certificate or protect it with a PBM secret"},
+    {ERR_LIB_CMP, CMP_R_MULTIPLE_REQUESTS_NOT_SUPPORTED, OSSL_CMP_PKIFAILUREINFO_badRequest,
+     "send exactly one certificate request per message"},
+    {ERR_LIB_CMP, CMP_R_UNEXPECTED_PVNO, OSSL_CMP_PKIFAILUREINFO_unsupportedVersion,
+     "only CMP version 2 (pvno 2) is supported"},
+    {ERR_LIB_CMP, CMP_R_SENDER_GENERALNAME_TYPE_NOT_SUPPORTED, OSSL_CMP_PKIFAILUREINFO_badRequest,
+     "the sender must be a directoryName"},
+    {ERR_LIB_CMP, CMP_R_BAD_REQUEST_ID, OSSL_CMP_PKIFAILUREINFO_badRequest, "certReqId must be 0"},
+    {ERR_LIB_CMP, CMP_R_UNEXPECTED_PKIBODY, OSSL_CMP_PKIFAILUREINFO_badRequest,
+     "unexpected message in this transaction"},
+    {ERR_LIB_CMP, CMP_R_ERROR_UNEXPECTED_CERTCONF, OSSL_CMP_PKIFAILUREINFO_badRequest,
+     "unexpected certConf: this transaction expects no confirmation"},
+    {ERR_LIB_CRMF, CRMF_R_BAD_PBM_ITERATIONCOUNT, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+     "PBM iterationCount must be between 100 and 100000"},
+    {ERR_LIB_CRMF, CRMF_R_POPO_INCONSISTENT_PUBLIC_KEY, OSSL_CMP_PKIFAILUREINFO_badPOP,
+     "proof of possession failed"},
+    {ERR_LIB_CRMF, CRMF_R_POPO_MISSING, OSSL_CMP_PKIFAILUREINFO_badPOP, "proof of possession is missing"},
+    {ERR_LIB_CRMF, CRMF_R_UNSUPPORTED_POPO_METHOD, OSSL_CMP_PKIFAILUREINFO_badPOP,
+     "proof of possession method not supported: sign the request with the new key"},
+};
+
+void gw_cmp_response_init(struct gw_cmp_response *rsp)
+{
+    memset(rsp, 0, sizeof(*rsp));
+    rsp->http_status = 500;
+}
+
+void gw_cmp_response_cleanup(struct gw_cmp_response *rsp)
+{
+    if (rsp == NULL)
+        return;
+    OPENSSL_free(rsp->der);
+    rsp->der = NULL;
+    rsp->len = 0;
+}
+
+struct gw_cmp_engine *gw_cmp_engine_new(const struct gw_config *cfg, struct gw_upstream_set *ups, char *err)
+{
+    struct gw_cmp_engine *e;
+    time_t window;
+
+    if (cfg == NULL || cfg->signer.cert == NULL || cfg->signer.key == NULL) {
+        snprintf(err, GW_ERR_LEN, "CMP engine: no signer certificate and key");
+        return NULL;
+    }
+    if ((e = calloc(1, sizeof(*e))) == NULL)
+        goto nomem;
+    e->cfg = cfg;
+    e->ups = ups;
+    /* replay TTL: twice the messageTime window (older messages fail badTime), at least a txn TTL */
+    window = cfg->cmp.message_time_window != 0 ? cfg->cmp.message_time_window : GW_DEFAULT_MSGTIME_WINDOW;
+    if (2 * window < (time_t)cfg->cmp.transaction_ttl)
+        window = (cfg->cmp.transaction_ttl + 1) / 2;
+    e->txns = gw_txn_table_new(cfg->cmp.max_transactions, cfg->cmp.max_transactions_per_identity);
+    e->replay = gw_replay_new(GW_REPLAY_MAX_ENTRIES, 2 * window);
+    if (e->txns == NULL || e->replay == NULL)
+        goto nomem;
+    return e;
+nomem:
+    snprintf(err, GW_ERR_LEN, "CMP engine: out of memory");
+    gw_cmp_engine_free(e);
+    return NULL;
+}
+
+static void log_closed(void *arg, struct gw_txn *txn)
+{
+    struct cmp_txn *t = txn->data;
+    const char *event = arg;
+    char tid[2 * GW_MAX_TID_LEN + 1];
+
+    gw_hex(tid, txn->tid, txn->tid_len);
+    if (t != NULL && t->issued != NULL)
+        gw_log_kv(GW_LOG_WARN, event, "tid", tid, "identity", txn->identity, "serial", t->serial, "msg",
+                  "certificate issued but never confirmed; it stays valid", NULL);
+    gw_txn_free(txn);
+}
+
+void gw_cmp_engine_free(struct gw_cmp_engine *e)
+{
+    if (e == NULL)
+        return;
+    gw_txn_table_free(e->txns, log_closed, "txn_abandoned");
+    gw_replay_free(e->replay);
+    free(e);
+}
+
+void gw_cmp_engine_expire(struct gw_cmp_engine *e, time_t now)
+{
+    if (e != NULL)
+        (void)gw_txn_expire(e->txns, now, log_closed, "txn_expired");
+}
+
+void gw_cmp_engine_set_clock(struct gw_cmp_engine *e, time_t (*clock)(void))
+{
+    if (e != NULL)
+        e->clock = clock;
+}
+
+size_t gw_cmp_engine_open_transactions(struct gw_cmp_engine *e)
+{
+    return e != NULL ? gw_txn_count(e->txns) : 0;
+}
+
+static void http_error(struct cmp_call *c, int status, const char *reason)
+{
+    c->rsp->http_status = status;
+    snprintf(c->rsp->http_reason, sizeof(c->rsp->http_reason), "%s", reason);
+    snprintf(c->rsp->outcome, sizeof(c->rsp->outcome), "http %d: %s", status, reason);
+}
+
+/* Step 1: a DER PKIMessage, nothing before or after it (RFC 9811 §3), or an HTTP 400. */
+static OSSL_CMP_MSG *decode(struct cmp_call *c)
+{
+    const unsigned char *p = c->req->der;
+    OSSL_CMP_MSG *msg;
+
+    if (p == NULL || c->req->len == 0) {
+        http_error(c, 400, "empty body: expected a DER-encoded PKIMessage");
+        return NULL;
+    }
+    if (c->req->len > GW_MAX_CMP_BODY) {
+        http_error(c, 413, "request body too large for a PKIMessage");
+        return NULL;
+    }
+    if ((msg = d2i_OSSL_CMP_MSG(NULL, &p, (long)c->req->len)) == NULL) {
+        ERR_clear_error();
+        http_error(c, 400, "body is not a DER-encoded PKIMessage");
+        return NULL;
+    }
+    if (p != c->req->der + c->req->len) {
+        OSSL_CMP_MSG_free(msg);
+        http_error(c, 400, "trailing bytes after the PKIMessage");
+        return NULL;
+    }
+    return msg;
+}
+
+/* Sends |msg| (consumed) as the answer. */
+static void emit(struct cmp_call *c, OSSL_CMP_MSG *msg)
+{
+    unsigned char *der = NULL;
+    int len;
+
+    if (msg == NULL || (len = i2d_OSSL_CMP_MSG(msg, &der)) <= 0) {
+        OSSL_CMP_MSG_free(msg);
+        http_error(c, 500, "internal error: could not build the CMP response");
+        return;
+    }
+    snprintf(c->rsp->rsp_type, sizeof(c->rsp->rsp_type), "%s",
+             gw_shim_body_name(OSSL_CMP_MSG_get_bodytype(msg)));
+    c->rsp->der = der;
+    c->rsp->len = (size_t)len;
+    c->rsp->http_status = 200;
+    OSSL_CMP_MSG_free(msg);
+}
+
+static OSSL_CMP_MSG *run(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *msg)
+{
+    OSSL_CMP_MSG *rsp;
+
+    t->call = c;
+    cmp_log_capture_begin(c);
+    rsp = OSSL_CMP_SRV_process_request(t->srv, msg);
+    cmp_log_capture_end();
+    t->call = NULL;
+    ERR_clear_error();
+    return rsp;
+}
+
+/* Puts |bit| and |text| into the error message |*msg| and re-protects it with |t|'s context. */
+static void rewrite_error(struct cmp_call *c, struct cmp_txn *t, OSSL_CMP_MSG **msg, int bit,
+                          const char *text)
+{
+    OSSL_CMP_PKISI *si = OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << bit, text);
+    const unsigned char *tid = c->hdr.tid_len > 0 ? c->hdr.tid : NULL;
+
+    cmp_set_outcome(c, "error", bit, text);
+    if (si == NULL ||
+        gw_shim_error_set_status(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv), msg, si, tid, c->hdr.tid_len) != 0) {
+        OSSL_CMP_MSG_free(*msg);
+        *msg = NULL;
+    }
+    OSSL_CMP_PKISI_free(si);
+    ERR_clear_error();
+}
+
+/* Why OpenSSL answered with an error, from its errorCode (the first error it queued). */
+static void classify(struct cmp_call *c, const OSSL_CMP_MSG *msg, int *bit, const char **text)
+{
+    long code = gw_shim_error_code(msg);
+
+    *bit = OSSL_CMP_PKIFAILUREINFO_badRequest;
+    *text = "the request could not be processed";
+    if (code < 0)
+        return;
+    for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++) {
+        if (ERR_GET_LIB((unsigned long)code) == reasons[i].lib &&
+            ERR_GET_REASON((unsigned long)code) == reasons[i].reason) {
+            *bit = reasons[i].bit;
+            *text = reasons[i].text;
+            return;
+        }
+    }
+    gw_log_kv(GW_LOG_DEBUG, "cmp_error_unmapped", "tid", c->rsp->tid, "diag", c->diag, NULL);
+}
+
+static void refuse(struct cmp_call *c, const OSSL_CMP_MSG *msg, int bit, const char *text);
+
+/*
+ * Every OpenSSL-built error gets our failInfo and statusString; other answers pass unchanged.
+ * A PBM request whose protection failed is answered by the (signing) refusal context: an error
+ * MAC'ed with the secret the client does not have is one it cannot read.
+ */
+static void finish(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *req, OSSL_CMP_MSG *msg)
+{
+    int bit;
+    const char *text;
+
+    if (msg != NULL && OSSL_CMP_MSG_get_bodytype(msg) == GW_CMP_BODY_ERROR) {
+        if (c->fail_bit >= 0) {
+            bit = c->fail_bit;
+            text = c->fail_text;
+        } else {
+            classify(c, msg, &bit, &text);
+        }
+        if (t->pbm && bit == OSSL_CMP_PKIFAILUREINFO_badMessageCheck) {
+            OSSL_CMP_MSG_free(msg);
+            refuse(c, req, bit, text);
+            return;
+        }
+        rewrite_error(c, t, &msg, bit, text);
+    }
+    emit(c, msg);
+}
+
+/* A protected error from a context that can validate nothing (§10.1), with our status in it. */
+static void refuse(struct cmp_call *c, const OSSL_CMP_MSG *msg, int bit, const char *text)
+{
+    struct cmp_txn *t = cmp_txn_new(c, 1);
+    OSSL_CMP_MSG *rsp = t != NULL ? run(t, c, msg) : NULL;
+
+    if (rsp != NULL && OSSL_CMP_MSG_get_bodytype(rsp) != GW_CMP_BODY_ERROR) {
+        OSSL_CMP_MSG_free(rsp); /* cannot happen: nothing validates on a refusal context */
+        rsp = NULL;
+    }
+    if (rsp != NULL)
+        rewrite_error(c, t, &rsp, bit, text);
+    if (rsp != NULL)
+        emit(c, rsp);
+    else
+        http_error(c, 500, "internal error: could not build the CMP error response");
+    if (c->rsp->http_status == 200)
+        cmp_set_outcome(c, "error", bit, text);
+    cmp_txn_free(t);
+}
+
+/* PBM: the senderKID must name a credential of this role, the cost must be capped. -1 if fine. */
+static int check_pbm(struct cmp_call *c, char *text)
+{
+    const struct gw_role *role = c->role;
+    const struct gw_hdr_info *h = &c->hdr;
+
+    if (gw_config_pbm(c->e->cfg, h->sender_kid, h->sender_kid_len) == NULL) {
+        snprintf(text, GW_ERR_LEN, "unknown PBM reference");
+        return OSSL_CMP_PKIFAILUREINFO_badMessageCheck;
+    }
+    for (size_t i = 0; i < role->n_pbm; i++) {
+        if (strlen(role->pbm_refs[i]) == h->sender_kid_len &&
+            memcmp(role->pbm_refs[i], h->sender_kid, h->sender_kid_len) == 0)
+            goto allowed;
+    }
+    snprintf(text, GW_ERR_LEN, "PBM reference is not allowed on role %s", role->name);
+    return OSSL_CMP_PKIFAILUREINFO_notAuthorized;
+allowed:
+    if ((uint32_t)h->pbm_iterations <= c->e->cfg->cmp.pbm_max_iterations)
+        return -1;
+    snprintf(text, GW_ERR_LEN, "PBM iterationCount %d is above this server's cap of %u", h->pbm_iterations,
+             c->e->cfg->cmp.pbm_max_iterations);
+    return OSSL_CMP_PKIFAILUREINFO_badMessageCheck;
+}
+
+/* Step 2: what is refused before OpenSSL sees the message. -1 if it may go on. */
+static int precheck(struct cmp_call *c, char *text)
+{
+    if (c->hdr.tid_len == 0) {
+        snprintf(text, GW_ERR_LEN, "transactionID is missing");
+        return OSSL_CMP_PKIFAILUREINFO_badRequest;
+    }
+    if (c->body < 0 || c->body > GW_CMP_BODY_MAX || bodies[c->body].action == BODY_REFUSE) {
+        const char *r = c->body >= 0 && c->body <= GW_CMP_BODY_MAX ? bodies[c->body].refusal : NULL;
+        if (r != NULL)
+            snprintf(text, GW_ERR_LEN, "%s", r);
+        else
+            snprintf(text, GW_ERR_LEN, "PKIBody type %s is not a request; " TEXT_ACCEPTS,
+                     gw_shim_body_name(c->body));
+        return OSSL_CMP_PKIFAILUREINFO_badRequest;
+    }
+    if (c->hdr.protection_nid == NID_undef) {
+        snprintf(text, GW_ERR_LEN,
+                 "message is not protected: sign it with a certificate or protect it with a "
+                 "PBM secret");
+        return OSSL_CMP_PKIFAILUREINFO_badMessageCheck;
+    }
+    if (c->hdr.protection_nid == NID_id_PasswordBasedMAC)
+        return check_pbm(c, text);
+    return -1;
+}
+
+static void end_slot(struct cmp_call *c)
+{
+    if (c->reserved)
+        gw_txn_release(c->e->txns, c->hdr.tid, c->hdr.tid_len);
+    c->reserved = 0;
+}
+
+/* After an ip/cp/kup awaiting certConf: pin the sender, then park the context (§6). */
+static void park(struct cmp_call *c, struct cmp_txn *t)
+{
+    OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
+    time_t expires = c->now + (time_t)c->e->cfg->cmp.transaction_ttl;
+    struct gw_txn *txn = NULL;
+
+    if ((t->pbm || (t->signer != NULL && OSSL_CMP_CTX_set1_srvCert(ctx, t->signer) == 1)) &&
+        (txn = gw_txn_new(c->hdr.tid, c->hdr.tid_len, t->identity, expires, t, cmp_txn_free)) != NULL &&
+        gw_txn_put(c->e->txns, txn) == 0) {
+        c->reserved = 0; /* the slot now holds the transaction */
+        return;
+    }
+    gw_log_kv(GW_LOG_ERROR, "txn_park_failed", "tid", c->rsp->tid, "identity", t->identity, "serial",
+              t->serial, "msg", "certificate issued but the transaction could not be kept; it stays valid",
+              NULL);
+    if (txn != NULL) {
+        txn->free_data = NULL; /* |t| is freed just below */
+        gw_txn_free(txn);
+    }
+    cmp_txn_free(t);
+    end_slot(c);
+}
+
+/* ir, cr, p10cr, kur: a fresh context configured from the route's role. */
+static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
+{
+    struct cmp_txn *t = cmp_txn_new(c, 0);
+    OSSL_CMP_MSG *rsp;
+    int open;
+
+    if (t == NULL) {
+        http_error(c, 500, "internal error: could not set up the CMP transaction");
+        return;
+    }
+    rsp = run(t, c, msg);
+    open = t->issued != NULL && OSSL_CMP_CTX_get_status(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv)) != -1 &&
+           rsp != NULL && OSSL_CMP_MSG_get_bodytype(rsp) != GW_CMP_BODY_ERROR;
+    finish(c, t, msg, rsp);
+    if (open && c->rsp->http_status == 200) {
+        park(c, t);
+        return;
+    }
+    /* implicitConfirm granted, rejected, or error: 3.0 leaves a rejected ip "open" (§10.4) */
+    cmp_txn_free(t);
+    end_slot(c);
+}
+
+static int same_sender(const struct cmp_txn *t, const struct cmp_call *c)
+{
+    const struct gw_hdr_info *h = &c->hdr;
+
+    if (t->pbm)
+        return h->protection_nid == NID_id_PasswordBasedMAC && h->sender_kid_len == t->kid_len &&
+               memcmp(h->sender_kid, t->kid, t->kid_len) == 0;
+    return h->protection_nid != NID_id_PasswordBasedMAC && h->sender != NULL && t->sender != NULL &&
+           X509_NAME_cmp(h->sender, t->sender) == 0;
+}
+
+/* certConf, pollReq: the parked context, checked out exclusively. */
+static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
+{
+    struct gw_txn *txn = gw_txn_take(c->e->txns, c->hdr.tid, c->hdr.tid_len);
+    struct cmp_txn *t;
+    OSSL_CMP_MSG *rsp;
+
+    if (txn == NULL) {
+        refuse(c, msg, OSSL_CMP_PKIFAILUREINFO_badRequest, TEXT_NO_TXN);
+        return;
+    }
+    t = txn->data;
+    snprintf(c->rsp->identity, sizeof(c->rsp->identity), "%s", t->identity);
+    snprintf(c->rsp->serial, sizeof(c->rsp->serial), "%s", t->serial);
+    if (!same_sender(t, c)) {
+        (void)gw_txn_put(c->e->txns, txn); /* back untouched: it is not this sender's to close */
+        refuse(c, msg, OSSL_CMP_PKIFAILUREINFO_notAuthorized, TEXT_OTHER_SENDER);
+        return;
+    }
+    cmp_set_outcome(c, "closed without certificate status", -1, NULL);
+    rsp = run(t, c, msg);
+    finish(c, t, msg, rsp);
+    if (c->rsp->http_status == 200 && OSSL_CMP_CTX_get_status(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv)) != -1 &&
+        strcmp(c->rsp->rsp_type, "pollRep") == 0) {
+        (void)gw_txn_put(c->e->txns, txn);
+        return;
+    }
+    gw_log_kv(GW_LOG_INFO, "txn_closed", "tid", c->rsp->tid, "identity", t->identity, "serial", t->serial,
+              "outcome", c->rsp->outcome, NULL);
+    gw_txn_free(txn);
+    gw_txn_release(c->e->txns, c->hdr.tid, c->hdr.tid_len);
+}
+
+/* An error message from the client: answered with pkiconf; closes its transaction if it is open. */
+static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
+{
+    struct cmp_txn *t = cmp_txn_new(c, 0);
+    OSSL_CMP_MSG *rsp;
+    struct gw_txn *txn;
+
+    if (t == NULL) {
+        http_error(c, 500, "internal error: could not set up the CMP transaction");
+        return;
+    }
+    rsp = run(t, c, msg);
+    /* only a message that passed OpenSSL's protection check may abort a transaction */
+    if (rsp != NULL && OSSL_CMP_MSG_get_bodytype(rsp) == GW_CMP_BODY_PKICONF &&
+        (txn = gw_txn_take(c->e->txns, c->hdr.tid, c->hdr.tid_len)) != NULL) {
+        if (same_sender(txn->data, c)) {
+            log_closed("txn_aborted_by_client", txn);
+            gw_txn_release(c->e->txns, c->hdr.tid, c->hdr.tid_len);
+        } else {
+            (void)gw_txn_put(c->e->txns, txn);
+        }
+    }
+    finish(c, t, msg, rsp);
+    cmp_txn_free(t);
+}
+
+static void dispatch(struct cmp_call *c, const OSSL_CMP_MSG *msg)
+{
+    char text[GW_ERR_LEN] = "";
+    int bit;
+
+    if (gw_shim_hdr_info(msg, &c->hdr) != 0) {
+        refuse(c, msg, OSSL_CMP_PKIFAILUREINFO_badRequest,
+               "malformed PKIHeader: a field is oversized or of the wrong type");
+        return;
+    }
+    gw_hex(c->rsp->tid, c->hdr.tid, c->hdr.tid_len);
+    if ((bit = precheck(c, text)) >= 0) {
+        refuse(c, msg, bit, text);
+        return;
+    }
+    switch (bodies[c->body].action) {
+    case BODY_START:
+        start_txn(c, msg);
+        break;
+    case BODY_CONTINUE:
+        continue_txn(c, msg);
+        break;
+    default:
+        client_error(c, msg);
+        break;
+    }
+}
+
+void gw_cmp_process(struct gw_cmp_engine *e, const struct gw_cmp_request *req, struct gw_cmp_response *rsp)
+{
+    struct cmp_call c;
+    OSSL_CMP_MSG *msg;
+
+    memset(&c, 0, sizeof(c));
+    c.e = e;
+    c.req = req;
+    c.rsp = rsp;
+    c.now = e->clock != NULL ? e->clock() : time(NULL);
+    c.fail_bit = -1;
+    c.role = req->route != NULL ? req->route->role : NULL;
+    if ((msg = decode(&c)) == NULL)
+        return;
+    c.body = OSSL_CMP_MSG_get_bodytype(msg);
+    snprintf(rsp->req_type, sizeof(rsp->req_type), "%s", gw_shim_body_name(c.body));
+    if (c.role == NULL)
+        http_error(&c, 404, "no CMP role serves this path");
+    else
+        dispatch(&c, msg);
+    gw_shim_hdr_info_cleanup(&c.hdr);
+    OSSL_CMP_MSG_free(msg);
+    ERR_clear_error();
+}

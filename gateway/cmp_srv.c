@@ -1,0 +1,423 @@
+/*
+ * One OSSL_CMP_SRV_CTX per transaction (openssl-cmp-3.0 notes §6) and its callbacks. The
+ * callbacks run inside OSSL_CMP_SRV_process_request, only after OpenSSL verified the protection
+ * (and, for certificate requests, the POPO); they do what 3.0 leaves to the application (§3).
+ */
+#include "cmp_local.h"
+#include "err.h"
+#include "log.h"
+#include "../mappings/profile.h"
+#include "../upstream/upstream.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/bn.h>
+#include <openssl/cmperr.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+/* The request whose OpenSSL diagnostics the log callback records: the callback has no argument. */
+static _Thread_local struct cmp_call *capture;
+
+/* OpenSSL's diagnostics go to the debug log, never to stdout; the first error is kept for the outcome. */
+static int log_cb(const char *func, const char *file, int line, OSSL_CMP_severity level, const char *msg)
+{
+    (void)func;
+    (void)file;
+    (void)line;
+    if (capture != NULL && level <= OSSL_CMP_LOG_ERR && capture->diag[0] == '\0')
+        snprintf(capture->diag, sizeof(capture->diag), "%s", msg);
+    gw_log(GW_LOG_DEBUG, "openssl_cmp", "%s", msg);
+    return 1;
+}
+
+void cmp_log_capture_begin(struct cmp_call *c)
+{
+    capture = c;
+}
+
+void cmp_log_capture_end(void)
+{
+    capture = NULL;
+}
+
+static OSSL_CMP_PKISI *reject(struct cmp_call *c, int bit, const char *text)
+{
+    cmp_set_outcome(c, "rejection", bit, text);
+    return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << bit, text);
+}
+
+/* RFC 9483 §3.1: messageTime lets the receiver bound replays; 3.0 never looks at it. -1 if fine. */
+static int check_time(struct cmp_call *c, char *text)
+{
+    const struct gw_cmp_conf *cc = &c->e->cfg->cmp;
+    long long off;
+
+    if (!c->hdr.has_message_time) {
+        if (!cc->require_message_time)
+            return -1;
+        snprintf(text, GW_ERR_LEN, "messageTime is missing: this server requires it");
+        return OSSL_CMP_PKIFAILUREINFO_badTime;
+    }
+    off = (long long)c->hdr.message_time - (long long)c->now;
+    if (cc->message_time_window == 0 || llabs(off) <= (long long)cc->message_time_window)
+        return -1;
+    snprintf(text, GW_ERR_LEN,
+             "messageTime is %lld s off the server clock; check the device clock (allowed: ±%u s)", off,
+             cc->message_time_window);
+    return OSSL_CMP_PKIFAILUREINFO_badTime;
+}
+
+/* RFC 9483 §3.6.4: a transactionID seen before answers transactionIdInUse. -1 if fresh. */
+static int check_replay(struct cmp_call *c, char *text)
+{
+    int rc = gw_replay_check_add(c->e->replay, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
+                                 c->hdr.sender_nonce_len, c->now);
+
+    switch (rc) {
+    case 0:
+        return -1;
+    case GW_ERR_REPLAY:
+        snprintf(text, GW_ERR_LEN, "replayed message: this transactionID and senderNonce were already used");
+        return OSSL_CMP_PKIFAILUREINFO_transactionIdInUse;
+    case GW_ERR_EXISTS:
+        snprintf(text, GW_ERR_LEN,
+                 "transactionID already in use: start a new transaction with a fresh transactionID");
+        return OSSL_CMP_PKIFAILUREINFO_transactionIdInUse;
+    case GW_ERR_LIMIT:
+        snprintf(text, GW_ERR_LEN, "too many recent transactions: retry later");
+        return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
+    default:
+        snprintf(text, GW_ERR_LEN, "transactionID or senderNonce too long");
+        return OSSL_CMP_PKIFAILUREINFO_badRequest;
+    }
+}
+
+/* Who sent the request: the signer's subject (3.0 has no getter: the shim finds it), or "pbm:<ref>". */
+static void identify(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req)
+{
+    OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
+    const X509_NAME *name = t->sender;
+
+    if (t->pbm) {
+        snprintf(t->identity, sizeof(t->identity), "pbm:%.*s", (int)t->kid_len, (const char *)t->kid);
+    } else {
+        X509_free(t->signer);
+        if ((t->signer = gw_shim_get1_signer(ctx, req)) != NULL)
+            name = X509_get_subject_name(t->signer);
+        if (name == NULL || X509_NAME_oneline(name, t->identity, sizeof(t->identity)) == NULL)
+            snprintf(t->identity, sizeof(t->identity), "unknown");
+    }
+    snprintf(c->rsp->identity, sizeof(c->rsp->identity), "%s", t->identity);
+}
+
+/* DESIGN.md decision 7: kur only by the holder of the certificate being updated. -1 if allowed. */
+static int check_kur(struct cmp_txn *t, struct cmp_call *c, const OSSL_CRMF_MSG *crm, char *text)
+{
+    const OSSL_CRMF_CERTID *old;
+    const X509_NAME *issuer;
+    const ASN1_INTEGER *serial;
+
+    if (c->body != GW_CMP_BODY_KUR)
+        return -1;
+    if (t->pbm || t->signer == NULL) {
+        snprintf(text, GW_ERR_LEN,
+                 "key update must be signed with the certificate being updated, not PBM-protected");
+        return OSSL_CMP_PKIFAILUREINFO_notAuthorized;
+    }
+    if (crm == NULL || (old = OSSL_CRMF_MSG_get0_regCtrl_oldCertID(crm)) == NULL)
+        return -1; /* RFC 9483 §4.1.3: without oldCertID the signer's certificate is the one updated */
+    issuer = OSSL_CRMF_CERTID_get0_issuer(old);
+    serial = OSSL_CRMF_CERTID_get0_serialNumber(old);
+    if (issuer != NULL && serial != NULL && X509_NAME_cmp(issuer, X509_get_issuer_name(t->signer)) == 0 &&
+        ASN1_INTEGER_cmp(serial, X509_get0_serialNumber(t->signer)) == 0)
+        return -1;
+    snprintf(text, GW_ERR_LEN,
+             "key update must be signed with the certificate it updates; "
+             "oldCertID names another certificate");
+    return OSSL_CMP_PKIFAILUREINFO_notAuthorized;
+}
+
+/* Holds a table slot before the upstream call, so an issued certificate can always be parked. */
+static int reserve(struct cmp_txn *t, struct cmp_call *c, char *text)
+{
+    int rc = gw_txn_reserve(c->e->txns, c->hdr.tid, c->hdr.tid_len, t->identity);
+
+    if (rc == 0) {
+        c->reserved = 1;
+        return -1;
+    }
+    if (rc == GW_ERR_EXISTS) {
+        snprintf(text, GW_ERR_LEN,
+                 "transactionID already in use: start a new transaction with a fresh transactionID");
+        return OSSL_CMP_PKIFAILUREINFO_transactionIdInUse;
+    }
+    snprintf(text, GW_ERR_LEN, "too many open transactions for %.150s: confirm or wait for them to expire",
+             t->identity);
+    return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
+}
+
+static void serial_hex(const X509 *cert, char *out, size_t cap)
+{
+    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
+    char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+
+    snprintf(out, cap, "%s", hex != NULL ? hex : "");
+    for (char *p = out; *p != '\0'; p++)
+        if (*p >= 'A' && *p <= 'F')
+            *p = (char)(*p - 'A' + 'a');
+    OPENSSL_free(hex);
+    BN_free(bn);
+}
+
+static enum gw_req_kind req_kind(int body)
+{
+    switch (body) {
+    case GW_CMP_BODY_CR:
+        return GW_REQ_CR;
+    case GW_CMP_BODY_KUR:
+        return GW_REQ_KUR;
+    case GW_CMP_BODY_P10CR:
+        return GW_REQ_P10CR;
+    default:
+        return GW_REQ_IR;
+    }
+}
+
+/* Keeps our reference to the issued certificate (for certConf) and hands OpenSSL its own. */
+static OSSL_CMP_PKISI *accept_cert(struct cmp_txn *t, struct cmp_call *c, struct gw_sign_result *res,
+                                   int modified, X509 **certOut, STACK_OF(X509) * *chainOut)
+{
+    OSSL_CMP_PKISI *si;
+    int status = modified ? OSSL_CMP_PKISTATUS_grantedWithMods : OSSL_CMP_PKISTATUS_accepted;
+
+    if ((si = OSSL_CMP_STATUSINFO_new(status, 0, NULL)) == NULL || X509_up_ref(res->cert) != 1) {
+        OSSL_CMP_PKISI_free(si);
+        return reject(c, OSSL_CMP_PKIFAILUREINFO_systemFailure, "internal error");
+    }
+    t->issued = res->cert;
+    *certOut = res->cert;
+    *chainOut = res->chain;
+    res->cert = NULL;
+    res->chain = NULL;
+    serial_hex(t->issued, t->serial, sizeof(t->serial));
+    snprintf(c->rsp->serial, sizeof(c->rsp->serial), "%s", t->serial);
+    cmp_set_outcome(c, modified ? "grantedWithMods" : "accepted", -1, NULL);
+    gw_log_kv(GW_LOG_INFO, "cert_issued", "tid", c->rsp->tid, "identity", t->identity, "serial", t->serial,
+              "role", t->role->name, NULL);
+    return si;
+}
+
+/* Maps the request onto the role's profile and asks the upstream to sign (worker: may block). */
+static OSSL_CMP_PKISI *issue(struct cmp_txn *t, struct cmp_call *c, const OSSL_CRMF_MSG *crm,
+                             const X509_REQ *p10cr, X509 **certOut, STACK_OF(X509) * *chainOut)
+{
+    struct gw_cert_req creq;
+    struct gw_cert_plan plan;
+    struct gw_sign_result res;
+    struct gw_upstream *up;
+    OSSL_CMP_PKISI *si = NULL;
+    char err[GW_ERR_LEN] = "";
+    int fi = OSSL_CMP_PKIFAILUREINFO_badCertTemplate, rc;
+
+    gw_cert_req_init(&creq);
+    gw_cert_plan_init(&plan);
+    gw_sign_result_init(&res);
+    rc = p10cr != NULL ? gw_cert_req_from_p10(p10cr, &creq, err)
+                       : gw_cert_req_from_crmf(req_kind(c->body), crm, &creq, err);
+    if (rc != 0) {
+        si = reject(c, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, err);
+        goto out;
+    }
+    if (gw_cert_plan_make(t->role, &creq, c->now, &plan, &fi, err) != 0) {
+        si = reject(c, fi, err);
+        goto out;
+    }
+    if ((up = gw_upstream_set_get0(c->e->ups, t->role->upstream_name)) == NULL) {
+        si = reject(c, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "no upstream CA is configured for this role");
+        goto out;
+    }
+    gw_upstream_sign_wait(
+        up, &(struct gw_sign_req){.role = t->role, .plan = &plan, .csr = p10cr, .request_id = c->rsp->tid},
+        &res);
+    if (res.status != 0 || res.cert == NULL)
+        si = reject(c, res.status != 0 ? res.fail_info : OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                    res.reason[0] != '\0' ? res.reason : "the upstream CA issued no certificate");
+    else
+        si = accept_cert(t, c, &res, plan.modified, certOut, chainOut);
+out:
+    gw_sign_result_cleanup(&res);
+    gw_cert_plan_cleanup(&plan);
+    gw_cert_req_cleanup(&creq);
+    return si;
+}
+
+static OSSL_CMP_PKISI *cert_request_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
+                                       const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr, X509 **certOut,
+                                       STACK_OF(X509) * *chainOut, STACK_OF(X509) * *caPubs)
+{
+    struct cmp_txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
+    struct cmp_call *c = t->call;
+    char text[GW_ERR_LEN] = "";
+    int bit;
+
+    (void)certReqId;
+    (void)caPubs;
+    if ((bit = check_time(c, text)) >= 0 || (bit = check_replay(c, text)) >= 0)
+        return reject(c, bit, text);
+    identify(t, c, req);
+    if ((bit = check_kur(t, c, crm, text)) >= 0 || (bit = reserve(t, c, text)) >= 0)
+        return reject(c, bit, text);
+    return issue(t, c, crm, p10cr, certOut, chainOut);
+}
+
+/* Makes OpenSSL answer with an error whose failInfo and text the engine then puts in (§9). */
+static int fail(struct cmp_call *c, int bit, const char *text)
+{
+    c->fail_bit = bit;
+    snprintf(c->fail_text, sizeof(c->fail_text), "%s", text);
+    ERR_raise_data(ERR_LIB_CMP, CMP_R_REQUEST_REJECTED_BY_SERVER, "%s", text);
+    return 0;
+}
+
+static int certconf_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
+                       const ASN1_OCTET_STRING *certHash, const OSSL_CMP_PKISI *si)
+{
+    struct cmp_txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
+    struct cmp_call *c = t->call;
+    ASN1_OCTET_STRING *digest = t->issued != NULL ? X509_digest_sig(t->issued, NULL, NULL) : NULL;
+    int match = digest != NULL && certHash != NULL && ASN1_OCTET_STRING_cmp(digest, certHash) == 0;
+
+    (void)req;
+    (void)certReqId;
+    ASN1_OCTET_STRING_free(digest);
+    /*
+     * badCertId: "no certificate could be found matching the provided criteria" (RFC 9810 §5.2.3).
+     * The certHash is how a certConf names the certificate it confirms; a hash of anything other
+     * than what this transaction issued names a certificate this transaction does not know.
+     */
+    if (!match)
+        return fail(c, OSSL_CMP_PKIFAILUREINFO_badCertId,
+                    "certHash does not match the certificate issued in this "
+                    "transaction");
+    if (si != NULL && gw_shim_pkisi_status(si) == OSSL_CMP_PKISTATUS_rejection) {
+        /* the local issuer cannot revoke yet: the certificate stays valid, so say so loudly */
+        gw_log_kv(GW_LOG_WARN, "cert_rejected_by_client", "tid", c->rsp->tid, "identity", t->identity,
+                  "serial", t->serial, "msg", "client rejected the certificate", NULL);
+        cmp_set_outcome(c, "cert_rejected_by_client", -1, NULL);
+        return 1;
+    }
+    cmp_set_outcome(c, "confirmed", -1, NULL);
+    return 1;
+}
+
+static int pollreq_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId, OSSL_CMP_MSG **certReq,
+                      int64_t *check_after)
+{
+    struct cmp_txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
+
+    (void)req;
+    (void)certReqId;
+    *certReq = NULL;
+    *check_after = 0;
+    /* nothing is ever deferred in this version (openssl-cmp-3.0 notes §7) */
+    return fail(t->call, OSSL_CMP_PKIFAILUREINFO_badRequest, "nothing to poll for");
+}
+
+static void error_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const OSSL_CMP_PKISI *si,
+                     const ASN1_INTEGER *errorCode, const OSSL_CMP_PKIFREETEXT *errDetails)
+{
+    struct cmp_txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
+    char buf[GW_ERR_LEN];
+
+    (void)req;
+    (void)errorCode;
+    (void)errDetails;
+    if (OSSL_CMP_snprint_PKIStatusInfo(si, buf, sizeof(buf)) == NULL)
+        snprintf(buf, sizeof(buf), "unreadable PKIStatusInfo");
+    gw_log_kv(GW_LOG_INFO, "client_error", "tid", t->call->rsp->tid, "status", buf, NULL);
+    cmp_set_outcome(t->call, "client_error", -1, NULL);
+}
+
+/* Signer, chain and policy switches shared by every context (§5). 1 on success. */
+static int setup_common(struct cmp_txn *t, const struct gw_config *cfg)
+{
+    OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
+    STACK_OF(X509) *chain = cfg->signer.chain;
+
+    return OSSL_CMP_SRV_CTX_init(t->srv, t, cert_request_cb, NULL, NULL, error_cb, certconf_cb, pollreq_cb) ==
+               1 &&
+           OSSL_CMP_CTX_set_log_cb(ctx, log_cb) == 1 &&
+           OSSL_CMP_CTX_set_log_verbosity(ctx, OSSL_CMP_LOG_WARNING) == 1 &&
+           OSSL_CMP_CTX_set1_cert(ctx, cfg->signer.cert) == 1 &&
+           OSSL_CMP_CTX_set1_pkey(ctx, cfg->signer.key) == 1 &&
+           /* built once here: lazily it would come from ctx->untrusted, i.e. client extraCerts */
+           OSSL_CMP_CTX_build_cert_chain(ctx, NULL, sk_X509_num(chain) > 0 ? chain : NULL) == 1 &&
+           OSSL_CMP_SRV_CTX_set_grant_implicit_confirm(t->srv,
+                                                       t->role != NULL && t->role->implicit_confirm) == 1 &&
+           OSSL_CMP_SRV_CTX_set_accept_raverified(t->srv, 0) == 1 &&
+           OSSL_CMP_SRV_CTX_set_accept_unprotected(t->srv, 0) == 1 &&
+           OSSL_CMP_SRV_CTX_set_send_unprotected_errors(t->srv, 0) == 1;
+}
+
+/* PBM secret chosen by senderKID, OR the role's trust: never both (openssl-cmp-3.0 §10.1). */
+static int setup_protection(struct cmp_txn *t, struct cmp_call *c)
+{
+    OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
+    const struct gw_pbm_conf *pbm;
+
+    if (c->hdr.protection_nid == NID_id_PasswordBasedMAC) {
+        if ((pbm = gw_config_pbm(c->e->cfg, c->hdr.sender_kid, c->hdr.sender_kid_len)) == NULL)
+            return 0;
+        t->pbm = 1;
+        memcpy(t->kid, c->hdr.sender_kid, c->hdr.sender_kid_len);
+        t->kid_len = c->hdr.sender_kid_len;
+        return OSSL_CMP_CTX_set1_secretValue(ctx, pbm->secret, (int)pbm->secret_len) == 1 &&
+               OSSL_CMP_CTX_set1_referenceValue(ctx, t->kid, (int)t->kid_len) == 1;
+    }
+    if (t->role->store == NULL)
+        return 1; /* no trust: every signature fails, as it should */
+    if (X509_STORE_up_ref(t->role->store) != 1)
+        return 0;
+    if (OSSL_CMP_CTX_set0_trustedStore(ctx, t->role->store) != 1) {
+        X509_STORE_free(t->role->store);
+        return 0;
+    }
+    /* never NULL or empty: that leaves ctx->untrusted NULL and breaks the ctx (§10.3) */
+    return sk_X509_num(t->role->untrusted) <= 0 || OSSL_CMP_CTX_set1_untrusted(ctx, t->role->untrusted) == 1;
+}
+
+struct cmp_txn *cmp_txn_new(struct cmp_call *c, int refusal)
+{
+    struct cmp_txn *t = calloc(1, sizeof(*t));
+
+    if (t == NULL)
+        return NULL;
+    t->role = c->role;
+    if ((t->srv = OSSL_CMP_SRV_CTX_new(NULL, NULL)) == NULL || !setup_common(t, c->e->cfg))
+        goto err;
+    /* a refusal context has neither trust nor secret: it can never validate anything (§10.1) */
+    if (!refusal && (t->role == NULL || !setup_protection(t, c)))
+        goto err;
+    if (c->hdr.sender != NULL && (t->sender = X509_NAME_dup(c->hdr.sender)) == NULL)
+        goto err;
+    return t;
+err:
+    cmp_txn_free(t);
+    return NULL;
+}
+
+void cmp_txn_free(void *p)
+{
+    struct cmp_txn *t = p;
+
+    if (t == NULL)
+        return;
+    OSSL_CMP_SRV_CTX_free(t->srv);
+    X509_NAME_free(t->sender);
+    X509_free(t->signer);
+    X509_free(t->issued);
+    OPENSSL_cleanse(t->kid, sizeof(t->kid));
+    free(t);
+}

@@ -1,0 +1,168 @@
+/*
+ * Replay cache: a ring of entries in arrival order (so the oldest is always at the head and
+ * expires first, the TTL being the same for all) with hash chains by transactionID for lookup.
+ * One mutex (gw_replay.lock). Memory is fixed at creation: max_entries slots.
+ */
+#include "replay.h"
+#include "err.h"
+#include "limits.h"
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NIL SIZE_MAX
+
+struct entry {
+    size_t next; /* hash chain, NIL-terminated */
+    time_t seen;
+    unsigned char tid[GW_MAX_TID_LEN];
+    unsigned char nonce[GW_MAX_NONCE_LEN];
+    unsigned char tid_len, nonce_len;
+};
+
+struct gw_replay {
+    pthread_mutex_t lock;
+    time_t ttl;
+    size_t cap, head, count; /* ring: live entries are head .. head+count-1 (mod cap) */
+    size_t nbuckets;         /* power of two */
+    size_t *buckets;
+    struct entry *ring;
+};
+
+static size_t hash_tid(const unsigned char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 1099511628211ull;
+    }
+    return (size_t)h;
+}
+
+struct gw_replay *gw_replay_new(size_t max_entries, time_t ttl)
+{
+    struct gw_replay *r;
+    size_t nb = 16;
+
+    if (max_entries == 0 || max_entries >= NIL / 2 || ttl <= 0 || (r = calloc(1, sizeof(*r))) == NULL)
+        return NULL;
+    while (nb < max_entries)
+        nb <<= 1;
+    r->ttl = ttl;
+    r->cap = max_entries;
+    r->nbuckets = nb;
+    r->buckets = malloc(nb * sizeof(*r->buckets));
+    r->ring = calloc(max_entries, sizeof(*r->ring));
+    if (r->buckets == NULL || r->ring == NULL || pthread_mutex_init(&r->lock, NULL) != 0) {
+        free(r->buckets);
+        free(r->ring);
+        free(r);
+        return NULL;
+    }
+    for (size_t i = 0; i < nb; i++)
+        r->buckets[i] = NIL;
+    return r;
+}
+
+void gw_replay_free(struct gw_replay *r)
+{
+    if (r == NULL)
+        return;
+    pthread_mutex_destroy(&r->lock);
+    free(r->buckets);
+    free(r->ring);
+    free(r);
+}
+
+static size_t *bucket_of(struct gw_replay *r, const unsigned char *tid, size_t tid_len)
+{
+    return &r->buckets[hash_tid(tid, tid_len) & (r->nbuckets - 1)];
+}
+
+/* Drops the oldest entry (the ring head) from its hash chain and the ring. */
+static void drop_head(struct gw_replay *r)
+{
+    size_t idx = r->head;
+    struct entry *e = &r->ring[idx];
+    size_t *link = bucket_of(r, e->tid, e->tid_len);
+
+    while (*link != NIL && *link != idx)
+        link = &r->ring[*link].next;
+    if (*link == idx)
+        *link = e->next;
+    r->head = (r->head + 1) % r->cap;
+    r->count--;
+}
+
+/* Entries seen at or before now - ttl are gone; a clock that steps back keeps everything live. */
+static void expire(struct gw_replay *r, time_t now)
+{
+    while (r->count > 0 && r->ring[r->head].seen <= now - r->ttl)
+        drop_head(r);
+}
+
+static struct entry *lookup(struct gw_replay *r, const unsigned char *tid, size_t tid_len)
+{
+    for (size_t i = *bucket_of(r, tid, tid_len); i != NIL; i = r->ring[i].next) {
+        struct entry *e = &r->ring[i];
+        if (e->tid_len == tid_len && memcmp(e->tid, tid, tid_len) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+static void insert(struct gw_replay *r, const unsigned char *tid, size_t tid_len, const unsigned char *nonce,
+                   size_t nonce_len, time_t now)
+{
+    size_t idx = (r->head + r->count) % r->cap;
+    size_t *bucket = bucket_of(r, tid, tid_len);
+    struct entry *e = &r->ring[idx];
+
+    memcpy(e->tid, tid, tid_len);
+    e->tid_len = (unsigned char)tid_len;
+    if (nonce_len > 0)
+        memcpy(e->nonce, nonce, nonce_len);
+    e->nonce_len = (unsigned char)nonce_len;
+    e->seen = now;
+    e->next = *bucket;
+    *bucket = idx;
+    r->count++;
+}
+
+int gw_replay_check_add(struct gw_replay *r, const unsigned char *tid, size_t tid_len,
+                        const unsigned char *nonce, size_t nonce_len, time_t now)
+{
+    struct entry *e;
+    int rc = 0;
+
+    if (r == NULL || tid == NULL || tid_len == 0 || tid_len > GW_MAX_TID_LEN ||
+        nonce_len > GW_MAX_NONCE_LEN || (nonce == NULL && nonce_len > 0))
+        return GW_ERR_INVAL;
+    pthread_mutex_lock(&r->lock);
+    expire(r, now);
+    if ((e = lookup(r, tid, tid_len)) != NULL)
+        rc = e->nonce_len == nonce_len && (nonce_len == 0 || memcmp(e->nonce, nonce, nonce_len) == 0)
+                 ? GW_ERR_REPLAY
+                 : GW_ERR_EXISTS;
+    else if (r->count == r->cap)
+        rc = GW_ERR_LIMIT;
+    else
+        insert(r, tid, tid_len, nonce, nonce_len, now);
+    pthread_mutex_unlock(&r->lock);
+    return rc;
+}
+
+size_t gw_replay_count(struct gw_replay *r)
+{
+    size_t n;
+
+    if (r == NULL)
+        return 0;
+    pthread_mutex_lock(&r->lock);
+    n = r->count;
+    pthread_mutex_unlock(&r->lock);
+    return n;
+}

@@ -1,0 +1,383 @@
+/*
+ * OpenSSL 3.0 shim: the DER walks against messages built by a real OpenSSL client, and their
+ * adversarial twins (truncated, garbage, wrong types, oversized fields).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <string.h>
+#include <openssl/cmp.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/x509v3.h>
+
+#include "gateway/cmp_shim.h"
+#include "gateway/err.h"
+
+static EVP_PKEY *key, *new_key;
+static X509 *cert;
+static OSSL_CMP_MSG *captured;
+
+static OSSL_CMP_MSG *capture(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
+{
+    (void)ctx;
+    OSSL_CMP_MSG_free(captured);
+    captured = OSSL_CMP_MSG_dup(req);
+    return NULL; /* the client stops here: we only want its request */
+}
+
+static int quiet(const char *f, const char *file, int line, OSSL_CMP_severity l, const char *msg)
+{
+    (void)f, (void)file, (void)line, (void)l, (void)msg;
+    return 1;
+}
+
+static X509 *self_signed(EVP_PKEY *k, const char *cn)
+{
+    X509 *x = X509_new();
+    X509_NAME *n = X509_get_subject_name(x);
+    X509V3_CTX v3;
+    X509_EXTENSION *ext;
+
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
+    X509_set_issuer_name(x, n);
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), -60);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, k);
+    X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+    ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_key_identifier, "hash");
+    X509_add_ext(x, ext, -1);
+    X509_EXTENSION_free(ext);
+    X509_sign(x, k, EVP_sha256());
+    return x;
+}
+
+/* An ir from a real client: signed with |cert|, or PBM with reference "ref-1". */
+static OSSL_CMP_CTX *client(int pbm)
+{
+    OSSL_CMP_CTX *ctx = OSSL_CMP_CTX_new(NULL, NULL);
+
+    OSSL_CMP_CTX_set_log_cb(ctx, quiet);
+    OSSL_CMP_CTX_set_transfer_cb(ctx, capture);
+    if (pbm) {
+        OSSL_CMP_CTX_set1_referenceValue(ctx, (const unsigned char *)"ref-1", 5);
+        OSSL_CMP_CTX_set1_secretValue(ctx, (const unsigned char *)"secret-secret", 13);
+        OSSL_CMP_CTX_set1_recipient(ctx, X509_get_subject_name(cert));
+    } else {
+        OSSL_CMP_CTX_set1_cert(ctx, cert);
+        OSSL_CMP_CTX_set1_pkey(ctx, key);
+    }
+    EVP_PKEY_up_ref(new_key);
+    OSSL_CMP_CTX_set0_newPkey(ctx, 1, new_key);
+    OSSL_CMP_CTX_set1_subjectName(ctx, X509_get_subject_name(cert));
+    return ctx;
+}
+
+static OSSL_CMP_MSG *make_ir(OSSL_CMP_CTX *ctx)
+{
+    OSSL_CMP_MSG *m;
+
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_non_null(captured);
+    m = captured;
+    captured = NULL;
+    ERR_clear_error();
+    return m;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    new_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    cert = self_signed(key, "shim-client");
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    EVP_PKEY_free(key);
+    EVP_PKEY_free(new_key);
+    X509_free(cert);
+    OSSL_CMP_MSG_free(captured);
+    return 0;
+}
+
+static const OSSL_CRMF_MSG *first_crm(const OSSL_CMP_MSG *m, OSSL_CRMF_MSGS **keep)
+{
+    /* no getter for the body in 3.0: decode it from the DER of the whole message */
+    unsigned char *der = NULL;
+    const unsigned char *p;
+    int len = i2d_OSSL_CMP_MSG(m, &der);
+    long l;
+    int tag, cls;
+
+    p = der;
+    ASN1_get_object(&p, &l, &tag, &cls, len); /* PKIMessage */
+    ASN1_get_object(&p, &l, &tag, &cls, len); /* header */
+    p += l;
+    ASN1_get_object(&p, &l, &tag, &cls, len); /* [0] ir */
+    assert_int_equal(tag, 0);
+    *keep = d2i_OSSL_CRMF_MSGS(NULL, &p, l);
+    OPENSSL_free(der);
+    assert_non_null(*keep);
+    return sk_OSSL_CRMF_MSG_value(*keep, 0);
+}
+
+static void test_hdr_info(void **state)
+{
+    OSSL_CMP_CTX *sig = client(0), *pbm = client(1);
+    OSSL_CMP_MSG *a = make_ir(sig), *b = make_ir(pbm);
+    struct gw_hdr_info h;
+    const ASN1_OCTET_STRING *skid = X509_get0_subject_key_id(cert);
+
+    (void)state;
+    assert_int_equal(gw_shim_hdr_info(a, &h), 0);
+    assert_non_null(h.sender);
+    assert_int_equal(X509_NAME_cmp(h.sender, X509_get_subject_name(cert)), 0);
+    assert_true(h.has_message_time);
+    assert_true(labs((long)(h.message_time - time(NULL))) < 60);
+    assert_int_not_equal(h.protection_nid, NID_id_PasswordBasedMAC);
+    assert_int_not_equal(h.protection_nid, NID_undef);
+    assert_int_equal(h.pbm_iterations, 0);
+    assert_int_equal(h.sender_kid_len, (size_t)skid->length);
+    assert_memory_equal(h.sender_kid, skid->data, h.sender_kid_len);
+    assert_int_equal(h.tid_len, 16);
+    assert_int_equal(h.sender_nonce_len, 16);
+    gw_shim_hdr_info_cleanup(&h);
+
+    assert_int_equal(gw_shim_hdr_info(b, &h), 0);
+    assert_int_equal(h.protection_nid, NID_id_PasswordBasedMAC);
+    assert_int_equal(h.pbm_iterations, 500); /* OpenSSL 3.0's fixed count */
+    assert_int_equal(h.sender_kid_len, 5);
+    assert_memory_equal(h.sender_kid, "ref-1", 5);
+    gw_shim_hdr_info_cleanup(&h);
+    assert_int_equal(gw_shim_hdr_info(NULL, &h), GW_ERR_INVAL);
+    gw_shim_hdr_info_cleanup(NULL);
+    OSSL_CMP_MSG_free(a);
+    OSSL_CMP_MSG_free(b);
+    OSSL_CMP_CTX_free(sig);
+    OSSL_CMP_CTX_free(pbm);
+}
+
+/* Oversized senderKID (above GW_MAX_KID_LEN): refused, not truncated. */
+static void test_hdr_oversized(void **state)
+{
+    OSSL_CMP_CTX *ctx = client(1);
+    unsigned char big[GW_MAX_KID_LEN + 1];
+    OSSL_CMP_MSG *m;
+    struct gw_hdr_info h;
+
+    (void)state;
+    memset(big, 'k', sizeof(big));
+    OSSL_CMP_CTX_set1_referenceValue(ctx, big, sizeof(big));
+    m = make_ir(ctx);
+    assert_int_equal(gw_shim_hdr_info(m, &h), GW_ERR_INVAL);
+    assert_null(h.sender);
+    OSSL_CMP_CTX_set1_referenceValue(ctx, big, GW_MAX_KID_LEN); /* twin: exactly at the cap */
+    OSSL_CMP_MSG_free(m);
+    OSSL_CMP_CTX_reinit(ctx);
+    m = make_ir(ctx);
+    assert_int_equal(gw_shim_hdr_info(m, &h), 0);
+    assert_int_equal(h.sender_kid_len, GW_MAX_KID_LEN);
+    gw_shim_hdr_info_cleanup(&h);
+    OSSL_CMP_MSG_free(m);
+    OSSL_CMP_CTX_free(ctx);
+}
+
+static void test_template(void **state)
+{
+    OSSL_CMP_CTX *ctx = client(0);
+    OSSL_CMP_MSG *m = make_ir(ctx);
+    OSSL_CRMF_MSGS *msgs = NULL;
+    const OSSL_CRMF_MSG *crm = first_crm(m, &msgs);
+    EVP_PKEY *pk = gw_shim_tmpl_get1_pubkey(crm);
+    time_t nb = 1, na = 1;
+
+    (void)state;
+    assert_non_null(pk);
+    assert_int_equal(EVP_PKEY_eq(pk, new_key), 1);
+    assert_int_equal(EVP_PKEY_eq(pk, key), 0);
+    assert_int_equal(gw_shim_tmpl_validity(crm, &nb, &na), 0);
+    assert_true(nb == 0 && na == 0); /* not requested */
+    assert_int_equal(gw_shim_popo_type(crm), OSSL_CRMF_POPO_SIGNATURE);
+    assert_null(gw_shim_tmpl_get1_pubkey(NULL));
+    assert_int_equal(gw_shim_popo_type(NULL), -1);
+    assert_int_equal(gw_shim_tmpl_validity(NULL, &nb, &na), GW_ERR_INVAL);
+    EVP_PKEY_free(pk);
+    sk_OSSL_CRMF_MSG_pop_free(msgs, OSSL_CRMF_MSG_free);
+    OSSL_CMP_MSG_free(m);
+    OSSL_CMP_CTX_free(ctx);
+}
+
+static void test_validity(void **state)
+{
+    OSSL_CMP_CTX *ctx = client(0);
+    OSSL_CMP_MSG *m;
+    OSSL_CRMF_MSGS *msgs = NULL;
+    const OSSL_CRMF_MSG *crm;
+    time_t nb, na, before = time(NULL);
+
+    (void)state;
+    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_VALIDITY_DAYS, 10);
+    m = make_ir(ctx);
+    crm = first_crm(m, &msgs);
+    assert_int_equal(gw_shim_tmpl_validity(crm, &nb, &na), 0);
+    assert_true(nb >= before - 5 && nb <= time(NULL) + 5);
+    assert_true(na - nb == 10 * 24 * 3600);
+    sk_OSSL_CRMF_MSG_pop_free(msgs, OSSL_CRMF_MSG_free);
+    OSSL_CMP_MSG_free(m);
+    OSSL_CMP_CTX_free(ctx);
+}
+
+/* An OpenSSL-built error (a server with no trust refuses the ir), rewritten, validated by the client. */
+static void test_error_set_status(void **state)
+{
+    OSSL_CMP_CTX *cl = client(0);
+    OSSL_CMP_MSG *req = make_ir(cl), *rsp;
+    OSSL_CMP_SRV_CTX *srv = OSSL_CMP_SRV_CTX_new(NULL, NULL);
+    OSSL_CMP_CTX *sctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(srv);
+    EVP_PKEY *skey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *scert = self_signed(skey, "shim-server");
+    OSSL_CMP_PKISI *si = OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection,
+                                                 1 << OSSL_CMP_PKIFAILUREINFO_badTime, "clock is off");
+    OSSL_CMP_CTX *check = OSSL_CMP_CTX_new(NULL, NULL);
+    struct gw_hdr_info h;
+    char buf[512];
+
+    (void)state;
+    OSSL_CMP_CTX_set_log_cb(sctx, quiet);
+    OSSL_CMP_CTX_set1_cert(sctx, scert);
+    OSSL_CMP_CTX_set1_pkey(sctx, skey);
+    rsp = OSSL_CMP_SRV_process_request(srv, req);
+    assert_non_null(rsp);
+    assert_int_equal(OSSL_CMP_MSG_get_bodytype(rsp), GW_CMP_BODY_ERROR);
+    assert_true(gw_shim_error_code(rsp) > 0); /* OpenSSL's packed code */
+    assert_int_equal(gw_shim_hdr_info(req, &h), 0);
+    /* twins first: wrong body, NULL status, oversized tid */
+    assert_int_equal(gw_shim_error_set_status(sctx, &req, si, h.tid, h.tid_len), GW_ERR_INVAL);
+    assert_int_equal(gw_shim_error_set_status(sctx, &rsp, NULL, h.tid, h.tid_len), GW_ERR_INVAL);
+    assert_int_equal(gw_shim_error_set_status(sctx, &rsp, si, h.tid, GW_MAX_TID_LEN + 1), GW_ERR_INVAL);
+    assert_int_equal(gw_shim_error_set_status(sctx, &rsp, si, h.tid, h.tid_len), 0);
+    assert_int_equal(gw_shim_error_code(rsp), -1); /* OpenSSL internals gone */
+    assert_int_equal(gw_shim_error_code(req), -1);
+    /* the rewritten message validates against the server certificate and keeps the tid */
+    OSSL_CMP_CTX_set_log_cb(check, quiet);
+    OSSL_CMP_CTX_set1_srvCert(check, scert);
+    assert_int_equal(OSSL_CMP_validate_msg(check, rsp), 1);
+    assert_int_equal(ASN1_OCTET_STRING_cmp(OSSL_CMP_HDR_get0_transactionID(OSSL_CMP_MSG_get0_header(rsp)),
+                                           OSSL_CMP_HDR_get0_transactionID(OSSL_CMP_MSG_get0_header(req))),
+                     0);
+    assert_int_equal(gw_shim_pkisi_status(si), OSSL_CMP_PKISTATUS_rejection);
+    assert_int_equal(gw_shim_pkisi_status(NULL), -1);
+    assert_non_null(OSSL_CMP_snprint_PKIStatusInfo(si, buf, sizeof(buf)));
+    gw_shim_hdr_info_cleanup(&h);
+    OSSL_CMP_PKISI_free(si);
+    OSSL_CMP_MSG_free(rsp);
+    OSSL_CMP_MSG_free(req);
+    OSSL_CMP_SRV_CTX_free(srv);
+    OSSL_CMP_CTX_free(check);
+    OSSL_CMP_CTX_free(cl);
+    X509_free(scert);
+    EVP_PKEY_free(skey);
+    ERR_clear_error();
+}
+
+/* Signer lookup: the right certificate among look-alikes with the same subject. */
+static void test_get1_signer(void **state)
+{
+    OSSL_CMP_CTX *cl = client(0);
+    OSSL_CMP_MSG *req = make_ir(cl);
+    OSSL_CMP_CTX *srv = OSSL_CMP_CTX_new(NULL, NULL);
+    EVP_PKEY *k2 = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *twin = self_signed(k2, "shim-client"), *got;
+    STACK_OF(X509) *u = sk_X509_new_null();
+
+    (void)state;
+    assert_null(gw_shim_get1_signer(srv, req)); /* no candidates */
+    sk_X509_push(u, twin);
+    sk_X509_push(u, cert);
+    OSSL_CMP_CTX_set1_untrusted(srv, u);
+    got = gw_shim_get1_signer(srv, req);
+    assert_ptr_equal(got, cert);
+    X509_free(got);
+    assert_null(gw_shim_get1_signer(NULL, req));
+    sk_X509_free(u);
+    X509_free(twin);
+    EVP_PKEY_free(k2);
+    OSSL_CMP_CTX_free(srv);
+    OSSL_CMP_MSG_free(req);
+    OSSL_CMP_CTX_free(cl);
+}
+
+/* Every truncation of a valid message either fails to decode or walks cleanly. */
+static void test_truncated_and_garbage(void **state)
+{
+    OSSL_CMP_CTX *cl = client(1);
+    OSSL_CMP_MSG *req = make_ir(cl);
+    unsigned char *der = NULL;
+    int len = i2d_OSSL_CMP_MSG(req, &der);
+    size_t decoded = 0;
+
+    (void)state;
+    for (int cut = 0; cut < len; cut++) {
+        const unsigned char *p = der;
+        OSSL_CMP_MSG *m = d2i_OSSL_CMP_MSG(NULL, &p, cut);
+        struct gw_hdr_info h;
+        if (m == NULL)
+            continue;
+        decoded++;
+        if (gw_shim_hdr_info(m, &h) == 0)
+            gw_shim_hdr_info_cleanup(&h);
+        (void)gw_shim_error_code(m);
+        OSSL_CMP_MSG_free(m);
+    }
+    assert_int_equal(decoded, 0);
+    for (int i = 0; i < len; i += 7) { /* bit flips: must never crash the walks */
+        const unsigned char *p = der;
+        OSSL_CMP_MSG *m;
+        struct gw_hdr_info h;
+        der[i] ^= 0x01;
+        if ((m = d2i_OSSL_CMP_MSG(NULL, &p, len)) != NULL) {
+            if (gw_shim_hdr_info(m, &h) == 0)
+                gw_shim_hdr_info_cleanup(&h);
+            OSSL_CMP_MSG_free(m);
+        }
+        der[i] ^= 0x01;
+    }
+    ERR_clear_error();
+    OPENSSL_free(der);
+    OSSL_CMP_MSG_free(req);
+    OSSL_CMP_CTX_free(cl);
+}
+
+static void test_body_names(void **state)
+{
+    (void)state;
+    assert_string_equal(gw_shim_body_name(GW_CMP_BODY_IR), "ir");
+    assert_string_equal(gw_shim_body_name(GW_CMP_BODY_CERTCONF), "certConf");
+    assert_string_equal(gw_shim_body_name(GW_CMP_BODY_POLLREP), "pollRep");
+    assert_string_equal(gw_shim_body_name(-1), "unknown");
+    assert_string_equal(gw_shim_body_name(GW_CMP_BODY_MAX + 1), "unknown");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hdr_info),
+        cmocka_unit_test(test_hdr_oversized),
+        cmocka_unit_test(test_template),
+        cmocka_unit_test(test_validity),
+        cmocka_unit_test(test_error_set_status),
+        cmocka_unit_test(test_get1_signer),
+        cmocka_unit_test(test_truncated_and_garbage),
+        cmocka_unit_test(test_body_names),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
