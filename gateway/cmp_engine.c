@@ -485,6 +485,18 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
         refuse(c, msg, OSSL_CMP_PKIFAILUREINFO_notAuthorized, TEXT_OTHER_SENDER);
         return;
     }
+    /*
+     * Verify the protection against the pinned signer (or the PBM secret) before OpenSSL processes
+     * the message: OpenSSL closes the transaction on a failed check, so a forged certConf with the
+     * right sender name would otherwise cancel someone else's transaction.
+     */
+    if (OSSL_CMP_validate_msg(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv), msg) != 1) {
+        ERR_clear_error();
+        (void)gw_txn_put(c->e->txns, txn);
+        refuse(c, msg, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+               "message protection could not be verified against the signer of this transaction");
+        return;
+    }
     cmp_set_outcome(c, "closed without certificate status", -1, NULL);
     rsp = run(t, c, msg);
     finish(c, t, msg, rsp);

@@ -608,6 +608,34 @@ static void test_certconf_other_sender(void **state)
     env_free(e);
 }
 
+/*
+ * A certConf from the transaction's sender name but signed by another (trusted) key must not close
+ * the transaction: the engine checks it against the pinned signer before OpenSSL sees it.
+ */
+static void test_certconf_forged_signer(void **state)
+{
+    struct env *e = env_new(CMP_DEFAULTS);
+    struct client twin = {.env = e}, cl = {.env = e, .tamper = tamper_sender}, dummy = {.env = e};
+    OSSL_CMP_CTX *tw = client_new(&twin, SIG, client_cert, client_key, NULL, NULL, 0);
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    X509 *twin_cert;
+
+    (void)state;
+    /* a certificate with the client's own subject but another key, issued by the gateway */
+    assert_int_equal(OSSL_CMP_CTX_set1_subjectName(tw, X509_get_subject_name(client_cert)), 1);
+    assert_non_null(twin_cert = OSSL_CMP_exec_IR_ses(tw));
+    cl.other = client_new(&dummy, SIG, twin_cert, OSSL_CMP_CTX_get0_newPkey(tw, 1), NULL, NULL, 0);
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+                  "signer of this transaction");
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1); /* still the real sender's */
+    client_cleanup(&cl);
+    client_cleanup(&twin);
+    OSSL_CMP_CTX_free(ctx);
+    OSSL_CMP_CTX_free(tw);
+    env_free(e);
+}
+
 /* Caps: with confirmation disabled each ir stays open; the third is refused (per identity: 2). */
 static void test_caps_and_expiry(void **state)
 {
@@ -777,6 +805,7 @@ int main(void)
         cmocka_unit_test(test_replay),
         cmocka_unit_test(test_certconf_wrong_hash),
         cmocka_unit_test(test_certconf_other_sender),
+        cmocka_unit_test(test_certconf_forged_signer),
         cmocka_unit_test(test_caps_and_expiry),
         cmocka_unit_test(test_body_not_allowed),
         cmocka_unit_test(test_ip_as_request),
