@@ -1,0 +1,275 @@
+#!/usr/bin/env bash
+# The first benchmark (`make bench`): cmpload against OpenSSL's own CMP server (`openssl cmp -port`,
+# the reference for the cost of CMP processing) and against cmpgw on the demo PKI, side by side in
+# one run on loopback, alternating A/B rounds to tame the noise of a shared machine.
+#
+#   tests/bench/run.sh BUILD_DIR
+#   tests/bench/run.sh --selftest BUILD_DIR   cmpload's own checks against the mock (a ctest)
+#
+# Knobs (environment): BENCH_DURATION seconds per measurement (default 5), BENCH_ROUNDS A/B rounds
+# (default 3), BENCH_THREADS client threads of the concurrent case (default 4), BENCH_WARMUP
+# seconds (default 2). Defaults keep the whole run near 2 minutes. Prints a Markdown table.
+set -euo pipefail
+
+selftest=0
+if [[ ${1:-} == --selftest ]]; then
+    selftest=1
+    shift
+fi
+build=${1:?usage: $0 [--selftest] BUILD_DIR}
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+build=$(cd "$build" && pwd)
+load=$build/tests/bench/cmpload
+gw=$build/cmpgw
+duration=${BENCH_DURATION:-5}
+rounds=${BENCH_ROUNDS:-3}
+threads=${BENCH_THREADS:-4}
+warmup=${BENCH_WARMUP:-2}
+subject="/O=cmpgw demo/CN=bench-device"
+tck=$(getconf CLK_TCK)
+
+[[ -x $load ]] || { echo "bench: $load not built" >&2; exit 2; }
+command -v openssl >/dev/null || { echo "bench: openssl not found" >&2; exit 2; }
+
+tmp=$(mktemp -d /tmp/cmpgw-bench.XXXXXX)
+pids=()
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do
+        kill "$p" 2>/dev/null || true
+    done
+    for p in "${pids[@]}"; do
+        wait "$p" 2>/dev/null || true
+    done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A free TCP port on 127.0.0.1 (the kernel picks it; the short race is harmless here).
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Waits up to 5 s for a listener on PORT, without connecting (the mock stalls 1 s on an idle connection).
+wait_listen() {
+    local port=$1 pid=$2 i
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        ss -Hltn "sport = :$port" | grep -q . && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# utime+stime of PID in clock ticks (all its threads); fields counted after the ")" of comm.
+cpu_ticks() {
+    local rest
+    rest=$(sed 's/.*) //' "/proc/$1/stat")
+    awk '{ print $12 + $13 }' <<<"$rest"
+}
+
+mock_port=$(free_port)
+gw_port=$(free_port)
+CMPGW_PORT=$gw_port "$root/deploy/demo-pki.sh" "$tmp/pki" >/dev/null
+pki=$tmp/pki
+
+# (1) OpenSSL's mock CMP server: plain HTTP, path /pkix/, one transaction at a time, signs its
+# responses with the demo signer, trusts the demo root for client signatures, and returns the same
+# canned certificate every time (hence cmpload --accept-any-key against it). It binds the wildcard
+# address (no option to choose); the benchmark only talks to it on 127.0.0.1.
+(cd "$pki" && exec openssl cmp -port "$mock_port" -srv_cert signer.pem -srv_key signer.key \
+    -srv_trusted ca.pem -rsp_cert client.pem -verbosity 3 >"$tmp/mock.log" 2>&1) &
+mock_pid=$!
+pids+=("$mock_pid")
+wait_listen "$mock_port" "$mock_pid" || { echo "bench: the mock server did not start" >&2; cat "$tmp/mock.log" >&2; exit 2; }
+
+common=(--cert "$pki/client.pem" --key "$pki/client.key" --trusted "$pki/ca.pem" --subject "$subject")
+mock_args=(--url "http://127.0.0.1:$mock_port/pkix/" --accept-any-key "${common[@]}")
+gw_args=(--url "https://127.0.0.1:$gw_port/pki/cmp" --cafile "$pki/ca.pem" --tls-cert "$pki/client.pem"
+    --tls-key "$pki/client.key" "${common[@]}")
+
+# expect NAME RC FIELD=VALUE...: runs cmpload with the rest of "$@" after "--", checks its exit
+# status and fields of its JSON line (FIELD>0 means positive). Counts failures in $fails.
+fails=0
+expect() {
+    local name=$1 want_rc=$2 rc=0 out chk ok=1
+    shift 2
+    local checks=()
+    while [[ $1 != -- ]]; do checks+=("$1"); shift; done
+    shift
+    out=$(timeout 60 "$load" "$@" 2>"$tmp/case.err") || rc=$?
+    [[ $rc == "$want_rc" ]] || ok=0
+    for chk in "${checks[@]}"; do
+        python3 -c '
+import json, sys
+d = json.loads(sys.argv[1]); k, op, v = sys.argv[2], sys.argv[3], int(sys.argv[4])
+sys.exit(0 if (d[k] > v if op == ">" else d[k] == v) else 1)' \
+            "${out:-{\}}" "${chk%%[=>]*}" "$([[ $chk == *'>'* ]] && echo '>' || echo '=')" "${chk##*[=>]}" \
+            2>/dev/null || ok=0
+    done
+    if ((ok)); then
+        echo "ok   $name"
+    else
+        echo "FAIL $name (rc $rc, want $want_rc): $out"
+        sed 's/^/     /' "$tmp/case.err" | head -5
+        fails=$((fails + 1))
+    fi
+}
+
+# cmpload's own checks: each positive case beside the failures it must count, never hide.
+run_selftest() {
+    local pbm_port closed_port pbm_pid bad="$tmp/bad.secret"
+    pbm_port=$(free_port)
+    closed_port=$(free_port)
+    (cd "$pki" && exec openssl cmp -port "$pbm_port" -srv_secret file:pbm.secret -srv_ref demo-device \
+        -rsp_cert client.pem -verbosity 3 >"$tmp/mock-pbm.log" 2>&1) &
+    pbm_pid=$!
+    pids+=("$pbm_pid")
+    wait_listen "$pbm_port" "$pbm_pid" || { echo "selftest: the PBM mock did not start" >&2; return 1; }
+    printf 'not-the-secret' >"$bad"
+    local pbm=(--url "http://127.0.0.1:$pbm_port/pkix/" --ref demo-device --accept-any-key)
+
+    expect "signature, 2 threads, 20 enrolments" 0 enrolments=20 errors=0 -- "${mock_args[@]}" --threads 2 --count 20
+    expect "implicitConfirm asked" 0 enrolments=5 errors=0 -- "${mock_args[@]}" --count 5 --implicit-confirm
+    expect "duration mode" 0 'enrolments>0' errors=0 -- "${mock_args[@]}" --duration 1
+    expect "canned cert for another key is an error" 1 enrolments=0 cmp_errors=3 -- \
+        --url "http://127.0.0.1:$mock_port/pkix/" "${common[@]}" --count 3
+    expect "untrusted response signer" 1 enrolments=0 cmp_errors=2 -- \
+        --url "http://127.0.0.1:$mock_port/pkix/" --accept-any-key --cert "$pki/client.pem" \
+        --key "$pki/client.key" --trusted "$pki/issuing.pem" --count 2
+    expect "pinned wrong server cert" 1 enrolments=0 cmp_errors=1 -- \
+        --url "http://127.0.0.1:$mock_port/pkix/" --accept-any-key --cert "$pki/client.pem" \
+        --key "$pki/client.key" --srvcert "$pki/client.pem" --count 1
+    expect "closed port" 1 enrolments=0 transport_errors=2 -- \
+        --url "http://127.0.0.1:$closed_port/pkix/" "${common[@]}" --count 2
+    expect "wrong path (404)" 1 enrolments=0 http_errors=1 -- \
+        --url "http://127.0.0.1:$mock_port/nope" "${common[@]}" --count 1
+    expect "PBM" 0 enrolments=10 errors=0 -- "${pbm[@]}" --secret-file "$pki/pbm.secret" --count 10 --threads 2
+    expect "PBM, wrong secret" 1 enrolments=0 cmp_errors=2 -- "${pbm[@]}" --secret-file "$bad" --count 2
+    expect "PBM, empty secret file" 2 -- "${pbm[@]}" --secret-file /dev/null --count 1
+    expect "no --url" 2 -- "${common[@]}"
+    expect "ftp:// url" 2 -- --url ftp://127.0.0.1/ "${common[@]}"
+    expect "--threads 0" 2 -- "${mock_args[@]}" --threads 0
+    expect "--threads too many" 2 -- "${mock_args[@]}" --threads 100000
+    expect "--count -1" 2 -- "${mock_args[@]}" --count -1
+    expect "--count 5x" 2 -- "${mock_args[@]}" --count 5x
+    expect "--duration 0" 2 -- "${mock_args[@]}" --duration 0
+    expect "--duration nan" 2 -- "${mock_args[@]}" --duration nan
+    expect "subject without slash" 2 -- "${mock_args[@]}" --subject CN=x
+    expect "subject with empty value" 2 -- "${mock_args[@]}" --subject /CN=
+    expect "--cert without --key" 2 -- --url "http://127.0.0.1:$mock_port/pkix/" --cert "$pki/client.pem" \
+        --trusted "$pki/ca.pem"
+    expect "signer cert not PEM" 2 -- --url "http://127.0.0.1:$mock_port/pkix/" --cert "$pki/pbm.ref" \
+        --key "$pki/client.key" --trusted "$pki/ca.pem"
+    expect "stray argument" 2 -- "${mock_args[@]}" extra
+    if "$load" --help | grep -q -- '--implicit-confirm' && "$load" --help >/dev/null; then
+        echo "ok   --help"
+    else
+        echo "FAIL --help"
+        fails=$((fails + 1))
+    fi
+    echo "selftest: $fails failed"
+    ((fails == 0))
+}
+
+if ((selftest)); then
+    run_selftest
+    exit $?
+fi
+
+# (2) cmpgw on the demo PKI (HTTPS, local issuer), if this build has one that starts and enrols.
+gw_pid=
+if [[ -x $gw ]]; then
+    (cd "$pki" && exec "$gw" -c "$pki/cmpgw.json" >"$tmp/cmpgw.log" 2>&1) &
+    gw_pid=$!
+    pids+=("$gw_pid")
+    if ! wait_listen "$gw_port" "$gw_pid" \
+        || ! timeout 30 "$load" "${gw_args[@]}" --count 1 >/dev/null 2>"$tmp/smoke.err"; then
+        echo "bench: cmpgw did not start or enrol; measuring the mock only" >&2
+        cat "$tmp/smoke.err" >&2 || true
+        tail -5 "$tmp/cmpgw.log" >&2 || true
+        gw_pid=
+    fi
+else
+    echo "bench: $gw not built; measuring the mock only" >&2
+fi
+
+# measure NAME PID THREADS: one timed cmpload run; appends a JSON line with the server's CPU.
+measure() {
+    local name=$1 pid=$2 n=$3 c0 c1 out
+    local -n args=$4
+    c0=$(cpu_ticks "$pid")
+    out=$(timeout $((duration + 60)) "$load" "${args[@]}" --threads "$n" --duration "$duration" \
+        2>>"$tmp/load.err") || true
+    c1=$(cpu_ticks "$pid")
+    [[ -n $out ]] || out='{"enrolments":0,"errors":1,"seconds":0,"rate":0,"p50_ms":0,"p99_ms":0,"max_ms":0}'
+    printf '{"server":"%s","threads":%d,"cpu_s":%s,"run":%s}\n' "$name" "$n" \
+        "$(awk -v t=$((c1 - c0)) -v hz="$tck" 'BEGIN { printf "%.2f", t / hz }')" "$out" >>"$tmp/results.jsonl"
+    echo "bench: $name threads=$n $out" >&2
+}
+
+# warm NAME THREADS ARGS: untimed run (TLS session, page cache, allocator) before the rounds.
+warm() {
+    local -n wargs=$3
+    timeout $((warmup + 60)) "$load" "${wargs[@]}" --threads "$2" --duration "$warmup" >/dev/null 2>&1 || true
+}
+
+for n in 1 "$threads"; do
+    warm mock "$n" mock_args
+    if [[ -n $gw_pid ]]; then warm cmpgw "$n" gw_args; fi
+    for ((r = 0; r < rounds; r++)); do
+        measure mock "$mock_pid" "$n" mock_args
+        if [[ -n $gw_pid ]]; then measure cmpgw "$gw_pid" "$n" gw_args; fi
+    done
+done
+
+echo
+echo "## Machine"
+echo
+echo "- nproc: $(nproc); CPU: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
+echo "- kernel: $(uname -sr); $(openssl version); $(curl-config --version 2>/dev/null || echo libcurl)"
+echo "- client and servers share the machine; each measurement ${duration} s, ${rounds} A/B rounds, ir + certConf"
+echo
+python3 - "$tmp/results.jsonl" <<'PY'
+import json, statistics, sys
+
+rows = [json.loads(l) for l in open(sys.argv[1])]
+groups = {}
+for r in rows:
+    groups.setdefault((r["threads"], r["server"]), []).append(r)
+
+def agg(rs):
+    enr = sum(r["run"]["enrolments"] for r in rs)
+    secs = sum(r["run"]["seconds"] for r in rs)
+    rates = [r["run"]["rate"] for r in rs]
+    cpu = sum(r["cpu_s"] for r in rs)
+    return {
+        "rate": enr / secs if secs else 0.0,
+        "lo": min(rates), "hi": max(rates),
+        "p50": statistics.median(r["run"]["p50_ms"] for r in rs),
+        "p99": statistics.median(r["run"]["p99_ms"] for r in rs),
+        "cpu_ms": 1000.0 * cpu / enr if enr else float("nan"),
+        "client_ms": 1000.0 * sum(r["run"].get("client_cpu_s", 0) for r in rs) / enr if enr else float("nan"),
+        "errors": sum(r["run"]["errors"] for r in rs),
+        "enr": enr,
+    }
+
+print("| server | client threads | enrolments/s (rounds min–max) | p50 ms | p99 ms "
+      "| server CPU ms/enrolment | client CPU ms/enrolment | enrolments | errors |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+res = {}
+for (n, srv) in sorted(groups, key=lambda k: (k[0], k[1] != "mock")):
+    a = res[(n, srv)] = agg(groups[(n, srv)])
+    label = "openssl cmp -port (mock, HTTP)" if srv == "mock" else "cmpgw (HTTPS, local issuer)"
+    print(f"| {label} | {n} | {a['rate']:.0f} ({a['lo']:.0f}–{a['hi']:.0f}) | {a['p50']:.2f} | {a['p99']:.2f} "
+          f"| {a['cpu_ms']:.2f} | {a['client_ms']:.2f} | {a['enr']} | {a['errors']} |")
+print()
+for n in sorted({k[0] for k in res}):
+    m, g = res.get((n, "mock")), res.get((n, "cmpgw"))
+    if m and g and m["rate"] and m["cpu_ms"] == m["cpu_ms"] and m["cpu_ms"]:
+        print(f"- {n} client thread(s): cmpgw/mock throughput {g['rate'] / m['rate']:.2f}x, "
+              f"server CPU per enrolment {g['cpu_ms'] / m['cpu_ms']:.2f}x")
+errors = sum(a["errors"] for a in res.values())
+sys.exit(1 if errors else 0)
+PY
