@@ -245,7 +245,7 @@ static OSSL_CMP_PKISI *issue(struct cmp_txn *t, struct cmp_call *c, const OSSL_C
         si = reject(c, res.status != 0 ? res.fail_info : OSSL_CMP_PKIFAILUREINFO_systemFailure,
                     res.reason[0] != '\0' ? res.reason : "the upstream CA issued no certificate");
     else
-        si = accept_cert(t, c, &res, plan.modified, certOut, chainOut);
+        si = accept_cert(t, c, &res, plan.modified || res.modified, certOut, chainOut);
 out:
     gw_sign_result_cleanup(&res);
     gw_cert_plan_cleanup(&plan);

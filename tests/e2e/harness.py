@@ -1,0 +1,580 @@
+"""End-to-end harness: a real cmpgw process, a demo PKI, and real clients (openssl cmp, curl, BouncyCastle).
+
+Each test module subclasses GatewayTestCase; the class starts one gateway on a free loopback port
+(setUpClass) and stops it with SIGTERM (tearDownClass), asserting exit status 0 and, under
+CMPGW_SANITIZE=ON, a stderr free of sanitizer reports. Every helper raises Failure carrying the
+client's stderr when a client does not do what the helper was asked for.
+
+Environment (set by ctest): CMPGW_BIN, CMPGW_BUILD_DIR, CMPGW_SANITIZE, CMPGW_LOAD_BIN.
+Set CMPGW_E2E_KEEP=1 to keep the temporary directories for inspection.
+"""
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import unittest
+from pathlib import Path
+
+from pyasn1.codec.der import decoder as der_decoder
+from pyasn1.codec.der import encoder as der_encoder
+from pyasn1_modules import rfc4210
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD_DIR = Path(os.environ.get("CMPGW_BUILD_DIR", REPO / "build")).resolve()
+GATEWAY_BIN = Path(os.environ.get("CMPGW_BIN", BUILD_DIR / "cmpgw")).resolve()
+SANITIZE = os.environ.get("CMPGW_SANITIZE", "OFF").upper() in ("ON", "1", "TRUE", "YES")
+LSAN_SUPP = REPO / "tests" / "lsan.supp"
+BC_SOURCE = Path(__file__).resolve().parent / "bc" / "BcCmpClient.java"
+BC_JARS = ":".join("/usr/share/java/%s.jar" % j for j in ("bcprov", "bcpkix", "bcutil"))
+SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error")
+
+# Sanitizer builds are several times slower to start and to answer.
+SLOW = 4 if SANITIZE else 1
+START_TIMEOUT = 15 * SLOW
+CLIENT_TIMEOUT = 30 * SLOW
+STOP_TIMEOUT = 30
+
+
+class Failure(AssertionError):
+    """A client or the gateway did not do what a helper expected."""
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(argv, *, cwd=None, timeout=CLIENT_TIMEOUT, check=True, env=None, input=None):
+    """Runs a command; with check, raises Failure with its stderr unless it exits 0."""
+    p = subprocess.run([str(a) for a in argv], cwd=cwd, timeout=timeout, env=env, input=input,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if check and p.returncode != 0:
+        raise Failure("%s exited %d\nstdout: %s\nstderr: %s" % (
+            " ".join(str(a) for a in argv), p.returncode, p.stdout.decode(errors="replace")[-2000:],
+            p.stderr.decode(errors="replace")[-4000:]))
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# PKI material
+# ---------------------------------------------------------------------------------------------
+
+def genkey(path):
+    """A fresh EC P-256 key at |path| (what the demo's printed commands do)."""
+    run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", path])
+    return Path(path)
+
+
+def make_foreign_pki(d):
+    """A CA the gateway does not trust and a client certificate it issued: (ca.pem, client.pem, client.key)."""
+    d = Path(d)
+    d.mkdir(parents=True, exist_ok=True)
+    genkey(d / "fca.key")
+    run(["openssl", "req", "-x509", "-new", "-key", d / "fca.key", "-subj", "/O=elsewhere/CN=foreign root CA",
+         "-days", "30", "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", d / "fca.pem"])
+    genkey(d / "fclient.key")
+    run(["openssl", "req", "-new", "-key", d / "fclient.key", "-subj", "/O=elsewhere/CN=foreign-client",
+         "-out", d / "fclient.csr"])
+    (d / "fclient.ext").write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                                   "extendedKeyUsage=clientAuth\nsubjectKeyIdentifier=hash\n"
+                                   "authorityKeyIdentifier=keyid\n")
+    run(["openssl", "x509", "-req", "-in", d / "fclient.csr", "-CA", d / "fca.pem", "-CAkey", d / "fca.key",
+         "-days", "30", "-extfile", d / "fclient.ext", "-set_serial", "0x1001", "-out", d / "fclient.pem"])
+    return d / "fca.pem", d / "fclient.pem", d / "fclient.key"
+
+
+def cert_info(cert):
+    """(subject line, [SAN entries]) of a PEM certificate, as the openssl CLI prints them."""
+    p = run(["openssl", "x509", "-in", cert, "-noout", "-subject", "-ext", "subjectAltName",
+             "-nameopt", "RFC2253"])
+    lines = p.stdout.decode().splitlines()
+    subject = lines[0].split("=", 1)[1].strip()
+    sans = []
+    for line in lines[1:]:
+        if "Subject Alternative Name" in line:
+            continue
+        sans += [s.strip() for s in line.split(",") if s.strip()]
+    return subject, sans
+
+
+def pubkey_pem_of_cert(cert):
+    return run(["openssl", "x509", "-in", cert, "-noout", "-pubkey"]).stdout.decode().strip()
+
+
+def pubkey_pem_of_key(key):
+    return run(["openssl", "pkey", "-in", key, "-pubout"]).stdout.decode().strip()
+
+
+def verify_chain(cert, ca, untrusted=None):
+    """openssl verify |cert| against |ca|, with |untrusted| intermediates; raises Failure."""
+    argv = ["openssl", "verify", "-CAfile", ca]
+    if untrusted:
+        argv += ["-untrusted", untrusted]
+    p = run(argv + [cert])
+    if b": OK" not in p.stdout:
+        raise Failure("openssl verify: %s %s" % (p.stdout, p.stderr))
+
+
+def der_to_pem(der, label="CERTIFICATE"):
+    import base64
+    b = base64.b64encode(der).decode()
+    return "-----BEGIN %s-----\n%s\n-----END %s-----\n" % (
+        label, "\n".join(b[i:i + 64] for i in range(0, len(b), 64)), label)
+
+
+# ---------------------------------------------------------------------------------------------
+# CMP messages (decoded independently of OpenSSL, with pyasn1-modules' RFC 4210 module)
+# ---------------------------------------------------------------------------------------------
+
+class CmpAnswer:
+    """A decoded PKIMessage: body type, and for ip/cp/kup/error its PKIStatusInfo."""
+
+    def __init__(self, der):
+        self.der = der
+        self.msg, rest = der_decoder.decode(der, asn1Spec=rfc4210.PKIMessage())
+        if rest:
+            raise Failure("%d trailing bytes after the PKIMessage" % len(rest))
+        body = self.msg["body"]
+        self.body_type = body.getName()
+        self.header = self.msg["header"]
+        self.status = None
+        self.fail_info = []
+        self.status_strings = []
+        si = None
+        if self.body_type in ("ip", "cp", "kup"):
+            si = body[self.body_type]["response"][0]["status"]
+        elif self.body_type == "error":
+            si = body["error"]["pKIStatusInfo"]
+        if si is not None:
+            self.status = int(si["status"])
+            if si["failInfo"].isValue:
+                bits = si["failInfo"]
+                names = list(rfc4210.PKIFailureInfo.namedValues)
+                self.fail_info = [names[i] for i in range(min(len(bits), len(names))) if bits[i]]
+            if si["statusString"].isValue:
+                self.status_strings = [str(s) for s in si["statusString"]]
+
+    def extra_certs_pem(self):
+        """The message's extraCerts as one PEM bundle (empty string if none)."""
+        ec = self.msg["extraCerts"]
+        if not ec.isValue:
+            return ""
+        return "".join(der_to_pem(der_encoder.encode(c)) for c in ec)
+
+    def implicit_confirm(self):
+        gi = self.header["generalInfo"]
+        return gi.isValue and any(str(i["infoType"]) == "1.3.6.1.5.5.7.4.13" for i in gi)
+
+    def __repr__(self):
+        return "CmpAnswer(%s, status=%s, failInfo=%s, statusString=%s)" % (
+            self.body_type, self.status, self.fail_info, self.status_strings)
+
+
+def decode_cmp(path_or_der):
+    der = path_or_der if isinstance(path_or_der, bytes) else Path(path_or_der).read_bytes()
+    return CmpAnswer(der)
+
+
+# ---------------------------------------------------------------------------------------------
+# The gateway process
+# ---------------------------------------------------------------------------------------------
+
+class Gateway:
+    """One cmpgw process over a demo PKI in |workdir|."""
+
+    def __init__(self, workdir, edit_config=None):
+        self.dir = Path(workdir)
+        self.port = free_port()
+        env = dict(os.environ, CMPGW_PORT=str(self.port))
+        run(["bash", REPO / "deploy" / "demo-pki.sh", self.dir], env=env)
+        self.config_path = self.dir / "cmpgw.json"
+        self.config = json.loads(self.config_path.read_text())
+        if edit_config:
+            edit_config(self.config, self)
+            self.config_path.write_text(json.dumps(self.config, indent=2))
+        self.pbm_secret = (self.dir / "pbm.secret").read_text().strip()
+        self.proc = None
+        self.stderr_path = self.dir / "gateway.stderr"
+        self.stdout_path = self.dir / "gateway.stdout"
+
+    def env(self):
+        env = dict(os.environ)
+        if SANITIZE:
+            env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0"
+            if LSAN_SUPP.exists():
+                env["LSAN_OPTIONS"] = "suppressions=%s" % LSAN_SUPP
+        return env
+
+    def start(self):
+        if not GATEWAY_BIN.exists():
+            raise Failure("gateway binary %s does not exist (set CMPGW_BIN)" % GATEWAY_BIN)
+        self._err = open(self.stderr_path, "wb")
+        self._out = open(self.stdout_path, "wb")
+        self.proc = subprocess.Popen([str(GATEWAY_BIN), "-c", str(self.config_path)], cwd=self.dir,
+                                     stdout=self._out, stderr=self._err, env=self.env())
+        self.wait_ready()
+
+    def tls_context(self, cert="client.pem", key="client.key"):
+        ctx = ssl.create_default_context(cafile=str(self.dir / "ca.pem"))
+        if cert:
+            ctx.load_cert_chain(str(self.dir / cert), str(self.dir / key))
+        return ctx
+
+    def wait_ready(self, port=None):
+        """Waits until the listener completes a TLS handshake; raises if the gateway dies first."""
+        port = port or self.port
+        deadline = time.monotonic() + START_TIMEOUT
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise Failure("gateway exited %d during start:\n%s" % (self.proc.returncode, self.stderr()))
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                    with self.tls_context().wrap_socket(s, server_hostname="127.0.0.1"):
+                        return
+            except (OSError, ssl.SSLError) as e:
+                last = e
+                time.sleep(0.1)
+        raise Failure("gateway did not accept TLS on port %d within %ds (%s):\n%s" % (
+            port, START_TIMEOUT, last, self.stderr()))
+
+    def stderr(self):
+        try:
+            return self.stderr_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_lines(self):
+        """The JSON objects of the gateway's stderr (non-JSON lines are skipped)."""
+        out = []
+        for line in self.stderr().splitlines():
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                out.append(obj)
+        return out
+
+    def signal_stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def wait_exit(self, timeout=STOP_TIMEOUT):
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise Failure("gateway did not exit within %ds of SIGTERM:\n%s" % (timeout, self.stderr()[-4000:]))
+        finally:
+            self._err.close()
+            self._out.close()
+        return rc
+
+    def stop(self):
+        """SIGTERM, then assert exit 0 and a clean sanitizer report."""
+        if self.proc is None:
+            return
+        self.signal_stop()
+        rc = self.wait_exit()
+        self.proc = None
+        self.check_stderr()
+        if rc != 0:
+            raise Failure("gateway exited %d after SIGTERM:\n%s" % (rc, self.stderr()[-4000:]))
+
+    def check_stderr(self):
+        text = self.stderr()
+        for mark in SANITIZER_MARKS:
+            if mark in text:
+                raise Failure("gateway stderr contains %r:\n%s" % (mark, text[-8000:]))
+
+    # -- clients --------------------------------------------------------------------------------
+
+    def url(self, path="/pki/cmp", port=None):
+        return "https://127.0.0.1:%d%s" % (port or self.port, path)
+
+    def cmp(self, cmd, out, *, auth="sig", newkey=None, subject=None, extra=(), path="pki/cmp",
+            tls=("client.pem", "client.key"), reqin=None, expect_cert=True, timeout=CLIENT_TIMEOUT):
+        """Runs `openssl cmp -cmd |cmd|`, files under |out| (a name prefix in the work dir).
+
+        auth: "sig" (client.pem), "pbm" (demo-device + pbm.secret), or (cert, key) for another signer,
+        or ("pbm", ref, secret) for another PBM credential. Returns a CmpResult with the decoded last
+        response; with expect_cert, raises Failure unless a certificate was issued.
+        """
+        d = self.dir
+        rsp = [d / ("%s.rsp%d.der" % (out, i)) for i in range(1, 4)]
+        req = [d / ("%s.req%d.der" % (out, i)) for i in range(1, 4)]
+        for f in rsp + req:
+            if f.exists():
+                f.unlink()
+        certout = d / ("%s.cert.pem" % out)
+        if certout.exists():
+            certout.unlink()
+        argv = ["openssl", "cmp", "-cmd", cmd, "-server", "127.0.0.1:%d" % self.port, "-path", path,
+                "-trusted", d / "ca.pem", "-rspout", ",".join(str(f) for f in rsp),
+                "-reqout", ",".join(str(f) for f in req), "-msg_timeout", str(CLIENT_TIMEOUT),
+                "-total_timeout", str(CLIENT_TIMEOUT)]
+        if tls:
+            argv += ["-tls_used", "-tls_trusted", d / "ca.pem"]
+            if tls[0]:
+                argv += ["-tls_cert", d / tls[0], "-tls_key", d / tls[1]]
+        if auth == "sig":
+            argv += ["-cert", d / "client.pem", "-key", d / "client.key"]
+        elif auth == "pbm":
+            argv += ["-ref", "demo-device", "-secret", "file:%s" % (d / "pbm.secret")]
+        elif auth[0] == "pbm":
+            argv += ["-ref", auth[1], "-secret", auth[2]]
+        else:
+            argv += ["-cert", auth[0], "-key", auth[1]]
+        if newkey:
+            argv += ["-newkey", newkey]
+        if subject:
+            argv += ["-subject", subject]
+        if cmd in ("ir", "cr", "kur", "p10cr"):
+            argv += ["-certout", certout]
+        if reqin:
+            argv += ["-reqin", reqin]
+        argv += list(extra)
+        p = run(argv, cwd=d, check=False, timeout=timeout)
+        res = CmpResult(p, [f for f in rsp if f.exists()], [f for f in req if f.exists()],
+                        certout if certout.exists() else None)
+        if expect_cert and (p.returncode != 0 or res.cert is None):
+            raise Failure("openssl cmp %s did not issue a certificate (exit %d): %s\nstderr:\n%s" % (
+                cmd, p.returncode, res.answers, res.stderr[-4000:]))
+        if not res.answers:
+            raise Failure("openssl cmp %s received no CMP response (exit %d):\n%s" % (
+                cmd, p.returncode, res.stderr[-4000:]))
+        return res
+
+    def make_request(self, name, cmd="ir", *, auth="sig", subject="/CN=e2e-captured", extra=("-implicit_confirm",)):
+        """A fresh request PKIMessage as `openssl cmp` would send it, captured without sending it to the
+        gateway (a one-shot plain-HTTP catcher on loopback answers 503); saved as |name|.der in the
+        work dir. Returns the path."""
+        import threading
+        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        srv.settimeout(CLIENT_TIMEOUT)
+        got = {}
+
+        def catch():
+            try:
+                conn, _ = srv.accept()
+                with conn:
+                    conn.settimeout(CLIENT_TIMEOUT)
+                    buf = b""
+                    while b"\r\n\r\n" not in buf:
+                        buf += conn.recv(65536)
+                    head, body = buf.split(b"\r\n\r\n", 1)
+                    n = [int(l.split(b":", 1)[1]) for l in head.split(b"\r\n")
+                         if l.lower().startswith(b"content-length:")][0]
+                    while len(body) < n:
+                        body += conn.recv(65536)
+                    got["der"] = body[:n]
+                    conn.sendall(b"HTTP/1.0 503 captured\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            except OSError as e:
+                got["error"] = e
+            finally:
+                srv.close()
+
+        t = threading.Thread(target=catch)
+        t.start()
+        key = genkey(self.dir / ("%s.key" % name))
+        d = self.dir
+        argv = ["openssl", "cmp", "-cmd", cmd, "-server", "127.0.0.1:%d" % srv.getsockname()[1],
+                "-path", "pki/cmp", "-subject", subject, "-certout", d / ("%s.unused.pem" % name),
+                "-trusted", d / "ca.pem"]
+        if cmd == "p10cr":
+            csr = d / ("%s.csr" % name)
+            run(["openssl", "req", "-new", "-key", key, "-subj", subject, "-out", csr])
+            argv += ["-csr", csr]
+        else:
+            argv += ["-newkey", key]
+        if auth == "sig":
+            argv += ["-cert", d / "client.pem", "-key", d / "client.key"]
+        else:
+            argv += ["-ref", "demo-device", "-secret", "file:%s" % (d / "pbm.secret")]
+        p = run(argv + list(extra), cwd=d, check=False)
+        if "der" not in got:  # the client gave up before sending: unblock the catcher
+            try:
+                socket.create_connection(srv.getsockname(), timeout=1).close()
+            except OSError:
+                pass
+        t.join(CLIENT_TIMEOUT)
+        if "der" not in got:
+            raise Failure("could not capture a %s request: %s\n%s" % (cmd, got.get("error"), p.stderr.decode()))
+        out = d / ("%s.der" % name)
+        out.write_bytes(got["der"])
+        return out
+
+    def curl(self, *args, path="/pki/cmp", data=None, content_type="application/pkixcmp", method=None,
+             http="--http1.1", tls=("client.pem", "client.key"), timeout=CLIENT_TIMEOUT):
+        """curl against the gateway; returns a CurlResult (status, headers, body)."""
+        d = self.dir
+        hdr = d / ("curl-%d.hdr" % time.monotonic_ns())
+        body = d / ("curl-%d.body" % time.monotonic_ns())
+        argv = ["curl", "-sS", http, "--cacert", d / "ca.pem", "-D", hdr, "-o", body,
+                "--max-time", str(timeout)]
+        if tls and tls[0]:
+            argv += ["--cert", d / tls[0], "--key", d / tls[1]]
+        if method:
+            argv += ["-X", method]
+        if data is not None:
+            argv += ["--data-binary", "@%s" % data]
+            if content_type is not None:
+                argv += ["-H", "Content-Type: %s" % content_type]
+        argv += list(args) + [self.url(path)]
+        p = run(argv, check=False, timeout=timeout + 5)
+        if p.returncode != 0:
+            raise Failure("curl exited %d: %s" % (p.returncode, p.stderr.decode(errors="replace")))
+        return CurlResult(hdr.read_text(errors="replace"), body.read_bytes())
+
+
+class CmpResult:
+    def __init__(self, proc, rsp_files, req_files, cert):
+        self.returncode = proc.returncode
+        self.stderr = proc.stderr.decode(errors="replace")
+        self.rsp_files = rsp_files
+        self.req_files = req_files
+        self.cert = cert
+        self.answers = [decode_cmp(f) for f in rsp_files]
+
+    @property
+    def last(self):
+        return self.answers[-1]
+
+    @property
+    def first(self):
+        return self.answers[0]
+
+
+class CurlResult:
+    def __init__(self, header_text, body):
+        # With -D, the last block is the final response (1xx blocks come first).
+        blocks = [b for b in header_text.replace("\r\n", "\n").split("\n\n") if b.strip()]
+        lines = blocks[-1].split("\n") if blocks else [""]
+        self.status_line = lines[0]
+        parts = self.status_line.split(" ", 2)
+        self.version = parts[0] if parts else ""
+        self.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+        self.headers = {}
+        for line in lines[1:]:
+            if ":" in line:
+                k, v = line.split(":", 1)
+                self.headers[k.strip().lower()] = v.strip()
+        self.body = body
+
+    def __repr__(self):
+        return "CurlResult(%s %r %r)" % (self.status_line, self.headers, self.body[:200])
+
+
+# ---------------------------------------------------------------------------------------------
+# BouncyCastle client
+# ---------------------------------------------------------------------------------------------
+
+def bc_classes():
+    """Compiles BcCmpClient.java once per source hash into CMPGW_BUILD_DIR; returns the class dir."""
+    digest = hashlib.sha256(BC_SOURCE.read_bytes()).hexdigest()[:16]
+    out = BUILD_DIR / "e2e-bc" / digest
+    if (out / "BcCmpClient.class").exists():
+        return out
+    tmp = Path(tempfile.mkdtemp(prefix="bc-", dir=BUILD_DIR if BUILD_DIR.exists() else None))
+    run(["javac", "-nowarn", "-d", tmp, "-cp", BC_JARS, BC_SOURCE], timeout=180)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(tmp, out)
+    except OSError:  # another test module compiled it concurrently
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def bc_enrol(gw, out, mode="sig", subject="CN=bc-client,O=cmpgw e2e", extra=(), url=None, check=True):
+    """Runs the BouncyCastle client; returns (returncode, stderr, cert path or None, CmpAnswer or None)."""
+    d = gw.dir
+    cert = d / ("%s.cert.pem" % out)
+    rsp = d / ("%s.rsp.der" % out)
+    for f in (cert, rsp):
+        if f.exists():
+            f.unlink()
+    auth = ["sig", d / "client.pem", d / "client.key"] if mode == "sig" else ["pbm", "demo-device", d / "pbm.secret"]
+    argv = ["java", "-cp", "%s:%s" % (bc_classes(), BC_JARS), "BcCmpClient", url or gw.url(),
+            d / "ca.pem", d / "client.pem", d / "client.key"] + auth + [subject, cert, rsp] + list(extra)
+    p = run(argv, check=False, timeout=CLIENT_TIMEOUT + 30)
+    stderr = p.stderr.decode(errors="replace")
+    if check and p.returncode != 0:
+        raise Failure("BouncyCastle client exited %d:\n%s" % (p.returncode, stderr))
+    return (p.returncode, stderr, cert if cert.exists() else None,
+            decode_cmp(rsp) if rsp.exists() else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Test case base
+# ---------------------------------------------------------------------------------------------
+
+class GatewayTestCase(unittest.TestCase):
+    """One gateway per test class. Override edit_config(cfg, gw) to change cmpgw.json."""
+
+    maxDiff = None
+    gw = None
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        pass
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="cmpgw-e2e-")
+        cls.gw = Gateway(Path(cls.tmp) / "pki", cls.edit_config)
+        cls.gw.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            if cls.gw is not None:
+                cls.gw.stop()
+        finally:
+            if not os.environ.get("CMPGW_E2E_KEEP"):
+                shutil.rmtree(cls.tmp, ignore_errors=True)
+            else:
+                print("kept", cls.tmp)
+
+    # -- assertions shared by the tests ---------------------------------------------------------
+
+    def assert_issued(self, cert, newkey, subject, sans=(), untrusted_pem=""):
+        """The certificate names |subject| and |sans|, certifies |newkey|, and chains to ca.pem."""
+        self.assertIsNotNone(cert, "no certificate written")
+        got_subject, got_sans = cert_info(cert)
+        self.assertEqual(got_subject, subject)
+        self.assertEqual(sorted(got_sans), sorted(sans))
+        if newkey is not None:
+            self.assertEqual(pubkey_pem_of_cert(cert), pubkey_pem_of_key(newkey))
+        bundle = None
+        if untrusted_pem:
+            bundle = Path(str(cert) + ".chain.pem")
+            bundle.write_text(untrusted_pem)
+        verify_chain(cert, self.gw.dir / "ca.pem", bundle)
+
+    def assert_cmp_error(self, answer, body_types, fail_bit, text_contains=None):
+        """|answer| is a rejection of one of |body_types| carrying failInfo |fail_bit|."""
+        self.assertIn(answer.body_type, body_types, answer)
+        self.assertEqual(answer.status, 2, answer)  # rejection (RFC 9810 §5.2.3)
+        self.assertIn(fail_bit, answer.fail_info, answer)
+        if text_contains is not None:
+            self.assertTrue(any(text_contains in s for s in answer.status_strings), answer)
+
+    def newkey(self, name):
+        return genkey(self.gw.dir / ("%s.key" % name))
+
+
+def main():
+    unittest.main(verbosity=2)
