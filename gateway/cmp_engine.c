@@ -20,6 +20,9 @@
 #define TEXT_OTHER_SENDER                                                                                    \
     "this transaction belongs to another sender: send certConf and pollReq as the sender "                   \
     "of its request"
+/* One text for every PBM failure, so that a client without the secret cannot probe which references exist. */
+#define TEXT_PBM_FAILED                                                                                      \
+    "PBM protection could not be verified: check the reference (senderKID) and the shared secret"
 #define TEXT_UNTRUSTED                                                                                       \
     "message protection could not be verified: the signer certificate is not issued by a CA "                \
     "trusted on this route"
@@ -85,8 +88,7 @@ static const struct {
      "message protection could not be verified: the signature does not match the signer certificate"},
     {ERR_LIB_CMP, CMP_R_SRVCERT_DOES_NOT_VALIDATE_MSG, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
      TEXT_OTHER_SENDER},
-    {ERR_LIB_CMP, CMP_R_WRONG_PBM_VALUE, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
-     "PBM secret does not match"},
+    {ERR_LIB_CMP, CMP_R_WRONG_PBM_VALUE, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, TEXT_PBM_FAILED},
     {ERR_LIB_CMP, CMP_R_MISSING_PBM_SECRET, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
      "PBM protection is not accepted here"},
     {ERR_LIB_CMP, CMP_R_MISSING_KEY_USAGE_DIGITALSIGNATURE, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
@@ -348,23 +350,28 @@ static void refuse(struct cmp_call *c, const OSSL_CMP_MSG *msg, int bit, const c
     cmp_txn_free(t);
 }
 
-/* PBM: the senderKID must name a credential of this role, the cost must be capped. -1 if fine. */
+/*
+ * PBM: the senderKID must name a credential of this role, the cost must be capped. -1 if fine.
+ * An unknown or foreign reference gets the same answer as a wrong secret (TEXT_PBM_FAILED); the
+ * log says which it was.
+ */
 static int check_pbm(struct cmp_call *c, char *text)
 {
     const struct gw_role *role = c->role;
     const struct gw_hdr_info *h = &c->hdr;
+    const char *why = "unknown PBM reference";
 
-    if (gw_config_pbm(c->e->cfg, h->sender_kid, h->sender_kid_len) == NULL) {
-        snprintf(text, GW_ERR_LEN, "unknown PBM reference");
-        return OSSL_CMP_PKIFAILUREINFO_badMessageCheck;
+    if (gw_config_pbm(c->e->cfg, h->sender_kid, h->sender_kid_len) != NULL) {
+        for (size_t i = 0; i < role->n_pbm; i++) {
+            if (strlen(role->pbm_refs[i]) == h->sender_kid_len &&
+                memcmp(role->pbm_refs[i], h->sender_kid, h->sender_kid_len) == 0)
+                goto allowed;
+        }
+        why = "PBM reference not allowed on this role";
     }
-    for (size_t i = 0; i < role->n_pbm; i++) {
-        if (strlen(role->pbm_refs[i]) == h->sender_kid_len &&
-            memcmp(role->pbm_refs[i], h->sender_kid, h->sender_kid_len) == 0)
-            goto allowed;
-    }
-    snprintf(text, GW_ERR_LEN, "PBM reference is not allowed on role %s", role->name);
-    return OSSL_CMP_PKIFAILUREINFO_notAuthorized;
+    gw_log_kv(GW_LOG_INFO, "pbm_refused", "tid", c->rsp->tid, "role", role->name, "reason", why, NULL);
+    snprintf(text, GW_ERR_LEN, "%s", TEXT_PBM_FAILED);
+    return OSSL_CMP_PKIFAILUREINFO_badMessageCheck;
 allowed:
     if ((uint32_t)h->pbm_iterations <= c->e->cfg->cmp.pbm_max_iterations)
         return -1;

@@ -459,9 +459,9 @@ static void test_refusals(void **state)
         {"untrusted signer", CMP_DEFAULTS, SIG, 1, NULL, 0, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
          TEXT_UNTRUSTED},
         {"wrong PBM secret", CMP_DEFAULTS, PBM, 0, "demo-device", 1, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
-         "PBM secret does not match"},
+         "PBM protection could not be verified"},
         {"unknown PBM reference", CMP_DEFAULTS, PBM, 0, "nobody", 0, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
-         "unknown PBM reference"},
+         "PBM protection could not be verified"},
         {"PBM iterations over the cap", CMP_DEFAULTS ", \"pbm_max_iterations\": 200", PBM, 0, "demo-device",
          0, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "cap of 200"},
     };
