@@ -1,0 +1,388 @@
+/*
+ * The request path of the listener: checks on the loop thread, CMP on a worker, answer back on
+ * the loop thread, one log line per request.
+ *
+ * Errors found before CMP parsing are HTTP errors with a one-line text/plain reason; everything
+ * after is the engine's business (RFC 9811 §3: a CMP error message travels with HTTP 200).
+ * Responses always carry Content-Length and are never chunked: `openssl cmp` speaks HTTP/1.0
+ * and decodes no chunked bodies (notes/cmp-interop.md §1.2).
+ */
+#include "listener_local.h"
+#include "cmp.h"
+#include "err.h"
+#include "log.h"
+#include "../mappings/route.h"
+
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+#define CMP_CONTENT_TYPE "application/pkixcmp"
+
+/* What the request log line needs, copied out of the request (which may die first). */
+struct reqlog {
+    uint64_t start_ms;
+    char peer[INET6_ADDRSTRLEN + 8];
+    char subject[GW_IDENTITY_LEN];
+    char method[16];
+    char path[GW_MAX_PATH_LEN + 1];
+};
+
+struct req_ref;
+
+/* One request in flight: built on the loop thread, run on a worker, answered on the loop thread. */
+struct http_job {
+    struct gw_job job;
+    h2o_multithread_message_t msg; /* link must start zeroed (notes §8.10) */
+    struct gw_loop *owner;
+    h2o_req_t *req; /* NULL once the request was disposed (loop thread only) */
+    struct req_ref *ref;
+    struct gw_cmp_engine *engine;
+    unsigned char *der; /* owned copy of the body */
+    size_t len;
+    struct gw_route_match match; /* role borrowed from the config snapshot */
+    X509 *peer;                  /* up-ref of the connection's verified client certificate */
+    struct gw_cmp_response rsp;
+    bool rsp_inited;
+    struct reqlog log;
+};
+
+/* Lives in req->pool; its dispose hook tells a pending job that the request is gone (§8.8). */
+struct req_ref {
+    struct http_job *job;
+};
+
+enum extra_header {
+    HDR_NONE = 0,
+    HDR_ALLOW_POST,  /* 405 (RFC 9110 §15.5.6) */
+    HDR_RETRY_AFTER, /* 503 busy (RFC 9110 §10.2.3) */
+    HDR_CLOSE,       /* 503 shutting down */
+};
+
+struct refusal {
+    int status;
+    enum extra_header hdr;
+    char reason[GW_ERR_LEN];
+};
+
+static const struct {
+    int status;
+    const char *phrase;
+} phrases[] = {
+    {200, "OK"},
+    {400, "Bad Request"},
+    {403, "Forbidden"},
+    {404, "Not Found"},
+    {405, "Method Not Allowed"},
+    {413, "Payload Too Large"},
+    {415, "Unsupported Media Type"},
+    {500, "Internal Server Error"},
+    {502, "Bad Gateway"},
+    {503, "Service Unavailable"},
+    {504, "Gateway Timeout"},
+};
+
+static const char *phrase_of(int status)
+{
+    for (size_t i = 0; i < sizeof(phrases) / sizeof(phrases[0]); i++)
+        if (phrases[i].status == status)
+            return phrases[i].phrase;
+    return status < 500 ? "Client Error" : "Server Error";
+}
+
+/* Always returns -1, so a check can `return refuse(...)`. */
+__attribute__((format(printf, 4, 5))) static int refuse(struct refusal *r, int status, enum extra_header hdr,
+                                                        const char *fmt, ...)
+{
+    va_list ap;
+
+    r->status = status;
+    r->hdr = hdr;
+    va_start(ap, fmt);
+    vsnprintf(r->reason, sizeof(r->reason), fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* loop thread: |line| + "\n" as text/plain with Content-Length; control bytes become spaces. */
+static void send_text(h2o_req_t *req, int status, enum extra_header hdr, const char *line)
+{
+    size_t len = strlen(line);
+    char *body = h2o_mem_alloc_pool(&req->pool, len + 1);
+
+    for (size_t i = 0; i < len; i++)
+        body[i] = ((unsigned char)line[i] < 0x20 || line[i] == 0x7f) ? ' ' : line[i];
+    body[len] = '\n';
+    req->res.status = status;
+    req->res.reason = phrase_of(status);
+    req->res.content_length = len + 1;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("text/plain; charset=utf-8"));
+    if (hdr == HDR_ALLOW_POST)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("POST"));
+    if (hdr == HDR_RETRY_AFTER)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL,
+                       H2O_STRLIT(STR(GW_RETRY_AFTER_SECS)));
+    if (hdr == HDR_CLOSE)
+        req->http1_is_persistent = 0; /* HTTP/1 answers "Connection: close"; HTTP/2 got GOAWAY */
+    h2o_send_inline(req, body, len + 1);
+}
+
+/* loop thread: a PKIMessage, never chunked. */
+static void send_der(h2o_req_t *req, const unsigned char *der, size_t len)
+{
+    req->res.status = 200;
+    req->res.reason = "OK";
+    req->res.content_length = len; /* h2o_send_inline leaves it unset (notes §5) */
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT(CMP_CONTENT_TYPE));
+    h2o_send_inline(req, (const char *)der, len);
+}
+
+static void peer_string(h2o_req_t *req, char *out, size_t cap)
+{
+    struct sockaddr_storage ss;
+    char host[INET6_ADDRSTRLEN] = "";
+    socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+
+    out[0] = '\0';
+    if (len == 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
+        snprintf(out, cap, "%s:%u", host, (unsigned)ntohs(sin->sin_port));
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
+        snprintf(out, cap, "[%s]:%u", host, (unsigned)ntohs(sin6->sin6_port));
+    }
+}
+
+static size_t path_len(const h2o_req_t *req)
+{
+    return req->query_at != SIZE_MAX ? req->query_at : req->path.len;
+}
+
+static void copy_bounded(char *dst, size_t cap, const char *src, size_t len)
+{
+    if (len >= cap)
+        len = cap - 1;
+    if (len != 0)
+        memcpy(dst, src, len);
+    dst[len] = '\0';
+}
+
+static void reqlog_init(struct reqlog *l, h2o_req_t *req)
+{
+    struct gw_conn *c = gw_conn_get0(req);
+
+    l->start_ms = gw_now_ms();
+    peer_string(req, l->peer, sizeof(l->peer));
+    copy_bounded(l->subject, sizeof(l->subject), c != NULL ? c->subject : "",
+                 c != NULL ? strlen(c->subject) : 0);
+    copy_bounded(l->method, sizeof(l->method), req->method.base, req->method.len);
+    copy_bounded(l->path, sizeof(l->path), req->path.base, path_len(req));
+}
+
+/* One JSON line per request: never a body, secret or key. |rsp| is NULL for early refusals. */
+static void log_request(const struct reqlog *l, int status, const struct gw_cmp_response *rsp,
+                        const char *outcome)
+{
+    char st[12], dur[24];
+
+    snprintf(st, sizeof(st), "%d", status);
+    snprintf(dur, sizeof(dur), "%" PRIu64, gw_now_ms() - l->start_ms);
+    gw_log_kv(GW_LOG_INFO, "request", "peer", l->peer, "tls_subject", l->subject, "method", l->method, "path",
+              l->path, "status", st, "req_type", rsp != NULL ? rsp->req_type : "", "rsp_type",
+              rsp != NULL ? rsp->rsp_type : "", "tid", rsp != NULL ? rsp->tid : "", "identity",
+              rsp != NULL ? rsp->identity : "", "outcome", outcome, "serial", rsp != NULL ? rsp->serial : "",
+              "duration_ms", dur, (const char *)NULL);
+}
+
+/* Content-Type must be exactly application/pkixcmp, once, no parameters (RFC 9811 §3.4). */
+static int check_content_type(const h2o_req_t *req, struct refusal *r)
+{
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    const h2o_iovec_t *v;
+
+    if (i == -1)
+        return refuse(r, 415, HDR_NONE, "missing Content-Type: expected " CMP_CONTENT_TYPE);
+    if (h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, i) != -1)
+        return refuse(r, 415, HDR_NONE, "more than one Content-Type: expected one " CMP_CONTENT_TYPE);
+    v = &req->headers.entries[i].value;
+    if (!h2o_lcstris(v->base, v->len, H2O_STRLIT(CMP_CONTENT_TYPE)))
+        return refuse(r, 415, HDR_NONE, "unsupported Content-Type \"%.*s\": expected " CMP_CONTENT_TYPE,
+                      (int)(v->len > 64 ? 64 : v->len), v->base);
+    return 0;
+}
+
+/* loop thread: every check before CMP, in the documented order. 0, or -1 with |r| filled. */
+static int check_request(struct gw_server *s, h2o_req_t *req, struct gw_route_match *match, struct refusal *r)
+{
+    int rc;
+
+    r->reason[0] = '\0';
+    rc = gw_route_match(s->cfg, req->path.base, path_len(req), match, r->reason);
+    if (rc != 0) {
+        r->status = rc == GW_ERR_FORBIDDEN ? 403 : rc == GW_ERR_NOT_FOUND ? 404 : 400;
+        if (r->reason[0] == '\0')
+            snprintf(r->reason, sizeof(r->reason), "path refused: %s", gw_err_str(rc));
+        return -1;
+    }
+    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST")))
+        return refuse(r, 405, HDR_ALLOW_POST, "method %.*s not allowed: CMP requests use POST",
+                      (int)(req->method.len > 16 ? 16 : req->method.len), req->method.base);
+    if (check_content_type(req, r) != 0)
+        return -1;
+    if (req->entity.base == NULL || req->entity.len == 0)
+        return refuse(r, 400, HDR_NONE, "empty body: expected a DER-encoded PKIMessage");
+    if (req->entity.len > GW_MAX_CMP_BODY)
+        return refuse(r, 413, HDR_NONE, "body of %zu bytes exceeds the limit of %d bytes", req->entity.len,
+                      GW_MAX_CMP_BODY);
+    if (atomic_load(&s->stopping))
+        return refuse(r, 503, HDR_CLOSE, "shutting down");
+    return 0;
+}
+
+static void job_free(struct http_job *job)
+{
+    if (job == NULL)
+        return;
+    if (job->rsp_inited)
+        gw_cmp_response_cleanup(&job->rsp);
+    X509_free(job->peer);
+    free(job->der);
+    free(job);
+}
+
+/* worker: sees only the job's owned copies, never h2o objects (notes §8.7). */
+static void job_run(struct gw_job *j)
+{
+    struct http_job *job = H2O_STRUCT_FROM_MEMBER(struct http_job, job, j);
+    struct gw_cmp_request creq = {
+        .der = job->der, .len = job->len, .route = &job->match, .tls_peer = job->peer};
+
+    gw_cmp_response_init(&job->rsp);
+    job->rsp_inited = true;
+    /* h2o has no handler deadline (notes §8.9): a request that queued too long is refused */
+    if (gw_now_ms() - j->enqueued_ms > GW_QUEUE_WAIT_MS) {
+        job->rsp.http_status = 503;
+        snprintf(job->rsp.http_reason, sizeof(job->rsp.http_reason), "server busy: retry later");
+        snprintf(job->rsp.outcome, sizeof(job->rsp.outcome), "queue wait over %d ms", GW_QUEUE_WAIT_MS);
+    } else {
+        gw_cmp_process(job->engine, &creq, &job->rsp);
+    }
+    h2o_multithread_send_message(&job->owner->done_rx, &job->msg);
+}
+
+static void on_req_disposed(void *p)
+{
+    struct req_ref *ref = p;
+
+    if (ref->job != NULL)
+        ref->job->req = NULL;
+}
+
+/* loop thread: copy what the worker needs and queue it. 0, or -1 with |r| filled. */
+static int submit(struct gw_loop *lt, h2o_req_t *req, const struct gw_route_match *match,
+                  const struct reqlog *log, struct refusal *r)
+{
+    struct http_job *job = calloc(1, sizeof(*job));
+    struct gw_conn *c = gw_conn_get0(req);
+
+    if (job == NULL || (job->der = malloc(req->entity.len)) == NULL) {
+        job_free(job);
+        return refuse(r, 500, HDR_NONE, "out of memory");
+    }
+    memcpy(job->der, req->entity.base, req->entity.len);
+    job->len = req->entity.len;
+    job->job.run = job_run;
+    job->owner = lt;
+    job->engine = lt->server->engine;
+    job->match = *match;
+    job->log = *log;
+    if (c != NULL && c->peer != NULL && X509_up_ref(c->peer) == 1)
+        job->peer = c->peer;
+    job->req = req;
+    job->ref = h2o_mem_alloc_shared(&req->pool, sizeof(*job->ref), on_req_disposed);
+    job->ref->job = job;
+    if (gw_pool_submit(lt->server->pool, &job->job) != 0) {
+        job->ref->job = NULL;
+        job_free(job);
+        return refuse(r, 503, HDR_RETRY_AFTER, "server busy: retry later");
+    }
+    lt->jobs_inflight++;
+    return 0;
+}
+
+/* loop thread */
+int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    struct gw_loop *lt = gw_loop_of(req);
+    struct gw_route_match match;
+    struct refusal r = {0};
+    struct reqlog log;
+
+    (void)self;
+    reqlog_init(&log, req);
+    if (check_request(lt->server, req, &match, &r) != 0 || submit(lt, req, &match, &log, &r) != 0) {
+        send_text(req, r.status, r.hdr, r.reason);
+        log_request(&log, r.status, NULL, r.reason);
+    }
+    return 0;
+}
+
+/* The engine's status, made safe to send: 200 with a body, or an error status with a reason. */
+static int final_status(const struct gw_cmp_response *rsp, const char **reason)
+{
+    *reason = rsp->http_reason;
+    if (rsp->http_status == 200 && rsp->der != NULL && rsp->len != 0)
+        return 200;
+    if (rsp->http_status >= 400 && rsp->http_status <= 599)
+        return rsp->http_status;
+    *reason = "internal error: no CMP response";
+    return 500;
+}
+
+/* loop thread: answer one finished job, or only log it when the client went away. */
+static void respond(struct http_job *job)
+{
+    const struct gw_cmp_response *rsp = &job->rsp;
+    const char *reason;
+    int status = final_status(rsp, &reason);
+    const char *outcome = rsp->outcome[0] != '\0' ? rsp->outcome : reason;
+    char gone[GW_ERR_LEN + 40]; /* room for the prefix: truncation only shortens a log value */
+
+    if (job->req == NULL) {
+        snprintf(gone, sizeof(gone), "client gone before the response; %s", outcome);
+        log_request(&job->log, status, rsp, gone);
+        return;
+    }
+    job->ref->job = NULL;
+    if (status == 200)
+        send_der(job->req, rsp->der, rsp->len);
+    else
+        send_text(job->req, status, status == 503 ? HDR_RETRY_AFTER : HDR_NONE, reason);
+    log_request(&job->log, status, rsp, outcome);
+}
+
+/* loop thread: must consume every message (notes §8.10); a NULL message only woke the loop. */
+void gw_http_on_done(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages)
+{
+    (void)rx;
+    while (!h2o_linklist_is_empty(messages)) {
+        h2o_multithread_message_t *m =
+            H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
+        struct http_job *job = H2O_STRUCT_FROM_MEMBER(struct http_job, msg, m);
+        h2o_linklist_unlink(&m->link);
+        job->owner->jobs_inflight--;
+        respond(job);
+        job_free(job);
+    }
+}

@@ -1,0 +1,344 @@
+/*
+ * Listener lifecycle: h2o global config, sockets, loop threads and graceful shutdown.
+ *
+ * Each loop thread owns an h2o_evloop_t, an h2o_context_t and one SO_REUSEPORT socket per
+ * configured listener, so the kernel spreads connections over threads (libh2o-2.2.5 notes §2).
+ * Sockets are bound on the caller's thread so that bind errors reach gw_server_start's caller.
+ */
+#include "listener_local.h"
+#include "err.h"
+#include "log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Connections accepted per wakeup of a listening socket, as h2o's own src/main.c does. */
+#define ACCEPT_BATCH 16
+
+union gw_sockaddr {
+    struct sockaddr sa;
+    struct sockaddr_in sin;
+    struct sockaddr_in6 sin6;
+};
+
+/* Fills |addr| from a numeric IPv4 or IPv6 literal; GW_ERR_INVAL otherwise. */
+static int parse_addr(const char *host, uint16_t port, union gw_sockaddr *addr, socklen_t *len)
+{
+    memset(addr, 0, sizeof(*addr));
+    if (inet_pton(AF_INET, host, &addr->sin.sin_addr) == 1) {
+        addr->sin.sin_family = AF_INET;
+        addr->sin.sin_port = htons(port);
+        *len = sizeof(addr->sin);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &addr->sin6.sin6_addr) == 1) {
+        addr->sin6.sin6_family = AF_INET6;
+        addr->sin6.sin6_port = htons(port);
+        *len = sizeof(addr->sin6);
+        return 0;
+    }
+    return GW_ERR_INVAL;
+}
+
+/*
+ * Binds one socket for |lc|; |*port| is the port to use and, when 0, receives the kernel's choice
+ * so that the other loop threads join the same port. A |probe| socket is bound without
+ * SO_REUSEPORT and not listened on: it fails when any other process holds the port, which a
+ * SO_REUSEPORT bind would silently share with a second gateway of the same user. Returns the fd
+ * or -1.
+ */
+static int bind_one(const struct gw_listener_conf *lc, uint16_t *port, bool probe, char *err)
+{
+    union gw_sockaddr addr;
+    socklen_t len;
+    int fd = -1, on = 1;
+    const char *what = "socket";
+
+    if (parse_addr(lc->address, *port, &addr, &len) != 0) {
+        snprintf(err, GW_ERR_LEN, "%s:%u: not a numeric IPv4 or IPv6 address", lc->address,
+                 (unsigned)lc->port);
+        return -1;
+    }
+    if ((fd = socket(addr.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) < 0)
+        goto err;
+    what = "setsockopt";
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
+        (!probe && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0))
+        goto err;
+    /* "::" must not also take the IPv4 port: a separate 0.0.0.0 listener would then fail */
+    if (addr.sa.sa_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on)) != 0)
+        goto err;
+    what = NULL;
+    if (bind(fd, &addr.sa, len) != 0 || (!probe && listen(fd, SOMAXCONN) != 0))
+        goto err;
+    if (*port == 0 && getsockname(fd, &addr.sa, &len) == 0)
+        *port = ntohs(addr.sa.sa_family == AF_INET ? addr.sin.sin_port : addr.sin6.sin6_port);
+    return fd;
+
+err:
+    /* "127.0.0.1:8443: Address already in use" */
+    snprintf(err, GW_ERR_LEN, "%s%s%s:%u: %s%s%s", addr.sa.sa_family == AF_INET6 ? "[" : "", lc->address,
+             addr.sa.sa_family == AF_INET6 ? "]" : "", (unsigned)lc->port, what != NULL ? what : "",
+             what != NULL ? ": " : "", strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    return -1;
+}
+
+/* Binds every listener on every loop thread; listener i uses the same port on all threads. */
+static int bind_all(struct gw_server *s, char *err)
+{
+    for (size_t i = 0; i < s->n_listeners; i++) {
+        const struct gw_listener_conf *lc = &s->cfg->listeners[i];
+        uint16_t port = lc->port;
+        int probe = bind_one(lc, &port, true, err);
+        if (probe < 0)
+            return GW_ERR_IO;
+        close(probe); /* bound, never listened: the port is free again at once */
+        for (size_t t = 0; t < s->n_loops; t++) {
+            struct gw_listen *l = &s->loops[t].listens[i];
+            if ((l->fd = bind_one(lc, &port, false, err)) < 0)
+                return GW_ERR_IO;
+        }
+        gw_log(GW_LOG_INFO, "listening", "%s%s%s:%u %s client_auth=%s",
+               strchr(lc->address, ':') != NULL ? "[" : "", lc->address,
+               strchr(lc->address, ':') != NULL ? "]" : "", (unsigned)port,
+               s->ssl_ctx[i] != NULL ? "https" : "http",
+               lc->client_auth == GW_CLIENT_AUTH_REQUIRE    ? "require"
+               : lc->client_auth == GW_CLIENT_AUTH_OPTIONAL ? "optional"
+                                                            : "none");
+    }
+    return 0;
+}
+
+/* loop thread */
+static void on_accept(h2o_socket_t *listener, const char *err)
+{
+    struct gw_listen *l = listener->data;
+    h2o_socket_t *sock;
+
+    if (err != NULL)
+        return;
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        if ((sock = h2o_evloop_socket_accept(listener)) == NULL)
+            return;
+        if (gw_conn_attach(l->loop, sock) != 0) {
+            h2o_socket_close(sock);
+            continue;
+        }
+        h2o_accept(&l->accept, sock);
+    }
+}
+
+/* loop thread: context, receiver and listening sockets of one loop. */
+static void loop_setup(struct gw_loop *lt)
+{
+    struct gw_server *s = lt->server;
+
+    h2o_context_init(&lt->ctx, h2o_evloop_create(), &s->h2o);
+    h2o_multithread_register_receiver(lt->ctx.queue, &lt->done_rx, gw_http_on_done);
+    for (size_t i = 0; i < s->n_listeners; i++) {
+        struct gw_listen *l = &lt->listens[i];
+        l->accept = (h2o_accept_ctx_t){.ctx = &lt->ctx, .hosts = s->h2o.hosts, .ssl_ctx = s->ssl_ctx[i]};
+        l->sock = h2o_evloop_socket_create(lt->ctx.loop, l->fd, H2O_SOCKET_FLAG_DONT_READ);
+        l->fd = -1; /* owned by l->sock now */
+        l->sock->data = l;
+        h2o_socket_read_start(l->sock, on_accept);
+    }
+}
+
+/*
+ * loop thread: graceful shutdown (notes §7). Stop accepting, ask HTTP/2 peers to go away
+ * (GOAWAY) and HTTP/1 to close after the next response, then run until every connection closed
+ * and every job came back, or GW_DRAIN_TIMEOUT_MS passed. Idle HTTP/1.1 keep-alive connections
+ * close at http1.req_timeout, which is below the drain deadline (notes §8.12).
+ */
+static void loop_drain(struct gw_loop *lt)
+{
+    uint64_t deadline = gw_now_ms() + GW_DRAIN_TIMEOUT_MS;
+
+    for (size_t i = 0; i < lt->server->n_listeners; i++) {
+        h2o_socket_read_stop(lt->listens[i].sock);
+        h2o_socket_close(lt->listens[i].sock);
+        lt->listens[i].sock = NULL;
+    }
+    h2o_context_request_shutdown(&lt->ctx);
+    while ((lt->num_conns != 0 || lt->jobs_inflight != 0) && gw_now_ms() < deadline)
+        h2o_evloop_run(lt->ctx.loop, 100);
+    if (lt->num_conns != 0 || lt->jobs_inflight != 0) {
+        /* h2o_context_dispose asserts while connections live: leave the context to exit() */
+        gw_log(GW_LOG_WARN, "drain_timeout", "%zu connections and %zu jobs still open after %d ms",
+               lt->num_conns, lt->jobs_inflight, GW_DRAIN_TIMEOUT_MS);
+        return;
+    }
+    /* request_shutdown leaves the GOAWAY-resend timer linked; dispose asserts on it (§8.11) */
+    if (h2o_timeout_is_linked(&lt->ctx.http2._graceful_shutdown_timeout))
+        h2o_timeout_unlink(&lt->ctx.http2._graceful_shutdown_timeout);
+    h2o_multithread_unregister_receiver(lt->ctx.queue, &lt->done_rx);
+    h2o_loop_t *loop = lt->ctx.loop;
+    h2o_context_dispose(&lt->ctx);
+    h2o_evloop_destroy(loop);
+    lt->drained = true;
+}
+
+/* loop thread */
+static void *loop_main(void *arg)
+{
+    struct gw_loop *lt = arg;
+    struct gw_server *s = lt->server;
+
+    loop_setup(lt);
+    h2o_barrier_wait(&s->ready);
+    while (!atomic_load(&s->stopping))
+        h2o_evloop_run(lt->ctx.loop, INT32_MAX);
+    loop_drain(lt);
+    return NULL;
+}
+
+/* The h2o global config: limits, server name, one catch-all path (routing is gw_route_match). */
+static int h2o_setup(struct gw_server *s, char *err)
+{
+    h2o_hostconf_t *host;
+    h2o_pathconf_t *path;
+    h2o_handler_t *h;
+
+    h2o_config_init(&s->h2o);
+    s->h2o_inited = true;
+    s->h2o.max_request_entity_size = GW_MAX_CMP_BODY; /* default is 1 GiB (notes §8.5) */
+    s->h2o.server_name = h2o_iovec_init(H2O_STRLIT("cmpgw"));
+    s->h2o.http1.req_timeout = GW_HTTP1_REQ_TIMEOUT_MS;
+    host = h2o_config_register_host(&s->h2o, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    path = h2o_config_register_path(host, "/", 0);
+    if ((h = h2o_create_handler(path, sizeof(*h))) == NULL) {
+        snprintf(err, GW_ERR_LEN, "listener: out of memory");
+        return GW_ERR_NOMEM;
+    }
+    h->on_req = gw_http_on_req;
+    return 0;
+}
+
+/* Frees what gw_server_start built, whatever stage it reached. Loops are joined already. */
+static void server_free(struct gw_server *s)
+{
+    if (s->loops != NULL) {
+        for (size_t t = 0; t < s->n_loops; t++) {
+            for (size_t i = 0; s->loops[t].listens != NULL && i < s->n_listeners; i++)
+                if (s->loops[t].listens[i].fd >= 0)
+                    close(s->loops[t].listens[i].fd);
+            free(s->loops[t].listens);
+        }
+        free(s->loops);
+    }
+    for (size_t i = 0; s->ssl_ctx != NULL && i < s->n_listeners; i++)
+        SSL_CTX_free(s->ssl_ctx[i]);
+    free(s->ssl_ctx);
+    if (s->h2o_inited)
+        h2o_config_dispose(&s->h2o);
+    free(s);
+}
+
+/* Allocates loops, listener slots (fds -1) and SSL_CTXs; binds nothing yet. */
+static int server_alloc(struct gw_server *s, char *err)
+{
+    if ((s->ssl_ctx = calloc(s->n_listeners, sizeof(*s->ssl_ctx))) == NULL ||
+        (s->loops = calloc(s->n_loops, sizeof(*s->loops))) == NULL)
+        goto nomem;
+    for (size_t t = 0; t < s->n_loops; t++) {
+        s->loops[t].server = s;
+        if ((s->loops[t].listens = calloc(s->n_listeners, sizeof(struct gw_listen))) == NULL)
+            goto nomem;
+        for (size_t i = 0; i < s->n_listeners; i++)
+            s->loops[t].listens[i] = (struct gw_listen){.loop = &s->loops[t], .fd = -1};
+    }
+    for (size_t i = 0; i < s->n_listeners; i++) {
+        const struct gw_listener_conf *lc = &s->cfg->listeners[i];
+        if (lc->tls_cert != NULL && (s->ssl_ctx[i] = gw_tls_ctx_new(lc, err)) == NULL)
+            return GW_ERR_CRYPTO;
+    }
+    return 0;
+
+nomem:
+    snprintf(err, GW_ERR_LEN, "listener: out of memory");
+    return GW_ERR_NOMEM;
+}
+
+/* Starts workers and loop threads with every signal blocked: signals belong to main (notes §7). */
+static int start_threads(struct gw_server *s, char *err)
+{
+    sigset_t all, saved;
+
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &saved);
+    s->pool = gw_pool_new(s->cfg->workers, s->cfg->queue_depth, err);
+    if (s->pool != NULL) {
+        h2o_barrier_init(&s->ready, s->n_loops + 1);
+        for (size_t t = 0; t < s->n_loops; t++) /* aborts on failure */
+            h2o_multithread_create_thread(&s->loops[t].tid, NULL, loop_main, &s->loops[t]);
+    }
+    pthread_sigmask(SIG_SETMASK, &saved, NULL);
+    if (s->pool == NULL)
+        return GW_ERR_NOMEM;
+    h2o_barrier_wait(&s->ready); /* every receiver is registered before anyone may signal it */
+    return 0;
+}
+
+struct gw_server *gw_server_start(const struct gw_config *cfg, struct gw_cmp_engine *engine, char *err)
+{
+    struct gw_server *s = NULL;
+
+    if ((s = calloc(1, sizeof(*s))) == NULL) {
+        snprintf(err, GW_ERR_LEN, "listener: out of memory");
+        return NULL;
+    }
+    s->cfg = cfg;
+    s->engine = engine;
+    s->n_listeners = cfg->n_listeners;
+    s->n_loops = cfg->loop_threads != 0 ? cfg->loop_threads : GW_DEFAULT_LOOP_THREADS;
+    atomic_init(&s->stopping, false);
+    if (s->n_listeners == 0) {
+        snprintf(err, GW_ERR_LEN, "listener: no listeners configured");
+        goto err;
+    }
+    if (server_alloc(s, err) != 0 || h2o_setup(s, err) != 0 || bind_all(s, err) != 0)
+        goto err;
+    if (start_threads(s, err) != 0)
+        goto err;
+    return s;
+
+err:
+    server_free(s);
+    return NULL;
+}
+
+void gw_server_stop(struct gw_server *s)
+{
+    size_t undrained = 0;
+
+    if (s == NULL)
+        return;
+    atomic_store(&s->stopping, true);
+    for (size_t t = 0; t < s->n_loops; t++)
+        h2o_multithread_send_message(&s->loops[t].done_rx, NULL); /* NULL only wakes the loop */
+    for (size_t t = 0; t < s->n_loops; t++) {
+        pthread_join(s->loops[t].tid, NULL);
+        undrained += !s->loops[t].drained;
+    }
+    /*
+     * A drained loop has no job left in the pool. After a drain timeout, jobs still queued run
+     * now and post to a loop that no longer reads: they and their connections are abandoned to
+     * process exit, as h2o_context_dispose would assert on them.
+     */
+    gw_pool_free(s->pool);
+    if (undrained != 0) {
+        gw_log(GW_LOG_WARN, "shutdown", "%zu loop threads did not drain in time", undrained);
+        return;
+    }
+    server_free(s);
+}

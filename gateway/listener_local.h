@@ -1,0 +1,86 @@
+/*
+ * Internal sharing of the listener module: listener.c (lifecycle, sockets, loop threads), tls.c
+ * (SSL_CTX per listener, per-connection state, peer certificate) and http.c (request checks,
+ * hand-off to the worker pool, responses, request log). Notes: libh2o-2.2.5.md §2-§8.
+ */
+#ifndef GW_LISTENER_LOCAL_H
+#define GW_LISTENER_LOCAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <pthread.h>
+#include <h2o.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "config.h"
+#include "limits.h"
+#include "listener.h"
+#include "pool.h"
+
+struct gw_loop;
+
+/* Per accepted connection; hung on sock->on_close and freed there (loop thread). */
+struct gw_conn {
+    struct gw_loop *loop;
+    X509 *peer;                    /* verified TLS client certificate, or NULL */
+    char subject[GW_IDENTITY_LEN]; /* its subject, X509_NAME_oneline form, or "" */
+};
+
+/* One configured listener on one loop thread: its own SO_REUSEPORT socket. */
+struct gw_listen {
+    struct gw_loop *loop;
+    int fd; /* owned until |sock| wraps it */
+    h2o_socket_t *sock;
+    h2o_accept_ctx_t accept;
+};
+
+struct gw_loop {
+    struct gw_server *server;
+    pthread_t tid;
+    bool drained; /* false: context left undisposed (drain timeout) */
+    h2o_context_t ctx;
+    h2o_multithread_receiver_t done_rx; /* completed jobs from workers; NULL message = wake */
+    struct gw_listen *listens;          /* server->n_listeners */
+    size_t num_conns, jobs_inflight;    /* loop thread only */
+};
+
+struct gw_server {
+    const struct gw_config *cfg;
+    struct gw_cmp_engine *engine;
+    h2o_globalconf_t h2o;
+    bool h2o_inited;
+    SSL_CTX **ssl_ctx; /* per listener conf; NULL entry = plain HTTP */
+    size_t n_listeners;
+    struct gw_loop *loops;
+    size_t n_loops;
+    struct gw_pool *pool;
+    atomic_bool stopping;
+    h2o_barrier_t ready;
+};
+
+/* tls.c */
+
+/* gw_tls_ctx_new builds the SSL_CTX of one listener conf. NULL with |err| on failure. */
+SSL_CTX *gw_tls_ctx_new(const struct gw_listener_conf *lc, char *err);
+
+/* gw_conn_attach hangs a new gw_conn on an accepted socket. 0 or GW_ERR_NOMEM (loop thread). */
+int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock);
+
+/* gw_conn_get0 returns the connection state of |req| (borrowed, lives with the connection). */
+struct gw_conn *gw_conn_get0(h2o_req_t *req);
+
+/* http.c */
+
+/* The catch-all "/" handler (loop thread). */
+int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req);
+
+/* Receiver of finished jobs (loop thread). */
+void gw_http_on_done(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages);
+
+static inline struct gw_loop *gw_loop_of(h2o_req_t *req)
+{
+    return H2O_STRUCT_FROM_MEMBER(struct gw_loop, ctx, req->conn->ctx);
+}
+
+#endif

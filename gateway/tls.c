@@ -1,0 +1,148 @@
+/*
+ * TLS for the listener: one SSL_CTX per listener conf, and the verified client certificate of each
+ * connection, captured when its handshake completes (libh2o-2.2.5 notes §3, §4 "way A").
+ */
+#include "listener_local.h"
+#include "err.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/err.h>
+
+/* Session id context: required with SSL_VERIFY_PEER, else resumed handshakes abort (notes §8.3). */
+static const unsigned char sid_ctx[] = "cmpgw";
+
+static void conn_on_close(void *data)
+{
+    struct gw_conn *c = data;
+
+    c->loop->num_conns--;
+    X509_free(c->peer);
+    free(c);
+}
+
+int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock)
+{
+    struct gw_conn *c = calloc(1, sizeof(*c));
+
+    if (c == NULL)
+        return GW_ERR_NOMEM;
+    c->loop = loop;
+    loop->num_conns++;
+    sock->on_close.cb = conn_on_close;
+    sock->on_close.data = c;
+    return 0;
+}
+
+struct gw_conn *gw_conn_get0(h2o_req_t *req)
+{
+    h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
+
+    /* over HTTP/2 this is the connection's socket, shared by its streams */
+    if (sock == NULL || sock->on_close.cb != conn_on_close)
+        return NULL;
+    return sock->on_close.data;
+}
+
+/*
+ * Info callback: at handshake end keep the peer certificate, only if it verified (with
+ * SSL_VERIFY_PEER a failed verification already aborted the handshake; this is a second lock).
+ * TLS 1.3 reports HANDSHAKE_DONE again after sending tickets (notes §8.4), hence the guard.
+ */
+static void on_ssl_info(const SSL *ssl, int where, int ret)
+{
+    h2o_socket_t *sock;
+    struct gw_conn *c;
+    X509 *peer;
+
+    (void)ret;
+    if ((where & SSL_CB_HANDSHAKE_DONE) == 0)
+        return;
+    /* libh2o 2.2.5 sets the h2o_socket_t as the BIO data (lib/common/socket.c setup_bio) */
+    sock = BIO_get_data(SSL_get_rbio(ssl));
+    if (sock == NULL || sock->on_close.cb != conn_on_close)
+        return;
+    c = sock->on_close.data;
+    if (c->peer != NULL || SSL_get_verify_result(ssl) != X509_V_OK)
+        return;
+    if ((peer = SSL_get1_peer_certificate(ssl)) == NULL)
+        return;
+    c->peer = peer;
+    /* the same one-line form as the engine's CMP identity, so that log lines compare */
+    if (X509_NAME_oneline(X509_get_subject_name(peer), c->subject, sizeof(c->subject)) == NULL)
+        c->subject[0] = '\0';
+}
+
+/* Formats "<what> <file>: <first OpenSSL error>" into |err| and clears the error queue. */
+static void tls_error(char *err, const struct gw_listener_conf *lc, const char *what, const char *file)
+{
+    char reason[128] = "unknown error";
+    unsigned long e = ERR_peek_last_error();
+
+    if (e != 0)
+        ERR_error_string_n(e, reason, sizeof(reason));
+    ERR_clear_error();
+    snprintf(err, GW_ERR_LEN, "listener %s:%u: %s %s: %s", lc->address, (unsigned)lc->port, what,
+             file != NULL ? file : "(none)", reason);
+}
+
+/* Client-certificate policy (DESIGN.md decision 7): none, optional or require. */
+static int set_client_auth(SSL_CTX *ctx, const struct gw_listener_conf *lc, char *err)
+{
+    STACK_OF(X509_NAME) * names;
+    int mode = SSL_VERIFY_PEER;
+
+    if (lc->client_auth == GW_CLIENT_AUTH_NONE) {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+        return 0;
+    }
+    if (lc->client_ca == NULL || SSL_CTX_load_verify_locations(ctx, lc->client_ca, NULL) != 1) {
+        tls_error(err, lc, "client_ca", lc->client_ca);
+        return GW_ERR_CRYPTO;
+    }
+    /* the CA names sent in CertificateRequest let clients pick the right certificate */
+    if ((names = SSL_load_client_CA_file(lc->client_ca)) == NULL) {
+        tls_error(err, lc, "client_ca", lc->client_ca);
+        return GW_ERR_CRYPTO;
+    }
+    SSL_CTX_set_client_CA_list(ctx, names);
+    if (lc->client_auth == GW_CLIENT_AUTH_REQUIRE)
+        mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+    SSL_CTX_set_verify(ctx, mode, NULL);
+    return 0;
+}
+
+SSL_CTX *gw_tls_ctx_new(const struct gw_listener_conf *lc, char *err)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+
+    if (ctx == NULL) {
+        tls_error(err, lc, "SSL_CTX_new", "");
+        goto err;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    if (SSL_CTX_use_certificate_chain_file(ctx, lc->tls_cert) != 1) {
+        tls_error(err, lc, "tls.cert", lc->tls_cert);
+        goto err;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, lc->tls_key, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        tls_error(err, lc, "tls.key", lc->tls_key);
+        goto err;
+    }
+    if (set_client_auth(ctx, lc, err) != 0)
+        goto err;
+    if (SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1) != 1) {
+        tls_error(err, lc, "session id context", "");
+        goto err;
+    }
+    SSL_CTX_set_info_callback(ctx, on_ssl_info);
+    h2o_ssl_register_alpn_protocols(ctx, h2o_http2_alpn_protocols);
+    return ctx;
+
+err:
+    SSL_CTX_free(ctx);
+    return NULL;
+}

@@ -1,0 +1,277 @@
+/*
+ * Worker pool: a full queue refuses at once, every accepted job runs exactly once and in FIFO
+ * order, gw_pool_free drains what is queued and refuses new work while it does, and concurrent
+ * producers never lose or duplicate a job.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <string.h>
+#include <time.h>
+
+#include "gateway/err.h"
+#include "gateway/pool.h"
+
+/* A job that counts its runs; optionally blocks on a gate or submits into the pool itself. */
+struct tjob {
+    struct gw_job job;
+    atomic_int runs;
+    int seq;                  /* FIFO check: the order it ran in */
+    struct gate *gate;        /* block here first when non-NULL */
+    struct gw_pool *resubmit; /* try gw_pool_submit(resubmit, extra) when non-NULL */
+    struct tjob *extra;
+    int resubmit_rc;
+};
+
+struct gate {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool open, entered;
+};
+
+static atomic_int run_seq;
+
+static void gate_init(struct gate *g)
+{
+    pthread_mutex_init(&g->lock, NULL);
+    pthread_cond_init(&g->cond, NULL);
+    g->open = g->entered = false;
+}
+
+static void gate_open(struct gate *g)
+{
+    pthread_mutex_lock(&g->lock);
+    g->open = true;
+    pthread_cond_broadcast(&g->cond);
+    pthread_mutex_unlock(&g->lock);
+}
+
+/* Waits until a job is blocked inside the gate, so the worker is known to be busy. */
+static void gate_wait_entered(struct gate *g)
+{
+    pthread_mutex_lock(&g->lock);
+    while (!g->entered)
+        pthread_cond_wait(&g->cond, &g->lock);
+    pthread_mutex_unlock(&g->lock);
+}
+
+static void gate_pass(struct gate *g)
+{
+    pthread_mutex_lock(&g->lock);
+    g->entered = true;
+    pthread_cond_broadcast(&g->cond);
+    while (!g->open)
+        pthread_cond_wait(&g->cond, &g->lock);
+    pthread_mutex_unlock(&g->lock);
+}
+
+static void tjob_run(struct gw_job *j)
+{
+    struct tjob *t = (struct tjob *)((char *)j - offsetof(struct tjob, job));
+
+    if (t->gate != NULL)
+        gate_pass(t->gate);
+    t->seq = atomic_fetch_add(&run_seq, 1);
+    if (t->resubmit != NULL)
+        t->resubmit_rc = gw_pool_submit(t->resubmit, &t->extra->job);
+    atomic_fetch_add(&t->runs, 1);
+}
+
+static void tjobs_init(struct tjob *t, size_t n)
+{
+    memset(t, 0, n * sizeof(*t));
+    for (size_t i = 0; i < n; i++)
+        t[i].job.run = tjob_run;
+}
+
+static void test_new_params(void **state)
+{
+    static const struct {
+        size_t workers, depth;
+        bool ok;
+    } cases[] = {
+        {1, 1, true}, {4, 64, true}, {0, 1, false}, {1, 0, false}, {0, 0, false},
+    };
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char err[GW_ERR_LEN] = "";
+        struct gw_pool *p = gw_pool_new(cases[i].workers, cases[i].depth, err);
+        if (cases[i].ok) {
+            assert_non_null(p);
+            assert_int_equal(gw_pool_queued(p), 0);
+        } else {
+            assert_null(p);
+            assert_true(strlen(err) > 0);
+        }
+        gw_pool_free(p);
+    }
+    gw_pool_free(NULL);
+}
+
+/* One busy worker, queue depth 3: three jobs queue, the fourth is refused at once. */
+static void test_full_queue_refuses(void **state)
+{
+    struct tjob t[5];
+    struct gate g;
+    struct gw_pool *p;
+    char err[GW_ERR_LEN];
+    uint64_t t0;
+    (void)state;
+
+    tjobs_init(t, 5);
+    gate_init(&g);
+    t[0].gate = &g;
+    assert_non_null(p = gw_pool_new(1, 3, err));
+    assert_int_equal(gw_pool_submit(p, &t[0].job), 0);
+    gate_wait_entered(&g);
+    for (int i = 1; i <= 3; i++)
+        assert_int_equal(gw_pool_submit(p, &t[i].job), 0);
+    assert_int_equal(gw_pool_queued(p), 3);
+    t0 = gw_now_ms();
+    assert_int_equal(gw_pool_submit(p, &t[4].job), GW_ERR_BUSY);
+    assert_true(gw_now_ms() - t0 < 100); /* refused, not waited */
+    assert_int_equal(gw_pool_queued(p), 3);
+    gate_open(&g);
+    gw_pool_free(p);
+    for (int i = 0; i <= 3; i++)
+        assert_int_equal(atomic_load(&t[i].runs), 1);
+    assert_int_equal(atomic_load(&t[4].runs), 0);
+}
+
+/* One worker runs jobs in submit order, each once; enqueued_ms comes from the monotonic clock. */
+static void test_fifo_exactly_once(void **state)
+{
+    enum { N = 200 };
+    static struct tjob t[N];
+    struct gw_pool *p;
+    char err[GW_ERR_LEN];
+    uint64_t before = gw_now_ms();
+    (void)state;
+
+    tjobs_init(t, N);
+    atomic_store(&run_seq, 0);
+    assert_non_null(p = gw_pool_new(1, N, err));
+    for (int i = 0; i < N; i++)
+        assert_int_equal(gw_pool_submit(p, &t[i].job), 0);
+    gw_pool_free(p);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(atomic_load(&t[i].runs), 1);
+        assert_int_equal(t[i].seq, i);
+        assert_true(t[i].job.enqueued_ms >= before && t[i].job.enqueued_ms <= gw_now_ms());
+    }
+}
+
+static void *open_later(void *arg)
+{
+    struct timespec ts = {0, 50 * 1000 * 1000};
+
+    nanosleep(&ts, NULL);
+    gate_open(arg);
+    return NULL;
+}
+
+/*
+ * gw_pool_free is called while the only worker is blocked and the queue is full: it must run every
+ * queued job before returning, and a job submitted during the drain is refused.
+ */
+static void test_free_drains(void **state)
+{
+    enum { DEPTH = 8 };
+    struct tjob t[DEPTH + 2];
+    struct gate g;
+    struct gw_pool *p;
+    pthread_t opener;
+    char err[GW_ERR_LEN];
+    (void)state;
+
+    tjobs_init(t, DEPTH + 2);
+    gate_init(&g);
+    t[0].gate = &g;
+    assert_non_null(p = gw_pool_new(1, DEPTH, err));
+    assert_int_equal(gw_pool_submit(p, &t[0].job), 0);
+    gate_wait_entered(&g);
+    for (int i = 1; i <= DEPTH; i++)
+        assert_int_equal(gw_pool_submit(p, &t[i].job), 0);
+    t[DEPTH].resubmit = p;
+    t[DEPTH].extra = &t[DEPTH + 1];
+    t[DEPTH].resubmit_rc = 1;
+    assert_int_equal(pthread_create(&opener, NULL, open_later, &g), 0);
+    gw_pool_free(p); /* returns only after the gate opened and the queue drained */
+    pthread_join(opener, NULL);
+    for (int i = 0; i <= DEPTH; i++)
+        assert_int_equal(atomic_load(&t[i].runs), 1);
+    assert_int_equal(t[DEPTH].resubmit_rc, GW_ERR_BUSY);
+    assert_int_equal(atomic_load(&t[DEPTH + 1].runs), 0);
+}
+
+enum { PRODUCERS = 4, PER_PRODUCER = 2000 };
+
+struct producer {
+    struct gw_pool *pool;
+    struct tjob *jobs;
+    int accepted, refused;
+    pthread_t tid;
+};
+
+static void *produce(void *arg)
+{
+    struct producer *pr = arg;
+
+    for (int i = 0; i < PER_PRODUCER; i++) {
+        int rc = gw_pool_submit(pr->pool, &pr->jobs[i].job);
+        if (rc == 0)
+            pr->accepted++;
+        else if (rc == GW_ERR_BUSY)
+            pr->refused++;
+        pr->jobs[i].resubmit_rc = rc; /* read only by the producer and after free */
+    }
+    return NULL;
+}
+
+/* Producers race workers on a small queue: accepted jobs run once, refused ones never. */
+static void test_stress(void **state)
+{
+    static struct tjob jobs[PRODUCERS][PER_PRODUCER];
+    struct producer pr[PRODUCERS];
+    struct gw_pool *p;
+    char err[GW_ERR_LEN];
+    int accepted = 0, refused = 0;
+    (void)state;
+
+    assert_non_null(p = gw_pool_new(3, 16, err));
+    for (int k = 0; k < PRODUCERS; k++) {
+        tjobs_init(jobs[k], PER_PRODUCER);
+        pr[k] = (struct producer){.pool = p, .jobs = jobs[k]};
+        assert_int_equal(pthread_create(&pr[k].tid, NULL, produce, &pr[k]), 0);
+    }
+    for (int k = 0; k < PRODUCERS; k++) {
+        pthread_join(pr[k].tid, NULL);
+        accepted += pr[k].accepted;
+        refused += pr[k].refused;
+    }
+    gw_pool_free(p);
+    assert_int_equal(accepted + refused, PRODUCERS * PER_PRODUCER);
+    assert_true(accepted > 0);
+    for (int k = 0; k < PRODUCERS; k++)
+        for (int i = 0; i < PER_PRODUCER; i++)
+            assert_int_equal(atomic_load(&jobs[k][i].runs), jobs[k][i].resubmit_rc == 0 ? 1 : 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_new_params),
+        cmocka_unit_test(test_full_queue_refuses),
+        cmocka_unit_test(test_fifo_exactly_once),
+        cmocka_unit_test(test_free_drains),
+        cmocka_unit_test(test_stress),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
