@@ -37,6 +37,8 @@ struct gw_trust_conf {
     char *name;
     char *ca_file;              /* PEM bundle of trust anchors */
     char *untrusted_file;       /* optional PEM bundle of intermediates */
+    char *crl_file;             /* optional PEM CRLs: with it, revoked certificates are refused (CRL check on
+                                   the whole chain, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL) */
     X509_STORE *store;          /* loaded; X509_V_FLAG_X509_STRICT, partial chains off */
     STACK_OF(X509) *untrusted;  /* loaded; never empty when non-NULL (openssl-cmp-3.0 §10.3) */
 };
@@ -51,6 +53,8 @@ struct gw_pbm_conf {
 
 enum gw_upstream_type {
     GW_UPSTREAM_LOCAL = 0,      /* in-process issuer */
+    GW_UPSTREAM_VAULT,          /* Vault / OpenBao PKI secrets engine */
+    GW_UPSTREAM_CFSSL,          /* cfssl serve */
 };
 
 struct gw_upstream_conf {
@@ -64,6 +68,29 @@ struct gw_upstream_conf {
     EVP_PKEY *key;
     STACK_OF(X509) *chain;      /* issuing CA's chain up to (and incl.) the root; may be empty */
     uint32_t delay_ms;          /* "delay": hold each sign call this long (tests, demos); 0 = off */
+    char *store_dir;            /* "store": durable inventory, one <serial hex>.pem per certificate issued,
+                                   written and fsync'd before the certificate is released; required for a
+                                   delegate issuer (DESIGN.md decision 5) */
+    /* vault, cfssl: the upstream's HTTP(S) API */
+    char *url;                  /* base URL, e.g. "https://127.0.0.1:8200"; no trailing slash */
+    char *ca_file;              /* "tls_ca": CA bundle to verify the upstream's TLS server certificate */
+    char *client_cert_file;     /* "tls_cert"/"tls_key": TLS client certificate (Vault cert auth, mTLS) */
+    char *client_key_file;
+    char *issuer_ca_file;       /* "issuer_ca": PEM CA certificate(s) the upstream issues under; every
+                                   returned certificate must chain to one of them (required) */
+    X509_STORE *issuer_store;   /* loaded from issuer_ca_file */
+    STACK_OF(X509) *issuer_certs; /* the same certificates, for chain building; never empty when set */
+    /* vault */
+    char *mount;                /* "mount": PKI mount path, default "pki" */
+    char *token_file;           /* "token_file": X-Vault-Token, read at start and re-read on 403 */
+    char *vault_namespace;      /* "namespace": X-Vault-Namespace; NULL if none */
+    char *auth_cert_mount;      /* "auth": {"cert": {"mount": "cert", "role": ...}}: cert-auth login with
+                                   tls_cert/tls_key at POST /v1/auth/<mount>/login; NULL if token_file */
+    char *auth_cert_role;       /* the login "name"; NULL if none */
+    /* cfssl */
+    char *auth_key_file;        /* "auth_key_file": hex HMAC key: use authsign instead of sign */
+    unsigned char *auth_key;    /* loaded; never logged */
+    size_t auth_key_len;
 };
 
 /* Extended key usages a role may grant, as a bit set. */
@@ -83,6 +110,53 @@ enum gw_san_type {
     GW_SAN_IP = 1u << 1,
     GW_SAN_URI = 1u << 2,
     GW_SAN_EMAIL = 1u << 3,
+};
+
+/* A list of glob patterns ('*' matches any run of characters except '.', "*." prefix for one label). */
+struct gw_patterns {
+    char **v;
+    size_t n;
+};
+
+/* Key types a role accepts, e.g. "rsa:2048" (2048 bits or more), "ec:P-256", "ed25519". */
+struct gw_key_rule {
+    int pkey_type;              /* EVP_PKEY_RSA, EVP_PKEY_EC, EVP_PKEY_ED25519, EVP_PKEY_ED448 */
+    int min_bits;               /* RSA: minimum modulus size */
+    int curve_nid;              /* EC: the curve */
+};
+
+/*
+ * Authorization of a role, deny by default ("authorization": {...}). Both sides are checked: the TLS
+ * client certificate and the CMP identity (the role's "trust" and "pbm" lists, plus the patterns here).
+ */
+struct gw_authz {
+    bool tls_required;              /* "tls_client": "require" | "optional" (default optional) */
+    char **tls_trust_names;         /* "tls_trust": trust entries the TLS client certificate must chain to */
+    size_t n_tls_trust;
+    X509_STORE *tls_store;          /* union of those anchors (and their CRLs); NULL = any listener-verified */
+    STACK_OF(X509) *tls_untrusted;
+    struct gw_patterns tls_subjects; /* "tls_subjects": patterns on the one-line subject ("/O=x/CN=dev-*") */
+    struct gw_patterns tls_sans;     /* "tls_sans": patterns on the TLS certificate's DNS/URI/email SANs */
+    bool tls_must_be_signer;        /* "tls_must_be_signer": TLS client certificate == CMP signer cert */
+    struct gw_patterns signer_subjects; /* "signer_subjects": patterns on the CMP signer's subject */
+    /* what a request may ask for */
+    struct gw_patterns common_names; /* "allowed_common_names"; empty = any */
+    struct gw_patterns dns_names;    /* "allowed_dns_names"; empty = any (type must be in allowed_san_types) */
+    struct gw_patterns uris;         /* "allowed_uris" */
+    struct gw_patterns emails;       /* "allowed_emails" */
+    struct gw_patterns ip_ranges;    /* "allowed_ip_ranges": CIDRs ("127.0.0.0/8", "::1/128"); empty = any */
+    struct gw_key_rule *key_rules;   /* "allowed_key_types"; NULL = the built-in list (RSA>=2048, EC P-256/384/521, Ed) */
+    size_t n_key_rules;
+};
+
+enum gw_sign_policy {
+    GW_SIGN_ROLE = 0,               /* vault: sign/<upstream_role>; cfssl: profile <upstream_role> */
+    GW_SIGN_VERBATIM,               /* vault: sign-verbatim/<upstream_role> */
+};
+
+enum gw_crmf_mode {
+    GW_CRMF_REJECT = 0,             /* CRMF to a CSR-only upstream: CMP error asking for p10cr */
+    GW_CRMF_DELEGATE,               /* issue from the role's delegate local issuer */
 };
 
 /* A role: what a route issues, through which upstream, for whom. */
@@ -105,9 +179,22 @@ struct gw_role {
     uint32_t max_ttl;           /* seconds, cap on any requested validity */
     bool require_subject;       /* refuse a request without a subject */
     bool implicit_confirm;      /* grant implicitConfirm when the client asks */
+    /* how the upstream is asked */
+    char *upstream_role;        /* "upstream_role": role (vault) or profile (cfssl) upstream; default = name */
+    enum gw_sign_policy sign_policy; /* "sign": "role" | "verbatim" */
+    char *issuer_ref;           /* "issuer_ref": vault issuer/<ref>/sign...; NULL = the role's issuer */
+    bool exclude_cn_from_sans;  /* vault "exclude_cn_from_sans" */
+    enum gw_crmf_mode crmf;     /* "crmf": "reject" | "delegate"; only for CSR-only upstreams */
+    char *delegate_name;        /* "delegate": a local upstream (with "store") chaining to this upstream's CA */
+    const struct gw_upstream_conf *delegate; /* resolved */
+    struct gw_authz authz;      /* "authorization" */
 };
 
-/* default_path_policy / label_to_path_policy value: "role:<name>" or "forbid" */
+/*
+ * default_path_policy / label_to_path_policy value: "role:<name>", "forbid", or Vault's
+ * "sign-verbatim", which names the role called "sign-verbatim" (it must exist and have
+ * "sign": "verbatim": cmpgw needs its upstream, trust and profile spelled out).
+ */
 struct gw_path_policy {
     bool forbid;
     const struct gw_role *role; /* resolved; NULL when forbid */
@@ -126,6 +213,36 @@ struct gw_cmp_conf {
     uint32_t max_transactions;
     uint32_t max_transactions_per_identity;
     uint32_t pbm_max_iterations;
+};
+
+/* Vault's audit_fields names, as bits. */
+enum gw_audit_field {
+    GW_AUDIT_CSR = 1u << 0,
+    GW_AUDIT_COMMON_NAME = 1u << 1,
+    GW_AUDIT_ALT_NAMES = 1u << 2,
+    GW_AUDIT_IP_SANS = 1u << 3,
+    GW_AUDIT_URI_SANS = 1u << 4,
+    GW_AUDIT_OTHER_SANS = 1u << 5,
+    GW_AUDIT_SIGNATURE_BITS = 1u << 6,
+    GW_AUDIT_EXCLUDE_CN_FROM_SANS = 1u << 7,
+    GW_AUDIT_OU = 1u << 8,
+    GW_AUDIT_ORGANIZATION = 1u << 9,
+    GW_AUDIT_COUNTRY = 1u << 10,
+    GW_AUDIT_LOCALITY = 1u << 11,
+    GW_AUDIT_PROVINCE = 1u << 12,
+    GW_AUDIT_STREET_ADDRESS = 1u << 13,
+    GW_AUDIT_POSTAL_CODE = 1u << 14,
+    GW_AUDIT_SERIAL_NUMBER = 1u << 15,
+    GW_AUDIT_USE_PSS = 1u << 16,
+    GW_AUDIT_KEY_TYPE = 1u << 17,
+    GW_AUDIT_KEY_BITS = 1u << 18,
+    GW_AUDIT_ADD_BASIC_CONSTRAINTS = 1u << 19,
+};
+
+/* "audit": {"file": ..., "audit_fields": [...]}; required. */
+struct gw_audit_conf {
+    char *file;                 /* JSON lines, appended; fsync'd before a certificate leaves */
+    unsigned fields;            /* enum gw_audit_field bits; default common_name, alt_names, ip_sans, uri_sans */
 };
 
 struct gw_signer_conf {
@@ -156,6 +273,7 @@ struct gw_config {
     struct gw_label *labels;
     size_t n_labels;
     struct gw_cmp_conf cmp;
+    struct gw_audit_conf audit;
     enum gw_log_level log_level;        /* "log_level"; default info */
 };
 

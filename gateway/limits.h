@@ -41,6 +41,11 @@
 /* upstream */
 #define GW_DEFAULT_UPSTREAM_TIMEOUT_MS 10000
 #define GW_DEFAULT_UPSTREAM_MAX_INFLIGHT 64
+#define GW_MAX_UPSTREAM_BODY (1024 * 1024)     /* an upstream answer (JSON with a certificate chain) */
+#define GW_UPSTREAM_RETRIES 2                  /* 412/429/503 retries, only where nothing happened */
+#define GW_UPSTREAM_BACKOFF_MS 200             /* first backoff; doubles */
+#define GW_VAULT_TOKEN_RENEW_MARGIN 60         /* re-login this many seconds before the token expires */
+#define GW_ROLE_POLICY_TTL 60                  /* seconds an upstream role policy stays cached */
 #define GW_MAX_UPSTREAM_INFLIGHT 100000
 
 /* certificates */

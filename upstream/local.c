@@ -351,6 +351,7 @@ static int local_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_
 
 const struct gw_upstream_ops gw_upstream_local_ops = {
     .dialect = "local",
+    .caps = GW_UP_SIGN_CSR | GW_UP_SIGN_KEY,
     .init = local_init,
     .cleanup = local_cleanup,
     .sign = local_sign,

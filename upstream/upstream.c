@@ -38,6 +38,8 @@ static const struct {
     const struct gw_upstream_ops *ops;
 } adapters[] = {
     {GW_UPSTREAM_LOCAL, &gw_upstream_local_ops},
+    {GW_UPSTREAM_VAULT, &gw_upstream_vault_ops},
+    {GW_UPSTREAM_CFSSL, &gw_upstream_cfssl_ops},
 };
 
 /* One submit: counts the call in flight until the adapter completes it. */
@@ -415,4 +417,53 @@ struct gw_upstream *gw_upstream_set_get0(const struct gw_upstream_set *set, cons
             return set->ups[i];
     }
     return NULL;
+}
+
+unsigned gw_upstream_caps(const struct gw_upstream *up)
+{
+    return up != NULL ? up->ops->caps : 0;
+}
+
+/*
+ * The synchronous extras: refused with GW_ERR_INVAL when the adapter lacks the capability (an
+ * adapter that declares a capability sets its function).
+ */
+static int lacks(const struct gw_upstream *up, unsigned cap, const char *what, char *err)
+{
+    if (up != NULL && (up->ops->caps & cap) != 0)
+        return 0;
+    snprintf(err, GW_ERR_LEN, "upstream %s (%s) cannot %s", up != NULL ? name_of(up->conf) : "?",
+             up != NULL ? up->ops->dialect : "?", what);
+    return 1;
+}
+
+int gw_upstream_revoke(struct gw_upstream *up, const X509 *cert, int reason, char *err)
+{
+    if (lacks(up, GW_UP_REVOKE, "revoke certificates", err))
+        return GW_ERR_INVAL;
+    return up->ops->revoke(up, cert, reason, err);
+}
+
+int gw_upstream_role_policy(struct gw_upstream *up, const char *role, struct gw_role_policy *out, char *err)
+{
+    if (lacks(up, GW_UP_ROLE_POLICY, "describe its roles", err))
+        return GW_ERR_INVAL;
+    return up->ops->role_policy(up, role, out, err);
+}
+
+int gw_upstream_cert_status(struct gw_upstream *up, const X509 *cert, int *revoked, char *err)
+{
+    if (lacks(up, GW_UP_CERT_STATUS, "report certificate status", err))
+        return GW_ERR_INVAL;
+    return up->ops->cert_status(up, cert, revoked, err);
+}
+
+void gw_role_policy_cleanup(struct gw_role_policy *p)
+{
+    if (p == NULL)
+        return;
+    for (size_t i = 0; i < p->allowed_domains.n; i++)
+        free(p->allowed_domains.v[i]);
+    free(p->allowed_domains.v);
+    memset(p, 0, sizeof(*p));
 }

@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <openssl/x509.h>
 #include "../gateway/config.h"
+#include "../gateway/limits.h"
 #include "../mappings/profile.h"
 
 struct gw_upstream;
@@ -41,11 +42,41 @@ struct gw_sign_result {
 /* |res| is handed over: the callee owns it and must call gw_sign_result_cleanup and free(). */
 typedef void (*gw_upstream_done_fn)(void *arg, struct gw_sign_result *res);
 
+/* What an adapter can do; a route that asks for more fails `cmpgw check` (DESIGN.md decision 11). */
+enum gw_upstream_cap {
+    GW_UP_SIGN_CSR = 1u << 0,       /* signs a PKCS#10 CSR (p10cr) */
+    GW_UP_SIGN_KEY = 1u << 1,       /* signs a bare public key / plan (CRMF ir, cr, kur) */
+    GW_UP_REVOKE = 1u << 2,         /* revokes by certificate */
+    GW_UP_ROLE_POLICY = 1u << 3,    /* can describe an upstream role's policy (delegate issuers) */
+    GW_UP_CERT_STATUS = 1u << 4,    /* can tell whether a certificate it issued is revoked (kur) */
+};
+
+/*
+ * An upstream role's policy as the upstream states it (Vault GET <mount>/roles/<name>), for a
+ * delegate issuer, so it is not written twice. Owned; gw_role_policy_cleanup frees it.
+ */
+struct gw_role_policy {
+    struct gw_patterns allowed_domains;
+    bool allow_any_name, allow_subdomains, allow_bare_domains, allow_glob_domains, allow_localhost;
+    bool allow_ip_sans;
+    bool enforce_hostnames;
+    char key_type[16];              /* "rsa", "ec", "ed25519", "any" */
+    int key_bits;                   /* 0 = any */
+    uint32_t max_ttl;               /* seconds, 0 = none */
+    unsigned key_usage;             /* KU_* bits */
+    unsigned ext_key_usage;         /* enum gw_eku bits */
+};
+
 struct gw_upstream_ops {
     const char *dialect;
+    unsigned caps;                  /* enum gw_upstream_cap */
     int (*init)(struct gw_upstream *up, char *err);
     void (*cleanup)(struct gw_upstream *up);
     int (*sign)(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done, void *arg);
+    /* Optional (NULL unless caps say so). Synchronous; worker threads; bounded by the upstream timeout. */
+    int (*revoke)(struct gw_upstream *up, const X509 *cert, int reason, char *err);
+    int (*role_policy)(struct gw_upstream *up, const char *role, struct gw_role_policy *out, char *err);
+    int (*cert_status)(struct gw_upstream *up, const X509 *cert, int *revoked, char *err);
 };
 
 /* gw_upstream_new creates the upstream described by |conf| (borrowed: must outlive it). */
@@ -71,6 +102,18 @@ int gw_upstream_sign_submit(struct gw_upstream *up, const struct gw_sign_req *re
  */
 void gw_upstream_sign_wait(struct gw_upstream *up, const struct gw_sign_req *req, struct gw_sign_result *out);
 
+/*
+ * Synchronous extras (worker). Each returns 0, GW_ERR_INVAL if the adapter lacks the capability,
+ * or another gw_err with a one-line reason in |err| (GW_ERR_LEN). |reason| is a CRLReason code
+ * (CRL_REASON_* of openssl/x509v3.h); an adapter whose upstream takes none (Vault) drops it and the
+ * caller records it in the audit log.
+ */
+unsigned gw_upstream_caps(const struct gw_upstream *up);
+int gw_upstream_revoke(struct gw_upstream *up, const X509 *cert, int reason, char *err);
+int gw_upstream_role_policy(struct gw_upstream *up, const char *role, struct gw_role_policy *out, char *err);
+int gw_upstream_cert_status(struct gw_upstream *up, const X509 *cert, int *revoked, char *err);
+void gw_role_policy_cleanup(struct gw_role_policy *p);
+
 void gw_sign_result_init(struct gw_sign_result *r);
 void gw_sign_result_cleanup(struct gw_sign_result *r);
 
@@ -82,5 +125,7 @@ struct gw_upstream *gw_upstream_set_get0(const struct gw_upstream_set *set, cons
 
 /* Adapters. */
 extern const struct gw_upstream_ops gw_upstream_local_ops;
+extern const struct gw_upstream_ops gw_upstream_vault_ops;
+extern const struct gw_upstream_ops gw_upstream_cfssl_ops;
 
 #endif

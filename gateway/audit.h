@@ -1,0 +1,49 @@
+/*
+ * The audit log: one JSON line per CMP transaction event (DESIGN.md decision 8). The intent is
+ * written before the upstream is asked, the outcome after it; a record that carries a certificate
+ * is fsync'd before the response that carries it leaves. If the log cannot be written, nothing is
+ * issued. Reopened on SIGUSR1 for log rotation. Thread-safe (one mutex; one write() per line).
+ */
+#ifndef GW_AUDIT_H
+#define GW_AUDIT_H
+
+#include <openssl/x509.h>
+#include "config.h"
+
+struct gw_audit;
+
+/* One record. Strings may be NULL (omitted). Borrowed for the call. */
+struct gw_audit_rec {
+    const char *event;          /* "intent", "issued", "rejected", "confirmed", "rejected_by_client",
+                                   "expired_unconfirmed", "revoked", "revoke_failed" */
+    const char *tid;            /* transactionID hex */
+    const char *route;          /* request path */
+    const char *role;
+    const char *identity;       /* CMP identity */
+    const char *tls_subject;
+    const char *body_type;      /* "ir", "p10cr", ... */
+    const char *upstream;
+    const char *serial;         /* hex */
+    const char *status;         /* "accepted", "grantedWithMods", "rejection: <failInfo>: <text>" */
+    const X509_NAME *subject;   /* requested or issued subject, for audit_fields */
+    const GENERAL_NAMES *sans;
+    const EVP_PKEY *pubkey;
+    const X509_REQ *csr;        /* "csr" field (PEM) when configured */
+    int exclude_cn_from_sans;   /* echoed when configured */
+};
+
+/* gw_audit_open opens (creates, appends, 0600) |conf->file|. NULL with |err| on failure. */
+struct gw_audit *gw_audit_open(const struct gw_audit_conf *conf, char *err);
+void gw_audit_close(struct gw_audit *a);
+
+/*
+ * gw_audit_write appends one line: time, the record's fields, then the configured audit_fields
+ * under Vault's names (common_name, alt_names, ip_sans, uri_sans, ...). |sync| = 1 fsyncs before
+ * returning. Returns 0 or GW_ERR_IO (the caller must then not issue / not release a certificate).
+ */
+int gw_audit_write(struct gw_audit *a, const struct gw_audit_rec *r, int sync);
+
+/* gw_audit_reopen reopens the file at its path (after rotation). 0 or GW_ERR_IO (old fd kept). */
+int gw_audit_reopen(struct gw_audit *a);
+
+#endif
