@@ -8,7 +8,8 @@
 #   server.pem/.key   TLS server certificate for 127.0.0.1, ::1 and localhost
 #   client.pem/.key   a client certificate accepted for TLS and for CMP signature protection
 #   pbm.ref/.secret   a PBM reference (senderKID) and secret accepted on /pki/cmp
-#   cmpgw.json        the gateway configuration (port from CMPGW_PORT, default 8443)
+#   cmpgw.json        the gateway configuration (port from CMPGW_PORT, default 8443); its audit
+#                     log goes to audit.log beside it
 #
 # Keys are EC P-256. Nothing here is fit for production: the keys sit unencrypted on disk.
 set -euo pipefail
@@ -18,8 +19,13 @@ port=${CMPGW_PORT:-8443}
 mkdir -p "$dir"
 cd "$dir"
 
-if [[ -f cmpgw.json && -f ca.pem && -f client.pem && -f pbm.secret ]]; then
-    exit 0
+# A configuration from before "audit" became required is rewritten; the PKI is kept.
+have_pki=0
+if [[ -f ca.pem && -f client.pem && -f pbm.secret && -f issuing.key ]]; then
+    have_pki=1
+    if [[ -f cmpgw.json ]] && grep -q '"audit"' cmpgw.json; then
+        exit 0
+    fi
 fi
 umask 077
 
@@ -41,6 +47,7 @@ cert() {
     rm -f "$name.csr" "$name.ext"
 }
 
+make_pki() {
 cert ca "/O=cmpgw demo/CN=cmpgw demo root CA" self \
     "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash" 3650
 cert issuing "/O=cmpgw demo/CN=cmpgw demo issuing CA" ca \
@@ -54,6 +61,8 @@ cert client "/O=cmpgw demo/CN=demo-client" ca \
 
 printf 'demo-device' > pbm.ref
 openssl rand -hex 16 | tr -d '\n' > pbm.secret
+}
+[[ $have_pki == 1 ]] || make_pki
 
 cat > cmpgw.json <<JSON
 {
@@ -93,7 +102,8 @@ cat > cmpgw.json <<JSON
     }
   },
   "default_path_policy": "role:default",
-  "label_to_path_policy": { "default": "role:default" }
+  "label_to_path_policy": { "default": "role:default" },
+  "audit": { "file": "audit.log" }
 }
 JSON
 chmod 0644 ./*.pem cmpgw.json pbm.ref

@@ -9,7 +9,9 @@ wanted=(
     libh2o-evloop-dev libcurl4-openssl-dev libjson-c-dev libcmocka-dev
     cmake pkg-config gcc make
     python3 python3-pyasn1-modules                          # e2e harness, independent decoding
+    python3-cryptography                                    # Vault-API test server (tests/upstreams)
     default-jdk-headless libbcpkix-java                     # BouncyCastle CMP client in e2e tests
+    golang-cfssl                                            # `cfssl serve`: a real CA upstream in e2e tests
 )
 
 missing=()

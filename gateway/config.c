@@ -30,8 +30,9 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
-#define PATH_LEN 256 /* a JSON path in an error: names are short (GW_MAX_NAME_LEN) */
-#define SHOW_LEN 64  /* how much of an offending value an error quotes */
+#define PATH_LEN 256                  /* a JSON path in an error: names are short (GW_MAX_NAME_LEN) */
+#define SHOW_LEN 64                   /* how much of an offending value an error quotes */
+#define SIGN_VERBATIM "sign-verbatim" /* Vault's path policy, and the name of the role it selects */
 
 struct pctx {
     const char *name;     /* the file name errors start with */
@@ -78,6 +79,8 @@ struct mapdef {
     size_t value_off;
     const void *value_aux;
 };
+
+static char *dir_of(const char *path);
 
 struct enumval {
     const char *name;
@@ -278,6 +281,20 @@ static int p_enum(struct pctx *pc, const char *path, struct json_object *v, void
     return 0;
 }
 
+/* p_enum for a two-valued enum kept as a bool (the enumval values are 0 and 1). */
+static int p_enum_bool(struct pctx *pc, const char *path, struct json_object *v, void *base,
+                       const struct field *f)
+{
+    int n = (int)f->def;
+    struct field tmp = *f;
+
+    tmp.off = 0;
+    if (p_enum(pc, path, v, &n, &tmp) != 0)
+        return GW_ERR_INVAL;
+    *(bool *)at(base, f->off) = n != 0;
+    return 0;
+}
+
 /* An array of enum names into a bit set; duplicates and refused names are errors. */
 static int p_flags(struct pctx *pc, const char *path, struct json_object *v, void *base,
                    const struct field *f)
@@ -287,8 +304,10 @@ static int p_flags(struct pctx *pc, const char *path, struct json_object *v, voi
     size_t i, n;
     char ipath[PATH_LEN], list[200], buf[SHOW_LEN + 8];
 
-    if (v == NULL)
+    if (v == NULL) {
+        *(unsigned *)at(base, f->off) = (unsigned)f->def;
         return 0;
+    }
     if (!json_object_is_type(v, json_type_array))
         return fail(pc, path, "expected an array of names, got %s", show(v, buf, sizeof(buf)));
     enum_list(f->aux, list, sizeof(list));
@@ -298,7 +317,8 @@ static int p_flags(struct pctx *pc, const char *path, struct json_object *v, voi
         join_index(ipath, path, i);
         if (!json_object_is_type(el, json_type_string) ||
             (e = enum_find(f->aux, json_object_get_string(el))) == NULL)
-            return fail(pc, ipath, "expected one of %s, got %s", list, show(el, buf, sizeof(buf)));
+            /* the value first: lists of names (audit_fields) are longer than an error line */
+            return fail(pc, ipath, "got %s, expected one of %s", show(el, buf, sizeof(buf)), list);
         if (e->value < 0)
             return fail(pc, ipath, "\"%s\" is not allowed: %s", e->name, e->why);
         if ((bits & (unsigned)e->value) != 0)
@@ -415,6 +435,24 @@ static int p_name(struct pctx *pc, const char *path, struct json_object *v, void
     return 0;
 }
 
+/* A string checked by the namekind in |f->aux|; |f->sdef| when absent (NULL: stays unset). */
+static int p_str(struct pctx *pc, const char *path, struct json_object *v, void *base, const struct field *f)
+{
+    const struct namekind *kind = f->aux;
+    const char *s = f->sdef;
+    char buf[SHOW_LEN + 8];
+
+    if (v != NULL) {
+        if (!json_object_is_type(v, json_type_string) ||
+            !kind->ok(json_object_get_string(v), (size_t)json_object_get_string_len(v)))
+            return fail(pc, path, "expected %s, got %s", kind->desc, show(v, buf, sizeof(buf)));
+        s = json_object_get_string(v);
+    }
+    if (s == NULL)
+        return 0;
+    return (*(char **)at(base, f->off) = strdup(s)) != NULL ? 0 : GW_ERR_NOMEM;
+}
+
 static bool prefix_ok(const char *s)
 {
     size_t len = strlen(s), i;
@@ -524,12 +562,273 @@ static int p_policy(struct pctx *pc, const char *path, struct json_object *v, vo
         pol->forbid = true;
         return 0;
     }
+    /* Vault's "sign-verbatim" names the role of that name: its upstream and trust must be spelled out */
+    if (strcmp(s, SIGN_VERBATIM) == 0)
+        s = "role:" SIGN_VERBATIM;
     if (strncmp(s, "role:", 5) != 0 || !name_ok(s + 5, strlen(s + 5)))
-        return fail(pc, path, "expected \"role:<name>\" or \"forbid\", got %s", show(v, buf, sizeof(buf)));
+        return fail(pc, path, "expected \"role:<name>\", \"sign-verbatim\" or \"forbid\", got %s",
+                    show(v, buf, sizeof(buf)));
     if ((pol->role_name = strdup(s + 5)) == NULL)
         return GW_ERR_NOMEM;
     return 0;
 }
+
+/* A pattern: 1..GW_MAX_PATTERN_LEN bytes, no control characters (UTF-8 is fine: subjects may hold it). */
+static bool pattern_ok(const char *s, size_t len)
+{
+    size_t i;
+
+    if (len == 0 || len > GW_MAX_PATTERN_LEN || strlen(s) != len)
+        return false;
+    for (i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] == 0x7f)
+            return false;
+    return true;
+}
+
+/* Digits of a CIDR prefix length, 0..|max|, no sign, no leading zero. */
+static bool prefix_len_ok(const char *s, int max, int *out)
+{
+    int n = 0;
+
+    if (*s == '\0' || (s[0] == '0' && s[1] != '\0') || strlen(s) > 3)
+        return false;
+    for (; *s != '\0'; s++) {
+        if (*s < '0' || *s > '9')
+            return false;
+        n = n * 10 + (*s - '0');
+    }
+    *out = n;
+    return n <= max;
+}
+
+/* "10.0.0.0/8" or "fd00::/8": an address, a prefix length, and no host bits set (a likely typo). */
+static bool cidr_ok(const char *s, size_t len)
+{
+    unsigned char addr[16];
+    char host[INET6_ADDRSTRLEN + 1];
+    const char *slash = memchr(s, '/', len);
+    size_t alen, i;
+    int bits, max, af;
+
+    if (!pattern_ok(s, len) || slash == NULL || (alen = (size_t)(slash - s)) == 0 || alen >= sizeof(host))
+        return false;
+    memcpy(host, s, alen);
+    host[alen] = '\0';
+    af = strchr(host, ':') != NULL ? AF_INET6 : AF_INET;
+    max = af == AF_INET6 ? 128 : 32;
+    if (inet_pton(af, host, addr) != 1 || !prefix_len_ok(slash + 1, max, &bits))
+        return false;
+    for (i = (size_t)bits; i < (size_t)max; i++)
+        if ((addr[i / 8] & (0x80u >> (i % 8))) != 0)
+            return false;
+    return true;
+}
+
+static const struct namekind names_pattern = {pattern_ok, "a pattern of 1..256 characters"};
+static const struct namekind names_cidr = {cidr_ok,
+                                           "a CIDR like \"10.0.0.0/8\" or \"fd00::/8\" (no host bits set)"};
+
+/* An array of patterns (struct gw_patterns) checked by the namekind in |f->aux|; no duplicates. */
+static int p_patterns(struct pctx *pc, const char *path, struct json_object *v, void *base,
+                      const struct field *f)
+{
+    const struct namekind *kind = f->aux;
+    struct gw_patterns *pt = at(base, f->off);
+    char ipath[PATH_LEN], buf[SHOW_LEN + 8];
+    size_t len, i, j;
+
+    if (v == NULL)
+        return 0;
+    if (!json_object_is_type(v, json_type_array) || json_object_array_length(v) > GW_MAX_PATTERNS)
+        return fail(pc, path, "expected an array of at most %d patterns, got %s", GW_MAX_PATTERNS,
+                    show(v, buf, sizeof(buf)));
+    if ((len = json_object_array_length(v)) == 0)
+        return 0;
+    if ((pt->v = calloc(len, sizeof(*pt->v))) == NULL)
+        return GW_ERR_NOMEM;
+    for (i = 0; i < len; i++) {
+        struct json_object *el = json_object_array_get_idx(v, i);
+        join_index(ipath, path, i);
+        if (!json_object_is_type(el, json_type_string) ||
+            !kind->ok(json_object_get_string(el), (size_t)json_object_get_string_len(el)))
+            return fail(pc, ipath, "expected %s, got %s", kind->desc, show(el, buf, sizeof(buf)));
+        for (j = 0; j < i; j++)
+            if (strcmp(pt->v[j], json_object_get_string(el)) == 0)
+                return fail(pc, ipath, "duplicate entry %s", show(el, buf, sizeof(buf)));
+        if ((pt->v[i] = strdup(json_object_get_string(el))) == NULL)
+            return GW_ERR_NOMEM;
+        pt->n = i + 1;
+    }
+    return 0;
+}
+
+/* Key types by name; "rsa:<bits>" is parsed apart (RFC 8017 moduli: a minimum size). */
+static const struct {
+    const char *name;
+    int pkey_type, curve_nid;
+} key_types[] = {
+    {"ec:P-256", EVP_PKEY_EC, NID_X9_62_prime256v1},
+    {"ec:P-384", EVP_PKEY_EC, NID_secp384r1},
+    {"ec:P-521", EVP_PKEY_EC, NID_secp521r1},
+    {"ed25519", EVP_PKEY_ED25519, NID_undef},
+    {"ed448", EVP_PKEY_ED448, NID_undef},
+};
+
+static bool key_rule_parse(const char *s, struct gw_key_rule *out)
+{
+    size_t i;
+    int bits = 0;
+
+    memset(out, 0, sizeof(*out));
+    for (i = 0; i < sizeof(key_types) / sizeof(key_types[0]); i++) {
+        if (strcmp(s, key_types[i].name) == 0) {
+            out->pkey_type = key_types[i].pkey_type;
+            out->curve_nid = key_types[i].curve_nid;
+            return true;
+        }
+    }
+    if (strncmp(s, "rsa:", 4) != 0 || strlen(s + 4) > 5 || s[4] == '0' || s[4] == '\0')
+        return false;
+    for (s += 4; *s >= '0' && *s <= '9'; s++)
+        bits = bits * 10 + (*s - '0');
+    if (*s != '\0' || bits < GW_MIN_RSA_BITS || bits > GW_MAX_RSA_BITS)
+        return false;
+    out->pkey_type = EVP_PKEY_RSA;
+    out->min_bits = bits;
+    return true;
+}
+
+/* "allowed_key_types": 1..GW_MAX_KEY_RULES rules, one per key type (and curve). */
+static int p_key_types(struct pctx *pc, const char *path, struct json_object *v, void *base,
+                       const struct field *f)
+{
+    struct gw_key_rule **dst = at(base, f->off), k;
+    size_t *n = at(base, f->off_n), len, i, j;
+    char ipath[PATH_LEN], buf[SHOW_LEN + 8];
+
+    if (v == NULL)
+        return 0;
+    if (!json_object_is_type(v, json_type_array) || (len = json_object_array_length(v)) == 0 ||
+        len > GW_MAX_KEY_RULES)
+        return fail(pc, path, "expected an array of 1..%d key types, got %s", GW_MAX_KEY_RULES,
+                    show(v, buf, sizeof(buf)));
+    if ((*dst = calloc(len, sizeof(**dst))) == NULL)
+        return GW_ERR_NOMEM;
+    for (i = 0; i < len; i++) {
+        struct json_object *el = json_object_array_get_idx(v, i);
+        join_index(ipath, path, i);
+        if (!json_object_is_type(el, json_type_string) || !key_rule_parse(json_object_get_string(el), &k))
+            return fail(pc, ipath,
+                        "expected \"rsa:<bits>\" (%d..%d), \"ec:P-256\", \"ec:P-384\", \"ec:P-521\", "
+                        "\"ed25519\" or \"ed448\", got %s",
+                        GW_MIN_RSA_BITS, GW_MAX_RSA_BITS, show(el, buf, sizeof(buf)));
+        for (j = 0; j < i; j++)
+            if ((*dst)[j].pkey_type == k.pkey_type && (*dst)[j].curve_nid == k.curve_nid)
+                return fail(pc, ipath, "duplicate key type %s", show(el, buf, sizeof(buf)));
+        (*dst)[i] = k;
+        *n = i + 1;
+    }
+    return 0;
+}
+
+/* "http(s)://host[:port]": the API base; paths are the adapter's, so none is allowed here. */
+static bool url_ok(const char *s)
+{
+    const char *h, *end, *port;
+    unsigned char addr[16];
+    char v6[INET6_ADDRSTRLEN + 1];
+    int n = 0;
+
+    if (strlen(s) > GW_MAX_URL_LEN)
+        return false;
+    if (strncmp(s, "https://", 8) == 0)
+        h = s + 8;
+    else if (strncmp(s, "http://", 7) == 0)
+        h = s + 7;
+    else
+        return false;
+    if (*h == '[') {
+        if ((end = strchr(h, ']')) == NULL || (size_t)(end - h - 1) >= sizeof(v6))
+            return false;
+        memcpy(v6, h + 1, (size_t)(end - h - 1));
+        v6[end - h - 1] = '\0';
+        if (inet_pton(AF_INET6, v6, addr) != 1)
+            return false;
+        port = end + 1;
+    } else {
+        for (end = h; (*end >= 'a' && *end <= 'z') || (*end >= 'A' && *end <= 'Z') ||
+                      (*end >= '0' && *end <= '9') || *end == '.' || *end == '-';
+             end++)
+            ;
+        if (end == h || h[0] == '.' || h[0] == '-')
+            return false;
+        port = end;
+    }
+    if (*port == '\0')
+        return true;
+    if (*port++ != ':' || *port == '0' || *port == '\0' || strlen(port) > 5)
+        return false;
+    for (; *port >= '0' && *port <= '9'; port++)
+        n = n * 10 + (*port - '0');
+    return *port == '\0' && n >= 1 && n <= 65535;
+}
+
+static int p_url(struct pctx *pc, const char *path, struct json_object *v, void *base, const struct field *f)
+{
+    const char *s;
+    char buf[SHOW_LEN + 8];
+
+    if (v == NULL)
+        return 0;
+    if ((s = want_string(pc, path, v, "a URL")) == NULL)
+        return GW_ERR_INVAL;
+    if (!url_ok(s))
+        return fail(pc, path, "expected \"http(s)://host[:port]\" (no path, no trailing \"/\"), got %s",
+                    show(v, buf, sizeof(buf)));
+    return (*(char **)at(base, f->off) = strdup(s)) != NULL ? 0 : GW_ERR_NOMEM;
+}
+
+/* A Vault mount or namespace path: segments of [A-Za-z0-9._-] joined by single "/", no "." or "..". */
+static bool segments_ok(const char *s, size_t len)
+{
+    size_t i, seg = 0;
+
+    if (len == 0 || len > GW_MAX_MOUNT_LEN || s[len - 1] == '/')
+        return false;
+    for (i = 0; i <= len; i++) {
+        if (i == len || s[i] == '/') {
+            if (seg == 0 || (seg == 1 && s[i - 1] == '.') || (seg == 2 && s[i - 1] == '.' && s[i - 2] == '.'))
+                return false;
+            seg = 0;
+            continue;
+        }
+        if (!name_ok(&s[i], 1))
+            return false;
+        seg++;
+    }
+    return true;
+}
+
+static bool mount_ok(const char *s, size_t len)
+{
+    return strlen(s) == len && segments_ok(s, len);
+}
+
+/* Vault writes namespaces as "ns1/ns2/" (X-Vault-Namespace); the trailing "/" is optional there. */
+static bool namespace_ok(const char *s, size_t len)
+{
+    return strlen(s) == len && segments_ok(s, len > 1 && s[len - 1] == '/' ? len - 1 : len);
+}
+
+static const struct namekind names_mount = {mount_ok,
+                                            "a path like \"pki\" or \"pki/int\" ([A-Za-z0-9._-] segments)"};
+static const struct namekind names_namespace = {namespace_ok,
+                                                "a namespace like \"ns1/ns2/\" ([A-Za-z0-9._-] segments)"};
+
+/* An optional object: absent means "not configured" (its sub-keys' defaults are not applied). */
+static int p_opt_obj(struct pctx *pc, const char *path, struct json_object *v, void *base,
+                     const struct field *f);
 
 /* ---- objects, maps and arrays ------------------------------------------------------------- */
 
@@ -579,6 +878,12 @@ static int p_obj(struct pctx *pc, const char *path, struct json_object *v, void 
             return rc;
     }
     return def->check != NULL ? def->check(pc, path, dst) : 0;
+}
+
+static int p_opt_obj(struct pctx *pc, const char *path, struct json_object *v, void *base,
+                     const struct field *f)
+{
+    return v != NULL ? p_obj(pc, path, v, base, f) : 0;
 }
 
 static int p_map(struct pctx *pc, const char *path, struct json_object *v, void *base, const struct field *f)
@@ -767,6 +1072,97 @@ static int check_signer(struct pctx *pc, const char *path, void *base)
     return load_chain(pc, path, s->chain_file, &s->chain);
 }
 
+/* Every PEM CRL in |file| (at least one) into a new stack. */
+static int read_crls(struct pctx *pc, const char *path, const char *file, STACK_OF(X509_CRL) * *out)
+{
+    STACK_OF(X509_CRL) *sk = NULL;
+    X509_CRL *crl;
+    BIO *bio = NULL;
+    unsigned long e;
+    int rc = GW_ERR_INVAL;
+
+    *out = NULL;
+    if ((bio = open_file(pc, path, file)) == NULL || (sk = sk_X509_CRL_new_null()) == NULL)
+        goto out;
+    while ((crl = PEM_read_bio_X509_CRL(bio, NULL, no_password, NULL)) != NULL) {
+        if (!sk_X509_CRL_push(sk, crl)) {
+            X509_CRL_free(crl);
+            goto out;
+        }
+    }
+    e = ERR_peek_last_error();
+    if (ERR_GET_LIB(e) != ERR_LIB_PEM || ERR_GET_REASON(e) != PEM_R_NO_START_LINE) {
+        fail(pc, path, "cannot parse a PEM CRL in \"%s\"", file);
+        goto out;
+    }
+    ERR_clear_error();
+    if (sk_X509_CRL_num(sk) == 0) {
+        fail(pc, path, "no PEM CRL in \"%s\"", file);
+        goto out;
+    }
+    *out = sk;
+    sk = NULL;
+    rc = 0;
+out:
+    sk_X509_CRL_pop_free(sk, X509_CRL_free);
+    BIO_free(bio);
+    return rc;
+}
+
+/* Warns about a CA of |cas| that issued no CRL in |crls|: with CRL_CHECK_ALL all it issued is refused. */
+static void warn_missing_crls(struct pctx *pc, const char *path, STACK_OF(X509) * cas,
+                              STACK_OF(X509_CRL) * crls)
+{
+    char name[GW_IDENTITY_LEN];
+    int i, j, found;
+
+    for (i = 0; i < sk_X509_num(cas); i++) {
+        X509 *ca = sk_X509_value(cas, i);
+        for (j = 0, found = 0; j < sk_X509_CRL_num(crls) && !found; j++)
+            found = X509_NAME_cmp(X509_CRL_get_issuer(sk_X509_CRL_value(crls, j)),
+                                  X509_get_subject_name(ca)) == 0;
+        if (found)
+            continue;
+        X509_NAME_oneline(X509_get_subject_name(ca), name, sizeof(name));
+        gw_log(GW_LOG_WARN, "config",
+               "%s: %s: no CRL issued by \"%s\": every certificate it issued is refused", pc->name, path,
+               name);
+    }
+}
+
+/*
+ * Loads |t->crl_file| into the trust store and turns CRL checking on for the whole chain
+ * (RFC 5280 §6.3): a revoked client or intermediate certificate is refused.
+ */
+static int load_crls(struct pctx *pc, const char *path, struct gw_trust_conf *t, STACK_OF(X509) * anchors)
+{
+    STACK_OF(X509_CRL) *crls = NULL;
+    int i, rc = GW_ERR_INVAL;
+
+    if (read_crls(pc, path, t->crl_file, &crls) != 0)
+        return GW_ERR_INVAL;
+    for (i = 0; i < sk_X509_CRL_num(crls); i++) {
+        X509_CRL *crl = sk_X509_CRL_value(crls, i);
+        const ASN1_TIME *next = X509_CRL_get0_nextUpdate(crl);
+        if (X509_STORE_add_crl(t->store, crl) != 1)
+            goto out;
+        if (next != NULL && X509_cmp_current_time(next) < 0)
+            gw_log(GW_LOG_WARN, "config",
+                   "%s: %s: a CRL in \"%s\" is past its nextUpdate: verification fails", pc->name, path,
+                   t->crl_file);
+    }
+    warn_missing_crls(pc, path, anchors, crls);
+    warn_missing_crls(pc, path, t->untrusted, crls);
+    if (X509_STORE_set_flags(t->store, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL) != 1)
+        goto out;
+    rc = 0;
+out:
+    if (rc != 0)
+        fail(pc, path, "cannot add the CRLs of \"%s\" to the trust store", t->crl_file);
+    sk_X509_CRL_pop_free(crls, X509_CRL_free);
+    return rc;
+}
+
 static int check_trust(struct pctx *pc, const char *path, void *base)
 {
     struct gw_trust_conf *t = base;
@@ -787,6 +1183,9 @@ static int check_trust(struct pctx *pc, const char *path, void *base)
         goto out;
     join_key(fpath, path, "untrusted_file");
     if (t->untrusted_file != NULL && load_certs(pc, fpath, t->untrusted_file, &t->untrusted) != 0)
+        goto out;
+    join_key(fpath, path, "crl_file");
+    if (t->crl_file != NULL && load_crls(pc, fpath, t, anchors) != 0)
         goto out;
     rc = 0;
 out:
@@ -813,48 +1212,129 @@ static ssize_t read_all(int fd, unsigned char *buf, size_t cap)
     return (ssize_t)len;
 }
 
+/*
+ * Reads secret |file| (at most |cap| bytes plus one trailing "\n" or "\r\n", which is removed) into
+ * a new buffer of |cap| + 3 bytes: free it with OPENSSL_clear_free(buf, cap + 3). Warns when the
+ * file is readable by group or others. Never quotes the content.
+ */
+static int read_secret(struct pctx *pc, const char *fpath, const char *file, size_t cap, unsigned char **out,
+                       size_t *out_len)
+{
+    unsigned char *buf = NULL;
+    struct stat st;
+    ssize_t len = -1;
+    int fd;
+
+    *out = NULL;
+    if ((fd = open(file, O_RDONLY | O_CLOEXEC)) < 0)
+        return fail(pc, fpath, "cannot open \"%s\": %s", file, strerror(errno));
+    /* two more than the cap: room for a trailing "\r\n", and one to see it is too long */
+    if (fstat(fd, &st) == 0 && (buf = OPENSSL_zalloc(cap + 3)) != NULL)
+        len = read_all(fd, buf, cap + 3);
+    close(fd);
+    if (len < 0) {
+        OPENSSL_clear_free(buf, cap + 3);
+        return fail(pc, fpath, "cannot read \"%s\"", file);
+    }
+    if (len > 0 && buf[len - 1] == '\n')
+        len -= (len > 1 && buf[len - 2] == '\r') ? 2 : 1;
+    if ((st.st_mode & (S_IRGRP | S_IROTH)) != 0)
+        gw_log(GW_LOG_WARN, "config", "%s: %s: \"%s\" is readable by group or others", pc->name, fpath, file);
+    *out = buf;
+    *out_len = (size_t)len;
+    return 0;
+}
+
 static int check_pbm(struct pctx *pc, const char *path, void *base)
 {
     struct gw_pbm_conf *p = base;
     unsigned char *buf = NULL;
     char fpath[PATH_LEN];
-    struct stat st;
-    ssize_t len = -1;
-    int fd, rc = GW_ERR_INVAL;
+    size_t len = 0;
 
     join_key(fpath, path, "secret_file");
-    if ((fd = open(p->secret_file, O_RDONLY | O_CLOEXEC)) < 0)
-        return fail(pc, fpath, "cannot open \"%s\": %s", p->secret_file, strerror(errno));
-    /* two more than the cap: room for a trailing "\r\n", and one to see it is too long */
-    if (fstat(fd, &st) == 0 && (buf = OPENSSL_zalloc(GW_MAX_PBM_SECRET_LEN + 3)) != NULL)
-        len = read_all(fd, buf, GW_MAX_PBM_SECRET_LEN + 3);
-    close(fd);
-    if (len < 0) {
-        fail(pc, fpath, "cannot read \"%s\"", p->secret_file);
-        goto out;
-    }
-    if (len > 0 && buf[len - 1] == '\n')
-        len -= (len > 1 && buf[len - 2] == '\r') ? 2 : 1;
+    if (read_secret(pc, fpath, p->secret_file, GW_MAX_PBM_SECRET_LEN, &buf, &len) != 0)
+        return GW_ERR_INVAL;
     if (len < GW_MIN_PBM_SECRET_LEN || len > GW_MAX_PBM_SECRET_LEN) {
-        fail(pc, fpath, "the secret in \"%s\" must be %d..%d bytes", p->secret_file, GW_MIN_PBM_SECRET_LEN,
-             GW_MAX_PBM_SECRET_LEN);
-        goto out;
+        OPENSSL_clear_free(buf, GW_MAX_PBM_SECRET_LEN + 3);
+        return fail(pc, fpath, "the secret in \"%s\" must be %d..%d bytes", p->secret_file,
+                    GW_MIN_PBM_SECRET_LEN, GW_MAX_PBM_SECRET_LEN);
     }
-    if ((st.st_mode & (S_IRGRP | S_IROTH)) != 0)
-        gw_log(GW_LOG_WARN, "config", "%s: %s: \"%s\" is readable by group or others", pc->name, fpath,
-               p->secret_file);
     p->secret = buf;
-    p->secret_len = (size_t)len;
-    buf = NULL;
-    rc = 0;
-out:
-    OPENSSL_clear_free(buf, GW_MAX_PBM_SECRET_LEN + 3);
-    return rc;
+    p->secret_len = len;
+    return 0;
 }
 
-static int check_upstream(struct pctx *pc, const char *path, void *base)
+#define T_LOCAL (1u << GW_UPSTREAM_LOCAL)
+#define T_VAULT (1u << GW_UPSTREAM_VAULT)
+#define T_CFSSL (1u << GW_UPSTREAM_CFSSL)
+#define T_HTTP (T_VAULT | T_CFSSL)
+
+static const char *const upstream_type_names[] = {
+    [GW_UPSTREAM_LOCAL] = "local", [GW_UPSTREAM_VAULT] = "vault", [GW_UPSTREAM_CFSSL] = "cfssl"};
+
+/* Which types take (and need) each upstream key; the parsed value is the string at |off|. */
+static const struct {
+    const char *key;
+    size_t off;
+    unsigned allowed, required;
+} upstream_keys[] = {
+    {"cert", offsetof(struct gw_upstream_conf, cert_file), T_LOCAL, T_LOCAL},
+    {"key", offsetof(struct gw_upstream_conf, key_file), T_LOCAL, T_LOCAL},
+    {"chain", offsetof(struct gw_upstream_conf, chain_file), T_LOCAL, 0},
+    {"store", offsetof(struct gw_upstream_conf, store_dir), T_LOCAL, 0},
+    {"url", offsetof(struct gw_upstream_conf, url), T_HTTP, T_HTTP},
+    {"issuer_ca", offsetof(struct gw_upstream_conf, issuer_ca_file), T_HTTP, T_HTTP},
+    {"tls_ca", offsetof(struct gw_upstream_conf, ca_file), T_HTTP, 0},
+    {"tls_cert", offsetof(struct gw_upstream_conf, client_cert_file), T_VAULT, 0},
+    {"tls_key", offsetof(struct gw_upstream_conf, client_key_file), T_VAULT, 0},
+    {"mount", offsetof(struct gw_upstream_conf, mount), T_VAULT, 0},
+    {"token_file", offsetof(struct gw_upstream_conf, token_file), T_VAULT, 0},
+    {"namespace", offsetof(struct gw_upstream_conf, vault_namespace), T_VAULT, 0},
+    {"auth", offsetof(struct gw_upstream_conf, auth_cert_mount), T_VAULT, 0},
+    {"auth_key_file", offsetof(struct gw_upstream_conf, auth_key_file), T_CFSSL, 0},
+};
+
+static int check_upstream_keys(struct pctx *pc, const char *path, struct gw_upstream_conf *u)
 {
-    struct gw_upstream_conf *u = base;
+    const char *type = upstream_type_names[u->type];
+    unsigned t = 1u << u->type;
+    char kpath[PATH_LEN];
+    size_t i;
+    bool set;
+
+    for (i = 0; i < sizeof(upstream_keys) / sizeof(upstream_keys[0]); i++) {
+        set = *(char **)at(u, upstream_keys[i].off) != NULL;
+        join_key(kpath, path, upstream_keys[i].key);
+        if (set && (upstream_keys[i].allowed & t) == 0)
+            return fail(pc, kpath, "not valid for a \"%s\" upstream", type);
+        if (!set && (upstream_keys[i].required & t) != 0)
+            return fail(pc, kpath, "missing: required for a \"%s\" upstream", type);
+    }
+    join_key(kpath, path, "delay");
+    if (u->delay_ms != 0 && u->type != GW_UPSTREAM_LOCAL)
+        return fail(pc, kpath, "not valid for a \"%s\" upstream", type);
+    return 0;
+}
+
+/* The inventory directory of a local issuer: it must exist and be writable (nothing issued is lost). */
+static int check_store(struct pctx *pc, const char *path, const char *dirname)
+{
+    char spath[PATH_LEN];
+    struct stat st;
+
+    join_key(spath, path, "store");
+    if (stat(dirname, &st) != 0)
+        return fail(pc, spath, "cannot use \"%s\": %s", dirname, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return fail(pc, spath, "\"%s\" is not a directory", dirname);
+    if (access(dirname, W_OK | X_OK) != 0)
+        return fail(pc, spath, "\"%s\" is not writable: %s", dirname, strerror(errno));
+    return 0;
+}
+
+static int check_local(struct pctx *pc, const char *path, struct gw_upstream_conf *u)
+{
     char cpath[PATH_LEN];
 
     if (load_pair(pc, path, u->cert_file, u->key_file, &u->cert, &u->key) != 0)
@@ -862,7 +1342,199 @@ static int check_upstream(struct pctx *pc, const char *path, void *base)
     join_key(cpath, path, "cert");
     if ((X509_get_extension_flags(u->cert) & EXFLAG_CA) == 0)
         return fail(pc, cpath, "\"%s\" is not a CA certificate (basicConstraints CA:TRUE)", u->cert_file);
+    if (u->store_dir != NULL && check_store(pc, path, u->store_dir) != 0)
+        return GW_ERR_INVAL;
     return load_chain(pc, path, u->chain_file, &u->chain);
+}
+
+/* The TLS settings of an HTTP upstream: an https URL, a loadable CA bundle, a matching client pair. */
+static int check_http_tls(struct pctx *pc, const char *path, const struct gw_upstream_conf *u)
+{
+    STACK_OF(X509) *sk = NULL;
+    X509 *cert = NULL;
+    EVP_PKEY *key = NULL;
+    char cpath[PATH_LEN], kpath[PATH_LEN];
+    int rc = GW_ERR_INVAL;
+
+    join_key(cpath, path, u->client_cert_file != NULL ? "tls_cert" : "tls_key");
+    join_key(kpath, path, u->ca_file != NULL ? "tls_ca" : "url");
+    if (strncmp(u->url, "https://", 8) != 0 &&
+        (u->ca_file != NULL || u->client_cert_file != NULL || u->client_key_file != NULL))
+        return fail(pc, u->ca_file != NULL ? kpath : cpath, "TLS settings need an https:// \"url\"");
+    if ((u->client_cert_file == NULL) != (u->client_key_file == NULL))
+        return fail(pc, cpath, "\"tls_cert\" and \"tls_key\" go together");
+    if (u->ca_file != NULL && load_certs(pc, kpath, u->ca_file, &sk) != 0)
+        goto out;
+    join_key(kpath, path, "tls_key");
+    if (u->client_cert_file != NULL && (load_cert(pc, cpath, u->client_cert_file, &cert) != 0 ||
+                                        load_key(pc, kpath, u->client_key_file, &key) != 0))
+        goto out;
+    if (cert != NULL && X509_check_private_key(cert, key) != 1) {
+        fail(pc, kpath, "key in \"%s\" does not match the certificate in \"%s\"", u->client_key_file,
+             u->client_cert_file);
+        goto out;
+    }
+    rc = 0;
+out:
+    sk_X509_pop_free(sk, X509_free);
+    X509_free(cert);
+    EVP_PKEY_free(key);
+    return rc;
+}
+
+/*
+ * "issuer_ca": the CA(s) the upstream issues under. They anchor the check of every certificate the
+ * upstream returns; an issuing CA is usually an intermediate, hence partial chains.
+ */
+static int load_issuer(struct pctx *pc, const char *path, struct gw_upstream_conf *u)
+{
+    char ipath[PATH_LEN];
+    int i;
+
+    join_key(ipath, path, "issuer_ca");
+    if (load_certs(pc, ipath, u->issuer_ca_file, &u->issuer_certs) != 0)
+        return GW_ERR_INVAL;
+    if ((u->issuer_store = X509_STORE_new()) == NULL)
+        return GW_ERR_NOMEM;
+    for (i = 0; i < sk_X509_num(u->issuer_certs); i++) {
+        X509 *x = sk_X509_value(u->issuer_certs, i);
+        if ((X509_get_extension_flags(x) & EXFLAG_CA) == 0)
+            return fail(pc, ipath,
+                        "certificate %d in \"%s\" is not a CA certificate (basicConstraints CA:TRUE)", i + 1,
+                        u->issuer_ca_file);
+        if (X509_STORE_add_cert(u->issuer_store, x) != 1)
+            return fail(pc, ipath, "cannot add \"%s\" to a store", u->issuer_ca_file);
+    }
+    if (X509_STORE_set_flags(u->issuer_store, X509_V_FLAG_X509_STRICT | X509_V_FLAG_PARTIAL_CHAIN) != 1)
+        return GW_ERR_CRYPTO;
+    return 0;
+}
+
+/* A file the gateway reads later (a token): readable now; a warning when others may read it. */
+static int check_readable(struct pctx *pc, const char *fpath, const char *file)
+{
+    struct stat st;
+    int fd;
+
+    if ((fd = open(file, O_RDONLY | O_CLOEXEC)) < 0)
+        return fail(pc, fpath, "cannot open \"%s\": %s", file, strerror(errno));
+    if (fstat(fd, &st) == 0 && (st.st_mode & (S_IRGRP | S_IROTH)) != 0)
+        gw_log(GW_LOG_WARN, "config", "%s: %s: \"%s\" is readable by group or others", pc->name, fpath, file);
+    close(fd);
+    return 0;
+}
+
+static int check_vault(struct pctx *pc, const char *path, struct gw_upstream_conf *u)
+{
+    char kpath[PATH_LEN];
+
+    if (check_http_tls(pc, path, u) != 0 || load_issuer(pc, path, u) != 0)
+        return GW_ERR_INVAL;
+    if ((u->token_file != NULL) == (u->auth_cert_mount != NULL))
+        return fail(pc, path, "a vault upstream needs exactly one of \"token_file\" and \"auth\"");
+    join_key(kpath, path, "auth");
+    if (u->auth_cert_mount != NULL && u->client_cert_file == NULL)
+        return fail(pc, kpath,
+                    "cert auth logs in with the client certificate: set \"tls_cert\" and \"tls_key\"");
+    join_key(kpath, path, "token_file");
+    if (u->token_file != NULL && check_readable(pc, kpath, u->token_file) != 0)
+        return GW_ERR_INVAL;
+    if (u->mount == NULL && (u->mount = strdup("pki")) == NULL)
+        return GW_ERR_NOMEM;
+    return 0;
+}
+
+/* cfssl's authsign key: hex in a file (cfssl's "key" of an auth provider), decoded; never quoted. */
+static int load_hmac_key(struct pctx *pc, const char *path, struct gw_upstream_conf *u)
+{
+    const size_t cap = 2 * GW_MAX_HMAC_KEY_LEN;
+    unsigned char *hex = NULL, *key = NULL;
+    char kpath[PATH_LEN];
+    size_t len = 0, i;
+    int hi, lo, rc = GW_ERR_INVAL;
+
+    join_key(kpath, path, "auth_key_file");
+    if (read_secret(pc, kpath, u->auth_key_file, cap, &hex, &len) != 0)
+        return GW_ERR_INVAL;
+    if (len % 2 != 0 || len / 2 < GW_MIN_HMAC_KEY_LEN || len / 2 > GW_MAX_HMAC_KEY_LEN) {
+        fail(pc, kpath, "the key in \"%s\" must be %d..%d bytes, in hex", u->auth_key_file,
+             GW_MIN_HMAC_KEY_LEN, GW_MAX_HMAC_KEY_LEN);
+        goto out;
+    }
+    if ((key = OPENSSL_zalloc(len / 2)) == NULL) {
+        rc = GW_ERR_NOMEM;
+        goto out;
+    }
+    for (i = 0; i < len / 2; i++) {
+        if ((hi = OPENSSL_hexchar2int(hex[2 * i])) < 0 || (lo = OPENSSL_hexchar2int(hex[2 * i + 1])) < 0) {
+            fail(pc, kpath, "the key in \"%s\" is not hex", u->auth_key_file);
+            goto out;
+        }
+        key[i] = (unsigned char)(hi << 4 | lo);
+    }
+    u->auth_key = key;
+    u->auth_key_len = len / 2;
+    key = NULL;
+    rc = 0;
+out:
+    OPENSSL_clear_free(key, len / 2);
+    OPENSSL_clear_free(hex, cap + 3);
+    return rc;
+}
+
+static int check_cfssl(struct pctx *pc, const char *path, struct gw_upstream_conf *u)
+{
+    if (check_http_tls(pc, path, u) != 0 || load_issuer(pc, path, u) != 0)
+        return GW_ERR_INVAL;
+    return u->auth_key_file != NULL ? load_hmac_key(pc, path, u) : 0;
+}
+
+static int (*const upstream_checks[])(struct pctx *, const char *, struct gw_upstream_conf *) = {
+    [GW_UPSTREAM_LOCAL] = check_local, [GW_UPSTREAM_VAULT] = check_vault, [GW_UPSTREAM_CFSSL] = check_cfssl};
+
+static int check_upstream(struct pctx *pc, const char *path, void *base)
+{
+    struct gw_upstream_conf *u = base;
+
+    if (check_upstream_keys(pc, path, u) != 0)
+        return GW_ERR_INVAL;
+    return upstream_checks[u->type](pc, path, u);
+}
+
+/* "auth" has one method today: {"cert": {...}}. */
+static int check_upstream_auth(struct pctx *pc, const char *path, void *base)
+{
+    const struct gw_upstream_conf *u = base;
+
+    if (u->auth_cert_mount == NULL)
+        return fail(pc, path, "expected {\"cert\": {...}}: cert auth is the login method supported");
+    return 0;
+}
+
+/* "audit.file": appendable now, or creatable in its directory; `cmpgw check` creates nothing. */
+static int check_audit(struct pctx *pc, const char *path, void *base)
+{
+    const struct gw_audit_conf *a = base;
+    char fpath[PATH_LEN], *dir;
+    struct stat st;
+    int rc = 0;
+
+    join_key(fpath, path, "file");
+    if (stat(a->file, &st) == 0) {
+        if (!S_ISREG(st.st_mode))
+            return fail(pc, fpath, "\"%s\" is not a regular file", a->file);
+        if (access(a->file, W_OK) != 0)
+            return fail(pc, fpath, "\"%s\" is not writable: %s", a->file, strerror(errno));
+        return 0;
+    }
+    if (errno != ENOENT)
+        return fail(pc, fpath, "cannot use \"%s\": %s", a->file, strerror(errno));
+    if ((dir = dir_of(a->file)) == NULL)
+        return GW_ERR_NOMEM;
+    if (access(dir, W_OK | X_OK) != 0)
+        rc = fail(pc, fpath, "cannot create \"%s\": %s", a->file, strerror(errno));
+    free(dir);
+    return rc;
 }
 
 static int check_role(struct pctx *pc, const char *path, void *base)
@@ -876,6 +1548,15 @@ static int check_role(struct pctx *pc, const char *path, void *base)
     /* with neither, no CMP protection could ever be verified on this role */
     if (r->n_trust == 0 && r->n_pbm == 0)
         return fail(pc, path, "a role needs at least one \"trust\" or \"pbm\" entry");
+    join_key(kpath, path, "delegate");
+    if (r->crmf == GW_CRMF_DELEGATE && r->delegate_name == NULL)
+        return fail(pc, kpath, "missing: required with \"crmf\": \"delegate\"");
+    if (r->crmf != GW_CRMF_DELEGATE && r->delegate_name != NULL)
+        return fail(pc, kpath, "set, but \"crmf\" is not \"delegate\"");
+    /* Vault's "sign-verbatim" policy selects this role by name: it must sign verbatim (config.h) */
+    join_key(kpath, path, "sign");
+    if (strcmp(r->name, SIGN_VERBATIM) == 0 && r->sign_policy != GW_SIGN_VERBATIM)
+        return fail(pc, kpath, "the role \"" SIGN_VERBATIM "\" must have \"sign\": \"verbatim\"");
     return 0;
 }
 
@@ -898,7 +1579,46 @@ static const struct enumval client_auth_names[] = {
     {NULL, 0, NULL},
 };
 
-static const struct enumval upstream_types[] = {{"local", GW_UPSTREAM_LOCAL, NULL}, {NULL, 0, NULL}};
+static const struct enumval upstream_types[] = {
+    {"local", GW_UPSTREAM_LOCAL, NULL},
+    {"vault", GW_UPSTREAM_VAULT, NULL},
+    {"cfssl", GW_UPSTREAM_CFSSL, NULL},
+    {NULL, 0, NULL},
+};
+
+static const struct enumval sign_names[] = {
+    {"role", GW_SIGN_ROLE, NULL}, {"verbatim", GW_SIGN_VERBATIM, NULL}, {NULL, 0, NULL}};
+static const struct enumval crmf_names[] = {
+    {"reject", GW_CRMF_REJECT, NULL}, {"delegate", GW_CRMF_DELEGATE, NULL}, {NULL, 0, NULL}};
+static const struct enumval tls_client_names[] = {
+    {"optional", 0, NULL}, {"require", 1, NULL}, {NULL, 0, NULL}};
+
+/* Vault's audit_fields names (CMPv2 configuration). */
+static const struct enumval audit_field_names[] = {
+    {"csr", GW_AUDIT_CSR, NULL},
+    {"common_name", GW_AUDIT_COMMON_NAME, NULL},
+    {"alt_names", GW_AUDIT_ALT_NAMES, NULL},
+    {"ip_sans", GW_AUDIT_IP_SANS, NULL},
+    {"uri_sans", GW_AUDIT_URI_SANS, NULL},
+    {"other_sans", GW_AUDIT_OTHER_SANS, NULL},
+    {"signature_bits", GW_AUDIT_SIGNATURE_BITS, NULL},
+    {"exclude_cn_from_sans", GW_AUDIT_EXCLUDE_CN_FROM_SANS, NULL},
+    {"ou", GW_AUDIT_OU, NULL},
+    {"organization", GW_AUDIT_ORGANIZATION, NULL},
+    {"country", GW_AUDIT_COUNTRY, NULL},
+    {"locality", GW_AUDIT_LOCALITY, NULL},
+    {"province", GW_AUDIT_PROVINCE, NULL},
+    {"street_address", GW_AUDIT_STREET_ADDRESS, NULL},
+    {"postal_code", GW_AUDIT_POSTAL_CODE, NULL},
+    {"serial_number", GW_AUDIT_SERIAL_NUMBER, NULL},
+    {"use_pss", GW_AUDIT_USE_PSS, NULL},
+    {"key_type", GW_AUDIT_KEY_TYPE, NULL},
+    {"key_bits", GW_AUDIT_KEY_BITS, NULL},
+    {"add_basic_constraints", GW_AUDIT_ADD_BASIC_CONSTRAINTS, NULL},
+    {NULL, 0, NULL},
+};
+#define AUDIT_DEFAULT_FIELDS                                                                                 \
+    (GW_AUDIT_COMMON_NAME | GW_AUDIT_ALT_NAMES | GW_AUDIT_IP_SANS | GW_AUDIT_URI_SANS)
 
 static const struct enumval log_levels[] = {
     {"debug", GW_LOG_DEBUG, NULL},
@@ -964,6 +1684,7 @@ OBJDEF(signer_def, signer_fields, check_signer);
 static const struct field trust_fields[] = {
     REQ("ca_file", p_file, struct gw_trust_conf, ca_file),
     OPT("untrusted_file", p_file, struct gw_trust_conf, untrusted_file),
+    OPT("crl_file", p_file, struct gw_trust_conf, crl_file),
 };
 OBJDEF(trust_def, trust_fields, check_trust);
 
@@ -972,11 +1693,35 @@ static const struct field pbm_fields[] = {
 };
 OBJDEF(pbm_def, pbm_fields, check_pbm);
 
+static const struct field upstream_auth_cert_fields[] = {
+    OPT("mount", p_str, struct gw_upstream_conf, auth_cert_mount, .sdef = "cert", .aux = &names_mount),
+    OPT("role", p_name, struct gw_upstream_conf, auth_cert_role, .aux = &names_plain),
+};
+OBJDEF(upstream_auth_cert_def, upstream_auth_cert_fields, NULL);
+
+static const struct field upstream_auth_fields[] = {
+    {.key = "cert", .parse = p_opt_obj, .off = 0, .aux = &upstream_auth_cert_def},
+};
+OBJDEF(upstream_auth_def, upstream_auth_fields, check_upstream_auth);
+
+/* Which keys each type takes is upstream_keys' job (check_upstream). */
 static const struct field upstream_fields[] = {
     REQ("type", p_enum, struct gw_upstream_conf, type, .aux = upstream_types),
-    REQ("cert", p_file, struct gw_upstream_conf, cert_file),
-    REQ("key", p_file, struct gw_upstream_conf, key_file),
+    OPT("cert", p_file, struct gw_upstream_conf, cert_file),
+    OPT("key", p_file, struct gw_upstream_conf, key_file),
     OPT("chain", p_file, struct gw_upstream_conf, chain_file),
+    OPT("store", p_file, struct gw_upstream_conf, store_dir),
+    OPT("url", p_url, struct gw_upstream_conf, url),
+    OPT("tls_ca", p_file, struct gw_upstream_conf, ca_file),
+    OPT("tls_cert", p_file, struct gw_upstream_conf, client_cert_file),
+    OPT("tls_key", p_file, struct gw_upstream_conf, client_key_file),
+    OPT("issuer_ca", p_file, struct gw_upstream_conf, issuer_ca_file),
+    OPT("mount", p_str, struct gw_upstream_conf, mount, .aux = &names_mount),
+    OPT("token_file", p_file, struct gw_upstream_conf, token_file),
+    OPT("namespace", p_str, struct gw_upstream_conf, vault_namespace, .aux = &names_namespace),
+    /* "auth" fills the same struct: .off 0 */
+    {.key = "auth", .parse = p_opt_obj, .off = 0, .aux = &upstream_auth_def},
+    OPT("auth_key_file", p_file, struct gw_upstream_conf, auth_key_file),
     OPT("timeout", p_dur_ms, struct gw_upstream_conf, timeout_ms, .min = 1, .max = GW_MAX_UPSTREAM_TIMEOUT_MS,
         .def = GW_DEFAULT_UPSTREAM_TIMEOUT_MS),
     OPT("max_inflight", p_u32, struct gw_upstream_conf, max_inflight, .min = 1,
@@ -984,6 +1729,24 @@ static const struct field upstream_fields[] = {
     OPT("delay", p_dur_ms, struct gw_upstream_conf, delay_ms, .min = 0, .max = GW_MAX_UPSTREAM_DELAY_MS),
 };
 OBJDEF(upstream_def, upstream_fields, check_upstream);
+
+static const struct field authz_fields[] = {
+    OPT("tls_client", p_enum_bool, struct gw_authz, tls_required, .def = 0, .aux = tls_client_names),
+    OPT("tls_trust", p_names, struct gw_authz, tls_trust_names,
+        .off_n = offsetof(struct gw_authz, n_tls_trust), .aux = &names_plain),
+    OPT("tls_subjects", p_patterns, struct gw_authz, tls_subjects, .aux = &names_pattern),
+    OPT("tls_sans", p_patterns, struct gw_authz, tls_sans, .aux = &names_pattern),
+    OPT("tls_must_be_signer", p_bool, struct gw_authz, tls_must_be_signer, .def = false),
+    OPT("signer_subjects", p_patterns, struct gw_authz, signer_subjects, .aux = &names_pattern),
+    OPT("allowed_common_names", p_patterns, struct gw_authz, common_names, .aux = &names_pattern),
+    OPT("allowed_dns_names", p_patterns, struct gw_authz, dns_names, .aux = &names_pattern),
+    OPT("allowed_uris", p_patterns, struct gw_authz, uris, .aux = &names_pattern),
+    OPT("allowed_emails", p_patterns, struct gw_authz, emails, .aux = &names_pattern),
+    OPT("allowed_ip_ranges", p_patterns, struct gw_authz, ip_ranges, .aux = &names_cidr),
+    OPT("allowed_key_types", p_key_types, struct gw_authz, key_rules,
+        .off_n = offsetof(struct gw_authz, n_key_rules)),
+};
+OBJDEF(authz_def, authz_fields, NULL);
 
 static const struct field role_fields[] = {
     REQ("upstream", p_name, struct gw_role, upstream_name, .aux = &names_plain),
@@ -999,6 +1762,13 @@ static const struct field role_fields[] = {
         .def = GW_DEFAULT_MAX_TTL),
     OPT("require_subject", p_bool, struct gw_role, require_subject, .def = false),
     OPT("implicit_confirm", p_bool, struct gw_role, implicit_confirm, .def = true),
+    OPT("upstream_role", p_name, struct gw_role, upstream_role, .aux = &names_plain),
+    OPT("sign", p_enum, struct gw_role, sign_policy, .def = GW_SIGN_ROLE, .aux = sign_names),
+    OPT("issuer_ref", p_name, struct gw_role, issuer_ref, .aux = &names_plain),
+    OPT("exclude_cn_from_sans", p_bool, struct gw_role, exclude_cn_from_sans, .def = false),
+    OPT("crmf", p_enum, struct gw_role, crmf, .def = GW_CRMF_REJECT, .aux = crmf_names),
+    OPT("delegate", p_name, struct gw_role, delegate_name, .aux = &names_plain),
+    OPT("authorization", p_obj, struct gw_role, authz, .aux = &authz_def),
 };
 OBJDEF(role_def, role_fields, check_role);
 
@@ -1016,6 +1786,13 @@ static const struct field cmp_fields[] = {
         .max = GW_MAX_PBM_ITER, .def = GW_DEFAULT_PBM_MAX_ITER),
 };
 OBJDEF(cmp_def, cmp_fields, NULL);
+
+static const struct field audit_fields[] = {
+    REQ("file", p_file, struct gw_audit_conf, file),
+    OPT("audit_fields", p_flags, struct gw_audit_conf, fields, .def = AUDIT_DEFAULT_FIELDS,
+        .aux = audit_field_names),
+};
+OBJDEF(audit_def, audit_fields, check_audit);
 
 static const struct mapdef trust_map = {
     sizeof(struct gw_trust_conf), offsetof(struct gw_trust_conf, name), &names_plain, p_obj, 0, &trust_def};
@@ -1062,6 +1839,7 @@ static const struct field top_fields[] = {
     OPT("label_to_path_policy", p_map, struct gw_config, labels,
         .off_n = offsetof(struct gw_config, n_labels), .aux = &label_map),
     OPT("cmp", p_obj, struct gw_config, cmp, .aux = &cmp_def),
+    REQ("audit", p_obj, struct gw_config, audit, .aux = &audit_def),
     OPT("log_level", p_enum, struct gw_config, log_level, .def = GW_LOG_INFO, .aux = log_levels),
 };
 static int check_config(struct pctx *pc, const char *path, void *base);
@@ -1116,36 +1894,200 @@ static const struct gw_upstream_conf *upstream_find(const struct gw_config *cfg,
     return NULL;
 }
 
-/* Adds the anchors and intermediates of |t| to the role's union store and stack. */
-static int role_add_trust(struct gw_role *r, const struct gw_trust_conf *t)
+/*
+ * Adds the anchors, CRLs and intermediates of |t| to a union store and stack (a role's "trust", an
+ * authorization's "tls_trust"). CRL checking carries over with the CRLs.
+ */
+static int trust_union_add(X509_STORE **store, STACK_OF(X509) * *untrusted, const struct gw_trust_conf *t)
 {
     STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(t->store);
-    X509 *x;
+    X509_OBJECT *o;
     int i;
 
-    if (r->store == NULL && (r->store = X509_STORE_new()) == NULL)
+    if (*store == NULL && (*store = X509_STORE_new()) == NULL)
         return GW_ERR_NOMEM;
-    if (X509_STORE_set_flags(r->store, X509_V_FLAG_X509_STRICT) != 1)
+    if (X509_STORE_set_flags(*store, X509_V_FLAG_X509_STRICT) != 1)
+        return GW_ERR_CRYPTO;
+    if (t->crl_file != NULL &&
+        X509_STORE_set_flags(*store, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL) != 1)
         return GW_ERR_CRYPTO;
     for (i = 0; i < sk_X509_OBJECT_num(objs); i++) {
+        o = sk_X509_OBJECT_value(objs, i);
         /* a certificate in two trust entries is added once: X509_STORE_add_cert ignores repeats */
-        if ((x = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i))) != NULL &&
-            X509_STORE_add_cert(r->store, x) != 1)
+        if (X509_OBJECT_get0_X509(o) != NULL && X509_STORE_add_cert(*store, X509_OBJECT_get0_X509(o)) != 1)
+            return GW_ERR_CRYPTO;
+        if (X509_OBJECT_get0_X509_CRL(o) != NULL &&
+            X509_STORE_add_crl(*store, X509_OBJECT_get0_X509_CRL(o)) != 1)
             return GW_ERR_CRYPTO;
     }
     for (i = 0; i < sk_X509_num(t->untrusted); i++) {
-        if (r->untrusted == NULL && (r->untrusted = sk_X509_new_null()) == NULL)
+        if (*untrusted == NULL && (*untrusted = sk_X509_new_null()) == NULL)
             return GW_ERR_NOMEM;
-        if (!X509_add_cert(r->untrusted, sk_X509_value(t->untrusted, i),
+        if (!X509_add_cert(*untrusted, sk_X509_value(t->untrusted, i),
                            X509_ADD_FLAG_UP_REF | X509_ADD_FLAG_NO_DUP))
             return GW_ERR_NOMEM;
     }
     return 0;
 }
 
-static int resolve_role(struct pctx *pc, struct gw_config *cfg, struct gw_role *r)
+/*
+ * Resolves trust names |names| (at |path|) into one union store. CRL checking is a property of the
+ * whole store, so entries with and without crl_file cannot be mixed: the latter would never verify.
+ */
+static int trust_union(struct pctx *pc, const struct gw_config *cfg, const char *path, char **names, size_t n,
+                       X509_STORE **store, STACK_OF(X509) * *untrusted)
 {
     const struct gw_trust_conf *t;
+    char ipath[PATH_LEN];
+    size_t i, with_crl = 0;
+    int rc;
+
+    for (i = 0; i < n; i++) {
+        join_index(ipath, path, i);
+        if ((t = trust_find(cfg, names[i])) == NULL)
+            return fail(pc, ipath, "unknown trust \"%s\"", names[i]);
+        if ((rc = trust_union_add(store, untrusted, t)) != 0)
+            return fail(pc, ipath, "cannot build the trust store: %s", gw_err_str(rc));
+        with_crl += t->crl_file != NULL;
+    }
+    if (with_crl != 0 && with_crl != n)
+        return fail(pc, path,
+                    "mixes trust entries with and without \"crl_file\": with CRL checking on, certificates "
+                    "of the entries without CRLs would never verify");
+    return 0;
+}
+
+/* Names a role may ask for per SAN type are dead configuration unless that type is copied at all. */
+static int check_authz_sans(struct pctx *pc, const struct gw_role *r)
+{
+    const struct {
+        const char *key, *type;
+        size_t n;
+        unsigned bit;
+    } lists[] = {
+        {"allowed_dns_names", "dns", r->authz.dns_names.n, GW_SAN_DNS},
+        {"allowed_uris", "uri", r->authz.uris.n, GW_SAN_URI},
+        {"allowed_emails", "email", r->authz.emails.n, GW_SAN_EMAIL},
+        {"allowed_ip_ranges", "ip", r->authz.ip_ranges.n, GW_SAN_IP},
+    };
+    char path[PATH_LEN];
+    size_t i;
+
+    for (i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+        if (lists[i].n == 0 || (r->allowed_san_types & lists[i].bit) != 0)
+            continue;
+        bprintf(path, sizeof(path), "$.roles.%s.authorization.%s", r->name, lists[i].key);
+        return fail(pc, path, "set, but \"%s\" is not in the role's \"allowed_san_types\"", lists[i].type);
+    }
+    return 0;
+}
+
+/* What a role may ask of its upstream's type (DESIGN.md decision 11); |r->upstream| is resolved. */
+static int check_role_upstream(struct pctx *pc, struct gw_role *r)
+{
+    const struct {
+        const char *key;
+        bool set;
+        unsigned allowed;
+    } keys[] = {
+        {"upstream_role", r->upstream_role != NULL, T_HTTP},
+        {"sign", r->sign_policy != GW_SIGN_ROLE, T_VAULT},
+        {"issuer_ref", r->issuer_ref != NULL, T_VAULT},
+        {"exclude_cn_from_sans", r->exclude_cn_from_sans, T_VAULT},
+        {"crmf", r->crmf != GW_CRMF_REJECT, T_HTTP},
+        {"delegate", r->delegate_name != NULL, T_HTTP},
+    };
+    enum gw_upstream_type type = r->upstream->type;
+    char path[PATH_LEN];
+    size_t i;
+
+    for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        if (!keys[i].set || (keys[i].allowed & (1u << type)) != 0)
+            continue;
+        bprintf(path, sizeof(path), "$.roles.%s.%s", r->name, keys[i].key);
+        return fail(pc, path, "only for roles on %s upstreams; \"%s\" is a %s upstream",
+                    keys[i].allowed == T_VAULT ? "vault" : "vault or cfssl", r->upstream_name,
+                    upstream_type_names[type]);
+    }
+    /* the upstream's role (vault) or profile (cfssl) defaults to the role's own name */
+    if (type != GW_UPSTREAM_LOCAL && r->upstream_role == NULL && (r->upstream_role = strdup(r->name)) == NULL)
+        return GW_ERR_NOMEM;
+    return 0;
+}
+
+/* 1 if |cert| chains (with |untrusted|) to |store|; else 0 with OpenSSL's reason in |why|. */
+static int chains_to(X509_STORE *store, X509 *cert, STACK_OF(X509) * untrusted, const char **why)
+{
+    X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+    int ok = 0;
+
+    *why = "out of memory";
+    if (ctx != NULL && X509_STORE_CTX_init(ctx, store, cert, untrusted) == 1) {
+        ok = X509_verify_cert(ctx) == 1;
+        *why = X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx));
+    }
+    X509_STORE_CTX_free(ctx);
+    ERR_clear_error();
+    return ok;
+}
+
+/*
+ * A delegate issuer is an online CA outside the upstream's inventory (DESIGN.md decision 5): it
+ * must not issue CAs (pathLen 0), it must chain to the upstream's CA, and it should be constrained
+ * in names and life. The last two are warnings: the operator may not control the upstream's profile.
+ */
+static int check_delegate_cert(struct pctx *pc, const char *path, const struct gw_upstream_conf *up,
+                               const struct gw_upstream_conf *d)
+{
+    const char *why;
+    int days = 0, secs = 0;
+
+    if (X509_get_pathlen(d->cert) != 0)
+        return fail(pc, path,
+                    "the certificate of \"%s\" must have basicConstraints pathlen:0: a delegate issuer "
+                    "must not issue CA certificates",
+                    d->name);
+    if (!chains_to(up->issuer_store, d->cert, d->chain, &why))
+        return fail(pc, path, "the certificate of \"%s\" does not chain to the issuer_ca of \"%s\": %s",
+                    d->name, up->name, why);
+    if (X509_get_ext_by_NID(d->cert, NID_name_constraints, -1) < 0)
+        gw_log(GW_LOG_WARN, "config",
+               "%s: %s: the certificate of \"%s\" has no name constraints: it can issue any name", pc->name,
+               path, d->name);
+    if (ASN1_TIME_diff(&days, &secs, X509_get0_notBefore(d->cert), X509_get0_notAfter(d->cert)) == 1 &&
+        (days > GW_DELEGATE_MAX_DAYS || (days == GW_DELEGATE_MAX_DAYS && secs > 0)))
+        gw_log(GW_LOG_WARN, "config",
+               "%s: %s: the certificate of \"%s\" is valid for %d days: a delegate issuer should live at "
+               "most %d",
+               pc->name, path, d->name, days, GW_DELEGATE_MAX_DAYS);
+    return 0;
+}
+
+static int resolve_delegate(struct pctx *pc, const struct gw_config *cfg, struct gw_role *r)
+{
+    const struct gw_upstream_conf *d;
+    char path[PATH_LEN];
+
+    if (r->delegate_name == NULL)
+        return 0;
+    bprintf(path, sizeof(path), "$.roles.%s.delegate", r->name);
+    if ((d = upstream_find(cfg, r->delegate_name)) == NULL)
+        return fail(pc, path, "unknown upstream \"%s\"", r->delegate_name);
+    if (d->type != GW_UPSTREAM_LOCAL)
+        return fail(pc, path, "\"%s\" is a %s upstream: a delegate issuer must be a local upstream", d->name,
+                    upstream_type_names[d->type]);
+    if (d->store_dir == NULL)
+        return fail(pc, path,
+                    "\"%s\" has no \"store\": a delegate issuer must keep every certificate it issues",
+                    d->name);
+    if (check_delegate_cert(pc, path, r->upstream, d) != 0)
+        return GW_ERR_INVAL;
+    r->delegate = d;
+    return 0;
+}
+
+static int resolve_role(struct pctx *pc, struct gw_config *cfg, struct gw_role *r)
+{
     char path[PATH_LEN];
     size_t i;
     int rc;
@@ -1153,19 +2095,23 @@ static int resolve_role(struct pctx *pc, struct gw_config *cfg, struct gw_role *
     bprintf(path, sizeof(path), "$.roles.%s.upstream", r->name);
     if ((r->upstream = upstream_find(cfg, r->upstream_name)) == NULL)
         return fail(pc, path, "unknown upstream \"%s\"", r->upstream_name);
-    for (i = 0; i < r->n_trust; i++) {
-        bprintf(path, sizeof(path), "$.roles.%s.trust[%zu]", r->name, i);
-        if ((t = trust_find(cfg, r->trust_names[i])) == NULL)
-            return fail(pc, path, "unknown trust \"%s\"", r->trust_names[i]);
-        if ((rc = role_add_trust(r, t)) != 0)
-            return fail(pc, path, "cannot build the trust store: %s", gw_err_str(rc));
-    }
+    if ((rc = check_role_upstream(pc, r)) != 0)
+        return rc;
+    bprintf(path, sizeof(path), "$.roles.%s.trust", r->name);
+    if ((rc = trust_union(pc, cfg, path, r->trust_names, r->n_trust, &r->store, &r->untrusted)) != 0)
+        return rc;
     for (i = 0; i < r->n_pbm; i++) {
         bprintf(path, sizeof(path), "$.roles.%s.pbm[%zu]", r->name, i);
         if (gw_config_pbm(cfg, (const unsigned char *)r->pbm_refs[i], strlen(r->pbm_refs[i])) == NULL)
             return fail(pc, path, "unknown pbm reference \"%s\"", r->pbm_refs[i]);
     }
-    return 0;
+    bprintf(path, sizeof(path), "$.roles.%s.authorization.tls_trust", r->name);
+    if ((rc = trust_union(pc, cfg, path, r->authz.tls_trust_names, r->authz.n_tls_trust, &r->authz.tls_store,
+                          &r->authz.tls_untrusted)) != 0)
+        return rc;
+    if ((rc = check_authz_sans(pc, r)) != 0)
+        return rc;
+    return resolve_delegate(pc, cfg, r);
 }
 
 static int resolve_policy(struct pctx *pc, const struct gw_config *cfg, const char *path,
@@ -1173,9 +2119,14 @@ static int resolve_policy(struct pctx *pc, const struct gw_config *cfg, const ch
 {
     if (pol->forbid)
         return 0;
-    if ((pol->role = gw_config_role(cfg, pol->role_name, strlen(pol->role_name))) == NULL)
-        return fail(pc, path, "unknown role \"%s\" in \"role:%s\"", pol->role_name, pol->role_name);
-    return 0;
+    if ((pol->role = gw_config_role(cfg, pol->role_name, strlen(pol->role_name))) != NULL)
+        return 0;
+    if (strcmp(pol->role_name, SIGN_VERBATIM) == 0)
+        return fail(pc, path,
+                    "\"" SIGN_VERBATIM "\" names the role \"" SIGN_VERBATIM
+                    "\", which does not exist: add it "
+                    "with \"sign\": \"verbatim\"");
+    return fail(pc, path, "unknown role \"%s\" in \"role:%s\"", pol->role_name, pol->role_name);
 }
 
 /* Two listeners on one address and port would fail at bind time: say so at check time. */
@@ -1535,6 +2486,27 @@ static void free_strings(char **v, size_t n)
     free(v);
 }
 
+static void free_patterns(struct gw_patterns *p)
+{
+    free_strings(p->v, p->n);
+}
+
+static void free_authz(struct gw_authz *a)
+{
+    free_strings(a->tls_trust_names, a->n_tls_trust);
+    X509_STORE_free(a->tls_store);
+    sk_X509_pop_free(a->tls_untrusted, X509_free);
+    free_patterns(&a->tls_subjects);
+    free_patterns(&a->tls_sans);
+    free_patterns(&a->signer_subjects);
+    free_patterns(&a->common_names);
+    free_patterns(&a->dns_names);
+    free_patterns(&a->uris);
+    free_patterns(&a->emails);
+    free_patterns(&a->ip_ranges);
+    free(a->key_rules);
+}
+
 static void free_roles(struct gw_role *roles, size_t n)
 {
     size_t i;
@@ -1546,6 +2518,10 @@ static void free_roles(struct gw_role *roles, size_t n)
         free_strings(roles[i].pbm_refs, roles[i].n_pbm);
         X509_STORE_free(roles[i].store);
         sk_X509_pop_free(roles[i].untrusted, X509_free);
+        free(roles[i].upstream_role);
+        free(roles[i].issuer_ref);
+        free(roles[i].delegate_name);
+        free_authz(&roles[i].authz);
     }
     free(roles);
 }
@@ -1562,6 +2538,21 @@ static void free_upstreams(struct gw_upstream_conf *ups, size_t n)
         X509_free(ups[i].cert);
         EVP_PKEY_free(ups[i].key);
         sk_X509_pop_free(ups[i].chain, X509_free);
+        free(ups[i].store_dir);
+        free(ups[i].url);
+        free(ups[i].ca_file);
+        free(ups[i].client_cert_file);
+        free(ups[i].client_key_file);
+        free(ups[i].issuer_ca_file);
+        X509_STORE_free(ups[i].issuer_store);
+        sk_X509_pop_free(ups[i].issuer_certs, X509_free);
+        free(ups[i].mount);
+        free(ups[i].token_file);
+        free(ups[i].vault_namespace);
+        free(ups[i].auth_cert_mount);
+        free(ups[i].auth_cert_role);
+        free(ups[i].auth_key_file);
+        OPENSSL_clear_free(ups[i].auth_key, ups[i].auth_key_len);
     }
     free(ups);
 }
@@ -1574,6 +2565,7 @@ static void free_trust_pbm(struct gw_config *cfg)
         free(cfg->trust[i].name);
         free(cfg->trust[i].ca_file);
         free(cfg->trust[i].untrusted_file);
+        free(cfg->trust[i].crl_file);
         X509_STORE_free(cfg->trust[i].store);
         sk_X509_pop_free(cfg->trust[i].untrusted, X509_free);
     }
@@ -1614,6 +2606,7 @@ void gw_config_free(struct gw_config *cfg)
     }
     free(cfg->labels);
     free(cfg->default_path_policy.role_name);
+    free(cfg->audit.file);
     free(cfg->path_prefix);
     free(cfg->path);
     free(cfg);

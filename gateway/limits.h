@@ -45,6 +45,7 @@
 #define GW_UPSTREAM_RETRIES 2                  /* 412/429/503 retries, only where nothing happened */
 #define GW_UPSTREAM_BACKOFF_MS 200             /* first backoff; doubles */
 #define GW_VAULT_TOKEN_RENEW_MARGIN 60         /* re-login this many seconds before the token expires */
+#define GW_MAX_VAULT_TOKEN_LEN 4096            /* a Vault token (file or login); batch tokens are the longest */
 #define GW_ROLE_POLICY_TTL 60                  /* seconds an upstream role policy stays cached */
 #define GW_MAX_UPSTREAM_INFLIGHT 100000
 
@@ -54,6 +55,8 @@
 #define GW_DEFAULT_MAX_TTL (90 * 24 * 3600)
 #define GW_BACKDATE_SECS 60                 /* notBefore backdated against client clock skew */
 #define GW_MAX_SANS 100                     /* subjectAltName entries one request may ask for */
+#define GW_ISSUED_TTL_SLACK 300             /* an upstream's notAfter may pass now + max_ttl by this (rounding) */
+#define GW_ISSUED_SHORTEN_SLACK 300         /* a notAfter this much before the planned one is not a change */
 
 /* config */
 #define GW_MAX_CONFIG_SIZE (1024 * 1024)
@@ -66,6 +69,22 @@
 #define GW_MAX_MSGTIME_WINDOW (24 * 3600)
 #define GW_MAX_TXN_TTL (24 * 3600)
 #define GW_MAX_PBM_ITER 100000              /* OpenSSL's own ceiling (crmf_pbm.c) */
+#define GW_MAX_PATTERN_LEN (GW_MAX_NAME_LEN * 4) /* one authorization pattern or CIDR */
+#define GW_MAX_PATTERNS 256                 /* entries in one pattern list */
+#define GW_MAX_KEY_RULES 16                 /* entries in allowed_key_types */
+#define GW_MIN_RSA_BITS 2048                /* allowed_key_types "rsa:<bits>" floor */
+#define GW_MAX_RSA_BITS 16384
+#define GW_MAX_URL_LEN 256                  /* upstream base URL */
+#define GW_MAX_MOUNT_LEN 128                /* vault mount path, namespace */
+#define GW_MIN_HMAC_KEY_LEN 16              /* cfssl auth key, bytes after hex decoding */
+#define GW_MAX_HMAC_KEY_LEN 64
+#define GW_DELEGATE_MAX_DAYS 397            /* a delegate issuer's validity above this is warned about */
+
+/* audit log and the local issuer's inventory */
+#define GW_AUDIT_LINE_MAX (1024 * 1024)     /* one audit line: a CSR in PEM, escaped subjects and SANs */
+#define GW_AUDIT_ERR_LOG_SECS 1             /* at most one "audit_failed" log line per second */
+#define GW_STORE_LIST_MAX (16 * 1024 * 1024) /* certificates `cmpgw inventory` lists from one store */
+#define GW_STORE_FILE_MAX (64 * 1024)       /* one stored <serial>.pem */
 
 /* logs and errors */
 #define GW_ERR_LEN 256                      /* one human-readable error line */

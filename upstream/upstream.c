@@ -363,6 +363,63 @@ out:
     waiter_release(w);
 }
 
+/* ---- what a role may ask of its upstream ---- */
+
+static const struct gw_upstream_ops *ops_of(enum gw_upstream_type type)
+{
+    size_t i;
+
+    for (i = 0; i < sizeof(adapters) / sizeof(adapters[0]); i++)
+        if (adapters[i].type == type)
+            return adapters[i].ops;
+    return NULL;
+}
+
+/* True when the role restricts the names it issues itself (config "authorization"). */
+static int role_restricts_names(const struct gw_role *role)
+{
+    const struct gw_authz *a = &role->authz;
+
+    return a->common_names.n > 0 && (role->allowed_san_types == 0 || a->dns_names.n > 0 || a->uris.n > 0 ||
+                                     a->emails.n > 0 || a->ip_ranges.n > 0);
+}
+
+int gw_upstream_check_role(const struct gw_upstream_conf *up, const struct gw_role *role, char *err)
+{
+    const struct gw_upstream_ops *ops = up != NULL ? ops_of(up->type) : NULL, *dops;
+
+    if (ops == NULL || role == NULL) {
+        snprintf(err, GW_ERR_LEN, "role %s: no adapter for its upstream", role != NULL ? role->name : "?");
+        return GW_ERR_INVAL;
+    }
+    if (role->crmf != GW_CRMF_DELEGATE)
+        return 0; /* CRMF to a CSR-only upstream is refused with a CMP error asking for p10cr */
+    if ((ops->caps & GW_UP_SIGN_KEY) != 0) {
+        snprintf(err, GW_ERR_LEN,
+                 "role %s: upstream %s (%s) signs CRMF requests itself: \"crmf\": \"delegate\" "
+                 "would bypass it",
+                 role->name, name_of(up), ops->dialect);
+        return GW_ERR_INVAL;
+    }
+    if (role->delegate == NULL || (dops = ops_of(role->delegate->type)) == NULL ||
+        (dops->caps & GW_UP_SIGN_KEY) == 0) {
+        snprintf(err, GW_ERR_LEN,
+                 "role %s: \"crmf\": \"delegate\" needs a delegate upstream that signs CRMF "
+                 "requests",
+                 role->name);
+        return GW_ERR_INVAL;
+    }
+    /* DESIGN.md decision 5: the delegate applies the upstream role's policy; without it, only ours */
+    if ((ops->caps & GW_UP_ROLE_POLICY) == 0)
+        gw_log(
+            GW_LOG_WARN, "config",
+            "role %s: upstream %s (%s) cannot describe its roles: the delegate %s applies only this role's "
+            "authorization%s",
+            role->name, name_of(up), ops->dialect, name_of(role->delegate),
+            role_restricts_names(role) ? "" : ", which restricts no names");
+    return 0;
+}
+
 /* ---- the upstreams of a config snapshot ---- */
 
 struct gw_upstream_set {
@@ -381,6 +438,9 @@ struct gw_upstream_set *gw_upstream_set_new(const struct gw_config *cfg, char *e
         return set;
     if ((set->ups = calloc(cfg->n_upstreams, sizeof(*set->ups))) == NULL)
         goto nomem;
+    for (i = 0; i < cfg->n_roles; i++)
+        if (gw_upstream_check_role(cfg->roles[i].upstream, &cfg->roles[i], err) != 0)
+            goto fail;
     for (i = 0; i < cfg->n_upstreams; i++) {
         if ((set->ups[i] = gw_upstream_new(&cfg->upstreams[i], err)) == NULL)
             goto fail;
@@ -466,4 +526,24 @@ void gw_role_policy_cleanup(struct gw_role_policy *p)
         free(p->allowed_domains.v[i]);
     free(p->allowed_domains.v);
     memset(p, 0, sizeof(*p));
+}
+
+int gw_upstream_set_put0(struct gw_upstream_set *set, struct gw_upstream *up)
+{
+    struct gw_upstream **grown;
+
+    if (set == NULL || up == NULL || up->conf->name == NULL)
+        return GW_ERR_INVAL;
+    for (size_t i = 0; i < set->n; i++) {
+        if (set->ups[i]->conf->name != NULL && strcmp(set->ups[i]->conf->name, up->conf->name) == 0) {
+            gw_upstream_free(set->ups[i]);
+            set->ups[i] = up;
+            return 0;
+        }
+    }
+    if ((grown = realloc(set->ups, (set->n + 1) * sizeof(*grown))) == NULL)
+        return GW_ERR_NOMEM;
+    set->ups = grown;
+    set->ups[set->n++] = up;
+    return 0;
 }

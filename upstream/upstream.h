@@ -117,11 +117,24 @@ void gw_role_policy_cleanup(struct gw_role_policy *p);
 void gw_sign_result_init(struct gw_sign_result *r);
 void gw_sign_result_cleanup(struct gw_sign_result *r);
 
-/* The upstreams of a config snapshot, by name. */
+/*
+ * gw_upstream_check_role checks that the adapter of |up| (the role's upstream) can do what |role|
+ * asks, by its caps (DESIGN.md decision 11): a CRMF delegate only where the upstream cannot sign
+ * CRMF itself, and a delegate that can. Returns 0 or GW_ERR_INVAL with a one-line reason in |err|
+ * (GW_ERR_LEN); what is allowed but weaker (a delegate without the upstream role's policy) is
+ * logged as a warning. Called by gw_upstream_set_new and `cmpgw check`.
+ */
+int gw_upstream_check_role(const struct gw_upstream_conf *up, const struct gw_role *role, char *err);
+
+/* The upstreams of a config snapshot, by name; every role is checked with gw_upstream_check_role. */
 struct gw_upstream_set;
 struct gw_upstream_set *gw_upstream_set_new(const struct gw_config *cfg, char *err);
 void gw_upstream_set_free(struct gw_upstream_set *set);
 struct gw_upstream *gw_upstream_set_get0(const struct gw_upstream_set *set, const char *name);
+/* gw_upstream_set_put0 puts |up| into |set| under its conf's name, replacing (and freeing) the one of
+ * that name, else adding it (adapters outside the table; tests). Takes |up| over on success only.
+ * 0 or GW_ERR_NOMEM / GW_ERR_INVAL. */
+int gw_upstream_set_put0(struct gw_upstream_set *set, struct gw_upstream *up);
 
 /* Adapters. */
 extern const struct gw_upstream_ops gw_upstream_local_ops;

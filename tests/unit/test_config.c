@@ -14,10 +14,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 #include "gateway/config.h"
+#include "gateway/err.h"
 #include "gateway/limits.h"
+#include "upstream/upstream.h"
+
+#define HMAC_HEX "00112233445566778899aAbBcCdDeEfF" /* cfssl auth key: 16 bytes in hex, mixed case */
 
 static char dir[64]; /* the temporary PKI directory */
 static char *demo;   /* the demo cmpgw.json text */
@@ -60,6 +65,141 @@ static void put_file(const char *name, const char *text, size_t len, mode_t mode
     chmod(path, mode);
 }
 
+static X509 *read_cert(const char *name)
+{
+    char path[256];
+    FILE *fp;
+    X509 *x;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    if ((fp = fopen(path, "r")) == NULL)
+        return NULL;
+    x = PEM_read_X509(fp, NULL, NULL, NULL);
+    fclose(fp);
+    return x;
+}
+
+/* A CRL by |ca| (name of a .pem/.key pair) into |fp|, revoking |revoked| if not NULL; expired if |days| < 0.
+ */
+static int write_crl(FILE *fp, const char *ca, const X509 *revoked, int days)
+{
+    char path[256];
+    X509 *cert = NULL;
+    EVP_PKEY *key = NULL;
+    X509_CRL *crl = X509_CRL_new();
+    X509_REVOKED *rev = NULL;
+    ASN1_TIME *t = NULL;
+    FILE *kf;
+    char pem[64];
+    int ok = 0;
+
+    snprintf(pem, sizeof(pem), "%s.pem", ca);
+    snprintf(path, sizeof(path), "%s/%s.key", dir, ca);
+    if ((cert = read_cert(pem)) == NULL || (kf = fopen(path, "r")) == NULL)
+        goto out;
+    key = PEM_read_PrivateKey(kf, NULL, NULL, NULL);
+    fclose(kf);
+    if (key == NULL || crl == NULL || (t = X509_time_adj_ex(NULL, days < 0 ? days : 0, -60, NULL)) == NULL)
+        goto out;
+    X509_CRL_set_version(crl, 1);
+    X509_CRL_set_issuer_name(crl, X509_get_subject_name(cert));
+    X509_CRL_set1_lastUpdate(crl, t);
+    ASN1_TIME_free(t);
+    if ((t = X509_time_adj_ex(NULL, days, 0, NULL)) == NULL)
+        goto out;
+    X509_CRL_set1_nextUpdate(crl, t);
+    if (revoked != NULL) {
+        rev = X509_REVOKED_new();
+        X509_REVOKED_set_serialNumber(rev, (ASN1_INTEGER *)X509_get0_serialNumber(revoked));
+        X509_REVOKED_set_revocationDate(rev, t);
+        X509_CRL_add0_revoked(crl, rev);
+        X509_CRL_sort(crl);
+    }
+    ok = X509_CRL_sign(crl, key, EVP_sha256()) > 0 && PEM_write_X509_CRL(fp, crl) == 1;
+out:
+    ASN1_TIME_free(t);
+    X509_CRL_free(crl);
+    X509_free(cert);
+    EVP_PKEY_free(key);
+    return ok ? 0 : -1;
+}
+
+/* crl-<name>.pem: CRLs of the demo root and issuing CA; the root's revokes client.pem if |revoke|. */
+static int make_crls(const char *name, int revoke, int days)
+{
+    char path[256];
+    X509 *client = read_cert("client.pem");
+    FILE *fp;
+    int rc;
+
+    snprintf(path, sizeof(path), "%s/crl-%s.pem", dir, name);
+    if (client == NULL || (fp = fopen(path, "w")) == NULL) {
+        X509_free(client);
+        return -1;
+    }
+    rc = write_crl(fp, "ca", revoke ? client : NULL, days) | write_crl(fp, "issuing", NULL, days);
+    fclose(fp);
+    X509_free(client);
+    return rc;
+}
+
+/* Extra PKI for the upstream cases: a constrained delegate CA, a foreign one, a root-level one. */
+static const char *const pki_cmds[] = {
+    "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out delegate.key",
+    "openssl req -new -key delegate.key -subj '/CN=delegate' -out delegate.csr",
+    "printf 'basicConstraints=critical,CA:TRUE,pathlen:0\\nkeyUsage=critical,keyCertSign,cRLSign\\n"
+    "nameConstraints=critical,permitted;DNS:example.com\\n' > delegate.ext",
+    "openssl x509 -req -in delegate.csr -CA ca.pem -CAkey ca.key -set_serial 7 -days 90 -extfile "
+    "delegate.ext "
+    "-out delegate.pem",
+    "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout other.key -out other.pem "
+    "-subj '/CN=other' -days 30 -addext basicConstraints=critical,CA:TRUE,pathlen:0 "
+    "-addext keyUsage=critical,keyCertSign",
+    "mkdir -p store store2 audit.dir && touch plain.file",
+};
+
+static int extra_pki(void)
+{
+    char cmd[1024];
+    size_t i;
+
+    for (i = 0; i < sizeof(pki_cmds) / sizeof(pki_cmds[0]); i++) {
+        snprintf(cmd, sizeof(cmd), "cd %s && (%s) >/dev/null 2>&1", dir, pki_cmds[i]);
+        if (system(cmd) != 0)
+            return -1;
+    }
+    put_file("vault.token", "s.abcdefgh\n", 11, 0600);
+    put_file("hmac.key", HMAC_HEX "\n", strlen(HMAC_HEX) + 1, 0600);
+    put_file("hmac-odd.key", "0123456789abcdef0123456789abcdef0", 33, 0600);
+    put_file("hmac-short.key", "0123456789abcdef0123456789abcd", 30, 0600);
+    put_file("hmac-nothex.key", "0123456789abcdef0123456789abcdeg", 32, 0600);
+    return make_crls("ok", 0, 7) | make_crls("revoked", 1, 7) | make_crls("expired", 0, -1);
+}
+
+/* Captures what the code under test logs on stderr (warnings) between start and end. */
+static int saved_stderr = -1;
+
+static void capture_start(void)
+{
+    char path[256];
+
+    snprintf(path, sizeof(path), "%s/stderr.log", dir);
+    fflush(stderr);
+    saved_stderr = dup(2);
+    assert_true(freopen(path, "w", stderr) != NULL);
+}
+
+static char *capture_end(void)
+{
+    char path[256];
+
+    fflush(stderr);
+    dup2(saved_stderr, 2);
+    close(saved_stderr);
+    snprintf(path, sizeof(path), "%s/stderr.log", dir);
+    return slurp(path, NULL);
+}
+
 static int group_setup(void **state)
 {
     char cmd[256], path[256];
@@ -86,7 +226,7 @@ static int group_setup(void **state)
         memset(big, 'x', sizeof(big));
         put_file("long.secret", big, sizeof(big), 0600);
     }
-    return 0;
+    return extra_pki();
 }
 
 static int group_teardown(void **state)
@@ -144,9 +284,36 @@ static struct gw_config *parse_text(const char *text, size_t len, char *err)
 
 struct bad {
     const char *name;
-    struct edit e[3];
+    struct edit e[4];
     const char *want[3]; /* substrings of the error, in order */
 };
+
+/*
+ * The issue 3 baseline: a vault and a cfssl upstream, a delegate local issuer, and roles on them,
+ * inserted into the demo. Twins edit the inserted text (each find string occurs once).
+ */
+#define VAULT_UP                                                                                             \
+    "\"vault\": { \"type\": \"vault\", \"url\": \"https://127.0.0.1:8200\", \"tls_ca\": \"ca.pem\", "        \
+    "\"issuer_ca\": \"ca.pem\", \"token_file\": \"vault.token\" }"
+#define CFSSL_UP                                                                                             \
+    "\"cfssl\": { \"type\": \"cfssl\", \"url\": \"http://127.0.0.1:8888\", \"issuer_ca\": \"issuing.pem\", " \
+    "\"auth_key_file\": \"hmac.key\" }"
+#define DELEG_UP                                                                                             \
+    "\"deleg\": { \"type\": \"local\", \"cert\": \"delegate.pem\", \"key\": \"delegate.key\", \"chain\": "   \
+    "\"ca.pem\", \"store\": \"store\" }"
+#define ROLE_V                                                                                               \
+    "\"rv\": { \"upstream\": \"vault\", \"trust\": [\"demo\"], \"crmf\": \"delegate\", \"delegate\": "       \
+    "\"deleg\", "                                                                                            \
+    "\"allowed_san_types\": [\"dns\", \"ip\"], \"authorization\": { \"tls_client\": \"require\", "           \
+    "\"allowed_dns_names\": [\"*.example.com\"], \"allowed_ip_ranges\": [\"10.0.0.0/8\"], "                  \
+    "\"allowed_key_types\": [\"ec:P-256\"] } }"
+#define ROLE_C                                                                                               \
+    "\"rc\": { \"upstream\": \"cfssl\", \"pbm\": [\"demo-device\"], \"upstream_role\": \"client\" }"
+#define UPS E("\"upstreams\": {", "\"upstreams\": { " VAULT_UP ", " CFSSL_UP ", " DELEG_UP ",")
+#define ROLES E("\"roles\": {", "\"roles\": { " ROLE_V ", " ROLE_C ",")
+#define AUTHZ(x) E("\"tls_client\": \"require\"", "\"tls_client\": \"require\", " x)
+#define A16 "aaaaaaaaaaaaaaaa"
+#define A256 A16 A16 A16 A16 A16 A16 A16 A16 A16 A16 A16 A16 A16 A16 A16 A16 /* GW_MAX_PATTERN_LEN */
 
 #define E(f, r)                                                                                              \
     {                                                                                                        \
@@ -187,7 +354,7 @@ static const struct bad bad_cases[] = {
      {"$.roles.default.trust[0]: expected a name", "got null"}},
     {"null in flags",
      {E("\"uri\"", "null")},
-     {"$.roles.default.allowed_san_types[2]: expected one of", "got null"}},
+     {"$.roles.default.allowed_san_types[2]: got null, expected one of \"dns\"|\"ip\""}},
     /* duplicate keys */
     {"dup top",
      {E("^", ""), E("\"signer\":", "\"workers\": 4, \"workers\": 8, \"signer\":")},
@@ -352,7 +519,7 @@ static const struct bad bad_cases[] = {
      {"cmpgw.json: $.label_to_path_policy.x: unknown role \"nope\""}},
     {"bad policy",
      {E("\"default_path_policy\": \"role:default\"", "\"default_path_policy\": \"allow\"")},
-     {"$.default_path_policy: expected \"role:<name>\" or \"forbid\", got \"allow\""}},
+     {"$.default_path_policy: expected \"role:<name>\", \"sign-verbatim\" or \"forbid\", got \"allow\""}},
     {"empty role policy",
      {E("\"default_path_policy\": \"role:default\"", "\"default_path_policy\": \"role:\"")},
      {"$.default_path_policy", "got \"role:\""}},
@@ -414,7 +581,7 @@ static const struct bad bad_cases[] = {
      {"$.roles.default.key_usage[1]: \"cRLSign\" is not allowed"}},
     {"key_usage unknown",
      {E("\"keyAgreement\"", "\"keyagreement\"")},
-     {"$.roles.default.key_usage[1]: expected one of", "got \"keyagreement\""}},
+     {"$.roles.default.key_usage[1]: got \"keyagreement\", expected one of \"digitalSignature\""}},
     {"key_usage dup",
      {E("\"keyAgreement\"", "\"digitalSignature\"")},
      {"$.roles.default.key_usage[1]: duplicate entry \"digitalSignature\""}},
@@ -431,11 +598,342 @@ static const struct bad bad_cases[] = {
      {E("[\"dns\", \"ip\", \"uri\"]", "\"dns\"")},
      {"$.roles.default.allowed_san_types: expected an array of names, got \"dns\""}},
     {"upstream type",
+     {E("\"type\": \"local\"", "\"type\": \"cmp\"")},
+     {"$.upstreams.local.type: expected one of \"local\"|\"vault\"|\"cfssl\", got \"cmp\""}},
+    {"local keys on vault",
      {E("\"type\": \"local\"", "\"type\": \"vault\"")},
-     {"$.upstreams.local.type: expected one of \"local\", got \"vault\""}},
+     {"$.upstreams.local.cert: not valid for a \"vault\" upstream"}},
     {"log_level",
      {E("\"signer\":", "\"log_level\": \"verbose\", \"signer\":")},
      {"$.log_level: expected one of \"debug\"|\"info\"|\"warn\"|\"error\", got \"verbose\""}},
+    /* ---- issue 3: vault and cfssl upstreams ---- */
+    {"vault missing url",
+     {UPS, E("\"url\": \"https://127.0.0.1:8200\", ", "")},
+     {"$.upstreams.vault.url: missing: required for a \"vault\" upstream"}},
+    {"vault missing issuer_ca",
+     {UPS, E("\"tls_ca\": \"ca.pem\", \"issuer_ca\": \"ca.pem\", ", "\"tls_ca\": \"ca.pem\", ")},
+     {"$.upstreams.vault.issuer_ca: missing: required for a \"vault\" upstream"}},
+    {"cfssl missing issuer_ca",
+     {UPS, E("\"issuer_ca\": \"issuing.pem\", ", "")},
+     {"$.upstreams.cfssl.issuer_ca: missing: required for a \"cfssl\" upstream"}},
+    {"vault both token and cert auth",
+     {UPS, E("\"token_file\": \"vault.token\"",
+             "\"token_file\": \"vault.token\", \"tls_cert\": \"client.pem\", \"tls_key\": \"client.key\", "
+             "\"auth\": {\"cert\": {}}")},
+     {"$.upstreams.vault: a vault upstream needs exactly one of \"token_file\" and \"auth\""}},
+    {"vault neither token nor cert auth",
+     {UPS, E(", \"token_file\": \"vault.token\"", "")},
+     {"$.upstreams.vault: a vault upstream needs exactly one of"}},
+    {"vault cert auth without client cert",
+     {UPS, E("\"token_file\": \"vault.token\"", "\"auth\": {\"cert\": {\"role\": \"gw\"}}")},
+     {"$.upstreams.vault.auth: cert auth logs in with the client certificate"}},
+    {"vault auth unknown method",
+     {UPS, E("\"token_file\": \"vault.token\"", "\"auth\": {\"token\": {}}")},
+     {"$.upstreams.vault.auth.token: unknown key"}},
+    {"vault auth empty",
+     {UPS, E("\"token_file\": \"vault.token\"", "\"auth\": {}")},
+     {"$.upstreams.vault.auth: expected {\"cert\": {...}}"}},
+    {"vault auth cert unknown key",
+     {UPS, E("\"token_file\": \"vault.token\"", "\"auth\": {\"cert\": {\"name\": \"x\"}}")},
+     {"$.upstreams.vault.auth.cert.name: unknown key"}},
+    {"vault auth not object",
+     {UPS, E("\"token_file\": \"vault.token\"", "\"auth\": \"cert\"")},
+     {"$.upstreams.vault.auth: expected an object, got \"cert\""}},
+    {"vault auth cert bad mount",
+     {UPS, E("\"token_file\": \"vault.token\"", "\"auth\": {\"cert\": {\"mount\": \"/cert\"}}")},
+     {"$.upstreams.vault.auth.cert.mount: expected a path like", "got \"/cert\""}},
+    {"vault tls_cert without tls_key",
+     {UPS, E("\"token_file\"", "\"tls_cert\": \"client.pem\", \"token_file\"")},
+     {"$.upstreams.vault.tls_cert: \"tls_cert\" and \"tls_key\" go together"}},
+    {"vault tls key mismatch",
+     {UPS, E("\"token_file\"", "\"tls_cert\": \"client.pem\", \"tls_key\": \"server.key\", \"token_file\"")},
+     {"$.upstreams.vault.tls_key: key in \"", "server.key\" does not match"}},
+    {"vault tls over http",
+     {UPS, E("https://127.0.0.1:8200", "http://127.0.0.1:8200")},
+     {"$.upstreams.vault.tls_ca: TLS settings need an https:// \"url\""}},
+    {"vault tls_ca garbage",
+     {UPS, E("\"tls_ca\": \"ca.pem\"", "\"tls_ca\": \"garbage.pem\"")},
+     {"$.upstreams.vault.tls_ca: cannot parse a PEM certificate"}},
+    {"vault token missing",
+     {UPS, E("\"vault.token\"", "\"nope.token\"")},
+     {"$.upstreams.vault.token_file: cannot open \"", "nope.token\""}},
+    {"vault issuer not a CA",
+     {UPS, E("\"issuer_ca\": \"ca.pem\"", "\"issuer_ca\": \"client.pem\"")},
+     {"$.upstreams.vault.issuer_ca: certificate 1 in \"", "client.pem\" is not a CA certificate"}},
+    {"vault issuer garbage",
+     {UPS, E("\"issuer_ca\": \"ca.pem\"", "\"issuer_ca\": \"empty.pem\"")},
+     {"$.upstreams.vault.issuer_ca: no PEM certificate in"}},
+    {"vault mount leading slash",
+     {UPS, E("\"token_file\"", "\"mount\": \"/pki\", \"token_file\"")},
+     {"$.upstreams.vault.mount: expected a path like \"pki\"", "got \"/pki\""}},
+    {"vault mount trailing slash",
+     {UPS, E("\"token_file\"", "\"mount\": \"pki/\", \"token_file\"")},
+     {"$.upstreams.vault.mount", "got \"pki/\""}},
+    {"vault mount dotdot",
+     {UPS, E("\"token_file\"", "\"mount\": \"pki/../sys\", \"token_file\"")},
+     {"$.upstreams.vault.mount", "\"pki/../sys\""}},
+    {"vault namespace empty segment",
+     {UPS, E("\"token_file\"", "\"namespace\": \"ns1//\", \"token_file\"")},
+     {"$.upstreams.vault.namespace: expected a namespace like", "\"ns1//\""}},
+    {"vault mount empty segment",
+     {UPS, E("\"token_file\"", "\"mount\": \"a//b\", \"token_file\"")},
+     {"$.upstreams.vault.mount", "\"a//b\""}},
+    {"vault namespace number",
+     {UPS, E("\"token_file\"", "\"namespace\": 5, \"token_file\"")},
+     {"$.upstreams.vault.namespace: expected a namespace like", "got 5"}},
+    {"vault delay",
+     {UPS, E("\"token_file\"", "\"delay\": \"1s\", \"token_file\"")},
+     {"$.upstreams.vault.delay: not valid for a \"vault\" upstream"}},
+    {"vault unknown key",
+     {UPS, E("\"token_file\"", "\"token\": \"x\", \"token_file\"")},
+     {"$.upstreams.vault.token: unknown key"}},
+    {"url trailing slash",
+     {UPS, E("https://127.0.0.1:8200", "https://127.0.0.1:8200/")},
+     {"$.upstreams.vault.url: expected \"http(s)://host[:port]\"", "got \"https://127.0.0.1:8200/\""}},
+    {"url path", {UPS, E("https://127.0.0.1:8200", "https://127.0.0.1:8200/v1")}, {"$.upstreams.vault.url"}},
+    {"url scheme",
+     {UPS, E("https://127.0.0.1:8200", "ftp://127.0.0.1")},
+     {"$.upstreams.vault.url", "ftp://"}},
+    {"url port 0", {UPS, E("https://127.0.0.1:8200", "https://127.0.0.1:0")}, {"$.upstreams.vault.url"}},
+    {"url port 65536",
+     {UPS, E("https://127.0.0.1:8200", "https://127.0.0.1:65536")},
+     {"$.upstreams.vault.url"}},
+    {"url port empty", {UPS, E("https://127.0.0.1:8200", "https://127.0.0.1:")}, {"$.upstreams.vault.url"}},
+    {"url no host", {UPS, E("https://127.0.0.1:8200", "https://:8200")}, {"$.upstreams.vault.url"}},
+    {"url userinfo", {UPS, E("https://127.0.0.1:8200", "https://u:p@127.0.0.1")}, {"$.upstreams.vault.url"}},
+    {"url bad v6", {UPS, E("https://127.0.0.1:8200", "https://[::g]:8200")}, {"$.upstreams.vault.url"}},
+    {"url query", {UPS, E("https://127.0.0.1:8200", "https://127.0.0.1?x=1")}, {"$.upstreams.vault.url"}},
+    {"url not string",
+     {UPS, E("\"https://127.0.0.1:8200\"", "[]")},
+     {"$.upstreams.vault.url: expected a URL, got an array"}},
+    {"cfssl tls_cert",
+     {UPS, E("\"auth_key_file\"", "\"tls_cert\": \"client.pem\", \"auth_key_file\"")},
+     {"$.upstreams.cfssl.tls_cert: not valid for a \"cfssl\" upstream"}},
+    {"cfssl token_file",
+     {UPS, E("\"auth_key_file\"", "\"token_file\": \"vault.token\", \"auth_key_file\"")},
+     {"$.upstreams.cfssl.token_file: not valid for a \"cfssl\" upstream"}},
+    {"cfssl store",
+     {UPS, E("\"auth_key_file\"", "\"store\": \"store\", \"auth_key_file\"")},
+     {"$.upstreams.cfssl.store: not valid for a \"cfssl\" upstream"}},
+    {"vault auth_key_file",
+     {UPS, E("\"token_file\"", "\"auth_key_file\": \"hmac.key\", \"token_file\"")},
+     {"$.upstreams.vault.auth_key_file: not valid for a \"vault\" upstream"}},
+    {"hmac odd",
+     {UPS, E("\"hmac.key\"", "\"hmac-odd.key\"")},
+     {"$.upstreams.cfssl.auth_key_file: the key in \"", "hmac-odd.key\" must be 16..64 bytes, in hex"}},
+    {"hmac short", {UPS, E("\"hmac.key\"", "\"hmac-short.key\"")}, {"hmac-short.key\" must be 16..64 bytes"}},
+    {"hmac not hex",
+     {UPS, E("\"hmac.key\"", "\"hmac-nothex.key\"")},
+     {"$.upstreams.cfssl.auth_key_file: the key in \"", "hmac-nothex.key\" is not hex"}},
+    {"hmac too long", {UPS, E("\"hmac.key\"", "\"long.secret\"")}, {"long.secret\" must be 16..64 bytes"}},
+    {"hmac missing",
+     {UPS, E("\"hmac.key\"", "\"nope.key\"")},
+     {"$.upstreams.cfssl.auth_key_file: cannot open"}},
+    {"local url",
+     {E("\"chain\": \"ca.pem\" }", "\"chain\": \"ca.pem\", \"url\": \"http://a\" }")},
+     {"$.upstreams.local.url: not valid for a \"local\" upstream"}},
+    {"local missing cert",
+     {E("\"cert\": \"issuing.pem\", ", "")},
+     {"$.upstreams.local.cert: missing: required for a \"local\" upstream"}},
+    {"store missing",
+     {UPS, E("\"store\": \"store\"", "\"store\": \"nostore\"")},
+     {"$.upstreams.deleg.store: cannot use \"", "nostore\": No such file or directory"}},
+    {"store not a directory",
+     {UPS, E("\"store\": \"store\"", "\"store\": \"plain.file\"")},
+     {"$.upstreams.deleg.store: \"", "plain.file\" is not a directory"}},
+    /* ---- roles on them ---- */
+    {"upstream_role on local",
+     {E("\"implicit_confirm\": true", "\"implicit_confirm\": true, \"upstream_role\": \"x\"")},
+     {"$.roles.default.upstream_role: only for roles on vault or cfssl upstreams; \"local\" is a local "
+      "upstream"}},
+    {"crmf on local",
+     {E("\"implicit_confirm\": true",
+        "\"implicit_confirm\": true, \"crmf\": \"delegate\", \"delegate\": \"local\"")},
+     {"$.roles.default.crmf: only for roles on vault or cfssl upstreams"}},
+    {"verbatim on cfssl",
+     {UPS, ROLES, E("\"upstream_role\": \"client\"", "\"sign\": \"verbatim\"")},
+     {"$.roles.rc.sign: only for roles on vault upstreams; \"cfssl\" is a cfssl upstream"}},
+    {"issuer_ref on cfssl",
+     {UPS, ROLES, E("\"upstream_role\": \"client\"", "\"issuer_ref\": \"default\"")},
+     {"$.roles.rc.issuer_ref: only for roles on vault upstreams"}},
+    {"exclude_cn on cfssl",
+     {UPS, ROLES, E("\"upstream_role\": \"client\"", "\"exclude_cn_from_sans\": true")},
+     {"$.roles.rc.exclude_cn_from_sans: only for roles on vault upstreams"}},
+    {"sign bad",
+     {UPS, ROLES, E("\"crmf\": \"delegate\"", "\"sign\": \"raw\", \"crmf\": \"delegate\"")},
+     {"$.roles.rv.sign: expected one of \"role\"|\"verbatim\", got \"raw\""}},
+    {"crmf bad",
+     {UPS, ROLES, E("\"crmf\": \"delegate\"", "\"crmf\": \"accept\"")},
+     {"$.roles.rv.crmf: expected one of \"reject\"|\"delegate\", got \"accept\""}},
+    {"delegate missing",
+     {UPS, ROLES, E(", \"delegate\": \"deleg\"", "")},
+     {"$.roles.rv.delegate: missing: required with \"crmf\": \"delegate\""}},
+    {"delegate with reject",
+     {UPS, ROLES, E("\"crmf\": \"delegate\"", "\"crmf\": \"reject\"")},
+     {"$.roles.rv.delegate: set, but \"crmf\" is not \"delegate\""}},
+    {"delegate dangling",
+     {UPS, ROLES, E("\"delegate\": \"deleg\"", "\"delegate\": \"nope\"")},
+     {"$.roles.rv.delegate: unknown upstream \"nope\""}},
+    {"delegate not local",
+     {UPS, ROLES, E("\"delegate\": \"deleg\"", "\"delegate\": \"cfssl\"")},
+     {"$.roles.rv.delegate: \"cfssl\" is a cfssl upstream: a delegate issuer must be a local upstream"}},
+    {"delegate without store",
+     {UPS, ROLES, E("\"delegate\": \"deleg\"", "\"delegate\": \"local\"")},
+     {"$.roles.rv.delegate: \"local\" has no \"store\": a delegate issuer must keep every certificate"}},
+    {"delegate pathlen",
+     {UPS, ROLES,
+      E("\"cert\": \"delegate.pem\", \"key\": \"delegate.key\"",
+        "\"cert\": \"ca.pem\", \"key\": \"ca.key\"")},
+     {"$.roles.rv.delegate: the certificate of \"deleg\" must have basicConstraints pathlen:0"}},
+    {"delegate foreign",
+     {UPS, ROLES,
+      E("\"cert\": \"delegate.pem\", \"key\": \"delegate.key\"",
+        "\"cert\": \"other.pem\", \"key\": \"other.key\"")},
+     {"$.roles.rv.delegate: the certificate of \"deleg\" does not chain to the issuer_ca of \"vault\""}},
+    {"delegate name invalid",
+     {UPS, ROLES, E("\"delegate\": \"deleg\"", "\"delegate\": \"de leg\"")},
+     {"$.roles.rv.delegate: expected a name"}},
+    {"sign-verbatim policy without role",
+     {E("\"default_path_policy\": \"role:default\"", "\"default_path_policy\": \"sign-verbatim\"")},
+     {"$.default_path_policy: \"sign-verbatim\" names the role \"sign-verbatim\", which does not exist"}},
+    {"sign-verbatim role not verbatim",
+     {UPS, E("\"roles\": {",
+             "\"roles\": { \"sign-verbatim\": { \"upstream\": \"vault\", \"trust\": [\"demo\"] },")},
+     {"$.roles.sign-verbatim.sign: the role \"sign-verbatim\" must have \"sign\": \"verbatim\""}},
+    /* ---- authorization ---- */
+    {"authz unknown key",
+     {UPS, ROLES, AUTHZ("\"tls_issuer\": []")},
+     {"$.roles.rv.authorization.tls_issuer: unknown key"}},
+    {"authz not object",
+     {E("\"implicit_confirm\": true", "\"implicit_confirm\": true, \"authorization\": []")},
+     {"$.roles.default.authorization: expected an object, got an array"}},
+    {"tls_client bad",
+     {UPS, ROLES, E("\"tls_client\": \"require\"", "\"tls_client\": \"none\"")},
+     {"$.roles.rv.authorization.tls_client: expected one of \"optional\"|\"require\", got \"none\""}},
+    {"tls_client bool",
+     {UPS, ROLES, E("\"tls_client\": \"require\"", "\"tls_client\": true")},
+     {"$.roles.rv.authorization.tls_client: expected one of", "got true"}},
+    {"tls_trust dangling",
+     {UPS, ROLES, AUTHZ("\"tls_trust\": [\"demo\", \"nope\"]")},
+     {"$.roles.rv.authorization.tls_trust[1]: unknown trust \"nope\""}},
+    {"tls_trust not array",
+     {UPS, ROLES, AUTHZ("\"tls_trust\": \"demo\"")},
+     {"$.roles.rv.authorization.tls_trust: expected an array of names, got \"demo\""}},
+    {"tls_must_be_signer string",
+     {UPS, ROLES, AUTHZ("\"tls_must_be_signer\": \"yes\"")},
+     {"$.roles.rv.authorization.tls_must_be_signer: expected true or false"}},
+    {"pattern empty",
+     {UPS, ROLES, AUTHZ("\"tls_subjects\": [\"\"]")},
+     {"$.roles.rv.authorization.tls_subjects[0]: expected a pattern of 1..256 characters, got \"\""}},
+    {"pattern not string",
+     {UPS, ROLES, AUTHZ("\"signer_subjects\": [\"/CN=a\", 7]")},
+     {"$.roles.rv.authorization.signer_subjects[1]: expected a pattern", "got 7"}},
+    {"pattern control char",
+     {UPS, ROLES, AUTHZ("\"tls_sans\": [\"a\\u0001b\"]")},
+     {"$.roles.rv.authorization.tls_sans[0]: expected a pattern"}},
+    {"pattern NUL",
+     {UPS, ROLES, AUTHZ("\"allowed_common_names\": [\"a\\u0000b\"]")},
+     {"$.roles.rv.authorization.allowed_common_names[0]: expected a pattern"}},
+    {"pattern too long",
+     {UPS, ROLES, AUTHZ("\"allowed_common_names\": [\"" A256 "a\"]")},
+     {"$.roles.rv.authorization.allowed_common_names[0]: expected a pattern of 1..256"}},
+    {"pattern dup",
+     {UPS, ROLES, E("[\"*.example.com\"]", "[\"*.example.com\", \"*.example.com\"]")},
+     {"$.roles.rv.authorization.allowed_dns_names[1]: duplicate entry \"*.example.com\""}},
+    {"patterns not array",
+     {UPS, ROLES, E("[\"*.example.com\"]", "\"*.example.com\"")},
+     {"$.roles.rv.authorization.allowed_dns_names: expected an array of at most 256 patterns"}},
+    {"dns names without dns san",
+     {UPS, ROLES, E("[\"dns\", \"ip\"]", "[\"ip\"]")},
+     {"$.roles.rv.authorization.allowed_dns_names: set, but \"dns\" is not in the role's "
+      "\"allowed_san_types\""}},
+    {"ip ranges without ip san",
+     {UPS, ROLES, E("[\"dns\", \"ip\"]", "[\"dns\"]")},
+     {"$.roles.rv.authorization.allowed_ip_ranges: set, but \"ip\" is not in"}},
+    {"uris without uri san",
+     {UPS, ROLES, AUTHZ("\"allowed_uris\": [\"spiffe://x/*\"]")},
+     {"$.roles.rv.authorization.allowed_uris: set, but \"uri\""}},
+    {"cidr no prefix",
+     {UPS, ROLES, E("\"10.0.0.0/8\"", "\"10.0.0.0\"")},
+     {"$.roles.rv.authorization.allowed_ip_ranges[0]: expected a CIDR", "got \"10.0.0.0\""}},
+    {"cidr host bits",
+     {UPS, ROLES, E("\"10.0.0.0/8\"", "\"10.0.0.1/8\"")},
+     {"allowed_ip_ranges[0]: expected a CIDR", "\"10.0.0.1/8\""}},
+    {"cidr v4 /33", {UPS, ROLES, E("\"10.0.0.0/8\"", "\"10.0.0.0/33\"")}, {"allowed_ip_ranges[0]", "/33"}},
+    {"cidr v6 /129", {UPS, ROLES, E("\"10.0.0.0/8\"", "\"::1/129\"")}, {"allowed_ip_ranges[0]", "::1/129"}},
+    {"cidr leading zero", {UPS, ROLES, E("\"10.0.0.0/8\"", "\"fd00::/08\"")}, {"allowed_ip_ranges[0]"}},
+    {"cidr v6 host bits", {UPS, ROLES, E("\"10.0.0.0/8\"", "\"fd00::1/64\"")}, {"allowed_ip_ranges[0]"}},
+    {"cidr name", {UPS, ROLES, E("\"10.0.0.0/8\"", "\"localhost/8\"")}, {"allowed_ip_ranges[0]"}},
+    {"cidr sign", {UPS, ROLES, E("\"10.0.0.0/8\"", "\"10.0.0.0/+8\"")}, {"allowed_ip_ranges[0]"}},
+    {"cidr empty prefix", {UPS, ROLES, E("\"10.0.0.0/8\"", "\"10.0.0.0/\"")}, {"allowed_ip_ranges[0]"}},
+    {"key type rsa small",
+     {UPS, ROLES, E("[\"ec:P-256\"]", "[\"rsa:1024\"]")},
+     {"$.roles.rv.authorization.allowed_key_types[0]: expected \"rsa:<bits>\" (2048..16384)",
+      "got \"rsa:1024\""}},
+    {"key type rsa huge", {UPS, ROLES, E("[\"ec:P-256\"]", "[\"rsa:99999\"]")}, {"allowed_key_types[0]"}},
+    {"key type rsa junk", {UPS, ROLES, E("[\"ec:P-256\"]", "[\"rsa:2048x\"]")}, {"allowed_key_types[0]"}},
+    {"key type rsa zero", {UPS, ROLES, E("[\"ec:P-256\"]", "[\"rsa:02048\"]")}, {"allowed_key_types[0]"}},
+    {"key type rsa bare", {UPS, ROLES, E("[\"ec:P-256\"]", "[\"rsa:\"]")}, {"allowed_key_types[0]"}},
+    {"key type curve",
+     {UPS, ROLES, E("[\"ec:P-256\"]", "[\"ec:P-192\"]")},
+     {"allowed_key_types[0]", "ec:P-192"}},
+    {"key type dsa", {UPS, ROLES, E("[\"ec:P-256\"]", "[\"ec:P-384\", \"dsa\"]")}, {"allowed_key_types[1]"}},
+    {"key type dup",
+     {UPS, ROLES, E("[\"ec:P-256\"]", "[\"ec:P-256\", \"ed25519\", \"ec:P-256\"]")},
+     {"allowed_key_types[2]: duplicate key type \"ec:P-256\""}},
+    {"key type two rsa",
+     {UPS, ROLES, E("[\"ec:P-256\"]", "[\"rsa:2048\", \"rsa:3072\"]")},
+     {"allowed_key_types[1]: duplicate key type"}},
+    {"key types empty",
+     {UPS, ROLES, E("[\"ec:P-256\"]", "[]")},
+     {"$.roles.rv.authorization.allowed_key_types: expected an array of 1..16 key types, got an array"}},
+    {"key types not array",
+     {UPS, ROLES, E("[\"ec:P-256\"]", "\"ec:P-256\"")},
+     {"allowed_key_types: expected an array of 1..16 key types, got \"ec:P-256\""}},
+    /* ---- CRLs ---- */
+    {"crl missing",
+     {E("\"untrusted_file\": \"issuing.pem\"",
+        "\"untrusted_file\": \"issuing.pem\", \"crl_file\": \"nope.pem\"")},
+     {"$.trust.demo.crl_file: cannot open"}},
+    {"crl garbage",
+     {E("\"untrusted_file\": \"issuing.pem\"",
+        "\"untrusted_file\": \"issuing.pem\", \"crl_file\": \"garbage.pem\"")},
+     {"$.trust.demo.crl_file: cannot parse a PEM CRL"}},
+    {"crl is a cert",
+     {E("\"untrusted_file\": \"issuing.pem\"",
+        "\"untrusted_file\": \"issuing.pem\", \"crl_file\": \"ca.pem\"")},
+     {"$.trust.demo.crl_file: no PEM CRL in"}},
+    {"crl mixed in role",
+     {E("\"demo\": { \"ca_file\": \"ca.pem\", \"untrusted_file\": \"issuing.pem\" }",
+        "\"demo\": { \"ca_file\": \"ca.pem\", \"untrusted_file\": \"issuing.pem\" }, "
+        "\"crl\": { \"ca_file\": \"ca.pem\", \"crl_file\": \"crl-ok.pem\" }"),
+      E("\"trust\": [\"demo\"]", "\"trust\": [\"crl\", \"demo\"]")},
+     {"$.roles.default.trust: mixes trust entries with and without \"crl_file\""}},
+    /* ---- audit ---- */
+    {"audit missing",
+     {E(",\n  \"audit\": { \"file\": \"audit.log\" }", "")},
+     {"cmpgw.json: $.audit: missing required key"}},
+    {"audit not object",
+     {E("\"audit\": { \"file\": \"audit.log\" }", "\"audit\": \"audit.log\"")},
+     {"$.audit: expected an object, got \"audit.log\""}},
+    {"audit file missing",
+     {E("\"audit\": { \"file\": \"audit.log\" }", "\"audit\": { }")},
+     {"$.audit.file: missing required key"}},
+    {"audit unknown key",
+     {E("\"file\": \"audit.log\"", "\"file\": \"audit.log\", \"fsync\": true")},
+     {"$.audit.fsync: unknown key"}},
+    {"audit field unknown",
+     {E("\"file\": \"audit.log\"", "\"file\": \"audit.log\", \"audit_fields\": [\"common_name\", \"cn\"]")},
+     {"$.audit.audit_fields[1]: got \"cn\", expected one of \"csr\"|\"common_name\""}},
+    {"audit field dup",
+     {E("\"file\": \"audit.log\"", "\"file\": \"audit.log\", \"audit_fields\": [\"csr\", \"csr\"]")},
+     {"$.audit.audit_fields[1]: duplicate entry \"csr\""}},
+    {"audit dir missing",
+     {E("\"file\": \"audit.log\"", "\"file\": \"nodir/audit.log\"")},
+     {"$.audit.file: cannot create \"", "nodir/audit.log\": No such file or directory"}},
+    {"audit is a directory",
+     {E("\"file\": \"audit.log\"", "\"file\": \"audit.dir\"")},
+     {"$.audit.file: \"", "audit.dir\" is not a regular file"}},
     {"dup listener",
      {E("\"listeners\": [\n    {",
         "\"listeners\": [\n    { \"address\": \"127.0.0.1\", \"port\": 8443, \"tls\": { \"cert\": "
@@ -447,7 +945,7 @@ static void test_bad(void **state)
 {
     const struct bad *c = *state;
     char err[GW_ERR_LEN] = "";
-    char *text = edited(c->e, 3);
+    char *text = edited(c->e, 4);
     struct gw_config *cfg = parse_text(text, strlen(text), err);
     const char *at = err;
     size_t i;
@@ -462,6 +960,8 @@ static void test_bad(void **state)
     }
     /* a secret file's content never reaches an error */
     assert_null(strstr(err, secret_short));
+    assert_null(strstr(err, "0123456789abcdef"));
+    assert_null(strstr(err, "s.abcdefgh"));
     free(text);
 }
 
@@ -616,6 +1116,343 @@ static void test_edges(void **state)
     }
 }
 
+/* ---- issue 3: valid upstream, role, authorization and audit configs ---- */
+
+static struct gw_config *parse_edits(const struct edit *e, size_t n)
+{
+    char err[GW_ERR_LEN] = "";
+    char *text = edited(e, n);
+    struct gw_config *cfg = parse_text(text, strlen(text), err);
+
+    free(text);
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    return cfg;
+}
+
+static const struct gw_upstream_conf *up_named(const struct gw_config *cfg, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < cfg->n_upstreams; i++)
+        if (strcmp(cfg->upstreams[i].name, name) == 0)
+            return &cfg->upstreams[i];
+    fail_msg("no upstream %s", name);
+    return NULL;
+}
+
+static void test_upstreams(void **state)
+{
+    static const struct edit e[] = {UPS, ROLES};
+    static const unsigned char hmac[16] = {0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77,
+                                           0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff};
+    struct gw_config *cfg = parse_edits(e, 2);
+    const struct gw_upstream_conf *v = up_named(cfg, "vault"), *c = up_named(cfg, "cfssl"),
+                                  *d = up_named(cfg, "deleg");
+    const struct gw_role *rv = gw_config_role(cfg, "rv", 2), *rc = gw_config_role(cfg, "rc", 2);
+
+    (void)state;
+    assert_int_equal(v->type, GW_UPSTREAM_VAULT);
+    assert_string_equal(v->url, "https://127.0.0.1:8200");
+    assert_non_null(strstr(v->ca_file, dir));
+    assert_non_null(v->issuer_store);
+    assert_int_equal(sk_X509_num(v->issuer_certs), 1);
+    assert_string_equal(v->mount, "pki"); /* the default */
+    assert_non_null(strstr(v->token_file, "vault.token"));
+    assert_null(v->vault_namespace);
+    assert_null(v->auth_cert_mount);
+    assert_null(v->cert);
+    assert_int_equal(c->type, GW_UPSTREAM_CFSSL);
+    assert_null(c->mount);
+    assert_int_equal(c->auth_key_len, 16);
+    assert_memory_equal(c->auth_key, hmac, 16);
+    assert_non_null(strstr(d->store_dir, "/store"));
+    assert_non_null(rv);
+    assert_ptr_equal(rv->upstream, v);
+    assert_string_equal(rv->upstream_role, "rv"); /* defaults to the role's name */
+    assert_int_equal(rv->crmf, GW_CRMF_DELEGATE);
+    assert_ptr_equal(rv->delegate, d);
+    assert_int_equal(rv->sign_policy, GW_SIGN_ROLE);
+    assert_null(rv->issuer_ref);
+    assert_true(rv->authz.tls_required);
+    assert_int_equal(rv->authz.dns_names.n, 1);
+    assert_string_equal(rv->authz.dns_names.v[0], "*.example.com");
+    assert_int_equal(rv->authz.ip_ranges.n, 1);
+    assert_int_equal(rv->authz.n_key_rules, 1);
+    assert_int_equal(rv->authz.key_rules[0].pkey_type, EVP_PKEY_EC);
+    assert_int_equal(rv->authz.key_rules[0].curve_nid, NID_X9_62_prime256v1);
+    assert_null(rv->authz.tls_store);
+    assert_non_null(rc);
+    assert_string_equal(rc->upstream_role, "client");
+    assert_int_equal(rc->crmf, GW_CRMF_REJECT);
+    assert_null(rc->delegate);
+    assert_false(rc->authz.tls_required);
+    assert_null(rc->authz.key_rules);
+    /* the local role keeps no upstream role */
+    assert_null(gw_config_role(cfg, "default", 7)->upstream_role);
+    assert_non_null(strstr(cfg->audit.file, "/audit.log"));
+    assert_int_equal(cfg->audit.fields,
+                     GW_AUDIT_COMMON_NAME | GW_AUDIT_ALT_NAMES | GW_AUDIT_IP_SANS | GW_AUDIT_URI_SANS);
+    gw_config_free(cfg);
+}
+
+/* Every new optional key at a non-default value, read back. */
+static void test_upstreams_full(void **state)
+{
+    static const struct edit e[] = {
+        UPS,
+        ROLES,
+        E("\"token_file\": \"vault.token\"",
+          "\"tls_cert\": \"client.pem\", \"tls_key\": \"client.key\", \"mount\": \"pki/int\", "
+          "\"namespace\": \"ns1/team-a/\", \"auth\": {\"cert\": {\"role\": \"gw\"}}, \"timeout\": \"3s\", "
+          "\"max_inflight\": 4"),
+        E("\"crmf\": \"delegate\"",
+          "\"crmf\": \"delegate\", \"sign\": \"verbatim\", \"issuer_ref\": \"root-2024\", "
+          "\"exclude_cn_from_sans\": true, \"upstream_role\": \"devices\""),
+        AUTHZ("\"tls_trust\": [\"demo\"], \"tls_subjects\": [\"/O=cmpgw demo/CN=*\"], \"tls_sans\": "
+              "[\"*.example.com\"], "
+              "\"tls_must_be_signer\": true, \"signer_subjects\": [\"/CN=dev-*\"], \"allowed_common_names\": "
+              "[\"dev-*\", \"d\\u00e9v\"], \"allowed_uris\": [\"spiffe://example/*\"], \"allowed_emails\": "
+              "[\"*@example.com\"]"),
+        E("[\"dns\", \"ip\"]", "[\"dns\", \"ip\", \"uri\", \"email\"]"),
+        E("[\"10.0.0.0/8\"]",
+          "[\"10.0.0.0/8\", \"127.0.0.1/32\", \"0.0.0.0/0\", \"::1/128\", \"fd00::/8\", \"::/0\"]"),
+        E("[\"ec:P-256\"]",
+          "[\"rsa:2048\", \"ec:P-256\", \"ec:P-384\", \"ec:P-521\", \"ed25519\", \"ed448\"]"),
+        E("\"file\": \"audit.log\"",
+          "\"file\": \"audit.log\", \"audit_fields\": [\"csr\", \"common_name\", \"ou\", "
+          "\"add_basic_constraints\"]"),
+    };
+    struct gw_config *cfg = parse_edits(e, sizeof(e) / sizeof(e[0]));
+    const struct gw_upstream_conf *v = up_named(cfg, "vault");
+    const struct gw_role *rv = gw_config_role(cfg, "rv", 2);
+    const struct gw_authz *a = &rv->authz;
+
+    (void)state;
+    assert_string_equal(v->mount, "pki/int");
+    assert_string_equal(v->vault_namespace, "ns1/team-a/"); /* Vault's own form */
+    assert_string_equal(v->auth_cert_mount, "cert"); /* the default mount */
+    assert_string_equal(v->auth_cert_role, "gw");
+    assert_null(v->token_file);
+    assert_int_equal(v->timeout_ms, 3000);
+    assert_int_equal(v->max_inflight, 4);
+    assert_int_equal(rv->sign_policy, GW_SIGN_VERBATIM);
+    assert_string_equal(rv->issuer_ref, "root-2024");
+    assert_true(rv->exclude_cn_from_sans);
+    assert_string_equal(rv->upstream_role, "devices");
+    assert_int_equal(a->n_tls_trust, 1);
+    assert_non_null(a->tls_store);
+    assert_int_equal(sk_X509_num(a->tls_untrusted), 1);
+    assert_true(a->tls_must_be_signer);
+    assert_int_equal(a->tls_subjects.n, 1);
+    assert_int_equal(a->tls_sans.n, 1);
+    assert_int_equal(a->signer_subjects.n, 1);
+    assert_int_equal(a->common_names.n, 2);
+    assert_string_equal(a->common_names.v[1], "d\xc3\xa9v");
+    assert_int_equal(a->uris.n, 1);
+    assert_int_equal(a->emails.n, 1);
+    assert_int_equal(a->ip_ranges.n, 6);
+    assert_int_equal(a->n_key_rules, 6);
+    assert_int_equal(a->key_rules[0].pkey_type, EVP_PKEY_RSA);
+    assert_int_equal(a->key_rules[0].min_bits, 2048);
+    assert_int_equal(a->key_rules[3].curve_nid, NID_secp521r1);
+    assert_int_equal(a->key_rules[4].pkey_type, EVP_PKEY_ED25519);
+    assert_int_equal(a->key_rules[5].pkey_type, EVP_PKEY_ED448);
+    assert_int_equal(cfg->audit.fields,
+                     GW_AUDIT_CSR | GW_AUDIT_COMMON_NAME | GW_AUDIT_OU | GW_AUDIT_ADD_BASIC_CONSTRAINTS);
+    gw_config_free(cfg);
+}
+
+/* Twins of the error cases just inside the rules. */
+static void test_upstream_edges(void **state)
+{
+    static const struct edit cases[][4] = {
+        {UPS, E("https://127.0.0.1:8200", "https://[::1]:65535")},
+        {UPS, E("https://127.0.0.1:8200", "https://vault.example-1.com")},
+        {UPS, E("http://127.0.0.1:8888", "http://localhost:1")},
+        {UPS, E(", \"auth_key_file\": \"hmac.key\"", "")}, /* cfssl without authsign */
+        {UPS, E("\"tls_ca\": \"ca.pem\", ", "")},          /* https with the system CA bundle */
+        /* a local role may spell out the defaults of the upstream-only keys */
+        {E("\"implicit_confirm\": true",
+           "\"implicit_confirm\": true, \"crmf\": \"reject\", \"sign\": \"role\", "
+           "\"exclude_cn_from_sans\": false")},
+        /* Vault's sign-verbatim path policy with its role */
+        {UPS,
+         E("\"roles\": {",
+           "\"roles\": { \"sign-verbatim\": { \"upstream\": \"vault\", \"trust\": [\"demo\"], "
+           "\"sign\": \"verbatim\" },"),
+         E("\"default_path_policy\": \"role:default\"", "\"default_path_policy\": \"sign-verbatim\"")},
+        /* an authorization with nothing in it */
+        {E("\"implicit_confirm\": true", "\"implicit_confirm\": true, \"authorization\": {}")},
+        /* 256-byte pattern (GW_MAX_PATTERN_LEN), audit file that exists */
+        {UPS, ROLES, AUTHZ("\"allowed_common_names\": [\"" A256 "\"]"),
+         E("\"file\": \"audit.log\"", "\"file\": \"plain.file\"")},
+        {UPS, ROLES, E("[\"ec:P-256\"]", "[\"rsa:16384\"]")},
+    };
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char err[GW_ERR_LEN] = "";
+        char *text = edited(cases[i], 4);
+        struct gw_config *cfg = parse_text(text, strlen(text), err);
+        if (cfg == NULL)
+            fail_msg("upstream edge case %zu: %s", i, err);
+        if (i == 6) {
+            assert_non_null(cfg->default_path_policy.role);
+            assert_string_equal(cfg->default_path_policy.role->name, "sign-verbatim");
+        }
+        if (i == 8)
+            assert_int_equal(strlen(cfg->roles[0].authz.common_names.v[0]), GW_MAX_PATTERN_LEN);
+        gw_config_free(cfg);
+        free(text);
+    }
+}
+
+/* Verifies client.pem against a role's union store: 1 valid, 0 refused (|why| = the X509_V_ERR). */
+static int verify_client(const struct gw_role *r, int *why)
+{
+    X509 *client = read_cert("client.pem");
+    X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+    int ok;
+
+    assert_non_null(client);
+    assert_int_equal(X509_STORE_CTX_init(ctx, r->store, client, r->untrusted), 1);
+    ok = X509_verify_cert(ctx);
+    *why = X509_STORE_CTX_get_error(ctx);
+    X509_STORE_CTX_free(ctx);
+    X509_free(client);
+    return ok;
+}
+
+/* crl_file reaches the role's store and the authorization's tls_store, with CRL checking on. */
+static void test_crl(void **state)
+{
+    static const struct {
+        const char *file;
+        int ok, why;
+    } cases[] = {
+        {"crl-ok.pem", 1, X509_V_OK},
+        {"crl-revoked.pem", 0, X509_V_ERR_CERT_REVOKED},
+        {"crl-expired.pem", 0, X509_V_ERR_CRL_HAS_EXPIRED},
+    };
+    char repl[256];
+    size_t i;
+    int why;
+
+    (void)state;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct edit e[2] = {
+            {"\"untrusted_file\": \"issuing.pem\"", repl},
+            {"\"implicit_confirm\": true",
+             "\"implicit_confirm\": true, \"authorization\": {\"tls_trust\": [\"demo\"]}"},
+        };
+        struct gw_config *cfg;
+        snprintf(repl, sizeof(repl), "\"untrusted_file\": \"issuing.pem\", \"crl_file\": \"%s\"",
+                 cases[i].file);
+        capture_start();
+        cfg = parse_edits(e, 2);
+        free(capture_end());
+        assert_non_null(cfg->trust[0].crl_file);
+        assert_int_equal(verify_client(&cfg->roles[0], &why), cases[i].ok);
+        assert_int_equal(why, cases[i].why);
+        /* the authorization's TLS store is a union too, with the same CRLs and flags */
+        {
+            struct gw_role tls = cfg->roles[0];
+            tls.store = tls.authz.tls_store;
+            tls.untrusted = tls.authz.tls_untrusted;
+            assert_int_equal(verify_client(&tls, &why), cases[i].ok);
+        }
+        gw_config_free(cfg);
+    }
+    /* the twin without crl_file: the revoked certificate passes, so the test above can fail */
+    {
+        struct gw_config *cfg = parse_text(demo, strlen(demo), NULL);
+        assert_non_null(cfg);
+        assert_int_equal(verify_client(&cfg->roles[0], &why), 1);
+        gw_config_free(cfg);
+    }
+}
+
+/* Warnings: a delegate without name constraints and living long; a CRL CA gap; an expired CRL. */
+static void test_warnings(void **state)
+{
+    static const struct edit e[] = {
+        UPS,
+        ROLES,
+        E("\"cert\": \"delegate.pem\", \"key\": \"delegate.key\"",
+          "\"cert\": \"issuing.pem\", \"key\": \"issuing.key\""),
+        E("\"untrusted_file\": \"issuing.pem\"",
+          "\"untrusted_file\": \"issuing.pem\", \"crl_file\": \"crl-expired.pem\""),
+    };
+    struct gw_config *cfg;
+    char *log;
+
+    (void)state;
+    capture_start();
+    cfg = parse_edits(e, 4);
+    log = capture_end();
+    assert_non_null(
+        strstr(log, "$.roles.rv.delegate: the certificate of \\\"deleg\\\" has no name constraints"));
+    assert_non_null(strstr(log, "is valid for 1825 days: a delegate issuer should live at most 397"));
+    assert_non_null(strstr(log, "$.trust.demo.crl_file: a CRL in"));
+    gw_config_free(cfg);
+    free(log);
+    /* the constrained, short-lived delegate of the baseline warns of nothing */
+    {
+        static const struct edit ok[] = {UPS, ROLES};
+        capture_start();
+        cfg = parse_edits(ok, 2);
+        log = capture_end();
+        assert_null(strstr(log, "delegate"));
+        gw_config_free(cfg);
+        free(log);
+    }
+}
+
+/* gw_upstream_check_role: the caps rules, on the parsed baseline and on hand-made twins. */
+static void test_check_role(void **state)
+{
+    static const struct edit e[] = {
+        UPS, ROLES, E("\"upstream_role\": \"client\"", "\"crmf\": \"delegate\", \"delegate\": \"deleg\""),
+        E("\"issuer_ca\": \"issuing.pem\"", "\"issuer_ca\": \"ca.pem\"")};
+    struct gw_config *cfg = parse_edits(e, 4);
+    const struct gw_role *rc = gw_config_role(cfg, "rc", 2), *def = gw_config_role(cfg, "default", 7);
+    struct gw_role twin;
+    char err[GW_ERR_LEN] = "";
+    char *log;
+
+    (void)state;
+    assert_int_equal(gw_upstream_check_role(def->upstream, def, err), 0);
+    /* cfssl cannot describe its profiles: allowed, with a warning */
+    capture_start();
+    assert_int_equal(gw_upstream_check_role(rc->upstream, rc, err), 0);
+    log = capture_end();
+    assert_non_null(
+        strstr(log, "role rc: upstream cfssl (cfssl) cannot describe its roles: the delegate deleg"));
+    assert_non_null(strstr(log, "which restricts no names"));
+    free(log);
+    /* a delegate on an upstream that signs CRMF itself */
+    twin = *rc;
+    twin.upstream = def->upstream;
+    assert_int_equal(gw_upstream_check_role(twin.upstream, &twin, err), GW_ERR_INVAL);
+    assert_non_null(strstr(err, "role rc: upstream local (local) signs CRMF requests itself"));
+    /* a delegate that is missing, or cannot sign CRMF */
+    twin = *rc;
+    twin.delegate = NULL;
+    assert_int_equal(gw_upstream_check_role(twin.upstream, &twin, err), GW_ERR_INVAL);
+    assert_non_null(strstr(err, "needs a delegate upstream that signs CRMF"));
+    twin.delegate = rc->upstream;
+    assert_int_equal(gw_upstream_check_role(twin.upstream, &twin, err), GW_ERR_INVAL);
+    /* reject on a CSR-only upstream is always fine */
+    twin = *rc;
+    twin.crmf = GW_CRMF_REJECT;
+    twin.delegate = NULL;
+    assert_int_equal(gw_upstream_check_role(twin.upstream, &twin, err), 0);
+    assert_int_equal(gw_upstream_check_role(NULL, &twin, err), GW_ERR_INVAL);
+    gw_config_free(cfg);
+}
+
 /* Input that is not even text: NUL bytes, nothing, a cut document. */
 static void test_raw(void **state)
 {
@@ -696,7 +1533,7 @@ static void test_load(void **state)
 int main(void)
 {
     const size_t nbad = sizeof(bad_cases) / sizeof(bad_cases[0]);
-    struct CMUnitTest *tests = calloc(nbad + 6, sizeof(*tests));
+    struct CMUnitTest *tests = calloc(nbad + 12, sizeof(*tests));
     size_t i, n = 0;
     int rc;
 
@@ -706,6 +1543,12 @@ int main(void)
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_raw);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_oversized);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_load);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_upstreams);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_upstreams_full);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_upstream_edges);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_crl);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_warnings);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_check_role);
     for (i = 0; i < nbad; i++)
         tests[n++] = (struct CMUnitTest){bad_cases[i].name, test_bad, NULL, NULL, (void *)&bad_cases[i]};
     rc = _cmocka_run_group_tests("config", tests, n, group_setup, group_teardown);
