@@ -66,7 +66,9 @@ enum gw_issued_verdict gw_policy_check_issued(const struct gw_role *role, const 
 
 /*
  * gw_pattern_match matches |s| (|len| bytes) against glob |pat|: '*' matches any run of characters
- * other than '.', '/' and '='. Exported for tests and config validation.
+ * other than '.', '/' and '='; a '*' that is a whole label or value ("*.example.com", "/CN=*")
+ * matches a non-empty one. Exact bytes (the policy checks fold case for DNS names); |s| holding a
+ * NUL never matches; O(|pat| * |len|). Exported for tests and config validation.
  */
 int gw_pattern_match(const char *pat, const char *s, size_t len);
 

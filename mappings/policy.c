@@ -1,0 +1,1142 @@
+/*
+ * Authorization and policy checks of a role (mappings/policy.h). Pure: no I/O.
+ *
+ * Every refusal says what was refused, on which role, and what is allowed, because the text ends
+ * up in the CMP statusString (RFC 9483 §3.6.4) and is all a device operator sees. Values that come
+ * from the client are shown printable-only and cut short.
+ */
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <openssl/cmp.h>
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/rsa.h>
+#include <openssl/x509v3.h>
+#include "gateway/err.h"
+#include "gateway/limits.h"
+#include "mappings/policy.h"
+#include "upstream/upstream.h"
+
+#define SHOWN_LEN 80 /* a client-supplied value quoted in a message; the message itself is GW_ERR_LEN */
+
+/* ---- messages ---- */
+
+static const char *rname(const struct gw_role *role)
+{
+    return role != NULL && role->name != NULL ? role->name : "?";
+}
+
+/* shown copies |len| bytes of |s| for a message: printable ASCII only, long values cut with "...". */
+static const char *shown(char buf[SHOWN_LEN], const char *s, size_t len)
+{
+    size_t i, n = len < SHOWN_LEN - 1 ? len : SHOWN_LEN - 4;
+
+    for (i = 0; i < n; i++)
+        buf[i] = s[i] >= 0x20 && s[i] <= 0x7e ? s[i] : '?';
+    memcpy(buf + n, n < len ? "..." : "", n < len ? 4 : 1);
+    return buf;
+}
+
+/* join lists |ps| as "a, b, c" in |buf|, cut with "..." when it does not fit. */
+static const char *join(char *buf, size_t size, const struct gw_patterns *ps)
+{
+    size_t i, off = 0;
+    int n;
+
+    buf[0] = '\0';
+    for (i = 0; i < ps->n; i++) {
+        n = snprintf(buf + off, size - off, "%s%s", i > 0 ? ", " : "", ps->v[i]);
+        if (n < 0 || (size_t)n >= size - off) {
+            if (size > 4)
+                memcpy(buf + size - 4, "...", 4);
+            break;
+        }
+        off += (size_t)n;
+    }
+    return buf;
+}
+
+static int say(int *fail_info, int bit, char *err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* say fills |err| and |*fail_info| and returns GW_ERR_POLICY: the one way a check refuses. */
+static int say(int *fail_info, int bit, char *err, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(err, GW_ERR_LEN, fmt, ap);
+    va_end(ap);
+    *fail_info = bit;
+    return GW_ERR_POLICY;
+}
+
+#define DENY OSSL_CMP_PKIFAILUREINFO_notAuthorized
+/*
+ * Names and keys a role does not allow are refused with badCertTemplate, not notAuthorized: RFC 9483
+ * §4.1.1 uses badCertTemplate for a template whose content the PKI management entity does not
+ * accept, and notAuthorized for a requester who may not use the service at all (gw_policy_authorize).
+ * The requester can fix the first by asking for other names; the second needs another identity.
+ */
+#define BADT OSSL_CMP_PKIFAILUREINFO_badCertTemplate
+
+/* ---- glob patterns ---- */
+
+static int is_sep(char c)
+{
+    return c == '.' || c == '/' || c == '=';
+}
+
+static unsigned char fold_c(char c, int fold)
+{
+    unsigned char u = (unsigned char)c;
+
+    return fold && u >= 'A' && u <= 'Z' ? (unsigned char)(u + 32) : u;
+}
+
+/*
+ * glob matches |s| against |p| where '*' matches any run of characters: one backtrack point, so
+ * O(|p| * |s|) however many '*' there are (no exponential blowup).
+ */
+static int glob(const char *p, size_t pn, const char *s, size_t sn, int fold)
+{
+    size_t pi = 0, si = 0, star = SIZE_MAX, mark = 0;
+
+    while (si < sn) {
+        if (pi < pn && p[pi] == '*') {
+            star = pi++;
+            mark = si;
+        } else if (pi < pn && fold_c(p[pi], fold) == fold_c(s[si], fold)) {
+            pi++;
+            si++;
+        } else if (star != SIZE_MAX) {
+            pi = star + 1;
+            si = ++mark;
+        } else {
+            return 0;
+        }
+    }
+    while (pi < pn && p[pi] == '*')
+        pi++;
+    return pi == pn;
+}
+
+/* eq_fold: ASCII case-insensitive equality of two byte strings (DNS names, RFC 4343). */
+static int eq_fold(const char *a, size_t an, const char *b, size_t bn)
+{
+    size_t i;
+
+    if (an != bn)
+        return 0;
+    for (i = 0; i < an; i++) {
+        if (fold_c(a[i], 1) != fold_c(b[i], 1))
+            return 0;
+    }
+    return 1;
+}
+
+static size_t seg_len(const char *s, size_t n)
+{
+    size_t i = 0;
+
+    while (i < n && !is_sep(s[i]))
+        i++;
+    return i;
+}
+
+/*
+ * pattern_match: '*' never crosses '.', '/' or '=', so the separators of |pat| and |s| must line up
+ * one for one and each segment is a plain glob. A segment that is a lone '*' ("*.example.com",
+ * "/CN=*") stands for one non-empty label or value.
+ */
+static int pattern_match(const char *pat, const char *s, size_t len, int fold)
+{
+    size_t pi = 0, si = 0, pn, pl, sl;
+
+    if (pat == NULL || s == NULL || memchr(s, '\0', len) != NULL)
+        return 0;
+    pn = strlen(pat);
+    for (;;) {
+        pl = seg_len(pat + pi, pn - pi);
+        sl = seg_len(s + si, len - si);
+        if (pl == 1 && pat[pi] == '*' && sl == 0)
+            return 0;
+        if (!glob(pat + pi, pl, s + si, sl, fold))
+            return 0;
+        pi += pl;
+        si += sl;
+        if (pi == pn || si == len)
+            return pi == pn && si == len;
+        if (pat[pi] != s[si])
+            return 0;
+        pi++;
+        si++;
+    }
+}
+
+int gw_pattern_match(const char *pat, const char *s, size_t len)
+{
+    return pattern_match(pat, s, len, 0);
+}
+
+static int match_any(const struct gw_patterns *ps, const char *s, size_t len, int fold)
+{
+    size_t i;
+
+    for (i = 0; i < ps->n; i++) {
+        if (pattern_match(ps->v[i], s, len, fold))
+            return 1;
+    }
+    return 0;
+}
+
+/* ---- authorization: who may use the role ---- */
+
+/*
+ * subject_line returns the one-line subject ("/O=x/CN=y", X509_NAME_oneline's form) to free with
+ * OPENSSL_free, or NULL if a value holds a '/': "O=x/CN=admin" would read as two attributes.
+ */
+static char *subject_line(const X509_NAME *name)
+{
+    int i;
+
+    for (i = 0; i < X509_NAME_entry_count(name); i++) {
+        const ASN1_STRING *v = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));
+
+        if (memchr(ASN1_STRING_get0_data(v), '/', (size_t)ASN1_STRING_length(v)) != NULL)
+            return NULL;
+    }
+    return X509_NAME_oneline(name, NULL, 0);
+}
+
+static int check_subject(const struct gw_role *role, const struct gw_patterns *ps, const char *key,
+                         const char *who, X509 *cert, int *fail_info, char *err)
+{
+    char buf[SHOWN_LEN], list[GW_ERR_LEN / 2];
+    char *line;
+    int rc = 0;
+
+    if (ps->n == 0)
+        return 0;
+    if ((line = subject_line(X509_get_subject_name(cert))) == NULL)
+        return say(fail_info, DENY, err,
+                   "%s subject has a '/' in an attribute value and cannot be matched "
+                   "against %s of role %s",
+                   who, key, rname(role));
+    if (!match_any(ps, line, strlen(line), 0))
+        rc = say(fail_info, DENY, err, "%s subject %s is not allowed on role %s (allowed: %s)", who,
+                 shown(buf, line, strlen(line)), rname(role), join(list, sizeof(list), ps));
+    OPENSSL_free(line);
+    return rc;
+}
+
+/* TLS SANs: one DNS, URI or email name matching one pattern authorizes (DNS names fold case). */
+static int check_tls_sans(const struct gw_role *role, X509 *cert, int *fail_info, char *err)
+{
+    const struct gw_patterns *ps = &role->authz.tls_sans;
+    GENERAL_NAMES *sans;
+    char list[GW_ERR_LEN / 2];
+    int i, ok = 0;
+
+    if (ps->n == 0)
+        return 0;
+    sans = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    for (i = 0; !ok && i < sk_GENERAL_NAME_num(sans); i++) {
+        const GENERAL_NAME *gn = sk_GENERAL_NAME_value(sans, i);
+
+        if (gn->type != GEN_DNS && gn->type != GEN_URI && gn->type != GEN_EMAIL)
+            continue;
+        ok = match_any(ps, (const char *)gn->d.ia5->data, (size_t)gn->d.ia5->length, gn->type == GEN_DNS);
+    }
+    GENERAL_NAMES_free(sans);
+    if (ok)
+        return 0;
+    return say(fail_info, DENY, err,
+               "TLS client certificate has no subjectAltName allowed on role %s "
+               "(allowed: %s)",
+               rname(role), join(list, sizeof(list), ps));
+}
+
+static const struct {
+    int code;
+    const char *leaf; /* the certificate itself */
+    const char *ca;   /* a CA certificate above it */
+} verify_reasons[] = {
+    {X509_V_ERR_CERT_REVOKED, "is revoked", "chains to a revoked CA certificate"},
+    {X509_V_ERR_CERT_HAS_EXPIRED, "has expired", "chains to an expired CA certificate"},
+    {X509_V_ERR_CERT_NOT_YET_VALID, "is not yet valid", "chains to a CA certificate not yet valid"},
+    {X509_V_ERR_UNABLE_TO_GET_CRL, "cannot be checked: no CRL of its issuer is loaded",
+     "cannot be checked: no CRL of a CA above it is loaded"},
+    {X509_V_ERR_CRL_HAS_EXPIRED, "cannot be checked: the CRL of its issuer has expired",
+     "cannot be checked: a CRL of a CA above it has expired"},
+    {X509_V_ERR_CRL_NOT_YET_VALID, "cannot be checked: the CRL of its issuer is not yet valid",
+     "cannot be checked: a CRL of a CA above it is not yet valid"},
+    {X509_V_ERR_INVALID_PURPOSE, "is not for TLS client authentication (extendedKeyUsage)",
+     "chains to a CA certificate not for TLS client authentication"},
+};
+
+/* verify_why says why X509_verify_cert failed with |code| at |depth|, in words a person can act on. */
+static const char *verify_why(int code, int depth)
+{
+    size_t i;
+
+    for (i = 0; i < sizeof(verify_reasons) / sizeof(verify_reasons[0]); i++) {
+        if (verify_reasons[i].code == code)
+            return depth == 0 ? verify_reasons[i].leaf : verify_reasons[i].ca;
+    }
+    switch (code) {
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+    case X509_V_ERR_CERT_UNTRUSTED:
+        return "does not chain to a trusted CA";
+    default:
+        return X509_verify_cert_error_string(code);
+    }
+}
+
+/*
+ * verify runs X509_verify_cert of |cert| against |store| at |now|. |purpose| 0 = any. |issued|
+ * is for what an upstream returned: every certificate in |store| is an anchor (an issuing CA need
+ * not be a root), and X509_STRICT is off, because a certificate with CA:TRUE or keyCertSign must
+ * come out as outside policy (revoked upstream), not as foreign (dropped and left valid). Returns
+ * 1 if it verifies, else 0 with the error and its depth.
+ */
+static int verify(X509_STORE *store, X509 *cert, STACK_OF(X509) * untrusted, time_t now, int purpose,
+                  int issued, int *code, int *depth)
+{
+    X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+    int ok = 0;
+
+    *code = X509_V_ERR_OUT_OF_MEM;
+    *depth = 0;
+    if (ctx == NULL || X509_STORE_CTX_init(ctx, store, cert, untrusted) != 1)
+        goto out;
+    X509_STORE_CTX_set_time(ctx, 0, now);
+    if (purpose != 0 && X509_STORE_CTX_set_purpose(ctx, purpose) != 1)
+        goto out;
+    if (issued &&
+        (X509_VERIFY_PARAM_set_flags(X509_STORE_CTX_get0_param(ctx), X509_V_FLAG_PARTIAL_CHAIN) != 1 ||
+         X509_VERIFY_PARAM_clear_flags(X509_STORE_CTX_get0_param(ctx), X509_V_FLAG_X509_STRICT) != 1))
+        goto out;
+    ok = X509_verify_cert(ctx) == 1;
+    *code = X509_STORE_CTX_get_error(ctx);
+    *depth = X509_STORE_CTX_get_error_depth(ctx);
+out:
+    X509_STORE_CTX_free(ctx);
+    return ok;
+}
+
+static int tls_constrained(const struct gw_authz *a)
+{
+    return a->tls_required || a->tls_store != NULL || a->tls_subjects.n > 0 || a->tls_sans.n > 0 ||
+           a->tls_must_be_signer;
+}
+
+/*
+ * authorize_tls: deny by default, so a role that constrains TLS client certificates in any way
+ * (tls_trust, tls_subjects, tls_sans, tls_must_be_signer) refuses a connection without one, even
+ * with "tls_client": "optional".
+ */
+static int authorize_tls(const struct gw_role *role, X509 *peer, time_t now, int *fail_info, char *err)
+{
+    const struct gw_authz *a = &role->authz;
+    char buf[SHOWN_LEN];
+    char *line;
+    int code, depth, rc;
+
+    if (peer == NULL) {
+        if (!tls_constrained(a))
+            return 0;
+        return say(fail_info, DENY, err, "role %s requires a TLS client certificate; connect with one",
+                   rname(role));
+    }
+    if (a->tls_store != NULL &&
+        !verify(a->tls_store, peer, a->tls_untrusted, now, X509_PURPOSE_SSL_CLIENT, 0, &code, &depth)) {
+        line = X509_NAME_oneline(X509_get_subject_name(peer), NULL, 0);
+        rc = say(fail_info, DENY, err, "TLS client certificate %s %s (tls_trust of role %s)",
+                 line != NULL ? shown(buf, line, strlen(line)) : "?", verify_why(code, depth), rname(role));
+        OPENSSL_free(line);
+        return rc;
+    }
+    if ((rc = check_subject(role, &a->tls_subjects, "tls_subjects", "TLS client certificate", peer, fail_info,
+                            err)) != 0)
+        return rc;
+    return check_tls_sans(role, peer, fail_info, err);
+}
+
+static int pbm_accepted(const struct gw_role *role, const char *ref)
+{
+    size_t i;
+
+    for (i = 0; i < role->n_pbm; i++) {
+        if (role->pbm_refs[i] != NULL && strcmp(role->pbm_refs[i], ref) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static int authorize_cmp(const struct gw_role *role, const struct gw_identity *id, int *fail_info, char *err)
+{
+    const struct gw_authz *a = &role->authz;
+    char buf[SHOWN_LEN];
+
+    if (id->signer == NULL && id->pbm_ref == NULL)
+        return say(fail_info, DENY, err, "the request is not protected; role %s needs a signature or PBM",
+                   rname(role));
+    if (a->tls_must_be_signer && id->signer == NULL)
+        return say(fail_info, DENY, err,
+                   "role %s requires the CMP request to be signed with the TLS client "
+                   "certificate's key; password-based MAC is not accepted",
+                   rname(role));
+    if (a->tls_must_be_signer && X509_cmp(id->tls_peer, id->signer) != 0)
+        return say(fail_info, DENY, err,
+                   "the CMP signer certificate is not the TLS client certificate; role %s "
+                   "requires them to be the same certificate",
+                   rname(role));
+    if (id->signer == NULL) {
+        if (pbm_accepted(role, id->pbm_ref))
+            return 0;
+        return say(fail_info, DENY, err, "PBM reference %s is not accepted on role %s",
+                   shown(buf, id->pbm_ref, strlen(id->pbm_ref)), rname(role));
+    }
+    if (role->store == NULL)
+        return say(fail_info, DENY, err, "role %s accepts no signed requests (it names no trust); use PBM",
+                   rname(role));
+    return check_subject(role, &a->signer_subjects, "signer_subjects", "CMP signer certificate", id->signer,
+                         fail_info, err);
+}
+
+int gw_policy_authorize(const struct gw_role *role, const struct gw_identity *id, time_t now, int *fail_info,
+                        char *err)
+{
+    int rc;
+
+    err[0] = '\0';
+    if (role == NULL || id == NULL)
+        return say(fail_info, DENY, err, "no role or identity to authorize");
+    if ((rc = authorize_tls(role, id->tls_peer, now, fail_info, err)) != 0 ||
+        (rc = authorize_cmp(role, id, fail_info, err)) != 0)
+        return rc;
+    *fail_info = 0;
+    return 0;
+}
+
+/* ---- what a request may ask for ---- */
+
+/* ip_in_cidr: |ip| (4 or 16 bytes) within |cidr| ("10.0.0.0/8", "::1/128", or a bare address). */
+static int ip_in_cidr(const unsigned char *ip, size_t iplen, const char *cidr)
+{
+    char host[INET6_ADDRSTRLEN + 1];
+    unsigned char net[16];
+    const char *slash = strchr(cidr, '/'), *p;
+    size_t hl = slash != NULL ? (size_t)(slash - cidr) : strlen(cidr), alen, full;
+    unsigned prefix = 0, rem;
+
+    if (hl == 0 || hl >= sizeof(host))
+        return 0;
+    memcpy(host, cidr, hl);
+    host[hl] = '\0';
+    if (inet_pton(AF_INET, host, net) == 1)
+        alen = 4;
+    else if (inet_pton(AF_INET6, host, net) == 1)
+        alen = 16;
+    else
+        return 0;
+    if (slash == NULL)
+        prefix = (unsigned)alen * 8;
+    for (p = slash != NULL ? slash + 1 : ""; *p != '\0'; p++) {
+        if (*p < '0' || *p > '9' || p - slash > 3)
+            return 0;
+        prefix = prefix * 10 + (unsigned)(*p - '0');
+    }
+    if (alen != iplen || prefix > alen * 8 || (slash != NULL && slash[1] == '\0'))
+        return 0;
+    full = prefix / 8;
+    rem = prefix % 8;
+    if (memcmp(ip, net, full) != 0)
+        return 0;
+    return rem == 0 || ((ip[full] ^ net[full]) & (0xff00u >> rem) & 0xffu) == 0;
+}
+
+static int check_ip(const struct gw_role *role, const ASN1_OCTET_STRING *ip, int *fail_info, char *err)
+{
+    const struct gw_patterns *ps = &role->authz.ip_ranges;
+    char text[INET6_ADDRSTRLEN], list[GW_ERR_LEN / 2];
+    size_t i, n = (size_t)ip->length;
+
+    if (n != 4 && n != 16)
+        return say(fail_info, BADT, err, "subjectAltName IP address is malformed");
+    for (i = 0; i < ps->n; i++) {
+        if (ip_in_cidr(ip->data, n, ps->v[i]))
+            return 0;
+    }
+    if (ps->n == 0)
+        return 0;
+    if (inet_ntop(n == 4 ? AF_INET : AF_INET6, ip->data, text, sizeof(text)) == NULL)
+        memcpy(text, "?", 2);
+    return say(fail_info, BADT, err, "IP address %s is not allowed on role %s (allowed: %s)", text,
+               rname(role), join(list, sizeof(list), ps));
+}
+
+static const struct {
+    int gen_type;
+    unsigned bit;
+    const char *what;
+    size_t off; /* of the struct gw_patterns in struct gw_authz */
+    int fold;   /* DNS names compare case-insensitively (RFC 4343) */
+} name_kinds[] = {
+    {GEN_DNS, GW_SAN_DNS, "DNS name", offsetof(struct gw_authz, dns_names), 1},
+    {GEN_URI, GW_SAN_URI, "URI", offsetof(struct gw_authz, uris), 0},
+    {GEN_EMAIL, GW_SAN_EMAIL, "email address", offsetof(struct gw_authz, emails), 0},
+};
+
+/* cn_copy: |gn| is a DNS name or email equal to a CN of |subject|: what Vault adds on its own. */
+static int cn_copy(const X509_NAME *subject, const GENERAL_NAME *gn)
+{
+    int i = -1;
+
+    if (subject == NULL || (gn->type != GEN_DNS && gn->type != GEN_EMAIL))
+        return 0;
+    while ((i = X509_NAME_get_index_by_NID(subject, NID_commonName, i)) >= 0) {
+        const ASN1_STRING *cn = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, i));
+
+        if (eq_fold((const char *)ASN1_STRING_get0_data(cn), (size_t)ASN1_STRING_length(cn),
+                    (const char *)gn->d.ia5->data, (size_t)gn->d.ia5->length))
+            return 1;
+    }
+    return 0;
+}
+
+/*
+ * check_san: the type must be one the role allows (a DNS/email copy of the CN is exempt when
+ * |cn_source| is given: Vault adds it unless exclude_cn_from_sans), the value one of its patterns.
+ */
+static int check_san(const struct gw_role *role, const GENERAL_NAME *gn, const X509_NAME *cn_source,
+                     int *fail_info, char *err)
+{
+    const struct gw_patterns *ps;
+    char buf[SHOWN_LEN], list[GW_ERR_LEN / 2];
+    size_t k;
+
+    if (gn->type == GEN_IPADD) {
+        if ((role->allowed_san_types & GW_SAN_IP) == 0)
+            return say(fail_info, BADT, err, "subjectAltName type ip is not allowed on role %s", rname(role));
+        return check_ip(role, gn->d.iPAddress, fail_info, err);
+    }
+    for (k = 0; k < sizeof(name_kinds) / sizeof(name_kinds[0]); k++) {
+        if (name_kinds[k].gen_type == gn->type)
+            break;
+    }
+    if (k == sizeof(name_kinds) / sizeof(name_kinds[0]))
+        return say(fail_info, BADT, err, "a subjectAltName of this type is not allowed on role %s",
+                   rname(role));
+    if ((role->allowed_san_types & name_kinds[k].bit) == 0 && !cn_copy(cn_source, gn))
+        return say(fail_info, BADT, err, "subjectAltName type %s is not allowed on role %s",
+                   name_kinds[k].what, rname(role));
+    ps = (const struct gw_patterns *)((const char *)&role->authz + name_kinds[k].off);
+    if (ps->n == 0 ||
+        match_any(ps, (const char *)gn->d.ia5->data, (size_t)gn->d.ia5->length, name_kinds[k].fold))
+        return 0;
+    return say(fail_info, BADT, err, "%s %s is not allowed on role %s (allowed: %s)", name_kinds[k].what,
+               shown(buf, (const char *)gn->d.ia5->data, (size_t)gn->d.ia5->length), rname(role),
+               join(list, sizeof(list), ps));
+}
+
+/* entry_utf8 returns the |i|th entry of |name| as UTF-8 (OPENSSL_free) or NULL; |*len| its length. */
+static char *entry_utf8(const X509_NAME *name, int i, size_t *len)
+{
+    unsigned char *s = NULL;
+    int n = ASN1_STRING_to_UTF8(&s, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i)));
+
+    *len = n > 0 ? (size_t)n : 0;
+    if (n < 0)
+        return NULL;
+    return (char *)s;
+}
+
+static int check_cns(const struct gw_role *role, const X509_NAME *subject, int *fail_info, char *err)
+{
+    const struct gw_patterns *ps = &role->authz.common_names;
+    char buf[SHOWN_LEN], list[GW_ERR_LEN / 2];
+    char *cn;
+    size_t len;
+    int i = -1, rc;
+
+    if (ps->n == 0 || subject == NULL)
+        return 0;
+    while ((i = X509_NAME_get_index_by_NID(subject, NID_commonName, i)) >= 0) {
+        if ((cn = entry_utf8(subject, i, &len)) == NULL)
+            return say(fail_info, BADT, err, "the common name cannot be decoded");
+        rc = 0;
+        if (!match_any(ps, cn, len, 0))
+            rc = say(fail_info, BADT, err, "common name %s is not allowed on role %s (allowed: %s)",
+                     shown(buf, cn, len), rname(role), join(list, sizeof(list), ps));
+        OPENSSL_free(cn);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int check_names(const struct gw_role *role, const X509_NAME *subject, const GENERAL_NAMES *sans,
+                       const X509_NAME *cn_source, int *fail_info, char *err)
+{
+    int i, rc;
+
+    if ((rc = check_cns(role, subject, fail_info, err)) != 0)
+        return rc;
+    if (sk_GENERAL_NAME_num(sans) > GW_MAX_SANS)
+        return say(fail_info, BADT, err, "too many subjectAltName entries (%d; the limit is %d)",
+                   sk_GENERAL_NAME_num(sans), GW_MAX_SANS);
+    for (i = 0; i < sk_GENERAL_NAME_num(sans); i++) {
+        if ((rc = check_san(role, sk_GENERAL_NAME_value(sans, i), cn_source, fail_info, err)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* ---- keys ---- */
+
+static int ec_curve(const EVP_PKEY *pkey)
+{
+    char name[64];
+    size_t len = 0;
+    int nid;
+
+    if (EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, name, sizeof(name), &len) != 1)
+        return NID_undef; /* explicit parameters (RFC 5480 §2.1.1: named curves only) */
+    nid = OBJ_sn2nid(name);
+    return nid != NID_undef ? nid : EC_curve_nist2nid(name);
+}
+
+static const char *curve_name(int nid)
+{
+    const char *s = EC_curve_nid2nist(nid);
+
+    return s != NULL ? s : OBJ_nid2sn(nid);
+}
+
+/* key_name describes |pkey| the way allowed_key_types spells it: "rsa:2048", "ec:P-256", "ed25519". */
+static const char *key_name(char buf[SHOWN_LEN], const EVP_PKEY *pkey)
+{
+    switch (EVP_PKEY_get_base_id(pkey)) {
+    case EVP_PKEY_RSA:
+        snprintf(buf, SHOWN_LEN, "rsa:%d", EVP_PKEY_get_bits(pkey));
+        break;
+    case EVP_PKEY_EC:
+        snprintf(buf, SHOWN_LEN, "ec:%s",
+                 ec_curve(pkey) != NID_undef ? curve_name(ec_curve(pkey)) : "explicit");
+        break;
+    case EVP_PKEY_ED25519:
+        return "ed25519";
+    case EVP_PKEY_ED448:
+        return "ed448";
+    default:
+        snprintf(buf, SHOWN_LEN, "%s", OBJ_nid2sn(EVP_PKEY_get_base_id(pkey)));
+    }
+    return buf;
+}
+
+static const struct gw_key_rule builtin_rules[] = {
+    {EVP_PKEY_RSA, 2048, 0},         {EVP_PKEY_EC, 0, NID_X9_62_prime256v1},
+    {EVP_PKEY_EC, 0, NID_secp384r1}, {EVP_PKEY_EC, 0, NID_secp521r1},
+    {EVP_PKEY_ED25519, 0, 0},        {EVP_PKEY_ED448, 0, 0},
+};
+
+static int rule_match(const struct gw_key_rule *r, const EVP_PKEY *pkey)
+{
+    if (EVP_PKEY_get_base_id(pkey) != r->pkey_type)
+        return 0;
+    if (r->pkey_type == EVP_PKEY_RSA)
+        return EVP_PKEY_get_bits(pkey) >= r->min_bits &&
+               EVP_PKEY_get_bits(pkey) <= OPENSSL_RSA_MAX_MODULUS_BITS;
+    if (r->pkey_type == EVP_PKEY_EC)
+        return ec_curve(pkey) != NID_undef && ec_curve(pkey) == r->curve_nid;
+    return 1;
+}
+
+/* rule_name spells |r| the way allowed_key_types does. */
+static const char *rule_name(char buf[SHOWN_LEN], const struct gw_key_rule *r)
+{
+    switch (r->pkey_type) {
+    case EVP_PKEY_RSA:
+        snprintf(buf, SHOWN_LEN, "rsa:%d", r->min_bits);
+        return buf;
+    case EVP_PKEY_EC:
+        snprintf(buf, SHOWN_LEN, "ec:%s", curve_name(r->curve_nid));
+        return buf;
+    case EVP_PKEY_ED25519:
+        return "ed25519";
+    default:
+        return "ed448";
+    }
+}
+
+static void rules_text(char *buf, size_t size, const struct gw_key_rule *rules, size_t n)
+{
+    char one[SHOWN_LEN];
+    size_t i, off = 0;
+    int w;
+
+    buf[0] = '\0';
+    for (i = 0; i < n; i++) {
+        w = snprintf(buf + off, size - off, "%s%s", i > 0 ? ", " : "", rule_name(one, &rules[i]));
+        if (w < 0 || (size_t)w >= size - off)
+            break;
+        off += (size_t)w;
+    }
+}
+
+static int check_key(const struct gw_role *role, const EVP_PKEY *pkey, int *fail_info, char *err)
+{
+    const struct gw_key_rule *rules = role->authz.key_rules;
+    size_t i, n = role->authz.n_key_rules;
+    char buf[SHOWN_LEN], list[GW_ERR_LEN / 2];
+
+    if (rules == NULL || n == 0) {
+        rules = builtin_rules;
+        n = sizeof(builtin_rules) / sizeof(builtin_rules[0]);
+    }
+    for (i = 0; i < n; i++) {
+        if (rule_match(&rules[i], pkey))
+            return 0;
+    }
+    rules_text(list, sizeof(list), rules, n);
+    return say(fail_info, BADT, err, "key %s is not allowed on role %s (allowed: %s)", key_name(buf, pkey),
+               rname(role), list);
+}
+
+int gw_policy_check_request(const struct gw_role *role, const struct gw_cert_plan *plan, int *fail_info,
+                            char *err)
+{
+    int rc;
+
+    err[0] = '\0';
+    if (role == NULL || plan == NULL || plan->pubkey == NULL)
+        return say(fail_info, OSSL_CMP_PKIFAILUREINFO_badRequest, err,
+                   "no role or certificate plan to check");
+    if ((rc = check_names(role, plan->subject, plan->sans, NULL, fail_info, err)) != 0 ||
+        (rc = check_key(role, plan->pubkey, fail_info, err)) != 0)
+        return rc;
+    *fail_info = 0;
+    return 0;
+}
+
+/* ---- durations and times in messages ---- */
+
+static const char *dur(char buf[SHOWN_LEN], long long secs)
+{
+    if (secs >= 86400 && secs % 86400 == 0)
+        snprintf(buf, SHOWN_LEN, "%lldd", secs / 86400);
+    else if (secs >= 3600 && secs % 3600 == 0)
+        snprintf(buf, SHOWN_LEN, "%lldh", secs / 3600);
+    else
+        snprintf(buf, SHOWN_LEN, "%llds", secs);
+    return buf;
+}
+
+static const char *when(char buf[SHOWN_LEN], time_t t)
+{
+    struct tm tm;
+
+    if (gmtime_r(&t, &tm) == NULL || strftime(buf, SHOWN_LEN, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        snprintf(buf, SHOWN_LEN, "%lld", (long long)t);
+    return buf;
+}
+
+/* ---- an upstream role's policy, with Vault's semantics ---- */
+
+/*
+ * vault_hostname is Vault's hostnameRegex (builtin/logical/pki/cert_util.go) on ASCII: LDH labels
+ * that neither start nor end with '-', one optional trailing dot. IA5 names need no IDNA step.
+ */
+static int vault_hostname(const char *s)
+{
+    size_t i, label = 0, n = strlen(s);
+
+    if (n > 0 && s[n - 1] == '.')
+        n--;
+    for (i = 0; i < n; i++) {
+        unsigned char c = fold_c(s[i], 1);
+
+        if (c == '.' && label > 0 && s[i - 1] != '-') {
+            label = 0;
+            continue;
+        }
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (c == '-' && label > 0)))
+            return 0;
+        label++;
+    }
+    return label > 0 && s[n - 1] != '-';
+}
+
+static int streq_fold(const char *a, const char *b)
+{
+    return eq_fold(a, strlen(a), b, strlen(b));
+}
+
+/* dot_suffix: |name| ends in "." + |domain| (allow_subdomains). */
+static int dot_suffix(const char *name, const char *domain)
+{
+    size_t n = strlen(name), d = strlen(domain);
+
+    return n > d + 1 && name[n - d - 1] == '.' && eq_fold(name + n - d, d, domain, d);
+}
+
+struct vault_name {
+    const char *name;         /* as asked */
+    const char *reduced;      /* without "local@" and without a wildcard first label */
+    const char *email_domain; /* NULL unless an email address */
+    int wildcard;
+};
+
+static int vault_domain_ok(const struct gw_role_policy *p, const struct vault_name *v)
+{
+    size_t i;
+
+    for (i = 0; i < p->allowed_domains.n; i++) {
+        const char *d = p->allowed_domains.v[i];
+
+        if (d == NULL || d[0] == '\0')
+            continue;
+        if (p->allow_bare_domains &&
+            (streq_fold(v->name, d) || (v->email_domain != NULL && streq_fold(v->email_domain, d))))
+            return 1;
+        if (p->allow_subdomains && (dot_suffix(v->reduced, d) || (v->wildcard && streq_fold(v->reduced, d))))
+            return 1;
+        if (p->allow_glob_domains && strchr(d, '*') != NULL &&
+            glob(d, strlen(d), v->name, strlen(v->name), 1))
+            return 1;
+    }
+    return 0;
+}
+
+/*
+ * vault_name_ok follows Vault's validateNames: enforce_hostnames applies even with allow_any_name;
+ * a wildcard only as the whole or part of the first label ("*.example.com"), never in an email.
+ */
+static int vault_name_ok(const struct gw_role_policy *p, const char *name)
+{
+    struct vault_name v = {name, name, NULL, 0};
+    const char *at = strchr(name, '@'), *dot;
+
+    if (at != NULL) {
+        if (strchr(at + 1, '@') != NULL)
+            return 0;
+        v.reduced = v.email_domain = at + 1;
+    }
+    dot = strchr(v.reduced, '.');
+    if (strchr(v.reduced, '*') != NULL) {
+        if (dot == NULL || v.email_domain != NULL || strchr(dot, '*') != NULL)
+            return 0;
+        v.wildcard = 1;
+        v.reduced = dot + 1;
+    }
+    if (p->enforce_hostnames && !vault_hostname(v.reduced))
+        return 0;
+    if (p->allow_any_name)
+        return 1;
+    if (p->allow_localhost && (streq_fold(v.reduced, "localhost") || streq_fold(v.reduced, "localdomain")))
+        return 1;
+    return vault_domain_ok(p, &v);
+}
+
+static const char *vault_rules(char *buf, size_t size, const struct gw_role_policy *p)
+{
+    char list[GW_ERR_LEN / 2];
+
+    snprintf(
+        buf, size, "allowed_domains: %s%s%s%s%s%s",
+        p->allowed_domains.n > 0 ? join(list, sizeof(list), &p->allowed_domains) : "none",
+        p->allow_bare_domains ? "; allow_bare_domains" : "", p->allow_subdomains ? "; allow_subdomains" : "",
+        p->allow_glob_domains ? "; allow_glob_domains" : "", p->allow_localhost ? "; allow_localhost" : "",
+        p->enforce_hostnames ? "; enforce_hostnames" : "");
+    return buf;
+}
+
+static int vault_check_name(const struct gw_role_policy *p, const char *s, size_t len, int *fail_info,
+                            char *err)
+{
+    char buf[SHOWN_LEN], rules[GW_ERR_LEN];
+    char *name = NULL;
+    int ok;
+
+    if (memchr(s, '\0', len) == NULL)
+        name = OPENSSL_strndup(s, len);
+    ok = name != NULL && vault_name_ok(p, name);
+    OPENSSL_free(name);
+    if (ok)
+        return 0;
+    return say(fail_info, BADT, err, "name %s is not allowed by the upstream role (%s)", shown(buf, s, len),
+               vault_rules(rules, sizeof(rules), p));
+}
+
+static int vault_check_san(const struct gw_role_policy *p, const GENERAL_NAME *gn, int *fail_info, char *err)
+{
+    switch (gn->type) {
+    case GEN_DNS:
+    case GEN_EMAIL:
+        return vault_check_name(p, (const char *)gn->d.ia5->data, (size_t)gn->d.ia5->length, fail_info, err);
+    case GEN_IPADD:
+        if (p->allow_ip_sans)
+            return 0;
+        return say(fail_info, BADT, err,
+                   "IP subjectAltNames are not allowed by the upstream role "
+                   "(allow_ip_sans is false)");
+    case GEN_URI:
+        return 0; /* Vault's allowed_uri_sans is not part of the role policy read */
+    default:
+        return say(fail_info, BADT, err, "a subjectAltName of this type is not allowed by the upstream role");
+    }
+}
+
+static int vault_check_names(const struct gw_role_policy *p, const struct gw_cert_plan *plan, int *fail_info,
+                             char *err)
+{
+    char *cn;
+    size_t len;
+    int i = -1, rc;
+
+    while (plan->subject != NULL && (i = X509_NAME_get_index_by_NID(plan->subject, NID_commonName, i)) >= 0) {
+        if ((cn = entry_utf8(plan->subject, i, &len)) == NULL)
+            return say(fail_info, BADT, err, "the common name cannot be decoded");
+        rc = vault_check_name(p, cn, len, fail_info, err);
+        OPENSSL_free(cn);
+        if (rc != 0)
+            return rc;
+    }
+    for (i = 0; i < sk_GENERAL_NAME_num(plan->sans); i++) {
+        if ((rc = vault_check_san(p, sk_GENERAL_NAME_value(plan->sans, i), fail_info, err)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int ec_bits_curve(int bits)
+{
+    switch (bits) {
+    case 224:
+        return NID_secp224r1;
+    case 256:
+        return NID_X9_62_prime256v1;
+    case 384:
+        return NID_secp384r1;
+    case 521:
+        return NID_secp521r1;
+    default:
+        return NID_undef;
+    }
+}
+
+/* vault_key_ok: Vault's key_type/key_bits: "any"; "rsa" with at least key_bits; "ec" whose key_bits
+ * names the curve; "ed25519". key_bits 0 = Vault's choice, which the built-in rules stand for. */
+static int vault_key_ok(const struct gw_role_policy *p, const EVP_PKEY *pkey)
+{
+    int base = EVP_PKEY_get_base_id(pkey), curve;
+
+    if (strcmp(p->key_type, "any") == 0)
+        return 1;
+    if (strcmp(p->key_type, "rsa") == 0)
+        return base == EVP_PKEY_RSA && EVP_PKEY_get_bits(pkey) >= (p->key_bits > 0 ? p->key_bits : 2048);
+    if (strcmp(p->key_type, "ed25519") == 0)
+        return base == EVP_PKEY_ED25519;
+    if (strcmp(p->key_type, "ec") != 0 || base != EVP_PKEY_EC || (curve = ec_curve(pkey)) == NID_undef)
+        return 0;
+    if (p->key_bits == 0)
+        return curve == NID_X9_62_prime256v1 || curve == NID_secp384r1 || curve == NID_secp521r1;
+    return curve == ec_bits_curve(p->key_bits);
+}
+
+int gw_policy_check_upstream_role(const struct gw_role_policy *p, const struct gw_cert_plan *plan, time_t now,
+                                  int *fail_info, char *err)
+{
+    char b1[SHOWN_LEN], b2[SHOWN_LEN], b3[SHOWN_LEN];
+    int rc;
+
+    err[0] = '\0';
+    if (p == NULL || plan == NULL || plan->pubkey == NULL)
+        return say(fail_info, OSSL_CMP_PKIFAILUREINFO_badRequest, err, "no upstream role or plan to check");
+    if ((rc = vault_check_names(p, plan, fail_info, err)) != 0)
+        return rc;
+    if (!vault_key_ok(p, plan->pubkey))
+        return say(fail_info, BADT, err,
+                   "key %s is not allowed by the upstream role (key_type %.16s, key_bits %d)",
+                   key_name(b1, plan->pubkey), p->key_type, p->key_bits);
+    if (p->max_ttl != 0 && plan->not_after - now > (time_t)p->max_ttl)
+        return say(fail_info, BADT, err,
+                   "the validity asked for (until %s, %s) exceeds the upstream role's "
+                   "max_ttl of %s; ask for a shorter one",
+                   when(b1, plan->not_after), dur(b2, (long long)(plan->not_after - now)),
+                   dur(b3, p->max_ttl));
+    *fail_info = 0;
+    return 0;
+}
+
+/* ---- what an upstream returned ---- */
+
+static int asn1_time(const ASN1_TIME *t, time_t *out)
+{
+    struct tm tm;
+
+    if (t == NULL || ASN1_TIME_to_tm(t, &tm) != 1)
+        return -1;
+    *out = timegm(&tm);
+    return 0;
+}
+
+static enum gw_issued_verdict issued_bad(const struct gw_role *role, const struct gw_cert_plan *plan,
+                                         X509 *cert, STACK_OF(X509) * chain, X509_STORE *store, time_t now,
+                                         char *err)
+{
+    EVP_PKEY *pk = X509_get0_pubkey(cert);
+    int code, depth;
+
+    if (pk == NULL || plan->pubkey == NULL || EVP_PKEY_eq(pk, plan->pubkey) != 1) {
+        snprintf(err, GW_ERR_LEN,
+                 "the upstream returned a certificate for another public key than requested");
+        return GW_ISSUED_BAD;
+    }
+    if (store == NULL) {
+        snprintf(err, GW_ERR_LEN, "upstream %s has no issuer_ca to check its certificates against",
+                 role->upstream_name != NULL ? role->upstream_name : "?");
+        return GW_ISSUED_BAD;
+    }
+    if (!verify(store, cert, chain, now, 0, 1, &code, &depth)) {
+        snprintf(err, GW_ERR_LEN, "the certificate upstream %s returned %s (issuer_ca)",
+                 role->upstream_name != NULL ? role->upstream_name : "?", verify_why(code, depth));
+        return GW_ISSUED_BAD;
+    }
+    return GW_ISSUED_OK;
+}
+
+/* issued_ca: basicConstraints cA TRUE (or the extension twice or malformed), keyCertSign or cRLSign. */
+static const char *issued_ca(X509 *cert)
+{
+    BASIC_CONSTRAINTS *bc;
+    int crit = -1, ca;
+
+    bc = X509_get_ext_d2i(cert, NID_basic_constraints, &crit, NULL);
+    ca = (bc != NULL && bc->ca) || (bc == NULL && crit != -1);
+    BASIC_CONSTRAINTS_free(bc);
+    if (ca)
+        return "a CA certificate (basicConstraints cA TRUE)";
+    if ((X509_get_extension_flags(cert) & EXFLAG_KUSAGE) != 0 &&
+        (X509_get_key_usage(cert) & (KU_KEY_CERT_SIGN | KU_CRL_SIGN)) != 0)
+        return "a certificate with keyCertSign or cRLSign";
+    return NULL;
+}
+
+static enum gw_issued_verdict issued_outside(const struct gw_role *role, X509 *cert, time_t now, char *err)
+{
+    time_t max_ttl = role->max_ttl != 0 ? (time_t)role->max_ttl : GW_DEFAULT_MAX_TTL, na = 0;
+    char why[GW_ERR_LEN], b1[SHOWN_LEN], b2[SHOWN_LEN];
+    const char *what;
+    GENERAL_NAMES *sans;
+    int crit = -1, fi, rc;
+
+    if ((what = issued_ca(cert)) != NULL) {
+        snprintf(err, GW_ERR_LEN, "the upstream returned %s; role %s issues end-entity certificates only",
+                 what, rname(role));
+        return GW_ISSUED_OUTSIDE_POLICY;
+    }
+    sans = X509_get_ext_d2i(cert, NID_subject_alt_name, &crit, NULL);
+    if (sans == NULL && crit != -1)
+        rc = say(&fi, BADT, why, "its subjectAltName extension is malformed or repeated");
+    else
+        rc = check_names(role, X509_get_subject_name(cert), sans, X509_get_subject_name(cert), &fi, why);
+    GENERAL_NAMES_free(sans);
+    if (rc != 0) {
+        snprintf(err, GW_ERR_LEN, "the upstream's certificate is outside role policy: %.200s", why);
+        return GW_ISSUED_OUTSIDE_POLICY;
+    }
+    if (asn1_time(X509_get0_notAfter(cert), &na) != 0 || na > now + max_ttl + GW_ISSUED_TTL_SLACK) {
+        snprintf(err, GW_ERR_LEN,
+                 "the upstream's certificate is valid until %s, beyond role %s's max_ttl of %s", when(b1, na),
+                 rname(role), dur(b2, max_ttl));
+        return GW_ISSUED_OUTSIDE_POLICY;
+    }
+    return GW_ISSUED_OK;
+}
+
+static int san_in(const GENERAL_NAMES *set, GENERAL_NAME *gn)
+{
+    int i;
+
+    for (i = 0; i < sk_GENERAL_NAME_num(set); i++) {
+        if (GENERAL_NAME_cmp(sk_GENERAL_NAME_value(set, i), gn) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* sans_same compares as sets (order is no change); a copy of the CN the upstream added is tolerated
+ * unless the role asked it not to (exclude_cn_from_sans). */
+static int sans_same(const struct gw_role *role, const struct gw_cert_plan *plan, const GENERAL_NAMES *got)
+{
+    int i;
+
+    for (i = 0; i < sk_GENERAL_NAME_num(plan->sans); i++) {
+        if (!san_in(got, sk_GENERAL_NAME_value(plan->sans, i)))
+            return 0;
+    }
+    for (i = 0; i < sk_GENERAL_NAME_num(got); i++) {
+        GENERAL_NAME *gn = sk_GENERAL_NAME_value(got, i);
+
+        if (!san_in(plan->sans, gn) && (role->exclude_cn_from_sans || !cn_copy(plan->subject, gn)))
+            return 0;
+    }
+    return 1;
+}
+
+static enum gw_issued_verdict issued_modified(const struct gw_role *role, const struct gw_cert_plan *plan,
+                                              X509 *cert, char *err)
+{
+    char b1[SHOWN_LEN], b2[SHOWN_LEN];
+    GENERAL_NAMES *sans = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    int same = sans_same(role, plan, sans);
+    char *line;
+    time_t na = 0;
+
+    GENERAL_NAMES_free(sans);
+    if (plan->subject != NULL && X509_NAME_cmp(X509_get_subject_name(cert), plan->subject) != 0) {
+        line = X509_NAME_oneline(X509_get_subject_name(cert), NULL, 0);
+        snprintf(err, GW_ERR_LEN, "the upstream changed the subject to %s",
+                 line != NULL ? shown(b1, line, strlen(line)) : "?");
+        OPENSSL_free(line);
+        return GW_ISSUED_MODIFIED;
+    }
+    if (!same) {
+        snprintf(err, GW_ERR_LEN, "the upstream changed the subjectAltNames");
+        return GW_ISSUED_MODIFIED;
+    }
+    if (asn1_time(X509_get0_notAfter(cert), &na) == 0 && na < plan->not_after - GW_ISSUED_SHORTEN_SLACK) {
+        snprintf(err, GW_ERR_LEN, "the upstream shortened the validity to %s (planned: %s)", when(b1, na),
+                 when(b2, plan->not_after));
+        return GW_ISSUED_MODIFIED;
+    }
+    return GW_ISSUED_OK;
+}
+
+enum gw_issued_verdict gw_policy_check_issued(const struct gw_role *role, const struct gw_cert_plan *plan,
+                                              X509 *cert, STACK_OF(X509) * chain, X509_STORE *issuer_store,
+                                              time_t now, char *err)
+{
+    enum gw_issued_verdict v;
+
+    err[0] = '\0';
+    if (role == NULL || plan == NULL || cert == NULL) {
+        snprintf(err, GW_ERR_LEN, "the upstream returned no certificate");
+        return GW_ISSUED_BAD;
+    }
+    if ((v = issued_bad(role, plan, cert, chain, issuer_store, now, err)) != GW_ISSUED_OK ||
+        (v = issued_outside(role, cert, now, err)) != GW_ISSUED_OK)
+        return v;
+    return issued_modified(role, plan, cert, err);
+}

@@ -1,0 +1,1394 @@
+/*
+ * Unit tests for mappings/policy.c: glob patterns, authorization (TLS client certificate with a
+ * CRL'd trust store, CMP identity), request checks, upstream role (Vault) semantics, and the
+ * judgement of what an upstream returned. Every certificate, CRL and store is built here with the
+ * OpenSSL API at a fixed NOW.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+#include <openssl/cmp.h>
+#include <openssl/evp.h>
+#include <openssl/x509v3.h>
+#include "gateway/err.h"
+#include "gateway/limits.h"
+#include "mappings/policy.h"
+#include "upstream/upstream.h"
+
+#define NOW ((time_t)1900000000) /* 2030-03-17 */
+#define DAY 86400
+#define NA OSSL_CMP_PKIFAILUREINFO_notAuthorized
+#define BT OSSL_CMP_PKIFAILUREINFO_badCertTemplate
+#define PATS(a)                                                                                              \
+    {                                                                                                        \
+        (a), sizeof(a) / sizeof((a)[0])                                                                      \
+    }
+
+/* ---- keys, certificates, CRLs ---- */
+
+enum key_id { K_RSA2048, K_RSA1024, K_P256, K_P256B, K_P384, K_P224, K_ED25519, K_CA1, K_CA2, K_CA3, K_N };
+
+static EVP_PKEY *keys[K_N];
+
+static EVP_PKEY *keygen(enum key_id k)
+{
+    switch (k) {
+    case K_RSA2048:
+        return EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    case K_RSA1024:
+        return EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)1024);
+    case K_P384:
+        return EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-384");
+    case K_P224:
+        return EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-224");
+    case K_ED25519:
+        return EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+    default:
+        return EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    }
+}
+
+/* A certificate: subject entries separated by '|' (so that a value may hold a '/'). */
+struct cspec {
+    const char *subject;
+    const char *sans; /* "DNS:a,IP:1.2.3.4" */
+    const char *bc;   /* basicConstraints */
+    const char *ku;   /* keyUsage */
+    long from, to;    /* validity, seconds from NOW */
+    long serial;
+};
+
+static X509_NAME *mkname(const char *spec)
+{
+    X509_NAME *n = X509_NAME_new();
+    char buf[256], *p, *e, *bar;
+
+    assert_non_null(n);
+    snprintf(buf, sizeof(buf), "%s", spec);
+    for (p = buf; p != NULL && *p != '\0'; p = bar != NULL ? bar + 1 : NULL) {
+        if ((bar = strchr(p, '|')) != NULL)
+            *bar = '\0';
+        assert_non_null(e = strchr(p, '='));
+        *e = '\0';
+        assert_int_equal(X509_NAME_add_entry_by_txt(n, p, MBSTRING_UTF8, (unsigned char *)e + 1, -1, -1, 0),
+                         1);
+    }
+    return n;
+}
+
+static void add_ext(X509 *x, X509 *issuer, int nid, const char *val)
+{
+    X509V3_CTX ctx;
+    X509_EXTENSION *e;
+
+    X509V3_set_ctx(&ctx, issuer != NULL ? issuer : x, x, NULL, NULL, 0);
+    assert_non_null(e = X509V3_EXT_nconf_nid(NULL, &ctx, nid, val));
+    assert_int_equal(X509_add_ext(x, e, -1), 1);
+    X509_EXTENSION_free(e);
+}
+
+static void set_time(int (*set)(X509 *, const ASN1_TIME *), X509 *x, time_t t)
+{
+    ASN1_TIME *a = ASN1_TIME_set(NULL, t);
+
+    assert_non_null(a);
+    assert_int_equal(set(x, a), 1);
+    ASN1_TIME_free(a);
+}
+
+/* mkcert issues |c| for |key| from |issuer|/|ikey| (self-signed when |issuer| is NULL). */
+static X509 *mkcert(const struct cspec *c, EVP_PKEY *key, X509 *issuer, EVP_PKEY *ikey)
+{
+    X509 *x = X509_new();
+    X509_NAME *n = mkname(c->subject);
+
+    assert_non_null(x);
+    assert_int_equal(X509_set_version(x, X509_VERSION_3), 1);
+    assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(x), c->serial != 0 ? c->serial : 1000), 1);
+    assert_int_equal(X509_set_subject_name(x, n), 1);
+    assert_int_equal(X509_set_issuer_name(x, issuer != NULL ? X509_get_subject_name(issuer) : n), 1);
+    X509_NAME_free(n);
+    set_time(X509_set1_notBefore, x, NOW + c->from);
+    set_time(X509_set1_notAfter, x, NOW + c->to);
+    assert_int_equal(X509_set_pubkey(x, key), 1);
+    add_ext(x, issuer, NID_subject_key_identifier, "hash");
+    add_ext(x, issuer, NID_authority_key_identifier, "keyid:always");
+    if (c->bc != NULL)
+        add_ext(x, issuer, NID_basic_constraints, c->bc);
+    if (c->ku != NULL)
+        add_ext(x, issuer, NID_key_usage, c->ku);
+    if (c->sans != NULL)
+        add_ext(x, issuer, NID_subject_alt_name, c->sans);
+    assert_true(X509_sign(x, ikey != NULL ? ikey : key, EVP_sha256()) > 0);
+    return x;
+}
+
+static X509_CRL *mkcrl(X509 *ca, EVP_PKEY *cakey, long revoked, long from, long to)
+{
+    X509_CRL *crl = X509_CRL_new();
+    X509_REVOKED *r = X509_REVOKED_new();
+    ASN1_INTEGER *sn = ASN1_INTEGER_new();
+    ASN1_TIME *t = ASN1_TIME_set(NULL, NOW + from);
+    X509V3_CTX ctx;
+    X509_EXTENSION *e;
+
+    assert_true(crl != NULL && r != NULL && sn != NULL && t != NULL);
+    assert_int_equal(X509_CRL_set_version(crl, 1), 1);
+    assert_int_equal(X509_CRL_set_issuer_name(crl, X509_get_subject_name(ca)), 1);
+    assert_int_equal(X509_CRL_set1_lastUpdate(crl, t), 1);
+    assert_int_equal(X509_REVOKED_set_revocationDate(r, t), 1);
+    assert_non_null(ASN1_TIME_set(t, NOW + to));
+    assert_int_equal(X509_CRL_set1_nextUpdate(crl, t), 1);
+    assert_int_equal(ASN1_INTEGER_set(sn, revoked), 1);
+    assert_int_equal(X509_REVOKED_set_serialNumber(r, sn), 1);
+    assert_int_equal(X509_CRL_add0_revoked(crl, r), 1);
+    X509V3_set_ctx(&ctx, ca, NULL, NULL, crl, 0);
+    assert_non_null(e = X509V3_EXT_nconf_nid(NULL, &ctx, NID_authority_key_identifier, "keyid:always"));
+    assert_int_equal(X509_CRL_add_ext(crl, e, -1), 1);
+    X509_EXTENSION_free(e);
+    assert_int_equal(X509_CRL_sort(crl), 1);
+    assert_true(X509_CRL_sign(crl, cakey, EVP_sha256()) > 0);
+    ASN1_INTEGER_free(sn);
+    ASN1_TIME_free(t);
+    return crl;
+}
+
+static const struct cspec ca_spec = {
+    "O=test|CN=Client CA", NULL, "critical,CA:TRUE", "critical,keyCertSign,cRLSign", -DAY, 365 * DAY, 1};
+static const struct cspec other_ca_spec = {
+    "O=other|CN=Other CA", NULL, "critical,CA:TRUE", "critical,keyCertSign,cRLSign", -DAY, 365 * DAY, 2};
+static const struct cspec int_spec = {"O=test|CN=Issuing CA",
+                                      NULL,
+                                      "critical,CA:TRUE,pathlen:0",
+                                      "critical,keyCertSign,cRLSign",
+                                      -DAY,
+                                      365 * DAY,
+                                      3};
+
+/* TLS client certificates, issued by the client CA unless said otherwise. */
+enum cert_id { C_NONE, C_DEV1, C_DEV2, C_ADMIN, C_REVOKED, C_EXPIRED, C_OTHER_CA, C_SLASH, C_NOSAN, C_N };
+
+static const struct {
+    struct cspec spec;
+    enum key_id key;
+    int other_ca;
+} tls_specs[C_N] = {
+    [C_DEV1] = {{"O=x|CN=dev-1", "DNS:DEV-1.Example.COM", NULL, NULL, -3600, 30 * DAY, 101}, K_P256, 0},
+    [C_DEV2] = {{"O=x|CN=dev-2", "URI:spiffe://example.org/dev-2", NULL, NULL, -3600, 30 * DAY, 102},
+                K_P256B,
+                0},
+    [C_ADMIN] = {{"O=x|CN=admin", "DNS:admin.example.net", NULL, NULL, -3600, 30 * DAY, 103}, K_P256, 0},
+    [C_REVOKED] = {{"O=x|CN=dev-3", NULL, NULL, NULL, -3600, 30 * DAY, 666}, K_P256, 0},
+    [C_EXPIRED] = {{"O=x|CN=dev-4", NULL, NULL, NULL, -30 * DAY, -DAY, 104}, K_P256, 0},
+    [C_OTHER_CA] = {{"O=x|CN=dev-5", NULL, NULL, NULL, -3600, 30 * DAY, 105}, K_P256, 1},
+    [C_SLASH] = {{"O=x/CN=dev-1", NULL, NULL, NULL, -3600, 30 * DAY, 106}, K_P256, 0},
+    [C_NOSAN] = {{"O=x|CN=dev-6", NULL, NULL, NULL, -3600, 30 * DAY, 107}, K_P256, 0},
+};
+
+static X509 *ca, *other_ca, *int_ca, *tls[C_N];
+static X509_STORE *st_tls, *st_tls_stale_crl, *st_issuer_int, *st_issuer_root, *st_other;
+static STACK_OF(X509) * chain_int;
+
+static X509_STORE *mkstore(X509 *anchor, X509_CRL *crl)
+{
+    X509_STORE *s = X509_STORE_new();
+    unsigned long flags = X509_V_FLAG_X509_STRICT;
+
+    assert_non_null(s);
+    assert_int_equal(X509_STORE_add_cert(s, anchor), 1);
+    if (crl != NULL) {
+        assert_int_equal(X509_STORE_add_crl(s, crl), 1);
+        flags |= X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL;
+    }
+    assert_int_equal(X509_STORE_set_flags(s, flags), 1);
+    return s;
+}
+
+static int setup(void **state)
+{
+    X509_CRL *crl, *stale;
+    int i;
+
+    (void)state;
+    for (i = 0; i < K_N; i++) {
+        if ((keys[i] = keygen((enum key_id)i)) == NULL)
+            return -1;
+    }
+    ca = mkcert(&ca_spec, keys[K_CA1], NULL, NULL);
+    other_ca = mkcert(&other_ca_spec, keys[K_CA2], NULL, NULL);
+    int_ca = mkcert(&int_spec, keys[K_CA3], ca, keys[K_CA1]);
+    for (i = C_DEV1; i < C_N; i++)
+        tls[i] = mkcert(&tls_specs[i].spec, keys[tls_specs[i].key], tls_specs[i].other_ca ? other_ca : ca,
+                        keys[tls_specs[i].other_ca ? K_CA2 : K_CA1]);
+    crl = mkcrl(ca, keys[K_CA1], 666, -3600, 7 * DAY);
+    stale = mkcrl(ca, keys[K_CA1], 666, -30 * DAY, -DAY);
+    st_tls = mkstore(ca, crl);
+    st_tls_stale_crl = mkstore(ca, stale);
+    st_issuer_int = mkstore(int_ca, NULL);
+    st_issuer_root = mkstore(ca, NULL);
+    st_other = mkstore(other_ca, NULL);
+    X509_CRL_free(crl);
+    X509_CRL_free(stale);
+    chain_int = sk_X509_new_null();
+    assert_non_null(chain_int);
+    assert_int_equal(X509_add_cert(chain_int, int_ca, X509_ADD_FLAG_UP_REF), 1);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    int i;
+
+    (void)state;
+    for (i = 0; i < K_N; i++)
+        EVP_PKEY_free(keys[i]);
+    for (i = 0; i < C_N; i++)
+        X509_free(tls[i]);
+    X509_free(ca);
+    X509_free(other_ca);
+    X509_free(int_ca);
+    X509_STORE_free(st_tls);
+    X509_STORE_free(st_tls_stale_crl);
+    X509_STORE_free(st_issuer_int);
+    X509_STORE_free(st_issuer_root);
+    X509_STORE_free(st_other);
+    sk_X509_pop_free(chain_int, X509_free);
+    return 0;
+}
+
+/* ---- gw_pattern_match ---- */
+
+static void test_pattern(void **state)
+{
+    static const struct {
+        const char *pat;
+        const char *s;
+        int len; /* -1 = strlen */
+        int want;
+    } t[] = {
+        {"*.example.com", "a.example.com", -1, 1},
+        {"*.example.com", "a.b.example.com", -1, 0}, /* '*' is one label */
+        {"*.example.com", ".example.com", -1, 0},    /* ... and never an empty one */
+        {"*.example.com", "example.com", -1, 0},
+        {"*.example.com", "a.example.com.evil.org", -1, 0},
+        {"*.example.com", "A.EXAMPLE.COM", -1, 0}, /* the exported matcher is exact */
+        {"*.example.com", "xn--bcher-kva.example.com", -1, 1},
+        {"*.example.com",
+         "b\xc3\xbc"
+         "cher.example.com",
+         -1, 1},
+        {"*.example.com", "a.ex\xd0\xb0mple.com", -1, 0}, /* Cyrillic a */
+        {"dev-*", "dev-1", -1, 1},
+        {"dev-*", "dev-", -1, 1},
+        {"dev-*", "dev-1.example.com", -1, 0},
+        {"dev-*", "dex-1", -1, 0},
+        {"a**b", "ab", -1, 1},
+        {"a**b", "axyzb", -1, 1},
+        {"*", "a/b", -1, 0},
+        {"*", "a=b", -1, 0},
+        {"*", "", -1, 0},
+        {"", "", -1, 1},
+        {"", "a", -1, 0},
+        {"a", "", -1, 0},
+        {"/O=x/CN=dev-*", "/O=x/CN=dev-7", -1, 1},
+        {"/O=x/CN=dev-*", "/O=x/CN=dev-7/CN=admin", -1, 0},
+        {"/O=x/CN=dev-*", "/O=x/OU=y/CN=dev-7", -1, 0},
+        {"/O=x/CN=dev-*", "/O=x/CN=dev", -1, 0},
+        {"/O=x/CN=*", "/O=x/CN=", -1, 0},
+        {"/O=*/CN=a", "/O=x=y/CN=a", -1, 0},
+        {"abc*", "abc\0def", 7, 0},
+        {"abc", "abc\0", 4, 0},
+        {"abc", "abcd", 3, 1}, /* |len| bounds |s| */
+        {"spiffe://example.org/*", "spiffe://example.org/dev", -1, 1},
+        {"spiffe://example.org/*", "spiffe://example.org/dev/x", -1, 0},
+        {"*@example.com", "alice@example.com", -1, 1},
+        {"*@example.com", "alice@evil.com", -1, 0},
+    };
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        size_t len = t[i].len < 0 ? strlen(t[i].s) : (size_t)t[i].len;
+
+        if (gw_pattern_match(t[i].pat, t[i].s, len) != t[i].want)
+            fail_msg("case %zu: \"%s\" vs \"%s\": want %d", i, t[i].pat, t[i].s, t[i].want);
+    }
+    assert_int_equal(gw_pattern_match(NULL, "a", 1), 0);
+    assert_int_equal(gw_pattern_match("*", NULL, 0), 0);
+}
+
+/* Many stars against a long near-miss: a backtracking matcher takes forever, ours O(|p| * |s|). */
+static void test_pattern_no_blowup(void **state)
+{
+    static const char pat[] = "*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*b";
+    char *s = malloc(20001);
+
+    (void)state;
+    assert_non_null(s);
+    memset(s, 'a', 20000);
+    s[20000] = '\0';
+    assert_int_equal(gw_pattern_match(pat, s, 20000), 0);
+    s[19999] = 'b';
+    assert_int_equal(gw_pattern_match(pat, s, 20000), 1);
+    free(s);
+}
+
+/* ---- gw_policy_authorize ---- */
+
+static char *p_dev[] = {"/O=x/CN=dev-*"};
+static char *p_dns[] = {"*.example.com", "spiffe://example.org/*"};
+static char *p_pbm[] = {"dev-ref"};
+
+enum store_id { S_NONE, S_TLS, S_STALE };
+
+static const struct {
+    const char *name;
+    struct gw_authz authz;
+    enum store_id store; /* authz.tls_store */
+    int role_store;      /* role->store set (signature accepted) */
+    enum cert_id peer, signer;
+    const char *pbm;
+    int want_ok;
+    const char *want; /* substring of err, or exact when starting with '=' */
+} az[] = {
+    {"pbm ok", {0}, S_NONE, 0, C_NONE, C_NONE, "dev-ref", 1, NULL},
+    {"pbm other ref",
+     {0},
+     S_NONE,
+     0,
+     C_NONE,
+     C_NONE,
+     "other-ref",
+     0,
+     "=PBM reference other-ref is not accepted on role iot"},
+    {"unprotected", {0}, S_NONE, 1, C_NONE, C_NONE, NULL, 0, "is not protected"},
+    {"signature, role without trust", {0}, S_NONE, 0, C_NONE, C_DEV1, NULL, 0, "accepts no signed requests"},
+    {"signature ok", {0}, S_NONE, 1, C_NONE, C_DEV1, NULL, 1, NULL},
+    {"tls required, none",
+     {.tls_required = true},
+     S_NONE,
+     0,
+     C_NONE,
+     C_NONE,
+     "dev-ref",
+     0,
+     "requires a TLS client certificate"},
+    {"tls required, given", {.tls_required = true}, S_NONE, 0, C_DEV1, C_NONE, "dev-ref", 1, NULL},
+    {"tls trust ok", {0}, S_TLS, 0, C_DEV1, C_NONE, "dev-ref", 1, NULL},
+    {"tls trust, optional, none",
+     {0},
+     S_TLS,
+     0,
+     C_NONE,
+     C_NONE,
+     "dev-ref",
+     0,
+     "requires a TLS client certificate"},
+    {"tls revoked",
+     {0},
+     S_TLS,
+     0,
+     C_REVOKED,
+     C_NONE,
+     "dev-ref",
+     0,
+     "=TLS client certificate /O=x/CN=dev-3 is revoked (tls_trust of role iot)"},
+    {"tls expired", {0}, S_TLS, 0, C_EXPIRED, C_NONE, "dev-ref", 0, "/O=x/CN=dev-4 has expired"},
+    {"tls other CA", {0}, S_TLS, 0, C_OTHER_CA, C_NONE, "dev-ref", 0, "does not chain to a trusted CA"},
+    {"tls stale CRL", {0}, S_STALE, 0, C_DEV1, C_NONE, "dev-ref", 0, "the CRL of its issuer has expired"},
+    {"tls subject ok", {.tls_subjects = PATS(p_dev)}, S_NONE, 0, C_DEV1, C_NONE, "dev-ref", 1, NULL},
+    {"tls subject refused",
+     {.tls_subjects = PATS(p_dev)},
+     S_NONE,
+     0,
+     C_ADMIN,
+     C_NONE,
+     "dev-ref",
+     0,
+     "=TLS client certificate subject /O=x/CN=admin is not allowed on role iot (allowed: /O=x/CN=dev-*)"},
+    {"tls subject with '/' in a value",
+     {.tls_subjects = PATS(p_dev)},
+     S_NONE,
+     0,
+     C_SLASH,
+     C_NONE,
+     "dev-ref",
+     0,
+     "has a '/' in an attribute value"},
+    {"tls subjects, none",
+     {.tls_subjects = PATS(p_dev)},
+     S_NONE,
+     0,
+     C_NONE,
+     C_NONE,
+     "dev-ref",
+     0,
+     "requires a TLS client certificate"},
+    {"tls DNS SAN folds case", {.tls_sans = PATS(p_dns)}, S_NONE, 0, C_DEV1, C_NONE, "dev-ref", 1, NULL},
+    {"tls URI SAN", {.tls_sans = PATS(p_dns)}, S_NONE, 0, C_DEV2, C_NONE, "dev-ref", 1, NULL},
+    {"tls SAN refused",
+     {.tls_sans = PATS(p_dns)},
+     S_NONE,
+     0,
+     C_ADMIN,
+     C_NONE,
+     "dev-ref",
+     0,
+     "has no subjectAltName allowed on role iot (allowed: *.example.com, spiffe://example.org/*)"},
+    {"tls no SAN", {.tls_sans = PATS(p_dns)}, S_NONE, 0, C_NOSAN, C_NONE, "dev-ref", 0, "no subjectAltName"},
+    {"must be signer ok", {.tls_must_be_signer = true}, S_NONE, 1, C_DEV1, C_DEV1, NULL, 1, NULL},
+    {"must be signer, other",
+     {.tls_must_be_signer = true},
+     S_NONE,
+     1,
+     C_DEV1,
+     C_DEV2,
+     NULL,
+     0,
+     "is not the TLS client certificate"},
+    {"must be signer, PBM",
+     {.tls_must_be_signer = true},
+     S_NONE,
+     1,
+     C_DEV1,
+     C_NONE,
+     "dev-ref",
+     0,
+     "password-based MAC is not accepted"},
+    {"must be signer, no TLS",
+     {.tls_must_be_signer = true},
+     S_NONE,
+     1,
+     C_NONE,
+     C_DEV1,
+     NULL,
+     0,
+     "requires a TLS client certificate"},
+    {"signer subject ok", {.signer_subjects = PATS(p_dev)}, S_NONE, 1, C_NONE, C_DEV2, NULL, 1, NULL},
+    {"signer subject refused",
+     {.signer_subjects = PATS(p_dev)},
+     S_NONE,
+     1,
+     C_NONE,
+     C_ADMIN,
+     NULL,
+     0,
+     "=CMP signer certificate subject /O=x/CN=admin is not allowed on role iot (allowed: /O=x/CN=dev-*)"},
+    {"signer subjects do not bind PBM",
+     {.signer_subjects = PATS(p_dev)},
+     S_NONE,
+     1,
+     C_NONE,
+     C_NONE,
+     "dev-ref",
+     1,
+     NULL},
+};
+
+static void check_err(const char *name, const char *err, const char *want)
+{
+    if (want == NULL)
+        return;
+    if (want[0] == '=' ? strcmp(err, want + 1) != 0 : strstr(err, want) == NULL)
+        fail_msg("%s: err \"%s\", want \"%s\"", name, err, want);
+}
+
+static void test_authorize(void **state)
+{
+    X509_STORE *stores[] = {[S_NONE] = NULL, [S_TLS] = st_tls, [S_STALE] = st_tls_stale_crl};
+    char err[GW_ERR_LEN];
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(az) / sizeof(az[0]); i++) {
+        struct gw_role role = {.name = "iot", .pbm_refs = p_pbm, .n_pbm = 1, .authz = az[i].authz};
+        struct gw_identity id = {tls[az[i].peer], tls[az[i].signer], az[i].pbm};
+        int fi = -1, rc;
+
+        role.authz.tls_store = stores[az[i].store];
+        role.store = az[i].role_store ? st_tls : NULL;
+        rc = gw_policy_authorize(&role, &id, NOW, &fi, err);
+        if ((rc == 0) != az[i].want_ok || fi != (az[i].want_ok ? 0 : NA))
+            fail_msg("%s: rc %d fail_info %d err \"%s\"", az[i].name, rc, fi, err);
+        if (!az[i].want_ok)
+            assert_int_equal(rc, GW_ERR_POLICY);
+        check_err(az[i].name, err, az[i].want);
+    }
+}
+
+/* A long allowed list is cut with "...": the reason stays one NUL-terminated line of GW_ERR_LEN. */
+static void test_authorize_long_list(void **state)
+{
+    static char *many[40];
+    static char pat[40][32];
+    struct gw_role role = {
+        .name = "iot", .pbm_refs = p_pbm, .n_pbm = 1, .authz = {.tls_subjects = PATS(many)}};
+    struct gw_identity id = {tls[C_ADMIN], NULL, "dev-ref"};
+    char err[GW_ERR_LEN + 1];
+    int fi = 0;
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < 40; i++) {
+        snprintf(pat[i], sizeof(pat[i]), "/O=x/CN=device-%zu-*", i);
+        many[i] = pat[i];
+    }
+    memset(err, 'Z', sizeof(err));
+    assert_int_equal(gw_policy_authorize(&role, &id, NOW, &fi, err), GW_ERR_POLICY);
+    assert_int_equal(err[GW_ERR_LEN], 'Z');
+    assert_true(strlen(err) < GW_ERR_LEN);
+    assert_non_null(strstr(err, "(allowed: /O=x/CN=device-0-*, /O=x/CN=device-1-*"));
+    assert_non_null(strstr(err, "..."));
+}
+
+static void test_authorize_null(void **state)
+{
+    struct gw_role role = {.name = "iot"};
+    struct gw_identity id = {0};
+    char err[GW_ERR_LEN];
+    int fi = 0;
+
+    (void)state;
+    assert_int_equal(gw_policy_authorize(NULL, &id, NOW, &fi, err), GW_ERR_POLICY);
+    assert_int_equal(fi, NA);
+    assert_int_equal(gw_policy_authorize(&role, NULL, NOW, &fi, err), GW_ERR_POLICY);
+}
+
+/* ---- plans ---- */
+
+/* mkplan: subject spec ('|'-separated), SANs as config text, key, validity end from NOW. */
+static void mkplan(struct gw_cert_plan *p, const char *subject, const char *sans, enum key_id k, long to)
+{
+    gw_cert_plan_init(p);
+    p->subject = subject != NULL ? mkname(subject) : X509_NAME_new();
+    if (sans != NULL) {
+        X509_EXTENSION *e = X509V3_EXT_nconf_nid(NULL, NULL, NID_subject_alt_name, sans);
+
+        assert_non_null(e);
+        assert_non_null(p->sans = X509V3_EXT_d2i(e));
+        X509_EXTENSION_free(e);
+    }
+    assert_int_equal(EVP_PKEY_up_ref(keys[k]), 1);
+    p->pubkey = keys[k];
+    p->not_before = NOW - GW_BACKDATE_SECS;
+    p->not_after = NOW + to;
+    p->key_usage = KU_DIGITAL_SIGNATURE;
+}
+
+/* ---- gw_policy_check_request ---- */
+
+static char *p_cn[] = {"dev-*.example.com"};
+static char *p_dnsn[] = {"*.example.com"};
+static char *p_uri[] = {"spiffe://example.org/*"};
+static char *p_mail[] = {"*@example.com"};
+static char *p_ip[] = {"10.0.0.0/8", "::1/128", "2001:db8::/32", "192.0.2.7", "198.51.100.0/31"};
+static char *p_ip_bad[] = {"10.0.0.0/33",   "10.0.0.0/", "/8",   "10.0.0.0/8x",
+                           "10.0.0.0/0008", "::/129",    "zzz/8"};
+static char *p_ip_v4any[] = {"0.0.0.0/0"};
+static char *p_ip_v6any[] = {"::/0"};
+static struct gw_key_rule r_p256[] = {{EVP_PKEY_EC, 0, NID_X9_62_prime256v1}};
+static struct gw_key_rule r_rsa4k[] = {{EVP_PKEY_RSA, 4096, 0}, {EVP_PKEY_ED25519, 0, 0}};
+
+#define ALL_SANS (GW_SAN_DNS | GW_SAN_IP | GW_SAN_URI | GW_SAN_EMAIL)
+
+static const struct {
+    const char *name;
+    struct gw_authz authz;
+    unsigned san_types;
+    const char *subject, *sans;
+    enum key_id key;
+    const char *want; /* NULL = accepted; else a substring, or the exact text after '=' */
+} rq[] = {
+    {"cn ok", {.common_names = PATS(p_cn)}, 0, "CN=dev-1.example.com", NULL, K_P256, NULL},
+    {"cn refused",
+     {.common_names = PATS(p_cn)},
+     0,
+     "CN=admin.example.com",
+     NULL,
+     K_P256,
+     "=common name admin.example.com is not allowed on role iot (allowed: dev-*.example.com)"},
+    {"cn twice, second refused",
+     {.common_names = PATS(p_cn)},
+     0,
+     "CN=dev-1.example.com|CN=admin",
+     NULL,
+     K_P256,
+     "common name admin is not allowed"},
+    {"cn is exact", {.common_names = PATS(p_cn)}, 0, "CN=DEV-1.example.com", NULL, K_P256, "not allowed"},
+    {"no cn, cn patterns", {.common_names = PATS(p_cn)}, ALL_SANS, "O=x", "DNS:a.example.com", K_P256, NULL},
+    {"any cn", {0}, 0, "CN=whatever", NULL, K_P256, NULL},
+    {"dns folds case", {.dns_names = PATS(p_dnsn)}, ALL_SANS, "CN=x", "DNS:DEV-2.Example.COM", K_P256, NULL},
+    {"dns refused",
+     {.dns_names = PATS(p_dnsn)},
+     ALL_SANS,
+     "CN=x",
+     "DNS:a.example.com,DNS:evil.org",
+     K_P256,
+     "=DNS name evil.org is not allowed on role iot (allowed: *.example.com)"},
+    {"dns two labels",
+     {.dns_names = PATS(p_dnsn)},
+     ALL_SANS,
+     "CN=x",
+     "DNS:a.b.example.com",
+     K_P256,
+     "not allowed"},
+    {"dns any", {0}, ALL_SANS, "CN=x", "DNS:anything.org", K_P256, NULL},
+    {"dns type off",
+     {0},
+     GW_SAN_IP,
+     "CN=x",
+     "DNS:a.example.com",
+     K_P256,
+     "subjectAltName type DNS name is not allowed on role iot"},
+    {"uri ok", {.uris = PATS(p_uri)}, ALL_SANS, "CN=x", "URI:spiffe://example.org/dev", K_P256, NULL},
+    {"uri deeper", {.uris = PATS(p_uri)}, ALL_SANS, "CN=x", "URI:spiffe://example.org/dev/x", K_P256, "URI"},
+    {"uri case", {.uris = PATS(p_uri)}, ALL_SANS, "CN=x", "URI:spiffe://EXAMPLE.org/dev", K_P256, "URI"},
+    {"email ok", {.emails = PATS(p_mail)}, ALL_SANS, "CN=x", "email:alice@example.com", K_P256, NULL},
+    {"email refused",
+     {.emails = PATS(p_mail)},
+     ALL_SANS,
+     "CN=x",
+     "email:alice@evil.com",
+     K_P256,
+     "email address alice@evil.com is not allowed"},
+    {"ip v4 in /8", {.ip_ranges = PATS(p_ip)}, ALL_SANS, "CN=x", "IP:10.1.2.3", K_P256, NULL},
+    {"ip v4 outside",
+     {.ip_ranges = PATS(p_ip)},
+     ALL_SANS,
+     "CN=x",
+     "IP:11.0.0.1",
+     K_P256,
+     "IP address 11.0.0.1 is not allowed on role iot (allowed: 10.0.0.0/8, ::1/128"},
+    {"ip v6 /128", {.ip_ranges = PATS(p_ip)}, ALL_SANS, "CN=x", "IP:::1", K_P256, NULL},
+    {"ip v6 /128 miss", {.ip_ranges = PATS(p_ip)}, ALL_SANS, "CN=x", "IP:::2", K_P256, "IP address ::2"},
+    {"ip v6 /32", {.ip_ranges = PATS(p_ip)}, ALL_SANS, "CN=x", "IP:2001:db8:ffff::1", K_P256, NULL},
+    {"ip v6 /32 miss", {.ip_ranges = PATS(p_ip)}, ALL_SANS, "CN=x", "IP:2001:db9::1", K_P256, "not allowed"},
+    {"ip bare address", {.ip_ranges = PATS(p_ip)}, ALL_SANS, "CN=x", "IP:192.0.2.7", K_P256, NULL},
+    {"ip bare address miss",
+     {.ip_ranges = PATS(p_ip)},
+     ALL_SANS,
+     "CN=x",
+     "IP:192.0.2.8",
+     K_P256,
+     "not allowed"},
+    {"ip /31 odd", {.ip_ranges = PATS(p_ip)}, ALL_SANS, "CN=x", "IP:198.51.100.1", K_P256, NULL},
+    {"ip /31 outside", {.ip_ranges = PATS(p_ip)}, ALL_SANS, "CN=x", "IP:198.51.100.2", K_P256, "not allowed"},
+    {"ip v4-mapped v6 is not v4",
+     {.ip_ranges = PATS(p_ip)},
+     ALL_SANS,
+     "CN=x",
+     "IP:::ffff:10.0.0.1",
+     K_P256,
+     "not allowed"},
+    {"ip malformed ranges match nothing",
+     {.ip_ranges = PATS(p_ip_bad)},
+     ALL_SANS,
+     "CN=x",
+     "IP:10.0.0.1",
+     K_P256,
+     "not allowed"},
+    {"ip v4 /0", {.ip_ranges = PATS(p_ip_v4any)}, ALL_SANS, "CN=x", "IP:203.0.113.9", K_P256, NULL},
+    {"ip v4 /0 vs v6", {.ip_ranges = PATS(p_ip_v4any)}, ALL_SANS, "CN=x", "IP:::1", K_P256, "not allowed"},
+    {"ip v6 /0", {.ip_ranges = PATS(p_ip_v6any)}, ALL_SANS, "CN=x", "IP:fe80::1", K_P256, NULL},
+    {"ip any", {0}, ALL_SANS, "CN=x", "IP:203.0.113.9", K_P256, NULL},
+    {"ip type off", {0}, GW_SAN_DNS, "CN=x", "IP:10.0.0.1", K_P256, "type ip is not allowed"},
+    {"key p256 builtin", {0}, 0, "CN=x", NULL, K_P256, NULL},
+    {"key ed25519 builtin", {0}, 0, "CN=x", NULL, K_ED25519, NULL},
+    {"key rsa2048 builtin", {0}, 0, "CN=x", NULL, K_RSA2048, NULL},
+    {"key rsa1024 builtin",
+     {0},
+     0,
+     "CN=x",
+     NULL,
+     K_RSA1024,
+     "=key rsa:1024 is not allowed on role iot (allowed: rsa:2048, ec:P-256, ec:P-384, ec:P-521, ed25519, "
+     "ed448)"},
+    {"key p224 builtin", {0}, 0, "CN=x", NULL, K_P224, "key ec:P-224 is not allowed"},
+    {"key p256 rule", {.key_rules = r_p256, .n_key_rules = 1}, 0, "CN=x", NULL, K_P256, NULL},
+    {"key p384 vs p256 rule",
+     {.key_rules = r_p256, .n_key_rules = 1},
+     0,
+     "CN=x",
+     NULL,
+     K_P384,
+     "=key ec:P-384 is not allowed on role iot (allowed: ec:P-256)"},
+    {"key rsa2048 vs rsa:4096",
+     {.key_rules = r_rsa4k, .n_key_rules = 2},
+     0,
+     "CN=x",
+     NULL,
+     K_RSA2048,
+     "(allowed: rsa:4096, ed25519)"},
+    {"key ed25519 rule", {.key_rules = r_rsa4k, .n_key_rules = 2}, 0, "CN=x", NULL, K_ED25519, NULL},
+};
+
+static void test_check_request(void **state)
+{
+    char err[GW_ERR_LEN];
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(rq) / sizeof(rq[0]); i++) {
+        struct gw_role role = {.name = "iot", .allowed_san_types = rq[i].san_types, .authz = rq[i].authz};
+        struct gw_cert_plan plan;
+        int fi = -1, rc;
+
+        mkplan(&plan, rq[i].subject, rq[i].sans, rq[i].key, DAY);
+        rc = gw_policy_check_request(&role, &plan, &fi, err);
+        gw_cert_plan_cleanup(&plan);
+        if ((rc == 0) != (rq[i].want == NULL) || fi != (rq[i].want == NULL ? 0 : BT) ||
+            (rc != 0 && rc != GW_ERR_POLICY))
+            fail_msg("%s: rc %d fail_info %d err \"%s\"", rq[i].name, rc, fi, err);
+        check_err(rq[i].name, err, rq[i].want);
+    }
+}
+
+/* A CN with an embedded NUL ("dev-1\0evil") matches no pattern, however permissive. */
+static void test_check_request_nul_cn(void **state)
+{
+    static char *p_star[] = {"dev-1*"};
+    static const unsigned char cn[] = "dev-1\0evil";
+    struct gw_role role = {.name = "iot", .authz = {.common_names = PATS(p_star)}};
+    struct gw_cert_plan plan;
+    char err[GW_ERR_LEN];
+    int fi = 0;
+
+    (void)state;
+    mkplan(&plan, NULL, NULL, K_P256, DAY);
+    assert_int_equal(X509_NAME_add_entry_by_NID(plan.subject, NID_commonName, V_ASN1_UTF8STRING, cn,
+                                                (int)sizeof(cn) - 1, -1, 0),
+                     1);
+    assert_int_equal(gw_policy_check_request(&role, &plan, &fi, err), GW_ERR_POLICY);
+    assert_int_equal(fi, BT);
+    assert_non_null(strstr(err, "common name dev-1?evil is not allowed"));
+    gw_cert_plan_cleanup(&plan);
+    assert_int_equal(gw_policy_check_request(&role, NULL, &fi, err), GW_ERR_POLICY);
+    assert_int_equal(fi, OSSL_CMP_PKIFAILUREINFO_badRequest);
+}
+
+/* ---- gw_policy_check_upstream_role ---- */
+
+static char *d_example[] = {"example.com"};
+static char *d_glob[] = {"*.example.com"};
+
+static const struct {
+    const char *name;
+    struct gw_role_policy p;
+    const char *subject, *sans;
+    enum key_id key;
+    long to;
+    const char *want;
+} ur[] = {
+    {"subdomain",
+     {PATS(d_example), .allow_subdomains = true, .key_type = "any"},
+     "CN=a.example.com",
+     NULL,
+     K_P256,
+     DAY,
+     NULL},
+    {"deep subdomain",
+     {PATS(d_example), .allow_subdomains = true, .key_type = "any"},
+     "CN=a.b.Example.COM",
+     NULL,
+     K_P256,
+     DAY,
+     NULL},
+    {"bare without allow_bare_domains",
+     {PATS(d_example), .allow_subdomains = true, .key_type = "any"},
+     "CN=example.com",
+     NULL,
+     K_P256,
+     DAY,
+     "=name example.com is not allowed by the upstream role (allowed_domains: example.com; "
+     "allow_subdomains)"},
+    {"suffix trick",
+     {PATS(d_example), .allow_subdomains = true, .key_type = "any"},
+     "CN=aexample.com",
+     NULL,
+     K_P256,
+     DAY,
+     "not allowed"},
+    {"domain as a prefix",
+     {PATS(d_example), .allow_subdomains = true, .key_type = "any"},
+     "CN=a.example.com",
+     "DNS:a.example.com.evil.org",
+     K_P256,
+     DAY,
+     "name a.example.com.evil.org"},
+    {"wildcard",
+     {PATS(d_example), .allow_subdomains = true, .key_type = "any"},
+     "CN=*.example.com",
+     NULL,
+     K_P256,
+     DAY,
+     NULL},
+    {"wildcard inside",
+     {PATS(d_example), .allow_subdomains = true, .key_type = "any"},
+     "CN=a.*.example.com",
+     NULL,
+     K_P256,
+     DAY,
+     "not allowed"},
+    {"bare",
+     {PATS(d_example), .allow_bare_domains = true, .key_type = "any"},
+     "CN=EXAMPLE.com",
+     NULL,
+     K_P256,
+     DAY,
+     NULL},
+    {"bare, no subdomains",
+     {PATS(d_example), .allow_bare_domains = true, .key_type = "any"},
+     "CN=a.example.com",
+     NULL,
+     K_P256,
+     DAY,
+     "not allowed"},
+    {"glob crosses dots",
+     {PATS(d_glob), .allow_glob_domains = true, .key_type = "any"},
+     "CN=a.b.example.com",
+     NULL,
+     K_P256,
+     DAY,
+     NULL},
+    {"glob miss",
+     {PATS(d_glob), .allow_glob_domains = true, .key_type = "any"},
+     "CN=example.com",
+     NULL,
+     K_P256,
+     DAY,
+     "not allowed"},
+    {"glob off", {PATS(d_glob), .key_type = "any"}, "CN=a.example.com", NULL, K_P256, DAY, "not allowed"},
+    {"no domains", {.key_type = "any"}, "CN=a.example.com", NULL, K_P256, DAY, "allowed_domains: none"},
+    {"any name", {.allow_any_name = true, .key_type = "any"}, "CN=Under_score Name", NULL, K_P256, DAY, NULL},
+    {"any name, enforce_hostnames",
+     {.allow_any_name = true, .enforce_hostnames = true, .key_type = "any"},
+     "CN=under_score.example",
+     NULL,
+     K_P256,
+     DAY,
+     "enforce_hostnames"},
+    {"any name, enforce_hostnames ok",
+     {.allow_any_name = true, .enforce_hostnames = true, .key_type = "any"},
+     "CN=host-1.example.",
+     NULL,
+     K_P256,
+     DAY,
+     NULL},
+    {"hostname with leading hyphen",
+     {.allow_any_name = true, .enforce_hostnames = true, .key_type = "any"},
+     "CN=-a.example",
+     NULL,
+     K_P256,
+     DAY,
+     "not allowed"},
+    {"localhost", {.allow_localhost = true, .key_type = "any"}, "CN=localhost", NULL, K_P256, DAY, NULL},
+    {"localhost off",
+     {PATS(d_example), .allow_subdomains = true, .key_type = "any"},
+     "CN=localhost",
+     NULL,
+     K_P256,
+     DAY,
+     "not allowed"},
+    {"email domain bare",
+     {PATS(d_example), .allow_bare_domains = true, .key_type = "any"},
+     "CN=x.example.com",
+     "email:bob@example.com",
+     K_P256,
+     DAY,
+     "name x.example.com"},
+    {"email ok",
+     {PATS(d_example), .allow_bare_domains = true, .allow_subdomains = true, .key_type = "any"},
+     "CN=x.example.com",
+     "email:bob@example.com",
+     K_P256,
+     DAY,
+     NULL},
+    {"email refused",
+     {PATS(d_example), .allow_bare_domains = true, .key_type = "any"},
+     "CN=example.com",
+     "email:bob@evil.com",
+     K_P256,
+     DAY,
+     "name bob@evil.com"},
+    {"ip off",
+     {PATS(d_example), .allow_bare_domains = true, .key_type = "any"},
+     "CN=example.com",
+     "IP:10.0.0.1",
+     K_P256,
+     DAY,
+     "allow_ip_sans is false"},
+    {"ip on",
+     {PATS(d_example), .allow_bare_domains = true, .allow_ip_sans = true, .key_type = "any"},
+     "CN=example.com",
+     "IP:10.0.0.1",
+     K_P256,
+     DAY,
+     NULL},
+    {"ec 256", {.allow_any_name = true, .key_type = "ec", .key_bits = 256}, "CN=x", NULL, K_P256, DAY, NULL},
+    {"ec 256 vs P-384",
+     {.allow_any_name = true, .key_type = "ec", .key_bits = 256},
+     "CN=x",
+     NULL,
+     K_P384,
+     DAY,
+     "=key ec:P-384 is not allowed by the upstream role (key_type ec, key_bits 256)"},
+    {"ec 224 vs P-224",
+     {.allow_any_name = true, .key_type = "ec", .key_bits = 224},
+     "CN=x",
+     NULL,
+     K_P224,
+     DAY,
+     NULL},
+    {"ec 0 vs P-224", {.allow_any_name = true, .key_type = "ec"}, "CN=x", NULL, K_P224, DAY, "not allowed"},
+    {"ec 255 names no curve",
+     {.allow_any_name = true, .key_type = "ec", .key_bits = 255},
+     "CN=x",
+     NULL,
+     K_P256,
+     DAY,
+     "not allowed"},
+    {"ec vs rsa",
+     {.allow_any_name = true, .key_type = "ec", .key_bits = 256},
+     "CN=x",
+     NULL,
+     K_RSA2048,
+     DAY,
+     "key rsa:2048"},
+    {"rsa 2048",
+     {.allow_any_name = true, .key_type = "rsa", .key_bits = 2048},
+     "CN=x",
+     NULL,
+     K_RSA2048,
+     DAY,
+     NULL},
+    {"rsa 1024",
+     {.allow_any_name = true, .key_type = "rsa", .key_bits = 2048},
+     "CN=x",
+     NULL,
+     K_RSA1024,
+     DAY,
+     "key rsa:1024"},
+    {"rsa 0 vs 1024",
+     {.allow_any_name = true, .key_type = "rsa"},
+     "CN=x",
+     NULL,
+     K_RSA1024,
+     DAY,
+     "key rsa:1024"},
+    {"ed25519", {.allow_any_name = true, .key_type = "ed25519"}, "CN=x", NULL, K_ED25519, DAY, NULL},
+    {"ed25519 vs ec",
+     {.allow_any_name = true, .key_type = "ed25519"},
+     "CN=x",
+     NULL,
+     K_P256,
+     DAY,
+     "not allowed"},
+    {"any key", {.allow_any_name = true, .key_type = "any"}, "CN=x", NULL, K_RSA1024, DAY, NULL},
+    {"no key_type", {.allow_any_name = true}, "CN=x", NULL, K_P256, DAY, "key_type ,"},
+    {"unknown key_type",
+     {.allow_any_name = true, .key_type = "dsa"},
+     "CN=x",
+     NULL,
+     K_P256,
+     DAY,
+     "key_type dsa"},
+    {"max_ttl exact",
+     {.allow_any_name = true, .key_type = "any", .max_ttl = DAY},
+     "CN=x",
+     NULL,
+     K_P256,
+     DAY,
+     NULL},
+    {"max_ttl exceeded",
+     {.allow_any_name = true, .key_type = "any", .max_ttl = DAY},
+     "CN=x",
+     NULL,
+     K_P256,
+     DAY + 1,
+     "=the validity asked for (until 2030-03-18T17:46:41Z, 86401s) exceeds the upstream role's max_ttl of "
+     "1d; ask "
+     "for a shorter one"},
+};
+
+static void test_upstream_role(void **state)
+{
+    char err[GW_ERR_LEN];
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(ur) / sizeof(ur[0]); i++) {
+        struct gw_cert_plan plan;
+        int fi = -1, rc;
+
+        mkplan(&plan, ur[i].subject, ur[i].sans, ur[i].key, ur[i].to);
+        rc = gw_policy_check_upstream_role(&ur[i].p, &plan, NOW, &fi, err);
+        gw_cert_plan_cleanup(&plan);
+        if ((rc == 0) != (ur[i].want == NULL) || fi != (ur[i].want == NULL ? 0 : BT))
+            fail_msg("%s: rc %d fail_info %d err \"%s\"", ur[i].name, rc, fi, err);
+        check_err(ur[i].name, err, ur[i].want);
+    }
+}
+
+/* ---- gw_policy_check_issued ---- */
+
+static char *i_dns[] = {"*.example.com"};
+
+enum issuer_id { I_INT, I_OTHER };
+enum store_sel { ST_INT, ST_ROOT, ST_OTHER, ST_NULL };
+
+static const struct {
+    const char *name;
+    struct cspec spec; /* what the upstream returned */
+    enum key_id key;   /* its public key (the plan's is K_P256) */
+    enum issuer_id issuer;
+    enum store_sel store;
+    int with_chain;
+    const char *plan_sans;
+    bool exclude_cn;
+    unsigned san_types;
+    enum gw_issued_verdict want;
+    const char *want_err;
+} iss[] = {
+    {"as planned",
+     {"CN=dev-1.example.com", "DNS:a.example.com,DNS:b.example.com", "CA:FALSE", "critical,digitalSignature",
+      -60, 7 * DAY, 0},
+     K_P256,
+     I_INT,
+     ST_INT,
+     0,
+     "DNS:a.example.com,DNS:b.example.com",
+     false,
+     ALL_SANS,
+     GW_ISSUED_OK,
+     "="},
+    {"reordered SANs",
+     {"CN=dev-1.example.com", "DNS:b.example.com,DNS:a.example.com", NULL, NULL, -60, 7 * DAY, 0},
+     K_P256,
+     I_INT,
+     ST_INT,
+     0,
+     "DNS:a.example.com,DNS:b.example.com",
+     false,
+     ALL_SANS,
+     GW_ISSUED_OK,
+     "="},
+    {"via root and chain",
+     {"CN=dev-1.example.com", NULL, NULL, NULL, -60, 7 * DAY, 0},
+     K_P256,
+     I_INT,
+     ST_ROOT,
+     1,
+     NULL,
+     false,
+     ALL_SANS,
+     GW_ISSUED_OK,
+     "="},
+    {"via root, chain missing",
+     {"CN=dev-1.example.com", NULL, NULL, NULL, -60, 7 * DAY, 0},
+     K_P256,
+     I_INT,
+     ST_ROOT,
+     0,
+     NULL,
+     false,
+     ALL_SANS,
+     GW_ISSUED_BAD,
+     "does not chain to a trusted CA"},
+    {"wrong key",
+     {"CN=dev-1.example.com", NULL, NULL, NULL, -60, 7 * DAY, 0},
+     K_P256B,
+     I_INT,
+     ST_INT,
+     0,
+     NULL,
+     false,
+     ALL_SANS,
+     GW_ISSUED_BAD,
+     "=the upstream returned a certificate for another public key than requested"},
+    {"another CA",
+     {"CN=dev-1.example.com", NULL, NULL, NULL, -60, 7 * DAY, 0},
+     K_P256,
+     I_OTHER,
+     ST_INT,
+     0,
+     NULL,
+     false,
+     ALL_SANS,
+     GW_ISSUED_BAD,
+     "=the certificate upstream vault returned does not chain to a trusted CA "
+     "(issuer_ca)"},
+    {"no issuer store",
+     {"CN=dev-1.example.com", NULL, NULL, NULL, -60, 7 * DAY, 0},
+     K_P256,
+     I_INT,
+     ST_NULL,
+     0,
+     NULL,
+     false,
+     ALL_SANS,
+     GW_ISSUED_BAD,
+     "has no issuer_ca"},
+    {"already expired",
+     {"CN=dev-1.example.com", NULL, NULL, NULL, -2 * DAY, -DAY, 0},
+     K_P256,
+     I_INT,
+     ST_INT,
+     0,
+     NULL,
+     false,
+     ALL_SANS,
+     GW_ISSUED_BAD,
+     "has expired"},
+    {"CA:TRUE",
+     {"CN=dev-1.example.com", NULL, "critical,CA:TRUE", "critical,digitalSignature,keyCertSign", -60, 7 * DAY,
+      0},
+     K_P256,
+     I_INT,
+     ST_INT,
+     0,
+     NULL,
+     false,
+     ALL_SANS,
+     GW_ISSUED_OUTSIDE_POLICY,
+     "=the upstream returned a CA certificate (basicConstraints cA TRUE); role iot issues end-entity "
+     "certificates "
+     "only"},
+    /* the issuer store is X509_STRICT; these must still come out as outside policy, to be revoked */
+    {"CA:TRUE, no keyUsage",
+     {"CN=dev-1.example.com", NULL, "critical,CA:TRUE", NULL, -60, 7 * DAY, 0},
+     K_P256,
+     I_INT,
+     ST_INT,
+     0,
+     NULL,
+     false,
+     ALL_SANS,
+     GW_ISSUED_OUTSIDE_POLICY,
+     "a CA certificate"},
+    {"CA:TRUE, not critical",
+     {"CN=dev-1.example.com", NULL, "CA:TRUE", "digitalSignature", -60, 7 * DAY, 0},
+     K_P256,
+     I_INT,
+     ST_INT,
+     0,
+     NULL,
+     false,
+     ALL_SANS,
+     GW_ISSUED_OUTSIDE_POLICY,
+     "a CA certificate"},
+    {"keyCertSign",
+     {"CN=dev-1.example.com", NULL, NULL, "critical,digitalSignature,keyCertSign", -60, 7 * DAY, 0},
+     K_P256,
+     I_INT,
+     ST_INT,
+     0,
+     NULL,
+     false,
+     ALL_SANS,
+     GW_ISSUED_OUTSIDE_POLICY,
+     "keyCertSign or cRLSign"},
+    {"cRLSign",
+     {"CN=dev-1.example.com", NULL, NULL, "cRLSign", -60, 7 * DAY, 0},
+     K_P256,
+     I_INT,
+     ST_INT,
+     0,
+     NULL,
+     false,
+     ALL_SANS,
+     GW_ISSUED_OUTSIDE_POLICY,
+     "keyCertSign or cRLSign"},
+    {"SAN outside",
+     {"CN=dev-1.example.com", "DNS:a.example.com,DNS:evil.org", NULL, NULL, -60, 7 * DAY, 0},
+     K_P256,
+     I_INT,
+     ST_INT,
+     0,
+     "DNS:a.example.com",
+     false,
+     ALL_SANS,
+     GW_ISSUED_OUTSIDE_POLICY,
+     "=the upstream's certificate is outside role policy: DNS name evil.org is not allowed on role iot "
+     "(allowed: "
+     "*.example.com)"},
+    {"SAN type outside",
+     {"CN=dev-1.example.com", "URI:urn:x", NULL, NULL, -60, 7 * DAY, 0},
+     K_P256,
+     I_INT,
+     ST_INT,
+     0,
+     NULL,
+     false,
+     GW_SAN_DNS,
+     GW_ISSUED_OUTSIDE_POLICY,
+     "type URI is not allowed"},
+    {"too long",
+     {"CN=dev-1.example.com", NULL, NULL, NULL, -60, 60 * DAY, 0},
+     K_P256,
+     I_INT,
+     ST_INT,
+     0,
+     NULL,
+     false,
+     ALL_SANS,
+     GW_ISSUED_OUTSIDE_POLICY,
+     "beyond role iot's max_ttl of 30d"},
+    {"within slack",
+     {"CN=dev-1.example.com", NULL, NULL, NULL, -60, 30 * DAY + 60, 0},
+     K_P256,
+     I_INT,
+     ST_INT,
+     0,
+     NULL,
+     false,
+     ALL_SANS,
+     GW_ISSUED_OK,
+     "="},
+    {"subject rewritten",
+     {"O=cfssl|CN=dev-1.example.com", NULL, NULL, NULL, -60, 7 * DAY, 0},
+     K_P256,
+     I_INT,
+     ST_INT,
+     0,
+     NULL,
+     false,
+     ALL_SANS,
+     GW_ISSUED_MODIFIED,
+     "=the upstream changed the subject to /O=cfssl/CN=dev-1.example.com"},
+    {"SAN dropped",
+     {"CN=dev-1.example.com", "DNS:a.example.com", NULL, NULL, -60, 7 * DAY, 0},
+     K_P256,
+     I_INT,
+     ST_INT,
+     0,
+     "DNS:a.example.com,DNS:b.example.com",
+     false,
+     ALL_SANS,
+     GW_ISSUED_MODIFIED,
+     "changed the subjectAltNames"},
+    {"SAN added",
+     {"CN=dev-1.example.com", "DNS:a.example.com,DNS:c.example.com", NULL, NULL, -60, 7 * DAY, 0},
+     K_P256,
+     I_INT,
+     ST_INT,
+     0,
+     "DNS:a.example.com",
+     false,
+     ALL_SANS,
+     GW_ISSUED_MODIFIED,
+     "subjectAltNames"},
+    {"CN copied to SANs (Vault)",
+     {"CN=dev-1.example.com", "DNS:DEV-1.example.com", NULL, NULL, -60, 7 * DAY, 0},
+     K_P256,
+     I_INT,
+     ST_INT,
+     0,
+     NULL,
+     false,
+     0,
+     GW_ISSUED_OK,
+     "="},
+    {"CN copied despite exclude_cn_from_sans",
+     {"CN=dev-1.example.com", "DNS:dev-1.example.com", NULL, NULL, -60, 7 * DAY, 0},
+     K_P256,
+     I_INT,
+     ST_INT,
+     0,
+     NULL,
+     true,
+     0,
+     GW_ISSUED_MODIFIED,
+     "subjectAltNames"},
+    {"validity cut",
+     {"CN=dev-1.example.com", NULL, NULL, NULL, -60, DAY, 0},
+     K_P256,
+     I_INT,
+     ST_INT,
+     0,
+     NULL,
+     false,
+     ALL_SANS,
+     GW_ISSUED_MODIFIED,
+     "=the upstream shortened the validity to 2030-03-18T17:46:40Z (planned: "
+     "2030-03-24T17:46:40Z)"},
+    {"validity a bit short",
+     {"CN=dev-1.example.com", NULL, NULL, NULL, -60, 7 * DAY - 120, 0},
+     K_P256,
+     I_INT,
+     ST_INT,
+     0,
+     NULL,
+     false,
+     ALL_SANS,
+     GW_ISSUED_OK,
+     "="},
+};
+
+static void test_check_issued(void **state)
+{
+    X509_STORE *stores[] = {
+        [ST_INT] = st_issuer_int, [ST_ROOT] = st_issuer_root, [ST_OTHER] = st_other, [ST_NULL] = NULL};
+    char err[GW_ERR_LEN];
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(iss) / sizeof(iss[0]); i++) {
+        struct gw_role role = {.name = "iot",
+                               .upstream_name = "vault",
+                               .max_ttl = 30 * DAY,
+                               .allowed_san_types = iss[i].san_types,
+                               .exclude_cn_from_sans = iss[i].exclude_cn,
+                               .authz = {.dns_names = PATS(i_dns)}};
+        struct gw_cert_plan plan;
+        X509 *cert;
+        enum gw_issued_verdict v;
+
+        cert = mkcert(&iss[i].spec, keys[iss[i].key], iss[i].issuer == I_INT ? int_ca : other_ca,
+                      keys[iss[i].issuer == I_INT ? K_CA3 : K_CA2]);
+        mkplan(&plan, "CN=dev-1.example.com", iss[i].plan_sans, K_P256, 7 * DAY);
+        v = gw_policy_check_issued(&role, &plan, cert, iss[i].with_chain ? chain_int : NULL,
+                                   stores[iss[i].store], NOW, err);
+        if (v != iss[i].want)
+            fail_msg("%s: verdict %d, want %d; err \"%s\"", iss[i].name, v, iss[i].want, err);
+        check_err(iss[i].name, err, iss[i].want_err);
+        gw_cert_plan_cleanup(&plan);
+        X509_free(cert);
+    }
+}
+
+static void test_check_issued_null(void **state)
+{
+    struct gw_role role = {.name = "iot"};
+    struct gw_cert_plan plan;
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    mkplan(&plan, "CN=x", NULL, K_P256, DAY);
+    assert_int_equal(gw_policy_check_issued(&role, &plan, NULL, NULL, st_issuer_int, NOW, err),
+                     GW_ISSUED_BAD);
+    assert_string_equal(err, "the upstream returned no certificate");
+    assert_int_equal(gw_policy_check_issued(NULL, &plan, tls[C_DEV1], NULL, st_tls, NOW, err), GW_ISSUED_BAD);
+    gw_cert_plan_cleanup(&plan);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pattern),
+        cmocka_unit_test(test_pattern_no_blowup),
+        cmocka_unit_test(test_authorize),
+        cmocka_unit_test(test_authorize_long_list),
+        cmocka_unit_test(test_authorize_null),
+        cmocka_unit_test(test_check_request),
+        cmocka_unit_test(test_check_request_nul_cn),
+        cmocka_unit_test(test_upstream_role),
+        cmocka_unit_test(test_check_issued),
+        cmocka_unit_test(test_check_issued_null),
+    };
+
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
