@@ -8,6 +8,7 @@
 #define GW_AUDIT_H
 
 #include <openssl/x509.h>
+#include <openssl/x509v3.h> /* GENERAL_NAMES */
 #include "config.h"
 
 struct gw_audit;

@@ -22,6 +22,7 @@
 #include "gateway/config.h"
 #include "gateway/listener.h"
 #include "gateway/log.h"
+#include "upstream/store.h"
 #include "upstream/upstream.h"
 
 /* OpenSSL 3.0.22: the first 3.0 release whose CMP server survives malformed requests. */
@@ -34,14 +35,19 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: cmpgw -c FILE           run the gateway with the configuration in FILE\n"
             "       cmpgw check -c FILE     validate FILE and exit (0: valid, 1: invalid)\n"
+            "       cmpgw inventory -c FILE [--upstream NAME]\n"
+            "                               list the certificates the local issuers recorded in their\n"
+            "                               \"store\" (all of them, or NAME's), tab-separated, by notBefore\n"
             "       cmpgw --help | --version\n"
             "\n"
             "options:\n"
             "  -c, --config FILE   the JSON configuration (docs/configuration.md)\n"
             "  -h, --help          print this help and exit\n"
             "  -V, --version       print the versions of cmpgw, OpenSSL and h2o and exit\n"
+            "  -u, --upstream NAME inventory: only the local upstream NAME\n"
             "\n"
-            "signals: SIGINT, SIGTERM stop gracefully; SIGHUP is logged (reload is not supported yet)\n");
+            "signals: SIGINT, SIGTERM stop gracefully; SIGUSR1 reopens the audit log (rotation);\n"
+            "         SIGHUP is logged (reload is not supported yet)\n");
 }
 
 static void version(void)
@@ -67,14 +73,142 @@ static int cmd_check(const char *path)
 {
     char err[GW_ERR_LEN];
     struct gw_config *cfg = gw_config_load(path, err);
+    size_t i;
 
     if (cfg == NULL) {
         fprintf(stderr, "%s\n", err);
         return EXIT_FAILURE;
     }
+    /* a route that asks for more than its upstream can do fails here, not on the first request */
+    for (i = 0; i < cfg->n_roles; i++) {
+        if (gw_upstream_check_role(cfg->roles[i].upstream, &cfg->roles[i], err) != 0) {
+            fprintf(stderr, "%s: %s\n", path, err);
+            gw_config_free(cfg);
+            return EXIT_FAILURE;
+        }
+    }
     printf("%s: OK\n", path);
     gw_config_free(cfg);
     return EXIT_SUCCESS;
+}
+
+/* ---- cmpgw inventory ---- */
+
+struct inv_row {
+    const struct gw_store_entry *e;
+    const char *upstream;
+};
+
+static int by_not_before(const void *a, const void *b)
+{
+    const struct inv_row *x = a, *y = b;
+
+    if (x->e->not_before != y->e->not_before)
+        return x->e->not_before < y->e->not_before ? -1 : 1;
+    return strcmp(x->e->serial, y->e->serial);
+}
+
+static void iso_time(time_t t, char *buf, size_t cap)
+{
+    struct tm tm;
+
+    gmtime_r(&t, &tm);
+    strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* Prints the entries of all |lists| as one table sorted by notBefore. */
+static int print_inventory(const struct gw_config *cfg, const struct gw_store_list *lists)
+{
+    struct inv_row *rows;
+    size_t i, j, n = 0;
+    char nb[32], na[32];
+
+    for (i = 0; i < cfg->n_upstreams; i++)
+        n += lists[i].n;
+    if ((rows = calloc(n + 1, sizeof(*rows))) == NULL)
+        return -1;
+    for (i = 0, n = 0; i < cfg->n_upstreams; i++)
+        for (j = 0; j < lists[i].n; j++)
+            rows[n++] = (struct inv_row){&lists[i].v[j], cfg->upstreams[i].name};
+    qsort(rows, n, sizeof(*rows), by_not_before);
+    printf("serial\tnot_before\tnot_after\tsubject\tsans\tupstream\n");
+    for (i = 0; i < n; i++) {
+        iso_time(rows[i].e->not_before, nb, sizeof(nb));
+        iso_time(rows[i].e->not_after, na, sizeof(na));
+        printf("%s\t%s\t%s\t%s\t%s\t%s\n", rows[i].e->serial, nb, na, rows[i].e->subject, rows[i].e->sans,
+               rows[i].upstream);
+    }
+    free(rows);
+    return 0;
+}
+
+/* Which upstreams to list: |name| (a local issuer with a store) or every one that has a store. */
+static int pick_stores(const struct gw_config *cfg, const char *name, bool *pick)
+{
+    size_t i, n = 0;
+
+    for (i = 0; i < cfg->n_upstreams; i++) {
+        const struct gw_upstream_conf *u = &cfg->upstreams[i];
+
+        pick[i] = u->type == GW_UPSTREAM_LOCAL && u->store_dir != NULL &&
+                  (name == NULL || strcmp(name, u->name) == 0);
+        n += pick[i];
+        if (name != NULL && strcmp(name, u->name) == 0 && !pick[i]) {
+            fprintf(stderr, "cmpgw: upstream %s is not a local issuer with a \"store\"\n", name);
+            return -1;
+        }
+    }
+    if (name != NULL && n == 0) {
+        fprintf(stderr, "cmpgw: no upstream named %s in %s\n", name, cfg->path);
+        return -1;
+    }
+    if (n == 0)
+        fprintf(stderr, "cmpgw: no local upstream in %s has a \"store\": nothing to list\n", cfg->path);
+    return 0;
+}
+
+/*
+ * Lists what the local issuers recorded (DESIGN.md decision 5). Exit 0 when every record was read;
+ * 1 when the configuration, a store or a record in it could not be (the rest is still printed).
+ */
+static int cmd_inventory(const char *path, const char *name)
+{
+    char err[GW_ERR_LEN];
+    struct gw_config *cfg = gw_config_load(path, err);
+    struct gw_store_list *lists = NULL;
+    bool *pick = NULL;
+    int rc = EXIT_FAILURE, bad = 0;
+    size_t i;
+
+    if (cfg == NULL) {
+        fprintf(stderr, "%s\n", err);
+        return EXIT_FAILURE;
+    }
+    if ((lists = calloc(cfg->n_upstreams + 1, sizeof(*lists))) == NULL ||
+        (pick = calloc(cfg->n_upstreams + 1, sizeof(*pick))) == NULL || pick_stores(cfg, name, pick) != 0)
+        goto out;
+    for (i = 0; i < cfg->n_upstreams; i++) {
+        if (pick[i] && gw_store_list(cfg->upstreams[i].store_dir, &lists[i], err) != 0) {
+            fprintf(stderr, "cmpgw: upstream %s: %s\n", cfg->upstreams[i].name, err);
+            bad = 1;
+        } else if (pick[i] && lists[i].n_bad > 0) {
+            fprintf(stderr, "cmpgw: upstream %s: %zu unreadable record(s); the last: %s\n",
+                    cfg->upstreams[i].name, lists[i].n_bad, err);
+            bad = 1;
+        }
+    }
+    if (print_inventory(cfg, lists) != 0) {
+        fprintf(stderr, "cmpgw: out of memory\n");
+        goto out;
+    }
+    rc = bad ? EXIT_FAILURE : EXIT_SUCCESS;
+out:
+    for (i = 0; lists != NULL && i < cfg->n_upstreams; i++)
+        gw_store_list_cleanup(&lists[i]);
+    free(lists);
+    free(pick);
+    gw_config_free(cfg);
+    return rc;
 }
 
 static int block_signals(sigset_t *set)
@@ -83,6 +217,7 @@ static int block_signals(sigset_t *set)
     sigaddset(set, SIGINT);
     sigaddset(set, SIGTERM);
     sigaddset(set, SIGHUP);
+    sigaddset(set, SIGUSR1);
     /* before any thread exists (curl, h2o, workers), so that every thread inherits the mask */
     if (pthread_sigmask(SIG_BLOCK, set, NULL) != 0)
         return -1;
@@ -109,6 +244,16 @@ static void listeners_str(const struct gw_config *cfg, char *buf, size_t cap)
     }
 }
 
+/* SIGUSR1: the audit log was rotated (logrotate's postrotate, docs/audit.md). A failure is logged by the
+ * engine and the old file stays in use, so nothing stops being audited. */
+static void reopen_audit(struct gw_cmp_engine *engine)
+{
+    if (gw_cmp_engine_reopen_audit(engine) != 0)
+        gw_log(GW_LOG_ERROR, "audit_reopen",
+               "SIGUSR1: the audit log could not be reopened; still writing to "
+               "the old file");
+}
+
 /* Waits for SIGINT/SIGTERM, expiring transactions once a second. */
 static void serve(const sigset_t *set, struct gw_cmp_engine *engine)
 {
@@ -123,6 +268,8 @@ static void serve(const sigset_t *set, struct gw_cmp_engine *engine)
         }
         if (sig == SIGHUP)
             gw_log(GW_LOG_WARN, "reload", "SIGHUP ignored: configuration reload is not supported yet");
+        if (sig == SIGUSR1)
+            reopen_audit(engine);
         if (sig < 0 && errno != EAGAIN && errno != EINTR) {
             gw_log(GW_LOG_ERROR, "stopping", "sigtimedwait: %s", strerror(errno));
             return;
@@ -182,23 +329,28 @@ int main(int argc, char **argv)
         {"config", required_argument, NULL, 'c'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
+        {"upstream", required_argument, NULL, 'u'},
         {NULL, 0, NULL, 0},
     };
-    const char *config = NULL;
-    int check = 0, c;
+    const char *config = NULL, *upstream = NULL;
+    int check = 0, inventory = 0, c;
 
     if (check_openssl() != 0)
         return EXIT_FAILURE;
-    if (argc > 1 && strcmp(argv[1], "check") == 0) {
-        check = 1;
+    if (argc > 1 && (strcmp(argv[1], "check") == 0 || strcmp(argv[1], "inventory") == 0)) {
+        check = strcmp(argv[1], "check") == 0;
+        inventory = !check;
         argv[1] = argv[0]; /* getopt names argv[0] in its messages */
         argv++;
         argc--;
     }
-    while ((c = getopt_long(argc, argv, "+c:hV", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+c:hVu:", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
             config = optarg;
+            break;
+        case 'u':
+            upstream = optarg;
             break;
         case 'h':
             usage(stdout);
@@ -216,10 +368,13 @@ int main(int argc, char **argv)
         usage(stderr);
         return EXIT_USAGE;
     }
-    if (config == NULL) {
-        fprintf(stderr, "cmpgw: -c FILE is required\n");
+    if (config == NULL || (upstream != NULL && !inventory)) {
+        fprintf(stderr,
+                config == NULL ? "cmpgw: -c FILE is required\n" : "cmpgw: --upstream is for inventory\n");
         usage(stderr);
         return EXIT_USAGE;
     }
+    if (inventory)
+        return cmd_inventory(config, upstream);
     return check ? cmd_check(config) : cmd_run(config);
 }

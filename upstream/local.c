@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <sys/stat.h>
 #include <openssl/bn.h>
 #include <openssl/cmp.h>
 #include <openssl/evp.h>
@@ -15,6 +17,8 @@
 #include <openssl/x509v3.h>
 #include "gateway/err.h"
 #include "gateway/limits.h"
+#include "gateway/log.h"
+#include "upstream/store.h"
 #include "upstream/upstream.h"
 
 #define SERIAL_BYTES ((GW_SERIAL_BITS + 7) / 8)
@@ -106,6 +110,24 @@ static int build_chain(struct local *l, const struct gw_upstream_conf *conf)
     return 1;
 }
 
+/* The store must be a directory we can write, or every sign would fail: say so at start. */
+static int store_usable(const char *dir, char *err, const char *name)
+{
+    struct stat st;
+    int e;
+
+    if (stat(dir, &st) != 0)
+        e = errno;
+    else if (!S_ISDIR(st.st_mode))
+        e = ENOTDIR;
+    else if (access(dir, W_OK | X_OK) != 0)
+        e = errno;
+    else
+        return 1;
+    snprintf(err, GW_ERR_LEN, "upstream %s: store %s: %s", name, dir, strerror(e));
+    return 0;
+}
+
 static int local_init(struct gw_upstream *up, char *err)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
@@ -123,6 +145,8 @@ static int local_init(struct gw_upstream *up, char *err)
         snprintf(err, GW_ERR_LEN, "upstream %s: the certificate is not a CA certificate", conf->name);
         return GW_ERR_INVAL;
     }
+    if (conf->store_dir != NULL && !store_usable(conf->store_dir, err, conf->name))
+        return GW_ERR_INVAL;
     if ((l = calloc(1, sizeof(*l))) == NULL)
         goto nomem;
     X509_up_ref(conf->cert);
@@ -324,6 +348,27 @@ err:
     set_error(res, GW_ERR_CRYPTO, OSSL_CMP_PKIFAILUREINFO_systemFailure, "the local issuer failed to sign");
 }
 
+/*
+ * Records the certificate in |res| in the upstream's store before it is released (DESIGN.md
+ * decision 5: a delegate issuer is outside the upstream CA's inventory, so this is the inventory).
+ * If it cannot be recorded, it is dropped: it never left the process, so nothing was issued.
+ */
+static void record(const struct gw_upstream_conf *conf, const struct gw_sign_req *req,
+                   struct gw_sign_result *res)
+{
+    char err[GW_ERR_LEN];
+
+    if (res->status != 0 || res->cert == NULL || conf->store_dir == NULL)
+        return;
+    if (gw_store_put(conf->store_dir, res->cert, err) == 0)
+        return;
+    gw_log_kv(GW_LOG_ERROR, "store_failed", "upstream", conf->name, "tid", req->request_id, "msg", err, NULL);
+    gw_sign_result_cleanup(res);
+    gw_sign_result_init(res);
+    set_error(res, GW_ERR_IO, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+              "the issuer could not record the certificate; nothing was issued");
+}
+
 static int local_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done,
                       void *arg)
 {
@@ -345,6 +390,7 @@ static int local_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_
             ;
     }
     issue(l, req->plan, res);
+    record(conf, req, res);
     done(arg, res);
     return 0;
 }

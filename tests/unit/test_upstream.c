@@ -7,13 +7,18 @@
 #include <string.h>
 #include <pthread.h>
 #include <time.h>
+#include <unistd.h>
+#include <dirent.h>
+#include <sys/stat.h>
 #include <cmocka.h>
 #include <openssl/bn.h>
 #include <openssl/cmp.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 #include "gateway/err.h"
 #include "gateway/limits.h"
+#include "upstream/store.h"
 #include "upstream/upstream.h"
 
 #define DAY 86400
@@ -724,6 +729,214 @@ static void test_upstream_set(void **state)
     conf_cleanup(&ups[1]);
 }
 
+/* ---- the durable store of a local issuer ---- */
+
+static void make_store(char *dir, size_t cap)
+{
+    snprintf(dir, cap, "/tmp/cmpgw-store-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+}
+
+static void remove_tree(const char *dir)
+{
+    char cmd[128];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static X509 *read_pem(const char *dir, const char *name)
+{
+    char p[160];
+    FILE *f;
+    X509 *x;
+
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    if ((f = fopen(p, "r")) == NULL)
+        return NULL;
+    x = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    return x;
+}
+
+/* Number of directory entries other than . and .. (no temporary files left behind). */
+static int count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    int n = 0;
+
+    assert_non_null(d);
+    while ((de = readdir(d)) != NULL)
+        n += strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0;
+    closedir(d);
+    return n;
+}
+
+/* Every certificate issued is on disk as <serial>.pem before it is returned, and listed by notBefore. */
+static void test_store_records(void **state)
+{
+    static const struct {
+        const char *cn, *sans;
+        long nb_offset;
+    } cases[] = {
+        {"second", "DNS:b.example,IP:127.0.0.1", -2 * 3600},
+        {"first", "DNS:a.example,IP:::1,URI:urn:x:1,email:a@example.com", -3 * 3600},
+        {"third", NULL, -1 * 3600},
+    };
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    struct gw_sign_result res;
+    struct gw_cert_plan plan;
+    struct gw_store_list list;
+    char dir[64], err[GW_ERR_LEN], serial[41], name[128];
+    X509 *stored;
+    FILE *f;
+    size_t i;
+
+    (void)state;
+    make_store(dir, sizeof(dir));
+    conf_init(&conf, "delegate", ca, ca_key, root);
+    conf.store_dir = dir;
+    assert_non_null(up = gw_upstream_new(&conf, err));
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        plan_init(&plan, keys[K_P256], cases[i].cn, cases[i].sans);
+        plan.not_before = now + cases[i].nb_offset;
+        sign(up, &plan, &res);
+        assert_int_equal(res.status, 0);
+        gw_store_serial_hex(res.cert, serial, sizeof(serial));
+        snprintf(name, sizeof(name), "%s.pem", serial);
+        assert_non_null(stored = read_pem(dir, name));
+        assert_int_equal(X509_cmp(stored, res.cert), 0);
+        X509_free(stored);
+        /* a second put of the same serial is refused, the record unchanged */
+        assert_int_equal(gw_store_put(dir, res.cert, err), GW_ERR_EXISTS);
+        assert_non_null(strstr(err, "already recorded"));
+        gw_sign_result_cleanup(&res);
+        gw_cert_plan_cleanup(&plan);
+    }
+    assert_int_equal(count_entries(dir), 3);
+    /* noise in the store: a broken .pem is counted, hidden and other files are ignored */
+    snprintf(name, sizeof(name), "%s/garbage.pem", dir);
+    assert_non_null(f = fopen(name, "w"));
+    fputs("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", f);
+    fclose(f);
+    snprintf(name, sizeof(name), "%s/.partial.pem.tmp", dir);
+    assert_non_null(f = fopen(name, "w"));
+    fclose(f);
+    snprintf(name, sizeof(name), "%s/notes.txt", dir);
+    assert_non_null(f = fopen(name, "w"));
+    fclose(f);
+    assert_int_equal(gw_store_list(dir, &list, err), 0);
+    assert_int_equal(list.n, 3);
+    assert_int_equal(list.n_bad, 1);
+    assert_non_null(strstr(err, "garbage.pem"));
+    assert_string_equal(list.v[0].subject, "CN=first");
+    assert_string_equal(list.v[0].sans, "DNS:a.example,IP:::1,URI:urn:x:1,email:a@example.com");
+    assert_string_equal(list.v[1].subject, "CN=second");
+    assert_string_equal(list.v[1].sans, "DNS:b.example,IP:127.0.0.1");
+    assert_string_equal(list.v[2].subject, "CN=third");
+    assert_string_equal(list.v[2].sans, "");
+    for (i = 0; i < list.n; i++) {
+        assert_int_equal(strlen(list.v[i].serial) % 2, 0);
+        assert_true(list.v[i].not_after > list.v[i].not_before);
+        assert_true(i == 0 || list.v[i - 1].not_before < list.v[i].not_before);
+    }
+    gw_store_list_cleanup(&list);
+    gw_store_list_cleanup(&list); /* idempotent */
+    gw_upstream_free(up);
+    conf_cleanup(&conf);
+    remove_tree(dir);
+    assert_int_equal(gw_store_list(dir, &list, err), GW_ERR_IO);
+    assert_int_equal(list.n, 0);
+}
+
+/* A subject or SAN with a tab or newline cannot break the inventory's table. */
+static void test_store_list_escapes(void **state)
+{
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    struct gw_sign_result res;
+    struct gw_cert_plan plan;
+    struct gw_store_list list;
+    char dir[64], err[GW_ERR_LEN];
+
+    (void)state;
+    make_store(dir, sizeof(dir));
+    conf_init(&conf, "delegate", ca, ca_key, root);
+    conf.store_dir = dir;
+    assert_non_null(up = gw_upstream_new(&conf, err));
+    plan_init(&plan, keys[K_P256], "tab\there\nnewline", "DNS:x\ty.example");
+    sign(up, &plan, &res);
+    assert_int_equal(res.status, 0);
+    assert_int_equal(gw_store_list(dir, &list, err), 0);
+    assert_int_equal(list.n, 1);
+    assert_null(strpbrk(list.v[0].subject, "\t\n"));
+    assert_null(strpbrk(list.v[0].sans, "\t\n"));
+    assert_string_equal(list.v[0].sans, "DNS:x\\x09y.example");
+    gw_store_list_cleanup(&list);
+    gw_sign_result_cleanup(&res);
+    gw_cert_plan_cleanup(&plan);
+    gw_upstream_free(up);
+    conf_cleanup(&conf);
+    remove_tree(dir);
+}
+
+/* A store that cannot be written: the certificate is not returned, and the reason says nothing was issued. */
+static void test_store_failing(void **state)
+{
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    struct gw_sign_result res;
+    struct gw_cert_plan plan;
+    char dir[64], file[96], err[GW_ERR_LEN];
+    FILE *f;
+
+    (void)state;
+    make_store(dir, sizeof(dir));
+    conf_init(&conf, "delegate", ca, ca_key, root);
+    conf.store_dir = dir;
+    assert_non_null(up = gw_upstream_new(&conf, err));
+    plan_init(&plan, keys[K_P256], "lost", NULL);
+    /* read-only for an unprivileged user; gone altogether for root, who ignores modes */
+    assert_int_equal(chmod(dir, 0500), 0);
+    if (geteuid() == 0)
+        remove_tree(dir);
+    sign(up, &plan, &res);
+    assert_int_equal(res.status, GW_ERR_IO);
+    assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
+    assert_string_equal(res.reason, "the issuer could not record the certificate; nothing was issued");
+    assert_null(res.cert);
+    assert_null(res.chain);
+    gw_sign_result_cleanup(&res);
+    gw_upstream_free(up);
+    if (geteuid() != 0) {
+        assert_int_equal(count_entries(dir), 0);
+        chmod(dir, 0700);
+        remove_tree(dir);
+    }
+    /* at start: a missing store, or a file where the directory should be, is refused */
+    assert_null(gw_upstream_new(&conf, err));
+    assert_non_null(strstr(err, "upstream delegate: store"));
+    make_store(dir, sizeof(dir));
+    snprintf(file, sizeof(file), "%s/file", dir);
+    assert_non_null(f = fopen(file, "w"));
+    fclose(f);
+    conf.store_dir = file;
+    assert_null(gw_upstream_new(&conf, err));
+    assert_non_null(strstr(err, "Not a directory"));
+    /* the twin: the directory itself works */
+    conf.store_dir = dir;
+    assert_non_null(up = gw_upstream_new(&conf, err));
+    sign(up, &plan, &res);
+    assert_int_equal(res.status, 0);
+    gw_sign_result_cleanup(&res);
+    gw_upstream_free(up);
+    gw_cert_plan_cleanup(&plan);
+    conf_cleanup(&conf);
+    remove_tree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -732,6 +945,8 @@ int main(void)
         cmocka_unit_test(test_issue_validity_clamp), cmocka_unit_test(test_local_init_errors),
         cmocka_unit_test(test_inflight_cap),         cmocka_unit_test(test_timeout_late_async),
         cmocka_unit_test(test_timeout_local_delay),  cmocka_unit_test(test_upstream_set),
+        cmocka_unit_test(test_store_records),        cmocka_unit_test(test_store_list_escapes),
+        cmocka_unit_test(test_store_failing),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -1,0 +1,647 @@
+/*
+ * The audit log (DESIGN.md decision 8): JSON lines appended to one file, which must reach the disk
+ * before a certificate leaves.
+ *
+ * Each line is built in a heap buffer (capped at GW_AUDIT_LINE_MAX: a CSR in PEM can be most of a
+ * GW_MAX_CMP_BODY request) and written with one write(2) under the lock, so lines from workers
+ * never interleave. A line torn by a failed write is closed with a newline before the next one,
+ * so every other line still parses. Reopen opens the new file first and swaps the descriptor
+ * under the same lock: a failed reopen keeps logging to the old file.
+ */
+#include "audit.h"
+#include "err.h"
+#include "limits.h"
+#include "log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+#include <openssl/x509v3.h>
+
+struct gw_audit {
+    pthread_mutex_t lock; /* guards everything below */
+    int fd;
+    bool torn;           /* the last line was cut short by a failed write */
+    time_t last_err_log; /* rate limit of the error log line */
+    unsigned long errs_suppressed;
+    char *path;
+    unsigned fields; /* enum gw_audit_field */
+};
+
+/* ---- a growable buffer with a cap ---- */
+
+struct buf {
+    char *p;
+    size_t len, cap;
+    bool failed; /* out of memory or over GW_AUDIT_LINE_MAX: the line is not written */
+};
+
+static bool buf_reserve(struct buf *b, size_t n)
+{
+    size_t want = b->len + n + 1, cap = b->cap != 0 ? b->cap : 1024;
+    char *p;
+
+    if (b->failed || n > GW_AUDIT_LINE_MAX || want > GW_AUDIT_LINE_MAX) {
+        b->failed = true;
+        return false;
+    }
+    if (want <= b->cap)
+        return true;
+    while (cap < want)
+        cap *= 2;
+    if (cap > GW_AUDIT_LINE_MAX)
+        cap = GW_AUDIT_LINE_MAX;
+    if ((p = realloc(b->p, cap)) == NULL) {
+        b->failed = true;
+        return false;
+    }
+    b->p = p;
+    b->cap = cap;
+    return true;
+}
+
+static void put_bytes(struct buf *b, const char *s, size_t n)
+{
+    if (!buf_reserve(b, n))
+        return;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void put_raw(struct buf *b, const char *s)
+{
+    put_bytes(b, s, strlen(s));
+}
+
+/* Appends |n| bytes of |s| JSON-escaped; an embedded NUL (possible in an IA5String) becomes \u0000. */
+static void put_escaped(struct buf *b, const char *s, size_t n)
+{
+    size_t seg;
+    char *copy;
+
+    while (n > 0) {
+        seg = strnlen(s, n);
+        /* gw_json_escape takes a C string; at most 6 output bytes per input byte (\u00XX) */
+        if (seg > 0 && buf_reserve(b, 6 * seg)) {
+            if ((copy = strndup(s, seg)) == NULL) {
+                b->failed = true;
+                return;
+            }
+            b->len += gw_json_escape(b->p + b->len, b->cap - b->len, copy);
+            free(copy);
+        }
+        if (seg < n)
+            put_raw(b, "\\u0000");
+        seg += seg < n;
+        s += seg;
+        n -= seg;
+    }
+}
+
+/* Appends the |n| bytes of |s| as a JSON string. */
+static void put_string(struct buf *b, const char *s, size_t n)
+{
+    put_raw(b, "\"");
+    put_escaped(b, s, n);
+    put_raw(b, "\"");
+}
+
+static void put_key(struct buf *b, const char *key)
+{
+    put_raw(b, ",\"");
+    put_raw(b, key);
+    put_raw(b, "\":");
+}
+
+static void put_str_field(struct buf *b, const char *key, const char *value)
+{
+    if (value == NULL)
+        return;
+    put_key(b, key);
+    put_string(b, value, strlen(value));
+}
+
+static void put_int_field(struct buf *b, const char *key, long v)
+{
+    char num[24];
+
+    snprintf(num, sizeof(num), "%ld", v);
+    put_key(b, key);
+    put_raw(b, num);
+}
+
+static void put_bool_field(struct buf *b, const char *key, bool v)
+{
+    put_key(b, key);
+    put_raw(b, v ? "true" : "false");
+}
+
+/* Joins |s| (|n| bytes) onto the raw list |b| with Vault's "," separator. */
+static void join(struct buf *b, const unsigned char *s, size_t n)
+{
+    if (b->len > 0)
+        put_bytes(b, ",", 1);
+    put_bytes(b, (const char *)s, n);
+}
+
+/* Joins an ASN.1 string converted to UTF-8. */
+static void join_asn1(struct buf *b, const ASN1_STRING *s)
+{
+    unsigned char *utf8 = NULL;
+    int n = ASN1_STRING_to_UTF8(&utf8, s);
+
+    if (n < 0) {
+        join(b, (const unsigned char *)"?", 1);
+        return;
+    }
+    join(b, utf8, (size_t)n);
+    OPENSSL_free(utf8);
+}
+
+/* ---- where audit_fields come from ---- */
+
+/* The record's subject, SANs and key, or, where it has none, the CSR's. */
+struct src {
+    const struct gw_audit_rec *r;
+    const X509_NAME *subject;
+    GENERAL_NAMES *csr_sans; /* owned: decoded from the CSR when the record has no SANs */
+    const GENERAL_NAMES *sans;
+    const EVP_PKEY *pubkey;
+};
+
+static void src_init(struct src *s, const struct gw_audit_rec *r)
+{
+    X509_REQ *csr = (X509_REQ *)r->csr; /* 3.0 getters take no const; none of them modifies */
+    STACK_OF(X509_EXTENSION) *exts = NULL;
+
+    memset(s, 0, sizeof(*s));
+    s->r = r;
+    s->subject = r->subject != NULL || csr == NULL ? r->subject : X509_REQ_get_subject_name(csr);
+    s->pubkey = r->pubkey != NULL || csr == NULL ? r->pubkey : X509_REQ_get0_pubkey(csr);
+    s->sans = r->sans;
+    if (s->sans == NULL && csr != NULL && (exts = X509_REQ_get_extensions(csr)) != NULL) {
+        s->csr_sans = X509V3_get_d2i(exts, NID_subject_alt_name, NULL, NULL);
+        s->sans = s->csr_sans;
+        sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    }
+}
+
+static void src_cleanup(struct src *s)
+{
+    GENERAL_NAMES_free(s->csr_sans);
+}
+
+/* A subject attribute's values joined with ","; |last| keeps only the last (Go's, hence Vault's, CN). */
+static void put_name_attr(struct buf *b, const char *key, const X509_NAME *name, int nid, bool last)
+{
+    struct buf list = {0};
+    int i = -1, found = -1;
+
+    while (name != NULL && (i = X509_NAME_get_index_by_NID(name, nid, i)) >= 0) {
+        if (last)
+            found = i;
+        else
+            join_asn1(&list, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i)));
+    }
+    if (found >= 0)
+        join_asn1(&list, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, found)));
+    put_key(b, key);
+    put_string(b, list.p != NULL ? list.p : "", list.len);
+    b->failed |= list.failed;
+    free(list.p);
+}
+
+/* An IP SAN in its usual text form (Go's net.IP.String()); other lengths in hex. */
+static void join_ip(struct buf *list, const ASN1_OCTET_STRING *ip)
+{
+    char text[INET6_ADDRSTRLEN], hex[2 * 32 + 1];
+    int n = ASN1_STRING_length(ip);
+    const unsigned char *d = ASN1_STRING_get0_data(ip);
+
+    if ((n == 4 && inet_ntop(AF_INET, d, text, sizeof(text)) != NULL) ||
+        (n == 16 && inet_ntop(AF_INET6, d, text, sizeof(text)) != NULL)) {
+        join(list, (const unsigned char *)text, strlen(text));
+        return;
+    }
+    gw_hex(hex, d, n > 0 && n <= 32 ? (size_t)n : 0);
+    join(list, (const unsigned char *)hex, strlen(hex));
+}
+
+/* An otherName SAN as Vault writes other_sans: "<oid>;UTF8:<value>", other value types as DER hex. */
+static void join_other(struct buf *list, const OTHERNAME *on)
+{
+    char oid[128], *hex = NULL;
+    unsigned char *der = NULL;
+    struct buf item = {0};
+    int n;
+
+    OBJ_obj2txt(oid, sizeof(oid), on->type_id, 1);
+    put_raw(&item, oid);
+    if (on->value != NULL && on->value->type == V_ASN1_UTF8STRING) {
+        put_raw(&item, ";UTF8:");
+        put_bytes(&item, (const char *)ASN1_STRING_get0_data(on->value->value.utf8string),
+                  (size_t)ASN1_STRING_length(on->value->value.utf8string));
+    } else if ((n = i2d_ASN1_TYPE(on->value, &der)) > 0 && (hex = malloc(2 * (size_t)n + 1)) != NULL) {
+        gw_hex(hex, der, (size_t)n);
+        put_raw(&item, ";HEX:");
+        put_raw(&item, hex);
+    }
+    join(list, (const unsigned char *)(item.p != NULL ? item.p : ""), item.len);
+    list->failed |= item.failed;
+    free(item.p);
+    free(hex);
+    OPENSSL_free(der);
+}
+
+/* The SANs of types |t1|/|t2| joined with ",": alt_names are DNS and email, as Vault has them. */
+static void put_sans(struct buf *b, const char *key, const GENERAL_NAMES *sans, int t1, int t2)
+{
+    struct buf list = {0};
+    int i;
+
+    for (i = 0; i < sk_GENERAL_NAME_num(sans); i++) {
+        const GENERAL_NAME *gn = sk_GENERAL_NAME_value(sans, i);
+
+        if (gn->type != t1 && gn->type != t2)
+            continue;
+        if (gn->type == GEN_IPADD)
+            join_ip(&list, gn->d.iPAddress);
+        else if (gn->type == GEN_OTHERNAME)
+            join_other(&list, gn->d.otherName);
+        else
+            join(&list, ASN1_STRING_get0_data(gn->d.ia5), (size_t)ASN1_STRING_length(gn->d.ia5));
+    }
+    put_key(b, key);
+    put_string(b, list.p != NULL ? list.p : "", list.len);
+    b->failed |= list.failed;
+    free(list.p);
+}
+
+/* Vault's key_type names; Ed keys have no key_bits in Vault (0). */
+static const char *key_type(const EVP_PKEY *k, int *bits)
+{
+    int id = k != NULL ? EVP_PKEY_get_base_id(k) : NID_undef;
+
+    *bits = k != NULL ? EVP_PKEY_get_bits(k) : 0;
+    switch (id) {
+    case EVP_PKEY_RSA:
+    case EVP_PKEY_RSA_PSS:
+        return "rsa";
+    case EVP_PKEY_EC:
+        return "ec";
+    case EVP_PKEY_ED25519:
+        *bits = 0;
+        return "ed25519";
+    case EVP_PKEY_ED448:
+        *bits = 0;
+        return "ed448";
+    default:
+        *bits = 0;
+        return k != NULL ? "unknown" : "";
+    }
+}
+
+/* The CSR's signature digest size in bits (Vault's signature_bits); 0 for Ed25519 or no CSR. */
+static int signature_bits(const X509_REQ *csr, bool *pss)
+{
+    const X509_ALGOR *alg = NULL;
+    RSA_PSS_PARAMS *pp = NULL;
+    const EVP_MD *md;
+    int md_nid = NID_undef, pk_nid, sig_nid, bits = 0;
+
+    *pss = false;
+    if (csr == NULL)
+        return 0;
+    X509_REQ_get0_signature(csr, NULL, &alg);
+    if (alg == NULL)
+        return 0;
+    sig_nid = OBJ_obj2nid(alg->algorithm);
+    if (sig_nid == NID_rsassaPss) {
+        *pss = true;
+        md_nid = NID_sha1; /* RFC 4055 §3.1: the default hash */
+        if (alg->parameter != NULL && alg->parameter->type == V_ASN1_SEQUENCE &&
+            (pp = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(RSA_PSS_PARAMS), alg->parameter)) != NULL &&
+            pp->hashAlgorithm != NULL)
+            md_nid = OBJ_obj2nid(pp->hashAlgorithm->algorithm);
+    } else if (OBJ_find_sigid_algs(sig_nid, &md_nid, &pk_nid) != 1) {
+        md_nid = NID_undef;
+    }
+    if (md_nid != NID_undef && (md = EVP_get_digestbynid(md_nid)) != NULL)
+        bits = 8 * EVP_MD_get_size(md);
+    RSA_PSS_PARAMS_free(pp);
+    return bits;
+}
+
+/* Whether the CSR asks for basicConstraints cA TRUE (Vault's add_basic_constraints). Never granted. */
+static bool asks_basic_constraints(const X509_REQ *csr)
+{
+    STACK_OF(X509_EXTENSION) * exts;
+    BASIC_CONSTRAINTS *bc;
+    bool ca = false;
+
+    if (csr == NULL || (exts = X509_REQ_get_extensions((X509_REQ *)csr)) == NULL)
+        return false;
+    if ((bc = X509V3_get_d2i(exts, NID_basic_constraints, NULL, NULL)) != NULL) {
+        ca = bc->ca != 0;
+        BASIC_CONSTRAINTS_free(bc);
+    }
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    return ca;
+}
+
+static void put_csr(struct buf *b, const X509_REQ *csr)
+{
+    BIO *mem = BIO_new(BIO_s_mem());
+    char *pem = NULL;
+    long n = 0;
+
+    if (mem != NULL && csr != NULL && PEM_write_bio_X509_REQ(mem, csr) == 1)
+        n = BIO_get_mem_data(mem, &pem);
+    if (csr != NULL && n <= 0)
+        b->failed = true; /* a configured field is never silently dropped */
+    put_key(b, "csr");
+    put_string(b, n > 0 ? pem : "", n > 0 ? (size_t)n : 0);
+    BIO_free(mem);
+}
+
+enum field_kind {
+    F_NAME,
+    F_NAME_LAST,
+    F_SANS,
+    F_KEY_TYPE,
+    F_KEY_BITS,
+    F_SIG_BITS,
+    F_CSR,
+    F_EXCL_CN,
+    F_PSS,
+    F_BC
+};
+
+/* Vault's audit_fields, in Vault's order; |a|, |b| are a subject NID or two GEN_* SAN types. */
+static const struct audit_field {
+    unsigned bit;
+    const char *name;
+    enum field_kind kind;
+    int a, b;
+} audit_fields[] = {
+    {GW_AUDIT_COMMON_NAME, "common_name", F_NAME_LAST, NID_commonName, 0},
+    {GW_AUDIT_ALT_NAMES, "alt_names", F_SANS, GEN_DNS, GEN_EMAIL},
+    {GW_AUDIT_IP_SANS, "ip_sans", F_SANS, GEN_IPADD, GEN_IPADD},
+    {GW_AUDIT_URI_SANS, "uri_sans", F_SANS, GEN_URI, GEN_URI},
+    {GW_AUDIT_OTHER_SANS, "other_sans", F_SANS, GEN_OTHERNAME, GEN_OTHERNAME},
+    {GW_AUDIT_OU, "ou", F_NAME, NID_organizationalUnitName, 0},
+    {GW_AUDIT_ORGANIZATION, "organization", F_NAME, NID_organizationName, 0},
+    {GW_AUDIT_COUNTRY, "country", F_NAME, NID_countryName, 0},
+    {GW_AUDIT_LOCALITY, "locality", F_NAME, NID_localityName, 0},
+    {GW_AUDIT_PROVINCE, "province", F_NAME, NID_stateOrProvinceName, 0},
+    {GW_AUDIT_STREET_ADDRESS, "street_address", F_NAME, NID_streetAddress, 0},
+    {GW_AUDIT_POSTAL_CODE, "postal_code", F_NAME, NID_postalCode, 0},
+    {GW_AUDIT_SERIAL_NUMBER, "serial_number", F_NAME, NID_serialNumber, 0},
+    {GW_AUDIT_KEY_TYPE, "key_type", F_KEY_TYPE, 0, 0},
+    {GW_AUDIT_KEY_BITS, "key_bits", F_KEY_BITS, 0, 0},
+    {GW_AUDIT_SIGNATURE_BITS, "signature_bits", F_SIG_BITS, 0, 0},
+    {GW_AUDIT_CSR, "csr", F_CSR, 0, 0},
+    {GW_AUDIT_EXCLUDE_CN_FROM_SANS, "exclude_cn_from_sans", F_EXCL_CN, 0, 0},
+    {GW_AUDIT_USE_PSS, "use_pss", F_PSS, 0, 0},
+    {GW_AUDIT_ADD_BASIC_CONSTRAINTS, "add_basic_constraints", F_BC, 0, 0},
+};
+
+static void put_audit_field(struct buf *b, const struct audit_field *f, const struct src *s)
+{
+    const X509_REQ *csr = s->r->csr;
+    int bits = 0;
+    bool pss = false;
+
+    switch (f->kind) {
+    case F_NAME:
+    case F_NAME_LAST:
+        put_name_attr(b, f->name, s->subject, f->a, f->kind == F_NAME_LAST);
+        break;
+    case F_SANS:
+        put_sans(b, f->name, s->sans, f->a, f->b);
+        break;
+    case F_KEY_TYPE:
+        put_str_field(b, f->name, key_type(s->pubkey, &bits));
+        break;
+    case F_KEY_BITS:
+        key_type(s->pubkey, &bits);
+        put_int_field(b, f->name, bits);
+        break;
+    case F_SIG_BITS:
+        put_int_field(b, f->name, signature_bits(csr, &pss));
+        break;
+    case F_CSR:
+        put_csr(b, csr);
+        break;
+    case F_EXCL_CN:
+        put_bool_field(b, f->name, s->r->exclude_cn_from_sans != 0);
+        break;
+    case F_PSS:
+        signature_bits(csr, &pss);
+        put_bool_field(b, f->name, pss);
+        break;
+    case F_BC:
+        put_bool_field(b, f->name, asks_basic_constraints(csr));
+        break;
+    }
+}
+
+/* ---- the line ---- */
+
+static void put_time(struct buf *b)
+{
+    struct timespec ts;
+    struct tm tm;
+    char date[24], stamp[40];
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(stamp, sizeof(stamp), "{\"time\":\"%.20s.%03dZ\"", date, (int)(ts.tv_nsec / 1000000) % 1000);
+    put_raw(b, stamp);
+}
+
+/* Builds the whole line of |r| into |b|, newline included; b->failed if it could not be. */
+static void build_line(struct buf *b, const struct gw_audit_rec *r, unsigned fields)
+{
+    struct src s;
+    size_t i;
+
+    put_time(b);
+    put_str_field(b, "event", r->event);
+    put_str_field(b, "tid", r->tid);
+    put_str_field(b, "route", r->route);
+    put_str_field(b, "role", r->role);
+    put_str_field(b, "identity", r->identity);
+    put_str_field(b, "tls_subject", r->tls_subject);
+    put_str_field(b, "body_type", r->body_type);
+    put_str_field(b, "upstream", r->upstream);
+    put_str_field(b, "serial", r->serial);
+    put_str_field(b, "status", r->status);
+    src_init(&s, r);
+    for (i = 0; i < sizeof(audit_fields) / sizeof(audit_fields[0]); i++) {
+        if ((fields & audit_fields[i].bit) != 0)
+            put_audit_field(b, &audit_fields[i], &s);
+    }
+    src_cleanup(&s);
+    put_raw(b, "}\n");
+}
+
+/* ---- the file ---- */
+
+static int open_log(const char *path)
+{
+    return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+}
+
+/* Makes a newly created log's directory entry durable too (fsync(2): the file's own fsync does not). */
+static void sync_dir(const char *path)
+{
+    char *copy = strdup(path);
+    int fd = copy != NULL ? open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+    free(copy);
+}
+
+/* Logs an audit failure at most once per GW_AUDIT_ERR_LOG_SECS; called with the lock held. */
+static void log_failure(struct gw_audit *a, const char *what, int errnum)
+{
+    time_t now = time(NULL);
+
+    if (now - a->last_err_log < GW_AUDIT_ERR_LOG_SECS) {
+        a->errs_suppressed++;
+        return;
+    }
+    gw_log(GW_LOG_ERROR, "audit_failed", "audit log %s: %s%s%s; %lu more failures since the last report",
+           a->path, what, errnum != 0 ? ": " : "", errnum != 0 ? strerror(errnum) : "", a->errs_suppressed);
+    a->last_err_log = now;
+    a->errs_suppressed = 0;
+}
+
+struct gw_audit *gw_audit_open(const struct gw_audit_conf *conf, char *err)
+{
+    struct gw_audit *a = NULL;
+
+    if (conf == NULL || conf->file == NULL || conf->file[0] == '\0') {
+        snprintf(err, GW_ERR_LEN, "audit: no file configured");
+        return NULL;
+    }
+    if ((a = calloc(1, sizeof(*a))) == NULL || (a->path = strdup(conf->file)) == NULL)
+        goto nomem;
+    a->fields = conf->fields;
+    if ((a->fd = open_log(a->path)) < 0) {
+        snprintf(err, GW_ERR_LEN, "audit: cannot open %s: %s", conf->file, strerror(errno));
+        free(a->path);
+        free(a);
+        return NULL;
+    }
+    sync_dir(a->path);
+    pthread_mutex_init(&a->lock, NULL);
+    return a;
+nomem:
+    snprintf(err, GW_ERR_LEN, "audit: out of memory");
+    if (a != NULL)
+        free(a->path);
+    free(a);
+    return NULL;
+}
+
+void gw_audit_close(struct gw_audit *a)
+{
+    if (a == NULL)
+        return;
+    (void)fsync(a->fd);
+    close(a->fd);
+    pthread_mutex_destroy(&a->lock);
+    free(a->path);
+    free(a);
+}
+
+/* Writes all of |p| to the log; called with the lock held. 0 or an errno value. */
+static int write_all(struct gw_audit *a, const char *p, size_t n)
+{
+    ssize_t w;
+
+    while (n > 0) {
+        w = write(a->fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return w < 0 ? errno : EIO;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* worker */
+int gw_audit_write(struct gw_audit *a, const struct gw_audit_rec *r, int sync)
+{
+    struct buf b = {0};
+    int e, rc = GW_ERR_IO;
+
+    if (a == NULL || r == NULL)
+        return GW_ERR_IO;
+    put_raw(&b, "\n"); /* b.p[0] is only written after a torn line (below) */
+    build_line(&b, r, a->fields);
+    pthread_mutex_lock(&a->lock);
+    if (b.failed) {
+        log_failure(a, "record too large or out of memory", 0);
+        goto out;
+    }
+    if ((e = write_all(a, a->torn ? b.p : b.p + 1, a->torn ? b.len : b.len - 1)) != 0) {
+        a->torn = true; /* part of it may have reached the file */
+        log_failure(a, "write", e);
+        goto out;
+    }
+    a->torn = false;
+    if (sync && fsync(a->fd) != 0) {
+        log_failure(a, "fsync", errno);
+        goto out;
+    }
+    rc = 0;
+out:
+    pthread_mutex_unlock(&a->lock);
+    free(b.p);
+    return rc;
+}
+
+/* main thread (SIGUSR1) */
+int gw_audit_reopen(struct gw_audit *a)
+{
+    int fd, old;
+
+    if (a == NULL)
+        return GW_ERR_IO;
+    if ((fd = open_log(a->path)) < 0) {
+        gw_log(GW_LOG_ERROR, "audit_reopen_failed",
+               "audit log %s: cannot reopen (still writing to the old file): %s", a->path, strerror(errno));
+        return GW_ERR_IO;
+    }
+    sync_dir(a->path);
+    pthread_mutex_lock(&a->lock);
+    old = a->fd;
+    a->fd = fd;
+    a->torn = false;
+    pthread_mutex_unlock(&a->lock);
+    (void)fsync(old); /* what went to the rotated file is on disk before we let go of it */
+    close(old);
+    gw_log(GW_LOG_INFO, "audit_reopened", "audit log %s reopened", a->path);
+    return 0;
+}

@@ -1,0 +1,99 @@
+"""The local issuer's durable store and `cmpgw inventory`, and audit log rotation with SIGUSR1: every
+certificate issued is on disk as <serial>.pem before the client gets it and is listed by the inventory;
+after the log is renamed and SIGUSR1 sent, new records go to a fresh file and none are lost."""
+import json
+import os
+import signal
+import time
+import unittest
+
+import sys
+sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+import harness  # noqa: E402
+
+
+def serial_of(cert):
+    out = harness.run(["openssl", "x509", "-in", cert, "-noout", "-serial"]).stdout.decode()
+    return out.strip().split("=", 1)[1].lower().lstrip("0") or "0"
+
+
+def norm(serial):
+    """Serials as the audit log and the store write them (whole bytes), without leading zeros."""
+    return serial.lower().lstrip("0") or "0"
+
+
+def audit_lines(path):
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [json.loads(line) for line in lines]  # every line must be one JSON object
+
+
+class StoreAndRotation(harness.GatewayTestCase):
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        (gw.dir / "store").mkdir(exist_ok=True)
+        cfg["upstreams"]["local"]["store"] = "store"
+        cfg["audit"] = {"file": "audit.log", "audit_fields": ["common_name", "alt_names", "key_type"]}
+
+    def inventory(self, *extra, check=True):
+        """`cmpgw inventory`: (exit code, stdout lines, stderr)."""
+        p = harness.run([str(harness.GATEWAY_BIN), "inventory", "-c", str(self.gw.config_path)] + list(extra),
+                        cwd=self.gw.dir, check=check, env=self.gw.env())
+        return p.returncode, p.stdout.decode().splitlines(), p.stderr.decode()
+
+    def enrol(self, name):
+        res = self.gw.cmp("ir", name, newkey=self.newkey(name), subject="/CN=%s" % name,
+                          extra=("-implicit_confirm", "-sans", "%s.example" % name))
+        return res.cert, serial_of(res.cert)
+
+    def test_store_inventory_and_rotation(self):
+        d = self.gw.dir
+        cert1, serial1 = self.enrol("inv-one")
+        stored = {norm(p.stem): p for p in (d / "store").glob("*.pem")}
+        self.assertIn(serial1, stored)
+        self.assertEqual(harness.run(["openssl", "x509", "-in", stored[serial1], "-outform", "DER"]).stdout,
+                         harness.run(["openssl", "x509", "-in", cert1, "-outform", "DER"]).stdout)
+
+        # rotation: rename, SIGUSR1, and the next record lands in a fresh audit.log
+        log, rotated = d / "audit.log", d / "audit.log.1"
+        os.rename(log, rotated)
+        self.gw.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while not log.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertTrue(log.exists(), "SIGUSR1 did not reopen the audit log:\n" + self.gw.stderr()[-2000:])
+        self.assertEqual(oct(log.stat().st_mode & 0o777), oct(0o600))
+        cert2, serial2 = self.enrol("inv-two")
+        old, new = audit_lines(rotated), audit_lines(log)
+        self.assertIn(serial1, [norm(r.get("serial", "")) for r in old])
+        self.assertNotIn(serial2, [norm(r.get("serial", "")) for r in old])
+        issued = [r for r in new if norm(r.get("serial", "")) == serial2]
+        self.assertTrue(issued, new)
+        self.assertEqual(issued[0].get("common_name"), "inv-two")
+        self.assertNotIn("csr", issued[0])
+
+        # the inventory: header, both certificates by notBefore, subject and SANs
+        _, out, _ = self.inventory()
+        self.assertEqual(out[0].split("\t"), ["serial", "not_before", "not_after", "subject", "sans", "upstream"])
+        rows = [line.split("\t") for line in out[1:]]
+        self.assertEqual(sorted(norm(r[0]) for r in rows), sorted([serial1, serial2]))
+        # by notBefore; within one second (both were issued quickly), by serial
+        self.assertEqual(rows, sorted(rows, key=lambda r: (r[1], r[0])))
+        self.assertIn(["CN=inv-two", "DNS:inv-two.example", "local"], [r[3:] for r in rows])
+        self.assertIn(["CN=inv-one", "DNS:inv-one.example", "local"], [r[3:] for r in rows])
+        self.assertEqual(self.inventory("--upstream", "local")[1], out)
+
+        # adversarial twins: an unknown upstream, and an unreadable record
+        rc, _, err = self.inventory("--upstream", "nope", check=False)
+        self.assertEqual(rc, 1)
+        self.assertIn("no upstream named nope", err)
+        (d / "store" / "broken.pem").write_text("not a certificate\n")
+        rc, lines, err = self.inventory(check=False)
+        self.assertEqual(rc, 1)
+        self.assertIn("broken.pem", err)
+        self.assertEqual(len(lines), 3)  # the readable ones are still listed
+        (d / "store" / "broken.pem").unlink()
+
+
+if __name__ == "__main__":
+    harness.main()

@@ -1,0 +1,607 @@
+/* Unit tests for gateway/audit.c: JSON lines, audit_fields, fsync, rotation, failures. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <json-c/json.h>
+#include <openssl/evp.h>
+#include <openssl/rsa.h>
+#include <openssl/x509v3.h>
+#include "gateway/audit.h"
+#include "gateway/err.h"
+#include "gateway/limits.h"
+
+#define ALL_FIELDS ((GW_AUDIT_ADD_BASIC_CONSTRAINTS << 1) - 1)
+
+static char dir[64];
+static char path[128];
+static EVP_PKEY *ec_key, *rsa_key, *ed_key;
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof(dir), "/tmp/cmpgw-audit-XXXXXX");
+    if (mkdtemp(dir) == NULL)
+        return -1;
+    ec_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    rsa_key = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    ed_key = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+    return ec_key != NULL && rsa_key != NULL && ed_key != NULL ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    char cmd[128];
+
+    (void)state;
+    EVP_PKEY_free(ec_key);
+    EVP_PKEY_free(rsa_key);
+    EVP_PKEY_free(ed_key);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* A fresh log path per test. */
+static const char *fresh(const char *name)
+{
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    unlink(path);
+    return path;
+}
+
+static struct gw_audit *open_log(const char *p, unsigned fields)
+{
+    struct gw_audit_conf conf = {.file = (char *)p, .fields = fields};
+    char err[GW_ERR_LEN] = "";
+    struct gw_audit *a = gw_audit_open(&conf, err);
+
+    if (a == NULL)
+        print_message("open: %s\n", err);
+    return a;
+}
+
+/* The lines of |p| parsed; each must be one JSON object ending in '\n'. Returns the count. */
+static size_t read_lines(const char *p, json_object **out, size_t max)
+{
+    FILE *f = fopen(p, "r");
+    char *line = NULL;
+    size_t cap = 0, n = 0;
+    ssize_t len;
+
+    assert_non_null(f);
+    while ((len = getline(&line, &cap, f)) > 0) {
+        assert_true(n < max);
+        assert_int_equal(line[len - 1], '\n');
+        assert_int_equal(strlen(line), (size_t)len); /* no raw NUL */
+        out[n] = json_tokener_parse(line);
+        assert_non_null(out[n]);
+        assert_true(json_object_is_type(out[n], json_type_object));
+        n++;
+    }
+    free(line);
+    fclose(f);
+    return n;
+}
+
+static void free_lines(json_object **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        json_object_put(v[i]);
+}
+
+static const char *str(json_object *o, const char *key)
+{
+    json_object *v;
+
+    if (!json_object_object_get_ex(o, key, &v))
+        return NULL;
+    assert_true(json_object_is_type(v, json_type_string));
+    return json_object_get_string(v);
+}
+
+static int has(json_object *o, const char *key)
+{
+    return json_object_object_get_ex(o, key, NULL);
+}
+
+static X509_NAME *name_of(const char *const *kv)
+{
+    X509_NAME *n = X509_NAME_new();
+
+    for (; kv[0] != NULL; kv += 2)
+        assert_int_equal(
+            X509_NAME_add_entry_by_txt(n, kv[0], MBSTRING_UTF8, (const unsigned char *)kv[1], -1, -1, 0), 1);
+    return n;
+}
+
+static GENERAL_NAMES *sans_of(const char *conf)
+{
+    X509_EXTENSION *e = X509V3_EXT_nconf_nid(NULL, NULL, NID_subject_alt_name, conf);
+    GENERAL_NAMES *g;
+
+    assert_non_null(e);
+    assert_non_null(g = X509V3_EXT_d2i(e));
+    X509_EXTENSION_free(e);
+    return g;
+}
+
+/* A CSR over |key| with |subject|, |sans| (conf string or NULL), optional CA:TRUE request, signed with |md|.
+ */
+static X509_REQ *make_csr(EVP_PKEY *key, X509_NAME *subject, const char *sans, int ask_ca, const char *md,
+                          int pss)
+{
+    X509_REQ *req = X509_REQ_new();
+    STACK_OF(X509_EXTENSION) *exts = sk_X509_EXTENSION_new_null();
+    EVP_MD_CTX *mctx = EVP_MD_CTX_new();
+    EVP_PKEY_CTX *pctx = NULL;
+
+    X509_REQ_set_version(req, 0);
+    X509_REQ_set_subject_name(req, subject);
+    X509_REQ_set_pubkey(req, key);
+    if (sans != NULL)
+        sk_X509_EXTENSION_push(exts, X509V3_EXT_nconf_nid(NULL, NULL, NID_subject_alt_name, sans));
+    if (ask_ca)
+        sk_X509_EXTENSION_push(exts,
+                               X509V3_EXT_nconf_nid(NULL, NULL, NID_basic_constraints, "critical,CA:TRUE"));
+    if (sk_X509_EXTENSION_num(exts) > 0)
+        assert_int_equal(X509_REQ_add_extensions(req, exts), 1);
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    assert_int_equal(EVP_DigestSignInit_ex(mctx, &pctx, md, NULL, NULL, key, NULL), 1);
+    if (pss)
+        assert_int_equal(EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING), 1);
+    assert_true(X509_REQ_sign_ctx(req, mctx) > 0);
+    EVP_MD_CTX_free(mctx);
+    return req;
+}
+
+static const char *const full_subject[] = {
+    "CN",
+    "first-cn",
+    "CN",
+    "device-7.example",
+    "O",
+    "Example \"Corp\"",
+    "OU",
+    "ops",
+    "OU",
+    "iot",
+    "C",
+    "DE",
+    "L",
+    "Berlin",
+    "ST",
+    "Berlin-Land",
+    "street",
+    "Hauptstr. 1",
+    "postalCode",
+    "10115",
+    "serialNumber",
+    "SN-0042",
+    NULL,
+};
+
+#define FULL_SANS                                                                                            \
+    "DNS:dev.example,email:ops@example.com,IP:127.0.0.1,IP:::1,URI:urn:example:dev:7,"                       \
+    "otherName:1.3.6.1.4.1.311.20.2.3;UTF8:devops@example.com"
+
+/* Every field, from the record's own subject/SANs/key and the CSR's signature. */
+static void test_all_fields(void **state)
+{
+    X509_NAME *subject = name_of(full_subject);
+    GENERAL_NAMES *sans = sans_of(FULL_SANS);
+    X509_REQ *csr = make_csr(ec_key, subject, NULL, 1, "SHA384", 0);
+    struct gw_audit_rec r = {
+        .event = "issued",
+        .tid = "00ff",
+        .route = "/pki/roles/dev/cmp",
+        .role = "dev",
+        .identity = "CN=client",
+        .tls_subject = "CN=tls",
+        .body_type = "ir",
+        .upstream = "local",
+        .serial = "1a2b",
+        .status = "accepted",
+        .subject = subject,
+        .sans = sans,
+        .pubkey = ec_key,
+        .csr = csr,
+        .exclude_cn_from_sans = 1,
+    };
+    struct gw_audit *a;
+    json_object *l[4], *v;
+    struct stat st;
+
+    (void)state;
+    assert_non_null(a = open_log(fresh("all.log"), ALL_FIELDS));
+    assert_int_equal(gw_audit_write(a, &r, 1), 0);
+    gw_audit_close(a);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(read_lines(path, l, 4), 1);
+    assert_non_null(str(l[0], "time"));
+    assert_int_equal(strlen(str(l[0], "time")), strlen("2025-01-01T00:00:00.000Z"));
+    assert_string_equal(str(l[0], "event"), "issued");
+    assert_string_equal(str(l[0], "tid"), "00ff");
+    assert_string_equal(str(l[0], "route"), "/pki/roles/dev/cmp");
+    assert_string_equal(str(l[0], "role"), "dev");
+    assert_string_equal(str(l[0], "identity"), "CN=client");
+    assert_string_equal(str(l[0], "tls_subject"), "CN=tls");
+    assert_string_equal(str(l[0], "body_type"), "ir");
+    assert_string_equal(str(l[0], "upstream"), "local");
+    assert_string_equal(str(l[0], "serial"), "1a2b");
+    assert_string_equal(str(l[0], "status"), "accepted");
+    assert_string_equal(str(l[0], "common_name"), "device-7.example"); /* the last CN, as Go/Vault */
+    assert_string_equal(str(l[0], "alt_names"), "dev.example,ops@example.com");
+    assert_string_equal(str(l[0], "ip_sans"), "127.0.0.1,::1");
+    assert_string_equal(str(l[0], "uri_sans"), "urn:example:dev:7");
+    assert_string_equal(str(l[0], "other_sans"), "1.3.6.1.4.1.311.20.2.3;UTF8:devops@example.com");
+    assert_string_equal(str(l[0], "ou"), "ops,iot");
+    assert_string_equal(str(l[0], "organization"), "Example \"Corp\"");
+    assert_string_equal(str(l[0], "country"), "DE");
+    assert_string_equal(str(l[0], "locality"), "Berlin");
+    assert_string_equal(str(l[0], "province"), "Berlin-Land");
+    assert_string_equal(str(l[0], "street_address"), "Hauptstr. 1");
+    assert_string_equal(str(l[0], "postal_code"), "10115");
+    assert_string_equal(str(l[0], "serial_number"), "SN-0042");
+    assert_string_equal(str(l[0], "key_type"), "ec");
+    assert_true(json_object_object_get_ex(l[0], "key_bits", &v));
+    assert_int_equal(json_object_get_int(v), 256);
+    assert_true(json_object_object_get_ex(l[0], "signature_bits", &v));
+    assert_int_equal(json_object_get_int(v), 384);
+    assert_non_null(strstr(str(l[0], "csr"), "-----BEGIN CERTIFICATE REQUEST-----\n"));
+    assert_true(json_object_object_get_ex(l[0], "exclude_cn_from_sans", &v));
+    assert_true(json_object_is_type(v, json_type_boolean) && json_object_get_boolean(v));
+    assert_true(json_object_object_get_ex(l[0], "use_pss", &v));
+    assert_false(json_object_get_boolean(v));
+    assert_true(json_object_object_get_ex(l[0], "add_basic_constraints", &v));
+    assert_true(json_object_get_boolean(v));
+    free_lines(l, 1);
+    X509_REQ_free(csr);
+    GENERAL_NAMES_free(sans);
+    X509_NAME_free(subject);
+}
+
+/* Only the configured fields appear; NULL record strings are omitted. Table-driven. */
+static void test_fields_per_config(void **state)
+{
+    static const struct {
+        unsigned fields;
+        const char *present[4];
+        const char *absent[4];
+    } cases[] = {
+        {0, {NULL}, {"common_name", "alt_names", "csr", "key_type"}},
+        {GW_AUDIT_COMMON_NAME, {"common_name"}, {"alt_names", "ip_sans", "csr"}},
+        {GW_AUDIT_COMMON_NAME | GW_AUDIT_ALT_NAMES | GW_AUDIT_IP_SANS | GW_AUDIT_URI_SANS,
+         {"common_name", "alt_names", "ip_sans", "uri_sans"},
+         {"other_sans", "csr", "key_bits"}},
+        {GW_AUDIT_CSR | GW_AUDIT_KEY_BITS, {"csr", "key_bits"}, {"key_type", "common_name"}},
+        {GW_AUDIT_USE_PSS, {"use_pss"}, {"signature_bits", "csr"}},
+    };
+    X509_NAME *subject = name_of(full_subject);
+    X509_REQ *csr = make_csr(ec_key, subject, FULL_SANS, 0, "SHA256", 0);
+    struct gw_audit_rec r = {.event = "intent", .csr = csr};
+    struct gw_audit *a;
+    json_object *l[8];
+    size_t i, j, n;
+
+    (void)state;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_non_null(a = open_log(fresh("fields.log"), cases[i].fields));
+        assert_int_equal(gw_audit_write(a, &r, 0), 0);
+        gw_audit_close(a);
+        assert_int_equal(n = read_lines(path, l, 8), 1);
+        for (j = 0; j < 4 && cases[i].present[j] != NULL; j++)
+            assert_true(has(l[0], cases[i].present[j]));
+        for (j = 0; j < 4 && cases[i].absent[j] != NULL; j++)
+            assert_false(has(l[0], cases[i].absent[j]));
+        assert_false(has(l[0], "tid")); /* NULL: omitted */
+        assert_false(has(l[0], "serial"));
+        assert_string_equal(str(l[0], "event"), "intent");
+        free_lines(l, n);
+    }
+    X509_REQ_free(csr);
+    X509_NAME_free(subject);
+}
+
+/* A record with only a CSR takes subject, SANs and key from it; key and signature variants. */
+static void test_from_csr_and_key_types(void **state)
+{
+    static const struct {
+        int key; /* 0 ec, 1 rsa, 2 rsa-pss, 3 ed25519 */
+        const char *md;
+        const char *key_type;
+        int key_bits, sig_bits, pss;
+    } cases[] = {
+        {0, "SHA256", "ec", 256, 256, 0},
+        {1, "SHA512", "rsa", 2048, 512, 0},
+        {2, "SHA256", "rsa", 2048, 256, 1},
+        {3, NULL, "ed25519", 0, 0, 0},
+    };
+    static const char *const subj[] = {"CN", "from-csr", NULL};
+    X509_NAME *subject = name_of(subj);
+    struct gw_audit *a;
+    json_object *l[2], *v;
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        EVP_PKEY *k = cases[i].key == 0 ? ec_key : cases[i].key == 3 ? ed_key : rsa_key;
+        X509_REQ *csr = make_csr(k, subject, "DNS:a.example,IP:10.1.2.3", 0, cases[i].md, cases[i].key == 2);
+        struct gw_audit_rec r = {.event = "intent", .csr = csr};
+
+        assert_non_null(a = open_log(fresh("csr.log"), ALL_FIELDS));
+        assert_int_equal(gw_audit_write(a, &r, 0), 0);
+        gw_audit_close(a);
+        assert_int_equal(read_lines(path, l, 2), 1);
+        assert_string_equal(str(l[0], "common_name"), "from-csr");
+        assert_string_equal(str(l[0], "alt_names"), "a.example");
+        assert_string_equal(str(l[0], "ip_sans"), "10.1.2.3");
+        assert_string_equal(str(l[0], "uri_sans"), "");
+        assert_string_equal(str(l[0], "key_type"), cases[i].key_type);
+        assert_true(json_object_object_get_ex(l[0], "key_bits", &v));
+        assert_int_equal(json_object_get_int(v), cases[i].key_bits);
+        assert_true(json_object_object_get_ex(l[0], "signature_bits", &v));
+        assert_int_equal(json_object_get_int(v), cases[i].sig_bits);
+        assert_true(json_object_object_get_ex(l[0], "use_pss", &v));
+        assert_int_equal(json_object_get_boolean(v), cases[i].pss);
+        assert_true(json_object_object_get_ex(l[0], "add_basic_constraints", &v));
+        assert_false(json_object_get_boolean(v));
+        free_lines(l, 1);
+        X509_REQ_free(csr);
+    }
+    X509_NAME_free(subject);
+}
+
+/* No subject, SANs, key or CSR: every configured field is still there, empty. */
+static void test_empty_record(void **state)
+{
+    struct gw_audit_rec r = {.event = "rejected", .status = "rejection: badPOP: x"};
+    struct gw_audit *a;
+    json_object *l[2], *v;
+
+    (void)state;
+    assert_non_null(a = open_log(fresh("empty.log"), ALL_FIELDS));
+    assert_int_equal(gw_audit_write(a, &r, 0), 0);
+    gw_audit_close(a);
+    assert_int_equal(read_lines(path, l, 2), 1);
+    assert_string_equal(str(l[0], "common_name"), "");
+    assert_string_equal(str(l[0], "alt_names"), "");
+    assert_string_equal(str(l[0], "csr"), "");
+    assert_string_equal(str(l[0], "key_type"), "");
+    assert_true(json_object_object_get_ex(l[0], "key_bits", &v));
+    assert_int_equal(json_object_get_int(v), 0);
+    free_lines(l, 1);
+}
+
+/* Hostile strings: quotes, newlines, control bytes, an embedded NUL in a SAN stay inside one valid line. */
+static void test_hostile_strings(void **state)
+{
+    static const char *const subj[] = {"CN", "evil\"}\n{\"event\":\"issued\"", NULL};
+    X509_NAME *subject = name_of(subj);
+    GENERAL_NAMES *sans = GENERAL_NAMES_new();
+    GENERAL_NAME *gn = GENERAL_NAME_new();
+    ASN1_IA5STRING *ia5 = ASN1_IA5STRING_new();
+    struct gw_audit_rec r = {
+        .event = "intent", .identity = "a\\b\"c\x01\x1f\x7f", .subject = subject, .sans = sans};
+    struct gw_audit *a;
+    json_object *l[4];
+
+    (void)state;
+    assert_int_equal(ASN1_STRING_set(ia5, "a\0b.example", 11), 1);
+    GENERAL_NAME_set0_value(gn, GEN_DNS, ia5);
+    sk_GENERAL_NAME_push(sans, gn);
+    assert_non_null(a = open_log(fresh("hostile.log"), GW_AUDIT_COMMON_NAME | GW_AUDIT_ALT_NAMES));
+    assert_int_equal(gw_audit_write(a, &r, 0), 0);
+    assert_int_equal(gw_audit_write(a, &r, 0), 0);
+    gw_audit_close(a);
+    assert_int_equal(read_lines(path, l, 4), 2);
+    assert_string_equal(str(l[0], "identity"), "a\\b\"c\x01\x1f\x7f");
+    assert_string_equal(str(l[0], "common_name"), "evil\"}\n{\"event\":\"issued\"");
+    assert_string_equal(str(l[0], "event"), "intent");
+    assert_int_equal(json_object_get_string_len(json_object_object_get(l[0], "alt_names")), 11);
+    assert_memory_equal(str(l[0], "alt_names"), "a\0b.example", 11);
+    free_lines(l, 2);
+    GENERAL_NAMES_free(sans);
+    X509_NAME_free(subject);
+}
+
+/* A record over GW_AUDIT_LINE_MAX is refused whole: GW_ERR_IO, nothing written. */
+static void test_oversized(void **state)
+{
+    size_t n = GW_AUDIT_LINE_MAX;
+    char *big = malloc(n + 1);
+    struct gw_audit_rec r = {.event = "intent"};
+    struct gw_audit *a;
+    json_object *l[2];
+    struct stat st;
+
+    (void)state;
+    memset(big, 'x', n);
+    big[n] = '\0';
+    assert_non_null(a = open_log(fresh("big.log"), 0));
+    r.identity = big;
+    assert_int_equal(gw_audit_write(a, &r, 1), GW_ERR_IO);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_size, 0);
+    big[n / 8] = '\0'; /* the twin: large but within the cap */
+    assert_int_equal(gw_audit_write(a, &r, 1), 0);
+    gw_audit_close(a);
+    assert_int_equal(read_lines(path, l, 2), 1);
+    assert_int_equal(strlen(str(l[0], "identity")), n / 8);
+    free_lines(l, 1);
+    free(big);
+}
+
+/* Rotation: rename, lines still go to the renamed file until reopen; then to a fresh file. */
+static void test_reopen_rotation(void **state)
+{
+    char rotated[160];
+    struct gw_audit_rec r = {.event = "issued"};
+    struct gw_audit *a;
+    json_object *l[4];
+
+    (void)state;
+    assert_non_null(a = open_log(fresh("rot.log"), 0));
+    snprintf(rotated, sizeof(rotated), "%s.1", path);
+    r.tid = "1";
+    assert_int_equal(gw_audit_write(a, &r, 1), 0);
+    assert_int_equal(rename(path, rotated), 0);
+    r.tid = "2";
+    assert_int_equal(gw_audit_write(a, &r, 1), 0);
+    assert_int_equal(access(path, F_OK), -1);
+    assert_int_equal(gw_audit_reopen(a), 0);
+    r.tid = "3";
+    assert_int_equal(gw_audit_write(a, &r, 1), 0);
+    gw_audit_close(a);
+    assert_int_equal(read_lines(rotated, l, 4), 2);
+    assert_string_equal(str(l[0], "tid"), "1");
+    assert_string_equal(str(l[1], "tid"), "2");
+    free_lines(l, 2);
+    assert_int_equal(read_lines(path, l, 4), 1);
+    assert_string_equal(str(l[0], "tid"), "3");
+    free_lines(l, 1);
+    unlink(rotated);
+}
+
+/* A failed reopen keeps the old file: GW_ERR_IO, and lines still land. */
+static void test_reopen_failure_keeps_old(void **state)
+{
+    char sub[96], moved[96], file[128];
+    struct gw_audit_rec r = {.event = "issued", .tid = "after"};
+    struct gw_audit *a;
+    json_object *l[2];
+
+    (void)state;
+    snprintf(sub, sizeof(sub), "%s/sub", dir);
+    snprintf(moved, sizeof(moved), "%s/moved", dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    snprintf(path, sizeof(path), "%s/a.log", sub);
+    assert_non_null(a = open_log(path, 0));
+    assert_int_equal(rename(sub, moved), 0); /* the path cannot be created any more */
+    assert_int_equal(gw_audit_reopen(a), GW_ERR_IO);
+    assert_int_equal(gw_audit_write(a, &r, 1), 0);
+    gw_audit_close(a);
+    snprintf(file, sizeof(file), "%s/a.log", moved);
+    assert_int_equal(read_lines(file, l, 2), 1);
+    assert_string_equal(str(l[0], "tid"), "after");
+    free_lines(l, 1);
+    unlink(file);
+    rmdir(moved);
+    assert_int_equal(gw_audit_reopen(NULL), GW_ERR_IO);
+}
+
+/* Unopenable files are refused at open with the path named; a full disk is GW_ERR_IO on write. */
+static void test_unwritable(void **state)
+{
+    static const char *const bad[] = {"/nonexistent-dir/audit.log", "/tmp", ""};
+    struct gw_audit_conf conf = {0};
+    struct gw_audit_rec r = {.event = "issued"};
+    char err[GW_ERR_LEN];
+    struct gw_audit *a;
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        conf.file = (char *)bad[i];
+        err[0] = '\0';
+        assert_null(gw_audit_open(&conf, err));
+        assert_non_null(strstr(err, "audit"));
+        if (bad[i][0] != '\0')
+            assert_non_null(strstr(err, bad[i]));
+    }
+    assert_null(gw_audit_open(NULL, err));
+    /* /dev/full: open works, every write fails with ENOSPC */
+    assert_non_null(a = open_log("/dev/full", 0));
+    assert_int_equal(gw_audit_write(a, &r, 0), GW_ERR_IO);
+    assert_int_equal(gw_audit_write(a, &r, 1), GW_ERR_IO);
+    gw_audit_close(a);
+    /* the twin: /dev/null takes writes (and fsync) */
+    assert_non_null(a = open_log("/dev/null", 0));
+    assert_int_equal(gw_audit_write(a, &r, 0), 0);
+    gw_audit_close(a);
+    assert_int_equal(gw_audit_write(NULL, &r, 1), GW_ERR_IO);
+    gw_audit_close(NULL);
+}
+
+/* The fsync path: on a FIFO, write succeeds and fsync fails (EINVAL), so only sync=1 reports GW_ERR_IO. */
+static void test_fsync_checked(void **state)
+{
+    struct gw_audit_rec r = {.event = "issued"};
+    struct gw_audit *a;
+    char buf[4096];
+    int rd;
+
+    (void)state;
+    assert_int_equal(mkfifo(fresh("fifo"), 0600), 0);
+    assert_true((rd = open(path, O_RDONLY | O_NONBLOCK)) >= 0);
+    assert_non_null(a = open_log(path, 0));
+    assert_int_equal(gw_audit_write(a, &r, 0), 0);
+    assert_int_equal(gw_audit_write(a, &r, 1), GW_ERR_IO);
+    assert_true(read(rd, buf, sizeof(buf)) > 0);
+    gw_audit_close(a);
+    close(rd);
+    unlink(path);
+}
+
+/* Many threads: every line whole. */
+#define THREADS 4
+#define PER_THREAD 200
+
+static void *writer(void *arg)
+{
+    struct gw_audit_rec r = {.event = "issued", .identity = "CN=concurrent writer with a longish identity"};
+    int i;
+
+    for (i = 0; i < PER_THREAD; i++)
+        if (gw_audit_write(arg, &r, i % 50 == 0) != 0)
+            return (void *)1;
+    return NULL;
+}
+
+static void test_concurrent(void **state)
+{
+    static json_object *l[THREADS * PER_THREAD + 1];
+    pthread_t t[THREADS];
+    struct gw_audit *a;
+    void *rv;
+    int i;
+
+    (void)state;
+    assert_non_null(a = open_log(fresh("conc.log"), GW_AUDIT_COMMON_NAME));
+    for (i = 0; i < THREADS; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, writer, a), 0);
+    for (i = 0; i < THREADS; i++) {
+        assert_int_equal(pthread_join(t[i], &rv), 0);
+        assert_null(rv);
+    }
+    gw_audit_close(a);
+    assert_int_equal(read_lines(path, l, THREADS * PER_THREAD + 1), THREADS * PER_THREAD);
+    free_lines(l, THREADS * PER_THREAD);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_all_fields),
+        cmocka_unit_test(test_fields_per_config),
+        cmocka_unit_test(test_from_csr_and_key_types),
+        cmocka_unit_test(test_empty_record),
+        cmocka_unit_test(test_hostile_strings),
+        cmocka_unit_test(test_oversized),
+        cmocka_unit_test(test_reopen_rotation),
+        cmocka_unit_test(test_reopen_failure_keeps_old),
+        cmocka_unit_test(test_unwritable),
+        cmocka_unit_test(test_fsync_checked),
+        cmocka_unit_test(test_concurrent),
+    };
+
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

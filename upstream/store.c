@@ -1,0 +1,377 @@
+/*
+ * The local issuer's inventory on disk. A certificate is recorded with the classic durable-create
+ * sequence (write a temporary file, fsync it, give it its final name, fsync the directory) so
+ * that after a crash a file under its final name is always complete. The final name is made with
+ * link(2), not rename(2): a serial already recorded is an error, never silently overwritten.
+ */
+#include "upstream/store.h"
+#include "gateway/err.h"
+#include "gateway/limits.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <openssl/bn.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#define PEM_SUFFIX ".pem"
+
+void gw_store_serial_hex(const X509 *cert, char *out, size_t cap)
+{
+    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
+    char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+    char *p;
+
+    snprintf(out, cap, "%s", hex != NULL ? hex : "");
+    for (p = out; *p != '\0'; p++)
+        if (*p >= 'A' && *p <= 'F')
+            *p = (char)(*p - 'A' + 'a');
+    OPENSSL_free(hex);
+    BN_free(bn);
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    ssize_t w;
+
+    while (n > 0) {
+        w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return w < 0 ? -1 : (errno = EIO, -1);
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Writes |pem| to <dirfd>/|tmp| and fsyncs it. 0, or -1 with errno. */
+static int write_tmp(int dirfd, const char *tmp, const char *pem, size_t len)
+{
+    int fd, e;
+
+    /* O_EXCL | O_NOFOLLOW: never write through a link someone else left in the store */
+    if ((fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644)) < 0)
+        return -1;
+    if (write_all(fd, pem, len) != 0 || fsync(fd) != 0) {
+        e = errno;
+        close(fd);
+        unlinkat(dirfd, tmp, 0);
+        errno = e;
+        return -1;
+    }
+    if (close(fd) != 0) {
+        e = errno;
+        unlinkat(dirfd, tmp, 0);
+        errno = e;
+        return -1;
+    }
+    return 0;
+}
+
+/* Links |tmp| to |name| in |dirfd|, drops |tmp|, fsyncs the directory. 0, or a gw_err with errno set. */
+static int publish(int dirfd, const char *tmp, const char *name)
+{
+    int rc = 0, e = 0;
+
+    if (linkat(dirfd, tmp, dirfd, name, 0) != 0) {
+        e = errno;
+        rc = e == EEXIST ? GW_ERR_EXISTS : GW_ERR_IO;
+    }
+    unlinkat(dirfd, tmp, 0);
+    if (rc == 0 && fsync(dirfd) != 0) {
+        e = errno;
+        unlinkat(dirfd, name, 0); /* not durable: not released either */
+        rc = GW_ERR_IO;
+    }
+    errno = e;
+    return rc;
+}
+
+int gw_store_put(const char *dir, const X509 *cert, char *err)
+{
+    char serial[2 * 20 + 1], name[sizeof(serial) + 8], tmp[sizeof(name) + 8];
+    BIO *mem = NULL;
+    char *pem = NULL;
+    long len;
+    int dirfd = -1, rc = GW_ERR_IO;
+
+    gw_store_serial_hex(cert, serial, sizeof(serial));
+    snprintf(name, sizeof(name), "%s" PEM_SUFFIX, serial);
+    snprintf(tmp, sizeof(tmp), ".%s.tmp", name); /* hidden: gw_store_list skips it */
+    if (serial[0] == '\0' || (mem = BIO_new(BIO_s_mem())) == NULL || PEM_write_bio_X509(mem, cert) != 1 ||
+        (len = BIO_get_mem_data(mem, &pem)) <= 0) {
+        snprintf(err, GW_ERR_LEN, "store %s: cannot encode the certificate", dir);
+        rc = GW_ERR_NOMEM;
+        goto out;
+    }
+    if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
+        write_tmp(dirfd, tmp, pem, (size_t)len) != 0) {
+        snprintf(err, GW_ERR_LEN, "store %s: cannot write %s: %s", dir, tmp, strerror(errno));
+        goto out;
+    }
+    if ((rc = publish(dirfd, tmp, name)) != 0) {
+        snprintf(err, GW_ERR_LEN, "store %s: cannot record %s: %s", dir, name,
+                 rc == GW_ERR_EXISTS ? "that serial is already recorded" : strerror(errno));
+        goto out;
+    }
+out:
+    if (dirfd >= 0)
+        close(dirfd);
+    BIO_free(mem);
+    return rc;
+}
+
+/* ---- listing (cmpgw inventory) ---- */
+
+/* Appends |s| (|n| bytes) to the heap string |*out|, control characters and '\' as \xHH. */
+static int append(char **out, size_t *len, const char *s, size_t n)
+{
+    size_t i, k = 0;
+    char *p = realloc(*out, *len + 4 * n + 1);
+
+    if (p == NULL)
+        return 0;
+    *out = p;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (c < 0x20 || c == 0x7f || c == '\\')
+            k += (size_t)snprintf(p + *len + k, 5, "\\x%02x", c);
+        else
+            p[*len + k++] = (char)c;
+    }
+    *len += k;
+    p[*len] = '\0';
+    return 1;
+}
+
+static const char *san_prefix(int type)
+{
+    switch (type) {
+    case GEN_DNS:
+        return "DNS:";
+    case GEN_IPADD:
+        return "IP:";
+    case GEN_URI:
+        return "URI:";
+    case GEN_EMAIL:
+        return "email:";
+    case GEN_OTHERNAME:
+        return "othername:";
+    case GEN_DIRNAME:
+        return "DirName:";
+    default:
+        return "other:";
+    }
+}
+
+/* One SAN as text; IP addresses in their usual form (via GENERAL_NAME_print's rules). */
+static int append_san(char **out, size_t *len, const GENERAL_NAME *gn)
+{
+    BIO *mem;
+    char *text;
+    long n;
+    int ok;
+
+    if (gn->type == GEN_DNS || gn->type == GEN_URI || gn->type == GEN_EMAIL) {
+        const char *pfx = san_prefix(gn->type);
+
+        return append(out, len, pfx, strlen(pfx)) &&
+               append(out, len, (const char *)ASN1_STRING_get0_data(gn->d.ia5),
+                      (size_t)ASN1_STRING_length(gn->d.ia5));
+    }
+    if (gn->type == GEN_IPADD && (ASN1_STRING_length(gn->d.ip) == 4 || ASN1_STRING_length(gn->d.ip) == 16)) {
+        char ip[INET6_ADDRSTRLEN];
+        int af = ASN1_STRING_length(gn->d.ip) == 4 ? AF_INET : AF_INET6;
+
+        return inet_ntop(af, ASN1_STRING_get0_data(gn->d.ip), ip, sizeof(ip)) != NULL &&
+               append(out, len, "IP:", 3) && append(out, len, ip, strlen(ip));
+    }
+    if ((mem = BIO_new(BIO_s_mem())) == NULL)
+        return 0;
+    ok = GENERAL_NAME_print(mem, (GENERAL_NAME *)gn) == 1 && (n = BIO_get_mem_data(mem, &text)) > 0 &&
+         append(out, len, text, (size_t)n);
+    BIO_free(mem);
+    return ok;
+}
+
+static char *sans_text(const X509 *x)
+{
+    GENERAL_NAMES *sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    char *out = strdup("");
+    size_t len = 0;
+    int i;
+
+    for (i = 0; out != NULL && i < sk_GENERAL_NAME_num(sans); i++) {
+        if ((i > 0 && !append(&out, &len, ",", 1)) ||
+            !append_san(&out, &len, sk_GENERAL_NAME_value(sans, i))) {
+            free(out);
+            out = NULL;
+        }
+    }
+    GENERAL_NAMES_free(sans);
+    return out;
+}
+
+static char *subject_text(const X509 *x)
+{
+    BIO *mem = BIO_new(BIO_s_mem());
+    char *text = NULL, *out = NULL;
+    size_t len = 0;
+    long n;
+
+    /* RFC 2253 with ASN1_STRFLGS_ESC_CTRL: a tab or newline in a name cannot break the table */
+    if (mem != NULL && X509_NAME_print_ex(mem, X509_get_subject_name(x), 0, XN_FLAG_RFC2253) >= 0) {
+        n = BIO_get_mem_data(mem, &text);
+        if ((out = strdup("")) != NULL && !append(&out, &len, n > 0 ? text : "", n > 0 ? (size_t)n : 0)) {
+            free(out);
+            out = NULL;
+        }
+    }
+    BIO_free(mem);
+    return out;
+}
+
+static int to_time(const ASN1_TIME *t, time_t *out)
+{
+    struct tm tm;
+
+    if (t == NULL || ASN1_TIME_to_tm(t, &tm) != 1)
+        return 0;
+    *out = timegm(&tm);
+    return 1;
+}
+
+/* Reads <dirfd>/|name| into |e|. 0, or -1 (not a certificate, unreadable, too large). */
+static int read_entry(int dirfd, const char *name, struct gw_store_entry *e)
+{
+    struct stat st;
+    X509 *x = NULL;
+    BIO *bio = NULL;
+    FILE *f = NULL;
+    int fd, rc = -1;
+
+    memset(e, 0, sizeof(*e));
+    if ((fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+        return -1;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > GW_STORE_FILE_MAX ||
+        (f = fdopen(fd, "r")) == NULL) {
+        close(fd);
+        return -1;
+    }
+    if ((bio = BIO_new_fp(f, BIO_NOCLOSE)) == NULL || (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) == NULL)
+        goto out;
+    gw_store_serial_hex(x, e->serial, sizeof(e->serial));
+    if (!to_time(X509_get0_notBefore(x), &e->not_before) || !to_time(X509_get0_notAfter(x), &e->not_after) ||
+        (e->subject = subject_text(x)) == NULL || (e->sans = sans_text(x)) == NULL)
+        goto out;
+    rc = 0;
+out:
+    if (rc != 0) {
+        free(e->subject);
+        free(e->sans);
+        memset(e, 0, sizeof(*e));
+    }
+    X509_free(x);
+    BIO_free(bio);
+    fclose(f);
+    return rc;
+}
+
+static int by_not_before(const void *a, const void *b)
+{
+    const struct gw_store_entry *x = a, *y = b;
+
+    if (x->not_before != y->not_before)
+        return x->not_before < y->not_before ? -1 : 1;
+    return strcmp(x->serial, y->serial);
+}
+
+static int is_pem_name(const char *name)
+{
+    size_t n = strlen(name), k = strlen(PEM_SUFFIX);
+
+    return name[0] != '.' && n > k && strcmp(name + n - k, PEM_SUFFIX) == 0;
+}
+
+/* Adds one slot to |l|, growing it; NULL when out of memory or at GW_STORE_LIST_MAX. */
+static struct gw_store_entry *grow(struct gw_store_list *l, size_t *cap, int *rc)
+{
+    struct gw_store_entry *v;
+    size_t ncap;
+
+    if (l->n >= GW_STORE_LIST_MAX) {
+        *rc = GW_ERR_LIMIT;
+        return NULL;
+    }
+    if (l->n == *cap) {
+        ncap = *cap != 0 ? 2 * *cap : 64;
+        if ((v = realloc(l->v, ncap * sizeof(*v))) == NULL) {
+            *rc = GW_ERR_NOMEM;
+            return NULL;
+        }
+        l->v = v;
+        *cap = ncap;
+    }
+    return &l->v[l->n];
+}
+
+int gw_store_list(const char *dir, struct gw_store_list *out, char *err)
+{
+    struct gw_store_entry *e;
+    struct dirent *de;
+    DIR *d = NULL;
+    size_t cap = 0;
+    int rc = 0;
+
+    memset(out, 0, sizeof(*out));
+    if ((d = opendir(dir)) == NULL) {
+        snprintf(err, GW_ERR_LEN, "store %s: %s", dir, strerror(errno));
+        return GW_ERR_IO;
+    }
+    while ((de = readdir(d)) != NULL) {
+        if (!is_pem_name(de->d_name))
+            continue;
+        if ((e = grow(out, &cap, &rc)) == NULL) {
+            snprintf(err, GW_ERR_LEN, "store %s: %s", dir,
+                     rc == GW_ERR_LIMIT ? "more certificates than one listing holds" : "out of memory");
+            goto out;
+        }
+        if (read_entry(dirfd(d), de->d_name, e) != 0) {
+            out->n_bad++;
+            snprintf(err, GW_ERR_LEN, "store %s: %.64s is not a readable certificate", dir, de->d_name);
+            continue;
+        }
+        out->n++;
+    }
+    if (out->n > 0)
+        qsort(out->v, out->n, sizeof(out->v[0]), by_not_before);
+out:
+    closedir(d);
+    if (rc != 0)
+        gw_store_list_cleanup(out);
+    return rc;
+}
+
+void gw_store_list_cleanup(struct gw_store_list *l)
+{
+    size_t i;
+
+    if (l == NULL)
+        return;
+    for (i = 0; i < l->n; i++) {
+        free(l->v[i].subject);
+        free(l->v[i].sans);
+    }
+    free(l->v);
+    memset(l, 0, sizeof(*l));
+}
