@@ -18,6 +18,8 @@ struct gw_http_client;
 struct gw_http_response {
     long status;                /* HTTP status; 0 if no answer (transport error or timeout) */
     int timed_out;              /* 1 if the deadline passed (outcome unknown) */
+    int not_sent;               /* 1 if the request never left (connect or TLS handshake failed): nothing
+                                   happened upstream */
     char *body;                 /* NUL-terminated; at most GW_MAX_UPSTREAM_BODY bytes */
     size_t body_len;
     char content_type[128];

@@ -1,0 +1,227 @@
+"""cmpgw in front of the Vault-API test server (tests/upstreams/vault_api_server.py) over TLS, at Vault's
+own URLs ("path_prefix": "/v1/pki"): p10cr through sign/<role> (signature and PBM), sign-verbatim via
+default_path_policy, an issuer_ref route, cert-auth login, CRMF refused with a pointer to p10cr, and
+every Vault failure (400, 403, 412, 429, 503 sealed, 500, timeout, garbage, warnings only) as the exact
+decoded CMP answer (PKIStatus, failInfo, statusString). What Vault received is read from its request log.
+"""
+import sys
+import unittest
+
+sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+import harness  # noqa: E402
+import vaultenv  # noqa: E402
+
+REJECTION = 2  # PKIStatus rejection (RFC 9810 §5.2.3)
+NS = "e2e"
+
+
+class VaultFrontDoor(harness.GatewayTestCase):
+    vault = None
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.vault = vaultenv.VaultApi(gw.dir)
+        cls.vault.make_pki()
+        cls.vault.start()
+        cls.vault.make_delegate()
+        common = {"type": "vault", "url": cls.vault.url, "tls_ca": "ca.pem", "issuer_ca": "vault-issuers.pem",
+                  "token_file": "vault.token", "namespace": NS, "timeout": "10s"}
+        login = dict(common, tls_cert="client.pem", tls_key="client.key",
+                     auth={"cert": {"mount": "cert", "role": "cmpgw"}})
+        del login["token_file"]
+        cfg["upstreams"].update({
+            "vault": common,
+            "vault-login": login,
+            "vault-badtoken": dict(common, token_file="vault-bad.token"),
+            "vault-slow": dict(common, timeout="1s"),
+            "vault-delegate": {"type": "local", "cert": "vault-delegate.pem", "key": "vault-delegate.key",
+                               "chain": "vault-delegate-chain.pem", "store": "delegate-store"},
+        })
+        base = dict(cfg["roles"]["default"])
+        base.pop("upstream", None)
+        base["allowed_san_types"] = ["dns", "ip"]
+        cfg["roles"].update({
+            "vault": dict(base, upstream="vault", upstream_role="devices"),
+            "vault-issuer": dict(base, upstream="vault", upstream_role="devices", issuer_ref="second"),
+            "sign-verbatim": dict(base, upstream="vault", sign="verbatim"),
+            "vault-login": dict(base, upstream="vault-login", upstream_role="devices"),
+            "vault-flaky": dict(base, upstream="vault", upstream_role="flaky"),
+            "vault-slow": dict(base, upstream="vault-slow", upstream_role="slow"),
+            "vault-badtoken": dict(base, upstream="vault-badtoken", upstream_role="devices"),
+            "vault-delegate": dict(base, upstream="vault", upstream_role="devices", crmf="delegate",
+                                   delegate="vault-delegate"),
+        })
+        cfg["path_prefix"] = "/v1/pki"
+        cfg["default_path_policy"] = "sign-verbatim"
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            if cls.vault is not None:
+                cls.vault.stop()
+
+    def setUp(self):
+        self.vault.control({})
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def p10cr(self, role, name, subject, sans=None, expect_cert=True, path=None, auth="sig"):
+        key = self.newkey(name)
+        csr = self.gw.dir / ("%s.csr" % name)
+        argv = ["openssl", "req", "-new", "-key", key, "-subj", subject, "-out", csr]
+        if sans:
+            argv += ["-addext", "subjectAltName=%s" % ",".join(sans)]
+        harness.run(argv)
+        res = self.gw.cmp("p10cr", name, path=path or "v1/pki/roles/%s/cmp" % role, extra=["-csr", csr],
+                          expect_cert=expect_cert, auth=auth)
+        return res, key, csr
+
+    def assert_from_vault(self, res, key, subject, sans, issuer="vault-ca.pem"):
+        self.assertEqual(res.first.body_type, "cp", res.answers)
+        self.assertIn(res.first.status, (0, 1), res.first)
+        self.assert_issued(res.cert, key, subject, sans, res.first.extra_certs_pem())
+        harness.run(["openssl", "verify", "-partial_chain", "-CAfile", self.gw.dir / issuer, res.cert])
+
+    def assert_rejected(self, res, fail_bit, *texts):
+        ans = res.first
+        self.assertIn(ans.body_type, ("ip", "cp", "error"), ans)
+        self.assertEqual(ans.status, REJECTION, ans)
+        self.assertIn(fail_bit, ans.fail_info, ans)
+        text = " ".join(ans.status_strings)
+        for t in texts:
+            self.assertIn(t, text, ans)
+        self.assertIsNone(res.cert)
+
+    # -- positive -------------------------------------------------------------------------------
+
+    def test_p10cr_role_signature(self):
+        mark = self.vault.mark()
+        res, key, csr = self.p10cr("vault", "v-sig", "/CN=dev1.example.com", ["DNS:dev1.example.com"])
+        self.assert_from_vault(res, key, "CN=dev1.example.com", ["DNS:dev1.example.com"])
+        got = self.vault.since(mark)
+        self.assertEqual([e["path"] for e in got], ["/v1/pki/sign/devices"])
+        body = got[0]["body"]
+        # the CSR unchanged, Vault's field names, the gateway's token and namespace
+        self.assertEqual(body["csr"].strip(), csr.read_text().strip())
+        self.assertEqual(body["format"], "pem")
+        self.assertEqual(body["alt_names"], "dev1.example.com")
+        self.assertIsInstance(body["ttl"], int)
+        self.assertNotIn("common_name", body)
+        self.assertFalse(body["exclude_cn_from_sans"])
+        self.assertEqual(got[0]["token"], vaultenv.TOKEN)
+        self.assertEqual(got[0]["namespace"], NS)
+
+    def test_p10cr_pbm(self):
+        res, key, _ = self.p10cr("vault", "v-pbm", "/CN=pbm.example.com", auth="pbm")
+        self.assert_from_vault(res, key, "CN=pbm.example.com", ["DNS:pbm.example.com"])
+
+    def test_default_path_is_sign_verbatim(self):
+        mark = self.vault.mark()
+        res, key, _ = self.p10cr(None, "v-verb", "/O=cmpgw e2e/CN=verbatim.example.net",
+                                 ["DNS:verbatim.example.net"], path="v1/pki/cmp")
+        self.assertIn(res.first.status, (0, 1), res.first)
+        subject, sans = harness.cert_info(res.cert)
+        self.assertEqual(subject, "CN=verbatim.example.net,O=cmpgw e2e")  # verbatim: O kept, any name
+        self.assertEqual(sans, ["DNS:verbatim.example.net"])
+        self.assertEqual([e["path"] for e in self.vault.since(mark)], ["/v1/pki/sign-verbatim"])
+
+    def test_issuer_ref_route(self):
+        mark = self.vault.mark()
+        res, key, _ = self.p10cr("vault-issuer", "v-iss", "/CN=iss.example.com")
+        self.assert_from_vault(res, key, "CN=iss.example.com", ["DNS:iss.example.com"], issuer="vault-ca2.pem")
+        self.assertEqual([e["path"] for e in self.vault.since(mark)], ["/v1/pki/issuer/second/sign/devices"])
+
+    def test_cert_auth_login(self):
+        mark = self.vault.mark()
+        for i in range(2):
+            res, key, _ = self.p10cr("vault-login", "v-login%d" % i, "/CN=login%d.example.com" % i)
+            self.assert_from_vault(res, key, "CN=login%d.example.com" % i, ["DNS:login%d.example.com" % i])
+        got = self.vault.since(mark)
+        logins = [e for e in got if e["path"] == "/v1/auth/cert/login"]
+        signs = [e for e in got if e["path"] == "/v1/pki/sign/devices"]
+        self.assertEqual(len(logins), 1, got)  # the token is cached, not one login per request
+        self.assertEqual(logins[0]["body"], {"name": "cmpgw"})
+        self.assertIn("CN=demo-client", logins[0]["client_cert"])
+        self.assertEqual(len(signs), 2)
+        self.assertTrue(all(e["token"].startswith("hvb.") for e in signs), signs)
+
+    def test_no_ca_chain_uses_issuing_ca(self):
+        self.vault.control({"no_ca_chain": True})
+        res, key, _ = self.p10cr("vault", "v-nochain", "/CN=nochain.example.com")
+        self.assert_from_vault(res, key, "CN=nochain.example.com", ["DNS:nochain.example.com"])
+
+    def test_retry_after_412(self):
+        self.vault.control({"force_status": 412, "force_count": 1, "match": "sign/flaky"})
+        mark = self.vault.mark()
+        res, key, _ = self.p10cr("vault-flaky", "v-412ok", "/CN=retry.example.com")
+        self.assert_from_vault(res, key, "CN=retry.example.com", ["DNS:retry.example.com"])
+        self.assertEqual(len(self.vault.since(mark, "sign/flaky")), 2)
+
+    def test_crmf_delegate_under_vault_role_policy(self):
+        mark = self.vault.mark()
+        key = self.newkey("v-del")
+        res = self.gw.cmp("ir", "v-del", path="v1/pki/roles/vault-delegate/cmp", newkey=key,
+                          subject="/CN=crmf.example.com", extra=["-sans", "crmf.example.com"])
+        self.assertEqual(res.first.body_type, "ip", res.answers)
+        self.assert_issued(res.cert, key, "CN=crmf.example.com", ["DNS:crmf.example.com"],
+                           res.first.extra_certs_pem())
+        harness.run(["openssl", "verify", "-partial_chain", "-CAfile", self.gw.dir / "vault-delegate.pem", res.cert])
+        # the delegate applied Vault's own role (read from Vault), and signed nothing there
+        got = [e["path"] for e in self.vault.since(mark)]
+        self.assertIn("/v1/pki/roles/devices", got)
+        self.assertNotIn("/v1/pki/sign/devices", got)
+        # a name the Vault role does not allow is refused by the delegate too
+        res = self.gw.cmp("ir", "v-del-bad", path="v1/pki/roles/vault-delegate/cmp", newkey=self.newkey("v-del2"),
+                          subject="/CN=evil.org", expect_cert=False)
+        self.assertEqual(res.first.status, REJECTION, res.first)
+        self.assertTrue(any("evil.org" in t for t in res.first.status_strings), res.first)
+
+    # -- negative -------------------------------------------------------------------------------
+
+    def test_crmf_rejected_with_pointer_to_p10cr(self):
+        mark = self.vault.mark()
+        res = self.gw.cmp("ir", "v-ir", path="v1/pki/roles/vault/cmp", newkey=self.newkey("v-ir"),
+                          subject="/CN=crmf.example.com", expect_cert=False)
+        self.assert_rejected(res, "badCertTemplate", "send a p10cr")
+        self.assertEqual(self.vault.since(mark), [])
+
+    def test_vault_refuses_name(self):
+        res, _, _ = self.p10cr("vault", "v-400", "/CN=evil.org", expect_cert=False)
+        self.assert_rejected(res, "badCertTemplate", "Vault refused: common name evil.org not allowed by this role")
+
+    def test_bad_token(self):
+        mark = self.vault.mark()
+        res, _, _ = self.p10cr("vault-badtoken", "v-403", "/CN=tok.example.com", expect_cert=False)
+        self.assert_rejected(res, "systemUnavail", "Vault denied the gateway: permission denied", "operator")
+        self.assertEqual(len(self.vault.since(mark)), 2)  # the token file is read again once
+
+    def test_vault_failures(self):
+        cases = [
+            ({"force_status": 412}, "systemUnavail", ["Vault is busy", "retry later"], 3),
+            ({"force_status": 429}, "systemUnavail", ["Vault is busy", "rate limit quota exceeded"], 3),
+            ({"force_status": 503}, "systemUnavail", ["Vault is unavailable: Vault is sealed"], 3),
+            ({"force_status": 500}, "systemFailure", ["Vault failed: internal error"], 1),
+            ({"garbage": True}, "systemFailure", ["not Vault JSON"], 1),
+            ({"warnings_only": True}, "systemFailure", ["Vault issued no certificate"], 1),
+        ]
+        for i, (state, bit, texts, calls) in enumerate(cases):
+            with self.subTest(state=state):
+                self.vault.control(dict(state, match="sign/flaky"))
+                mark = self.vault.mark()
+                res, _, _ = self.p10cr("vault-flaky", "v-fail%d" % i, "/CN=fail%d.example.com" % i,
+                                       expect_cert=False)
+                self.assert_rejected(res, bit, *texts)
+                self.assertEqual(len(self.vault.since(mark, "sign/flaky")), calls)
+
+    def test_timeout_is_not_retried(self):
+        self.vault.control({"latency_ms": 3000, "match": "sign/slow"})
+        mark = self.vault.mark()
+        res, _, _ = self.p10cr("vault-slow", "v-slow", "/CN=slow.example.com", expect_cert=False)
+        self.assert_rejected(res, "systemUnavail", "outcome is unknown")
+        self.assertEqual(len(self.vault.since(mark, "sign/slow")), 1)
+
+
+if __name__ == "__main__":
+    harness.main()

@@ -1,0 +1,979 @@
+/*
+ * Unit tests for upstream/vault.c and upstream/http_client.c against an in-process fake Vault
+ * (plain HTTP on 127.0.0.1, one thread per connection, answers chosen by each test): paths and
+ * fields sent, Vault's error statuses as CMP failInfo, retries only where nothing happened,
+ * token re-read and cert-login single flight, revoke / role policy / cert status.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <cmocka.h>
+#include <json-c/json.h>
+#include <openssl/cmp.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+#include "gateway/err.h"
+#include "gateway/limits.h"
+#include "upstream/http_client.h"
+#include "upstream/upstream.h"
+
+#define MAX_REQS 64
+#define REQ_MAX (64 * 1024)
+
+/* ---- the fake Vault ---- */
+
+struct seen {
+    char method[8];
+    char path[256];
+    char token[128];
+    char ns[64];
+    char body[8192];
+};
+
+struct answer {
+    int status;
+    const char *body; /* NULL: the test's sign success body */
+    int delay_ms;
+};
+
+static struct {
+    pthread_mutex_t lock;
+    int fd;
+    uint16_t port;
+    pthread_t thread;
+    /* per test */
+    struct answer script[8]; /* answers in order; the last one repeats */
+    int n_script;
+    struct answer login; /* for /v1/auth/... */
+    int n_reqs, n_logins;
+    struct seen reqs[MAX_REQS];
+    char *big; /* an oversized body when set */
+} fake;
+
+static X509 *ca_cert, *leaf;
+static EVP_PKEY *ca_key, *leaf_key;
+static X509_REQ *csr;
+static char *ok_body, *ok_body_no_chain;
+static char token_path[64] = "/tmp/test_vault_tokenXXXXXX";
+
+static void header_value(const char *req, const char *name, char *out, size_t cap)
+{
+    const char *p = strcasestr(req, name), *e;
+
+    out[0] = '\0';
+    if (p == NULL)
+        return;
+    p += strlen(name);
+    while (*p == ' ')
+        p++;
+    e = strstr(p, "\r\n");
+    snprintf(out, cap, "%.*s", (int)(e != NULL ? e - p : (ptrdiff_t)strlen(p)), p);
+}
+
+static void record(const char *req, const char *body, struct answer *a)
+{
+    struct seen *s;
+    int is_login;
+
+    pthread_mutex_lock(&fake.lock);
+    is_login = strstr(req, " /v1/auth/") != NULL;
+    if (is_login) {
+        fake.n_logins++;
+        *a = fake.login;
+    } else {
+        *a = fake.script[fake.n_reqs < fake.n_script ? fake.n_reqs : fake.n_script - 1];
+    }
+    if (fake.n_reqs < MAX_REQS) {
+        s = &fake.reqs[fake.n_reqs];
+        const char *sp = strchr(req, ' '), *sp2 = sp != NULL ? strchr(sp + 1, ' ') : NULL;
+
+        if (sp != NULL && sp2 != NULL) {
+            snprintf(s->method, sizeof(s->method), "%.*s", (int)(sp - req), req);
+            snprintf(s->path, sizeof(s->path), "%.*s", (int)(sp2 - sp - 1), sp + 1);
+        }
+        header_value(req, "X-Vault-Token:", s->token, sizeof(s->token));
+        header_value(req, "X-Vault-Namespace:", s->ns, sizeof(s->ns));
+        snprintf(s->body, sizeof(s->body), "%s", body);
+    }
+    if (!is_login)
+        fake.n_reqs++;
+    pthread_mutex_unlock(&fake.lock);
+}
+
+static void send_answer(int fd, const struct answer *a)
+{
+    const char *body = a->body != NULL ? a->body : ok_body;
+    char head[256];
+    size_t len = strlen(body), off = 0;
+    ssize_t n;
+
+    if (a->delay_ms > 0)
+        usleep((useconds_t)a->delay_ms * 1000);
+    snprintf(
+        head, sizeof(head),
+        "HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+        a->status, len);
+    if (write(fd, head, strlen(head)) < 0)
+        return;
+    while (off < len && (n = write(fd, body + off, len - off)) > 0)
+        off += (size_t)n;
+}
+
+static void *conn_main(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    char *buf = calloc(1, REQ_MAX + 1), *end, cl[32];
+    size_t got = 0, want;
+    ssize_t n;
+    struct answer a;
+
+    while (buf != NULL && got < REQ_MAX && (n = read(fd, buf + got, REQ_MAX - got)) > 0) {
+        got += (size_t)n;
+        buf[got] = '\0';
+        if ((end = strstr(buf, "\r\n\r\n")) == NULL)
+            continue;
+        header_value(buf, "Content-Length:", cl, sizeof(cl));
+        want = (size_t)(end - buf) + 4 + strtoul(cl, NULL, 10);
+        if (got < want)
+            continue;
+        *end = '\0';
+        record(buf, end + 4, &a);
+        if (a.status == -1) /* drop the connection: a transport error */
+            break;
+        send_answer(fd, &a);
+        break;
+    }
+    close(fd);
+    free(buf);
+    return NULL;
+}
+
+static void *accept_main(void *arg)
+{
+    int fd;
+    pthread_t t;
+
+    (void)arg;
+    while ((fd = accept(fake.fd, NULL, NULL)) >= 0) {
+        if (pthread_create(&t, NULL, conn_main, (void *)(intptr_t)fd) == 0)
+            pthread_detach(t);
+        else
+            close(fd);
+    }
+    return NULL;
+}
+
+static void fake_start(void)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    socklen_t len = sizeof(sa);
+    int one = 1;
+
+    pthread_mutex_init(&fake.lock, NULL);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_true((fake.fd = socket(AF_INET, SOCK_STREAM, 0)) >= 0);
+    setsockopt(fake.fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    assert_int_equal(bind(fake.fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(fake.fd, 64), 0);
+    assert_int_equal(getsockname(fake.fd, (struct sockaddr *)&sa, &len), 0);
+    fake.port = ntohs(sa.sin_port);
+    assert_int_equal(pthread_create(&fake.thread, NULL, accept_main, NULL), 0);
+}
+
+static void fake_script(const struct answer *a, int n)
+{
+    pthread_mutex_lock(&fake.lock);
+    memcpy(fake.script, a, (size_t)n * sizeof(*a));
+    fake.n_script = n;
+    fake.n_reqs = 0;
+    fake.n_logins = 0;
+    memset(fake.reqs, 0, sizeof(fake.reqs));
+    pthread_mutex_unlock(&fake.lock);
+}
+
+/* ---- certificates ---- */
+
+static X509 *make_cert(EVP_PKEY *key, EVP_PKEY *signer, X509 *issuer, const char *cn, long serial)
+{
+    X509 *x = X509_new();
+    X509_NAME *n = X509_NAME_new();
+
+    assert_non_null(x);
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), serial);
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
+    X509_set_subject_name(x, n);
+    X509_set_issuer_name(x, issuer != NULL ? X509_get_subject_name(issuer) : n);
+    X509_gmtime_adj(X509_getm_notBefore(x), -60);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, key);
+    assert_true(X509_sign(x, signer, EVP_sha256()) > 0);
+    X509_NAME_free(n);
+    return x;
+}
+
+static char *pem_of(X509 *x)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    char *d = NULL, *out;
+    long n;
+
+    PEM_write_bio_X509(b, x);
+    n = BIO_get_mem_data(b, &d);
+    out = strndup(d, (size_t)n);
+    BIO_free(b);
+    return out;
+}
+
+static char *success_body(int with_chain)
+{
+    json_object *root = json_object_new_object(), *data = json_object_new_object(), *chain;
+    char *leaf_pem = pem_of(leaf), *ca_pem = pem_of(ca_cert), *out;
+
+    json_object_object_add(data, "certificate", json_object_new_string(leaf_pem));
+    json_object_object_add(data, "issuing_ca", json_object_new_string(ca_pem));
+    if (with_chain) {
+        chain = json_object_new_array();
+        json_object_array_add(chain, json_object_new_string(ca_pem));
+        json_object_object_add(data, "ca_chain", chain);
+    }
+    json_object_object_add(data, "serial_number", json_object_new_string("30:39"));
+    json_object_object_add(data, "expiration", json_object_new_int64(1654105687));
+    json_object_object_add(root, "data", data);
+    json_object_object_add(root, "warnings", NULL);
+    out = strdup(json_object_to_json_string(root));
+    json_object_put(root);
+    free(leaf_pem);
+    free(ca_pem);
+    return out;
+}
+
+static int global_setup(void **state)
+{
+    X509_NAME *n = X509_NAME_new();
+    int fd;
+
+    (void)state;
+    signal(SIGPIPE, SIG_IGN); /* the fake writes to clients that gave up */
+    ca_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    leaf_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    ca_cert = make_cert(ca_key, ca_key, NULL, "Test Vault CA", 1);
+    leaf = make_cert(leaf_key, ca_key, ca_cert, "dev.example.com", 12345); /* 12345 = 30:39 */
+    csr = X509_REQ_new();
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"dev.example.com", -1, -1, 0);
+    X509_REQ_set_subject_name(csr, n);
+    X509_REQ_set_pubkey(csr, leaf_key);
+    assert_true(X509_REQ_sign(csr, leaf_key, EVP_sha256()) > 0);
+    X509_NAME_free(n);
+    ok_body = success_body(1);
+    ok_body_no_chain = success_body(0);
+    assert_true((fd = mkstemp(token_path)) >= 0);
+    assert_int_equal(write(fd, "hvs.first\n", 10), 10);
+    close(fd);
+    fake_start();
+    return 0;
+}
+
+static int global_teardown(void **state)
+{
+    (void)state;
+    shutdown(fake.fd, SHUT_RDWR);
+    close(fake.fd);
+    pthread_join(fake.thread, NULL);
+    X509_free(ca_cert);
+    X509_free(leaf);
+    X509_REQ_free(csr);
+    EVP_PKEY_free(ca_key);
+    EVP_PKEY_free(leaf_key);
+    free(ok_body);
+    free(ok_body_no_chain);
+    free(fake.big);
+    unlink(token_path);
+    return 0;
+}
+
+/* ---- fixtures ---- */
+
+struct fx {
+    char url[64];
+    struct gw_upstream_conf conf;
+    struct gw_role role;
+    struct gw_cert_plan plan;
+    struct gw_upstream *up;
+};
+
+static void write_token(const char *t)
+{
+    FILE *f = fopen(token_path, "w");
+
+    assert_non_null(f);
+    fputs(t, f);
+    fclose(f);
+}
+
+static void fx_init(struct fx *f, uint32_t timeout_ms)
+{
+    GENERAL_NAME *gn;
+    ASN1_OCTET_STRING *ip = ASN1_OCTET_STRING_new();
+    static const unsigned char lo[4] = {127, 0, 0, 1};
+    char err[GW_ERR_LEN] = "";
+
+    memset(f, 0, sizeof(*f));
+    snprintf(f->url, sizeof(f->url), "http://127.0.0.1:%u", fake.port);
+    f->conf.name = "vault";
+    f->conf.type = GW_UPSTREAM_VAULT;
+    f->conf.url = f->url;
+    f->conf.timeout_ms = timeout_ms;
+    f->conf.token_file = token_path;
+    f->conf.vault_namespace = "ns1/";
+    f->role.name = "web";
+    gw_cert_plan_init(&f->plan);
+    f->plan.not_after = time(NULL) + 3600;
+    f->plan.sans = sk_GENERAL_NAME_new_null();
+    gn = GENERAL_NAME_new();
+    ASN1_OCTET_STRING_set(ip, lo, 4);
+    GENERAL_NAME_set0_value(gn, GEN_IPADD, ip);
+    sk_GENERAL_NAME_push(f->plan.sans, gn);
+    gn = GENERAL_NAME_new();
+    gn->type = GEN_DNS;
+    gn->d.dNSName = ASN1_IA5STRING_new();
+    ASN1_STRING_set(gn->d.dNSName, "dev.example.com", -1);
+    sk_GENERAL_NAME_push(f->plan.sans, gn);
+    write_token("hvs.first\n");
+    f->up = gw_upstream_new_ops(&f->conf, &gw_upstream_vault_ops, err);
+    assert_non_null(f->up);
+}
+
+static void fx_restart(struct fx *f)
+{
+    char err[GW_ERR_LEN] = "";
+
+    gw_upstream_free(f->up);
+    assert_non_null(f->up = gw_upstream_new_ops(&f->conf, &gw_upstream_vault_ops, err));
+}
+
+static void fx_cleanup(struct fx *f)
+{
+    gw_upstream_free(f->up);
+    gw_cert_plan_cleanup(&f->plan);
+}
+
+static void sign(struct fx *f, struct gw_sign_result *res)
+{
+    struct gw_sign_req req = {.role = &f->role, .plan = &f->plan, .csr = csr, .request_id = "0011"};
+
+    gw_upstream_sign_wait(f->up, &req, res);
+}
+
+/* ---- sign: success ---- */
+
+static void test_sign_role(void **state)
+{
+    struct answer ok = {200, NULL, 0};
+    struct gw_sign_result res;
+    struct fx f;
+    char *pem;
+    json_object *body;
+
+    (void)state;
+    fx_init(&f, 5000);
+    fake_script(&ok, 1);
+    sign(&f, &res);
+    assert_int_equal(res.status, 0);
+    assert_non_null(res.cert);
+    assert_int_equal(X509_cmp(res.cert, leaf), 0);
+    assert_int_equal(sk_X509_num(res.chain), 1);
+    assert_int_equal(X509_cmp(sk_X509_value(res.chain, 0), ca_cert), 0);
+    assert_int_equal(fake.n_reqs, 1);
+    assert_string_equal(fake.reqs[0].method, "POST");
+    assert_string_equal(fake.reqs[0].path, "/v1/pki/sign/web");
+    assert_string_equal(fake.reqs[0].token, "hvs.first");
+    assert_string_equal(fake.reqs[0].ns, "ns1/");
+    /* the CSR goes unchanged; fields as Vault names them */
+    assert_non_null(body = json_tokener_parse(fake.reqs[0].body));
+    {
+        BIO *b = BIO_new(BIO_s_mem());
+        char *d = NULL;
+        long n;
+
+        PEM_write_bio_X509_REQ(b, csr);
+        n = BIO_get_mem_data(b, &d);
+        pem = strndup(d, (size_t)n);
+        BIO_free(b);
+    }
+    assert_string_equal(json_object_get_string(json_object_object_get(body, "csr")), pem);
+    assert_string_equal(json_object_get_string(json_object_object_get(body, "format")), "pem");
+    assert_in_range(json_object_get_int64(json_object_object_get(body, "ttl")), 3590, 3600);
+    assert_string_equal(json_object_get_string(json_object_object_get(body, "alt_names")), "dev.example.com");
+    assert_string_equal(json_object_get_string(json_object_object_get(body, "ip_sans")), "127.0.0.1");
+    assert_false(json_object_get_boolean(json_object_object_get(body, "exclude_cn_from_sans")));
+    assert_null(json_object_object_get(body, "common_name"));
+    assert_null(json_object_object_get(body, "uri_sans"));
+    json_object_put(body);
+    free(pem);
+    gw_sign_result_cleanup(&res);
+    fx_cleanup(&f);
+}
+
+/* Paths: role, upstream_role, issuer_ref, sign-verbatim with and without a role, another mount. */
+static void test_sign_paths(void **state)
+{
+    static const struct {
+        const char *upstream_role, *issuer_ref, *mount;
+        enum gw_sign_policy policy;
+        bool exclude_cn;
+        const char *path;
+    } cases[] = {
+        {NULL, NULL, NULL, GW_SIGN_ROLE, false, "/v1/pki/sign/web"},
+        {"servers", NULL, NULL, GW_SIGN_ROLE, false, "/v1/pki/sign/servers"},
+        {"servers", "ca-2024", NULL, GW_SIGN_ROLE, true, "/v1/pki/issuer/ca-2024/sign/servers"},
+        {NULL, NULL, NULL, GW_SIGN_VERBATIM, false, "/v1/pki/sign-verbatim"},
+        {"sign-verbatim", NULL, NULL, GW_SIGN_VERBATIM, false, "/v1/pki/sign-verbatim"},
+        {"ttl-only", NULL, "pki/int", GW_SIGN_VERBATIM, false, "/v1/pki/int/sign-verbatim/ttl-only"},
+        {NULL, "default", "pki_int", GW_SIGN_VERBATIM, false, "/v1/pki_int/issuer/default/sign-verbatim"},
+    };
+    struct answer ok = {200, NULL, 0};
+    struct gw_sign_result res;
+    struct fx f;
+    size_t i;
+
+    (void)state;
+    fx_init(&f, 5000);
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        f.role.upstream_role = (char *)cases[i].upstream_role;
+        f.role.issuer_ref = (char *)cases[i].issuer_ref;
+        f.role.sign_policy = cases[i].policy;
+        f.role.exclude_cn_from_sans = cases[i].exclude_cn;
+        f.conf.mount = (char *)cases[i].mount;
+        fx_restart(&f);
+        fake_script(&ok, 1);
+        sign(&f, &res);
+        assert_int_equal(res.status, 0);
+        assert_string_equal(fake.reqs[0].path, cases[i].path);
+        if (cases[i].exclude_cn)
+            assert_non_null(strstr(fake.reqs[0].body, "\"exclude_cn_from_sans\":true"));
+        gw_sign_result_cleanup(&res);
+    }
+    fx_cleanup(&f);
+}
+
+/* Adversarial twins of the path: names that would leave the mount are refused before any call. */
+static void test_sign_bad_names(void **state)
+{
+    static const char *const bad[] = {"../sys", "a/b", "", "x y", "..", "role?x=1"};
+    struct answer ok = {200, NULL, 0};
+    struct gw_sign_result res;
+    struct gw_sign_req req;
+    struct fx f;
+    size_t i;
+
+    (void)state;
+    fx_init(&f, 5000);
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        fake_script(&ok, 1);
+        f.role.upstream_role = (char *)bad[i];
+        sign(&f, &res);
+        assert_int_not_equal(res.status, 0);
+        assert_non_null(strstr(res.reason, "not a plain name"));
+        assert_int_equal(fake.n_reqs, 0);
+        gw_sign_result_cleanup(&res);
+        f.role.upstream_role = NULL;
+        f.role.issuer_ref = (char *)bad[i];
+        sign(&f, &res);
+        assert_int_not_equal(res.status, 0);
+        assert_int_equal(fake.n_reqs, 0);
+        gw_sign_result_cleanup(&res);
+        f.role.issuer_ref = NULL;
+    }
+    /* CRMF (no CSR) is not Vault's to sign: refused at submit */
+    memset(&req, 0, sizeof(req));
+    req.role = &f.role;
+    req.plan = &f.plan;
+    gw_upstream_sign_wait(f.up, &req, &res);
+    assert_int_not_equal(res.status, 0);
+    assert_int_equal(fake.n_reqs, 0);
+    gw_sign_result_cleanup(&res);
+    fx_cleanup(&f);
+}
+
+static void test_sign_chain_from_issuing_ca(void **state)
+{
+    struct answer ok = {200, NULL, 0};
+    struct gw_sign_result res;
+    struct fx f;
+
+    (void)state;
+    ok.body = ok_body_no_chain;
+    fx_init(&f, 5000);
+    fake_script(&ok, 1);
+    sign(&f, &res);
+    assert_int_equal(res.status, 0);
+    assert_int_equal(sk_X509_num(res.chain), 1);
+    assert_int_equal(X509_cmp(sk_X509_value(res.chain, 0), ca_cert), 0);
+    gw_sign_result_cleanup(&res);
+    fx_cleanup(&f);
+}
+
+/* ---- sign: Vault's errors as CMP errors ---- */
+
+static void test_sign_errors(void **state)
+{
+    static const struct {
+        int status;
+        const char *body;
+        int fail_info;
+        const char *reason;
+        int requests; /* how many calls Vault saw: retries only on 412/429/503 */
+    } cases[] = {
+        {400, "{\"errors\":[\"common name x not allowed by this role\"]}",
+         OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+         "Vault refused: common name x not allowed by this role (HTTP 400)", 1},
+        {400, "{\"errors\":[]}", OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "Vault refused: no error message",
+         1},
+        {403, "{\"errors\":[\"permission denied\"]}", OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+         "Vault denied the gateway: permission denied (HTTP 403); the gateway's token", 2},
+        {404, "{\"errors\":[]}", OSSL_CMP_PKIFAILUREINFO_systemUnavail, "Vault role or mount not found", 1},
+        {412, "{\"errors\":[]}", OSSL_CMP_PKIFAILUREINFO_systemUnavail, "Vault is busy", 3},
+        {429, "{\"errors\":[\"request path \\\"pki/sign/web\\\": rate limit quota exceeded\"]}",
+         OSSL_CMP_PKIFAILUREINFO_systemUnavail, "Vault is busy: request path \"pki/sign/web\": rate limit",
+         3},
+        {503, "{\"errors\":[\"Vault is sealed\"]}", OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+         "Vault is unavailable: Vault is sealed (HTTP 503); retry later", 3},
+        {500, "{\"errors\":[\"internal error\"]}", OSSL_CMP_PKIFAILUREINFO_systemFailure,
+         "Vault failed: internal error (HTTP 500)", 1},
+        {502, "<html>bad gateway</html>", OSSL_CMP_PKIFAILUREINFO_systemFailure,
+         "Vault failed: the answer is not Vault JSON (HTTP 502)", 1},
+        {405, "{\"errors\":[\"1 error occurred\"]}", OSSL_CMP_PKIFAILUREINFO_systemFailure,
+         "Vault answered unexpectedly", 1},
+        {200, "this is not json", OSSL_CMP_PKIFAILUREINFO_systemFailure, "not Vault JSON", 1},
+        {200, "{\"data\":{}} trailing", OSSL_CMP_PKIFAILUREINFO_systemFailure, "not Vault JSON", 1},
+        {200, "[1,2]", OSSL_CMP_PKIFAILUREINFO_systemFailure, "not Vault JSON", 1},
+        {200, "{\"data\":null,\"warnings\":[\"TTL exceeds the issuer's expiry\"]}",
+         OSSL_CMP_PKIFAILUREINFO_systemFailure,
+         "Vault issued no certificate: TTL exceeds the issuer's expiry", 1},
+        {200,
+         "{\"data\":{\"certificate\":\"-----BEGIN CERTIFICATE-----\\nAAAA\\n-----END CERTIFICATE-----\"}}",
+         OSSL_CMP_PKIFAILUREINFO_systemFailure, "not a PEM certificate", 1},
+        {200, "{\"data\":{\"certificate\":42}}", OSSL_CMP_PKIFAILUREINFO_systemFailure, "no data.certificate",
+         1},
+        {200, "", OSSL_CMP_PKIFAILUREINFO_systemFailure, "not Vault JSON", 1},
+    };
+    struct gw_sign_result res;
+    struct answer a;
+    struct fx f;
+    size_t i;
+
+    (void)state;
+    fx_init(&f, 5000);
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        a.status = cases[i].status;
+        a.body = cases[i].body;
+        a.delay_ms = 0;
+        fake_script(&a, 1);
+        sign(&f, &res);
+        print_message("case %zu: %s\n", i, res.reason);
+        assert_int_not_equal(res.status, 0);
+        assert_null(res.cert);
+        assert_int_equal(res.fail_info, cases[i].fail_info);
+        assert_non_null(strstr(res.reason, cases[i].reason));
+        assert_int_equal(fake.n_reqs, cases[i].requests);
+        gw_sign_result_cleanup(&res);
+    }
+    fx_cleanup(&f);
+}
+
+/* 412 then 200: the retry succeeds; 200 with warnings and a certificate is a success. */
+static void test_sign_retry_then_ok(void **state)
+{
+    struct answer script[2] = {{412, "{\"errors\":[]}", 0}, {200, NULL, 0}};
+    struct gw_sign_result res;
+    struct fx f;
+
+    (void)state;
+    fx_init(&f, 5000);
+    fake_script(script, 2);
+    sign(&f, &res);
+    assert_int_equal(res.status, 0);
+    assert_int_equal(fake.n_reqs, 2);
+    gw_sign_result_cleanup(&res);
+    fx_cleanup(&f);
+}
+
+/* A timeout or a dropped connection has an unknown outcome: one call only, said so. */
+static void test_sign_timeout_not_retried(void **state)
+{
+    struct answer slow = {200, NULL, 1500}, drop = {-1, NULL, 0};
+    struct gw_sign_result res;
+    struct fx f;
+
+    (void)state;
+    fx_init(&f, 300);
+    fake_script(&slow, 1);
+    sign(&f, &res);
+    assert_int_equal(res.status, GW_ERR_TIMEOUT);
+    assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
+    assert_non_null(strstr(res.reason, "outcome is unknown"));
+    assert_int_equal(fake.n_reqs, 1);
+    gw_sign_result_cleanup(&res);
+    fake_script(&drop, 1);
+    sign(&f, &res);
+    assert_int_equal(res.status, GW_ERR_IO);
+    assert_non_null(strstr(res.reason, "outcome is unknown"));
+    assert_int_equal(fake.n_reqs, 1);
+    gw_sign_result_cleanup(&res);
+    usleep(1300 * 1000); /* let the slow answer finish before the next test */
+    fx_cleanup(&f);
+}
+
+/* Retries stop at the deadline: a 503 storm with a short timeout ends early. */
+static void test_sign_retry_bounded_by_deadline(void **state)
+{
+    struct answer sealed = {503, "{\"errors\":[\"Vault is sealed\"]}", 0};
+    struct gw_sign_result res;
+    struct fx f;
+
+    (void)state;
+    fx_init(&f, 300); /* room for the first backoff (200 ms), not the second (400 ms) */
+    fake_script(&sealed, 1);
+    sign(&f, &res);
+    assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
+    assert_non_null(strstr(res.reason, "Vault is sealed"));
+    assert_int_equal(fake.n_reqs, 2);
+    gw_sign_result_cleanup(&res);
+    fx_cleanup(&f);
+}
+
+static void test_connection_refused(void **state)
+{
+    struct gw_sign_result res;
+    struct fx f;
+    char url[64];
+
+    (void)state;
+    fx_init(&f, 2000);
+    snprintf(url, sizeof(url), "http://127.0.0.1:1");
+    f.conf.url = url;
+    fx_restart(&f);
+    sign(&f, &res);
+    assert_int_equal(res.status, GW_ERR_IO);
+    assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
+    assert_non_null(strstr(res.reason, "unreachable"));
+    gw_sign_result_cleanup(&res);
+    fx_cleanup(&f);
+}
+
+/* An answer over GW_MAX_UPSTREAM_BODY is cut off, not buffered. */
+static void test_oversized_answer(void **state)
+{
+    struct answer big = {200, NULL, 0};
+    struct gw_http_response rsp;
+    struct fx f;
+    struct gw_http_client *c;
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    fake.big = malloc(GW_MAX_UPSTREAM_BODY + 2);
+    memset(fake.big, 'a', GW_MAX_UPSTREAM_BODY + 1);
+    fake.big[GW_MAX_UPSTREAM_BODY + 1] = '\0';
+    big.body = fake.big;
+    fx_init(&f, 5000);
+    fake_script(&big, 1);
+    assert_non_null(c = gw_http_client_new(&f.conf, err));
+    assert_int_equal(gw_http_request(c, "GET", "/v1/x", NULL, NULL, &rsp), GW_ERR_IO);
+    assert_non_null(strstr(rsp.error, "larger than"));
+    assert_null(rsp.body);
+    gw_http_response_cleanup(&rsp);
+    /* exactly the cap is fine */
+    fake.big[GW_MAX_UPSTREAM_BODY] = '\0';
+    assert_int_equal(gw_http_request(c, "GET", "/v1/x", NULL, NULL, &rsp), 0);
+    assert_int_equal(rsp.status, 200);
+    assert_int_equal(rsp.body_len, GW_MAX_UPSTREAM_BODY);
+    assert_string_equal(rsp.content_type, "application/json");
+    gw_http_response_cleanup(&rsp);
+    gw_http_client_free(c);
+    /* no URL: refused at creation */
+    f.conf.url = NULL;
+    assert_null(gw_http_client_new(&f.conf, err));
+    fx_cleanup(&f);
+}
+
+/* ---- authentication ---- */
+
+/* 403: the token file is read again once; a second 403 is final. */
+static void test_token_reread_on_403(void **state)
+{
+    struct answer script[2] = {{403, "{\"errors\":[\"permission denied\"]}", 0}, {200, NULL, 0}};
+    struct gw_sign_result res;
+    struct fx f;
+
+    (void)state;
+    fx_init(&f, 5000);
+    write_token("hvs.second\n");
+    fake_script(script, 2);
+    sign(&f, &res);
+    assert_int_equal(res.status, 0);
+    assert_int_equal(fake.n_reqs, 2);
+    assert_string_equal(fake.reqs[0].token, "hvs.first");
+    assert_string_equal(fake.reqs[1].token, "hvs.second");
+    gw_sign_result_cleanup(&res);
+    /* an unreadable token file after a 403: no second call, an operator problem */
+    fake_script(script, 1);
+    unlink(token_path);
+    sign(&f, &res);
+    assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
+    assert_non_null(strstr(res.reason, "token_file"));
+    assert_int_equal(fake.n_reqs, 1);
+    gw_sign_result_cleanup(&res);
+    write_token("hvs.first\n");
+    fx_cleanup(&f);
+}
+
+static void test_token_file_bad(void **state)
+{
+    static const char *const bad[] = {"", "\n", "two\nlines\n"};
+    struct gw_upstream_conf conf;
+    char err[GW_ERR_LEN];
+    size_t i;
+
+    (void)state;
+    memset(&conf, 0, sizeof(conf));
+    conf.name = "vault";
+    conf.url = "http://127.0.0.1:1";
+    conf.token_file = token_path;
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        write_token(bad[i]);
+        assert_null(gw_upstream_new_ops(&conf, &gw_upstream_vault_ops, err));
+        assert_non_null(strstr(err, "token_file"));
+    }
+    conf.token_file = "/nonexistent/token";
+    assert_null(gw_upstream_new_ops(&conf, &gw_upstream_vault_ops, err));
+    conf.token_file = NULL;
+    conf.mount = "../sys";
+    assert_null(gw_upstream_new_ops(&conf, &gw_upstream_vault_ops, err));
+    write_token("hvs.first\n");
+}
+
+struct signer_arg {
+    struct fx *f;
+    int status;
+};
+
+static void *signer_main(void *arg)
+{
+    struct signer_arg *a = arg;
+    struct gw_sign_result res;
+
+    sign(a->f, &res);
+    a->status = res.status;
+    gw_sign_result_cleanup(&res);
+    return NULL;
+}
+
+/* Cert login: one login for many concurrent callers; the token is reused until near expiry. */
+static void test_cert_login_single_flight(void **state)
+{
+    struct answer ok = {200, NULL, 0};
+    struct signer_arg args[6];
+    pthread_t t[6];
+    struct fx f;
+    int i;
+
+    (void)state;
+    fx_init(&f, 5000);
+    f.conf.token_file = NULL;
+    f.conf.auth_cert_mount = "cert";
+    f.conf.auth_cert_role = "cmpgw";
+    fx_restart(&f);
+    fake.login =
+        (struct answer){200, "{\"auth\":{\"client_token\":\"hvb.login\",\"lease_duration\":3600}}", 300};
+    fake_script(&ok, 1);
+    for (i = 0; i < 6; i++) {
+        args[i].f = &f;
+        assert_int_equal(pthread_create(&t[i], NULL, signer_main, &args[i]), 0);
+    }
+    for (i = 0; i < 6; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(args[i].status, 0);
+    }
+    assert_int_equal(fake.n_logins, 1);
+    assert_int_equal(fake.n_reqs, 6);
+    assert_string_equal(fake.reqs[0].token, "hvb.login");
+    /* a lease inside the renewal margin is re-obtained on the next call */
+    fake.login = (struct answer){200, "{\"auth\":{\"client_token\":\"hvb.short\",\"lease_duration\":1}}", 0};
+    fx_restart(&f);
+    fake_script(&ok, 1);
+    signer_main(&args[0]);
+    signer_main(&args[1]);
+    assert_int_equal(fake.n_logins, 2);
+    fx_cleanup(&f);
+}
+
+/* A refused login is an operator problem; waiting callers share its outcome, nothing is signed. */
+static void test_cert_login_refused(void **state)
+{
+    static const struct answer logins[] = {
+        {400, "{\"errors\":[\"invalid certificate or no client certificate supplied\"]}", 0},
+        {200, "{\"auth\":null}", 0},
+        {200, "garbage", 0},
+        {500, "{\"errors\":[\"internal error\"]}", 0},
+    };
+    struct answer ok = {200, NULL, 0};
+    struct gw_sign_result res;
+    struct fx f;
+    size_t i;
+
+    (void)state;
+    fx_init(&f, 5000);
+    f.conf.token_file = NULL;
+    f.conf.auth_cert_mount = "cert";
+    for (i = 0; i < sizeof(logins) / sizeof(logins[0]); i++) {
+        fx_restart(&f);
+        fake.login = logins[i];
+        fake_script(&ok, 1);
+        sign(&f, &res);
+        assert_int_not_equal(res.status, 0);
+        assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
+        assert_non_null(strstr(res.reason, "login"));
+        assert_int_equal(fake.n_reqs, 0);
+        assert_int_equal(fake.n_logins, 1);
+        gw_sign_result_cleanup(&res);
+    }
+    fx_cleanup(&f);
+}
+
+/* ---- revoke, role policy, cert status ---- */
+
+static void test_revoke(void **state)
+{
+    static const struct {
+        struct answer a;
+        int rc;
+    } cases[] = {
+        {{200, "{\"data\":{\"revocation_time\":1433269787,\"state\":\"revoked\"}}", 0}, 0},
+        {{200, "{\"data\":null,\"warnings\":[\"certificate already expired; refusing to add to CRL\"]}", 0},
+         GW_ERR_UPSTREAM},
+        {{400, "{\"errors\":[\"certificate with serial 30:39 not found.\"]}", 0}, GW_ERR_UPSTREAM},
+        {{404, "{\"errors\":[]}", 0}, GW_ERR_NOT_FOUND},
+        {{200, "nope", 0}, GW_ERR_UPSTREAM},
+    };
+    struct fx f;
+    char err[GW_ERR_LEN];
+    size_t i;
+
+    (void)state;
+    fx_init(&f, 5000);
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        fake_script(&cases[i].a, 1);
+        assert_int_equal(gw_upstream_revoke(f.up, leaf, CRL_REASON_KEY_COMPROMISE, err), cases[i].rc);
+        assert_string_equal(fake.reqs[0].path, "/v1/pki/revoke");
+        assert_string_equal(fake.reqs[0].body, "{\"serial_number\":\"30:39\"}");
+    }
+    fx_cleanup(&f);
+}
+
+static void test_role_policy(void **state)
+{
+    struct answer a = {
+        200,
+        "{\"data\":{\"allowed_domains\":[\"example.com\",\"corp.example\"],\"allow_subdomains\":true,"
+        "\"allow_ip_sans\":true,\"key_type\":\"ec\",\"key_bits\":256,\"max_ttl\":86400,"
+        "\"key_usage\":[\"DigitalSignature\",\"KeyAgreement\"],\"ext_key_usage\":[\"ServerAuth\","
+        "\"clientauth\",\"Bogus\"],\"allow_any_name\":false}}",
+        0};
+    struct answer missing = {404, "{\"errors\":[]}", 0}, bad = {200, "{\"data\":\"x\"}", 0};
+    struct gw_role_policy p;
+    struct fx f;
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    fx_init(&f, 5000);
+    fake_script(&a, 1);
+    assert_int_equal(gw_upstream_role_policy(f.up, "servers", &p, err), 0);
+    assert_string_equal(fake.reqs[0].method, "GET");
+    assert_string_equal(fake.reqs[0].path, "/v1/pki/roles/servers");
+    assert_int_equal(p.allowed_domains.n, 2);
+    assert_string_equal(p.allowed_domains.v[1], "corp.example");
+    assert_true(p.allow_subdomains);
+    assert_true(p.allow_ip_sans);
+    assert_false(p.allow_any_name);
+    assert_string_equal(p.key_type, "ec");
+    assert_int_equal(p.key_bits, 256);
+    assert_int_equal(p.max_ttl, 86400);
+    assert_int_equal(p.key_usage, KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT);
+    assert_int_equal(p.ext_key_usage, GW_EKU_SERVER_AUTH | GW_EKU_CLIENT_AUTH);
+    gw_role_policy_cleanup(&p);
+    fake_script(&missing, 1);
+    assert_int_equal(gw_upstream_role_policy(f.up, "nope", &p, err), GW_ERR_NOT_FOUND);
+    fake_script(&bad, 1);
+    assert_int_equal(gw_upstream_role_policy(f.up, "servers", &p, err), GW_ERR_UPSTREAM);
+    fake_script(&a, 1);
+    assert_int_equal(gw_upstream_role_policy(f.up, "../sys/raw", &p, err), GW_ERR_INVAL);
+    assert_int_equal(fake.n_reqs, 0);
+    fx_cleanup(&f);
+}
+
+static void test_cert_status(void **state)
+{
+    static const struct {
+        struct answer a;
+        int rc, revoked;
+    } cases[] = {
+        {{200, "{\"data\":{\"certificate\":\"x\",\"revocation_time\":0}}", 0}, 0, 0},
+        {{200, "{\"data\":{\"certificate\":\"x\",\"revocation_time\":1433269787}}", 0}, 0, 1},
+        {{404, "{\"errors\":[]}", 0}, GW_ERR_NOT_FOUND, 0},
+        {{200, "{\"data\":{}}", 0}, GW_ERR_UPSTREAM, 0},
+        {{503, "{\"errors\":[\"Vault is sealed\"]}", 0}, GW_ERR_BUSY, 0},
+    };
+    struct fx f;
+    char err[GW_ERR_LEN];
+    int revoked;
+    size_t i;
+
+    (void)state;
+    fx_init(&f, 5000);
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        fake_script(&cases[i].a, 1);
+        assert_int_equal(gw_upstream_cert_status(f.up, leaf, &revoked, err), cases[i].rc);
+        assert_int_equal(revoked, cases[i].revoked);
+        assert_string_equal(fake.reqs[0].path, "/v1/pki/cert/30:39");
+    }
+    assert_int_equal(gw_upstream_caps(f.up),
+                     GW_UP_SIGN_CSR | GW_UP_REVOKE | GW_UP_ROLE_POLICY | GW_UP_CERT_STATUS);
+    fx_cleanup(&f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sign_role),
+        cmocka_unit_test(test_sign_paths),
+        cmocka_unit_test(test_sign_bad_names),
+        cmocka_unit_test(test_sign_chain_from_issuing_ca),
+        cmocka_unit_test(test_sign_errors),
+        cmocka_unit_test(test_sign_retry_then_ok),
+        cmocka_unit_test(test_sign_timeout_not_retried),
+        cmocka_unit_test(test_sign_retry_bounded_by_deadline),
+        cmocka_unit_test(test_connection_refused),
+        cmocka_unit_test(test_oversized_answer),
+        cmocka_unit_test(test_token_reread_on_403),
+        cmocka_unit_test(test_token_file_bad),
+        cmocka_unit_test(test_cert_login_single_flight),
+        cmocka_unit_test(test_cert_login_refused),
+        cmocka_unit_test(test_revoke),
+        cmocka_unit_test(test_role_policy),
+        cmocka_unit_test(test_cert_status),
+    };
+
+    return cmocka_run_group_tests(tests, global_setup, global_teardown);
+}

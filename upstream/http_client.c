@@ -1,0 +1,360 @@
+/*
+ * The upstream HTTP client (upstream/http_client.h) on libcurl's easy interface.
+ *
+ * Each worker thread gets its own easy handle per client (a pthread key), created on first use
+ * and reset before every call: curl_easy_reset keeps the live connections, so keep-alive works
+ * without any sharing between threads (libcurl: "a handle must not be used by two threads at
+ * once"). Every handle is also on the client's list so gw_http_client_free can release the
+ * handles of threads that are still alive.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <curl/curl.h>
+#include "gateway/err.h"
+#include "gateway/limits.h"
+#include "upstream/http_client.h"
+
+/* One thread's easy handle for one client. */
+struct handle {
+    CURL *curl;
+    struct gw_http_client *client;
+    struct handle *prev, *next;
+};
+
+struct gw_http_client {
+    char *base_url;
+    char *ca_file, *cert_file, *key_file;
+    long timeout_ms;
+    pthread_key_t key;
+    pthread_mutex_t lock; /* guards |handles| */
+    struct handle *handles;
+};
+
+/* The body being received; capped at GW_MAX_UPSTREAM_BODY (curl: every buffer has a cap). */
+struct sink {
+    char *buf;
+    size_t len, cap;
+    int overflow;
+};
+
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static CURLcode global_rc = CURLE_FAILED_INIT;
+
+static void global_init(void)
+{
+    global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static void handle_unlink(struct gw_http_client *c, struct handle *h)
+{
+    if (h->prev != NULL)
+        h->prev->next = h->next;
+    else
+        c->handles = h->next;
+    if (h->next != NULL)
+        h->next->prev = h->prev;
+}
+
+/* Thread exit: the thread's handle leaves the client's list. */
+static void handle_destroy(void *arg)
+{
+    struct handle *h = arg;
+    struct gw_http_client *c = h->client;
+
+    pthread_mutex_lock(&c->lock);
+    handle_unlink(c, h);
+    pthread_mutex_unlock(&c->lock);
+    curl_easy_cleanup(h->curl);
+    free(h);
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s != NULL ? strdup(s) : NULL;
+}
+
+struct gw_http_client *gw_http_client_new(const struct gw_upstream_conf *conf, char *err)
+{
+    struct gw_http_client *c = NULL;
+    const char *name = conf != NULL && conf->name != NULL ? conf->name : "?";
+
+    pthread_once(&global_once, global_init);
+    if (global_rc != CURLE_OK) {
+        snprintf(err, GW_ERR_LEN, "upstream %s: curl_global_init: %s", name, curl_easy_strerror(global_rc));
+        return NULL;
+    }
+    if (conf == NULL || conf->url == NULL || conf->url[0] == '\0') {
+        snprintf(err, GW_ERR_LEN, "upstream %s: no url", name);
+        return NULL;
+    }
+    if ((c = calloc(1, sizeof(*c))) == NULL)
+        goto nomem;
+    c->base_url = strdup(conf->url);
+    c->ca_file = dup_or_null(conf->ca_file);
+    c->cert_file = dup_or_null(conf->client_cert_file);
+    c->key_file = dup_or_null(conf->client_key_file);
+    if (c->base_url == NULL || (conf->ca_file != NULL && c->ca_file == NULL) ||
+        (conf->client_cert_file != NULL && c->cert_file == NULL) ||
+        (conf->client_key_file != NULL && c->key_file == NULL))
+        goto nomem;
+    /* the base URL has no trailing slash: every path starts with one */
+    while (strlen(c->base_url) > 0 && c->base_url[strlen(c->base_url) - 1] == '/')
+        c->base_url[strlen(c->base_url) - 1] = '\0';
+    c->timeout_ms = conf->timeout_ms != 0 ? (long)conf->timeout_ms : GW_DEFAULT_UPSTREAM_TIMEOUT_MS;
+    if (pthread_key_create(&c->key, handle_destroy) != 0) {
+        snprintf(err, GW_ERR_LEN, "upstream %s: no thread key left", name);
+        goto fail;
+    }
+    pthread_mutex_init(&c->lock, NULL);
+    return c;
+nomem:
+    snprintf(err, GW_ERR_LEN, "upstream %s: out of memory", name);
+fail:
+    if (c != NULL) {
+        free(c->base_url);
+        free(c->ca_file);
+        free(c->cert_file);
+        free(c->key_file);
+        free(c);
+    }
+    return NULL;
+}
+
+void gw_http_client_free(struct gw_http_client *c)
+{
+    struct handle *h, *next;
+
+    if (c == NULL)
+        return;
+    /* after the key is gone no thread-exit destructor runs for it: the list is ours alone */
+    pthread_key_delete(c->key);
+    pthread_mutex_lock(&c->lock);
+    for (h = c->handles; h != NULL; h = next) {
+        next = h->next;
+        curl_easy_cleanup(h->curl);
+        free(h);
+    }
+    c->handles = NULL;
+    pthread_mutex_unlock(&c->lock);
+    pthread_mutex_destroy(&c->lock);
+    free(c->base_url);
+    free(c->ca_file);
+    free(c->cert_file);
+    free(c->key_file);
+    free(c);
+}
+
+/* The calling thread's handle, created on first use. Worker. */
+static CURL *thread_handle(struct gw_http_client *c)
+{
+    struct handle *h = pthread_getspecific(c->key);
+
+    if (h != NULL)
+        return h->curl;
+    if ((h = calloc(1, sizeof(*h))) == NULL)
+        return NULL;
+    if ((h->curl = curl_easy_init()) == NULL) {
+        free(h);
+        return NULL;
+    }
+    h->client = c;
+    pthread_mutex_lock(&c->lock);
+    h->next = c->handles;
+    if (c->handles != NULL)
+        c->handles->prev = h;
+    c->handles = h;
+    pthread_mutex_unlock(&c->lock);
+    if (pthread_setspecific(c->key, h) != 0) {
+        handle_destroy(h);
+        return NULL;
+    }
+    return h->curl;
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct sink *s = arg;
+    size_t n = size * nmemb;
+    char *p;
+
+    if (n > GW_MAX_UPSTREAM_BODY - s->len) {
+        s->overflow = 1;
+        return 0; /* curl aborts with CURLE_WRITE_ERROR */
+    }
+    if (s->len + n + 1 > s->cap) {
+        size_t cap = s->cap != 0 ? s->cap : 4096;
+
+        while (cap < s->len + n + 1)
+            cap *= 2;
+        if (cap > GW_MAX_UPSTREAM_BODY + 1)
+            cap = GW_MAX_UPSTREAM_BODY + 1;
+        if ((p = realloc(s->buf, cap)) == NULL)
+            return 0;
+        s->buf = p;
+        s->cap = cap;
+    }
+    memcpy(s->buf + s->len, data, n);
+    s->len += n;
+    s->buf[s->len] = '\0';
+    return n;
+}
+
+/* Builds the request header list; NULL on allocation failure. */
+static struct curl_slist *make_headers(const char *body, const char *const *headers)
+{
+    struct curl_slist *list = NULL, *tmp;
+    size_t i;
+
+    /* no "Expect: 100-continue" round trip on larger bodies (a CSR PEM often is one) */
+    if ((list = curl_slist_append(list, "Expect:")) == NULL)
+        return NULL;
+    if (body != NULL) {
+        if ((tmp = curl_slist_append(list, "Content-Type: application/json")) == NULL)
+            goto fail;
+        list = tmp;
+    }
+    for (i = 0; headers != NULL && headers[i] != NULL; i++) {
+        if ((tmp = curl_slist_append(list, headers[i])) == NULL)
+            goto fail;
+        list = tmp;
+    }
+    return list;
+fail:
+    curl_slist_free_all(list);
+    return NULL;
+}
+
+/* Sets every option of one call; CURLE_OK or the first failure. */
+static CURLcode set_options(struct gw_http_client *c, CURL *curl, const char *method, const char *url,
+                            const char *body, struct curl_slist *hdrs, struct sink *sink)
+{
+    CURLcode rc = CURLE_OK;
+
+#define SET(opt, val)                                                                                        \
+    do {                                                                                                     \
+        if (rc == CURLE_OK)                                                                                  \
+            rc = curl_easy_setopt(curl, opt, val);                                                           \
+    } while (0)
+    SET(CURLOPT_URL, url);
+    SET(CURLOPT_NOSIGNAL, 1L);
+    SET(CURLOPT_PROTOCOLS_STR, "http,https");
+    SET(CURLOPT_FOLLOWLOCATION, 0L);
+    SET(CURLOPT_TIMEOUT_MS, c->timeout_ms);
+    SET(CURLOPT_CONNECTTIMEOUT_MS, c->timeout_ms);
+    SET(CURLOPT_SSL_VERIFYPEER, 1L);
+    SET(CURLOPT_SSL_VERIFYHOST, 2L);
+    if (c->ca_file != NULL)
+        SET(CURLOPT_CAINFO, c->ca_file);
+    if (c->cert_file != NULL)
+        SET(CURLOPT_SSLCERT, c->cert_file);
+    if (c->key_file != NULL)
+        SET(CURLOPT_SSLKEY, c->key_file);
+    SET(CURLOPT_HTTPHEADER, hdrs);
+    SET(CURLOPT_WRITEFUNCTION, on_body);
+    SET(CURLOPT_WRITEDATA, sink);
+    if (strcmp(method, "GET") == 0) {
+        SET(CURLOPT_HTTPGET, 1L);
+    } else {
+        SET(CURLOPT_CUSTOMREQUEST, method);
+        SET(CURLOPT_POSTFIELDS, body != NULL ? body : "");
+    }
+#undef SET
+    return rc;
+}
+
+static char *join_url(const struct gw_http_client *c, const char *path)
+{
+    size_t n = strlen(c->base_url) + strlen(path) + 2;
+    char *url = malloc(n);
+
+    if (url != NULL)
+        snprintf(url, n, "%s%s%s", c->base_url, path[0] == '/' ? "" : "/", path);
+    return url;
+}
+
+/* Failures before the request could leave: the upstream cannot have acted on it. */
+static int never_sent(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CIPHER:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* Copies what the answer said into |rsp|; returns 0 or GW_ERR_TIMEOUT / GW_ERR_IO. */
+static int finish(CURL *curl, CURLcode rc, struct sink *sink, struct gw_http_response *rsp)
+{
+    char *ct = NULL;
+
+    if (rc == CURLE_OPERATION_TIMEDOUT) {
+        rsp->timed_out = 1;
+        snprintf(rsp->error, sizeof(rsp->error), "no answer within the timeout");
+        return GW_ERR_TIMEOUT;
+    }
+    if (sink->overflow) {
+        snprintf(rsp->error, sizeof(rsp->error), "answer larger than %d bytes", GW_MAX_UPSTREAM_BODY);
+        return GW_ERR_IO;
+    }
+    if (rc != CURLE_OK) {
+        rsp->not_sent = never_sent(rc);
+        snprintf(rsp->error, sizeof(rsp->error), "%s", curl_easy_strerror(rc));
+        return GW_ERR_IO;
+    }
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &rsp->status);
+    if (curl_easy_getinfo(curl, CURLINFO_CONTENT_TYPE, &ct) == CURLE_OK && ct != NULL)
+        snprintf(rsp->content_type, sizeof(rsp->content_type), "%s", ct);
+    rsp->body = sink->buf != NULL ? sink->buf : strdup("");
+    rsp->body_len = sink->len;
+    sink->buf = NULL;
+    return rsp->body != NULL ? 0 : GW_ERR_NOMEM;
+}
+
+/* worker */
+int gw_http_request(struct gw_http_client *c, const char *method, const char *path, const char *body,
+                    const char *const *headers, struct gw_http_response *rsp)
+{
+    struct sink sink = {0};
+    struct curl_slist *hdrs = NULL;
+    char *url = NULL;
+    CURL *curl;
+    CURLcode rc;
+    int ret = GW_ERR_NOMEM;
+
+    memset(rsp, 0, sizeof(*rsp));
+    if (c == NULL || method == NULL || path == NULL)
+        return GW_ERR_INVAL;
+    if ((curl = thread_handle(c)) == NULL || (url = join_url(c, path)) == NULL ||
+        (hdrs = make_headers(body, headers)) == NULL) {
+        snprintf(rsp->error, sizeof(rsp->error), "out of memory");
+        goto out;
+    }
+    curl_easy_reset(curl);
+    if ((rc = set_options(c, curl, method, url, body, hdrs, &sink)) == CURLE_OK)
+        rc = curl_easy_perform(curl);
+    ret = finish(curl, rc, &sink, rsp);
+    /* the handle keeps nothing that points at this call's memory */
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, NULL);
+out:
+    curl_slist_free_all(hdrs);
+    free(url);
+    free(sink.buf);
+    return ret;
+}
+
+void gw_http_response_cleanup(struct gw_http_response *rsp)
+{
+    if (rsp == NULL)
+        return;
+    free(rsp->body);
+    memset(rsp, 0, sizeof(*rsp));
+}
