@@ -1,14 +1,743 @@
-/* The cfssl adapter: placeholder until it lands (see upstream/upstream.h). */
-#include "../gateway/err.h"
-#include "upstream.h"
+/*
+ * The cfssl adapter (DESIGN.md decision 11): `cfssl serve` signs the client's PKCS#10 CSR, unchanged.
+ *
+ *   POST /api/v1/cfssl/sign      {"certificate_request": <PEM>, "profile": <profile>, "hosts": [...]}
+ *   POST /api/v1/cfssl/authsign  {"token": b64(HMAC-SHA256(key, REQ)), "request": b64(REQ)}  (auth_key)
+ *   POST /api/v1/cfssl/info      {"profile": ""} -> the CA certificate (cfssl returns no chain)
+ *   POST /api/v1/cfssl/revoke    {"serial": <decimal>, "authority_key_id": <hex>, "reason": <name>}
+ *
+ * What cfssl does to a request (verified against cfssl 1.2.0, notes/upstream-apis.md §4): it
+ * rebuilds the subject from the CSR in its own RDN order, `hosts` replaces the CSR's SANs (so the
+ * plan's SANs are always sent, an empty list included, or the CSR's would be copied), key usages
+ * come from the profile, and an unknown profile silently falls back to the default one. The
+ * engine's result check judges the certificate; this file returns it and its chain intact.
+ * Calls run synchronously on the calling worker; the HTTP client gives each thread its own handle.
+ */
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <json-c/json.h>
+#include <openssl/bn.h>
+#include <openssl/cmp.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+#include "gateway/err.h"
+#include "gateway/limits.h"
+#include "gateway/log.h"
+#include "upstream/http_client.h"
+#include "upstream/upstream.h"
 
-static int cfssl_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done, void *arg)
+#define EP_SIGN "/api/v1/cfssl/sign"
+#define EP_AUTHSIGN "/api/v1/cfssl/authsign"
+#define EP_INFO "/api/v1/cfssl/info"
+#define EP_REVOKE "/api/v1/cfssl/revoke"
+
+/* cfssl error codes are category * 1000 + reason (cfssl errors/error.go). */
+#define CFSSL_POLICY_ERROR 5000
+#define CFSSL_API_CLIENT_ERROR 7000
+#define CFSSL_CSR_ERROR 9000
+#define CFSSL_CERT_STORE_ERROR 11000
+
+struct cfssl {
+    struct gw_http_client *http;
+    pthread_mutex_t lock;   /* guards |chain| */
+    STACK_OF(X509) * chain; /* cfssl's CA (info), then the issuer_ca certificates; NULL until fetched */
+};
+
+/* One cfssl answer, reduced: status 0 with |result| (borrowed from |root|), or an error. */
+struct answer {
+    json_object *root;
+    json_object *result;
+    int status;    /* 0 or a negative enum gw_err */
+    int fail_info; /* OSSL_CMP_PKIFAILUREINFO_* */
+    long code;     /* cfssl's errors[0].code, 0 if none */
+    char reason[GW_ERR_LEN];
+};
+
+/* How a cfssl error becomes a CMP failInfo: by code range, then by message for the HTTP-level code 400. */
+static const struct {
+    long lo, hi;
+    const char *message; /* NULL: any message in the range */
+    int status;
+    int fail_info;
+    const char *what;
+} error_map[] = {
+    {CFSSL_POLICY_ERROR, CFSSL_POLICY_ERROR + 999, NULL, GW_ERR_POLICY,
+     OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "refused by the cfssl profile's policy"},
+    {CFSSL_CSR_ERROR, CFSSL_CSR_ERROR + 999, NULL, GW_ERR_POLICY, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+     "cfssl refused the CSR"},
+    {CFSSL_API_CLIENT_ERROR, CFSSL_API_CLIENT_ERROR + 999, NULL, GW_ERR_UPSTREAM,
+     OSSL_CMP_PKIFAILUREINFO_systemUnavail, "operator problem: the gateway's cfssl authentication failed"},
+    {400, 400, "authentication required", GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+     "operator problem: the cfssl profile has an auth_key; set auth_key_file on the upstream"},
+    {400, 400, "invalid token", GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+     "operator problem: auth_key_file does not match the cfssl profile's auth_key"},
+    {400, 400, "no authentication provider", GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+     "operator problem: the cfssl profile has no auth_key; remove auth_key_file or add one"},
+};
+
+/* CRLReason (RFC 5280 §5.3.1) -> cfssl's reason names (ocsp.ReasonStringToCode); 7 is unused. */
+static const char *const reason_names[] = {
+    "unspecified",   "keycompromise",        "cacompromise",    "affiliationchanged",
+    "superseded",    "cessationofoperation", "certificatehold", NULL,
+    "removefromcrl", "privilegewithdrawn",   "aacompromise",
+};
+
+static const char *name_of(const struct gw_upstream_conf *conf)
 {
-    (void)up, (void)req, (void)done, (void)arg;
-    return GW_ERR_INVAL;
+    return conf->name != NULL ? conf->name : "?";
+}
+
+static void answer_cleanup(struct answer *a)
+{
+    json_object_put(a->root);
+    memset(a, 0, sizeof(*a));
+}
+
+static void answer_fail(struct answer *a, int status, int fail_info, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void answer_fail(struct answer *a, int status, int fail_info, const char *fmt, ...)
+{
+    va_list ap;
+
+    a->status = status;
+    a->fail_info = fail_info;
+    va_start(ap, fmt);
+    vsnprintf(a->reason, sizeof(a->reason), fmt, ap);
+    va_end(ap);
+}
+
+/* Copies an upstream-supplied message, replacing control characters (it ends up in logs and statusString). */
+static void copy_message(char *out, size_t cap, const char *in)
+{
+    size_t i;
+
+    for (i = 0; in != NULL && in[i] != '\0' && i + 1 < cap; i++)
+        out[i] = (unsigned char)in[i] < 0x20 || in[i] == 0x7f ? '?' : in[i];
+    out[i] = '\0';
+}
+
+static const char *json_str(json_object *obj, const char *key)
+{
+    json_object *v;
+
+    if (!json_object_object_get_ex(obj, key, &v) || !json_object_is_type(v, json_type_string))
+        return NULL;
+    return json_object_get_string(v);
+}
+
+/* The envelope's first error as (code, message); 0 and "" if it has none. */
+static long first_error(json_object *root, char *msg, size_t cap)
+{
+    json_object *errors, *e0, *code;
+
+    msg[0] = '\0';
+    if (!json_object_object_get_ex(root, "errors", &errors) ||
+        !json_object_is_type(errors, json_type_array) || json_object_array_length(errors) == 0)
+        return 0;
+    e0 = json_object_array_get_idx(errors, 0);
+    if (!json_object_is_type(e0, json_type_object))
+        return 0;
+    copy_message(msg, cap, json_str(e0, "message"));
+    if (!json_object_object_get_ex(e0, "code", &code) || !json_object_is_type(code, json_type_int))
+        return 0;
+    return (long)json_object_get_int64(code);
+}
+
+/* An error envelope (any status) -> failInfo and a reason naming cfssl's message and code. */
+static void classify_error(struct answer *a, const char *up, long http_status)
+{
+    char msg[GW_ERR_LEN / 2];
+    size_t i;
+
+    a->code = a->root != NULL ? first_error(a->root, msg, sizeof(msg)) : 0;
+    if (a->root == NULL)
+        msg[0] = '\0';
+    if (http_status >= 500) {
+        answer_fail(a, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                    "cfssl %s failed (HTTP %ld): %s (code %ld)", up, http_status, msg[0] ? msg : "no message",
+                    a->code);
+        return;
+    }
+    for (i = 0; http_status == 400 && i < sizeof(error_map) / sizeof(error_map[0]); i++) {
+        if (a->code < error_map[i].lo || a->code > error_map[i].hi)
+            continue;
+        if (error_map[i].message != NULL && strcmp(msg, error_map[i].message) != 0)
+            continue;
+        answer_fail(a, error_map[i].status, error_map[i].fail_info, "cfssl %s: %s: %s (code %ld)", up,
+                    error_map[i].what, msg, a->code);
+        return;
+    }
+    answer_fail(a, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                "cfssl %s: HTTP %ld: %s (code %ld)", up, http_status, msg[0] ? msg : "unexpected answer",
+                a->code);
+}
+
+/*
+ * call POSTs |body| to |endpoint| and reduces the answer (worker). Error bodies come as text/plain
+ * but are JSON (Go http.Error), so the body is parsed whatever the Content-Type says.
+ */
+static void call(struct cfssl *c, const struct gw_upstream_conf *conf, const char *endpoint, const char *body,
+                 struct answer *a)
+{
+    struct gw_http_response rsp;
+    json_tokener *tok = NULL;
+    json_object *success;
+    int rc;
+
+    memset(a, 0, sizeof(*a));
+    rc = gw_http_request(c->http, "POST", endpoint, body, NULL, &rsp);
+    if (rc == GW_ERR_TIMEOUT) {
+        answer_fail(a, GW_ERR_TIMEOUT, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                    "cfssl %s did not answer %s in time; the outcome is unknown, not retried", name_of(conf),
+                    endpoint);
+        goto out;
+    }
+    if (rc != 0) {
+        answer_fail(a, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "cfssl %s at %s is unavailable: %s",
+                    name_of(conf), conf->url, rsp.error[0] ? rsp.error : gw_err_str(rc));
+        goto out;
+    }
+    if ((tok = json_tokener_new()) != NULL) {
+        a->root = json_tokener_parse_ex(tok, rsp.body, (int)rsp.body_len);
+        if (a->root != NULL && (json_tokener_get_error(tok) != json_tokener_success ||
+                                !json_object_is_type(a->root, json_type_object))) {
+            json_object_put(a->root);
+            a->root = NULL;
+        }
+    }
+    if (rsp.status == 200 && a->root != NULL && json_object_object_get_ex(a->root, "success", &success) &&
+        json_object_get_boolean(success) && json_object_object_get_ex(a->root, "result", &a->result) &&
+        json_object_is_type(a->result, json_type_object))
+        goto out;
+    a->result = NULL;
+    if (a->root == NULL && rsp.status < 500)
+        answer_fail(a, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                    "cfssl %s: HTTP %ld with an answer that is not a cfssl envelope", name_of(conf),
+                    rsp.status);
+    else
+        classify_error(a, name_of(conf), rsp.status);
+out:
+    if (tok != NULL)
+        json_tokener_free(tok); /* json-c 0.16 does not take NULL */
+    gw_http_response_cleanup(&rsp);
+}
+
+/* ---- the CA chain (info) ---- */
+
+static X509 *pem_to_x509(const char *pem)
+{
+    BIO *bio = pem != NULL ? BIO_new_mem_buf(pem, -1) : NULL;
+    X509 *x = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+
+    BIO_free(bio);
+    return x;
+}
+
+/* cfssl's CA certificate, then the configured issuer_ca certificates that differ from it. */
+static STACK_OF(X509) * make_chain(X509 *ca, const struct gw_upstream_conf *conf)
+{
+    STACK_OF(X509) *chain = sk_X509_new_null();
+    int i;
+
+    if (chain == NULL || sk_X509_push(chain, ca) <= 0)
+        goto err;
+    X509_up_ref(ca);
+    for (i = 0; i < sk_X509_num(conf->issuer_certs); i++) {
+        X509 *x = sk_X509_value(conf->issuer_certs, i);
+
+        if (X509_cmp(x, ca) == 0)
+            continue;
+        if (sk_X509_push(chain, x) <= 0)
+            goto err;
+        X509_up_ref(x);
+    }
+    return chain;
+err:
+    sk_X509_pop_free(chain, X509_free);
+    return NULL;
+}
+
+/* Fetches cfssl's CA certificate; caller holds c->lock. Fills |a| with the failure, if any. */
+static void fetch_chain_locked(struct cfssl *c, const struct gw_upstream_conf *conf, struct answer *a)
+{
+    X509 *ca = NULL;
+    STACK_OF(X509) * chain;
+
+    call(c, conf, EP_INFO, "{\"profile\":\"\"}", a);
+    if (a->status != 0)
+        return;
+    if ((ca = pem_to_x509(json_str(a->result, "certificate"))) == NULL) {
+        answer_fail(a, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                    "cfssl %s: info returned no readable CA certificate", name_of(conf));
+        return;
+    }
+    if ((chain = make_chain(ca, conf)) == NULL) {
+        answer_fail(a, GW_ERR_NOMEM, OSSL_CMP_PKIFAILUREINFO_systemFailure, "cfssl %s: out of memory",
+                    name_of(conf));
+        X509_free(ca);
+        return;
+    }
+    X509_free(ca);
+    sk_X509_pop_free(c->chain, X509_free);
+    c->chain = chain;
+}
+
+/*
+ * get1_chain returns the cached chain, fetching it if the server was down at start, or again if
+ * |refresh| (the CA changed under us). NULL with the reason in |a|. Worker.
+ */
+static STACK_OF(X509) *
+    get1_chain(struct cfssl *c, const struct gw_upstream_conf *conf, int refresh, struct answer *a)
+{
+    STACK_OF(X509) *out = NULL;
+
+    pthread_mutex_lock(&c->lock);
+    if (c->chain == NULL || refresh)
+        fetch_chain_locked(c, conf, a);
+    if (c->chain != NULL && (out = X509_chain_up_ref(c->chain)) == NULL)
+        answer_fail(a, GW_ERR_NOMEM, OSSL_CMP_PKIFAILUREINFO_systemFailure, "cfssl %s: out of memory",
+                    name_of(conf));
+    pthread_mutex_unlock(&c->lock);
+    if (out == NULL && a->status == 0)
+        answer_fail(a, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                    "cfssl %s: its CA certificate is not known", name_of(conf));
+    return out;
+}
+
+/* ---- init / cleanup ---- */
+
+static void cfssl_free(struct cfssl *c)
+{
+    if (c == NULL)
+        return;
+    gw_http_client_free(c->http);
+    sk_X509_pop_free(c->chain, X509_free);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+static int cfssl_init(struct gw_upstream *up, char *err)
+{
+    const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
+    struct cfssl *c;
+    struct answer a;
+
+    if ((c = calloc(1, sizeof(*c))) == NULL) {
+        snprintf(err, GW_ERR_LEN, "upstream %s: out of memory", name_of(conf));
+        return GW_ERR_NOMEM;
+    }
+    pthread_mutex_init(&c->lock, NULL);
+    if ((c->http = gw_http_client_new(conf, err)) == NULL) {
+        cfssl_free(c);
+        return GW_ERR_INVAL;
+    }
+    /* A cfssl that is down at start is fetched from again on the first sign call. */
+    pthread_mutex_lock(&c->lock);
+    fetch_chain_locked(c, conf, &a);
+    pthread_mutex_unlock(&c->lock);
+    if (a.status != 0)
+        gw_log(GW_LOG_WARN, "upstream_ca", "%s; will retry on the first request", a.reason);
+    answer_cleanup(&a);
+    gw_upstream_set0_impl(up, c);
+    return 0;
+}
+
+static void cfssl_cleanup(struct gw_upstream *up)
+{
+    cfssl_free(gw_upstream_get0_impl(up));
+    gw_upstream_set0_impl(up, NULL);
+}
+
+/* ---- sign ---- */
+
+/* One SAN as a cfssl host, or NULL: cfssl 1.2 turns anything but an IP or an email into a DNS name. */
+static const char *host_of(const GENERAL_NAME *gn, char *buf, size_t cap)
+{
+    const ASN1_STRING *s = NULL;
+    int af;
+
+    switch (gn->type) {
+    case GEN_DNS:
+        s = gn->d.dNSName;
+        break;
+    case GEN_EMAIL:
+        s = gn->d.rfc822Name;
+        break;
+    case GEN_IPADD:
+        af = ASN1_STRING_length(gn->d.iPAddress) == 4 ? AF_INET : AF_INET6;
+        if (ASN1_STRING_length(gn->d.iPAddress) != 4 && ASN1_STRING_length(gn->d.iPAddress) != 16)
+            return NULL;
+        return inet_ntop(af, ASN1_STRING_get0_data(gn->d.iPAddress), buf, (socklen_t)cap);
+    default:
+        return NULL;
+    }
+    /* an embedded NUL or an overlong name is not a host name */
+    if (ASN1_STRING_length(s) <= 0 || (size_t)ASN1_STRING_length(s) >= cap ||
+        memchr(ASN1_STRING_get0_data(s), '\0', (size_t)ASN1_STRING_length(s)) != NULL)
+        return NULL;
+    memcpy(buf, ASN1_STRING_get0_data(s), (size_t)ASN1_STRING_length(s));
+    buf[ASN1_STRING_length(s)] = '\0';
+    return buf;
+}
+
+/* The plan's SANs as cfssl "hosts" (always an array: an absent one keeps the CSR's SANs). */
+static json_object *make_hosts(const struct gw_cert_plan *plan, struct answer *a, const char *up)
+{
+    json_object *hosts = json_object_new_array();
+    char buf[256];
+    const char *h;
+    int i;
+
+    for (i = 0; hosts != NULL && plan->sans != NULL && i < sk_GENERAL_NAME_num(plan->sans); i++) {
+        if ((h = host_of(sk_GENERAL_NAME_value(plan->sans, i), buf, sizeof(buf))) == NULL) {
+            answer_fail(a, GW_ERR_POLICY, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+                        "cfssl %s takes only DNS names, IP addresses and email addresses as subjectAltNames",
+                        up);
+            json_object_put(hosts);
+            return NULL;
+        }
+        if (json_object_array_add(hosts, json_object_new_string(h)) != 0) {
+            json_object_put(hosts);
+            hosts = NULL;
+        }
+    }
+    if (hosts == NULL)
+        answer_fail(a, GW_ERR_NOMEM, OSSL_CMP_PKIFAILUREINFO_systemFailure, "cfssl %s: out of memory", up);
+    return hosts;
+}
+
+static char *csr_pem(const X509_REQ *csr)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *data = NULL, *out = NULL;
+    long n;
+
+    if (bio == NULL || PEM_write_bio_X509_REQ(bio, (X509_REQ *)csr) != 1)
+        goto out;
+    if ((n = BIO_get_mem_data(bio, &data)) <= 0 || (out = malloc((size_t)n + 1)) == NULL)
+        goto out;
+    memcpy(out, data, (size_t)n);
+    out[n] = '\0';
+out:
+    BIO_free(bio);
+    return out;
+}
+
+/* Serializes |obj| and drops it; NULL on allocation failure. */
+static char *to_json(json_object *obj)
+{
+    const char *s =
+        obj != NULL
+            ? json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+            : NULL;
+    char *out = s != NULL ? strdup(s) : NULL;
+
+    json_object_put(obj);
+    return out;
+}
+
+static int add_str(json_object *obj, const char *key, const char *val)
+{
+    json_object *v = json_object_new_string(val);
+
+    if (v == NULL || json_object_object_add(obj, key, v) != 0) {
+        json_object_put(v);
+        return 0;
+    }
+    return 1;
+}
+
+/* REQ: {"certificate_request", "profile", "hosts"}; NULL with the reason in |a|. */
+static char *make_sign_request(const struct gw_sign_req *req, const char *up, struct answer *a)
+{
+    json_object *obj = json_object_new_object(), *hosts = NULL;
+    const char *profile = req->role->upstream_role != NULL ? req->role->upstream_role : req->role->name;
+    char *pem = csr_pem(req->csr), *out = NULL;
+
+    if (obj == NULL || pem == NULL || !add_str(obj, "certificate_request", pem) ||
+        !add_str(obj, "profile", profile != NULL ? profile : ""))
+        goto nomem;
+    if ((hosts = make_hosts(req->plan, a, up)) == NULL)
+        goto out;
+    if (json_object_object_add(obj, "hosts", hosts) != 0) {
+        json_object_put(hosts);
+        goto nomem;
+    }
+    out = to_json(obj);
+    obj = NULL;
+    if (out == NULL)
+        goto nomem;
+    goto out;
+nomem:
+    answer_fail(a, GW_ERR_NOMEM, OSSL_CMP_PKIFAILUREINFO_systemFailure, "cfssl %s: out of memory", up);
+out:
+    json_object_put(obj);
+    free(pem);
+    return out;
+}
+
+static char *b64(const unsigned char *in, size_t len)
+{
+    char *out;
+
+    if (len > (size_t)GW_MAX_UPSTREAM_BODY || (out = malloc(4 * ((len + 2) / 3) + 1)) == NULL)
+        return NULL;
+    EVP_EncodeBlock((unsigned char *)out, in, (int)len);
+    return out;
+}
+
+/* authsign wraps REQ: the HMAC covers exactly the bytes that are base64-encoded (notes §4). */
+static char *make_authsign_request(const struct gw_upstream_conf *conf, const char *sign_req)
+{
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int mac_len = 0;
+    json_object *obj = NULL;
+    char *token = NULL, *request = NULL, *out = NULL;
+
+    if (HMAC(EVP_sha256(), conf->auth_key, (int)conf->auth_key_len, (const unsigned char *)sign_req,
+             strlen(sign_req), mac, &mac_len) == NULL)
+        goto out;
+    if ((token = b64(mac, mac_len)) == NULL ||
+        (request = b64((const unsigned char *)sign_req, strlen(sign_req))) == NULL)
+        goto out;
+    if ((obj = json_object_new_object()) == NULL || !add_str(obj, "token", token) ||
+        !add_str(obj, "request", request))
+        goto out;
+    out = to_json(obj);
+    obj = NULL;
+out:
+    OPENSSL_cleanse(mac, sizeof(mac));
+    json_object_put(obj);
+    free(token);
+    free(request);
+    return out;
+}
+
+static void set_error(struct gw_sign_result *res, const struct answer *a)
+{
+    res->status = a->status != 0 ? a->status : GW_ERR_UPSTREAM;
+    res->fail_info = a->fail_info;
+    snprintf(res->reason, sizeof(res->reason), "%s", a->reason);
+}
+
+/* A certificate cfssl issued that will not be delivered: log what it takes to find and revoke it. */
+static void log_undelivered(const struct gw_upstream_conf *conf, const X509 *cert, const char *why)
+{
+    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
+    char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+
+    gw_log_kv(GW_LOG_WARN, "late_issue", "serial", hex != NULL ? hex : "?", "upstream", name_of(conf), "msg",
+              why, NULL);
+    OPENSSL_free(hex);
+    BN_free(bn);
+}
+
+/* Whether |cert| was signed by the first certificate of |chain| (a cfssl restarted with another CA). */
+static int signed_by(X509 *cert, STACK_OF(X509) * chain)
+{
+    EVP_PKEY *pk = X509_get0_pubkey(sk_X509_value(chain, 0));
+
+    return pk != NULL && X509_verify(cert, pk) == 1;
+}
+
+/* The issued certificate and its chain into |res|. */
+static void take_certificate(struct cfssl *c, const struct gw_upstream_conf *conf, const struct answer *a,
+                             STACK_OF(X509) * chain, struct gw_sign_result *res)
+{
+    struct answer again;
+    X509 *cert = pem_to_x509(json_str(a->result, "certificate"));
+
+    memset(&again, 0, sizeof(again));
+    if (cert == NULL) {
+        answer_fail(&again, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                    "cfssl %s: the sign answer holds no readable certificate", name_of(conf));
+        set_error(res, &again);
+        goto out;
+    }
+    if (!signed_by(cert, chain)) {
+        sk_X509_pop_free(chain, X509_free);
+        if ((chain = get1_chain(c, conf, 1, &again)) == NULL || !signed_by(cert, chain)) {
+            log_undelivered(conf, cert, "not signed by cfssl's CA certificate (info); not delivered");
+            if (again.status == 0)
+                answer_fail(&again, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                            "cfssl %s: the certificate is not signed by cfssl's CA (info)", name_of(conf));
+            set_error(res, &again);
+            goto out;
+        }
+    }
+    res->cert = cert;
+    res->chain = chain;
+    cert = NULL;
+    chain = NULL;
+out:
+    answer_cleanup(&again);
+    X509_free(cert);
+    sk_X509_pop_free(chain, X509_free);
+}
+
+/* sign_sync performs one sign call and fills |res| (worker). */
+static void sign_sync(struct cfssl *c, const struct gw_upstream_conf *conf, const struct gw_sign_req *req,
+                      struct gw_sign_result *res)
+{
+    struct answer a;
+    STACK_OF(X509) *chain = NULL;
+    char *sign_req = NULL, *body = NULL;
+
+    memset(&a, 0, sizeof(a));
+    if (req->csr == NULL || req->role == NULL) {
+        /* DESIGN.md decision 5: cfssl verifies a CSR signature; a CRMF request carries none */
+        answer_fail(&a, GW_ERR_INVAL, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                    "cfssl %s signs PKCS#10 requests only: send p10cr", name_of(conf));
+        goto fail;
+    }
+    /* the chain first: if cfssl's CA cannot be read, nothing is issued, and the client may retry */
+    if ((chain = get1_chain(c, conf, 0, &a)) == NULL) {
+        char why[GW_ERR_LEN];
+
+        snprintf(why, sizeof(why), "%s", a.reason);
+        answer_fail(&a, a.status != 0 ? a.status : GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                    "cannot read cfssl's CA certificate (info), nothing was issued: %s", why);
+        goto fail;
+    }
+    answer_cleanup(&a);
+    if ((sign_req = make_sign_request(req, name_of(conf), &a)) == NULL)
+        goto fail;
+    body = conf->auth_key != NULL ? make_authsign_request(conf, sign_req) : sign_req;
+    if (body == NULL) {
+        answer_fail(&a, GW_ERR_CRYPTO, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                    "cfssl %s: cannot authenticate the request", name_of(conf));
+        goto fail;
+    }
+    call(c, conf, conf->auth_key != NULL ? EP_AUTHSIGN : EP_SIGN, body, &a);
+    if (a.status != 0)
+        goto fail;
+    take_certificate(c, conf, &a, chain, res);
+    chain = NULL;
+    goto out;
+fail:
+    set_error(res, &a);
+out:
+    if (body != sign_req)
+        free(body);
+    free(sign_req);
+    sk_X509_pop_free(chain, X509_free);
+    answer_cleanup(&a);
+}
+
+/* worker: completes before it returns */
+static int cfssl_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done,
+                      void *arg)
+{
+    struct cfssl *c = gw_upstream_get0_impl(up);
+    struct gw_sign_result *res;
+
+    if (c == NULL || req == NULL || req->plan == NULL)
+        return GW_ERR_INVAL;
+    if ((res = malloc(sizeof(*res))) == NULL)
+        return GW_ERR_NOMEM;
+    gw_sign_result_init(res);
+    sign_sync(c, gw_upstream_get0_conf(up), req, res);
+    if (res->status != 0)
+        gw_log_kv(GW_LOG_DEBUG, "upstream_refused", "upstream", name_of(gw_upstream_get0_conf(up)),
+                  "request_id", req->request_id != NULL ? req->request_id : "", "reason", res->reason, NULL);
+    done(arg, res);
+    return 0;
+}
+
+/* ---- revoke ---- */
+
+/* {"serial": <decimal>, "authority_key_id": |aki|, "reason": |reason|}; NULL on allocation failure. */
+static char *make_revoke_request(const X509 *cert, const char *aki, const char *reason)
+{
+    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
+    char *serial = bn != NULL ? BN_bn2dec(bn) : NULL, *out = NULL;
+    json_object *obj = NULL;
+
+    if (serial == NULL || (obj = json_object_new_object()) == NULL || !add_str(obj, "serial", serial) ||
+        !add_str(obj, "authority_key_id", aki) || !add_str(obj, "reason", reason))
+        goto out;
+    out = to_json(obj);
+    obj = NULL;
+out:
+    json_object_put(obj);
+    OPENSSL_free(serial);
+    BN_free(bn);
+    return out;
+}
+
+/* One revoke call with |aki|; 0 or a gw_err with |err|; *not_found says cfssl does not know it. */
+static int revoke_once(struct cfssl *c, const struct gw_upstream_conf *conf, const X509 *cert,
+                       const char *aki, const char *reason, int *not_found, char *err)
+{
+    char *body = make_revoke_request(cert, aki, reason);
+    struct answer a;
+    int rc;
+
+    *not_found = 0;
+    if (body == NULL) {
+        snprintf(err, GW_ERR_LEN, "cfssl %s: out of memory", name_of(conf));
+        return GW_ERR_NOMEM;
+    }
+    call(c, conf, EP_REVOKE, body, &a);
+    free(body);
+    rc = a.status;
+    if (rc != 0) {
+        *not_found = a.code / 1000 * 1000 == CFSSL_CERT_STORE_ERROR && strstr(a.reason, "not found") != NULL;
+        snprintf(err, GW_ERR_LEN, "%s", a.reason);
+        if (*not_found)
+            rc = GW_ERR_NOT_FOUND;
+        else if (rc == GW_ERR_POLICY)
+            rc = GW_ERR_UPSTREAM;
+    }
+    answer_cleanup(&a);
+    return rc;
+}
+
+/*
+ * worker. cfssl's certdb keys certificates by (serial, AKI); cfssl 1.2.0 records an empty AKI, so
+ * a "not found" is retried once with "" (revocation is idempotent: a second call changes nothing).
+ */
+static int cfssl_revoke(struct gw_upstream *up, const X509 *cert, int reason, char *err)
+{
+    const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
+    struct cfssl *c = gw_upstream_get0_impl(up);
+    const ASN1_OCTET_STRING *kid = cert != NULL ? X509_get0_authority_key_id((X509 *)cert) : NULL;
+    char aki[2 * 64 + 1] = "";
+    const char *name;
+    int not_found = 0, rc;
+
+    if (c == NULL || cert == NULL) {
+        snprintf(err, GW_ERR_LEN, "cfssl %s: no certificate to revoke", name_of(conf));
+        return GW_ERR_INVAL;
+    }
+    if (reason == CRL_REASON_NONE)
+        reason = CRL_REASON_UNSPECIFIED;
+    if (reason < 0 || (size_t)reason >= sizeof(reason_names) / sizeof(reason_names[0]) ||
+        (name = reason_names[reason]) == NULL) {
+        snprintf(err, GW_ERR_LEN, "cfssl %s: CRLReason %d has no cfssl name", name_of(conf), reason);
+        return GW_ERR_INVAL;
+    }
+    if (kid != NULL && ASN1_STRING_length(kid) > 0 && ASN1_STRING_length(kid) <= 64)
+        gw_hex(aki, ASN1_STRING_get0_data(kid), (size_t)ASN1_STRING_length(kid));
+    rc = revoke_once(c, conf, cert, aki, name, &not_found, err);
+    if (rc != 0 && not_found && aki[0] != '\0')
+        rc = revoke_once(c, conf, cert, "", name, &not_found, err);
+    return rc;
 }
 
 const struct gw_upstream_ops gw_upstream_cfssl_ops = {
     .dialect = "cfssl",
+    .caps = GW_UP_SIGN_CSR | GW_UP_REVOKE,
+    .init = cfssl_init,
+    .cleanup = cfssl_cleanup,
     .sign = cfssl_sign,
+    .revoke = cfssl_revoke,
 };

@@ -1,0 +1,985 @@
+/*
+ * Unit tests for upstream/cfssl.c against a scripted cfssl on loopback: the exact request bytes
+ * (sign, authsign HMAC, revoke), and every kind of answer (success, policy and CSR refusals,
+ * authentication problems, 5xx, garbage, truncation, timeout, a certificate from another CA,
+ * cfssl down at start).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <cmocka.h>
+#include <json-c/json.h>
+#include <openssl/bn.h>
+#include <openssl/cmp.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+#include "gateway/err.h"
+#include "gateway/limits.h"
+#include "upstream/upstream.h"
+
+#define TIMEOUT_MS 400
+#define MAX_REQS 8
+#define REQ_MAX (256 * 1024)
+
+static const unsigned char auth_key[] = {0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77,
+                                         0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff};
+
+/* ---- crypto fixtures ---- */
+
+static EVP_PKEY *ca_key, *other_ca_key, *leaf_key;
+static X509 *ca, *other_ca, *leaf, *foreign_leaf;
+static X509_REQ *csr;
+static char *ca_pem, *leaf_pem, *foreign_leaf_pem, *csr_pem_str;
+
+static void add_ext(X509 *x, X509 *issuer, int nid, const char *value)
+{
+    X509V3_CTX ctx;
+    X509_EXTENSION *e;
+
+    X509V3_set_ctx(&ctx, issuer, x, NULL, NULL, 0);
+    assert_non_null(e = X509V3_EXT_nconf_nid(NULL, &ctx, nid, value));
+    assert_int_equal(X509_add_ext(x, e, -1), 1);
+    X509_EXTENSION_free(e);
+}
+
+static X509_NAME *cn_name(const char *cn)
+{
+    X509_NAME *n = X509_NAME_new();
+
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
+    return n;
+}
+
+static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key, long serial)
+{
+    X509 *x = X509_new();
+    X509_NAME *name = cn_name(cn);
+
+    X509_set_version(x, X509_VERSION_3);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), serial);
+    X509_set_subject_name(x, name);
+    X509_set_issuer_name(x, issuer != NULL ? X509_get_subject_name(issuer) : name);
+    X509_set_pubkey(x, key);
+    X509_gmtime_adj(X509_getm_notBefore(x), -60);
+    X509_gmtime_adj(X509_getm_notAfter(x), 86400);
+    if (issuer == NULL) {
+        add_ext(x, x, NID_basic_constraints, "critical,CA:TRUE");
+        add_ext(x, x, NID_subject_key_identifier, "hash");
+    } else {
+        add_ext(x, issuer, NID_basic_constraints, "critical,CA:FALSE");
+        add_ext(x, issuer, NID_authority_key_identifier, "keyid");
+    }
+    assert_true(X509_sign(x, issuer_key, EVP_sha256()) > 0);
+    X509_NAME_free(name);
+    return x;
+}
+
+static char *pem_of(X509 *x, X509_REQ *r)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *data, *out;
+    long n;
+
+    assert_int_equal(x != NULL ? PEM_write_bio_X509(bio, x) : PEM_write_bio_X509_REQ(bio, r), 1);
+    n = BIO_get_mem_data(bio, &data);
+    out = strndup(data, (size_t)n);
+    BIO_free(bio);
+    return out;
+}
+
+/* A JSON string literal for |s| (PEM newlines escaped). */
+static char *json_quote(const char *s)
+{
+    json_object *o = json_object_new_string(s);
+    char *out = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+
+    json_object_put(o);
+    return out;
+}
+
+/* ---- the scripted cfssl ---- */
+
+struct reply {
+    int status;
+    const char *ctype;
+    const char *body;
+    int delay_ms;
+};
+
+struct request {
+    char path[128];
+    char *body;
+};
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_t thread;
+    int fd;
+    int port;
+    volatile int stop;
+    struct reply sign, info, revoke[2];
+    int n_revoke;
+    struct request reqs[MAX_REQS];
+    int n_reqs;
+} srv;
+
+static char *info_ok_body, *sign_ok_body, *sign_foreign_body;
+
+static void record(const char *path, const char *body)
+{
+    pthread_mutex_lock(&srv.lock);
+    if (srv.n_reqs < MAX_REQS) {
+        snprintf(srv.reqs[srv.n_reqs].path, sizeof(srv.reqs[0].path), "%s", path);
+        srv.reqs[srv.n_reqs].body = strdup(body);
+        srv.n_reqs++;
+    }
+    pthread_mutex_unlock(&srv.lock);
+}
+
+static void clear_requests(void)
+{
+    pthread_mutex_lock(&srv.lock);
+    for (int i = 0; i < srv.n_reqs; i++)
+        free(srv.reqs[i].body);
+    srv.n_reqs = 0;
+    srv.n_revoke = 0;
+    pthread_mutex_unlock(&srv.lock);
+}
+
+static struct reply pick(const char *path)
+{
+    struct reply r = {404, "text/plain", "404 page not found\n", 0};
+
+    pthread_mutex_lock(&srv.lock);
+    if (strcmp(path, "/api/v1/cfssl/info") == 0)
+        r = srv.info;
+    else if (strcmp(path, "/api/v1/cfssl/sign") == 0 || strcmp(path, "/api/v1/cfssl/authsign") == 0)
+        r = srv.sign;
+    else if (strcmp(path, "/api/v1/cfssl/revoke") == 0)
+        r = srv.revoke[srv.n_revoke < 2 ? srv.n_revoke++ : 1];
+    pthread_mutex_unlock(&srv.lock);
+    return r;
+}
+
+/* Reads one request (headers + Content-Length body) into |buf|; returns the body or NULL. */
+static char *read_request(int fd, char *buf, size_t cap, char *path, size_t path_cap)
+{
+    size_t len = 0, want = 0;
+    char *hdr_end = NULL, *cl, *sp;
+
+    while (len < cap - 1) {
+        ssize_t n = recv(fd, buf + len, cap - 1 - len, 0);
+
+        if (n <= 0)
+            return NULL;
+        len += (size_t)n;
+        buf[len] = '\0';
+        if (hdr_end == NULL && (hdr_end = strstr(buf, "\r\n\r\n")) != NULL) {
+            *hdr_end = '\0';
+            cl = strcasestr(buf, "\r\nContent-Length:");
+            want = cl != NULL ? (size_t)strtoul(cl + 17, NULL, 10) : 0;
+            hdr_end += 4;
+        }
+        if (hdr_end != NULL && (size_t)(buf + len - hdr_end) >= want)
+            break;
+    }
+    if (hdr_end == NULL || (sp = strchr(buf, ' ')) == NULL)
+        return NULL;
+    snprintf(path, path_cap, "%.*s", (int)strcspn(sp + 1, " "), sp + 1);
+    hdr_end[want] = '\0';
+    return hdr_end;
+}
+
+static void serve_one(int fd)
+{
+    static char buf[REQ_MAX];
+    char path[128], head[256];
+    char *body = read_request(fd, buf, sizeof(buf), path, sizeof(path));
+    struct reply r;
+
+    if (body == NULL)
+        return;
+    record(path, body);
+    r = pick(path);
+    if (r.delay_ms > 0)
+        usleep((useconds_t)r.delay_ms * 1000);
+    snprintf(head, sizeof(head),
+             "HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+             r.status, r.ctype, strlen(r.body));
+    send(fd, head, strlen(head), MSG_NOSIGNAL);
+    send(fd, r.body, strlen(r.body), MSG_NOSIGNAL);
+}
+
+static void *serve(void *arg)
+{
+    (void)arg;
+    while (!srv.stop) {
+        struct pollfd p = {.fd = srv.fd, .events = POLLIN};
+        int c;
+
+        if (poll(&p, 1, 50) <= 0)
+            continue;
+        if ((c = accept(srv.fd, NULL, NULL)) < 0)
+            continue;
+        serve_one(c);
+        close(c);
+    }
+    return NULL;
+}
+
+/* A loopback socket bound to a free port; listening if |listen_too|. */
+static int bound_socket(int *port, int listen_too)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+
+    assert_true(fd >= 0);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    *port = ntohs(sa.sin_port);
+    if (listen_too)
+        assert_int_equal(listen(fd, 16), 0);
+    return fd;
+}
+
+static char *envelope_ok(const char *cert_pem)
+{
+    char *q = json_quote(cert_pem);
+    size_t n = strlen(q) + 128;
+    char *out = malloc(n);
+
+    snprintf(out, n, "{\"success\":true,\"result\":{\"certificate\":%s},\"errors\":[],\"messages\":[]}\n", q);
+    free(q);
+    return out;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    ca_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    other_ca_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    leaf_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    ca = make_cert("cfssl test CA", ca_key, NULL, ca_key, 1);
+    other_ca = make_cert("another CA", other_ca_key, NULL, other_ca_key, 2);
+    leaf = make_cert("dev1.example.com", leaf_key, ca, ca_key, 0x1234567890L);
+    foreign_leaf = make_cert("dev1.example.com", leaf_key, other_ca, other_ca_key, 77);
+    csr = X509_REQ_new();
+    X509_NAME *n = cn_name("dev1.example.com");
+    X509_REQ_set_subject_name(csr, n);
+    X509_NAME_free(n);
+    X509_REQ_set_pubkey(csr, leaf_key);
+    assert_true(X509_REQ_sign(csr, leaf_key, EVP_sha256()) > 0);
+    ca_pem = pem_of(ca, NULL);
+    leaf_pem = pem_of(leaf, NULL);
+    foreign_leaf_pem = pem_of(foreign_leaf, NULL);
+    csr_pem_str = pem_of(NULL, csr);
+    info_ok_body = envelope_ok(ca_pem);
+    sign_ok_body = envelope_ok(leaf_pem);
+    sign_foreign_body = envelope_ok(foreign_leaf_pem);
+
+    pthread_mutex_init(&srv.lock, NULL);
+    srv.fd = bound_socket(&srv.port, 1);
+    srv.info = (struct reply){200, "application/json", info_ok_body, 0};
+    assert_int_equal(pthread_create(&srv.thread, NULL, serve, NULL), 0);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    srv.stop = 1;
+    pthread_join(srv.thread, NULL);
+    close(srv.fd);
+    clear_requests();
+    pthread_mutex_destroy(&srv.lock);
+    X509_free(ca), X509_free(other_ca), X509_free(leaf), X509_free(foreign_leaf);
+    X509_REQ_free(csr);
+    EVP_PKEY_free(ca_key), EVP_PKEY_free(other_ca_key), EVP_PKEY_free(leaf_key);
+    free(ca_pem), free(leaf_pem), free(foreign_leaf_pem), free(csr_pem_str);
+    free(info_ok_body), free(sign_ok_body), free(sign_foreign_body);
+    return 0;
+}
+
+/* ---- the adapter under test ---- */
+
+struct fixture {
+    char url[64];
+    struct gw_upstream_conf conf;
+    struct gw_role role;
+    struct gw_cert_plan plan;
+    struct gw_upstream *up;
+};
+
+static void fixture_init(struct fixture *f, int port, int with_auth_key)
+{
+    char err[GW_ERR_LEN] = "";
+
+    memset(f, 0, sizeof(*f));
+    snprintf(f->url, sizeof(f->url), "http://127.0.0.1:%d", port);
+    f->conf.name = "cf";
+    f->conf.type = GW_UPSTREAM_CFSSL;
+    f->conf.url = f->url;
+    f->conf.timeout_ms = TIMEOUT_MS;
+    if (with_auth_key) {
+        f->conf.auth_key = (unsigned char *)auth_key;
+        f->conf.auth_key_len = sizeof(auth_key);
+    }
+    f->role.name = "devices";
+    f->role.upstream_role = "client";
+    gw_cert_plan_init(&f->plan);
+    f->plan.pubkey = leaf_key;
+    f->plan.subject = NULL;
+    srv.info = (struct reply){200, "application/json", info_ok_body, 0};
+    clear_requests();
+    f->up = gw_upstream_new(&f->conf, err);
+    assert_non_null(f->up);
+    assert_string_equal(err, "");
+}
+
+static void fixture_cleanup(struct fixture *f)
+{
+    gw_upstream_free(f->up);
+    GENERAL_NAMES_free(f->plan.sans);
+}
+
+static void add_san(struct fixture *f, int type, const char *value)
+{
+    GENERAL_NAME *gn = a2i_GENERAL_NAME(NULL, NULL, NULL, type, value, 0);
+
+    assert_non_null(gn);
+    if (f->plan.sans == NULL)
+        f->plan.sans = GENERAL_NAMES_new();
+    sk_GENERAL_NAME_push(f->plan.sans, gn);
+}
+
+static void on_done(void *arg, struct gw_sign_result *res)
+{
+    *(struct gw_sign_result **)arg = res;
+}
+
+/* Signs through the adapter with |csr_or_null|; the caller frees the result. */
+static struct gw_sign_result *sign(struct fixture *f, const X509_REQ *r)
+{
+    struct gw_sign_req req = {.role = &f->role, .plan = &f->plan, .csr = r, .request_id = "00ff"};
+    struct gw_sign_result *res = NULL;
+
+    assert_int_equal(gw_upstream_cfssl_ops.sign(f->up, &req, on_done, &res), 0);
+    assert_non_null(res);
+    return res;
+}
+
+static void result_free(struct gw_sign_result *res)
+{
+    gw_sign_result_cleanup(res);
+    free(res);
+}
+
+static json_object *request_json(int i)
+{
+    json_object *o;
+
+    assert_true(i < srv.n_reqs);
+    assert_non_null(o = json_tokener_parse(srv.reqs[i].body));
+    return o;
+}
+
+static const char *jstr(json_object *o, const char *key)
+{
+    json_object *v;
+
+    assert_true(json_object_object_get_ex(o, key, &v));
+    assert_true(json_object_is_type(v, json_type_string));
+    return json_object_get_string(v);
+}
+
+/* ---- tests ---- */
+
+static void test_caps(void **state)
+{
+    (void)state;
+    assert_int_equal(gw_upstream_cfssl_ops.caps, GW_UP_SIGN_CSR | GW_UP_REVOKE);
+    assert_non_null(gw_upstream_cfssl_ops.revoke);
+    assert_null(gw_upstream_cfssl_ops.role_policy);
+}
+
+/* sign: the CSR goes unchanged, the profile is the role's upstream_role, hosts are the plan's SANs. */
+static void test_sign_ok_request_bytes(void **state)
+{
+    struct fixture f;
+    struct gw_sign_result *res;
+    json_object *req, *hosts;
+    static const char *const want_hosts[] = {"a.example.com", "192.0.2.1", "2001:db8::1", "x@example.com"};
+
+    (void)state;
+    srv.sign = (struct reply){200, "application/json", sign_ok_body, 0};
+    fixture_init(&f, srv.port, 0);
+    add_san(&f, GEN_DNS, "a.example.com");
+    add_san(&f, GEN_IPADD, "192.0.2.1");
+    add_san(&f, GEN_IPADD, "2001:db8::1");
+    add_san(&f, GEN_EMAIL, "x@example.com");
+    res = sign(&f, csr);
+    assert_int_equal(res->status, 0);
+    assert_int_equal(X509_cmp(res->cert, leaf), 0);
+    assert_int_equal(sk_X509_num(res->chain), 1);
+    assert_int_equal(X509_cmp(sk_X509_value(res->chain, 0), ca), 0);
+    /* requests: info at init, then sign */
+    assert_int_equal(srv.n_reqs, 2);
+    assert_string_equal(srv.reqs[0].path, "/api/v1/cfssl/info");
+    assert_string_equal(srv.reqs[1].path, "/api/v1/cfssl/sign");
+    req = request_json(1);
+    assert_string_equal(jstr(req, "certificate_request"), csr_pem_str);
+    assert_string_equal(jstr(req, "profile"), "client");
+    assert_true(json_object_object_get_ex(req, "hosts", &hosts));
+    assert_int_equal(json_object_array_length(hosts), 4);
+    for (size_t i = 0; i < 4; i++)
+        assert_string_equal(json_object_get_string(json_object_array_get_idx(hosts, i)), want_hosts[i]);
+    json_object_put(req);
+    result_free(res);
+    fixture_cleanup(&f);
+}
+
+/* No SANs in the plan: "hosts" is still sent, empty, or cfssl would copy the CSR's SANs. */
+static void test_sign_no_sans_sends_empty_hosts(void **state)
+{
+    struct fixture f;
+    struct gw_sign_result *res;
+    json_object *req, *hosts;
+
+    (void)state;
+    srv.sign = (struct reply){200, "application/json", sign_ok_body, 0};
+    fixture_init(&f, srv.port, 0);
+    f.role.upstream_role = NULL; /* the profile defaults to the role name */
+    res = sign(&f, csr);
+    assert_int_equal(res->status, 0);
+    req = request_json(1);
+    assert_string_equal(jstr(req, "profile"), "devices");
+    assert_true(json_object_object_get_ex(req, "hosts", &hosts));
+    assert_true(json_object_is_type(hosts, json_type_array));
+    assert_int_equal(json_object_array_length(hosts), 0);
+    json_object_put(req);
+    result_free(res);
+    fixture_cleanup(&f);
+}
+
+/* A SAN cfssl cannot express (it would turn a URI into a DNS name) is refused before any call. */
+static void test_sign_uri_san_refused(void **state)
+{
+    struct fixture f;
+    struct gw_sign_result *res;
+
+    (void)state;
+    fixture_init(&f, srv.port, 0);
+    add_san(&f, GEN_DNS, "a.example.com");
+    add_san(&f, GEN_URI, "spiffe://example.org/x");
+    res = sign(&f, csr);
+    assert_int_equal(res->status, GW_ERR_POLICY);
+    assert_int_equal(res->fail_info, OSSL_CMP_PKIFAILUREINFO_badCertTemplate);
+    assert_non_null(strstr(res->reason, "only DNS names, IP addresses and email"));
+    assert_int_equal(srv.n_reqs, 1); /* info only */
+    assert_null(res->cert);
+    result_free(res);
+    fixture_cleanup(&f);
+}
+
+/* CRMF (no CSR) never reaches cfssl. */
+static void test_sign_crmf_refused(void **state)
+{
+    struct fixture f;
+    struct gw_sign_result *res;
+
+    (void)state;
+    fixture_init(&f, srv.port, 0);
+    res = sign(&f, NULL);
+    assert_int_equal(res->fail_info, OSSL_CMP_PKIFAILUREINFO_badRequest);
+    assert_non_null(strstr(res->reason, "send p10cr"));
+    assert_int_equal(srv.n_reqs, 1);
+    result_free(res);
+    fixture_cleanup(&f);
+}
+
+/* authsign: token = HMAC-SHA256(key, REQ) over exactly the bytes of "request". */
+static void test_authsign_token(void **state)
+{
+    struct fixture f;
+    struct gw_sign_result *res;
+    json_object *outer, *inner;
+    unsigned char reqbuf[8192], tokbuf[64], mac[32];
+    unsigned int mac_len = 0;
+    int req_len, tok_len;
+    const char *req_b64, *tok_b64;
+
+    (void)state;
+    srv.sign = (struct reply){200, "application/json", sign_ok_body, 0};
+    fixture_init(&f, srv.port, 1);
+    add_san(&f, GEN_DNS, "s.example.com");
+    res = sign(&f, csr);
+    assert_int_equal(res->status, 0);
+    assert_string_equal(srv.reqs[1].path, "/api/v1/cfssl/authsign");
+    outer = request_json(1);
+    req_b64 = jstr(outer, "request");
+    tok_b64 = jstr(outer, "token");
+    assert_true(strlen(req_b64) < sizeof(reqbuf) * 3 / 4);
+    req_len = EVP_DecodeBlock(reqbuf, (const unsigned char *)req_b64, (int)strlen(req_b64));
+    tok_len = EVP_DecodeBlock(tokbuf, (const unsigned char *)tok_b64, (int)strlen(tok_b64));
+    assert_true(req_len > 0);
+    assert_int_equal(tok_len, 33); /* 32 bytes, padded to a multiple of 3 by DecodeBlock */
+    while (req_len > 0 && reqbuf[req_len - 1] == '\0')
+        req_len--; /* DecodeBlock keeps the padding bytes as NULs */
+    HMAC(EVP_sha256(), auth_key, sizeof(auth_key), reqbuf, (size_t)req_len, mac, &mac_len);
+    assert_memory_equal(mac, tokbuf, 32);
+    reqbuf[req_len] = '\0';
+    assert_non_null(inner = json_tokener_parse((const char *)reqbuf));
+    assert_string_equal(jstr(inner, "profile"), "client");
+    assert_string_equal(jstr(inner, "certificate_request"), csr_pem_str);
+    /* the key itself is not in the request */
+    assert_null(strstr(srv.reqs[1].body, "00112233445566778899aabbccddeeff"));
+    json_object_put(inner);
+    json_object_put(outer);
+    result_free(res);
+    fixture_cleanup(&f);
+}
+
+/* Every kind of answer to a sign call -> status, failInfo and the words the reason must carry. */
+static const struct {
+    const char *name;
+    struct reply reply;
+    int status;
+    int fail_info;
+    const char *reason1, *reason2;
+} answers[] = {
+    {"policy whitelist",
+     {400, "text/plain; charset=utf-8",
+      "{\"success\":false,\"result\":null,\"errors\":[{\"code\":5500,\"message\":\"Request does not match "
+      "policy "
+      "whitelist\"}],\"messages\":[]}\n",
+      0},
+     GW_ERR_POLICY,
+     OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+     "Request does not match policy whitelist",
+     "5500"},
+    {"csr decode",
+     {400, "text/plain; charset=utf-8",
+      "{\"success\":false,\"result\":null,\"errors\":[{\"code\":9002,\"message\":\"CSR Decode failed\"}]}",
+      0},
+     GW_ERR_POLICY,
+     OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+     "CSR Decode failed",
+     "9002"},
+    {"authentication required",
+     {400, "text/plain; charset=utf-8",
+      "{\"success\":false,\"result\":null,\"errors\":[{\"code\":400,\"message\":\"authentication "
+      "required\"}]}",
+      0},
+     GW_ERR_UPSTREAM,
+     OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+     "operator problem",
+     "auth_key_file"},
+    {"invalid token",
+     {400, "text/plain", "{\"success\":false,\"errors\":[{\"code\":400,\"message\":\"invalid token\"}]}", 0},
+     GW_ERR_UPSTREAM,
+     OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+     "operator problem",
+     "invalid token"},
+    {"no provider",
+     {400, "text/plain",
+      "{\"success\":false,\"errors\":[{\"code\":400,\"message\":\"no authentication provider\"}]}", 0},
+     GW_ERR_UPSTREAM,
+     OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+     "operator problem",
+     "no auth_key"},
+    {"7100",
+     {400, "text/plain", "{\"success\":false,\"errors\":[{\"code\":7100,\"message\":\"bad auth\"}]}", 0},
+     GW_ERR_UPSTREAM,
+     OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+     "operator problem",
+     "7100"},
+    {"other 400 message",
+     {400, "text/plain", "{\"success\":false,\"errors\":[{\"code\":400,\"message\":\"Unable to parse\"}]}",
+      0},
+     GW_ERR_UPSTREAM,
+     OSSL_CMP_PKIFAILUREINFO_systemFailure,
+     "Unable to parse",
+     "code 400"},
+    {"500 envelope",
+     {500, "text/plain", "{\"success\":false,\"errors\":[{\"code\":1000,\"message\":\"signing failed\"}]}",
+      0},
+     GW_ERR_UPSTREAM,
+     OSSL_CMP_PKIFAILUREINFO_systemFailure,
+     "HTTP 500",
+     "signing failed"},
+    {"502 garbage",
+     {502, "text/html", "<html>bad gateway</html>", 0},
+     GW_ERR_UPSTREAM,
+     OSSL_CMP_PKIFAILUREINFO_systemFailure,
+     "HTTP 502",
+     "no message"},
+    {"200 not json",
+     {200, "application/json", "certificate please", 0},
+     GW_ERR_UPSTREAM,
+     OSSL_CMP_PKIFAILUREINFO_systemFailure,
+     "not a cfssl envelope",
+     NULL},
+    {"200 truncated json",
+     {200, "application/json", "{\"success\":true,\"result\":{\"certificate\":\"---", 0},
+     GW_ERR_UPSTREAM,
+     OSSL_CMP_PKIFAILUREINFO_systemFailure,
+     "not a cfssl envelope",
+     NULL},
+    {"200 json array",
+     {200, "application/json", "[1,2,3]", 0},
+     GW_ERR_UPSTREAM,
+     OSSL_CMP_PKIFAILUREINFO_systemFailure,
+     "not a cfssl envelope",
+     NULL},
+    {"200 success false",
+     {200, "application/json", "{\"success\":false,\"result\":{}}", 0},
+     GW_ERR_UPSTREAM,
+     OSSL_CMP_PKIFAILUREINFO_systemFailure,
+     "HTTP 200",
+     NULL},
+    {"200 result wrong type",
+     {200, "application/json", "{\"success\":true,\"result\":\"cert\"}", 0},
+     GW_ERR_UPSTREAM,
+     OSSL_CMP_PKIFAILUREINFO_systemFailure,
+     "HTTP 200",
+     NULL},
+    {"200 certificate garbage",
+     {200, "application/json",
+      "{\"success\":true,\"result\":{\"certificate\":\"-----BEGIN CERTIFICATE-----\\nAAAA\"}}", 0},
+     GW_ERR_UPSTREAM,
+     OSSL_CMP_PKIFAILUREINFO_systemFailure,
+     "no readable certificate",
+     NULL},
+    {"200 certificate wrong type",
+     {200, "application/json", "{\"success\":true,\"result\":{\"certificate\":42}}", 0},
+     GW_ERR_UPSTREAM,
+     OSSL_CMP_PKIFAILUREINFO_systemFailure,
+     "no readable certificate",
+     NULL},
+    {"404",
+     {404, "text/plain", "404 page not found\n", 0},
+     GW_ERR_UPSTREAM,
+     OSSL_CMP_PKIFAILUREINFO_systemFailure,
+     "HTTP 404",
+     NULL},
+    {"control chars in message",
+     {400, "text/plain",
+      "{\"success\":false,\"errors\":[{\"code\":5300,\"message\":\"bad\\nline\\u0001x\"}]}", 0},
+     GW_ERR_POLICY,
+     OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+     "bad?line?x",
+     NULL},
+    {"timeout",
+     {200, "application/json", "{}", 3 * TIMEOUT_MS},
+     GW_ERR_TIMEOUT,
+     OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+     "outcome is unknown",
+     "not retried"},
+};
+
+static void test_sign_answers(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(answers) / sizeof(answers[0]); i++) {
+        struct fixture f;
+        struct gw_sign_result *res;
+
+        print_message("case %s\n", answers[i].name);
+        srv.sign = answers[i].reply;
+        fixture_init(&f, srv.port, 0);
+        res = sign(&f, csr);
+        assert_int_equal(res->status, answers[i].status);
+        assert_int_equal(res->fail_info, answers[i].fail_info);
+        assert_null(res->cert);
+        assert_null(res->chain);
+        if (strstr(res->reason, answers[i].reason1) == NULL ||
+            (answers[i].reason2 != NULL && strstr(res->reason, answers[i].reason2) == NULL))
+            fail_msg("case %s: reason \"%s\"", answers[i].name, res->reason);
+        assert_non_null(strstr(res->reason, "cfssl cf"));
+        /* a timed-out sign call is never repeated */
+        if (answers[i].status == GW_ERR_TIMEOUT) {
+            usleep(4 * TIMEOUT_MS * 1000);
+            assert_int_equal(srv.n_reqs, 2);
+        }
+        result_free(res);
+        fixture_cleanup(&f);
+    }
+}
+
+/* A certificate from a CA other than cfssl's (info): the CA is re-read once, then it is refused. */
+static void test_sign_foreign_issuer(void **state)
+{
+    struct fixture f;
+    struct gw_sign_result *res;
+
+    (void)state;
+    srv.sign = (struct reply){200, "application/json", sign_foreign_body, 0};
+    fixture_init(&f, srv.port, 0);
+    res = sign(&f, csr);
+    assert_int_equal(res->fail_info, OSSL_CMP_PKIFAILUREINFO_systemFailure);
+    assert_non_null(strstr(res->reason, "not signed by cfssl's CA"));
+    assert_null(res->cert);
+    assert_int_equal(srv.n_reqs, 3);
+    assert_string_equal(srv.reqs[2].path, "/api/v1/cfssl/info");
+    result_free(res);
+    fixture_cleanup(&f);
+}
+
+/* cfssl's CA unknown at start (info failed): the first sign call fetches it; nothing is signed before. */
+static void test_info_lazy_retry(void **state)
+{
+    struct fixture f;
+    struct gw_sign_result *res;
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    srv.sign = (struct reply){200, "application/json", sign_ok_body, 0};
+    fixture_init(&f, srv.port, 0);
+    gw_upstream_free(f.up);
+    srv.info = (struct reply){503, "text/plain", "starting", 0};
+    clear_requests();
+    assert_non_null(f.up = gw_upstream_new(&f.conf, err));
+    res = sign(&f, csr);
+    assert_int_equal(res->status, GW_ERR_UPSTREAM);
+    assert_int_equal(res->fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
+    assert_non_null(strstr(res->reason, "cannot read cfssl's CA certificate"));
+    assert_non_null(strstr(res->reason, "HTTP 503"));
+    assert_int_equal(srv.n_reqs, 2); /* info twice, no sign */
+    assert_string_equal(srv.reqs[1].path, "/api/v1/cfssl/info");
+    result_free(res);
+    /* info answers but holds no certificate */
+    srv.info =
+        (struct reply){200, "application/json", "{\"success\":true,\"result\":{\"certificate\":\"\"}}", 0};
+    res = sign(&f, csr);
+    assert_non_null(strstr(res->reason, "no readable CA certificate"));
+    result_free(res);
+    srv.info = (struct reply){200, "application/json", info_ok_body, 0};
+    res = sign(&f, csr);
+    assert_int_equal(res->status, 0);
+    assert_int_equal(X509_cmp(sk_X509_value(res->chain, 0), ca), 0);
+    result_free(res);
+    fixture_cleanup(&f);
+}
+
+/* issuer_ca certificates follow cfssl's CA in the chain, without repeating it. */
+static void test_chain_with_issuer_ca(void **state)
+{
+    struct fixture f;
+    struct gw_sign_result *res;
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    srv.sign = (struct reply){200, "application/json", sign_ok_body, 0};
+    fixture_init(&f, srv.port, 0);
+    gw_upstream_free(f.up);
+    f.conf.issuer_certs = sk_X509_new_null();
+    sk_X509_push(f.conf.issuer_certs, ca);
+    sk_X509_push(f.conf.issuer_certs, other_ca);
+    assert_non_null(f.up = gw_upstream_new(&f.conf, err));
+    res = sign(&f, csr);
+    assert_int_equal(res->status, 0);
+    assert_int_equal(sk_X509_num(res->chain), 2);
+    assert_int_equal(X509_cmp(sk_X509_value(res->chain, 0), ca), 0);
+    assert_int_equal(X509_cmp(sk_X509_value(res->chain, 1), other_ca), 0);
+    result_free(res);
+    fixture_cleanup(&f);
+    sk_X509_free(f.conf.issuer_certs);
+}
+
+/* cfssl down (connection refused): systemUnavail naming the URL; the wait wrapper agrees. */
+static void test_cfssl_down(void **state)
+{
+    struct fixture f;
+    struct gw_sign_result *res, out;
+    struct gw_sign_req req;
+    int port, fd = bound_socket(&port, 0);
+
+    (void)state;
+    close(fd); /* nothing listens there now */
+    fixture_init(&f, port, 0);
+    res = sign(&f, csr);
+    assert_int_equal(res->status, GW_ERR_IO);
+    assert_int_equal(res->fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
+    assert_non_null(strstr(res->reason, "is unavailable"));
+    assert_non_null(strstr(res->reason, f.url));
+    result_free(res);
+    req = (struct gw_sign_req){.role = &f.role, .plan = &f.plan, .csr = csr, .request_id = "01"};
+    gw_upstream_sign_wait(f.up, &req, &out);
+    assert_int_equal(out.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
+    gw_sign_result_cleanup(&out);
+    fixture_cleanup(&f);
+}
+
+static void test_init_errors(void **state)
+{
+    struct gw_upstream_conf conf = {.name = "cf", .type = GW_UPSTREAM_CFSSL};
+    char err[GW_ERR_LEN] = "";
+
+    (void)state;
+    assert_null(gw_upstream_new(&conf, err));
+    assert_non_null(strstr(err, "no url"));
+}
+
+/* ---- revoke ---- */
+
+static const char *revoke_ok = "{\"success\":true,\"result\":{},\"errors\":[],\"messages\":[]}\n";
+static const char *revoke_not_found =
+    "{\"success\":false,\"result\":null,\"errors\":[{\"code\":11200,\"message\":\"failed to revoke the "
+    "certificate: certificate not found\"}],\"messages\":[]}\n";
+
+static void expect_revoke_body(int i, const char *aki, const char *reason)
+{
+    json_object *o = request_json(i);
+
+    assert_string_equal(srv.reqs[i].path, "/api/v1/cfssl/revoke");
+    assert_string_equal(jstr(o, "serial"), "78187493520"); /* 0x1234567890 in decimal */
+    assert_string_equal(jstr(o, "authority_key_id"), aki);
+    assert_string_equal(jstr(o, "reason"), reason);
+    json_object_put(o);
+}
+
+static void ca_aki_hex(char *out)
+{
+    const ASN1_OCTET_STRING *skid = X509_get0_subject_key_id(ca);
+    static const char hex[] = "0123456789abcdef";
+    int i;
+
+    for (i = 0; i < ASN1_STRING_length(skid); i++) {
+        out[2 * i] = hex[ASN1_STRING_get0_data(skid)[i] >> 4];
+        out[2 * i + 1] = hex[ASN1_STRING_get0_data(skid)[i] & 15];
+    }
+    out[2 * i] = '\0';
+}
+
+static void test_revoke(void **state)
+{
+    struct fixture f;
+    char err[GW_ERR_LEN], aki[64];
+
+    (void)state;
+    ca_aki_hex(aki);
+    fixture_init(&f, srv.port, 0);
+    /* found at once */
+    srv.revoke[0] = srv.revoke[1] = (struct reply){200, "application/json", revoke_ok, 0};
+    assert_int_equal(gw_upstream_revoke(f.up, leaf, CRL_REASON_KEY_COMPROMISE, err), 0);
+    expect_revoke_body(1, aki, "keycompromise");
+    /* cfssl 1.2.0 recorded an empty AKI: one retry with "" */
+    clear_requests();
+    srv.revoke[0] = (struct reply){400, "text/plain", revoke_not_found, 0};
+    assert_int_equal(gw_upstream_revoke(f.up, leaf, CRL_REASON_SUPERSEDED, err), 0);
+    assert_int_equal(srv.n_reqs, 2);
+    expect_revoke_body(0, aki, "superseded");
+    expect_revoke_body(1, "", "superseded");
+    /* unknown either way */
+    clear_requests();
+    srv.revoke[0] = srv.revoke[1] = (struct reply){400, "text/plain", revoke_not_found, 0};
+    assert_int_equal(gw_upstream_revoke(f.up, leaf, CRL_REASON_NONE, err), GW_ERR_NOT_FOUND);
+    assert_non_null(strstr(err, "certificate not found"));
+    expect_revoke_body(1, "", "unspecified");
+    /* other failures are not retried */
+    clear_requests();
+    srv.revoke[0] = (struct reply){500, "text/plain",
+                                   "{\"success\":false,\"errors\":[{\"code\":11000,"
+                                   "\"message\":\"database locked\"}]}",
+                                   0};
+    assert_int_equal(gw_upstream_revoke(f.up, leaf, CRL_REASON_CESSATION_OF_OPERATION, err), GW_ERR_UPSTREAM);
+    assert_int_equal(srv.n_reqs, 1);
+    assert_non_null(strstr(err, "database locked"));
+    expect_revoke_body(0, aki, "cessationofoperation");
+    fixture_cleanup(&f);
+}
+
+static void test_revoke_reasons(void **state)
+{
+    static const struct {
+        int reason;
+        const char *name; /* NULL: refused without a call */
+    } cases[] = {
+        {CRL_REASON_UNSPECIFIED, "unspecified"},
+        {CRL_REASON_CA_COMPROMISE, "cacompromise"},
+        {CRL_REASON_AFFILIATION_CHANGED, "affiliationchanged"},
+        {CRL_REASON_CERTIFICATE_HOLD, "certificatehold"},
+        {CRL_REASON_REMOVE_FROM_CRL, "removefromcrl"},
+        {CRL_REASON_PRIVILEGE_WITHDRAWN, "privilegewithdrawn"},
+        {CRL_REASON_AA_COMPROMISE, "aacompromise"},
+        {7, NULL},
+        {11, NULL},
+        {-2, NULL},
+        {1000, NULL},
+    };
+    struct fixture f;
+    char err[GW_ERR_LEN], aki[64];
+
+    (void)state;
+    ca_aki_hex(aki);
+    fixture_init(&f, srv.port, 0);
+    srv.revoke[0] = srv.revoke[1] = (struct reply){200, "application/json", revoke_ok, 0};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        clear_requests();
+        if (cases[i].name == NULL) {
+            assert_int_equal(gw_upstream_revoke(f.up, leaf, cases[i].reason, err), GW_ERR_INVAL);
+            assert_int_equal(srv.n_reqs, 0);
+            continue;
+        }
+        assert_int_equal(gw_upstream_revoke(f.up, leaf, cases[i].reason, err), 0);
+        expect_revoke_body(0, aki, cases[i].name);
+    }
+    assert_int_equal(gw_upstream_revoke(f.up, NULL, 0, err), GW_ERR_INVAL);
+    fixture_cleanup(&f);
+}
+
+/* cfssl without a certificate database has no revoke endpoint. */
+static void test_revoke_down_and_garbage(void **state)
+{
+    struct fixture f;
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    fixture_init(&f, srv.port, 0);
+    srv.revoke[0] = (struct reply){404, "text/plain", "404 page not found\n", 0};
+    assert_int_equal(gw_upstream_revoke(f.up, leaf, 0, err), GW_ERR_UPSTREAM);
+    assert_non_null(strstr(err, "HTTP 404"));
+    clear_requests();
+    srv.revoke[0] = (struct reply){200, "application/json", "{\"success\":true,\"result\":{}", 0};
+    assert_int_equal(gw_upstream_revoke(f.up, leaf, 0, err), GW_ERR_UPSTREAM);
+    fixture_cleanup(&f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_caps),
+        cmocka_unit_test(test_sign_ok_request_bytes),
+        cmocka_unit_test(test_sign_no_sans_sends_empty_hosts),
+        cmocka_unit_test(test_sign_uri_san_refused),
+        cmocka_unit_test(test_sign_crmf_refused),
+        cmocka_unit_test(test_authsign_token),
+        cmocka_unit_test(test_sign_answers),
+        cmocka_unit_test(test_sign_foreign_issuer),
+        cmocka_unit_test(test_info_lazy_retry),
+        cmocka_unit_test(test_chain_with_issuer_ca),
+        cmocka_unit_test(test_cfssl_down),
+        cmocka_unit_test(test_init_errors),
+        cmocka_unit_test(test_revoke),
+        cmocka_unit_test(test_revoke_reasons),
+        cmocka_unit_test(test_revoke_down_and_garbage),
+    };
+
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
