@@ -27,7 +27,8 @@ struct gw_cmp_request {
     const unsigned char *der;
     size_t len;
     const struct gw_route_match *route;
-    X509 *tls_peer; /* verified TLS client certificate, or NULL */
+    X509 *tls_peer;   /* verified TLS client certificate, or NULL */
+    const char *path; /* request path, for the audit log; NULL = described from |route| */
 };
 
 /* What to send back, and what to log. Fill with gw_cmp_response_init, free with _cleanup. */
@@ -50,7 +51,8 @@ void gw_cmp_response_cleanup(struct gw_cmp_response *rsp);
 
 /*
  * gw_cmp_engine_new builds an engine over a config snapshot and its upstreams (both borrowed:
- * they must outlive the engine). NULL with |err| on failure.
+ * they must outlive the engine) and opens the audit log of |cfg->audit|. NULL with |err| on
+ * failure, including an audit log that cannot be opened (nothing may be issued without one).
  */
 struct gw_cmp_engine *gw_cmp_engine_new(const struct gw_config *cfg, struct gw_upstream_set *ups, char *err);
 
@@ -59,6 +61,12 @@ void gw_cmp_engine_free(struct gw_cmp_engine *e);
 
 /* gw_cmp_process answers one request (worker). Always fills |rsp|; never fails. */
 void gw_cmp_process(struct gw_cmp_engine *e, const struct gw_cmp_request *req, struct gw_cmp_response *rsp);
+
+/*
+ * gw_cmp_engine_reopen_audit reopens the audit log at its configured path, after log rotation
+ * (SIGUSR1). Returns 0 or GW_ERR_IO (the old file stays in use). Any thread.
+ */
+int gw_cmp_engine_reopen_audit(struct gw_cmp_engine *e);
 
 /* gw_cmp_engine_expire closes transactions whose TTL passed, logging each (any thread). */
 void gw_cmp_engine_expire(struct gw_cmp_engine *e, time_t now);

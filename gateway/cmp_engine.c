@@ -14,6 +14,7 @@
 #include <openssl/cmperr.h>
 #include <openssl/crmferr.h>
 #include <openssl/err.h>
+#include <openssl/x509v3.h>
 
 #define TEXT_ACCEPTS "this server accepts ir, cr, p10cr, kur, certConf, pollReq"
 #define TEXT_NO_TXN "no open transaction with this transactionID: it was completed, expired, or never started"
@@ -151,39 +152,64 @@ struct gw_cmp_engine *gw_cmp_engine_new(const struct gw_config *cfg, struct gw_u
     e->replay = gw_replay_new(GW_REPLAY_MAX_ENTRIES, 2 * window);
     if (e->txns == NULL || e->replay == NULL)
         goto nomem;
+    if (cmp_policy_init(e, err) != 0)
+        goto fail;
     return e;
 nomem:
     snprintf(err, GW_ERR_LEN, "CMP engine: out of memory");
+fail:
     gw_cmp_engine_free(e);
     return NULL;
 }
 
+int gw_cmp_engine_reopen_audit(struct gw_cmp_engine *e)
+{
+    if (e == NULL || e->audit == NULL)
+        return GW_ERR_INVAL;
+    return gw_audit_reopen(e->audit);
+}
+
+/* How a parked transaction ended without its client: the log event and the audit status. */
+struct closing {
+    struct gw_cmp_engine *e;
+    const char *event;
+    const char *status;
+};
+
+/* An issued certificate whose certConf never came: it stays valid, so it goes on record. */
 static void log_closed(void *arg, struct gw_txn *txn)
 {
+    const struct closing *how = arg;
     struct cmp_txn *t = txn->data;
-    const char *event = arg;
     char tid[2 * GW_MAX_TID_LEN + 1];
 
     gw_hex(tid, txn->tid, txn->tid_len);
-    if (t != NULL && t->issued != NULL)
-        gw_log_kv(GW_LOG_WARN, event, "tid", tid, "identity", txn->identity, "serial", t->serial, "msg",
+    if (t != NULL && t->issued != NULL) {
+        gw_log_kv(GW_LOG_WARN, how->event, "tid", tid, "identity", txn->identity, "serial", t->serial, "msg",
                   "certificate issued but never confirmed; it stays valid", NULL);
+        (void)cmp_audit_cert(how->e, t, tid, "expired_unconfirmed", how->status, t->issued, 0);
+    }
     gw_txn_free(txn);
 }
 
 void gw_cmp_engine_free(struct gw_cmp_engine *e)
 {
+    struct closing how = {e, "txn_abandoned", "the gateway stopped before the certConf arrived"};
+
     if (e == NULL)
         return;
-    gw_txn_table_free(e->txns, log_closed, "txn_abandoned");
+    gw_txn_table_free(e->txns, log_closed, &how);
     gw_replay_free(e->replay);
+    cmp_policy_cleanup(e);
     free(e);
 }
 
 void gw_cmp_engine_expire(struct gw_cmp_engine *e, time_t now)
 {
+    struct closing how = {e, "txn_expired", "no certConf within the transaction TTL"};
+
     if (e != NULL)
-        (void)gw_txn_expire(e->txns, now, log_closed, "txn_expired");
+        (void)gw_txn_expire(e->txns, now, log_closed, &how);
 }
 
 void gw_cmp_engine_set_clock(struct gw_cmp_engine *e, time_t (*clock)(void))
@@ -473,12 +499,40 @@ static int same_sender(const struct cmp_txn *t, const struct cmp_call *c)
            X509_NAME_cmp(h->sender, t->sender) == 0;
 }
 
+/*
+ * The record of a transaction that closes with a certificate issued (issue 3 §7). A client that
+ * rejects the certificate will not use it: it is revoked where the upstream can. In 3.0 an
+ * empty CertStatus list (the client's rejection) is answered without the callback (notes §4).
+ */
+static void audit_closed(struct cmp_call *c, struct cmp_txn *t)
+{
+    int rejected = c->confirm == CMP_CONFIRM_REJECTED ||
+                   (c->confirm == CMP_CONFIRM_NONE && c->body == GW_CMP_BODY_CERTCONF &&
+                    strcmp(c->rsp->rsp_type, "pkiconf") == 0);
+
+    if (t->issued == NULL)
+        return;
+    if (c->confirm == CMP_CONFIRM_ACCEPTED) {
+        (void)cmp_audit_cert(c->e, t, c->rsp->tid, "confirmed", c->rsp->outcome, t->issued, 0);
+        return;
+    }
+    if (!rejected) {
+        (void)cmp_audit_cert(c->e, t, c->rsp->tid, "rejected", c->rsp->outcome, t->issued, 0);
+        return;
+    }
+    (void)cmp_audit_cert(c->e, t, c->rsp->tid, "rejected_by_client", "the client rejected the certificate",
+                         t->issued, 1);
+    cmp_withdraw(c->e, t, c->rsp->tid, t->issued, CRL_REASON_CESSATION_OF_OPERATION);
+}
+
 /* certConf, pollReq: the parked context, checked out exclusively. */
 static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
     struct gw_txn *txn = gw_txn_take(c->e->txns, c->hdr.tid, c->hdr.tid_len);
     struct cmp_txn *t;
     OSSL_CMP_MSG *rsp;
+    char text[GW_ERR_LEN] = "";
+    int bit;
 
     if (txn == NULL) {
         refuse(c, msg, OSSL_CMP_PKIFAILUREINFO_badRequest, TEXT_NO_TXN);
@@ -490,6 +544,12 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     if (!same_sender(t, c)) {
         (void)gw_txn_put(c->e->txns, txn); /* back untouched: it is not this sender's to close */
         refuse(c, msg, OSSL_CMP_PKIFAILUREINFO_notAuthorized, TEXT_OTHER_SENDER);
+        return;
+    }
+    /* the sender pin covers the CMP side; the TLS side (tls_must_be_signer, ...) may have changed */
+    if ((bit = cmp_authorize(c, t, text)) >= 0) {
+        (void)gw_txn_put(c->e->txns, txn);
+        refuse(c, msg, bit, text);
         return;
     }
     /*
@@ -514,6 +574,23 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     }
     gw_log_kv(GW_LOG_INFO, "txn_closed", "tid", c->rsp->tid, "identity", t->identity, "serial", t->serial,
               "outcome", c->rsp->outcome, NULL);
+    audit_closed(c, t);
+    gw_txn_free(txn);
+    gw_txn_release(c->e->txns, c->hdr.tid, c->hdr.tid_len);
+}
+
+/* The client aborted its transaction: a certificate it was given will not be used (RFC 9810 §5.3.21). */
+static void abort_txn(struct cmp_call *c, struct gw_txn *txn)
+{
+    struct cmp_txn *old = txn->data;
+
+    gw_log_kv(GW_LOG_INFO, "txn_aborted_by_client", "tid", c->rsp->tid, "identity", txn->identity, "serial",
+              old->serial, NULL);
+    if (old->issued != NULL) {
+        (void)cmp_audit_cert(c->e, old, c->rsp->tid, "rejected_by_client",
+                             "the client aborted the transaction with an error message", old->issued, 1);
+        cmp_withdraw(c->e, old, c->rsp->tid, old->issued, CRL_REASON_CESSATION_OF_OPERATION);
+    }
     gw_txn_free(txn);
     gw_txn_release(c->e->txns, c->hdr.tid, c->hdr.tid_len);
 }
@@ -523,7 +600,7 @@ static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
     struct cmp_txn *t = cmp_txn_new(c, 0);
     OSSL_CMP_MSG *rsp;
-    struct gw_txn *txn;
+    struct gw_txn *txn = NULL;
 
     if (t == NULL) {
         http_error(c, 500, "internal error: could not set up the CMP transaction");
@@ -531,15 +608,12 @@ static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     }
     rsp = run(t, c, msg);
     /* only a message that passed OpenSSL's protection check may abort a transaction */
-    if (rsp != NULL && OSSL_CMP_MSG_get_bodytype(rsp) == GW_CMP_BODY_PKICONF &&
-        (txn = gw_txn_take(c->e->txns, c->hdr.tid, c->hdr.tid_len)) != NULL) {
-        if (same_sender(txn->data, c)) {
-            log_closed("txn_aborted_by_client", txn);
-            gw_txn_release(c->e->txns, c->hdr.tid, c->hdr.tid_len);
-        } else {
-            (void)gw_txn_put(c->e->txns, txn);
-        }
-    }
+    if (rsp != NULL && OSSL_CMP_MSG_get_bodytype(rsp) == GW_CMP_BODY_PKICONF)
+        txn = gw_txn_take(c->e->txns, c->hdr.tid, c->hdr.tid_len);
+    if (txn != NULL && same_sender(txn->data, c))
+        abort_txn(c, txn);
+    else if (txn != NULL)
+        (void)gw_txn_put(c->e->txns, txn);
     finish(c, t, msg, rsp);
     cmp_txn_free(t);
 }
@@ -584,6 +658,8 @@ void gw_cmp_process(struct gw_cmp_engine *e, const struct gw_cmp_request *req, s
     c.now = e->clock != NULL ? e->clock() : time(NULL);
     c.fail_bit = -1;
     c.role = req->route != NULL ? req->route->role : NULL;
+    if (c.role != NULL)
+        cmp_describe_call(&c);
     if ((msg = decode(&c)) == NULL)
         return;
     c.body = OSSL_CMP_MSG_get_bodytype(msg);

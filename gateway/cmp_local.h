@@ -1,23 +1,47 @@
 /*
  * Internal sharing of the CMP engine: cmp_engine.c (per-request dispatch, pre-checks, refusals,
- * error rewriting) and cmp_srv.c (per-transaction SRV_CTX and its OpenSSL callbacks).
+ * error rewriting), cmp_srv.c (per-transaction SRV_CTX and its OpenSSL callbacks) and
+ * cmp_policy.c (authorization, upstream choice, result checks and audit records around them).
  */
 #ifndef GW_CMP_LOCAL_H
 #define GW_CMP_LOCAL_H
 
+#include <pthread.h>
 #include <openssl/cmp.h>
+#include "audit.h"
 #include "cmp.h"
 #include "cmp_shim.h"
 #include "config.h"
 #include "replay.h"
 #include "txn.h"
+#include "../mappings/profile.h"
+#include "../upstream/upstream.h"
+
+/* An upstream role's policy, read for a delegate issuer and kept GW_ROLE_POLICY_TTL seconds. */
+struct cmp_role_policy {
+    pthread_mutex_t lock; /* held across a fetch: one fetch per role at a time, not one per request */
+    int valid;
+    time_t fetched;
+    struct gw_role_policy policy;
+};
 
 struct gw_cmp_engine {
     const struct gw_config *cfg;
     struct gw_upstream_set *ups;
     struct gw_txn_table *txns;
     struct gw_replay *replay;
-    time_t (*clock)(void); /* tests only; NULL = time(NULL) */
+    struct gw_audit *audit;
+    X509_STORE **issuer_stores;            /* per cfg->upstreams[i]: what its certificates must chain to */
+    struct cmp_role_policy *role_policies; /* per cfg->roles[i] */
+    time_t (*clock)(void);                 /* tests only; NULL = time(NULL) */
+};
+
+/* How a certConf ended, as the callback saw it. */
+enum cmp_confirm {
+    CMP_CONFIRM_NONE = 0, /* the callback did not run (3.0: an empty CertStatus list is a rejection) */
+    CMP_CONFIRM_ACCEPTED,
+    CMP_CONFIRM_REJECTED,
+    CMP_CONFIRM_FAILED, /* certHash mismatch */
 };
 
 /* One request being processed on a worker; lives on that worker's stack. */
@@ -31,8 +55,12 @@ struct cmp_call {
     time_t now;
     int reserved; /* holds a slot for hdr.tid in the txn table */
     int fail_bit; /* >= 0: a callback chose the error's failInfo */
+    int audited;  /* the outcome record of this request is written */
+    enum cmp_confirm confirm;
     char fail_text[GW_ERR_LEN];
     char diag[GW_ERR_LEN]; /* first OpenSSL diagnostic captured by the log cb */
+    char route[GW_MAX_PATH_LEN];
+    char tls_subject[GW_IDENTITY_LEN];
 };
 
 /* The state of one transaction: its SRV_CTX and who may continue it. Owned by a struct gw_txn. */
@@ -42,11 +70,17 @@ struct cmp_txn {
     int pbm; /* PBM-protected: continue only with the same senderKID */
     unsigned char kid[GW_MAX_KID_LEN];
     size_t kid_len;
-    X509_NAME *sender; /* the request's sender DN */
-    X509 *signer;      /* signature: who signed the request */
-    X509 *issued;      /* our reference to the certificate issued */
+    char pbm_ref[GW_MAX_KID_LEN + 1]; /* |kid| as a string, for authorization */
+    X509_NAME *sender;                /* the request's sender DN */
+    X509 *signer;                     /* signature: who signed the request */
+    X509 *issued;                     /* our reference to the certificate issued */
+    struct gw_upstream *up;           /* the upstream that issued it (borrowed from the engine's set) */
     char identity[GW_IDENTITY_LEN];
     char serial[2 * 20 + 1];
+    /* for the audit records of later messages (certConf, expiry) */
+    char route[GW_MAX_PATH_LEN];
+    char tls_subject[GW_IDENTITY_LEN];
+    char body[16];
     struct cmp_call *call; /* the request in progress, NULL between requests */
 };
 
@@ -59,5 +93,26 @@ void cmp_log_capture_end(void);
 /* cmp_engine.c */
 void cmp_set_outcome(struct cmp_call *c, const char *status, int fail_bit, const char *text);
 const char *cmp_fail_name(int bit);
+
+/* cmp_policy.c: engine lifetime */
+int cmp_policy_init(struct gw_cmp_engine *e, char *err);
+void cmp_policy_cleanup(struct gw_cmp_engine *e);
+
+/* cmp_policy.c: per request. Checks return -1 if fine, else a failInfo bit with |text| (GW_ERR_LEN). */
+void cmp_describe_call(struct cmp_call *c);
+int cmp_authorize(struct cmp_call *c, const struct cmp_txn *t, char *text);
+int cmp_check_old_cert(struct cmp_call *c, const struct cmp_txn *t, char *text);
+int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, const struct gw_cert_plan *plan, int crmf,
+                      struct gw_upstream **up, char *text);
+X509_STORE *cmp_issuer_store(const struct gw_cmp_engine *e, const struct gw_upstream *up);
+const char *cmp_upstream_name(const struct gw_upstream *up);
+
+/* cmp_policy.c: audit records. 0 or GW_ERR_IO. */
+void cmp_audit_rec_init(struct gw_audit_rec *r, const struct cmp_txn *t, const char *tid, const char *event,
+                        const char *status);
+int cmp_audit_write(struct gw_cmp_engine *e, const struct gw_audit_rec *r, int sync);
+int cmp_audit_cert(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, const char *event,
+                   const char *status, X509 *cert, int sync);
+void cmp_withdraw(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, X509 *cert, int reason);
 
 #endif

@@ -6,6 +6,7 @@
 #include "cmp_local.h"
 #include "err.h"
 #include "log.h"
+#include "../mappings/policy.h"
 #include "../mappings/profile.h"
 #include "../upstream/upstream.h"
 
@@ -102,6 +103,7 @@ static void identify(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *
 
     if (t->pbm) {
         snprintf(t->identity, sizeof(t->identity), "pbm:%.*s", (int)t->kid_len, (const char *)t->kid);
+        snprintf(t->pbm_ref, sizeof(t->pbm_ref), "%.*s", (int)t->kid_len, (const char *)t->kid);
     } else {
         X509_free(t->signer);
         if ((t->signer = gw_shim_get1_signer(ctx, req)) != NULL)
@@ -185,72 +187,185 @@ static enum gw_req_kind req_kind(int body)
     }
 }
 
+#define TEXT_AUDIT_DOWN "the audit log cannot be written; nothing was issued"
+#define TEXT_AUDIT_LOST "the audit log cannot be written; the certificate was not released"
+
+/* One certificate request on its way through policy, upstream and checks. */
+struct issuing {
+    struct gw_cert_req creq;
+    struct gw_cert_plan plan;
+    struct gw_sign_result res;
+    const X509_REQ *p10cr;
+};
+
 /* Keeps our reference to the issued certificate (for certConf) and hands OpenSSL its own. */
 static OSSL_CMP_PKISI *accept_cert(struct cmp_txn *t, struct cmp_call *c, struct gw_sign_result *res,
                                    int modified, X509 **certOut, STACK_OF(X509) * *chainOut)
 {
-    OSSL_CMP_PKISI *si;
-    int status = modified ? OSSL_CMP_PKISTATUS_grantedWithMods : OSSL_CMP_PKISTATUS_accepted;
+    const char *status = modified ? "grantedWithMods" : "accepted";
+    OSSL_CMP_PKISI *si = OSSL_CMP_STATUSINFO_new(
+        modified ? OSSL_CMP_PKISTATUS_grantedWithMods : OSSL_CMP_PKISTATUS_accepted, 0, NULL);
 
-    if ((si = OSSL_CMP_STATUSINFO_new(status, 0, NULL)) == NULL || X509_up_ref(res->cert) != 1) {
+    if (si == NULL || X509_up_ref(res->cert) != 1) {
         OSSL_CMP_PKISI_free(si);
-        return reject(c, OSSL_CMP_PKIFAILUREINFO_systemFailure, "internal error");
+        si = reject(c, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                    "internal error: the certificate was not released");
+        cmp_withdraw(c->e, t, c->rsp->tid, res->cert, CRL_REASON_CESSATION_OF_OPERATION);
+        return si;
     }
-    t->issued = res->cert;
+    t->issued = res->cert; /* ours; OpenSSL gets the result's reference below */
+    /* DESIGN.md decision 8: on disk before the response that carries the certificate leaves */
+    c->audited = 1;
+    if (cmp_audit_cert(c->e, t, c->rsp->tid, "issued", status, t->issued, 1) != 0) {
+        OSSL_CMP_PKISI_free(si);
+        si = reject(c, OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_LOST);
+        cmp_withdraw(c->e, t, c->rsp->tid, t->issued, CRL_REASON_CESSATION_OF_OPERATION);
+        X509_free(t->issued);
+        t->issued = NULL;
+        return si;
+    }
     *certOut = res->cert;
     *chainOut = res->chain;
     res->cert = NULL;
     res->chain = NULL;
-    serial_hex(t->issued, t->serial, sizeof(t->serial));
     snprintf(c->rsp->serial, sizeof(c->rsp->serial), "%s", t->serial);
-    cmp_set_outcome(c, modified ? "grantedWithMods" : "accepted", -1, NULL);
+    cmp_set_outcome(c, status, -1, NULL);
     gw_log_kv(GW_LOG_INFO, "cert_issued", "tid", c->rsp->tid, "identity", t->identity, "serial", t->serial,
-              "role", t->role->name, NULL);
+              "role", t->role->name, "upstream", cmp_upstream_name(t->up), NULL);
     return si;
 }
 
-/* Maps the request onto the role's profile and asks the upstream to sign (worker: may block). */
+/* A certificate the client will not get: on record with its serial, then withdrawn. */
+static OSSL_CMP_PKISI *refuse_cert(struct cmp_txn *t, struct cmp_call *c, X509 *cert, int bit,
+                                   const char *text)
+{
+    OSSL_CMP_PKISI *si = reject(c, bit, text);
+
+    c->audited = 1;
+    (void)cmp_audit_cert(c->e, t, c->rsp->tid, "rejected", c->rsp->outcome, cert, 1);
+    cmp_withdraw(c->e, t, c->rsp->tid, cert, CRL_REASON_UNSPECIFIED);
+    t->serial[0] = '\0';
+    return si;
+}
+
+/*
+ * Issue 3 §3: what the upstream returned is checked before it reaches the client. A certificate
+ * that does not certify the requested key or does not chain to the route's CA is the CA's fault,
+ * not the request's: systemFailure (RFC 9810 §5.2.3), as the client can change nothing to fix it.
+ * Names or validity outside the role's policy are badCertTemplate: the CA derived them from the
+ * request (a CN copied into the SANs, a rewritten subject), so a different request can succeed.
+ */
+static OSSL_CMP_PKISI *deliver(struct cmp_txn *t, struct cmp_call *c, const struct gw_cert_plan *plan,
+                               struct gw_sign_result *res, X509 **certOut, STACK_OF(X509) * *chainOut)
+{
+    X509_STORE *store = cmp_issuer_store(c->e, t->up);
+    char err[GW_ERR_LEN] = "", text[GW_ERR_LEN];
+    enum gw_issued_verdict v = GW_ISSUED_BAD;
+
+    serial_hex(res->cert, t->serial, sizeof(t->serial));
+    if (store == NULL)
+        snprintf(err, sizeof(err), "no issuer CA is configured to check it against");
+    else
+        v = gw_policy_check_issued(t->role, plan, res->cert, res->chain, store, c->now, err);
+    switch (v) {
+    case GW_ISSUED_OK:
+    case GW_ISSUED_MODIFIED:
+        return accept_cert(t, c, res, v == GW_ISSUED_MODIFIED || plan->modified || res->modified, certOut,
+                           chainOut);
+    case GW_ISSUED_OUTSIDE_POLICY:
+        snprintf(text, sizeof(text),
+                 "the CA issued a certificate outside this route's policy (%.150s); it was not released",
+                 err);
+        return refuse_cert(t, c, res->cert, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, text);
+    default:
+        snprintf(text, sizeof(text), "the CA returned an unusable certificate (%.150s); it was not released",
+                 err);
+        return refuse_cert(t, c, res->cert, OSSL_CMP_PKIFAILUREINFO_systemFailure, text);
+    }
+}
+
+/* The request as the role shapes it, then the role's request policy (issue 3 §6). -1 if fine. */
+static int plan_request(struct cmp_txn *t, struct cmp_call *c, const OSSL_CRMF_MSG *crm, struct issuing *is,
+                        char *text)
+{
+    int fi = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
+    int rc = is->p10cr != NULL ? gw_cert_req_from_p10(is->p10cr, &is->creq, text)
+                               : gw_cert_req_from_crmf(req_kind(c->body), crm, &is->creq, text);
+
+    if (rc != 0)
+        return OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
+    if (gw_cert_plan_make(t->role, &is->creq, c->now, &is->plan, &fi, text) != 0)
+        return fi;
+    fi = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
+    if (gw_policy_check_request(t->role, &is->plan, &fi, text) != 0)
+        return fi;
+    return -1;
+}
+
+/* The intent goes on record before the upstream is asked: no record, no certificate (issue 3 §7). */
+static int audit_intent(struct cmp_txn *t, struct cmp_call *c, const struct issuing *is)
+{
+    struct gw_audit_rec r;
+
+    cmp_audit_rec_init(&r, t, c->rsp->tid, "intent", NULL);
+    r.subject = is->plan.subject;
+    r.sans = is->plan.sans;
+    r.pubkey = is->plan.pubkey;
+    r.csr = is->p10cr;
+    return cmp_audit_write(c->e, &r, 0);
+}
+
+/* Maps the request onto the role, picks the upstream, asks it to sign, checks the result (worker). */
 static OSSL_CMP_PKISI *issue(struct cmp_txn *t, struct cmp_call *c, const OSSL_CRMF_MSG *crm,
                              const X509_REQ *p10cr, X509 **certOut, STACK_OF(X509) * *chainOut)
 {
-    struct gw_cert_req creq;
-    struct gw_cert_plan plan;
-    struct gw_sign_result res;
-    struct gw_upstream *up;
+    struct issuing is = {.p10cr = p10cr};
     OSSL_CMP_PKISI *si = NULL;
-    char err[GW_ERR_LEN] = "";
-    int fi = OSSL_CMP_PKIFAILUREINFO_badCertTemplate, rc;
+    char text[GW_ERR_LEN] = "";
+    int bit;
 
-    gw_cert_req_init(&creq);
-    gw_cert_plan_init(&plan);
-    gw_sign_result_init(&res);
-    rc = p10cr != NULL ? gw_cert_req_from_p10(p10cr, &creq, err)
-                       : gw_cert_req_from_crmf(req_kind(c->body), crm, &creq, err);
-    if (rc != 0) {
-        si = reject(c, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, err);
+    gw_cert_req_init(&is.creq);
+    gw_cert_plan_init(&is.plan);
+    gw_sign_result_init(&is.res);
+    if ((bit = plan_request(t, c, crm, &is, text)) >= 0 ||
+        (bit = cmp_pick_upstream(c, t, &is.plan, p10cr == NULL, &t->up, text)) >= 0) {
+        si = reject(c, bit, text);
         goto out;
     }
-    if (gw_cert_plan_make(t->role, &creq, c->now, &plan, &fi, err) != 0) {
-        si = reject(c, fi, err);
-        goto out;
-    }
-    if ((up = gw_upstream_set_get0(c->e->ups, t->role->upstream_name)) == NULL) {
-        si = reject(c, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "no upstream CA is configured for this role");
+    if (audit_intent(t, c, &is) != 0) {
+        si = reject(c, OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_DOWN);
         goto out;
     }
     gw_upstream_sign_wait(
-        up, &(struct gw_sign_req){.role = t->role, .plan = &plan, .csr = p10cr, .request_id = c->rsp->tid},
-        &res);
-    if (res.status != 0 || res.cert == NULL)
-        si = reject(c, res.status != 0 ? res.fail_info : OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                    res.reason[0] != '\0' ? res.reason : "the upstream CA issued no certificate");
+        t->up,
+        &(struct gw_sign_req){.role = t->role, .plan = &is.plan, .csr = p10cr, .request_id = c->rsp->tid},
+        &is.res);
+    if (is.res.status != 0 || is.res.cert == NULL)
+        si = reject(c, is.res.status != 0 ? is.res.fail_info : OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                    is.res.reason[0] != '\0' ? is.res.reason : "the upstream CA issued no certificate");
     else
-        si = accept_cert(t, c, &res, plan.modified || res.modified, certOut, chainOut);
+        si = deliver(t, c, &is.plan, &is.res, certOut, chainOut);
 out:
-    gw_sign_result_cleanup(&res);
-    gw_cert_plan_cleanup(&plan);
-    gw_cert_req_cleanup(&creq);
+    gw_sign_result_cleanup(&is.res);
+    gw_cert_plan_cleanup(&is.plan);
+    gw_cert_req_cleanup(&is.creq);
     return si;
+}
+
+/* The checks in order: who asks (authorization first), then protocol, then the old certificate. */
+static OSSL_CMP_PKISI *decide(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req,
+                              const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr, X509 **certOut,
+                              STACK_OF(X509) * *chainOut)
+{
+    char text[GW_ERR_LEN] = "";
+    int bit;
+
+    identify(t, c, req);
+    if ((bit = cmp_authorize(c, t, text)) >= 0 || (bit = check_time(c, text)) >= 0 ||
+        (bit = check_replay(c, text)) >= 0 || (bit = check_kur(t, c, crm, text)) >= 0 ||
+        (bit = cmp_check_old_cert(c, t, text)) >= 0 || (bit = reserve(t, c, text)) >= 0)
+        return reject(c, bit, text);
+    return issue(t, c, crm, p10cr, certOut, chainOut);
 }
 
 static OSSL_CMP_PKISI *cert_request_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
@@ -259,17 +374,19 @@ static OSSL_CMP_PKISI *cert_request_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG
 {
     struct cmp_txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
     struct cmp_call *c = t->call;
-    char text[GW_ERR_LEN] = "";
-    int bit;
+    OSSL_CMP_PKISI *si;
+    struct gw_audit_rec r;
 
     (void)certReqId;
     (void)caPubs;
-    if ((bit = check_time(c, text)) >= 0 || (bit = check_replay(c, text)) >= 0)
-        return reject(c, bit, text);
-    identify(t, c, req);
-    if ((bit = check_kur(t, c, crm, text)) >= 0 || (bit = reserve(t, c, text)) >= 0)
-        return reject(c, bit, text);
-    return issue(t, c, crm, p10cr, certOut, chainOut);
+    si = decide(t, c, req, crm, p10cr, certOut, chainOut);
+    /* every outcome of an authenticated request is on record, refusals included */
+    if (!c->audited) {
+        cmp_audit_rec_init(&r, t, c->rsp->tid, "rejected", c->rsp->outcome);
+        (void)cmp_audit_write(c->e, &r, 0);
+        c->audited = 1;
+    }
+    return si;
 }
 
 /* Makes OpenSSL answer with an error whose failInfo and text the engine then puts in (§9). */
@@ -297,17 +414,18 @@ static int certconf_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certR
      * The certHash is how a certConf names the certificate it confirms; a hash of anything other
      * than what this transaction issued names a certificate this transaction does not know.
      */
-    if (!match)
+    if (!match) {
+        c->confirm = CMP_CONFIRM_FAILED;
         return fail(c, OSSL_CMP_PKIFAILUREINFO_badCertId,
                     "certHash does not match the certificate issued in this "
                     "transaction");
+    }
     if (si != NULL && gw_shim_pkisi_status(si) == OSSL_CMP_PKISTATUS_rejection) {
-        /* the local issuer cannot revoke yet: the certificate stays valid, so say so loudly */
-        gw_log_kv(GW_LOG_WARN, "cert_rejected_by_client", "tid", c->rsp->tid, "identity", t->identity,
-                  "serial", t->serial, "msg", "client rejected the certificate", NULL);
+        c->confirm = CMP_CONFIRM_REJECTED; /* the engine revokes it once the answer is built */
         cmp_set_outcome(c, "cert_rejected_by_client", -1, NULL);
         return 1;
     }
+    c->confirm = CMP_CONFIRM_ACCEPTED;
     cmp_set_outcome(c, "confirmed", -1, NULL);
     return 1;
 }
@@ -395,6 +513,9 @@ struct cmp_txn *cmp_txn_new(struct cmp_call *c, int refusal)
     if (t == NULL)
         return NULL;
     t->role = c->role;
+    snprintf(t->route, sizeof(t->route), "%s", c->route);
+    snprintf(t->tls_subject, sizeof(t->tls_subject), "%s", c->tls_subject);
+    snprintf(t->body, sizeof(t->body), "%s", gw_shim_body_name(c->body));
     if ((t->srv = OSSL_CMP_SRV_CTX_new(NULL, NULL)) == NULL || !setup_common(t, c->e->cfg))
         goto err;
     /* a refusal context has neither trust nor secret: it can never validate anything (§10.1) */
@@ -419,5 +540,6 @@ void cmp_txn_free(void *p)
     X509_free(t->signer);
     X509_free(t->issued);
     OPENSSL_cleanse(t->kid, sizeof(t->kid));
+    OPENSSL_cleanse(t->pbm_ref, sizeof(t->pbm_ref));
     free(t);
 }

@@ -266,7 +266,7 @@ static void job_run(struct gw_job *j)
 {
     struct http_job *job = H2O_STRUCT_FROM_MEMBER(struct http_job, job, j);
     struct gw_cmp_request creq = {
-        .der = job->der, .len = job->len, .route = &job->match, .tls_peer = job->peer};
+        .der = job->der, .len = job->len, .route = &job->match, .tls_peer = job->peer, .path = job->log.path};
 
     gw_cmp_response_init(&job->rsp);
     job->rsp_inited = true;

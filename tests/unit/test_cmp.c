@@ -15,10 +15,12 @@
 #include <string.h>
 #include <unistd.h>
 #include <openssl/cmp.h>
+#include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
+#include <json-c/json.h>
 
 #include "gateway/cmp.h"
 #include "gateway/cmp_shim.h"
@@ -45,6 +47,16 @@ struct env {
     struct gw_upstream_set *ups;
     struct gw_cmp_engine *engine;
     struct gw_route_match route;
+    X509 *tls; /* TLS client certificate of the next request */
+    char audit_path[160];
+};
+
+/* A config variant: the demo's, with these pieces inserted. */
+struct env_opts {
+    const char *cmp;        /* the "cmp" section's members */
+    const char *role_extra; /* members appended to the default role, e.g. "authorization": {...} */
+    int deleg;              /* add a second local upstream "deleg" */
+    int confirm;            /* the default role grants no implicitConfirm */
 };
 
 /* Per-client transfer state. */
@@ -53,7 +65,8 @@ struct client {
     OSSL_CMP_MSG *(*tamper)(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl);
     OSSL_CMP_CTX *other; /* tamper helper: a second sender */
     int exchanges;
-    int new_thread; /* process each exchange on a fresh thread */
+    int new_thread;              /* process each exchange on a fresh thread */
+    X509 *tls_first, *tls_later; /* TLS client certificate of the first / later exchanges */
     unsigned char *first_req;
     size_t first_req_len;
 };
@@ -166,26 +179,84 @@ static int group_teardown(void **state)
     return system(cmd);
 }
 
-/* A config = the demo's with a "cmp" section inserted. */
-static struct env *env_new(const char *cmp)
+/* Inserts |piece| into |json| (freed) before the first |anchor|, or after it with |after|. */
+static char *insert_at(char *json, const char *anchor, int after, const char *piece)
 {
-    struct env *e = calloc(1, sizeof(*e));
-    size_t cap = strlen(base_json) + strlen(cmp) + 64;
-    char err[GW_ERR_LEN] = "", *json = calloc(1, cap);
-    const char *at = strstr(base_json, "\"default_path_policy\"");
+    char *at = strstr(json, anchor), *out;
+    size_t head;
 
     assert_non_null(at);
-    memcpy(json, base_json, (size_t)(at - base_json));
-    snprintf(json + (at - base_json), cap - (size_t)(at - base_json), "\"cmp\": {%s},\n  %s", cmp, at);
+    head = (size_t)(at - json) + (after ? strlen(anchor) : 0);
+    out = calloc(1, strlen(json) + strlen(piece) + 1);
+    memcpy(out, json, head);
+    strcpy(out + head, piece);
+    strcat(out, json + head);
+    free(json);
+    return out;
+}
+
+static char *env_json(const struct env_opts *o)
+{
+    char *json = strdup(base_json), piece[2048];
+
+    snprintf(piece, sizeof(piece), "\"cmp\": {%s},\n  ", o->cmp != NULL ? o->cmp : "");
+    json = insert_at(json, "\"default_path_policy\"", 0, piece);
+    if (strstr(json, "\"audit\"") == NULL) /* the file is replaced per engine in env_parse */
+        json = insert_at(json, "\"default_path_policy\"", 0, "\"audit\": {\"file\": \"audit.log\"},\n  ");
+    if (o->role_extra != NULL) {
+        snprintf(piece, sizeof(piece), ",\n      %s", o->role_extra);
+        json = insert_at(json, "\"implicit_confirm\": true", 1, piece);
+    }
+    if (o->deleg)
+        json = insert_at(json, "\"upstreams\": {", 1,
+                         "\n    \"deleg\": { \"type\": \"local\", \"cert\": \"issuing.pem\", "
+                         "\"key\": \"issuing.key\", \"chain\": \"ca.pem\" },");
+    return json;
+}
+
+/* Parses the variant; the engine is started by env_start (tests may change the snapshot first). */
+static struct env *env_parse(const struct env_opts *o)
+{
+    static int n;
+    struct env *e = calloc(1, sizeof(*e));
+    char err[GW_ERR_LEN] = "", *json = env_json(o);
+
     e->cfg = gw_config_parse(json, strlen(json), dir, "test.json", err);
     if (e->cfg == NULL)
-        fail_msg("config: %s", err);
-    assert_non_null(e->ups = gw_upstream_set_new(e->cfg, err));
-    assert_non_null(e->engine = gw_cmp_engine_new(e->cfg, e->ups, err));
+        fail_msg("config: %s\n%s", err, json);
+    free(json);
+    /* each engine its own audit log, so that a test reads only its own records */
+    snprintf(e->audit_path, sizeof(e->audit_path), "%s/audit-%d.log", dir, ++n);
+    free(e->cfg->audit.file);
+    e->cfg->audit.file = strdup(e->audit_path);
+    if (o->confirm)
+        ((struct gw_role *)e->cfg->default_path_policy.role)->implicit_confirm = false;
+    return e;
+}
+
+static void env_start(struct env *e)
+{
+    char err[GW_ERR_LEN] = "";
+
+    if ((e->ups = gw_upstream_set_new(e->cfg, err)) == NULL)
+        fail_msg("upstreams: %s", err);
+    if ((e->engine = gw_cmp_engine_new(e->cfg, e->ups, err)) == NULL)
+        fail_msg("engine: %s", err);
     e->route.kind = GW_ROUTE_DEFAULT;
     e->route.role = e->cfg->default_path_policy.role;
-    free(json);
+}
+
+static struct env *env_open(const struct env_opts *o)
+{
+    struct env *e = env_parse(o);
+
+    env_start(e);
     return e;
+}
+
+static struct env *env_new(const char *cmp)
+{
+    return env_open(&(struct env_opts){.cmp = cmp});
 }
 
 static void env_free(struct env *e)
@@ -204,7 +275,7 @@ static unsigned char *exchange(struct env *e, const unsigned char *der, size_t l
     unsigned char *out = NULL;
 
     gw_cmp_response_init(&rsp);
-    gw_cmp_process(e->engine, &(struct gw_cmp_request){der, len, &e->route, NULL}, &rsp);
+    gw_cmp_process(e->engine, &(struct gw_cmp_request){der, len, &e->route, e->tls, NULL}, &rsp);
     *http = rsp.http_status;
     if (rsp.http_status == 200) {
         out = OPENSSL_memdup(rsp.der, rsp.len);
@@ -243,6 +314,8 @@ static OSSL_CMP_MSG *transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
     if ((len = i2d_OSSL_CMP_MSG(sent, &j.der)) <= 0)
         goto out;
     j.len = (size_t)len;
+    if (cl->tls_first != NULL)
+        cl->env->tls = cl->exchanges == 0 || cl->tls_later == NULL ? cl->tls_first : cl->tls_later;
     if (cl->exchanges++ == 0) {
         cl->first_req = OPENSSL_memdup(j.der, j.len);
         cl->first_req_len = j.len;
@@ -793,6 +866,683 @@ static void test_parallel(void **state)
     env_free(e);
 }
 
+/* ---- issue 3: authorization, request policy, upstream choice, result checks, audit ---- */
+
+/* The test adapter: the local issuer with switchable capabilities and misbehaviour. */
+enum fake_mode { FK_PLAIN = 0, FK_OTHER_KEY, FK_RENAME, FK_CA_TRUE, FK_OTHER_CA };
+
+static struct {
+    enum fake_mode mode;
+    int revoked;      /* cert_status answer */
+    int policy_fails; /* role_policy fails */
+    int revoke_fails; /* revoke fails */
+    int sign_calls, csr_calls, revoke_calls, policy_calls, status_calls;
+    struct env *env; /* for during_sign */
+    void (*during_sign)(struct env *e);
+} fake;
+
+static struct gw_upstream_ops fake_ops;
+
+struct fake_call {
+    struct gw_upstream *up;
+    gw_upstream_done_fn done;
+    void *arg;
+};
+
+static void fake_done(void *arg, struct gw_sign_result *res)
+{
+    struct fake_call *fc = arg;
+    BASIC_CONSTRAINTS *bc;
+
+    if (res->cert != NULL && fake.mode == FK_CA_TRUE) {
+        bc = BASIC_CONSTRAINTS_new();
+        bc->ca = 1;
+        X509_add1_ext_i2d(res->cert, NID_basic_constraints, bc, 1, X509V3_ADD_REPLACE);
+        BASIC_CONSTRAINTS_free(bc);
+        assert_true(X509_sign(res->cert, gw_upstream_get0_conf(fc->up)->key, EVP_sha256()) > 0);
+    } else if (res->cert != NULL && fake.mode == FK_OTHER_CA) {
+        X509_set_issuer_name(res->cert, X509_get_subject_name(rogue_cert));
+        assert_true(X509_sign(res->cert, rogue_key, EVP_sha256()) > 0);
+    }
+    fc->done(fc->arg, res);
+}
+
+static int fake_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done,
+                     void *arg)
+{
+    struct gw_cert_plan plan = *req->plan; /* shallow: the local issuer only reads it */
+    struct gw_sign_req r = *req;
+    struct fake_call fc = {up, done, arg};
+    X509_NAME *name = NULL;
+    EVP_PKEY *other = NULL;
+    int rc;
+
+    fake.sign_calls++;
+    fake.csr_calls += req->csr != NULL;
+    if (fake.mode == FK_OTHER_KEY)
+        plan.pubkey = other = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    if (fake.mode == FK_RENAME) {
+        name = X509_NAME_new();
+        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"renamed-device", -1, -1,
+                                   0);
+        plan.subject = name;
+    }
+    if (fake.during_sign != NULL)
+        fake.during_sign(fake.env);
+    r.plan = &plan;
+    rc = gw_upstream_local_ops.sign(up, &r, fake_done, &fc); /* completes before it returns */
+    X509_NAME_free(name);
+    EVP_PKEY_free(other);
+    return rc;
+}
+
+static int fake_revoke(struct gw_upstream *up, const X509 *cert, int reason, char *err)
+{
+    (void)up, (void)cert, (void)reason;
+    fake.revoke_calls++;
+    if (!fake.revoke_fails)
+        return 0;
+    snprintf(err, GW_ERR_LEN, "the test CA refuses to revoke");
+    return -12;
+}
+
+static int fake_role_policy(struct gw_upstream *up, const char *role, struct gw_role_policy *out, char *err)
+{
+    (void)up, (void)role;
+    fake.policy_calls++;
+    if (fake.policy_fails) {
+        snprintf(err, GW_ERR_LEN, "the test CA is sealed");
+        return -12;
+    }
+    memset(out, 0, sizeof(*out));
+    out->allowed_domains.v = calloc(1, sizeof(char *));
+    out->allowed_domains.v[0] = strdup("example.com");
+    out->allowed_domains.n = 1;
+    out->allow_subdomains = true;
+    snprintf(out->key_type, sizeof(out->key_type), "any");
+    return 0;
+}
+
+static int fake_cert_status(struct gw_upstream *up, const X509 *cert, int *revoked, char *err)
+{
+    (void)up, (void)cert, (void)err;
+    fake.status_calls++;
+    *revoked = fake.revoked;
+    return 0;
+}
+
+/* Replaces the "local" upstream of |e| (same configuration) with the test adapter of |caps|. */
+static void env_fake(struct env *e, unsigned caps, enum fake_mode mode)
+{
+    char err[GW_ERR_LEN] = "";
+    const struct gw_upstream_conf *uc = NULL;
+    struct gw_upstream *up;
+
+    memset(&fake, 0, sizeof(fake));
+    fake.mode = mode;
+    fake.env = e;
+    fake_ops = gw_upstream_local_ops;
+    fake_ops.dialect = "fake";
+    fake_ops.caps = caps;
+    fake_ops.sign = fake_sign;
+    fake_ops.revoke = fake_revoke;
+    fake_ops.role_policy = fake_role_policy;
+    fake_ops.cert_status = fake_cert_status;
+    for (size_t i = 0; i < e->cfg->n_upstreams; i++)
+        if (strcmp(e->cfg->upstreams[i].name, "local") == 0)
+            uc = &e->cfg->upstreams[i];
+    assert_non_null(uc);
+    assert_non_null(up = gw_upstream_new_ops(uc, &fake_ops, err));
+    assert_int_equal(gw_upstream_set_put0(e->ups, up), 0);
+}
+
+/* The audit records of |e| with |event| (and |serial| if not NULL); |field|=|value| if not NULL. */
+static int audit_count(const struct env *e, const char *event, const char *serial, const char *field,
+                       const char *value)
+{
+    FILE *f = fopen(e->audit_path, "r");
+    char line[16384];
+    int n = 0;
+
+    if (f == NULL)
+        return 0;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        struct json_object *o = json_tokener_parse(line), *v;
+
+        if (o == NULL)
+            fail_msg("audit line is not JSON: %s", line);
+        if (json_object_object_get_ex(o, "event", &v) && strcmp(json_object_get_string(v), event) == 0 &&
+            (serial == NULL || (json_object_object_get_ex(o, "serial", &v) &&
+                                strcmp(json_object_get_string(v), serial) == 0)) &&
+            (field == NULL ||
+             (json_object_object_get_ex(o, field, &v) && strstr(json_object_get_string(v), value) != NULL)))
+            n++;
+        json_object_put(o);
+    }
+    fclose(f);
+    return n;
+}
+
+static void serial_of(const X509 *x, char *out, size_t cap)
+{
+    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
+    char *hex = BN_bn2hex(bn);
+
+    snprintf(out, cap, "%s", hex);
+    for (char *p = out; *p != '\0'; p++)
+        if (*p >= 'A' && *p <= 'F')
+            *p = (char)(*p - 'A' + 'a');
+    OPENSSL_free(hex);
+    BN_free(bn);
+}
+
+struct authz_case {
+    const char *name;
+    const char *authz; /* "authorization" members */
+    enum prot prot;
+    int tls;      /* 0: none, 1: the client's certificate, 2: the gateway signer's (another cert) */
+    int fail_bit; /* -1: must be issued */
+    const char *text;
+};
+
+static X509 *signer_cert;
+
+static void test_authorization(void **state)
+{
+    static const struct authz_case cases[] = {
+        {"TLS required, none", "\"tls_client\": \"require\"", SIG, 0, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+         "requires a TLS client certificate"},
+        {"TLS required, present", "\"tls_client\": \"require\"", SIG, 1, -1, NULL},
+        {"TLS subject outside the patterns", "\"tls_subjects\": [\"/O=cmpgw demo/CN=dev-*\"]", SIG, 1,
+         OSSL_CMP_PKIFAILUREINFO_notAuthorized, "/O=cmpgw demo/CN=demo-client"},
+        {"TLS subject within the patterns", "\"tls_subjects\": [\"/O=cmpgw demo/CN=demo-*\"]", SIG, 1, -1,
+         NULL},
+        {"TLS cert is not the signer", "\"tls_must_be_signer\": true", SIG, 2,
+         OSSL_CMP_PKIFAILUREINFO_notAuthorized, "not the TLS client certificate"},
+        {"TLS cert is the signer", "\"tls_must_be_signer\": true", SIG, 1, -1, NULL},
+        {"TLS must be signer, PBM", "\"tls_must_be_signer\": true", PBM, 1,
+         OSSL_CMP_PKIFAILUREINFO_notAuthorized, "signed with the TLS client"},
+        {"signer subject outside the patterns", "\"signer_subjects\": [\"/O=cmpgw demo/CN=device-*\"]", SIG,
+         0, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "/O=cmpgw demo/CN=demo-client"},
+        {"signer subject within the patterns", "\"signer_subjects\": [\"/O=cmpgw demo/CN=demo-*\"]", SIG, 0,
+         -1, NULL},
+    };
+    char role[512];
+
+    (void)state;
+    signer_cert = load_cert("signer.pem");
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct authz_case *ac = &cases[i];
+        struct env *e;
+        struct client cl;
+        OSSL_CMP_CTX *ctx;
+        X509 *cert;
+
+        print_message("case: %s\n", ac->name);
+        snprintf(role, sizeof(role), "\"authorization\": {%s}", ac->authz);
+        e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .role_extra = role});
+        cl = (struct client){.env = e,
+                             .tls_first = ac->tls == 1   ? client_cert
+                                          : ac->tls == 2 ? signer_cert
+                                                         : NULL};
+        ctx = ac->prot == SIG ? client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0)
+                              : client_new(&cl, PBM, NULL, NULL, "demo-device", pbm_secret, pbm_secret_len);
+        cert = OSSL_CMP_exec_IR_ses(ctx);
+        if (ac->fail_bit < 0) {
+            assert_non_null(cert);
+            assert_int_equal(audit_count(e, "issued", NULL, NULL, NULL), 1);
+        } else {
+            assert_null(cert);
+            assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, ac->fail_bit, ac->text);
+            /* refused before the upstream: no intent, one rejection on record */
+            assert_int_equal(audit_count(e, "intent", NULL, NULL, NULL), 0);
+            assert_int_equal(audit_count(e, "rejected", NULL, "status", "notAuthorized"), 1);
+        }
+        assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
+    X509_free(signer_cert);
+}
+
+/* The certConf of a tls_must_be_signer role comes over another TLS certificate: refused, txn kept. */
+static void test_authorization_certconf(void **state)
+{
+    struct env *e =
+        env_open(&(struct env_opts){.cmp = CMP_DEFAULTS,
+                                    .confirm = 1,
+                                    .role_extra = "\"authorization\": {\"tls_must_be_signer\": true}"});
+    struct client cl = {.env = e};
+    OSSL_CMP_CTX *ctx;
+
+    (void)state;
+    signer_cert = load_cert("signer.pem");
+    cl.tls_first = client_cert;
+    cl.tls_later = signer_cert;
+    ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_IMPLICIT_CONFIRM, 1);
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                  "not the TLS client certificate");
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1); /* still the real client's */
+    assert_int_equal(audit_count(e, "confirmed", NULL, NULL, NULL), 0);
+    /* twin: the same over the right TLS certificate is confirmed */
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    cl = (struct client){.env = e, .tls_first = client_cert};
+    ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    assert_non_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_int_equal(cl.exchanges, 2);
+    assert_int_equal(audit_count(e, "confirmed", NULL, NULL, NULL), 1);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    X509_free(signer_cert);
+    env_free(e); /* the first one is abandoned: expired_unconfirmed */
+}
+
+static void push_dns(OSSL_CMP_CTX *ctx, const char *dns)
+{
+    GENERAL_NAME *gn = GENERAL_NAME_new();
+    ASN1_IA5STRING *s = ASN1_IA5STRING_new();
+
+    ASN1_STRING_set(s, dns, -1);
+    GENERAL_NAME_set0_value(gn, GEN_DNS, s);
+    assert_int_equal(OSSL_CMP_CTX_push1_subjectAltName(ctx, gn), 1);
+    GENERAL_NAME_free(gn);
+}
+
+/* allowed_dns_names: a SAN outside it never reaches the upstream; one inside is issued. */
+static void test_request_policy(void **state)
+{
+    static const struct {
+        const char *dns;
+        int ok;
+    } cases[] = {{"evil.example.org", 0}, {"a.example.com", 1}, {"a.b.example.com", 0}, {"example.com", 0}};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct env *e = env_open(&(struct env_opts){
+            .cmp = CMP_DEFAULTS,
+            .role_extra = "\"authorization\": {\"allowed_dns_names\": [\"*.example.com\"]}"});
+        struct client cl = {.env = e};
+        OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+        X509 *cert;
+
+        print_message("case: %s\n", cases[i].dns);
+        env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY, FK_PLAIN);
+        push_dns(ctx, cases[i].dns);
+        cert = OSSL_CMP_exec_IR_ses(ctx);
+        assert_int_equal(cert != NULL, cases[i].ok);
+        assert_int_equal(fake.sign_calls, cases[i].ok);
+        if (!cases[i].ok)
+            assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+                          cases[i].dns);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
+}
+
+static X509_REQ *make_csr(EVP_PKEY *k, const char *cn)
+{
+    X509_REQ *csr = X509_REQ_new();
+
+    X509_REQ_set_pubkey(csr, k);
+    X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(csr), "CN", MBSTRING_ASC, (const unsigned char *)cn,
+                               -1, -1, 0);
+    assert_true(X509_REQ_sign(csr, k, EVP_sha256()) > 0);
+    return csr;
+}
+
+/* Sends a p10cr for |cn| with a fresh key; returns the certificate or NULL. */
+static X509 *p10cr(OSSL_CMP_CTX *ctx, const char *cn)
+{
+    EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509_REQ *csr = make_csr(k, cn);
+    X509 *cert;
+
+    OSSL_CMP_CTX_reinit(ctx);
+    OSSL_CMP_CTX_set1_p10CSR(ctx, csr);
+    OSSL_CMP_CTX_set0_newPkey(ctx, 1, k);
+    cert = OSSL_CMP_exec_P10CR_ses(ctx);
+    X509_REQ_free(csr);
+    return cert;
+}
+
+/* A CSR-only upstream with crmf "reject": CRMF gets an actionable error, p10cr goes through unchanged. */
+static void test_crmf_reject(void **state)
+{
+    struct env *e = env_new(CMP_DEFAULTS);
+    struct client cl = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+
+    (void)state;
+    env_fake(e, GW_UP_SIGN_CSR, FK_PLAIN);
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+                  "signs PKCS#10 requests only: send a p10cr (openssl cmp -cmd p10cr");
+    OSSL_CMP_CTX_reinit(ctx);
+    assert_null(OSSL_CMP_exec_KUR_ses(ctx));
+    assert_int_equal(fake.sign_calls, 0);
+    /* twin: the same route takes a p10cr, and the CSR reaches the upstream */
+    assert_non_null(p10cr(ctx, "p10-device"));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    assert_int_equal(fake.csr_calls, 1);
+    /* and an upstream that signs keys only refuses p10cr with the opposite advice */
+    env_fake(e, GW_UP_SIGN_KEY, FK_PLAIN);
+    assert_null(p10cr(ctx, "p10-device"));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "send an ir");
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+/* Makes the default role delegate CRMF to the "deleg" local upstream. */
+static struct env *env_delegate(void)
+{
+    struct env *e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .deleg = 1});
+    struct gw_role *role = (struct gw_role *)e->cfg->default_path_policy.role;
+
+    /* set after the upstreams' own check, which rightly refuses delegate on a local upstream */
+    role->crmf = GW_CRMF_DELEGATE;
+    role->delegate_name = strdup("deleg");
+    for (size_t i = 0; i < e->cfg->n_upstreams; i++)
+        if (strcmp(e->cfg->upstreams[i].name, "deleg") == 0)
+            role->delegate = &e->cfg->upstreams[i];
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_ROLE_POLICY, FK_PLAIN);
+    return e;
+}
+
+static void set_cn(OSSL_CMP_CTX *ctx, const char *cn)
+{
+    X509_NAME *n = X509_NAME_new();
+
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
+    OSSL_CMP_CTX_set1_subjectName(ctx, n);
+    X509_NAME_free(n);
+}
+
+static time_t later_clock(void)
+{
+    return time(NULL) + GW_ROLE_POLICY_TTL + 1;
+}
+
+/* crmf "delegate": the upstream role's policy (fetched once per TTL) decides, the local issuer signs. */
+static void test_crmf_delegate(void **state)
+{
+    struct env *e = env_delegate();
+    struct client cl = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+
+    (void)state;
+    set_cn(ctx, "dev.example.com");
+    assert_non_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_int_equal(fake.sign_calls, 0); /* the delegate signed, not the upstream */
+    assert_int_equal(audit_count(e, "issued", NULL, "upstream", "deleg"), 1);
+    OSSL_CMP_CTX_reinit(ctx);
+    set_cn(ctx, "test-device"); /* twin: outside the upstream role's allowed_domains */
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "test-device");
+    assert_int_equal(fake.policy_calls, 1); /* cached */
+    /* the cache expires: the policy is read again, and one that cannot be read refuses */
+    fake.policy_fails = 1;
+    gw_cmp_engine_set_clock(e->engine, later_clock);
+    OSSL_CMP_CTX_reinit(ctx);
+    set_cn(ctx, "dev.example.com");
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "sealed");
+    assert_int_equal(fake.policy_calls, 2);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+static void test_crmf_delegate_policy_down(void **state)
+{
+    struct env *e = env_delegate();
+    struct client cl = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+
+    (void)state;
+    fake.policy_fails = 1;
+    set_cn(ctx, "dev.example.com");
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                  "the test CA is sealed");
+    /* twin: the upstream is back; a failure is not cached */
+    fake.policy_fails = 0;
+    OSSL_CMP_CTX_reinit(ctx);
+    assert_non_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_int_equal(fake.policy_calls, 2);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+struct result_case {
+    const char *name;
+    enum fake_mode mode;
+    int status; /* PKIStatus the client sees */
+    int fail_bit;
+    const char *text;
+    int revoked; /* the upstream was asked to revoke */
+};
+
+/* What the upstream returns is checked: wrong key, CA:TRUE, another CA, a renamed subject. */
+static void test_result_checks(void **state)
+{
+    static const struct result_case cases[] = {
+        {"as planned", FK_PLAIN, OSSL_CMP_PKISTATUS_accepted, -1, NULL, 0},
+        {"renamed subject", FK_RENAME, OSSL_CMP_PKISTATUS_grantedWithMods, -1, NULL, 0},
+        {"certificate for another key", FK_OTHER_KEY, OSSL_CMP_PKISTATUS_rejection,
+         OSSL_CMP_PKIFAILUREINFO_systemFailure, "unusable certificate", 1},
+        {"CA:TRUE certificate", FK_CA_TRUE, OSSL_CMP_PKISTATUS_rejection,
+         OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "outside this route's policy", 1},
+        {"certificate from another CA", FK_OTHER_CA, OSSL_CMP_PKISTATUS_rejection,
+         OSSL_CMP_PKIFAILUREINFO_systemFailure, "unusable certificate", 1},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct result_case *rc = &cases[i];
+        struct env *e = env_new(CMP_DEFAULTS);
+        struct client cl = {.env = e};
+        OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+        X509 *cert;
+
+        print_message("case: %s\n", rc->name);
+        env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, rc->mode);
+        cert = OSSL_CMP_exec_IR_ses(ctx);
+        assert_int_equal(cert != NULL, rc->status != OSSL_CMP_PKISTATUS_rejection);
+        assert_status(ctx, rc->status, rc->fail_bit, rc->text);
+        assert_int_equal(fake.revoke_calls, rc->revoked);
+        assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), rc->revoked);
+        assert_int_equal(audit_count(e, "issued", NULL, NULL, NULL), !rc->revoked);
+        if (rc->revoked) /* the withdrawn certificate's serial is on record */
+            assert_int_equal(audit_count(e, "rejected", NULL, "serial", ""), 1);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
+}
+
+/* Outside policy, and the upstream cannot revoke: rejected all the same, revoke_failed on record. */
+static void test_result_unrevocable(void **state)
+{
+    struct env *e = env_new(CMP_DEFAULTS);
+    struct client cl = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+
+    (void)state;
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_CA_TRUE);
+    fake.revoke_fails = 1;
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, NULL);
+    assert_int_equal(audit_count(e, "revoke_failed", NULL, "status", "refuses to revoke"), 1);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+/* kur: the upstream's view of the old certificate counts; revoked -> certRevoked. */
+static void test_kur_revoked(void **state)
+{
+    struct env *e = env_new(CMP_DEFAULTS);
+    struct client cl = {.env = e}, cl2 = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0), *kur;
+    X509 *old;
+
+    (void)state;
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_CERT_STATUS, FK_PLAIN);
+    assert_non_null(old = OSSL_CMP_exec_IR_ses(ctx));
+    kur = client_new(&cl2, SIG, old, OSSL_CMP_CTX_get0_newPkey(ctx, 1), NULL, NULL, 0);
+    OSSL_CMP_CTX_set1_oldCert(kur, old);
+    fake.revoked = 1;
+    assert_null(OSSL_CMP_exec_KUR_ses(kur));
+    assert_status(kur, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+                  "the certificate to update is revoked");
+    assert_int_equal(fake.sign_calls, 1);
+    fake.revoked = 0; /* twin */
+    OSSL_CMP_CTX_reinit(kur);
+    assert_non_null(OSSL_CMP_exec_KUR_ses(kur));
+    assert_int_equal(fake.status_calls, 2);
+    client_cleanup(&cl);
+    client_cleanup(&cl2);
+    OSSL_CMP_CTX_free(ctx);
+    OSSL_CMP_CTX_free(kur);
+    env_free(e);
+}
+
+/* One intent, one issued (serial = the certificate's) and one confirmed line per transaction. */
+static void test_audit_lines(void **state)
+{
+    struct env *e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .confirm = 1});
+    struct client cl = {.env = e, .tls_first = client_cert};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    char serial[64];
+    X509 *cert;
+
+    (void)state;
+    push_dns(ctx, "audit.example.com");
+    assert_non_null(cert = OSSL_CMP_exec_IR_ses(ctx));
+    serial_of(cert, serial, sizeof(serial));
+    assert_int_equal(audit_count(e, "intent", NULL, "alt_names", "audit.example.com"), 1);
+    assert_int_equal(audit_count(e, "issued", serial, "common_name", "test-device"), 1);
+    assert_int_equal(audit_count(e, "issued", serial, "identity", "/O=cmpgw demo/CN=demo-client"), 1);
+    assert_int_equal(audit_count(e, "issued", serial, "tls_subject", "/O=cmpgw demo/CN=demo-client"), 1);
+    assert_int_equal(audit_count(e, "issued", serial, "body_type", "ir"), 1);
+    assert_int_equal(audit_count(e, "issued", serial, "route", "/cmp"), 1);
+    assert_int_equal(audit_count(e, "confirmed", serial, NULL, NULL), 1);
+    assert_int_equal(audit_count(e, "issued", NULL, NULL, NULL), 1);
+    /* a certificate never confirmed is on record when its transaction expires */
+    OSSL_CMP_CTX_reinit(ctx);
+    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_DISABLE_CONFIRM, 1);
+    assert_non_null(cert = OSSL_CMP_exec_IR_ses(ctx));
+    serial_of(cert, serial, sizeof(serial));
+    gw_cmp_engine_expire(e->engine, time(NULL) + 301);
+    assert_int_equal(audit_count(e, "expired_unconfirmed", serial, NULL, NULL), 1);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+/* The client rejects the certificate in its certConf: on record, and revoked where the upstream can. */
+static int reject_cert(OSSL_CMP_CTX *ctx, X509 *cert, int fail_info, const char **text)
+{
+    (void)ctx, (void)cert, (void)fail_info;
+    *text = "not what I asked for";
+    return 1 << OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
+}
+
+static void test_audit_client_rejects(void **state)
+{
+    struct env *e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .confirm = 1});
+    struct client cl = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+
+    (void)state;
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
+    OSSL_CMP_CTX_set_certConf_cb(ctx, reject_cert);
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_int_equal(cl.exchanges, 2);
+    assert_int_equal(audit_count(e, "rejected_by_client", NULL, NULL, NULL), 1);
+    assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), 1);
+    assert_int_equal(fake.revoke_calls, 1);
+    assert_int_equal(audit_count(e, "confirmed", NULL, NULL, NULL), 0);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+/* Swaps the audit file for /dev/full: every later write fails. */
+static void audit_to_dev_full(struct env *e)
+{
+    unlink(e->audit_path);
+    assert_int_equal(symlink("/dev/full", e->audit_path), 0);
+    assert_int_equal(gw_cmp_engine_reopen_audit(e->engine), 0);
+}
+
+/* No audit record, no certificate: before the upstream call nothing is issued; after it, withdrawn. */
+static void test_audit_unwritable(void **state)
+{
+    struct env *e = env_new(CMP_DEFAULTS);
+    struct client cl = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+
+    (void)state;
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
+    assert_non_null(OSSL_CMP_exec_IR_ses(ctx)); /* twin: a writable log */
+    audit_to_dev_full(e);
+    OSSL_CMP_CTX_reinit(ctx);
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                  "the audit log cannot be written; nothing was issued");
+    assert_int_equal(fake.sign_calls, 1);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+static void test_audit_lost_after_sign(void **state)
+{
+    struct env *e = env_new(CMP_DEFAULTS);
+    struct client cl = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+
+    (void)state;
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
+    fake.during_sign = audit_to_dev_full; /* the intent is written, the issued record is not */
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                  "the audit log cannot be written; the certificate was not released");
+    assert_int_equal(fake.sign_calls, 1);
+    assert_int_equal(fake.revoke_calls, 1);
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+/* An audit log that cannot be opened stops the engine from starting. */
+static void test_audit_unopenable(void **state)
+{
+    struct env *e = env_parse(&(struct env_opts){.cmp = CMP_DEFAULTS});
+    char err[GW_ERR_LEN] = "";
+
+    (void)state;
+    free(e->cfg->audit.file);
+    e->cfg->audit.file = strdup(dir); /* a directory */
+    assert_non_null(e->ups = gw_upstream_set_new(e->cfg, err));
+    assert_null(gw_cmp_engine_new(e->cfg, e->ups, err));
+    assert_non_null(strstr(err, "CMP engine"));
+    free(e->cfg->audit.file);
+    e->cfg->audit.file = NULL;
+    assert_null(gw_cmp_engine_new(e->cfg, e->ups, err));
+    assert_non_null(strstr(err, "no audit log"));
+    env_free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -811,6 +1561,20 @@ int main(void)
         cmocka_unit_test(test_ip_as_request),
         cmocka_unit_test(test_bad_der),
         cmocka_unit_test(test_parallel),
+        cmocka_unit_test(test_authorization),
+        cmocka_unit_test(test_authorization_certconf),
+        cmocka_unit_test(test_request_policy),
+        cmocka_unit_test(test_crmf_reject),
+        cmocka_unit_test(test_crmf_delegate),
+        cmocka_unit_test(test_crmf_delegate_policy_down),
+        cmocka_unit_test(test_result_checks),
+        cmocka_unit_test(test_result_unrevocable),
+        cmocka_unit_test(test_kur_revoked),
+        cmocka_unit_test(test_audit_lines),
+        cmocka_unit_test(test_audit_client_rejects),
+        cmocka_unit_test(test_audit_unwritable),
+        cmocka_unit_test(test_audit_lost_after_sign),
+        cmocka_unit_test(test_audit_unopenable),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

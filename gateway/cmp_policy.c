@@ -1,0 +1,378 @@
+/*
+ * The CMP engine's policy glue (issue 3): who may use a role (mappings/policy.h), which upstream
+ * signs a request (DESIGN.md decision 5: CRMF to CSR-only upstreams), what an upstream returned
+ * is checked against, and the audit records around the upstream call (decision 8). The checks
+ * themselves are pure functions in mappings/policy.c; this file feeds them and keeps the state
+ * they need: the issuer stores of local upstreams and the upstream role policies of delegates.
+ */
+#include "cmp_local.h"
+#include "err.h"
+#include "log.h"
+#include "../mappings/policy.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/x509v3.h>
+
+#define TEXT_CRMF_REJECT                                                                                     \
+    "this route's CA signs PKCS#10 requests only: send a p10cr (openssl cmp -cmd p10cr -csr ...)"
+#define TEXT_P10_REJECT "this route's CA does not sign PKCS#10 requests: send an ir or cr"
+
+/*
+ * A local upstream holds its CA key, so its own certificate is the anchor its certificates must
+ * chain to (partial chains allowed: the configuration, not a root, makes it trusted).
+ */
+static X509_STORE *local_store(const struct gw_upstream_conf *uc)
+{
+    X509_STORE *s;
+
+    if (uc->cert == NULL || (s = X509_STORE_new()) == NULL)
+        return NULL;
+    if (X509_STORE_add_cert(s, uc->cert) != 1 || X509_STORE_set_flags(s, X509_V_FLAG_PARTIAL_CHAIN) != 1)
+        goto err;
+    for (int i = 0; i < sk_X509_num(uc->chain); i++) {
+        if (X509_STORE_add_cert(s, sk_X509_value(uc->chain, i)) != 1)
+            goto err;
+    }
+    return s;
+err:
+    X509_STORE_free(s);
+    return NULL;
+}
+
+static int init_issuer_stores(struct gw_cmp_engine *e, char *err)
+{
+    const struct gw_config *cfg = e->cfg;
+
+    if (cfg->n_upstreams == 0)
+        return 0;
+    if ((e->issuer_stores = calloc(cfg->n_upstreams, sizeof(*e->issuer_stores))) == NULL)
+        goto nomem;
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        const struct gw_upstream_conf *uc = &cfg->upstreams[i];
+
+        if (uc->issuer_store != NULL) {
+            if (X509_STORE_up_ref(uc->issuer_store) != 1)
+                goto nomem;
+            e->issuer_stores[i] = uc->issuer_store;
+        } else if (uc->cert != NULL && (e->issuer_stores[i] = local_store(uc)) == NULL) {
+            goto nomem;
+        }
+    }
+    return 0;
+nomem:
+    snprintf(err, GW_ERR_LEN, "CMP engine: out of memory building the upstream issuer stores");
+    return GW_ERR_NOMEM;
+}
+
+static int init_role_policies(struct gw_cmp_engine *e, char *err)
+{
+    if (e->cfg->n_roles == 0)
+        return 0;
+    if ((e->role_policies = calloc(e->cfg->n_roles, sizeof(*e->role_policies))) == NULL) {
+        snprintf(err, GW_ERR_LEN, "CMP engine: out of memory");
+        return GW_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < e->cfg->n_roles; i++)
+        pthread_mutex_init(&e->role_policies[i].lock, NULL);
+    return 0;
+}
+
+/* Opens the audit log, the issuer stores and the role policy cache. 0 or a gw_err with |err|. */
+int cmp_policy_init(struct gw_cmp_engine *e, char *err)
+{
+    char why[GW_ERR_LEN] = "";
+
+    if (e->cfg->audit.file == NULL) {
+        snprintf(err, GW_ERR_LEN, "CMP engine: no audit log is configured (\"audit\": {\"file\": ...})");
+        return GW_ERR_INVAL;
+    }
+    if ((e->audit = gw_audit_open(&e->cfg->audit, why)) == NULL) {
+        snprintf(err, GW_ERR_LEN, "CMP engine: %.200s", why);
+        return GW_ERR_IO;
+    }
+    if (init_issuer_stores(e, err) != 0 || init_role_policies(e, err) != 0)
+        return GW_ERR_NOMEM;
+    return 0;
+}
+
+/* NULL-safe on a partly built engine. */
+void cmp_policy_cleanup(struct gw_cmp_engine *e)
+{
+    for (size_t i = 0; e->issuer_stores != NULL && i < e->cfg->n_upstreams; i++)
+        X509_STORE_free(e->issuer_stores[i]);
+    free(e->issuer_stores);
+    e->issuer_stores = NULL;
+    for (size_t i = 0; e->role_policies != NULL && i < e->cfg->n_roles; i++) {
+        gw_role_policy_cleanup(&e->role_policies[i].policy);
+        pthread_mutex_destroy(&e->role_policies[i].lock);
+    }
+    free(e->role_policies);
+    e->role_policies = NULL;
+    gw_audit_close(e->audit);
+    e->audit = NULL;
+}
+
+/* The request path for the audit log: the listener's, else what the route match says. */
+static void describe_route(struct cmp_call *c)
+{
+    const struct gw_route_match *m = c->req->route;
+    const char *prefix = c->e->cfg->path_prefix != NULL ? c->e->cfg->path_prefix : "";
+
+    if (c->req->path != NULL) {
+        snprintf(c->route, sizeof(c->route), "%s", c->req->path);
+        return;
+    }
+    switch (m != NULL ? m->kind : GW_ROUTE_DEFAULT) {
+    case GW_ROUTE_ROLE:
+        snprintf(c->route, sizeof(c->route), "%s/roles/%s/cmp", prefix, c->role->name);
+        break;
+    case GW_ROUTE_WELLKNOWN:
+        snprintf(c->route, sizeof(c->route), "/.well-known/cmp");
+        break;
+    case GW_ROUTE_LABEL:
+        snprintf(c->route, sizeof(c->route), "/.well-known/cmp/p/*");
+        break;
+    default:
+        snprintf(c->route, sizeof(c->route), "%s/cmp", prefix);
+        break;
+    }
+}
+
+/* Fills what the audit records of this request say about where it came from. */
+void cmp_describe_call(struct cmp_call *c)
+{
+    describe_route(c);
+    c->tls_subject[0] = '\0';
+    if (c->req->tls_peer != NULL && X509_NAME_oneline(X509_get_subject_name(c->req->tls_peer), c->tls_subject,
+                                                      sizeof(c->tls_subject)) == NULL)
+        snprintf(c->tls_subject, sizeof(c->tls_subject), "unknown");
+}
+
+/* DESIGN.md decision 7: both the TLS client certificate and the CMP identity, deny by default. */
+int cmp_authorize(struct cmp_call *c, const struct cmp_txn *t, char *text)
+{
+    struct gw_identity id = {.tls_peer = c->req->tls_peer,
+                             .signer = t->pbm ? NULL : t->signer,
+                             .pbm_ref = t->pbm ? t->pbm_ref : NULL};
+    int fi = OSSL_CMP_PKIFAILUREINFO_notAuthorized;
+
+    if (gw_policy_authorize(t->role, &id, c->now, &fi, text) == 0)
+        return -1;
+    gw_log_kv(GW_LOG_INFO, "not_authorized", "tid", c->rsp->tid, "role", t->role->name, "identity",
+              t->identity, "tls_subject", c->tls_subject, "reason", text, NULL);
+    return fi;
+}
+
+const char *cmp_upstream_name(const struct gw_upstream *up)
+{
+    const struct gw_upstream_conf *uc = up != NULL ? gw_upstream_get0_conf(up) : NULL;
+
+    return uc != NULL && uc->name != NULL ? uc->name : "?";
+}
+
+/* The delegate issuer signed the old certificate: its CA, not the upstream, knows it. */
+static int issued_by(const X509 *cert, const struct gw_upstream_conf *uc)
+{
+    return uc != NULL && uc->cert != NULL &&
+           X509_NAME_cmp(X509_get_issuer_name(cert), X509_get_subject_name(uc->cert)) == 0;
+}
+
+/*
+ * kur (issue 3 §6): the certificate being updated must not be revoked, in the upstream's own view
+ * where it offers one. check_kur already made sure the signer is that certificate.
+ */
+int cmp_check_old_cert(struct cmp_call *c, const struct cmp_txn *t, char *text)
+{
+    struct gw_upstream *up = gw_upstream_set_get0(c->e->ups, t->role->upstream_name);
+    char err[GW_ERR_LEN] = "";
+    int revoked = 0;
+
+    if (c->body != GW_CMP_BODY_KUR || t->signer == NULL || (gw_upstream_caps(up) & GW_UP_CERT_STATUS) == 0 ||
+        issued_by(t->signer, t->role->delegate))
+        return -1;
+    if (gw_upstream_cert_status(up, t->signer, &revoked, err) != 0) {
+        snprintf(text, GW_ERR_LEN, "the status of the certificate to update could not be checked: %.150s",
+                 err);
+        return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
+    }
+    if (!revoked)
+        return -1;
+    snprintf(text, GW_ERR_LEN, "the certificate to update is revoked");
+    return OSSL_CMP_PKIFAILUREINFO_certRevoked;
+}
+
+/* Checks |plan| against the cached policy of |up|'s role, fetching it when stale. Lock held. */
+static int check_cached(struct cmp_call *c, struct cmp_role_policy *rp, struct gw_upstream *up,
+                        const struct gw_role *role, const struct gw_cert_plan *plan, char *text)
+{
+    char err[GW_ERR_LEN] = "";
+    int fi = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
+    const char *name = role->upstream_role != NULL ? role->upstream_role : role->name;
+
+    if (!rp->valid || c->now - rp->fetched >= GW_ROLE_POLICY_TTL || c->now < rp->fetched) {
+        gw_role_policy_cleanup(&rp->policy);
+        rp->valid = 0;
+        if (gw_upstream_role_policy(up, name, &rp->policy, err) != 0) {
+            gw_role_policy_cleanup(&rp->policy);
+            snprintf(text, GW_ERR_LEN, "the policy of upstream role %.40s could not be read: %.150s", name,
+                     err);
+            return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
+        }
+        rp->valid = 1;
+        rp->fetched = c->now;
+    }
+    if (gw_policy_check_upstream_role(&rp->policy, plan, c->now, &fi, text) == 0)
+        return -1;
+    return fi;
+}
+
+/*
+ * A delegate issuer signs on behalf of the upstream, so the upstream role's own rules apply
+ * (DESIGN.md decision 5); an upstream that cannot state them leaves the role's profile alone.
+ */
+static int check_delegate(struct cmp_call *c, const struct gw_role *role, struct gw_upstream *up,
+                          const struct gw_cert_plan *plan, char *text)
+{
+    struct gw_cmp_engine *e = c->e;
+    struct cmp_role_policy scratch, *rp = &scratch;
+    size_t i = (size_t)(role - e->cfg->roles);
+    int bit;
+
+    if ((gw_upstream_caps(up) & GW_UP_ROLE_POLICY) == 0)
+        return -1;
+    if (role >= e->cfg->roles && i < e->cfg->n_roles && e->role_policies != NULL) {
+        rp = &e->role_policies[i];
+    } else { /* not one of the snapshot's roles (cannot happen): no cache */
+        memset(&scratch, 0, sizeof(scratch));
+        pthread_mutex_init(&scratch.lock, NULL);
+    }
+    pthread_mutex_lock(&rp->lock);
+    bit = check_cached(c, rp, up, role, plan, text);
+    pthread_mutex_unlock(&rp->lock);
+    if (rp == &scratch) {
+        gw_role_policy_cleanup(&scratch.policy);
+        pthread_mutex_destroy(&scratch.lock);
+    }
+    return bit;
+}
+
+/*
+ * Which upstream signs (DESIGN.md decision 5): a p10cr goes to the role's upstream unchanged; CRMF
+ * goes there too if it signs bare keys, else the role's crmf setting decides: reject, or the
+ * delegate local issuer after the upstream role's policy.
+ */
+int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, const struct gw_cert_plan *plan, int crmf,
+                      struct gw_upstream **out, char *text)
+{
+    const struct gw_role *role = t->role;
+    struct gw_upstream *up = gw_upstream_set_get0(c->e->ups, role->upstream_name);
+    int bit;
+
+    *out = NULL;
+    if (up == NULL) {
+        snprintf(text, GW_ERR_LEN, "no upstream CA is configured for this role");
+        return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
+    }
+    if (!crmf || (gw_upstream_caps(up) & GW_UP_SIGN_KEY) != 0) {
+        if (!crmf && (gw_upstream_caps(up) & GW_UP_SIGN_CSR) == 0) {
+            snprintf(text, GW_ERR_LEN, "%s", TEXT_P10_REJECT);
+            return OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
+        }
+        *out = up;
+        return -1;
+    }
+    if (role->crmf != GW_CRMF_DELEGATE) {
+        snprintf(text, GW_ERR_LEN, "%s", TEXT_CRMF_REJECT);
+        return OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
+    }
+    if (role->delegate_name == NULL ||
+        (*out = gw_upstream_set_get0(c->e->ups, role->delegate_name)) == NULL) {
+        snprintf(text, GW_ERR_LEN, "this role's delegate issuer is not available");
+        return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
+    }
+    if ((bit = check_delegate(c, role, up, plan, text)) >= 0)
+        *out = NULL;
+    return bit;
+}
+
+/* What certificates from |up| must chain to: its issuer_ca, or a local issuer's own CA. */
+X509_STORE *cmp_issuer_store(const struct gw_cmp_engine *e, const struct gw_upstream *up)
+{
+    const struct gw_upstream_conf *uc = up != NULL ? gw_upstream_get0_conf(up) : NULL;
+    size_t i;
+
+    if (uc == NULL || e->issuer_stores == NULL || uc < e->cfg->upstreams)
+        return NULL;
+    i = (size_t)(uc - e->cfg->upstreams);
+    return i < e->cfg->n_upstreams ? e->issuer_stores[i] : NULL;
+}
+
+/* The fields every record of a transaction carries. */
+void cmp_audit_rec_init(struct gw_audit_rec *r, const struct cmp_txn *t, const char *tid, const char *event,
+                        const char *status)
+{
+    memset(r, 0, sizeof(*r));
+    r->event = event;
+    r->tid = tid;
+    r->route = t->route[0] != '\0' ? t->route : NULL;
+    r->role = t->role != NULL ? t->role->name : NULL;
+    r->identity = t->identity[0] != '\0' ? t->identity : NULL;
+    r->tls_subject = t->tls_subject[0] != '\0' ? t->tls_subject : NULL;
+    r->body_type = t->body[0] != '\0' ? t->body : NULL;
+    r->upstream = t->up != NULL ? cmp_upstream_name(t->up) : NULL;
+    r->serial = t->serial[0] != '\0' ? t->serial : NULL;
+    r->status = status;
+    r->exclude_cn_from_sans = t->role != NULL && t->role->exclude_cn_from_sans;
+}
+
+int cmp_audit_write(struct gw_cmp_engine *e, const struct gw_audit_rec *r, int sync)
+{
+    if (gw_audit_write(e->audit, r, sync) == 0)
+        return 0;
+    gw_log_kv(GW_LOG_ERROR, "audit_write_failed", "record", r->event, "tid", r->tid, "serial", r->serial,
+              NULL);
+    return GW_ERR_IO;
+}
+
+/* A record about |cert| (may be NULL): its subject, names and key fill the audit_fields. */
+int cmp_audit_cert(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, const char *event,
+                   const char *status, X509 *cert, int sync)
+{
+    struct gw_audit_rec r;
+    GENERAL_NAMES *sans = cert != NULL ? X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL) : NULL;
+    int rc;
+
+    cmp_audit_rec_init(&r, t, tid, event, status);
+    if (cert != NULL) {
+        r.subject = X509_get_subject_name(cert);
+        r.sans = sans;
+        r.pubkey = X509_get0_pubkey(cert);
+    }
+    rc = cmp_audit_write(e, &r, sync);
+    GENERAL_NAMES_free(sans);
+    return rc;
+}
+
+/*
+ * A certificate that exists at the CA but must not be used (outside policy, unusable, unaudited,
+ * rejected by the client): revoked upstream where the upstream can, and either way on record.
+ */
+void cmp_withdraw(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, X509 *cert, int reason)
+{
+    char err[GW_ERR_LEN] = "", status[GW_ERR_LEN];
+    int rc = gw_upstream_revoke(t->up, cert, reason, err);
+
+    if (rc == 0) {
+        (void)cmp_audit_cert(e, t, tid, "revoked", "revoked upstream", cert, 1);
+        gw_log_kv(GW_LOG_WARN, "cert_revoked", "tid", tid, "serial", t->serial, "upstream",
+                  cmp_upstream_name(t->up), NULL);
+        return;
+    }
+    snprintf(status, sizeof(status), "not revoked: %.200s", err);
+    (void)cmp_audit_cert(e, t, tid, "revoke_failed", status, cert, 1);
+    gw_log_kv(GW_LOG_ERROR, "revoke_failed", "tid", tid, "serial", t->serial, "upstream",
+              cmp_upstream_name(t->up), "reason", err, "msg",
+              "a certificate that must not be used is still valid: revoke it by hand", NULL);
+}

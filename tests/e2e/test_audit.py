@@ -1,0 +1,103 @@
+"""The audit log (issue 3 §7) with a real gateway and `openssl cmp`: one "issued" line per certificate, its
+serial the certificate's and its fields the configured audit_fields; SIGUSR1 reopens the file after a rename
+(rotation); and when the log cannot be written, nothing is issued."""
+import json
+import os
+import signal
+import time
+import unittest
+
+import sys
+sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+import harness  # noqa: E402
+
+FIELDS = ["common_name", "alt_names", "ip_sans", "key_type"]
+
+
+def records(path):
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def serial_of(cert):
+    out = harness.run(["openssl", "x509", "-in", cert, "-noout", "-serial"]).stdout.decode().strip()
+    return int(out.split("=", 1)[1], 16)
+
+
+class Audit(harness.GatewayTestCase):
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["audit"] = {"file": "audit.log", "audit_fields": FIELDS}
+
+    def issued(self, path=None):
+        return [r for r in records(path or self.gw.dir / "audit.log") if r["event"] == "issued"]
+
+    def test_one_issued_line_per_certificate(self):
+        d = self.gw.dir
+        before = len(self.issued())
+        certs = []
+        for i, (cmd, auth) in enumerate((("ir", "sig"), ("cr", "pbm"), ("ir", "pbm"))):
+            res = self.gw.cmp(cmd, "aud%d" % i, auth=auth, newkey=self.newkey("aud%d" % i),
+                              subject="/CN=audit-%d" % i, extra=("-sans", "a%d.example.com,127.0.0.%d" % (i, i + 1)))
+            certs.append((res.cert, i, auth))
+        key = self.newkey("aud10")
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=audit-p10", "-out", d / "aud10.csr"])
+        res = self.gw.cmp("p10cr", "aud10", extra=("-csr", d / "aud10.csr"))
+        lines = self.issued()
+        self.assertEqual(len(lines), before + 4, lines)
+        by_serial = {int(r["serial"], 16): r for r in lines}
+        self.assertEqual(len(by_serial), len(lines))  # one line per certificate
+        for cert, i, auth in certs:
+            r = by_serial[serial_of(cert)]
+            self.assertEqual(r["common_name"], "audit-%d" % i)
+            self.assertIn("a%d.example.com" % i, r["alt_names"])
+            self.assertIn("127.0.0.%d" % (i + 1), r["ip_sans"])
+            self.assertEqual(r["key_type"], "ec")
+            self.assertEqual(r["role"], "default")
+            self.assertEqual(r["upstream"], "local")
+            self.assertEqual(r["status"], "accepted")
+            self.assertEqual(r["identity"], "/O=cmpgw demo/CN=demo-client" if auth == "sig" else "pbm:demo-device")
+            self.assertNotIn("uri_sans", r)  # not configured
+        p10 = by_serial[serial_of(res.cert)]
+        self.assertEqual((p10["body_type"], p10["common_name"]), ("p10cr", "audit-p10"))
+        # each issued certificate was announced before the upstream call and confirmed after it
+        tids = {r["tid"] for r in lines[before:]}
+        intents = {r["tid"] for r in records(d / "audit.log") if r["event"] == "intent"}
+        confirmed = {r["tid"] for r in records(d / "audit.log") if r["event"] == "confirmed"}
+        self.assertLessEqual(tids, intents)
+        self.assertLessEqual(tids, confirmed)
+
+    def test_sigusr1_reopens_after_rename(self):
+        d = self.gw.dir
+        self.gw.cmp("ir", "rot1", newkey=self.newkey("rot1"), subject="/CN=before-rotation")
+        os.rename(d / "audit.log", d / "audit.log.1")
+        self.gw.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while not (d / "audit.log").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        res = self.gw.cmp("ir", "rot2", newkey=self.newkey("rot2"), subject="/CN=after-rotation")
+        new = [r for r in self.issued(d / "audit.log") if r.get("common_name") == "after-rotation"]
+        old = [r for r in self.issued(d / "audit.log.1") if r.get("common_name") == "after-rotation"]
+        self.assertEqual(len(new), 1)
+        self.assertEqual(int(new[0]["serial"], 16), serial_of(res.cert))
+        self.assertEqual(old, [])
+        self.assertTrue(any(r.get("common_name") == "before-rotation" for r in self.issued(d / "audit.log.1")))
+
+    def test_zz_unwritable_log_issues_nothing(self):
+        # last (zz): the log of this gateway is broken for good afterwards
+        d = self.gw.dir
+        os.rename(d / "audit.log", d / "audit.log.full")
+        os.symlink("/dev/full", d / "audit.log")  # every write fails with ENOSPC
+        self.gw.proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.5)
+        res = self.gw.cmp("ir", "full", newkey=self.newkey("full"), subject="/CN=no-audit", expect_cert=False)
+        self.assertIsNone(res.cert)
+        self.assert_cmp_error(res.last, ("ip",), "systemUnavail",
+                              "the audit log cannot be written; nothing was issued")
+        self.assertEqual(res.last.status_strings, ["the audit log cannot be written; nothing was issued"])
+
+
+if __name__ == "__main__":
+    harness.main()

@@ -1,0 +1,98 @@
+"""Authorization and request policy per role (issue 3 §6), with real `openssl cmp` clients over TLS: a TLS
+client the role does not allow, no TLS client certificate at all, a DNS SAN outside allowed_dns_names. Each
+refusal is asserted on the decoded CMP answer (PKIStatus, failInfo, statusString) and never reaches the
+upstream (no "intent" in the audit log); each has a twin that is issued."""
+import json
+import unittest
+
+import sys
+sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+import harness  # noqa: E402
+
+CERT_BODIES = ("ip", "cp")  # refused in the certificate-request callback: ip/cp with rejection
+
+
+def make_tls_client(d, name, subject):
+    """A TLS client certificate from the demo root (the listener accepts it) for |subject|."""
+    key = harness.genkey(d / ("%s.key" % name))
+    harness.run(["openssl", "req", "-new", "-key", key, "-subj", subject, "-out", d / ("%s.csr" % name)])
+    (d / ("%s.ext" % name)).write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                                       "extendedKeyUsage=clientAuth\n")
+    harness.run(["openssl", "x509", "-req", "-in", d / ("%s.csr" % name), "-CA", d / "ca.pem", "-CAkey",
+                 d / "ca.key", "-days", "2", "-extfile", d / ("%s.ext" % name), "-set_serial", "0x77",
+                 "-out", d / ("%s.pem" % name)])
+    return "%s.pem" % name, "%s.key" % name
+
+
+def audit_events(gw, event):
+    path = gw.dir / "audit.log"
+    if not path.exists():
+        return []
+    return [r for r in (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+            if r.get("event") == event]
+
+
+class Authz(harness.GatewayTestCase):
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg.setdefault("audit", {"file": "audit.log"})
+        cfg["roles"]["default"]["authorization"] = {
+            "tls_client": "require",
+            "tls_subjects": ["/O=cmpgw demo/CN=demo-*"],
+            "allowed_dns_names": ["*.example.com"],
+        }
+
+    def test_unauthorized_tls_client(self):
+        tls = make_tls_client(self.gw.dir, "intruder", "/O=cmpgw demo/CN=intruder")
+        before = len(audit_events(self.gw, "intent"))
+        res = self.gw.cmp("ir", "intruder", tls=tls, newkey=self.newkey("intruder-new"), subject="/CN=intruder",
+                          expect_cert=False)
+        self.assertIsNone(res.cert)
+        self.assertNotEqual(res.returncode, 0)
+        self.assert_cmp_error(res.last, CERT_BODIES, "notAuthorized")
+        self.assertEqual(res.last.status_strings,
+                         ["TLS client certificate subject /O=cmpgw demo/CN=intruder is not allowed on role "
+                          "default (allowed: /O=cmpgw demo/CN=demo-*)"])
+        self.assertEqual(len(audit_events(self.gw, "intent")), before)  # the upstream was never asked
+        self.assertTrue(any(r.get("tls_subject") == "/O=cmpgw demo/CN=intruder" and "notAuthorized" in r["status"]
+                            for r in audit_events(self.gw, "rejected")))
+
+    def test_no_tls_client_certificate(self):
+        res = self.gw.cmp("ir", "notls", tls=(None, None), newkey=self.newkey("notls"), subject="/CN=notls",
+                          expect_cert=False)
+        self.assertIsNone(res.cert)
+        self.assert_cmp_error(res.last, CERT_BODIES, "notAuthorized")
+        self.assertEqual(res.last.status_strings,
+                         ["role default requires a TLS client certificate; connect with one"])
+
+    def test_authorized_twin(self):
+        key = self.newkey("allowed")
+        res = self.gw.cmp("ir", "allowed", newkey=key, subject="/CN=dev.example.com",
+                          extra=("-sans", "dev.example.com"))
+        self.assertEqual(res.first.status, 0)
+        self.assert_issued(res.cert, key, "CN=dev.example.com", ["DNS:dev.example.com"],
+                           res.first.extra_certs_pem())
+
+    def test_dns_san_outside_policy(self):
+        before = len(audit_events(self.gw, "intent"))
+        res = self.gw.cmp("ir", "evil", newkey=self.newkey("evil"), subject="/CN=dev.example.com",
+                          extra=("-sans", "evil.example.org"), expect_cert=False)
+        self.assertIsNone(res.cert)
+        self.assert_cmp_error(res.last, CERT_BODIES, "badCertTemplate")
+        self.assertEqual(res.last.status_strings,
+                         ["DNS name evil.example.org is not allowed on role default (allowed: *.example.com)"])
+        self.assertEqual(len(audit_events(self.gw, "intent")), before)
+
+    def test_dns_san_outside_policy_p10cr(self):
+        d = self.gw.dir
+        key = self.newkey("evil10")
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=dev.example.com", "-addext",
+                     "subjectAltName=DNS:a.b.example.com", "-out", d / "evil10.csr"])
+        res = self.gw.cmp("p10cr", "evil10", extra=("-csr", d / "evil10.csr"), expect_cert=False)
+        self.assertIsNone(res.cert)
+        self.assert_cmp_error(res.last, CERT_BODIES, "badCertTemplate", "a.b.example.com is not allowed")
+
+
+if __name__ == "__main__":
+    harness.main()
