@@ -8,6 +8,7 @@ wanted=(
     "libssl-dev:3.0.22" "libssl3:3.0.22" "openssl:3.0.22"   # 3.0.22 fixes a CMP server crash
     libh2o-evloop-dev libcurl4-openssl-dev libjson-c-dev libcmocka-dev
     cmake pkg-config gcc make
+    strace curl                                             # e2e: audit fsync ordering; raw HTTP checks
     python3 python3-pyasn1-modules                          # e2e harness, independent decoding
     python3-cryptography                                    # Vault-API test server (tests/upstreams)
     default-jdk-headless libbcpkix-java                     # BouncyCastle CMP client in e2e tests

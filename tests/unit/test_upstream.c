@@ -2,6 +2,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -747,7 +748,7 @@ static void remove_tree(const char *dir)
 
 static X509 *read_pem(const char *dir, const char *name)
 {
-    char p[160];
+    char p[PATH_MAX];
     FILE *f;
     X509 *x;
 
