@@ -6,12 +6,16 @@
  * after is the engine's business (RFC 9811 §3: a CMP error message travels with HTTP 200).
  * Responses always carry Content-Length and are never chunked: `openssl cmp` speaks HTTP/1.0
  * and decodes no chunked bodies (notes/cmp-interop.md §1.2).
+ *
+ * One GET path beside CMP: a local issuer's CRL (mappings/route.h), built on a worker (signing is
+ * not loop-thread work) and sent as application/pkix-crl (RFC 5280 §4.2.1.13, RFC 2585 §4.2).
  */
 #include "listener_local.h"
 #include "cmp.h"
 #include "err.h"
 #include "log.h"
 #include "../mappings/route.h"
+#include "../upstream/upstream.h"
 
 #include <arpa/inet.h>
 #include <inttypes.h>
@@ -24,6 +28,7 @@
 #define STR(x) STR_(x)
 
 #define CMP_CONTENT_TYPE "application/pkixcmp"
+#define CRL_CONTENT_TYPE "application/pkix-crl"
 
 /* What the request log line needs, copied out of the request (which may die first). */
 struct reqlog {
@@ -61,6 +66,7 @@ struct req_ref {
 enum extra_header {
     HDR_NONE = 0,
     HDR_ALLOW_POST,  /* 405 (RFC 9110 §15.5.6) */
+    HDR_ALLOW_GET,   /* 405 on the CRL path */
     HDR_RETRY_AFTER, /* 503 busy (RFC 9110 §10.2.3) */
     HDR_CLOSE,       /* 503 shutting down */
 };
@@ -126,6 +132,8 @@ static void send_text(h2o_req_t *req, int status, enum extra_header hdr, const c
                    H2O_STRLIT("text/plain; charset=utf-8"));
     if (hdr == HDR_ALLOW_POST)
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("POST"));
+    if (hdr == HDR_ALLOW_GET)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("GET"));
     if (hdr == HDR_RETRY_AFTER)
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL,
                        H2O_STRLIT(STR(GW_RETRY_AFTER_SECS)));
@@ -134,13 +142,16 @@ static void send_text(h2o_req_t *req, int status, enum extra_header hdr, const c
     h2o_send_inline(req, body, len + 1);
 }
 
-/* loop thread: a PKIMessage, never chunked. */
-static void send_der(h2o_req_t *req, const unsigned char *der, size_t len)
+/* loop thread: a PKIMessage (or a CRL: |crl|), never chunked. */
+static void send_der(h2o_req_t *req, const unsigned char *der, size_t len, bool crl)
 {
     req->res.status = 200;
     req->res.reason = "OK";
     req->res.content_length = len; /* h2o_send_inline leaves it unset (notes §5) */
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT(CMP_CONTENT_TYPE));
+    if (crl)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT(CRL_CONTENT_TYPE));
+    else
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT(CMP_CONTENT_TYPE));
     h2o_send_inline(req, (const char *)der, len);
 }
 
@@ -235,6 +246,14 @@ static int check_request(struct gw_server *s, h2o_req_t *req, struct gw_route_ma
             snprintf(r->reason, sizeof(r->reason), "path refused: %s", gw_err_str(rc));
         return -1;
     }
+    if (gw_route_is_get(match)) {
+        if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")))
+            return refuse(r, 405, HDR_ALLOW_GET, "method %.*s not allowed: a CRL is fetched with GET",
+                          (int)(req->method.len > 16 ? 16 : req->method.len), req->method.base);
+        if (atomic_load(&s->stopping))
+            return refuse(r, 503, HDR_CLOSE, "shutting down");
+        return 0;
+    }
     if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST")))
         return refuse(r, 405, HDR_ALLOW_POST, "method %.*s not allowed: CMP requests use POST",
                       (int)(req->method.len > 16 ? 16 : req->method.len), req->method.base);
@@ -261,6 +280,28 @@ static void job_free(struct http_job *job)
     free(job);
 }
 
+/* worker: the CRL of the route's local issuer into |rsp| (200 with DER, or an HTTP error). */
+static void crl_run(struct gw_cmp_engine *engine, const struct gw_route_match *m, struct gw_cmp_response *rsp)
+{
+    struct gw_upstream *up = gw_upstream_set_get0(gw_cmp_engine_get0_upstreams(engine), m->upstream->name);
+    char err[GW_ERR_LEN] = "";
+    unsigned char *der = NULL;
+    size_t len = 0;
+    int rc = gw_upstream_crl(up, &der, &len, err);
+
+    if (rc == 0 && (rsp->der = OPENSSL_memdup(der, len)) != NULL) {
+        rsp->len = len;
+        rsp->http_status = 200;
+        snprintf(rsp->outcome, sizeof(rsp->outcome), "crl (%zu bytes)", len);
+    } else {
+        rsp->http_status = up == NULL ? 404 : 500;
+        snprintf(rsp->http_reason, sizeof(rsp->http_reason), "%s",
+                 rsp->http_status == 404 ? "no such CRL" : "the CRL is unavailable; retry later");
+        snprintf(rsp->outcome, sizeof(rsp->outcome), "crl failed: %.200s", rc == 0 ? "out of memory" : err);
+    }
+    free(der);
+}
+
 /* worker: sees only the job's owned copies, never h2o objects (notes §8.7). */
 static void job_run(struct gw_job *j)
 {
@@ -275,6 +316,8 @@ static void job_run(struct gw_job *j)
         job->rsp.http_status = 503;
         snprintf(job->rsp.http_reason, sizeof(job->rsp.http_reason), "server busy: retry later");
         snprintf(job->rsp.outcome, sizeof(job->rsp.outcome), "queue wait over %d ms", GW_QUEUE_WAIT_MS);
+    } else if (gw_route_is_get(&job->match)) {
+        crl_run(job->engine, &job->match, &job->rsp);
     } else {
         gw_cmp_process(job->engine, &creq, &job->rsp);
     }
@@ -296,12 +339,14 @@ static int submit(struct gw_loop *lt, h2o_req_t *req, const struct gw_route_matc
     struct http_job *job = calloc(1, sizeof(*job));
     struct gw_conn *c = gw_conn_get0(req);
 
-    if (job == NULL || (job->der = malloc(req->entity.len)) == NULL) {
+    if (job == NULL || (!gw_route_is_get(match) && (job->der = malloc(req->entity.len)) == NULL)) {
         job_free(job);
         return refuse(r, 500, HDR_NONE, "out of memory");
     }
-    memcpy(job->der, req->entity.base, req->entity.len);
-    job->len = req->entity.len;
+    if (job->der != NULL) {
+        memcpy(job->der, req->entity.base, req->entity.len);
+        job->len = req->entity.len;
+    }
     job->job.run = job_run;
     job->owner = lt;
     job->engine = lt->server->engine;
@@ -366,7 +411,7 @@ static void respond(struct http_job *job)
     }
     job->ref->job = NULL;
     if (status == 200)
-        send_der(job->req, rsp->der, rsp->len);
+        send_der(job->req, rsp->der, rsp->len, gw_route_is_get(&job->match));
     else
         send_text(job->req, status, status == 503 ? HDR_RETRY_AFTER : HDR_NONE, reason);
     log_request(&job->log, status, rsp, outcome);

@@ -13,6 +13,7 @@
 
 #define DEFAULT_PREFIX "/pki"
 #define WELLKNOWN "/.well-known/cmp"
+#define CRL_SUFFIX ".crl" /* <prefix>/crl/<name>.crl: what CRL distribution point URLs usually end in */
 #define SHOWN_PATH_LEN 64 /* how much of a bad path a 404 reason echoes */
 
 /* RFC 9483 §3.6 operation path segments. */
@@ -213,6 +214,57 @@ static int apply_policy(const struct gw_path_policy *pol, const char *what, stru
     return 0;
 }
 
+static const struct gw_upstream_conf *find_upstream(const struct gw_config *cfg, const char *name, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < cfg->n_upstreams; i++) {
+        if (cfg->upstreams[i].name != NULL && seg_is(name, len, cfg->upstreams[i].name))
+            return &cfg->upstreams[i];
+    }
+    return NULL;
+}
+
+/*
+ * <prefix>/crl/<name>[.crl]: only a local issuer's CRL is served here. Another upstream's CRL
+ * is the CA's to publish; fetching it per anonymous GET would let anyone load the CA through us.
+ * An upstream whose name itself ends in ".crl" is found by its full name first.
+ */
+static int crl_not_found(const struct gw_config *cfg, char *err, const char *what, const char *item, size_t len)
+{
+    char shown[SHOWN_PATH_LEN + 1];
+
+    show_path(shown, sizeof(shown), item, len);
+    snprintf(err, GW_ERR_LEN, "%s %s: a local issuer's CRL is served at %s/crl/<upstream>[.crl]", what, shown,
+             prefix_of(cfg));
+    return GW_ERR_NOT_FOUND;
+}
+
+static int match_crl(const struct gw_config *cfg, struct cursor *c, const char *path, size_t plen,
+                     struct gw_route_match *out, char *err)
+{
+    const struct gw_upstream_conf *up;
+    const char *name;
+    size_t len, k = strlen(CRL_SUFFIX);
+
+    if (!next_seg(c, &name, &len) || c->left != 0)
+        return crl_not_found(cfg, err, "unknown path", path, plen);
+    if ((up = find_upstream(cfg, name, len)) == NULL && len > k && memcmp(name + len - k, CRL_SUFFIX, k) == 0)
+        up = find_upstream(cfg, name, len - k);
+    if (up == NULL)
+        return crl_not_found(cfg, err, "unknown upstream", name, len);
+    if (up->type != GW_UPSTREAM_LOCAL)
+        return crl_not_found(cfg, err, "not a local issuer (ask the CA itself for its CRL):", name, len);
+    out->kind = GW_ROUTE_CRL;
+    out->upstream = up;
+    return 0;
+}
+
+int gw_route_is_get(const struct gw_route_match *m)
+{
+    return m != NULL && m->kind == GW_ROUTE_CRL;
+}
+
 /* <prefix>/cmp[/op] or <prefix>/roles/<role>/cmp[/op]; |c| is just past the prefix. */
 static int match_prefixed(const struct gw_config *cfg, struct cursor *c, const char *path, size_t len,
                           struct gw_route_match *out, char *err)
@@ -229,6 +281,8 @@ static int match_prefixed(const struct gw_config *cfg, struct cursor *c, const c
             return rc;
         return apply_policy(&cfg->default_path_policy, "the default path", out, err);
     }
+    if (seg_is(seg, seg_len, "crl"))
+        return match_crl(cfg, c, path, len, out, err);
     if (!seg_is(seg, seg_len, "roles") || !next_seg(c, &role_name, &role_len) ||
         !next_seg(c, &seg, &seg_len) || !seg_is(seg, seg_len, "cmp"))
         return not_found(cfg, err, "unknown path", path, len);

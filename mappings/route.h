@@ -9,6 +9,9 @@
  * Each may be followed by one RFC 9483 operation segment (initialization, certification,
  * keyupdate, pkcs10, revocation, getcacerts, getrootupdate, getcertreqtemplate, getcrls, nested)
  * and by a trailing slash. The operation label is a hint only: the PKIBody type decides.
+ *
+ * Besides CMP (POST), one GET path: <prefix>/crl/<upstream>[.crl], the CRL of a local issuer
+ * (public, like any CRL: no role, no client authentication).
  */
 #ifndef GW_ROUTE_H
 #define GW_ROUTE_H
@@ -21,11 +24,13 @@ enum gw_route_kind {
     GW_ROUTE_ROLE,              /* <prefix>/roles/<role>/cmp */
     GW_ROUTE_WELLKNOWN,         /* /.well-known/cmp */
     GW_ROUTE_LABEL,             /* /.well-known/cmp/p/<label> */
+    GW_ROUTE_CRL,               /* <prefix>/crl/<upstream>[.crl]: GET, a local issuer's CRL */
 };
 
 struct gw_route_match {
     enum gw_route_kind kind;
-    const struct gw_role *role;         /* borrowed from the config */
+    const struct gw_role *role;         /* borrowed from the config; NULL for GW_ROUTE_CRL */
+    const struct gw_upstream_conf *upstream; /* GW_ROUTE_CRL: the local issuer; else NULL */
     char operation[32];                 /* RFC 9483 operation segment, "" if none */
 };
 
@@ -36,6 +41,9 @@ struct gw_route_match {
  */
 int gw_route_match(const struct gw_config *cfg, const char *path, size_t len, struct gw_route_match *out,
                    char *err);
+
+/* gw_route_is_get tells whether the route of |m| is served by GET (and HEAD); CMP routes take POST. */
+int gw_route_is_get(const struct gw_route_match *m);
 
 /* gw_route_operation_valid tells whether |seg| is a registered RFC 9483 operation label. */
 int gw_route_operation_valid(const char *seg, size_t len);

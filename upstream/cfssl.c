@@ -5,6 +5,7 @@
  *   POST /api/v1/cfssl/authsign  {"token": b64(HMAC-SHA256(key, REQ)), "request": b64(REQ)}  (auth_key)
  *   POST /api/v1/cfssl/info      {"profile": ""} -> the CA certificate (cfssl returns no chain)
  *   POST /api/v1/cfssl/revoke    {"serial": <decimal>, "authority_key_id": <hex>, "reason": <name>}
+ *   GET  /api/v1/cfssl/crl       -> "result": base64 of the DER CRL (needs cfssl's certdb)
  *
  * What cfssl does to a request (verified against cfssl 1.2.0, notes/upstream-apis.md §4): it
  * rebuilds the subject from the CSR in its own RDN order, `hosts` replaces the CSR's SANs (so the
@@ -37,6 +38,7 @@
 #define EP_AUTHSIGN "/api/v1/cfssl/authsign"
 #define EP_INFO "/api/v1/cfssl/info"
 #define EP_REVOKE "/api/v1/cfssl/revoke"
+#define EP_CRL "/api/v1/cfssl/crl"
 
 /* cfssl error codes are category * 1000 + reason (cfssl errors/error.go). */
 #define CFSSL_POLICY_ERROR 5000
@@ -181,11 +183,12 @@ static void classify_error(struct answer *a, const char *up, long http_status)
 }
 
 /*
- * call POSTs |body| to |endpoint| and reduces the answer (worker). Error bodies come as text/plain
- * but are JSON (Go http.Error), so the body is parsed whatever the Content-Type says.
+ * call_as sends |method| to |endpoint| and reduces the answer, whose "result" must be of type |want|
+ * (worker). Error bodies come as text/plain but are JSON (Go http.Error), so the body is parsed
+ * whatever the Content-Type says.
  */
-static void call(struct cfssl *c, const struct gw_upstream_conf *conf, const char *endpoint, const char *body,
-                 struct answer *a)
+static void call_as(struct cfssl *c, const struct gw_upstream_conf *conf, const char *method, const char *endpoint,
+                    const char *body, json_type want, struct answer *a)
 {
     struct gw_http_response rsp;
     json_tokener *tok = NULL;
@@ -193,7 +196,7 @@ static void call(struct cfssl *c, const struct gw_upstream_conf *conf, const cha
     int rc;
 
     memset(a, 0, sizeof(*a));
-    rc = gw_http_request(c->http, "POST", endpoint, body, NULL, &rsp);
+    rc = gw_http_request(c->http, method, endpoint, body, NULL, &rsp);
     if (rc == GW_ERR_TIMEOUT) {
         answer_fail(a, GW_ERR_TIMEOUT, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                     "cfssl %s did not answer %s in time; the outcome is unknown, not retried", name_of(conf),
@@ -215,7 +218,7 @@ static void call(struct cfssl *c, const struct gw_upstream_conf *conf, const cha
     }
     if (rsp.status == 200 && a->root != NULL && json_object_object_get_ex(a->root, "success", &success) &&
         json_object_get_boolean(success) && json_object_object_get_ex(a->root, "result", &a->result) &&
-        json_object_is_type(a->result, json_type_object))
+        json_object_is_type(a->result, want))
         goto out;
     a->result = NULL;
     if (a->root == NULL && rsp.status < 500)
@@ -228,6 +231,13 @@ out:
     if (tok != NULL)
         json_tokener_free(tok); /* json-c 0.16 does not take NULL */
     gw_http_response_cleanup(&rsp);
+}
+
+/* call POSTs |body| to |endpoint|; the result is an object. */
+static void call(struct cfssl *c, const struct gw_upstream_conf *conf, const char *endpoint, const char *body,
+                 struct answer *a)
+{
+    call_as(c, conf, "POST", endpoint, body, json_type_object, a);
 }
 
 /* ---- the CA chain (info) ---- */
@@ -655,9 +665,9 @@ static int cfssl_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_
 /* ---- revoke ---- */
 
 /* {"serial": <decimal>, "authority_key_id": |aki|, "reason": |reason|}; NULL on allocation failure. */
-static char *make_revoke_request(const X509 *cert, const char *aki, const char *reason)
+static char *make_revoke_request(const ASN1_INTEGER *serial_int, const char *aki, const char *reason)
 {
-    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
+    BIGNUM *bn = ASN1_INTEGER_to_BN(serial_int, NULL);
     char *serial = bn != NULL ? BN_bn2dec(bn) : NULL, *out = NULL;
     json_object *obj = NULL;
 
@@ -674,10 +684,10 @@ out:
 }
 
 /* One revoke call with |aki|; 0 or a gw_err with |err|; *not_found says cfssl does not know it. */
-static int revoke_once(struct cfssl *c, const struct gw_upstream_conf *conf, const X509 *cert,
+static int revoke_once(struct cfssl *c, const struct gw_upstream_conf *conf, const ASN1_INTEGER *serial,
                        const char *aki, const char *reason, int *not_found, char *err)
 {
-    char *body = make_revoke_request(cert, aki, reason);
+    char *body = make_revoke_request(serial, aki, reason);
     struct answer a;
     int rc;
 
@@ -702,20 +712,18 @@ static int revoke_once(struct cfssl *c, const struct gw_upstream_conf *conf, con
 }
 
 /*
- * worker. cfssl's certdb keys certificates by (serial, AKI); cfssl 1.2.0 records an empty AKI, so
- * a "not found" is retried once with "" (revocation is idempotent: a second call changes nothing).
+ * cfssl's certdb keys certificates by (serial, AKI); cfssl 1.2.0 records an empty AKI, so a "not
+ * found" is retried once with "" (revocation is idempotent: a second call changes nothing).
  */
-static int cfssl_revoke(struct gw_upstream *up, const X509 *cert, int reason, char *err)
+static int revoke_by(struct gw_upstream *up, const ASN1_INTEGER *serial, const char *aki, int reason, char *err)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
     struct cfssl *c = gw_upstream_get0_impl(up);
-    const ASN1_OCTET_STRING *kid = cert != NULL ? X509_get0_authority_key_id((X509 *)cert) : NULL;
-    char aki[2 * 64 + 1] = "";
     const char *name;
     int not_found = 0, rc;
 
-    if (c == NULL || cert == NULL) {
-        snprintf(err, GW_ERR_LEN, "cfssl %s: no certificate to revoke", name_of(conf));
+    if (c == NULL || serial == NULL || ASN1_STRING_type(serial) == V_ASN1_NEG_INTEGER) {
+        snprintf(err, GW_ERR_LEN, "cfssl %s: no serial number to revoke", name_of(conf));
         return GW_ERR_INVAL;
     }
     if (reason == CRL_REASON_NONE)
@@ -725,19 +733,112 @@ static int cfssl_revoke(struct gw_upstream *up, const X509 *cert, int reason, ch
         snprintf(err, GW_ERR_LEN, "cfssl %s: CRLReason %d has no cfssl name", name_of(conf), reason);
         return GW_ERR_INVAL;
     }
+    rc = revoke_once(c, conf, serial, aki, name, &not_found, err);
+    if (rc != 0 && not_found && aki[0] != '\0')
+        rc = revoke_once(c, conf, serial, "", name, &not_found, err);
+    return rc;
+}
+
+/* Lowercase hex of a key identifier into |aki| (2 * 64 + 1), "" if it has none or an odd size. */
+static void aki_hex(const ASN1_OCTET_STRING *kid, char *aki)
+{
+    aki[0] = '\0';
     if (kid != NULL && ASN1_STRING_length(kid) > 0 && ASN1_STRING_length(kid) <= 64)
         gw_hex(aki, ASN1_STRING_get0_data(kid), (size_t)ASN1_STRING_length(kid));
-    rc = revoke_once(c, conf, cert, aki, name, &not_found, err);
-    if (rc != 0 && not_found && aki[0] != '\0')
-        rc = revoke_once(c, conf, cert, "", name, &not_found, err);
+}
+
+/* worker: the certificate's own AKID says which CA key cfssl recorded. */
+static int cfssl_revoke(struct gw_upstream *up, const X509 *cert, int reason, char *err)
+{
+    char aki[2 * 64 + 1];
+
+    if (cert == NULL) {
+        snprintf(err, GW_ERR_LEN, "cfssl %s: no certificate to revoke", name_of(gw_upstream_get0_conf(up)));
+        return GW_ERR_INVAL;
+    }
+    aki_hex(X509_get0_authority_key_id((X509 *)cert), aki);
+    return revoke_by(up, X509_get0_serialNumber(cert), aki, reason, err);
+}
+
+/*
+ * worker: an rr names issuer and serial only; the AKI is the SKID of the issuer_ca certificate of
+ * that name (the first one when |issuer| is NULL). No such issuer: cfssl did not issue it.
+ */
+static int cfssl_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
+                               int reason, char *err)
+{
+    const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
+    X509 *ca = NULL;
+    char aki[2 * 64 + 1];
+
+    for (int i = 0; ca == NULL && i < sk_X509_num(conf->issuer_certs); i++) {
+        X509 *x = sk_X509_value(conf->issuer_certs, i);
+
+        if (issuer == NULL || X509_NAME_cmp(issuer, X509_get_subject_name(x)) == 0)
+            ca = x;
+    }
+    if (ca == NULL) {
+        snprintf(err, GW_ERR_LEN, "cfssl %s did not issue it: the issuer is none of its issuer_ca", name_of(conf));
+        return GW_ERR_NOT_FOUND;
+    }
+    aki_hex(X509_get0_subject_key_id(ca), aki);
+    return revoke_by(up, serial, aki, reason, err);
+}
+
+/* worker: GET crl, a base64 DER CRL as the result (notes/upstream-apis.md §4). */
+static int cfssl_crl(struct gw_upstream *up, unsigned char **der, size_t *len, char *err)
+{
+    const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
+    struct cfssl *c = gw_upstream_get0_impl(up);
+    const unsigned char *p;
+    const char *b64text;
+    X509_CRL *crl = NULL;
+    struct answer a;
+    size_t n, pad = 0;
+    int rc = GW_ERR_UPSTREAM, got;
+
+    call_as(c, conf, "GET", EP_CRL, NULL, json_type_string, &a);
+    if (a.status != 0) {
+        snprintf(err, GW_ERR_LEN, "%s", a.reason);
+        rc = a.status == GW_ERR_POLICY ? GW_ERR_UPSTREAM : a.status;
+        goto out;
+    }
+    b64text = json_object_get_string(a.result);
+    n = strlen(b64text);
+    if (n == 0 || n % 4 != 0 || n > GW_MAX_UPSTREAM_BODY || (*der = malloc(n / 4 * 3)) == NULL) {
+        snprintf(err, GW_ERR_LEN, "cfssl %s: the CRL is not base64 of a usable size", name_of(conf));
+        goto out;
+    }
+    pad = (b64text[n - 1] == '=') + (n > 1 && b64text[n - 2] == '=');
+    if ((got = EVP_DecodeBlock(*der, (const unsigned char *)b64text, (int)n)) < 0 || (size_t)got < pad) {
+        snprintf(err, GW_ERR_LEN, "cfssl %s: the CRL is not base64", name_of(conf));
+        goto out;
+    }
+    *len = (size_t)got - pad; /* EVP_DecodeBlock counts the padding as zero bytes */
+    p = *der;
+    if ((crl = d2i_X509_CRL(NULL, &p, (long)*len)) == NULL || p != *der + *len) {
+        snprintf(err, GW_ERR_LEN, "cfssl %s: the answer is not a DER CRL", name_of(conf));
+        goto out;
+    }
+    rc = 0;
+out:
+    if (rc != 0) {
+        free(*der);
+        *der = NULL;
+        *len = 0;
+    }
+    X509_CRL_free(crl);
+    answer_cleanup(&a);
     return rc;
 }
 
 const struct gw_upstream_ops gw_upstream_cfssl_ops = {
     .dialect = "cfssl",
-    .caps = GW_UP_SIGN_CSR | GW_UP_REVOKE,
+    .caps = GW_UP_SIGN_CSR | GW_UP_REVOKE | GW_UP_CRL,
     .init = cfssl_init,
     .cleanup = cfssl_cleanup,
     .sign = cfssl_sign,
     .revoke = cfssl_revoke,
+    .revoke_serial = cfssl_revoke_serial,
+    .crl = cfssl_crl,
 };

@@ -2,8 +2,15 @@
  * The local upstream: an in-process issuing CA (DESIGN.md decision 11). It issues exactly the
  * plan the route made (mappings/profile.h), with a random serial, CA:FALSE, and a validity that
  * never outlives the CA's own certificate. Sign calls complete synchronously on the calling thread.
+ *
+ * Revocation needs a store: only there does the issuer know what it issued (unknown serial:
+ * GW_ERR_NOT_FOUND, badCertId). Revocations are files beside the inventory (upstream/store.h), and
+ * the CRL is built from them, signed with the CA key, and cached until the next revocation or
+ * GW_CRL_REFRESH_SECS.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,13 +30,24 @@
 
 #define SERIAL_BYTES ((GW_SERIAL_BITS + 7) / 8)
 
-/* Read-only after init: shared by all workers. */
+/* The cached CRL (DER) and what decides when it is rebuilt; behind crl_lock. */
+struct crl_cache {
+    pthread_mutex_t crl_lock;
+    unsigned char *der;
+    size_t len;
+    time_t built;
+    int dirty;           /* a revocation was added since |der| was built */
+    uint64_t last_number; /* CRL number of |der| (RFC 5280 §5.2.3: monotonic) */
+};
+
+/* Read-only after init, but for |crl|: shared by all workers. */
 struct local {
     X509 *ca;
     EVP_PKEY *key;
     STACK_OF(X509) * chain; /* the CA, then conf->chain */
     ASN1_OCTET_STRING *ca_keyid;
     time_t ca_not_before, ca_not_after;
+    struct crl_cache crl;
 };
 
 static const struct {
@@ -59,6 +77,8 @@ static void local_free(struct local *l)
     EVP_PKEY_free(l->key);
     sk_X509_pop_free(l->chain, X509_free);
     ASN1_OCTET_STRING_free(l->ca_keyid);
+    free(l->crl.der);
+    pthread_mutex_destroy(&l->crl.crl_lock);
     free(l);
 }
 
@@ -149,6 +169,7 @@ static int local_init(struct gw_upstream *up, char *err)
         return GW_ERR_INVAL;
     if ((l = calloc(1, sizeof(*l))) == NULL)
         goto nomem;
+    pthread_mutex_init(&l->crl.crl_lock, NULL);
     X509_up_ref(conf->cert);
     l->ca = conf->cert;
     EVP_PKEY_up_ref(conf->key);
@@ -272,12 +293,46 @@ out:
     return ok;
 }
 
-static int add_extensions(X509 *x, const struct local *l, const struct gw_cert_plan *plan)
+/* "crl_url": one distribution point, a full name that is that URI (RFC 5280 §4.2.1.13). */
+static int add_crl_dp(X509 *x, const char *url)
+{
+    CRL_DIST_POINTS *cdp = NULL;
+    DIST_POINT *dp = NULL;
+    GENERAL_NAME *gn = NULL;
+    ASN1_IA5STRING *uri = NULL;
+    int ok = 0;
+
+    if (url == NULL)
+        return 1;
+    if ((cdp = sk_DIST_POINT_new_null()) == NULL || (dp = DIST_POINT_new()) == NULL ||
+        (dp->distpoint = DIST_POINT_NAME_new()) == NULL ||
+        (dp->distpoint->name.fullname = GENERAL_NAMES_new()) == NULL || (gn = GENERAL_NAME_new()) == NULL ||
+        (uri = ASN1_IA5STRING_new()) == NULL || ASN1_STRING_set(uri, url, -1) != 1)
+        goto out;
+    dp->distpoint->type = 0; /* fullName */
+    GENERAL_NAME_set0_value(gn, GEN_URI, uri);
+    uri = NULL;
+    if (sk_GENERAL_NAME_push(dp->distpoint->name.fullname, gn) <= 0)
+        goto out;
+    gn = NULL;
+    if (sk_DIST_POINT_push(cdp, dp) <= 0)
+        goto out;
+    dp = NULL;
+    ok = X509_add1_ext_i2d(x, NID_crl_distribution_points, cdp, 0, X509V3_ADD_REPLACE) == 1;
+out:
+    ASN1_IA5STRING_free(uri);
+    GENERAL_NAME_free(gn);
+    DIST_POINT_free(dp);
+    CRL_DIST_POINTS_free(cdp);
+    return ok;
+}
+
+static int add_extensions(X509 *x, const struct local *l, const struct gw_cert_plan *plan, const char *crl_url)
 {
     int empty_subject = X509_NAME_entry_count(X509_get_subject_name(x)) == 0;
 
     if (!add_basic_constraints(x) || !add_key_usage(x, plan->key_usage) ||
-        !add_ext_key_usage(x, plan->ext_key_usage) || !add_key_ids(x, l))
+        !add_ext_key_usage(x, plan->ext_key_usage) || !add_key_ids(x, l) || !add_crl_dp(x, crl_url))
         return 0;
     /* RFC 5280 §4.2.1.6: critical iff the subject is empty. */
     if (plan->sans != NULL && sk_GENERAL_NAME_num(plan->sans) > 0 &&
@@ -318,7 +373,8 @@ static void set_error(struct gw_sign_result *res, int status, int fail_info, con
 }
 
 /* issue fills |res| with a certificate made from |plan|, or with the reason it could not be. */
-static void issue(const struct local *l, const struct gw_cert_plan *plan, struct gw_sign_result *res)
+static void issue(const struct local *l, const struct gw_cert_plan *plan, const char *crl_url,
+                  struct gw_sign_result *res)
 {
     X509 *x = NULL;
 
@@ -337,7 +393,7 @@ static void issue(const struct local *l, const struct gw_cert_plan *plan, struct
         X509_free(x);
         return;
     }
-    if (!add_extensions(x, l, plan) || X509_sign(x, l->key, sign_md(l->key)) <= 0)
+    if (!add_extensions(x, l, plan, crl_url) || X509_sign(x, l->key, sign_md(l->key)) <= 0)
         goto err;
     if ((res->chain = X509_chain_up_ref(l->chain)) == NULL)
         goto err;
@@ -389,16 +445,219 @@ static int local_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_
         while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
             ;
     }
-    issue(l, req->plan, res);
+    issue(l, req->plan, conf->crl_url, res);
     record(conf, req, res);
     done(arg, res);
     return 0;
 }
 
+/* ---- revocation and the CRL ---- */
+
+/* CRLReason codes a full CRL may carry (RFC 5280 §5.3.1: removeFromCRL only in delta CRLs; 7 unused). */
+static int reason_usable(int reason)
+{
+    return reason == CRL_REASON_NONE ||
+           (reason >= CRL_REASON_UNSPECIFIED && reason <= CRL_REASON_AA_COMPROMISE && reason != 7 &&
+            reason != CRL_REASON_REMOVE_FROM_CRL);
+}
+
+/* worker */
+static int local_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
+                               int reason, char *err)
+{
+    const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
+    struct local *l = gw_upstream_get0_impl(up);
+    char hex[2 * 20 + 1] = "";
+    int rc;
+
+    if (conf->store_dir == NULL) {
+        snprintf(err, GW_ERR_LEN, "upstream %s keeps no store, so it cannot revoke: configure \"store\"",
+                 conf->name);
+        return GW_ERR_INVAL;
+    }
+    if (!reason_usable(reason)) {
+        snprintf(err, GW_ERR_LEN, "revocation reason %d cannot be put on a CRL", reason);
+        return GW_ERR_INVAL;
+    }
+    if (issuer != NULL && X509_NAME_cmp(issuer, X509_get_subject_name(l->ca)) != 0) {
+        snprintf(err, GW_ERR_LEN, "upstream %s did not issue it: the issuer is another CA", conf->name);
+        return GW_ERR_NOT_FOUND;
+    }
+    rc = gw_store_revoke(conf->store_dir, serial, reason, time(NULL), err);
+    (void)gw_store_serial_hex_int(serial, hex, sizeof(hex));
+    if (rc == GW_ERR_EXISTS) {
+        gw_log_kv(GW_LOG_INFO, "local_revoked", "upstream", conf->name, "serial", hex, "msg",
+                  "already revoked; the first revocation stands", NULL);
+        return 0; /* revoking twice is not an error (Vault and cfssl agree) */
+    }
+    if (rc != 0)
+        return rc;
+    pthread_mutex_lock(&l->crl.crl_lock);
+    l->crl.dirty = 1;
+    pthread_mutex_unlock(&l->crl.crl_lock);
+    gw_log_kv(GW_LOG_INFO, "local_revoked", "upstream", conf->name, "serial", hex, NULL);
+    return 0;
+}
+
+/* worker */
+static int local_cert_status(struct gw_upstream *up, const X509 *cert, int *revoked, char *err)
+{
+    const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
+    struct gw_store_revocation r;
+    char hex[2 * 20 + 1];
+    int rc;
+
+    *revoked = 0;
+    if (conf->store_dir == NULL || gw_store_serial_hex_int(X509_get0_serialNumber(cert), hex, sizeof(hex)) != 0)
+        return 0; /* without a store nothing can have been revoked */
+    rc = gw_store_revocation_get(conf->store_dir, hex, &r, err);
+    if (rc == GW_ERR_NOT_FOUND)
+        return 0;
+    *revoked = rc == 0;
+    return rc;
+}
+
+/* One CRL entry; the reason extension only when it says more than "unspecified" (RFC 5280 §5.3.1). */
+static int add_entry(X509_CRL *crl, const struct gw_store_revocation *r)
+{
+    X509_REVOKED *rev = X509_REVOKED_new();
+    ASN1_ENUMERATED *code = NULL;
+    ASN1_INTEGER *serial = NULL;
+    ASN1_TIME *when = NULL;
+    BIGNUM *bn = NULL;
+    int ok = 0;
+
+    if (rev == NULL || BN_hex2bn(&bn, r->serial) == 0 || (serial = BN_to_ASN1_INTEGER(bn, NULL)) == NULL ||
+        X509_REVOKED_set_serialNumber(rev, serial) != 1 || (when = ASN1_TIME_set(NULL, r->when)) == NULL ||
+        X509_REVOKED_set_revocationDate(rev, when) != 1)
+        goto out;
+    if (r->reason > CRL_REASON_UNSPECIFIED &&
+        ((code = ASN1_ENUMERATED_new()) == NULL || ASN1_ENUMERATED_set(code, r->reason) != 1 ||
+         X509_REVOKED_add1_ext_i2d(rev, NID_crl_reason, code, 0, 0) != 1))
+        goto out;
+    if (X509_CRL_add0_revoked(crl, rev) != 1)
+        goto out;
+    rev = NULL;
+    ok = 1;
+out:
+    X509_REVOKED_free(rev);
+    ASN1_ENUMERATED_free(code);
+    ASN1_INTEGER_free(serial);
+    ASN1_TIME_free(when);
+    BN_free(bn);
+    return ok;
+}
+
+/* CRL v2 header and extensions: issuer, thisUpdate, nextUpdate, AKID, CRL number (RFC 5280 §5.1, §5.2). */
+static int crl_header(X509_CRL *crl, const struct local *l, time_t now, uint64_t number)
+{
+    AUTHORITY_KEYID *akid = AUTHORITY_KEYID_new();
+    ASN1_INTEGER *num = ASN1_INTEGER_new();
+    ASN1_TIME *t1 = ASN1_TIME_set(NULL, now), *t2 = ASN1_TIME_set(NULL, now + GW_CRL_NEXT_UPDATE_SECS);
+    int ok = 0;
+
+    if (akid == NULL || num == NULL || t1 == NULL || t2 == NULL ||
+        X509_CRL_set_version(crl, X509_CRL_VERSION_2) != 1 ||
+        X509_CRL_set_issuer_name(crl, X509_get_subject_name(l->ca)) != 1 ||
+        X509_CRL_set1_lastUpdate(crl, t1) != 1 || X509_CRL_set1_nextUpdate(crl, t2) != 1 ||
+        (akid->keyid = ASN1_OCTET_STRING_dup(l->ca_keyid)) == NULL || ASN1_INTEGER_set_uint64(num, number) != 1)
+        goto out;
+    ok = X509_CRL_add1_ext_i2d(crl, NID_authority_key_identifier, akid, 0, 0) == 1 &&
+         X509_CRL_add1_ext_i2d(crl, NID_crl_number, num, 0, 0) == 1;
+out:
+    AUTHORITY_KEYID_free(akid);
+    ASN1_INTEGER_free(num);
+    ASN1_TIME_free(t1);
+    ASN1_TIME_free(t2);
+    return ok;
+}
+
+/* The CRL number's source: microseconds since the epoch (RFC 5280 §5.2.3: at most 20 octets). */
+static uint64_t realtime_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* Builds and signs the CRL of |l| from the store into |c|. Lock held. 0 or a gw_err with |err|. */
+static int crl_rebuild(struct local *l, const struct gw_upstream_conf *conf, time_t now, char *err)
+{
+    struct gw_store_revocation *v = NULL;
+    struct crl_cache *c = &l->crl;
+    unsigned char *der = NULL;
+    X509_CRL *crl = NULL;
+    size_t n = 0, i;
+    uint64_t number = realtime_us(); /* grows across restarts without a state file, while the clock does */
+    int len = 0, rc;
+
+    if (conf->store_dir != NULL && (rc = gw_store_revocations(conf->store_dir, &v, &n, err)) != 0)
+        goto out;
+    rc = GW_ERR_CRYPTO;
+    if (number <= c->last_number)
+        number = c->last_number + 1;
+    if ((crl = X509_CRL_new()) == NULL || !crl_header(crl, l, now, number))
+        goto fail;
+    for (i = 0; i < n; i++)
+        if (!add_entry(crl, &v[i]))
+            goto fail;
+    if (X509_CRL_sort(crl) != 1 || X509_CRL_sign(crl, l->key, sign_md(l->key)) <= 0 ||
+        (len = i2d_X509_CRL(crl, &der)) <= 0)
+        goto fail;
+    free(c->der);
+    if ((c->der = malloc((size_t)len)) == NULL) {
+        c->len = 0;
+        rc = GW_ERR_NOMEM;
+        goto fail;
+    }
+    memcpy(c->der, der, (size_t)len);
+    c->len = (size_t)len;
+    c->built = now;
+    c->dirty = 0;
+    c->last_number = number;
+    rc = 0;
+    goto out;
+fail:
+    snprintf(err, GW_ERR_LEN, "upstream %s: the CRL could not be %s", conf->name,
+             rc == GW_ERR_NOMEM ? "kept (out of memory)" : "signed");
+out:
+    OPENSSL_free(der);
+    X509_CRL_free(crl);
+    free(v);
+    return rc;
+}
+
+/* The cached CRL, rebuilt after a revocation, when older than GW_CRL_REFRESH_SECS, or the clock went back. */
+static int local_crl(struct gw_upstream *up, unsigned char **der, size_t *len, char *err)
+{
+    const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
+    struct local *l = gw_upstream_get0_impl(up);
+    time_t now = time(NULL);
+    int rc = 0;
+
+    pthread_mutex_lock(&l->crl.crl_lock);
+    if (l->crl.der == NULL || l->crl.dirty || now < l->crl.built || now - l->crl.built >= GW_CRL_REFRESH_SECS)
+        rc = crl_rebuild(l, conf, now, err);
+    if (rc == 0 && (*der = malloc(l->crl.len)) == NULL) {
+        snprintf(err, GW_ERR_LEN, "upstream %s: out of memory", conf->name);
+        rc = GW_ERR_NOMEM;
+    }
+    if (rc == 0) {
+        memcpy(*der, l->crl.der, l->crl.len);
+        *len = l->crl.len;
+    }
+    pthread_mutex_unlock(&l->crl.crl_lock);
+    return rc;
+}
+
 const struct gw_upstream_ops gw_upstream_local_ops = {
     .dialect = "local",
-    .caps = GW_UP_SIGN_CSR | GW_UP_SIGN_KEY,
+    .caps = GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE | GW_UP_CERT_STATUS | GW_UP_CRL,
     .init = local_init,
     .cleanup = local_cleanup,
     .sign = local_sign,
+    .revoke_serial = local_revoke_serial,
+    .cert_status = local_cert_status,
+    .crl = local_crl,
 };

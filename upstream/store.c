@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -374,4 +375,243 @@ void gw_store_list_cleanup(struct gw_store_list *l)
     }
     free(l->v);
     memset(l, 0, sizeof(*l));
+}
+
+/* ---- revocations (the local issuer's CRL source) ---- */
+
+#define REVOKED_RECORD_MAX 64 /* "time=<20 digits> reason=<2 digits>\n" fits with room */
+
+int gw_store_serial_hex_int(const ASN1_INTEGER *serial, char *out, size_t cap)
+{
+    BIGNUM *bn = NULL;
+    char *hex = NULL;
+    int rc = -1;
+
+    out[0] = '\0';
+    if (serial == NULL || (bn = ASN1_INTEGER_to_BN(serial, NULL)) == NULL)
+        goto out;
+    if (BN_is_negative(bn) || BN_is_zero(bn) || BN_num_bytes(bn) > 20 || (hex = BN_bn2hex(bn)) == NULL ||
+        strlen(hex) >= cap)
+        goto out;
+    for (size_t i = 0; hex[i] != '\0'; i++)
+        out[i] = (hex[i] >= 'A' && hex[i] <= 'F') ? (char)(hex[i] - 'A' + 'a') : hex[i];
+    out[strlen(hex)] = '\0';
+    rc = 0;
+out:
+    OPENSSL_free(hex);
+    BN_free(bn);
+    return rc;
+}
+
+/* Opens <dir>/revoked, creating it (and making the creation durable) if need be. -1 with errno. */
+static int open_revoked_dir(int dirfd)
+{
+    int fd;
+
+    if (mkdirat(dirfd, GW_STORE_REVOKED_DIR, 0755) == 0) {
+        if (fsync(dirfd) != 0)
+            return -1;
+    } else if (errno != EEXIST) {
+        return -1;
+    }
+    fd = openat(dirfd, GW_STORE_REVOKED_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    return fd;
+}
+
+/* Is <dirfd>/<hex>.pem a certificate of ours? 1 yes, 0 no, -1 error (errno). */
+static int issued_here(int dirfd, const char *hex)
+{
+    char name[2 * 20 + 1 + sizeof(PEM_SUFFIX)];
+    struct stat st;
+
+    snprintf(name, sizeof(name), "%s" PEM_SUFFIX, hex);
+    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+        return S_ISREG(st.st_mode) ? 1 : 0;
+    return errno == ENOENT ? 0 : -1;
+}
+
+int gw_store_revoke(const char *dir, const ASN1_INTEGER *serial, int reason, time_t when, char *err)
+{
+    char hex[2 * 20 + 1], tmp[sizeof(hex) + 8], rec[REVOKED_RECORD_MAX];
+    int dirfd = -1, rfd = -1, rc = GW_ERR_IO, len, known;
+
+    if (gw_store_serial_hex_int(serial, hex, sizeof(hex)) != 0) {
+        snprintf(err, GW_ERR_LEN, "store %s: not a serial number this issuer uses", dir);
+        return GW_ERR_NOT_FOUND;
+    }
+    len = snprintf(rec, sizeof(rec), "time=%lld reason=%d\n", (long long)when, reason);
+    snprintf(tmp, sizeof(tmp), ".%s.tmp", hex);
+    if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 || (known = issued_here(dirfd, hex)) < 0) {
+        snprintf(err, GW_ERR_LEN, "store %s: %s", dir, strerror(errno));
+        goto out;
+    }
+    if (!known) {
+        snprintf(err, GW_ERR_LEN, "this issuer has no certificate with serial %s", hex);
+        rc = GW_ERR_NOT_FOUND;
+        goto out;
+    }
+    if ((rfd = open_revoked_dir(dirfd)) < 0 || write_tmp(rfd, tmp, rec, (size_t)len) != 0) {
+        snprintf(err, GW_ERR_LEN, "store %s: cannot write the revocation of %s: %s", dir, hex, strerror(errno));
+        goto out;
+    }
+    if ((rc = publish(rfd, tmp, hex)) != 0)
+        snprintf(err, GW_ERR_LEN, "store %s: %s %s", dir, hex,
+                 rc == GW_ERR_EXISTS ? "is already revoked" : strerror(errno));
+out:
+    if (rfd >= 0)
+        close(rfd);
+    if (dirfd >= 0)
+        close(dirfd);
+    return rc;
+}
+
+/* Parses "<key>=<decimal>" at *p, advancing past it and one following space or newline. */
+static int parse_field(const char **p, const char *key, long long min, long long max, long long *out)
+{
+    size_t k = strlen(key);
+    char *end;
+
+    if (strncmp(*p, key, k) != 0 || (*p)[k] != '=' || ((*p)[k + 1] != '-' && ((*p)[k + 1] < '0' || (*p)[k + 1] > '9')))
+        return 0;
+    errno = 0;
+    *out = strtoll(*p + k + 1, &end, 10);
+    if (errno != 0 || *out < min || *out > max || (*end != ' ' && *end != '\n'))
+        return 0;
+    *p = end + 1;
+    return 1;
+}
+
+static int serial_name(const char *name)
+{
+    size_t i, n = strlen(name);
+
+    if (n == 0 || n > 40)
+        return 0;
+    for (i = 0; i < n; i++)
+        if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+/* Reads <rfd>/|name|. 0, GW_ERR_NOT_FOUND, or GW_ERR_IO (unreadable or malformed). */
+static int read_revocation(int rfd, const char *name, struct gw_store_revocation *out)
+{
+    char buf[REVOKED_RECORD_MAX + 1];
+    const char *p = buf;
+    long long t, r;
+    ssize_t n;
+    int fd;
+
+    memset(out, 0, sizeof(*out));
+    if ((fd = openat(rfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+        return errno == ENOENT ? GW_ERR_NOT_FOUND : GW_ERR_IO;
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0 || n >= (ssize_t)sizeof(buf) - 1)
+        return GW_ERR_IO;
+    buf[n] = '\0';
+    if (!parse_field(&p, "time", 0, INT64_MAX, &t) || !parse_field(&p, "reason", -1, 10, &r) || *p != '\0')
+        return GW_ERR_IO;
+    snprintf(out->serial, sizeof(out->serial), "%s", name);
+    out->when = (time_t)t;
+    out->reason = (int)r;
+    return 0;
+}
+
+int gw_store_revocation_get(const char *dir, const char *serial_hex, struct gw_store_revocation *out, char *err)
+{
+    int dirfd, rfd = -1, rc, e;
+
+    memset(out, 0, sizeof(*out));
+    if (!serial_name(serial_hex))
+        return GW_ERR_NOT_FOUND;
+    if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        snprintf(err, GW_ERR_LEN, "store %s: %s", dir, strerror(errno));
+        return GW_ERR_IO;
+    }
+    rfd = openat(dirfd, GW_STORE_REVOKED_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    e = errno;
+    close(dirfd);
+    errno = e;
+    if (rfd < 0 && errno == ENOENT)
+        return GW_ERR_NOT_FOUND; /* nothing revoked yet */
+    if (rfd < 0) {
+        snprintf(err, GW_ERR_LEN, "store %s/" GW_STORE_REVOKED_DIR ": %s", dir, strerror(errno));
+        return GW_ERR_IO;
+    }
+    if ((rc = read_revocation(rfd, serial_hex, out)) == GW_ERR_IO)
+        snprintf(err, GW_ERR_LEN, "store %s: revocation record %s is malformed", dir, serial_hex);
+    close(rfd);
+    return rc;
+}
+
+static int by_serial(const void *a, const void *b)
+{
+    return strcmp(((const struct gw_store_revocation *)a)->serial, ((const struct gw_store_revocation *)b)->serial);
+}
+
+/* Appends the record |name| of |rfd| to *v. 0 or a gw_err with |err|. */
+static int add_revocation(const char *dir, int rfd, const char *name, struct gw_store_revocation **v, size_t *n,
+                          size_t *cap, char *err)
+{
+    struct gw_store_revocation *grown;
+
+    if (*n >= GW_STORE_LIST_MAX) {
+        snprintf(err, GW_ERR_LEN, "store %s: more revocations than one CRL holds", dir);
+        return GW_ERR_LIMIT;
+    }
+    if (*n == *cap) {
+        *cap = *cap != 0 ? 2 * *cap : 64;
+        if ((grown = realloc(*v, *cap * sizeof(**v))) == NULL) {
+            snprintf(err, GW_ERR_LEN, "store %s: out of memory", dir);
+            return GW_ERR_NOMEM;
+        }
+        *v = grown;
+    }
+    if (read_revocation(rfd, name, &(*v)[*n]) != 0) {
+        snprintf(err, GW_ERR_LEN, "store %s: revocation record %.64s is malformed", dir, name);
+        return GW_ERR_IO;
+    }
+    (*n)++;
+    return 0;
+}
+
+int gw_store_revocations(const char *dir, struct gw_store_revocation **v, size_t *n, char *err)
+{
+    struct dirent *de;
+    DIR *d = NULL;
+    size_t cap = 0;
+    int topfd, rfd, rc = 0, e;
+
+    *v = NULL;
+    *n = 0;
+    if ((topfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        snprintf(err, GW_ERR_LEN, "store %s: %s", dir, strerror(errno));
+        return GW_ERR_IO;
+    }
+    rfd = openat(topfd, GW_STORE_REVOKED_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    e = errno;
+    close(topfd);
+    errno = e;
+    if (rfd < 0 && errno == ENOENT)
+        return 0; /* nothing revoked yet */
+    if (rfd < 0 || (d = fdopendir(rfd)) == NULL) {
+        snprintf(err, GW_ERR_LEN, "store %s/" GW_STORE_REVOKED_DIR ": %s", dir, strerror(errno));
+        if (rfd >= 0)
+            close(rfd);
+        return GW_ERR_IO;
+    }
+    while (rc == 0 && (de = readdir(d)) != NULL) {
+        if (serial_name(de->d_name)) /* skips ".", "..", and ".<serial>.tmp" left by a crash */
+            rc = add_revocation(dir, dirfd(d), de->d_name, v, n, &cap, err);
+    }
+    closedir(d);
+    if (rc != 0) {
+        free(*v);
+        *v = NULL;
+        *n = 0;
+    } else if (*n > 1) {
+        qsort(*v, *n, sizeof(**v), by_serial);
+    }
+    return rc;
 }

@@ -42,4 +42,39 @@ struct gw_store_list {
 int gw_store_list(const char *dir, struct gw_store_list *out, char *err);
 void gw_store_list_cleanup(struct gw_store_list *l);
 
+/*
+ * Revocations of a local issuer, beside its inventory: one <dir>/revoked/<serial hex> per revoked
+ * certificate, holding "time=<unix seconds> reason=<CRLReason>\n", written with the same durable
+ * create as gw_store_put. The files are the issuer's CRL source (RFC 5280 §5.1.2.6).
+ */
+#define GW_STORE_REVOKED_DIR "revoked"
+
+struct gw_store_revocation {
+    char serial[2 * 20 + 1];
+    time_t when;
+    int reason; /* CRL_REASON_* of openssl/x509v3.h; CRL_REASON_NONE (-1) = none given */
+};
+
+/* gw_store_serial_hex_int is gw_store_serial_hex for a bare serial: 0, or -1 if |serial| is not a
+ * positive integer of at most 20 octets (no certificate of ours has such a serial). */
+int gw_store_serial_hex_int(const ASN1_INTEGER *serial, char *out, size_t cap);
+
+/*
+ * gw_store_revoke records that the certificate <dir>/<serial hex>.pem is revoked as of |when|
+ * with |reason|. Returns 0, GW_ERR_NOT_FOUND (no such certificate in the store), GW_ERR_EXISTS
+ * (already revoked: the first record stands), or GW_ERR_IO / GW_ERR_NOMEM with |err|. (worker)
+ */
+int gw_store_revoke(const char *dir, const ASN1_INTEGER *serial, int reason, time_t when, char *err);
+
+/* gw_store_revocation_get reads the record of |serial_hex|: 0, GW_ERR_NOT_FOUND, or GW_ERR_IO. */
+int gw_store_revocation_get(const char *dir, const char *serial_hex, struct gw_store_revocation *out, char *err);
+
+/*
+ * gw_store_revocations reads every record, sorted by serial, into a malloc'd *v of *n (free()).
+ * A missing revoked/ directory is an empty list. A malformed record is an error (GW_ERR_IO), not
+ * skipped: a CRL that silently leaves out a revocation is worse than none. GW_ERR_LIMIT past
+ * GW_STORE_LIST_MAX.
+ */
+int gw_store_revocations(const char *dir, struct gw_store_revocation **v, size_t *n, char *err);
+
 #endif

@@ -40,6 +40,7 @@ static const struct {
     {GW_UPSTREAM_LOCAL, &gw_upstream_local_ops},
     {GW_UPSTREAM_VAULT, &gw_upstream_vault_ops},
     {GW_UPSTREAM_CFSSL, &gw_upstream_cfssl_ops},
+    {GW_UPSTREAM_CMP, &gw_upstream_cmp_ops},
 };
 
 /* One submit: counts the call in flight until the adapter completes it. */
@@ -501,7 +502,45 @@ int gw_upstream_revoke(struct gw_upstream *up, const X509 *cert, int reason, cha
 {
     if (lacks(up, GW_UP_REVOKE, "revoke certificates", err))
         return GW_ERR_INVAL;
-    return up->ops->revoke(up, cert, reason, err);
+    if (cert == NULL) {
+        snprintf(err, GW_ERR_LEN, "upstream %s: no certificate to revoke", name_of(up->conf));
+        return GW_ERR_INVAL;
+    }
+    if (up->ops->revoke != NULL)
+        return up->ops->revoke(up, cert, reason, err);
+    return up->ops->revoke_serial(up, X509_get_issuer_name(cert), X509_get0_serialNumber(cert), reason, err);
+}
+
+int gw_upstream_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
+                              int reason, char *err)
+{
+    if (lacks(up, GW_UP_REVOKE, "revoke certificates", err))
+        return GW_ERR_INVAL;
+    if (serial == NULL) {
+        snprintf(err, GW_ERR_LEN, "upstream %s: no serial number to revoke", name_of(up->conf));
+        return GW_ERR_INVAL;
+    }
+    if (up->ops->revoke_serial == NULL) {
+        snprintf(err, GW_ERR_LEN, "upstream %s (%s) cannot revoke by serial number", name_of(up->conf),
+                 up->ops->dialect);
+        return GW_ERR_INVAL;
+    }
+    return up->ops->revoke_serial(up, issuer, serial, reason, err);
+}
+
+int gw_upstream_crl(struct gw_upstream *up, unsigned char **der, size_t *len, char *err)
+{
+    if (der != NULL)
+        *der = NULL;
+    if (len != NULL)
+        *len = 0;
+    if (lacks(up, GW_UP_CRL, "publish a CRL", err))
+        return GW_ERR_INVAL;
+    if (der == NULL || len == NULL) {
+        snprintf(err, GW_ERR_LEN, "upstream %s: no place for the CRL", name_of(up->conf));
+        return GW_ERR_INVAL;
+    }
+    return up->ops->crl(up, der, len, err);
 }
 
 int gw_upstream_role_policy(struct gw_upstream *up, const char *role, struct gw_role_policy *out, char *err)

@@ -49,6 +49,7 @@ enum gw_upstream_cap {
     GW_UP_REVOKE = 1u << 2,         /* revokes by certificate */
     GW_UP_ROLE_POLICY = 1u << 3,    /* can describe an upstream role's policy (delegate issuers) */
     GW_UP_CERT_STATUS = 1u << 4,    /* can tell whether a certificate it issued is revoked (kur) */
+    GW_UP_CRL = 1u << 5,            /* publishes a CRL (gw_upstream_crl) */
 };
 
 /*
@@ -77,6 +78,11 @@ struct gw_upstream_ops {
     int (*revoke)(struct gw_upstream *up, const X509 *cert, int reason, char *err);
     int (*role_policy)(struct gw_upstream *up, const char *role, struct gw_role_policy *out, char *err);
     int (*cert_status)(struct gw_upstream *up, const X509 *cert, int *revoked, char *err);
+    /* GW_UP_REVOKE: revoke by issuer and serial (rr carries only a CertTemplate). */
+    int (*revoke_serial)(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial, int reason,
+                         char *err);
+    /* GW_UP_CRL: the current CRL, DER, malloc'd (free()). */
+    int (*crl)(struct gw_upstream *up, unsigned char **der, size_t *len, char *err);
 };
 
 /* gw_upstream_new creates the upstream described by |conf| (borrowed: must outlive it). */
@@ -110,6 +116,19 @@ void gw_upstream_sign_wait(struct gw_upstream *up, const struct gw_sign_req *req
  */
 unsigned gw_upstream_caps(const struct gw_upstream *up);
 int gw_upstream_revoke(struct gw_upstream *up, const X509 *cert, int reason, char *err);
+/*
+ * gw_upstream_revoke_serial revokes the certificate |issuer| (may be NULL: the upstream's own CA)
+ * issued with |serial|, as an rr names it (RFC 9483 §4.2). GW_ERR_NOT_FOUND when the upstream
+ * issued no such certificate (answer badCertId); 0 also when it was already revoked. (worker)
+ */
+int gw_upstream_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
+                              int reason, char *err);
+/*
+ * gw_upstream_crl fetches (local: builds or returns the cached) current CRL of |up| as DER into a
+ * malloc'd *der of *len bytes (caller free()s); *der is NULL on failure. GW_ERR_INVAL without
+ * GW_UP_CRL. (worker; the local issuer's is also fine on a loop thread: no network I/O)
+ */
+int gw_upstream_crl(struct gw_upstream *up, unsigned char **der, size_t *len, char *err);
 int gw_upstream_role_policy(struct gw_upstream *up, const char *role, struct gw_role_policy *out, char *err);
 int gw_upstream_cert_status(struct gw_upstream *up, const X509 *cert, int *revoked, char *err);
 void gw_role_policy_cleanup(struct gw_role_policy *p);
@@ -140,5 +159,6 @@ int gw_upstream_set_put0(struct gw_upstream_set *set, struct gw_upstream *up);
 extern const struct gw_upstream_ops gw_upstream_local_ops;
 extern const struct gw_upstream_ops gw_upstream_vault_ops;
 extern const struct gw_upstream_ops gw_upstream_cfssl_ops;
+extern const struct gw_upstream_ops gw_upstream_cmp_ops;
 
 #endif

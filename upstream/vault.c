@@ -843,8 +843,12 @@ static int cert_serial(const X509 *cert, char *hex, size_t cap, char *err)
     return 0;
 }
 
-/* POST revoke: Vault takes no reason code (the caller audits it). Worker. */
-static int vault_revoke(struct gw_upstream *up, const X509 *cert, int reason, char *err)
+/*
+ * POST revoke by serial: Vault takes no reason code (the caller audits it), and revokes by serial
+ * within the mount, whatever |issuer| says. Unknown serial: GW_ERR_NOT_FOUND. Worker.
+ */
+static int vault_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial_int,
+                               int reason, char *err)
 {
     struct vault *v = gw_upstream_get0_impl(up);
     char path[GW_MAX_PATH_LEN], serial[SERIAL_HEX_LEN], warn[GW_ERR_LEN];
@@ -852,20 +856,28 @@ static int vault_revoke(struct gw_upstream *up, const X509 *cert, int reason, ch
     long status = 0;
     int rc;
 
+    (void)issuer;
     (void)reason;
-    if ((rc = cert_serial(cert, serial, sizeof(serial), err)) != 0)
-        return rc;
+    if (serial_int == NULL || ASN1_STRING_type(serial_int) == V_ASN1_NEG_INTEGER ||
+        serial_hex(serial_int, serial, sizeof(serial)) != 0) {
+        set_err(err, "not a serial number Vault issues");
+        return GW_ERR_NOT_FOUND;
+    }
     if ((req = json_object_new_object()) == NULL)
         return GW_ERR_NOMEM;
     json_object_object_add(req, "serial_number", json_object_new_string(serial));
     snprintf(path, sizeof(path), "/v1/%s/revoke", v->mount);
-    if ((rc = simple_call(v, "POST", path, json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN), &root,
-                          &status, err)) != 0)
+    rc = simple_call(v, "POST", path, json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN), &root, &status,
+                     err);
+    if (rc != 0 && status == 400 && strstr(err, "not found") != NULL)
+        rc = GW_ERR_NOT_FOUND; /* "certificate with serial ... not found." (notes/upstream-apis.md §1.5) */
+    if (rc != 0)
         goto out;
     if (member(root, "data", json_type_object) == NULL) {
-        /* e.g. an expired certificate: 200 with only a warning, nothing revoked */
+        /* 200 with only a warning: the certificate has expired, and Vault puts no expired one on its CRL */
         join_strings(root, "warnings", warn, sizeof(warn));
-        set_err(err, "Vault did not revoke %s: %s", serial, warn[0] != '\0' ? warn : "no data in the answer");
+        set_err(err, "Vault did not revoke %s: it has expired (Vault: %.150s)", serial,
+                warn[0] != '\0' ? warn : "no data in the answer");
         rc = GW_ERR_UPSTREAM;
         goto out;
     }
@@ -873,6 +885,45 @@ static int vault_revoke(struct gw_upstream *up, const X509 *cert, int reason, ch
 out:
     json_object_put(root);
     json_object_put(req);
+    return rc;
+}
+
+/* GET <mount>/crl: the mount's CRL, DER (notes/upstream-apis.md §1.6). Worker. */
+static int vault_crl(struct gw_upstream *up, unsigned char **der, size_t *len, char *err)
+{
+    struct vault *v = gw_upstream_get0_impl(up);
+    struct gw_http_response rsp;
+    const unsigned char *p;
+    X509_CRL *crl = NULL;
+    char path[GW_MAX_PATH_LEN];
+    int rc;
+
+    snprintf(path, sizeof(path), "/v1/%s/crl", v->mount);
+    if ((rc = vault_call(v, "GET", path, NULL, &rsp, err)) != 0) {
+        set_err(err, "upstream %s: GET %s: %.120s", up_name(v), path, err);
+        goto out;
+    }
+    rc = GW_ERR_UPSTREAM;
+    if (rsp.status != 200) {
+        set_err(err, "upstream %s: GET %s: HTTP %ld", up_name(v), path, rsp.status);
+        goto out;
+    }
+    p = (const unsigned char *)rsp.body;
+    if (rsp.body_len == 0 || (crl = d2i_X509_CRL(NULL, &p, (long)rsp.body_len)) == NULL ||
+        p != (const unsigned char *)rsp.body + rsp.body_len) {
+        set_err(err, "upstream %s: GET %s: the answer is not a DER CRL", up_name(v), path);
+        goto out;
+    }
+    if ((*der = malloc(rsp.body_len)) == NULL) {
+        rc = GW_ERR_NOMEM;
+        goto out;
+    }
+    memcpy(*der, rsp.body, rsp.body_len);
+    *len = rsp.body_len;
+    rc = 0;
+out:
+    X509_CRL_free(crl);
+    gw_http_response_cleanup(&rsp);
     return rc;
 }
 
@@ -1092,11 +1143,12 @@ static void vault_cleanup(struct gw_upstream *up)
 
 const struct gw_upstream_ops gw_upstream_vault_ops = {
     .dialect = "vault",
-    .caps = GW_UP_SIGN_CSR | GW_UP_REVOKE | GW_UP_ROLE_POLICY | GW_UP_CERT_STATUS,
+    .caps = GW_UP_SIGN_CSR | GW_UP_REVOKE | GW_UP_ROLE_POLICY | GW_UP_CERT_STATUS | GW_UP_CRL,
     .init = vault_init,
     .cleanup = vault_cleanup,
     .sign = vault_sign,
-    .revoke = vault_revoke,
+    .revoke_serial = vault_revoke_serial,
+    .crl = vault_crl,
     .role_policy = vault_role_policy,
     .cert_status = vault_cert_status,
 };

@@ -413,7 +413,7 @@ static const char *jstr(json_object *o, const char *key)
 static void test_caps(void **state)
 {
     (void)state;
-    assert_int_equal(gw_upstream_cfssl_ops.caps, GW_UP_SIGN_CSR | GW_UP_REVOKE);
+    assert_int_equal(gw_upstream_cfssl_ops.caps, GW_UP_SIGN_CSR | GW_UP_REVOKE | GW_UP_CRL);
     assert_non_null(gw_upstream_cfssl_ops.revoke);
     assert_null(gw_upstream_cfssl_ops.role_policy);
 }

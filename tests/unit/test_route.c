@@ -258,6 +258,86 @@ static void test_route_policy_without_role(void **state)
     assert_int_equal(gw_route_match(&cfg, NULL, 0, &m, err), GW_ERR_NOT_FOUND);
 }
 
+/* ---- <prefix>/crl/<upstream>[.crl] ---- */
+
+static struct gw_upstream_conf crl_ups[] = {
+    {.name = "local-ca", .type = GW_UPSTREAM_LOCAL},
+    {.name = "vault", .type = GW_UPSTREAM_VAULT},
+    {.name = "odd.crl", .type = GW_UPSTREAM_LOCAL},
+    {.name = "odd", .type = GW_UPSTREAM_LOCAL},
+};
+
+static struct gw_config cfg_crl = {
+    .path_prefix = "/v1/pki",
+    .roles = roles,
+    .n_roles = 3,
+    .upstreams = crl_ups,
+    .n_upstreams = 4,
+    .default_path_policy = {.forbid = true}, /* CRLs are served whatever the CMP policy says */
+};
+
+static void test_route_crl(void **state)
+{
+    static const struct {
+        const char *path;
+        int rc;
+        const char *upstream; /* expected on success; else a substring of the reason */
+    } crl_cases[] = {
+        {"/v1/pki/crl/local-ca", 0, "local-ca"},
+        {"/v1/pki/crl/local-ca.crl", 0, "local-ca"},
+        {"/v1/pki/crl/local-ca/", 0, "local-ca"},
+        {"/v1/pki/crl/odd.crl", 0, "odd.crl"}, /* the full name wins over the suffix */
+        {"/v1/pki/crl/odd", 0, "odd"},
+        /* twins */
+        {"/v1/pki/crl/vault", GW_ERR_NOT_FOUND, "not a local issuer"},
+        {"/v1/pki/crl/vault.crl", GW_ERR_NOT_FOUND, "not a local issuer"},
+        {"/v1/pki/crl/nope", GW_ERR_NOT_FOUND, "unknown upstream nope: a local issuer's CRL is served at "
+                                               "/v1/pki/crl/<upstream>[.crl]"},
+        {"/v1/pki/crl/.crl", GW_ERR_NOT_FOUND, "unknown upstream"},
+        {"/v1/pki/crl/local-ca.crl.crl", GW_ERR_NOT_FOUND, "unknown upstream"},
+        {"/v1/pki/crl/local-ca.CRL", GW_ERR_NOT_FOUND, "unknown upstream"},
+        {"/v1/pki/crl/Local-ca", GW_ERR_NOT_FOUND, "unknown upstream"},
+        {"/v1/pki/crl", GW_ERR_NOT_FOUND, "unknown path"},
+        {"/v1/pki/crl/", GW_ERR_NOT_FOUND, "unknown path"},
+        {"/v1/pki/crl/local-ca/x", GW_ERR_NOT_FOUND, "unknown path"},
+        {"/v1/pki/crl/local-ca/cmp", GW_ERR_NOT_FOUND, "unknown path"},
+        {"/v1/pki/crl/../cmp", GW_ERR_NOT_FOUND, "dot segment"},
+        {"/v1/pki/crl/local%2dca", GW_ERR_NOT_FOUND, "percent-encoded"},
+        {"/pki/crl/local-ca", GW_ERR_NOT_FOUND, "unknown path"},
+        {"/.well-known/cmp/crl/local-ca", GW_ERR_NOT_FOUND, "unknown CMP operation"},
+        {"/v1/pki/roles/iot/crl/local-ca", GW_ERR_NOT_FOUND, "unknown path"},
+    };
+    struct gw_route_match m;
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(crl_cases) / sizeof(crl_cases[0]); i++) {
+        int rc;
+
+        memset(&m, 0xa5, sizeof(m));
+        rc = gw_route_match(&cfg_crl, crl_cases[i].path, strlen(crl_cases[i].path), &m, err);
+        if (rc != crl_cases[i].rc)
+            fail_msg("%s: rc %d, expected %d (%s)", crl_cases[i].path, rc, crl_cases[i].rc, err);
+        if (rc != 0) {
+            if (strstr(err, crl_cases[i].upstream) == NULL)
+                fail_msg("%s: reason \"%s\" lacks \"%s\"", crl_cases[i].path, err, crl_cases[i].upstream);
+            assert_null(m.upstream);
+            assert_false(gw_route_is_get(&m));
+            continue;
+        }
+        assert_int_equal(m.kind, GW_ROUTE_CRL);
+        assert_true(gw_route_is_get(&m));
+        assert_null(m.role);
+        assert_non_null(m.upstream);
+        assert_string_equal(m.upstream->name, crl_cases[i].upstream);
+    }
+    /* CMP routes stay POST routes */
+    assert_int_equal(gw_route_match(&cfg_crl, "/v1/pki/roles/iot/cmp", 21, &m, err), 0);
+    assert_false(gw_route_is_get(&m));
+    assert_null(m.upstream);
+    assert_false(gw_route_is_get(NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -266,6 +346,7 @@ int main(void)
         cmocka_unit_test(test_route_length_bound),
         cmocka_unit_test(test_route_overlong),
         cmocka_unit_test(test_route_policy_without_role),
+        cmocka_unit_test(test_route_crl),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

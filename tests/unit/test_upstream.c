@@ -11,6 +11,10 @@
 #include <unistd.h>
 #include <dirent.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <strings.h>
 #include <cmocka.h>
 #include <openssl/bn.h>
 #include <openssl/cmp.h>
@@ -938,6 +942,726 @@ static void test_store_failing(void **state)
     remove_tree(dir);
 }
 
+/* ---- revocation and the CRL (local issuer) ---- */
+
+#define CRL_URL "http://127.0.0.1:8080/pki/crl/delegate.crl"
+
+static X509_CRL *fetch_crl(struct gw_upstream *up, unsigned char **der_out, size_t *len_out)
+{
+    char err[GW_ERR_LEN] = "";
+    unsigned char *der = NULL;
+    const unsigned char *p;
+    size_t len = 0;
+    X509_CRL *crl;
+
+    assert_int_equal(gw_upstream_crl(up, &der, &len, err), 0);
+    assert_non_null(der);
+    p = der;
+    assert_non_null(crl = d2i_X509_CRL(NULL, &p, (long)len));
+    assert_ptr_equal(p, der + len); /* nothing after it */
+    if (der_out != NULL) {
+        *der_out = der;
+        *len_out = len;
+    } else {
+        free(der);
+    }
+    return crl;
+}
+
+static uint64_t crl_number(X509_CRL *crl)
+{
+    ASN1_INTEGER *n = X509_CRL_get_ext_d2i(crl, NID_crl_number, NULL, NULL);
+    uint64_t v = 0;
+
+    assert_non_null(n);
+    assert_int_equal(ASN1_INTEGER_get_uint64(&v, n), 1);
+    ASN1_INTEGER_free(n);
+    return v;
+}
+
+/* The CRL's shape (RFC 5280 §5): v2, our issuer, signed by the CA key, a day long, AKID, number. */
+static void check_crl(X509_CRL *crl, int n_entries)
+{
+    AUTHORITY_KEYID *akid = X509_CRL_get_ext_d2i(crl, NID_authority_key_identifier, NULL, NULL);
+    int days = -1, secs = -1;
+
+    assert_int_equal(X509_CRL_get_version(crl), X509_CRL_VERSION_2);
+    assert_int_equal(X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_subject_name(ca)), 0);
+    assert_int_equal(X509_CRL_verify(crl, ca_key), 1);
+    assert_int_not_equal(X509_CRL_verify(crl, other_key), 1);
+    assert_int_equal(ASN1_TIME_diff(&days, &secs, X509_CRL_get0_lastUpdate(crl), X509_CRL_get0_nextUpdate(crl)), 1);
+    assert_int_equal(days * 86400 + secs, GW_CRL_NEXT_UPDATE_SECS);
+    assert_true(X509_cmp_time(X509_CRL_get0_lastUpdate(crl), NULL) <= 0);
+    assert_non_null(akid);
+    assert_int_equal(ASN1_OCTET_STRING_cmp(akid->keyid, X509_get0_subject_key_id(ca)), 0);
+    AUTHORITY_KEYID_free(akid);
+    assert_true(crl_number(crl) > 0);
+    /* an empty CRL has no revokedCertificates at all (RFC 5280 §5.1.2.6): OpenSSL gives NULL, -1 */
+    assert_int_equal(n_entries == 0 ? 0 : sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)), n_entries);
+    assert_int_equal(X509_CRL_get_REVOKED(crl) == NULL, n_entries == 0);
+}
+
+/* The entry of |serial| in |crl|: its reason code (-1 if it has none), or -2 if it is not listed. */
+static int crl_reason(X509_CRL *crl, const ASN1_INTEGER *serial)
+{
+    X509_REVOKED *rev = NULL;
+    ASN1_ENUMERATED *code;
+    int reason;
+
+    if (X509_CRL_get0_by_serial(crl, &rev, serial) != 1)
+        return -2;
+    if ((code = X509_REVOKED_get_ext_d2i(rev, NID_crl_reason, NULL, NULL)) == NULL)
+        return -1;
+    reason = (int)ASN1_ENUMERATED_get(code);
+    ASN1_ENUMERATED_free(code);
+    return reason;
+}
+
+/* X509_verify_cert with the CRL: what a relying party that reads our CRL concludes. */
+static int verify_with_crl(X509 *leaf, X509_CRL *crl)
+{
+    X509_STORE *store = X509_STORE_new();
+    X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+    STACK_OF(X509) *chain = sk_X509_new_null();
+    int err;
+
+    sk_X509_push(chain, ca);
+    X509_STORE_add_cert(store, root);
+    X509_STORE_add_crl(store, crl);
+    X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+    X509_STORE_CTX_init(ctx, store, leaf, chain);
+    err = X509_verify_cert(ctx) == 1 ? X509_V_OK : X509_STORE_CTX_get_error(ctx);
+    X509_STORE_CTX_free(ctx);
+    X509_STORE_free(store);
+    sk_X509_free(chain);
+    return err;
+}
+
+static ASN1_INTEGER *int_from_hex(const char *hex, int negative)
+{
+    BIGNUM *bn = NULL;
+    ASN1_INTEGER *a;
+
+    assert_true(BN_hex2bn(&bn, hex) > 0);
+    BN_set_negative(bn, negative);
+    assert_non_null(a = BN_to_ASN1_INTEGER(bn, NULL));
+    BN_free(bn);
+    return a;
+}
+
+/* Issue |n| certificates from |up| into |out|. */
+static void issue_n(struct gw_upstream *up, X509 **out, int n)
+{
+    struct gw_sign_result res;
+    struct gw_cert_plan plan;
+
+    for (int i = 0; i < n; i++) {
+        plan_init(&plan, keys[K_P256], "revocable", "DNS:r.example");
+        sign(up, &plan, &res);
+        assert_int_equal(res.status, 0);
+        out[i] = res.cert;
+        res.cert = NULL;
+        gw_sign_result_cleanup(&res);
+        gw_cert_plan_cleanup(&plan);
+    }
+}
+
+/* The certificate carries the configured CRL distribution point, and only then. */
+static void check_cdp(X509 *x, const char *url)
+{
+    CRL_DIST_POINTS *cdp = X509_get_ext_d2i(x, NID_crl_distribution_points, NULL, NULL);
+    GENERAL_NAME *gn;
+
+    if (url == NULL) {
+        assert_null(cdp);
+        return;
+    }
+    assert_non_null(cdp);
+    assert_int_equal(sk_DIST_POINT_num(cdp), 1);
+    assert_int_equal(sk_DIST_POINT_value(cdp, 0)->distpoint->type, 0);
+    gn = sk_GENERAL_NAME_value(sk_DIST_POINT_value(cdp, 0)->distpoint->name.fullname, 0);
+    assert_int_equal(gn->type, GEN_URI);
+    assert_string_equal((const char *)ASN1_STRING_get0_data(gn->d.uniformResourceIdentifier), url);
+    CRL_DIST_POINTS_free(cdp);
+}
+
+/* rr by issuer and serial: each case with its twins (unknown, foreign issuer, odd serials, bad reasons). */
+static void test_local_revoke_cases(void **state)
+{
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    char dir[64], err[GW_ERR_LEN];
+    X509 *certs[2];
+    X509_NAME *ca_name, *root_name;
+    ASN1_INTEGER *odd[4];
+    struct {
+        const char *name;
+        int which;      /* certs[which], or -1: odd[serial] */
+        int serial;
+        X509_NAME **issuer;
+        int reason, rc;
+    } cases[] = {
+        {"keyCompromise, issuer named", 0, 0, &ca_name, CRL_REASON_KEY_COMPROMISE, 0},
+        {"again: idempotent", 0, 0, &ca_name, CRL_REASON_SUPERSEDED, 0},
+        {"no reason, no issuer", 1, 0, NULL, CRL_REASON_NONE, 0},
+        {"another CA's certificate", 1, 0, &root_name, CRL_REASON_NONE, GW_ERR_NOT_FOUND},
+        {"unknown serial", -1, 0, &ca_name, CRL_REASON_NONE, GW_ERR_NOT_FOUND},
+        {"negative serial", -1, 1, &ca_name, CRL_REASON_NONE, GW_ERR_NOT_FOUND},
+        {"zero serial", -1, 2, &ca_name, CRL_REASON_NONE, GW_ERR_NOT_FOUND},
+        {"21-octet serial", -1, 3, &ca_name, CRL_REASON_NONE, GW_ERR_NOT_FOUND},
+        {"reason 7 (unused)", 1, 0, NULL, 7, GW_ERR_INVAL},
+        {"removeFromCRL (delta CRLs only)", 1, 0, NULL, CRL_REASON_REMOVE_FROM_CRL, GW_ERR_INVAL},
+        {"reason 11", 1, 0, NULL, 11, GW_ERR_INVAL},
+        {"reason -2", 1, 0, NULL, -2, GW_ERR_INVAL},
+    };
+    X509_CRL *crl;
+
+    (void)state;
+    make_store(dir, sizeof(dir));
+    conf_init(&conf, "delegate", ca, ca_key, root);
+    conf.store_dir = dir;
+    assert_non_null(up = gw_upstream_new(&conf, err));
+    assert_true((gw_upstream_caps(up) & (GW_UP_REVOKE | GW_UP_CRL | GW_UP_CERT_STATUS)) ==
+                (GW_UP_REVOKE | GW_UP_CRL | GW_UP_CERT_STATUS));
+    issue_n(up, certs, 2);
+    ca_name = X509_get_subject_name(ca);
+    root_name = X509_get_subject_name(root);
+    odd[0] = int_from_hex("7fffffffffffffff0123", 0);
+    odd[1] = int_from_hex("01", 1);
+    odd[2] = int_from_hex("00", 0);
+    odd[3] = int_from_hex("010203040506070809101112131415161718192021", 0);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const ASN1_INTEGER *serial =
+            cases[i].which >= 0 ? X509_get0_serialNumber(certs[cases[i].which]) : odd[cases[i].serial];
+
+        print_message("case: %s\n", cases[i].name);
+        err[0] = '\0';
+        assert_int_equal(gw_upstream_revoke_serial(up, cases[i].issuer != NULL ? *cases[i].issuer : NULL, serial,
+                                                   cases[i].reason, err),
+                         cases[i].rc);
+        if (cases[i].rc != 0)
+            assert_true(err[0] != '\0');
+    }
+    assert_int_equal(gw_upstream_revoke_serial(up, NULL, NULL, 0, err), GW_ERR_INVAL);
+    /* the first revocation stands: keyCompromise, not superseded */
+    crl = fetch_crl(up, NULL, NULL);
+    check_crl(crl, 2);
+    assert_int_equal(crl_reason(crl, X509_get0_serialNumber(certs[0])), CRL_REASON_KEY_COMPROMISE);
+    assert_int_equal(crl_reason(crl, X509_get0_serialNumber(certs[1])), -1);
+    X509_CRL_free(crl);
+    for (int i = 0; i < 4; i++)
+        ASN1_INTEGER_free(odd[i]);
+    X509_free(certs[0]);
+    X509_free(certs[1]);
+    gw_upstream_free(up);
+    conf_cleanup(&conf);
+    remove_tree(dir);
+}
+
+/* Revoke -> the CRL lists it with its reason, verifies with the CA key, and survives a restart. */
+static void test_local_crl(void **state)
+{
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    char dir[64], err[GW_ERR_LEN], path[PATH_MAX];
+    unsigned char *der1, *der2;
+    size_t len1, len2;
+    X509 *certs[4];
+    X509_CRL *crl;
+    uint64_t n1, n2;
+    int revoked = -1;
+    FILE *f;
+
+    (void)state;
+    make_store(dir, sizeof(dir));
+    conf_init(&conf, "delegate", ca, ca_key, root);
+    conf.store_dir = dir;
+    conf.crl_url = CRL_URL;
+    assert_non_null(up = gw_upstream_new(&conf, err));
+    issue_n(up, certs, 4);
+    check_cdp(certs[0], CRL_URL);
+    /* empty, then cached: the same bytes until something changes */
+    crl = fetch_crl(up, &der1, &len1);
+    check_crl(crl, 0);
+    n1 = crl_number(crl);
+    assert_int_equal(verify_with_crl(certs[0], crl), X509_V_OK);
+    X509_CRL_free(crl);
+    X509_CRL_free(fetch_crl(up, &der2, &len2));
+    assert_true(len1 == len2 && memcmp(der1, der2, len1) == 0);
+    free(der1);
+    free(der2);
+    /* revoke two: by serial with a reason, and by certificate (gw_upstream_revoke) */
+    assert_int_equal(gw_upstream_revoke_serial(up, X509_get_issuer_name(certs[0]), X509_get0_serialNumber(certs[0]),
+                                               CRL_REASON_KEY_COMPROMISE, err),
+                     0);
+    assert_int_equal(gw_upstream_revoke(up, certs[1], CRL_REASON_UNSPECIFIED, err), 0);
+    crl = fetch_crl(up, NULL, NULL);
+    check_crl(crl, 2);
+    n2 = crl_number(crl);
+    assert_true(n2 > n1);
+    assert_int_equal(crl_reason(crl, X509_get0_serialNumber(certs[0])), CRL_REASON_KEY_COMPROMISE);
+    assert_int_equal(crl_reason(crl, X509_get0_serialNumber(certs[1])), -1); /* unspecified: absent (§5.3.1) */
+    assert_int_equal(crl_reason(crl, X509_get0_serialNumber(certs[2])), -2);
+    assert_int_equal(verify_with_crl(certs[0], crl), X509_V_ERR_CERT_REVOKED);
+    assert_int_equal(verify_with_crl(certs[2], crl), X509_V_OK);
+    X509_CRL_free(crl);
+    assert_int_equal(gw_upstream_cert_status(up, certs[0], &revoked, err), 0);
+    assert_int_equal(revoked, 1);
+    assert_int_equal(gw_upstream_cert_status(up, certs[2], &revoked, err), 0);
+    assert_int_equal(revoked, 0);
+    gw_upstream_free(up);
+
+    /* a new instance on the same store: the revocations are still there, the CRL number still grows */
+    assert_non_null(up = gw_upstream_new(&conf, err));
+    crl = fetch_crl(up, NULL, NULL);
+    check_crl(crl, 2);
+    assert_true(crl_number(crl) > n2);
+    assert_int_equal(crl_reason(crl, X509_get0_serialNumber(certs[0])), CRL_REASON_KEY_COMPROMISE);
+    X509_CRL_free(crl);
+    assert_int_equal(gw_upstream_cert_status(up, certs[1], &revoked, err), 0);
+    assert_int_equal(revoked, 1);
+    assert_int_equal(gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(certs[3]),
+                                               CRL_REASON_CESSATION_OF_OPERATION, err),
+                     0);
+    crl = fetch_crl(up, NULL, NULL);
+    check_crl(crl, 3);
+    assert_int_equal(crl_reason(crl, X509_get0_serialNumber(certs[3])), CRL_REASON_CESSATION_OF_OPERATION);
+    X509_CRL_free(crl);
+
+    /* twins: a crash leftover is ignored; a malformed record fails the CRL rather than drop an entry */
+    snprintf(path, sizeof(path), "%s/revoked/.abcd.tmp", dir);
+    assert_non_null(f = fopen(path, "w"));
+    fclose(f);
+    assert_int_equal(gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(certs[2]), CRL_REASON_NONE, err),
+                     0);
+    crl = fetch_crl(up, NULL, NULL);
+    check_crl(crl, 4);
+    X509_CRL_free(crl);
+    static const char *const bad_records[] = {"", "time=12 reason=1", "time=x reason=1\n", "time=12 reason=99\n",
+                                              "time=12 reason=1\nextra", "reason=1 time=12\n"};
+    for (size_t i = 0; i < sizeof(bad_records) / sizeof(bad_records[0]); i++) {
+        unsigned char *der = NULL;
+        size_t len = 0;
+
+        print_message("bad record: \"%s\"\n", bad_records[i]);
+        snprintf(path, sizeof(path), "%s/revoked/abcdef", dir);
+        assert_non_null(f = fopen(path, "w"));
+        fputs(bad_records[i], f);
+        fclose(f);
+        X509 *fresh;
+
+        issue_n(up, &fresh, 1); /* a new revocation: the cached CRL must be rebuilt */
+        assert_int_equal(gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(fresh), 0, err), 0);
+        X509_free(fresh);
+        assert_int_equal(gw_upstream_crl(up, &der, &len, err), GW_ERR_IO);
+        assert_null(der);
+        assert_non_null(strstr(err, "abcdef"));
+    }
+    unlink(path);
+    for (int i = 0; i < 4; i++)
+        X509_free(certs[i]);
+    gw_upstream_free(up);
+    conf_cleanup(&conf);
+    remove_tree(dir);
+}
+
+/* Without a store: nothing can be revoked (so nothing is), the CRL is empty, no CDP unless configured. */
+static void test_local_crl_no_store(void **state)
+{
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    char err[GW_ERR_LEN];
+    X509 *cert;
+    X509_CRL *crl;
+    int revoked = -1;
+
+    (void)state;
+    conf_init(&conf, "plain", ca, ca_key, root);
+    assert_non_null(up = gw_upstream_new(&conf, err));
+    issue_n(up, &cert, 1);
+    check_cdp(cert, NULL);
+    assert_int_equal(gw_upstream_revoke(up, cert, CRL_REASON_KEY_COMPROMISE, err), GW_ERR_INVAL);
+    assert_non_null(strstr(err, "store"));
+    assert_int_equal(gw_upstream_cert_status(up, cert, &revoked, err), 0);
+    assert_int_equal(revoked, 0);
+    crl = fetch_crl(up, NULL, NULL);
+    check_crl(crl, 0);
+    X509_CRL_free(crl);
+    X509_free(cert);
+    gw_upstream_free(up);
+    conf_cleanup(&conf);
+}
+
+static int nop_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done, void *arg)
+{
+    (void)up;
+    (void)req;
+    (void)done;
+    (void)arg;
+    return GW_ERR_INVAL;
+}
+
+/* An adapter without the capabilities: refused, out-params cleared. */
+static void test_crl_caps(void **state)
+{
+    static const struct gw_upstream_ops bare = {.dialect = "bare", .caps = GW_UP_SIGN_CSR, .sign = nop_sign};
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    char err[GW_ERR_LEN];
+    unsigned char *der = (unsigned char *)"x";
+    size_t len = 7;
+    ASN1_INTEGER *one = int_from_hex("01", 0);
+
+    (void)state;
+    conf_init(&conf, "bare", ca, ca_key, NULL);
+    assert_non_null(up = gw_upstream_new_ops(&conf, &bare, err));
+    assert_int_equal(gw_upstream_crl(up, &der, &len, err), GW_ERR_INVAL);
+    assert_null(der);
+    assert_int_equal(len, 0);
+    assert_non_null(strstr(err, "CRL"));
+    assert_int_equal(gw_upstream_revoke_serial(up, NULL, one, 0, err), GW_ERR_INVAL);
+    assert_int_equal(gw_upstream_crl(NULL, &der, &len, err), GW_ERR_INVAL);
+    ASN1_INTEGER_free(one);
+    gw_upstream_free(up);
+    conf_cleanup(&conf);
+}
+
+/* ---- vault and cfssl revoke / CRL against a canned HTTP server on loopback ---- */
+
+/* One canned answer per path; the last request is kept for the assertions. */
+struct canned {
+    const char *path;
+    int status;
+    const char *ctype;
+    const unsigned char *body;
+    size_t len;
+};
+
+static struct {
+    int fd, port;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    struct canned answers[4];
+    size_t n_answers;
+    int n_reqs;
+    char last_method[8], last_path[256], last_body[2048];
+} http_fake;
+
+/* Reads one request (headers, then Content-Length bytes) into |buf|; returns the body start or NULL. */
+static char *read_request(int fd, char *buf, size_t cap, size_t *total)
+{
+    size_t got = 0, need = 0;
+    char *end = NULL, *cl;
+    ssize_t n;
+
+    while (got < cap - 1 && (n = read(fd, buf + got, cap - 1 - got)) > 0) {
+        got += (size_t)n;
+        buf[got] = '\0';
+        if (end == NULL && (end = strstr(buf, "\r\n\r\n")) != NULL) {
+            cl = strcasestr(buf, "content-length:");
+            need = (size_t)(end + 4 - buf) + (cl != NULL && cl < end ? strtoul(cl + 15, NULL, 10) : 0);
+        }
+        if (end != NULL && got >= need)
+            break;
+    }
+    *total = got;
+    return end != NULL ? end + 4 : NULL;
+}
+
+static void serve_one(int fd)
+{
+    char buf[8192], head[256], *body, *sp;
+    const struct canned *a = NULL;
+    size_t total, i;
+
+    if ((body = read_request(fd, buf, sizeof(buf), &total)) == NULL)
+        return;
+    pthread_mutex_lock(&http_fake.lock);
+    http_fake.n_reqs++;
+    sp = strchr(buf, ' ');
+    snprintf(http_fake.last_method, sizeof(http_fake.last_method), "%.*s", (int)(sp - buf), buf);
+    snprintf(http_fake.last_path, sizeof(http_fake.last_path), "%.*s", (int)strcspn(sp + 1, " "), sp + 1);
+    snprintf(http_fake.last_body, sizeof(http_fake.last_body), "%.*s", (int)(buf + total - body), body);
+    for (i = 0; i < http_fake.n_answers; i++)
+        if (strcmp(http_fake.answers[i].path, http_fake.last_path) == 0)
+            a = &http_fake.answers[i];
+    pthread_mutex_unlock(&http_fake.lock);
+    if (a == NULL) {
+        dprintf(fd, "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+                    "Connection: close\r\n\r\n{}");
+        return;
+    }
+    snprintf(head, sizeof(head), "HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+             a->status, a->ctype, a->len);
+    if (write(fd, head, strlen(head)) < 0 || (a->len > 0 && write(fd, a->body, a->len) < 0))
+        return;
+}
+
+static void *http_fake_main(void *arg)
+{
+    int fd;
+
+    (void)arg;
+    while ((fd = accept(http_fake.fd, NULL, NULL)) >= 0) {
+        serve_one(fd);
+        close(fd);
+    }
+    return NULL;
+}
+
+static void http_fake_start(void)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+
+    pthread_mutex_init(&http_fake.lock, NULL);
+    assert_true((http_fake.fd = socket(AF_INET, SOCK_STREAM, 0)) >= 0);
+    assert_int_equal(bind(http_fake.fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(http_fake.fd, 16), 0);
+    assert_int_equal(getsockname(http_fake.fd, (struct sockaddr *)&sa, &len), 0);
+    http_fake.port = ntohs(sa.sin_port);
+    assert_int_equal(pthread_create(&http_fake.thread, NULL, http_fake_main, NULL), 0);
+}
+
+static void http_fake_stop(void)
+{
+    shutdown(http_fake.fd, SHUT_RDWR);
+    close(http_fake.fd);
+    pthread_join(http_fake.thread, NULL);
+    pthread_mutex_destroy(&http_fake.lock);
+}
+
+static void http_fake_answer(const char *path, int status, const char *ctype, const void *body, size_t len)
+{
+    pthread_mutex_lock(&http_fake.lock);
+    http_fake.answers[0] = (struct canned){path, status, ctype, body, len};
+    http_fake.n_answers = 1;
+    http_fake.n_reqs = 0;
+    http_fake.last_path[0] = http_fake.last_body[0] = '\0';
+    pthread_mutex_unlock(&http_fake.lock);
+}
+
+/* A real CRL of the test CA, DER, from the local issuer (malloc'd). */
+static unsigned char *sample_crl(size_t *len)
+{
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    char err[GW_ERR_LEN];
+    unsigned char *der = NULL;
+
+    conf_init(&conf, "sample", ca, ca_key, NULL);
+    assert_non_null(up = gw_upstream_new(&conf, err));
+    assert_int_equal(gw_upstream_crl(up, &der, len, err), 0);
+    gw_upstream_free(up);
+    conf_cleanup(&conf);
+    return der;
+}
+
+/* What a CRL answer may be: the DER itself, else refused (garbage, truncated, trailing bytes, 5xx). */
+struct crl_answer {
+    const char *name;
+    int status;
+    int mangle; /* 0 as is, 1 truncated, 2 trailing byte, 3 not DER at all */
+    int rc;
+};
+
+static const struct crl_answer crl_answers[] = {
+    {"DER CRL", 200, 0, 0},        {"truncated", 200, 1, GW_ERR_UPSTREAM}, {"trailing byte", 200, 2, GW_ERR_UPSTREAM},
+    {"garbage", 200, 3, GW_ERR_UPSTREAM}, {"HTTP 500", 500, 0, GW_ERR_UPSTREAM},
+};
+
+static size_t mangled(const unsigned char *der, size_t len, int mangle, unsigned char *out)
+{
+    memcpy(out, der, len);
+    if (mangle == 1)
+        return len / 2;
+    if (mangle == 2) {
+        out[len] = 0;
+        return len + 1;
+    }
+    if (mangle == 3) {
+        memcpy(out, "not a CRL", 9);
+        return 9;
+    }
+    return len;
+}
+
+static void vault_conf(struct gw_upstream_conf *c, char *url, size_t cap, const char *token_path)
+{
+    memset(c, 0, sizeof(*c));
+    snprintf(url, cap, "http://127.0.0.1:%d", http_fake.port);
+    c->name = "vault";
+    c->type = GW_UPSTREAM_VAULT;
+    c->url = url;
+    c->timeout_ms = 3000;
+    c->max_inflight = 4;
+    c->token_file = (char *)token_path;
+}
+
+static void test_vault_revoke_crl(void **state)
+{
+    static const struct {
+        const char *name, *answer;
+        int status, negative, rc, requests;
+        const char *err;
+    } cases[] = {
+        {"revoked", "{\"data\":{\"revocation_time\":1,\"state\":\"revoked\"}}", 200, 0, 0, 1, NULL},
+        {"unknown serial", "{\"errors\":[\"certificate with serial 0a:0b not found.\"]}", 400, 0, GW_ERR_NOT_FOUND, 1,
+         "not found"},
+        {"expired: 200 with only a warning",
+         "{\"data\":null,\"warnings\":[\"certificate with serial 0a:0b already expired; refusing to add to CRL\"]}",
+         200, 0, GW_ERR_UPSTREAM, 1, "it has expired"},
+        {"Vault down", "{\"errors\":[\"internal error\"]}", 500, 0, GW_ERR_UPSTREAM, 1, NULL},
+        {"negative serial: never sent", "{}", 200, 1, GW_ERR_NOT_FOUND, 0, NULL},
+    };
+    char token_path[] = "/tmp/cmpgw-token-XXXXXX", url[64], err[GW_ERR_LEN];
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    unsigned char *crl, buf[4096], *der;
+    size_t crl_len, len;
+    ASN1_INTEGER *serial;
+    int fd;
+
+    (void)state;
+    assert_true((fd = mkstemp(token_path)) >= 0);
+    assert_int_equal(write(fd, "s.test\n", 7), 7);
+    close(fd);
+    http_fake_start();
+    vault_conf(&conf, url, sizeof(url), token_path);
+    assert_non_null(up = gw_upstream_new(&conf, err));
+    assert_true((gw_upstream_caps(up) & (GW_UP_REVOKE | GW_UP_CRL)) == (GW_UP_REVOKE | GW_UP_CRL));
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        print_message("vault revoke: %s\n", cases[i].name);
+        http_fake_answer("/v1/pki/revoke", cases[i].status, "application/json", cases[i].answer,
+                         strlen(cases[i].answer));
+        serial = int_from_hex("0a0b", cases[i].negative);
+        err[0] = '\0';
+        assert_int_equal(gw_upstream_revoke_serial(up, X509_get_subject_name(ca), serial, CRL_REASON_KEY_COMPROMISE, err),
+                         cases[i].rc);
+        ASN1_INTEGER_free(serial);
+        assert_int_equal(http_fake.n_reqs, cases[i].requests);
+        if (cases[i].requests > 0) {
+            assert_string_equal(http_fake.last_method, "POST");
+            assert_string_equal(http_fake.last_body, "{\"serial_number\":\"0a:0b\"}"); /* no reason: Vault takes none */
+        }
+        if (cases[i].err != NULL)
+            assert_non_null(strstr(err, cases[i].err));
+    }
+    crl = sample_crl(&crl_len);
+    assert_true(crl_len + 1 <= sizeof(buf));
+    for (size_t i = 0; i < sizeof(crl_answers) / sizeof(crl_answers[0]); i++) {
+        print_message("vault crl: %s\n", crl_answers[i].name);
+        len = mangled(crl, crl_len, crl_answers[i].mangle, buf);
+        http_fake_answer("/v1/pki/crl", crl_answers[i].status, "application/pkix-crl", buf, len);
+        der = (unsigned char *)"x";
+        assert_int_equal(gw_upstream_crl(up, &der, &len, err), crl_answers[i].rc);
+        assert_string_equal(http_fake.last_method, "GET");
+        if (crl_answers[i].rc == 0) {
+            assert_true(len == crl_len && memcmp(der, crl, len) == 0);
+            free(der);
+        } else {
+            assert_null(der);
+        }
+    }
+    free(crl);
+    gw_upstream_free(up);
+    http_fake_stop();
+    unlink(token_path);
+}
+
+static char *b64_of(const unsigned char *der, size_t len)
+{
+    char *out = malloc(4 * ((len + 2) / 3) + 1);
+
+    assert_non_null(out);
+    EVP_EncodeBlock((unsigned char *)out, der, (int)len);
+    return out;
+}
+
+static void test_cfssl_revoke_crl(void **state)
+{
+    static const char ok[] = "{\"success\":true,\"result\":{},\"errors\":[],\"messages\":[]}";
+    static const char unknown[] = "{\"success\":false,\"result\":null,\"errors\":[{\"code\":11000,"
+                                  "\"message\":\"Certificate not found\"}],\"messages\":[]}";
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    char url[64], err[GW_ERR_LEN], aki[2 * 64 + 1] = "", expect[512], *b64, *answer;
+    const ASN1_OCTET_STRING *skid = X509_get0_subject_key_id(ca);
+    unsigned char *crl, buf[4096], *der;
+    size_t crl_len, len;
+    ASN1_INTEGER *serial = int_from_hex("0a0b", 0);
+
+    (void)state;
+    http_fake_start();
+    memset(&conf, 0, sizeof(conf));
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", http_fake.port);
+    conf.name = "cfssl";
+    conf.type = GW_UPSTREAM_CFSSL;
+    conf.url = url;
+    conf.timeout_ms = 3000;
+    conf.max_inflight = 4;
+    conf.issuer_certs = sk_X509_new_null();
+    sk_X509_push(conf.issuer_certs, ca);
+    assert_non_null(up = gw_upstream_new(&conf, err)); /* its info call gets a 404: only a warning */
+    assert_true((gw_upstream_caps(up) & (GW_UP_REVOKE | GW_UP_CRL)) == (GW_UP_REVOKE | GW_UP_CRL));
+    for (int i = 0; i < ASN1_STRING_length(skid); i++)
+        snprintf(aki + 2 * i, 3, "%02x", ASN1_STRING_get0_data(skid)[i]);
+
+    /* revoke: decimal serial, the issuer's SKID as AKI, cfssl's reason name */
+    http_fake_answer("/api/v1/cfssl/revoke", 200, "application/json", ok, strlen(ok));
+    assert_int_equal(gw_upstream_revoke_serial(up, X509_get_subject_name(ca), serial, CRL_REASON_KEY_COMPROMISE, err), 0);
+    snprintf(expect, sizeof(expect), "{\"serial\":\"2571\",\"authority_key_id\":\"%s\",\"reason\":\"keycompromise\"}", aki);
+    assert_string_equal(http_fake.last_body, expect);
+    /* unknown: tried with the AKI, then with "" (cfssl 1.2.0 records none), then not found */
+    http_fake_answer("/api/v1/cfssl/revoke", 400, "application/json", unknown, strlen(unknown));
+    assert_int_equal(gw_upstream_revoke_serial(up, NULL, serial, CRL_REASON_NONE, err), GW_ERR_NOT_FOUND);
+    assert_int_equal(http_fake.n_reqs, 2);
+    assert_non_null(strstr(http_fake.last_body, "\"authority_key_id\":\"\",\"reason\":\"unspecified\""));
+    /* twins that never reach cfssl: another issuer, reason 7 */
+    http_fake_answer("/api/v1/cfssl/revoke", 200, "application/json", ok, strlen(ok));
+    assert_int_equal(gw_upstream_revoke_serial(up, X509_get_subject_name(root), serial, 0, err), GW_ERR_NOT_FOUND);
+    assert_int_equal(gw_upstream_revoke_serial(up, NULL, serial, 7, err), GW_ERR_INVAL);
+    assert_int_equal(http_fake.n_reqs, 0);
+
+    /* CRL: base64 DER in "result" */
+    crl = sample_crl(&crl_len);
+    for (size_t i = 0; i < sizeof(crl_answers) / sizeof(crl_answers[0]); i++) {
+        print_message("cfssl crl: %s\n", crl_answers[i].name);
+        len = mangled(crl, crl_len, crl_answers[i].mangle, buf);
+        b64 = b64_of(buf, len);
+        assert_non_null(answer = malloc(strlen(b64) + 128));
+        snprintf(answer, strlen(b64) + 128, "{\"success\":%s,\"result\":\"%s\",\"errors\":[],\"messages\":[]}",
+                crl_answers[i].status == 200 ? "true" : "false", b64);
+        http_fake_answer("/api/v1/cfssl/crl", crl_answers[i].status, "application/json", answer, strlen(answer));
+        der = (unsigned char *)"x";
+        assert_int_equal(gw_upstream_crl(up, &der, &len, err) != 0, crl_answers[i].rc != 0);
+        assert_string_equal(http_fake.last_method, "GET");
+        if (crl_answers[i].rc == 0) {
+            assert_true(len == crl_len && memcmp(der, crl, len) == 0);
+            free(der);
+        } else {
+            assert_null(der);
+        }
+        free(answer);
+        free(b64);
+    }
+    /* result of the wrong type, and not base64 */
+    static const char *const bad[] = {"{\"success\":true,\"result\":{},\"errors\":[],\"messages\":[]}",
+                                      "{\"success\":true,\"result\":\"!!!!\",\"errors\":[],\"messages\":[]}",
+                                      "{\"success\":true,\"result\":\"\",\"errors\":[],\"messages\":[]}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        http_fake_answer("/api/v1/cfssl/crl", 200, "application/json", bad[i], strlen(bad[i]));
+        der = (unsigned char *)"x";
+        assert_int_not_equal(gw_upstream_crl(up, &der, &len, err), 0);
+        assert_null(der);
+    }
+    free(crl);
+    ASN1_INTEGER_free(serial);
+    gw_upstream_free(up);
+    sk_X509_free(conf.issuer_certs);
+    http_fake_stop();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -948,6 +1672,9 @@ int main(void)
         cmocka_unit_test(test_timeout_local_delay),  cmocka_unit_test(test_upstream_set),
         cmocka_unit_test(test_store_records),        cmocka_unit_test(test_store_list_escapes),
         cmocka_unit_test(test_store_failing),
+        cmocka_unit_test(test_local_revoke_cases),   cmocka_unit_test(test_local_crl),
+        cmocka_unit_test(test_local_crl_no_store),   cmocka_unit_test(test_crl_caps),
+        cmocka_unit_test(test_vault_revoke_crl),     cmocka_unit_test(test_cfssl_revoke_crl),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -863,7 +863,7 @@ static void test_revoke(void **state)
         {{200, "{\"data\":{\"revocation_time\":1433269787,\"state\":\"revoked\"}}", 0}, 0},
         {{200, "{\"data\":null,\"warnings\":[\"certificate already expired; refusing to add to CRL\"]}", 0},
          GW_ERR_UPSTREAM},
-        {{400, "{\"errors\":[\"certificate with serial 30:39 not found.\"]}", 0}, GW_ERR_UPSTREAM},
+        {{400, "{\"errors\":[\"certificate with serial 30:39 not found.\"]}", 0}, GW_ERR_NOT_FOUND},
         {{404, "{\"errors\":[]}", 0}, GW_ERR_NOT_FOUND},
         {{200, "nope", 0}, GW_ERR_UPSTREAM},
     };
@@ -949,7 +949,7 @@ static void test_cert_status(void **state)
         assert_string_equal(fake.reqs[0].path, "/v1/pki/cert/30:39");
     }
     assert_int_equal(gw_upstream_caps(f.up),
-                     GW_UP_SIGN_CSR | GW_UP_REVOKE | GW_UP_ROLE_POLICY | GW_UP_CERT_STATUS);
+                     GW_UP_SIGN_CSR | GW_UP_REVOKE | GW_UP_ROLE_POLICY | GW_UP_CERT_STATUS | GW_UP_CRL);
     fx_cleanup(&f);
 }
 

@@ -1,0 +1,124 @@
+"""The local issuer's CRL over HTTP (GET <prefix>/crl/<upstream>[.crl]), with the real gateway over TLS.
+
+An empty CRL verifies with `openssl crl -CAfile`; it is public (no TLS client certificate), carries
+Content-Type application/pkix-crl and Content-Length; issued certificates point at it (CRL distribution
+point from "crl_url"); after an `openssl cmp -cmd rr` by the holder the CRL lists the serial with its
+reason and `openssl verify -crl_check` refuses the certificate while another one still verifies. The
+twins: POST on the CRL path (405, Allow: GET), GET on a CMP path (405, Allow: POST), unknown upstream
+(404), a CRL path that is not a local issuer's (404)."""
+import sys
+sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+import harness  # noqa: E402
+
+
+def crl_text(path):
+    """`openssl crl -text` of a DER CRL file, after checking it verifies with the issuing CA."""
+    p = harness.run(["openssl", "crl", "-inform", "DER", "-in", path, "-CAfile", path.parent / "issuing.pem",
+                     "-noout", "-text"])
+    if b"verify OK" not in p.stderr + p.stdout:
+        raise harness.Failure("CRL signature not verified: %s %s" % (p.stdout, p.stderr))
+    return p.stdout.decode()
+
+
+def serial_hex(cert):
+    out = harness.run(["openssl", "x509", "-in", cert, "-noout", "-serial"]).stdout.decode()
+    return out.strip().split("=", 1)[1].upper()
+
+
+class CrlOverHttp(harness.GatewayTestCase):
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        (gw.dir / "store").mkdir(exist_ok=True)
+        cfg["upstreams"]["local"]["store"] = "store"
+        cfg["upstreams"]["local"]["crl_url"] = "https://127.0.0.1:%d/pki/crl/local.crl" % gw.port
+        # a second upstream that is not a local issuer: its CRL is not ours to serve
+        cfg["upstreams"]["remote"] = {"type": "vault", "url": "https://127.0.0.1:1", "issuer_ca": "ca.pem",
+                                      "token_file": "pbm.secret"}
+
+    def get_crl(self, name, path="/pki/crl/local"):
+        """GET the CRL without a TLS client certificate; checks the headers; returns the DER file."""
+        r = self.gw.curl(path=path, tls=None)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.headers.get("content-type"), "application/pkix-crl")
+        self.assertEqual(int(r.headers.get("content-length", "-1")), len(r.body))
+        self.assertNotIn("transfer-encoding", r.headers)
+        out = self.gw.dir / ("%s.crl.der" % name)
+        out.write_bytes(r.body)
+        return out
+
+    def enrol(self, name):
+        key = self.newkey(name)
+        res = self.gw.cmp("ir", name, newkey=key, subject="/CN=%s" % name, extra=("-implicit_confirm",))
+        return res.cert, key
+
+    def rr(self, name, cert, key, reason):
+        d = self.gw.dir
+        rsp = d / ("%s.rsp.der" % name)
+        p = harness.run(["openssl", "cmp", "-cmd", "rr", "-server", "127.0.0.1:%d" % self.gw.port, "-path",
+                         "pki/cmp", "-trusted", d / "ca.pem", "-tls_used", "-tls_trusted", d / "ca.pem",
+                         "-tls_cert", d / "client.pem", "-tls_key", d / "client.key", "-oldcert", cert,
+                         "-cert", cert, "-key", key, "-revreason", reason, "-rspout", rsp], cwd=d, check=False)
+        self.assertEqual(p.returncode, 0, p.stderr.decode(errors="replace"))
+
+    def verify(self, cert, crl_der):
+        d = self.gw.dir
+        pem = d / (crl_der.name + ".pem")
+        harness.run(["openssl", "crl", "-inform", "DER", "-in", crl_der, "-out", pem])
+        # the root has no CRL of ours: check the leaf only (-crl_check, not -crl_check_all)
+        return harness.run(["openssl", "verify", "-crl_check", "-CRLfile", pem, "-CAfile", d / "ca.pem",
+                            "-untrusted", d / "issuing.pem", cert], check=False)
+
+    def test_empty_crl_verifies(self):
+        text = crl_text(self.get_crl("empty"))
+        self.assertIn("Version 2", text)
+        self.assertIn("Issuer: O = cmpgw demo, CN = cmpgw demo issuing CA", text)
+        self.assertIn("X509v3 CRL Number", text)
+        self.assertIn("X509v3 Authority Key Identifier", text)
+        self.assertIn("Next Update", text)
+        # the same CRL under the other spellings of its path
+        for path in ("/pki/crl/local.crl", "/pki/crl/local/"):
+            crl_text(self.get_crl("alias", path=path))
+
+    def test_issued_certificate_points_at_the_crl(self):
+        cert, _ = self.enrol("cdp")
+        p = harness.run(["openssl", "x509", "-in", cert, "-noout", "-ext", "crlDistributionPoints"])
+        self.assertIn("URI:https://127.0.0.1:%d/pki/crl/local.crl" % self.gw.port, p.stdout.decode())
+
+    def test_rr_then_crl_lists_serial(self):
+        revoked, key = self.enrol("crl-holder")
+        kept, _ = self.enrol("crl-bystander")
+        self.assertEqual(self.verify(revoked, self.get_crl("before")).returncode, 0)
+        self.rr("crl-rr", revoked, key, "1")  # keyCompromise
+        crl = self.get_crl("after")
+        text = crl_text(crl)
+        self.assertIn("Serial Number: %s" % serial_hex(revoked), text)
+        self.assertNotIn("Serial Number: %s" % serial_hex(kept), text)
+        self.assertIn("Key Compromise", text)
+        p = self.verify(revoked, crl)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn(b"certificate revoked", p.stdout + p.stderr)
+        self.assertEqual(self.verify(kept, crl).returncode, 0)
+
+    def test_refusals(self):
+        cases = [
+            # (path, method, status, Allow, text in the body)
+            ("/pki/crl/local", "POST", 405, "GET", b"a CRL is fetched with GET"),
+            ("/pki/crl/local", "PUT", 405, "GET", b"method PUT not allowed"),
+            ("/pki/cmp", "GET", 405, "POST", b"CMP requests use POST"),
+            ("/pki/crl/nope", "GET", 404, None, b"unknown upstream nope"),
+            ("/pki/crl/remote", "GET", 404, None, b"not a local issuer"),
+            ("/pki/crl", "GET", 404, None, b"unknown path"),
+            ("/pki/crl/local/x", "GET", 404, None, b"unknown path"),
+        ]
+        for path, method, status, allow, text in cases:
+            with self.subTest(path=path, method=method):
+                r = self.gw.curl(path=path, method=method, tls=None)
+                self.assertEqual(r.status, status, r)
+                self.assertEqual(r.headers.get("allow"), allow)
+                self.assertIn(text, r.body)
+                self.assertTrue(r.headers.get("content-type", "").startswith("text/plain"), r)
+
+
+if __name__ == "__main__":
+    harness.main()
