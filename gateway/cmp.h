@@ -77,4 +77,8 @@ void gw_cmp_engine_set_clock(struct gw_cmp_engine *e, time_t (*clock)(void));
 /* gw_cmp_engine_open_transactions counts open transactions (for logs and tests). */
 size_t gw_cmp_engine_open_transactions(struct gw_cmp_engine *e);
 
+/* gw_cmp_engine_get0_upstreams returns the upstreams the engine was built over (borrowed), e.g.
+ * for the listener to serve a local issuer's CRL. */
+struct gw_upstream_set *gw_cmp_engine_get0_upstreams(const struct gw_cmp_engine *e);
+
 #endif

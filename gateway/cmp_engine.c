@@ -16,11 +16,14 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
-#define TEXT_ACCEPTS "this server accepts ir, cr, p10cr, kur, certConf, pollReq"
+#define TEXT_ACCEPTS "this server accepts ir, cr, p10cr, kur, rr, genm, certConf, pollReq"
 #define TEXT_NO_TXN "no open transaction with this transactionID: it was completed, expired, or never started"
 #define TEXT_OTHER_SENDER                                                                                    \
     "this transaction belongs to another sender: send certConf and pollReq as the sender "                   \
     "of its request"
+#define TEXT_BAD_POP                                                                                         \
+    "proof of possession failed or missing: sign the request with the private key of the requested "        \
+    "public key"
 /* One text for every PBM failure, so that a client without the secret cannot probe which references exist. */
 #define TEXT_PBM_FAILED                                                                                      \
     "PBM protection could not be verified: check the reference (senderKID) and the shared secret"
@@ -70,8 +73,8 @@ static const struct {
     [GW_CMP_BODY_CERTCONF] = {BODY_CONTINUE, NULL},
     [GW_CMP_BODY_POLLREQ] = {BODY_CONTINUE, NULL},
     [GW_CMP_BODY_ERROR] = {BODY_ERROR, NULL},
-    [GW_CMP_BODY_RR] = {BODY_REFUSE, "revocation is not supported yet"},
-    [GW_CMP_BODY_GENM] = {BODY_REFUSE, "general messages are not supported yet"},
+    [GW_CMP_BODY_RR] = {BODY_START, NULL},   /* RFC 9483 §4.2: answered at once, nothing parked */
+    [GW_CMP_BODY_GENM] = {BODY_START, NULL}, /* RFC 9483 §4.3 */
 };
 
 /* OpenSSL reasons of its own error messages -> what the client is told. */
@@ -86,6 +89,9 @@ static const struct {
     {ERR_LIB_CMP, CMP_R_MISSING_TRUST_STORE, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
      "signature protection is not accepted on this route"},
     {ERR_LIB_CMP, CMP_R_ERROR_VALIDATING_SIGNATURE, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+     "message protection could not be verified: the signature does not match the signer certificate"},
+    /* 3.0 queues ASN1_item_verify's failure first when a trusted signer's signature is wrong */
+    {ERR_LIB_ASN1, ERR_R_EVP_LIB, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
      "message protection could not be verified: the signature does not match the signer certificate"},
     {ERR_LIB_CMP, CMP_R_SRVCERT_DOES_NOT_VALIDATE_MSG, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
      TEXT_OTHER_SENDER},
@@ -105,6 +111,8 @@ static const struct {
     {ERR_LIB_CMP, CMP_R_BAD_REQUEST_ID, OSSL_CMP_PKIFAILUREINFO_badRequest, "certReqId must be 0"},
     {ERR_LIB_CMP, CMP_R_UNEXPECTED_PKIBODY, OSSL_CMP_PKIFAILUREINFO_badRequest,
      "unexpected message in this transaction"},
+    {ERR_LIB_CMP, CMP_R_RECIPNONCE_UNMATCHED, OSSL_CMP_PKIFAILUREINFO_badRecipientNonce,
+     "recipNonce does not match the senderNonce of this server's last message: answer the latest response"},
     {ERR_LIB_CMP, CMP_R_ERROR_UNEXPECTED_CERTCONF, OSSL_CMP_PKIFAILUREINFO_badRequest,
      "unexpected certConf: this transaction expects no confirmation"},
     {ERR_LIB_CRMF, CRMF_R_BAD_PBM_ITERATIONCOUNT, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
@@ -221,6 +229,11 @@ void gw_cmp_engine_set_clock(struct gw_cmp_engine *e, time_t (*clock)(void))
 size_t gw_cmp_engine_open_transactions(struct gw_cmp_engine *e)
 {
     return e != NULL ? gw_txn_count(e->txns) : 0;
+}
+
+struct gw_upstream_set *gw_cmp_engine_get0_upstreams(const struct gw_cmp_engine *e)
+{
+    return e != NULL ? e->ups : NULL;
 }
 
 static void http_error(struct cmp_call *c, int status, const char *reason)
@@ -464,6 +477,11 @@ static void park(struct cmp_call *c, struct cmp_txn *t)
     end_slot(c);
 }
 
+static int is_cert_response(int body)
+{
+    return body == GW_CMP_BODY_IP || body == GW_CMP_BODY_CP || body == GW_CMP_BODY_KUP;
+}
+
 /* ir, cr, p10cr, kur: a fresh context configured from the route's role. */
 static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
@@ -476,6 +494,14 @@ static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
         return;
     }
     rsp = run(t, c, msg);
+    if (rsp != NULL && !c->audited && is_cert_response(OSSL_CMP_MSG_get_bodytype(rsp))) {
+        /* no callback ran: OpenSSL refused the POPO itself, quoting its own reason (notes §4) */
+        OSSL_CMP_MSG_free(rsp);
+        cmp_txn_free(t);
+        end_slot(c);
+        refuse(c, msg, OSSL_CMP_PKIFAILUREINFO_badPOP, TEXT_BAD_POP);
+        return;
+    }
     open = t->issued != NULL && OSSL_CMP_CTX_get_status(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv)) != -1 &&
            rsp != NULL && OSSL_CMP_MSG_get_bodytype(rsp) != GW_CMP_BODY_ERROR;
     finish(c, t, msg, rsp);

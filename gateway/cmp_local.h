@@ -90,6 +90,15 @@ void cmp_txn_free(void *txn);
 void cmp_log_capture_begin(struct cmp_call *c);
 void cmp_log_capture_end(void);
 
+/* cmp_srv.c: who sent |req| (t->identity, t->signer), then authorization, messageTime, replay. -1 if fine. */
+int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req, char *text);
+
+/* cmp_rr.c (RFC 9483 §4.2) and cmp_genm.c (§4.3): OpenSSL callbacks */
+OSSL_CMP_PKISI *cmp_rr_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const X509_NAME *issuer,
+                          const ASN1_INTEGER *serial);
+int cmp_genm_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(OSSL_CMP_ITAV) * in,
+                STACK_OF(OSSL_CMP_ITAV) * *out);
+
 /* cmp_engine.c */
 void cmp_set_outcome(struct cmp_call *c, const char *status, int fail_bit, const char *text);
 const char *cmp_fail_name(int bit);
@@ -102,6 +111,8 @@ void cmp_policy_cleanup(struct gw_cmp_engine *e);
 void cmp_describe_call(struct cmp_call *c);
 int cmp_authorize(struct cmp_call *c, const struct cmp_txn *t, char *text);
 int cmp_check_old_cert(struct cmp_call *c, const struct cmp_txn *t, char *text);
+int cmp_check_3gpp(struct cmp_call *c, const struct cmp_txn *t, const OSSL_CRMF_MSG *crm,
+                   const X509_REQ *p10cr, char *text);
 int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, const struct gw_cert_plan *plan, int crmf,
                       struct gw_upstream **up, char *text);
 X509_STORE *cmp_issuer_store(const struct gw_cmp_engine *e, const struct gw_upstream *up);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/bn.h>
 #include <openssl/x509v3.h>
 
 #define TEXT_CRMF_REJECT                                                                                     \
@@ -271,6 +272,9 @@ int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, const struct 
     int bit;
 
     *out = NULL;
+    /* issue 5 §3: a role may send CRMF to a CMP CA and keep p10cr on its JSON upstream */
+    if (crmf && role->crmf_upstream_name != NULL)
+        up = gw_upstream_set_get0(c->e->ups, role->crmf_upstream_name);
     if (up == NULL) {
         snprintf(text, GW_ERR_LEN, "no upstream CA is configured for this role");
         return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
@@ -375,4 +379,134 @@ void cmp_withdraw(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *
     gw_log_kv(GW_LOG_ERROR, "revoke_failed", "tid", tid, "serial", t->serial, "upstream",
               cmp_upstream_name(t->up), "reason", err, "msg",
               "a certificate that must not be used is still valid: revoke it by hand", NULL);
+}
+
+/* ---- 3GPP TS 33.310 base-station enrolment (docs/3gpp.md) ------------------------------- */
+
+/* Whether |signer| is on |role|'s device allow-list, by one-line subject or by serial number. */
+static int on_allowlist(const struct gw_role *role, X509 *signer)
+{
+    char subject[GW_IDENTITY_LEN];
+    BIGNUM *serial;
+    int found = 0;
+
+    if (X509_NAME_oneline(X509_get_subject_name(signer), subject, sizeof(subject)) != NULL)
+        for (size_t i = 0; i < role->n_allow_subjects && !found; i++)
+            found = strcmp(role->allow_subjects[i], subject) == 0;
+    if (found || role->n_allow_serials == 0)
+        return found;
+    if ((serial = ASN1_INTEGER_to_BN(X509_get0_serialNumber(signer), NULL)) == NULL)
+        return 0;
+    for (size_t i = 0; i < role->n_allow_serials && !found; i++)
+        found = BN_cmp(role->allow_serials[i], serial) == 0;
+    BN_free(serial);
+    return found;
+}
+
+/* Whether |cert| chains to what |up| issues under: an operator certificate, not a vendor one. */
+static int issued_here(struct cmp_call *c, const char *upstream_name, X509 *cert)
+{
+    struct gw_upstream *up = upstream_name != NULL ? gw_upstream_set_get0(c->e->ups, upstream_name) : NULL;
+    X509_STORE *store = cmp_issuer_store(c->e, up);
+    X509_STORE_CTX *vc;
+    int ok = 0;
+
+    if (store == NULL || (vc = X509_STORE_CTX_new()) == NULL)
+        return 0;
+    if (X509_STORE_CTX_init(vc, store, cert, NULL) == 1)
+        ok = X509_verify_cert(vc) == 1;
+    X509_STORE_CTX_free(vc);
+    return ok;
+}
+
+/*
+ * The allow-list (one vendor CA signs base stations of many operators): an ir/cr/p10cr must be
+ * signed by a listed device. A kur is signed by the operator certificate it renews (TS 33.310
+ * §9.5.1), which the allow-list does not name; a kur signed by anything else is still checked.
+ */
+static int check_allowlist(struct cmp_call *c, const struct cmp_txn *t, char *text)
+{
+    const struct gw_role *role = t->role;
+
+    if (role->device_allowlist_file == NULL)
+        return -1;
+    if (t->pbm || t->signer == NULL) {
+        snprintf(text, GW_ERR_LEN,
+                 "this route accepts signature-protected requests only: sign with the device certificate "
+                 "(3GPP TS 33.310)");
+        return OSSL_CMP_PKIFAILUREINFO_notAuthorized;
+    }
+    if (c->body == GW_CMP_BODY_KUR &&
+        (issued_here(c, role->upstream_name, t->signer) || issued_here(c, role->delegate_name, t->signer)))
+        return -1;
+    if (on_allowlist(role, t->signer))
+        return -1;
+    snprintf(text, GW_ERR_LEN, "device %.150s is not on this route's allow-list", t->identity);
+    gw_log_kv(GW_LOG_INFO, "not_authorized", "tid", c->rsp->tid, "role", role->name, "identity", t->identity,
+              "reason", "device_allowlist", NULL);
+    return OSSL_CMP_PKIFAILUREINFO_notAuthorized;
+}
+
+/* A readable name for a weak hash: what the device operator must change. */
+static const char *hash_name(int bits)
+{
+    switch (bits) {
+    case 160:
+        return "SHA-1";
+    case 128:
+        return "MD5";
+    case 224:
+        return "SHA-224";
+    case 256:
+        return "SHA-256";
+    case 384:
+        return "SHA-384";
+    default:
+        return "an unrecognised hash";
+    }
+}
+
+/* |bits| (gw_shim_alg_hash_bits) against the role's "min_hash"; |what| names the signature. */
+static int check_hash(const struct gw_role *role, int bits, const char *what, char *text)
+{
+    if (bits >= role->min_hash_bits)
+        return -1;
+    snprintf(text, GW_ERR_LEN,
+             "%s%s is not accepted on this route: sign with SHA-%d or stronger (3GPP TS 33.310)", what,
+             hash_name(bits), role->min_hash_bits);
+    return OSSL_CMP_PKIFAILUREINFO_badAlg;
+}
+
+/* TS 33.310 §9.5: SHA-256 shall, SHA-1 and MD5 shall not, for the protection and for the POPO. */
+static int check_min_hash(struct cmp_call *c, const struct cmp_txn *t, const OSSL_CRMF_MSG *crm,
+                          const X509_REQ *p10cr, char *text)
+{
+    const X509_ALGOR *alg = NULL;
+    int bit, bits = -1;
+
+    if (t->role->min_hash_bits <= 0)
+        return -1;
+    if ((bit = check_hash(t->role, c->hdr.protection_hash_bits, "", text)) >= 0)
+        return bit;
+    if (crm != NULL)
+        bits = gw_shim_popo_hash_bits(crm); /* -1: no signature POPO (raVerified is refused anyway) */
+    if (p10cr != NULL) {
+        X509_REQ_get0_signature(p10cr, NULL, &alg);
+        bits = gw_shim_alg_hash_bits(alg);
+    }
+    if (bits < 0)
+        return -1;
+    return check_hash(t->role, bits, p10cr != NULL ? "the CSR signature with " : "the POPO signature with ",
+                      text);
+}
+
+/* The 3GPP checks of a certificate request, after authorization. -1 if fine. */
+int cmp_check_3gpp(struct cmp_call *c, const struct cmp_txn *t, const OSSL_CRMF_MSG *crm,
+                   const X509_REQ *p10cr, char *text)
+{
+    int bit;
+
+    if ((bit = check_allowlist(c, t, text)) >= 0)
+        return bit;
+    return check_min_hash(c, t, crm, p10cr, text);
 }

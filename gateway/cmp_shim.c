@@ -11,7 +11,9 @@
 #include <openssl/cmp.h>
 #include <openssl/crmf.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/objects.h>
+#include <openssl/rsa.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
@@ -142,6 +144,7 @@ static int get_protection_alg(const struct tlv *tag, struct gw_hdr_info *h)
     if (alg == NULL || p != tag->cont + tag->len)
         goto out;
     h->protection_nid = OBJ_obj2nid(alg->algorithm);
+    h->protection_hash_bits = gw_shim_alg_hash_bits(alg);
     rc = 0;
     if (h->protection_nid == NID_id_PasswordBasedMAC)
         rc = pbm_iterations(alg, &h->pbm_iterations);
@@ -329,6 +332,131 @@ int gw_shim_popo_type(const OSSL_CRMF_MSG *crm)
 out:
     OPENSSL_free(der);
     return type;
+}
+
+/* Output size in bits of the digest |md_nid|, 0 if unknown. */
+static int md_bits(int md_nid)
+{
+    const EVP_MD *md = md_nid != NID_undef ? EVP_get_digestbynid(md_nid) : NULL;
+
+    return md != NULL ? EVP_MD_get_size(md) * 8 : 0;
+}
+
+/* HMAC algorithm identifiers of a PBM mac (RFC 9481 §6.1.1, RFC 8018), by their hash size. */
+static int hmac_bits(int nid)
+{
+    static const struct {
+        int hmac, md;
+    } macs[] = {
+        {NID_hmac_sha1, NID_sha1},        {NID_hmacWithSHA1, NID_sha1},     {NID_hmac_md5, NID_md5},
+        {NID_hmacWithMD5, NID_md5},       {NID_hmacWithSHA224, NID_sha224}, {NID_hmacWithSHA256, NID_sha256},
+        {NID_hmacWithSHA384, NID_sha384}, {NID_hmacWithSHA512, NID_sha512},
+    };
+
+    for (size_t i = 0; i < sizeof(macs) / sizeof(macs[0]); i++)
+        if (macs[i].hmac == nid)
+            return md_bits(macs[i].md);
+    return 0;
+}
+
+/* The AlgorithmIdentifier TLV |t| decoded; NULL if malformed. */
+static X509_ALGOR *algor_at(const struct tlv *t)
+{
+    const unsigned char *p = t->p;
+    X509_ALGOR *alg = d2i_X509_ALGOR(NULL, &p, t->total);
+
+    if (alg != NULL && p != t->p + t->total) {
+        X509_ALGOR_free(alg);
+        return NULL;
+    }
+    return alg;
+}
+
+/* PBMParameter (RFC 9810 §5.1.3.1): the weaker of owf and mac. */
+static int pbm_hash_bits(const X509_ALGOR *alg)
+{
+    const ASN1_TYPE *param = alg->parameter;
+    const unsigned char *p, *end;
+    struct tlv salt, owf, it, mac;
+    X509_ALGOR *a_owf = NULL, *a_mac = NULL;
+    int bits = 0, mbits;
+
+    if (param == NULL || param->type != V_ASN1_SEQUENCE || param->value.sequence == NULL ||
+        !open_seq(param->value.sequence->data, param->value.sequence->length, &p, &end) ||
+        !tlv_next(&p, end, &salt) || !tlv_next(&p, end, &owf) || !tlv_next(&p, end, &it) ||
+        !tlv_next(&p, end, &mac))
+        return 0;
+    if ((a_owf = algor_at(&owf)) != NULL && (a_mac = algor_at(&mac)) != NULL) {
+        bits = md_bits(OBJ_obj2nid(a_owf->algorithm));
+        mbits = hmac_bits(OBJ_obj2nid(a_mac->algorithm));
+        bits = mbits < bits ? mbits : bits;
+    }
+    X509_ALGOR_free(a_owf);
+    X509_ALGOR_free(a_mac);
+    return bits;
+}
+
+/* RSASSA-PSS-params (RFC 4055 §3.1): hashAlgorithm, SHA-1 when absent. */
+static int pss_hash_bits(const X509_ALGOR *alg)
+{
+    RSA_PSS_PARAMS *pss = NULL;
+    int bits = 0;
+
+    if (alg->parameter == NULL || alg->parameter->type != V_ASN1_SEQUENCE)
+        return 0;
+    pss = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(RSA_PSS_PARAMS), alg->parameter);
+    if (pss != NULL)
+        bits = pss->hashAlgorithm == NULL ? md_bits(NID_sha1)
+                                          : md_bits(OBJ_obj2nid(pss->hashAlgorithm->algorithm));
+    RSA_PSS_PARAMS_free(pss);
+    return bits;
+}
+
+int gw_shim_alg_hash_bits(const X509_ALGOR *alg)
+{
+    int nid, md_nid = NID_undef, pkey_nid = NID_undef;
+
+    if (alg == NULL)
+        return 0;
+    nid = OBJ_obj2nid(alg->algorithm);
+    if (nid == NID_id_PasswordBasedMAC)
+        return pbm_hash_bits(alg);
+    if (nid == NID_rsassaPss)
+        return pss_hash_bits(alg);
+    if (OBJ_find_sigid_algs(nid, &md_nid, &pkey_nid) != 1)
+        return 0;
+    /* RFC 8032: EdDSA hashes internally (SHA-512, SHAKE256), so the identifier names no digest */
+    if (md_nid == NID_undef)
+        return pkey_nid == NID_ED25519 || pkey_nid == NID_ED448 ? 512 : 0;
+    return md_bits(md_nid);
+}
+
+int gw_shim_popo_hash_bits(const OSSL_CRMF_MSG *crm)
+{
+    unsigned char *der = NULL;
+    const unsigned char *p, *end;
+    struct tlv t;
+    X509_ALGOR *alg = NULL;
+    int len, bits = -1;
+
+    /* popo [1] POPOSigningKey, IMPLICIT: { poposkInput [0] OPTIONAL, algorithmIdentifier, signature } */
+    if (crm == NULL || (len = i2d_OSSL_CRMF_MSG(crm, &der)) <= 0 || !open_seq(der, len, &p, &end) ||
+        !tlv_next(&p, end, &t) || !tlv_next(&p, end, &t) || t.cls != V_ASN1_CONTEXT_SPECIFIC ||
+        t.tag != OSSL_CRMF_POPO_SIGNATURE || !t.constructed)
+        goto out;
+    bits = 0;
+    p = t.cont;
+    end = t.cont + t.len;
+    if (!tlv_next(&p, end, &t))
+        goto out;
+    if (t.cls == V_ASN1_CONTEXT_SPECIFIC && t.tag == 0 && !tlv_next(&p, end, &t))
+        goto out;
+    if (t.cls == V_ASN1_UNIVERSAL && t.tag == V_ASN1_SEQUENCE && (alg = algor_at(&t)) != NULL)
+        bits = gw_shim_alg_hash_bits(alg);
+out:
+    X509_ALGOR_free(alg);
+    OPENSSL_free(der);
+    return bits;
 }
 
 /* Whether |cert| could be the signer: subject == sender, SKID == senderKID when both are there. */
@@ -528,5 +656,285 @@ out:
     OPENSSL_free(out);
     OPENSSL_free(si_der);
     OPENSSL_free(der);
+    return rc;
+}
+
+/* ---- rr: the reason code (RFC 9483 §4.2) ------------------------------------------------- */
+
+/* Reads the CRLReason out of a DER Extensions TLV; 0 with CRL_REASON_NONE when it holds none. */
+static int reason_of_exts(const struct tlv *ext, int *reason)
+{
+    const unsigned char *q = ext->p;
+    X509_EXTENSIONS *exts = d2i_X509_EXTENSIONS(NULL, &q, ext->total);
+    ASN1_ENUMERATED *e = NULL;
+    int crit = -1, rc = GW_ERR_INVAL;
+    long v;
+
+    if (exts == NULL || q != ext->p + ext->total)
+        goto out;
+    if ((e = X509V3_get_d2i(exts, NID_crl_reason, &crit, NULL)) == NULL) {
+        rc = crit == -1 ? 0 : GW_ERR_INVAL; /* -1: not there; -2: twice; >= 0: undecodable */
+        goto out;
+    }
+    v = ASN1_ENUMERATED_get(e);
+    /* RFC 5280 §5.3.1: 0..10, 7 unused */
+    if (v < CRL_REASON_UNSPECIFIED || v > CRL_REASON_AA_COMPROMISE || v == 7)
+        goto out;
+    *reason = (int)v;
+    rc = 0;
+out:
+    ASN1_ENUMERATED_free(e);
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    return rc;
+}
+
+int gw_shim_rr_reason(const OSSL_CMP_MSG *msg, int *reason)
+{
+    unsigned char *der = NULL;
+    const unsigned char *p, *end;
+    struct tlv hdr, body, content, details, tmpl, ext;
+    int len, rc = GW_ERR_INVAL;
+
+    *reason = CRL_REASON_NONE;
+    /* [11] RevReqContent ::= SEQUENCE OF RevDetails
+     *     { certDetails CertTemplate, crlEntryDetails Extensions OPTIONAL } */
+    if (msg == NULL || OSSL_CMP_MSG_get_bodytype(msg) != GW_CMP_BODY_RR ||
+        (len = i2d_OSSL_CMP_MSG((OSSL_CMP_MSG *)msg, &der)) <= 0 || !open_seq(der, len, &p, &end) ||
+        !tlv_next(&p, end, &hdr) || !tlv_next(&p, end, &body) || body.cls != V_ASN1_CONTEXT_SPECIFIC ||
+        body.tag != GW_CMP_BODY_RR)
+        goto out;
+    p = body.cont;
+    if (!tlv_next(&p, body.cont + body.len, &content) || content.tag != V_ASN1_SEQUENCE)
+        goto out;
+    p = content.cont;
+    end = content.cont + content.len;
+    if (!tlv_next(&p, end, &details) || details.tag != V_ASN1_SEQUENCE || !details.constructed)
+        goto out;
+    p = details.cont;
+    end = details.cont + details.len;
+    if (!tlv_next(&p, end, &tmpl) || tmpl.tag != V_ASN1_SEQUENCE)
+        goto out;
+    if (!tlv_next(&p, end, &ext)) {
+        rc = p == end ? 0 : GW_ERR_INVAL; /* no crlEntryDetails */
+        goto out;
+    }
+    if (ext.tag != V_ASN1_SEQUENCE || ext.cls != V_ASN1_UNIVERSAL || p != end)
+        goto out;
+    rc = reason_of_exts(&ext, reason);
+out:
+    if (rc != 0)
+        *reason = CRL_REASON_NONE;
+    OPENSSL_free(der);
+    return rc;
+}
+
+/* ---- genp ITAV values (RFC 9483 §4.3) ---------------------------------------------------- */
+
+/* One TLV around |n| concatenated |parts| (each |lens| bytes; a NULL part is skipped). OPENSSL_malloc'ed. */
+static unsigned char *wrap(int tag, int cls, unsigned char *const *parts, const int *lens, int n,
+                           int *out_len)
+{
+    int inner = 0, total;
+    unsigned char *buf, *q;
+
+    for (int i = 0; i < n; i++) {
+        if (parts[i] == NULL)
+            continue;
+        if (lens[i] <= 0 || inner > INT32_MAX / 2 - lens[i])
+            return NULL;
+        inner += lens[i];
+    }
+    if ((total = ASN1_object_size(1, inner, tag)) <= 0 || (buf = OPENSSL_malloc((size_t)total)) == NULL)
+        return NULL;
+    q = buf;
+    ASN1_put_object(&q, 1, inner, tag, cls);
+    for (int i = 0; i < n; i++) {
+        if (parts[i] == NULL)
+            continue;
+        memcpy(q, parts[i], (size_t)lens[i]);
+        q += lens[i];
+    }
+    *out_len = (int)(q - buf);
+    return buf;
+}
+
+/* An ITAV of |type| whose value is the DER SEQUENCE |der| (taken over, also on failure); NULL: absent. */
+static OSSL_CMP_ITAV *itav_of(const ASN1_OBJECT *type, unsigned char *der, int len)
+{
+    ASN1_OBJECT *obj = type != NULL ? OBJ_dup(type) : NULL;
+    ASN1_STRING *str = NULL;
+    ASN1_TYPE *val = NULL;
+    OSSL_CMP_ITAV *itav = NULL;
+
+    if (obj == NULL)
+        goto err;
+    if (der != NULL) {
+        if ((str = ASN1_STRING_new()) == NULL || (val = ASN1_TYPE_new()) == NULL)
+            goto err;
+        ASN1_STRING_set0(str, der, len);
+        der = NULL;
+        ASN1_TYPE_set(val, V_ASN1_SEQUENCE, str);
+        str = NULL;
+    }
+    if ((itav = OSSL_CMP_ITAV_create(obj, val)) == NULL)
+        goto err;
+    return itav;
+err:
+    OPENSSL_free(der);
+    ASN1_STRING_free(str);
+    ASN1_TYPE_free(val);
+    ASN1_OBJECT_free(obj);
+    return NULL;
+}
+
+OSSL_CMP_ITAV *gw_shim_itav_certs(const ASN1_OBJECT *type, const STACK_OF(X509) *certs)
+{
+    int n = certs != NULL ? sk_X509_num(certs) : 0, len = 0;
+    unsigned char **parts = NULL, *der = NULL;
+    int *lens = NULL;
+    OSSL_CMP_ITAV *itav = NULL;
+
+    if (certs == NULL)
+        return itav_of(type, NULL, 0);
+    if (n <= 0 || (parts = OPENSSL_zalloc(sizeof(*parts) * (size_t)n)) == NULL ||
+        (lens = OPENSSL_zalloc(sizeof(*lens) * (size_t)n)) == NULL)
+        goto out;
+    for (int i = 0; i < n; i++)
+        if ((lens[i] = i2d_X509(sk_X509_value(certs, i), &parts[i])) <= 0)
+            goto out;
+    if ((der = wrap(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, parts, lens, n, &len)) != NULL)
+        itav = itav_of(type, der, len);
+out:
+    for (int i = 0; parts != NULL && i < n; i++)
+        OPENSSL_free(parts[i]);
+    OPENSSL_free(parts);
+    OPENSSL_free(lens);
+    return itav;
+}
+
+OSSL_CMP_ITAV *gw_shim_itav_root_update(const ASN1_OBJECT *type, X509 *nwn, X509 *nwo, X509 *own)
+{
+    unsigned char *c[3] = {NULL, NULL, NULL}, *parts[3] = {NULL, NULL, NULL}, *der = NULL;
+    int cl[3] = {0, 0, 0}, lens[3] = {0, 0, 0}, len = 0;
+    OSSL_CMP_ITAV *itav = NULL;
+
+    if (nwn == NULL)
+        return itav_of(type, NULL, 0);
+    /* newWithNew CMPCertificate, newWithOld [0] CMPCertificate OPTIONAL, oldWithNew [1] ... (EXPLICIT) */
+    if ((lens[0] = i2d_X509(nwn, &parts[0])) <= 0 || (nwo != NULL && (cl[1] = i2d_X509(nwo, &c[1])) <= 0) ||
+        (own != NULL && (cl[2] = i2d_X509(own, &c[2])) <= 0))
+        goto out;
+    if ((c[1] != NULL && (parts[1] = wrap(0, V_ASN1_CONTEXT_SPECIFIC, &c[1], &cl[1], 1, &lens[1])) == NULL) ||
+        (c[2] != NULL && (parts[2] = wrap(1, V_ASN1_CONTEXT_SPECIFIC, &c[2], &cl[2], 1, &lens[2])) == NULL))
+        goto out;
+    if ((der = wrap(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, parts, lens, 3, &len)) != NULL)
+        itav = itav_of(type, der, len);
+out:
+    for (int i = 0; i < 3; i++) {
+        OPENSSL_free(c[i]);
+        OPENSSL_free(parts[i]);
+    }
+    return itav;
+}
+
+OSSL_CMP_ITAV *gw_shim_itav_crls(const ASN1_OBJECT *type, const unsigned char *der, size_t len)
+{
+    const unsigned char *q = der;
+    X509_CRL *crl = NULL;
+    unsigned char *part = (unsigned char *)der, *seq;
+    int plen = (int)len, slen = 0;
+
+    if (der == NULL)
+        return itav_of(type, NULL, 0);
+    /* a CRL that does not parse is not passed on, whatever the upstream sent */
+    if (len == 0 || len > INT32_MAX / 2 || (crl = d2i_X509_CRL(NULL, &q, (long)len)) == NULL ||
+        q != der + len) {
+        X509_CRL_free(crl);
+        ERR_clear_error();
+        return NULL;
+    }
+    X509_CRL_free(crl);
+    seq = wrap(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, &part, &plen, 1, &slen);
+    return seq != NULL ? itav_of(type, seq, slen) : NULL;
+}
+
+unsigned char *gw_shim_attr(const char *oid, const unsigned char *value, int value_len, int *out_len)
+{
+    ASN1_OBJECT *obj = OBJ_txt2obj(oid, 1);
+    unsigned char *parts[2] = {NULL, (unsigned char *)value}, *der = NULL;
+    int lens[2] = {0, value_len};
+
+    if (obj != NULL && value != NULL && (lens[0] = i2d_ASN1_OBJECT(obj, &parts[0])) > 0)
+        der = wrap(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, parts, lens, 2, out_len);
+    OPENSSL_free(parts[0]);
+    ASN1_OBJECT_free(obj);
+    return der;
+}
+
+OSSL_CMP_ITAV *gw_shim_itav_cert_template(const ASN1_OBJECT *type, const STACK_OF(X509_EXTENSION) *exts,
+                                          unsigned char *const *spec, const int *spec_len, int n_spec)
+{
+    unsigned char *ext_der = NULL, *parts[2] = {NULL, NULL}, *der = NULL;
+    int ext_len = 0, lens[2] = {0, 0}, len = 0;
+    OSSL_CMP_ITAV *itav = NULL;
+
+    /* CertTemplate ::= SEQUENCE { ... extensions [9] IMPLICIT Extensions OPTIONAL } (RFC 4211, IMPLICIT) */
+    if (sk_X509_EXTENSION_num(exts) > 0) {
+        if ((ext_len = i2d_X509_EXTENSIONS(exts, &ext_der)) <= 0)
+            goto out;
+        ext_der[0] = V_ASN1_CONTEXT_SPECIFIC | V_ASN1_CONSTRUCTED | 9;
+    }
+    if (ext_der != NULL)
+        parts[0] = wrap(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, &ext_der, &ext_len, 1, &lens[0]);
+    else if ((parts[0] = OPENSSL_malloc(2)) != NULL) { /* an empty template: nothing is prescribed */
+        parts[0][0] = V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED;
+        parts[0][1] = 0;
+        lens[0] = 2;
+    }
+    if (parts[0] == NULL)
+        goto out;
+    /* keySpec Controls ::= SEQUENCE SIZE (1..MAX) OF AttributeTypeAndValue */
+    if (n_spec > 0 &&
+        (parts[1] = wrap(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, spec, spec_len, n_spec, &lens[1])) == NULL)
+        goto out;
+    if ((der = wrap(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, parts, lens, 2, &len)) != NULL)
+        itav = itav_of(type, der, len);
+out:
+    OPENSSL_free(ext_der);
+    OPENSSL_free(parts[0]);
+    OPENSSL_free(parts[1]);
+    return itav;
+}
+
+int gw_shim_crl_status_time(const ASN1_TYPE *value, time_t *this_update)
+{
+    const unsigned char *p, *end, *q;
+    struct tlv status, source, t;
+    ASN1_TIME *tm = NULL;
+    struct tm parts;
+    int rc = GW_ERR_INVAL;
+
+    *this_update = 0;
+    if (value == NULL)
+        return 0; /* RFC 9483 §4.3.4 wants a list, but an absent one asks for the current CRL */
+    /* SEQUENCE SIZE (1..MAX) OF CRLStatus { source CRLSource, thisUpdate Time OPTIONAL } */
+    if (value->type != V_ASN1_SEQUENCE || value->value.sequence == NULL ||
+        !open_seq(value->value.sequence->data, value->value.sequence->length, &p, &end) ||
+        !tlv_next(&p, end, &status) || status.tag != V_ASN1_SEQUENCE || !status.constructed)
+        return GW_ERR_INVAL;
+    p = status.cont;
+    end = status.cont + status.len;
+    if (!tlv_next(&p, end, &source) || source.cls != V_ASN1_CONTEXT_SPECIFIC || source.tag > 1)
+        return GW_ERR_INVAL;
+    if (!tlv_next(&p, end, &t))
+        return p == end ? 0 : GW_ERR_INVAL;
+    q = t.p;
+    if (p != end || (tm = d2i_ASN1_TIME(NULL, &q, t.total)) == NULL || q != t.p + t.total ||
+        ASN1_TIME_to_tm(tm, &parts) != 1)
+        goto out;
+    *this_update = timegm(&parts);
+    rc = 0;
+out:
+    ASN1_TIME_free(tm);
     return rc;
 }

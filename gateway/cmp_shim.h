@@ -45,6 +45,7 @@ struct gw_hdr_info {
     time_t message_time;
     int protection_nid; /* NID of protectionAlg, NID_undef if unprotected */
     int pbm_iterations; /* PBM only: iterationCount, else 0 */
+    int protection_hash_bits; /* weakest hash in protectionAlg (gw_shim_alg_hash_bits), 0 if unknown */
     unsigned char sender_kid[GW_MAX_KID_LEN];
     size_t sender_kid_len; /* 0 if absent */
     unsigned char sender_nonce[GW_MAX_NONCE_LEN];
@@ -65,6 +66,19 @@ int gw_shim_tmpl_validity(const OSSL_CRMF_MSG *crm, time_t *not_before, time_t *
 
 /* POPO type of a CertReqMsg: OSSL_CRMF_POPO_* or -1 if none. */
 int gw_shim_popo_type(const OSSL_CRMF_MSG *crm);
+
+/*
+ * gw_shim_alg_hash_bits rates a signature or PBM AlgorithmIdentifier by the output size in bits
+ * of the weakest hash it uses (sha1WithRSAEncryption 160, ecdsa-with-SHA256 256, RSASSA-PSS by its
+ * hashAlgorithm, PBM by the smaller of owf and mac; Ed25519/Ed448 count as 512). 0 if unknown.
+ */
+int gw_shim_alg_hash_bits(const X509_ALGOR *alg);
+
+/*
+ * POPO signature algorithm of a CertReqMsg (POPOSigningKey.algorithmIdentifier, RFC 4211 §4.1),
+ * rated by gw_shim_alg_hash_bits; 3.0 has no getter. -1 if the POPO is not a signature.
+ */
+int gw_shim_popo_hash_bits(const OSSL_CRMF_MSG *crm);
 
 /*
  * gw_shim_get1_signer returns the certificate that signed |msg| (3.2+:
@@ -91,5 +105,39 @@ long gw_shim_error_code(const OSSL_CMP_MSG *msg);
  */
 int gw_shim_error_set_status(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG **msg, const OSSL_CMP_PKISI *si,
                              const unsigned char *tid, size_t tid_len);
+
+/*
+ * gw_shim_rr_reason reads the CRLReason of the first RevDetails of an rr (crlEntryDetails, RFC 9483
+ * §4.2), which 3.0's rr callback does not pass. 0 with *reason = CRL_REASON_NONE (-1) when absent,
+ * else the code (0..10, never 7); GW_ERR_INVAL if the body is malformed or the code is out of range.
+ */
+int gw_shim_rr_reason(const OSSL_CMP_MSG *msg, int *reason);
+
+/*
+ * ITAV builders for genp (RFC 9483 §4.3); 3.2+ has typed ones (OSSL_CMP_ITAV_new_caCerts,
+ * OSSL_CMP_ITAV_new_rootCaKeyUpdate, OSSL_CMP_ITAV_new0_certReqTemplate, OSSL_CMP_ITAV_new_crls).
+ * Each returns a new ITAV or NULL; |type| is borrowed (copied). A NULL value input gives an
+ * ITAV whose infoValue is absent, as RFC 9483 asks where there is nothing to deliver.
+ */
+/* SEQUENCE OF Certificate (id-it-caCerts) */
+OSSL_CMP_ITAV *gw_shim_itav_certs(const ASN1_OBJECT *type, const STACK_OF(X509) *certs);
+/* RootCaKeyUpdateContent (id-it-rootCaKeyUpdate); |nwn| NULL = absent value */
+OSSL_CMP_ITAV *gw_shim_itav_root_update(const ASN1_OBJECT *type, X509 *nwn, X509 *nwo, X509 *own);
+/* SEQUENCE SIZE (1..MAX) OF CertificateList (id-it-crls); |der| is one DER CRL, NULL = absent */
+OSSL_CMP_ITAV *gw_shim_itav_crls(const ASN1_OBJECT *type, const unsigned char *der, size_t len);
+/*
+ * CertReqTemplateContent (id-it-certReqTemplate): a CertTemplate holding only |exts| ([9], may be
+ * NULL), and keySpec Controls of |n_spec| AttributeTypeAndValue DER blobs (may be 0).
+ */
+OSSL_CMP_ITAV *gw_shim_itav_cert_template(const ASN1_OBJECT *type, const STACK_OF(X509_EXTENSION) *exts,
+                                          unsigned char *const *spec, const int *spec_len, int n_spec);
+/* AttributeTypeAndValue { |oid|, value DER } as a new malloc'd DER blob; NULL on error. */
+unsigned char *gw_shim_attr(const char *oid, const unsigned char *value, int value_len, int *out_len);
+
+/*
+ * gw_shim_crl_status_time reads the thisUpdate of the first CRLStatus of an id-it-crlStatusList
+ * value (RFC 9483 §4.3.4): 0 with *this_update = 0 when absent, GW_ERR_INVAL if malformed.
+ */
+int gw_shim_crl_status_time(const ASN1_TYPE *value, time_t *this_update);
 
 #endif

@@ -141,6 +141,17 @@ static int check_kur(struct cmp_txn *t, struct cmp_call *c, const OSSL_CRMF_MSG 
     return OSSL_CMP_PKIFAILUREINFO_notAuthorized;
 }
 
+int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req, char *text)
+{
+    int bit;
+
+    identify(t, c, req);
+    if ((bit = cmp_authorize(c, t, text)) >= 0 || (bit = check_time(c, text)) >= 0 ||
+        (bit = check_replay(c, text)) >= 0)
+        return bit;
+    return -1;
+}
+
 /* Holds a table slot before the upstream call, so an issued certificate can always be parked. */
 static int reserve(struct cmp_txn *t, struct cmp_call *c, char *text)
 {
@@ -294,6 +305,11 @@ static int plan_request(struct cmp_txn *t, struct cmp_call *c, const OSSL_CRMF_M
 
     if (rc != 0)
         return OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
+    /* 3GPP TS 33.310 §9.5.4.2: the template subject is optional; the vendor certificate names the device */
+    if (t->role->subject_from_signer && gw_cert_req_subject_from(&is->creq, t->pbm ? NULL : t->signer) != 0) {
+        snprintf(text, GW_ERR_LEN, "out of memory");
+        return OSSL_CMP_PKIFAILUREINFO_systemFailure;
+    }
     if (gw_cert_plan_make(t->role, &is->creq, c->now, &is->plan, &fi, text) != 0)
         return fi;
     fi = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
@@ -362,8 +378,9 @@ static OSSL_CMP_PKISI *decide(struct cmp_txn *t, struct cmp_call *c, const OSSL_
 
     identify(t, c, req);
     if ((bit = cmp_authorize(c, t, text)) >= 0 || (bit = check_time(c, text)) >= 0 ||
-        (bit = check_replay(c, text)) >= 0 || (bit = check_kur(t, c, crm, text)) >= 0 ||
-        (bit = cmp_check_old_cert(c, t, text)) >= 0 || (bit = reserve(t, c, text)) >= 0)
+        (bit = check_replay(c, text)) >= 0 || (bit = cmp_check_3gpp(c, t, crm, p10cr, text)) >= 0 ||
+        (bit = check_kur(t, c, crm, text)) >= 0 || (bit = cmp_check_old_cert(c, t, text)) >= 0 ||
+        (bit = reserve(t, c, text)) >= 0)
         return reject(c, bit, text);
     return issue(t, c, crm, p10cr, certOut, chainOut);
 }
@@ -378,8 +395,11 @@ static OSSL_CMP_PKISI *cert_request_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG
     struct gw_audit_rec r;
 
     (void)certReqId;
-    (void)caPubs;
     si = decide(t, c, req, crm, p10cr, certOut, chainOut);
+    /* RFC 9810 §5.3.2, TS 33.310 §9.5.4.3: the operator root for the device; OpenSSL sends it in ip only */
+    if (*certOut != NULL && t->role->ca_pubs != NULL &&
+        (*caPubs = X509_chain_up_ref(t->role->ca_pubs)) == NULL)
+        gw_log_kv(GW_LOG_WARN, "ca_pubs_dropped", "tid", c->rsp->tid, "reason", "out of memory", NULL);
     /* every outcome of an authenticated request is on record, refusals included */
     if (!c->audited) {
         cmp_audit_rec_init(&r, t, c->rsp->tid, "rejected", c->rsp->outcome);
@@ -458,13 +478,37 @@ static void error_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const OSSL_
     cmp_set_outcome(t->call, "client_error", -1, NULL);
 }
 
+/*
+ * OSSL_CMP_CTX_build_cert_chain leaves a self-signed root out of the signer chain (X509_build_chain
+ * with_self_signed 0), yet TS 33.310 §9.5.4.3 wants the operator root in ip extraCerts: the
+ * configured roots go in as extraCertsOut (OpenSSL drops duplicates). 1 on success.
+ */
+static int add_signer_roots(OSSL_CMP_CTX *ctx, STACK_OF(X509) * chain)
+{
+    STACK_OF(X509) *roots = NULL;
+    int ok = 1;
+
+    for (int i = 0; ok && i < sk_X509_num(chain); i++) {
+        X509 *x = sk_X509_value(chain, i);
+
+        if ((X509_get_extension_flags(x) & EXFLAG_SS) == 0)
+            continue;
+        ok = (roots != NULL || (roots = sk_X509_new_null()) != NULL) && sk_X509_push(roots, x) > 0;
+    }
+    if (ok && roots != NULL)
+        ok = OSSL_CMP_CTX_set1_extraCertsOut(ctx, roots) == 1;
+    sk_X509_free(roots);
+    return ok;
+}
+
 /* Signer, chain and policy switches shared by every context (§5). 1 on success. */
 static int setup_common(struct cmp_txn *t, const struct gw_config *cfg)
 {
     OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
     STACK_OF(X509) *chain = cfg->signer.chain;
 
-    return OSSL_CMP_SRV_CTX_init(t->srv, t, cert_request_cb, NULL, NULL, error_cb, certconf_cb, pollreq_cb) ==
+    return OSSL_CMP_SRV_CTX_init(t->srv, t, cert_request_cb, cmp_rr_cb, cmp_genm_cb, error_cb, certconf_cb,
+                                 pollreq_cb) ==
                1 &&
            OSSL_CMP_CTX_set_log_cb(ctx, log_cb) == 1 &&
            OSSL_CMP_CTX_set_log_verbosity(ctx, OSSL_CMP_LOG_WARNING) == 1 &&
@@ -472,6 +516,7 @@ static int setup_common(struct cmp_txn *t, const struct gw_config *cfg)
            OSSL_CMP_CTX_set1_pkey(ctx, cfg->signer.key) == 1 &&
            /* built once here: lazily it would come from ctx->untrusted, i.e. client extraCerts */
            OSSL_CMP_CTX_build_cert_chain(ctx, NULL, sk_X509_num(chain) > 0 ? chain : NULL) == 1 &&
+           add_signer_roots(ctx, chain) &&
            OSSL_CMP_SRV_CTX_set_grant_implicit_confirm(t->srv,
                                                        t->role != NULL && t->role->implicit_confirm) == 1 &&
            OSSL_CMP_SRV_CTX_set_accept_raverified(t->srv, 0) == 1 &&

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include <json-c/json.h>
+#include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
@@ -789,6 +790,30 @@ static int p_url(struct pctx *pc, const char *path, struct json_object *v, void 
     return (*(char **)at(base, f->off) = strdup(s)) != NULL ? 0 : GW_ERR_NOMEM;
 }
 
+/*
+ * "crl_url": an http(s) URL with a path, of printable ASCII without spaces, quotes or backslashes
+ * (it becomes an IA5String URI in a CRL distribution point: RFC 5280 §4.2.1.13 and §4.2.1.6).
+ */
+static int p_crl_url(struct pctx *pc, const char *path, struct json_object *v, void *base, const struct field *f)
+{
+    const char *s;
+    char buf[SHOW_LEN + 8];
+    size_t i, n;
+
+    if (v == NULL)
+        return 0;
+    if ((s = want_string(pc, path, v, "a URL")) == NULL)
+        return GW_ERR_INVAL;
+    n = strlen(s);
+    for (i = 0; i < n && s[i] > 0x20 && s[i] < 0x7f && s[i] != '"' && s[i] != '\\'; i++)
+        ;
+    if (i != n || n > GW_MAX_URL_LEN || (strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0) ||
+        strchr(strchr(s, ':') + 3, '/') == NULL)
+        return fail(pc, path, "expected \"http(s)://host[:port]/path\" of at most %d printable bytes, got %s",
+                    GW_MAX_URL_LEN, show(v, buf, sizeof(buf)));
+    return (*(char **)at(base, f->off) = strdup(s)) != NULL ? 0 : GW_ERR_NOMEM;
+}
+
 /* A Vault mount or namespace path: segments of [A-Za-z0-9._-] joined by single "/", no "." or "..". */
 static bool segments_ok(const char *s, size_t len)
 {
@@ -825,6 +850,27 @@ static const struct namekind names_mount = {mount_ok,
                                             "a path like \"pki\" or \"pki/int\" ([A-Za-z0-9._-] segments)"};
 static const struct namekind names_namespace = {namespace_ok,
                                                 "a namespace like \"ns1/ns2/\" ([A-Za-z0-9._-] segments)"};
+
+/* A cmp upstream's HTTP path: like a prefix, but "/" alone and a trailing "/" are fine ("/pkix/"). */
+static bool cmp_path_ok(const char *s, size_t len)
+{
+    char buf[GW_MAX_PATH_PREFIX_LEN + 2];
+
+    if (strlen(s) != len || len == 0 || s[0] != '/')
+        return false;
+    if (len == 1)
+        return true;
+    if (len > GW_MAX_PATH_PREFIX_LEN + 1 || strstr(s, "//") != NULL)
+        return false;
+    memcpy(buf, s, len + 1);
+    if (buf[len - 1] == '/')
+        buf[len - 1] = '\0';
+    return prefix_ok(buf);
+}
+
+static const struct namekind names_cmp_path = {cmp_path_ok,
+                                               "a path like \"/.well-known/cmp\" or \"/pkix/\" "
+                                               "(characters [A-Za-z0-9._~/-])"};
 
 /* An optional object: absent means "not configured" (its sub-keys' defaults are not applied). */
 static int p_opt_obj(struct pctx *pc, const char *path, struct json_object *v, void *base,
@@ -1269,9 +1315,12 @@ static int check_pbm(struct pctx *pc, const char *path, void *base)
 #define T_VAULT (1u << GW_UPSTREAM_VAULT)
 #define T_CFSSL (1u << GW_UPSTREAM_CFSSL)
 #define T_HTTP (T_VAULT | T_CFSSL)
+#define T_CMP (1u << GW_UPSTREAM_CMP)
 
-static const char *const upstream_type_names[] = {
-    [GW_UPSTREAM_LOCAL] = "local", [GW_UPSTREAM_VAULT] = "vault", [GW_UPSTREAM_CFSSL] = "cfssl"};
+static const char *const upstream_type_names[] = {[GW_UPSTREAM_LOCAL] = "local",
+                                                  [GW_UPSTREAM_VAULT] = "vault",
+                                                  [GW_UPSTREAM_CFSSL] = "cfssl",
+                                                  [GW_UPSTREAM_CMP] = "cmp"};
 
 /* Which types take (and need) each upstream key; the parsed value is the string at |off|. */
 static const struct {
@@ -1283,16 +1332,21 @@ static const struct {
     {"key", offsetof(struct gw_upstream_conf, key_file), T_LOCAL, T_LOCAL},
     {"chain", offsetof(struct gw_upstream_conf, chain_file), T_LOCAL, 0},
     {"store", offsetof(struct gw_upstream_conf, store_dir), T_LOCAL, 0},
-    {"url", offsetof(struct gw_upstream_conf, url), T_HTTP, T_HTTP},
-    {"issuer_ca", offsetof(struct gw_upstream_conf, issuer_ca_file), T_HTTP, T_HTTP},
-    {"tls_ca", offsetof(struct gw_upstream_conf, ca_file), T_HTTP, 0},
-    {"tls_cert", offsetof(struct gw_upstream_conf, client_cert_file), T_VAULT, 0},
-    {"tls_key", offsetof(struct gw_upstream_conf, client_key_file), T_VAULT, 0},
+    {"crl_url", offsetof(struct gw_upstream_conf, crl_url), T_LOCAL, 0},
+    {"url", offsetof(struct gw_upstream_conf, url), T_HTTP | T_CMP, T_HTTP | T_CMP},
+    {"issuer_ca", offsetof(struct gw_upstream_conf, issuer_ca_file), T_HTTP | T_CMP, T_HTTP | T_CMP},
+    {"tls_ca", offsetof(struct gw_upstream_conf, ca_file), T_HTTP | T_CMP, 0},
+    {"tls_cert", offsetof(struct gw_upstream_conf, client_cert_file), T_VAULT | T_CMP, 0},
+    {"tls_key", offsetof(struct gw_upstream_conf, client_key_file), T_VAULT | T_CMP, 0},
     {"mount", offsetof(struct gw_upstream_conf, mount), T_VAULT, 0},
     {"token_file", offsetof(struct gw_upstream_conf, token_file), T_VAULT, 0},
     {"namespace", offsetof(struct gw_upstream_conf, vault_namespace), T_VAULT, 0},
     {"auth", offsetof(struct gw_upstream_conf, auth_cert_mount), T_VAULT, 0},
     {"auth_key_file", offsetof(struct gw_upstream_conf, auth_key_file), T_CFSSL, 0},
+    {"path", offsetof(struct gw_upstream_conf, cmp_path), T_CMP, T_CMP},
+    {"trusted", offsetof(struct gw_upstream_conf, cmp_trusted_file), T_CMP, 0},
+    {"ref", offsetof(struct gw_upstream_conf, cmp_ref), T_CMP, 0},
+    {"secret_file", offsetof(struct gw_upstream_conf, cmp_secret_file), T_CMP, 0},
 };
 
 static int check_upstream_keys(struct pctx *pc, const char *path, struct gw_upstream_conf *u)
@@ -1489,8 +1543,63 @@ static int check_cfssl(struct pctx *pc, const char *path, struct gw_upstream_con
     return u->auth_key_file != NULL ? load_hmac_key(pc, path, u) : 0;
 }
 
+/* "trusted": anchors for the upstream CMP CA's response signatures (docs/cmp-relay.md). */
+static int load_cmp_trusted(struct pctx *pc, const char *path, struct gw_upstream_conf *u)
+{
+    STACK_OF(X509) *anchors = NULL;
+    char fpath[PATH_LEN];
+    int i, rc = GW_ERR_INVAL;
+
+    join_key(fpath, path, "trusted");
+    if (load_certs(pc, fpath, u->cmp_trusted_file, &anchors) != 0)
+        goto out;
+    if ((u->cmp_trusted = X509_STORE_new()) == NULL) {
+        rc = GW_ERR_NOMEM;
+        goto out;
+    }
+    for (i = 0; i < sk_X509_num(anchors); i++)
+        if (X509_STORE_add_cert(u->cmp_trusted, sk_X509_value(anchors, i)) != 1)
+            goto out;
+    rc = X509_STORE_set_flags(u->cmp_trusted, X509_V_FLAG_X509_STRICT) == 1 ? 0 : GW_ERR_CRYPTO;
+out:
+    sk_X509_pop_free(anchors, X509_free);
+    return rc;
+}
+
+/*
+ * A cmp upstream: requests are protected with the PBM "ref"/"secret_file" pair, or else with the
+ * gateway's signer (set in the final pass); responses are checked against "trusted" (signatures)
+ * or the secret (PBM), so at least one of the two is needed.
+ */
+static int check_cmp(struct pctx *pc, const char *path, struct gw_upstream_conf *u)
+{
+    char kpath[PATH_LEN];
+
+    if (check_http_tls(pc, path, u) != 0 || load_issuer(pc, path, u) != 0)
+        return GW_ERR_INVAL;
+    join_key(kpath, path, u->cmp_ref != NULL ? "secret_file" : "ref");
+    if ((u->cmp_ref == NULL) != (u->cmp_secret_file == NULL))
+        return fail(pc, kpath, "\"ref\" and \"secret_file\" go together");
+    if (u->cmp_trusted_file == NULL && u->cmp_secret_file == NULL)
+        return fail(pc, path,
+                    "a cmp upstream needs \"trusted\" (its response signer's CA) or \"ref\"/\"secret_file\" "
+                    "(PBM): its answers could not be verified");
+    if (u->cmp_trusted_file != NULL && load_cmp_trusted(pc, path, u) != 0)
+        return GW_ERR_INVAL;
+    if (u->cmp_secret_file == NULL)
+        return 0;
+    join_key(kpath, path, "secret_file");
+    if (read_secret(pc, kpath, u->cmp_secret_file, GW_MAX_PBM_SECRET_LEN, &u->cmp_secret, &u->cmp_secret_len) != 0)
+        return GW_ERR_INVAL;
+    if (u->cmp_secret_len < GW_MIN_PBM_SECRET_LEN || u->cmp_secret_len > GW_MAX_PBM_SECRET_LEN)
+        return fail(pc, kpath, "the secret in \"%s\" must be %d..%d bytes", u->cmp_secret_file,
+                    GW_MIN_PBM_SECRET_LEN, GW_MAX_PBM_SECRET_LEN);
+    return 0;
+}
+
 static int (*const upstream_checks[])(struct pctx *, const char *, struct gw_upstream_conf *) = {
-    [GW_UPSTREAM_LOCAL] = check_local, [GW_UPSTREAM_VAULT] = check_vault, [GW_UPSTREAM_CFSSL] = check_cfssl};
+    [GW_UPSTREAM_LOCAL] = check_local, [GW_UPSTREAM_VAULT] = check_vault, [GW_UPSTREAM_CFSSL] = check_cfssl,
+    [GW_UPSTREAM_CMP] = check_cmp};
 
 static int check_upstream(struct pctx *pc, const char *path, void *base)
 {
@@ -1537,6 +1646,118 @@ static int check_audit(struct pctx *pc, const char *path, void *base)
     return rc;
 }
 
+/* ---- 3GPP TS 33.310 role keys (docs/3gpp.md) ------------------------------------------- */
+
+/* "serial:<hex>" (colons allowed, as `openssl x509 -serial` or a browser prints it) into a BIGNUM. */
+static BIGNUM *allow_serial(const char *s)
+{
+    char hex[2 * 20 + 1]; /* RFC 5280 §4.1.2.2: at most 20 octets */
+    size_t n = 0;
+    BIGNUM *bn = NULL;
+
+    for (; *s != '\0'; s++) {
+        if (*s == ':')
+            continue;
+        if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f') || (*s >= 'A' && *s <= 'F')) ||
+            n + 1 >= sizeof(hex))
+            return NULL;
+        hex[n++] = *s;
+    }
+    hex[n] = '\0';
+    if (n > 0 && BN_hex2bn(&bn, hex) == (int)n)
+        return bn;
+    BN_free(bn);
+    return NULL;
+}
+
+/* One non-comment line of a device allow-list into |r|. */
+static int allow_entry(struct pctx *pc, const char *fpath, const char *file, long lineno, const char *s,
+                       struct gw_role *r)
+{
+    size_t *n = strncmp(s, "serial:", 7) == 0 ? &r->n_allow_serials : &r->n_allow_subjects;
+    void **tmp;
+
+    if (r->n_allow_serials + r->n_allow_subjects >= GW_MAX_ALLOWLIST_ENTRIES)
+        return fail(pc, fpath, "\"%s\": more than %d entries", file, GW_MAX_ALLOWLIST_ENTRIES);
+    if (n == &r->n_allow_subjects && s[0] != '/')
+        return fail(pc, fpath,
+                    "\"%s\" line %ld: expected a one-line subject (\"/O=.../CN=...\") or "
+                    "\"serial:<hex>\", got \"%.40s\"",
+                    file, lineno, s);
+    tmp = n == &r->n_allow_serials ? (void **)r->allow_serials : (void **)r->allow_subjects;
+    if ((tmp = realloc(tmp, (*n + 1) * sizeof(*tmp))) == NULL)
+        return GW_ERR_NOMEM;
+    if (n == &r->n_allow_serials) {
+        r->allow_serials = (BIGNUM **)tmp;
+        if ((r->allow_serials[*n] = allow_serial(s + 7)) == NULL)
+            return fail(pc, fpath,
+                        "\"%s\" line %ld: expected \"serial:<hex>\" of at most 20 octets, got \"%.48s\"",
+                        file, lineno, s);
+    } else {
+        r->allow_subjects = (char **)tmp;
+        if ((r->allow_subjects[*n] = strdup(s)) == NULL)
+            return GW_ERR_NOMEM;
+    }
+    (*n)++;
+    return 0;
+}
+
+/* Trims |line| in place: leading blanks, trailing blanks and the line end. */
+static char *trim_line(char *line)
+{
+    size_t len;
+
+    while (*line == ' ' || *line == '\t')
+        line++;
+    len = strlen(line);
+    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r' || line[len - 1] == ' ' ||
+                       line[len - 1] == '\t'))
+        line[--len] = '\0';
+    return line;
+}
+
+/* "device_allowlist": one entry per line, '#' comments; read at every (re)load of the config. */
+static int load_allowlist(struct pctx *pc, const char *path, struct gw_role *r)
+{
+    char fpath[PATH_LEN], buf[GW_MAX_ALLOWLIST_LINE + 2], *s;
+    long lineno = 0;
+    int len, rc = 0;
+    BIO *bio;
+
+    join_key(fpath, path, "device_allowlist");
+    if ((bio = open_file(pc, fpath, r->device_allowlist_file)) == NULL)
+        return GW_ERR_INVAL;
+    while (rc == 0 && (len = BIO_gets(bio, buf, sizeof(buf))) > 0) {
+        lineno++;
+        if (buf[len - 1] != '\n' && len == (int)sizeof(buf) - 1) {
+            rc = fail(pc, fpath, "\"%s\" line %ld: longer than %d characters", r->device_allowlist_file,
+                      lineno, GW_MAX_ALLOWLIST_LINE);
+            break;
+        }
+        s = trim_line(buf);
+        if (s[0] != '\0' && s[0] != '#')
+            rc = allow_entry(pc, fpath, r->device_allowlist_file, lineno, s, r);
+    }
+    BIO_free(bio);
+    if (rc == 0 && r->n_allow_subjects + r->n_allow_serials == 0)
+        gw_log(GW_LOG_WARN, "config", "%s: %s: \"%s\" lists no device: every request is refused", pc->name,
+               fpath, r->device_allowlist_file);
+    return rc;
+}
+
+/* The 3GPP keys of a role: the allow-list and caPubs files are loaded here. */
+static int check_role_3gpp(struct pctx *pc, const char *path, struct gw_role *r)
+{
+    char kpath[PATH_LEN];
+
+    if (r->device_allowlist_file != NULL && load_allowlist(pc, path, r) != 0)
+        return GW_ERR_INVAL;
+    join_key(kpath, path, "ca_pubs");
+    if (r->ca_pubs_file != NULL && load_certs(pc, kpath, r->ca_pubs_file, &r->ca_pubs) != 0)
+        return GW_ERR_INVAL;
+    return 0;
+}
+
 static int check_role(struct pctx *pc, const char *path, void *base)
 {
     struct gw_role *r = base;
@@ -1557,7 +1778,7 @@ static int check_role(struct pctx *pc, const char *path, void *base)
     join_key(kpath, path, "sign");
     if (strcmp(r->name, SIGN_VERBATIM) == 0 && r->sign_policy != GW_SIGN_VERBATIM)
         return fail(pc, kpath, "the role \"" SIGN_VERBATIM "\" must have \"sign\": \"verbatim\"");
-    return 0;
+    return check_role_3gpp(pc, path, r);
 }
 
 /* ---- the schema ------------------------------------------------------------------------ */
@@ -1583,11 +1804,15 @@ static const struct enumval upstream_types[] = {
     {"local", GW_UPSTREAM_LOCAL, NULL},
     {"vault", GW_UPSTREAM_VAULT, NULL},
     {"cfssl", GW_UPSTREAM_CFSSL, NULL},
+    {"cmp", GW_UPSTREAM_CMP, NULL},
     {NULL, 0, NULL},
 };
 
 static const struct enumval sign_names[] = {
     {"role", GW_SIGN_ROLE, NULL}, {"verbatim", GW_SIGN_VERBATIM, NULL}, {NULL, 0, NULL}};
+/* 3GPP TS 33.310: SHA-256 shall, SHA-384 should; the value is the digest size in bits. */
+static const struct enumval min_hash_names[] = {
+    {"sha256", 256, NULL}, {"sha384", 384, NULL}, {"sha512", 512, NULL}, {NULL, 0, NULL}};
 static const struct enumval crmf_names[] = {
     {"reject", GW_CRMF_REJECT, NULL}, {"delegate", GW_CRMF_DELEGATE, NULL}, {NULL, 0, NULL}};
 static const struct enumval tls_client_names[] = {
@@ -1711,6 +1936,7 @@ static const struct field upstream_fields[] = {
     OPT("key", p_file, struct gw_upstream_conf, key_file),
     OPT("chain", p_file, struct gw_upstream_conf, chain_file),
     OPT("store", p_file, struct gw_upstream_conf, store_dir),
+    OPT("crl_url", p_crl_url, struct gw_upstream_conf, crl_url),
     OPT("url", p_url, struct gw_upstream_conf, url),
     OPT("tls_ca", p_file, struct gw_upstream_conf, ca_file),
     OPT("tls_cert", p_file, struct gw_upstream_conf, client_cert_file),
@@ -1722,6 +1948,10 @@ static const struct field upstream_fields[] = {
     /* "auth" fills the same struct: .off 0 */
     {.key = "auth", .parse = p_opt_obj, .off = 0, .aux = &upstream_auth_def},
     OPT("auth_key_file", p_file, struct gw_upstream_conf, auth_key_file),
+    OPT("path", p_str, struct gw_upstream_conf, cmp_path, .aux = &names_cmp_path),
+    OPT("trusted", p_file, struct gw_upstream_conf, cmp_trusted_file),
+    OPT("ref", p_str, struct gw_upstream_conf, cmp_ref, .aux = &names_kid),
+    OPT("secret_file", p_file, struct gw_upstream_conf, cmp_secret_file),
     OPT("timeout", p_dur_ms, struct gw_upstream_conf, timeout_ms, .min = 1, .max = GW_MAX_UPSTREAM_TIMEOUT_MS,
         .def = GW_DEFAULT_UPSTREAM_TIMEOUT_MS),
     OPT("max_inflight", p_u32, struct gw_upstream_conf, max_inflight, .min = 1,
@@ -1745,8 +1975,36 @@ static const struct field authz_fields[] = {
     OPT("allowed_ip_ranges", p_patterns, struct gw_authz, ip_ranges, .aux = &names_cidr),
     OPT("allowed_key_types", p_key_types, struct gw_authz, key_rules,
         .off_n = offsetof(struct gw_authz, n_key_rules)),
+    OPT("ra_subjects", p_patterns, struct gw_authz, ra_subjects, .aux = &names_pattern),
 };
 OBJDEF(authz_def, authz_fields, NULL);
+
+/* RFC 9483 §4.3.2: the three certificates of RootCaKeyUpdateContent. */
+static int check_root_update(struct pctx *pc, const char *path, void *base)
+{
+    struct gw_root_update *u = base;
+    char fpath[PATH_LEN];
+
+    bprintf(fpath, sizeof(fpath), "%s.new_with_new", path);
+    if (load_cert(pc, fpath, u->new_with_new_file, &u->new_with_new) != 0)
+        return GW_ERR_INVAL;
+    bprintf(fpath, sizeof(fpath), "%s.new_with_old", path);
+    if (u->new_with_old_file != NULL && load_cert(pc, fpath, u->new_with_old_file, &u->new_with_old) != 0)
+        return GW_ERR_INVAL;
+    bprintf(fpath, sizeof(fpath), "%s.old_with_new", path);
+    if (u->old_with_new_file != NULL && load_cert(pc, fpath, u->old_with_new_file, &u->old_with_new) != 0)
+        return GW_ERR_INVAL;
+    if (X509_check_issued(u->new_with_new, u->new_with_new) != X509_V_OK)
+        return fail(pc, path, "new_with_new must be a self-signed root CA certificate");
+    return 0;
+}
+
+static const struct field root_update_fields[] = {
+    REQ("new_with_new", p_file, struct gw_root_update, new_with_new_file),
+    OPT("new_with_old", p_file, struct gw_root_update, new_with_old_file),
+    OPT("old_with_new", p_file, struct gw_root_update, old_with_new_file),
+};
+OBJDEF(root_update_def, root_update_fields, check_root_update);
 
 static const struct field role_fields[] = {
     REQ("upstream", p_name, struct gw_role, upstream_name, .aux = &names_plain),
@@ -1768,7 +2026,14 @@ static const struct field role_fields[] = {
     OPT("exclude_cn_from_sans", p_bool, struct gw_role, exclude_cn_from_sans, .def = false),
     OPT("crmf", p_enum, struct gw_role, crmf, .def = GW_CRMF_REJECT, .aux = crmf_names),
     OPT("delegate", p_name, struct gw_role, delegate_name, .aux = &names_plain),
+    OPT("crmf_upstream", p_name, struct gw_role, crmf_upstream_name, .aux = &names_plain),
     OPT("authorization", p_obj, struct gw_role, authz, .aux = &authz_def),
+    OPT("root_ca_update", p_opt_obj, struct gw_role, root_update, .aux = &root_update_def),
+    /* 3GPP TS 33.310 (docs/3gpp.md) */
+    OPT("device_allowlist", p_file, struct gw_role, device_allowlist_file),
+    OPT("subject_from_signer", p_bool, struct gw_role, subject_from_signer, .def = false),
+    OPT("ca_pubs", p_file, struct gw_role, ca_pubs_file),
+    OPT("min_hash", p_enum, struct gw_role, min_hash_bits, .def = 0, .aux = min_hash_names),
 };
 OBJDEF(role_def, role_fields, check_role);
 
@@ -1841,6 +2106,7 @@ static const struct field top_fields[] = {
     OPT("cmp", p_obj, struct gw_config, cmp, .aux = &cmp_def),
     REQ("audit", p_obj, struct gw_config, audit, .aux = &audit_def),
     OPT("log_level", p_enum, struct gw_config, log_level, .def = GW_LOG_INFO, .aux = log_levels),
+    OPT("root_ca_update", p_opt_obj, struct gw_config, root_update, .aux = &root_update_def),
 };
 static int check_config(struct pctx *pc, const char *path, void *base);
 OBJDEF(top_def, top_fields, check_config);
@@ -2086,6 +2352,29 @@ static int resolve_delegate(struct pctx *pc, const struct gw_config *cfg, struct
     return 0;
 }
 
+/*
+ * "crmf_upstream" (issue 5 §3): CRMF goes to an upstream that signs bare keys (cmp or local) while
+ * "upstream" keeps the p10cr; a delegate would be a second answer to the same question.
+ */
+static int resolve_crmf_upstream(struct pctx *pc, const struct gw_config *cfg, struct gw_role *r)
+{
+    const struct gw_upstream_conf *u;
+    char path[PATH_LEN];
+
+    if (r->crmf_upstream_name == NULL)
+        return 0;
+    bprintf(path, sizeof(path), "$.roles.%s.crmf_upstream", r->name);
+    if ((u = upstream_find(cfg, r->crmf_upstream_name)) == NULL)
+        return fail(pc, path, "unknown upstream \"%s\"", r->crmf_upstream_name);
+    if (u->type != GW_UPSTREAM_CMP && u->type != GW_UPSTREAM_LOCAL)
+        return fail(pc, path, "\"%s\" is a %s upstream: CRMF requests need a cmp or local upstream", u->name,
+                    upstream_type_names[u->type]);
+    if (r->crmf == GW_CRMF_DELEGATE)
+        return fail(pc, path, "set together with \"crmf\": \"delegate\": choose one");
+    r->crmf_upstream = u;
+    return 0;
+}
+
 static int resolve_role(struct pctx *pc, struct gw_config *cfg, struct gw_role *r)
 {
     char path[PATH_LEN];
@@ -2110,6 +2399,8 @@ static int resolve_role(struct pctx *pc, struct gw_config *cfg, struct gw_role *
                           &r->authz.tls_untrusted)) != 0)
         return rc;
     if ((rc = check_authz_sans(pc, r)) != 0)
+        return rc;
+    if ((rc = resolve_crmf_upstream(pc, cfg, r)) != 0)
         return rc;
     return resolve_delegate(pc, cfg, r);
 }
@@ -2158,6 +2449,10 @@ static int check_config(struct pctx *pc, const char *path, void *base)
     (void)path;
     if ((rc = check_listeners(pc, cfg)) != 0)
         return rc;
+    /* a cmp upstream protects its requests with the gateway's own key unless it has a PBM secret */
+    for (i = 0; i < cfg->n_upstreams; i++)
+        if (cfg->upstreams[i].type == GW_UPSTREAM_CMP)
+            cfg->upstreams[i].signer = &cfg->signer;
     for (i = 0; i < cfg->n_roles; i++)
         if ((rc = resolve_role(pc, cfg, &cfg->roles[i])) != 0)
             return rc;
@@ -2505,6 +2800,17 @@ static void free_authz(struct gw_authz *a)
     free_patterns(&a->emails);
     free_patterns(&a->ip_ranges);
     free(a->key_rules);
+    free_patterns(&a->ra_subjects);
+}
+
+static void free_root_update(struct gw_root_update *u)
+{
+    free(u->new_with_new_file);
+    free(u->new_with_old_file);
+    free(u->old_with_new_file);
+    X509_free(u->new_with_new);
+    X509_free(u->new_with_old);
+    X509_free(u->old_with_new);
 }
 
 static void free_roles(struct gw_role *roles, size_t n)
@@ -2521,7 +2827,16 @@ static void free_roles(struct gw_role *roles, size_t n)
         free(roles[i].upstream_role);
         free(roles[i].issuer_ref);
         free(roles[i].delegate_name);
+        free(roles[i].crmf_upstream_name);
         free_authz(&roles[i].authz);
+        free(roles[i].device_allowlist_file);
+        free_strings(roles[i].allow_subjects, roles[i].n_allow_subjects);
+        for (size_t j = 0; j < roles[i].n_allow_serials; j++)
+            BN_free(roles[i].allow_serials[j]);
+        free(roles[i].allow_serials);
+        free(roles[i].ca_pubs_file);
+        sk_X509_pop_free(roles[i].ca_pubs, X509_free);
+        free_root_update(&roles[i].root_update);
     }
     free(roles);
 }
@@ -2539,6 +2854,7 @@ static void free_upstreams(struct gw_upstream_conf *ups, size_t n)
         EVP_PKEY_free(ups[i].key);
         sk_X509_pop_free(ups[i].chain, X509_free);
         free(ups[i].store_dir);
+        free(ups[i].crl_url);
         free(ups[i].url);
         free(ups[i].ca_file);
         free(ups[i].client_cert_file);
@@ -2553,6 +2869,12 @@ static void free_upstreams(struct gw_upstream_conf *ups, size_t n)
         free(ups[i].auth_cert_role);
         free(ups[i].auth_key_file);
         OPENSSL_clear_free(ups[i].auth_key, ups[i].auth_key_len);
+        free(ups[i].cmp_path);
+        free(ups[i].cmp_trusted_file);
+        X509_STORE_free(ups[i].cmp_trusted);
+        free(ups[i].cmp_ref);
+        free(ups[i].cmp_secret_file);
+        OPENSSL_clear_free(ups[i].cmp_secret, ups[i].cmp_secret_len);
     }
     free(ups);
 }
@@ -2606,6 +2928,7 @@ void gw_config_free(struct gw_config *cfg)
     }
     free(cfg->labels);
     free(cfg->default_path_policy.role_name);
+    free_root_update(&cfg->root_update);
     free(cfg->audit.file);
     free(cfg->path_prefix);
     free(cfg->path);

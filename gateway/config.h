@@ -55,7 +55,10 @@ enum gw_upstream_type {
     GW_UPSTREAM_LOCAL = 0,      /* in-process issuer */
     GW_UPSTREAM_VAULT,          /* Vault / OpenBao PKI secrets engine */
     GW_UPSTREAM_CFSSL,          /* cfssl serve */
+    GW_UPSTREAM_CMP,            /* an upstream CMP CA: the gateway forwards as an RA (docs/cmp-relay.md) */
 };
+
+struct gw_signer_conf;
 
 struct gw_upstream_conf {
     char *name;
@@ -71,6 +74,9 @@ struct gw_upstream_conf {
     char *store_dir;            /* "store": durable inventory, one <serial hex>.pem per certificate issued,
                                    written and fsync'd before the certificate is released; required for a
                                    delegate issuer (DESIGN.md decision 5) */
+    char *crl_url;              /* "crl_url": http(s) URL put as CRL distribution point (RFC 5280 §4.2.1.13)
+                                   into every certificate it issues, e.g. where cmpgw serves its CRL
+                                   (<prefix>/crl/<name>); NULL = none */
     /* vault, cfssl: the upstream's HTTP(S) API */
     char *url;                  /* base URL, e.g. "https://127.0.0.1:8200"; no trailing slash */
     char *ca_file;              /* "tls_ca": CA bundle to verify the upstream's TLS server certificate */
@@ -91,6 +97,15 @@ struct gw_upstream_conf {
     char *auth_key_file;        /* "auth_key_file": hex HMAC key: use authsign instead of sign */
     unsigned char *auth_key;    /* loaded; never logged */
     size_t auth_key_len;
+    /* cmp (also url, tls_ca, tls_cert/tls_key, issuer_ca) */
+    char *cmp_path;             /* "path": the CMP path at |url|, e.g. "/.well-known/cmp" or "/pkix/" */
+    char *cmp_trusted_file;     /* "trusted": PEM anchors for the upstream's response signatures */
+    X509_STORE *cmp_trusted;    /* loaded; NULL if none (then responses must be PBM with the secret) */
+    char *cmp_ref;              /* "ref": PBM senderKID towards the upstream; with "secret_file" */
+    char *cmp_secret_file;      /* "secret_file": PBM secret; without it, requests are signed by |signer| */
+    unsigned char *cmp_secret;  /* loaded; never logged */
+    size_t cmp_secret_len;
+    const struct gw_signer_conf *signer; /* borrowed: the gateway's signer (set for cmp upstreams) */
 };
 
 /* Extended key usages a role may grant, as a bit set. */
@@ -147,6 +162,19 @@ struct gw_authz {
     struct gw_patterns ip_ranges;    /* "allowed_ip_ranges": CIDRs ("127.0.0.0/8", "::1/128"); empty = any */
     struct gw_key_rule *key_rules;   /* "allowed_key_types"; NULL = the built-in list (RSA>=2048, EC P-256/384/521, Ed) */
     size_t n_key_rules;
+    /* rr (RFC 9483 §4.2): besides the holder, signers matching these that carry the id-kp-cmcRA EKU */
+    struct gw_patterns ra_subjects;  /* "ra_subjects": patterns on the RA signer's one-line subject */
+};
+
+/*
+ * "root_ca_update": a root CA key update announced by genm id-it-rootCaKeyUpdate (RFC 9483 §4.3.2),
+ * per role or top-level. new_with_new NULL = nothing to announce (the ITAV's value is absent).
+ */
+struct gw_root_update {
+    char *new_with_new_file, *new_with_old_file, *old_with_new_file;
+    X509 *new_with_new; /* the new root, self-signed */
+    X509 *new_with_old; /* the new root's key certified by the old root; may be NULL */
+    X509 *old_with_new; /* the old root's key certified by the new root; may be NULL */
 };
 
 enum gw_sign_policy {
@@ -187,7 +215,21 @@ struct gw_role {
     enum gw_crmf_mode crmf;     /* "crmf": "reject" | "delegate"; only for CSR-only upstreams */
     char *delegate_name;        /* "delegate": a local upstream (with "store") chaining to this upstream's CA */
     const struct gw_upstream_conf *delegate; /* resolved */
+    char *crmf_upstream_name;   /* "crmf_upstream": an upstream that signs this role's CRMF requests
+                                   (a cmp or local upstream) while "upstream" signs its p10cr */
+    const struct gw_upstream_conf *crmf_upstream; /* resolved; NULL if none */
     struct gw_authz authz;      /* "authorization" */
+    struct gw_root_update root_update; /* "root_ca_update"; unset = the top-level one */
+    /* 3GPP TS 33.310 base-station enrolment (docs/3gpp.md) */
+    char *device_allowlist_file; /* "device_allowlist": one CMP signer per line, read at (re)load */
+    char **allow_subjects;      /* its one-line subjects ("/O=Vendor/CN=bs-1"), as X509_NAME_oneline */
+    size_t n_allow_subjects;
+    BIGNUM **allow_serials;     /* its "serial:<hex>" entries */
+    size_t n_allow_serials;
+    bool subject_from_signer;   /* "subject_from_signer": an empty template subject takes the signer's */
+    char *ca_pubs_file;         /* "ca_pubs": PEM bundle sent as caPubs in ip (RFC 9810 §5.3.2) */
+    STACK_OF(X509) *ca_pubs;    /* loaded; NULL if none */
+    int min_hash_bits;          /* "min_hash": 256/384/512 = sha256/sha384/sha512; 0 = any */
 };
 
 /*
@@ -275,6 +317,7 @@ struct gw_config {
     struct gw_cmp_conf cmp;
     struct gw_audit_conf audit;
     enum gw_log_level log_level;        /* "log_level"; default info */
+    struct gw_root_update root_update;  /* "root_ca_update" for roles without their own */
 };
 
 /*

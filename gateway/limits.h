@@ -37,6 +37,8 @@
 #define GW_MIN_PBM_SECRET_LEN 8
 #define GW_MAX_PBM_SECRET_LEN 1024
 #define GW_IDENTITY_LEN 256                 /* printable identity (subject DN or PBM reference) */
+#define GW_MAX_GENM_ITAVS 8                 /* infoTypes one genm may ask for (RFC 9483 §4.3 asks one) */
+#define GW_MAX_GENP_VALUE (GW_MAX_RESPONSE - 16 * 1024) /* genp values: room left for header, extraCerts */
 
 /* upstream */
 #define GW_DEFAULT_UPSTREAM_TIMEOUT_MS 10000
@@ -57,6 +59,8 @@
 #define GW_MAX_SANS 100                     /* subjectAltName entries one request may ask for */
 #define GW_ISSUED_TTL_SLACK 300             /* an upstream's notAfter may pass now + max_ttl by this (rounding) */
 #define GW_ISSUED_SHORTEN_SLACK 300         /* a notAfter this much before the planned one is not a change */
+#define GW_CRL_NEXT_UPDATE_SECS (24 * 3600) /* local issuer's CRL: nextUpdate = thisUpdate + this */
+#define GW_CRL_REFRESH_SECS 3600            /* its cached CRL is re-signed at least this often */
 
 /* config */
 #define GW_MAX_CONFIG_SIZE (1024 * 1024)
@@ -79,6 +83,8 @@
 #define GW_MIN_HMAC_KEY_LEN 16              /* cfssl auth key, bytes after hex decoding */
 #define GW_MAX_HMAC_KEY_LEN 64
 #define GW_DELEGATE_MAX_DAYS 397            /* a delegate issuer's validity above this is warned about */
+#define GW_MAX_ALLOWLIST_ENTRIES 100000     /* lines of a role's "device_allowlist" (3GPP) */
+#define GW_MAX_ALLOWLIST_LINE GW_IDENTITY_LEN /* one entry: a one-line subject or "serial:<hex>" */
 
 /* audit log and the local issuer's inventory */
 #define GW_AUDIT_LINE_MAX (1024 * 1024)     /* one audit line: a CSR in PEM, escaped subjects and SANs */

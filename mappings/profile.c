@@ -163,6 +163,13 @@ out:
     return rc;
 }
 
+int gw_cert_req_subject_from(struct gw_cert_req *req, const X509 *signer)
+{
+    if (req->subject != NULL || signer == NULL)
+        return 0;
+    return copy_subject(X509_get_subject_name(signer), req);
+}
+
 /* ---- the plan ---- */
 
 static int refuse(int *fail_info, char *err, const char *what)

@@ -63,6 +63,13 @@ int gw_cert_req_from_crmf(enum gw_req_kind kind, const OSSL_CRMF_MSG *crm, struc
 int gw_cert_req_from_p10(const X509_REQ *csr, struct gw_cert_req *out, char *err);
 
 /*
+ * gw_cert_req_subject_from gives |req| the subject of |signer| when the request names none (3GPP
+ * TS 33.310 §9.5.4.2: the base station's vendor certificate names it). No change when the request
+ * has a subject or |signer| is NULL. Returns 0 or GW_ERR_NOMEM.
+ */
+int gw_cert_req_subject_from(struct gw_cert_req *req, const X509 *signer);
+
+/*
  * gw_cert_plan_make applies |role| to |req| at time |now|. Returns 0, or GW_ERR_POLICY with a
  * reason fit for a CMP statusString in |err| (e.g. "subjectAltName type email is not allowed on
  * role iot"). |fail_info| gets the OSSL_CMP_PKIFAILUREINFO_* bit number to report.

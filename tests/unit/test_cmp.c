@@ -747,13 +747,14 @@ static void test_body_not_allowed(void **state)
     (void)state;
     itavs = OSSL_CMP_exec_GENM_ses(ctx);
     assert_null(itavs);
+    /* rr and genm are served (tests/unit/test_rrgenm.c); an empty genm and a foreign rr are refused */
     assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
-                  "general messages are not supported yet");
+                  "a genm must ask for 1 to 8 infoTypes");
     OSSL_CMP_CTX_reinit(ctx);
     OSSL_CMP_CTX_set1_oldCert(ctx, client_cert);
     assert_int_equal(OSSL_CMP_exec_RR_ses(ctx), 0);
-    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
-                  "revocation is not supported yet");
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badCertId,
+                  "not issued by this route's CA");
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
     env_free(e);
@@ -1543,6 +1544,190 @@ static void test_audit_unopenable(void **state)
     env_free(e);
 }
 
+/* ---- 3GPP TS 33.310 (docs/3gpp.md): allow-list, min_hash, caPubs ---- */
+
+struct tgpp_case {
+    const char *name;
+    const char *allowlist; /* file content; NULL = no "device_allowlist" */
+    const char *min_hash;  /* NULL = unset */
+    enum prot prot;
+    int digest_nid, mac_nid; /* the client's protection/POPO digest and PBM MAC; 0 = OpenSSL's default */
+    int fail_bit;            /* -1: issued */
+    const char *text;
+};
+
+static void write_text(const char *name, const char *text)
+{
+    char path[128];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    assert_non_null(f = fopen(path, "w"));
+    fputs(text, f);
+    fclose(f);
+}
+
+static char *tgpp_role(const struct tgpp_case *tc, char *buf, size_t cap)
+{
+    size_t n = 0;
+
+    buf[0] = '\0';
+    if (tc->allowlist != NULL) {
+        write_text("tgpp.allow", tc->allowlist);
+        n += (size_t)snprintf(buf, cap, "\"device_allowlist\": \"tgpp.allow\", \"ca_pubs\": \"ca.pem\"");
+    }
+    if (tc->min_hash != NULL)
+        n += (size_t)snprintf(buf + n, cap - n, "%s\"min_hash\": \"%s\"", n > 0 ? ", " : "", tc->min_hash);
+    return n > 0 ? buf : NULL;
+}
+
+static void test_3gpp_roles(void **state)
+{
+    static const struct tgpp_case cases[] = {
+        {"listed by subject", "# ops\n/O=cmpgw demo/CN=demo-client\n", NULL, SIG, 0, 0, -1, NULL},
+        {"not listed", "/O=cmpgw demo/CN=someone-else\n", NULL, SIG, 0, 0,
+         OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+         "device /O=cmpgw demo/CN=demo-client is not on this route's allow-list"},
+        {"listed by serial", NULL, NULL, SIG, 0, 0, -1, NULL}, /* file written from the client's serial */
+        {"empty list", "# nobody\n", NULL, SIG, 0, 0, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "allow-list"},
+        {"PBM on a listed route", "/O=cmpgw demo/CN=demo-client\n", NULL, PBM, 0, 0,
+         OSSL_CMP_PKIFAILUREINFO_notAuthorized, "signature-protected requests only"},
+        {"SHA-1 signature", NULL, "sha256", SIG, NID_sha1, 0, OSSL_CMP_PKIFAILUREINFO_badAlg,
+         "SHA-1 is not accepted on this route: sign with SHA-256 or stronger (3GPP TS 33.310)"},
+        {"SHA-256 under sha384", NULL, "sha384", SIG, NID_sha256, 0, OSSL_CMP_PKIFAILUREINFO_badAlg,
+         "SHA-256 is not accepted on this route: sign with SHA-384 or stronger"},
+        {"SHA-512 signature", NULL, "sha256", SIG, NID_sha512, 0, -1, NULL},
+        {"SHA-1 without min_hash", NULL, NULL, SIG, NID_sha1, 0, -1, NULL},
+        {"PBM with hmac-sha1", NULL, "sha256", PBM, 0, NID_hmac_sha1, OSSL_CMP_PKIFAILUREINFO_badAlg,
+         "SHA-1 is not accepted"},
+        {"PBM with hmac-sha256", NULL, "sha256", PBM, 0, NID_hmacWithSHA256, -1, NULL},
+    };
+    char role[512], serial_list[128];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct tgpp_case tc = cases[i];
+        struct env *e;
+        struct client cl;
+        OSSL_CMP_CTX *ctx;
+        X509 *cert;
+
+        print_message("case: %s\n", tc.name);
+        if (strcmp(tc.name, "listed by serial") == 0) {
+            BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(client_cert), NULL);
+            char *hex = BN_bn2hex(bn);
+
+            snprintf(serial_list, sizeof(serial_list), "/O=other/CN=x\n  serial:%s\r\n", hex);
+            tc.allowlist = serial_list;
+            OPENSSL_free(hex);
+            BN_free(bn);
+        }
+        e = env_open(
+            &(struct env_opts){.cmp = CMP_DEFAULTS, .role_extra = tgpp_role(&tc, role, sizeof(role))});
+        cl = (struct client){.env = e};
+        ctx = tc.prot == SIG ? client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0)
+                             : client_new(&cl, PBM, NULL, NULL, "demo-device", pbm_secret, pbm_secret_len);
+        if (tc.digest_nid != 0)
+            assert_int_equal(OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_DIGEST_ALGNID, tc.digest_nid), 1);
+        if (tc.mac_nid != 0)
+            assert_int_equal(OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_MAC_ALGNID, tc.mac_nid), 1);
+        cert = OSSL_CMP_exec_IR_ses(ctx);
+        if (tc.fail_bit < 0) {
+            assert_non_null(cert);
+            /* caPubs where configured (ip only): the operator root */
+            if (tc.allowlist != NULL) {
+                STACK_OF(X509) *pubs = OSSL_CMP_CTX_get1_caPubs(ctx);
+
+                assert_int_equal(sk_X509_num(pubs), 1);
+                assert_int_equal(X509_cmp(sk_X509_value(pubs, 0), ca_cert), 0);
+                sk_X509_pop_free(pubs, X509_free);
+            }
+        } else {
+            assert_null(cert);
+            assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, tc.fail_bit, tc.text);
+            assert_int_equal(audit_count(e, "intent", NULL, NULL, NULL), 0); /* never reached the CA */
+        }
+        assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
+}
+
+/* Allow-list files the config refuses, with the line that is wrong. */
+static void test_3gpp_config(void **state)
+{
+    static const struct {
+        const char *file, *role_extra, *want;
+    } cases[] = {
+        {"CN=no-slash\n", "\"device_allowlist\": \"tgpp.allow\"", "line 1: expected a one-line subject"},
+        {"# ok\nserial:xyz\n", "\"device_allowlist\": \"tgpp.allow\"", "line 2: expected \"serial:<hex>\""},
+        {"serial:\n", "\"device_allowlist\": \"tgpp.allow\"", "line 1"},
+        {"serial:0102030405060708090a0b0c0d0e0f101112131415\n", "\"device_allowlist\": \"tgpp.allow\"",
+         "at most 20 octets"},
+        {"", "\"device_allowlist\": \"no-such.allow\"", "no-such.allow"},
+        {"", "\"min_hash\": \"sha1\"", "min_hash"},
+        {"", "\"min_hash\": 256", "min_hash"},
+        {"", "\"subject_from_signer\": \"yes\"", "subject_from_signer"},
+        {"", "\"ca_pubs\": \"tgpp.allow\"", "no PEM certificate"},
+    };
+    char *json, err[GW_ERR_LEN];
+    struct gw_config *cfg;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        print_message("case: %s\n", cases[i].want);
+        write_text("tgpp.allow", cases[i].file);
+        json = env_json(&(struct env_opts){.cmp = CMP_DEFAULTS, .role_extra = cases[i].role_extra});
+        err[0] = '\0';
+        cfg = gw_config_parse(json, strlen(json), dir, "test.json", err);
+        free(json);
+        if (cfg != NULL)
+            fail_msg("accepted: %s", cases[i].role_extra);
+        if (strstr(err, cases[i].want) == NULL)
+            fail_msg("error \"%s\" lacks \"%s\"", err, cases[i].want);
+    }
+    /* the twin: a long line of 20 octets with colons and comments is fine */
+    write_text("tgpp.allow", "# c\n\n serial:01:02:03:04:05:06:07:08:09:0a:0b:0c:0d:0e:0f:10:11:12:13:14 \n");
+    json = env_json(&(struct env_opts){
+        .cmp = CMP_DEFAULTS, .role_extra = "\"device_allowlist\": \"tgpp.allow\", \"min_hash\": \"sha512\""});
+    cfg = gw_config_parse(json, strlen(json), dir, "test.json", err);
+    free(json);
+    if (cfg == NULL)
+        fail_msg("refused: %s", err);
+    assert_int_equal(cfg->default_path_policy.role->n_allow_serials, 1);
+    assert_int_equal(cfg->default_path_policy.role->min_hash_bits, 512);
+    gw_config_free(cfg);
+}
+
+/* The algorithm ratings min_hash relies on, including what must rate 0 (unknown = refused). */
+static void test_3gpp_alg_hash_bits(void **state)
+{
+    static const struct {
+        int nid, bits;
+    } cases[] = {
+        {NID_sha1WithRSAEncryption, 160},   {NID_ecdsa_with_SHA1, 160}, {NID_md5WithRSAEncryption, 128},
+        {NID_sha256WithRSAEncryption, 256}, {NID_ecdsa_with_SHA384, 384},
+        {NID_ecdsa_with_SHA512, 512},       {NID_ED25519, 512},
+        {NID_ED448, 512},                   {NID_rsaEncryption, 0},
+        {NID_id_PasswordBasedMAC, 0}, /* no PBMParameter: unknown */
+        {NID_rsassaPss, 0},           /* no RSASSA-PSS-params: unknown */
+    };
+
+    (void)state;
+    assert_int_equal(gw_shim_alg_hash_bits(NULL), 0);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        X509_ALGOR *alg = X509_ALGOR_new();
+
+        assert_int_equal(X509_ALGOR_set0(alg, OBJ_nid2obj(cases[i].nid), V_ASN1_UNDEF, NULL), 1);
+        if (gw_shim_alg_hash_bits(alg) != cases[i].bits)
+            fail_msg("%s: %d bits, want %d", OBJ_nid2sn(cases[i].nid), gw_shim_alg_hash_bits(alg),
+                     cases[i].bits);
+        X509_ALGOR_free(alg);
+    }
+    assert_int_equal(gw_shim_popo_hash_bits(NULL), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1575,6 +1760,9 @@ int main(void)
         cmocka_unit_test(test_audit_unwritable),
         cmocka_unit_test(test_audit_lost_after_sign),
         cmocka_unit_test(test_audit_unopenable),
+        cmocka_unit_test(test_3gpp_roles),
+        cmocka_unit_test(test_3gpp_config),
+        cmocka_unit_test(test_3gpp_alg_hash_bits),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

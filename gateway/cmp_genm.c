@@ -1,0 +1,387 @@
+/*
+ * genm -> genp (RFC 9483 §4.3): CA certificates, root CA key update, certificate request template
+ * and CRL update retrieval, built with OpenSSL 3.0's generic ITAV API (the typed helpers are 3.2+;
+ * the values come from the shim). One handler per infoType in a const table. Answers must fit
+ * `openssl cmp`'s 100 KiB response cap: a value too large is refused with a text, never cut.
+ */
+#include "cmp_local.h"
+#include "err.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/cmperr.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#define TEXT_SUPPORTED                                                                                       \
+    "this server answers id-it-caCerts, id-it-rootCaKeyUpdate, id-it-certReqTemplate and "                   \
+    "id-it-crlStatusList"
+
+/* One infoType: -1 with an ITAV pushed onto |out|, or a failInfo bit with |text|. */
+typedef int (*genm_fn)(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
+                       STACK_OF(OSSL_CMP_ITAV) * *out, char *text);
+
+static int ca_certs(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
+                    STACK_OF(OSSL_CMP_ITAV) * *out, char *text);
+static int root_update(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
+                       STACK_OF(OSSL_CMP_ITAV) * *out, char *text);
+static int cert_template(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
+                         STACK_OF(OSSL_CMP_ITAV) * *out, char *text);
+static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
+                STACK_OF(OSSL_CMP_ITAV) * *out, char *text);
+
+static const struct {
+    const char *oid;  /* the request's infoType */
+    const char *name; /* for logs */
+    const char *rsp;  /* the answer's infoType */
+    genm_fn fn;
+} handlers[] = {
+    {"1.3.6.1.5.5.7.4.17", "caCerts", "1.3.6.1.5.5.7.4.17", ca_certs},              /* §4.3.1 */
+    {"1.3.6.1.5.5.7.4.18", "rootCaKeyUpdate", "1.3.6.1.5.5.7.4.18", root_update},   /* §4.3.2 */
+    {"1.3.6.1.5.5.7.4.19", "certReqTemplate", "1.3.6.1.5.5.7.4.19", cert_template}, /* §4.3.3 */
+    {"1.3.6.1.5.5.7.4.22", "crlStatusList", "1.3.6.1.5.5.7.4.23", crls},            /* §4.3.4 */
+};
+
+/* id-regCtrl-algId and id-regCtrl-rsaKeyLen (RFC 9483 §4.3.3) */
+#define OID_REGCTRL_ALGID "1.3.6.1.5.5.7.5.1.11"
+#define OID_REGCTRL_RSAKEYLEN "1.3.6.1.5.5.7.5.1.12"
+
+/* What a role without allowed_key_types accepts (mappings/policy.c's built-in list). */
+static const struct gw_key_rule default_keys[] = {
+    {EVP_PKEY_RSA, 2048, 0},         {EVP_PKEY_EC, 0, NID_X9_62_prime256v1},
+    {EVP_PKEY_EC, 0, NID_secp384r1}, {EVP_PKEY_EC, 0, NID_secp521r1},
+    {EVP_PKEY_ED25519, 0, 0},        {EVP_PKEY_ED448, 0, 0},
+};
+
+/* Pushes an ITAV of |oid| built by the shim; -1, or systemFailure if it could not be built. */
+static int push(STACK_OF(OSSL_CMP_ITAV) * *out, OSSL_CMP_ITAV *itav, char *text)
+{
+    if (itav != NULL && OSSL_CMP_ITAV_push0_stack_item(out, itav) == 1)
+        return -1;
+    OSSL_CMP_ITAV_free(itav);
+    snprintf(text, GW_ERR_LEN, "internal error: the answer could not be built");
+    return OSSL_CMP_PKIFAILUREINFO_systemFailure;
+}
+
+static ASN1_OBJECT *oid_of(const char *oid)
+{
+    return OBJ_txt2obj(oid, 1);
+}
+
+static int add_unique(STACK_OF(X509) * sk, X509 *x)
+{
+    for (int i = 0; i < sk_X509_num(sk); i++)
+        if (X509_cmp(sk_X509_value(sk, i), x) == 0)
+            return 1;
+    return X509_add_cert(sk, x, X509_ADD_FLAG_UP_REF);
+}
+
+static int add_all(STACK_OF(X509) * sk, const STACK_OF(X509) * from)
+{
+    for (int i = 0; i < sk_X509_num(from); i++)
+        if (add_unique(sk, sk_X509_value(from, i)) != 1)
+            return 0;
+    return 1;
+}
+
+/* §4.3.1: the certificates of the route's CA, its chain and root (issuer first). */
+static int ca_certs(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
+                    STACK_OF(OSSL_CMP_ITAV) * *out, char *text)
+{
+    const struct gw_upstream_conf *uc = t->role->upstream;
+    STACK_OF(X509) *sk = sk_X509_new_null();
+    ASN1_OBJECT *type = oid_of(handlers[0].rsp);
+    int ok, bit;
+
+    (void)c;
+    (void)in;
+    ok = sk != NULL && type != NULL && uc != NULL && (uc->cert == NULL || add_unique(sk, uc->cert) == 1) &&
+         add_all(sk, uc->chain) && add_all(sk, uc->issuer_certs);
+    if (ok && sk_X509_num(sk) == 0) { /* RFC 9483 §4.3.1: no certificates, no value */
+        sk_X509_free(sk);
+        sk = NULL;
+    }
+    bit = ok ? push(out, gw_shim_itav_certs(type, sk), text) : OSSL_CMP_PKIFAILUREINFO_systemFailure;
+    if (!ok)
+        snprintf(text, GW_ERR_LEN, "internal error: the CA certificates could not be collected");
+    sk_X509_pop_free(sk, X509_free);
+    ASN1_OBJECT_free(type);
+    return bit;
+}
+
+/* §4.3.2: the configured root CA update, the role's before the top-level one; none = absent value. */
+static int root_update(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
+                       STACK_OF(OSSL_CMP_ITAV) * *out, char *text)
+{
+    const struct gw_root_update *u =
+        t->role->root_update.new_with_new != NULL ? &t->role->root_update : &c->e->cfg->root_update;
+    ASN1_OBJECT *type = oid_of(handlers[1].rsp);
+    int bit =
+        push(out, gw_shim_itav_root_update(type, u->new_with_new, u->new_with_old, u->old_with_new), text);
+
+    (void)in;
+    ASN1_OBJECT_free(type);
+    return bit;
+}
+
+/* One keySpec control for a key rule: algId for EC and EdDSA, rsaKeyLen for RSA. NULL on error. */
+static unsigned char *key_spec(const struct gw_key_rule *k, int *len)
+{
+    X509_ALGOR *alg = NULL;
+    ASN1_INTEGER *bits = NULL;
+    unsigned char *val = NULL, *attr = NULL;
+    int vlen = -1;
+
+    if (k->pkey_type == EVP_PKEY_RSA) {
+        if ((bits = ASN1_INTEGER_new()) != NULL && ASN1_INTEGER_set(bits, k->min_bits) == 1)
+            vlen = i2d_ASN1_INTEGER(bits, &val);
+    } else if ((alg = X509_ALGOR_new()) != NULL) {
+        if (k->pkey_type == EVP_PKEY_EC)
+            X509_ALGOR_set0(alg, OBJ_nid2obj(NID_X9_62_id_ecPublicKey), V_ASN1_OBJECT,
+                            OBJ_nid2obj(k->curve_nid));
+        else
+            X509_ALGOR_set0(alg, OBJ_nid2obj(k->pkey_type), V_ASN1_UNDEF, NULL);
+        vlen = i2d_X509_ALGOR(alg, &val);
+    }
+    if (vlen > 0)
+        attr = gw_shim_attr(k->pkey_type == EVP_PKEY_RSA ? OID_REGCTRL_RSAKEYLEN : OID_REGCTRL_ALGID, val,
+                            vlen, len);
+    OPENSSL_free(val);
+    X509_ALGOR_free(alg);
+    ASN1_INTEGER_free(bits);
+    return attr;
+}
+
+static const struct {
+    unsigned bit;
+    int nid;
+} eku_nids[] = {
+    {GW_EKU_SERVER_AUTH, NID_server_auth},
+    {GW_EKU_CLIENT_AUTH, NID_client_auth},
+    {GW_EKU_CODE_SIGNING, NID_code_sign},
+    {GW_EKU_EMAIL_PROTECTION, NID_email_protect},
+    {GW_EKU_TIME_STAMPING, NID_time_stamp},
+    {GW_EKU_OCSP_SIGNING, NID_OCSP_sign},
+    {GW_EKU_CMC_RA, NID_cmcRA},
+};
+
+/* Adds extension |nid| with |value| to |exts| (copied). 1 on success. */
+static int add_ext(STACK_OF(X509_EXTENSION) * *exts, int nid, int crit, void *value)
+{
+    X509_EXTENSION *ext = X509V3_EXT_i2d(nid, crit, value);
+    int ok = ext != NULL && X509v3_add_ext(exts, ext, -1) != NULL;
+
+    X509_EXTENSION_free(ext);
+    return ok;
+}
+
+/* keyUsage and extendedKeyUsage of the role's profile: what the certificate will carry. */
+static int profile_exts(const struct gw_role *role, STACK_OF(X509_EXTENSION) * *exts)
+{
+    ASN1_BIT_STRING *ku = ASN1_BIT_STRING_new();
+    EXTENDED_KEY_USAGE *eku = sk_ASN1_OBJECT_new_null();
+    int ok = ku != NULL && eku != NULL;
+
+    /* KU_* flags: 0x80 >> n is bit n for n < 8, 0x8000 is decipherOnly (bit 8) */
+    for (int n = 0; ok && n < 9; n++)
+        if ((role->key_usage & (n < 8 ? 0x80u >> n : 0x8000u)) != 0)
+            ok = ASN1_BIT_STRING_set_bit(ku, n, 1) == 1;
+    for (size_t i = 0; ok && i < sizeof(eku_nids) / sizeof(eku_nids[0]); i++)
+        if ((role->ext_key_usage & eku_nids[i].bit) != 0)
+            ok = sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(eku_nids[i].nid)) > 0;
+    if (ok && role->key_usage != 0)
+        ok = add_ext(exts, NID_key_usage, 1, ku);
+    if (ok && sk_ASN1_OBJECT_num(eku) > 0)
+        ok = add_ext(exts, NID_ext_key_usage, 0, eku);
+    ASN1_BIT_STRING_free(ku);
+    sk_ASN1_OBJECT_free(eku); /* OBJ_nid2obj objects are static */
+    return ok;
+}
+
+/*
+ * §4.3.3: a template from the role's profile: no subject (the client names itself, policy checks
+ * it), keyUsage/extendedKeyUsage as issued, and one keySpec control per allowed key type.
+ */
+static int cert_template(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
+                         STACK_OF(OSSL_CMP_ITAV) * *out, char *text)
+{
+    const struct gw_key_rule *rules = t->role->authz.key_rules;
+    size_t n = t->role->authz.n_key_rules;
+    unsigned char *spec[GW_MAX_KEY_RULES + 8] = {NULL};
+    int lens[GW_MAX_KEY_RULES + 8] = {0}, bit = OSSL_CMP_PKIFAILUREINFO_systemFailure;
+    STACK_OF(X509_EXTENSION) *exts = NULL;
+    ASN1_OBJECT *type = oid_of(handlers[2].rsp);
+
+    (void)c;
+    (void)in;
+    if (rules == NULL || n == 0) {
+        rules = default_keys;
+        n = sizeof(default_keys) / sizeof(default_keys[0]);
+    }
+    if (n > sizeof(spec) / sizeof(spec[0]) || type == NULL || !profile_exts(t->role, &exts))
+        goto out;
+    for (size_t i = 0; i < n; i++)
+        if ((spec[i] = key_spec(&rules[i], &lens[i])) == NULL)
+            goto out;
+    bit = push(out, gw_shim_itav_cert_template(type, exts, spec, lens, (int)n), text);
+out:
+    if (bit == OSSL_CMP_PKIFAILUREINFO_systemFailure)
+        snprintf(text, GW_ERR_LEN, "internal error: the certificate request template could not be built");
+    for (size_t i = 0; i < sizeof(spec) / sizeof(spec[0]); i++)
+        OPENSSL_free(spec[i]);
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    ASN1_OBJECT_free(type);
+    return bit;
+}
+
+/* The CRL's thisUpdate; 0 if unreadable. */
+static time_t crl_this_update(const unsigned char *der, size_t len)
+{
+    const unsigned char *p = der;
+    X509_CRL *crl = d2i_X509_CRL(NULL, &p, (long)len);
+    struct tm tm;
+    time_t when = 0;
+
+    if (crl != NULL && ASN1_TIME_to_tm(X509_CRL_get0_lastUpdate(crl), &tm) == 1)
+        when = timegm(&tm);
+    X509_CRL_free(crl);
+    return when;
+}
+
+/* The upstream whose CRL this route serves: its own upstream, else its delegate issuer. */
+static struct gw_upstream *crl_source(struct cmp_call *c, const struct gw_role *role)
+{
+    struct gw_upstream *up = gw_upstream_set_get0(c->e->ups, role->upstream_name);
+
+    if ((gw_upstream_caps(up) & GW_UP_CRL) == 0 && role->delegate_name != NULL)
+        up = gw_upstream_set_get0(c->e->ups, role->delegate_name);
+    return up;
+}
+
+/* §4.3.4: crlStatusList -> crls with the CA's current CRL, or an absent value if the client's is current. */
+static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
+                STACK_OF(OSSL_CMP_ITAV) * *out, char *text)
+{
+    struct gw_upstream *up = crl_source(c, t->role);
+    unsigned char *der = NULL;
+    size_t len = 0;
+    time_t have = 0;
+    char err[GW_ERR_LEN] = "";
+    ASN1_OBJECT *type = NULL;
+    int rc, bit;
+
+    if (gw_shim_crl_status_time(OSSL_CMP_ITAV_get0_value(in), &have) != 0) {
+        snprintf(text, GW_ERR_LEN, "the id-it-crlStatusList value is malformed (RFC 9483 §4.3.4)");
+        return OSSL_CMP_PKIFAILUREINFO_badDataFormat;
+    }
+    if ((gw_upstream_caps(up) & GW_UP_CRL) == 0) {
+        snprintf(text, GW_ERR_LEN, "this route's CA publishes no CRL over CMP");
+        return OSSL_CMP_PKIFAILUREINFO_badRequest;
+    }
+    if ((rc = gw_upstream_crl(up, &der, &len, err)) != 0) {
+        snprintf(text, GW_ERR_LEN, "the CA's CRL could not be fetched now (%.150s); retry later", err);
+        return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
+    }
+    if (len > GW_MAX_GENP_VALUE) {
+        snprintf(
+            text, GW_ERR_LEN,
+            "the CRL (%zu bytes) does not fit in a CMP response (at most %d KiB): fetch it from the CA's "
+            "CRL distribution point",
+            len, GW_MAX_RESPONSE / 1024);
+        free(der);
+        return OSSL_CMP_PKIFAILUREINFO_badRequest;
+    }
+    type = oid_of(handlers[3].rsp);
+    /* the client's CRL is as new as ours: an absent value says so */
+    if (have != 0 && crl_this_update(der, len) <= have)
+        bit = push(out, gw_shim_itav_crls(type, NULL, 0), text);
+    else
+        bit = push(out, gw_shim_itav_crls(type, der, len), text);
+    if (bit >= 0)
+        snprintf(text, GW_ERR_LEN, "the CA's CRL is unreadable; it was not passed on");
+    free(der);
+    ASN1_OBJECT_free(type);
+    return bit;
+}
+
+/* Bytes the value of |itav| adds to the answer. */
+static size_t value_size(const OSSL_CMP_ITAV *itav)
+{
+    const ASN1_TYPE *v = OSSL_CMP_ITAV_get0_value(itav);
+
+    return v != NULL && v->type == V_ASN1_SEQUENCE && v->value.sequence != NULL
+               ? (size_t)v->value.sequence->length
+               : 0;
+}
+
+/* Answers one requested ITAV; -1 or a failInfo bit with |text|. */
+static int answer(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
+                  STACK_OF(OSSL_CMP_ITAV) * *out, char *text)
+{
+    char oid[80];
+
+    if (OBJ_obj2txt(oid, sizeof(oid), OSSL_CMP_ITAV_get0_type(in), 1) <= 0)
+        snprintf(oid, sizeof(oid), "?");
+    for (size_t i = 0; i < sizeof(handlers) / sizeof(handlers[0]); i++)
+        if (strcmp(oid, handlers[i].oid) == 0)
+            return handlers[i].fn(t, c, in, out, text);
+    /* RFC 9483 §4.3: an infoType the PKI management entity does not support gets an error message */
+    snprintf(text, GW_ERR_LEN, "infoType %.60s is not supported: %s", oid, TEXT_SUPPORTED);
+    return OSSL_CMP_PKIFAILUREINFO_badRequest;
+}
+
+static int answer_all(struct cmp_txn *t, struct cmp_call *c, const STACK_OF(OSSL_CMP_ITAV) * in,
+                      STACK_OF(OSSL_CMP_ITAV) * *out, char *text)
+{
+    int n = sk_OSSL_CMP_ITAV_num(in), bit;
+    size_t total = 0;
+
+    if (n <= 0 || n > GW_MAX_GENM_ITAVS) {
+        snprintf(text, GW_ERR_LEN, "a genm must ask for 1 to %d infoTypes; %s", GW_MAX_GENM_ITAVS,
+                 TEXT_SUPPORTED);
+        return OSSL_CMP_PKIFAILUREINFO_badRequest;
+    }
+    for (int i = 0; i < n; i++) {
+        if ((bit = answer(t, c, sk_OSSL_CMP_ITAV_value(in, i), out, text)) >= 0)
+            return bit;
+        total += value_size(sk_OSSL_CMP_ITAV_value(*out, sk_OSSL_CMP_ITAV_num(*out) - 1));
+    }
+    if (total <= GW_MAX_GENP_VALUE)
+        return -1;
+    snprintf(text, GW_ERR_LEN,
+             "the answer (%zu bytes) does not fit in a CMP response (at most %d KiB): ask for "
+             "one infoType per genm",
+             total, GW_MAX_RESPONSE / 1024);
+    return OSSL_CMP_PKIFAILUREINFO_badRequest;
+}
+
+/* 3.0: a genm can only fail as an error message; the engine puts our failInfo and text into it. */
+static int genm_fail(struct cmp_call *c, int bit, const char *text)
+{
+    c->fail_bit = bit;
+    snprintf(c->fail_text, sizeof(c->fail_text), "%s", text);
+    cmp_set_outcome(c, "error", bit, text);
+    ERR_raise_data(ERR_LIB_CMP, CMP_R_REQUEST_REJECTED_BY_SERVER, "%s", text);
+    return 0;
+}
+
+int cmp_genm_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(OSSL_CMP_ITAV) * in,
+                STACK_OF(OSSL_CMP_ITAV) * *out)
+{
+    struct cmp_txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
+    struct cmp_call *c = t->call;
+    STACK_OF(OSSL_CMP_ITAV) *res = NULL;
+    char text[GW_ERR_LEN] = "";
+    int bit;
+
+    *out = NULL;
+    if ((bit = cmp_check_request(t, c, req, text)) >= 0 || (bit = answer_all(t, c, in, &res, text)) >= 0) {
+        sk_OSSL_CMP_ITAV_pop_free(res, OSSL_CMP_ITAV_free);
+        return genm_fail(c, bit, text);
+    }
+    *out = res;
+    cmp_set_outcome(c, "answered", -1, NULL);
+    return 1;
+}

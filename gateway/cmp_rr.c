@@ -1,0 +1,224 @@
+/*
+ * rr (RFC 9483 §4.2): revocation by the holder of the certificate or by an RA identity of the
+ * route (DESIGN.md decision 7), through the upstream that issued it. OpenSSL 3.0 passes issuer and
+ * serial but not crlEntryDetails: the reason code comes from the shim, goes upstream where the
+ * upstream takes one, and into the audit record in every case (decision 8).
+ */
+#include "cmp_local.h"
+#include "err.h"
+#include "log.h"
+#include "../mappings/policy.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+/* CRLReason names (RFC 5280 §5.3.1), for the audit record and the log. */
+static const char *const reason_names[] = {
+    "unspecified",   "keyCompromise",        "cACompromise",    "affiliationChanged",
+    "superseded",    "cessationOfOperation", "certificateHold", "",
+    "removeFromCRL", "privilegeWithdrawn",   "aACompromise",
+};
+
+static const char *reason_name(int reason)
+{
+    if (reason < 0 || (size_t)reason >= sizeof(reason_names) / sizeof(reason_names[0]))
+        return "none";
+    return reason_names[reason];
+}
+
+static OSSL_CMP_PKISI *rr_reject(struct cmp_call *c, int bit, const char *text)
+{
+    cmp_set_outcome(c, "rejection", bit, text);
+    return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << bit, text);
+}
+
+/* A value holding '/' would let "/O=x/CN=y" be forged inside one attribute: such names never match. */
+static int ra_subject_matches(const struct gw_patterns *ps, const X509_NAME *name)
+{
+    char line[GW_IDENTITY_LEN];
+    int n = X509_NAME_entry_count(name);
+
+    for (int i = 0; i < n; i++) {
+        const ASN1_STRING *v = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));
+        if (memchr(ASN1_STRING_get0_data(v), '/', (size_t)ASN1_STRING_length(v)) != NULL)
+            return 0;
+    }
+    if (X509_NAME_oneline(name, line, sizeof(line)) == NULL)
+        return 0;
+    for (size_t i = 0; i < ps->n; i++)
+        if (gw_pattern_match(ps->v[i], line, strlen(line)))
+            return 1;
+    return 0;
+}
+
+/* RFC 9483 §4.2 and DESIGN.md decision 7: an RA is known by the id-kp-cmcRA EKU (RFC 6402 §2.10). */
+static int has_cmc_ra(X509 *cert)
+{
+    EXTENDED_KEY_USAGE *eku = X509_get_ext_d2i(cert, NID_ext_key_usage, NULL, NULL);
+    int found = 0;
+
+    for (int i = 0; eku != NULL && i < sk_ASN1_OBJECT_num(eku) && !found; i++)
+        found = OBJ_obj2nid(sk_ASN1_OBJECT_value(eku, i)) == NID_cmcRA;
+    EXTENDED_KEY_USAGE_free(eku);
+    return found;
+}
+
+/* The holder (signer is the certificate named) or an RA of the role. -1 if allowed. */
+static int authorize_rr(const struct cmp_txn *t, const X509_NAME *issuer, const ASN1_INTEGER *serial,
+                        int *as_ra, char *text)
+{
+    const struct gw_patterns *ras = &t->role->authz.ra_subjects;
+
+    *as_ra = 0;
+    if (t->pbm || t->signer == NULL) {
+        snprintf(text, GW_ERR_LEN,
+                 "a revocation request must be signed by the certificate to revoke or by an RA "
+                 "certificate; PBM protection is not accepted for rr");
+        return OSSL_CMP_PKIFAILUREINFO_notAuthorized;
+    }
+    if (X509_NAME_cmp(issuer, X509_get_issuer_name(t->signer)) == 0 &&
+        ASN1_INTEGER_cmp(serial, X509_get0_serialNumber(t->signer)) == 0)
+        return -1;
+    if (ras->n > 0 && ra_subject_matches(ras, X509_get_subject_name(t->signer)) && has_cmc_ra(t->signer)) {
+        *as_ra = 1;
+        return -1;
+    }
+    snprintf(text, GW_ERR_LEN,
+             "only the holder of a certificate (signing the rr with it) or an RA of role %.64s may "
+             "revoke it",
+             t->role->name);
+    return OSSL_CMP_PKIFAILUREINFO_notAuthorized;
+}
+
+static int names_ca(const struct gw_upstream_conf *uc, const X509_NAME *issuer)
+{
+    return uc != NULL && uc->cert != NULL && X509_NAME_cmp(issuer, X509_get_subject_name(uc->cert)) == 0;
+}
+
+/*
+ * The upstream that issued it (DESIGN.md decision 12 will add migration's old/new): the delegate
+ * for its own CA's certificates; else the role's upstream; a local one only for its own CA.
+ */
+static struct gw_upstream *pick_revoker(struct cmp_call *c, const struct gw_role *role,
+                                        const X509_NAME *issuer)
+{
+    struct gw_upstream *up;
+
+    if (role->delegate_name != NULL && names_ca(role->delegate, issuer))
+        return gw_upstream_set_get0(c->e->ups, role->delegate_name);
+    up = gw_upstream_set_get0(c->e->ups, role->upstream_name);
+    if (up != NULL && role->upstream != NULL && role->upstream->type == GW_UPSTREAM_LOCAL &&
+        !names_ca(role->upstream, issuer))
+        return NULL;
+    return up;
+}
+
+static void serial_to_hex(const ASN1_INTEGER *serial, char *out, size_t cap)
+{
+    BIGNUM *bn = ASN1_INTEGER_to_BN(serial, NULL);
+    char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+
+    snprintf(out, cap, "%s", hex != NULL ? hex : "");
+    for (char *p = out; *p != '\0'; p++)
+        if (*p >= 'A' && *p <= 'F')
+            *p = (char)(*p - 'A' + 'a');
+    OPENSSL_free(hex);
+    BN_free(bn);
+}
+
+/* What the client is told when the upstream did not revoke (RFC 9483 §4.2 failInfo). */
+static OSSL_CMP_PKISI *upstream_failed(struct cmp_txn *t, struct cmp_call *c, int rc, const char *err)
+{
+    char text[GW_ERR_LEN];
+
+    if (rc == GW_ERR_NOT_FOUND) {
+        snprintf(text, sizeof(text),
+                 "the CA has issued no certificate with serial %.60s: check issuer and serial", t->serial);
+        return rr_reject(c, OSSL_CMP_PKIFAILUREINFO_badCertId, text);
+    }
+    if (rc == GW_ERR_INVAL && (gw_upstream_caps(t->up) & GW_UP_REVOKE) == 0)
+        return rr_reject(c, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                         "this route's CA does not revoke certificates");
+    snprintf(text, sizeof(text), "the CA could not revoke the certificate now (%.150s); retry later", err);
+    return rr_reject(c, OSSL_CMP_PKIFAILUREINFO_systemUnavail, text);
+}
+
+/* Intent on record, the upstream call, the outcome on disk before the rp leaves (decision 8). */
+static OSSL_CMP_PKISI *revoke(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer,
+                              const ASN1_INTEGER *serial, int reason, int as_ra)
+{
+    struct gw_audit_rec r;
+    char err[GW_ERR_LEN] = "", status[GW_ERR_LEN];
+    int rc, dropped = t->up != NULL && gw_upstream_get0_conf(t->up)->type == GW_UPSTREAM_VAULT;
+
+    snprintf(status, sizeof(status), "revocation requested by the %s; reason %s", as_ra ? "RA" : "holder",
+             reason_name(reason));
+    cmp_audit_rec_init(&r, t, c->rsp->tid, "intent", status);
+    if (cmp_audit_write(c->e, &r, 0) != 0)
+        return rr_reject(c, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                         "the audit log cannot be written; nothing was revoked");
+    c->audited = 1; /* each outcome below writes its own record */
+    rc = gw_upstream_revoke_serial(t->up, issuer, serial,
+                                   reason == CRL_REASON_NONE ? CRL_REASON_UNSPECIFIED : reason, err);
+    if (rc != 0) {
+        snprintf(status, sizeof(status), "not revoked: %.200s", err);
+        cmp_audit_rec_init(&r, t, c->rsp->tid, "revoke_failed", status);
+        (void)cmp_audit_write(c->e, &r, 1);
+        return upstream_failed(t, c, rc, err);
+    }
+    /* Vault takes no reason code (notes/upstream-apis.md): this record is where it is kept */
+    snprintf(status, sizeof(status), "revoked; reason %s%s", reason_name(reason),
+             dropped ? " (kept here only: the upstream takes no reason)" : "");
+    cmp_audit_rec_init(&r, t, c->rsp->tid, "revoked", status);
+    if (cmp_audit_write(c->e, &r, 1) != 0)
+        gw_log_kv(GW_LOG_ERROR, "audit_lost", "tid", c->rsp->tid, "serial", t->serial, "msg",
+                  "the certificate was revoked but the audit record could not be written", NULL);
+    gw_log_kv(GW_LOG_INFO, "cert_revoked", "tid", c->rsp->tid, "identity", t->identity, "serial", t->serial,
+              "reason", reason_name(reason), "upstream", cmp_upstream_name(t->up), NULL);
+    cmp_set_outcome(c, "accepted", -1, NULL);
+    return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, NULL);
+}
+
+static OSSL_CMP_PKISI *decide_rr(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req,
+                                 const X509_NAME *issuer, const ASN1_INTEGER *serial)
+{
+    char text[GW_ERR_LEN] = "";
+    int bit, as_ra, reason;
+
+    if ((bit = cmp_check_request(t, c, req, text)) >= 0)
+        return rr_reject(c, bit, text);
+    if (issuer == NULL || serial == NULL)
+        return rr_reject(c, OSSL_CMP_PKIFAILUREINFO_badCertId,
+                         "the revocation request must name the certificate's issuer and serial number");
+    serial_to_hex(serial, t->serial, sizeof(t->serial));
+    snprintf(c->rsp->serial, sizeof(c->rsp->serial), "%s", t->serial);
+    if ((bit = authorize_rr(t, issuer, serial, &as_ra, text)) >= 0)
+        return rr_reject(c, bit, text);
+    if (gw_shim_rr_reason(req, &reason) != 0)
+        return rr_reject(c, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                         "crlEntryDetails must hold one valid CRLReason (RFC 5280 §5.3.1)");
+    if ((t->up = pick_revoker(c, t->role, issuer)) == NULL)
+        return rr_reject(c, OSSL_CMP_PKIFAILUREINFO_badCertId,
+                         "the certificate was not issued by this route's CA");
+    return revoke(t, c, issuer, serial, reason, as_ra);
+}
+
+OSSL_CMP_PKISI *cmp_rr_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const X509_NAME *issuer,
+                          const ASN1_INTEGER *serial)
+{
+    struct cmp_txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
+    struct cmp_call *c = t->call;
+    struct gw_audit_rec r;
+    OSSL_CMP_PKISI *si = decide_rr(t, c, req, issuer, serial);
+
+    /* refusals are on record too: who tried to revoke what */
+    if (!c->audited) {
+        cmp_audit_rec_init(&r, t, c->rsp->tid, "rejected", c->rsp->outcome);
+        (void)cmp_audit_write(c->e, &r, 0);
+        c->audited = 1;
+    }
+    return si;
+}

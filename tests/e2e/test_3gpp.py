@@ -1,0 +1,213 @@
+"""3GPP TS 33.310 base-station enrolment (issue 4 §3, docs/3gpp.md) with real `openssl cmp` over TLS.
+
+A vendor PKI (vendor root -> vendor intermediate -> base stations) signs the devices' ir; the device sends
+its intermediate in extraCerts (-untrusted), the gateway holds only the vendor root. The operator's RA
+(the gateway signer) answers with the operator root in extraCerts and caPubs. Asserted on decoded answers:
+an allowed device is issued (ir/ip/certConf/pkiconf, Annex G), one not on the allow-list gets notAuthorized,
+a PBM request on the route gets notAuthorized, a SHA-1-signed ir gets badAlg, and the operator certificate
+renews by kur while a vendor certificate not on the list cannot.
+"""
+import subprocess
+import sys
+
+sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+import harness  # noqa: E402
+
+from pyasn1.codec.der import encoder as der_encoder  # noqa: E402
+
+ROUTE = "pki/roles/bs/cmp"
+ROUTE_PLAIN = "pki/roles/bs-plain/cmp"
+ALLOWED = "/O=Vendor Inc/CN=bs-0001"
+BY_SERIAL = "/O=Vendor Inc/CN=bs-0002"
+STRANGER = "/O=Vendor Inc/CN=bs-0666"
+SERIAL2 = "0x1C0FFEE2"
+
+
+def make_ca(d, name, subject, issuer=None, pathlen=None):
+    key = harness.genkey(d / ("%s.key" % name))
+    bc = "basicConstraints=critical,CA:TRUE" + (",pathlen:%d" % pathlen if pathlen is not None else "")
+    ext = "%s\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n" % bc
+    (d / ("%s.ext" % name)).write_text(ext + ("authorityKeyIdentifier=keyid\n" if issuer else ""))
+    harness.run(["openssl", "req", "-new", "-key", key, "-subj", subject, "-out", d / ("%s.csr" % name)])
+    argv = ["openssl", "x509", "-req", "-in", d / ("%s.csr" % name), "-days", "30", "-sha256",
+            "-extfile", d / ("%s.ext" % name), "-out", d / ("%s.pem" % name)]
+    argv += ["-CA", d / ("%s.pem" % issuer), "-CAkey", d / ("%s.key" % issuer), "-set_serial", "0x51"] \
+        if issuer else ["-signkey", key]
+    harness.run(argv)
+
+
+def make_device(d, name, subject, serial):
+    """A base-station vendor certificate from the vendor intermediate."""
+    key = harness.genkey(d / ("%s.key" % name))
+    harness.run(["openssl", "req", "-new", "-key", key, "-subj", subject, "-out", d / ("%s.csr" % name)])
+    (d / ("%s.ext" % name)).write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                                       "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n")
+    harness.run(["openssl", "x509", "-req", "-in", d / ("%s.csr" % name), "-CA", d / "vint.pem", "-CAkey",
+                 d / "vint.key", "-days", "30", "-sha256", "-extfile", d / ("%s.ext" % name),
+                 "-set_serial", serial, "-out", d / ("%s.pem" % name)])
+    return d / ("%s.pem" % name), key
+
+
+def pem_der(path):
+    return subprocess.run(["openssl", "x509", "-in", str(path), "-outform", "DER"], check=True,
+                          stdout=subprocess.PIPE).stdout
+
+
+def extra_certs(answer):
+    ec = answer.msg["extraCerts"]
+    return [der_encoder.encode(c) for c in ec] if ec.isValue else []
+
+
+def ca_pubs(answer):
+    body = answer.msg["body"][answer.body_type]
+    return [der_encoder.encode(c) for c in body["caPubs"]] if body["caPubs"].isValue else []
+
+
+class ThreeGpp(harness.GatewayTestCase):
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        d = gw.dir
+        make_ca(d, "vroot", "/O=Vendor Inc/CN=Vendor Root CA")
+        make_ca(d, "vint", "/O=Vendor Inc/CN=Vendor Device CA", issuer="vroot", pathlen=0)
+        make_device(d, "bs1", ALLOWED, "0x1C0FFEE1")
+        make_device(d, "bs2", BY_SERIAL, SERIAL2)
+        make_device(d, "bs666", STRANGER, "0x1C0FF666")
+        (d / "bs.allow").write_text("# base stations of this operator\n%s\n\n  serial:1c:0f:fe:e2  \n" % ALLOWED)
+        cfg["signer"]["chain"] = "ca.pem"  # the operator root: the gateway must put it in extraCerts
+        cfg["trust"]["vendor"] = {"ca_file": "vroot.pem"}  # the intermediate comes from the device
+        cfg["trust"]["operator"] = {"ca_file": "ca.pem", "untrusted_file": "issuing.pem"}
+        # no chain: the operator root in the ip comes from the signer configuration alone
+        cfg["upstreams"]["operator-ca"] = {"type": "local", "cert": "issuing.pem", "key": "issuing.key"}
+        role = {
+            "upstream": "operator-ca",
+            "trust": ["vendor", "operator"],
+            "pbm": ["demo-device"],
+            "key_usage": ["digitalSignature", "keyAgreement"],
+            "ext_key_usage": ["clientAuth", "serverAuth"],
+            "allowed_san_types": ["dns"],
+            "implicit_confirm": False,
+            "device_allowlist": "bs.allow",
+            "subject_from_signer": True,
+            "ca_pubs": "ca.pem",
+            "min_hash": "sha256",
+        }
+        cfg["roles"]["bs"] = role
+        plain = dict(role)
+        for k in ("subject_from_signer", "ca_pubs", "min_hash"):
+            del plain[k]
+        cfg["roles"]["bs-plain"] = plain
+
+    def ir(self, out, device, *, path=ROUTE, digest=None, untrusted=True, sans=None, **kw):
+        d = self.gw.dir
+        extra = ["-untrusted", d / "vint.pem"] if untrusted else []
+        if digest:
+            extra += ["-digest", digest]
+        if sans:
+            extra += ["-sans", sans]
+        key = self.newkey(out)
+        res = self.gw.cmp("ir", out, auth=(d / ("%s.pem" % device), d / ("%s.key" % device)), newkey=key,
+                          path=path, extra=extra, **kw)
+        return res, key
+
+    def test_allowed_device_vendor_chain(self):
+        res, key = self.ir("ok", "bs1")
+        ip = res.first
+        self.assertEqual(ip.body_type, "ip")
+        self.assertEqual(ip.status, 0, ip)
+        # no -subject: openssl cmp puts the vendor certificate's subject in the template
+        self.assert_issued(res.cert, key, "CN=bs-0001,O=Vendor Inc", [], ip.extra_certs_pem())
+        ec = extra_certs(ip)
+        self.assertTrue(pem_der(self.gw.dir / "signer.pem") in ec, "RA certificate missing from ip extraCerts")
+        self.assertTrue(pem_der(self.gw.dir / "ca.pem") in ec, "operator root missing from ip extraCerts")
+        self.assertEqual(ca_pubs(ip), [pem_der(self.gw.dir / "ca.pem")])
+        # Annex G: ip, certConf, pkiconf
+        self.assertFalse(ip.implicit_confirm())
+        self.assertEqual(res.last.body_type, "pkiconf")
+
+    def test_allowed_by_serial(self):
+        res, _ = self.ir("serial", "bs2")
+        self.assertEqual(res.first.status, 0, res.first)
+
+    def p10cr_no_subject(self, out, path):
+        """A p10cr whose CSR names no subject, only a DNS SAN, signed with the allowed vendor certificate.
+        (OpenSSL 3.0's server refuses an ir without template subject: signature POPO needs one.)"""
+        d = self.gw.dir
+        key = self.newkey(out)
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/", "-addext",
+                     "subjectAltName=DNS:bs.example.net", "-out", d / ("%s.csr" % out)])
+        res = self.gw.cmp("p10cr", out, auth=(d / "bs1.pem", d / "bs1.key"), path=path,
+                          extra=["-csr", d / ("%s.csr" % out), "-untrusted", d / "vint.pem"])
+        self.assertEqual(res.first.status, 0, res.first)
+        return res, key
+
+    def test_subject_from_signer(self):
+        res, key = self.p10cr_no_subject("p10-subj", ROUTE)
+        self.assert_issued(res.cert, key, "CN=bs-0001,O=Vendor Inc", ["DNS:bs.example.net"],
+                           res.first.extra_certs_pem())
+
+    def test_subject_twin_without_subject_from_signer(self):
+        res, key = self.p10cr_no_subject("p10-plain", ROUTE_PLAIN)
+        self.assertEqual(ca_pubs(res.first), [])  # caPubs only where configured
+        out = harness.run(["openssl", "x509", "-in", res.cert, "-noout", "-subject"]).stdout.decode()
+        self.assertEqual(out.strip(), "subject=")
+
+    def test_device_not_on_allowlist(self):
+        res, _ = self.ir("stranger", "bs666", expect_cert=False)
+        self.assertIsNone(res.cert)
+        self.assert_cmp_error(res.first, ("ip",), "notAuthorized")
+        self.assertEqual(res.first.status_strings, ["device %s is not on this route's allow-list" % STRANGER])
+
+    def test_device_on_plain_route_needs_list_too(self):
+        res, _ = self.ir("stranger-plain", "bs666", path=ROUTE_PLAIN, expect_cert=False)
+        self.assert_cmp_error(res.first, ("ip",), "notAuthorized", "is not on this route's allow-list")
+
+    def test_pbm_refused(self):
+        res = self.gw.cmp("ir", "pbm", auth="pbm", newkey=self.newkey("pbm"), subject="/CN=bs-pbm", path=ROUTE,
+                          expect_cert=False)
+        self.assertIsNone(res.cert)
+        self.assert_cmp_error(res.first, ("ip",), "notAuthorized")
+        self.assertEqual(res.first.status_strings,
+                         ["this route accepts signature-protected requests only: sign with the device "
+                          "certificate (3GPP TS 33.310)"])
+
+    def test_sha1_refused(self):
+        res, _ = self.ir("sha1", "bs1", digest="sha1", expect_cert=False)
+        self.assertIsNone(res.cert)
+        self.assert_cmp_error(res.first, ("ip",), "badAlg")
+        self.assertEqual(res.first.status_strings,
+                         ["SHA-1 is not accepted on this route: sign with SHA-256 or stronger (3GPP TS 33.310)"])
+
+    def test_sha384_accepted(self):
+        res, _ = self.ir("sha384", "bs1", digest="sha384")
+        self.assertEqual(res.first.status, 0, res.first)
+
+    def test_sha1_accepted_without_min_hash(self):
+        res, _ = self.ir("sha1-plain", "bs1", path=ROUTE_PLAIN, digest="sha1")
+        self.assertEqual(res.first.status, 0, res.first)
+
+    def test_vendor_intermediate_required(self):
+        """The gateway holds only the vendor root: without the device's chain the signature cannot be trusted."""
+        res, _ = self.ir("nochain", "bs1", untrusted=False, expect_cert=False)
+        self.assertIsNone(res.cert)
+        self.assertNotEqual(res.first.status, 0, res.first)
+
+    def test_kur_with_operator_certificate(self):
+        d = self.gw.dir
+        res, key = self.ir("first", "bs1")
+        new = self.newkey("renewed")
+        kur = self.gw.cmp("kur", "renew", auth=(res.cert, key), newkey=new, path=ROUTE)
+        self.assertEqual(kur.first.body_type, "kup")
+        self.assertEqual(kur.first.status, 0, kur.first)
+        self.assert_issued(kur.cert, new, "CN=bs-0001,O=Vendor Inc", [],
+                           kur.first.extra_certs_pem())
+        self.assertEqual(kur.last.body_type, "pkiconf")
+        # twin: a vendor certificate that is not on the list cannot "renew" itself into an operator one
+        bad = self.gw.cmp("kur", "renew-bad", auth=(d / "bs666.pem", d / "bs666.key"), newkey=self.newkey("rb"),
+                          path=ROUTE, extra=["-untrusted", d / "vint.pem"], expect_cert=False)
+        self.assertIsNone(bad.cert)
+        self.assert_cmp_error(bad.first, ("kup",), "notAuthorized", "is not on this route's allow-list")
+
+
+if __name__ == "__main__":
+    harness.main()

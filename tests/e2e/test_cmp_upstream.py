@@ -1,0 +1,250 @@
+"""cmpgw as a CMP RA in front of a real CMP CA: `openssl cmp -port` (OpenSSL's mock server) behind the `cmp`
+upstream (docs/cmp-relay.md). The mock returns one canned certificate, so each test makes a certificate
+for the exact key its client will use, signed by the mock's CA, and starts the mock with it (the mock
+serves /pkix/ only, one transaction at a time, and listens on the wildcard address: OpenSSL offers no
+other). Asserted on the decoded answers: an ir forwarded with raVerified and the certificate delivered; a
+p10cr forwarded as p10cr; a role sending CRMF to the CMP CA and p10cr to its JSON (here local) upstream;
+an upstream rejection and an upstream error message passed through with their failInfo and text; a
+certificate for another key refused; the upstream down -> systemUnavail."""
+import json
+import socket
+import subprocess
+import sys
+import time
+
+sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+import harness  # noqa: E402
+
+REJECTION = 2  # PKIStatus rejection (RFC 9810 §5.2.3)
+
+
+def openssl(*argv):
+    harness.run(["openssl"] + [str(a) for a in argv])
+
+
+class Mock:
+    """`openssl cmp -port` as the upstream CA, restarted per test with that test's canned certificate."""
+
+    def __init__(self, d, port):
+        self.d, self.port, self.proc = d, port, None
+
+    def make_pki(self):
+        d = self.d
+        (d / "up.cnf").write_text(
+            "[ca]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n"
+            "subjectKeyIdentifier=hash\n"
+            "[srv]\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+            "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
+            "[leaf]\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+            "extendedKeyUsage=clientAuth\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n")
+        harness.genkey(d / "up-ca.key")
+        openssl("req", "-new", "-x509", "-key", d / "up-ca.key", "-subj", "/O=cmp upstream/CN=upstream CA",
+                "-days", "30", "-config", d / "up.cnf", "-extensions", "ca", "-out", d / "up-ca.pem")
+        self.issue(d / "up-srv", "/O=cmp upstream/CN=upstream CMP server", "srv")
+
+    def issue(self, base, subject, ext="leaf", key=None):
+        """A certificate for |key| (default |base|.key, generated) signed by the upstream CA."""
+        d = self.d
+        key = key or base.with_suffix(".key")
+        if not key.exists():
+            harness.genkey(key)
+        csr = base.with_suffix(".csr")
+        openssl("req", "-new", "-key", key, "-subj", subject, "-out", csr)
+        openssl("x509", "-req", "-in", csr, "-CA", d / "up-ca.pem", "-CAkey", d / "up-ca.key",
+                "-CAcreateserial", "-days", "20", "-extfile", d / "up.cnf", "-extensions", ext,
+                "-out", base.with_suffix(".pem"))
+        return base.with_suffix(".pem")
+
+    def start(self, rsp_cert, *extra):
+        d = self.d
+        argv = ["openssl", "cmp", "-port", str(self.port), "-srv_cert", d / "up-srv.pem",
+                "-srv_key", d / "up-srv.key", "-srv_trusted", d / "ca.pem", "-rsp_cert", rsp_cert,
+                "-rsp_extracerts", d / "up-ca.pem", "-accept_raverified", "-verbosity", "7"] + list(extra)
+        self.log_path = d / ("mock-%d.log" % time.monotonic_ns())
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([str(a) for a in argv], cwd=d, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise harness.Failure("mock CMP server exited %d" % self.proc.returncode)
+                time.sleep(0.05)
+        raise harness.Failure("mock CMP server did not listen on %d" % self.port)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.proc = None
+        if getattr(self, "log", None):
+            self.log.close()
+            self.log = None
+
+
+class CmpUpstream(harness.GatewayTestCase):
+    mock = None
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.mock = Mock(gw.dir, harness.free_port())
+        cls.mock.make_pki()
+        common = {"type": "cmp", "url": "http://127.0.0.1:%d" % cls.mock.port, "path": "/pkix/",
+                  "trusted": "up-ca.pem", "issuer_ca": "up-ca.pem", "timeout": "5s"}
+        cfg["upstreams"].update({
+            "ca-cmp": dict(common),
+            # nothing listens there: a port that was free a moment ago
+            "ca-cmp-down": dict(common, url="http://127.0.0.1:%d" % harness.free_port()),
+        })
+        base = dict(cfg["roles"]["default"])
+        base.pop("upstream", None)
+        base["implicit_confirm"] = False
+        cfg["roles"].update({
+            "cmp": dict(base, upstream="ca-cmp"),
+            "cmp-down": dict(base, upstream="ca-cmp-down"),
+            # issue 5 §3: CRMF to the CMP CA, p10cr to the other upstream
+            "mixed": dict(base, upstream="local", crmf_upstream="ca-cmp"),
+        })
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            if cls.mock is not None:
+                cls.mock.stop()
+
+    def tearDown(self):
+        self.mock.stop()
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def canned(self, name, subject="/O=cmp upstream/CN=%s.example.com"):
+        """A client key and the mock's canned certificate for it."""
+        key = self.newkey(name)
+        cert = self.mock.issue(self.gw.dir / ("%s-canned" % name), subject % name if "%s" in subject else subject,
+                               key=key)
+        return key, cert
+
+    def assert_from_upstream(self, res, key, canned):
+        self.assertIn(res.first.status, (0, 1), res.first)
+        self.assertEqual(res.cert.read_text().strip(), canned.read_text().strip())
+        self.assertEqual(harness.pubkey_pem_of_cert(res.cert), harness.pubkey_pem_of_key(key))
+        harness.run(["openssl", "verify", "-CAfile", self.gw.dir / "up-ca.pem", res.cert])
+        # the answer is the gateway's, signed by its signer, not the upstream's
+        self.assertIn((self.gw.dir / "signer.pem").read_text().strip().splitlines()[1],
+                      res.first.extra_certs_pem().replace("\n", ""))
+
+    def assert_rejected(self, res, fail_bit, *texts):
+        ans = res.first
+        self.assertIn(ans.body_type, ("ip", "cp", "error"), ans)
+        self.assertEqual(ans.status, REJECTION, ans)
+        self.assertIn(fail_bit, ans.fail_info, ans)
+        text = " ".join(ans.status_strings)
+        for t in texts:
+            self.assertIn(t, text, ans)
+        self.assertIsNone(res.cert)
+
+    def upstream_saw(self):
+        """The request body types the mock received in this test, in order (its debug log)."""
+        self.mock.log.flush()
+        return [line.split("received ", 1)[1].strip() for line in self.mock.log_path.read_text().splitlines()
+                if line.startswith("CMP DEBUG: received ")]
+
+    # -- positive -------------------------------------------------------------------------------
+
+    def test_ir_forwarded(self):
+        key, canned = self.canned("fwd-ir")
+        self.mock.start(canned)
+        res = self.gw.cmp("ir", "fwd-ir", newkey=key, subject="/CN=fwd-ir.example.com",
+                          path="pki/roles/cmp/cmp")
+        self.assertEqual(res.first.body_type, "ip", res.first)
+        self.assert_from_upstream(res, key, canned)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        # one ir (raVerified, accepted by -accept_raverified only), then the upstream certConf
+        self.assertEqual(self.upstream_saw(), ["IR", "CERTCONF"])
+        audit = (self.gw.dir / "audit.log").read_text()
+        self.assertIn('"upstream":"ca-cmp"', audit.replace(" ", ""))
+
+    def test_p10cr_forwarded_as_p10cr(self):
+        key, canned = self.canned("fwd-p10")
+        csr = self.gw.dir / "fwd-p10.csr"
+        openssl("req", "-new", "-key", key, "-subj", "/CN=fwd-p10.example.com", "-out", csr)
+        self.mock.start(canned)
+        res = self.gw.cmp("p10cr", "fwd-p10", path="pki/roles/cmp/cmp", extra=["-csr", csr])
+        self.assertEqual(res.first.body_type, "cp", res.first)
+        self.assert_from_upstream(res, key, canned)
+        self.assertEqual(self.upstream_saw(), ["P10CR", "CERTCONF"])
+
+    def test_mixed_role(self):
+        # CRMF goes to the CMP CA ...
+        key, canned = self.canned("mix-ir")
+        self.mock.start(canned)
+        res = self.gw.cmp("ir", "mix-ir", newkey=key, subject="/CN=mix-ir.example.com",
+                          path="pki/roles/mixed/cmp")
+        self.assert_from_upstream(res, key, canned)
+        self.mock.stop()
+        # ... and p10cr to the role's own upstream (the local issuer), with the CMP CA down
+        key2 = self.newkey("mix-p10")
+        csr = self.gw.dir / "mix-p10.csr"
+        openssl("req", "-new", "-key", key2, "-subj", "/CN=mix-p10.example.com", "-out", csr)
+        res = self.gw.cmp("p10cr", "mix-p10", path="pki/roles/mixed/cmp", extra=["-csr", csr])
+        self.assert_issued(res.cert, key2, "CN=mix-p10.example.com", (), res.first.extra_certs_pem())
+
+    def test_client_rejects_then_revoked_upstream(self):
+        # the upstream saw "accepted" before our client decided: a client rejection becomes an rr there
+        key, canned = self.canned("crej")
+        self.mock.start(canned)
+        res = self.gw.cmp("ir", "crej", newkey=key, subject="/CN=crej.example.com", path="pki/roles/cmp/cmp",
+                          expect_cert=False, extra=["-out_trusted", self.gw.dir / "ca.pem"])
+        self.assertNotEqual(res.returncode, 0)
+        self.assertEqual(self.upstream_saw(), ["IR", "CERTCONF", "RR"])
+        records = [json.loads(l) for l in (self.gw.dir / "audit.log").read_text().splitlines()]
+        self.assertIn("revoked", [r.get("event") for r in records if r.get("upstream") == "ca-cmp"])
+
+    # -- negative -------------------------------------------------------------------------------
+
+    def test_upstream_rejects(self):
+        key, canned = self.canned("rej")
+        self.mock.start(canned, "-pkistatus", "2", "-failure", "19", "-statusstring", "subject not in our RA profile")
+        res = self.gw.cmp("ir", "rej", newkey=key, subject="/CN=rej.example.com", path="pki/roles/cmp/cmp",
+                          expect_cert=False)
+        self.assert_rejected(res, "badCertTemplate", "upstream CA: ", "subject not in our RA profile")
+
+    def test_upstream_error_message(self):
+        key, canned = self.canned("err")
+        self.mock.start(canned, "-send_error")
+        res = self.gw.cmp("ir", "err", newkey=key, subject="/CN=err.example.com", path="pki/roles/cmp/cmp",
+                          expect_cert=False)
+        self.assertEqual(res.first.status, REJECTION, res.first)
+        self.assertTrue(any(s.startswith("upstream CA") for s in res.first.status_strings), res.first)
+        self.assertIsNone(res.cert)
+
+    def test_certificate_for_another_key(self):
+        # the mock answers with a certificate for some other key: never delivered
+        _, canned = self.canned("other-owner")
+        key = self.newkey("other-client")
+        self.mock.start(canned)
+        res = self.gw.cmp("ir", "other", newkey=key, subject="/CN=other.example.com", path="pki/roles/cmp/cmp",
+                          expect_cert=False)
+        self.assert_rejected(res, "systemFailure", "upstream CA: ")
+
+    def test_upstream_down(self):
+        key = self.newkey("down")
+        res = self.gw.cmp("ir", "down", newkey=key, subject="/CN=down.example.com", path="pki/roles/cmp-down/cmp",
+                          expect_cert=False)
+        self.assert_rejected(res, "systemUnavail", "upstream CA ca-cmp-down", "unavailable")
+
+    def test_upstream_untrusted_answer(self):
+        # the mock signs with a key its CA did not certify for us: the answer is not trusted
+        key, canned = self.canned("untrusted")
+        self.mock.start(canned, "-srv_cert", self.gw.dir / "signer.pem", "-srv_key", self.gw.dir / "signer.key")
+        res = self.gw.cmp("ir", "untrusted", newkey=key, subject="/CN=untrusted.example.com",
+                          path="pki/roles/cmp/cmp", expect_cert=False)
+        self.assert_rejected(res, "systemUnavail", "upstream CA ca-cmp gave no usable answer")
+
+
+if __name__ == "__main__":
+    harness.main()

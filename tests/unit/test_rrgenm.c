@@ -1,0 +1,932 @@
+/*
+ * rr and genm through the engine (RFC 9483 §4.2, §4.3), with OpenSSL's CMP client in-process (its
+ * transfer callback calls gw_cmp_process), plus the shim's rr reason walk and ITAV builders with
+ * their adversarial twins. The PKI comes from deploy/demo-pki.sh; the local issuer keeps a store,
+ * so it can revoke and publish a CRL.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <openssl/cmp.h>
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+#include <json-c/json.h>
+
+#include "gateway/cmp.h"
+#include "gateway/cmp_shim.h"
+#include "gateway/config.h"
+#include "gateway/err.h"
+#include "mappings/route.h"
+#include "upstream/upstream.h"
+
+#define OID_CACERTS "1.3.6.1.5.5.7.4.17"
+#define OID_ROOTUPD "1.3.6.1.5.5.7.4.18"
+#define OID_TEMPLATE "1.3.6.1.5.5.7.4.19"
+#define OID_CRLSTATUS "1.3.6.1.5.5.7.4.22"
+#define OID_CRLS "1.3.6.1.5.5.7.4.23"
+
+static char dir[64];
+static char *base_json;
+static X509 *client_cert, *ca_cert, *issuing_cert, *signer_cert;
+static EVP_PKEY *client_key, *signer_key, *issuing_key;
+
+struct env {
+    struct gw_config *cfg;
+    struct gw_upstream_set *ups;
+    struct gw_cmp_engine *engine;
+    struct gw_route_match route;
+    char audit_path[160];
+};
+
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = calloc(1, 65536);
+    size_t n;
+
+    assert_non_null(f);
+    n = fread(buf, 1, 65535, f);
+    fclose(f);
+    if (len != NULL)
+        *len = n;
+    return buf;
+}
+
+static X509 *load_cert(const char *name)
+{
+    char path[128];
+    FILE *f;
+    X509 *x;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    assert_non_null(f = fopen(path, "r"));
+    x = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    assert_non_null(x);
+    return x;
+}
+
+static EVP_PKEY *load_key(const char *name)
+{
+    char path[128];
+    FILE *f;
+    EVP_PKEY *k;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    assert_non_null(f = fopen(path, "r"));
+    k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+    fclose(f);
+    assert_non_null(k);
+    return k;
+}
+
+static int group_setup(void **state)
+{
+    char cmd[256], path[128];
+
+    (void)state;
+    snprintf(dir, sizeof(dir), "/tmp/cmpgw-test-rrgenm-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(cmd, sizeof(cmd), "../../deploy/demo-pki.sh %s >/dev/null 2>&1", dir);
+    assert_int_equal(system(cmd), 0);
+    snprintf(path, sizeof(path), "%s/cmpgw.json", dir);
+    base_json = slurp(path, NULL);
+    client_cert = load_cert("client.pem");
+    ca_cert = load_cert("ca.pem");
+    issuing_cert = load_cert("issuing.pem");
+    signer_cert = load_cert("signer.pem");
+    client_key = load_key("client.key");
+    signer_key = load_key("signer.key");
+    issuing_key = load_key("issuing.key");
+    gw_log_set_level(getenv("CMPGW_TEST_DEBUG") != NULL ? GW_LOG_DEBUG : GW_LOG_ERROR);
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    char cmd[128];
+
+    (void)state;
+    free(base_json);
+    X509_free(client_cert);
+    X509_free(ca_cert);
+    X509_free(issuing_cert);
+    X509_free(signer_cert);
+    EVP_PKEY_free(client_key);
+    EVP_PKEY_free(signer_key);
+    EVP_PKEY_free(issuing_key);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    return system(cmd);
+}
+
+static char *insert_at(char *json, const char *anchor, int after, const char *piece)
+{
+    char *at = strstr(json, anchor), *out;
+    size_t head;
+
+    assert_non_null(at);
+    head = (size_t)(at - json) + (after ? strlen(anchor) : 0);
+    out = calloc(1, strlen(json) + strlen(piece) + 1);
+    memcpy(out, json, head);
+    memcpy(out + head, piece, strlen(piece));
+    memcpy(out + head + strlen(piece), json + head, strlen(json + head) + 1);
+    free(json);
+    return out;
+}
+
+/* The demo config, the local issuer with a store (it revokes), |role_extra| members in the role. */
+static struct env *env_new(const char *role_extra, const char *top_extra)
+{
+    static int n;
+    struct env *e = calloc(1, sizeof(*e));
+    char err[GW_ERR_LEN] = "", piece[1024], *json = strdup(base_json);
+
+    snprintf(piece, sizeof(piece), "\"store\": \"store-%d\", ", ++n);
+    json = insert_at(json, "\"type\": \"local\", ", 1, piece);
+    if (role_extra != NULL) {
+        snprintf(piece, sizeof(piece), ",\n      %s", role_extra);
+        json = insert_at(json, "\"implicit_confirm\": true", 1, piece);
+    }
+    if (top_extra != NULL) {
+        snprintf(piece, sizeof(piece), "%s,\n  ", top_extra);
+        json = insert_at(json, "\"default_path_policy\"", 0, piece);
+    }
+    snprintf(piece, sizeof(piece), "%s/store-%d", dir, n);
+    assert_int_equal(mkdir(piece, 0700), 0);
+    e->cfg = gw_config_parse(json, strlen(json), dir, "test.json", err);
+    if (e->cfg == NULL)
+        fail_msg("config: %s\n%s", err, json);
+    free(json);
+    snprintf(e->audit_path, sizeof(e->audit_path), "%s/audit-%d.log", dir, n);
+    free(e->cfg->audit.file);
+    e->cfg->audit.file = strdup(e->audit_path);
+    if ((e->ups = gw_upstream_set_new(e->cfg, err)) == NULL)
+        fail_msg("upstreams: %s", err);
+    if ((e->engine = gw_cmp_engine_new(e->cfg, e->ups, err)) == NULL)
+        fail_msg("engine: %s", err);
+    e->route.kind = GW_ROUTE_DEFAULT;
+    e->route.role = e->cfg->default_path_policy.role;
+    return e;
+}
+
+static void env_free(struct env *e)
+{
+    gw_cmp_engine_free(e->engine);
+    gw_upstream_set_free(e->ups);
+    gw_config_free(e->cfg);
+    free(e);
+}
+
+/* The engine as the client's transport; |captured| keeps the last request when set. */
+static OSSL_CMP_MSG *last_req;
+static int no_send;
+
+static OSSL_CMP_MSG *transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
+{
+    struct env *e = OSSL_CMP_CTX_get_transfer_cb_arg(ctx);
+    struct gw_cmp_response rsp;
+    unsigned char *der = NULL;
+    const unsigned char *p;
+    OSSL_CMP_MSG *out = NULL;
+    int len = i2d_OSSL_CMP_MSG(req, &der);
+
+    OSSL_CMP_MSG_free(last_req);
+    last_req = OSSL_CMP_MSG_dup(req);
+    if (no_send || len <= 0) {
+        OPENSSL_free(der);
+        return NULL;
+    }
+    gw_cmp_response_init(&rsp);
+    gw_cmp_process(e->engine, &(struct gw_cmp_request){der, (size_t)len, &e->route, NULL, NULL}, &rsp);
+    assert_int_equal(rsp.http_status, 200);
+    assert_true(rsp.len <= GW_MAX_RESPONSE);
+    p = rsp.der;
+    out = d2i_OSSL_CMP_MSG(NULL, &p, (long)rsp.len);
+    gw_cmp_response_cleanup(&rsp);
+    OPENSSL_free(der);
+    return out;
+}
+
+static int quiet(const char *func, const char *file, int line, OSSL_CMP_severity level, const char *msg)
+{
+    (void)func, (void)file, (void)line, (void)level, (void)msg;
+    return 1;
+}
+
+/* A signing client (|cert|/|key|), or PBM with the demo reference when |cert| is NULL. */
+static OSSL_CMP_CTX *client_new(struct env *e, X509 *cert, EVP_PKEY *key)
+{
+    OSSL_CMP_CTX *ctx = OSSL_CMP_CTX_new(NULL, NULL);
+    X509_STORE *store = X509_STORE_new();
+    char path[128];
+    size_t n;
+    char *secret;
+
+    X509_STORE_add_cert(store, ca_cert);
+    assert_int_equal(OSSL_CMP_CTX_set0_trustedStore(ctx, store), 1);
+    OSSL_CMP_CTX_set_log_cb(ctx, quiet);
+    OSSL_CMP_CTX_set_transfer_cb(ctx, transfer);
+    OSSL_CMP_CTX_set_transfer_cb_arg(ctx, e);
+    if (cert != NULL) {
+        assert_int_equal(OSSL_CMP_CTX_set1_cert(ctx, cert), 1);
+        assert_int_equal(OSSL_CMP_CTX_set1_pkey(ctx, key), 1);
+    } else {
+        snprintf(path, sizeof(path), "%s/pbm.secret", dir);
+        secret = slurp(path, &n);
+        OSSL_CMP_CTX_set1_referenceValue(ctx, (const unsigned char *)"demo-device", 11);
+        OSSL_CMP_CTX_set1_secretValue(ctx, (unsigned char *)secret, (int)n);
+        free(secret);
+    }
+    return ctx;
+}
+
+static void assert_status(OSSL_CMP_CTX *ctx, int status, int fail_bit, const char *text)
+{
+    OSSL_CMP_PKIFREETEXT *ss = OSSL_CMP_CTX_get0_statusString(ctx);
+    ASN1_UTF8STRING *s = sk_ASN1_UTF8STRING_num(ss) > 0 ? sk_ASN1_UTF8STRING_value(ss, 0) : NULL;
+    char got[512] = "";
+
+    if (s != NULL)
+        snprintf(got, sizeof(got), "%.*s", s->length, (const char *)s->data);
+    if (OSSL_CMP_CTX_get_status(ctx) != status)
+        fail_msg("status %d, want %d (%s)", OSSL_CMP_CTX_get_status(ctx), status, got);
+    if (fail_bit >= 0 && OSSL_CMP_CTX_get_failInfoCode(ctx) != (1 << fail_bit))
+        fail_msg("failInfo 0x%x, want bit %d (%s)", OSSL_CMP_CTX_get_failInfoCode(ctx), fail_bit, got);
+    if (text != NULL && strstr(got, text) == NULL)
+        fail_msg("statusString \"%s\" lacks \"%s\"", got, text);
+}
+
+static int audit_count(const struct env *e, const char *event, const char *field, const char *value)
+{
+    FILE *f = fopen(e->audit_path, "r");
+    char line[16384];
+    int n = 0;
+
+    if (f == NULL)
+        return 0;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        struct json_object *o = json_tokener_parse(line), *v;
+
+        assert_non_null(o);
+        if (json_object_object_get_ex(o, "event", &v) && strcmp(json_object_get_string(v), event) == 0 &&
+            (field == NULL ||
+             (json_object_object_get_ex(o, field, &v) && strstr(json_object_get_string(v), value) != NULL)))
+            n++;
+        json_object_put(o);
+    }
+    fclose(f);
+    return n;
+}
+
+/* ---- genm ---------------------------------------------------------------------------------- */
+
+/* Sends a genm asking for |oids| (with a NULL value each, or |value| for the first); returns the genp ITAVs.
+ */
+static STACK_OF(OSSL_CMP_ITAV) *
+    genm(struct env *e, OSSL_CMP_CTX *ctx, const char *const *oids, int n, ASN1_TYPE *value)
+{
+    for (int i = 0; i < n; i++) {
+        OSSL_CMP_ITAV *itav = OSSL_CMP_ITAV_create(OBJ_txt2obj(oids[i], 1), i == 0 ? value : NULL);
+        assert_non_null(itav);
+        assert_int_equal(OSSL_CMP_CTX_push0_genm_ITAV(ctx, itav), 1);
+    }
+    (void)e;
+    return OSSL_CMP_exec_GENM_ses(ctx);
+}
+
+static void itav_type(const OSSL_CMP_ITAV *itav, char *out, size_t cap)
+{
+    OBJ_obj2txt(out, (int)cap, OSSL_CMP_ITAV_get0_type(itav), 1);
+}
+
+/* The elements of a SEQUENCE value, decoded with |d2i| (certificates or CRLs). */
+static int seq_count(const ASN1_TYPE *v, int tag)
+{
+    const unsigned char *p, *end;
+    long len;
+    int t, cls, n = 0;
+
+    assert_non_null(v);
+    assert_int_equal(v->type, V_ASN1_SEQUENCE);
+    p = v->value.sequence->data;
+    end = p + v->value.sequence->length;
+    assert_int_equal(ASN1_get_object(&p, &len, &t, &cls, end - p) & 0x80, 0);
+    assert_int_equal(t, V_ASN1_SEQUENCE);
+    while (p < end) {
+        const unsigned char *q = p;
+        assert_int_equal(ASN1_get_object(&q, &len, &t, &cls, end - p) & 0x80, 0);
+        assert_int_equal(t, tag);
+        p = q + len;
+        n++;
+    }
+    assert_true(p == end);
+    return n;
+}
+
+static void test_genm_ca_certs(void **state)
+{
+    struct env *e = env_new(NULL, NULL);
+    OSSL_CMP_CTX *ctx = client_new(e, client_cert, client_key);
+    const char *oids[] = {OID_CACERTS};
+    STACK_OF(OSSL_CMP_ITAV) * out;
+    char type[64];
+    const unsigned char *p;
+    X509 *first;
+
+    (void)state;
+    out = genm(e, ctx, oids, 1, NULL);
+    assert_non_null(out);
+    assert_int_equal(sk_OSSL_CMP_ITAV_num(out), 1);
+    itav_type(sk_OSSL_CMP_ITAV_value(out, 0), type, sizeof(type));
+    assert_string_equal(type, OID_CACERTS);
+    /* issuing CA, then the root: SEQUENCE OF Certificate */
+    assert_int_equal(seq_count(OSSL_CMP_ITAV_get0_value(sk_OSSL_CMP_ITAV_value(out, 0)), V_ASN1_SEQUENCE), 2);
+    p = OSSL_CMP_ITAV_get0_value(sk_OSSL_CMP_ITAV_value(out, 0))->value.sequence->data;
+    {
+        long len;
+        int t, cls;
+        ASN1_get_object(&p, &len, &t, &cls, 1 << 20);
+    }
+    first = d2i_X509(NULL, &p, 1 << 20);
+    assert_non_null(first);
+    assert_int_equal(X509_cmp(first, issuing_cert), 0);
+    X509_free(first);
+    sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+/* RFC 9483 §4.3.2: nothing configured -> the ITAV comes back with an absent value; configured -> the certs.
+ */
+static void test_genm_root_update(void **state)
+{
+    static const struct {
+        const char *role, *top;
+        int present;
+    } cases[] = {
+        {NULL, NULL, 0},
+        {"\"root_ca_update\": {\"new_with_new\": \"ca.pem\", \"old_with_new\": \"client.pem\"}", NULL, 1},
+        {NULL, "\"root_ca_update\": {\"new_with_new\": \"ca.pem\"}", 1},
+    };
+    const char *oids[] = {OID_ROOTUPD};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct env *e = env_new(cases[i].role, cases[i].top);
+        OSSL_CMP_CTX *ctx = client_new(e, client_cert, client_key);
+        STACK_OF(OSSL_CMP_ITAV) *out = genm(e, ctx, oids, 1, NULL);
+        const ASN1_TYPE *v;
+
+        assert_non_null(out);
+        assert_int_equal(sk_OSSL_CMP_ITAV_num(out), 1);
+        v = OSSL_CMP_ITAV_get0_value(sk_OSSL_CMP_ITAV_value(out, 0));
+        if (!cases[i].present) {
+            assert_null(v);
+        } else {
+            /* newWithNew Certificate [, [1] oldWithNew] */
+            const unsigned char *p = v->value.sequence->data;
+            long len;
+            int t, cls;
+            X509 *nwn;
+            ASN1_get_object(&p, &len, &t, &cls, v->value.sequence->length);
+            nwn = d2i_X509(NULL, &p, len);
+            assert_non_null(nwn);
+            assert_int_equal(X509_cmp(nwn, ca_cert), 0);
+            X509_free(nwn);
+        }
+        sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
+}
+
+/* A config whose root update is not a self-signed certificate fails to load, naming the path. */
+static void test_root_update_config(void **state)
+{
+    char err[GW_ERR_LEN] = "", *json = strdup(base_json);
+    struct gw_config *cfg;
+
+    (void)state;
+    json = insert_at(json, "\"default_path_policy\"", 0,
+                     "\"root_ca_update\": {\"new_with_new\": \"client.pem\"},\n");
+    cfg = gw_config_parse(json, strlen(json), dir, "test.json", err);
+    assert_null(cfg);
+    assert_non_null(strstr(err, "root_ca_update"));
+    free(json);
+    json = insert_at(strdup(base_json), "\"default_path_policy\"", 0,
+                     "\"root_ca_update\": {\"old_with_new\": \"ca.pem\"},\n");
+    assert_null(gw_config_parse(json, strlen(json), dir, "test.json", err));
+    assert_non_null(strstr(err, "new_with_new"));
+    free(json);
+}
+
+static void test_genm_cert_template(void **state)
+{
+    struct env *e = env_new("\"authorization\": {\"allowed_key_types\": [\"ec:P-256\", \"rsa:3072\"]}", NULL);
+    OSSL_CMP_CTX *ctx = client_new(e, client_cert, client_key);
+    const char *oids[] = {OID_TEMPLATE};
+    STACK_OF(OSSL_CMP_ITAV) *out = genm(e, ctx, oids, 1, NULL);
+    const ASN1_TYPE *v;
+    const unsigned char *p, *q;
+    long len;
+    int t, cls;
+    OSSL_CRMF_CERTTEMPLATE *tmpl;
+
+    (void)state;
+    assert_non_null(out);
+    v = OSSL_CMP_ITAV_get0_value(sk_OSSL_CMP_ITAV_value(out, 0));
+    assert_non_null(v);
+    /* CertReqTemplateContent ::= SEQUENCE { certTemplate, keySpec } */
+    p = v->value.sequence->data;
+    ASN1_get_object(&p, &len, &t, &cls, v->value.sequence->length);
+    q = p;
+    tmpl = d2i_OSSL_CRMF_CERTTEMPLATE(NULL, &q, len);
+    assert_non_null(tmpl);
+    assert_null(OSSL_CRMF_CERTTEMPLATE_get0_subject(tmpl)); /* the client names itself */
+    assert_int_equal(
+        X509v3_get_ext_by_NID(OSSL_CRMF_CERTTEMPLATE_get0_extensions(tmpl), NID_key_usage, -1) >= 0, 1);
+    assert_int_equal(
+        X509v3_get_ext_by_NID(OSSL_CRMF_CERTTEMPLATE_get0_extensions(tmpl), NID_ext_key_usage, -1) >= 0, 1);
+    OSSL_CRMF_CERTTEMPLATE_free(tmpl);
+    /* keySpec: two controls, one per allowed key type */
+    {
+        ASN1_TYPE ks = {.type = V_ASN1_SEQUENCE};
+        ASN1_STRING s = {0};
+        const unsigned char *start = q;
+        ASN1_get_object(&q, &len, &t, &cls, 1 << 16);
+        s.data = (unsigned char *)start;
+        s.length = (int)(q - start + len);
+        ks.value.sequence = &s;
+        assert_int_equal(seq_count(&ks, V_ASN1_SEQUENCE), 2);
+    }
+    sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+/* Unknown infoType, too many, malformed crlStatusList: error messages with failInfo and text. */
+static void test_genm_refusals(void **state)
+{
+    const char *unknown[] = {"1.2.3.4.5"};
+    const char *many[] = {OID_CACERTS, OID_CACERTS, OID_CACERTS, OID_CACERTS, OID_CACERTS,
+                          OID_CACERTS, OID_CACERTS, OID_CACERTS, OID_CACERTS};
+    const char *crl[] = {OID_CRLSTATUS};
+    struct env *e = env_new(NULL, NULL);
+    OSSL_CMP_CTX *ctx = client_new(e, client_cert, client_key);
+    ASN1_TYPE *bad = ASN1_TYPE_new();
+
+    (void)state;
+    assert_null(genm(e, ctx, unknown, 1, NULL));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                  "infoType 1.2.3.4.5 is not supported");
+    OSSL_CMP_CTX_reinit(ctx);
+    assert_null(genm(e, ctx, many, 9, NULL));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest, "1 to 8 infoTypes");
+    OSSL_CMP_CTX_reinit(ctx);
+    ASN1_TYPE_set(bad, V_ASN1_NULL, NULL); /* not a SEQUENCE OF CRLStatus */
+    assert_null(genm(e, ctx, crl, 1, bad));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badDataFormat, "malformed");
+    /* the twin: a valid (absent) value is answered */
+    OSSL_CMP_CTX_reinit(ctx);
+    {
+        STACK_OF(OSSL_CMP_ITAV) *out = genm(e, ctx, crl, 1, NULL);
+        char type[64];
+        assert_non_null(out);
+        itav_type(sk_OSSL_CMP_ITAV_value(out, 0), type, sizeof(type));
+        assert_string_equal(type, OID_CRLS);
+        sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
+    }
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+/* An upstream whose CRL is too large for a CMP response, or that cannot deliver one. */
+static int fake_crl_mode; /* 0: too large, 1: upstream down */
+
+static int fake_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done,
+                     void *arg)
+{
+    (void)up, (void)req, (void)done, (void)arg;
+    return GW_ERR_INVAL;
+}
+
+static int fake_crl(struct gw_upstream *up, unsigned char **der, size_t *len, char *err)
+{
+    (void)up;
+    if (fake_crl_mode == 1) {
+        snprintf(err, GW_ERR_LEN, "connection refused");
+        return GW_ERR_IO;
+    }
+    *len = GW_MAX_RESPONSE; /* never parsed: the size check comes first */
+    *der = calloc(1, *len);
+    return 0;
+}
+
+static const struct gw_upstream_ops fake_ops = {
+    .dialect = "fake", .caps = GW_UP_SIGN_CSR | GW_UP_CRL, .sign = fake_sign, .crl = fake_crl};
+
+static void test_genm_crl_limits(void **state)
+{
+    static const struct {
+        int mode, fail_bit;
+        const char *text;
+    } cases[] = {
+        {0, OSSL_CMP_PKIFAILUREINFO_badRequest, "does not fit in a CMP response (at most 100 KiB)"},
+        {1, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "could not be fetched now (connection refused)"},
+    };
+    const char *oids[] = {OID_CRLSTATUS};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct env *e = env_new(NULL, NULL);
+        char err[GW_ERR_LEN] = "";
+        struct gw_upstream *up = gw_upstream_new_ops(&e->cfg->upstreams[0], &fake_ops, err);
+        OSSL_CMP_CTX *ctx;
+
+        assert_non_null(up);
+        assert_int_equal(gw_upstream_set_put0(e->ups, up), 0);
+        fake_crl_mode = cases[i].mode;
+        ctx = client_new(e, client_cert, client_key);
+        assert_null(genm(e, ctx, oids, 1, NULL));
+        assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, cases[i].fail_bit, cases[i].text);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
+}
+
+/* ---- rr -------------------------------------------------------------------------------------- */
+
+/* Enrols a fresh certificate with the demo client; |key_out| gets its key. */
+static X509 *enrol(struct env *e, EVP_PKEY **key_out)
+{
+    OSSL_CMP_CTX *ctx = client_new(e, client_cert, client_key);
+    EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509_NAME *subj = X509_NAME_new();
+    X509 *cert;
+
+    X509_NAME_add_entry_by_txt(subj, "CN", MBSTRING_ASC, (const unsigned char *)"rr-device", -1, -1, 0);
+    OSSL_CMP_CTX_set1_subjectName(ctx, subj);
+    X509_NAME_free(subj);
+    EVP_PKEY_up_ref(k);
+    OSSL_CMP_CTX_set0_newPkey(ctx, 1, k);
+    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_IMPLICIT_CONFIRM, 1);
+    cert = OSSL_CMP_exec_IR_ses(ctx);
+    assert_non_null(cert);
+    X509_up_ref(cert);
+    OSSL_CMP_CTX_free(ctx);
+    *key_out = k;
+    return cert;
+}
+
+/* rr for |victim| signed by |cert|/|key| (PBM when NULL) with |reason| (-1: none). */
+static int rr(struct env *e, X509 *cert, EVP_PKEY *key, X509 *victim, int reason, OSSL_CMP_CTX **ctx_out)
+{
+    OSSL_CMP_CTX *ctx = client_new(e, cert, key);
+
+    OSSL_CMP_CTX_set1_oldCert(ctx, victim);
+    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_REVOCATION_REASON, reason);
+    *ctx_out = ctx;
+    return OSSL_CMP_exec_RR_ses(ctx);
+}
+
+/* A certificate with the issuing CA's name and a serial it never issued. */
+static X509 *phantom(X509 *issuer)
+{
+    X509 *x = X509_new();
+    EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 0x7777);
+    X509_set_issuer_name(x, X509_get_subject_name(issuer));
+    X509_set_subject_name(x, X509_get_subject_name(issuer));
+    X509_gmtime_adj(X509_getm_notBefore(x), -60);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, k);
+    X509_sign(x, k, EVP_sha256());
+    EVP_PKEY_free(k);
+    return x;
+}
+
+/* The CRL the route serves over genm lists |serial| (or not). */
+static int crl_lists(struct env *e, const ASN1_INTEGER *serial)
+{
+    OSSL_CMP_CTX *ctx = client_new(e, client_cert, client_key);
+    const char *oids[] = {OID_CRLSTATUS};
+    STACK_OF(OSSL_CMP_ITAV) *out = genm(e, ctx, oids, 1, NULL);
+    const ASN1_TYPE *v;
+    const unsigned char *p;
+    long len;
+    int t, cls, listed;
+    X509_CRL *crl;
+    X509_REVOKED *rev = NULL;
+
+    assert_non_null(out);
+    v = OSSL_CMP_ITAV_get0_value(sk_OSSL_CMP_ITAV_value(out, 0));
+    assert_int_equal(seq_count(v, V_ASN1_SEQUENCE), 1);
+    p = v->value.sequence->data;
+    ASN1_get_object(&p, &len, &t, &cls, v->value.sequence->length);
+    crl = d2i_X509_CRL(NULL, &p, len);
+    assert_non_null(crl);
+    assert_int_equal(X509_CRL_verify(crl, issuing_key), 1);
+    listed = X509_CRL_get0_by_serial(crl, &rev, serial) == 1;
+    X509_CRL_free(crl);
+    sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
+    OSSL_CMP_CTX_free(ctx);
+    return listed;
+}
+
+/* The holder revokes; another client cannot; the CRL then lists it; the reason is on record. */
+static void test_rr_holder(void **state)
+{
+    struct env *e = env_new(NULL, NULL);
+    EVP_PKEY *k;
+    X509 *cert = enrol(e, &k);
+    OSSL_CMP_CTX *ctx;
+
+    (void)state;
+    assert_int_equal(crl_lists(e, X509_get0_serialNumber(cert)), 0);
+    /* adversarial twin first: the demo client is not the holder, and no RA is configured */
+    rr(e, client_cert, client_key, cert, CRL_REASON_KEY_COMPROMISE, &ctx);
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                  "only the holder of a certificate");
+    OSSL_CMP_CTX_free(ctx);
+    assert_int_equal(crl_lists(e, X509_get0_serialNumber(cert)), 0);
+    /* PBM: never */
+    rr(e, NULL, NULL, cert, CRL_REASON_KEY_COMPROMISE, &ctx);
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "PBM protection");
+    OSSL_CMP_CTX_free(ctx);
+    /* the holder */
+    assert_int_equal(rr(e, cert, k, cert, CRL_REASON_KEY_COMPROMISE, &ctx), 1);
+    assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    OSSL_CMP_CTX_free(ctx);
+    assert_int_equal(crl_lists(e, X509_get0_serialNumber(cert)), 1);
+    assert_int_equal(audit_count(e, "revoked", "status", "reason keyCompromise"), 1);
+    assert_int_equal(audit_count(e, "rejected", "status", "notAuthorized"), 2);
+    X509_free(cert);
+    EVP_PKEY_free(k);
+    env_free(e);
+}
+
+/* An RA (ra_subjects + id-kp-cmcRA EKU) revokes; a matching subject without the EKU cannot. */
+static void test_rr_ra(void **state)
+{
+    static const struct {
+        const char *ra;
+        int use_signer; /* sign with the demo signer (cmcRA EKU), else the demo client (none) */
+        int fail_bit;
+    } cases[] = {
+        {"\"/O=cmpgw demo/CN=cmpgw demo CMP signer\"", 1, -1},
+        {"\"/O=cmpgw demo/CN=*\"", 0, OSSL_CMP_PKIFAILUREINFO_notAuthorized}, /* no cmcRA EKU */
+        {"\"/O=elsewhere/CN=*\"", 1, OSSL_CMP_PKIFAILUREINFO_notAuthorized},  /* pattern does not match */
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char extra[256];
+        struct env *e;
+        EVP_PKEY *k;
+        X509 *cert;
+        OSSL_CMP_CTX *ctx;
+
+        snprintf(extra, sizeof(extra), "\"authorization\": {\"ra_subjects\": [%s]}", cases[i].ra);
+        e = env_new(extra, NULL);
+        cert = enrol(e, &k);
+        rr(e, cases[i].use_signer ? signer_cert : client_cert, cases[i].use_signer ? signer_key : client_key,
+           cert, CRL_REASON_SUPERSEDED, &ctx);
+        if (cases[i].fail_bit < 0)
+            assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+        else
+            assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, cases[i].fail_bit, NULL);
+        assert_int_equal(crl_lists(e, X509_get0_serialNumber(cert)), cases[i].fail_bit < 0);
+        OSSL_CMP_CTX_free(ctx);
+        X509_free(cert);
+        EVP_PKEY_free(k);
+        env_free(e);
+    }
+}
+
+/* badCertId: a serial the CA never issued, and a certificate of another CA (the RA may ask, the CA says no).
+ */
+static void test_rr_unknown(void **state)
+{
+    struct env *e =
+        env_new("\"authorization\": {\"ra_subjects\": [\"/O=cmpgw demo/CN=cmpgw demo CMP signer\"]}", NULL);
+    X509 *ghost = phantom(issuing_cert);
+    OSSL_CMP_CTX *ctx;
+
+    (void)state;
+    rr(e, signer_cert, signer_key, ghost, -1, &ctx);
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badCertId,
+                  "no certificate with serial");
+    OSSL_CMP_CTX_free(ctx);
+    rr(e, signer_cert, signer_key, client_cert, -1, &ctx); /* issued by the root, not the route's CA */
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badCertId,
+                  "not issued by this route");
+    OSSL_CMP_CTX_free(ctx);
+    X509_free(ghost);
+    env_free(e);
+}
+
+/* ---- shim ------------------------------------------------------------------------------------ */
+
+/* An rr as the client builds it (not sent), with |reason|. */
+static OSSL_CMP_MSG *make_rr(struct env *e, int reason)
+{
+    OSSL_CMP_CTX *ctx;
+    OSSL_CMP_MSG *m;
+
+    no_send = 1;
+    rr(e, client_cert, client_key, client_cert, reason, &ctx);
+    no_send = 0;
+    OSSL_CMP_CTX_free(ctx);
+    m = last_req;
+    last_req = NULL;
+    assert_non_null(m);
+    ERR_clear_error();
+    return m;
+}
+
+static void test_shim_rr_reason(void **state)
+{
+    static const struct {
+        int sent, rc, got;
+    } cases[] = {
+        {-1, 0, CRL_REASON_NONE},
+        {CRL_REASON_KEY_COMPROMISE, 0, CRL_REASON_KEY_COMPROMISE},
+        {CRL_REASON_AA_COMPROMISE, 0, CRL_REASON_AA_COMPROMISE},
+        {7, GW_ERR_INVAL, CRL_REASON_NONE}, /* unused value (RFC 5280 §5.3.1) */
+    };
+    struct env *e = env_new(NULL, NULL);
+    int reason;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        OSSL_CMP_MSG *m = make_rr(e, cases[i].sent);
+        assert_int_equal(gw_shim_rr_reason(m, &reason), cases[i].rc);
+        assert_int_equal(reason, cases[i].got);
+        OSSL_CMP_MSG_free(m);
+    }
+    /* wrong type: a genm is not an rr */
+    {
+        OSSL_CMP_CTX *ctx = client_new(e, client_cert, client_key);
+        const char *oids[] = {OID_CACERTS};
+        no_send = 1;
+        assert_null(genm(e, ctx, oids, 1, NULL));
+        no_send = 0;
+        assert_int_equal(gw_shim_rr_reason(last_req, &reason), GW_ERR_INVAL);
+        assert_int_equal(gw_shim_rr_reason(NULL, &reason), GW_ERR_INVAL);
+        OSSL_CMP_CTX_free(ctx);
+        OSSL_CMP_MSG_free(last_req);
+        last_req = NULL;
+        ERR_clear_error();
+    }
+    env_free(e);
+}
+
+static X509_CRL *make_crl(int entries)
+{
+    X509_CRL *crl = X509_CRL_new();
+    ASN1_TIME *now = ASN1_TIME_adj(NULL, time(NULL), 0, 0);
+
+    X509_CRL_set_version(crl, 1);
+    X509_CRL_set_issuer_name(crl, X509_get_subject_name(issuing_cert));
+    X509_CRL_set1_lastUpdate(crl, now);
+    for (int i = 0; i < entries; i++) {
+        X509_REVOKED *r = X509_REVOKED_new();
+        ASN1_INTEGER *s = ASN1_INTEGER_new();
+        ASN1_INTEGER_set(s, 1000 + i);
+        X509_REVOKED_set_serialNumber(r, s);
+        X509_REVOKED_set_revocationDate(r, now);
+        X509_CRL_add0_revoked(crl, r);
+        ASN1_INTEGER_free(s);
+    }
+    X509_CRL_sign(crl, issuing_key, EVP_sha256());
+    ASN1_TIME_free(now);
+    return crl;
+}
+
+/* ITAV builders: valid input round-trips; truncated, trailing and garbage CRLs are refused. */
+static void test_shim_itavs(void **state)
+{
+    ASN1_OBJECT *type = OBJ_txt2obj(OID_CRLS, 1);
+    X509_CRL *crl = make_crl(3);
+    unsigned char *der = NULL, *longer;
+    int len = i2d_X509_CRL(crl, &der);
+    OSSL_CMP_ITAV *itav;
+    STACK_OF(X509) *none = sk_X509_new_null();
+
+    (void)state;
+    assert_true(len > 0);
+    assert_non_null(itav = gw_shim_itav_crls(type, der, (size_t)len));
+    assert_int_equal(seq_count(OSSL_CMP_ITAV_get0_value(itav), V_ASN1_SEQUENCE), 1);
+    OSSL_CMP_ITAV_free(itav);
+    assert_null(gw_shim_itav_crls(type, der, (size_t)len - 1)); /* truncated */
+    longer = OPENSSL_malloc((size_t)len + 1);
+    memcpy(longer, der, (size_t)len);
+    longer[len] = 0;
+    assert_null(gw_shim_itav_crls(type, longer, (size_t)len + 1)); /* trailing byte */
+    assert_null(gw_shim_itav_crls(type, (const unsigned char *)"\x30\x03\x02\x01\x01", 5)); /* not a CRL */
+    assert_null(gw_shim_itav_crls(type, der, 0));
+    /* absent values */
+    assert_non_null(itav = gw_shim_itav_crls(type, NULL, 0));
+    assert_null(OSSL_CMP_ITAV_get0_value(itav));
+    OSSL_CMP_ITAV_free(itav);
+    assert_non_null(itav = gw_shim_itav_root_update(type, NULL, NULL, NULL));
+    assert_null(OSSL_CMP_ITAV_get0_value(itav));
+    OSSL_CMP_ITAV_free(itav);
+    assert_null(gw_shim_itav_certs(type, none)); /* an empty SEQUENCE OF is not a value: caller passes NULL */
+    assert_null(gw_shim_itav_certs(NULL, NULL));
+    ERR_clear_error();
+    sk_X509_free(none);
+    OPENSSL_free(longer);
+    OPENSSL_free(der);
+    X509_CRL_free(crl);
+    ASN1_OBJECT_free(type);
+}
+
+/* crlStatusList values: absent, thisUpdate present, and malformed twins. */
+static void test_shim_crl_status(void **state)
+{
+    static const struct {
+        const char *hex; /* DER of the SEQUENCE OF CRLStatus */
+        int rc;
+        time_t when;
+    } cases[] = {
+        /* [{ issuer [1] { dirName [4] { empty Name } } }] */
+        {"3008"
+         "3006"
+         "a104"
+         "a4023000",
+         0, 0},
+        /* same, thisUpdate 20250101000000Z */
+        {"3019"
+         "3017"
+         "a104"
+         "a4023000"
+         "180f32303235303130313030303030305a",
+         0, 1735689600},
+        {"3008"
+         "3006"
+         "a204"
+         "a4023000",
+         GW_ERR_INVAL, 0}, /* [2]: no such CRLSource */
+        {"3009"
+         "3006"
+         "a104"
+         "a4023000",
+         GW_ERR_INVAL, 0}, /* length lies */
+        {"3019"
+         "3017"
+         "a104"
+         "a4023000"
+         "180f32303235303130313030303030",
+         GW_ERR_INVAL, 0},         /* truncated */
+        {"3000", GW_ERR_INVAL, 0}, /* SIZE (1..MAX) */
+    };
+    time_t when;
+
+    (void)state;
+    assert_int_equal(gw_shim_crl_status_time(NULL, &when), 0);
+    assert_int_equal(when, 0);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        unsigned char buf[64];
+        long n = 0;
+        ASN1_TYPE *v = ASN1_TYPE_new();
+        ASN1_STRING *s = ASN1_STRING_new();
+        unsigned char *bytes = OPENSSL_hexstr2buf(cases[i].hex, &n);
+
+        assert_non_null(bytes);
+        memcpy(buf, bytes, (size_t)n);
+        ASN1_STRING_set(s, buf, (int)n);
+        ASN1_TYPE_set(v, V_ASN1_SEQUENCE, s);
+        assert_int_equal(gw_shim_crl_status_time(v, &when), cases[i].rc);
+        assert_int_equal(when, cases[i].when);
+        ASN1_TYPE_free(v);
+        OPENSSL_free(bytes);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_genm_ca_certs),      cmocka_unit_test(test_genm_root_update),
+        cmocka_unit_test(test_root_update_config), cmocka_unit_test(test_genm_cert_template),
+        cmocka_unit_test(test_genm_refusals),      cmocka_unit_test(test_genm_crl_limits),
+        cmocka_unit_test(test_rr_holder),          cmocka_unit_test(test_rr_ra),
+        cmocka_unit_test(test_rr_unknown),         cmocka_unit_test(test_shim_rr_reason),
+        cmocka_unit_test(test_shim_itavs),         cmocka_unit_test(test_shim_crl_status),
+    };
+
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

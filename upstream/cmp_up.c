@@ -1,0 +1,613 @@
+/*
+ * The "cmp" upstream: cmpgw as a CMP RA (RFC 9483 §5) in front of a CA that speaks CMP.
+ *
+ * Design in docs/cmp-relay.md: the gateway has already verified the client's request (protection,
+ * POPO, authorization, policy), so it asks the upstream as a client of its own, on OpenSSL 3.0's
+ * public client API. CRMF goes upstream as an ir carrying the plan and POPO raVerified; p10cr goes
+ * as a p10cr with the client's CSR unchanged; revocation is an rr. One OSSL_CMP_CTX per call (the
+ * client ctx holds per-transaction state); the HTTP transfer is libcurl with the upstream's TLS
+ * settings and one deadline for the whole exchange, polling included.
+ *
+ * OpenSSL's client confirms the certificate upstream by itself, before our client has seen it;
+ * the engine revokes it here (rr) if our client then rejects it.
+ */
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <curl/curl.h>
+#include <openssl/cmp.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include "gateway/config.h"
+#include "gateway/err.h"
+#include "gateway/limits.h"
+#include "gateway/log.h"
+#include "upstream/upstream.h"
+
+#define CMP_CONTENT_TYPE "application/pkixcmp"
+#define PREFIX "upstream CA: "
+
+struct cmp_up {
+    const struct gw_upstream_conf *conf;
+    char *url; /* url + path */
+};
+
+/* One exchange's transfer state, the transfer callback's argument. */
+struct xfer {
+    const struct cmp_up *cu;
+    uint64_t deadline_ms;
+    CURL *curl; /* one handle per exchange: servers keep a transaction to its connection */
+    int failed; /* no usable answer came: the cause is in |err| */
+    char err[GW_ERR_LEN];
+};
+
+/* A growing response body with a cap. */
+struct sink {
+    unsigned char *buf;
+    size_t len;
+    int too_big;
+};
+
+static const struct {
+    unsigned eku;
+    int nid;
+} ekus[] = {
+    {GW_EKU_SERVER_AUTH, NID_server_auth},
+    {GW_EKU_CLIENT_AUTH, NID_client_auth},
+    {GW_EKU_CODE_SIGNING, NID_code_sign},
+    {GW_EKU_EMAIL_PROTECTION, NID_email_protect},
+    {GW_EKU_TIME_STAMPING, NID_time_stamp},
+    {GW_EKU_OCSP_SIGNING, NID_OCSP_sign},
+    {GW_EKU_CMC_RA, NID_cmcRA},
+};
+
+/* KeyUsage named bits (RFC 5280 §4.2.1.3) in OpenSSL's KU_* encoding, by bit number. */
+static const unsigned ku_bits[] = {
+    KU_DIGITAL_SIGNATURE, KU_NON_REPUDIATION, KU_KEY_ENCIPHERMENT, KU_DATA_ENCIPHERMENT, KU_KEY_AGREEMENT,
+    KU_KEY_CERT_SIGN,     KU_CRL_SIGN,        KU_ENCIPHER_ONLY,    KU_DECIPHER_ONLY,
+};
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static const char *name_of(const struct gw_upstream_conf *conf)
+{
+    return conf != NULL && conf->name != NULL ? conf->name : "?";
+}
+
+static uint32_t timeout_of(const struct gw_upstream_conf *conf)
+{
+    return conf->timeout_ms != 0 ? conf->timeout_ms : GW_DEFAULT_UPSTREAM_TIMEOUT_MS;
+}
+
+/* ---- transfer: one POST of application/pkixcmp over libcurl (RFC 9811) ---- */
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct sink *s = arg;
+    size_t n = size * nmemb;
+    unsigned char *grown;
+
+    if (n > GW_MAX_UPSTREAM_BODY - s->len) {
+        s->too_big = 1;
+        return 0;
+    }
+    if ((grown = realloc(s->buf, s->len + n)) == NULL)
+        return 0;
+    memcpy(grown + s->len, data, n);
+    s->buf = grown;
+    s->len += n;
+    return n;
+}
+
+#define SET(opt, val)                                                                                        \
+    do {                                                                                                     \
+        if ((rc = curl_easy_setopt(curl, opt, val)) != CURLE_OK)                                             \
+            return rc;                                                                                       \
+    } while (0)
+
+static CURLcode set_options(CURL *curl, const struct xfer *x, const unsigned char *der, long len,
+                            struct curl_slist *hdrs, struct sink *sink, long timeout_ms)
+{
+    const struct gw_upstream_conf *conf = x->cu->conf;
+    CURLcode rc;
+
+    SET(CURLOPT_URL, x->cu->url);
+    SET(CURLOPT_NOSIGNAL, 1L);
+    SET(CURLOPT_PROTOCOLS_STR, "http,https");
+    SET(CURLOPT_FOLLOWLOCATION, 0L);
+    SET(CURLOPT_TIMEOUT_MS, timeout_ms);
+    SET(CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
+    SET(CURLOPT_SSL_VERIFYPEER, 1L);
+    SET(CURLOPT_SSL_VERIFYHOST, 2L);
+    if (conf->ca_file != NULL)
+        SET(CURLOPT_CAINFO, conf->ca_file);
+    if (conf->client_cert_file != NULL) {
+        SET(CURLOPT_SSLCERT, conf->client_cert_file);
+        SET(CURLOPT_SSLKEY, conf->client_key_file);
+    }
+    SET(CURLOPT_HTTPHEADER, hdrs);
+    SET(CURLOPT_POST, 1L);
+    SET(CURLOPT_POSTFIELDS, der);
+    SET(CURLOPT_POSTFIELDSIZE, len);
+    SET(CURLOPT_WRITEFUNCTION, on_body);
+    SET(CURLOPT_WRITEDATA, sink);
+    return CURLE_OK;
+}
+
+static void xfer_fail(struct xfer *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void xfer_fail(struct xfer *x, const char *fmt, ...)
+{
+    va_list ap;
+
+    x->failed = 1;
+    va_start(ap, fmt);
+    vsnprintf(x->err, sizeof(x->err), fmt, ap);
+    va_end(ap);
+}
+
+/* RFC 9811 §3: a CMP answer is HTTP 200 with Content-Type application/pkixcmp (parameters aside). */
+static int answer_ok(CURL *curl, struct xfer *x)
+{
+    long status = 0;
+    char *ct = NULL;
+
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(curl, CURLINFO_CONTENT_TYPE, &ct);
+    if (status != 200) {
+        xfer_fail(x, "it answered HTTP %ld", status);
+        return 0;
+    }
+    if (ct == NULL || strncasecmp(ct, CMP_CONTENT_TYPE, strlen(CMP_CONTENT_TYPE)) != 0 ||
+        (ct[strlen(CMP_CONTENT_TYPE)] != '\0' && ct[strlen(CMP_CONTENT_TYPE)] != ';')) {
+        xfer_fail(x, "its answer is not " CMP_CONTENT_TYPE);
+        return 0;
+    }
+    return 1;
+}
+
+/* The OSSL_CMP_transfer_cb_t: NULL on any failure, with the reason in the xfer (worker). */
+static OSSL_CMP_MSG *transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
+{
+    struct xfer *x = OSSL_CMP_CTX_get_transfer_cb_arg(ctx);
+    struct curl_slist *hdrs = NULL, *h;
+    struct sink sink = {NULL, 0, 0};
+    unsigned char *der = NULL;
+    const unsigned char *p;
+    OSSL_CMP_MSG *rsp = NULL;
+    CURL *curl = x->curl;
+    uint64_t now = mono_ms();
+    CURLcode rc;
+    int len;
+
+    if (now >= x->deadline_ms) {
+        xfer_fail(x, "no answer within %u ms", timeout_of(x->cu->conf));
+        return NULL;
+    }
+    /* OpenSSL's mock (and others) drop the transaction when its connection closes (RFC 9811 §3.2) */
+    if (curl == NULL)
+        curl = x->curl = curl_easy_init();
+    if ((len = i2d_OSSL_CMP_MSG(req, &der)) <= 0 || curl == NULL ||
+        (h = curl_slist_append(NULL, "Content-Type: " CMP_CONTENT_TYPE)) == NULL) {
+        xfer_fail(x, "out of memory");
+        goto out;
+    }
+    hdrs = h;
+    /* no "Expect: 100-continue": CMP servers (OpenSSL's among them) do not answer it */
+    if ((h = curl_slist_append(hdrs, "Expect:")) != NULL)
+        hdrs = h;
+    if ((rc = set_options(curl, x, der, len, hdrs, &sink, (long)(x->deadline_ms - now))) != CURLE_OK ||
+        (rc = curl_easy_perform(curl)) != CURLE_OK) {
+        if (rc == CURLE_OPERATION_TIMEDOUT)
+            xfer_fail(x, "no answer within %u ms; the outcome is unknown", timeout_of(x->cu->conf));
+        else
+            xfer_fail(x, "%s", sink.too_big ? "its answer is too large" : curl_easy_strerror(rc));
+        goto out;
+    }
+    if (!answer_ok(curl, x))
+        goto out;
+    p = sink.buf;
+    if ((rsp = d2i_OSSL_CMP_MSG(NULL, &p, (long)sink.len)) == NULL || p != sink.buf + sink.len) {
+        OSSL_CMP_MSG_free(rsp);
+        rsp = NULL;
+        xfer_fail(x, "its answer is not a PKIMessage");
+    }
+out:
+    if (curl != NULL)
+        curl_easy_setopt(curl, CURLOPT_HTTPHEADER, NULL);
+    curl_slist_free_all(hdrs);
+    OPENSSL_free(der);
+    free(sink.buf);
+    return rsp;
+}
+
+/* OpenSSL's CMP client diagnostics go to our debug log; the error queue is read after the call. */
+static int log_cb(const char *func, const char *file, int line, OSSL_CMP_severity level, const char *msg)
+{
+    (void)file;
+    (void)line;
+    if (level <= OSSL_CMP_LOG_WARNING)
+        gw_log(GW_LOG_DEBUG, "cmp_upstream", "%s: %s", func, msg);
+    return 1;
+}
+
+/* ---- the upstream request ---- */
+
+/* Protection towards the upstream (RFC 9483 §5.1.1): PBM if configured, else the gateway's signer. */
+static int set_protection(OSSL_CMP_CTX *ctx, const struct gw_upstream_conf *conf)
+{
+    const struct gw_signer_conf *s = conf->signer;
+
+    if (conf->cmp_secret != NULL)
+        return OSSL_CMP_CTX_set1_referenceValue(ctx, (const unsigned char *)conf->cmp_ref,
+                                                (int)strlen(conf->cmp_ref)) == 1 &&
+               OSSL_CMP_CTX_set1_secretValue(ctx, conf->cmp_secret, (int)conf->cmp_secret_len) == 1;
+    if (s == NULL || s->cert == NULL || s->key == NULL)
+        return 0;
+    if (OSSL_CMP_CTX_set1_cert(ctx, s->cert) != 1 || OSSL_CMP_CTX_set1_pkey(ctx, s->key) != 1)
+        return 0;
+    /* never an empty stack (openssl-cmp-3.0 §10.3); the chain goes to extraCerts */
+    return sk_X509_num(s->chain) <= 0 || OSSL_CMP_CTX_set1_untrusted(ctx, s->chain) == 1;
+}
+
+/* A fresh client context for one exchange with the upstream; NULL on failure. */
+static OSSL_CMP_CTX *new_ctx(const struct cmp_up *cu, struct xfer *x)
+{
+    const struct gw_upstream_conf *conf = cu->conf;
+    int secs = (int)((timeout_of(conf) + 999) / 1000);
+    OSSL_CMP_CTX *ctx = OSSL_CMP_CTX_new(NULL, NULL);
+
+    if (ctx == NULL)
+        return NULL;
+    x->cu = cu;
+    /* a little inside the upstream timeout, so that our precise reason beats the waiter's deadline */
+    x->deadline_ms = mono_ms() + timeout_of(conf) - timeout_of(conf) / 10;
+    if (OSSL_CMP_CTX_set_log_cb(ctx, log_cb) != 1 || OSSL_CMP_CTX_set_transfer_cb(ctx, transfer) != 1 ||
+        OSSL_CMP_CTX_set_transfer_cb_arg(ctx, x) != 1 || !set_protection(ctx, conf) ||
+        OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_MSG_TIMEOUT, secs) != 1 ||
+        OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_TOTAL_TIMEOUT, secs) != 1)
+        goto err;
+    if (conf->cmp_trusted != NULL) {
+        if (X509_STORE_up_ref(conf->cmp_trusted) != 1)
+            goto err;
+        if (OSSL_CMP_CTX_set0_trustedStore(ctx, conf->cmp_trusted) != 1) {
+            X509_STORE_free(conf->cmp_trusted);
+            goto err;
+        }
+    }
+    /* the CA the certificates come from is the recipient (RFC 9810 §5.1.1) */
+    if (sk_X509_num(conf->issuer_certs) > 0 &&
+        OSSL_CMP_CTX_set1_recipient(ctx, X509_get_subject_name(sk_X509_value(conf->issuer_certs, 0))) != 1)
+        goto err;
+    return ctx;
+err:
+    OSSL_CMP_CTX_free(ctx);
+    return NULL;
+}
+
+static int push_ext(X509_EXTENSIONS *exts, int nid, void *value, int crit)
+{
+    X509_EXTENSION *e = X509V3_EXT_i2d(nid, crit, value);
+    int ok = e != NULL && sk_X509_EXTENSION_push(exts, e) > 0;
+
+    if (!ok)
+        X509_EXTENSION_free(e);
+    return ok;
+}
+
+static int add_key_usage(X509_EXTENSIONS *exts, unsigned ku)
+{
+    ASN1_BIT_STRING *bs;
+    size_t i;
+    int ok = 0;
+
+    if (ku == 0)
+        return 1;
+    if ((bs = ASN1_BIT_STRING_new()) == NULL)
+        return 0;
+    for (i = 0; i < sizeof(ku_bits) / sizeof(ku_bits[0]); i++)
+        if ((ku & ku_bits[i]) != 0 && ASN1_BIT_STRING_set_bit(bs, (int)i, 1) != 1)
+            goto out;
+    ok = push_ext(exts, NID_key_usage, bs, 1);
+out:
+    ASN1_BIT_STRING_free(bs);
+    return ok;
+}
+
+static int add_ext_key_usage(X509_EXTENSIONS *exts, unsigned eku)
+{
+    EXTENDED_KEY_USAGE *ext;
+    size_t i;
+    int ok = 0;
+
+    if (eku == 0)
+        return 1;
+    if ((ext = sk_ASN1_OBJECT_new_null()) == NULL)
+        return 0;
+    for (i = 0; i < sizeof(ekus) / sizeof(ekus[0]); i++)
+        if ((eku & ekus[i].eku) != 0 && sk_ASN1_OBJECT_push(ext, OBJ_nid2obj(ekus[i].nid)) <= 0)
+            goto out;
+    ok = push_ext(exts, NID_ext_key_usage, ext, 0);
+out:
+    sk_ASN1_OBJECT_free(ext); /* OBJ_nid2obj objects are static */
+    return ok;
+}
+
+/* The plan as an upstream ir template (docs/cmp-relay.md): the CA may still apply its own profile. */
+static int set_template(OSSL_CMP_CTX *ctx, const struct gw_cert_plan *plan)
+{
+    X509_EXTENSIONS *exts = sk_X509_EXTENSION_new_null();
+    time_t now = time(NULL);
+    int ok = 0;
+
+    if (exts == NULL || EVP_PKEY_up_ref(plan->pubkey) != 1)
+        goto out;
+    if (OSSL_CMP_CTX_set0_newPkey(ctx, 0, plan->pubkey) != 1) {
+        EVP_PKEY_free(plan->pubkey);
+        goto out;
+    }
+    if (X509_NAME_entry_count(plan->subject) > 0 && OSSL_CMP_CTX_set1_subjectName(ctx, plan->subject) != 1)
+        goto out;
+    if ((plan->sans != NULL && !push_ext(exts, NID_subject_alt_name, plan->sans, 0)) ||
+        !add_key_usage(exts, plan->key_usage) || !add_ext_key_usage(exts, plan->ext_key_usage))
+        goto out;
+    /* CMP 3.0 offers whole days only; a shorter plan leaves validity to the CA (checked on return) */
+    if (plan->not_after > now + 86400 &&
+        OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_VALIDITY_DAYS, (int)((plan->not_after - now) / 86400)) != 1)
+        goto out;
+    /* the gateway verified the client's POPO (OpenSSL did, on the gateway's server ctx) */
+    if (OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_POPO_METHOD, OSSL_CRMF_POPO_RAVERIFIED) != 1)
+        goto out;
+    if (sk_X509_EXTENSION_num(exts) > 0) {
+        if (OSSL_CMP_CTX_set0_reqExtensions(ctx, exts) != 1)
+            goto out;
+        exts = NULL;
+    }
+    ok = 1;
+out:
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    return ok;
+}
+
+/* ---- the upstream answer ---- */
+
+/* Appends the upstream's statusString, printable ASCII only (it reaches our client and our log). */
+static void append_status_text(const OSSL_CMP_CTX *ctx, char *buf, size_t cap)
+{
+    OSSL_CMP_PKIFREETEXT *texts = OSSL_CMP_CTX_get0_statusString(ctx);
+    size_t len = strlen(buf);
+    int i, j;
+
+    for (i = 0; i < sk_ASN1_UTF8STRING_num(texts) && len + 1 < cap; i++) {
+        const ASN1_UTF8STRING *s = sk_ASN1_UTF8STRING_value(texts, i);
+        const unsigned char *d = ASN1_STRING_get0_data(s);
+
+        if (i > 0 && len + 3 < cap) {
+            memcpy(buf + len, "; ", 2);
+            len += 2;
+        }
+        for (j = 0; j < ASN1_STRING_length(s) && len + 1 < cap; j++)
+            buf[len++] = d[j] >= 0x20 && d[j] < 0x7f ? (char)d[j] : '?';
+    }
+    buf[len] = '\0';
+}
+
+/* The lowest failInfo bit the upstream set, or |dflt|. */
+static int first_fail_bit(const OSSL_CMP_CTX *ctx, int dflt)
+{
+    int code = OSSL_CMP_CTX_get_failInfoCode(ctx);
+
+    for (int bit = 0; code > 0 && bit <= OSSL_CMP_PKIFAILUREINFO_MAX; bit++)
+        if ((code & (1 << bit)) != 0)
+            return bit;
+    return dflt;
+}
+
+static const char *status_name(int status)
+{
+    static const char *const names[] = {"accepted",        "grantedWithMods",   "rejection",
+                                        "waiting",         "revocationWarning", "revocationNotification",
+                                        "keyUpdateWarning"};
+
+    return status >= 0 && status < (int)(sizeof(names) / sizeof(names[0])) ? names[status] : "none";
+}
+
+/* The last OpenSSL reason, for answers the client API refused (bad protection, wrong body). */
+static const char *openssl_reason(void)
+{
+    unsigned long e = ERR_peek_last_error();
+    const char *r = e != 0 ? ERR_reason_error_string(e) : NULL;
+
+    return r != NULL ? r : "protocol error";
+}
+
+/*
+ * Maps a failed exchange into |status|/|fail_info|/|reason| (GW_ERR_LEN): an upstream rejection
+ * keeps its failInfo and text; no usable answer is systemUnavail (RFC 9483 §3.6.4).
+ */
+static void map_failure(const struct cmp_up *cu, OSSL_CMP_CTX *ctx, const struct xfer *x, int *status,
+                        int *fail_info, char *reason)
+{
+    int st = OSSL_CMP_CTX_get_status(ctx);
+
+    *status = GW_ERR_UPSTREAM;
+    if (x->failed) {
+        *fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
+        snprintf(reason, GW_ERR_LEN, "upstream CA %.48s (%.64s) is unavailable: %.100s", name_of(cu->conf),
+                 cu->url, x->err);
+        return;
+    }
+    if (OSSL_CMP_CTX_get0_newCert(ctx) != NULL) {
+        /* our certConf callback refused it (wrong key, not under issuer_ca) and said so upstream */
+        *fail_info = OSSL_CMP_PKIFAILUREINFO_systemFailure;
+        snprintf(reason, GW_ERR_LEN,
+                 PREFIX "returned an unusable certificate (%.100s); it was rejected there", openssl_reason());
+        return;
+    }
+    if (st == OSSL_CMP_PKISTATUS_rejection || OSSL_CMP_CTX_get_failInfoCode(ctx) > 0) {
+        *fail_info = first_fail_bit(ctx, OSSL_CMP_PKIFAILUREINFO_badRequest);
+        snprintf(reason, GW_ERR_LEN, PREFIX);
+        append_status_text(ctx, reason, GW_ERR_LEN);
+        if (strlen(reason) == strlen(PREFIX))
+            snprintf(reason, GW_ERR_LEN, PREFIX "request rejected (%s)", status_name(st));
+        return;
+    }
+    *fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
+    snprintf(reason, GW_ERR_LEN, "upstream CA %s gave no usable answer (%s, status %s); nothing was issued",
+             name_of(cu->conf), openssl_reason(), status_name(st));
+}
+
+/* ---- ops ---- */
+
+/* One exchange: ir (CRMF, raVerified) or p10cr (the client's CSR), then the upstream certConf. */
+static void sign_now(const struct cmp_up *cu, const struct gw_sign_req *req, struct gw_sign_result *res)
+{
+    struct xfer x = {0};
+    OSSL_CMP_CTX *ctx = new_ctx(cu, &x);
+    X509 *cert = NULL;
+    int ok;
+
+    ERR_clear_error();
+    if (ctx == NULL || OSSL_CMP_CTX_set_certConf_cb(ctx, OSSL_CMP_certConf_cb) != 1 ||
+        /* the default callback checks the key, and with this argument the chain to issuer_ca */
+        OSSL_CMP_CTX_set_certConf_cb_arg(ctx, cu->conf->issuer_store) != 1) {
+        res->status = GW_ERR_CRYPTO;
+        res->fail_info = OSSL_CMP_PKIFAILUREINFO_systemFailure;
+        snprintf(res->reason, sizeof(res->reason), "upstream CA %s: cannot set up the request",
+                 name_of(cu->conf));
+        goto out;
+    }
+    if (req->csr != NULL)
+        ok = OSSL_CMP_CTX_set1_p10CSR(ctx, req->csr) == 1;
+    else
+        ok = set_template(ctx, req->plan);
+    if (ok)
+        cert = req->csr != NULL ? OSSL_CMP_exec_P10CR_ses(ctx) : OSSL_CMP_exec_IR_ses(ctx);
+    if (cert != NULL && X509_up_ref(cert) == 1) {
+        res->cert = cert;
+        res->chain = X509_chain_up_ref(cu->conf->issuer_certs);
+        res->modified = OSSL_CMP_CTX_get_status(ctx) == OSSL_CMP_PKISTATUS_grantedWithMods;
+        goto out;
+    }
+    if (ok) {
+        map_failure(cu, ctx, &x, &res->status, &res->fail_info, res->reason);
+    } else {
+        res->status = GW_ERR_CRYPTO;
+        res->fail_info = OSSL_CMP_PKIFAILUREINFO_systemFailure;
+        snprintf(res->reason, sizeof(res->reason), "upstream CA %s: the request could not be built",
+                 name_of(cu->conf));
+    }
+    gw_log_kv(GW_LOG_WARN, "cmp_upstream_failed", "upstream", name_of(cu->conf), "request_id",
+              req->request_id != NULL ? req->request_id : "", "reason", res->reason, NULL);
+out:
+    ERR_clear_error();
+    OSSL_CMP_CTX_free(ctx);
+    curl_easy_cleanup(x.curl);
+}
+
+/* worker: completes before it returns */
+static int cmp_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done,
+                    void *arg)
+{
+    const struct cmp_up *cu = gw_upstream_get0_impl(up);
+    struct gw_sign_result *res;
+
+    if (cu == NULL || req == NULL || req->plan == NULL || (req->csr == NULL && req->plan->pubkey == NULL))
+        return GW_ERR_INVAL;
+    if ((res = malloc(sizeof(*res))) == NULL)
+        return GW_ERR_NOMEM;
+    gw_sign_result_init(res);
+    sign_now(cu, req, res);
+    done(arg, res);
+    return 0;
+}
+
+/* rr (RFC 9483 §4.2) for |cert| with CRLReason |reason|; worker, synchronous. */
+static int cmp_revoke(struct gw_upstream *up, const X509 *cert, int reason, char *err)
+{
+    const struct cmp_up *cu = gw_upstream_get0_impl(up);
+    struct xfer x = {0};
+    OSSL_CMP_CTX *ctx = NULL;
+    int rc = GW_ERR_CRYPTO, status, fi;
+
+    ERR_clear_error();
+    if (cu == NULL || cert == NULL || (ctx = new_ctx(cu, &x)) == NULL ||
+        OSSL_CMP_CTX_set1_oldCert(ctx, (X509 *)cert) != 1 ||
+        OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_REVOCATION_REASON, reason) != 1) {
+        snprintf(err, GW_ERR_LEN, "upstream CA %s: cannot set up the revocation request",
+                 name_of(cu != NULL ? cu->conf : NULL));
+        goto out;
+    }
+    if (OSSL_CMP_exec_RR_ses(ctx) == 1) {
+        rc = 0;
+        goto out;
+    }
+    map_failure(cu, ctx, &x, &status, &fi, err);
+    rc = status;
+out:
+    ERR_clear_error();
+    OSSL_CMP_CTX_free(ctx);
+    curl_easy_cleanup(x.curl);
+    return rc;
+}
+
+static void cmp_cleanup(struct gw_upstream *up)
+{
+    struct cmp_up *cu = gw_upstream_get0_impl(up);
+
+    if (cu == NULL)
+        return;
+    free(cu->url);
+    free(cu);
+    gw_upstream_set0_impl(up, NULL);
+    curl_global_cleanup();
+}
+
+static int cmp_init(struct gw_upstream *up, char *err)
+{
+    const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
+    struct cmp_up *cu;
+    size_t n;
+
+    if (conf->url == NULL || conf->cmp_path == NULL || conf->issuer_store == NULL ||
+        (conf->cmp_secret == NULL && (conf->signer == NULL || conf->signer->key == NULL))) {
+        snprintf(err, GW_ERR_LEN,
+                 "upstream %s: a cmp upstream needs url, path, issuer_ca and a signer or secret",
+                 name_of(conf));
+        return GW_ERR_INVAL;
+    }
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        snprintf(err, GW_ERR_LEN, "upstream %s: cannot initialise libcurl", name_of(conf));
+        return GW_ERR_NOMEM;
+    }
+    n = strlen(conf->url) + strlen(conf->cmp_path) + 1;
+    if ((cu = calloc(1, sizeof(*cu))) == NULL || (cu->url = malloc(n)) == NULL) {
+        free(cu);
+        curl_global_cleanup();
+        snprintf(err, GW_ERR_LEN, "upstream %s: out of memory", name_of(conf));
+        return GW_ERR_NOMEM;
+    }
+    snprintf(cu->url, n, "%s%s", conf->url, conf->cmp_path);
+    cu->conf = conf;
+    gw_upstream_set0_impl(up, cu);
+    return 0;
+}
+
+const struct gw_upstream_ops gw_upstream_cmp_ops = {
+    .dialect = "cmp",
+    .caps = GW_UP_SIGN_KEY | GW_UP_SIGN_CSR | GW_UP_REVOKE,
+    .init = cmp_init,
+    .cleanup = cmp_cleanup,
+    .sign = cmp_sign,
+    .revoke = cmp_revoke,
+};
