@@ -1,0 +1,557 @@
+"""Every refusal in docs/errors.md, one test per row, against a real gateway over TLS.
+
+The table in docs/errors.md is the one source of the expected answers: this module parses it and
+each test asserts its row (HTTP status and one-line reason, or the decoded CMP answer's body type,
+PKIStatus rejection, failInfo and exactly the statusString, `{...}` matching any value). Requests
+come from `openssl cmp` (-reqout/-rspout), from curl, or are crafted: a request `openssl cmp` built
+is captured, changed with pyasn1 and signed again with the client's key (python3-cryptography),
+so the gateway sees a well-protected message that is wrong in exactly one way. No answer may carry
+OpenSSL internals (reason strings, "CMP routines", packed error codes).
+"""
+import hashlib
+import os
+import re
+import ssl
+import sys
+import unittest
+import warnings
+from pathlib import Path
+
+sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+import harness  # noqa: E402
+
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from pyasn1.codec.der import decoder, encoder  # noqa: E402
+from pyasn1.type import univ  # noqa: E402
+from pyasn1_modules import rfc4210, rfc4211  # noqa: E402
+
+DOC = harness.REPO / "docs" / "errors.md"
+E2E = Path(__file__).resolve().parent
+
+# What an answer must never contain: OpenSSL's own texts (3.0 puts them in every error it builds).
+INTERNALS = re.compile(r"CMP routines|CRMF routines|error:[0-9A-Fa-f]{8}|EVP lib|popo missing|"
+                       r"request rejected by server|unexpected pkibody|error validating|no suitable sender")
+
+# Rows whose situation needs an upstream or a broken disk: (test module, a literal it asserts).
+ELSEWHERE = {
+    "audit_down": ("test_audit.py", "the audit log cannot be written; nothing was issued"),
+    "crmf_to_csr_ca": ("test_vault.py", "send a p10cr"),
+    "upstream_busy": ("test_vault.py", "Vault is busy"),
+    "rr_not_holder": ("test_rr.py", "only the holder of a certificate (signing the rr with it) or an RA of role "),
+    "rr_pbm": ("test_rr.py", "PBM protection is not accepted for rr"),
+    "genm_unknown": ("test_genm.py", "is not supported: this server answers id-it-caCerts, id-it-rootCaKeyUpdate, "),
+    "device_not_allowed": ("test_3gpp.py", "is not on this route's allow-list"),
+    "signature_only_route": ("test_3gpp.py", "this route accepts signature-protected requests only: sign with the "),
+    "weak_hash": ("test_3gpp.py", " is not accepted on this route: sign with SHA-"),
+}
+
+
+def parse_table(path=DOC):
+    """id -> {"answer", "fail", "text", "regex"} from the rows between the errors-table markers."""
+    rows, inside = {}, False
+    for line in path.read_text().splitlines():
+        if line.startswith("<!-- errors-table"):
+            inside = True
+            continue
+        if line.startswith("<!-- end errors-table"):
+            break
+        if not inside or not line.startswith("| `"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 6:
+            raise AssertionError("row has %d cells, not 6: %s" % (len(cells), line))
+        rid, _, answer, fail, text, _ = cells
+        text = text.strip("`")
+        regex = "".join(".+" if p.startswith("{") else re.escape(p) for p in re.split(r"(\{[^}]*\})", text) if p)
+        rows[rid.strip("`")] = {"answer": answer, "fail": fail, "text": text, "regex": "^%s$" % regex}
+    return rows
+
+
+ROWS = parse_table()
+
+
+# ---------------------------------------------------------------------------------------------
+# Crafted messages
+# ---------------------------------------------------------------------------------------------
+
+def load(der):
+    msg, rest = decoder.decode(der, asn1Spec=rfc4210.PKIMessage())
+    if rest:
+        raise harness.Failure("trailing bytes after a captured PKIMessage")
+    return msg
+
+
+def der_seq(content):
+    n = len(content)
+    if n < 0x80:
+        return b"\x30" + bytes([n]) + content
+    nb = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return b"\x30" + bytes([0x80 | len(nb)]) + nb + content
+
+
+def bits(template, data):
+    """A BIT STRING of |template|'s type (and tags) holding |data|."""
+    return template.clone(univ.BitString(hexValue=data.hex()))
+
+
+def resign(msg, key_path):
+    """Protects |msg| again with the EC key at |key_path| (ecdsa-with-SHA256, as openssl cmp did)."""
+    key = serialization.load_pem_private_key(Path(key_path).read_bytes(), None)
+    part = der_seq(encoder.encode(msg["header"]) + encoder.encode(msg["body"]))  # ProtectedPart
+    msg["protection"] = bits(msg.componentType["protection"].asn1Object, key.sign(part, ec.ECDSA(hashes.SHA256())))
+    return msg
+
+
+def flip_last(bitstring):
+    b = bytearray(bitstring.asOctets())
+    b[-1] ^= 1
+    return bits(bitstring, bytes(b))
+
+
+def without(seq, *names):
+    """A copy of the SEQUENCE |seq| without its components |names|."""
+    out = seq.clone()
+    for k, v in seq.items():
+        if k not in names and v.isValue:
+            out[k] = v
+    return out
+
+
+def set_octets(hdr, name, value):
+    hdr[name] = hdr.componentType[name].asn1Object.clone(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Assertions
+# ---------------------------------------------------------------------------------------------
+
+class RowAssertions:
+    """expect(row, answer): |answer| (a CurlResult or a CmpAnswer) is what docs/errors.md says."""
+
+    def setUp(self):
+        # pyasn1 0.4 on Python 3.11+ warns about its own BIT STRING code on every encode
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="pyasn1")
+
+    def expect(self, rid, answer):
+        row = ROWS[rid]
+        if row["answer"].startswith("HTTP "):
+            self.assertIsInstance(answer, harness.CurlResult, answer)
+            self.assertEqual(answer.status, int(row["answer"].split()[1]), answer)
+            text = answer.body.decode("utf-8", errors="replace")
+            self.assertNotIn("\n", text.strip(), repr(text))  # one line, not a page
+            self.assertRegex(text.strip(), row["regex"])
+            return answer
+        if isinstance(answer, harness.CurlResult):
+            self.assertEqual(answer.status, 200, answer)
+            self.assertEqual(answer.headers.get("content-type"), "application/pkixcmp", answer)
+            answer = harness.decode_cmp(answer.body)
+        allowed = {"ip/cp/kup": ("ip", "cp", "kup")}.get(row["answer"], (row["answer"],))
+        self.assertIn(answer.body_type, allowed, answer)
+        self.assertEqual(answer.status, 2, answer)  # rejection (RFC 9810 §5.2.3)
+        self.assertEqual(answer.fail_info, [row["fail"]], answer)
+        self.assertEqual(len(answer.status_strings), 1, answer)
+        self.assertRegex(answer.status_strings[0], row["regex"])
+        self.assertIsNone(INTERNALS.search(answer.status_strings[0]), answer)
+        return answer
+
+
+class Base(RowAssertions, harness.GatewayTestCase):
+
+    def send(self, name, msg, path="/pki/cmp", **kw):
+        """POSTs |msg| (bytes or a pyasn1 PKIMessage) with curl over TLS; returns the CurlResult."""
+        f = self.gw.dir / ("%s.sent.der" % name)
+        f.write_bytes(msg if isinstance(msg, bytes) else encoder.encode(msg))
+        return self.gw.curl(data=f, path=path, **kw)
+
+    def fresh(self, name, **kw):
+        """A captured, never sent ir from `openssl cmp` (signed with client.pem unless auth="pbm")."""
+        return load(self.gw.make_request(name, subject="/CN=%s" % name, **kw).read_bytes())
+
+    def key(self):
+        return self.gw.dir / "client.key"
+
+    def ir(self, name, **kw):
+        """`openssl cmp -cmd ir` expected to be refused; returns its last decoded answer."""
+        kw.setdefault("newkey", self.newkey(name))
+        kw.setdefault("subject", "/CN=%s" % name)
+        res = self.gw.cmp("ir", name, expect_cert=False, **kw)
+        self.assertIsNone(res.cert)
+        self.assertNotEqual(res.returncode, 0)
+        return res.last
+
+
+# ---------------------------------------------------------------------------------------------
+# The gateway as the demo configures it, plus roles that each refuse one thing
+# ---------------------------------------------------------------------------------------------
+
+class Errors(Base):
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        base = dict(cfg["roles"]["default"])
+        pbm_only = dict(base)
+        del pbm_only["trust"]
+        cfg["roles"].update({
+            "pbmonly": pbm_only,
+            "tlssubj": dict(base, authorization={"tls_subjects": ["/O=cmpgw demo/CN=nobody"]}),
+            "tlsreq": dict(base, authorization={"tls_client": "require"}),
+            "signer": dict(base, authorization={"signer_subjects": ["/O=cmpgw demo/CN=nobody"]}),
+            "names": dict(base, authorization={"allowed_dns_names": ["*.example.com"]}),
+        })
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    def test_http_unknown_path(self):
+        self.expect("http_unknown_path", self.send("path", self.gw.make_request("path").read_bytes(),
+                                                   path="/nowhere/cmp"))
+
+    def test_http_method(self):
+        r = self.expect("http_method", self.gw.curl(method="GET"))
+        self.assertEqual(r.headers.get("allow"), "POST", r)
+
+    def test_http_no_content_type(self):
+        der = self.gw.make_request("noctype")
+        self.expect("http_no_content_type", self.gw.curl("-H", "Content-Type:", data=der, content_type=None))
+
+    def test_http_content_type(self):
+        der = self.gw.make_request("ctype")
+        self.expect("http_content_type", self.gw.curl(data=der, content_type="application/octet-stream"))
+
+    def test_http_too_large(self):
+        self.expect("http_too_large", self.send("big", b"\x30\x84\x00\x01\x11\x70" + b"\x00" * 70000))
+
+    def test_http_empty(self):
+        self.expect("http_empty", self.send("empty", b""))
+
+    def test_http_not_der(self):
+        der = self.gw.make_request("notder").read_bytes()
+        for i, body in enumerate([harness.der_to_pem(der, "PKIMESSAGE").encode(), der[:-7], b"\x04\x02ab"]):
+            with self.subTest(i=i):
+                self.expect("http_not_der", self.send("notder%d" % i, body))
+
+    def test_http_trailing(self):
+        self.expect("http_trailing", self.send("trailing", self.gw.make_request("trailing").read_bytes() + b"\0"))
+
+    # -- refused before OpenSSL sees the message (error body) -----------------------------------
+
+    def test_no_tid(self):
+        m = self.fresh("notid")
+        m["header"] = without(m["header"], "transactionID")
+        self.expect("no_tid", self.send("notid", resign(m, self.key())))
+
+    def test_not_a_request(self):
+        m = self.fresh("pkiconf")
+        body = m["body"].clone()
+        body["pkiconf"] = body.componentType["pkiconf"].asn1Object.clone("")
+        m["body"] = body
+        a = self.expect("not_a_request", self.send("pkiconf", resign(m, self.key())))
+        self.assertIn("pkiconf is not a request", a.status_strings[0])
+
+    def test_malformed_header(self):
+        for field, size in (("transactionID", 100), ("senderNonce", 65)):
+            with self.subTest(field=field):
+                m = self.fresh("hdr%s" % field)
+                set_octets(m["header"], field, b"x" * size)
+                self.expect("malformed_header", self.send("hdr" + field, resign(m, self.key())))
+
+    def test_unprotected(self):
+        m = self.fresh("unprot")
+        self.expect("unprotected", self.send("unprot", without(m, "protection")))
+
+    def test_pbm_failed(self):
+        cases = [("wrong secret", ("pbm", "demo-device", "pass:not-the-secret-123"), "pki/cmp"),
+                 ("unknown reference", ("pbm", "no-such-device", "pass:whatever-secret"), "pki/cmp")]
+        for i, (what, auth, path) in enumerate(cases):
+            with self.subTest(what=what):
+                self.expect("pbm_failed", self.ir("pbmfail%d" % i, auth=auth, path=path))
+
+    def test_pbm_iterations(self):
+        m = self.fresh("pbmiter", auth="pbm")
+        alg = m["header"]["protectionAlg"]
+        par, _ = decoder.decode(alg["parameters"].asOctets(), asn1Spec=rfc4211.PBMParameter())
+        par["iterationCount"] = self.gw.config.get("cmp", {}).get("pbm_max_iterations", 10000) + 1
+        alg["parameters"] = alg["parameters"].clone(univ.Any(encoder.encode(par)))
+        a = self.expect("pbm_iterations", self.send("pbmiter", m))
+        self.assertEqual(a.status_strings, ["PBM iterationCount 10001 is above this server's cap of 10000"])
+
+    # -- refused by OpenSSL's checks, rewritten by the engine (error body) ----------------------
+
+    def test_untrusted_signer(self):
+        _, cert, key = harness.make_foreign_pki(self.gw.dir / "foreign")
+        self.expect("untrusted_signer", self.ir("untrusted", auth=(cert, key)))
+
+    def test_bad_signature(self):
+        m = self.fresh("badsig")
+        m["protection"] = flip_last(m["protection"])
+        self.expect("bad_signature", self.send("badsig", m))
+
+    def test_signature_not_accepted(self):
+        self.expect("signature_not_accepted", self.ir("pbmonly", path="pki/roles/pbmonly/cmp"))
+
+    def test_no_digital_signature(self):
+        """openssl cmp will not sign with such a certificate: the client's key certified again without
+        digitalSignature replaces client.pem in a captured ir's extraCerts."""
+        d = self.gw.dir
+        harness.run(["openssl", "req", "-new", "-key", d / "client.key", "-subj", "/O=cmpgw demo/CN=demo-client",
+                     "-out", d / "noku.csr"])
+        (d / "noku.ext").write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,keyEncipherment\n"
+                                    "subjectKeyIdentifier=hash\n")
+        harness.run(["openssl", "x509", "-req", "-in", d / "noku.csr", "-CA", d / "ca.pem", "-CAkey", d / "ca.key",
+                     "-days", "2", "-extfile", d / "noku.ext", "-set_serial", "0x5001", "-out", d / "noku.pem"])
+        noku, _ = decoder.decode(ssl.PEM_cert_to_DER_cert((d / "noku.pem").read_text()),
+                                 asn1Spec=rfc4210.CMPCertificate())
+        m = self.fresh("noku")
+        extra = m["extraCerts"]
+        extra[0] = noku
+        self.expect("no_digital_signature", self.send("noku", resign(m, self.key())))
+
+    def test_pvno(self):
+        for pvno in (3, 1):
+            with self.subTest(pvno=pvno):
+                m = self.fresh("pvno%d" % pvno)
+                m["header"]["pvno"] = pvno
+                self.expect("pvno", self.send("pvno%d" % pvno, resign(m, self.key())))
+
+    def test_sender_not_dn(self):
+        m = self.fresh("sender")
+        gn = m["header"]["sender"].clone()
+        gn["rfc822Name"] = "device@example.com"
+        m["header"]["sender"] = gn
+        self.expect("sender_not_dn", self.send("sender", resign(m, self.key())))
+
+    def test_multiple_requests(self):
+        m = self.fresh("two")
+        m["body"]["ir"].append(m["body"]["ir"][0])
+        self.expect("multiple_requests", self.send("two", resign(m, self.key())))
+
+    def test_cert_req_id(self):
+        m = self.fresh("reqid")
+        m["body"]["ir"][0]["certReq"]["certReqId"] = 1
+        self.expect("cert_req_id", self.send("reqid", resign(m, self.key())))
+
+    # -- the certificate request's own answer (ip/cp/kup rejection) ---------------------------
+
+    def test_bad_pop(self):
+        m = self.fresh("badpop")
+        sig = m["body"]["ir"][0]["pop"]["signature"]
+        sig["signature"] = flip_last(sig["signature"])
+        self.expect("bad_pop", self.send("badpop", resign(m, self.key())))
+        m = self.fresh("nopop")
+        m["body"]["ir"][0] = without(m["body"]["ir"][0], "pop")
+        self.expect("bad_pop", self.send("nopop", resign(m, self.key())))
+        m = load(self.gw.make_request("badcsr", "p10cr", subject="/CN=badcsr").read_bytes())
+        m["body"]["p10cr"]["signature"] = flip_last(m["body"]["p10cr"]["signature"])
+        self.expect("bad_pop", self.send("badcsr", resign(m, self.key())))
+
+    def test_tls_subject(self):
+        a = self.expect("tls_subject", self.ir("tlssubj", path="pki/roles/tlssubj/cmp"))
+        self.assertEqual(a.status_strings, ["TLS client certificate subject /O=cmpgw demo/CN=demo-client is not "
+                                            "allowed on role tlssubj (allowed: /O=cmpgw demo/CN=nobody)"])
+
+    def test_tls_required(self):
+        self.expect("tls_required", self.ir("tlsreq", path="pki/roles/tlsreq/cmp", tls=(None, None)))
+
+    def test_signer_subject(self):
+        self.expect("signer_subject", self.ir("signer", path="pki/roles/signer/cmp"))
+
+    def test_kur_pbm(self):
+        self.expect("kur_pbm", self.gw.cmp("kur", "kurpbm", auth="pbm", newkey=self.newkey("kurpbm"),
+                                           extra=("-oldcert", self.gw.dir / "client.pem"), expect_cert=False).last)
+
+    def test_kur_other_cert(self):
+        other = self.gw.cmp("ir", "kurold", newkey=self.newkey("kurold"), subject="/CN=kurold").cert
+        res = self.gw.cmp("kur", "kurother", newkey=self.newkey("kurother"), extra=("-oldcert", other),
+                          expect_cert=False)
+        self.expect("kur_other_cert", res.last)
+
+    def test_message_time(self):
+        for name, when in (("past", "20200101000000Z"), ("future", "20990101000000Z")):
+            with self.subTest(when=name):
+                m = self.fresh("time%s" % name)
+                m["header"]["messageTime"] = m["header"]["messageTime"].clone(when)
+                self.expect("message_time", self.send("time" + name, resign(m, self.key())))
+
+    def test_replay(self):
+        der = self.gw.make_request("replay").read_bytes()
+        self.assertEqual(harness.decode_cmp(self.send("replay1", der).body).status, 0)
+        self.expect("replay", self.send("replay2", der))
+
+    def test_tid_in_use(self):
+        m = self.fresh("tidreuse")
+        self.assertEqual(harness.decode_cmp(self.send("tidreuse1", m).body).status, 0)
+        set_octets(m["header"], "senderNonce", os.urandom(16))
+        self.expect("tid_in_use", self.send("tidreuse2", resign(m, self.key())))
+
+    def test_name_not_allowed(self):
+        a = self.expect("name_not_allowed", self.ir("evil", path="pki/roles/names/cmp", subject="/CN=ok.example.com",
+                                                    extra=("-sans", "evil.example.org")))
+        self.assertEqual(a.status_strings, ["DNS name evil.example.org is not allowed on role names "
+                                            "(allowed: *.example.com)"])
+
+    # -- certConf and pollReq ------------------------------------------------------------------
+
+    def open_txn(self, name):
+        """An ir answered with a certificate whose certConf the client never sent: (ir, ip, cert DER)."""
+        res = self.gw.cmp("ir", name, newkey=self.newkey(name), subject="/CN=%s" % name,
+                          extra=("-disable_confirm",))
+        self.assertFalse(res.first.implicit_confirm(), res.first)
+        cert = ssl.PEM_cert_to_DER_cert(res.cert.read_text())
+        return load(res.req_files[0].read_bytes()), res.first, cert
+
+    def certconf(self, ir, ip, cert_hash, key=None, recip=None, sender=None):
+        """A certConf in |ir|'s transaction confirming |cert_hash|, signed with |key| (client.key)."""
+        m = ir
+        body = m["body"].clone()
+        cc = body.componentType["certConf"].asn1Object.clone()
+        cs = rfc4210.CertStatus()
+        cs["certHash"] = cert_hash
+        cs["certReqId"] = 0
+        cc.append(cs)
+        body["certConf"] = cc
+        m["body"] = body
+        set_octets(m["header"], "senderNonce", os.urandom(16))
+        set_octets(m["header"], "recipNonce", recip or ip.header["senderNonce"].asOctets())
+        if sender is not None:
+            m["header"]["sender"] = sender
+        return resign(m, key or self.key())
+
+    def test_no_txn(self):
+        done = self.gw.cmp("ir", "closed", newkey=self.newkey("closed"), subject="/CN=closed")
+        self.assertEqual([a.body_type for a in done.answers], ["ip", "pkiconf"])
+        self.expect("no_txn", self.send("closed-conf", done.req_files[1].read_bytes()))
+        pr = load(done.req_files[1].read_bytes())
+        body = pr["body"].clone()
+        preq = body.componentType["pollReq"].asn1Object.clone()
+        entry = preq.componentType.clone()
+        entry["certReqId"] = 0
+        preq.append(entry)
+        body["pollReq"] = preq
+        pr["body"] = body
+        set_octets(pr["header"], "senderNonce", os.urandom(16))
+        self.expect("no_txn", self.send("closed-poll", resign(pr, self.key())))
+
+    def test_other_sender(self):
+        ir, ip, cert = self.open_txn("othersender")
+        conf = self.certconf(ir, ip, hashlib.sha256(cert).digest(), sender=ip.header["sender"])
+        self.expect("other_sender", self.send("othersender-conf", conf))
+
+    def test_pinned_signer(self):
+        ir, ip, cert = self.open_txn("pinned")
+        conf = self.certconf(ir, ip, hashlib.sha256(cert).digest(), key=self.newkey("pinned-other"))
+        self.expect("pinned_signer", self.send("pinned-conf", conf))
+
+    def test_cert_hash(self):
+        ir, ip, cert = self.open_txn("hash")
+        conf = self.certconf(ir, ip, hashlib.sha256(cert + b"x").digest())
+        self.expect("cert_hash", self.send("hash-conf", conf))
+
+    def test_recip_nonce(self):
+        ir, ip, cert = self.open_txn("recip")
+        conf = self.certconf(ir, ip, hashlib.sha256(cert).digest(), recip=os.urandom(16))
+        self.expect("recip_nonce", self.send("recip-conf", conf))
+
+    def test_confirm_twin(self):
+        """The certConf the refusals above are twins of is accepted: the crafting is not the refusal."""
+        ir, ip, cert = self.open_txn("twin")
+        a = harness.decode_cmp(self.send("twin-conf", self.certconf(ir, ip, hashlib.sha256(cert).digest())).body)
+        self.assertEqual(a.body_type, "pkiconf", a)
+
+    def test_crafted_twin(self):
+        """A captured ir signed again unchanged is issued: what the crafted rows change is what is refused."""
+        a = harness.decode_cmp(self.send("twin-ir", resign(self.fresh("twinir"), self.key())).body)
+        self.assertEqual((a.body_type, a.status), ("ip", 0), a)
+
+
+# ---------------------------------------------------------------------------------------------
+# Limits: a required messageTime, one open transaction per identity, a one-worker pool
+# ---------------------------------------------------------------------------------------------
+
+class Limits(Base):
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["cmp"] = {"require_message_time": True, "max_transactions_per_identity": 1}
+        cfg["workers"] = 1
+        cfg["queue_depth"] = 1
+        cfg["upstreams"]["local"]["delay"] = "2s"  # each sign call holds the one worker
+
+    def test_message_time_missing(self):
+        m = self.fresh("notime")
+        m["header"] = without(m["header"], "messageTime")
+        self.expect("message_time_missing", self.send("notime", resign(m, self.key())))
+
+    def test_too_many_open(self):
+        first = self.gw.cmp("ir", "open1", newkey=self.newkey("open1"), subject="/CN=open1",
+                            extra=("-disable_confirm",))
+        self.assertEqual(first.first.status, 0)
+        a = self.expect("too_many_open", self.ir("open2", extra=("-disable_confirm",)))
+        self.assertIn("for /O=cmpgw demo/CN=demo-client:", a.status_strings[0])
+
+    def test_http_busy(self):
+        import subprocess
+        d = self.gw.dir
+        ders = [self.gw.make_request("busy%d" % i, subject="/CN=busy%d" % i) for i in range(6)]
+        procs = []
+        for i, der in enumerate(ders):
+            argv = ["curl", "-sS", "--http1.1", "--cacert", d / "ca.pem", "--cert", d / "client.pem", "--key",
+                    d / "client.key", "-H", "Content-Type: application/pkixcmp", "--data-binary", "@%s" % der,
+                    "-D", d / ("busy%d.hdr" % i), "-o", d / ("busy%d.body" % i), "--max-time",
+                    str(harness.CLIENT_TIMEOUT), self.gw.url()]
+            procs.append(subprocess.Popen([str(a) for a in argv], stderr=subprocess.PIPE))
+        for p in procs:
+            p.communicate(timeout=harness.CLIENT_TIMEOUT + 10)
+        results = [harness.CurlResult((d / ("busy%d.hdr" % i)).read_text(), (d / ("busy%d.body" % i)).read_bytes())
+                   for i in range(6)]
+        busy = [r for r in results if r.status == 503]
+        self.assertTrue(busy, results)
+        for r in busy:
+            self.expect("http_busy", r)
+            self.assertRegex(r.headers.get("retry-after", ""), r"^[0-9]+$", r)
+
+
+# ---------------------------------------------------------------------------------------------
+# The table itself
+# ---------------------------------------------------------------------------------------------
+
+class Table(unittest.TestCase):
+
+    def test_every_row_has_a_test(self):
+        tests = {name[len("test_"):] for cls in (Errors, Limits) for name in dir(cls) if name.startswith("test_")}
+        missing = sorted(set(ROWS) - tests - set(ELSEWHERE))
+        self.assertEqual(missing, [], "rows of docs/errors.md without a test")
+
+    def test_every_refusal_test_has_a_row(self):
+        tests = {name[len("test_"):] for cls in (Errors, Limits) for name in dir(cls) if name.startswith("test_")}
+        self.assertEqual(sorted(tests - set(ROWS) - {"confirm_twin", "crafted_twin"}), [])
+
+    def test_rows_tested_elsewhere(self):
+        for rid, (module, literal) in ELSEWHERE.items():
+            with self.subTest(row=rid):
+                self.assertIn(rid, ROWS)
+                self.assertIn(literal, ROWS[rid]["text"].replace("{", "").replace("}", ""))
+                self.assertIn(literal, (E2E / module).read_text())
+
+    def test_rows_well_formed(self):
+        fails = set(rfc4210.PKIFailureInfo.namedValues.keys())
+        for rid, row in ROWS.items():
+            with self.subTest(row=rid):
+                if row["answer"].startswith("HTTP "):
+                    self.assertEqual(row["fail"], "")
+                else:
+                    self.assertIn(row["fail"], fails)
+                    self.assertIsNone(INTERNALS.search(row["text"]))
+        self.assertGreaterEqual(len(ROWS), 40)
+
+    def test_parser_rejects_a_broken_row(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            broken = Path(d) / "errors.md"
+            broken.write_text("<!-- errors-table -->\n| `x` | a | error | badRequest | `t` |\n"
+                              "<!-- end errors-table -->\n")
+            with self.assertRaises(AssertionError):
+                parse_table(broken)
+
+
+if __name__ == "__main__":
+    harness.main()
