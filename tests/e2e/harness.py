@@ -135,38 +135,78 @@ def der_to_pem(der, label="CERTIFICATE"):
 # CMP messages (decoded independently of OpenSSL, with pyasn1-modules' RFC 4210 module)
 # ---------------------------------------------------------------------------------------------
 
+def tlv(buf, off=0):
+    """(tag byte, content start, content end) of the DER TLV at |off|."""
+    tag, n = buf[off], buf[off + 1]
+    off += 2
+    if n & 0x80:
+        k = n & 0x7f
+        n = int.from_bytes(buf[off:off + k], "big")
+        off += k
+    if off + n > len(buf):
+        raise Failure("truncated DER")
+    return tag, off, off + n
+
+
+def status_info(si):
+    """(PKIStatus, [failInfo names], [statusString]) of a decoded PKIStatusInfo."""
+    fails = []
+    if si["failInfo"].isValue:
+        names = list(rfc4210.PKIFailureInfo.namedValues)
+        fails = [names[i] for i in range(min(len(si["failInfo"]), len(names))) if si["failInfo"][i]]
+    texts = [str(t) for t in si["statusString"]] if si["statusString"].isValue else []
+    return int(si["status"]), fails, texts
+
+
+def rp_status(der):
+    """(PKIStatus, [failInfo names], [statusString]) of an rp. pyasn1's RFC 4210 module cannot decode
+    rp's revCerts, so the walk to the first PKIStatusInfo is by hand."""
+    _, start, _ = tlv(der)                      # PKIMessage
+    _, _, hdr_end = tlv(der, start)             # header
+    tag, body, _ = tlv(der, hdr_end)            # [12] rp
+    if tag != 0xac:
+        raise Failure("expected rp ([12]), got tag 0x%02x" % tag)
+    _, rep, _ = tlv(der, body)                  # RevRepContent
+    _, status, _ = tlv(der, rep)                # status SEQUENCE OF PKIStatusInfo
+    _, _, si_end = tlv(der, status)
+    si, _ = der_decoder.decode(der[status:si_end], asn1Spec=rfc4210.PKIStatusInfo())
+    return status_info(si)
+
+
 class CmpAnswer:
     """A decoded PKIMessage: body type, and for ip/cp/kup/error its PKIStatusInfo."""
 
     def __init__(self, der):
         self.der = der
+        self.status = None
+        self.fail_info = []
+        self.status_strings = []
+        _, start, _ = tlv(der)
+        _, _, hdr_end = tlv(der, start)
+        if der[hdr_end] == 0xac:  # rp: see rp_status
+            self.msg = None
+            self.body_type = "rp"
+            self.header, _ = der_decoder.decode(der[start:hdr_end], asn1Spec=rfc4210.PKIHeader())
+            self.status, self.fail_info, self.status_strings = rp_status(der)
+            return
         self.msg, rest = der_decoder.decode(der, asn1Spec=rfc4210.PKIMessage())
         if rest:
             raise Failure("%d trailing bytes after the PKIMessage" % len(rest))
         body = self.msg["body"]
         self.body_type = body.getName()
         self.header = self.msg["header"]
-        self.status = None
-        self.fail_info = []
-        self.status_strings = []
         si = None
         if self.body_type in ("ip", "cp", "kup"):
             si = body[self.body_type]["response"][0]["status"]
         elif self.body_type == "error":
             si = body["error"]["pKIStatusInfo"]
         if si is not None:
-            self.status = int(si["status"])
-            if si["failInfo"].isValue:
-                bits = si["failInfo"]
-                names = list(rfc4210.PKIFailureInfo.namedValues)
-                self.fail_info = [names[i] for i in range(min(len(bits), len(names))) if bits[i]]
-            if si["statusString"].isValue:
-                self.status_strings = [str(s) for s in si["statusString"]]
+            self.status, self.fail_info, self.status_strings = status_info(si)
 
     def extra_certs_pem(self):
         """The message's extraCerts as one PEM bundle (empty string if none)."""
-        ec = self.msg["extraCerts"]
-        if not ec.isValue:
+        ec = self.msg["extraCerts"] if self.msg is not None else None
+        if ec is None or not ec.isValue:
             return ""
         return "".join(der_to_pem(der_encoder.encode(c)) for c in ec)
 
