@@ -154,19 +154,6 @@ static unsigned char *key_spec(const struct gw_key_rule *k, int *len)
     return attr;
 }
 
-static const struct {
-    unsigned bit;
-    int nid;
-} eku_nids[] = {
-    {GW_EKU_SERVER_AUTH, NID_server_auth},
-    {GW_EKU_CLIENT_AUTH, NID_client_auth},
-    {GW_EKU_CODE_SIGNING, NID_code_sign},
-    {GW_EKU_EMAIL_PROTECTION, NID_email_protect},
-    {GW_EKU_TIME_STAMPING, NID_time_stamp},
-    {GW_EKU_OCSP_SIGNING, NID_OCSP_sign},
-    {GW_EKU_CMC_RA, NID_cmcRA},
-};
-
 /* Adds extension |nid| with |value| to |exts| (copied). 1 on success. */
 static int add_ext(STACK_OF(X509_EXTENSION) * *exts, int nid, int crit, void *value)
 {
@@ -180,17 +167,10 @@ static int add_ext(STACK_OF(X509_EXTENSION) * *exts, int nid, int crit, void *va
 /* keyUsage and extendedKeyUsage of the role's profile: what the certificate will carry. */
 static int profile_exts(const struct gw_role *role, STACK_OF(X509_EXTENSION) * *exts)
 {
-    ASN1_BIT_STRING *ku = ASN1_BIT_STRING_new();
-    EXTENDED_KEY_USAGE *eku = sk_ASN1_OBJECT_new_null();
+    ASN1_BIT_STRING *ku = gw_ku_new(role->key_usage);
+    EXTENDED_KEY_USAGE *eku = gw_eku_new(role->ext_key_usage);
     int ok = ku != NULL && eku != NULL;
 
-    /* KU_* flags: 0x80 >> n is bit n for n < 8, 0x8000 is decipherOnly (bit 8) */
-    for (int n = 0; ok && n < 9; n++)
-        if ((role->key_usage & (n < 8 ? 0x80u >> n : 0x8000u)) != 0)
-            ok = ASN1_BIT_STRING_set_bit(ku, n, 1) == 1;
-    for (size_t i = 0; ok && i < sizeof(eku_nids) / sizeof(eku_nids[0]); i++)
-        if ((role->ext_key_usage & eku_nids[i].bit) != 0)
-            ok = sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(eku_nids[i].nid)) > 0;
     if (ok && role->key_usage != 0)
         ok = add_ext(exts, NID_key_usage, 1, ku);
     if (ok && sk_ASN1_OBJECT_num(eku) > 0)

@@ -422,3 +422,48 @@ out:
         gw_cert_plan_cleanup(out);
     return rc;
 }
+
+/* KeyUsage named bits (RFC 5280 §4.2.1.3) in OpenSSL's KU_* encoding, by bit number. */
+static const unsigned ku_bits[] = {
+    KU_DIGITAL_SIGNATURE, KU_NON_REPUDIATION, KU_KEY_ENCIPHERMENT, KU_DATA_ENCIPHERMENT, KU_KEY_AGREEMENT,
+    KU_KEY_CERT_SIGN,     KU_CRL_SIGN,        KU_ENCIPHER_ONLY,    KU_DECIPHER_ONLY,
+};
+
+static const struct {
+    unsigned eku;
+    int nid;
+} ekus[] = {
+    {GW_EKU_SERVER_AUTH, NID_server_auth},
+    {GW_EKU_CLIENT_AUTH, NID_client_auth},
+    {GW_EKU_CODE_SIGNING, NID_code_sign},
+    {GW_EKU_EMAIL_PROTECTION, NID_email_protect},
+    {GW_EKU_TIME_STAMPING, NID_time_stamp},
+    {GW_EKU_OCSP_SIGNING, NID_OCSP_sign},
+    {GW_EKU_CMC_RA, NID_cmcRA},
+};
+
+ASN1_BIT_STRING *gw_ku_new(unsigned ku)
+{
+    ASN1_BIT_STRING *bs = ASN1_BIT_STRING_new();
+
+    for (size_t i = 0; bs != NULL && i < sizeof(ku_bits) / sizeof(ku_bits[0]); i++) {
+        if ((ku & ku_bits[i]) != 0 && ASN1_BIT_STRING_set_bit(bs, (int)i, 1) != 1) {
+            ASN1_BIT_STRING_free(bs);
+            return NULL;
+        }
+    }
+    return bs;
+}
+
+EXTENDED_KEY_USAGE *gw_eku_new(unsigned eku)
+{
+    EXTENDED_KEY_USAGE *ext = sk_ASN1_OBJECT_new_null();
+
+    for (size_t i = 0; ext != NULL && i < sizeof(ekus) / sizeof(ekus[0]); i++) {
+        if ((eku & ekus[i].eku) != 0 && sk_ASN1_OBJECT_push(ext, OBJ_nid2obj(ekus[i].nid)) <= 0) {
+            sk_ASN1_OBJECT_free(ext);
+            return NULL;
+        }
+    }
+    return ext;
+}

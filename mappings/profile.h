@@ -77,4 +77,13 @@ int gw_cert_req_subject_from(struct gw_cert_req *req, const X509 *signer);
 int gw_cert_plan_make(const struct gw_role *role, const struct gw_cert_req *req, time_t now,
                       struct gw_cert_plan *out, int *fail_info, char *err);
 
+/*
+ * The extension values of a plan's key usages, for every issuer that encodes them (local issuer,
+ * CMP upstream template, genm certReqTemplate). gw_ku_new returns a new keyUsage BIT STRING for
+ * KU_* bits |ku| (RFC 5280 §4.2.1.3); gw_eku_new a new ExtKeyUsage for enum gw_eku bits |eku|
+ * (its OIDs are static: sk_ASN1_OBJECT_free or EXTENDED_KEY_USAGE_free). NULL on allocation failure.
+ */
+ASN1_BIT_STRING *gw_ku_new(unsigned ku);
+EXTENDED_KEY_USAGE *gw_eku_new(unsigned eku);
+
 #endif

@@ -50,25 +50,6 @@ struct local {
     struct crl_cache crl;
 };
 
-static const struct {
-    unsigned eku;
-    int nid;
-} ekus[] = {
-    {GW_EKU_SERVER_AUTH, NID_server_auth},
-    {GW_EKU_CLIENT_AUTH, NID_client_auth},
-    {GW_EKU_CODE_SIGNING, NID_code_sign},
-    {GW_EKU_EMAIL_PROTECTION, NID_email_protect},
-    {GW_EKU_TIME_STAMPING, NID_time_stamp},
-    {GW_EKU_OCSP_SIGNING, NID_OCSP_sign},
-    {GW_EKU_CMC_RA, NID_cmcRA},
-};
-
-/* KeyUsage named bits (RFC 5280 §4.2.1.3) in OpenSSL's KU_* encoding. */
-static const unsigned ku_bits[] = {
-    KU_DIGITAL_SIGNATURE, KU_NON_REPUDIATION, KU_KEY_ENCIPHERMENT, KU_DATA_ENCIPHERMENT, KU_KEY_AGREEMENT,
-    KU_KEY_CERT_SIGN,     KU_CRL_SIGN,        KU_ENCIPHER_ONLY,    KU_DECIPHER_ONLY,
-};
-
 static void local_free(struct local *l)
 {
     if (l == NULL)
@@ -234,20 +215,14 @@ static int add_basic_constraints(X509 *x)
 static int add_key_usage(X509 *x, unsigned ku)
 {
     ASN1_BIT_STRING *bs;
-    size_t i;
-    int ok = 0;
+    int ok;
 
     ku &= ~(unsigned)(KU_KEY_CERT_SIGN | KU_CRL_SIGN); /* CA:FALSE (RFC 5280 §4.2.1.3) */
     if (ku == 0)
         return 1;
-    if ((bs = ASN1_BIT_STRING_new()) == NULL)
+    if ((bs = gw_ku_new(ku)) == NULL)
         return 0;
-    for (i = 0; i < sizeof(ku_bits) / sizeof(ku_bits[0]); i++) {
-        if ((ku & ku_bits[i]) != 0 && ASN1_BIT_STRING_set_bit(bs, (int)i, 1) != 1)
-            goto out;
-    }
     ok = X509_add1_ext_i2d(x, NID_key_usage, bs, 1, X509V3_ADD_REPLACE) == 1;
-out:
     ASN1_BIT_STRING_free(bs);
     return ok;
 }
@@ -255,19 +230,13 @@ out:
 static int add_ext_key_usage(X509 *x, unsigned eku)
 {
     EXTENDED_KEY_USAGE *ext;
-    size_t i;
-    int ok = 0;
+    int ok;
 
     if (eku == 0)
         return 1;
-    if ((ext = sk_ASN1_OBJECT_new_null()) == NULL)
+    if ((ext = gw_eku_new(eku)) == NULL)
         return 0;
-    for (i = 0; i < sizeof(ekus) / sizeof(ekus[0]); i++) {
-        if ((eku & ekus[i].eku) != 0 && sk_ASN1_OBJECT_push(ext, OBJ_nid2obj(ekus[i].nid)) <= 0)
-            goto out;
-    }
     ok = X509_add1_ext_i2d(x, NID_ext_key_usage, ext, 0, X509V3_ADD_REPLACE) == 1;
-out:
     sk_ASN1_OBJECT_free(ext); /* OBJ_nid2obj objects are static */
     return ok;
 }
