@@ -1370,9 +1370,9 @@ static char *read_request(int fd, char *buf, size_t cap, size_t *total)
 
 static void serve_one(int fd)
 {
-    char buf[8192], head[256], *body, *sp;
-    const struct canned *a = NULL;
-    size_t total, i;
+    char buf[8192], head[256], ctype[64] = "", *body, *sp, *copy = NULL;
+    size_t total, i, len = 0;
+    int status = 0;
 
     if ((body = read_request(fd, buf, sizeof(buf), &total)) == NULL)
         return;
@@ -1382,19 +1382,31 @@ static void serve_one(int fd)
     snprintf(http_fake.last_method, sizeof(http_fake.last_method), "%.*s", (int)(sp - buf), buf);
     snprintf(http_fake.last_path, sizeof(http_fake.last_path), "%.*s", (int)strcspn(sp + 1, " "), sp + 1);
     snprintf(http_fake.last_body, sizeof(http_fake.last_body), "%.*s", (int)(buf + total - body), body);
-    for (i = 0; i < http_fake.n_answers; i++)
-        if (strcmp(http_fake.answers[i].path, http_fake.last_path) == 0)
-            a = &http_fake.answers[i];
+    for (i = 0; i < http_fake.n_answers; i++) {
+        const struct canned *a = &http_fake.answers[i];
+        if (strcmp(a->path, http_fake.last_path) != 0)
+            continue;
+        /* a private copy: the test frees its answer as soon as the client has read it */
+        status = a->status;
+        snprintf(ctype, sizeof(ctype), "%s", a->ctype);
+        len = a->len;
+        free(copy); /* the last match wins */
+        copy = len > 0 ? malloc(len) : NULL;
+        if (copy != NULL)
+            memcpy(copy, a->body, len);
+    }
     pthread_mutex_unlock(&http_fake.lock);
-    if (a == NULL) {
+    if (status == 0 || (len > 0 && copy == NULL)) {
         dprintf(fd, "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
                     "Connection: close\r\n\r\n{}");
+        free(copy);
         return;
     }
     snprintf(head, sizeof(head), "HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
-             a->status, a->ctype, a->len);
-    if (write(fd, head, strlen(head)) < 0 || (a->len > 0 && write(fd, a->body, a->len) < 0))
-        return;
+             status, ctype, len);
+    if (write(fd, head, strlen(head)) >= 0 && len > 0)
+        (void)!write(fd, copy, len);
+    free(copy);
 }
 
 static void *http_fake_main(void *arg)
