@@ -612,6 +612,16 @@ class GatewayTestCase(unittest.TestCase):
         if text_contains is not None:
             self.assertTrue(any(text_contains in s for s in answer.status_strings), answer)
 
+    def assert_rejected(self, res, fail_bit, *texts):
+        """|res| (a CmpResult) got no certificate: its first answer is an ip/cp/error rejection with
+        failInfo |fail_bit| and a statusString that contains each of |texts|."""
+        ans = res.first
+        self.assert_cmp_error(ans, ("ip", "cp", "error"), fail_bit)
+        text = " ".join(ans.status_strings)
+        for t in texts:
+            self.assertIn(t, text, ans)
+        self.assertIsNone(res.cert)
+
     def newkey(self, name):
         return genkey(self.gw.dir / ("%s.key" % name))
 

@@ -80,16 +80,6 @@ class CfsslFrontDoor(harness.GatewayTestCase):
         self.assertIn((self.gw.dir / "cfssl-ca.pem").read_text().strip().splitlines()[1],
                       res.first.extra_certs_pem().replace("\n", ""))
 
-    def assert_rejected(self, res, fail_bit, *texts):
-        ans = res.first
-        self.assertIn(ans.body_type, ("ip", "cp", "error"), ans)
-        self.assertEqual(ans.status, REJECTION, ans)
-        self.assertIn(fail_bit, ans.fail_info, ans)
-        text = " ".join(ans.status_strings)
-        for t in texts:
-            self.assertIn(t, text, ans)
-        self.assertIsNone(res.cert)
-
     # -- positive -------------------------------------------------------------------------------
 
     def test_p10cr_sign(self):

@@ -137,16 +137,6 @@ class CmpUpstream(harness.GatewayTestCase):
         self.assertIn((self.gw.dir / "signer.pem").read_text().strip().splitlines()[1],
                       res.first.extra_certs_pem().replace("\n", ""))
 
-    def assert_rejected(self, res, fail_bit, *texts):
-        ans = res.first
-        self.assertIn(ans.body_type, ("ip", "cp", "error"), ans)
-        self.assertEqual(ans.status, REJECTION, ans)
-        self.assertIn(fail_bit, ans.fail_info, ans)
-        text = " ".join(ans.status_strings)
-        for t in texts:
-            self.assertIn(t, text, ans)
-        self.assertIsNone(res.cert)
-
     def upstream_saw(self):
         """The request body types the mock received in this test, in order (its debug log)."""
         self.mock.log.flush()

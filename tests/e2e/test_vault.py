@@ -84,16 +84,6 @@ class VaultFrontDoor(harness.GatewayTestCase):
         self.assert_issued(res.cert, key, subject, sans, res.first.extra_certs_pem())
         harness.run(["openssl", "verify", "-partial_chain", "-CAfile", self.gw.dir / issuer, res.cert])
 
-    def assert_rejected(self, res, fail_bit, *texts):
-        ans = res.first
-        self.assertIn(ans.body_type, ("ip", "cp", "error"), ans)
-        self.assertEqual(ans.status, REJECTION, ans)
-        self.assertIn(fail_bit, ans.fail_info, ans)
-        text = " ".join(ans.status_strings)
-        for t in texts:
-            self.assertIn(t, text, ans)
-        self.assertIsNone(res.cert)
-
     # -- positive -------------------------------------------------------------------------------
 
     def test_p10cr_role_signature(self):
