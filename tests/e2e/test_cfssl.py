@@ -9,7 +9,6 @@ sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
 import cfsslenv  # noqa: E402
 
-REJECTION = 2  # PKIStatus rejection (RFC 9810 §5.2.3)
 
 
 class CfsslFrontDoor(harness.GatewayTestCase):
