@@ -182,6 +182,7 @@ struct closing {
     struct gw_cmp_engine *e;
     const char *event;
     const char *status;
+    const char *pending_event; /* a deferred request still waiting for its pollReq (docs/polling.md) */
 };
 
 /* An issued certificate whose certConf never came: it stays valid, so it goes on record. */
@@ -192,6 +193,8 @@ static void log_closed(void *arg, struct gw_txn *txn)
     char tid[2 * GW_MAX_TID_LEN + 1];
 
     gw_hex(tid, txn->tid, txn->tid_len);
+    if (t != NULL && t->pending != NULL && t->issued == NULL)
+        cmp_poll_closed(how->e, t, tid, how->pending_event);
     if (t != NULL && t->issued != NULL) {
         gw_log_kv(GW_LOG_WARN, how->event, "tid", tid, "identity", txn->identity, "serial", t->serial, "msg",
                   "certificate issued but never confirmed; it stays valid", NULL);
@@ -202,11 +205,13 @@ static void log_closed(void *arg, struct gw_txn *txn)
 
 void gw_cmp_engine_free(struct gw_cmp_engine *e)
 {
-    struct closing how = {e, "txn_abandoned", "the gateway stopped before the certConf arrived"};
+    struct closing how = {e, "txn_abandoned", "the gateway stopped before the certConf arrived",
+                          "txn_abandoned_pending"};
 
     if (e == NULL)
         return;
     gw_txn_table_free(e->txns, log_closed, &how);
+    cmp_poll_detach(e); /* upstream calls still running write to the audit log */
     gw_replay_free(e->replay);
     cmp_policy_cleanup(e);
     free(e);
@@ -214,7 +219,7 @@ void gw_cmp_engine_free(struct gw_cmp_engine *e)
 
 void gw_cmp_engine_expire(struct gw_cmp_engine *e, time_t now)
 {
-    struct closing how = {e, "txn_expired", "no certConf within the transaction TTL"};
+    struct closing how = {e, "txn_expired", "no certConf within the transaction TTL", "txn_expired_pending"};
 
     if (e != NULL)
         (void)gw_txn_expire(e->txns, now, log_closed, &how);
@@ -457,7 +462,7 @@ static void end_slot(struct cmp_call *c)
 static void park(struct cmp_call *c, struct cmp_txn *t)
 {
     OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
-    time_t expires = c->now + (time_t)c->e->cfg->cmp.transaction_ttl;
+    time_t expires = c->now + (time_t)c->e->cfg->cmp.transaction_ttl + cmp_poll_extra_ttl(t);
     struct gw_txn *txn = NULL;
 
     if ((t->pbm || (t->signer != NULL && OSSL_CMP_CTX_set1_srvCert(ctx, t->signer) == 1)) &&
@@ -502,8 +507,10 @@ static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
         refuse(c, msg, OSSL_CMP_PKIFAILUREINFO_badPOP, TEXT_BAD_POP);
         return;
     }
-    open = t->issued != NULL && OSSL_CMP_CTX_get_status(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv)) != -1 &&
-           rsp != NULL && OSSL_CMP_MSG_get_bodytype(rsp) != GW_CMP_BODY_ERROR;
+    /* issued and awaiting certConf, or deferred and awaiting pollReq (docs/polling.md) */
+    open = (t->issued != NULL || t->pending != NULL) &&
+           OSSL_CMP_CTX_get_status(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv)) != -1 && rsp != NULL &&
+           OSSL_CMP_MSG_get_bodytype(rsp) != GW_CMP_BODY_ERROR;
     finish(c, t, msg, rsp);
     if (open && c->rsp->http_status == 200) {
         park(c, t);
@@ -593,14 +600,16 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     cmp_set_outcome(c, "closed without certificate status", -1, NULL);
     rsp = run(t, c, msg);
     finish(c, t, msg, rsp);
+    /* still waiting (pollRep), or the released certificate now awaits its certConf */
     if (c->rsp->http_status == 200 && OSSL_CMP_CTX_get_status(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv)) != -1 &&
-        strcmp(c->rsp->rsp_type, "pollRep") == 0) {
+        (strcmp(c->rsp->rsp_type, "pollRep") == 0 || c->released)) {
         (void)gw_txn_put(c->e->txns, txn);
         return;
     }
     gw_log_kv(GW_LOG_INFO, "txn_closed", "tid", c->rsp->tid, "identity", t->identity, "serial", t->serial,
               "outcome", c->rsp->outcome, NULL);
-    audit_closed(c, t);
+    if (!c->released) /* released with implicitConfirm: its "issued" record says it all */
+        audit_closed(c, t);
     gw_txn_free(txn);
     gw_txn_release(c->e->txns, c->hdr.tid, c->hdr.tid_len);
 }

@@ -34,6 +34,7 @@ struct gw_cmp_engine {
     X509_STORE **issuer_stores;            /* per cfg->upstreams[i]: what its certificates must chain to */
     struct cmp_role_policy *role_policies; /* per cfg->roles[i] */
     time_t (*clock)(void);                 /* tests only; NULL = time(NULL) */
+    struct cmp_pending *pending;           /* upstream calls still running (cmp_poll.c's lock) */
 };
 
 /* How a certConf ended, as the callback saw it. */
@@ -43,6 +44,8 @@ enum cmp_confirm {
     CMP_CONFIRM_REJECTED,
     CMP_CONFIRM_FAILED, /* certHash mismatch */
 };
+
+struct cmp_pending;
 
 /* One request being processed on a worker; lives on that worker's stack. */
 struct cmp_call {
@@ -56,6 +59,7 @@ struct cmp_call {
     int reserved; /* holds a slot for hdr.tid in the txn table */
     int fail_bit; /* >= 0: a callback chose the error's failInfo */
     int audited;  /* the outcome record of this request is written */
+    int released; /* this pollReq delivered the certificate of a deferred request */
     enum cmp_confirm confirm;
     char fail_text[GW_ERR_LEN];
     char diag[GW_ERR_LEN]; /* first OpenSSL diagnostic captured by the log cb */
@@ -82,6 +86,12 @@ struct cmp_txn {
     char tls_subject[GW_IDENTITY_LEN];
     char body[16];
     struct cmp_call *call; /* the request in progress, NULL between requests */
+    /* poll_after (docs/polling.md): a deferred request waits here for its upstream call */
+    struct cmp_pending *pending; /* the call (one reference); NULL if nothing was deferred */
+    OSSL_CMP_MSG *request;       /* the deferred request, re-run by OpenSSL on release (notes §7) */
+    struct gw_cert_plan *plan;   /* its plan, for the result checks on release */
+    int release;                 /* pollReq found the result: the next cert-request callback delivers it */
+    int on_record;               /* the completion wrote the "issued" record */
 };
 
 /* cmp_srv.c */
@@ -98,6 +108,28 @@ OSSL_CMP_PKISI *cmp_rr_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const 
                           const ASN1_INTEGER *serial);
 int cmp_genm_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(OSSL_CMP_ITAV) * in,
                 STACK_OF(OSSL_CMP_ITAV) * *out);
+
+/* cmp_srv.c: the serial number of |cert| in lower-case hex ("" if unreadable) */
+void cmp_serial_hex(const X509 *cert, char *out, size_t cap);
+
+/*
+ * cmp_poll.c: upstream calls that outlive their request (docs/polling.md, notes §7).
+ * cmp_poll_sign runs the sign call on a call thread and waits up to the role's poll_after:
+ * 0 with |out| filled (in time, or refused), or 1: deferred, t->pending holds the call.
+ */
+int cmp_poll_sign(struct cmp_txn *t, struct cmp_call *c, const struct gw_sign_req *req,
+                  struct gw_sign_result *out);
+/* 1 with the result moved into |out| (*on_record: the "issued" record is written), else 0. */
+int cmp_poll_take(struct cmp_pending *p, struct gw_sign_result *out, int *on_record);
+/* 1 once the call has a result (pollReq may release it), else 0 with *check_after in seconds. */
+int cmp_poll_ready(struct cmp_pending *p, int64_t *check_after);
+/* Seconds a deferred transaction stays parked beyond transaction_ttl: its upstream's timeout. */
+time_t cmp_poll_extra_ttl(const struct cmp_txn *t);
+/* A pending transaction closes without its client (expiry, shutdown): log and audit what is known. */
+void cmp_poll_closed(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, const char *event);
+void cmp_poll_release(struct cmp_pending *p);
+/* Engine shutdown: let running calls land (GW_DRAIN_TIMEOUT_MS), then cut the others loose. */
+void cmp_poll_detach(struct gw_cmp_engine *e);
 
 /* cmp_engine.c */
 void cmp_set_outcome(struct cmp_call *c, const char *status, int fail_bit, const char *text);

@@ -171,7 +171,7 @@ static int reserve(struct cmp_txn *t, struct cmp_call *c, char *text)
     return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
 }
 
-static void serial_hex(const X509 *cert, char *out, size_t cap)
+void cmp_serial_hex(const X509 *cert, char *out, size_t cap)
 {
     BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
     char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
@@ -225,9 +225,10 @@ static OSSL_CMP_PKISI *accept_cert(struct cmp_txn *t, struct cmp_call *c, struct
         return si;
     }
     t->issued = res->cert; /* ours; OpenSSL gets the result's reference below */
-    /* DESIGN.md decision 8: on disk before the response that carries the certificate leaves */
+    /* DESIGN.md decision 8: on disk before the response that carries the certificate leaves
+     * (a deferred request's completion wrote it already: cmp_poll.c) */
     c->audited = 1;
-    if (cmp_audit_cert(c->e, t, c->rsp->tid, "issued", status, t->issued, 1) != 0) {
+    if (!t->on_record && cmp_audit_cert(c->e, t, c->rsp->tid, "issued", status, t->issued, 1) != 0) {
         OSSL_CMP_PKISI_free(si);
         si = reject(c, OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_LOST);
         cmp_withdraw(c->e, t, c->rsp->tid, t->issued, CRL_REASON_CESSATION_OF_OPERATION);
@@ -273,7 +274,7 @@ static OSSL_CMP_PKISI *deliver(struct cmp_txn *t, struct cmp_call *c, const stru
     char err[GW_ERR_LEN] = "", text[GW_ERR_LEN];
     enum gw_issued_verdict v = GW_ISSUED_BAD;
 
-    serial_hex(res->cert, t->serial, sizeof(t->serial));
+    cmp_serial_hex(res->cert, t->serial, sizeof(t->serial));
     if (store == NULL)
         snprintf(err, sizeof(err), "no issuer CA is configured to check it against");
     else
@@ -331,9 +332,43 @@ static int audit_intent(struct cmp_txn *t, struct cmp_call *c, const struct issu
     return cmp_audit_write(c->e, &r, 0);
 }
 
+/* poll_after: the call runs on; the transaction keeps what a release needs (notes §7). */
+static OSSL_CMP_PKISI *defer(struct cmp_txn *t, struct cmp_call *c, struct issuing *is)
+{
+    struct gw_audit_rec r;
+
+    *t->plan = is->plan; /* moved */
+    gw_cert_plan_init(&is->plan);
+    cmp_set_outcome(c, "waiting", -1, NULL);
+    c->audited = 1;
+    cmp_audit_rec_init(&r, t, c->rsp->tid, "waiting",
+                       "the upstream CA is slower than poll_after; the client polls");
+    (void)cmp_audit_write(c->e, &r, 0);
+    return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_waiting, 0, NULL);
+}
+
+/* Asks the upstream: blocking up to its timeout, or, with poll_after, maybe deferred. 1 if deferred. */
+static int sign(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req, struct issuing *is)
+{
+    struct gw_sign_req sreq = {
+        .role = t->role, .plan = &is->plan, .csr = is->p10cr, .request_id = c->rsp->tid};
+
+    if (t->role->poll_after_ms == 0) {
+        gw_upstream_sign_wait(t->up, &sreq, &is->res);
+        return 0;
+    }
+    if ((t->request = OSSL_CMP_MSG_dup(req)) == NULL || (t->plan = calloc(1, sizeof(*t->plan))) == NULL) {
+        gw_upstream_refusal(t->up, GW_ERR_NOMEM, &is->res);
+        return 0;
+    }
+    gw_cert_plan_init(t->plan);
+    return cmp_poll_sign(t, c, &sreq, &is->res);
+}
+
 /* Maps the request onto the role, picks the upstream, asks it to sign, checks the result (worker). */
-static OSSL_CMP_PKISI *issue(struct cmp_txn *t, struct cmp_call *c, const OSSL_CRMF_MSG *crm,
-                             const X509_REQ *p10cr, X509 **certOut, STACK_OF(X509) * *chainOut)
+static OSSL_CMP_PKISI *issue(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req,
+                             const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr, X509 **certOut,
+                             STACK_OF(X509) * *chainOut)
 {
     struct issuing is = {.p10cr = p10cr};
     OSSL_CMP_PKISI *si = NULL;
@@ -352,11 +387,9 @@ static OSSL_CMP_PKISI *issue(struct cmp_txn *t, struct cmp_call *c, const OSSL_C
         si = reject(c, OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_DOWN);
         goto out;
     }
-    gw_upstream_sign_wait(
-        t->up,
-        &(struct gw_sign_req){.role = t->role, .plan = &is.plan, .csr = p10cr, .request_id = c->rsp->tid},
-        &is.res);
-    if (is.res.status != 0 || is.res.cert == NULL)
+    if (sign(t, c, req, &is) == 1)
+        si = defer(t, c, &is);
+    else if (is.res.status != 0 || is.res.cert == NULL)
         si = reject(c, is.res.status != 0 ? is.res.fail_info : OSSL_CMP_PKIFAILUREINFO_systemFailure,
                     is.res.reason[0] != '\0' ? is.res.reason : "the upstream CA issued no certificate");
     else
@@ -382,7 +415,32 @@ static OSSL_CMP_PKISI *decide(struct cmp_txn *t, struct cmp_call *c, const OSSL_
         (bit = check_kur(t, c, crm, text)) >= 0 || (bit = cmp_check_old_cert(c, t, text)) >= 0 ||
         (bit = reserve(t, c, text)) >= 0)
         return reject(c, bit, text);
-    return issue(t, c, crm, p10cr, certOut, chainOut);
+    return issue(t, c, req, crm, p10cr, certOut, chainOut);
+}
+
+/* pollReq found the deferred result: OpenSSL re-runs the callback on the stored request (§7). */
+static OSSL_CMP_PKISI *release(struct cmp_txn *t, struct cmp_call *c, X509 **certOut,
+                               STACK_OF(X509) * *chainOut)
+{
+    struct gw_sign_result res;
+    OSSL_CMP_PKISI *si;
+
+    t->release = 0;
+    if (!cmp_poll_take(t->pending, &res, &t->on_record))
+        return reject(c, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                      "the result of this transaction was already sent");
+    if (res.status != 0 || res.cert == NULL) {
+        si = reject(c, res.status != 0 ? res.fail_info : OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                    res.reason[0] != '\0' ? res.reason : "the upstream CA issued no certificate");
+    } else if (!t->on_record) { /* the completion could not write the "issued" record */
+        cmp_serial_hex(res.cert, t->serial, sizeof(t->serial));
+        si = refuse_cert(t, c, res.cert, OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_LOST);
+    } else {
+        si = deliver(t, c, t->plan, &res, certOut, chainOut);
+        c->released = *certOut != NULL;
+    }
+    gw_sign_result_cleanup(&res);
+    return si;
 }
 
 static OSSL_CMP_PKISI *cert_request_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
@@ -395,7 +453,7 @@ static OSSL_CMP_PKISI *cert_request_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG
     struct gw_audit_rec r;
 
     (void)certReqId;
-    si = decide(t, c, req, crm, p10cr, certOut, chainOut);
+    si = t->release ? release(t, c, certOut, chainOut) : decide(t, c, req, crm, p10cr, certOut, chainOut);
     /* RFC 9810 §5.3.2, TS 33.310 §9.5.4.3: the operator root for the device; OpenSSL sends it in ip only */
     if (*certOut != NULL && t->role->ca_pubs != NULL &&
         (*caPubs = X509_chain_up_ref(t->role->ca_pubs)) == NULL)
@@ -459,8 +517,17 @@ static int pollreq_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certRe
     (void)certReqId;
     *certReq = NULL;
     *check_after = 0;
-    /* nothing is ever deferred in this version (openssl-cmp-3.0 notes §7) */
-    return fail(t->call, OSSL_CMP_PKIFAILUREINFO_badRequest, "nothing to poll for");
+    if (t->pending == NULL || t->issued != NULL)
+        return fail(t->call, OSSL_CMP_PKIFAILUREINFO_badRequest, "nothing to poll for");
+    if (!cmp_poll_ready(t->pending, check_after)) {
+        cmp_set_outcome(t->call, "waiting", -1, NULL); /* pollRep with checkAfter */
+        return 1;
+    }
+    /* OpenSSL re-runs the cert-request callback on it (notes §7): that delivers the result */
+    if ((*certReq = OSSL_CMP_MSG_dup(t->request)) == NULL)
+        return fail(t->call, OSSL_CMP_PKIFAILUREINFO_systemFailure, "out of memory");
+    t->release = 1;
+    return 1;
 }
 
 static void error_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const OSSL_CMP_PKISI *si,
@@ -584,6 +651,10 @@ void cmp_txn_free(void *p)
     X509_NAME_free(t->sender);
     X509_free(t->signer);
     X509_free(t->issued);
+    cmp_poll_release(t->pending);
+    OSSL_CMP_MSG_free(t->request);
+    gw_cert_plan_cleanup(t->plan);
+    free(t->plan);
     OPENSSL_cleanse(t->kid, sizeof(t->kid));
     OPENSSL_cleanse(t->pbm_ref, sizeof(t->pbm_ref));
     free(t);

@@ -2034,6 +2034,9 @@ static const struct field role_fields[] = {
     OPT("subject_from_signer", p_bool, struct gw_role, subject_from_signer, .def = false),
     OPT("ca_pubs", p_file, struct gw_role, ca_pubs_file),
     OPT("min_hash", p_enum, struct gw_role, min_hash_bits, .def = 0, .aux = min_hash_names),
+    /* issue 5: polling for slow upstreams (docs/polling.md) */
+    OPT("poll_after", p_dur_ms, struct gw_role, poll_after_ms, .min = 0, .max = GW_MAX_UPSTREAM_TIMEOUT_MS,
+        .def = 0),
 };
 OBJDEF(role_def, role_fields, check_role);
 
@@ -2249,6 +2252,11 @@ static int check_authz_sans(struct pctx *pc, const struct gw_role *r)
 }
 
 /* What a role may ask of its upstream's type (DESIGN.md decision 11); |r->upstream| is resolved. */
+static uint32_t upstream_timeout_ms(const struct gw_upstream_conf *u)
+{
+    return u->timeout_ms != 0 ? u->timeout_ms : GW_DEFAULT_UPSTREAM_TIMEOUT_MS;
+}
+
 static int check_role_upstream(struct pctx *pc, struct gw_role *r)
 {
     const struct {
@@ -2275,6 +2283,11 @@ static int check_role_upstream(struct pctx *pc, struct gw_role *r)
                     keys[i].allowed == T_VAULT ? "vault" : "vault or cfssl", r->upstream_name,
                     upstream_type_names[type]);
     }
+    /* a threshold at or past the upstream's own timeout would never start polling */
+    bprintf(path, sizeof(path), "$.roles.%s.poll_after", r->name);
+    if (r->poll_after_ms != 0 && r->poll_after_ms >= upstream_timeout_ms(r->upstream))
+        return fail(pc, path, "%ums is not below the timeout of upstream \"%s\" (%ums)", r->poll_after_ms,
+                    r->upstream_name, upstream_timeout_ms(r->upstream));
     /* the upstream's role (vault) or profile (cfssl) defaults to the role's own name */
     if (type != GW_UPSTREAM_LOCAL && r->upstream_role == NULL && (r->upstream_role = strdup(r->name)) == NULL)
         return GW_ERR_NOMEM;

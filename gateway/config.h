@@ -230,6 +230,9 @@ struct gw_role {
     char *ca_pubs_file;         /* "ca_pubs": PEM bundle sent as caPubs in ip (RFC 9810 §5.3.2) */
     STACK_OF(X509) *ca_pubs;    /* loaded; NULL if none */
     int min_hash_bits;          /* "min_hash": 256/384/512 = sha256/sha384/sha512; 0 = any */
+    uint32_t poll_after_ms;     /* "poll_after": a sign call slower than this is answered "waiting" and
+                                   delivered on a later pollReq (docs/polling.md); 0 = wait up to the
+                                   upstream's timeout */
 };
 
 /*

@@ -50,6 +50,7 @@
 #define GW_MAX_VAULT_TOKEN_LEN 4096            /* a Vault token (file or login); batch tokens are the longest */
 #define GW_ROLE_POLICY_TTL 60                  /* seconds an upstream role policy stays cached */
 #define GW_MAX_UPSTREAM_INFLIGHT 100000
+#define GW_MAX_CHECK_AFTER 60                  /* seconds: the longest checkAfter a pollRep asks (polling) */
 
 /* certificates */
 #define GW_SERIAL_BITS 159                  /* random serials; RFC 5280 caps at 20 octets */

@@ -18,6 +18,7 @@
 #include <openssl/bn.h>
 #include <openssl/cmp.h>
 #include <openssl/crypto.h>
+#include <openssl/x509v3.h>
 #include "gateway/err.h"
 #include "gateway/limits.h"
 #include "gateway/log.h"
@@ -328,6 +329,24 @@ static int wait_result(struct waiter *w, struct gw_sign_result *out)
     return got;
 }
 
+uint32_t gw_upstream_timeout_ms(const struct gw_upstream *up)
+{
+    return up != NULL && up->conf->timeout_ms != 0 ? up->conf->timeout_ms : GW_DEFAULT_UPSTREAM_TIMEOUT_MS;
+}
+
+void gw_upstream_refusal(const struct gw_upstream *up, int rc, struct gw_sign_result *out)
+{
+    const char *name = up != NULL ? name_of(up->conf) : "?";
+
+    gw_sign_result_init(out);
+    if (rc == GW_ERR_BUSY)
+        fail(out, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+             "upstream %s is at its limit of %u calls in flight", name, up != NULL ? max_inflight(up) : 0);
+    else
+        fail(out, rc, OSSL_CMP_PKIFAILUREINFO_systemFailure, "upstream %s refused the request: %s", name,
+             gw_err_str(rc));
+}
+
 /* worker */
 void gw_upstream_sign_wait(struct gw_upstream *up, const struct gw_sign_req *req, struct gw_sign_result *out)
 {
@@ -341,19 +360,14 @@ void gw_upstream_sign_wait(struct gw_upstream *up, const struct gw_sign_req *req
         fail(out, GW_ERR_INVAL, OSSL_CMP_PKIFAILUREINFO_systemFailure, "upstream %s: no request", name);
         return;
     }
-    timeout_ms = up->conf->timeout_ms != 0 ? up->conf->timeout_ms : GW_DEFAULT_UPSTREAM_TIMEOUT_MS;
+    timeout_ms = gw_upstream_timeout_ms(up);
     if ((w = waiter_new(up, req, timeout_ms)) == NULL) {
         fail(out, GW_ERR_NOMEM, OSSL_CMP_PKIFAILUREINFO_systemFailure, "upstream %s: out of memory", name);
         return;
     }
     if ((rc = gw_upstream_sign_submit(up, req, wait_done, w)) != 0) {
         w->refs = 1; /* |done| will not be called */
-        if (rc == GW_ERR_BUSY)
-            fail(out, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-                 "upstream %s is at its limit of %u calls in flight", name, max_inflight(up));
-        else
-            fail(out, rc, OSSL_CMP_PKIFAILUREINFO_systemFailure, "upstream %s refused the request: %s", name,
-                 gw_err_str(rc));
+        gw_upstream_refusal(up, rc, out);
         goto out;
     }
     if (!wait_result(w, out))
@@ -362,6 +376,135 @@ void gw_upstream_sign_wait(struct gw_upstream *up, const struct gw_sign_req *req
              timeout_ms);
 out:
     waiter_release(w);
+}
+
+/* ---- calls on a thread of their own (polling) ---- */
+
+/* One gw_upstream_sign_async call: owned copies of the request, for the call thread. */
+struct async_call {
+    struct gw_upstream *up;
+    struct gw_sign_req req;
+    struct gw_cert_plan plan;
+    X509_REQ *csr;
+    char request_id[2 * GW_MAX_TID_LEN + 1];
+    gw_upstream_done_fn done;
+    void *arg;
+};
+
+static void async_free(struct async_call *a)
+{
+    if (a == NULL)
+        return;
+    gw_cert_plan_cleanup(&a->plan);
+    X509_REQ_free(a->csr);
+    free(a);
+}
+
+/* Deep copy: the plan's objects are the worker's and go away when it answers the client. */
+static int plan_copy(struct gw_cert_plan *to, const struct gw_cert_plan *from)
+{
+    *to = *from;
+    to->subject = NULL;
+    to->sans = NULL;
+    to->pubkey = NULL;
+    if (from->subject != NULL && (to->subject = X509_NAME_dup(from->subject)) == NULL)
+        return GW_ERR_NOMEM;
+    if (from->sans != NULL &&
+        (to->sans = ASN1_item_dup(ASN1_ITEM_rptr(GENERAL_NAMES), (void *)from->sans)) == NULL)
+        return GW_ERR_NOMEM;
+    if (from->pubkey != NULL && EVP_PKEY_up_ref(from->pubkey) != 1)
+        return GW_ERR_NOMEM;
+    to->pubkey = from->pubkey;
+    return 0;
+}
+
+static struct async_call *async_new(struct gw_upstream *up, const struct gw_sign_req *req,
+                                    gw_upstream_done_fn done, void *arg)
+{
+    struct async_call *a = calloc(1, sizeof(*a));
+
+    if (a == NULL)
+        return NULL;
+    gw_cert_plan_init(&a->plan);
+    a->up = up;
+    a->done = done;
+    a->arg = arg;
+    if (plan_copy(&a->plan, req->plan) != 0 ||
+        (req->csr != NULL && (a->csr = X509_REQ_dup(req->csr)) == NULL)) {
+        async_free(a);
+        return NULL;
+    }
+    snprintf(a->request_id, sizeof(a->request_id), "%s", req->request_id != NULL ? req->request_id : "");
+    a->req =
+        (struct gw_sign_req){.role = req->role, .plan = &a->plan, .csr = a->csr, .request_id = a->request_id};
+    return a;
+}
+
+/* The call thread: the adapter's sign, and a result through |done| whatever happens. */
+static void *async_run(void *arg)
+{
+    struct async_call *a = arg;
+    struct gw_sign_result *res;
+    struct call *c = malloc(sizeof(*c));
+    int rc = GW_ERR_NOMEM;
+
+    if (c != NULL) {
+        *c = (struct call){a->up, a->done, a->arg};
+        rc = a->up->ops->sign(a->up, &a->req, call_done, c);
+    }
+    if (rc != 0) { /* |done| was not called: the slot is still ours */
+        free(c);
+        atomic_fetch_sub(&a->up->inflight, 1);
+        if ((res = malloc(sizeof(*res))) != NULL)
+            gw_upstream_refusal(a->up, rc, res);
+        if (res != NULL)
+            a->done(a->arg, res);
+        else
+            gw_log(GW_LOG_ERROR, "upstream_call_lost", "request %s: out of memory", a->request_id);
+    }
+    async_free(a);
+    return NULL;
+}
+
+static int start_thread(struct async_call *a)
+{
+    pthread_attr_t attr;
+    pthread_t th;
+    int rc;
+
+    if (pthread_attr_init(&attr) != 0)
+        return GW_ERR_NOMEM;
+    rc = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0 &&
+                 pthread_create(&th, &attr, async_run, a) == 0
+             ? 0
+             : GW_ERR_NOMEM;
+    pthread_attr_destroy(&attr);
+    return rc;
+}
+
+/* worker */
+int gw_upstream_sign_async(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done,
+                           void *arg)
+{
+    struct async_call *a;
+    int rc;
+
+    if (up == NULL || req == NULL || req->plan == NULL || done == NULL)
+        return GW_ERR_INVAL;
+    /* the slot is taken here, so that a full upstream is refused at once, not on the call thread */
+    if (atomic_fetch_add(&up->inflight, 1) >= max_inflight(up)) {
+        atomic_fetch_sub(&up->inflight, 1);
+        return GW_ERR_BUSY;
+    }
+    if ((a = async_new(up, req, done, arg)) == NULL) {
+        atomic_fetch_sub(&up->inflight, 1);
+        return GW_ERR_NOMEM;
+    }
+    if ((rc = start_thread(a)) != 0) {
+        atomic_fetch_sub(&up->inflight, 1);
+        async_free(a);
+    }
+    return rc;
 }
 
 /* ---- what a role may ask of its upstream ---- */

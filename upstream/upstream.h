@@ -109,6 +109,24 @@ int gw_upstream_sign_submit(struct gw_upstream *up, const struct gw_sign_req *re
 void gw_upstream_sign_wait(struct gw_upstream *up, const struct gw_sign_req *req, struct gw_sign_result *out);
 
 /*
+ * gw_upstream_sign_async is gw_upstream_sign_submit with the adapter's sign call run on a call
+ * thread of its own (adapters do their blocking I/O inside sign), so that the caller can stop
+ * waiting and come back later (polling, docs/polling.md). The request is copied: |req| need not
+ * outlive the call; |req->role| is borrowed from the config snapshot, which outlives |up|. Call
+ * threads are bounded by max_inflight. Returns 0 (|done| is called exactly once, on the call
+ * thread, also when the adapter refuses the request) or GW_ERR_BUSY / GW_ERR_INVAL / GW_ERR_NOMEM
+ * (|done| is not called). (worker)
+ */
+int gw_upstream_sign_async(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done,
+                           void *arg);
+
+/* gw_upstream_refusal fills |out| with what a client is told when submit returned |rc| (!= 0). */
+void gw_upstream_refusal(const struct gw_upstream *up, int rc, struct gw_sign_result *out);
+
+/* gw_upstream_timeout_ms is how long a sign call of |up| may take (its "timeout", or the default). */
+uint32_t gw_upstream_timeout_ms(const struct gw_upstream *up);
+
+/*
  * Synchronous extras (worker). Each returns 0, GW_ERR_INVAL if the adapter lacks the capability,
  * or another gw_err with a one-line reason in |err| (GW_ERR_LEN). |reason| is a CRLReason code
  * (CRL_REASON_* of openssl/x509v3.h); an adapter whose upstream takes none (Vault) drops it and the

@@ -1728,6 +1728,299 @@ static void test_3gpp_alg_hash_bits(void **state)
     assert_int_equal(gw_shim_popo_hash_bits(NULL), -1);
 }
 
+/* ---- issue 5: polling for slow upstreams (docs/polling.md) ---- */
+
+/* The test adapter: the local issuer, held on its call thread until the test opens the gate. */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int open, fail, calls, completed;
+} slow = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+
+static struct gw_upstream_ops slow_ops;
+
+static int slow_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done,
+                     void *arg)
+{
+    struct gw_sign_result *res;
+    int rc = 0;
+
+    pthread_mutex_lock(&slow.lock);
+    slow.calls++;
+    while (!slow.open)
+        pthread_cond_wait(&slow.cond, &slow.lock);
+    pthread_mutex_unlock(&slow.lock);
+    if (slow.fail) {
+        res = calloc(1, sizeof(*res));
+        res->status = -5;
+        res->fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
+        snprintf(res->reason, sizeof(res->reason), "the test CA is down");
+        done(arg, res);
+    } else {
+        rc = gw_upstream_local_ops.sign(up, req, done, arg);
+    }
+    pthread_mutex_lock(&slow.lock);
+    slow.completed++; /* after |done|: the completion has stored (and recorded) the result */
+    pthread_cond_broadcast(&slow.cond);
+    pthread_mutex_unlock(&slow.lock);
+    return rc;
+}
+
+static void slow_gate(int open)
+{
+    pthread_mutex_lock(&slow.lock);
+    slow.open = open;
+    pthread_cond_broadcast(&slow.cond);
+    pthread_mutex_unlock(&slow.lock);
+}
+
+/* Waits (up to 5 s) until |n| sign calls completed. */
+static void slow_wait_completed(int n)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 5;
+    pthread_mutex_lock(&slow.lock);
+    while (slow.completed < n && pthread_cond_timedwait(&slow.cond, &slow.lock, &ts) == 0)
+        ;
+    assert_int_equal(slow.completed, n);
+    pthread_mutex_unlock(&slow.lock);
+}
+
+/* An engine whose role polls after |poll_after| (NULL: unset), over the slow adapter; gate closed. */
+static struct env *env_slow(const char *poll_after, uint32_t timeout_ms)
+{
+    char extra[64];
+    struct env *e;
+    struct gw_upstream_conf *uc = NULL;
+    struct gw_upstream *up;
+    char err[GW_ERR_LEN] = "";
+
+    snprintf(extra, sizeof(extra), "\"poll_after\": \"%s\"", poll_after != NULL ? poll_after : "0s");
+    e = env_parse(&(struct env_opts){.cmp = CMP_DEFAULTS, .role_extra = extra, .confirm = 1});
+    for (size_t i = 0; i < e->cfg->n_upstreams; i++)
+        if (strcmp(e->cfg->upstreams[i].name, "local") == 0)
+            uc = &e->cfg->upstreams[i];
+    assert_non_null(uc);
+    if (timeout_ms != 0)
+        uc->timeout_ms = timeout_ms;
+    env_start(e);
+    slow_gate(0);
+    slow.fail = slow.calls = slow.completed = 0;
+    slow_ops = gw_upstream_local_ops;
+    slow_ops.dialect = "slow";
+    slow_ops.sign = slow_sign;
+    assert_non_null(up = gw_upstream_new_ops(uc, &slow_ops, err));
+    assert_int_equal(gw_upstream_set_put0(e->ups, up), 0);
+    return e;
+}
+
+/* One step of the client's transaction: 1 certificate, 0 failed, -1 waiting (check_after set). */
+static int poll_step(OSSL_CMP_CTX *ctx, int *check_after)
+{
+    *check_after = -1;
+    return OSSL_CMP_try_certreq(ctx, GW_CMP_BODY_IR, NULL, check_after);
+}
+
+/* ir -> waiting; pollReq -> pollRep(checkAfter); the certificate lands; pollReq -> ip; certConf -> pkiconf. */
+static void test_poll_waiting_then_ip(void **state)
+{
+    struct env *e = env_slow("100ms", 0);
+    struct client cl = {.env = e, .new_thread = 1};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    char serial[64];
+    int after;
+
+    (void)state;
+    assert_int_equal(poll_step(ctx, &after), -1);
+    assert_int_equal(OSSL_CMP_CTX_get_status(ctx), OSSL_CMP_PKISTATUS_waiting);
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1);
+    assert_int_equal(audit_count(e, "waiting", NULL, NULL, NULL), 1);
+    assert_int_equal(audit_count(e, "rejected", NULL, NULL, NULL), 0);
+    assert_int_equal(cl.exchanges, 2);            /* the 3.0 client polls once at once: ir, pollReq */
+    assert_int_equal(after, 1);                    /* pollRep checkAfter: poll_after in whole seconds */
+    assert_int_equal(poll_step(ctx, &after), -1); /* pollReq -> pollRep */
+    assert_int_equal(after, 1);
+    assert_int_equal(cl.exchanges, 3);
+    slow_gate(1);
+    slow_wait_completed(1);
+    /* on record before any pollReq came for it */
+    assert_int_equal(audit_count(e, "issued", NULL, "status", "awaiting the client's pollReq"), 1);
+    assert_int_equal(poll_step(ctx, &after), 1); /* pollReq -> ip, certConf -> pkiconf */
+    assert_non_null(OSSL_CMP_CTX_get0_newCert(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    assert_int_equal(cl.exchanges, 5); /* ..., pollReq -> ip, certConf */
+    serial_of(OSSL_CMP_CTX_get0_newCert(ctx), serial, sizeof(serial));
+    assert_int_equal(audit_count(e, "issued", serial, NULL, NULL), 1); /* once: the completion's */
+    assert_int_equal(audit_count(e, "confirmed", serial, NULL, NULL), 1);
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    assert_int_equal(slow.calls, 1); /* the release did not ask the upstream again */
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+/* Twins of the waiting case: a fast answer, or poll_after unset, never polls. */
+static void test_poll_not_needed(void **state)
+{
+    const char *cases[] = {"2s", NULL};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct env *e = env_slow(cases[i], 0);
+        struct client cl = {.env = e};
+        OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+
+        slow_gate(1);
+        assert_non_null(OSSL_CMP_exec_IR_ses(ctx));
+        assert_int_equal(cl.exchanges, 2); /* ir + certConf: no pollReq */
+        assert_int_equal(audit_count(e, "waiting", NULL, NULL, NULL), 0);
+        assert_int_equal(audit_count(e, "issued", NULL, NULL, NULL), 1);
+        assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
+}
+
+/* The upstream's failure reaches the client through the pollReq that collects it. */
+static void test_poll_upstream_failure(void **state)
+{
+    struct env *e = env_slow("100ms", 0);
+    struct client cl = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    int after;
+
+    (void)state;
+    assert_int_equal(poll_step(ctx, &after), -1);
+    slow.fail = 1;
+    slow_gate(1);
+    slow_wait_completed(1);
+    assert_int_equal(poll_step(ctx, &after), 0);
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                  "the test CA is down");
+    assert_int_equal(audit_count(e, "rejected", NULL, "status", "the test CA is down"), 1);
+    assert_int_equal(audit_count(e, "issued", NULL, NULL, NULL), 0);
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+/* Past the upstream's timeout a pollReq gets systemUnavail; a later certificate is still on record. */
+static void test_poll_deadline(void **state)
+{
+    struct env *e = env_slow("100ms", 600);
+    struct client cl = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    int after;
+
+    (void)state;
+    assert_int_equal(poll_step(ctx, &after), -1);
+    usleep(700 * 1000);
+    assert_int_equal(poll_step(ctx, &after), 0);
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "did not answer");
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    slow_gate(1);
+    slow_wait_completed(1);
+    assert_int_equal(audit_count(e, "issued", NULL, "status", "after the deadline; not delivered"), 1);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+/* A certificate nobody collects: the pending transaction outlives transaction_ttl by the upstream timeout. */
+static void test_poll_expiry(void **state)
+{
+    struct env *e = env_slow("100ms", 0);
+    struct client cl = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    int after;
+
+    (void)state;
+    assert_int_equal(poll_step(ctx, &after), -1);
+    slow_gate(1);
+    slow_wait_completed(1);
+    gw_cmp_engine_expire(e->engine, time(NULL) + 300 + 5); /* past transaction_ttl, not the upstream's 10 s */
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1);
+    gw_cmp_engine_expire(e->engine, time(NULL) + 300 + 12);
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    assert_int_equal(audit_count(e, "issued", NULL, NULL, NULL), 1);
+    assert_int_equal(audit_count(e, "expired_undelivered", NULL, "status", "no pollReq"), 1);
+    assert_int_equal(poll_step(ctx, &after), 0); /* gone: the pollReq is refused */
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest, "no open transaction");
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+/* Shutdown with a call still running: the engine waits for it, and its certificate is on record. */
+static void *open_gate_later(void *arg)
+{
+    (void)arg;
+    usleep(300 * 1000);
+    slow_gate(1);
+    return NULL;
+}
+
+static void test_poll_shutdown(void **state)
+{
+    struct env *e = env_slow("100ms", 0);
+    struct client cl = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    char path[sizeof(e->audit_path)];
+    struct env copy;
+    pthread_t th;
+    int after;
+
+    (void)state;
+    assert_int_equal(poll_step(ctx, &after), -1);
+    snprintf(path, sizeof(path), "%s", e->audit_path);
+    pthread_create(&th, NULL, open_gate_later, NULL);
+    env_free(e); /* logs txn_abandoned_pending, then waits for the call */
+    pthread_join(th, NULL);
+    assert_int_equal(slow.completed, 1);
+    snprintf(copy.audit_path, sizeof(copy.audit_path), "%s", path);
+    assert_int_equal(audit_count(&copy, "issued", NULL, NULL, NULL), 1);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+}
+
+/* "poll_after": a duration below the upstream's timeout. */
+static void test_poll_config(void **state)
+{
+    static const struct {
+        const char *value, *err;
+    } cases[] = {
+        {"\"9s\"", NULL},
+        {"\"10s\"", "is not below the timeout of upstream"},
+        {"\"1h\"", "is not below the timeout"},
+        {"true", "expected a duration"},
+        {"\"-1s\"", "expected a duration"},
+        {"\"soon\"", "expected a duration"},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char extra[64], err[GW_ERR_LEN] = "", *json;
+        struct gw_config *cfg;
+
+        snprintf(extra, sizeof(extra), "\"poll_after\": %s", cases[i].value);
+        json = env_json(&(struct env_opts){.cmp = CMP_DEFAULTS, .role_extra = extra});
+        cfg = gw_config_parse(json, strlen(json), dir, "test.json", err);
+        if (cases[i].err == NULL) {
+            assert_non_null(cfg);
+        } else {
+            assert_null(cfg);
+            if (strstr(err, cases[i].err) == NULL || strstr(err, "poll_after") == NULL)
+                fail_msg("%s: error \"%s\" lacks \"%s\"", cases[i].value, err, cases[i].err);
+        }
+        gw_config_free(cfg);
+        free(json);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1763,6 +2056,13 @@ int main(void)
         cmocka_unit_test(test_3gpp_roles),
         cmocka_unit_test(test_3gpp_config),
         cmocka_unit_test(test_3gpp_alg_hash_bits),
+        cmocka_unit_test(test_poll_waiting_then_ip),
+        cmocka_unit_test(test_poll_not_needed),
+        cmocka_unit_test(test_poll_upstream_failure),
+        cmocka_unit_test(test_poll_deadline),
+        cmocka_unit_test(test_poll_expiry),
+        cmocka_unit_test(test_poll_shutdown),
+        cmocka_unit_test(test_poll_config),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -1,0 +1,352 @@
+/*
+ * Polling for slow upstreams (issue 5, docs/polling.md, openssl-cmp-3.0 notes §7). With a role's
+ * "poll_after", the sign call runs on a call thread (gw_upstream_sign_async); the worker waits up
+ * to poll_after, then the request is answered "waiting" and its transaction is parked with the
+ * call. pollReq asks here whether the result has come.
+ *
+ * A call is shared by the worker (then the parked transaction) and its completion, and freed by
+ * whichever lets go last (refs), so a completion that arrives after the transaction expired lands
+ * on live memory. A completion that arrives after the worker stopped waiting writes the "issued"
+ * record itself, fsync'd, before the result becomes visible to a pollReq: a certificate issued
+ * upstream meanwhile is on record even if the client never polls again or the gateway stops
+ * (DESIGN.md decision 8).
+ *
+ * Lock order: detach_lock, then a call's lock. detach_lock guards every engine's list of calls
+ * and each call's |e|, and is held while a completion writes to the engine's audit log, so that
+ * the engine cannot go away under it.
+ */
+#include "cmp_local.h"
+#include "err.h"
+#include "log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define DETACH_POLL_MS 10
+
+struct cmp_pending {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int refs;             /* the worker or the parked transaction, and the completion */
+    int done;             /* |res| holds the outcome (or it was taken) */
+    int deferred;         /* the worker stopped waiting: the completion writes the record */
+    int on_record;        /* the completion wrote the "issued" record */
+    int gave_up;          /* the deadline passed first: a later certificate is not delivered */
+    uint64_t deadline_ms; /* the upstream's timeout from the start of the call */
+    int64_t check_after;  /* seconds: what a pollRep asks for while the call runs */
+    struct gw_sign_result *res;
+    /* guarded by detach_lock */
+    struct gw_cmp_engine *e; /* NULL once the engine is gone */
+    struct cmp_pending *prev, *next;
+    int linked;
+    /* the transaction's audit fields, copied: the completion must not touch the transaction */
+    struct cmp_txn view;
+    char tid[2 * GW_MAX_TID_LEN + 1];
+    char upstream[GW_MAX_NAME_LEN + 1]; /* for logs after the upstream set is gone */
+};
+
+static pthread_mutex_t detach_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static int64_t clamp_secs(uint64_t ms)
+{
+    uint64_t s = (ms + 999) / 1000;
+
+    return s < 1 ? 1 : s > GW_MAX_CHECK_AFTER ? GW_MAX_CHECK_AFTER : (int64_t)s;
+}
+
+static struct cmp_pending *pending_new(const struct cmp_txn *t, const struct cmp_call *c)
+{
+    struct cmp_pending *p = calloc(1, sizeof(*p));
+    pthread_condattr_t attr;
+
+    if (p == NULL)
+        return NULL;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->cond, &attr);
+    pthread_condattr_destroy(&attr);
+    p->refs = 2;
+    p->deadline_ms = mono_ms() + gw_upstream_timeout_ms(t->up);
+    /* ask again after the time the client was already kept waiting: the CA is that slow */
+    p->check_after = clamp_secs(t->role->poll_after_ms);
+    p->view.role = t->role;
+    p->view.up = t->up;
+    snprintf(p->view.identity, sizeof(p->view.identity), "%s", t->identity);
+    snprintf(p->view.route, sizeof(p->view.route), "%s", t->route);
+    snprintf(p->view.tls_subject, sizeof(p->view.tls_subject), "%s", t->tls_subject);
+    snprintf(p->view.body, sizeof(p->view.body), "%s", t->body);
+    snprintf(p->tid, sizeof(p->tid), "%s", c->rsp->tid);
+    snprintf(p->upstream, sizeof(p->upstream), "%s", cmp_upstream_name(t->up));
+    return p;
+}
+
+void cmp_poll_release(struct cmp_pending *p)
+{
+    int last;
+
+    if (p == NULL)
+        return;
+    pthread_mutex_lock(&p->lock);
+    last = --p->refs == 0;
+    pthread_mutex_unlock(&p->lock);
+    if (!last)
+        return;
+    if (p->res != NULL) {
+        gw_sign_result_cleanup(p->res);
+        free(p->res);
+    }
+    pthread_cond_destroy(&p->cond);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}
+
+static void link_call(struct gw_cmp_engine *e, struct cmp_pending *p)
+{
+    pthread_mutex_lock(&detach_lock);
+    p->e = e;
+    p->next = e->pending;
+    if (e->pending != NULL)
+        e->pending->prev = p;
+    e->pending = p;
+    p->linked = 1;
+    pthread_mutex_unlock(&detach_lock);
+}
+
+static void unlink_call(struct cmp_pending *p)
+{
+    pthread_mutex_lock(&detach_lock);
+    if (p->linked) {
+        if (p->prev != NULL)
+            p->prev->next = p->next;
+        else
+            p->e->pending = p->next;
+        if (p->next != NULL)
+            p->next->prev = p->prev;
+        p->linked = 0;
+    }
+    p->e = NULL;
+    pthread_mutex_unlock(&detach_lock);
+}
+
+/* The record of a certificate nobody was waiting for any more (completion; detach_lock held). */
+static int record_issue(struct cmp_pending *p, X509 *cert, int late)
+{
+    const char *status = late ? "issued after the deadline; not delivered" : "awaiting the client's pollReq";
+
+    if (p->e == NULL) { /* the gateway stopped and its drain deadline passed */
+        gw_log_kv(GW_LOG_WARN, "late_issue", "tid", p->tid, "serial", p->view.serial, "upstream", p->upstream,
+                  "msg", "certificate issued after shutdown; not delivered", NULL);
+        return GW_ERR_IO;
+    }
+    if (late)
+        gw_log_kv(GW_LOG_WARN, "late_issue", "tid", p->tid, "serial", p->view.serial, "upstream", p->upstream,
+                  "msg", "certificate issued after the deadline; not delivered", NULL);
+    else
+        gw_log_kv(GW_LOG_INFO, "cert_issued_pending", "tid", p->tid, "identity", p->view.identity, "serial",
+                  p->view.serial, "upstream", p->upstream, NULL);
+    return cmp_audit_cert(p->e, &p->view, p->tid, "issued", status, cert, 1);
+}
+
+/* The completion of a deferrable call (call thread). */
+static void pending_done(void *arg, struct gw_sign_result *res)
+{
+    struct cmp_pending *p = arg;
+    int recorded = 0, late;
+
+    pthread_mutex_lock(&p->lock);
+    if (res->cert != NULL)
+        cmp_serial_hex(res->cert, p->view.serial, sizeof(p->view.serial));
+    if (!p->deferred) { /* the worker still waits: it delivers, and writes the records */
+        p->res = res;
+        p->done = 1;
+        pthread_cond_signal(&p->cond);
+        pthread_mutex_unlock(&p->lock);
+        goto out;
+    }
+    late = p->gave_up;
+    pthread_mutex_unlock(&p->lock);
+    /* on disk before a pollReq can see it (decision 8) */
+    pthread_mutex_lock(&detach_lock);
+    if (res->cert != NULL)
+        recorded = record_issue(p, res->cert, late) == 0;
+    pthread_mutex_unlock(&detach_lock);
+    pthread_mutex_lock(&p->lock);
+    if (p->done) { /* the pollReq already told the client it timed out */
+        gw_sign_result_cleanup(res);
+        free(res);
+    } else {
+        p->res = res;
+        p->done = 1;
+        p->on_record = recorded;
+    }
+    pthread_mutex_unlock(&p->lock);
+out:
+    unlink_call(p);
+    cmp_poll_release(p);
+}
+
+/* Waits up to |ms| for the result; 1 with it moved into |out|, else 0 and the call is deferred. */
+static int wait_for(struct cmp_pending *p, uint32_t ms, struct gw_sign_result *out)
+{
+    uint64_t until = mono_ms() + ms;
+    struct timespec ts = {.tv_sec = (time_t)(until / 1000), .tv_nsec = (long)(until % 1000) * 1000000};
+    int got = 0;
+
+    pthread_mutex_lock(&p->lock);
+    while (!p->done && pthread_cond_timedwait(&p->cond, &p->lock, &ts) != ETIMEDOUT)
+        ;
+    if (p->done) {
+        *out = *p->res; /* moves the certificate and chain */
+        free(p->res);
+        p->res = NULL;
+        got = 1;
+    } else {
+        p->deferred = 1;
+    }
+    pthread_mutex_unlock(&p->lock);
+    return got;
+}
+
+/* worker */
+int cmp_poll_sign(struct cmp_txn *t, struct cmp_call *c, const struct gw_sign_req *req,
+                  struct gw_sign_result *out)
+{
+    struct cmp_pending *p = pending_new(t, c);
+    int rc;
+
+    gw_sign_result_init(out);
+    if (p == NULL) {
+        gw_upstream_refusal(t->up, GW_ERR_NOMEM, out);
+        return 0;
+    }
+    link_call(c->e, p);
+    if ((rc = gw_upstream_sign_async(t->up, req, pending_done, p)) != 0) {
+        unlink_call(p);
+        p->refs = 1; /* |done| will not be called */
+        cmp_poll_release(p);
+        gw_upstream_refusal(t->up, rc, out);
+        return 0;
+    }
+    if (wait_for(p, t->role->poll_after_ms, out)) {
+        cmp_poll_release(p);
+        return 0;
+    }
+    gw_log_kv(GW_LOG_INFO, "upstream_deferred", "tid", c->rsp->tid, "identity", t->identity, "upstream",
+              cmp_upstream_name(t->up), NULL);
+    t->pending = p;
+    return 1;
+}
+
+/* A call past its deadline fails as gw_upstream_sign_wait's would (p->lock held). */
+static void give_up(struct cmp_pending *p)
+{
+    if ((p->res = malloc(sizeof(*p->res))) != NULL) {
+        gw_sign_result_init(p->res);
+        p->res->status = GW_ERR_TIMEOUT;
+        p->res->fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
+        snprintf(p->res->reason, sizeof(p->res->reason),
+                 "upstream %s did not answer in time; the outcome is unknown, do not retry blindly",
+                 p->upstream);
+    }
+    p->gave_up = 1;
+    p->done = 1;
+}
+
+int cmp_poll_ready(struct cmp_pending *p, int64_t *check_after)
+{
+    uint64_t now = mono_ms();
+    int ready;
+
+    pthread_mutex_lock(&p->lock);
+    if (!p->done && now >= p->deadline_ms)
+        give_up(p);
+    ready = p->done;
+    *check_after = ready ? 0 : p->check_after;
+    if (!ready && *check_after > clamp_secs(p->deadline_ms - now))
+        *check_after = clamp_secs(p->deadline_ms - now);
+    pthread_mutex_unlock(&p->lock);
+    return ready;
+}
+
+int cmp_poll_take(struct cmp_pending *p, struct gw_sign_result *out, int *on_record)
+{
+    int got = 0;
+
+    gw_sign_result_init(out);
+    pthread_mutex_lock(&p->lock);
+    if (p->done && p->res != NULL) {
+        *out = *p->res;
+        free(p->res);
+        p->res = NULL;
+        got = 1;
+    }
+    *on_record = p->on_record;
+    pthread_mutex_unlock(&p->lock);
+    return got;
+}
+
+time_t cmp_poll_extra_ttl(const struct cmp_txn *t)
+{
+    return t->pending != NULL ? (time_t)((gw_upstream_timeout_ms(t->up) + 999) / 1000) : 0;
+}
+
+void cmp_poll_closed(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, const char *event)
+{
+    struct cmp_pending *p = t->pending;
+
+    pthread_mutex_lock(&p->lock);
+    if (p->done && p->res != NULL && p->res->cert != NULL && !p->gave_up) {
+        gw_log_kv(GW_LOG_WARN, event, "tid", tid, "identity", t->identity, "serial", p->view.serial, "msg",
+                  "certificate issued but never collected by a pollReq; it stays valid", NULL);
+        (void)cmp_audit_cert(e, &p->view, tid, "expired_undelivered", "no pollReq collected it", p->res->cert,
+                             0);
+    } else if (!p->done) {
+        gw_log_kv(GW_LOG_WARN, event, "tid", tid, "identity", t->identity, "upstream",
+                  cmp_upstream_name(t->up), "msg",
+                  "the upstream call still runs; a certificate it returns goes on the audit log", NULL);
+    } else {
+        gw_log_kv(GW_LOG_INFO, event, "tid", tid, "identity", t->identity, "msg",
+                  "closed with nothing issued", NULL);
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* Waits for running calls to land, up to GW_DRAIN_TIMEOUT_MS; the rest are logged and cut loose. */
+void cmp_poll_detach(struct gw_cmp_engine *e)
+{
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = DETACH_POLL_MS * 1000000L};
+    struct cmp_pending *p, *next;
+    int busy = 1;
+
+    for (unsigned waited = 0; waited < GW_DRAIN_TIMEOUT_MS; waited += DETACH_POLL_MS) {
+        pthread_mutex_lock(&detach_lock);
+        busy = e->pending != NULL;
+        pthread_mutex_unlock(&detach_lock);
+        if (!busy)
+            return;
+        nanosleep(&ts, NULL);
+    }
+    pthread_mutex_lock(&detach_lock);
+    for (p = e->pending; p != NULL; p = next) {
+        next = p->next;
+        gw_log_kv(GW_LOG_ERROR, "upstream_call_abandoned", "tid", p->tid, "upstream", p->upstream, "msg",
+                  "still running at shutdown: a certificate it returns is logged, not audited", NULL);
+        p->e = NULL;
+        p->linked = 0;
+        p->prev = p->next = NULL;
+    }
+    e->pending = NULL;
+    pthread_mutex_unlock(&detach_lock);
+}

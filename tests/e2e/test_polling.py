@@ -1,0 +1,182 @@
+"""Polling for slow upstreams (issue 5 part 1, docs/polling.md) with `openssl cmp`, which polls by itself:
+a role with "poll_after" answers an ir or p10cr whose upstream call outlasts it with `waiting`, serves
+pollReq with pollRep(checkAfter) until the certificate arrives, then ip and certConf as usual. Against
+the local issuer's "delay" knob and the Vault-API test server set to a latency above poll_after; a role
+without poll_after still blocks (the twin); and a gateway restarted while its client polls: the client
+fails cleanly with a decoded CMP error, and the first run's audit log shows the certificate.
+"""
+import json
+import shutil
+import sys
+import threading
+import time
+import unittest
+
+sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+import harness  # noqa: E402
+import vaultenv  # noqa: E402
+
+WAITING, REJECTION, ACCEPTED = 3, 2, 0  # PKIStatus (RFC 9810 §5.2.3)
+MAX_RSP = 16
+
+
+def cmp_polling(gw, cmd, out, path, extra, timeout=harness.CLIENT_TIMEOUT):
+    """`openssl cmp` with room for every answer of a polled transaction; returns (proc, answers, cert)."""
+    d = gw.dir
+    rsp = [d / ("%s.rsp%02d.der" % (out, i)) for i in range(MAX_RSP)]
+    certout = d / ("%s.cert.pem" % out)
+    for f in rsp + [certout]:
+        if f.exists():
+            f.unlink()
+    argv = ["openssl", "cmp", "-cmd", cmd, "-server", "127.0.0.1:%d" % gw.port, "-path", path,
+            "-trusted", d / "ca.pem", "-rspout", ",".join(str(f) for f in rsp),
+            "-msg_timeout", str(timeout), "-total_timeout", str(timeout),
+            "-tls_used", "-tls_trusted", d / "ca.pem", "-tls_cert", d / "client.pem", "-tls_key", d / "client.key",
+            "-cert", d / "client.pem", "-key", d / "client.key", "-certout", certout] + list(extra)
+    p = harness.run(argv, cwd=d, check=False, timeout=timeout + 10)
+    answers = [harness.decode_cmp(f) for f in rsp if f.exists()]
+    return p, answers, certout if certout.exists() else None
+
+
+def audit(gw, event, path=None):
+    lines = (path or gw.dir / "audit.log").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r.get("event") == event]
+
+
+class PollingLocal(harness.GatewayTestCase):
+    """The local issuer held 2.5 s per call; role "slow" polls after 500 ms, the default role blocks."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["upstreams"]["local"]["delay"] = "2500ms"
+        cfg["roles"]["slow"] = dict(cfg["roles"]["default"], poll_after="500ms")
+
+    def test_ir_waiting_pollrep_then_ip(self):
+        key = self.newkey("polled")
+        p, answers, cert = cmp_polling(self.gw, "ir", "polled", "pki/roles/slow/cmp",
+                                       ["-newkey", key, "-subject", "/CN=polled"])
+        self.assertEqual(p.returncode, 0, p.stderr.decode(errors="replace")[-3000:])
+        kinds = [a.body_type for a in answers]
+        self.assertEqual(answers[0].body_type, "ip", answers)
+        self.assertEqual(answers[0].status, WAITING, answers)
+        self.assertIn("pollRep", kinds)
+        final = [a for a in answers[1:] if a.body_type == "ip"]
+        self.assertEqual(len(final), 1, answers)
+        self.assertEqual(final[0].status, ACCEPTED, answers)
+        self.assertEqual(kinds[-1], "pkiconf", answers)
+        self.assert_issued(cert, key, "CN=polled", [], final[0].extra_certs_pem())
+        tid = answers[0].header["transactionID"].asOctets().hex()
+        self.assertEqual(len([r for r in audit(self.gw, "waiting") if r.get("tid") == tid]), 1)
+        issued = [r for r in audit(self.gw, "issued") if r.get("tid") == tid]
+        self.assertEqual(len(issued), 1, issued)  # written once, by the completion
+        self.assertEqual(len([r for r in audit(self.gw, "confirmed") if r.get("tid") == tid]), 1)
+
+    def test_without_poll_after_the_worker_waits(self):
+        key = self.newkey("blocking")
+        p, answers, cert = cmp_polling(self.gw, "ir", "blocking", "pki/cmp",
+                                       ["-newkey", key, "-subject", "/CN=blocking"])
+        self.assertEqual(p.returncode, 0, p.stderr.decode(errors="replace")[-3000:])
+        self.assertEqual([a.body_type for a in answers], ["ip", "pkiconf"], answers)
+        self.assertEqual(answers[0].status, ACCEPTED, answers)
+
+
+class PollingVault(harness.GatewayTestCase):
+    """The Vault-API test server answering sign calls after 2.5 s; the role polls after 500 ms."""
+    vault = None
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.vault = vaultenv.VaultApi(gw.dir)
+        cls.vault.make_pki()
+        cls.vault.start()
+        base = dict(cfg["roles"]["default"])
+        base["allowed_san_types"] = ["dns"]
+        cfg["upstreams"]["vault"] = {"type": "vault", "url": cls.vault.url, "tls_ca": "ca.pem",
+                                     "issuer_ca": "vault-issuers.pem", "token_file": "vault.token",
+                                     "namespace": "e2e", "timeout": "10s"}
+        cfg["roles"]["vault-poll"] = dict(base, upstream="vault", upstream_role="devices", poll_after="500ms")
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            if cls.vault is not None:
+                cls.vault.stop()
+
+    def _p10cr(self, name, cn):
+        key = self.newkey(name)
+        csr = self.gw.dir / ("%s.csr" % name)
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=%s" % cn, "-out", csr])
+        return key, cmp_polling(self.gw, "p10cr", name, "pki/roles/vault-poll/cmp", ["-csr", csr])
+
+    def test_p10cr_polled_until_vault_answers(self):
+        self.vault.control({"latency_ms": 2500, "match": "sign/"})
+        key, (p, answers, cert) = self._p10cr("vpoll", "poll.example.com")
+        self.assertEqual(p.returncode, 0, p.stderr.decode(errors="replace")[-3000:])
+        self.assertEqual((answers[0].body_type, answers[0].status), ("cp", WAITING), answers)
+        self.assertIn("pollRep", [a.body_type for a in answers])
+        final = [a for a in answers[1:] if a.body_type == "cp"]
+        self.assertEqual([a.status for a in final], [ACCEPTED], answers)
+        self.assert_issued(cert, key, "CN=poll.example.com", ["DNS:poll.example.com"], final[0].extra_certs_pem())
+        self.assertEqual(len(self.vault.requests("sign/devices")), 1)  # asked once, released from the store
+
+    def test_vault_refusal_arrives_through_pollreq(self):
+        self.vault.control({"latency_ms": 2500, "match": "sign/"})
+        _, (p, answers, cert) = self._p10cr("vbad", "poll.not-allowed.org")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIsNone(cert)
+        self.assertEqual((answers[0].body_type, answers[0].status), ("cp", WAITING), answers)
+        self.assert_cmp_error(answers[-1], ("cp",), "badCertTemplate")
+
+
+class PollingRestart(harness.GatewayTestCase):
+    """The gateway stops while its client polls: the call still lands in the audit log; the restarted
+    gateway knows no such transaction and says so."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["upstreams"]["local"]["delay"] = "7s"
+        cfg["upstreams"]["local"]["timeout"] = "30s"
+        cfg["roles"]["slow"] = dict(cfg["roles"]["default"], poll_after="5s")  # pollRep checkAfter 5 s
+
+    def test_restart_during_polling(self):
+        key = self.newkey("restart")
+        out = {}
+
+        def enrol():
+            out["res"] = cmp_polling(self.gw, "ir", "restart", "pki/roles/slow/cmp",
+                                     # a connection kept alive dies with the first gateway: openssl cmp 3.0
+                                     # then fails with a transport error; a new one per message reaches the
+                                     # restarted gateway
+                                     ["-newkey", key, "-subject", "/CN=restart", "-keep_alive", "0"],
+                                     timeout=60)
+
+        t = threading.Thread(target=enrol)
+        t.start()
+        time.sleep(5.5)  # waiting answered at 5 s, the first pollRep asks for 5 s more
+        self.gw.signal_stop()
+        rc = self.gw.wait_exit()  # waits for the 7 s upstream call, within the drain deadline
+        self.gw.proc = None
+        self.gw.check_stderr()
+        self.assertEqual(rc, 0)
+        first_run_audit = self.gw.dir / "audit.first-run.log"
+        shutil.copy(self.gw.dir / "audit.log", first_run_audit)
+        events = [l.get("event") for l in self.gw.log_lines()]
+        self.assertIn("txn_abandoned_pending", events)
+        self.gw.start()  # same port, same config, empty transaction table
+        t.join(90)
+        p, answers, cert = out["res"]
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIsNone(cert)
+        self.assertIn("polling failed", p.stdout.decode(errors="replace"))
+        self.assertEqual((answers[0].body_type, answers[0].status), ("ip", WAITING), answers)
+        self.assert_cmp_error(answers[-1], ("error",), "badRequest", "no open transaction")
+        tid = answers[0].header["transactionID"].asOctets().hex()
+        issued = [r for r in audit(self.gw, "issued", first_run_audit) if r.get("tid") == tid]
+        self.assertEqual(len(issued), 1, issued)
+        self.assertEqual(issued[0].get("status"), "awaiting the client's pollReq")
+
+
+if __name__ == "__main__":
+    harness.main()
