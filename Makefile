@@ -36,7 +36,7 @@ bench: build
 	@tests/bench/run.sh $(BUILD)
 
 format:
-	@clang-format -i gateway/*.[ch] upstream/*.[ch] mappings/*.[ch] tests/unit/*.c tests/bench/*.c
+	@clang-format -i gateway/*.[ch] upstream/*.[ch] mappings/*.[ch] tests/unit/*.c tests/bench/*.c tests/e2e/*.c
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

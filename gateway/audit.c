@@ -347,7 +347,7 @@ static int signature_bits(const X509_REQ *csr, bool *pss)
 /* Whether the CSR asks for basicConstraints cA TRUE (Vault's add_basic_constraints). Never granted. */
 static bool asks_basic_constraints(const X509_REQ *csr)
 {
-    STACK_OF(X509_EXTENSION) * exts;
+    STACK_OF(X509_EXTENSION) *exts;
     BASIC_CONSTRAINTS *bc;
     bool ca = false;
 

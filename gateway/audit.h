@@ -15,22 +15,22 @@ struct gw_audit;
 
 /* One record. Strings may be NULL (omitted). Borrowed for the call. */
 struct gw_audit_rec {
-    const char *event;          /* "intent", "issued", "rejected", "confirmed", "rejected_by_client",
-                                   "expired_unconfirmed", "revoked", "revoke_failed" */
-    const char *tid;            /* transactionID hex */
-    const char *route;          /* request path */
+    const char *event; /* "intent", "issued", "rejected", "confirmed", "rejected_by_client",
+                          "expired_unconfirmed", "revoked", "revoke_failed" */
+    const char *tid;   /* transactionID hex */
+    const char *route; /* request path */
     const char *role;
-    const char *identity;       /* CMP identity */
+    const char *identity; /* CMP identity */
     const char *tls_subject;
-    const char *body_type;      /* "ir", "p10cr", ... */
+    const char *body_type; /* "ir", "p10cr", ... */
     const char *upstream;
-    const char *serial;         /* hex */
-    const char *status;         /* "accepted", "grantedWithMods", "rejection: <failInfo>: <text>" */
-    const X509_NAME *subject;   /* requested or issued subject, for audit_fields */
+    const char *serial;       /* hex */
+    const char *status;       /* "accepted", "grantedWithMods", "rejection: <failInfo>: <text>" */
+    const X509_NAME *subject; /* requested or issued subject, for audit_fields */
     const GENERAL_NAMES *sans;
     const EVP_PKEY *pubkey;
-    const X509_REQ *csr;        /* "csr" field (PEM) when configured */
-    int exclude_cn_from_sans;   /* echoed when configured */
+    const X509_REQ *csr;      /* "csr" field (PEM) when configured */
+    int exclude_cn_from_sans; /* echoed when configured */
 };
 
 /* gw_audit_open opens (creates, appends, 0600) |conf->file|. NULL with |err| on failure. */

@@ -22,7 +22,7 @@
     "this transaction belongs to another sender: send certConf and pollReq as the sender "                   \
     "of its request"
 #define TEXT_BAD_POP                                                                                         \
-    "proof of possession failed or missing: sign the request with the private key of the requested "        \
+    "proof of possession failed or missing: sign the request with the private key of the requested "         \
     "public key"
 /* One text for every PBM failure, so that a client without the secret cannot probe which references exist. */
 #define TEXT_PBM_FAILED                                                                                      \

@@ -21,16 +21,16 @@
 
 /* One infoType: -1 with an ITAV pushed onto |out|, or a failInfo bit with |text|. */
 typedef int (*genm_fn)(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
-                       STACK_OF(OSSL_CMP_ITAV) * *out, char *text);
+                       STACK_OF(OSSL_CMP_ITAV) **out, char *text);
 
 static int ca_certs(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
-                    STACK_OF(OSSL_CMP_ITAV) * *out, char *text);
+                    STACK_OF(OSSL_CMP_ITAV) **out, char *text);
 static int root_update(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
-                       STACK_OF(OSSL_CMP_ITAV) * *out, char *text);
+                       STACK_OF(OSSL_CMP_ITAV) **out, char *text);
 static int cert_template(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
-                         STACK_OF(OSSL_CMP_ITAV) * *out, char *text);
-static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
-                STACK_OF(OSSL_CMP_ITAV) * *out, char *text);
+                         STACK_OF(OSSL_CMP_ITAV) **out, char *text);
+static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, STACK_OF(OSSL_CMP_ITAV) **out,
+                char *text);
 
 static const struct {
     const char *oid;  /* the request's infoType */
@@ -56,7 +56,7 @@ static const struct gw_key_rule default_keys[] = {
 };
 
 /* Pushes an ITAV of |oid| built by the shim; -1, or systemFailure if it could not be built. */
-static int push(STACK_OF(OSSL_CMP_ITAV) * *out, OSSL_CMP_ITAV *itav, char *text)
+static int push(STACK_OF(OSSL_CMP_ITAV) **out, OSSL_CMP_ITAV *itav, char *text)
 {
     if (itav != NULL && OSSL_CMP_ITAV_push0_stack_item(out, itav) == 1)
         return -1;
@@ -70,7 +70,7 @@ static ASN1_OBJECT *oid_of(const char *oid)
     return OBJ_txt2obj(oid, 1);
 }
 
-static int add_unique(STACK_OF(X509) * sk, X509 *x)
+static int add_unique(STACK_OF(X509) *sk, X509 *x)
 {
     for (int i = 0; i < sk_X509_num(sk); i++)
         if (X509_cmp(sk_X509_value(sk, i), x) == 0)
@@ -78,7 +78,7 @@ static int add_unique(STACK_OF(X509) * sk, X509 *x)
     return X509_add_cert(sk, x, X509_ADD_FLAG_UP_REF);
 }
 
-static int add_all(STACK_OF(X509) * sk, const STACK_OF(X509) * from)
+static int add_all(STACK_OF(X509) *sk, const STACK_OF(X509) *from)
 {
     for (int i = 0; i < sk_X509_num(from); i++)
         if (add_unique(sk, sk_X509_value(from, i)) != 1)
@@ -88,7 +88,7 @@ static int add_all(STACK_OF(X509) * sk, const STACK_OF(X509) * from)
 
 /* §4.3.1: the certificates of the route's CA, its chain and root (issuer first). */
 static int ca_certs(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
-                    STACK_OF(OSSL_CMP_ITAV) * *out, char *text)
+                    STACK_OF(OSSL_CMP_ITAV) **out, char *text)
 {
     const struct gw_upstream_conf *uc = t->role->upstream;
     STACK_OF(X509) *sk = sk_X509_new_null();
@@ -113,7 +113,7 @@ static int ca_certs(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *
 
 /* §4.3.2: the configured root CA update, the role's before the top-level one; none = absent value. */
 static int root_update(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
-                       STACK_OF(OSSL_CMP_ITAV) * *out, char *text)
+                       STACK_OF(OSSL_CMP_ITAV) **out, char *text)
 {
     const struct gw_root_update *u =
         t->role->root_update.new_with_new != NULL ? &t->role->root_update : &c->e->cfg->root_update;
@@ -155,7 +155,7 @@ static unsigned char *key_spec(const struct gw_key_rule *k, int *len)
 }
 
 /* Adds extension |nid| with |value| to |exts| (copied). 1 on success. */
-static int add_ext(STACK_OF(X509_EXTENSION) * *exts, int nid, int crit, void *value)
+static int add_ext(STACK_OF(X509_EXTENSION) **exts, int nid, int crit, void *value)
 {
     X509_EXTENSION *ext = X509V3_EXT_i2d(nid, crit, value);
     int ok = ext != NULL && X509v3_add_ext(exts, ext, -1) != NULL;
@@ -165,7 +165,7 @@ static int add_ext(STACK_OF(X509_EXTENSION) * *exts, int nid, int crit, void *va
 }
 
 /* keyUsage and extendedKeyUsage of the role's profile: what the certificate will carry. */
-static int profile_exts(const struct gw_role *role, STACK_OF(X509_EXTENSION) * *exts)
+static int profile_exts(const struct gw_role *role, STACK_OF(X509_EXTENSION) **exts)
 {
     ASN1_BIT_STRING *ku = gw_ku_new(role->key_usage);
     EXTENDED_KEY_USAGE *eku = gw_eku_new(role->ext_key_usage);
@@ -185,7 +185,7 @@ static int profile_exts(const struct gw_role *role, STACK_OF(X509_EXTENSION) * *
  * it), keyUsage/extendedKeyUsage as issued, and one keySpec control per allowed key type.
  */
 static int cert_template(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
-                         STACK_OF(OSSL_CMP_ITAV) * *out, char *text)
+                         STACK_OF(OSSL_CMP_ITAV) **out, char *text)
 {
     const struct gw_key_rule *rules = t->role->authz.key_rules;
     size_t n = t->role->authz.n_key_rules;
@@ -241,8 +241,8 @@ static struct gw_upstream *crl_source(struct cmp_call *c, const struct gw_role *
 }
 
 /* §4.3.4: crlStatusList -> crls with the CA's current CRL, or an absent value if the client's is current. */
-static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
-                STACK_OF(OSSL_CMP_ITAV) * *out, char *text)
+static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, STACK_OF(OSSL_CMP_ITAV) **out,
+                char *text)
 {
     struct gw_upstream *up = crl_source(c, t->role);
     unsigned char *der = NULL;
@@ -298,7 +298,7 @@ static size_t value_size(const OSSL_CMP_ITAV *itav)
 
 /* Answers one requested ITAV; -1 or a failInfo bit with |text|. */
 static int answer(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
-                  STACK_OF(OSSL_CMP_ITAV) * *out, char *text)
+                  STACK_OF(OSSL_CMP_ITAV) **out, char *text)
 {
     char oid[80];
 
@@ -312,8 +312,8 @@ static int answer(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in
     return OSSL_CMP_PKIFAILUREINFO_badRequest;
 }
 
-static int answer_all(struct cmp_txn *t, struct cmp_call *c, const STACK_OF(OSSL_CMP_ITAV) * in,
-                      STACK_OF(OSSL_CMP_ITAV) * *out, char *text)
+static int answer_all(struct cmp_txn *t, struct cmp_call *c, const STACK_OF(OSSL_CMP_ITAV) *in,
+                      STACK_OF(OSSL_CMP_ITAV) **out, char *text)
 {
     int n = sk_OSSL_CMP_ITAV_num(in), bit;
     size_t total = 0;
@@ -347,8 +347,8 @@ static int genm_fail(struct cmp_call *c, int bit, const char *text)
     return 0;
 }
 
-int cmp_genm_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(OSSL_CMP_ITAV) * in,
-                STACK_OF(OSSL_CMP_ITAV) * *out)
+int cmp_genm_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(OSSL_CMP_ITAV) *in,
+                STACK_OF(OSSL_CMP_ITAV) **out)
 {
     struct cmp_txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
     struct cmp_call *c = t->call;

@@ -106,8 +106,8 @@ int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG 
 /* cmp_rr.c (RFC 9483 §4.2) and cmp_genm.c (§4.3): OpenSSL callbacks */
 OSSL_CMP_PKISI *cmp_rr_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const X509_NAME *issuer,
                           const ASN1_INTEGER *serial);
-int cmp_genm_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(OSSL_CMP_ITAV) * in,
-                STACK_OF(OSSL_CMP_ITAV) * *out);
+int cmp_genm_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(OSSL_CMP_ITAV) *in,
+                STACK_OF(OSSL_CMP_ITAV) **out);
 
 /* cmp_srv.c: the serial number of |cert| in lower-case hex ("" if unreadable) */
 void cmp_serial_hex(const X509 *cert, char *out, size_t cap);

@@ -43,8 +43,8 @@ struct gw_hdr_info {
     X509_NAME *sender; /* owned; NULL unless the sender is a directoryName */
     int has_message_time;
     time_t message_time;
-    int protection_nid; /* NID of protectionAlg, NID_undef if unprotected */
-    int pbm_iterations; /* PBM only: iterationCount, else 0 */
+    int protection_nid;       /* NID of protectionAlg, NID_undef if unprotected */
+    int pbm_iterations;       /* PBM only: iterationCount, else 0 */
     int protection_hash_bits; /* weakest hash in protectionAlg (gw_shim_alg_hash_bits), 0 if unknown */
     unsigned char sender_kid[GW_MAX_KID_LEN];
     size_t sender_kid_len; /* 0 if absent */

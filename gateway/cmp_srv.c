@@ -211,7 +211,7 @@ struct issuing {
 
 /* Keeps our reference to the issued certificate (for certConf) and hands OpenSSL its own. */
 static OSSL_CMP_PKISI *accept_cert(struct cmp_txn *t, struct cmp_call *c, struct gw_sign_result *res,
-                                   int modified, X509 **certOut, STACK_OF(X509) * *chainOut)
+                                   int modified, X509 **certOut, STACK_OF(X509) **chainOut)
 {
     const char *status = modified ? "grantedWithMods" : "accepted";
     OSSL_CMP_PKISI *si = OSSL_CMP_STATUSINFO_new(
@@ -268,7 +268,7 @@ static OSSL_CMP_PKISI *refuse_cert(struct cmp_txn *t, struct cmp_call *c, X509 *
  * request (a CN copied into the SANs, a rewritten subject), so a different request can succeed.
  */
 static OSSL_CMP_PKISI *deliver(struct cmp_txn *t, struct cmp_call *c, const struct gw_cert_plan *plan,
-                               struct gw_sign_result *res, X509 **certOut, STACK_OF(X509) * *chainOut)
+                               struct gw_sign_result *res, X509 **certOut, STACK_OF(X509) **chainOut)
 {
     X509_STORE *store = cmp_issuer_store(c->e, t->up);
     char err[GW_ERR_LEN] = "", text[GW_ERR_LEN];
@@ -368,7 +368,7 @@ static int sign(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req, 
 /* Maps the request onto the role, picks the upstream, asks it to sign, checks the result (worker). */
 static OSSL_CMP_PKISI *issue(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req,
                              const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr, X509 **certOut,
-                             STACK_OF(X509) * *chainOut)
+                             STACK_OF(X509) **chainOut)
 {
     struct issuing is = {.p10cr = p10cr};
     OSSL_CMP_PKISI *si = NULL;
@@ -404,7 +404,7 @@ out:
 /* The checks in order: who asks (authorization first), then protocol, then the old certificate. */
 static OSSL_CMP_PKISI *decide(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req,
                               const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr, X509 **certOut,
-                              STACK_OF(X509) * *chainOut)
+                              STACK_OF(X509) **chainOut)
 {
     char text[GW_ERR_LEN] = "";
     int bit;
@@ -420,7 +420,7 @@ static OSSL_CMP_PKISI *decide(struct cmp_txn *t, struct cmp_call *c, const OSSL_
 
 /* pollReq found the deferred result: OpenSSL re-runs the callback on the stored request (§7). */
 static OSSL_CMP_PKISI *release(struct cmp_txn *t, struct cmp_call *c, X509 **certOut,
-                               STACK_OF(X509) * *chainOut)
+                               STACK_OF(X509) **chainOut)
 {
     struct gw_sign_result res;
     OSSL_CMP_PKISI *si;
@@ -445,7 +445,7 @@ static OSSL_CMP_PKISI *release(struct cmp_txn *t, struct cmp_call *c, X509 **cer
 
 static OSSL_CMP_PKISI *cert_request_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
                                        const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr, X509 **certOut,
-                                       STACK_OF(X509) * *chainOut, STACK_OF(X509) * *caPubs)
+                                       STACK_OF(X509) **chainOut, STACK_OF(X509) **caPubs)
 {
     struct cmp_txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
     struct cmp_call *c = t->call;
@@ -550,7 +550,7 @@ static void error_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const OSSL_
  * with_self_signed 0), yet TS 33.310 §9.5.4.3 wants the operator root in ip extraCerts: the
  * configured roots go in as extraCertsOut (OpenSSL drops duplicates). 1 on success.
  */
-static int add_signer_roots(OSSL_CMP_CTX *ctx, STACK_OF(X509) * chain)
+static int add_signer_roots(OSSL_CMP_CTX *ctx, STACK_OF(X509) *chain)
 {
     STACK_OF(X509) *roots = NULL;
     int ok = 1;
@@ -575,8 +575,7 @@ static int setup_common(struct cmp_txn *t, const struct gw_config *cfg)
     STACK_OF(X509) *chain = cfg->signer.chain;
 
     return OSSL_CMP_SRV_CTX_init(t->srv, t, cert_request_cb, cmp_rr_cb, cmp_genm_cb, error_cb, certconf_cb,
-                                 pollreq_cb) ==
-               1 &&
+                                 pollreq_cb) == 1 &&
            OSSL_CMP_CTX_set_log_cb(ctx, log_cb) == 1 &&
            OSSL_CMP_CTX_set_log_verbosity(ctx, OSSL_CMP_LOG_WARNING) == 1 &&
            OSSL_CMP_CTX_set1_cert(ctx, cfg->signer.cert) == 1 &&

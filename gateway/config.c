@@ -794,7 +794,8 @@ static int p_url(struct pctx *pc, const char *path, struct json_object *v, void 
  * "crl_url": an http(s) URL with a path, of printable ASCII without spaces, quotes or backslashes
  * (it becomes an IA5String URI in a CRL distribution point: RFC 5280 §4.2.1.13 and §4.2.1.6).
  */
-static int p_crl_url(struct pctx *pc, const char *path, struct json_object *v, void *base, const struct field *f)
+static int p_crl_url(struct pctx *pc, const char *path, struct json_object *v, void *base,
+                     const struct field *f)
 {
     const char *s;
     char buf[SHOW_LEN + 8];
@@ -868,9 +869,8 @@ static bool cmp_path_ok(const char *s, size_t len)
     return prefix_ok(buf);
 }
 
-static const struct namekind names_cmp_path = {cmp_path_ok,
-                                               "a path like \"/.well-known/cmp\" or \"/pkix/\" "
-                                               "(characters [A-Za-z0-9._~/-])"};
+static const struct namekind names_cmp_path = {cmp_path_ok, "a path like \"/.well-known/cmp\" or \"/pkix/\" "
+                                                            "(characters [A-Za-z0-9._~/-])"};
 
 /* An optional object: absent means "not configured" (its sub-keys' defaults are not applied). */
 static int p_opt_obj(struct pctx *pc, const char *path, struct json_object *v, void *base,
@@ -992,7 +992,7 @@ static BIO *open_file(struct pctx *pc, const char *path, const char *file)
 }
 
 /* Every PEM certificate in |file| (at least one) into a new stack. */
-static int load_certs(struct pctx *pc, const char *path, const char *file, STACK_OF(X509) * *out)
+static int load_certs(struct pctx *pc, const char *path, const char *file, STACK_OF(X509) **out)
 {
     STACK_OF(X509) *sk = NULL;
     BIO *bio = NULL;
@@ -1094,7 +1094,7 @@ static int check_tls(struct pctx *pc, const char *path, void *base)
 }
 
 /* An optional chain file: loaded when given, else an empty stack (config.h: "may be empty"). */
-static int load_chain(struct pctx *pc, const char *path, const char *file, STACK_OF(X509) * *out)
+static int load_chain(struct pctx *pc, const char *path, const char *file, STACK_OF(X509) **out)
 {
     char cpath[PATH_LEN];
 
@@ -1119,7 +1119,7 @@ static int check_signer(struct pctx *pc, const char *path, void *base)
 }
 
 /* Every PEM CRL in |file| (at least one) into a new stack. */
-static int read_crls(struct pctx *pc, const char *path, const char *file, STACK_OF(X509_CRL) * *out)
+static int read_crls(struct pctx *pc, const char *path, const char *file, STACK_OF(X509_CRL) **out)
 {
     STACK_OF(X509_CRL) *sk = NULL;
     X509_CRL *crl;
@@ -1156,8 +1156,8 @@ out:
 }
 
 /* Warns about a CA of |cas| that issued no CRL in |crls|: with CRL_CHECK_ALL all it issued is refused. */
-static void warn_missing_crls(struct pctx *pc, const char *path, STACK_OF(X509) * cas,
-                              STACK_OF(X509_CRL) * crls)
+static void warn_missing_crls(struct pctx *pc, const char *path, STACK_OF(X509) *cas,
+                              STACK_OF(X509_CRL) *crls)
 {
     char name[GW_IDENTITY_LEN];
     int i, j, found;
@@ -1180,7 +1180,7 @@ static void warn_missing_crls(struct pctx *pc, const char *path, STACK_OF(X509) 
  * Loads |t->crl_file| into the trust store and turns CRL checking on for the whole chain
  * (RFC 5280 §6.3): a revoked client or intermediate certificate is refused.
  */
-static int load_crls(struct pctx *pc, const char *path, struct gw_trust_conf *t, STACK_OF(X509) * anchors)
+static int load_crls(struct pctx *pc, const char *path, struct gw_trust_conf *t, STACK_OF(X509) *anchors)
 {
     STACK_OF(X509_CRL) *crls = NULL;
     int i, rc = GW_ERR_INVAL;
@@ -1589,7 +1589,8 @@ static int check_cmp(struct pctx *pc, const char *path, struct gw_upstream_conf 
     if (u->cmp_secret_file == NULL)
         return 0;
     join_key(kpath, path, "secret_file");
-    if (read_secret(pc, kpath, u->cmp_secret_file, GW_MAX_PBM_SECRET_LEN, &u->cmp_secret, &u->cmp_secret_len) != 0)
+    if (read_secret(pc, kpath, u->cmp_secret_file, GW_MAX_PBM_SECRET_LEN, &u->cmp_secret,
+                    &u->cmp_secret_len) != 0)
         return GW_ERR_INVAL;
     if (u->cmp_secret_len < GW_MIN_PBM_SECRET_LEN || u->cmp_secret_len > GW_MAX_PBM_SECRET_LEN)
         return fail(pc, kpath, "the secret in \"%s\" must be %d..%d bytes", u->cmp_secret_file,
@@ -1597,9 +1598,11 @@ static int check_cmp(struct pctx *pc, const char *path, struct gw_upstream_conf 
     return 0;
 }
 
-static int (*const upstream_checks[])(struct pctx *, const char *, struct gw_upstream_conf *) = {
-    [GW_UPSTREAM_LOCAL] = check_local, [GW_UPSTREAM_VAULT] = check_vault, [GW_UPSTREAM_CFSSL] = check_cfssl,
-    [GW_UPSTREAM_CMP] = check_cmp};
+static int (*const upstream_checks[])(struct pctx *, const char *,
+                                      struct gw_upstream_conf *) = {[GW_UPSTREAM_LOCAL] = check_local,
+                                                                    [GW_UPSTREAM_VAULT] = check_vault,
+                                                                    [GW_UPSTREAM_CFSSL] = check_cfssl,
+                                                                    [GW_UPSTREAM_CMP] = check_cmp};
 
 static int check_upstream(struct pctx *pc, const char *path, void *base)
 {
@@ -1710,8 +1713,8 @@ static char *trim_line(char *line)
     while (*line == ' ' || *line == '\t')
         line++;
     len = strlen(line);
-    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r' || line[len - 1] == ' ' ||
-                       line[len - 1] == '\t'))
+    while (len > 0 &&
+           (line[len - 1] == '\n' || line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
         line[--len] = '\0';
     return line;
 }
@@ -2167,7 +2170,7 @@ static const struct gw_upstream_conf *upstream_find(const struct gw_config *cfg,
  * Adds the anchors, CRLs and intermediates of |t| to a union store and stack (a role's "trust", an
  * authorization's "tls_trust"). CRL checking carries over with the CRLs.
  */
-static int trust_union_add(X509_STORE **store, STACK_OF(X509) * *untrusted, const struct gw_trust_conf *t)
+static int trust_union_add(X509_STORE **store, STACK_OF(X509) **untrusted, const struct gw_trust_conf *t)
 {
     STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(t->store);
     X509_OBJECT *o;
@@ -2204,7 +2207,7 @@ static int trust_union_add(X509_STORE **store, STACK_OF(X509) * *untrusted, cons
  * whole store, so entries with and without crl_file cannot be mixed: the latter would never verify.
  */
 static int trust_union(struct pctx *pc, const struct gw_config *cfg, const char *path, char **names, size_t n,
-                       X509_STORE **store, STACK_OF(X509) * *untrusted)
+                       X509_STORE **store, STACK_OF(X509) **untrusted)
 {
     const struct gw_trust_conf *t;
     char ipath[PATH_LEN];
@@ -2295,7 +2298,7 @@ static int check_role_upstream(struct pctx *pc, struct gw_role *r)
 }
 
 /* 1 if |cert| chains (with |untrusted|) to |store|; else 0 with OpenSSL's reason in |why|. */
-static int chains_to(X509_STORE *store, X509 *cert, STACK_OF(X509) * untrusted, const char **why)
+static int chains_to(X509_STORE *store, X509 *cert, STACK_OF(X509) *untrusted, const char **why)
 {
     X509_STORE_CTX *ctx = X509_STORE_CTX_new();
     int ok = 0;

@@ -24,38 +24,38 @@ enum gw_client_auth {
 };
 
 struct gw_listener_conf {
-    char *address;              /* numeric IPv4 or IPv6 literal */
+    char *address; /* numeric IPv4 or IPv6 literal */
     uint16_t port;
-    char *tls_cert;             /* PEM: server certificate followed by its chain */
+    char *tls_cert; /* PEM: server certificate followed by its chain */
     char *tls_key;
-    char *client_ca;            /* PEM bundle; required unless client_auth is none */
+    char *client_ca; /* PEM bundle; required unless client_auth is none */
     enum gw_client_auth client_auth;
 };
 
 /* A named set of trust anchors for CMP signature protection ("trust": {"name": {...}}). */
 struct gw_trust_conf {
     char *name;
-    char *ca_file;              /* PEM bundle of trust anchors */
-    char *untrusted_file;       /* optional PEM bundle of intermediates */
-    char *crl_file;             /* optional PEM CRLs: with it, revoked certificates are refused (CRL check on
-                                   the whole chain, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL) */
-    X509_STORE *store;          /* loaded; X509_V_FLAG_X509_STRICT, partial chains off */
-    STACK_OF(X509) *untrusted;  /* loaded; never empty when non-NULL (openssl-cmp-3.0 §10.3) */
+    char *ca_file;             /* PEM bundle of trust anchors */
+    char *untrusted_file;      /* optional PEM bundle of intermediates */
+    char *crl_file;            /* optional PEM CRLs: with it, revoked certificates are refused (CRL check on
+                                  the whole chain, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL) */
+    X509_STORE *store;         /* loaded; X509_V_FLAG_X509_STRICT, partial chains off */
+    STACK_OF(X509) *untrusted; /* loaded; never empty when non-NULL (openssl-cmp-3.0 §10.3) */
 };
 
 /* A PBM credential, selected by the request's senderKID (its "reference"). */
 struct gw_pbm_conf {
-    char *reference;            /* the senderKID bytes as a string */
+    char *reference; /* the senderKID bytes as a string */
     char *secret_file;
-    unsigned char *secret;      /* loaded, trailing newline stripped; never logged */
+    unsigned char *secret; /* loaded, trailing newline stripped; never logged */
     size_t secret_len;
 };
 
 enum gw_upstream_type {
-    GW_UPSTREAM_LOCAL = 0,      /* in-process issuer */
-    GW_UPSTREAM_VAULT,          /* Vault / OpenBao PKI secrets engine */
-    GW_UPSTREAM_CFSSL,          /* cfssl serve */
-    GW_UPSTREAM_CMP,            /* an upstream CMP CA: the gateway forwards as an RA (docs/cmp-relay.md) */
+    GW_UPSTREAM_LOCAL = 0, /* in-process issuer */
+    GW_UPSTREAM_VAULT,     /* Vault / OpenBao PKI secrets engine */
+    GW_UPSTREAM_CFSSL,     /* cfssl serve */
+    GW_UPSTREAM_CMP,       /* an upstream CMP CA: the gateway forwards as an RA (docs/cmp-relay.md) */
 };
 
 struct gw_signer_conf;
@@ -67,43 +67,43 @@ struct gw_upstream_conf {
     uint32_t max_inflight;
     /* local */
     char *cert_file, *key_file, *chain_file;
-    X509 *cert;                 /* issuing CA certificate */
+    X509 *cert; /* issuing CA certificate */
     EVP_PKEY *key;
-    STACK_OF(X509) *chain;      /* issuing CA's chain up to (and incl.) the root; may be empty */
-    uint32_t delay_ms;          /* "delay": hold each sign call this long (tests, demos); 0 = off */
-    char *store_dir;            /* "store": durable inventory, one <serial hex>.pem per certificate issued,
-                                   written and fsync'd before the certificate is released; required for a
-                                   delegate issuer (DESIGN.md decision 5) */
-    char *crl_url;              /* "crl_url": http(s) URL put as CRL distribution point (RFC 5280 §4.2.1.13)
-                                   into every certificate it issues, e.g. where cmpgw serves its CRL
-                                   (<prefix>/crl/<name>); NULL = none */
+    STACK_OF(X509) *chain; /* issuing CA's chain up to (and incl.) the root; may be empty */
+    uint32_t delay_ms;     /* "delay": hold each sign call this long (tests, demos); 0 = off */
+    char *store_dir;       /* "store": durable inventory, one <serial hex>.pem per certificate issued,
+                              written and fsync'd before the certificate is released; required for a
+                              delegate issuer (DESIGN.md decision 5) */
+    char *crl_url;         /* "crl_url": http(s) URL put as CRL distribution point (RFC 5280 §4.2.1.13)
+                              into every certificate it issues, e.g. where cmpgw serves its CRL
+                              (<prefix>/crl/<name>); NULL = none */
     /* vault, cfssl: the upstream's HTTP(S) API */
-    char *url;                  /* base URL, e.g. "https://127.0.0.1:8200"; no trailing slash */
-    char *ca_file;              /* "tls_ca": CA bundle to verify the upstream's TLS server certificate */
-    char *client_cert_file;     /* "tls_cert"/"tls_key": TLS client certificate (Vault cert auth, mTLS) */
+    char *url;              /* base URL, e.g. "https://127.0.0.1:8200"; no trailing slash */
+    char *ca_file;          /* "tls_ca": CA bundle to verify the upstream's TLS server certificate */
+    char *client_cert_file; /* "tls_cert"/"tls_key": TLS client certificate (Vault cert auth, mTLS) */
     char *client_key_file;
-    char *issuer_ca_file;       /* "issuer_ca": PEM CA certificate(s) the upstream issues under; every
-                                   returned certificate must chain to one of them (required) */
-    X509_STORE *issuer_store;   /* loaded from issuer_ca_file */
+    char *issuer_ca_file;         /* "issuer_ca": PEM CA certificate(s) the upstream issues under; every
+                                     returned certificate must chain to one of them (required) */
+    X509_STORE *issuer_store;     /* loaded from issuer_ca_file */
     STACK_OF(X509) *issuer_certs; /* the same certificates, for chain building; never empty when set */
     /* vault */
-    char *mount;                /* "mount": PKI mount path, default "pki" */
-    char *token_file;           /* "token_file": X-Vault-Token, read at start and re-read on 403 */
-    char *vault_namespace;      /* "namespace": X-Vault-Namespace; NULL if none */
-    char *auth_cert_mount;      /* "auth": {"cert": {"mount": "cert", "role": ...}}: cert-auth login with
-                                   tls_cert/tls_key at POST /v1/auth/<mount>/login; NULL if token_file */
-    char *auth_cert_role;       /* the login "name"; NULL if none */
+    char *mount;           /* "mount": PKI mount path, default "pki" */
+    char *token_file;      /* "token_file": X-Vault-Token, read at start and re-read on 403 */
+    char *vault_namespace; /* "namespace": X-Vault-Namespace; NULL if none */
+    char *auth_cert_mount; /* "auth": {"cert": {"mount": "cert", "role": ...}}: cert-auth login with
+                              tls_cert/tls_key at POST /v1/auth/<mount>/login; NULL if token_file */
+    char *auth_cert_role;  /* the login "name"; NULL if none */
     /* cfssl */
-    char *auth_key_file;        /* "auth_key_file": hex HMAC key: use authsign instead of sign */
-    unsigned char *auth_key;    /* loaded; never logged */
+    char *auth_key_file;     /* "auth_key_file": hex HMAC key: use authsign instead of sign */
+    unsigned char *auth_key; /* loaded; never logged */
     size_t auth_key_len;
     /* cmp (also url, tls_ca, tls_cert/tls_key, issuer_ca) */
-    char *cmp_path;             /* "path": the CMP path at |url|, e.g. "/.well-known/cmp" or "/pkix/" */
-    char *cmp_trusted_file;     /* "trusted": PEM anchors for the upstream's response signatures */
-    X509_STORE *cmp_trusted;    /* loaded; NULL if none (then responses must be PBM with the secret) */
-    char *cmp_ref;              /* "ref": PBM senderKID towards the upstream; with "secret_file" */
-    char *cmp_secret_file;      /* "secret_file": PBM secret; without it, requests are signed by |signer| */
-    unsigned char *cmp_secret;  /* loaded; never logged */
+    char *cmp_path;            /* "path": the CMP path at |url|, e.g. "/.well-known/cmp" or "/pkix/" */
+    char *cmp_trusted_file;    /* "trusted": PEM anchors for the upstream's response signatures */
+    X509_STORE *cmp_trusted;   /* loaded; NULL if none (then responses must be PBM with the secret) */
+    char *cmp_ref;             /* "ref": PBM senderKID towards the upstream; with "secret_file" */
+    char *cmp_secret_file;     /* "secret_file": PBM secret; without it, requests are signed by |signer| */
+    unsigned char *cmp_secret; /* loaded; never logged */
     size_t cmp_secret_len;
     const struct gw_signer_conf *signer; /* borrowed: the gateway's signer (set for cmp upstreams) */
 };
@@ -135,9 +135,9 @@ struct gw_patterns {
 
 /* Key types a role accepts, e.g. "rsa:2048" (2048 bits or more), "ec:P-256", "ed25519". */
 struct gw_key_rule {
-    int pkey_type;              /* EVP_PKEY_RSA, EVP_PKEY_EC, EVP_PKEY_ED25519, EVP_PKEY_ED448 */
-    int min_bits;               /* RSA: minimum modulus size */
-    int curve_nid;              /* EC: the curve */
+    int pkey_type; /* EVP_PKEY_RSA, EVP_PKEY_EC, EVP_PKEY_ED25519, EVP_PKEY_ED448 */
+    int min_bits;  /* RSA: minimum modulus size */
+    int curve_nid; /* EC: the curve */
 };
 
 /*
@@ -145,25 +145,26 @@ struct gw_key_rule {
  * client certificate and the CMP identity (the role's "trust" and "pbm" lists, plus the patterns here).
  */
 struct gw_authz {
-    bool tls_required;              /* "tls_client": "require" | "optional" (default optional) */
-    char **tls_trust_names;         /* "tls_trust": trust entries the TLS client certificate must chain to */
+    bool tls_required;      /* "tls_client": "require" | "optional" (default optional) */
+    char **tls_trust_names; /* "tls_trust": trust entries the TLS client certificate must chain to */
     size_t n_tls_trust;
-    X509_STORE *tls_store;          /* union of those anchors (and their CRLs); NULL = any listener-verified */
+    X509_STORE *tls_store; /* union of those anchors (and their CRLs); NULL = any listener-verified */
     STACK_OF(X509) *tls_untrusted;
     struct gw_patterns tls_subjects; /* "tls_subjects": patterns on the one-line subject ("/O=x/CN=dev-*") */
     struct gw_patterns tls_sans;     /* "tls_sans": patterns on the TLS certificate's DNS/URI/email SANs */
-    bool tls_must_be_signer;        /* "tls_must_be_signer": TLS client certificate == CMP signer cert */
+    bool tls_must_be_signer;         /* "tls_must_be_signer": TLS client certificate == CMP signer cert */
     struct gw_patterns signer_subjects; /* "signer_subjects": patterns on the CMP signer's subject */
     /* what a request may ask for */
     struct gw_patterns common_names; /* "allowed_common_names"; empty = any */
-    struct gw_patterns dns_names;    /* "allowed_dns_names"; empty = any (type must be in allowed_san_types) */
-    struct gw_patterns uris;         /* "allowed_uris" */
-    struct gw_patterns emails;       /* "allowed_emails" */
-    struct gw_patterns ip_ranges;    /* "allowed_ip_ranges": CIDRs ("127.0.0.0/8", "::1/128"); empty = any */
-    struct gw_key_rule *key_rules;   /* "allowed_key_types"; NULL = the built-in list (RSA>=2048, EC P-256/384/521, Ed) */
+    struct gw_patterns dns_names; /* "allowed_dns_names"; empty = any (type must be in allowed_san_types) */
+    struct gw_patterns uris;      /* "allowed_uris" */
+    struct gw_patterns emails;    /* "allowed_emails" */
+    struct gw_patterns ip_ranges; /* "allowed_ip_ranges": CIDRs ("127.0.0.0/8", "::1/128"); empty = any */
+    struct gw_key_rule
+        *key_rules; /* "allowed_key_types"; NULL = the built-in list (RSA>=2048, EC P-256/384/521, Ed) */
     size_t n_key_rules;
     /* rr (RFC 9483 §4.2): besides the holder, signers matching these that carry the id-kp-cmcRA EKU */
-    struct gw_patterns ra_subjects;  /* "ra_subjects": patterns on the RA signer's one-line subject */
+    struct gw_patterns ra_subjects; /* "ra_subjects": patterns on the RA signer's one-line subject */
 };
 
 /*
@@ -178,26 +179,26 @@ struct gw_root_update {
 };
 
 enum gw_sign_policy {
-    GW_SIGN_ROLE = 0,               /* vault: sign/<upstream_role>; cfssl: profile <upstream_role> */
-    GW_SIGN_VERBATIM,               /* vault: sign-verbatim/<upstream_role> */
+    GW_SIGN_ROLE = 0, /* vault: sign/<upstream_role>; cfssl: profile <upstream_role> */
+    GW_SIGN_VERBATIM, /* vault: sign-verbatim/<upstream_role> */
 };
 
 enum gw_crmf_mode {
-    GW_CRMF_REJECT = 0,             /* CRMF to a CSR-only upstream: CMP error asking for p10cr */
-    GW_CRMF_DELEGATE,               /* issue from the role's delegate local issuer */
+    GW_CRMF_REJECT = 0, /* CRMF to a CSR-only upstream: CMP error asking for p10cr */
+    GW_CRMF_DELEGATE,   /* issue from the role's delegate local issuer */
 };
 
 /* A role: what a route issues, through which upstream, for whom. */
 struct gw_role {
     char *name;
     char *upstream_name;
-    const struct gw_upstream_conf *upstream;    /* resolved */
+    const struct gw_upstream_conf *upstream; /* resolved */
     /* who may use it */
-    char **trust_names;         /* trust entries accepted for signature protection */
+    char **trust_names; /* trust entries accepted for signature protection */
     size_t n_trust;
-    X509_STORE *store;          /* union of the named trust entries' anchors; NULL if none */
-    STACK_OF(X509) *untrusted;  /* union of their intermediates; NULL if none */
-    char **pbm_refs;            /* PBM references accepted on this role */
+    X509_STORE *store;         /* union of the named trust entries' anchors; NULL if none */
+    STACK_OF(X509) *untrusted; /* union of their intermediates; NULL if none */
+    char **pbm_refs;           /* PBM references accepted on this role */
     size_t n_pbm;
     /* the certificate profile: the route's, never the client's */
     unsigned key_usage;         /* X509v3 KU_* bits (openssl/x509v3.h) */
@@ -208,31 +209,31 @@ struct gw_role {
     bool require_subject;       /* refuse a request without a subject */
     bool implicit_confirm;      /* grant implicitConfirm when the client asks */
     /* how the upstream is asked */
-    char *upstream_role;        /* "upstream_role": role (vault) or profile (cfssl) upstream; default = name */
+    char *upstream_role; /* "upstream_role": role (vault) or profile (cfssl) upstream; default = name */
     enum gw_sign_policy sign_policy; /* "sign": "role" | "verbatim" */
-    char *issuer_ref;           /* "issuer_ref": vault issuer/<ref>/sign...; NULL = the role's issuer */
-    bool exclude_cn_from_sans;  /* vault "exclude_cn_from_sans" */
-    enum gw_crmf_mode crmf;     /* "crmf": "reject" | "delegate"; only for CSR-only upstreams */
-    char *delegate_name;        /* "delegate": a local upstream (with "store") chaining to this upstream's CA */
+    char *issuer_ref;                /* "issuer_ref": vault issuer/<ref>/sign...; NULL = the role's issuer */
+    bool exclude_cn_from_sans;       /* vault "exclude_cn_from_sans" */
+    enum gw_crmf_mode crmf;          /* "crmf": "reject" | "delegate"; only for CSR-only upstreams */
+    char *delegate_name; /* "delegate": a local upstream (with "store") chaining to this upstream's CA */
     const struct gw_upstream_conf *delegate; /* resolved */
-    char *crmf_upstream_name;   /* "crmf_upstream": an upstream that signs this role's CRMF requests
-                                   (a cmp or local upstream) while "upstream" signs its p10cr */
+    char *crmf_upstream_name; /* "crmf_upstream": an upstream that signs this role's CRMF requests
+                                 (a cmp or local upstream) while "upstream" signs its p10cr */
     const struct gw_upstream_conf *crmf_upstream; /* resolved; NULL if none */
-    struct gw_authz authz;      /* "authorization" */
-    struct gw_root_update root_update; /* "root_ca_update"; unset = the top-level one */
+    struct gw_authz authz;                        /* "authorization" */
+    struct gw_root_update root_update;            /* "root_ca_update"; unset = the top-level one */
     /* 3GPP TS 33.310 base-station enrolment (docs/3gpp.md) */
     char *device_allowlist_file; /* "device_allowlist": one CMP signer per line, read at (re)load */
-    char **allow_subjects;      /* its one-line subjects ("/O=Vendor/CN=bs-1"), as X509_NAME_oneline */
+    char **allow_subjects;       /* its one-line subjects ("/O=Vendor/CN=bs-1"), as X509_NAME_oneline */
     size_t n_allow_subjects;
-    BIGNUM **allow_serials;     /* its "serial:<hex>" entries */
+    BIGNUM **allow_serials; /* its "serial:<hex>" entries */
     size_t n_allow_serials;
-    bool subject_from_signer;   /* "subject_from_signer": an empty template subject takes the signer's */
-    char *ca_pubs_file;         /* "ca_pubs": PEM bundle sent as caPubs in ip (RFC 9810 §5.3.2) */
-    STACK_OF(X509) *ca_pubs;    /* loaded; NULL if none */
-    int min_hash_bits;          /* "min_hash": 256/384/512 = sha256/sha384/sha512; 0 = any */
-    uint32_t poll_after_ms;     /* "poll_after": a sign call slower than this is answered "waiting" and
-                                   delivered on a later pollReq (docs/polling.md); 0 = wait up to the
-                                   upstream's timeout */
+    bool subject_from_signer; /* "subject_from_signer": an empty template subject takes the signer's */
+    char *ca_pubs_file;       /* "ca_pubs": PEM bundle sent as caPubs in ip (RFC 9810 §5.3.2) */
+    STACK_OF(X509) *ca_pubs;  /* loaded; NULL if none */
+    int min_hash_bits;        /* "min_hash": 256/384/512 = sha256/sha384/sha512; 0 = any */
+    uint32_t poll_after_ms;   /* "poll_after": a sign call slower than this is answered "waiting" and
+                                 delivered on a later pollReq (docs/polling.md); 0 = wait up to the
+                                 upstream's timeout */
 };
 
 /*
@@ -252,9 +253,9 @@ struct gw_label {
 };
 
 struct gw_cmp_conf {
-    uint32_t message_time_window;       /* seconds; 0 = do not require messageTime */
+    uint32_t message_time_window; /* seconds; 0 = do not require messageTime */
     bool require_message_time;
-    uint32_t transaction_ttl;           /* seconds */
+    uint32_t transaction_ttl; /* seconds */
     uint32_t max_transactions;
     uint32_t max_transactions_per_identity;
     uint32_t pbm_max_iterations;
@@ -286,25 +287,25 @@ enum gw_audit_field {
 
 /* "audit": {"file": ..., "audit_fields": [...]}; required. */
 struct gw_audit_conf {
-    char *file;                 /* JSON lines, appended; fsync'd before a certificate leaves */
-    unsigned fields;            /* enum gw_audit_field bits; default common_name, alt_names, ip_sans, uri_sans */
+    char *file;      /* JSON lines, appended; fsync'd before a certificate leaves */
+    unsigned fields; /* enum gw_audit_field bits; default common_name, alt_names, ip_sans, uri_sans */
 };
 
 struct gw_signer_conf {
     char *cert_file, *key_file, *chain_file;
-    X509 *cert;                 /* signs every CMP response */
+    X509 *cert; /* signs every CMP response */
     EVP_PKEY *key;
-    STACK_OF(X509) *chain;      /* goes to extraCerts after the signer cert; may be empty */
+    STACK_OF(X509) *chain; /* goes to extraCerts after the signer cert; may be empty */
 };
 
 struct gw_config {
-    char *path;                 /* file it was loaded from */
+    char *path; /* file it was loaded from */
     struct gw_listener_conf *listeners;
     size_t n_listeners;
     uint32_t loop_threads;
     uint32_t workers;
     uint32_t queue_depth;
-    char *path_prefix;          /* "/pki"; no trailing slash */
+    char *path_prefix; /* "/pki"; no trailing slash */
     struct gw_signer_conf signer;
     struct gw_trust_conf *trust;
     size_t n_trust;
@@ -319,8 +320,8 @@ struct gw_config {
     size_t n_labels;
     struct gw_cmp_conf cmp;
     struct gw_audit_conf audit;
-    enum gw_log_level log_level;        /* "log_level"; default info */
-    struct gw_root_update root_update;  /* "root_ca_update" for roles without their own */
+    enum gw_log_level log_level;       /* "log_level"; default info */
+    struct gw_root_update root_update; /* "root_ca_update" for roles without their own */
 };
 
 /*

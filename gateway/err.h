@@ -7,17 +7,17 @@
 enum gw_err {
     GW_OK = 0,
     GW_ERR_NOMEM = -1,
-    GW_ERR_INVAL = -2,      /* malformed input */
+    GW_ERR_INVAL = -2, /* malformed input */
     GW_ERR_NOT_FOUND = -3,
-    GW_ERR_EXISTS = -4,     /* e.g. transactionID already open */
-    GW_ERR_LIMIT = -5,      /* a cap was reached */
-    GW_ERR_BUSY = -6,       /* queue or upstream in-flight cap full: retry later */
+    GW_ERR_EXISTS = -4, /* e.g. transactionID already open */
+    GW_ERR_LIMIT = -5,  /* a cap was reached */
+    GW_ERR_BUSY = -6,   /* queue or upstream in-flight cap full: retry later */
     GW_ERR_TIMEOUT = -7,
     GW_ERR_IO = -8,
-    GW_ERR_CRYPTO = -9,     /* an OpenSSL call failed */
-    GW_ERR_POLICY = -10,    /* refused by route policy */
-    GW_ERR_REPLAY = -11,    /* replayed message */
-    GW_ERR_UPSTREAM = -12,  /* upstream answered with an error */
+    GW_ERR_CRYPTO = -9,    /* an OpenSSL call failed */
+    GW_ERR_POLICY = -10,   /* refused by route policy */
+    GW_ERR_REPLAY = -11,   /* replayed message */
+    GW_ERR_UPSTREAM = -12, /* upstream answered with an error */
     GW_ERR_FORBIDDEN = -13,
 };
 

@@ -149,9 +149,11 @@ static void send_der(h2o_req_t *req, const unsigned char *der, size_t len, bool 
     req->res.reason = "OK";
     req->res.content_length = len; /* h2o_send_inline leaves it unset (notes §5) */
     if (crl)
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT(CRL_CONTENT_TYPE));
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                       H2O_STRLIT(CRL_CONTENT_TYPE));
     else
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT(CMP_CONTENT_TYPE));
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                       H2O_STRLIT(CMP_CONTENT_TYPE));
     h2o_send_inline(req, (const char *)der, len);
 }
 

@@ -6,12 +6,12 @@
 #define GW_LIMITS_H
 
 /* HTTP */
-#define GW_MAX_CMP_BODY (64 * 1024)         /* request PKIMessage; RFC 9483 messages are a few KiB */
-#define GW_MAX_PATH_LEN 512                 /* request path incl. role/label segments */
-#define GW_RETRY_AFTER_SECS 1               /* Retry-After on 503 queue full */
-#define GW_MAX_RESPONSE (100 * 1024)        /* openssl cmp rejects responses over 100 KiB */
-#define GW_HTTP1_REQ_TIMEOUT_MS 5000        /* below the drain deadline (libh2o notes §8.12) */
-#define GW_DRAIN_TIMEOUT_MS 10000           /* graceful shutdown: wait this long for in-flight work */
+#define GW_MAX_CMP_BODY (64 * 1024)  /* request PKIMessage; RFC 9483 messages are a few KiB */
+#define GW_MAX_PATH_LEN 512          /* request path incl. role/label segments */
+#define GW_RETRY_AFTER_SECS 1        /* Retry-After on 503 queue full */
+#define GW_MAX_RESPONSE (100 * 1024) /* openssl cmp rejects responses over 100 KiB */
+#define GW_HTTP1_REQ_TIMEOUT_MS 5000 /* below the drain deadline (libh2o notes §8.12) */
+#define GW_DRAIN_TIMEOUT_MS 10000    /* graceful shutdown: wait this long for in-flight work */
 
 /* threads and queues */
 #define GW_DEFAULT_LOOP_THREADS 2
@@ -20,81 +20,81 @@
 #define GW_MAX_WORKERS 1024
 #define GW_DEFAULT_QUEUE_DEPTH 256
 #define GW_MAX_QUEUE_DEPTH 65536
-#define GW_QUEUE_WAIT_MS 10000              /* a job older than this when a worker picks it up is refused */
+#define GW_QUEUE_WAIT_MS 10000 /* a job older than this when a worker picks it up is refused */
 
 /* CMP */
-#define GW_MAX_TID_LEN 64                   /* transactionID; RFC 9483 says 128 bits */
+#define GW_MAX_TID_LEN 64 /* transactionID; RFC 9483 says 128 bits */
 #define GW_MAX_NONCE_LEN 64
-#define GW_MAX_KID_LEN 128                  /* senderKID (PBM reference or SKID) */
-#define GW_DEFAULT_MSGTIME_WINDOW 300       /* seconds either side of now */
-#define GW_DEFAULT_TXN_TTL 300              /* seconds an unconfirmed transaction stays open */
+#define GW_MAX_KID_LEN 128            /* senderKID (PBM reference or SKID) */
+#define GW_DEFAULT_MSGTIME_WINDOW 300 /* seconds either side of now */
+#define GW_DEFAULT_TXN_TTL 300        /* seconds an unconfirmed transaction stays open */
 #define GW_DEFAULT_MAX_TXNS 10000
 #define GW_DEFAULT_MAX_TXNS_PER_IDENTITY 16
 #define GW_MAX_TXNS 1000000
-#define GW_DEFAULT_PBM_MAX_ITER 10000       /* BouncyCastle sends 10 000; OpenSSL allows 100 000 */
-#define GW_MIN_PBM_ITER 100                 /* OpenSSL's own floor (crmf_pbm.c) */
-#define GW_REPLAY_MAX_ENTRIES 100000        /* transactionIDs remembered for replay detection */
+#define GW_DEFAULT_PBM_MAX_ITER 10000 /* BouncyCastle sends 10 000; OpenSSL allows 100 000 */
+#define GW_MIN_PBM_ITER 100           /* OpenSSL's own floor (crmf_pbm.c) */
+#define GW_REPLAY_MAX_ENTRIES 100000  /* transactionIDs remembered for replay detection */
 #define GW_MIN_PBM_SECRET_LEN 8
 #define GW_MAX_PBM_SECRET_LEN 1024
-#define GW_IDENTITY_LEN 256                 /* printable identity (subject DN or PBM reference) */
-#define GW_MAX_GENM_ITAVS 8                 /* infoTypes one genm may ask for (RFC 9483 §4.3 asks one) */
+#define GW_IDENTITY_LEN 256 /* printable identity (subject DN or PBM reference) */
+#define GW_MAX_GENM_ITAVS 8 /* infoTypes one genm may ask for (RFC 9483 §4.3 asks one) */
 #define GW_MAX_GENP_VALUE (GW_MAX_RESPONSE - 16 * 1024) /* genp values: room left for header, extraCerts */
 
 /* upstream */
 #define GW_DEFAULT_UPSTREAM_TIMEOUT_MS 10000
 #define GW_DEFAULT_UPSTREAM_MAX_INFLIGHT 64
-#define GW_MAX_UPSTREAM_BODY (1024 * 1024)     /* an upstream answer (JSON with a certificate chain) */
-#define GW_UPSTREAM_RETRIES 2                  /* 412/429/503 retries, only where nothing happened */
-#define GW_UPSTREAM_BACKOFF_MS 200             /* first backoff; doubles */
-#define GW_VAULT_TOKEN_RENEW_MARGIN 60         /* re-login this many seconds before the token expires */
-#define GW_MAX_VAULT_TOKEN_LEN 4096            /* a Vault token (file or login); batch tokens are the longest */
-#define GW_ROLE_POLICY_TTL 60                  /* seconds an upstream role policy stays cached */
+#define GW_MAX_UPSTREAM_BODY (1024 * 1024) /* an upstream answer (JSON with a certificate chain) */
+#define GW_UPSTREAM_RETRIES 2              /* 412/429/503 retries, only where nothing happened */
+#define GW_UPSTREAM_BACKOFF_MS 200         /* first backoff; doubles */
+#define GW_VAULT_TOKEN_RENEW_MARGIN 60     /* re-login this many seconds before the token expires */
+#define GW_MAX_VAULT_TOKEN_LEN 4096        /* a Vault token (file or login); batch tokens are the longest */
+#define GW_ROLE_POLICY_TTL 60              /* seconds an upstream role policy stays cached */
 #define GW_MAX_UPSTREAM_INFLIGHT 100000
-#define GW_MAX_CHECK_AFTER 60                  /* seconds: the longest checkAfter a pollRep asks (polling) */
+#define GW_MAX_CHECK_AFTER 60 /* seconds: the longest checkAfter a pollRep asks (polling) */
 
 /* certificates */
-#define GW_SERIAL_BITS 159                  /* random serials; RFC 5280 caps at 20 octets */
+#define GW_SERIAL_BITS 159 /* random serials; RFC 5280 caps at 20 octets */
 #define GW_DEFAULT_TTL (30 * 24 * 3600)
 #define GW_DEFAULT_MAX_TTL (90 * 24 * 3600)
-#define GW_BACKDATE_SECS 60                 /* notBefore backdated against client clock skew */
-#define GW_MAX_SANS 100                     /* subjectAltName entries one request may ask for */
-#define GW_ISSUED_TTL_SLACK 300             /* an upstream's notAfter may pass now + max_ttl by this (rounding) */
-#define GW_ISSUED_SHORTEN_SLACK 300         /* a notAfter this much before the planned one is not a change */
+#define GW_BACKDATE_SECS 60         /* notBefore backdated against client clock skew */
+#define GW_MAX_SANS 100             /* subjectAltName entries one request may ask for */
+#define GW_ISSUED_TTL_SLACK 300     /* an upstream's notAfter may pass now + max_ttl by this (rounding) */
+#define GW_ISSUED_SHORTEN_SLACK 300 /* a notAfter this much before the planned one is not a change */
 #define GW_CRL_NEXT_UPDATE_SECS (24 * 3600) /* local issuer's CRL: nextUpdate = thisUpdate + this */
 #define GW_CRL_REFRESH_SECS 3600            /* its cached CRL is re-signed at least this often */
 
 /* config */
 #define GW_MAX_CONFIG_SIZE (1024 * 1024)
-#define GW_MAX_NAME_LEN 64                  /* role, label, upstream, trust names */
+#define GW_MAX_NAME_LEN 64 /* role, label, upstream, trust names */
 #define GW_MAX_LISTENERS 16
-#define GW_MAX_PATH_PREFIX_LEN 128          /* "path_prefix", e.g. "/v1/pki" */
+#define GW_MAX_PATH_PREFIX_LEN 128 /* "path_prefix", e.g. "/v1/pki" */
 #define GW_MAX_UPSTREAM_TIMEOUT_MS (3600 * 1000)
 #define GW_MAX_UPSTREAM_DELAY_MS (600 * 1000)
 #define GW_MAX_CERT_TTL (100u * 365 * 24 * 3600) /* role ttl/max_ttl cap (seconds) */
 #define GW_MAX_MSGTIME_WINDOW (24 * 3600)
 #define GW_MAX_TXN_TTL (24 * 3600)
-#define GW_MAX_PBM_ITER 100000              /* OpenSSL's own ceiling (crmf_pbm.c) */
+#define GW_MAX_PBM_ITER 100000                   /* OpenSSL's own ceiling (crmf_pbm.c) */
 #define GW_MAX_PATTERN_LEN (GW_MAX_NAME_LEN * 4) /* one authorization pattern or CIDR */
-#define GW_MAX_PATTERNS 256                 /* entries in one pattern list */
-#define GW_MAX_KEY_RULES 16                 /* entries in allowed_key_types */
-#define GW_MIN_RSA_BITS 2048                /* allowed_key_types "rsa:<bits>" floor */
+#define GW_MAX_PATTERNS 256                      /* entries in one pattern list */
+#define GW_MAX_KEY_RULES 16                      /* entries in allowed_key_types */
+#define GW_MIN_RSA_BITS 2048                     /* allowed_key_types "rsa:<bits>" floor */
 #define GW_MAX_RSA_BITS 16384
-#define GW_MAX_URL_LEN 256                  /* upstream base URL */
-#define GW_MAX_MOUNT_LEN 128                /* vault mount path, namespace */
-#define GW_MIN_HMAC_KEY_LEN 16              /* cfssl auth key, bytes after hex decoding */
+#define GW_MAX_URL_LEN 256     /* upstream base URL */
+#define GW_MAX_MOUNT_LEN 128   /* vault mount path, namespace */
+#define GW_MIN_HMAC_KEY_LEN 16 /* cfssl auth key, bytes after hex decoding */
 #define GW_MAX_HMAC_KEY_LEN 64
-#define GW_DELEGATE_MAX_DAYS 397            /* a delegate issuer's validity above this is warned about */
-#define GW_MAX_ALLOWLIST_ENTRIES 100000     /* lines of a role's "device_allowlist" (3GPP) */
+#define GW_DELEGATE_MAX_DAYS 397              /* a delegate issuer's validity above this is warned about */
+#define GW_MAX_ALLOWLIST_ENTRIES 100000       /* lines of a role's "device_allowlist" (3GPP) */
 #define GW_MAX_ALLOWLIST_LINE GW_IDENTITY_LEN /* one entry: a one-line subject or "serial:<hex>" */
 
 /* audit log and the local issuer's inventory */
-#define GW_AUDIT_LINE_MAX (1024 * 1024)     /* one audit line: a CSR in PEM, escaped subjects and SANs */
-#define GW_AUDIT_ERR_LOG_SECS 1             /* at most one "audit_failed" log line per second */
+#define GW_AUDIT_LINE_MAX (1024 * 1024)      /* one audit line: a CSR in PEM, escaped subjects and SANs */
+#define GW_AUDIT_ERR_LOG_SECS 1              /* at most one "audit_failed" log line per second */
 #define GW_STORE_LIST_MAX (16 * 1024 * 1024) /* certificates `cmpgw inventory` lists from one store */
-#define GW_STORE_FILE_MAX (64 * 1024)       /* one stored <serial>.pem */
+#define GW_STORE_FILE_MAX (64 * 1024)        /* one stored <serial>.pem */
 
 /* logs and errors */
-#define GW_ERR_LEN 256                      /* one human-readable error line */
+#define GW_ERR_LEN 256 /* one human-readable error line */
 #define GW_LOG_LINE_MAX 4096
 
 #endif

@@ -10,9 +10,9 @@
 #include <stdint.h>
 
 struct gw_job {
-    void (*run)(struct gw_job *job);    /* worker */
-    struct gw_job *next;                /* pool-private */
-    uint64_t enqueued_ms;               /* set by gw_pool_submit (monotonic clock) */
+    void (*run)(struct gw_job *job); /* worker */
+    struct gw_job *next;             /* pool-private */
+    uint64_t enqueued_ms;            /* set by gw_pool_submit (monotonic clock) */
 };
 
 struct gw_pool;

@@ -22,8 +22,8 @@ void gw_replay_free(struct gw_replay *r);
  * if the same (tid, nonce) was seen, GW_ERR_EXISTS if the tid was seen with another nonce,
  * GW_ERR_LIMIT if the cache is full of live entries, GW_ERR_INVAL for bad lengths.
  */
-int gw_replay_check_add(struct gw_replay *r, const unsigned char *tid, size_t tid_len, const unsigned char *nonce,
-                        size_t nonce_len, time_t now);
+int gw_replay_check_add(struct gw_replay *r, const unsigned char *tid, size_t tid_len,
+                        const unsigned char *nonce, size_t nonce_len, time_t now);
 
 size_t gw_replay_count(struct gw_replay *r);
 

@@ -90,7 +90,7 @@ static void tls_error(char *err, const struct gw_listener_conf *lc, const char *
 /* Client-certificate policy (DESIGN.md decision 7): none, optional or require. */
 static int set_client_auth(SSL_CTX *ctx, const struct gw_listener_conf *lc, char *err)
 {
-    STACK_OF(X509_NAME) * names;
+    STACK_OF(X509_NAME) *names;
     int mode = SSL_VERIFY_PEER;
 
     if (lc->client_auth == GW_CLIENT_AUTH_NONE) {

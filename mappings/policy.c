@@ -308,7 +308,7 @@ static const char *verify_why(int code, int depth)
  * come out as outside policy (revoked upstream), not as foreign (dropped and left valid). Returns
  * 1 if it verifies, else 0 with the error and its depth.
  */
-static int verify(X509_STORE *store, X509 *cert, STACK_OF(X509) * untrusted, time_t now, int purpose,
+static int verify(X509_STORE *store, X509 *cert, STACK_OF(X509) *untrusted, time_t now, int purpose,
                   int issued, int *code, int *depth)
 {
     X509_STORE_CTX *ctx = X509_STORE_CTX_new();
@@ -992,7 +992,7 @@ static int asn1_time(const ASN1_TIME *t, time_t *out)
 }
 
 static enum gw_issued_verdict issued_bad(const struct gw_role *role, const struct gw_cert_plan *plan,
-                                         X509 *cert, STACK_OF(X509) * chain, X509_STORE *store, time_t now,
+                                         X509 *cert, STACK_OF(X509) *chain, X509_STORE *store, time_t now,
                                          char *err)
 {
     EVP_PKEY *pk = X509_get0_pubkey(cert);
@@ -1125,7 +1125,7 @@ static enum gw_issued_verdict issued_modified(const struct gw_role *role, const 
 }
 
 enum gw_issued_verdict gw_policy_check_issued(const struct gw_role *role, const struct gw_cert_plan *plan,
-                                              X509 *cert, STACK_OF(X509) * chain, X509_STORE *issuer_store,
+                                              X509 *cert, STACK_OF(X509) *chain, X509_STORE *issuer_store,
                                               time_t now, char *err)
 {
     enum gw_issued_verdict v;

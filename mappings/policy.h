@@ -17,9 +17,9 @@ struct gw_role_policy;
 
 /* Who is asking: the TLS client certificate and the CMP identity, as the engine established them. */
 struct gw_identity {
-    X509 *tls_peer;             /* verified by the listener, or NULL */
-    X509 *signer;               /* CMP signature protection: the signer certificate; NULL for PBM */
-    const char *pbm_ref;        /* PBM: the reference (senderKID); NULL for signature */
+    X509 *tls_peer;      /* verified by the listener, or NULL */
+    X509 *signer;        /* CMP signature protection: the signer certificate; NULL for PBM */
+    const char *pbm_ref; /* PBM: the reference (senderKID); NULL for signature */
 };
 
 /*
@@ -48,11 +48,11 @@ int gw_policy_check_upstream_role(const struct gw_role_policy *p, const struct g
 
 /* The verdict on a certificate an upstream returned. */
 enum gw_issued_verdict {
-    GW_ISSUED_OK = 0,           /* as planned */
-    GW_ISSUED_MODIFIED,         /* changed (subject rewritten, names reordered, validity cut) but within
-                                   the role's policy: grantedWithMods */
-    GW_ISSUED_BAD,              /* wrong key, or does not chain to the upstream's issuer CA: reject */
-    GW_ISSUED_OUTSIDE_POLICY,   /* names or validity outside the role's policy: revoke upstream, reject */
+    GW_ISSUED_OK = 0,         /* as planned */
+    GW_ISSUED_MODIFIED,       /* changed (subject rewritten, names reordered, validity cut) but within
+                                 the role's policy: grantedWithMods */
+    GW_ISSUED_BAD,            /* wrong key, or does not chain to the upstream's issuer CA: reject */
+    GW_ISSUED_OUTSIDE_POLICY, /* names or validity outside the role's policy: revoke upstream, reject */
 };
 
 /*

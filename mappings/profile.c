@@ -56,7 +56,7 @@ void gw_cert_plan_cleanup(struct gw_cert_plan *p)
  * read_exts takes the subjectAltName out of requested extensions |exts| and counts the others,
  * which are ignored: the profile is the role's. An empty SAN list counts as none.
  */
-static int read_exts(const STACK_OF(X509_EXTENSION) * exts, struct gw_cert_req *out, char *err)
+static int read_exts(const STACK_OF(X509_EXTENSION) *exts, struct gw_cert_req *out, char *err)
 {
     int crit = -1, i, n = sk_X509_EXTENSION_num(exts);
 

@@ -27,25 +27,25 @@ enum gw_req_kind {
 /* What the client asked for. Every pointer is owned by the struct (gw_cert_req_cleanup). */
 struct gw_cert_req {
     enum gw_req_kind kind;
-    X509_NAME *subject;         /* NULL if the template has none */
-    GENERAL_NAMES *sans;        /* NULL if none requested */
-    EVP_PKEY *pubkey;           /* always set on success */
-    time_t not_before;          /* 0 = not requested */
-    time_t not_after;           /* 0 = not requested */
-    X509_REQ *csr;              /* p10cr only: the client's CSR, unchanged */
-    int other_exts;             /* requested extensions other than subjectAltName (never copied) */
+    X509_NAME *subject;  /* NULL if the template has none */
+    GENERAL_NAMES *sans; /* NULL if none requested */
+    EVP_PKEY *pubkey;    /* always set on success */
+    time_t not_before;   /* 0 = not requested */
+    time_t not_after;    /* 0 = not requested */
+    X509_REQ *csr;       /* p10cr only: the client's CSR, unchanged */
+    int other_exts;      /* requested extensions other than subjectAltName (never copied) */
 };
 
 /* What will be issued. Owned by the struct (gw_cert_plan_cleanup). */
 struct gw_cert_plan {
-    X509_NAME *subject;         /* never NULL after gw_cert_plan_make; empty if none was asked */
-    GENERAL_NAMES *sans;        /* NULL = no SAN extension */
+    X509_NAME *subject;  /* never NULL after gw_cert_plan_make; empty if none was asked */
+    GENERAL_NAMES *sans; /* NULL = no SAN extension */
     EVP_PKEY *pubkey;
     time_t not_before;
     time_t not_after;
-    unsigned key_usage;         /* KU_* bits; never keyCertSign or cRLSign (the issued cert is CA:FALSE) */
-    unsigned ext_key_usage;     /* enum gw_eku bits */
-    int modified;               /* 1 if the plan differs from what was asked (grantedWithMods) */
+    unsigned key_usage;     /* KU_* bits; never keyCertSign or cRLSign (the issued cert is CA:FALSE) */
+    unsigned ext_key_usage; /* enum gw_eku bits */
+    int modified;           /* 1 if the plan differs from what was asked (grantedWithMods) */
 };
 
 void gw_cert_req_init(struct gw_cert_req *r);
@@ -57,7 +57,8 @@ void gw_cert_plan_cleanup(struct gw_cert_plan *p);
  * gw_cert_req_from_crmf fills |out| from a CRMF CertReqMsg (ir, cr, kur). The template public key
  * and validity are read through the OpenSSL 3.0 shim. Returns 0 or GW_ERR_INVAL with |err|.
  */
-int gw_cert_req_from_crmf(enum gw_req_kind kind, const OSSL_CRMF_MSG *crm, struct gw_cert_req *out, char *err);
+int gw_cert_req_from_crmf(enum gw_req_kind kind, const OSSL_CRMF_MSG *crm, struct gw_cert_req *out,
+                          char *err);
 
 /* gw_cert_req_from_p10 fills |out| from a PKCS#10 request (already verified by OpenSSL). */
 int gw_cert_req_from_p10(const X509_REQ *csr, struct gw_cert_req *out, char *err);

@@ -230,7 +230,8 @@ static const struct gw_upstream_conf *find_upstream(const struct gw_config *cfg,
  * is the CA's to publish; fetching it per anonymous GET would let anyone load the CA through us.
  * An upstream whose name itself ends in ".crl" is found by its full name first.
  */
-static int crl_not_found(const struct gw_config *cfg, char *err, const char *what, const char *item, size_t len)
+static int crl_not_found(const struct gw_config *cfg, char *err, const char *what, const char *item,
+                         size_t len)
 {
     char shown[SHOWN_PATH_LEN + 1];
 

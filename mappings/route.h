@@ -20,18 +20,18 @@
 #include "../gateway/config.h"
 
 enum gw_route_kind {
-    GW_ROUTE_DEFAULT = 0,       /* <prefix>/cmp */
-    GW_ROUTE_ROLE,              /* <prefix>/roles/<role>/cmp */
-    GW_ROUTE_WELLKNOWN,         /* /.well-known/cmp */
-    GW_ROUTE_LABEL,             /* /.well-known/cmp/p/<label> */
-    GW_ROUTE_CRL,               /* <prefix>/crl/<upstream>[.crl]: GET, a local issuer's CRL */
+    GW_ROUTE_DEFAULT = 0, /* <prefix>/cmp */
+    GW_ROUTE_ROLE,        /* <prefix>/roles/<role>/cmp */
+    GW_ROUTE_WELLKNOWN,   /* /.well-known/cmp */
+    GW_ROUTE_LABEL,       /* /.well-known/cmp/p/<label> */
+    GW_ROUTE_CRL,         /* <prefix>/crl/<upstream>[.crl]: GET, a local issuer's CRL */
 };
 
 struct gw_route_match {
     enum gw_route_kind kind;
-    const struct gw_role *role;         /* borrowed from the config; NULL for GW_ROUTE_CRL */
+    const struct gw_role *role;              /* borrowed from the config; NULL for GW_ROUTE_CRL */
     const struct gw_upstream_conf *upstream; /* GW_ROUTE_CRL: the local issuer; else NULL */
-    char operation[32];                 /* RFC 9483 operation segment, "" if none */
+    char operation[32];                      /* RFC 9483 operation segment, "" if none */
 };
 
 /*

@@ -48,8 +48,8 @@
 
 struct cfssl {
     struct gw_http_client *http;
-    pthread_mutex_t lock;   /* guards |chain| */
-    STACK_OF(X509) * chain; /* cfssl's CA (info), then the issuer_ca certificates; NULL until fetched */
+    pthread_mutex_t lock;  /* guards |chain| */
+    STACK_OF(X509) *chain; /* cfssl's CA (info), then the issuer_ca certificates; NULL until fetched */
 };
 
 /* One cfssl answer, reduced: status 0 with |result| (borrowed from |root|), or an error. */
@@ -187,8 +187,8 @@ static void classify_error(struct answer *a, const char *up, long http_status)
  * (worker). Error bodies come as text/plain but are JSON (Go http.Error), so the body is parsed
  * whatever the Content-Type says.
  */
-static void call_as(struct cfssl *c, const struct gw_upstream_conf *conf, const char *method, const char *endpoint,
-                    const char *body, json_type want, struct answer *a)
+static void call_as(struct cfssl *c, const struct gw_upstream_conf *conf, const char *method,
+                    const char *endpoint, const char *body, json_type want, struct answer *a)
 {
     struct gw_http_response rsp;
     json_tokener *tok = NULL;
@@ -252,7 +252,7 @@ static X509 *pem_to_x509(const char *pem)
 }
 
 /* cfssl's CA certificate, then the configured issuer_ca certificates that differ from it. */
-static STACK_OF(X509) * make_chain(X509 *ca, const struct gw_upstream_conf *conf)
+static STACK_OF(X509) *make_chain(X509 *ca, const struct gw_upstream_conf *conf)
 {
     STACK_OF(X509) *chain = sk_X509_new_null();
     int i;
@@ -279,7 +279,7 @@ err:
 static void fetch_chain_locked(struct cfssl *c, const struct gw_upstream_conf *conf, struct answer *a)
 {
     X509 *ca = NULL;
-    STACK_OF(X509) * chain;
+    STACK_OF(X509) *chain;
 
     call(c, conf, EP_INFO, "{\"profile\":\"\"}", a);
     if (a->status != 0)
@@ -304,8 +304,8 @@ static void fetch_chain_locked(struct cfssl *c, const struct gw_upstream_conf *c
  * get1_chain returns the cached chain, fetching it if the server was down at start, or again if
  * |refresh| (the CA changed under us). NULL with the reason in |a|. Worker.
  */
-static STACK_OF(X509) *
-    get1_chain(struct cfssl *c, const struct gw_upstream_conf *conf, int refresh, struct answer *a)
+static STACK_OF(X509) *get1_chain(struct cfssl *c, const struct gw_upstream_conf *conf, int refresh,
+                                  struct answer *a)
 {
     STACK_OF(X509) *out = NULL;
 
@@ -551,7 +551,7 @@ static void log_undelivered(const struct gw_upstream_conf *conf, const X509 *cer
 }
 
 /* Whether |cert| was signed by the first certificate of |chain| (a cfssl restarted with another CA). */
-static int signed_by(X509 *cert, STACK_OF(X509) * chain)
+static int signed_by(X509 *cert, STACK_OF(X509) *chain)
 {
     EVP_PKEY *pk = X509_get0_pubkey(sk_X509_value(chain, 0));
 
@@ -560,7 +560,7 @@ static int signed_by(X509 *cert, STACK_OF(X509) * chain)
 
 /* The issued certificate and its chain into |res|. */
 static void take_certificate(struct cfssl *c, const struct gw_upstream_conf *conf, const struct answer *a,
-                             STACK_OF(X509) * chain, struct gw_sign_result *res)
+                             STACK_OF(X509) *chain, struct gw_sign_result *res)
 {
     struct answer again;
     X509 *cert = pem_to_x509(json_str(a->result, "certificate"));
@@ -715,7 +715,8 @@ static int revoke_once(struct cfssl *c, const struct gw_upstream_conf *conf, con
  * cfssl's certdb keys certificates by (serial, AKI); cfssl 1.2.0 records an empty AKI, so a "not
  * found" is retried once with "" (revocation is idempotent: a second call changes nothing).
  */
-static int revoke_by(struct gw_upstream *up, const ASN1_INTEGER *serial, const char *aki, int reason, char *err)
+static int revoke_by(struct gw_upstream *up, const ASN1_INTEGER *serial, const char *aki, int reason,
+                     char *err)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
     struct cfssl *c = gw_upstream_get0_impl(up);
@@ -778,7 +779,8 @@ static int cfssl_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, 
             ca = x;
     }
     if (ca == NULL) {
-        snprintf(err, GW_ERR_LEN, "cfssl %s did not issue it: the issuer is none of its issuer_ca", name_of(conf));
+        snprintf(err, GW_ERR_LEN, "cfssl %s did not issue it: the issuer is none of its issuer_ca",
+                 name_of(conf));
         return GW_ERR_NOT_FOUND;
     }
     aki_hex(X509_get0_subject_key_id(ca), aki);

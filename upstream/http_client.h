@@ -16,14 +16,14 @@
 struct gw_http_client;
 
 struct gw_http_response {
-    long status;                /* HTTP status; 0 if no answer (transport error or timeout) */
-    int timed_out;              /* 1 if the deadline passed (outcome unknown) */
-    int not_sent;               /* 1 if the request never left (connect or TLS handshake failed): nothing
-                                   happened upstream */
-    char *body;                 /* NUL-terminated; at most GW_MAX_UPSTREAM_BODY bytes */
+    long status;   /* HTTP status; 0 if no answer (transport error or timeout) */
+    int timed_out; /* 1 if the deadline passed (outcome unknown) */
+    int not_sent;  /* 1 if the request never left (connect or TLS handshake failed): nothing
+                      happened upstream */
+    char *body;    /* NUL-terminated; at most GW_MAX_UPSTREAM_BODY bytes */
     size_t body_len;
     char content_type[128];
-    char error[GW_ERR_LEN];     /* transport error, "" if an answer came */
+    char error[GW_ERR_LEN]; /* transport error, "" if an answer came */
 };
 
 /* gw_http_client_new: for |conf| (url, tls_ca, tls_cert/key, timeout_ms). NULL with |err|. */

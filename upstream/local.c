@@ -36,7 +36,7 @@ struct crl_cache {
     unsigned char *der;
     size_t len;
     time_t built;
-    int dirty;           /* a revocation was added since |der| was built */
+    int dirty;            /* a revocation was added since |der| was built */
     uint64_t last_number; /* CRL number of |der| (RFC 5280 §5.2.3: monotonic) */
 };
 
@@ -44,7 +44,7 @@ struct crl_cache {
 struct local {
     X509 *ca;
     EVP_PKEY *key;
-    STACK_OF(X509) * chain; /* the CA, then conf->chain */
+    STACK_OF(X509) *chain; /* the CA, then conf->chain */
     ASN1_OCTET_STRING *ca_keyid;
     time_t ca_not_before, ca_not_after;
     struct crl_cache crl;
@@ -296,7 +296,8 @@ out:
     return ok;
 }
 
-static int add_extensions(X509 *x, const struct local *l, const struct gw_cert_plan *plan, const char *crl_url)
+static int add_extensions(X509 *x, const struct local *l, const struct gw_cert_plan *plan,
+                          const char *crl_url)
 {
     int empty_subject = X509_NAME_entry_count(X509_get_subject_name(x)) == 0;
 
@@ -477,7 +478,8 @@ static int local_cert_status(struct gw_upstream *up, const X509 *cert, int *revo
     int rc;
 
     *revoked = 0;
-    if (conf->store_dir == NULL || gw_store_serial_hex_int(X509_get0_serialNumber(cert), hex, sizeof(hex)) != 0)
+    if (conf->store_dir == NULL ||
+        gw_store_serial_hex_int(X509_get0_serialNumber(cert), hex, sizeof(hex)) != 0)
         return 0; /* without a store nothing can have been revoked */
     rc = gw_store_revocation_get(conf->store_dir, hex, &r, err);
     if (rc == GW_ERR_NOT_FOUND)
@@ -529,7 +531,8 @@ static int crl_header(X509_CRL *crl, const struct local *l, time_t now, uint64_t
         X509_CRL_set_version(crl, X509_CRL_VERSION_2) != 1 ||
         X509_CRL_set_issuer_name(crl, X509_get_subject_name(l->ca)) != 1 ||
         X509_CRL_set1_lastUpdate(crl, t1) != 1 || X509_CRL_set1_nextUpdate(crl, t2) != 1 ||
-        (akid->keyid = ASN1_OCTET_STRING_dup(l->ca_keyid)) == NULL || ASN1_INTEGER_set_uint64(num, number) != 1)
+        (akid->keyid = ASN1_OCTET_STRING_dup(l->ca_keyid)) == NULL ||
+        ASN1_INTEGER_set_uint64(num, number) != 1)
         goto out;
     ok = X509_CRL_add1_ext_i2d(crl, NID_authority_key_identifier, akid, 0, 0) == 1 &&
          X509_CRL_add1_ext_i2d(crl, NID_crl_number, num, 0, 0) == 1;

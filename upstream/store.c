@@ -441,7 +441,8 @@ int gw_store_revoke(const char *dir, const ASN1_INTEGER *serial, int reason, tim
     }
     len = snprintf(rec, sizeof(rec), "time=%lld reason=%d\n", (long long)when, reason);
     snprintf(tmp, sizeof(tmp), ".%s.tmp", hex);
-    if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 || (known = issued_here(dirfd, hex)) < 0) {
+    if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
+        (known = issued_here(dirfd, hex)) < 0) {
         snprintf(err, GW_ERR_LEN, "store %s: %s", dir, strerror(errno));
         goto out;
     }
@@ -451,7 +452,8 @@ int gw_store_revoke(const char *dir, const ASN1_INTEGER *serial, int reason, tim
         goto out;
     }
     if ((rfd = open_revoked_dir(dirfd)) < 0 || write_tmp(rfd, tmp, rec, (size_t)len) != 0) {
-        snprintf(err, GW_ERR_LEN, "store %s: cannot write the revocation of %s: %s", dir, hex, strerror(errno));
+        snprintf(err, GW_ERR_LEN, "store %s: cannot write the revocation of %s: %s", dir, hex,
+                 strerror(errno));
         goto out;
     }
     if ((rc = publish(rfd, tmp, hex)) != 0)
@@ -471,7 +473,8 @@ static int parse_field(const char **p, const char *key, long long min, long long
     size_t k = strlen(key);
     char *end;
 
-    if (strncmp(*p, key, k) != 0 || (*p)[k] != '=' || ((*p)[k + 1] != '-' && ((*p)[k + 1] < '0' || (*p)[k + 1] > '9')))
+    if (strncmp(*p, key, k) != 0 || (*p)[k] != '=' ||
+        ((*p)[k + 1] != '-' && ((*p)[k + 1] < '0' || (*p)[k + 1] > '9')))
         return 0;
     errno = 0;
     *out = strtoll(*p + k + 1, &end, 10);
@@ -518,7 +521,8 @@ static int read_revocation(int rfd, const char *name, struct gw_store_revocation
     return 0;
 }
 
-int gw_store_revocation_get(const char *dir, const char *serial_hex, struct gw_store_revocation *out, char *err)
+int gw_store_revocation_get(const char *dir, const char *serial_hex, struct gw_store_revocation *out,
+                            char *err)
 {
     int dirfd, rfd = -1, rc, e;
 
@@ -547,12 +551,13 @@ int gw_store_revocation_get(const char *dir, const char *serial_hex, struct gw_s
 
 static int by_serial(const void *a, const void *b)
 {
-    return strcmp(((const struct gw_store_revocation *)a)->serial, ((const struct gw_store_revocation *)b)->serial);
+    return strcmp(((const struct gw_store_revocation *)a)->serial,
+                  ((const struct gw_store_revocation *)b)->serial);
 }
 
 /* Appends the record |name| of |rfd| to *v. 0 or a gw_err with |err|. */
-static int add_revocation(const char *dir, int rfd, const char *name, struct gw_store_revocation **v, size_t *n,
-                          size_t *cap, char *err)
+static int add_revocation(const char *dir, int rfd, const char *name, struct gw_store_revocation **v,
+                          size_t *n, size_t *cap, char *err)
 {
     struct gw_store_revocation *grown;
 

@@ -67,7 +67,8 @@ int gw_store_serial_hex_int(const ASN1_INTEGER *serial, char *out, size_t cap);
 int gw_store_revoke(const char *dir, const ASN1_INTEGER *serial, int reason, time_t when, char *err);
 
 /* gw_store_revocation_get reads the record of |serial_hex|: 0, GW_ERR_NOT_FOUND, or GW_ERR_IO. */
-int gw_store_revocation_get(const char *dir, const char *serial_hex, struct gw_store_revocation *out, char *err);
+int gw_store_revocation_get(const char *dir, const char *serial_hex, struct gw_store_revocation *out,
+                            char *err);
 
 /*
  * gw_store_revocations reads every record, sorted by serial, into a malloc'd *v of *n (free()).

@@ -24,19 +24,19 @@ struct gw_upstream;
 /* A sign request. The adapter copies or up-refs what it keeps. */
 struct gw_sign_req {
     const struct gw_role *role;
-    const struct gw_cert_plan *plan;    /* the certificate the route wants issued */
-    const X509_REQ *csr;                /* p10cr: the client's CSR, unchanged; else NULL */
-    const char *request_id;             /* for logs: the transactionID in hex */
+    const struct gw_cert_plan *plan; /* the certificate the route wants issued */
+    const X509_REQ *csr;             /* p10cr: the client's CSR, unchanged; else NULL */
+    const char *request_id;          /* for logs: the transactionID in hex */
 };
 
 /* The outcome of a sign call. Owned by whoever holds it; gw_sign_result_cleanup frees it. */
 struct gw_sign_result {
-    int status;                 /* 0, or a negative enum gw_err */
-    int fail_info;              /* OSSL_CMP_PKIFAILUREINFO_* bit to report when status != 0 */
-    X509 *cert;                 /* issued certificate */
-    int modified;               /* 1 if the adapter changed the plan (e.g. validity clamped to the CA's) */
-    STACK_OF(X509) *chain;      /* issuing CA chain (issuer first); may be NULL */
-    char reason[GW_ERR_LEN];    /* human-readable reason when status != 0 */
+    int status;              /* 0, or a negative enum gw_err */
+    int fail_info;           /* OSSL_CMP_PKIFAILUREINFO_* bit to report when status != 0 */
+    X509 *cert;              /* issued certificate */
+    int modified;            /* 1 if the adapter changed the plan (e.g. validity clamped to the CA's) */
+    STACK_OF(X509) *chain;   /* issuing CA chain (issuer first); may be NULL */
+    char reason[GW_ERR_LEN]; /* human-readable reason when status != 0 */
 };
 
 /* |res| is handed over: the callee owns it and must call gw_sign_result_cleanup and free(). */
@@ -44,12 +44,12 @@ typedef void (*gw_upstream_done_fn)(void *arg, struct gw_sign_result *res);
 
 /* What an adapter can do; a route that asks for more fails `cmpgw check` (DESIGN.md decision 11). */
 enum gw_upstream_cap {
-    GW_UP_SIGN_CSR = 1u << 0,       /* signs a PKCS#10 CSR (p10cr) */
-    GW_UP_SIGN_KEY = 1u << 1,       /* signs a bare public key / plan (CRMF ir, cr, kur) */
-    GW_UP_REVOKE = 1u << 2,         /* revokes by certificate */
-    GW_UP_ROLE_POLICY = 1u << 3,    /* can describe an upstream role's policy (delegate issuers) */
-    GW_UP_CERT_STATUS = 1u << 4,    /* can tell whether a certificate it issued is revoked (kur) */
-    GW_UP_CRL = 1u << 5,            /* publishes a CRL (gw_upstream_crl) */
+    GW_UP_SIGN_CSR = 1u << 0,    /* signs a PKCS#10 CSR (p10cr) */
+    GW_UP_SIGN_KEY = 1u << 1,    /* signs a bare public key / plan (CRMF ir, cr, kur) */
+    GW_UP_REVOKE = 1u << 2,      /* revokes by certificate */
+    GW_UP_ROLE_POLICY = 1u << 3, /* can describe an upstream role's policy (delegate issuers) */
+    GW_UP_CERT_STATUS = 1u << 4, /* can tell whether a certificate it issued is revoked (kur) */
+    GW_UP_CRL = 1u << 5,         /* publishes a CRL (gw_upstream_crl) */
 };
 
 /*
@@ -61,16 +61,16 @@ struct gw_role_policy {
     bool allow_any_name, allow_subdomains, allow_bare_domains, allow_glob_domains, allow_localhost;
     bool allow_ip_sans;
     bool enforce_hostnames;
-    char key_type[16];              /* "rsa", "ec", "ed25519", "any" */
-    int key_bits;                   /* 0 = any */
-    uint32_t max_ttl;               /* seconds, 0 = none */
-    unsigned key_usage;             /* KU_* bits */
-    unsigned ext_key_usage;         /* enum gw_eku bits */
+    char key_type[16];      /* "rsa", "ec", "ed25519", "any" */
+    int key_bits;           /* 0 = any */
+    uint32_t max_ttl;       /* seconds, 0 = none */
+    unsigned key_usage;     /* KU_* bits */
+    unsigned ext_key_usage; /* enum gw_eku bits */
 };
 
 struct gw_upstream_ops {
     const char *dialect;
-    unsigned caps;                  /* enum gw_upstream_cap */
+    unsigned caps; /* enum gw_upstream_cap */
     int (*init)(struct gw_upstream *up, char *err);
     void (*cleanup)(struct gw_upstream *up);
     int (*sign)(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done, void *arg);
@@ -79,8 +79,8 @@ struct gw_upstream_ops {
     int (*role_policy)(struct gw_upstream *up, const char *role, struct gw_role_policy *out, char *err);
     int (*cert_status)(struct gw_upstream *up, const X509 *cert, int *revoked, char *err);
     /* GW_UP_REVOKE: revoke by issuer and serial (rr carries only a CertTemplate). */
-    int (*revoke_serial)(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial, int reason,
-                         char *err);
+    int (*revoke_serial)(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
+                         int reason, char *err);
     /* GW_UP_CRL: the current CRL, DER, malloc'd (free()). */
     int (*crl)(struct gw_upstream *up, unsigned char **der, size_t *len, char *err);
 };
@@ -89,8 +89,8 @@ struct gw_upstream_ops {
 struct gw_upstream *gw_upstream_new(const struct gw_upstream_conf *conf, char *err);
 /* gw_upstream_new_ops is gw_upstream_new with adapter |ops| instead of the one |conf->type| names
  * (adapters outside the table; tests). |ops| is borrowed. */
-struct gw_upstream *gw_upstream_new_ops(const struct gw_upstream_conf *conf, const struct gw_upstream_ops *ops,
-                                        char *err);
+struct gw_upstream *gw_upstream_new_ops(const struct gw_upstream_conf *conf,
+                                        const struct gw_upstream_ops *ops, char *err);
 /* gw_upstream_free waits (up to GW_DRAIN_TIMEOUT_MS) for calls in flight to complete. NULL-safe. */
 void gw_upstream_free(struct gw_upstream *up);
 const struct gw_upstream_conf *gw_upstream_get0_conf(const struct gw_upstream *up);

@@ -611,7 +611,7 @@ out:
 }
 
 /* Appends every certificate of PEM text |pem| to |chain|; returns how many were read. */
-static int add_pem_certs(STACK_OF(X509) * chain, const char *pem)
+static int add_pem_certs(STACK_OF(X509) *chain, const char *pem)
 {
     BIO *b = BIO_new_mem_buf(pem, -1);
     X509 *x;
@@ -630,7 +630,7 @@ static int add_pem_certs(STACK_OF(X509) * chain, const char *pem)
 }
 
 /* The chain from ca_chain (issuer first), else issuing_ca; NULL if neither parses. */
-static STACK_OF(X509) * parse_chain(json_object *data)
+static STACK_OF(X509) *parse_chain(json_object *data)
 {
     STACK_OF(X509) *chain = sk_X509_new_null();
     json_object *a = member(data, "ca_chain", json_type_array);
@@ -847,8 +847,8 @@ static int cert_serial(const X509 *cert, char *hex, size_t cap, char *err)
  * POST revoke by serial: Vault takes no reason code (the caller audits it), and revokes by serial
  * within the mount, whatever |issuer| says. Unknown serial: GW_ERR_NOT_FOUND. Worker.
  */
-static int vault_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial_int,
-                               int reason, char *err)
+static int vault_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer,
+                               const ASN1_INTEGER *serial_int, int reason, char *err)
 {
     struct vault *v = gw_upstream_get0_impl(up);
     char path[GW_MAX_PATH_LEN], serial[SERIAL_HEX_LEN], warn[GW_ERR_LEN];
@@ -867,8 +867,8 @@ static int vault_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, 
         return GW_ERR_NOMEM;
     json_object_object_add(req, "serial_number", json_object_new_string(serial));
     snprintf(path, sizeof(path), "/v1/%s/revoke", v->mount);
-    rc = simple_call(v, "POST", path, json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN), &root, &status,
-                     err);
+    rc = simple_call(v, "POST", path, json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN), &root,
+                     &status, err);
     if (rc != 0 && status == 400 && strstr(err, "not found") != NULL)
         rc = GW_ERR_NOT_FOUND; /* "certificate with serial ... not found." (notes/upstream-apis.md §1.5) */
     if (rc != 0)

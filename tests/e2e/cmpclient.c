@@ -228,7 +228,7 @@ static void print_itav(const struct opts *o, const OSSL_CMP_ITAV *itav, int i)
 
 static int do_genm(OSSL_CMP_CTX *ctx, const struct opts *o, char **oids, int n)
 {
-    STACK_OF(OSSL_CMP_ITAV) * out;
+    STACK_OF(OSSL_CMP_ITAV) *out;
 
     for (int i = 0; i < n; i++) {
         ASN1_OBJECT *obj = OBJ_txt2obj(oids[i], 1);

@@ -742,7 +742,7 @@ static void test_body_not_allowed(void **state)
     struct env *e = env_new(CMP_DEFAULTS);
     struct client cl = {.env = e};
     OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
-    STACK_OF(OSSL_CMP_ITAV) * itavs;
+    STACK_OF(OSSL_CMP_ITAV) *itavs;
 
     (void)state;
     itavs = OSSL_CMP_exec_GENM_ses(ctx);
@@ -1706,10 +1706,15 @@ static void test_3gpp_alg_hash_bits(void **state)
     static const struct {
         int nid, bits;
     } cases[] = {
-        {NID_sha1WithRSAEncryption, 160},   {NID_ecdsa_with_SHA1, 160}, {NID_md5WithRSAEncryption, 128},
-        {NID_sha256WithRSAEncryption, 256}, {NID_ecdsa_with_SHA384, 384},
-        {NID_ecdsa_with_SHA512, 512},       {NID_ED25519, 512},
-        {NID_ED448, 512},                   {NID_rsaEncryption, 0},
+        {NID_sha1WithRSAEncryption, 160},
+        {NID_ecdsa_with_SHA1, 160},
+        {NID_md5WithRSAEncryption, 128},
+        {NID_sha256WithRSAEncryption, 256},
+        {NID_ecdsa_with_SHA384, 384},
+        {NID_ecdsa_with_SHA512, 512},
+        {NID_ED25519, 512},
+        {NID_ED448, 512},
+        {NID_rsaEncryption, 0},
         {NID_id_PasswordBasedMAC, 0}, /* no PBMParameter: unknown */
         {NID_rsassaPss, 0},           /* no RSASSA-PSS-params: unknown */
     };
@@ -1823,7 +1828,8 @@ static int poll_step(OSSL_CMP_CTX *ctx, int *check_after)
     return OSSL_CMP_try_certreq(ctx, GW_CMP_BODY_IR, NULL, check_after);
 }
 
-/* ir -> waiting; pollReq -> pollRep(checkAfter); the certificate lands; pollReq -> ip; certConf -> pkiconf. */
+/* ir -> waiting; pollReq -> pollRep(checkAfter); the certificate lands; pollReq -> ip; certConf -> pkiconf.
+ */
 static void test_poll_waiting_then_ip(void **state)
 {
     struct env *e = env_slow("100ms", 0);
@@ -1839,7 +1845,7 @@ static void test_poll_waiting_then_ip(void **state)
     assert_int_equal(audit_count(e, "waiting", NULL, NULL, NULL), 1);
     assert_int_equal(audit_count(e, "rejected", NULL, NULL, NULL), 0);
     assert_int_equal(cl.exchanges, 2);            /* the 3.0 client polls once at once: ir, pollReq */
-    assert_int_equal(after, 1);                    /* pollRep checkAfter: poll_after in whole seconds */
+    assert_int_equal(after, 1);                   /* pollRep checkAfter: poll_after in whole seconds */
     assert_int_equal(poll_step(ctx, &after), -1); /* pollReq -> pollRep */
     assert_int_equal(after, 1);
     assert_int_equal(cl.exchanges, 3);
@@ -1949,7 +1955,8 @@ static void test_poll_expiry(void **state)
     assert_int_equal(audit_count(e, "issued", NULL, NULL, NULL), 1);
     assert_int_equal(audit_count(e, "expired_undelivered", NULL, "status", "no pollReq"), 1);
     assert_int_equal(poll_step(ctx, &after), 0); /* gone: the pollReq is refused */
-    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest, "no open transaction");
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                  "no open transaction");
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
     env_free(e);

@@ -126,7 +126,7 @@ struct server {
 
 static OSSL_CMP_PKISI *srv_cert_req(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int id,
                                     const OSSL_CRMF_MSG *crm, const X509_REQ *p10, X509 **cert,
-                                    STACK_OF(X509) * *chain, STACK_OF(X509) * *capubs)
+                                    STACK_OF(X509) **chain, STACK_OF(X509) **capubs)
 {
     struct server *s = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
 

@@ -1231,7 +1231,7 @@ static void test_upstreams_full(void **state)
     (void)state;
     assert_string_equal(v->mount, "pki/int");
     assert_string_equal(v->vault_namespace, "ns1/team-a/"); /* Vault's own form */
-    assert_string_equal(v->auth_cert_mount, "cert"); /* the default mount */
+    assert_string_equal(v->auth_cert_mount, "cert");        /* the default mount */
     assert_string_equal(v->auth_cert_role, "gw");
     assert_null(v->token_file);
     assert_int_equal(v->timeout_ms, 3000);

@@ -191,7 +191,7 @@ static const struct {
 
 static X509 *ca, *other_ca, *int_ca, *tls[C_N];
 static X509_STORE *st_tls, *st_tls_stale_crl, *st_issuer_int, *st_issuer_root, *st_other;
-static STACK_OF(X509) * chain_int;
+static STACK_OF(X509) *chain_int;
 
 static X509_STORE *mkstore(X509 *anchor, X509_CRL *crl)
 {

@@ -102,7 +102,7 @@ static X509_NAME *make_name(const char *cn)
 }
 
 /* Extensions from "nid=value" config text; |sans| like "DNS:a.example,IP:127.0.0.1". */
-static STACK_OF(X509_EXTENSION) * make_exts(const char *sans, const char *bc)
+static STACK_OF(X509_EXTENSION) *make_exts(const char *sans, const char *bc)
 {
     STACK_OF(X509_EXTENSION) *exts = sk_X509_EXTENSION_new_null();
     X509_EXTENSION *e;
@@ -469,7 +469,7 @@ static void test_req_from_crmf(void **state)
 {
     OSSL_CRMF_MSG *crm;
     X509_EXTENSION *e;
-    STACK_OF(X509_EXTENSION) * exts;
+    STACK_OF(X509_EXTENSION) *exts;
     ASN1_OCTET_STRING *junk;
     struct gw_cert_req req;
     char err[GW_ERR_LEN];

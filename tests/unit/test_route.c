@@ -291,8 +291,9 @@ static void test_route_crl(void **state)
         /* twins */
         {"/v1/pki/crl/vault", GW_ERR_NOT_FOUND, "not a local issuer"},
         {"/v1/pki/crl/vault.crl", GW_ERR_NOT_FOUND, "not a local issuer"},
-        {"/v1/pki/crl/nope", GW_ERR_NOT_FOUND, "unknown upstream nope: a local issuer's CRL is served at "
-                                               "/v1/pki/crl/<upstream>[.crl]"},
+        {"/v1/pki/crl/nope", GW_ERR_NOT_FOUND,
+         "unknown upstream nope: a local issuer's CRL is served at "
+         "/v1/pki/crl/<upstream>[.crl]"},
         {"/v1/pki/crl/.crl", GW_ERR_NOT_FOUND, "unknown upstream"},
         {"/v1/pki/crl/local-ca.crl.crl", GW_ERR_NOT_FOUND, "unknown upstream"},
         {"/v1/pki/crl/local-ca.CRL", GW_ERR_NOT_FOUND, "unknown upstream"},

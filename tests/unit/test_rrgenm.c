@@ -293,8 +293,8 @@ static int audit_count(const struct env *e, const char *event, const char *field
 
 /* Sends a genm asking for |oids| (with a NULL value each, or |value| for the first); returns the genp ITAVs.
  */
-static STACK_OF(OSSL_CMP_ITAV) *
-    genm(struct env *e, OSSL_CMP_CTX *ctx, const char *const *oids, int n, ASN1_TYPE *value)
+static STACK_OF(OSSL_CMP_ITAV) *genm(struct env *e, OSSL_CMP_CTX *ctx, const char *const *oids, int n,
+                                     ASN1_TYPE *value)
 {
     for (int i = 0; i < n; i++) {
         OSSL_CMP_ITAV *itav = OSSL_CMP_ITAV_create(OBJ_txt2obj(oids[i], 1), i == 0 ? value : NULL);
@@ -339,7 +339,7 @@ static void test_genm_ca_certs(void **state)
     struct env *e = env_new(NULL, NULL);
     OSSL_CMP_CTX *ctx = client_new(e, client_cert, client_key);
     const char *oids[] = {OID_CACERTS};
-    STACK_OF(OSSL_CMP_ITAV) * out;
+    STACK_OF(OSSL_CMP_ITAV) *out;
     char type[64];
     const unsigned char *p;
     X509 *first;

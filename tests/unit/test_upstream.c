@@ -227,7 +227,7 @@ static int serial_bits(const X509 *x, int *negative)
 }
 
 /* The certificate verifies up to |anchor| through |chain|, for the given purpose. */
-static int verifies(X509 *cert, STACK_OF(X509) * chain, X509 *anchor)
+static int verifies(X509 *cert, STACK_OF(X509) *chain, X509 *anchor)
 {
     X509_STORE *store = X509_STORE_new();
     X509_STORE_CTX *ctx = X509_STORE_CTX_new();
@@ -989,7 +989,8 @@ static void check_crl(X509_CRL *crl, int n_entries)
     assert_int_equal(X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_subject_name(ca)), 0);
     assert_int_equal(X509_CRL_verify(crl, ca_key), 1);
     assert_int_not_equal(X509_CRL_verify(crl, other_key), 1);
-    assert_int_equal(ASN1_TIME_diff(&days, &secs, X509_CRL_get0_lastUpdate(crl), X509_CRL_get0_nextUpdate(crl)), 1);
+    assert_int_equal(
+        ASN1_TIME_diff(&days, &secs, X509_CRL_get0_lastUpdate(crl), X509_CRL_get0_nextUpdate(crl)), 1);
     assert_int_equal(days * 86400 + secs, GW_CRL_NEXT_UPDATE_SECS);
     assert_true(X509_cmp_time(X509_CRL_get0_lastUpdate(crl), NULL) <= 0);
     assert_non_null(akid);
@@ -1096,7 +1097,7 @@ static void test_local_revoke_cases(void **state)
     ASN1_INTEGER *odd[4];
     struct {
         const char *name;
-        int which;      /* certs[which], or -1: odd[serial] */
+        int which; /* certs[which], or -1: odd[serial] */
         int serial;
         X509_NAME **issuer;
         int reason, rc;
@@ -1136,8 +1137,8 @@ static void test_local_revoke_cases(void **state)
 
         print_message("case: %s\n", cases[i].name);
         err[0] = '\0';
-        assert_int_equal(gw_upstream_revoke_serial(up, cases[i].issuer != NULL ? *cases[i].issuer : NULL, serial,
-                                                   cases[i].reason, err),
+        assert_int_equal(gw_upstream_revoke_serial(up, cases[i].issuer != NULL ? *cases[i].issuer : NULL,
+                                                   serial, cases[i].reason, err),
                          cases[i].rc);
         if (cases[i].rc != 0)
             assert_true(err[0] != '\0');
@@ -1191,8 +1192,9 @@ static void test_local_crl(void **state)
     free(der1);
     free(der2);
     /* revoke two: by serial with a reason, and by certificate (gw_upstream_revoke) */
-    assert_int_equal(gw_upstream_revoke_serial(up, X509_get_issuer_name(certs[0]), X509_get0_serialNumber(certs[0]),
-                                               CRL_REASON_KEY_COMPROMISE, err),
+    assert_int_equal(gw_upstream_revoke_serial(up, X509_get_issuer_name(certs[0]),
+                                               X509_get0_serialNumber(certs[0]), CRL_REASON_KEY_COMPROMISE,
+                                               err),
                      0);
     assert_int_equal(gw_upstream_revoke(up, certs[1], CRL_REASON_UNSPECIFIED, err), 0);
     crl = fetch_crl(up, NULL, NULL);
@@ -1200,7 +1202,8 @@ static void test_local_crl(void **state)
     n2 = crl_number(crl);
     assert_true(n2 > n1);
     assert_int_equal(crl_reason(crl, X509_get0_serialNumber(certs[0])), CRL_REASON_KEY_COMPROMISE);
-    assert_int_equal(crl_reason(crl, X509_get0_serialNumber(certs[1])), -1); /* unspecified: absent (§5.3.1) */
+    assert_int_equal(crl_reason(crl, X509_get0_serialNumber(certs[1])),
+                     -1); /* unspecified: absent (§5.3.1) */
     assert_int_equal(crl_reason(crl, X509_get0_serialNumber(certs[2])), -2);
     assert_int_equal(verify_with_crl(certs[0], crl), X509_V_ERR_CERT_REVOKED);
     assert_int_equal(verify_with_crl(certs[2], crl), X509_V_OK);
@@ -1232,13 +1235,17 @@ static void test_local_crl(void **state)
     snprintf(path, sizeof(path), "%s/revoked/.abcd.tmp", dir);
     assert_non_null(f = fopen(path, "w"));
     fclose(f);
-    assert_int_equal(gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(certs[2]), CRL_REASON_NONE, err),
-                     0);
+    assert_int_equal(
+        gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(certs[2]), CRL_REASON_NONE, err), 0);
     crl = fetch_crl(up, NULL, NULL);
     check_crl(crl, 4);
     X509_CRL_free(crl);
-    static const char *const bad_records[] = {"", "time=12 reason=1", "time=x reason=1\n", "time=12 reason=99\n",
-                                              "time=12 reason=1\nextra", "reason=1 time=12\n"};
+    static const char *const bad_records[] = {"",
+                                              "time=12 reason=1",
+                                              "time=x reason=1\n",
+                                              "time=12 reason=99\n",
+                                              "time=12 reason=1\nextra",
+                                              "reason=1 time=12\n"};
     for (size_t i = 0; i < sizeof(bad_records) / sizeof(bad_records[0]); i++) {
         unsigned char *der = NULL;
         size_t len = 0;
@@ -1292,7 +1299,8 @@ static void test_local_crl_no_store(void **state)
     conf_cleanup(&conf);
 }
 
-static int nop_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done, void *arg)
+static int nop_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done,
+                    void *arg)
 {
     (void)up;
     (void)req;
@@ -1402,8 +1410,9 @@ static void serve_one(int fd)
         free(copy);
         return;
     }
-    snprintf(head, sizeof(head), "HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
-             status, ctype, len);
+    snprintf(head, sizeof(head),
+             "HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n", status,
+             ctype, len);
     if (write(fd, head, strlen(head)) >= 0 && len > 0)
         (void)!write(fd, copy, len);
     free(copy);
@@ -1478,8 +1487,11 @@ struct crl_answer {
 };
 
 static const struct crl_answer crl_answers[] = {
-    {"DER CRL", 200, 0, 0},        {"truncated", 200, 1, GW_ERR_UPSTREAM}, {"trailing byte", 200, 2, GW_ERR_UPSTREAM},
-    {"garbage", 200, 3, GW_ERR_UPSTREAM}, {"HTTP 500", 500, 0, GW_ERR_UPSTREAM},
+    {"DER CRL", 200, 0, 0},
+    {"truncated", 200, 1, GW_ERR_UPSTREAM},
+    {"trailing byte", 200, 2, GW_ERR_UPSTREAM},
+    {"garbage", 200, 3, GW_ERR_UPSTREAM},
+    {"HTTP 500", 500, 0, GW_ERR_UPSTREAM},
 };
 
 static size_t mangled(const unsigned char *der, size_t len, int mangle, unsigned char *out)
@@ -1518,10 +1530,11 @@ static void test_vault_revoke_crl(void **state)
         const char *err;
     } cases[] = {
         {"revoked", "{\"data\":{\"revocation_time\":1,\"state\":\"revoked\"}}", 200, 0, 0, 1, NULL},
-        {"unknown serial", "{\"errors\":[\"certificate with serial 0a:0b not found.\"]}", 400, 0, GW_ERR_NOT_FOUND, 1,
-         "not found"},
+        {"unknown serial", "{\"errors\":[\"certificate with serial 0a:0b not found.\"]}", 400, 0,
+         GW_ERR_NOT_FOUND, 1, "not found"},
         {"expired: 200 with only a warning",
-         "{\"data\":null,\"warnings\":[\"certificate with serial 0a:0b already expired; refusing to add to CRL\"]}",
+         "{\"data\":null,\"warnings\":[\"certificate with serial 0a:0b already expired; refusing to add to "
+         "CRL\"]}",
          200, 0, GW_ERR_UPSTREAM, 1, "it has expired"},
         {"Vault down", "{\"errors\":[\"internal error\"]}", 500, 0, GW_ERR_UPSTREAM, 1, NULL},
         {"negative serial: never sent", "{}", 200, 1, GW_ERR_NOT_FOUND, 0, NULL},
@@ -1548,13 +1561,15 @@ static void test_vault_revoke_crl(void **state)
                          strlen(cases[i].answer));
         serial = int_from_hex("0a0b", cases[i].negative);
         err[0] = '\0';
-        assert_int_equal(gw_upstream_revoke_serial(up, X509_get_subject_name(ca), serial, CRL_REASON_KEY_COMPROMISE, err),
-                         cases[i].rc);
+        assert_int_equal(
+            gw_upstream_revoke_serial(up, X509_get_subject_name(ca), serial, CRL_REASON_KEY_COMPROMISE, err),
+            cases[i].rc);
         ASN1_INTEGER_free(serial);
         assert_int_equal(http_fake.n_reqs, cases[i].requests);
         if (cases[i].requests > 0) {
             assert_string_equal(http_fake.last_method, "POST");
-            assert_string_equal(http_fake.last_body, "{\"serial_number\":\"0a:0b\"}"); /* no reason: Vault takes none */
+            assert_string_equal(http_fake.last_body,
+                                "{\"serial_number\":\"0a:0b\"}"); /* no reason: Vault takes none */
         }
         if (cases[i].err != NULL)
             assert_non_null(strstr(err, cases[i].err));
@@ -1621,8 +1636,10 @@ static void test_cfssl_revoke_crl(void **state)
 
     /* revoke: decimal serial, the issuer's SKID as AKI, cfssl's reason name */
     http_fake_answer("/api/v1/cfssl/revoke", 200, "application/json", ok, strlen(ok));
-    assert_int_equal(gw_upstream_revoke_serial(up, X509_get_subject_name(ca), serial, CRL_REASON_KEY_COMPROMISE, err), 0);
-    snprintf(expect, sizeof(expect), "{\"serial\":\"2571\",\"authority_key_id\":\"%s\",\"reason\":\"keycompromise\"}", aki);
+    assert_int_equal(
+        gw_upstream_revoke_serial(up, X509_get_subject_name(ca), serial, CRL_REASON_KEY_COMPROMISE, err), 0);
+    snprintf(expect, sizeof(expect),
+             "{\"serial\":\"2571\",\"authority_key_id\":\"%s\",\"reason\":\"keycompromise\"}", aki);
     assert_string_equal(http_fake.last_body, expect);
     /* unknown: tried with the AKI, then with "" (cfssl 1.2.0 records none), then not found */
     http_fake_answer("/api/v1/cfssl/revoke", 400, "application/json", unknown, strlen(unknown));
@@ -1631,7 +1648,8 @@ static void test_cfssl_revoke_crl(void **state)
     assert_non_null(strstr(http_fake.last_body, "\"authority_key_id\":\"\",\"reason\":\"unspecified\""));
     /* twins that never reach cfssl: another issuer, reason 7 */
     http_fake_answer("/api/v1/cfssl/revoke", 200, "application/json", ok, strlen(ok));
-    assert_int_equal(gw_upstream_revoke_serial(up, X509_get_subject_name(root), serial, 0, err), GW_ERR_NOT_FOUND);
+    assert_int_equal(gw_upstream_revoke_serial(up, X509_get_subject_name(root), serial, 0, err),
+                     GW_ERR_NOT_FOUND);
     assert_int_equal(gw_upstream_revoke_serial(up, NULL, serial, 7, err), GW_ERR_INVAL);
     assert_int_equal(http_fake.n_reqs, 0);
 
@@ -1642,9 +1660,11 @@ static void test_cfssl_revoke_crl(void **state)
         len = mangled(crl, crl_len, crl_answers[i].mangle, buf);
         b64 = b64_of(buf, len);
         assert_non_null(answer = malloc(strlen(b64) + 128));
-        snprintf(answer, strlen(b64) + 128, "{\"success\":%s,\"result\":\"%s\",\"errors\":[],\"messages\":[]}",
-                crl_answers[i].status == 200 ? "true" : "false", b64);
-        http_fake_answer("/api/v1/cfssl/crl", crl_answers[i].status, "application/json", answer, strlen(answer));
+        snprintf(answer, strlen(b64) + 128,
+                 "{\"success\":%s,\"result\":\"%s\",\"errors\":[],\"messages\":[]}",
+                 crl_answers[i].status == 200 ? "true" : "false", b64);
+        http_fake_answer("/api/v1/cfssl/crl", crl_answers[i].status, "application/json", answer,
+                         strlen(answer));
         der = (unsigned char *)"x";
         assert_int_equal(gw_upstream_crl(up, &der, &len, err) != 0, crl_answers[i].rc != 0);
         assert_string_equal(http_fake.last_method, "GET");
@@ -1677,16 +1697,25 @@ static void test_cfssl_revoke_crl(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_issue_each_key_type),  cmocka_unit_test(test_issue_ed25519_ca),
-        cmocka_unit_test(test_issue_profile_edges),  cmocka_unit_test(test_issue_serials),
-        cmocka_unit_test(test_issue_validity_clamp), cmocka_unit_test(test_local_init_errors),
-        cmocka_unit_test(test_inflight_cap),         cmocka_unit_test(test_timeout_late_async),
-        cmocka_unit_test(test_timeout_local_delay),  cmocka_unit_test(test_upstream_set),
-        cmocka_unit_test(test_store_records),        cmocka_unit_test(test_store_list_escapes),
+        cmocka_unit_test(test_issue_each_key_type),
+        cmocka_unit_test(test_issue_ed25519_ca),
+        cmocka_unit_test(test_issue_profile_edges),
+        cmocka_unit_test(test_issue_serials),
+        cmocka_unit_test(test_issue_validity_clamp),
+        cmocka_unit_test(test_local_init_errors),
+        cmocka_unit_test(test_inflight_cap),
+        cmocka_unit_test(test_timeout_late_async),
+        cmocka_unit_test(test_timeout_local_delay),
+        cmocka_unit_test(test_upstream_set),
+        cmocka_unit_test(test_store_records),
+        cmocka_unit_test(test_store_list_escapes),
         cmocka_unit_test(test_store_failing),
-        cmocka_unit_test(test_local_revoke_cases),   cmocka_unit_test(test_local_crl),
-        cmocka_unit_test(test_local_crl_no_store),   cmocka_unit_test(test_crl_caps),
-        cmocka_unit_test(test_vault_revoke_crl),     cmocka_unit_test(test_cfssl_revoke_crl),
+        cmocka_unit_test(test_local_revoke_cases),
+        cmocka_unit_test(test_local_crl),
+        cmocka_unit_test(test_local_crl_no_store),
+        cmocka_unit_test(test_crl_caps),
+        cmocka_unit_test(test_vault_revoke_crl),
+        cmocka_unit_test(test_cfssl_revoke_crl),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
