@@ -3,7 +3,7 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 
-.PHONY: all deps build build-asan demo test test-unit test-e2e bench format clean
+.PHONY: all deps build build-asan demo test test-unit test-e2e bench format format-check clean
 
 all: build
 
@@ -22,7 +22,7 @@ demo: build
 	@deploy/demo.sh $(BUILD)
 
 # Every test on the release build, then the whole suite again under ASan+UBSan.
-test: build build-asan
+test: format-check build build-asan
 	@ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 	@ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
 
@@ -35,8 +35,13 @@ test-e2e: build
 bench: build
 	@tests/bench/run.sh $(BUILD)
 
+C_SOURCES = gateway/*.[ch] upstream/*.[ch] mappings/*.[ch] tests/unit/*.c tests/bench/*.c tests/e2e/*.c
+
+format-check: deps
+	@clang-format --dry-run --Werror $(C_SOURCES)
+
 format:
-	@clang-format -i gateway/*.[ch] upstream/*.[ch] mappings/*.[ch] tests/unit/*.c tests/bench/*.c tests/e2e/*.c
+	@clang-format -i $(C_SOURCES)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -7,7 +7,7 @@ set -euo pipefail
 wanted=(
     "libssl-dev:3.0.22" "libssl3:3.0.22" "openssl:3.0.22"   # 3.0.22 fixes a CMP server crash
     libh2o-evloop-dev libcurl4-openssl-dev libjson-c-dev libcmocka-dev
-    cmake pkg-config gcc make
+    cmake pkg-config gcc make clang-format                 # clang-format: make test checks the style
     strace curl                                             # e2e: audit fsync ordering; raw HTTP checks
     python3 python3-pyasn1-modules                          # e2e harness, independent decoding
     python3-cryptography                                    # Vault-API test server (tests/upstreams)
