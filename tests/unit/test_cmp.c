@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,44 +75,17 @@ struct client {
 
 static char *slurp(const char *path, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    char *buf = calloc(1, 65536);
-    size_t n;
-
-    assert_non_null(f);
-    n = fread(buf, 1, 65535, f);
-    fclose(f);
-    if (len != NULL)
-        *len = n;
-    return buf;
+    return tu_slurp(path, len);
 }
 
 static X509 *load_cert(const char *name)
 {
-    char path[128];
-    FILE *f;
-    X509 *x;
-
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    assert_non_null(f = fopen(path, "r"));
-    x = PEM_read_X509(f, NULL, NULL, NULL);
-    fclose(f);
-    assert_non_null(x);
-    return x;
+    return tu_load_cert(dir, name);
 }
 
 static EVP_PKEY *load_key(const char *name)
 {
-    char path[128];
-    FILE *f;
-    EVP_PKEY *k;
-
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    assert_non_null(f = fopen(path, "r"));
-    k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-    fclose(f);
-    assert_non_null(k);
-    return k;
+    return tu_load_key(dir, name);
 }
 
 static X509 *self_signed(EVP_PKEY *key, const char *cn)

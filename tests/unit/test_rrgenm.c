@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,44 +53,17 @@ struct env {
 
 static char *slurp(const char *path, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    char *buf = calloc(1, 65536);
-    size_t n;
-
-    assert_non_null(f);
-    n = fread(buf, 1, 65535, f);
-    fclose(f);
-    if (len != NULL)
-        *len = n;
-    return buf;
+    return tu_slurp(path, len);
 }
 
 static X509 *load_cert(const char *name)
 {
-    char path[128];
-    FILE *f;
-    X509 *x;
-
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    assert_non_null(f = fopen(path, "r"));
-    x = PEM_read_X509(f, NULL, NULL, NULL);
-    fclose(f);
-    assert_non_null(x);
-    return x;
+    return tu_load_cert(dir, name);
 }
 
 static EVP_PKEY *load_key(const char *name)
 {
-    char path[128];
-    FILE *f;
-    EVP_PKEY *k;
-
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    assert_non_null(f = fopen(path, "r"));
-    k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-    fclose(f);
-    assert_non_null(k);
-    return k;
+    return tu_load_key(dir, name);
 }
 
 static int group_setup(void **state)

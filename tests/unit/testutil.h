@@ -1,0 +1,62 @@
+/*
+ * Fixtures shared by the unit tests that run on a demo PKI made by deploy/demo-pki.sh. Include
+ * after <cmocka.h>. static inline: each test uses what it needs.
+ */
+#ifndef GW_TESTUTIL_H
+#define GW_TESTUTIL_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#define TU_SLURP_MAX 65536
+
+/* The first TU_SLURP_MAX - 1 bytes of |path|, NUL-terminated (caller frees); the test fails if absent. */
+static inline char *tu_slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = calloc(1, TU_SLURP_MAX);
+    size_t n;
+
+    assert_non_null(f);
+    assert_non_null(buf);
+    n = fread(buf, 1, TU_SLURP_MAX - 1, f);
+    fclose(f);
+    if (len != NULL)
+        *len = n;
+    return buf;
+}
+
+/* The PEM certificate |dir|/|name|; the test fails if it cannot be read. */
+static inline X509 *tu_load_cert(const char *dir, const char *name)
+{
+    char path[256];
+    FILE *f;
+    X509 *x;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    assert_non_null(f = fopen(path, "r"));
+    x = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    assert_non_null(x);
+    return x;
+}
+
+/* The PEM private key |dir|/|name|; the test fails if it cannot be read. */
+static inline EVP_PKEY *tu_load_key(const char *dir, const char *name)
+{
+    char path[256];
+    FILE *f;
+    EVP_PKEY *k;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    assert_non_null(f = fopen(path, "r"));
+    k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+    fclose(f);
+    assert_non_null(k);
+    return k;
+}
+
+#endif
