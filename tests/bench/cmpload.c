@@ -457,7 +457,11 @@ static X509_NAME *parse_dn(const char *s)
         if (X509_NAME_add_entry_by_txt(n, p, MBSTRING_UTF8, (unsigned char *)eq + 1, -1, -1, 0) != 1)
             goto err;
     }
-    if (X509_NAME_entry_count(n) == 0)
+    /*
+     * Encode once, here, before any thread exists: an X509_NAME caches its DER on first use, and
+     * threads that dup a never-encoded shared name race to fill that cache (a leak ASan caught).
+     */
+    if (X509_NAME_entry_count(n) == 0 || i2d_X509_NAME(n, NULL) <= 0)
         goto err;
     free(copy);
     return n;
