@@ -18,6 +18,7 @@
 #include "cmp_local.h"
 #include "err.h"
 #include "log.h"
+#include "clock.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -50,14 +51,6 @@ struct cmp_pending {
 
 static pthread_mutex_t detach_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static int64_t clamp_secs(uint64_t ms)
 {
     uint64_t s = (ms + 999) / 1000;
@@ -78,7 +71,7 @@ static struct cmp_pending *pending_new(const struct cmp_txn *t, const struct cmp
     pthread_cond_init(&p->cond, &attr);
     pthread_condattr_destroy(&attr);
     p->refs = 2;
-    p->deadline_ms = mono_ms() + gw_upstream_timeout_ms(t->up);
+    p->deadline_ms = gw_now_ms() + gw_upstream_timeout_ms(t->up);
     /* ask again after the time the client was already kept waiting: the CA is that slow */
     p->check_after = clamp_secs(t->role->poll_after_ms);
     p->view.role = t->role;
@@ -200,7 +193,7 @@ out:
 /* Waits up to |ms| for the result; 1 with it moved into |out|, else 0 and the call is deferred. */
 static int wait_for(struct cmp_pending *p, uint32_t ms, struct gw_sign_result *out)
 {
-    uint64_t until = mono_ms() + ms;
+    uint64_t until = gw_now_ms() + ms;
     struct timespec ts = {.tv_sec = (time_t)(until / 1000), .tv_nsec = (long)(until % 1000) * 1000000};
     int got = 0;
 
@@ -266,7 +259,7 @@ static void give_up(struct cmp_pending *p)
 
 int cmp_poll_ready(struct cmp_pending *p, int64_t *check_after)
 {
-    uint64_t now = mono_ms();
+    uint64_t now = gw_now_ms();
     int ready;
 
     pthread_mutex_lock(&p->lock);
@@ -326,7 +319,6 @@ void cmp_poll_closed(struct gw_cmp_engine *e, const struct cmp_txn *t, const cha
 /* Waits for running calls to land, up to GW_DRAIN_TIMEOUT_MS; the rest are logged and cut loose. */
 void cmp_poll_detach(struct gw_cmp_engine *e)
 {
-    struct timespec ts = {.tv_sec = 0, .tv_nsec = DETACH_POLL_MS * 1000000L};
     struct cmp_pending *p, *next;
     int busy = 1;
 
@@ -336,7 +328,7 @@ void cmp_poll_detach(struct gw_cmp_engine *e)
         pthread_mutex_unlock(&detach_lock);
         if (!busy)
             return;
-        nanosleep(&ts, NULL);
+        gw_sleep_ms(DETACH_POLL_MS);
     }
     pthread_mutex_lock(&detach_lock);
     for (p = e->pending; p != NULL; p = next) {

@@ -23,14 +23,6 @@ struct gw_pool {
     size_t n_threads; /* threads actually started */
 };
 
-uint64_t gw_now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* Takes the oldest job, waiting for one; NULL once the pool stops and the queue is empty. */
 static struct gw_job *take(struct gw_pool *p)
 {

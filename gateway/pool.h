@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "clock.h"
 
 struct gw_job {
     void (*run)(struct gw_job *job); /* worker */
@@ -26,7 +27,5 @@ int gw_pool_submit(struct gw_pool *p, struct gw_job *job);
 void gw_pool_free(struct gw_pool *p);
 
 size_t gw_pool_queued(struct gw_pool *p);
-
-uint64_t gw_now_ms(void); /* monotonic milliseconds */
 
 #endif

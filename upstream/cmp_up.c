@@ -27,6 +27,7 @@
 #include "gateway/limits.h"
 #include "gateway/log.h"
 #include "upstream/upstream.h"
+#include "../gateway/clock.h"
 
 #define CMP_CONTENT_TYPE "application/pkixcmp"
 #define PREFIX "upstream CA: "
@@ -51,14 +52,6 @@ struct sink {
     size_t len;
     int too_big;
 };
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static const char *name_of(const struct gw_upstream_conf *conf)
 {
@@ -167,7 +160,7 @@ static OSSL_CMP_MSG *transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
     const unsigned char *p;
     OSSL_CMP_MSG *rsp = NULL;
     CURL *curl = x->curl;
-    uint64_t now = mono_ms();
+    uint64_t now = gw_now_ms();
     CURLcode rc;
     int len;
 
@@ -252,7 +245,7 @@ static OSSL_CMP_CTX *new_ctx(const struct cmp_up *cu, struct xfer *x)
         return NULL;
     x->cu = cu;
     /* a little inside the upstream timeout, so that our precise reason beats the waiter's deadline */
-    x->deadline_ms = mono_ms() + timeout_of(conf) - timeout_of(conf) / 10;
+    x->deadline_ms = gw_now_ms() + timeout_of(conf) - timeout_of(conf) / 10;
     if (OSSL_CMP_CTX_set_log_cb(ctx, log_cb) != 1 || OSSL_CMP_CTX_set_transfer_cb(ctx, transfer) != 1 ||
         OSSL_CMP_CTX_set_transfer_cb_arg(ctx, x) != 1 || !set_protection(ctx, conf) ||
         OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_MSG_TIMEOUT, secs) != 1 ||

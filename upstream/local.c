@@ -27,6 +27,7 @@
 #include "gateway/log.h"
 #include "upstream/store.h"
 #include "upstream/upstream.h"
+#include "../gateway/clock.h"
 
 #define SERIAL_BYTES ((GW_SERIAL_BITS + 7) / 8)
 
@@ -407,14 +408,8 @@ static int local_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_
     if ((res = malloc(sizeof(*res))) == NULL)
         return GW_ERR_NOMEM;
     gw_sign_result_init(res);
-    if (conf->delay_ms > 0) {
-        /* test knob: hold the calling thread, as a slow CA would */
-        struct timespec ts = {.tv_sec = conf->delay_ms / 1000,
-                              .tv_nsec = (long)(conf->delay_ms % 1000) * 1000000};
-
-        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-            ;
-    }
+    if (conf->delay_ms > 0)
+        gw_sleep_ms(conf->delay_ms); /* test knob: hold the calling thread, as a slow CA would */
     issue(l, req->plan, conf->crl_url, res);
     record(conf, req, res);
     done(arg, res);

@@ -23,6 +23,7 @@
 #include "gateway/limits.h"
 #include "gateway/log.h"
 #include "upstream/upstream.h"
+#include "../gateway/clock.h"
 
 #define DRAIN_POLL_MS 10
 
@@ -63,22 +64,6 @@ struct waiter {
     char upstream[GW_MAX_NAME_LEN + 1];
     char request_id[2 * GW_MAX_TID_LEN + 1];
 };
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(uint64_t ms)
-{
-    struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000};
-
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
 
 static const char *name_of(const struct gw_upstream_conf *conf)
 {
@@ -144,7 +129,7 @@ void gw_upstream_free(struct gw_upstream *up)
         return;
     /* A completion still to come would touch |up|: let it land, but never hang shutdown. */
     while (atomic_load(&up->inflight) != 0 && waited < GW_DRAIN_TIMEOUT_MS) {
-        sleep_ms(DRAIN_POLL_MS);
+        gw_sleep_ms(DRAIN_POLL_MS);
         waited += DRAIN_POLL_MS;
     }
     if (atomic_load(&up->inflight) != 0) {
@@ -231,7 +216,7 @@ static struct waiter *waiter_new(const struct gw_upstream *up, const struct gw_s
     pthread_cond_init(&w->cond, &attr);
     pthread_condattr_destroy(&attr);
     w->refs = 2; /* the worker and the completion */
-    w->deadline_ms = mono_ms() + timeout_ms;
+    w->deadline_ms = gw_now_ms() + timeout_ms;
     snprintf(w->upstream, sizeof(w->upstream), "%s", name_of(up->conf));
     snprintf(w->request_id, sizeof(w->request_id), "%s", req->request_id != NULL ? req->request_id : "");
     return w;
@@ -275,7 +260,7 @@ static void wait_done(void *arg, struct gw_sign_result *res)
     int late;
 
     pthread_mutex_lock(&w->lock);
-    late = w->abandoned || mono_ms() > w->deadline_ms;
+    late = w->abandoned || gw_now_ms() > w->deadline_ms;
     if (!late) {
         w->res = res;
         w->completed = 1;

@@ -36,6 +36,7 @@
 #include "gateway/log.h"
 #include "upstream/http_client.h"
 #include "upstream/upstream.h"
+#include "../gateway/clock.h"
 
 #define SERIAL_HEX_LEN (3 * 20 + 1)     /* RFC 5280 §4.1.2.2: at most 20 octets, "aa:" each */
 #define SAN_LIST_LEN (GW_MAX_SANS * 80) /* one comma-separated SAN list of a request */
@@ -55,22 +56,6 @@ struct vault {
     int last_rc;
     char last_err[GW_ERR_LEN];
 };
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(uint64_t ms)
-{
-    struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000};
-
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
 
 static const char *up_name(const struct vault *v)
 {
@@ -381,7 +366,7 @@ out:
 static int vault_call(struct vault *v, const char *method, const char *path, const char *body,
                       struct gw_http_response *rsp, char *err)
 {
-    uint64_t deadline = mono_ms() + v->timeout_ms, backoff = GW_UPSTREAM_BACKOFF_MS;
+    uint64_t deadline = gw_now_ms() + v->timeout_ms, backoff = GW_UPSTREAM_BACKOFF_MS;
     int retries = 0, reauth = 0, rc;
     unsigned gen = 0;
 
@@ -395,12 +380,12 @@ static int vault_call(struct vault *v, const char *method, const char *path, con
             gw_http_response_cleanup(rsp);
             continue;
         }
-        if (!retryable(rsp->status) || retries >= GW_UPSTREAM_RETRIES || mono_ms() + backoff >= deadline)
+        if (!retryable(rsp->status) || retries >= GW_UPSTREAM_RETRIES || gw_now_ms() + backoff >= deadline)
             return 0;
         gw_log(GW_LOG_WARN, "vault_retry", "upstream %s: HTTP %ld on %s; retry in %llu ms", up_name(v),
                rsp->status, path, (unsigned long long)backoff);
         gw_http_response_cleanup(rsp);
-        sleep_ms(backoff);
+        gw_sleep_ms(backoff);
         backoff *= 2;
         retries++;
     }
