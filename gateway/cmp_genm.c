@@ -154,32 +154,6 @@ static unsigned char *key_spec(const struct gw_key_rule *k, int *len)
     return attr;
 }
 
-/* Adds extension |nid| with |value| to |exts| (copied). 1 on success. */
-static int add_ext(STACK_OF(X509_EXTENSION) **exts, int nid, int crit, void *value)
-{
-    X509_EXTENSION *ext = X509V3_EXT_i2d(nid, crit, value);
-    int ok = ext != NULL && X509v3_add_ext(exts, ext, -1) != NULL;
-
-    X509_EXTENSION_free(ext);
-    return ok;
-}
-
-/* keyUsage and extendedKeyUsage of the role's profile: what the certificate will carry. */
-static int profile_exts(const struct gw_role *role, STACK_OF(X509_EXTENSION) **exts)
-{
-    ASN1_BIT_STRING *ku = gw_ku_new(role->key_usage);
-    EXTENDED_KEY_USAGE *eku = gw_eku_new(role->ext_key_usage);
-    int ok = ku != NULL && eku != NULL;
-
-    if (ok && role->key_usage != 0)
-        ok = add_ext(exts, NID_key_usage, 1, ku);
-    if (ok && sk_ASN1_OBJECT_num(eku) > 0)
-        ok = add_ext(exts, NID_ext_key_usage, 0, eku);
-    ASN1_BIT_STRING_free(ku);
-    sk_ASN1_OBJECT_free(eku); /* OBJ_nid2obj objects are static */
-    return ok;
-}
-
 /*
  * §4.3.3: a template from the role's profile: no subject (the client names itself, policy checks
  * it), keyUsage/extendedKeyUsage as issued, and one keySpec control per allowed key type.
@@ -200,7 +174,8 @@ static int cert_template(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_I
         rules = default_keys;
         n = sizeof(default_keys) / sizeof(default_keys[0]);
     }
-    if (n > sizeof(spec) / sizeof(spec[0]) || type == NULL || !profile_exts(t->role, &exts))
+    if (n > sizeof(spec) / sizeof(spec[0]) || type == NULL ||
+        !gw_usage_exts_add(&exts, t->role->key_usage, t->role->ext_key_usage))
         goto out;
     for (size_t i = 0; i < n; i++)
         if ((spec[i] = key_spec(&rules[i], &lens[i])) == NULL)

@@ -442,7 +442,7 @@ static const struct {
     {GW_EKU_CMC_RA, NID_cmcRA},
 };
 
-ASN1_BIT_STRING *gw_ku_new(unsigned ku)
+static ASN1_BIT_STRING *ku_new(unsigned ku)
 {
     ASN1_BIT_STRING *bs = ASN1_BIT_STRING_new();
 
@@ -455,7 +455,7 @@ ASN1_BIT_STRING *gw_ku_new(unsigned ku)
     return bs;
 }
 
-EXTENDED_KEY_USAGE *gw_eku_new(unsigned eku)
+static EXTENDED_KEY_USAGE *eku_new(unsigned eku)
 {
     EXTENDED_KEY_USAGE *ext = sk_ASN1_OBJECT_new_null();
 
@@ -466,4 +466,29 @@ EXTENDED_KEY_USAGE *gw_eku_new(unsigned eku)
         }
     }
     return ext;
+}
+
+/* Appends a copy of the extension |nid| with |value|. */
+static int ext_add(STACK_OF(X509_EXTENSION) **exts, int nid, int crit, void *value)
+{
+    X509_EXTENSION *ext = X509V3_EXT_i2d(nid, crit, value);
+    int ok = ext != NULL && X509v3_add_ext(exts, ext, -1) != NULL;
+
+    X509_EXTENSION_free(ext);
+    return ok;
+}
+
+int gw_usage_exts_add(STACK_OF(X509_EXTENSION) **exts, unsigned ku, unsigned eku)
+{
+    ASN1_BIT_STRING *bs = NULL;
+    EXTENDED_KEY_USAGE *ext = NULL;
+    int ok = 1;
+
+    if (ku != 0)
+        ok = (bs = ku_new(ku)) != NULL && ext_add(exts, NID_key_usage, 1, bs);
+    if (ok && eku != 0)
+        ok = (ext = eku_new(eku)) != NULL && ext_add(exts, NID_ext_key_usage, 0, ext);
+    ASN1_BIT_STRING_free(bs);
+    sk_ASN1_OBJECT_free(ext); /* OBJ_nid2obj objects are static */
+    return ok;
 }

@@ -79,12 +79,11 @@ int gw_cert_plan_make(const struct gw_role *role, const struct gw_cert_req *req,
                       struct gw_cert_plan *out, int *fail_info, char *err);
 
 /*
- * The extension values of a plan's key usages, for every issuer that encodes them (local issuer,
- * CMP upstream template, genm certReqTemplate). gw_ku_new returns a new keyUsage BIT STRING for
- * KU_* bits |ku| (RFC 5280 §4.2.1.3); gw_eku_new a new ExtKeyUsage for enum gw_eku bits |eku|
- * (its OIDs are static: sk_ASN1_OBJECT_free or EXTENDED_KEY_USAGE_free). NULL on allocation failure.
+ * gw_usage_exts_add appends the keyUsage (critical, for KU_* bits |ku|, RFC 5280 §4.2.1.3) and
+ * extendedKeyUsage (for enum gw_eku bits |eku|) extensions to |*exts| (created if NULL), each only
+ * when it has a bit set. One encoding of the profile's usages for every issuer: the local issuer,
+ * the CMP upstream's template, genm's certReqTemplate. 1 on success, 0 on allocation failure.
  */
-ASN1_BIT_STRING *gw_ku_new(unsigned ku);
-EXTENDED_KEY_USAGE *gw_eku_new(unsigned eku);
+int gw_usage_exts_add(STACK_OF(X509_EXTENSION) **exts, unsigned ku, unsigned eku);
 
 #endif

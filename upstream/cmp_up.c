@@ -279,34 +279,6 @@ static int push_ext(X509_EXTENSIONS *exts, int nid, void *value, int crit)
     return ok;
 }
 
-static int add_key_usage(X509_EXTENSIONS *exts, unsigned ku)
-{
-    ASN1_BIT_STRING *bs;
-    int ok;
-
-    if (ku == 0)
-        return 1;
-    if ((bs = gw_ku_new(ku)) == NULL)
-        return 0;
-    ok = push_ext(exts, NID_key_usage, bs, 1);
-    ASN1_BIT_STRING_free(bs);
-    return ok;
-}
-
-static int add_ext_key_usage(X509_EXTENSIONS *exts, unsigned eku)
-{
-    EXTENDED_KEY_USAGE *ext;
-    int ok;
-
-    if (eku == 0)
-        return 1;
-    if ((ext = gw_eku_new(eku)) == NULL)
-        return 0;
-    ok = push_ext(exts, NID_ext_key_usage, ext, 0);
-    sk_ASN1_OBJECT_free(ext); /* OBJ_nid2obj objects are static */
-    return ok;
-}
-
 /* The plan as an upstream ir template (docs/cmp-relay.md): the CA may still apply its own profile. */
 static int set_template(OSSL_CMP_CTX *ctx, const struct gw_cert_plan *plan)
 {
@@ -323,7 +295,7 @@ static int set_template(OSSL_CMP_CTX *ctx, const struct gw_cert_plan *plan)
     if (X509_NAME_entry_count(plan->subject) > 0 && OSSL_CMP_CTX_set1_subjectName(ctx, plan->subject) != 1)
         goto out;
     if ((plan->sans != NULL && !push_ext(exts, NID_subject_alt_name, plan->sans, 0)) ||
-        !add_key_usage(exts, plan->key_usage) || !add_ext_key_usage(exts, plan->ext_key_usage))
+        !gw_usage_exts_add(&exts, plan->key_usage, plan->ext_key_usage))
         goto out;
     /* CMP 3.0 offers whole days only; a shorter plan leaves validity to the CA (checked on return) */
     if (plan->not_after > now + 86400 &&

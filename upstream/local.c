@@ -213,32 +213,16 @@ static int add_basic_constraints(X509 *x)
     return ok;
 }
 
-static int add_key_usage(X509 *x, unsigned ku)
+/* keyUsage and extendedKeyUsage from the plan; never keyCertSign or cRLSign (CA:FALSE, RFC 5280 §4.2.1.3). */
+static int add_usages(X509 *x, const struct gw_cert_plan *plan)
 {
-    ASN1_BIT_STRING *bs;
-    int ok;
+    STACK_OF(X509_EXTENSION) *exts = NULL;
+    unsigned ku = plan->key_usage & ~(unsigned)(KU_KEY_CERT_SIGN | KU_CRL_SIGN);
+    int ok = gw_usage_exts_add(&exts, ku, plan->ext_key_usage);
 
-    ku &= ~(unsigned)(KU_KEY_CERT_SIGN | KU_CRL_SIGN); /* CA:FALSE (RFC 5280 §4.2.1.3) */
-    if (ku == 0)
-        return 1;
-    if ((bs = gw_ku_new(ku)) == NULL)
-        return 0;
-    ok = X509_add1_ext_i2d(x, NID_key_usage, bs, 1, X509V3_ADD_REPLACE) == 1;
-    ASN1_BIT_STRING_free(bs);
-    return ok;
-}
-
-static int add_ext_key_usage(X509 *x, unsigned eku)
-{
-    EXTENDED_KEY_USAGE *ext;
-    int ok;
-
-    if (eku == 0)
-        return 1;
-    if ((ext = gw_eku_new(eku)) == NULL)
-        return 0;
-    ok = X509_add1_ext_i2d(x, NID_ext_key_usage, ext, 0, X509V3_ADD_REPLACE) == 1;
-    sk_ASN1_OBJECT_free(ext); /* OBJ_nid2obj objects are static */
+    for (int i = 0; ok && i < sk_X509_EXTENSION_num(exts); i++)
+        ok = X509_add_ext(x, sk_X509_EXTENSION_value(exts, i), -1) == 1;
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
     return ok;
 }
 
@@ -302,8 +286,7 @@ static int add_extensions(X509 *x, const struct local *l, const struct gw_cert_p
 {
     int empty_subject = X509_NAME_entry_count(X509_get_subject_name(x)) == 0;
 
-    if (!add_basic_constraints(x) || !add_key_usage(x, plan->key_usage) ||
-        !add_ext_key_usage(x, plan->ext_key_usage) || !add_key_ids(x, l) || !add_crl_dp(x, crl_url))
+    if (!add_basic_constraints(x) || !add_usages(x, plan) || !add_key_ids(x, l) || !add_crl_dp(x, crl_url))
         return 0;
     /* RFC 5280 §4.2.1.6: critical iff the subject is empty. */
     if (plan->sans != NULL && sk_GENERAL_NAME_num(plan->sans) > 0 &&
