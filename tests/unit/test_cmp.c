@@ -154,38 +154,22 @@ static int group_teardown(void **state)
     return system(cmd);
 }
 
-/* Inserts |piece| into |json| (freed) before the first |anchor|, or after it with |after|. */
-static char *insert_at(char *json, const char *anchor, int after, const char *piece)
-{
-    char *at = strstr(json, anchor), *out;
-    size_t head;
-
-    assert_non_null(at);
-    head = (size_t)(at - json) + (after ? strlen(anchor) : 0);
-    out = calloc(1, strlen(json) + strlen(piece) + 1);
-    memcpy(out, json, head);
-    strcpy(out + head, piece);
-    strcat(out, json + head);
-    free(json);
-    return out;
-}
-
 static char *env_json(const struct env_opts *o)
 {
     char *json = strdup(base_json), piece[2048];
 
     snprintf(piece, sizeof(piece), "\"cmp\": {%s},\n  ", o->cmp != NULL ? o->cmp : "");
-    json = insert_at(json, "\"default_path_policy\"", 0, piece);
+    json = tu_insert_at(json, "\"default_path_policy\"", 0, piece);
     if (strstr(json, "\"audit\"") == NULL) /* the file is replaced per engine in env_parse */
-        json = insert_at(json, "\"default_path_policy\"", 0, "\"audit\": {\"file\": \"audit.log\"},\n  ");
+        json = tu_insert_at(json, "\"default_path_policy\"", 0, "\"audit\": {\"file\": \"audit.log\"},\n  ");
     if (o->role_extra != NULL) {
         snprintf(piece, sizeof(piece), ",\n      %s", o->role_extra);
-        json = insert_at(json, "\"implicit_confirm\": true", 1, piece);
+        json = tu_insert_at(json, "\"implicit_confirm\": true", 1, piece);
     }
     if (o->deleg)
-        json = insert_at(json, "\"upstreams\": {", 1,
-                         "\n    \"deleg\": { \"type\": \"local\", \"cert\": \"issuing.pem\", "
-                         "\"key\": \"issuing.key\", \"chain\": \"ca.pem\" },");
+        json = tu_insert_at(json, "\"upstreams\": {", 1,
+                            "\n    \"deleg\": { \"type\": \"local\", \"cert\": \"issuing.pem\", "
+                            "\"key\": \"issuing.key\", \"chain\": \"ca.pem\" },");
     return json;
 }
 

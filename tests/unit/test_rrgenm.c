@@ -105,21 +105,6 @@ static int group_teardown(void **state)
     return system(cmd);
 }
 
-static char *insert_at(char *json, const char *anchor, int after, const char *piece)
-{
-    char *at = strstr(json, anchor), *out;
-    size_t head;
-
-    assert_non_null(at);
-    head = (size_t)(at - json) + (after ? strlen(anchor) : 0);
-    out = calloc(1, strlen(json) + strlen(piece) + 1);
-    memcpy(out, json, head);
-    memcpy(out + head, piece, strlen(piece));
-    memcpy(out + head + strlen(piece), json + head, strlen(json + head) + 1);
-    free(json);
-    return out;
-}
-
 /* The demo config, the local issuer with a store (it revokes), |role_extra| members in the role. */
 static struct env *env_new(const char *role_extra, const char *top_extra)
 {
@@ -128,14 +113,14 @@ static struct env *env_new(const char *role_extra, const char *top_extra)
     char err[GW_ERR_LEN] = "", piece[1024], *json = strdup(base_json);
 
     snprintf(piece, sizeof(piece), "\"store\": \"store-%d\", ", ++n);
-    json = insert_at(json, "\"type\": \"local\", ", 1, piece);
+    json = tu_insert_at(json, "\"type\": \"local\", ", 1, piece);
     if (role_extra != NULL) {
         snprintf(piece, sizeof(piece), ",\n      %s", role_extra);
-        json = insert_at(json, "\"implicit_confirm\": true", 1, piece);
+        json = tu_insert_at(json, "\"implicit_confirm\": true", 1, piece);
     }
     if (top_extra != NULL) {
         snprintf(piece, sizeof(piece), "%s,\n  ", top_extra);
-        json = insert_at(json, "\"default_path_policy\"", 0, piece);
+        json = tu_insert_at(json, "\"default_path_policy\"", 0, piece);
     }
     snprintf(piece, sizeof(piece), "%s/store-%d", dir, n);
     assert_int_equal(mkdir(piece, 0700), 0);
@@ -393,14 +378,14 @@ static void test_root_update_config(void **state)
     struct gw_config *cfg;
 
     (void)state;
-    json = insert_at(json, "\"default_path_policy\"", 0,
-                     "\"root_ca_update\": {\"new_with_new\": \"client.pem\"},\n");
+    json = tu_insert_at(json, "\"default_path_policy\"", 0,
+                        "\"root_ca_update\": {\"new_with_new\": \"client.pem\"},\n");
     cfg = gw_config_parse(json, strlen(json), dir, "test.json", err);
     assert_null(cfg);
     assert_non_null(strstr(err, "root_ca_update"));
     free(json);
-    json = insert_at(strdup(base_json), "\"default_path_policy\"", 0,
-                     "\"root_ca_update\": {\"old_with_new\": \"ca.pem\"},\n");
+    json = tu_insert_at(strdup(base_json), "\"default_path_policy\"", 0,
+                        "\"root_ca_update\": {\"old_with_new\": \"ca.pem\"},\n");
     assert_null(gw_config_parse(json, strlen(json), dir, "test.json", err));
     assert_non_null(strstr(err, "new_with_new"));
     free(json);

@@ -7,6 +7,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -57,6 +58,22 @@ static inline EVP_PKEY *tu_load_key(const char *dir, const char *name)
     fclose(f);
     assert_non_null(k);
     return k;
+}
+
+/* |json| (freed) with |piece| inserted before the first |anchor|, or after it with |after|. */
+static inline char *tu_insert_at(char *json, const char *anchor, int after, const char *piece)
+{
+    char *at = strstr(json, anchor), *out;
+    size_t head, plen = strlen(piece);
+
+    assert_non_null(at);
+    head = (size_t)(at - json) + (after ? strlen(anchor) : 0);
+    assert_non_null(out = calloc(1, strlen(json) + plen + 1));
+    memcpy(out, json, head);
+    memcpy(out + head, piece, plen);
+    memcpy(out + head + plen, json + head, strlen(json + head) + 1);
+    free(json);
+    return out;
 }
 
 #endif
