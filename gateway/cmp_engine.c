@@ -27,9 +27,6 @@
 /* One text for every PBM failure, so that a client without the secret cannot probe which references exist. */
 #define TEXT_PBM_FAILED                                                                                      \
     "PBM protection could not be verified: check the reference (senderKID) and the shared secret"
-#define TEXT_UNTRUSTED                                                                                       \
-    "message protection could not be verified: the signer certificate is not issued by a CA "                \
-    "trusted on this route"
 
 static const char *const fail_names[OSSL_CMP_PKIFAILUREINFO_MAX + 1] = {
     "badAlg",           "badMessageCheck",     "badRequest",          "badTime",           "badCertId",
@@ -89,10 +86,9 @@ static const struct {
     {ERR_LIB_CMP, CMP_R_MISSING_TRUST_STORE, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
      "signature protection is not accepted on this route"},
     {ERR_LIB_CMP, CMP_R_ERROR_VALIDATING_SIGNATURE, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
-     "message protection could not be verified: the signature does not match the signer certificate"},
+     TEXT_BAD_SIGNATURE},
     /* 3.0 queues ASN1_item_verify's failure first when a trusted signer's signature is wrong */
-    {ERR_LIB_ASN1, ERR_R_EVP_LIB, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
-     "message protection could not be verified: the signature does not match the signer certificate"},
+    {ERR_LIB_ASN1, ERR_R_EVP_LIB, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, TEXT_BAD_SIGNATURE},
     {ERR_LIB_CMP, CMP_R_SRVCERT_DOES_NOT_VALIDATE_MSG, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
      TEXT_OTHER_SENDER},
     {ERR_LIB_CMP, CMP_R_WRONG_PBM_VALUE, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, TEXT_PBM_FAILED},
@@ -482,6 +478,19 @@ static void park(struct cmp_call *c, struct cmp_txn *t)
     end_slot(c);
 }
 
+/* The signer is chosen and pinned before OpenSSL runs (cmp_auth.c); if not, |t| is freed and refused. */
+static int authenticated(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *msg)
+{
+    char text[GW_ERR_LEN] = "";
+    int bit = cmp_authenticate(t, c, msg, text);
+
+    if (bit < 0)
+        return 1;
+    cmp_txn_free(t);
+    refuse(c, msg, bit, text);
+    return 0;
+}
+
 static int is_cert_response(int body)
 {
     return body == GW_CMP_BODY_IP || body == GW_CMP_BODY_CP || body == GW_CMP_BODY_KUP;
@@ -498,6 +507,8 @@ static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
         http_error(c, 500, "internal error: could not set up the CMP transaction");
         return;
     }
+    if (!authenticated(c, t, msg))
+        return;
     rsp = run(t, c, msg);
     if (rsp != NULL && !c->audited && is_cert_response(OSSL_CMP_MSG_get_bodytype(rsp))) {
         /* no callback ran: OpenSSL refused the POPO itself, quoting its own reason (notes §4) */
@@ -641,6 +652,8 @@ static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
         http_error(c, 500, "internal error: could not set up the CMP transaction");
         return;
     }
+    if (!authenticated(c, t, msg))
+        return;
     rsp = run(t, c, msg);
     /* only a message that passed OpenSSL's protection check may abort a transaction */
     if (rsp != NULL && OSSL_CMP_MSG_get_bodytype(rsp) == GW_CMP_BODY_PKICONF)

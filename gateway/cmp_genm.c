@@ -331,8 +331,9 @@ int cmp_genm_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(O
     char text[GW_ERR_LEN] = "";
     int bit;
 
+    (void)req;
     *out = NULL;
-    if ((bit = cmp_check_request(t, c, req, text)) >= 0 || (bit = answer_all(t, c, in, &res, text)) >= 0) {
+    if ((bit = cmp_check_request(t, c, text)) >= 0 || (bit = answer_all(t, c, in, &res, text)) >= 0) {
         sk_OSSL_CMP_ITAV_pop_free(res, OSSL_CMP_ITAV_free);
         return genm_fail(c, bit, text);
     }

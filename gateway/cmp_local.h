@@ -94,14 +94,27 @@ struct cmp_txn {
     int on_record;               /* the completion wrote the "issued" record */
 };
 
+#define TEXT_UNTRUSTED                                                                                       \
+    "message protection could not be verified: the signer certificate is not issued by a CA "                \
+    "trusted on this route"
+#define TEXT_BAD_SIGNATURE                                                                                   \
+    "message protection could not be verified: the signature does not match the signer certificate"
+
+/*
+ * cmp_auth.c: chooses the one certificate that signed |msg| among those naming its sender and
+ * chaining to the role's trust, and pins it on |t|'s context (t->signer). -1 if authenticated or
+ * left to OpenSSL (PBM, no trust on the role); else a failInfo bit with |text|.
+ */
+int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *msg, char *text);
+
 /* cmp_srv.c */
 struct cmp_txn *cmp_txn_new(struct cmp_call *c, int refusal);
 void cmp_txn_free(void *txn);
 void cmp_log_capture_begin(struct cmp_call *c);
 void cmp_log_capture_end(void);
 
-/* cmp_srv.c: who sent |req| (t->identity, t->signer), then authorization, messageTime, replay. -1 if fine. */
-int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req, char *text);
+/* cmp_srv.c: who sent the request (t->identity), then authorization, messageTime, replay. -1 if fine. */
+int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, char *text);
 
 /* cmp_rr.c (RFC 9483 §4.2) and cmp_genm.c (§4.3): OpenSSL callbacks */
 OSSL_CMP_PKISI *cmp_rr_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const X509_NAME *issuer,

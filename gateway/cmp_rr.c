@@ -188,7 +188,7 @@ static OSSL_CMP_PKISI *decide_rr(struct cmp_txn *t, struct cmp_call *c, const OS
     char text[GW_ERR_LEN] = "";
     int bit, as_ra, reason;
 
-    if ((bit = cmp_check_request(t, c, req, text)) >= 0)
+    if ((bit = cmp_check_request(t, c, text)) >= 0)
         return rr_reject(c, bit, text);
     if (issuer == NULL || serial == NULL)
         return rr_reject(c, OSSL_CMP_PKIFAILUREINFO_badCertId,

@@ -459,46 +459,54 @@ out:
     return bits;
 }
 
-/* Whether |cert| could be the signer: subject == sender, SKID == senderKID when both are there. */
-static int signer_candidate(X509 *cert, const struct gw_hdr_info *h)
+/* Appends the certificates of a SEQUENCE OF CMPCertificate at |seq| to |out|; 1, or 0 past the caps. */
+static int add_certs(const struct tlv *seq, STACK_OF(X509) *out)
 {
-    const ASN1_OCTET_STRING *skid = X509_get0_subject_key_id(cert);
+    const unsigned char *p = seq->cont, *end = seq->cont + seq->len, *q;
+    struct tlv t;
+    X509 *x;
 
-    if (h->sender == NULL || X509_NAME_cmp(X509_get_subject_name(cert), h->sender) != 0)
+    if (seq->tag != V_ASN1_SEQUENCE || seq->cls != V_ASN1_UNIVERSAL || !seq->constructed ||
+        seq->total > GW_MAX_EXTRA_CERTS_BYTES)
         return 0;
-    if (h->sender_kid_len == 0 || skid == NULL)
-        return 1;
-    return (size_t)skid->length == h->sender_kid_len &&
-           memcmp(skid->data, h->sender_kid, h->sender_kid_len) == 0;
-}
-
-/* Confirms that |cert|'s key made the signature, on a scratch context pinned to |cert|. */
-static int signed_by(X509 *cert, const OSSL_CMP_MSG *msg)
-{
-    OSSL_CMP_CTX *scratch = OSSL_CMP_CTX_new(NULL, NULL);
-    int ok = scratch != NULL && OSSL_CMP_CTX_set1_srvCert(scratch, cert) == 1 &&
-             OSSL_CMP_validate_msg(scratch, msg) == 1;
-
-    OSSL_CMP_CTX_free(scratch);
-    return ok;
-}
-
-X509 *gw_shim_get1_signer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *msg)
-{
-    STACK_OF(X509) *untrusted = ctx != NULL ? OSSL_CMP_CTX_get0_untrusted(ctx) : NULL;
-    struct gw_hdr_info h;
-    X509 *found = NULL;
-
-    if (untrusted == NULL || gw_shim_hdr_info(msg, &h) != 0)
-        return NULL;
-    for (int i = 0; i < sk_X509_num(untrusted) && found == NULL; i++) {
-        X509 *c = sk_X509_value(untrusted, i);
-        if (signer_candidate(c, &h) && signed_by(c, msg) && X509_up_ref(c) == 1)
-            found = c;
+    while (tlv_next(&p, end, &t)) {
+        q = t.p;
+        if (sk_X509_num(out) >= GW_MAX_EXTRA_CERTS || (x = d2i_X509(NULL, &q, t.total)) == NULL)
+            return 0;
+        if (q != t.p + t.total || sk_X509_push(out, x) <= 0) {
+            X509_free(x);
+            return 0;
+        }
     }
-    gw_shim_hdr_info_cleanup(&h);
-    ERR_clear_error(); /* failed candidates leave noise in the queue */
-    return found;
+    return p == end;
+}
+
+STACK_OF(X509) *gw_shim_get1_extra_certs(const OSSL_CMP_MSG *msg)
+{
+    unsigned char *der = NULL;
+    const unsigned char *p, *end, *q;
+    STACK_OF(X509) *out = sk_X509_new_null();
+    struct tlv t, seq;
+    int len, ok = 0;
+
+    /* PKIMessage ::= SEQUENCE { header, body, protection [0] OPTIONAL, extraCerts [1] OPTIONAL } */
+    if (out == NULL || msg == NULL || (len = i2d_OSSL_CMP_MSG(msg, &der)) <= 0 ||
+        !open_seq(der, len, &p, &end) || !tlv_next(&p, end, &t) || !tlv_next(&p, end, &t))
+        goto out;
+    ok = 1;
+    while (ok && tlv_next(&p, end, &t)) {
+        if (t.cls != V_ASN1_CONTEXT_SPECIFIC || t.tag != 1)
+            continue;
+        q = t.cont;
+        ok = tlv_next(&q, t.cont + t.len, &seq) && q == t.cont + t.len && add_certs(&seq, out);
+    }
+out:
+    OPENSSL_free(der);
+    if (!ok) {
+        sk_X509_pop_free(out, X509_free);
+        return NULL;
+    }
+    return out;
 }
 
 int gw_shim_pkisi_status(const OSSL_CMP_PKISI *si)

@@ -81,13 +81,11 @@ int gw_shim_alg_hash_bits(const X509_ALGOR *alg);
 int gw_shim_popo_hash_bits(const OSSL_CRMF_MSG *crm);
 
 /*
- * gw_shim_get1_signer returns the certificate that signed |msg| (3.2+:
- * OSSL_CMP_CTX_get0_validatedSrvCert). Call after OpenSSL validated the protection with |ctx|:
- * candidates are the ctx's untrusted certs (request extraCerts first) whose subject is the
- * header sender and whose SKID matches the senderKID; several candidates are told apart by
- * validating |msg| on a scratch context pinned to each. NULL if none.
+ * gw_shim_get1_extra_certs returns the extraCerts of |msg| (RFC 9810 §5.1; 3.2+:
+ * OSSL_CMP_MSG_get0_extraCerts) as a new stack, empty when there are none; NULL when they are
+ * malformed or exceed GW_MAX_EXTRA_CERTS certificates or GW_MAX_EXTRA_CERTS_BYTES.
  */
-X509 *gw_shim_get1_signer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *msg);
+STACK_OF(X509) *gw_shim_get1_extra_certs(const OSSL_CMP_MSG *msg);
 
 /* gw_shim_pkisi_status returns the PKIStatus of |si| (OSSL_CMP_PKISTATUS_*), or -1 if unreadable. */
 int gw_shim_pkisi_status(const OSSL_CMP_PKISI *si);

@@ -95,21 +95,16 @@ static int check_replay(struct cmp_call *c, char *text)
     }
 }
 
-/* Who sent the request: the signer's subject (3.0 has no getter: the shim finds it), or "pbm:<ref>". */
-static void identify(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req)
+/* Who sent the request: the authenticated signer's subject (cmp_auth.c), or "pbm:<ref>". */
+static void identify(struct cmp_txn *t, struct cmp_call *c)
 {
-    OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
-    const X509_NAME *name = t->sender;
+    const X509_NAME *name = t->signer != NULL ? X509_get_subject_name(t->signer) : NULL;
 
     if (t->pbm) {
         snprintf(t->identity, sizeof(t->identity), "pbm:%.*s", (int)t->kid_len, (const char *)t->kid);
         snprintf(t->pbm_ref, sizeof(t->pbm_ref), "%.*s", (int)t->kid_len, (const char *)t->kid);
-    } else {
-        X509_free(t->signer);
-        if ((t->signer = gw_shim_get1_signer(ctx, req)) != NULL)
-            name = X509_get_subject_name(t->signer);
-        if (name == NULL || X509_NAME_oneline(name, t->identity, sizeof(t->identity)) == NULL)
-            snprintf(t->identity, sizeof(t->identity), "unknown");
+    } else if (name == NULL || X509_NAME_oneline(name, t->identity, sizeof(t->identity)) == NULL) {
+        snprintf(t->identity, sizeof(t->identity), "unknown");
     }
     snprintf(c->rsp->identity, sizeof(c->rsp->identity), "%s", t->identity);
 }
@@ -141,11 +136,11 @@ static int check_kur(struct cmp_txn *t, struct cmp_call *c, const OSSL_CRMF_MSG 
     return OSSL_CMP_PKIFAILUREINFO_notAuthorized;
 }
 
-int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req, char *text)
+int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, char *text)
 {
     int bit;
 
-    identify(t, c, req);
+    identify(t, c);
     if ((bit = cmp_authorize(c, t, text)) >= 0 || (bit = check_time(c, text)) >= 0 ||
         (bit = check_replay(c, text)) >= 0)
         return bit;
@@ -409,7 +404,7 @@ static OSSL_CMP_PKISI *decide(struct cmp_txn *t, struct cmp_call *c, const OSSL_
     char text[GW_ERR_LEN] = "";
     int bit;
 
-    identify(t, c, req);
+    identify(t, c);
     if ((bit = cmp_authorize(c, t, text)) >= 0 || (bit = check_time(c, text)) >= 0 ||
         (bit = check_replay(c, text)) >= 0 || (bit = cmp_check_3gpp(c, t, crm, p10cr, text)) >= 0 ||
         (bit = check_kur(t, c, crm, text)) >= 0 || (bit = cmp_check_old_cert(c, t, text)) >= 0 ||

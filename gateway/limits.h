@@ -36,8 +36,11 @@
 #define GW_REPLAY_MAX_ENTRIES 100000  /* transactionIDs remembered for replay detection */
 #define GW_MIN_PBM_SECRET_LEN 8
 #define GW_MAX_PBM_SECRET_LEN 1024
-#define GW_IDENTITY_LEN 256 /* printable identity (subject DN or PBM reference) */
-#define GW_MAX_GENM_ITAVS 8 /* infoTypes one genm may ask for (RFC 9483 §4.3 asks one) */
+#define GW_IDENTITY_LEN 256                  /* printable identity (subject DN or PBM reference) */
+#define GW_MAX_EXTRA_CERTS 16                /* certificates in a request's extraCerts: signer and chain */
+#define GW_MAX_EXTRA_CERTS_BYTES (32 * 1024) /* their DER, of a GW_MAX_CMP_BODY message */
+#define GW_MAX_SIGNER_CANDIDATES 4           /* certificates naming the sender that are tried as signer */
+#define GW_MAX_GENM_ITAVS 8                  /* infoTypes one genm may ask for (RFC 9483 §4.3 asks one) */
 #define GW_MAX_GENP_VALUE (GW_MAX_RESPONSE - 16 * 1024) /* genp values: room left for header, extraCerts */
 
 /* upstream */

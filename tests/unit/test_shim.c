@@ -289,31 +289,54 @@ static void test_error_set_status(void **state)
     ERR_clear_error();
 }
 
-/* Signer lookup: the right certificate among look-alikes with the same subject. */
-static void test_get1_signer(void **state)
+/* A signed ir carrying |n| extra self-signed certificates (OpenSSL leaves a self-signed signer out). */
+static OSSL_CMP_MSG *ir_with_extra(int n, STACK_OF(X509) **sent)
 {
     OSSL_CMP_CTX *cl = client(0);
+    OSSL_CMP_MSG *req;
+    EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    char cn[32];
+
+    *sent = sk_X509_new_null();
+    for (int i = 0; i < n; i++) {
+        snprintf(cn, sizeof(cn), "extra-%d", i);
+        sk_X509_push(*sent, self_signed(k, cn));
+    }
+    OSSL_CMP_CTX_set1_extraCertsOut(cl, *sent);
+    req = make_ir(cl);
+    EVP_PKEY_free(k);
+    OSSL_CMP_CTX_free(cl);
+    return req;
+}
+
+/* extraCerts come back in order; absent gives an empty stack; the count is capped. */
+static void test_get1_extra_certs(void **state)
+{
+    STACK_OF(X509) *sent = NULL, *got;
+    OSSL_CMP_CTX *cl = client(1); /* PBM: no extraCerts */
     OSSL_CMP_MSG *req = make_ir(cl);
-    OSSL_CMP_CTX *srv = OSSL_CMP_CTX_new(NULL, NULL);
-    EVP_PKEY *k2 = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    X509 *twin = self_signed(k2, "shim-client"), *got;
-    STACK_OF(X509) *u = sk_X509_new_null();
 
     (void)state;
-    assert_null(gw_shim_get1_signer(srv, req)); /* no candidates */
-    sk_X509_push(u, twin);
-    sk_X509_push(u, cert);
-    OSSL_CMP_CTX_set1_untrusted(srv, u);
-    got = gw_shim_get1_signer(srv, req);
-    assert_ptr_equal(got, cert);
-    X509_free(got);
-    assert_null(gw_shim_get1_signer(NULL, req));
-    sk_X509_free(u);
-    X509_free(twin);
-    EVP_PKEY_free(k2);
-    OSSL_CMP_CTX_free(srv);
+    assert_non_null(got = gw_shim_get1_extra_certs(req));
+    assert_int_equal(sk_X509_num(got), 0);
+    sk_X509_free(got);
     OSSL_CMP_MSG_free(req);
     OSSL_CMP_CTX_free(cl);
+    assert_null(gw_shim_get1_extra_certs(NULL));
+
+    req = ir_with_extra(GW_MAX_EXTRA_CERTS, &sent);
+    assert_non_null(got = gw_shim_get1_extra_certs(req));
+    assert_int_equal(sk_X509_num(got), GW_MAX_EXTRA_CERTS);
+    for (int i = 0; i < GW_MAX_EXTRA_CERTS; i++)
+        assert_int_equal(X509_cmp(sk_X509_value(got, i), sk_X509_value(sent, i)), 0);
+    sk_X509_pop_free(got, X509_free);
+    sk_X509_pop_free(sent, X509_free);
+    OSSL_CMP_MSG_free(req);
+
+    req = ir_with_extra(GW_MAX_EXTRA_CERTS + 1, &sent);
+    assert_null(gw_shim_get1_extra_certs(req));
+    sk_X509_pop_free(sent, X509_free);
+    OSSL_CMP_MSG_free(req);
 }
 
 /* Every truncation of a valid message either fails to decode or walks cleanly. */
@@ -375,7 +398,7 @@ int main(void)
         cmocka_unit_test(test_template),
         cmocka_unit_test(test_validity),
         cmocka_unit_test(test_error_set_status),
-        cmocka_unit_test(test_get1_signer),
+        cmocka_unit_test(test_get1_extra_certs),
         cmocka_unit_test(test_truncated_and_garbage),
         cmocka_unit_test(test_body_names),
     };

@@ -1,0 +1,194 @@
+/*
+ * Who signed a request: one authenticated identity (docs/security.md, "One identity").
+ *
+ * OpenSSL 3.0 validates a signature-protected message against whichever certificate it finds
+ * first (extraCerts, then the untrusted list, then the trust store) but does not say which one
+ * (3.2+: OSSL_CMP_CTX_get0_validatedSrvCert). Guessing afterwards is unsafe: a client holding one
+ * trusted certificate can add a self-made look-alike with the same subject and key but another
+ * device's issuer and serial, or the cmcRA usage, and the guess picks the look-alike. So the
+ * engine chooses before OpenSSL runs: the one certificate naming the sender whose chain validates
+ * against the route's trust, and pins it as srvCert. OpenSSL then verifies the signature with
+ * exactly that certificate, and every decision (authorization, kur, rr, allow-lists, audit,
+ * certConf and pollReq) uses it. The number of candidates is capped before any signature check,
+ * so a request without credentials cannot make the server try many keys.
+ */
+#include "cmp_local.h"
+#include "err.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <openssl/err.h>
+
+/* Whether |cert| names the sender: subject == sender, SKID == senderKID when both are there. */
+static int names_sender(X509 *cert, const struct gw_hdr_info *h)
+{
+    const ASN1_OCTET_STRING *skid = X509_get0_subject_key_id(cert);
+
+    if (X509_NAME_cmp(X509_get_subject_name(cert), h->sender) != 0)
+        return 0;
+    if (h->sender_kid_len == 0 || skid == NULL)
+        return 1;
+    return (size_t)skid->length == h->sender_kid_len &&
+           memcmp(skid->data, h->sender_kid, h->sender_kid_len) == 0;
+}
+
+static int contains(const STACK_OF(X509) *certs, const X509 *x)
+{
+    for (int i = 0; i < sk_X509_num(certs); i++)
+        if (X509_cmp(sk_X509_value(certs, i), x) == 0)
+            return 1;
+    return 0;
+}
+
+/* Adds the certificates of |from| that name the sender to |cands| (no duplicates). 0, or -1 past the cap. */
+static int add_candidates(STACK_OF(X509) *cands, const STACK_OF(X509) *from, const struct gw_hdr_info *h)
+{
+    for (int i = 0; i < sk_X509_num(from); i++) {
+        X509 *x = sk_X509_value(from, i);
+
+        if (!names_sender(x, h) || contains(cands, x))
+            continue;
+        if (sk_X509_num(cands) >= GW_MAX_SIGNER_CANDIDATES || !sk_X509_push(cands, x))
+            return -1;
+    }
+    return 0;
+}
+
+/* |extra| and the role's intermediates as the context's untrusted list: what chains are built from. */
+static int set_untrusted(OSSL_CMP_CTX *ctx, const struct gw_role *role, const STACK_OF(X509) *extra)
+{
+    STACK_OF(X509) *all = sk_X509_dup(extra);
+    int ok = all != NULL;
+
+    for (int i = 0; ok && i < sk_X509_num(role->untrusted); i++)
+        ok = sk_X509_push(all, sk_X509_value(role->untrusted, i)) > 0;
+    /* never NULL or empty: that leaves ctx->untrusted NULL and breaks the context */
+    ok = ok && (sk_X509_num(all) == 0 || OSSL_CMP_CTX_set1_untrusted(ctx, all) == 1);
+    sk_X509_free(all);
+    return ok;
+}
+
+/* Keeps the candidates whose chain validates against |store| at the context's verification time. */
+static STACK_OF(X509) *valid_chains(OSSL_CMP_CTX *ctx, X509_STORE *store, const STACK_OF(X509) *cands)
+{
+    STACK_OF(X509) *ok = sk_X509_new_null();
+
+    for (int i = 0; ok != NULL && i < sk_X509_num(cands); i++) {
+        X509 *x = sk_X509_value(cands, i);
+
+        if (OSSL_CMP_validate_cert_path(ctx, store, x) == 1 && !sk_X509_push(ok, x)) {
+            sk_X509_free(ok);
+            ok = NULL;
+        }
+    }
+    return ok;
+}
+
+/*
+ * Several distinct certificates name the sender and chain to the route's trust (a renewed
+ * certificate beside the old one, say): the signature decides. More than one that verifies is
+ * ambiguous, and the identity would be a guess. NULL with |text| set unless exactly one verifies.
+ */
+static X509 *disambiguate(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *msg, const STACK_OF(X509) *valid, int *bit,
+                          char *text)
+{
+    X509 *found = NULL;
+    int n = 0;
+
+    for (int i = 0; i < sk_X509_num(valid); i++) {
+        X509 *x = sk_X509_value(valid, i);
+
+        if (OSSL_CMP_CTX_set1_srvCert(ctx, x) == 1 && OSSL_CMP_validate_msg(ctx, msg) == 1) {
+            found = x;
+            n++;
+        }
+    }
+    (void)OSSL_CMP_CTX_set1_srvCert(ctx, NULL);
+    if (n == 1)
+        return found;
+    *bit = OSSL_CMP_PKIFAILUREINFO_badMessageCheck;
+    snprintf(text, GW_ERR_LEN, "%s",
+             n == 0 ? TEXT_BAD_SIGNATURE
+                    : "message protection is ambiguous: several valid certificates with the sender's name "
+                      "verify it; send senderKID and only the signer's certificate and chain");
+    return NULL;
+}
+
+/* The signer among |cands|, or NULL with |bit| and |text|. */
+static X509 *choose(OSSL_CMP_CTX *ctx, X509_STORE *store, const OSSL_CMP_MSG *msg,
+                    const STACK_OF(X509) *cands, int *bit, char *text)
+{
+    STACK_OF(X509) *valid = valid_chains(ctx, store, cands);
+    X509 *signer = NULL;
+
+    *bit = OSSL_CMP_PKIFAILUREINFO_badMessageCheck;
+    if (valid == NULL)
+        snprintf(text, GW_ERR_LEN, "internal error: out of memory");
+    else if (sk_X509_num(valid) == 0)
+        snprintf(text, GW_ERR_LEN, "%s", TEXT_UNTRUSTED);
+    else if (sk_X509_num(valid) == 1)
+        signer = sk_X509_value(valid, 0);
+    else
+        signer = disambiguate(ctx, msg, valid, bit, text);
+    sk_X509_free(valid);
+    return signer;
+}
+
+int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *msg, char *text)
+{
+    OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
+    X509_STORE *store = t->role->store;
+    STACK_OF(X509) *extra = NULL, *anchors = NULL, *cands = NULL;
+    X509 *signer = NULL;
+    int bit = OSSL_CMP_PKIFAILUREINFO_badMessageCheck;
+
+    /* PBM: OpenSSL checks the MAC; no trust or no sender name: OpenSSL refuses on its own */
+    if (t->pbm || store == NULL || c->hdr.sender == NULL)
+        return -1;
+    if ((extra = gw_shim_get1_extra_certs(msg)) == NULL) {
+        snprintf(text, GW_ERR_LEN, "extraCerts are malformed or hold more than %d certificates or %d bytes",
+                 GW_MAX_EXTRA_CERTS, GW_MAX_EXTRA_CERTS_BYTES);
+        bit = OSSL_CMP_PKIFAILUREINFO_badRequest;
+        goto out;
+    }
+    if ((cands = sk_X509_new_null()) == NULL || (anchors = X509_STORE_get1_all_certs(store)) == NULL) {
+        snprintf(text, GW_ERR_LEN, "internal error: out of memory");
+        bit = OSSL_CMP_PKIFAILUREINFO_systemFailure;
+        goto out;
+    }
+    if (add_candidates(cands, extra, &c->hdr) != 0 ||
+        add_candidates(cands, t->role->untrusted, &c->hdr) != 0 ||
+        add_candidates(cands, anchors, &c->hdr) != 0) {
+        snprintf(text, GW_ERR_LEN,
+                 "more than %d certificates carry the sender's name: send only the signer's certificate "
+                 "and its chain",
+                 GW_MAX_SIGNER_CANDIDATES);
+        goto out;
+    }
+    if (!set_untrusted(ctx, t->role, extra)) {
+        snprintf(text, GW_ERR_LEN, "internal error: out of memory");
+        bit = OSSL_CMP_PKIFAILUREINFO_systemFailure;
+        goto out;
+    }
+    if ((signer = choose(ctx, store, msg, cands, &bit, text)) == NULL)
+        goto out;
+    if (OSSL_CMP_CTX_set1_srvCert(ctx, signer) != 1 || X509_up_ref(signer) != 1) {
+        snprintf(text, GW_ERR_LEN, "internal error: out of memory");
+        bit = OSSL_CMP_PKIFAILUREINFO_systemFailure;
+        signer = NULL;
+        goto out;
+    }
+    X509_free(t->signer);
+    t->signer = signer;
+    bit = -1;
+out:
+    if (bit >= 0)
+        gw_log_kv(GW_LOG_INFO, "signer_refused", "tid", c->rsp->tid, "role", t->role->name, "reason", text,
+                  NULL);
+    sk_X509_pop_free(extra, X509_free);
+    sk_X509_pop_free(anchors, X509_free);
+    sk_X509_free(cands);
+    ERR_clear_error(); /* candidates that failed leave noise in the queue */
+    return bit;
+}
