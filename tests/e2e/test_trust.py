@@ -1,0 +1,255 @@
+"""The trust boundary, attacked as a client holding one trusted certificate would (docs/security.md).
+
+Forged signer identity: the attacker A (the demo client, trusted on the route) signs with a self-made
+certificate X that carries A's subject, A's key and A's SKID, but the issuer and serial of another
+device's certificate V, or the id-kp-cmcRA usage. OpenSSL accepts the message because of A (sent
+beside X in extraCerts, or a trust anchor itself); the identity every decision uses must still be A.
+Each case asserts the refusal decoded from the answer and that nothing happened to V.
+Also: more certificates naming the sender than the cap, and two valid ones that both verify.
+"""
+import datetime
+import json
+import sys
+
+sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+import harness  # noqa: E402
+
+from cryptography import x509  # noqa: E402
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, ObjectIdentifier  # noqa: E402
+
+CMC_RA = ObjectIdentifier("1.3.6.1.5.5.7.3.28")
+CLIENT_SUBJECT = "/O=cmpgw demo/CN=demo-client"
+ANCHOR_SUBJECT = "/O=cmpgw demo/CN=anchored-device"
+ALLOWED_SERIAL = 0x7A11CE  # the allow-listed device V of the "fleet" role
+TEXT_RR = "only the holder of a certificate (signing the rr with it) or an RA of role default may revoke it"
+TEXT_KUR = "key update must be signed with the certificate it updates; oldCertID names another certificate"
+
+
+def load_cert(path):
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def load_key(path):
+    return serialization.load_pem_private_key(path.read_bytes(), password=None)
+
+
+def forge(path, signer_cert, signer_key, issuer=None, serial=None, ekus=(), skid=True):
+    """X: |signer_cert|'s subject, key and SKID, with |issuer| and |serial| of another certificate."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    b = (x509.CertificateBuilder().subject_name(signer_cert.subject)
+         .issuer_name(issuer if issuer is not None else signer_cert.issuer)
+         .public_key(signer_cert.public_key())
+         .serial_number(serial if serial is not None else x509.random_serial_number())
+         .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
+         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+         .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True))
+    if ekus:
+        b = b.add_extension(x509.ExtendedKeyUsage(list(ekus)), critical=False)
+    if skid:
+        b = b.add_extension(signer_cert.extensions.get_extension_for_oid(
+            ExtensionOID.SUBJECT_KEY_IDENTIFIER).value, critical=False)
+    cert = b.sign(signer_key, hashes.SHA256())
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def make_anchor(d):
+    """A self-signed device certificate that a trust entry lists as its own anchor."""
+    harness.genkey(d / "anchor.key")
+    harness.run(["openssl", "req", "-new", "-key", d / "anchor.key", "-subj", ANCHOR_SUBJECT, "-out",
+                 d / "anchor.csr"])
+    (d / "anchor.ext").write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                                  "subjectKeyIdentifier=hash\n")
+    harness.run(["openssl", "x509", "-req", "-in", d / "anchor.csr", "-signkey", d / "anchor.key", "-days", "30",
+                 "-extfile", d / "anchor.ext", "-out", d / "anchor.pem"])
+
+
+def make_allowed_device(d):
+    """V of the allow-list: a device certificate of the demo issuing CA with a known serial."""
+    harness.genkey(d / "allowed.key")
+    harness.run(["openssl", "req", "-new", "-key", d / "allowed.key", "-subj", "/O=vendor/CN=allowed-device",
+                 "-out", d / "allowed.csr"])
+    (d / "allowed.ext").write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                                   "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n")
+    harness.run(["openssl", "x509", "-req", "-in", d / "allowed.csr", "-CA", d / "issuing.pem", "-CAkey",
+                 d / "issuing.key", "-days", "30", "-extfile", d / "allowed.ext", "-set_serial",
+                 hex(ALLOWED_SERIAL), "-out", d / "allowed.pem"])
+
+
+def audit(gw, event):
+    path = gw.dir / "audit.log"
+    return [r for r in (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+            if r.get("event") == event] if path.exists() else []
+
+
+class ForgedSigner(harness.GatewayTestCase):
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        d = gw.dir
+        (d / "store").mkdir(exist_ok=True)
+        make_anchor(d)
+        make_allowed_device(d)
+        (d / "allowlist.txt").write_text("serial:%x\n" % ALLOWED_SERIAL)
+        cfg["upstreams"]["local"]["store"] = "store"
+        cfg["trust"]["anchored"] = {"ca_file": "anchor.pem"}
+        role = cfg["roles"]["default"]
+        role["trust"] = ["demo", "anchored"]
+        # the demo client's subject is an RA subject, but its certificate lacks id-kp-cmcRA
+        role["authorization"] = {"ra_subjects": [CLIENT_SUBJECT]}
+        fleet = dict(role, trust=["demo"], device_allowlist="allowlist.txt")
+        fleet.pop("authorization")
+        cfg["roles"]["fleet"] = fleet
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def enrol(self, name):
+        key = self.newkey(name)
+        res = self.gw.cmp("ir", name, newkey=key, subject="/CN=%s" % name, extra=("-implicit_confirm",))
+        return res.cert, key
+
+    def attacker(self):
+        d = self.gw.dir
+        return load_cert(d / "client.pem"), load_key(d / "client.key")
+
+    def assert_not_revoked(self, cert):
+        serial = load_cert(cert).serial_number
+        self.assertFalse([r for r in audit(self.gw, "revoked") if int(r.get("serial", "0"), 16) == serial])
+
+    def rr(self, name, victim, cert, key, extracerts=None):
+        extra = ["-oldcert", victim, "-revreason", "1"]
+        if extracerts:
+            extra += ["-extracerts", extracerts]
+        return self.gw.cmp("rr", name, auth=(cert, key), extra=extra, expect_cert=False)
+
+    # -- forged holder: rr ----------------------------------------------------------------------
+
+    def test_rr_forged_holder_with_real_cert_in_extracerts(self):
+        victim, _ = self.enrol("rr-victim")
+        a_cert, a_key = self.attacker()
+        v = load_cert(victim)
+        x = forge(self.gw.dir / "x-rr.pem", a_cert, a_key, issuer=v.issuer, serial=v.serial_number)
+        res = self.rr("rr-forged", victim, x, self.gw.dir / "client.key", extracerts=self.gw.dir / "client.pem")
+        self.assert_cmp_error(res.first, ("rp",), "notAuthorized", TEXT_RR)
+        self.assert_not_revoked(victim)
+
+    def test_rr_forged_holder_signer_is_trust_anchor(self):
+        victim, _ = self.enrol("rr-victim2")
+        d = self.gw.dir
+        v = load_cert(victim)
+        x = forge(d / "x-anchor.pem", load_cert(d / "anchor.pem"), load_key(d / "anchor.key"), issuer=v.issuer,
+                  serial=v.serial_number)
+        res = self.rr("rr-anchor", victim, x, d / "anchor.key")  # X alone: A is in the trust store
+        self.assert_cmp_error(res.first, ("rp",), "notAuthorized", TEXT_RR)
+        self.assert_not_revoked(victim)
+
+    def test_rr_anchor_holder_of_itself_still_works(self):
+        """Control: the holder itself still revokes its certificate."""
+        victim, vkey = self.enrol("rr-own")
+        res = self.rr("rr-own-rr", victim, victim, vkey)
+        self.assertEqual(res.first.body_type, "rp")
+        self.assertEqual(res.first.status, 0, res.first)
+
+    # -- forged RA ------------------------------------------------------------------------------
+
+    def test_rr_forged_ra_usage(self):
+        victim, _ = self.enrol("ra-victim")
+        a_cert, a_key = self.attacker()
+        x = forge(self.gw.dir / "x-ra.pem", a_cert, a_key, ekus=(CMC_RA, ExtendedKeyUsageOID.CLIENT_AUTH))
+        res = self.rr("rr-ra", victim, x, self.gw.dir / "client.key", extracerts=self.gw.dir / "client.pem")
+        self.assert_cmp_error(res.first, ("rp",), "notAuthorized", TEXT_RR)
+        self.assert_not_revoked(victim)
+
+    # -- forged holder: kur ---------------------------------------------------------------------
+
+    def test_kur_of_another_device(self):
+        victim, _ = self.enrol("kur-victim")
+        a_cert, a_key = self.attacker()
+        v = load_cert(victim)
+        d = self.gw.dir
+        x = forge(d / "x-kur.pem", a_cert, a_key, issuer=v.issuer, serial=v.serial_number)
+        res = self.gw.cmp("kur", "kur-forged", auth=(x, d / "client.key"), newkey=self.newkey("kur-new"),
+                          extra=("-oldcert", victim, "-extracerts", d / "client.pem", "-implicit_confirm"),
+                          expect_cert=False)
+        self.assert_cmp_error(res.first, ("kup",), "notAuthorized", TEXT_KUR)
+        self.assertIsNone(res.cert)
+
+    def test_kur_of_another_device_signer_is_trust_anchor(self):
+        victim, _ = self.enrol("kur-victim2")
+        d = self.gw.dir
+        v = load_cert(victim)
+        x = forge(d / "x-kur2.pem", load_cert(d / "anchor.pem"), load_key(d / "anchor.key"), issuer=v.issuer,
+                  serial=v.serial_number)
+        res = self.gw.cmp("kur", "kur-anchor", auth=(x, d / "anchor.key"), newkey=self.newkey("kur-new2"),
+                          extra=("-oldcert", victim, "-implicit_confirm"), expect_cert=False)
+        self.assert_cmp_error(res.first, ("kup",), "notAuthorized", TEXT_KUR)
+        self.assertIsNone(res.cert)
+
+    # -- allow-list by serial -------------------------------------------------------------------
+
+    def test_allowlist_serial_forged(self):
+        d = self.gw.dir
+        a_cert, a_key = self.attacker()
+        allowed = load_cert(d / "allowed.pem")
+        x = forge(d / "x-fleet.pem", a_cert, a_key, issuer=allowed.issuer, serial=allowed.serial_number)
+        res = self.gw.cmp("ir", "fleet-forged", auth=(x, d / "client.key"), newkey=self.newkey("fleet-new"),
+                          subject="/CN=fleet-forged", path="pki/roles/fleet/cmp",
+                          extra=("-extracerts", d / "client.pem", "-implicit_confirm"), expect_cert=False)
+        self.assert_rejected(res, "notAuthorized", "device %s is not on this route's allow-list" % CLIENT_SUBJECT)
+
+    def test_allowlist_serial_genuine(self):
+        """Control: the listed device itself enrols."""
+        d = self.gw.dir
+        res = self.gw.cmp("ir", "fleet-ok", auth=(d / "allowed.pem", d / "allowed.key"),
+                          newkey=self.newkey("fleet-ok"), subject="/CN=fleet-ok", path="pki/roles/fleet/cmp",
+                          extra=("-implicit_confirm",))
+        self.assertIsNotNone(res.cert)
+
+    # -- bounds and ambiguity -------------------------------------------------------------------
+
+    def test_too_many_certificates_naming_the_sender(self):
+        d = self.gw.dir
+        a_cert, a_key = self.attacker()
+        bundle = d / "lookalikes.pem"
+        bundle.write_text("".join(forge(d / ("x-many-%d.pem" % i), a_cert, a_key).read_text() for i in range(5)))
+        res = self.gw.cmp("ir", "many", newkey=self.newkey("many"), subject="/CN=many",
+                          extra=("-extracerts", bundle, "-implicit_confirm"), expect_cert=False)
+        self.assert_cmp_error(res.first, ("error",), "badMessageCheck",
+                              "more than 4 certificates carry the sender's name: send only the signer's "
+                              "certificate and its chain")
+
+    def test_too_many_extra_certs(self):
+        d = self.gw.dir
+        bundle = d / "crowd.pem"
+        _, _, fkey = harness.make_foreign_pki(d / "crowd")
+        fkey = load_key(fkey)
+        crowd = []
+        for i in range(17):  # none names the sender: the count alone is refused
+            now = datetime.datetime.now(datetime.timezone.utc)
+            name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "crowd-%d" % i)])
+            c = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(fkey.public_key())
+                 .serial_number(i + 1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+                 .sign(fkey, hashes.SHA256()))
+            crowd.append(c.public_bytes(serialization.Encoding.PEM).decode())
+        bundle.write_text("".join(crowd))
+        res = self.gw.cmp("ir", "crowd", newkey=self.newkey("crowd"), subject="/CN=crowd",
+                          extra=("-extracerts", bundle, "-implicit_confirm"), expect_cert=False)
+        self.assert_cmp_error(res.first, ("error",), "badRequest",
+                              "extraCerts are malformed or hold more than 16 certificates or 32768 bytes")
+
+    def test_two_valid_certificates_both_verify(self):
+        """Two certificates of the same subject and key, both issued here: which one is the identity is a guess."""
+        key = self.newkey("twin")
+        first = self.gw.cmp("ir", "twin1", newkey=key, subject="/CN=twin", extra=("-implicit_confirm",)).cert
+        second = self.gw.cmp("ir", "twin2", newkey=key, subject="/CN=twin", extra=("-implicit_confirm",)).cert
+        res = self.gw.cmp("ir", "twin-ir", auth=(first, key), newkey=self.newkey("twin-new"), subject="/CN=twin",
+                          extra=("-extracerts", second, "-implicit_confirm"), expect_cert=False)
+        self.assert_cmp_error(res.first, ("error",), "badMessageCheck",
+                              "message protection is ambiguous: several valid certificates with the sender's "
+                              "name verify it")
+        self.assertIsNone(res.cert)
+
+
+if __name__ == "__main__":
+    harness.main()
