@@ -80,7 +80,7 @@ cat > cmpgw.json <<JSON
   ],
   "signer": { "cert": "signer.pem", "key": "signer.key" },
   "trust": {
-    "demo": { "ca_file": "ca.pem", "untrusted_file": "issuing.pem" }
+    "demo": { "ca_file": "ca.pem", "untrusted_file": "issuing.pem", "revocation": "none" }
   },
   "pbm": {
     "demo-device": { "secret_file": "pbm.secret" }

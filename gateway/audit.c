@@ -486,6 +486,7 @@ static void build_line(struct buf *b, const struct gw_audit_rec *r, unsigned fie
     put_str_field(b, "role", r->role);
     put_str_field(b, "identity", r->identity);
     put_str_field(b, "tls_subject", r->tls_subject);
+    put_str_field(b, "credential_status", r->credential_status);
     put_str_field(b, "body_type", r->body_type);
     put_str_field(b, "upstream", r->upstream);
     put_str_field(b, "serial", r->serial);

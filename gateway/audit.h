@@ -22,7 +22,8 @@ struct gw_audit_rec {
     const char *role;
     const char *identity; /* CMP identity */
     const char *tls_subject;
-    const char *body_type; /* "ir", "p10cr", ... */
+    const char *credential_status; /* how the signer's and TLS certificate's revocation status was known */
+    const char *body_type;         /* "ir", "p10cr", ... */
     const char *upstream;
     const char *serial;       /* hex */
     const char *status;       /* "accepted", "grantedWithMods", "rejection: <failInfo>: <text>" */

@@ -590,8 +590,9 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
         refuse(c, msg, OSSL_CMP_PKIFAILUREINFO_notAuthorized, TEXT_OTHER_SENDER);
         return;
     }
-    /* the sender pin covers the CMP side; the TLS side (tls_must_be_signer, ...) may have changed */
-    if ((bit = cmp_authorize(c, t, text)) >= 0) {
+    /* the sender pin covers the CMP side; the TLS side (tls_must_be_signer, ...) may have changed,
+     * and either certificate may have been revoked since the request */
+    if ((bit = cmp_check_credentials(c, t, text)) >= 0 || (bit = cmp_authorize(c, t, text)) >= 0) {
         (void)gw_txn_put(c->e->txns, txn);
         refuse(c, msg, bit, text);
         return;

@@ -35,6 +35,7 @@ struct gw_cmp_engine {
     struct cmp_role_policy *role_policies; /* per cfg->roles[i] */
     time_t (*clock)(void);                 /* tests only; NULL = time(NULL) */
     struct cmp_pending *pending;           /* upstream calls still running (cmp_poll.c's lock) */
+    struct cmp_crl_cache *crls;            /* per cfg->upstreams[i]: its CRL (cmp_status.c) */
 };
 
 /* How a certConf ended, as the callback saw it. */
@@ -80,6 +81,7 @@ struct cmp_txn {
     X509 *issued;                     /* our reference to the certificate issued */
     struct gw_upstream *up;           /* the upstream that issued it (borrowed from the engine's set) */
     char identity[GW_IDENTITY_LEN];
+    char credential_status[2 * GW_ERR_LEN]; /* how the signer's and TLS certificate's status was known */
     char serial[2 * 20 + 1];
     /* for the audit records of later messages (certConf, expiry) */
     char route[GW_MAX_PATH_LEN];
@@ -107,13 +109,28 @@ struct cmp_txn {
  */
 int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *msg, char *text);
 
+/*
+ * cmp_status.c: the revocation status of the certificates that authenticate a request (t->signer,
+ * the TLS client certificate). -1 if both may be used (t->credential_status says how that was
+ * known), else certRevoked, systemUnavail (status unknown: fail closed) or notAuthorized, with |text|.
+ */
+int cmp_check_credentials(struct cmp_call *c, struct cmp_txn *t, char *text);
+/* The upstream whose CA (|*ca|, config index |*index|) issued |cert|, by issuer name and AKI; or NULL. */
+struct gw_upstream *cmp_issuer_upstream(const struct gw_cmp_engine *e, const X509 *cert, X509 **ca,
+                                        size_t *index);
+/* After a revocation through cmpgw at |up|: its next status check reads a fresh CRL. */
+void cmp_status_invalidate(struct gw_cmp_engine *e, const struct gw_upstream *up);
+int cmp_status_init(struct gw_cmp_engine *e, char *err);
+void cmp_status_cleanup(struct gw_cmp_engine *e);
+
 /* cmp_srv.c */
 struct cmp_txn *cmp_txn_new(struct cmp_call *c, int refusal);
 void cmp_txn_free(void *txn);
 void cmp_log_capture_begin(struct cmp_call *c);
 void cmp_log_capture_end(void);
 
-/* cmp_srv.c: who sent the request (t->identity), then authorization, messageTime, replay. -1 if fine. */
+/* cmp_srv.c: who sent the request (t->identity), its credentials' status, then authorization, messageTime,
+ * replay. -1 if fine. */
 int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, char *text);
 
 /* cmp_rr.c (RFC 9483 §4.2) and cmp_genm.c (§4.3): OpenSSL callbacks */
@@ -155,7 +172,6 @@ void cmp_policy_cleanup(struct gw_cmp_engine *e);
 /* cmp_policy.c: per request. Checks return -1 if fine, else a failInfo bit with |text| (GW_ERR_LEN). */
 void cmp_describe_call(struct cmp_call *c);
 int cmp_authorize(struct cmp_call *c, const struct cmp_txn *t, char *text);
-int cmp_check_old_cert(struct cmp_call *c, const struct cmp_txn *t, char *text);
 int cmp_check_3gpp(struct cmp_call *c, const struct cmp_txn *t, const OSSL_CRMF_MSG *crm,
                    const X509_REQ *p10cr, char *text);
 int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, const struct gw_cert_plan *plan, int crmf,

@@ -93,7 +93,7 @@ int cmp_policy_init(struct gw_cmp_engine *e, char *err)
         snprintf(err, GW_ERR_LEN, "CMP engine: %.200s", why);
         return GW_ERR_IO;
     }
-    if (init_issuer_stores(e, err) != 0 || init_role_policies(e, err) != 0)
+    if (init_issuer_stores(e, err) != 0 || init_role_policies(e, err) != 0 || cmp_status_init(e, err) != 0)
         return GW_ERR_NOMEM;
     return 0;
 }
@@ -111,6 +111,7 @@ void cmp_policy_cleanup(struct gw_cmp_engine *e)
     }
     free(e->role_policies);
     e->role_policies = NULL;
+    cmp_status_cleanup(e);
     gw_audit_close(e->audit);
     e->audit = NULL;
 }
@@ -171,37 +172,6 @@ const char *cmp_upstream_name(const struct gw_upstream *up)
     const struct gw_upstream_conf *uc = up != NULL ? gw_upstream_get0_conf(up) : NULL;
 
     return uc != NULL && uc->name != NULL ? uc->name : "?";
-}
-
-/* The delegate issuer signed the old certificate: its CA, not the upstream, knows it. */
-static int issued_by(const X509 *cert, const struct gw_upstream_conf *uc)
-{
-    return uc != NULL && uc->cert != NULL &&
-           X509_NAME_cmp(X509_get_issuer_name(cert), X509_get_subject_name(uc->cert)) == 0;
-}
-
-/*
- * kur (issue 3 §6): the certificate being updated must not be revoked, in the upstream's own view
- * where it offers one. check_kur already made sure the signer is that certificate.
- */
-int cmp_check_old_cert(struct cmp_call *c, const struct cmp_txn *t, char *text)
-{
-    struct gw_upstream *up = gw_upstream_set_get0(c->e->ups, t->role->upstream_name);
-    char err[GW_ERR_LEN] = "";
-    int revoked = 0;
-
-    if (c->body != GW_CMP_BODY_KUR || t->signer == NULL || (gw_upstream_caps(up) & GW_UP_CERT_STATUS) == 0 ||
-        issued_by(t->signer, t->role->delegate))
-        return -1;
-    if (gw_upstream_cert_status(up, t->signer, &revoked, err) != 0) {
-        snprintf(text, GW_ERR_LEN, "the status of the certificate to update could not be checked: %.150s",
-                 err);
-        return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
-    }
-    if (!revoked)
-        return -1;
-    snprintf(text, GW_ERR_LEN, "the certificate to update is revoked");
-    return OSSL_CMP_PKIFAILUREINFO_certRevoked;
 }
 
 /* Checks |plan| against the cached policy of |up|'s role, fetching it when stale. Lock held. */
@@ -323,6 +293,7 @@ void cmp_audit_rec_init(struct gw_audit_rec *r, const struct cmp_txn *t, const c
     r->route = t->route[0] != '\0' ? t->route : NULL;
     r->role = t->role != NULL ? t->role->name : NULL;
     r->identity = t->identity[0] != '\0' ? t->identity : NULL;
+    r->credential_status = t->credential_status[0] != '\0' ? t->credential_status : NULL;
     r->tls_subject = t->tls_subject[0] != '\0' ? t->tls_subject : NULL;
     r->body_type = t->body[0] != '\0' ? t->body : NULL;
     r->upstream = t->up != NULL ? cmp_upstream_name(t->up) : NULL;
@@ -369,6 +340,7 @@ void cmp_withdraw(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *
     int rc = gw_upstream_revoke(t->up, cert, reason, err);
 
     if (rc == 0) {
+        cmp_status_invalidate(e, t->up);
         (void)cmp_audit_cert(e, t, tid, "revoked", "revoked upstream", cert, 1);
         gw_log_kv(GW_LOG_WARN, "cert_revoked", "tid", tid, "serial", t->serial, "upstream",
                   cmp_upstream_name(t->up), NULL);

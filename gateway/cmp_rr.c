@@ -169,6 +169,7 @@ static OSSL_CMP_PKISI *revoke(struct cmp_txn *t, struct cmp_call *c, const X509_
         (void)cmp_audit_write(c->e, &r, 1);
         return upstream_failed(t, c, rc, err);
     }
+    cmp_status_invalidate(c->e, t->up); /* the holder's certificate authenticates nothing from now on */
     /* Vault takes no reason code (notes/upstream-apis.md): this record is where it is kept */
     snprintf(status, sizeof(status), "revoked; reason %s%s", reason_name(reason),
              dropped ? " (kept here only: the upstream takes no reason)" : "");

@@ -141,8 +141,8 @@ int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, char *text)
     int bit;
 
     identify(t, c);
-    if ((bit = cmp_authorize(c, t, text)) >= 0 || (bit = check_time(c, text)) >= 0 ||
-        (bit = check_replay(c, text)) >= 0)
+    if ((bit = cmp_check_credentials(c, t, text)) >= 0 || (bit = cmp_authorize(c, t, text)) >= 0 ||
+        (bit = check_time(c, text)) >= 0 || (bit = check_replay(c, text)) >= 0)
         return bit;
     return -1;
 }
@@ -404,11 +404,8 @@ static OSSL_CMP_PKISI *decide(struct cmp_txn *t, struct cmp_call *c, const OSSL_
     char text[GW_ERR_LEN] = "";
     int bit;
 
-    identify(t, c);
-    if ((bit = cmp_authorize(c, t, text)) >= 0 || (bit = check_time(c, text)) >= 0 ||
-        (bit = check_replay(c, text)) >= 0 || (bit = cmp_check_3gpp(c, t, crm, p10cr, text)) >= 0 ||
-        (bit = check_kur(t, c, crm, text)) >= 0 || (bit = cmp_check_old_cert(c, t, text)) >= 0 ||
-        (bit = reserve(t, c, text)) >= 0)
+    if ((bit = cmp_check_request(t, c, text)) >= 0 || (bit = cmp_check_3gpp(c, t, crm, p10cr, text)) >= 0 ||
+        (bit = check_kur(t, c, crm, text)) >= 0 || (bit = reserve(t, c, text)) >= 0)
         return reject(c, bit, text);
     return issue(t, c, req, crm, p10cr, certOut, chainOut);
 }

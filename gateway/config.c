@@ -1233,6 +1233,18 @@ static int check_trust(struct pctx *pc, const char *path, void *base)
     join_key(fpath, path, "crl_file");
     if (t->crl_file != NULL && load_crls(pc, fpath, t, anchors) != 0)
         goto out;
+    if (t->revocation == GW_REVOCATION_UNSET && t->crl_file == NULL) {
+        join_key(fpath, path, "revocation");
+        fail(pc, fpath,
+             "say how revoked client certificates are recognised: a \"crl_file\", \"upstream\" (only "
+             "certificates of configured upstreams, checked there) or \"none\"");
+        goto out;
+    }
+    /* the CAs whose directly signed certificates this entry's "revocation" speaks for */
+    if (t->untrusted != NULL && X509_add_certs(anchors, t->untrusted, X509_ADD_FLAG_UP_REF) != 1)
+        goto out;
+    t->cas = anchors;
+    anchors = NULL;
     rc = 0;
 out:
     sk_X509_pop_free(anchors, X509_free);
@@ -1610,6 +1622,10 @@ static int check_upstream(struct pctx *pc, const char *path, void *base)
 
     if (check_upstream_keys(pc, path, u) != 0)
         return GW_ERR_INVAL;
+    if (!u->check_revocation)
+        gw_log(GW_LOG_WARN, "config",
+               "%s: %s: check_revocation is false: its certificates authenticate requests even when revoked",
+               pc->name, path);
     return upstream_checks[u->type](pc, path, u);
 }
 
@@ -1909,10 +1925,15 @@ static const struct field signer_fields[] = {
 };
 OBJDEF(signer_def, signer_fields, check_signer);
 
+static const struct enumval revocation_names[] = {
+    {"none", GW_REVOCATION_NONE, NULL}, {"upstream", GW_REVOCATION_UPSTREAM, NULL}, {NULL, 0, NULL}};
+
 static const struct field trust_fields[] = {
     REQ("ca_file", p_file, struct gw_trust_conf, ca_file),
     OPT("untrusted_file", p_file, struct gw_trust_conf, untrusted_file),
     OPT("crl_file", p_file, struct gw_trust_conf, crl_file),
+    OPT("revocation", p_enum, struct gw_trust_conf, revocation, .def = GW_REVOCATION_UNSET,
+        .aux = revocation_names),
 };
 OBJDEF(trust_def, trust_fields, check_trust);
 
@@ -1960,6 +1981,7 @@ static const struct field upstream_fields[] = {
     OPT("max_inflight", p_u32, struct gw_upstream_conf, max_inflight, .min = 1,
         .max = GW_MAX_UPSTREAM_INFLIGHT, .def = GW_DEFAULT_UPSTREAM_MAX_INFLIGHT),
     OPT("delay", p_dur_ms, struct gw_upstream_conf, delay_ms, .min = 0, .max = GW_MAX_UPSTREAM_DELAY_MS),
+    OPT("check_revocation", p_bool, struct gw_upstream_conf, check_revocation, .def = true),
 };
 OBJDEF(upstream_def, upstream_fields, check_upstream);
 
@@ -2055,6 +2077,8 @@ static const struct field cmp_fields[] = {
         .max = GW_MAX_TXNS, .def = GW_DEFAULT_MAX_TXNS_PER_IDENTITY),
     OPT("pbm_max_iterations", p_u32, struct gw_cmp_conf, pbm_max_iterations, .min = GW_MIN_PBM_ITER,
         .max = GW_MAX_PBM_ITER, .def = GW_DEFAULT_PBM_MAX_ITER),
+    OPT("revocation_grace", p_dur_s, struct gw_cmp_conf, revocation_grace, .min = 0,
+        .max = GW_MAX_REVOCATION_GRACE, .def = GW_DEFAULT_REVOCATION_GRACE),
 };
 OBJDEF(cmp_def, cmp_fields, NULL);
 
@@ -2146,11 +2170,11 @@ static int p_listeners(struct pctx *pc, const char *path, struct json_object *v,
 
 /* ---- cross-field checks ------------------------------------------------------------------ */
 
-static const struct gw_trust_conf *trust_find(const struct gw_config *cfg, const char *name)
+const struct gw_trust_conf *gw_config_trust(const struct gw_config *cfg, const char *name)
 {
     size_t i;
 
-    for (i = 0; i < cfg->n_trust; i++)
+    for (i = 0; cfg != NULL && name != NULL && i < cfg->n_trust; i++)
         if (strcmp(cfg->trust[i].name, name) == 0)
             return &cfg->trust[i];
     return NULL;
@@ -2216,7 +2240,7 @@ static int trust_union(struct pctx *pc, const struct gw_config *cfg, const char 
 
     for (i = 0; i < n; i++) {
         join_index(ipath, path, i);
-        if ((t = trust_find(cfg, names[i])) == NULL)
+        if ((t = gw_config_trust(cfg, names[i])) == NULL)
             return fail(pc, ipath, "unknown trust \"%s\"", names[i]);
         if ((rc = trust_union_add(store, untrusted, t)) != 0)
             return fail(pc, ipath, "cannot build the trust store: %s", gw_err_str(rc));
@@ -2904,6 +2928,7 @@ static void free_trust_pbm(struct gw_config *cfg)
         free(cfg->trust[i].ca_file);
         free(cfg->trust[i].untrusted_file);
         free(cfg->trust[i].crl_file);
+        sk_X509_pop_free(cfg->trust[i].cas, X509_free);
         X509_STORE_free(cfg->trust[i].store);
         sk_X509_pop_free(cfg->trust[i].untrusted, X509_free);
     }

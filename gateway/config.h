@@ -33,14 +33,26 @@ struct gw_listener_conf {
 };
 
 /* A named set of trust anchors for CMP signature protection ("trust": {"name": {...}}). */
+/*
+ * How a trust entry learns that a certificate its CAs signed directly was revoked (docs/security.md).
+ * Certificates a configured upstream issued are always checked at that upstream, whatever this says.
+ */
+enum gw_revocation_source {
+    GW_REVOCATION_UNSET = 0, /* valid only with crl_file */
+    GW_REVOCATION_NONE,      /* "none": such certificates are not checked (an explicit choice) */
+    GW_REVOCATION_UPSTREAM,  /* "upstream": only certificates of configured upstreams are accepted */
+};
+
 struct gw_trust_conf {
     char *name;
-    char *ca_file;             /* PEM bundle of trust anchors */
-    char *untrusted_file;      /* optional PEM bundle of intermediates */
-    char *crl_file;            /* optional PEM CRLs: with it, revoked certificates are refused (CRL check on
-                                  the whole chain, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL) */
-    X509_STORE *store;         /* loaded; X509_V_FLAG_X509_STRICT, partial chains off */
-    STACK_OF(X509) *untrusted; /* loaded; never empty when non-NULL (openssl-cmp-3.0 §10.3) */
+    char *ca_file;        /* PEM bundle of trust anchors */
+    char *untrusted_file; /* optional PEM bundle of intermediates */
+    char *crl_file;       /* optional PEM CRLs: with it, revoked certificates are refused (CRL check on
+                             the whole chain, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL) */
+    enum gw_revocation_source revocation; /* "revocation" */
+    X509_STORE *store;                    /* loaded; X509_V_FLAG_X509_STRICT, partial chains off */
+    STACK_OF(X509) *untrusted;            /* loaded; never empty when non-NULL (openssl-cmp-3.0 §10.3) */
+    STACK_OF(X509) *cas;                  /* anchors and intermediates: which certificates it covers */
 };
 
 /* A PBM credential, selected by the request's senderKID (its "reference"). */
@@ -65,6 +77,7 @@ struct gw_upstream_conf {
     enum gw_upstream_type type;
     uint32_t timeout_ms;
     uint32_t max_inflight;
+    bool check_revocation; /* "check_revocation": false accepts its certificates as credentials unchecked */
     /* local */
     char *cert_file, *key_file, *chain_file;
     X509 *cert; /* issuing CA certificate */
@@ -259,6 +272,7 @@ struct gw_cmp_conf {
     uint32_t max_transactions;
     uint32_t max_transactions_per_identity;
     uint32_t pbm_max_iterations;
+    uint32_t revocation_grace; /* seconds past a CRL's nextUpdate it may still be used */
 };
 
 /* Vault's audit_fields names, as bits. */
@@ -341,5 +355,6 @@ void gw_config_free(struct gw_config *cfg);
 const struct gw_role *gw_config_role(const struct gw_config *cfg, const char *name, size_t len);
 const struct gw_label *gw_config_label(const struct gw_config *cfg, const char *label, size_t len);
 const struct gw_pbm_conf *gw_config_pbm(const struct gw_config *cfg, const unsigned char *ref, size_t len);
+const struct gw_trust_conf *gw_config_trust(const struct gw_config *cfg, const char *name);
 
 #endif

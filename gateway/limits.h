@@ -40,7 +40,10 @@
 #define GW_MAX_EXTRA_CERTS 16                /* certificates in a request's extraCerts: signer and chain */
 #define GW_MAX_EXTRA_CERTS_BYTES (32 * 1024) /* their DER, of a GW_MAX_CMP_BODY message */
 #define GW_MAX_SIGNER_CANDIDATES 4           /* certificates naming the sender that are tried as signer */
-#define GW_MAX_GENM_ITAVS 8                  /* infoTypes one genm may ask for (RFC 9483 §4.3 asks one) */
+#define GW_DEFAULT_REVOCATION_GRACE 3600     /* seconds a CRL past its nextUpdate still answers */
+#define GW_MAX_REVOCATION_GRACE (7 * 24 * 3600)
+#define GW_STATUS_REFRESH_SECS 300 /* an upstream's CRL is fetched again at least this often */
+#define GW_MAX_GENM_ITAVS 8        /* infoTypes one genm may ask for (RFC 9483 §4.3 asks one) */
 #define GW_MAX_GENP_VALUE (GW_MAX_RESPONSE - 16 * 1024) /* genp values: room left for header, extraCerts */
 
 /* upstream */

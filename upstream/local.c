@@ -603,7 +603,8 @@ static int local_crl(struct gw_upstream *up, unsigned char **der, size_t *len, c
 
 const struct gw_upstream_ops gw_upstream_local_ops = {
     .dialect = "local",
-    .caps = GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE | GW_UP_CERT_STATUS | GW_UP_CRL,
+    .caps =
+        GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE | GW_UP_CERT_STATUS | GW_UP_CRL | GW_UP_STATUS_AT_ONCE,
     .init = local_init,
     .cleanup = local_cleanup,
     .sign = local_sign,

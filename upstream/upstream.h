@@ -50,6 +50,8 @@ enum gw_upstream_cap {
     GW_UP_ROLE_POLICY = 1u << 3, /* can describe an upstream role's policy (delegate issuers) */
     GW_UP_CERT_STATUS = 1u << 4, /* can tell whether a certificate it issued is revoked (kur) */
     GW_UP_CRL = 1u << 5,         /* publishes a CRL (gw_upstream_crl) */
+    GW_UP_STATUS_AT_ONCE =
+        1u << 6, /* cert_status answers from local state without network: ask it every time */
 };
 
 /*

@@ -75,8 +75,8 @@ class ThreeGpp(harness.GatewayTestCase):
         make_device(d, "bs666", STRANGER, "0x1C0FF666")
         (d / "bs.allow").write_text("# base stations of this operator\n%s\n\n  serial:1c:0f:fe:e2  \n" % ALLOWED)
         cfg["signer"]["chain"] = "ca.pem"  # the operator root: the gateway must put it in extraCerts
-        cfg["trust"]["vendor"] = {"ca_file": "vroot.pem"}  # the intermediate comes from the device
-        cfg["trust"]["operator"] = {"ca_file": "ca.pem", "untrusted_file": "issuing.pem"}
+        cfg["trust"]["vendor"] = {"ca_file": "vroot.pem", "revocation": "none"}  # the intermediate comes from the device
+        cfg["trust"]["operator"] = {"ca_file": "ca.pem", "untrusted_file": "issuing.pem", "revocation": "none"}
         # no chain: the operator root in the ip comes from the signer configuration alone
         cfg["upstreams"]["operator-ca"] = {"type": "local", "cert": "issuing.pem", "key": "issuing.key"}
         role = {

@@ -19,8 +19,9 @@ class CfsslFrontDoor(harness.GatewayTestCase):
         cls.cfssl = cfsslenv.Cfssl(gw.dir)
         cls.cfssl.make_pki()
         cls.cfssl.start()
+        # cfssl 1.2 (Debian 12) serves no CRL: its certificates can sign requests only unchecked
         common = {"type": "cfssl", "url": cls.cfssl.url, "tls_ca": "ca.pem", "issuer_ca": "cfssl-issuer.pem",
-                  "timeout": "10s"}
+                  "timeout": "10s", "check_revocation": False}
         cfg["upstreams"].update({
             "cfssl": dict(common),
             "cfssl-auth": dict(common, auth_key_file="cfssl.authkey"),
@@ -142,6 +143,42 @@ class CfsslFrontDoor(harness.GatewayTestCase):
         self.assertEqual(rr.first.status, 0, rr.first)
         self.assertEqual(rr.returncode, 0, rr.stderr)
         self.assertEqual(self.cfssl.record(res.cert), ("revoked", 1))
+
+
+
+class CfsslStatusUnknown(harness.GatewayTestCase):
+    """Where cfssl cannot tell whether a certificate it issued is revoked, that certificate authenticates
+    nothing (fail closed), unless the operator says "check_revocation": false (the class above)."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.cfssl = cfsslenv.Cfssl(gw.dir)
+        cls.cfssl.make_pki()
+        cls.cfssl.start()
+        cfg["upstreams"]["cfssl"] = {"type": "cfssl", "url": cls.cfssl.url, "tls_ca": "ca.pem",
+                                     "issuer_ca": "cfssl-issuer.pem", "timeout": "10s"}
+        cfg["roles"]["default"].update(upstream="cfssl", upstream_role="devices", allowed_san_types=["dns", "ip"])
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            cls.cfssl.stop()
+
+    def test_cfssl_certificate_cannot_sign_without_status(self):
+        d = self.gw.dir
+        key = self.newkey("cf-unknown")
+        csr = d / "cf-unknown.csr"
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/O=cmpgw e2e/CN=unknown.example.com",
+                     "-addext", "subjectAltName=DNS:unknown.example.com", "-out", csr])
+        res = self.gw.cmp("p10cr", "cf-unknown", extra=["-csr", csr, "-implicit_confirm"])
+        chain = d / "cf-unknown.chain.pem"
+        chain.write_text(res.first.extra_certs_pem())
+        again = self.gw.cmp("p10cr", "cf-unknown-2", auth=(res.cert, key), expect_cert=False,
+                            extra=["-csr", csr, "-untrusted", chain, "-implicit_confirm"])
+        self.assert_rejected(again, "systemUnavail", "the revocation status of the signer certificate cannot be "
+                             "checked now (no CRL of upstream cfssl")
 
 
 if __name__ == "__main__":

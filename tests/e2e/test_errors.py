@@ -47,6 +47,9 @@ ELSEWHERE = {
     "extra_certs": ("test_trust.py", "extraCerts are malformed or hold more than 16 certificates or 32768 bytes"),
     "signer_candidates": ("test_trust.py", "more than 4 certificates carry the sender's name: send only the "),
     "signer_ambiguous": ("test_trust.py", "message protection is ambiguous: several valid certificates with the "),
+    "credential_revoked": ("test_trust.py", "is revoked; authenticate with a valid one"),
+    "credential_status_unknown": ("test_trust.py", "certificate cannot be checked now ("),
+    "credential_issuer_unchecked": ("test_trust.py", "accepts certificates of its upstreams only"),
 }
 
 
@@ -104,6 +107,24 @@ def resign(msg, key_path):
     part = der_seq(encoder.encode(msg["header"]) + encoder.encode(msg["body"]))  # ProtectedPart
     msg["protection"] = bits(msg.componentType["protection"].asn1Object, key.sign(part, ec.ECDSA(hashes.SHA256())))
     return msg
+
+
+def certconf(ir, ip, cert_hash, key, recip=None, sender=None):
+    """A certConf in |ir|'s transaction (answered by |ip|) confirming |cert_hash|, signed with |key|."""
+    m = ir
+    body = m["body"].clone()
+    cc = body.componentType["certConf"].asn1Object.clone()
+    cs = rfc4210.CertStatus()
+    cs["certHash"] = cert_hash
+    cs["certReqId"] = 0
+    cc.append(cs)
+    body["certConf"] = cc
+    m["body"] = body
+    set_octets(m["header"], "senderNonce", os.urandom(16))
+    set_octets(m["header"], "recipNonce", recip or ip.header["senderNonce"].asOctets())
+    if sender is not None:
+        m["header"]["sender"] = sender
+    return resign(m, key)
 
 
 def flip_last(bitstring):
@@ -403,21 +424,7 @@ class Errors(Base):
         return load(res.req_files[0].read_bytes()), res.first, cert
 
     def certconf(self, ir, ip, cert_hash, key=None, recip=None, sender=None):
-        """A certConf in |ir|'s transaction confirming |cert_hash|, signed with |key| (client.key)."""
-        m = ir
-        body = m["body"].clone()
-        cc = body.componentType["certConf"].asn1Object.clone()
-        cs = rfc4210.CertStatus()
-        cs["certHash"] = cert_hash
-        cs["certReqId"] = 0
-        cc.append(cs)
-        body["certConf"] = cc
-        m["body"] = body
-        set_octets(m["header"], "senderNonce", os.urandom(16))
-        set_octets(m["header"], "recipNonce", recip or ip.header["senderNonce"].asOctets())
-        if sender is not None:
-            m["header"]["sender"] = sender
-        return resign(m, key or self.key())
+        return certconf(ir, ip, cert_hash, key or self.key(), recip=recip, sender=sender)
 
     def test_no_txn(self):
         done = self.gw.cmp("ir", "closed", newkey=self.newkey("closed"), subject="/CN=closed")

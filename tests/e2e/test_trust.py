@@ -6,13 +6,23 @@ device's certificate V, or the id-kp-cmcRA usage. OpenSSL accepts the message be
 beside X in extraCerts, or a trust anchor itself); the identity every decision uses must still be A.
 Each case asserts the refusal decoded from the answer and that nothing happened to V.
 Also: more certificates naming the sender than the cap, and two valid ones that both verify.
+
+Revoked credentials: a certificate revoked through cmpgw (keyCompromise) no longer authenticates an ir,
+p10cr, rr, genm or certConf, nor as the TLS client certificate; a certificate of the Vault-API test
+server is checked against its CRL; a CRL past nextUpdate plus the grace fails closed.
 """
 import datetime
+import hashlib
 import json
+import ssl
 import sys
+from pathlib import Path
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
+import vaultenv  # noqa: E402
+from pyasn1.codec.der import encoder  # noqa: E402
+from test_errors import certconf, load  # noqa: E402
 
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -24,6 +34,7 @@ ANCHOR_SUBJECT = "/O=cmpgw demo/CN=anchored-device"
 ALLOWED_SERIAL = 0x7A11CE  # the allow-listed device V of the "fleet" role
 TEXT_RR = "only the holder of a certificate (signing the rr with it) or an RA of role default may revoke it"
 TEXT_KUR = "key update must be signed with the certificate it updates; oldCertID names another certificate"
+TEXT_REVOKED = "certificate (serial %s) is revoked; authenticate with a valid one"
 
 
 def load_cert(path):
@@ -93,7 +104,7 @@ class ForgedSigner(harness.GatewayTestCase):
         make_allowed_device(d)
         (d / "allowlist.txt").write_text("serial:%x\n" % ALLOWED_SERIAL)
         cfg["upstreams"]["local"]["store"] = "store"
-        cfg["trust"]["anchored"] = {"ca_file": "anchor.pem"}
+        cfg["trust"]["anchored"] = {"ca_file": "anchor.pem", "revocation": "none"}
         role = cfg["roles"]["default"]
         role["trust"] = ["demo", "anchored"]
         # the demo client's subject is an RA subject, but its certificate lacks id-kp-cmcRA
@@ -250,6 +261,207 @@ class ForgedSigner(harness.GatewayTestCase):
                               "name verify it")
         self.assertIsNone(res.cert)
 
+
+
+def serial_of(cert):
+    """The serial as the gateway prints it: lower-case hex, padded to whole octets."""
+    h = "%x" % load_cert(cert).serial_number
+    return "0" * (len(h) % 2) + h
+
+
+def tls_bundle(d, cert):
+    """The certificate and its issuing CA in one file: `openssl cmp -tls_cert` sends what the file holds."""
+    out = d / (cert.name + ".tls.pem")
+    out.write_text(cert.read_text() + (d / "issuing.pem").read_text())
+    return out
+
+
+class RevokedCredentials(harness.GatewayTestCase):
+    """The local issuer (with a store) issued the credentials; the holder revokes them with rr."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        (gw.dir / "store").mkdir(exist_ok=True)
+        cfg["upstreams"]["local"]["store"] = "store"
+        # the same CAs, but only certificates that came from an upstream are accepted
+        cfg["trust"]["strict"] = {"ca_file": "ca.pem", "untrusted_file": "issuing.pem", "revocation": "upstream"}
+        cfg["roles"]["strict"] = dict(cfg["roles"]["default"], trust=["strict"])
+
+    def enrol(self, name, **kw):
+        key = self.newkey(name)
+        res = self.gw.cmp("ir", name, newkey=key, subject="/CN=%s" % name, extra=("-implicit_confirm",), **kw)
+        return res.cert, key
+
+    def revoke(self, name, cert, key):
+        res = self.gw.cmp("rr", name + "-rr", auth=(cert, key), extra=("-oldcert", cert, "-revreason", "1"),
+                          expect_cert=False)
+        self.assertEqual((res.first.body_type, res.first.status), ("rp", 0), res.first)
+
+    def revoked(self, name):
+        cert, key = self.enrol(name)
+        self.revoke(name, cert, key)
+        return cert, key
+
+    def assert_revoked_answer(self, answer, body_types, cert, what="signer"):
+        self.assert_cmp_error(answer, body_types, "certRevoked", "the %s %s" % (what, TEXT_REVOKED % serial_of(cert)))
+
+    def test_good_signer_status_on_record(self):
+        cert, key = self.enrol("good")
+        res = self.gw.cmp("ir", "good-again", auth=(cert, key), newkey=self.newkey("good-again"),
+                          subject="/CN=good", extra=("-implicit_confirm",))
+        self.assertIsNotNone(res.cert)
+        issued = [r for r in audit(self.gw, "issued") if int(r.get("serial", "0"), 16) ==
+                  load_cert(res.cert).serial_number]
+        self.assertEqual(len(issued), 1)
+        self.assertIn("signer: store of upstream local", issued[0].get("credential_status", ""))
+
+    def test_strict_trust_refuses_a_certificate_no_upstream_issued(self):
+        """The demo client was signed by the demo root directly: nothing can tell whether it is revoked."""
+        res = self.gw.cmp("ir", "strict-demo", newkey=self.newkey("strict-demo"), subject="/CN=strict-demo",
+                          path="pki/roles/strict/cmp", extra=("-implicit_confirm",), expect_cert=False)
+        self.assert_rejected(res, "notAuthorized", "the signer certificate was not issued by a CA this gateway can "
+                             "ask about revocation; trust strict accepts certificates of its upstreams only")
+
+    def test_strict_trust_serves_a_certificate_of_its_upstream(self):
+        cert, key = self.enrol("strict-ok")
+        res = self.gw.cmp("ir", "strict-ok-ir", auth=(cert, key), newkey=self.newkey("strict-ok-new"),
+                          subject="/CN=strict-ok", path="pki/roles/strict/cmp", extra=("-implicit_confirm",))
+        self.assertIsNotNone(res.cert)
+
+    def test_revoked_signer_ir(self):
+        cert, key = self.revoked("rev-ir")
+        res = self.gw.cmp("ir", "rev-ir-again", auth=(cert, key), newkey=self.newkey("rev-ir-new"),
+                          subject="/CN=rev-ir", extra=("-implicit_confirm",), expect_cert=False)
+        self.assert_revoked_answer(res.first, ("ip",), cert)
+        self.assertIsNone(res.cert)
+
+    def test_revoked_signer_p10cr(self):
+        cert, key = self.revoked("rev-p10")
+        d = self.gw.dir
+        harness.run(["openssl", "req", "-new", "-key", self.newkey("rev-p10-new"), "-subj", "/CN=rev-p10",
+                     "-out", d / "rev-p10.csr"])
+        res = self.gw.cmp("p10cr", "rev-p10-again", auth=(cert, key), expect_cert=False,
+                          extra=("-csr", d / "rev-p10.csr", "-implicit_confirm"))
+        self.assert_revoked_answer(res.first, ("cp",), cert)
+
+    def test_revoked_signer_rr(self):
+        cert, key = self.revoked("rev-rr")
+        res = self.gw.cmp("rr", "rev-rr-again", auth=(cert, key), extra=("-oldcert", cert, "-revreason", "1"),
+                          expect_cert=False)
+        self.assert_revoked_answer(res.first, ("rp",), cert)
+
+    def test_revoked_signer_genm(self):
+        cert, key = self.revoked("rev-genm")
+        res = self.gw.cmp("genm", "rev-genm-ask", auth=(cert, key), expect_cert=False)
+        self.assert_revoked_answer(res.first, ("error",), cert)
+
+    def test_revoked_signer_certconf(self):
+        """Revoked between the ip and the certConf of an open transaction: the certConf is refused."""
+        cert, key = self.enrol("rev-conf")
+        res = self.gw.cmp("ir", "rev-conf-ir", auth=(cert, key), newkey=self.newkey("rev-conf-new"),
+                          subject="/CN=rev-conf", extra=("-disable_confirm",))
+        self.revoke("rev-conf", cert, key)
+        ir, ip = load(res.req_files[0].read_bytes()), res.first
+        issued = ssl.PEM_cert_to_DER_cert(res.cert.read_text())
+        conf = certconf(ir, ip, hashlib.sha256(issued).digest(), key)
+        f = self.gw.dir / "rev-conf.certconf.der"
+        f.write_bytes(encoder.encode(conf))
+        answer = harness.decode_cmp(self.gw.curl(data=f).body)
+        self.assert_revoked_answer(answer, ("error",), cert)
+
+    def test_revoked_tls_client_certificate(self):
+        d = self.gw.dir
+        cert, key = self.revoked("rev-tls")
+        res = self.gw.cmp("ir", "rev-tls-ir", tls=(tls_bundle(d, cert), key), newkey=self.newkey("rev-tls-new"),
+                          subject="/CN=rev-tls", extra=("-implicit_confirm",), expect_cert=False)
+        self.assert_revoked_answer(res.first, ("ip",), cert, what="TLS client")
+
+    def test_unrevoked_tls_client_certificate(self):
+        """The twin: the same path with a valid TLS client certificate of the local issuer is served."""
+        d = self.gw.dir
+        cert, key = self.enrol("ok-tls")
+        res = self.gw.cmp("ir", "ok-tls-ir", tls=(tls_bundle(d, cert), key), newkey=self.newkey("ok-tls-new"),
+                          subject="/CN=ok-tls", extra=("-implicit_confirm",))
+        self.assertIsNotNone(res.cert)
+
+
+class VaultCase(harness.GatewayTestCase):
+    """A gateway in front of the Vault-API test server; certificates it issued carry their chain beside."""
+
+    vault = None
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.vault = vaultenv.VaultApi(gw.dir)
+        cls.vault.make_pki()
+        cls.vault.start()
+        cfg["upstreams"]["vault"] = {"type": "vault", "url": cls.vault.url, "tls_ca": "ca.pem",
+                                     "issuer_ca": "vault-issuers.pem", "token_file": "vault.token",
+                                     "timeout": "10s"}
+        cfg["roles"]["default"].update(upstream="vault", upstream_role="devices", allowed_san_types=["dns", "ip"])
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            if cls.vault is not None:
+                cls.vault.stop()
+
+    def p10cr(self, name, auth="sig"):
+        d = self.gw.dir
+        key = self.newkey(name)
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=%s.example.com" % name, "-out",
+                     d / ("%s.csr" % name)])
+        extra = ["-csr", d / ("%s.csr" % name), "-implicit_confirm"]
+        if auth != "sig":  # a Vault certificate: its chain goes in extraCerts
+            extra += ["-untrusted", Path(str(auth[0]) + ".chain.pem")]
+        res = self.gw.cmp("p10cr", name, auth=auth, extra=extra, expect_cert=False)
+        if res.cert is not None:
+            Path(str(res.cert) + ".chain.pem").write_text(res.first.extra_certs_pem())
+        return res, key
+
+
+
+class RevokedAtVault(VaultCase):
+    """Certificates the Vault-API test server issued: their status comes from its CRL (GET pki/crl)."""
+
+    def test_crl_says_good_then_revoked(self):
+        first, key = self.p10cr("v-holder")
+        self.assertIsNotNone(first.cert, first.answers)
+        signer = (first.cert, key)
+        again, _ = self.p10cr("v-good", auth=signer)
+        self.assertIsNotNone(again.cert, again.answers)  # the CRL lists nothing yet
+        rr = self.gw.cmp("rr", "v-holder-rr", auth=signer, expect_cert=False,
+                         extra=("-oldcert", first.cert, "-revreason", "1", "-untrusted",
+                                str(first.cert) + ".chain.pem"))
+        self.assertEqual((rr.first.body_type, rr.first.status), ("rp", 0), rr.first)
+        refused, _ = self.p10cr("v-refused", auth=signer)
+        self.assert_cmp_error(refused.first, ("cp",), "certRevoked",
+                              "the signer " + TEXT_REVOKED % serial_of(first.cert))
+        self.assertTrue(self.vault.requests("/v1/pki/crl"))
+
+
+
+class StaleCrlAtVault(VaultCase):
+    """The Vault-API test server's CRL ran out two hours ago (grace: one hour), and cert/<serial> does not
+    answer either: its certificates authenticate nothing until a current CRL can be had."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        super().edit_config(cfg, gw)
+        cls.vault.control({"crl_stale": True, "force_status": 503, "match": "/cert/"})
+
+    def test_stale_crl_fails_closed_then_current_crl_serves(self):
+        first, key = self.p10cr("v-stale")  # signed by the demo client: no Vault certificate involved
+        self.assertIsNotNone(first.cert, first.answers)
+        refused, _ = self.p10cr("v-stale-2", auth=(first.cert, key))
+        self.assert_cmp_error(refused.first, ("cp",), "systemUnavail",
+                              "the revocation status of the signer certificate cannot be checked now (the CRL "
+                              "of upstream vault is past its nextUpdate")
+        self.vault.control({})  # a current CRL again: read at the next request, as the old one ran out
+        served, _ = self.p10cr("v-stale-3", auth=(first.cert, key))
+        self.assertIsNotNone(served.cert, served.answers)
 
 if __name__ == "__main__":
     harness.main()

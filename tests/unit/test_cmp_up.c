@@ -295,7 +295,7 @@ static int dead_port(int *fd)
 
 #define SIGNER_AND_REST                                                                                      \
     "\"signer\": {\"cert\": \"up-ca.pem\", \"key\": \"up-ca.key\"},"                                         \
-    "\"trust\": {\"t\": {\"ca_file\": \"up-ca.pem\"}},"                                                      \
+    "\"trust\": {\"t\": {\"ca_file\": \"up-ca.pem\", \"revocation\": \"none\"}},"                            \
     "\"default_path_policy\": \"role:r\", \"audit\": {\"file\": \"audit.log\"},"
 
 static struct gw_config *config(const char *upstream, const char *role, char *err)

@@ -4,7 +4,8 @@
 Faithful to Vault's JSON (notes/upstream-apis.md §1): {"errors": [...]} on any status >= 400,
 sign/<role> and issuer/<ref>/sign/<role> that verify the CSR signature and apply the role's name,
 key and TTL rules with Vault's error strings, sign-verbatim[/<role>], root/sign-intermediate, serial_number as colon hex,
-numeric expiration, ca_chain, cert/<serial>, revoke, roles/<name>, auth/<mount>/login with the
+numeric expiration, ca_chain, cert/<serial>, revoke, crl (DER, the default issuer's revocations),
+roles/<name>, auth/<mount>/login with the
 TLS client certificate. Not a Vault: no storage, no ACL language (a token either exists or not).
 
 Switches (POST /_control with a JSON object, GET /_control to read; or --state FILE at start):
@@ -15,6 +16,8 @@ Switches (POST /_control with a JSON object, GET /_control to read; or --state F
   warnings_only  bool  sign answers 200 with only warnings and no certificate
   garbage        bool  sign answers 200 with a body that is not JSON
   no_ca_chain    bool  sign answers without ca_chain (issuing_ca only)
+  crl_stale      bool  crl answers a CRL whose nextUpdate passed two hours ago (an issuer that
+                       stopped publishing); applies whatever "match" says
   match          str   the switches apply only to request paths containing this string
 Every request is appended to --log as one JSON line (method, path, token, namespace, body,
 client certificate subject) so tests can assert what Vault received.
@@ -439,6 +442,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(e.status, {"errors": e.errors})
         if obj is None:
             return self.send(status, raw=b"", ctype="application/json")
+        if isinstance(obj, bytes):
+            return self.send(status, raw=obj, ctype="application/pkix-crl")
         return self.send(status, obj)
 
     def control(self, method, body):
@@ -469,6 +474,8 @@ class Handler(BaseHTTPRequestHandler):
         parts = path[len(prefix):].strip("/").split("/")
         if method == "GET" and len(parts) == 2 and parts[0] == "cert":
             return self.cert_read(parts[1])  # unauthenticated in Vault
+        if method == "GET" and parts in (["crl"], ["crl", "der"]):
+            return self.crl()  # unauthenticated in Vault
         self.check_token()
         issuer_ref = None
         if len(parts) >= 3 and parts[0] == "issuer":
@@ -604,6 +611,24 @@ class Handler(BaseHTTPRequestHandler):
             t = entry[2]
         rfc = datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         return 200, self.envelope({"revocation_time": t, "revocation_time_rfc3339": rfc, "state": "revoked"})
+
+    def crl(self):
+        """The default issuer's CRL, DER, as GET <mount>/crl serves it: every revoked certificate it issued."""
+        v = self.vault()
+        i = v.issuer(None)
+        now = datetime.datetime.now(datetime.timezone.utc)
+        this_update, next_update = now - datetime.timedelta(minutes=1), now + datetime.timedelta(hours=72)
+        if v.state.get("crl_stale"):
+            this_update, next_update = now - datetime.timedelta(days=3), now - datetime.timedelta(hours=2)
+        b = (x509.CertificateRevocationListBuilder().issuer_name(i.cert.subject)
+             .last_update(this_update).next_update(next_update))
+        with v.lock:
+            revoked = [(serial, rt) for serial, (cert, issuer, rt) in v.certs.items() if rt and issuer is i]
+        for serial, rt in revoked:
+            b = b.add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(
+                datetime.datetime.fromtimestamp(rt, datetime.timezone.utc)).build())
+        algo = None if isinstance(i.key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)) else hashes.SHA256()
+        return 200, b.sign(i.key, algo).public_bytes(serialization.Encoding.DER)
 
     def cert_read(self, serial_text):
         v = self.vault()

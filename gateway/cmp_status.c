@@ -1,0 +1,392 @@
+/*
+ * Revoked credentials refused (docs/security.md, "Revoked credentials"): the revocation status of
+ * every certificate that authenticates a request, the CMP signer and the TLS client certificate.
+ *
+ * A certificate a configured upstream issued (found by issuer name and key identifier: one lookup,
+ * cmp_issuer_upstream) is checked at that upstream: the local issuer and delegates answer from
+ * their store at once; other upstreams by their CRL, fetched, verified against the upstream's CA,
+ * cached and read again every GW_STATUS_REFRESH_SECS or at once after a revocation through cmpgw;
+ * Vault's cert/<serial> where its CRL cannot be had. A status that cannot be known fails closed:
+ * a CRL serves until its nextUpdate plus cmp.revocation_grace, no longer. A certificate that a
+ * trust entry's own CA signed directly is covered by that entry's crl_file during chain
+ * validation, or by nothing where the entry says "revocation": "none"; an entry that says
+ * "upstream" accepts certificates of configured upstreams only.
+ */
+#include "cmp_local.h"
+#include "err.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+/* A CRL may say it was made a little in the future: clocks differ. */
+#define CRL_CLOCK_SKEW 300
+
+/* One upstream's CRL as last fetched and verified. */
+struct cmp_crl_cache {
+    STACK_OF(X509) *cas; /* the CAs the upstream issues under (not those only there to chain to) */
+    pthread_mutex_t lock;
+    pthread_cond_t fetched_cond;
+    X509_CRL *crl; /* verified against the upstream's CA; NULL until the first good fetch */
+    time_t fetched;
+    int stale;    /* a revocation through cmpgw happened since */
+    int fetching; /* a worker is fetching: others use the cached one or wait */
+};
+
+/* What one certificate's check found, for the audit record. */
+struct status_note {
+    char text[GW_ERR_LEN];
+};
+
+/* Whether some other certificate of |certs| names |ca| as its issuer. */
+static int issues_within(const STACK_OF(X509) *certs, X509 *ca)
+{
+    for (int i = 0; i < sk_X509_num(certs); i++) {
+        X509 *x = sk_X509_value(certs, i);
+
+        if (x != ca && X509_NAME_cmp(X509_get_issuer_name(x), X509_get_subject_name(ca)) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/*
+ * The CAs an upstream issues end-entity certificates under: a local issuer's own certificate, else
+ * those of its issuer_ca that issued no other certificate of that bundle. A root listed only so
+ * that chains can be built does not make the certificates it signed directly the upstream's.
+ */
+static STACK_OF(X509) *issuing_cas(const struct gw_upstream_conf *uc)
+{
+    STACK_OF(X509) *out = sk_X509_new_null();
+    int ok = out != NULL;
+
+    if (ok && uc->cert != NULL)
+        ok = X509_add_cert(out, uc->cert, X509_ADD_FLAG_UP_REF) == 1;
+    for (int i = 0; ok && uc->cert == NULL && i < sk_X509_num(uc->issuer_certs); i++) {
+        X509 *ca = sk_X509_value(uc->issuer_certs, i);
+
+        if (!issues_within(uc->issuer_certs, ca))
+            ok = X509_add_cert(out, ca, X509_ADD_FLAG_UP_REF) == 1;
+    }
+    if (!ok) {
+        sk_X509_pop_free(out, X509_free);
+        return NULL;
+    }
+    return out;
+}
+
+int cmp_status_init(struct gw_cmp_engine *e, char *err)
+{
+    if (e->cfg->n_upstreams == 0)
+        return 0;
+    if ((e->crls = calloc(e->cfg->n_upstreams, sizeof(*e->crls))) == NULL)
+        goto nomem;
+    for (size_t i = 0; i < e->cfg->n_upstreams; i++) {
+        pthread_mutex_init(&e->crls[i].lock, NULL);
+        pthread_cond_init(&e->crls[i].fetched_cond, NULL);
+        if ((e->crls[i].cas = issuing_cas(&e->cfg->upstreams[i])) == NULL)
+            goto nomem;
+    }
+    return 0;
+nomem:
+    snprintf(err, GW_ERR_LEN, "CMP engine: out of memory");
+    return GW_ERR_NOMEM;
+}
+
+void cmp_status_cleanup(struct gw_cmp_engine *e)
+{
+    for (size_t i = 0; e->crls != NULL && i < e->cfg->n_upstreams; i++) {
+        X509_CRL_free(e->crls[i].crl);
+        sk_X509_pop_free(e->crls[i].cas, X509_free);
+        pthread_cond_destroy(&e->crls[i].fetched_cond);
+        pthread_mutex_destroy(&e->crls[i].lock);
+    }
+    free(e->crls);
+    e->crls = NULL;
+}
+
+/* Whether |ca| issued |cert| by name, and by key identifier where both say one (RFC 5280 §4.2.1.1). */
+static int issued_by_ca(const X509 *cert, X509 *ca)
+{
+    const ASN1_OCTET_STRING *akid = X509_get0_authority_key_id((X509 *)cert);
+    const ASN1_OCTET_STRING *skid = X509_get0_subject_key_id(ca);
+
+    if (X509_NAME_cmp(X509_get_issuer_name(cert), X509_get_subject_name(ca)) != 0)
+        return 0;
+    return akid == NULL || skid == NULL || ASN1_OCTET_STRING_cmp(akid, skid) == 0;
+}
+
+struct gw_upstream *cmp_issuer_upstream(const struct gw_cmp_engine *e, const X509 *cert, X509 **ca,
+                                        size_t *index)
+{
+    for (size_t i = 0; e->crls != NULL && i < e->cfg->n_upstreams; i++) {
+        struct gw_upstream *up = gw_upstream_set_get0(e->ups, e->cfg->upstreams[i].name);
+
+        for (int j = 0; up != NULL && j < sk_X509_num(e->crls[i].cas); j++) {
+            if (!issued_by_ca(cert, sk_X509_value(e->crls[i].cas, j)))
+                continue;
+            *ca = sk_X509_value(e->crls[i].cas, j);
+            *index = i;
+            return up;
+        }
+    }
+    return NULL;
+}
+
+void cmp_status_invalidate(struct gw_cmp_engine *e, const struct gw_upstream *up)
+{
+    const struct gw_upstream_conf *uc = up != NULL ? gw_upstream_get0_conf(up) : NULL;
+    size_t i;
+
+    if (uc == NULL || e->crls == NULL || uc < e->cfg->upstreams)
+        return;
+    if ((i = (size_t)(uc - e->cfg->upstreams)) >= e->cfg->n_upstreams)
+        return;
+    pthread_mutex_lock(&e->crls[i].lock);
+    e->crls[i].stale = 1;
+    pthread_mutex_unlock(&e->crls[i].lock);
+}
+
+static time_t asn1_to_time(const ASN1_TIME *t)
+{
+    struct tm tm;
+
+    return t != NULL && ASN1_TIME_to_tm(t, &tm) == 1 ? timegm(&tm) : 0;
+}
+
+/*
+ * A fetched CRL is taken only if |ca| signed it, it has a nextUpdate, it is not from the future,
+ * and it is not older than the one cached (a replayed old CRL must not undo a revocation).
+ */
+static X509_CRL *verified_crl(const unsigned char *der, size_t len, X509 *ca, const X509_CRL *cached,
+                              time_t now, char *err)
+{
+    const unsigned char *p = der;
+    X509_CRL *crl = len <= GW_MAX_UPSTREAM_BODY ? d2i_X509_CRL(NULL, &p, (long)len) : NULL;
+    time_t this_update;
+
+    if (crl == NULL || p != der + len) {
+        snprintf(err, GW_ERR_LEN, "the CRL is not DER");
+        goto err;
+    }
+    if (X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_subject_name(ca)) != 0 ||
+        X509_CRL_verify(crl, X509_get0_pubkey(ca)) != 1) {
+        snprintf(err, GW_ERR_LEN, "the CRL is not signed by the CA that issued the certificate");
+        goto err;
+    }
+    this_update = asn1_to_time(X509_CRL_get0_lastUpdate(crl));
+    if (X509_CRL_get0_nextUpdate(crl) == NULL || this_update == 0 || this_update > now + CRL_CLOCK_SKEW) {
+        snprintf(err, GW_ERR_LEN, "the CRL has no nextUpdate or a thisUpdate in the future");
+        goto err;
+    }
+    if (cached != NULL && this_update < asn1_to_time(X509_CRL_get0_lastUpdate(cached))) {
+        snprintf(err, GW_ERR_LEN, "the CRL is older than the one already seen");
+        goto err;
+    }
+    return crl;
+err:
+    X509_CRL_free(crl);
+    ERR_clear_error();
+    return NULL;
+}
+
+static int due(const struct cmp_crl_cache *cc, time_t now)
+{
+    return cc->crl == NULL || cc->stale || now < cc->fetched || now - cc->fetched >= GW_STATUS_REFRESH_SECS ||
+           now >= asn1_to_time(X509_CRL_get0_nextUpdate(cc->crl));
+}
+
+/* Fetches and installs a new CRL; lock not held. Keeps the cached one if the new one is not good. */
+static void refresh(struct cmp_crl_cache *cc, struct gw_upstream *up, X509 *ca, time_t now, char *err)
+{
+    unsigned char *der = NULL;
+    size_t len = 0;
+    X509_CRL *crl = NULL;
+
+    if (gw_upstream_crl(up, &der, &len, err) == 0)
+        crl = verified_crl(der, len, ca, cc->crl, now, err);
+    free(der);
+    pthread_mutex_lock(&cc->lock);
+    if (crl != NULL) {
+        X509_CRL_free(cc->crl);
+        cc->crl = crl;
+        cc->fetched = now;
+        cc->stale = 0;
+    }
+    cc->fetching = 0;
+    pthread_cond_broadcast(&cc->fetched_cond);
+    pthread_mutex_unlock(&cc->lock);
+}
+
+static int reason_of(const X509_REVOKED *rev)
+{
+    ASN1_ENUMERATED *r = X509_REVOKED_get_ext_d2i(rev, NID_crl_reason, NULL, NULL);
+    int code = r != NULL ? (int)ASN1_ENUMERATED_get(r) : CRL_REASON_NONE;
+
+    ASN1_ENUMERATED_free(r);
+    return code;
+}
+
+/*
+ * |cert|'s entry in |up|'s CRL. 0 with *revoked (and *reason), or GW_ERR_UPSTREAM when no CRL newer
+ * than its nextUpdate plus the grace can be had; |err| says why, |note| what was used.
+ */
+static int crl_status(struct gw_cmp_engine *e, size_t i, struct gw_upstream *up, X509 *ca, X509 *cert,
+                      time_t now, int *revoked, int *reason, struct status_note *note, char *err)
+{
+    struct cmp_crl_cache *cc = &e->crls[i];
+    X509_REVOKED *rev = NULL;
+    char why[GW_ERR_LEN] = "no CRL could be fetched yet";
+    int rc = GW_ERR_UPSTREAM;
+
+    pthread_mutex_lock(&cc->lock);
+    if (due(cc, now) && !cc->fetching) {
+        cc->fetching = 1;
+        pthread_mutex_unlock(&cc->lock);
+        refresh(cc, up, ca, now, why);
+        pthread_mutex_lock(&cc->lock);
+    }
+    while (cc->crl == NULL && cc->fetching)
+        pthread_cond_wait(&cc->fetched_cond, &cc->lock);
+    /* a CRL read before a revocation through cmpgw does not know of it: stale until one after it */
+    if (cc->crl != NULL && !cc->stale &&
+        now <= asn1_to_time(X509_CRL_get0_nextUpdate(cc->crl)) + (time_t)e->cfg->cmp.revocation_grace) {
+        *revoked = X509_CRL_get0_by_cert(cc->crl, &rev, cert) == 1;
+        *reason = *revoked ? reason_of(rev) : CRL_REASON_NONE;
+        snprintf(note->text, sizeof(note->text), "CRL of upstream %s", gw_upstream_get0_conf(up)->name);
+        rc = 0;
+    } else if (cc->crl != NULL && cc->stale) {
+        snprintf(err, GW_ERR_LEN, "no CRL of upstream %s since a revocation (%s)",
+                 gw_upstream_get0_conf(up)->name, why);
+    } else if (cc->crl != NULL) {
+        snprintf(err, GW_ERR_LEN, "the CRL of upstream %s is past its nextUpdate",
+                 gw_upstream_get0_conf(up)->name);
+    } else {
+        snprintf(err, GW_ERR_LEN, "no CRL of upstream %s (%s)", gw_upstream_get0_conf(up)->name, why);
+    }
+    pthread_mutex_unlock(&cc->lock);
+    return rc;
+}
+
+/* The status of |cert| at the upstream |up| that issued it (|ca|), by the best source it offers. */
+static int upstream_status(struct gw_cmp_engine *e, size_t i, struct gw_upstream *up, X509 *ca, X509 *cert,
+                           time_t now, int *revoked, int *reason, struct status_note *note, char *err)
+{
+    unsigned caps = gw_upstream_caps(up);
+    const char *name = gw_upstream_get0_conf(up)->name;
+    char crl_err[GW_ERR_LEN] = "";
+    int rc;
+
+    *revoked = 0;
+    *reason = CRL_REASON_NONE;
+    if ((caps & (GW_UP_STATUS_AT_ONCE | GW_UP_CERT_STATUS)) == (GW_UP_STATUS_AT_ONCE | GW_UP_CERT_STATUS)) {
+        snprintf(note->text, sizeof(note->text), "store of upstream %s", name);
+        return gw_upstream_cert_status(up, cert, revoked, err);
+    }
+    if ((caps & GW_UP_CRL) != 0 && e->crls != NULL &&
+        (rc = crl_status(e, i, up, ca, cert, now, revoked, reason, note, crl_err)) == 0)
+        return 0;
+    if ((caps & GW_UP_CERT_STATUS) != 0) {
+        snprintf(note->text, sizeof(note->text), "status query at upstream %s", name);
+        if ((rc = gw_upstream_cert_status(up, cert, revoked, err)) != 0 && crl_err[0] != '\0') {
+            char query_err[GW_ERR_LEN];
+
+            snprintf(query_err, sizeof(query_err), "%s", err);
+            snprintf(err, GW_ERR_LEN, "%.100s; and the status query failed: %.120s", crl_err, query_err);
+        }
+        return rc;
+    }
+    if (crl_err[0] != '\0')
+        snprintf(err, GW_ERR_LEN, "%s", crl_err);
+    else
+        snprintf(err, GW_ERR_LEN, "upstream %s can tell the status of no certificate", name);
+    return GW_ERR_UPSTREAM;
+}
+
+/*
+ * A certificate no configured upstream issued: the trust entries in |names| whose CA signed it say
+ * whether that is acceptable. -1, or notAuthorized with |text|.
+ */
+static int entry_status(const struct gw_config *cfg, char *const *names, size_t n, X509 *cert,
+                        const char *what, struct status_note *note, char *text)
+{
+    snprintf(note->text, sizeof(note->text), "not checked");
+    for (size_t i = 0; i < n; i++) {
+        const struct gw_trust_conf *t = gw_config_trust(cfg, names[i]);
+        int covers = 0;
+
+        for (int j = 0; t != NULL && j < sk_X509_num(t->cas) && !covers; j++)
+            covers = issued_by_ca(cert, sk_X509_value(t->cas, j));
+        if (!covers)
+            continue;
+        if (t->crl_file != NULL) {
+            snprintf(note->text, sizeof(note->text), "crl_file of trust %s", t->name);
+            return -1;
+        }
+        if (t->revocation == GW_REVOCATION_UPSTREAM) {
+            snprintf(text, GW_ERR_LEN,
+                     "the %s certificate was not issued by a CA this gateway can ask about revocation; trust "
+                     "%s accepts certificates of its upstreams only",
+                     what, t->name);
+            return OSSL_CMP_PKIFAILUREINFO_notAuthorized;
+        }
+        snprintf(note->text, sizeof(note->text), "not checked (trust %s: revocation none)", t->name);
+    }
+    return -1;
+}
+
+/* One authenticating certificate: -1 if it may be used (|note| says how that was known), else a bit. */
+static int check_one(struct cmp_call *c, X509 *cert, char *const *names, size_t n, const char *what,
+                     struct status_note *note, char *text)
+{
+    struct gw_cmp_engine *e = c->e;
+    char err[GW_ERR_LEN] = "", serial[2 * 20 + 1];
+    size_t i = 0;
+    X509 *ca = NULL;
+    struct gw_upstream *up = cmp_issuer_upstream(e, cert, &ca, &i);
+    int revoked = 0, reason = CRL_REASON_NONE;
+
+    if (up == NULL)
+        return entry_status(e->cfg, names, n, cert, what, note, text);
+    if (!gw_upstream_get0_conf(up)->check_revocation) {
+        snprintf(note->text, sizeof(note->text), "not checked (upstream %s: check_revocation false)",
+                 gw_upstream_get0_conf(up)->name);
+        return -1;
+    }
+    if (upstream_status(e, i, up, ca, cert, c->now, &revoked, &reason, note, err) != 0) {
+        gw_log_kv(GW_LOG_WARN, "status_unknown", "tid", c->rsp->tid, "certificate", what, "reason", err,
+                  NULL);
+        snprintf(text, GW_ERR_LEN,
+                 "the revocation status of the %s certificate cannot be checked now (%.120s); retry later",
+                 what, err);
+        return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
+    }
+    if (!revoked)
+        return -1;
+    cmp_serial_hex(cert, serial, sizeof(serial));
+    snprintf(text, GW_ERR_LEN, "the %s certificate (serial %s) is revoked; authenticate with a valid one",
+             what, serial);
+    gw_log_kv(GW_LOG_INFO, "credential_revoked", "tid", c->rsp->tid, "certificate", what, "serial", serial,
+              "source", note->text, NULL);
+    return OSSL_CMP_PKIFAILUREINFO_certRevoked;
+}
+
+int cmp_check_credentials(struct cmp_call *c, struct cmp_txn *t, char *text)
+{
+    const struct gw_authz *a = &t->role->authz;
+    struct status_note signer = {"none"}, tls = {"none"};
+    int bit;
+
+    if (t->signer != NULL &&
+        (bit = check_one(c, t->signer, t->role->trust_names, t->role->n_trust, "signer", &signer, text)) >= 0)
+        return bit;
+    if (c->req->tls_peer != NULL && (bit = check_one(c, c->req->tls_peer, a->tls_trust_names, a->n_tls_trust,
+                                                     "TLS client", &tls, text)) >= 0)
+        return bit;
+    snprintf(t->credential_status, sizeof(t->credential_status), "signer: %s; tls: %s", signer.text,
+             tls.text);
+    return -1;
+}
