@@ -9,6 +9,7 @@ wanted=(
     libh2o-evloop-dev libcurl4-openssl-dev libjson-c-dev libcmocka-dev
     cmake pkg-config gcc make clang-format                 # clang-format: make test checks the style
     strace curl                                             # e2e: audit fsync ordering; raw HTTP checks
+    faketime                                                # e2e: the CRL number across a clock stepped back
     python3 python3-pyasn1-modules                          # e2e harness, independent decoding
     python3-cryptography                                    # Vault-API test server (tests/upstreams)
     default-jdk-headless libbcpkix-java                     # BouncyCastle CMP client in e2e tests

@@ -134,6 +134,8 @@ static OSSL_CMP_PKISI *upstream_failed(struct cmp_txn *t, struct cmp_call *c, in
 {
     char text[GW_ERR_LEN];
 
+    if (rc == GW_ERR_EXISTS) /* RFC 9810 §5.2.3: "certificate already revoked" */
+        return rr_reject(c, OSSL_CMP_PKIFAILUREINFO_certRevoked, "the certificate is already revoked");
     if (rc == GW_ERR_NOT_FOUND) {
         snprintf(text, sizeof(text),
                  "the CA has issued no certificate with serial %.60s: check issuer and serial", t->serial);

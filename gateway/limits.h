@@ -98,6 +98,7 @@
 #define GW_AUDIT_ERR_LOG_SECS 1              /* at most one "audit_failed" log line per second */
 #define GW_STORE_LIST_MAX (16 * 1024 * 1024) /* certificates `cmpgw inventory` lists from one store */
 #define GW_STORE_FILE_MAX (64 * 1024)        /* one stored <serial>.pem */
+#define GW_STORE_TMP_STALE_SECS 60           /* a temporary file this old in a store was left by a crash */
 
 /* logs and errors */
 #define GW_ERR_LEN 256 /* one human-readable error line */

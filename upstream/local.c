@@ -37,8 +37,9 @@ struct crl_cache {
     unsigned char *der;
     size_t len;
     time_t built;
-    int dirty;            /* a revocation was added since |der| was built */
-    uint64_t last_number; /* CRL number of |der| (RFC 5280 §5.2.3: monotonic) */
+    int dirty;               /* a revocation was added since |der| was built */
+    uint64_t last_number;    /* CRL number of |der| (RFC 5280 §5.2.3: monotonic) */
+    time_t last_this_update; /* its thisUpdate: never goes backwards either */
 };
 
 /* Read-only after init, but for |crl|: shared by all workers. */
@@ -130,6 +131,22 @@ static int store_usable(const char *dir, char *err, const char *name)
     return 0;
 }
 
+/* Temporary files a crash left in the store would otherwise stay forever. 1, or 0 with |err|. */
+static int store_sweep(const struct gw_upstream_conf *conf, char *err)
+{
+    size_t removed = 0;
+    char n[32];
+
+    if (gw_store_sweep(conf->store_dir, time(NULL), &removed, err) != 0)
+        return 0;
+    if (removed > 0) {
+        snprintf(n, sizeof(n), "%zu", removed);
+        gw_log_kv(GW_LOG_WARN, "store_swept", "upstream", conf->name, "removed", n, "msg",
+                  "temporary files of an interrupted write were removed", NULL);
+    }
+    return 1;
+}
+
 static int local_init(struct gw_upstream *up, char *err)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
@@ -147,7 +164,8 @@ static int local_init(struct gw_upstream *up, char *err)
         snprintf(err, GW_ERR_LEN, "upstream %s: the certificate is not a CA certificate", conf->name);
         return GW_ERR_INVAL;
     }
-    if (conf->store_dir != NULL && !store_usable(conf->store_dir, err, conf->name))
+    if (conf->store_dir != NULL &&
+        (!store_usable(conf->store_dir, err, conf->name) || !store_sweep(conf, err)))
         return GW_ERR_INVAL;
     if ((l = calloc(1, sizeof(*l))) == NULL)
         goto nomem;
@@ -158,6 +176,11 @@ static int local_init(struct gw_upstream *up, char *err)
     l->key = conf->key;
     if (!build_chain(l, conf) || (l->ca_keyid = ca_keyid(l->ca)) == NULL)
         goto nomem;
+    if (conf->store_dir != NULL && gw_store_crl_state_get(conf->store_dir, &l->crl.last_number,
+                                                          &l->crl.last_this_update, err) == GW_ERR_IO) {
+        local_free(l);
+        return GW_ERR_INVAL;
+    }
     if (!to_time_t(X509_get0_notBefore(l->ca), &l->ca_not_before) ||
         !to_time_t(X509_get0_notAfter(l->ca), &l->ca_not_after)) {
         snprintf(err, GW_ERR_LEN, "upstream %s: the CA certificate validity cannot be read", conf->name);
@@ -433,10 +456,11 @@ static int local_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, 
     }
     rc = gw_store_revoke(conf->store_dir, serial, reason, time(NULL), err);
     (void)gw_store_serial_hex_int(serial, hex, sizeof(hex));
-    if (rc == GW_ERR_EXISTS) {
+    if (rc == GW_ERR_EXISTS) { /* the first revocation stands; a concurrent one lost the race */
         gw_log_kv(GW_LOG_INFO, "local_revoked", "upstream", conf->name, "serial", hex, "msg",
                   "already revoked; the first revocation stands", NULL);
-        return 0; /* revoking twice is not an error (Vault and cfssl agree) */
+        snprintf(err, GW_ERR_LEN, "certificate %s is already revoked", hex);
+        return GW_ERR_EXISTS;
     }
     if (rc != 0)
         return rc;
@@ -539,15 +563,21 @@ static int crl_rebuild(struct local *l, const struct gw_upstream_conf *conf, tim
     unsigned char *der = NULL;
     X509_CRL *crl = NULL;
     size_t n = 0, i;
-    uint64_t number = realtime_us(); /* grows across restarts without a state file, while the clock does */
+    /* with a store, the last number and thisUpdate are on disk (crl.state): a clock stepped back
+     * across a restart makes neither go backwards */
+    uint64_t number = realtime_us();
+    time_t this_update = now > c->last_this_update ? now : c->last_this_update;
     int len = 0, rc;
 
     if (conf->store_dir != NULL && (rc = gw_store_revocations(conf->store_dir, &v, &n, err)) != 0)
         goto out;
-    rc = GW_ERR_CRYPTO;
     if (number <= c->last_number)
         number = c->last_number + 1;
-    if ((crl = X509_CRL_new()) == NULL || !crl_header(crl, l, now, number))
+    if (conf->store_dir != NULL &&
+        (rc = gw_store_crl_state_put(conf->store_dir, number, this_update, err)) != 0)
+        goto out;
+    rc = GW_ERR_CRYPTO;
+    if ((crl = X509_CRL_new()) == NULL || !crl_header(crl, l, this_update, number))
         goto fail;
     for (i = 0; i < n; i++)
         if (!add_entry(crl, &v[i]))
@@ -566,6 +596,7 @@ static int crl_rebuild(struct local *l, const struct gw_upstream_conf *conf, tim
     c->built = now;
     c->dirty = 0;
     c->last_number = number;
+    c->last_this_update = this_update;
     rc = 0;
     goto out;
 fail:

@@ -10,6 +10,7 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <stdatomic.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -20,9 +21,14 @@
 #include <unistd.h>
 #include <openssl/bn.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
 #define PEM_SUFFIX ".pem"
+#define TMP_SUFFIX ".tmp"
+#define TMP_NAME_MAX 128
+#define CRL_STATE_FILE "crl.state"
+#define CRL_STATE_MAX 128
 
 void gw_store_serial_hex(const X509 *cert, char *out, size_t cap)
 {
@@ -52,6 +58,21 @@ static int write_all(int fd, const char *p, size_t n)
         n -= (size_t)w;
     }
     return 0;
+}
+
+/*
+ * A temporary name for |name| that no other writer uses at the same time: a crash, or a second
+ * writer of the same serial (two rr at once), must never leave a name behind that blocks the next
+ * one. Hidden (leading dot), so listings skip it; gw_store_sweep removes the ones a crash left.
+ */
+static void tmp_name(char *out, size_t cap, const char *name)
+{
+    static atomic_uint counter;
+    unsigned int salt = 0;
+
+    (void)RAND_bytes((unsigned char *)&salt, sizeof(salt)); /* other processes sharing the store */
+    snprintf(out, cap, ".%s.%ld.%u.%08x" TMP_SUFFIX, name, (long)getpid(), atomic_fetch_add(&counter, 1),
+             salt);
 }
 
 /* Writes |pem| to <dirfd>/|tmp| and fsyncs it. 0, or -1 with errno. */
@@ -99,7 +120,7 @@ static int publish(int dirfd, const char *tmp, const char *name)
 
 int gw_store_put(const char *dir, const X509 *cert, char *err)
 {
-    char serial[2 * 20 + 1], name[sizeof(serial) + 8], tmp[sizeof(name) + 8];
+    char serial[2 * 20 + 1], name[sizeof(serial) + 8], tmp[TMP_NAME_MAX];
     BIO *mem = NULL;
     char *pem = NULL;
     long len;
@@ -107,7 +128,7 @@ int gw_store_put(const char *dir, const X509 *cert, char *err)
 
     gw_store_serial_hex(cert, serial, sizeof(serial));
     snprintf(name, sizeof(name), "%s" PEM_SUFFIX, serial);
-    snprintf(tmp, sizeof(tmp), ".%s.tmp", name); /* hidden: gw_store_list skips it */
+    tmp_name(tmp, sizeof(tmp), name);
     if (serial[0] == '\0' || (mem = BIO_new(BIO_s_mem())) == NULL || PEM_write_bio_X509(mem, cert) != 1 ||
         (len = BIO_get_mem_data(mem, &pem)) <= 0) {
         snprintf(err, GW_ERR_LEN, "store %s: cannot encode the certificate", dir);
@@ -432,7 +453,7 @@ static int issued_here(int dirfd, const char *hex)
 
 int gw_store_revoke(const char *dir, const ASN1_INTEGER *serial, int reason, time_t when, char *err)
 {
-    char hex[2 * 20 + 1], tmp[sizeof(hex) + 8], rec[REVOKED_RECORD_MAX];
+    char hex[2 * 20 + 1], tmp[TMP_NAME_MAX], rec[REVOKED_RECORD_MAX];
     int dirfd = -1, rfd = -1, rc = GW_ERR_IO, len, known;
 
     if (gw_store_serial_hex_int(serial, hex, sizeof(hex)) != 0) {
@@ -440,7 +461,7 @@ int gw_store_revoke(const char *dir, const ASN1_INTEGER *serial, int reason, tim
         return GW_ERR_NOT_FOUND;
     }
     len = snprintf(rec, sizeof(rec), "time=%lld reason=%d\n", (long long)when, reason);
-    snprintf(tmp, sizeof(tmp), ".%s.tmp", hex);
+    tmp_name(tmp, sizeof(tmp), hex);
     if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
         (known = issued_here(dirfd, hex)) < 0) {
         snprintf(err, GW_ERR_LEN, "store %s: %s", dir, strerror(errno));
@@ -607,7 +628,7 @@ int gw_store_revocations(const char *dir, struct gw_store_revocation **v, size_t
         return GW_ERR_IO;
     }
     while (rc == 0 && (de = readdir(d)) != NULL) {
-        if (serial_name(de->d_name)) /* skips ".", "..", and ".<serial>.tmp" left by a crash */
+        if (serial_name(de->d_name)) /* skips ".", "..", and temporary files (".<serial>...tmp") */
             rc = add_revocation(dir, dirfd(d), de->d_name, v, n, &cap, err);
     }
     closedir(d);
@@ -618,5 +639,123 @@ int gw_store_revocations(const char *dir, struct gw_store_revocation **v, size_t
     } else if (*n > 1) {
         qsort(*v, *n, sizeof(**v), by_serial);
     }
+    return rc;
+}
+
+/* ---- crash leftovers ---- */
+
+static int is_tmp_name(const char *name)
+{
+    size_t n = strlen(name);
+
+    return name[0] == '.' && n > sizeof(TMP_SUFFIX) &&
+           strcmp(name + n - (sizeof(TMP_SUFFIX) - 1), TMP_SUFFIX) == 0;
+}
+
+/* Removes the temporary files in |fd| older than |before|; counts them into *removed. */
+static int sweep_dir(int fd, time_t before, size_t *removed)
+{
+    DIR *d = fdopendir(fd);
+    struct dirent *de;
+    struct stat st;
+    int rc = 0;
+
+    if (d == NULL) {
+        close(fd);
+        return -1;
+    }
+    while ((de = readdir(d)) != NULL) {
+        if (!is_tmp_name(de->d_name) || fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+            !S_ISREG(st.st_mode) || st.st_mtime >= before)
+            continue;
+        if (unlinkat(fd, de->d_name, 0) != 0)
+            rc = -1;
+        else
+            (*removed)++;
+    }
+    closedir(d); /* closes |fd| */
+    return rc;
+}
+
+int gw_store_sweep(const char *dir, time_t now, size_t *removed, char *err)
+{
+    int dirfd, rfd = -1, rc = 0;
+
+    *removed = 0;
+    if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        snprintf(err, GW_ERR_LEN, "store %s: %s", dir, strerror(errno));
+        return GW_ERR_IO;
+    }
+    rfd = openat(dirfd, GW_STORE_REVOKED_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (sweep_dir(dirfd, now - GW_STORE_TMP_STALE_SECS, removed) != 0 ||
+        (rfd >= 0 && sweep_dir(rfd, now - GW_STORE_TMP_STALE_SECS, removed) != 0)) {
+        snprintf(err, GW_ERR_LEN, "store %s: cannot remove a temporary file: %s", dir, strerror(errno));
+        rc = GW_ERR_IO;
+    }
+    return rc;
+}
+
+/* ---- the local issuer's CRL state ---- */
+
+int gw_store_crl_state_get(const char *dir, uint64_t *number, time_t *this_update, char *err)
+{
+    char buf[CRL_STATE_MAX];
+    const char *p = buf;
+    long long n, t;
+    ssize_t len;
+    int dirfd, fd;
+
+    *number = 0;
+    *this_update = 0;
+    if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+        goto io;
+    fd = openat(dirfd, CRL_STATE_FILE, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    close(dirfd);
+    if (fd < 0 && errno == ENOENT)
+        return GW_ERR_NOT_FOUND;
+    if (fd < 0)
+        goto io;
+    len = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (len < 0)
+        goto io;
+    buf[len] = '\0';
+    /* "number=<decimal> this_update=<unix seconds>\n" and nothing else */
+    if (!parse_field(&p, "number", 1, INT64_MAX, &n) || !parse_field(&p, "this_update", 0, INT64_MAX, &t) ||
+        *p != '\0') {
+        snprintf(err, GW_ERR_LEN, "store %s: %s is malformed: refusing to guess a CRL number", dir,
+                 CRL_STATE_FILE);
+        return GW_ERR_IO;
+    }
+    *number = (uint64_t)n;
+    *this_update = (time_t)t;
+    return 0;
+io:
+    snprintf(err, GW_ERR_LEN, "store %s: cannot read %s: %s", dir, CRL_STATE_FILE, strerror(errno));
+    return GW_ERR_IO;
+}
+
+int gw_store_crl_state_put(const char *dir, uint64_t number, time_t this_update, char *err)
+{
+    char rec[CRL_STATE_MAX], tmp[TMP_NAME_MAX];
+    int dirfd, len, rc = GW_ERR_IO;
+
+    len = snprintf(rec, sizeof(rec), "number=%llu this_update=%lld\n", (unsigned long long)number,
+                   (long long)this_update);
+    tmp_name(tmp, sizeof(tmp), CRL_STATE_FILE);
+    if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+        goto out;
+    /* replaced as a whole: after a crash the file holds the old state or the new one */
+    if (write_tmp(dirfd, tmp, rec, (size_t)len) == 0) {
+        if (renameat(dirfd, tmp, dirfd, CRL_STATE_FILE) == 0 && fsync(dirfd) == 0)
+            rc = 0;
+        else
+            unlinkat(dirfd, tmp, 0);
+    }
+out:
+    if (rc != 0)
+        snprintf(err, GW_ERR_LEN, "store %s: cannot write %s: %s", dir, CRL_STATE_FILE, strerror(errno));
+    if (dirfd >= 0)
+        close(dirfd);
     return rc;
 }

@@ -7,6 +7,7 @@
 #define GW_STORE_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <time.h>
 #include <openssl/x509.h>
 
@@ -62,7 +63,8 @@ int gw_store_serial_hex_int(const ASN1_INTEGER *serial, char *out, size_t cap);
 /*
  * gw_store_revoke records that the certificate <dir>/<serial hex>.pem is revoked as of |when|
  * with |reason|. Returns 0, GW_ERR_NOT_FOUND (no such certificate in the store), GW_ERR_EXISTS
- * (already revoked: the first record stands), or GW_ERR_IO / GW_ERR_NOMEM with |err|. (worker)
+ * (already revoked, also by a concurrent call: the first record stands), or GW_ERR_IO /
+ * GW_ERR_NOMEM with |err|. (worker)
  */
 int gw_store_revoke(const char *dir, const ASN1_INTEGER *serial, int reason, time_t when, char *err);
 
@@ -77,5 +79,22 @@ int gw_store_revocation_get(const char *dir, const char *serial_hex, struct gw_s
  * GW_STORE_LIST_MAX.
  */
 int gw_store_revocations(const char *dir, struct gw_store_revocation **v, size_t *n, char *err);
+
+/*
+ * gw_store_sweep removes the temporary files that a crash left in |dir| and its revoked/ directory
+ * (hidden names ending in ".tmp", older than GW_STORE_TMP_STALE_SECS so that another process's
+ * write in progress is left alone). *removed counts them. 0, or GW_ERR_IO with |err|. (start-up)
+ */
+int gw_store_sweep(const char *dir, time_t now, size_t *removed, char *err);
+
+/*
+ * The local issuer's CRL state, <dir>/crl.state: the CRL number and thisUpdate of the last CRL it
+ * signed, so that both keep growing across restarts whatever the clock does (RFC 5280 §5.2.3).
+ * _get: 0, GW_ERR_NOT_FOUND (no CRL signed yet), or GW_ERR_IO (unreadable or malformed: a CRL
+ * number must not be guessed). _put replaces the file durably (temporary file, fsync, rename, fsync
+ * of the directory): 0 or GW_ERR_IO.
+ */
+int gw_store_crl_state_get(const char *dir, uint64_t *number, time_t *this_update, char *err);
+int gw_store_crl_state_put(const char *dir, uint64_t number, time_t this_update, char *err);
 
 #endif

@@ -628,15 +628,18 @@ static int lacks(const struct gw_upstream *up, unsigned cap, const char *what, c
 
 int gw_upstream_revoke(struct gw_upstream *up, const X509 *cert, int reason, char *err)
 {
+    int rc;
+
     if (lacks(up, GW_UP_REVOKE, "revoke certificates", err))
         return GW_ERR_INVAL;
     if (cert == NULL) {
         snprintf(err, GW_ERR_LEN, "upstream %s: no certificate to revoke", name_of(up->conf));
         return GW_ERR_INVAL;
     }
-    if (up->ops->revoke != NULL)
-        return up->ops->revoke(up, cert, reason, err);
-    return up->ops->revoke_serial(up, X509_get_issuer_name(cert), X509_get0_serialNumber(cert), reason, err);
+    rc = up->ops->revoke != NULL ? up->ops->revoke(up, cert, reason, err)
+                                 : up->ops->revoke_serial(up, X509_get_issuer_name(cert),
+                                                          X509_get0_serialNumber(cert), reason, err);
+    return rc == GW_ERR_EXISTS ? 0 : rc; /* withdrawn already: what the caller wants */
 }
 
 int gw_upstream_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,

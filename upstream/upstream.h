@@ -139,7 +139,9 @@ int gw_upstream_revoke(struct gw_upstream *up, const X509 *cert, int reason, cha
 /*
  * gw_upstream_revoke_serial revokes the certificate |issuer| (may be NULL: the upstream's own CA)
  * issued with |serial|, as an rr names it (RFC 9483 §4.2). GW_ERR_NOT_FOUND when the upstream
- * issued no such certificate (answer badCertId); 0 also when it was already revoked. (worker)
+ * issued no such certificate (answer badCertId); GW_ERR_EXISTS when it knows the certificate was
+ * already revoked (answer certRevoked; Vault and cfssl cannot tell and answer 0). gw_upstream_revoke
+ * takes an already revoked certificate as done (0). (worker)
  */
 int gw_upstream_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
                               int reason, char *err);

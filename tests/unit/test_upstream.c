@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
@@ -887,6 +888,90 @@ static void test_store_list_escapes(void **state)
     remove_tree(dir);
 }
 
+static void touch(const char *dir, const char *name, time_t mtime)
+{
+    char p[PATH_MAX];
+    struct timespec ts[2] = {{mtime, 0}, {mtime, 0}};
+    FILE *f;
+
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    assert_non_null(f = fopen(p, "w"));
+    fclose(f);
+    assert_int_equal(utimensat(AT_FDCWD, p, ts, 0), 0);
+}
+
+static int exists(const char *dir, const char *name)
+{
+    char p[PATH_MAX];
+
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    return access(p, F_OK) == 0;
+}
+
+/* Temporary files a crash left are removed at start; fresh ones (a write in progress) and real files stay. */
+static void test_store_sweep(void **state)
+{
+    char dir[64], rev[96], err[GW_ERR_LEN];
+    time_t t0 = time(NULL);
+    size_t removed = 99;
+
+    (void)state;
+    make_store(dir, sizeof(dir));
+    snprintf(rev, sizeof(rev), "%s/" GW_STORE_REVOKED_DIR, dir);
+    assert_int_equal(mkdir(rev, 0755), 0);
+    touch(dir, ".0a1b.pem.tmp", t0 - 3600);             /* the fixed name an older release used */
+    touch(rev, ".0a1b.1234.7.deadbeef.tmp", t0 - 3600); /* a crash between write and link */
+    touch(rev, ".0c0d.1234.8.deadbeef.tmp", t0);        /* another process writing right now */
+    touch(dir, "0a1b.pem", t0 - 3600);
+    touch(dir, ".hidden", t0 - 3600);
+    assert_int_equal(gw_store_sweep(dir, t0, &removed, err), 0);
+    assert_int_equal(removed, 2);
+    assert_false(exists(dir, ".0a1b.pem.tmp"));
+    assert_false(exists(rev, ".0a1b.1234.7.deadbeef.tmp"));
+    assert_true(exists(rev, ".0c0d.1234.8.deadbeef.tmp"));
+    assert_true(exists(dir, "0a1b.pem"));
+    assert_true(exists(dir, ".hidden"));
+    remove_tree(dir);
+    assert_int_equal(gw_store_sweep(dir, t0, &removed, err), GW_ERR_IO); /* no store at all */
+}
+
+/* The CRL state round-trips; a missing file is "none yet"; a damaged one is an error, never a guess. */
+static void test_store_crl_state(void **state)
+{
+    static const char *const bad[] = {
+        "",
+        "number=0 this_update=5\n",
+        "number=5\n",
+        "number=5 this_update=-1\n",
+        "number=x this_update=5\n",
+        "number=5 this_update=5\nmore",
+        "this_update=5 number=5\n",
+        "number=99999999999999999999 this_update=1\n",
+    };
+    char dir[64], err[GW_ERR_LEN], p[PATH_MAX];
+    uint64_t n = 7;
+    time_t t = 7;
+    FILE *f;
+
+    (void)state;
+    make_store(dir, sizeof(dir));
+    assert_int_equal(gw_store_crl_state_get(dir, &n, &t, err), GW_ERR_NOT_FOUND);
+    assert_int_equal(gw_store_crl_state_put(dir, 1764000000123456ULL, 1764000000, err), 0);
+    assert_int_equal(gw_store_crl_state_get(dir, &n, &t, err), 0);
+    assert_true(n == 1764000000123456ULL);
+    assert_int_equal(t, 1764000000);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        print_message("case: %s\n", bad[i]);
+        snprintf(p, sizeof(p), "%s/crl.state", dir);
+        assert_non_null(f = fopen(p, "w"));
+        fputs(bad[i], f);
+        fclose(f);
+        assert_int_equal(gw_store_crl_state_get(dir, &n, &t, err), GW_ERR_IO);
+    }
+    remove_tree(dir);
+    assert_int_equal(gw_store_crl_state_put(dir, 1, 1, err), GW_ERR_IO);
+}
+
 /* A store that cannot be written: the certificate is not returned, and the reason says nothing was issued. */
 static void test_store_failing(void **state)
 {
@@ -1103,7 +1188,7 @@ static void test_local_revoke_cases(void **state)
         int reason, rc;
     } cases[] = {
         {"keyCompromise, issuer named", 0, 0, &ca_name, CRL_REASON_KEY_COMPROMISE, 0},
-        {"again: idempotent", 0, 0, &ca_name, CRL_REASON_SUPERSEDED, 0},
+        {"again: the first revocation stands", 0, 0, &ca_name, CRL_REASON_SUPERSEDED, GW_ERR_EXISTS},
         {"no reason, no issuer", 1, 0, NULL, CRL_REASON_NONE, 0},
         {"another CA's certificate", 1, 0, &root_name, CRL_REASON_NONE, GW_ERR_NOT_FOUND},
         {"unknown serial", -1, 0, &ca_name, CRL_REASON_NONE, GW_ERR_NOT_FOUND},
@@ -1710,6 +1795,8 @@ int main(void)
         cmocka_unit_test(test_store_records),
         cmocka_unit_test(test_store_list_escapes),
         cmocka_unit_test(test_store_failing),
+        cmocka_unit_test(test_store_sweep),
+        cmocka_unit_test(test_store_crl_state),
         cmocka_unit_test(test_local_revoke_cases),
         cmocka_unit_test(test_local_crl),
         cmocka_unit_test(test_local_crl_no_store),
