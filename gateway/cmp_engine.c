@@ -153,7 +153,7 @@ struct gw_cmp_engine *gw_cmp_engine_new(const struct gw_config *cfg, struct gw_u
     if (2 * window < (time_t)cfg->cmp.transaction_ttl)
         window = (cfg->cmp.transaction_ttl + 1) / 2;
     e->txns = gw_txn_table_new(cfg->cmp.max_transactions, cfg->cmp.max_transactions_per_identity);
-    e->replay = gw_replay_new(GW_REPLAY_MAX_ENTRIES, 2 * window);
+    e->replay = gw_replay_new(GW_REPLAY_MAX_ENTRIES, cfg->cmp.max_recent_per_identity, 2 * window);
     if (e->txns == NULL || e->replay == NULL)
         goto nomem;
     if (cmp_policy_init(e, err) != 0)

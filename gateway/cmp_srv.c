@@ -74,7 +74,7 @@ static int check_time(struct cmp_call *c, char *text)
 static int check_replay(struct cmp_call *c, char *text)
 {
     int rc = gw_replay_check_add(c->e->replay, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
-                                 c->hdr.sender_nonce_len, c->now);
+                                 c->hdr.sender_nonce_len, c->rsp->identity, c->now);
 
     switch (rc) {
     case 0:
@@ -87,6 +87,9 @@ static int check_replay(struct cmp_call *c, char *text)
                  "transactionID already in use: start a new transaction with a fresh transactionID");
         return OSSL_CMP_PKIFAILUREINFO_transactionIdInUse;
     case GW_ERR_LIMIT:
+        snprintf(text, GW_ERR_LEN, "too many recent transactions from %.150s: retry later", c->rsp->identity);
+        return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
+    case GW_ERR_BUSY:
         snprintf(text, GW_ERR_LEN, "too many recent transactions: retry later");
         return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
     default:

@@ -2077,6 +2077,8 @@ static const struct field cmp_fields[] = {
         .max = GW_MAX_TXNS, .def = GW_DEFAULT_MAX_TXNS_PER_IDENTITY),
     OPT("pbm_max_iterations", p_u32, struct gw_cmp_conf, pbm_max_iterations, .min = GW_MIN_PBM_ITER,
         .max = GW_MAX_PBM_ITER, .def = GW_DEFAULT_PBM_MAX_ITER),
+    OPT("max_recent_per_identity", p_u32, struct gw_cmp_conf, max_recent_per_identity, .min = 1,
+        .max = GW_REPLAY_MAX_ENTRIES, .def = GW_DEFAULT_REPLAY_PER_IDENTITY),
     OPT("revocation_grace", p_dur_s, struct gw_cmp_conf, revocation_grace, .min = 0,
         .max = GW_MAX_REVOCATION_GRACE, .def = GW_DEFAULT_REVOCATION_GRACE),
 };

@@ -272,7 +272,8 @@ struct gw_cmp_conf {
     uint32_t max_transactions;
     uint32_t max_transactions_per_identity;
     uint32_t pbm_max_iterations;
-    uint32_t revocation_grace; /* seconds past a CRL's nextUpdate it may still be used */
+    uint32_t revocation_grace;        /* seconds past a CRL's nextUpdate it may still be used */
+    uint32_t max_recent_per_identity; /* replay cache entries one identity may hold */
 };
 
 /* Vault's audit_fields names, as bits. */

@@ -31,9 +31,11 @@
 #define GW_DEFAULT_MAX_TXNS 10000
 #define GW_DEFAULT_MAX_TXNS_PER_IDENTITY 16
 #define GW_MAX_TXNS 1000000
-#define GW_DEFAULT_PBM_MAX_ITER 10000 /* BouncyCastle sends 10 000; OpenSSL allows 100 000 */
-#define GW_MIN_PBM_ITER 100           /* OpenSSL's own floor (crmf_pbm.c) */
-#define GW_REPLAY_MAX_ENTRIES 100000  /* transactionIDs remembered for replay detection */
+#define GW_DEFAULT_PBM_MAX_ITER 10000       /* BouncyCastle sends 10 000; OpenSSL allows 100 000 */
+#define GW_MIN_PBM_ITER 100                 /* OpenSSL's own floor (crmf_pbm.c) */
+#define GW_REPLAY_MAX_ENTRIES 100000        /* transactionIDs remembered for replay detection */
+#define GW_DEFAULT_REPLAY_PER_IDENTITY 2000 /* of them, one identity's (per 2 x messageTime window) */
+#define GW_REPLAY_SKETCH_WIDTH 65536        /* counters per row of the per-identity count (power of 2) */
 #define GW_MIN_PBM_SECRET_LEN 8
 #define GW_MAX_PBM_SECRET_LEN 1024
 #define GW_IDENTITY_LEN 256                  /* printable identity (subject DN or PBM reference) */

@@ -2,6 +2,11 @@
  * Replay cache: a ring of entries in arrival order (so the oldest is always at the head and
  * expires first, the TTL being the same for all) with hash chains by transactionID for lookup.
  * One mutex (gw_replay.lock). Memory is fixed at creation: max_entries slots.
+ *
+ * Each identity's live entries are counted in a count-min sketch (two rows of counters, indexed by
+ * two halves of a keyed hash of the identity): fixed memory whatever the number of identities, and
+ * an identity is refused only when both its counters reach the share, which an innocent identity
+ * reaches through collisions with probability about (1/GW_REPLAY_SKETCH_WIDTH)^2.
  */
 #include "replay.h"
 #include "err.h"
@@ -11,11 +16,13 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/rand.h>
 
 #define NIL SIZE_MAX
 
 struct entry {
-    size_t next; /* hash chain, NIL-terminated */
+    size_t next;  /* hash chain, NIL-terminated */
+    uint64_t who; /* keyed hash of the identity: its two sketch counters */
     time_t seen;
     unsigned char tid[GW_MAX_TID_LEN];
     unsigned char nonce[GW_MAX_NONCE_LEN];
@@ -25,40 +32,69 @@ struct entry {
 struct gw_replay {
     pthread_mutex_t lock;
     time_t ttl;
+    size_t share;            /* live entries one identity may hold */
+    uint64_t key;            /* hash key: identities cannot be chosen to collide on purpose */
+    uint32_t *sketch;        /* 2 rows of GW_REPLAY_SKETCH_WIDTH counters */
     size_t cap, head, count; /* ring: live entries are head .. head+count-1 (mod cap) */
     size_t nbuckets;         /* power of two */
     size_t *buckets;
     struct entry *ring;
 };
 
-static size_t hash_tid(const unsigned char *p, size_t n)
+static uint64_t fnv1a(uint64_t h, const unsigned char *p, size_t n)
 {
-    uint64_t h = 1469598103934665603ull;
-
     for (size_t i = 0; i < n; i++) {
         h ^= p[i];
         h *= 1099511628211ull;
     }
-    return (size_t)h;
+    return h;
 }
 
-struct gw_replay *gw_replay_new(size_t max_entries, time_t ttl)
+static size_t hash_tid(const unsigned char *p, size_t n)
+{
+    return (size_t)fnv1a(1469598103934665603ull, p, n);
+}
+
+static uint32_t *counter(struct gw_replay *r, uint64_t who, int row)
+{
+    return &r->sketch[(size_t)row * GW_REPLAY_SKETCH_WIDTH +
+                      (size_t)((row == 0 ? who : who >> 32) & (GW_REPLAY_SKETCH_WIDTH - 1))];
+}
+
+static int over_share(struct gw_replay *r, uint64_t who)
+{
+    return *counter(r, who, 0) >= r->share && *counter(r, who, 1) >= r->share;
+}
+
+static void count(struct gw_replay *r, uint64_t who, int delta)
+{
+    for (int row = 0; row < 2; row++)
+        *counter(r, who, row) += (uint32_t)delta;
+}
+
+struct gw_replay *gw_replay_new(size_t max_entries, size_t per_identity, time_t ttl)
 {
     struct gw_replay *r;
     size_t nb = 16;
 
-    if (max_entries == 0 || max_entries >= NIL / 2 || ttl <= 0 || (r = calloc(1, sizeof(*r))) == NULL)
+    if (max_entries == 0 || max_entries >= NIL / 2 || per_identity == 0 || per_identity > UINT32_MAX ||
+        ttl <= 0 || (r = calloc(1, sizeof(*r))) == NULL)
         return NULL;
     while (nb < max_entries)
         nb <<= 1;
     r->ttl = ttl;
     r->cap = max_entries;
+    r->share = per_identity;
     r->nbuckets = nb;
     r->buckets = malloc(nb * sizeof(*r->buckets));
     r->ring = calloc(max_entries, sizeof(*r->ring));
-    if (r->buckets == NULL || r->ring == NULL || pthread_mutex_init(&r->lock, NULL) != 0) {
+    r->sketch = calloc(2 * GW_REPLAY_SKETCH_WIDTH, sizeof(*r->sketch));
+    if (r->buckets == NULL || r->ring == NULL || r->sketch == NULL ||
+        RAND_bytes((unsigned char *)&r->key, sizeof(r->key)) != 1 ||
+        pthread_mutex_init(&r->lock, NULL) != 0) {
         free(r->buckets);
         free(r->ring);
+        free(r->sketch);
         free(r);
         return NULL;
     }
@@ -74,6 +110,7 @@ void gw_replay_free(struct gw_replay *r)
     pthread_mutex_destroy(&r->lock);
     free(r->buckets);
     free(r->ring);
+    free(r->sketch);
     free(r);
 }
 
@@ -93,6 +130,7 @@ static void drop_head(struct gw_replay *r)
         link = &r->ring[*link].next;
     if (*link == idx)
         *link = e->next;
+    count(r, e->who, -1);
     r->head = (r->head + 1) % r->cap;
     r->count--;
 }
@@ -115,7 +153,7 @@ static struct entry *lookup(struct gw_replay *r, const unsigned char *tid, size_
 }
 
 static void insert(struct gw_replay *r, const unsigned char *tid, size_t tid_len, const unsigned char *nonce,
-                   size_t nonce_len, time_t now)
+                   size_t nonce_len, uint64_t who, time_t now)
 {
     size_t idx = (r->head + r->count) % r->cap;
     size_t *bucket = bucket_of(r, tid, tid_len);
@@ -127,30 +165,38 @@ static void insert(struct gw_replay *r, const unsigned char *tid, size_t tid_len
         memcpy(e->nonce, nonce, nonce_len);
     e->nonce_len = (unsigned char)nonce_len;
     e->seen = now;
+    e->who = who;
+    count(r, who, 1);
     e->next = *bucket;
     *bucket = idx;
     r->count++;
 }
 
 int gw_replay_check_add(struct gw_replay *r, const unsigned char *tid, size_t tid_len,
-                        const unsigned char *nonce, size_t nonce_len, time_t now)
+                        const unsigned char *nonce, size_t nonce_len, const char *identity, time_t now)
 {
     struct entry *e;
+    uint64_t who;
     int rc = 0;
 
     if (r == NULL || tid == NULL || tid_len == 0 || tid_len > GW_MAX_TID_LEN ||
         nonce_len > GW_MAX_NONCE_LEN || (nonce == NULL && nonce_len > 0))
         return GW_ERR_INVAL;
+    if (identity == NULL)
+        identity = "";
     pthread_mutex_lock(&r->lock);
+    who = fnv1a(1469598103934665603ull ^ r->key, (const unsigned char *)identity, strlen(identity));
     expire(r, now);
     if ((e = lookup(r, tid, tid_len)) != NULL)
         rc = e->nonce_len == nonce_len && (nonce_len == 0 || memcmp(e->nonce, nonce, nonce_len) == 0)
                  ? GW_ERR_REPLAY
                  : GW_ERR_EXISTS;
-    else if (r->count == r->cap)
+    else if (over_share(r, who))
         rc = GW_ERR_LIMIT;
+    else if (r->count == r->cap)
+        rc = GW_ERR_BUSY;
     else
-        insert(r, tid, tid_len, nonce, nonce_len, now);
+        insert(r, tid, tid_len, nonce, nonce_len, who, now);
     pthread_mutex_unlock(&r->lock);
     return rc;
 }

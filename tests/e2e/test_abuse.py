@@ -5,6 +5,9 @@ that made every later revocation of that serial fail; two rr of one serial at on
 Now temporary names are unique, leftovers are removed at start, and the second of two concurrent rr
 answers certRevoked. The CRL number and thisUpdate are kept on disk: a restart with the clock stepped
 back two days (libfaketime) makes neither go backwards (RFC 5280 §5.2.3).
+
+One identity cannot fill the replay cache: past its share (cmp.max_recent_per_identity) it alone is
+refused, and another identity is still served.
 """
 import re
 import subprocess
@@ -88,6 +91,26 @@ class StoreAndCrl(harness.GatewayTestCase):
             self.restart()  # the other tests run on the real clock
         self.assertGreater(after_number, before_number)
         self.assertGreaterEqual(time.mktime(after_update), time.mktime(before_update))
+
+
+
+class ReplayShare(harness.GatewayTestCase):
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["cmp"] = {"max_recent_per_identity": 3}
+
+    def test_one_identity_over_its_share(self):
+        for i in range(3):
+            self.gw.cmp("ir", "share%d" % i, newkey=self.newkey("share%d" % i), subject="/CN=share%d" % i,
+                        extra=("-implicit_confirm",))
+        over = self.gw.cmp("ir", "share3", newkey=self.newkey("share3"), subject="/CN=share3",
+                           extra=("-implicit_confirm",), expect_cert=False)
+        self.assert_rejected(over, "systemUnavail",
+                             "too many recent transactions from /O=cmpgw demo/CN=demo-client: retry later")
+        other = self.gw.cmp("ir", "share-pbm", auth="pbm", newkey=self.newkey("share-pbm"), subject="/CN=share-pbm",
+                            extra=("-implicit_confirm",))
+        self.assertIsNotNone(other.cert)
 
 
 if __name__ == "__main__":

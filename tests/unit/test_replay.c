@@ -1,4 +1,4 @@
-/* Replay cache: replay vs reuse, TTL expiry, bounded when full, bad lengths. */
+/* Replay cache: replay vs reuse, TTL expiry, bounded when full, a share per identity, bad lengths. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,13 +15,15 @@ struct step {
     const char *tid, *nonce;
     time_t now;
     int want;
+    const char *who; /* NULL: the anonymous identity */
 };
 
 static void run(struct gw_replay *r, const struct step *s, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        int rc = gw_replay_check_add(r, (const unsigned char *)s[i].tid, strlen(s[i].tid),
-                                     (const unsigned char *)s[i].nonce, strlen(s[i].nonce), s[i].now);
+        int rc =
+            gw_replay_check_add(r, (const unsigned char *)s[i].tid, strlen(s[i].tid),
+                                (const unsigned char *)s[i].nonce, strlen(s[i].nonce), s[i].who, s[i].now);
         if (rc != s[i].want)
             fail_msg("step %zu (%s/%s@%ld): got %d, want %d", i, s[i].tid, s[i].nonce, (long)s[i].now, rc,
                      s[i].want);
@@ -31,16 +33,16 @@ static void run(struct gw_replay *r, const struct step *s, size_t n)
 static void test_replay_and_reuse(void **state)
 {
     static const struct step steps[] = {
-        {"t1", "n1", 100, 0},
-        {"t1", "n1", 101, GW_ERR_REPLAY}, /* byte-identical resend */
-        {"t1", "n2", 102, GW_ERR_EXISTS}, /* tid reuse with a fresh nonce */
-        {"t1", "", 102, GW_ERR_EXISTS},
-        {"t2", "", 103, 0}, /* no nonce at all */
-        {"t2", "", 104, GW_ERR_REPLAY},
-        {"t1", "n1", 159, GW_ERR_REPLAY}, /* just inside the TTL */
-        {"t1", "n1", 160, 0},             /* TTL 60 passed: forgotten */
+        {"t1", "n1", 100, 0, NULL},
+        {"t1", "n1", 101, GW_ERR_REPLAY, NULL}, /* byte-identical resend */
+        {"t1", "n2", 102, GW_ERR_EXISTS, NULL}, /* tid reuse with a fresh nonce */
+        {"t1", "", 102, GW_ERR_EXISTS, NULL},
+        {"t2", "", 103, 0, NULL}, /* no nonce at all */
+        {"t2", "", 104, GW_ERR_REPLAY, NULL},
+        {"t1", "n1", 159, GW_ERR_REPLAY, NULL}, /* just inside the TTL */
+        {"t1", "n1", 160, 0, NULL},             /* TTL 60 passed: forgotten */
     };
-    struct gw_replay *r = gw_replay_new(16, 60);
+    struct gw_replay *r = gw_replay_new(16, 16, 60);
 
     (void)state;
     run(r, steps, sizeof(steps) / sizeof(steps[0]));
@@ -50,46 +52,70 @@ static void test_replay_and_reuse(void **state)
 static void test_full(void **state)
 {
     static const struct step steps[] = {
-        {"a", "1", 10, 0},
-        {"b", "1", 20, 0},
-        {"c", "1", 30, 0},
-        {"d", "1", 30, GW_ERR_LIMIT},  /* full of live entries: refuse, do not forget */
-        {"a", "1", 30, GW_ERR_REPLAY}, /* ... so "a" is still known */
-        {"d", "1", 70, 0},             /* "a" expired at 70: room again */
-        {"e", "1", 70, GW_ERR_LIMIT},
-        {"e", "1", 80, 0}, /* expiry in arrival order: "b" goes next */
+        {"a", "1", 10, 0, NULL},
+        {"b", "1", 20, 0, NULL},
+        {"c", "1", 30, 0, NULL},
+        {"d", "1", 30, GW_ERR_BUSY, NULL},   /* full of live entries: refuse, do not forget */
+        {"a", "1", 30, GW_ERR_REPLAY, NULL}, /* ... so "a" is still known */
+        {"d", "1", 70, 0, NULL},             /* "a" expired at 70: room again */
+        {"e", "1", 70, GW_ERR_BUSY, NULL},
+        {"e", "1", 80, 0, NULL}, /* expiry in arrival order: "b" goes next */
     };
-    struct gw_replay *r = gw_replay_new(3, 60);
+    struct gw_replay *r = gw_replay_new(3, 10, 60);
 
     (void)state;
     run(r, steps, 7);
     assert_int_equal(gw_replay_count(r), 3);
     run(r, steps + 7, 1);
-    assert_int_equal(gw_replay_check_add(r, (const unsigned char *)"b", 1, (const unsigned char *)"1", 1, 90),
-                     0);
-    assert_int_equal(gw_replay_check_add(r, (const unsigned char *)"d", 1, (const unsigned char *)"1", 1, 90),
-                     GW_ERR_REPLAY);
+    assert_int_equal(
+        gw_replay_check_add(r, (const unsigned char *)"b", 1, (const unsigned char *)"1", 1, NULL, 90), 0);
+    assert_int_equal(
+        gw_replay_check_add(r, (const unsigned char *)"d", 1, (const unsigned char *)"1", 1, NULL, 90),
+        GW_ERR_REPLAY);
     gw_replay_free(r);
+}
+
+/* One identity over its share is refused; the others are not; its share frees as its entries expire. */
+static void test_identity_share(void **state)
+{
+    static const struct step steps[] = {
+        {"a1", "1", 10, 0, "CN=greedy"},
+        {"a2", "1", 11, 0, "CN=greedy"},
+        {"a3", "1", 12, GW_ERR_LIMIT, "CN=greedy"}, /* its share is 2 */
+        {"b1", "1", 12, 0, "CN=other"},             /* everyone else still gets in */
+        {"b2", "1", 12, 0, "CN=other"},
+        {"c1", "1", 13, 0, NULL},
+        {"a1", "1", 13, GW_ERR_REPLAY, "CN=greedy"}, /* refusing the share forgets nothing */
+        {"a3", "1", 70, 0, "CN=greedy"},             /* a1 expired at 70 */
+        {"a4", "1", 70, GW_ERR_LIMIT, "CN=greedy"},
+    };
+    struct gw_replay *r = gw_replay_new(8, 2, 60);
+
+    (void)state;
+    run(r, steps, sizeof(steps) / sizeof(steps[0]));
+    gw_replay_free(r);
+    assert_null(gw_replay_new(8, 0, 60));
 }
 
 static void test_lengths(void **state)
 {
     unsigned char big[GW_MAX_TID_LEN + GW_MAX_NONCE_LEN + 2];
-    struct gw_replay *r = gw_replay_new(4, 10);
+    struct gw_replay *r = gw_replay_new(4, 4, 10);
 
     (void)state;
     memset(big, 7, sizeof(big));
-    assert_int_equal(gw_replay_check_add(r, big, 0, big, 1, 1), GW_ERR_INVAL);
-    assert_int_equal(gw_replay_check_add(r, NULL, 1, big, 1, 1), GW_ERR_INVAL);
-    assert_int_equal(gw_replay_check_add(r, big, GW_MAX_TID_LEN + 1, big, 1, 1), GW_ERR_INVAL);
-    assert_int_equal(gw_replay_check_add(r, big, 1, big, GW_MAX_NONCE_LEN + 1, 1), GW_ERR_INVAL);
-    assert_int_equal(gw_replay_check_add(r, big, 1, NULL, 3, 1), GW_ERR_INVAL);
+    assert_int_equal(gw_replay_check_add(r, big, 0, big, 1, "x", 1), GW_ERR_INVAL);
+    assert_int_equal(gw_replay_check_add(r, NULL, 1, big, 1, "x", 1), GW_ERR_INVAL);
+    assert_int_equal(gw_replay_check_add(r, big, GW_MAX_TID_LEN + 1, big, 1, "x", 1), GW_ERR_INVAL);
+    assert_int_equal(gw_replay_check_add(r, big, 1, big, GW_MAX_NONCE_LEN + 1, "x", 1), GW_ERR_INVAL);
+    assert_int_equal(gw_replay_check_add(r, big, 1, NULL, 3, "x", 1), GW_ERR_INVAL);
     assert_int_equal(gw_replay_count(r), 0);
-    assert_int_equal(gw_replay_check_add(r, big, GW_MAX_TID_LEN, big, GW_MAX_NONCE_LEN, 1), 0);
-    assert_int_equal(gw_replay_check_add(r, big, GW_MAX_TID_LEN, big, GW_MAX_NONCE_LEN, 2), GW_ERR_REPLAY);
-    assert_int_equal(gw_replay_check_add(r, big, GW_MAX_TID_LEN - 1, big, GW_MAX_NONCE_LEN, 2), 0);
-    assert_null(gw_replay_new(0, 10));
-    assert_null(gw_replay_new(10, 0));
+    assert_int_equal(gw_replay_check_add(r, big, GW_MAX_TID_LEN, big, GW_MAX_NONCE_LEN, "x", 1), 0);
+    assert_int_equal(gw_replay_check_add(r, big, GW_MAX_TID_LEN, big, GW_MAX_NONCE_LEN, "x", 2),
+                     GW_ERR_REPLAY);
+    assert_int_equal(gw_replay_check_add(r, big, GW_MAX_TID_LEN - 1, big, GW_MAX_NONCE_LEN, "x", 2), 0);
+    assert_null(gw_replay_new(0, 1, 10));
+    assert_null(gw_replay_new(10, 1, 0));
     gw_replay_free(r);
     gw_replay_free(NULL);
 }
@@ -99,6 +125,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_replay_and_reuse),
         cmocka_unit_test(test_full),
+        cmocka_unit_test(test_identity_share),
         cmocka_unit_test(test_lengths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
