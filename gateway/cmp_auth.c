@@ -18,7 +18,34 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+
+int cmp_key_affordable(const EVP_PKEY *key)
+{
+    BIGNUM *e = NULL;
+    int ok;
+
+    if (key == NULL || EVP_PKEY_get_bits(key) > GW_MAX_VERIFY_KEY_BITS)
+        return 0;
+    if (!EVP_PKEY_is_a(key, "RSA") && !EVP_PKEY_is_a(key, "RSA-PSS"))
+        return 1;
+    /* an RSA verification costs in proportion to the exponent's length: 65537 has 17 bits */
+    ok = EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_RSA_E, &e) == 1 &&
+         BN_num_bits(e) <= GW_MAX_RSA_EXPONENT_BITS;
+    BN_free(e);
+    return ok;
+}
+
+/* Every key in |certs| affordable to verify with: the chain builder may try any of them. */
+static int all_affordable(const STACK_OF(X509) *certs)
+{
+    for (int i = 0; i < sk_X509_num(certs); i++)
+        if (!cmp_key_affordable(X509_get0_pubkey(sk_X509_value(certs, i))))
+            return 0;
+    return 1;
+}
 
 /* Whether |cert| names the sender: subject == sender, SKID == senderKID when both are there. */
 static int names_sender(X509 *cert, const struct gw_hdr_info *h)
@@ -149,6 +176,11 @@ int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *
     if ((extra = gw_shim_get1_extra_certs(msg)) == NULL) {
         snprintf(text, GW_ERR_LEN, "extraCerts are malformed or hold more than %d certificates or %d bytes",
                  GW_MAX_EXTRA_CERTS, GW_MAX_EXTRA_CERTS_BYTES);
+        bit = OSSL_CMP_PKIFAILUREINFO_badRequest;
+        goto out;
+    }
+    if (!all_affordable(extra)) {
+        snprintf(text, GW_ERR_LEN, "%s", TEXT_KEY_LIMITS);
         bit = OSSL_CMP_PKIFAILUREINFO_badRequest;
         goto out;
     }

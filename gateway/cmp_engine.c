@@ -420,9 +420,25 @@ allowed:
     return OSSL_CMP_PKIFAILUREINFO_badMessageCheck;
 }
 
-/* Step 2: what is refused before OpenSSL sees the message. -1 if it may go on. */
-static int precheck(struct cmp_call *c, char *text)
+/* OpenSSL verifies the proof of possession with the requested key: its cost must be bounded first. */
+static int check_requested_key(const OSSL_CMP_MSG *msg, char *text)
 {
+    int has_key = 0;
+    EVP_PKEY *key = gw_shim_get1_requested_key(msg, &has_key);
+    int ok = !has_key || key == NULL || cmp_key_affordable(key);
+
+    EVP_PKEY_free(key);
+    if (ok)
+        return -1;
+    snprintf(text, GW_ERR_LEN, "%s", TEXT_KEY_LIMITS);
+    return OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
+}
+
+/* Step 2: what is refused before OpenSSL sees the message. -1 if it may go on. */
+static int precheck(struct cmp_call *c, const OSSL_CMP_MSG *msg, char *text)
+{
+    int bit;
+
     if (c->hdr.tid_len == 0) {
         snprintf(text, GW_ERR_LEN, "transactionID is missing");
         return OSSL_CMP_PKIFAILUREINFO_badRequest;
@@ -442,6 +458,8 @@ static int precheck(struct cmp_call *c, char *text)
                  "PBM secret");
         return OSSL_CMP_PKIFAILUREINFO_badMessageCheck;
     }
+    if ((bit = check_requested_key(msg, text)) >= 0)
+        return bit;
     if (c->hdr.protection_nid == NID_id_PasswordBasedMAC)
         return check_pbm(c, text);
     return -1;
@@ -678,7 +696,7 @@ static void dispatch(struct cmp_call *c, const OSSL_CMP_MSG *msg)
         return;
     }
     gw_hex(c->rsp->tid, c->hdr.tid, c->hdr.tid_len);
-    if ((bit = precheck(c, text)) >= 0) {
+    if ((bit = precheck(c, msg, text)) >= 0) {
         refuse(c, msg, bit, text);
         return;
     }

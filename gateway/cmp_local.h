@@ -102,6 +102,13 @@ struct cmp_txn {
 #define TEXT_BAD_SIGNATURE                                                                                   \
     "message protection could not be verified: the signature does not match the signer certificate"
 
+#define TEXT_KEY_LIMITS                                                                                      \
+    "a key in this request is above this server's limits: RSA keys up to 8192 bits with a public "           \
+    "exponent below 2^32"
+
+/* cmp_auth.c: whether verifying a signature with |key| has a bounded cost (RSA size and exponent). */
+int cmp_key_affordable(const EVP_PKEY *key);
+
 /*
  * cmp_auth.c: chooses the one certificate that signed |msg| among those naming its sender and
  * chaining to the role's trust, and pins it on |t|'s context (t->signer). -1 if authenticated or

@@ -459,6 +459,40 @@ out:
     return bits;
 }
 
+EVP_PKEY *gw_shim_get1_requested_key(const OSSL_CMP_MSG *msg, int *has_key)
+{
+    unsigned char *der = NULL;
+    const unsigned char *p, *end, *q;
+    OSSL_CRMF_MSGS *crms = NULL;
+    X509_REQ *csr = NULL;
+    EVP_PKEY *key = NULL;
+    struct tlv t;
+    int len, body = OSSL_CMP_MSG_get_bodytype(msg);
+
+    *has_key = 0;
+    if (body != GW_CMP_BODY_IR && body != GW_CMP_BODY_CR && body != GW_CMP_BODY_KUR &&
+        body != GW_CMP_BODY_P10CR)
+        return NULL;
+    *has_key = 1;
+    /* PKIBody is an EXPLICIT [n] around CertReqMessages (ir, cr, kur) or a CertificationRequest (p10cr) */
+    if ((len = i2d_OSSL_CMP_MSG(msg, &der)) <= 0 || !open_seq(der, len, &p, &end) || !tlv_next(&p, end, &t) ||
+        !tlv_next(&p, end, &t) || t.cls != V_ASN1_CONTEXT_SPECIFIC)
+        goto out;
+    q = t.cont;
+    if (body == GW_CMP_BODY_P10CR) {
+        if ((csr = d2i_X509_REQ(NULL, &q, t.len)) != NULL && (key = X509_REQ_get_pubkey(csr)) == NULL)
+            *has_key = 0; /* a CSR without a readable key fails its self-signature check anyway */
+    } else if ((crms = d2i_OSSL_CRMF_MSGS(NULL, &q, t.len)) != NULL && sk_OSSL_CRMF_MSG_num(crms) > 0) {
+        if ((key = gw_shim_tmpl_get1_pubkey(sk_OSSL_CRMF_MSG_value(crms, 0))) == NULL)
+            *has_key = 0; /* no key in the template (RFC 9483 central key generation): nothing to verify */
+    }
+out:
+    X509_REQ_free(csr);
+    sk_OSSL_CRMF_MSG_pop_free(crms, OSSL_CRMF_MSG_free);
+    OPENSSL_free(der);
+    return key;
+}
+
 /* Appends the certificates of a SEQUENCE OF CMPCertificate at |seq| to |out|; 1, or 0 past the caps. */
 static int add_certs(const struct tlv *seq, STACK_OF(X509) *out)
 {

@@ -81,6 +81,14 @@ int gw_shim_alg_hash_bits(const X509_ALGOR *alg);
 int gw_shim_popo_hash_bits(const OSSL_CRMF_MSG *crm);
 
 /*
+ * gw_shim_get1_requested_key returns the public key an ir, cr or kur asks to be certified (the first
+ * CertReqMsg's template) or a p10cr's CSR key: the key OpenSSL verifies the proof of possession
+ * with. *has_key is 0 for other bodies and for requests that carry no key; a request that should
+ * carry one but cannot be read gives NULL with *has_key 1.
+ */
+EVP_PKEY *gw_shim_get1_requested_key(const OSSL_CMP_MSG *msg, int *has_key);
+
+/*
  * gw_shim_get1_extra_certs returns the extraCerts of |msg| (RFC 9810 §5.1; 3.2+:
  * OSSL_CMP_MSG_get0_extraCerts) as a new stack, empty when there are none; NULL when they are
  * malformed or exceed GW_MAX_EXTRA_CERTS certificates or GW_MAX_EXTRA_CERTS_BYTES.

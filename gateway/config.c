@@ -2204,7 +2204,9 @@ static int trust_union_add(X509_STORE **store, STACK_OF(X509) **untrusted, const
 
     if (*store == NULL && (*store = X509_STORE_new()) == NULL)
         return GW_ERR_NOMEM;
-    if (X509_STORE_set_flags(*store, X509_V_FLAG_X509_STRICT) != 1)
+    /* a client's chain is built from certificates it sent: bound how far it can make us go */
+    if (X509_STORE_set_flags(*store, X509_V_FLAG_X509_STRICT) != 1 ||
+        X509_STORE_set_depth(*store, GW_MAX_CHAIN_DEPTH) != 1)
         return GW_ERR_CRYPTO;
     if (t->crl_file != NULL &&
         X509_STORE_set_flags(*store, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL) != 1)

@@ -42,7 +42,10 @@
 #define GW_MAX_EXTRA_CERTS 16                /* certificates in a request's extraCerts: signer and chain */
 #define GW_MAX_EXTRA_CERTS_BYTES (32 * 1024) /* their DER, of a GW_MAX_CMP_BODY message */
 #define GW_MAX_SIGNER_CANDIDATES 4           /* certificates naming the sender that are tried as signer */
-#define GW_DEFAULT_REVOCATION_GRACE 3600     /* seconds a CRL past its nextUpdate still answers */
+#define GW_MAX_VERIFY_KEY_BITS 8192      /* keys of anything verified for a client (signer, chain, POPO) */
+#define GW_MAX_RSA_EXPONENT_BITS 32      /* their RSA public exponent: below 2^32 */
+#define GW_MAX_CHAIN_DEPTH 8             /* certificates between a client's and its trust anchor */
+#define GW_DEFAULT_REVOCATION_GRACE 3600 /* seconds a CRL past its nextUpdate still answers */
 #define GW_MAX_REVOCATION_GRACE (7 * 24 * 3600)
 #define GW_STATUS_REFRESH_SECS 300 /* an upstream's CRL is fetched again at least this often */
 #define GW_MAX_GENM_ITAVS 8        /* infoTypes one genm may ask for (RFC 9483 §4.3 asks one) */

@@ -8,7 +8,13 @@ back two days (libfaketime) makes neither go backwards (RFC 5280 §5.2.3).
 
 One identity cannot fill the replay cache: past its share (cmp.max_recent_per_identity) it alone is
 refused, and another identity is still served.
+
+Work before any signature check is bounded: a genm from an unknown key carrying 60 self-made RSA-3072
+certificates with ~3070-bit public exponents, all naming the sender, cost ~1 s of server CPU when OpenSSL
+tried each; it is now refused from its extraCerts alone. Keys above the limits (RSA modulus over 8192
+bits, exponent of 2^32 or more) are refused wherever the gateway would verify with them.
 """
+import datetime
 import re
 import subprocess
 import sys
@@ -16,6 +22,10 @@ import time
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
+
+from cryptography import x509  # noqa: E402
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
 
 RA_SUBJECT = "/O=cmpgw demo/CN=cmpgw demo CMP signer"  # the demo signer carries id-kp-cmcRA
 FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
@@ -111,6 +121,92 @@ class ReplayShare(harness.GatewayTestCase):
         other = self.gw.cmp("ir", "share-pbm", auth="pbm", newkey=self.newkey("share-pbm"), subject="/CN=share-pbm",
                             extra=("-implicit_confirm",))
         self.assertIsNotNone(other.cert)
+
+
+
+TEXT_KEY_LIMITS = ("a key in this request is above this server's limits: RSA keys up to 8192 bits with a public "
+                   "exponent below 2^32")
+
+
+def heavy_bundle(path, signer_key, name, count):
+    """|count| certificates naming |name|, each with a 3072-bit modulus and a ~3070-bit public exponent."""
+    n = rsa.generate_private_key(65537, 3072).public_key().public_numbers().n
+    now = datetime.datetime.now(datetime.timezone.utc)
+    pems = []
+    for i in range(count):
+        e = (n >> 3) | 1  # odd, far above 2^32
+        key = rsa.RSAPublicNumbers(e - 2 * i, n).public_key()
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key)
+                .serial_number(i + 1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+                .sign(signer_key, hashes.SHA256()))
+        pems.append(cert.public_bytes(serialization.Encoding.PEM).decode())
+    path.write_text("".join(pems))
+    return path
+
+
+def huge_exponent_key(path):
+    """An RSA-3072 private key whose public exponent has ~3070 bits (a valid key: d inverts it)."""
+    k = rsa.generate_private_key(65537, 3072).private_numbers()
+    p, q = k.p, k.q
+    phi = (p - 1) * (q - 1)
+    e = (phi >> 4) | 1
+    while True:
+        try:
+            d = pow(e, -1, phi)
+            break
+        except ValueError:
+            e += 2
+    pub = rsa.RSAPublicNumbers(e, p * q)
+    priv = rsa.RSAPrivateNumbers(p, q, d, d % (p - 1), d % (q - 1), pow(q, -1, p), pub).private_key()
+    path.write_bytes(priv.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption()))
+    return path
+
+
+class BoundedWork(harness.GatewayTestCase):
+
+    def attacker(self):
+        d = self.gw.dir
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "attacker")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+                .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), True)
+                .sign(key, hashes.SHA256()))
+        (d / "attacker.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (d / "attacker.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                           serialization.PrivateFormat.PKCS8,
+                                                           serialization.NoEncryption()))
+        return key, name
+
+    def last_duration_ms(self):
+        lines = [e for e in self.gw.log_lines() if e.get("event") == "request"]
+        return int(lines[-1]["duration_ms"])
+
+    def genm(self, name, bundle):
+        d = self.gw.dir
+        return self.gw.cmp("genm", name, auth=(d / "attacker.pem", d / "attacker.key"), expect_cert=False,
+                           extra=("-extracerts", bundle))
+
+    def test_sixty_heavy_certificates_naming_the_sender(self):
+        key, name = self.attacker()
+        res = self.genm("heavy60", heavy_bundle(self.gw.dir / "heavy60.pem", key, name, 60))
+        self.assert_cmp_error(res.first, ("error",), "badRequest",
+                              "extraCerts are malformed or hold more than 16 certificates or 32768 bytes")
+        # a work bound, not a benchmark: about a second when every certificate was tried
+        self.assertLess(self.last_duration_ms(), 200 * harness.SLOW)
+
+    def test_heavy_exponents_under_the_count_cap(self):
+        key, name = self.attacker()
+        res = self.genm("heavy3", heavy_bundle(self.gw.dir / "heavy3.pem", key, name, 3))
+        self.assert_cmp_error(res.first, ("error",), "badRequest", TEXT_KEY_LIMITS)
+
+    def test_requested_key_with_a_huge_exponent(self):
+        """OpenSSL would verify the proof of possession with the requested key: refused before that."""
+        res = self.gw.cmp("ir", "huge-e", newkey=huge_exponent_key(self.gw.dir / "huge-e.key"), subject="/CN=huge-e",
+                          extra=("-implicit_confirm",), expect_cert=False)
+        self.assert_cmp_error(res.first, ("error",), "badCertTemplate", TEXT_KEY_LIMITS)
 
 
 if __name__ == "__main__":
