@@ -12,6 +12,7 @@
 #ifndef GW_CMP_H
 #define GW_CMP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <time.h>
 #include <openssl/x509.h>
@@ -44,6 +45,7 @@ struct gw_cmp_response {
     char identity[GW_IDENTITY_LEN];   /* CMP sender identity: signer subject or "pbm:<ref>" */
     char outcome[GW_ERR_LEN];         /* "accepted", "rejection: badTime: ...", ... */
     char serial[2 * 20 + 1];          /* issued serial in hex, or "" */
+    bool auth_failed;                 /* the sender could not be authenticated: counts against its address */
 };
 
 void gw_cmp_response_init(struct gw_cmp_response *rsp);

@@ -44,6 +44,9 @@ const char *cmp_fail_name(int bit)
 
 void cmp_set_outcome(struct cmp_call *c, const char *status, int fail_bit, const char *text)
 {
+    /* every failed protection check is badMessageCheck (docs/errors.md): the address pays for it */
+    if (fail_bit == OSSL_CMP_PKIFAILUREINFO_badMessageCheck)
+        c->rsp->auth_failed = true;
     if (fail_bit < 0)
         snprintf(c->rsp->outcome, sizeof(c->rsp->outcome), "%s", status);
     else
@@ -504,6 +507,7 @@ static int authenticated(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_M
 
     if (bit < 0)
         return 1;
+    c->rsp->auth_failed = true; /* nothing that came with the message could be trusted */
     cmp_txn_free(t);
     refuse(c, msg, bit, text);
     return 0;

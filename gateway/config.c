@@ -1907,6 +1907,7 @@ static const struct field tls_fields[] = {
     OPT("client_ca", p_file, struct gw_listener_conf, client_ca),
     OPT("client_auth", p_enum, struct gw_listener_conf, client_auth, .def = GW_CLIENT_AUTH_REQUIRE,
         .aux = client_auth_names),
+    OPT("http2", p_bool, struct gw_listener_conf, http2, .def = false),
 };
 OBJDEF(tls_def, tls_fields, check_tls);
 
@@ -2084,6 +2085,18 @@ static const struct field cmp_fields[] = {
 };
 OBJDEF(cmp_def, cmp_fields, NULL);
 
+static const struct field limits_fields[] = {
+    OPT("max_connections", p_u32, struct gw_guard_conf, max_connections, .min = 1, .max = GW_MAX_CONNECTIONS,
+        .def = GW_DEFAULT_MAX_CONNECTIONS),
+    OPT("max_connections_per_address", p_u32, struct gw_guard_conf, max_connections_per_address, .min = 1,
+        .max = GW_MAX_CONNECTIONS, .def = GW_DEFAULT_MAX_CONNECTIONS_PER_ADDRESS),
+    OPT("auth_failures_per_address", p_u32, struct gw_guard_conf, auth_failures, .min = 0,
+        .max = GW_MAX_AUTH_FAILURES, .def = GW_DEFAULT_AUTH_FAILURES),
+    OPT("auth_failure_window", p_dur_s, struct gw_guard_conf, auth_failure_window, .min = 1,
+        .max = GW_MAX_AUTH_FAILURE_WINDOW, .def = GW_DEFAULT_AUTH_FAILURE_WINDOW),
+};
+OBJDEF(limits_def, limits_fields, NULL);
+
 static const struct field audit_fields[] = {
     REQ("file", p_file, struct gw_audit_conf, file),
     OPT("audit_fields", p_flags, struct gw_audit_conf, fields, .def = AUDIT_DEFAULT_FIELDS,
@@ -2136,6 +2149,7 @@ static const struct field top_fields[] = {
     OPT("label_to_path_policy", p_map, struct gw_config, labels,
         .off_n = offsetof(struct gw_config, n_labels), .aux = &label_map),
     OPT("cmp", p_obj, struct gw_config, cmp, .aux = &cmp_def),
+    OPT("limits", p_obj, struct gw_config, limits, .aux = &limits_def),
     REQ("audit", p_obj, struct gw_config, audit, .aux = &audit_def),
     OPT("log_level", p_enum, struct gw_config, log_level, .def = GW_LOG_INFO, .aux = log_levels),
     OPT("root_ca_update", p_opt_obj, struct gw_config, root_update, .aux = &root_update_def),

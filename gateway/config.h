@@ -11,6 +11,7 @@
 #define GW_CONFIG_H
 
 #include <stdbool.h>
+#include "guard.h"
 #include <stddef.h>
 #include <stdint.h>
 #include <openssl/x509.h>
@@ -30,6 +31,7 @@ struct gw_listener_conf {
     char *tls_key;
     char *client_ca; /* PEM bundle; required unless client_auth is none */
     enum gw_client_auth client_auth;
+    bool http2; /* "http2": offer h2 in ALPN (TLS listeners); off by default */
 };
 
 /* A named set of trust anchors for CMP signature protection ("trust": {"name": {...}}). */
@@ -334,6 +336,7 @@ struct gw_config {
     struct gw_label *labels;
     size_t n_labels;
     struct gw_cmp_conf cmp;
+    struct gw_guard_conf limits; /* "limits": connections, failed authentications per address */
     struct gw_audit_conf audit;
     enum gw_log_level log_level;       /* "log_level"; default info */
     struct gw_root_update root_update; /* "root_ca_update" for roles without their own */

@@ -51,8 +51,10 @@ struct http_job {
     struct gw_cmp_engine *engine;
     unsigned char *der; /* owned copy of the body */
     size_t len;
-    struct gw_route_match match; /* role borrowed from the config snapshot */
-    X509 *peer;                  /* up-ref of the connection's verified client certificate */
+    struct gw_route_match match;  /* role borrowed from the config snapshot */
+    X509 *peer;                   /* up-ref of the connection's verified client certificate */
+    struct sockaddr_storage addr; /* the client's: its failed authentications are counted */
+    socklen_t addr_len;
     struct gw_cmp_response rsp;
     bool rsp_inited;
     struct reqlog log;
@@ -74,6 +76,7 @@ enum extra_header {
 struct refusal {
     int status;
     enum extra_header hdr;
+    uint32_t retry_after; /* HDR_RETRY_AFTER: seconds; 0 = GW_RETRY_AFTER_SECS */
     char reason[GW_ERR_LEN];
 };
 
@@ -88,6 +91,7 @@ static const struct {
     {405, "Method Not Allowed"},
     {413, "Payload Too Large"},
     {415, "Unsupported Media Type"},
+    {429, "Too Many Requests"},
     {500, "Internal Server Error"},
     {502, "Bad Gateway"},
     {503, "Service Unavailable"},
@@ -117,7 +121,8 @@ __attribute__((format(printf, 4, 5))) static int refuse(struct refusal *r, int s
 }
 
 /* loop thread: |line| + "\n" as text/plain with Content-Length; control bytes become spaces. */
-static void send_text(h2o_req_t *req, int status, enum extra_header hdr, const char *line)
+static void send_text(h2o_req_t *req, int status, enum extra_header hdr, uint32_t retry_after,
+                      const char *line)
 {
     size_t len = strlen(line);
     char *body = h2o_mem_alloc_pool(&req->pool, len + 1);
@@ -134,9 +139,12 @@ static void send_text(h2o_req_t *req, int status, enum extra_header hdr, const c
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("POST"));
     if (hdr == HDR_ALLOW_GET)
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("GET"));
-    if (hdr == HDR_RETRY_AFTER)
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL,
-                       H2O_STRLIT(STR(GW_RETRY_AFTER_SECS)));
+    if (hdr == HDR_RETRY_AFTER) {
+        char *secs = h2o_mem_alloc_pool(&req->pool, 12);
+        int n = snprintf(secs, 12, "%u", retry_after != 0 ? retry_after : (uint32_t)GW_RETRY_AFTER_SECS);
+
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, secs, (size_t)n);
+    }
     if (hdr == HDR_CLOSE)
         req->http1_is_persistent = 0; /* HTTP/1 answers "Connection: close"; HTTP/2 got GOAWAY */
     h2o_send_inline(req, body, len + 1);
@@ -271,6 +279,22 @@ static int check_request(struct gw_server *s, h2o_req_t *req, struct gw_route_ma
     return 0;
 }
 
+/* An address that failed to authenticate too often waits out its window: HTTP 429 before any work. */
+static int check_budget(struct gw_server *s, h2o_req_t *req, const struct gw_route_match *match,
+                        struct refusal *r)
+{
+    struct gw_conn *c = gw_conn_get0(req);
+    uint32_t wait = 0;
+
+    if (gw_route_is_get(match) || c == NULL ||
+        gw_guard_auth_check(s->guard, (struct sockaddr *)&c->addr, c->addr_len, time(NULL), &wait) == 0)
+        return 0;
+    r->retry_after = wait > 0 ? wait : 1;
+    return refuse(r, 429, HDR_RETRY_AFTER,
+                  "too many failed authentications from this address: retry after %u seconds",
+                  r->retry_after);
+}
+
 static void job_free(struct http_job *job)
 {
     if (job == NULL)
@@ -356,6 +380,10 @@ static int submit(struct gw_loop *lt, h2o_req_t *req, const struct gw_route_matc
     job->log = *log;
     if (c != NULL && c->peer != NULL && X509_up_ref(c->peer) == 1)
         job->peer = c->peer;
+    if (c != NULL) {
+        job->addr = c->addr;
+        job->addr_len = c->addr_len;
+    }
     job->req = req;
     job->ref = h2o_mem_alloc_shared(&req->pool, sizeof(*job->ref), on_req_disposed);
     job->ref->job = job;
@@ -378,8 +406,9 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
 
     (void)self;
     reqlog_init(&log, req);
-    if (check_request(lt->server, req, &match, &r) != 0 || submit(lt, req, &match, &log, &r) != 0) {
-        send_text(req, r.status, r.hdr, r.reason);
+    if (check_request(lt->server, req, &match, &r) != 0 || check_budget(lt->server, req, &match, &r) != 0 ||
+        submit(lt, req, &match, &log, &r) != 0) {
+        send_text(req, r.status, r.hdr, r.retry_after, r.reason);
         log_request(&log, r.status, NULL, r.reason);
     }
     return 0;
@@ -411,11 +440,14 @@ static void respond(struct http_job *job)
         log_request(&job->log, status, rsp, gone);
         return;
     }
+    if (rsp->auth_failed)
+        gw_guard_auth_failed(job->owner->server->guard, (struct sockaddr *)&job->addr, job->addr_len,
+                             time(NULL));
     job->ref->job = NULL;
     if (status == 200)
         send_der(job->req, rsp->der, rsp->len, gw_route_is_get(&job->match));
     else
-        send_text(job->req, status, status == 503 ? HDR_RETRY_AFTER : HDR_NONE, reason);
+        send_text(job->req, status, status == 503 ? HDR_RETRY_AFTER : HDR_NONE, 0, reason);
     log_request(&job->log, status, rsp, outcome);
 }
 

@@ -13,6 +13,16 @@
 #define GW_HTTP1_REQ_TIMEOUT_MS 5000 /* below the drain deadline (libh2o notes §8.12) */
 #define GW_DRAIN_TIMEOUT_MS 10000    /* graceful shutdown: wait this long for in-flight work */
 
+/* connections and authentication attempts per client address (gateway/guard.c) */
+#define GW_DEFAULT_MAX_CONNECTIONS 4096
+#define GW_DEFAULT_MAX_CONNECTIONS_PER_ADDRESS 64
+#define GW_MAX_CONNECTIONS 1000000
+#define GW_DEFAULT_AUTH_FAILURES 50 /* failed authentications per address and window; then 429 */
+#define GW_MAX_AUTH_FAILURES 1000000
+#define GW_DEFAULT_AUTH_FAILURE_WINDOW 60 /* seconds */
+#define GW_MAX_AUTH_FAILURE_WINDOW 86400
+#define GW_REFUSAL_LOG_SECS 1 /* at most one "connection_refused" log line per second */
+
 /* threads and queues */
 #define GW_DEFAULT_LOOP_THREADS 2
 #define GW_MAX_LOOP_THREADS 64

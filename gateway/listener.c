@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Connections accepted per wakeup of a listening socket, as h2o's own src/main.c does. */
@@ -118,18 +119,33 @@ static int bind_all(struct gw_server *s, char *err)
     return 0;
 }
 
+/* A flood of refused connections must not become a flood of log lines: one a second at most. */
+static void log_refused(struct gw_server *s, int rc)
+{
+    long now = (long)time(NULL), last = atomic_load(&s->refusal_logged);
+
+    if (now - last < GW_REFUSAL_LOG_SECS || !atomic_compare_exchange_strong(&s->refusal_logged, &last, now))
+        return;
+    gw_log(GW_LOG_WARN, "connection_refused", "%s",
+           rc == GW_ERR_LIMIT  ? "the server holds max_connections connections"
+           : rc == GW_ERR_BUSY ? "this client address holds max_connections_per_address connections"
+                               : "out of memory");
+}
+
 /* loop thread */
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
     struct gw_listen *l = listener->data;
     h2o_socket_t *sock;
+    int rc;
 
     if (err != NULL)
         return;
     for (int i = 0; i < ACCEPT_BATCH; i++) {
         if ((sock = h2o_evloop_socket_accept(listener)) == NULL)
             return;
-        if (gw_conn_attach(l->loop, sock) != 0) {
+        if ((rc = gw_conn_attach(l->loop, sock)) != 0) {
+            log_refused(l->loop->server, rc);
             h2o_socket_close(sock);
             continue;
         }
@@ -241,6 +257,7 @@ static void server_free(struct gw_server *s)
     free(s->ssl_ctx);
     if (s->h2o_inited)
         h2o_config_dispose(&s->h2o);
+    gw_guard_free(s->guard);
     free(s);
 }
 
@@ -302,8 +319,13 @@ struct gw_server *gw_server_start(const struct gw_config *cfg, struct gw_cmp_eng
     s->n_listeners = cfg->n_listeners;
     s->n_loops = cfg->loop_threads != 0 ? cfg->loop_threads : GW_DEFAULT_LOOP_THREADS;
     atomic_init(&s->stopping, false);
+    atomic_init(&s->refusal_logged, 0);
     if (s->n_listeners == 0) {
         snprintf(err, GW_ERR_LEN, "listener: no listeners configured");
+        goto err;
+    }
+    if ((s->guard = gw_guard_new(&cfg->limits)) == NULL) {
+        snprintf(err, GW_ERR_LEN, "listener: out of memory for the connection table");
         goto err;
     }
     if (server_alloc(s, err) != 0 || h2o_setup(s, err) != 0 || bind_all(s, err) != 0)

@@ -14,6 +14,7 @@
 #include <openssl/x509.h>
 
 #include "config.h"
+#include "guard.h"
 #include "limits.h"
 #include "listener.h"
 #include "pool.h"
@@ -23,6 +24,8 @@ struct gw_loop;
 /* Per accepted connection; hung on sock->on_close and freed there (loop thread). */
 struct gw_conn {
     struct gw_loop *loop;
+    struct sockaddr_storage addr; /* the client's, counted in the server's guard */
+    socklen_t addr_len;
     X509 *peer;                    /* verified TLS client certificate, or NULL */
     char subject[GW_IDENTITY_LEN]; /* its subject, X509_NAME_oneline form, or "" */
 };
@@ -55,6 +58,8 @@ struct gw_server {
     struct gw_loop *loops;
     size_t n_loops;
     struct gw_pool *pool;
+    struct gw_guard *guard;     /* connections and failed authentications per address */
+    atomic_long refusal_logged; /* when a refused connection was last logged (rate limit) */
     atomic_bool stopping;
     h2o_barrier_t ready;
 };
@@ -64,7 +69,11 @@ struct gw_server {
 /* gw_tls_ctx_new builds the SSL_CTX of one listener conf. NULL with |err| on failure. */
 SSL_CTX *gw_tls_ctx_new(const struct gw_listener_conf *lc, char *err);
 
-/* gw_conn_attach hangs a new gw_conn on an accepted socket. 0 or GW_ERR_NOMEM (loop thread). */
+/*
+ * gw_conn_attach admits an accepted socket (the server's connection limits, by the client's
+ * address) and hangs a new gw_conn on it. 0, or GW_ERR_LIMIT / GW_ERR_BUSY (refused: close it) or
+ * GW_ERR_NOMEM (loop thread).
+ */
 int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock);
 
 /* gw_conn_get0 returns the connection state of |req| (borrowed, lives with the connection). */

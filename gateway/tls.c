@@ -18,6 +18,7 @@ static void conn_on_close(void *data)
     struct gw_conn *c = data;
 
     c->loop->num_conns--;
+    gw_guard_conn_close(c->loop->server->guard, (struct sockaddr *)&c->addr, c->addr_len);
     X509_free(c->peer);
     free(c);
 }
@@ -25,9 +26,15 @@ static void conn_on_close(void *data)
 int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock)
 {
     struct gw_conn *c = calloc(1, sizeof(*c));
+    int rc;
 
     if (c == NULL)
         return GW_ERR_NOMEM;
+    c->addr_len = h2o_socket_getpeername(sock, (struct sockaddr *)&c->addr);
+    if ((rc = gw_guard_conn_open(loop->server->guard, (struct sockaddr *)&c->addr, c->addr_len)) != 0) {
+        free(c);
+        return rc;
+    }
     c->loop = loop;
     loop->num_conns++;
     sock->on_close.cb = conn_on_close;
@@ -139,7 +146,9 @@ SSL_CTX *gw_tls_ctx_new(const struct gw_listener_conf *lc, char *err)
         goto err;
     }
     SSL_CTX_set_info_callback(ctx, on_ssl_info);
-    h2o_ssl_register_alpn_protocols(ctx, h2o_http2_alpn_protocols);
+    /* HTTP/2 multiplexes streams that libh2o 2.2.5 bounds by no body timeout: offered on request only */
+    if (lc->http2)
+        h2o_ssl_register_alpn_protocols(ctx, h2o_http2_alpn_protocols);
     return ctx;
 
 err:

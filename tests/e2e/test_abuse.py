@@ -13,9 +13,14 @@ Work before any signature check is bounded: a genm from an unknown key carrying 
 certificates with ~3070-bit public exponents, all naming the sender, cost ~1 s of server CPU when OpenSSL
 tried each; it is now refused from its extraCerts alone. Keys above the limits (RSA modulus over 8192
 bits, exponent of 2^32 or more) are refused wherever the gateway would verify with them.
+
+Connections are bounded per client address, HTTP/2 is offered only where a listener asks for it, and an
+address that keeps failing to authenticate gets HTTP 429 with Retry-After before any CMP work.
 """
 import datetime
 import re
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -207,6 +212,68 @@ class BoundedWork(harness.GatewayTestCase):
         res = self.gw.cmp("ir", "huge-e", newkey=huge_exponent_key(self.gw.dir / "huge-e.key"), subject="/CN=huge-e",
                           extra=("-implicit_confirm",), expect_cert=False)
         self.assert_cmp_error(res.first, ("error",), "badCertTemplate", TEXT_KEY_LIMITS)
+
+
+
+class Admission(harness.GatewayTestCase):
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["limits"] = {"max_connections_per_address": 4}
+        cfg["listeners"][0]["tls"]["http2"] = True
+
+    def connect(self):
+        s = socket.create_connection(("127.0.0.1", self.gw.port), timeout=5)
+        return self.gw.tls_context().wrap_socket(s, server_hostname="127.0.0.1")
+
+    def test_connections_per_address(self):
+        held = [self.connect() for _ in range(4)]
+        try:
+            with self.assertRaises((ssl.SSLError, OSError)):
+                extra = self.connect()  # accepted by the kernel, closed by the gateway at once
+                extra.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                if not extra.recv(1):
+                    raise OSError("closed")
+            self.assertTrue(any(e.get("event") == "connection_refused" for e in self.gw.log_lines()))
+        finally:
+            for c in held:
+                c.close()
+        deadline = time.monotonic() + 5  # the gateway sees the closes, then admits again
+        while True:
+            try:
+                self.connect().close()
+                break
+            except (ssl.SSLError, OSError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def test_http2_on_where_asked(self):
+        der = self.gw.make_request("h2")
+        r = self.gw.curl(data=der, http="--http2")
+        self.assertEqual((r.version, r.status), ("HTTP/2", 200), r)
+
+
+
+class AuthFailureBudget(harness.GatewayTestCase):
+    """A class of its own: once its address is over budget, this gateway answers it nothing else."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["limits"] = {"auth_failures_per_address": 3, "auth_failure_window": "60s"}
+
+    def test_failed_authentications_then_429(self):
+        d = self.gw.dir
+        _, fcert, fkey = harness.make_foreign_pki(d / "foreign")
+        for i in range(3):
+            res = self.gw.cmp("ir", "stranger%d" % i, auth=(fcert, fkey), newkey=self.newkey("stranger%d" % i),
+                              subject="/CN=stranger", expect_cert=False)
+            self.assert_cmp_error(res.first, ("error",), "badMessageCheck")
+        der = self.gw.make_request("after-budget")  # even a good request waits out the window
+        r = self.gw.curl(data=der)
+        self.assertEqual(r.status, 429, r)
+        self.assertGreater(int(r.headers.get("retry-after", "0")), 0, r)
+        self.assertIn(b"too many failed authentications from this address", r.body)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ ELSEWHERE = {
     "extra_certs": ("test_trust.py", "extraCerts are malformed or hold more than 16 certificates or 32768 bytes"),
     "signer_candidates": ("test_trust.py", "more than 4 certificates carry the sender's name: send only the "),
     "signer_ambiguous": ("test_trust.py", "message protection is ambiguous: several valid certificates with the "),
+    "http_auth_budget": ("test_abuse.py", "too many failed authentications from this address"),
     "extra_certs_key": ("test_abuse.py", "a key in this request is above this server's limits: RSA keys up to "),
     "requested_key_limits": ("test_abuse.py", "a key in this request is above this server's limits: RSA keys up to "),
     "replay_share": ("test_abuse.py", "too many recent transactions from "),

@@ -1,0 +1,220 @@
+/*
+ * Per-address accounting: an open-addressing table keyed by the client's IP (IPv4 as 4 bytes,
+ * IPv6 as 16), probed linearly from a keyed hash so that addresses cannot be picked to collide.
+ * An entry with no connection and no live failure window is free to be taken again; lookups go on
+ * past such entries until a never-used slot, so an address is never counted twice.
+ */
+#include "guard.h"
+#include "err.h"
+
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/rand.h>
+
+struct slot {
+    bool used; /* ever taken: lookups continue past it */
+    uint8_t len;
+    uint8_t addr[16];
+    uint32_t conns;
+    uint32_t failures;
+    time_t window_start;
+};
+
+struct gw_guard {
+    pthread_mutex_t lock;
+    struct gw_guard_conf conf;
+    uint64_t key;
+    uint32_t conns; /* in total */
+    size_t cap;     /* power of two */
+    struct slot *slots;
+};
+
+struct gw_guard *gw_guard_new(const struct gw_guard_conf *conf)
+{
+    struct gw_guard *g;
+    size_t cap = 64;
+
+    if (conf->max_connections == 0 || conf->max_connections_per_address == 0 ||
+        (conf->auth_failures != 0 && conf->auth_failure_window == 0) || (g = calloc(1, sizeof(*g))) == NULL)
+        return NULL;
+    /* room for every connection on its own address, and as many addresses again that only failed */
+    while (cap < 2 * (size_t)conf->max_connections + 64)
+        cap <<= 1;
+    g->conf = *conf;
+    g->cap = cap;
+    if ((g->slots = calloc(cap, sizeof(*g->slots))) == NULL ||
+        RAND_bytes((unsigned char *)&g->key, sizeof(g->key)) != 1 ||
+        pthread_mutex_init(&g->lock, NULL) != 0) {
+        free(g->slots);
+        free(g);
+        return NULL;
+    }
+    return g;
+}
+
+void gw_guard_free(struct gw_guard *g)
+{
+    if (g == NULL)
+        return;
+    pthread_mutex_destroy(&g->lock);
+    free(g->slots);
+    free(g);
+}
+
+/* The IP of |sa| as bytes; 0 if it is neither IPv4 nor IPv6. */
+static size_t addr_of(const struct sockaddr *sa, socklen_t len, uint8_t *out)
+{
+    if (sa == NULL)
+        return 0;
+    if (sa->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
+        memcpy(out, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+        return 4;
+    }
+    if (sa->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
+        memcpy(out, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+        return 16;
+    }
+    return 0;
+}
+
+static size_t hash(const struct gw_guard *g, const uint8_t *a, size_t n)
+{
+    uint64_t h = 1469598103934665603ull ^ g->key;
+
+    for (size_t i = 0; i < n; i++) {
+        h ^= a[i];
+        h *= 1099511628211ull;
+    }
+    return (size_t)(h ^ (h >> 29));
+}
+
+static bool window_live(const struct gw_guard *g, const struct slot *s, time_t now)
+{
+    return s->failures > 0 && now >= s->window_start &&
+           now - s->window_start < (time_t)g->conf.auth_failure_window;
+}
+
+static bool idle(const struct gw_guard *g, const struct slot *s, time_t now)
+{
+    return s->conns == 0 && !window_live(g, s, now);
+}
+
+enum make { LOOKUP, CREATE, CREATE_EVICTING };
+
+/*
+ * The slot of |a|; LOOKUP: NULL if absent. CREATE takes a never-used or idle slot; CREATE_EVICTING
+ * (a connection) may also take one that holds only failures: addresses that merely failed, however
+ * many an attacker has, must not keep real connections out. NULL if there is no room. Lock held.
+ */
+static struct slot *find(struct gw_guard *g, const uint8_t *a, size_t n, enum make make, time_t now)
+{
+    size_t i = hash(g, a, n) & (g->cap - 1);
+    struct slot *spare = NULL, *victim = NULL;
+
+    for (size_t probes = 0; probes < g->cap; probes++, i = (i + 1) & (g->cap - 1)) {
+        struct slot *s = &g->slots[i];
+
+        if (!s->used) {
+            spare = spare != NULL ? spare : s;
+            break;
+        }
+        if (s->len == n && memcmp(s->addr, a, n) == 0)
+            return s;
+        if (spare == NULL && idle(g, s, now))
+            spare = s;
+        if (victim == NULL && s->conns == 0)
+            victim = s;
+    }
+    if (spare == NULL && make == CREATE_EVICTING)
+        spare = victim;
+    if (make == LOOKUP || spare == NULL)
+        return NULL;
+    memset(spare, 0, sizeof(*spare));
+    spare->used = true;
+    spare->len = (uint8_t)n;
+    memcpy(spare->addr, a, n);
+    return spare;
+}
+
+int gw_guard_conn_open(struct gw_guard *g, const struct sockaddr *sa, socklen_t len)
+{
+    uint8_t a[16];
+    size_t n = addr_of(sa, len, a);
+    struct slot *s;
+    int rc = 0;
+
+    if (n == 0)
+        return GW_ERR_INVAL;
+    pthread_mutex_lock(&g->lock);
+    if (g->conns >= g->conf.max_connections)
+        rc = GW_ERR_LIMIT;
+    else if ((s = find(g, a, n, CREATE_EVICTING, time(NULL))) == NULL ||
+             s->conns >= g->conf.max_connections_per_address)
+        rc = GW_ERR_BUSY;
+    else {
+        s->conns++;
+        g->conns++;
+    }
+    pthread_mutex_unlock(&g->lock);
+    return rc;
+}
+
+void gw_guard_conn_close(struct gw_guard *g, const struct sockaddr *sa, socklen_t len)
+{
+    uint8_t a[16];
+    size_t n = addr_of(sa, len, a);
+    struct slot *s;
+
+    if (n == 0)
+        return;
+    pthread_mutex_lock(&g->lock);
+    if ((s = find(g, a, n, LOOKUP, time(NULL))) != NULL && s->conns > 0) {
+        s->conns--;
+        g->conns--;
+    }
+    pthread_mutex_unlock(&g->lock);
+}
+
+int gw_guard_auth_check(struct gw_guard *g, const struct sockaddr *sa, socklen_t len, time_t now,
+                        uint32_t *retry_after)
+{
+    uint8_t a[16];
+    size_t n = addr_of(sa, len, a);
+    struct slot *s;
+    int rc = 0;
+
+    *retry_after = 0;
+    if (n == 0 || g->conf.auth_failures == 0)
+        return 0;
+    pthread_mutex_lock(&g->lock);
+    if ((s = find(g, a, n, LOOKUP, now)) != NULL && window_live(g, s, now) &&
+        s->failures >= g->conf.auth_failures) {
+        *retry_after = (uint32_t)(s->window_start + (time_t)g->conf.auth_failure_window - now);
+        rc = GW_ERR_LIMIT;
+    }
+    pthread_mutex_unlock(&g->lock);
+    return rc;
+}
+
+void gw_guard_auth_failed(struct gw_guard *g, const struct sockaddr *sa, socklen_t len, time_t now)
+{
+    uint8_t a[16];
+    size_t n = addr_of(sa, len, a);
+    struct slot *s;
+
+    if (n == 0 || g->conf.auth_failures == 0)
+        return;
+    pthread_mutex_lock(&g->lock);
+    if ((s = find(g, a, n, CREATE, now)) != NULL) {
+        if (!window_live(g, s, now)) {
+            s->failures = 0;
+            s->window_start = now;
+        }
+        if (s->failures < UINT32_MAX)
+            s->failures++;
+    }
+    pthread_mutex_unlock(&g->lock);
+}

@@ -1,0 +1,42 @@
+/*
+ * Admission by client address (docs/security.md, "Bounded work"): connections in total and per
+ * address, and a budget of failed authentications per address. One table with one lock, shared by
+ * the loop threads; memory is fixed at creation. An address is a client's IP, never its port.
+ */
+#ifndef GW_GUARD_H
+#define GW_GUARD_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+#include <time.h>
+
+struct gw_guard_conf {
+    uint32_t max_connections; /* in total */
+    uint32_t max_connections_per_address;
+    uint32_t auth_failures;       /* per address and window; 0 = no budget */
+    uint32_t auth_failure_window; /* seconds */
+};
+
+struct gw_guard;
+
+/* gw_guard_new sizes its table for |conf| (copied). NULL on a zero limit or out of memory. */
+struct gw_guard *gw_guard_new(const struct gw_guard_conf *conf);
+void gw_guard_free(struct gw_guard *g);
+
+/*
+ * gw_guard_conn_open counts a new connection from |sa|: 0, or GW_ERR_LIMIT (the total is reached),
+ * GW_ERR_BUSY (this address holds its share, or the table has no room for another address),
+ * GW_ERR_INVAL (not an IPv4 or IPv6 address). Only a 0 is to be closed with gw_guard_conn_close.
+ */
+int gw_guard_conn_open(struct gw_guard *g, const struct sockaddr *sa, socklen_t len);
+void gw_guard_conn_close(struct gw_guard *g, const struct sockaddr *sa, socklen_t len);
+
+/*
+ * gw_guard_auth_check: 0 if |sa| may still try to authenticate at |now|, else GW_ERR_LIMIT with
+ * *retry_after the seconds until its window ends. gw_guard_auth_failed counts one failure.
+ */
+int gw_guard_auth_check(struct gw_guard *g, const struct sockaddr *sa, socklen_t len, time_t now,
+                        uint32_t *retry_after);
+void gw_guard_auth_failed(struct gw_guard *g, const struct sockaddr *sa, socklen_t len, time_t now);
+
+#endif
