@@ -49,6 +49,7 @@
 #define GW_VAULT_TOKEN_RENEW_MARGIN 60     /* re-login this many seconds before the token expires */
 #define GW_MAX_VAULT_TOKEN_LEN 4096        /* a Vault token (file or login); batch tokens are the longest */
 #define GW_ROLE_POLICY_TTL 60              /* seconds an upstream role policy stays cached */
+#define GW_MAX_ROLE_USAGES 64              /* usage names or OIDs read from one field of an upstream role */
 #define GW_MAX_UPSTREAM_INFLIGHT 100000
 #define GW_MAX_CHECK_AFTER 60 /* seconds: the longest checkAfter a pollRep asks (polling) */
 
