@@ -63,6 +63,7 @@
 #define GW_ISSUED_SHORTEN_SLACK 300 /* a notAfter this much before the planned one is not a change */
 #define GW_CRL_NEXT_UPDATE_SECS (24 * 3600) /* local issuer's CRL: nextUpdate = thisUpdate + this */
 #define GW_CRL_REFRESH_SECS 3600            /* its cached CRL is re-signed at least this often */
+#define GW_MAX_CERT_EXTS 64                 /* extensions of an issued certificate (compared pairwise) */
 
 /* config */
 #define GW_MAX_CONFIG_SIZE (1024 * 1024)
