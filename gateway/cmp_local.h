@@ -145,8 +145,8 @@ int cmp_authorize(struct cmp_call *c, const struct cmp_txn *t, char *text);
 int cmp_check_old_cert(struct cmp_call *c, const struct cmp_txn *t, char *text);
 int cmp_check_3gpp(struct cmp_call *c, const struct cmp_txn *t, const OSSL_CRMF_MSG *crm,
                    const X509_REQ *p10cr, char *text);
-int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, const struct gw_cert_plan *plan, int crmf,
-                      struct gw_upstream **up, char *text);
+int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, const struct gw_cert_plan *plan,
+                      const X509_REQ *p10cr, struct gw_upstream **up, char *text);
 X509_STORE *cmp_issuer_store(const struct gw_cmp_engine *e, const struct gw_upstream *up);
 const char *cmp_upstream_name(const struct gw_upstream *up);
 
