@@ -44,6 +44,14 @@ ELSEWHERE = {
     "device_not_allowed": ("test_3gpp.py", "is not on this route's allow-list"),
     "signature_only_route": ("test_3gpp.py", "this route accepts signature-protected requests only: sign with the "),
     "weak_hash": ("test_3gpp.py", " is not accepted on this route: sign with SHA-"),
+    "upstream_role_grants": ("test_upstream_answers.py", " does not allow; restrict the Vault role ("),
+    "csr_extension": ("test_upstream_answers.py", "this route's CA copies the CSR's extensions: leave it out of the CSR"),
+    "issued_key_usage": ("test_upstream_answers.py", "the CA issued a certificate outside this route's policy (keyUsage "),
+    "issued_ext_key_usage": ("test_upstream_answers.py",
+                             "the CA issued a certificate outside this route's policy (extendedKeyUsage "),
+    "issued_extension": ("test_cmp_upstream.py", " (not in its allowed_extensions)); it was not released"),
+    "issued_basic_constraints": ("test_cmp_upstream.py", "pathLenConstraint is outside role "),
+    "issued_san": ("test_cmp_upstream.py", ", which the request did not ask for); it was not released"),
 }
 
 
