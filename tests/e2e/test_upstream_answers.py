@@ -70,7 +70,7 @@ class Answers(RowAssertions, harness.GatewayTestCase):
     def assert_refused_on_record(self, res, row, text):
         """The cp is the row's rejection with exactly |text|; the audit log has the rejected
         certificate's serial and its revocation upstream. Returns the serial (hex)."""
-        self.assertIsNone(res.cert)
+        self.assertIsNone(res.cert, res.answers)
         ans = self.expect(row, res.first)
         self.assertEqual(ans.body_type, "cp", ans)
         self.assertEqual(ans.status_strings, [text])
@@ -87,7 +87,7 @@ class Answers(RowAssertions, harness.GatewayTestCase):
 
     def assert_refused_before_signing(self, res, row, fail, text):
         """The cp is the row's rejection with exactly |text|, on record, and no certificate anywhere."""
-        self.assertIsNone(res.cert)
+        self.assertIsNone(res.cert, res.answers)
         ans = self.expect(row, res.first)
         self.assertEqual(ans.body_type, "cp", ans)
         self.assertEqual(ans.fail_info, [fail], ans)
@@ -150,6 +150,14 @@ class VaultAnswers(Answers):
                 res, _ = self.p10cr("verbatim-narrow", name, "%s.example.com" % name, exts, expect_cert=False)
                 self.assert_refused_before_signing(res, "csr_extension", "badCertTemplate", text)
                 self.assertEqual(self.vault.since(mark), [])
+        # twin: usages and a standard extension within the role are asked for, copied by Vault (the
+        # policy shows it is the CSR's), and the certificate is released
+        res, _ = self.p10cr("verbatim-narrow", "v-within", "v-within.example.com",
+                            ["keyUsage=critical,digitalSignature", "extendedKeyUsage=clientAuth",
+                             "certificatePolicies=2.23.140.1.2.1"])
+        self.assertEqual(usages(res.cert), ("Digital Signature", "TLS Web Client Authentication"))
+        text = harness.run(["openssl", "x509", "-in", res.cert, "-noout", "-ext", "certificatePolicies"]).stdout
+        self.assertIn(b"Policy: 2.23.140.1.2.1", text)
 
     def test_verbatim_plain_csr_gets_the_roles_usages(self):
         # twin: no usages in the CSR; Vault would add DigitalSignature, KeyAgreement, KeyEncipherment
@@ -161,16 +169,6 @@ class VaultAnswers(Answers):
         self.assertEqual([e["path"] for e in got], ["/v1/pki/sign-verbatim/narrow"])
         self.assertEqual(got[0]["body"]["key_usage"], ["DigitalSignature"])
         self.assertEqual(got[0]["body"]["ext_key_usage"], ["ClientAuth"])
-
-    def test_verbatim_copies_what_the_role_allows(self):
-        # twin: usages and a standard extension within the role are asked for, copied by Vault (the
-        # policy shows it is the CSR's), and the certificate is released
-        res, _ = self.p10cr("verbatim-narrow", "v-within", "v-within.example.com",
-                            ["keyUsage=critical,digitalSignature", "extendedKeyUsage=clientAuth",
-                             "certificatePolicies=2.23.140.1.2.1"])
-        self.assertEqual(usages(res.cert), ("Digital Signature", "TLS Web Client Authentication"))
-        text = harness.run(["openssl", "x509", "-in", res.cert, "-noout", "-ext", "certificatePolicies"]).stdout
-        self.assertIn(b"Policy: 2.23.140.1.2.1", text)
 
     # (ii) a Vault role granting more: refused up front, or after the fact when it cannot be read
 
@@ -245,8 +243,6 @@ class CfsslAnswers(Answers):
             "the CA issued a certificate outside this route's policy (extendedKeyUsage serverAuth, codeSigning is "
             "outside role cfssl-narrow (allowed: clientAuth)); it was not released")
         self.assertEqual(self.cfssl.record_serial(int(serial, 16)), ("revoked", 0))
-
-    def test_role_allowing_the_profile_issues(self):
         # twin: the same profile on a role that allows what it grants
         res, key = self.p10cr("cfssl-wide", "cf-ok", "cf-ok.example.com")
         self.assertEqual(res.first.status, 1, res.first)  # grantedWithMods: cfssl's 72h
