@@ -17,11 +17,13 @@
 #include "../mappings/profile.h"
 #include "../upstream/upstream.h"
 
-/* An upstream role's policy, read for a delegate issuer and kept GW_ROLE_POLICY_TTL seconds. */
+/* An upstream role's policy, read for a delegate issuer or for the usages it grants, and kept
+ * GW_ROLE_POLICY_TTL seconds. */
 struct cmp_role_policy {
     pthread_mutex_t lock; /* held across a fetch: one fetch per role at a time, not one per request */
     int valid;
     time_t fetched;
+    time_t failed; /* when the last read failed; 0 after a success */
     struct gw_role_policy policy;
 };
 

@@ -218,7 +218,9 @@ static const char *urole_name(const struct gw_role *role)
 /*
  * Checks the cached policy of |up|'s role, fetching it when stale. Lock held. A policy that cannot
  * be read refuses a delegate (it would issue unchecked), but not a request the upstream signs
- * itself: that certificate is checked when it comes back (deliver), so the read is only a shortcut.
+ * itself: that certificate is checked when it comes back (deliver), so the read is only a shortcut,
+ * and it is not tried again before GW_ROLE_POLICY_TTL (a Vault policy without read on roles/ would
+ * otherwise cost a refused call, and a token re-read or re-login, on every request).
  */
 static int check_cached(struct cmp_call *c, struct cmp_role_policy *rp, struct gw_upstream *up,
                         const struct gw_role *role, const struct gw_cert_plan *plan, enum role_check what,
@@ -229,10 +231,14 @@ static int check_cached(struct cmp_call *c, struct cmp_role_policy *rp, struct g
     const char *name = urole_name(role);
 
     if (!rp->valid || c->now - rp->fetched >= GW_ROLE_POLICY_TTL || c->now < rp->fetched) {
+        if (what == RC_GRANTS && rp->failed != 0 && c->now >= rp->failed &&
+            c->now - rp->failed < GW_ROLE_POLICY_TTL)
+            return -1;
         gw_role_policy_cleanup(&rp->policy);
         rp->valid = 0;
         if (gw_upstream_role_policy(up, name, &rp->policy, err) != 0) {
             gw_role_policy_cleanup(&rp->policy);
+            rp->failed = c->now;
             if (what == RC_GRANTS) {
                 gw_log_kv(GW_LOG_WARN, "upstream_role_unread", "tid", c->rsp->tid, "role", role->name,
                           "upstream_role", name, "reason", err, "msg",
@@ -245,6 +251,7 @@ static int check_cached(struct cmp_call *c, struct cmp_role_policy *rp, struct g
         }
         rp->valid = 1;
         rp->fetched = c->now;
+        rp->failed = 0;
     }
     if (what == RC_GRANTS) {
         if (gw_policy_check_upstream_grants(role, name, &rp->policy, &fi, text) == 0)

@@ -1391,6 +1391,12 @@ static void test_upstream_grants_upfront(void **state)
     assert_int_equal(fake.policy_calls, 3);
     assert_int_equal(fake.revoke_calls, 1);
     assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), 1);
+    /* a read that failed is not tried on every request: the next one goes straight to the upstream */
+    fake.mode = FK_PLAIN;
+    OSSL_CMP_CTX_reinit(ctx);
+    assert_non_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_int_equal(fake.sign_calls, 3);
+    assert_int_equal(fake.policy_calls, 3);
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
     env_free(e);
