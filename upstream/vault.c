@@ -978,33 +978,41 @@ static unsigned name_bit(const char *s, size_t len, int eku)
     return 0;
 }
 
-/* The names of a role field given as a list or, as older Vaults answer, one comma-separated string. */
+/*
+ * The names of a role field given as a list or, as older Vaults answer, one comma-separated string:
+ * the first |cap| into |names| and |lens|; returns how many there are, which may be more than |cap|.
+ */
 static size_t field_names(json_object *data, const char *key, const char **names, size_t *lens, size_t cap)
 {
     json_object *m = NULL;
-    const char *p, *end;
+    const char *p, *end, *last;
     size_t n = 0, i;
 
     if (!json_object_object_get_ex(data, key, &m) || m == NULL)
         return 0;
     if (json_object_is_type(m, json_type_array)) {
-        for (i = 0; i < json_object_array_length(m) && n < cap; i++) {
+        for (i = 0; i < json_object_array_length(m); i++) {
             if ((p = json_object_get_string(json_object_array_get_idx(m, i))) == NULL)
                 continue;
-            names[n] = p;
-            lens[n++] = strlen(p);
+            if (n < cap) {
+                names[n] = p;
+                lens[n] = strlen(p);
+            }
+            n++;
         }
         return n;
     }
-    for (p = json_object_get_string(m); p != NULL && *p != '\0' && n < cap;
-         p = *end != '\0' ? end + 1 : end) {
+    for (p = json_object_get_string(m); p != NULL && *p != '\0'; p = *end != '\0' ? end + 1 : end) {
         end = p + strcspn(p, ",");
-        while (p < end && *p == ' ')
+        for (last = end; last > p && last[-1] == ' '; last--)
+            ;
+        while (p < last && *p == ' ')
             p++;
-        if (end > p) {
+        if (last > p && n < cap) {
             names[n] = p;
-            lens[n++] = (size_t)(end - p);
+            lens[n] = (size_t)(last - p);
         }
+        n += last > p;
     }
     return n;
 }
@@ -1022,6 +1030,15 @@ static void other_eku(struct gw_role_policy *out, const char *s, size_t len)
         snprintf(out->other_eku, sizeof(out->other_eku), "%.*s", (int)len, s);
 }
 
+/* A list longer than is read may grant anything: it stands as a purpose no role can allow. */
+static void too_many(struct gw_role_policy *out, const char *key)
+{
+    char what[GW_MAX_OID_TEXT + 1];
+
+    snprintf(what, sizeof(what), "%s beyond %d entries", key, GW_MAX_ROLE_USAGES);
+    other_eku(out, what, strlen(what));
+}
+
 /*
  * What the role puts into every certificate it signs, whatever the CSR asks (Vault's parseKeyUsages
  * and parseExtKeyUsages): key_usage; ext_key_usage, the four *_flag switches and ext_key_usage_oids.
@@ -1037,11 +1054,15 @@ static void parse_grants(json_object *data, struct gw_role_policy *out)
 
     if (!json_object_object_get_ex(data, "key_usage", NULL))
         out->key_usage = KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT | KU_KEY_ENCIPHERMENT;
-    n = field_names(data, "key_usage", names, lens, GW_MAX_ROLE_USAGES);
-    for (i = 0; i < n; i++)
+    /* more names than read: whatever the rest say, take them as every usage there is */
+    if ((n = field_names(data, "key_usage", names, lens, GW_MAX_ROLE_USAGES)) > GW_MAX_ROLE_USAGES)
+        for (int b = 0; gw_ku_from_bit(b) != 0; b++)
+            out->key_usage |= gw_ku_from_bit(b);
+    for (i = 0; i < n && i < GW_MAX_ROLE_USAGES; i++)
         out->key_usage |= name_bit(names[i], lens[i], 0); /* Vault ignores names it does not know */
-    n = field_names(data, "ext_key_usage", names, lens, GW_MAX_ROLE_USAGES);
-    for (i = 0; i < n; i++) {
+    if ((n = field_names(data, "ext_key_usage", names, lens, GW_MAX_ROLE_USAGES)) > GW_MAX_ROLE_USAGES)
+        too_many(out, "ext_key_usage");
+    for (i = 0; i < n && i < GW_MAX_ROLE_USAGES; i++) {
         if ((bit = name_bit(names[i], lens[i], 1)) == 0)
             other_eku(out, names[i], lens[i]); /* "Any", the IPsec and Microsoft purposes */
         out->ext_key_usage |= bit;
@@ -1050,8 +1071,9 @@ static void parse_grants(json_object *data, struct gw_role_policy *out)
                           (member_flag(data, "client_flag", true) ? GW_EKU_CLIENT_AUTH : 0) |
                           (member_flag(data, "code_signing_flag", false) ? GW_EKU_CODE_SIGNING : 0) |
                           (member_flag(data, "email_protection_flag", false) ? GW_EKU_EMAIL_PROTECTION : 0);
-    n = field_names(data, "ext_key_usage_oids", names, lens, GW_MAX_ROLE_USAGES);
-    for (i = 0; i < n; i++) {
+    if ((n = field_names(data, "ext_key_usage_oids", names, lens, GW_MAX_ROLE_USAGES)) > GW_MAX_ROLE_USAGES)
+        too_many(out, "ext_key_usage_oids");
+    for (i = 0; i < n && i < GW_MAX_ROLE_USAGES; i++) {
         char oid[GW_MAX_OID_TEXT + 1];
 
         snprintf(oid, sizeof(oid), "%.*s", (int)lens[i], names[i]);

@@ -981,6 +981,9 @@ static void test_role_policy(void **state)
  * What a Vault role grants every certificate: key_usage, ext_key_usage, the four *_flag switches and
  * ext_key_usage_oids. An answer without them reads as Vault's defaults, never as narrower.
  */
+#define R5(x) x "," x "," x "," x "," x
+#define R65(x) R5(R5(x)) "," R5(R5(x)) "," R5(x) "," R5(x) "," R5(x) /* GW_MAX_ROLE_USAGES + 1 */
+
 static void test_role_policy_grants(void **state)
 {
     static const struct {
@@ -1010,10 +1013,21 @@ static void test_role_policy_grants(void **state)
         {"{\"key_usage\":[],\"server_flag\":false,\"client_flag\":false,\"ext_key_usage_oids\":[\"not an "
          "oid\"]}",
          0, 0, "not an oid"},
+        {"{\"key_usage\":\" DigitalSignature , KeyAgreement \",\"server_flag\":false,\"client_flag\":false,"
+         "\"ext_key_usage\":\"ClientAuth , ServerAuth\"}",
+         KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT, GW_EKU_CLIENT_AUTH | GW_EKU_SERVER_AUTH, ""},
+        /* lists longer than are read may grant anything: never read as narrower */
+        {"{\"key_usage\":[" R65("\"DigitalSignature\"") "],\"server_flag\":false,\"client_flag\":false}",
+         KU_DIGITAL_SIGNATURE | KU_NON_REPUDIATION | KU_KEY_ENCIPHERMENT | KU_DATA_ENCIPHERMENT |
+             KU_KEY_AGREEMENT | KU_KEY_CERT_SIGN | KU_CRL_SIGN | KU_ENCIPHER_ONLY | KU_DECIPHER_ONLY,
+         0, ""},
+        {"{\"key_usage\":[],\"server_flag\":false,\"client_flag\":false,\"ext_key_usage\":[" R65(
+             "\"ClientAuth\"") "]}",
+         0, GW_EKU_CLIENT_AUTH, "ext_key_usage beyond 64 entries"},
     };
     struct gw_role_policy p;
     struct fx f;
-    char body[512], err[GW_ERR_LEN];
+    char body[2048], err[GW_ERR_LEN];
     size_t i;
 
     (void)state;
