@@ -1027,7 +1027,8 @@ static void test_role_policy_grants(void **state)
     };
     struct gw_role_policy p;
     struct fx f;
-    char body[2048], err[GW_ERR_LEN];
+    static char body[2048]; /* the fake server keeps the answer's body pointer beyond this test */
+    char err[GW_ERR_LEN];
     size_t i;
 
     (void)state;
