@@ -17,11 +17,13 @@
 #include "../mappings/profile.h"
 #include "../upstream/upstream.h"
 
-/* An upstream role's policy, read for a delegate issuer and kept GW_ROLE_POLICY_TTL seconds. */
+/* An upstream role's policy, read for a delegate issuer or for the usages it grants, and kept
+ * GW_ROLE_POLICY_TTL seconds. */
 struct cmp_role_policy {
     pthread_mutex_t lock; /* held across a fetch: one fetch per role at a time, not one per request */
     int valid;
     time_t fetched;
+    time_t failed; /* when the last read failed; 0 after a success */
     struct gw_role_policy policy;
 };
 
@@ -181,8 +183,8 @@ void cmp_describe_call(struct cmp_call *c);
 int cmp_authorize(struct cmp_call *c, const struct cmp_txn *t, char *text);
 int cmp_check_3gpp(struct cmp_call *c, const struct cmp_txn *t, const OSSL_CRMF_MSG *crm,
                    const X509_REQ *p10cr, char *text);
-int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, const struct gw_cert_plan *plan, int crmf,
-                      struct gw_upstream **up, char *text);
+int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, const struct gw_cert_plan *plan,
+                      const X509_REQ *p10cr, struct gw_upstream **up, char *text);
 X509_STORE *cmp_issuer_store(const struct gw_cmp_engine *e, const struct gw_upstream *up);
 const char *cmp_upstream_name(const struct gw_upstream *up);
 

@@ -174,25 +174,61 @@ const char *cmp_upstream_name(const struct gw_upstream *up)
     return uc != NULL && uc->name != NULL ? uc->name : "?";
 }
 
-/* Checks |plan| against the cached policy of |up|'s role, fetching it when stale. Lock held. */
+/* Which rules of an upstream role a request is checked against before the upstream is asked. */
+enum role_check {
+    RC_NAMES,  /* a delegate issues on the upstream's behalf: its names, key and validity rules */
+    RC_GRANTS, /* the upstream signs: the usages it grants every certificate must be the role's */
+};
+
+static const char *urole_name(const struct gw_role *role)
+{
+    return role->upstream_role != NULL ? role->upstream_role : role->name;
+}
+
+/*
+ * Checks the cached policy of |up|'s role, fetching it when stale. Lock held. A policy that cannot
+ * be read refuses a delegate (it would issue unchecked), but not a request the upstream signs
+ * itself: that certificate is checked when it comes back (deliver), so the read is only a shortcut,
+ * and it is not tried again before GW_ROLE_POLICY_TTL (a Vault policy without read on roles/ would
+ * otherwise cost a refused call, and a token re-read or re-login, on every request).
+ */
 static int check_cached(struct cmp_call *c, struct cmp_role_policy *rp, struct gw_upstream *up,
-                        const struct gw_role *role, const struct gw_cert_plan *plan, char *text)
+                        const struct gw_role *role, const struct gw_cert_plan *plan, enum role_check what,
+                        char *text)
 {
     char err[GW_ERR_LEN] = "";
     int fi = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
-    const char *name = role->upstream_role != NULL ? role->upstream_role : role->name;
+    const char *name = urole_name(role);
 
     if (!rp->valid || c->now - rp->fetched >= GW_ROLE_POLICY_TTL || c->now < rp->fetched) {
+        if (what == RC_GRANTS && rp->failed != 0 && c->now >= rp->failed &&
+            c->now - rp->failed < GW_ROLE_POLICY_TTL)
+            return -1;
         gw_role_policy_cleanup(&rp->policy);
         rp->valid = 0;
         if (gw_upstream_role_policy(up, name, &rp->policy, err) != 0) {
             gw_role_policy_cleanup(&rp->policy);
+            rp->failed = c->now;
+            if (what == RC_GRANTS) {
+                gw_log_kv(GW_LOG_WARN, "upstream_role_unread", "tid", c->rsp->tid, "role", role->name,
+                          "upstream_role", name, "reason", err, "msg",
+                          "its usages are checked on the certificate only", NULL);
+                return -1;
+            }
             snprintf(text, GW_ERR_LEN, "the policy of upstream role %.40s could not be read: %.150s", name,
                      err);
             return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
         }
         rp->valid = 1;
         rp->fetched = c->now;
+        rp->failed = 0;
+    }
+    if (what == RC_GRANTS) {
+        if (gw_policy_check_upstream_grants(role, name, &rp->policy, &fi, text) == 0)
+            return -1;
+        gw_log_kv(GW_LOG_WARN, "upstream_role_too_wide", "tid", c->rsp->tid, "role", role->name,
+                  "upstream_role", name, "reason", text, NULL);
+        return fi;
     }
     if (gw_policy_check_upstream_role(&rp->policy, plan, c->now, &fi, text) == 0)
         return -1;
@@ -200,11 +236,11 @@ static int check_cached(struct cmp_call *c, struct cmp_role_policy *rp, struct g
 }
 
 /*
- * A delegate issuer signs on behalf of the upstream, so the upstream role's own rules apply
- * (DESIGN.md decision 5); an upstream that cannot state them leaves the role's profile alone.
+ * Checks a request against the role of the upstream |up| (cached per role, GW_ROLE_POLICY_TTL),
+ * where the upstream can describe its roles. -1 if fine or not describable, else a failInfo bit.
  */
-static int check_delegate(struct cmp_call *c, const struct gw_role *role, struct gw_upstream *up,
-                          const struct gw_cert_plan *plan, char *text)
+static int check_upstream_role(struct cmp_call *c, const struct gw_role *role, struct gw_upstream *up,
+                               const struct gw_cert_plan *plan, enum role_check what, char *text)
 {
     struct gw_cmp_engine *e = c->e;
     struct cmp_role_policy scratch, *rp = &scratch;
@@ -220,7 +256,7 @@ static int check_delegate(struct cmp_call *c, const struct gw_role *role, struct
         pthread_mutex_init(&scratch.lock, NULL);
     }
     pthread_mutex_lock(&rp->lock);
-    bit = check_cached(c, rp, up, role, plan, text);
+    bit = check_cached(c, rp, up, role, plan, what, text);
     pthread_mutex_unlock(&rp->lock);
     if (rp == &scratch) {
         gw_role_policy_cleanup(&scratch.policy);
@@ -230,16 +266,38 @@ static int check_delegate(struct cmp_call *c, const struct gw_role *role, struct
 }
 
 /*
+ * What the role's upstream will put into the certificate beyond the plan, refused before it signs
+ * where it can be known, so that a CA whose role grants more does not issue and revoke on every
+ * request (the certificate is checked when it comes back in any case): the usages a Vault role
+ * grants every certificate, and the extensions of a CSR that sign-verbatim copies (its Vault role's
+ * usages do not apply there: the call's do, and they are the plan's).
+ */
+static int check_grants(struct cmp_call *c, const struct gw_role *role, struct gw_upstream *up,
+                        const struct gw_cert_plan *plan, const X509_REQ *p10cr, char *text)
+{
+    int fi = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
+
+    if (up != gw_upstream_set_get0(c->e->ups, role->upstream_name))
+        return -1; /* a crmf_upstream: it signs the plan's template */
+    if (role->sign_policy == GW_SIGN_VERBATIM) {
+        if (p10cr == NULL || gw_policy_check_csr(role, p10cr, &fi, text) == 0)
+            return -1;
+        return fi;
+    }
+    return check_upstream_role(c, role, up, plan, RC_GRANTS, text);
+}
+
+/*
  * Which upstream signs (DESIGN.md decision 5): a p10cr goes to the role's upstream unchanged; CRMF
  * goes there too if it signs bare keys, else the role's crmf setting decides: reject, or the
  * delegate local issuer after the upstream role's policy.
  */
-int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, const struct gw_cert_plan *plan, int crmf,
-                      struct gw_upstream **out, char *text)
+int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, const struct gw_cert_plan *plan,
+                      const X509_REQ *p10cr, struct gw_upstream **out, char *text)
 {
     const struct gw_role *role = t->role;
     struct gw_upstream *up = gw_upstream_set_get0(c->e->ups, role->upstream_name);
-    int bit;
+    int crmf = p10cr == NULL, bit;
 
     *out = NULL;
     /* issue 5 §3: a role may send CRMF to a CMP CA and keep p10cr on its JSON upstream */
@@ -254,8 +312,9 @@ int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, const struct 
             snprintf(text, GW_ERR_LEN, "%s", TEXT_P10_REJECT);
             return OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
         }
-        *out = up;
-        return -1;
+        if ((bit = check_grants(c, role, up, plan, p10cr, text)) < 0)
+            *out = up;
+        return bit;
     }
     if (role->crmf != GW_CRMF_DELEGATE) {
         snprintf(text, GW_ERR_LEN, "%s", TEXT_CRMF_REJECT);
@@ -266,7 +325,9 @@ int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, const struct 
         snprintf(text, GW_ERR_LEN, "this role's delegate issuer is not available");
         return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
     }
-    if ((bit = check_delegate(c, role, up, plan, text)) >= 0)
+    /* a delegate issues on the upstream's behalf, so the upstream role's own rules apply; an
+     * upstream that cannot state them leaves the role's profile alone */
+    if ((bit = check_upstream_role(c, role, up, plan, RC_NAMES, text)) >= 0)
         *out = NULL;
     return bit;
 }

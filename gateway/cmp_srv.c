@@ -262,8 +262,9 @@ static OSSL_CMP_PKISI *refuse_cert(struct cmp_txn *t, struct cmp_call *c, X509 *
  * Issue 3 §3: what the upstream returned is checked before it reaches the client. A certificate
  * that does not certify the requested key or does not chain to the route's CA is the CA's fault,
  * not the request's: systemFailure (RFC 9810 §5.2.3), as the client can change nothing to fix it.
- * Names or validity outside the role's policy are badCertTemplate: the CA derived them from the
- * request (a CN copied into the SANs, a rewritten subject), so a different request can succeed.
+ * Names, usages, extensions or validity outside the role's policy are badCertTemplate: the content
+ * is what is refused, whether the CA derived it from the request (a CN copied into the SANs, a CSR's
+ * usages copied verbatim) or its own role added it (the statusString names what to narrow).
  */
 static OSSL_CMP_PKISI *deliver(struct cmp_txn *t, struct cmp_call *c, const struct gw_cert_plan *plan,
                                struct gw_sign_result *res, X509 **certOut, STACK_OF(X509) **chainOut)
@@ -284,11 +285,11 @@ static OSSL_CMP_PKISI *deliver(struct cmp_txn *t, struct cmp_call *c, const stru
                            chainOut);
     case GW_ISSUED_OUTSIDE_POLICY:
         snprintf(text, sizeof(text),
-                 "the CA issued a certificate outside this route's policy (%.150s); it was not released",
+                 "the CA issued a certificate outside this route's policy (%.170s); it was not released",
                  err);
         return refuse_cert(t, c, res->cert, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, text);
     default:
-        snprintf(text, sizeof(text), "the CA returned an unusable certificate (%.150s); it was not released",
+        snprintf(text, sizeof(text), "the CA returned an unusable certificate (%.170s); it was not released",
                  err);
         return refuse_cert(t, c, res->cert, OSSL_CMP_PKIFAILUREINFO_systemFailure, text);
     }
@@ -377,7 +378,7 @@ static OSSL_CMP_PKISI *issue(struct cmp_txn *t, struct cmp_call *c, const OSSL_C
     gw_cert_plan_init(&is.plan);
     gw_sign_result_init(&is.res);
     if ((bit = plan_request(t, c, crm, &is, text)) >= 0 ||
-        (bit = cmp_pick_upstream(c, t, &is.plan, p10cr == NULL, &t->up, text)) >= 0) {
+        (bit = cmp_pick_upstream(c, t, &is.plan, p10cr, &t->up, text)) >= 0) {
         si = reject(c, bit, text);
         goto out;
     }

@@ -733,6 +733,70 @@ static int p_key_types(struct pctx *pc, const char *path, struct json_object *v,
     return 0;
 }
 
+/*
+ * A dotted OID: decimal arcs without leading zeros, at least two, the first 0..2 and the second at
+ * most 39 under 0 and 1 (X.690 §8.19.4 packs them into one subidentifier).
+ */
+static bool oid_ok(const char *s, size_t len)
+{
+    unsigned long arc[2] = {0, 0};
+    size_t i, arcs = 0, digits = 0;
+
+    if (len == 0 || len > GW_MAX_OID_TEXT || strlen(s) != len)
+        return false;
+    for (i = 0; i <= len; i++) {
+        if (i < len && s[i] >= '0' && s[i] <= '9') {
+            if (arcs < 2 && arc[arcs] < 1000) /* enough to tell the bounds below; no overflow */
+                arc[arcs] = arc[arcs] * 10 + (unsigned long)(s[i] - '0');
+            digits++;
+            continue;
+        }
+        if ((i < len && s[i] != '.') || digits == 0 || (digits > 1 && s[i - digits] == '0'))
+            return false;
+        arcs++;
+        digits = 0;
+    }
+    return arcs >= 2 && arc[0] <= 2 && (arc[0] == 2 || arc[1] <= 39);
+}
+
+/* "allowed_extensions": dotted OIDs, 0..GW_MAX_ALLOWED_EXTS, no repeats (however they are spelled). */
+static int p_ext_oids(struct pctx *pc, const char *path, struct json_object *v, void *base,
+                      const struct field *f)
+{
+    ASN1_OBJECT ***dst = at(base, f->off), *obj;
+    size_t *n = at(base, f->off_n), len, i, j;
+    char ipath[PATH_LEN], buf[SHOW_LEN + 8];
+
+    if (v == NULL)
+        return 0;
+    if (!json_object_is_type(v, json_type_array) || (len = json_object_array_length(v)) > GW_MAX_ALLOWED_EXTS)
+        return fail(pc, path, "expected an array of at most %d OIDs, got %s", GW_MAX_ALLOWED_EXTS,
+                    show(v, buf, sizeof(buf)));
+    if (len == 0)
+        return 0;
+    if ((*dst = calloc(len, sizeof(**dst))) == NULL)
+        return GW_ERR_NOMEM;
+    for (i = 0; i < len; i++) {
+        struct json_object *el = json_object_array_get_idx(v, i);
+        join_index(ipath, path, i);
+        if (!json_object_is_type(el, json_type_string) ||
+            !oid_ok(json_object_get_string(el), (size_t)json_object_get_string_len(el)))
+            return fail(pc, ipath, "expected a dotted OID like \"1.3.6.1.4.1.11129.2.4.3\", got %s",
+                        show(el, buf, sizeof(buf)));
+        if ((obj = OBJ_txt2obj(json_object_get_string(el), 1)) == NULL)
+            return GW_ERR_NOMEM;
+        for (j = 0; j < i; j++) {
+            if (OBJ_cmp((*dst)[j], obj) == 0) {
+                ASN1_OBJECT_free(obj);
+                return fail(pc, ipath, "duplicate entry %s", show(el, buf, sizeof(buf)));
+            }
+        }
+        (*dst)[i] = obj;
+        *n = i + 1;
+    }
+    return 0;
+}
+
 /* "http(s)://host[:port]": the API base; paths are the adapter's, so none is allowed here. */
 static bool url_ok(const char *s)
 {
@@ -2041,6 +2105,8 @@ static const struct field role_fields[] = {
     OPT("key_usage", p_flags, struct gw_role, key_usage, .aux = key_usages),
     OPT("ext_key_usage", p_flags, struct gw_role, ext_key_usage, .aux = ext_key_usages),
     OPT("allowed_san_types", p_flags, struct gw_role, allowed_san_types, .aux = san_types),
+    OPT("allowed_extensions", p_ext_oids, struct gw_role, allowed_exts,
+        .off_n = offsetof(struct gw_role, n_allowed_exts)),
     OPT("ttl", p_dur_s, struct gw_role, ttl, .min = 1, .max = GW_MAX_CERT_TTL, .def = GW_DEFAULT_TTL),
     OPT("max_ttl", p_dur_s, struct gw_role, max_ttl, .min = 1, .max = GW_MAX_CERT_TTL,
         .def = GW_DEFAULT_MAX_TTL),
@@ -2887,6 +2953,9 @@ static void free_roles(struct gw_role *roles, size_t n)
         free(roles[i].delegate_name);
         free(roles[i].crmf_upstream_name);
         free_authz(&roles[i].authz);
+        for (size_t j = 0; j < roles[i].n_allowed_exts; j++)
+            ASN1_OBJECT_free(roles[i].allowed_exts[j]);
+        free(roles[i].allowed_exts);
         free(roles[i].device_allowlist_file);
         free_strings(roles[i].allow_subjects, roles[i].n_allow_subjects);
         for (size_t j = 0; j < roles[i].n_allow_serials; j++)

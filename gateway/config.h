@@ -223,6 +223,10 @@ struct gw_role {
     uint32_t max_ttl;           /* seconds, cap on any requested validity */
     bool require_subject;       /* refuse a request without a subject */
     bool implicit_confirm;      /* grant implicitConfirm when the client asks */
+    /* "allowed_extensions": what an issued certificate may carry beyond the standard extensions
+       mappings/policy.c allows every role */
+    ASN1_OBJECT **allowed_exts;
+    size_t n_allowed_exts;
     /* how the upstream is asked */
     char *upstream_role; /* "upstream_role": role (vault) or profile (cfssl) upstream; default = name */
     enum gw_sign_policy sign_policy; /* "sign": "role" | "verbatim" */

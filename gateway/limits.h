@@ -70,6 +70,7 @@
 #define GW_VAULT_TOKEN_RENEW_MARGIN 60     /* re-login this many seconds before the token expires */
 #define GW_MAX_VAULT_TOKEN_LEN 4096        /* a Vault token (file or login); batch tokens are the longest */
 #define GW_ROLE_POLICY_TTL 60              /* seconds an upstream role policy stays cached */
+#define GW_MAX_ROLE_USAGES 64              /* usage names or OIDs read from one field of an upstream role */
 #define GW_MAX_UPSTREAM_INFLIGHT 100000
 #define GW_MAX_CHECK_AFTER 60 /* seconds: the longest checkAfter a pollRep asks (polling) */
 
@@ -83,6 +84,7 @@
 #define GW_ISSUED_SHORTEN_SLACK 300 /* a notAfter this much before the planned one is not a change */
 #define GW_CRL_NEXT_UPDATE_SECS (24 * 3600) /* local issuer's CRL: nextUpdate = thisUpdate + this */
 #define GW_CRL_REFRESH_SECS 3600            /* its cached CRL is re-signed at least this often */
+#define GW_MAX_CERT_EXTS 64                 /* extensions of an issued certificate (compared pairwise) */
 
 /* config */
 #define GW_MAX_CONFIG_SIZE (1024 * 1024)
@@ -107,6 +109,8 @@
 #define GW_DELEGATE_MAX_DAYS 397              /* a delegate issuer's validity above this is warned about */
 #define GW_MAX_ALLOWLIST_ENTRIES 100000       /* lines of a role's "device_allowlist" (3GPP) */
 #define GW_MAX_ALLOWLIST_LINE GW_IDENTITY_LEN /* one entry: a one-line subject or "serial:<hex>" */
+#define GW_MAX_ALLOWED_EXTS 32                /* entries in a role's "allowed_extensions" */
+#define GW_MAX_OID_TEXT 64                    /* a dotted OID in the config or an upstream role ("1.2.3.4") */
 
 /* audit log and the local issuer's inventory */
 #define GW_AUDIT_LINE_MAX (1024 * 1024)      /* one audit line: a CSR in PEM, escaped subjects and SANs */

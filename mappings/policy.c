@@ -13,6 +13,7 @@
 #include <openssl/cmp.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
 #include <openssl/rsa.h>
@@ -302,6 +303,18 @@ static const char *verify_why(int code, int depth)
 }
 
 /*
+ * For what an upstream returned, a critical extension OpenSSL does not know is the role's to judge
+ * (its allowed_extensions, else outside policy and revoked), not a broken chain.
+ */
+static int issued_verify_cb(int ok, X509_STORE_CTX *ctx)
+{
+    if (!ok && X509_STORE_CTX_get_error(ctx) == X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION &&
+        X509_STORE_CTX_get_error_depth(ctx) == 0)
+        return 1;
+    return ok;
+}
+
+/*
  * verify runs X509_verify_cert of |cert| against |store| at |now|. |purpose| 0 = any. |issued|
  * is for what an upstream returned: every certificate in |store| is an anchor (an issuing CA need
  * not be a root), and X509_STRICT is off, because a certificate with CA:TRUE or keyCertSign must
@@ -325,6 +338,8 @@ static int verify(X509_STORE *store, X509 *cert, STACK_OF(X509) *untrusted, time
         (X509_VERIFY_PARAM_set_flags(X509_STORE_CTX_get0_param(ctx), X509_V_FLAG_PARTIAL_CHAIN) != 1 ||
          X509_VERIFY_PARAM_clear_flags(X509_STORE_CTX_get0_param(ctx), X509_V_FLAG_X509_STRICT) != 1))
         goto out;
+    if (issued)
+        X509_STORE_CTX_set_verify_cb(ctx, issued_verify_cb);
     ok = X509_verify_cert(ctx) == 1;
     *code = X509_STORE_CTX_get_error(ctx);
     *depth = X509_STORE_CTX_get_error_depth(ctx);
@@ -979,6 +994,328 @@ int gw_policy_check_upstream_role(const struct gw_role_policy *p, const struct g
     return 0;
 }
 
+/* ---- usages and extensions: what a CA puts into a certificate beyond the names ---- */
+
+/* append adds |item| to the ", "-separated list in |buf|, ending it in "..." when it does not fit. */
+static void append(char *buf, size_t size, const char *item)
+{
+    size_t off = strlen(buf);
+    int n = snprintf(buf + off, size - off, "%s%s", off > 0 ? ", " : "", item);
+
+    if ((n < 0 || (size_t)n >= size - off) && size > 4)
+        memcpy(buf + size - 4, "...", 4);
+}
+
+/* The names of the KU_* bits |ku| in RFC 5280 §4.2.1.3 order, or "none". */
+static const char *ku_list(char *buf, size_t size, unsigned ku)
+{
+    buf[0] = '\0';
+    for (int n = 0; gw_ku_from_bit(n) != 0; n++) {
+        if ((ku & gw_ku_from_bit(n)) != 0)
+            append(buf, size, gw_ku_name(gw_ku_from_bit(n)));
+    }
+    return buf[0] != '\0' ? buf : "none";
+}
+
+/* The names of the enum gw_eku bits |eku|, then |other| (purposes no role can allow), or "none". */
+static const char *eku_list(char *buf, size_t size, unsigned eku, const char *other)
+{
+    buf[0] = '\0';
+    for (unsigned bit = 1; gw_eku_name(bit) != NULL; bit <<= 1) {
+        if ((eku & bit) != 0)
+            append(buf, size, gw_eku_name(bit));
+    }
+    if (other != NULL && other[0] != '\0')
+        append(buf, size, other);
+    return buf[0] != '\0' ? buf : "none";
+}
+
+/* oid_text: "nameConstraints (2.5.29.30)" for an OID OpenSSL knows, else the dotted form. */
+static const char *oid_text(char buf[SHOWN_LEN], const ASN1_OBJECT *obj)
+{
+    char num[SHOWN_LEN];
+    int nid = OBJ_obj2nid(obj);
+
+    if (OBJ_obj2txt(num, sizeof(num), obj, 1) <= 0)
+        snprintf(num, sizeof(num), "?");
+    if (nid != NID_undef)
+        snprintf(buf, SHOWN_LEN, "%.40s (%.36s)", OBJ_nid2sn(nid), num);
+    else
+        snprintf(buf, SHOWN_LEN, "%s", num);
+    return buf;
+}
+
+/*
+ * The extensions an end-entity certificate of any role may carry (RFC 5280 §4.2); a role adds
+ * more with "allowed_extensions". The four the role shapes are checked for their content too.
+ */
+static const int std_exts[] = {
+    NID_subject_key_identifier,   /* §4.2.1.2 */
+    NID_authority_key_identifier, /* §4.2.1.1 */
+    NID_key_usage,                /* §4.2.1.3: within the role's key_usage */
+    NID_ext_key_usage,            /* §4.2.1.12: within the role's ext_key_usage */
+    NID_subject_alt_name,         /* §4.2.1.6: within the role's names and the request */
+    NID_basic_constraints,        /* §4.2.1.9: cA FALSE, no pathLenConstraint */
+    NID_crl_distribution_points,  /* §4.2.1.13 */
+    NID_info_access,              /* §4.2.2.1 */
+    NID_certificate_policies,     /* §4.2.1.4 */
+    NID_ct_precert_scts,          /* RFC 6962 §3.3: signed certificate timestamps */
+};
+
+static int ext_allowed(const struct gw_role *role, const ASN1_OBJECT *obj)
+{
+    int nid = OBJ_obj2nid(obj);
+    size_t i;
+
+    for (i = 0; nid != NID_undef && i < sizeof(std_exts) / sizeof(std_exts[0]); i++) {
+        if (std_exts[i] == nid)
+            return 1;
+    }
+    for (i = 0; i < role->n_allowed_exts; i++) {
+        if (role->allowed_exts[i] != NULL && OBJ_cmp(role->allowed_exts[i], obj) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* What the usages of a set of extensions add up to. */
+struct usages {
+    unsigned ku, eku;
+    char other[GW_ERR_LEN / 2]; /* extendedKeyUsage purposes no role can allow */
+};
+
+/* ku_of adds a keyUsage extension's bits to |u|; GW_ERR_POLICY (with |why|) for a bit past decipherOnly. */
+static int ku_of(const struct gw_role *role, const ASN1_BIT_STRING *bs, struct usages *u, char *why)
+{
+    int fi;
+
+    for (int n = 0; n < ASN1_STRING_length(bs) * 8; n++) {
+        if (!ASN1_BIT_STRING_get_bit(bs, n))
+            continue;
+        if (gw_ku_from_bit(n) == 0)
+            return say(&fi, BADT, why,
+                       "keyUsage bit %d is outside role %s (RFC 5280 §4.2.1.3 names bits 0 to 8)", n,
+                       rname(role));
+        u->ku |= gw_ku_from_bit(n);
+    }
+    return 0;
+}
+
+static void eku_of(const EXTENDED_KEY_USAGE *eku, struct usages *u)
+{
+    char buf[SHOWN_LEN];
+    unsigned bit;
+
+    for (int i = 0; i < sk_ASN1_OBJECT_num(eku); i++) {
+        const ASN1_OBJECT *o = sk_ASN1_OBJECT_value(eku, i);
+
+        if ((bit = gw_eku_from_nid(OBJ_obj2nid(o))) == 0)
+            append(u->other, sizeof(u->other), oid_text(buf, o));
+        u->eku |= bit;
+    }
+}
+
+/* The extensions whose content a role shapes: they must decode. */
+static int shaped(int nid)
+{
+    return nid == NID_key_usage || nid == NID_ext_key_usage || nid == NID_basic_constraints ||
+           nid == NID_subject_alt_name;
+}
+
+/* decode returns the value of |ext| (free_value), NULL if it cannot be decoded; no OpenSSL error stays. */
+static void *decode(X509_EXTENSION *ext)
+{
+    void *v;
+
+    ERR_set_mark(); /* a failed decode is an answer here, not an error to report later */
+    v = X509V3_EXT_d2i(ext);
+    ERR_pop_to_mark();
+    return v;
+}
+
+static void free_value(int nid, void *v)
+{
+    switch (nid) {
+    case NID_key_usage:
+        ASN1_BIT_STRING_free(v);
+        break;
+    case NID_ext_key_usage:
+        EXTENDED_KEY_USAGE_free(v);
+        break;
+    case NID_basic_constraints:
+        BASIC_CONSTRAINTS_free(v);
+        break;
+    default:
+        GENERAL_NAMES_free(v);
+    }
+}
+
+/*
+ * exts_malformed: more than GW_MAX_CERT_EXTS extensions (they are compared pairwise), one twice
+ * (RFC 5280 §4.2), or a shaped one that does not decode. 0, or GW_ERR_POLICY with |why|.
+ */
+static int exts_malformed(const STACK_OF(X509_EXTENSION) *exts, char *why)
+{
+    char b1[SHOWN_LEN];
+    int i, j, n = sk_X509_EXTENSION_num(exts), nid, fi;
+    void *v;
+
+    if (n > GW_MAX_CERT_EXTS)
+        return say(&fi, BADT, why, "%d extensions are more than this gateway checks (at most %d)", n,
+                   GW_MAX_CERT_EXTS);
+    for (i = 0; i < n; i++) {
+        X509_EXTENSION *ext = sk_X509_EXTENSION_value(exts, i);
+        const ASN1_OBJECT *obj = X509_EXTENSION_get_object(ext);
+
+        for (j = 0; j < i; j++) {
+            if (OBJ_cmp(obj, X509_EXTENSION_get_object(sk_X509_EXTENSION_value(exts, j))) == 0)
+                return say(&fi, BADT, why, "extension %s appears twice (RFC 5280 §4.2 allows one of each)",
+                           oid_text(b1, obj));
+        }
+        if (!shaped(nid = OBJ_obj2nid(obj)))
+            continue;
+        if ((v = decode(ext)) == NULL)
+            return say(&fi, BADT, why, "its %s extension cannot be decoded", OBJ_nid2sn(nid));
+        free_value(nid, v);
+    }
+    return 0;
+}
+
+/*
+ * ext_content checks what a shaped |ext| says: keyUsage and extendedKeyUsage are collected into
+ * |u|, basicConstraints must be an end entity's (RFC 5280 §4.2.1.9).
+ */
+static int ext_content(const struct gw_role *role, X509_EXTENSION *ext, struct usages *u, char *why)
+{
+    int nid = OBJ_obj2nid(X509_EXTENSION_get_object(ext)), fi, rc = 0;
+    BASIC_CONSTRAINTS *bc;
+    void *v;
+
+    if (!shaped(nid))
+        return 0;
+    if ((v = decode(ext)) == NULL)
+        return say(&fi, BADT, why, "its %s extension cannot be decoded", OBJ_nid2sn(nid));
+    if (nid == NID_key_usage)
+        rc = ku_of(role, v, u, why);
+    else if (nid == NID_ext_key_usage)
+        eku_of(v, u);
+    else if (nid == NID_basic_constraints && (bc = v)->ca)
+        rc = say(&fi, BADT, why, "basicConstraints cA TRUE is outside role %s (end-entity certificates only)",
+                 rname(role));
+    else if (nid == NID_basic_constraints && bc->pathlen != NULL)
+        rc = say(&fi, BADT, why,
+                 "basicConstraints with a pathLenConstraint is outside role %s (end-entity certificates "
+                 "only, RFC 5280 §4.2.1.9)",
+                 rname(role));
+    free_value(nid, v);
+    return rc;
+}
+
+/*
+ * exts_outside checks well-formed |exts| (an issued certificate's, or those of a CSR the CA copies
+ * into the certificate) against |role|: each a standard extension or in the role's
+ * allowed_extensions, keyUsage and extendedKeyUsage within the role's, basicConstraints an end
+ * entity's. 0, or GW_ERR_POLICY with |why| (GW_ERR_LEN) naming what is outside and what the role
+ * allows.
+ */
+static int exts_outside(const struct gw_role *role, const STACK_OF(X509_EXTENSION) *exts, char *why)
+{
+    struct usages u = {0, 0, ""};
+    char b1[SHOWN_LEN], got[GW_ERR_LEN / 2], allowed[GW_ERR_LEN / 2];
+    int i, fi, rc;
+
+    for (i = 0; i < sk_X509_EXTENSION_num(exts); i++) {
+        X509_EXTENSION *ext = sk_X509_EXTENSION_value(exts, i);
+
+        if (!ext_allowed(role, X509_EXTENSION_get_object(ext)))
+            return say(&fi, BADT, why, "extension %s is outside role %s (not in its allowed_extensions)",
+                       oid_text(b1, X509_EXTENSION_get_object(ext)), rname(role));
+        if ((rc = ext_content(role, ext, &u, why)) != 0)
+            return rc;
+    }
+    if ((u.ku & ~role->key_usage) != 0)
+        return say(&fi, BADT, why, "keyUsage %s is outside role %s (allowed: %s)",
+                   ku_list(got, sizeof(got), u.ku & ~role->key_usage), rname(role),
+                   ku_list(allowed, sizeof(allowed), role->key_usage));
+    if ((u.eku & ~role->ext_key_usage) != 0 || u.other[0] != '\0')
+        return say(&fi, BADT, why, "extendedKeyUsage %s is outside role %s (allowed: %s)",
+                   eku_list(got, sizeof(got), u.eku & ~role->ext_key_usage, u.other), rname(role),
+                   eku_list(allowed, sizeof(allowed), role->ext_key_usage, NULL));
+    return 0;
+}
+
+int gw_policy_check_csr(const struct gw_role *role, const X509_REQ *csr, int *fail_info, char *err)
+{
+    STACK_OF(X509_EXTENSION) *exts = NULL;
+    X509_REQ *req = (X509_REQ *)csr; /* the getters are not const in 3.0 */
+    char why[GW_ERR_LEN];
+    int rc = 0;
+
+    err[0] = '\0';
+    if (role == NULL || csr == NULL)
+        return say(fail_info, OSSL_CMP_PKIFAILUREINFO_badRequest, err, "no role or CSR to check");
+    ERR_set_mark();
+    exts = X509_REQ_get_extensions(req);
+    ERR_pop_to_mark();
+    if (exts == NULL && X509_REQ_get_attr_by_NID(req, NID_ext_req, -1) >= 0)
+        return say(fail_info, BADT, err, "the extensions the CSR asks for cannot be decoded");
+    if (exts_malformed(exts, why) != 0 || exts_outside(role, exts, why) != 0)
+        rc = say(fail_info, BADT, err,
+                 "%.170s; this route's CA copies the CSR's extensions: leave it out of the CSR", why);
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    if (rc == 0)
+        *fail_info = 0;
+    return rc;
+}
+
+/* The Vault role settings that grant each extendedKeyUsage besides its ext_key_usage list. */
+static const struct {
+    unsigned eku;
+    const char *field;
+} eku_fields[] = {
+    {GW_EKU_SERVER_AUTH, "server_flag"},
+    {GW_EKU_CLIENT_AUTH, "client_flag"},
+    {GW_EKU_CODE_SIGNING, "code_signing_flag"},
+    {GW_EKU_EMAIL_PROTECTION, "email_protection_flag"},
+};
+
+int gw_policy_check_upstream_grants(const struct gw_role *role, const char *upstream_role,
+                                    const struct gw_role_policy *p, int *fail_info, char *err)
+{
+    char what[GW_ERR_LEN / 2] = "", fields[GW_ERR_LEN / 2] = "", list[GW_ERR_LEN / 2];
+    unsigned ku, eku;
+    size_t i;
+
+    err[0] = '\0';
+    if (role == NULL || p == NULL)
+        return say(fail_info, OSSL_CMP_PKIFAILUREINFO_badRequest, err, "no role or upstream role to check");
+    ku = p->key_usage & ~role->key_usage;
+    eku = p->ext_key_usage & ~role->ext_key_usage;
+    if (ku == 0 && eku == 0 && p->other_eku[0] == '\0') {
+        *fail_info = 0;
+        return 0;
+    }
+    if (ku != 0) {
+        snprintf(what, sizeof(what), "keyUsage %s", ku_list(list, sizeof(list), ku));
+        append(fields, sizeof(fields), "key_usage");
+    }
+    if (eku != 0 || p->other_eku[0] != '\0') {
+        snprintf(what + strlen(what), sizeof(what) - strlen(what), "%sextendedKeyUsage %s",
+                 ku != 0 ? " and " : "", eku_list(list, sizeof(list), eku, p->other_eku));
+        for (i = 0; i < sizeof(eku_fields) / sizeof(eku_fields[0]); i++) {
+            if ((eku & eku_fields[i].eku) != 0)
+                append(fields, sizeof(fields), eku_fields[i].field);
+        }
+        append(fields, sizeof(fields), "ext_key_usage");
+        if (p->other_eku[0] >= '0' && p->other_eku[0] <= '9')
+            append(fields, sizeof(fields), "ext_key_usage_oids");
+    }
+    /* the client can change nothing: the operator must narrow one of the two roles */
+    return say(fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail, err,
+               "upstream role %.64s grants %s, which role %s does not allow; restrict the Vault role (%s)",
+               upstream_role != NULL ? upstream_role : "?", what, rname(role), fields);
+}
+
 /* ---- what an upstream returned ---- */
 
 static int asn1_time(const ASN1_TIME *t, time_t *out)
@@ -996,6 +1333,7 @@ static enum gw_issued_verdict issued_bad(const struct gw_role *role, const struc
                                          char *err)
 {
     EVP_PKEY *pk = X509_get0_pubkey(cert);
+    char why[GW_ERR_LEN];
     int code, depth;
 
     if (pk == NULL || plan->pubkey == NULL || EVP_PKEY_eq(pk, plan->pubkey) != 1) {
@@ -1006,6 +1344,12 @@ static enum gw_issued_verdict issued_bad(const struct gw_role *role, const struc
     if (store == NULL) {
         snprintf(err, GW_ERR_LEN, "upstream %s has no issuer_ca to check its certificates against",
                  role->upstream_name != NULL ? role->upstream_name : "?");
+        return GW_ISSUED_BAD;
+    }
+    /* before the chain: OpenSSL reads a repeated or undecodable extension as no issuer found */
+    if (exts_malformed(X509_get0_extensions(cert), why) != 0) {
+        snprintf(err, GW_ERR_LEN, "the certificate upstream %s returned is malformed: %.170s",
+                 role->upstream_name != NULL ? role->upstream_name : "?", why);
         return GW_ISSUED_BAD;
     }
     if (!verify(store, cert, chain, now, 0, 1, &code, &depth)) {
@@ -1033,10 +1377,68 @@ static const char *issued_ca(X509 *cert)
     return NULL;
 }
 
-static enum gw_issued_verdict issued_outside(const struct gw_role *role, X509 *cert, time_t now, char *err)
+static int san_in(const GENERAL_NAMES *set, const GENERAL_NAME *gn)
+{
+    int i;
+
+    for (i = 0; i < sk_GENERAL_NAME_num(set); i++) {
+        if (GENERAL_NAME_cmp(sk_GENERAL_NAME_value(set, i), (GENERAL_NAME *)gn) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* san_text describes |gn| for a message: "DNS name a.example.com", "IP address 10.0.0.1". */
+static const char *san_text(char buf[GW_ERR_LEN / 2], const GENERAL_NAME *gn)
+{
+    char b[SHOWN_LEN], ip[INET6_ADDRSTRLEN];
+    size_t k;
+
+    if (gn->type == GEN_IPADD) {
+        int n = gn->d.iPAddress->length;
+
+        if ((n != 4 && n != 16) ||
+            inet_ntop(n == 4 ? AF_INET : AF_INET6, gn->d.iPAddress->data, ip, sizeof(ip)) == NULL)
+            memcpy(ip, "?", 2);
+        snprintf(buf, GW_ERR_LEN / 2, "IP address %s", ip);
+        return buf;
+    }
+    for (k = 0; k < sizeof(name_kinds) / sizeof(name_kinds[0]); k++) {
+        if (name_kinds[k].gen_type == gn->type) {
+            snprintf(buf, GW_ERR_LEN / 2, "%s %s", name_kinds[k].what,
+                     shown(b, (const char *)gn->d.ia5->data, (size_t)gn->d.ia5->length));
+            return buf;
+        }
+    }
+    snprintf(buf, GW_ERR_LEN / 2, "a subjectAltName of another type");
+    return buf;
+}
+
+/*
+ * san_added finds a name in |got| the plan does not have and that is no copy of a CN of the
+ * certificate (Vault adds that unless exclude_cn_from_sans; issued_modified judges it): a name the
+ * requester did not ask for and may not have, even if the role's patterns allow it.
+ */
+static const GENERAL_NAME *san_added(const struct gw_cert_plan *plan, const GENERAL_NAMES *got,
+                                     const X509_NAME *subject)
+{
+    int i;
+
+    for (i = 0; i < sk_GENERAL_NAME_num(got); i++) {
+        const GENERAL_NAME *gn = sk_GENERAL_NAME_value(got, i);
+
+        if (!san_in(plan->sans, gn) && !cn_copy(subject, gn) && !cn_copy(plan->subject, gn))
+            return gn;
+    }
+    return NULL;
+}
+
+static enum gw_issued_verdict issued_outside(const struct gw_role *role, const struct gw_cert_plan *plan,
+                                             X509 *cert, time_t now, char *err)
 {
     time_t max_ttl = role->max_ttl != 0 ? (time_t)role->max_ttl : GW_DEFAULT_MAX_TTL, na = 0;
-    char why[GW_ERR_LEN], b1[SHOWN_LEN], b2[SHOWN_LEN];
+    char why[GW_ERR_LEN], b1[SHOWN_LEN], b2[SHOWN_LEN], name[GW_ERR_LEN / 2];
+    const GENERAL_NAME *added = NULL;
     const char *what;
     GENERAL_NAMES *sans;
     int crit = -1, fi, rc;
@@ -1046,14 +1448,24 @@ static enum gw_issued_verdict issued_outside(const struct gw_role *role, X509 *c
                  what, rname(role));
         return GW_ISSUED_OUTSIDE_POLICY;
     }
+    if (exts_outside(role, X509_get0_extensions(cert), why) != 0) {
+        snprintf(err, GW_ERR_LEN, "%s", why);
+        return GW_ISSUED_OUTSIDE_POLICY;
+    }
     sans = X509_get_ext_d2i(cert, NID_subject_alt_name, &crit, NULL);
     if (sans == NULL && crit != -1)
         rc = say(&fi, BADT, why, "its subjectAltName extension is malformed or repeated");
     else
         rc = check_names(role, X509_get_subject_name(cert), sans, X509_get_subject_name(cert), &fi, why);
+    if (rc == 0 && (added = san_added(plan, sans, X509_get_subject_name(cert))) != NULL)
+        san_text(name, added);
     GENERAL_NAMES_free(sans);
     if (rc != 0) {
         snprintf(err, GW_ERR_LEN, "the upstream's certificate is outside role policy: %.200s", why);
+        return GW_ISSUED_OUTSIDE_POLICY;
+    }
+    if (added != NULL) {
+        snprintf(err, GW_ERR_LEN, "the CA added %s, which the request did not ask for", name);
         return GW_ISSUED_OUTSIDE_POLICY;
     }
     if (asn1_time(X509_get0_notAfter(cert), &na) != 0 || na > now + max_ttl + GW_ISSUED_TTL_SLACK) {
@@ -1063,17 +1475,6 @@ static enum gw_issued_verdict issued_outside(const struct gw_role *role, X509 *c
         return GW_ISSUED_OUTSIDE_POLICY;
     }
     return GW_ISSUED_OK;
-}
-
-static int san_in(const GENERAL_NAMES *set, GENERAL_NAME *gn)
-{
-    int i;
-
-    for (i = 0; i < sk_GENERAL_NAME_num(set); i++) {
-        if (GENERAL_NAME_cmp(sk_GENERAL_NAME_value(set, i), gn) == 0)
-            return 1;
-    }
-    return 0;
 }
 
 /* sans_same compares as sets (order is no change); a copy of the CN the upstream added is tolerated
@@ -1136,7 +1537,7 @@ enum gw_issued_verdict gw_policy_check_issued(const struct gw_role *role, const 
         return GW_ISSUED_BAD;
     }
     if ((v = issued_bad(role, plan, cert, chain, issuer_store, now, err)) != GW_ISSUED_OK ||
-        (v = issued_outside(role, cert, now, err)) != GW_ISSUED_OK)
+        (v = issued_outside(role, plan, cert, now, err)) != GW_ISSUED_OK)
         return v;
     return issued_modified(role, plan, cert, err);
 }

@@ -46,19 +46,41 @@ int gw_policy_check_request(const struct gw_role *role, const struct gw_cert_pla
 int gw_policy_check_upstream_role(const struct gw_role_policy *p, const struct gw_cert_plan *plan, time_t now,
                                   int *fail_info, char *err);
 
+/*
+ * gw_policy_check_csr checks the extensions |csr| asks for against |role|, for a CA that copies
+ * them into the certificate (Vault's sign-verbatim): each a standard extension or one of the role's
+ * allowed_extensions, keyUsage and extendedKeyUsage within the role's, basicConstraints an end
+ * entity's. badCertTemplate on failure: the client can send a CSR without them.
+ */
+int gw_policy_check_csr(const struct gw_role *role, const X509_REQ *csr, int *fail_info, char *err);
+
+/*
+ * gw_policy_check_upstream_grants checks the usages upstream role |upstream_role| puts into every
+ * certificate it signs (|p|: key_usage, ext_key_usage, other_eku) against |role|'s key_usage and
+ * ext_key_usage, before it is asked to sign. systemUnavail on failure, naming what it grants and
+ * the upstream role's settings to restrict: the client can change nothing, an operator must.
+ */
+int gw_policy_check_upstream_grants(const struct gw_role *role, const char *upstream_role,
+                                    const struct gw_role_policy *p, int *fail_info, char *err);
+
 /* The verdict on a certificate an upstream returned. */
 enum gw_issued_verdict {
     GW_ISSUED_OK = 0,         /* as planned */
     GW_ISSUED_MODIFIED,       /* changed (subject rewritten, names reordered, validity cut) but within
                                  the role's policy: grantedWithMods */
     GW_ISSUED_BAD,            /* wrong key, or does not chain to the upstream's issuer CA: reject */
-    GW_ISSUED_OUTSIDE_POLICY, /* names or validity outside the role's policy: revoke upstream, reject */
+    GW_ISSUED_OUTSIDE_POLICY, /* names, usages, extensions or validity outside the role's policy, or a
+                                 name the request did not ask for: revoke upstream, reject */
 };
 
 /*
  * gw_policy_check_issued judges |cert| returned by an upstream for |plan|: it must certify the plan's
- * public key, chain (with |chain| as intermediates) to |issuer_store|, and its names, validity, CA
- * flag and key usages must stay within |role|'s policy. Returns the verdict; |err| says why.
+ * public key, chain (with |chain| as intermediates) to |issuer_store|, and stay within |role|'s
+ * policy: end entity only (basicConstraints absent or cA FALSE), keyUsage and extendedKeyUsage within
+ * the role's, only standard extensions and the role's allowed_extensions, names within the role's
+ * patterns and no name the plan lacks (a copy of the CN aside), validity within max_ttl. A changed
+ * subject, a dropped name or a shorter validity is GW_ISSUED_MODIFIED. Returns the verdict; |err|
+ * says why.
  */
 enum gw_issued_verdict gw_policy_check_issued(const struct gw_role *role, const struct gw_cert_plan *plan,
                                               X509 *cert, STACK_OF(X509) *chain, X509_STORE *issuer_store,

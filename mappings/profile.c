@@ -423,31 +423,76 @@ out:
     return rc;
 }
 
-/* KeyUsage named bits (RFC 5280 §4.2.1.3) in OpenSSL's KU_* encoding, by bit number. */
-static const unsigned ku_bits[] = {
-    KU_DIGITAL_SIGNATURE, KU_NON_REPUDIATION, KU_KEY_ENCIPHERMENT, KU_DATA_ENCIPHERMENT, KU_KEY_AGREEMENT,
-    KU_KEY_CERT_SIGN,     KU_CRL_SIGN,        KU_ENCIPHER_ONLY,    KU_DECIPHER_ONLY,
+/* KeyUsage named bits (RFC 5280 §4.2.1.3) in OpenSSL's KU_* encoding, by bit number, with the names
+ * the role configuration ("key_usage") and the refusals use. */
+static const struct {
+    unsigned ku;
+    const char *name;
+} ku_bits[] = {
+    {KU_DIGITAL_SIGNATURE, "digitalSignature"},
+    {KU_NON_REPUDIATION, "nonRepudiation"},
+    {KU_KEY_ENCIPHERMENT, "keyEncipherment"},
+    {KU_DATA_ENCIPHERMENT, "dataEncipherment"},
+    {KU_KEY_AGREEMENT, "keyAgreement"},
+    {KU_KEY_CERT_SIGN, "keyCertSign"},
+    {KU_CRL_SIGN, "cRLSign"},
+    {KU_ENCIPHER_ONLY, "encipherOnly"},
+    {KU_DECIPHER_ONLY, "decipherOnly"},
 };
 
+/* The extendedKeyUsage purposes a role may grant (RFC 5280 §4.2.1.12, RFC 6402 §2.10 for cmcRA). */
 static const struct {
     unsigned eku;
     int nid;
+    const char *name;
 } ekus[] = {
-    {GW_EKU_SERVER_AUTH, NID_server_auth},
-    {GW_EKU_CLIENT_AUTH, NID_client_auth},
-    {GW_EKU_CODE_SIGNING, NID_code_sign},
-    {GW_EKU_EMAIL_PROTECTION, NID_email_protect},
-    {GW_EKU_TIME_STAMPING, NID_time_stamp},
-    {GW_EKU_OCSP_SIGNING, NID_OCSP_sign},
-    {GW_EKU_CMC_RA, NID_cmcRA},
+    {GW_EKU_SERVER_AUTH, NID_server_auth, "serverAuth"},
+    {GW_EKU_CLIENT_AUTH, NID_client_auth, "clientAuth"},
+    {GW_EKU_CODE_SIGNING, NID_code_sign, "codeSigning"},
+    {GW_EKU_EMAIL_PROTECTION, NID_email_protect, "emailProtection"},
+    {GW_EKU_TIME_STAMPING, NID_time_stamp, "timeStamping"},
+    {GW_EKU_OCSP_SIGNING, NID_OCSP_sign, "OCSPSigning"},
+    {GW_EKU_CMC_RA, NID_cmcRA, "cmcRA"},
 };
+
+const char *gw_ku_name(unsigned bit)
+{
+    for (size_t i = 0; i < sizeof(ku_bits) / sizeof(ku_bits[0]); i++) {
+        if (ku_bits[i].ku == bit)
+            return ku_bits[i].name;
+    }
+    return NULL;
+}
+
+unsigned gw_ku_from_bit(int n)
+{
+    return n >= 0 && (size_t)n < sizeof(ku_bits) / sizeof(ku_bits[0]) ? ku_bits[n].ku : 0;
+}
+
+const char *gw_eku_name(unsigned bit)
+{
+    for (size_t i = 0; i < sizeof(ekus) / sizeof(ekus[0]); i++) {
+        if (ekus[i].eku == bit)
+            return ekus[i].name;
+    }
+    return NULL;
+}
+
+unsigned gw_eku_from_nid(int nid)
+{
+    for (size_t i = 0; nid != NID_undef && i < sizeof(ekus) / sizeof(ekus[0]); i++) {
+        if (ekus[i].nid == nid)
+            return ekus[i].eku;
+    }
+    return 0;
+}
 
 static ASN1_BIT_STRING *ku_new(unsigned ku)
 {
     ASN1_BIT_STRING *bs = ASN1_BIT_STRING_new();
 
     for (size_t i = 0; bs != NULL && i < sizeof(ku_bits) / sizeof(ku_bits[0]); i++) {
-        if ((ku & ku_bits[i]) != 0 && ASN1_BIT_STRING_set_bit(bs, (int)i, 1) != 1) {
+        if ((ku & ku_bits[i].ku) != 0 && ASN1_BIT_STRING_set_bit(bs, (int)i, 1) != 1) {
             ASN1_BIT_STRING_free(bs);
             return NULL;
         }

@@ -86,4 +86,16 @@ int gw_cert_plan_make(const struct gw_role *role, const struct gw_cert_req *req,
  */
 int gw_usage_exts_add(STACK_OF(X509_EXTENSION) **exts, unsigned ku, unsigned eku);
 
+/*
+ * The one table of usage names (the role configuration's spelling, used in refusals too):
+ * gw_ku_name and gw_eku_name name the single KU_* or enum gw_eku bit |bit| ("digitalSignature",
+ * "clientAuth"), NULL if it is none; gw_ku_from_bit is the KU_* value of keyUsage BIT STRING bit
+ * |n| (RFC 5280 §4.2.1.3), 0 past decipherOnly; gw_eku_from_nid is the enum gw_eku bit of the
+ * extendedKeyUsage purpose |nid|, 0 for a purpose no role can grant.
+ */
+const char *gw_ku_name(unsigned bit);
+unsigned gw_ku_from_bit(int n);
+const char *gw_eku_name(unsigned bit);
+unsigned gw_eku_from_nid(int nid);
+
 #endif

@@ -66,8 +66,11 @@ struct gw_role_policy {
     char key_type[16];      /* "rsa", "ec", "ed25519", "any" */
     int key_bits;           /* 0 = any */
     uint32_t max_ttl;       /* seconds, 0 = none */
-    unsigned key_usage;     /* KU_* bits */
-    unsigned ext_key_usage; /* enum gw_eku bits */
+    unsigned key_usage;     /* KU_* bits: what it puts into every certificate, whatever the request */
+    unsigned ext_key_usage; /* enum gw_eku bits: likewise */
+    /* an extendedKeyUsage it grants that no role can allow, as the upstream names it (Vault "Any",
+       an OID); "" if none */
+    char other_eku[GW_MAX_OID_TEXT + 1];
 };
 
 struct gw_upstream_ops {

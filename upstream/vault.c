@@ -566,6 +566,57 @@ static char *csr_pem(const X509_REQ *csr)
     return out;
 }
 
+/* Vault's key_usage names (Go x509.KeyUsage without prefix) as KU_* bits. */
+static const struct {
+    const char *name;
+    unsigned bit;
+} ku_names[] =
+    {
+        {"DigitalSignature", KU_DIGITAL_SIGNATURE},
+        {"ContentCommitment", KU_NON_REPUDIATION},
+        {"KeyEncipherment", KU_KEY_ENCIPHERMENT},
+        {"DataEncipherment", KU_DATA_ENCIPHERMENT},
+        {"KeyAgreement", KU_KEY_AGREEMENT},
+        {"CertSign", KU_KEY_CERT_SIGN},
+        {"CRLSign", KU_CRL_SIGN},
+        {"EncipherOnly", KU_ENCIPHER_ONLY},
+        {"DecipherOnly", KU_DECIPHER_ONLY},
+},
+  eku_names[] = {
+      {"ServerAuth", GW_EKU_SERVER_AUTH},     {"ClientAuth", GW_EKU_CLIENT_AUTH},
+      {"CodeSigning", GW_EKU_CODE_SIGNING},   {"EmailProtection", GW_EKU_EMAIL_PROTECTION},
+      {"TimeStamping", GW_EKU_TIME_STAMPING}, {"OCSPSigning", GW_EKU_OCSP_SIGNING},
+};
+
+/*
+ * sign-verbatim puts key_usage and ext_key_usage of the call into a certificate whose CSR names none,
+ * and Vault's defaults (DigitalSignature, KeyAgreement, KeyEncipherment) when the call names none
+ * either: the role's usages are sent, so that a plain CSR comes back within the role. cmcRA has no
+ * Vault name: it goes as an OID (RFC 6402 §2.10).
+ */
+static void add_usages(json_object *o, const struct gw_cert_plan *plan)
+{
+    json_object *ku = json_object_new_array(), *eku = json_object_new_array(),
+                *oids = json_object_new_array();
+    char cmc_ra[GW_MAX_OID_TEXT];
+    size_t i;
+
+    for (i = 0; ku != NULL && i < sizeof(ku_names) / sizeof(ku_names[0]); i++) {
+        if ((plan->key_usage & ku_names[i].bit) != 0)
+            json_object_array_add(ku, json_object_new_string(ku_names[i].name));
+    }
+    for (i = 0; eku != NULL && i < sizeof(eku_names) / sizeof(eku_names[0]); i++) {
+        if ((plan->ext_key_usage & eku_names[i].bit) != 0)
+            json_object_array_add(eku, json_object_new_string(eku_names[i].name));
+    }
+    if (oids != NULL && (plan->ext_key_usage & GW_EKU_CMC_RA) != 0 &&
+        OBJ_obj2txt(cmc_ra, sizeof(cmc_ra), OBJ_nid2obj(NID_cmcRA), 1) > 0)
+        json_object_array_add(oids, json_object_new_string(cmc_ra));
+    json_object_object_add(o, "key_usage", ku);
+    json_object_object_add(o, "ext_key_usage", eku);
+    json_object_object_add(o, "ext_key_usage_oids", oids);
+}
+
 /* The JSON body of a sign call; NULL with |err|. The CN comes from the CSR, so none is sent. */
 static char *sign_body(const struct gw_sign_req *req, char *err)
 {
@@ -587,6 +638,8 @@ static char *sign_body(const struct gw_sign_req *req, char *err)
     json_object_object_add(o, "exclude_cn_from_sans",
                            json_object_new_boolean(req->role->exclude_cn_from_sans));
     add_sans(o, req->plan->sans);
+    if (req->role->sign_policy == GW_SIGN_VERBATIM)
+        add_usages(o, req->plan);
     if ((out = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN))) == NULL)
         set_err(err, "out of memory");
 out:
@@ -912,50 +965,125 @@ out:
     return rc;
 }
 
-/* Vault's key_usage names (Go x509.KeyUsage without prefix) as KU_* bits. */
-static const struct {
-    const char *name;
-    unsigned bit;
-} ku_names[] =
-    {
-        {"DigitalSignature", KU_DIGITAL_SIGNATURE},
-        {"ContentCommitment", KU_NON_REPUDIATION},
-        {"KeyEncipherment", KU_KEY_ENCIPHERMENT},
-        {"DataEncipherment", KU_DATA_ENCIPHERMENT},
-        {"KeyAgreement", KU_KEY_AGREEMENT},
-        {"CertSign", KU_KEY_CERT_SIGN},
-        {"CRLSign", KU_CRL_SIGN},
-        {"EncipherOnly", KU_ENCIPHER_ONLY},
-        {"DecipherOnly", KU_DECIPHER_ONLY},
-},
-  eku_names[] = {
-      {"ServerAuth", GW_EKU_SERVER_AUTH},     {"ClientAuth", GW_EKU_CLIENT_AUTH},
-      {"CodeSigning", GW_EKU_CODE_SIGNING},   {"EmailProtection", GW_EKU_EMAIL_PROTECTION},
-      {"TimeStamping", GW_EKU_TIME_STAMPING}, {"OCSPSigning", GW_EKU_OCSP_SIGNING},
-};
-
-static unsigned name_bits(json_object *data, const char *key, int eku)
+static unsigned name_bit(const char *s, size_t len, int eku)
 {
-    json_object *a = member(data, key, json_type_array);
-    size_t i, j, n = eku ? sizeof(eku_names) / sizeof(eku_names[0]) : sizeof(ku_names) / sizeof(ku_names[0]);
-    unsigned bits = 0;
+    size_t j, n = eku ? sizeof(eku_names) / sizeof(eku_names[0]) : sizeof(ku_names) / sizeof(ku_names[0]);
 
-    for (i = 0; a != NULL && i < json_object_array_length(a); i++) {
-        const char *s = json_object_get_string(json_object_array_get_idx(a, i));
+    for (j = 0; j < n; j++) {
+        const char *name = eku ? eku_names[j].name : ku_names[j].name;
 
-        for (j = 0; s != NULL && j < n; j++) {
-            if (strcasecmp(s, eku ? eku_names[j].name : ku_names[j].name) == 0)
-                bits |= eku ? eku_names[j].bit : ku_names[j].bit;
-        }
+        if (strlen(name) == len && strncasecmp(s, name, len) == 0)
+            return eku ? eku_names[j].bit : ku_names[j].bit;
     }
-    return bits;
+    return 0;
 }
 
-static bool member_bool(json_object *o, const char *key)
+/*
+ * The names of a role field given as a list or, as older Vaults answer, one comma-separated string:
+ * the first |cap| into |names| and |lens|; returns how many there are, which may be more than |cap|.
+ */
+static size_t field_names(json_object *data, const char *key, const char **names, size_t *lens, size_t cap)
+{
+    json_object *m = NULL;
+    const char *p, *end, *last;
+    size_t n = 0, i;
+
+    if (!json_object_object_get_ex(data, key, &m) || m == NULL)
+        return 0;
+    if (json_object_is_type(m, json_type_array)) {
+        for (i = 0; i < json_object_array_length(m); i++) {
+            if ((p = json_object_get_string(json_object_array_get_idx(m, i))) == NULL)
+                continue;
+            if (n < cap) {
+                names[n] = p;
+                lens[n] = strlen(p);
+            }
+            n++;
+        }
+        return n;
+    }
+    for (p = json_object_get_string(m); p != NULL && *p != '\0'; p = *end != '\0' ? end + 1 : end) {
+        end = p + strcspn(p, ",");
+        for (last = end; last > p && last[-1] == ' '; last--)
+            ;
+        while (p < last && *p == ' ')
+            p++;
+        if (last > p && n < cap) {
+            names[n] = p;
+            lens[n] = (size_t)(last - p);
+        }
+        n += last > p;
+    }
+    return n;
+}
+
+static bool member_flag(json_object *o, const char *key, bool dflt)
 {
     json_object *m = member(o, key, json_type_boolean);
 
-    return m != NULL && json_object_get_boolean(m);
+    return m != NULL ? json_object_get_boolean(m) : dflt;
+}
+
+static void other_eku(struct gw_role_policy *out, const char *s, size_t len)
+{
+    if (out->other_eku[0] == '\0')
+        snprintf(out->other_eku, sizeof(out->other_eku), "%.*s", (int)len, s);
+}
+
+/* A list longer than is read may grant anything: it stands as a purpose no role can allow. */
+static void too_many(struct gw_role_policy *out, const char *key)
+{
+    char what[GW_MAX_OID_TEXT + 1];
+
+    snprintf(what, sizeof(what), "%s beyond %d entries", key, GW_MAX_ROLE_USAGES);
+    other_eku(out, what, strlen(what));
+}
+
+/*
+ * What the role puts into every certificate it signs, whatever the CSR asks (Vault's parseKeyUsages
+ * and parseExtKeyUsages): key_usage; ext_key_usage, the four *_flag switches and ext_key_usage_oids.
+ * A field the answer lacks takes Vault's default (key_usage DigitalSignature, KeyAgreement,
+ * KeyEncipherment; server_flag and client_flag true): an answer never reads narrower than the role.
+ */
+static void parse_grants(json_object *data, struct gw_role_policy *out)
+{
+    const char *names[GW_MAX_ROLE_USAGES];
+    size_t lens[GW_MAX_ROLE_USAGES], n, i;
+    ASN1_OBJECT *obj;
+    unsigned bit;
+
+    if (!json_object_object_get_ex(data, "key_usage", NULL))
+        out->key_usage = KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT | KU_KEY_ENCIPHERMENT;
+    /* more names than read: whatever the rest say, take them as every usage there is */
+    if ((n = field_names(data, "key_usage", names, lens, GW_MAX_ROLE_USAGES)) > GW_MAX_ROLE_USAGES)
+        for (int b = 0; gw_ku_from_bit(b) != 0; b++)
+            out->key_usage |= gw_ku_from_bit(b);
+    for (i = 0; i < n && i < GW_MAX_ROLE_USAGES; i++)
+        out->key_usage |= name_bit(names[i], lens[i], 0); /* Vault ignores names it does not know */
+    if ((n = field_names(data, "ext_key_usage", names, lens, GW_MAX_ROLE_USAGES)) > GW_MAX_ROLE_USAGES)
+        too_many(out, "ext_key_usage");
+    for (i = 0; i < n && i < GW_MAX_ROLE_USAGES; i++) {
+        if ((bit = name_bit(names[i], lens[i], 1)) == 0)
+            other_eku(out, names[i], lens[i]); /* "Any", the IPsec and Microsoft purposes */
+        out->ext_key_usage |= bit;
+    }
+    out->ext_key_usage |= (member_flag(data, "server_flag", true) ? GW_EKU_SERVER_AUTH : 0) |
+                          (member_flag(data, "client_flag", true) ? GW_EKU_CLIENT_AUTH : 0) |
+                          (member_flag(data, "code_signing_flag", false) ? GW_EKU_CODE_SIGNING : 0) |
+                          (member_flag(data, "email_protection_flag", false) ? GW_EKU_EMAIL_PROTECTION : 0);
+    if ((n = field_names(data, "ext_key_usage_oids", names, lens, GW_MAX_ROLE_USAGES)) > GW_MAX_ROLE_USAGES)
+        too_many(out, "ext_key_usage_oids");
+    for (i = 0; i < n && i < GW_MAX_ROLE_USAGES; i++) {
+        char oid[GW_MAX_OID_TEXT + 1];
+
+        snprintf(oid, sizeof(oid), "%.*s", (int)lens[i], names[i]);
+        obj = OBJ_txt2obj(oid, 1);
+        if ((bit = obj != NULL ? gw_eku_from_nid(OBJ_obj2nid(obj)) : 0) == 0)
+            other_eku(out, names[i], lens[i]);
+        out->ext_key_usage |= bit;
+        ASN1_OBJECT_free(obj);
+        ERR_clear_error();
+    }
 }
 
 /* allowed_domains: a list, or the comma-separated string older Vaults return. */
@@ -1020,19 +1148,18 @@ static int vault_role_policy(struct gw_upstream *up, const char *role, struct gw
         set_err(err, "Vault role %.64s: allowed_domains unusable", role);
         goto out;
     }
-    out->allow_any_name = member_bool(data, "allow_any_name");
-    out->allow_subdomains = member_bool(data, "allow_subdomains");
-    out->allow_bare_domains = member_bool(data, "allow_bare_domains");
-    out->allow_glob_domains = member_bool(data, "allow_glob_domains");
-    out->allow_localhost = member_bool(data, "allow_localhost");
-    out->allow_ip_sans = member_bool(data, "allow_ip_sans");
-    out->enforce_hostnames = member_bool(data, "enforce_hostnames");
+    out->allow_any_name = member_flag(data, "allow_any_name", false);
+    out->allow_subdomains = member_flag(data, "allow_subdomains", false);
+    out->allow_bare_domains = member_flag(data, "allow_bare_domains", false);
+    out->allow_glob_domains = member_flag(data, "allow_glob_domains", false);
+    out->allow_localhost = member_flag(data, "allow_localhost", false);
+    out->allow_ip_sans = member_flag(data, "allow_ip_sans", false);
+    out->enforce_hostnames = member_flag(data, "enforce_hostnames", false);
     kt = member_str(data, "key_type");
     snprintf(out->key_type, sizeof(out->key_type), "%s", kt != NULL ? kt : "rsa");
     out->key_bits = (int)json_object_get_int64(member(data, "key_bits", json_type_int));
     out->max_ttl = parse_ttl(data, "max_ttl");
-    out->key_usage = name_bits(data, "key_usage", 0);
-    out->ext_key_usage = name_bits(data, "ext_key_usage", 1);
+    parse_grants(data, out);
 out:
     if (rc != 0)
         gw_role_policy_cleanup(out);

@@ -71,7 +71,8 @@ class Cfssl:
     def url(self):
         return "https://127.0.0.1:%d" % self.port
 
-    def make_pki(self):
+    def make_pki(self, extra_profiles=None):
+        """|extra_profiles|: more signing profiles (name -> cfssl profile) besides the ones below."""
         d = self.dir
         sign_cert(d, "cfssl-ca", "/O=cmpgw e2e/CN=cfssl e2e CA", self.root,
                   "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n"
@@ -98,6 +99,7 @@ class Cfssl:
             },
             "auth_keys": {"gateway": {"type": "standard", "key": key}},
         }
+        config["signing"]["profiles"].update(extra_profiles or {})
         (d / "cfssl-config.json").write_text(json.dumps(config, indent=2))
         db = sqlite3.connect(str(d / "certs.db"))
         db.executescript(SCHEMA)
@@ -155,7 +157,11 @@ class Cfssl:
     def record(self, cert_pem_path):
         """cfssl's certdb row (status, reason) for a certificate, or None if cfssl never signed it."""
         p = harness.run(["openssl", "x509", "-in", cert_pem_path, "-noout", "-serial"])
-        serial = str(int(p.stdout.decode().strip().split("=", 1)[1], 16))
+        return self.record_serial(int(p.stdout.decode().strip().split("=", 1)[1], 16))
+
+    def record_serial(self, serial):
+        """cfssl's certdb row (status, reason) for the certificate with |serial| (an int), or None."""
+        serial = str(serial)
         db = sqlite3.connect(str(self.dir / "certs.db"))
         try:
             row = db.execute("SELECT status, reason FROM certificates WHERE serial_number = ?", (serial,)).fetchone()

@@ -5,7 +5,9 @@ serves /pkix/ only, one transaction at a time, and listens on the wildcard addre
 other). Asserted on the decoded answers: an ir forwarded with raVerified and the certificate delivered; a
 p10cr forwarded as p10cr; a role sending CRMF to the CMP CA and p10cr to its JSON (here local) upstream;
 an upstream rejection and an upstream error message passed through with their failInfo and text; a
-certificate for another key refused; the upstream down -> systemUnavail."""
+certificate for another key refused; the upstream down -> systemUnavail. A certificate outside the role
+(an extension of the CA's own, a pathLenConstraint, a name nobody asked for) refused with its
+docs/errors.md row, on record and revoked at the CA (rr), each with its twin that is released."""
 import json
 import socket
 import subprocess
@@ -14,6 +16,7 @@ import time
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
+from test_errors import RowAssertions  # noqa: E402
 
 REJECTION = 2  # PKIStatus rejection (RFC 9810 §5.2.3)
 
@@ -36,7 +39,14 @@ class Mock:
             "[srv]\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
             "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
             "[leaf]\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-            "extendedKeyUsage=clientAuth\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n")
+            "extendedKeyUsage=clientAuth\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
+            # what a CA may add beyond a role: an extension of its own, a pathLenConstraint, a name
+            "[odd]\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+            "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n1.2.3.4=ASN1:NULL\n"
+            "[pathlen]\nbasicConstraints=critical,CA:FALSE,pathlen:0\nkeyUsage=critical,digitalSignature\n"
+            "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
+            "[extra_san]\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+            "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\nsubjectAltName=DNS:other.example.com\n")
         harness.genkey(d / "up-ca.key")
         openssl("req", "-new", "-x509", "-key", d / "up-ca.key", "-subj", "/O=cmp upstream/CN=upstream CA",
                 "-days", "30", "-config", d / "up.cnf", "-extensions", "ca", "-out", d / "up-ca.pem")
@@ -84,7 +94,7 @@ class Mock:
             self.log = None
 
 
-class CmpUpstream(harness.GatewayTestCase):
+class CmpUpstream(RowAssertions, harness.GatewayTestCase):
     mock = None
 
     @classmethod
@@ -103,6 +113,7 @@ class CmpUpstream(harness.GatewayTestCase):
         base["implicit_confirm"] = False
         cfg["roles"].update({
             "cmp": dict(base, upstream="ca-cmp"),
+            "cmp-odd": dict(base, upstream="ca-cmp", allowed_extensions=["1.2.3.4"]),
             "cmp-down": dict(base, upstream="ca-cmp-down"),
             # issue 5 §3: CRMF to the CMP CA, p10cr to the other upstream
             "mixed": dict(base, upstream="local", crmf_upstream="ca-cmp"),
@@ -121,11 +132,11 @@ class CmpUpstream(harness.GatewayTestCase):
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def canned(self, name, subject="/O=cmp upstream/CN=%s.example.com"):
-        """A client key and the mock's canned certificate for it."""
+    def canned(self, name, subject="/O=cmp upstream/CN=%s.example.com", ext="leaf"):
+        """A client key and the mock's canned certificate for it (extensions: section |ext| of up.cnf)."""
         key = self.newkey(name)
         cert = self.mock.issue(self.gw.dir / ("%s-canned" % name), subject % name if "%s" in subject else subject,
-                               key=key)
+                               ext=ext, key=key)
         return key, cert
 
     def assert_from_upstream(self, res, key, canned):
@@ -220,6 +231,56 @@ class CmpUpstream(harness.GatewayTestCase):
         res = self.gw.cmp("ir", "other", newkey=key, subject="/CN=other.example.com", path="pki/roles/cmp/cmp",
                           expect_cert=False)
         self.assert_rejected(res, "systemFailure", "upstream CA: ")
+
+    def refused_and_revoked(self, row, name, ext, text):
+        """The mock answers an ir with a certificate from section |ext|: the client gets the ip rejection
+        of exactly |text| (docs/errors.md |row|), and the CA an rr for it, which the audit log shows."""
+        key, canned = self.canned(name, ext=ext)
+        self.mock.start(canned)
+        res = self.gw.cmp("ir", name, newkey=key, subject="/CN=%s.example.com" % name, path="pki/roles/cmp/cmp",
+                          expect_cert=False)
+        self.assertIsNone(res.cert, res.answers)
+        ans = self.expect(row, res.first)
+        self.assertEqual(ans.body_type, "ip", ans)
+        self.assertEqual(ans.status_strings, [text])
+        self.assertEqual(self.upstream_saw(), ["IR", "CERTCONF", "RR"])
+        tid = ans.header["transactionID"].asOctets().hex()
+        mine = [json.loads(l) for l in (self.gw.dir / "audit.log").read_text().splitlines()]
+        mine = [r for r in mine if r.get("tid") == tid]
+        serial = harness.run(["openssl", "x509", "-in", canned, "-noout", "-serial"]).stdout.decode()
+        serial = serial.strip().split("=", 1)[1].lower().lstrip("0")
+        self.assertEqual([(r["event"], r.get("serial", "").lstrip("0")) for r in mine if r["event"] != "intent"],
+                         [("rejected", serial), ("revoked", serial)])
+
+    def test_extension_outside_role(self):
+        self.refused_and_revoked("issued_extension", "odd", "odd",
+                                 "the CA issued a certificate outside this route's policy (extension 1.2.3.4 is "
+                                 "outside role cmp (not in its allowed_extensions)); it was not released")
+        # twin: the role that lists the OID in allowed_extensions takes the same kind of certificate
+        self.mock.stop()
+        key, canned = self.canned("odd-ok", ext="odd")
+        self.mock.start(canned)
+        res = self.gw.cmp("ir", "odd-ok", newkey=key, subject="/CN=odd-ok.example.com",
+                          path="pki/roles/cmp-odd/cmp")
+        self.assert_from_upstream(res, key, canned)
+
+    def test_path_len_constraint(self):
+        self.refused_and_revoked("issued_basic_constraints", "plen", "pathlen",
+                                 "the CA issued a certificate outside this route's policy (basicConstraints with a "
+                                 "pathLenConstraint is outside role cmp (end-entity certificates only, RFC 5280 "
+                                 "§4.2.1.9)); it was not released")
+
+    def test_name_not_asked_for(self):
+        self.refused_and_revoked("issued_san", "xsan", "extra_san",
+                                 "the CA issued a certificate outside this route's policy (the CA added DNS name "
+                                 "other.example.com, which the request did not ask for); it was not released")
+        # twin: the same kind of certificate when the request asked for that name
+        self.mock.stop()
+        key, canned = self.canned("xsan-ok", ext="extra_san")
+        self.mock.start(canned)
+        res = self.gw.cmp("ir", "xsan-ok", newkey=key, subject="/CN=xsan-ok.example.com", path="pki/roles/cmp/cmp",
+                          extra=["-sans", "other.example.com"])
+        self.assert_from_upstream(res, key, canned)
 
     def test_upstream_down(self):
         key = self.newkey("down")

@@ -54,6 +54,14 @@ ELSEWHERE = {
     "credential_revoked": ("test_trust.py", "is revoked; authenticate with a valid one"),
     "credential_status_unknown": ("test_trust.py", "certificate cannot be checked now ("),
     "credential_issuer_unchecked": ("test_trust.py", "accepts certificates of its upstreams only"),
+    "upstream_role_grants": ("test_upstream_answers.py", " does not allow; restrict the Vault role ("),
+    "csr_extension": ("test_upstream_answers.py", "this route's CA copies the CSR's extensions: leave it out of the CSR"),
+    "issued_key_usage": ("test_upstream_answers.py", "the CA issued a certificate outside this route's policy (keyUsage "),
+    "issued_ext_key_usage": ("test_upstream_answers.py",
+                             "the CA issued a certificate outside this route's policy (extendedKeyUsage "),
+    "issued_extension": ("test_cmp_upstream.py", " (not in its allowed_extensions)); it was not released"),
+    "issued_basic_constraints": ("test_cmp_upstream.py", "pathLenConstraint is outside role "),
+    "issued_san": ("test_cmp_upstream.py", ", which the request did not ask for); it was not released"),
 }
 
 

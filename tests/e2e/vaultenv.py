@@ -55,7 +55,8 @@ class VaultApi:
         self.log = self.dir / "vault-requests.jsonl"
         self.proc = None
 
-    def make_pki(self):
+    def make_pki(self, extra_roles=None):
+        """|extra_roles|: more Vault roles (name -> Vault role fields) besides the ones below."""
         d = self.dir
         sign_cert(d, "vault-ca", "/O=cmpgw e2e/CN=vault test issuing CA", "ca", ca_ext(1), days=365)
         sign_cert(d, "vault-ca2", "/O=cmpgw e2e/CN=vault test second issuer", "ca", ca_ext(), days=365)
@@ -63,6 +64,7 @@ class VaultApi:
                                                      ("vault-ca.pem", "vault-ca2.pem", "ca.pem")))
         roles = {"devices": DEVICES, "flaky": DEVICES, "slow": DEVICES,
                  "ttl-only": {"ttl": 3600, "max_ttl": 7200}}
+        roles.update(extra_roles or {})
         (d / "vault-roles.json").write_text(json.dumps(roles))
         (d / "vault-tokens.json").write_text(json.dumps({TOKEN: {"expires": 0}}))
         for f, t in (("vault.token", TOKEN), ("vault-bad.token", "hvs.revoked-or-never-issued")):

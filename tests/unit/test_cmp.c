@@ -829,13 +829,14 @@ static void test_parallel(void **state)
 /* ---- issue 3: authorization, request policy, upstream choice, result checks, audit ---- */
 
 /* The test adapter: the local issuer with switchable capabilities and misbehaviour. */
-enum fake_mode { FK_PLAIN = 0, FK_OTHER_KEY, FK_RENAME, FK_CA_TRUE, FK_OTHER_CA };
+enum fake_mode { FK_PLAIN = 0, FK_OTHER_KEY, FK_RENAME, FK_CA_TRUE, FK_OTHER_CA, FK_WIDE };
 
 static struct {
     enum fake_mode mode;
-    int revoked;      /* cert_status answer */
-    int policy_fails; /* role_policy fails */
-    int revoke_fails; /* revoke fails */
+    int revoked;                  /* cert_status answer */
+    int policy_fails;             /* role_policy fails */
+    unsigned grant_ku, grant_eku; /* what role_policy says the upstream role grants */
+    int revoke_fails;             /* revoke fails */
     int sign_calls, csr_calls, revoke_calls, policy_calls, status_calls;
     struct env *env; /* for during_sign */
     void (*during_sign)(struct env *e);
@@ -859,6 +860,15 @@ static void fake_done(void *arg, struct gw_sign_result *res)
         bc->ca = 1;
         X509_add1_ext_i2d(res->cert, NID_basic_constraints, bc, 1, X509V3_ADD_REPLACE);
         BASIC_CONSTRAINTS_free(bc);
+        assert_true(X509_sign(res->cert, gw_upstream_get0_conf(fc->up)->key, EVP_sha256()) > 0);
+    } else if (res->cert != NULL && fake.mode == FK_WIDE) {
+        /* a CA role that grants more than the gateway's role: code signing on top */
+        EXTENDED_KEY_USAGE *eku = sk_ASN1_OBJECT_new_null();
+
+        sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(NID_client_auth));
+        sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(NID_code_sign));
+        X509_add1_ext_i2d(res->cert, NID_ext_key_usage, eku, 0, X509V3_ADD_REPLACE);
+        sk_ASN1_OBJECT_free(eku);
         assert_true(X509_sign(res->cert, gw_upstream_get0_conf(fc->up)->key, EVP_sha256()) > 0);
     } else if (res->cert != NULL && fake.mode == FK_OTHER_CA) {
         X509_set_issuer_name(res->cert, X509_get_subject_name(rogue_cert));
@@ -920,6 +930,8 @@ static int fake_role_policy(struct gw_upstream *up, const char *role, struct gw_
     out->allowed_domains.n = 1;
     out->allow_subdomains = true;
     snprintf(out->key_type, sizeof(out->key_type), "any");
+    out->key_usage = fake.grant_ku;
+    out->ext_key_usage = fake.grant_eku;
     return 0;
 }
 
@@ -1301,6 +1313,12 @@ static void test_result_checks(void **state)
          OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "outside this route's policy", 1},
         {"certificate from another CA", FK_OTHER_CA, OSSL_CMP_PKISTATUS_rejection,
          OSSL_CMP_PKIFAILUREINFO_systemFailure, "unusable certificate", 1},
+        {"extendedKeyUsage beyond the role", FK_WIDE, OSSL_CMP_PKISTATUS_rejection,
+         OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+         "the CA issued a certificate outside this route's policy (extendedKeyUsage codeSigning is outside "
+         "role "
+         "default (allowed: serverAuth, clientAuth)); it was not released",
+         1},
     };
 
     (void)state;
@@ -1325,6 +1343,116 @@ static void test_result_checks(void **state)
         OSSL_CMP_CTX_free(ctx);
         env_free(e);
     }
+}
+
+static time_t much_later_clock(void)
+{
+    return time(NULL) + 2 * GW_ROLE_POLICY_TTL + 2;
+}
+
+/*
+ * An upstream that can describe its roles is asked before it signs: a role granting more usages
+ * than the gateway's is refused up front (nothing issued, nothing to revoke); the twin within
+ * is issued; an unreadable role is no refusal, the certificate is checked when it comes back.
+ */
+static void test_upstream_grants_upfront(void **state)
+{
+    struct env *e = env_new(CMP_DEFAULTS);
+    struct client cl = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+
+    (void)state;
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE | GW_UP_ROLE_POLICY, FK_PLAIN);
+    fake.grant_ku = KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT | KU_KEY_ENCIPHERMENT;
+    fake.grant_eku = GW_EKU_CLIENT_AUTH;
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                  "upstream role default grants keyUsage keyEncipherment, which role default does not allow; "
+                  "restrict the Vault role (key_usage)");
+    assert_int_equal(fake.sign_calls, 0);
+    assert_int_equal(fake.revoke_calls, 0);
+    assert_int_equal(audit_count(e, "rejected", NULL, "status", "grants keyUsage keyEncipherment"), 1);
+    /* twin: the upstream role narrowed (read again once the cache expires) */
+    fake.grant_ku = KU_DIGITAL_SIGNATURE;
+    gw_cmp_engine_set_clock(e->engine, later_clock);
+    OSSL_CMP_CTX_reinit(ctx);
+    assert_non_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_int_equal(fake.sign_calls, 1);
+    assert_int_equal(fake.policy_calls, 2);
+    /* the role cannot be read: asked anyway, and what comes back outside the role is refused, revoked */
+    fake.policy_fails = 1;
+    fake.mode = FK_WIDE;
+    gw_cmp_engine_set_clock(e->engine, much_later_clock);
+    OSSL_CMP_CTX_reinit(ctx);
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+                  "extendedKeyUsage codeSigning is outside role default");
+    assert_int_equal(fake.sign_calls, 2);
+    assert_int_equal(fake.policy_calls, 3);
+    assert_int_equal(fake.revoke_calls, 1);
+    assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), 1);
+    /* a read that failed is not tried on every request: the next one goes straight to the upstream */
+    fake.mode = FK_PLAIN;
+    OSSL_CMP_CTX_reinit(ctx);
+    assert_non_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_int_equal(fake.sign_calls, 3);
+    assert_int_equal(fake.policy_calls, 3);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+/* A p10cr with |cn| and the extendedKeyUsage |eku| (NULL: none) in the CSR; the certificate or NULL. */
+static X509 *p10cr_eku(OSSL_CMP_CTX *ctx, const char *cn, const char *eku)
+{
+    EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509_REQ *csr = X509_REQ_new();
+    STACK_OF(X509_EXTENSION) *exts = sk_X509_EXTENSION_new_null();
+    X509 *cert;
+
+    X509_REQ_set_pubkey(csr, k);
+    X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(csr), "CN", MBSTRING_ASC, (const unsigned char *)cn,
+                               -1, -1, 0);
+    if (eku != NULL) {
+        sk_X509_EXTENSION_push(exts, X509V3_EXT_nconf_nid(NULL, NULL, NID_ext_key_usage, eku));
+        X509_REQ_add_extensions(csr, exts);
+    }
+    assert_true(X509_REQ_sign(csr, k, EVP_sha256()) > 0);
+    OSSL_CMP_CTX_reinit(ctx);
+    OSSL_CMP_CTX_set1_p10CSR(ctx, csr);
+    OSSL_CMP_CTX_set0_newPkey(ctx, 1, k);
+    cert = OSSL_CMP_exec_P10CR_ses(ctx);
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    X509_REQ_free(csr);
+    return cert;
+}
+
+/* sign-verbatim copies the CSR's extensions: one outside the role is refused before the upstream call. */
+static void test_verbatim_csr_upfront(void **state)
+{
+    struct env *e = env_new(CMP_DEFAULTS);
+    struct client cl = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    struct gw_role *role = (struct gw_role *)e->cfg->default_path_policy.role;
+
+    (void)state;
+    role->sign_policy = GW_SIGN_VERBATIM; /* set after the config's check, which keeps it to vault roles */
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_REVOKE | GW_UP_ROLE_POLICY, FK_PLAIN);
+    fake.grant_ku = KU_KEY_ENCIPHERMENT; /* a Vault role's usages do not apply to sign-verbatim */
+    assert_null(p10cr_eku(ctx, "verbatim-device", "clientAuth,codeSigning"));
+    assert_status(
+        ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+        "extendedKeyUsage codeSigning is outside role default (allowed: serverAuth, clientAuth); this "
+        "route's CA copies the CSR's extensions: leave it out of the CSR");
+    assert_int_equal(fake.sign_calls, 0);
+    /* twins: usages within the role, and none */
+    assert_non_null(p10cr_eku(ctx, "verbatim-device", "clientAuth"));
+    assert_non_null(p10cr_eku(ctx, "verbatim-device", NULL));
+    assert_int_equal(fake.sign_calls, 2);
+    assert_int_equal(fake.policy_calls, 0);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
 }
 
 /* Outside policy, and the upstream cannot revoke: rejected all the same, revoke_failed on record. */
@@ -2012,6 +2140,8 @@ int main(void)
         cmocka_unit_test(test_crmf_delegate),
         cmocka_unit_test(test_crmf_delegate_policy_down),
         cmocka_unit_test(test_result_checks),
+        cmocka_unit_test(test_upstream_grants_upfront),
+        cmocka_unit_test(test_verbatim_csr_upfront),
         cmocka_unit_test(test_result_unrevocable),
         cmocka_unit_test(test_kur_revoked),
         cmocka_unit_test(test_audit_lines),

@@ -312,6 +312,8 @@ struct bad {
 #define UPS E("\"upstreams\": {", "\"upstreams\": { " VAULT_UP ", " CFSSL_UP ", " DELEG_UP ",")
 #define ROLES E("\"roles\": {", "\"roles\": { " ROLE_V ", " ROLE_C ",")
 #define AUTHZ(x) E("\"tls_client\": \"require\"", "\"tls_client\": \"require\", " x)
+#define EXTS_RAW(v) E("\"implicit_confirm\": true", "\"implicit_confirm\": true, \"allowed_extensions\": " v)
+#define EXTS(list) EXTS_RAW("[" list "]")
 #define A16 "aaaaaaaaaaaaaaaa"
 #define A256 A16 A16 A16 A16 A16 A16 A16 A16 A16 A16 A16 A16 A16 A16 A16 A16 /* GW_MAX_PATTERN_LEN */
 
@@ -597,6 +599,37 @@ static const struct bad bad_cases[] = {
     {"flags not array",
      {E("[\"dns\", \"ip\", \"uri\"]", "\"dns\"")},
      {"$.roles.default.allowed_san_types: expected an array of names, got \"dns\""}},
+    /* "allowed_extensions": dotted OIDs only, X.690 §8.19.4 arcs, no repeats */
+    {"ext oid name",
+     {EXTS("\"nameConstraints\"")},
+     {"$.roles.default.allowed_extensions[0]: expected a dotted OID like \"1.3.6.1.4.1.11129.2.4.3\", "
+      "got \"nameConstraints\""}},
+    {"ext oid one arc", {EXTS("\"1.2.3\", \"2\"")}, {"$.roles.default.allowed_extensions[1]", "got \"2\""}},
+    {"ext oid first arc", {EXTS("\"3.1.2\"")}, {"allowed_extensions[0]", "\"3.1.2\""}},
+    {"ext oid second arc", {EXTS("\"1.40.2\"")}, {"allowed_extensions[0]", "\"1.40.2\""}},
+    {"ext oid leading zero", {EXTS("\"1.2.03\"")}, {"allowed_extensions[0]", "\"1.2.03\""}},
+    {"ext oid empty arc", {EXTS("\"1..2\"")}, {"allowed_extensions[0]", "\"1..2\""}},
+    {"ext oid trailing dot", {EXTS("\"1.2.\"")}, {"allowed_extensions[0]", "\"1.2.\""}},
+    {"ext oid sign", {EXTS("\"1.2.-3\"")}, {"allowed_extensions[0]", "\"1.2.-3\""}},
+    {"ext oid space", {EXTS("\" 1.2.3\"")}, {"allowed_extensions[0]"}},
+    {"ext oid empty", {EXTS("\"\"")}, {"allowed_extensions[0]", "got \"\""}},
+    {"ext oid number", {EXTS("1.2")}, {"allowed_extensions[0]", "got 1.2"}},
+    {"ext oid too long",
+     {EXTS("\"1.2.3456789.123456789.123456789.123456789.123456789.123456789.123\"")},
+     {"allowed_extensions[0]"}},
+    {"ext oid dup",
+     {EXTS("\"1.2.3\", \"1.2.4\", \"1.2.3\"")},
+     {"$.roles.default.allowed_extensions[2]: duplicate entry \"1.2.3\""}},
+    {"ext oids not array",
+     {EXTS_RAW("\"1.2.3\"")},
+     {"$.roles.default.allowed_extensions: expected an array of at most 32 OIDs, got \"1.2.3\""}},
+    {"ext oids too many",
+     {EXTS("\"1.2.1\", \"1.2.2\", \"1.2.3\", \"1.2.4\", \"1.2.5\", \"1.2.6\", \"1.2.7\", \"1.2.8\", "
+           "\"1.2.9\", \"1.2.10\", \"1.2.11\", \"1.2.12\", \"1.2.13\", \"1.2.14\", \"1.2.15\", \"1.2.16\", "
+           "\"1.2.17\", \"1.2.18\", \"1.2.19\", \"1.2.20\", \"1.2.21\", \"1.2.22\", \"1.2.23\", \"1.2.24\", "
+           "\"1.2.25\", \"1.2.26\", \"1.2.27\", \"1.2.28\", \"1.2.29\", \"1.2.30\", \"1.2.31\", \"1.2.32\", "
+           "\"1.2.33\"")},
+     {"$.roles.default.allowed_extensions: expected an array of at most 32 OIDs"}},
     {"upstream type",
      {E("\"type\": \"local\"", "\"type\": \"ejbca\"")},
      {"$.upstreams.local.type: expected one of \"local\"|\"vault\"|\"cfssl\"|\"cmp\", got \"ejbca\""}},
@@ -1102,6 +1135,11 @@ static void test_edges(void **state)
         {{"\"pbm\": [\"demo-device\"],", ""},
          {"\"key_usage\": [\"digitalSignature\", \"keyAgreement\"],", ""}},
         {{"\"signer\":", "\"path_prefix\": \"/a.b_c~d-e/f\", \"signer\":"}, {NULL, NULL}},
+        /* OIDs at the bounds: second arc 39 under 0, any under 2, a 0 arc, 64 characters */
+        {EXTS("\"0.39.0\", \"2.999.1\", \"1.3.6.1.4.1.11129.2.4.3\", "
+              "\"1.2.3456789.123456789.123456789.123456789.123456789.123456789.12\""),
+         {NULL, NULL}},
+        {EXTS(""), {NULL, NULL}},
     };
     size_t i;
 
@@ -1117,6 +1155,12 @@ static void test_edges(void **state)
             assert_int_equal(cfg->pbm[0].secret_len, 8);
             assert_memory_equal(cfg->pbm[0].secret, "12345678", 8);
         }
+        if (i == 8) {
+            assert_int_equal(cfg->roles[0].n_allowed_exts, 4);
+            assert_int_equal(OBJ_obj2nid(cfg->roles[0].allowed_exts[2]), NID_ct_precert_poison);
+        }
+        if (i == 9)
+            assert_int_equal(cfg->roles[0].n_allowed_exts, 0);
         if (i == 5) {
             assert_true(cfg->default_path_policy.forbid);
             assert_null(cfg->default_path_policy.role);

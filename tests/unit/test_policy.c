@@ -91,6 +91,27 @@ static void add_ext(X509 *x, X509 *issuer, int nid, const char *val)
     X509_EXTENSION_free(e);
 }
 
+/* add_exts adds the '|'-separated "name=value" extensions of |spec| (X509V3_EXT_nconf syntax). */
+static void add_exts(X509 *x, X509 *issuer, const char *spec)
+{
+    X509V3_CTX ctx;
+    X509_EXTENSION *e;
+    char buf[GW_MAX_CERT_EXTS * 32], *p, *eq, *bar;
+
+    snprintf(buf, sizeof(buf), "%s", spec);
+    X509V3_set_ctx(&ctx, issuer != NULL ? issuer : x, x, NULL, NULL, 0);
+    for (p = buf; p != NULL; p = bar != NULL ? bar + 1 : NULL) {
+        if ((bar = strchr(p, '|')) != NULL)
+            *bar = '\0';
+        assert_non_null(eq = strchr(p, '='));
+        *eq = '\0';
+        if ((e = X509V3_EXT_nconf(NULL, &ctx, p, eq + 1)) == NULL)
+            fail_msg("cannot make extension %s=%s", p, eq + 1);
+        assert_int_equal(X509_add_ext(x, e, -1), 1);
+        X509_EXTENSION_free(e);
+    }
+}
+
 static void set_time(int (*set)(X509 *, const ASN1_TIME *), X509 *x, time_t t)
 {
     ASN1_TIME *a = ASN1_TIME_set(NULL, t);
@@ -100,8 +121,12 @@ static void set_time(int (*set)(X509 *, const ASN1_TIME *), X509 *x, time_t t)
     ASN1_TIME_free(a);
 }
 
-/* mkcert issues |c| for |key| from |issuer|/|ikey| (self-signed when |issuer| is NULL). */
-static X509 *mkcert(const struct cspec *c, EVP_PKEY *key, X509 *issuer, EVP_PKEY *ikey)
+/*
+ * mkcert_ext issues |c| for |key| from |issuer|/|ikey| (self-signed when |issuer| is NULL), with the
+ * extendedKeyUsage |eku| and the extensions |ext| (add_exts) when not NULL.
+ */
+static X509 *mkcert_ext(const struct cspec *c, const char *eku, const char *ext, EVP_PKEY *key, X509 *issuer,
+                        EVP_PKEY *ikey)
 {
     X509 *x = X509_new();
     X509_NAME *n = mkname(c->subject);
@@ -123,8 +148,17 @@ static X509 *mkcert(const struct cspec *c, EVP_PKEY *key, X509 *issuer, EVP_PKEY
         add_ext(x, issuer, NID_key_usage, c->ku);
     if (c->sans != NULL)
         add_ext(x, issuer, NID_subject_alt_name, c->sans);
+    if (eku != NULL)
+        add_ext(x, issuer, NID_ext_key_usage, eku);
+    if (ext != NULL)
+        add_exts(x, issuer, ext);
     assert_true(X509_sign(x, ikey != NULL ? ikey : key, EVP_sha256()) > 0);
     return x;
+}
+
+static X509 *mkcert(const struct cspec *c, EVP_PKEY *key, X509 *issuer, EVP_PKEY *ikey)
+{
+    return mkcert_ext(c, NULL, NULL, key, issuer, ikey);
 }
 
 static X509_CRL *mkcrl(X509 *ca, EVP_PKEY *cakey, long revoked, long from, long to)
@@ -1270,6 +1304,7 @@ static const struct {
      ALL_SANS,
      GW_ISSUED_MODIFIED,
      "changed the subjectAltNames"},
+    /* within the role's patterns, but nobody asked for it: the requester may not own the name */
     {"SAN added",
      {"CN=dev-1.example.com", "DNS:a.example.com,DNS:c.example.com", NULL, NULL, -60, 7 * DAY, 0},
      K_P256,
@@ -1279,8 +1314,31 @@ static const struct {
      "DNS:a.example.com",
      false,
      ALL_SANS,
+     GW_ISSUED_OUTSIDE_POLICY,
+     "=the CA added DNS name c.example.com, which the request did not ask for"},
+    {"IP SAN added",
+     {"CN=dev-1.example.com", "DNS:a.example.com,IP:10.1.2.3", NULL, NULL, -60, 7 * DAY, 0},
+     K_P256,
+     I_INT,
+     ST_INT,
+     0,
+     "DNS:a.example.com",
+     false,
+     ALL_SANS,
+     GW_ISSUED_OUTSIDE_POLICY,
+     "=the CA added IP address 10.1.2.3, which the request did not ask for"},
+    /* twin: the copy of the certificate's own CN is what Vault adds, and a rewritten CN's copy too */
+    {"CN copy of a rewritten subject",
+     {"O=cfssl|CN=dev-2.example.com", "DNS:dev-2.example.com", NULL, NULL, -60, 7 * DAY, 0},
+     K_P256,
+     I_INT,
+     ST_INT,
+     0,
+     NULL,
+     false,
+     0,
      GW_ISSUED_MODIFIED,
-     "subjectAltNames"},
+     "changed the subject"},
     {"CN copied to SANs (Vault)",
      {"CN=dev-1.example.com", "DNS:DEV-1.example.com", NULL, NULL, -60, 7 * DAY, 0},
      K_P256,
@@ -1339,6 +1397,8 @@ static void test_check_issued(void **state)
     for (i = 0; i < sizeof(iss) / sizeof(iss[0]); i++) {
         struct gw_role role = {.name = "iot",
                                .upstream_name = "vault",
+                               .key_usage = KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT,
+                               .ext_key_usage = GW_EKU_CLIENT_AUTH,
                                .max_ttl = 30 * DAY,
                                .allowed_san_types = iss[i].san_types,
                                .exclude_cn_from_sans = iss[i].exclude_cn,
@@ -1357,6 +1417,291 @@ static void test_check_issued(void **state)
         check_err(iss[i].name, err, iss[i].want_err);
         gw_cert_plan_cleanup(&plan);
         X509_free(cert);
+    }
+}
+
+/* ---- gw_policy_check_issued: usages and extensions, for every adapter ---- */
+
+static const char *o_ct_poison =
+    "1.3.6.1.4.1.11129.2.4.3"; /* RFC 6962 §3.1: a precertificate, never usable */
+
+enum role_sel { R_DEFAULT, R_NONE, R_EXT };
+
+/* Each row has its twin: the same certificate within the role, or the same role with a wider one. */
+static const struct {
+    const char *name;
+    const char *ku, *eku, *bc, *ext; /* what the CA put in (config syntax); NULL = none */
+    enum role_sel role;              /* R_DEFAULT: digitalSignature, keyAgreement; clientAuth */
+    enum gw_issued_verdict want;
+    const char *want_err;
+} exts[] = {
+    {"usages within", "critical,digitalSignature", "clientAuth", "critical,CA:FALSE", NULL, R_DEFAULT,
+     GW_ISSUED_OK, "="},
+    {"fewer usages", "critical,keyAgreement", NULL, NULL, NULL, R_DEFAULT, GW_ISSUED_OK, "="},
+    {"keyUsage beyond", "critical,digitalSignature,keyEncipherment", "clientAuth", NULL, NULL, R_DEFAULT,
+     GW_ISSUED_OUTSIDE_POLICY,
+     "=keyUsage keyEncipherment is outside role iot (allowed: digitalSignature, keyAgreement)"},
+    {"keyUsage beyond, twice", "nonRepudiation,dataEncipherment,digitalSignature", NULL, NULL, NULL,
+     R_DEFAULT, GW_ISSUED_OUTSIDE_POLICY,
+     "=keyUsage nonRepudiation, dataEncipherment is outside role iot (allowed: digitalSignature, "
+     "keyAgreement)"},
+    {"keyUsage on a role with none", "digitalSignature", NULL, NULL, NULL, R_NONE, GW_ISSUED_OUTSIDE_POLICY,
+     "=keyUsage digitalSignature is outside role iot (allowed: none)"},
+    {"no keyUsage on a role with none", NULL, NULL, NULL, NULL, R_NONE, GW_ISSUED_OK, "="},
+    {"encipherOnly", "keyAgreement,encipherOnly", NULL, NULL, NULL, R_DEFAULT, GW_ISSUED_OUTSIDE_POLICY,
+     "=keyUsage encipherOnly is outside role iot (allowed: digitalSignature, keyAgreement)"},
+    {"keyUsage bit 9", NULL, NULL, NULL, "keyUsage=critical,DER:03:03:06:80:40", R_DEFAULT,
+     GW_ISSUED_OUTSIDE_POLICY, "=keyUsage bit 9 is outside role iot (RFC 5280 §4.2.1.3 names bits 0 to 8)"},
+    {"extendedKeyUsage beyond", "digitalSignature", "clientAuth,codeSigning,OCSPSigning", NULL, NULL,
+     R_DEFAULT, GW_ISSUED_OUTSIDE_POLICY,
+     "=extendedKeyUsage codeSigning, OCSPSigning is outside role iot (allowed: clientAuth)"},
+    {"extendedKeyUsage serverAuth", NULL, "serverAuth,clientAuth", NULL, NULL, R_DEFAULT,
+     GW_ISSUED_OUTSIDE_POLICY, "=extendedKeyUsage serverAuth is outside role iot (allowed: clientAuth)"},
+    {"anyExtendedKeyUsage", NULL, "anyExtendedKeyUsage", NULL, NULL, R_DEFAULT, GW_ISSUED_OUTSIDE_POLICY,
+     "=extendedKeyUsage anyExtendedKeyUsage (2.5.29.37.0) is outside role iot (allowed: clientAuth)"},
+    {"unknown purpose", NULL, "clientAuth,1.2.3.4.5", NULL, NULL, R_DEFAULT, GW_ISSUED_OUTSIDE_POLICY,
+     "=extendedKeyUsage 1.2.3.4.5 is outside role iot (allowed: clientAuth)"},
+    {"extendedKeyUsage on a role with none", NULL, "clientAuth", NULL, NULL, R_NONE, GW_ISSUED_OUTSIDE_POLICY,
+     "=extendedKeyUsage clientAuth is outside role iot (allowed: none)"},
+    {"keyUsage reported before extendedKeyUsage", "keyEncipherment", "codeSigning", NULL, NULL, R_DEFAULT,
+     GW_ISSUED_OUTSIDE_POLICY, "keyUsage keyEncipherment"},
+    {"pathLenConstraint", NULL, NULL, "critical,CA:FALSE,pathlen:0", NULL, R_DEFAULT,
+     GW_ISSUED_OUTSIDE_POLICY,
+     "=basicConstraints with a pathLenConstraint is outside role iot (end-entity certificates only, RFC 5280 "
+     "§4.2.1.9)"},
+    {"standard extensions", "digitalSignature", "clientAuth", "CA:FALSE",
+     "crlDistributionPoints=URI:http://crl.example.com/ca.crl|"
+     "authorityInfoAccess=OCSP;URI:http://"
+     "ocsp.example.com|certificatePolicies=DER:30:0A:30:08:06:06:67:81:0C:01:02:01|" /* 2.23.140.1.2.1 */
+     "1.3.6.1.4.1.11129.2.4.2=DER:04:02:00:00",
+     R_DEFAULT, GW_ISSUED_OK, "="},
+    {"nameConstraints", NULL, NULL, NULL, "nameConstraints=critical,permitted;DNS:example.com", R_DEFAULT,
+     GW_ISSUED_OUTSIDE_POLICY,
+     "=extension nameConstraints (2.5.29.30) is outside role iot (not in its allowed_extensions)"},
+    {"unknown extension", NULL, NULL, NULL, "1.2.3.4=DER:05:00", R_DEFAULT, GW_ISSUED_OUTSIDE_POLICY,
+     "=extension 1.2.3.4 is outside role iot (not in its allowed_extensions)"},
+    {"unknown extension, allowed", NULL, NULL, NULL, "1.2.3.4=DER:05:00", R_EXT, GW_ISSUED_OK, "="},
+    {"precertificate poison, another role's extension", NULL, NULL, NULL,
+     "1.3.6.1.4.1.11129.2.4.3=critical,DER:05:00", R_EXT, GW_ISSUED_OUTSIDE_POLICY,
+     "=extension ct_precert_poison (1.3.6.1.4.1.11129.2.4.3) is outside role iot (not in its "
+     "allowed_extensions)"},
+    /* malformed: the CA's fault, not the request's (systemFailure), and still revoked */
+    {"keyUsage twice", "digitalSignature", NULL, NULL, "keyUsage=digitalSignature", R_DEFAULT, GW_ISSUED_BAD,
+     "=the certificate upstream vault returned is malformed: extension keyUsage (2.5.29.15) appears twice "
+     "(RFC 5280 §4.2 allows one of each)"},
+    {"allowed extension twice", NULL, NULL, NULL, "1.2.3.4=DER:05:00|1.2.3.4=DER:05:00", R_EXT, GW_ISSUED_BAD,
+     "=the certificate upstream vault returned is malformed: extension 1.2.3.4 appears twice (RFC 5280 §4.2 "
+     "allows one of each)"},
+    {"keyUsage not a BIT STRING", NULL, NULL, NULL, "keyUsage=DER:05:00", R_DEFAULT, GW_ISSUED_BAD,
+     "=the certificate upstream vault returned is malformed: its keyUsage extension cannot be decoded"},
+    {"extendedKeyUsage not a SEQUENCE", NULL, NULL, NULL, "extendedKeyUsage=DER:05:00", R_DEFAULT,
+     GW_ISSUED_BAD, "its extendedKeyUsage extension cannot be decoded"},
+    {"basicConstraints not a SEQUENCE", NULL, NULL, NULL, "basicConstraints=DER:05:00", R_DEFAULT,
+     GW_ISSUED_BAD, "its basicConstraints extension cannot be decoded"},
+};
+
+static void test_check_issued_exts(void **state)
+{
+    static const struct cspec base = {
+        "CN=dev-1.example.com", "DNS:a.example.com", NULL, NULL, -60, 7 * DAY, 0};
+    ASN1_OBJECT *allowed[2] = {OBJ_txt2obj("1.2.3.4", 1), OBJ_txt2obj(o_ct_poison, 1)};
+    char err[GW_ERR_LEN];
+    size_t i;
+
+    (void)state;
+    assert_non_null(allowed[0]);
+    assert_non_null(allowed[1]);
+    for (i = 0; i < sizeof(exts) / sizeof(exts[0]); i++) {
+        struct gw_role role = {.name = "iot",
+                               .upstream_name = "vault",
+                               .key_usage = KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT,
+                               .ext_key_usage = GW_EKU_CLIENT_AUTH,
+                               .allowed_san_types = GW_SAN_DNS,
+                               .max_ttl = 30 * DAY};
+        struct cspec spec = base;
+        struct gw_cert_plan plan;
+        X509 *cert;
+        enum gw_issued_verdict v;
+
+        if (exts[i].role == R_NONE)
+            role.key_usage = role.ext_key_usage = 0;
+        if (exts[i].role == R_EXT) {
+            role.allowed_exts = allowed;
+            role.n_allowed_exts = 1; /* the poison stays outside: a role lists what it allows */
+        }
+        spec.ku = exts[i].ku;
+        spec.bc = exts[i].bc;
+        cert = mkcert_ext(&spec, exts[i].eku, exts[i].ext, keys[K_P256], int_ca, keys[K_CA3]);
+        mkplan(&plan, "CN=dev-1.example.com", "DNS:a.example.com", K_P256, 7 * DAY);
+        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NOW, err);
+        if (v != exts[i].want)
+            fail_msg("%s: verdict %d, want %d; err \"%s\"", exts[i].name, v, exts[i].want, err);
+        check_err(exts[i].name, err, exts[i].want_err);
+        assert_true(strlen(err) < GW_ERR_LEN);
+        gw_cert_plan_cleanup(&plan);
+        X509_free(cert);
+    }
+    ASN1_OBJECT_free(allowed[0]);
+    ASN1_OBJECT_free(allowed[1]);
+}
+
+/* More extensions than GW_MAX_CERT_EXTS are refused before they are compared pairwise. */
+static void test_check_issued_too_many_exts(void **state)
+{
+    static const struct cspec base = {"CN=dev-1.example.com", NULL, NULL, NULL, -60, 7 * DAY, 0};
+    struct gw_role role = {.name = "iot", .upstream_name = "vault", .max_ttl = 30 * DAY};
+    char spec[GW_MAX_CERT_EXTS * 24], err[GW_ERR_LEN];
+    struct gw_cert_plan plan;
+    size_t off = 0;
+    X509 *cert;
+
+    (void)state;
+    /* SKI and AKI are two; these make one more than the cap */
+    for (int i = 0; i < GW_MAX_CERT_EXTS - 1; i++)
+        off += (size_t)snprintf(spec + off, sizeof(spec) - off, "%s1.2.3.%d=DER:05:00", i > 0 ? "|" : "", i);
+    cert = mkcert_ext(&base, NULL, spec, keys[K_P256], int_ca, keys[K_CA3]);
+    mkplan(&plan, "CN=dev-1.example.com", NULL, K_P256, 7 * DAY);
+    assert_int_equal(gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NOW, err),
+                     GW_ISSUED_BAD);
+    check_err(
+        "too many", err,
+        "=the certificate upstream vault returned is malformed: 65 extensions are more than this gateway "
+        "checks (at most 64)");
+    gw_cert_plan_cleanup(&plan);
+    X509_free(cert);
+}
+
+/* ---- gw_policy_check_csr: what sign-verbatim copies ---- */
+
+/* mkcsr: a CSR for K_P256 asking for the '|'-separated "name=value" extensions |ext| (NULL: none). */
+static X509_REQ *mkcsr(const char *ext)
+{
+    STACK_OF(X509_EXTENSION) *sk = sk_X509_EXTENSION_new_null();
+    X509_REQ *req = X509_REQ_new();
+    X509_NAME *n = mkname("CN=dev-1.example.com");
+    char buf[512], *p, *eq, *bar;
+
+    assert_true(sk != NULL && req != NULL);
+    assert_int_equal(X509_REQ_set_subject_name(req, n), 1);
+    assert_int_equal(X509_REQ_set_pubkey(req, keys[K_P256]), 1);
+    snprintf(buf, sizeof(buf), "%s", ext != NULL ? ext : "");
+    for (p = ext != NULL ? buf : NULL; p != NULL; p = bar != NULL ? bar + 1 : NULL) {
+        X509_EXTENSION *e;
+
+        if ((bar = strchr(p, '|')) != NULL)
+            *bar = '\0';
+        assert_non_null(eq = strchr(p, '='));
+        *eq = '\0';
+        assert_non_null(e = X509V3_EXT_nconf(NULL, NULL, p, eq + 1));
+        assert_true(sk_X509_EXTENSION_push(sk, e) > 0);
+    }
+    if (sk_X509_EXTENSION_num(sk) > 0)
+        assert_int_equal(X509_REQ_add_extensions(req, sk), 1);
+    assert_true(X509_REQ_sign(req, keys[K_P256], EVP_sha256()) > 0);
+    sk_X509_EXTENSION_pop_free(sk, X509_EXTENSION_free);
+    X509_NAME_free(n);
+    return req;
+}
+
+#define CSR_TAIL "; this route's CA copies the CSR's extensions: leave it out of the CSR"
+
+static const struct {
+    const char *name;
+    const char *ext;
+    int want_fi; /* 0: accepted */
+    const char *want_err;
+} csrs[] = {
+    {"no extensions", NULL, 0, "="},
+    {"names and usages within",
+     "subjectAltName=DNS:a.example.com|keyUsage=critical,digitalSignature|extendedKeyUsage=clientAuth|"
+     "basicConstraints=CA:FALSE",
+     0, "="},
+    {"codeSigning and OCSPSigning", "extendedKeyUsage=codeSigning,OCSPSigning,clientAuth", BT,
+     "=extendedKeyUsage codeSigning, OCSPSigning is outside role sign-verbatim (allowed: "
+     "clientAuth)" CSR_TAIL},
+    {"nonRepudiation and dataEncipherment", "keyUsage=digitalSignature,nonRepudiation,dataEncipherment", BT,
+     "=keyUsage nonRepudiation, dataEncipherment is outside role sign-verbatim (allowed: digitalSignature, "
+     "keyAgreement)" CSR_TAIL},
+    {"CA:TRUE", "basicConstraints=critical,CA:TRUE", BT,
+     "=basicConstraints cA TRUE is outside role sign-verbatim (end-entity certificates only)" CSR_TAIL},
+    {"an unknown extension", "1.2.3.4=DER:05:00", BT,
+     "=extension 1.2.3.4 is outside role sign-verbatim (not in its allowed_extensions)" CSR_TAIL},
+    {"keyUsage twice", "keyUsage=digitalSignature|keyUsage=keyAgreement", BT, "appears twice"},
+};
+
+static void test_check_csr(void **state)
+{
+    struct gw_role role = {.name = "sign-verbatim",
+                           .key_usage = KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT,
+                           .ext_key_usage = GW_EKU_CLIENT_AUTH,
+                           .sign_policy = GW_SIGN_VERBATIM};
+    char err[GW_ERR_LEN];
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(csrs) / sizeof(csrs[0]); i++) {
+        X509_REQ *req = mkcsr(csrs[i].ext);
+        int fi = -1, rc = gw_policy_check_csr(&role, req, &fi, err);
+
+        if ((rc == 0) != (csrs[i].want_fi == 0) || fi != csrs[i].want_fi)
+            fail_msg("%s: rc %d fail_info %d err \"%s\"", csrs[i].name, rc, fi, err);
+        check_err(csrs[i].name, err, csrs[i].want_err);
+        X509_REQ_free(req);
+    }
+    assert_int_equal(gw_policy_check_csr(NULL, NULL, &(int){0}, err), GW_ERR_POLICY);
+}
+
+/* ---- gw_policy_check_upstream_grants: a Vault role's usages before it signs ---- */
+
+#define SU OSSL_CMP_PKIFAILUREINFO_systemUnavail
+#define VAULT_DEFAULT_KU (KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT | KU_KEY_ENCIPHERMENT)
+
+static const struct {
+    const char *name;
+    unsigned ku, eku; /* what the Vault role grants */
+    const char *other;
+    int want_fi;
+    const char *want_err;
+} grants[] = {
+    {"the same", KU_DIGITAL_SIGNATURE, GW_EKU_CLIENT_AUTH, "", 0, "="},
+    {"less", 0, 0, "", 0, "="},
+    {"Vault's defaults", VAULT_DEFAULT_KU, GW_EKU_SERVER_AUTH | GW_EKU_CLIENT_AUTH, "", SU,
+     "=upstream role devices grants keyUsage keyEncipherment, keyAgreement and extendedKeyUsage serverAuth, "
+     "which role iot does not allow; restrict the Vault role (key_usage, server_flag, ext_key_usage)"},
+    {"a flag", KU_DIGITAL_SIGNATURE, GW_EKU_CLIENT_AUTH | GW_EKU_CODE_SIGNING, "", SU,
+     "=upstream role devices grants extendedKeyUsage codeSigning, which role iot does not allow; restrict "
+     "the "
+     "Vault role (code_signing_flag, ext_key_usage)"},
+    {"keyUsage only", KU_DIGITAL_SIGNATURE | KU_DATA_ENCIPHERMENT, GW_EKU_CLIENT_AUTH, "", SU,
+     "=upstream role devices grants keyUsage dataEncipherment, which role iot does not allow; restrict the "
+     "Vault "
+     "role (key_usage)"},
+    {"Vault's Any", KU_DIGITAL_SIGNATURE, GW_EKU_CLIENT_AUTH, "Any", SU,
+     "=upstream role devices grants extendedKeyUsage Any, which role iot does not allow; restrict the Vault "
+     "role "
+     "(ext_key_usage)"},
+    {"an OID", 0, 0, "1.3.6.1.5.5.7.3.17", SU,
+     "=upstream role devices grants extendedKeyUsage 1.3.6.1.5.5.7.3.17, which role iot does not allow; "
+     "restrict the Vault role (ext_key_usage, ext_key_usage_oids)"},
+};
+
+static void test_upstream_grants(void **state)
+{
+    struct gw_role role = {
+        .name = "iot", .key_usage = KU_DIGITAL_SIGNATURE, .ext_key_usage = GW_EKU_CLIENT_AUTH};
+    char err[GW_ERR_LEN];
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(grants) / sizeof(grants[0]); i++) {
+        struct gw_role_policy p = {.key_usage = grants[i].ku, .ext_key_usage = grants[i].eku};
+        int fi = -1, rc;
+
+        snprintf(p.other_eku, sizeof(p.other_eku), "%s", grants[i].other);
+        rc = gw_policy_check_upstream_grants(&role, "devices", &p, &fi, err);
+        if ((rc == 0) != (grants[i].want_fi == 0) || fi != grants[i].want_fi)
+            fail_msg("%s: rc %d fail_info %d err \"%s\"", grants[i].name, rc, fi, err);
+        check_err(grants[i].name, err, grants[i].want_err);
     }
 }
 
@@ -1388,6 +1733,10 @@ int main(void)
         cmocka_unit_test(test_upstream_role),
         cmocka_unit_test(test_check_issued),
         cmocka_unit_test(test_check_issued_null),
+        cmocka_unit_test(test_check_issued_exts),
+        cmocka_unit_test(test_check_issued_too_many_exts),
+        cmocka_unit_test(test_check_csr),
+        cmocka_unit_test(test_upstream_grants),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

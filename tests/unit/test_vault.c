@@ -420,9 +420,62 @@ static void test_sign_role(void **state)
     assert_false(json_object_get_boolean(json_object_object_get(body, "exclude_cn_from_sans")));
     assert_null(json_object_object_get(body, "common_name"));
     assert_null(json_object_object_get(body, "uri_sans"));
+    /* sign/<role>: the Vault role's usages apply, the call names none */
+    assert_null(json_object_object_get(body, "key_usage"));
+    assert_null(json_object_object_get(body, "ext_key_usage"));
     json_object_put(body);
     free(pem);
     gw_sign_result_cleanup(&res);
+    fx_cleanup(&f);
+}
+
+/*
+ * sign-verbatim: Vault gives a CSR without usages the call's key_usage and ext_key_usage, else its
+ * own defaults (DigitalSignature, KeyAgreement, KeyEncipherment): the role's are sent, also none.
+ */
+static void test_sign_verbatim_usages(void **state)
+{
+    static const struct {
+        unsigned ku, eku;
+        const char *key_usage, *ext_key_usage, *oids;
+    } cases[] = {
+        {KU_DIGITAL_SIGNATURE, GW_EKU_CLIENT_AUTH, "[\"DigitalSignature\"]", "[\"ClientAuth\"]", "[]"},
+        {KU_DIGITAL_SIGNATURE | KU_NON_REPUDIATION | KU_KEY_AGREEMENT,
+         GW_EKU_SERVER_AUTH | GW_EKU_CLIENT_AUTH | GW_EKU_CMC_RA,
+         "[\"DigitalSignature\",\"ContentCommitment\",\"KeyAgreement\"]", "[\"ServerAuth\",\"ClientAuth\"]",
+         "[\"1.3.6.1.5.5.7.3.28\"]"},
+        {0, 0, "[]", "[]", "[]"},
+    };
+    struct answer ok = {200, NULL, 0};
+    struct gw_sign_result res;
+    struct fx f;
+    json_object *body;
+    size_t i;
+
+    (void)state;
+    fx_init(&f, 5000);
+    f.role.sign_policy = GW_SIGN_VERBATIM;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        f.plan.key_usage = cases[i].ku;
+        f.plan.ext_key_usage = cases[i].eku;
+        fake_script(&ok, 1);
+        sign(&f, &res);
+        assert_int_equal(res.status, 0);
+        assert_string_equal(fake.reqs[0].path, "/v1/pki/sign-verbatim");
+        assert_non_null(body = json_tokener_parse(fake.reqs[0].body));
+        assert_string_equal(
+            json_object_to_json_string_ext(json_object_object_get(body, "key_usage"), JSON_C_TO_STRING_PLAIN),
+            cases[i].key_usage);
+        assert_string_equal(json_object_to_json_string_ext(json_object_object_get(body, "ext_key_usage"),
+                                                           JSON_C_TO_STRING_PLAIN),
+                            cases[i].ext_key_usage);
+        assert_string_equal(
+            json_object_to_json_string_ext(json_object_object_get(body, "ext_key_usage_oids"),
+                                           JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE),
+            cases[i].oids);
+        json_object_put(body);
+        gw_sign_result_cleanup(&res);
+    }
     fx_cleanup(&f);
 }
 
@@ -912,6 +965,7 @@ static void test_role_policy(void **state)
     assert_int_equal(p.max_ttl, 86400);
     assert_int_equal(p.key_usage, KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT);
     assert_int_equal(p.ext_key_usage, GW_EKU_SERVER_AUTH | GW_EKU_CLIENT_AUTH);
+    assert_string_equal(p.other_eku, "Bogus"); /* a purpose no role can allow is kept by name */
     gw_role_policy_cleanup(&p);
     fake_script(&missing, 1);
     assert_int_equal(gw_upstream_role_policy(f.up, "nope", &p, err), GW_ERR_NOT_FOUND);
@@ -920,6 +974,77 @@ static void test_role_policy(void **state)
     fake_script(&a, 1);
     assert_int_equal(gw_upstream_role_policy(f.up, "../sys/raw", &p, err), GW_ERR_INVAL);
     assert_int_equal(fake.n_reqs, 0);
+    fx_cleanup(&f);
+}
+
+/*
+ * What a Vault role grants every certificate: key_usage, ext_key_usage, the four *_flag switches and
+ * ext_key_usage_oids. An answer without them reads as Vault's defaults, never as narrower.
+ */
+#define R5(x) x "," x "," x "," x "," x
+#define R65(x) R5(R5(x)) "," R5(R5(x)) "," R5(x) "," R5(x) "," R5(x) /* GW_MAX_ROLE_USAGES + 1 */
+
+static void test_role_policy_grants(void **state)
+{
+    static const struct {
+        const char *data;
+        unsigned ku, eku;
+        const char *other;
+    } cases[] = {
+        /* Vault's defaults: absent fields are not "none" */
+        {"{}", KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT | KU_KEY_ENCIPHERMENT,
+         GW_EKU_SERVER_AUTH | GW_EKU_CLIENT_AUTH, ""},
+        {"{\"key_usage\":[],\"ext_key_usage\":[],\"server_flag\":false,\"client_flag\":false}", 0, 0, ""},
+        {"{\"key_usage\":[\"DigitalSignature\"],\"server_flag\":false,\"client_flag\":true}",
+         KU_DIGITAL_SIGNATURE, GW_EKU_CLIENT_AUTH, ""},
+        /* older Vaults answer a comma-separated string; names Vault does not know grant nothing */
+        {"{\"key_usage\":\"DigitalSignature, CertSign,NoSuchUsage\",\"server_flag\":false,"
+         "\"client_flag\":false}",
+         KU_DIGITAL_SIGNATURE | KU_KEY_CERT_SIGN, 0, ""},
+        {"{\"key_usage\":[],\"server_flag\":false,\"client_flag\":false,\"code_signing_flag\":true,"
+         "\"email_protection_flag\":true}",
+         0, GW_EKU_CODE_SIGNING | GW_EKU_EMAIL_PROTECTION, ""},
+        {"{\"key_usage\":[],\"server_flag\":false,\"client_flag\":false,\"ext_key_usage\":[\"Any\","
+         "\"TimeStamping\"]}",
+         0, GW_EKU_TIME_STAMPING, "Any"},
+        {"{\"key_usage\":[],\"server_flag\":false,\"client_flag\":false,"
+         "\"ext_key_usage_oids\":[\"1.3.6.1.5.5.7.3.28\",\"1.3.6.1.5.5.7.3.17\"]}",
+         0, GW_EKU_CMC_RA, "1.3.6.1.5.5.7.3.17"},
+        {"{\"key_usage\":[],\"server_flag\":false,\"client_flag\":false,\"ext_key_usage_oids\":[\"not an "
+         "oid\"]}",
+         0, 0, "not an oid"},
+        {"{\"key_usage\":\" DigitalSignature , KeyAgreement \",\"server_flag\":false,\"client_flag\":false,"
+         "\"ext_key_usage\":\"ClientAuth , ServerAuth\"}",
+         KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT, GW_EKU_CLIENT_AUTH | GW_EKU_SERVER_AUTH, ""},
+        /* lists longer than are read may grant anything: never read as narrower */
+        {"{\"key_usage\":[" R65("\"DigitalSignature\"") "],\"server_flag\":false,\"client_flag\":false}",
+         KU_DIGITAL_SIGNATURE | KU_NON_REPUDIATION | KU_KEY_ENCIPHERMENT | KU_DATA_ENCIPHERMENT |
+             KU_KEY_AGREEMENT | KU_KEY_CERT_SIGN | KU_CRL_SIGN | KU_ENCIPHER_ONLY | KU_DECIPHER_ONLY,
+         0, ""},
+        {"{\"key_usage\":[],\"server_flag\":false,\"client_flag\":false,\"ext_key_usage\":[" R65(
+             "\"ClientAuth\"") "]}",
+         0, GW_EKU_CLIENT_AUTH, "ext_key_usage beyond 64 entries"},
+    };
+    struct gw_role_policy p;
+    struct fx f;
+    static char body[2048]; /* the fake server keeps the answer's body pointer beyond this test */
+    char err[GW_ERR_LEN];
+    size_t i;
+
+    (void)state;
+    fx_init(&f, 5000);
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct answer a = {200, body, 0};
+
+        snprintf(body, sizeof(body), "{\"data\":%s}", cases[i].data);
+        fake_script(&a, 1);
+        assert_int_equal(gw_upstream_role_policy(f.up, "devices", &p, err), 0);
+        if (p.key_usage != cases[i].ku || p.ext_key_usage != cases[i].eku ||
+            strcmp(p.other_eku, cases[i].other) != 0)
+            fail_msg("case %zu: key_usage %#x ext_key_usage %#x other \"%s\"", i, p.key_usage,
+                     p.ext_key_usage, p.other_eku);
+        gw_role_policy_cleanup(&p);
+    }
     fx_cleanup(&f);
 }
 
@@ -957,6 +1082,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sign_role),
+        cmocka_unit_test(test_sign_verbatim_usages),
         cmocka_unit_test(test_sign_paths),
         cmocka_unit_test(test_sign_bad_names),
         cmocka_unit_test(test_sign_chain_from_issuing_ca),
@@ -972,6 +1098,7 @@ int main(void)
         cmocka_unit_test(test_cert_login_refused),
         cmocka_unit_test(test_revoke),
         cmocka_unit_test(test_role_policy),
+        cmocka_unit_test(test_role_policy_grants),
         cmocka_unit_test(test_cert_status),
     };
 

@@ -3,7 +3,10 @@
 
 Faithful to Vault's JSON (notes/upstream-apis.md §1): {"errors": [...]} on any status >= 400,
 sign/<role> and issuer/<ref>/sign/<role> that verify the CSR signature and apply the role's name,
-key and TTL rules with Vault's error strings, sign-verbatim[/<role>], root/sign-intermediate, serial_number as colon hex,
+key and TTL rules with Vault's error strings and grant the role's usages (key_usage, ext_key_usage,
+ext_key_usage_oids and the *_flag switches), sign-verbatim[/<role>] that copies every CSR extension but
+basicConstraints into the certificate (and the call's key_usage/ext_key_usage where the CSR names none),
+root/sign-intermediate, serial_number as colon hex,
 numeric expiration, ca_chain, cert/<serial>, revoke, crl (DER, the default issuer's revocations),
 roles/<name>, auth/<mount>/login with the
 TLS client certificate. Not a Vault: no storage, no ACL language (a token either exists or not).
@@ -47,7 +50,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, ed448, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 MOUNT_DEFAULT_TTL = 32 * 24 * 3600  # Vault's system max lease TTL is 768h
 ROLE_DEFAULTS = {
@@ -56,7 +59,8 @@ ROLE_DEFAULTS = {
     "allowed_uri_sans": [], "enforce_hostnames": True, "use_csr_common_name": True, "use_csr_sans": True,
     "require_cn": True, "key_type": "rsa", "key_bits": 2048,
     "key_usage": ["DigitalSignature", "KeyAgreement", "KeyEncipherment"],
-    "ext_key_usage": [], "server_flag": True, "client_flag": True, "issuer_ref": "default",
+    "ext_key_usage": [], "ext_key_usage_oids": [], "server_flag": True, "client_flag": True,
+    "code_signing_flag": False, "email_protection_flag": False, "issuer_ref": "default",
     "no_store": False, "generate_lease": False,
 }
 KU_ARGS = {
@@ -322,14 +326,12 @@ def choose_ttl(role, body, issuer, warnings):
     return now, end
 
 
-def build_cert(issuer, subject, pub, now, end, dns, ips, uris, ku_names, eku_oids):
-    b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer.cert.subject).public_key(pub)
-         .serial_number(int.from_bytes(secrets.token_bytes(19), "big") | 1)
-         .not_valid_before(now - datetime.timedelta(seconds=30)).not_valid_after(end)
-         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-         .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)
-         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
-                        critical=False))
+def build_cert(issuer, subject, pub, now, end, dns, ips, uris, ku_names, eku_oids, copied=()):
+    """A certificate as Vault's Go code makes it; |copied| are CSR extensions (sign-verbatim), which, as
+    Go's x509.CreateCertificate does with ExtraExtensions, replace the ones of the same OID."""
+    exts = [(x509.BasicConstraints(ca=False, path_length=None), True),
+            (x509.SubjectKeyIdentifier.from_public_key(pub), False),
+            (x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), False)]
     ku = {v: False for v in KU_ARGS.values()}
     for n in ku_names:
         if n.lower() in KU_ARGS:
@@ -337,25 +339,42 @@ def build_cert(issuer, subject, pub, now, end, dns, ips, uris, ku_names, eku_oid
     if not isinstance(pub, rsa.RSAPublicKey):  # key encipherment means nothing for EC/Ed keys
         ku["key_encipherment"] = False
     if any(ku.values()):
-        b = b.add_extension(x509.KeyUsage(**ku), critical=True)
+        exts.append((x509.KeyUsage(**ku), True))
     if eku_oids:
-        b = b.add_extension(x509.ExtendedKeyUsage(eku_oids), critical=False)
+        exts.append((x509.ExtendedKeyUsage(eku_oids), False))
     names = [x509.DNSName(d) if "@" not in d else x509.RFC822Name(d) for d in dns]
     names += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
     names += [x509.UniformResourceIdentifier(u) for u in uris]
     if names:
-        b = b.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        exts.append((x509.SubjectAlternativeName(names), False))
+    for e in copied:
+        exts = [(v, c) for v, c in exts if v.oid != e.oid] + [(e.value, e.critical)]
+    b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer.cert.subject).public_key(pub)
+         .serial_number(int.from_bytes(secrets.token_bytes(19), "big") | 1)
+         .not_valid_before(now - datetime.timedelta(seconds=30)).not_valid_after(end))
+    for v, c in exts:
+        b = b.add_extension(v, critical=c)
     algo = None if isinstance(issuer.key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)) else hashes.SHA256()
     return b.sign(issuer.key, algo)
 
 
+def oid_list(v):
+    """ext_key_usage_oids: dotted OIDs, as a list or a comma-separated string."""
+    try:
+        return [x509.ObjectIdentifier(o) for o in comma_list(v)]
+    except ValueError as e:
+        raise VaultError(400, "%s could not be parsed as a valid oid for an extended key usage" % e)
+
+
 def role_ekus(role):
+    """Vault's parseExtKeyUsages: the four flags, the ext_key_usage names, the ext_key_usage_oids."""
     oids = [EKU_OIDS[e.lower()] for e in role["ext_key_usage"] if e.lower() in EKU_OIDS]
-    if role["server_flag"] and ExtendedKeyUsageOID.SERVER_AUTH not in oids:
-        oids.append(ExtendedKeyUsageOID.SERVER_AUTH)
-    if role["client_flag"] and ExtendedKeyUsageOID.CLIENT_AUTH not in oids:
-        oids.append(ExtendedKeyUsageOID.CLIENT_AUTH)
-    return oids
+    for flag, oid in (("server_flag", ExtendedKeyUsageOID.SERVER_AUTH), ("client_flag", ExtendedKeyUsageOID.CLIENT_AUTH),
+                      ("code_signing_flag", ExtendedKeyUsageOID.CODE_SIGNING),
+                      ("email_protection_flag", ExtendedKeyUsageOID.EMAIL_PROTECTION)):
+        if role[flag] and oid not in oids:
+            oids.append(oid)
+    return oids + [o for o in oid_list(role["ext_key_usage_oids"]) if o not in oids]
 
 
 # ---- the handler ----
@@ -542,16 +561,15 @@ class Handler(BaseHTTPRequestHandler):
         warnings = []
         now, end = choose_ttl(role, body, issuer, warnings)
         dns, emails, ips, uris = csr_sans(csr)
-        try:
-            ku = csr.extensions.get_extension_for_class(x509.KeyUsage).value
-            ku_names = [n for n, a in KU_ARGS.items() if _ku_get(ku, a)]
-        except x509.ExtensionNotFound:
-            ku_names = comma_list(body.get("key_usage")) or ROLE_DEFAULTS["key_usage"]
-        try:
-            ekus = list(csr.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
-        except x509.ExtensionNotFound:
-            ekus = [EKU_OIDS[e.lower()] for e in comma_list(body.get("ext_key_usage")) if e.lower() in EKU_OIDS]
-        cert = build_cert(issuer, csr.subject, csr.public_key(), now, end, dns + emails, ips, uris, ku_names, ekus)
+        # the call's usages (Vault's defaults when it names none) for a CSR that asks for none ...
+        ku_names = comma_list(body["key_usage"]) if "key_usage" in body else ROLE_DEFAULTS["key_usage"]
+        ekus = [EKU_OIDS[e.lower()] for e in comma_list(body.get("ext_key_usage")) if e.lower() in EKU_OIDS]
+        ekus += oid_list(body.get("ext_key_usage_oids"))
+        # ... and every extension of the CSR but basicConstraints, verbatim (Vault's signCert with
+        # UseCSRValues copies them into ExtraExtensions, which replace what the template made)
+        copied = [e for e in csr.extensions if e.oid != ExtensionOID.BASIC_CONSTRAINTS]
+        cert = build_cert(issuer, csr.subject, csr.public_key(), now, end, dns + emails, ips, uris, ku_names, ekus,
+                          copied)
         return self.answer_signed(cert, issuer, warnings)
 
     def sign_intermediate(self, issuer_ref, body):
@@ -672,13 +690,6 @@ class Handler(BaseHTTPRequestHandler):
                                               "token_policies": ["cmpgw"], "lease_duration": ttl,
                                               "renewable": False, "token_type": "batch",
                                               "metadata": {"common_name": peer.subject.rfc4514_string()}})
-
-
-def _ku_get(ku, attr):
-    try:
-        return getattr(ku, attr)
-    except ValueError:  # encipher_only/decipher_only without key_agreement
-        return False
 
 
 def main():

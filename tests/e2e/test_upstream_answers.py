@@ -1,0 +1,257 @@
+"""What an upstream CA answers stays within the role, against real upstreams: the Vault-API test server
+(tests/upstreams/vault_api_server.py) and `cfssl serve`. A role allowing digitalSignature and clientAuth
+only, in front of a CA that grants more:
+
+- sign-verbatim, which copies the CSR's extensions (as Vault does): a CSR asking for codeSigning,
+  OCSPSigning, nonRepudiation or dataEncipherment is refused before Vault is called; a plain CSR gets
+  the role's usages, not Vault's defaults;
+- a Vault role left at its defaults (keyEncipherment, keyAgreement, serverAuth): refused before the sign
+  call, naming what to restrict; the twin role narrowed in Vault issues;
+- the same Vault role when the gateway cannot read it: Vault signs, the certificate is refused, on record
+  and revoked in Vault;
+- a cfssl profile with code signing and server auth: the certificate is refused, on record and revoked in
+  cfssl's certificate database; the twin role that allows them issues.
+
+Each refusal is asserted on the decoded answer (body type, PKIStatus, failInfo, statusString exactly as
+the row of docs/errors.md says) and in the audit log. The CMP-CA cases (an unknown extension, a
+pathLenConstraint, a name not asked for) are in test_cmp_upstream.py.
+"""
+import json
+import sys
+import unittest
+
+sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+import harness  # noqa: E402
+import cfsslenv  # noqa: E402
+import vaultenv  # noqa: E402
+from test_errors import RowAssertions  # noqa: E402
+
+REJECTION = 2  # PKIStatus rejection (RFC 9810 §5.2.3)
+
+# Vault's role defaults grant every certificate DigitalSignature, KeyAgreement, KeyEncipherment, serverAuth
+# and clientAuth; "narrow" is the same role restricted to what the gateway's roles allow.
+WIDE = {"allowed_domains": ["example.com"], "allow_subdomains": True, "key_type": "ec", "key_bits": 256,
+        "ttl": 86400, "max_ttl": 30 * 86400}
+NARROW = dict(WIDE, key_usage=["DigitalSignature"], ext_key_usage=[], server_flag=False, client_flag=True)
+
+
+def records(gw, event=None):
+    lines = (gw.dir / "audit.log").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if event is None or r.get("event") == event]
+
+
+def usages(cert):
+    """(keyUsage, extendedKeyUsage) of a PEM certificate as the openssl CLI prints them, "" if absent."""
+    out = harness.run(["openssl", "x509", "-in", cert, "-noout", "-ext", "keyUsage,extendedKeyUsage"]).stdout
+    lines = [line.strip() for line in out.decode().splitlines()]
+    found = {"X509v3 Key Usage": "", "X509v3 Extended Key Usage": ""}
+    for i, line in enumerate(lines[:-1]):
+        for k in found:
+            if line.startswith(k):
+                found[k] = lines[i + 1]
+    return found["X509v3 Key Usage"], found["X509v3 Extended Key Usage"]
+
+
+class Answers(RowAssertions, harness.GatewayTestCase):
+    """Shared: a p10cr with a CSR of its own, and the record of a refused certificate."""
+
+    def p10cr(self, role, name, cn, exts=(), expect_cert=True):
+        key = self.newkey(name)
+        csr = self.gw.dir / ("%s.csr" % name)
+        argv = ["openssl", "req", "-new", "-key", key, "-subj", "/CN=%s" % cn, "-out", csr,
+                "-addext", "subjectAltName=DNS:%s" % cn]
+        for e in exts:
+            argv += ["-addext", e]
+        harness.run(argv)
+        res = self.gw.cmp("p10cr", name, path="pki/roles/%s/cmp" % role, extra=["-csr", csr],
+                          expect_cert=expect_cert)
+        return res, key
+
+    def assert_refused_on_record(self, res, row, text):
+        """The cp is the row's rejection with exactly |text|; the audit log has the rejected
+        certificate's serial and its revocation upstream. Returns the serial (hex)."""
+        self.assertIsNone(res.cert, res.answers)
+        ans = self.expect(row, res.first)
+        self.assertEqual(ans.body_type, "cp", ans)
+        self.assertEqual(ans.status_strings, [text])
+        tid = ans.header["transactionID"].asOctets().hex()
+        rejected = [r for r in records(self.gw, "rejected") if r.get("tid") == tid]
+        self.assertEqual(len(rejected), 1, rejected)
+        serial = rejected[0].get("serial")
+        self.assertTrue(serial, rejected)
+        self.assertTrue(rejected[0]["status"].startswith("rejection: badCertTemplate: " + text[:60]), rejected)
+        revoked = [r for r in records(self.gw, "revoked") if r.get("tid") == tid]
+        self.assertEqual([r.get("serial") for r in revoked], [serial])
+        self.assertEqual([r for r in records(self.gw, "issued") if r.get("tid") == tid], [])
+        return serial
+
+    def assert_refused_before_signing(self, res, row, fail, text):
+        """The cp is the row's rejection with exactly |text|, on record, and no certificate anywhere."""
+        self.assertIsNone(res.cert, res.answers)
+        ans = self.expect(row, res.first)
+        self.assertEqual(ans.body_type, "cp", ans)
+        self.assertEqual(ans.fail_info, [fail], ans)
+        self.assertEqual(ans.status_strings, [text])
+        tid = ans.header["transactionID"].asOctets().hex()
+        rejected = [r for r in records(self.gw, "rejected") if r.get("tid") == tid]
+        self.assertEqual(len(rejected), 1, rejected)
+        self.assertFalse(rejected[0].get("serial"), rejected)  # nothing was issued
+        self.assertIn(text[:60], rejected[0]["status"])
+
+
+class VaultAnswers(Answers):
+    vault = None
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.vault = vaultenv.VaultApi(gw.dir)
+        cls.vault.make_pki(extra_roles={"wide": WIDE, "narrow": NARROW})
+        cls.vault.start()
+        cfg["upstreams"]["vault"] = {"type": "vault", "url": cls.vault.url, "tls_ca": "ca.pem",
+                                     "issuer_ca": "vault-issuers.pem", "token_file": "vault.token"}
+        base = dict(cfg["roles"]["default"], upstream="vault", key_usage=["digitalSignature"],
+                    ext_key_usage=["clientAuth"], allowed_san_types=["dns"])
+        cfg["roles"].update({
+            "verbatim-narrow": dict(base, sign="verbatim", upstream_role="narrow"),  # its ttl, not its usages
+            "vault-narrow": dict(base, upstream_role="wide"),
+            "vault-narrowed": dict(base, upstream_role="narrow"),
+            "vault-blind": dict(base, upstream_role="wide"),
+        })
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            if cls.vault is not None:
+                cls.vault.stop()
+
+    def setUp(self):
+        super().setUp()
+        self.vault.control({})
+
+    # (i) sign-verbatim copies the CSR's extensions: asked for outside the role, refused before Vault
+
+    def test_verbatim_csr_usages_refused_before_vault(self):
+        cases = [
+            ("v-ku", ["keyUsage=critical,digitalSignature,nonRepudiation,dataEncipherment", "extendedKeyUsage=clientAuth"],
+             "keyUsage nonRepudiation, dataEncipherment is outside role verbatim-narrow (allowed: digitalSignature); "
+             "this route's CA copies the CSR's extensions: leave it out of the CSR"),
+            ("v-eku", ["extendedKeyUsage=clientAuth,codeSigning,OCSPSigning"],
+             "extendedKeyUsage codeSigning, OCSPSigning is outside role verbatim-narrow (allowed: clientAuth); "
+             "this route's CA copies the CSR's extensions: leave it out of the CSR"),
+            ("v-ext", ["nameConstraints=critical,permitted;DNS:example.com"],
+             "extension nameConstraints (2.5.29.30) is outside role verbatim-narrow (not in its allowed_extensions); "
+             "this route's CA copies the CSR's extensions: leave it out of the CSR"),
+        ]
+        for name, exts, text in cases:
+            with self.subTest(name=name):
+                mark = self.vault.mark()
+                res, _ = self.p10cr("verbatim-narrow", name, "%s.example.com" % name, exts, expect_cert=False)
+                self.assert_refused_before_signing(res, "csr_extension", "badCertTemplate", text)
+                self.assertEqual(self.vault.since(mark), [])
+        # twin: usages and a standard extension within the role are asked for, copied by Vault (the
+        # policy shows it is the CSR's), and the certificate is released
+        res, _ = self.p10cr("verbatim-narrow", "v-within", "v-within.example.com",
+                            ["keyUsage=critical,digitalSignature", "extendedKeyUsage=clientAuth",
+                             "certificatePolicies=2.23.140.1.2.1"])
+        self.assertEqual(usages(res.cert), ("Digital Signature", "TLS Web Client Authentication"))
+        text = harness.run(["openssl", "x509", "-in", res.cert, "-noout", "-ext", "certificatePolicies"]).stdout
+        self.assertIn(b"Policy: 2.23.140.1.2.1", text)
+
+    def test_verbatim_plain_csr_gets_the_roles_usages(self):
+        # twin: no usages in the CSR; Vault would add DigitalSignature, KeyAgreement, KeyEncipherment
+        mark = self.vault.mark()
+        res, key = self.p10cr("verbatim-narrow", "v-plain", "v-plain.example.com")
+        self.assertIn(res.first.status, (0, 1), res.first)
+        self.assertEqual(usages(res.cert), ("Digital Signature", "TLS Web Client Authentication"))
+        got = self.vault.since(mark)
+        self.assertEqual([e["path"] for e in got], ["/v1/pki/sign-verbatim/narrow"])
+        self.assertEqual(got[0]["body"]["key_usage"], ["DigitalSignature"])
+        self.assertEqual(got[0]["body"]["ext_key_usage"], ["ClientAuth"])
+
+    # (ii) a Vault role granting more: refused up front, or after the fact when it cannot be read
+
+    def test_vault_role_granting_more_refused_before_signing(self):
+        mark = self.vault.mark()
+        res, _ = self.p10cr("vault-narrow", "r-wide", "r-wide.example.com", expect_cert=False)
+        self.assert_refused_before_signing(
+            res, "upstream_role_grants", "systemUnavail",
+            "upstream role wide grants keyUsage keyEncipherment, keyAgreement and extendedKeyUsage serverAuth, "
+            "which role vault-narrow does not allow; restrict the Vault role (key_usage, server_flag, ext_key_usage)")
+        self.assertEqual([e["path"] for e in self.vault.since(mark)], ["/v1/pki/roles/wide"])
+
+    def test_vault_role_narrowed_issues(self):
+        # twin: the same request on the Vault role restricted to digitalSignature and clientAuth
+        mark = self.vault.mark()
+        res, key = self.p10cr("vault-narrowed", "r-narrow", "r-narrow.example.com")
+        self.assertIn(res.first.status, (0, 1), res.first)
+        self.assert_issued(res.cert, key, "CN=r-narrow.example.com", ["DNS:r-narrow.example.com"],
+                           res.first.extra_certs_pem())
+        self.assertEqual(usages(res.cert), ("Digital Signature", "TLS Web Client Authentication"))
+        self.assertEqual([e["path"] for e in self.vault.since(mark)], ["/v1/pki/roles/narrow", "/v1/pki/sign/narrow"])
+
+    def test_vault_role_unreadable_answer_refused_and_revoked(self):
+        # the gateway's Vault policy lacks read on roles/: Vault signs with its defaults, the answer is refused
+        self.vault.control({"force_status": 403, "match": "/roles/wide"})
+        mark = self.vault.mark()
+        res, _ = self.p10cr("vault-blind", "r-blind", "r-blind.example.com", expect_cert=False)
+        serial = self.assert_refused_on_record(
+            res, "issued_key_usage",
+            "the CA issued a certificate outside this route's policy (keyUsage keyAgreement is outside role "
+            "vault-blind (allowed: digitalSignature)); it was not released")
+        got = self.vault.since(mark)
+        self.assertEqual(len([e for e in got if e["path"] == "/v1/pki/sign/wide"]), 1, got)
+        revokes = [e for e in got if e["path"] == "/v1/pki/revoke"]
+        self.assertEqual([e["body"]["serial_number"].replace(":", "") for e in revokes], [serial])
+        self.vault.control({})
+        state = self.vault.api("GET", "/v1/pki/cert/%s" % serial)
+        self.assertNotEqual(state["data"]["revocation_time"], 0)
+        self.assertTrue(any(line.get("event") == "upstream_role_unread" for line in self.gw.log_lines()))
+
+
+class CfsslAnswers(Answers):
+    cfssl = None
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.cfssl = cfsslenv.Cfssl(gw.dir)
+        cls.cfssl.make_pki(extra_profiles={
+            "wide": {"expiry": "72h", "usages": ["digital signature", "code signing", "server auth", "client auth"]}})
+        cls.cfssl.start()
+        cfg["upstreams"]["cfssl"] = {"type": "cfssl", "url": cls.cfssl.url, "tls_ca": "ca.pem",
+                                     "issuer_ca": "cfssl-issuer.pem"}
+        base = dict(cfg["roles"]["default"], upstream="cfssl", upstream_role="wide", key_usage=["digitalSignature"],
+                    allowed_san_types=["dns"])
+        cfg["roles"].update({
+            "cfssl-narrow": dict(base, ext_key_usage=["clientAuth"]),
+            "cfssl-wide": dict(base, ext_key_usage=["serverAuth", "clientAuth", "codeSigning"]),
+        })
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            if cls.cfssl is not None:
+                cls.cfssl.stop()
+
+    def test_profile_granting_more_refused_and_revoked(self):
+        res, _ = self.p10cr("cfssl-narrow", "cf-wide", "cf-wide.example.com", expect_cert=False)
+        serial = self.assert_refused_on_record(
+            res, "issued_ext_key_usage",
+            "the CA issued a certificate outside this route's policy (extendedKeyUsage serverAuth, codeSigning is "
+            "outside role cfssl-narrow (allowed: clientAuth)); it was not released")
+        self.assertEqual(self.cfssl.record_serial(int(serial, 16)), ("revoked", 0))
+        # twin: the same profile on a role that allows what it grants
+        res, key = self.p10cr("cfssl-wide", "cf-ok", "cf-ok.example.com")
+        self.assertEqual(res.first.status, 1, res.first)  # grantedWithMods: cfssl's 72h
+        ku, eku = usages(res.cert)
+        self.assertEqual(ku, "Digital Signature")
+        self.assertEqual(set(eku.split(", ")), {"Code Signing", "TLS Web Server Authentication",
+                                                "TLS Web Client Authentication"})
+        self.assertEqual(self.cfssl.record(res.cert), ("good", 0))
+
+
+if __name__ == "__main__":
+    harness.main()
