@@ -2152,14 +2152,16 @@ static const struct field cmp_fields[] = {
 OBJDEF(cmp_def, cmp_fields, NULL);
 
 static const struct field limits_fields[] = {
-    OPT("max_connections", p_u32, struct gw_guard_conf, max_connections, .min = 1, .max = GW_MAX_CONNECTIONS,
-        .def = GW_DEFAULT_MAX_CONNECTIONS),
-    OPT("max_connections_per_address", p_u32, struct gw_guard_conf, max_connections_per_address, .min = 1,
-        .max = GW_MAX_CONNECTIONS, .def = GW_DEFAULT_MAX_CONNECTIONS_PER_ADDRESS),
-    OPT("auth_failures_per_address", p_u32, struct gw_guard_conf, auth_failures, .min = 0,
+    OPT("max_connections", p_u32, struct gw_limits_conf, admission.max_connections, .min = 1,
+        .max = GW_MAX_CONNECTIONS, .def = GW_DEFAULT_MAX_CONNECTIONS),
+    OPT("max_connections_per_address", p_u32, struct gw_limits_conf, admission.max_connections_per_address,
+        .min = 1, .max = GW_MAX_CONNECTIONS, .def = GW_DEFAULT_MAX_CONNECTIONS_PER_ADDRESS),
+    OPT("auth_failures_per_address", p_u32, struct gw_limits_conf, admission.auth_failures, .min = 0,
         .max = GW_MAX_AUTH_FAILURES, .def = GW_DEFAULT_AUTH_FAILURES),
-    OPT("auth_failure_window", p_dur_s, struct gw_guard_conf, auth_failure_window, .min = 1,
+    OPT("auth_failure_window", p_dur_s, struct gw_limits_conf, admission.auth_failure_window, .min = 1,
         .max = GW_MAX_AUTH_FAILURE_WINDOW, .def = GW_DEFAULT_AUTH_FAILURE_WINDOW),
+    OPT("body_timeout", p_dur_s, struct gw_limits_conf, body_timeout, .min = 1, .max = GW_MAX_BODY_TIMEOUT,
+        .def = GW_DEFAULT_BODY_TIMEOUT),
 };
 OBJDEF(limits_def, limits_fields, NULL);
 

@@ -319,6 +319,12 @@ struct gw_signer_conf {
     STACK_OF(X509) *chain; /* goes to extraCerts after the signer cert; may be empty */
 };
 
+/* "limits": what one client, or all of them, may hold (docs/security.md, "Bounded work"). */
+struct gw_limits_conf {
+    struct gw_guard_conf admission; /* connections and failed authentications per address */
+    uint32_t body_timeout;          /* seconds an HTTP/2 request may take to reach the handler */
+};
+
 struct gw_config {
     char *path; /* file it was loaded from */
     struct gw_listener_conf *listeners;
@@ -340,7 +346,7 @@ struct gw_config {
     struct gw_label *labels;
     size_t n_labels;
     struct gw_cmp_conf cmp;
-    struct gw_guard_conf limits; /* "limits": connections, failed authentications per address */
+    struct gw_limits_conf limits; /* "limits" */
     struct gw_audit_conf audit;
     enum gw_log_level log_level;       /* "log_level"; default info */
     struct gw_root_update root_update; /* "root_ca_update" for roles without their own */

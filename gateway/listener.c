@@ -167,7 +167,10 @@ static void loop_setup(struct gw_loop *lt)
         l->fd = -1; /* owned by l->sock now */
         l->sock->data = l;
         h2o_socket_read_start(l->sock, on_accept);
+        lt->h2_swept |= s->cfg->listeners[i].http2;
     }
+    if (lt->h2_swept)
+        gw_h2sweep_start(lt);
 }
 
 /*
@@ -194,6 +197,8 @@ static void loop_drain(struct gw_loop *lt)
                lt->num_conns, lt->jobs_inflight, GW_DRAIN_TIMEOUT_MS);
         return;
     }
+    if (lt->h2_swept)
+        gw_h2sweep_stop(lt);
     /* request_shutdown leaves the GOAWAY-resend timer linked; dispose asserts on it (§8.11) */
     if (h2o_timeout_is_linked(&lt->ctx.http2._graceful_shutdown_timeout))
         h2o_timeout_unlink(&lt->ctx.http2._graceful_shutdown_timeout);
@@ -324,7 +329,7 @@ struct gw_server *gw_server_start(const struct gw_config *cfg, struct gw_cmp_eng
         snprintf(err, GW_ERR_LEN, "listener: no listeners configured");
         goto err;
     }
-    if ((s->guard = gw_guard_new(&cfg->limits)) == NULL) {
+    if ((s->guard = gw_guard_new(&cfg->limits.admission)) == NULL) {
         snprintf(err, GW_ERR_LEN, "listener: out of memory for the connection table");
         goto err;
     }

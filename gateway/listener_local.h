@@ -46,6 +46,12 @@ struct gw_loop {
     h2o_multithread_receiver_t done_rx; /* completed jobs from workers; NULL message = wake */
     struct gw_listen *listens;          /* server->n_listeners */
     size_t num_conns, jobs_inflight;    /* loop thread only */
+    /* HTTP/2 stream sweep (h2sweep.c), where a listener offers HTTP/2 */
+    bool h2_swept;
+    h2o_timeout_t h2_sweep;
+    h2o_timeout_entry_t h2_sweep_entry;
+    struct seen *h2_seen; /* requests still arriving at the last sweep, sorted */
+    size_t n_h2_seen;
 };
 
 struct gw_server {
@@ -78,6 +84,10 @@ int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock);
 
 /* gw_conn_get0 returns the connection state of |req| (borrowed, lives with the connection). */
 struct gw_conn *gw_conn_get0(h2o_req_t *req);
+
+/* h2sweep.c: ends HTTP/2 connections holding a request unfinished past limits.body_timeout (loop thread) */
+void gw_h2sweep_start(struct gw_loop *lt);
+void gw_h2sweep_stop(struct gw_loop *lt);
 
 /* http.c */
 

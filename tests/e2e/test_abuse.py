@@ -219,7 +219,7 @@ class Admission(harness.GatewayTestCase):
 
     @classmethod
     def edit_config(cls, cfg, gw):
-        cfg["limits"] = {"max_connections_per_address": 4}
+        cfg["limits"] = {"max_connections_per_address": 4, "body_timeout": "3s"}
         cfg["listeners"][0]["tls"]["http2"] = True
 
     def connect(self):
@@ -247,6 +247,48 @@ class Admission(harness.GatewayTestCase):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
+
+    def h2_trickle(self):
+        """An HTTP/2 POST whose body comes one byte every 1.5 s: (seconds until the gateway ended it, bytes sent)."""
+        ctx = self.gw.tls_context()
+        ctx.set_alpn_protocols(["h2"])
+        sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", self.gw.port), timeout=1),
+                               server_hostname="127.0.0.1")
+        self.assertEqual(sock.selected_alpn_protocol(), "h2")
+
+        def frame(ftype, flags, stream, payload):
+            return len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + stream.to_bytes(4, "big") + payload
+
+        def literal(name, value):  # HPACK literal without indexing, new name, no Huffman (RFC 7541 §6.2.2)
+            return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+
+        block = (literal(b":method", b"POST") + literal(b":scheme", b"https") + literal(b":path", b"/pki/cmp") +
+                 literal(b":authority", b"127.0.0.1") + literal(b"content-type", b"application/pkixcmp"))
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, b"") + frame(1, 0x4, 1, block))
+        start, sent = time.monotonic(), 0
+        try:
+            while time.monotonic() - start < 20:
+                sock.sendall(frame(0, 0, 1, b"\x30"))
+                sent += 1
+                end = time.monotonic() + 1.5
+                while time.monotonic() < end:
+                    try:
+                        if sock.recv(65536) == b"":
+                            return time.monotonic() - start, sent
+                    except socket.timeout:
+                        pass
+        except (ssl.SSLError, OSError):
+            return time.monotonic() - start, sent
+        finally:
+            sock.close()
+        return None, sent
+
+    def test_http2_trickle_ended_within_the_body_timeout(self):
+        took, sent = self.h2_trickle()
+        self.assertIsNotNone(took, "the gateway kept a trickling HTTP/2 request for 20 s")
+        self.assertGreaterEqual(took, 2.5)  # body_timeout 3 s, swept every second
+        self.assertLess(took, 3 + 1 + 3 * harness.SLOW)
+        self.assertTrue(any(e.get("event") == "http2_connection_closed" for e in self.gw.log_lines()))
 
     def test_http2_on_where_asked(self):
         der = self.gw.make_request("h2")
