@@ -71,6 +71,13 @@ class Cfssl:
     def url(self):
         return "https://127.0.0.1:%d" % self.port
 
+    def upstream(self, **extra):
+        """The gateway's "upstreams" entry for this server, with |extra| keys on top."""
+        conf = {"type": "cfssl", "url": self.url, "tls_ca": "ca.pem", "issuer_ca": "cfssl-issuer.pem",
+                "timeout": "10s"}
+        conf.update(extra)
+        return conf
+
     def make_pki(self, extra_profiles=None):
         """|extra_profiles|: more signing profiles (name -> cfssl profile) besides the ones below."""
         d = self.dir
@@ -168,3 +175,11 @@ class Cfssl:
         finally:
             db.close()
         return row
+
+
+def running(case, d, extra_profiles=None):
+    """A `cfssl serve` with its PKI in |d|, started, and stopped after |case|'s gateway."""
+    cfssl = case.keep_running(Cfssl(d))
+    cfssl.make_pki(extra_profiles)
+    cfssl.start()
+    return cfssl

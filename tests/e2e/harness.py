@@ -569,10 +569,17 @@ class GatewayTestCase(unittest.TestCase):
 
     maxDiff = None
     gw = None
+    peers = ()  # upstream servers edit_config started (anything with stop()), stopped after the gateway
 
     @classmethod
     def edit_config(cls, cfg, gw):
         pass
+
+    @classmethod
+    def keep_running(cls, server):
+        """Registers |server| (started by edit_config) to be stopped after the gateway; returns it."""
+        cls.peers = tuple(cls.peers) + (server,)
+        return server
 
     @classmethod
     def setUpClass(cls):
@@ -586,6 +593,8 @@ class GatewayTestCase(unittest.TestCase):
             if cls.gw is not None:
                 cls.gw.stop()
         finally:
+            for server in cls.peers:
+                server.stop()
             if not os.environ.get("CMPGW_E2E_KEEP"):
                 shutil.rmtree(cls.tmp, ignore_errors=True)
             else:

@@ -21,8 +21,8 @@ import datetime
 import re
 import socket
 import ssl
-import subprocess
 import sys
+import threading
 import time
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
@@ -53,12 +53,10 @@ class StoreAndCrl(harness.GatewayTestCase):
         key = self.newkey(name)
         return self.gw.cmp("ir", name, newkey=key, subject="/CN=%s" % name, extra=("-implicit_confirm",)).cert
 
-    def rr_argv(self, name, victim):
+    def rr_as_ra(self, name, victim, out):
         d = self.gw.dir
-        return ["openssl", "cmp", "-cmd", "rr", "-server", "127.0.0.1:%d" % self.gw.port, "-path", "pki/cmp",
-                "-trusted", d / "ca.pem", "-tls_used", "-tls_trusted", d / "ca.pem", "-tls_cert", d / "client.pem",
-                "-tls_key", d / "client.key", "-cert", d / "signer.pem", "-key", d / "signer.key", "-oldcert",
-                victim, "-revreason", "4", "-rspout", d / ("%s.rsp.der" % name)]
+        out[name] = self.gw.cmp("rr", name, auth=(d / "signer.pem", d / "signer.key"), expect_cert=False,
+                                extra=("-oldcert", victim, "-revreason", "4"))
 
     def restart(self, extra_env=None):
         self.gw.stop()
@@ -88,11 +86,13 @@ class StoreAndCrl(harness.GatewayTestCase):
         self.assertEqual(sorted(p.name for p in revoked.iterdir()), [])
         self.assertTrue(any(e.get("event") == "store_swept" for e in self.gw.log_lines()))
         # two RAs revoke the same serial at the same moment: one revokes, the other is told it is revoked
-        procs = [subprocess.Popen([str(a) for a in self.rr_argv("race%d" % i, victim)], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE) for i in range(2)]
-        for p in procs:
-            p.communicate(timeout=harness.CLIENT_TIMEOUT)
-        answers = sorted(harness.rp_status((self.gw.dir / ("race%d.rsp.der" % i)).read_bytes()) for i in range(2))
+        out = {}
+        racers = [threading.Thread(target=self.rr_as_ra, args=("race%d" % i, victim, out)) for i in range(2)]
+        for t in racers:
+            t.start()
+        for t in racers:
+            t.join(harness.CLIENT_TIMEOUT)
+        answers = sorted((a.first.status, a.first.fail_info, a.first.status_strings) for a in out.values())
         self.assertEqual(answers, [(0, [], []), (2, ["certRevoked"], ["the certificate is already revoked"])])
         self.assertEqual(len([p for p in revoked.iterdir()]), 1)  # one record, no temporary file left
 

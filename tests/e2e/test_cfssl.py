@@ -16,12 +16,9 @@ class CfsslFrontDoor(harness.GatewayTestCase):
 
     @classmethod
     def edit_config(cls, cfg, gw):
-        cls.cfssl = cfsslenv.Cfssl(gw.dir)
-        cls.cfssl.make_pki()
-        cls.cfssl.start()
+        cls.cfssl = cfsslenv.running(cls, gw.dir)
         # cfssl 1.2 (Debian 12) serves no CRL: its certificates can sign requests only unchecked
-        common = {"type": "cfssl", "url": cls.cfssl.url, "tls_ca": "ca.pem", "issuer_ca": "cfssl-issuer.pem",
-                  "timeout": "10s", "check_revocation": False}
+        common = cls.cfssl.upstream(check_revocation=False)
         cfg["upstreams"].update({
             "cfssl": dict(common),
             "cfssl-auth": dict(common, auth_key_file="cfssl.authkey"),
@@ -42,13 +39,6 @@ class CfsslFrontDoor(harness.GatewayTestCase):
         })
         cfg["label_to_path_policy"]["cfssl"] = "role:cfssl"
 
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            if cls.cfssl is not None:
-                cls.cfssl.stop()
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -152,19 +142,10 @@ class CfsslStatusUnknown(harness.GatewayTestCase):
 
     @classmethod
     def edit_config(cls, cfg, gw):
-        cls.cfssl = cfsslenv.Cfssl(gw.dir)
-        cls.cfssl.make_pki()
-        cls.cfssl.start()
-        cfg["upstreams"]["cfssl"] = {"type": "cfssl", "url": cls.cfssl.url, "tls_ca": "ca.pem",
-                                     "issuer_ca": "cfssl-issuer.pem", "timeout": "10s"}
+        cls.cfssl = cfsslenv.running(cls, gw.dir)
+        cfg["upstreams"]["cfssl"] = cls.cfssl.upstream()
         cfg["roles"]["default"].update(upstream="cfssl", upstream_role="devices", allowed_san_types=["dns", "ip"])
 
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            cls.cfssl.stop()
 
     def test_cfssl_certificate_cannot_sign_without_status(self):
         d = self.gw.dir

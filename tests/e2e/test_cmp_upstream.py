@@ -99,7 +99,7 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
 
     @classmethod
     def edit_config(cls, cfg, gw):
-        cls.mock = Mock(gw.dir, harness.free_port())
+        cls.mock = cls.keep_running(Mock(gw.dir, harness.free_port()))
         cls.mock.make_pki()
         common = {"type": "cmp", "url": "http://127.0.0.1:%d" % cls.mock.port, "path": "/pkix/",
                   "trusted": "up-ca.pem", "issuer_ca": "up-ca.pem", "timeout": "5s"}
@@ -119,13 +119,6 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
             "mixed": dict(base, upstream="local", crmf_upstream="ca-cmp"),
         })
 
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            if cls.mock is not None:
-                cls.mock.stop()
 
     def tearDown(self):
         self.mock.stop()

@@ -86,23 +86,12 @@ class PollingVault(harness.GatewayTestCase):
 
     @classmethod
     def edit_config(cls, cfg, gw):
-        cls.vault = vaultenv.VaultApi(gw.dir)
-        cls.vault.make_pki()
-        cls.vault.start()
+        cls.vault = vaultenv.running(cls, gw.dir)
         base = dict(cfg["roles"]["default"])
         base["allowed_san_types"] = ["dns"]
-        cfg["upstreams"]["vault"] = {"type": "vault", "url": cls.vault.url, "tls_ca": "ca.pem",
-                                     "issuer_ca": "vault-issuers.pem", "token_file": "vault.token",
-                                     "namespace": "e2e", "timeout": "10s"}
+        cfg["upstreams"]["vault"] = cls.vault.upstream(namespace="e2e")
         cfg["roles"]["vault-poll"] = dict(base, upstream="vault", upstream_role="devices", poll_after="500ms")
 
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            if cls.vault is not None:
-                cls.vault.stop()
 
     def _p10cr(self, name, cn):
         key = self.newkey(name)

@@ -392,21 +392,10 @@ class VaultCase(harness.GatewayTestCase):
 
     @classmethod
     def edit_config(cls, cfg, gw):
-        cls.vault = vaultenv.VaultApi(gw.dir)
-        cls.vault.make_pki()
-        cls.vault.start()
-        cfg["upstreams"]["vault"] = {"type": "vault", "url": cls.vault.url, "tls_ca": "ca.pem",
-                                     "issuer_ca": "vault-issuers.pem", "token_file": "vault.token",
-                                     "timeout": "10s"}
+        cls.vault = vaultenv.running(cls, gw.dir)
+        cfg["upstreams"]["vault"] = cls.vault.upstream()
         cfg["roles"]["default"].update(upstream="vault", upstream_role="devices", allowed_san_types=["dns", "ip"])
 
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            if cls.vault is not None:
-                cls.vault.stop()
 
     def p10cr(self, name, auth="sig"):
         d = self.gw.dir

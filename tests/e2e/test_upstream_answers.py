@@ -104,11 +104,8 @@ class VaultAnswers(Answers):
 
     @classmethod
     def edit_config(cls, cfg, gw):
-        cls.vault = vaultenv.VaultApi(gw.dir)
-        cls.vault.make_pki(extra_roles={"wide": WIDE, "narrow": NARROW})
-        cls.vault.start()
-        cfg["upstreams"]["vault"] = {"type": "vault", "url": cls.vault.url, "tls_ca": "ca.pem",
-                                     "issuer_ca": "vault-issuers.pem", "token_file": "vault.token"}
+        cls.vault = vaultenv.running(cls, gw.dir, extra_roles={"wide": WIDE, "narrow": NARROW})
+        cfg["upstreams"]["vault"] = cls.vault.upstream()
         base = dict(cfg["roles"]["default"], upstream="vault", key_usage=["digitalSignature"],
                     ext_key_usage=["clientAuth"], allowed_san_types=["dns"])
         cfg["roles"].update({
@@ -118,13 +115,6 @@ class VaultAnswers(Answers):
             "vault-blind": dict(base, upstream_role="wide"),
         })
 
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            if cls.vault is not None:
-                cls.vault.stop()
 
     def setUp(self):
         super().setUp()
@@ -215,12 +205,9 @@ class CfsslAnswers(Answers):
 
     @classmethod
     def edit_config(cls, cfg, gw):
-        cls.cfssl = cfsslenv.Cfssl(gw.dir)
-        cls.cfssl.make_pki(extra_profiles={
+        cls.cfssl = cfsslenv.running(cls, gw.dir, extra_profiles={
             "wide": {"expiry": "72h", "usages": ["digital signature", "code signing", "server auth", "client auth"]}})
-        cls.cfssl.start()
-        cfg["upstreams"]["cfssl"] = {"type": "cfssl", "url": cls.cfssl.url, "tls_ca": "ca.pem",
-                                     "issuer_ca": "cfssl-issuer.pem"}
+        cfg["upstreams"]["cfssl"] = cls.cfssl.upstream()
         base = dict(cfg["roles"]["default"], upstream="cfssl", upstream_role="wide", key_usage=["digitalSignature"],
                     allowed_san_types=["dns"])
         cfg["roles"].update({
@@ -228,13 +215,6 @@ class CfsslAnswers(Answers):
             "cfssl-wide": dict(base, ext_key_usage=["serverAuth", "clientAuth", "codeSigning"]),
         })
 
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            if cls.cfssl is not None:
-                cls.cfssl.stop()
 
     def test_profile_granting_more_refused_and_revoked(self):
         res, _ = self.p10cr("cfssl-narrow", "cf-wide", "cf-wide.example.com", expect_cert=False)

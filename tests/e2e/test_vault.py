@@ -20,12 +20,9 @@ class VaultFrontDoor(harness.GatewayTestCase):
 
     @classmethod
     def edit_config(cls, cfg, gw):
-        cls.vault = vaultenv.VaultApi(gw.dir)
-        cls.vault.make_pki()
-        cls.vault.start()
+        cls.vault = vaultenv.running(cls, gw.dir)
         cls.vault.make_delegate()
-        common = {"type": "vault", "url": cls.vault.url, "tls_ca": "ca.pem", "issuer_ca": "vault-issuers.pem",
-                  "token_file": "vault.token", "namespace": NS, "timeout": "10s"}
+        common = cls.vault.upstream(namespace=NS)
         login = dict(common, tls_cert="client.pem", tls_key="client.key",
                      auth={"cert": {"mount": "cert", "role": "cmpgw"}})
         del login["token_file"]
@@ -54,13 +51,6 @@ class VaultFrontDoor(harness.GatewayTestCase):
         cfg["path_prefix"] = "/v1/pki"
         cfg["default_path_policy"] = "sign-verbatim"
 
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            if cls.vault is not None:
-                cls.vault.stop()
 
     def setUp(self):
         self.vault.control({})

@@ -55,6 +55,13 @@ class VaultApi:
         self.log = self.dir / "vault-requests.jsonl"
         self.proc = None
 
+    def upstream(self, **extra):
+        """The gateway's "upstreams" entry for this server (token auth), with |extra| keys on top."""
+        conf = {"type": "vault", "url": self.url, "tls_ca": "ca.pem", "issuer_ca": "vault-issuers.pem",
+                "token_file": "vault.token", "timeout": "10s"}
+        conf.update(extra)
+        return conf
+
     def make_pki(self, extra_roles=None):
         """|extra_roles|: more Vault roles (name -> Vault role fields) besides the ones below."""
         d = self.dir
@@ -150,3 +157,11 @@ class VaultApi:
 
     def since(self, mark, contains=None):
         return [e for e in self.requests()[mark:] if contains is None or contains in e["path"]]
+
+
+def running(case, d, extra_roles=None):
+    """A Vault-API test server with its PKI in |d|, started, and stopped after |case|'s gateway."""
+    vault = case.keep_running(VaultApi(d))
+    vault.make_pki(extra_roles)
+    vault.start()
+    return vault
