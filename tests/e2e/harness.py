@@ -73,6 +73,12 @@ def genkey(path):
     return Path(path)
 
 
+def keep_store(cfg, gw):
+    """Gives the demo's local issuer a store (needed to revoke and to list what it issued)."""
+    (gw.dir / "store").mkdir(exist_ok=True)
+    cfg["upstreams"]["local"]["store"] = "store"
+
+
 def make_foreign_pki(d):
     """A CA the gateway does not trust and a client certificate it issued: (ca.pem, client.pem, client.key)."""
     d = Path(d)
@@ -636,6 +642,11 @@ class GatewayTestCase(unittest.TestCase):
 
     def newkey(self, name):
         return genkey(self.gw.dir / ("%s.key" % name))
+
+    def enrol(self, name, **kw):
+        """An ir with implicitConfirm for /CN=|name| and a fresh key: (certificate file, key file)."""
+        key = self.newkey(name)
+        return self.gw.cmp("ir", name, newkey=key, subject="/CN=%s" % name, extra=("-implicit_confirm",), **kw).cert, key
 
 
 def main():

@@ -45,13 +45,8 @@ class StoreAndCrl(harness.GatewayTestCase):
 
     @classmethod
     def edit_config(cls, cfg, gw):
-        (gw.dir / "store").mkdir(exist_ok=True)
-        cfg["upstreams"]["local"]["store"] = "store"
+        harness.keep_store(cfg, gw)
         cfg["roles"]["default"]["authorization"] = {"ra_subjects": [RA_SUBJECT]}
-
-    def enrol(self, name):
-        key = self.newkey(name)
-        return self.gw.cmp("ir", name, newkey=key, subject="/CN=%s" % name, extra=("-implicit_confirm",)).cert
 
     def rr_as_ra(self, name, victim, out):
         d = self.gw.dir
@@ -74,7 +69,7 @@ class StoreAndCrl(harness.GatewayTestCase):
         return number, time.strptime(last, "%b %d %H:%M:%S %Y %Z")
 
     def test_leftover_temp_file_then_concurrent_rr(self):
-        victim = self.enrol("left")
+        victim, _ = self.enrol("left")
         serial = serial_hex(victim)
         revoked = self.gw.dir / "store" / "revoked"
         revoked.mkdir(exist_ok=True)

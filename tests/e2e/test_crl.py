@@ -29,8 +29,7 @@ class CrlOverHttp(harness.GatewayTestCase):
 
     @classmethod
     def edit_config(cls, cfg, gw):
-        (gw.dir / "store").mkdir(exist_ok=True)
-        cfg["upstreams"]["local"]["store"] = "store"
+        harness.keep_store(cfg, gw)
         cfg["upstreams"]["local"]["crl_url"] = "https://127.0.0.1:%d/pki/crl/local.crl" % gw.port
         # a second upstream that is not a local issuer: its CRL is not ours to serve
         # (nothing listens there, so it cannot vouch for the demo root's client certificate either)
@@ -47,11 +46,6 @@ class CrlOverHttp(harness.GatewayTestCase):
         out = self.gw.dir / ("%s.crl.der" % name)
         out.write_bytes(r.body)
         return out
-
-    def enrol(self, name):
-        key = self.newkey(name)
-        res = self.gw.cmp("ir", name, newkey=key, subject="/CN=%s" % name, extra=("-implicit_confirm",))
-        return res.cert, key
 
     def rr(self, name, cert, key, reason):
         d = self.gw.dir

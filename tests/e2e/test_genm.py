@@ -51,8 +51,7 @@ class Genm(harness.GatewayTestCase):
 
     @classmethod
     def edit_config(cls, cfg, gw):
-        (gw.dir / "store").mkdir(exist_ok=True)
-        cfg["upstreams"]["local"]["store"] = "store"
+        harness.keep_store(cfg, gw)
         cfg["root_ca_update"] = {"new_with_new": "ca.pem"}
         cfg["roles"]["default"]["authorization"] = {"allowed_key_types": ["ec:P-256", "rsa:3072"]}
 

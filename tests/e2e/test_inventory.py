@@ -31,8 +31,7 @@ class StoreAndRotation(harness.GatewayTestCase):
 
     @classmethod
     def edit_config(cls, cfg, gw):
-        (gw.dir / "store").mkdir(exist_ok=True)
-        cfg["upstreams"]["local"]["store"] = "store"
+        harness.keep_store(cfg, gw)
         cfg["audit"] = {"file": "audit.log", "audit_fields": ["common_name", "alt_names", "key_type"]}
 
     def inventory(self, *extra, check=True):

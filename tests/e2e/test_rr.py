@@ -60,14 +60,8 @@ class Revocation(harness.GatewayTestCase):
 
     @classmethod
     def edit_config(cls, cfg, gw):
-        (gw.dir / "store").mkdir(exist_ok=True)
-        cfg["upstreams"]["local"]["store"] = "store"
+        harness.keep_store(cfg, gw)
         cfg["roles"]["default"]["authorization"] = {"ra_subjects": [RA_SUBJECT]}
-
-    def enrol(self, name):
-        key = self.newkey(name)
-        res = self.gw.cmp("ir", name, newkey=key, subject="/CN=%s" % name, extra=("-implicit_confirm",))
-        return res.cert, key
 
     def rr(self, name, victim, signer, reason="1"):
         """`openssl cmp -cmd rr` over TLS signed by |signer| (cert, key) or PBM ("pbm"): (exit code, rp DER)."""

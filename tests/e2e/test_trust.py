@@ -115,11 +115,6 @@ class ForgedSigner(harness.GatewayTestCase):
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def enrol(self, name):
-        key = self.newkey(name)
-        res = self.gw.cmp("ir", name, newkey=key, subject="/CN=%s" % name, extra=("-implicit_confirm",))
-        return res.cert, key
-
     def attacker(self):
         d = self.gw.dir
         return load_cert(d / "client.pem"), load_key(d / "client.key")
@@ -281,16 +276,10 @@ class RevokedCredentials(harness.GatewayTestCase):
 
     @classmethod
     def edit_config(cls, cfg, gw):
-        (gw.dir / "store").mkdir(exist_ok=True)
-        cfg["upstreams"]["local"]["store"] = "store"
+        harness.keep_store(cfg, gw)
         # the same CAs, but only certificates that came from an upstream are accepted
         cfg["trust"]["strict"] = {"ca_file": "ca.pem", "untrusted_file": "issuing.pem", "revocation": "upstream"}
         cfg["roles"]["strict"] = dict(cfg["roles"]["default"], trust=["strict"])
-
-    def enrol(self, name, **kw):
-        key = self.newkey(name)
-        res = self.gw.cmp("ir", name, newkey=key, subject="/CN=%s" % name, extra=("-implicit_confirm",), **kw)
-        return res.cert, key
 
     def revoke(self, name, cert, key):
         res = self.gw.cmp("rr", name + "-rr", auth=(cert, key), extra=("-oldcert", cert, "-revreason", "1"),
