@@ -99,11 +99,10 @@ class ForgedSigner(harness.GatewayTestCase):
     @classmethod
     def edit_config(cls, cfg, gw):
         d = gw.dir
-        (d / "store").mkdir(exist_ok=True)
+        harness.keep_store(cfg, gw)
         make_anchor(d)
         make_allowed_device(d)
         (d / "allowlist.txt").write_text("serial:%x\n" % ALLOWED_SERIAL)
-        cfg["upstreams"]["local"]["store"] = "store"
         cfg["trust"]["anchored"] = {"ca_file": "anchor.pem", "revocation": "none"}
         role = cfg["roles"]["default"]
         role["trust"] = ["demo", "anchored"]
