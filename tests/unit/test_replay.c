@@ -1,4 +1,4 @@
-/* Replay cache: replay vs reuse, TTL expiry, bounded when full, bad lengths. */
+/* Replay cache: replay vs reuse, TTL expiry, bounded when full, clearing, bad lengths. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -72,6 +72,34 @@ static void test_full(void **state)
     gw_replay_free(r);
 }
 
+/* After a clear every transactionID is new again, also after the ring wrapped around. */
+static void test_clear(void **state)
+{
+    static const struct step before[] = {
+        {"a", "1", 10, 0},
+        {"b", "1", 20, 0},
+        {"c", "1", 30, 0},
+        {"d", "1", 70, 0}, /* "a" expired: "d" takes its slot at the start of the ring */
+    };
+    static const struct step after[] = {
+        {"b", "1", 71, 0},
+        {"d", "1", 71, 0},
+        {"a", "1", 71, 0},
+        {"d", "1", 72, GW_ERR_REPLAY},
+        {"e", "1", 72, GW_ERR_LIMIT}, /* the cap holds as before */
+    };
+    struct gw_replay *r = gw_replay_new(3, 60);
+
+    (void)state;
+    run(r, before, sizeof(before) / sizeof(before[0]));
+    assert_int_equal(gw_replay_count(r), 3);
+    gw_replay_clear(r);
+    assert_int_equal(gw_replay_count(r), 0);
+    run(r, after, sizeof(after) / sizeof(after[0]));
+    gw_replay_free(r);
+    gw_replay_clear(NULL);
+}
+
 static void test_lengths(void **state)
 {
     unsigned char big[GW_MAX_TID_LEN + GW_MAX_NONCE_LEN + 2];
@@ -99,6 +127,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_replay_and_reuse),
         cmocka_unit_test(test_full),
+        cmocka_unit_test(test_clear),
         cmocka_unit_test(test_lengths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
