@@ -1,9 +1,11 @@
 # The README's two commands: `make demo` and `make test`. Everything else is CMake.
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
 JOBS       ?= $(shell nproc)
 
-.PHONY: all deps build build-asan demo test test-unit test-e2e bench format format-check clean
+.PHONY: all deps build build-asan build-fuzz demo test test-unit test-e2e fuzz bench format format-check clean
 
 all: build
 
@@ -17,6 +19,12 @@ build: deps
 build-asan: deps
 	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCMPGW_WERROR=ON -DCMPGW_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
+
+# libFuzzer needs clang; -O1 -g keeps the fuzzer fast and its reports readable, asserts stay on.
+build-fuzz: deps
+	@cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE= -DCMAKE_C_FLAGS="-O1 -g" \
+		-DCMPGW_WERROR=ON -DCMPGW_FUZZ=ON -DCMPGW_TESTS=OFF >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS)
 
 demo: build
 	@deploy/demo.sh $(BUILD)
@@ -32,10 +40,15 @@ test-unit: build
 test-e2e: build
 	@ctest --test-dir $(BUILD) --output-on-failure -L e2e
 
+# Each fuzz target FUZZ_SECONDS on its growing corpus (tests/fuzz/README.md); fails on a crash.
+fuzz: build-fuzz
+	@tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
 bench: build
 	@tests/bench/run.sh $(BUILD)
 
-C_SOURCES = gateway/*.[ch] upstream/*.[ch] mappings/*.[ch] tests/unit/*.c tests/bench/*.c tests/e2e/*.c
+C_SOURCES = gateway/*.[ch] upstream/*.[ch] mappings/*.[ch] tests/unit/*.c tests/bench/*.c tests/e2e/*.c \
+            tests/fuzz/*.[ch]
 
 format-check: deps
 	@clang-format --dry-run --Werror $(C_SOURCES)
@@ -44,4 +57,4 @@ format:
 	@clang-format -i $(C_SOURCES)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -11,9 +11,10 @@ wanted=(
     strace curl                                             # e2e: audit fsync ordering; raw HTTP checks
     faketime                                                # e2e: the CRL number across a clock stepped back
     python3 python3-pyasn1-modules                          # e2e harness, independent decoding
-    python3-cryptography                                    # Vault-API test server (tests/upstreams)
+    python3-cryptography                                    # Vault-API test server (tests/upstreams), fuzz seeds
     default-jdk-headless libbcpkix-java                     # BouncyCastle CMP client in e2e tests
     golang-cfssl                                            # `cfssl serve`: a real CA upstream in e2e tests
+    clang libclang-rt-14-dev                                # make fuzz: libFuzzer, ASan and UBSan for tests/fuzz
 )
 
 missing=()

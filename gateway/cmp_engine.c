@@ -224,6 +224,19 @@ void gw_cmp_engine_expire(struct gw_cmp_engine *e, time_t now)
         (void)gw_txn_expire(e->txns, now, log_closed, &how);
 }
 
+size_t gw_cmp_engine_reset(struct gw_cmp_engine *e)
+{
+    struct closing how = {e, "txn_abandoned", "the engine was reset before the certConf arrived",
+                          "txn_abandoned_pending"};
+    size_t held;
+
+    if (e == NULL)
+        return 0;
+    held = gw_txn_table_clear(e->txns, log_closed, &how);
+    gw_replay_clear(e->replay);
+    return held;
+}
+
 void gw_cmp_engine_set_clock(struct gw_cmp_engine *e, time_t (*clock)(void))
 {
     if (e != NULL)

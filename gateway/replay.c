@@ -212,3 +212,19 @@ size_t gw_replay_count(struct gw_replay *r)
     pthread_mutex_unlock(&r->lock);
     return n;
 }
+
+void gw_replay_clear(struct gw_replay *r)
+{
+    if (r == NULL)
+        return;
+    pthread_mutex_lock(&r->lock);
+    /* chains hold live entries only (drop_head unlinks), so emptying their buckets empties them all */
+    for (size_t i = 0; i < r->count; i++) {
+        const struct entry *e = &r->ring[(r->head + i) % r->cap];
+        *bucket_of(r, e->tid, e->tid_len) = NIL;
+    }
+    r->head = 0;
+    r->count = 0;
+    memset(r->sketch, 0, 2 * GW_REPLAY_SKETCH_WIDTH * sizeof(*r->sketch));
+    pthread_mutex_unlock(&r->lock);
+}

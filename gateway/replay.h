@@ -31,4 +31,7 @@ int gw_replay_check_add(struct gw_replay *r, const unsigned char *tid, size_t ti
 
 size_t gw_replay_count(struct gw_replay *r);
 
+/* gw_replay_clear forgets every entry: the cache is as new (fuzzing: each input meets the same cache). */
+void gw_replay_clear(struct gw_replay *r);
+
 #endif

@@ -381,20 +381,34 @@ size_t gw_txn_expire(struct gw_txn_table *t, time_t now, gw_txn_expired_fn cb, v
     return n;
 }
 
-void gw_txn_table_free(struct gw_txn_table *t, gw_txn_expired_fn cb, void *arg)
+size_t gw_txn_table_clear(struct gw_txn_table *t, gw_txn_expired_fn cb, void *arg)
 {
     struct gw_txn **list;
-    size_t n = 0;
+    size_t n = 0, held = 0;
 
     if (t == NULL)
-        return;
+        return 0;
+    pthread_mutex_lock(&t->lock);
     list = collect(t, 0, 1, &n);
+    /* reserved and checked-out slots left by a careless caller: their txn is the caller's; an open one
+     * is left only when collect ran out of memory */
+    for (size_t b = 0; b < t->nbuckets; b++) {
+        while (t->slots[b] != NULL) {
+            held += t->slots[b]->state != SLOT_OPEN;
+            gw_txn_free(slot_remove(t, &t->slots[b]));
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
     if (list != NULL)
         hand_over(list, n, cb, arg);
-    /* reserved and checked-out slots left by a careless caller: their txn is the caller's */
-    for (size_t b = 0; b < t->nbuckets; b++)
-        while (t->slots[b] != NULL)
-            (void)slot_remove(t, &t->slots[b]);
+    return held;
+}
+
+void gw_txn_table_free(struct gw_txn_table *t, gw_txn_expired_fn cb, void *arg)
+{
+    if (t == NULL)
+        return;
+    (void)gw_txn_table_clear(t, cb, arg);
     free(t->slots);
     free(t->idents);
     pthread_mutex_destroy(&t->lock);

@@ -41,6 +41,13 @@ struct gw_txn_table *gw_txn_table_new(size_t max_total, size_t max_per_identity)
 void gw_txn_table_free(struct gw_txn_table *t, gw_txn_expired_fn cb, void *arg);
 
 /*
+ * gw_txn_table_clear empties the table: every open entry goes to |cb| as in gw_txn_table_free, and
+ * reserved and checked-out slots are dropped. Returns how many of those it dropped: slots a worker
+ * still holds, so 0 whenever no request is in progress (else one leaked a slot).
+ */
+size_t gw_txn_table_clear(struct gw_txn_table *t, gw_txn_expired_fn cb, void *arg);
+
+/*
  * gw_txn_reserve claims a slot for |tid| on behalf of |identity| before the work that fills it
  * (an upstream call), so that a certificate once issued can always be parked. The slot counts
  * against both caps and makes gw_txn_contains true. End it with gw_txn_put (same tid and

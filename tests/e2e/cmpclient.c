@@ -4,7 +4,7 @@
  * (RFC 9483 §4.3), and rr with a reason code (§4.2).
  *
  *   cmpclient --url URL --cafile CA [--tls-cert C --tls-key K] (--cert C --key K | --ref R --secret F)
- *             [--rspout FILE] genm [--out PREFIX] OID...
+ *             [--rspout FILE] [--reqout FILE] genm [--out PREFIX] OID...
  *   cmpclient ... rr --revoke CERT [--reason N]
  *
  * genm prints one line per returned ITAV ("itav <oid> <value DER length|absent>"), the subjects of
@@ -29,7 +29,8 @@
 #define CLIENT_MAX_OIDS 16
 
 struct opts {
-    const char *url, *cafile, *tls_cert, *tls_key, *cert, *key, *ref, *secret, *rspout, *out, *revoke;
+    const char *url, *cafile, *tls_cert, *tls_key, *cert, *key, *ref, *secret, *rspout, *reqout, *out,
+        *revoke;
     int reason;
 };
 
@@ -70,6 +71,11 @@ static OSSL_CMP_MSG *transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
 
     if (c == NULL || hdr == NULL || len <= 0)
         goto out;
+    /* the request as sent, e.g. a fuzzing seed (tests/fuzz/make_seeds.sh) */
+    if (o->reqout != NULL && (f = fopen(o->reqout, "wb")) != NULL) {
+        fwrite(der, 1, (size_t)len, f);
+        fclose(f);
+    }
     curl_easy_setopt(c, CURLOPT_URL, o->url);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, (char *)der);
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)len);
@@ -267,9 +273,10 @@ static int do_rr(OSSL_CMP_CTX *ctx, const struct opts *o)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: cmpclient --url URL --cafile CA [--tls-cert C --tls-key K] (--cert C --key K | "
-                    "--ref R --secret FILE) [--rspout F] (genm [--out PREFIX] OID... | rr --revoke CERT "
-                    "[--reason N])\n");
+    fprintf(stderr,
+            "usage: cmpclient --url URL --cafile CA [--tls-cert C --tls-key K] (--cert C --key K | "
+            "--ref R --secret FILE) [--rspout F] [--reqout F] (genm [--out PREFIX] OID... | rr --revoke CERT "
+            "[--reason N])\n");
     return 1;
 }
 
@@ -280,7 +287,7 @@ int main(int argc, char **argv)
         {"tls-key", 1, NULL, 'K'}, {"cert", 1, NULL, 'c'},   {"key", 1, NULL, 'k'},
         {"ref", 1, NULL, 'r'},     {"secret", 1, NULL, 's'}, {"rspout", 1, NULL, 'o'},
         {"out", 1, NULL, 'O'},     {"revoke", 1, NULL, 'R'}, {"reason", 1, NULL, 'n'},
-        {NULL, 0, NULL, 0},
+        {"reqout", 1, NULL, 'q'},  {NULL, 0, NULL, 0},
     };
     struct opts o = {.reason = -1};
     OSSL_CMP_CTX *ctx;
@@ -315,6 +322,9 @@ int main(int argc, char **argv)
             break;
         case 'o':
             o.rspout = optarg;
+            break;
+        case 'q':
+            o.reqout = optarg;
             break;
         default:
             return usage();

@@ -1502,6 +1502,38 @@ static void test_kur_revoked(void **state)
     env_free(e);
 }
 
+/* A reset engine has no open transaction and has forgotten every transactionID it saw. */
+static void test_engine_reset(void **state)
+{
+    struct env *e = env_new(CMP_DEFAULTS);
+    struct client cl = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    unsigned char *out;
+    size_t out_len = 0;
+    char desc[4096];
+    int http;
+
+    (void)state;
+    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_DISABLE_CONFIRM, 1);
+    assert_non_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1);
+    assert_int_equal(gw_cmp_engine_reset(e->engine), 0);
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    assert_int_equal(audit_count(e, "expired_unconfirmed", NULL, NULL, NULL), 1);
+    /* the same ir again: a new transaction, not a replay */
+    out = exchange(e, cl.first_req, cl.first_req_len, &http, &out_len);
+    assert_int_equal(http, 200);
+    describe(out, out_len, desc, sizeof(desc));
+    assert_null(strstr(desc, "replayed message"));
+    assert_non_null(strstr(desc, "certificate:"));
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1);
+    assert_int_equal(gw_cmp_engine_reset(NULL), 0);
+    OPENSSL_free(out);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
 /* One intent, one issued (serial = the certificate's) and one confirmed line per transaction. */
 static void test_audit_lines(void **state)
 {
@@ -2125,6 +2157,7 @@ int main(void)
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_message_time),
         cmocka_unit_test(test_replay),
+        cmocka_unit_test(test_engine_reset),
         cmocka_unit_test(test_certconf_wrong_hash),
         cmocka_unit_test(test_certconf_other_sender),
         cmocka_unit_test(test_certconf_forged_signer),

@@ -1,4 +1,5 @@
-/* Replay cache: replay vs reuse, TTL expiry, bounded when full, a share per identity, bad lengths. */
+/* Replay cache: replay vs reuse, TTL expiry, bounded when full, a share per identity, clearing, bad lengths.
+ */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -97,6 +98,33 @@ static void test_identity_share(void **state)
     assert_null(gw_replay_new(8, 0, 60));
 }
 
+/* After a clear every transactionID is new again, also after the ring wrapped around. */
+static void test_clear(void **state)
+{
+    static const struct step before[] = {
+        {"a", "1", 10, 0, NULL},
+        {"b", "1", 20, 0, "CN=x"},
+        {"c", "1", 30, 0, "CN=x"},
+        {"d", "1", 70, 0, NULL},              /* "a" expired: "d" takes its slot at the start of the ring */
+        {"e", "1", 70, GW_ERR_LIMIT, "CN=x"}, /* b and c: its share is 2 */
+    };
+    static const struct step after[] = {
+        {"b", "1", 71, 0, "CN=x"},           {"d", "1", 71, 0, NULL},
+        {"e", "1", 71, 0, "CN=x"}, /* the share is forgotten too */
+        {"d", "1", 72, GW_ERR_REPLAY, NULL}, {"f", "1", 72, GW_ERR_BUSY, NULL}, /* the cap holds as before */
+    };
+    struct gw_replay *r = gw_replay_new(3, 2, 60);
+
+    (void)state;
+    run(r, before, sizeof(before) / sizeof(before[0]));
+    assert_int_equal(gw_replay_count(r), 3);
+    gw_replay_clear(r);
+    assert_int_equal(gw_replay_count(r), 0);
+    run(r, after, sizeof(after) / sizeof(after[0]));
+    gw_replay_free(r);
+    gw_replay_clear(NULL);
+}
+
 static void test_lengths(void **state)
 {
     unsigned char big[GW_MAX_TID_LEN + GW_MAX_NONCE_LEN + 2];
@@ -123,9 +151,8 @@ static void test_lengths(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_replay_and_reuse),
-        cmocka_unit_test(test_full),
-        cmocka_unit_test(test_identity_share),
+        cmocka_unit_test(test_replay_and_reuse), cmocka_unit_test(test_full),
+        cmocka_unit_test(test_identity_share),   cmocka_unit_test(test_clear),
         cmocka_unit_test(test_lengths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,4 +1,4 @@
-/* Transaction table: caps, duplicates, exclusive check-out, reservations, expiry order. */
+/* Transaction table: caps, duplicates, exclusive check-out, reservations, expiry order, clearing. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -144,6 +144,34 @@ static void test_expiry_order(void **state)
     gw_txn_table_free(t, on_expired, NULL);
 }
 
+/* Clearing hands every open entry over and counts the slots still reserved or checked out. */
+static void test_clear(void **state)
+{
+    struct gw_txn_table *t = gw_txn_table_new(4, 2);
+
+    (void)state;
+    n_seen = 0;
+    assert_int_equal(gw_txn_put(t, mk("a", "x", 10)), 0);
+    assert_int_equal(gw_txn_put(t, mk("b", "x", 20)), 0);
+    assert_int_equal(gw_txn_reserve(t, (const unsigned char *)"c", 1, "y"), 0);
+    assert_int_equal(gw_txn_put(t, mk("d", "y", 40)), 0);
+    gw_txn_free(gw_txn_take(t, (const unsigned char *)"d", 1));
+    assert_int_equal(gw_txn_table_clear(t, on_expired, NULL), 2); /* "c" reserved, "d" checked out */
+    assert_int_equal(n_seen, 2);
+    assert_true(seen[0] == 10 && seen[1] == 20);
+    assert_int_equal(gw_txn_count(t), 0);
+    assert_int_equal(gw_txn_count_identity(t, "x"), 0);
+    assert_int_equal(gw_txn_count_identity(t, "y"), 0);
+    assert_false(gw_txn_contains(t, (const unsigned char *)"c", 1));
+    /* the caps count from zero again */
+    assert_int_equal(gw_txn_reserve(t, (const unsigned char *)"c", 1, "x"), 0);
+    assert_int_equal(gw_txn_reserve(t, (const unsigned char *)"e", 1, "x"), 0);
+    assert_int_equal(gw_txn_table_clear(t, NULL, NULL), 2);
+    assert_int_equal(gw_txn_table_clear(t, NULL, NULL), 0);
+    assert_int_equal(gw_txn_table_clear(NULL, NULL, NULL), 0);
+    gw_txn_table_free(t, NULL, NULL);
+}
+
 #define THREADS 4
 #define PER_THREAD 200
 
@@ -187,6 +215,7 @@ int main(void)
         cmocka_unit_test(test_tid_lengths),
         cmocka_unit_test(test_caps),
         cmocka_unit_test(test_expiry_order),
+        cmocka_unit_test(test_clear),
         cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

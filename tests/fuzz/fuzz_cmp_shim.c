@@ -1,0 +1,176 @@
+/*
+ * fuzz_cmp_shim: the DER walks of gateway/cmp_shim.c on whatever OpenSSL decodes, without the
+ * engine's signature checks in front of them (cheaper per input than fuzz_cmp_request, and every
+ * walk is reached, not only those an authenticated request gets to). The input is one PKIMessage;
+ * the parts OpenSSL hands the engine's callbacks (CertReqMsg, PKIStatusInfo, ITAV values) are cut
+ * out of it here as OpenSSL would pass them.
+ */
+#include "fuzz.h"
+
+#include <openssl/asn1.h>
+#include <openssl/cmp.h>
+#include <openssl/crmf.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#include "gateway/cmp_shim.h"
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    fuzz_quiet();
+    return 0;
+}
+
+/* One DER element: [start, start + total) whole, [cont, cont + len) its content. */
+struct elem {
+    const unsigned char *start, *cont;
+    long len, total;
+    int tag;
+};
+
+/* The element at *pp within |end|; advances *pp past it. 1, or 0 at the end or on bad DER. */
+static int next(const unsigned char **pp, const unsigned char *end, struct elem *e)
+{
+    const unsigned char *q = *pp;
+    int cls, ret;
+
+    if (q >= end)
+        return 0;
+    ret = ASN1_get_object(&q, &e->len, &e->tag, &cls, end - q);
+    if ((ret & 0x80) != 0 || ret == (V_ASN1_CONSTRUCTED | 1))
+        return 0;
+    e->start = *pp;
+    e->cont = q;
+    e->total = (long)(q - *pp) + e->len;
+    *pp = q + e->len;
+    return 1;
+}
+
+/* ir, cr, kur: CertReqMessages; the certificate-request callback gets one OSSL_CRMF_MSG of it. */
+static void cert_requests(const struct elem *content)
+{
+    const unsigned char *p = content->start;
+    OSSL_CRMF_MSGS *msgs = d2i_OSSL_CRMF_MSGS(NULL, &p, content->total);
+    time_t not_before, not_after;
+
+    for (int i = 0; i < sk_OSSL_CRMF_MSG_num(msgs); i++) {
+        const OSSL_CRMF_MSG *crm = sk_OSSL_CRMF_MSG_value(msgs, i);
+
+        EVP_PKEY_free(gw_shim_tmpl_get1_pubkey(crm));
+        (void)gw_shim_tmpl_validity(crm, &not_before, &not_after);
+        (void)gw_shim_popo_type(crm);
+        (void)gw_shim_popo_hash_bits(crm);
+    }
+    OSSL_CRMF_MSGS_free(msgs);
+}
+
+static void status_info(const struct elem *e)
+{
+    const unsigned char *p = e->start;
+    OSSL_CMP_PKISI *si = d2i_OSSL_CMP_PKISI(NULL, &p, e->total);
+
+    if (si != NULL)
+        (void)gw_shim_pkisi_status(si);
+    OSSL_CMP_PKISI_free(si);
+}
+
+/* certConf: SEQUENCE OF CertStatus { certHash, certReqId, statusInfo PKIStatusInfo OPTIONAL } */
+static void cert_confirms(const struct elem *content)
+{
+    const unsigned char *p = content->cont, *q;
+    struct elem status, field;
+
+    while (next(&p, content->cont + content->len, &status)) {
+        q = status.cont;
+        while (next(&q, status.cont + status.len, &field))
+            if (field.tag == V_ASN1_SEQUENCE)
+                status_info(&field);
+    }
+}
+
+/* error: ErrorMsgContent { pKIStatusInfo, errorCode OPTIONAL, errorDetails OPTIONAL } */
+static void error_status(const struct elem *content)
+{
+    const unsigned char *p = content->cont;
+    struct elem si;
+
+    if (next(&p, content->cont + content->len, &si))
+        status_info(&si);
+}
+
+/* genm: SEQUENCE OF InfoTypeAndValue { infoType OID, infoValue ANY OPTIONAL }, values as OpenSSL holds them
+ */
+static void info_values(const struct elem *content)
+{
+    const unsigned char *p = content->cont, *q, *v;
+    struct elem itav, type, value;
+    ASN1_TYPE *any;
+    time_t t;
+
+    while (next(&p, content->cont + content->len, &itav)) {
+        q = itav.cont;
+        if (!next(&q, itav.cont + itav.len, &type) || type.tag != V_ASN1_OBJECT ||
+            !next(&q, itav.cont + itav.len, &value))
+            continue;
+        v = value.start;
+        any = d2i_ASN1_TYPE(NULL, &v, value.total);
+        (void)gw_shim_crl_status_time(any, &t);
+        ASN1_TYPE_free(any);
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const unsigned char *p = data;
+    OSSL_CMP_MSG *msg = d2i_OSSL_CMP_MSG(NULL, &p, (long)size);
+    unsigned char *der = NULL;
+    struct gw_hdr_info hdr;
+    struct elem top, header, body, content;
+    int len, reason;
+
+    if (msg == NULL)
+        goto out;
+    (void)gw_shim_body_name(OSSL_CMP_MSG_get_bodytype(msg));
+    if (gw_shim_hdr_info(msg, &hdr) == 0)
+        gw_shim_hdr_info_cleanup(&hdr);
+    sk_X509_pop_free(gw_shim_get1_extra_certs(msg), X509_free);
+    (void)gw_shim_rr_reason(msg, &reason);
+    (void)gw_shim_error_code(msg);
+    /* PKIMessage { header, body [type] EXPLICIT content, ... } as OpenSSL encodes what it decoded */
+    if ((len = i2d_OSSL_CMP_MSG(msg, &der)) <= 0)
+        goto out;
+    p = der;
+    if (!next(&p, der + len, &top))
+        goto out;
+    p = top.cont;
+    if (!next(&p, top.cont + top.len, &header) || !next(&p, top.cont + top.len, &body))
+        goto out;
+    p = body.cont;
+    if (!next(&p, body.cont + body.len, &content))
+        goto out;
+    switch (OSSL_CMP_MSG_get_bodytype(msg)) {
+    case GW_CMP_BODY_IR:
+    case GW_CMP_BODY_CR:
+    case GW_CMP_BODY_KUR:
+        cert_requests(&content);
+        break;
+    case GW_CMP_BODY_CERTCONF:
+        cert_confirms(&content);
+        break;
+    case GW_CMP_BODY_ERROR:
+        error_status(&content);
+        break;
+    case GW_CMP_BODY_GENM:
+        info_values(&content);
+        break;
+    default:
+        break;
+    }
+out:
+    OPENSSL_free(der);
+    OSSL_CMP_MSG_free(msg);
+    ERR_clear_error();
+    return 0;
+}

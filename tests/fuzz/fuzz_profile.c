@@ -1,0 +1,182 @@
+/*
+ * fuzz_profile: a client's certificate request through the profile, the request policy and the
+ * local issuer, without the signatures in front of them (fuzz_cmp_signed reaches this only with
+ * templates whose POPO still verifies). The input is one DER CertReqMsg (ir, cr, kur) or PKCS#10
+ * request (p10cr), as OpenSSL hands them to the engine's callback, planned at the seeds' capture
+ * time for two roles of the demo configuration: "default" as it is, and "strict" with every name,
+ * key and validity rule set.
+ *
+ * Beyond the sanitizers, a plan must keep the promises of mappings/profile.h: no keyCertSign or
+ * cRLSign, only the role's SAN types, a subject or a SAN, validity from the backdate to at most
+ * max_ttl. A plan that passes the request policy is issued by the local upstream, and what it
+ * issues must pass gw_policy_check_issued and not be a CA.
+ */
+#include "fuzz.h"
+
+#include <json-c/json.h>
+#include <openssl/crmf.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#include "mappings/policy.h"
+#include "mappings/profile.h"
+#include "upstream/upstream.h"
+
+static struct gw_config *cfg;
+static struct gw_upstream_set *ups;
+static X509_STORE *issuer_store;
+static time_t now;
+
+static void cleanup(void)
+{
+    X509_STORE_free(issuer_store);
+    gw_upstream_set_free(ups);
+    gw_config_free(cfg);
+}
+
+/* "strict": the default role with every rule the profile and the request policy know set. */
+static const char STRICT_ROLE[] =
+    "{\"upstream\": \"local\", \"trust\": [\"demo\"], \"key_usage\": [\"digitalSignature\", "
+    "\"keyEncipherment\"], \"ext_key_usage\": [\"clientAuth\", \"emailProtection\"], \"allowed_san_types\": "
+    "[\"dns\", \"ip\", \"uri\", \"email\"], \"ttl\": \"1h\", \"max_ttl\": \"24h\", \"require_subject\": "
+    "true, "
+    "\"authorization\": {\"allowed_common_names\": [\"fuzz-*\", \"dev-*\"], \"allowed_dns_names\": "
+    "[\"*.example.com\", \"fuzz.example\"], \"allowed_uris\": [\"urn:example:*\"], \"allowed_emails\": "
+    "[\"*@example.com\"], \"allowed_ip_ranges\": [\"10.0.0.0/8\", \"2001:db8::/32\"], \"allowed_key_types\": "
+    "[\"ec:P-256\", \"rsa:2048\", \"ed25519\"]}}";
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    char *demo = fuzz_pki_file("cmpgw.json", NULL), err[GW_ERR_LEN] = "";
+    struct json_object *root = json_tokener_parse(demo), *roles;
+    const struct gw_upstream_conf *local;
+
+    (void)argc;
+    (void)argv;
+    fuzz_quiet();
+    now = fuzz_capture_time();
+    if (root == NULL || !json_object_object_get_ex(root, "roles", &roles))
+        fuzz_die("%s/cmpgw.json is not the demo configuration", FUZZ_PKI);
+    json_object_object_add(roles, "strict", json_tokener_parse(STRICT_ROLE));
+    cfg = fuzz_config(json_object_to_json_string(root));
+    json_object_put(root);
+    free(demo);
+    if ((ups = gw_upstream_set_new(cfg, err)) == NULL)
+        fuzz_die("upstreams: %s", err);
+    /* the engine's store for a local issuer (cmp_policy.c): its own certificate is the anchor */
+    local = gw_upstream_get0_conf(gw_upstream_set_get0(ups, "local"));
+    if ((issuer_store = X509_STORE_new()) == NULL || X509_STORE_add_cert(issuer_store, local->cert) != 1 ||
+        X509_STORE_set_flags(issuer_store, X509_V_FLAG_PARTIAL_CHAIN) != 1)
+        fuzz_die("cannot build the local issuer's store");
+    atexit(cleanup);
+    return 0;
+}
+
+static unsigned san_type(int gen_type)
+{
+    switch (gen_type) {
+    case GEN_DNS:
+        return GW_SAN_DNS;
+    case GEN_IPADD:
+        return GW_SAN_IP;
+    case GEN_URI:
+        return GW_SAN_URI;
+    case GEN_EMAIL:
+        return GW_SAN_EMAIL;
+    default:
+        return 0;
+    }
+}
+
+static void check_plan(const struct gw_role *role, const struct gw_cert_plan *plan)
+{
+    time_t max_ttl = role->max_ttl != 0 ? (time_t)role->max_ttl : GW_DEFAULT_MAX_TTL;
+
+    if (plan->subject == NULL || plan->pubkey == NULL)
+        fuzz_die("role %s: a plan without a subject or a key", role->name);
+    if ((plan->key_usage & (KU_KEY_CERT_SIGN | KU_CRL_SIGN)) != 0)
+        fuzz_die("role %s: a plan with a CA's key usage 0x%x", role->name, plan->key_usage);
+    if (X509_NAME_entry_count(plan->subject) == 0 && sk_GENERAL_NAME_num(plan->sans) <= 0)
+        fuzz_die("role %s: a plan that names no one", role->name);
+    for (int i = 0; i < sk_GENERAL_NAME_num(plan->sans); i++) {
+        unsigned t = san_type(sk_GENERAL_NAME_value(plan->sans, i)->type);
+
+        if (t == 0 || (role->allowed_san_types & t) == 0)
+            fuzz_die("role %s: a plan with a SAN of type %d", role->name,
+                     sk_GENERAL_NAME_value(plan->sans, i)->type);
+    }
+    if (plan->not_before != now - GW_BACKDATE_SECS || plan->not_after <= now ||
+        plan->not_after > now + max_ttl)
+        fuzz_die("role %s: validity %lld..%lld planned at %lld", role->name, (long long)plan->not_before,
+                 (long long)plan->not_after, (long long)now);
+}
+
+/* What the local issuer makes of an accepted plan: within the policy, never a CA. */
+static void issue(const struct gw_role *role, const struct gw_cert_plan *plan, const X509_REQ *csr)
+{
+    struct gw_sign_req sreq = {.role = role, .plan = plan, .csr = csr, .request_id = "fuzz"};
+    struct gw_sign_result res;
+    enum gw_issued_verdict v;
+    char err[GW_ERR_LEN] = "";
+
+    gw_upstream_sign_wait(gw_upstream_set_get0(ups, "local"), &sreq, &res);
+    if (res.status == 0 && res.cert != NULL) {
+        v = gw_policy_check_issued(role, plan, res.cert, res.chain, issuer_store, now, err);
+        if (v != GW_ISSUED_OK && v != GW_ISSUED_MODIFIED)
+            fuzz_die("role %s: the local issuer's certificate is refused (%d): %s", role->name, (int)v, err);
+        if (X509_check_ca(res.cert) != 0)
+            fuzz_die("role %s: the local issuer made a CA certificate", role->name);
+    }
+    gw_sign_result_cleanup(&res);
+}
+
+static void plan_for(const char *role_name, const struct gw_cert_req *req)
+{
+    const struct gw_role *role = gw_config_role(cfg, role_name, strlen(role_name));
+    struct gw_cert_plan plan;
+    char err[GW_ERR_LEN] = "";
+    int fail_info;
+
+    if (gw_cert_plan_make(role, req, now, &plan, &fail_info, err) == 0) {
+        check_plan(role, &plan);
+        if (gw_policy_check_request(role, &plan, &fail_info, err) == 0)
+            issue(role, &plan, req->csr);
+    } else if (err[0] == '\0') {
+        fuzz_die("role %s: a refused plan without a reason", role_name);
+    }
+    gw_cert_plan_cleanup(&plan);
+}
+
+static void plan_all(const struct gw_cert_req *req)
+{
+    plan_for("default", req);
+    plan_for("strict", req);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static const enum gw_req_kind kinds[] = {GW_REQ_IR, GW_REQ_CR, GW_REQ_KUR};
+    const unsigned char *p = data;
+    OSSL_CRMF_MSG *crm = d2i_OSSL_CRMF_MSG(NULL, &p, (long)size);
+    X509_REQ *csr = NULL;
+    struct gw_cert_req req;
+    char err[GW_ERR_LEN];
+
+    if (crm != NULL) {
+        for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+            gw_cert_req_init(&req);
+            if (gw_cert_req_from_crmf(kinds[i], crm, &req, err) == 0)
+                plan_all(&req);
+            gw_cert_req_cleanup(&req);
+        }
+    } else if (p = data, (csr = d2i_X509_REQ(NULL, &p, (long)size)) != NULL) {
+        gw_cert_req_init(&req);
+        if (gw_cert_req_from_p10(csr, &req, err) == 0)
+            plan_all(&req);
+        gw_cert_req_cleanup(&req);
+    }
+    OSSL_CRMF_MSG_free(crm);
+    X509_REQ_free(csr);
+    ERR_clear_error();
+    return 0;
+}
