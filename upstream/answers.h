@@ -1,8 +1,8 @@
 /*
- * The answers of the JSON upstreams, parsed by pure functions: Vault / OpenBao PKI (vault.c) hands
- * the bodies it receives to these, and reads nothing of an answer otherwise.
+ * The answers of the JSON upstreams, parsed by pure functions: Vault / OpenBao PKI (vault.c) and
+ * cfssl (cfssl.c) hand the bodies they receive to these, and read nothing of an answer otherwise.
  *
- * Every gw_vault_parse_* function:
+ * Every gw_vault_parse_* and gw_cfssl_parse_* function:
  *  - reads exactly |len| bytes of |body| (no NUL terminator needed; NULL with len 0 is an empty
  *    answer) and nothing else: no I/O, no upstream object, no global state, no setup. Any bytes are
  *    a valid input;
@@ -12,7 +12,7 @@
  *    answer: nothing is clamped, cast or defaulted in its place;
  *  - returns 0 with |out| filled; GW_ERR_UPSTREAM with a one-line reason in |err| (GW_ERR_LEN) naming
  *    the field and what is wrong; or GW_ERR_NOMEM. A reason about the document as a whole starts
- *    "not Vault JSON: ";
+ *    "not Vault JSON: " or "not a cfssl envelope: ";
  *  - leaves in |out| only what it owns: strings are copied, certificates are new objects (get1: the
  *    caller owns them through |out|). The matching *_cleanup frees them and is safe on a zeroed,
  *    filled or failed |out|; a caller that keeps a certificate takes it and sets the field to NULL.
@@ -106,5 +106,42 @@ extern const struct gw_vault_usage gw_vault_key_usages[];
 extern const size_t gw_vault_n_key_usages;
 extern const struct gw_vault_usage gw_vault_ext_key_usages[];
 extern const size_t gw_vault_n_ext_key_usages;
+
+/* ---- cfssl ---- */
+
+/* cfssl's envelope (api.Response): {"success", "result", "errors": [{code, message}], "messages"}. */
+struct gw_cfssl_envelope {
+    bool success;
+    long code;                    /* errors[0].code, 0 to GW_MAX_CFSSL_CODE; 0 if none */
+    char message[GW_ERR_LEN / 2]; /* errors[0].message, control characters replaced; "" if none */
+};
+
+/*
+ * gw_cfssl_parse_envelope checks the envelope only (revoke: its result is not read). 0 is a
+ * well-formed answer, whether it says success or failure: |out->success| tells.
+ */
+int gw_cfssl_parse_envelope(const char *body, size_t len, struct gw_cfssl_envelope *out, char *err);
+
+/*
+ * sign and authsign ({"result": {"certificate"}}) and info ({"result": {"certificate", ...}}: cfssl's
+ * CA): 0 with |out->cert| set (exactly one certificate) when |out->env.success|, else 0 with no
+ * certificate and cfssl's error in |out->env|.
+ */
+struct gw_cfssl_cert {
+    struct gw_cfssl_envelope env;
+    X509 *cert;
+};
+int gw_cfssl_parse_sign(const char *body, size_t len, struct gw_cfssl_cert *out, char *err);
+int gw_cfssl_parse_info(const char *body, size_t len, struct gw_cfssl_cert *out, char *err);
+void gw_cfssl_cert_cleanup(struct gw_cfssl_cert *c);
+
+/* crl: {"result": "<base64 of a DER CRL>"}; |out->der| (malloc'd, |out->len| bytes) is exactly one CRL. */
+struct gw_cfssl_crl {
+    struct gw_cfssl_envelope env;
+    unsigned char *der;
+    size_t len;
+};
+int gw_cfssl_parse_crl(const char *body, size_t len, struct gw_cfssl_crl *out, char *err);
+void gw_cfssl_crl_cleanup(struct gw_cfssl_crl *c);
 
 #endif
