@@ -75,6 +75,16 @@
 #define GW_ROLE_POLICY_TTL 60              /* seconds an upstream role policy stays cached */
 #define GW_MAX_ROLE_USAGES 64              /* usage names or OIDs read from one field of an upstream role */
 #define GW_MAX_UPSTREAM_INFLIGHT 100000
+/* what one upstream JSON answer may hold (upstream/answers.h); beyond it the answer is refused */
+#define GW_MAX_VAULT_LEASE (10 * 365 * 24 * 3600) /* a Vault login's lease_duration, seconds */
+#define GW_MAX_UPSTREAM_PEM (64 * 1024)           /* one PEM string: a certificate, a CA, a ca_chain entry */
+#define GW_MAX_UPSTREAM_CHAIN 16                  /* CA certificates of one answer's chain */
+#define GW_MAX_UPSTREAM_MESSAGES 16               /* entries of an answer's errors, warnings or messages */
+#define GW_MAX_UPSTREAM_MESSAGE (4 * 1024)        /* one of them, bytes */
+#define GW_MAX_UPSTREAM_TIME 253402300799LL       /* a Unix time: 9999-12-31T23:59:59Z (RFC 5280 §4.1.2.5) */
+#define GW_MAX_CFSSL_CODE 99999                   /* cfssl error codes: category * 1000 + reason */
+#define GW_MAX_KEY_TYPE_LEN 15                    /* an upstream role's key_type ("rsa", "ec", "ed25519") */
+#define GW_MAX_SERIAL_OCTETS 20                   /* a certificate serial number (RFC 5280 §4.1.2.2) */
 #define GW_MAX_CHECK_AFTER 60 /* seconds: the longest checkAfter a pollRep asks (polling) */
 
 /* certificates */

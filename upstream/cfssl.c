@@ -31,6 +31,7 @@
 #include "gateway/err.h"
 #include "gateway/limits.h"
 #include "gateway/log.h"
+#include "upstream/answers.h"
 #include "upstream/http_client.h"
 #include "upstream/upstream.h"
 
@@ -52,14 +53,23 @@ struct cfssl {
     STACK_OF(X509) *chain; /* cfssl's CA (info), then the issuer_ca certificates; NULL until fetched */
 };
 
-/* One cfssl answer, reduced: status 0 with |result| (borrowed from |root|), or an error. */
+/* What an endpoint's answer holds beside the envelope, and which parser reads it (answers.h). */
+enum reading {
+    READ_ENVELOPE, /* revoke: nothing */
+    READ_SIGN,     /* sign, authsign: the certificate */
+    READ_INFO,     /* info: cfssl's CA certificate */
+    READ_CRL,      /* crl: a DER CRL */
+};
+
+/* One cfssl answer, reduced: status 0 with what it holds, or an error. Owned; answer_cleanup frees it. */
 struct answer {
-    json_object *root;
-    json_object *result;
     int status;    /* 0 or a negative enum gw_err */
     int fail_info; /* OSSL_CMP_PKIFAILUREINFO_* */
     long code;     /* cfssl's errors[0].code, 0 if none */
     char reason[GW_ERR_LEN];
+    X509 *cert;         /* READ_SIGN, READ_INFO */
+    unsigned char *der; /* READ_CRL */
+    size_t der_len;
 };
 
 /* How a cfssl error becomes a CMP failInfo: by code range, then by message for the HTTP-level code 400. */
@@ -98,7 +108,8 @@ static const char *name_of(const struct gw_upstream_conf *conf)
 
 static void answer_cleanup(struct answer *a)
 {
-    json_object_put(a->root);
+    X509_free(a->cert);
+    free(a->der);
     memset(a, 0, sizeof(*a));
 }
 
@@ -116,52 +127,15 @@ static void answer_fail(struct answer *a, int status, int fail_info, const char 
     va_end(ap);
 }
 
-/* Copies an upstream-supplied message, replacing control characters (it ends up in logs and statusString). */
-static void copy_message(char *out, size_t cap, const char *in)
+/* An error envelope (any status), or none (|env| NULL) -> failInfo and a reason naming cfssl's message and
+ * code. */
+static void classify_error(struct answer *a, const char *up, long http_status,
+                           const struct gw_cfssl_envelope *env)
 {
+    const char *msg = env != NULL ? env->message : "";
     size_t i;
 
-    for (i = 0; in != NULL && in[i] != '\0' && i + 1 < cap; i++)
-        out[i] = (unsigned char)in[i] < 0x20 || in[i] == 0x7f ? '?' : in[i];
-    out[i] = '\0';
-}
-
-static const char *json_str(json_object *obj, const char *key)
-{
-    json_object *v;
-
-    if (!json_object_object_get_ex(obj, key, &v) || !json_object_is_type(v, json_type_string))
-        return NULL;
-    return json_object_get_string(v);
-}
-
-/* The envelope's first error as (code, message); 0 and "" if it has none. */
-static long first_error(json_object *root, char *msg, size_t cap)
-{
-    json_object *errors, *e0, *code;
-
-    msg[0] = '\0';
-    if (!json_object_object_get_ex(root, "errors", &errors) ||
-        !json_object_is_type(errors, json_type_array) || json_object_array_length(errors) == 0)
-        return 0;
-    e0 = json_object_array_get_idx(errors, 0);
-    if (!json_object_is_type(e0, json_type_object))
-        return 0;
-    copy_message(msg, cap, json_str(e0, "message"));
-    if (!json_object_object_get_ex(e0, "code", &code) || !json_object_is_type(code, json_type_int))
-        return 0;
-    return (long)json_object_get_int64(code);
-}
-
-/* An error envelope (any status) -> failInfo and a reason naming cfssl's message and code. */
-static void classify_error(struct answer *a, const char *up, long http_status)
-{
-    char msg[GW_ERR_LEN / 2];
-    size_t i;
-
-    a->code = a->root != NULL ? first_error(a->root, msg, sizeof(msg)) : 0;
-    if (a->root == NULL)
-        msg[0] = '\0';
+    a->code = env != NULL ? env->code : 0;
     if (http_status >= 500) {
         answer_fail(a, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
                     "cfssl %s failed (HTTP %ld): %s (code %ld)", up, http_status, msg[0] ? msg : "no message",
@@ -182,17 +156,45 @@ static void classify_error(struct answer *a, const char *up, long http_status)
                 a->code);
 }
 
+/* Has |what|'s parser read |rsp| into |a|: 0, or the parser's gw_err with the reason in |why|. */
+static int read_answer(const struct gw_http_response *rsp, enum reading what, struct gw_cfssl_envelope *env,
+                       struct answer *a, char *why)
+{
+    struct gw_cfssl_cert cert;
+    struct gw_cfssl_crl crl;
+    int rc;
+
+    switch (what) {
+    case READ_SIGN:
+    case READ_INFO:
+        rc = what == READ_SIGN ? gw_cfssl_parse_sign(rsp->body, rsp->body_len, &cert, why)
+                               : gw_cfssl_parse_info(rsp->body, rsp->body_len, &cert, why);
+        *env = cert.env;
+        a->cert = cert.cert;
+        return rc;
+    case READ_CRL:
+        rc = gw_cfssl_parse_crl(rsp->body, rsp->body_len, &crl, why);
+        *env = crl.env;
+        a->der = crl.der;
+        a->der_len = crl.len;
+        return rc;
+    case READ_ENVELOPE:
+        break;
+    }
+    return gw_cfssl_parse_envelope(rsp->body, rsp->body_len, env, why);
+}
+
 /*
- * call_as sends |method| to |endpoint| and reduces the answer, whose "result" must be of type |want|
- * (worker). Error bodies come as text/plain but are JSON (Go http.Error), so the body is parsed
- * whatever the Content-Type says.
+ * call_as sends |method| to |endpoint| and reduces the answer with |what|'s parser (worker): a
+ * success needs HTTP 200, "success": true and a result that reads. Error bodies come as text/plain
+ * but are JSON (Go http.Error), so the body is parsed whatever the Content-Type says.
  */
 static void call_as(struct cfssl *c, const struct gw_upstream_conf *conf, const char *method,
-                    const char *endpoint, const char *body, json_type want, struct answer *a)
+                    const char *endpoint, const char *body, enum reading what, struct answer *a)
 {
     struct gw_http_response rsp;
-    json_tokener *tok = NULL;
-    json_object *success;
+    struct gw_cfssl_envelope env;
+    char why[GW_ERR_LEN];
     int rc;
 
     memset(a, 0, sizeof(*a));
@@ -208,48 +210,36 @@ static void call_as(struct cfssl *c, const struct gw_upstream_conf *conf, const 
                     name_of(conf), conf->url, rsp.error[0] ? rsp.error : gw_err_str(rc));
         goto out;
     }
-    if ((tok = json_tokener_new()) != NULL) {
-        a->root = json_tokener_parse_ex(tok, rsp.body, (int)rsp.body_len);
-        if (a->root != NULL && (json_tokener_get_error(tok) != json_tokener_success ||
-                                !json_object_is_type(a->root, json_type_object))) {
-            json_object_put(a->root);
-            a->root = NULL;
-        }
-    }
-    if (rsp.status == 200 && a->root != NULL && json_object_object_get_ex(a->root, "success", &success) &&
-        json_object_get_boolean(success) && json_object_object_get_ex(a->root, "result", &a->result) &&
-        json_object_is_type(a->result, want))
+    rc = read_answer(&rsp, what, &env, a, why);
+    if (rc == 0 && env.success && rsp.status == 200)
         goto out;
-    a->result = NULL;
-    if (a->root == NULL && rsp.status < 500)
+    if (rc == GW_ERR_NOMEM)
+        answer_fail(a, rc, OSSL_CMP_PKIFAILUREINFO_systemFailure, "cfssl %s: out of memory", name_of(conf));
+    else if (rc != 0 && rsp.status < 500) /* a broken 5xx body says no more than its status */
         answer_fail(a, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                    "cfssl %s: HTTP %ld with an answer that is not a cfssl envelope", name_of(conf),
-                    rsp.status);
+                    "cfssl %s: the %s answer (HTTP %ld) is refused: %.150s", name_of(conf),
+                    strrchr(endpoint, '/') + 1, rsp.status, why);
     else
-        classify_error(a, name_of(conf), rsp.status);
+        classify_error(a, name_of(conf), rsp.status, rc == 0 ? &env : NULL);
 out:
-    if (tok != NULL)
-        json_tokener_free(tok); /* json-c 0.16 does not take NULL */
+    if (a->status != 0) {
+        X509_free(a->cert);
+        free(a->der);
+        a->cert = NULL;
+        a->der = NULL;
+        a->der_len = 0;
+    }
     gw_http_response_cleanup(&rsp);
 }
 
-/* call POSTs |body| to |endpoint|; the result is an object. */
+/* call POSTs |body| to |endpoint|. */
 static void call(struct cfssl *c, const struct gw_upstream_conf *conf, const char *endpoint, const char *body,
-                 struct answer *a)
+                 enum reading what, struct answer *a)
 {
-    call_as(c, conf, "POST", endpoint, body, json_type_object, a);
+    call_as(c, conf, "POST", endpoint, body, what, a);
 }
 
 /* ---- the CA chain (info) ---- */
-
-static X509 *pem_to_x509(const char *pem)
-{
-    BIO *bio = pem != NULL ? BIO_new_mem_buf(pem, -1) : NULL;
-    X509 *x = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
-
-    BIO_free(bio);
-    return x;
-}
 
 /* cfssl's CA certificate, then the configured issuer_ca certificates that differ from it. */
 static STACK_OF(X509) *make_chain(X509 *ca, const struct gw_upstream_conf *conf)
@@ -278,24 +268,16 @@ err:
 /* Fetches cfssl's CA certificate; caller holds c->lock. Fills |a| with the failure, if any. */
 static void fetch_chain_locked(struct cfssl *c, const struct gw_upstream_conf *conf, struct answer *a)
 {
-    X509 *ca = NULL;
     STACK_OF(X509) *chain;
 
-    call(c, conf, EP_INFO, "{\"profile\":\"\"}", a);
+    call(c, conf, EP_INFO, "{\"profile\":\"\"}", READ_INFO, a);
     if (a->status != 0)
         return;
-    if ((ca = pem_to_x509(json_str(a->result, "certificate"))) == NULL) {
-        answer_fail(a, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                    "cfssl %s: info returned no readable CA certificate", name_of(conf));
-        return;
-    }
-    if ((chain = make_chain(ca, conf)) == NULL) {
+    if ((chain = make_chain(a->cert, conf)) == NULL) {
         answer_fail(a, GW_ERR_NOMEM, OSSL_CMP_PKIFAILUREINFO_systemFailure, "cfssl %s: out of memory",
                     name_of(conf));
-        X509_free(ca);
         return;
     }
-    X509_free(ca);
     sk_X509_pop_free(c->chain, X509_free);
     c->chain = chain;
 }
@@ -558,20 +540,13 @@ static int signed_by(X509 *cert, STACK_OF(X509) *chain)
     return pk != NULL && X509_verify(cert, pk) == 1;
 }
 
-/* The issued certificate and its chain into |res|. */
-static void take_certificate(struct cfssl *c, const struct gw_upstream_conf *conf, const struct answer *a,
+/* The issued certificate |cert| (taken over) and its chain into |res|. */
+static void take_certificate(struct cfssl *c, const struct gw_upstream_conf *conf, X509 *cert,
                              STACK_OF(X509) *chain, struct gw_sign_result *res)
 {
     struct answer again;
-    X509 *cert = pem_to_x509(json_str(a->result, "certificate"));
 
     memset(&again, 0, sizeof(again));
-    if (cert == NULL) {
-        answer_fail(&again, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                    "cfssl %s: the sign answer holds no readable certificate", name_of(conf));
-        set_error(res, &again);
-        goto out;
-    }
     if (!signed_by(cert, chain)) {
         sk_X509_pop_free(chain, X509_free);
         if ((chain = get1_chain(c, conf, 1, &again)) == NULL || !signed_by(cert, chain)) {
@@ -626,10 +601,11 @@ static void sign_sync(struct cfssl *c, const struct gw_upstream_conf *conf, cons
                     "cfssl %s: cannot authenticate the request", name_of(conf));
         goto fail;
     }
-    call(c, conf, conf->auth_key != NULL ? EP_AUTHSIGN : EP_SIGN, body, &a);
+    call(c, conf, conf->auth_key != NULL ? EP_AUTHSIGN : EP_SIGN, body, READ_SIGN, &a);
     if (a.status != 0)
         goto fail;
-    take_certificate(c, conf, &a, chain, res);
+    take_certificate(c, conf, a.cert, chain, res);
+    a.cert = NULL;
     chain = NULL;
     goto out;
 fail:
@@ -696,7 +672,7 @@ static int revoke_once(struct cfssl *c, const struct gw_upstream_conf *conf, con
         snprintf(err, GW_ERR_LEN, "cfssl %s: out of memory", name_of(conf));
         return GW_ERR_NOMEM;
     }
-    call(c, conf, EP_REVOKE, body, &a);
+    call(c, conf, EP_REVOKE, body, READ_ENVELOPE, &a);
     free(body);
     rc = a.status;
     if (rc != 0) {
@@ -792,44 +768,20 @@ static int cfssl_crl(struct gw_upstream *up, unsigned char **der, size_t *len, c
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
     struct cfssl *c = gw_upstream_get0_impl(up);
-    const unsigned char *p;
-    const char *b64text;
-    X509_CRL *crl = NULL;
     struct answer a;
-    size_t n, pad = 0;
-    int rc = GW_ERR_UPSTREAM, got;
+    int rc = 0;
 
-    call_as(c, conf, "GET", EP_CRL, NULL, json_type_string, &a);
+    *der = NULL;
+    *len = 0;
+    call_as(c, conf, "GET", EP_CRL, NULL, READ_CRL, &a);
     if (a.status != 0) {
         snprintf(err, GW_ERR_LEN, "%s", a.reason);
         rc = a.status == GW_ERR_POLICY ? GW_ERR_UPSTREAM : a.status;
-        goto out;
+    } else {
+        *der = a.der;
+        *len = a.der_len;
+        a.der = NULL;
     }
-    b64text = json_object_get_string(a.result);
-    n = strlen(b64text);
-    if (n == 0 || n % 4 != 0 || n > GW_MAX_UPSTREAM_BODY || (*der = malloc(n / 4 * 3)) == NULL) {
-        snprintf(err, GW_ERR_LEN, "cfssl %s: the CRL is not base64 of a usable size", name_of(conf));
-        goto out;
-    }
-    pad = (b64text[n - 1] == '=') + (n > 1 && b64text[n - 2] == '=');
-    if ((got = EVP_DecodeBlock(*der, (const unsigned char *)b64text, (int)n)) < 0 || (size_t)got < pad) {
-        snprintf(err, GW_ERR_LEN, "cfssl %s: the CRL is not base64", name_of(conf));
-        goto out;
-    }
-    *len = (size_t)got - pad; /* EVP_DecodeBlock counts the padding as zero bytes */
-    p = *der;
-    if ((crl = d2i_X509_CRL(NULL, &p, (long)*len)) == NULL || p != *der + *len) {
-        snprintf(err, GW_ERR_LEN, "cfssl %s: the answer is not a DER CRL", name_of(conf));
-        goto out;
-    }
-    rc = 0;
-out:
-    if (rc != 0) {
-        free(*der);
-        *der = NULL;
-        *len = 0;
-    }
-    X509_CRL_free(crl);
     answer_cleanup(&a);
     return rc;
 }

@@ -63,9 +63,9 @@ struct gw_role_policy {
     bool allow_any_name, allow_subdomains, allow_bare_domains, allow_glob_domains, allow_localhost;
     bool allow_ip_sans;
     bool enforce_hostnames;
-    char key_type[16];      /* "rsa", "ec", "ed25519", "any" */
-    int key_bits;           /* 0 = any */
-    uint32_t max_ttl;       /* seconds, 0 = none */
+    char key_type[GW_MAX_KEY_TYPE_LEN + 1]; /* "rsa", "ec", "ed25519", "any" */
+    int key_bits;                           /* 0 = any */
+    uint32_t max_ttl;                       /* seconds, 0 = none */
     unsigned key_usage;     /* KU_* bits: what it puts into every certificate, whatever the request */
     unsigned ext_key_usage; /* enum gw_eku bits: likewise */
     /* an extendedKeyUsage it grants that no role can allow, as the upstream names it (Vault "Any",

@@ -34,11 +34,11 @@
 #include "gateway/err.h"
 #include "gateway/limits.h"
 #include "gateway/log.h"
+#include "upstream/answers.h"
 #include "upstream/http_client.h"
 #include "upstream/upstream.h"
 #include "../gateway/clock.h"
 
-#define SERIAL_HEX_LEN (3 * 20 + 1)     /* RFC 5280 §4.1.2.2: at most 20 octets, "aa:" each */
 #define SAN_LIST_LEN (GW_MAX_SANS * 80) /* one comma-separated SAN list of a request */
 
 struct vault {
@@ -77,62 +77,6 @@ static void free_token(char *t)
 {
     if (t != NULL)
         OPENSSL_clear_free(t, strlen(t));
-}
-
-/* ---- JSON helpers ---- */
-
-static json_object *parse_json(const char *s, size_t len)
-{
-    json_tokener *tok = json_tokener_new();
-    json_object *o = NULL;
-
-    if (tok == NULL || s == NULL || len > INT32_MAX)
-        goto out;
-    o = json_tokener_parse_ex(tok, s, (int)len);
-    if (json_tokener_get_error(tok) != json_tokener_success || json_tokener_get_parse_end(tok) != len ||
-        !json_object_is_type(o, json_type_object)) {
-        json_object_put(o);
-        o = NULL;
-    }
-out:
-    json_tokener_free(tok);
-    return o;
-}
-
-/* The member |key| of |o| if it has type |type|, else NULL (borrowed). */
-static json_object *member(json_object *o, const char *key, json_type type)
-{
-    json_object *m = NULL;
-
-    if (o == NULL || !json_object_object_get_ex(o, key, &m) || !json_object_is_type(m, type))
-        return NULL;
-    return m;
-}
-
-static const char *member_str(json_object *o, const char *key)
-{
-    json_object *m = member(o, key, json_type_string);
-
-    return m != NULL ? json_object_get_string(m) : NULL;
-}
-
-/* Joins the strings of array |key| of |o| with "; " into |buf|; "" when there are none. */
-static void join_strings(json_object *o, const char *key, char *buf, size_t cap)
-{
-    json_object *a = member(o, key, json_type_array);
-    size_t i, n = a != NULL ? json_object_array_length(a) : 0, used = 0;
-
-    buf[0] = '\0';
-    for (i = 0; i < n && used + 1 < cap; i++) {
-        json_object *e = json_object_array_get_idx(a, i);
-
-        if (!json_object_is_type(e, json_type_string))
-            continue;
-        used += (size_t)snprintf(buf + used, cap - used, "%s%s", used != 0 ? "; " : "",
-                                 json_object_get_string(e));
-        if (used >= cap)
-            used = cap - 1;
-    }
 }
 
 /* ---- token state ---- */
@@ -176,16 +120,17 @@ static int add_namespace(const struct vault *v, char *hdr, size_t cap, const cha
 /* POST auth/<mount>/login with the TLS client certificate (notes/upstream-apis.md §1.7). */
 static int cert_login(struct vault *v, char **token, uint32_t *lease, char *err)
 {
-    char path[GW_MAX_PATH_LEN], ns[GW_MAX_MOUNT_LEN + 32];
+    char path[GW_MAX_PATH_LEN], ns[GW_MAX_MOUNT_LEN + 32], why[GW_ERR_LEN];
     const char *headers[2] = {NULL, NULL};
     struct gw_http_response rsp;
-    json_object *req = json_object_new_object(), *root = NULL, *auth;
-    const char *tok;
-    char msg[GW_ERR_LEN];
+    struct gw_vault_login login;
+    struct gw_vault_error e;
+    json_object *req = json_object_new_object();
     size_t nh = 0;
     int rc = GW_ERR_UPSTREAM;
 
     memset(&rsp, 0, sizeof(rsp));
+    memset(&login, 0, sizeof(login));
     if (req == NULL || add_namespace(v, ns, sizeof(ns), headers, &nh) != 0) {
         set_err(err, "Vault cert login: cannot build the request");
         goto out;
@@ -199,22 +144,24 @@ static int cert_login(struct vault *v, char **token, uint32_t *lease, char *err)
         set_err(err, "Vault cert login: %s", rsp.error);
         goto out;
     }
-    root = parse_json(rsp.body, rsp.body_len);
-    join_strings(root, "errors", msg, sizeof(msg));
-    auth = member(root, "auth", json_type_object);
-    if (rsp.status != 200 || (tok = member_str(auth, "client_token")) == NULL || tok[0] == '\0' ||
-        strlen(tok) > GW_MAX_VAULT_TOKEN_LEN) {
+    if (rsp.status != 200) {
+        if (gw_vault_parse_error(rsp.body, rsp.body_len, &e, why) != 0)
+            snprintf(e.message, sizeof(e.message), "%s", why);
         set_err(err, "Vault cert login refused the gateway (HTTP %ld): %s", rsp.status,
-                msg[0] != '\0' ? msg : "no client_token in the answer");
+                e.message[0] != '\0' ? e.message : "no error message");
         rc = rsp.status == 403 || rsp.status == 400 ? GW_ERR_FORBIDDEN : GW_ERR_UPSTREAM;
         goto out;
     }
-    *lease = (uint32_t)json_object_get_int64(member(auth, "lease_duration", json_type_int));
-    rc = (*token = strdup(tok)) != NULL ? 0 : GW_ERR_NOMEM;
+    if ((rc = gw_vault_parse_login(rsp.body, rsp.body_len, &login, why)) != 0) {
+        set_err(err, "Vault cert login: the answer is refused: %s", why);
+        goto out;
+    }
+    *lease = login.lease_duration;
+    rc = (*token = strdup(login.client_token)) != NULL ? 0 : GW_ERR_NOMEM;
 out:
-    if (root != NULL) /* the token is inside: wipe the answer */
+    if (rsp.body != NULL) /* the token is inside: wipe the answer */
         OPENSSL_cleanse(rsp.body, rsp.body_len);
-    json_object_put(root);
+    gw_vault_login_cleanup(&login);
     json_object_put(req);
     gw_http_response_cleanup(&rsp);
     return rc;
@@ -415,16 +362,14 @@ static const struct {
 /* map_error fills |status|, |fail_info| and |reason| for an answer that is not a success. */
 static void map_error(const struct gw_http_response *rsp, int *status, int *fail_info, char *reason)
 {
-    json_object *root = parse_json(rsp->body, rsp->body_len);
+    struct gw_vault_error e;
     char msg[GW_ERR_LEN];
     long st = rsp->status;
     size_t i;
 
-    join_strings(root, "errors", msg, sizeof(msg));
-    if (root == NULL)
-        snprintf(msg, sizeof(msg), "the answer is not Vault JSON");
-    else if (msg[0] == '\0')
-        snprintf(msg, sizeof(msg), "no error message");
+    /* an error answer that is not Vault's is still the status's error: the reason says what is wrong */
+    if (gw_vault_parse_error(rsp->body, rsp->body_len, &e, msg) == 0)
+        snprintf(msg, sizeof(msg), "%s", e.message[0] != '\0' ? e.message : "no error message");
     if (strstr(msg, "Vault is sealed") != NULL)
         st = 503;
     for (i = 0; i < sizeof(vault_errors) / sizeof(vault_errors[0]); i++) {
@@ -437,7 +382,6 @@ static void map_error(const struct gw_http_response *rsp, int *status, int *fail
     *fail_info = vault_errors[i].fail_info;
     snprintf(reason, GW_ERR_LEN, "%s: %.160s (HTTP %ld)%s", vault_errors[i].prefix, msg, rsp->status,
              vault_errors[i].suffix);
-    json_object_put(root);
 }
 
 /* ---- sign ---- */
@@ -566,28 +510,6 @@ static char *csr_pem(const X509_REQ *csr)
     return out;
 }
 
-/* Vault's key_usage names (Go x509.KeyUsage without prefix) as KU_* bits. */
-static const struct {
-    const char *name;
-    unsigned bit;
-} ku_names[] =
-    {
-        {"DigitalSignature", KU_DIGITAL_SIGNATURE},
-        {"ContentCommitment", KU_NON_REPUDIATION},
-        {"KeyEncipherment", KU_KEY_ENCIPHERMENT},
-        {"DataEncipherment", KU_DATA_ENCIPHERMENT},
-        {"KeyAgreement", KU_KEY_AGREEMENT},
-        {"CertSign", KU_KEY_CERT_SIGN},
-        {"CRLSign", KU_CRL_SIGN},
-        {"EncipherOnly", KU_ENCIPHER_ONLY},
-        {"DecipherOnly", KU_DECIPHER_ONLY},
-},
-  eku_names[] = {
-      {"ServerAuth", GW_EKU_SERVER_AUTH},     {"ClientAuth", GW_EKU_CLIENT_AUTH},
-      {"CodeSigning", GW_EKU_CODE_SIGNING},   {"EmailProtection", GW_EKU_EMAIL_PROTECTION},
-      {"TimeStamping", GW_EKU_TIME_STAMPING}, {"OCSPSigning", GW_EKU_OCSP_SIGNING},
-};
-
 /*
  * sign-verbatim puts key_usage and ext_key_usage of the call into a certificate whose CSR names none,
  * and Vault's defaults (DigitalSignature, KeyAgreement, KeyEncipherment) when the call names none
@@ -601,13 +523,13 @@ static void add_usages(json_object *o, const struct gw_cert_plan *plan)
     char cmc_ra[GW_MAX_OID_TEXT];
     size_t i;
 
-    for (i = 0; ku != NULL && i < sizeof(ku_names) / sizeof(ku_names[0]); i++) {
-        if ((plan->key_usage & ku_names[i].bit) != 0)
-            json_object_array_add(ku, json_object_new_string(ku_names[i].name));
+    for (i = 0; ku != NULL && i < gw_vault_n_key_usages; i++) {
+        if ((plan->key_usage & gw_vault_key_usages[i].bit) != 0)
+            json_object_array_add(ku, json_object_new_string(gw_vault_key_usages[i].name));
     }
-    for (i = 0; eku != NULL && i < sizeof(eku_names) / sizeof(eku_names[0]); i++) {
-        if ((plan->ext_key_usage & eku_names[i].bit) != 0)
-            json_object_array_add(eku, json_object_new_string(eku_names[i].name));
+    for (i = 0; eku != NULL && i < gw_vault_n_ext_key_usages; i++) {
+        if ((plan->ext_key_usage & gw_vault_ext_key_usages[i].bit) != 0)
+            json_object_array_add(eku, json_object_new_string(gw_vault_ext_key_usages[i].name));
     }
     if (oids != NULL && (plan->ext_key_usage & GW_EKU_CMC_RA) != 0 &&
         OBJ_obj2txt(cmc_ra, sizeof(cmc_ra), OBJ_nid2obj(NID_cmcRA), 1) > 0)
@@ -648,48 +570,6 @@ out:
     return out;
 }
 
-/* Appends every certificate of PEM text |pem| to |chain|; returns how many were read. */
-static int add_pem_certs(STACK_OF(X509) *chain, const char *pem)
-{
-    BIO *b = BIO_new_mem_buf(pem, -1);
-    X509 *x;
-    int n = 0;
-
-    while (b != NULL && (x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
-        if (sk_X509_push(chain, x) <= 0) {
-            X509_free(x);
-            break;
-        }
-        n++;
-    }
-    BIO_free(b);
-    ERR_clear_error(); /* the loop ends on "no start line" */
-    return n;
-}
-
-/* The chain from ca_chain (issuer first), else issuing_ca; NULL if neither parses. */
-static STACK_OF(X509) *parse_chain(json_object *data)
-{
-    STACK_OF(X509) *chain = sk_X509_new_null();
-    json_object *a = member(data, "ca_chain", json_type_array);
-    const char *issuing = member_str(data, "issuing_ca");
-    size_t i;
-
-    for (i = 0; chain != NULL && a != NULL && i < json_object_array_length(a); i++) {
-        json_object *e = json_object_array_get_idx(a, i);
-
-        if (json_object_is_type(e, json_type_string))
-            add_pem_certs(chain, json_object_get_string(e));
-    }
-    if (chain != NULL && sk_X509_num(chain) == 0 && issuing != NULL)
-        add_pem_certs(chain, issuing);
-    if (chain != NULL && sk_X509_num(chain) == 0) {
-        sk_X509_free(chain);
-        chain = NULL;
-    }
-    return chain;
-}
-
 /* Colon-separated lowercase hex, Vault's serial_number form ("39:dd:2e:..."). */
 static int serial_hex(const ASN1_INTEGER *serial, char *out, size_t cap)
 {
@@ -728,62 +608,49 @@ static void fail_res(struct gw_sign_result *res, int status, int fail_info, cons
 }
 
 /* Logs what Vault said beside the certificate: serial, expiration, warnings. */
-static void log_issued(const struct vault *v, const struct gw_sign_req *req, json_object *root,
-                       json_object *data, X509 *cert)
+static void log_issued(const struct vault *v, const struct gw_sign_req *req,
+                       const struct gw_vault_signed *sig)
 {
-    char want[SERIAL_HEX_LEN], warn[GW_ERR_LEN], exp[32];
-    const char *got = member_str(data, "serial_number");
-    json_object *e = member(data, "expiration", json_type_int);
+    char want[GW_VAULT_SERIAL_LEN], exp[32];
     const char *rid = req->request_id != NULL ? req->request_id : "";
 
-    snprintf(exp, sizeof(exp), "%lld", e != NULL ? (long long)json_object_get_int64(e) : 0LL);
-    if (serial_hex(X509_get0_serialNumber(cert), want, sizeof(want)) != 0)
+    snprintf(exp, sizeof(exp), "%lld", (long long)sig->expiration);
+    if (serial_hex(X509_get0_serialNumber(sig->cert), want, sizeof(want)) != 0)
         want[0] = '\0';
-    if (got != NULL && strcmp(got, want) != 0)
+    if (sig->serial_number[0] != '\0' && strcasecmp(sig->serial_number, want) != 0)
         gw_log_kv(GW_LOG_WARN, "vault_serial_mismatch", "upstream", up_name(v), "request_id", rid,
-                  "serial_number", got, "certificate_serial", want, NULL);
-    join_strings(root, "warnings", warn, sizeof(warn));
-    if (warn[0] != '\0')
-        gw_log_kv(GW_LOG_WARN, "vault_warning", "upstream", up_name(v), "request_id", rid, "warnings", warn,
-                  NULL);
+                  "serial_number", sig->serial_number, "certificate_serial", want, NULL);
+    if (sig->warnings[0] != '\0')
+        gw_log_kv(GW_LOG_WARN, "vault_warning", "upstream", up_name(v), "request_id", rid, "warnings",
+                  sig->warnings, NULL);
     gw_log_kv(GW_LOG_INFO, "vault_issued", "upstream", up_name(v), "request_id", rid, "serial", want,
               "expiration", exp, NULL);
 }
 
-/* parse_signed turns a 200/204 answer into |res|. */
+/* parse_signed turns a 200/204 answer into |res|: anything out of range refuses the whole answer. */
 static void parse_signed(const struct vault *v, const struct gw_sign_req *req,
                          const struct gw_http_response *rsp, struct gw_sign_result *res)
 {
-    json_object *root = parse_json(rsp->body, rsp->body_len), *data;
-    const char *pem;
-    char warn[GW_ERR_LEN];
-    STACK_OF(X509) *one = NULL;
+    struct gw_vault_signed sig;
+    char why[GW_ERR_LEN];
+    int rc;
 
-    if (root == NULL) {
-        fail_res(res, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                 "Vault answered HTTP %ld with a body that is not Vault JSON", rsp->status);
-        goto out;
+    if ((rc = gw_vault_parse_sign(rsp->body, rsp->body_len, &sig, why)) == GW_ERR_NOT_FOUND) {
+        fail_res(res, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure, "%s", why);
+        return;
     }
-    data = member(root, "data", json_type_object);
-    if ((pem = member_str(data, "certificate")) == NULL) {
-        join_strings(root, "warnings", warn, sizeof(warn));
+    if (rc != 0) {
         fail_res(res, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                 "Vault issued no certificate: %s",
-                 warn[0] != '\0' ? warn : "the answer has no data.certificate");
-        goto out;
+                 "Vault's answer (HTTP %ld) is refused: %s", rsp->status, why);
+        return;
     }
-    if ((one = sk_X509_new_null()) == NULL || add_pem_certs(one, pem) < 1) {
-        fail_res(res, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                 "Vault's data.certificate is not a PEM certificate");
-        goto out;
-    }
-    res->cert = sk_X509_shift(one);
-    res->chain = parse_chain(data);
+    log_issued(v, req, &sig);
+    res->cert = sig.cert;
+    res->chain = sig.chain;
+    sig.cert = NULL;
+    sig.chain = NULL;
     res->status = 0;
-    log_issued(v, req, root, data, res->cert);
-out:
-    sk_X509_pop_free(one, X509_free);
-    json_object_put(root);
+    gw_vault_signed_cleanup(&sig);
 }
 
 /* worker: one sign call, |res| filled in every case. */
@@ -845,31 +712,35 @@ static int vault_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_
 
 /* ---- revoke, role policy, certificate status ---- */
 
-/* Runs one synchronous call and maps a non-2xx answer into |err|; 0 with the 2xx body in |root|. */
+/*
+ * Runs one synchronous call and maps a non-2xx answer into |err|; 0 with the 2xx answer in |rsp|,
+ * which the caller parses and cleans up.
+ */
 static int simple_call(struct vault *v, const char *method, const char *path, const char *body,
-                       json_object **root, long *status, char *err)
+                       struct gw_http_response *rsp, long *status, char *err)
 {
-    struct gw_http_response rsp;
     int st, fi, rc;
 
-    *root = NULL;
-    if ((rc = vault_call(v, method, path, body, &rsp, err)) != 0) {
+    if ((rc = vault_call(v, method, path, body, rsp, err)) != 0) {
         set_err(err, "upstream %s: %s %s: %.120s", up_name(v), method, path, err);
         goto out;
     }
-    *status = rsp.status;
-    if (rsp.status != 200 && rsp.status != 204) {
-        map_error(&rsp, &st, &fi, err);
-        rc = rsp.status == 404 ? GW_ERR_NOT_FOUND : st;
-        goto out;
-    }
-    if ((*root = parse_json(rsp.body, rsp.body_len)) == NULL) {
-        set_err(err, "upstream %s: %s %s: the answer is not Vault JSON", up_name(v), method, path);
-        rc = GW_ERR_UPSTREAM;
+    *status = rsp->status;
+    if (rsp->status != 200 && rsp->status != 204) {
+        map_error(rsp, &st, &fi, err);
+        rc = rsp->status == 404 ? GW_ERR_NOT_FOUND : st;
     }
 out:
-    gw_http_response_cleanup(&rsp);
+    if (rc != 0)
+        gw_http_response_cleanup(rsp);
     return rc;
+}
+
+/* The reason for a 2xx answer of |path| that its parser refused (|why|). */
+static int refused(const struct vault *v, const char *method, const char *path, const char *why, char *err)
+{
+    set_err(err, "upstream %s: %s %s: the answer is refused: %.150s", up_name(v), method, path, why);
+    return GW_ERR_UPSTREAM;
 }
 
 static int cert_serial(const X509 *cert, char *hex, size_t cap, char *err)
@@ -889,8 +760,10 @@ static int vault_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer,
                                const ASN1_INTEGER *serial_int, int reason, char *err)
 {
     struct vault *v = gw_upstream_get0_impl(up);
-    char path[GW_MAX_PATH_LEN], serial[SERIAL_HEX_LEN], warn[GW_ERR_LEN];
-    json_object *req = NULL, *root = NULL;
+    char path[GW_MAX_PATH_LEN], serial[GW_VAULT_SERIAL_LEN], why[GW_ERR_LEN], when[32];
+    struct gw_http_response rsp;
+    struct gw_vault_revoked rv;
+    json_object *req = NULL;
     long status = 0;
     int rc;
 
@@ -905,23 +778,26 @@ static int vault_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer,
         return GW_ERR_NOMEM;
     json_object_object_add(req, "serial_number", json_object_new_string(serial));
     snprintf(path, sizeof(path), "/v1/%s/revoke", v->mount);
-    rc = simple_call(v, "POST", path, json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN), &root,
+    rc = simple_call(v, "POST", path, json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN), &rsp,
                      &status, err);
     if (rc != 0 && status == 400 && strstr(err, "not found") != NULL)
         rc = GW_ERR_NOT_FOUND; /* "certificate with serial ... not found." (notes/upstream-apis.md §1.5) */
     if (rc != 0)
         goto out;
-    if (member(root, "data", json_type_object) == NULL) {
+    if (gw_vault_parse_revoke(rsp.body, rsp.body_len, &rv, why) != 0) {
+        rc = refused(v, "POST", path, why, err);
+    } else if (!rv.revoked) {
         /* 200 with only a warning: the certificate has expired, and Vault puts no expired one on its CRL */
-        join_strings(root, "warnings", warn, sizeof(warn));
         set_err(err, "Vault did not revoke %s: it has expired (Vault: %.150s)", serial,
-                warn[0] != '\0' ? warn : "no data in the answer");
+                rv.warnings[0] != '\0' ? rv.warnings : "no data in the answer");
         rc = GW_ERR_UPSTREAM;
-        goto out;
+    } else {
+        snprintf(when, sizeof(when), "%lld", (long long)rv.revocation_time);
+        gw_log_kv(GW_LOG_INFO, "vault_revoked", "upstream", up_name(v), "serial", serial, "revocation_time",
+                  when, NULL);
     }
-    gw_log_kv(GW_LOG_INFO, "vault_revoked", "upstream", up_name(v), "serial", serial, NULL);
+    gw_http_response_cleanup(&rsp);
 out:
-    json_object_put(root);
     json_object_put(req);
     return rc;
 }
@@ -965,169 +841,12 @@ out:
     return rc;
 }
 
-static unsigned name_bit(const char *s, size_t len, int eku)
-{
-    size_t j, n = eku ? sizeof(eku_names) / sizeof(eku_names[0]) : sizeof(ku_names) / sizeof(ku_names[0]);
-
-    for (j = 0; j < n; j++) {
-        const char *name = eku ? eku_names[j].name : ku_names[j].name;
-
-        if (strlen(name) == len && strncasecmp(s, name, len) == 0)
-            return eku ? eku_names[j].bit : ku_names[j].bit;
-    }
-    return 0;
-}
-
-/*
- * The names of a role field given as a list or, as older Vaults answer, one comma-separated string:
- * the first |cap| into |names| and |lens|; returns how many there are, which may be more than |cap|.
- */
-static size_t field_names(json_object *data, const char *key, const char **names, size_t *lens, size_t cap)
-{
-    json_object *m = NULL;
-    const char *p, *end, *last;
-    size_t n = 0, i;
-
-    if (!json_object_object_get_ex(data, key, &m) || m == NULL)
-        return 0;
-    if (json_object_is_type(m, json_type_array)) {
-        for (i = 0; i < json_object_array_length(m); i++) {
-            if ((p = json_object_get_string(json_object_array_get_idx(m, i))) == NULL)
-                continue;
-            if (n < cap) {
-                names[n] = p;
-                lens[n] = strlen(p);
-            }
-            n++;
-        }
-        return n;
-    }
-    for (p = json_object_get_string(m); p != NULL && *p != '\0'; p = *end != '\0' ? end + 1 : end) {
-        end = p + strcspn(p, ",");
-        for (last = end; last > p && last[-1] == ' '; last--)
-            ;
-        while (p < last && *p == ' ')
-            p++;
-        if (last > p && n < cap) {
-            names[n] = p;
-            lens[n] = (size_t)(last - p);
-        }
-        n += last > p;
-    }
-    return n;
-}
-
-static bool member_flag(json_object *o, const char *key, bool dflt)
-{
-    json_object *m = member(o, key, json_type_boolean);
-
-    return m != NULL ? json_object_get_boolean(m) : dflt;
-}
-
-static void other_eku(struct gw_role_policy *out, const char *s, size_t len)
-{
-    if (out->other_eku[0] == '\0')
-        snprintf(out->other_eku, sizeof(out->other_eku), "%.*s", (int)len, s);
-}
-
-/* A list longer than is read may grant anything: it stands as a purpose no role can allow. */
-static void too_many(struct gw_role_policy *out, const char *key)
-{
-    char what[GW_MAX_OID_TEXT + 1];
-
-    snprintf(what, sizeof(what), "%s beyond %d entries", key, GW_MAX_ROLE_USAGES);
-    other_eku(out, what, strlen(what));
-}
-
-/*
- * What the role puts into every certificate it signs, whatever the CSR asks (Vault's parseKeyUsages
- * and parseExtKeyUsages): key_usage; ext_key_usage, the four *_flag switches and ext_key_usage_oids.
- * A field the answer lacks takes Vault's default (key_usage DigitalSignature, KeyAgreement,
- * KeyEncipherment; server_flag and client_flag true): an answer never reads narrower than the role.
- */
-static void parse_grants(json_object *data, struct gw_role_policy *out)
-{
-    const char *names[GW_MAX_ROLE_USAGES];
-    size_t lens[GW_MAX_ROLE_USAGES], n, i;
-    ASN1_OBJECT *obj;
-    unsigned bit;
-
-    if (!json_object_object_get_ex(data, "key_usage", NULL))
-        out->key_usage = KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT | KU_KEY_ENCIPHERMENT;
-    /* more names than read: whatever the rest say, take them as every usage there is */
-    if ((n = field_names(data, "key_usage", names, lens, GW_MAX_ROLE_USAGES)) > GW_MAX_ROLE_USAGES)
-        for (int b = 0; gw_ku_from_bit(b) != 0; b++)
-            out->key_usage |= gw_ku_from_bit(b);
-    for (i = 0; i < n && i < GW_MAX_ROLE_USAGES; i++)
-        out->key_usage |= name_bit(names[i], lens[i], 0); /* Vault ignores names it does not know */
-    if ((n = field_names(data, "ext_key_usage", names, lens, GW_MAX_ROLE_USAGES)) > GW_MAX_ROLE_USAGES)
-        too_many(out, "ext_key_usage");
-    for (i = 0; i < n && i < GW_MAX_ROLE_USAGES; i++) {
-        if ((bit = name_bit(names[i], lens[i], 1)) == 0)
-            other_eku(out, names[i], lens[i]); /* "Any", the IPsec and Microsoft purposes */
-        out->ext_key_usage |= bit;
-    }
-    out->ext_key_usage |= (member_flag(data, "server_flag", true) ? GW_EKU_SERVER_AUTH : 0) |
-                          (member_flag(data, "client_flag", true) ? GW_EKU_CLIENT_AUTH : 0) |
-                          (member_flag(data, "code_signing_flag", false) ? GW_EKU_CODE_SIGNING : 0) |
-                          (member_flag(data, "email_protection_flag", false) ? GW_EKU_EMAIL_PROTECTION : 0);
-    if ((n = field_names(data, "ext_key_usage_oids", names, lens, GW_MAX_ROLE_USAGES)) > GW_MAX_ROLE_USAGES)
-        too_many(out, "ext_key_usage_oids");
-    for (i = 0; i < n && i < GW_MAX_ROLE_USAGES; i++) {
-        char oid[GW_MAX_OID_TEXT + 1];
-
-        snprintf(oid, sizeof(oid), "%.*s", (int)lens[i], names[i]);
-        obj = OBJ_txt2obj(oid, 1);
-        if ((bit = obj != NULL ? gw_eku_from_nid(OBJ_obj2nid(obj)) : 0) == 0)
-            other_eku(out, names[i], lens[i]);
-        out->ext_key_usage |= bit;
-        ASN1_OBJECT_free(obj);
-        ERR_clear_error();
-    }
-}
-
-/* allowed_domains: a list, or the comma-separated string older Vaults return. */
-static int parse_domains(json_object *data, struct gw_patterns *out)
-{
-    json_object *a = member(data, "allowed_domains", json_type_array);
-    size_t i, n = a != NULL ? json_object_array_length(a) : 0;
-
-    if (n > GW_MAX_PATTERNS)
-        return GW_ERR_LIMIT;
-    if (n == 0)
-        return 0;
-    if ((out->v = calloc(n, sizeof(*out->v))) == NULL)
-        return GW_ERR_NOMEM;
-    for (i = 0; i < n; i++) {
-        const char *s = json_object_get_string(json_object_array_get_idx(a, i));
-
-        if (s == NULL || strlen(s) > GW_MAX_PATTERN_LEN)
-            return GW_ERR_INVAL;
-        if ((out->v[out->n] = strdup(s)) == NULL)
-            return GW_ERR_NOMEM;
-        out->n++;
-    }
-    return 0;
-}
-
-static uint32_t parse_ttl(json_object *data, const char *key)
-{
-    json_object *m = NULL;
-    int64_t n;
-
-    if (!json_object_object_get_ex(data, key, &m) || m == NULL)
-        return 0;
-    n = json_object_get_int64(m); /* a number, or a numeric string */
-    return n > 0 && n <= (int64_t)GW_MAX_CERT_TTL ? (uint32_t)n : 0;
-}
-
 /* GET roles/<name> (notes/upstream-apis.md §1.7). Worker. */
 static int vault_role_policy(struct gw_upstream *up, const char *role, struct gw_role_policy *out, char *err)
 {
     struct vault *v = gw_upstream_get0_impl(up);
-    char path[GW_MAX_PATH_LEN];
-    json_object *root = NULL, *data;
-    const char *kt;
+    char path[GW_MAX_PATH_LEN], why[GW_ERR_LEN];
+    struct gw_http_response rsp;
     long status = 0;
     int rc;
 
@@ -1137,33 +856,11 @@ static int vault_role_policy(struct gw_upstream *up, const char *role, struct gw
         return GW_ERR_INVAL;
     }
     snprintf(path, sizeof(path), "/v1/%s/roles/%s", v->mount, role);
-    if ((rc = simple_call(v, "GET", path, NULL, &root, &status, err)) != 0)
-        goto out;
-    if ((data = member(root, "data", json_type_object)) == NULL) {
-        set_err(err, "Vault role %.64s: the answer has no data", role);
-        rc = GW_ERR_UPSTREAM;
-        goto out;
-    }
-    if ((rc = parse_domains(data, &out->allowed_domains)) != 0) {
-        set_err(err, "Vault role %.64s: allowed_domains unusable", role);
-        goto out;
-    }
-    out->allow_any_name = member_flag(data, "allow_any_name", false);
-    out->allow_subdomains = member_flag(data, "allow_subdomains", false);
-    out->allow_bare_domains = member_flag(data, "allow_bare_domains", false);
-    out->allow_glob_domains = member_flag(data, "allow_glob_domains", false);
-    out->allow_localhost = member_flag(data, "allow_localhost", false);
-    out->allow_ip_sans = member_flag(data, "allow_ip_sans", false);
-    out->enforce_hostnames = member_flag(data, "enforce_hostnames", false);
-    kt = member_str(data, "key_type");
-    snprintf(out->key_type, sizeof(out->key_type), "%s", kt != NULL ? kt : "rsa");
-    out->key_bits = (int)json_object_get_int64(member(data, "key_bits", json_type_int));
-    out->max_ttl = parse_ttl(data, "max_ttl");
-    parse_grants(data, out);
-out:
-    if (rc != 0)
-        gw_role_policy_cleanup(out);
-    json_object_put(root);
+    if ((rc = simple_call(v, "GET", path, NULL, &rsp, &status, err)) != 0)
+        return rc;
+    if ((rc = gw_vault_parse_role(rsp.body, rsp.body_len, out, why)) == GW_ERR_UPSTREAM)
+        rc = refused(v, "GET", path, why, err);
+    gw_http_response_cleanup(&rsp);
     return rc;
 }
 
@@ -1171,8 +868,9 @@ out:
 static int vault_cert_status(struct gw_upstream *up, const X509 *cert, int *revoked, char *err)
 {
     struct vault *v = gw_upstream_get0_impl(up);
-    char path[GW_MAX_PATH_LEN], serial[SERIAL_HEX_LEN];
-    json_object *root = NULL, *data, *rt;
+    char path[GW_MAX_PATH_LEN], serial[GW_VAULT_SERIAL_LEN], why[GW_ERR_LEN];
+    struct gw_http_response rsp;
+    struct gw_vault_cert c;
     long status = 0;
     int rc;
 
@@ -1180,22 +878,16 @@ static int vault_cert_status(struct gw_upstream *up, const X509 *cert, int *revo
     if ((rc = cert_serial(cert, serial, sizeof(serial), err)) != 0)
         return rc;
     snprintf(path, sizeof(path), "/v1/%s/cert/%s", v->mount, serial);
-    if ((rc = simple_call(v, "GET", path, NULL, &root, &status, err)) != 0) {
+    if ((rc = simple_call(v, "GET", path, NULL, &rsp, &status, err)) != 0) {
         if (rc == GW_ERR_NOT_FOUND)
             set_err(err, "Vault does not know certificate %s", serial);
-        goto out;
+        return rc;
     }
-    data = member(root, "data", json_type_object);
-    if (data == NULL || member_str(data, "certificate") == NULL) {
-        set_err(err, "Vault's answer for certificate %s has no data", serial);
-        rc = GW_ERR_UPSTREAM;
-        goto out;
-    }
-    rt = NULL;
-    json_object_object_get_ex(data, "revocation_time", &rt);
-    *revoked = rt != NULL && json_object_get_int64(rt) != 0;
-out:
-    json_object_put(root);
+    if ((rc = gw_vault_parse_cert(rsp.body, rsp.body_len, &c, why)) == GW_ERR_UPSTREAM)
+        rc = refused(v, "GET", path, why, err);
+    else if (rc == 0)
+        *revoked = c.revocation_time != 0;
+    gw_http_response_cleanup(&rsp);
     return rc;
 }
 

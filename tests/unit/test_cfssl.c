@@ -664,14 +664,14 @@ static const struct {
       "{\"success\":true,\"result\":{\"certificate\":\"-----BEGIN CERTIFICATE-----\\nAAAA\"}}", 0},
      GW_ERR_UPSTREAM,
      OSSL_CMP_PKIFAILUREINFO_systemFailure,
-     "no readable certificate",
-     NULL},
+     "the sign answer (HTTP 200) is refused",
+     "result.certificate holds an unreadable or encrypted certificate"},
     {"200 certificate wrong type",
      {200, "application/json", "{\"success\":true,\"result\":{\"certificate\":42}}", 0},
      GW_ERR_UPSTREAM,
      OSSL_CMP_PKIFAILUREINFO_systemFailure,
-     "no readable certificate",
-     NULL},
+     "the sign answer (HTTP 200) is refused",
+     "result.certificate is an integer, not a string"},
     {"404",
      {404, "text/plain", "404 page not found\n", 0},
      GW_ERR_UPSTREAM,
@@ -684,6 +684,25 @@ static const struct {
      GW_ERR_POLICY,
      OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
      "bad?line?x",
+     NULL},
+    {"400 trailing data",
+     {400, "text/plain",
+      "{\"success\":false,\"errors\":[{\"code\":5500,\"message\":\"whitelist\"}]}\n{\"success\":true}", 0},
+     GW_ERR_UPSTREAM,
+     OSSL_CMP_PKIFAILUREINFO_systemFailure,
+     "the sign answer (HTTP 400) is refused: not a cfssl envelope: trailing data after the JSON document",
+     NULL},
+    {"400 code negative",
+     {400, "text/plain", "{\"success\":false,\"errors\":[{\"code\":-5500,\"message\":\"m\"}]}", 0},
+     GW_ERR_UPSTREAM,
+     OSSL_CMP_PKIFAILUREINFO_systemFailure,
+     "the sign answer (HTTP 400) is refused: errors[0].code is -5500, not 0 to 99999",
+     NULL},
+    {"400 code a string",
+     {400, "text/plain", "{\"success\":false,\"errors\":[{\"code\":\"5500\",\"message\":\"m\"}]}", 0},
+     GW_ERR_UPSTREAM,
+     OSSL_CMP_PKIFAILUREINFO_systemFailure,
+     "errors[0].code is a string, not an integer",
      NULL},
     {"timeout",
      {200, "application/json", "{}", 3 * TIMEOUT_MS},
@@ -720,6 +739,55 @@ static void test_sign_answers(void **state)
         result_free(res);
         fixture_cleanup(&f);
     }
+}
+
+/*
+ * A success answer is taken only as cfssl writes it: one envelope, "success" a boolean, one
+ * certificate. Each twin of the issuing answer is refused and nothing is delivered.
+ */
+static void test_sign_envelope_strict(void **state)
+{
+    char *q = json_quote(leaf_pem), *two_pem = malloc(strlen(leaf_pem) + strlen(ca_pem) + 1), *two;
+    char bodies[5][8192];
+    static const char *const reasons[] = {
+        NULL, /* as cfssl writes it, with the newline of Go's json.Encoder */
+        "the sign answer (HTTP 200) is refused: not a cfssl envelope: trailing data after the JSON document",
+        "the sign answer (HTTP 200) is refused: success is a string, not true or false",
+        "the sign answer (HTTP 200) is refused: success is an integer, not true or false",
+        "the sign answer (HTTP 200) is refused: result.certificate holds more than 1 certificate",
+    };
+
+    (void)state;
+    sprintf(two_pem, "%s%s", leaf_pem, ca_pem);
+    two = json_quote(two_pem);
+    snprintf(bodies[0], sizeof(bodies[0]), "%s", sign_ok_body);
+    snprintf(bodies[1], sizeof(bodies[1]), "%s{\"success\":false}", sign_ok_body);
+    snprintf(bodies[2], sizeof(bodies[2]), "{\"success\":\"true\",\"result\":{\"certificate\":%s}}", q);
+    snprintf(bodies[3], sizeof(bodies[3]), "{\"success\":1,\"result\":{\"certificate\":%s}}", q);
+    snprintf(bodies[4], sizeof(bodies[4]), "{\"success\":true,\"result\":{\"certificate\":%s}}", two);
+    for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++) {
+        struct fixture f;
+        struct gw_sign_result *res;
+
+        srv.sign = (struct reply){200, "application/json", bodies[i], 0};
+        fixture_init(&f, srv.port, 0);
+        res = sign(&f, csr);
+        if (reasons[i] == NULL) {
+            assert_int_equal(res->status, 0);
+            assert_int_equal(X509_cmp(res->cert, leaf), 0);
+        } else {
+            assert_int_equal(res->status, GW_ERR_UPSTREAM);
+            assert_int_equal(res->fail_info, OSSL_CMP_PKIFAILUREINFO_systemFailure);
+            assert_null(res->cert);
+            if (strstr(res->reason, reasons[i]) == NULL)
+                fail_msg("case %zu: reason \"%s\"", i, res->reason);
+        }
+        result_free(res);
+        fixture_cleanup(&f);
+    }
+    free(q);
+    free(two);
+    free(two_pem);
 }
 
 /* A certificate from a CA other than cfssl's (info): the CA is re-read once, then it is refused. */
@@ -767,7 +835,8 @@ static void test_info_lazy_retry(void **state)
     srv.info =
         (struct reply){200, "application/json", "{\"success\":true,\"result\":{\"certificate\":\"\"}}", 0};
     res = sign(&f, csr);
-    assert_non_null(strstr(res->reason, "no readable CA certificate"));
+    assert_non_null(
+        strstr(res->reason, "the info answer (HTTP 200) is refused: result.certificate is empty"));
     result_free(res);
     srv.info = (struct reply){200, "application/json", info_ok_body, 0};
     res = sign(&f, csr);
@@ -971,6 +1040,7 @@ int main(void)
         cmocka_unit_test(test_sign_crmf_refused),
         cmocka_unit_test(test_authsign_token),
         cmocka_unit_test(test_sign_answers),
+        cmocka_unit_test(test_sign_envelope_strict),
         cmocka_unit_test(test_sign_foreign_issuer),
         cmocka_unit_test(test_info_lazy_retry),
         cmocka_unit_test(test_chain_with_issuer_ca),

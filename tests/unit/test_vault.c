@@ -606,7 +606,7 @@ static void test_sign_errors(void **state)
         {500, "{\"errors\":[\"internal error\"]}", OSSL_CMP_PKIFAILUREINFO_systemFailure,
          "Vault failed: internal error (HTTP 500)", 1},
         {502, "<html>bad gateway</html>", OSSL_CMP_PKIFAILUREINFO_systemFailure,
-         "Vault failed: the answer is not Vault JSON (HTTP 502)", 1},
+         "Vault failed: not Vault JSON: unexpected character at byte 0 (HTTP 502)", 1},
         {405, "{\"errors\":[\"1 error occurred\"]}", OSSL_CMP_PKIFAILUREINFO_systemFailure,
          "Vault answered unexpectedly", 1},
         {200, "this is not json", OSSL_CMP_PKIFAILUREINFO_systemFailure, "not Vault JSON", 1},
@@ -617,10 +617,15 @@ static void test_sign_errors(void **state)
          "Vault issued no certificate: TTL exceeds the issuer's expiry", 1},
         {200,
          "{\"data\":{\"certificate\":\"-----BEGIN CERTIFICATE-----\\nAAAA\\n-----END CERTIFICATE-----\"}}",
-         OSSL_CMP_PKIFAILUREINFO_systemFailure, "not a PEM certificate", 1},
-        {200, "{\"data\":{\"certificate\":42}}", OSSL_CMP_PKIFAILUREINFO_systemFailure, "no data.certificate",
-         1},
+         OSSL_CMP_PKIFAILUREINFO_systemFailure,
+         "data.certificate holds an unreadable or encrypted certificate", 1},
+        {200, "{\"data\":{\"certificate\":42}}", OSSL_CMP_PKIFAILUREINFO_systemFailure,
+         "data.certificate is an integer, not a string", 1},
         {200, "", OSSL_CMP_PKIFAILUREINFO_systemFailure, "not Vault JSON", 1},
+        {200, "{\"data\":{\"certificate\":\"x\",\"expiration\":-1}}", OSSL_CMP_PKIFAILUREINFO_systemFailure,
+         "Vault's answer (HTTP 200) is refused: data.certificate holds no PEM certificate", 1},
+        {400, "{\"errors\":[\"a\\u0000b\"]}", OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+         "Vault refused: errors[0] holds a NUL byte (HTTP 400)", 1},
     };
     struct gw_sign_result res;
     struct answer a;
@@ -642,6 +647,74 @@ static void test_sign_errors(void **state)
         assert_non_null(strstr(res.reason, cases[i].reason));
         assert_int_equal(fake.n_reqs, cases[i].requests);
         gw_sign_result_cleanup(&res);
+    }
+    fx_cleanup(&f);
+}
+
+/* The success answer with |key| of |obj| ("data" or the root) set to the JSON |value| (caller frees). */
+static char *edited_body(const char *obj, const char *key, const char *value)
+{
+    json_object *root = json_tokener_parse(ok_body), *o;
+    char *out;
+
+    assert_non_null(root);
+    o = strcmp(obj, "data") == 0 ? json_object_object_get(root, "data") : root;
+    json_object_object_add(o, key, json_tokener_parse(value));
+    out = strdup(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN));
+    json_object_put(root);
+    return out;
+}
+
+/*
+ * A sign answer with a certificate but a field out of range is refused whole, the certificate with
+ * it; the same answer with the field in range issues.
+ */
+static void test_sign_answer_out_of_range(void **state)
+{
+    static const struct {
+        const char *obj, *key, *value, *reason; /* reason NULL: accepted */
+    } cases[] = {
+        {"data", "expiration", "1654105687", NULL},
+        {"data", "expiration", "-1", "data.expiration is -1, not 1 to 253402300799"},
+        {"data", "expiration", "\"1654105687\"", "data.expiration is a string, not an integer"},
+        {"data", "expiration", "1.6e9", "data.expiration is 1.6e9, not an integer"},
+        {"data", "serial_number", "\"30:39\"", NULL},
+        {"data", "serial_number", "42", "data.serial_number is an integer, not a string"},
+        {"data", "serial_number", "\"30:39\\u0000\"", "data.serial_number holds a NUL byte"},
+        {"data", "ca_chain", "[42]", "data.ca_chain[0] is an integer, not a string"},
+        {"data", "ca_chain", "\"chain\"", "data.ca_chain is a string, not an array"},
+        {"data", "issuing_ca", "\"not a certificate\"", "data.issuing_ca holds no PEM certificate"},
+        {"root", "warnings", "[\"careful\"]", NULL},
+        {"root", "warnings", "\"careful\"", "warnings is a string, not an array"},
+        {"root", "warnings", "[1]", "warnings[0] is an integer, not a string"},
+    };
+    struct gw_sign_result res;
+    struct answer a = {200, NULL, 0};
+    struct fx f;
+    char *body;
+    size_t i;
+
+    (void)state;
+    fx_init(&f, 5000);
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        a.body = body = edited_body(cases[i].obj, cases[i].key, cases[i].value);
+        fake_script(&a, 1);
+        sign(&f, &res);
+        if (cases[i].reason == NULL) {
+            assert_int_equal(res.status, 0);
+            assert_non_null(res.cert);
+        } else {
+            assert_int_equal(res.status, GW_ERR_UPSTREAM);
+            assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemFailure);
+            assert_null(res.cert);
+            assert_null(res.chain);
+            if (strstr(res.reason, cases[i].reason) == NULL ||
+                strstr(res.reason, "Vault's answer (HTTP 200) is refused: ") != res.reason)
+                fail_msg("case %zu: reason \"%s\"", i, res.reason);
+        }
+        assert_int_equal(fake.n_reqs, 1); /* refused, not asked again */
+        gw_sign_result_cleanup(&res);
+        free(body);
     }
     fx_cleanup(&f);
 }
@@ -872,14 +945,31 @@ static void test_cert_login_single_flight(void **state)
     fx_cleanup(&f);
 }
 
-/* A refused login is an operator problem; waiting callers share its outcome, nothing is signed. */
+/*
+ * A refused login is an operator problem; waiting callers share its outcome, nothing is signed. A login
+ * answer out of range is refused whole: a negative lease would never be renewed, a huge one wraps.
+ */
 static void test_cert_login_refused(void **state)
 {
-    static const struct answer logins[] = {
-        {400, "{\"errors\":[\"invalid certificate or no client certificate supplied\"]}", 0},
-        {200, "{\"auth\":null}", 0},
-        {200, "garbage", 0},
-        {500, "{\"errors\":[\"internal error\"]}", 0},
+    static const struct {
+        struct answer a;
+        const char *reason;
+    } logins[] = {
+        {{400, "{\"errors\":[\"invalid certificate or no client certificate supplied\"]}", 0},
+         "Vault cert login refused the gateway (HTTP 400): invalid certificate"},
+        {{200, "{\"auth\":null}", 0}, "auth is missing or null"},
+        {{200, "garbage", 0}, "not Vault JSON"},
+        {{500, "{\"errors\":[\"internal error\"]}", 0}, "(HTTP 500): internal error"},
+        {{200, "{\"auth\":{\"client_token\":\"hvb.x\",\"lease_duration\":-1}}", 0},
+         "Vault cert login: the answer is refused: auth.lease_duration is -1, not 0 to 315360000"},
+        {{200, "{\"auth\":{\"client_token\":\"hvb.x\",\"lease_duration\":4294967296}}", 0},
+         "auth.lease_duration is 4294967296, not 0 to 315360000"},
+        {{200, "{\"auth\":{\"client_token\":\"hvb.x\",\"lease_duration\":\"3600\"}}", 0},
+         "auth.lease_duration is a string, not an integer"},
+        {{200, "{\"auth\":{\"client_token\":\"hvb.x\\r\\nX-Evil: 1\",\"lease_duration\":60}}", 0},
+         "auth.client_token holds a character that is not visible ASCII"},
+        {{200, "{\"auth\":{\"client_token\":\"hvb.x\",\"lease_duration\":60}}\n{}", 0},
+         "not Vault JSON: trailing data"},
     };
     struct answer ok = {200, NULL, 0};
     struct gw_sign_result res;
@@ -892,12 +982,14 @@ static void test_cert_login_refused(void **state)
     f.conf.auth_cert_mount = "cert";
     for (i = 0; i < sizeof(logins) / sizeof(logins[0]); i++) {
         fx_restart(&f);
-        fake.login = logins[i];
+        fake.login = logins[i].a;
         fake_script(&ok, 1);
         sign(&f, &res);
         assert_int_not_equal(res.status, 0);
         assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
         assert_non_null(strstr(res.reason, "login"));
+        if (strstr(res.reason, logins[i].reason) == NULL)
+            fail_msg("case %zu: reason \"%s\"", i, res.reason);
         assert_int_equal(fake.n_reqs, 0);
         assert_int_equal(fake.n_logins, 1);
         gw_sign_result_cleanup(&res);
@@ -944,7 +1036,9 @@ static void test_role_policy(void **state)
         "\"key_usage\":[\"DigitalSignature\",\"KeyAgreement\"],\"ext_key_usage\":[\"ServerAuth\","
         "\"clientauth\",\"Bogus\"],\"allow_any_name\":false}}",
         0};
-    struct answer missing = {404, "{\"errors\":[]}", 0}, bad = {200, "{\"data\":\"x\"}", 0};
+    struct answer missing = {404, "{\"errors\":[]}", 0}, bad = {200, "{\"data\":\"x\"}", 0},
+                  huge_ttl = {200, "{\"data\":{\"key_type\":\"ec\",\"max_ttl\":-1}}", 0},
+                  odd_bits = {200, "{\"data\":{\"key_type\":\"ec\",\"key_bits\":\"256\"}}", 0};
     struct gw_role_policy p;
     struct fx f;
     char err[GW_ERR_LEN];
@@ -971,6 +1065,13 @@ static void test_role_policy(void **state)
     assert_int_equal(gw_upstream_role_policy(f.up, "nope", &p, err), GW_ERR_NOT_FOUND);
     fake_script(&bad, 1);
     assert_int_equal(gw_upstream_role_policy(f.up, "servers", &p, err), GW_ERR_UPSTREAM);
+    /* a max_ttl out of range is refused, not read as 0 (none) */
+    fake_script(&huge_ttl, 1);
+    assert_int_equal(gw_upstream_role_policy(f.up, "servers", &p, err), GW_ERR_UPSTREAM);
+    assert_non_null(strstr(err, "GET /v1/pki/roles/servers: the answer is refused: data.max_ttl is -1"));
+    fake_script(&odd_bits, 1);
+    assert_int_equal(gw_upstream_role_policy(f.up, "servers", &p, err), GW_ERR_UPSTREAM);
+    assert_non_null(strstr(err, "data.key_bits is a string, not an integer"));
     fake_script(&a, 1);
     assert_int_equal(gw_upstream_role_policy(f.up, "../sys/raw", &p, err), GW_ERR_INVAL);
     assert_int_equal(fake.n_reqs, 0);
@@ -1059,6 +1160,10 @@ static void test_cert_status(void **state)
         {{404, "{\"errors\":[]}", 0}, GW_ERR_NOT_FOUND, 0},
         {{200, "{\"data\":{}}", 0}, GW_ERR_UPSTREAM, 0},
         {{503, "{\"errors\":[\"Vault is sealed\"]}", 0}, GW_ERR_BUSY, 0},
+        /* a status Vault did not state is not "not revoked" */
+        {{200, "{\"data\":{\"certificate\":\"x\"}}", 0}, GW_ERR_UPSTREAM, 0},
+        {{200, "{\"data\":{\"certificate\":\"x\",\"revocation_time\":-1}}", 0}, GW_ERR_UPSTREAM, 0},
+        {{200, "{\"data\":{\"certificate\":\"x\",\"revocation_time\":\"0\"}}", 0}, GW_ERR_UPSTREAM, 0},
     };
     struct fx f;
     char err[GW_ERR_LEN];
@@ -1087,6 +1192,7 @@ int main(void)
         cmocka_unit_test(test_sign_bad_names),
         cmocka_unit_test(test_sign_chain_from_issuing_ca),
         cmocka_unit_test(test_sign_errors),
+        cmocka_unit_test(test_sign_answer_out_of_range),
         cmocka_unit_test(test_sign_retry_then_ok),
         cmocka_unit_test(test_sign_timeout_not_retried),
         cmocka_unit_test(test_sign_retry_bounded_by_deadline),

@@ -21,6 +21,10 @@ Switches (POST /_control with a JSON object, GET /_control to read; or --state F
   no_ca_chain    bool  sign answers without ca_chain (issuing_ca only)
   crl_stale      bool  crl answers a CRL whose nextUpdate passed two hours ago (an issuer that
                        stopped publishing); applies whatever "match" says
+  login_lease    any   the cert login answer's auth.lease_duration is this JSON value (-1, 2**32,
+                       "3600") instead of the role's token_ttl; the token itself lives token_ttl
+  sign_data      obj   its members replace those of a sign answer's data ({"expiration": -1})
+  trailing       str   appended after the JSON document of every answer, as bytes after the document
   match          str   the switches apply only to request paths containing this string
 Every request is appended to --log as one JSON line (method, path, token, namespace, body,
 client certificate subject) so tests can assert what Vault received.
@@ -416,6 +420,8 @@ class Handler(BaseHTTPRequestHandler):
         if obj is GARBAGE:
             status, raw, ctype = 200, b"<html>this is not Vault JSON\x00\xff", "text/html"
         data = raw if raw is not None else json.dumps(obj).encode()
+        if raw is None and not self.path.startswith("/_control") and self.vault().switch(self.path, "trailing"):
+            data += self.vault().switch(self.path, "trailing").encode()
         latency = self.vault().switch(self.path, "latency_ms")
         if latency:
             time.sleep(latency / 1000.0)
@@ -525,6 +531,7 @@ class Handler(BaseHTTPRequestHandler):
                 "expiration": int(not_after(cert).timestamp())}
         if not v.switch(path, "no_ca_chain"):
             data["ca_chain"] = [pem(issuer.cert)] + [pem(c) for c in issuer.chain]
+        data.update(v.switch(path, "sign_data") or {})
         return 200, self.envelope(data, warnings)
 
     def sign_role(self, role_name, issuer_ref, body):
@@ -686,8 +693,10 @@ class Handler(BaseHTTPRequestHandler):
         token = "hvb." + secrets.token_urlsafe(24)
         with v.lock:
             v.login_tokens[token] = {"expires": time.time() + ttl if ttl else 0}
+        lease = v.switch(self.path, "login_lease")
         return 200, self.envelope(None, None, {"client_token": token, "accessor": "", "policies": ["cmpgw"],
-                                              "token_policies": ["cmpgw"], "lease_duration": ttl,
+                                              "token_policies": ["cmpgw"],
+                                              "lease_duration": ttl if lease is None else lease,
                                               "renewable": False, "token_type": "batch",
                                               "metadata": {"common_name": peer.subject.rfc4514_string()}})
 

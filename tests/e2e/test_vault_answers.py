@@ -1,0 +1,96 @@
+"""A Vault answer out of range is refused whole, through the real gateway and the Vault-API test server
+(tests/upstreams/vault_api_server.py, switches login_lease, sign_data and trailing):
+
+- a cert-auth login answer whose lease_duration is negative (the token would never be renewed) or
+  2^32 (it would wrap to 0, "never expires"): no sign call is made, the client gets systemUnavail naming
+  the field;
+- a sign answer with a certificate but an expiration of -1, a ca_chain entry that is not a string, or
+  bytes after the JSON document: the certificate is not delivered, the client gets systemFailure naming
+  the field, and the audit log has no "issued" record for the transaction.
+
+Each is asserted on the decoded CMP answer (PKIStatus rejection, failInfo, statusString) next to its twin
+that issues once the switch is cleared.
+"""
+import json
+import sys
+
+sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+import harness  # noqa: E402
+import vaultenv  # noqa: E402
+
+
+class VaultAnswers(harness.GatewayTestCase):
+    vault = None
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.vault = vaultenv.running(cls, gw.dir)
+        common = cls.vault.upstream()
+        login = dict(common, tls_cert="client.pem", tls_key="client.key",
+                     auth={"cert": {"mount": "cert", "role": "cmpgw"}})
+        del login["token_file"]
+        cfg["upstreams"].update({"vault": common, "vault-login": login})
+        base = dict(cfg["roles"]["default"])
+        base.pop("upstream", None)
+        base["allowed_san_types"] = ["dns", "ip"]
+        cfg["roles"].update({
+            "vault": dict(base, upstream="vault", upstream_role="devices"),
+            "vault-login": dict(base, upstream="vault-login", upstream_role="devices"),
+        })
+
+    def setUp(self):
+        self.vault.control({})
+
+    def p10cr(self, role, name, expect_cert):
+        key = self.newkey(name)
+        csr = self.gw.dir / ("%s.csr" % name)
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=%s.example.com" % name, "-out", csr])
+        return self.gw.cmp("p10cr", name, path="pki/roles/%s/cmp" % role, extra=["-csr", csr],
+                           expect_cert=expect_cert)
+
+    def issued_tids(self):
+        lines = (self.gw.dir / "audit.log").read_text().splitlines()
+        return {r.get("tid") for r in map(json.loads, lines) if r.get("event") == "issued"}
+
+    def test_login_lease_out_of_range(self):
+        for i, (lease, text) in enumerate([
+                (-1, "auth.lease_duration is -1, not 0 to 315360000"),
+                (2 ** 32, "auth.lease_duration is 4294967296, not 0 to 315360000")]):
+            with self.subTest(lease=lease):
+                self.vault.control({"login_lease": lease})
+                mark = self.vault.mark()
+                res = self.p10cr("vault-login", "lease%d" % i, expect_cert=False)
+                self.assert_rejected(res, "systemUnavail", "Vault cert login: the answer is refused: " + text)
+                # only logins (the role read and the sign call each try one): nothing reached Vault's PKI
+                self.assertEqual({e["path"] for e in self.vault.since(mark)}, {"/v1/auth/cert/login"})
+        # the twin: the same login with the lease Vault states issues
+        self.vault.control({})
+        mark = self.vault.mark()
+        res = self.p10cr("vault-login", "lease-ok", expect_cert=True)
+        self.assertIn(res.first.status, (0, 1), res.first)
+        self.assertEqual(len(self.vault.since(mark, "/login")), 1)
+        self.assertEqual(len(self.vault.since(mark, "/sign/devices")), 1)
+
+    def test_sign_answer_out_of_range(self):
+        cases = [
+            ({"sign_data": {"expiration": -1}}, "data.expiration is -1, not 1 to 253402300799"),
+            ({"sign_data": {"ca_chain": [42]}}, "data.ca_chain[0] is an integer, not a string"),
+            ({"trailing": "\n{\"data\":{}}"}, "not Vault JSON: trailing data after the JSON document"),
+        ]
+        for i, (state, text) in enumerate(cases):
+            with self.subTest(state=state):
+                self.vault.control(dict(state, match="/sign/"))
+                mark = self.vault.mark()
+                res = self.p10cr("vault", "sign%d" % i, expect_cert=False)
+                self.assert_rejected(res, "systemFailure", "Vault's answer (HTTP 200) is refused: " + text)
+                self.assertEqual(len(self.vault.since(mark, "/sign/")), 1)  # refused, not asked again
+                tid = res.first.header["transactionID"].asOctets().hex()
+                self.assertNotIn(tid, self.issued_tids())
+        self.vault.control({})
+        res = self.p10cr("vault", "sign-ok", expect_cert=True)
+        self.assertIn(res.first.status, (0, 1), res.first)
+        self.assertIn(res.first.header["transactionID"].asOctets().hex(), self.issued_tids())
+
+
+if __name__ == "__main__":
+    harness.main()

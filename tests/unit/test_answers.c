@@ -1,0 +1,999 @@
+/*
+ * Unit tests for the upstream answer parsers (upstream/answers.h, upstream/field.h), on bytes alone:
+ * for each parser a valid answer, and for each field it reads its hostile twins (wrong type,
+ * negative, too large, too long, empty, NUL inside, missing, duplicated key), and for the document
+ * trailing data, truncation, bad UTF-8 and a root that is not an object. Each refusal is asserted
+ * with its reason. Every body is handed over in a heap buffer of exactly its length, with no NUL
+ * after it, so that ASan sees a read past |len|.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+#include "gateway/err.h"
+#include "gateway/limits.h"
+#include "upstream/answers.h"
+#include "upstream/field.h"
+
+static EVP_PKEY *ca_key, *leaf_key;
+static X509 *ca, *leaf;
+
+/* ---- bodies: templates with @TAG@ placeholders ---- */
+
+struct tag {
+    const char *name;
+    char *text;
+    size_t len;
+};
+
+static struct tag tags[40];
+static size_t n_tags;
+
+struct buf {
+    char *p;
+    size_t len, cap;
+};
+
+static void put(struct buf *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        b->cap = (b->len + n + 1) * 2;
+        assert_non_null(b->p = realloc(b->p, b->cap));
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void puts_(struct buf *b, const char *s)
+{
+    put(b, s, strlen(s));
+}
+
+static void add_tag(const char *name, struct buf *b)
+{
+    assert_true(n_tags < sizeof(tags) / sizeof(tags[0]));
+    tags[n_tags++] = (struct tag){name, b->p, b->len};
+    memset(b, 0, sizeof(*b));
+}
+
+/* A JSON string literal of |s| (|n| bytes), quotes included. */
+static void quote(struct buf *b, const char *s, size_t n)
+{
+    char esc[8];
+    size_t i;
+
+    puts_(b, "\"");
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)c;
+            put(b, esc, 2);
+        } else if (c < 0x20) {
+            snprintf(esc, sizeof(esc), "\\u%04x", c);
+            puts_(b, esc);
+        } else {
+            put(b, (const char *)&c, 1);
+        }
+    }
+    puts_(b, "\"");
+}
+
+static void tag_quoted(const char *name, const char *s, size_t n)
+{
+    struct buf b = {0};
+
+    quote(&b, s, n);
+    add_tag(name, &b);
+}
+
+/* |n| times |item| joined by ",". */
+static void tag_repeat(const char *name, const char *item, size_t n)
+{
+    struct buf b = {0};
+
+    puts_(&b, "");
+    for (size_t i = 0; i < n; i++) {
+        if (i != 0)
+            puts_(&b, ",");
+        puts_(&b, item);
+    }
+    add_tag(name, &b);
+}
+
+static void tag_number(const char *name, long long v)
+{
+    struct buf b = {0};
+    char num[32];
+
+    snprintf(num, sizeof(num), "%lld", v);
+    puts_(&b, num);
+    add_tag(name, &b);
+}
+
+/* |tmpl| with every @TAG@ replaced, into an exact heap buffer of |*len| bytes (no NUL after it). */
+static char *body_of(const char *tmpl, size_t *len)
+{
+    struct buf b = {0};
+    const char *p = tmpl;
+    char *out;
+    size_t i, tl = 0;
+
+    puts_(&b, "");
+    while (*p != '\0') {
+        if (*p != '@') {
+            put(&b, p++, 1);
+            continue;
+        }
+        for (i = 0; i < n_tags; i++)
+            if (strncmp(p, tags[i].name, (tl = strlen(tags[i].name))) == 0)
+                break;
+        if (i == n_tags)
+            fail_msg("unknown tag in %.40s", p);
+        put(&b, tags[i].text, tags[i].len);
+        p += tl;
+    }
+    *len = b.len;
+    assert_non_null(out = malloc(b.len > 0 ? b.len : 1));
+    memcpy(out, b.p, b.len);
+    free(b.p);
+    return out;
+}
+
+static char *pem_of(X509 *x)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    char *d = NULL, *out;
+    long n;
+
+    PEM_write_bio_X509(b, x);
+    n = BIO_get_mem_data(b, &d);
+    out = strndup(d, (size_t)n);
+    BIO_free(b);
+    return out;
+}
+
+static X509 *make_cert(EVP_PKEY *key, EVP_PKEY *signer, X509 *issuer, const char *cn, long serial)
+{
+    X509 *x = X509_new();
+    X509_NAME *n = X509_NAME_new();
+
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), serial);
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
+    X509_set_subject_name(x, n);
+    X509_set_issuer_name(x, issuer != NULL ? X509_get_subject_name(issuer) : n);
+    X509_gmtime_adj(X509_getm_notBefore(x), -60);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, key);
+    assert_true(X509_sign(x, signer, EVP_sha256()) > 0);
+    X509_NAME_free(n);
+    return x;
+}
+
+/* base64 of |der| as a JSON string literal. */
+static void tag_base64(const char *name, const unsigned char *der, size_t n)
+{
+    char *b64 = malloc(4 * ((n + 2) / 3) + 1);
+
+    EVP_EncodeBlock((unsigned char *)b64, der, (int)n);
+    tag_quoted(name, b64, strlen(b64));
+    free(b64);
+}
+
+static int setup(void **state)
+{
+    struct buf b = {0};
+    char *leaf_pem, *ca_pem, *big;
+    unsigned char *der = NULL;
+    X509_CRL *crl;
+    int n;
+
+    (void)state;
+    ca_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    leaf_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    ca = make_cert(ca_key, ca_key, NULL, "answers CA", 1);
+    leaf = make_cert(leaf_key, ca_key, ca, "dev.example.com", 12345);
+    leaf_pem = pem_of(leaf);
+    ca_pem = pem_of(ca);
+
+    tag_quoted("@LEAF@", leaf_pem, strlen(leaf_pem));
+    tag_quoted("@CA@", ca_pem, strlen(ca_pem));
+    puts_(&b, leaf_pem);
+    puts_(&b, ca_pem);
+    tag_quoted("@TWO@", b.p, b.len);
+    free(b.p);
+    memset(&b, 0, sizeof(b));
+    for (int i = 0; i < 9; i++)
+        puts_(&b, ca_pem);
+    tag_quoted("@NINE@", b.p, b.len);
+    free(b.p);
+    memset(&b, 0, sizeof(b));
+    tag_quoted("@GARBAGE@", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", 58);
+    /* an encrypted PEM: OpenSSL would ask for a passphrase on the terminal */
+    puts_(&b, "-----BEGIN CERTIFICATE-----\nProc-Type: 4,ENCRYPTED\n"
+              "DEK-Info: AES-128-CBC,00112233445566778899AABBCCDDEEFF\n\n");
+    puts_(&b, strchr(leaf_pem, '\n') + 1);
+    tag_quoted("@ENC@", b.p, b.len);
+    free(b.p);
+    memset(&b, 0, sizeof(b));
+    /* "\u0000" inside the PEM: C would read it shorter than it was sent */
+    puts_(&b, "\"\\u0000");
+    {
+        struct buf q = {0};
+
+        quote(&q, leaf_pem, strlen(leaf_pem));
+        put(&b, q.p + 1, q.len - 1);
+        free(q.p);
+    }
+    add_tag("@LEAFNUL@", &b);
+    /* a PEM string one byte over GW_MAX_UPSTREAM_PEM, and one of exactly that size */
+    big = calloc(1, GW_MAX_UPSTREAM_PEM + 2);
+    memset(big, 'x', GW_MAX_UPSTREAM_PEM + 1);
+    memcpy(big, leaf_pem, strlen(leaf_pem));
+    tag_quoted("@PEMOVER@", big, GW_MAX_UPSTREAM_PEM + 1);
+    tag_quoted("@PEMMAX@", big, GW_MAX_UPSTREAM_PEM);
+    free(big);
+    big = calloc(1, GW_MAX_UPSTREAM_MESSAGE + 2);
+    memset(big, 'a', GW_MAX_UPSTREAM_MESSAGE + 1);
+    tag_quoted("@MSGOVER@", big, GW_MAX_UPSTREAM_MESSAGE + 1);
+    free(big);
+    big = calloc(1, GW_MAX_VAULT_TOKEN_LEN + 2);
+    memset(big, 't', GW_MAX_VAULT_TOKEN_LEN + 1);
+    tag_quoted("@TOKOVER@", big, GW_MAX_VAULT_TOKEN_LEN + 1);
+    tag_quoted("@TOKMAX@", big, GW_MAX_VAULT_TOKEN_LEN);
+    free(big);
+    big = calloc(1, GW_MAX_PATTERN_LEN + 2);
+    memset(big, 'd', GW_MAX_PATTERN_LEN + 1);
+    tag_quoted("@DOMOVER@", big, GW_MAX_PATTERN_LEN + 1);
+    free(big);
+    big = calloc(1, GW_MAX_OID_TEXT + 2);
+    memset(big, '1', GW_MAX_OID_TEXT + 1);
+    memcpy(big, "1.3.6.1.5.5.7.3.", 16);
+    tag_quoted("@OIDOVER@", big, GW_MAX_OID_TEXT + 1);
+    big[GW_MAX_OID_TEXT + 1] = '\0';
+    {
+        char s[GW_MAX_OID_TEXT + 32];
+
+        snprintf(s, sizeof(s), "\"ClientAuth,%s\"", big);
+        puts_(&b, s);
+        add_tag("@COMMAOVER@", &b);
+    }
+    free(big);
+    tag_repeat("@S16@", "\"w\"", GW_MAX_UPSTREAM_MESSAGES);
+    tag_repeat("@S17@", "\"w\"", GW_MAX_UPSTREAM_MESSAGES + 1);
+    tag_repeat("@E17@", "{\"code\":1,\"message\":\"m\"}", GW_MAX_UPSTREAM_MESSAGES + 1);
+    tag_repeat("@D257@", "\"example.com\"", GW_MAX_PATTERNS + 1);
+    {
+        const struct tag *c = &tags[1]; /* @CA@ */
+        char *item = strndup(c->text, c->len);
+
+        tag_repeat("@CHAIN16@", item, GW_MAX_UPSTREAM_CHAIN);
+        tag_repeat("@CHAIN17@", item, GW_MAX_UPSTREAM_CHAIN + 1);
+        free(item);
+    }
+    tag_number("@LEASEMAX@", GW_MAX_VAULT_LEASE);
+    tag_number("@LEASEOVER@", (long long)GW_MAX_VAULT_LEASE + 1);
+    tag_number("@TTLMAX@", (long long)GW_MAX_CERT_TTL);
+    tag_number("@TTLOVER@", (long long)GW_MAX_CERT_TTL + 1);
+    tag_number("@TIMEMAX@", GW_MAX_UPSTREAM_TIME);
+    tag_number("@TIMEOVER@", GW_MAX_UPSTREAM_TIME + 1);
+    tag_number("@CODEOVER@", GW_MAX_CFSSL_CODE + 1);
+    tag_number("@BITSOVER@", GW_MAX_RSA_BITS + 1);
+    /* a raw NUL byte in the body itself */
+    put(&b, "", 1);
+    add_tag("@NUL@", &b);
+    /* a CRL of the CA, one with bytes after it, and DER that is not a CRL */
+    crl = X509_CRL_new();
+    X509_CRL_set_version(crl, 1);
+    X509_CRL_set_issuer_name(crl, X509_get_subject_name(ca));
+    {
+        ASN1_TIME *t = ASN1_TIME_adj(NULL, 0, 0, 0);
+
+        X509_CRL_set1_lastUpdate(crl, t);
+        ASN1_TIME_free(t);
+    }
+    assert_true(X509_CRL_sign(crl, ca_key, EVP_sha256()) > 0);
+    n = i2d_X509_CRL(crl, &der);
+    assert_true(n > 0);
+    tag_base64("@CRL@", der, (size_t)n);
+    der = realloc(der, (size_t)n + 3);
+    memcpy(der + n, "\x05\x00\x00", 3);
+    tag_base64("@CRLTRAIL@", der, (size_t)n + 3);
+    OPENSSL_free(der);
+    der = NULL;
+    X509_CRL_free(crl);
+    n = i2d_X509(leaf, &der);
+    tag_base64("@NOTCRL@", der, (size_t)n);
+    OPENSSL_free(der);
+    free(leaf_pem);
+    free(ca_pem);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < n_tags; i++)
+        free(tags[i].text);
+    X509_free(ca);
+    X509_free(leaf);
+    EVP_PKEY_free(ca_key);
+    EVP_PKEY_free(leaf_key);
+    return 0;
+}
+
+/* ---- running a parser on a template ---- */
+
+enum parser {
+    VAULT_ERROR,
+    VAULT_LOGIN,
+    VAULT_SIGN,
+    VAULT_REVOKE,
+    VAULT_CERT,
+    VAULT_ROLE,
+    CFSSL_ENVELOPE,
+    CFSSL_SIGN,
+    CFSSL_INFO,
+    CFSSL_CRL,
+};
+
+union outs {
+    struct gw_vault_error error;
+    struct gw_vault_login login;
+    struct gw_vault_signed sign;
+    struct gw_vault_revoked revoke;
+    struct gw_vault_cert cert;
+    struct gw_role_policy role;
+    struct gw_cfssl_envelope env;
+    struct gw_cfssl_cert ccert;
+    struct gw_cfssl_crl crl;
+};
+
+static int parse(enum parser p, const char *body, size_t len, union outs *o, char *err)
+{
+    switch (p) {
+    case VAULT_ERROR:
+        return gw_vault_parse_error(body, len, &o->error, err);
+    case VAULT_LOGIN:
+        return gw_vault_parse_login(body, len, &o->login, err);
+    case VAULT_SIGN:
+        return gw_vault_parse_sign(body, len, &o->sign, err);
+    case VAULT_REVOKE:
+        return gw_vault_parse_revoke(body, len, &o->revoke, err);
+    case VAULT_CERT:
+        return gw_vault_parse_cert(body, len, &o->cert, err);
+    case VAULT_ROLE:
+        return gw_vault_parse_role(body, len, &o->role, err);
+    case CFSSL_ENVELOPE:
+        return gw_cfssl_parse_envelope(body, len, &o->env, err);
+    case CFSSL_SIGN:
+        return gw_cfssl_parse_sign(body, len, &o->ccert, err);
+    case CFSSL_INFO:
+        return gw_cfssl_parse_info(body, len, &o->ccert, err);
+    case CFSSL_CRL:
+        return gw_cfssl_parse_crl(body, len, &o->crl, err);
+    }
+    return -1;
+}
+
+static void outs_cleanup(enum parser p, union outs *o)
+{
+    switch (p) {
+    case VAULT_LOGIN:
+        gw_vault_login_cleanup(&o->login);
+        break;
+    case VAULT_SIGN:
+        gw_vault_signed_cleanup(&o->sign);
+        break;
+    case VAULT_ROLE:
+        gw_role_policy_cleanup(&o->role);
+        break;
+    case CFSSL_SIGN:
+    case CFSSL_INFO:
+        gw_cfssl_cert_cleanup(&o->ccert);
+        break;
+    case CFSSL_CRL:
+        gw_cfssl_crl_cleanup(&o->crl);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Parses template |tmpl| with |p| into |o| (the caller cleans it up); returns the parser's code. */
+static int parse_tmpl(enum parser p, const char *tmpl, union outs *o, char *err)
+{
+    size_t len;
+    char *body = body_of(tmpl, &len);
+    int rc;
+
+    memset(o, 0xa5, sizeof(*o)); /* the parser starts from nothing it did not write */
+    err[0] = '\0';
+    rc = parse(p, body, len, o, err);
+    free(body);
+    return rc;
+}
+
+struct acase {
+    const char *name;
+    const char *body;
+    int rc;             /* 0: accepted */
+    const char *reason; /* refused: the reason contains this */
+};
+
+static void run_cases(enum parser p, const struct acase *cases, size_t n)
+{
+    char err[GW_ERR_LEN];
+    union outs o;
+    size_t i;
+    int rc;
+
+    for (i = 0; i < n; i++) {
+        rc = parse_tmpl(p, cases[i].body, &o, err);
+        outs_cleanup(p, &o);
+        if (rc != cases[i].rc || (cases[i].reason != NULL && strstr(err, cases[i].reason) == NULL) ||
+            (rc != 0 && strchr(err, '\n') != NULL))
+            fail_msg("%s: rc %d (want %d), reason \"%s\" (want \"%s\")", cases[i].name, rc, cases[i].rc, err,
+                     cases[i].reason != NULL ? cases[i].reason : "");
+    }
+}
+
+#define RUN(p, cases) run_cases(p, cases, sizeof(cases) / sizeof(cases[0]))
+#define UP GW_ERR_UPSTREAM
+
+/* ---- the document, for every parser ---- */
+
+static void test_document(void **state)
+{
+    static const struct acase cases[] = {
+        {"empty", "", UP, "the answer is empty"},
+        {"whitespace only", " \r\n\t", UP, "the answer is empty"},
+        {"truncated", "{\"errors\":[\"x\"", UP, "truncated"},
+        {"trailing data", "{\"errors\":[]} x", UP, "trailing data after the JSON document, at byte 14 of 15"},
+        {"second document", "{\"errors\":[]}{}", UP, "trailing data"},
+        {"NUL after the document", "{\"errors\":[]}@NUL@", UP, "trailing data"},
+        {"NUL inside", "{\"errors\":[@NUL@]}", UP, "not Vault JSON"},
+        {"array root", "[\"x\"]", UP, "the JSON document is an array, not an object"},
+        {"string root", "\"x\"", UP, "is a string, not an object"},
+        {"number root", "42", UP, "is an integer, not an object"},
+        {"null root", "null", UP, "is null, not an object"},
+        {"comment", "/* x */ {\"errors\":[]}", UP, "not Vault JSON"},
+        {"trailing comma", "{\"errors\":[],}", UP, "not Vault JSON"},
+        {"bad UTF-8", "{\"errors\":[\"\xff\"]}", UP, "not Vault JSON: invalid utf-8"},
+        {"deep nesting",
+         "{\"a\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}", UP,
+         "not Vault JSON"},
+        /* twins that are fine: whitespace after the document, as Go's json.Encoder writes it */
+        {"newline after", "{\"errors\":[]}\n", 0, NULL},
+        {"whitespace around", " \t{\"errors\":[]}\r\n ", 0, NULL},
+    };
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    RUN(VAULT_ERROR, cases);
+    /* cfssl says it in its own words; the same checks apply */
+    assert_int_equal(
+        gw_cfssl_parse_envelope("{\"success\":true}\n{}", 19, &(struct gw_cfssl_envelope){0}, err), UP);
+    assert_non_null(strstr(err, "not a cfssl envelope: trailing data"));
+    assert_int_equal(gw_cfssl_parse_envelope(NULL, 0, &(struct gw_cfssl_envelope){0}, err), UP);
+    assert_non_null(strstr(err, "not a cfssl envelope: the answer is empty"));
+}
+
+/* ---- Vault ---- */
+
+static void test_vault_error(void **state)
+{
+    static const struct acase cases[] = {
+        {"no errors", "{}", 0, NULL},
+        {"errors null", "{\"errors\":null}", 0, NULL},
+        {"errors 16", "{\"errors\":[@S16@]}", 0, NULL},
+        {"errors a string", "{\"errors\":\"x\"}", UP, "errors is a string, not an array"},
+        {"errors 17", "{\"errors\":[@S17@]}", UP, "errors has 17 entries, more than 16"},
+        {"entry a number", "{\"errors\":[\"a\",42]}", UP, "errors[1] is an integer, not a string"},
+        {"entry null", "{\"errors\":[null]}", UP, "errors[0] is missing or null"},
+        {"entry too long", "{\"errors\":[@MSGOVER@]}", UP, "errors[0] is 4097 bytes, more than 4096"},
+        {"entry NUL", "{\"errors\":[\"a\\u0000b\"]}", UP, "errors[0] holds a NUL byte"},
+    };
+    char err[GW_ERR_LEN];
+    union outs o;
+
+    (void)state;
+    RUN(VAULT_ERROR, cases);
+    assert_int_equal(parse_tmpl(VAULT_ERROR, "{\"errors\":[\"a\",\"\",\"bad\\nline\\u0001x\"]}", &o, err), 0);
+    assert_string_equal(o.error.message, "a; bad?line?x");
+    /* a long message is cut to the buffer, and never inside a UTF-8 character */
+    assert_int_equal(parse_tmpl(VAULT_ERROR, "{\"errors\":[@MSGOVER@]}", &o, err), UP);
+    assert_int_equal(o.error.message[0], '\0');
+}
+
+#define LOGIN(x) "{\"auth\":{\"client_token\":\"hvb.tok\",\"lease_duration\":" x ",\"renewable\":false}}"
+#define TOKEN(x) "{\"auth\":{\"client_token\":" x ",\"lease_duration\":3600}}"
+
+static void test_vault_login(void **state)
+{
+    static const struct acase cases[] = {
+        {"lease 0", LOGIN("0"), 0, NULL},
+        {"lease at the cap", LOGIN("@LEASEMAX@"), 0, NULL},
+        {"lease negative", LOGIN("-1"), UP, "auth.lease_duration is -1, not 0 to 315360000"},
+        {"lease over the cap", LOGIN("@LEASEOVER@"), UP, "auth.lease_duration is 315360001, not 0 to"},
+        {"lease wraps uint32", LOGIN("4294967296"), UP, "auth.lease_duration is 4294967296, not 0 to"},
+        {"lease beyond int64", LOGIN("18446744073709551616"), UP,
+         "auth.lease_duration is 18446744073709551615"},
+        {"lease below int64", LOGIN("-9223372036854775809"), UP,
+         "auth.lease_duration is -9223372036854775808"},
+        {"lease fraction", LOGIN("3600.5"), UP, "auth.lease_duration is 3600.5, not an integer"},
+        {"lease exponent", LOGIN("36e2"), UP, "auth.lease_duration is 36e2, not an integer"},
+        {"lease a string", LOGIN("\"3600\""), UP, "auth.lease_duration is a string, not an integer"},
+        {"lease a boolean", LOGIN("true"), UP, "auth.lease_duration is a boolean, not an integer"},
+        {"lease null", LOGIN("null"), UP, "auth.lease_duration is missing or null"},
+        {"lease absent", "{\"auth\":{\"client_token\":\"hvb.tok\"}}", UP, "auth.lease_duration is missing"},
+        /* json-c keeps the last of duplicated keys, and that is the one checked */
+        {"lease duplicated, last bad", LOGIN("3600,\"lease_duration\":-1"), UP, "auth.lease_duration is -1"},
+        {"lease duplicated, last good", LOGIN("-1,\"lease_duration\":3600"), 0, NULL},
+        {"token at the cap", TOKEN("@TOKMAX@"), 0, NULL},
+        {"token too long", TOKEN("@TOKOVER@"), UP, "auth.client_token is 4097 bytes, more than 4096"},
+        {"token empty", TOKEN("\"\""), UP, "auth.client_token is empty"},
+        {"token a number", TOKEN("42"), UP, "auth.client_token is an integer, not a string"},
+        {"token null", TOKEN("null"), UP, "auth.client_token is missing or null"},
+        {"token missing", "{\"auth\":{\"lease_duration\":3600}}", UP, "auth.client_token is missing"},
+        {"token NUL", TOKEN("\"hvb.a\\u0000b\""), UP, "auth.client_token holds a NUL byte"},
+        {"token header injection", TOKEN("\"hvb.a\\r\\nX-Evil: 1\""), UP, "not visible ASCII"},
+        {"token space", TOKEN("\"hvb a\""), UP, "not visible ASCII"},
+        {"token not ASCII", TOKEN("\"hvb.\xc3\xa9\""), UP, "not visible ASCII"},
+        {"renewable a string", TOKEN("\"hvb.tok\",\"renewable\":\"yes\""), UP,
+         "auth.renewable is a string, not true or false"},
+        {"renewable a number", TOKEN("\"hvb.tok\",\"renewable\":1"), UP, "auth.renewable is an integer"},
+        {"auth null", "{\"auth\":null}", UP, "auth is missing or null"},
+        {"auth missing", "{\"data\":{}}", UP, "auth is missing"},
+        {"auth an array", "{\"auth\":[]}", UP, "auth is an array, not an object"},
+        {"trailing data", LOGIN("60") "x", UP, "not Vault JSON: trailing data"},
+        {"truncated", "{\"auth\":{\"client_token\":\"hvb.tok\",\"lease_duration\":36", UP, "truncated"},
+    };
+    char err[GW_ERR_LEN];
+    union outs o;
+
+    (void)state;
+    RUN(VAULT_LOGIN, cases);
+    assert_int_equal(parse_tmpl(VAULT_LOGIN, TOKEN("\"hvb.tok\",\"renewable\":true"), &o, err), 0);
+    assert_string_equal(o.login.client_token, "hvb.tok");
+    assert_int_equal(o.login.lease_duration, 3600);
+    assert_true(o.login.renewable);
+    gw_vault_login_cleanup(&o.login);
+    assert_int_equal(o.login.client_token[0], '\0'); /* wiped */
+    assert_int_equal(parse_tmpl(VAULT_LOGIN, LOGIN("@LEASEMAX@"), &o, err), 0);
+    assert_int_equal(o.login.lease_duration, GW_MAX_VAULT_LEASE);
+    assert_false(o.login.renewable);
+    /* a refused answer leaves no token behind */
+    assert_int_equal(parse_tmpl(VAULT_LOGIN, LOGIN("-1"), &o, err), UP);
+    assert_int_equal(o.login.client_token[0], '\0');
+    assert_int_equal(o.login.lease_duration, 0);
+}
+
+#define SIGNED(x)                                                                                            \
+    "{\"data\":{\"certificate\":@LEAF@,\"issuing_ca\":@CA@,\"ca_chain\":[@CA@],\"serial_number\":\"30:39\"," \
+    "\"expiration\":1654105687" x "},\"warnings\":null}"
+/* 21 octets: one more than RFC 5280 allows */
+#define SERIAL_21 "00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff:00:11:22:33:44"
+#define CERT_IS(x) "{\"data\":{\"certificate\":" x "}}"
+
+static void test_vault_sign(void **state)
+{
+    static const struct acase cases[] = {
+        {"no warnings", SIGNED(""), 0, NULL},
+        {"16 warnings", "{\"data\":{\"certificate\":@LEAF@},\"warnings\":[@S16@]}", 0, NULL},
+        {"PEM at the cap", CERT_IS("@PEMMAX@"), 0, NULL},
+        {"chain of 16", "{\"data\":{\"certificate\":@LEAF@,\"ca_chain\":[@CHAIN16@]}}", 0, NULL},
+        {"expiration at the cap", SIGNED(",\"expiration\":@TIMEMAX@"), 0, NULL},
+        {"data null, warnings", "{\"data\":null,\"warnings\":[\"TTL too long\"]}", GW_ERR_NOT_FOUND,
+         "Vault issued no certificate: TTL too long"},
+        {"data missing", "{\"warnings\":null}", GW_ERR_NOT_FOUND,
+         "Vault issued no certificate: the answer has no data"},
+        {"data an array", "{\"data\":[]}", UP, "data is an array, not an object"},
+        {"certificate missing", "{\"data\":{\"issuing_ca\":@CA@}}", UP,
+         "data.certificate is missing or null"},
+        {"certificate a number", CERT_IS("42"), UP, "data.certificate is an integer, not a string"},
+        {"certificate empty", CERT_IS("\"\""), UP, "data.certificate is empty"},
+        {"certificate not PEM", CERT_IS("\"hello\""), UP, "data.certificate holds no PEM certificate"},
+        {"certificate unreadable", CERT_IS("@GARBAGE@"), UP, "data.certificate holds an unreadable"},
+        {"certificate encrypted", CERT_IS("@ENC@"), UP, "data.certificate holds an unreadable or encrypted"},
+        {"certificate two", CERT_IS("@TWO@"), UP, "data.certificate holds more than 1 certificate"},
+        {"certificate NUL", CERT_IS("@LEAFNUL@"), UP, "data.certificate holds a NUL byte"},
+        {"certificate too long", CERT_IS("@PEMOVER@"), UP,
+         "data.certificate is 65537 bytes, more than 65536"},
+        {"ca_chain a string", SIGNED(",\"ca_chain\":\"x\""), UP, "data.ca_chain is a string, not an array"},
+        {"ca_chain 17", SIGNED(",\"ca_chain\":[@CHAIN17@]"), UP,
+         "data.ca_chain has 17 entries, more than 16"},
+        {"ca_chain 18 certificates", SIGNED(",\"ca_chain\":[@NINE@,@NINE@]"), UP,
+         "data.ca_chain[1] holds more than 16 certificates"},
+        {"ca_chain entry a number", SIGNED(",\"ca_chain\":[@CA@,42]"), UP, "data.ca_chain[1] is an integer"},
+        {"ca_chain entry empty", SIGNED(",\"ca_chain\":[\"\"]"), UP, "data.ca_chain[0] is empty"},
+        {"ca_chain entry unreadable", SIGNED(",\"ca_chain\":[@GARBAGE@]"), UP,
+         "data.ca_chain[0] holds an unreadable"},
+        {"ca_chain entry NUL", SIGNED(",\"ca_chain\":[@LEAFNUL@]"), UP, "data.ca_chain[0] holds a NUL byte"},
+        {"issuing_ca a number", SIGNED(",\"issuing_ca\":7"), UP, "data.issuing_ca is an integer"},
+        {"issuing_ca unreadable", SIGNED(",\"issuing_ca\":@GARBAGE@"), UP,
+         "data.issuing_ca holds an unreadable"},
+        {"serial a number", SIGNED(",\"serial_number\":12345"), UP, "data.serial_number is an integer"},
+        {"serial empty", SIGNED(",\"serial_number\":\"\""), UP, "data.serial_number is empty"},
+        {"serial too long", SIGNED(",\"serial_number\":\"" SERIAL_21 "\""), UP,
+         "data.serial_number is 62 bytes, more than 59"},
+        {"serial not hex", SIGNED(",\"serial_number\":\"30:3g\""), UP,
+         "data.serial_number holds a character"},
+        {"serial NUL", SIGNED(",\"serial_number\":\"30\\u0000\""), UP, "data.serial_number holds a NUL byte"},
+        {"expiration negative", SIGNED(",\"expiration\":-1"), UP,
+         "data.expiration is -1, not 1 to 253402300799"},
+        {"expiration 0", SIGNED(",\"expiration\":0"), UP, "data.expiration is 0, not 1 to"},
+        {"expiration over the cap", SIGNED(",\"expiration\":@TIMEOVER@"), UP,
+         "data.expiration is 253402300800"},
+        {"expiration a string", SIGNED(",\"expiration\":\"1654105687\""), UP, "data.expiration is a string"},
+        {"expiration a fraction", SIGNED(",\"expiration\":1.5"), UP,
+         "data.expiration is 1.5, not an integer"},
+        {"warnings a string", "{\"data\":{\"certificate\":@LEAF@},\"warnings\":\"w\"}", UP,
+         "warnings is a string, not an array"},
+        {"warnings 17", "{\"data\":{\"certificate\":@LEAF@},\"warnings\":[@S17@]}", UP,
+         "warnings has 17 entries"},
+        {"warning a number", "{\"data\":null,\"warnings\":[1]}", UP, "warnings[0] is an integer"},
+        {"trailing data", SIGNED("") " {}", UP, "not Vault JSON: trailing data"},
+        {"truncated", "{\"data\":{\"certificate\":@LEAF@", UP, "truncated"},
+    };
+    char err[GW_ERR_LEN];
+    union outs o;
+
+    (void)state;
+    RUN(VAULT_SIGN, cases);
+    assert_int_equal(parse_tmpl(VAULT_SIGN, SIGNED(""), &o, err), 0);
+    assert_int_equal(X509_cmp(o.sign.cert, leaf), 0);
+    assert_int_equal(sk_X509_num(o.sign.chain), 1);
+    assert_int_equal(X509_cmp(sk_X509_value(o.sign.chain, 0), ca), 0);
+    assert_string_equal(o.sign.serial_number, "30:39");
+    assert_int_equal(o.sign.expiration, 1654105687);
+    assert_string_equal(o.sign.warnings, "");
+    gw_vault_signed_cleanup(&o.sign);
+    /* the chain from issuing_ca when ca_chain is absent or empty; none when neither is there */
+    assert_int_equal(parse_tmpl(VAULT_SIGN,
+                                "{\"data\":{\"certificate\":@LEAF@,\"issuing_ca\":@CA@,\"ca_chain\":[]}}", &o,
+                                err),
+                     0);
+    assert_int_equal(sk_X509_num(o.sign.chain), 1);
+    gw_vault_signed_cleanup(&o.sign);
+    assert_int_equal(
+        parse_tmpl(VAULT_SIGN, "{\"data\":{\"certificate\":@LEAF@},\"warnings\":[\"a\",\"b\"]}", &o, err), 0);
+    assert_null(o.sign.chain);
+    assert_string_equal(o.sign.serial_number, "");
+    assert_int_equal(o.sign.expiration, 0);
+    assert_string_equal(o.sign.warnings, "a; b");
+    gw_vault_signed_cleanup(&o.sign);
+    /* refused: nothing left to free */
+    assert_int_equal(parse_tmpl(VAULT_SIGN, SIGNED(",\"expiration\":-1"), &o, err), UP);
+    assert_null(o.sign.cert);
+    assert_null(o.sign.chain);
+}
+
+static void test_vault_revoke(void **state)
+{
+    static const struct acase cases[] = {
+        {"revoked", "{\"data\":{\"revocation_time\":1433269787,\"state\":\"revoked\"}}", 0, NULL},
+        {"no time", "{\"data\":{}}", 0, NULL},
+        {"expired", "{\"data\":null,\"warnings\":[\"already expired\"]}", 0, NULL},
+        {"time negative", "{\"data\":{\"revocation_time\":-1}}", UP, "data.revocation_time is -1, not 0 to"},
+        {"time over the cap", "{\"data\":{\"revocation_time\":@TIMEOVER@}}", UP,
+         "data.revocation_time is 253402300800"},
+        {"time a string", "{\"data\":{\"revocation_time\":\"1\"}}", UP, "data.revocation_time is a string"},
+        {"data a string", "{\"data\":\"x\"}", UP, "data is a string, not an object"},
+        {"warnings a number", "{\"data\":null,\"warnings\":1}", UP, "warnings is an integer, not an array"},
+        {"trailing data", "{\"data\":{}}]", UP, "trailing data"},
+    };
+    char err[GW_ERR_LEN];
+    union outs o;
+
+    (void)state;
+    RUN(VAULT_REVOKE, cases);
+    assert_int_equal(parse_tmpl(VAULT_REVOKE, "{\"data\":{\"revocation_time\":1433269787}}", &o, err), 0);
+    assert_true(o.revoke.revoked);
+    assert_int_equal(o.revoke.revocation_time, 1433269787);
+    assert_int_equal(parse_tmpl(VAULT_REVOKE, "{\"data\":null,\"warnings\":[\"already expired\"]}", &o, err),
+                     0);
+    assert_false(o.revoke.revoked);
+    assert_string_equal(o.revoke.warnings, "already expired");
+}
+
+#define STATUS(x) "{\"data\":{\"certificate\":\"x\",\"revocation_time\":" x "}}"
+
+static void test_vault_cert(void **state)
+{
+    static const struct acase cases[] = {
+        {"time at the cap", STATUS("@TIMEMAX@"), 0, NULL},
+        /* a missing revocation_time is not "not revoked" */
+        {"time missing", "{\"data\":{\"certificate\":\"x\"}}", UP, "data.revocation_time is missing or null"},
+        {"time null", STATUS("null"), UP, "data.revocation_time is missing or null"},
+        {"time negative", STATUS("-5"), UP, "data.revocation_time is -5, not 0 to 253402300799"},
+        {"time over the cap", STATUS("@TIMEOVER@"), UP, "data.revocation_time is 253402300800"},
+        {"time a string", STATUS("\"1433269787\""), UP, "data.revocation_time is a string, not an integer"},
+        {"time a fraction", STATUS("1e9"), UP, "data.revocation_time is 1e9, not an integer"},
+        {"time a boolean", STATUS("true"), UP, "data.revocation_time is a boolean"},
+        {"certificate missing", "{\"data\":{\"revocation_time\":0}}", UP, "data.certificate is missing"},
+        {"certificate a number", "{\"data\":{\"certificate\":1,\"revocation_time\":0}}", UP,
+         "data.certificate is an integer"},
+        {"certificate empty", "{\"data\":{\"certificate\":\"\",\"revocation_time\":0}}", UP,
+         "data.certificate is empty"},
+        {"certificate NUL", "{\"data\":{\"certificate\":\"\\u0000\",\"revocation_time\":0}}", UP,
+         "data.certificate holds a NUL byte"},
+        {"certificate too long", "{\"data\":{\"certificate\":@PEMOVER@,\"revocation_time\":0}}", UP,
+         "data.certificate is 65537 bytes"},
+        {"data missing", "{}", UP, "data is missing or null"},
+        {"data an array", "{\"data\":[]}", UP, "data is an array"},
+        {"trailing data", STATUS("0") "\n0", UP, "trailing data"},
+    };
+    char err[GW_ERR_LEN];
+    union outs o;
+
+    (void)state;
+    RUN(VAULT_CERT, cases);
+    assert_int_equal(parse_tmpl(VAULT_CERT, STATUS("0"), &o, err), 0);
+    assert_int_equal(o.cert.revocation_time, 0);
+    assert_int_equal(parse_tmpl(VAULT_CERT, STATUS("1433269787"), &o, err), 0);
+    assert_int_equal(o.cert.revocation_time, 1433269787);
+}
+
+#define ROLE(x) "{\"data\":{\"key_type\":\"ec\",\"key_bits\":256,\"max_ttl\":86400" x "}}"
+
+static void test_vault_role(void **state)
+{
+    static const struct acase cases[] = {
+        {"max_ttl at the cap", ROLE(",\"max_ttl\":@TTLMAX@"), 0, NULL},
+        {"max_ttl digits", ROLE(",\"max_ttl\":\"86400\""), 0, NULL},
+        {"max_ttl negative", ROLE(",\"max_ttl\":-1"), UP, "data.max_ttl is -1, not 0 to 3153600000"},
+        {"max_ttl over the cap", ROLE(",\"max_ttl\":@TTLOVER@"), UP, "data.max_ttl is 3153600001"},
+        {"max_ttl huge", ROLE(",\"max_ttl\":99999999999999999999"), UP,
+         "data.max_ttl is 18446744073709551615"},
+        {"max_ttl a duration", ROLE(",\"max_ttl\":\"72h\""), UP,
+         "data.max_ttl is the string \"72h\", not a number"},
+        {"max_ttl a signed string", ROLE(",\"max_ttl\":\"-1\""), UP, "data.max_ttl is the string \"-1\""},
+        {"max_ttl a long string", ROLE(",\"max_ttl\":\"1234567890123456789\""), UP, "not a number"},
+        {"max_ttl digits over the cap", ROLE(",\"max_ttl\":\"3153600001\""), UP,
+         "data.max_ttl is 3153600001"},
+        {"max_ttl empty", ROLE(",\"max_ttl\":\"\""), UP, "data.max_ttl is the string \"\", not a number"},
+        {"max_ttl NUL", ROLE(",\"max_ttl\":\"1\\u00002\""), UP, "not a number"},
+        {"max_ttl a fraction", ROLE(",\"max_ttl\":1.5"), UP, "data.max_ttl is 1.5, not an integer"},
+        {"max_ttl a boolean", ROLE(",\"max_ttl\":true"), UP, "data.max_ttl is a boolean"},
+        {"key_bits negative", ROLE(",\"key_bits\":-256"), UP, "data.key_bits is -256, not 0 to 16384"},
+        {"key_bits over the cap", ROLE(",\"key_bits\":@BITSOVER@"), UP, "data.key_bits is 16385"},
+        {"key_bits a string", ROLE(",\"key_bits\":\"256\""), UP, "data.key_bits is a string, not an integer"},
+        {"key_bits a fraction", ROLE(",\"key_bits\":256.0"), UP, "data.key_bits is 256.0, not an integer"},
+        {"key_type a number", ROLE(",\"key_type\":1"), UP, "data.key_type is an integer, not a string"},
+        {"key_type empty", ROLE(",\"key_type\":\"\""), UP, "data.key_type is empty"},
+        {"key_type too long", ROLE(",\"key_type\":\"ed25519ed25519ed\""), UP,
+         "data.key_type is 16 bytes, more than 15"},
+        {"key_type odd", ROLE(",\"key_type\":\"EC\""), UP, "data.key_type holds a character"},
+        {"key_type NUL", ROLE(",\"key_type\":\"ec\\u0000\""), UP, "data.key_type holds a NUL byte"},
+        {"flag a string", ROLE(",\"allow_any_name\":\"true\""), UP,
+         "data.allow_any_name is a string, not true or false"},
+        {"flag a number", ROLE(",\"enforce_hostnames\":0"), UP, "data.enforce_hostnames is an integer"},
+        {"usage flag a string", ROLE(",\"server_flag\":\"false\""), UP, "data.server_flag is a string"},
+        {"domains a comma string", ROLE(",\"allowed_domains\":\"a,b\""), 0, NULL},
+        {"domains 257", ROLE(",\"allowed_domains\":[@D257@]"), UP,
+         "data.allowed_domains has 257 entries, more than 256"},
+        {"domain a number", ROLE(",\"allowed_domains\":[\"a\",1]"), UP,
+         "data.allowed_domains[1] is an integer"},
+        {"domain empty", ROLE(",\"allowed_domains\":[\"\"]"), UP, "data.allowed_domains[0] is empty"},
+        {"domain too long", ROLE(",\"allowed_domains\":[@DOMOVER@]"), UP,
+         "data.allowed_domains[0] is 257 bytes"},
+        {"domain NUL", ROLE(",\"allowed_domains\":[\"a\\u0000.evil\"]"), UP,
+         "data.allowed_domains[0] holds a NUL"},
+        {"domains a number", ROLE(",\"allowed_domains\":7"), UP,
+         "data.allowed_domains is neither a list nor a string"},
+        {"usage a number", ROLE(",\"key_usage\":[\"DigitalSignature\",5]"), UP,
+         "data.key_usage[1] is an integer"},
+        {"usage empty", ROLE(",\"ext_key_usage\":[\"\"]"), UP, "data.ext_key_usage[0] is empty"},
+        {"usage NUL", ROLE(",\"ext_key_usage\":[\"ClientAuth\\u0000Any\"]"), UP, "holds a NUL byte"},
+        {"oid too long", ROLE(",\"ext_key_usage_oids\":[@OIDOVER@]"), UP,
+         "data.ext_key_usage_oids[0] is 65 bytes"},
+        {"oid in a list too long", ROLE(",\"ext_key_usage\":@COMMAOVER@"), UP,
+         "data.ext_key_usage[1] is 65 bytes"},
+        {"usage an object", ROLE(",\"key_usage\":{}"), UP, "data.key_usage is neither a list nor a string"},
+        {"data missing", "{}", UP, "data is missing or null"},
+        {"trailing data", ROLE("") "}", UP, "trailing data"},
+    };
+    char err[GW_ERR_LEN];
+    union outs o;
+
+    (void)state;
+    RUN(VAULT_ROLE, cases);
+    assert_int_equal(
+        parse_tmpl(VAULT_ROLE,
+                   "{\"data\":{\"allowed_domains\":\"example.com, corp.example\",\"allow_subdomains\":"
+                   "true,\"key_type\":\"ec\",\"key_bits\":384,\"max_ttl\":\"7200\",\"key_usage\":["
+                   "\"DigitalSignature\"],\"ext_key_usage\":\"ClientAuth\",\"server_flag\":false}}",
+                   &o, err),
+        0);
+    assert_int_equal(o.role.allowed_domains.n, 2);
+    assert_string_equal(o.role.allowed_domains.v[1], "corp.example");
+    assert_true(o.role.allow_subdomains);
+    assert_false(o.role.allow_any_name);
+    assert_string_equal(o.role.key_type, "ec");
+    assert_int_equal(o.role.key_bits, 384);
+    assert_int_equal(o.role.max_ttl, 7200);
+    assert_int_equal(o.role.key_usage, KU_DIGITAL_SIGNATURE);
+    assert_int_equal(o.role.ext_key_usage, GW_EKU_CLIENT_AUTH);
+    gw_role_policy_cleanup(&o.role);
+    /* absent fields: Vault's defaults, never narrower than the role */
+    assert_int_equal(parse_tmpl(VAULT_ROLE, "{\"data\":{}}", &o, err), 0);
+    assert_string_equal(o.role.key_type, "rsa");
+    assert_int_equal(o.role.max_ttl, 0);
+    assert_int_equal(o.role.key_usage, KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT | KU_KEY_ENCIPHERMENT);
+    assert_int_equal(o.role.ext_key_usage, GW_EKU_SERVER_AUTH | GW_EKU_CLIENT_AUTH);
+    gw_role_policy_cleanup(&o.role);
+    /* refused: the domains read so far are freed, nothing is left */
+    assert_int_equal(parse_tmpl(VAULT_ROLE, ROLE(",\"allowed_domains\":[\"a\",\"b\",1]"), &o, err), UP);
+    assert_null(o.role.allowed_domains.v);
+    assert_int_equal(o.role.allowed_domains.n, 0);
+}
+
+/* ---- cfssl ---- */
+
+#define ENVELOPE(x) "{\"success\":false,\"result\":null,\"errors\":[" x "],\"messages\":[]}"
+
+static void test_cfssl_envelope(void **state)
+{
+    static const struct acase cases[] = {
+        {"success", "{\"success\":true,\"result\":{},\"errors\":[],\"messages\":[]}\n", 0, NULL},
+        {"failure", ENVELOPE("{\"code\":5500,\"message\":\"policy\"}"), 0, NULL},
+        {"no errors, messages", "{\"success\":false}", 0, NULL},
+        {"code at the cap", ENVELOPE("{\"code\":99999,\"message\":\"m\"}"), 0, NULL},
+        {"trailing data", "{\"success\":true,\"result\":{}}\n{\"success\":false}", UP,
+         "not a cfssl envelope: trailing data after the JSON document, at byte 29 of 46"},
+        {"trailing garbage", "{\"success\":true,\"result\":{}}garbage", UP, "trailing data"},
+        {"success missing", "{\"result\":{}}", UP, "success is missing or null"},
+        {"success a string", "{\"success\":\"false\"}", UP, "success is a string, not true or false"},
+        {"success a number", "{\"success\":1}", UP, "success is an integer, not true or false"},
+        {"errors an object", "{\"success\":false,\"errors\":{}}", UP, "errors is an object, not an array"},
+        {"errors 17", ENVELOPE("@E17@"), UP, "errors has 17 entries, more than 16"},
+        {"error a string", ENVELOPE("\"x\""), UP, "errors[0] is a string, not an object"},
+        {"code missing", ENVELOPE("{\"message\":\"m\"}"), UP, "errors[0].code is missing or null"},
+        {"code a string", ENVELOPE("{\"code\":\"5500\",\"message\":\"m\"}"), UP,
+         "errors[0].code is a string"},
+        {"code negative", ENVELOPE("{\"code\":-5500,\"message\":\"m\"}"), UP,
+         "errors[0].code is -5500, not 0 to 99999"},
+        {"code over the cap", ENVELOPE("{\"code\":@CODEOVER@,\"message\":\"m\"}"), UP,
+         "errors[0].code is 100000"},
+        {"code a fraction", ENVELOPE("{\"code\":5500.5,\"message\":\"m\"}"), UP, "errors[0].code is 5500.5"},
+        {"message missing", ENVELOPE("{\"code\":1}"), UP, "errors[0].message is missing or null"},
+        {"message a number", ENVELOPE("{\"code\":1,\"message\":2}"), UP, "errors[0].message is an integer"},
+        {"message too long", ENVELOPE("{\"code\":1,\"message\":@MSGOVER@}"), UP,
+         "errors[0].message is 4097 bytes"},
+        {"message NUL", ENVELOPE("{\"code\":1,\"message\":\"a\\u0000b\"}"), UP,
+         "errors[0].message holds a NUL byte"},
+        {"second error bad", ENVELOPE("{\"code\":1,\"message\":\"m\"},{\"code\":-1,\"message\":\"m\"}"), UP,
+         "errors[1].code is -1"},
+        {"messages a string", "{\"success\":true,\"messages\":\"m\"}", UP,
+         "messages is a string, not an array"},
+        {"messages 17", "{\"success\":true,\"messages\":[@E17@]}", UP, "messages has 17 entries"},
+        {"message entry bad", "{\"success\":true,\"messages\":[{\"code\":\"1\",\"message\":\"m\"}]}", UP,
+         "messages[0].code is a string"},
+        {"array root", "[{\"success\":true}]", UP, "not a cfssl envelope: the JSON document is an array"},
+    };
+    char err[GW_ERR_LEN];
+    union outs o;
+
+    (void)state;
+    RUN(CFSSL_ENVELOPE, cases);
+    assert_int_equal(
+        parse_tmpl(CFSSL_ENVELOPE, ENVELOPE("{\"code\":5500,\"message\":\"bad\\nline\\u0001x\"}"), &o, err),
+        0);
+    assert_false(o.env.success);
+    assert_int_equal(o.env.code, 5500);
+    assert_string_equal(o.env.message, "bad?line?x");
+}
+
+#define CFSIGN(x) "{\"success\":true,\"result\":{\"certificate\":" x "},\"errors\":[],\"messages\":[]}\n"
+
+static void test_cfssl_sign_info(void **state)
+{
+    static const struct acase cases[] = {
+        {"failure, no result", ENVELOPE("{\"code\":9002,\"message\":\"CSR Decode failed\"}"), 0, NULL},
+        {"result missing", "{\"success\":true}", UP, "result is missing or null"},
+        {"result a string", "{\"success\":true,\"result\":\"cert\"}", UP,
+         "result is a string, not an object"},
+        {"certificate missing", "{\"success\":true,\"result\":{}}", UP,
+         "result.certificate is missing or null"},
+        {"certificate a number", CFSIGN("42"), UP, "result.certificate is an integer, not a string"},
+        {"certificate empty", CFSIGN("\"\""), UP, "result.certificate is empty"},
+        {"certificate not PEM", CFSIGN("\"x\""), UP, "result.certificate holds no PEM certificate"},
+        {"certificate unreadable", CFSIGN("@GARBAGE@"), UP, "result.certificate holds an unreadable"},
+        {"certificate encrypted", CFSIGN("@ENC@"), UP, "result.certificate holds an unreadable or encrypted"},
+        {"certificate two", CFSIGN("@TWO@"), UP, "result.certificate holds more than 1 certificate"},
+        {"certificate NUL", CFSIGN("@LEAFNUL@"), UP, "result.certificate holds a NUL byte"},
+        {"certificate too long", CFSIGN("@PEMOVER@"), UP, "result.certificate is 65537 bytes"},
+        {"trailing data", CFSIGN("@LEAF@") "x", UP, "not a cfssl envelope: trailing data"},
+        {"truncated", "{\"success\":true,\"result\":{\"certificate\":\"---", UP, "truncated"},
+    };
+    char err[GW_ERR_LEN];
+    union outs o;
+
+    (void)state;
+    RUN(CFSSL_SIGN, cases);
+    RUN(CFSSL_INFO, cases);
+    assert_int_equal(parse_tmpl(CFSSL_SIGN, CFSIGN("@LEAF@"), &o, err), 0);
+    assert_true(o.ccert.env.success);
+    assert_int_equal(X509_cmp(o.ccert.cert, leaf), 0);
+    gw_cfssl_cert_cleanup(&o.ccert);
+    assert_int_equal(parse_tmpl(CFSSL_INFO, CFSIGN("@CA@"), &o, err), 0);
+    assert_int_equal(X509_cmp(o.ccert.cert, ca), 0);
+    gw_cfssl_cert_cleanup(&o.ccert);
+    /* a failure answer: cfssl's error, no certificate */
+    assert_int_equal(
+        parse_tmpl(CFSSL_SIGN, ENVELOPE("{\"code\":9002,\"message\":\"CSR Decode failed\"}"), &o, err), 0);
+    assert_false(o.ccert.env.success);
+    assert_int_equal(o.ccert.env.code, 9002);
+    assert_null(o.ccert.cert);
+}
+
+#define CFCRL(x) "{\"success\":true,\"result\":" x ",\"errors\":[],\"messages\":[]}\n"
+
+static void test_cfssl_crl(void **state)
+{
+    static const struct acase cases[] = {
+        {"result an object", CFCRL("{}"), UP, "result is an object, not a string"},
+        {"result empty", CFCRL("\"\""), UP, "result is empty"},
+        {"result not a multiple of 4", CFCRL("\"AAAAA\""), UP, "result is not base64 (5 characters)"},
+        {"result not base64", CFCRL("\"!!!!\""), UP, "result is not base64"},
+        {"result NUL", CFCRL("\"AA\\u0000A\""), UP, "result holds a NUL byte"},
+        {"result not a CRL", CFCRL("@NOTCRL@"), UP, "result is not the base64 of one DER CRL"},
+        {"result with bytes after the CRL", CFCRL("@CRLTRAIL@"), UP,
+         "result is not the base64 of one DER CRL"},
+        {"trailing data", CFCRL("@CRL@") "[]", UP, "trailing data"},
+    };
+    char err[GW_ERR_LEN];
+    union outs o;
+    const unsigned char *p;
+    X509_CRL *crl;
+
+    (void)state;
+    RUN(CFSSL_CRL, cases);
+    assert_int_equal(parse_tmpl(CFSSL_CRL, CFCRL("@CRL@"), &o, err), 0);
+    p = o.crl.der;
+    assert_non_null(crl = d2i_X509_CRL(NULL, &p, (long)o.crl.len));
+    assert_ptr_equal(p, o.crl.der + o.crl.len);
+    assert_int_equal(X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_subject_name(ca)), 0);
+    X509_CRL_free(crl);
+    gw_cfssl_crl_cleanup(&o.crl);
+}
+
+/* ---- field.h on its own ---- */
+
+/* gw_field_text: control characters replaced, and a cut never inside a UTF-8 character. */
+static void test_field_text(void **state)
+{
+    char out[6];
+
+    (void)state;
+    gw_field_text(out, sizeof(out), "a\tb\x7f", 4);
+    assert_string_equal(out, "a?b?");
+    gw_field_text(out, sizeof(out), "abcd\xc3\xa9", 6); /* "abcdé": the é does not fit whole */
+    assert_string_equal(out, "abcd");
+    gw_field_text(out, sizeof(out), "abc\xc3\xa9z", 6);
+    assert_string_equal(out, "abc\xc3\xa9");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_document),        cmocka_unit_test(test_vault_error),
+        cmocka_unit_test(test_vault_login),     cmocka_unit_test(test_vault_sign),
+        cmocka_unit_test(test_vault_revoke),    cmocka_unit_test(test_vault_cert),
+        cmocka_unit_test(test_vault_role),      cmocka_unit_test(test_cfssl_envelope),
+        cmocka_unit_test(test_cfssl_sign_info), cmocka_unit_test(test_cfssl_crl),
+        cmocka_unit_test(test_field_text),
+    };
+
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

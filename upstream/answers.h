@@ -1,0 +1,147 @@
+/*
+ * The answers of the JSON upstreams, parsed by pure functions: Vault / OpenBao PKI (vault.c) and
+ * cfssl (cfssl.c) hand the bodies they receive to these, and read nothing of an answer otherwise.
+ *
+ * Every gw_vault_parse_* and gw_cfssl_parse_* function:
+ *  - reads exactly |len| bytes of |body| (no NUL terminator needed; NULL with len 0 is an empty
+ *    answer) and nothing else: no I/O, no upstream object, no global state, no setup. Any bytes are
+ *    a valid input;
+ *  - wants one JSON object with nothing after it but whitespace (gw_field_parse_object);
+ *  - checks every field it reads: numbers by type and range, strings by length and for NUL bytes,
+ *    arrays by count, against the caps in gateway/limits.h. One field out of range refuses the whole
+ *    answer: nothing is clamped, cast or defaulted in its place;
+ *  - returns 0 with |out| filled; GW_ERR_UPSTREAM with a one-line reason in |err| (GW_ERR_LEN) naming
+ *    the field and what is wrong; or GW_ERR_NOMEM. A reason about the document as a whole starts
+ *    "not Vault JSON: " or "not a cfssl envelope: ";
+ *  - leaves in |out| only what it owns: strings are copied, certificates are new objects (get1: the
+ *    caller owns them through |out|). The matching *_cleanup frees them and is safe on a zeroed,
+ *    filled or failed |out|; a caller that keeps a certificate takes it and sets the field to NULL.
+ *    Nothing in |out| points into |body|.
+ * json-c keeps the last of duplicated keys: that one is the value read and checked.
+ */
+#ifndef GW_ANSWERS_H
+#define GW_ANSWERS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <openssl/x509.h>
+#include "../gateway/limits.h"
+#include "upstream.h"
+
+/* A serial number as Vault writes it: colon-separated lowercase hex, "aa:" per octet. */
+#define GW_VAULT_SERIAL_LEN (3 * GW_MAX_SERIAL_OCTETS) /* with the NUL in place of the last ':' */
+
+/* ---- Vault / OpenBao ---- */
+
+/* An error answer (any status but 200 and 204): {"errors": ["...", ...]}. */
+struct gw_vault_error {
+    char message[GW_ERR_LEN]; /* the errors joined with "; ", control characters replaced; "" if none */
+};
+int gw_vault_parse_error(const char *body, size_t len, struct gw_vault_error *out, char *err);
+
+/* POST auth/<mount>/login: {"auth": {"client_token", "lease_duration", "renewable"}}. */
+struct gw_vault_login {
+    char client_token[GW_MAX_VAULT_TOKEN_LEN + 1]; /* a secret: gw_vault_login_cleanup wipes it */
+    uint32_t lease_duration; /* seconds, at most GW_MAX_VAULT_LEASE; 0 = the token does not expire */
+    bool renewable;          /* false when the answer does not say */
+};
+/* client_token: 1 to GW_MAX_VAULT_TOKEN_LEN visible ASCII characters (it goes into a header line). */
+int gw_vault_parse_login(const char *body, size_t len, struct gw_vault_login *out, char *err);
+void gw_vault_login_cleanup(struct gw_vault_login *l);
+
+/*
+ * POST sign/<role>, sign-verbatim: {"data": {"certificate", "issuing_ca", "ca_chain", "serial_number",
+ * "expiration"}, "warnings": [...]}. A well-formed answer whose data is null (Vault's warnings only:
+ * nothing was issued) returns GW_ERR_NOT_FOUND with "Vault issued no certificate: <warnings>".
+ */
+struct gw_vault_signed {
+    X509 *cert;            /* data.certificate: exactly one certificate */
+    STACK_OF(X509) *chain; /* ca_chain, else issuing_ca (issuer first, at most GW_MAX_UPSTREAM_CHAIN);
+                              NULL if the answer has neither */
+    char serial_number[GW_VAULT_SERIAL_LEN]; /* "" if absent */
+    int64_t expiration;                      /* Unix time, 1 to GW_MAX_UPSTREAM_TIME; 0 if absent */
+    char warnings[GW_ERR_LEN];               /* joined as gw_vault_error's message; "" if none */
+};
+int gw_vault_parse_sign(const char *body, size_t len, struct gw_vault_signed *out, char *err);
+void gw_vault_signed_cleanup(struct gw_vault_signed *s);
+
+/*
+ * POST revoke: {"data": {"revocation_time", ...}}, or, for a certificate that has expired, data null
+ * and a warning (Vault puts no expired certificate on its CRL).
+ */
+struct gw_vault_revoked {
+    bool revoked;              /* data is there: Vault has the certificate revoked */
+    int64_t revocation_time;   /* Unix time, 0 to GW_MAX_UPSTREAM_TIME; 0 if absent */
+    char warnings[GW_ERR_LEN]; /* joined; "" if none */
+};
+int gw_vault_parse_revoke(const char *body, size_t len, struct gw_vault_revoked *out, char *err);
+
+/* GET cert/<serial>: {"data": {"certificate", "revocation_time"}}, both required. */
+struct gw_vault_cert {
+    int64_t revocation_time; /* Unix time, 0 to GW_MAX_UPSTREAM_TIME; 0 = not revoked */
+};
+int gw_vault_parse_cert(const char *body, size_t len, struct gw_vault_cert *out, char *err);
+
+/*
+ * GET roles/<name>: {"data": {...}} as a struct gw_role_policy (upstream.h; gw_role_policy_cleanup
+ * frees it). What a role grants never reads narrower than it is: absent usage fields take Vault's
+ * defaults (key_usage DigitalSignature, KeyAgreement, KeyEncipherment; server_flag and client_flag
+ * true), and a usage list longer than GW_MAX_ROLE_USAGES reads as granting every usage. Other absent
+ * fields: key_type "rsa", switches false, key_bits and max_ttl 0 (Vault's choice, none). max_ttl is an
+ * integer or a string of digits, 0 to GW_MAX_CERT_TTL; key_bits 0 to GW_MAX_RSA_BITS; key_type up to
+ * GW_MAX_KEY_TYPE_LEN of a-z, 0-9, '-'; allowed_domains at most GW_MAX_PATTERNS of 1 to
+ * GW_MAX_PATTERN_LEN bytes, usage names and OIDs 1 to GW_MAX_OID_TEXT. allowed_domains and the usage
+ * fields are lists of strings or, as older Vaults answer, one comma-separated string.
+ */
+int gw_vault_parse_role(const char *body, size_t len, struct gw_role_policy *out, char *err);
+
+/* Vault's names of key usages (Go's x509.KeyUsage without its prefix: KU_* bits) and extended key
+ * usages (enum gw_eku bits), as roles and sign-verbatim calls name them. */
+struct gw_vault_usage {
+    const char *name;
+    unsigned bit;
+};
+extern const struct gw_vault_usage gw_vault_key_usages[];
+extern const size_t gw_vault_n_key_usages;
+extern const struct gw_vault_usage gw_vault_ext_key_usages[];
+extern const size_t gw_vault_n_ext_key_usages;
+
+/* ---- cfssl ---- */
+
+/* cfssl's envelope (api.Response): {"success", "result", "errors": [{code, message}], "messages"}. */
+struct gw_cfssl_envelope {
+    bool success;
+    long code;                    /* errors[0].code, 0 to GW_MAX_CFSSL_CODE; 0 if none */
+    char message[GW_ERR_LEN / 2]; /* errors[0].message, control characters replaced; "" if none */
+};
+
+/*
+ * gw_cfssl_parse_envelope checks the envelope only (revoke: its result is not read). 0 is a
+ * well-formed answer, whether it says success or failure: |out->success| tells.
+ */
+int gw_cfssl_parse_envelope(const char *body, size_t len, struct gw_cfssl_envelope *out, char *err);
+
+/*
+ * sign and authsign ({"result": {"certificate"}}) and info ({"result": {"certificate", ...}}: cfssl's
+ * CA): 0 with |out->cert| set (exactly one certificate) when |out->env.success|, else 0 with no
+ * certificate and cfssl's error in |out->env|.
+ */
+struct gw_cfssl_cert {
+    struct gw_cfssl_envelope env;
+    X509 *cert;
+};
+int gw_cfssl_parse_sign(const char *body, size_t len, struct gw_cfssl_cert *out, char *err);
+int gw_cfssl_parse_info(const char *body, size_t len, struct gw_cfssl_cert *out, char *err);
+void gw_cfssl_cert_cleanup(struct gw_cfssl_cert *c);
+
+/* crl: {"result": "<base64 of a DER CRL>"}; |out->der| (malloc'd, |out->len| bytes) is exactly one CRL. */
+struct gw_cfssl_crl {
+    struct gw_cfssl_envelope env;
+    unsigned char *der;
+    size_t len;
+};
+int gw_cfssl_parse_crl(const char *body, size_t len, struct gw_cfssl_crl *out, char *err);
+void gw_cfssl_crl_cleanup(struct gw_cfssl_crl *c);
+
+#endif

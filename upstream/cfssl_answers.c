@@ -1,0 +1,207 @@
+/*
+ * cfssl answers, parsed and range-checked (answers.h). Every cfssl endpoint answers with the same
+ * envelope (cfssl api.Response, written by Go's encoding/json): {"success": bool, "result": ...,
+ * "errors": [{"code": int, "message": string}], "messages": [the same]}.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <json-c/json.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+#include "gateway/err.h"
+#include "gateway/limits.h"
+#include "upstream/answers.h"
+#include "upstream/field.h"
+
+#define NAME_LEN 64 /* a field name as a reason shows it: "messages[15].message" */
+
+static int fail(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int fail(char *err, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(err, GW_ERR_LEN, fmt, ap);
+    va_end(ap);
+    return GW_ERR_UPSTREAM;
+}
+
+/* The answer's root object, or NULL with "not a cfssl envelope: <why>". */
+static json_object *document(const char *body, size_t len, char *err)
+{
+    char why[GW_ERR_LEN];
+    json_object *root = gw_field_parse_object(body, len, why);
+
+    if (root == NULL)
+        fail(err, "not a cfssl envelope: %.200s", why);
+    return root;
+}
+
+/* One entry of errors or messages (cfssl api.ResponseMessage): {"code": int, "message": string}. */
+static int message(json_object *e, const char *name, int64_t *code, const char **text, size_t *len, char *err)
+{
+    char cname[NAME_LEN + 16], mname[NAME_LEN + 16];
+    int rc;
+
+    snprintf(cname, sizeof(cname), "%.*s.code", NAME_LEN, name);
+    snprintf(mname, sizeof(mname), "%.*s.message", NAME_LEN, name);
+    if ((rc = gw_field_object(e, name, err)) != 0 ||
+        (rc = gw_field_int(gw_field_member(e, "code"), cname, 0, 0, GW_MAX_CFSSL_CODE, code, err)) != 0 ||
+        (rc = gw_field_string(gw_field_member(e, "message"), mname, 0, GW_MAX_UPSTREAM_MESSAGE, text, len,
+                              err)) != 0)
+        return rc;
+    return 0;
+}
+
+/* The messages of array |key| of |root|, checked; the first one into |out| if it is not NULL. */
+static int messages(json_object *root, const char *key, struct gw_cfssl_envelope *out, char *err)
+{
+    json_object *a = gw_field_member(root, key);
+    char name[NAME_LEN];
+    const char *text;
+    size_t n = 0, i, len;
+    int64_t code;
+    int rc;
+
+    if (a != NULL && (rc = gw_field_array(a, key, GW_MAX_UPSTREAM_MESSAGES, &n, err)) != 0)
+        return rc;
+    for (i = 0; i < n; i++) {
+        snprintf(name, sizeof(name), "%s[%zu]", key, i);
+        if ((rc = message(json_object_array_get_idx(a, i), name, &code, &text, &len, err)) != 0)
+            return rc;
+        if (i == 0 && out != NULL) {
+            out->code = (long)code;
+            gw_field_text(out->message, sizeof(out->message), text, len);
+        }
+    }
+    return 0;
+}
+
+static int envelope(json_object *root, struct gw_cfssl_envelope *out, char *err)
+{
+    int rc;
+
+    if ((rc = gw_field_bool(gw_field_member(root, "success"), "success", &out->success, err)) != 0 ||
+        (rc = messages(root, "errors", out, err)) != 0 || (rc = messages(root, "messages", NULL, err)) != 0)
+        memset(out, 0, sizeof(*out));
+    return rc;
+}
+
+int gw_cfssl_parse_envelope(const char *body, size_t len, struct gw_cfssl_envelope *out, char *err)
+{
+    json_object *root;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    if ((root = document(body, len, err)) == NULL)
+        return GW_ERR_UPSTREAM;
+    rc = envelope(root, out, err);
+    json_object_put(root);
+    return rc;
+}
+
+/* sign, authsign and info: {"result": {"certificate": "<one PEM certificate>"}} on success. */
+static int parse_cert(const char *body, size_t len, struct gw_cfssl_cert *out, char *err)
+{
+    json_object *root, *result;
+    STACK_OF(X509) *one = NULL;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    if ((root = document(body, len, err)) == NULL)
+        return GW_ERR_UPSTREAM;
+    if ((rc = envelope(root, &out->env, err)) != 0 || !out->env.success)
+        goto out;
+    result = gw_field_member(root, "result");
+    if ((rc = gw_field_object(result, "result", err)) != 0)
+        goto out;
+    if ((one = sk_X509_new_null()) == NULL) {
+        rc = GW_ERR_NOMEM;
+        goto out;
+    }
+    if ((rc = gw_field_certs(gw_field_member(result, "certificate"), "result.certificate", one, 1, NULL,
+                             err)) != 0)
+        goto out;
+    out->cert = sk_X509_shift(one);
+out:
+    sk_X509_pop_free(one, X509_free);
+    json_object_put(root);
+    if (rc != 0)
+        gw_cfssl_cert_cleanup(out);
+    return rc;
+}
+
+int gw_cfssl_parse_sign(const char *body, size_t len, struct gw_cfssl_cert *out, char *err)
+{
+    return parse_cert(body, len, out, err);
+}
+
+int gw_cfssl_parse_info(const char *body, size_t len, struct gw_cfssl_cert *out, char *err)
+{
+    return parse_cert(body, len, out, err);
+}
+
+void gw_cfssl_cert_cleanup(struct gw_cfssl_cert *c)
+{
+    if (c == NULL)
+        return;
+    X509_free(c->cert);
+    memset(c, 0, sizeof(*c));
+}
+
+int gw_cfssl_parse_crl(const char *body, size_t len, struct gw_cfssl_crl *out, char *err)
+{
+    json_object *root;
+    const unsigned char *p;
+    const char *b64 = NULL;
+    X509_CRL *crl = NULL;
+    size_t n = 0, pad;
+    int rc, got;
+
+    memset(out, 0, sizeof(*out));
+    if ((root = document(body, len, err)) == NULL)
+        return GW_ERR_UPSTREAM;
+    if ((rc = envelope(root, &out->env, err)) != 0 || !out->env.success)
+        goto out;
+    if ((rc = gw_field_string(gw_field_member(root, "result"), "result", 1, GW_MAX_UPSTREAM_BODY, &b64, &n,
+                              err)) != 0)
+        goto out;
+    rc = GW_ERR_UPSTREAM;
+    if (n % 4 != 0) {
+        fail(err, "result is not base64 (%zu characters)", n);
+        goto out;
+    }
+    if ((out->der = malloc(n / 4 * 3)) == NULL) {
+        rc = GW_ERR_NOMEM;
+        goto out;
+    }
+    pad = (b64[n - 1] == '=') + (b64[n - 2] == '=');
+    if ((got = EVP_DecodeBlock(out->der, (const unsigned char *)b64, (int)n)) < 0 || (size_t)got < pad) {
+        fail(err, "result is not base64");
+        goto out;
+    }
+    out->len = (size_t)got - pad; /* EVP_DecodeBlock counts the padding as zero bytes */
+    p = out->der;
+    if ((crl = d2i_X509_CRL(NULL, &p, (long)out->len)) == NULL || p != out->der + out->len) {
+        fail(err, "result is not the base64 of one DER CRL");
+        goto out;
+    }
+    rc = 0;
+out:
+    X509_CRL_free(crl);
+    json_object_put(root);
+    if (rc != 0)
+        gw_cfssl_crl_cleanup(out);
+    return rc;
+}
+
+void gw_cfssl_crl_cleanup(struct gw_cfssl_crl *c)
+{
+    if (c == NULL)
+        return;
+    free(c->der);
+    memset(c, 0, sizeof(*c));
+}

@@ -1,0 +1,311 @@
+/* Checked reads of an upstream's JSON answer (field.h). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include "gateway/err.h"
+#include "gateway/limits.h"
+#include "upstream/field.h"
+
+#define SHOWN_LEN 32 /* a refused value, as a reason shows it */
+#define NAME_LEN 64  /* a field name with an index: "data.ca_chain[15]" */
+
+static int fail(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int fail(char *err, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(err, GW_ERR_LEN, fmt, ap);
+    va_end(ap);
+    return GW_ERR_UPSTREAM;
+}
+
+static const char *type_word(json_object *v)
+{
+    switch (json_object_get_type(v)) {
+    case json_type_boolean:
+        return "a boolean";
+    case json_type_double:
+        return "a number with a fraction or exponent";
+    case json_type_int:
+        return "an integer";
+    case json_type_object:
+        return "an object";
+    case json_type_array:
+        return "an array";
+    case json_type_string:
+        return "a string";
+    case json_type_null:
+        break;
+    }
+    return "null";
+}
+
+static int missing(const char *name, char *err)
+{
+    return fail(err, "%s is missing or null", name);
+}
+
+/* Whether |len| bytes of |s| are JSON whitespace only (or none); reads no further. */
+static bool blank(const char *s, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < len; i++)
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n')
+            return false;
+    return true;
+}
+
+json_object *gw_field_parse_object(const char *body, size_t len, char *err)
+{
+    json_tokener *tok = NULL;
+    json_object *o = NULL;
+    enum json_tokener_error e;
+    size_t end;
+
+    if (body == NULL || blank(body, len)) {
+        fail(err, "the answer is empty");
+        return NULL;
+    }
+    if (len > GW_MAX_UPSTREAM_BODY) {
+        fail(err, "the answer is larger than %d bytes", GW_MAX_UPSTREAM_BODY);
+        return NULL;
+    }
+    if ((tok = json_tokener_new()) == NULL) {
+        fail(err, "out of memory");
+        return NULL;
+    }
+    /* trailing characters are let through to be named as such below, not as an "unexpected character" */
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_ALLOW_TRAILING_CHARS |
+                                    JSON_TOKENER_VALIDATE_UTF8);
+    o = json_tokener_parse_ex(tok, body, (int)len);
+    e = json_tokener_get_error(tok);
+    end = json_tokener_get_parse_end(tok);
+    if (e == json_tokener_continue) {
+        /* a number at the very end may be complete: json-c needs a NUL of its own to know */
+        o = json_tokener_parse_ex(tok, "", 1);
+        e = json_tokener_get_error(tok) == json_tokener_success ? json_tokener_success
+                                                                : json_tokener_continue;
+        end = len;
+    }
+    if (e == json_tokener_continue)
+        fail(err, "truncated: the answer ends inside the JSON document");
+    else if (e != json_tokener_success)
+        fail(err, "%s at byte %zu", json_tokener_error_desc(e), end);
+    else if (end != len)
+        fail(err, "trailing data after the JSON document, at byte %zu of %zu", end, len);
+    else if (!json_object_is_type(o, json_type_object))
+        fail(err, "the JSON document is %s, not an object", type_word(o));
+    else
+        goto out;
+    json_object_put(o);
+    o = NULL;
+out:
+    json_tokener_free(tok);
+    return o;
+}
+
+json_object *gw_field_member(json_object *obj, const char *key)
+{
+    json_object *m = NULL;
+
+    if (obj == NULL || !json_object_is_type(obj, json_type_object) ||
+        !json_object_object_get_ex(obj, key, &m))
+        return NULL;
+    return m;
+}
+
+int gw_field_object(json_object *v, const char *name, char *err)
+{
+    if (v == NULL)
+        return missing(name, err);
+    if (!json_object_is_type(v, json_type_object))
+        return fail(err, "%s is %s, not an object", name, type_word(v));
+    return 0;
+}
+
+int gw_field_array(json_object *v, const char *name, size_t max, size_t *n, char *err)
+{
+    if (v == NULL)
+        return missing(name, err);
+    if (!json_object_is_type(v, json_type_array))
+        return fail(err, "%s is %s, not an array", name, type_word(v));
+    if ((*n = json_object_array_length(v)) > max)
+        return fail(err, "%s has %zu entries, more than %zu", name, *n, max);
+    return 0;
+}
+
+int gw_field_bool(json_object *v, const char *name, bool *out, char *err)
+{
+    if (v == NULL)
+        return missing(name, err);
+    if (!json_object_is_type(v, json_type_boolean))
+        return fail(err, "%s is %s, not true or false", name, type_word(v));
+    *out = json_object_get_boolean(v) != 0;
+    return 0;
+}
+
+int gw_field_int(json_object *v, const char *name, unsigned flags, int64_t min, int64_t max, int64_t *out,
+                 char *err)
+{
+    char shown[SHOWN_LEN];
+    const char *s;
+    int64_t n;
+    int len;
+
+    if (v == NULL)
+        return missing(name, err);
+    if (json_object_is_type(v, json_type_string) && (flags & GW_FIELD_DIGITS) != 0) {
+        s = json_object_get_string(v);
+        len = json_object_get_string_len(v);
+        gw_field_text(shown, sizeof(shown), s, (size_t)len);
+        /* 18 digits cannot overflow an int64_t */
+        if (len < 1 || len > 18 || strspn(s, "0123456789") != (size_t)len)
+            return fail(err, "%s is the string \"%s\", not a number", name, shown);
+        n = strtoll(s, NULL, 10);
+    } else if (json_object_is_type(v, json_type_int)) {
+        /* json-c reads an integer beyond int64_t as INT64_MAX or INT64_MIN: out of every range here */
+        snprintf(shown, sizeof(shown), "%s", json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+        n = json_object_get_int64(v);
+        if (n == INT64_MAX || n == INT64_MIN)
+            return fail(err, "%s is %s, not %lld to %lld", name, shown, (long long)min, (long long)max);
+    } else if (json_object_is_type(v, json_type_double)) {
+        snprintf(shown, sizeof(shown), "%s", json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+        return fail(err, "%s is %s, not an integer", name, shown);
+    } else {
+        return fail(err, "%s is %s, not an integer", name, type_word(v));
+    }
+    if (n < min || n > max)
+        return fail(err, "%s is %s, not %lld to %lld", name, shown, (long long)min, (long long)max);
+    *out = n;
+    return 0;
+}
+
+int gw_field_string(json_object *v, const char *name, size_t min, size_t max, const char **s, size_t *len,
+                    char *err)
+{
+    const char *p;
+    size_t n;
+
+    if (v == NULL)
+        return missing(name, err);
+    if (!json_object_is_type(v, json_type_string))
+        return fail(err, "%s is %s, not a string", name, type_word(v));
+    p = json_object_get_string(v);
+    n = (size_t)json_object_get_string_len(v);
+    if (n == 0 && min > 0)
+        return fail(err, "%s is empty", name);
+    if (n < min)
+        return fail(err, "%s is %zu bytes, fewer than %zu", name, n, min);
+    if (n > max)
+        return fail(err, "%s is %zu bytes, more than %zu", name, n, max);
+    if (memchr(p, '\0', n) != NULL) /* "\u0000": C code would read a shorter string than was sent */
+        return fail(err, "%s holds a NUL byte", name);
+    *s = p;
+    if (len != NULL)
+        *len = n;
+    return 0;
+}
+
+/* An encrypted PEM would otherwise make OpenSSL ask for a passphrase on the terminal. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    (void)u;
+    return -1;
+}
+
+int gw_field_certs(json_object *v, const char *name, STACK_OF(X509) *into, size_t max, size_t *added,
+                   char *err)
+{
+    const char *s = NULL;
+    size_t len = 0, n = 0;
+    unsigned long e;
+    BIO *b = NULL;
+    X509 *x;
+    int rc;
+
+    if (added != NULL)
+        *added = 0;
+    if ((rc = gw_field_string(v, name, 1, GW_MAX_UPSTREAM_PEM, &s, &len, err)) != 0)
+        return rc;
+    if ((b = BIO_new_mem_buf(s, (int)len)) == NULL)
+        return GW_ERR_NOMEM;
+    ERR_set_mark();
+    rc = GW_ERR_UPSTREAM;
+    while ((x = PEM_read_bio_X509(b, NULL, no_passphrase, NULL)) != NULL) {
+        if ((size_t)sk_X509_num(into) >= max) {
+            X509_free(x);
+            fail(err, "%s holds more than %zu certificate%s", name, max, max == 1 ? "" : "s");
+            goto out;
+        }
+        if (sk_X509_push(into, x) <= 0) {
+            X509_free(x);
+            rc = GW_ERR_NOMEM;
+            goto out;
+        }
+        n++;
+    }
+    /* the loop ends at the first failure: only "no more PEM blocks" is the end of the text */
+    e = ERR_peek_last_error();
+    if (ERR_GET_LIB(e) != ERR_LIB_PEM || ERR_GET_REASON(e) != PEM_R_NO_START_LINE)
+        fail(err, "%s holds an unreadable or encrypted certificate", name);
+    else if (n == 0)
+        fail(err, "%s holds no PEM certificate", name);
+    else
+        rc = 0;
+out:
+    ERR_pop_to_mark();
+    BIO_free(b);
+    if (added != NULL)
+        *added = n;
+    return rc;
+}
+
+int gw_field_messages(json_object *v, const char *name, char *out, size_t cap, char *err)
+{
+    char ename[NAME_LEN];
+    const char *s;
+    size_t n, i, len, used = 0;
+    int rc;
+
+    out[0] = '\0';
+    if (v == NULL)
+        return 0;
+    if ((rc = gw_field_array(v, name, GW_MAX_UPSTREAM_MESSAGES, &n, err)) != 0)
+        return rc;
+    for (i = 0; i < n; i++) {
+        snprintf(ename, sizeof(ename), "%s[%zu]", name, i);
+        if ((rc = gw_field_string(json_object_array_get_idx(v, i), ename, 0, GW_MAX_UPSTREAM_MESSAGE, &s,
+                                  &len, err)) != 0)
+            return rc;
+        if (len == 0 || used + 3 >= cap)
+            continue;
+        if (used != 0) {
+            memcpy(out + used, "; ", 2);
+            used += 2;
+        }
+        gw_field_text(out + used, cap - used, s, len);
+        used += strlen(out + used);
+    }
+    return 0;
+}
+
+void gw_field_text(char *out, size_t cap, const char *in, size_t len)
+{
+    size_t i, n = len < cap - 1 ? len : cap - 1;
+
+    if (n < len) /* cut at the start of a UTF-8 character, not inside one */
+        while (n > 0 && ((unsigned char)in[n] & 0xc0) == 0x80)
+            n--;
+    for (i = 0; i < n; i++)
+        out[i] = (unsigned char)in[i] < 0x20 || in[i] == 0x7f ? '?' : in[i];
+    out[n] = '\0';
+}

@@ -1,0 +1,69 @@
+/*
+ * Checked reads of an upstream's JSON answer, for the answer parsers (answers.h). An upstream answer
+ * is hostile: every value is read through one of these, which check its type, the range of a number,
+ * the length of a string and the count of an array, and say what is wrong in one line naming the
+ * field ("auth.lease_duration is -1, not 0 to 315360000"). Pure: no I/O, no state.
+ *
+ * |name| is the field as the reason names it ("data.ca_chain", "errors[0].code"). A NULL |v| is a
+ * missing field (gw_field_member gives NULL for an absent member and for JSON null alike). Each check
+ * returns 0, or GW_ERR_UPSTREAM with the reason in |err| (GW_ERR_LEN).
+ */
+#ifndef GW_FIELD_H
+#define GW_FIELD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <json-c/json.h>
+#include <openssl/x509.h>
+
+/*
+ * gw_field_parse_object parses exactly |len| bytes of |body| (no NUL terminator needed; NULL with
+ * len 0 is an empty answer) as one JSON object followed by nothing but whitespace, in json-c's strict
+ * mode (no comments, trailing commas or leading zeros) and valid UTF-8, as Go's encoding/json, which
+ * Vault and cfssl answer with, writes it. Returns the object (the caller's: json_object_put), or NULL
+ * with the reason in |err| (empty, truncated, trailing data, not an object, json-c's reason).
+ */
+json_object *gw_field_parse_object(const char *body, size_t len, char *err);
+
+/* The member |key| of object |obj|, borrowed; NULL if |obj| is NULL, or it lacks |key|, or is null. */
+json_object *gw_field_member(json_object *obj, const char *key);
+
+int gw_field_object(json_object *v, const char *name, char *err);
+/* An array of at most |max| entries; their number in |n|. */
+int gw_field_array(json_object *v, const char *name, size_t max, size_t *n, char *err);
+int gw_field_bool(json_object *v, const char *name, bool *out, char *err);
+
+/* gw_field_int flags: a string of 1 to 18 decimal digits, and nothing else, counts as its number. */
+#define GW_FIELD_DIGITS 1u
+/* An integer from |min| to |max|: not a fraction or exponent, not a string (but see GW_FIELD_DIGITS). */
+int gw_field_int(json_object *v, const char *name, unsigned flags, int64_t min, int64_t max, int64_t *out,
+                 char *err);
+/* A string of |min| to |max| bytes without NUL; |*s| is borrowed from |v|, |len| may be NULL. */
+int gw_field_string(json_object *v, const char *name, size_t min, size_t max, const char **s, size_t *len,
+                    char *err);
+
+/*
+ * gw_field_certs reads a string of PEM text (at most GW_MAX_UPSTREAM_PEM bytes) and appends its
+ * certificates to |into|, which may then hold at most |max|. Each certificate must read in full, and
+ * there must be one; an encrypted PEM is refused without asking for a passphrase. Other PEM blocks
+ * (a private key) are skipped. |*added| (may be NULL) is how many were appended.
+ */
+int gw_field_certs(json_object *v, const char *name, STACK_OF(X509) *into, size_t max, size_t *added,
+                   char *err);
+
+/*
+ * gw_field_messages checks an optional array of strings (errors, warnings: at most
+ * GW_MAX_UPSTREAM_MESSAGES of at most GW_MAX_UPSTREAM_MESSAGE bytes, no NUL) and joins the non-empty
+ * ones with "; " into |out| (|cap| bytes, always terminated), as gw_field_text copies them. An absent
+ * |v| is no messages.
+ */
+int gw_field_messages(json_object *v, const char *name, char *out, size_t cap, char *err);
+
+/*
+ * gw_field_text copies |len| bytes of upstream text into |out| (|cap| bytes, always terminated) for a
+ * log or a statusString: control characters become '?', and a cut never splits a UTF-8 character.
+ */
+void gw_field_text(char *out, size_t cap, const char *in, size_t len);
+
+#endif

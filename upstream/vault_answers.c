@@ -1,0 +1,528 @@
+/*
+ * Vault / OpenBao PKI answers, parsed and range-checked (answers.h). What each field may hold follows
+ * what Vault writes (Go's encoding/json of its response maps): integers as integers, booleans as
+ * booleans, serial_number as colon hex, certificates as PEM text.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <json-c/json.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/objects.h>
+#include <openssl/x509v3.h>
+#include "gateway/err.h"
+#include "gateway/limits.h"
+#include "mappings/profile.h"
+#include "upstream/answers.h"
+#include "upstream/field.h"
+
+#define NAME_LEN 64 /* a field name as a reason shows it: "data.ext_key_usage_oids[63]" */
+
+const struct gw_vault_usage gw_vault_key_usages[] = {
+    {"DigitalSignature", KU_DIGITAL_SIGNATURE},
+    {"ContentCommitment", KU_NON_REPUDIATION},
+    {"KeyEncipherment", KU_KEY_ENCIPHERMENT},
+    {"DataEncipherment", KU_DATA_ENCIPHERMENT},
+    {"KeyAgreement", KU_KEY_AGREEMENT},
+    {"CertSign", KU_KEY_CERT_SIGN},
+    {"CRLSign", KU_CRL_SIGN},
+    {"EncipherOnly", KU_ENCIPHER_ONLY},
+    {"DecipherOnly", KU_DECIPHER_ONLY},
+};
+const size_t gw_vault_n_key_usages = sizeof(gw_vault_key_usages) / sizeof(gw_vault_key_usages[0]);
+
+const struct gw_vault_usage gw_vault_ext_key_usages[] = {
+    {"ServerAuth", GW_EKU_SERVER_AUTH},     {"ClientAuth", GW_EKU_CLIENT_AUTH},
+    {"CodeSigning", GW_EKU_CODE_SIGNING},   {"EmailProtection", GW_EKU_EMAIL_PROTECTION},
+    {"TimeStamping", GW_EKU_TIME_STAMPING}, {"OCSPSigning", GW_EKU_OCSP_SIGNING},
+};
+const size_t gw_vault_n_ext_key_usages = sizeof(gw_vault_ext_key_usages) / sizeof(gw_vault_ext_key_usages[0]);
+
+static int fail(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int fail(char *err, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(err, GW_ERR_LEN, fmt, ap);
+    va_end(ap);
+    return GW_ERR_UPSTREAM;
+}
+
+/* The answer's root object, or NULL with "not Vault JSON: <why>". */
+static json_object *document(const char *body, size_t len, char *err)
+{
+    char why[GW_ERR_LEN];
+    json_object *root = gw_field_parse_object(body, len, why);
+
+    if (root == NULL)
+        fail(err, "not Vault JSON: %.200s", why);
+    return root;
+}
+
+int gw_vault_parse_error(const char *body, size_t len, struct gw_vault_error *out, char *err)
+{
+    json_object *root;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    if ((root = document(body, len, err)) == NULL)
+        return GW_ERR_UPSTREAM;
+    rc =
+        gw_field_messages(gw_field_member(root, "errors"), "errors", out->message, sizeof(out->message), err);
+    if (rc != 0)
+        out->message[0] = '\0';
+    json_object_put(root);
+    return rc;
+}
+
+/* Visible ASCII only: the token goes into an X-Vault-Token header line as it is. */
+static bool token_chars(const char *s, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
+            return false;
+    return true;
+}
+
+int gw_vault_parse_login(const char *body, size_t len, struct gw_vault_login *out, char *err)
+{
+    json_object *root, *auth, *m;
+    const char *tok = NULL;
+    size_t n = 0;
+    int64_t lease = 0;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    if ((root = document(body, len, err)) == NULL)
+        return GW_ERR_UPSTREAM;
+    auth = gw_field_member(root, "auth");
+    if ((rc = gw_field_object(auth, "auth", err)) != 0 ||
+        (rc = gw_field_string(gw_field_member(auth, "client_token"), "auth.client_token", 1,
+                              GW_MAX_VAULT_TOKEN_LEN, &tok, &n, err)) != 0)
+        goto out;
+    if (!token_chars(tok, n)) {
+        rc = fail(err, "auth.client_token holds a character that is not visible ASCII");
+        goto out;
+    }
+    /* Vault always states the lease; 0 is a token without expiry (root, or a period of none) */
+    if ((rc = gw_field_int(gw_field_member(auth, "lease_duration"), "auth.lease_duration", 0, 0,
+                           GW_MAX_VAULT_LEASE, &lease, err)) != 0)
+        goto out;
+    if ((m = gw_field_member(auth, "renewable")) != NULL &&
+        (rc = gw_field_bool(m, "auth.renewable", &out->renewable, err)) != 0)
+        goto out;
+    memcpy(out->client_token, tok, n);
+    out->client_token[n] = '\0';
+    out->lease_duration = (uint32_t)lease;
+out:
+    json_object_put(root);
+    if (rc != 0)
+        gw_vault_login_cleanup(out);
+    return rc;
+}
+
+void gw_vault_login_cleanup(struct gw_vault_login *l)
+{
+    if (l != NULL)
+        OPENSSL_cleanse(l, sizeof(*l));
+}
+
+/* serial_number: colon hex of at most GW_MAX_SERIAL_OCTETS octets; it is logged beside the certificate's. */
+static int read_serial(json_object *data, char *out, char *err)
+{
+    json_object *m = gw_field_member(data, "serial_number");
+    const char *s;
+    size_t n;
+    int rc;
+
+    if (m == NULL)
+        return 0;
+    if ((rc = gw_field_string(m, "data.serial_number", 1, GW_VAULT_SERIAL_LEN - 1, &s, &n, err)) != 0)
+        return rc;
+    if (strspn(s, "0123456789abcdefABCDEF:") != n)
+        return fail(err, "data.serial_number holds a character other than hex digits and ':'");
+    memcpy(out, s, n);
+    out[n] = '\0';
+    return 0;
+}
+
+/* The chain: ca_chain (each entry PEM, issuer first), else issuing_ca; both are checked when present. */
+static int read_chain(json_object *data, STACK_OF(X509) **out, char *err)
+{
+    STACK_OF(X509) *chain = sk_X509_new_null(), *issuing = sk_X509_new_null();
+    json_object *a = gw_field_member(data, "ca_chain"), *m = gw_field_member(data, "issuing_ca");
+    char name[NAME_LEN];
+    size_t i, n = 0;
+    int rc = GW_ERR_NOMEM;
+
+    if (chain == NULL || issuing == NULL)
+        goto out;
+    if (a != NULL && (rc = gw_field_array(a, "data.ca_chain", GW_MAX_UPSTREAM_CHAIN, &n, err)) != 0)
+        goto out;
+    for (i = 0; i < n; i++) {
+        snprintf(name, sizeof(name), "data.ca_chain[%zu]", i);
+        if ((rc = gw_field_certs(json_object_array_get_idx(a, i), name, chain, GW_MAX_UPSTREAM_CHAIN, NULL,
+                                 err)) != 0)
+            goto out;
+    }
+    if (m != NULL &&
+        (rc = gw_field_certs(m, "data.issuing_ca", issuing, GW_MAX_UPSTREAM_CHAIN, NULL, err)) != 0)
+        goto out;
+    rc = 0;
+    if (sk_X509_num(chain) == 0) {
+        sk_X509_free(chain);
+        chain = issuing;
+        issuing = NULL;
+    }
+    if (sk_X509_num(chain) == 0) {
+        sk_X509_free(chain);
+        chain = NULL;
+    }
+    *out = chain;
+    chain = NULL;
+out:
+    sk_X509_pop_free(chain, X509_free);
+    sk_X509_pop_free(issuing, X509_free);
+    return rc;
+}
+
+int gw_vault_parse_sign(const char *body, size_t len, struct gw_vault_signed *out, char *err)
+{
+    json_object *root, *data, *m;
+    STACK_OF(X509) *one = NULL;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    if ((root = document(body, len, err)) == NULL)
+        return GW_ERR_UPSTREAM;
+    if ((rc = gw_field_messages(gw_field_member(root, "warnings"), "warnings", out->warnings,
+                                sizeof(out->warnings), err)) != 0)
+        goto out;
+    if ((data = gw_field_member(root, "data")) == NULL) {
+        fail(err, "Vault issued no certificate: %.200s",
+             out->warnings[0] != '\0' ? out->warnings : "the answer has no data");
+        rc = GW_ERR_NOT_FOUND;
+        goto out;
+    }
+    if ((rc = gw_field_object(data, "data", err)) != 0)
+        goto out;
+    if ((one = sk_X509_new_null()) == NULL) {
+        rc = GW_ERR_NOMEM;
+        goto out;
+    }
+    if ((rc = gw_field_certs(gw_field_member(data, "certificate"), "data.certificate", one, 1, NULL, err)) !=
+        0)
+        goto out;
+    out->cert = sk_X509_shift(one);
+    if ((rc = read_chain(data, &out->chain, err)) != 0 ||
+        (rc = read_serial(data, out->serial_number, err)) != 0)
+        goto out;
+    if ((m = gw_field_member(data, "expiration")) != NULL &&
+        (rc = gw_field_int(m, "data.expiration", 0, 1, GW_MAX_UPSTREAM_TIME, &out->expiration, err)) != 0)
+        goto out;
+out:
+    sk_X509_pop_free(one, X509_free);
+    json_object_put(root);
+    if (rc != 0)
+        gw_vault_signed_cleanup(out);
+    return rc;
+}
+
+void gw_vault_signed_cleanup(struct gw_vault_signed *s)
+{
+    if (s == NULL)
+        return;
+    X509_free(s->cert);
+    sk_X509_pop_free(s->chain, X509_free);
+    memset(s, 0, sizeof(*s));
+}
+
+int gw_vault_parse_revoke(const char *body, size_t len, struct gw_vault_revoked *out, char *err)
+{
+    json_object *root, *data, *m;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    if ((root = document(body, len, err)) == NULL)
+        return GW_ERR_UPSTREAM;
+    if ((rc = gw_field_messages(gw_field_member(root, "warnings"), "warnings", out->warnings,
+                                sizeof(out->warnings), err)) != 0)
+        goto out;
+    if ((data = gw_field_member(root, "data")) == NULL)
+        goto out;
+    if ((rc = gw_field_object(data, "data", err)) != 0)
+        goto out;
+    if ((m = gw_field_member(data, "revocation_time")) != NULL &&
+        (rc = gw_field_int(m, "data.revocation_time", 0, 0, GW_MAX_UPSTREAM_TIME, &out->revocation_time,
+                           err)) != 0)
+        goto out;
+    out->revoked = true;
+out:
+    json_object_put(root);
+    if (rc != 0)
+        memset(out, 0, sizeof(*out));
+    return rc;
+}
+
+int gw_vault_parse_cert(const char *body, size_t len, struct gw_vault_cert *out, char *err)
+{
+    json_object *root, *data;
+    const char *pem;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    if ((root = document(body, len, err)) == NULL)
+        return GW_ERR_UPSTREAM;
+    data = gw_field_member(root, "data");
+    /* revocation_time is always there (0 until revoked): a missing one is not read as "not revoked" */
+    if ((rc = gw_field_object(data, "data", err)) != 0 ||
+        (rc = gw_field_string(gw_field_member(data, "certificate"), "data.certificate", 1,
+                              GW_MAX_UPSTREAM_PEM, &pem, NULL, err)) != 0 ||
+        (rc = gw_field_int(gw_field_member(data, "revocation_time"), "data.revocation_time", 0, 0,
+                           GW_MAX_UPSTREAM_TIME, &out->revocation_time, err)) != 0)
+        memset(out, 0, sizeof(*out));
+    json_object_put(root);
+    return rc;
+}
+
+/* ---- roles/<name> ---- */
+
+/*
+ * The names of role field |key|, a list of strings or, as older Vaults answer, one comma-separated
+ * string, each 1 to |max_len| bytes: the first |cap| into |names| and |lens| (borrowed from |data|),
+ * their number into |*n|, which may be more than |cap|.
+ */
+static int field_names(json_object *data, const char *key, size_t max_len, const char **names, size_t *lens,
+                       size_t cap, size_t *n, char *err)
+{
+    json_object *m = gw_field_member(data, key);
+    const char *p, *s, *end, *last;
+    char name[NAME_LEN];
+    size_t i, len, count = 0;
+    int rc;
+
+    *n = 0;
+    if (m == NULL)
+        return 0;
+    if (json_object_is_type(m, json_type_array)) {
+        count = json_object_array_length(m);
+        for (i = 0; i < count; i++) {
+            snprintf(name, sizeof(name), "data.%s[%zu]", key, i);
+            if ((rc = gw_field_string(json_object_array_get_idx(m, i), name, 1, max_len, &p, &len, err)) != 0)
+                return rc;
+            if (i < cap) {
+                names[i] = p;
+                lens[i] = len;
+            }
+        }
+        *n = count;
+        return 0;
+    }
+    snprintf(name, sizeof(name), "data.%s", key);
+    if (!json_object_is_type(m, json_type_string))
+        return fail(err, "%s is neither a list nor a string", name);
+    if ((rc = gw_field_string(m, name, 0, GW_MAX_UPSTREAM_BODY, &s, &len, err)) != 0)
+        return rc;
+    for (p = s; *p != '\0'; p = *end != '\0' ? end + 1 : end) {
+        end = p + strcspn(p, ",");
+        for (last = end; last > p && last[-1] == ' '; last--)
+            ;
+        while (p < last && *p == ' ')
+            p++;
+        if (last == p) /* "a,,b": Vault drops empty names */
+            continue;
+        if ((size_t)(last - p) > max_len)
+            return fail(err, "%s[%zu] is %zu bytes, more than %zu", name, count, (size_t)(last - p), max_len);
+        if (count < cap) {
+            names[count] = p;
+            lens[count] = (size_t)(last - p);
+        }
+        count++;
+    }
+    *n = count;
+    return 0;
+}
+
+static unsigned name_bit(const char *s, size_t len, const struct gw_vault_usage *table, size_t n)
+{
+    size_t j;
+
+    for (j = 0; j < n; j++)
+        if (strlen(table[j].name) == len && strncasecmp(s, table[j].name, len) == 0)
+            return table[j].bit;
+    return 0;
+}
+
+static void other_eku(struct gw_role_policy *out, const char *s, size_t len)
+{
+    if (out->other_eku[0] == '\0')
+        snprintf(out->other_eku, sizeof(out->other_eku), "%.*s", (int)len, s);
+}
+
+/* A list longer than is read may grant anything: it stands as a purpose no role can allow. */
+static void too_many(struct gw_role_policy *out, const char *key)
+{
+    char what[GW_MAX_OID_TEXT + 1];
+
+    snprintf(what, sizeof(what), "%s beyond %d entries", key, GW_MAX_ROLE_USAGES);
+    other_eku(out, what, strlen(what));
+}
+
+static int flag(json_object *data, const char *key, bool dflt, bool *out, char *err)
+{
+    json_object *m = gw_field_member(data, key);
+    char name[NAME_LEN];
+
+    *out = dflt;
+    if (m == NULL)
+        return 0;
+    snprintf(name, sizeof(name), "data.%s", key);
+    return gw_field_bool(m, name, out, err);
+}
+
+/*
+ * What the role puts into every certificate it signs, whatever the CSR asks (Vault's parseKeyUsages
+ * and parseExtKeyUsages): key_usage; ext_key_usage, the four *_flag switches and ext_key_usage_oids.
+ */
+static int parse_grants(json_object *data, struct gw_role_policy *out, char *err)
+{
+    const char *names[GW_MAX_ROLE_USAGES];
+    size_t lens[GW_MAX_ROLE_USAGES], n, i;
+    bool server, client, code, email;
+    ASN1_OBJECT *obj;
+    unsigned bit;
+    int rc;
+
+    if (gw_field_member(data, "key_usage") == NULL)
+        out->key_usage = KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT | KU_KEY_ENCIPHERMENT;
+    if ((rc = field_names(data, "key_usage", GW_MAX_OID_TEXT, names, lens, GW_MAX_ROLE_USAGES, &n, err)) != 0)
+        return rc;
+    /* more names than read: whatever the rest say, take them as every usage there is */
+    if (n > GW_MAX_ROLE_USAGES)
+        for (int b = 0; gw_ku_from_bit(b) != 0; b++)
+            out->key_usage |= gw_ku_from_bit(b);
+    for (i = 0; i < n && i < GW_MAX_ROLE_USAGES; i++) /* Vault ignores names it does not know */
+        out->key_usage |= name_bit(names[i], lens[i], gw_vault_key_usages, gw_vault_n_key_usages);
+    if ((rc = field_names(data, "ext_key_usage", GW_MAX_OID_TEXT, names, lens, GW_MAX_ROLE_USAGES, &n,
+                          err)) != 0)
+        return rc;
+    if (n > GW_MAX_ROLE_USAGES)
+        too_many(out, "ext_key_usage");
+    for (i = 0; i < n && i < GW_MAX_ROLE_USAGES; i++) {
+        if ((bit = name_bit(names[i], lens[i], gw_vault_ext_key_usages, gw_vault_n_ext_key_usages)) == 0)
+            other_eku(out, names[i], lens[i]); /* "Any", the IPsec and Microsoft purposes */
+        out->ext_key_usage |= bit;
+    }
+    if ((rc = flag(data, "server_flag", true, &server, err)) != 0 ||
+        (rc = flag(data, "client_flag", true, &client, err)) != 0 ||
+        (rc = flag(data, "code_signing_flag", false, &code, err)) != 0 ||
+        (rc = flag(data, "email_protection_flag", false, &email, err)) != 0)
+        return rc;
+    out->ext_key_usage |= (server ? GW_EKU_SERVER_AUTH : 0) | (client ? GW_EKU_CLIENT_AUTH : 0) |
+                          (code ? GW_EKU_CODE_SIGNING : 0) | (email ? GW_EKU_EMAIL_PROTECTION : 0);
+    if ((rc = field_names(data, "ext_key_usage_oids", GW_MAX_OID_TEXT, names, lens, GW_MAX_ROLE_USAGES, &n,
+                          err)) != 0)
+        return rc;
+    if (n > GW_MAX_ROLE_USAGES)
+        too_many(out, "ext_key_usage_oids");
+    for (i = 0; i < n && i < GW_MAX_ROLE_USAGES; i++) {
+        char oid[GW_MAX_OID_TEXT + 1];
+
+        snprintf(oid, sizeof(oid), "%.*s", (int)lens[i], names[i]);
+        obj = OBJ_txt2obj(oid, 1);
+        if ((bit = obj != NULL ? gw_eku_from_nid(OBJ_obj2nid(obj)) : 0) == 0)
+            other_eku(out, names[i], lens[i]);
+        out->ext_key_usage |= bit;
+        ASN1_OBJECT_free(obj);
+        ERR_clear_error();
+    }
+    return 0;
+}
+
+static int parse_domains(json_object *data, struct gw_patterns *out, char *err)
+{
+    const char *names[GW_MAX_PATTERNS];
+    size_t lens[GW_MAX_PATTERNS], n, i;
+    int rc;
+
+    if ((rc = field_names(data, "allowed_domains", GW_MAX_PATTERN_LEN, names, lens, GW_MAX_PATTERNS, &n,
+                          err)) != 0)
+        return rc;
+    if (n > GW_MAX_PATTERNS)
+        return fail(err, "data.allowed_domains has %zu entries, more than %d", n, GW_MAX_PATTERNS);
+    if (n == 0)
+        return 0;
+    if ((out->v = calloc(n, sizeof(*out->v))) == NULL)
+        return GW_ERR_NOMEM;
+    for (i = 0; i < n; i++) {
+        if ((out->v[i] = strndup(names[i], lens[i])) == NULL)
+            return GW_ERR_NOMEM;
+        out->n++;
+    }
+    return 0;
+}
+
+static int parse_key(json_object *data, struct gw_role_policy *out, char *err)
+{
+    json_object *m;
+    const char *kt = "rsa"; /* Vault's default */
+    size_t n = 3;
+    int64_t bits = 0;
+    int rc;
+
+    if ((m = gw_field_member(data, "key_type")) != NULL &&
+        (rc = gw_field_string(m, "data.key_type", 1, GW_MAX_KEY_TYPE_LEN, &kt, &n, err)) != 0)
+        return rc;
+    if (strspn(kt, "abcdefghijklmnopqrstuvwxyz0123456789-") != n)
+        return fail(err, "data.key_type holds a character other than a-z, 0-9 and '-'");
+    memcpy(out->key_type, kt, n);
+    out->key_type[n] = '\0';
+    if ((m = gw_field_member(data, "key_bits")) != NULL &&
+        (rc = gw_field_int(m, "data.key_bits", 0, 0, GW_MAX_RSA_BITS, &bits, err)) != 0)
+        return rc;
+    out->key_bits = (int)bits;
+    return 0;
+}
+
+int gw_vault_parse_role(const char *body, size_t len, struct gw_role_policy *out, char *err)
+{
+    json_object *root, *data, *m;
+    int64_t max_ttl = 0;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    if ((root = document(body, len, err)) == NULL)
+        return GW_ERR_UPSTREAM;
+    data = gw_field_member(root, "data");
+    if ((rc = gw_field_object(data, "data", err)) != 0 ||
+        (rc = parse_domains(data, &out->allowed_domains, err)) != 0)
+        goto out;
+    if ((rc = flag(data, "allow_any_name", false, &out->allow_any_name, err)) != 0 ||
+        (rc = flag(data, "allow_subdomains", false, &out->allow_subdomains, err)) != 0 ||
+        (rc = flag(data, "allow_bare_domains", false, &out->allow_bare_domains, err)) != 0 ||
+        (rc = flag(data, "allow_glob_domains", false, &out->allow_glob_domains, err)) != 0 ||
+        (rc = flag(data, "allow_localhost", false, &out->allow_localhost, err)) != 0 ||
+        (rc = flag(data, "allow_ip_sans", false, &out->allow_ip_sans, err)) != 0 ||
+        (rc = flag(data, "enforce_hostnames", false, &out->enforce_hostnames, err)) != 0)
+        goto out;
+    if ((rc = parse_key(data, out, err)) != 0)
+        goto out;
+    /* seconds; older Vaults wrote a number as a string of digits, which vault.c always took */
+    if ((m = gw_field_member(data, "max_ttl")) != NULL &&
+        (rc = gw_field_int(m, "data.max_ttl", GW_FIELD_DIGITS, 0, GW_MAX_CERT_TTL, &max_ttl, err)) != 0)
+        goto out;
+    out->max_ttl = (uint32_t)max_ttl;
+    rc = parse_grants(data, out, err);
+out:
+    json_object_put(root);
+    if (rc != 0)
+        gw_role_policy_cleanup(out);
+    return rc;
+}
