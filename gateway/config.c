@@ -2069,29 +2069,50 @@ static const struct field authz_fields[] = {
 };
 OBJDEF(authz_def, authz_fields, NULL);
 
-/* RFC 9483 §4.3.2: the three certificates of RootCaKeyUpdateContent. */
+/*
+ * RFC 9483 §4.3.2: the three certificates of RootCaKeyUpdateContent, and that they fit together
+ * (RFC 4210 §4.4): newWithOld certifies the new root's key and is signed by another key, the old
+ * root's, which is what a client's current root is recognised by; oldWithNew, if given, certifies
+ * that old key and is signed by the new one.
+ */
 static int check_root_update(struct pctx *pc, const char *path, void *base)
 {
     struct gw_root_update *u = base;
     char fpath[PATH_LEN];
+    int ok;
 
     bprintf(fpath, sizeof(fpath), "%s.new_with_new", path);
     if (load_cert(pc, fpath, u->new_with_new_file, &u->new_with_new) != 0)
         return GW_ERR_INVAL;
     bprintf(fpath, sizeof(fpath), "%s.new_with_old", path);
-    if (u->new_with_old_file != NULL && load_cert(pc, fpath, u->new_with_old_file, &u->new_with_old) != 0)
+    if (load_cert(pc, fpath, u->new_with_old_file, &u->new_with_old) != 0)
         return GW_ERR_INVAL;
     bprintf(fpath, sizeof(fpath), "%s.old_with_new", path);
     if (u->old_with_new_file != NULL && load_cert(pc, fpath, u->old_with_new_file, &u->old_with_new) != 0)
         return GW_ERR_INVAL;
     if (X509_check_issued(u->new_with_new, u->new_with_new) != X509_V_OK)
         return fail(pc, path, "new_with_new must be a self-signed root CA certificate");
+    ok = EVP_PKEY_eq(X509_get0_pubkey(u->new_with_old), X509_get0_pubkey(u->new_with_new)) == 1 &&
+         X509_verify(u->new_with_old, X509_get0_pubkey(u->new_with_new)) != 1;
+    ERR_clear_error();
+    if (!ok)
+        return fail(pc, path,
+                    "new_with_old must certify the key of new_with_new and be signed by the old root's key");
+    if (u->old_with_new == NULL)
+        return 0;
+    ok = X509_verify(u->old_with_new, X509_get0_pubkey(u->new_with_new)) == 1 &&
+         X509_verify(u->new_with_old, X509_get0_pubkey(u->old_with_new)) == 1;
+    ERR_clear_error();
+    if (!ok)
+        return fail(pc, path,
+                    "old_with_new must certify the key that signed new_with_old and be signed by the key of "
+                    "new_with_new");
     return 0;
 }
 
 static const struct field root_update_fields[] = {
     REQ("new_with_new", p_file, struct gw_root_update, new_with_new_file),
-    OPT("new_with_old", p_file, struct gw_root_update, new_with_old_file),
+    REQ("new_with_old", p_file, struct gw_root_update, new_with_old_file),
     OPT("old_with_new", p_file, struct gw_root_update, old_with_new_file),
 };
 OBJDEF(root_update_def, root_update_fields, check_root_update);

@@ -183,13 +183,13 @@ struct gw_authz {
 };
 
 /*
- * "root_ca_update": a root CA key update announced by genm id-it-rootCaKeyUpdate (RFC 9483 §4.3.2),
- * per role or top-level. new_with_new NULL = nothing to announce (the ITAV's value is absent).
+ * "root_ca_update": a root CA key update answered to genm id-it-rootCaCert (RFC 9483 §4.3.2), per
+ * role or top-level. new_with_new NULL = nothing to announce (the ITAV's value is absent).
  */
 struct gw_root_update {
     char *new_with_new_file, *new_with_old_file, *old_with_new_file;
     X509 *new_with_new; /* the new root, self-signed */
-    X509 *new_with_old; /* the new root's key certified by the old root; may be NULL */
+    X509 *new_with_old; /* the new root's key certified by the old root: who signed it is the old root */
     X509 *old_with_new; /* the old root's key certified by the new root; may be NULL */
 };
 

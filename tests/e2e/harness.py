@@ -79,6 +79,12 @@ def keep_store(cfg, gw):
     cfg["upstreams"]["local"]["store"] = "store"
 
 
+def make_root_update(d):
+    """A root CA key update for the demo PKI in |d| (tests/root-update-pki.sh): newroot.pem (newWithNew),
+    newwithold.pem, oldwithnew.pem, newroot.key."""
+    run(["bash", REPO / "tests" / "root-update-pki.sh", d])
+
+
 def make_foreign_pki(d):
     """A CA the gateway does not trust and a client certificate it issued: (ca.pem, client.pem, client.key)."""
     d = Path(d)

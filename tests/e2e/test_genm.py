@@ -52,7 +52,9 @@ class Genm(harness.GatewayTestCase):
     @classmethod
     def edit_config(cls, cfg, gw):
         harness.keep_store(cfg, gw)
-        cfg["root_ca_update"] = {"new_with_new": "ca.pem"}
+        harness.make_root_update(gw.dir)
+        cfg["root_ca_update"] = {"new_with_new": "newroot.pem", "new_with_old": "newwithold.pem",
+                                 "old_with_new": "oldwithnew.pem"}
         cfg["roles"]["default"]["authorization"] = {"allowed_key_types": ["ec:P-256", "rsa:3072"]}
 
     def genm(self, name, *oids, auth="sig", expect_ok=True):
@@ -93,8 +95,7 @@ class Genm(harness.GatewayTestCase):
         self.assertEqual(lines[1], "itav %s %d" % (ROOT_UPDATE, len(values[0])))
         # RootCaKeyUpdateContent ::= SEQUENCE { newWithNew, [0] newWithOld OPTIONAL, [1] oldWithNew OPTIONAL }
         nwn, rest = der_decoder.decode(seq_body(values[0]), asn1Spec=rfc5280.Certificate())
-        self.assertEqual(rest, b"")  # newWithOld and oldWithNew are not configured
-        self.assertEqual(subject_of(nwn), ["cmpgw demo", "cmpgw demo root CA"])
+        self.assertEqual(subject_of(nwn), ["cmpgw demo", "cmpgw demo root CA G2"])
 
     def test_cert_req_template(self):
         _, lines, values, _ = self.genm("template", TEMPLATE)
@@ -126,7 +127,7 @@ class Genm(harness.GatewayTestCase):
         answer = harness.decode_cmp(rsp)
         self.assertEqual((answer.body_type, answer.status, answer.fail_info), ("error", 2, ["badRequest"]))
         self.assertEqual(answer.status_strings, [
-            "infoType 1.2.3.4 is not supported: this server answers id-it-caCerts, id-it-rootCaKeyUpdate, "
+            "infoType 1.2.3.4 is not supported: this server answers id-it-caCerts, id-it-rootCaCert, "
             "id-it-certReqTemplate and id-it-crlStatusList"])
 
     def test_known_and_unknown_twin(self):

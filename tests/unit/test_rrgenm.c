@@ -34,13 +34,14 @@
 
 #define OID_CACERTS "1.3.6.1.5.5.7.4.17"
 #define OID_ROOTUPD "1.3.6.1.5.5.7.4.18"
+#define OID_ROOTCERT "1.3.6.1.5.5.7.4.20"
 #define OID_TEMPLATE "1.3.6.1.5.5.7.4.19"
 #define OID_CRLSTATUS "1.3.6.1.5.5.7.4.22"
 #define OID_CRLS "1.3.6.1.5.5.7.4.23"
 
 static char dir[64];
 static char *base_json;
-static X509 *client_cert, *ca_cert, *issuing_cert, *signer_cert;
+static X509 *client_cert, *ca_cert, *issuing_cert, *signer_cert, *new_root, *new_with_old, *old_with_new;
 static EVP_PKEY *client_key, *signer_key, *issuing_key;
 
 struct env {
@@ -75,12 +76,17 @@ static int group_setup(void **state)
     assert_non_null(mkdtemp(dir));
     snprintf(cmd, sizeof(cmd), "../../deploy/demo-pki.sh %s >/dev/null 2>&1", dir);
     assert_int_equal(system(cmd), 0);
+    snprintf(cmd, sizeof(cmd), "../root-update-pki.sh %s", dir);
+    assert_int_equal(system(cmd), 0);
     snprintf(path, sizeof(path), "%s/cmpgw.json", dir);
     base_json = slurp(path, NULL);
     client_cert = load_cert("client.pem");
     ca_cert = load_cert("ca.pem");
     issuing_cert = load_cert("issuing.pem");
     signer_cert = load_cert("signer.pem");
+    new_root = load_cert("newroot.pem");
+    new_with_old = load_cert("newwithold.pem");
+    old_with_new = load_cert("oldwithnew.pem");
     client_key = load_key("client.key");
     signer_key = load_key("signer.key");
     issuing_key = load_key("issuing.key");
@@ -98,6 +104,9 @@ static int group_teardown(void **state)
     X509_free(ca_cert);
     X509_free(issuing_cert);
     X509_free(signer_cert);
+    X509_free(new_root);
+    X509_free(new_with_old);
+    X509_free(old_with_new);
     EVP_PKEY_free(client_key);
     EVP_PKEY_free(signer_key);
     EVP_PKEY_free(issuing_key);
@@ -327,43 +336,102 @@ static void test_genm_ca_certs(void **state)
     env_free(e);
 }
 
-/* RFC 9483 §4.3.2: nothing configured -> the ITAV comes back with an absent value; configured -> the certs.
+/* |cert| as an ITAV value (a Certificate), as id-it-rootCaCert carries it. */
+static ASN1_TYPE *cert_value(X509 *cert)
+{
+    unsigned char *der = NULL;
+    int len = i2d_X509(cert, &der);
+    const unsigned char *p = der;
+    ASN1_TYPE *v = d2i_ASN1_TYPE(NULL, &p, len);
+
+    OPENSSL_free(der);
+    assert_non_null(v);
+    return v;
+}
+
+/* The certificate at *pp inside an EXPLICIT [tag] of a RootCaKeyUpdateContent, or NULL if absent. */
+static X509 *tagged_cert(const unsigned char **pp, const unsigned char *end, int tag)
+{
+    const unsigned char *q = *pp;
+    long len;
+    int t, cls;
+
+    if (q >= end)
+        return NULL;
+    assert_int_equal(ASN1_get_object(&q, &len, &t, &cls, end - q) & 0x80, 0);
+    if (cls != V_ASN1_CONTEXT_SPECIFIC || t != tag)
+        return NULL;
+    *pp = q + len;
+    return d2i_X509(NULL, &q, len);
+}
+
+/*
+ * RFC 9483 §4.3.2: id-it-rootCaCert with the root the client trusts (or none) is answered with
+ * id-it-rootCaKeyUpdate: newWithNew, newWithOld and oldWithNew when the configured update's old root
+ * is that root; an absent value when nothing is configured or the client trusts another root. The
+ * drafts' request (id-it-rootCaKeyUpdate, no value) still gets the update.
  */
 static void test_genm_root_update(void **state)
 {
-    static const struct {
-        const char *role, *top;
-        int present;
+    static const char *top = "\"root_ca_update\": {\"new_with_new\": \"newroot.pem\", \"new_with_old\": "
+                             "\"newwithold.pem\", \"old_with_new\": \"oldwithnew.pem\"}";
+    static const char *role = "\"root_ca_update\": {\"new_with_new\": \"newroot.pem\", \"new_with_old\": "
+                              "\"newwithold.pem\"}";
+    const struct {
+        const char *role, *top, *oid;
+        X509 *sent;
+        int present, own;
     } cases[] = {
-        {NULL, NULL, 0},
-        {"\"root_ca_update\": {\"new_with_new\": \"ca.pem\", \"old_with_new\": \"client.pem\"}", NULL, 1},
-        {NULL, "\"root_ca_update\": {\"new_with_new\": \"ca.pem\"}", 1},
+        {NULL, NULL, OID_ROOTCERT, NULL, 0, 0},       /* nothing configured */
+        {NULL, NULL, OID_ROOTCERT, ca_cert, 0, 0},    /* nothing configured, root named */
+        {NULL, top, OID_ROOTCERT, ca_cert, 1, 1},     /* the old root: the update */
+        {NULL, top, OID_ROOTCERT, NULL, 1, 1},        /* no root named: the update */
+        {NULL, top, OID_ROOTCERT, new_root, 0, 0},    /* already the new root */
+        {NULL, top, OID_ROOTCERT, client_cert, 0, 0}, /* another certificate */
+        {role, top, OID_ROOTCERT, ca_cert, 1, 0},     /* the role's own update wins */
+        {NULL, top, OID_ROOTUPD, NULL, 1, 1},         /* the drafts' request */
     };
-    const char *oids[] = {OID_ROOTUPD};
 
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct env *e = env_new(cases[i].role, cases[i].top);
         OSSL_CMP_CTX *ctx = client_new(e, client_cert, client_key);
-        STACK_OF(OSSL_CMP_ITAV) *out = genm(e, ctx, oids, 1, NULL);
+        const char *oids[] = {cases[i].oid};
+        STACK_OF(OSSL_CMP_ITAV) *out =
+            genm(e, ctx, oids, 1, cases[i].sent != NULL ? cert_value(cases[i].sent) : NULL);
         const ASN1_TYPE *v;
+        char type[64];
 
-        assert_non_null(out);
+        if (out == NULL)
+            fail_msg("case %zu: no genp", i);
         assert_int_equal(sk_OSSL_CMP_ITAV_num(out), 1);
+        itav_type(sk_OSSL_CMP_ITAV_value(out, 0), type, sizeof(type));
+        assert_string_equal(type, OID_ROOTUPD);
         v = OSSL_CMP_ITAV_get0_value(sk_OSSL_CMP_ITAV_value(out, 0));
         if (!cases[i].present) {
-            assert_null(v);
+            if (v != NULL)
+                fail_msg("case %zu: a value where none applies", i);
         } else {
-            /* newWithNew Certificate [, [1] oldWithNew] */
-            const unsigned char *p = v->value.sequence->data;
+            /* RootCaKeyUpdateContent ::= SEQUENCE { newWithNew, [0] newWithOld, [1] oldWithNew OPTIONAL } */
+            const unsigned char *p = v->value.sequence->data, *end;
             long len;
             int t, cls;
-            X509 *nwn;
-            ASN1_get_object(&p, &len, &t, &cls, v->value.sequence->length);
-            nwn = d2i_X509(NULL, &p, len);
-            assert_non_null(nwn);
-            assert_int_equal(X509_cmp(nwn, ca_cert), 0);
+            X509 *nwn, *nwo, *own;
+
+            assert_int_equal(ASN1_get_object(&p, &len, &t, &cls, v->value.sequence->length) & 0x80, 0);
+            end = p + len;
+            assert_non_null(nwn = d2i_X509(NULL, &p, end - p));
+            assert_int_equal(X509_cmp(nwn, new_root), 0);
+            assert_non_null(nwo = tagged_cert(&p, end, 0));
+            assert_int_equal(X509_cmp(nwo, new_with_old), 0);
+            own = tagged_cert(&p, end, 1);
+            assert_int_equal(own != NULL, cases[i].own);
+            if (own != NULL)
+                assert_int_equal(X509_cmp(own, old_with_new), 0);
+            assert_true(p == end);
             X509_free(nwn);
+            X509_free(nwo);
+            X509_free(own);
         }
         sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
         OSSL_CMP_CTX_free(ctx);
@@ -371,24 +439,84 @@ static void test_genm_root_update(void **state)
     }
 }
 
-/* A config whose root update is not a self-signed certificate fails to load, naming the path. */
-static void test_root_update_config(void **state)
+/* A rootCaCert value that is no certificate is refused, and said so; the certificate twin is answered. */
+static void test_genm_root_cert_malformed(void **state)
 {
-    char err[GW_ERR_LEN] = "", *json = strdup(base_json);
-    struct gw_config *cfg;
+    const char *oids[] = {OID_ROOTCERT};
+    struct env *e = env_new(NULL, NULL);
+    OSSL_CMP_CTX *ctx = client_new(e, client_cert, client_key);
+    ASN1_TYPE *integer = ASN1_TYPE_new(), *seq;
+    ASN1_INTEGER *n = ASN1_INTEGER_new();
+    STACK_OF(OSSL_CMP_ITAV) *out;
+    unsigned char junk[] = {0x30, 0x03, 0x02, 0x01, 0x07};
+    const unsigned char *p = junk;
 
     (void)state;
-    json = tu_insert_at(json, "\"default_path_policy\"", 0,
-                        "\"root_ca_update\": {\"new_with_new\": \"client.pem\"},\n");
+    ASN1_INTEGER_set(n, 7);
+    ASN1_TYPE_set(integer, V_ASN1_INTEGER, n);
+    assert_null(genm(e, ctx, oids, 1, integer));
+    assert_status(
+        ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
+        "the id-it-rootCaCert value is not a certificate: send the root CA certificate you trust, or "
+        "no value (RFC 9483 §4.3.2)");
+    OSSL_CMP_CTX_reinit(ctx);
+    assert_non_null(seq = d2i_ASN1_TYPE(NULL, &p, sizeof(junk)));
+    assert_null(genm(e, ctx, oids, 1, seq));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                  "is not a certificate");
+    OSSL_CMP_CTX_reinit(ctx);
+    assert_non_null(out = genm(e, ctx, oids, 1, cert_value(ca_cert)));
+    sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+/* A config with |update| as the top-level root_ca_update: NULL if it fails, |want| in the reason. */
+static void root_update_config(const char *update, const char *want)
+{
+    char err[GW_ERR_LEN] = "", piece[512], *json;
+    struct gw_config *cfg;
+
+    snprintf(piece, sizeof(piece), "\"root_ca_update\": {%s},\n", update);
+    json = tu_insert_at(strdup(base_json), "\"default_path_policy\"", 0, piece);
     cfg = gw_config_parse(json, strlen(json), dir, "test.json", err);
-    assert_null(cfg);
-    assert_non_null(strstr(err, "root_ca_update"));
     free(json);
-    json = tu_insert_at(strdup(base_json), "\"default_path_policy\"", 0,
-                        "\"root_ca_update\": {\"old_with_new\": \"ca.pem\"},\n");
-    assert_null(gw_config_parse(json, strlen(json), dir, "test.json", err));
-    assert_non_null(strstr(err, "new_with_new"));
-    free(json);
+    if (want == NULL) {
+        if (cfg == NULL)
+            fail_msg("%s: %s", update, err);
+        gw_config_free(cfg);
+        return;
+    }
+    if (cfg != NULL)
+        fail_msg("%s: loaded", update);
+    if (strstr(err, want) == NULL || strstr(err, "$.root_ca_update") == NULL)
+        fail_msg("%s: \"%s\" lacks \"%s\"", update, err, want);
+}
+
+/* RFC 4210 §4.4: the update's certificates must fit together, else the config names the path. */
+static void test_root_update_config(void **state)
+{
+    (void)state;
+    root_update_config("\"new_with_new\": \"newroot.pem\"", "new_with_old");
+    root_update_config("\"new_with_new\": \"client.pem\", \"new_with_old\": \"newwithold.pem\"",
+                       "self-signed");
+    root_update_config(
+        "\"new_with_new\": \"newroot.pem\", \"new_with_old\": \"newroot.pem\"",
+        "new_with_old must certify the key of new_with_new and be signed by the old root's key");
+    root_update_config("\"new_with_new\": \"newroot.pem\", \"new_with_old\": \"client.pem\"",
+                       "new_with_old must certify");
+    root_update_config("\"new_with_new\": \"newroot.pem\", \"new_with_old\": \"newwithold.pem\", "
+                       "\"old_with_new\": \"client.pem\"",
+                       "old_with_new must certify the key that signed new_with_old");
+    root_update_config("\"new_with_new\": \"newroot.pem\", \"new_with_old\": \"newwithold.pem\", "
+                       "\"old_with_new\": \"newwithold.pem\"",
+                       "old_with_new must certify");
+    root_update_config("\"old_with_new\": \"oldwithnew.pem\"", "new_with_new");
+    /* the twins: a complete update, and one without oldWithNew */
+    root_update_config("\"new_with_new\": \"newroot.pem\", \"new_with_old\": \"newwithold.pem\", "
+                       "\"old_with_new\": \"oldwithnew.pem\"",
+                       NULL);
+    root_update_config("\"new_with_new\": \"newroot.pem\", \"new_with_old\": \"newwithold.pem\"", NULL);
 }
 
 static void test_genm_cert_template(void **state)
@@ -880,12 +1008,19 @@ static void test_shim_crl_status(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_genm_ca_certs),      cmocka_unit_test(test_genm_root_update),
-        cmocka_unit_test(test_root_update_config), cmocka_unit_test(test_genm_cert_template),
-        cmocka_unit_test(test_genm_refusals),      cmocka_unit_test(test_genm_crl_limits),
-        cmocka_unit_test(test_rr_holder),          cmocka_unit_test(test_rr_ra),
-        cmocka_unit_test(test_rr_unknown),         cmocka_unit_test(test_shim_rr_reason),
-        cmocka_unit_test(test_shim_itavs),         cmocka_unit_test(test_shim_crl_status),
+        cmocka_unit_test(test_genm_ca_certs),
+        cmocka_unit_test(test_genm_root_update),
+        cmocka_unit_test(test_root_update_config),
+        cmocka_unit_test(test_genm_root_cert_malformed),
+        cmocka_unit_test(test_genm_cert_template),
+        cmocka_unit_test(test_genm_refusals),
+        cmocka_unit_test(test_genm_crl_limits),
+        cmocka_unit_test(test_rr_holder),
+        cmocka_unit_test(test_rr_ra),
+        cmocka_unit_test(test_rr_unknown),
+        cmocka_unit_test(test_shim_rr_reason),
+        cmocka_unit_test(test_shim_itavs),
+        cmocka_unit_test(test_shim_crl_status),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
