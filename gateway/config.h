@@ -271,6 +271,12 @@ struct gw_label {
     struct gw_path_policy policy;
 };
 
+/* "profiles": a certificate profile a request names (RFC 9483 §3.1) -> the role that serves it. */
+struct gw_profile {
+    char *name;
+    struct gw_path_policy policy; /* always a role */
+};
+
 struct gw_cmp_conf {
     uint32_t message_time_window; /* seconds; 0 = do not require messageTime */
     bool require_message_time;
@@ -345,6 +351,8 @@ struct gw_config {
     struct gw_path_policy default_path_policy;
     struct gw_label *labels;
     size_t n_labels;
+    struct gw_profile *profiles; /* "profiles", in configuration order */
+    size_t n_profiles;
     struct gw_cmp_conf cmp;
     struct gw_limits_conf limits; /* "limits" */
     struct gw_audit_conf audit;
@@ -368,6 +376,7 @@ void gw_config_free(struct gw_config *cfg);
 /* Lookups by name; each returns a borrowed pointer into |cfg| or NULL. */
 const struct gw_role *gw_config_role(const struct gw_config *cfg, const char *name, size_t len);
 const struct gw_label *gw_config_label(const struct gw_config *cfg, const char *label, size_t len);
+const struct gw_profile *gw_config_profile(const struct gw_config *cfg, const char *name, size_t len);
 const struct gw_pbm_conf *gw_config_pbm(const struct gw_config *cfg, const unsigned char *ref, size_t len);
 const struct gw_trust_conf *gw_config_trust(const struct gw_config *cfg, const char *name);
 

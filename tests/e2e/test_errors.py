@@ -23,7 +23,7 @@ import harness  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from pyasn1.codec.der import decoder, encoder  # noqa: E402
-from pyasn1.type import univ  # noqa: E402
+from pyasn1.type import char, univ  # noqa: E402
 from pyasn1_modules import rfc4210, rfc4211  # noqa: E402
 
 DOC = harness.REPO / "docs" / "errors.md"
@@ -158,6 +158,34 @@ def set_octets(hdr, name, value):
     hdr[name] = hdr.componentType[name].asn1Object.clone(value)
 
 
+PROFILE = "1.3.6.1.5.5.7.4.21"  # id-it-certProfile (RFC 9483 §3.1)
+
+
+class Utf8Strings(univ.SequenceOf):
+    componentType = char.UTF8String()
+
+
+def profile_value(*names):
+    """CertProfileValue ::= SEQUENCE SIZE (1..MAX) OF UTF8String, as DER."""
+    seq = Utf8Strings()
+    for n in names:
+        seq.append(n)
+    return encoder.encode(seq)
+
+
+def add_general_info(msg, oid, value_der=None):
+    """Appends an InfoTypeAndValue to the header's generalInfo (creating it if absent)."""
+    hdr = msg["header"]
+    gi = hdr["generalInfo"] if hdr["generalInfo"].isValue else hdr.componentType["generalInfo"].asn1Object.clone()
+    itav = gi.componentType.clone()
+    itav["infoType"] = univ.ObjectIdentifier(oid)
+    if value_der is not None:
+        itav["infoValue"] = univ.Any(value_der)
+    gi.append(itav)
+    hdr["generalInfo"] = gi
+    return msg
+
+
 # ---------------------------------------------------------------------------------------------
 # Assertions
 # ---------------------------------------------------------------------------------------------
@@ -234,7 +262,9 @@ class Errors(Base):
             "tlsreq": dict(base, authorization={"tls_client": "require"}),
             "signer": dict(base, authorization={"signer_subjects": ["/O=cmpgw demo/CN=nobody"]}),
             "names": dict(base, authorization={"allowed_dns_names": ["*.example.com"]}),
+            "profiled": dict(base),
         })
+        cfg["profiles"] = {"device": "role:profiled", "web": "role:default"}
 
     # -- HTTP ----------------------------------------------------------------------------------
 
@@ -310,6 +340,49 @@ class Errors(Base):
         alg["parameters"] = alg["parameters"].clone(univ.Any(encoder.encode(par)))
         a = self.expect("pbm_iterations", self.send("pbmiter", m))
         self.assertEqual(a.status_strings, ["PBM iterationCount 10001 is above this server's cap of 10000"])
+
+    # -- certProfile (RFC 9483 §3.1) -------------------------------------------------------------
+
+    def test_profile_unknown(self):
+        m = add_general_info(self.fresh("profunknown"), PROFILE, profile_value("nope"))
+        a = self.expect("profile_unknown", self.send("profunknown", resign(m, self.key())))
+        self.assertEqual(a.status_strings, ['unknown certProfile "nope"; known profiles: device, web'])
+
+    def test_profile_mismatch(self):
+        m = add_general_info(self.fresh("profmismatch"), PROFILE, profile_value("device"))
+        a = self.expect("profile_mismatch", self.send("profmismatch", resign(m, self.key()),
+                                                      path="/pki/roles/names/cmp"))
+        self.assertIn('"device" is for role profiled, not role names', a.status_strings[0])
+
+    def test_profile_malformed(self):
+        cases = [("an INTEGER", encoder.encode(univ.Integer(7))), ("an empty list", profile_value()),
+                 ("no value", None)]
+        for i, (what, value) in enumerate(cases):
+            with self.subTest(value=what):
+                m = add_general_info(self.fresh("profbad%d" % i), PROFILE, value)
+                self.expect("profile_malformed", self.send("profbad%d" % i, resign(m, self.key())))
+        m = self.fresh("proftwice")
+        add_general_info(add_general_info(m, PROFILE, profile_value("device")), PROFILE, profile_value("web"))
+        self.expect("profile_malformed", self.send("proftwice", resign(m, self.key())))
+
+    def test_general_info_limits(self):
+        m = self.fresh("gimany")  # carries implicitConfirm already
+        for _ in range(16):
+            add_general_info(m, "1.2.3.4")
+        self.expect("general_info_limits", self.send("gimany", resign(m, self.key())))
+        m = add_general_info(self.fresh("gilong"), PROFILE, profile_value("d" * 65))
+        self.expect("general_info_limits", self.send("gilong", resign(m, self.key())))
+
+    def test_profile_twin(self):
+        """The profile the refusals above are twins of: named on the default path, on the path of its own
+        role, and 16 generalInfo entries with a 64-byte name, each answered with a certificate."""
+        for i, (path, extra) in enumerate([("/pki/cmp", 0), ("/pki/roles/profiled/cmp", 0), ("/pki/cmp", 14)]):
+            with self.subTest(path=path, extra=extra):
+                m = add_general_info(self.fresh("proftwin%d" % i), PROFILE, profile_value("device"))
+                for _ in range(extra):
+                    add_general_info(m, "1.2.3.4")
+                a = harness.decode_cmp(self.send("proftwin%d" % i, resign(m, self.key()), path=path).body)
+                self.assertEqual((a.body_type, a.status), ("ip", 0), a)
 
     # -- refused by OpenSSL's checks, rewritten by the engine (error body) ----------------------
 
@@ -545,7 +618,7 @@ class Table(unittest.TestCase):
 
     def test_every_refusal_test_has_a_row(self):
         tests = {name[len("test_"):] for cls in (Errors, Limits) for name in dir(cls) if name.startswith("test_")}
-        self.assertEqual(sorted(tests - set(ROWS) - {"confirm_twin", "crafted_twin"}), [])
+        self.assertEqual(sorted(tests - set(ROWS) - {"confirm_twin", "crafted_twin", "profile_twin"}), [])
 
     def test_rows_tested_elsewhere(self):
         for rid, (module, literal) in ELSEWHERE.items():

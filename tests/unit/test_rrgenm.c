@@ -563,6 +563,104 @@ static void test_genm_cert_template(void **state)
     env_free(e);
 }
 
+/* The keySpec controls of a certReqTemplate answer: one per key type the role allows. */
+static int template_key_specs(STACK_OF(OSSL_CMP_ITAV) *out)
+{
+    const ASN1_TYPE *v = OSSL_CMP_ITAV_get0_value(sk_OSSL_CMP_ITAV_value(out, 0));
+    const unsigned char *p = v->value.sequence->data, *q;
+    ASN1_TYPE ks = {.type = V_ASN1_SEQUENCE};
+    ASN1_STRING str = {0};
+    long len;
+    int t, cls;
+
+    ASN1_get_object(&p, &len, &t, &cls, v->value.sequence->length); /* CertReqTemplateContent */
+    q = p;
+    ASN1_get_object(&q, &len, &t, &cls, 1 << 16); /* certTemplate: skipped */
+    p = q + len;
+    str.data = (unsigned char *)p;
+    str.length = (int)(v->value.sequence->data + v->value.sequence->length - p);
+    ks.value.sequence = &str;
+    return seq_count(&ks, V_ASN1_SEQUENCE);
+}
+
+/* A client naming certProfile |name| (RFC 9483 §3.1) in every message's generalInfo. */
+static void name_profile(OSSL_CMP_CTX *ctx, const char *name)
+{
+    unsigned char der[128];
+    const unsigned char *p = der;
+    size_t n = strlen(name);
+    ASN1_TYPE *v;
+
+    assert_true(n < 100);
+    der[0] = V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED;
+    der[1] = (unsigned char)(n + 2);
+    der[2] = V_ASN1_UTF8STRING;
+    der[3] = (unsigned char)n;
+    memcpy(der + 4, name, n);
+    assert_non_null(v = d2i_ASN1_TYPE(NULL, &p, (long)n + 4));
+    assert_int_equal(
+        OSSL_CMP_CTX_push0_geninfo_ITAV(ctx, OSSL_CMP_ITAV_create(OBJ_txt2obj("1.3.6.1.5.5.7.4.21", 1), v)),
+        1);
+}
+
+/*
+ * certProfile through the engine: on the default path it selects its role (the template shows
+ * which: role "tls" allows one key type, the default role the six built-in ones); on a role path it
+ * must name that role; an unknown one is refused with the known ones listed.
+ */
+static void test_genm_profile(void **state)
+{
+    const char *oids[] = {OID_TEMPLATE};
+    struct env *e;
+    OSSL_CMP_CTX *ctx;
+    STACK_OF(OSSL_CMP_ITAV) *out;
+    char *saved = base_json;
+
+    (void)state;
+    base_json = tu_insert_at(strdup(saved), "\"roles\": {", 1,
+                             "\n    \"tls\": {\"upstream\": \"local\", \"trust\": [\"demo\"], "
+                             "\"authorization\": {\"allowed_key_types\": [\"ed25519\"]}},");
+    e = env_new(NULL, "\"profiles\": {\"tls-server\": \"role:tls\", \"device\": \"role:default\"}");
+    free(base_json);
+    base_json = saved;
+
+    ctx = client_new(e, client_cert, client_key);
+    assert_non_null(out = genm(e, ctx, oids, 1, NULL));
+    assert_int_equal(template_key_specs(out), 6); /* no profile: the path's role */
+    sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
+    OSSL_CMP_CTX_free(ctx);
+
+    ctx = client_new(e, client_cert, client_key);
+    name_profile(ctx, "tls-server");
+    assert_non_null(out = genm(e, ctx, oids, 1, NULL));
+    assert_int_equal(template_key_specs(out), 1);
+    sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
+    OSSL_CMP_CTX_free(ctx);
+
+    ctx = client_new(e, client_cert, client_key);
+    name_profile(ctx, "nope");
+    assert_null(genm(e, ctx, oids, 1, NULL));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                  "unknown certProfile \"nope\"; known profiles: tls-server, device");
+    OSSL_CMP_CTX_free(ctx);
+
+    /* a role path: the profile must agree with it */
+    e->route.kind = GW_ROUTE_ROLE;
+    ctx = client_new(e, client_cert, client_key);
+    name_profile(ctx, "tls-server");
+    assert_null(genm(e, ctx, oids, 1, NULL));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                  "certProfile \"tls-server\" is for role tls, not role default that this path serves");
+    OSSL_CMP_CTX_free(ctx);
+    ctx = client_new(e, client_cert, client_key);
+    name_profile(ctx, "device");
+    assert_non_null(out = genm(e, ctx, oids, 1, NULL));
+    assert_int_equal(template_key_specs(out), 6);
+    sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
 /* Unknown infoType, too many, malformed crlStatusList: error messages with failInfo and text. */
 static void test_genm_refusals(void **state)
 {
@@ -1008,19 +1106,13 @@ static void test_shim_crl_status(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_genm_ca_certs),
-        cmocka_unit_test(test_genm_root_update),
-        cmocka_unit_test(test_root_update_config),
-        cmocka_unit_test(test_genm_root_cert_malformed),
-        cmocka_unit_test(test_genm_cert_template),
-        cmocka_unit_test(test_genm_refusals),
-        cmocka_unit_test(test_genm_crl_limits),
-        cmocka_unit_test(test_rr_holder),
-        cmocka_unit_test(test_rr_ra),
-        cmocka_unit_test(test_rr_unknown),
-        cmocka_unit_test(test_shim_rr_reason),
-        cmocka_unit_test(test_shim_itavs),
-        cmocka_unit_test(test_shim_crl_status),
+        cmocka_unit_test(test_genm_ca_certs),      cmocka_unit_test(test_genm_root_update),
+        cmocka_unit_test(test_root_update_config), cmocka_unit_test(test_genm_root_cert_malformed),
+        cmocka_unit_test(test_genm_profile),       cmocka_unit_test(test_genm_cert_template),
+        cmocka_unit_test(test_genm_refusals),      cmocka_unit_test(test_genm_crl_limits),
+        cmocka_unit_test(test_rr_holder),          cmocka_unit_test(test_rr_ra),
+        cmocka_unit_test(test_rr_unknown),         cmocka_unit_test(test_shim_rr_reason),
+        cmocka_unit_test(test_shim_itavs),         cmocka_unit_test(test_shim_crl_status),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
