@@ -41,6 +41,7 @@ ELSEWHERE = {
     "rr_not_holder": ("test_rr.py", "only the holder of a certificate (signing the rr with it) or an RA of role "),
     "rr_pbm": ("test_rr.py", "PBM protection is not accepted for rr"),
     "genm_unknown": ("test_genm.py", "is not supported: this server answers id-it-caCerts, id-it-rootCaCert, "),
+    "genm_root_cert": ("test_genm.py", "the id-it-rootCaCert value is not a certificate: send the root CA "),
     "device_not_allowed": ("test_3gpp.py", "is not on this route's allow-list"),
     "signature_only_route": ("test_3gpp.py", "this route accepts signature-protected requests only: sign with the "),
     "weak_hash": ("test_3gpp.py", " is not accepted on this route: sign with SHA-"),

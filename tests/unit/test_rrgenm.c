@@ -22,6 +22,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rsa.h>
 #include <openssl/x509v3.h>
 #include <json-c/json.h>
 
@@ -439,6 +440,34 @@ static void test_genm_root_update(void **state)
     }
 }
 
+/* A self-signed certificate for an RSA key with public exponent 2^32 + 1: costlier to verify with than
+ * allowed. */
+static X509 *costly_root(void)
+{
+    EVP_PKEY_CTX *kc = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+    BIGNUM *e = BN_new();
+    EVP_PKEY *k = NULL;
+    X509 *x = X509_new();
+
+    assert_non_null(kc);
+    assert_int_equal(BN_set_word(e, 0x100000001ULL), 1);
+    assert_int_equal(EVP_PKEY_keygen_init(kc), 1);
+    assert_int_equal(EVP_PKEY_CTX_set_rsa_keygen_bits(kc, 2048), 1);
+    assert_int_equal(EVP_PKEY_CTX_set1_rsa_keygen_pubexp(kc, e), 1);
+    assert_int_equal(EVP_PKEY_keygen(kc, &k), 1);
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC, (const unsigned char *)"costly",
+                               -1, -1, 0);
+    X509_set_issuer_name(x, X509_get_subject_name(x));
+    X509_gmtime_adj(X509_getm_notBefore(x), 0);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, k);
+    assert_true(X509_sign(x, k, EVP_sha256()) > 0);
+    EVP_PKEY_free(k);
+    EVP_PKEY_CTX_free(kc);
+    BN_free(e);
+    return x;
+}
+
 /* A rootCaCert value that is no certificate is refused, and said so; the certificate twin is answered. */
 static void test_genm_root_cert_malformed(void **state)
 {
@@ -467,6 +496,15 @@ static void test_genm_root_cert_malformed(void **state)
     OSSL_CMP_CTX_reinit(ctx);
     assert_non_null(out = genm(e, ctx, oids, 1, cert_value(ca_cert)));
     sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
+    /* a root whose key the gateway would have to verify a signature with is bounded like any other */
+    OSSL_CMP_CTX_reinit(ctx);
+    {
+        X509 *costly = costly_root();
+        assert_null(genm(e, ctx, oids, 1, cert_value(costly)));
+        assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                      "a key in this request is above this server's limits");
+        X509_free(costly);
+    }
     OSSL_CMP_CTX_free(ctx);
     env_free(e);
 }
