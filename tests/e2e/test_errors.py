@@ -263,9 +263,7 @@ class Errors(Base):
             "tlsreq": dict(base, authorization={"tls_client": "require"}),
             "signer": dict(base, authorization={"signer_subjects": ["/O=cmpgw demo/CN=nobody"]}),
             "names": dict(base, authorization={"allowed_dns_names": ["*.example.com"]}),
-            "profiled": dict(base),
         })
-        cfg["profiles"] = {"device": "role:profiled", "web": "role:default"}
 
     # -- HTTP ----------------------------------------------------------------------------------
 
@@ -341,49 +339,6 @@ class Errors(Base):
         alg["parameters"] = alg["parameters"].clone(univ.Any(encoder.encode(par)))
         a = self.expect("pbm_iterations", self.send("pbmiter", m))
         self.assertEqual(a.status_strings, ["PBM iterationCount 10001 is above this server's cap of 10000"])
-
-    # -- certProfile (RFC 9483 §3.1) -------------------------------------------------------------
-
-    def test_profile_unknown(self):
-        m = add_general_info(self.fresh("profunknown"), PROFILE, profile_value("nope"))
-        a = self.expect("profile_unknown", self.send("profunknown", resign(m, self.key())))
-        self.assertEqual(a.status_strings, ['unknown certProfile "nope"; known profiles: device, web'])
-
-    def test_profile_mismatch(self):
-        m = add_general_info(self.fresh("profmismatch"), PROFILE, profile_value("device"))
-        a = self.expect("profile_mismatch", self.send("profmismatch", resign(m, self.key()),
-                                                      path="/pki/roles/names/cmp"))
-        self.assertIn('"device" is for role profiled, not role names', a.status_strings[0])
-
-    def test_profile_malformed(self):
-        cases = [("an INTEGER", encoder.encode(univ.Integer(7))), ("an empty list", profile_value()),
-                 ("no value", None)]
-        for i, (what, value) in enumerate(cases):
-            with self.subTest(value=what):
-                m = add_general_info(self.fresh("profbad%d" % i), PROFILE, value)
-                self.expect("profile_malformed", self.send("profbad%d" % i, resign(m, self.key())))
-        m = self.fresh("proftwice")
-        add_general_info(add_general_info(m, PROFILE, profile_value("device")), PROFILE, profile_value("web"))
-        self.expect("profile_malformed", self.send("proftwice", resign(m, self.key())))
-
-    def test_general_info_limits(self):
-        m = self.fresh("gimany")  # carries implicitConfirm already
-        for _ in range(16):
-            add_general_info(m, "1.2.3.4")
-        self.expect("general_info_limits", self.send("gimany", resign(m, self.key())))
-        m = add_general_info(self.fresh("gilong"), PROFILE, profile_value("d" * 65))
-        self.expect("general_info_limits", self.send("gilong", resign(m, self.key())))
-
-    def test_profile_twin(self):
-        """The profile the refusals above are twins of: named on the default path, on the path of its own
-        role, and 16 generalInfo entries with a 64-byte name, each answered with a certificate."""
-        for i, (path, extra) in enumerate([("/pki/cmp", 0), ("/pki/roles/profiled/cmp", 0), ("/pki/cmp", 14)]):
-            with self.subTest(path=path, extra=extra):
-                m = add_general_info(self.fresh("proftwin%d" % i), PROFILE, profile_value("device"))
-                for _ in range(extra):
-                    add_general_info(m, "1.2.3.4")
-                a = harness.decode_cmp(self.send("proftwin%d" % i, resign(m, self.key()), path=path).body)
-                self.assertEqual((a.body_type, a.status), ("ip", 0), a)
 
     # -- refused by OpenSSL's checks, rewritten by the engine (error body) ----------------------
 
@@ -607,18 +562,75 @@ class Limits(Base):
 
 
 # ---------------------------------------------------------------------------------------------
+# certProfile (RFC 9483 §3.1): profile "device" selects role "profiled"
+# ---------------------------------------------------------------------------------------------
+
+class Profiles(Base):
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["roles"]["profiled"] = dict(cfg["roles"]["default"])
+        cfg["roles"]["names"] = dict(cfg["roles"]["default"], authorization={"allowed_dns_names": ["*.example.com"]})
+        cfg["profiles"] = {"device": "role:profiled", "web": "role:default"}
+
+    def test_profile_unknown(self):
+        m = add_general_info(self.fresh("profunknown"), PROFILE, profile_value("nope"))
+        a = self.expect("profile_unknown", self.send("profunknown", resign(m, self.key())))
+        self.assertEqual(a.status_strings, ['unknown certProfile "nope"; known profiles: device, web'])
+
+    def test_profile_mismatch(self):
+        m = add_general_info(self.fresh("profmismatch"), PROFILE, profile_value("device"))
+        a = self.expect("profile_mismatch", self.send("profmismatch", resign(m, self.key()),
+                                                      path="/pki/roles/names/cmp"))
+        self.assertIn('"device" is for role profiled, not role names', a.status_strings[0])
+
+    def test_profile_malformed(self):
+        cases = [("an INTEGER", encoder.encode(univ.Integer(7))), ("an empty list", profile_value()),
+                 ("no value", None)]
+        for i, (what, value) in enumerate(cases):
+            with self.subTest(value=what):
+                m = add_general_info(self.fresh("profbad%d" % i), PROFILE, value)
+                self.expect("profile_malformed", self.send("profbad%d" % i, resign(m, self.key())))
+        m = self.fresh("proftwice")
+        add_general_info(add_general_info(m, PROFILE, profile_value("device")), PROFILE, profile_value("web"))
+        self.expect("profile_malformed", self.send("proftwice", resign(m, self.key())))
+
+    def test_general_info_limits(self):
+        m = self.fresh("gimany")  # carries implicitConfirm already
+        for _ in range(16):
+            add_general_info(m, "1.2.3.4")
+        self.expect("general_info_limits", self.send("gimany", resign(m, self.key())))
+        m = add_general_info(self.fresh("gilong"), PROFILE, profile_value("d" * 65))
+        self.expect("general_info_limits", self.send("gilong", resign(m, self.key())))
+
+    def test_profile_twin(self):
+        """The profile the refusals above are twins of: named on the default path, on the path of its own
+        role, and 16 generalInfo entries with a 64-byte name, each answered with a certificate."""
+        for i, (path, extra) in enumerate([("/pki/cmp", 0), ("/pki/roles/profiled/cmp", 0), ("/pki/cmp", 14)]):
+            with self.subTest(path=path, extra=extra):
+                m = add_general_info(self.fresh("proftwin%d" % i), PROFILE, profile_value("device"))
+                for _ in range(extra):
+                    add_general_info(m, "1.2.3.4")
+                a = harness.decode_cmp(self.send("proftwin%d" % i, resign(m, self.key()), path=path).body)
+                self.assertEqual((a.body_type, a.status), ("ip", 0), a)
+
+
+
+# ---------------------------------------------------------------------------------------------
 # The table itself
 # ---------------------------------------------------------------------------------------------
 
 class Table(unittest.TestCase):
 
     def test_every_row_has_a_test(self):
-        tests = {name[len("test_"):] for cls in (Errors, Limits) for name in dir(cls) if name.startswith("test_")}
+        tests = {name[len("test_"):] for cls in (Errors, Limits, Profiles) for name in dir(cls)
+                 if name.startswith("test_")}
         missing = sorted(set(ROWS) - tests - set(ELSEWHERE))
         self.assertEqual(missing, [], "rows of docs/errors.md without a test")
 
     def test_every_refusal_test_has_a_row(self):
-        tests = {name[len("test_"):] for cls in (Errors, Limits) for name in dir(cls) if name.startswith("test_")}
+        tests = {name[len("test_"):] for cls in (Errors, Limits, Profiles) for name in dir(cls)
+                 if name.startswith("test_")}
         self.assertEqual(sorted(tests - set(ROWS) - {"confirm_twin", "crafted_twin", "profile_twin"}), [])
 
     def test_rows_tested_elsewhere(self):
