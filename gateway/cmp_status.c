@@ -259,13 +259,13 @@ static int crl_status(struct gw_cmp_engine *e, size_t i, struct gw_upstream *up,
         snprintf(note->text, sizeof(note->text), "CRL of upstream %s", gw_upstream_get0_conf(up)->name);
         rc = 0;
     } else if (cc->crl != NULL && cc->stale) {
-        snprintf(err, GW_ERR_LEN, "no CRL of upstream %s since a revocation (%s)",
+        snprintf(err, GW_ERR_LEN, "no CRL of upstream %s since a revocation (%.150s)",
                  gw_upstream_get0_conf(up)->name, why);
     } else if (cc->crl != NULL) {
         snprintf(err, GW_ERR_LEN, "the CRL of upstream %s is past its nextUpdate",
                  gw_upstream_get0_conf(up)->name);
     } else {
-        snprintf(err, GW_ERR_LEN, "no CRL of upstream %s (%s)", gw_upstream_get0_conf(up)->name, why);
+        snprintf(err, GW_ERR_LEN, "no CRL of upstream %s (%.150s)", gw_upstream_get0_conf(up)->name, why);
     }
     pthread_mutex_unlock(&cc->lock);
     return rc;
@@ -386,7 +386,7 @@ int cmp_check_credentials(struct cmp_call *c, struct cmp_txn *t, char *text)
     if (c->req->tls_peer != NULL && (bit = check_one(c, c->req->tls_peer, a->tls_trust_names, a->n_tls_trust,
                                                      "TLS client", &tls, text)) >= 0)
         return bit;
-    snprintf(t->credential_status, sizeof(t->credential_status), "signer: %s; tls: %s", signer.text,
+    snprintf(t->credential_status, sizeof(t->credential_status), "signer: %.240s; tls: %.240s", signer.text,
              tls.text);
     return -1;
 }
