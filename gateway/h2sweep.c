@@ -92,7 +92,8 @@ static void on_sweep(h2o_timeout_entry_t *entry)
     size_t shut;
 
     lt->ctx.globalconf->http2.callbacks.foreach_request(&lt->ctx, collect, &st);
-    qsort(st.v, st.n, sizeof(*st.v), by_key);
+    if (st.n > 1) /* with no HTTP/2 request open, st.v is NULL, which qsort must not be given */
+        qsort(st.v, st.n, sizeof(*st.v), by_key);
     shut = shut_late(st.v, st.n, st.now, (uint64_t)timeout * 1000);
     free(lt->h2_seen);
     lt->h2_seen = st.v;
