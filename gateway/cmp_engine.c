@@ -409,7 +409,9 @@ static void refuse(struct cmp_call *c, const OSSL_CMP_MSG *msg, int bit, const c
 /*
  * PBM: the senderKID must name a credential of this role, the cost must be capped. -1 if fine.
  * An unknown or foreign reference gets the same answer as a wrong secret (TEXT_PBM_FAILED); the
- * log says which it was.
+ * log says which it was. A certConf or pollReq belongs to its transaction's role, which a
+ * certProfile may have chosen and the message need not name again (RFC 9483 §3.1 puts it into
+ * requests): the transaction is pinned to the reference its request was allowed with.
  */
 static int check_pbm(struct cmp_call *c, char *text)
 {
@@ -418,6 +420,8 @@ static int check_pbm(struct cmp_call *c, char *text)
     const char *why = "unknown PBM reference";
 
     if (gw_config_pbm(c->e->cfg, h->sender_kid, h->sender_kid_len) != NULL) {
+        if (bodies[c->body].action == BODY_CONTINUE)
+            goto allowed;
         for (size_t i = 0; i < role->n_pbm; i++) {
             if (strlen(role->pbm_refs[i]) == h->sender_kid_len &&
                 memcmp(role->pbm_refs[i], h->sender_kid, h->sender_kid_len) == 0)
@@ -450,6 +454,37 @@ static int check_requested_key(const OSSL_CMP_MSG *msg, char *text)
     return OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
 }
 
+/*
+ * The role of this request: the path's, or the one its certProfile selects (RFC 9483 §3.1, the
+ * configuration's "profiles"). -1 if fine, else badRequest with |text|.
+ */
+static int choose_role(struct cmp_call *c, const OSSL_CMP_MSG *msg, char *text)
+{
+    char name[GW_MAX_PROFILE_NAME_LEN + 1];
+    const struct gw_role *role = NULL;
+    int rc = gw_shim_cert_profile(msg, name, sizeof(name));
+
+    if (rc == GW_ERR_LIMIT) {
+        snprintf(text, GW_ERR_LEN,
+                 "generalInfo holds more than %d entries or a certProfile name longer than %d bytes",
+                 GW_MAX_GENERAL_INFO, GW_MAX_PROFILE_NAME_LEN);
+        return OSSL_CMP_PKIFAILUREINFO_badRequest;
+    }
+    if (rc != 0) {
+        snprintf(text, GW_ERR_LEN,
+                 "the certProfile in generalInfo is malformed: send one id-it-certProfile holding a "
+                 "SEQUENCE OF UTF8String (RFC 9483 §3.1)");
+        return OSSL_CMP_PKIFAILUREINFO_badRequest;
+    }
+    if (gw_route_profile(c->e->cfg, c->req->route, name, &role, text) != 0)
+        return OSSL_CMP_PKIFAILUREINFO_badRequest;
+    if (role != c->role)
+        gw_log_kv(GW_LOG_DEBUG, "profile_role", "tid", c->rsp->tid, "profile", name, "role", role->name,
+                  NULL);
+    c->role = role;
+    return -1;
+}
+
 /* Step 2: what is refused before OpenSSL sees the message. -1 if it may go on. */
 static int precheck(struct cmp_call *c, const OSSL_CMP_MSG *msg, char *text)
 {
@@ -474,7 +509,7 @@ static int precheck(struct cmp_call *c, const OSSL_CMP_MSG *msg, char *text)
                  "PBM secret");
         return OSSL_CMP_PKIFAILUREINFO_badMessageCheck;
     }
-    if ((bit = check_requested_key(msg, text)) >= 0)
+    if ((bit = check_requested_key(msg, text)) >= 0 || (bit = choose_role(c, msg, text)) >= 0)
         return bit;
     if (c->hdr.protection_nid == NID_id_PasswordBasedMAC)
         return check_pbm(c, text);

@@ -1,7 +1,7 @@
 /*
- * genm -> genp (RFC 9483 §4.3): CA certificates, root CA key update, certificate request template
- * and CRL update retrieval, built with OpenSSL 3.0's generic ITAV API (the typed helpers are 3.2+;
- * the values come from the shim). One handler per infoType in a const table. Answers must fit
+ * genm -> genp (RFC 9483 §4.3): CA certificates, root CA certificate update, certificate request
+ * template and CRL update retrieval, built with OpenSSL 3.0's generic ITAV API (the typed helpers are
+ * 3.2+; the values come from the shim). One handler per infoType in a const table. Answers must fit
  * `openssl cmp`'s 100 KiB response cap: a value too large is refused with a text, never cut.
  */
 #include "cmp_local.h"
@@ -15,22 +15,31 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#define OID_CA_CERTS "1.3.6.1.5.5.7.4.17"
+#define OID_ROOT_CA_KEY_UPDATE "1.3.6.1.5.5.7.4.18"
+#define OID_CERT_REQ_TEMPLATE "1.3.6.1.5.5.7.4.19"
+#define OID_ROOT_CA_CERT "1.3.6.1.5.5.7.4.20"
+#define OID_CRL_STATUS_LIST "1.3.6.1.5.5.7.4.22"
+#define OID_CRLS "1.3.6.1.5.5.7.4.23"
+
 #define TEXT_SUPPORTED                                                                                       \
-    "this server answers id-it-caCerts, id-it-rootCaKeyUpdate, id-it-certReqTemplate and "                   \
-    "id-it-crlStatusList"
+    "this server answers id-it-caCerts, id-it-rootCaCert, id-it-certReqTemplate and id-it-crlStatusList"
+#define TEXT_BAD_ROOT                                                                                        \
+    "the id-it-rootCaCert value is not a certificate: send the root CA certificate you trust, or no "        \
+    "value (RFC 9483 §4.3.2)"
 
-/* One infoType: -1 with an ITAV pushed onto |out|, or a failInfo bit with |text|. */
+/* One infoType, answered with |type|: -1 with an ITAV pushed onto |out|, or a failInfo bit with |text|. */
 typedef int (*genm_fn)(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
-                       STACK_OF(OSSL_CMP_ITAV) **out, char *text);
+                       const ASN1_OBJECT *type, STACK_OF(OSSL_CMP_ITAV) **out, char *text);
 
-static int ca_certs(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
+static int ca_certs(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, const ASN1_OBJECT *type,
                     STACK_OF(OSSL_CMP_ITAV) **out, char *text);
 static int root_update(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
-                       STACK_OF(OSSL_CMP_ITAV) **out, char *text);
+                       const ASN1_OBJECT *type, STACK_OF(OSSL_CMP_ITAV) **out, char *text);
 static int cert_template(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
-                         STACK_OF(OSSL_CMP_ITAV) **out, char *text);
-static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, STACK_OF(OSSL_CMP_ITAV) **out,
-                char *text);
+                         const ASN1_OBJECT *type, STACK_OF(OSSL_CMP_ITAV) **out, char *text);
+static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, const ASN1_OBJECT *type,
+                STACK_OF(OSSL_CMP_ITAV) **out, char *text);
 
 static const struct {
     const char *oid;  /* the request's infoType */
@@ -38,10 +47,12 @@ static const struct {
     const char *rsp;  /* the answer's infoType */
     genm_fn fn;
 } handlers[] = {
-    {"1.3.6.1.5.5.7.4.17", "caCerts", "1.3.6.1.5.5.7.4.17", ca_certs},              /* §4.3.1 */
-    {"1.3.6.1.5.5.7.4.18", "rootCaKeyUpdate", "1.3.6.1.5.5.7.4.18", root_update},   /* §4.3.2 */
-    {"1.3.6.1.5.5.7.4.19", "certReqTemplate", "1.3.6.1.5.5.7.4.19", cert_template}, /* §4.3.3 */
-    {"1.3.6.1.5.5.7.4.22", "crlStatusList", "1.3.6.1.5.5.7.4.23", crls},            /* §4.3.4 */
+    {OID_CA_CERTS, "caCerts", OID_CA_CERTS, ca_certs},                     /* §4.3.1 */
+    {OID_ROOT_CA_CERT, "rootCaCert", OID_ROOT_CA_KEY_UPDATE, root_update}, /* §4.3.2 */
+    /* drafts of RFC 9483 before id-it-rootCaCert asked with the answer's infoType and no value */
+    {OID_ROOT_CA_KEY_UPDATE, "rootCaKeyUpdate", OID_ROOT_CA_KEY_UPDATE, root_update},
+    {OID_CERT_REQ_TEMPLATE, "certReqTemplate", OID_CERT_REQ_TEMPLATE, cert_template}, /* §4.3.3 */
+    {OID_CRL_STATUS_LIST, "crlStatusList", OID_CRLS, crls},                           /* §4.3.4 */
 };
 
 /* id-regCtrl-algId and id-regCtrl-rsaKeyLen (RFC 9483 §4.3.3) */
@@ -87,17 +98,16 @@ static int add_all(STACK_OF(X509) *sk, const STACK_OF(X509) *from)
 }
 
 /* §4.3.1: the certificates of the route's CA, its chain and root (issuer first). */
-static int ca_certs(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
+static int ca_certs(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, const ASN1_OBJECT *type,
                     STACK_OF(OSSL_CMP_ITAV) **out, char *text)
 {
     const struct gw_upstream_conf *uc = t->role->upstream;
     STACK_OF(X509) *sk = sk_X509_new_null();
-    ASN1_OBJECT *type = oid_of(handlers[0].rsp);
     int ok, bit;
 
     (void)c;
     (void)in;
-    ok = sk != NULL && type != NULL && uc != NULL && (uc->cert == NULL || add_unique(sk, uc->cert) == 1) &&
+    ok = sk != NULL && uc != NULL && (uc->cert == NULL || add_unique(sk, uc->cert) == 1) &&
          add_all(sk, uc->chain) && add_all(sk, uc->issuer_certs);
     if (ok && sk_X509_num(sk) == 0) { /* RFC 9483 §4.3.1: no certificates, no value */
         sk_X509_free(sk);
@@ -107,22 +117,53 @@ static int ca_certs(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *
     if (!ok)
         snprintf(text, GW_ERR_LEN, "internal error: the CA certificates could not be collected");
     sk_X509_pop_free(sk, X509_free);
-    ASN1_OBJECT_free(type);
     return bit;
 }
 
-/* §4.3.2: the configured root CA update, the role's before the top-level one; none = absent value. */
+/* Whether |root| is the old root of an update: the one whose key signed newWithOld (RFC 4210 §4.4). */
+static int is_old_root(X509 *root, X509 *new_with_old)
+{
+    int yes = new_with_old != NULL && X509_check_issued(root, new_with_old) == X509_V_OK &&
+              X509_verify(new_with_old, X509_get0_pubkey(root)) == 1;
+
+    ERR_clear_error();
+    return yes;
+}
+
+/*
+ * §4.3.2: the root CA update configured for the role (else the top-level one), if it applies to
+ * the root the client trusts (id-it-rootCaCert's value: the update's old root) or the client names
+ * none; otherwise, and with no update configured, id-it-rootCaKeyUpdate with an absent value.
+ */
 static int root_update(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
-                       STACK_OF(OSSL_CMP_ITAV) **out, char *text)
+                       const ASN1_OBJECT *type, STACK_OF(OSSL_CMP_ITAV) **out, char *text)
 {
     const struct gw_root_update *u =
         t->role->root_update.new_with_new != NULL ? &t->role->root_update : &c->e->cfg->root_update;
-    ASN1_OBJECT *type = oid_of(handlers[1].rsp);
-    int bit =
-        push(out, gw_shim_itav_root_update(type, u->new_with_new, u->new_with_old, u->old_with_new), text);
+    X509 *current = NULL;
+    int applies, bit;
 
-    (void)in;
-    ASN1_OBJECT_free(type);
+    /* the drafts' request (id-it-rootCaKeyUpdate) names no root: its value is not read */
+    if (OBJ_cmp(OSSL_CMP_ITAV_get0_type(in), type) != 0 &&
+        (gw_shim_itav_cert(OSSL_CMP_ITAV_get0_value(in), &current) != 0 ||
+         (current != NULL && X509_get0_pubkey(current) == NULL))) {
+        X509_free(current);
+        ERR_clear_error();
+        snprintf(text, GW_ERR_LEN, "%s", TEXT_BAD_ROOT);
+        return OSSL_CMP_PKIFAILUREINFO_badRequest;
+    }
+    /* checking the update against it verifies a signature with the client's key */
+    if (current != NULL && !cmp_key_affordable(X509_get0_pubkey(current))) {
+        X509_free(current);
+        snprintf(text, GW_ERR_LEN, "%s", TEXT_KEY_LIMITS);
+        return OSSL_CMP_PKIFAILUREINFO_badRequest;
+    }
+    applies = u->new_with_new != NULL && (current == NULL || is_old_root(current, u->new_with_old));
+    bit = push(
+        out,
+        gw_shim_itav_root_update(type, applies ? u->new_with_new : NULL, u->new_with_old, u->old_with_new),
+        text);
+    X509_free(current);
     return bit;
 }
 
@@ -159,14 +200,13 @@ static unsigned char *key_spec(const struct gw_key_rule *k, int *len)
  * it), keyUsage/extendedKeyUsage as issued, and one keySpec control per allowed key type.
  */
 static int cert_template(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
-                         STACK_OF(OSSL_CMP_ITAV) **out, char *text)
+                         const ASN1_OBJECT *type, STACK_OF(OSSL_CMP_ITAV) **out, char *text)
 {
     const struct gw_key_rule *rules = t->role->authz.key_rules;
     size_t n = t->role->authz.n_key_rules;
     unsigned char *spec[GW_MAX_KEY_RULES + 8] = {NULL};
     int lens[GW_MAX_KEY_RULES + 8] = {0}, bit = OSSL_CMP_PKIFAILUREINFO_systemFailure;
     STACK_OF(X509_EXTENSION) *exts = NULL;
-    ASN1_OBJECT *type = oid_of(handlers[2].rsp);
 
     (void)c;
     (void)in;
@@ -174,7 +214,7 @@ static int cert_template(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_I
         rules = default_keys;
         n = sizeof(default_keys) / sizeof(default_keys[0]);
     }
-    if (n > sizeof(spec) / sizeof(spec[0]) || type == NULL ||
+    if (n > sizeof(spec) / sizeof(spec[0]) ||
         !gw_usage_exts_add(&exts, t->role->key_usage, t->role->ext_key_usage))
         goto out;
     for (size_t i = 0; i < n; i++)
@@ -187,7 +227,6 @@ out:
     for (size_t i = 0; i < sizeof(spec) / sizeof(spec[0]); i++)
         OPENSSL_free(spec[i]);
     sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
-    ASN1_OBJECT_free(type);
     return bit;
 }
 
@@ -216,15 +255,14 @@ static struct gw_upstream *crl_source(struct cmp_call *c, const struct gw_role *
 }
 
 /* §4.3.4: crlStatusList -> crls with the CA's current CRL, or an absent value if the client's is current. */
-static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, STACK_OF(OSSL_CMP_ITAV) **out,
-                char *text)
+static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, const ASN1_OBJECT *type,
+                STACK_OF(OSSL_CMP_ITAV) **out, char *text)
 {
     struct gw_upstream *up = crl_source(c, t->role);
     unsigned char *der = NULL;
     size_t len = 0;
     time_t have = 0;
     char err[GW_ERR_LEN] = "";
-    ASN1_OBJECT *type = NULL;
     int rc, bit;
 
     if (gw_shim_crl_status_time(OSSL_CMP_ITAV_get0_value(in), &have) != 0) {
@@ -248,7 +286,6 @@ static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, 
         free(der);
         return OSSL_CMP_PKIFAILUREINFO_badRequest;
     }
-    type = oid_of(handlers[3].rsp);
     /* the client's CRL is as new as ours: an absent value says so */
     if (have != 0 && crl_this_update(der, len) <= have)
         bit = push(out, gw_shim_itav_crls(type, NULL, 0), text);
@@ -257,7 +294,6 @@ static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, 
     if (bit >= 0)
         snprintf(text, GW_ERR_LEN, "the CA's CRL is unreadable; it was not passed on");
     free(der);
-    ASN1_OBJECT_free(type);
     return bit;
 }
 
@@ -276,12 +312,22 @@ static int answer(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in
                   STACK_OF(OSSL_CMP_ITAV) **out, char *text)
 {
     char oid[80];
+    ASN1_OBJECT *type;
+    int bit;
 
     if (OBJ_obj2txt(oid, sizeof(oid), OSSL_CMP_ITAV_get0_type(in), 1) <= 0)
         snprintf(oid, sizeof(oid), "?");
-    for (size_t i = 0; i < sizeof(handlers) / sizeof(handlers[0]); i++)
-        if (strcmp(oid, handlers[i].oid) == 0)
-            return handlers[i].fn(t, c, in, out, text);
+    for (size_t i = 0; i < sizeof(handlers) / sizeof(handlers[0]); i++) {
+        if (strcmp(oid, handlers[i].oid) != 0)
+            continue;
+        if ((type = oid_of(handlers[i].rsp)) == NULL) {
+            snprintf(text, GW_ERR_LEN, "internal error: the answer could not be built");
+            return OSSL_CMP_PKIFAILUREINFO_systemFailure;
+        }
+        bit = handlers[i].fn(t, c, in, type, out, text);
+        ASN1_OBJECT_free(type);
+        return bit;
+    }
     /* RFC 9483 §4.3: an infoType the PKI management entity does not support gets an error message */
     snprintf(text, GW_ERR_LEN, "infoType %.60s is not supported: %s", oid, TEXT_SUPPORTED);
     return OSSL_CMP_PKIFAILUREINFO_badRequest;

@@ -230,6 +230,94 @@ void gw_shim_hdr_info_cleanup(struct gw_hdr_info *h)
     h->sender = NULL;
 }
 
+/* ---- certProfile (RFC 9483 §3.1) ---------------------------------------------------------- */
+
+/* id-it-certProfile (1.3.6.1.5.5.7.4.21) as OBJECT IDENTIFIER content octets: 3.0 has no NID for it. */
+static const unsigned char oid_cert_profile[] = {0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x04, 0x15};
+
+/* CertProfileValue ::= SEQUENCE SIZE (1..MAX) OF UTF8String in [p, end): the first entry into |name|. */
+static int profile_value(const unsigned char *p, const unsigned char *end, char *name, size_t cap)
+{
+    const unsigned char *q, *qend;
+    struct tlv seq, first, t;
+
+    if (!tlv_next(&p, end, &seq) || p != end || seq.tag != V_ASN1_SEQUENCE || seq.cls != V_ASN1_UNIVERSAL ||
+        !seq.constructed)
+        return GW_ERR_INVAL;
+    q = seq.cont;
+    qend = seq.cont + seq.len;
+    if (!tlv_next(&q, qend, &first) || first.tag != V_ASN1_UTF8STRING || first.cls != V_ASN1_UNIVERSAL ||
+        first.constructed || first.len == 0 || memchr(first.cont, 0, (size_t)first.len) != NULL)
+        return GW_ERR_INVAL;
+    while (tlv_next(&q, qend, &t)) /* the others are not used, but must be well-formed */
+        if (t.tag != V_ASN1_UTF8STRING || t.cls != V_ASN1_UNIVERSAL)
+            return GW_ERR_INVAL;
+    if (q != qend)
+        return GW_ERR_INVAL;
+    if (first.len > GW_MAX_PROFILE_NAME_LEN || (size_t)first.len >= cap)
+        return GW_ERR_LIMIT;
+    memcpy(name, first.cont, (size_t)first.len);
+    name[first.len] = '\0';
+    return 0;
+}
+
+/* generalInfo [8] { SEQUENCE SIZE (1..MAX) OF InfoTypeAndValue { infoType, infoValue OPTIONAL } }. */
+static int general_info_profile(const struct tlv *tag, char *name, size_t cap)
+{
+    const unsigned char *p = tag->cont, *end = tag->cont + tag->len, *q, *qend;
+    struct tlv seq, itav, type;
+    int n = 0, found = 0, rc;
+
+    if (!tag->constructed || !tlv_next(&p, end, &seq) || p != end || seq.tag != V_ASN1_SEQUENCE ||
+        seq.cls != V_ASN1_UNIVERSAL || !seq.constructed)
+        return GW_ERR_INVAL;
+    p = seq.cont;
+    end = seq.cont + seq.len;
+    while (tlv_next(&p, end, &itav)) {
+        if (++n > GW_MAX_GENERAL_INFO)
+            return GW_ERR_LIMIT;
+        q = itav.cont;
+        qend = itav.cont + itav.len;
+        if (itav.tag != V_ASN1_SEQUENCE || !itav.constructed || !tlv_next(&q, qend, &type) ||
+            type.tag != V_ASN1_OBJECT || type.cls != V_ASN1_UNIVERSAL)
+            return GW_ERR_INVAL;
+        if (type.len != (long)sizeof(oid_cert_profile) ||
+            memcmp(type.cont, oid_cert_profile, sizeof(oid_cert_profile)) != 0)
+            continue;
+        if (found++ > 0) /* two profiles: which one the client meant cannot be known */
+            return GW_ERR_INVAL;
+        if ((rc = profile_value(q, qend, name, cap)) != 0)
+            return rc;
+    }
+    return p == end ? 0 : GW_ERR_INVAL;
+}
+
+int gw_shim_cert_profile(const OSSL_CMP_MSG *msg, char *name, size_t cap)
+{
+    unsigned char *der = NULL;
+    const unsigned char *p, *end;
+    struct tlv t;
+    int len, rc = GW_ERR_INVAL;
+
+    if (name == NULL || cap == 0)
+        return GW_ERR_INVAL;
+    name[0] = '\0';
+    if (msg == NULL || (len = i2d_OSSL_CMP_PKIHEADER(OSSL_CMP_MSG_get0_header(msg), &der)) <= 0 ||
+        !open_seq(der, len, &p, &end))
+        goto out;
+    rc = 0;
+    while (rc == 0 && tlv_next(&p, end, &t))
+        if (t.cls == V_ASN1_CONTEXT_SPECIFIC && t.tag == 8)
+            rc = general_info_profile(&t, name, cap);
+    if (rc == 0 && p != end)
+        rc = GW_ERR_INVAL;
+out:
+    if (rc != 0)
+        name[0] = '\0';
+    OPENSSL_free(der);
+    return rc;
+}
+
 /* Finds the element of the CertTemplate with context tag |tag| (IMPLICIT: RFC 4211 §5). */
 static int tmpl_find(const OSSL_CRMF_MSG *crm, int tag, unsigned char **der, struct tlv *found)
 {
@@ -946,6 +1034,27 @@ out:
     OPENSSL_free(parts[0]);
     OPENSSL_free(parts[1]);
     return itav;
+}
+
+int gw_shim_itav_cert(const ASN1_TYPE *value, X509 **cert)
+{
+    const unsigned char *p;
+    X509 *x;
+
+    *cert = NULL;
+    if (value == NULL)
+        return 0;
+    if (value->type != V_ASN1_SEQUENCE || value->value.sequence == NULL || value->value.sequence->length <= 0)
+        return GW_ERR_INVAL;
+    p = value->value.sequence->data;
+    if ((x = d2i_X509(NULL, &p, value->value.sequence->length)) == NULL ||
+        p != value->value.sequence->data + value->value.sequence->length) {
+        X509_free(x);
+        ERR_clear_error();
+        return GW_ERR_INVAL;
+    }
+    *cert = x;
+    return 0;
 }
 
 int gw_shim_crl_status_time(const ASN1_TYPE *value, time_t *this_update)

@@ -58,6 +58,16 @@ struct gw_hdr_info {
 int gw_shim_hdr_info(const OSSL_CMP_MSG *msg, struct gw_hdr_info *out);
 void gw_shim_hdr_info_cleanup(struct gw_hdr_info *h);
 
+/*
+ * gw_shim_cert_profile reads the certificate profile a request names: id-it-certProfile in the
+ * header's generalInfo, a SEQUENCE SIZE (1..MAX) OF UTF8String whose first entry counts (RFC 9483
+ * §3.1; 3.3+: OSSL_CMP_HDR_get0_geninfo_ITAVs and OSSL_CMP_ITAV_get0_certProfile). On 0, |name|
+ * (|cap| >= GW_MAX_PROFILE_NAME_LEN + 1) holds it NUL-terminated, "" when the request names none.
+ * GW_ERR_LIMIT: more than GW_MAX_GENERAL_INFO generalInfo entries, or a name longer than
+ * GW_MAX_PROFILE_NAME_LEN bytes; GW_ERR_INVAL: malformed, empty, holding NUL, or named twice.
+ */
+int gw_shim_cert_profile(const OSSL_CMP_MSG *msg, char *name, size_t cap);
+
 /* Template public key; 3.2+: OSSL_CRMF_CERTTEMPLATE_get0_publicKey. Returns a new key or NULL. */
 EVP_PKEY *gw_shim_tmpl_get1_pubkey(const OSSL_CRMF_MSG *crm);
 
@@ -139,6 +149,13 @@ OSSL_CMP_ITAV *gw_shim_itav_cert_template(const ASN1_OBJECT *type, const STACK_O
                                           unsigned char *const *spec, const int *spec_len, int n_spec);
 /* AttributeTypeAndValue { |oid|, value DER } as a new malloc'd DER blob; NULL on error. */
 unsigned char *gw_shim_attr(const char *oid, const unsigned char *value, int value_len, int *out_len);
+
+/*
+ * gw_shim_itav_cert reads an ITAV value that must be one Certificate: the RootCaCertValue of
+ * id-it-rootCaCert (RFC 9483 §4.3.2; 3.2+: OSSL_CMP_ITAV_get0_rootCaCert). 0 with *cert NULL when
+ * the value is absent, 0 with a new certificate, GW_ERR_INVAL for anything else.
+ */
+int gw_shim_itav_cert(const ASN1_TYPE *value, X509 **cert);
 
 /*
  * gw_shim_crl_status_time reads the thisUpdate of the first CRLStatus of an id-it-crlStatusList

@@ -574,6 +574,21 @@ static int p_policy(struct pctx *pc, const char *path, struct json_object *v, vo
     return 0;
 }
 
+/* A profile's value: "role:<name>" only. A profile selects a role; refusing is a path's policy. */
+static int p_profile_role(struct pctx *pc, const char *path, struct json_object *v, void *base,
+                          const struct field *f)
+{
+    struct gw_path_policy *pol = at(base, f->off);
+    const char *s;
+    char buf[SHOW_LEN + 8];
+
+    if ((s = want_string(pc, path, v, "\"role:<name>\"")) == NULL)
+        return GW_ERR_INVAL;
+    if (strncmp(s, "role:", 5) != 0 || !name_ok(s + 5, strlen(s + 5)))
+        return fail(pc, path, "expected \"role:<name>\", got %s", show(v, buf, sizeof(buf)));
+    return (pol->role_name = strdup(s + 5)) != NULL ? 0 : GW_ERR_NOMEM;
+}
+
 /* A pattern: 1..GW_MAX_PATTERN_LEN bytes, no control characters (UTF-8 is fine: subjects may hold it). */
 static bool pattern_ok(const char *s, size_t len)
 {
@@ -2069,29 +2084,50 @@ static const struct field authz_fields[] = {
 };
 OBJDEF(authz_def, authz_fields, NULL);
 
-/* RFC 9483 §4.3.2: the three certificates of RootCaKeyUpdateContent. */
+/*
+ * RFC 9483 §4.3.2: the three certificates of RootCaKeyUpdateContent, and that they fit together
+ * (RFC 4210 §4.4): newWithOld certifies the new root's key and is signed by another key, the old
+ * root's, which is what a client's current root is recognised by; oldWithNew, if given, certifies
+ * that old key and is signed by the new one.
+ */
 static int check_root_update(struct pctx *pc, const char *path, void *base)
 {
     struct gw_root_update *u = base;
     char fpath[PATH_LEN];
+    int ok;
 
     bprintf(fpath, sizeof(fpath), "%s.new_with_new", path);
     if (load_cert(pc, fpath, u->new_with_new_file, &u->new_with_new) != 0)
         return GW_ERR_INVAL;
     bprintf(fpath, sizeof(fpath), "%s.new_with_old", path);
-    if (u->new_with_old_file != NULL && load_cert(pc, fpath, u->new_with_old_file, &u->new_with_old) != 0)
+    if (load_cert(pc, fpath, u->new_with_old_file, &u->new_with_old) != 0)
         return GW_ERR_INVAL;
     bprintf(fpath, sizeof(fpath), "%s.old_with_new", path);
     if (u->old_with_new_file != NULL && load_cert(pc, fpath, u->old_with_new_file, &u->old_with_new) != 0)
         return GW_ERR_INVAL;
     if (X509_check_issued(u->new_with_new, u->new_with_new) != X509_V_OK)
         return fail(pc, path, "new_with_new must be a self-signed root CA certificate");
+    ok = EVP_PKEY_eq(X509_get0_pubkey(u->new_with_old), X509_get0_pubkey(u->new_with_new)) == 1 &&
+         X509_verify(u->new_with_old, X509_get0_pubkey(u->new_with_new)) != 1;
+    ERR_clear_error();
+    if (!ok)
+        return fail(pc, path,
+                    "new_with_old must certify the key of new_with_new and be signed by the old root's key");
+    if (u->old_with_new == NULL)
+        return 0;
+    ok = X509_verify(u->old_with_new, X509_get0_pubkey(u->new_with_new)) == 1 &&
+         X509_verify(u->new_with_old, X509_get0_pubkey(u->old_with_new)) == 1;
+    ERR_clear_error();
+    if (!ok)
+        return fail(pc, path,
+                    "old_with_new must certify the key that signed new_with_old and be signed by the key of "
+                    "new_with_new");
     return 0;
 }
 
 static const struct field root_update_fields[] = {
     REQ("new_with_new", p_file, struct gw_root_update, new_with_new_file),
-    OPT("new_with_old", p_file, struct gw_root_update, new_with_old_file),
+    REQ("new_with_old", p_file, struct gw_root_update, new_with_old_file),
     OPT("old_with_new", p_file, struct gw_root_update, old_with_new_file),
 };
 OBJDEF(root_update_def, root_update_fields, check_root_update);
@@ -2192,6 +2228,14 @@ static const struct mapdef label_map = {sizeof(struct gw_label),
                                         offsetof(struct gw_label, policy),
                                         NULL};
 
+static const struct namekind names_profile = {name_ok, "a profile name of 1..64 characters [A-Za-z0-9._-]"};
+static const struct mapdef profile_map = {sizeof(struct gw_profile),
+                                          offsetof(struct gw_profile, name),
+                                          &names_profile,
+                                          p_profile_role,
+                                          offsetof(struct gw_profile, policy),
+                                          NULL};
+
 static int p_listeners(struct pctx *pc, const char *path, struct json_object *v, void *base,
                        const struct field *f);
 
@@ -2216,6 +2260,8 @@ static const struct field top_fields[] = {
     OPT("default_path_policy", p_policy, struct gw_config, default_path_policy, .sdef = "forbid"),
     OPT("label_to_path_policy", p_map, struct gw_config, labels,
         .off_n = offsetof(struct gw_config, n_labels), .aux = &label_map),
+    OPT("profiles", p_map, struct gw_config, profiles, .off_n = offsetof(struct gw_config, n_profiles),
+        .aux = &profile_map),
     OPT("cmp", p_obj, struct gw_config, cmp, .aux = &cmp_def),
     OPT("limits", p_obj, struct gw_config, limits, .aux = &limits_def),
     REQ("audit", p_obj, struct gw_config, audit, .aux = &audit_def),
@@ -2587,6 +2633,11 @@ static int check_config(struct pctx *pc, const char *path, void *base)
     for (i = 0; i < cfg->n_labels; i++) {
         join_key(lpath, "$.label_to_path_policy", cfg->labels[i].label);
         if ((rc = resolve_policy(pc, cfg, lpath, &cfg->labels[i].policy)) != 0)
+            return rc;
+    }
+    for (i = 0; i < cfg->n_profiles; i++) {
+        join_key(lpath, "$.profiles", cfg->profiles[i].name);
+        if ((rc = resolve_policy(pc, cfg, lpath, &cfg->profiles[i].policy)) != 0)
             return rc;
     }
     return 0;
@@ -3057,6 +3108,11 @@ void gw_config_free(struct gw_config *cfg)
         free(cfg->labels[i].policy.role_name);
     }
     free(cfg->labels);
+    for (i = 0; i < cfg->n_profiles; i++) {
+        free(cfg->profiles[i].name);
+        free(cfg->profiles[i].policy.role_name);
+    }
+    free(cfg->profiles);
     free(cfg->default_path_policy.role_name);
     free_root_update(&cfg->root_update);
     free(cfg->audit.file);
@@ -3082,6 +3138,16 @@ const struct gw_label *gw_config_label(const struct gw_config *cfg, const char *
     for (i = 0; cfg != NULL && i < cfg->n_labels; i++)
         if (strlen(cfg->labels[i].label) == len && memcmp(cfg->labels[i].label, label, len) == 0)
             return &cfg->labels[i];
+    return NULL;
+}
+
+const struct gw_profile *gw_config_profile(const struct gw_config *cfg, const char *name, size_t len)
+{
+    size_t i;
+
+    for (i = 0; cfg != NULL && name != NULL && i < cfg->n_profiles; i++)
+        if (strlen(cfg->profiles[i].name) == len && memcmp(cfg->profiles[i].name, name, len) == 0)
+            return &cfg->profiles[i];
     return NULL;
 }
 

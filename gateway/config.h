@@ -183,13 +183,13 @@ struct gw_authz {
 };
 
 /*
- * "root_ca_update": a root CA key update announced by genm id-it-rootCaKeyUpdate (RFC 9483 §4.3.2),
- * per role or top-level. new_with_new NULL = nothing to announce (the ITAV's value is absent).
+ * "root_ca_update": a root CA key update answered to genm id-it-rootCaCert (RFC 9483 §4.3.2), per
+ * role or top-level. new_with_new NULL = nothing to announce (the ITAV's value is absent).
  */
 struct gw_root_update {
     char *new_with_new_file, *new_with_old_file, *old_with_new_file;
     X509 *new_with_new; /* the new root, self-signed */
-    X509 *new_with_old; /* the new root's key certified by the old root; may be NULL */
+    X509 *new_with_old; /* the new root's key certified by the old root: who signed it is the old root */
     X509 *old_with_new; /* the old root's key certified by the new root; may be NULL */
 };
 
@@ -271,6 +271,12 @@ struct gw_label {
     struct gw_path_policy policy;
 };
 
+/* "profiles": a certificate profile a request names (RFC 9483 §3.1) -> the role that serves it. */
+struct gw_profile {
+    char *name;
+    struct gw_path_policy policy; /* always a role */
+};
+
 struct gw_cmp_conf {
     uint32_t message_time_window; /* seconds; 0 = do not require messageTime */
     bool require_message_time;
@@ -345,6 +351,8 @@ struct gw_config {
     struct gw_path_policy default_path_policy;
     struct gw_label *labels;
     size_t n_labels;
+    struct gw_profile *profiles; /* "profiles", in configuration order */
+    size_t n_profiles;
     struct gw_cmp_conf cmp;
     struct gw_limits_conf limits; /* "limits" */
     struct gw_audit_conf audit;
@@ -368,6 +376,7 @@ void gw_config_free(struct gw_config *cfg);
 /* Lookups by name; each returns a borrowed pointer into |cfg| or NULL. */
 const struct gw_role *gw_config_role(const struct gw_config *cfg, const char *name, size_t len);
 const struct gw_label *gw_config_label(const struct gw_config *cfg, const char *label, size_t len);
+const struct gw_profile *gw_config_profile(const struct gw_config *cfg, const char *name, size_t len);
 const struct gw_pbm_conf *gw_config_pbm(const struct gw_config *cfg, const unsigned char *ref, size_t len);
 const struct gw_trust_conf *gw_config_trust(const struct gw_config *cfg, const char *name);
 

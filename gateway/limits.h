@@ -63,6 +63,11 @@
 #define GW_STATUS_REFRESH_SECS 300 /* an upstream's CRL is fetched again at least this often */
 #define GW_MAX_GENM_ITAVS 8        /* infoTypes one genm may ask for (RFC 9483 §4.3 asks one) */
 #define GW_MAX_GENP_VALUE (GW_MAX_RESPONSE - 16 * 1024) /* genp values: room left for header, extraCerts */
+#define GW_MAX_GENERAL_INFO                                                                                  \
+    16 /* generalInfo entries read from a request header (RFC 9483 §3.1 uses three)                         \
+        */
+#define GW_MAX_PROFILE_NAME_LEN                                                                              \
+    GW_MAX_NAME_LEN /* a certProfile name (RFC 9483 §3.1): as long as a config name */
 
 /* upstream */
 #define GW_DEFAULT_UPSTREAM_TIMEOUT_MS 10000

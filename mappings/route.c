@@ -261,6 +261,51 @@ static int match_crl(const struct gw_config *cfg, struct cursor *c, const char *
     return 0;
 }
 
+/* "a, b, c" of the configured profile names into |out|, cut with "..." where it would not fit. */
+static void profile_names(const struct gw_config *cfg, char *out, size_t cap)
+{
+    size_t used = 0, n;
+
+    snprintf(out, cap, "none");
+    for (size_t i = 0; i < cfg->n_profiles; i++) {
+        n = strlen(cfg->profiles[i].name) + (i > 0 ? 2 : 0);
+        if (used + n + sizeof(", ...") > cap) {
+            snprintf(out + used, cap - used, ", ...");
+            return;
+        }
+        used += (size_t)snprintf(out + used, cap - used, "%s%s", i > 0 ? ", " : "", cfg->profiles[i].name);
+    }
+}
+
+int gw_route_profile(const struct gw_config *cfg, const struct gw_route_match *m, const char *name,
+                     const struct gw_role **role, char *err)
+{
+    const struct gw_profile *p;
+    char shown[SHOWN_PATH_LEN + 1], known[GW_ERR_LEN / 2];
+    size_t len = name != NULL ? strlen(name) : 0;
+
+    err[0] = '\0';
+    *role = m != NULL ? m->role : NULL;
+    if (len == 0)
+        return 0;
+    show_path(shown, sizeof(shown), name, len);
+    if ((p = gw_config_profile(cfg, name, len)) == NULL) {
+        profile_names(cfg, known, sizeof(known));
+        snprintf(err, GW_ERR_LEN, "unknown certProfile \"%s\"; known profiles: %s", shown, known);
+        return GW_ERR_NOT_FOUND;
+    }
+    /* a role or label path has chosen its role already: a profile can only agree with it */
+    if (m != NULL && (m->kind == GW_ROUTE_ROLE || m->kind == GW_ROUTE_LABEL) && p->policy.role != m->role) {
+        snprintf(err, GW_ERR_LEN,
+                 "certProfile \"%s\" is for role %s, not role %s that this path serves: send it to "
+                 "%s/cmp or %s, or leave certProfile out",
+                 shown, p->policy.role->name, m->role->name, prefix_of(cfg), WELLKNOWN);
+        return GW_ERR_POLICY;
+    }
+    *role = p->policy.role;
+    return 0;
+}
+
 int gw_route_is_get(const struct gw_route_match *m)
 {
     return m != NULL && m->kind == GW_ROUTE_CRL;

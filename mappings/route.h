@@ -42,6 +42,16 @@ struct gw_route_match {
 int gw_route_match(const struct gw_config *cfg, const char *path, size_t len, struct gw_route_match *out,
                    char *err);
 
+/*
+ * gw_route_profile applies the certificate profile a request names (RFC 9483 §3.1:
+ * id-it-certProfile) to the route |m| matched: on <prefix>/cmp and /.well-known/cmp the profile
+ * selects its role ("profiles"); on a role or label path it must name the role the path serves.
+ * |name| "" (none named) keeps the path's role. Returns 0 with *role set, GW_ERR_NOT_FOUND for an
+ * unknown profile or GW_ERR_POLICY for one of another role, with a statusString in |err|.
+ */
+int gw_route_profile(const struct gw_config *cfg, const struct gw_route_match *m, const char *name,
+                     const struct gw_role **role, char *err);
+
 /* gw_route_is_get tells whether the route of |m| is served by GET (and HEAD); CMP routes take POST. */
 int gw_route_is_get(const struct gw_route_match *m);
 

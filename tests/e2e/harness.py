@@ -79,6 +79,12 @@ def keep_store(cfg, gw):
     cfg["upstreams"]["local"]["store"] = "store"
 
 
+def make_root_update(d):
+    """A root CA key update for the demo PKI in |d| (tests/root-update-pki.sh): newroot.pem (newWithNew),
+    newwithold.pem, oldwithnew.pem, newroot.key."""
+    run(["bash", REPO / "tests" / "root-update-pki.sh", d])
+
+
 def make_foreign_pki(d):
     """A CA the gateway does not trust and a client certificate it issued: (ca.pem, client.pem, client.key)."""
     d = Path(d)
@@ -547,6 +553,23 @@ def bc_classes():
     return out
 
 
+def bc_auth(gw, mode):
+    """The BouncyCastle client's protection arguments: "sig" (client.pem), "pbm" (demo-device), or
+    ("pbm", reference, secret file)."""
+    d = gw.dir
+    if mode == "sig":
+        return ["sig", d / "client.pem", d / "client.key"]
+    if mode == "pbm":
+        return ["pbm", "demo-device", d / "pbm.secret"]
+    return ["pbm", mode[1], mode[2]]
+
+
+def bc_argv(gw, url, mode, subject, out, rsp, extra):
+    d = gw.dir
+    return (["java", "-cp", "%s:%s" % (bc_classes(), BC_JARS), "BcCmpClient", url or gw.url(), d / "ca.pem",
+             d / "client.pem", d / "client.key"] + bc_auth(gw, mode) + [subject, out, rsp] + list(extra))
+
+
 def bc_enrol(gw, out, mode="sig", subject="CN=bc-client,O=cmpgw e2e", extra=(), url=None, check=True):
     """Runs the BouncyCastle client; returns (returncode, stderr, cert path or None, CmpAnswer or None)."""
     d = gw.dir
@@ -555,15 +578,43 @@ def bc_enrol(gw, out, mode="sig", subject="CN=bc-client,O=cmpgw e2e", extra=(), 
     for f in (cert, rsp):
         if f.exists():
             f.unlink()
-    auth = ["sig", d / "client.pem", d / "client.key"] if mode == "sig" else ["pbm", "demo-device", d / "pbm.secret"]
-    argv = ["java", "-cp", "%s:%s" % (bc_classes(), BC_JARS), "BcCmpClient", url or gw.url(),
-            d / "ca.pem", d / "client.pem", d / "client.key"] + auth + [subject, cert, rsp] + list(extra)
+    argv = bc_argv(gw, url, mode, subject, cert, rsp, extra)
     p = run(argv, check=False, timeout=CLIENT_TIMEOUT + 30)
     stderr = p.stderr.decode(errors="replace")
     if check and p.returncode != 0:
         raise Failure("BouncyCastle client exited %d:\n%s" % (p.returncode, stderr))
     return (p.returncode, stderr, cert if cert.exists() else None,
             decode_cmp(rsp) if rsp.exists() else None)
+
+
+class BcGenm:
+    """What the BouncyCastle client got for one genm: exit code, stdout lines, stderr, the answered
+    values by position (DER), and the decoded last response (or None)."""
+
+    def __init__(self, returncode, lines, stderr, values, answer):
+        self.returncode, self.lines, self.stderr, self.values, self.answer = returncode, lines, stderr, values, answer
+
+    def __repr__(self):
+        return "BcGenm(rc=%d, %r, %r, %s)" % (self.returncode, self.lines, self.answer, self.stderr[-500:])
+
+
+def bc_genm(gw, out, info_type, mode="sig", extra=(), url=None, check=True):
+    """The BouncyCastle client sends one genm of |info_type| (caCerts, rootCaCert, ...); a BcGenm."""
+    d = gw.dir
+    prefix = d / out
+    rsp = d / ("%s.rsp.der" % out)
+    for f in [rsp] + [Path("%s.%d.der" % (prefix, i)) for i in range(8)]:
+        if f.exists():
+            f.unlink()
+    p = run(bc_argv(gw, url, mode, "-", prefix, rsp, ["--genm", info_type] + list(extra)), check=False,
+            timeout=CLIENT_TIMEOUT + 30)
+    res = BcGenm(p.returncode, p.stdout.decode(errors="replace").splitlines(), p.stderr.decode(errors="replace"),
+                 {i: Path("%s.%d.der" % (prefix, i)).read_bytes() for i in range(8)
+                  if Path("%s.%d.der" % (prefix, i)).exists()},
+                 decode_cmp(rsp) if rsp.exists() else None)
+    if check and p.returncode != 0:
+        raise Failure("BouncyCastle genm %s exited %d: %r" % (info_type, p.returncode, res))
+    return res
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import harness  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from pyasn1.codec.der import decoder, encoder  # noqa: E402
-from pyasn1.type import univ  # noqa: E402
+from pyasn1.type import char, univ  # noqa: E402
 from pyasn1_modules import rfc4210, rfc4211  # noqa: E402
 
 DOC = harness.REPO / "docs" / "errors.md"
@@ -40,7 +40,8 @@ ELSEWHERE = {
     "upstream_busy": ("test_vault.py", "Vault is busy"),
     "rr_not_holder": ("test_rr.py", "only the holder of a certificate (signing the rr with it) or an RA of role "),
     "rr_pbm": ("test_rr.py", "PBM protection is not accepted for rr"),
-    "genm_unknown": ("test_genm.py", "is not supported: this server answers id-it-caCerts, id-it-rootCaKeyUpdate, "),
+    "genm_unknown": ("test_genm.py", "is not supported: this server answers id-it-caCerts, id-it-rootCaCert, "),
+    "genm_root_cert": ("test_genm.py", "the id-it-rootCaCert value is not a certificate: send the root CA "),
     "device_not_allowed": ("test_3gpp.py", "is not on this route's allow-list"),
     "signature_only_route": ("test_3gpp.py", "this route accepts signature-protected requests only: sign with the "),
     "weak_hash": ("test_3gpp.py", " is not accepted on this route: sign with SHA-"),
@@ -156,6 +157,34 @@ def without(seq, *names):
 
 def set_octets(hdr, name, value):
     hdr[name] = hdr.componentType[name].asn1Object.clone(value)
+
+
+PROFILE = "1.3.6.1.5.5.7.4.21"  # id-it-certProfile (RFC 9483 §3.1)
+
+
+class Utf8Strings(univ.SequenceOf):
+    componentType = char.UTF8String()
+
+
+def profile_value(*names):
+    """CertProfileValue ::= SEQUENCE SIZE (1..MAX) OF UTF8String, as DER."""
+    seq = Utf8Strings()
+    for n in names:
+        seq.append(n)
+    return encoder.encode(seq)
+
+
+def add_general_info(msg, oid, value_der=None):
+    """Appends an InfoTypeAndValue to the header's generalInfo (creating it if absent)."""
+    hdr = msg["header"]
+    gi = hdr["generalInfo"] if hdr["generalInfo"].isValue else hdr.componentType["generalInfo"].asn1Object.clone()
+    itav = gi.componentType.clone()
+    itav["infoType"] = univ.ObjectIdentifier(oid)
+    if value_der is not None:
+        itav["infoValue"] = univ.Any(value_der)
+    gi.append(itav)
+    hdr["generalInfo"] = gi
+    return msg
 
 
 # ---------------------------------------------------------------------------------------------
@@ -533,19 +562,76 @@ class Limits(Base):
 
 
 # ---------------------------------------------------------------------------------------------
+# certProfile (RFC 9483 §3.1): profile "device" selects role "profiled"
+# ---------------------------------------------------------------------------------------------
+
+class Profiles(Base):
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["roles"]["profiled"] = dict(cfg["roles"]["default"])
+        cfg["roles"]["names"] = dict(cfg["roles"]["default"], authorization={"allowed_dns_names": ["*.example.com"]})
+        cfg["profiles"] = {"device": "role:profiled", "web": "role:default"}
+
+    def test_profile_unknown(self):
+        m = add_general_info(self.fresh("profunknown"), PROFILE, profile_value("nope"))
+        a = self.expect("profile_unknown", self.send("profunknown", resign(m, self.key())))
+        self.assertEqual(a.status_strings, ['unknown certProfile "nope"; known profiles: device, web'])
+
+    def test_profile_mismatch(self):
+        m = add_general_info(self.fresh("profmismatch"), PROFILE, profile_value("device"))
+        a = self.expect("profile_mismatch", self.send("profmismatch", resign(m, self.key()),
+                                                      path="/pki/roles/names/cmp"))
+        self.assertIn('"device" is for role profiled, not role names', a.status_strings[0])
+
+    def test_profile_malformed(self):
+        cases = [("an INTEGER", encoder.encode(univ.Integer(7))), ("an empty list", profile_value()),
+                 ("no value", None)]
+        for i, (what, value) in enumerate(cases):
+            with self.subTest(value=what):
+                m = add_general_info(self.fresh("profbad%d" % i), PROFILE, value)
+                self.expect("profile_malformed", self.send("profbad%d" % i, resign(m, self.key())))
+        m = self.fresh("proftwice")
+        add_general_info(add_general_info(m, PROFILE, profile_value("device")), PROFILE, profile_value("web"))
+        self.expect("profile_malformed", self.send("proftwice", resign(m, self.key())))
+
+    def test_general_info_limits(self):
+        m = self.fresh("gimany")  # carries implicitConfirm already
+        for _ in range(16):
+            add_general_info(m, "1.2.3.4")
+        self.expect("general_info_limits", self.send("gimany", resign(m, self.key())))
+        m = add_general_info(self.fresh("gilong"), PROFILE, profile_value("d" * 65))
+        self.expect("general_info_limits", self.send("gilong", resign(m, self.key())))
+
+    def test_profile_twin(self):
+        """The profile the refusals above are twins of: named on the default path, on the path of its own
+        role, and 16 generalInfo entries with a 64-byte name, each answered with a certificate."""
+        for i, (path, extra) in enumerate([("/pki/cmp", 0), ("/pki/roles/profiled/cmp", 0), ("/pki/cmp", 14)]):
+            with self.subTest(path=path, extra=extra):
+                m = add_general_info(self.fresh("proftwin%d" % i), PROFILE, profile_value("device"))
+                for _ in range(extra):
+                    add_general_info(m, "1.2.3.4")
+                a = harness.decode_cmp(self.send("proftwin%d" % i, resign(m, self.key()), path=path).body)
+                self.assertEqual((a.body_type, a.status), ("ip", 0), a)
+
+
+
+# ---------------------------------------------------------------------------------------------
 # The table itself
 # ---------------------------------------------------------------------------------------------
 
 class Table(unittest.TestCase):
 
     def test_every_row_has_a_test(self):
-        tests = {name[len("test_"):] for cls in (Errors, Limits) for name in dir(cls) if name.startswith("test_")}
+        tests = {name[len("test_"):] for cls in (Errors, Limits, Profiles) for name in dir(cls)
+                 if name.startswith("test_")}
         missing = sorted(set(ROWS) - tests - set(ELSEWHERE))
         self.assertEqual(missing, [], "rows of docs/errors.md without a test")
 
     def test_every_refusal_test_has_a_row(self):
-        tests = {name[len("test_"):] for cls in (Errors, Limits) for name in dir(cls) if name.startswith("test_")}
-        self.assertEqual(sorted(tests - set(ROWS) - {"confirm_twin", "crafted_twin"}), [])
+        tests = {name[len("test_"):] for cls in (Errors, Limits, Profiles) for name in dir(cls)
+                 if name.startswith("test_")}
+        self.assertEqual(sorted(tests - set(ROWS) - {"confirm_twin", "crafted_twin", "profile_twin"}), [])
 
     def test_rows_tested_elsewhere(self):
         for rid, (module, literal) in ELSEWHERE.items():

@@ -519,6 +519,30 @@ static const struct bad bad_cases[] = {
     {"dangling label role",
      {E("{ \"default\": \"role:default\" }", "{ \"x\": \"role:nope\" }")},
      {"cmpgw.json: $.label_to_path_policy.x: unknown role \"nope\""}},
+    {"dangling profile role",
+     {E("\"label_to_path_policy\"", "\"profiles\": { \"tls\": \"role:nope\" }, \"label_to_path_policy\"")},
+     {"cmpgw.json: $.profiles.tls: unknown role \"nope\" in \"role:nope\""}},
+    {"profile forbid",
+     {E("\"label_to_path_policy\"", "\"profiles\": { \"tls\": \"forbid\" }, \"label_to_path_policy\"")},
+     {"$.profiles.tls: expected \"role:<name>\", got \"forbid\""}},
+    {"profile sign-verbatim",
+     {E("\"label_to_path_policy\"",
+        "\"profiles\": { \"tls\": \"sign-verbatim\" }, \"label_to_path_policy\"")},
+     {"$.profiles.tls: expected \"role:<name>\", got \"sign-verbatim\""}},
+    {"profile not string",
+     {E("\"label_to_path_policy\"", "\"profiles\": { \"tls\": 1 }, \"label_to_path_policy\"")},
+     {"$.profiles.tls: expected \"role:<name>\", got 1"}},
+    {"bad profile name",
+     {E("\"label_to_path_policy\"",
+        "\"profiles\": { \"tls server\": \"role:default\" }, \"label_to_path_policy\"")},
+     {"$.profiles.tls server: expected a profile name of 1..64 characters [A-Za-z0-9._-]"}},
+    {"profiles not object",
+     {E("\"label_to_path_policy\"", "\"profiles\": [\"tls\"], \"label_to_path_policy\"")},
+     {"$.profiles: expected an object, got an array"}},
+    {"dup profile",
+     {E("\"label_to_path_policy\"",
+        "\"profiles\": { \"tls\": \"role:default\", \"tls\": \"role:default\" }, \"label_to_path_policy\"")},
+     {"$.profiles: duplicate key \"tls\""}},
     {"bad policy",
      {E("\"default_path_policy\": \"role:default\"", "\"default_path_policy\": \"allow\"")},
      {"$.default_path_policy: expected \"role:<name>\", \"sign-verbatim\" or \"forbid\", got \"allow\""}},
@@ -1121,6 +1145,31 @@ static void test_full(void **state)
     free(text);
 }
 
+/* The twin of the profile errors: "profiles" resolves to the roles it names, in order. */
+static void test_profiles(void **state)
+{
+    static const struct edit e[] = {
+        {"\"label_to_path_policy\"",
+         "\"profiles\": { \"tls-server\": \"role:default\", \"a.b_c-1\": \"role:default\" }, "
+         "\"label_to_path_policy\""},
+    };
+    char err[GW_ERR_LEN] = "";
+    char *text = edited(e, 1);
+    struct gw_config *cfg = parse_text(text, strlen(text), err);
+
+    (void)state;
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    assert_int_equal(cfg->n_profiles, 2);
+    assert_string_equal(cfg->profiles[0].name, "tls-server");
+    assert_ptr_equal(cfg->profiles[0].policy.role, &cfg->roles[0]);
+    assert_ptr_equal(gw_config_profile(cfg, "a.b_c-1", 7), &cfg->profiles[1]);
+    assert_null(gw_config_profile(cfg, "tls", 3));
+    assert_null(gw_config_profile(cfg, "tls-server-x", 12));
+    gw_config_free(cfg);
+    free(text);
+}
+
 /* Twins of the error cases that sit just inside the bounds. */
 static void test_edges(void **state)
 {
@@ -1588,23 +1637,28 @@ static void test_load(void **state)
 
 int main(void)
 {
-    const size_t nbad = sizeof(bad_cases) / sizeof(bad_cases[0]);
-    struct CMUnitTest *tests = calloc(nbad + 12, sizeof(*tests));
+    static const struct CMUnitTest fixed[] = {
+        cmocka_unit_test(test_demo),
+        cmocka_unit_test(test_full),
+        cmocka_unit_test(test_profiles),
+        cmocka_unit_test(test_edges),
+        cmocka_unit_test(test_raw),
+        cmocka_unit_test(test_oversized),
+        cmocka_unit_test(test_load),
+        cmocka_unit_test(test_upstreams),
+        cmocka_unit_test(test_upstreams_full),
+        cmocka_unit_test(test_upstream_edges),
+        cmocka_unit_test(test_crl),
+        cmocka_unit_test(test_warnings),
+        cmocka_unit_test(test_check_role),
+    };
+    const size_t nbad = sizeof(bad_cases) / sizeof(bad_cases[0]), nfixed = sizeof(fixed) / sizeof(fixed[0]);
+    struct CMUnitTest *tests = calloc(nbad + nfixed, sizeof(*tests));
     size_t i, n = 0;
     int rc;
 
-    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_demo);
-    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_full);
-    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_edges);
-    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_raw);
-    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_oversized);
-    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_load);
-    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_upstreams);
-    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_upstreams_full);
-    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_upstream_edges);
-    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_crl);
-    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_warnings);
-    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_check_role);
+    for (i = 0; i < nfixed; i++)
+        tests[n++] = fixed[i];
     for (i = 0; i < nbad; i++)
         tests[n++] = (struct CMUnitTest){bad_cases[i].name, test_bad, NULL, NULL, (void *)&bad_cases[i]};
     rc = _cmocka_run_group_tests("config", tests, n, group_setup, group_teardown);

@@ -21,6 +21,11 @@ static struct gw_label labels[] = {
     {.label = "iot", .policy = {.role = &roles[1]}},
 };
 
+static struct gw_profile profiles[] = {
+    {.name = "tls-server", .policy = {.role = &roles[1]}},
+    {.name = "web", .policy = {.role = &roles[0]}},
+};
+
 /* cfg_pki: prefix /pki, default policy role:default. cfg_v1: prefix /v1/pki, default policy forbid. */
 static struct gw_config cfg_pki = {
     .path_prefix = "/pki",
@@ -28,6 +33,8 @@ static struct gw_config cfg_pki = {
     .n_roles = 3,
     .labels = labels,
     .n_labels = 3,
+    .profiles = profiles,
+    .n_profiles = 2,
     .default_path_policy = {.role = &roles[0]},
 };
 
@@ -258,6 +265,86 @@ static void test_route_policy_without_role(void **state)
     assert_int_equal(gw_route_match(&cfg, NULL, 0, &m, err), GW_ERR_NOT_FOUND);
 }
 
+/* ---- certProfile (RFC 9483 §3.1) ---- */
+
+/* The role |path| serves for a request naming |profile|: its name, or the refusal's code and reason. */
+static int profile_role(const struct gw_config *cfg, const char *path, const char *profile, char *out)
+{
+    struct gw_route_match m;
+    const struct gw_role *role = NULL;
+    char err[GW_ERR_LEN];
+    int rc;
+
+    assert_int_equal(gw_route_match(cfg, path, strlen(path), &m, err), 0);
+    rc = gw_route_profile(cfg, &m, profile, &role, err);
+    snprintf(out, GW_ERR_LEN, "%s", rc == 0 ? role->name : err);
+    return rc;
+}
+
+static void test_route_profile(void **state)
+{
+    static const struct {
+        const char *path, *profile;
+        int rc;
+        const char *want; /* the role, or the reason */
+    } profile_cases[] = {
+        /* the default paths: the profile selects the role */
+        {"/pki/cmp", "", 0, "default"},
+        {"/pki/cmp", "tls-server", 0, "iot"},
+        {"/.well-known/cmp/initialization", "tls-server", 0, "iot"},
+        {"/pki/cmp", "web", 0, "default"},
+        /* role and label paths: the profile must agree */
+        {"/pki/roles/iot/cmp", "tls-server", 0, "iot"},
+        {"/.well-known/cmp/p/iot", "tls-server", 0, "iot"},
+        {"/pki/roles/iot/cmp", "", 0, "iot"},
+        {"/pki/roles/a.b_c-1/cmp", "tls-server", GW_ERR_POLICY,
+         "certProfile \"tls-server\" is for role iot, not role a.b_c-1 that this path serves: send it to "
+         "/pki/cmp or /.well-known/cmp, or leave certProfile out"},
+        {"/.well-known/cmp/p/default", "tls-server", GW_ERR_POLICY, "is for role iot, not role default"},
+        /* unknown anywhere; what is echoed is printable */
+        {"/pki/cmp", "nope", GW_ERR_NOT_FOUND,
+         "unknown certProfile \"nope\"; known profiles: tls-server, web"},
+        {"/pki/roles/iot/cmp", "Tls-server", GW_ERR_NOT_FOUND, "unknown certProfile \"Tls-server\""},
+        {"/pki/cmp", "a\tb\xc3\xa9", GW_ERR_NOT_FOUND, "unknown certProfile \"a?b??\""},
+    };
+    char got[GW_ERR_LEN];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(profile_cases) / sizeof(profile_cases[0]); i++) {
+        int rc = profile_role(&cfg_pki, profile_cases[i].path, profile_cases[i].profile, got);
+        if (rc != profile_cases[i].rc || strstr(got, profile_cases[i].want) == NULL)
+            fail_msg("%s with \"%s\": %d \"%s\", want %d \"%s\"", profile_cases[i].path,
+                     profile_cases[i].profile, rc, got, profile_cases[i].rc, profile_cases[i].want);
+    }
+    /* no profiles configured: every name is unknown, and the reason says none are known */
+    assert_int_equal(profile_role(&cfg_v1, "/v1/pki/roles/iot/cmp", "tls-server", got), GW_ERR_NOT_FOUND);
+    assert_string_equal(got, "unknown certProfile \"tls-server\"; known profiles: none");
+    assert_int_equal(profile_role(&cfg_v1, "/v1/pki/roles/iot/cmp", "", got), 0);
+}
+
+/* Many profiles: the list of known ones is cut, and the reason stays one line within GW_ERR_LEN. */
+static void test_route_profile_list(void **state)
+{
+    static char names[40][GW_MAX_NAME_LEN + 1];
+    static struct gw_profile many[40];
+    struct gw_config cfg = cfg_pki;
+    char got[GW_ERR_LEN];
+
+    (void)state;
+    for (int i = 0; i < 40; i++) {
+        snprintf(names[i], sizeof(names[i]), "profile-%02d", i);
+        many[i].name = names[i];
+        many[i].policy.role = &roles[i % 3];
+    }
+    cfg.profiles = many;
+    cfg.n_profiles = 40;
+    assert_int_equal(profile_role(&cfg, "/pki/cmp", "other", got), GW_ERR_NOT_FOUND);
+    assert_non_null(strstr(got, "known profiles: profile-00, profile-01, "));
+    assert_string_equal(got + strlen(got) - 5, ", ...");
+    assert_int_equal(profile_role(&cfg, "/pki/cmp", "profile-39", got), 0);
+    assert_string_equal(got, "default");
+}
+
 /* ---- <prefix>/crl/<upstream>[.crl] ---- */
 
 static struct gw_upstream_conf crl_ups[] = {
@@ -348,6 +435,8 @@ int main(void)
         cmocka_unit_test(test_route_overlong),
         cmocka_unit_test(test_route_policy_without_role),
         cmocka_unit_test(test_route_crl),
+        cmocka_unit_test(test_route_profile),
+        cmocka_unit_test(test_route_profile_list),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -22,6 +22,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rsa.h>
 #include <openssl/x509v3.h>
 #include <json-c/json.h>
 
@@ -34,13 +35,14 @@
 
 #define OID_CACERTS "1.3.6.1.5.5.7.4.17"
 #define OID_ROOTUPD "1.3.6.1.5.5.7.4.18"
+#define OID_ROOTCERT "1.3.6.1.5.5.7.4.20"
 #define OID_TEMPLATE "1.3.6.1.5.5.7.4.19"
 #define OID_CRLSTATUS "1.3.6.1.5.5.7.4.22"
 #define OID_CRLS "1.3.6.1.5.5.7.4.23"
 
 static char dir[64];
 static char *base_json;
-static X509 *client_cert, *ca_cert, *issuing_cert, *signer_cert;
+static X509 *client_cert, *ca_cert, *issuing_cert, *signer_cert, *new_root, *new_with_old, *old_with_new;
 static EVP_PKEY *client_key, *signer_key, *issuing_key;
 
 struct env {
@@ -75,12 +77,17 @@ static int group_setup(void **state)
     assert_non_null(mkdtemp(dir));
     snprintf(cmd, sizeof(cmd), "../../deploy/demo-pki.sh %s >/dev/null 2>&1", dir);
     assert_int_equal(system(cmd), 0);
+    snprintf(cmd, sizeof(cmd), "../root-update-pki.sh %s", dir);
+    assert_int_equal(system(cmd), 0);
     snprintf(path, sizeof(path), "%s/cmpgw.json", dir);
     base_json = slurp(path, NULL);
     client_cert = load_cert("client.pem");
     ca_cert = load_cert("ca.pem");
     issuing_cert = load_cert("issuing.pem");
     signer_cert = load_cert("signer.pem");
+    new_root = load_cert("newroot.pem");
+    new_with_old = load_cert("newwithold.pem");
+    old_with_new = load_cert("oldwithnew.pem");
     client_key = load_key("client.key");
     signer_key = load_key("signer.key");
     issuing_key = load_key("issuing.key");
@@ -98,6 +105,9 @@ static int group_teardown(void **state)
     X509_free(ca_cert);
     X509_free(issuing_cert);
     X509_free(signer_cert);
+    X509_free(new_root);
+    X509_free(new_with_old);
+    X509_free(old_with_new);
     EVP_PKEY_free(client_key);
     EVP_PKEY_free(signer_key);
     EVP_PKEY_free(issuing_key);
@@ -327,43 +337,102 @@ static void test_genm_ca_certs(void **state)
     env_free(e);
 }
 
-/* RFC 9483 §4.3.2: nothing configured -> the ITAV comes back with an absent value; configured -> the certs.
+/* |cert| as an ITAV value (a Certificate), as id-it-rootCaCert carries it. */
+static ASN1_TYPE *cert_value(X509 *cert)
+{
+    unsigned char *der = NULL;
+    int len = i2d_X509(cert, &der);
+    const unsigned char *p = der;
+    ASN1_TYPE *v = d2i_ASN1_TYPE(NULL, &p, len);
+
+    OPENSSL_free(der);
+    assert_non_null(v);
+    return v;
+}
+
+/* The certificate at *pp inside an EXPLICIT [tag] of a RootCaKeyUpdateContent, or NULL if absent. */
+static X509 *tagged_cert(const unsigned char **pp, const unsigned char *end, int tag)
+{
+    const unsigned char *q = *pp;
+    long len;
+    int t, cls;
+
+    if (q >= end)
+        return NULL;
+    assert_int_equal(ASN1_get_object(&q, &len, &t, &cls, end - q) & 0x80, 0);
+    if (cls != V_ASN1_CONTEXT_SPECIFIC || t != tag)
+        return NULL;
+    *pp = q + len;
+    return d2i_X509(NULL, &q, len);
+}
+
+/*
+ * RFC 9483 §4.3.2: id-it-rootCaCert with the root the client trusts (or none) is answered with
+ * id-it-rootCaKeyUpdate: newWithNew, newWithOld and oldWithNew when the configured update's old root
+ * is that root; an absent value when nothing is configured or the client trusts another root. The
+ * drafts' request (id-it-rootCaKeyUpdate, no value) still gets the update.
  */
 static void test_genm_root_update(void **state)
 {
-    static const struct {
-        const char *role, *top;
-        int present;
+    static const char *top = "\"root_ca_update\": {\"new_with_new\": \"newroot.pem\", \"new_with_old\": "
+                             "\"newwithold.pem\", \"old_with_new\": \"oldwithnew.pem\"}";
+    static const char *role = "\"root_ca_update\": {\"new_with_new\": \"newroot.pem\", \"new_with_old\": "
+                              "\"newwithold.pem\"}";
+    const struct {
+        const char *role, *top, *oid;
+        X509 *sent;
+        int present, own;
     } cases[] = {
-        {NULL, NULL, 0},
-        {"\"root_ca_update\": {\"new_with_new\": \"ca.pem\", \"old_with_new\": \"client.pem\"}", NULL, 1},
-        {NULL, "\"root_ca_update\": {\"new_with_new\": \"ca.pem\"}", 1},
+        {NULL, NULL, OID_ROOTCERT, NULL, 0, 0},       /* nothing configured */
+        {NULL, NULL, OID_ROOTCERT, ca_cert, 0, 0},    /* nothing configured, root named */
+        {NULL, top, OID_ROOTCERT, ca_cert, 1, 1},     /* the old root: the update */
+        {NULL, top, OID_ROOTCERT, NULL, 1, 1},        /* no root named: the update */
+        {NULL, top, OID_ROOTCERT, new_root, 0, 0},    /* already the new root */
+        {NULL, top, OID_ROOTCERT, client_cert, 0, 0}, /* another certificate */
+        {role, top, OID_ROOTCERT, ca_cert, 1, 0},     /* the role's own update wins */
+        {NULL, top, OID_ROOTUPD, NULL, 1, 1},         /* the drafts' request */
     };
-    const char *oids[] = {OID_ROOTUPD};
 
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct env *e = env_new(cases[i].role, cases[i].top);
         OSSL_CMP_CTX *ctx = client_new(e, client_cert, client_key);
-        STACK_OF(OSSL_CMP_ITAV) *out = genm(e, ctx, oids, 1, NULL);
+        const char *oids[] = {cases[i].oid};
+        STACK_OF(OSSL_CMP_ITAV) *out =
+            genm(e, ctx, oids, 1, cases[i].sent != NULL ? cert_value(cases[i].sent) : NULL);
         const ASN1_TYPE *v;
+        char type[64];
 
-        assert_non_null(out);
+        if (out == NULL)
+            fail_msg("case %zu: no genp", i);
         assert_int_equal(sk_OSSL_CMP_ITAV_num(out), 1);
+        itav_type(sk_OSSL_CMP_ITAV_value(out, 0), type, sizeof(type));
+        assert_string_equal(type, OID_ROOTUPD);
         v = OSSL_CMP_ITAV_get0_value(sk_OSSL_CMP_ITAV_value(out, 0));
         if (!cases[i].present) {
-            assert_null(v);
+            if (v != NULL)
+                fail_msg("case %zu: a value where none applies", i);
         } else {
-            /* newWithNew Certificate [, [1] oldWithNew] */
-            const unsigned char *p = v->value.sequence->data;
+            /* RootCaKeyUpdateContent ::= SEQUENCE { newWithNew, [0] newWithOld, [1] oldWithNew OPTIONAL } */
+            const unsigned char *p = v->value.sequence->data, *end;
             long len;
             int t, cls;
-            X509 *nwn;
-            ASN1_get_object(&p, &len, &t, &cls, v->value.sequence->length);
-            nwn = d2i_X509(NULL, &p, len);
-            assert_non_null(nwn);
-            assert_int_equal(X509_cmp(nwn, ca_cert), 0);
+            X509 *nwn, *nwo, *own;
+
+            assert_int_equal(ASN1_get_object(&p, &len, &t, &cls, v->value.sequence->length) & 0x80, 0);
+            end = p + len;
+            assert_non_null(nwn = d2i_X509(NULL, &p, end - p));
+            assert_int_equal(X509_cmp(nwn, new_root), 0);
+            assert_non_null(nwo = tagged_cert(&p, end, 0));
+            assert_int_equal(X509_cmp(nwo, new_with_old), 0);
+            own = tagged_cert(&p, end, 1);
+            assert_int_equal(own != NULL, cases[i].own);
+            if (own != NULL)
+                assert_int_equal(X509_cmp(own, old_with_new), 0);
+            assert_true(p == end);
             X509_free(nwn);
+            X509_free(nwo);
+            X509_free(own);
         }
         sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
         OSSL_CMP_CTX_free(ctx);
@@ -371,24 +440,121 @@ static void test_genm_root_update(void **state)
     }
 }
 
-/* A config whose root update is not a self-signed certificate fails to load, naming the path. */
-static void test_root_update_config(void **state)
+/* A self-signed certificate for an RSA key with public exponent 2^32 + 1: costlier to verify with than
+ * allowed. */
+static X509 *costly_root(void)
 {
-    char err[GW_ERR_LEN] = "", *json = strdup(base_json);
-    struct gw_config *cfg;
+    EVP_PKEY_CTX *kc = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+    BIGNUM *e = BN_new();
+    EVP_PKEY *k = NULL;
+    X509 *x = X509_new();
+
+    assert_non_null(kc);
+    assert_int_equal(BN_set_word(e, 0x100000001ULL), 1);
+    assert_int_equal(EVP_PKEY_keygen_init(kc), 1);
+    assert_int_equal(EVP_PKEY_CTX_set_rsa_keygen_bits(kc, 2048), 1);
+    assert_int_equal(EVP_PKEY_CTX_set1_rsa_keygen_pubexp(kc, e), 1);
+    assert_int_equal(EVP_PKEY_keygen(kc, &k), 1);
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC, (const unsigned char *)"costly",
+                               -1, -1, 0);
+    X509_set_issuer_name(x, X509_get_subject_name(x));
+    X509_gmtime_adj(X509_getm_notBefore(x), 0);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, k);
+    assert_true(X509_sign(x, k, EVP_sha256()) > 0);
+    EVP_PKEY_free(k);
+    EVP_PKEY_CTX_free(kc);
+    BN_free(e);
+    return x;
+}
+
+/* A rootCaCert value that is no certificate is refused, and said so; the certificate twin is answered. */
+static void test_genm_root_cert_malformed(void **state)
+{
+    const char *oids[] = {OID_ROOTCERT};
+    struct env *e = env_new(NULL, NULL);
+    OSSL_CMP_CTX *ctx = client_new(e, client_cert, client_key);
+    ASN1_TYPE *integer = ASN1_TYPE_new(), *seq;
+    ASN1_INTEGER *n = ASN1_INTEGER_new();
+    STACK_OF(OSSL_CMP_ITAV) *out;
+    unsigned char junk[] = {0x30, 0x03, 0x02, 0x01, 0x07};
+    const unsigned char *p = junk;
 
     (void)state;
-    json = tu_insert_at(json, "\"default_path_policy\"", 0,
-                        "\"root_ca_update\": {\"new_with_new\": \"client.pem\"},\n");
+    ASN1_INTEGER_set(n, 7);
+    ASN1_TYPE_set(integer, V_ASN1_INTEGER, n);
+    assert_null(genm(e, ctx, oids, 1, integer));
+    assert_status(
+        ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
+        "the id-it-rootCaCert value is not a certificate: send the root CA certificate you trust, or "
+        "no value (RFC 9483 §4.3.2)");
+    OSSL_CMP_CTX_reinit(ctx);
+    assert_non_null(seq = d2i_ASN1_TYPE(NULL, &p, sizeof(junk)));
+    assert_null(genm(e, ctx, oids, 1, seq));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                  "is not a certificate");
+    OSSL_CMP_CTX_reinit(ctx);
+    assert_non_null(out = genm(e, ctx, oids, 1, cert_value(ca_cert)));
+    sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
+    /* a root whose key the gateway would have to verify a signature with is bounded like any other */
+    OSSL_CMP_CTX_reinit(ctx);
+    {
+        X509 *costly = costly_root();
+        assert_null(genm(e, ctx, oids, 1, cert_value(costly)));
+        assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                      "a key in this request is above this server's limits");
+        X509_free(costly);
+    }
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+/* A config with |update| as the top-level root_ca_update: NULL if it fails, |want| in the reason. */
+static void root_update_config(const char *update, const char *want)
+{
+    char err[GW_ERR_LEN] = "", piece[512], *json;
+    struct gw_config *cfg;
+
+    snprintf(piece, sizeof(piece), "\"root_ca_update\": {%s},\n", update);
+    json = tu_insert_at(strdup(base_json), "\"default_path_policy\"", 0, piece);
     cfg = gw_config_parse(json, strlen(json), dir, "test.json", err);
-    assert_null(cfg);
-    assert_non_null(strstr(err, "root_ca_update"));
     free(json);
-    json = tu_insert_at(strdup(base_json), "\"default_path_policy\"", 0,
-                        "\"root_ca_update\": {\"old_with_new\": \"ca.pem\"},\n");
-    assert_null(gw_config_parse(json, strlen(json), dir, "test.json", err));
-    assert_non_null(strstr(err, "new_with_new"));
-    free(json);
+    if (want == NULL) {
+        if (cfg == NULL)
+            fail_msg("%s: %s", update, err);
+        gw_config_free(cfg);
+        return;
+    }
+    if (cfg != NULL)
+        fail_msg("%s: loaded", update);
+    if (strstr(err, want) == NULL || strstr(err, "$.root_ca_update") == NULL)
+        fail_msg("%s: \"%s\" lacks \"%s\"", update, err, want);
+}
+
+/* RFC 4210 §4.4: the update's certificates must fit together, else the config names the path. */
+static void test_root_update_config(void **state)
+{
+    (void)state;
+    root_update_config("\"new_with_new\": \"newroot.pem\"", "new_with_old");
+    root_update_config("\"new_with_new\": \"client.pem\", \"new_with_old\": \"newwithold.pem\"",
+                       "self-signed");
+    root_update_config(
+        "\"new_with_new\": \"newroot.pem\", \"new_with_old\": \"newroot.pem\"",
+        "new_with_old must certify the key of new_with_new and be signed by the old root's key");
+    root_update_config("\"new_with_new\": \"newroot.pem\", \"new_with_old\": \"client.pem\"",
+                       "new_with_old must certify");
+    root_update_config("\"new_with_new\": \"newroot.pem\", \"new_with_old\": \"newwithold.pem\", "
+                       "\"old_with_new\": \"client.pem\"",
+                       "old_with_new must certify the key that signed new_with_old");
+    root_update_config("\"new_with_new\": \"newroot.pem\", \"new_with_old\": \"newwithold.pem\", "
+                       "\"old_with_new\": \"newwithold.pem\"",
+                       "old_with_new must certify");
+    root_update_config("\"old_with_new\": \"oldwithnew.pem\"", "new_with_new");
+    /* the twins: a complete update, and one without oldWithNew */
+    root_update_config("\"new_with_new\": \"newroot.pem\", \"new_with_old\": \"newwithold.pem\", "
+                       "\"old_with_new\": \"oldwithnew.pem\"",
+                       NULL);
+    root_update_config("\"new_with_new\": \"newroot.pem\", \"new_with_old\": \"newwithold.pem\"", NULL);
 }
 
 static void test_genm_cert_template(void **state)
@@ -430,6 +596,104 @@ static void test_genm_cert_template(void **state)
         ks.value.sequence = &s;
         assert_int_equal(seq_count(&ks, V_ASN1_SEQUENCE), 2);
     }
+    sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+/* The keySpec controls of a certReqTemplate answer: one per key type the role allows. */
+static int template_key_specs(STACK_OF(OSSL_CMP_ITAV) *out)
+{
+    const ASN1_TYPE *v = OSSL_CMP_ITAV_get0_value(sk_OSSL_CMP_ITAV_value(out, 0));
+    const unsigned char *p = v->value.sequence->data, *q;
+    ASN1_TYPE ks = {.type = V_ASN1_SEQUENCE};
+    ASN1_STRING str = {0};
+    long len;
+    int t, cls;
+
+    ASN1_get_object(&p, &len, &t, &cls, v->value.sequence->length); /* CertReqTemplateContent */
+    q = p;
+    ASN1_get_object(&q, &len, &t, &cls, 1 << 16); /* certTemplate: skipped */
+    p = q + len;
+    str.data = (unsigned char *)p;
+    str.length = (int)(v->value.sequence->data + v->value.sequence->length - p);
+    ks.value.sequence = &str;
+    return seq_count(&ks, V_ASN1_SEQUENCE);
+}
+
+/* A client naming certProfile |name| (RFC 9483 §3.1) in every message's generalInfo. */
+static void name_profile(OSSL_CMP_CTX *ctx, const char *name)
+{
+    unsigned char der[128];
+    const unsigned char *p = der;
+    size_t n = strlen(name);
+    ASN1_TYPE *v;
+
+    assert_true(n < 100);
+    der[0] = V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED;
+    der[1] = (unsigned char)(n + 2);
+    der[2] = V_ASN1_UTF8STRING;
+    der[3] = (unsigned char)n;
+    memcpy(der + 4, name, n);
+    assert_non_null(v = d2i_ASN1_TYPE(NULL, &p, (long)n + 4));
+    assert_int_equal(
+        OSSL_CMP_CTX_push0_geninfo_ITAV(ctx, OSSL_CMP_ITAV_create(OBJ_txt2obj("1.3.6.1.5.5.7.4.21", 1), v)),
+        1);
+}
+
+/*
+ * certProfile through the engine: on the default path it selects its role (the template shows
+ * which: role "tls" allows one key type, the default role the six built-in ones); on a role path it
+ * must name that role; an unknown one is refused with the known ones listed.
+ */
+static void test_genm_profile(void **state)
+{
+    const char *oids[] = {OID_TEMPLATE};
+    struct env *e;
+    OSSL_CMP_CTX *ctx;
+    STACK_OF(OSSL_CMP_ITAV) *out;
+    char *saved = base_json;
+
+    (void)state;
+    base_json = tu_insert_at(strdup(saved), "\"roles\": {", 1,
+                             "\n    \"tls\": {\"upstream\": \"local\", \"trust\": [\"demo\"], "
+                             "\"authorization\": {\"allowed_key_types\": [\"ed25519\"]}},");
+    e = env_new(NULL, "\"profiles\": {\"tls-server\": \"role:tls\", \"device\": \"role:default\"}");
+    free(base_json);
+    base_json = saved;
+
+    ctx = client_new(e, client_cert, client_key);
+    assert_non_null(out = genm(e, ctx, oids, 1, NULL));
+    assert_int_equal(template_key_specs(out), 6); /* no profile: the path's role */
+    sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
+    OSSL_CMP_CTX_free(ctx);
+
+    ctx = client_new(e, client_cert, client_key);
+    name_profile(ctx, "tls-server");
+    assert_non_null(out = genm(e, ctx, oids, 1, NULL));
+    assert_int_equal(template_key_specs(out), 1);
+    sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
+    OSSL_CMP_CTX_free(ctx);
+
+    ctx = client_new(e, client_cert, client_key);
+    name_profile(ctx, "nope");
+    assert_null(genm(e, ctx, oids, 1, NULL));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                  "unknown certProfile \"nope\"; known profiles: tls-server, device");
+    OSSL_CMP_CTX_free(ctx);
+
+    /* a role path: the profile must agree with it */
+    e->route.kind = GW_ROUTE_ROLE;
+    ctx = client_new(e, client_cert, client_key);
+    name_profile(ctx, "tls-server");
+    assert_null(genm(e, ctx, oids, 1, NULL));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                  "certProfile \"tls-server\" is for role tls, not role default that this path serves");
+    OSSL_CMP_CTX_free(ctx);
+    ctx = client_new(e, client_cert, client_key);
+    name_profile(ctx, "device");
+    assert_non_null(out = genm(e, ctx, oids, 1, NULL));
+    assert_int_equal(template_key_specs(out), 6);
     sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
     OSSL_CMP_CTX_free(ctx);
     env_free(e);
@@ -881,7 +1145,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_genm_ca_certs),      cmocka_unit_test(test_genm_root_update),
-        cmocka_unit_test(test_root_update_config), cmocka_unit_test(test_genm_cert_template),
+        cmocka_unit_test(test_root_update_config), cmocka_unit_test(test_genm_root_cert_malformed),
+        cmocka_unit_test(test_genm_profile),       cmocka_unit_test(test_genm_cert_template),
         cmocka_unit_test(test_genm_refusals),      cmocka_unit_test(test_genm_crl_limits),
         cmocka_unit_test(test_rr_holder),          cmocka_unit_test(test_rr_ra),
         cmocka_unit_test(test_rr_unknown),         cmocka_unit_test(test_shim_rr_reason),

@@ -380,6 +380,186 @@ static void test_truncated_and_garbage(void **state)
     OSSL_CMP_CTX_free(cl);
 }
 
+/* An ITAV of |oid| whose value is the DER |der| (a complete TLV of tag |type|); NULL der: no value. */
+static OSSL_CMP_ITAV *itav_der(const char *oid, int type, const unsigned char *der, int len)
+{
+    ASN1_TYPE *v = NULL;
+    OSSL_CMP_ITAV *itav;
+
+    if (der != NULL) {
+        const unsigned char *p = der;
+        assert_non_null(v = d2i_ASN1_TYPE(NULL, &p, len));
+        assert_int_equal(v->type, type);
+    }
+    assert_non_null(itav = OSSL_CMP_ITAV_create(OBJ_txt2obj(oid, 1), v));
+    return itav;
+}
+
+/* SEQUENCE OF UTF8String holding |names| (at most 4, each under 128 bytes) as DER in |out|. */
+static int profile_der(unsigned char *out, const char *const *names, int n)
+{
+    int len = 0;
+
+    for (int i = 0; i < n; i++) {
+        size_t l = strlen(names[i]);
+        out[2 + len] = V_ASN1_UTF8STRING;
+        out[3 + len] = (unsigned char)l;
+        memcpy(out + 4 + len, names[i], l);
+        len += 2 + (int)l;
+    }
+    out[0] = V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED;
+    out[1] = (unsigned char)len;
+    return len + 2;
+}
+
+/* An ir whose header carries |n| generalInfo ITAVs (consumed). */
+static OSSL_CMP_MSG *ir_with_geninfo(OSSL_CMP_ITAV **itavs, int n)
+{
+    OSSL_CMP_CTX *ctx = client(0);
+    OSSL_CMP_MSG *m;
+
+    for (int i = 0; i < n; i++)
+        assert_int_equal(OSSL_CMP_CTX_push0_geninfo_ITAV(ctx, itavs[i]), 1);
+    m = make_ir(ctx);
+    OSSL_CMP_CTX_free(ctx);
+    return m;
+}
+
+#define OID_PROFILE "1.3.6.1.5.5.7.4.21"
+
+static int profile_of(const char *const *names, int n, char *name, size_t cap)
+{
+    unsigned char der[512];
+    OSSL_CMP_ITAV *itav = itav_der(OID_PROFILE, V_ASN1_SEQUENCE, der, profile_der(der, names, n));
+    OSSL_CMP_MSG *m = ir_with_geninfo(&itav, 1);
+    int rc = gw_shim_cert_profile(m, name, cap);
+
+    OSSL_CMP_MSG_free(m);
+    return rc;
+}
+
+/* RFC 9483 §3.1: the first name of id-it-certProfile in generalInfo; none, and every malformed twin. */
+static void test_cert_profile(void **state)
+{
+    static const char *const one[] = {"tls-server"}, *const two[] = {"first", "second"};
+    char name[GW_MAX_PROFILE_NAME_LEN + 1], at_cap[GW_MAX_PROFILE_NAME_LEN + 1],
+        over[GW_MAX_PROFILE_NAME_LEN + 2];
+    const char *big[1] = {at_cap}, *bigger[1] = {over};
+    unsigned char der[512], nul[] = {0x30, 0x05, 0x0c, 0x03, 'a', 0, 'b'}, empty[] = {0x30, 0x00},
+                            zero[] = {0x30, 0x02, 0x0c, 0x00}, wrong[] = {0x30, 0x03, 0x02, 0x01, 0x05},
+                            bare[] = {0x0c, 0x02, 'a', 'b'};
+    OSSL_CMP_ITAV *itavs[GW_MAX_GENERAL_INFO + 1];
+    OSSL_CMP_MSG *m;
+    int len;
+
+    (void)state;
+    assert_int_equal(profile_of(one, 1, name, sizeof(name)), 0);
+    assert_string_equal(name, "tls-server");
+    assert_int_equal(profile_of(two, 2, name, sizeof(name)), 0);
+    assert_string_equal(name, "first");
+    memset(at_cap, 'p', GW_MAX_PROFILE_NAME_LEN);
+    at_cap[GW_MAX_PROFILE_NAME_LEN] = '\0';
+    assert_int_equal(profile_of(big, 1, name, sizeof(name)), 0);
+    assert_int_equal(strlen(name), GW_MAX_PROFILE_NAME_LEN);
+    memset(over, 'p', GW_MAX_PROFILE_NAME_LEN + 1);
+    over[GW_MAX_PROFILE_NAME_LEN + 1] = '\0';
+    assert_int_equal(profile_of(bigger, 1, name, sizeof(name)), GW_ERR_LIMIT);
+    assert_string_equal(name, "");
+
+    /* no generalInfo at all, and generalInfo without a profile (implicitConfirm) */
+    m = ir_with_geninfo(NULL, 0);
+    assert_int_equal(gw_shim_cert_profile(m, name, sizeof(name)), 0);
+    assert_string_equal(name, "");
+    OSSL_CMP_MSG_free(m);
+    itavs[0] = itav_der("1.3.6.1.5.5.7.4.13", 0, NULL, 0);
+    m = ir_with_geninfo(itavs, 1);
+    assert_int_equal(gw_shim_cert_profile(m, name, sizeof(name)), 0);
+    assert_string_equal(name, "");
+    OSSL_CMP_MSG_free(m);
+
+    /* malformed values: no value, empty list, empty name, NUL inside, not a UTF8String, no SEQUENCE */
+    {
+        const struct {
+            const unsigned char *der;
+            int len, type;
+        } bad[] = {
+            {NULL, 0, 0},
+            {empty, sizeof(empty), V_ASN1_SEQUENCE},
+            {zero, sizeof(zero), V_ASN1_SEQUENCE},
+            {nul, sizeof(nul), V_ASN1_SEQUENCE},
+            {wrong, sizeof(wrong), V_ASN1_SEQUENCE},
+            {bare, sizeof(bare), V_ASN1_UTF8STRING},
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            itavs[0] = itav_der(OID_PROFILE, bad[i].type, bad[i].der, bad[i].len);
+            m = ir_with_geninfo(itavs, 1);
+            assert_int_equal(gw_shim_cert_profile(m, name, sizeof(name)), GW_ERR_INVAL);
+            OSSL_CMP_MSG_free(m);
+        }
+    }
+    /* named twice */
+    len = profile_der(der, one, 1);
+    itavs[0] = itav_der(OID_PROFILE, V_ASN1_SEQUENCE, der, len);
+    itavs[1] = itav_der(OID_PROFILE, V_ASN1_SEQUENCE, der, len);
+    m = ir_with_geninfo(itavs, 2);
+    assert_int_equal(gw_shim_cert_profile(m, name, sizeof(name)), GW_ERR_INVAL);
+    OSSL_CMP_MSG_free(m);
+
+    /* GW_MAX_GENERAL_INFO entries are read, one more is refused */
+    for (int i = 0; i < GW_MAX_GENERAL_INFO; i++)
+        itavs[i] =
+            i == 0 ? itav_der(OID_PROFILE, V_ASN1_SEQUENCE, der, len) : itav_der("1.2.3.4", 0, NULL, 0);
+    m = ir_with_geninfo(itavs, GW_MAX_GENERAL_INFO);
+    assert_int_equal(gw_shim_cert_profile(m, name, sizeof(name)), 0);
+    assert_string_equal(name, "tls-server");
+    OSSL_CMP_MSG_free(m);
+    for (int i = 0; i <= GW_MAX_GENERAL_INFO; i++)
+        itavs[i] = i == GW_MAX_GENERAL_INFO ? itav_der(OID_PROFILE, V_ASN1_SEQUENCE, der, len)
+                                            : itav_der("1.2.3.4", 0, NULL, 0);
+    m = ir_with_geninfo(itavs, GW_MAX_GENERAL_INFO + 1);
+    assert_int_equal(gw_shim_cert_profile(m, name, sizeof(name)), GW_ERR_LIMIT);
+    OSSL_CMP_MSG_free(m);
+    assert_int_equal(gw_shim_cert_profile(NULL, name, sizeof(name)), GW_ERR_INVAL);
+}
+
+/* RFC 9483 §4.3.2: RootCaCertValue is one Certificate, or absent. */
+static void test_itav_cert(void **state)
+{
+    unsigned char *der = NULL, *longer;
+    int len = i2d_X509(cert, &der);
+    const unsigned char *p = der;
+    ASN1_TYPE *v = d2i_ASN1_TYPE(NULL, &p, len), *i = ASN1_TYPE_new();
+    ASN1_STRING *s;
+    X509 *got = (X509 *)1;
+
+    (void)state;
+    assert_int_equal(gw_shim_itav_cert(NULL, &got), 0);
+    assert_null(got);
+    assert_int_equal(gw_shim_itav_cert(v, &got), 0);
+    assert_non_null(got);
+    assert_int_equal(X509_cmp(got, cert), 0);
+    X509_free(got);
+    /* trailing bytes after the certificate, a SEQUENCE that is no certificate, an INTEGER */
+    s = v->value.sequence;
+    longer = OPENSSL_malloc((size_t)len + 1);
+    memcpy(longer, der, (size_t)len);
+    longer[len] = 0;
+    ASN1_STRING_set0(s, longer, len + 1);
+    assert_int_equal(gw_shim_itav_cert(v, &got), GW_ERR_INVAL);
+    assert_null(got);
+    ASN1_STRING_set(s, "\x30\x03\x02\x01\x01", 5);
+    assert_int_equal(gw_shim_itav_cert(v, &got), GW_ERR_INVAL);
+    {
+        ASN1_INTEGER *n = ASN1_INTEGER_new();
+        ASN1_INTEGER_set(n, 5);
+        ASN1_TYPE_set(i, V_ASN1_INTEGER, n);
+    }
+    assert_int_equal(gw_shim_itav_cert(i, &got), GW_ERR_INVAL);
+    ASN1_TYPE_free(v);
+    ASN1_TYPE_free(i);
+    OPENSSL_free(der);
+}
+
 static void test_body_names(void **state)
 {
     (void)state;
@@ -401,6 +581,8 @@ int main(void)
         cmocka_unit_test(test_get1_extra_certs),
         cmocka_unit_test(test_truncated_and_garbage),
         cmocka_unit_test(test_body_names),
+        cmocka_unit_test(test_cert_profile),
+        cmocka_unit_test(test_itav_cert),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,6 +1,8 @@
 /*
  * A BouncyCastle (1.72) CMP client for the end-to-end tests: one ir with signature or PBM
- * protection, then certConf, over HTTPS (or plain HTTP for the OpenSSL mock server).
+ * protection, then certConf, or one genm (RFC 9483 §4.3), over HTTPS (or plain HTTP for the
+ * OpenSSL mock server). The messages follow the RFCs' descriptions, built with BouncyCastle's own
+ * ASN.1 classes.
  *
  *   java BcCmpClient URL CA_PEM TLS_CERT TLS_KEY sig CERT_PEM KEY_PEM SUBJECT OUT_CERT RSP_DER [options]
  *   java BcCmpClient URL CA_PEM TLS_CERT TLS_KEY pbm REF SECRET_FILE SUBJECT OUT_CERT RSP_DER [options]
@@ -9,10 +11,21 @@
  *   --bad-certhash     send a certConf whose certHash does not match the issued certificate
  *   --newkey FILE      use the key pair in FILE (PEM) instead of a fresh EC P-256 key
  *   --san-dns NAME     ask for a DNS subjectAltName
+ *   --profile NAME     name a certificate profile (RFC 9483 §3.1: id-it-certProfile in generalInfo) in
+ *                      the ir or genm; the certConf does not repeat it
+ *   --genm TYPE        send a genm instead of an ir (SUBJECT is then "-", OUT_CERT an output prefix):
+ *                      caCerts, rootCaCert (§4.3.2, with --root), rootCaKeyUpdate (the drafts' request),
+ *                      certReqTemplate, crlStatusList (with --crl-issuer)
+ *   --root FILE        rootCaCert: the root CA certificate this client trusts (PEM); without it the
+ *                      request names none
+ *   --crl-issuer FILE  crlStatusList: the CA whose CRL is asked for (PEM; its name is the CRLSource)
  *
- * OUT_CERT receives the issued certificate, OUT_CERT.extracerts the ip's extraCerts (PEM). *
- * RSP_DER receives the raw DER of the last response received (also of an error). Exit status:
- * 0 = certificate issued, checked and confirmed (pkiconf); 1 = any failure (reason on stderr).
+ * OUT_CERT receives the issued certificate, OUT_CERT.extracerts the ip's extraCerts (PEM). A genm
+ * prints "genp N" and "itav OID LENGTH|absent" per answered ITAV and writes each value to
+ * OUT_PREFIX.<i>.der; for rootCaCert and rootCaKeyUpdate it checks the answer as RFC 4210 §4.4 has
+ * an end entity do and prints what it checked. RSP_DER receives the raw DER of the last response
+ * received (also of an error). Exit status: 0 = certificate issued, checked and confirmed
+ * (pkiconf), or genp received and checked; 1 = any failure (reason on stderr).
  */
 import java.io.ByteArrayOutputStream;
 import java.io.FileInputStream;
@@ -50,20 +63,29 @@ import javax.net.ssl.KeyManagerFactory;
 import javax.net.ssl.SSLContext;
 import javax.net.ssl.TrustManagerFactory;
 
+import org.bouncycastle.asn1.ASN1Encodable;
+import org.bouncycastle.asn1.ASN1Encoding;
 import org.bouncycastle.asn1.ASN1OctetString;
 import org.bouncycastle.asn1.DERSequence;
+import org.bouncycastle.asn1.DERUTF8String;
+import org.bouncycastle.asn1.cmp.CMPCertificate;
 import org.bouncycastle.asn1.cmp.CMPObjectIdentifiers;
+import org.bouncycastle.asn1.cmp.CRLSource;
+import org.bouncycastle.asn1.cmp.CRLStatus;
 import org.bouncycastle.asn1.cmp.CertConfirmContent;
 import org.bouncycastle.asn1.cmp.CertRepMessage;
 import org.bouncycastle.asn1.cmp.CertResponse;
 import org.bouncycastle.asn1.cmp.CertStatus;
 import org.bouncycastle.asn1.cmp.ErrorMsgContent;
+import org.bouncycastle.asn1.cmp.GenMsgContent;
+import org.bouncycastle.asn1.cmp.GenRepContent;
 import org.bouncycastle.asn1.cmp.InfoTypeAndValue;
 import org.bouncycastle.asn1.cmp.PBMParameter;
 import org.bouncycastle.asn1.cmp.PKIBody;
 import org.bouncycastle.asn1.cmp.PKIHeader;
 import org.bouncycastle.asn1.cmp.PKIMessage;
 import org.bouncycastle.asn1.cmp.PKIStatusInfo;
+import org.bouncycastle.asn1.cmp.RootCaKeyUpdateContent;
 import org.bouncycastle.asn1.crmf.CertReqMessages;
 import org.bouncycastle.asn1.nist.NISTObjectIdentifiers;
 import org.bouncycastle.asn1.pkcs.PKCSObjectIdentifiers;
@@ -71,6 +93,7 @@ import org.bouncycastle.asn1.pkcs.PrivateKeyInfo;
 import org.bouncycastle.asn1.x500.RDN;
 import org.bouncycastle.asn1.x500.X500Name;
 import org.bouncycastle.asn1.x509.AlgorithmIdentifier;
+import org.bouncycastle.asn1.x509.Certificate;
 import org.bouncycastle.asn1.x509.Extension;
 import org.bouncycastle.asn1.x509.GeneralName;
 import org.bouncycastle.asn1.x509.GeneralNames;
@@ -114,6 +137,7 @@ public final class BcCmpClient {
     private char[] pbmSecret;
     private byte[] lastResponse;
     private String rspOut;
+    private String profile;
 
     private static final class Failure extends Exception {
         Failure(String msg) {
@@ -153,7 +177,7 @@ public final class BcCmpClient {
         trustAnchor = readCert(a[1]);
         rspOut = a[9];
         boolean badHash = false;
-        String newKeyFile = null, sanDns = null;
+        String newKeyFile = null, sanDns = null, genmType = null, rootFile = null, crlIssuer = null;
         for (int i = 10; i < a.length; i++) {
             if (a[i].equals("--bad-certhash"))
                 badHash = true;
@@ -161,6 +185,14 @@ public final class BcCmpClient {
                 newKeyFile = a[++i];
             else if (a[i].equals("--san-dns") && i + 1 < a.length)
                 sanDns = a[++i];
+            else if (a[i].equals("--profile") && i + 1 < a.length)
+                profile = a[++i];
+            else if (a[i].equals("--genm") && i + 1 < a.length)
+                genmType = a[++i];
+            else if (a[i].equals("--root") && i + 1 < a.length)
+                rootFile = a[++i];
+            else if (a[i].equals("--crl-issuer") && i + 1 < a.length)
+                crlIssuer = a[++i];
             else
                 throw new Failure("unknown option " + a[i]);
         }
@@ -174,6 +206,12 @@ public final class BcCmpClient {
             pbmSecret = new String(Files.readAllBytes(Paths.get(a[6])), StandardCharsets.UTF_8).trim().toCharArray();
         } else {
             throw new Failure("mode must be sig or pbm");
+        }
+        if (genmType != null) {
+            if (!a[7].equals("-"))
+                throw new Failure("with --genm, SUBJECT must be \"-\"");
+            genm(genmType, rootFile != null ? readCert(rootFile) : null, crlIssuer, a[8]);
+            return;
         }
         KeyPair kp = newKeyFile != null ? readKeyPair(newKeyFile) : generateKey();
         X509CertificateHolder issued = enrol(kp, a[7], sanDns, a[8], badHash);
@@ -234,6 +272,90 @@ public final class BcCmpClient {
         return cert;
     }
 
+    /* RFC 9483 §4.3: one infoType per genm, its value as the section describes the request. */
+    private void genm(String type, X509Certificate root, String crlIssuer, String outPrefix) throws Exception {
+        InfoTypeAndValue req;
+        switch (type) {
+        case "caCerts": /* §4.3.1: no value */
+            req = new InfoTypeAndValue(CMPObjectIdentifiers.id_it_caCerts);
+            break;
+        case "rootCaCert": /* §4.3.2: RootCaCertValue ::= CMPCertificate, the root the EE trusts */
+            req = root == null ? new InfoTypeAndValue(CMPObjectIdentifiers.id_it_rootCaCert)
+                               : new InfoTypeAndValue(CMPObjectIdentifiers.id_it_rootCaCert,
+                                                      new CMPCertificate(Certificate.getInstance(root.getEncoded())));
+            break;
+        case "rootCaKeyUpdate": /* drafts of RFC 9483 asked with the answer's infoType and no value */
+            req = new InfoTypeAndValue(CMPObjectIdentifiers.id_it_rootCaKeyUpdate);
+            break;
+        case "certReqTemplate": /* §4.3.3: no value */
+            req = new InfoTypeAndValue(CMPObjectIdentifiers.id_it_certReqTemplate);
+            break;
+        case "crlStatusList": { /* §4.3.4: SEQUENCE OF CRLStatus { source, thisUpdate OPTIONAL } */
+            if (crlIssuer == null)
+                throw new Failure("crlStatusList needs --crl-issuer");
+            X500Name issuer = X500Name.getInstance(readCert(crlIssuer).getSubjectX500Principal().getEncoded());
+            CRLSource src = new CRLSource(null, new GeneralNames(new GeneralName(issuer)));
+            req = new InfoTypeAndValue(CMPObjectIdentifiers.id_it_crlStatusList, new DERSequence(new CRLStatus(src, null)));
+            break;
+        }
+        default:
+            throw new Failure("unknown genm type " + type);
+        }
+        PKIBody body = new PKIBody(PKIBody.TYPE_GEN_MSG, new GenMsgContent(req));
+        ProtectedPKIMessage rsp = exchange(body, random(16), random(16), null, PKIBody.TYPE_GEN_REP);
+        InfoTypeAndValue[] got = GenRepContent.getInstance(rsp.getBody().getContent()).toInfoTypeAndValueArray();
+        System.out.println("genp " + got.length);
+        for (int i = 0; i < got.length; i++) {
+            ASN1Encodable v = got[i].getInfoValue();
+            byte[] der = v == null ? null : v.toASN1Primitive().getEncoded(ASN1Encoding.DER);
+            System.out.println("itav " + got[i].getInfoType().getId() + " " + (der == null ? "absent" : der.length));
+            if (der != null)
+                try (OutputStream o = new FileOutputStream(outPrefix + "." + i + ".der")) {
+                    o.write(der);
+                }
+        }
+        if (type.startsWith("rootCa"))
+            checkRootUpdate(got, root);
+    }
+
+    /*
+     * RFC 9483 §4.3.2 and RFC 4210 §4.4, as the end entity sees the answer: one id-it-rootCaKeyUpdate;
+     * if it has a value, newWithNew is self-signed, newWithOld certifies the new key and is signed by
+     * the root we trust, and oldWithNew, if there, certifies our root's key and is signed by the new one.
+     */
+    private void checkRootUpdate(InfoTypeAndValue[] got, X509Certificate root) throws Exception {
+        if (got.length != 1 || !got[0].getInfoType().equals(CMPObjectIdentifiers.id_it_rootCaKeyUpdate))
+            throw new Failure("the genp does not hold exactly one id-it-rootCaKeyUpdate");
+        if (got[0].getInfoValue() == null) {
+            System.out.println("rootCaKeyUpdate absent");
+            return;
+        }
+        RootCaKeyUpdateContent c = RootCaKeyUpdateContent.getInstance(got[0].getInfoValue());
+        X509CertificateHolder nwn = holder(c.getNewWithNew()), nwo = holder(c.getNewWithOld()),
+                              own = holder(c.getOldWithNew());
+        JcaContentVerifierProviderBuilder vb = new JcaContentVerifierProviderBuilder().setProvider("BC");
+        if (nwn == null || !nwn.isSignatureValid(vb.build(nwn)))
+            throw new Failure("newWithNew is missing or not self-signed");
+        if (nwo == null || !nwo.getSubjectPublicKeyInfo().equals(nwn.getSubjectPublicKeyInfo()))
+            throw new Failure("newWithOld is missing or does not certify the new root's key");
+        if (root != null && !nwo.isSignatureValid(vb.build(root)))
+            throw new Failure("newWithOld is not signed by the root we trust");
+        System.out.println("rootCaKeyUpdate newWithNew " + nwn.getSubject());
+        System.out.println("newWithOld " + (root != null ? "signed by our root" : "present"));
+        if (own != null) {
+            if (!own.isSignatureValid(vb.build(nwn)))
+                throw new Failure("oldWithNew is not signed by the new root");
+            if (root != null && !own.getSubjectPublicKeyInfo().equals(
+                                    SubjectPublicKeyInfo.getInstance(root.getPublicKey().getEncoded())))
+                throw new Failure("oldWithNew does not certify our root's key");
+        }
+        System.out.println("oldWithNew " + (own == null ? "absent" : "signed by the new root"));
+    }
+
+    private static X509CertificateHolder holder(CMPCertificate c) {
+        return c == null ? null : new X509CertificateHolder(c.getX509v3PKCert());
+    }
+
     private CertConfirmContent certConf(X509CertificateHolder cert, boolean badHash) throws Exception {
         if (!badHash) {
             CertificateConfirmationContent c = new CertificateConfirmationContentBuilder()
@@ -263,6 +385,10 @@ public final class BcCmpClient {
         b.setTransactionID(tid).setSenderNonce(nonce).setMessageTime(new Date()).setBody(body);
         if (recipNonce != null)
             b.setRecipNonce(recipNonce);
+        /* RFC 9483 §3.1: certProfile, a SEQUENCE OF UTF8String, names the profile in the request */
+        if (profile != null && (body.getType() == PKIBody.TYPE_INIT_REQ || body.getType() == PKIBody.TYPE_GEN_MSG))
+            b.addGeneralInfo(new InfoTypeAndValue(CMPObjectIdentifiers.id_it_certProfile,
+                                                  new DERSequence(new DERUTF8String(profile))));
         ProtectedPKIMessage req;
         if (pbm) {
             b.setSenderKID(pbmRef.getBytes(StandardCharsets.UTF_8));
