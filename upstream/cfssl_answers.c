@@ -17,29 +17,6 @@
 
 #define NAME_LEN 64 /* a field name as a reason shows it: "messages[15].message" */
 
-static int fail(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int fail(char *err, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(err, GW_ERR_LEN, fmt, ap);
-    va_end(ap);
-    return GW_ERR_UPSTREAM;
-}
-
-/* The answer's root object, or NULL with "not a cfssl envelope: <why>". */
-static json_object *document(const char *body, size_t len, char *err)
-{
-    char why[GW_ERR_LEN];
-    json_object *root = gw_field_parse_object(body, len, why);
-
-    if (root == NULL)
-        fail(err, "not a cfssl envelope: %.200s", why);
-    return root;
-}
-
 /* One entry of errors or messages (cfssl api.ResponseMessage): {"code": int, "message": string}. */
 static int message(json_object *e, const char *name, int64_t *code, const char **text, size_t *len, char *err)
 {
@@ -96,7 +73,7 @@ int gw_cfssl_parse_envelope(const char *body, size_t len, struct gw_cfssl_envelo
     int rc;
 
     memset(out, 0, sizeof(*out));
-    if ((root = document(body, len, err)) == NULL)
+    if ((root = gw_field_document(body, len, "not a cfssl envelope", err)) == NULL)
         return GW_ERR_UPSTREAM;
     rc = envelope(root, out, err);
     json_object_put(root);
@@ -111,7 +88,7 @@ static int parse_cert(const char *body, size_t len, struct gw_cfssl_cert *out, c
     int rc;
 
     memset(out, 0, sizeof(*out));
-    if ((root = document(body, len, err)) == NULL)
+    if ((root = gw_field_document(body, len, "not a cfssl envelope", err)) == NULL)
         return GW_ERR_UPSTREAM;
     if ((rc = envelope(root, &out->env, err)) != 0 || !out->env.success)
         goto out;
@@ -162,7 +139,7 @@ int gw_cfssl_parse_crl(const char *body, size_t len, struct gw_cfssl_crl *out, c
     int rc, got;
 
     memset(out, 0, sizeof(*out));
-    if ((root = document(body, len, err)) == NULL)
+    if ((root = gw_field_document(body, len, "not a cfssl envelope", err)) == NULL)
         return GW_ERR_UPSTREAM;
     if ((rc = envelope(root, &out->env, err)) != 0 || !out->env.success)
         goto out;
@@ -171,7 +148,7 @@ int gw_cfssl_parse_crl(const char *body, size_t len, struct gw_cfssl_crl *out, c
         goto out;
     rc = GW_ERR_UPSTREAM;
     if (n % 4 != 0) {
-        fail(err, "result is not base64 (%zu characters)", n);
+        gw_field_fail(err, "result is not base64 (%zu characters)", n);
         goto out;
     }
     if ((out->der = malloc(n / 4 * 3)) == NULL) {
@@ -180,13 +157,13 @@ int gw_cfssl_parse_crl(const char *body, size_t len, struct gw_cfssl_crl *out, c
     }
     pad = (b64[n - 1] == '=') + (b64[n - 2] == '=');
     if ((got = EVP_DecodeBlock(out->der, (const unsigned char *)b64, (int)n)) < 0 || (size_t)got < pad) {
-        fail(err, "result is not base64");
+        gw_field_fail(err, "result is not base64");
         goto out;
     }
     out->len = (size_t)got - pad; /* EVP_DecodeBlock counts the padding as zero bytes */
     p = out->der;
     if ((crl = d2i_X509_CRL(NULL, &p, (long)out->len)) == NULL || p != out->der + out->len) {
-        fail(err, "result is not the base64 of one DER CRL");
+        gw_field_fail(err, "result is not the base64 of one DER CRL");
         goto out;
     }
     rc = 0;

@@ -309,3 +309,23 @@ void gw_field_text(char *out, size_t cap, const char *in, size_t len)
         out[i] = (unsigned char)in[i] < 0x20 || in[i] == 0x7f ? '?' : in[i];
     out[n] = '\0';
 }
+
+json_object *gw_field_document(const char *body, size_t len, const char *what, char *err)
+{
+    char why[GW_ERR_LEN];
+    json_object *root = gw_field_parse_object(body, len, why);
+
+    if (root == NULL)
+        gw_field_fail(err, "%s: %.200s", what, why);
+    return root;
+}
+
+int gw_field_fail(char *err, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(err, GW_ERR_LEN, fmt, ap);
+    va_end(ap);
+    return GW_ERR_UPSTREAM;
+}

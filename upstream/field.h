@@ -26,6 +26,12 @@
  */
 json_object *gw_field_parse_object(const char *body, size_t len, char *err);
 
+/* gw_field_document is gw_field_parse_object with the reason as "<what>: <why>" (an answer's root). */
+json_object *gw_field_document(const char *body, size_t len, const char *what, char *err);
+
+/* gw_field_fail writes a reason into |err| (GW_ERR_LEN) and returns GW_ERR_UPSTREAM. */
+int gw_field_fail(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* The member |key| of object |obj|, borrowed; NULL if |obj| is NULL, or it lacks |key|, or is null. */
 json_object *gw_field_member(json_object *obj, const char *key);
 

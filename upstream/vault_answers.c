@@ -41,36 +41,13 @@ const struct gw_vault_usage gw_vault_ext_key_usages[] = {
 };
 const size_t gw_vault_n_ext_key_usages = sizeof(gw_vault_ext_key_usages) / sizeof(gw_vault_ext_key_usages[0]);
 
-static int fail(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int fail(char *err, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(err, GW_ERR_LEN, fmt, ap);
-    va_end(ap);
-    return GW_ERR_UPSTREAM;
-}
-
-/* The answer's root object, or NULL with "not Vault JSON: <why>". */
-static json_object *document(const char *body, size_t len, char *err)
-{
-    char why[GW_ERR_LEN];
-    json_object *root = gw_field_parse_object(body, len, why);
-
-    if (root == NULL)
-        fail(err, "not Vault JSON: %.200s", why);
-    return root;
-}
-
 int gw_vault_parse_error(const char *body, size_t len, struct gw_vault_error *out, char *err)
 {
     json_object *root;
     int rc;
 
     memset(out, 0, sizeof(*out));
-    if ((root = document(body, len, err)) == NULL)
+    if ((root = gw_field_document(body, len, "not Vault JSON", err)) == NULL)
         return GW_ERR_UPSTREAM;
     rc =
         gw_field_messages(gw_field_member(root, "errors"), "errors", out->message, sizeof(out->message), err);
@@ -100,7 +77,7 @@ int gw_vault_parse_login(const char *body, size_t len, struct gw_vault_login *ou
     int rc;
 
     memset(out, 0, sizeof(*out));
-    if ((root = document(body, len, err)) == NULL)
+    if ((root = gw_field_document(body, len, "not Vault JSON", err)) == NULL)
         return GW_ERR_UPSTREAM;
     auth = gw_field_member(root, "auth");
     if ((rc = gw_field_object(auth, "auth", err)) != 0 ||
@@ -108,7 +85,7 @@ int gw_vault_parse_login(const char *body, size_t len, struct gw_vault_login *ou
                               GW_MAX_VAULT_TOKEN_LEN, &tok, &n, err)) != 0)
         goto out;
     if (!token_chars(tok, n)) {
-        rc = fail(err, "auth.client_token holds a character that is not visible ASCII");
+        rc = gw_field_fail(err, "auth.client_token holds a character that is not visible ASCII");
         goto out;
     }
     /* Vault always states the lease; 0 is a token without expiry (root, or a period of none) */
@@ -147,7 +124,7 @@ static int read_serial(json_object *data, char *out, char *err)
     if ((rc = gw_field_string(m, "data.serial_number", 1, GW_VAULT_SERIAL_LEN - 1, &s, &n, err)) != 0)
         return rc;
     if (strspn(s, "0123456789abcdefABCDEF:") != n)
-        return fail(err, "data.serial_number holds a character other than hex digits and ':'");
+        return gw_field_fail(err, "data.serial_number holds a character other than hex digits and ':'");
     memcpy(out, s, n);
     out[n] = '\0';
     return 0;
@@ -200,14 +177,14 @@ int gw_vault_parse_sign(const char *body, size_t len, struct gw_vault_signed *ou
     int rc;
 
     memset(out, 0, sizeof(*out));
-    if ((root = document(body, len, err)) == NULL)
+    if ((root = gw_field_document(body, len, "not Vault JSON", err)) == NULL)
         return GW_ERR_UPSTREAM;
     if ((rc = gw_field_messages(gw_field_member(root, "warnings"), "warnings", out->warnings,
                                 sizeof(out->warnings), err)) != 0)
         goto out;
     if ((data = gw_field_member(root, "data")) == NULL) {
-        fail(err, "Vault issued no certificate: %.200s",
-             out->warnings[0] != '\0' ? out->warnings : "the answer has no data");
+        gw_field_fail(err, "Vault issued no certificate: %.200s",
+                      out->warnings[0] != '\0' ? out->warnings : "the answer has no data");
         rc = GW_ERR_NOT_FOUND;
         goto out;
     }
@@ -250,7 +227,7 @@ int gw_vault_parse_revoke(const char *body, size_t len, struct gw_vault_revoked 
     int rc;
 
     memset(out, 0, sizeof(*out));
-    if ((root = document(body, len, err)) == NULL)
+    if ((root = gw_field_document(body, len, "not Vault JSON", err)) == NULL)
         return GW_ERR_UPSTREAM;
     if ((rc = gw_field_messages(gw_field_member(root, "warnings"), "warnings", out->warnings,
                                 sizeof(out->warnings), err)) != 0)
@@ -278,7 +255,7 @@ int gw_vault_parse_cert(const char *body, size_t len, struct gw_vault_cert *out,
     int rc;
 
     memset(out, 0, sizeof(*out));
-    if ((root = document(body, len, err)) == NULL)
+    if ((root = gw_field_document(body, len, "not Vault JSON", err)) == NULL)
         return GW_ERR_UPSTREAM;
     data = gw_field_member(root, "data");
     /* revocation_time is always there (0 until revoked): a missing one is not read as "not revoked" */
@@ -327,7 +304,7 @@ static int field_names(json_object *data, const char *key, size_t max_len, const
     }
     snprintf(name, sizeof(name), "data.%s", key);
     if (!json_object_is_type(m, json_type_string))
-        return fail(err, "%s is neither a list nor a string", name);
+        return gw_field_fail(err, "%s is neither a list nor a string", name);
     if ((rc = gw_field_string(m, name, 0, GW_MAX_UPSTREAM_BODY, &s, &len, err)) != 0)
         return rc;
     for (p = s; *p != '\0'; p = *end != '\0' ? end + 1 : end) {
@@ -339,7 +316,8 @@ static int field_names(json_object *data, const char *key, size_t max_len, const
         if (last == p) /* "a,,b": Vault drops empty names */
             continue;
         if ((size_t)(last - p) > max_len)
-            return fail(err, "%s[%zu] is %zu bytes, more than %zu", name, count, (size_t)(last - p), max_len);
+            return gw_field_fail(err, "%s[%zu] is %zu bytes, more than %zu", name, count, (size_t)(last - p),
+                                 max_len);
         if (count < cap) {
             names[count] = p;
             lens[count] = (size_t)(last - p);
@@ -456,7 +434,7 @@ static int parse_domains(json_object *data, struct gw_patterns *out, char *err)
                           err)) != 0)
         return rc;
     if (n > GW_MAX_PATTERNS)
-        return fail(err, "data.allowed_domains has %zu entries, more than %d", n, GW_MAX_PATTERNS);
+        return gw_field_fail(err, "data.allowed_domains has %zu entries, more than %d", n, GW_MAX_PATTERNS);
     if (n == 0)
         return 0;
     if ((out->v = calloc(n, sizeof(*out->v))) == NULL)
@@ -481,7 +459,7 @@ static int parse_key(json_object *data, struct gw_role_policy *out, char *err)
         (rc = gw_field_string(m, "data.key_type", 1, GW_MAX_KEY_TYPE_LEN, &kt, &n, err)) != 0)
         return rc;
     if (strspn(kt, "abcdefghijklmnopqrstuvwxyz0123456789-") != n)
-        return fail(err, "data.key_type holds a character other than a-z, 0-9 and '-'");
+        return gw_field_fail(err, "data.key_type holds a character other than a-z, 0-9 and '-'");
     memcpy(out->key_type, kt, n);
     out->key_type[n] = '\0';
     if ((m = gw_field_member(data, "key_bits")) != NULL &&
@@ -498,7 +476,7 @@ int gw_vault_parse_role(const char *body, size_t len, struct gw_role_policy *out
     int rc;
 
     memset(out, 0, sizeof(*out));
-    if ((root = document(body, len, err)) == NULL)
+    if ((root = gw_field_document(body, len, "not Vault JSON", err)) == NULL)
         return GW_ERR_UPSTREAM;
     data = gw_field_member(root, "data");
     if ((rc = gw_field_object(data, "data", err)) != 0 ||

@@ -42,6 +42,17 @@ __attribute__((format(printf, 1, 2), noreturn)) static inline void fuzz_die(cons
 }
 
 /* The whole file |name| of the fuzzing PKI, NUL-terminated (caller frees). */
+/* A parser's answer: 0 or a gw_err, and a refusal says why in one line of |err| (GW_ERR_LEN). */
+static inline void fuzz_check_reason(const char *what, int rc, const char *err)
+{
+    size_t n = strnlen(err, GW_ERR_LEN);
+
+    if (rc > 0)
+        fuzz_die("%s: returned %d, neither 0 nor a gw_err", what, rc);
+    if (rc != 0 && (n == 0 || n == GW_ERR_LEN || memchr(err, '\n', n) != NULL))
+        fuzz_die("%s: refused (%d) without a one-line reason", what, rc);
+}
+
 static inline char *fuzz_pki_file(const char *name, size_t *len)
 {
     char path[FUZZ_PATH_LEN];

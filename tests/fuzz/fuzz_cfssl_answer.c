@@ -21,16 +21,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-static void check_reason(const char *what, int rc, const char *err)
-{
-    size_t n = strnlen(err, GW_ERR_LEN);
-
-    if (rc > 0)
-        fuzz_die("%s: returned %d, neither 0 nor a gw_err", what, rc);
-    if (rc != 0 && (n == 0 || n == GW_ERR_LEN || memchr(err, '\n', n) != NULL))
-        fuzz_die("%s: refused (%d) without a one-line reason", what, rc);
-}
-
 static void check_env(const char *what, const struct gw_cfssl_envelope *env)
 {
     if (env->code < 0 || env->code > GW_MAX_CFSSL_CODE)
@@ -44,7 +34,7 @@ static void cert(const char *what, int (*parse)(const char *, size_t, struct gw_
     char err[GW_ERR_LEN] = "";
     int rc = parse(body, len, &c, err);
 
-    check_reason(what, rc, err);
+    fuzz_check_reason(what, rc, err);
     if (rc == 0) {
         check_env(what, &c.env);
         if (c.env.success != (c.cert != NULL))
@@ -59,7 +49,7 @@ static void crl(const char *body, size_t len)
     char err[GW_ERR_LEN] = "";
     int rc = gw_cfssl_parse_crl(body, len, &c, err);
 
-    check_reason("crl", rc, err);
+    fuzz_check_reason("crl", rc, err);
     if (rc == 0 && c.env.success) {
         const unsigned char *p = c.der;
         X509_CRL *x = c.der != NULL ? d2i_X509_CRL(NULL, &p, (long)c.len) : NULL;
@@ -76,7 +66,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char err[GW_ERR_LEN] = "";
     int rc = gw_cfssl_parse_envelope((const char *)data, size, &env, err);
 
-    check_reason("envelope", rc, err);
+    fuzz_check_reason("envelope", rc, err);
     if (rc == 0)
         check_env("envelope", &env);
     cert("sign", gw_cfssl_parse_sign, (const char *)data, size);

@@ -20,24 +20,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-/* A refusal says why in one line; a success leaves |err| alone or empty. */
-static void check_reason(const char *what, int rc, const char *err)
-{
-    size_t n = strnlen(err, GW_ERR_LEN);
-
-    if (rc > 0)
-        fuzz_die("%s: returned %d, neither 0 nor a gw_err", what, rc);
-    if (rc != 0 && (n == 0 || n == GW_ERR_LEN || memchr(err, '\n', n) != NULL))
-        fuzz_die("%s: refused (%d) without a one-line reason", what, rc);
-}
-
 static void login(const char *body, size_t len)
 {
     struct gw_vault_login l;
     char err[GW_ERR_LEN] = "";
     int rc = gw_vault_parse_login(body, len, &l, err);
 
-    check_reason("login", rc, err);
+    fuzz_check_reason("login", rc, err);
     if (rc == 0) {
         size_t n = strnlen(l.client_token, sizeof(l.client_token));
         if (n == 0 || n > GW_MAX_VAULT_TOKEN_LEN || l.lease_duration > GW_MAX_VAULT_LEASE)
@@ -55,7 +44,7 @@ static void sign(const char *body, size_t len)
     char err[GW_ERR_LEN] = "";
     int rc = gw_vault_parse_sign(body, len, &s, err);
 
-    check_reason("sign", rc, err);
+    fuzz_check_reason("sign", rc, err);
     if (rc == 0 && (s.cert == NULL || sk_X509_num(s.chain) > GW_MAX_UPSTREAM_CHAIN || s.expiration < 0 ||
                     s.expiration > GW_MAX_UPSTREAM_TIME))
         fuzz_die("sign: accepted without a certificate, or chain/expiration outside the caps");
@@ -73,21 +62,21 @@ static void others(const char *body, size_t len)
     char err[GW_ERR_LEN] = "";
     int rc;
 
-    check_reason("error", gw_vault_parse_error(body, len, &e, err), err);
+    fuzz_check_reason("error", gw_vault_parse_error(body, len, &e, err), err);
     err[0] = '\0';
     rc = gw_vault_parse_revoke(body, len, &r, err);
-    check_reason("revoke", rc, err);
+    fuzz_check_reason("revoke", rc, err);
     if (rc == 0 && (r.revocation_time < 0 || r.revocation_time > GW_MAX_UPSTREAM_TIME))
         fuzz_die("revoke: revocation_time %lld accepted", (long long)r.revocation_time);
     err[0] = '\0';
     rc = gw_vault_parse_cert(body, len, &c, err);
-    check_reason("cert", rc, err);
+    fuzz_check_reason("cert", rc, err);
     if (rc == 0 && (c.revocation_time < 0 || c.revocation_time > GW_MAX_UPSTREAM_TIME))
         fuzz_die("cert: revocation_time %lld accepted", (long long)c.revocation_time);
     err[0] = '\0';
     memset(&p, 0, sizeof(p));
     rc = gw_vault_parse_role(body, len, &p, err);
-    check_reason("role", rc, err);
+    fuzz_check_reason("role", rc, err);
     if (rc == 0 && (p.max_ttl > GW_MAX_CERT_TTL || p.key_bits < 0 || p.key_bits > GW_MAX_RSA_BITS))
         fuzz_die("role: max_ttl %u or key_bits %d accepted", p.max_ttl, p.key_bits);
     gw_role_policy_cleanup(&p);
