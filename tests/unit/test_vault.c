@@ -651,16 +651,16 @@ static void test_sign_errors(void **state)
     fx_cleanup(&f);
 }
 
-/* The success answer with |key| of |obj| ("data" or the root) set to the JSON |value| (caller frees). */
-static char *edited_body(const char *obj, const char *key, const char *value)
+/* The success answer with |key| of |obj| ("data" or the root) set to the JSON |value|, into |out|. */
+static char *edited_body(const char *obj, const char *key, const char *value, char *out, size_t cap)
 {
     json_object *root = json_tokener_parse(ok_body), *o;
-    char *out;
 
     assert_non_null(root);
     o = strcmp(obj, "data") == 0 ? json_object_object_get(root, "data") : root;
     json_object_object_add(o, key, json_tokener_parse(value));
-    out = strdup(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN));
+    assert_true(
+        (size_t)snprintf(out, cap, "%s", json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN)) < cap);
     json_object_put(root);
     return out;
 }
@@ -688,16 +688,17 @@ static void test_sign_answer_out_of_range(void **state)
         {"root", "warnings", "\"careful\"", "warnings is a string, not an array"},
         {"root", "warnings", "[1]", "warnings[0] is an integer, not a string"},
     };
+    /* one body per case, alive after the test: the fake server keeps the answer's body pointer */
+    static char bodies[sizeof(cases) / sizeof(cases[0])][2048];
     struct gw_sign_result res;
     struct answer a = {200, NULL, 0};
     struct fx f;
-    char *body;
     size_t i;
 
     (void)state;
     fx_init(&f, 5000);
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        a.body = body = edited_body(cases[i].obj, cases[i].key, cases[i].value);
+        a.body = edited_body(cases[i].obj, cases[i].key, cases[i].value, bodies[i], sizeof(bodies[i]));
         fake_script(&a, 1);
         sign(&f, &res);
         if (cases[i].reason == NULL) {
@@ -714,7 +715,6 @@ static void test_sign_answer_out_of_range(void **state)
         }
         assert_int_equal(fake.n_reqs, 1); /* refused, not asked again */
         gw_sign_result_cleanup(&res);
-        free(body);
     }
     fx_cleanup(&f);
 }
