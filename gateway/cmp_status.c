@@ -32,8 +32,9 @@ struct cmp_crl_cache {
     pthread_cond_t fetched_cond;
     X509_CRL *crl; /* verified against the upstream's CA; NULL until the first good fetch */
     time_t fetched;
-    int stale;    /* a revocation through cmpgw happened since */
-    int fetching; /* a worker is fetching: others use the cached one or wait */
+    time_t failed; /* when the last fetch failed (0: it did not): not tried again for a while */
+    int stale;     /* a revocation through cmpgw happened since */
+    int fetching;  /* a worker is fetching: others use the cached one or wait */
 };
 
 /* What one certificate's check found, for the audit record. */
@@ -193,8 +194,11 @@ err:
     return NULL;
 }
 
+/* Whether to fetch now; an upstream whose CRL cannot be had is not asked again on every request. */
 static int due(const struct cmp_crl_cache *cc, time_t now)
 {
+    if (cc->failed != 0 && now >= cc->failed && now - cc->failed < GW_STATUS_RETRY_SECS)
+        return 0;
     return cc->crl == NULL || cc->stale || now < cc->fetched || now - cc->fetched >= GW_STATUS_REFRESH_SECS ||
            now >= asn1_to_time(X509_CRL_get0_nextUpdate(cc->crl));
 }
@@ -216,6 +220,7 @@ static void refresh(struct cmp_crl_cache *cc, struct gw_upstream *up, X509 *ca, 
         cc->fetched = now;
         cc->stale = 0;
     }
+    cc->failed = crl != NULL ? 0 : now;
     cc->fetching = 0;
     pthread_cond_broadcast(&cc->fetched_cond);
     pthread_mutex_unlock(&cc->lock);
@@ -249,7 +254,7 @@ static int crl_status(struct gw_cmp_engine *e, size_t i, struct gw_upstream *up,
         refresh(cc, up, ca, now, why);
         pthread_mutex_lock(&cc->lock);
     }
-    while (cc->crl == NULL && cc->fetching)
+    while ((cc->crl == NULL || cc->stale) && cc->fetching) /* nothing usable until it lands */
         pthread_cond_wait(&cc->fetched_cond, &cc->lock);
     /* a CRL read before a revocation through cmpgw does not know of it: stale until one after it */
     if (cc->crl != NULL && !cc->stale &&

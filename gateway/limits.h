@@ -61,6 +61,7 @@
 #define GW_DEFAULT_REVOCATION_GRACE 3600 /* seconds a CRL past its nextUpdate still answers */
 #define GW_MAX_REVOCATION_GRACE (7 * 24 * 3600)
 #define GW_STATUS_REFRESH_SECS 300 /* an upstream's CRL is fetched again at least this often */
+#define GW_STATUS_RETRY_SECS 5     /* and not sooner than this after a fetch failed */
 #define GW_MAX_GENM_ITAVS 8        /* infoTypes one genm may ask for (RFC 9483 §4.3 asks one) */
 #define GW_MAX_GENP_VALUE (GW_MAX_RESPONSE - 16 * 1024) /* genp values: room left for header, extraCerts */
 #define GW_MAX_GENERAL_INFO                                                                                  \
