@@ -20,6 +20,7 @@
 #include "gateway/limits.h"
 #include "upstream/answers.h"
 #include "upstream/field.h"
+#include "testutil.h"
 
 static EVP_PKEY *ca_key, *leaf_key;
 static X509 *ca, *leaf;
@@ -148,19 +149,6 @@ static char *body_of(const char *tmpl, size_t *len)
     return out;
 }
 
-static char *pem_of(X509 *x)
-{
-    BIO *b = BIO_new(BIO_s_mem());
-    char *d = NULL, *out;
-    long n;
-
-    PEM_write_bio_X509(b, x);
-    n = BIO_get_mem_data(b, &d);
-    out = strndup(d, (size_t)n);
-    BIO_free(b);
-    return out;
-}
-
 static X509 *make_cert(EVP_PKEY *key, EVP_PKEY *signer, X509 *issuer, const char *cn, long serial)
 {
     X509 *x = X509_new();
@@ -202,8 +190,8 @@ static int setup(void **state)
     leaf_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     ca = make_cert(ca_key, ca_key, NULL, "answers CA", 1);
     leaf = make_cert(leaf_key, ca_key, ca, "dev.example.com", 12345);
-    leaf_pem = pem_of(leaf);
-    ca_pem = pem_of(ca);
+    leaf_pem = tu_pem_of(leaf);
+    ca_pem = tu_pem_of(ca);
 
     tag_quoted("@LEAF@", leaf_pem, strlen(leaf_pem));
     tag_quoted("@CA@", ca_pem, strlen(ca_pem));

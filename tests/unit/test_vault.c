@@ -27,6 +27,7 @@
 #include "gateway/limits.h"
 #include "upstream/http_client.h"
 #include "upstream/upstream.h"
+#include "testutil.h"
 
 #define MAX_REQS 64
 #define REQ_MAX (64 * 1024)
@@ -223,23 +224,10 @@ static X509 *make_cert(EVP_PKEY *key, EVP_PKEY *signer, X509 *issuer, const char
     return x;
 }
 
-static char *pem_of(X509 *x)
-{
-    BIO *b = BIO_new(BIO_s_mem());
-    char *d = NULL, *out;
-    long n;
-
-    PEM_write_bio_X509(b, x);
-    n = BIO_get_mem_data(b, &d);
-    out = strndup(d, (size_t)n);
-    BIO_free(b);
-    return out;
-}
-
 static char *success_body(int with_chain)
 {
     json_object *root = json_object_new_object(), *data = json_object_new_object(), *chain;
-    char *leaf_pem = pem_of(leaf), *ca_pem = pem_of(ca_cert), *out;
+    char *leaf_pem = tu_pem_of(leaf), *ca_pem = tu_pem_of(ca_cert), *out;
 
     json_object_object_add(data, "certificate", json_object_new_string(leaf_pem));
     json_object_object_add(data, "issuing_ca", json_object_new_string(ca_pem));

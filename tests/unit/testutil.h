@@ -61,6 +61,20 @@ static inline EVP_PKEY *tu_load_key(const char *dir, const char *name)
 }
 
 /* |json| (freed) with |piece| inserted before the first |anchor|, or after it with |after|. */
+/* |x| as a PEM string (malloc'd). */
+static inline char *tu_pem_of(X509 *x)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    char *d = NULL, *out;
+    long n;
+
+    PEM_write_bio_X509(b, x);
+    n = BIO_get_mem_data(b, &d);
+    out = strndup(d, (size_t)n);
+    BIO_free(b);
+    return out;
+}
+
 static inline char *tu_insert_at(char *json, const char *anchor, int after, const char *piece)
 {
     char *at = strstr(json, anchor), *out;
