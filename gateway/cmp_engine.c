@@ -1,8 +1,8 @@
 /*
- * The CMP engine: decode, refuse what OpenSSL must never see (openssl-cmp-3.0 notes §10.1),
+ * The CMP engine: decode, refuse what OpenSSL must never see (docs/design.md, OpenSSL 3.0 §10.1),
  * dispatch by body type to a fresh or a parked SRV_CTX, and rewrite OpenSSL's error messages
  * (always badRequest plus OpenSSL internals in 3.0) into a failInfo and a statusString in plain
- * words. After decoding, every answer is a protected PKIMessage with HTTP 200 (DESIGN.md 13).
+ * words. After decoding, every answer is a protected PKIMessage with HTTP 200 (docs/design.md, decision 13).
  */
 #include "cmp_local.h"
 #include "err.h"
@@ -581,7 +581,8 @@ static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
         return;
     rsp = run(t, c, msg);
     if (rsp != NULL && !c->audited && is_cert_response(OSSL_CMP_MSG_get_bodytype(rsp))) {
-        /* no callback ran: OpenSSL refused the POPO itself, quoting its own reason (notes §4) */
+        /* no callback ran: OpenSSL refused the POPO itself, quoting its own reason (docs/design.md,
+         * OpenSSL 3.0 §4) */
         OSSL_CMP_MSG_free(rsp);
         cmp_txn_free(t);
         end_slot(c);
@@ -614,9 +615,10 @@ static int same_sender(const struct cmp_txn *t, const struct cmp_call *c)
 }
 
 /*
- * The record of a transaction that closes with a certificate issued (issue 3 §7). A client that
+ * The record of a transaction that closes with a certificate issued. A client that
  * rejects the certificate will not use it: it is revoked where the upstream can. In 3.0 an
- * empty CertStatus list (the client's rejection) is answered without the callback (notes §4).
+ * empty CertStatus list (the client's rejection) is answered without the callback (docs/design.md,
+ * OpenSSL 3.0 §4).
  */
 static void audit_closed(struct cmp_call *c, struct cmp_txn *t)
 {

@@ -92,7 +92,7 @@ struct cmp_txn {
     struct cmp_call *call; /* the request in progress, NULL between requests */
     /* poll_after (docs/polling.md): a deferred request waits here for its upstream call */
     struct cmp_pending *pending; /* the call (one reference); NULL if nothing was deferred */
-    OSSL_CMP_MSG *request;       /* the deferred request, re-run by OpenSSL on release (notes §7) */
+    OSSL_CMP_MSG *request;       /* the deferred request; OpenSSL re-runs it on release (cmp_poll.c) */
     struct gw_cert_plan *plan;   /* its plan, for the result checks on release */
     int release;                 /* pollReq found the result: the next cert-request callback delivers it */
     int on_record;               /* the completion wrote the "issued" record */
@@ -152,7 +152,7 @@ int cmp_genm_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(O
 void cmp_serial_hex(const X509 *cert, char *out, size_t cap);
 
 /*
- * cmp_poll.c: upstream calls that outlive their request (docs/polling.md, notes §7).
+ * cmp_poll.c: upstream calls that outlive their request (docs/polling.md, docs/design.md, OpenSSL 3.0 §7).
  * cmp_poll_sign runs the sign call on a call thread and waits up to the role's poll_after:
  * 0 with |out| filled (in time, or refused), or 1: deferred, t->pending holds the call.
  */

@@ -1,6 +1,6 @@
 /*
- * The CMP engine's policy glue (issue 3): who may use a role (mappings/policy.h), which upstream
- * signs a request (DESIGN.md decision 5: CRMF to CSR-only upstreams), what an upstream returned
+ * The CMP engine's policy glue: who may use a role (mappings/policy.h), which upstream
+ * signs a request (docs/design.md, decision 5: CRMF to CSR-only upstreams), what an upstream returned
  * is checked against, and the audit records around the upstream call (decision 8). The checks
  * themselves are pure functions in mappings/policy.c; this file feeds them and keeps the state
  * they need: the issuer stores of local upstreams and the upstream role policies of delegates.
@@ -152,7 +152,7 @@ void cmp_describe_call(struct cmp_call *c)
         snprintf(c->tls_subject, sizeof(c->tls_subject), "unknown");
 }
 
-/* DESIGN.md decision 7: both the TLS client certificate and the CMP identity, deny by default. */
+/* docs/design.md, decision 7: both the TLS client certificate and the CMP identity, deny by default. */
 int cmp_authorize(struct cmp_call *c, const struct cmp_txn *t, char *text)
 {
     struct gw_identity id = {.tls_peer = c->req->tls_peer,
@@ -288,7 +288,7 @@ static int check_grants(struct cmp_call *c, const struct gw_role *role, struct g
 }
 
 /*
- * Which upstream signs (DESIGN.md decision 5): a p10cr goes to the role's upstream unchanged; CRMF
+ * Which upstream signs (docs/design.md, decision 5): a p10cr goes to the role's upstream unchanged; CRMF
  * goes there too if it signs bare keys, else the role's crmf setting decides: reject, or the
  * delegate local issuer after the upstream role's policy.
  */
@@ -300,7 +300,7 @@ int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, const struct 
     int crmf = p10cr == NULL, bit;
 
     *out = NULL;
-    /* issue 5 §3: a role may send CRMF to a CMP CA and keep p10cr on its JSON upstream */
+    /* a role may send CRMF to a CMP CA and keep p10cr on its JSON upstream */
     if (crmf && role->crmf_upstream_name != NULL)
         up = gw_upstream_set_get0(c->e->ups, role->crmf_upstream_name);
     if (up == NULL) {

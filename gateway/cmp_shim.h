@@ -1,6 +1,6 @@
 /*
  * OpenSSL 3.0 shim: every workaround for a getter or setter that OpenSSL 3.0's CMP API lacks,
- * in one place (openssl-cmp-3.0 notes §9, §11). Each is a small DER walk over public i2d output
+ * in one place (docs/design.md, OpenSSL 3.0 §9, §11). Each is a small DER walk over public i2d output
  * with ASN1_get_object. On OpenSSL >= 3.2/3.3 most of these become one-line calls to the real
  * getters (named beside each function); nothing else in cmpgw walks CMP DER.
  */

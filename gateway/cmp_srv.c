@@ -1,5 +1,5 @@
 /*
- * One OSSL_CMP_SRV_CTX per transaction (openssl-cmp-3.0 notes §6) and its callbacks. The
+ * One OSSL_CMP_SRV_CTX per transaction (docs/design.md, OpenSSL 3.0 §6) and its callbacks. The
  * callbacks run inside OSSL_CMP_SRV_process_request, only after OpenSSL verified the protection
  * (and, for certificate requests, the POPO); they do what 3.0 leaves to the application (§3).
  */
@@ -112,7 +112,7 @@ static void identify(struct cmp_txn *t, struct cmp_call *c)
     snprintf(c->rsp->identity, sizeof(c->rsp->identity), "%s", t->identity);
 }
 
-/* DESIGN.md decision 7: kur only by the holder of the certificate being updated. -1 if allowed. */
+/* docs/design.md, decision 7: kur only by the holder of the certificate being updated. -1 if allowed. */
 static int check_kur(struct cmp_txn *t, struct cmp_call *c, const OSSL_CRMF_MSG *crm, char *text)
 {
     const OSSL_CRMF_CERTID *old;
@@ -223,7 +223,7 @@ static OSSL_CMP_PKISI *accept_cert(struct cmp_txn *t, struct cmp_call *c, struct
         return si;
     }
     t->issued = res->cert; /* ours; OpenSSL gets the result's reference below */
-    /* DESIGN.md decision 8: on disk before the response that carries the certificate leaves
+    /* docs/design.md, decision 8: on disk before the response that carries the certificate leaves
      * (a deferred request's completion wrote it already: cmp_poll.c) */
     c->audited = 1;
     if (!t->on_record && cmp_audit_cert(c->e, t, c->rsp->tid, "issued", status, t->issued, 1) != 0) {
@@ -295,7 +295,7 @@ static OSSL_CMP_PKISI *deliver(struct cmp_txn *t, struct cmp_call *c, const stru
     }
 }
 
-/* The request as the role shapes it, then the role's request policy (issue 3 §6). -1 if fine. */
+/* The request as the role shapes it, then the role's request policy. -1 if fine. */
 static int plan_request(struct cmp_txn *t, struct cmp_call *c, const OSSL_CRMF_MSG *crm, struct issuing *is,
                         char *text)
 {
@@ -318,7 +318,7 @@ static int plan_request(struct cmp_txn *t, struct cmp_call *c, const OSSL_CRMF_M
     return -1;
 }
 
-/* The intent goes on record before the upstream is asked: no record, no certificate (issue 3 §7). */
+/* The intent goes on record before the upstream is asked: no record, no certificate. */
 static int audit_intent(struct cmp_txn *t, struct cmp_call *c, const struct issuing *is)
 {
     struct gw_audit_rec r;
@@ -331,7 +331,8 @@ static int audit_intent(struct cmp_txn *t, struct cmp_call *c, const struct issu
     return cmp_audit_write(c->e, &r, 0);
 }
 
-/* poll_after: the call runs on; the transaction keeps what a release needs (notes §7). */
+/* poll_after: the call runs on; the transaction keeps what a release needs (docs/design.md, OpenSSL 3.0 §7).
+ */
 static OSSL_CMP_PKISI *defer(struct cmp_txn *t, struct cmp_call *c, struct issuing *is)
 {
     struct gw_audit_rec r;
@@ -519,7 +520,8 @@ static int pollreq_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certRe
         cmp_set_outcome(t->call, "waiting", -1, NULL); /* pollRep with checkAfter */
         return 1;
     }
-    /* OpenSSL re-runs the cert-request callback on it (notes §7): that delivers the result */
+    /* OpenSSL re-runs the cert-request callback on it (docs/design.md, OpenSSL 3.0 §7): that delivers the
+     * result */
     if ((*certReq = OSSL_CMP_MSG_dup(t->request)) == NULL)
         return fail(t->call, OSSL_CMP_PKIFAILUREINFO_systemFailure, "out of memory");
     t->release = 1;
@@ -586,7 +588,7 @@ static int setup_common(struct cmp_txn *t, const struct gw_config *cfg)
            OSSL_CMP_SRV_CTX_set_send_unprotected_errors(t->srv, 0) == 1;
 }
 
-/* PBM secret chosen by senderKID, OR the role's trust: never both (openssl-cmp-3.0 §10.1). */
+/* PBM secret chosen by senderKID, OR the role's trust: never both (docs/design.md, OpenSSL 3.0 §10.1). */
 static int setup_protection(struct cmp_txn *t, struct cmp_call *c)
 {
     OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);

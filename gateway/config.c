@@ -1303,7 +1303,7 @@ static int check_trust(struct pctx *pc, const char *path, void *base)
     for (i = 0; i < sk_X509_num(anchors); i++)
         if (X509_STORE_add_cert(t->store, sk_X509_value(anchors, i)) != 1)
             goto out;
-    /* reject malformed certificates in client chains rather than guess (openssl-cmp-3.0 notes) */
+    /* reject malformed certificates in client chains rather than guess (docs/design.md, OpenSSL 3.0) */
     if (X509_STORE_set_flags(t->store, X509_V_FLAG_X509_STRICT) != 1)
         goto out;
     join_key(fpath, path, "untrusted_file");
@@ -2162,7 +2162,7 @@ static const struct field role_fields[] = {
     OPT("subject_from_signer", p_bool, struct gw_role, subject_from_signer, .def = false),
     OPT("ca_pubs", p_file, struct gw_role, ca_pubs_file),
     OPT("min_hash", p_enum, struct gw_role, min_hash_bits, .def = 0, .aux = min_hash_names),
-    /* issue 5: polling for slow upstreams (docs/polling.md) */
+    /* polling for slow upstreams (docs/polling.md) */
     OPT("poll_after", p_dur_ms, struct gw_role, poll_after_ms, .min = 0, .max = GW_MAX_UPSTREAM_TIMEOUT_MS,
         .def = 0),
 };
@@ -2410,7 +2410,7 @@ static int check_authz_sans(struct pctx *pc, const struct gw_role *r)
     return 0;
 }
 
-/* What a role may ask of its upstream's type (DESIGN.md decision 11); |r->upstream| is resolved. */
+/* What a role may ask of its upstream's type (docs/design.md, decision 11); |r->upstream| is resolved. */
 static uint32_t upstream_timeout_ms(const struct gw_upstream_conf *u)
 {
     return u->timeout_ms != 0 ? u->timeout_ms : GW_DEFAULT_UPSTREAM_TIMEOUT_MS;
@@ -2470,7 +2470,7 @@ static int chains_to(X509_STORE *store, X509 *cert, STACK_OF(X509) *untrusted, c
 }
 
 /*
- * A delegate issuer is an online CA outside the upstream's inventory (DESIGN.md decision 5): it
+ * A delegate issuer is an online CA outside the upstream's inventory (docs/design.md, decision 5): it
  * must not issue CAs (pathLen 0), it must chain to the upstream's CA, and it should be constrained
  * in names and life. The last two are warnings: the operator may not control the upstream's profile.
  */
@@ -2525,7 +2525,7 @@ static int resolve_delegate(struct pctx *pc, const struct gw_config *cfg, struct
 }
 
 /*
- * "crmf_upstream" (issue 5 §3): CRMF goes to an upstream that signs bare keys (cmp or local) while
+ * "crmf_upstream": CRMF goes to an upstream that signs bare keys (cmp or local) while
  * "upstream" keeps the p10cr; a delegate would be a second answer to the same question.
  */
 static int resolve_crmf_upstream(struct pctx *pc, const struct gw_config *cfg, struct gw_role *r)

@@ -53,8 +53,8 @@ struct gw_trust_conf {
                              the whole chain, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL) */
     enum gw_revocation_source revocation; /* "revocation" */
     X509_STORE *store;                    /* loaded; X509_V_FLAG_X509_STRICT, partial chains off */
-    STACK_OF(X509) *untrusted;            /* loaded; never empty when non-NULL (openssl-cmp-3.0 §10.3) */
-    STACK_OF(X509) *cas;                  /* anchors and intermediates: which certificates it covers */
+    STACK_OF(X509) *untrusted; /* loaded; never empty when non-NULL (docs/design.md, OpenSSL 3.0 §10.3) */
+    STACK_OF(X509) *cas;       /* anchors and intermediates: which certificates it covers */
 };
 
 /* A PBM credential, selected by the request's senderKID (its "reference"). */
@@ -88,7 +88,7 @@ struct gw_upstream_conf {
     uint32_t delay_ms;     /* "delay": hold each sign call this long (tests, demos); 0 = off */
     char *store_dir;       /* "store": durable inventory, one <serial hex>.pem per certificate issued,
                               written and fsync'd before the certificate is released; required for a
-                              delegate issuer (DESIGN.md decision 5) */
+                              delegate issuer (docs/design.md, decision 5) */
     char *crl_url;         /* "crl_url": http(s) URL put as CRL distribution point (RFC 5280 §4.2.1.13)
                               into every certificate it issues, e.g. where cmpgw serves its CRL
                               (<prefix>/crl/<name>); NULL = none */

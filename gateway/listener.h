@@ -1,6 +1,6 @@
 /*
  * The HTTP(S) front: h2o evloop threads, TLS, client certificates, routing, request checks, and
- * the hand-off of CMP work to the worker pool (libh2o-2.2.5 notes §2-§7).
+ * the hand-off of CMP work to the worker pool (docs/design.md, libh2o §2-§7).
  */
 #ifndef GW_LISTENER_H
 #define GW_LISTENER_H

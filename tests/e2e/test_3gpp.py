@@ -1,4 +1,4 @@
-"""3GPP TS 33.310 base-station enrolment (issue 4 §3, docs/3gpp.md) with real `openssl cmp` over TLS.
+"""3GPP TS 33.310 base-station enrolment (docs/3gpp.md) with real `openssl cmp` over TLS.
 
 A vendor PKI (vendor root -> vendor intermediate -> base stations) signs the devices' ir; the device sends
 its intermediate in extraCerts (-untrusted), the gateway holds only the vendor root. The operator's RA

@@ -1,4 +1,4 @@
-"""The audit log (issue 3 §7) with a real gateway and `openssl cmp`: one "issued" line per certificate, its
+"""The audit log with a real gateway and `openssl cmp`: one "issued" line per certificate, its
 serial the certificate's and its fields the configured audit_fields; SIGUSR1 reopens the file after a rename
 (rotation); and when the log cannot be written, nothing is issued."""
 import json

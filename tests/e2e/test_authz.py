@@ -1,4 +1,4 @@
-"""Authorization and request policy per role (issue 3 §6), with real `openssl cmp` clients over TLS: a TLS
+"""Authorization and request policy per role, with real `openssl cmp` clients over TLS: a TLS
 client the role does not allow, no TLS client certificate at all, a DNS SAN outside allowed_dns_names. Each
 refusal is asserted on the decoded CMP answer (PKIStatus, failInfo, statusString) and never reaches the
 upstream (no "intent" in the audit log); each has a twin that is issued."""

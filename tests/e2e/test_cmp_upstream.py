@@ -115,7 +115,7 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
             "cmp": dict(base, upstream="ca-cmp"),
             "cmp-odd": dict(base, upstream="ca-cmp", allowed_extensions=["1.2.3.4"]),
             "cmp-down": dict(base, upstream="ca-cmp-down"),
-            # issue 5 §3: CRMF to the CMP CA, p10cr to the other upstream
+            # CRMF to the CMP CA, p10cr to the other upstream
             "mixed": dict(base, upstream="local", crmf_upstream="ca-cmp"),
         })
 

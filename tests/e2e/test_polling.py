@@ -1,4 +1,4 @@
-"""Polling for slow upstreams (issue 5 part 1, docs/polling.md) with `openssl cmp`, which polls by itself:
+"""Polling for slow upstreams (docs/polling.md) with `openssl cmp`, which polls by itself:
 a role with "poll_after" answers an ir or p10cr whose upstream call outlasts it with `waiting`, serves
 pollReq with pollRep(checkAfter) until the certificate arrives, then ip and certConf as usual. Against
 the local issuer's "delay" knob and the Vault-API test server set to a latency above poll_after; a role

@@ -826,7 +826,7 @@ static void test_parallel(void **state)
     env_free(e);
 }
 
-/* ---- issue 3: authorization, request policy, upstream choice, result checks, audit ---- */
+/* ---- authorization, request policy, upstream choice, result checks, audit ---- */
 
 /* The test adapter: the local issuer with switchable capabilities and misbehaviour. */
 enum fake_mode { FK_PLAIN = 0, FK_OTHER_KEY, FK_RENAME, FK_CA_TRUE, FK_OTHER_CA, FK_WIDE };
@@ -1852,7 +1852,7 @@ static void test_3gpp_alg_hash_bits(void **state)
     assert_int_equal(gw_shim_popo_hash_bits(NULL), -1);
 }
 
-/* ---- issue 5: polling for slow upstreams (docs/polling.md) ---- */
+/* ---- polling for slow upstreams (docs/polling.md) ---- */
 
 /* The test adapter: the local issuer, held on its call thread until the test opens the gate. */
 static struct {

@@ -289,7 +289,7 @@ struct bad {
 };
 
 /*
- * The issue 3 baseline: a vault and a cfssl upstream, a delegate local issuer, and roles on them,
+ * The baseline: a vault and a cfssl upstream, a delegate local issuer, and roles on them,
  * inserted into the demo. Twins edit the inserted text (each find string occurs once).
  */
 #define VAULT_UP                                                                                             \
@@ -663,7 +663,7 @@ static const struct bad bad_cases[] = {
     {"log_level",
      {E("\"signer\":", "\"log_level\": \"verbose\", \"signer\":")},
      {"$.log_level: expected one of \"debug\"|\"info\"|\"warn\"|\"error\", got \"verbose\""}},
-    /* ---- issue 3: vault and cfssl upstreams ---- */
+    /* ---- vault and cfssl upstreams ---- */
     {"vault missing url",
      {UPS, E("\"url\": \"https://127.0.0.1:8200\", ", "")},
      {"$.upstreams.vault.url: missing: required for a \"vault\" upstream"}},
@@ -1221,7 +1221,7 @@ static void test_edges(void **state)
     }
 }
 
-/* ---- issue 3: valid upstream, role, authorization and audit configs ---- */
+/* ---- valid upstream, role, authorization and audit configs ---- */
 
 static struct gw_config *parse_edits(const struct edit *e, size_t n)
 {
