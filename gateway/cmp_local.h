@@ -15,6 +15,7 @@
 #include "replay.h"
 #include "txn.h"
 #include "../mappings/profile.h"
+#include "../upstream/store.h"
 #include "../upstream/upstream.h"
 
 /* An upstream role's policy, read for a delegate issuer or for the usages it grants, and kept
@@ -147,9 +148,6 @@ OSSL_CMP_PKISI *cmp_rr_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const 
                           const ASN1_INTEGER *serial);
 int cmp_genm_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(OSSL_CMP_ITAV) *in,
                 STACK_OF(OSSL_CMP_ITAV) **out);
-
-/* cmp_srv.c: the serial number of |cert| in lower-case hex ("" if unreadable) */
-void cmp_serial_hex(const X509 *cert, char *out, size_t cap);
 
 /*
  * cmp_poll.c: upstream calls that outlive their request (docs/polling.md, docs/design.md, OpenSSL 3.0 §7).

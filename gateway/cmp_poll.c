@@ -160,7 +160,7 @@ static void pending_done(void *arg, struct gw_sign_result *res)
 
     pthread_mutex_lock(&p->lock);
     if (res->cert != NULL)
-        cmp_serial_hex(res->cert, p->view.serial, sizeof(p->view.serial));
+        gw_store_serial_hex(res->cert, p->view.serial, sizeof(p->view.serial));
     if (!p->deferred) { /* the worker still waits: it delivers, and writes the records */
         p->res = res;
         p->done = 1;

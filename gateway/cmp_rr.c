@@ -116,19 +116,6 @@ static struct gw_upstream *pick_revoker(struct cmp_call *c, const struct gw_role
     return up;
 }
 
-static void serial_to_hex(const ASN1_INTEGER *serial, char *out, size_t cap)
-{
-    BIGNUM *bn = ASN1_INTEGER_to_BN(serial, NULL);
-    char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
-
-    snprintf(out, cap, "%s", hex != NULL ? hex : "");
-    for (char *p = out; *p != '\0'; p++)
-        if (*p >= 'A' && *p <= 'F')
-            *p = (char)(*p - 'A' + 'a');
-    OPENSSL_free(hex);
-    BN_free(bn);
-}
-
 /* What the client is told when the upstream did not revoke (RFC 9483 §4.2 failInfo). */
 static OSSL_CMP_PKISI *upstream_failed(struct cmp_txn *t, struct cmp_call *c, int rc, const char *err)
 {
@@ -196,7 +183,7 @@ static OSSL_CMP_PKISI *decide_rr(struct cmp_txn *t, struct cmp_call *c, const OS
     if (issuer == NULL || serial == NULL)
         return rr_reject(c, OSSL_CMP_PKIFAILUREINFO_badCertId,
                          "the revocation request must name the certificate's issuer and serial number");
-    serial_to_hex(serial, t->serial, sizeof(t->serial));
+    gw_serial_hex(serial, t->serial, sizeof(t->serial));
     snprintf(c->rsp->serial, sizeof(c->rsp->serial), "%s", t->serial);
     if ((bit = authorize_rr(t, issuer, serial, &as_ra, text)) >= 0)
         return rr_reject(c, bit, text);

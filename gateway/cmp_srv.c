@@ -169,19 +169,6 @@ static int reserve(struct cmp_txn *t, struct cmp_call *c, char *text)
     return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
 }
 
-void cmp_serial_hex(const X509 *cert, char *out, size_t cap)
-{
-    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
-    char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
-
-    snprintf(out, cap, "%s", hex != NULL ? hex : "");
-    for (char *p = out; *p != '\0'; p++)
-        if (*p >= 'A' && *p <= 'F')
-            *p = (char)(*p - 'A' + 'a');
-    OPENSSL_free(hex);
-    BN_free(bn);
-}
-
 static enum gw_req_kind req_kind(int body)
 {
     switch (body) {
@@ -273,7 +260,7 @@ static OSSL_CMP_PKISI *deliver(struct cmp_txn *t, struct cmp_call *c, const stru
     char err[GW_ERR_LEN] = "", text[GW_ERR_LEN];
     enum gw_issued_verdict v = GW_ISSUED_BAD;
 
-    cmp_serial_hex(res->cert, t->serial, sizeof(t->serial));
+    gw_store_serial_hex(res->cert, t->serial, sizeof(t->serial));
     if (store == NULL)
         snprintf(err, sizeof(err), "no issuer CA is configured to check it against");
     else
@@ -430,7 +417,7 @@ static OSSL_CMP_PKISI *release(struct cmp_txn *t, struct cmp_call *c, X509 **cer
         si = reject(c, res.status != 0 ? res.fail_info : OSSL_CMP_PKIFAILUREINFO_systemFailure,
                     res.reason[0] != '\0' ? res.reason : "the upstream CA issued no certificate");
     } else if (!t->on_record) { /* the completion could not write the "issued" record */
-        cmp_serial_hex(res.cert, t->serial, sizeof(t->serial));
+        gw_store_serial_hex(res.cert, t->serial, sizeof(t->serial));
         si = refuse_cert(t, c, res.cert, OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_LOST);
     } else {
         si = deliver(t, c, t->plan, &res, certOut, chainOut);

@@ -371,7 +371,7 @@ static int check_one(struct cmp_call *c, X509 *cert, char *const *names, size_t 
     }
     if (!revoked)
         return -1;
-    cmp_serial_hex(cert, serial, sizeof(serial));
+    gw_store_serial_hex(cert, serial, sizeof(serial));
     snprintf(text, GW_ERR_LEN, "the %s certificate (serial %s) is revoked; authenticate with a valid one",
              what, serial);
     gw_log_kv(GW_LOG_INFO, "credential_revoked", "tid", c->rsp->tid, "certificate", what, "serial", serial,

@@ -33,6 +33,7 @@
 #include "gateway/log.h"
 #include "upstream/answers.h"
 #include "upstream/http_client.h"
+#include "upstream/store.h"
 #include "upstream/upstream.h"
 
 #define EP_SIGN "/api/v1/cfssl/sign"
@@ -524,13 +525,11 @@ static void set_error(struct gw_sign_result *res, const struct answer *a)
 /* A certificate cfssl issued that will not be delivered: log what it takes to find and revoke it. */
 static void log_undelivered(const struct gw_upstream_conf *conf, const X509 *cert, const char *why)
 {
-    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
-    char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+    char hex[2 * 20 + 1];
 
-    gw_log_kv(GW_LOG_WARN, "late_issue", "serial", hex != NULL ? hex : "?", "upstream", name_of(conf), "msg",
-              why, NULL);
-    OPENSSL_free(hex);
-    BN_free(bn);
+    gw_store_serial_hex(cert, hex, sizeof(hex));
+    gw_log_kv(GW_LOG_WARN, "late_issue", "serial", hex[0] != '\0' ? hex : "?", "upstream", name_of(conf),
+              "msg", why, NULL);
 }
 
 /* Whether |cert| was signed by the first certificate of |chain| (a cfssl restarted with another CA). */

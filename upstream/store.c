@@ -30,18 +30,22 @@
 #define CRL_STATE_FILE "crl.state"
 #define CRL_STATE_MAX 128
 
-void gw_store_serial_hex(const X509 *cert, char *out, size_t cap)
+void gw_serial_hex(const ASN1_INTEGER *serial, char *out, size_t cap)
 {
-    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
+    BIGNUM *bn = serial != NULL ? ASN1_INTEGER_to_BN(serial, NULL) : NULL;
     char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
-    char *p;
 
     snprintf(out, cap, "%s", hex != NULL ? hex : "");
-    for (p = out; *p != '\0'; p++)
+    for (char *p = out; *p != '\0'; p++)
         if (*p >= 'A' && *p <= 'F')
             *p = (char)(*p - 'A' + 'a');
     OPENSSL_free(hex);
     BN_free(bn);
+}
+
+void gw_store_serial_hex(const X509 *cert, char *out, size_t cap)
+{
+    gw_serial_hex(X509_get0_serialNumber(cert), out, cap);
 }
 
 static int write_all(int fd, const char *p, size_t n)
@@ -404,24 +408,16 @@ void gw_store_list_cleanup(struct gw_store_list *l)
 
 int gw_store_serial_hex_int(const ASN1_INTEGER *serial, char *out, size_t cap)
 {
-    BIGNUM *bn = NULL;
-    char *hex = NULL;
-    int rc = -1;
+    BIGNUM *bn = serial != NULL ? ASN1_INTEGER_to_BN(serial, NULL) : NULL;
+    int ok = bn != NULL && !BN_is_negative(bn) && !BN_is_zero(bn) && BN_num_bytes(bn) <= 20 &&
+             (size_t)BN_num_bytes(bn) * 2 < cap;
 
-    out[0] = '\0';
-    if (serial == NULL || (bn = ASN1_INTEGER_to_BN(serial, NULL)) == NULL)
-        goto out;
-    if (BN_is_negative(bn) || BN_is_zero(bn) || BN_num_bytes(bn) > 20 || (hex = BN_bn2hex(bn)) == NULL ||
-        strlen(hex) >= cap)
-        goto out;
-    for (size_t i = 0; hex[i] != '\0'; i++)
-        out[i] = (hex[i] >= 'A' && hex[i] <= 'F') ? (char)(hex[i] - 'A' + 'a') : hex[i];
-    out[strlen(hex)] = '\0';
-    rc = 0;
-out:
-    OPENSSL_free(hex);
     BN_free(bn);
-    return rc;
+    out[0] = '\0';
+    if (!ok)
+        return -1;
+    gw_serial_hex(serial, out, cap);
+    return out[0] != '\0' ? 0 : -1;
 }
 
 /* Opens <dir>/revoked, creating it (and making the creation durable) if need be. -1 with errno. */

@@ -19,7 +19,9 @@
  */
 int gw_store_put(const char *dir, const X509 *cert, char *err);
 
-/* gw_store_serial_hex writes the serial of |cert| as lowercase hex (the file name, the audit "serial"). */
+/* gw_serial_hex writes |serial| as lowercase hex, as every log and audit line names a serial ("" if
+ * unreadable). gw_store_serial_hex does it for the serial of |cert| (also the store's file name). */
+void gw_serial_hex(const ASN1_INTEGER *serial, char *out, size_t cap);
 void gw_store_serial_hex(const X509 *cert, char *out, size_t cap);
 
 struct gw_store_entry {

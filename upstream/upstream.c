@@ -22,6 +22,7 @@
 #include "gateway/err.h"
 #include "gateway/limits.h"
 #include "gateway/log.h"
+#include "upstream/store.h"
 #include "upstream/upstream.h"
 #include "../gateway/clock.h"
 
@@ -243,14 +244,12 @@ static void waiter_release(struct waiter *w)
 /* A certificate nobody will receive: say so, with what it takes to find and revoke it. */
 static void log_late_issue(const struct waiter *w, const X509 *cert)
 {
-    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
-    char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+    char hex[2 * 20 + 1];
 
-    gw_log_kv(GW_LOG_WARN, "late_issue", "serial", hex != NULL ? hex : "?", "upstream", w->upstream,
+    gw_store_serial_hex(cert, hex, sizeof(hex));
+    gw_log_kv(GW_LOG_WARN, "late_issue", "serial", hex[0] != '\0' ? hex : "?", "upstream", w->upstream,
               "request_id", w->request_id, "msg", "certificate issued after the deadline; not delivered",
               NULL);
-    OPENSSL_free(hex);
-    BN_free(bn);
 }
 
 /* wait_done is the completion of a sign_wait call (any thread, possibly inside submit). */
