@@ -54,6 +54,21 @@ void cmp_set_outcome(struct cmp_call *c, const char *status, int fail_bit, const
                  text);
 }
 
+OSSL_CMP_PKISI *cmp_reject(struct cmp_call *c, int bit, const char *text)
+{
+    cmp_set_outcome(c, "rejection", bit, text);
+    return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << bit, text);
+}
+
+int cmp_fail(struct cmp_call *c, int bit, const char *text)
+{
+    c->fail_bit = bit;
+    snprintf(c->fail_text, sizeof(c->fail_text), "%s", text);
+    cmp_set_outcome(c, "error", bit, text);
+    ERR_raise_data(ERR_LIB_CMP, CMP_R_REQUEST_REJECTED_BY_SERVER, "%s", text);
+    return 0;
+}
+
 /* What a body type gets before OpenSSL sees it. */
 enum body_action {
     BODY_REFUSE = 0,

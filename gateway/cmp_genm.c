@@ -358,16 +358,6 @@ static int answer_all(struct cmp_txn *t, struct cmp_call *c, const STACK_OF(OSSL
     return OSSL_CMP_PKIFAILUREINFO_badRequest;
 }
 
-/* 3.0: a genm can only fail as an error message; the engine puts our failInfo and text into it. */
-static int genm_fail(struct cmp_call *c, int bit, const char *text)
-{
-    c->fail_bit = bit;
-    snprintf(c->fail_text, sizeof(c->fail_text), "%s", text);
-    cmp_set_outcome(c, "error", bit, text);
-    ERR_raise_data(ERR_LIB_CMP, CMP_R_REQUEST_REJECTED_BY_SERVER, "%s", text);
-    return 0;
-}
-
 int cmp_genm_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(OSSL_CMP_ITAV) *in,
                 STACK_OF(OSSL_CMP_ITAV) **out)
 {
@@ -381,7 +371,7 @@ int cmp_genm_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(O
     *out = NULL;
     if ((bit = cmp_check_request(t, c, text)) >= 0 || (bit = answer_all(t, c, in, &res, text)) >= 0) {
         sk_OSSL_CMP_ITAV_pop_free(res, OSSL_CMP_ITAV_free);
-        return genm_fail(c, bit, text);
+        return cmp_fail(c, bit, text);
     }
     *out = res;
     cmp_set_outcome(c, "answered", -1, NULL);

@@ -171,6 +171,13 @@ void cmp_poll_detach(struct gw_cmp_engine *e);
 /* cmp_engine.c */
 void cmp_set_outcome(struct cmp_call *c, const char *status, int fail_bit, const char *text);
 const char *cmp_fail_name(int bit);
+/* A rejection PKIStatusInfo with failInfo |bit| and |text|, the outcome noted (new; NULL on OOM). */
+OSSL_CMP_PKISI *cmp_reject(struct cmp_call *c, int bit, const char *text);
+/*
+ * For callbacks that can fail only as an error message in 3.0 (genm, certConf, pollReq): notes
+ * |bit| and |text|, which the engine puts into OpenSSL's error message, and returns 0.
+ */
+int cmp_fail(struct cmp_call *c, int bit, const char *text);
 
 /* cmp_policy.c: engine lifetime */
 int cmp_policy_init(struct gw_cmp_engine *e, char *err);

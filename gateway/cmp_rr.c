@@ -29,12 +29,6 @@ static const char *reason_name(int reason)
     return reason_names[reason];
 }
 
-static OSSL_CMP_PKISI *rr_reject(struct cmp_call *c, int bit, const char *text)
-{
-    cmp_set_outcome(c, "rejection", bit, text);
-    return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << bit, text);
-}
-
 /* A value holding '/' would let "/O=x/CN=y" be forged inside one attribute: such names never match. */
 static int ra_subject_matches(const struct gw_patterns *ps, const X509_NAME *name)
 {
@@ -122,17 +116,17 @@ static OSSL_CMP_PKISI *upstream_failed(struct cmp_txn *t, struct cmp_call *c, in
     char text[GW_ERR_LEN];
 
     if (rc == GW_ERR_EXISTS) /* RFC 9810 §5.2.3: "certificate already revoked" */
-        return rr_reject(c, OSSL_CMP_PKIFAILUREINFO_certRevoked, "the certificate is already revoked");
+        return cmp_reject(c, OSSL_CMP_PKIFAILUREINFO_certRevoked, "the certificate is already revoked");
     if (rc == GW_ERR_NOT_FOUND) {
         snprintf(text, sizeof(text),
                  "the CA has issued no certificate with serial %.60s: check issuer and serial", t->serial);
-        return rr_reject(c, OSSL_CMP_PKIFAILUREINFO_badCertId, text);
+        return cmp_reject(c, OSSL_CMP_PKIFAILUREINFO_badCertId, text);
     }
     if (rc == GW_ERR_INVAL && (gw_upstream_caps(t->up) & GW_UP_REVOKE) == 0)
-        return rr_reject(c, OSSL_CMP_PKIFAILUREINFO_badRequest,
-                         "this route's CA does not revoke certificates");
+        return cmp_reject(c, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                          "this route's CA does not revoke certificates");
     snprintf(text, sizeof(text), "the CA could not revoke the certificate now (%.150s); retry later", err);
-    return rr_reject(c, OSSL_CMP_PKIFAILUREINFO_systemUnavail, text);
+    return cmp_reject(c, OSSL_CMP_PKIFAILUREINFO_systemUnavail, text);
 }
 
 /* Intent on record, the upstream call, the outcome on disk before the rp leaves (decision 8). */
@@ -147,8 +141,8 @@ static OSSL_CMP_PKISI *revoke(struct cmp_txn *t, struct cmp_call *c, const X509_
              reason_name(reason));
     cmp_audit_rec_init(&r, t, c->rsp->tid, "intent", status);
     if (cmp_audit_write(c->e, &r, 0) != 0)
-        return rr_reject(c, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-                         "the audit log cannot be written; nothing was revoked");
+        return cmp_reject(c, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                          "the audit log cannot be written; nothing was revoked");
     c->audited = 1; /* each outcome below writes its own record */
     rc = gw_upstream_revoke_serial(t->up, issuer, serial,
                                    reason == CRL_REASON_NONE ? CRL_REASON_UNSPECIFIED : reason, err);
@@ -179,20 +173,20 @@ static OSSL_CMP_PKISI *decide_rr(struct cmp_txn *t, struct cmp_call *c, const OS
     int bit, as_ra, reason;
 
     if ((bit = cmp_check_request(t, c, text)) >= 0)
-        return rr_reject(c, bit, text);
+        return cmp_reject(c, bit, text);
     if (issuer == NULL || serial == NULL)
-        return rr_reject(c, OSSL_CMP_PKIFAILUREINFO_badCertId,
-                         "the revocation request must name the certificate's issuer and serial number");
+        return cmp_reject(c, OSSL_CMP_PKIFAILUREINFO_badCertId,
+                          "the revocation request must name the certificate's issuer and serial number");
     gw_serial_hex(serial, t->serial, sizeof(t->serial));
     snprintf(c->rsp->serial, sizeof(c->rsp->serial), "%s", t->serial);
     if ((bit = authorize_rr(t, issuer, serial, &as_ra, text)) >= 0)
-        return rr_reject(c, bit, text);
+        return cmp_reject(c, bit, text);
     if (gw_shim_rr_reason(req, &reason) != 0)
-        return rr_reject(c, OSSL_CMP_PKIFAILUREINFO_badRequest,
-                         "crlEntryDetails must hold one valid CRLReason (RFC 5280 §5.3.1)");
+        return cmp_reject(c, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                          "crlEntryDetails must hold one valid CRLReason (RFC 5280 §5.3.1)");
     if ((t->up = pick_revoker(c, t->role, issuer)) == NULL)
-        return rr_reject(c, OSSL_CMP_PKIFAILUREINFO_badCertId,
-                         "the certificate was not issued by this route's CA");
+        return cmp_reject(c, OSSL_CMP_PKIFAILUREINFO_badCertId,
+                          "the certificate was not issued by this route's CA");
     return revoke(t, c, issuer, serial, reason, as_ra);
 }
 

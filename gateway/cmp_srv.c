@@ -43,12 +43,6 @@ void cmp_log_capture_end(void)
     capture = NULL;
 }
 
-static OSSL_CMP_PKISI *reject(struct cmp_call *c, int bit, const char *text)
-{
-    cmp_set_outcome(c, "rejection", bit, text);
-    return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << bit, text);
-}
-
 /* RFC 9483 §3.1: messageTime lets the receiver bound replays; 3.0 never looks at it. -1 if fine. */
 static int check_time(struct cmp_call *c, char *text)
 {
@@ -204,8 +198,8 @@ static OSSL_CMP_PKISI *accept_cert(struct cmp_txn *t, struct cmp_call *c, struct
 
     if (si == NULL || X509_up_ref(res->cert) != 1) {
         OSSL_CMP_PKISI_free(si);
-        si = reject(c, OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                    "internal error: the certificate was not released");
+        si = cmp_reject(c, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                        "internal error: the certificate was not released");
         cmp_withdraw(c->e, t, c->rsp->tid, res->cert, CRL_REASON_CESSATION_OF_OPERATION);
         return si;
     }
@@ -215,7 +209,7 @@ static OSSL_CMP_PKISI *accept_cert(struct cmp_txn *t, struct cmp_call *c, struct
     c->audited = 1;
     if (!t->on_record && cmp_audit_cert(c->e, t, c->rsp->tid, "issued", status, t->issued, 1) != 0) {
         OSSL_CMP_PKISI_free(si);
-        si = reject(c, OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_LOST);
+        si = cmp_reject(c, OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_LOST);
         cmp_withdraw(c->e, t, c->rsp->tid, t->issued, CRL_REASON_CESSATION_OF_OPERATION);
         X509_free(t->issued);
         t->issued = NULL;
@@ -236,7 +230,7 @@ static OSSL_CMP_PKISI *accept_cert(struct cmp_txn *t, struct cmp_call *c, struct
 static OSSL_CMP_PKISI *refuse_cert(struct cmp_txn *t, struct cmp_call *c, X509 *cert, int bit,
                                    const char *text)
 {
-    OSSL_CMP_PKISI *si = reject(c, bit, text);
+    OSSL_CMP_PKISI *si = cmp_reject(c, bit, text);
 
     c->audited = 1;
     (void)cmp_audit_cert(c->e, t, c->rsp->tid, "rejected", c->rsp->outcome, cert, 1);
@@ -367,18 +361,18 @@ static OSSL_CMP_PKISI *issue(struct cmp_txn *t, struct cmp_call *c, const OSSL_C
     gw_sign_result_init(&is.res);
     if ((bit = plan_request(t, c, crm, &is, text)) >= 0 ||
         (bit = cmp_pick_upstream(c, t, &is.plan, p10cr, &t->up, text)) >= 0) {
-        si = reject(c, bit, text);
+        si = cmp_reject(c, bit, text);
         goto out;
     }
     if (audit_intent(t, c, &is) != 0) {
-        si = reject(c, OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_DOWN);
+        si = cmp_reject(c, OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_DOWN);
         goto out;
     }
     if (sign(t, c, req, &is) == 1)
         si = defer(t, c, &is);
     else if (is.res.status != 0 || is.res.cert == NULL)
-        si = reject(c, is.res.status != 0 ? is.res.fail_info : OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                    is.res.reason[0] != '\0' ? is.res.reason : "the upstream CA issued no certificate");
+        si = cmp_reject(c, is.res.status != 0 ? is.res.fail_info : OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                        is.res.reason[0] != '\0' ? is.res.reason : "the upstream CA issued no certificate");
     else
         si = deliver(t, c, &is.plan, &is.res, certOut, chainOut);
 out:
@@ -398,7 +392,7 @@ static OSSL_CMP_PKISI *decide(struct cmp_txn *t, struct cmp_call *c, const OSSL_
 
     if ((bit = cmp_check_request(t, c, text)) >= 0 || (bit = cmp_check_3gpp(c, t, crm, p10cr, text)) >= 0 ||
         (bit = check_kur(t, c, crm, text)) >= 0 || (bit = reserve(t, c, text)) >= 0)
-        return reject(c, bit, text);
+        return cmp_reject(c, bit, text);
     return issue(t, c, req, crm, p10cr, certOut, chainOut);
 }
 
@@ -411,11 +405,11 @@ static OSSL_CMP_PKISI *release(struct cmp_txn *t, struct cmp_call *c, X509 **cer
 
     t->release = 0;
     if (!cmp_poll_take(t->pending, &res, &t->on_record))
-        return reject(c, OSSL_CMP_PKIFAILUREINFO_badRequest,
-                      "the result of this transaction was already sent");
+        return cmp_reject(c, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                          "the result of this transaction was already sent");
     if (res.status != 0 || res.cert == NULL) {
-        si = reject(c, res.status != 0 ? res.fail_info : OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                    res.reason[0] != '\0' ? res.reason : "the upstream CA issued no certificate");
+        si = cmp_reject(c, res.status != 0 ? res.fail_info : OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                        res.reason[0] != '\0' ? res.reason : "the upstream CA issued no certificate");
     } else if (!t->on_record) { /* the completion could not write the "issued" record */
         gw_store_serial_hex(res.cert, t->serial, sizeof(t->serial));
         si = refuse_cert(t, c, res.cert, OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_LOST);
@@ -451,15 +445,6 @@ static OSSL_CMP_PKISI *cert_request_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG
     return si;
 }
 
-/* Makes OpenSSL answer with an error whose failInfo and text the engine then puts in (§9). */
-static int fail(struct cmp_call *c, int bit, const char *text)
-{
-    c->fail_bit = bit;
-    snprintf(c->fail_text, sizeof(c->fail_text), "%s", text);
-    ERR_raise_data(ERR_LIB_CMP, CMP_R_REQUEST_REJECTED_BY_SERVER, "%s", text);
-    return 0;
-}
-
 static int certconf_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
                        const ASN1_OCTET_STRING *certHash, const OSSL_CMP_PKISI *si)
 {
@@ -478,9 +463,9 @@ static int certconf_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certR
      */
     if (!match) {
         c->confirm = CMP_CONFIRM_FAILED;
-        return fail(c, OSSL_CMP_PKIFAILUREINFO_badCertId,
-                    "certHash does not match the certificate issued in this "
-                    "transaction");
+        return cmp_fail(c, OSSL_CMP_PKIFAILUREINFO_badCertId,
+                        "certHash does not match the certificate issued in this "
+                        "transaction");
     }
     if (si != NULL && gw_shim_pkisi_status(si) == OSSL_CMP_PKISTATUS_rejection) {
         c->confirm = CMP_CONFIRM_REJECTED; /* the engine revokes it once the answer is built */
@@ -502,7 +487,7 @@ static int pollreq_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certRe
     *certReq = NULL;
     *check_after = 0;
     if (t->pending == NULL || t->issued != NULL)
-        return fail(t->call, OSSL_CMP_PKIFAILUREINFO_badRequest, "nothing to poll for");
+        return cmp_fail(t->call, OSSL_CMP_PKIFAILUREINFO_badRequest, "nothing to poll for");
     if (!cmp_poll_ready(t->pending, check_after)) {
         cmp_set_outcome(t->call, "waiting", -1, NULL); /* pollRep with checkAfter */
         return 1;
@@ -510,7 +495,7 @@ static int pollreq_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certRe
     /* OpenSSL re-runs the cert-request callback on it (docs/design.md, OpenSSL 3.0 §7): that delivers the
      * result */
     if ((*certReq = OSSL_CMP_MSG_dup(t->request)) == NULL)
-        return fail(t->call, OSSL_CMP_PKIFAILUREINFO_systemFailure, "out of memory");
+        return cmp_fail(t->call, OSSL_CMP_PKIFAILUREINFO_systemFailure, "out of memory");
     t->release = 1;
     return 1;
 }

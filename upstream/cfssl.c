@@ -102,11 +102,6 @@ static const char *const reason_names[] = {
     "removefromcrl", "privilegewithdrawn",   "aacompromise",
 };
 
-static const char *name_of(const struct gw_upstream_conf *conf)
-{
-    return conf->name != NULL ? conf->name : "?";
-}
-
 static void answer_cleanup(struct answer *a)
 {
     X509_free(a->cert);
@@ -202,26 +197,27 @@ static void call_as(struct cfssl *c, const struct gw_upstream_conf *conf, const 
     rc = gw_http_request(c->http, method, endpoint, body, NULL, &rsp);
     if (rc == GW_ERR_TIMEOUT) {
         answer_fail(a, GW_ERR_TIMEOUT, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-                    "cfssl %s did not answer %s in time; the outcome is unknown, not retried", name_of(conf),
-                    endpoint);
+                    "cfssl %s did not answer %s in time; the outcome is unknown, not retried",
+                    gw_upstream_conf_name(conf), endpoint);
         goto out;
     }
     if (rc != 0) {
         answer_fail(a, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "cfssl %s at %s is unavailable: %s",
-                    name_of(conf), conf->url, rsp.error[0] ? rsp.error : gw_err_str(rc));
+                    gw_upstream_conf_name(conf), conf->url, rsp.error[0] ? rsp.error : gw_err_str(rc));
         goto out;
     }
     rc = read_answer(&rsp, what, &env, a, why);
     if (rc == 0 && env.success && rsp.status == 200)
         goto out;
     if (rc == GW_ERR_NOMEM)
-        answer_fail(a, rc, OSSL_CMP_PKIFAILUREINFO_systemFailure, "cfssl %s: out of memory", name_of(conf));
+        answer_fail(a, rc, OSSL_CMP_PKIFAILUREINFO_systemFailure, "cfssl %s: out of memory",
+                    gw_upstream_conf_name(conf));
     else if (rc != 0 && rsp.status < 500) /* a broken 5xx body says no more than its status */
         answer_fail(a, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                    "cfssl %s: the %s answer (HTTP %ld) is refused: %.150s", name_of(conf),
+                    "cfssl %s: the %s answer (HTTP %ld) is refused: %.150s", gw_upstream_conf_name(conf),
                     strrchr(endpoint, '/') + 1, rsp.status, why);
     else
-        classify_error(a, name_of(conf), rsp.status, rc == 0 ? &env : NULL);
+        classify_error(a, gw_upstream_conf_name(conf), rsp.status, rc == 0 ? &env : NULL);
 out:
     if (a->status != 0) {
         X509_free(a->cert);
@@ -276,7 +272,7 @@ static void fetch_chain_locked(struct cfssl *c, const struct gw_upstream_conf *c
         return;
     if ((chain = make_chain(a->cert, conf)) == NULL) {
         answer_fail(a, GW_ERR_NOMEM, OSSL_CMP_PKIFAILUREINFO_systemFailure, "cfssl %s: out of memory",
-                    name_of(conf));
+                    gw_upstream_conf_name(conf));
         return;
     }
     sk_X509_pop_free(c->chain, X509_free);
@@ -297,11 +293,11 @@ static STACK_OF(X509) *get1_chain(struct cfssl *c, const struct gw_upstream_conf
         fetch_chain_locked(c, conf, a);
     if (c->chain != NULL && (out = X509_chain_up_ref(c->chain)) == NULL)
         answer_fail(a, GW_ERR_NOMEM, OSSL_CMP_PKIFAILUREINFO_systemFailure, "cfssl %s: out of memory",
-                    name_of(conf));
+                    gw_upstream_conf_name(conf));
     pthread_mutex_unlock(&c->lock);
     if (out == NULL && a->status == 0)
         answer_fail(a, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-                    "cfssl %s: its CA certificate is not known", name_of(conf));
+                    "cfssl %s: its CA certificate is not known", gw_upstream_conf_name(conf));
     return out;
 }
 
@@ -324,7 +320,7 @@ static int cfssl_init(struct gw_upstream *up, char *err)
     struct answer a;
 
     if ((c = calloc(1, sizeof(*c))) == NULL) {
-        snprintf(err, GW_ERR_LEN, "upstream %s: out of memory", name_of(conf));
+        snprintf(err, GW_ERR_LEN, "upstream %s: out of memory", gw_upstream_conf_name(conf));
         return GW_ERR_NOMEM;
     }
     pthread_mutex_init(&c->lock, NULL);
@@ -528,8 +524,8 @@ static void log_undelivered(const struct gw_upstream_conf *conf, const X509 *cer
     char hex[2 * 20 + 1];
 
     gw_store_serial_hex(cert, hex, sizeof(hex));
-    gw_log_kv(GW_LOG_WARN, "late_issue", "serial", hex[0] != '\0' ? hex : "?", "upstream", name_of(conf),
-              "msg", why, NULL);
+    gw_log_kv(GW_LOG_WARN, "late_issue", "serial", hex[0] != '\0' ? hex : "?", "upstream",
+              gw_upstream_conf_name(conf), "msg", why, NULL);
 }
 
 /* Whether |cert| was signed by the first certificate of |chain| (a cfssl restarted with another CA). */
@@ -553,7 +549,8 @@ static void take_certificate(struct cfssl *c, const struct gw_upstream_conf *con
             log_undelivered(conf, cert, "not signed by cfssl's CA certificate (info); not delivered");
             if (again.status == 0)
                 answer_fail(&again, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                            "cfssl %s: the certificate is not signed by cfssl's CA (info)", name_of(conf));
+                            "cfssl %s: the certificate is not signed by cfssl's CA (info)",
+                            gw_upstream_conf_name(conf));
             set_error(res, &again);
             goto out;
         }
@@ -580,7 +577,7 @@ static void sign_sync(struct cfssl *c, const struct gw_upstream_conf *conf, cons
     if (req->csr == NULL || req->role == NULL) {
         /* docs/design.md, decision 5: cfssl verifies a CSR signature; a CRMF request carries none */
         answer_fail(&a, GW_ERR_INVAL, OSSL_CMP_PKIFAILUREINFO_badRequest,
-                    "cfssl %s signs PKCS#10 requests only: send p10cr", name_of(conf));
+                    "cfssl %s signs PKCS#10 requests only: send p10cr", gw_upstream_conf_name(conf));
         goto fail;
     }
     /* the chain first: if cfssl's CA cannot be read, nothing is issued, and the client may retry */
@@ -593,12 +590,12 @@ static void sign_sync(struct cfssl *c, const struct gw_upstream_conf *conf, cons
         goto fail;
     }
     answer_cleanup(&a);
-    if ((sign_req = make_sign_request(req, name_of(conf), &a)) == NULL)
+    if ((sign_req = make_sign_request(req, gw_upstream_conf_name(conf), &a)) == NULL)
         goto fail;
     body = conf->auth_key != NULL ? make_authsign_request(conf, sign_req) : sign_req;
     if (body == NULL) {
         answer_fail(&a, GW_ERR_CRYPTO, OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                    "cfssl %s: cannot authenticate the request", name_of(conf));
+                    "cfssl %s: cannot authenticate the request", gw_upstream_conf_name(conf));
         goto fail;
     }
     call(c, conf, conf->auth_key != NULL ? EP_AUTHSIGN : EP_SIGN, body, READ_SIGN, &a);
@@ -632,8 +629,9 @@ static int cfssl_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_
     gw_sign_result_init(res);
     sign_sync(c, gw_upstream_get0_conf(up), req, res);
     if (res->status != 0)
-        gw_log_kv(GW_LOG_DEBUG, "upstream_refused", "upstream", name_of(gw_upstream_get0_conf(up)),
-                  "request_id", req->request_id != NULL ? req->request_id : "", "reason", res->reason, NULL);
+        gw_log_kv(GW_LOG_DEBUG, "upstream_refused", "upstream",
+                  gw_upstream_conf_name(gw_upstream_get0_conf(up)), "request_id",
+                  req->request_id != NULL ? req->request_id : "", "reason", res->reason, NULL);
     done(arg, res);
     return 0;
 }
@@ -669,7 +667,7 @@ static int revoke_once(struct cfssl *c, const struct gw_upstream_conf *conf, con
 
     *not_found = 0;
     if (body == NULL) {
-        snprintf(err, GW_ERR_LEN, "cfssl %s: out of memory", name_of(conf));
+        snprintf(err, GW_ERR_LEN, "cfssl %s: out of memory", gw_upstream_conf_name(conf));
         return GW_ERR_NOMEM;
     }
     call(c, conf, EP_REVOKE, body, READ_ENVELOPE, &a);
@@ -700,14 +698,15 @@ static int revoke_by(struct gw_upstream *up, const ASN1_INTEGER *serial, const c
     int not_found = 0, rc;
 
     if (c == NULL || serial == NULL || ASN1_STRING_type(serial) == V_ASN1_NEG_INTEGER) {
-        snprintf(err, GW_ERR_LEN, "cfssl %s: no serial number to revoke", name_of(conf));
+        snprintf(err, GW_ERR_LEN, "cfssl %s: no serial number to revoke", gw_upstream_conf_name(conf));
         return GW_ERR_INVAL;
     }
     if (reason == CRL_REASON_NONE)
         reason = CRL_REASON_UNSPECIFIED;
     if (reason < 0 || (size_t)reason >= sizeof(reason_names) / sizeof(reason_names[0]) ||
         (name = reason_names[reason]) == NULL) {
-        snprintf(err, GW_ERR_LEN, "cfssl %s: CRLReason %d has no cfssl name", name_of(conf), reason);
+        snprintf(err, GW_ERR_LEN, "cfssl %s: CRLReason %d has no cfssl name", gw_upstream_conf_name(conf),
+                 reason);
         return GW_ERR_INVAL;
     }
     rc = revoke_once(c, conf, serial, aki, name, &not_found, err);
@@ -730,7 +729,8 @@ static int cfssl_revoke(struct gw_upstream *up, const X509 *cert, int reason, ch
     char aki[2 * 64 + 1];
 
     if (cert == NULL) {
-        snprintf(err, GW_ERR_LEN, "cfssl %s: no certificate to revoke", name_of(gw_upstream_get0_conf(up)));
+        snprintf(err, GW_ERR_LEN, "cfssl %s: no certificate to revoke",
+                 gw_upstream_conf_name(gw_upstream_get0_conf(up)));
         return GW_ERR_INVAL;
     }
     aki_hex(X509_get0_authority_key_id((X509 *)cert), aki);
@@ -756,7 +756,7 @@ static int cfssl_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, 
     }
     if (ca == NULL) {
         snprintf(err, GW_ERR_LEN, "cfssl %s did not issue it: the issuer is none of its issuer_ca",
-                 name_of(conf));
+                 gw_upstream_conf_name(conf));
         return GW_ERR_NOT_FOUND;
     }
     aki_hex(X509_get0_subject_key_id(ca), aki);

@@ -53,11 +53,6 @@ struct sink {
     int too_big;
 };
 
-static const char *name_of(const struct gw_upstream_conf *conf)
-{
-    return conf != NULL && conf->name != NULL ? conf->name : "?";
-}
-
 static uint32_t timeout_of(const struct gw_upstream_conf *conf)
 {
     return conf->timeout_ms != 0 ? conf->timeout_ms : GW_DEFAULT_UPSTREAM_TIMEOUT_MS;
@@ -379,8 +374,8 @@ static void map_failure(const struct cmp_up *cu, OSSL_CMP_CTX *ctx, const struct
     *status = GW_ERR_UPSTREAM;
     if (x->failed) {
         *fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
-        snprintf(reason, GW_ERR_LEN, "upstream CA %.48s (%.64s) is unavailable: %.100s", name_of(cu->conf),
-                 cu->url, x->err);
+        snprintf(reason, GW_ERR_LEN, "upstream CA %.48s (%.64s) is unavailable: %.100s",
+                 gw_upstream_conf_name(cu->conf), cu->url, x->err);
         return;
     }
     if (OSSL_CMP_CTX_get0_newCert(ctx) != NULL) {
@@ -400,7 +395,7 @@ static void map_failure(const struct cmp_up *cu, OSSL_CMP_CTX *ctx, const struct
     }
     *fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
     snprintf(reason, GW_ERR_LEN, "upstream CA %s gave no usable answer (%s, status %s); nothing was issued",
-             name_of(cu->conf), openssl_reason(), status_name(st));
+             gw_upstream_conf_name(cu->conf), openssl_reason(), status_name(st));
 }
 
 /* ---- ops ---- */
@@ -420,7 +415,7 @@ static void sign_now(const struct cmp_up *cu, const struct gw_sign_req *req, str
         res->status = GW_ERR_CRYPTO;
         res->fail_info = OSSL_CMP_PKIFAILUREINFO_systemFailure;
         snprintf(res->reason, sizeof(res->reason), "upstream CA %s: cannot set up the request",
-                 name_of(cu->conf));
+                 gw_upstream_conf_name(cu->conf));
         goto out;
     }
     if (req->csr != NULL)
@@ -441,9 +436,9 @@ static void sign_now(const struct cmp_up *cu, const struct gw_sign_req *req, str
         res->status = GW_ERR_CRYPTO;
         res->fail_info = OSSL_CMP_PKIFAILUREINFO_systemFailure;
         snprintf(res->reason, sizeof(res->reason), "upstream CA %s: the request could not be built",
-                 name_of(cu->conf));
+                 gw_upstream_conf_name(cu->conf));
     }
-    gw_log_kv(GW_LOG_WARN, "cmp_upstream_failed", "upstream", name_of(cu->conf), "request_id",
+    gw_log_kv(GW_LOG_WARN, "cmp_upstream_failed", "upstream", gw_upstream_conf_name(cu->conf), "request_id",
               req->request_id != NULL ? req->request_id : "", "reason", res->reason, NULL);
 out:
     ERR_clear_error();
@@ -481,7 +476,7 @@ static int cmp_revoke(struct gw_upstream *up, const X509 *cert, int reason, char
         OSSL_CMP_CTX_set1_oldCert(ctx, (X509 *)cert) != 1 ||
         OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_REVOCATION_REASON, reason) != 1) {
         snprintf(err, GW_ERR_LEN, "upstream CA %s: cannot set up the revocation request",
-                 name_of(cu != NULL ? cu->conf : NULL));
+                 gw_upstream_conf_name(cu != NULL ? cu->conf : NULL));
         goto out;
     }
     if (OSSL_CMP_exec_RR_ses(ctx) == 1) {
@@ -519,18 +514,18 @@ static int cmp_init(struct gw_upstream *up, char *err)
         (conf->cmp_secret == NULL && (conf->signer == NULL || conf->signer->key == NULL))) {
         snprintf(err, GW_ERR_LEN,
                  "upstream %s: a cmp upstream needs url, path, issuer_ca and a signer or secret",
-                 name_of(conf));
+                 gw_upstream_conf_name(conf));
         return GW_ERR_INVAL;
     }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        snprintf(err, GW_ERR_LEN, "upstream %s: cannot initialise libcurl", name_of(conf));
+        snprintf(err, GW_ERR_LEN, "upstream %s: cannot initialise libcurl", gw_upstream_conf_name(conf));
         return GW_ERR_NOMEM;
     }
     n = strlen(conf->url) + strlen(conf->cmp_path) + 1;
     if ((cu = calloc(1, sizeof(*cu))) == NULL || (cu->url = malloc(n)) == NULL) {
         free(cu);
         curl_global_cleanup();
-        snprintf(err, GW_ERR_LEN, "upstream %s: out of memory", name_of(conf));
+        snprintf(err, GW_ERR_LEN, "upstream %s: out of memory", gw_upstream_conf_name(conf));
         return GW_ERR_NOMEM;
     }
     snprintf(cu->url, n, "%s%s", conf->url, conf->cmp_path);

@@ -12,18 +12,6 @@
 #define SHOWN_LEN 32 /* a refused value, as a reason shows it */
 #define NAME_LEN 64  /* a field name with an index: "data.ca_chain[15]" */
 
-static int fail(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int fail(char *err, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(err, GW_ERR_LEN, fmt, ap);
-    va_end(ap);
-    return GW_ERR_UPSTREAM;
-}
-
 static const char *type_word(json_object *v)
 {
     switch (json_object_get_type(v)) {
@@ -47,7 +35,7 @@ static const char *type_word(json_object *v)
 
 static int missing(const char *name, char *err)
 {
-    return fail(err, "%s is missing or null", name);
+    return gw_field_fail(err, "%s is missing or null", name);
 }
 
 /* Whether |len| bytes of |s| are JSON whitespace only (or none); reads no further. */
@@ -69,15 +57,15 @@ json_object *gw_field_parse_object(const char *body, size_t len, char *err)
     size_t end;
 
     if (body == NULL || blank(body, len)) {
-        fail(err, "the answer is empty");
+        gw_field_fail(err, "the answer is empty");
         return NULL;
     }
     if (len > GW_MAX_UPSTREAM_BODY) {
-        fail(err, "the answer is larger than %d bytes", GW_MAX_UPSTREAM_BODY);
+        gw_field_fail(err, "the answer is larger than %d bytes", GW_MAX_UPSTREAM_BODY);
         return NULL;
     }
     if ((tok = json_tokener_new()) == NULL) {
-        fail(err, "out of memory");
+        gw_field_fail(err, "out of memory");
         return NULL;
     }
     /* trailing characters are let through to be named as such below, not as an "unexpected character" */
@@ -94,13 +82,13 @@ json_object *gw_field_parse_object(const char *body, size_t len, char *err)
         end = len;
     }
     if (e == json_tokener_continue)
-        fail(err, "truncated: the answer ends inside the JSON document");
+        gw_field_fail(err, "truncated: the answer ends inside the JSON document");
     else if (e != json_tokener_success)
-        fail(err, "%s at byte %zu", json_tokener_error_desc(e), end);
+        gw_field_fail(err, "%s at byte %zu", json_tokener_error_desc(e), end);
     else if (end != len)
-        fail(err, "trailing data after the JSON document, at byte %zu of %zu", end, len);
+        gw_field_fail(err, "trailing data after the JSON document, at byte %zu of %zu", end, len);
     else if (!json_object_is_type(o, json_type_object))
-        fail(err, "the JSON document is %s, not an object", type_word(o));
+        gw_field_fail(err, "the JSON document is %s, not an object", type_word(o));
     else
         goto out;
     json_object_put(o);
@@ -125,7 +113,7 @@ int gw_field_object(json_object *v, const char *name, char *err)
     if (v == NULL)
         return missing(name, err);
     if (!json_object_is_type(v, json_type_object))
-        return fail(err, "%s is %s, not an object", name, type_word(v));
+        return gw_field_fail(err, "%s is %s, not an object", name, type_word(v));
     return 0;
 }
 
@@ -134,9 +122,9 @@ int gw_field_array(json_object *v, const char *name, size_t max, size_t *n, char
     if (v == NULL)
         return missing(name, err);
     if (!json_object_is_type(v, json_type_array))
-        return fail(err, "%s is %s, not an array", name, type_word(v));
+        return gw_field_fail(err, "%s is %s, not an array", name, type_word(v));
     if ((*n = json_object_array_length(v)) > max)
-        return fail(err, "%s has %zu entries, more than %zu", name, *n, max);
+        return gw_field_fail(err, "%s has %zu entries, more than %zu", name, *n, max);
     return 0;
 }
 
@@ -145,7 +133,7 @@ int gw_field_bool(json_object *v, const char *name, bool *out, char *err)
     if (v == NULL)
         return missing(name, err);
     if (!json_object_is_type(v, json_type_boolean))
-        return fail(err, "%s is %s, not true or false", name, type_word(v));
+        return gw_field_fail(err, "%s is %s, not true or false", name, type_word(v));
     *out = json_object_get_boolean(v) != 0;
     return 0;
 }
@@ -166,22 +154,23 @@ int gw_field_int(json_object *v, const char *name, unsigned flags, int64_t min, 
         gw_field_text(shown, sizeof(shown), s, (size_t)len);
         /* 18 digits cannot overflow an int64_t */
         if (len < 1 || len > 18 || strspn(s, "0123456789") != (size_t)len)
-            return fail(err, "%s is the string \"%s\", not a number", name, shown);
+            return gw_field_fail(err, "%s is the string \"%s\", not a number", name, shown);
         n = strtoll(s, NULL, 10);
     } else if (json_object_is_type(v, json_type_int)) {
         /* json-c reads an integer beyond int64_t as INT64_MAX or INT64_MIN: out of every range here */
         snprintf(shown, sizeof(shown), "%s", json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
         n = json_object_get_int64(v);
         if (n == INT64_MAX || n == INT64_MIN)
-            return fail(err, "%s is %s, not %lld to %lld", name, shown, (long long)min, (long long)max);
+            return gw_field_fail(err, "%s is %s, not %lld to %lld", name, shown, (long long)min,
+                                 (long long)max);
     } else if (json_object_is_type(v, json_type_double)) {
         snprintf(shown, sizeof(shown), "%s", json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
-        return fail(err, "%s is %s, not an integer", name, shown);
+        return gw_field_fail(err, "%s is %s, not an integer", name, shown);
     } else {
-        return fail(err, "%s is %s, not an integer", name, type_word(v));
+        return gw_field_fail(err, "%s is %s, not an integer", name, type_word(v));
     }
     if (n < min || n > max)
-        return fail(err, "%s is %s, not %lld to %lld", name, shown, (long long)min, (long long)max);
+        return gw_field_fail(err, "%s is %s, not %lld to %lld", name, shown, (long long)min, (long long)max);
     *out = n;
     return 0;
 }
@@ -195,17 +184,17 @@ int gw_field_string(json_object *v, const char *name, size_t min, size_t max, co
     if (v == NULL)
         return missing(name, err);
     if (!json_object_is_type(v, json_type_string))
-        return fail(err, "%s is %s, not a string", name, type_word(v));
+        return gw_field_fail(err, "%s is %s, not a string", name, type_word(v));
     p = json_object_get_string(v);
     n = (size_t)json_object_get_string_len(v);
     if (n == 0 && min > 0)
-        return fail(err, "%s is empty", name);
+        return gw_field_fail(err, "%s is empty", name);
     if (n < min)
-        return fail(err, "%s is %zu bytes, fewer than %zu", name, n, min);
+        return gw_field_fail(err, "%s is %zu bytes, fewer than %zu", name, n, min);
     if (n > max)
-        return fail(err, "%s is %zu bytes, more than %zu", name, n, max);
+        return gw_field_fail(err, "%s is %zu bytes, more than %zu", name, n, max);
     if (memchr(p, '\0', n) != NULL) /* "\u0000": C code would read a shorter string than was sent */
-        return fail(err, "%s holds a NUL byte", name);
+        return gw_field_fail(err, "%s holds a NUL byte", name);
     *s = p;
     if (len != NULL)
         *len = n;
@@ -243,7 +232,7 @@ int gw_field_certs(json_object *v, const char *name, STACK_OF(X509) *into, size_
     while ((x = PEM_read_bio_X509(b, NULL, no_passphrase, NULL)) != NULL) {
         if ((size_t)sk_X509_num(into) >= max) {
             X509_free(x);
-            fail(err, "%s holds more than %zu certificate%s", name, max, max == 1 ? "" : "s");
+            gw_field_fail(err, "%s holds more than %zu certificate%s", name, max, max == 1 ? "" : "s");
             goto out;
         }
         if (sk_X509_push(into, x) <= 0) {
@@ -256,9 +245,9 @@ int gw_field_certs(json_object *v, const char *name, STACK_OF(X509) *into, size_
     /* the loop ends at the first failure: only "no more PEM blocks" is the end of the text */
     e = ERR_peek_last_error();
     if (ERR_GET_LIB(e) != ERR_LIB_PEM || ERR_GET_REASON(e) != PEM_R_NO_START_LINE)
-        fail(err, "%s holds an unreadable or encrypted certificate", name);
+        gw_field_fail(err, "%s holds an unreadable or encrypted certificate", name);
     else if (n == 0)
-        fail(err, "%s holds no PEM certificate", name);
+        gw_field_fail(err, "%s holds no PEM certificate", name);
     else
         rc = 0;
 out:

@@ -66,7 +66,7 @@ struct waiter {
     char request_id[2 * GW_MAX_TID_LEN + 1];
 };
 
-static const char *name_of(const struct gw_upstream_conf *conf)
+const char *gw_upstream_conf_name(const struct gw_upstream_conf *conf)
 {
     return conf != NULL && conf->name != NULL ? conf->name : "?";
 }
@@ -91,11 +91,11 @@ struct gw_upstream *gw_upstream_new_ops(const struct gw_upstream_conf *conf,
     struct gw_upstream *up = NULL;
 
     if (conf == NULL || ops == NULL || ops->sign == NULL) {
-        snprintf(err, GW_ERR_LEN, "upstream %s: no adapter", name_of(conf));
+        snprintf(err, GW_ERR_LEN, "upstream %s: no adapter", gw_upstream_conf_name(conf));
         goto fail;
     }
     if ((up = calloc(1, sizeof(*up))) == NULL) {
-        snprintf(err, GW_ERR_LEN, "upstream %s: out of memory", name_of(conf));
+        snprintf(err, GW_ERR_LEN, "upstream %s: out of memory", gw_upstream_conf_name(conf));
         goto fail;
     }
     up->conf = conf;
@@ -117,7 +117,7 @@ struct gw_upstream *gw_upstream_new(const struct gw_upstream_conf *conf, char *e
         if (adapters[i].type == conf->type)
             return gw_upstream_new_ops(conf, adapters[i].ops, err);
     }
-    snprintf(err, GW_ERR_LEN, "upstream %s: unknown type %d", name_of(conf),
+    snprintf(err, GW_ERR_LEN, "upstream %s: unknown type %d", gw_upstream_conf_name(conf),
              conf != NULL ? (int)conf->type : -1);
     return NULL;
 }
@@ -135,7 +135,7 @@ void gw_upstream_free(struct gw_upstream *up)
     }
     if (atomic_load(&up->inflight) != 0) {
         gw_log(GW_LOG_ERROR, "upstream_leak", "upstream %s still has %u calls in flight; not freed",
-               name_of(up->conf), atomic_load(&up->inflight));
+               gw_upstream_conf_name(up->conf), atomic_load(&up->inflight));
         return;
     }
     if (up->ops->cleanup != NULL)
@@ -218,7 +218,7 @@ static struct waiter *waiter_new(const struct gw_upstream *up, const struct gw_s
     pthread_condattr_destroy(&attr);
     w->refs = 2; /* the worker and the completion */
     w->deadline_ms = gw_now_ms() + timeout_ms;
-    snprintf(w->upstream, sizeof(w->upstream), "%s", name_of(up->conf));
+    snprintf(w->upstream, sizeof(w->upstream), "%s", gw_upstream_conf_name(up->conf));
     snprintf(w->request_id, sizeof(w->request_id), "%s", req->request_id != NULL ? req->request_id : "");
     return w;
 }
@@ -320,7 +320,7 @@ uint32_t gw_upstream_timeout_ms(const struct gw_upstream *up)
 
 void gw_upstream_refusal(const struct gw_upstream *up, int rc, struct gw_sign_result *out)
 {
-    const char *name = up != NULL ? name_of(up->conf) : "?";
+    const char *name = up != NULL ? gw_upstream_conf_name(up->conf) : "?";
 
     gw_sign_result_init(out);
     if (rc == GW_ERR_BUSY)
@@ -334,7 +334,7 @@ void gw_upstream_refusal(const struct gw_upstream *up, int rc, struct gw_sign_re
 /* worker */
 void gw_upstream_sign_wait(struct gw_upstream *up, const struct gw_sign_req *req, struct gw_sign_result *out)
 {
-    const char *name = up != NULL ? name_of(up->conf) : "?";
+    const char *name = up != NULL ? gw_upstream_conf_name(up->conf) : "?";
     uint32_t timeout_ms;
     struct waiter *w = NULL;
     int rc;
@@ -526,7 +526,7 @@ int gw_upstream_check_role(const struct gw_upstream_conf *up, const struct gw_ro
         snprintf(err, GW_ERR_LEN,
                  "role %s: upstream %s (%s) signs CRMF requests itself: \"crmf\": \"delegate\" "
                  "would bypass it",
-                 role->name, name_of(up), ops->dialect);
+                 role->name, gw_upstream_conf_name(up), ops->dialect);
         return GW_ERR_INVAL;
     }
     if (role->delegate == NULL || (dops = ops_of(role->delegate->type)) == NULL ||
@@ -543,7 +543,7 @@ int gw_upstream_check_role(const struct gw_upstream_conf *up, const struct gw_ro
             GW_LOG_WARN, "config",
             "role %s: upstream %s (%s) cannot describe its roles: the delegate %s applies only this role's "
             "authorization%s",
-            role->name, name_of(up), ops->dialect, name_of(role->delegate),
+            role->name, gw_upstream_conf_name(up), ops->dialect, gw_upstream_conf_name(role->delegate),
             role_restricts_names(role) ? "" : ", which restricts no names");
     return 0;
 }
@@ -620,8 +620,8 @@ static int lacks(const struct gw_upstream *up, unsigned cap, const char *what, c
 {
     if (up != NULL && (up->ops->caps & cap) != 0)
         return 0;
-    snprintf(err, GW_ERR_LEN, "upstream %s (%s) cannot %s", up != NULL ? name_of(up->conf) : "?",
-             up != NULL ? up->ops->dialect : "?", what);
+    snprintf(err, GW_ERR_LEN, "upstream %s (%s) cannot %s",
+             up != NULL ? gw_upstream_conf_name(up->conf) : "?", up != NULL ? up->ops->dialect : "?", what);
     return 1;
 }
 
@@ -632,7 +632,7 @@ int gw_upstream_revoke(struct gw_upstream *up, const X509 *cert, int reason, cha
     if (lacks(up, GW_UP_REVOKE, "revoke certificates", err))
         return GW_ERR_INVAL;
     if (cert == NULL) {
-        snprintf(err, GW_ERR_LEN, "upstream %s: no certificate to revoke", name_of(up->conf));
+        snprintf(err, GW_ERR_LEN, "upstream %s: no certificate to revoke", gw_upstream_conf_name(up->conf));
         return GW_ERR_INVAL;
     }
     rc = up->ops->revoke != NULL ? up->ops->revoke(up, cert, reason, err)
@@ -647,12 +647,12 @@ int gw_upstream_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, c
     if (lacks(up, GW_UP_REVOKE, "revoke certificates", err))
         return GW_ERR_INVAL;
     if (serial == NULL) {
-        snprintf(err, GW_ERR_LEN, "upstream %s: no serial number to revoke", name_of(up->conf));
+        snprintf(err, GW_ERR_LEN, "upstream %s: no serial number to revoke", gw_upstream_conf_name(up->conf));
         return GW_ERR_INVAL;
     }
     if (up->ops->revoke_serial == NULL) {
-        snprintf(err, GW_ERR_LEN, "upstream %s (%s) cannot revoke by serial number", name_of(up->conf),
-                 up->ops->dialect);
+        snprintf(err, GW_ERR_LEN, "upstream %s (%s) cannot revoke by serial number",
+                 gw_upstream_conf_name(up->conf), up->ops->dialect);
         return GW_ERR_INVAL;
     }
     return up->ops->revoke_serial(up, issuer, serial, reason, err);
@@ -667,7 +667,7 @@ int gw_upstream_crl(struct gw_upstream *up, unsigned char **der, size_t *len, ch
     if (lacks(up, GW_UP_CRL, "publish a CRL", err))
         return GW_ERR_INVAL;
     if (der == NULL || len == NULL) {
-        snprintf(err, GW_ERR_LEN, "upstream %s: no place for the CRL", name_of(up->conf));
+        snprintf(err, GW_ERR_LEN, "upstream %s: no place for the CRL", gw_upstream_conf_name(up->conf));
         return GW_ERR_INVAL;
     }
     return up->ops->crl(up, der, len, err);

@@ -99,6 +99,8 @@ struct gw_upstream *gw_upstream_new_ops(const struct gw_upstream_conf *conf,
 /* gw_upstream_free waits (up to GW_DRAIN_TIMEOUT_MS) for calls in flight to complete. NULL-safe. */
 void gw_upstream_free(struct gw_upstream *up);
 const struct gw_upstream_conf *gw_upstream_get0_conf(const struct gw_upstream *up);
+/* gw_upstream_conf_name is |conf|'s name for logs and reasons, "?" if it has none (NULL-safe). */
+const char *gw_upstream_conf_name(const struct gw_upstream_conf *conf);
 void *gw_upstream_get0_impl(const struct gw_upstream *up);
 void gw_upstream_set0_impl(struct gw_upstream *up, void *impl);
 
