@@ -197,6 +197,8 @@ const char *cmp_upstream_name(const struct gw_upstream *up);
 void cmp_audit_rec_init(struct gw_audit_rec *r, const struct cmp_txn *t, const char *tid, const char *event,
                         const char *status);
 int cmp_audit_write(struct gw_cmp_engine *e, const struct gw_audit_rec *r, int sync);
+/* The "rejected" record of an authenticated request that got no other record (its outcome as status). */
+void cmp_audit_refusal(struct cmp_call *c, const struct cmp_txn *t);
 int cmp_audit_cert(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, const char *event,
                    const char *status, X509 *cert, int sync);
 void cmp_withdraw(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, X509 *cert, int reason);

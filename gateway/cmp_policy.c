@@ -363,6 +363,17 @@ void cmp_audit_rec_init(struct gw_audit_rec *r, const struct cmp_txn *t, const c
     r->exclude_cn_from_sans = t->role != NULL && t->role->exclude_cn_from_sans;
 }
 
+void cmp_audit_refusal(struct cmp_call *c, const struct cmp_txn *t)
+{
+    struct gw_audit_rec r;
+
+    if (c->audited)
+        return;
+    cmp_audit_rec_init(&r, t, c->rsp->tid, "rejected", c->rsp->outcome);
+    (void)cmp_audit_write(c->e, &r, 0);
+    c->audited = 1;
+}
+
 int cmp_audit_write(struct gw_cmp_engine *e, const struct gw_audit_rec *r, int sync)
 {
     if (gw_audit_write(e->audit, r, sync) == 0)

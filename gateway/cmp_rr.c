@@ -195,14 +195,9 @@ OSSL_CMP_PKISI *cmp_rr_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const 
 {
     struct cmp_txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
     struct cmp_call *c = t->call;
-    struct gw_audit_rec r;
     OSSL_CMP_PKISI *si = decide_rr(t, c, req, issuer, serial);
 
     /* refusals are on record too: who tried to revoke what */
-    if (!c->audited) {
-        cmp_audit_rec_init(&r, t, c->rsp->tid, "rejected", c->rsp->outcome);
-        (void)cmp_audit_write(c->e, &r, 0);
-        c->audited = 1;
-    }
+    cmp_audit_refusal(c, t);
     return si;
 }

@@ -428,7 +428,6 @@ static OSSL_CMP_PKISI *cert_request_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG
     struct cmp_txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
     struct cmp_call *c = t->call;
     OSSL_CMP_PKISI *si;
-    struct gw_audit_rec r;
 
     (void)certReqId;
     si = t->release ? release(t, c, certOut, chainOut) : decide(t, c, req, crm, p10cr, certOut, chainOut);
@@ -437,11 +436,7 @@ static OSSL_CMP_PKISI *cert_request_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG
         (*caPubs = X509_chain_up_ref(t->role->ca_pubs)) == NULL)
         gw_log_kv(GW_LOG_WARN, "ca_pubs_dropped", "tid", c->rsp->tid, "reason", "out of memory", NULL);
     /* every outcome of an authenticated request is on record, refusals included */
-    if (!c->audited) {
-        cmp_audit_rec_init(&r, t, c->rsp->tid, "rejected", c->rsp->outcome);
-        (void)cmp_audit_write(c->e, &r, 0);
-        c->audited = 1;
-    }
+    cmp_audit_refusal(c, t);
     return si;
 }
 
