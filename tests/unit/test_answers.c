@@ -149,24 +149,6 @@ static char *body_of(const char *tmpl, size_t *len)
     return out;
 }
 
-static X509 *make_cert(EVP_PKEY *key, EVP_PKEY *signer, X509 *issuer, const char *cn, long serial)
-{
-    X509 *x = X509_new();
-    X509_NAME *n = X509_NAME_new();
-
-    X509_set_version(x, 2);
-    ASN1_INTEGER_set(X509_get_serialNumber(x), serial);
-    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
-    X509_set_subject_name(x, n);
-    X509_set_issuer_name(x, issuer != NULL ? X509_get_subject_name(issuer) : n);
-    X509_gmtime_adj(X509_getm_notBefore(x), -60);
-    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-    X509_set_pubkey(x, key);
-    assert_true(X509_sign(x, signer, EVP_sha256()) > 0);
-    X509_NAME_free(n);
-    return x;
-}
-
 /* base64 of |der| as a JSON string literal. */
 static void tag_base64(const char *name, const unsigned char *der, size_t n)
 {
@@ -188,8 +170,8 @@ static int setup(void **state)
     (void)state;
     ca_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     leaf_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    ca = make_cert(ca_key, ca_key, NULL, "answers CA", 1);
-    leaf = make_cert(leaf_key, ca_key, ca, "dev.example.com", 12345);
+    ca = tu_make_cert(ca_key, ca_key, NULL, "answers CA", 1);
+    leaf = tu_make_cert(leaf_key, ca_key, ca, "dev.example.com", 12345);
     leaf_pem = tu_pem_of(leaf);
     ca_pem = tu_pem_of(ca);
 

@@ -205,25 +205,6 @@ static void fake_script(const struct answer *a, int n)
 
 /* ---- certificates ---- */
 
-static X509 *make_cert(EVP_PKEY *key, EVP_PKEY *signer, X509 *issuer, const char *cn, long serial)
-{
-    X509 *x = X509_new();
-    X509_NAME *n = X509_NAME_new();
-
-    assert_non_null(x);
-    X509_set_version(x, 2);
-    ASN1_INTEGER_set(X509_get_serialNumber(x), serial);
-    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
-    X509_set_subject_name(x, n);
-    X509_set_issuer_name(x, issuer != NULL ? X509_get_subject_name(issuer) : n);
-    X509_gmtime_adj(X509_getm_notBefore(x), -60);
-    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-    X509_set_pubkey(x, key);
-    assert_true(X509_sign(x, signer, EVP_sha256()) > 0);
-    X509_NAME_free(n);
-    return x;
-}
-
 static char *success_body(int with_chain)
 {
     json_object *root = json_object_new_object(), *data = json_object_new_object(), *chain;
@@ -256,8 +237,8 @@ static int global_setup(void **state)
     signal(SIGPIPE, SIG_IGN); /* the fake writes to clients that gave up */
     ca_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     leaf_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    ca_cert = make_cert(ca_key, ca_key, NULL, "Test Vault CA", 1);
-    leaf = make_cert(leaf_key, ca_key, ca_cert, "dev.example.com", 12345); /* 12345 = 30:39 */
+    ca_cert = tu_make_cert(ca_key, ca_key, NULL, "Test Vault CA", 1);
+    leaf = tu_make_cert(leaf_key, ca_key, ca_cert, "dev.example.com", 12345); /* 12345 = 30:39 */
     csr = X509_REQ_new();
     X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"dev.example.com", -1, -1, 0);
     X509_REQ_set_subject_name(csr, n);

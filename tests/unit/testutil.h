@@ -61,6 +61,26 @@ static inline EVP_PKEY *tu_load_key(const char *dir, const char *name)
 }
 
 /* |json| (freed) with |piece| inserted before the first |anchor|, or after it with |after|. */
+/* A certificate for |key| named CN=|cn|, signed by |signer| as |issuer| (NULL: self-issued). */
+static inline X509 *tu_make_cert(EVP_PKEY *key, EVP_PKEY *signer, X509 *issuer, const char *cn, long serial)
+{
+    X509 *x = X509_new();
+    X509_NAME *n = X509_NAME_new();
+
+    assert_non_null(x);
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), serial);
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
+    X509_set_subject_name(x, n);
+    X509_set_issuer_name(x, issuer != NULL ? X509_get_subject_name(issuer) : n);
+    X509_gmtime_adj(X509_getm_notBefore(x), -60);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, key);
+    assert_true(X509_sign(x, signer, EVP_sha256()) > 0);
+    X509_NAME_free(n);
+    return x;
+}
+
 /* |x| as a PEM string (malloc'd). */
 static inline char *tu_pem_of(X509 *x)
 {
