@@ -118,6 +118,12 @@ def cert_info(cert):
     return subject, sans
 
 
+def serial_hex(cert):
+    """The serial of a PEM certificate as the gateway writes it: lower-case hex in whole octets."""
+    out = run(["openssl", "x509", "-in", cert, "-noout", "-serial"]).stdout.decode()
+    return out.strip().split("=", 1)[1].lower()
+
+
 def pubkey_pem_of_cert(cert):
     return run(["openssl", "x509", "-in", cert, "-noout", "-pubkey"]).stdout.decode().strip()
 

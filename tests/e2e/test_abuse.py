@@ -36,10 +36,6 @@ RA_SUBJECT = "/O=cmpgw demo/CN=cmpgw demo CMP signer"  # the demo signer carries
 FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 
 
-def serial_hex(cert):
-    out = harness.run(["openssl", "x509", "-in", cert, "-noout", "-serial"]).stdout.decode()
-    return out.strip().split("=", 1)[1].lower()
-
 
 class StoreAndCrl(harness.GatewayTestCase):
 
@@ -70,7 +66,7 @@ class StoreAndCrl(harness.GatewayTestCase):
 
     def test_leftover_temp_file_then_concurrent_rr(self):
         victim, _ = self.enrol("left")
-        serial = serial_hex(victim)
+        serial = harness.serial_hex(victim)
         revoked = self.gw.dir / "store" / "revoked"
         revoked.mkdir(exist_ok=True)
         # what a crash between write and link left behind, in the old fixed name and the new pattern
