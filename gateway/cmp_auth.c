@@ -82,6 +82,22 @@ static int add_candidates(STACK_OF(X509) *cands, const STACK_OF(X509) *from, con
     return 0;
 }
 
+/*
+ * The trust anchors of |store| with the subject |name|: a lookup by name, not a copy of every anchor
+ * on each request. NULL when there are none (or the lookup failed: then no anchor is a candidate,
+ * and a request signed by one is refused).
+ */
+static STACK_OF(X509) *anchors_named(X509_STORE *store, const X509_NAME *name)
+{
+    X509_STORE_CTX *sc = X509_STORE_CTX_new();
+    STACK_OF(X509) *found = NULL;
+
+    if (sc != NULL && X509_STORE_CTX_init(sc, store, NULL, NULL) == 1)
+        found = X509_STORE_CTX_get1_certs(sc, name);
+    X509_STORE_CTX_free(sc);
+    return found;
+}
+
 /* |extra| and the role's intermediates as the context's untrusted list: what chains are built from. */
 static int set_untrusted(OSSL_CMP_CTX *ctx, const struct gw_role *role, const STACK_OF(X509) *extra)
 {
@@ -184,7 +200,8 @@ int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *
         bit = OSSL_CMP_PKIFAILUREINFO_badRequest;
         goto out;
     }
-    if ((cands = sk_X509_new_null()) == NULL || (anchors = X509_STORE_get1_all_certs(store)) == NULL) {
+    anchors = anchors_named(store, c->hdr.sender);
+    if ((cands = sk_X509_new_null()) == NULL) {
         snprintf(text, GW_ERR_LEN, "internal error: out of memory");
         bit = OSSL_CMP_PKIFAILUREINFO_systemFailure;
         goto out;
