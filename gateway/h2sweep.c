@@ -65,20 +65,22 @@ static int collect(h2o_req_t *req, void *arg)
 }
 
 /* Shuts down each connection holding a request past |timeout_ms| once; returns how many. */
-static size_t shut_late(struct seen *v, size_t n, uint64_t now, uint64_t timeout_ms)
+static size_t shut_late(const struct seen *v, size_t n, uint64_t now, uint64_t timeout_ms)
 {
     size_t shut = 0;
+    bool any = false;
+    uint64_t last = 0; /* |v| is sorted by connection: one shutdown per connection */
 
     for (size_t i = 0; i < n; i++) {
         h2o_socket_t *sock;
 
-        if (now - v[i].since < timeout_ms ||
-            (i > 0 && v[i - 1].conn_id == v[i].conn_id && v[i - 1].conn == NULL))
+        if (now - v[i].since < timeout_ms || (any && v[i].conn_id == last))
             continue;
+        any = true;
+        last = v[i].conn_id;
         if ((sock = v[i].conn->callbacks->get_socket(v[i].conn)) != NULL && h2o_socket_get_fd(sock) >= 0 &&
             shutdown(h2o_socket_get_fd(sock), SHUT_RDWR) == 0)
             shut++;
-        v[i].conn = NULL; /* this connection is done: its other requests too */
     }
     return shut;
 }
