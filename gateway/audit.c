@@ -8,10 +8,10 @@
  * so every other line still parses. Reopen opens the new file first and swaps the descriptor
  * under the same lock: a failed reopen keeps logging to the old file.
  */
-#include "audit.h"
-#include "err.h"
-#include "limits.h"
-#include "log.h"
+#include "gateway/audit.h"
+#include "base/err.h"
+#include "base/limits.h"
+#include "base/log.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -9,7 +9,7 @@
 
 #include <openssl/x509.h>
 #include <openssl/x509v3.h> /* GENERAL_NAMES */
-#include "config.h"
+#include "gateway/config.h"
 
 struct gw_audit;
 

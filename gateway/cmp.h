@@ -16,9 +16,9 @@
 #include <stddef.h>
 #include <time.h>
 #include <openssl/x509.h>
-#include "config.h"
-#include "limits.h"
-#include "../mappings/route.h"
+#include "gateway/config.h"
+#include "base/limits.h"
+#include "mappings/route.h"
 
 struct gw_cmp_engine;
 struct gw_upstream_set;

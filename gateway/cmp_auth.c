@@ -12,9 +12,9 @@
  * certConf and pollReq) uses it. The number of candidates is capped before any signature check,
  * so a request without credentials cannot make the server try many keys.
  */
-#include "cmp_local.h"
-#include "err.h"
-#include "log.h"
+#include "gateway/cmp_local.h"
+#include "base/err.h"
+#include "base/log.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -8,15 +8,15 @@
 
 #include <pthread.h>
 #include <openssl/cmp.h>
-#include "audit.h"
-#include "cmp.h"
-#include "cmp_shim.h"
-#include "config.h"
-#include "replay.h"
-#include "txn.h"
-#include "../mappings/profile.h"
-#include "../upstream/store.h"
-#include "../upstream/upstream.h"
+#include "gateway/audit.h"
+#include "gateway/cmp.h"
+#include "gateway/cmp_shim.h"
+#include "gateway/config.h"
+#include "gateway/replay.h"
+#include "gateway/txn.h"
+#include "mappings/profile.h"
+#include "upstream/store.h"
+#include "upstream/upstream.h"
 
 /* An upstream role's policy, read for a delegate issuer or for the usages it grants, and kept
  * GW_ROLE_POLICY_TTL seconds. */

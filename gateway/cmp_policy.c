@@ -5,10 +5,10 @@
  * themselves are pure functions in mappings/policy.c; this file feeds them and keeps the state
  * they need: the issuer stores of local upstreams and the upstream role policies of delegates.
  */
-#include "cmp_local.h"
-#include "err.h"
-#include "log.h"
-#include "../mappings/policy.h"
+#include "gateway/cmp_local.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "mappings/policy.h"
 
 #include <stdio.h>
 #include <stdlib.h>

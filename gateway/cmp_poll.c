@@ -15,10 +15,11 @@
  * and each call's |e|, and is held while a completion writes to the engine's audit log, so that
  * the engine cannot go away under it.
  */
-#include "cmp_local.h"
-#include "err.h"
-#include "log.h"
-#include "clock.h"
+#include "gateway/cmp_local.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "base/clock.h"
+#include "base/x509.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -160,7 +161,7 @@ static void pending_done(void *arg, struct gw_sign_result *res)
 
     pthread_mutex_lock(&p->lock);
     if (res->cert != NULL)
-        gw_store_serial_hex(res->cert, p->view.serial, sizeof(p->view.serial));
+        gw_x509_cert_serial_hex(res->cert, p->view.serial, sizeof(p->view.serial));
     if (!p->deferred) { /* the worker still waits: it delivers, and writes the records */
         p->res = res;
         p->done = 1;

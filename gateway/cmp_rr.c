@@ -4,10 +4,11 @@
  * serial but not crlEntryDetails: the reason code comes from the shim, goes upstream where the
  * upstream takes one, and into the audit record in every case (decision 8).
  */
-#include "cmp_local.h"
-#include "err.h"
-#include "log.h"
-#include "../mappings/policy.h"
+#include "gateway/cmp_local.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "base/x509.h"
+#include "mappings/policy.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -177,7 +178,7 @@ static OSSL_CMP_PKISI *decide_rr(struct cmp_txn *t, struct cmp_call *c, const OS
     if (issuer == NULL || serial == NULL)
         return cmp_reject(c, OSSL_CMP_PKIFAILUREINFO_badCertId,
                           "the revocation request must name the certificate's issuer and serial number");
-    gw_serial_hex(serial, t->serial, sizeof(t->serial));
+    gw_x509_serial_hex(serial, t->serial, sizeof(t->serial));
     snprintf(c->rsp->serial, sizeof(c->rsp->serial), "%s", t->serial);
     if ((bit = authorize_rr(t, issuer, serial, &as_ra, text)) >= 0)
         return cmp_reject(c, bit, text);

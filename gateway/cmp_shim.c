@@ -3,8 +3,8 @@
  * through tlv_next(), which bounds each element by its parent, so truncated or lying lengths end
  * the walk with GW_ERR_INVAL instead of reading past the buffer.
  */
-#include "cmp_shim.h"
-#include "err.h"
+#include "gateway/cmp_shim.h"
+#include "base/err.h"
 
 #include <string.h>
 #include <openssl/asn1.h>

@@ -11,7 +11,7 @@
 #include <time.h>
 #include <openssl/cmp.h>
 #include <openssl/crmf.h>
-#include "limits.h"
+#include "base/limits.h"
 
 /* PKIBody CHOICE tags (RFC 9810 §5.1.2); 3.0 keeps its OSSL_CMP_PKIBODY_* names internal. */
 enum gw_cmp_body {

@@ -3,12 +3,13 @@
  * callbacks run inside OSSL_CMP_SRV_process_request, only after OpenSSL verified the protection
  * (and, for certificate requests, the POPO); they do what 3.0 leaves to the application (§3).
  */
-#include "cmp_local.h"
-#include "err.h"
-#include "log.h"
-#include "../mappings/policy.h"
-#include "../mappings/profile.h"
-#include "../upstream/upstream.h"
+#include "gateway/cmp_local.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "base/x509.h"
+#include "mappings/policy.h"
+#include "mappings/profile.h"
+#include "upstream/upstream.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -254,7 +255,7 @@ static OSSL_CMP_PKISI *deliver(struct cmp_txn *t, struct cmp_call *c, const stru
     char err[GW_ERR_LEN] = "", text[GW_ERR_LEN];
     enum gw_issued_verdict v = GW_ISSUED_BAD;
 
-    gw_store_serial_hex(res->cert, t->serial, sizeof(t->serial));
+    gw_x509_cert_serial_hex(res->cert, t->serial, sizeof(t->serial));
     if (store == NULL)
         snprintf(err, sizeof(err), "no issuer CA is configured to check it against");
     else
@@ -411,7 +412,7 @@ static OSSL_CMP_PKISI *release(struct cmp_txn *t, struct cmp_call *c, X509 **cer
         si = cmp_reject(c, res.status != 0 ? res.fail_info : OSSL_CMP_PKIFAILUREINFO_systemFailure,
                         res.reason[0] != '\0' ? res.reason : "the upstream CA issued no certificate");
     } else if (!t->on_record) { /* the completion could not write the "issued" record */
-        gw_store_serial_hex(res.cert, t->serial, sizeof(t->serial));
+        gw_x509_cert_serial_hex(res.cert, t->serial, sizeof(t->serial));
         si = refuse_cert(t, c, res.cert, OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_LOST);
     } else {
         si = deliver(t, c, t->plan, &res, certOut, chainOut);

@@ -12,9 +12,10 @@
  * validation, or by nothing where the entry says "revocation": "none"; an entry that says
  * "upstream" accepts certificates of configured upstreams only.
  */
-#include "cmp_local.h"
-#include "err.h"
-#include "log.h"
+#include "gateway/cmp_local.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "base/x509.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -371,7 +372,7 @@ static int check_one(struct cmp_call *c, X509 *cert, char *const *names, size_t 
     }
     if (!revoked)
         return -1;
-    gw_store_serial_hex(cert, serial, sizeof(serial));
+    gw_x509_cert_serial_hex(cert, serial, sizeof(serial));
     snprintf(text, GW_ERR_LEN, "the %s certificate (serial %s) is revoked; authenticate with a valid one",
              what, serial);
     gw_log_kv(GW_LOG_INFO, "credential_revoked", "tid", c->rsp->tid, "certificate", what, "serial", serial,

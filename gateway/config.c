@@ -1,19 +1,15 @@
 /*
- * Configuration: strict JSON (json-c) into an immutable snapshot, with its crypto material loaded.
+ * Configuration: strict JSON into an immutable snapshot, with its crypto material loaded.
  *
- * Shape (wireguard-tools' config.c, h2o's configurator): every JSON object is a const table of
- * {key, required, default, parser, offset}; one small strict parser per value type; each object
- * may have a check that runs once its keys are parsed (file loading, key/cert match); references
- * between sections (role -> upstream/trust/pbm, policy -> role) are resolved in one final
- * cross-field pass. Every error names the file, the JSON path and the offending value.
- *
- * json-c keeps the last of duplicate keys silently, so a small scan of the (already validated)
- * text finds duplicates first: a duplicated key is almost always a bad merge of two configs.
+ * The reader (base/conf.h) fills the structs by table; references between sections (role ->
+ * upstream/trust/pbm, policy -> role) are resolved in one final cross-field pass here.
  */
-#include "config.h"
-#include "err.h"
-#include "limits.h"
-#include "log.h"
+#include "gateway/config.h"
+#include "base/conf.h"
+#include "base/err.h"
+#include "base/pem.h"
+#include "base/limits.h"
+#include "base/log.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -31,144 +27,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
-#define PATH_LEN 256                  /* a JSON path in an error: names are short (GW_MAX_NAME_LEN) */
-#define SHOW_LEN 64                   /* how much of an offending value an error quotes */
 #define SIGN_VERBATIM "sign-verbatim" /* Vault's path policy, and the name of the role it selects */
-
-struct pctx {
-    const char *name;     /* the file name errors start with */
-    const char *base_dir; /* relative file names resolve against it */
-    char *err;            /* GW_ERR_LEN bytes */
-};
-
-struct field;
-/* A value parser: |v| is the JSON value, or NULL to apply the field's default. */
-typedef int (*parse_fn)(struct pctx *pc, const char *path, struct json_object *v, void *base,
-                        const struct field *f);
-
-struct field {
-    const char *key;
-    bool required;
-    parse_fn parse;
-    size_t off;       /* where the value goes in the struct being filled */
-    size_t off_n;     /* arrays: where the element count goes */
-    int64_t min, max; /* integers, durations (in the field's unit) */
-    int64_t def;      /* default of integers, durations, bools, enums */
-    const char *sdef; /* default of strings */
-    const void *aux;  /* sub-table, enum names, map shape, name kind */
-};
-
-/* A JSON object's shape: its keys, and a check run once they are all parsed. */
-struct objdef {
-    const struct field *fields;
-    size_t n;
-    int (*check)(struct pctx *pc, const char *path, void *base);
-};
-
-/* Names used as map keys and references, and what they must look like. */
-struct namekind {
-    bool (*ok)(const char *s, size_t len);
-    const char *desc;
-};
-
-/* A JSON object used as a map: name -> value, into an array of |elem_size| structs. */
-struct mapdef {
-    size_t elem_size;
-    size_t name_off;
-    const struct namekind *names;
-    parse_fn value;
-    size_t value_off;
-    const void *value_aux;
-};
-
-static char *dir_of(const char *path);
-
-struct enumval {
-    const char *name;
-    int value; /* < 0: recognised but refused, |why| says why */
-    const char *why;
-};
-
-static int fail(struct pctx *pc, const char *path, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void bprintf(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-/* snprintf for text that is cut on purpose (errors, paths): truncation is the intended result. */
-static void bprintf(char *buf, size_t cap, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(buf, cap, fmt, ap);
-    va_end(ap);
-}
-
-/* Writes "<file>: <path>: <reason>" into the caller's error buffer; returns GW_ERR_INVAL. */
-static int fail(struct pctx *pc, const char *path, const char *fmt, ...)
-{
-    char reason[GW_ERR_LEN];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(reason, sizeof(reason), fmt, ap);
-    va_end(ap);
-    if (path != NULL)
-        bprintf(pc->err, GW_ERR_LEN, "%s: %s: %s", pc->name, path, reason);
-    else
-        bprintf(pc->err, GW_ERR_LEN, "%s: %s", pc->name, reason);
-    ERR_clear_error();
-    return GW_ERR_INVAL;
-}
-
-/* Quotes a value for an error: its JSON text, cut to SHOW_LEN bytes. */
-static const char *show(struct json_object *v, char *buf, size_t cap)
-{
-    const char *s;
-
-    if (json_object_is_type(v, json_type_object))
-        return "an object";
-    if (json_object_is_type(v, json_type_array))
-        return "an array";
-    s = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-    if (strlen(s) < cap && strlen(s) <= SHOW_LEN) {
-        memcpy(buf, s, strlen(s) + 1);
-        return buf;
-    }
-    bprintf(buf, cap, "%.*s...", SHOW_LEN, s);
-    return buf;
-}
-
-static void join_key(char *out, const char *path, const char *key)
-{
-    bprintf(out, PATH_LEN, "%s.%s", path, key);
-}
-
-static void join_index(char *out, const char *path, size_t i)
-{
-    bprintf(out, PATH_LEN, "%s[%zu]", path, i);
-}
-
-static void *at(void *base, size_t off)
-{
-    return (char *)base + off;
-}
-
-/* ---- names ---------------------------------------------------------------------------- */
-
-static bool name_ok(const char *s, size_t len)
-{
-    size_t i;
-
-    if (len == 0 || len > GW_MAX_NAME_LEN)
-        return false;
-    for (i = 0; i < len; i++) {
-        char c = s[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
-              c == '_' || c == '-'))
-            return false;
-    }
-    return true;
-}
 
 /* A PBM reference is the senderKID (RFC 9810 §5.1.1): any printable ASCII, as it is compared bytewise. */
 static bool kid_ok(const char *s, size_t len)
@@ -183,381 +42,17 @@ static bool kid_ok(const char *s, size_t len)
     return true;
 }
 
-static const struct namekind names_plain = {name_ok, "a name of 1..64 characters [A-Za-z0-9._-]"};
-static const struct namekind names_kid = {kid_ok, "a reference of 1..128 printable ASCII characters"};
-
-/* ---- scalar parsers --------------------------------------------------------------------- */
-
-static int want_int(struct pctx *pc, const char *path, struct json_object *v, const struct field *f,
-                    int64_t *out)
-{
-    char buf[SHOW_LEN + 8];
-
-    if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < f->min ||
-        json_object_get_int64(v) > f->max)
-        return fail(pc, path, "expected an integer in %lld..%lld, got %s", (long long)f->min,
-                    (long long)f->max, show(v, buf, sizeof(buf)));
-    *out = json_object_get_int64(v);
-    return 0;
-}
-
-static int p_u32(struct pctx *pc, const char *path, struct json_object *v, void *base, const struct field *f)
-{
-    int64_t n = f->def;
-
-    if (v != NULL && want_int(pc, path, v, f, &n) != 0)
-        return GW_ERR_INVAL;
-    *(uint32_t *)at(base, f->off) = (uint32_t)n;
-    return 0;
-}
-
-static int p_port(struct pctx *pc, const char *path, struct json_object *v, void *base, const struct field *f)
-{
-    int64_t n = f->def;
-
-    if (v != NULL && want_int(pc, path, v, f, &n) != 0)
-        return GW_ERR_INVAL;
-    *(uint16_t *)at(base, f->off) = (uint16_t)n;
-    return 0;
-}
-
-static int p_bool(struct pctx *pc, const char *path, struct json_object *v, void *base, const struct field *f)
-{
-    char buf[SHOW_LEN + 8];
-
-    if (v != NULL && !json_object_is_type(v, json_type_boolean))
-        return fail(pc, path, "expected true or false, got %s", show(v, buf, sizeof(buf)));
-    *(bool *)at(base, f->off) = v != NULL ? json_object_get_boolean(v) : f->def != 0;
-    return 0;
-}
-
-/* A string value, or an error naming what was expected. */
-static const char *want_string(struct pctx *pc, const char *path, struct json_object *v, const char *what)
-{
-    char buf[SHOW_LEN + 8];
-
-    if (!json_object_is_type(v, json_type_string)) {
-        fail(pc, path, "expected %s, got %s", what, show(v, buf, sizeof(buf)));
-        return NULL;
-    }
-    return json_object_get_string(v);
-}
-
-static const struct enumval *enum_find(const struct enumval *e, const char *s)
-{
-    for (; e->name != NULL; e++)
-        if (strcmp(e->name, s) == 0)
-            return e;
-    return NULL;
-}
-
-/* Lists an enum's accepted names, "a"|"b"|"c", for errors. */
-static const char *enum_list(const struct enumval *e, char *buf, size_t cap)
-{
-    size_t len = 0;
-
-    buf[0] = '\0';
-    for (; e->name != NULL && len < cap; e++) {
-        if (e->value < 0)
-            continue;
-        len += (size_t)snprintf(buf + len, cap - len, "%s\"%s\"", len > 0 ? "|" : "", e->name);
-    }
-    return buf;
-}
-
-static int p_enum(struct pctx *pc, const char *path, struct json_object *v, void *base, const struct field *f)
-{
-    const struct enumval *e;
-    char list[160], buf[SHOW_LEN + 8];
-
-    if (v == NULL) {
-        *(int *)at(base, f->off) = (int)f->def;
-        return 0;
-    }
-    enum_list(f->aux, list, sizeof(list));
-    if (!json_object_is_type(v, json_type_string) ||
-        (e = enum_find(f->aux, json_object_get_string(v))) == NULL)
-        return fail(pc, path, "expected one of %s, got %s", list, show(v, buf, sizeof(buf)));
-    *(int *)at(base, f->off) = e->value;
-    return 0;
-}
-
-/* p_enum for a two-valued enum kept as a bool (the enumval values are 0 and 1). */
-static int p_enum_bool(struct pctx *pc, const char *path, struct json_object *v, void *base,
-                       const struct field *f)
-{
-    int n = (int)f->def;
-    struct field tmp = *f;
-
-    tmp.off = 0;
-    if (p_enum(pc, path, v, &n, &tmp) != 0)
-        return GW_ERR_INVAL;
-    *(bool *)at(base, f->off) = n != 0;
-    return 0;
-}
-
-/* An array of enum names into a bit set; duplicates and refused names are errors. */
-static int p_flags(struct pctx *pc, const char *path, struct json_object *v, void *base,
-                   const struct field *f)
-{
-    const struct enumval *e;
-    unsigned bits = 0;
-    size_t i, n;
-    char ipath[PATH_LEN], list[200], buf[SHOW_LEN + 8];
-
-    if (v == NULL) {
-        *(unsigned *)at(base, f->off) = (unsigned)f->def;
-        return 0;
-    }
-    if (!json_object_is_type(v, json_type_array))
-        return fail(pc, path, "expected an array of names, got %s", show(v, buf, sizeof(buf)));
-    enum_list(f->aux, list, sizeof(list));
-    n = json_object_array_length(v);
-    for (i = 0; i < n; i++) {
-        struct json_object *el = json_object_array_get_idx(v, i);
-        join_index(ipath, path, i);
-        if (!json_object_is_type(el, json_type_string) ||
-            (e = enum_find(f->aux, json_object_get_string(el))) == NULL)
-            /* the value first: lists of names (audit_fields) are longer than an error line */
-            return fail(pc, ipath, "got %s, expected one of %s", show(el, buf, sizeof(buf)), list);
-        if (e->value < 0)
-            return fail(pc, ipath, "\"%s\" is not allowed: %s", e->name, e->why);
-        if ((bits & (unsigned)e->value) != 0)
-            return fail(pc, ipath, "duplicate entry \"%s\"", e->name);
-        bits |= (unsigned)e->value;
-    }
-    *(unsigned *)at(base, f->off) = bits;
-    return 0;
-}
-
-/* "720h", "30m", "45s", "7d", "250ms", or a JSON integer of seconds, into milliseconds. */
-static int duration_ms(struct json_object *v, uint64_t *out)
-{
-    static const struct {
-        const char *unit;
-        uint64_t ms;
-    } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
-    const char *s, *p;
-    uint64_t n = 0;
-    size_t i;
-
-    if (json_object_is_type(v, json_type_int)) {
-        if (json_object_get_int64(v) < 0 || json_object_get_int64(v) > (int64_t)(UINT64_MAX / 1000 / 2))
-            return -1;
-        *out = (uint64_t)json_object_get_int64(v) * 1000;
-        return 0;
-    }
-    if (!json_object_is_type(v, json_type_string))
-        return -1;
-    s = json_object_get_string(v);
-    for (p = s; *p >= '0' && *p <= '9'; p++) {
-        if (p - s >= 12)
-            return -1; /* 12 digits of days is far past any bound: refuse before overflow */
-        n = n * 10 + (uint64_t)(*p - '0');
-    }
-    if (p == s)
-        return -1;
-    for (i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-        if (strcmp(p, units[i].unit) == 0) {
-            *out = n * units[i].ms;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-/* A duration into uint32 milliseconds (f->min..f->max in ms). */
-static int p_dur_ms(struct pctx *pc, const char *path, struct json_object *v, void *base,
-                    const struct field *f)
-{
-    uint64_t ms = (uint64_t)f->def;
-    char buf[SHOW_LEN + 8];
-
-    if (v != NULL && duration_ms(v, &ms) != 0)
-        return fail(pc, path, "expected a duration like \"10s\" or \"500ms\" or seconds, got %s",
-                    show(v, buf, sizeof(buf)));
-    if (ms < (uint64_t)f->min || ms > (uint64_t)f->max)
-        return fail(pc, path, "expected a duration of %lldms..%lldms, got %s", (long long)f->min,
-                    (long long)f->max, show(v, buf, sizeof(buf)));
-    *(uint32_t *)at(base, f->off) = (uint32_t)ms;
-    return 0;
-}
-
-/* A duration into uint32 seconds (f->min..f->max in seconds). */
-static int p_dur_s(struct pctx *pc, const char *path, struct json_object *v, void *base,
-                   const struct field *f)
-{
-    uint64_t ms = (uint64_t)f->def * 1000;
-    char buf[SHOW_LEN + 8];
-
-    if (v != NULL && duration_ms(v, &ms) != 0)
-        return fail(pc, path, "expected a duration like \"720h\" or seconds, got %s",
-                    show(v, buf, sizeof(buf)));
-    if (ms % 1000 != 0)
-        return fail(pc, path, "expected whole seconds, got %s", show(v, buf, sizeof(buf)));
-    if (ms / 1000 < (uint64_t)f->min || ms / 1000 > (uint64_t)f->max)
-        return fail(pc, path, "expected a duration of %llds..%llds, got %s", (long long)f->min,
-                    (long long)f->max, show(v, buf, sizeof(buf)));
-    *(uint32_t *)at(base, f->off) = (uint32_t)(ms / 1000);
-    return 0;
-}
-
-static int p_address(struct pctx *pc, const char *path, struct json_object *v, void *base,
-                     const struct field *f)
-{
-    unsigned char addr[16];
-    const char *s;
-    char buf[SHOW_LEN + 8];
-
-    if (v == NULL)
-        return 0;
-    if ((s = want_string(pc, path, v, "a numeric IPv4 or IPv6 address")) == NULL)
-        return GW_ERR_INVAL;
-    if (inet_pton(AF_INET, s, addr) != 1 && inet_pton(AF_INET6, s, addr) != 1)
-        return fail(pc, path, "expected a numeric IPv4 or IPv6 address, got %s", show(v, buf, sizeof(buf)));
-    if ((*(char **)at(base, f->off) = strdup(s)) == NULL)
-        return GW_ERR_NOMEM;
-    return 0;
-}
-
-/* A reference to another section by name (checked to exist in the final pass). */
-static int p_name(struct pctx *pc, const char *path, struct json_object *v, void *base, const struct field *f)
-{
-    const struct namekind *kind = f->aux;
-    char buf[SHOW_LEN + 8];
-
-    if (v == NULL)
-        return 0;
-    if (!json_object_is_type(v, json_type_string) ||
-        !kind->ok(json_object_get_string(v), (size_t)json_object_get_string_len(v)))
-        return fail(pc, path, "expected %s, got %s", kind->desc, show(v, buf, sizeof(buf)));
-    if ((*(char **)at(base, f->off) = strdup(json_object_get_string(v))) == NULL)
-        return GW_ERR_NOMEM;
-    return 0;
-}
-
-/* A string checked by the namekind in |f->aux|; |f->sdef| when absent (NULL: stays unset). */
-static int p_str(struct pctx *pc, const char *path, struct json_object *v, void *base, const struct field *f)
-{
-    const struct namekind *kind = f->aux;
-    const char *s = f->sdef;
-    char buf[SHOW_LEN + 8];
-
-    if (v != NULL) {
-        if (!json_object_is_type(v, json_type_string) ||
-            !kind->ok(json_object_get_string(v), (size_t)json_object_get_string_len(v)))
-            return fail(pc, path, "expected %s, got %s", kind->desc, show(v, buf, sizeof(buf)));
-        s = json_object_get_string(v);
-    }
-    if (s == NULL)
-        return 0;
-    return (*(char **)at(base, f->off) = strdup(s)) != NULL ? 0 : GW_ERR_NOMEM;
-}
-
-static bool prefix_ok(const char *s)
-{
-    size_t len = strlen(s), i;
-
-    if (len < 2 || len > GW_MAX_PATH_PREFIX_LEN || s[0] != '/' || s[len - 1] == '/')
-        return false;
-    if (strstr(s, "//") != NULL || strstr(s, "/./") != NULL || strstr(s, "/../") != NULL)
-        return false;
-    if (strcmp(s + len - 2, "/.") == 0 || (len >= 3 && strcmp(s + len - 3, "/..") == 0))
-        return false;
-    for (i = 0; i < len; i++) {
-        char c = s[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
-              c == '_' || c == '~' || c == '/' || c == '-'))
-            return false;
-    }
-    return true;
-}
-
-static int p_prefix(struct pctx *pc, const char *path, struct json_object *v, void *base,
-                    const struct field *f)
-{
-    const char *s = f->sdef;
-    char buf[SHOW_LEN + 8];
-
-    if (v != NULL && (s = want_string(pc, path, v, "a path like \"/pki\"")) == NULL)
-        return GW_ERR_INVAL;
-    if (!prefix_ok(s))
-        return fail(pc, path,
-                    "expected a path like \"/pki\" (leading \"/\", no trailing or double \"/\", "
-                    "characters [A-Za-z0-9._~/-]), got %s",
-                    show(v, buf, sizeof(buf)));
-    if ((*(char **)at(base, f->off) = strdup(s)) == NULL)
-        return GW_ERR_NOMEM;
-    return 0;
-}
-
-/* A file name, resolved against the config file's directory; loading is the object check's job. */
-static int p_file(struct pctx *pc, const char *path, struct json_object *v, void *base, const struct field *f)
-{
-    const char *s;
-    char **dst = at(base, f->off);
-    size_t need;
-
-    if (v == NULL)
-        return 0;
-    if ((s = want_string(pc, path, v, "a file name")) == NULL)
-        return GW_ERR_INVAL;
-    if (s[0] == '\0')
-        return fail(pc, path, "expected a file name, got \"\"");
-    if (s[0] == '/' || pc->base_dir == NULL || pc->base_dir[0] == '\0') {
-        *dst = strdup(s);
-        return *dst != NULL ? 0 : GW_ERR_NOMEM;
-    }
-    need = strlen(pc->base_dir) + 1 + strlen(s) + 1;
-    if ((*dst = malloc(need)) == NULL)
-        return GW_ERR_NOMEM;
-    snprintf(*dst, need, "%s/%s", pc->base_dir, s);
-    return 0;
-}
-
-/* An array of names (references to other sections) into char ** and a count; no duplicates. */
-static int p_names(struct pctx *pc, const char *path, struct json_object *v, void *base,
-                   const struct field *f)
-{
-    const struct namekind *kind = f->aux;
-    char ***dst = at(base, f->off);
-    size_t *n = at(base, f->off_n), len, i, j;
-    char ipath[PATH_LEN], buf[SHOW_LEN + 8];
-
-    if (v == NULL)
-        return 0;
-    if (!json_object_is_type(v, json_type_array))
-        return fail(pc, path, "expected an array of names, got %s", show(v, buf, sizeof(buf)));
-    len = json_object_array_length(v);
-    if (len == 0)
-        return 0;
-    if ((*dst = calloc(len, sizeof(**dst))) == NULL)
-        return GW_ERR_NOMEM;
-    for (i = 0; i < len; i++) {
-        struct json_object *el = json_object_array_get_idx(v, i);
-        join_index(ipath, path, i);
-        if (!json_object_is_type(el, json_type_string) ||
-            !kind->ok(json_object_get_string(el), (size_t)json_object_get_string_len(el)))
-            return fail(pc, ipath, "expected %s, got %s", kind->desc, show(el, buf, sizeof(buf)));
-        for (j = 0; j < i; j++)
-            if (strcmp((*dst)[j], json_object_get_string(el)) == 0)
-                return fail(pc, ipath, "duplicate entry %s", show(el, buf, sizeof(buf)));
-        if (((*dst)[i] = strdup(json_object_get_string(el))) == NULL)
-            return GW_ERR_NOMEM;
-        *n = i + 1;
-    }
-    return 0;
-}
+static const struct gw_conf_names names_kid = {kid_ok, "a reference of 1..128 printable ASCII characters"};
 
 /* "role:<name>" or "forbid" into a struct gw_path_policy; the role is resolved in the final pass. */
-static int p_policy(struct pctx *pc, const char *path, struct json_object *v, void *base,
-                    const struct field *f)
+static int p_policy(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                    const struct gw_conf_field *f)
 {
-    struct gw_path_policy *pol = at(base, f->off);
+    struct gw_path_policy *pol = gw_conf_at(base, f->off);
     const char *s = f->sdef;
-    char buf[SHOW_LEN + 8];
+    char buf[GW_CONF_SHOW_BUF];
 
-    if (v != NULL && (s = want_string(pc, path, v, "\"role:<name>\" or \"forbid\"")) == NULL)
+    if (v != NULL && (s = gw_conf_want_string(pc, path, v, "\"role:<name>\" or \"forbid\"")) == NULL)
         return GW_ERR_INVAL;
     if (strcmp(s, "forbid") == 0) {
         pol->forbid = true;
@@ -566,26 +61,26 @@ static int p_policy(struct pctx *pc, const char *path, struct json_object *v, vo
     /* Vault's "sign-verbatim" names the role of that name: its upstream and trust must be spelled out */
     if (strcmp(s, SIGN_VERBATIM) == 0)
         s = "role:" SIGN_VERBATIM;
-    if (strncmp(s, "role:", 5) != 0 || !name_ok(s + 5, strlen(s + 5)))
-        return fail(pc, path, "expected \"role:<name>\", \"sign-verbatim\" or \"forbid\", got %s",
-                    show(v, buf, sizeof(buf)));
+    if (strncmp(s, "role:", 5) != 0 || !gw_conf_name_ok(s + 5, strlen(s + 5)))
+        return gw_conf_fail(pc, path, "expected \"role:<name>\", \"sign-verbatim\" or \"forbid\", got %s",
+                            gw_conf_show(v, buf, sizeof(buf)));
     if ((pol->role_name = strdup(s + 5)) == NULL)
         return GW_ERR_NOMEM;
     return 0;
 }
 
 /* A profile's value: "role:<name>" only. A profile selects a role; refusing is a path's policy. */
-static int p_profile_role(struct pctx *pc, const char *path, struct json_object *v, void *base,
-                          const struct field *f)
+static int p_profile_role(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                          const struct gw_conf_field *f)
 {
-    struct gw_path_policy *pol = at(base, f->off);
+    struct gw_path_policy *pol = gw_conf_at(base, f->off);
     const char *s;
-    char buf[SHOW_LEN + 8];
+    char buf[GW_CONF_SHOW_BUF];
 
-    if ((s = want_string(pc, path, v, "\"role:<name>\"")) == NULL)
+    if ((s = gw_conf_want_string(pc, path, v, "\"role:<name>\"")) == NULL)
         return GW_ERR_INVAL;
-    if (strncmp(s, "role:", 5) != 0 || !name_ok(s + 5, strlen(s + 5)))
-        return fail(pc, path, "expected \"role:<name>\", got %s", show(v, buf, sizeof(buf)));
+    if (strncmp(s, "role:", 5) != 0 || !gw_conf_name_ok(s + 5, strlen(s + 5)))
+        return gw_conf_fail(pc, path, "expected \"role:<name>\", got %s", gw_conf_show(v, buf, sizeof(buf)));
     return (pol->role_name = strdup(s + 5)) != NULL ? 0 : GW_ERR_NOMEM;
 }
 
@@ -641,37 +136,38 @@ static bool cidr_ok(const char *s, size_t len)
     return true;
 }
 
-static const struct namekind names_pattern = {pattern_ok, "a pattern of 1..256 characters"};
-static const struct namekind names_cidr = {cidr_ok,
-                                           "a CIDR like \"10.0.0.0/8\" or \"fd00::/8\" (no host bits set)"};
+static const struct gw_conf_names names_pattern = {pattern_ok, "a pattern of 1..256 characters"};
+static const struct gw_conf_names names_cidr = {
+    cidr_ok, "a CIDR like \"10.0.0.0/8\" or \"fd00::/8\" (no host bits set)"};
 
 /* An array of patterns (struct gw_patterns) checked by the namekind in |f->aux|; no duplicates. */
-static int p_patterns(struct pctx *pc, const char *path, struct json_object *v, void *base,
-                      const struct field *f)
+static int p_patterns(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                      const struct gw_conf_field *f)
 {
-    const struct namekind *kind = f->aux;
-    struct gw_patterns *pt = at(base, f->off);
-    char ipath[PATH_LEN], buf[SHOW_LEN + 8];
+    const struct gw_conf_names *kind = f->aux;
+    struct gw_patterns *pt = gw_conf_at(base, f->off);
+    char ipath[GW_CONF_PATH_LEN], buf[GW_CONF_SHOW_BUF];
     size_t len, i, j;
 
     if (v == NULL)
         return 0;
     if (!json_object_is_type(v, json_type_array) || json_object_array_length(v) > GW_MAX_PATTERNS)
-        return fail(pc, path, "expected an array of at most %d patterns, got %s", GW_MAX_PATTERNS,
-                    show(v, buf, sizeof(buf)));
+        return gw_conf_fail(pc, path, "expected an array of at most %d patterns, got %s", GW_MAX_PATTERNS,
+                            gw_conf_show(v, buf, sizeof(buf)));
     if ((len = json_object_array_length(v)) == 0)
         return 0;
     if ((pt->v = calloc(len, sizeof(*pt->v))) == NULL)
         return GW_ERR_NOMEM;
     for (i = 0; i < len; i++) {
         struct json_object *el = json_object_array_get_idx(v, i);
-        join_index(ipath, path, i);
+        gw_conf_join_index(ipath, path, i);
         if (!json_object_is_type(el, json_type_string) ||
             !kind->ok(json_object_get_string(el), (size_t)json_object_get_string_len(el)))
-            return fail(pc, ipath, "expected %s, got %s", kind->desc, show(el, buf, sizeof(buf)));
+            return gw_conf_fail(pc, ipath, "expected %s, got %s", kind->desc,
+                                gw_conf_show(el, buf, sizeof(buf)));
         for (j = 0; j < i; j++)
             if (strcmp(pt->v[j], json_object_get_string(el)) == 0)
-                return fail(pc, ipath, "duplicate entry %s", show(el, buf, sizeof(buf)));
+                return gw_conf_fail(pc, ipath, "duplicate entry %s", gw_conf_show(el, buf, sizeof(buf)));
         if ((pt->v[i] = strdup(json_object_get_string(el))) == NULL)
             return GW_ERR_NOMEM;
         pt->n = i + 1;
@@ -716,32 +212,32 @@ static bool key_rule_parse(const char *s, struct gw_key_rule *out)
 }
 
 /* "allowed_key_types": 1..GW_MAX_KEY_RULES rules, one per key type (and curve). */
-static int p_key_types(struct pctx *pc, const char *path, struct json_object *v, void *base,
-                       const struct field *f)
+static int p_key_types(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                       const struct gw_conf_field *f)
 {
-    struct gw_key_rule **dst = at(base, f->off), k;
-    size_t *n = at(base, f->off_n), len, i, j;
-    char ipath[PATH_LEN], buf[SHOW_LEN + 8];
+    struct gw_key_rule **dst = gw_conf_at(base, f->off), k;
+    size_t *n = gw_conf_at(base, f->off_n), len, i, j;
+    char ipath[GW_CONF_PATH_LEN], buf[GW_CONF_SHOW_BUF];
 
     if (v == NULL)
         return 0;
     if (!json_object_is_type(v, json_type_array) || (len = json_object_array_length(v)) == 0 ||
         len > GW_MAX_KEY_RULES)
-        return fail(pc, path, "expected an array of 1..%d key types, got %s", GW_MAX_KEY_RULES,
-                    show(v, buf, sizeof(buf)));
+        return gw_conf_fail(pc, path, "expected an array of 1..%d key types, got %s", GW_MAX_KEY_RULES,
+                            gw_conf_show(v, buf, sizeof(buf)));
     if ((*dst = calloc(len, sizeof(**dst))) == NULL)
         return GW_ERR_NOMEM;
     for (i = 0; i < len; i++) {
         struct json_object *el = json_object_array_get_idx(v, i);
-        join_index(ipath, path, i);
+        gw_conf_join_index(ipath, path, i);
         if (!json_object_is_type(el, json_type_string) || !key_rule_parse(json_object_get_string(el), &k))
-            return fail(pc, ipath,
-                        "expected \"rsa:<bits>\" (%d..%d), \"ec:P-256\", \"ec:P-384\", \"ec:P-521\", "
-                        "\"ed25519\" or \"ed448\", got %s",
-                        GW_MIN_RSA_BITS, GW_MAX_RSA_BITS, show(el, buf, sizeof(buf)));
+            return gw_conf_fail(pc, ipath,
+                                "expected \"rsa:<bits>\" (%d..%d), \"ec:P-256\", \"ec:P-384\", \"ec:P-521\", "
+                                "\"ed25519\" or \"ed448\", got %s",
+                                GW_MIN_RSA_BITS, GW_MAX_RSA_BITS, gw_conf_show(el, buf, sizeof(buf)));
         for (j = 0; j < i; j++)
             if ((*dst)[j].pkey_type == k.pkey_type && (*dst)[j].curve_nid == k.curve_nid)
-                return fail(pc, ipath, "duplicate key type %s", show(el, buf, sizeof(buf)));
+                return gw_conf_fail(pc, ipath, "duplicate key type %s", gw_conf_show(el, buf, sizeof(buf)));
         (*dst)[i] = k;
         *n = i + 1;
     }
@@ -775,35 +271,35 @@ static bool oid_ok(const char *s, size_t len)
 }
 
 /* "allowed_extensions": dotted OIDs, 0..GW_MAX_ALLOWED_EXTS, no repeats (however they are spelled). */
-static int p_ext_oids(struct pctx *pc, const char *path, struct json_object *v, void *base,
-                      const struct field *f)
+static int p_ext_oids(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                      const struct gw_conf_field *f)
 {
-    ASN1_OBJECT ***dst = at(base, f->off), *obj;
-    size_t *n = at(base, f->off_n), len, i, j;
-    char ipath[PATH_LEN], buf[SHOW_LEN + 8];
+    ASN1_OBJECT ***dst = gw_conf_at(base, f->off), *obj;
+    size_t *n = gw_conf_at(base, f->off_n), len, i, j;
+    char ipath[GW_CONF_PATH_LEN], buf[GW_CONF_SHOW_BUF];
 
     if (v == NULL)
         return 0;
     if (!json_object_is_type(v, json_type_array) || (len = json_object_array_length(v)) > GW_MAX_ALLOWED_EXTS)
-        return fail(pc, path, "expected an array of at most %d OIDs, got %s", GW_MAX_ALLOWED_EXTS,
-                    show(v, buf, sizeof(buf)));
+        return gw_conf_fail(pc, path, "expected an array of at most %d OIDs, got %s", GW_MAX_ALLOWED_EXTS,
+                            gw_conf_show(v, buf, sizeof(buf)));
     if (len == 0)
         return 0;
     if ((*dst = calloc(len, sizeof(**dst))) == NULL)
         return GW_ERR_NOMEM;
     for (i = 0; i < len; i++) {
         struct json_object *el = json_object_array_get_idx(v, i);
-        join_index(ipath, path, i);
+        gw_conf_join_index(ipath, path, i);
         if (!json_object_is_type(el, json_type_string) ||
             !oid_ok(json_object_get_string(el), (size_t)json_object_get_string_len(el)))
-            return fail(pc, ipath, "expected a dotted OID like \"1.3.6.1.4.1.11129.2.4.3\", got %s",
-                        show(el, buf, sizeof(buf)));
+            return gw_conf_fail(pc, ipath, "expected a dotted OID like \"1.3.6.1.4.1.11129.2.4.3\", got %s",
+                                gw_conf_show(el, buf, sizeof(buf)));
         if ((obj = OBJ_txt2obj(json_object_get_string(el), 1)) == NULL)
             return GW_ERR_NOMEM;
         for (j = 0; j < i; j++) {
             if (OBJ_cmp((*dst)[j], obj) == 0) {
                 ASN1_OBJECT_free(obj);
-                return fail(pc, ipath, "duplicate entry %s", show(el, buf, sizeof(buf)));
+                return gw_conf_fail(pc, ipath, "duplicate entry %s", gw_conf_show(el, buf, sizeof(buf)));
             }
         }
         (*dst)[i] = obj;
@@ -812,86 +308,30 @@ static int p_ext_oids(struct pctx *pc, const char *path, struct json_object *v, 
     return 0;
 }
 
-/* "http(s)://host[:port]": the API base; paths are the adapter's, so none is allowed here. */
-static bool url_ok(const char *s)
-{
-    const char *h, *end, *port;
-    unsigned char addr[16];
-    char v6[INET6_ADDRSTRLEN + 1];
-    int n = 0;
-
-    if (strlen(s) > GW_MAX_URL_LEN)
-        return false;
-    if (strncmp(s, "https://", 8) == 0)
-        h = s + 8;
-    else if (strncmp(s, "http://", 7) == 0)
-        h = s + 7;
-    else
-        return false;
-    if (*h == '[') {
-        if ((end = strchr(h, ']')) == NULL || (size_t)(end - h - 1) >= sizeof(v6))
-            return false;
-        memcpy(v6, h + 1, (size_t)(end - h - 1));
-        v6[end - h - 1] = '\0';
-        if (inet_pton(AF_INET6, v6, addr) != 1)
-            return false;
-        port = end + 1;
-    } else {
-        for (end = h; (*end >= 'a' && *end <= 'z') || (*end >= 'A' && *end <= 'Z') ||
-                      (*end >= '0' && *end <= '9') || *end == '.' || *end == '-';
-             end++)
-            ;
-        if (end == h || h[0] == '.' || h[0] == '-')
-            return false;
-        port = end;
-    }
-    if (*port == '\0')
-        return true;
-    if (*port++ != ':' || *port == '0' || *port == '\0' || strlen(port) > 5)
-        return false;
-    for (; *port >= '0' && *port <= '9'; port++)
-        n = n * 10 + (*port - '0');
-    return *port == '\0' && n >= 1 && n <= 65535;
-}
-
-static int p_url(struct pctx *pc, const char *path, struct json_object *v, void *base, const struct field *f)
-{
-    const char *s;
-    char buf[SHOW_LEN + 8];
-
-    if (v == NULL)
-        return 0;
-    if ((s = want_string(pc, path, v, "a URL")) == NULL)
-        return GW_ERR_INVAL;
-    if (!url_ok(s))
-        return fail(pc, path, "expected \"http(s)://host[:port]\" (no path, no trailing \"/\"), got %s",
-                    show(v, buf, sizeof(buf)));
-    return (*(char **)at(base, f->off) = strdup(s)) != NULL ? 0 : GW_ERR_NOMEM;
-}
-
 /*
  * "crl_url": an http(s) URL with a path, of printable ASCII without spaces, quotes or backslashes
  * (it becomes an IA5String URI in a CRL distribution point: RFC 5280 §4.2.1.13 and §4.2.1.6).
  */
-static int p_crl_url(struct pctx *pc, const char *path, struct json_object *v, void *base,
-                     const struct field *f)
+static int p_crl_url(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                     const struct gw_conf_field *f)
 {
     const char *s;
-    char buf[SHOW_LEN + 8];
+    char buf[GW_CONF_SHOW_BUF];
     size_t i, n;
 
     if (v == NULL)
         return 0;
-    if ((s = want_string(pc, path, v, "a URL")) == NULL)
+    if ((s = gw_conf_want_string(pc, path, v, "a URL")) == NULL)
         return GW_ERR_INVAL;
     n = strlen(s);
     for (i = 0; i < n && s[i] > 0x20 && s[i] < 0x7f && s[i] != '"' && s[i] != '\\'; i++)
         ;
     if (i != n || n > GW_MAX_URL_LEN || (strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0) ||
         strchr(strchr(s, ':') + 3, '/') == NULL)
-        return fail(pc, path, "expected \"http(s)://host[:port]/path\" of at most %d printable bytes, got %s",
-                    GW_MAX_URL_LEN, show(v, buf, sizeof(buf)));
-    return (*(char **)at(base, f->off) = strdup(s)) != NULL ? 0 : GW_ERR_NOMEM;
+        return gw_conf_fail(pc, path,
+                            "expected \"http(s)://host[:port]/path\" of at most %d printable bytes, got %s",
+                            GW_MAX_URL_LEN, gw_conf_show(v, buf, sizeof(buf)));
+    return (*(char **)gw_conf_at(base, f->off) = strdup(s)) != NULL ? 0 : GW_ERR_NOMEM;
 }
 
 /* A Vault mount or namespace path: segments of [A-Za-z0-9._-] joined by single "/", no "." or "..". */
@@ -908,7 +348,7 @@ static bool segments_ok(const char *s, size_t len)
             seg = 0;
             continue;
         }
-        if (!name_ok(&s[i], 1))
+        if (!gw_conf_name_ok(&s[i], 1))
             return false;
         seg++;
     }
@@ -926,10 +366,10 @@ static bool namespace_ok(const char *s, size_t len)
     return strlen(s) == len && segments_ok(s, len > 1 && s[len - 1] == '/' ? len - 1 : len);
 }
 
-static const struct namekind names_mount = {mount_ok,
-                                            "a path like \"pki\" or \"pki/int\" ([A-Za-z0-9._-] segments)"};
-static const struct namekind names_namespace = {namespace_ok,
-                                                "a namespace like \"ns1/ns2/\" ([A-Za-z0-9._-] segments)"};
+static const struct gw_conf_names names_mount = {
+    mount_ok, "a path like \"pki\" or \"pki/int\" ([A-Za-z0-9._-] segments)"};
+static const struct gw_conf_names names_namespace = {
+    namespace_ok, "a namespace like \"ns1/ns2/\" ([A-Za-z0-9._-] segments)"};
 
 /* A cmp upstream's HTTP path: like a prefix, but "/" alone and a trailing "/" are fine ("/pkix/"). */
 static bool cmp_path_ok(const char *s, size_t len)
@@ -945,297 +385,50 @@ static bool cmp_path_ok(const char *s, size_t len)
     memcpy(buf, s, len + 1);
     if (buf[len - 1] == '/')
         buf[len - 1] = '\0';
-    return prefix_ok(buf);
+    return gw_conf_prefix_ok(buf);
 }
 
-static const struct namekind names_cmp_path = {cmp_path_ok, "a path like \"/.well-known/cmp\" or \"/pkix/\" "
-                                                            "(characters [A-Za-z0-9._~/-])"};
+static const struct gw_conf_names names_cmp_path = {cmp_path_ok,
+                                                    "a path like \"/.well-known/cmp\" or \"/pkix/\" "
+                                                    "(characters [A-Za-z0-9._~/-])"};
 
-/* An optional object: absent means "not configured" (its sub-keys' defaults are not applied). */
-static int p_opt_obj(struct pctx *pc, const char *path, struct json_object *v, void *base,
-                     const struct field *f);
-
-/* ---- objects, maps and arrays ------------------------------------------------------------- */
-
-static const struct field *field_find(const struct objdef *def, const char *key)
-{
-    size_t i;
-
-    for (i = 0; i < def->n; i++)
-        if (strcmp(def->fields[i].key, key) == 0)
-            return &def->fields[i];
-    return NULL;
-}
-
-/* An object by its table: unknown keys, then each field in table order, then the object check. */
-static int p_obj(struct pctx *pc, const char *path, struct json_object *v, void *base, const struct field *f)
-{
-    const struct objdef *def = f->aux;
-    void *dst = at(base, f->off);
-    struct json_object *child = NULL;
-    char kpath[PATH_LEN], buf[SHOW_LEN + 8];
-    bool present;
-    size_t i;
-    int rc;
-
-    if (v != NULL && !json_object_is_type(v, json_type_object))
-        return fail(pc, path, "expected an object, got %s", show(v, buf, sizeof(buf)));
-    if (v != NULL) {
-        json_object_object_foreach(v, key, val)
-        {
-            (void)val;
-            if (field_find(def, key) == NULL) {
-                join_key(kpath, path, key);
-                return fail(pc, kpath, "unknown key");
-            }
-        }
-    }
-    for (i = 0; i < def->n; i++) {
-        const struct field *kf = &def->fields[i];
-        join_key(kpath, path, kf->key);
-        present = v != NULL && json_object_object_get_ex(v, kf->key, &child);
-        /* json-c represents null as NULL, which parsers read as "apply the default" */
-        if (present && child == NULL)
-            return fail(pc, kpath, "null is not a valid value: give a value or leave the key out");
-        if (!present && kf->required)
-            return fail(pc, kpath, "missing required key");
-        if ((rc = kf->parse(pc, kpath, child, dst, kf)) != 0)
-            return rc;
-    }
-    return def->check != NULL ? def->check(pc, path, dst) : 0;
-}
-
-static int p_opt_obj(struct pctx *pc, const char *path, struct json_object *v, void *base,
-                     const struct field *f)
-{
-    return v != NULL ? p_obj(pc, path, v, base, f) : 0;
-}
-
-static int p_map(struct pctx *pc, const char *path, struct json_object *v, void *base, const struct field *f)
-{
-    const struct mapdef *md = f->aux;
-    void **arr = at(base, f->off);
-    size_t *n = at(base, f->off_n), len;
-    char epath[PATH_LEN], buf[SHOW_LEN + 8];
-    int rc;
-
-    if (v == NULL)
-        return 0;
-    if (!json_object_is_type(v, json_type_object))
-        return fail(pc, path, "expected an object, got %s", show(v, buf, sizeof(buf)));
-    if ((len = (size_t)json_object_object_length(v)) == 0)
-        return 0;
-    if ((*arr = calloc(len, md->elem_size)) == NULL)
-        return GW_ERR_NOMEM;
-    json_object_object_foreach(v, key, val)
-    {
-        void *elem = (char *)*arr + *n * md->elem_size;
-        struct field vf = {
-            .key = key, .required = true, .parse = md->value, .off = md->value_off, .aux = md->value_aux};
-        join_key(epath, path, key);
-        if (!md->names->ok(key, strlen(key)))
-            return fail(pc, epath, "expected %s, got \"%.*s\"", md->names->desc, SHOW_LEN, key);
-        if (val == NULL)
-            return fail(pc, epath, "null is not a valid value");
-        ++*n; /* counted before it is filled, so that gw_config_free releases a half-parsed entry */
-        if ((*(char **)at(elem, md->name_off) = strdup(key)) == NULL)
-            return GW_ERR_NOMEM;
-        if ((rc = vf.parse(pc, epath, val, elem, &vf)) != 0)
-            return rc;
-    }
-    return 0;
-}
-
-/* ---- crypto material -------------------------------------------------------------------- */
-
-static int no_password(char *buf, int size, int rwflag, void *u)
-{
-    (void)buf, (void)size, (void)rwflag, (void)u;
-    return -1; /* encrypted keys are refused rather than prompted for on a terminal */
-}
-
-static BIO *open_file(struct pctx *pc, const char *path, const char *file)
-{
-    FILE *fp = fopen(file, "r");
-    BIO *bio;
-
-    if (fp == NULL) {
-        fail(pc, path, "cannot open \"%s\": %s", file, strerror(errno));
-        return NULL;
-    }
-    if ((bio = BIO_new_fp(fp, BIO_CLOSE)) == NULL) {
-        fclose(fp);
-        fail(pc, path, "out of memory");
-    }
-    return bio;
-}
-
-/* Every PEM certificate in |file| (at least one) into a new stack. */
-static int load_certs(struct pctx *pc, const char *path, const char *file, STACK_OF(X509) **out)
-{
-    STACK_OF(X509) *sk = NULL;
-    BIO *bio = NULL;
-    X509 *x;
-    unsigned long e;
-    int rc = GW_ERR_INVAL;
-
-    *out = NULL;
-    if ((bio = open_file(pc, path, file)) == NULL)
-        goto out;
-    if ((sk = sk_X509_new_null()) == NULL)
-        goto out;
-    while ((x = PEM_read_bio_X509(bio, NULL, no_password, NULL)) != NULL) {
-        if (!sk_X509_push(sk, x)) {
-            X509_free(x);
-            goto out;
-        }
-    }
-    e = ERR_peek_last_error();
-    if (ERR_GET_LIB(e) != ERR_LIB_PEM || ERR_GET_REASON(e) != PEM_R_NO_START_LINE) {
-        fail(pc, path, "cannot parse a PEM certificate in \"%s\"", file);
-        goto out;
-    }
-    ERR_clear_error();
-    if (sk_X509_num(sk) == 0) {
-        fail(pc, path, "no PEM certificate in \"%s\"", file);
-        goto out;
-    }
-    *out = sk;
-    sk = NULL;
-    rc = 0;
-out:
-    sk_X509_pop_free(sk, X509_free);
-    BIO_free(bio);
-    return rc;
-}
-
-/* The first certificate of |file| (a leaf followed by its chain is fine). */
-static int load_cert(struct pctx *pc, const char *path, const char *file, X509 **out)
-{
-    STACK_OF(X509) *sk = NULL;
-
-    *out = NULL;
-    if (load_certs(pc, path, file, &sk) != 0)
-        return GW_ERR_INVAL;
-    *out = sk_X509_shift(sk);
-    sk_X509_pop_free(sk, X509_free);
-    return 0;
-}
-
-static int load_key(struct pctx *pc, const char *path, const char *file, EVP_PKEY **out)
-{
-    BIO *bio;
-
-    *out = NULL;
-    if ((bio = open_file(pc, path, file)) == NULL)
-        return GW_ERR_INVAL;
-    *out = PEM_read_bio_PrivateKey(bio, NULL, no_password, NULL);
-    BIO_free(bio);
-    if (*out == NULL)
-        return fail(pc, path, "cannot parse an unencrypted PEM private key in \"%s\"", file);
-    return 0;
-}
-
-/* Loads |cert_file| and |key_file| (given at |path|.cert/.key) and checks they are a pair. */
-static int load_pair(struct pctx *pc, const char *path, const char *cert_file, const char *key_file,
-                     X509 **cert, EVP_PKEY **key)
-{
-    char cpath[PATH_LEN], kpath[PATH_LEN];
-
-    join_key(cpath, path, "cert");
-    join_key(kpath, path, "key");
-    if (load_cert(pc, cpath, cert_file, cert) != 0 || load_key(pc, kpath, key_file, key) != 0)
-        return GW_ERR_INVAL;
-    if (X509_check_private_key(*cert, *key) != 1)
-        return fail(pc, kpath, "key in \"%s\" does not match the certificate in \"%s\"", key_file, cert_file);
-    return 0;
-}
-
-static int check_tls(struct pctx *pc, const char *path, void *base)
+static int check_tls(struct gw_conf_ctx *pc, const char *path, void *base)
 {
     struct gw_listener_conf *l = base;
     STACK_OF(X509) *sk = NULL;
     X509 *cert = NULL;
     EVP_PKEY *key = NULL;
-    char cpath[PATH_LEN];
+    char cpath[GW_CONF_PATH_LEN];
     int rc;
 
-    join_key(cpath, path, "client_ca");
+    gw_conf_join_key(cpath, path, "client_ca");
     if (l->client_auth != GW_CLIENT_AUTH_NONE && l->client_ca == NULL)
-        return fail(pc, cpath, "missing: required unless client_auth is \"none\"");
-    rc = load_pair(pc, path, l->tls_cert, l->tls_key, &cert, &key);
+        return gw_conf_fail(pc, cpath, "missing: required unless client_auth is \"none\"");
+    rc = gw_pem_load_pair(pc, path, l->tls_cert, l->tls_key, &cert, &key);
     if (rc == 0 && l->client_ca != NULL)
-        rc = load_certs(pc, cpath, l->client_ca, &sk);
+        rc = gw_pem_load_certs(pc, cpath, l->client_ca, &sk);
     sk_X509_pop_free(sk, X509_free);
     X509_free(cert);
     EVP_PKEY_free(key);
     return rc;
 }
 
-/* An optional chain file: loaded when given, else an empty stack (config.h: "may be empty"). */
-static int load_chain(struct pctx *pc, const char *path, const char *file, STACK_OF(X509) **out)
-{
-    char cpath[PATH_LEN];
-
-    join_key(cpath, path, "chain");
-    if (file != NULL)
-        return load_certs(pc, cpath, file, out);
-    return (*out = sk_X509_new_null()) != NULL ? 0 : GW_ERR_NOMEM;
-}
-
-static int check_signer(struct pctx *pc, const char *path, void *base)
+static int check_signer(struct gw_conf_ctx *pc, const char *path, void *base)
 {
     struct gw_signer_conf *s = base;
 
-    if (load_pair(pc, path, s->cert_file, s->key_file, &s->cert, &s->key) != 0)
+    if (gw_pem_load_pair(pc, path, s->cert_file, s->key_file, &s->cert, &s->key) != 0)
         return GW_ERR_INVAL;
     /* RFC 9483 §3.1: the protection key must be usable for signing */
     if ((X509_get_extension_flags(s->cert) & EXFLAG_KUSAGE) != 0 &&
         (X509_get_key_usage(s->cert) & KU_DIGITAL_SIGNATURE) == 0)
         gw_log(GW_LOG_WARN, "config",
                "%s: %s.cert: the signer certificate lacks the digitalSignature key usage", pc->name, path);
-    return load_chain(pc, path, s->chain_file, &s->chain);
-}
-
-/* Every PEM CRL in |file| (at least one) into a new stack. */
-static int read_crls(struct pctx *pc, const char *path, const char *file, STACK_OF(X509_CRL) **out)
-{
-    STACK_OF(X509_CRL) *sk = NULL;
-    X509_CRL *crl;
-    BIO *bio = NULL;
-    unsigned long e;
-    int rc = GW_ERR_INVAL;
-
-    *out = NULL;
-    if ((bio = open_file(pc, path, file)) == NULL || (sk = sk_X509_CRL_new_null()) == NULL)
-        goto out;
-    while ((crl = PEM_read_bio_X509_CRL(bio, NULL, no_password, NULL)) != NULL) {
-        if (!sk_X509_CRL_push(sk, crl)) {
-            X509_CRL_free(crl);
-            goto out;
-        }
-    }
-    e = ERR_peek_last_error();
-    if (ERR_GET_LIB(e) != ERR_LIB_PEM || ERR_GET_REASON(e) != PEM_R_NO_START_LINE) {
-        fail(pc, path, "cannot parse a PEM CRL in \"%s\"", file);
-        goto out;
-    }
-    ERR_clear_error();
-    if (sk_X509_CRL_num(sk) == 0) {
-        fail(pc, path, "no PEM CRL in \"%s\"", file);
-        goto out;
-    }
-    *out = sk;
-    sk = NULL;
-    rc = 0;
-out:
-    sk_X509_CRL_pop_free(sk, X509_CRL_free);
-    BIO_free(bio);
-    return rc;
+    return gw_pem_load_chain(pc, path, s->chain_file, &s->chain);
 }
 
 /* Warns about a CA of |cas| that issued no CRL in |crls|: with CRL_CHECK_ALL all it issued is refused. */
-static void warn_missing_crls(struct pctx *pc, const char *path, STACK_OF(X509) *cas,
+static void warn_missing_crls(struct gw_conf_ctx *pc, const char *path, STACK_OF(X509) *cas,
                               STACK_OF(X509_CRL) *crls)
 {
     char name[GW_IDENTITY_LEN];
@@ -1259,12 +452,13 @@ static void warn_missing_crls(struct pctx *pc, const char *path, STACK_OF(X509) 
  * Loads |t->crl_file| into the trust store and turns CRL checking on for the whole chain
  * (RFC 5280 §6.3): a revoked client or intermediate certificate is refused.
  */
-static int load_crls(struct pctx *pc, const char *path, struct gw_trust_conf *t, STACK_OF(X509) *anchors)
+static int load_crls(struct gw_conf_ctx *pc, const char *path, struct gw_trust_conf *t,
+                     STACK_OF(X509) *anchors)
 {
     STACK_OF(X509_CRL) *crls = NULL;
     int i, rc = GW_ERR_INVAL;
 
-    if (read_crls(pc, path, t->crl_file, &crls) != 0)
+    if (gw_pem_load_crls(pc, path, t->crl_file, &crls) != 0)
         return GW_ERR_INVAL;
     for (i = 0; i < sk_X509_CRL_num(crls); i++) {
         X509_CRL *crl = sk_X509_CRL_value(crls, i);
@@ -1283,20 +477,20 @@ static int load_crls(struct pctx *pc, const char *path, struct gw_trust_conf *t,
     rc = 0;
 out:
     if (rc != 0)
-        fail(pc, path, "cannot add the CRLs of \"%s\" to the trust store", t->crl_file);
+        gw_conf_fail(pc, path, "cannot add the CRLs of \"%s\" to the trust store", t->crl_file);
     sk_X509_CRL_pop_free(crls, X509_CRL_free);
     return rc;
 }
 
-static int check_trust(struct pctx *pc, const char *path, void *base)
+static int check_trust(struct gw_conf_ctx *pc, const char *path, void *base)
 {
     struct gw_trust_conf *t = base;
     STACK_OF(X509) *anchors = NULL;
-    char fpath[PATH_LEN];
+    char fpath[GW_CONF_PATH_LEN];
     int i, rc = GW_ERR_INVAL;
 
-    join_key(fpath, path, "ca_file");
-    if (load_certs(pc, fpath, t->ca_file, &anchors) != 0)
+    gw_conf_join_key(fpath, path, "ca_file");
+    if (gw_pem_load_certs(pc, fpath, t->ca_file, &anchors) != 0)
         goto out;
     if ((t->store = X509_STORE_new()) == NULL)
         goto out;
@@ -1306,17 +500,17 @@ static int check_trust(struct pctx *pc, const char *path, void *base)
     /* reject malformed certificates in client chains rather than guess (docs/design.md, OpenSSL 3.0) */
     if (X509_STORE_set_flags(t->store, X509_V_FLAG_X509_STRICT) != 1)
         goto out;
-    join_key(fpath, path, "untrusted_file");
-    if (t->untrusted_file != NULL && load_certs(pc, fpath, t->untrusted_file, &t->untrusted) != 0)
+    gw_conf_join_key(fpath, path, "untrusted_file");
+    if (t->untrusted_file != NULL && gw_pem_load_certs(pc, fpath, t->untrusted_file, &t->untrusted) != 0)
         goto out;
-    join_key(fpath, path, "crl_file");
+    gw_conf_join_key(fpath, path, "crl_file");
     if (t->crl_file != NULL && load_crls(pc, fpath, t, anchors) != 0)
         goto out;
     if (t->revocation == GW_REVOCATION_UNSET && t->crl_file == NULL) {
-        join_key(fpath, path, "revocation");
-        fail(pc, fpath,
-             "say how revoked client certificates are recognised: a \"crl_file\", \"upstream\" (only "
-             "certificates of configured upstreams, checked there) or \"none\"");
+        gw_conf_join_key(fpath, path, "revocation");
+        gw_conf_fail(pc, fpath,
+                     "say how revoked client certificates are recognised: a \"crl_file\", \"upstream\" (only "
+                     "certificates of configured upstreams, checked there) or \"none\"");
         goto out;
     }
     /* the CAs whose directly signed certificates this entry's "revocation" speaks for */
@@ -1330,72 +524,20 @@ out:
     return rc;
 }
 
-/* Reads at most |cap| bytes of |fd| into |buf|; returns the count or -1. */
-static ssize_t read_all(int fd, unsigned char *buf, size_t cap)
-{
-    size_t len = 0;
-    ssize_t n;
-
-    while (len < cap) {
-        n = read(fd, buf + len, cap - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -1;
-        if (n == 0)
-            break;
-        len += (size_t)n;
-    }
-    return (ssize_t)len;
-}
-
-/*
- * Reads secret |file| (at most |cap| bytes plus one trailing "\n" or "\r\n", which is removed) into
- * a new buffer of |cap| + 3 bytes: free it with OPENSSL_clear_free(buf, cap + 3). Warns when the
- * file is readable by group or others. Never quotes the content.
- */
-static int read_secret(struct pctx *pc, const char *fpath, const char *file, size_t cap, unsigned char **out,
-                       size_t *out_len)
-{
-    unsigned char *buf = NULL;
-    struct stat st;
-    ssize_t len = -1;
-    int fd;
-
-    *out = NULL;
-    if ((fd = open(file, O_RDONLY | O_CLOEXEC)) < 0)
-        return fail(pc, fpath, "cannot open \"%s\": %s", file, strerror(errno));
-    /* two more than the cap: room for a trailing "\r\n", and one to see it is too long */
-    if (fstat(fd, &st) == 0 && (buf = OPENSSL_zalloc(cap + 3)) != NULL)
-        len = read_all(fd, buf, cap + 3);
-    close(fd);
-    if (len < 0) {
-        OPENSSL_clear_free(buf, cap + 3);
-        return fail(pc, fpath, "cannot read \"%s\"", file);
-    }
-    if (len > 0 && buf[len - 1] == '\n')
-        len -= (len > 1 && buf[len - 2] == '\r') ? 2 : 1;
-    if ((st.st_mode & (S_IRGRP | S_IROTH)) != 0)
-        gw_log(GW_LOG_WARN, "config", "%s: %s: \"%s\" is readable by group or others", pc->name, fpath, file);
-    *out = buf;
-    *out_len = (size_t)len;
-    return 0;
-}
-
-static int check_pbm(struct pctx *pc, const char *path, void *base)
+static int check_pbm(struct gw_conf_ctx *pc, const char *path, void *base)
 {
     struct gw_pbm_conf *p = base;
     unsigned char *buf = NULL;
-    char fpath[PATH_LEN];
+    char fpath[GW_CONF_PATH_LEN];
     size_t len = 0;
 
-    join_key(fpath, path, "secret_file");
-    if (read_secret(pc, fpath, p->secret_file, GW_MAX_PBM_SECRET_LEN, &buf, &len) != 0)
+    gw_conf_join_key(fpath, path, "secret_file");
+    if (gw_conf_read_secret(pc, fpath, p->secret_file, GW_MAX_PBM_SECRET_LEN, &buf, &len) != 0)
         return GW_ERR_INVAL;
     if (len < GW_MIN_PBM_SECRET_LEN || len > GW_MAX_PBM_SECRET_LEN) {
         OPENSSL_clear_free(buf, GW_MAX_PBM_SECRET_LEN + 3);
-        return fail(pc, fpath, "the secret in \"%s\" must be %d..%d bytes", p->secret_file,
-                    GW_MIN_PBM_SECRET_LEN, GW_MAX_PBM_SECRET_LEN);
+        return gw_conf_fail(pc, fpath, "the secret in \"%s\" must be %d..%d bytes", p->secret_file,
+                            GW_MIN_PBM_SECRET_LEN, GW_MAX_PBM_SECRET_LEN);
     }
     p->secret = buf;
     p->secret_len = len;
@@ -1440,83 +582,84 @@ static const struct {
     {"secret_file", offsetof(struct gw_upstream_conf, cmp_secret_file), T_CMP, 0},
 };
 
-static int check_upstream_keys(struct pctx *pc, const char *path, struct gw_upstream_conf *u)
+static int check_upstream_keys(struct gw_conf_ctx *pc, const char *path, struct gw_upstream_conf *u)
 {
     const char *type = upstream_type_names[u->type];
     unsigned t = 1u << u->type;
-    char kpath[PATH_LEN];
+    char kpath[GW_CONF_PATH_LEN];
     size_t i;
     bool set;
 
     for (i = 0; i < sizeof(upstream_keys) / sizeof(upstream_keys[0]); i++) {
-        set = *(char **)at(u, upstream_keys[i].off) != NULL;
-        join_key(kpath, path, upstream_keys[i].key);
+        set = *(char **)gw_conf_at(u, upstream_keys[i].off) != NULL;
+        gw_conf_join_key(kpath, path, upstream_keys[i].key);
         if (set && (upstream_keys[i].allowed & t) == 0)
-            return fail(pc, kpath, "not valid for a \"%s\" upstream", type);
+            return gw_conf_fail(pc, kpath, "not valid for a \"%s\" upstream", type);
         if (!set && (upstream_keys[i].required & t) != 0)
-            return fail(pc, kpath, "missing: required for a \"%s\" upstream", type);
+            return gw_conf_fail(pc, kpath, "missing: required for a \"%s\" upstream", type);
     }
-    join_key(kpath, path, "delay");
+    gw_conf_join_key(kpath, path, "delay");
     if (u->delay_ms != 0 && u->type != GW_UPSTREAM_LOCAL)
-        return fail(pc, kpath, "not valid for a \"%s\" upstream", type);
+        return gw_conf_fail(pc, kpath, "not valid for a \"%s\" upstream", type);
     return 0;
 }
 
 /* The inventory directory of a local issuer: it must exist and be writable (nothing issued is lost). */
-static int check_store(struct pctx *pc, const char *path, const char *dirname)
+static int check_store(struct gw_conf_ctx *pc, const char *path, const char *dirname)
 {
-    char spath[PATH_LEN];
+    char spath[GW_CONF_PATH_LEN];
     struct stat st;
 
-    join_key(spath, path, "store");
+    gw_conf_join_key(spath, path, "store");
     if (stat(dirname, &st) != 0)
-        return fail(pc, spath, "cannot use \"%s\": %s", dirname, strerror(errno));
+        return gw_conf_fail(pc, spath, "cannot use \"%s\": %s", dirname, strerror(errno));
     if (!S_ISDIR(st.st_mode))
-        return fail(pc, spath, "\"%s\" is not a directory", dirname);
+        return gw_conf_fail(pc, spath, "\"%s\" is not a directory", dirname);
     if (access(dirname, W_OK | X_OK) != 0)
-        return fail(pc, spath, "\"%s\" is not writable: %s", dirname, strerror(errno));
+        return gw_conf_fail(pc, spath, "\"%s\" is not writable: %s", dirname, strerror(errno));
     return 0;
 }
 
-static int check_local(struct pctx *pc, const char *path, struct gw_upstream_conf *u)
+static int check_local(struct gw_conf_ctx *pc, const char *path, struct gw_upstream_conf *u)
 {
-    char cpath[PATH_LEN];
+    char cpath[GW_CONF_PATH_LEN];
 
-    if (load_pair(pc, path, u->cert_file, u->key_file, &u->cert, &u->key) != 0)
+    if (gw_pem_load_pair(pc, path, u->cert_file, u->key_file, &u->cert, &u->key) != 0)
         return GW_ERR_INVAL;
-    join_key(cpath, path, "cert");
+    gw_conf_join_key(cpath, path, "cert");
     if ((X509_get_extension_flags(u->cert) & EXFLAG_CA) == 0)
-        return fail(pc, cpath, "\"%s\" is not a CA certificate (basicConstraints CA:TRUE)", u->cert_file);
+        return gw_conf_fail(pc, cpath, "\"%s\" is not a CA certificate (basicConstraints CA:TRUE)",
+                            u->cert_file);
     if (u->store_dir != NULL && check_store(pc, path, u->store_dir) != 0)
         return GW_ERR_INVAL;
-    return load_chain(pc, path, u->chain_file, &u->chain);
+    return gw_pem_load_chain(pc, path, u->chain_file, &u->chain);
 }
 
 /* The TLS settings of an HTTP upstream: an https URL, a loadable CA bundle, a matching client pair. */
-static int check_http_tls(struct pctx *pc, const char *path, const struct gw_upstream_conf *u)
+static int check_http_tls(struct gw_conf_ctx *pc, const char *path, const struct gw_upstream_conf *u)
 {
     STACK_OF(X509) *sk = NULL;
     X509 *cert = NULL;
     EVP_PKEY *key = NULL;
-    char cpath[PATH_LEN], kpath[PATH_LEN];
+    char cpath[GW_CONF_PATH_LEN], kpath[GW_CONF_PATH_LEN];
     int rc = GW_ERR_INVAL;
 
-    join_key(cpath, path, u->client_cert_file != NULL ? "tls_cert" : "tls_key");
-    join_key(kpath, path, u->ca_file != NULL ? "tls_ca" : "url");
+    gw_conf_join_key(cpath, path, u->client_cert_file != NULL ? "tls_cert" : "tls_key");
+    gw_conf_join_key(kpath, path, u->ca_file != NULL ? "tls_ca" : "url");
     if (strncmp(u->url, "https://", 8) != 0 &&
         (u->ca_file != NULL || u->client_cert_file != NULL || u->client_key_file != NULL))
-        return fail(pc, u->ca_file != NULL ? kpath : cpath, "TLS settings need an https:// \"url\"");
+        return gw_conf_fail(pc, u->ca_file != NULL ? kpath : cpath, "TLS settings need an https:// \"url\"");
     if ((u->client_cert_file == NULL) != (u->client_key_file == NULL))
-        return fail(pc, cpath, "\"tls_cert\" and \"tls_key\" go together");
-    if (u->ca_file != NULL && load_certs(pc, kpath, u->ca_file, &sk) != 0)
+        return gw_conf_fail(pc, cpath, "\"tls_cert\" and \"tls_key\" go together");
+    if (u->ca_file != NULL && gw_pem_load_certs(pc, kpath, u->ca_file, &sk) != 0)
         goto out;
-    join_key(kpath, path, "tls_key");
-    if (u->client_cert_file != NULL && (load_cert(pc, cpath, u->client_cert_file, &cert) != 0 ||
-                                        load_key(pc, kpath, u->client_key_file, &key) != 0))
+    gw_conf_join_key(kpath, path, "tls_key");
+    if (u->client_cert_file != NULL && (gw_pem_load_cert(pc, cpath, u->client_cert_file, &cert) != 0 ||
+                                        gw_pem_load_key(pc, kpath, u->client_key_file, &key) != 0))
         goto out;
     if (cert != NULL && X509_check_private_key(cert, key) != 1) {
-        fail(pc, kpath, "key in \"%s\" does not match the certificate in \"%s\"", u->client_key_file,
-             u->client_cert_file);
+        gw_conf_fail(pc, kpath, "key in \"%s\" does not match the certificate in \"%s\"", u->client_key_file,
+                     u->client_cert_file);
         goto out;
     }
     rc = 0;
@@ -1531,24 +674,24 @@ out:
  * "issuer_ca": the CA(s) the upstream issues under. They anchor the check of every certificate the
  * upstream returns; an issuing CA is usually an intermediate, hence partial chains.
  */
-static int load_issuer(struct pctx *pc, const char *path, struct gw_upstream_conf *u)
+static int load_issuer(struct gw_conf_ctx *pc, const char *path, struct gw_upstream_conf *u)
 {
-    char ipath[PATH_LEN];
+    char ipath[GW_CONF_PATH_LEN];
     int i;
 
-    join_key(ipath, path, "issuer_ca");
-    if (load_certs(pc, ipath, u->issuer_ca_file, &u->issuer_certs) != 0)
+    gw_conf_join_key(ipath, path, "issuer_ca");
+    if (gw_pem_load_certs(pc, ipath, u->issuer_ca_file, &u->issuer_certs) != 0)
         return GW_ERR_INVAL;
     if ((u->issuer_store = X509_STORE_new()) == NULL)
         return GW_ERR_NOMEM;
     for (i = 0; i < sk_X509_num(u->issuer_certs); i++) {
         X509 *x = sk_X509_value(u->issuer_certs, i);
         if ((X509_get_extension_flags(x) & EXFLAG_CA) == 0)
-            return fail(pc, ipath,
-                        "certificate %d in \"%s\" is not a CA certificate (basicConstraints CA:TRUE)", i + 1,
-                        u->issuer_ca_file);
+            return gw_conf_fail(pc, ipath,
+                                "certificate %d in \"%s\" is not a CA certificate (basicConstraints CA:TRUE)",
+                                i + 1, u->issuer_ca_file);
         if (X509_STORE_add_cert(u->issuer_store, x) != 1)
-            return fail(pc, ipath, "cannot add \"%s\" to a store", u->issuer_ca_file);
+            return gw_conf_fail(pc, ipath, "cannot add \"%s\" to a store", u->issuer_ca_file);
     }
     if (X509_STORE_set_flags(u->issuer_store, X509_V_FLAG_X509_STRICT | X509_V_FLAG_PARTIAL_CHAIN) != 1)
         return GW_ERR_CRYPTO;
@@ -1556,32 +699,32 @@ static int load_issuer(struct pctx *pc, const char *path, struct gw_upstream_con
 }
 
 /* A file the gateway reads later (a token): readable now; a warning when others may read it. */
-static int check_readable(struct pctx *pc, const char *fpath, const char *file)
+static int check_readable(struct gw_conf_ctx *pc, const char *fpath, const char *file)
 {
     struct stat st;
     int fd;
 
     if ((fd = open(file, O_RDONLY | O_CLOEXEC)) < 0)
-        return fail(pc, fpath, "cannot open \"%s\": %s", file, strerror(errno));
+        return gw_conf_fail(pc, fpath, "cannot open \"%s\": %s", file, strerror(errno));
     if (fstat(fd, &st) == 0 && (st.st_mode & (S_IRGRP | S_IROTH)) != 0)
         gw_log(GW_LOG_WARN, "config", "%s: %s: \"%s\" is readable by group or others", pc->name, fpath, file);
     close(fd);
     return 0;
 }
 
-static int check_vault(struct pctx *pc, const char *path, struct gw_upstream_conf *u)
+static int check_vault(struct gw_conf_ctx *pc, const char *path, struct gw_upstream_conf *u)
 {
-    char kpath[PATH_LEN];
+    char kpath[GW_CONF_PATH_LEN];
 
     if (check_http_tls(pc, path, u) != 0 || load_issuer(pc, path, u) != 0)
         return GW_ERR_INVAL;
     if ((u->token_file != NULL) == (u->auth_cert_mount != NULL))
-        return fail(pc, path, "a vault upstream needs exactly one of \"token_file\" and \"auth\"");
-    join_key(kpath, path, "auth");
+        return gw_conf_fail(pc, path, "a vault upstream needs exactly one of \"token_file\" and \"auth\"");
+    gw_conf_join_key(kpath, path, "auth");
     if (u->auth_cert_mount != NULL && u->client_cert_file == NULL)
-        return fail(pc, kpath,
-                    "cert auth logs in with the client certificate: set \"tls_cert\" and \"tls_key\"");
-    join_key(kpath, path, "token_file");
+        return gw_conf_fail(
+            pc, kpath, "cert auth logs in with the client certificate: set \"tls_cert\" and \"tls_key\"");
+    gw_conf_join_key(kpath, path, "token_file");
     if (u->token_file != NULL && check_readable(pc, kpath, u->token_file) != 0)
         return GW_ERR_INVAL;
     if (u->mount == NULL && (u->mount = strdup("pki")) == NULL)
@@ -1590,20 +733,20 @@ static int check_vault(struct pctx *pc, const char *path, struct gw_upstream_con
 }
 
 /* cfssl's authsign key: hex in a file (cfssl's "key" of an auth provider), decoded; never quoted. */
-static int load_hmac_key(struct pctx *pc, const char *path, struct gw_upstream_conf *u)
+static int load_hmac_key(struct gw_conf_ctx *pc, const char *path, struct gw_upstream_conf *u)
 {
     const size_t cap = 2 * GW_MAX_HMAC_KEY_LEN;
     unsigned char *hex = NULL, *key = NULL;
-    char kpath[PATH_LEN];
+    char kpath[GW_CONF_PATH_LEN];
     size_t len = 0, i;
     int hi, lo, rc = GW_ERR_INVAL;
 
-    join_key(kpath, path, "auth_key_file");
-    if (read_secret(pc, kpath, u->auth_key_file, cap, &hex, &len) != 0)
+    gw_conf_join_key(kpath, path, "auth_key_file");
+    if (gw_conf_read_secret(pc, kpath, u->auth_key_file, cap, &hex, &len) != 0)
         return GW_ERR_INVAL;
     if (len % 2 != 0 || len / 2 < GW_MIN_HMAC_KEY_LEN || len / 2 > GW_MAX_HMAC_KEY_LEN) {
-        fail(pc, kpath, "the key in \"%s\" must be %d..%d bytes, in hex", u->auth_key_file,
-             GW_MIN_HMAC_KEY_LEN, GW_MAX_HMAC_KEY_LEN);
+        gw_conf_fail(pc, kpath, "the key in \"%s\" must be %d..%d bytes, in hex", u->auth_key_file,
+                     GW_MIN_HMAC_KEY_LEN, GW_MAX_HMAC_KEY_LEN);
         goto out;
     }
     if ((key = OPENSSL_zalloc(len / 2)) == NULL) {
@@ -1612,7 +755,7 @@ static int load_hmac_key(struct pctx *pc, const char *path, struct gw_upstream_c
     }
     for (i = 0; i < len / 2; i++) {
         if ((hi = OPENSSL_hexchar2int(hex[2 * i])) < 0 || (lo = OPENSSL_hexchar2int(hex[2 * i + 1])) < 0) {
-            fail(pc, kpath, "the key in \"%s\" is not hex", u->auth_key_file);
+            gw_conf_fail(pc, kpath, "the key in \"%s\" is not hex", u->auth_key_file);
             goto out;
         }
         key[i] = (unsigned char)(hi << 4 | lo);
@@ -1627,7 +770,7 @@ out:
     return rc;
 }
 
-static int check_cfssl(struct pctx *pc, const char *path, struct gw_upstream_conf *u)
+static int check_cfssl(struct gw_conf_ctx *pc, const char *path, struct gw_upstream_conf *u)
 {
     if (check_http_tls(pc, path, u) != 0 || load_issuer(pc, path, u) != 0)
         return GW_ERR_INVAL;
@@ -1635,14 +778,14 @@ static int check_cfssl(struct pctx *pc, const char *path, struct gw_upstream_con
 }
 
 /* "trusted": anchors for the upstream CMP CA's response signatures (docs/cmp-relay.md). */
-static int load_cmp_trusted(struct pctx *pc, const char *path, struct gw_upstream_conf *u)
+static int load_cmp_trusted(struct gw_conf_ctx *pc, const char *path, struct gw_upstream_conf *u)
 {
     STACK_OF(X509) *anchors = NULL;
-    char fpath[PATH_LEN];
+    char fpath[GW_CONF_PATH_LEN];
     int i, rc = GW_ERR_INVAL;
 
-    join_key(fpath, path, "trusted");
-    if (load_certs(pc, fpath, u->cmp_trusted_file, &anchors) != 0)
+    gw_conf_join_key(fpath, path, "trusted");
+    if (gw_pem_load_certs(pc, fpath, u->cmp_trusted_file, &anchors) != 0)
         goto out;
     if ((u->cmp_trusted = X509_STORE_new()) == NULL) {
         rc = GW_ERR_NOMEM;
@@ -1662,40 +805,41 @@ out:
  * gateway's signer (set in the final pass); responses are checked against "trusted" (signatures)
  * or the secret (PBM), so at least one of the two is needed.
  */
-static int check_cmp(struct pctx *pc, const char *path, struct gw_upstream_conf *u)
+static int check_cmp(struct gw_conf_ctx *pc, const char *path, struct gw_upstream_conf *u)
 {
-    char kpath[PATH_LEN];
+    char kpath[GW_CONF_PATH_LEN];
 
     if (check_http_tls(pc, path, u) != 0 || load_issuer(pc, path, u) != 0)
         return GW_ERR_INVAL;
-    join_key(kpath, path, u->cmp_ref != NULL ? "secret_file" : "ref");
+    gw_conf_join_key(kpath, path, u->cmp_ref != NULL ? "secret_file" : "ref");
     if ((u->cmp_ref == NULL) != (u->cmp_secret_file == NULL))
-        return fail(pc, kpath, "\"ref\" and \"secret_file\" go together");
+        return gw_conf_fail(pc, kpath, "\"ref\" and \"secret_file\" go together");
     if (u->cmp_trusted_file == NULL && u->cmp_secret_file == NULL)
-        return fail(pc, path,
-                    "a cmp upstream needs \"trusted\" (its response signer's CA) or \"ref\"/\"secret_file\" "
-                    "(PBM): its answers could not be verified");
+        return gw_conf_fail(
+            pc, path,
+            "a cmp upstream needs \"trusted\" (its response signer's CA) or \"ref\"/\"secret_file\" "
+            "(PBM): its answers could not be verified");
     if (u->cmp_trusted_file != NULL && load_cmp_trusted(pc, path, u) != 0)
         return GW_ERR_INVAL;
     if (u->cmp_secret_file == NULL)
         return 0;
-    join_key(kpath, path, "secret_file");
-    if (read_secret(pc, kpath, u->cmp_secret_file, GW_MAX_PBM_SECRET_LEN, &u->cmp_secret,
-                    &u->cmp_secret_len) != 0)
+    gw_conf_join_key(kpath, path, "secret_file");
+    if (gw_conf_read_secret(pc, kpath, u->cmp_secret_file, GW_MAX_PBM_SECRET_LEN, &u->cmp_secret,
+                            &u->cmp_secret_len) != 0)
         return GW_ERR_INVAL;
     if (u->cmp_secret_len < GW_MIN_PBM_SECRET_LEN || u->cmp_secret_len > GW_MAX_PBM_SECRET_LEN)
-        return fail(pc, kpath, "the secret in \"%s\" must be %d..%d bytes", u->cmp_secret_file,
-                    GW_MIN_PBM_SECRET_LEN, GW_MAX_PBM_SECRET_LEN);
+        return gw_conf_fail(pc, kpath, "the secret in \"%s\" must be %d..%d bytes", u->cmp_secret_file,
+                            GW_MIN_PBM_SECRET_LEN, GW_MAX_PBM_SECRET_LEN);
     return 0;
 }
 
-static int (*const upstream_checks[])(struct pctx *, const char *,
+static int (*const upstream_checks[])(struct gw_conf_ctx *, const char *,
                                       struct gw_upstream_conf *) = {[GW_UPSTREAM_LOCAL] = check_local,
                                                                     [GW_UPSTREAM_VAULT] = check_vault,
                                                                     [GW_UPSTREAM_CFSSL] = check_cfssl,
                                                                     [GW_UPSTREAM_CMP] = check_cmp};
 
-static int check_upstream(struct pctx *pc, const char *path, void *base)
+static int check_upstream(struct gw_conf_ctx *pc, const char *path, void *base)
 {
     struct gw_upstream_conf *u = base;
 
@@ -1709,37 +853,37 @@ static int check_upstream(struct pctx *pc, const char *path, void *base)
 }
 
 /* "auth" has one method today: {"cert": {...}}. */
-static int check_upstream_auth(struct pctx *pc, const char *path, void *base)
+static int check_upstream_auth(struct gw_conf_ctx *pc, const char *path, void *base)
 {
     const struct gw_upstream_conf *u = base;
 
     if (u->auth_cert_mount == NULL)
-        return fail(pc, path, "expected {\"cert\": {...}}: cert auth is the login method supported");
+        return gw_conf_fail(pc, path, "expected {\"cert\": {...}}: cert auth is the login method supported");
     return 0;
 }
 
 /* "audit.file": appendable now, or creatable in its directory; `cmpgw check` creates nothing. */
-static int check_audit(struct pctx *pc, const char *path, void *base)
+static int check_audit(struct gw_conf_ctx *pc, const char *path, void *base)
 {
     const struct gw_audit_conf *a = base;
-    char fpath[PATH_LEN], *dir;
+    char fpath[GW_CONF_PATH_LEN], *dir;
     struct stat st;
     int rc = 0;
 
-    join_key(fpath, path, "file");
+    gw_conf_join_key(fpath, path, "file");
     if (stat(a->file, &st) == 0) {
         if (!S_ISREG(st.st_mode))
-            return fail(pc, fpath, "\"%s\" is not a regular file", a->file);
+            return gw_conf_fail(pc, fpath, "\"%s\" is not a regular file", a->file);
         if (access(a->file, W_OK) != 0)
-            return fail(pc, fpath, "\"%s\" is not writable: %s", a->file, strerror(errno));
+            return gw_conf_fail(pc, fpath, "\"%s\" is not writable: %s", a->file, strerror(errno));
         return 0;
     }
     if (errno != ENOENT)
-        return fail(pc, fpath, "cannot use \"%s\": %s", a->file, strerror(errno));
-    if ((dir = dir_of(a->file)) == NULL)
+        return gw_conf_fail(pc, fpath, "cannot use \"%s\": %s", a->file, strerror(errno));
+    if ((dir = gw_conf_dir_of(a->file)) == NULL)
         return GW_ERR_NOMEM;
     if (access(dir, W_OK | X_OK) != 0)
-        rc = fail(pc, fpath, "cannot create \"%s\": %s", a->file, strerror(errno));
+        rc = gw_conf_fail(pc, fpath, "cannot create \"%s\": %s", a->file, strerror(errno));
     free(dir);
     return rc;
 }
@@ -1769,28 +913,28 @@ static BIGNUM *allow_serial(const char *s)
 }
 
 /* One non-comment line of a device allow-list into |r|. */
-static int allow_entry(struct pctx *pc, const char *fpath, const char *file, long lineno, const char *s,
-                       struct gw_role *r)
+static int allow_entry(struct gw_conf_ctx *pc, const char *fpath, const char *file, long lineno,
+                       const char *s, struct gw_role *r)
 {
     size_t *n = strncmp(s, "serial:", 7) == 0 ? &r->n_allow_serials : &r->n_allow_subjects;
     void **tmp;
 
     if (r->n_allow_serials + r->n_allow_subjects >= GW_MAX_ALLOWLIST_ENTRIES)
-        return fail(pc, fpath, "\"%s\": more than %d entries", file, GW_MAX_ALLOWLIST_ENTRIES);
+        return gw_conf_fail(pc, fpath, "\"%s\": more than %d entries", file, GW_MAX_ALLOWLIST_ENTRIES);
     if (n == &r->n_allow_subjects && s[0] != '/')
-        return fail(pc, fpath,
-                    "\"%s\" line %ld: expected a one-line subject (\"/O=.../CN=...\") or "
-                    "\"serial:<hex>\", got \"%.40s\"",
-                    file, lineno, s);
+        return gw_conf_fail(pc, fpath,
+                            "\"%s\" line %ld: expected a one-line subject (\"/O=.../CN=...\") or "
+                            "\"serial:<hex>\", got \"%.40s\"",
+                            file, lineno, s);
     tmp = n == &r->n_allow_serials ? (void **)r->allow_serials : (void **)r->allow_subjects;
     if ((tmp = realloc(tmp, (*n + 1) * sizeof(*tmp))) == NULL)
         return GW_ERR_NOMEM;
     if (n == &r->n_allow_serials) {
         r->allow_serials = (BIGNUM **)tmp;
         if ((r->allow_serials[*n] = allow_serial(s + 7)) == NULL)
-            return fail(pc, fpath,
-                        "\"%s\" line %ld: expected \"serial:<hex>\" of at most 20 octets, got \"%.48s\"",
-                        file, lineno, s);
+            return gw_conf_fail(
+                pc, fpath, "\"%s\" line %ld: expected \"serial:<hex>\" of at most 20 octets, got \"%.48s\"",
+                file, lineno, s);
     } else {
         r->allow_subjects = (char **)tmp;
         if ((r->allow_subjects[*n] = strdup(s)) == NULL)
@@ -1815,21 +959,21 @@ static char *trim_line(char *line)
 }
 
 /* "device_allowlist": one entry per line, '#' comments; read at every (re)load of the config. */
-static int load_allowlist(struct pctx *pc, const char *path, struct gw_role *r)
+static int load_allowlist(struct gw_conf_ctx *pc, const char *path, struct gw_role *r)
 {
-    char fpath[PATH_LEN], buf[GW_MAX_ALLOWLIST_LINE + 2], *s;
+    char fpath[GW_CONF_PATH_LEN], buf[GW_MAX_ALLOWLIST_LINE + 2], *s;
     long lineno = 0;
     int len, rc = 0;
     BIO *bio;
 
-    join_key(fpath, path, "device_allowlist");
-    if ((bio = open_file(pc, fpath, r->device_allowlist_file)) == NULL)
+    gw_conf_join_key(fpath, path, "device_allowlist");
+    if ((bio = gw_conf_open(pc, fpath, r->device_allowlist_file)) == NULL)
         return GW_ERR_INVAL;
     while (rc == 0 && (len = BIO_gets(bio, buf, sizeof(buf))) > 0) {
         lineno++;
         if (buf[len - 1] != '\n' && len == (int)sizeof(buf) - 1) {
-            rc = fail(pc, fpath, "\"%s\" line %ld: longer than %d characters", r->device_allowlist_file,
-                      lineno, GW_MAX_ALLOWLIST_LINE);
+            rc = gw_conf_fail(pc, fpath, "\"%s\" line %ld: longer than %d characters",
+                              r->device_allowlist_file, lineno, GW_MAX_ALLOWLIST_LINE);
             break;
         }
         s = trim_line(buf);
@@ -1844,61 +988,51 @@ static int load_allowlist(struct pctx *pc, const char *path, struct gw_role *r)
 }
 
 /* The 3GPP keys of a role: the allow-list and caPubs files are loaded here. */
-static int check_role_3gpp(struct pctx *pc, const char *path, struct gw_role *r)
+static int check_role_3gpp(struct gw_conf_ctx *pc, const char *path, struct gw_role *r)
 {
-    char kpath[PATH_LEN];
+    char kpath[GW_CONF_PATH_LEN];
 
     if (r->device_allowlist_file != NULL && load_allowlist(pc, path, r) != 0)
         return GW_ERR_INVAL;
-    join_key(kpath, path, "ca_pubs");
-    if (r->ca_pubs_file != NULL && load_certs(pc, kpath, r->ca_pubs_file, &r->ca_pubs) != 0)
+    gw_conf_join_key(kpath, path, "ca_pubs");
+    if (r->ca_pubs_file != NULL && gw_pem_load_certs(pc, kpath, r->ca_pubs_file, &r->ca_pubs) != 0)
         return GW_ERR_INVAL;
     return 0;
 }
 
-static int check_role(struct pctx *pc, const char *path, void *base)
+static int check_role(struct gw_conf_ctx *pc, const char *path, void *base)
 {
     struct gw_role *r = base;
-    char kpath[PATH_LEN];
+    char kpath[GW_CONF_PATH_LEN];
 
-    join_key(kpath, path, "ttl");
+    gw_conf_join_key(kpath, path, "ttl");
     if (r->ttl > r->max_ttl)
-        return fail(pc, kpath, "ttl (%us) exceeds max_ttl (%us)", r->ttl, r->max_ttl);
+        return gw_conf_fail(pc, kpath, "ttl (%us) exceeds max_ttl (%us)", r->ttl, r->max_ttl);
     /* with neither, no CMP protection could ever be verified on this role */
     if (r->n_trust == 0 && r->n_pbm == 0)
-        return fail(pc, path, "a role needs at least one \"trust\" or \"pbm\" entry");
-    join_key(kpath, path, "delegate");
+        return gw_conf_fail(pc, path, "a role needs at least one \"trust\" or \"pbm\" entry");
+    gw_conf_join_key(kpath, path, "delegate");
     if (r->crmf == GW_CRMF_DELEGATE && r->delegate_name == NULL)
-        return fail(pc, kpath, "missing: required with \"crmf\": \"delegate\"");
+        return gw_conf_fail(pc, kpath, "missing: required with \"crmf\": \"delegate\"");
     if (r->crmf != GW_CRMF_DELEGATE && r->delegate_name != NULL)
-        return fail(pc, kpath, "set, but \"crmf\" is not \"delegate\"");
+        return gw_conf_fail(pc, kpath, "set, but \"crmf\" is not \"delegate\"");
     /* Vault's "sign-verbatim" policy selects this role by name: it must sign verbatim (config.h) */
-    join_key(kpath, path, "sign");
+    gw_conf_join_key(kpath, path, "sign");
     if (strcmp(r->name, SIGN_VERBATIM) == 0 && r->sign_policy != GW_SIGN_VERBATIM)
-        return fail(pc, kpath, "the role \"" SIGN_VERBATIM "\" must have \"sign\": \"verbatim\"");
+        return gw_conf_fail(pc, kpath, "the role \"" SIGN_VERBATIM "\" must have \"sign\": \"verbatim\"");
     return check_role_3gpp(pc, path, r);
 }
 
 /* ---- the schema ------------------------------------------------------------------------ */
 
-#define REQ(k, fn, T, m, ...)                                                                                \
-    {                                                                                                        \
-        .key = k, .required = true, .parse = fn, .off = offsetof(T, m), __VA_ARGS__                          \
-    }
-#define OPT(k, fn, T, m, ...)                                                                                \
-    {                                                                                                        \
-        .key = k, .required = false, .parse = fn, .off = offsetof(T, m), __VA_ARGS__                         \
-    }
-#define OBJDEF(name, tbl, chk) static const struct objdef name = {tbl, sizeof(tbl) / sizeof(tbl[0]), chk}
-
-static const struct enumval client_auth_names[] = {
+static const struct gw_conf_enum client_auth_names[] = {
     {"none", GW_CLIENT_AUTH_NONE, NULL},
     {"optional", GW_CLIENT_AUTH_OPTIONAL, NULL},
     {"require", GW_CLIENT_AUTH_REQUIRE, NULL},
     {NULL, 0, NULL},
 };
 
-static const struct enumval upstream_types[] = {
+static const struct gw_conf_enum upstream_types[] = {
     {"local", GW_UPSTREAM_LOCAL, NULL},
     {"vault", GW_UPSTREAM_VAULT, NULL},
     {"cfssl", GW_UPSTREAM_CFSSL, NULL},
@@ -1906,18 +1040,18 @@ static const struct enumval upstream_types[] = {
     {NULL, 0, NULL},
 };
 
-static const struct enumval sign_names[] = {
+static const struct gw_conf_enum sign_names[] = {
     {"role", GW_SIGN_ROLE, NULL}, {"verbatim", GW_SIGN_VERBATIM, NULL}, {NULL, 0, NULL}};
 /* 3GPP TS 33.310: SHA-256 shall, SHA-384 should; the value is the digest size in bits. */
-static const struct enumval min_hash_names[] = {
+static const struct gw_conf_enum min_hash_names[] = {
     {"sha256", 256, NULL}, {"sha384", 384, NULL}, {"sha512", 512, NULL}, {NULL, 0, NULL}};
-static const struct enumval crmf_names[] = {
+static const struct gw_conf_enum crmf_names[] = {
     {"reject", GW_CRMF_REJECT, NULL}, {"delegate", GW_CRMF_DELEGATE, NULL}, {NULL, 0, NULL}};
-static const struct enumval tls_client_names[] = {
+static const struct gw_conf_enum tls_client_names[] = {
     {"optional", 0, NULL}, {"require", 1, NULL}, {NULL, 0, NULL}};
 
 /* Vault's audit_fields names (CMPv2 configuration). */
-static const struct enumval audit_field_names[] = {
+static const struct gw_conf_enum audit_field_names[] = {
     {"csr", GW_AUDIT_CSR, NULL},
     {"common_name", GW_AUDIT_COMMON_NAME, NULL},
     {"alt_names", GW_AUDIT_ALT_NAMES, NULL},
@@ -1943,7 +1077,7 @@ static const struct enumval audit_field_names[] = {
 #define AUDIT_DEFAULT_FIELDS                                                                                 \
     (GW_AUDIT_COMMON_NAME | GW_AUDIT_ALT_NAMES | GW_AUDIT_IP_SANS | GW_AUDIT_URI_SANS)
 
-static const struct enumval log_levels[] = {
+static const struct gw_conf_enum log_levels[] = {
     {"debug", GW_LOG_DEBUG, NULL},
     {"info", GW_LOG_INFO, NULL},
     {"warn", GW_LOG_WARN, NULL},
@@ -1952,7 +1086,7 @@ static const struct enumval log_levels[] = {
 };
 
 /* RFC 5280 §4.2.1.3 names; certificate-signing usages are refused: a role never issues a CA. */
-static const struct enumval key_usages[] = {
+static const struct gw_conf_enum key_usages[] = {
     {"digitalSignature", KU_DIGITAL_SIGNATURE, NULL},
     {"nonRepudiation", KU_NON_REPUDIATION, NULL},
     {"contentCommitment", KU_NON_REPUDIATION, NULL},
@@ -1964,7 +1098,7 @@ static const struct enumval key_usages[] = {
     {NULL, 0, NULL},
 };
 
-static const struct enumval ext_key_usages[] = {
+static const struct gw_conf_enum ext_key_usages[] = {
     {"serverAuth", GW_EKU_SERVER_AUTH, NULL},
     {"clientAuth", GW_EKU_CLIENT_AUTH, NULL},
     {"codeSigning", GW_EKU_CODE_SIGNING, NULL},
@@ -1975,114 +1109,118 @@ static const struct enumval ext_key_usages[] = {
     {NULL, 0, NULL},
 };
 
-static const struct enumval san_types[] = {
+static const struct gw_conf_enum san_types[] = {
     {"dns", GW_SAN_DNS, NULL},     {"ip", GW_SAN_IP, NULL}, {"uri", GW_SAN_URI, NULL},
     {"email", GW_SAN_EMAIL, NULL}, {NULL, 0, NULL},
 };
 
-static const struct field tls_fields[] = {
-    REQ("cert", p_file, struct gw_listener_conf, tls_cert),
-    REQ("key", p_file, struct gw_listener_conf, tls_key),
-    OPT("client_ca", p_file, struct gw_listener_conf, client_ca),
-    OPT("client_auth", p_enum, struct gw_listener_conf, client_auth, .def = GW_CLIENT_AUTH_REQUIRE,
-        .aux = client_auth_names),
-    OPT("http2", p_bool, struct gw_listener_conf, http2, .def = false),
+static const struct gw_conf_field tls_fields[] = {
+    GW_CONF_REQ("cert", gw_conf_p_file, struct gw_listener_conf, tls_cert),
+    GW_CONF_REQ("key", gw_conf_p_file, struct gw_listener_conf, tls_key),
+    GW_CONF_OPT("client_ca", gw_conf_p_file, struct gw_listener_conf, client_ca),
+    GW_CONF_OPT("client_auth", gw_conf_p_enum, struct gw_listener_conf, client_auth,
+                .def = GW_CLIENT_AUTH_REQUIRE, .aux = client_auth_names),
+    GW_CONF_OPT("http2", gw_conf_p_bool, struct gw_listener_conf, http2, .def = false),
 };
-OBJDEF(tls_def, tls_fields, check_tls);
+GW_CONF_OBJDEF(tls_def, tls_fields, check_tls);
 
-static const struct field listener_fields[] = {
-    REQ("address", p_address, struct gw_listener_conf, address),
-    REQ("port", p_port, struct gw_listener_conf, port, .min = 1, .max = 65535),
+static const struct gw_conf_field listener_fields[] = {
+    GW_CONF_REQ("address", gw_conf_p_address, struct gw_listener_conf, address),
+    GW_CONF_REQ("port", gw_conf_p_port, struct gw_listener_conf, port, .min = 1, .max = 65535),
     /* "tls" fills the same struct: .off 0 */
-    {.key = "tls", .required = true, .parse = p_obj, .off = 0, .aux = &tls_def},
+    {.key = "tls", .required = true, .parse = gw_conf_p_obj, .off = 0, .aux = &tls_def},
 };
-OBJDEF(listener_def, listener_fields, NULL);
+GW_CONF_OBJDEF(listener_def, listener_fields, NULL);
 
-static const struct field signer_fields[] = {
-    REQ("cert", p_file, struct gw_signer_conf, cert_file),
-    REQ("key", p_file, struct gw_signer_conf, key_file),
-    OPT("chain", p_file, struct gw_signer_conf, chain_file),
+static const struct gw_conf_field signer_fields[] = {
+    GW_CONF_REQ("cert", gw_conf_p_file, struct gw_signer_conf, cert_file),
+    GW_CONF_REQ("key", gw_conf_p_file, struct gw_signer_conf, key_file),
+    GW_CONF_OPT("chain", gw_conf_p_file, struct gw_signer_conf, chain_file),
 };
-OBJDEF(signer_def, signer_fields, check_signer);
+GW_CONF_OBJDEF(signer_def, signer_fields, check_signer);
 
-static const struct enumval revocation_names[] = {
+static const struct gw_conf_enum revocation_names[] = {
     {"none", GW_REVOCATION_NONE, NULL}, {"upstream", GW_REVOCATION_UPSTREAM, NULL}, {NULL, 0, NULL}};
 
-static const struct field trust_fields[] = {
-    REQ("ca_file", p_file, struct gw_trust_conf, ca_file),
-    OPT("untrusted_file", p_file, struct gw_trust_conf, untrusted_file),
-    OPT("crl_file", p_file, struct gw_trust_conf, crl_file),
-    OPT("revocation", p_enum, struct gw_trust_conf, revocation, .def = GW_REVOCATION_UNSET,
-        .aux = revocation_names),
+static const struct gw_conf_field trust_fields[] = {
+    GW_CONF_REQ("ca_file", gw_conf_p_file, struct gw_trust_conf, ca_file),
+    GW_CONF_OPT("untrusted_file", gw_conf_p_file, struct gw_trust_conf, untrusted_file),
+    GW_CONF_OPT("crl_file", gw_conf_p_file, struct gw_trust_conf, crl_file),
+    GW_CONF_OPT("revocation", gw_conf_p_enum, struct gw_trust_conf, revocation, .def = GW_REVOCATION_UNSET,
+                .aux = revocation_names),
 };
-OBJDEF(trust_def, trust_fields, check_trust);
+GW_CONF_OBJDEF(trust_def, trust_fields, check_trust);
 
-static const struct field pbm_fields[] = {
-    REQ("secret_file", p_file, struct gw_pbm_conf, secret_file),
+static const struct gw_conf_field pbm_fields[] = {
+    GW_CONF_REQ("secret_file", gw_conf_p_file, struct gw_pbm_conf, secret_file),
 };
-OBJDEF(pbm_def, pbm_fields, check_pbm);
+GW_CONF_OBJDEF(pbm_def, pbm_fields, check_pbm);
 
-static const struct field upstream_auth_cert_fields[] = {
-    OPT("mount", p_str, struct gw_upstream_conf, auth_cert_mount, .sdef = "cert", .aux = &names_mount),
-    OPT("role", p_name, struct gw_upstream_conf, auth_cert_role, .aux = &names_plain),
+static const struct gw_conf_field upstream_auth_cert_fields[] = {
+    GW_CONF_OPT("mount", gw_conf_p_str, struct gw_upstream_conf, auth_cert_mount, .sdef = "cert",
+                .aux = &names_mount),
+    GW_CONF_OPT("role", gw_conf_p_name, struct gw_upstream_conf, auth_cert_role, .aux = &gw_conf_names_plain),
 };
-OBJDEF(upstream_auth_cert_def, upstream_auth_cert_fields, NULL);
+GW_CONF_OBJDEF(upstream_auth_cert_def, upstream_auth_cert_fields, NULL);
 
-static const struct field upstream_auth_fields[] = {
-    {.key = "cert", .parse = p_opt_obj, .off = 0, .aux = &upstream_auth_cert_def},
+static const struct gw_conf_field upstream_auth_fields[] = {
+    {.key = "cert", .parse = gw_conf_p_opt_obj, .off = 0, .aux = &upstream_auth_cert_def},
 };
-OBJDEF(upstream_auth_def, upstream_auth_fields, check_upstream_auth);
+GW_CONF_OBJDEF(upstream_auth_def, upstream_auth_fields, check_upstream_auth);
 
 /* Which keys each type takes is upstream_keys' job (check_upstream). */
-static const struct field upstream_fields[] = {
-    REQ("type", p_enum, struct gw_upstream_conf, type, .aux = upstream_types),
-    OPT("cert", p_file, struct gw_upstream_conf, cert_file),
-    OPT("key", p_file, struct gw_upstream_conf, key_file),
-    OPT("chain", p_file, struct gw_upstream_conf, chain_file),
-    OPT("store", p_file, struct gw_upstream_conf, store_dir),
-    OPT("crl_url", p_crl_url, struct gw_upstream_conf, crl_url),
-    OPT("url", p_url, struct gw_upstream_conf, url),
-    OPT("tls_ca", p_file, struct gw_upstream_conf, ca_file),
-    OPT("tls_cert", p_file, struct gw_upstream_conf, client_cert_file),
-    OPT("tls_key", p_file, struct gw_upstream_conf, client_key_file),
-    OPT("issuer_ca", p_file, struct gw_upstream_conf, issuer_ca_file),
-    OPT("mount", p_str, struct gw_upstream_conf, mount, .aux = &names_mount),
-    OPT("token_file", p_file, struct gw_upstream_conf, token_file),
-    OPT("namespace", p_str, struct gw_upstream_conf, vault_namespace, .aux = &names_namespace),
+static const struct gw_conf_field upstream_fields[] = {
+    GW_CONF_REQ("type", gw_conf_p_enum, struct gw_upstream_conf, type, .aux = upstream_types),
+    GW_CONF_OPT("cert", gw_conf_p_file, struct gw_upstream_conf, cert_file),
+    GW_CONF_OPT("key", gw_conf_p_file, struct gw_upstream_conf, key_file),
+    GW_CONF_OPT("chain", gw_conf_p_file, struct gw_upstream_conf, chain_file),
+    GW_CONF_OPT("store", gw_conf_p_file, struct gw_upstream_conf, store_dir),
+    GW_CONF_OPT("crl_url", p_crl_url, struct gw_upstream_conf, crl_url),
+    GW_CONF_OPT("url", gw_conf_p_url, struct gw_upstream_conf, url),
+    GW_CONF_OPT("tls_ca", gw_conf_p_file, struct gw_upstream_conf, ca_file),
+    GW_CONF_OPT("tls_cert", gw_conf_p_file, struct gw_upstream_conf, client_cert_file),
+    GW_CONF_OPT("tls_key", gw_conf_p_file, struct gw_upstream_conf, client_key_file),
+    GW_CONF_OPT("issuer_ca", gw_conf_p_file, struct gw_upstream_conf, issuer_ca_file),
+    GW_CONF_OPT("mount", gw_conf_p_str, struct gw_upstream_conf, mount, .aux = &names_mount),
+    GW_CONF_OPT("token_file", gw_conf_p_file, struct gw_upstream_conf, token_file),
+    GW_CONF_OPT("namespace", gw_conf_p_str, struct gw_upstream_conf, vault_namespace,
+                .aux = &names_namespace),
     /* "auth" fills the same struct: .off 0 */
-    {.key = "auth", .parse = p_opt_obj, .off = 0, .aux = &upstream_auth_def},
-    OPT("auth_key_file", p_file, struct gw_upstream_conf, auth_key_file),
-    OPT("path", p_str, struct gw_upstream_conf, cmp_path, .aux = &names_cmp_path),
-    OPT("trusted", p_file, struct gw_upstream_conf, cmp_trusted_file),
-    OPT("ref", p_str, struct gw_upstream_conf, cmp_ref, .aux = &names_kid),
-    OPT("secret_file", p_file, struct gw_upstream_conf, cmp_secret_file),
-    OPT("timeout", p_dur_ms, struct gw_upstream_conf, timeout_ms, .min = 1, .max = GW_MAX_UPSTREAM_TIMEOUT_MS,
-        .def = GW_DEFAULT_UPSTREAM_TIMEOUT_MS),
-    OPT("max_inflight", p_u32, struct gw_upstream_conf, max_inflight, .min = 1,
-        .max = GW_MAX_UPSTREAM_INFLIGHT, .def = GW_DEFAULT_UPSTREAM_MAX_INFLIGHT),
-    OPT("delay", p_dur_ms, struct gw_upstream_conf, delay_ms, .min = 0, .max = GW_MAX_UPSTREAM_DELAY_MS),
-    OPT("check_revocation", p_bool, struct gw_upstream_conf, check_revocation, .def = true),
+    {.key = "auth", .parse = gw_conf_p_opt_obj, .off = 0, .aux = &upstream_auth_def},
+    GW_CONF_OPT("auth_key_file", gw_conf_p_file, struct gw_upstream_conf, auth_key_file),
+    GW_CONF_OPT("path", gw_conf_p_str, struct gw_upstream_conf, cmp_path, .aux = &names_cmp_path),
+    GW_CONF_OPT("trusted", gw_conf_p_file, struct gw_upstream_conf, cmp_trusted_file),
+    GW_CONF_OPT("ref", gw_conf_p_str, struct gw_upstream_conf, cmp_ref, .aux = &names_kid),
+    GW_CONF_OPT("secret_file", gw_conf_p_file, struct gw_upstream_conf, cmp_secret_file),
+    GW_CONF_OPT("timeout", gw_conf_p_dur_ms, struct gw_upstream_conf, timeout_ms, .min = 1,
+                .max = GW_MAX_UPSTREAM_TIMEOUT_MS, .def = GW_DEFAULT_UPSTREAM_TIMEOUT_MS),
+    GW_CONF_OPT("max_inflight", gw_conf_p_u32, struct gw_upstream_conf, max_inflight, .min = 1,
+                .max = GW_MAX_UPSTREAM_INFLIGHT, .def = GW_DEFAULT_UPSTREAM_MAX_INFLIGHT),
+    GW_CONF_OPT("delay", gw_conf_p_dur_ms, struct gw_upstream_conf, delay_ms, .min = 0,
+                .max = GW_MAX_UPSTREAM_DELAY_MS),
+    GW_CONF_OPT("check_revocation", gw_conf_p_bool, struct gw_upstream_conf, check_revocation, .def = true),
 };
-OBJDEF(upstream_def, upstream_fields, check_upstream);
+GW_CONF_OBJDEF(upstream_def, upstream_fields, check_upstream);
 
-static const struct field authz_fields[] = {
-    OPT("tls_client", p_enum_bool, struct gw_authz, tls_required, .def = 0, .aux = tls_client_names),
-    OPT("tls_trust", p_names, struct gw_authz, tls_trust_names,
-        .off_n = offsetof(struct gw_authz, n_tls_trust), .aux = &names_plain),
-    OPT("tls_subjects", p_patterns, struct gw_authz, tls_subjects, .aux = &names_pattern),
-    OPT("tls_sans", p_patterns, struct gw_authz, tls_sans, .aux = &names_pattern),
-    OPT("tls_must_be_signer", p_bool, struct gw_authz, tls_must_be_signer, .def = false),
-    OPT("signer_subjects", p_patterns, struct gw_authz, signer_subjects, .aux = &names_pattern),
-    OPT("allowed_common_names", p_patterns, struct gw_authz, common_names, .aux = &names_pattern),
-    OPT("allowed_dns_names", p_patterns, struct gw_authz, dns_names, .aux = &names_pattern),
-    OPT("allowed_uris", p_patterns, struct gw_authz, uris, .aux = &names_pattern),
-    OPT("allowed_emails", p_patterns, struct gw_authz, emails, .aux = &names_pattern),
-    OPT("allowed_ip_ranges", p_patterns, struct gw_authz, ip_ranges, .aux = &names_cidr),
-    OPT("allowed_key_types", p_key_types, struct gw_authz, key_rules,
-        .off_n = offsetof(struct gw_authz, n_key_rules)),
-    OPT("ra_subjects", p_patterns, struct gw_authz, ra_subjects, .aux = &names_pattern),
+static const struct gw_conf_field authz_fields[] = {
+    GW_CONF_OPT("tls_client", gw_conf_p_enum_bool, struct gw_authz, tls_required, .def = 0,
+                .aux = tls_client_names),
+    GW_CONF_OPT("tls_trust", gw_conf_p_names, struct gw_authz, tls_trust_names,
+                .off_n = offsetof(struct gw_authz, n_tls_trust), .aux = &gw_conf_names_plain),
+    GW_CONF_OPT("tls_subjects", p_patterns, struct gw_authz, tls_subjects, .aux = &names_pattern),
+    GW_CONF_OPT("tls_sans", p_patterns, struct gw_authz, tls_sans, .aux = &names_pattern),
+    GW_CONF_OPT("tls_must_be_signer", gw_conf_p_bool, struct gw_authz, tls_must_be_signer, .def = false),
+    GW_CONF_OPT("signer_subjects", p_patterns, struct gw_authz, signer_subjects, .aux = &names_pattern),
+    GW_CONF_OPT("allowed_common_names", p_patterns, struct gw_authz, common_names, .aux = &names_pattern),
+    GW_CONF_OPT("allowed_dns_names", p_patterns, struct gw_authz, dns_names, .aux = &names_pattern),
+    GW_CONF_OPT("allowed_uris", p_patterns, struct gw_authz, uris, .aux = &names_pattern),
+    GW_CONF_OPT("allowed_emails", p_patterns, struct gw_authz, emails, .aux = &names_pattern),
+    GW_CONF_OPT("allowed_ip_ranges", p_patterns, struct gw_authz, ip_ranges, .aux = &names_cidr),
+    GW_CONF_OPT("allowed_key_types", p_key_types, struct gw_authz, key_rules,
+                .off_n = offsetof(struct gw_authz, n_key_rules)),
+    GW_CONF_OPT("ra_subjects", p_patterns, struct gw_authz, ra_subjects, .aux = &names_pattern),
 };
-OBJDEF(authz_def, authz_fields, NULL);
+GW_CONF_OBJDEF(authz_def, authz_fields, NULL);
 
 /*
  * RFC 9483 §4.3.2: the three certificates of RootCaKeyUpdateContent, and that they fit together
@@ -2090,207 +1228,231 @@ OBJDEF(authz_def, authz_fields, NULL);
  * root's, which is what a client's current root is recognised by; oldWithNew, if given, certifies
  * that old key and is signed by the new one.
  */
-static int check_root_update(struct pctx *pc, const char *path, void *base)
+static int check_root_update(struct gw_conf_ctx *pc, const char *path, void *base)
 {
     struct gw_root_update *u = base;
-    char fpath[PATH_LEN];
+    char fpath[GW_CONF_PATH_LEN];
     int ok;
 
-    bprintf(fpath, sizeof(fpath), "%s.new_with_new", path);
-    if (load_cert(pc, fpath, u->new_with_new_file, &u->new_with_new) != 0)
+    gw_conf_bprintf(fpath, sizeof(fpath), "%s.new_with_new", path);
+    if (gw_pem_load_cert(pc, fpath, u->new_with_new_file, &u->new_with_new) != 0)
         return GW_ERR_INVAL;
-    bprintf(fpath, sizeof(fpath), "%s.new_with_old", path);
-    if (load_cert(pc, fpath, u->new_with_old_file, &u->new_with_old) != 0)
+    gw_conf_bprintf(fpath, sizeof(fpath), "%s.new_with_old", path);
+    if (gw_pem_load_cert(pc, fpath, u->new_with_old_file, &u->new_with_old) != 0)
         return GW_ERR_INVAL;
-    bprintf(fpath, sizeof(fpath), "%s.old_with_new", path);
-    if (u->old_with_new_file != NULL && load_cert(pc, fpath, u->old_with_new_file, &u->old_with_new) != 0)
+    gw_conf_bprintf(fpath, sizeof(fpath), "%s.old_with_new", path);
+    if (u->old_with_new_file != NULL &&
+        gw_pem_load_cert(pc, fpath, u->old_with_new_file, &u->old_with_new) != 0)
         return GW_ERR_INVAL;
     if (X509_check_issued(u->new_with_new, u->new_with_new) != X509_V_OK)
-        return fail(pc, path, "new_with_new must be a self-signed root CA certificate");
+        return gw_conf_fail(pc, path, "new_with_new must be a self-signed root CA certificate");
     ok = EVP_PKEY_eq(X509_get0_pubkey(u->new_with_old), X509_get0_pubkey(u->new_with_new)) == 1 &&
          X509_verify(u->new_with_old, X509_get0_pubkey(u->new_with_new)) != 1;
     ERR_clear_error();
     if (!ok)
-        return fail(pc, path,
-                    "new_with_old must certify the key of new_with_new and be signed by the old root's key");
+        return gw_conf_fail(
+            pc, path,
+            "new_with_old must certify the key of new_with_new and be signed by the old root's key");
     if (u->old_with_new == NULL)
         return 0;
     ok = X509_verify(u->old_with_new, X509_get0_pubkey(u->new_with_new)) == 1 &&
          X509_verify(u->new_with_old, X509_get0_pubkey(u->old_with_new)) == 1;
     ERR_clear_error();
     if (!ok)
-        return fail(pc, path,
-                    "old_with_new must certify the key that signed new_with_old and be signed by the key of "
-                    "new_with_new");
+        return gw_conf_fail(
+            pc, path,
+            "old_with_new must certify the key that signed new_with_old and be signed by the key of "
+            "new_with_new");
     return 0;
 }
 
-static const struct field root_update_fields[] = {
-    REQ("new_with_new", p_file, struct gw_root_update, new_with_new_file),
-    REQ("new_with_old", p_file, struct gw_root_update, new_with_old_file),
-    OPT("old_with_new", p_file, struct gw_root_update, old_with_new_file),
+static const struct gw_conf_field root_update_fields[] = {
+    GW_CONF_REQ("new_with_new", gw_conf_p_file, struct gw_root_update, new_with_new_file),
+    GW_CONF_REQ("new_with_old", gw_conf_p_file, struct gw_root_update, new_with_old_file),
+    GW_CONF_OPT("old_with_new", gw_conf_p_file, struct gw_root_update, old_with_new_file),
 };
-OBJDEF(root_update_def, root_update_fields, check_root_update);
+GW_CONF_OBJDEF(root_update_def, root_update_fields, check_root_update);
 
-static const struct field role_fields[] = {
-    REQ("upstream", p_name, struct gw_role, upstream_name, .aux = &names_plain),
-    OPT("trust", p_names, struct gw_role, trust_names, .off_n = offsetof(struct gw_role, n_trust),
-        .aux = &names_plain),
-    OPT("pbm", p_names, struct gw_role, pbm_refs, .off_n = offsetof(struct gw_role, n_pbm),
-        .aux = &names_kid),
-    OPT("key_usage", p_flags, struct gw_role, key_usage, .aux = key_usages),
-    OPT("ext_key_usage", p_flags, struct gw_role, ext_key_usage, .aux = ext_key_usages),
-    OPT("allowed_san_types", p_flags, struct gw_role, allowed_san_types, .aux = san_types),
-    OPT("allowed_extensions", p_ext_oids, struct gw_role, allowed_exts,
-        .off_n = offsetof(struct gw_role, n_allowed_exts)),
-    OPT("ttl", p_dur_s, struct gw_role, ttl, .min = 1, .max = GW_MAX_CERT_TTL, .def = GW_DEFAULT_TTL),
-    OPT("max_ttl", p_dur_s, struct gw_role, max_ttl, .min = 1, .max = GW_MAX_CERT_TTL,
-        .def = GW_DEFAULT_MAX_TTL),
-    OPT("require_subject", p_bool, struct gw_role, require_subject, .def = false),
-    OPT("implicit_confirm", p_bool, struct gw_role, implicit_confirm, .def = true),
-    OPT("upstream_role", p_name, struct gw_role, upstream_role, .aux = &names_plain),
-    OPT("sign", p_enum, struct gw_role, sign_policy, .def = GW_SIGN_ROLE, .aux = sign_names),
-    OPT("issuer_ref", p_name, struct gw_role, issuer_ref, .aux = &names_plain),
-    OPT("exclude_cn_from_sans", p_bool, struct gw_role, exclude_cn_from_sans, .def = false),
-    OPT("crmf", p_enum, struct gw_role, crmf, .def = GW_CRMF_REJECT, .aux = crmf_names),
-    OPT("delegate", p_name, struct gw_role, delegate_name, .aux = &names_plain),
-    OPT("crmf_upstream", p_name, struct gw_role, crmf_upstream_name, .aux = &names_plain),
-    OPT("authorization", p_obj, struct gw_role, authz, .aux = &authz_def),
-    OPT("root_ca_update", p_opt_obj, struct gw_role, root_update, .aux = &root_update_def),
+static const struct gw_conf_field role_fields[] = {
+    GW_CONF_REQ("upstream", gw_conf_p_name, struct gw_role, upstream_name, .aux = &gw_conf_names_plain),
+    GW_CONF_OPT("trust", gw_conf_p_names, struct gw_role, trust_names,
+                .off_n = offsetof(struct gw_role, n_trust), .aux = &gw_conf_names_plain),
+    GW_CONF_OPT("pbm", gw_conf_p_names, struct gw_role, pbm_refs, .off_n = offsetof(struct gw_role, n_pbm),
+                .aux = &names_kid),
+    GW_CONF_OPT("key_usage", gw_conf_p_flags, struct gw_role, key_usage, .aux = key_usages),
+    GW_CONF_OPT("ext_key_usage", gw_conf_p_flags, struct gw_role, ext_key_usage, .aux = ext_key_usages),
+    GW_CONF_OPT("allowed_san_types", gw_conf_p_flags, struct gw_role, allowed_san_types, .aux = san_types),
+    GW_CONF_OPT("allowed_extensions", p_ext_oids, struct gw_role, allowed_exts,
+                .off_n = offsetof(struct gw_role, n_allowed_exts)),
+    GW_CONF_OPT("ttl", gw_conf_p_dur_s, struct gw_role, ttl, .min = 1, .max = GW_MAX_CERT_TTL,
+                .def = GW_DEFAULT_TTL),
+    GW_CONF_OPT("max_ttl", gw_conf_p_dur_s, struct gw_role, max_ttl, .min = 1, .max = GW_MAX_CERT_TTL,
+                .def = GW_DEFAULT_MAX_TTL),
+    GW_CONF_OPT("require_subject", gw_conf_p_bool, struct gw_role, require_subject, .def = false),
+    GW_CONF_OPT("implicit_confirm", gw_conf_p_bool, struct gw_role, implicit_confirm, .def = true),
+    GW_CONF_OPT("upstream_role", gw_conf_p_name, struct gw_role, upstream_role, .aux = &gw_conf_names_plain),
+    GW_CONF_OPT("sign", gw_conf_p_enum, struct gw_role, sign_policy, .def = GW_SIGN_ROLE, .aux = sign_names),
+    GW_CONF_OPT("issuer_ref", gw_conf_p_name, struct gw_role, issuer_ref, .aux = &gw_conf_names_plain),
+    GW_CONF_OPT("exclude_cn_from_sans", gw_conf_p_bool, struct gw_role, exclude_cn_from_sans, .def = false),
+    GW_CONF_OPT("crmf", gw_conf_p_enum, struct gw_role, crmf, .def = GW_CRMF_REJECT, .aux = crmf_names),
+    GW_CONF_OPT("delegate", gw_conf_p_name, struct gw_role, delegate_name, .aux = &gw_conf_names_plain),
+    GW_CONF_OPT("crmf_upstream", gw_conf_p_name, struct gw_role, crmf_upstream_name,
+                .aux = &gw_conf_names_plain),
+    GW_CONF_OPT("authorization", gw_conf_p_obj, struct gw_role, authz, .aux = &authz_def),
+    GW_CONF_OPT("root_ca_update", gw_conf_p_opt_obj, struct gw_role, root_update, .aux = &root_update_def),
     /* 3GPP TS 33.310 (docs/3gpp.md) */
-    OPT("device_allowlist", p_file, struct gw_role, device_allowlist_file),
-    OPT("subject_from_signer", p_bool, struct gw_role, subject_from_signer, .def = false),
-    OPT("ca_pubs", p_file, struct gw_role, ca_pubs_file),
-    OPT("min_hash", p_enum, struct gw_role, min_hash_bits, .def = 0, .aux = min_hash_names),
+    GW_CONF_OPT("device_allowlist", gw_conf_p_file, struct gw_role, device_allowlist_file),
+    GW_CONF_OPT("subject_from_signer", gw_conf_p_bool, struct gw_role, subject_from_signer, .def = false),
+    GW_CONF_OPT("ca_pubs", gw_conf_p_file, struct gw_role, ca_pubs_file),
+    GW_CONF_OPT("min_hash", gw_conf_p_enum, struct gw_role, min_hash_bits, .def = 0, .aux = min_hash_names),
     /* polling for slow upstreams (docs/polling.md) */
-    OPT("poll_after", p_dur_ms, struct gw_role, poll_after_ms, .min = 0, .max = GW_MAX_UPSTREAM_TIMEOUT_MS,
-        .def = 0),
+    GW_CONF_OPT("poll_after", gw_conf_p_dur_ms, struct gw_role, poll_after_ms, .min = 0,
+                .max = GW_MAX_UPSTREAM_TIMEOUT_MS, .def = 0),
 };
-OBJDEF(role_def, role_fields, check_role);
+GW_CONF_OBJDEF(role_def, role_fields, check_role);
 
-static const struct field cmp_fields[] = {
-    OPT("message_time_window", p_dur_s, struct gw_cmp_conf, message_time_window, .min = 0,
-        .max = GW_MAX_MSGTIME_WINDOW, .def = GW_DEFAULT_MSGTIME_WINDOW),
-    OPT("require_message_time", p_bool, struct gw_cmp_conf, require_message_time, .def = false),
-    OPT("transaction_ttl", p_dur_s, struct gw_cmp_conf, transaction_ttl, .min = 1, .max = GW_MAX_TXN_TTL,
-        .def = GW_DEFAULT_TXN_TTL),
-    OPT("max_transactions", p_u32, struct gw_cmp_conf, max_transactions, .min = 1, .max = GW_MAX_TXNS,
-        .def = GW_DEFAULT_MAX_TXNS),
-    OPT("max_transactions_per_identity", p_u32, struct gw_cmp_conf, max_transactions_per_identity, .min = 1,
-        .max = GW_MAX_TXNS, .def = GW_DEFAULT_MAX_TXNS_PER_IDENTITY),
-    OPT("pbm_max_iterations", p_u32, struct gw_cmp_conf, pbm_max_iterations, .min = GW_MIN_PBM_ITER,
-        .max = GW_MAX_PBM_ITER, .def = GW_DEFAULT_PBM_MAX_ITER),
-    OPT("max_recent_per_identity", p_u32, struct gw_cmp_conf, max_recent_per_identity, .min = 1,
-        .max = GW_REPLAY_MAX_ENTRIES, .def = GW_DEFAULT_REPLAY_PER_IDENTITY),
-    OPT("revocation_grace", p_dur_s, struct gw_cmp_conf, revocation_grace, .min = 0,
-        .max = GW_MAX_REVOCATION_GRACE, .def = GW_DEFAULT_REVOCATION_GRACE),
+static const struct gw_conf_field cmp_fields[] = {
+    GW_CONF_OPT("message_time_window", gw_conf_p_dur_s, struct gw_cmp_conf, message_time_window, .min = 0,
+                .max = GW_MAX_MSGTIME_WINDOW, .def = GW_DEFAULT_MSGTIME_WINDOW),
+    GW_CONF_OPT("require_message_time", gw_conf_p_bool, struct gw_cmp_conf, require_message_time,
+                .def = false),
+    GW_CONF_OPT("transaction_ttl", gw_conf_p_dur_s, struct gw_cmp_conf, transaction_ttl, .min = 1,
+                .max = GW_MAX_TXN_TTL, .def = GW_DEFAULT_TXN_TTL),
+    GW_CONF_OPT("max_transactions", gw_conf_p_u32, struct gw_cmp_conf, max_transactions, .min = 1,
+                .max = GW_MAX_TXNS, .def = GW_DEFAULT_MAX_TXNS),
+    GW_CONF_OPT("max_transactions_per_identity", gw_conf_p_u32, struct gw_cmp_conf,
+                max_transactions_per_identity, .min = 1, .max = GW_MAX_TXNS,
+                .def = GW_DEFAULT_MAX_TXNS_PER_IDENTITY),
+    GW_CONF_OPT("pbm_max_iterations", gw_conf_p_u32, struct gw_cmp_conf, pbm_max_iterations,
+                .min = GW_MIN_PBM_ITER, .max = GW_MAX_PBM_ITER, .def = GW_DEFAULT_PBM_MAX_ITER),
+    GW_CONF_OPT("max_recent_per_identity", gw_conf_p_u32, struct gw_cmp_conf, max_recent_per_identity,
+                .min = 1, .max = GW_REPLAY_MAX_ENTRIES, .def = GW_DEFAULT_REPLAY_PER_IDENTITY),
+    GW_CONF_OPT("revocation_grace", gw_conf_p_dur_s, struct gw_cmp_conf, revocation_grace, .min = 0,
+                .max = GW_MAX_REVOCATION_GRACE, .def = GW_DEFAULT_REVOCATION_GRACE),
 };
-OBJDEF(cmp_def, cmp_fields, NULL);
+GW_CONF_OBJDEF(cmp_def, cmp_fields, NULL);
 
-static const struct field limits_fields[] = {
-    OPT("max_connections", p_u32, struct gw_limits_conf, admission.max_connections, .min = 1,
-        .max = GW_MAX_CONNECTIONS, .def = GW_DEFAULT_MAX_CONNECTIONS),
-    OPT("max_connections_per_address", p_u32, struct gw_limits_conf, admission.max_connections_per_address,
-        .min = 1, .max = GW_MAX_CONNECTIONS, .def = GW_DEFAULT_MAX_CONNECTIONS_PER_ADDRESS),
-    OPT("auth_failures_per_address", p_u32, struct gw_limits_conf, admission.auth_failures, .min = 0,
-        .max = GW_MAX_AUTH_FAILURES, .def = GW_DEFAULT_AUTH_FAILURES),
-    OPT("auth_failure_window", p_dur_s, struct gw_limits_conf, admission.auth_failure_window, .min = 1,
-        .max = GW_MAX_AUTH_FAILURE_WINDOW, .def = GW_DEFAULT_AUTH_FAILURE_WINDOW),
-    OPT("body_timeout", p_dur_s, struct gw_limits_conf, body_timeout, .min = 1, .max = GW_MAX_BODY_TIMEOUT,
-        .def = GW_DEFAULT_BODY_TIMEOUT),
+static const struct gw_conf_field limits_fields[] = {
+    GW_CONF_OPT("max_connections", gw_conf_p_u32, struct gw_limits_conf, admission.max_connections, .min = 1,
+                .max = GW_MAX_CONNECTIONS, .def = GW_DEFAULT_MAX_CONNECTIONS),
+    GW_CONF_OPT("max_connections_per_address", gw_conf_p_u32, struct gw_limits_conf,
+                admission.max_connections_per_address, .min = 1, .max = GW_MAX_CONNECTIONS,
+                .def = GW_DEFAULT_MAX_CONNECTIONS_PER_ADDRESS),
+    GW_CONF_OPT("auth_failures_per_address", gw_conf_p_u32, struct gw_limits_conf, admission.auth_failures,
+                .min = 0, .max = GW_MAX_AUTH_FAILURES, .def = GW_DEFAULT_AUTH_FAILURES),
+    GW_CONF_OPT("auth_failure_window", gw_conf_p_dur_s, struct gw_limits_conf, admission.auth_failure_window,
+                .min = 1, .max = GW_MAX_AUTH_FAILURE_WINDOW, .def = GW_DEFAULT_AUTH_FAILURE_WINDOW),
+    GW_CONF_OPT("body_timeout", gw_conf_p_dur_s, struct gw_limits_conf, body_timeout, .min = 1,
+                .max = GW_MAX_BODY_TIMEOUT, .def = GW_DEFAULT_BODY_TIMEOUT),
 };
-OBJDEF(limits_def, limits_fields, NULL);
+GW_CONF_OBJDEF(limits_def, limits_fields, NULL);
 
-static const struct field audit_fields[] = {
-    REQ("file", p_file, struct gw_audit_conf, file),
-    OPT("audit_fields", p_flags, struct gw_audit_conf, fields, .def = AUDIT_DEFAULT_FIELDS,
-        .aux = audit_field_names),
+static const struct gw_conf_field audit_fields[] = {
+    GW_CONF_REQ("file", gw_conf_p_file, struct gw_audit_conf, file),
+    GW_CONF_OPT("audit_fields", gw_conf_p_flags, struct gw_audit_conf, fields, .def = AUDIT_DEFAULT_FIELDS,
+                .aux = audit_field_names),
 };
-OBJDEF(audit_def, audit_fields, check_audit);
+GW_CONF_OBJDEF(audit_def, audit_fields, check_audit);
 
-static const struct mapdef trust_map = {
-    sizeof(struct gw_trust_conf), offsetof(struct gw_trust_conf, name), &names_plain, p_obj, 0, &trust_def};
-static const struct mapdef pbm_map = {
-    sizeof(struct gw_pbm_conf), offsetof(struct gw_pbm_conf, reference), &names_kid, p_obj, 0, &pbm_def};
-static const struct mapdef upstream_map = {sizeof(struct gw_upstream_conf),
-                                           offsetof(struct gw_upstream_conf, name),
-                                           &names_plain,
-                                           p_obj,
+static const struct gw_conf_map trust_map = {sizeof(struct gw_trust_conf),
+                                             offsetof(struct gw_trust_conf, name),
+                                             &gw_conf_names_plain,
+                                             gw_conf_p_obj,
+                                             0,
+                                             &trust_def};
+static const struct gw_conf_map pbm_map = {sizeof(struct gw_pbm_conf),
+                                           offsetof(struct gw_pbm_conf, reference),
+                                           &names_kid,
+                                           gw_conf_p_obj,
                                            0,
-                                           &upstream_def};
-static const struct mapdef role_map = {
-    sizeof(struct gw_role), offsetof(struct gw_role, name), &names_plain, p_obj, 0, &role_def};
-static const struct namekind names_label = {name_ok, "a label of 1..64 characters [A-Za-z0-9._-]"};
-static const struct mapdef label_map = {sizeof(struct gw_label),
-                                        offsetof(struct gw_label, label),
-                                        &names_label,
-                                        p_policy,
-                                        offsetof(struct gw_label, policy),
-                                        NULL};
+                                           &pbm_def};
+static const struct gw_conf_map upstream_map = {sizeof(struct gw_upstream_conf),
+                                                offsetof(struct gw_upstream_conf, name),
+                                                &gw_conf_names_plain,
+                                                gw_conf_p_obj,
+                                                0,
+                                                &upstream_def};
+static const struct gw_conf_map role_map = {sizeof(struct gw_role),
+                                            offsetof(struct gw_role, name),
+                                            &gw_conf_names_plain,
+                                            gw_conf_p_obj,
+                                            0,
+                                            &role_def};
+static const struct gw_conf_names names_label = {gw_conf_name_ok,
+                                                 "a label of 1..64 characters [A-Za-z0-9._-]"};
+static const struct gw_conf_map label_map = {sizeof(struct gw_label),
+                                             offsetof(struct gw_label, label),
+                                             &names_label,
+                                             p_policy,
+                                             offsetof(struct gw_label, policy),
+                                             NULL};
 
-static const struct namekind names_profile = {name_ok, "a profile name of 1..64 characters [A-Za-z0-9._-]"};
-static const struct mapdef profile_map = {sizeof(struct gw_profile),
-                                          offsetof(struct gw_profile, name),
-                                          &names_profile,
-                                          p_profile_role,
-                                          offsetof(struct gw_profile, policy),
-                                          NULL};
+static const struct gw_conf_names names_profile = {gw_conf_name_ok,
+                                                   "a profile name of 1..64 characters [A-Za-z0-9._-]"};
+static const struct gw_conf_map profile_map = {sizeof(struct gw_profile),
+                                               offsetof(struct gw_profile, name),
+                                               &names_profile,
+                                               p_profile_role,
+                                               offsetof(struct gw_profile, policy),
+                                               NULL};
 
-static int p_listeners(struct pctx *pc, const char *path, struct json_object *v, void *base,
-                       const struct field *f);
+static int p_listeners(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                       const struct gw_conf_field *f);
 
-static const struct field top_fields[] = {
-    REQ("listeners", p_listeners, struct gw_config, listeners,
-        .off_n = offsetof(struct gw_config, n_listeners), .min = 1, .max = GW_MAX_LISTENERS),
-    OPT("loop_threads", p_u32, struct gw_config, loop_threads, .min = 1, .max = GW_MAX_LOOP_THREADS,
-        .def = GW_DEFAULT_LOOP_THREADS),
-    OPT("workers", p_u32, struct gw_config, workers, .min = 1, .max = GW_MAX_WORKERS,
-        .def = GW_DEFAULT_WORKERS),
-    OPT("queue_depth", p_u32, struct gw_config, queue_depth, .min = 1, .max = GW_MAX_QUEUE_DEPTH,
-        .def = GW_DEFAULT_QUEUE_DEPTH),
-    OPT("path_prefix", p_prefix, struct gw_config, path_prefix, .sdef = "/pki"),
-    REQ("signer", p_obj, struct gw_config, signer, .aux = &signer_def),
-    OPT("trust", p_map, struct gw_config, trust, .off_n = offsetof(struct gw_config, n_trust),
-        .aux = &trust_map),
-    OPT("pbm", p_map, struct gw_config, pbm, .off_n = offsetof(struct gw_config, n_pbm), .aux = &pbm_map),
-    OPT("upstreams", p_map, struct gw_config, upstreams, .off_n = offsetof(struct gw_config, n_upstreams),
-        .aux = &upstream_map),
-    OPT("roles", p_map, struct gw_config, roles, .off_n = offsetof(struct gw_config, n_roles),
-        .aux = &role_map),
-    OPT("default_path_policy", p_policy, struct gw_config, default_path_policy, .sdef = "forbid"),
-    OPT("label_to_path_policy", p_map, struct gw_config, labels,
-        .off_n = offsetof(struct gw_config, n_labels), .aux = &label_map),
-    OPT("profiles", p_map, struct gw_config, profiles, .off_n = offsetof(struct gw_config, n_profiles),
-        .aux = &profile_map),
-    OPT("cmp", p_obj, struct gw_config, cmp, .aux = &cmp_def),
-    OPT("limits", p_obj, struct gw_config, limits, .aux = &limits_def),
-    REQ("audit", p_obj, struct gw_config, audit, .aux = &audit_def),
-    OPT("log_level", p_enum, struct gw_config, log_level, .def = GW_LOG_INFO, .aux = log_levels),
-    OPT("root_ca_update", p_opt_obj, struct gw_config, root_update, .aux = &root_update_def),
+static const struct gw_conf_field top_fields[] = {
+    GW_CONF_REQ("listeners", p_listeners, struct gw_config, listeners,
+                .off_n = offsetof(struct gw_config, n_listeners), .min = 1, .max = GW_MAX_LISTENERS),
+    GW_CONF_OPT("loop_threads", gw_conf_p_u32, struct gw_config, loop_threads, .min = 1,
+                .max = GW_MAX_LOOP_THREADS, .def = GW_DEFAULT_LOOP_THREADS),
+    GW_CONF_OPT("workers", gw_conf_p_u32, struct gw_config, workers, .min = 1, .max = GW_MAX_WORKERS,
+                .def = GW_DEFAULT_WORKERS),
+    GW_CONF_OPT("queue_depth", gw_conf_p_u32, struct gw_config, queue_depth, .min = 1,
+                .max = GW_MAX_QUEUE_DEPTH, .def = GW_DEFAULT_QUEUE_DEPTH),
+    GW_CONF_OPT("path_prefix", gw_conf_p_prefix, struct gw_config, path_prefix, .sdef = "/pki"),
+    GW_CONF_REQ("signer", gw_conf_p_obj, struct gw_config, signer, .aux = &signer_def),
+    GW_CONF_OPT("trust", gw_conf_p_map, struct gw_config, trust, .off_n = offsetof(struct gw_config, n_trust),
+                .aux = &trust_map),
+    GW_CONF_OPT("pbm", gw_conf_p_map, struct gw_config, pbm, .off_n = offsetof(struct gw_config, n_pbm),
+                .aux = &pbm_map),
+    GW_CONF_OPT("upstreams", gw_conf_p_map, struct gw_config, upstreams,
+                .off_n = offsetof(struct gw_config, n_upstreams), .aux = &upstream_map),
+    GW_CONF_OPT("roles", gw_conf_p_map, struct gw_config, roles, .off_n = offsetof(struct gw_config, n_roles),
+                .aux = &role_map),
+    GW_CONF_OPT("default_path_policy", p_policy, struct gw_config, default_path_policy, .sdef = "forbid"),
+    GW_CONF_OPT("label_to_path_policy", gw_conf_p_map, struct gw_config, labels,
+                .off_n = offsetof(struct gw_config, n_labels), .aux = &label_map),
+    GW_CONF_OPT("profiles", gw_conf_p_map, struct gw_config, profiles,
+                .off_n = offsetof(struct gw_config, n_profiles), .aux = &profile_map),
+    GW_CONF_OPT("cmp", gw_conf_p_obj, struct gw_config, cmp, .aux = &cmp_def),
+    GW_CONF_OPT("limits", gw_conf_p_obj, struct gw_config, limits, .aux = &limits_def),
+    GW_CONF_REQ("audit", gw_conf_p_obj, struct gw_config, audit, .aux = &audit_def),
+    GW_CONF_OPT("log_level", gw_conf_p_enum, struct gw_config, log_level, .def = GW_LOG_INFO,
+                .aux = log_levels),
+    GW_CONF_OPT("root_ca_update", gw_conf_p_opt_obj, struct gw_config, root_update, .aux = &root_update_def),
 };
-static int check_config(struct pctx *pc, const char *path, void *base);
-OBJDEF(top_def, top_fields, check_config);
+static int check_config(struct gw_conf_ctx *pc, const char *path, void *base);
+GW_CONF_OBJDEF(top_def, top_fields, check_config);
 
-static int p_listeners(struct pctx *pc, const char *path, struct json_object *v, void *base,
-                       const struct field *f)
+static int p_listeners(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                       const struct gw_conf_field *f)
 {
     struct gw_config *cfg = base;
-    struct field lf = {.parse = p_obj, .aux = &listener_def};
-    char ipath[PATH_LEN], buf[SHOW_LEN + 8];
+    struct gw_conf_field lf = {.parse = gw_conf_p_obj, .aux = &listener_def};
+    char ipath[GW_CONF_PATH_LEN], buf[GW_CONF_SHOW_BUF];
     size_t i, n;
     int rc;
 
     if (!json_object_is_type(v, json_type_array) || json_object_array_length(v) < (size_t)f->min ||
         json_object_array_length(v) > (size_t)f->max)
-        return fail(pc, path, "expected an array of %lld..%lld listeners, got %s", (long long)f->min,
-                    (long long)f->max, show(v, buf, sizeof(buf)));
+        return gw_conf_fail(pc, path, "expected an array of %lld..%lld listeners, got %s", (long long)f->min,
+                            (long long)f->max, gw_conf_show(v, buf, sizeof(buf)));
     n = json_object_array_length(v);
     if ((cfg->listeners = calloc(n, sizeof(*cfg->listeners))) == NULL)
         return GW_ERR_NOMEM;
     for (i = 0; i < n; i++) {
-        join_index(ipath, path, i);
+        gw_conf_join_index(ipath, path, i);
         if (json_object_array_get_idx(v, i) == NULL)
-            return fail(pc, ipath, "expected a listener object, got null");
+            return gw_conf_fail(pc, ipath, "expected a listener object, got null");
         cfg->n_listeners = i + 1;
         if ((rc = lf.parse(pc, ipath, json_object_array_get_idx(v, i), &cfg->listeners[i], &lf)) != 0)
             return rc;
@@ -2362,31 +1524,32 @@ static int trust_union_add(X509_STORE **store, STACK_OF(X509) **untrusted, const
  * Resolves trust names |names| (at |path|) into one union store. CRL checking is a property of the
  * whole store, so entries with and without crl_file cannot be mixed: the latter would never verify.
  */
-static int trust_union(struct pctx *pc, const struct gw_config *cfg, const char *path, char **names, size_t n,
-                       X509_STORE **store, STACK_OF(X509) **untrusted)
+static int trust_union(struct gw_conf_ctx *pc, const struct gw_config *cfg, const char *path, char **names,
+                       size_t n, X509_STORE **store, STACK_OF(X509) **untrusted)
 {
     const struct gw_trust_conf *t;
-    char ipath[PATH_LEN];
+    char ipath[GW_CONF_PATH_LEN];
     size_t i, with_crl = 0;
     int rc;
 
     for (i = 0; i < n; i++) {
-        join_index(ipath, path, i);
+        gw_conf_join_index(ipath, path, i);
         if ((t = gw_config_trust(cfg, names[i])) == NULL)
-            return fail(pc, ipath, "unknown trust \"%s\"", names[i]);
+            return gw_conf_fail(pc, ipath, "unknown trust \"%s\"", names[i]);
         if ((rc = trust_union_add(store, untrusted, t)) != 0)
-            return fail(pc, ipath, "cannot build the trust store: %s", gw_err_str(rc));
+            return gw_conf_fail(pc, ipath, "cannot build the trust store: %s", gw_err_str(rc));
         with_crl += t->crl_file != NULL;
     }
     if (with_crl != 0 && with_crl != n)
-        return fail(pc, path,
-                    "mixes trust entries with and without \"crl_file\": with CRL checking on, certificates "
-                    "of the entries without CRLs would never verify");
+        return gw_conf_fail(
+            pc, path,
+            "mixes trust entries with and without \"crl_file\": with CRL checking on, certificates "
+            "of the entries without CRLs would never verify");
     return 0;
 }
 
 /* Names a role may ask for per SAN type are dead configuration unless that type is copied at all. */
-static int check_authz_sans(struct pctx *pc, const struct gw_role *r)
+static int check_authz_sans(struct gw_conf_ctx *pc, const struct gw_role *r)
 {
     const struct {
         const char *key, *type;
@@ -2398,14 +1561,15 @@ static int check_authz_sans(struct pctx *pc, const struct gw_role *r)
         {"allowed_emails", "email", r->authz.emails.n, GW_SAN_EMAIL},
         {"allowed_ip_ranges", "ip", r->authz.ip_ranges.n, GW_SAN_IP},
     };
-    char path[PATH_LEN];
+    char path[GW_CONF_PATH_LEN];
     size_t i;
 
     for (i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
         if (lists[i].n == 0 || (r->allowed_san_types & lists[i].bit) != 0)
             continue;
-        bprintf(path, sizeof(path), "$.roles.%s.authorization.%s", r->name, lists[i].key);
-        return fail(pc, path, "set, but \"%s\" is not in the role's \"allowed_san_types\"", lists[i].type);
+        gw_conf_bprintf(path, sizeof(path), "$.roles.%s.authorization.%s", r->name, lists[i].key);
+        return gw_conf_fail(pc, path, "set, but \"%s\" is not in the role's \"allowed_san_types\"",
+                            lists[i].type);
     }
     return 0;
 }
@@ -2416,7 +1580,7 @@ static uint32_t upstream_timeout_ms(const struct gw_upstream_conf *u)
     return u->timeout_ms != 0 ? u->timeout_ms : GW_DEFAULT_UPSTREAM_TIMEOUT_MS;
 }
 
-static int check_role_upstream(struct pctx *pc, struct gw_role *r)
+static int check_role_upstream(struct gw_conf_ctx *pc, struct gw_role *r)
 {
     const struct {
         const char *key;
@@ -2431,22 +1595,22 @@ static int check_role_upstream(struct pctx *pc, struct gw_role *r)
         {"delegate", r->delegate_name != NULL, T_HTTP},
     };
     enum gw_upstream_type type = r->upstream->type;
-    char path[PATH_LEN];
+    char path[GW_CONF_PATH_LEN];
     size_t i;
 
     for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         if (!keys[i].set || (keys[i].allowed & (1u << type)) != 0)
             continue;
-        bprintf(path, sizeof(path), "$.roles.%s.%s", r->name, keys[i].key);
-        return fail(pc, path, "only for roles on %s upstreams; \"%s\" is a %s upstream",
-                    keys[i].allowed == T_VAULT ? "vault" : "vault or cfssl", r->upstream_name,
-                    upstream_type_names[type]);
+        gw_conf_bprintf(path, sizeof(path), "$.roles.%s.%s", r->name, keys[i].key);
+        return gw_conf_fail(pc, path, "only for roles on %s upstreams; \"%s\" is a %s upstream",
+                            keys[i].allowed == T_VAULT ? "vault" : "vault or cfssl", r->upstream_name,
+                            upstream_type_names[type]);
     }
     /* a threshold at or past the upstream's own timeout would never start polling */
-    bprintf(path, sizeof(path), "$.roles.%s.poll_after", r->name);
+    gw_conf_bprintf(path, sizeof(path), "$.roles.%s.poll_after", r->name);
     if (r->poll_after_ms != 0 && r->poll_after_ms >= upstream_timeout_ms(r->upstream))
-        return fail(pc, path, "%ums is not below the timeout of upstream \"%s\" (%ums)", r->poll_after_ms,
-                    r->upstream_name, upstream_timeout_ms(r->upstream));
+        return gw_conf_fail(pc, path, "%ums is not below the timeout of upstream \"%s\" (%ums)",
+                            r->poll_after_ms, r->upstream_name, upstream_timeout_ms(r->upstream));
     /* the upstream's role (vault) or profile (cfssl) defaults to the role's own name */
     if (type != GW_UPSTREAM_LOCAL && r->upstream_role == NULL && (r->upstream_role = strdup(r->name)) == NULL)
         return GW_ERR_NOMEM;
@@ -2474,20 +1638,22 @@ static int chains_to(X509_STORE *store, X509 *cert, STACK_OF(X509) *untrusted, c
  * must not issue CAs (pathLen 0), it must chain to the upstream's CA, and it should be constrained
  * in names and life. The last two are warnings: the operator may not control the upstream's profile.
  */
-static int check_delegate_cert(struct pctx *pc, const char *path, const struct gw_upstream_conf *up,
+static int check_delegate_cert(struct gw_conf_ctx *pc, const char *path, const struct gw_upstream_conf *up,
                                const struct gw_upstream_conf *d)
 {
     const char *why;
     int days = 0, secs = 0;
 
     if (X509_get_pathlen(d->cert) != 0)
-        return fail(pc, path,
-                    "the certificate of \"%s\" must have basicConstraints pathlen:0: a delegate issuer "
-                    "must not issue CA certificates",
-                    d->name);
+        return gw_conf_fail(
+            pc, path,
+            "the certificate of \"%s\" must have basicConstraints pathlen:0: a delegate issuer "
+            "must not issue CA certificates",
+            d->name);
     if (!chains_to(up->issuer_store, d->cert, d->chain, &why))
-        return fail(pc, path, "the certificate of \"%s\" does not chain to the issuer_ca of \"%s\": %s",
-                    d->name, up->name, why);
+        return gw_conf_fail(pc, path,
+                            "the certificate of \"%s\" does not chain to the issuer_ca of \"%s\": %s",
+                            d->name, up->name, why);
     if (X509_get_ext_by_NID(d->cert, NID_name_constraints, -1) < 0)
         gw_log(GW_LOG_WARN, "config",
                "%s: %s: the certificate of \"%s\" has no name constraints: it can issue any name", pc->name,
@@ -2501,23 +1667,23 @@ static int check_delegate_cert(struct pctx *pc, const char *path, const struct g
     return 0;
 }
 
-static int resolve_delegate(struct pctx *pc, const struct gw_config *cfg, struct gw_role *r)
+static int resolve_delegate(struct gw_conf_ctx *pc, const struct gw_config *cfg, struct gw_role *r)
 {
     const struct gw_upstream_conf *d;
-    char path[PATH_LEN];
+    char path[GW_CONF_PATH_LEN];
 
     if (r->delegate_name == NULL)
         return 0;
-    bprintf(path, sizeof(path), "$.roles.%s.delegate", r->name);
+    gw_conf_bprintf(path, sizeof(path), "$.roles.%s.delegate", r->name);
     if ((d = upstream_find(cfg, r->delegate_name)) == NULL)
-        return fail(pc, path, "unknown upstream \"%s\"", r->delegate_name);
+        return gw_conf_fail(pc, path, "unknown upstream \"%s\"", r->delegate_name);
     if (d->type != GW_UPSTREAM_LOCAL)
-        return fail(pc, path, "\"%s\" is a %s upstream: a delegate issuer must be a local upstream", d->name,
-                    upstream_type_names[d->type]);
+        return gw_conf_fail(pc, path, "\"%s\" is a %s upstream: a delegate issuer must be a local upstream",
+                            d->name, upstream_type_names[d->type]);
     if (d->store_dir == NULL)
-        return fail(pc, path,
-                    "\"%s\" has no \"store\": a delegate issuer must keep every certificate it issues",
-                    d->name);
+        return gw_conf_fail(
+            pc, path, "\"%s\" has no \"store\": a delegate issuer must keep every certificate it issues",
+            d->name);
     if (check_delegate_cert(pc, path, r->upstream, d) != 0)
         return GW_ERR_INVAL;
     r->delegate = d;
@@ -2528,45 +1694,45 @@ static int resolve_delegate(struct pctx *pc, const struct gw_config *cfg, struct
  * "crmf_upstream": CRMF goes to an upstream that signs bare keys (cmp or local) while
  * "upstream" keeps the p10cr; a delegate would be a second answer to the same question.
  */
-static int resolve_crmf_upstream(struct pctx *pc, const struct gw_config *cfg, struct gw_role *r)
+static int resolve_crmf_upstream(struct gw_conf_ctx *pc, const struct gw_config *cfg, struct gw_role *r)
 {
     const struct gw_upstream_conf *u;
-    char path[PATH_LEN];
+    char path[GW_CONF_PATH_LEN];
 
     if (r->crmf_upstream_name == NULL)
         return 0;
-    bprintf(path, sizeof(path), "$.roles.%s.crmf_upstream", r->name);
+    gw_conf_bprintf(path, sizeof(path), "$.roles.%s.crmf_upstream", r->name);
     if ((u = upstream_find(cfg, r->crmf_upstream_name)) == NULL)
-        return fail(pc, path, "unknown upstream \"%s\"", r->crmf_upstream_name);
+        return gw_conf_fail(pc, path, "unknown upstream \"%s\"", r->crmf_upstream_name);
     if (u->type != GW_UPSTREAM_CMP && u->type != GW_UPSTREAM_LOCAL)
-        return fail(pc, path, "\"%s\" is a %s upstream: CRMF requests need a cmp or local upstream", u->name,
-                    upstream_type_names[u->type]);
+        return gw_conf_fail(pc, path, "\"%s\" is a %s upstream: CRMF requests need a cmp or local upstream",
+                            u->name, upstream_type_names[u->type]);
     if (r->crmf == GW_CRMF_DELEGATE)
-        return fail(pc, path, "set together with \"crmf\": \"delegate\": choose one");
+        return gw_conf_fail(pc, path, "set together with \"crmf\": \"delegate\": choose one");
     r->crmf_upstream = u;
     return 0;
 }
 
-static int resolve_role(struct pctx *pc, struct gw_config *cfg, struct gw_role *r)
+static int resolve_role(struct gw_conf_ctx *pc, struct gw_config *cfg, struct gw_role *r)
 {
-    char path[PATH_LEN];
+    char path[GW_CONF_PATH_LEN];
     size_t i;
     int rc;
 
-    bprintf(path, sizeof(path), "$.roles.%s.upstream", r->name);
+    gw_conf_bprintf(path, sizeof(path), "$.roles.%s.upstream", r->name);
     if ((r->upstream = upstream_find(cfg, r->upstream_name)) == NULL)
-        return fail(pc, path, "unknown upstream \"%s\"", r->upstream_name);
+        return gw_conf_fail(pc, path, "unknown upstream \"%s\"", r->upstream_name);
     if ((rc = check_role_upstream(pc, r)) != 0)
         return rc;
-    bprintf(path, sizeof(path), "$.roles.%s.trust", r->name);
+    gw_conf_bprintf(path, sizeof(path), "$.roles.%s.trust", r->name);
     if ((rc = trust_union(pc, cfg, path, r->trust_names, r->n_trust, &r->store, &r->untrusted)) != 0)
         return rc;
     for (i = 0; i < r->n_pbm; i++) {
-        bprintf(path, sizeof(path), "$.roles.%s.pbm[%zu]", r->name, i);
+        gw_conf_bprintf(path, sizeof(path), "$.roles.%s.pbm[%zu]", r->name, i);
         if (gw_config_pbm(cfg, (const unsigned char *)r->pbm_refs[i], strlen(r->pbm_refs[i])) == NULL)
-            return fail(pc, path, "unknown pbm reference \"%s\"", r->pbm_refs[i]);
+            return gw_conf_fail(pc, path, "unknown pbm reference \"%s\"", r->pbm_refs[i]);
     }
-    bprintf(path, sizeof(path), "$.roles.%s.authorization.tls_trust", r->name);
+    gw_conf_bprintf(path, sizeof(path), "$.roles.%s.authorization.tls_trust", r->name);
     if ((rc = trust_union(pc, cfg, path, r->authz.tls_trust_names, r->authz.n_tls_trust, &r->authz.tls_store,
                           &r->authz.tls_untrusted)) != 0)
         return rc;
@@ -2577,7 +1743,7 @@ static int resolve_role(struct pctx *pc, struct gw_config *cfg, struct gw_role *
     return resolve_delegate(pc, cfg, r);
 }
 
-static int resolve_policy(struct pctx *pc, const struct gw_config *cfg, const char *path,
+static int resolve_policy(struct gw_conf_ctx *pc, const struct gw_config *cfg, const char *path,
                           struct gw_path_policy *pol)
 {
     if (pol->forbid)
@@ -2585,17 +1751,17 @@ static int resolve_policy(struct pctx *pc, const struct gw_config *cfg, const ch
     if ((pol->role = gw_config_role(cfg, pol->role_name, strlen(pol->role_name))) != NULL)
         return 0;
     if (strcmp(pol->role_name, SIGN_VERBATIM) == 0)
-        return fail(pc, path,
-                    "\"" SIGN_VERBATIM "\" names the role \"" SIGN_VERBATIM
-                    "\", which does not exist: add it "
-                    "with \"sign\": \"verbatim\"");
-    return fail(pc, path, "unknown role \"%s\" in \"role:%s\"", pol->role_name, pol->role_name);
+        return gw_conf_fail(pc, path,
+                            "\"" SIGN_VERBATIM "\" names the role \"" SIGN_VERBATIM
+                            "\", which does not exist: add it "
+                            "with \"sign\": \"verbatim\"");
+    return gw_conf_fail(pc, path, "unknown role \"%s\" in \"role:%s\"", pol->role_name, pol->role_name);
 }
 
 /* Two listeners on one address and port would fail at bind time: say so at check time. */
-static int check_listeners(struct pctx *pc, const struct gw_config *cfg)
+static int check_listeners(struct gw_conf_ctx *pc, const struct gw_config *cfg)
 {
-    char path[PATH_LEN];
+    char path[GW_CONF_PATH_LEN];
     size_t i, j;
 
     for (i = 0; i < cfg->n_listeners; i++) {
@@ -2603,18 +1769,18 @@ static int check_listeners(struct pctx *pc, const struct gw_config *cfg)
             if (cfg->listeners[i].port != cfg->listeners[j].port ||
                 strcmp(cfg->listeners[i].address, cfg->listeners[j].address) != 0)
                 continue;
-            join_index(path, "$.listeners", i);
-            return fail(pc, path, "same address and port as $.listeners[%zu]: \"%s\" port %u", j,
-                        cfg->listeners[i].address, cfg->listeners[i].port);
+            gw_conf_join_index(path, "$.listeners", i);
+            return gw_conf_fail(pc, path, "same address and port as $.listeners[%zu]: \"%s\" port %u", j,
+                                cfg->listeners[i].address, cfg->listeners[i].port);
         }
     }
     return 0;
 }
 
-static int check_config(struct pctx *pc, const char *path, void *base)
+static int check_config(struct gw_conf_ctx *pc, const char *path, void *base)
 {
     struct gw_config *cfg = base;
-    char lpath[PATH_LEN];
+    char lpath[GW_CONF_PATH_LEN];
     size_t i;
     int rc;
 
@@ -2631,307 +1797,49 @@ static int check_config(struct pctx *pc, const char *path, void *base)
     if ((rc = resolve_policy(pc, cfg, "$.default_path_policy", &cfg->default_path_policy)) != 0)
         return rc;
     for (i = 0; i < cfg->n_labels; i++) {
-        join_key(lpath, "$.label_to_path_policy", cfg->labels[i].label);
+        gw_conf_join_key(lpath, "$.label_to_path_policy", cfg->labels[i].label);
         if ((rc = resolve_policy(pc, cfg, lpath, &cfg->labels[i].policy)) != 0)
             return rc;
     }
     for (i = 0; i < cfg->n_profiles; i++) {
-        join_key(lpath, "$.profiles", cfg->profiles[i].name);
+        gw_conf_join_key(lpath, "$.profiles", cfg->profiles[i].name);
         if ((rc = resolve_policy(pc, cfg, lpath, &cfg->profiles[i].policy)) != 0)
             return rc;
     }
     return 0;
 }
 
-/* ---- duplicate keys ------------------------------------------------------------------------ */
-
-/*
- * A scan of text json-c has already accepted, so it may assume well-formed JSON. Each object's
- * keys go into a scratch json-c object used as a hash set. Nesting is bounded by json-c's depth
- * limit (JSON_TOKENER_DEFAULT_DEPTH), so the recursion is too.
- */
-static void line_col(const char *s, size_t off, unsigned *line, unsigned *col);
-
-struct scan {
-    const char *s;
-    size_t len, pos;
-};
-
-static void scan_ws(struct scan *sc)
-{
-    while (sc->pos < sc->len && strchr(" \t\r\n", sc->s[sc->pos]) != NULL && sc->s[sc->pos] != '\0')
-        sc->pos++;
-}
-
-/* Skips a string starting at its opening quote; returns the raw bytes between the quotes. */
-static void scan_string(struct scan *sc, size_t *start, size_t *end)
-{
-    *start = ++sc->pos;
-    while (sc->pos < sc->len && sc->s[sc->pos] != '"')
-        sc->pos += sc->s[sc->pos] == '\\' ? 2 : 1;
-    *end = sc->pos;
-    sc->pos++;
-}
-
-/* The decoded key (escapes resolved, so "a" and "\u0061" collide) as a new json-c string. */
-static struct json_object *scan_key(struct scan *sc, size_t start, size_t end)
-{
-    struct json_tokener *tok = json_tokener_new();
-    struct json_object *key = NULL;
-
-    if (tok != NULL)
-        key = json_tokener_parse_ex(tok, sc->s + start - 1, (int)(end - start + 2));
-    json_tokener_free(tok);
-    return key;
-}
-
-static int scan_value(struct pctx *pc, struct scan *sc, const char *path);
-
-static int scan_object(struct pctx *pc, struct scan *sc, const char *path)
-{
-    struct json_object *seen = json_object_new_object(), *key = NULL;
-    char kpath[PATH_LEN], buf[SHOW_LEN + 8];
-    size_t start, end;
-    int rc = GW_ERR_NOMEM;
-
-    sc->pos++; /* '{' */
-    while (seen != NULL) {
-        scan_ws(sc);
-        if (sc->pos >= sc->len || sc->s[sc->pos] == '}') {
-            rc = 0;
-            break;
-        }
-        if (sc->s[sc->pos] == ',') {
-            sc->pos++;
-            continue;
-        }
-        if (sc->s[sc->pos] != '"') {
-            /* json-c 0.16 accepts 'single-quoted' keys even in strict mode */
-            unsigned line, col;
-            line_col(sc->s, sc->pos, &line, &col);
-            rc = fail(pc, NULL, "invalid JSON at line %u, column %u: object keys must be in double quotes",
-                      line, col);
-            break;
-        }
-        scan_string(sc, &start, &end);
-        if ((key = scan_key(sc, start, end)) == NULL)
-            break;
-        join_key(kpath, path, json_object_get_string(key));
-        if (json_object_object_get_ex(seen, json_object_get_string(key), NULL)) {
-            rc = fail(pc, path, "duplicate key %s", show(key, buf, sizeof(buf)));
-            break;
-        }
-        if (json_object_object_add(seen, json_object_get_string(key), NULL) != 0)
-            break;
-        json_object_put(key);
-        key = NULL;
-        scan_ws(sc);
-        sc->pos++; /* ':' */
-        if ((rc = scan_value(pc, sc, kpath)) != 0)
-            break;
-        rc = GW_ERR_NOMEM;
-    }
-    sc->pos++; /* '}' */
-    json_object_put(key);
-    json_object_put(seen);
-    return rc;
-}
-
-static int scan_array(struct pctx *pc, struct scan *sc, const char *path)
-{
-    char ipath[PATH_LEN];
-    size_t i = 0;
-    int rc;
-
-    sc->pos++; /* '[' */
-    for (;;) {
-        scan_ws(sc);
-        if (sc->pos >= sc->len || sc->s[sc->pos] == ']')
-            break;
-        if (sc->s[sc->pos] == ',') {
-            sc->pos++;
-            i++;
-            continue;
-        }
-        join_index(ipath, path, i);
-        if ((rc = scan_value(pc, sc, ipath)) != 0)
-            return rc;
-    }
-    sc->pos++;
-    return 0;
-}
-
-static int scan_value(struct pctx *pc, struct scan *sc, const char *path)
-{
-    size_t start, end;
-
-    scan_ws(sc);
-    if (sc->pos >= sc->len)
-        return 0;
-    switch (sc->s[sc->pos]) {
-    case '{':
-        return scan_object(pc, sc, path);
-    case '[':
-        return scan_array(pc, sc, path);
-    case '"':
-        scan_string(sc, &start, &end);
-        return 0;
-    default: /* number, true, false, null */
-        while (sc->pos < sc->len && strchr(",]} \t\r\n", sc->s[sc->pos]) == NULL)
-            sc->pos++;
-        return 0;
-    }
-}
-
-/* ---- loading --------------------------------------------------------------------------- */
-
-/* Line and column (1-based) of byte |off|, for parse errors. */
-static void line_col(const char *s, size_t off, unsigned *line, unsigned *col)
-{
-    size_t i;
-
-    *line = 1;
-    *col = 1;
-    for (i = 0; i < off; i++) {
-        if (s[i] == '\n') {
-            ++*line;
-            *col = 1;
-        } else {
-            ++*col;
-        }
-    }
-}
-
-/* Strict JSON text into a json-c tree (caller puts it), or NULL with the error set. */
-static struct json_object *parse_json(struct pctx *pc, const char *json, size_t len)
-{
-    struct json_tokener *tok = json_tokener_new();
-    struct json_object *root = NULL;
-    enum json_tokener_error jerr;
-    unsigned line, col;
-    size_t end;
-
-    if (tok == NULL) {
-        fail(pc, NULL, "out of memory");
-        return NULL;
-    }
-    /* trailing data is detected below, to say so rather than "unexpected character" */
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_ALLOW_TRAILING_CHARS);
-    root = json_tokener_parse_ex(tok, json, (int)len);
-    jerr = json_tokener_get_error(tok);
-    end = json_tokener_get_parse_end(tok);
-    while (root != NULL && end < len && strchr(" \t\r\n", json[end]) != NULL && json[end] != '\0')
-        end++;
-    line_col(json, end, &line, &col);
-    if (root == NULL && jerr == json_tokener_continue)
-        fail(pc, NULL, "invalid JSON: unexpected end of file");
-    else if (root == NULL)
-        fail(pc, NULL, "invalid JSON at line %u, column %u: %s", line, col, json_tokener_error_desc(jerr));
-    else if (end < len)
-        fail(pc, NULL, "invalid JSON at line %u, column %u: unexpected data after the top-level object", line,
-             col);
-    json_tokener_free(tok);
-    if (root != NULL && end < len) {
-        json_object_put(root);
-        root = NULL;
-    }
-    return root;
-}
-
 struct gw_config *gw_config_parse(const char *json, size_t len, const char *base_dir, const char *name,
                                   char *err)
 {
     char errbuf[GW_ERR_LEN];
-    struct pctx pc = {
+    struct gw_conf_ctx pc = {
         .name = name != NULL ? name : "config", .base_dir = base_dir, .err = err != NULL ? err : errbuf};
-    struct field top = {.parse = p_obj, .aux = &top_def};
-    struct json_object *root = NULL;
-    struct gw_config *cfg = NULL;
-    struct scan sc = {json, len, 0};
-    int rc;
+    struct gw_config *cfg;
+    int rc = GW_ERR_NOMEM;
 
     pc.err[0] = '\0';
-    if (len > GW_MAX_CONFIG_SIZE) {
-        fail(&pc, NULL, "larger than %d bytes", GW_MAX_CONFIG_SIZE);
-        goto out;
-    }
-    if ((root = parse_json(&pc, json, len)) == NULL)
-        goto out;
-    if ((rc = scan_value(&pc, &sc, "$")) != 0) {
-        if (rc == GW_ERR_NOMEM)
-            goto nomem;
-        goto out;
-    }
-    if ((cfg = calloc(1, sizeof(*cfg))) == NULL)
-        goto nomem;
-    if ((rc = top.parse(&pc, "$", root, cfg, &top)) != 0) {
-        if (rc == GW_ERR_NOMEM)
-            goto nomem;
-        goto out;
-    }
-    json_object_put(root);
-    return cfg;
-nomem:
-    fail(&pc, NULL, "out of memory");
-out:
+    if ((cfg = calloc(1, sizeof(*cfg))) != NULL && (rc = gw_conf_read(&pc, json, len, &top_def, cfg)) == 0)
+        return cfg;
+    if (rc == GW_ERR_NOMEM)
+        gw_conf_fail(&pc, NULL, "out of memory");
     gw_config_free(cfg);
-    json_object_put(root);
-    return NULL;
-}
-
-/* The directory part of |path| ("." when it has none), as a new string. */
-static char *dir_of(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-
-    if (slash == NULL)
-        return strdup(".");
-    if (slash == path)
-        return strdup("/");
-    return strndup(path, (size_t)(slash - path));
-}
-
-/* Reads a whole file of at most GW_MAX_CONFIG_SIZE bytes. */
-static char *read_config(struct pctx *pc, const char *path, size_t *len)
-{
-    char *buf = NULL;
-    ssize_t n;
-    int fd;
-
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
-        fail(pc, NULL, "cannot open: %s", strerror(errno));
-        return NULL;
-    }
-    /* one byte more than the cap tells a file at the cap from one over it */
-    if ((buf = malloc(GW_MAX_CONFIG_SIZE + 1)) == NULL) {
-        fail(pc, NULL, "out of memory");
-    } else if ((n = read_all(fd, (unsigned char *)buf, GW_MAX_CONFIG_SIZE + 1)) < 0) {
-        fail(pc, NULL, "cannot read: %s", strerror(errno));
-    } else if (n > GW_MAX_CONFIG_SIZE) {
-        fail(pc, NULL, "larger than %d bytes", GW_MAX_CONFIG_SIZE);
-    } else {
-        *len = (size_t)n;
-        close(fd);
-        return buf;
-    }
-    free(buf);
-    close(fd);
     return NULL;
 }
 
 struct gw_config *gw_config_load(const char *path, char *err)
 {
     char errbuf[GW_ERR_LEN];
-    struct pctx pc = {.name = path, .err = err != NULL ? err : errbuf};
+    struct gw_conf_ctx pc = {.name = path, .err = err != NULL ? err : errbuf};
     struct gw_config *cfg = NULL;
     char *buf = NULL, *dir = NULL;
     size_t len = 0;
 
     pc.err[0] = '\0';
-    if ((buf = read_config(&pc, path, &len)) == NULL)
+    if ((buf = gw_conf_read_file(&pc, path, &len)) == NULL)
         goto out;
-    if ((dir = dir_of(path)) == NULL) {
-        fail(&pc, NULL, "out of memory");
+    if ((dir = gw_conf_dir_of(path)) == NULL) {
+        gw_conf_fail(&pc, NULL, "out of memory");
         goto out;
     }
     if ((cfg = gw_config_parse(buf, len, dir, path, pc.err)) == NULL)
@@ -2939,7 +1847,7 @@ struct gw_config *gw_config_load(const char *path, char *err)
     if ((cfg->path = strdup(path)) == NULL) {
         gw_config_free(cfg);
         cfg = NULL;
-        fail(&pc, NULL, "out of memory");
+        gw_conf_fail(&pc, NULL, "out of memory");
     }
 out:
     free(dir);

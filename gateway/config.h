@@ -11,12 +11,12 @@
 #define GW_CONFIG_H
 
 #include <stdbool.h>
-#include "guard.h"
+#include "gateway/guard.h"
 #include <stddef.h>
 #include <stdint.h>
 #include <openssl/x509.h>
 #include <openssl/evp.h>
-#include "log.h"
+#include "base/log.h"
 
 enum gw_client_auth {
     GW_CLIENT_AUTH_NONE = 0,

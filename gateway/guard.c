@@ -4,8 +4,8 @@
  * An entry with no connection and no live failure window is free to be taken again; lookups go on
  * past such entries until a never-used slot, so an address is never counted twice.
  */
-#include "guard.h"
-#include "err.h"
+#include "gateway/guard.h"
+#include "base/err.h"
 
 #include <netinet/in.h>
 #include <pthread.h>

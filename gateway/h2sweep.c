@@ -10,8 +10,8 @@
  * first saw each such request, and ends the connection the way a peer's close would: shutdown(2)
  * of its socket, which libh2o then reads as the end of the connection and cleans up itself.
  */
-#include "listener_local.h"
-#include "log.h"
+#include "gateway/listener_local.h"
+#include "base/log.h"
 
 #include <stdlib.h>
 #include <sys/socket.h>

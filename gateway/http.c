@@ -10,12 +10,12 @@
  * One GET path beside CMP: a local issuer's CRL (mappings/route.h), built on a worker (signing is
  * not loop-thread work) and sent as application/pkix-crl (RFC 5280 §4.2.1.13, RFC 2585 §4.2).
  */
-#include "listener_local.h"
-#include "cmp.h"
-#include "err.h"
-#include "log.h"
-#include "../mappings/route.h"
-#include "../upstream/upstream.h"
+#include "gateway/listener_local.h"
+#include "gateway/cmp.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "mappings/route.h"
+#include "upstream/upstream.h"
 
 #include <arpa/inet.h>
 #include <inttypes.h>

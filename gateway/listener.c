@@ -5,9 +5,9 @@
  * configured listener, so the kernel spreads connections over threads (docs/design.md, libh2o §2).
  * Sockets are bound on the caller's thread so that bind errors reach gw_server_start's caller.
  */
-#include "listener_local.h"
-#include "err.h"
-#include "log.h"
+#include "gateway/listener_local.h"
+#include "base/err.h"
+#include "base/log.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

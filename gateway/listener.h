@@ -5,7 +5,7 @@
 #ifndef GW_LISTENER_H
 #define GW_LISTENER_H
 
-#include "config.h"
+#include "gateway/config.h"
 
 struct gw_server;
 struct gw_cmp_engine;

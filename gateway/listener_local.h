@@ -13,11 +13,11 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
-#include "config.h"
-#include "guard.h"
-#include "limits.h"
-#include "listener.h"
-#include "pool.h"
+#include "gateway/config.h"
+#include "gateway/guard.h"
+#include "base/limits.h"
+#include "gateway/listener.h"
+#include "gateway/pool.h"
 
 struct gw_loop;
 

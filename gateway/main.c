@@ -17,11 +17,11 @@
 #include <h2o/version.h>
 #include <openssl/crypto.h>
 
-#include "gateway/limits.h"
+#include "base/limits.h"
 #include "gateway/cmp.h"
 #include "gateway/config.h"
 #include "gateway/listener.h"
-#include "gateway/log.h"
+#include "base/log.h"
 #include "upstream/store.h"
 #include "upstream/upstream.h"
 

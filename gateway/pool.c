@@ -3,8 +3,8 @@
  * from one FIFO under one lock. The queue has a hard cap and submit never waits: a full queue is
  * the overload signal the listener turns into 503 + Retry-After (docs/design.md, decision 4).
  */
-#include "pool.h"
-#include "err.h"
+#include "gateway/pool.h"
+#include "base/err.h"
 
 #include <pthread.h>
 #include <stdbool.h>

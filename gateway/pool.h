@@ -8,7 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include "clock.h"
+#include "base/clock.h"
 
 struct gw_job {
     void (*run)(struct gw_job *job); /* worker */

@@ -8,9 +8,9 @@
  * an identity is refused only when both its counters reach the share, which an innocent identity
  * reaches through collisions with probability about (1/GW_REPLAY_SKETCH_WIDTH)^2.
  */
-#include "replay.h"
-#include "err.h"
-#include "limits.h"
+#include "gateway/replay.h"
+#include "base/err.h"
+#include "base/limits.h"
 
 #include <pthread.h>
 #include <stdint.h>

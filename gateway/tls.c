@@ -2,8 +2,8 @@
  * TLS for the listener: one SSL_CTX per listener conf, and the verified client certificate of each
  * connection, captured when its handshake completes (docs/design.md, libh2o §3, §4).
  */
-#include "listener_local.h"
-#include "err.h"
+#include "gateway/listener_local.h"
+#include "base/err.h"
 
 #include <stdio.h>
 #include <stdlib.h>

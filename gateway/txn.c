@@ -7,8 +7,8 @@
  * certConf/pollReq; both have |txn| NULL and still count against the caps, so a transactionID
  * stays "in use" from its first message until the worker closes it.
  */
-#include "txn.h"
-#include "err.h"
+#include "gateway/txn.h"
+#include "base/err.h"
 
 #include <pthread.h>
 #include <stdint.h>

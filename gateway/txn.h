@@ -9,7 +9,7 @@
 
 #include <stddef.h>
 #include <time.h>
-#include "limits.h"
+#include "base/limits.h"
 
 struct gw_txn_table;
 

@@ -10,8 +10,8 @@
 
 #include <time.h>
 #include <openssl/x509.h>
-#include "../gateway/config.h"
-#include "profile.h"
+#include "gateway/config.h"
+#include "mappings/profile.h"
 
 struct gw_role_policy;
 

@@ -15,8 +15,8 @@
 #include <openssl/objects.h>
 #include <openssl/rsa.h>
 #include "gateway/cmp_shim.h"
-#include "gateway/err.h"
-#include "gateway/limits.h"
+#include "base/err.h"
+#include "base/limits.h"
 #include "mappings/profile.h"
 
 #define MIN_RSA_BITS 2048

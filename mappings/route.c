@@ -7,8 +7,8 @@
  */
 #include <stdio.h>
 #include <string.h>
-#include "gateway/err.h"
-#include "gateway/limits.h"
+#include "base/err.h"
+#include "base/limits.h"
 #include "mappings/route.h"
 
 #define DEFAULT_PREFIX "/pki"

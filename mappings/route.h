@@ -17,7 +17,7 @@
 #define GW_ROUTE_H
 
 #include <stddef.h>
-#include "../gateway/config.h"
+#include "gateway/config.h"
 
 enum gw_route_kind {
     GW_ROUTE_DEFAULT = 0, /* <prefix>/cmp */

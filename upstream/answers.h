@@ -26,8 +26,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <openssl/x509.h>
-#include "../gateway/limits.h"
-#include "upstream.h"
+#include "base/limits.h"
+#include "upstream/upstream.h"
 
 /* A serial number as Vault writes it: colon-separated lowercase hex, "aa:" per octet. */
 #define GW_VAULT_SERIAL_LEN (3 * GW_MAX_SERIAL_OCTETS) /* with the NUL in place of the last ':' */

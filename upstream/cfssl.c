@@ -28,9 +28,10 @@
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
-#include "gateway/err.h"
-#include "gateway/limits.h"
-#include "gateway/log.h"
+#include "base/err.h"
+#include "base/limits.h"
+#include "base/log.h"
+#include "base/x509.h"
 #include "upstream/answers.h"
 #include "upstream/http_client.h"
 #include "upstream/store.h"
@@ -523,7 +524,7 @@ static void log_undelivered(const struct gw_upstream_conf *conf, const X509 *cer
 {
     char hex[2 * 20 + 1];
 
-    gw_store_serial_hex(cert, hex, sizeof(hex));
+    gw_x509_cert_serial_hex(cert, hex, sizeof(hex));
     gw_log_kv(GW_LOG_WARN, "late_issue", "serial", hex[0] != '\0' ? hex : "?", "upstream",
               gw_upstream_conf_name(conf), "msg", why, NULL);
 }

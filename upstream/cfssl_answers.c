@@ -10,8 +10,8 @@
 #include <json-c/json.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
-#include "gateway/err.h"
-#include "gateway/limits.h"
+#include "base/err.h"
+#include "base/limits.h"
 #include "upstream/answers.h"
 #include "upstream/field.h"
 

@@ -23,11 +23,11 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include "gateway/config.h"
-#include "gateway/err.h"
-#include "gateway/limits.h"
-#include "gateway/log.h"
+#include "base/err.h"
+#include "base/limits.h"
+#include "base/log.h"
 #include "upstream/upstream.h"
-#include "../gateway/clock.h"
+#include "base/clock.h"
 
 #define CMP_CONTENT_TYPE "application/pkixcmp"
 #define PREFIX "upstream CA: "

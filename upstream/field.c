@@ -5,8 +5,8 @@
 #include <string.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
-#include "gateway/err.h"
-#include "gateway/limits.h"
+#include "base/err.h"
+#include "base/limits.h"
 #include "upstream/field.h"
 
 #define SHOWN_LEN 32 /* a refused value, as a reason shows it */

@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <curl/curl.h>
-#include "gateway/err.h"
-#include "gateway/limits.h"
+#include "base/err.h"
+#include "base/limits.h"
 #include "upstream/http_client.h"
 
 /* One thread's easy handle for one client. */

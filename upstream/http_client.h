@@ -11,7 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include "../gateway/config.h"
+#include "gateway/config.h"
 
 struct gw_http_client;
 

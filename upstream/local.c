@@ -22,12 +22,13 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
-#include "gateway/err.h"
-#include "gateway/limits.h"
-#include "gateway/log.h"
+#include "base/err.h"
+#include "base/limits.h"
+#include "base/log.h"
 #include "upstream/store.h"
 #include "upstream/upstream.h"
-#include "../gateway/clock.h"
+#include "base/clock.h"
+#include "base/x509.h"
 
 #define SERIAL_BYTES ((GW_SERIAL_BITS + 7) / 8)
 
@@ -455,7 +456,7 @@ static int local_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, 
         return GW_ERR_NOT_FOUND;
     }
     rc = gw_store_revoke(conf->store_dir, serial, reason, time(NULL), err);
-    (void)gw_store_serial_hex_int(serial, hex, sizeof(hex));
+    (void)gw_x509_serial_hex_checked(serial, hex, sizeof(hex));
     if (rc == GW_ERR_EXISTS) { /* the first revocation stands; a concurrent one lost the race */
         gw_log_kv(GW_LOG_INFO, "local_revoked", "upstream", conf->name, "serial", hex, "msg",
                   "already revoked; the first revocation stands", NULL);
@@ -481,7 +482,7 @@ static int local_cert_status(struct gw_upstream *up, const X509 *cert, int *revo
 
     *revoked = 0;
     if (conf->store_dir == NULL ||
-        gw_store_serial_hex_int(X509_get0_serialNumber(cert), hex, sizeof(hex)) != 0)
+        gw_x509_serial_hex_checked(X509_get0_serialNumber(cert), hex, sizeof(hex)) != 0)
         return 0; /* without a store nothing can have been revoked */
     rc = gw_store_revocation_get(conf->store_dir, hex, &r, err);
     if (rc == GW_ERR_NOT_FOUND)

@@ -5,8 +5,9 @@
  * link(2), not rename(2): a serial already recorded is an error, never silently overwritten.
  */
 #include "upstream/store.h"
-#include "gateway/err.h"
-#include "gateway/limits.h"
+#include "base/err.h"
+#include "base/limits.h"
+#include "base/x509.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -29,24 +30,6 @@
 #define TMP_NAME_MAX 128
 #define CRL_STATE_FILE "crl.state"
 #define CRL_STATE_MAX 128
-
-void gw_serial_hex(const ASN1_INTEGER *serial, char *out, size_t cap)
-{
-    BIGNUM *bn = serial != NULL ? ASN1_INTEGER_to_BN(serial, NULL) : NULL;
-    char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
-
-    snprintf(out, cap, "%s", hex != NULL ? hex : "");
-    for (char *p = out; *p != '\0'; p++)
-        if (*p >= 'A' && *p <= 'F')
-            *p = (char)(*p - 'A' + 'a');
-    OPENSSL_free(hex);
-    BN_free(bn);
-}
-
-void gw_store_serial_hex(const X509 *cert, char *out, size_t cap)
-{
-    gw_serial_hex(X509_get0_serialNumber(cert), out, cap);
-}
 
 static int write_all(int fd, const char *p, size_t n)
 {
@@ -130,7 +113,7 @@ int gw_store_put(const char *dir, const X509 *cert, char *err)
     long len;
     int dirfd = -1, rc = GW_ERR_IO;
 
-    gw_store_serial_hex(cert, serial, sizeof(serial));
+    gw_x509_cert_serial_hex(cert, serial, sizeof(serial));
     snprintf(name, sizeof(name), "%s" PEM_SUFFIX, serial);
     tmp_name(tmp, sizeof(tmp), name);
     if (serial[0] == '\0' || (mem = BIO_new(BIO_s_mem())) == NULL || PEM_write_bio_X509(mem, cert) != 1 ||
@@ -296,7 +279,7 @@ static int read_entry(int dirfd, const char *name, struct gw_store_entry *e)
     }
     if ((bio = BIO_new_fp(f, BIO_NOCLOSE)) == NULL || (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) == NULL)
         goto out;
-    gw_store_serial_hex(x, e->serial, sizeof(e->serial));
+    gw_x509_cert_serial_hex(x, e->serial, sizeof(e->serial));
     if (!to_time(X509_get0_notBefore(x), &e->not_before) || !to_time(X509_get0_notAfter(x), &e->not_after) ||
         (e->subject = subject_text(x)) == NULL || (e->sans = sans_text(x)) == NULL)
         goto out;
@@ -406,20 +389,6 @@ void gw_store_list_cleanup(struct gw_store_list *l)
 
 #define REVOKED_RECORD_MAX 64 /* "time=<20 digits> reason=<2 digits>\n" fits with room */
 
-int gw_store_serial_hex_int(const ASN1_INTEGER *serial, char *out, size_t cap)
-{
-    BIGNUM *bn = serial != NULL ? ASN1_INTEGER_to_BN(serial, NULL) : NULL;
-    int ok = bn != NULL && !BN_is_negative(bn) && !BN_is_zero(bn) && BN_num_bytes(bn) <= 20 &&
-             (size_t)BN_num_bytes(bn) * 2 < cap;
-
-    BN_free(bn);
-    out[0] = '\0';
-    if (!ok)
-        return -1;
-    gw_serial_hex(serial, out, cap);
-    return out[0] != '\0' ? 0 : -1;
-}
-
 /* Opens <dir>/revoked, creating it (and making the creation durable) if need be. -1 with errno. */
 static int open_revoked_dir(int dirfd)
 {
@@ -452,7 +421,7 @@ int gw_store_revoke(const char *dir, const ASN1_INTEGER *serial, int reason, tim
     char hex[2 * 20 + 1], tmp[TMP_NAME_MAX], rec[REVOKED_RECORD_MAX];
     int dirfd = -1, rfd = -1, rc = GW_ERR_IO, len, known;
 
-    if (gw_store_serial_hex_int(serial, hex, sizeof(hex)) != 0) {
+    if (gw_x509_serial_hex_checked(serial, hex, sizeof(hex)) != 0) {
         snprintf(err, GW_ERR_LEN, "store %s: not a serial number this issuer uses", dir);
         return GW_ERR_NOT_FOUND;
     }

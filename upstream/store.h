@@ -19,11 +19,6 @@
  */
 int gw_store_put(const char *dir, const X509 *cert, char *err);
 
-/* gw_serial_hex writes |serial| as lowercase hex, as every log and audit line names a serial ("" if
- * unreadable). gw_store_serial_hex does it for the serial of |cert| (also the store's file name). */
-void gw_serial_hex(const ASN1_INTEGER *serial, char *out, size_t cap);
-void gw_store_serial_hex(const X509 *cert, char *out, size_t cap);
-
 struct gw_store_entry {
     char serial[2 * 20 + 1]; /* RFC 5280 §4.1.2.2: at most 20 octets */
     time_t not_before, not_after;
@@ -57,10 +52,6 @@ struct gw_store_revocation {
     time_t when;
     int reason; /* CRL_REASON_* of openssl/x509v3.h; CRL_REASON_NONE (-1) = none given */
 };
-
-/* gw_store_serial_hex_int is gw_store_serial_hex for a bare serial: 0, or -1 if |serial| is not a
- * positive integer of at most 20 octets (no certificate of ours has such a serial). */
-int gw_store_serial_hex_int(const ASN1_INTEGER *serial, char *out, size_t cap);
 
 /*
  * gw_store_revoke records that the certificate <dir>/<serial hex>.pem is revoked as of |when|

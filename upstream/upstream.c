@@ -19,12 +19,13 @@
 #include <openssl/cmp.h>
 #include <openssl/crypto.h>
 #include <openssl/x509v3.h>
-#include "gateway/err.h"
-#include "gateway/limits.h"
-#include "gateway/log.h"
+#include "base/err.h"
+#include "base/limits.h"
+#include "base/log.h"
 #include "upstream/store.h"
 #include "upstream/upstream.h"
-#include "../gateway/clock.h"
+#include "base/clock.h"
+#include "base/x509.h"
 
 #define DRAIN_POLL_MS 10
 
@@ -246,7 +247,7 @@ static void log_late_issue(const struct waiter *w, const X509 *cert)
 {
     char hex[2 * 20 + 1];
 
-    gw_store_serial_hex(cert, hex, sizeof(hex));
+    gw_x509_cert_serial_hex(cert, hex, sizeof(hex));
     gw_log_kv(GW_LOG_WARN, "late_issue", "serial", hex[0] != '\0' ? hex : "?", "upstream", w->upstream,
               "request_id", w->request_id, "msg", "certificate issued after the deadline; not delivered",
               NULL);

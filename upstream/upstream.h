@@ -15,9 +15,9 @@
 
 #include <stddef.h>
 #include <openssl/x509.h>
-#include "../gateway/config.h"
-#include "../gateway/limits.h"
-#include "../mappings/profile.h"
+#include "gateway/config.h"
+#include "base/limits.h"
+#include "mappings/profile.h"
 
 struct gw_upstream;
 

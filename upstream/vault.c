@@ -31,13 +31,14 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
-#include "gateway/err.h"
-#include "gateway/limits.h"
-#include "gateway/log.h"
+#include "base/err.h"
+#include "base/limits.h"
+#include "base/log.h"
 #include "upstream/answers.h"
 #include "upstream/http_client.h"
 #include "upstream/upstream.h"
-#include "../gateway/clock.h"
+#include "base/clock.h"
+#include "base/x509.h"
 
 #define SAN_LIST_LEN (GW_MAX_SANS * 80) /* one comma-separated SAN list of a request */
 
@@ -570,25 +571,6 @@ out:
     return out;
 }
 
-/* Colon-separated lowercase hex, Vault's serial_number form ("39:dd:2e:..."). */
-static int serial_hex(const ASN1_INTEGER *serial, char *out, size_t cap)
-{
-    unsigned char buf[32];
-    BIGNUM *bn = ASN1_INTEGER_to_BN(serial, NULL);
-    int n = bn != NULL ? BN_num_bytes(bn) : -1, i;
-    size_t pos = 0;
-
-    out[0] = '\0';
-    if (n <= 0 || (size_t)n > sizeof(buf) || (size_t)n * 3 > cap || BN_bn2bin(bn, buf) != n) {
-        BN_free(bn);
-        return GW_ERR_INVAL;
-    }
-    for (i = 0; i < n; i++)
-        pos += (size_t)snprintf(out + pos, cap - pos, i != 0 ? ":%02x" : "%02x", buf[i]);
-    BN_free(bn);
-    return 0;
-}
-
 static void fail_res(struct gw_sign_result *res, int status, int fail_info, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
@@ -615,7 +597,7 @@ static void log_issued(const struct vault *v, const struct gw_sign_req *req,
     const char *rid = req->request_id != NULL ? req->request_id : "";
 
     snprintf(exp, sizeof(exp), "%lld", (long long)sig->expiration);
-    if (serial_hex(X509_get0_serialNumber(sig->cert), want, sizeof(want)) != 0)
+    if (gw_x509_serial_hex_colons(X509_get0_serialNumber(sig->cert), want, sizeof(want)) != 0)
         want[0] = '\0';
     if (sig->serial_number[0] != '\0' && strcasecmp(sig->serial_number, want) != 0)
         gw_log_kv(GW_LOG_WARN, "vault_serial_mismatch", "upstream", up_name(v), "request_id", rid,
@@ -745,7 +727,7 @@ static int refused(const struct vault *v, const char *method, const char *path, 
 
 static int cert_serial(const X509 *cert, char *hex, size_t cap, char *err)
 {
-    if (cert == NULL || serial_hex(X509_get0_serialNumber(cert), hex, cap) != 0) {
+    if (cert == NULL || gw_x509_serial_hex_colons(X509_get0_serialNumber(cert), hex, cap) != 0) {
         set_err(err, "certificate has no usable serial number");
         return GW_ERR_INVAL;
     }
@@ -770,7 +752,7 @@ static int vault_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer,
     (void)issuer;
     (void)reason;
     if (serial_int == NULL || ASN1_STRING_type(serial_int) == V_ASN1_NEG_INTEGER ||
-        serial_hex(serial_int, serial, sizeof(serial)) != 0) {
+        gw_x509_serial_hex_colons(serial_int, serial, sizeof(serial)) != 0) {
         set_err(err, "not a serial number Vault issues");
         return GW_ERR_NOT_FOUND;
     }

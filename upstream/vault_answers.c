@@ -13,8 +13,8 @@
 #include <openssl/err.h>
 #include <openssl/objects.h>
 #include <openssl/x509v3.h>
-#include "gateway/err.h"
-#include "gateway/limits.h"
+#include "base/err.h"
+#include "base/limits.h"
 #include "mappings/profile.h"
 #include "upstream/answers.h"
 #include "upstream/field.h"

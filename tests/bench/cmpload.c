@@ -28,7 +28,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-#include "gateway/limits.h"
+#include "base/limits.h"
 
 /* Caps of the tool (curl's rule: every growable thing has a named cap). */
 #define LOAD_MAX_THREADS 256

@@ -32,7 +32,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-#include "gateway/limits.h"
+#include "base/limits.h"
 
 #define CLIENT_TIMEOUT_MS 30000
 #define CLIENT_MAX_SECRET 1024

@@ -16,8 +16,8 @@
 #include <unistd.h>
 
 #include "gateway/config.h"
-#include "gateway/limits.h"
-#include "gateway/log.h"
+#include "base/limits.h"
+#include "base/log.h"
 
 #ifndef CMPGW_FUZZ_DIR
 #error "CMPGW_FUZZ_DIR names tests/fuzz (tests/fuzz/CMakeLists.txt sets it)"

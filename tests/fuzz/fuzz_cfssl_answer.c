@@ -5,12 +5,12 @@
  * when cfssl said success and none when it did not; a success on crl holds one DER CRL; an error
  * code stays within GW_MAX_CFSSL_CODE.
  */
-#include "fuzz.h"
+#include "tests/fuzz/fuzz.h"
 
 #include <string.h>
 #include <openssl/x509.h>
 
-#include "gateway/err.h"
+#include "base/err.h"
 #include "upstream/answers.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)

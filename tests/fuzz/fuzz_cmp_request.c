@@ -5,7 +5,7 @@
  * protection covers fails that check, so past it this reaches what the seeds and mutations of the
  * unprotected parts (extraCerts) reach: the callbacks, the local issuer, the audit log.
  */
-#include "fuzz_engine.h"
+#include "tests/fuzz/fuzz_engine.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {

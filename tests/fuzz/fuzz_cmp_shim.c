@@ -5,7 +5,7 @@
  * the parts OpenSSL hands the engine's callbacks (CertReqMsg, PKIStatusInfo, ITAV values) are cut
  * out of it here as OpenSSL would pass them.
  */
-#include "fuzz.h"
+#include "tests/fuzz/fuzz.h"
 
 #include <openssl/asn1.h>
 #include <openssl/cmp.h>

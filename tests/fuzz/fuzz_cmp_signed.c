@@ -8,7 +8,7 @@
  * policy, the certificate profile, the upstream call and the checks on what it returns. Requests
  * that do not decode, or are unprotected or without a transactionID, go as they are.
  */
-#include "fuzz_engine.h"
+#include "tests/fuzz/fuzz_engine.h"
 
 #include "gateway/cmp_shim.h"
 

@@ -4,7 +4,7 @@
  * and PBM secrets the demo configuration names load and the checks after them run. A configuration
  * that parses is looked up the way the gateway does and freed; one that does not must say why.
  */
-#include "fuzz.h"
+#include "tests/fuzz/fuzz.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {

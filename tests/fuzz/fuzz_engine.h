@@ -21,7 +21,7 @@
 #ifndef GW_FUZZ_ENGINE_H
 #define GW_FUZZ_ENGINE_H
 
-#include "fuzz.h"
+#include "tests/fuzz/fuzz.h"
 
 #include <openssl/cmp.h>
 #include <openssl/err.h>

@@ -11,7 +11,7 @@
  * max_ttl. A plan that passes the request policy is issued by the local upstream, and what it
  * issues must pass gw_policy_check_issued and not be a CA.
  */
-#include "fuzz.h"
+#include "tests/fuzz/fuzz.h"
 
 #include <json-c/json.h>
 #include <openssl/crmf.h>

@@ -5,11 +5,11 @@
  * promises of mappings/route.h: a match names a role (or, for a CRL, a local issuer) and a
  * registered operation; a refusal is 404 or 403 with a one-line reason.
  */
-#include "fuzz.h"
+#include "tests/fuzz/fuzz.h"
 
 #include <json-c/json.h>
 
-#include "gateway/err.h"
+#include "base/err.h"
 #include "mappings/route.h"
 
 #define N_CONFIGS 2

@@ -5,11 +5,11 @@
  * success fills stays within the caps the header states (a token of visible ASCII, a lease within
  * GW_MAX_VAULT_LEASE, a chain within GW_MAX_UPSTREAM_CHAIN, times within GW_MAX_UPSTREAM_TIME).
  */
-#include "fuzz.h"
+#include "tests/fuzz/fuzz.h"
 
 #include <string.h>
 
-#include "gateway/err.h"
+#include "base/err.h"
 #include "upstream/answers.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)

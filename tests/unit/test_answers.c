@@ -16,11 +16,11 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
-#include "gateway/err.h"
-#include "gateway/limits.h"
+#include "base/err.h"
+#include "base/limits.h"
 #include "upstream/answers.h"
 #include "upstream/field.h"
-#include "testutil.h"
+#include "tests/unit/testutil.h"
 
 static EVP_PKEY *ca_key, *leaf_key;
 static X509 *ca, *leaf;

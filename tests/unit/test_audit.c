@@ -16,8 +16,8 @@
 #include <openssl/rsa.h>
 #include <openssl/x509v3.h>
 #include "gateway/audit.h"
-#include "gateway/err.h"
-#include "gateway/limits.h"
+#include "base/err.h"
+#include "base/limits.h"
 
 #define ALL_FIELDS ((GW_AUDIT_ADD_BASIC_CONSTRAINTS << 1) - 1)
 

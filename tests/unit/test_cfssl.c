@@ -27,8 +27,8 @@
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
-#include "gateway/err.h"
-#include "gateway/limits.h"
+#include "base/err.h"
+#include "base/limits.h"
 #include "upstream/upstream.h"
 
 #define TIMEOUT_MS 400

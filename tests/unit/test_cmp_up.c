@@ -26,8 +26,8 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 #include "gateway/config.h"
-#include "gateway/err.h"
-#include "gateway/limits.h"
+#include "base/err.h"
+#include "base/limits.h"
 #include "upstream/upstream.h"
 
 #define SECRET "cmp-upstream-pbm-secret"

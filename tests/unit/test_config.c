@@ -18,8 +18,8 @@
 #include <openssl/x509v3.h>
 
 #include "gateway/config.h"
-#include "gateway/err.h"
-#include "gateway/limits.h"
+#include "base/err.h"
+#include "base/limits.h"
 #include "upstream/upstream.h"
 
 #define HMAC_HEX "00112233445566778899aAbBcCdDeEfF" /* cfssl auth key: 16 bytes in hex, mixed case */

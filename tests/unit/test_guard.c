@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "gateway/err.h"
+#include "base/err.h"
 #include "gateway/guard.h"
 
 static struct sockaddr_storage v4(const char *ip, uint16_t port, socklen_t *len)

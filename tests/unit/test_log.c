@@ -15,9 +15,9 @@
 
 #include <json-c/json.h>
 
-#include "gateway/err.h"
-#include "gateway/limits.h"
-#include "gateway/log.h"
+#include "base/err.h"
+#include "base/limits.h"
+#include "base/log.h"
 
 struct esc_case {
     const char *in;

@@ -14,8 +14,8 @@
 #include <openssl/cmp.h>
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
-#include "gateway/err.h"
-#include "gateway/limits.h"
+#include "base/err.h"
+#include "base/limits.h"
 #include "mappings/policy.h"
 #include "upstream/upstream.h"
 

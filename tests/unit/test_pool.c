@@ -15,7 +15,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "gateway/err.h"
+#include "base/err.h"
 #include "gateway/pool.h"
 
 /* A job that counts its runs; optionally blocks on a gate or submits into the pool itself. */

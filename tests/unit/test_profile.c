@@ -9,8 +9,8 @@
 #include <openssl/crmf.h>
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
-#include "gateway/err.h"
-#include "gateway/limits.h"
+#include "base/err.h"
+#include "base/limits.h"
 #include "mappings/profile.h"
 
 #define NOW ((time_t)1900000000) /* 2030-03-17 */

@@ -8,8 +8,8 @@
 
 #include <string.h>
 
-#include "gateway/err.h"
-#include "gateway/limits.h"
+#include "base/err.h"
+#include "base/limits.h"
 #include "gateway/replay.h"
 
 struct step {

@@ -5,8 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <cmocka.h>
-#include "gateway/err.h"
-#include "gateway/limits.h"
+#include "base/err.h"
+#include "base/limits.h"
 #include "mappings/route.h"
 
 static struct gw_role roles[] = {

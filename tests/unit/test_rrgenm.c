@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "testutil.h"
+#include "tests/unit/testutil.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +29,7 @@
 #include "gateway/cmp.h"
 #include "gateway/cmp_shim.h"
 #include "gateway/config.h"
-#include "gateway/err.h"
+#include "base/err.h"
 #include "mappings/route.h"
 #include "upstream/upstream.h"
 

@@ -15,7 +15,7 @@
 #include <openssl/x509v3.h>
 
 #include "gateway/cmp_shim.h"
-#include "gateway/err.h"
+#include "base/err.h"
 
 static EVP_PKEY *key, *new_key;
 static X509 *cert;

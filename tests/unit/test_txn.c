@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway/err.h"
+#include "base/err.h"
 #include "gateway/txn.h"
 
 static int freed;

@@ -22,8 +22,9 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
-#include "gateway/err.h"
-#include "gateway/limits.h"
+#include "base/err.h"
+#include "base/limits.h"
+#include "base/x509.h"
 #include "upstream/store.h"
 #include "upstream/upstream.h"
 
@@ -810,7 +811,7 @@ static void test_store_records(void **state)
         plan.not_before = now + cases[i].nb_offset;
         sign(up, &plan, &res);
         assert_int_equal(res.status, 0);
-        gw_store_serial_hex(res.cert, serial, sizeof(serial));
+        gw_x509_cert_serial_hex(res.cert, serial, sizeof(serial));
         snprintf(name, sizeof(name), "%s.pem", serial);
         assert_non_null(stored = read_pem(dir, name));
         assert_int_equal(X509_cmp(stored, res.cert), 0);

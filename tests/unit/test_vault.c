@@ -23,11 +23,11 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
-#include "gateway/err.h"
-#include "gateway/limits.h"
+#include "base/err.h"
+#include "base/limits.h"
 #include "upstream/http_client.h"
 #include "upstream/upstream.h"
-#include "testutil.h"
+#include "tests/unit/testutil.h"
 
 #define MAX_REQS 64
 #define REQ_MAX (64 * 1024)

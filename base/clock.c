@@ -1,5 +1,5 @@
 /* Monotonic time (gateway/clock.h). */
-#include "clock.h"
+#include "base/clock.h"
 
 #include <errno.h>
 #include <time.h>

@@ -1,5 +1,5 @@
 /* Names of enum gw_err codes, for logs and test failure messages. */
-#include "err.h"
+#include "base/err.h"
 
 #include <stddef.h>
 

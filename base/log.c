@@ -6,8 +6,8 @@
  * write per line is what keeps lines from threads whole in practice. An over-long line is cut
  * inside a string value, never inside an escape, so it stays valid JSON.
  */
-#include "log.h"
-#include "limits.h"
+#include "base/log.h"
+#include "base/limits.h"
 
 #include <errno.h>
 #include <stdarg.h>

@@ -2,7 +2,7 @@
 #ifndef GW_ERR_H
 #define GW_ERR_H
 
-#include "limits.h"
+#include "base/limits.h"
 
 enum gw_err {
     GW_OK = 0,

@@ -1,0 +1,955 @@
+/*
+ * The configuration reader (base/conf.h): value parsers, objects and maps by table, strict JSON
+ * with duplicate keys refused, and the file reads a configuration needs (the file itself, secrets).
+ */
+#include "base/conf.h"
+#include "base/err.h"
+#include "base/limits.h"
+#include "base/log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+#include <openssl/bio.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+
+/* snprintf for text that is cut on purpose (errors, paths): truncation is the intended result. */
+void gw_conf_bprintf(char *buf, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(buf, cap, fmt, ap);
+    va_end(ap);
+}
+
+/* Writes "<file>: <path>: <reason>" into the caller's error buffer; returns GW_ERR_INVAL. */
+int gw_conf_fail(struct gw_conf_ctx *pc, const char *path, const char *fmt, ...)
+{
+    char reason[GW_ERR_LEN];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+    if (path != NULL)
+        gw_conf_bprintf(pc->err, GW_ERR_LEN, "%s: %s: %s", pc->name, path, reason);
+    else
+        gw_conf_bprintf(pc->err, GW_ERR_LEN, "%s: %s", pc->name, reason);
+    ERR_clear_error();
+    return GW_ERR_INVAL;
+}
+
+/* Quotes a value for an error: its JSON text, cut to GW_CONF_SHOW_LEN bytes. */
+const char *gw_conf_show(struct json_object *v, char *buf, size_t cap)
+{
+    const char *s;
+
+    if (json_object_is_type(v, json_type_object))
+        return "an object";
+    if (json_object_is_type(v, json_type_array))
+        return "an array";
+    s = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    if (strlen(s) < cap && strlen(s) <= GW_CONF_SHOW_LEN) {
+        memcpy(buf, s, strlen(s) + 1);
+        return buf;
+    }
+    gw_conf_bprintf(buf, cap, "%.*s...", GW_CONF_SHOW_LEN, s);
+    return buf;
+}
+
+void gw_conf_join_key(char *out, const char *path, const char *key)
+{
+    gw_conf_bprintf(out, GW_CONF_PATH_LEN, "%s.%s", path, key);
+}
+
+void gw_conf_join_index(char *out, const char *path, size_t i)
+{
+    gw_conf_bprintf(out, GW_CONF_PATH_LEN, "%s[%zu]", path, i);
+}
+
+void *gw_conf_at(void *base, size_t off)
+{
+    return (char *)base + off;
+}
+
+/* ---- names ---------------------------------------------------------------------------- */
+
+bool gw_conf_name_ok(const char *s, size_t len)
+{
+    size_t i;
+
+    if (len == 0 || len > GW_MAX_NAME_LEN)
+        return false;
+    for (i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
+              c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+const struct gw_conf_names gw_conf_names_plain = {gw_conf_name_ok,
+                                                  "a name of 1..64 characters [A-Za-z0-9._-]"};
+
+/* ---- scalar parsers --------------------------------------------------------------------- */
+
+static int want_int(struct gw_conf_ctx *pc, const char *path, struct json_object *v,
+                    const struct gw_conf_field *f, int64_t *out)
+{
+    char buf[GW_CONF_SHOW_BUF];
+
+    if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < f->min ||
+        json_object_get_int64(v) > f->max)
+        return gw_conf_fail(pc, path, "expected an integer in %lld..%lld, got %s", (long long)f->min,
+                            (long long)f->max, gw_conf_show(v, buf, sizeof(buf)));
+    *out = json_object_get_int64(v);
+    return 0;
+}
+
+int gw_conf_p_u32(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                  const struct gw_conf_field *f)
+{
+    int64_t n = f->def;
+
+    if (v != NULL && want_int(pc, path, v, f, &n) != 0)
+        return GW_ERR_INVAL;
+    *(uint32_t *)gw_conf_at(base, f->off) = (uint32_t)n;
+    return 0;
+}
+
+int gw_conf_p_port(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                   const struct gw_conf_field *f)
+{
+    int64_t n = f->def;
+
+    if (v != NULL && want_int(pc, path, v, f, &n) != 0)
+        return GW_ERR_INVAL;
+    *(uint16_t *)gw_conf_at(base, f->off) = (uint16_t)n;
+    return 0;
+}
+
+int gw_conf_p_bool(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                   const struct gw_conf_field *f)
+{
+    char buf[GW_CONF_SHOW_BUF];
+
+    if (v != NULL && !json_object_is_type(v, json_type_boolean))
+        return gw_conf_fail(pc, path, "expected true or false, got %s", gw_conf_show(v, buf, sizeof(buf)));
+    *(bool *)gw_conf_at(base, f->off) = v != NULL ? json_object_get_boolean(v) : f->def != 0;
+    return 0;
+}
+
+/* A string value, or an error naming what was expected. */
+const char *gw_conf_want_string(struct gw_conf_ctx *pc, const char *path, struct json_object *v,
+                                const char *what)
+{
+    char buf[GW_CONF_SHOW_BUF];
+
+    if (!json_object_is_type(v, json_type_string)) {
+        gw_conf_fail(pc, path, "expected %s, got %s", what, gw_conf_show(v, buf, sizeof(buf)));
+        return NULL;
+    }
+    return json_object_get_string(v);
+}
+
+const struct gw_conf_enum *gw_conf_enum_find(const struct gw_conf_enum *e, const char *s)
+{
+    for (; e->name != NULL; e++)
+        if (strcmp(e->name, s) == 0)
+            return e;
+    return NULL;
+}
+
+/* Lists an enum's accepted names, "a"|"b"|"c", for errors. */
+static const char *enum_list(const struct gw_conf_enum *e, char *buf, size_t cap)
+{
+    size_t len = 0;
+
+    buf[0] = '\0';
+    for (; e->name != NULL && len < cap; e++) {
+        if (e->value < 0)
+            continue;
+        len += (size_t)snprintf(buf + len, cap - len, "%s\"%s\"", len > 0 ? "|" : "", e->name);
+    }
+    return buf;
+}
+
+int gw_conf_p_enum(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                   const struct gw_conf_field *f)
+{
+    const struct gw_conf_enum *e;
+    char list[160], buf[GW_CONF_SHOW_BUF];
+
+    if (v == NULL) {
+        *(int *)gw_conf_at(base, f->off) = (int)f->def;
+        return 0;
+    }
+    enum_list(f->aux, list, sizeof(list));
+    if (!json_object_is_type(v, json_type_string) ||
+        (e = gw_conf_enum_find(f->aux, json_object_get_string(v))) == NULL)
+        return gw_conf_fail(pc, path, "expected one of %s, got %s", list, gw_conf_show(v, buf, sizeof(buf)));
+    *(int *)gw_conf_at(base, f->off) = e->value;
+    return 0;
+}
+
+/* gw_conf_p_enum for a two-valued enum kept as a bool (the enumval values are 0 and 1). */
+int gw_conf_p_enum_bool(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                        const struct gw_conf_field *f)
+{
+    int n = (int)f->def;
+    struct gw_conf_field tmp = *f;
+
+    tmp.off = 0;
+    if (gw_conf_p_enum(pc, path, v, &n, &tmp) != 0)
+        return GW_ERR_INVAL;
+    *(bool *)gw_conf_at(base, f->off) = n != 0;
+    return 0;
+}
+
+/* An array of enum names into a bit set; duplicates and refused names are errors. */
+int gw_conf_p_flags(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                    const struct gw_conf_field *f)
+{
+    const struct gw_conf_enum *e;
+    unsigned bits = 0;
+    size_t i, n;
+    char ipath[GW_CONF_PATH_LEN], list[200], buf[GW_CONF_SHOW_BUF];
+
+    if (v == NULL) {
+        *(unsigned *)gw_conf_at(base, f->off) = (unsigned)f->def;
+        return 0;
+    }
+    if (!json_object_is_type(v, json_type_array))
+        return gw_conf_fail(pc, path, "expected an array of names, got %s",
+                            gw_conf_show(v, buf, sizeof(buf)));
+    enum_list(f->aux, list, sizeof(list));
+    n = json_object_array_length(v);
+    for (i = 0; i < n; i++) {
+        struct json_object *el = json_object_array_get_idx(v, i);
+        gw_conf_join_index(ipath, path, i);
+        if (!json_object_is_type(el, json_type_string) ||
+            (e = gw_conf_enum_find(f->aux, json_object_get_string(el))) == NULL)
+            /* the value first: lists of names (audit_fields) are longer than an error line */
+            return gw_conf_fail(pc, ipath, "got %s, expected one of %s", gw_conf_show(el, buf, sizeof(buf)),
+                                list);
+        if (e->value < 0)
+            return gw_conf_fail(pc, ipath, "\"%s\" is not allowed: %s", e->name, e->why);
+        if ((bits & (unsigned)e->value) != 0)
+            return gw_conf_fail(pc, ipath, "duplicate entry \"%s\"", e->name);
+        bits |= (unsigned)e->value;
+    }
+    *(unsigned *)gw_conf_at(base, f->off) = bits;
+    return 0;
+}
+
+/* "720h", "30m", "45s", "7d", "250ms", or a JSON integer of seconds, into milliseconds. */
+static int duration_ms(struct json_object *v, uint64_t *out)
+{
+    static const struct {
+        const char *unit;
+        uint64_t ms;
+    } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
+    const char *s, *p;
+    uint64_t n = 0;
+    size_t i;
+
+    if (json_object_is_type(v, json_type_int)) {
+        if (json_object_get_int64(v) < 0 || json_object_get_int64(v) > (int64_t)(UINT64_MAX / 1000 / 2))
+            return -1;
+        *out = (uint64_t)json_object_get_int64(v) * 1000;
+        return 0;
+    }
+    if (!json_object_is_type(v, json_type_string))
+        return -1;
+    s = json_object_get_string(v);
+    for (p = s; *p >= '0' && *p <= '9'; p++) {
+        if (p - s >= 12)
+            return -1; /* 12 digits of days is far past any bound: refuse before overflow */
+        n = n * 10 + (uint64_t)(*p - '0');
+    }
+    if (p == s)
+        return -1;
+    for (i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strcmp(p, units[i].unit) == 0) {
+            *out = n * units[i].ms;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* A duration into uint32 milliseconds (f->min..f->max in ms). */
+int gw_conf_p_dur_ms(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                     const struct gw_conf_field *f)
+{
+    uint64_t ms = (uint64_t)f->def;
+    char buf[GW_CONF_SHOW_BUF];
+
+    if (v != NULL && duration_ms(v, &ms) != 0)
+        return gw_conf_fail(pc, path, "expected a duration like \"10s\" or \"500ms\" or seconds, got %s",
+                            gw_conf_show(v, buf, sizeof(buf)));
+    if (ms < (uint64_t)f->min || ms > (uint64_t)f->max)
+        return gw_conf_fail(pc, path, "expected a duration of %lldms..%lldms, got %s", (long long)f->min,
+                            (long long)f->max, gw_conf_show(v, buf, sizeof(buf)));
+    *(uint32_t *)gw_conf_at(base, f->off) = (uint32_t)ms;
+    return 0;
+}
+
+/* A duration into uint32 seconds (f->min..f->max in seconds). */
+int gw_conf_p_dur_s(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                    const struct gw_conf_field *f)
+{
+    uint64_t ms = (uint64_t)f->def * 1000;
+    char buf[GW_CONF_SHOW_BUF];
+
+    if (v != NULL && duration_ms(v, &ms) != 0)
+        return gw_conf_fail(pc, path, "expected a duration like \"720h\" or seconds, got %s",
+                            gw_conf_show(v, buf, sizeof(buf)));
+    if (ms % 1000 != 0)
+        return gw_conf_fail(pc, path, "expected whole seconds, got %s", gw_conf_show(v, buf, sizeof(buf)));
+    if (ms / 1000 < (uint64_t)f->min || ms / 1000 > (uint64_t)f->max)
+        return gw_conf_fail(pc, path, "expected a duration of %llds..%llds, got %s", (long long)f->min,
+                            (long long)f->max, gw_conf_show(v, buf, sizeof(buf)));
+    *(uint32_t *)gw_conf_at(base, f->off) = (uint32_t)(ms / 1000);
+    return 0;
+}
+
+int gw_conf_p_address(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                      const struct gw_conf_field *f)
+{
+    unsigned char addr[16];
+    const char *s;
+    char buf[GW_CONF_SHOW_BUF];
+
+    if (v == NULL)
+        return 0;
+    if ((s = gw_conf_want_string(pc, path, v, "a numeric IPv4 or IPv6 address")) == NULL)
+        return GW_ERR_INVAL;
+    if (inet_pton(AF_INET, s, addr) != 1 && inet_pton(AF_INET6, s, addr) != 1)
+        return gw_conf_fail(pc, path, "expected a numeric IPv4 or IPv6 address, got %s",
+                            gw_conf_show(v, buf, sizeof(buf)));
+    if ((*(char **)gw_conf_at(base, f->off) = strdup(s)) == NULL)
+        return GW_ERR_NOMEM;
+    return 0;
+}
+
+/* A reference to another section by name (checked to exist in the final pass). */
+int gw_conf_p_name(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                   const struct gw_conf_field *f)
+{
+    const struct gw_conf_names *kind = f->aux;
+    char buf[GW_CONF_SHOW_BUF];
+
+    if (v == NULL)
+        return 0;
+    if (!json_object_is_type(v, json_type_string) ||
+        !kind->ok(json_object_get_string(v), (size_t)json_object_get_string_len(v)))
+        return gw_conf_fail(pc, path, "expected %s, got %s", kind->desc, gw_conf_show(v, buf, sizeof(buf)));
+    if ((*(char **)gw_conf_at(base, f->off) = strdup(json_object_get_string(v))) == NULL)
+        return GW_ERR_NOMEM;
+    return 0;
+}
+
+/* A string checked by the namekind in |f->aux|; |f->sdef| when absent (NULL: stays unset). */
+int gw_conf_p_str(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                  const struct gw_conf_field *f)
+{
+    const struct gw_conf_names *kind = f->aux;
+    const char *s = f->sdef;
+    char buf[GW_CONF_SHOW_BUF];
+
+    if (v != NULL) {
+        if (!json_object_is_type(v, json_type_string) ||
+            !kind->ok(json_object_get_string(v), (size_t)json_object_get_string_len(v)))
+            return gw_conf_fail(pc, path, "expected %s, got %s", kind->desc,
+                                gw_conf_show(v, buf, sizeof(buf)));
+        s = json_object_get_string(v);
+    }
+    if (s == NULL)
+        return 0;
+    return (*(char **)gw_conf_at(base, f->off) = strdup(s)) != NULL ? 0 : GW_ERR_NOMEM;
+}
+
+bool gw_conf_prefix_ok(const char *s)
+{
+    size_t len = strlen(s), i;
+
+    if (len < 2 || len > GW_MAX_PATH_PREFIX_LEN || s[0] != '/' || s[len - 1] == '/')
+        return false;
+    if (strstr(s, "//") != NULL || strstr(s, "/./") != NULL || strstr(s, "/../") != NULL)
+        return false;
+    if (strcmp(s + len - 2, "/.") == 0 || (len >= 3 && strcmp(s + len - 3, "/..") == 0))
+        return false;
+    for (i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
+              c == '_' || c == '~' || c == '/' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+int gw_conf_p_prefix(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                     const struct gw_conf_field *f)
+{
+    const char *s = f->sdef;
+    char buf[GW_CONF_SHOW_BUF];
+
+    if (v != NULL && (s = gw_conf_want_string(pc, path, v, "a path like \"/pki\"")) == NULL)
+        return GW_ERR_INVAL;
+    if (!gw_conf_prefix_ok(s))
+        return gw_conf_fail(pc, path,
+                            "expected a path like \"/pki\" (leading \"/\", no trailing or double \"/\", "
+                            "characters [A-Za-z0-9._~/-]), got %s",
+                            gw_conf_show(v, buf, sizeof(buf)));
+    if ((*(char **)gw_conf_at(base, f->off) = strdup(s)) == NULL)
+        return GW_ERR_NOMEM;
+    return 0;
+}
+
+/* A file name, resolved against the config file's directory; loading is the object check's job. */
+int gw_conf_p_file(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                   const struct gw_conf_field *f)
+{
+    const char *s;
+    char **dst = gw_conf_at(base, f->off);
+    size_t need;
+
+    if (v == NULL)
+        return 0;
+    if ((s = gw_conf_want_string(pc, path, v, "a file name")) == NULL)
+        return GW_ERR_INVAL;
+    if (s[0] == '\0')
+        return gw_conf_fail(pc, path, "expected a file name, got \"\"");
+    if (s[0] == '/' || pc->base_dir == NULL || pc->base_dir[0] == '\0') {
+        *dst = strdup(s);
+        return *dst != NULL ? 0 : GW_ERR_NOMEM;
+    }
+    need = strlen(pc->base_dir) + 1 + strlen(s) + 1;
+    if ((*dst = malloc(need)) == NULL)
+        return GW_ERR_NOMEM;
+    snprintf(*dst, need, "%s/%s", pc->base_dir, s);
+    return 0;
+}
+
+/* An array of names (references to other sections) into char ** and a count; no duplicates. */
+int gw_conf_p_names(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                    const struct gw_conf_field *f)
+{
+    const struct gw_conf_names *kind = f->aux;
+    char ***dst = gw_conf_at(base, f->off);
+    size_t *n = gw_conf_at(base, f->off_n), len, i, j;
+    char ipath[GW_CONF_PATH_LEN], buf[GW_CONF_SHOW_BUF];
+
+    if (v == NULL)
+        return 0;
+    if (!json_object_is_type(v, json_type_array))
+        return gw_conf_fail(pc, path, "expected an array of names, got %s",
+                            gw_conf_show(v, buf, sizeof(buf)));
+    len = json_object_array_length(v);
+    if (len == 0)
+        return 0;
+    if ((*dst = calloc(len, sizeof(**dst))) == NULL)
+        return GW_ERR_NOMEM;
+    for (i = 0; i < len; i++) {
+        struct json_object *el = json_object_array_get_idx(v, i);
+        gw_conf_join_index(ipath, path, i);
+        if (!json_object_is_type(el, json_type_string) ||
+            !kind->ok(json_object_get_string(el), (size_t)json_object_get_string_len(el)))
+            return gw_conf_fail(pc, ipath, "expected %s, got %s", kind->desc,
+                                gw_conf_show(el, buf, sizeof(buf)));
+        for (j = 0; j < i; j++)
+            if (strcmp((*dst)[j], json_object_get_string(el)) == 0)
+                return gw_conf_fail(pc, ipath, "duplicate entry %s", gw_conf_show(el, buf, sizeof(buf)));
+        if (((*dst)[i] = strdup(json_object_get_string(el))) == NULL)
+            return GW_ERR_NOMEM;
+        *n = i + 1;
+    }
+    return 0;
+}
+
+/* "http(s)://host[:port]": the API base; paths are the adapter's, so none is allowed here. */
+static bool url_ok(const char *s)
+{
+    const char *h, *end, *port;
+    unsigned char addr[16];
+    char v6[INET6_ADDRSTRLEN + 1];
+    int n = 0;
+
+    if (strlen(s) > GW_MAX_URL_LEN)
+        return false;
+    if (strncmp(s, "https://", 8) == 0)
+        h = s + 8;
+    else if (strncmp(s, "http://", 7) == 0)
+        h = s + 7;
+    else
+        return false;
+    if (*h == '[') {
+        if ((end = strchr(h, ']')) == NULL || (size_t)(end - h - 1) >= sizeof(v6))
+            return false;
+        memcpy(v6, h + 1, (size_t)(end - h - 1));
+        v6[end - h - 1] = '\0';
+        if (inet_pton(AF_INET6, v6, addr) != 1)
+            return false;
+        port = end + 1;
+    } else {
+        for (end = h; (*end >= 'a' && *end <= 'z') || (*end >= 'A' && *end <= 'Z') ||
+                      (*end >= '0' && *end <= '9') || *end == '.' || *end == '-';
+             end++)
+            ;
+        if (end == h || h[0] == '.' || h[0] == '-')
+            return false;
+        port = end;
+    }
+    if (*port == '\0')
+        return true;
+    if (*port++ != ':' || *port == '0' || *port == '\0' || strlen(port) > 5)
+        return false;
+    for (; *port >= '0' && *port <= '9'; port++)
+        n = n * 10 + (*port - '0');
+    return *port == '\0' && n >= 1 && n <= 65535;
+}
+
+int gw_conf_p_url(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                  const struct gw_conf_field *f)
+{
+    const char *s;
+    char buf[GW_CONF_SHOW_BUF];
+
+    if (v == NULL)
+        return 0;
+    if ((s = gw_conf_want_string(pc, path, v, "a URL")) == NULL)
+        return GW_ERR_INVAL;
+    if (!url_ok(s))
+        return gw_conf_fail(pc, path,
+                            "expected \"http(s)://host[:port]\" (no path, no trailing \"/\"), got %s",
+                            gw_conf_show(v, buf, sizeof(buf)));
+    return (*(char **)gw_conf_at(base, f->off) = strdup(s)) != NULL ? 0 : GW_ERR_NOMEM;
+}
+
+/* ---- objects, maps and arrays ------------------------------------------------------------- */
+
+static const struct gw_conf_field *field_find(const struct gw_conf_obj *def, const char *key)
+{
+    size_t i;
+
+    for (i = 0; i < def->n; i++)
+        if (strcmp(def->fields[i].key, key) == 0)
+            return &def->fields[i];
+    return NULL;
+}
+
+/* An object by its table: unknown keys, then each field in table order, then the object check. */
+int gw_conf_p_obj(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                  const struct gw_conf_field *f)
+{
+    const struct gw_conf_obj *def = f->aux;
+    void *dst = gw_conf_at(base, f->off);
+    struct json_object *child = NULL;
+    char kpath[GW_CONF_PATH_LEN], buf[GW_CONF_SHOW_BUF];
+    bool present;
+    size_t i;
+    int rc;
+
+    if (v != NULL && !json_object_is_type(v, json_type_object))
+        return gw_conf_fail(pc, path, "expected an object, got %s", gw_conf_show(v, buf, sizeof(buf)));
+    if (v != NULL) {
+        json_object_object_foreach(v, key, val)
+        {
+            (void)val;
+            if (field_find(def, key) == NULL) {
+                gw_conf_join_key(kpath, path, key);
+                return gw_conf_fail(pc, kpath, "unknown key");
+            }
+        }
+    }
+    for (i = 0; i < def->n; i++) {
+        const struct gw_conf_field *kf = &def->fields[i];
+        gw_conf_join_key(kpath, path, kf->key);
+        present = v != NULL && json_object_object_get_ex(v, kf->key, &child);
+        /* json-c represents null as NULL, which parsers read as "apply the default" */
+        if (present && child == NULL)
+            return gw_conf_fail(pc, kpath, "null is not a valid value: give a value or leave the key out");
+        if (!present && kf->required)
+            return gw_conf_fail(pc, kpath, "missing required key");
+        if ((rc = kf->parse(pc, kpath, child, dst, kf)) != 0)
+            return rc;
+    }
+    return def->check != NULL ? def->check(pc, path, dst) : 0;
+}
+
+int gw_conf_p_opt_obj(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                      const struct gw_conf_field *f)
+{
+    return v != NULL ? gw_conf_p_obj(pc, path, v, base, f) : 0;
+}
+
+int gw_conf_p_map(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                  const struct gw_conf_field *f)
+{
+    const struct gw_conf_map *md = f->aux;
+    void **arr = gw_conf_at(base, f->off);
+    size_t *n = gw_conf_at(base, f->off_n), len;
+    char epath[GW_CONF_PATH_LEN], buf[GW_CONF_SHOW_BUF];
+    int rc;
+
+    if (v == NULL)
+        return 0;
+    if (!json_object_is_type(v, json_type_object))
+        return gw_conf_fail(pc, path, "expected an object, got %s", gw_conf_show(v, buf, sizeof(buf)));
+    if ((len = (size_t)json_object_object_length(v)) == 0)
+        return 0;
+    if ((*arr = calloc(len, md->elem_size)) == NULL)
+        return GW_ERR_NOMEM;
+    json_object_object_foreach(v, key, val)
+    {
+        void *elem = (char *)*arr + *n * md->elem_size;
+        struct gw_conf_field vf = {
+            .key = key, .required = true, .parse = md->value, .off = md->value_off, .aux = md->value_aux};
+        gw_conf_join_key(epath, path, key);
+        if (!md->names->ok(key, strlen(key)))
+            return gw_conf_fail(pc, epath, "expected %s, got \"%.*s\"", md->names->desc, GW_CONF_SHOW_LEN,
+                                key);
+        if (val == NULL)
+            return gw_conf_fail(pc, epath, "null is not a valid value");
+        ++*n; /* counted before it is filled, so that gw_config_free releases a half-parsed entry */
+        if ((*(char **)gw_conf_at(elem, md->name_off) = strdup(key)) == NULL)
+            return GW_ERR_NOMEM;
+        if ((rc = vf.parse(pc, epath, val, elem, &vf)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+BIO *gw_conf_open(struct gw_conf_ctx *pc, const char *path, const char *file)
+{
+    FILE *fp = fopen(file, "r");
+    BIO *bio;
+
+    if (fp == NULL) {
+        gw_conf_fail(pc, path, "cannot open \"%s\": %s", file, strerror(errno));
+        return NULL;
+    }
+    if ((bio = BIO_new_fp(fp, BIO_CLOSE)) == NULL) {
+        fclose(fp);
+        gw_conf_fail(pc, path, "out of memory");
+    }
+    return bio;
+}
+
+/* Reads at most |cap| bytes of |fd| into |buf|; returns the count or -1. */
+static ssize_t read_all(int fd, unsigned char *buf, size_t cap)
+{
+    size_t len = 0;
+    ssize_t n;
+
+    while (len < cap) {
+        n = read(fd, buf + len, cap - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            break;
+        len += (size_t)n;
+    }
+    return (ssize_t)len;
+}
+
+/*
+ * Reads secret |file| (at most |cap| bytes plus one trailing "\n" or "\r\n", which is removed) into
+ * a new buffer of |cap| + 3 bytes: free it with OPENSSL_clear_free(buf, cap + 3). Warns when the
+ * file is readable by group or others. Never quotes the content.
+ */
+int gw_conf_read_secret(struct gw_conf_ctx *pc, const char *fpath, const char *file, size_t cap,
+                        unsigned char **out, size_t *out_len)
+{
+    unsigned char *buf = NULL;
+    struct stat st;
+    ssize_t len = -1;
+    int fd;
+
+    *out = NULL;
+    if ((fd = open(file, O_RDONLY | O_CLOEXEC)) < 0)
+        return gw_conf_fail(pc, fpath, "cannot open \"%s\": %s", file, strerror(errno));
+    /* two more than the cap: room for a trailing "\r\n", and one to see it is too long */
+    if (fstat(fd, &st) == 0 && (buf = OPENSSL_zalloc(cap + 3)) != NULL)
+        len = read_all(fd, buf, cap + 3);
+    close(fd);
+    if (len < 0) {
+        OPENSSL_clear_free(buf, cap + 3);
+        return gw_conf_fail(pc, fpath, "cannot read \"%s\"", file);
+    }
+    if (len > 0 && buf[len - 1] == '\n')
+        len -= (len > 1 && buf[len - 2] == '\r') ? 2 : 1;
+    if ((st.st_mode & (S_IRGRP | S_IROTH)) != 0)
+        gw_log(GW_LOG_WARN, "config", "%s: %s: \"%s\" is readable by group or others", pc->name, fpath, file);
+    *out = buf;
+    *out_len = (size_t)len;
+    return 0;
+}
+
+/* ---- duplicate keys ------------------------------------------------------------------------ */
+
+/*
+ * A scan of text json-c has already accepted, so it may assume well-formed JSON. Each object's
+ * keys go into a scratch json-c object used as a hash set. Nesting is bounded by json-c's depth
+ * limit (JSON_TOKENER_DEFAULT_DEPTH), so the recursion is too.
+ */
+static void line_col(const char *s, size_t off, unsigned *line, unsigned *col);
+
+struct scan {
+    const char *s;
+    size_t len, pos;
+};
+
+static void scan_ws(struct scan *sc)
+{
+    while (sc->pos < sc->len && strchr(" \t\r\n", sc->s[sc->pos]) != NULL && sc->s[sc->pos] != '\0')
+        sc->pos++;
+}
+
+/* Skips a string starting at its opening quote; returns the raw bytes between the quotes. */
+static void scan_string(struct scan *sc, size_t *start, size_t *end)
+{
+    *start = ++sc->pos;
+    while (sc->pos < sc->len && sc->s[sc->pos] != '"')
+        sc->pos += sc->s[sc->pos] == '\\' ? 2 : 1;
+    *end = sc->pos;
+    sc->pos++;
+}
+
+/* The decoded key (escapes resolved, so "a" and "\u0061" collide) as a new json-c string. */
+static struct json_object *scan_key(struct scan *sc, size_t start, size_t end)
+{
+    struct json_tokener *tok = json_tokener_new();
+    struct json_object *key = NULL;
+
+    if (tok != NULL)
+        key = json_tokener_parse_ex(tok, sc->s + start - 1, (int)(end - start + 2));
+    json_tokener_free(tok);
+    return key;
+}
+
+static int scan_value(struct gw_conf_ctx *pc, struct scan *sc, const char *path);
+
+static int scan_object(struct gw_conf_ctx *pc, struct scan *sc, const char *path)
+{
+    struct json_object *seen = json_object_new_object(), *key = NULL;
+    char kpath[GW_CONF_PATH_LEN], buf[GW_CONF_SHOW_BUF];
+    size_t start, end;
+    int rc = GW_ERR_NOMEM;
+
+    sc->pos++; /* '{' */
+    while (seen != NULL) {
+        scan_ws(sc);
+        if (sc->pos >= sc->len || sc->s[sc->pos] == '}') {
+            rc = 0;
+            break;
+        }
+        if (sc->s[sc->pos] == ',') {
+            sc->pos++;
+            continue;
+        }
+        if (sc->s[sc->pos] != '"') {
+            /* json-c 0.16 accepts 'single-quoted' keys even in strict mode */
+            unsigned line, col;
+            line_col(sc->s, sc->pos, &line, &col);
+            rc = gw_conf_fail(pc, NULL,
+                              "invalid JSON at line %u, column %u: object keys must be in double quotes",
+                              line, col);
+            break;
+        }
+        scan_string(sc, &start, &end);
+        if ((key = scan_key(sc, start, end)) == NULL)
+            break;
+        gw_conf_join_key(kpath, path, json_object_get_string(key));
+        if (json_object_object_get_ex(seen, json_object_get_string(key), NULL)) {
+            rc = gw_conf_fail(pc, path, "duplicate key %s", gw_conf_show(key, buf, sizeof(buf)));
+            break;
+        }
+        if (json_object_object_add(seen, json_object_get_string(key), NULL) != 0)
+            break;
+        json_object_put(key);
+        key = NULL;
+        scan_ws(sc);
+        sc->pos++; /* ':' */
+        if ((rc = scan_value(pc, sc, kpath)) != 0)
+            break;
+        rc = GW_ERR_NOMEM;
+    }
+    sc->pos++; /* '}' */
+    json_object_put(key);
+    json_object_put(seen);
+    return rc;
+}
+
+static int scan_array(struct gw_conf_ctx *pc, struct scan *sc, const char *path)
+{
+    char ipath[GW_CONF_PATH_LEN];
+    size_t i = 0;
+    int rc;
+
+    sc->pos++; /* '[' */
+    for (;;) {
+        scan_ws(sc);
+        if (sc->pos >= sc->len || sc->s[sc->pos] == ']')
+            break;
+        if (sc->s[sc->pos] == ',') {
+            sc->pos++;
+            i++;
+            continue;
+        }
+        gw_conf_join_index(ipath, path, i);
+        if ((rc = scan_value(pc, sc, ipath)) != 0)
+            return rc;
+    }
+    sc->pos++;
+    return 0;
+}
+
+static int scan_value(struct gw_conf_ctx *pc, struct scan *sc, const char *path)
+{
+    size_t start, end;
+
+    scan_ws(sc);
+    if (sc->pos >= sc->len)
+        return 0;
+    switch (sc->s[sc->pos]) {
+    case '{':
+        return scan_object(pc, sc, path);
+    case '[':
+        return scan_array(pc, sc, path);
+    case '"':
+        scan_string(sc, &start, &end);
+        return 0;
+    default: /* number, true, false, null */
+        while (sc->pos < sc->len && strchr(",]} \t\r\n", sc->s[sc->pos]) == NULL)
+            sc->pos++;
+        return 0;
+    }
+}
+
+/* Line and column (1-based) of byte |off|, for parse errors. */
+static void line_col(const char *s, size_t off, unsigned *line, unsigned *col)
+{
+    size_t i;
+
+    *line = 1;
+    *col = 1;
+    for (i = 0; i < off; i++) {
+        if (s[i] == '\n') {
+            ++*line;
+            *col = 1;
+        } else {
+            ++*col;
+        }
+    }
+}
+
+/* Strict JSON text into a json-c tree (caller puts it), or NULL with the error set. */
+static struct json_object *parse_json(struct gw_conf_ctx *pc, const char *json, size_t len)
+{
+    struct json_tokener *tok = json_tokener_new();
+    struct json_object *root = NULL;
+    enum json_tokener_error jerr;
+    unsigned line, col;
+    size_t end;
+
+    if (tok == NULL) {
+        gw_conf_fail(pc, NULL, "out of memory");
+        return NULL;
+    }
+    /* trailing data is detected below, to say so rather than "unexpected character" */
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_ALLOW_TRAILING_CHARS);
+    root = json_tokener_parse_ex(tok, json, (int)len);
+    jerr = json_tokener_get_error(tok);
+    end = json_tokener_get_parse_end(tok);
+    while (root != NULL && end < len && strchr(" \t\r\n", json[end]) != NULL && json[end] != '\0')
+        end++;
+    line_col(json, end, &line, &col);
+    if (root == NULL && jerr == json_tokener_continue)
+        gw_conf_fail(pc, NULL, "invalid JSON: unexpected end of file");
+    else if (root == NULL)
+        gw_conf_fail(pc, NULL, "invalid JSON at line %u, column %u: %s", line, col,
+                     json_tokener_error_desc(jerr));
+    else if (end < len)
+        gw_conf_fail(pc, NULL,
+                     "invalid JSON at line %u, column %u: unexpected data after the top-level object", line,
+                     col);
+    json_tokener_free(tok);
+    if (root != NULL && end < len) {
+        json_object_put(root);
+        root = NULL;
+    }
+    return root;
+}
+
+/* The directory part of |path| ("." when it has none), as a new string. */
+char *gw_conf_dir_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+
+    if (slash == NULL)
+        return strdup(".");
+    if (slash == path)
+        return strdup("/");
+    return strndup(path, (size_t)(slash - path));
+}
+
+/* Reads a whole file of at most GW_MAX_CONFIG_SIZE bytes. */
+char *gw_conf_read_file(struct gw_conf_ctx *pc, const char *path, size_t *len)
+{
+    char *buf = NULL;
+    ssize_t n;
+    int fd;
+
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+        gw_conf_fail(pc, NULL, "cannot open: %s", strerror(errno));
+        return NULL;
+    }
+    /* one byte more than the cap tells a file at the cap from one over it */
+    if ((buf = malloc(GW_MAX_CONFIG_SIZE + 1)) == NULL) {
+        gw_conf_fail(pc, NULL, "out of memory");
+    } else if ((n = read_all(fd, (unsigned char *)buf, GW_MAX_CONFIG_SIZE + 1)) < 0) {
+        gw_conf_fail(pc, NULL, "cannot read: %s", strerror(errno));
+    } else if (n > GW_MAX_CONFIG_SIZE) {
+        gw_conf_fail(pc, NULL, "larger than %d bytes", GW_MAX_CONFIG_SIZE);
+    } else {
+        *len = (size_t)n;
+        close(fd);
+        return buf;
+    }
+    free(buf);
+    close(fd);
+    return NULL;
+}
+
+int gw_conf_read(struct gw_conf_ctx *pc, const char *json, size_t len, const struct gw_conf_obj *top,
+                 void *dst)
+{
+    struct gw_conf_field f = {.parse = gw_conf_p_obj, .aux = top};
+    struct json_object *root = NULL;
+    struct scan sc = {json, len, 0};
+    int rc;
+
+    if (len > GW_MAX_CONFIG_SIZE)
+        return gw_conf_fail(pc, NULL, "larger than %d bytes", GW_MAX_CONFIG_SIZE);
+    if ((root = parse_json(pc, json, len)) == NULL)
+        return GW_ERR_INVAL;
+    if ((rc = scan_value(pc, &sc, "$")) == 0)
+        rc = f.parse(pc, "$", root, dst, &f);
+    json_object_put(root);
+    return rc;
+}

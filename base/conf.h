@@ -1,0 +1,182 @@
+/*
+ * The configuration reader: strict JSON (json-c) into C structs, described by tables.
+ *
+ * Shape (nginx's ngx_command_t, h2o's configurator): every JSON object is a const table of
+ * {key, required, default, parser, offset}; one small strict parser per value type; each object
+ * may have a check that runs once its keys are parsed (file loading, key/cert match). Each part of
+ * the program owns the tables of its own section (the roles in mappings/, each upstream adapter in
+ * upstream/, the listener and the top level in gateway/config.c); this file holds what they share.
+ * Every error names the file, the JSON path and the offending value, e.g.
+ *   cmpgw.json: $.roles.default.max_ttl: expected a duration such as "720h", got "forever"
+ *
+ * json-c keeps the last of duplicate keys silently, so gw_conf_read scans the (already validated)
+ * text for duplicates first: a duplicated key is almost always a bad merge of two configs.
+ */
+#ifndef GW_BASE_CONF_H
+#define GW_BASE_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct json_object;
+
+#define GW_CONF_PATH_LEN 256 /* a JSON path in an error: names are short (GW_MAX_NAME_LEN) */
+#define GW_CONF_SHOW_LEN 64  /* how much of an offending value an error quotes */
+#define GW_CONF_SHOW_BUF (GW_CONF_SHOW_LEN + 8)
+
+/* One load: where errors go and how relative file names resolve. */
+struct gw_conf_ctx {
+    const char *name;     /* the file name errors start with */
+    const char *base_dir; /* relative file names resolve against it */
+    char *err;            /* GW_ERR_LEN bytes */
+};
+
+struct gw_conf_field;
+/* A value parser: |v| is the JSON value, or NULL to apply the field's default. */
+typedef int (*gw_conf_parse_fn)(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                                const struct gw_conf_field *f);
+
+struct gw_conf_field {
+    const char *key;
+    bool required;
+    gw_conf_parse_fn parse;
+    size_t off;       /* where the value goes in the struct being filled */
+    size_t off_n;     /* arrays: where the element count goes */
+    int64_t min, max; /* integers, durations (in the field's unit) */
+    int64_t def;      /* default of integers, durations, bools, enums */
+    const char *sdef; /* default of strings */
+    const void *aux;  /* sub-table, enum names, map shape, name kind */
+};
+
+/* A JSON object's shape: its keys, and a check run once they are all parsed. */
+struct gw_conf_obj {
+    const struct gw_conf_field *fields;
+    size_t n;
+    int (*check)(struct gw_conf_ctx *pc, const char *path, void *base);
+};
+
+/* Names used as map keys and references, and what they must look like. */
+struct gw_conf_names {
+    bool (*ok)(const char *s, size_t len);
+    const char *desc;
+};
+
+/* A JSON object used as a map: name -> value, into an array of |elem_size| structs. */
+struct gw_conf_map {
+    size_t elem_size;
+    size_t name_off;
+    const struct gw_conf_names *names;
+    gw_conf_parse_fn value;
+    size_t value_off;
+    const void *value_aux;
+};
+
+/* An enum's accepted names; a value < 0 is recognised but refused, |why| says why. */
+struct gw_conf_enum {
+    const char *name;
+    int value;
+    const char *why;
+};
+
+/* Table rows: a required or optional key of struct T, stored at member m. */
+#define GW_CONF_REQ(k, fn, T, m, ...)                                                                        \
+    {                                                                                                        \
+        .key = (k), .required = true, .parse = (fn), .off = offsetof(T, m), __VA_ARGS__                      \
+    }
+#define GW_CONF_OPT(k, fn, T, m, ...)                                                                        \
+    {                                                                                                        \
+        .key = (k), .required = false, .parse = (fn), .off = offsetof(T, m), __VA_ARGS__                     \
+    }
+#define GW_CONF_OBJDEF(name, tbl, chk)                                                                       \
+    static const struct gw_conf_obj name = {tbl, sizeof(tbl) / sizeof(tbl[0]), chk}
+
+/* Writes "<file>: <path>: <reason>" into the context's error buffer; returns GW_ERR_INVAL. */
+int gw_conf_fail(struct gw_conf_ctx *pc, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* snprintf for text that is cut on purpose (errors, paths): truncation is the intended result. */
+void gw_conf_bprintf(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Quotes a value for an error: its JSON text, cut to GW_CONF_SHOW_LEN bytes (|cap| >= GW_CONF_SHOW_BUF). */
+const char *gw_conf_show(struct json_object *v, char *buf, size_t cap);
+/* "<path>.<key>" and "<path>[<i>]" into |out| (GW_CONF_PATH_LEN bytes). */
+void gw_conf_join_key(char *out, const char *path, const char *key);
+void gw_conf_join_index(char *out, const char *path, size_t i);
+/* The member at |off| of the struct being filled. */
+void *gw_conf_at(void *base, size_t off);
+/* The string value of |v|, or NULL with an error naming |what| was expected. */
+const char *gw_conf_want_string(struct gw_conf_ctx *pc, const char *path, struct json_object *v,
+                                const char *what);
+const struct gw_conf_enum *gw_conf_enum_find(const struct gw_conf_enum *e, const char *s);
+
+/* Names: 1..GW_MAX_NAME_LEN characters [A-Za-z0-9._-]. */
+bool gw_conf_name_ok(const char *s, size_t len);
+extern const struct gw_conf_names gw_conf_names_plain;
+/* A URL path like "/pki": leading "/", no trailing, double, "." or ".." segment, [A-Za-z0-9._~/-]. */
+bool gw_conf_prefix_ok(const char *s);
+
+/* Value parsers, for the |parse| column of a table (what each stores is in its comment in conf.c). */
+int gw_conf_p_u32(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                  const struct gw_conf_field *f);
+int gw_conf_p_port(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                   const struct gw_conf_field *f);
+int gw_conf_p_bool(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                   const struct gw_conf_field *f);
+int gw_conf_p_enum(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                   const struct gw_conf_field *f);
+int gw_conf_p_enum_bool(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                        const struct gw_conf_field *f);
+int gw_conf_p_flags(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                    const struct gw_conf_field *f);
+int gw_conf_p_dur_ms(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                     const struct gw_conf_field *f);
+int gw_conf_p_dur_s(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                    const struct gw_conf_field *f);
+int gw_conf_p_address(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                      const struct gw_conf_field *f);
+int gw_conf_p_name(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                   const struct gw_conf_field *f);
+int gw_conf_p_str(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                  const struct gw_conf_field *f);
+int gw_conf_p_prefix(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                     const struct gw_conf_field *f);
+int gw_conf_p_file(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                   const struct gw_conf_field *f);
+int gw_conf_p_names(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                    const struct gw_conf_field *f);
+int gw_conf_p_url(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                  const struct gw_conf_field *f);
+int gw_conf_p_obj(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                  const struct gw_conf_field *f);
+/* An optional object: absent means "not configured" (its sub-keys' defaults are not applied). */
+int gw_conf_p_opt_obj(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                      const struct gw_conf_field *f);
+int gw_conf_p_map(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                  const struct gw_conf_field *f);
+
+/*
+ * gw_conf_read parses |len| bytes of strict JSON (at most GW_MAX_CONFIG_SIZE, no duplicate keys)
+ * and fills |dst| by the top-level table |top|. Returns 0, GW_ERR_NOMEM, or another gw_err with the
+ * error set. |dst| may be half filled on error: its owner frees it.
+ */
+int gw_conf_read(struct gw_conf_ctx *pc, const char *json, size_t len, const struct gw_conf_obj *top,
+                 void *dst);
+
+/* Reads the whole file at |path| (at most GW_MAX_CONFIG_SIZE bytes) into a new buffer, or NULL. */
+char *gw_conf_read_file(struct gw_conf_ctx *pc, const char *path, size_t *len);
+
+/* |file| opened for reading as a BIO, or NULL with the error set (at |path|). */
+struct bio_st *gw_conf_open(struct gw_conf_ctx *pc, const char *path, const char *file);
+
+/* The directory part of |path| ("." when it has none), as a new string. */
+char *gw_conf_dir_of(const char *path);
+
+/*
+ * Reads secret |file| (at most |cap| bytes plus one trailing "\n" or "\r\n", which is removed) into
+ * a new buffer of |cap| + 3 bytes: free it with OPENSSL_clear_free(buf, cap + 3). Warns when the
+ * file is readable by group or others. Never quotes the content.
+ */
+int gw_conf_read_secret(struct gw_conf_ctx *pc, const char *fpath, const char *file, size_t cap,
+                        unsigned char **out, size_t *out_len);
+
+#endif

@@ -1,0 +1,133 @@
+/*
+ * PEM files named by the configuration: certificates, chains, CRLs and private keys (base/pem.h).
+ */
+#include "base/pem.h"
+#include "base/err.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+
+static int no_password(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf, (void)size, (void)rwflag, (void)u;
+    return -1; /* encrypted keys are refused rather than prompted for on a terminal */
+}
+
+/*
+ * Every PEM certificate (|crls| NULL) or every PEM CRL of |file|, at least one, into a new stack;
+ * other PEM blocks are skipped. The one reader behind gw_pem_load_certs and gw_pem_load_crls.
+ */
+static int load_stack(struct gw_conf_ctx *pc, const char *path, const char *file, STACK_OF(X509) **certs,
+                      STACK_OF(X509_CRL) **crls)
+{
+    const char *what = crls != NULL ? "CRL" : "certificate";
+    BIO *bio = NULL;
+    unsigned long e;
+    int n = 0, rc = GW_ERR_INVAL;
+
+    if ((bio = gw_conf_open(pc, path, file)) == NULL)
+        return GW_ERR_INVAL;
+    if (crls != NULL ? (*crls = sk_X509_CRL_new_null()) == NULL : (*certs = sk_X509_new_null()) == NULL)
+        goto out;
+    for (;;) {
+        X509_CRL *crl = NULL;
+        X509 *x = NULL;
+        if (crls != NULL ? (crl = PEM_read_bio_X509_CRL(bio, NULL, no_password, NULL)) == NULL
+                         : (x = PEM_read_bio_X509(bio, NULL, no_password, NULL)) == NULL)
+            break;
+        if (crls != NULL ? !sk_X509_CRL_push(*crls, crl) : !sk_X509_push(*certs, x)) {
+            X509_CRL_free(crl);
+            X509_free(x);
+            goto out;
+        }
+        n++;
+    }
+    e = ERR_peek_last_error();
+    if (ERR_GET_LIB(e) != ERR_LIB_PEM || ERR_GET_REASON(e) != PEM_R_NO_START_LINE) {
+        gw_conf_fail(pc, path, "cannot parse a PEM %s in \"%s\"", what, file);
+        goto out;
+    }
+    ERR_clear_error();
+    if (n == 0) {
+        gw_conf_fail(pc, path, "no PEM %s in \"%s\"", what, file);
+        goto out;
+    }
+    rc = 0;
+out:
+    BIO_free(bio);
+    if (rc != 0 && crls != NULL) {
+        sk_X509_CRL_pop_free(*crls, X509_CRL_free);
+        *crls = NULL;
+    } else if (rc != 0 && certs != NULL) {
+        sk_X509_pop_free(*certs, X509_free);
+        *certs = NULL;
+    }
+    return rc;
+}
+
+int gw_pem_load_certs(struct gw_conf_ctx *pc, const char *path, const char *file, STACK_OF(X509) **out)
+{
+    *out = NULL;
+    return load_stack(pc, path, file, out, NULL);
+}
+
+int gw_pem_load_cert(struct gw_conf_ctx *pc, const char *path, const char *file, X509 **out)
+{
+    STACK_OF(X509) *sk = NULL;
+
+    *out = NULL;
+    if (gw_pem_load_certs(pc, path, file, &sk) != 0)
+        return GW_ERR_INVAL;
+    *out = sk_X509_shift(sk);
+    sk_X509_pop_free(sk, X509_free);
+    return 0;
+}
+
+int gw_pem_load_key(struct gw_conf_ctx *pc, const char *path, const char *file, EVP_PKEY **out)
+{
+    BIO *bio;
+
+    *out = NULL;
+    if ((bio = gw_conf_open(pc, path, file)) == NULL)
+        return GW_ERR_INVAL;
+    *out = PEM_read_bio_PrivateKey(bio, NULL, no_password, NULL);
+    BIO_free(bio);
+    if (*out == NULL)
+        return gw_conf_fail(pc, path, "cannot parse an unencrypted PEM private key in \"%s\"", file);
+    return 0;
+}
+
+int gw_pem_load_pair(struct gw_conf_ctx *pc, const char *path, const char *cert_file, const char *key_file,
+                     X509 **cert, EVP_PKEY **key)
+{
+    char cpath[GW_CONF_PATH_LEN], kpath[GW_CONF_PATH_LEN];
+
+    gw_conf_join_key(cpath, path, "cert");
+    gw_conf_join_key(kpath, path, "key");
+    if (gw_pem_load_cert(pc, cpath, cert_file, cert) != 0 || gw_pem_load_key(pc, kpath, key_file, key) != 0)
+        return GW_ERR_INVAL;
+    if (X509_check_private_key(*cert, *key) != 1)
+        return gw_conf_fail(pc, kpath, "key in \"%s\" does not match the certificate in \"%s\"", key_file,
+                            cert_file);
+    return 0;
+}
+
+int gw_pem_load_chain(struct gw_conf_ctx *pc, const char *path, const char *file, STACK_OF(X509) **out)
+{
+    char cpath[GW_CONF_PATH_LEN];
+
+    gw_conf_join_key(cpath, path, "chain");
+    if (file != NULL)
+        return gw_pem_load_certs(pc, cpath, file, out);
+    return (*out = sk_X509_new_null()) != NULL ? 0 : GW_ERR_NOMEM;
+}
+
+int gw_pem_load_crls(struct gw_conf_ctx *pc, const char *path, const char *file, STACK_OF(X509_CRL) **out)
+{
+    *out = NULL;
+    return load_stack(pc, path, file, NULL, out);
+}

@@ -1,0 +1,33 @@
+/*
+ * PEM files named by the configuration. Each loader reports a failure through the configuration
+ * context (file, JSON path |path|, reason) and returns 0 or a negative gw_err. Encrypted keys are
+ * refused rather than prompted for.
+ */
+#ifndef GW_BASE_PEM_H
+#define GW_BASE_PEM_H
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include "base/conf.h"
+
+/* Every PEM certificate in |file| (at least one) into a new stack. */
+int gw_pem_load_certs(struct gw_conf_ctx *pc, const char *path, const char *file, STACK_OF(X509) **out);
+
+/* The first certificate of |file| (a leaf followed by its chain is fine). */
+int gw_pem_load_cert(struct gw_conf_ctx *pc, const char *path, const char *file, X509 **out);
+
+/* An unencrypted PEM private key. */
+int gw_pem_load_key(struct gw_conf_ctx *pc, const char *path, const char *file, EVP_PKEY **out);
+
+/* Loads |cert_file| and |key_file| (given at |path|.cert/.key) and checks they are a pair. */
+int gw_pem_load_pair(struct gw_conf_ctx *pc, const char *path, const char *cert_file, const char *key_file,
+                     X509 **cert, EVP_PKEY **key);
+
+/* An optional chain file (|path|.chain): loaded when given, else an empty stack. */
+int gw_pem_load_chain(struct gw_conf_ctx *pc, const char *path, const char *file, STACK_OF(X509) **out);
+
+/* Every PEM CRL in |file| (at least one) into a new stack. */
+int gw_pem_load_crls(struct gw_conf_ctx *pc, const char *path, const char *file, STACK_OF(X509_CRL) **out);
+
+#endif

@@ -1,0 +1,60 @@
+/*
+ * X.509 helpers every layer uses (base/x509.h).
+ */
+#include "base/x509.h"
+#include "base/err.h"
+
+#include <stdio.h>
+
+#include <openssl/bn.h>
+#include <openssl/crypto.h>
+
+void gw_x509_serial_hex(const ASN1_INTEGER *serial, char *out, size_t cap)
+{
+    BIGNUM *bn = serial != NULL ? ASN1_INTEGER_to_BN(serial, NULL) : NULL;
+    char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+
+    snprintf(out, cap, "%s", hex != NULL ? hex : "");
+    for (char *p = out; *p != '\0'; p++)
+        if (*p >= 'A' && *p <= 'F')
+            *p = (char)(*p - 'A' + 'a');
+    OPENSSL_free(hex);
+    BN_free(bn);
+}
+
+void gw_x509_cert_serial_hex(const X509 *cert, char *out, size_t cap)
+{
+    gw_x509_serial_hex(X509_get0_serialNumber(cert), out, cap);
+}
+
+int gw_x509_serial_hex_checked(const ASN1_INTEGER *serial, char *out, size_t cap)
+{
+    BIGNUM *bn = serial != NULL ? ASN1_INTEGER_to_BN(serial, NULL) : NULL;
+    int ok = bn != NULL && !BN_is_negative(bn) && !BN_is_zero(bn) && BN_num_bytes(bn) <= 20 &&
+             (size_t)BN_num_bytes(bn) * 2 < cap;
+
+    BN_free(bn);
+    out[0] = '\0';
+    if (!ok)
+        return -1;
+    gw_x509_serial_hex(serial, out, cap);
+    return out[0] != '\0' ? 0 : -1;
+}
+
+int gw_x509_serial_hex_colons(const ASN1_INTEGER *serial, char *out, size_t cap)
+{
+    unsigned char buf[32];
+    BIGNUM *bn = ASN1_INTEGER_to_BN(serial, NULL);
+    int n = bn != NULL ? BN_num_bytes(bn) : -1, i;
+    size_t pos = 0;
+
+    out[0] = '\0';
+    if (n <= 0 || (size_t)n > sizeof(buf) || (size_t)n * 3 > cap || BN_bn2bin(bn, buf) != n) {
+        BN_free(bn);
+        return GW_ERR_INVAL;
+    }
+    for (i = 0; i < n; i++)
+        pos += (size_t)snprintf(out + pos, cap - pos, i != 0 ? ":%02x" : "%02x", buf[i]);
+    BN_free(bn);
+    return 0;
+}

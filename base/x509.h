@@ -1,0 +1,29 @@
+/*
+ * X.509 helpers every layer uses: the one way a serial number is written.
+ */
+#ifndef GW_BASE_X509_H
+#define GW_BASE_X509_H
+
+#include <stddef.h>
+
+#include <openssl/x509.h>
+
+/*
+ * gw_x509_serial_hex writes |serial| as lowercase hex without separators, as every log and audit
+ * line and the store's file names spell a serial ("" if unreadable). gw_x509_cert_serial_hex does
+ * it for the serial of |cert|.
+ */
+void gw_x509_serial_hex(const ASN1_INTEGER *serial, char *out, size_t cap);
+void gw_x509_cert_serial_hex(const X509 *cert, char *out, size_t cap);
+
+/*
+ * gw_x509_serial_hex_checked is gw_x509_serial_hex for a serial from outside: 0, or -1 if |serial|
+ * is not one RFC 5280 §4.1.2.2 allows (positive, at most 20 octets) or does not fit |cap|.
+ */
+int gw_x509_serial_hex_checked(const ASN1_INTEGER *serial, char *out, size_t cap);
+
+/* Colon-separated lowercase hex of each octet ("39:dd:2e:..."), Vault's serial_number form; 0 or
+ * GW_ERR_INVAL. */
+int gw_x509_serial_hex_colons(const ASN1_INTEGER *serial, char *out, size_t cap);
+
+#endif
