@@ -47,7 +47,7 @@ fuzz: build-fuzz
 bench: build
 	@tests/bench/run.sh $(BUILD)
 
-C_SOURCES = base/*.[ch] gateway/*.[ch] upstream/*.[ch] mappings/*.[ch] tests/unit/*.c tests/bench/*.c tests/e2e/*.c \
+C_SOURCES = base/*.[ch] gateway/*.[ch] gateway/cmp/*.[ch] upstream/*.[ch] mappings/*.[ch] tests/unit/*.c tests/bench/*.c tests/e2e/*.c \
             tests/fuzz/*.[ch]
 
 format-check: deps

@@ -11,7 +11,7 @@
  * not loop-thread work) and sent as application/pkix-crl (RFC 5280 §4.2.1.13, RFC 2585 §4.2).
  */
 #include "gateway/listener_local.h"
-#include "gateway/cmp.h"
+#include "gateway/cmp/engine.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "mappings/route.h"

@@ -18,7 +18,7 @@
 #include <openssl/crypto.h>
 
 #include "base/limits.h"
-#include "gateway/cmp.h"
+#include "gateway/cmp/engine.h"
 #include "gateway/config.h"
 #include "gateway/listener.h"
 #include "base/log.h"
@@ -301,7 +301,8 @@ static int cmd_run(const char *path)
         goto out;
     }
     gw_log_set_level(cfg->log_level);
-    if ((ups = gw_upstream_set_new(cfg, err)) == NULL ||
+    if ((ups = gw_upstream_set_new(cfg->upstreams, cfg->n_upstreams, cfg->roles, cfg->n_roles, err)) ==
+            NULL ||
         (engine = gw_cmp_engine_new(cfg, ups, err)) == NULL ||
         (server = gw_server_start(cfg, engine, err)) == NULL) {
         gw_log(GW_LOG_ERROR, "startup", "%s", err);

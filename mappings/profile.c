@@ -14,7 +14,7 @@
 #include <openssl/evp.h>
 #include <openssl/objects.h>
 #include <openssl/rsa.h>
-#include "gateway/cmp_shim.h"
+#include "gateway/cmp/shim.h"
 #include "base/err.h"
 #include "base/limits.h"
 #include "mappings/profile.h"

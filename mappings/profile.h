@@ -15,7 +15,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <openssl/crmf.h>
-#include "gateway/config.h"
+#include "mappings/role.h"
 
 enum gw_req_kind {
     GW_REQ_IR = 0,

@@ -556,22 +556,23 @@ struct gw_upstream_set {
     size_t n;
 };
 
-struct gw_upstream_set *gw_upstream_set_new(const struct gw_config *cfg, char *err)
+struct gw_upstream_set *gw_upstream_set_new(const struct gw_upstream_conf *confs, size_t n,
+                                            const struct gw_role *roles, size_t n_roles, char *err)
 {
     struct gw_upstream_set *set;
     size_t i;
 
     if ((set = calloc(1, sizeof(*set))) == NULL)
         goto nomem;
-    if (cfg == NULL || cfg->n_upstreams == 0)
+    if (n == 0)
         return set;
-    if ((set->ups = calloc(cfg->n_upstreams, sizeof(*set->ups))) == NULL)
+    if ((set->ups = calloc(n, sizeof(*set->ups))) == NULL)
         goto nomem;
-    for (i = 0; i < cfg->n_roles; i++)
-        if (gw_upstream_check_role(cfg->roles[i].upstream, &cfg->roles[i], err) != 0)
+    for (i = 0; i < n_roles; i++)
+        if (gw_upstream_check_role(roles[i].upstream, &roles[i], err) != 0)
             goto fail;
-    for (i = 0; i < cfg->n_upstreams; i++) {
-        if ((set->ups[i] = gw_upstream_new(&cfg->upstreams[i], err)) == NULL)
+    for (i = 0; i < n; i++) {
+        if ((set->ups[i] = gw_upstream_new(&confs[i], err)) == NULL)
             goto fail;
         set->n++;
     }

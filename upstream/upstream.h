@@ -15,11 +15,67 @@
 
 #include <stddef.h>
 #include <openssl/x509.h>
-#include "gateway/config.h"
 #include "base/limits.h"
 #include "mappings/profile.h"
 
 struct gw_upstream;
+struct gw_signer_conf; /* gateway/cmp/conf.h: the gateway's own signer, for a cmp upstream */
+
+enum gw_upstream_type {
+    GW_UPSTREAM_LOCAL = 0, /* in-process issuer */
+    GW_UPSTREAM_VAULT,     /* Vault / OpenBao PKI secrets engine */
+    GW_UPSTREAM_CFSSL,     /* cfssl serve */
+    GW_UPSTREAM_CMP,       /* an upstream CMP CA: the gateway forwards as an RA (docs/cmp-relay.md) */
+};
+
+struct gw_upstream_conf {
+    char *name;
+    enum gw_upstream_type type;
+    uint32_t timeout_ms;
+    uint32_t max_inflight;
+    bool check_revocation; /* "check_revocation": false accepts its certificates as credentials unchecked */
+    /* local */
+    char *cert_file, *key_file, *chain_file;
+    X509 *cert; /* issuing CA certificate */
+    EVP_PKEY *key;
+    STACK_OF(X509) *chain; /* issuing CA's chain up to (and incl.) the root; may be empty */
+    uint32_t delay_ms;     /* "delay": hold each sign call this long (tests, demos); 0 = off */
+    char *store_dir;       /* "store": durable inventory, one <serial hex>.pem per certificate issued,
+                              written and fsync'd before the certificate is released; required for a
+                              delegate issuer (docs/design.md, decision 5) */
+    char *crl_url;         /* "crl_url": http(s) URL put as CRL distribution point (RFC 5280 §4.2.1.13)
+                              into every certificate it issues, e.g. where cmpgw serves its CRL
+                              (<prefix>/crl/<name>); NULL = none */
+    /* vault, cfssl: the upstream's HTTP(S) API */
+    char *url;              /* base URL, e.g. "https://127.0.0.1:8200"; no trailing slash */
+    char *ca_file;          /* "tls_ca": CA bundle to verify the upstream's TLS server certificate */
+    char *client_cert_file; /* "tls_cert"/"tls_key": TLS client certificate (Vault cert auth, mTLS) */
+    char *client_key_file;
+    char *issuer_ca_file;         /* "issuer_ca": PEM CA certificate(s) the upstream issues under; every
+                                     returned certificate must chain to one of them (required) */
+    X509_STORE *issuer_store;     /* loaded from issuer_ca_file */
+    STACK_OF(X509) *issuer_certs; /* the same certificates, for chain building; never empty when set */
+    /* vault */
+    char *mount;           /* "mount": PKI mount path, default "pki" */
+    char *token_file;      /* "token_file": X-Vault-Token, read at start and re-read on 403 */
+    char *vault_namespace; /* "namespace": X-Vault-Namespace; NULL if none */
+    char *auth_cert_mount; /* "auth": {"cert": {"mount": "cert", "role": ...}}: cert-auth login with
+                              tls_cert/tls_key at POST /v1/auth/<mount>/login; NULL if token_file */
+    char *auth_cert_role;  /* the login "name"; NULL if none */
+    /* cfssl */
+    char *auth_key_file;     /* "auth_key_file": hex HMAC key: use authsign instead of sign */
+    unsigned char *auth_key; /* loaded; never logged */
+    size_t auth_key_len;
+    /* cmp (also url, tls_ca, tls_cert/tls_key, issuer_ca) */
+    char *cmp_path;            /* "path": the CMP path at |url|, e.g. "/.well-known/cmp" or "/pkix/" */
+    char *cmp_trusted_file;    /* "trusted": PEM anchors for the upstream's response signatures */
+    X509_STORE *cmp_trusted;   /* loaded; NULL if none (then responses must be PBM with the secret) */
+    char *cmp_ref;             /* "ref": PBM senderKID towards the upstream; with "secret_file" */
+    char *cmp_secret_file;     /* "secret_file": PBM secret; without it, requests are signed by |signer| */
+    unsigned char *cmp_secret; /* loaded; never logged */
+    size_t cmp_secret_len;
+    const struct gw_signer_conf *signer; /* borrowed: the gateway's signer (set for cmp upstreams) */
+};
 
 /* A sign request. The adapter copies or up-refs what it keeps. */
 struct gw_sign_req {
@@ -172,9 +228,11 @@ void gw_sign_result_cleanup(struct gw_sign_result *r);
  */
 int gw_upstream_check_role(const struct gw_upstream_conf *up, const struct gw_role *role, char *err);
 
-/* The upstreams of a config snapshot, by name; every role is checked with gw_upstream_check_role. */
+/* The upstreams of a config snapshot (|confs|, borrowed), by name; every role is checked with
+ * gw_upstream_check_role. */
 struct gw_upstream_set;
-struct gw_upstream_set *gw_upstream_set_new(const struct gw_config *cfg, char *err);
+struct gw_upstream_set *gw_upstream_set_new(const struct gw_upstream_conf *confs, size_t n,
+                                            const struct gw_role *roles, size_t n_roles, char *err);
 void gw_upstream_set_free(struct gw_upstream_set *set);
 struct gw_upstream *gw_upstream_set_get0(const struct gw_upstream_set *set, const char *name);
 /* gw_upstream_set_put0 puts |up| into |set| under its conf's name, replacing (and freeing) the one of

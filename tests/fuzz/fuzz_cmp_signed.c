@@ -10,7 +10,7 @@
  */
 #include "tests/fuzz/fuzz_engine.h"
 
-#include "gateway/cmp_shim.h"
+#include "gateway/cmp/shim.h"
 
 static OSSL_CMP_CTX *client_ctx, *device_ctx, *pbm_ctx;
 static X509_NAME *device_name;

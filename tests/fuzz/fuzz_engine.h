@@ -12,7 +12,7 @@
  * the seeds' capture time, so the seeds pass the messageTime window and certificate validity
  * whenever this runs, and get as far as a real client's requests do.
  *
- * Beyond the sanitizers, an input fails when the engine breaks a promise of gateway/cmp.h: an HTTP
+ * Beyond the sanitizers, an input fails when the engine breaks a promise of gateway/cmp/engine.h: an HTTP
  * 200 that is not one DER PKIMessage, an internal error (5xx), or a transaction slot still held
  * after every request was answered (it would count against the sender's cap until a restart).
  *
@@ -28,7 +28,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509_vfy.h>
 
-#include "gateway/cmp.h"
+#include "gateway/cmp/engine.h"
 #include "mappings/route.h"
 #include "upstream/upstream.h"
 
@@ -111,7 +111,8 @@ static inline void fuzz_engine_init(void)
         fuzz_verify_time(fz.cfg->roles[i].store);
         fuzz_verify_time(fz.cfg->roles[i].authz.tls_store);
     }
-    if ((fz.ups = gw_upstream_set_new(fz.cfg, err)) == NULL ||
+    if ((fz.ups = gw_upstream_set_new(fz.cfg->upstreams, fz.cfg->n_upstreams, fz.cfg->roles, fz.cfg->n_roles,
+                                      err)) == NULL ||
         (fz.engine = gw_cmp_engine_new(fz.cfg, fz.ups, err)) == NULL)
         fuzz_die("engine: %s", err);
     gw_cmp_engine_set_clock(fz.engine, fuzz_clock);

@@ -1,4 +1,4 @@
-/* Unit tests for gateway/audit.c: JSON lines, audit_fields, fsync, rotation, failures. */
+/* Unit tests for gateway/cmp/audit.c: JSON lines, audit_fields, fsync, rotation, failures. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,7 +15,7 @@
 #include <openssl/evp.h>
 #include <openssl/rsa.h>
 #include <openssl/x509v3.h>
-#include "gateway/audit.h"
+#include "gateway/cmp/audit.h"
 #include "base/err.h"
 #include "base/limits.h"
 

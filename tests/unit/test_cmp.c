@@ -24,8 +24,8 @@
 #include <openssl/x509v3.h>
 #include <json-c/json.h>
 
-#include "gateway/cmp.h"
-#include "gateway/cmp_shim.h"
+#include "gateway/cmp/engine.h"
+#include "gateway/cmp/shim.h"
 #include "gateway/config.h"
 #include "mappings/route.h"
 #include "upstream/upstream.h"
@@ -197,7 +197,8 @@ static void env_start(struct env *e)
 {
     char err[GW_ERR_LEN] = "";
 
-    if ((e->ups = gw_upstream_set_new(e->cfg, err)) == NULL)
+    if ((e->ups = gw_upstream_set_new(e->cfg->upstreams, e->cfg->n_upstreams, e->cfg->roles, e->cfg->n_roles,
+                                      err)) == NULL)
         fail_msg("upstreams: %s", err);
     if ((e->engine = gw_cmp_engine_new(e->cfg, e->ups, err)) == NULL)
         fail_msg("engine: %s", err);
@@ -1653,7 +1654,8 @@ static void test_audit_unopenable(void **state)
     (void)state;
     free(e->cfg->audit.file);
     e->cfg->audit.file = strdup(dir); /* a directory */
-    assert_non_null(e->ups = gw_upstream_set_new(e->cfg, err));
+    assert_non_null(e->ups = gw_upstream_set_new(e->cfg->upstreams, e->cfg->n_upstreams, e->cfg->roles,
+                                                 e->cfg->n_roles, err));
     assert_null(gw_cmp_engine_new(e->cfg, e->ups, err));
     assert_non_null(strstr(err, "CMP engine"));
     free(e->cfg->audit.file);

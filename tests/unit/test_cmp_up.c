@@ -407,7 +407,8 @@ static void run_open(struct run *r, int port)
     r->cfg = config(pbm_upstream(port, up, sizeof(up)), "", err);
     if (r->cfg == NULL)
         fail_msg("%s", err);
-    if ((r->set = gw_upstream_set_new(r->cfg, err)) == NULL)
+    if ((r->set = gw_upstream_set_new(r->cfg->upstreams, r->cfg->n_upstreams, r->cfg->roles, r->cfg->n_roles,
+                                      err)) == NULL)
         fail_msg("%s", err);
     assert_non_null(r->up = gw_upstream_set_get0(r->set, "up"));
 }

@@ -10,7 +10,7 @@
 
 #include "base/err.h"
 #include "base/limits.h"
-#include "gateway/replay.h"
+#include "gateway/cmp/replay.h"
 
 struct step {
     const char *tid, *nonce;

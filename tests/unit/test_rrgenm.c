@@ -26,8 +26,8 @@
 #include <openssl/x509v3.h>
 #include <json-c/json.h>
 
-#include "gateway/cmp.h"
-#include "gateway/cmp_shim.h"
+#include "gateway/cmp/engine.h"
+#include "gateway/cmp/shim.h"
 #include "gateway/config.h"
 #include "base/err.h"
 #include "mappings/route.h"
@@ -141,7 +141,8 @@ static struct env *env_new(const char *role_extra, const char *top_extra)
     snprintf(e->audit_path, sizeof(e->audit_path), "%s/audit-%d.log", dir, n);
     free(e->cfg->audit.file);
     e->cfg->audit.file = strdup(e->audit_path);
-    if ((e->ups = gw_upstream_set_new(e->cfg, err)) == NULL)
+    if ((e->ups = gw_upstream_set_new(e->cfg->upstreams, e->cfg->n_upstreams, e->cfg->roles, e->cfg->n_roles,
+                                      err)) == NULL)
         fail_msg("upstreams: %s", err);
     if ((e->engine = gw_cmp_engine_new(e->cfg, e->ups, err)) == NULL)
         fail_msg("engine: %s", err);

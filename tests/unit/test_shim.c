@@ -14,7 +14,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
 
-#include "gateway/cmp_shim.h"
+#include "gateway/cmp/shim.h"
 #include "base/err.h"
 
 static EVP_PKEY *key, *new_key;

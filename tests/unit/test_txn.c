@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "base/err.h"
-#include "gateway/txn.h"
+#include "gateway/cmp/txn.h"
 
 static int freed;
 

@@ -26,6 +26,7 @@
 #include "base/limits.h"
 #include "base/x509.h"
 #include "upstream/store.h"
+#include "gateway/config.h"
 #include "upstream/upstream.h"
 
 #define DAY 86400
@@ -720,7 +721,7 @@ static void test_upstream_set(void **state)
     (void)state;
     conf_init(&ups[0], "a", ca, ca_key, root);
     conf_init(&ups[1], "b", ed_ca, ed_ca_key, NULL);
-    assert_non_null(set = gw_upstream_set_new(&cfg, err));
+    assert_non_null(set = gw_upstream_set_new(cfg.upstreams, cfg.n_upstreams, cfg.roles, cfg.n_roles, err));
     assert_ptr_equal(gw_upstream_get0_conf(gw_upstream_set_get0(set, "a")), &ups[0]);
     assert_ptr_equal(gw_upstream_get0_conf(gw_upstream_set_get0(set, "b")), &ups[1]);
     assert_null(gw_upstream_set_get0(set, "c"));
@@ -728,7 +729,7 @@ static void test_upstream_set(void **state)
     assert_null(gw_upstream_set_get0(set, NULL));
     gw_upstream_set_free(set);
     ups[1].key = ca_key; /* mismatched: the whole set fails, naming the upstream */
-    assert_null(gw_upstream_set_new(&cfg, err));
+    assert_null(gw_upstream_set_new(cfg.upstreams, cfg.n_upstreams, cfg.roles, cfg.n_roles, err));
     assert_non_null(strstr(err, "upstream b"));
     gw_upstream_set_free(NULL);
     gw_upstream_free(NULL);

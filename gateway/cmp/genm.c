@@ -4,7 +4,7 @@
  * 3.2+; the values come from the shim). One handler per infoType in a const table. Answers must fit
  * `openssl cmp`'s 100 KiB response cap: a value too large is refused with a text, never cut.
  */
-#include "gateway/cmp_local.h"
+#include "gateway/cmp/cmp_local.h"
 #include "base/err.h"
 #include "base/log.h"
 

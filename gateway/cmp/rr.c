@@ -4,7 +4,7 @@
  * serial but not crlEntryDetails: the reason code comes from the shim, goes upstream where the
  * upstream takes one, and into the audit record in every case (decision 8).
  */
-#include "gateway/cmp_local.h"
+#include "gateway/cmp/cmp_local.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/x509.h"

@@ -12,7 +12,7 @@
  * validation, or by nothing where the entry says "revocation": "none"; an entry that says
  * "upstream" accepts certificates of configured upstreams only.
  */
-#include "gateway/cmp_local.h"
+#include "gateway/cmp/cmp_local.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/x509.h"

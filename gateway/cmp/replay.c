@@ -8,7 +8,7 @@
  * an identity is refused only when both its counters reach the share, which an innocent identity
  * reaches through collisions with probability about (1/GW_REPLAY_SKETCH_WIDTH)^2.
  */
-#include "gateway/replay.h"
+#include "gateway/cmp/replay.h"
 #include "base/err.h"
 #include "base/limits.h"
 

@@ -3,7 +3,7 @@
  * callbacks run inside OSSL_CMP_SRV_process_request, only after OpenSSL verified the protection
  * (and, for certificate requests, the POPO); they do what 3.0 leaves to the application (§3).
  */
-#include "gateway/cmp_local.h"
+#include "gateway/cmp/cmp_local.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/x509.h"

@@ -4,7 +4,7 @@
  * (always badRequest plus OpenSSL internals in 3.0) into a failInfo and a statusString in plain
  * words. After decoding, every answer is a protected PKIMessage with HTTP 200 (docs/design.md, decision 13).
  */
-#include "gateway/cmp_local.h"
+#include "gateway/cmp/cmp_local.h"
 #include "base/err.h"
 #include "base/log.h"
 

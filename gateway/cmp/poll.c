@@ -15,7 +15,7 @@
  * and each call's |e|, and is held while a completion writes to the engine's audit log, so that
  * the engine cannot go away under it.
  */
-#include "gateway/cmp_local.h"
+#include "gateway/cmp/cmp_local.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/clock.h"

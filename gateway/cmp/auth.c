@@ -12,7 +12,7 @@
  * certConf and pollReq) uses it. The number of candidates is capped before any signature check,
  * so a request without credentials cannot make the server try many keys.
  */
-#include "gateway/cmp_local.h"
+#include "gateway/cmp/cmp_local.h"
 #include "base/err.h"
 #include "base/log.h"
 

@@ -5,7 +5,7 @@
  * themselves are pure functions in mappings/policy.c; this file feeds them and keeps the state
  * they need: the issuer stores of local upstreams and the upstream role policies of delegates.
  */
-#include "gateway/cmp_local.h"
+#include "gateway/cmp/cmp_local.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "mappings/policy.h"

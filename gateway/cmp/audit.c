@@ -8,7 +8,7 @@
  * so every other line still parses. Reopen opens the new file first and swaps the descriptor
  * under the same lock: a failed reopen keeps logging to the old file.
  */
-#include "gateway/audit.h"
+#include "gateway/cmp/audit.h"
 #include "base/err.h"
 #include "base/limits.h"
 #include "base/log.h"

@@ -8,12 +8,12 @@
 
 #include <pthread.h>
 #include <openssl/cmp.h>
-#include "gateway/audit.h"
-#include "gateway/cmp.h"
-#include "gateway/cmp_shim.h"
+#include "gateway/cmp/audit.h"
+#include "gateway/cmp/engine.h"
+#include "gateway/cmp/shim.h"
 #include "gateway/config.h"
-#include "gateway/replay.h"
-#include "gateway/txn.h"
+#include "gateway/cmp/replay.h"
+#include "gateway/cmp/txn.h"
 #include "mappings/profile.h"
 #include "upstream/store.h"
 #include "upstream/upstream.h"

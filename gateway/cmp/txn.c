@@ -7,7 +7,7 @@
  * certConf/pollReq; both have |txn| NULL and still count against the caps, so a transactionID
  * stays "in use" from its first message until the worker closes it.
  */
-#include "gateway/txn.h"
+#include "gateway/cmp/txn.h"
 #include "base/err.h"
 
 #include <pthread.h>

@@ -3,7 +3,7 @@
  * through tlv_next(), which bounds each element by its parent, so truncated or lying lengths end
  * the walk with GW_ERR_INVAL instead of reading past the buffer.
  */
-#include "gateway/cmp_shim.h"
+#include "gateway/cmp/shim.h"
 #include "base/err.h"
 
 #include <string.h>

@@ -1,0 +1,93 @@
+/*
+ * The configuration sections the CMP layer owns: trust anchors and PBM credentials for message
+ * protection, the gateway's signer, the "cmp" settings and the audit log (docs/configuration.md).
+ */
+#ifndef GW_CMP_CONF_H
+#define GW_CMP_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+/* A named set of trust anchors for CMP signature protection ("trust": {"name": {...}}). */
+/*
+ * How a trust entry learns that a certificate its CAs signed directly was revoked (docs/security.md).
+ * Certificates a configured upstream issued are always checked at that upstream, whatever this says.
+ */
+enum gw_revocation_source {
+    GW_REVOCATION_UNSET = 0, /* valid only with crl_file */
+    GW_REVOCATION_NONE,      /* "none": such certificates are not checked (an explicit choice) */
+    GW_REVOCATION_UPSTREAM,  /* "upstream": only certificates of configured upstreams are accepted */
+};
+
+struct gw_trust_conf {
+    char *name;
+    char *ca_file;        /* PEM bundle of trust anchors */
+    char *untrusted_file; /* optional PEM bundle of intermediates */
+    char *crl_file;       /* optional PEM CRLs: with it, revoked certificates are refused (CRL check on
+                             the whole chain, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL) */
+    enum gw_revocation_source revocation; /* "revocation" */
+    X509_STORE *store;                    /* loaded; X509_V_FLAG_X509_STRICT, partial chains off */
+    STACK_OF(X509) *untrusted; /* loaded; never empty when non-NULL (docs/design.md, OpenSSL 3.0 §10.3) */
+    STACK_OF(X509) *cas;       /* anchors and intermediates: which certificates it covers */
+};
+
+/* A PBM credential, selected by the request's senderKID (its "reference"). */
+struct gw_pbm_conf {
+    char *reference; /* the senderKID bytes as a string */
+    char *secret_file;
+    unsigned char *secret; /* loaded, trailing newline stripped; never logged */
+    size_t secret_len;
+};
+
+struct gw_cmp_conf {
+    uint32_t message_time_window; /* seconds; 0 = do not require messageTime */
+    bool require_message_time;
+    uint32_t transaction_ttl; /* seconds */
+    uint32_t max_transactions;
+    uint32_t max_transactions_per_identity;
+    uint32_t pbm_max_iterations;
+    uint32_t revocation_grace;        /* seconds past a CRL's nextUpdate it may still be used */
+    uint32_t max_recent_per_identity; /* replay cache entries one identity may hold */
+};
+
+/* Vault's audit_fields names, as bits. */
+enum gw_audit_field {
+    GW_AUDIT_CSR = 1u << 0,
+    GW_AUDIT_COMMON_NAME = 1u << 1,
+    GW_AUDIT_ALT_NAMES = 1u << 2,
+    GW_AUDIT_IP_SANS = 1u << 3,
+    GW_AUDIT_URI_SANS = 1u << 4,
+    GW_AUDIT_OTHER_SANS = 1u << 5,
+    GW_AUDIT_SIGNATURE_BITS = 1u << 6,
+    GW_AUDIT_EXCLUDE_CN_FROM_SANS = 1u << 7,
+    GW_AUDIT_OU = 1u << 8,
+    GW_AUDIT_ORGANIZATION = 1u << 9,
+    GW_AUDIT_COUNTRY = 1u << 10,
+    GW_AUDIT_LOCALITY = 1u << 11,
+    GW_AUDIT_PROVINCE = 1u << 12,
+    GW_AUDIT_STREET_ADDRESS = 1u << 13,
+    GW_AUDIT_POSTAL_CODE = 1u << 14,
+    GW_AUDIT_SERIAL_NUMBER = 1u << 15,
+    GW_AUDIT_USE_PSS = 1u << 16,
+    GW_AUDIT_KEY_TYPE = 1u << 17,
+    GW_AUDIT_KEY_BITS = 1u << 18,
+    GW_AUDIT_ADD_BASIC_CONSTRAINTS = 1u << 19,
+};
+
+/* "audit": {"file": ..., "audit_fields": [...]}; required. */
+struct gw_audit_conf {
+    char *file;      /* JSON lines, appended; fsync'd before a certificate leaves */
+    unsigned fields; /* enum gw_audit_field bits; default common_name, alt_names, ip_sans, uri_sans */
+};
+
+struct gw_signer_conf {
+    char *cert_file, *key_file, *chain_file;
+    X509 *cert; /* signs every CMP response */
+    EVP_PKEY *key;
+    STACK_OF(X509) *chain; /* goes to extraCerts after the signer cert; may be empty */
+};
+
+#endif

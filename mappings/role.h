@@ -1,0 +1,170 @@
+/*
+ * Roles: what a route issues, through which upstream, for whom; and how paths, labels and
+ * certificate profiles select a role. The types of the "roles", "default_path_policy",
+ * "label_to_path_policy" and "profiles" sections (docs/configuration.md).
+ */
+#ifndef GW_MAPPINGS_ROLE_H
+#define GW_MAPPINGS_ROLE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <openssl/x509.h>
+
+struct gw_upstream_conf; /* upstream/upstream.h: a role names its upstreams, it does not look inside */
+
+/* Extended key usages a role may grant, as a bit set. */
+enum gw_eku {
+    GW_EKU_SERVER_AUTH = 1u << 0,
+    GW_EKU_CLIENT_AUTH = 1u << 1,
+    GW_EKU_CODE_SIGNING = 1u << 2,
+    GW_EKU_EMAIL_PROTECTION = 1u << 3,
+    GW_EKU_TIME_STAMPING = 1u << 4,
+    GW_EKU_OCSP_SIGNING = 1u << 5,
+    GW_EKU_CMC_RA = 1u << 6,
+};
+
+/* SAN types a role may grant, as a bit set. */
+enum gw_san_type {
+    GW_SAN_DNS = 1u << 0,
+    GW_SAN_IP = 1u << 1,
+    GW_SAN_URI = 1u << 2,
+    GW_SAN_EMAIL = 1u << 3,
+};
+
+/* A list of glob patterns ('*' matches any run of characters except '.', "*." prefix for one label). */
+struct gw_patterns {
+    char **v;
+    size_t n;
+};
+
+/* Key types a role accepts, e.g. "rsa:2048" (2048 bits or more), "ec:P-256", "ed25519". */
+struct gw_key_rule {
+    int pkey_type; /* EVP_PKEY_RSA, EVP_PKEY_EC, EVP_PKEY_ED25519, EVP_PKEY_ED448 */
+    int min_bits;  /* RSA: minimum modulus size */
+    int curve_nid; /* EC: the curve */
+};
+
+/*
+ * Authorization of a role, deny by default ("authorization": {...}). Both sides are checked: the TLS
+ * client certificate and the CMP identity (the role's "trust" and "pbm" lists, plus the patterns here).
+ */
+struct gw_authz {
+    bool tls_required;      /* "tls_client": "require" | "optional" (default optional) */
+    char **tls_trust_names; /* "tls_trust": trust entries the TLS client certificate must chain to */
+    size_t n_tls_trust;
+    X509_STORE *tls_store; /* union of those anchors (and their CRLs); NULL = any listener-verified */
+    STACK_OF(X509) *tls_untrusted;
+    struct gw_patterns tls_subjects; /* "tls_subjects": patterns on the one-line subject ("/O=x/CN=dev-*") */
+    struct gw_patterns tls_sans;     /* "tls_sans": patterns on the TLS certificate's DNS/URI/email SANs */
+    bool tls_must_be_signer;         /* "tls_must_be_signer": TLS client certificate == CMP signer cert */
+    struct gw_patterns signer_subjects; /* "signer_subjects": patterns on the CMP signer's subject */
+    /* what a request may ask for */
+    struct gw_patterns common_names; /* "allowed_common_names"; empty = any */
+    struct gw_patterns dns_names; /* "allowed_dns_names"; empty = any (type must be in allowed_san_types) */
+    struct gw_patterns uris;      /* "allowed_uris" */
+    struct gw_patterns emails;    /* "allowed_emails" */
+    struct gw_patterns ip_ranges; /* "allowed_ip_ranges": CIDRs ("127.0.0.0/8", "::1/128"); empty = any */
+    struct gw_key_rule
+        *key_rules; /* "allowed_key_types"; NULL = the built-in list (RSA>=2048, EC P-256/384/521, Ed) */
+    size_t n_key_rules;
+    /* rr (RFC 9483 §4.2): besides the holder, signers matching these that carry the id-kp-cmcRA EKU */
+    struct gw_patterns ra_subjects; /* "ra_subjects": patterns on the RA signer's one-line subject */
+};
+
+/*
+ * "root_ca_update": a root CA key update answered to genm id-it-rootCaCert (RFC 9483 §4.3.2), per
+ * role or top-level. new_with_new NULL = nothing to announce (the ITAV's value is absent).
+ */
+struct gw_root_update {
+    char *new_with_new_file, *new_with_old_file, *old_with_new_file;
+    X509 *new_with_new; /* the new root, self-signed */
+    X509 *new_with_old; /* the new root's key certified by the old root: who signed it is the old root */
+    X509 *old_with_new; /* the old root's key certified by the new root; may be NULL */
+};
+
+enum gw_sign_policy {
+    GW_SIGN_ROLE = 0, /* vault: sign/<upstream_role>; cfssl: profile <upstream_role> */
+    GW_SIGN_VERBATIM, /* vault: sign-verbatim/<upstream_role> */
+};
+
+enum gw_crmf_mode {
+    GW_CRMF_REJECT = 0, /* CRMF to a CSR-only upstream: CMP error asking for p10cr */
+    GW_CRMF_DELEGATE,   /* issue from the role's delegate local issuer */
+};
+
+/* A role: what a route issues, through which upstream, for whom. */
+struct gw_role {
+    char *name;
+    char *upstream_name;
+    const struct gw_upstream_conf *upstream; /* resolved */
+    /* who may use it */
+    char **trust_names; /* trust entries accepted for signature protection */
+    size_t n_trust;
+    X509_STORE *store;         /* union of the named trust entries' anchors; NULL if none */
+    STACK_OF(X509) *untrusted; /* union of their intermediates; NULL if none */
+    char **pbm_refs;           /* PBM references accepted on this role */
+    size_t n_pbm;
+    /* the certificate profile: the route's, never the client's */
+    unsigned key_usage;         /* X509v3 KU_* bits (openssl/x509v3.h) */
+    unsigned ext_key_usage;     /* enum gw_eku bits */
+    unsigned allowed_san_types; /* enum gw_san_type bits; 0 = SANs are not copied */
+    uint32_t ttl;               /* seconds, when the request asks for no validity */
+    uint32_t max_ttl;           /* seconds, cap on any requested validity */
+    bool require_subject;       /* refuse a request without a subject */
+    bool implicit_confirm;      /* grant implicitConfirm when the client asks */
+    /* "allowed_extensions": what an issued certificate may carry beyond the standard extensions
+       mappings/policy.c allows every role */
+    ASN1_OBJECT **allowed_exts;
+    size_t n_allowed_exts;
+    /* how the upstream is asked */
+    char *upstream_role; /* "upstream_role": role (vault) or profile (cfssl) upstream; default = name */
+    enum gw_sign_policy sign_policy; /* "sign": "role" | "verbatim" */
+    char *issuer_ref;                /* "issuer_ref": vault issuer/<ref>/sign...; NULL = the role's issuer */
+    bool exclude_cn_from_sans;       /* vault "exclude_cn_from_sans" */
+    enum gw_crmf_mode crmf;          /* "crmf": "reject" | "delegate"; only for CSR-only upstreams */
+    char *delegate_name; /* "delegate": a local upstream (with "store") chaining to this upstream's CA */
+    const struct gw_upstream_conf *delegate; /* resolved */
+    char *crmf_upstream_name; /* "crmf_upstream": an upstream that signs this role's CRMF requests
+                                 (a cmp or local upstream) while "upstream" signs its p10cr */
+    const struct gw_upstream_conf *crmf_upstream; /* resolved; NULL if none */
+    struct gw_authz authz;                        /* "authorization" */
+    struct gw_root_update root_update;            /* "root_ca_update"; unset = the top-level one */
+    /* 3GPP TS 33.310 base-station enrolment (docs/3gpp.md) */
+    char *device_allowlist_file; /* "device_allowlist": one CMP signer per line, read at (re)load */
+    char **allow_subjects;       /* its one-line subjects ("/O=Vendor/CN=bs-1"), as X509_NAME_oneline */
+    size_t n_allow_subjects;
+    BIGNUM **allow_serials; /* its "serial:<hex>" entries */
+    size_t n_allow_serials;
+    bool subject_from_signer; /* "subject_from_signer": an empty template subject takes the signer's */
+    char *ca_pubs_file;       /* "ca_pubs": PEM bundle sent as caPubs in ip (RFC 9810 §5.3.2) */
+    STACK_OF(X509) *ca_pubs;  /* loaded; NULL if none */
+    int min_hash_bits;        /* "min_hash": 256/384/512 = sha256/sha384/sha512; 0 = any */
+    uint32_t poll_after_ms;   /* "poll_after": a sign call slower than this is answered "waiting" and
+                                 delivered on a later pollReq (docs/polling.md); 0 = wait up to the
+                                 upstream's timeout */
+};
+
+/*
+ * default_path_policy / label_to_path_policy value: "role:<name>", "forbid", or Vault's
+ * "sign-verbatim", which names the role called "sign-verbatim" (it must exist and have
+ * "sign": "verbatim": cmpgw needs its upstream, trust and profile spelled out).
+ */
+struct gw_path_policy {
+    bool forbid;
+    const struct gw_role *role; /* resolved; NULL when forbid */
+    char *role_name;            /* the <name> of "role:<name>"; NULL when forbid */
+};
+
+struct gw_label {
+    char *label;
+    struct gw_path_policy policy;
+};
+
+/* "profiles": a certificate profile a request names (RFC 9483 §3.1) -> the role that serves it. */
+struct gw_profile {
+    char *name;
+    struct gw_path_policy policy; /* always a role */
+};
+
+#endif
