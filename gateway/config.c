@@ -1777,6 +1777,30 @@ static int check_listeners(struct gw_conf_ctx *pc, const struct gw_config *cfg)
     return 0;
 }
 
+/* What routing reads (mappings/route.h): pointers into |cfg|, and each upstream's name. */
+static int routes_init(struct gw_config *cfg)
+{
+    struct gw_routes *rt = &cfg->routes;
+
+    if (cfg->n_upstreams > 0 && (cfg->route_ups = calloc(cfg->n_upstreams, sizeof(*cfg->route_ups))) == NULL)
+        return GW_ERR_NOMEM;
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        cfg->route_ups[i].name = cfg->upstreams[i].name;
+        cfg->route_ups[i].own_ca = cfg->upstreams[i].type == GW_UPSTREAM_LOCAL;
+    }
+    rt->path_prefix = cfg->path_prefix;
+    rt->roles = cfg->roles;
+    rt->n_roles = cfg->n_roles;
+    rt->default_policy = &cfg->default_path_policy;
+    rt->labels = cfg->labels;
+    rt->n_labels = cfg->n_labels;
+    rt->profiles = cfg->profiles;
+    rt->n_profiles = cfg->n_profiles;
+    rt->upstreams = cfg->route_ups;
+    rt->n_upstreams = cfg->n_upstreams;
+    return 0;
+}
+
 static int check_config(struct gw_conf_ctx *pc, const char *path, void *base)
 {
     struct gw_config *cfg = base;
@@ -1806,7 +1830,7 @@ static int check_config(struct gw_conf_ctx *pc, const char *path, void *base)
         if ((rc = resolve_policy(pc, cfg, lpath, &cfg->profiles[i].policy)) != 0)
             return rc;
     }
-    return 0;
+    return routes_init(cfg);
 }
 
 struct gw_config *gw_config_parse(const char *json, size_t len, const char *base_dir, const char *name,
@@ -1995,6 +2019,7 @@ void gw_config_free(struct gw_config *cfg)
 
     if (cfg == NULL)
         return;
+    free(cfg->route_ups);
     for (i = 0; i < cfg->n_listeners; i++) {
         free(cfg->listeners[i].address);
         free(cfg->listeners[i].tls_cert);

@@ -19,6 +19,7 @@
 #include <openssl/evp.h>
 #include "base/log.h"
 #include "mappings/role.h"
+#include "mappings/route.h"
 #include "upstream/upstream.h"
 #include "gateway/cmp/conf.h"
 #include "gateway/guard.h"
@@ -72,6 +73,8 @@ struct gw_config {
     struct gw_audit_conf audit;
     enum gw_log_level log_level;       /* "log_level"; default info */
     struct gw_root_update root_update; /* "root_ca_update" for roles without their own */
+    struct gw_routes routes;           /* what routing reads of the above (mappings/route.h) */
+    struct gw_route_upstream *route_ups;
 };
 
 /*

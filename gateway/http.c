@@ -249,7 +249,7 @@ static int check_request(struct gw_server *s, h2o_req_t *req, struct gw_route_ma
     int rc;
 
     r->reason[0] = '\0';
-    rc = gw_route_match(s->cfg, req->path.base, path_len(req), match, r->reason);
+    rc = gw_route_match(&s->cfg->routes, req->path.base, path_len(req), match, r->reason);
     if (rc != 0) {
         r->status = rc == GW_ERR_FORBIDDEN ? 403 : rc == GW_ERR_NOT_FOUND ? 404 : 400;
         if (r->reason[0] == '\0')
@@ -309,7 +309,7 @@ static void job_free(struct http_job *job)
 /* worker: the CRL of the route's local issuer into |rsp| (200 with DER, or an HTTP error). */
 static void crl_run(struct gw_cmp_engine *engine, const struct gw_route_match *m, struct gw_cmp_response *rsp)
 {
-    struct gw_upstream *up = gw_upstream_set_get0(gw_cmp_engine_get0_upstreams(engine), m->upstream->name);
+    struct gw_upstream *up = gw_upstream_set_get0(gw_cmp_engine_get0_upstreams(engine), m->upstream);
     char err[GW_ERR_LEN] = "";
     unsigned char *der = NULL;
     size_t len = 0;

@@ -41,9 +41,9 @@ int gw_route_operation_valid(const char *seg, size_t len)
     return 0;
 }
 
-static const char *prefix_of(const struct gw_config *cfg)
+static const char *prefix_of(const struct gw_routes *rt)
 {
-    return cfg != NULL && cfg->path_prefix != NULL ? cfg->path_prefix : DEFAULT_PREFIX;
+    return rt != NULL && rt->path_prefix != NULL ? rt->path_prefix : DEFAULT_PREFIX;
 }
 
 /* Copies at most SHOWN_PATH_LEN printable bytes of |path| for a reason text; others become '?'. */
@@ -61,14 +61,14 @@ static void show_path(char *out, size_t cap, const char *path, size_t len)
 }
 
 /* The one-line 404 reason: what was wrong, then the path shapes that exist. */
-static int not_found(const struct gw_config *cfg, char *err, const char *what, const char *item,
+static int not_found(const struct gw_routes *rt, char *err, const char *what, const char *item,
                      size_t item_len)
 {
     char shown[SHOWN_PATH_LEN + 1];
 
     show_path(shown, sizeof(shown), item, item_len);
     snprintf(err, GW_ERR_LEN, "%s %s: CMP is served at %s/cmp, %s/roles/<role>/cmp, %s[/p/<label>]", what,
-             shown, prefix_of(cfg), prefix_of(cfg), WELLKNOWN);
+             shown, prefix_of(rt), prefix_of(rt), WELLKNOWN);
     return GW_ERR_NOT_FOUND;
 }
 
@@ -103,12 +103,12 @@ static int path_char(char c)
  * check_shape refuses what no valid route contains: non-path bytes, percent-encoding, empty and
  * dot segments. A single trailing slash is dropped first (docs/design.md, decision 10).
  */
-static int check_shape(const struct gw_config *cfg, const char *path, size_t *len, char *err)
+static int check_shape(const struct gw_routes *rt, const char *path, size_t *len, char *err)
 {
     size_t i, seg_start = 1;
 
     if (*len == 0 || path[0] != '/')
-        return not_found(cfg, err, "unknown path", path, *len);
+        return not_found(rt, err, "unknown path", path, *len);
     if (*len > GW_MAX_PATH_LEN) {
         snprintf(err, GW_ERR_LEN, "path too long (%zu bytes; the limit is %d)", *len, GW_MAX_PATH_LEN);
         return GW_ERR_NOT_FOUND;
@@ -117,15 +117,15 @@ static int check_shape(const struct gw_config *cfg, const char *path, size_t *le
         (*len)--;
     for (i = 1; i <= *len; i++) {
         if (i < *len && path[i] == '%')
-            return not_found(cfg, err, "percent-encoded path", path, *len);
+            return not_found(rt, err, "percent-encoded path", path, *len);
         if (i < *len && !path_char(path[i]))
-            return not_found(cfg, err, "invalid character in path", path, *len);
+            return not_found(rt, err, "invalid character in path", path, *len);
         if (i < *len && path[i] != '/')
             continue;
         /* end of the segment [seg_start, i) */
         if (i == seg_start || (i - seg_start == 1 && path[seg_start] == '.') ||
             (i - seg_start == 2 && path[seg_start] == '.' && path[seg_start + 1] == '.'))
-            return not_found(cfg, err, "empty or dot segment in path", path, *len);
+            return not_found(rt, err, "empty or dot segment in path", path, *len);
         seg_start = i + 1;
     }
     return 0;
@@ -163,8 +163,7 @@ static int take_literal(struct cursor *c, const char *lit)
 }
 
 /* After ".../cmp": nothing, or one RFC 9483 operation segment. */
-static int take_operation(const struct gw_config *cfg, struct cursor *c, struct gw_route_match *out,
-                          char *err)
+static int take_operation(const struct gw_routes *rt, struct cursor *c, struct gw_route_match *out, char *err)
 {
     const char *seg;
     size_t len;
@@ -172,33 +171,33 @@ static int take_operation(const struct gw_config *cfg, struct cursor *c, struct 
     if (!next_seg(c, &seg, &len))
         return 0;
     if (!gw_route_operation_valid(seg, len))
-        return not_found(cfg, err, "unknown CMP operation", seg, len);
+        return not_found(rt, err, "unknown CMP operation", seg, len);
     if (c->left != 0)
-        return not_found(cfg, err, "unknown path: nothing may follow the operation in", c->p - len - 1,
+        return not_found(rt, err, "unknown path: nothing may follow the operation in", c->p - len - 1,
                          len + 1 + c->left);
     memcpy(out->operation, seg, len);
     out->operation[len] = '\0';
     return 0;
 }
 
-static const struct gw_role *find_role(const struct gw_config *cfg, const char *name, size_t len)
+static const struct gw_role *find_role(const struct gw_routes *rt, const char *name, size_t len)
 {
     size_t i;
 
-    for (i = 0; i < cfg->n_roles; i++) {
-        if (cfg->roles[i].name != NULL && seg_is(name, len, cfg->roles[i].name))
-            return &cfg->roles[i];
+    for (i = 0; i < rt->n_roles; i++) {
+        if (rt->roles[i].name != NULL && seg_is(name, len, rt->roles[i].name))
+            return &rt->roles[i];
     }
     return NULL;
 }
 
-static const struct gw_label *find_label(const struct gw_config *cfg, const char *name, size_t len)
+static const struct gw_label *find_label(const struct gw_routes *rt, const char *name, size_t len)
 {
     size_t i;
 
-    for (i = 0; i < cfg->n_labels; i++) {
-        if (cfg->labels[i].label != NULL && seg_is(name, len, cfg->labels[i].label))
-            return &cfg->labels[i];
+    for (i = 0; i < rt->n_labels; i++) {
+        if (rt->labels[i].label != NULL && seg_is(name, len, rt->labels[i].label))
+            return &rt->labels[i];
     }
     return NULL;
 }
@@ -214,13 +213,22 @@ static int apply_policy(const struct gw_path_policy *pol, const char *what, stru
     return 0;
 }
 
-static const struct gw_upstream_conf *find_upstream(const struct gw_config *cfg, const char *name, size_t len)
+static const struct gw_route_upstream *find_upstream(const struct gw_routes *rt, const char *name, size_t len)
 {
     size_t i;
 
-    for (i = 0; i < cfg->n_upstreams; i++) {
-        if (cfg->upstreams[i].name != NULL && seg_is(name, len, cfg->upstreams[i].name))
-            return &cfg->upstreams[i];
+    for (i = 0; i < rt->n_upstreams; i++) {
+        if (rt->upstreams[i].name != NULL && seg_is(name, len, rt->upstreams[i].name))
+            return &rt->upstreams[i];
+    }
+    return NULL;
+}
+
+static const struct gw_profile *find_profile(const struct gw_routes *rt, const char *name, size_t len)
+{
+    for (size_t i = 0; i < rt->n_profiles; i++) {
+        if (rt->profiles[i].name != NULL && seg_is(name, len, rt->profiles[i].name))
+            return &rt->profiles[i];
     }
     return NULL;
 }
@@ -230,54 +238,54 @@ static const struct gw_upstream_conf *find_upstream(const struct gw_config *cfg,
  * is the CA's to publish; fetching it per anonymous GET would let anyone load the CA through us.
  * An upstream whose name itself ends in ".crl" is found by its full name first.
  */
-static int crl_not_found(const struct gw_config *cfg, char *err, const char *what, const char *item,
+static int crl_not_found(const struct gw_routes *rt, char *err, const char *what, const char *item,
                          size_t len)
 {
     char shown[SHOWN_PATH_LEN + 1];
 
     show_path(shown, sizeof(shown), item, len);
     snprintf(err, GW_ERR_LEN, "%s %s: a local issuer's CRL is served at %s/crl/<upstream>[.crl]", what, shown,
-             prefix_of(cfg));
+             prefix_of(rt));
     return GW_ERR_NOT_FOUND;
 }
 
-static int match_crl(const struct gw_config *cfg, struct cursor *c, const char *path, size_t plen,
+static int match_crl(const struct gw_routes *rt, struct cursor *c, const char *path, size_t plen,
                      struct gw_route_match *out, char *err)
 {
-    const struct gw_upstream_conf *up;
+    const struct gw_route_upstream *up;
     const char *name;
     size_t len, k = strlen(CRL_SUFFIX);
 
     if (!next_seg(c, &name, &len) || c->left != 0)
-        return crl_not_found(cfg, err, "unknown path", path, plen);
-    if ((up = find_upstream(cfg, name, len)) == NULL && len > k && memcmp(name + len - k, CRL_SUFFIX, k) == 0)
-        up = find_upstream(cfg, name, len - k);
+        return crl_not_found(rt, err, "unknown path", path, plen);
+    if ((up = find_upstream(rt, name, len)) == NULL && len > k && memcmp(name + len - k, CRL_SUFFIX, k) == 0)
+        up = find_upstream(rt, name, len - k);
     if (up == NULL)
-        return crl_not_found(cfg, err, "unknown upstream", name, len);
-    if (up->type != GW_UPSTREAM_LOCAL)
-        return crl_not_found(cfg, err, "not a local issuer (ask the CA itself for its CRL):", name, len);
+        return crl_not_found(rt, err, "unknown upstream", name, len);
+    if (!up->own_ca)
+        return crl_not_found(rt, err, "not a local issuer (ask the CA itself for its CRL):", name, len);
     out->kind = GW_ROUTE_CRL;
-    out->upstream = up;
+    out->upstream = up->name;
     return 0;
 }
 
 /* "a, b, c" of the configured profile names into |out|, cut with "..." where it would not fit. */
-static void profile_names(const struct gw_config *cfg, char *out, size_t cap)
+static void profile_names(const struct gw_routes *rt, char *out, size_t cap)
 {
     size_t used = 0, n;
 
     snprintf(out, cap, "none");
-    for (size_t i = 0; i < cfg->n_profiles; i++) {
-        n = strlen(cfg->profiles[i].name) + (i > 0 ? 2 : 0);
+    for (size_t i = 0; i < rt->n_profiles; i++) {
+        n = strlen(rt->profiles[i].name) + (i > 0 ? 2 : 0);
         if (used + n + sizeof(", ...") > cap) {
             snprintf(out + used, cap - used, ", ...");
             return;
         }
-        used += (size_t)snprintf(out + used, cap - used, "%s%s", i > 0 ? ", " : "", cfg->profiles[i].name);
+        used += (size_t)snprintf(out + used, cap - used, "%s%s", i > 0 ? ", " : "", rt->profiles[i].name);
     }
 }
 
-int gw_route_profile(const struct gw_config *cfg, const struct gw_route_match *m, const char *name,
+int gw_route_profile(const struct gw_routes *rt, const struct gw_route_match *m, const char *name,
                      const struct gw_role **role, char *err)
 {
     const struct gw_profile *p;
@@ -289,8 +297,8 @@ int gw_route_profile(const struct gw_config *cfg, const struct gw_route_match *m
     if (len == 0)
         return 0;
     show_path(shown, sizeof(shown), name, len);
-    if ((p = gw_config_profile(cfg, name, len)) == NULL) {
-        profile_names(cfg, known, sizeof(known));
+    if ((p = find_profile(rt, name, len)) == NULL) {
+        profile_names(rt, known, sizeof(known));
         snprintf(err, GW_ERR_LEN, "unknown certProfile \"%s\"; known profiles: %s", shown, known);
         return GW_ERR_NOT_FOUND;
     }
@@ -299,7 +307,7 @@ int gw_route_profile(const struct gw_config *cfg, const struct gw_route_match *m
         snprintf(err, GW_ERR_LEN,
                  "certProfile \"%s\" is for role %s, not role %s that this path serves: send it to "
                  "%s/cmp or %s, or leave certProfile out",
-                 shown, p->policy.role->name, m->role->name, prefix_of(cfg), WELLKNOWN);
+                 shown, p->policy.role->name, m->role->name, prefix_of(rt), WELLKNOWN);
         return GW_ERR_POLICY;
     }
     *role = p->policy.role;
@@ -312,7 +320,7 @@ int gw_route_is_get(const struct gw_route_match *m)
 }
 
 /* <prefix>/cmp[/op] or <prefix>/roles/<role>/cmp[/op]; |c| is just past the prefix. */
-static int match_prefixed(const struct gw_config *cfg, struct cursor *c, const char *path, size_t len,
+static int match_prefixed(const struct gw_routes *rt, struct cursor *c, const char *path, size_t len,
                           struct gw_route_match *out, char *err)
 {
     const char *seg, *role_name;
@@ -320,30 +328,30 @@ static int match_prefixed(const struct gw_config *cfg, struct cursor *c, const c
     int rc;
 
     if (!next_seg(c, &seg, &seg_len))
-        return not_found(cfg, err, "unknown path", path, len);
+        return not_found(rt, err, "unknown path", path, len);
     if (seg_is(seg, seg_len, "cmp")) {
         out->kind = GW_ROUTE_DEFAULT;
-        if ((rc = take_operation(cfg, c, out, err)) != 0)
+        if ((rc = take_operation(rt, c, out, err)) != 0)
             return rc;
-        return apply_policy(&cfg->default_path_policy, "the default path", out, err);
+        return apply_policy(rt->default_policy, "the default path", out, err);
     }
     if (seg_is(seg, seg_len, "crl"))
-        return match_crl(cfg, c, path, len, out, err);
+        return match_crl(rt, c, path, len, out, err);
     if (!seg_is(seg, seg_len, "roles") || !next_seg(c, &role_name, &role_len) ||
         !next_seg(c, &seg, &seg_len) || !seg_is(seg, seg_len, "cmp"))
-        return not_found(cfg, err, "unknown path", path, len);
+        return not_found(rt, err, "unknown path", path, len);
     if (!name_valid(role_name, role_len))
-        return not_found(cfg, err, "invalid role name", role_name, role_len);
+        return not_found(rt, err, "invalid role name", role_name, role_len);
     out->kind = GW_ROUTE_ROLE;
-    if ((rc = take_operation(cfg, c, out, err)) != 0)
+    if ((rc = take_operation(rt, c, out, err)) != 0)
         return rc;
-    if ((out->role = find_role(cfg, role_name, role_len)) == NULL)
-        return not_found(cfg, err, "unknown role", role_name, role_len);
+    if ((out->role = find_role(rt, role_name, role_len)) == NULL)
+        return not_found(rt, err, "unknown role", role_name, role_len);
     return 0;
 }
 
 /* /.well-known/cmp[/op] or /.well-known/cmp/p/<label>[/op] (RFC 9811 §3); |c| is past "/.well-known/cmp". */
-static int match_wellknown(const struct gw_config *cfg, struct cursor *c, const char *path, size_t len,
+static int match_wellknown(const struct gw_routes *rt, struct cursor *c, const char *path, size_t len,
                            struct gw_route_match *out, char *err)
 {
     const struct gw_label *label;
@@ -353,23 +361,23 @@ static int match_wellknown(const struct gw_config *cfg, struct cursor *c, const 
 
     if (!take_literal(c, "/p")) {
         out->kind = GW_ROUTE_WELLKNOWN;
-        if ((rc = take_operation(cfg, c, out, err)) != 0)
+        if ((rc = take_operation(rt, c, out, err)) != 0)
             return rc;
-        return apply_policy(&cfg->default_path_policy, "the default path", out, err);
+        return apply_policy(rt->default_policy, "the default path", out, err);
     }
     if (!next_seg(c, &name, &name_len))
-        return not_found(cfg, err, "missing label in", path, len);
+        return not_found(rt, err, "missing label in", path, len);
     if (!name_valid(name, name_len))
-        return not_found(cfg, err, "invalid label", name, name_len);
+        return not_found(rt, err, "invalid label", name, name_len);
     out->kind = GW_ROUTE_LABEL;
-    if ((rc = take_operation(cfg, c, out, err)) != 0)
+    if ((rc = take_operation(rt, c, out, err)) != 0)
         return rc;
-    if ((label = find_label(cfg, name, name_len)) == NULL)
-        return not_found(cfg, err, "unknown label", name, name_len);
+    if ((label = find_label(rt, name, name_len)) == NULL)
+        return not_found(rt, err, "unknown label", name, name_len);
     return apply_policy(&label->policy, "this label", out, err);
 }
 
-int gw_route_match(const struct gw_config *cfg, const char *path, size_t len, struct gw_route_match *out,
+int gw_route_match(const struct gw_routes *rt, const char *path, size_t len, struct gw_route_match *out,
                    char *err)
 {
     struct cursor c;
@@ -377,18 +385,18 @@ int gw_route_match(const struct gw_config *cfg, const char *path, size_t len, st
 
     err[0] = '\0';
     memset(out, 0, sizeof(*out));
-    if (cfg == NULL || path == NULL)
-        return not_found(cfg, err, "unknown path", "", 0);
-    if ((rc = check_shape(cfg, path, &len, err)) != 0)
+    if (rt == NULL || path == NULL)
+        return not_found(rt, err, "unknown path", "", 0);
+    if ((rc = check_shape(rt, path, &len, err)) != 0)
         goto out;
     c.p = path;
     c.left = len;
     if (take_literal(&c, WELLKNOWN))
-        rc = match_wellknown(cfg, &c, path, len, out, err);
-    else if (take_literal(&c, prefix_of(cfg)))
-        rc = match_prefixed(cfg, &c, path, len, out, err);
+        rc = match_wellknown(rt, &c, path, len, out, err);
+    else if (take_literal(&c, prefix_of(rt)))
+        rc = match_prefixed(rt, &c, path, len, out, err);
     else
-        rc = not_found(cfg, err, "unknown path", path, len);
+        rc = not_found(rt, err, "unknown path", path, len);
 out:
     if (rc != 0) {
         memset(out, 0, sizeof(*out));

@@ -16,8 +16,9 @@
 #ifndef GW_ROUTE_H
 #define GW_ROUTE_H
 
+#include <stdbool.h>
 #include <stddef.h>
-#include "gateway/config.h"
+#include "mappings/role.h"
 
 enum gw_route_kind {
     GW_ROUTE_DEFAULT = 0, /* <prefix>/cmp */
@@ -29,9 +30,29 @@ enum gw_route_kind {
 
 struct gw_route_match {
     enum gw_route_kind kind;
-    const struct gw_role *role;              /* borrowed from the config; NULL for GW_ROUTE_CRL */
-    const struct gw_upstream_conf *upstream; /* GW_ROUTE_CRL: the local issuer; else NULL */
-    char operation[32];                      /* RFC 9483 operation segment, "" if none */
+    const struct gw_role *role; /* borrowed from the config; NULL for GW_ROUTE_CRL */
+    const char *upstream;       /* GW_ROUTE_CRL: the upstream's name; else NULL */
+    char operation[32];         /* RFC 9483 operation segment, "" if none */
+};
+
+/* An upstream as the CRL path sees it: its name, and whether cmpgw is its CA (then it serves its CRL). */
+struct gw_route_upstream {
+    const char *name;
+    bool own_ca;
+};
+
+/* What routing reads of a configuration snapshot: borrowed pointers into it, which outlive it. */
+struct gw_routes {
+    const char *path_prefix; /* "/pki" when NULL */
+    const struct gw_role *roles;
+    size_t n_roles;
+    const struct gw_path_policy *default_policy;
+    const struct gw_label *labels;
+    size_t n_labels;
+    const struct gw_profile *profiles;
+    size_t n_profiles;
+    const struct gw_route_upstream *upstreams;
+    size_t n_upstreams;
 };
 
 /*
@@ -39,7 +60,7 @@ struct gw_route_match {
  * unknown path, role or label, or GW_ERR_FORBIDDEN when the path's policy is "forbid"; |err|
  * (GW_ERR_LEN) gets a one-line reason fit for an HTTP body.
  */
-int gw_route_match(const struct gw_config *cfg, const char *path, size_t len, struct gw_route_match *out,
+int gw_route_match(const struct gw_routes *rt, const char *path, size_t len, struct gw_route_match *out,
                    char *err);
 
 /*
@@ -49,7 +70,7 @@ int gw_route_match(const struct gw_config *cfg, const char *path, size_t len, st
  * |name| "" (none named) keeps the path's role. Returns 0 with *role set, GW_ERR_NOT_FOUND for an
  * unknown profile or GW_ERR_POLICY for one of another role, with a statusString in |err|.
  */
-int gw_route_profile(const struct gw_config *cfg, const struct gw_route_match *m, const char *name,
+int gw_route_profile(const struct gw_routes *rt, const struct gw_route_match *m, const char *name,
                      const struct gw_role **role, char *err);
 
 /* gw_route_is_get tells whether the route of |m| is served by GET (and HEAD); CMP routes take POST. */

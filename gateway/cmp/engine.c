@@ -489,7 +489,7 @@ static int choose_role(struct cmp_call *c, const OSSL_CMP_MSG *msg, char *text)
                  "SEQUENCE OF UTF8String (RFC 9483 §3.1)");
         return OSSL_CMP_PKIFAILUREINFO_badRequest;
     }
-    if (gw_route_profile(c->e->cfg, c->req->route, name, &role, text) != 0)
+    if (gw_route_profile(&c->e->cfg->routes, c->req->route, name, &role, text) != 0)
         return OSSL_CMP_PKIFAILUREINFO_badRequest;
     if (role != c->role)
         gw_log_kv(GW_LOG_DEBUG, "profile_role", "tid", c->rsp->tid, "profile", name, "role", role->name,

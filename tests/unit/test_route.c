@@ -27,7 +27,10 @@ static struct gw_profile profiles[] = {
 };
 
 /* cfg_pki: prefix /pki, default policy role:default. cfg_v1: prefix /v1/pki, default policy forbid. */
-static struct gw_config cfg_pki = {
+static struct gw_path_policy policy_default = {.role = &roles[0]};
+static struct gw_path_policy policy_forbid = {.forbid = true};
+
+static struct gw_routes cfg_pki = {
     .path_prefix = "/pki",
     .roles = roles,
     .n_roles = 3,
@@ -35,20 +38,20 @@ static struct gw_config cfg_pki = {
     .n_labels = 3,
     .profiles = profiles,
     .n_profiles = 2,
-    .default_path_policy = {.role = &roles[0]},
+    .default_policy = &policy_default,
 };
 
-static struct gw_config cfg_v1 = {
+static struct gw_routes cfg_v1 = {
     .path_prefix = "/v1/pki",
     .roles = roles,
     .n_roles = 3,
     .labels = labels,
     .n_labels = 3,
-    .default_path_policy = {.forbid = true},
+    .default_policy = &policy_forbid,
 };
 
 struct route_case {
-    const struct gw_config *cfg;
+    const struct gw_routes *cfg;
     const char *path;
     int rc;
     enum gw_route_kind kind;
@@ -249,16 +252,18 @@ static void test_route_overlong(void **state)
 /* A policy with no role (half-resolved config) is refused, never matched with a NULL role. */
 static void test_route_policy_without_role(void **state)
 {
-    struct gw_config cfg = cfg_pki;
+    struct gw_path_policy pol = policy_default;
+    struct gw_routes cfg = cfg_pki;
     struct gw_route_match m;
     char err[GW_ERR_LEN];
 
     (void)state;
-    cfg.default_path_policy.role = NULL;
+    cfg.default_policy = &pol;
+    pol.role = NULL;
     assert_int_equal(gw_route_match(&cfg, "/pki/cmp", 8, &m, err), GW_ERR_FORBIDDEN);
     assert_null(m.role);
     cfg.path_prefix = NULL; /* defaults to /pki */
-    cfg.default_path_policy.role = &roles[1];
+    pol.role = &roles[1];
     assert_int_equal(gw_route_match(&cfg, "/pki/cmp", 8, &m, err), 0);
     assert_string_equal(m.role->name, "iot");
     assert_int_equal(gw_route_match(NULL, "/pki/cmp", 8, &m, err), GW_ERR_NOT_FOUND);
@@ -268,7 +273,7 @@ static void test_route_policy_without_role(void **state)
 /* ---- certProfile (RFC 9483 §3.1) ---- */
 
 /* The role |path| serves for a request naming |profile|: its name, or the refusal's code and reason. */
-static int profile_role(const struct gw_config *cfg, const char *path, const char *profile, char *out)
+static int profile_role(const struct gw_routes *cfg, const char *path, const char *profile, char *out)
 {
     struct gw_route_match m;
     const struct gw_role *role = NULL;
@@ -327,7 +332,7 @@ static void test_route_profile_list(void **state)
 {
     static char names[40][GW_MAX_NAME_LEN + 1];
     static struct gw_profile many[40];
-    struct gw_config cfg = cfg_pki;
+    struct gw_routes cfg = cfg_pki;
     char got[GW_ERR_LEN];
 
     (void)state;
@@ -347,20 +352,20 @@ static void test_route_profile_list(void **state)
 
 /* ---- <prefix>/crl/<upstream>[.crl] ---- */
 
-static struct gw_upstream_conf crl_ups[] = {
-    {.name = "local-ca", .type = GW_UPSTREAM_LOCAL},
-    {.name = "vault", .type = GW_UPSTREAM_VAULT},
-    {.name = "odd.crl", .type = GW_UPSTREAM_LOCAL},
-    {.name = "odd", .type = GW_UPSTREAM_LOCAL},
+static struct gw_route_upstream crl_ups[] = {
+    {.name = "local-ca", .own_ca = true},
+    {.name = "vault", .own_ca = false},
+    {.name = "odd.crl", .own_ca = true},
+    {.name = "odd", .own_ca = true},
 };
 
-static struct gw_config cfg_crl = {
+static struct gw_routes cfg_crl = {
     .path_prefix = "/v1/pki",
     .roles = roles,
     .n_roles = 3,
     .upstreams = crl_ups,
     .n_upstreams = 4,
-    .default_path_policy = {.forbid = true}, /* CRLs are served whatever the CMP policy says */
+    .default_policy = &policy_forbid, /* CRLs are served whatever the CMP policy says */
 };
 
 static void test_route_crl(void **state)
@@ -417,7 +422,7 @@ static void test_route_crl(void **state)
         assert_true(gw_route_is_get(&m));
         assert_null(m.role);
         assert_non_null(m.upstream);
-        assert_string_equal(m.upstream->name, crl_cases[i].upstream);
+        assert_string_equal(m.upstream, crl_cases[i].upstream);
     }
     /* CMP routes stay POST routes */
     assert_int_equal(gw_route_match(&cfg_crl, "/v1/pki/roles/iot/cmp", 21, &m, err), 0);
