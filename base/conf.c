@@ -102,6 +102,21 @@ bool gw_conf_name_ok(const char *s, size_t len)
 const struct gw_conf_names gw_conf_names_plain = {gw_conf_name_ok,
                                                   "a name of 1..64 characters [A-Za-z0-9._-]"};
 
+/* A PBM reference is the senderKID (RFC 9810 §5.1.1): any printable ASCII, as it is compared bytewise. */
+static bool kid_ok(const char *s, size_t len)
+{
+    size_t i;
+
+    if (len == 0 || len > GW_MAX_KID_LEN)
+        return false;
+    for (i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+            return false;
+    return true;
+}
+
+const struct gw_conf_names gw_conf_names_kid = {kid_ok, "a reference of 1..128 printable ASCII characters"};
+
 /* ---- scalar parsers --------------------------------------------------------------------- */
 
 static int want_int(struct gw_conf_ctx *pc, const char *path, struct json_object *v,
@@ -952,4 +967,29 @@ int gw_conf_read(struct gw_conf_ctx *pc, const char *json, size_t len, const str
         rc = f.parse(pc, "$", root, dst, &f);
     json_object_put(root);
     return rc;
+}
+
+void gw_conf_free_strings(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+int gw_conf_read_secret_sized(struct gw_conf_ctx *pc, const char *fpath, const char *file, size_t min,
+                              size_t max, unsigned char **out, size_t *out_len)
+{
+    unsigned char *buf = NULL;
+    size_t len = 0;
+
+    *out = NULL;
+    if (gw_conf_read_secret(pc, fpath, file, max, &buf, &len) != 0)
+        return GW_ERR_INVAL;
+    if (len < min || len > max) {
+        OPENSSL_clear_free(buf, max + 3);
+        return gw_conf_fail(pc, fpath, "the secret in \"%s\" must be %zu..%zu bytes", file, min, max);
+    }
+    *out = buf;
+    *out_len = len;
+    return 0;
 }

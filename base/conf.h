@@ -112,6 +112,8 @@ const struct gw_conf_enum *gw_conf_enum_find(const struct gw_conf_enum *e, const
 /* Names: 1..GW_MAX_NAME_LEN characters [A-Za-z0-9._-]. */
 bool gw_conf_name_ok(const char *s, size_t len);
 extern const struct gw_conf_names gw_conf_names_plain;
+/* References: a senderKID (RFC 9810 §5.1.1), 1..GW_MAX_KID_LEN printable ASCII bytes. */
+extern const struct gw_conf_names gw_conf_names_kid;
 /* A URL path like "/pki": leading "/", no trailing, double, "." or ".." segment, [A-Za-z0-9._~/-]. */
 bool gw_conf_prefix_ok(const char *s);
 
@@ -178,5 +180,13 @@ char *gw_conf_dir_of(const char *path);
  */
 int gw_conf_read_secret(struct gw_conf_ctx *pc, const char *fpath, const char *file, size_t cap,
                         unsigned char **out, size_t *out_len);
+
+/* gw_conf_read_secret for a secret that must be |min|..|max| bytes; free it with
+ * OPENSSL_clear_free(*out, max + 3). */
+int gw_conf_read_secret_sized(struct gw_conf_ctx *pc, const char *fpath, const char *file, size_t min,
+                              size_t max, unsigned char **out, size_t *out_len);
+
+/* Frees the |n| strings of |v| and |v| itself (what gw_conf_p_names fills). */
+void gw_conf_free_strings(char **v, size_t n);
 
 #endif

@@ -30,4 +30,12 @@ int gw_pem_load_chain(struct gw_conf_ctx *pc, const char *path, const char *file
 /* Every PEM CRL in |file| (at least one) into a new stack. */
 int gw_pem_load_crls(struct gw_conf_ctx *pc, const char *path, const char *file, STACK_OF(X509_CRL) **out);
 
+/*
+ * Every certificate of |file| (at least one) as the trust anchors of a new store that refuses
+ * malformed certificates (X509_V_FLAG_X509_STRICT); the certificates themselves into |anchors|
+ * unless it is NULL.
+ */
+int gw_pem_load_anchors(struct gw_conf_ctx *pc, const char *path, const char *file, X509_STORE **store,
+                        STACK_OF(X509) **anchors);
+
 #endif

@@ -75,6 +75,7 @@ struct gw_config {
     struct gw_root_update root_update; /* "root_ca_update" for roles without their own */
     struct gw_routes routes;           /* what routing reads of the above (mappings/route.h) */
     struct gw_route_upstream *route_ups;
+    struct gw_upstream_signer upstream_signer; /* what the upstreams may use of |signer| */
 };
 
 /*
@@ -92,7 +93,6 @@ void gw_config_free(struct gw_config *cfg);
 
 /* Lookups by name; each returns a borrowed pointer into |cfg| or NULL. */
 const struct gw_role *gw_config_role(const struct gw_config *cfg, const char *name, size_t len);
-const struct gw_label *gw_config_label(const struct gw_config *cfg, const char *label, size_t len);
 const struct gw_profile *gw_config_profile(const struct gw_config *cfg, const char *name, size_t len);
 const struct gw_pbm_conf *gw_config_pbm(const struct gw_config *cfg, const unsigned char *ref, size_t len);
 const struct gw_trust_conf *gw_config_trust(const struct gw_config *cfg, const char *name);

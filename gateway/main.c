@@ -150,8 +150,7 @@ static int pick_stores(const struct gw_config *cfg, const char *name, bool *pick
     for (i = 0; i < cfg->n_upstreams; i++) {
         const struct gw_upstream_conf *u = &cfg->upstreams[i];
 
-        pick[i] = u->type == GW_UPSTREAM_LOCAL && u->store_dir != NULL &&
-                  (name == NULL || strcmp(name, u->name) == 0);
+        pick[i] = u->store_dir != NULL && (name == NULL || strcmp(name, u->name) == 0);
         n += pick[i];
         if (name != NULL && strcmp(name, u->name) == 0 && !pick[i]) {
             fprintf(stderr, "cmpgw: upstream %s is not a local issuer with a \"store\"\n", name);
@@ -301,8 +300,8 @@ static int cmd_run(const char *path)
         goto out;
     }
     gw_log_set_level(cfg->log_level);
-    if ((ups = gw_upstream_set_new(cfg->upstreams, cfg->n_upstreams, cfg->roles, cfg->n_roles, err)) ==
-            NULL ||
+    if ((ups = gw_upstream_set_new(cfg->upstreams, cfg->n_upstreams, cfg->roles, cfg->n_roles,
+                                   &cfg->upstream_signer, err)) == NULL ||
         (engine = gw_cmp_engine_new(cfg, ups, err)) == NULL ||
         (server = gw_server_start(cfg, engine, err)) == NULL) {
         gw_log(GW_LOG_ERROR, "startup", "%s", err);

@@ -21,7 +21,6 @@
 #include "base/err.h"
 #include "base/limits.h"
 #include "mappings/policy.h"
-#include "upstream/upstream.h"
 
 #define SHOWN_LEN 80 /* a client-supplied value quoted in a message; the message itself is GW_ERR_LEN */
 
@@ -1540,4 +1539,14 @@ enum gw_issued_verdict gw_policy_check_issued(const struct gw_role *role, const 
         (v = issued_outside(role, plan, cert, now, err)) != GW_ISSUED_OK)
         return v;
     return issued_modified(role, plan, cert, err);
+}
+
+void gw_role_policy_cleanup(struct gw_role_policy *p)
+{
+    if (p == NULL)
+        return;
+    for (size_t i = 0; i < p->allowed_domains.n; i++)
+        free(p->allowed_domains.v[i]);
+    free(p->allowed_domains.v);
+    memset(p, 0, sizeof(*p));
 }

@@ -10,10 +10,8 @@
 
 #include <time.h>
 #include <openssl/x509.h>
-#include "gateway/config.h"
 #include "mappings/profile.h"
-
-struct gw_role_policy;
+#include "mappings/role.h"
 
 /* Who is asking: the TLS client certificate and the CMP identity, as the engine established them. */
 struct gw_identity {

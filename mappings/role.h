@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <openssl/x509.h>
+#include "base/conf.h"
+#include "base/limits.h"
 
 struct gw_upstream_conf; /* upstream/upstream.h: a role names its upstreams, it does not look inside */
 
@@ -166,5 +168,44 @@ struct gw_profile {
     char *name;
     struct gw_path_policy policy; /* always a role */
 };
+/*
+ * An upstream role's policy as the upstream states it (Vault GET <mount>/roles/<name>), for a
+ * delegate issuer, so it is not written twice. Owned; gw_role_policy_cleanup frees it.
+ */
+struct gw_role_policy {
+    struct gw_patterns allowed_domains;
+    bool allow_any_name, allow_subdomains, allow_bare_domains, allow_glob_domains, allow_localhost;
+    bool allow_ip_sans;
+    bool enforce_hostnames;
+    char key_type[GW_MAX_KEY_TYPE_LEN + 1]; /* "rsa", "ec", "ed25519", "any" */
+    int key_bits;                           /* 0 = any */
+    uint32_t max_ttl;                       /* seconds, 0 = none */
+    unsigned key_usage;     /* KU_* bits: what it puts into every certificate, whatever the request */
+    unsigned ext_key_usage; /* enum gw_eku bits: likewise */
+    /* an extendedKeyUsage it grants that no role can allow, as the upstream names it (Vault "Any",
+       an OID); "" if none */
+    char other_eku[GW_MAX_OID_TEXT + 1];
+};
+
+/* gw_role_policy_cleanup frees what |p| holds and zeroes it. NULL-safe. */
+void gw_role_policy_cleanup(struct gw_role_policy *p);
+
+/*
+ * Configuration (mappings/role.c): the value parsers of the sections above, for the top-level
+ * table; the checks of one role that need nothing else; and the frees of what they parsed.
+ */
+extern const struct gw_conf_map gw_role_conf_map;        /* "roles" */
+extern const struct gw_conf_map gw_label_conf_map;       /* "label_to_path_policy" */
+extern const struct gw_conf_map gw_profile_conf_map;     /* "profiles" */
+extern const struct gw_conf_obj gw_root_update_conf_def; /* "root_ca_update", also per role */
+/* "role:<name>", "forbid" or "sign-verbatim" into a struct gw_path_policy (its role resolved later). */
+int gw_role_p_policy(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                     const struct gw_conf_field *f);
+/* The authorization name lists of |r| name only SAN types the role allows. */
+int gw_role_check_authz_sans(struct gw_conf_ctx *pc, const struct gw_role *r);
+void gw_roles_free(struct gw_role *roles, size_t n);
+void gw_labels_free(struct gw_label *labels, size_t n);
+void gw_profiles_free(struct gw_profile *profiles, size_t n);
+void gw_root_update_cleanup(struct gw_root_update *u);
 
 #endif

@@ -36,6 +36,8 @@
 #include "upstream/http_client.h"
 #include "upstream/store.h"
 #include "upstream/upstream.h"
+#include "upstream/upstream_int.h"
+#include "base/conf.h"
 
 #define EP_SIGN "/api/v1/cfssl/sign"
 #define EP_AUTHSIGN "/api/v1/cfssl/authsign"
@@ -204,7 +206,8 @@ static void call_as(struct cfssl *c, const struct gw_upstream_conf *conf, const 
     }
     if (rc != 0) {
         answer_fail(a, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "cfssl %s at %s is unavailable: %s",
-                    gw_upstream_conf_name(conf), conf->url, rsp.error[0] ? rsp.error : gw_err_str(rc));
+                    gw_upstream_conf_name(conf), ((const struct gw_http_conf *)conf->impl)->url,
+                    rsp.error[0] ? rsp.error : gw_err_str(rc));
         goto out;
     }
     rc = read_answer(&rsp, what, &env, a, why);
@@ -325,7 +328,7 @@ static int cfssl_init(struct gw_upstream *up, char *err)
         return GW_ERR_NOMEM;
     }
     pthread_mutex_init(&c->lock, NULL);
-    if ((c->http = gw_http_client_new(conf, err)) == NULL) {
+    if ((c->http = gw_http_client_new(conf->name, conf->impl, conf->timeout_ms, err)) == NULL) {
         cfssl_free(c);
         return GW_ERR_INVAL;
     }
@@ -486,14 +489,14 @@ static char *b64(const unsigned char *in, size_t len)
 
 /* authsign wraps REQ: the HMAC covers exactly the bytes that are base64-encoded (docs/design.md, upstream
  * APIs §4). */
-static char *make_authsign_request(const struct gw_upstream_conf *conf, const char *sign_req)
+static char *make_authsign_request(const struct gw_cfssl_conf *cc, const char *sign_req)
 {
     unsigned char mac[EVP_MAX_MD_SIZE];
     unsigned int mac_len = 0;
     json_object *obj = NULL;
     char *token = NULL, *request = NULL, *out = NULL;
 
-    if (HMAC(EVP_sha256(), conf->auth_key, (int)conf->auth_key_len, (const unsigned char *)sign_req,
+    if (HMAC(EVP_sha256(), cc->auth_key, (int)cc->auth_key_len, (const unsigned char *)sign_req,
              strlen(sign_req), mac, &mac_len) == NULL)
         goto out;
     if ((token = b64(mac, mac_len)) == NULL ||
@@ -570,6 +573,7 @@ out:
 static void sign_sync(struct cfssl *c, const struct gw_upstream_conf *conf, const struct gw_sign_req *req,
                       struct gw_sign_result *res)
 {
+    const struct gw_cfssl_conf *cc = conf->impl;
     struct answer a;
     STACK_OF(X509) *chain = NULL;
     char *sign_req = NULL, *body = NULL;
@@ -593,13 +597,13 @@ static void sign_sync(struct cfssl *c, const struct gw_upstream_conf *conf, cons
     answer_cleanup(&a);
     if ((sign_req = make_sign_request(req, gw_upstream_conf_name(conf), &a)) == NULL)
         goto fail;
-    body = conf->auth_key != NULL ? make_authsign_request(conf, sign_req) : sign_req;
+    body = cc->auth_key != NULL ? make_authsign_request(cc, sign_req) : sign_req;
     if (body == NULL) {
         answer_fail(&a, GW_ERR_CRYPTO, OSSL_CMP_PKIFAILUREINFO_systemFailure,
                     "cfssl %s: cannot authenticate the request", gw_upstream_conf_name(conf));
         goto fail;
     }
-    call(c, conf, conf->auth_key != NULL ? EP_AUTHSIGN : EP_SIGN, body, READ_SIGN, &a);
+    call(c, conf, cc->auth_key != NULL ? EP_AUTHSIGN : EP_SIGN, body, READ_SIGN, &a);
     if (a.status != 0)
         goto fail;
     take_certificate(c, conf, a.cert, chain, res);
@@ -787,9 +791,75 @@ static int cfssl_crl(struct gw_upstream *up, unsigned char **der, size_t *len, c
     return rc;
 }
 
+/* ---- configuration: the "cfssl" section ---- */
+
+/* cfssl's authsign key: hex in a file (cfssl's "key" of an auth provider), decoded; never quoted. */
+static int load_hmac_key(struct gw_conf_ctx *pc, const char *path, struct gw_cfssl_conf *u)
+{
+    const size_t cap = 2 * GW_MAX_HMAC_KEY_LEN;
+    unsigned char *hex = NULL, *key = NULL;
+    char kpath[GW_CONF_PATH_LEN];
+    size_t len = 0, i;
+    int hi, lo, rc = GW_ERR_INVAL;
+
+    gw_conf_join_key(kpath, path, "auth_key_file");
+    if (gw_conf_read_secret(pc, kpath, u->auth_key_file, cap, &hex, &len) != 0)
+        return GW_ERR_INVAL;
+    if (len % 2 != 0 || len / 2 < GW_MIN_HMAC_KEY_LEN || len / 2 > GW_MAX_HMAC_KEY_LEN) {
+        gw_conf_fail(pc, kpath, "the key in \"%s\" must be %d..%d bytes, in hex", u->auth_key_file,
+                     GW_MIN_HMAC_KEY_LEN, GW_MAX_HMAC_KEY_LEN);
+        goto out;
+    }
+    if ((key = OPENSSL_zalloc(len / 2)) == NULL) {
+        rc = GW_ERR_NOMEM;
+        goto out;
+    }
+    for (i = 0; i < len / 2; i++) {
+        if ((hi = OPENSSL_hexchar2int(hex[2 * i])) < 0 || (lo = OPENSSL_hexchar2int(hex[2 * i + 1])) < 0) {
+            gw_conf_fail(pc, kpath, "the key in \"%s\" is not hex", u->auth_key_file);
+            goto out;
+        }
+        key[i] = (unsigned char)(hi << 4 | lo);
+    }
+    u->auth_key = key;
+    u->auth_key_len = len / 2;
+    key = NULL;
+    rc = 0;
+out:
+    OPENSSL_clear_free(key, len / 2);
+    OPENSSL_clear_free(hex, cap + 3);
+    return rc;
+}
+
+static int check_cfssl(struct gw_conf_ctx *pc, const char *path, struct gw_upstream_conf *uc)
+{
+    struct gw_cfssl_conf *u = uc->impl;
+
+    return u->auth_key_file != NULL ? load_hmac_key(pc, path, u) : 0;
+}
+
+static void free_cfssl(void *impl)
+{
+    struct gw_cfssl_conf *cc = impl;
+
+    free(cc->auth_key_file);
+    OPENSSL_clear_free(cc->auth_key, cc->auth_key_len);
+}
+
+static const struct gw_conf_field cfssl_fields[] = {
+    GW_CONF_OPT("auth_key_file", gw_conf_p_file, struct gw_cfssl_conf, auth_key_file),
+};
+GW_CONF_OBJDEF(cfssl_def, cfssl_fields, NULL);
+
 const struct gw_upstream_ops gw_upstream_cfssl_ops = {
     .dialect = "cfssl",
-    .caps = GW_UP_SIGN_CSR | GW_UP_REVOKE | GW_UP_CRL,
+    .caps = GW_UP_SIGN_CSR | GW_UP_REVOKE | GW_UP_CRL | GW_UP_REVOKE_REASON,
+    .role_keys = GW_ROLE_KEY_UPSTREAM_ROLE | GW_ROLE_KEY_CRMF | GW_ROLE_KEY_DELEGATE,
+    .conf_size = sizeof(struct gw_cfssl_conf),
+    .conf_def = &cfssl_def,
+    .http = GW_UPSTREAM_HTTP_API,
+    .conf_check = check_cfssl,
+    .conf_free = free_cfssl,
     .init = cfssl_init,
     .cleanup = cfssl_cleanup,
     .sign = cfssl_sign,

@@ -22,11 +22,14 @@
 #include <openssl/cmp.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
-#include "gateway/config.h"
 #include "base/err.h"
 #include "base/limits.h"
 #include "base/log.h"
 #include "upstream/upstream.h"
+#include "upstream/upstream_int.h"
+#include "upstream/http_client.h"
+#include "base/conf.h"
+#include "base/pem.h"
 #include "base/clock.h"
 
 #define CMP_CONTENT_TYPE "application/pkixcmp"
@@ -34,7 +37,9 @@
 
 struct cmp_up {
     const struct gw_upstream_conf *conf;
-    char *url; /* url + path */
+    const struct gw_cmp_up_conf *cc;         /* its "cmp" section */
+    const struct gw_upstream_signer *signer; /* the gateway's, where no PBM secret is configured */
+    char *url;                               /* url + path */
 };
 
 /* One exchange's transfer state, the transfer callback's argument. */
@@ -87,23 +92,10 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 static CURLcode set_options(CURL *curl, const struct xfer *x, const unsigned char *der, long len,
                             struct curl_slist *hdrs, struct sink *sink, long timeout_ms)
 {
-    const struct gw_upstream_conf *conf = x->cu->conf;
     CURLcode rc;
 
-    SET(CURLOPT_URL, x->cu->url);
-    SET(CURLOPT_NOSIGNAL, 1L);
-    SET(CURLOPT_PROTOCOLS_STR, "http,https");
-    SET(CURLOPT_FOLLOWLOCATION, 0L);
-    SET(CURLOPT_TIMEOUT_MS, timeout_ms);
-    SET(CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
-    SET(CURLOPT_SSL_VERIFYPEER, 1L);
-    SET(CURLOPT_SSL_VERIFYHOST, 2L);
-    if (conf->ca_file != NULL)
-        SET(CURLOPT_CAINFO, conf->ca_file);
-    if (conf->client_cert_file != NULL) {
-        SET(CURLOPT_SSLCERT, conf->client_cert_file);
-        SET(CURLOPT_SSLKEY, conf->client_key_file);
-    }
+    if ((rc = gw_http_setopt_base(curl, x->cu->url, &x->cu->cc->http, timeout_ms)) != CURLE_OK)
+        return rc;
     SET(CURLOPT_HTTPHEADER, hdrs);
     SET(CURLOPT_POST, 1L);
     SET(CURLOPT_POSTFIELDS, der);
@@ -213,14 +205,15 @@ static int log_cb(const char *func, const char *file, int line, OSSL_CMP_severit
 /* ---- the upstream request ---- */
 
 /* Protection towards the upstream (RFC 9483 §5.1.1): PBM if configured, else the gateway's signer. */
-static int set_protection(OSSL_CMP_CTX *ctx, const struct gw_upstream_conf *conf)
+static int set_protection(OSSL_CMP_CTX *ctx, const struct cmp_up *cu)
 {
-    const struct gw_signer_conf *s = conf->signer;
+    const struct gw_cmp_up_conf *cc = cu->cc;
+    const struct gw_upstream_signer *s = cu->signer;
 
-    if (conf->cmp_secret != NULL)
-        return OSSL_CMP_CTX_set1_referenceValue(ctx, (const unsigned char *)conf->cmp_ref,
-                                                (int)strlen(conf->cmp_ref)) == 1 &&
-               OSSL_CMP_CTX_set1_secretValue(ctx, conf->cmp_secret, (int)conf->cmp_secret_len) == 1;
+    if (cc->cmp_secret != NULL)
+        return OSSL_CMP_CTX_set1_referenceValue(ctx, (const unsigned char *)cc->cmp_ref,
+                                                (int)strlen(cc->cmp_ref)) == 1 &&
+               OSSL_CMP_CTX_set1_secretValue(ctx, cc->cmp_secret, (int)cc->cmp_secret_len) == 1;
     if (s == NULL || s->cert == NULL || s->key == NULL)
         return 0;
     if (OSSL_CMP_CTX_set1_cert(ctx, s->cert) != 1 || OSSL_CMP_CTX_set1_pkey(ctx, s->key) != 1)
@@ -242,15 +235,15 @@ static OSSL_CMP_CTX *new_ctx(const struct cmp_up *cu, struct xfer *x)
     /* a little inside the upstream timeout, so that our precise reason beats the waiter's deadline */
     x->deadline_ms = gw_now_ms() + timeout_of(conf) - timeout_of(conf) / 10;
     if (OSSL_CMP_CTX_set_log_cb(ctx, log_cb) != 1 || OSSL_CMP_CTX_set_transfer_cb(ctx, transfer) != 1 ||
-        OSSL_CMP_CTX_set_transfer_cb_arg(ctx, x) != 1 || !set_protection(ctx, conf) ||
+        OSSL_CMP_CTX_set_transfer_cb_arg(ctx, x) != 1 || !set_protection(ctx, cu) ||
         OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_MSG_TIMEOUT, secs) != 1 ||
         OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_TOTAL_TIMEOUT, secs) != 1)
         goto err;
-    if (conf->cmp_trusted != NULL) {
-        if (X509_STORE_up_ref(conf->cmp_trusted) != 1)
+    if (cu->cc->cmp_trusted != NULL) {
+        if (X509_STORE_up_ref(cu->cc->cmp_trusted) != 1)
             goto err;
-        if (OSSL_CMP_CTX_set0_trustedStore(ctx, conf->cmp_trusted) != 1) {
-            X509_STORE_free(conf->cmp_trusted);
+        if (OSSL_CMP_CTX_set0_trustedStore(ctx, cu->cc->cmp_trusted) != 1) {
+            X509_STORE_free(cu->cc->cmp_trusted);
             goto err;
         }
     }
@@ -507,11 +500,13 @@ static void cmp_cleanup(struct gw_upstream *up)
 static int cmp_init(struct gw_upstream *up, char *err)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
+    const struct gw_cmp_up_conf *cc = conf->impl;
+    const struct gw_upstream_signer *signer = gw_upstream_get0_signer(up);
     struct cmp_up *cu;
     size_t n;
 
-    if (conf->url == NULL || conf->cmp_path == NULL || conf->issuer_store == NULL ||
-        (conf->cmp_secret == NULL && (conf->signer == NULL || conf->signer->key == NULL))) {
+    if (cc->http.url == NULL || cc->cmp_path == NULL || conf->issuer_store == NULL ||
+        (cc->cmp_secret == NULL && (signer == NULL || signer->key == NULL))) {
         snprintf(err, GW_ERR_LEN,
                  "upstream %s: a cmp upstream needs url, path, issuer_ca and a signer or secret",
                  gw_upstream_conf_name(conf));
@@ -521,22 +516,102 @@ static int cmp_init(struct gw_upstream *up, char *err)
         snprintf(err, GW_ERR_LEN, "upstream %s: cannot initialise libcurl", gw_upstream_conf_name(conf));
         return GW_ERR_NOMEM;
     }
-    n = strlen(conf->url) + strlen(conf->cmp_path) + 1;
+    n = strlen(cc->http.url) + strlen(cc->cmp_path) + 1;
     if ((cu = calloc(1, sizeof(*cu))) == NULL || (cu->url = malloc(n)) == NULL) {
         free(cu);
         curl_global_cleanup();
         snprintf(err, GW_ERR_LEN, "upstream %s: out of memory", gw_upstream_conf_name(conf));
         return GW_ERR_NOMEM;
     }
-    snprintf(cu->url, n, "%s%s", conf->url, conf->cmp_path);
+    snprintf(cu->url, n, "%s%s", cc->http.url, cc->cmp_path);
     cu->conf = conf;
+    cu->cc = cc;
+    cu->signer = signer;
     gw_upstream_set0_impl(up, cu);
     return 0;
 }
 
+/* ---- configuration: the "cmp" section ---- */
+
+/* A cmp upstream's HTTP path: like a prefix, but "/" alone and a trailing "/" are fine ("/pkix/"). */
+static bool cmp_path_ok(const char *s, size_t len)
+{
+    char buf[GW_MAX_PATH_PREFIX_LEN + 2];
+
+    if (strlen(s) != len || len == 0 || s[0] != '/')
+        return false;
+    if (len == 1)
+        return true;
+    if (len > GW_MAX_PATH_PREFIX_LEN + 1 || strstr(s, "//") != NULL)
+        return false;
+    memcpy(buf, s, len + 1);
+    if (buf[len - 1] == '/')
+        buf[len - 1] = '\0';
+    return gw_conf_prefix_ok(buf);
+}
+
+static const struct gw_conf_names names_cmp_path = {cmp_path_ok,
+                                                    "a path like \"/.well-known/cmp\" or \"/pkix/\" "
+                                                    "(characters [A-Za-z0-9._~/-])"};
+
+/*
+ * A cmp upstream: requests are protected with the PBM "ref"/"secret_file" pair, or else with the
+ * gateway's signer (given when the upstream is created); responses are checked against "trusted" (signatures)
+ * or the secret (PBM), so at least one of the two is needed.
+ */
+static int check_cmp(struct gw_conf_ctx *pc, const char *path, struct gw_upstream_conf *uc)
+{
+    struct gw_cmp_up_conf *u = uc->impl;
+    char kpath[GW_CONF_PATH_LEN];
+
+    gw_conf_join_key(kpath, path, u->cmp_ref != NULL ? "secret_file" : "ref");
+    if ((u->cmp_ref == NULL) != (u->cmp_secret_file == NULL))
+        return gw_conf_fail(pc, kpath, "\"ref\" and \"secret_file\" go together");
+    if (u->cmp_trusted_file == NULL && u->cmp_secret_file == NULL)
+        return gw_conf_fail(
+            pc, path,
+            "a cmp upstream needs \"trusted\" (its response signer's CA) or \"ref\"/\"secret_file\" "
+            "(PBM): its answers could not be verified");
+    /* "trusted": anchors for the upstream CMP CA's response signatures (docs/cmp-relay.md) */
+    gw_conf_join_key(kpath, path, "trusted");
+    if (u->cmp_trusted_file != NULL &&
+        gw_pem_load_anchors(pc, kpath, u->cmp_trusted_file, &u->cmp_trusted, NULL) != 0)
+        return GW_ERR_INVAL;
+    if (u->cmp_secret_file == NULL)
+        return 0;
+    gw_conf_join_key(kpath, path, "secret_file");
+    return gw_conf_read_secret_sized(pc, kpath, u->cmp_secret_file, GW_MIN_PBM_SECRET_LEN,
+                                     GW_MAX_PBM_SECRET_LEN, &u->cmp_secret, &u->cmp_secret_len);
+}
+
+static void free_cmp(void *impl)
+{
+    struct gw_cmp_up_conf *cc = impl;
+
+    free(cc->cmp_path);
+    free(cc->cmp_trusted_file);
+    X509_STORE_free(cc->cmp_trusted);
+    free(cc->cmp_ref);
+    free(cc->cmp_secret_file);
+    OPENSSL_clear_free(cc->cmp_secret, GW_MAX_PBM_SECRET_LEN + 3);
+}
+
+static const struct gw_conf_field cmp_fields[] = {
+    GW_CONF_REQ("path", gw_conf_p_str, struct gw_cmp_up_conf, cmp_path, .aux = &names_cmp_path),
+    GW_CONF_OPT("trusted", gw_conf_p_file, struct gw_cmp_up_conf, cmp_trusted_file),
+    GW_CONF_OPT("ref", gw_conf_p_str, struct gw_cmp_up_conf, cmp_ref, .aux = &gw_conf_names_kid),
+    GW_CONF_OPT("secret_file", gw_conf_p_file, struct gw_cmp_up_conf, cmp_secret_file),
+};
+GW_CONF_OBJDEF(cmp_def, cmp_fields, NULL);
+
 const struct gw_upstream_ops gw_upstream_cmp_ops = {
     .dialect = "cmp",
-    .caps = GW_UP_SIGN_KEY | GW_UP_SIGN_CSR | GW_UP_REVOKE,
+    .caps = GW_UP_SIGN_KEY | GW_UP_SIGN_CSR | GW_UP_REVOKE | GW_UP_REVOKE_REASON,
+    .conf_size = sizeof(struct gw_cmp_up_conf),
+    .conf_def = &cmp_def,
+    .http = GW_UPSTREAM_HTTP_API | GW_UPSTREAM_HTTP_CERT,
+    .conf_check = check_cmp,
+    .conf_free = free_cmp,
     .init = cmp_init,
     .cleanup = cmp_cleanup,
     .sign = cmp_sign,

@@ -15,6 +15,7 @@
 #include "base/err.h"
 #include "base/limits.h"
 #include "upstream/http_client.h"
+#include "upstream/upstream_int.h"
 
 /* One thread's easy handle for one client. */
 struct handle {
@@ -25,7 +26,7 @@ struct handle {
 
 struct gw_http_client {
     char *base_url;
-    char *ca_file, *cert_file, *key_file;
+    const struct gw_http_conf *tls; /* borrowed: tls_ca, tls_cert, tls_key */
     long timeout_ms;
     pthread_key_t key;
     pthread_mutex_t lock; /* guards |handles| */
@@ -70,16 +71,12 @@ static void handle_destroy(void *arg)
     free(h);
 }
 
-static char *dup_or_null(const char *s)
-{
-    return s != NULL ? strdup(s) : NULL;
-}
-
-struct gw_http_client *gw_http_client_new(const struct gw_upstream_conf *conf, char *err)
+struct gw_http_client *gw_http_client_new(const char *name, const struct gw_http_conf *conf,
+                                          uint32_t timeout_ms, char *err)
 {
     struct gw_http_client *c = NULL;
-    const char *name = conf != NULL && conf->name != NULL ? conf->name : "?";
 
+    name = name != NULL ? name : "?";
     pthread_once(&global_once, global_init);
     if (global_rc != CURLE_OK) {
         snprintf(err, GW_ERR_LEN, "upstream %s: curl_global_init: %s", name, curl_easy_strerror(global_rc));
@@ -91,18 +88,13 @@ struct gw_http_client *gw_http_client_new(const struct gw_upstream_conf *conf, c
     }
     if ((c = calloc(1, sizeof(*c))) == NULL)
         goto nomem;
-    c->base_url = strdup(conf->url);
-    c->ca_file = dup_or_null(conf->ca_file);
-    c->cert_file = dup_or_null(conf->client_cert_file);
-    c->key_file = dup_or_null(conf->client_key_file);
-    if (c->base_url == NULL || (conf->ca_file != NULL && c->ca_file == NULL) ||
-        (conf->client_cert_file != NULL && c->cert_file == NULL) ||
-        (conf->client_key_file != NULL && c->key_file == NULL))
+    c->tls = conf;
+    if ((c->base_url = strdup(conf->url)) == NULL)
         goto nomem;
     /* the base URL has no trailing slash: every path starts with one */
     while (strlen(c->base_url) > 0 && c->base_url[strlen(c->base_url) - 1] == '/')
         c->base_url[strlen(c->base_url) - 1] = '\0';
-    c->timeout_ms = conf->timeout_ms != 0 ? (long)conf->timeout_ms : GW_DEFAULT_UPSTREAM_TIMEOUT_MS;
+    c->timeout_ms = timeout_ms != 0 ? (long)timeout_ms : GW_DEFAULT_UPSTREAM_TIMEOUT_MS;
     if (pthread_key_create(&c->key, handle_destroy) != 0) {
         snprintf(err, GW_ERR_LEN, "upstream %s: no thread key left", name);
         goto fail;
@@ -114,9 +106,6 @@ nomem:
 fail:
     if (c != NULL) {
         free(c->base_url);
-        free(c->ca_file);
-        free(c->cert_file);
-        free(c->key_file);
         free(c);
     }
     return NULL;
@@ -140,9 +129,6 @@ void gw_http_client_free(struct gw_http_client *c)
     pthread_mutex_unlock(&c->lock);
     pthread_mutex_destroy(&c->lock);
     free(c->base_url);
-    free(c->ca_file);
-    free(c->cert_file);
-    free(c->key_file);
     free(c);
 }
 
@@ -226,31 +212,39 @@ fail:
     return NULL;
 }
 
-/* Sets every option of one call; CURLE_OK or the first failure. */
-static CURLcode set_options(struct gw_http_client *c, CURL *curl, const char *method, const char *url,
-                            const char *body, struct curl_slist *hdrs, struct sink *sink)
-{
-    CURLcode rc = CURLE_OK;
-
 #define SET(opt, val)                                                                                        \
     do {                                                                                                     \
         if (rc == CURLE_OK)                                                                                  \
             rc = curl_easy_setopt(curl, opt, val);                                                           \
     } while (0)
+
+CURLcode gw_http_setopt_base(CURL *curl, const char *url, const struct gw_http_conf *tls, long timeout_ms)
+{
+    CURLcode rc = CURLE_OK;
+
     SET(CURLOPT_URL, url);
     SET(CURLOPT_NOSIGNAL, 1L);
     SET(CURLOPT_PROTOCOLS_STR, "http,https");
     SET(CURLOPT_FOLLOWLOCATION, 0L);
-    SET(CURLOPT_TIMEOUT_MS, c->timeout_ms);
-    SET(CURLOPT_CONNECTTIMEOUT_MS, c->timeout_ms);
+    SET(CURLOPT_TIMEOUT_MS, timeout_ms);
+    SET(CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
     SET(CURLOPT_SSL_VERIFYPEER, 1L);
     SET(CURLOPT_SSL_VERIFYHOST, 2L);
-    if (c->ca_file != NULL)
-        SET(CURLOPT_CAINFO, c->ca_file);
-    if (c->cert_file != NULL)
-        SET(CURLOPT_SSLCERT, c->cert_file);
-    if (c->key_file != NULL)
-        SET(CURLOPT_SSLKEY, c->key_file);
+    if (tls->ca_file != NULL)
+        SET(CURLOPT_CAINFO, tls->ca_file);
+    if (tls->client_cert_file != NULL)
+        SET(CURLOPT_SSLCERT, tls->client_cert_file);
+    if (tls->client_key_file != NULL)
+        SET(CURLOPT_SSLKEY, tls->client_key_file);
+    return rc;
+}
+
+/* Sets every option of one call; CURLE_OK or the first failure. */
+static CURLcode set_options(struct gw_http_client *c, CURL *curl, const char *method, const char *url,
+                            const char *body, struct curl_slist *hdrs, struct sink *sink)
+{
+    CURLcode rc = gw_http_setopt_base(curl, url, c->tls, c->timeout_ms);
+
     SET(CURLOPT_HTTPHEADER, hdrs);
     SET(CURLOPT_WRITEFUNCTION, on_body);
     SET(CURLOPT_WRITEDATA, sink);

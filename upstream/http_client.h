@@ -11,7 +11,10 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include "gateway/config.h"
+#include <curl/curl.h>
+#include "base/err.h"
+
+struct gw_http_conf;
 
 struct gw_http_client;
 
@@ -26,8 +29,17 @@ struct gw_http_response {
     char error[GW_ERR_LEN]; /* transport error, "" if an answer came */
 };
 
-/* gw_http_client_new: for |conf| (url, tls_ca, tls_cert/key, timeout_ms). NULL with |err|. */
-struct gw_http_client *gw_http_client_new(const struct gw_upstream_conf *conf, char *err);
+/* gw_http_client_new: for upstream |name|'s API |conf| (url, tls_ca, tls_cert/key; borrowed, it must
+ * outlive the client) with calls of at most |timeout_ms| (0: the default). NULL with |err|. */
+struct gw_http_client *gw_http_client_new(const char *name, const struct gw_http_conf *conf,
+                                          uint32_t timeout_ms, char *err);
+
+/*
+ * gw_http_setopt_base sets what every call to an upstream sets on |curl|: the URL, no signals,
+ * http(s) only, no redirects, one deadline for connect and transfer, TLS verified against |tls|'s
+ * CA bundle, with its client certificate if any. CURLE_OK or the first failure.
+ */
+CURLcode gw_http_setopt_base(CURL *curl, const char *url, const struct gw_http_conf *tls, long timeout_ms);
 void gw_http_client_free(struct gw_http_client *c);
 
 /*

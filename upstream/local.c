@@ -27,6 +27,9 @@
 #include "base/log.h"
 #include "upstream/store.h"
 #include "upstream/upstream.h"
+#include "upstream/upstream_int.h"
+#include "base/conf.h"
+#include "base/pem.h"
 #include "base/clock.h"
 #include "base/x509.h"
 
@@ -47,7 +50,7 @@ struct crl_cache {
 struct local {
     X509 *ca;
     EVP_PKEY *key;
-    STACK_OF(X509) *chain; /* the CA, then conf->chain */
+    STACK_OF(X509) *chain; /* the CA, then lc->chain */
     ASN1_OCTET_STRING *ca_keyid;
     time_t ca_not_before, ca_not_after;
     struct crl_cache crl;
@@ -95,15 +98,15 @@ static ASN1_OCTET_STRING *ca_keyid(X509 *ca)
     return id;
 }
 
-static int build_chain(struct local *l, const struct gw_upstream_conf *conf)
+static int build_chain(struct local *l, const struct gw_local_conf *lc)
 {
     int i;
 
     if ((l->chain = sk_X509_new_null()) == NULL || sk_X509_push(l->chain, l->ca) <= 0)
         return 0;
     X509_up_ref(l->ca);
-    for (i = 0; i < sk_X509_num(conf->chain); i++) {
-        X509 *c = sk_X509_value(conf->chain, i);
+    for (i = 0; i < sk_X509_num(lc->chain); i++) {
+        X509 *c = sk_X509_value(lc->chain, i);
 
         if (X509_cmp(c, l->ca) == 0)
             continue; /* the chain file may repeat the CA itself */
@@ -135,10 +138,11 @@ static int store_usable(const char *dir, char *err, const char *name)
 /* Temporary files a crash left in the store would otherwise stay forever. 1, or 0 with |err|. */
 static int store_sweep(const struct gw_upstream_conf *conf, char *err)
 {
+    const struct gw_local_conf *lc = conf->impl;
     size_t removed = 0;
     char n[32];
 
-    if (gw_store_sweep(conf->store_dir, time(NULL), &removed, err) != 0)
+    if (gw_store_sweep(lc->store_dir, time(NULL), &removed, err) != 0)
         return 0;
     if (removed > 0) {
         snprintf(n, sizeof(n), "%zu", removed);
@@ -151,34 +155,34 @@ static int store_sweep(const struct gw_upstream_conf *conf, char *err)
 static int local_init(struct gw_upstream *up, char *err)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
+    const struct gw_local_conf *lc = conf->impl;
     struct local *l;
 
-    if (conf->cert == NULL || conf->key == NULL) {
+    if (lc->cert == NULL || lc->key == NULL) {
         snprintf(err, GW_ERR_LEN, "upstream %s: the local issuer needs a CA certificate and key", conf->name);
         return GW_ERR_INVAL;
     }
-    if (X509_check_private_key(conf->cert, conf->key) != 1) {
+    if (X509_check_private_key(lc->cert, lc->key) != 1) {
         snprintf(err, GW_ERR_LEN, "upstream %s: the CA key does not match the CA certificate", conf->name);
         return GW_ERR_INVAL;
     }
-    if (X509_check_ca(conf->cert) == 0) {
+    if (X509_check_ca(lc->cert) == 0) {
         snprintf(err, GW_ERR_LEN, "upstream %s: the certificate is not a CA certificate", conf->name);
         return GW_ERR_INVAL;
     }
-    if (conf->store_dir != NULL &&
-        (!store_usable(conf->store_dir, err, conf->name) || !store_sweep(conf, err)))
+    if (lc->store_dir != NULL && (!store_usable(lc->store_dir, err, conf->name) || !store_sweep(conf, err)))
         return GW_ERR_INVAL;
     if ((l = calloc(1, sizeof(*l))) == NULL)
         goto nomem;
     pthread_mutex_init(&l->crl.crl_lock, NULL);
-    X509_up_ref(conf->cert);
-    l->ca = conf->cert;
-    EVP_PKEY_up_ref(conf->key);
-    l->key = conf->key;
-    if (!build_chain(l, conf) || (l->ca_keyid = ca_keyid(l->ca)) == NULL)
+    X509_up_ref(lc->cert);
+    l->ca = lc->cert;
+    EVP_PKEY_up_ref(lc->key);
+    l->key = lc->key;
+    if (!build_chain(l, lc) || (l->ca_keyid = ca_keyid(l->ca)) == NULL)
         goto nomem;
-    if (conf->store_dir != NULL && gw_store_crl_state_get(conf->store_dir, &l->crl.last_number,
-                                                          &l->crl.last_this_update, err) == GW_ERR_IO) {
+    if (lc->store_dir != NULL && gw_store_crl_state_get(lc->store_dir, &l->crl.last_number,
+                                                        &l->crl.last_this_update, err) == GW_ERR_IO) {
         local_free(l);
         return GW_ERR_INVAL;
     }
@@ -390,11 +394,12 @@ err:
 static void record(const struct gw_upstream_conf *conf, const struct gw_sign_req *req,
                    struct gw_sign_result *res)
 {
+    const struct gw_local_conf *lc = conf->impl;
     char err[GW_ERR_LEN];
 
-    if (res->status != 0 || res->cert == NULL || conf->store_dir == NULL)
+    if (res->status != 0 || res->cert == NULL || lc->store_dir == NULL)
         return;
-    if (gw_store_put(conf->store_dir, res->cert, err) == 0)
+    if (gw_store_put(lc->store_dir, res->cert, err) == 0)
         return;
     gw_log_kv(GW_LOG_ERROR, "store_failed", "upstream", conf->name, "tid", req->request_id, "msg", err, NULL);
     gw_sign_result_cleanup(res);
@@ -407,6 +412,7 @@ static int local_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_
                       void *arg)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
+    const struct gw_local_conf *lc = conf->impl;
     const struct local *l = gw_upstream_get0_impl(up);
     struct gw_sign_result *res;
 
@@ -415,9 +421,9 @@ static int local_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_
     if ((res = malloc(sizeof(*res))) == NULL)
         return GW_ERR_NOMEM;
     gw_sign_result_init(res);
-    if (conf->delay_ms > 0)
-        gw_sleep_ms(conf->delay_ms); /* test knob: hold the calling thread, as a slow CA would */
-    issue(l, req->plan, conf->crl_url, res);
+    if (lc->delay_ms > 0)
+        gw_sleep_ms(lc->delay_ms); /* test knob: hold the calling thread, as a slow CA would */
+    issue(l, req->plan, lc->crl_url, res);
     record(conf, req, res);
     done(arg, res);
     return 0;
@@ -438,11 +444,12 @@ static int local_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, 
                                int reason, char *err)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
+    const struct gw_local_conf *lc = conf->impl;
     struct local *l = gw_upstream_get0_impl(up);
     char hex[2 * 20 + 1] = "";
     int rc;
 
-    if (conf->store_dir == NULL) {
+    if (lc->store_dir == NULL) {
         snprintf(err, GW_ERR_LEN, "upstream %s keeps no store, so it cannot revoke: configure \"store\"",
                  conf->name);
         return GW_ERR_INVAL;
@@ -455,7 +462,7 @@ static int local_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, 
         snprintf(err, GW_ERR_LEN, "upstream %s did not issue it: the issuer is another CA", conf->name);
         return GW_ERR_NOT_FOUND;
     }
-    rc = gw_store_revoke(conf->store_dir, serial, reason, time(NULL), err);
+    rc = gw_store_revoke(lc->store_dir, serial, reason, time(NULL), err);
     (void)gw_x509_serial_hex_checked(serial, hex, sizeof(hex));
     if (rc == GW_ERR_EXISTS) { /* the first revocation stands; a concurrent one lost the race */
         gw_log_kv(GW_LOG_INFO, "local_revoked", "upstream", conf->name, "serial", hex, "msg",
@@ -476,15 +483,16 @@ static int local_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, 
 static int local_cert_status(struct gw_upstream *up, const X509 *cert, int *revoked, char *err)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
+    const struct gw_local_conf *lc = conf->impl;
     struct gw_store_revocation r;
     char hex[2 * 20 + 1];
     int rc;
 
     *revoked = 0;
-    if (conf->store_dir == NULL ||
+    if (lc->store_dir == NULL ||
         gw_x509_serial_hex_checked(X509_get0_serialNumber(cert), hex, sizeof(hex)) != 0)
         return 0; /* without a store nothing can have been revoked */
-    rc = gw_store_revocation_get(conf->store_dir, hex, &r, err);
+    rc = gw_store_revocation_get(lc->store_dir, hex, &r, err);
     if (rc == GW_ERR_NOT_FOUND)
         return 0;
     *revoked = rc == 0;
@@ -559,6 +567,7 @@ static uint64_t realtime_us(void)
 /* Builds and signs the CRL of |l| from the store into |c|. Lock held. 0 or a gw_err with |err|. */
 static int crl_rebuild(struct local *l, const struct gw_upstream_conf *conf, time_t now, char *err)
 {
+    const struct gw_local_conf *lc = conf->impl;
     struct gw_store_revocation *v = NULL;
     struct crl_cache *c = &l->crl;
     unsigned char *der = NULL;
@@ -570,12 +579,11 @@ static int crl_rebuild(struct local *l, const struct gw_upstream_conf *conf, tim
     time_t this_update = now > c->last_this_update ? now : c->last_this_update;
     int len = 0, rc;
 
-    if (conf->store_dir != NULL && (rc = gw_store_revocations(conf->store_dir, &v, &n, err)) != 0)
+    if (lc->store_dir != NULL && (rc = gw_store_revocations(lc->store_dir, &v, &n, err)) != 0)
         goto out;
     if (number <= c->last_number)
         number = c->last_number + 1;
-    if (conf->store_dir != NULL &&
-        (rc = gw_store_crl_state_put(conf->store_dir, number, this_update, err)) != 0)
+    if (lc->store_dir != NULL && (rc = gw_store_crl_state_put(lc->store_dir, number, this_update, err)) != 0)
         goto out;
     rc = GW_ERR_CRYPTO;
     if ((crl = X509_CRL_new()) == NULL || !crl_header(crl, l, this_update, number))
@@ -633,10 +641,116 @@ static int local_crl(struct gw_upstream *up, unsigned char **der, size_t *len, c
     return rc;
 }
 
+/* ---- configuration: the "local" section ---- */
+
+/*
+ * "crl_url": an http(s) URL with a path, of printable ASCII without spaces, quotes or backslashes
+ * (it becomes an IA5String URI in a CRL distribution point: RFC 5280 §4.2.1.13 and §4.2.1.6).
+ */
+static int p_crl_url(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                     const struct gw_conf_field *f)
+{
+    const char *s;
+    char buf[GW_CONF_SHOW_BUF];
+    size_t i, n;
+
+    if (v == NULL)
+        return 0;
+    if ((s = gw_conf_want_string(pc, path, v, "a URL")) == NULL)
+        return GW_ERR_INVAL;
+    n = strlen(s);
+    for (i = 0; i < n && s[i] > 0x20 && s[i] < 0x7f && s[i] != '"' && s[i] != '\\'; i++)
+        ;
+    if (i != n || n > GW_MAX_URL_LEN || (strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0) ||
+        strchr(strchr(s, ':') + 3, '/') == NULL)
+        return gw_conf_fail(pc, path,
+                            "expected \"http(s)://host[:port]/path\" of at most %d printable bytes, got %s",
+                            GW_MAX_URL_LEN, gw_conf_show(v, buf, sizeof(buf)));
+    return (*(char **)gw_conf_at(base, f->off) = strdup(s)) != NULL ? 0 : GW_ERR_NOMEM;
+}
+
+/* The inventory directory of a local issuer: it must exist and be writable (nothing issued is lost). */
+static int check_store(struct gw_conf_ctx *pc, const char *path, const char *dirname)
+{
+    char spath[GW_CONF_PATH_LEN];
+    struct stat st;
+
+    gw_conf_join_key(spath, path, "store");
+    if (stat(dirname, &st) != 0)
+        return gw_conf_fail(pc, spath, "cannot use \"%s\": %s", dirname, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return gw_conf_fail(pc, spath, "\"%s\" is not a directory", dirname);
+    if (access(dirname, W_OK | X_OK) != 0)
+        return gw_conf_fail(pc, spath, "\"%s\" is not writable: %s", dirname, strerror(errno));
+    return 0;
+}
+
+/*
+ * The CA certificate and key must be a pair and a CA; its certificate and chain are what the
+ * certificates it issues chain to, and it is the CA cmpgw holds the key of (own_ca).
+ */
+static int check_local(struct gw_conf_ctx *pc, const char *path, struct gw_upstream_conf *u)
+{
+    struct gw_local_conf *lc = u->impl;
+    STACK_OF(X509) *certs = NULL;
+    char cpath[GW_CONF_PATH_LEN];
+
+    if (gw_pem_load_pair(pc, path, lc->cert_file, lc->key_file, &lc->cert, &lc->key) != 0)
+        return GW_ERR_INVAL;
+    gw_conf_join_key(cpath, path, "cert");
+    if ((X509_get_extension_flags(lc->cert) & EXFLAG_CA) == 0)
+        return gw_conf_fail(pc, cpath, "\"%s\" is not a CA certificate (basicConstraints CA:TRUE)",
+                            lc->cert_file);
+    if (lc->store_dir != NULL && check_store(pc, path, lc->store_dir) != 0)
+        return GW_ERR_INVAL;
+    if (gw_pem_load_chain(pc, path, lc->chain_file, &lc->chain) != 0)
+        return GW_ERR_INVAL;
+    if (X509_up_ref(lc->cert) != 1)
+        return GW_ERR_NOMEM;
+    u->own_ca = lc->cert;
+    u->store_dir = lc->store_dir;
+    if ((certs = X509_chain_up_ref(lc->chain)) == NULL ||
+        X509_add_cert(certs, lc->cert, X509_ADD_FLAG_UP_REF | X509_ADD_FLAG_PREPEND | X509_ADD_FLAG_NO_DUP) !=
+            1) {
+        sk_X509_pop_free(certs, X509_free);
+        return GW_ERR_NOMEM;
+    }
+    return gw_upstream_conf_set_issuers(pc, cpath, lc->cert_file, certs, u);
+}
+
+static void free_local(void *impl)
+{
+    struct gw_local_conf *lc = impl;
+
+    free(lc->cert_file);
+    free(lc->key_file);
+    free(lc->chain_file);
+    X509_free(lc->cert);
+    EVP_PKEY_free(lc->key);
+    sk_X509_pop_free(lc->chain, X509_free);
+    free(lc->store_dir);
+    free(lc->crl_url);
+}
+
+static const struct gw_conf_field local_fields[] = {
+    GW_CONF_REQ("cert", gw_conf_p_file, struct gw_local_conf, cert_file),
+    GW_CONF_REQ("key", gw_conf_p_file, struct gw_local_conf, key_file),
+    GW_CONF_OPT("chain", gw_conf_p_file, struct gw_local_conf, chain_file),
+    GW_CONF_OPT("store", gw_conf_p_file, struct gw_local_conf, store_dir),
+    GW_CONF_OPT("crl_url", p_crl_url, struct gw_local_conf, crl_url),
+    GW_CONF_OPT("delay", gw_conf_p_dur_ms, struct gw_local_conf, delay_ms, .min = 0,
+                .max = GW_MAX_UPSTREAM_DELAY_MS),
+};
+GW_CONF_OBJDEF(local_def, local_fields, NULL);
+
 const struct gw_upstream_ops gw_upstream_local_ops = {
     .dialect = "local",
-    .caps =
-        GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE | GW_UP_CERT_STATUS | GW_UP_CRL | GW_UP_STATUS_AT_ONCE,
+    .caps = GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE | GW_UP_CERT_STATUS | GW_UP_CRL |
+            GW_UP_STATUS_AT_ONCE | GW_UP_REVOKE_REASON,
+    .conf_size = sizeof(struct gw_local_conf),
+    .conf_def = &local_def,
+    .conf_check = check_local,
+    .conf_free = free_local,
     .init = local_init,
     .cleanup = local_cleanup,
     .sign = local_sign,

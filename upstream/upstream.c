@@ -1,6 +1,6 @@
 /*
- * Upstream CAs behind one interface (upstream/upstream.h): adapter table, in-flight cap, and the
- * synchronous wait a CMP worker uses.
+ * Upstream CAs behind one interface (upstream/upstream.h): creation by adapter, in-flight cap, and
+ * the synchronous wait a CMP worker uses. The adapters and their configuration: upstream/conf.c.
  *
  * The waiter is shared by the waiting worker and the completion and freed by whichever lets go
  * last, so a completion that arrives after the deadline lands on live memory. Such a late
@@ -24,6 +24,8 @@
 #include "base/log.h"
 #include "upstream/store.h"
 #include "upstream/upstream.h"
+#include "upstream/upstream_int.h"
+#include "upstream/upstream_test.h"
 #include "base/clock.h"
 #include "base/x509.h"
 
@@ -32,19 +34,9 @@
 struct gw_upstream {
     const struct gw_upstream_conf *conf;
     const struct gw_upstream_ops *ops;
+    const struct gw_upstream_signer *signer;
     void *impl;
     atomic_uint inflight;
-};
-
-/* Adapters by configured type (docs/design.md, decision 11). */
-static const struct {
-    enum gw_upstream_type type;
-    const struct gw_upstream_ops *ops;
-} adapters[] = {
-    {GW_UPSTREAM_LOCAL, &gw_upstream_local_ops},
-    {GW_UPSTREAM_VAULT, &gw_upstream_vault_ops},
-    {GW_UPSTREAM_CFSSL, &gw_upstream_cfssl_ops},
-    {GW_UPSTREAM_CMP, &gw_upstream_cmp_ops},
 };
 
 /* One submit: counts the call in flight until the adapter completes it. */
@@ -87,7 +79,8 @@ void gw_sign_result_cleanup(struct gw_sign_result *r)
 }
 
 struct gw_upstream *gw_upstream_new_ops(const struct gw_upstream_conf *conf,
-                                        const struct gw_upstream_ops *ops, char *err)
+                                        const struct gw_upstream_ops *ops,
+                                        const struct gw_upstream_signer *signer, char *err)
 {
     struct gw_upstream *up = NULL;
 
@@ -101,6 +94,7 @@ struct gw_upstream *gw_upstream_new_ops(const struct gw_upstream_conf *conf,
     }
     up->conf = conf;
     up->ops = ops;
+    up->signer = signer;
     atomic_init(&up->inflight, 0);
     if (ops->init != NULL && ops->init(up, err) != 0)
         goto fail;
@@ -110,17 +104,14 @@ fail:
     return NULL;
 }
 
-struct gw_upstream *gw_upstream_new(const struct gw_upstream_conf *conf, char *err)
+struct gw_upstream *gw_upstream_new(const struct gw_upstream_conf *conf,
+                                    const struct gw_upstream_signer *signer, char *err)
 {
-    size_t i;
-
-    for (i = 0; conf != NULL && i < sizeof(adapters) / sizeof(adapters[0]); i++) {
-        if (adapters[i].type == conf->type)
-            return gw_upstream_new_ops(conf, adapters[i].ops, err);
+    if (conf == NULL || conf->ops == NULL) {
+        snprintf(err, GW_ERR_LEN, "upstream %s: no adapter", gw_upstream_conf_name(conf));
+        return NULL;
     }
-    snprintf(err, GW_ERR_LEN, "upstream %s: unknown type %d", gw_upstream_conf_name(conf),
-             conf != NULL ? (int)conf->type : -1);
-    return NULL;
+    return gw_upstream_new_ops(conf, conf->ops, signer, err);
 }
 
 void gw_upstream_free(struct gw_upstream *up)
@@ -147,6 +138,16 @@ void gw_upstream_free(struct gw_upstream *up)
 const struct gw_upstream_conf *gw_upstream_get0_conf(const struct gw_upstream *up)
 {
     return up->conf;
+}
+
+const struct gw_upstream_signer *gw_upstream_get0_signer(const struct gw_upstream *up)
+{
+    return up->signer;
+}
+
+const char *gw_upstream_conf_type(const struct gw_upstream_conf *conf)
+{
+    return conf != NULL && conf->ops != NULL ? conf->ops->dialect : "?";
 }
 
 void *gw_upstream_get0_impl(const struct gw_upstream *up)
@@ -494,16 +495,6 @@ int gw_upstream_sign_async(struct gw_upstream *up, const struct gw_sign_req *req
 
 /* ---- what a role may ask of its upstream ---- */
 
-static const struct gw_upstream_ops *ops_of(enum gw_upstream_type type)
-{
-    size_t i;
-
-    for (i = 0; i < sizeof(adapters) / sizeof(adapters[0]); i++)
-        if (adapters[i].type == type)
-            return adapters[i].ops;
-    return NULL;
-}
-
 /* True when the role restricts the names it issues itself (config "authorization"). */
 static int role_restricts_names(const struct gw_role *role)
 {
@@ -515,7 +506,7 @@ static int role_restricts_names(const struct gw_role *role)
 
 int gw_upstream_check_role(const struct gw_upstream_conf *up, const struct gw_role *role, char *err)
 {
-    const struct gw_upstream_ops *ops = up != NULL ? ops_of(up->type) : NULL, *dops;
+    const struct gw_upstream_ops *ops = up != NULL ? up->ops : NULL, *dops;
 
     if (ops == NULL || role == NULL) {
         snprintf(err, GW_ERR_LEN, "role %s: no adapter for its upstream", role != NULL ? role->name : "?");
@@ -530,7 +521,7 @@ int gw_upstream_check_role(const struct gw_upstream_conf *up, const struct gw_ro
                  role->name, gw_upstream_conf_name(up), ops->dialect);
         return GW_ERR_INVAL;
     }
-    if (role->delegate == NULL || (dops = ops_of(role->delegate->type)) == NULL ||
+    if (role->delegate == NULL || (dops = role->delegate->ops) == NULL ||
         (dops->caps & GW_UP_SIGN_KEY) == 0) {
         snprintf(err, GW_ERR_LEN,
                  "role %s: \"crmf\": \"delegate\" needs a delegate upstream that signs CRMF "
@@ -557,7 +548,8 @@ struct gw_upstream_set {
 };
 
 struct gw_upstream_set *gw_upstream_set_new(const struct gw_upstream_conf *confs, size_t n,
-                                            const struct gw_role *roles, size_t n_roles, char *err)
+                                            const struct gw_role *roles, size_t n_roles,
+                                            const struct gw_upstream_signer *signer, char *err)
 {
     struct gw_upstream_set *set;
     size_t i;
@@ -572,7 +564,7 @@ struct gw_upstream_set *gw_upstream_set_new(const struct gw_upstream_conf *confs
         if (gw_upstream_check_role(roles[i].upstream, &roles[i], err) != 0)
             goto fail;
     for (i = 0; i < n; i++) {
-        if ((set->ups[i] = gw_upstream_new(&confs[i], err)) == NULL)
+        if ((set->ups[i] = gw_upstream_new(&confs[i], signer, err)) == NULL)
             goto fail;
         set->n++;
     }
@@ -687,16 +679,6 @@ int gw_upstream_cert_status(struct gw_upstream *up, const X509 *cert, int *revok
     if (lacks(up, GW_UP_CERT_STATUS, "report certificate status", err))
         return GW_ERR_INVAL;
     return up->ops->cert_status(up, cert, revoked, err);
-}
-
-void gw_role_policy_cleanup(struct gw_role_policy *p)
-{
-    if (p == NULL)
-        return;
-    for (size_t i = 0; i < p->allowed_domains.n; i++)
-        free(p->allowed_domains.v[i]);
-    free(p->allowed_domains.v);
-    memset(p, 0, sizeof(*p));
 }
 
 int gw_upstream_set_put0(struct gw_upstream_set *set, struct gw_upstream *up)

@@ -19,62 +19,37 @@
 #include "mappings/profile.h"
 
 struct gw_upstream;
-struct gw_signer_conf; /* gateway/cmp/conf.h: the gateway's own signer, for a cmp upstream */
+struct gw_upstream_ops; /* upstream/upstream_int.h: what an adapter implements */
+struct gw_conf_ctx;
+struct gw_conf_field;
+struct json_object;
 
-enum gw_upstream_type {
-    GW_UPSTREAM_LOCAL = 0, /* in-process issuer */
-    GW_UPSTREAM_VAULT,     /* Vault / OpenBao PKI secrets engine */
-    GW_UPSTREAM_CFSSL,     /* cfssl serve */
-    GW_UPSTREAM_CMP,       /* an upstream CMP CA: the gateway forwards as an RA (docs/cmp-relay.md) */
-};
-
+/*
+ * An upstream's configuration ("upstreams": {"<name>": {"type": ..., ...}}): the keys every adapter
+ * takes are here; the adapter's own section is behind |impl| (upstream/upstream_int.h).
+ */
 struct gw_upstream_conf {
     char *name;
-    enum gw_upstream_type type;
+    const struct gw_upstream_ops *ops; /* the adapter its "type" names */
     uint32_t timeout_ms;
     uint32_t max_inflight;
     bool check_revocation; /* "check_revocation": false accepts its certificates as credentials unchecked */
-    /* local */
-    char *cert_file, *key_file, *chain_file;
-    X509 *cert; /* issuing CA certificate */
+    void *impl;            /* the adapter's section */
+    /* What every adapter states about the CAs it issues under (filled by its configuration check). */
+    X509 *own_ca;                 /* the CA certificate whose key cmpgw holds (a local issuer); else NULL */
+    STACK_OF(X509) *issuer_certs; /* what its certificates chain to: own_ca and its chain, or "issuer_ca" */
+    X509_STORE *issuer_store;     /* the same, as a store (partial chains); never NULL once checked */
+    const char *store_dir;        /* its durable inventory of issued certificates, or NULL */
+};
+
+/*
+ * The gateway's own signing credential, borrowed by the upstreams (a cmp upstream protects its
+ * requests with it unless it has a PBM secret). Outlives them.
+ */
+struct gw_upstream_signer {
+    X509 *cert;
     EVP_PKEY *key;
-    STACK_OF(X509) *chain; /* issuing CA's chain up to (and incl.) the root; may be empty */
-    uint32_t delay_ms;     /* "delay": hold each sign call this long (tests, demos); 0 = off */
-    char *store_dir;       /* "store": durable inventory, one <serial hex>.pem per certificate issued,
-                              written and fsync'd before the certificate is released; required for a
-                              delegate issuer (docs/design.md, decision 5) */
-    char *crl_url;         /* "crl_url": http(s) URL put as CRL distribution point (RFC 5280 §4.2.1.13)
-                              into every certificate it issues, e.g. where cmpgw serves its CRL
-                              (<prefix>/crl/<name>); NULL = none */
-    /* vault, cfssl: the upstream's HTTP(S) API */
-    char *url;              /* base URL, e.g. "https://127.0.0.1:8200"; no trailing slash */
-    char *ca_file;          /* "tls_ca": CA bundle to verify the upstream's TLS server certificate */
-    char *client_cert_file; /* "tls_cert"/"tls_key": TLS client certificate (Vault cert auth, mTLS) */
-    char *client_key_file;
-    char *issuer_ca_file;         /* "issuer_ca": PEM CA certificate(s) the upstream issues under; every
-                                     returned certificate must chain to one of them (required) */
-    X509_STORE *issuer_store;     /* loaded from issuer_ca_file */
-    STACK_OF(X509) *issuer_certs; /* the same certificates, for chain building; never empty when set */
-    /* vault */
-    char *mount;           /* "mount": PKI mount path, default "pki" */
-    char *token_file;      /* "token_file": X-Vault-Token, read at start and re-read on 403 */
-    char *vault_namespace; /* "namespace": X-Vault-Namespace; NULL if none */
-    char *auth_cert_mount; /* "auth": {"cert": {"mount": "cert", "role": ...}}: cert-auth login with
-                              tls_cert/tls_key at POST /v1/auth/<mount>/login; NULL if token_file */
-    char *auth_cert_role;  /* the login "name"; NULL if none */
-    /* cfssl */
-    char *auth_key_file;     /* "auth_key_file": hex HMAC key: use authsign instead of sign */
-    unsigned char *auth_key; /* loaded; never logged */
-    size_t auth_key_len;
-    /* cmp (also url, tls_ca, tls_cert/tls_key, issuer_ca) */
-    char *cmp_path;            /* "path": the CMP path at |url|, e.g. "/.well-known/cmp" or "/pkix/" */
-    char *cmp_trusted_file;    /* "trusted": PEM anchors for the upstream's response signatures */
-    X509_STORE *cmp_trusted;   /* loaded; NULL if none (then responses must be PBM with the secret) */
-    char *cmp_ref;             /* "ref": PBM senderKID towards the upstream; with "secret_file" */
-    char *cmp_secret_file;     /* "secret_file": PBM secret; without it, requests are signed by |signer| */
-    unsigned char *cmp_secret; /* loaded; never logged */
-    size_t cmp_secret_len;
-    const struct gw_signer_conf *signer; /* borrowed: the gateway's signer (set for cmp upstreams) */
+    STACK_OF(X509) *chain;
 };
 
 /* A sign request. The adapter copies or up-refs what it keeps. */
@@ -108,57 +83,20 @@ enum gw_upstream_cap {
     GW_UP_CRL = 1u << 5,         /* publishes a CRL (gw_upstream_crl) */
     GW_UP_STATUS_AT_ONCE =
         1u << 6, /* cert_status answers from local state without network: ask it every time */
+    GW_UP_REVOKE_REASON = 1u << 7, /* records the CRLReason a revocation gives (Vault takes none) */
 };
 
-/*
- * An upstream role's policy as the upstream states it (Vault GET <mount>/roles/<name>), for a
- * delegate issuer, so it is not written twice. Owned; gw_role_policy_cleanup frees it.
- */
-struct gw_role_policy {
-    struct gw_patterns allowed_domains;
-    bool allow_any_name, allow_subdomains, allow_bare_domains, allow_glob_domains, allow_localhost;
-    bool allow_ip_sans;
-    bool enforce_hostnames;
-    char key_type[GW_MAX_KEY_TYPE_LEN + 1]; /* "rsa", "ec", "ed25519", "any" */
-    int key_bits;                           /* 0 = any */
-    uint32_t max_ttl;                       /* seconds, 0 = none */
-    unsigned key_usage;     /* KU_* bits: what it puts into every certificate, whatever the request */
-    unsigned ext_key_usage; /* enum gw_eku bits: likewise */
-    /* an extendedKeyUsage it grants that no role can allow, as the upstream names it (Vault "Any",
-       an OID); "" if none */
-    char other_eku[GW_MAX_OID_TEXT + 1];
-};
-
-struct gw_upstream_ops {
-    const char *dialect;
-    unsigned caps; /* enum gw_upstream_cap */
-    int (*init)(struct gw_upstream *up, char *err);
-    void (*cleanup)(struct gw_upstream *up);
-    int (*sign)(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done, void *arg);
-    /* Optional (NULL unless caps say so). Synchronous; worker threads; bounded by the upstream timeout. */
-    int (*revoke)(struct gw_upstream *up, const X509 *cert, int reason, char *err);
-    int (*role_policy)(struct gw_upstream *up, const char *role, struct gw_role_policy *out, char *err);
-    int (*cert_status)(struct gw_upstream *up, const X509 *cert, int *revoked, char *err);
-    /* GW_UP_REVOKE: revoke by issuer and serial (rr carries only a CertTemplate). */
-    int (*revoke_serial)(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
-                         int reason, char *err);
-    /* GW_UP_CRL: the current CRL, DER, malloc'd (free()). */
-    int (*crl)(struct gw_upstream *up, unsigned char **der, size_t *len, char *err);
-};
-
-/* gw_upstream_new creates the upstream described by |conf| (borrowed: must outlive it). */
-struct gw_upstream *gw_upstream_new(const struct gw_upstream_conf *conf, char *err);
-/* gw_upstream_new_ops is gw_upstream_new with adapter |ops| instead of the one |conf->type| names
- * (adapters outside the table; tests). |ops| is borrowed. */
-struct gw_upstream *gw_upstream_new_ops(const struct gw_upstream_conf *conf,
-                                        const struct gw_upstream_ops *ops, char *err);
+/* gw_upstream_new creates the upstream described by |conf| with the gateway's |signer| (both
+ * borrowed: they must outlive it; |signer| may be NULL). */
+struct gw_upstream *gw_upstream_new(const struct gw_upstream_conf *conf,
+                                    const struct gw_upstream_signer *signer, char *err);
 /* gw_upstream_free waits (up to GW_DRAIN_TIMEOUT_MS) for calls in flight to complete. NULL-safe. */
 void gw_upstream_free(struct gw_upstream *up);
 const struct gw_upstream_conf *gw_upstream_get0_conf(const struct gw_upstream *up);
 /* gw_upstream_conf_name is |conf|'s name for logs and reasons, "?" if it has none (NULL-safe). */
 const char *gw_upstream_conf_name(const struct gw_upstream_conf *conf);
-void *gw_upstream_get0_impl(const struct gw_upstream *up);
-void gw_upstream_set0_impl(struct gw_upstream *up, void *impl);
+/* gw_upstream_conf_type is the "type" of |conf| ("local", "vault", ...), for messages. */
+const char *gw_upstream_conf_type(const struct gw_upstream_conf *conf);
 
 /* Returns 0 (|done| will be called exactly once) or GW_ERR_BUSY / GW_ERR_INVAL / GW_ERR_NOMEM (|done| is
  * not called). */
@@ -214,7 +152,6 @@ int gw_upstream_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, c
 int gw_upstream_crl(struct gw_upstream *up, unsigned char **der, size_t *len, char *err);
 int gw_upstream_role_policy(struct gw_upstream *up, const char *role, struct gw_role_policy *out, char *err);
 int gw_upstream_cert_status(struct gw_upstream *up, const X509 *cert, int *revoked, char *err);
-void gw_role_policy_cleanup(struct gw_role_policy *p);
 
 void gw_sign_result_init(struct gw_sign_result *r);
 void gw_sign_result_cleanup(struct gw_sign_result *r);
@@ -232,18 +169,27 @@ int gw_upstream_check_role(const struct gw_upstream_conf *up, const struct gw_ro
  * gw_upstream_check_role. */
 struct gw_upstream_set;
 struct gw_upstream_set *gw_upstream_set_new(const struct gw_upstream_conf *confs, size_t n,
-                                            const struct gw_role *roles, size_t n_roles, char *err);
+                                            const struct gw_role *roles, size_t n_roles,
+                                            const struct gw_upstream_signer *signer, char *err);
 void gw_upstream_set_free(struct gw_upstream_set *set);
 struct gw_upstream *gw_upstream_set_get0(const struct gw_upstream_set *set, const char *name);
-/* gw_upstream_set_put0 puts |up| into |set| under its conf's name, replacing (and freeing) the one of
- * that name, else adding it (adapters outside the table; tests). Takes |up| over on success only.
- * 0 or GW_ERR_NOMEM / GW_ERR_INVAL. */
-int gw_upstream_set_put0(struct gw_upstream_set *set, struct gw_upstream *up);
+/*
+ * Configuration (upstream/conf.c). gw_upstream_p_conf is the value parser of one entry of
+ * "upstreams" (base/conf.h): the common keys, then the section of the adapter its "type" names,
+ * checked by that adapter. gw_upstream_conf_cleanup frees what a parsed |conf| holds.
+ */
+int gw_upstream_p_conf(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                       const struct gw_conf_field *f);
+void gw_upstream_conf_cleanup(struct gw_upstream_conf *conf);
 
-/* Adapters. */
-extern const struct gw_upstream_ops gw_upstream_local_ops;
-extern const struct gw_upstream_ops gw_upstream_vault_ops;
-extern const struct gw_upstream_ops gw_upstream_cfssl_ops;
-extern const struct gw_upstream_ops gw_upstream_cmp_ops;
+/*
+ * gw_upstream_resolve_role finds the upstreams |role| names among |confs| and checks that they can
+ * do what it asks: role keys only their adapters take, a delegate that is an issuer cmpgw holds
+ * the key of, chaining to the upstream's CA, a crmf_upstream that signs CRMF, poll_after below the
+ * timeout. Fills role->upstream, delegate, crmf_upstream and the default upstream_role. 0 or a
+ * gw_err with the error set in |pc|.
+ */
+int gw_upstream_resolve_role(struct gw_conf_ctx *pc, struct gw_role *role,
+                             const struct gw_upstream_conf *confs, size_t n);
 
 #endif

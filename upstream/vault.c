@@ -17,6 +17,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -24,6 +25,8 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
+#include <sys/stat.h>
 #include <json-c/json.h>
 #include <openssl/bn.h>
 #include <openssl/cmp.h>
@@ -37,6 +40,8 @@
 #include "upstream/answers.h"
 #include "upstream/http_client.h"
 #include "upstream/upstream.h"
+#include "upstream/upstream_int.h"
+#include "base/conf.h"
 #include "base/clock.h"
 #include "base/x509.h"
 
@@ -44,6 +49,7 @@
 
 struct vault {
     const struct gw_upstream_conf *conf;
+    const struct gw_vault_conf *vc;
     struct gw_http_client *http;
     const char *mount;
     uint32_t timeout_ms;
@@ -110,9 +116,9 @@ out:
 
 static int add_namespace(const struct vault *v, char *hdr, size_t cap, const char **headers, size_t *n)
 {
-    if (v->conf->vault_namespace == NULL)
+    if (v->vc->vault_namespace == NULL)
         return 0;
-    if ((size_t)snprintf(hdr, cap, "X-Vault-Namespace: %s", v->conf->vault_namespace) >= cap)
+    if ((size_t)snprintf(hdr, cap, "X-Vault-Namespace: %s", v->vc->vault_namespace) >= cap)
         return GW_ERR_INVAL;
     headers[(*n)++] = hdr;
     return 0;
@@ -136,9 +142,9 @@ static int cert_login(struct vault *v, char **token, uint32_t *lease, char *err)
         set_err(err, "Vault cert login: cannot build the request");
         goto out;
     }
-    if (v->conf->auth_cert_role != NULL)
-        json_object_object_add(req, "name", json_object_new_string(v->conf->auth_cert_role));
-    snprintf(path, sizeof(path), "/v1/auth/%s/login", v->conf->auth_cert_mount);
+    if (v->vc->auth_cert_role != NULL)
+        json_object_object_add(req, "name", json_object_new_string(v->vc->auth_cert_role));
+    snprintf(path, sizeof(path), "/v1/auth/%s/login", v->vc->auth_cert_mount);
     if ((rc = gw_http_request(v->http, "POST", path,
                               json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN), headers, &rsp)) !=
         0) {
@@ -186,7 +192,7 @@ static int obtain_token(struct vault *v, char **token, time_t *refresh_at, char 
 
     *token = NULL;
     *refresh_at = 0;
-    if (v->conf->auth_cert_mount != NULL) {
+    if (v->vc->auth_cert_mount != NULL) {
         if ((rc = cert_login(v, token, &lease, err)) == 0)
             *refresh_at = refresh_time(lease);
         if (rc == 0)
@@ -194,8 +200,8 @@ static int obtain_token(struct vault *v, char **token, time_t *refresh_at, char 
                    lease);
         return rc;
     }
-    if (v->conf->token_file != NULL)
-        return read_token_file(v->conf->token_file, token, err);
+    if (v->vc->token_file != NULL)
+        return read_token_file(v->vc->token_file, token, err);
     return 0; /* no authentication configured */
 }
 
@@ -216,7 +222,7 @@ static int token_get(struct vault *v, char **out, unsigned *gen, char *err)
     int rc;
 
     *out = NULL;
-    if (v->conf->auth_cert_mount == NULL && v->conf->token_file == NULL)
+    if (v->vc->auth_cert_mount == NULL && v->vc->token_file == NULL)
         return 0;
     pthread_mutex_lock(&v->lock);
     while (!token_usable(v) && v->refreshing) {
@@ -321,8 +327,7 @@ static int vault_call(struct vault *v, const char *method, const char *path, con
     for (;;) {
         if ((rc = send_once(v, method, path, body, rsp, &gen, err)) != 0)
             return rc;
-        if (rsp->status == 403 && !reauth &&
-            (v->conf->token_file != NULL || v->conf->auth_cert_mount != NULL)) {
+        if (rsp->status == 403 && !reauth && (v->vc->token_file != NULL || v->vc->auth_cert_mount != NULL)) {
             reauth = 1;
             token_invalidate(v, gen);
             gw_http_response_cleanup(rsp);
@@ -890,6 +895,7 @@ static void vault_free(struct vault *v)
 static int vault_init(struct gw_upstream *up, char *err)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
+    const struct gw_vault_conf *vc = conf->impl;
     struct vault *v;
 
     if ((v = calloc(1, sizeof(*v))) == NULL) {
@@ -899,21 +905,22 @@ static int vault_init(struct gw_upstream *up, char *err)
     pthread_mutex_init(&v->lock, NULL);
     pthread_cond_init(&v->cond, NULL);
     v->conf = conf;
-    v->mount = conf->mount != NULL ? conf->mount : "pki";
+    v->vc = vc;
+    v->mount = vc->mount != NULL ? vc->mount : "pki";
     v->timeout_ms = conf->timeout_ms != 0 ? conf->timeout_ms : GW_DEFAULT_UPSTREAM_TIMEOUT_MS;
     if (!safe_mount(v->mount)) {
         set_err(err, "upstream %s: mount %.64s is not a plain path", conf->name, v->mount);
         goto fail;
     }
-    if (conf->auth_cert_mount == NULL && conf->token_file != NULL &&
-        read_token_file(conf->token_file, &v->token, err) != 0)
+    if (vc->auth_cert_mount == NULL && vc->token_file != NULL &&
+        read_token_file(vc->token_file, &v->token, err) != 0)
         goto fail;
-    if (conf->auth_cert_mount != NULL && !safe_segment(conf->auth_cert_mount)) {
+    if (vc->auth_cert_mount != NULL && !safe_segment(vc->auth_cert_mount)) {
         set_err(err, "upstream %s: auth cert mount %.64s is not a plain name", conf->name,
-                conf->auth_cert_mount);
+                vc->auth_cert_mount);
         goto fail;
     }
-    if ((v->http = gw_http_client_new(conf, err)) == NULL)
+    if ((v->http = gw_http_client_new(conf->name, &vc->http, conf->timeout_ms, err)) == NULL)
         goto fail;
     gw_upstream_set0_impl(up, v);
     return 0;
@@ -928,9 +935,133 @@ static void vault_cleanup(struct gw_upstream *up)
     gw_upstream_set0_impl(up, NULL);
 }
 
+/* ---- configuration: the "vault" section ---- */
+
+/* A Vault mount or namespace path: segments of [A-Za-z0-9._-] joined by single "/", no "." or "..". */
+static bool segments_ok(const char *s, size_t len)
+{
+    size_t i, seg = 0;
+
+    if (len == 0 || len > GW_MAX_MOUNT_LEN || s[len - 1] == '/')
+        return false;
+    for (i = 0; i <= len; i++) {
+        if (i == len || s[i] == '/') {
+            if (seg == 0 || (seg == 1 && s[i - 1] == '.') || (seg == 2 && s[i - 1] == '.' && s[i - 2] == '.'))
+                return false;
+            seg = 0;
+            continue;
+        }
+        if (!gw_conf_name_ok(&s[i], 1))
+            return false;
+        seg++;
+    }
+    return true;
+}
+
+static bool mount_ok(const char *s, size_t len)
+{
+    return strlen(s) == len && segments_ok(s, len);
+}
+
+/* Vault writes namespaces as "ns1/ns2/" (X-Vault-Namespace); the trailing "/" is optional there. */
+static bool namespace_ok(const char *s, size_t len)
+{
+    return strlen(s) == len && segments_ok(s, len > 1 && s[len - 1] == '/' ? len - 1 : len);
+}
+
+static const struct gw_conf_names names_mount = {
+    mount_ok, "a path like \"pki\" or \"pki/int\" ([A-Za-z0-9._-] segments)"};
+
+static const struct gw_conf_names names_namespace = {
+    namespace_ok, "a namespace like \"ns1/ns2/\" ([A-Za-z0-9._-] segments)"};
+
+/* A file the gateway reads later (a token): readable now; a warning when others may read it. */
+static int check_readable(struct gw_conf_ctx *pc, const char *fpath, const char *file)
+{
+    struct stat st;
+    int fd;
+
+    if ((fd = open(file, O_RDONLY | O_CLOEXEC)) < 0)
+        return gw_conf_fail(pc, fpath, "cannot open \"%s\": %s", file, strerror(errno));
+    if (fstat(fd, &st) == 0 && (st.st_mode & (S_IRGRP | S_IROTH)) != 0)
+        gw_log(GW_LOG_WARN, "config", "%s: %s: \"%s\" is readable by group or others", pc->name, fpath, file);
+    close(fd);
+    return 0;
+}
+
+static int check_vault(struct gw_conf_ctx *pc, const char *path, struct gw_upstream_conf *uc)
+{
+    struct gw_vault_conf *u = uc->impl;
+    char kpath[GW_CONF_PATH_LEN];
+
+    if ((u->token_file != NULL) == (u->auth_cert_mount != NULL))
+        return gw_conf_fail(pc, path, "a vault upstream needs exactly one of \"token_file\" and \"auth\"");
+    gw_conf_join_key(kpath, path, "auth");
+    if (u->auth_cert_mount != NULL && u->http.client_cert_file == NULL)
+        return gw_conf_fail(
+            pc, kpath, "cert auth logs in with the client certificate: set \"tls_cert\" and \"tls_key\"");
+    gw_conf_join_key(kpath, path, "token_file");
+    if (u->token_file != NULL && check_readable(pc, kpath, u->token_file) != 0)
+        return GW_ERR_INVAL;
+    if (u->mount == NULL && (u->mount = strdup("pki")) == NULL)
+        return GW_ERR_NOMEM;
+    return 0;
+}
+
+/* "auth" has one method today: {"cert": {...}}. */
+static int check_upstream_auth(struct gw_conf_ctx *pc, const char *path, void *base)
+{
+    const struct gw_vault_conf *u = base;
+
+    if (u->auth_cert_mount == NULL)
+        return gw_conf_fail(pc, path, "expected {\"cert\": {...}}: cert auth is the login method supported");
+    return 0;
+}
+
+static const struct gw_conf_field upstream_auth_cert_fields[] = {
+    GW_CONF_OPT("mount", gw_conf_p_str, struct gw_vault_conf, auth_cert_mount, .sdef = "cert",
+                .aux = &names_mount),
+    GW_CONF_OPT("role", gw_conf_p_name, struct gw_vault_conf, auth_cert_role, .aux = &gw_conf_names_plain),
+};
+
+GW_CONF_OBJDEF(upstream_auth_cert_def, upstream_auth_cert_fields, NULL);
+
+static const struct gw_conf_field upstream_auth_fields[] = {
+    {.key = "cert", .parse = gw_conf_p_opt_obj, .off = 0, .aux = &upstream_auth_cert_def},
+};
+
+GW_CONF_OBJDEF(upstream_auth_def, upstream_auth_fields, check_upstream_auth);
+
+static const struct gw_conf_field vault_fields[] = {
+    GW_CONF_OPT("mount", gw_conf_p_str, struct gw_vault_conf, mount, .aux = &names_mount),
+    GW_CONF_OPT("token_file", gw_conf_p_file, struct gw_vault_conf, token_file),
+    GW_CONF_OPT("namespace", gw_conf_p_str, struct gw_vault_conf, vault_namespace, .aux = &names_namespace),
+    /* "auth" fills the same struct: .off 0 */
+    {.key = "auth", .parse = gw_conf_p_opt_obj, .off = 0, .aux = &upstream_auth_def},
+};
+GW_CONF_OBJDEF(vault_def, vault_fields, NULL);
+
+static void free_vault(void *impl)
+{
+    struct gw_vault_conf *vc = impl;
+
+    free(vc->mount);
+    free(vc->token_file);
+    free(vc->vault_namespace);
+    free(vc->auth_cert_mount);
+    free(vc->auth_cert_role);
+}
+
 const struct gw_upstream_ops gw_upstream_vault_ops = {
     .dialect = "vault",
     .caps = GW_UP_SIGN_CSR | GW_UP_REVOKE | GW_UP_ROLE_POLICY | GW_UP_CERT_STATUS | GW_UP_CRL,
+    .role_keys = GW_ROLE_KEY_UPSTREAM_ROLE | GW_ROLE_KEY_SIGN | GW_ROLE_KEY_ISSUER_REF |
+                 GW_ROLE_KEY_EXCLUDE_CN | GW_ROLE_KEY_CRMF | GW_ROLE_KEY_DELEGATE,
+    .conf_size = sizeof(struct gw_vault_conf),
+    .conf_def = &vault_def,
+    .http = GW_UPSTREAM_HTTP_API | GW_UPSTREAM_HTTP_CERT,
+    .conf_check = check_vault,
+    .conf_free = free_vault,
     .init = vault_init,
     .cleanup = vault_cleanup,
     .sign = vault_sign,

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
+#include "base/conf.h"
 
 /* A named set of trust anchors for CMP signature protection ("trust": {"name": {...}}). */
 /*
@@ -89,5 +90,20 @@ struct gw_signer_conf {
     EVP_PKEY *key;
     STACK_OF(X509) *chain; /* goes to extraCerts after the signer cert; may be empty */
 };
+
+/* Configuration (gateway/cmp/conf.c): the value parsers of these sections for the top-level table. */
+extern const struct gw_conf_obj gw_signer_conf_def; /* "signer" */
+extern const struct gw_conf_map gw_trust_conf_map;  /* "trust" */
+extern const struct gw_conf_map gw_pbm_conf_map;    /* "pbm" */
+extern const struct gw_conf_obj gw_cmp_conf_def;    /* "cmp" */
+extern const struct gw_conf_obj gw_audit_conf_def;  /* "audit" */
+void gw_trust_conf_free(struct gw_trust_conf *trust, size_t n);
+void gw_pbm_conf_free(struct gw_pbm_conf *pbm, size_t n);
+void gw_signer_conf_cleanup(struct gw_signer_conf *s);
+
+/* Lookups by name (a PBM credential by its senderKID bytes); borrowed pointers into the array or NULL. */
+const struct gw_trust_conf *gw_trust_conf_find(const struct gw_trust_conf *trust, size_t n, const char *name);
+const struct gw_pbm_conf *gw_pbm_conf_find(const struct gw_pbm_conf *pbm, size_t n, const unsigned char *ref,
+                                           size_t len);
 
 #endif

@@ -107,8 +107,8 @@ static int ca_certs(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *
 
     (void)c;
     (void)in;
-    ok = sk != NULL && uc != NULL && (uc->cert == NULL || add_unique(sk, uc->cert) == 1) &&
-         add_all(sk, uc->chain) && add_all(sk, uc->issuer_certs);
+    ok = sk != NULL && uc != NULL && (uc->own_ca == NULL || add_unique(sk, uc->own_ca) == 1) &&
+         add_all(sk, uc->issuer_certs);
     if (ok && sk_X509_num(sk) == 0) { /* RFC 9483 §4.3.1: no certificates, no value */
         sk_X509_free(sk);
         sk = NULL;

@@ -20,28 +20,6 @@
     "this route's CA signs PKCS#10 requests only: send a p10cr (openssl cmp -cmd p10cr -csr ...)"
 #define TEXT_P10_REJECT "this route's CA does not sign PKCS#10 requests: send an ir or cr"
 
-/*
- * A local upstream holds its CA key, so its own certificate is the anchor its certificates must
- * chain to (partial chains allowed: the configuration, not a root, makes it trusted).
- */
-static X509_STORE *local_store(const struct gw_upstream_conf *uc)
-{
-    X509_STORE *s;
-
-    if (uc->cert == NULL || (s = X509_STORE_new()) == NULL)
-        return NULL;
-    if (X509_STORE_add_cert(s, uc->cert) != 1 || X509_STORE_set_flags(s, X509_V_FLAG_PARTIAL_CHAIN) != 1)
-        goto err;
-    for (int i = 0; i < sk_X509_num(uc->chain); i++) {
-        if (X509_STORE_add_cert(s, sk_X509_value(uc->chain, i)) != 1)
-            goto err;
-    }
-    return s;
-err:
-    X509_STORE_free(s);
-    return NULL;
-}
-
 static int init_issuer_stores(struct gw_cmp_engine *e, char *err)
 {
     const struct gw_config *cfg = e->cfg;
@@ -57,8 +35,6 @@ static int init_issuer_stores(struct gw_cmp_engine *e, char *err)
             if (X509_STORE_up_ref(uc->issuer_store) != 1)
                 goto nomem;
             e->issuer_stores[i] = uc->issuer_store;
-        } else if (uc->cert != NULL && (e->issuer_stores[i] = local_store(uc)) == NULL) {
-            goto nomem;
         }
     }
     return 0;

@@ -90,7 +90,7 @@ static int authorize_rr(const struct cmp_txn *t, const X509_NAME *issuer, const 
 
 static int names_ca(const struct gw_upstream_conf *uc, const X509_NAME *issuer)
 {
-    return uc != NULL && uc->cert != NULL && X509_NAME_cmp(issuer, X509_get_subject_name(uc->cert)) == 0;
+    return uc != NULL && uc->own_ca != NULL && X509_NAME_cmp(issuer, X509_get_subject_name(uc->own_ca)) == 0;
 }
 
 /*
@@ -105,7 +105,7 @@ static struct gw_upstream *pick_revoker(struct cmp_call *c, const struct gw_role
     if (role->delegate_name != NULL && names_ca(role->delegate, issuer))
         return gw_upstream_set_get0(c->e->ups, role->delegate_name);
     up = gw_upstream_set_get0(c->e->ups, role->upstream_name);
-    if (up != NULL && role->upstream != NULL && role->upstream->type == GW_UPSTREAM_LOCAL &&
+    if (up != NULL && role->upstream != NULL && role->upstream->own_ca != NULL &&
         !names_ca(role->upstream, issuer))
         return NULL;
     return up;
@@ -136,7 +136,7 @@ static OSSL_CMP_PKISI *revoke(struct cmp_txn *t, struct cmp_call *c, const X509_
 {
     struct gw_audit_rec r;
     char err[GW_ERR_LEN] = "", status[GW_ERR_LEN];
-    int rc, dropped = t->up != NULL && gw_upstream_get0_conf(t->up)->type == GW_UPSTREAM_VAULT;
+    int rc, dropped = t->up != NULL && (gw_upstream_caps(t->up) & GW_UP_REVOKE_REASON) == 0;
 
     snprintf(status, sizeof(status), "revocation requested by the %s; reason %s", as_ra ? "RA" : "holder",
              reason_name(reason));

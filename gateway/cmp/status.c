@@ -65,9 +65,9 @@ static STACK_OF(X509) *issuing_cas(const struct gw_upstream_conf *uc)
     STACK_OF(X509) *out = sk_X509_new_null();
     int ok = out != NULL;
 
-    if (ok && uc->cert != NULL)
-        ok = X509_add_cert(out, uc->cert, X509_ADD_FLAG_UP_REF) == 1;
-    for (int i = 0; ok && uc->cert == NULL && i < sk_X509_num(uc->issuer_certs); i++) {
+    if (ok && uc->own_ca != NULL)
+        ok = X509_add_cert(out, uc->own_ca, X509_ADD_FLAG_UP_REF) == 1;
+    for (int i = 0; ok && uc->own_ca == NULL && i < sk_X509_num(uc->issuer_certs); i++) {
         X509 *ca = sk_X509_value(uc->issuer_certs, i);
 
         if (!issues_within(uc->issuer_certs, ca))

@@ -29,8 +29,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fuzz_die("role %s is not found by its name", cfg->roles[i].name);
     for (size_t i = 0; i < cfg->n_pbm; i++)
         (void)gw_config_pbm(cfg, (const unsigned char *)cfg->pbm[i].reference, strlen(cfg->pbm[i].reference));
-    for (size_t i = 0; i < cfg->n_labels; i++)
-        (void)gw_config_label(cfg, cfg->labels[i].label, strlen(cfg->labels[i].label));
     gw_config_free(cfg);
     return 0;
 }

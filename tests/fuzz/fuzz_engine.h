@@ -112,7 +112,7 @@ static inline void fuzz_engine_init(void)
         fuzz_verify_time(fz.cfg->roles[i].authz.tls_store);
     }
     if ((fz.ups = gw_upstream_set_new(fz.cfg->upstreams, fz.cfg->n_upstreams, fz.cfg->roles, fz.cfg->n_roles,
-                                      err)) == NULL ||
+                                      &fz.cfg->upstream_signer, err)) == NULL ||
         (fz.engine = gw_cmp_engine_new(fz.cfg, fz.ups, err)) == NULL)
         fuzz_die("engine: %s", err);
     gw_cmp_engine_set_clock(fz.engine, fuzz_clock);

@@ -61,11 +61,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     cfg = fuzz_config(json_object_to_json_string(root));
     json_object_put(root);
     free(demo);
-    if ((ups = gw_upstream_set_new(cfg->upstreams, cfg->n_upstreams, cfg->roles, cfg->n_roles, err)) == NULL)
+    if ((ups = gw_upstream_set_new(cfg->upstreams, cfg->n_upstreams, cfg->roles, cfg->n_roles,
+                                   &cfg->upstream_signer, err)) == NULL)
         fuzz_die("upstreams: %s", err);
     /* the engine's store for a local issuer (cmp_policy.c): its own certificate is the anchor */
     local = gw_upstream_get0_conf(gw_upstream_set_get0(ups, "local"));
-    if ((issuer_store = X509_STORE_new()) == NULL || X509_STORE_add_cert(issuer_store, local->cert) != 1 ||
+    if ((issuer_store = X509_STORE_new()) == NULL || X509_STORE_add_cert(issuer_store, local->own_ca) != 1 ||
         X509_STORE_set_flags(issuer_store, X509_V_FLAG_PARTIAL_CHAIN) != 1)
         fuzz_die("cannot build the local issuer's store");
     atexit(cleanup);

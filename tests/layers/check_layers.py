@@ -17,7 +17,8 @@ Over every *.c and *.h in those folders (recursively) this checks that:
    and names a file that exists; <...> includes are system headers and ignored;
 3. modules do not include each other in a cycle: a module is a path without its
    extension (gateway/cmp/srv.c and gateway/cmp/srv.h are gateway/cmp/srv; an
-   internal header srv_local.h or srv_int.h belongs to it too), and A depends on
+   internal header srv_local.h or srv_int.h, or its test hooks srv_test.h, belongs
+   to it too), and A depends on
    B when one of A's files includes one of B's headers;
 4. no .c file is longer than its limit: 800 lines for gateway/config.c,
    1200 for any other, unless EXCEPTIONS below says otherwise.
@@ -35,6 +36,9 @@ import sys
 # Files allowed past their size limit: "path": max_lines. Each entry needs a
 # comment saying why the file cannot be split (yet); keep this list short.
 EXCEPTIONS = {
+    # Every check of a role's policy, pure and table-driven, shares one set of message helpers
+    # (quoting, the role's allowed lists, durations); split, they would all become exported.
+    "mappings/policy.c": 1600,
 }
 
 DEFAULT_MAX_LINES = 1200
@@ -64,7 +68,7 @@ def line_limit(path):
 def module_of(path):
     stem = posixpath.splitext(path)[0]
     # A module's internal header (listener_local.h, as OpenSSL's *_local.h) is part of it.
-    for suffix in ("_local", "_int"):
+    for suffix in ("_local", "_int", "_test"):
         if path.endswith(".h") and stem.endswith(suffix):
             return stem[: -len(suffix)]
     return stem

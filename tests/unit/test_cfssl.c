@@ -30,6 +30,7 @@
 #include "base/err.h"
 #include "base/limits.h"
 #include "upstream/upstream.h"
+#include "upstream/upstream_test.h"
 
 #define TIMEOUT_MS 400
 #define MAX_REQS 8
@@ -321,6 +322,7 @@ static int teardown(void **state)
 struct fixture {
     char url[64];
     struct gw_upstream_conf conf;
+    struct gw_cfssl_conf cc; /* conf's section */
     struct gw_role role;
     struct gw_cert_plan plan;
     struct gw_upstream *up;
@@ -333,12 +335,13 @@ static void fixture_init(struct fixture *f, int port, int with_auth_key)
     memset(f, 0, sizeof(*f));
     snprintf(f->url, sizeof(f->url), "http://127.0.0.1:%d", port);
     f->conf.name = "cf";
-    f->conf.type = GW_UPSTREAM_CFSSL;
-    f->conf.url = f->url;
+    f->conf.ops = &gw_upstream_cfssl_ops;
+    f->conf.impl = &f->cc;
+    f->cc.http.url = f->url;
     f->conf.timeout_ms = TIMEOUT_MS;
     if (with_auth_key) {
-        f->conf.auth_key = (unsigned char *)auth_key;
-        f->conf.auth_key_len = sizeof(auth_key);
+        f->cc.auth_key = (unsigned char *)auth_key;
+        f->cc.auth_key_len = sizeof(auth_key);
     }
     f->role.name = "devices";
     f->role.upstream_role = "client";
@@ -347,7 +350,7 @@ static void fixture_init(struct fixture *f, int port, int with_auth_key)
     f->plan.subject = NULL;
     srv.info = (struct reply){200, "application/json", info_ok_body, 0};
     clear_requests();
-    f->up = gw_upstream_new(&f->conf, err);
+    f->up = gw_upstream_new(&f->conf, NULL, err);
     assert_non_null(f->up);
     assert_string_equal(err, "");
 }
@@ -413,7 +416,8 @@ static const char *jstr(json_object *o, const char *key)
 static void test_caps(void **state)
 {
     (void)state;
-    assert_int_equal(gw_upstream_cfssl_ops.caps, GW_UP_SIGN_CSR | GW_UP_REVOKE | GW_UP_CRL);
+    assert_int_equal(gw_upstream_cfssl_ops.caps,
+                     GW_UP_SIGN_CSR | GW_UP_REVOKE | GW_UP_CRL | GW_UP_REVOKE_REASON);
     assert_non_null(gw_upstream_cfssl_ops.revoke);
     assert_null(gw_upstream_cfssl_ops.role_policy);
 }
@@ -822,7 +826,7 @@ static void test_info_lazy_retry(void **state)
     gw_upstream_free(f.up);
     srv.info = (struct reply){503, "text/plain", "starting", 0};
     clear_requests();
-    assert_non_null(f.up = gw_upstream_new(&f.conf, err));
+    assert_non_null(f.up = gw_upstream_new(&f.conf, NULL, err));
     res = sign(&f, csr);
     assert_int_equal(res->status, GW_ERR_UPSTREAM);
     assert_int_equal(res->fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
@@ -860,7 +864,7 @@ static void test_chain_with_issuer_ca(void **state)
     f.conf.issuer_certs = sk_X509_new_null();
     sk_X509_push(f.conf.issuer_certs, ca);
     sk_X509_push(f.conf.issuer_certs, other_ca);
-    assert_non_null(f.up = gw_upstream_new(&f.conf, err));
+    assert_non_null(f.up = gw_upstream_new(&f.conf, NULL, err));
     res = sign(&f, csr);
     assert_int_equal(res->status, 0);
     assert_int_equal(sk_X509_num(res->chain), 2);
@@ -897,11 +901,12 @@ static void test_cfssl_down(void **state)
 
 static void test_init_errors(void **state)
 {
-    struct gw_upstream_conf conf = {.name = "cf", .type = GW_UPSTREAM_CFSSL};
+    struct gw_cfssl_conf cc = {.http.url = NULL};
+    struct gw_upstream_conf conf = {.name = "cf", .ops = &gw_upstream_cfssl_ops, .impl = &cc};
     char err[GW_ERR_LEN] = "";
 
     (void)state;
-    assert_null(gw_upstream_new(&conf, err));
+    assert_null(gw_upstream_new(&conf, NULL, err));
     assert_non_null(strstr(err, "no url"));
 }
 

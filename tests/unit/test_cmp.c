@@ -29,6 +29,8 @@
 #include "gateway/config.h"
 #include "mappings/route.h"
 #include "upstream/upstream.h"
+#include "upstream/upstream_int.h"
+#include "upstream/upstream_test.h"
 
 #define TEXT_UNTRUSTED                                                                                       \
     "message protection could not be verified: the signer certificate is not issued by a CA "                \
@@ -198,7 +200,7 @@ static void env_start(struct env *e)
     char err[GW_ERR_LEN] = "";
 
     if ((e->ups = gw_upstream_set_new(e->cfg->upstreams, e->cfg->n_upstreams, e->cfg->roles, e->cfg->n_roles,
-                                      err)) == NULL)
+                                      &e->cfg->upstream_signer, err)) == NULL)
         fail_msg("upstreams: %s", err);
     if ((e->engine = gw_cmp_engine_new(e->cfg, e->ups, err)) == NULL)
         fail_msg("engine: %s", err);
@@ -861,7 +863,9 @@ static void fake_done(void *arg, struct gw_sign_result *res)
         bc->ca = 1;
         X509_add1_ext_i2d(res->cert, NID_basic_constraints, bc, 1, X509V3_ADD_REPLACE);
         BASIC_CONSTRAINTS_free(bc);
-        assert_true(X509_sign(res->cert, gw_upstream_get0_conf(fc->up)->key, EVP_sha256()) > 0);
+        assert_true(X509_sign(res->cert,
+                              ((const struct gw_local_conf *)gw_upstream_get0_conf(fc->up)->impl)->key,
+                              EVP_sha256()) > 0);
     } else if (res->cert != NULL && fake.mode == FK_WIDE) {
         /* a CA role that grants more than the gateway's role: code signing on top */
         EXTENDED_KEY_USAGE *eku = sk_ASN1_OBJECT_new_null();
@@ -870,7 +874,9 @@ static void fake_done(void *arg, struct gw_sign_result *res)
         sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(NID_code_sign));
         X509_add1_ext_i2d(res->cert, NID_ext_key_usage, eku, 0, X509V3_ADD_REPLACE);
         sk_ASN1_OBJECT_free(eku);
-        assert_true(X509_sign(res->cert, gw_upstream_get0_conf(fc->up)->key, EVP_sha256()) > 0);
+        assert_true(X509_sign(res->cert,
+                              ((const struct gw_local_conf *)gw_upstream_get0_conf(fc->up)->impl)->key,
+                              EVP_sha256()) > 0);
     } else if (res->cert != NULL && fake.mode == FK_OTHER_CA) {
         X509_set_issuer_name(res->cert, X509_get_subject_name(rogue_cert));
         assert_true(X509_sign(res->cert, rogue_key, EVP_sha256()) > 0);
@@ -965,7 +971,7 @@ static void env_fake(struct env *e, unsigned caps, enum fake_mode mode)
         if (strcmp(e->cfg->upstreams[i].name, "local") == 0)
             uc = &e->cfg->upstreams[i];
     assert_non_null(uc);
-    assert_non_null(up = gw_upstream_new_ops(uc, &fake_ops, err));
+    assert_non_null(up = gw_upstream_new_ops(uc, &fake_ops, NULL, err));
     assert_int_equal(gw_upstream_set_put0(e->ups, up), 0);
 }
 
@@ -1655,7 +1661,7 @@ static void test_audit_unopenable(void **state)
     free(e->cfg->audit.file);
     e->cfg->audit.file = strdup(dir); /* a directory */
     assert_non_null(e->ups = gw_upstream_set_new(e->cfg->upstreams, e->cfg->n_upstreams, e->cfg->roles,
-                                                 e->cfg->n_roles, err));
+                                                 e->cfg->n_roles, &e->cfg->upstream_signer, err));
     assert_null(gw_cmp_engine_new(e->cfg, e->ups, err));
     assert_non_null(strstr(err, "CMP engine"));
     free(e->cfg->audit.file);
@@ -1937,7 +1943,7 @@ static struct env *env_slow(const char *poll_after, uint32_t timeout_ms)
     slow_ops = gw_upstream_local_ops;
     slow_ops.dialect = "slow";
     slow_ops.sign = slow_sign;
-    assert_non_null(up = gw_upstream_new_ops(uc, &slow_ops, err));
+    assert_non_null(up = gw_upstream_new_ops(uc, &slow_ops, NULL, err));
     assert_int_equal(gw_upstream_set_put0(e->ups, up), 0);
     return e;
 }

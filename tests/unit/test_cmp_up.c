@@ -29,6 +29,7 @@
 #include "base/err.h"
 #include "base/limits.h"
 #include "upstream/upstream.h"
+#include "upstream/upstream_test.h"
 
 #define SECRET "cmp-upstream-pbm-secret"
 #define REF "gateway-ra"
@@ -380,8 +381,8 @@ static void test_config_rows(void **state)
         if (cases[i].want == NULL) {
             if (cfg == NULL)
                 fail_msg("%s: %s", cases[i].name, err);
-            assert_int_equal(cfg->upstreams[0].type, GW_UPSTREAM_CMP);
-            assert_ptr_equal(cfg->upstreams[0].signer, &cfg->signer);
+            assert_string_equal(gw_upstream_conf_type(&cfg->upstreams[0]), "cmp");
+            assert_ptr_equal(cfg->upstream_signer.key, cfg->signer.key);
             if (cases[i].role[0] == '+')
                 assert_ptr_equal(cfg->roles[0].crmf_upstream, &cfg->upstreams[0]);
         } else if (cfg != NULL || strstr(err, cases[i].want) == NULL) {
@@ -408,7 +409,7 @@ static void run_open(struct run *r, int port)
     if (r->cfg == NULL)
         fail_msg("%s", err);
     if ((r->set = gw_upstream_set_new(r->cfg->upstreams, r->cfg->n_upstreams, r->cfg->roles, r->cfg->n_roles,
-                                      err)) == NULL)
+                                      &r->cfg->upstream_signer, err)) == NULL)
         fail_msg("%s", err);
     assert_non_null(r->up = gw_upstream_set_get0(r->set, "up"));
 }
@@ -528,7 +529,8 @@ static void test_down(void **state)
 static void test_caps(void **state)
 {
     (void)state;
-    assert_int_equal(gw_upstream_cmp_ops.caps, GW_UP_SIGN_KEY | GW_UP_SIGN_CSR | GW_UP_REVOKE);
+    assert_int_equal(gw_upstream_cmp_ops.caps,
+                     GW_UP_SIGN_KEY | GW_UP_SIGN_CSR | GW_UP_REVOKE | GW_UP_REVOKE_REASON);
     assert_non_null(gw_upstream_cmp_ops.revoke);
     assert_null(gw_upstream_cmp_ops.role_policy);
 }

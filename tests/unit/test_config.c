@@ -21,6 +21,21 @@
 #include "base/err.h"
 #include "base/limits.h"
 #include "upstream/upstream.h"
+#include "upstream/upstream_int.h"
+
+/* An upstream's own section, by adapter. */
+#define LOCAL(u) ((const struct gw_local_conf *)(u)->impl)
+#define VAULT(u) ((const struct gw_vault_conf *)(u)->impl)
+#define CFSSL(u) ((const struct gw_cfssl_conf *)(u)->impl)
+
+/* The label of that name, as gw_route_match finds it for /.well-known/cmp/p/<label>. */
+static const struct gw_label *label_named(const struct gw_config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->n_labels; i++)
+        if (strcmp(cfg->labels[i].label, name) == 0)
+            return &cfg->labels[i];
+    return NULL;
+}
 
 #define HMAC_HEX "00112233445566778899aAbBcCdDeEfF" /* cfssl auth key: 16 bytes in hex, mixed case */
 
@@ -1067,8 +1082,8 @@ static void test_demo(void **state)
     assert_int_equal(cfg->n_upstreams, 1);
     assert_int_equal(cfg->upstreams[0].timeout_ms, GW_DEFAULT_UPSTREAM_TIMEOUT_MS);
     assert_int_equal(cfg->upstreams[0].max_inflight, GW_DEFAULT_UPSTREAM_MAX_INFLIGHT);
-    assert_int_equal(cfg->upstreams[0].delay_ms, 0);
-    assert_int_equal(sk_X509_num(cfg->upstreams[0].chain), 1);
+    assert_int_equal(LOCAL(&cfg->upstreams[0])->delay_ms, 0);
+    assert_int_equal(sk_X509_num(LOCAL(&cfg->upstreams[0])->chain), 1);
     assert_int_equal(cfg->cmp.message_time_window, GW_DEFAULT_MSGTIME_WINDOW);
     assert_int_equal(cfg->cmp.transaction_ttl, GW_DEFAULT_TXN_TTL);
     assert_int_equal(cfg->cmp.pbm_max_iterations, GW_DEFAULT_PBM_MAX_ITER);
@@ -1098,10 +1113,10 @@ static void test_demo(void **state)
     assert_non_null(p);
     assert_int_equal(p->secret_len, 32); /* 16 random bytes in hex, no newline */
     assert_null(gw_config_pbm(cfg, (const unsigned char *)"demo-devic", 10));
-    l = gw_config_label(cfg, "default", 7);
+    l = label_named(cfg, "default");
     assert_non_null(l);
     assert_ptr_equal(l->policy.role, r);
-    assert_null(gw_config_label(cfg, "other", 5));
+    assert_null(label_named(cfg, "other"));
     gw_config_free(cfg);
 }
 
@@ -1138,7 +1153,7 @@ static void test_full(void **state)
     assert_int_equal(cfg->cmp.pbm_max_iterations, 100000);
     assert_int_equal(cfg->upstreams[0].timeout_ms, 1500);
     assert_int_equal(cfg->upstreams[0].max_inflight, 3);
-    assert_int_equal(cfg->upstreams[0].delay_ms, 2000);
+    assert_int_equal(LOCAL(&cfg->upstreams[0])->delay_ms, 2000);
     assert_false(cfg->roles[0].implicit_confirm);
     assert_true(cfg->roles[0].require_subject);
     gw_config_free(cfg);
@@ -1257,20 +1272,20 @@ static void test_upstreams(void **state)
     const struct gw_role *rv = gw_config_role(cfg, "rv", 2), *rc = gw_config_role(cfg, "rc", 2);
 
     (void)state;
-    assert_int_equal(v->type, GW_UPSTREAM_VAULT);
-    assert_string_equal(v->url, "https://127.0.0.1:8200");
-    assert_non_null(strstr(v->ca_file, dir));
+    assert_string_equal(gw_upstream_conf_type(v), "vault");
+    assert_string_equal(VAULT(v)->http.url, "https://127.0.0.1:8200");
+    assert_non_null(strstr(VAULT(v)->http.ca_file, dir));
     assert_non_null(v->issuer_store);
     assert_int_equal(sk_X509_num(v->issuer_certs), 1);
-    assert_string_equal(v->mount, "pki"); /* the default */
-    assert_non_null(strstr(v->token_file, "vault.token"));
-    assert_null(v->vault_namespace);
-    assert_null(v->auth_cert_mount);
-    assert_null(v->cert);
-    assert_int_equal(c->type, GW_UPSTREAM_CFSSL);
-    assert_null(c->mount);
-    assert_int_equal(c->auth_key_len, 16);
-    assert_memory_equal(c->auth_key, hmac, 16);
+    assert_string_equal(VAULT(v)->mount, "pki"); /* the default */
+    assert_non_null(strstr(VAULT(v)->token_file, "vault.token"));
+    assert_null(VAULT(v)->vault_namespace);
+    assert_null(VAULT(v)->auth_cert_mount);
+    assert_null(v->own_ca);
+    assert_string_equal(gw_upstream_conf_type(c), "cfssl");
+    assert_null(c->own_ca);
+    assert_int_equal(CFSSL(c)->auth_key_len, 16);
+    assert_memory_equal(CFSSL(c)->auth_key, hmac, 16);
     assert_non_null(strstr(d->store_dir, "/store"));
     assert_non_null(rv);
     assert_ptr_equal(rv->upstream, v);
@@ -1334,11 +1349,11 @@ static void test_upstreams_full(void **state)
     const struct gw_authz *a = &rv->authz;
 
     (void)state;
-    assert_string_equal(v->mount, "pki/int");
-    assert_string_equal(v->vault_namespace, "ns1/team-a/"); /* Vault's own form */
-    assert_string_equal(v->auth_cert_mount, "cert");        /* the default mount */
-    assert_string_equal(v->auth_cert_role, "gw");
-    assert_null(v->token_file);
+    assert_string_equal(VAULT(v)->mount, "pki/int");
+    assert_string_equal(VAULT(v)->vault_namespace, "ns1/team-a/"); /* Vault's own form */
+    assert_string_equal(VAULT(v)->auth_cert_mount, "cert");        /* the default mount */
+    assert_string_equal(VAULT(v)->auth_cert_role, "gw");
+    assert_null(VAULT(v)->token_file);
     assert_int_equal(v->timeout_ms, 3000);
     assert_int_equal(v->max_inflight, 4);
     assert_int_equal(rv->sign_policy, GW_SIGN_VERBATIM);

@@ -32,6 +32,7 @@
 #include "base/err.h"
 #include "mappings/route.h"
 #include "upstream/upstream.h"
+#include "upstream/upstream_test.h"
 
 #define OID_CACERTS "1.3.6.1.5.5.7.4.17"
 #define OID_ROOTUPD "1.3.6.1.5.5.7.4.18"
@@ -142,7 +143,7 @@ static struct env *env_new(const char *role_extra, const char *top_extra)
     free(e->cfg->audit.file);
     e->cfg->audit.file = strdup(e->audit_path);
     if ((e->ups = gw_upstream_set_new(e->cfg->upstreams, e->cfg->n_upstreams, e->cfg->roles, e->cfg->n_roles,
-                                      err)) == NULL)
+                                      &e->cfg->upstream_signer, err)) == NULL)
         fail_msg("upstreams: %s", err);
     if ((e->engine = gw_cmp_engine_new(e->cfg, e->ups, err)) == NULL)
         fail_msg("engine: %s", err);
@@ -776,7 +777,7 @@ static void test_genm_crl_limits(void **state)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct env *e = env_new(NULL, NULL);
         char err[GW_ERR_LEN] = "";
-        struct gw_upstream *up = gw_upstream_new_ops(&e->cfg->upstreams[0], &fake_ops, err);
+        struct gw_upstream *up = gw_upstream_new_ops(&e->cfg->upstreams[0], &fake_ops, NULL, err);
         OSSL_CMP_CTX *ctx;
 
         assert_non_null(up);

@@ -28,6 +28,10 @@
 #include "upstream/store.h"
 #include "gateway/config.h"
 #include "upstream/upstream.h"
+#include "upstream/upstream_int.h"
+
+#define LOCAL(c) ((struct gw_local_conf *)(c)->impl) /* a local upstream's own section */
+#include "upstream/upstream_test.h"
 
 #define DAY 86400
 
@@ -147,21 +151,26 @@ static int teardown(void **state)
 static void conf_init(struct gw_upstream_conf *c, const char *name, X509 *cert, EVP_PKEY *key,
                       X509 *chain_cert)
 {
+    struct gw_local_conf *lc = calloc(1, sizeof(*lc));
+
+    assert_non_null(lc);
     memset(c, 0, sizeof(*c));
     c->name = (char *)name;
-    c->type = GW_UPSTREAM_LOCAL;
+    c->ops = &gw_upstream_local_ops;
+    c->impl = lc;
     c->timeout_ms = 5000;
     c->max_inflight = 8;
-    c->cert = cert;
-    c->key = key;
-    c->chain = sk_X509_new_null();
+    lc->cert = cert;
+    lc->key = key;
+    lc->chain = sk_X509_new_null();
     if (chain_cert != NULL)
-        sk_X509_push(c->chain, chain_cert);
+        sk_X509_push(lc->chain, chain_cert);
 }
 
 static void conf_cleanup(struct gw_upstream_conf *c)
 {
-    sk_X509_free(c->chain); /* entries are borrowed */
+    sk_X509_free(LOCAL(c)->chain); /* entries are borrowed */
+    free(c->impl);
 }
 
 static void plan_init(struct gw_cert_plan *p, EVP_PKEY *key, const char *cn, const char *sans)
@@ -320,7 +329,7 @@ static void test_issue_each_key_type(void **state)
 
     (void)state;
     conf_init(&conf, "local", ca, ca_key, root);
-    assert_non_null(up = gw_upstream_new(&conf, err));
+    assert_non_null(up = gw_upstream_new(&conf, NULL, err));
     for (i = 0; i < K_N; i++) {
         plan_init(&plan, keys[i], "device-1", "DNS:dev1.example,IP:127.0.0.1,IP:::1");
         sign(up, &plan, &res);
@@ -349,7 +358,7 @@ static void test_issue_ed25519_ca(void **state)
 
     (void)state;
     conf_init(&conf, "ed", ed_ca, ed_ca_key, ed_ca);
-    assert_non_null(up = gw_upstream_new(&conf, err));
+    assert_non_null(up = gw_upstream_new(&conf, NULL, err));
     plan_init(&plan, keys[K_RSA2048], "rsa-device", NULL);
     sign(up, &plan, &res);
     check_issued(&res, &plan, ed_ca);
@@ -374,7 +383,7 @@ static void test_issue_profile_edges(void **state)
 
     (void)state;
     conf_init(&conf, "local", ca, ca_key, root);
-    assert_non_null(up = gw_upstream_new(&conf, err));
+    assert_non_null(up = gw_upstream_new(&conf, NULL, err));
 
     plan_init(&plan, keys[K_P256], NULL, "URI:urn:example:device:7");
     plan.key_usage = 0;
@@ -415,7 +424,7 @@ static void test_issue_serials(void **state)
 
     (void)state;
     conf_init(&conf, "local", ca, ca_key, root);
-    assert_non_null(up = gw_upstream_new(&conf, err));
+    assert_non_null(up = gw_upstream_new(&conf, NULL, err));
     plan_init(&plan, keys[K_ED25519], "serials", NULL);
     for (i = 0; i < N; i++) {
         sign(up, &plan, &res);
@@ -448,7 +457,7 @@ static void test_issue_validity_clamp(void **state)
 
     (void)state;
     conf_init(&conf, "short", leaf_ca_short, other_key, root);
-    assert_non_null(up = gw_upstream_new(&conf, err));
+    assert_non_null(up = gw_upstream_new(&conf, NULL, err));
     plan_init(&plan, keys[K_P256], "clamped", NULL);
     plan.not_after = now + 30 * DAY;
     sign(up, &plan, &res);
@@ -492,19 +501,20 @@ static void test_local_init_errors(void **state)
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         conf_init(&conf, "bad", cases[i].cert != NULL ? *cases[i].cert : NULL,
                   cases[i].key != NULL ? *cases[i].key : NULL, NULL);
-        assert_null(gw_upstream_new(&conf, err));
+        assert_null(gw_upstream_new(&conf, NULL, err));
         assert_non_null(strstr(err, cases[i].err));
         assert_non_null(strstr(err, "upstream bad"));
         conf_cleanup(&conf);
     }
     leaf = make_cert("not a ca", other_key, root, root_key, now - DAY, now + DAY, "critical,CA:FALSE");
     conf_init(&conf, "bad", leaf, other_key, NULL);
-    assert_null(gw_upstream_new(&conf, err));
+    assert_null(gw_upstream_new(&conf, NULL, err));
     assert_non_null(strstr(err, "not a CA certificate"));
-    conf.type = (enum gw_upstream_type)42;
-    assert_null(gw_upstream_new(&conf, err));
-    assert_non_null(strstr(err, "unknown type 42"));
-    assert_null(gw_upstream_new(NULL, err));
+    conf.ops = NULL; /* no adapter: a type the configuration does not know */
+    assert_null(gw_upstream_new(&conf, NULL, err));
+    assert_non_null(strstr(err, "no adapter"));
+    conf.ops = &gw_upstream_local_ops;
+    assert_null(gw_upstream_new(NULL, NULL, err));
     conf_cleanup(&conf);
     X509_free(leaf);
 }
@@ -600,7 +610,7 @@ static void test_inflight_cap(void **state)
     hold.cert = NULL;
     results_seen = 0;
     plan_init(&plan, keys[K_P256], "x", NULL);
-    assert_non_null(up = gw_upstream_new_ops(&conf, &hold_ops, err));
+    assert_non_null(up = gw_upstream_new_ops(&conf, &hold_ops, NULL, err));
     assert_int_equal(gw_upstream_sign_submit(up, &req, count_done, NULL), 0);
     assert_int_equal(gw_upstream_sign_submit(up, &req, count_done, NULL), 0);
     assert_int_equal(gw_upstream_sign_submit(up, &req, count_done, NULL), GW_ERR_BUSY);
@@ -648,7 +658,7 @@ static void test_timeout_late_async(void **state)
     hold.delay_ms = 150;
     hold.cert = root; /* a "late" certificate: logged, then freed */
     plan_init(&plan, keys[K_P256], "x", NULL);
-    assert_non_null(up = gw_upstream_new_ops(&conf, &hold_ops, err));
+    assert_non_null(up = gw_upstream_new_ops(&conf, &hold_ops, NULL, err));
     gw_upstream_sign_wait(up, &req, &res);
     assert_int_equal(res.status, GW_ERR_TIMEOUT);
     assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
@@ -663,7 +673,7 @@ static void test_timeout_late_async(void **state)
     conf.timeout_ms = 2000;
     hold.n = 0;
     hold.delay_ms = 10;
-    assert_non_null(up = gw_upstream_new_ops(&conf, &hold_ops, err));
+    assert_non_null(up = gw_upstream_new_ops(&conf, &hold_ops, NULL, err));
     gw_upstream_sign_wait(up, &req, &res);
     pthread_join(late_threads[0], NULL);
     assert_int_equal(res.status, 0);
@@ -689,9 +699,9 @@ static void test_timeout_local_delay(void **state)
     (void)state;
     conf_init(&conf, "local", ca, ca_key, root);
     conf.timeout_ms = 20;
-    conf.delay_ms = 100;
+    LOCAL(&conf)->delay_ms = 100;
     conf.max_inflight = 1;
-    assert_non_null(up = gw_upstream_new(&conf, err));
+    assert_non_null(up = gw_upstream_new(&conf, NULL, err));
     plan_init(&plan, keys[K_P256], "late", NULL);
     clock_gettime(CLOCK_MONOTONIC, &t0);
     sign(up, &plan, &res);
@@ -701,7 +711,7 @@ static void test_timeout_local_delay(void **state)
     assert_null(res.cert);
     assert_true((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 >= 100);
     /* the slot was released: the next call gets through (and in time, with no delay) */
-    conf.delay_ms = 0;
+    LOCAL(&conf)->delay_ms = 0;
     conf.timeout_ms = 5000;
     sign(up, &plan, &res);
     assert_int_equal(res.status, 0);
@@ -721,15 +731,16 @@ static void test_upstream_set(void **state)
     (void)state;
     conf_init(&ups[0], "a", ca, ca_key, root);
     conf_init(&ups[1], "b", ed_ca, ed_ca_key, NULL);
-    assert_non_null(set = gw_upstream_set_new(cfg.upstreams, cfg.n_upstreams, cfg.roles, cfg.n_roles, err));
+    assert_non_null(
+        set = gw_upstream_set_new(cfg.upstreams, cfg.n_upstreams, cfg.roles, cfg.n_roles, NULL, err));
     assert_ptr_equal(gw_upstream_get0_conf(gw_upstream_set_get0(set, "a")), &ups[0]);
     assert_ptr_equal(gw_upstream_get0_conf(gw_upstream_set_get0(set, "b")), &ups[1]);
     assert_null(gw_upstream_set_get0(set, "c"));
     assert_null(gw_upstream_set_get0(set, ""));
     assert_null(gw_upstream_set_get0(set, NULL));
     gw_upstream_set_free(set);
-    ups[1].key = ca_key; /* mismatched: the whole set fails, naming the upstream */
-    assert_null(gw_upstream_set_new(cfg.upstreams, cfg.n_upstreams, cfg.roles, cfg.n_roles, err));
+    LOCAL(&ups[1])->key = ca_key; /* mismatched: the whole set fails, naming the upstream */
+    assert_null(gw_upstream_set_new(cfg.upstreams, cfg.n_upstreams, cfg.roles, cfg.n_roles, NULL, err));
     assert_non_null(strstr(err, "upstream b"));
     gw_upstream_set_free(NULL);
     gw_upstream_free(NULL);
@@ -805,8 +816,8 @@ static void test_store_records(void **state)
     (void)state;
     make_store(dir, sizeof(dir));
     conf_init(&conf, "delegate", ca, ca_key, root);
-    conf.store_dir = dir;
-    assert_non_null(up = gw_upstream_new(&conf, err));
+    LOCAL(&conf)->store_dir = dir;
+    assert_non_null(up = gw_upstream_new(&conf, NULL, err));
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         plan_init(&plan, keys[K_P256], cases[i].cn, cases[i].sans);
         plan.not_before = now + cases[i].nb_offset;
@@ -872,8 +883,8 @@ static void test_store_list_escapes(void **state)
     (void)state;
     make_store(dir, sizeof(dir));
     conf_init(&conf, "delegate", ca, ca_key, root);
-    conf.store_dir = dir;
-    assert_non_null(up = gw_upstream_new(&conf, err));
+    LOCAL(&conf)->store_dir = dir;
+    assert_non_null(up = gw_upstream_new(&conf, NULL, err));
     plan_init(&plan, keys[K_P256], "tab\there\nnewline", "DNS:x\ty.example");
     sign(up, &plan, &res);
     assert_int_equal(res.status, 0);
@@ -987,8 +998,8 @@ static void test_store_failing(void **state)
     (void)state;
     make_store(dir, sizeof(dir));
     conf_init(&conf, "delegate", ca, ca_key, root);
-    conf.store_dir = dir;
-    assert_non_null(up = gw_upstream_new(&conf, err));
+    LOCAL(&conf)->store_dir = dir;
+    assert_non_null(up = gw_upstream_new(&conf, NULL, err));
     plan_init(&plan, keys[K_P256], "lost", NULL);
     /* read-only for an unprivileged user; gone altogether for root, who ignores modes */
     assert_int_equal(chmod(dir, 0500), 0);
@@ -1008,18 +1019,18 @@ static void test_store_failing(void **state)
         remove_tree(dir);
     }
     /* at start: a missing store, or a file where the directory should be, is refused */
-    assert_null(gw_upstream_new(&conf, err));
+    assert_null(gw_upstream_new(&conf, NULL, err));
     assert_non_null(strstr(err, "upstream delegate: store"));
     make_store(dir, sizeof(dir));
     snprintf(file, sizeof(file), "%s/file", dir);
     assert_non_null(f = fopen(file, "w"));
     fclose(f);
-    conf.store_dir = file;
-    assert_null(gw_upstream_new(&conf, err));
+    LOCAL(&conf)->store_dir = file;
+    assert_null(gw_upstream_new(&conf, NULL, err));
     assert_non_null(strstr(err, "Not a directory"));
     /* the twin: the directory itself works */
-    conf.store_dir = dir;
-    assert_non_null(up = gw_upstream_new(&conf, err));
+    LOCAL(&conf)->store_dir = dir;
+    assert_non_null(up = gw_upstream_new(&conf, NULL, err));
     sign(up, &plan, &res);
     assert_int_equal(res.status, 0);
     gw_sign_result_cleanup(&res);
@@ -1207,8 +1218,8 @@ static void test_local_revoke_cases(void **state)
     (void)state;
     make_store(dir, sizeof(dir));
     conf_init(&conf, "delegate", ca, ca_key, root);
-    conf.store_dir = dir;
-    assert_non_null(up = gw_upstream_new(&conf, err));
+    LOCAL(&conf)->store_dir = dir;
+    assert_non_null(up = gw_upstream_new(&conf, NULL, err));
     assert_true((gw_upstream_caps(up) & (GW_UP_REVOKE | GW_UP_CRL | GW_UP_CERT_STATUS)) ==
                 (GW_UP_REVOKE | GW_UP_CRL | GW_UP_CERT_STATUS));
     issue_n(up, certs, 2);
@@ -1263,9 +1274,9 @@ static void test_local_crl(void **state)
     (void)state;
     make_store(dir, sizeof(dir));
     conf_init(&conf, "delegate", ca, ca_key, root);
-    conf.store_dir = dir;
-    conf.crl_url = CRL_URL;
-    assert_non_null(up = gw_upstream_new(&conf, err));
+    LOCAL(&conf)->store_dir = dir;
+    LOCAL(&conf)->crl_url = CRL_URL;
+    assert_non_null(up = gw_upstream_new(&conf, NULL, err));
     issue_n(up, certs, 4);
     check_cdp(certs[0], CRL_URL);
     /* empty, then cached: the same bytes until something changes */
@@ -1302,7 +1313,7 @@ static void test_local_crl(void **state)
     gw_upstream_free(up);
 
     /* a new instance on the same store: the revocations are still there, the CRL number still grows */
-    assert_non_null(up = gw_upstream_new(&conf, err));
+    assert_non_null(up = gw_upstream_new(&conf, NULL, err));
     crl = fetch_crl(up, NULL, NULL);
     check_crl(crl, 2);
     assert_true(crl_number(crl) > n2);
@@ -1371,7 +1382,7 @@ static void test_local_crl_no_store(void **state)
 
     (void)state;
     conf_init(&conf, "plain", ca, ca_key, root);
-    assert_non_null(up = gw_upstream_new(&conf, err));
+    assert_non_null(up = gw_upstream_new(&conf, NULL, err));
     issue_n(up, &cert, 1);
     check_cdp(cert, NULL);
     assert_int_equal(gw_upstream_revoke(up, cert, CRL_REASON_KEY_COMPROMISE, err), GW_ERR_INVAL);
@@ -1409,7 +1420,7 @@ static void test_crl_caps(void **state)
 
     (void)state;
     conf_init(&conf, "bare", ca, ca_key, NULL);
-    assert_non_null(up = gw_upstream_new_ops(&conf, &bare, err));
+    assert_non_null(up = gw_upstream_new_ops(&conf, &bare, NULL, err));
     assert_int_equal(gw_upstream_crl(up, &der, &len, err), GW_ERR_INVAL);
     assert_null(der);
     assert_int_equal(len, 0);
@@ -1558,7 +1569,7 @@ static unsigned char *sample_crl(size_t *len)
     unsigned char *der = NULL;
 
     conf_init(&conf, "sample", ca, ca_key, NULL);
-    assert_non_null(up = gw_upstream_new(&conf, err));
+    assert_non_null(up = gw_upstream_new(&conf, NULL, err));
     assert_int_equal(gw_upstream_crl(up, &der, len, err), 0);
     gw_upstream_free(up);
     conf_cleanup(&conf);
@@ -1599,14 +1610,18 @@ static size_t mangled(const unsigned char *der, size_t len, int mangle, unsigned
 
 static void vault_conf(struct gw_upstream_conf *c, char *url, size_t cap, const char *token_path)
 {
+    static struct gw_vault_conf vc; /* one vault upstream at a time */
+
     memset(c, 0, sizeof(*c));
+    memset(&vc, 0, sizeof(vc));
     snprintf(url, cap, "http://127.0.0.1:%d", http_fake.port);
     c->name = "vault";
-    c->type = GW_UPSTREAM_VAULT;
-    c->url = url;
+    c->ops = &gw_upstream_vault_ops;
+    c->impl = &vc;
+    vc.http.url = url;
     c->timeout_ms = 3000;
     c->max_inflight = 4;
-    c->token_file = (char *)token_path;
+    vc.token_file = (char *)token_path;
 }
 
 static void test_vault_revoke_crl(void **state)
@@ -1640,7 +1655,7 @@ static void test_vault_revoke_crl(void **state)
     close(fd);
     http_fake_start();
     vault_conf(&conf, url, sizeof(url), token_path);
-    assert_non_null(up = gw_upstream_new(&conf, err));
+    assert_non_null(up = gw_upstream_new(&conf, NULL, err));
     assert_true((gw_upstream_caps(up) & (GW_UP_REVOKE | GW_UP_CRL)) == (GW_UP_REVOKE | GW_UP_CRL));
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         print_message("vault revoke: %s\n", cases[i].name);
@@ -1698,6 +1713,7 @@ static void test_cfssl_revoke_crl(void **state)
     static const char unknown[] = "{\"success\":false,\"result\":null,\"errors\":[{\"code\":11000,"
                                   "\"message\":\"Certificate not found\"}],\"messages\":[]}";
     struct gw_upstream_conf conf;
+    struct gw_cfssl_conf cc = {.auth_key = NULL};
     struct gw_upstream *up;
     char url[64], err[GW_ERR_LEN], aki[2 * 64 + 1] = "", expect[512], *b64, *answer;
     const ASN1_OCTET_STRING *skid = X509_get0_subject_key_id(ca);
@@ -1710,13 +1726,14 @@ static void test_cfssl_revoke_crl(void **state)
     memset(&conf, 0, sizeof(conf));
     snprintf(url, sizeof(url), "http://127.0.0.1:%d", http_fake.port);
     conf.name = "cfssl";
-    conf.type = GW_UPSTREAM_CFSSL;
-    conf.url = url;
+    conf.ops = &gw_upstream_cfssl_ops;
+    conf.impl = &cc;
+    cc.http.url = url;
     conf.timeout_ms = 3000;
     conf.max_inflight = 4;
     conf.issuer_certs = sk_X509_new_null();
     sk_X509_push(conf.issuer_certs, ca);
-    assert_non_null(up = gw_upstream_new(&conf, err)); /* its info call gets a 404: only a warning */
+    assert_non_null(up = gw_upstream_new(&conf, NULL, err)); /* its info call gets a 404: only a warning */
     assert_true((gw_upstream_caps(up) & (GW_UP_REVOKE | GW_UP_CRL)) == (GW_UP_REVOKE | GW_UP_CRL));
     for (int i = 0; i < ASN1_STRING_length(skid); i++)
         snprintf(aki + 2 * i, 3, "%02x", ASN1_STRING_get0_data(skid)[i]);

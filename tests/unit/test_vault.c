@@ -27,6 +27,7 @@
 #include "base/limits.h"
 #include "upstream/http_client.h"
 #include "upstream/upstream.h"
+#include "upstream/upstream_test.h"
 #include "tests/unit/testutil.h"
 
 #define MAX_REQS 64
@@ -277,6 +278,7 @@ static int global_teardown(void **state)
 struct fx {
     char url[64];
     struct gw_upstream_conf conf;
+    struct gw_vault_conf vc; /* conf's section */
     struct gw_role role;
     struct gw_cert_plan plan;
     struct gw_upstream *up;
@@ -301,11 +303,12 @@ static void fx_init(struct fx *f, uint32_t timeout_ms)
     memset(f, 0, sizeof(*f));
     snprintf(f->url, sizeof(f->url), "http://127.0.0.1:%u", fake.port);
     f->conf.name = "vault";
-    f->conf.type = GW_UPSTREAM_VAULT;
-    f->conf.url = f->url;
+    f->conf.ops = &gw_upstream_vault_ops;
+    f->conf.impl = &f->vc;
+    f->vc.http.url = f->url;
     f->conf.timeout_ms = timeout_ms;
-    f->conf.token_file = token_path;
-    f->conf.vault_namespace = "ns1/";
+    f->vc.token_file = token_path;
+    f->vc.vault_namespace = "ns1/";
     f->role.name = "web";
     gw_cert_plan_init(&f->plan);
     f->plan.not_after = time(NULL) + 3600;
@@ -320,7 +323,7 @@ static void fx_init(struct fx *f, uint32_t timeout_ms)
     ASN1_STRING_set(gn->d.dNSName, "dev.example.com", -1);
     sk_GENERAL_NAME_push(f->plan.sans, gn);
     write_token("hvs.first\n");
-    f->up = gw_upstream_new_ops(&f->conf, &gw_upstream_vault_ops, err);
+    f->up = gw_upstream_new_ops(&f->conf, &gw_upstream_vault_ops, NULL, err);
     assert_non_null(f->up);
 }
 
@@ -329,7 +332,7 @@ static void fx_restart(struct fx *f)
     char err[GW_ERR_LEN] = "";
 
     gw_upstream_free(f->up);
-    assert_non_null(f->up = gw_upstream_new_ops(&f->conf, &gw_upstream_vault_ops, err));
+    assert_non_null(f->up = gw_upstream_new_ops(&f->conf, &gw_upstream_vault_ops, NULL, err));
 }
 
 static void fx_cleanup(struct fx *f)
@@ -477,7 +480,7 @@ static void test_sign_paths(void **state)
         f.role.issuer_ref = (char *)cases[i].issuer_ref;
         f.role.sign_policy = cases[i].policy;
         f.role.exclude_cn_from_sans = cases[i].exclude_cn;
-        f.conf.mount = (char *)cases[i].mount;
+        f.vc.mount = (char *)cases[i].mount;
         fx_restart(&f);
         fake_script(&ok, 1);
         sign(&f, &res);
@@ -758,7 +761,7 @@ static void test_connection_refused(void **state)
     (void)state;
     fx_init(&f, 2000);
     snprintf(url, sizeof(url), "http://127.0.0.1:1");
-    f.conf.url = url;
+    f.vc.http.url = url;
     fx_restart(&f);
     sign(&f, &res);
     assert_int_equal(res.status, GW_ERR_IO);
@@ -784,7 +787,7 @@ static void test_oversized_answer(void **state)
     big.body = fake.big;
     fx_init(&f, 5000);
     fake_script(&big, 1);
-    assert_non_null(c = gw_http_client_new(&f.conf, err));
+    assert_non_null(c = gw_http_client_new(f.conf.name, &f.vc.http, f.conf.timeout_ms, err));
     assert_int_equal(gw_http_request(c, "GET", "/v1/x", NULL, NULL, &rsp), GW_ERR_IO);
     assert_non_null(strstr(rsp.error, "larger than"));
     assert_null(rsp.body);
@@ -798,8 +801,8 @@ static void test_oversized_answer(void **state)
     gw_http_response_cleanup(&rsp);
     gw_http_client_free(c);
     /* no URL: refused at creation */
-    f.conf.url = NULL;
-    assert_null(gw_http_client_new(&f.conf, err));
+    f.vc.http.url = NULL;
+    assert_null(gw_http_client_new(f.conf.name, &f.vc.http, f.conf.timeout_ms, err));
     fx_cleanup(&f);
 }
 
@@ -837,25 +840,22 @@ static void test_token_reread_on_403(void **state)
 static void test_token_file_bad(void **state)
 {
     static const char *const bad[] = {"", "\n", "two\nlines\n"};
-    struct gw_upstream_conf conf;
+    struct gw_vault_conf vc = {.http.url = "http://127.0.0.1:1", .token_file = token_path};
+    struct gw_upstream_conf conf = {.name = "vault", .ops = &gw_upstream_vault_ops, .impl = &vc};
     char err[GW_ERR_LEN];
     size_t i;
 
     (void)state;
-    memset(&conf, 0, sizeof(conf));
-    conf.name = "vault";
-    conf.url = "http://127.0.0.1:1";
-    conf.token_file = token_path;
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         write_token(bad[i]);
-        assert_null(gw_upstream_new_ops(&conf, &gw_upstream_vault_ops, err));
+        assert_null(gw_upstream_new_ops(&conf, &gw_upstream_vault_ops, NULL, err));
         assert_non_null(strstr(err, "token_file"));
     }
-    conf.token_file = "/nonexistent/token";
-    assert_null(gw_upstream_new_ops(&conf, &gw_upstream_vault_ops, err));
-    conf.token_file = NULL;
-    conf.mount = "../sys";
-    assert_null(gw_upstream_new_ops(&conf, &gw_upstream_vault_ops, err));
+    vc.token_file = "/nonexistent/token";
+    assert_null(gw_upstream_new_ops(&conf, &gw_upstream_vault_ops, NULL, err));
+    vc.token_file = NULL;
+    vc.mount = "../sys";
+    assert_null(gw_upstream_new_ops(&conf, &gw_upstream_vault_ops, NULL, err));
     write_token("hvs.first\n");
 }
 
@@ -886,9 +886,9 @@ static void test_cert_login_single_flight(void **state)
 
     (void)state;
     fx_init(&f, 5000);
-    f.conf.token_file = NULL;
-    f.conf.auth_cert_mount = "cert";
-    f.conf.auth_cert_role = "cmpgw";
+    f.vc.token_file = NULL;
+    f.vc.auth_cert_mount = "cert";
+    f.vc.auth_cert_role = "cmpgw";
     fx_restart(&f);
     fake.login =
         (struct answer){200, "{\"auth\":{\"client_token\":\"hvb.login\",\"lease_duration\":3600}}", 300};
@@ -947,8 +947,8 @@ static void test_cert_login_refused(void **state)
 
     (void)state;
     fx_init(&f, 5000);
-    f.conf.token_file = NULL;
-    f.conf.auth_cert_mount = "cert";
+    f.vc.token_file = NULL;
+    f.vc.auth_cert_mount = "cert";
     for (i = 0; i < sizeof(logins) / sizeof(logins[0]); i++) {
         fx_restart(&f);
         fake.login = logins[i].a;

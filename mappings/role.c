@@ -1,0 +1,711 @@
+/*
+ * The roles' configuration: "roles", "default_path_policy", "label_to_path_policy", "profiles"
+ * and "root_ca_update" (mappings/role.h), as tables for base/conf.h's reader, with the checks
+ * that need only a role itself. What a role needs of the rest (its upstreams, trust entries and
+ * PBM credentials) is resolved where those are known (upstream/conf.c, gateway/config.c).
+ */
+#include "mappings/role.h"
+#include "base/conf.h"
+#include "base/err.h"
+#include "base/limits.h"
+#include "base/log.h"
+#include "base/pem.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/objects.h>
+#include <openssl/x509v3.h>
+
+#define SIGN_VERBATIM "sign-verbatim" /* Vault's path policy, and the name of the role it selects */
+
+/* "role:<name>" or "forbid" into a struct gw_path_policy; the role is resolved in the final pass. */
+int gw_role_p_policy(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                     const struct gw_conf_field *f)
+{
+    struct gw_path_policy *pol = gw_conf_at(base, f->off);
+    const char *s = f->sdef;
+    char buf[GW_CONF_SHOW_BUF];
+
+    if (v != NULL && (s = gw_conf_want_string(pc, path, v, "\"role:<name>\" or \"forbid\"")) == NULL)
+        return GW_ERR_INVAL;
+    if (strcmp(s, "forbid") == 0) {
+        pol->forbid = true;
+        return 0;
+    }
+    /* Vault's "sign-verbatim" names the role of that name: its upstream and trust must be spelled out */
+    if (strcmp(s, SIGN_VERBATIM) == 0)
+        s = "role:" SIGN_VERBATIM;
+    if (strncmp(s, "role:", 5) != 0 || !gw_conf_name_ok(s + 5, strlen(s + 5)))
+        return gw_conf_fail(pc, path, "expected \"role:<name>\", \"sign-verbatim\" or \"forbid\", got %s",
+                            gw_conf_show(v, buf, sizeof(buf)));
+    if ((pol->role_name = strdup(s + 5)) == NULL)
+        return GW_ERR_NOMEM;
+    return 0;
+}
+
+/* A profile's value: "role:<name>" only. A profile selects a role; refusing is a path's policy. */
+static int p_profile_role(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                          const struct gw_conf_field *f)
+{
+    struct gw_path_policy *pol = gw_conf_at(base, f->off);
+    const char *s;
+    char buf[GW_CONF_SHOW_BUF];
+
+    if ((s = gw_conf_want_string(pc, path, v, "\"role:<name>\"")) == NULL)
+        return GW_ERR_INVAL;
+    if (strncmp(s, "role:", 5) != 0 || !gw_conf_name_ok(s + 5, strlen(s + 5)))
+        return gw_conf_fail(pc, path, "expected \"role:<name>\", got %s", gw_conf_show(v, buf, sizeof(buf)));
+    return (pol->role_name = strdup(s + 5)) != NULL ? 0 : GW_ERR_NOMEM;
+}
+
+/* A pattern: 1..GW_MAX_PATTERN_LEN bytes, no control characters (UTF-8 is fine: subjects may hold it). */
+static bool pattern_ok(const char *s, size_t len)
+{
+    size_t i;
+
+    if (len == 0 || len > GW_MAX_PATTERN_LEN || strlen(s) != len)
+        return false;
+    for (i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] == 0x7f)
+            return false;
+    return true;
+}
+
+/* Digits of a CIDR prefix length, 0..|max|, no sign, no leading zero. */
+static bool prefix_len_ok(const char *s, int max, int *out)
+{
+    int n = 0;
+
+    if (*s == '\0' || (s[0] == '0' && s[1] != '\0') || strlen(s) > 3)
+        return false;
+    for (; *s != '\0'; s++) {
+        if (*s < '0' || *s > '9')
+            return false;
+        n = n * 10 + (*s - '0');
+    }
+    *out = n;
+    return n <= max;
+}
+
+/* "10.0.0.0/8" or "fd00::/8": an address, a prefix length, and no host bits set (a likely typo). */
+static bool cidr_ok(const char *s, size_t len)
+{
+    unsigned char addr[16];
+    char host[INET6_ADDRSTRLEN + 1];
+    const char *slash = memchr(s, '/', len);
+    size_t alen, i;
+    int bits, max, af;
+
+    if (!pattern_ok(s, len) || slash == NULL || (alen = (size_t)(slash - s)) == 0 || alen >= sizeof(host))
+        return false;
+    memcpy(host, s, alen);
+    host[alen] = '\0';
+    af = strchr(host, ':') != NULL ? AF_INET6 : AF_INET;
+    max = af == AF_INET6 ? 128 : 32;
+    if (inet_pton(af, host, addr) != 1 || !prefix_len_ok(slash + 1, max, &bits))
+        return false;
+    for (i = (size_t)bits; i < (size_t)max; i++)
+        if ((addr[i / 8] & (0x80u >> (i % 8))) != 0)
+            return false;
+    return true;
+}
+
+static const struct gw_conf_names names_pattern = {pattern_ok, "a pattern of 1..256 characters"};
+
+static const struct gw_conf_names names_cidr = {
+    cidr_ok, "a CIDR like \"10.0.0.0/8\" or \"fd00::/8\" (no host bits set)"};
+
+/* An array of patterns (struct gw_patterns) checked by the namekind in |f->aux|; no duplicates. */
+static int p_patterns(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                      const struct gw_conf_field *f)
+{
+    const struct gw_conf_names *kind = f->aux;
+    struct gw_patterns *pt = gw_conf_at(base, f->off);
+    char ipath[GW_CONF_PATH_LEN], buf[GW_CONF_SHOW_BUF];
+    size_t len, i, j;
+
+    if (v == NULL)
+        return 0;
+    if (!json_object_is_type(v, json_type_array) || json_object_array_length(v) > GW_MAX_PATTERNS)
+        return gw_conf_fail(pc, path, "expected an array of at most %d patterns, got %s", GW_MAX_PATTERNS,
+                            gw_conf_show(v, buf, sizeof(buf)));
+    if ((len = json_object_array_length(v)) == 0)
+        return 0;
+    if ((pt->v = calloc(len, sizeof(*pt->v))) == NULL)
+        return GW_ERR_NOMEM;
+    for (i = 0; i < len; i++) {
+        struct json_object *el = json_object_array_get_idx(v, i);
+        gw_conf_join_index(ipath, path, i);
+        if (!json_object_is_type(el, json_type_string) ||
+            !kind->ok(json_object_get_string(el), (size_t)json_object_get_string_len(el)))
+            return gw_conf_fail(pc, ipath, "expected %s, got %s", kind->desc,
+                                gw_conf_show(el, buf, sizeof(buf)));
+        for (j = 0; j < i; j++)
+            if (strcmp(pt->v[j], json_object_get_string(el)) == 0)
+                return gw_conf_fail(pc, ipath, "duplicate entry %s", gw_conf_show(el, buf, sizeof(buf)));
+        if ((pt->v[i] = strdup(json_object_get_string(el))) == NULL)
+            return GW_ERR_NOMEM;
+        pt->n = i + 1;
+    }
+    return 0;
+}
+
+/* Key types by name; "rsa:<bits>" is parsed apart (RFC 8017 moduli: a minimum size). */
+static const struct {
+    const char *name;
+    int pkey_type, curve_nid;
+} key_types[] = {
+    {"ec:P-256", EVP_PKEY_EC, NID_X9_62_prime256v1},
+    {"ec:P-384", EVP_PKEY_EC, NID_secp384r1},
+    {"ec:P-521", EVP_PKEY_EC, NID_secp521r1},
+    {"ed25519", EVP_PKEY_ED25519, NID_undef},
+    {"ed448", EVP_PKEY_ED448, NID_undef},
+};
+
+static bool key_rule_parse(const char *s, struct gw_key_rule *out)
+{
+    size_t i;
+    int bits = 0;
+
+    memset(out, 0, sizeof(*out));
+    for (i = 0; i < sizeof(key_types) / sizeof(key_types[0]); i++) {
+        if (strcmp(s, key_types[i].name) == 0) {
+            out->pkey_type = key_types[i].pkey_type;
+            out->curve_nid = key_types[i].curve_nid;
+            return true;
+        }
+    }
+    if (strncmp(s, "rsa:", 4) != 0 || strlen(s + 4) > 5 || s[4] == '0' || s[4] == '\0')
+        return false;
+    for (s += 4; *s >= '0' && *s <= '9'; s++)
+        bits = bits * 10 + (*s - '0');
+    if (*s != '\0' || bits < GW_MIN_RSA_BITS || bits > GW_MAX_RSA_BITS)
+        return false;
+    out->pkey_type = EVP_PKEY_RSA;
+    out->min_bits = bits;
+    return true;
+}
+
+/* "allowed_key_types": 1..GW_MAX_KEY_RULES rules, one per key type (and curve). */
+static int p_key_types(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                       const struct gw_conf_field *f)
+{
+    struct gw_key_rule **dst = gw_conf_at(base, f->off), k;
+    size_t *n = gw_conf_at(base, f->off_n), len, i, j;
+    char ipath[GW_CONF_PATH_LEN], buf[GW_CONF_SHOW_BUF];
+
+    if (v == NULL)
+        return 0;
+    if (!json_object_is_type(v, json_type_array) || (len = json_object_array_length(v)) == 0 ||
+        len > GW_MAX_KEY_RULES)
+        return gw_conf_fail(pc, path, "expected an array of 1..%d key types, got %s", GW_MAX_KEY_RULES,
+                            gw_conf_show(v, buf, sizeof(buf)));
+    if ((*dst = calloc(len, sizeof(**dst))) == NULL)
+        return GW_ERR_NOMEM;
+    for (i = 0; i < len; i++) {
+        struct json_object *el = json_object_array_get_idx(v, i);
+        gw_conf_join_index(ipath, path, i);
+        if (!json_object_is_type(el, json_type_string) || !key_rule_parse(json_object_get_string(el), &k))
+            return gw_conf_fail(pc, ipath,
+                                "expected \"rsa:<bits>\" (%d..%d), \"ec:P-256\", \"ec:P-384\", \"ec:P-521\", "
+                                "\"ed25519\" or \"ed448\", got %s",
+                                GW_MIN_RSA_BITS, GW_MAX_RSA_BITS, gw_conf_show(el, buf, sizeof(buf)));
+        for (j = 0; j < i; j++)
+            if ((*dst)[j].pkey_type == k.pkey_type && (*dst)[j].curve_nid == k.curve_nid)
+                return gw_conf_fail(pc, ipath, "duplicate key type %s", gw_conf_show(el, buf, sizeof(buf)));
+        (*dst)[i] = k;
+        *n = i + 1;
+    }
+    return 0;
+}
+
+/*
+ * A dotted OID: decimal arcs without leading zeros, at least two, the first 0..2 and the second at
+ * most 39 under 0 and 1 (X.690 §8.19.4 packs them into one subidentifier).
+ */
+static bool oid_ok(const char *s, size_t len)
+{
+    unsigned long arc[2] = {0, 0};
+    size_t i, arcs = 0, digits = 0;
+
+    if (len == 0 || len > GW_MAX_OID_TEXT || strlen(s) != len)
+        return false;
+    for (i = 0; i <= len; i++) {
+        if (i < len && s[i] >= '0' && s[i] <= '9') {
+            if (arcs < 2 && arc[arcs] < 1000) /* enough to tell the bounds below; no overflow */
+                arc[arcs] = arc[arcs] * 10 + (unsigned long)(s[i] - '0');
+            digits++;
+            continue;
+        }
+        if ((i < len && s[i] != '.') || digits == 0 || (digits > 1 && s[i - digits] == '0'))
+            return false;
+        arcs++;
+        digits = 0;
+    }
+    return arcs >= 2 && arc[0] <= 2 && (arc[0] == 2 || arc[1] <= 39);
+}
+
+/* "allowed_extensions": dotted OIDs, 0..GW_MAX_ALLOWED_EXTS, no repeats (however they are spelled). */
+static int p_ext_oids(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                      const struct gw_conf_field *f)
+{
+    ASN1_OBJECT ***dst = gw_conf_at(base, f->off), *obj;
+    size_t *n = gw_conf_at(base, f->off_n), len, i, j;
+    char ipath[GW_CONF_PATH_LEN], buf[GW_CONF_SHOW_BUF];
+
+    if (v == NULL)
+        return 0;
+    if (!json_object_is_type(v, json_type_array) || (len = json_object_array_length(v)) > GW_MAX_ALLOWED_EXTS)
+        return gw_conf_fail(pc, path, "expected an array of at most %d OIDs, got %s", GW_MAX_ALLOWED_EXTS,
+                            gw_conf_show(v, buf, sizeof(buf)));
+    if (len == 0)
+        return 0;
+    if ((*dst = calloc(len, sizeof(**dst))) == NULL)
+        return GW_ERR_NOMEM;
+    for (i = 0; i < len; i++) {
+        struct json_object *el = json_object_array_get_idx(v, i);
+        gw_conf_join_index(ipath, path, i);
+        if (!json_object_is_type(el, json_type_string) ||
+            !oid_ok(json_object_get_string(el), (size_t)json_object_get_string_len(el)))
+            return gw_conf_fail(pc, ipath, "expected a dotted OID like \"1.3.6.1.4.1.11129.2.4.3\", got %s",
+                                gw_conf_show(el, buf, sizeof(buf)));
+        if ((obj = OBJ_txt2obj(json_object_get_string(el), 1)) == NULL)
+            return GW_ERR_NOMEM;
+        for (j = 0; j < i; j++) {
+            if (OBJ_cmp((*dst)[j], obj) == 0) {
+                ASN1_OBJECT_free(obj);
+                return gw_conf_fail(pc, ipath, "duplicate entry %s", gw_conf_show(el, buf, sizeof(buf)));
+            }
+        }
+        (*dst)[i] = obj;
+        *n = i + 1;
+    }
+    return 0;
+}
+
+/* "serial:<hex>" (colons allowed, as `openssl x509 -serial` or a browser prints it) into a BIGNUM. */
+static BIGNUM *allow_serial(const char *s)
+{
+    char hex[2 * 20 + 1]; /* RFC 5280 §4.1.2.2: at most 20 octets */
+    size_t n = 0;
+    BIGNUM *bn = NULL;
+
+    for (; *s != '\0'; s++) {
+        if (*s == ':')
+            continue;
+        if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f') || (*s >= 'A' && *s <= 'F')) ||
+            n + 1 >= sizeof(hex))
+            return NULL;
+        hex[n++] = *s;
+    }
+    hex[n] = '\0';
+    if (n > 0 && BN_hex2bn(&bn, hex) == (int)n)
+        return bn;
+    BN_free(bn);
+    return NULL;
+}
+
+/* One non-comment line of a device allow-list into |r|. */
+static int allow_entry(struct gw_conf_ctx *pc, const char *fpath, const char *file, long lineno,
+                       const char *s, struct gw_role *r)
+{
+    size_t *n = strncmp(s, "serial:", 7) == 0 ? &r->n_allow_serials : &r->n_allow_subjects;
+    void **tmp;
+
+    if (r->n_allow_serials + r->n_allow_subjects >= GW_MAX_ALLOWLIST_ENTRIES)
+        return gw_conf_fail(pc, fpath, "\"%s\": more than %d entries", file, GW_MAX_ALLOWLIST_ENTRIES);
+    if (n == &r->n_allow_subjects && s[0] != '/')
+        return gw_conf_fail(pc, fpath,
+                            "\"%s\" line %ld: expected a one-line subject (\"/O=.../CN=...\") or "
+                            "\"serial:<hex>\", got \"%.40s\"",
+                            file, lineno, s);
+    tmp = n == &r->n_allow_serials ? (void **)r->allow_serials : (void **)r->allow_subjects;
+    if ((tmp = realloc(tmp, (*n + 1) * sizeof(*tmp))) == NULL)
+        return GW_ERR_NOMEM;
+    if (n == &r->n_allow_serials) {
+        r->allow_serials = (BIGNUM **)tmp;
+        if ((r->allow_serials[*n] = allow_serial(s + 7)) == NULL)
+            return gw_conf_fail(
+                pc, fpath, "\"%s\" line %ld: expected \"serial:<hex>\" of at most 20 octets, got \"%.48s\"",
+                file, lineno, s);
+    } else {
+        r->allow_subjects = (char **)tmp;
+        if ((r->allow_subjects[*n] = strdup(s)) == NULL)
+            return GW_ERR_NOMEM;
+    }
+    (*n)++;
+    return 0;
+}
+
+/* Trims |line| in place: leading blanks, trailing blanks and the line end. */
+static char *trim_line(char *line)
+{
+    size_t len;
+
+    while (*line == ' ' || *line == '\t')
+        line++;
+    len = strlen(line);
+    while (len > 0 &&
+           (line[len - 1] == '\n' || line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
+        line[--len] = '\0';
+    return line;
+}
+
+/* "device_allowlist": one entry per line, '#' comments; read at every (re)load of the config. */
+static int load_allowlist(struct gw_conf_ctx *pc, const char *path, struct gw_role *r)
+{
+    char fpath[GW_CONF_PATH_LEN], buf[GW_MAX_ALLOWLIST_LINE + 2], *s;
+    long lineno = 0;
+    int len, rc = 0;
+    BIO *bio;
+
+    gw_conf_join_key(fpath, path, "device_allowlist");
+    if ((bio = gw_conf_open(pc, fpath, r->device_allowlist_file)) == NULL)
+        return GW_ERR_INVAL;
+    while (rc == 0 && (len = BIO_gets(bio, buf, sizeof(buf))) > 0) {
+        lineno++;
+        if (buf[len - 1] != '\n' && len == (int)sizeof(buf) - 1) {
+            rc = gw_conf_fail(pc, fpath, "\"%s\" line %ld: longer than %d characters",
+                              r->device_allowlist_file, lineno, GW_MAX_ALLOWLIST_LINE);
+            break;
+        }
+        s = trim_line(buf);
+        if (s[0] != '\0' && s[0] != '#')
+            rc = allow_entry(pc, fpath, r->device_allowlist_file, lineno, s, r);
+    }
+    BIO_free(bio);
+    if (rc == 0 && r->n_allow_subjects + r->n_allow_serials == 0)
+        gw_log(GW_LOG_WARN, "config", "%s: %s: \"%s\" lists no device: every request is refused", pc->name,
+               fpath, r->device_allowlist_file);
+    return rc;
+}
+
+/* The 3GPP keys of a role: the allow-list and caPubs files are loaded here. */
+static int check_role_3gpp(struct gw_conf_ctx *pc, const char *path, struct gw_role *r)
+{
+    char kpath[GW_CONF_PATH_LEN];
+
+    if (r->device_allowlist_file != NULL && load_allowlist(pc, path, r) != 0)
+        return GW_ERR_INVAL;
+    gw_conf_join_key(kpath, path, "ca_pubs");
+    if (r->ca_pubs_file != NULL && gw_pem_load_certs(pc, kpath, r->ca_pubs_file, &r->ca_pubs) != 0)
+        return GW_ERR_INVAL;
+    return 0;
+}
+
+static int check_role(struct gw_conf_ctx *pc, const char *path, void *base)
+{
+    struct gw_role *r = base;
+    char kpath[GW_CONF_PATH_LEN];
+
+    gw_conf_join_key(kpath, path, "ttl");
+    if (r->ttl > r->max_ttl)
+        return gw_conf_fail(pc, kpath, "ttl (%us) exceeds max_ttl (%us)", r->ttl, r->max_ttl);
+    /* with neither, no CMP protection could ever be verified on this role */
+    if (r->n_trust == 0 && r->n_pbm == 0)
+        return gw_conf_fail(pc, path, "a role needs at least one \"trust\" or \"pbm\" entry");
+    gw_conf_join_key(kpath, path, "delegate");
+    if (r->crmf == GW_CRMF_DELEGATE && r->delegate_name == NULL)
+        return gw_conf_fail(pc, kpath, "missing: required with \"crmf\": \"delegate\"");
+    if (r->crmf != GW_CRMF_DELEGATE && r->delegate_name != NULL)
+        return gw_conf_fail(pc, kpath, "set, but \"crmf\" is not \"delegate\"");
+    /* Vault's "sign-verbatim" policy selects this role by name: it must sign verbatim (config.h) */
+    gw_conf_join_key(kpath, path, "sign");
+    if (strcmp(r->name, SIGN_VERBATIM) == 0 && r->sign_policy != GW_SIGN_VERBATIM)
+        return gw_conf_fail(pc, kpath, "the role \"" SIGN_VERBATIM "\" must have \"sign\": \"verbatim\"");
+    return check_role_3gpp(pc, path, r);
+}
+
+static const struct gw_conf_enum sign_names[] = {
+    {"role", GW_SIGN_ROLE, NULL}, {"verbatim", GW_SIGN_VERBATIM, NULL}, {NULL, 0, NULL}};
+
+/* 3GPP TS 33.310: SHA-256 shall, SHA-384 should; the value is the digest size in bits. */
+static const struct gw_conf_enum min_hash_names[] = {
+    {"sha256", 256, NULL}, {"sha384", 384, NULL}, {"sha512", 512, NULL}, {NULL, 0, NULL}};
+
+static const struct gw_conf_enum crmf_names[] = {
+    {"reject", GW_CRMF_REJECT, NULL}, {"delegate", GW_CRMF_DELEGATE, NULL}, {NULL, 0, NULL}};
+
+static const struct gw_conf_enum tls_client_names[] = {
+    {"optional", 0, NULL}, {"require", 1, NULL}, {NULL, 0, NULL}};
+
+/* RFC 5280 §4.2.1.3 names; certificate-signing usages are refused: a role never issues a CA. */
+static const struct gw_conf_enum key_usages[] = {
+    {"digitalSignature", KU_DIGITAL_SIGNATURE, NULL},
+    {"nonRepudiation", KU_NON_REPUDIATION, NULL},
+    {"contentCommitment", KU_NON_REPUDIATION, NULL},
+    {"keyEncipherment", KU_KEY_ENCIPHERMENT, NULL},
+    {"dataEncipherment", KU_DATA_ENCIPHERMENT, NULL},
+    {"keyAgreement", KU_KEY_AGREEMENT, NULL},
+    {"keyCertSign", -1, "a role never issues CA certificates"},
+    {"cRLSign", -1, "a role never issues CA certificates"},
+    {NULL, 0, NULL},
+};
+
+static const struct gw_conf_enum ext_key_usages[] = {
+    {"serverAuth", GW_EKU_SERVER_AUTH, NULL},
+    {"clientAuth", GW_EKU_CLIENT_AUTH, NULL},
+    {"codeSigning", GW_EKU_CODE_SIGNING, NULL},
+    {"emailProtection", GW_EKU_EMAIL_PROTECTION, NULL},
+    {"timeStamping", GW_EKU_TIME_STAMPING, NULL},
+    {"OCSPSigning", GW_EKU_OCSP_SIGNING, NULL},
+    {"cmcRA", GW_EKU_CMC_RA, NULL},
+    {NULL, 0, NULL},
+};
+
+static const struct gw_conf_enum san_types[] = {
+    {"dns", GW_SAN_DNS, NULL},     {"ip", GW_SAN_IP, NULL}, {"uri", GW_SAN_URI, NULL},
+    {"email", GW_SAN_EMAIL, NULL}, {NULL, 0, NULL},
+};
+
+static const struct gw_conf_field authz_fields[] = {
+    GW_CONF_OPT("tls_client", gw_conf_p_enum_bool, struct gw_authz, tls_required, .def = 0,
+                .aux = tls_client_names),
+    GW_CONF_OPT("tls_trust", gw_conf_p_names, struct gw_authz, tls_trust_names,
+                .off_n = offsetof(struct gw_authz, n_tls_trust), .aux = &gw_conf_names_plain),
+    GW_CONF_OPT("tls_subjects", p_patterns, struct gw_authz, tls_subjects, .aux = &names_pattern),
+    GW_CONF_OPT("tls_sans", p_patterns, struct gw_authz, tls_sans, .aux = &names_pattern),
+    GW_CONF_OPT("tls_must_be_signer", gw_conf_p_bool, struct gw_authz, tls_must_be_signer, .def = false),
+    GW_CONF_OPT("signer_subjects", p_patterns, struct gw_authz, signer_subjects, .aux = &names_pattern),
+    GW_CONF_OPT("allowed_common_names", p_patterns, struct gw_authz, common_names, .aux = &names_pattern),
+    GW_CONF_OPT("allowed_dns_names", p_patterns, struct gw_authz, dns_names, .aux = &names_pattern),
+    GW_CONF_OPT("allowed_uris", p_patterns, struct gw_authz, uris, .aux = &names_pattern),
+    GW_CONF_OPT("allowed_emails", p_patterns, struct gw_authz, emails, .aux = &names_pattern),
+    GW_CONF_OPT("allowed_ip_ranges", p_patterns, struct gw_authz, ip_ranges, .aux = &names_cidr),
+    GW_CONF_OPT("allowed_key_types", p_key_types, struct gw_authz, key_rules,
+                .off_n = offsetof(struct gw_authz, n_key_rules)),
+    GW_CONF_OPT("ra_subjects", p_patterns, struct gw_authz, ra_subjects, .aux = &names_pattern),
+};
+
+GW_CONF_OBJDEF(authz_def, authz_fields, NULL);
+
+/*
+ * RFC 9483 §4.3.2: the three certificates of RootCaKeyUpdateContent, and that they fit together
+ * (RFC 4210 §4.4): newWithOld certifies the new root's key and is signed by another key, the old
+ * root's, which is what a client's current root is recognised by; oldWithNew, if given, certifies
+ * that old key and is signed by the new one.
+ */
+static int check_root_update(struct gw_conf_ctx *pc, const char *path, void *base)
+{
+    struct gw_root_update *u = base;
+    char fpath[GW_CONF_PATH_LEN];
+    int ok;
+
+    gw_conf_bprintf(fpath, sizeof(fpath), "%s.new_with_new", path);
+    if (gw_pem_load_cert(pc, fpath, u->new_with_new_file, &u->new_with_new) != 0)
+        return GW_ERR_INVAL;
+    gw_conf_bprintf(fpath, sizeof(fpath), "%s.new_with_old", path);
+    if (gw_pem_load_cert(pc, fpath, u->new_with_old_file, &u->new_with_old) != 0)
+        return GW_ERR_INVAL;
+    gw_conf_bprintf(fpath, sizeof(fpath), "%s.old_with_new", path);
+    if (u->old_with_new_file != NULL &&
+        gw_pem_load_cert(pc, fpath, u->old_with_new_file, &u->old_with_new) != 0)
+        return GW_ERR_INVAL;
+    if (X509_check_issued(u->new_with_new, u->new_with_new) != X509_V_OK)
+        return gw_conf_fail(pc, path, "new_with_new must be a self-signed root CA certificate");
+    ok = EVP_PKEY_eq(X509_get0_pubkey(u->new_with_old), X509_get0_pubkey(u->new_with_new)) == 1 &&
+         X509_verify(u->new_with_old, X509_get0_pubkey(u->new_with_new)) != 1;
+    ERR_clear_error();
+    if (!ok)
+        return gw_conf_fail(
+            pc, path,
+            "new_with_old must certify the key of new_with_new and be signed by the old root's key");
+    if (u->old_with_new == NULL)
+        return 0;
+    ok = X509_verify(u->old_with_new, X509_get0_pubkey(u->new_with_new)) == 1 &&
+         X509_verify(u->new_with_old, X509_get0_pubkey(u->old_with_new)) == 1;
+    ERR_clear_error();
+    if (!ok)
+        return gw_conf_fail(
+            pc, path,
+            "old_with_new must certify the key that signed new_with_old and be signed by the key of "
+            "new_with_new");
+    return 0;
+}
+
+static const struct gw_conf_field root_update_fields[] = {
+    GW_CONF_REQ("new_with_new", gw_conf_p_file, struct gw_root_update, new_with_new_file),
+    GW_CONF_REQ("new_with_old", gw_conf_p_file, struct gw_root_update, new_with_old_file),
+    GW_CONF_OPT("old_with_new", gw_conf_p_file, struct gw_root_update, old_with_new_file),
+};
+
+const struct gw_conf_obj gw_root_update_conf_def = {
+    root_update_fields, sizeof(root_update_fields) / sizeof(root_update_fields[0]), check_root_update};
+
+static const struct gw_conf_field role_fields[] = {
+    GW_CONF_REQ("upstream", gw_conf_p_name, struct gw_role, upstream_name, .aux = &gw_conf_names_plain),
+    GW_CONF_OPT("trust", gw_conf_p_names, struct gw_role, trust_names,
+                .off_n = offsetof(struct gw_role, n_trust), .aux = &gw_conf_names_plain),
+    GW_CONF_OPT("pbm", gw_conf_p_names, struct gw_role, pbm_refs, .off_n = offsetof(struct gw_role, n_pbm),
+                .aux = &gw_conf_names_kid),
+    GW_CONF_OPT("key_usage", gw_conf_p_flags, struct gw_role, key_usage, .aux = key_usages),
+    GW_CONF_OPT("ext_key_usage", gw_conf_p_flags, struct gw_role, ext_key_usage, .aux = ext_key_usages),
+    GW_CONF_OPT("allowed_san_types", gw_conf_p_flags, struct gw_role, allowed_san_types, .aux = san_types),
+    GW_CONF_OPT("allowed_extensions", p_ext_oids, struct gw_role, allowed_exts,
+                .off_n = offsetof(struct gw_role, n_allowed_exts)),
+    GW_CONF_OPT("ttl", gw_conf_p_dur_s, struct gw_role, ttl, .min = 1, .max = GW_MAX_CERT_TTL,
+                .def = GW_DEFAULT_TTL),
+    GW_CONF_OPT("max_ttl", gw_conf_p_dur_s, struct gw_role, max_ttl, .min = 1, .max = GW_MAX_CERT_TTL,
+                .def = GW_DEFAULT_MAX_TTL),
+    GW_CONF_OPT("require_subject", gw_conf_p_bool, struct gw_role, require_subject, .def = false),
+    GW_CONF_OPT("implicit_confirm", gw_conf_p_bool, struct gw_role, implicit_confirm, .def = true),
+    GW_CONF_OPT("upstream_role", gw_conf_p_name, struct gw_role, upstream_role, .aux = &gw_conf_names_plain),
+    GW_CONF_OPT("sign", gw_conf_p_enum, struct gw_role, sign_policy, .def = GW_SIGN_ROLE, .aux = sign_names),
+    GW_CONF_OPT("issuer_ref", gw_conf_p_name, struct gw_role, issuer_ref, .aux = &gw_conf_names_plain),
+    GW_CONF_OPT("exclude_cn_from_sans", gw_conf_p_bool, struct gw_role, exclude_cn_from_sans, .def = false),
+    GW_CONF_OPT("crmf", gw_conf_p_enum, struct gw_role, crmf, .def = GW_CRMF_REJECT, .aux = crmf_names),
+    GW_CONF_OPT("delegate", gw_conf_p_name, struct gw_role, delegate_name, .aux = &gw_conf_names_plain),
+    GW_CONF_OPT("crmf_upstream", gw_conf_p_name, struct gw_role, crmf_upstream_name,
+                .aux = &gw_conf_names_plain),
+    GW_CONF_OPT("authorization", gw_conf_p_obj, struct gw_role, authz, .aux = &authz_def),
+    GW_CONF_OPT("root_ca_update", gw_conf_p_opt_obj, struct gw_role, root_update,
+                .aux = &gw_root_update_conf_def),
+    /* 3GPP TS 33.310 (docs/3gpp.md) */
+    GW_CONF_OPT("device_allowlist", gw_conf_p_file, struct gw_role, device_allowlist_file),
+    GW_CONF_OPT("subject_from_signer", gw_conf_p_bool, struct gw_role, subject_from_signer, .def = false),
+    GW_CONF_OPT("ca_pubs", gw_conf_p_file, struct gw_role, ca_pubs_file),
+    GW_CONF_OPT("min_hash", gw_conf_p_enum, struct gw_role, min_hash_bits, .def = 0, .aux = min_hash_names),
+    /* polling for slow upstreams (docs/polling.md) */
+    GW_CONF_OPT("poll_after", gw_conf_p_dur_ms, struct gw_role, poll_after_ms, .min = 0,
+                .max = GW_MAX_UPSTREAM_TIMEOUT_MS, .def = 0),
+};
+
+GW_CONF_OBJDEF(role_def, role_fields, check_role);
+
+const struct gw_conf_map gw_role_conf_map = {sizeof(struct gw_role),
+                                             offsetof(struct gw_role, name),
+                                             &gw_conf_names_plain,
+                                             gw_conf_p_obj,
+                                             0,
+                                             &role_def};
+
+static const struct gw_conf_names names_label = {gw_conf_name_ok,
+                                                 "a label of 1..64 characters [A-Za-z0-9._-]"};
+
+const struct gw_conf_map gw_label_conf_map = {
+    sizeof(struct gw_label), offsetof(struct gw_label, label),  &names_label,
+    gw_role_p_policy,        offsetof(struct gw_label, policy), NULL};
+
+static const struct gw_conf_names names_profile = {gw_conf_name_ok,
+                                                   "a profile name of 1..64 characters [A-Za-z0-9._-]"};
+
+const struct gw_conf_map gw_profile_conf_map = {sizeof(struct gw_profile),
+                                                offsetof(struct gw_profile, name),
+                                                &names_profile,
+                                                p_profile_role,
+                                                offsetof(struct gw_profile, policy),
+                                                NULL};
+
+/* Names a role may ask for per SAN type are dead configuration unless that type is copied at all. */
+int gw_role_check_authz_sans(struct gw_conf_ctx *pc, const struct gw_role *r)
+{
+    const struct {
+        const char *key, *type;
+        size_t n;
+        unsigned bit;
+    } lists[] = {
+        {"allowed_dns_names", "dns", r->authz.dns_names.n, GW_SAN_DNS},
+        {"allowed_uris", "uri", r->authz.uris.n, GW_SAN_URI},
+        {"allowed_emails", "email", r->authz.emails.n, GW_SAN_EMAIL},
+        {"allowed_ip_ranges", "ip", r->authz.ip_ranges.n, GW_SAN_IP},
+    };
+    char path[GW_CONF_PATH_LEN];
+    size_t i;
+
+    for (i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+        if (lists[i].n == 0 || (r->allowed_san_types & lists[i].bit) != 0)
+            continue;
+        gw_conf_bprintf(path, sizeof(path), "$.roles.%s.authorization.%s", r->name, lists[i].key);
+        return gw_conf_fail(pc, path, "set, but \"%s\" is not in the role's \"allowed_san_types\"",
+                            lists[i].type);
+    }
+    return 0;
+}
+
+static void free_patterns(struct gw_patterns *p)
+{
+    gw_conf_free_strings(p->v, p->n);
+}
+
+static void free_authz(struct gw_authz *a)
+{
+    gw_conf_free_strings(a->tls_trust_names, a->n_tls_trust);
+    X509_STORE_free(a->tls_store);
+    sk_X509_pop_free(a->tls_untrusted, X509_free);
+    free_patterns(&a->tls_subjects);
+    free_patterns(&a->tls_sans);
+    free_patterns(&a->signer_subjects);
+    free_patterns(&a->common_names);
+    free_patterns(&a->dns_names);
+    free_patterns(&a->uris);
+    free_patterns(&a->emails);
+    free_patterns(&a->ip_ranges);
+    free(a->key_rules);
+    free_patterns(&a->ra_subjects);
+}
+
+void gw_root_update_cleanup(struct gw_root_update *u)
+{
+    free(u->new_with_new_file);
+    free(u->new_with_old_file);
+    free(u->old_with_new_file);
+    X509_free(u->new_with_new);
+    X509_free(u->new_with_old);
+    X509_free(u->old_with_new);
+}
+
+void gw_roles_free(struct gw_role *roles, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        free(roles[i].name);
+        free(roles[i].upstream_name);
+        gw_conf_free_strings(roles[i].trust_names, roles[i].n_trust);
+        gw_conf_free_strings(roles[i].pbm_refs, roles[i].n_pbm);
+        X509_STORE_free(roles[i].store);
+        sk_X509_pop_free(roles[i].untrusted, X509_free);
+        free(roles[i].upstream_role);
+        free(roles[i].issuer_ref);
+        free(roles[i].delegate_name);
+        free(roles[i].crmf_upstream_name);
+        free_authz(&roles[i].authz);
+        for (size_t j = 0; j < roles[i].n_allowed_exts; j++)
+            ASN1_OBJECT_free(roles[i].allowed_exts[j]);
+        free(roles[i].allowed_exts);
+        free(roles[i].device_allowlist_file);
+        gw_conf_free_strings(roles[i].allow_subjects, roles[i].n_allow_subjects);
+        for (size_t j = 0; j < roles[i].n_allow_serials; j++)
+            BN_free(roles[i].allow_serials[j]);
+        free(roles[i].allow_serials);
+        free(roles[i].ca_pubs_file);
+        sk_X509_pop_free(roles[i].ca_pubs, X509_free);
+        gw_root_update_cleanup(&roles[i].root_update);
+    }
+    free(roles);
+}
+
+void gw_labels_free(struct gw_label *labels, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(labels[i].label);
+        free(labels[i].policy.role_name);
+    }
+    free(labels);
+}
+
+void gw_profiles_free(struct gw_profile *profiles, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(profiles[i].name);
+        free(profiles[i].policy.role_name);
+    }
+    free(profiles);
+}

@@ -1,0 +1,463 @@
+/*
+ * The "upstreams" section (upstream/upstream.h): the keys every adapter takes, the HTTP keys of
+ * those that speak to an API, and the adapter's own section, which its table and check describe
+ * (upstream/upstream_int.h). Also what a role may ask of the upstreams it names.
+ *
+ * One JSON object holds all three kinds of keys. They are told apart by table: a key of none of
+ * them that another adapter takes is "not valid for a <type> upstream", anything else unknown.
+ */
+#include "upstream/upstream.h"
+#include "upstream/upstream_int.h"
+#include "base/conf.h"
+#include "base/err.h"
+#include "base/limits.h"
+#include "base/log.h"
+#include "base/pem.h"
+#include "mappings/role.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#define GW_UPSTREAM_OPS_ADDRESS(type) &gw_upstream_##type##_ops,
+static const struct gw_upstream_ops *const adapters[] = {GW_UPSTREAM_ADAPTERS(GW_UPSTREAM_OPS_ADDRESS)};
+#define N_ADAPTERS (sizeof(adapters) / sizeof(adapters[0]))
+
+static const struct gw_conf_field common_fields[] = {
+    GW_CONF_OPT("timeout", gw_conf_p_dur_ms, struct gw_upstream_conf, timeout_ms, .min = 1,
+                .max = GW_MAX_UPSTREAM_TIMEOUT_MS, .def = GW_DEFAULT_UPSTREAM_TIMEOUT_MS),
+    GW_CONF_OPT("max_inflight", gw_conf_p_u32, struct gw_upstream_conf, max_inflight, .min = 1,
+                .max = GW_MAX_UPSTREAM_INFLIGHT, .def = GW_DEFAULT_UPSTREAM_MAX_INFLIGHT),
+    GW_CONF_OPT("check_revocation", gw_conf_p_bool, struct gw_upstream_conf, check_revocation, .def = true),
+};
+GW_CONF_OBJDEF(common_def, common_fields, NULL);
+
+static const struct gw_conf_field http_fields[] = {
+    GW_CONF_REQ("url", gw_conf_p_url, struct gw_http_conf, url),
+    GW_CONF_REQ("issuer_ca", gw_conf_p_file, struct gw_http_conf, issuer_ca_file),
+    GW_CONF_OPT("tls_ca", gw_conf_p_file, struct gw_http_conf, ca_file),
+    GW_CONF_OPT("tls_cert", gw_conf_p_file, struct gw_http_conf, client_cert_file),
+    GW_CONF_OPT("tls_key", gw_conf_p_file, struct gw_http_conf, client_key_file),
+};
+GW_CONF_OBJDEF(http_def, http_fields, NULL);
+
+static const struct gw_conf_field *def_find(const struct gw_conf_obj *def, const char *key)
+{
+    for (size_t i = 0; def != NULL && i < def->n; i++)
+        if (strcmp(def->fields[i].key, key) == 0)
+            return &def->fields[i];
+    return NULL;
+}
+
+/* Where |key| belongs for an upstream of adapter |ops|: its common, HTTP or own section, or none. */
+static const struct gw_conf_obj *section_of(const struct gw_upstream_ops *ops, const char *key)
+{
+    if (def_find(&common_def, key) != NULL)
+        return &common_def;
+    if (ops->http != 0 && def_find(&http_def, key) != NULL &&
+        ((ops->http & GW_UPSTREAM_HTTP_CERT) != 0 ||
+         (strcmp(key, "tls_cert") != 0 && strcmp(key, "tls_key") != 0)))
+        return &http_def;
+    return def_find(ops->conf_def, key) != NULL ? ops->conf_def : NULL;
+}
+
+static const struct gw_upstream_ops *adapter_named(const char *type)
+{
+    for (size_t i = 0; i < N_ADAPTERS; i++)
+        if (strcmp(adapters[i]->dialect, type) == 0)
+            return adapters[i];
+    return NULL;
+}
+
+/* "type": the adapter, or an error listing the types there are. */
+static const struct gw_upstream_ops *parse_type(struct gw_conf_ctx *pc, const char *path,
+                                                struct json_object *v)
+{
+    const struct gw_upstream_ops *ops;
+    char tpath[GW_CONF_PATH_LEN], list[160], buf[GW_CONF_SHOW_BUF];
+    struct json_object *t = NULL;
+    size_t used = 0;
+
+    gw_conf_join_key(tpath, path, "type");
+    if (!json_object_object_get_ex(v, "type", &t)) {
+        gw_conf_fail(pc, tpath, "missing required key");
+        return NULL;
+    }
+    if (json_object_is_type(t, json_type_string) && (ops = adapter_named(json_object_get_string(t))) != NULL)
+        return ops;
+    list[0] = '\0';
+    for (size_t i = 0; i < N_ADAPTERS; i++)
+        used += (size_t)snprintf(list + used, sizeof(list) - used, "%s\"%s\"", i > 0 ? "|" : "",
+                                 adapters[i]->dialect);
+    gw_conf_fail(pc, tpath, "expected one of %s, got %s", list,
+                 t != NULL ? gw_conf_show(t, buf, sizeof(buf)) : "null");
+    return NULL;
+}
+
+/*
+ * The keys of |v| that belong to |def|, as a new object (values shared); NULL if out of memory.
+ * Before that, a key that fits no section is refused, and a required key of |def| missing.
+ */
+static struct json_object *section(struct gw_conf_ctx *pc, const char *path, struct json_object *v,
+                                   const struct gw_upstream_ops *ops, const struct gw_conf_obj *def, int *rc)
+{
+    struct json_object *out = json_object_new_object();
+    char kpath[GW_CONF_PATH_LEN];
+
+    *rc = out != NULL ? 0 : GW_ERR_NOMEM;
+    json_object_object_foreach(v, key, val)
+    {
+        const struct gw_conf_obj *sec = strcmp(key, "type") == 0 ? NULL : section_of(ops, key);
+        if (*rc != 0 || strcmp(key, "type") == 0)
+            continue;
+        gw_conf_join_key(kpath, path, key);
+        if (sec == NULL) {
+            bool elsewhere = def_find(&http_def, key) != NULL;
+            for (size_t i = 0; i < N_ADAPTERS && !elsewhere; i++)
+                elsewhere = def_find(adapters[i]->conf_def, key) != NULL;
+            *rc = elsewhere ? gw_conf_fail(pc, kpath, "not valid for a \"%s\" upstream", ops->dialect)
+                            : gw_conf_fail(pc, kpath, "unknown key");
+        } else if (sec == def && json_object_object_add(out, key, json_object_get(val)) != 0) {
+            *rc = GW_ERR_NOMEM;
+        }
+    }
+    for (size_t i = 0; *rc == 0 && def != NULL && i < def->n; i++) {
+        if (!def->fields[i].required || json_object_object_get_ex(v, def->fields[i].key, NULL))
+            continue;
+        gw_conf_join_key(kpath, path, def->fields[i].key);
+        *rc = gw_conf_fail(pc, kpath, "missing: required for a \"%s\" upstream", ops->dialect);
+    }
+    if (*rc != 0) {
+        json_object_put(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* Parses the keys of |v| that |def| describes into |dst|. */
+static int parse_section(struct gw_conf_ctx *pc, const char *path, struct json_object *v,
+                         const struct gw_upstream_ops *ops, const struct gw_conf_obj *def, void *dst)
+{
+    struct gw_conf_field f = {.parse = gw_conf_p_obj, .aux = def};
+    struct json_object *sub;
+    int rc;
+
+    if ((sub = section(pc, path, v, ops, def, &rc)) == NULL)
+        return rc;
+    rc = f.parse(pc, path, sub, dst, &f);
+    json_object_put(sub);
+    return rc;
+}
+
+/* The TLS settings of an HTTP upstream: an https URL, a loadable CA bundle, a matching client pair. */
+static int check_http_tls(struct gw_conf_ctx *pc, const char *path, const struct gw_http_conf *u)
+{
+    STACK_OF(X509) *sk = NULL;
+    X509 *cert = NULL;
+    EVP_PKEY *key = NULL;
+    char cpath[GW_CONF_PATH_LEN], kpath[GW_CONF_PATH_LEN];
+    int rc = GW_ERR_INVAL;
+
+    gw_conf_join_key(cpath, path, u->client_cert_file != NULL ? "tls_cert" : "tls_key");
+    gw_conf_join_key(kpath, path, u->ca_file != NULL ? "tls_ca" : "url");
+    if (strncmp(u->url, "https://", 8) != 0 &&
+        (u->ca_file != NULL || u->client_cert_file != NULL || u->client_key_file != NULL))
+        return gw_conf_fail(pc, u->ca_file != NULL ? kpath : cpath, "TLS settings need an https:// \"url\"");
+    if ((u->client_cert_file == NULL) != (u->client_key_file == NULL))
+        return gw_conf_fail(pc, cpath, "\"tls_cert\" and \"tls_key\" go together");
+    if (u->ca_file != NULL && gw_pem_load_certs(pc, kpath, u->ca_file, &sk) != 0)
+        goto out;
+    gw_conf_join_key(kpath, path, "tls_key");
+    if (u->client_cert_file != NULL && (gw_pem_load_cert(pc, cpath, u->client_cert_file, &cert) != 0 ||
+                                        gw_pem_load_key(pc, kpath, u->client_key_file, &key) != 0))
+        goto out;
+    if (cert != NULL && X509_check_private_key(cert, key) != 1) {
+        gw_conf_fail(pc, kpath, "key in \"%s\" does not match the certificate in \"%s\"", u->client_key_file,
+                     u->client_cert_file);
+        goto out;
+    }
+    rc = 0;
+out:
+    sk_X509_pop_free(sk, X509_free);
+    X509_free(cert);
+    EVP_PKEY_free(key);
+    return rc;
+}
+
+int gw_upstream_conf_set_issuers(struct gw_conf_ctx *pc, const char *path, const char *file,
+                                 STACK_OF(X509) *certs, struct gw_upstream_conf *u)
+{
+    u->issuer_certs = certs;
+    if ((u->issuer_store = X509_STORE_new()) == NULL)
+        return GW_ERR_NOMEM;
+    for (int i = 0; i < sk_X509_num(certs); i++) {
+        X509 *x = sk_X509_value(certs, i);
+        if ((X509_get_extension_flags(x) & EXFLAG_CA) == 0)
+            return gw_conf_fail(pc, path,
+                                "certificate %d in \"%s\" is not a CA certificate (basicConstraints CA:TRUE)",
+                                i + 1, file);
+        if (X509_STORE_add_cert(u->issuer_store, x) != 1)
+            return gw_conf_fail(pc, path, "cannot add \"%s\" to a store", file);
+    }
+    if (X509_STORE_set_flags(u->issuer_store, X509_V_FLAG_X509_STRICT | X509_V_FLAG_PARTIAL_CHAIN) != 1)
+        return GW_ERR_CRYPTO;
+    return 0;
+}
+
+/*
+ * "issuer_ca": the CA(s) an HTTP upstream issues under. They anchor the check of every certificate
+ * it returns.
+ */
+static int check_http(struct gw_conf_ctx *pc, const char *path, struct gw_upstream_conf *u)
+{
+    const struct gw_http_conf *h = u->impl;
+    STACK_OF(X509) *certs = NULL;
+    char ipath[GW_CONF_PATH_LEN];
+
+    if (check_http_tls(pc, path, h) != 0)
+        return GW_ERR_INVAL;
+    gw_conf_join_key(ipath, path, "issuer_ca");
+    if (gw_pem_load_certs(pc, ipath, h->issuer_ca_file, &certs) != 0)
+        return GW_ERR_INVAL;
+    return gw_upstream_conf_set_issuers(pc, ipath, h->issuer_ca_file, certs, u);
+}
+
+int gw_upstream_p_conf(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                       const struct gw_conf_field *f)
+{
+    struct gw_upstream_conf *u = gw_conf_at(base, f->off);
+    const struct gw_upstream_ops *ops;
+    char buf[GW_CONF_SHOW_BUF];
+    int rc;
+
+    if (!json_object_is_type(v, json_type_object))
+        return gw_conf_fail(pc, path, "expected an object, got %s", gw_conf_show(v, buf, sizeof(buf)));
+    if ((ops = parse_type(pc, path, v)) == NULL)
+        return GW_ERR_INVAL;
+    u->ops = ops;
+    if ((u->impl = calloc(1, ops->conf_size)) == NULL)
+        return GW_ERR_NOMEM;
+    if ((rc = parse_section(pc, path, v, ops, &common_def, u)) != 0 ||
+        (ops->http != 0 && (rc = parse_section(pc, path, v, ops, &http_def, u->impl)) != 0) ||
+        (rc = parse_section(pc, path, v, ops, ops->conf_def, u->impl)) != 0)
+        return rc;
+    if (!u->check_revocation)
+        gw_log(GW_LOG_WARN, "config",
+               "%s: %s: check_revocation is false: its certificates authenticate requests even when revoked",
+               pc->name, path);
+    if (ops->http != 0 && (rc = check_http(pc, path, u)) != 0)
+        return rc;
+    return ops->conf_check(pc, path, u);
+}
+
+void gw_upstream_conf_cleanup(struct gw_upstream_conf *u)
+{
+    if (u == NULL)
+        return;
+    if (u->impl != NULL && u->ops != NULL) {
+        if (u->ops->http != 0) {
+            struct gw_http_conf *h = u->impl;
+            free(h->url);
+            free(h->ca_file);
+            free(h->client_cert_file);
+            free(h->client_key_file);
+            free(h->issuer_ca_file);
+        }
+        u->ops->conf_free(u->impl);
+    }
+    free(u->impl);
+    free(u->name);
+    X509_free(u->own_ca);
+    X509_STORE_free(u->issuer_store);
+    sk_X509_pop_free(u->issuer_certs, X509_free);
+    memset(u, 0, sizeof(*u));
+}
+
+/* ---- what a role may ask of the upstreams it names ---- */
+
+static const struct gw_upstream_conf *find(const struct gw_upstream_conf *confs, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (confs[i].name != NULL && strcmp(confs[i].name, name) == 0)
+            return &confs[i];
+    return NULL;
+}
+
+static uint32_t timeout_ms(const struct gw_upstream_conf *u)
+{
+    return u->timeout_ms != 0 ? u->timeout_ms : GW_DEFAULT_UPSTREAM_TIMEOUT_MS;
+}
+
+/* The adapters that take role key |bit|, as "vault" or "vault or cfssl", for an error. */
+static const char *takers(unsigned bit, char *buf, size_t cap)
+{
+    size_t used = 0, n = 0;
+
+    buf[0] = '\0';
+    for (size_t i = 0; i < N_ADAPTERS; i++)
+        if ((adapters[i]->role_keys & bit) != 0)
+            n++;
+    for (size_t i = 0, k = 0; i < N_ADAPTERS && used < cap; i++) {
+        if ((adapters[i]->role_keys & bit) == 0)
+            continue;
+        k++;
+        used += (size_t)snprintf(buf + used, cap - used, "%s%s",
+                                 k == 1   ? ""
+                                 : k == n ? " or "
+                                          : ", ",
+                                 adapters[i]->dialect);
+    }
+    return buf;
+}
+
+/* Role keys only some adapters give a meaning to; the upstream's own name for the role by default. */
+static int check_role_keys(struct gw_conf_ctx *pc, struct gw_role *r)
+{
+    const struct {
+        const char *key;
+        bool set;
+        unsigned bit;
+    } keys[] = {
+        {"upstream_role", r->upstream_role != NULL, GW_ROLE_KEY_UPSTREAM_ROLE},
+        {"sign", r->sign_policy != GW_SIGN_ROLE, GW_ROLE_KEY_SIGN},
+        {"issuer_ref", r->issuer_ref != NULL, GW_ROLE_KEY_ISSUER_REF},
+        {"exclude_cn_from_sans", r->exclude_cn_from_sans, GW_ROLE_KEY_EXCLUDE_CN},
+        {"crmf", r->crmf != GW_CRMF_REJECT, GW_ROLE_KEY_CRMF},
+        {"delegate", r->delegate_name != NULL, GW_ROLE_KEY_DELEGATE},
+    };
+    const struct gw_upstream_conf *up = r->upstream;
+    char path[GW_CONF_PATH_LEN], names[64];
+
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        if (!keys[i].set || (up->ops->role_keys & keys[i].bit) != 0)
+            continue;
+        gw_conf_bprintf(path, sizeof(path), "$.roles.%s.%s", r->name, keys[i].key);
+        return gw_conf_fail(pc, path, "only for roles on %s upstreams; \"%s\" is a %s upstream",
+                            takers(keys[i].bit, names, sizeof(names)), r->upstream_name, up->ops->dialect);
+    }
+    /* a threshold at or past the upstream's own timeout would never start polling */
+    gw_conf_bprintf(path, sizeof(path), "$.roles.%s.poll_after", r->name);
+    if (r->poll_after_ms != 0 && r->poll_after_ms >= timeout_ms(up))
+        return gw_conf_fail(pc, path, "%ums is not below the timeout of upstream \"%s\" (%ums)",
+                            r->poll_after_ms, r->upstream_name, timeout_ms(up));
+    /* an upstream with roles or profiles of its own (not an issuer of ours) names them like ours */
+    if (up->own_ca == NULL && r->upstream_role == NULL && (r->upstream_role = strdup(r->name)) == NULL)
+        return GW_ERR_NOMEM;
+    return 0;
+}
+
+/* 1 if |cert| chains (with |untrusted|) to |store|; else 0 with OpenSSL's reason in |why|. */
+static int chains_to(X509_STORE *store, X509 *cert, STACK_OF(X509) *untrusted, const char **why)
+{
+    X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+    int ok = 0;
+
+    *why = "out of memory";
+    if (ctx != NULL && X509_STORE_CTX_init(ctx, store, cert, untrusted) == 1) {
+        ok = X509_verify_cert(ctx) == 1;
+        *why = X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx));
+    }
+    X509_STORE_CTX_free(ctx);
+    ERR_clear_error();
+    return ok;
+}
+
+/*
+ * A delegate issuer is an online CA outside the upstream's inventory (docs/design.md, "CRMF in front
+ * of CSR-only CAs"): it must not issue CAs (pathLen 0), it must chain to the upstream's CA, and it
+ * should be constrained in names and life. The last two are warnings: the operator may not control
+ * the upstream's profile.
+ */
+static int check_delegate_cert(struct gw_conf_ctx *pc, const char *path, const struct gw_upstream_conf *up,
+                               const struct gw_upstream_conf *d)
+{
+    const char *why;
+    int days = 0, secs = 0;
+
+    if (X509_get_pathlen(d->own_ca) != 0)
+        return gw_conf_fail(
+            pc, path,
+            "the certificate of \"%s\" must have basicConstraints pathlen:0: a delegate issuer "
+            "must not issue CA certificates",
+            d->name);
+    if (!chains_to(up->issuer_store, d->own_ca, d->issuer_certs, &why))
+        return gw_conf_fail(pc, path,
+                            "the certificate of \"%s\" does not chain to the issuer_ca of \"%s\": %s",
+                            d->name, up->name, why);
+    if (X509_get_ext_by_NID(d->own_ca, NID_name_constraints, -1) < 0)
+        gw_log(GW_LOG_WARN, "config",
+               "%s: %s: the certificate of \"%s\" has no name constraints: it can issue any name", pc->name,
+               path, d->name);
+    if (ASN1_TIME_diff(&days, &secs, X509_get0_notBefore(d->own_ca), X509_get0_notAfter(d->own_ca)) == 1 &&
+        (days > GW_DELEGATE_MAX_DAYS || (days == GW_DELEGATE_MAX_DAYS && secs > 0)))
+        gw_log(GW_LOG_WARN, "config",
+               "%s: %s: the certificate of \"%s\" is valid for %d days: a delegate issuer should live at "
+               "most %d",
+               pc->name, path, d->name, days, GW_DELEGATE_MAX_DAYS);
+    return 0;
+}
+
+static int resolve_delegate(struct gw_conf_ctx *pc, struct gw_role *r, const struct gw_upstream_conf *confs,
+                            size_t n)
+{
+    const struct gw_upstream_conf *d;
+    char path[GW_CONF_PATH_LEN];
+
+    if (r->delegate_name == NULL)
+        return 0;
+    gw_conf_bprintf(path, sizeof(path), "$.roles.%s.delegate", r->name);
+    if ((d = find(confs, n, r->delegate_name)) == NULL)
+        return gw_conf_fail(pc, path, "unknown upstream \"%s\"", r->delegate_name);
+    if (d->own_ca == NULL || (d->ops->caps & GW_UP_SIGN_KEY) == 0)
+        return gw_conf_fail(pc, path, "\"%s\" is a %s upstream: a delegate issuer must be a local upstream",
+                            d->name, d->ops->dialect);
+    if (d->store_dir == NULL)
+        return gw_conf_fail(
+            pc, path, "\"%s\" has no \"store\": a delegate issuer must keep every certificate it issues",
+            d->name);
+    if (check_delegate_cert(pc, path, r->upstream, d) != 0)
+        return GW_ERR_INVAL;
+    r->delegate = d;
+    return 0;
+}
+
+/*
+ * "crmf_upstream": CRMF goes to an upstream that signs bare keys (cmp or local) while
+ * "upstream" keeps the p10cr; a delegate would be a second answer to the same question.
+ */
+static int resolve_crmf_upstream(struct gw_conf_ctx *pc, struct gw_role *r,
+                                 const struct gw_upstream_conf *confs, size_t n)
+{
+    const struct gw_upstream_conf *u;
+    char path[GW_CONF_PATH_LEN];
+
+    if (r->crmf_upstream_name == NULL)
+        return 0;
+    gw_conf_bprintf(path, sizeof(path), "$.roles.%s.crmf_upstream", r->name);
+    if ((u = find(confs, n, r->crmf_upstream_name)) == NULL)
+        return gw_conf_fail(pc, path, "unknown upstream \"%s\"", r->crmf_upstream_name);
+    if ((u->ops->caps & GW_UP_SIGN_KEY) == 0)
+        return gw_conf_fail(pc, path, "\"%s\" is a %s upstream: CRMF requests need a cmp or local upstream",
+                            u->name, u->ops->dialect);
+    if (r->crmf == GW_CRMF_DELEGATE)
+        return gw_conf_fail(pc, path, "set together with \"crmf\": \"delegate\": choose one");
+    r->crmf_upstream = u;
+    return 0;
+}
+
+int gw_upstream_resolve_role(struct gw_conf_ctx *pc, struct gw_role *r, const struct gw_upstream_conf *confs,
+                             size_t n)
+{
+    char path[GW_CONF_PATH_LEN];
+    int rc;
+
+    gw_conf_bprintf(path, sizeof(path), "$.roles.%s.upstream", r->name);
+    if ((r->upstream = find(confs, n, r->upstream_name)) == NULL)
+        return gw_conf_fail(pc, path, "unknown upstream \"%s\"", r->upstream_name);
+    if ((rc = check_role_keys(pc, r)) != 0 || (rc = resolve_crmf_upstream(pc, r, confs, n)) != 0)
+        return rc;
+    return resolve_delegate(pc, r, confs, n);
+}

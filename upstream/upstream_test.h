@@ -1,0 +1,20 @@
+/*
+ * Test hooks of upstream/: only tests include this header. They put adapters that are not in
+ * the table (fakes, slow or failing ones) where the engine looks for an upstream.
+ */
+#ifndef GW_UPSTREAM_TEST_H
+#define GW_UPSTREAM_TEST_H
+
+#include "upstream/upstream.h"
+#include "upstream/upstream_int.h"
+
+/* gw_upstream_new with adapter |ops| instead of the one |conf|'s type names. |ops| is borrowed. */
+struct gw_upstream *gw_upstream_new_ops(const struct gw_upstream_conf *conf,
+                                        const struct gw_upstream_ops *ops,
+                                        const struct gw_upstream_signer *signer, char *err);
+
+/* Puts |up| into |set| under its conf's name, replacing (and freeing) the one of that name, else
+ * adding it. Takes |up| over on success only. 0 or GW_ERR_NOMEM / GW_ERR_INVAL. */
+int gw_upstream_set_put0(struct gw_upstream_set *set, struct gw_upstream *up);
+
+#endif
