@@ -10,7 +10,7 @@
 #define GW_MAX_PATH_LEN 512          /* request path incl. role/label segments */
 #define GW_RETRY_AFTER_SECS 1        /* Retry-After on 503 queue full */
 #define GW_MAX_RESPONSE (100 * 1024) /* openssl cmp rejects responses over 100 KiB */
-#define GW_HTTP1_REQ_TIMEOUT_MS 5000 /* below the drain deadline (docs/design.md, libh2o §8.12) */
+#define GW_HTTP1_REQ_TIMEOUT_MS 5000 /* below the drain deadline (docs/design.md H8.12) */
 #define GW_DRAIN_TIMEOUT_MS 10000    /* graceful shutdown: wait this long for in-flight work */
 
 /* connections and authentication attempts per client address (gateway/guard.c) */

@@ -2,7 +2,7 @@
  * Listener lifecycle: h2o global config, sockets, loop threads and graceful shutdown.
  *
  * Each loop thread owns an h2o_evloop_t, an h2o_context_t and one SO_REUSEPORT socket per
- * configured listener, so the kernel spreads connections over threads (docs/design.md, libh2o §2).
+ * configured listener, so the kernel spreads connections over threads (docs/design.md H2).
  * Sockets are bound on the caller's thread so that bind errors reach gw_server_start's caller.
  */
 #include "gateway/listener_local.h"
@@ -174,10 +174,10 @@ static void loop_setup(struct gw_loop *lt)
 }
 
 /*
- * loop thread: graceful shutdown (docs/design.md, libh2o §7). Stop accepting, ask HTTP/2 peers to go away
+ * loop thread: graceful shutdown (docs/design.md H7). Stop accepting, ask HTTP/2 peers to go away
  * (GOAWAY) and HTTP/1 to close after the next response, then run until every connection closed
  * and every job came back, or GW_DRAIN_TIMEOUT_MS passed. Idle HTTP/1.1 keep-alive connections
- * close at http1.req_timeout, which is below the drain deadline (docs/design.md, libh2o §8.12).
+ * close at http1.req_timeout, which is below the drain deadline (docs/design.md H8.12).
  */
 static void loop_drain(struct gw_loop *lt)
 {
@@ -199,7 +199,7 @@ static void loop_drain(struct gw_loop *lt)
     }
     if (lt->h2_swept)
         gw_h2sweep_stop(lt);
-    /* request_shutdown leaves the GOAWAY-resend timer linked; dispose asserts on it (§8.11) */
+    /* request_shutdown leaves the GOAWAY-resend timer linked; dispose asserts on it (docs/design.md H8.11) */
     if (h2o_timeout_is_linked(&lt->ctx.http2._graceful_shutdown_timeout))
         h2o_timeout_unlink(&lt->ctx.http2._graceful_shutdown_timeout);
     h2o_multithread_unregister_receiver(lt->ctx.queue, &lt->done_rx);
@@ -232,7 +232,7 @@ static int h2o_setup(struct gw_server *s, char *err)
 
     h2o_config_init(&s->h2o);
     s->h2o_inited = true;
-    s->h2o.max_request_entity_size = GW_MAX_CMP_BODY; /* default is 1 GiB (docs/design.md, libh2o §8.5) */
+    s->h2o.max_request_entity_size = GW_MAX_CMP_BODY; /* default is 1 GiB (docs/design.md H8.5) */
     s->h2o.server_name = h2o_iovec_init(H2O_STRLIT("cmpgw"));
     s->h2o.http1.req_timeout = GW_HTTP1_REQ_TIMEOUT_MS;
     host = h2o_config_register_host(&s->h2o, h2o_iovec_init(H2O_STRLIT("default")), 65535);
@@ -291,8 +291,8 @@ nomem:
     return GW_ERR_NOMEM;
 }
 
-/* Starts workers and loop threads with every signal blocked: signals belong to main (docs/design.md, libh2o
- * §7). */
+/* Starts workers and loop threads with every signal blocked: signals belong to main (docs/design.md
+ * H7). */
 static int start_threads(struct gw_server *s, char *err)
 {
     sigset_t all, saved;

@@ -1,6 +1,6 @@
 /*
  * The HTTP(S) front: h2o evloop threads, TLS, client certificates, routing, request checks, and
- * the hand-off of CMP work to the worker pool (docs/design.md, libh2o §2-§7).
+ * the hand-off of CMP work to the worker pool (docs/design.md H2-H7).
  */
 #ifndef GW_LISTENER_H
 #define GW_LISTENER_H

@@ -1,7 +1,7 @@
 /*
  * Internal sharing of the listener module: listener.c (lifecycle, sockets, loop threads), tls.c
  * (SSL_CTX per listener, per-connection state, peer certificate) and http.c (request checks,
- * hand-off to the worker pool, responses, request log). See docs/design.md, libh2o §2-§8.
+ * hand-off to the worker pool, responses, request log). See docs/design.md H2-H8.
  */
 #ifndef GW_LISTENER_LOCAL_H
 #define GW_LISTENER_LOCAL_H

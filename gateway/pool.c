@@ -1,7 +1,7 @@
 /*
  * Bounded worker pool (nginx src/core/ngx_thread_pool.c shape): a fixed set of threads taking jobs
  * from one FIFO under one lock. The queue has a hard cap and submit never waits: a full queue is
- * the overload signal the listener turns into 503 + Retry-After (docs/design.md, decision 4).
+ * the overload signal the listener turns into 503 + Retry-After (docs/design.md D4).
  */
 #include "gateway/pool.h"
 #include "base/err.h"

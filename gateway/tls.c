@@ -1,6 +1,6 @@
 /*
  * TLS for the listener: one SSL_CTX per listener conf, and the verified client certificate of each
- * connection, captured when its handshake completes (docs/design.md, libh2o §3, §4).
+ * connection, captured when its handshake completes (docs/design.md H3, H4).
  */
 #include "gateway/listener_local.h"
 #include "base/err.h"
@@ -10,8 +10,8 @@
 #include <string.h>
 #include <openssl/err.h>
 
-/* Session id context: required with SSL_VERIFY_PEER, else resumed handshakes abort (docs/design.md, libh2o
- * §8.3). */
+/* Session id context: required with SSL_VERIFY_PEER, else resumed handshakes abort (docs/design.md
+ * H8.3). */
 static const unsigned char sid_ctx[] = "cmpgw";
 
 static void conn_on_close(void *data)
@@ -56,7 +56,7 @@ struct gw_conn *gw_conn_get0(h2o_req_t *req)
 /*
  * Info callback: at handshake end keep the peer certificate, only if it verified (with
  * SSL_VERIFY_PEER a failed verification already aborted the handshake; this is a second lock).
- * TLS 1.3 reports HANDSHAKE_DONE again after sending tickets (docs/design.md, libh2o §8.4), hence the guard.
+ * TLS 1.3 reports HANDSHAKE_DONE again after sending tickets (docs/design.md H8.4), hence the guard.
  */
 static void on_ssl_info(const SSL *ssl, int where, int ret)
 {
@@ -95,7 +95,7 @@ static void tls_error(char *err, const struct gw_listener_conf *lc, const char *
              file != NULL ? file : "(none)", reason);
 }
 
-/* Client-certificate policy (docs/design.md, decision 7): none, optional or require. */
+/* Client-certificate policy (docs/design.md D7): none, optional or require. */
 static int set_client_auth(SSL_CTX *ctx, const struct gw_listener_conf *lc, char *err)
 {
     STACK_OF(X509_NAME) *names;

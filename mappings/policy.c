@@ -78,8 +78,8 @@ static int say(int *fail_info, int bit, char *err, const char *fmt, ...)
 
 #define DENY OSSL_CMP_PKIFAILUREINFO_notAuthorized
 /*
- * Names and keys a role does not allow are refused with badCertTemplate, not notAuthorized: RFC 9483
- * §4.1.1 uses badCertTemplate for a template whose content the PKI management entity does not
+ * Names and keys a role does not allow are refused with badCertTemplate, not notAuthorized:
+ * RFC 9483 §4.1.1 uses badCertTemplate for a template whose content the PKI management entity does not
  * accept, and notAuthorized for a requester who may not use the service at all (gw_policy_authorize).
  * The requester can fix the first by asking for other names; the second needs another identity.
  */
@@ -1049,15 +1049,15 @@ static const char *oid_text(char buf[SHOWN_LEN], const ASN1_OBJECT *obj)
  * more with "allowed_extensions". The four the role shapes are checked for their content too.
  */
 static const int std_exts[] = {
-    NID_subject_key_identifier,   /* §4.2.1.2 */
-    NID_authority_key_identifier, /* §4.2.1.1 */
-    NID_key_usage,                /* §4.2.1.3: within the role's key_usage */
-    NID_ext_key_usage,            /* §4.2.1.12: within the role's ext_key_usage */
-    NID_subject_alt_name,         /* §4.2.1.6: within the role's names and the request */
-    NID_basic_constraints,        /* §4.2.1.9: cA FALSE, no pathLenConstraint */
-    NID_crl_distribution_points,  /* §4.2.1.13 */
-    NID_info_access,              /* §4.2.2.1 */
-    NID_certificate_policies,     /* §4.2.1.4 */
+    NID_subject_key_identifier,   /* RFC 5280 §4.2.1.2 */
+    NID_authority_key_identifier, /* RFC 5280 §4.2.1.1 */
+    NID_key_usage,                /* RFC 5280 §4.2.1.3: within the role's key_usage */
+    NID_ext_key_usage,            /* RFC 5280 §4.2.1.12: within the role's ext_key_usage */
+    NID_subject_alt_name,         /* RFC 5280 §4.2.1.6: within the role's names and the request */
+    NID_basic_constraints,        /* RFC 5280 §4.2.1.9: cA FALSE, no pathLenConstraint */
+    NID_crl_distribution_points,  /* RFC 5280 §4.2.1.13 */
+    NID_info_access,              /* RFC 5280 §4.2.2.1 */
+    NID_certificate_policies,     /* RFC 5280 §4.2.1.4 */
     NID_ct_precert_scts,          /* RFC 6962 §3.3: signed certificate timestamps */
 };
 

@@ -228,7 +228,7 @@ static int p_key_types(struct gw_conf_ctx *pc, const char *path, struct json_obj
 
 /*
  * A dotted OID: decimal arcs without leading zeros, at least two, the first 0..2 and the second at
- * most 39 under 0 and 1 (X.690 §8.19.4 packs them into one subidentifier).
+ * most 39 under 0 and 1 (X.690 clause 8.19.4 packs them into one subidentifier).
  */
 static bool oid_ok(const char *s, size_t len)
 {

@@ -101,7 +101,7 @@ static int path_char(char c)
 
 /*
  * check_shape refuses what no valid route contains: non-path bytes, percent-encoding, empty and
- * dot segments. A single trailing slash is dropped first (docs/design.md, decision 10).
+ * dot segments. A single trailing slash is dropped first (docs/design.md D10).
  */
 static int check_shape(const struct gw_routes *rt, const char *path, size_t *len, char *err)
 {

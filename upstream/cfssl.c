@@ -1,5 +1,5 @@
 /*
- * The cfssl adapter (docs/design.md, decision 11): `cfssl serve` signs the client's PKCS#10 CSR, unchanged.
+ * The cfssl adapter (docs/design.md D11): `cfssl serve` signs the client's PKCS#10 CSR, unchanged.
  *
  *   POST /api/v1/cfssl/sign      {"certificate_request": <PEM>, "profile": <profile>, "hosts": [...]}
  *   POST /api/v1/cfssl/authsign  {"token": b64(HMAC-SHA256(key, REQ)), "request": b64(REQ)}  (auth_key)
@@ -7,7 +7,7 @@
  *   POST /api/v1/cfssl/revoke    {"serial": <decimal>, "authority_key_id": <hex>, "reason": <name>}
  *   GET  /api/v1/cfssl/crl       -> "result": base64 of the DER CRL (needs cfssl's certdb)
  *
- * What cfssl does to a request (verified against cfssl 1.2.0, docs/design.md, upstream APIs §4): it
+ * What cfssl does to a request (verified against cfssl 1.2.0, docs/design.md U4): it
  * rebuilds the subject from the CSR in its own RDN order, `hosts` replaces the CSR's SANs (so the
  * plan's SANs are always sent, an empty list included, or the CSR's would be copied), key usages
  * come from the profile, and an unknown profile silently falls back to the default one. The
@@ -487,8 +487,8 @@ static char *b64(const unsigned char *in, size_t len)
     return out;
 }
 
-/* authsign wraps REQ: the HMAC covers exactly the bytes that are base64-encoded (docs/design.md, upstream
- * APIs §4). */
+/* authsign wraps REQ: the HMAC covers exactly the bytes that are base64-encoded (docs/design.md
+ * U4). */
 static char *make_authsign_request(const struct gw_cfssl_conf *cc, const char *sign_req)
 {
     unsigned char mac[EVP_MAX_MD_SIZE];
@@ -580,7 +580,7 @@ static void sign_sync(struct cfssl *c, const struct gw_upstream_conf *conf, cons
 
     memset(&a, 0, sizeof(a));
     if (req->csr == NULL || req->role == NULL) {
-        /* docs/design.md, decision 5: cfssl verifies a CSR signature; a CRMF request carries none */
+        /* docs/design.md D5: cfssl verifies a CSR signature; a CRMF request carries none */
         answer_fail(&a, GW_ERR_INVAL, OSSL_CMP_PKIFAILUREINFO_badRequest,
                     "cfssl %s signs PKCS#10 requests only: send p10cr", gw_upstream_conf_name(conf));
         goto fail;
@@ -768,7 +768,7 @@ static int cfssl_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, 
     return revoke_by(up, serial, aki, reason, err);
 }
 
-/* worker: GET crl, a base64 DER CRL as the result (docs/design.md, upstream APIs §4). */
+/* worker: GET crl, a base64 DER CRL as the result (docs/design.md U4). */
 static int cfssl_crl(struct gw_upstream *up, unsigned char **der, size_t *len, char *err)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);

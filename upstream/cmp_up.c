@@ -218,7 +218,7 @@ static int set_protection(OSSL_CMP_CTX *ctx, const struct cmp_up *cu)
         return 0;
     if (OSSL_CMP_CTX_set1_cert(ctx, s->cert) != 1 || OSSL_CMP_CTX_set1_pkey(ctx, s->key) != 1)
         return 0;
-    /* never an empty stack (docs/design.md, OpenSSL 3.0 §10.3); the chain goes to extraCerts */
+    /* never an empty stack (docs/design.md O10.3); the chain goes to extraCerts */
     return sk_X509_num(s->chain) <= 0 || OSSL_CMP_CTX_set1_untrusted(ctx, s->chain) == 1;
 }
 

@@ -1,6 +1,6 @@
 /*
  * The upstream HTTP client (libcurl), shared by the JSON adapters. One easy handle per worker
- * thread and upstream, reused so connections stay alive (docs/design.md, libh2o §6); CURLOPT_NOSIGNAL, a
+ * thread and upstream, reused so connections stay alive (docs/design.md H6); CURLOPT_NOSIGNAL, a
  * total timeout on every call, TLS verification with the upstream's CA bundle, optional client
  * certificate. No retries here: a sign call that timed out has an unknown outcome and is never
  * repeated blindly (the caller decides; only idempotent reads and 412/429/503 answers that

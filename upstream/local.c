@@ -1,5 +1,5 @@
 /*
- * The local upstream: an in-process issuing CA (docs/design.md, decision 11). It issues exactly the
+ * The local upstream: an in-process issuing CA (docs/design.md D11). It issues exactly the
  * plan the route made (mappings/profile.h), with a random serial, CA:FALSE, and a validity that
  * never outlives the CA's own certificate. Sign calls complete synchronously on the calling thread.
  *
@@ -387,8 +387,8 @@ err:
 }
 
 /*
- * Records the certificate in |res| in the upstream's store before it is released (docs/design.md,
- * decision 5: a delegate issuer is outside the upstream CA's inventory, so this is the inventory).
+ * Records the certificate in |res| in the upstream's store before it is released (docs/design.md
+ * D5: a delegate issuer is outside the upstream CA's inventory, so this is the inventory).
  * If it cannot be recorded, it is dropped: it never left the process, so nothing was issued.
  */
 static void record(const struct gw_upstream_conf *conf, const struct gw_sign_req *req,

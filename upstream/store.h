@@ -1,5 +1,5 @@
 /*
- * The durable inventory of a local issuer ("store": docs/design.md, decision 5): one <serial hex>.pem per
+ * The durable inventory of a local issuer ("store": docs/design.md D5): one <serial hex>.pem per
  * certificate issued, on disk before the certificate is released. `cmpgw inventory` lists it.
  * No I/O on h2o objects; callable from any thread (each call works on its own files).
  */

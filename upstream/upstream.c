@@ -5,7 +5,7 @@
  * The waiter is shared by the waiting worker and the completion and freed by whichever lets go
  * last, so a completion that arrives after the deadline lands on live memory. Such a late
  * certificate exists at the CA but reaches no client: it is logged ("late_issue") so that it can
- * be found and revoked (docs/design.md, decision 8: nothing issued is lost).
+ * be found and revoked (docs/design.md D8: nothing issued is lost).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -529,7 +529,7 @@ int gw_upstream_check_role(const struct gw_upstream_conf *up, const struct gw_ro
                  role->name);
         return GW_ERR_INVAL;
     }
-    /* docs/design.md, decision 5: the delegate applies the upstream role's policy; without it, only ours */
+    /* docs/design.md D5: the delegate applies the upstream role's policy; without it, only ours */
     if ((ops->caps & GW_UP_ROLE_POLICY) == 0)
         gw_log(
             GW_LOG_WARN, "config",

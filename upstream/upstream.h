@@ -73,7 +73,7 @@ struct gw_sign_result {
 /* |res| is handed over: the callee owns it and must call gw_sign_result_cleanup and free(). */
 typedef void (*gw_upstream_done_fn)(void *arg, struct gw_sign_result *res);
 
-/* What an adapter can do; a route that asks for more fails `cmpgw check` (docs/design.md, decision 11). */
+/* What an adapter can do; a route that asks for more fails `cmpgw check` (docs/design.md D11). */
 enum gw_upstream_cap {
     GW_UP_SIGN_CSR = 1u << 0,    /* signs a PKCS#10 CSR (p10cr) */
     GW_UP_SIGN_KEY = 1u << 1,    /* signs a bare public key / plan (CRMF ir, cr, kur) */
@@ -158,7 +158,7 @@ void gw_sign_result_cleanup(struct gw_sign_result *r);
 
 /*
  * gw_upstream_check_role checks that the adapter of |up| (the role's upstream) can do what |role|
- * asks, by its caps (docs/design.md, decision 11): a CRMF delegate only where the upstream cannot sign
+ * asks, by its caps (docs/design.md D11): a CRMF delegate only where the upstream cannot sign
  * CRMF itself, and a delegate that can. Returns 0 or GW_ERR_INVAL with a one-line reason in |err|
  * (GW_ERR_LEN); what is allowed but weaker (a delegate without the upstream role's policy) is
  * logged as a warning. Called by gw_upstream_set_new and `cmpgw check`.

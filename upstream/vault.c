@@ -1,9 +1,9 @@
 /*
- * The vault adapter: Vault / OpenBao PKI secrets engine (docs/design.md, upstream APIs §1).
+ * The vault adapter: Vault / OpenBao PKI secrets engine (docs/design.md U1).
  *
  * A p10cr's CSR goes to sign/<role> or sign-verbatim[/<role>] unchanged: Vault verifies its
  * self-signature, so a CRMF request (no CSR) is refused here and left to the route's crmf setting
- * (docs/design.md, decision 5). Calls run synchronously on the calling worker; |done| is called before
+ * (docs/design.md D5). Calls run synchronously on the calling worker; |done| is called before
  * sign returns.
  *
  * Authentication: a token from token_file (re-read once on 403), or a cert-auth login with the
@@ -124,7 +124,7 @@ static int add_namespace(const struct vault *v, char *hdr, size_t cap, const cha
     return 0;
 }
 
-/* POST auth/<mount>/login with the TLS client certificate (docs/design.md, upstream APIs §1.7). */
+/* POST auth/<mount>/login with the TLS client certificate (docs/design.md U1.7). */
 static int cert_login(struct vault *v, char **token, uint32_t *lease, char *err)
 {
     char path[GW_MAX_PATH_LEN], ns[GW_MAX_MOUNT_LEN + 32], why[GW_ERR_LEN];
@@ -346,7 +346,7 @@ static int vault_call(struct vault *v, const char *method, const char *path, con
 
 /* ---- error answers ---- */
 
-/* Vault's error statuses as CMP failInfo (docs/design.md, upstream APIs §1.1). */
+/* Vault's error statuses as CMP failInfo (docs/design.md U1.1). */
 static const struct {
     long lo, hi;
     int status;
@@ -419,7 +419,7 @@ static int safe_mount(const char *m)
     return 1;
 }
 
-/* The sign path of |role| (docs/design.md, upstream APIs §1.2, §1.3); 0 or GW_ERR_INVAL with |err|. */
+/* The sign path of |role| (docs/design.md U1.2, U1.3); 0 or GW_ERR_INVAL with |err|. */
 static int sign_path(const struct vault *v, const struct gw_role *role, char *path, size_t cap, char *err)
 {
     const char *urole = role->upstream_role != NULL ? role->upstream_role : role->name;
@@ -768,8 +768,7 @@ static int vault_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer,
     rc = simple_call(v, "POST", path, json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN), &rsp,
                      &status, err);
     if (rc != 0 && status == 400 && strstr(err, "not found") != NULL)
-        rc = GW_ERR_NOT_FOUND; /* "certificate with serial ... not found." (docs/design.md, upstream APIs
-                                  §1.5) */
+        rc = GW_ERR_NOT_FOUND; /* "certificate with serial ... not found." (docs/design.md U1.5) */
     if (rc != 0)
         goto out;
     if (gw_vault_parse_revoke(rsp.body, rsp.body_len, &rv, why) != 0) {
@@ -790,7 +789,7 @@ out:
     return rc;
 }
 
-/* GET <mount>/crl: the mount's CRL, DER (docs/design.md, upstream APIs §1.6). Worker. */
+/* GET <mount>/crl: the mount's CRL, DER (docs/design.md U1.6). Worker. */
 static int vault_crl(struct gw_upstream *up, unsigned char **der, size_t *len, char *err)
 {
     struct vault *v = gw_upstream_get0_impl(up);
@@ -829,7 +828,7 @@ out:
     return rc;
 }
 
-/* GET roles/<name> (docs/design.md, upstream APIs §1.7). Worker. */
+/* GET roles/<name> (docs/design.md U1.7). Worker. */
 static int vault_role_policy(struct gw_upstream *up, const char *role, struct gw_role_policy *out, char *err)
 {
     struct vault *v = gw_upstream_get0_impl(up);
@@ -852,7 +851,7 @@ static int vault_role_policy(struct gw_upstream *up, const char *role, struct gw
     return rc;
 }
 
-/* GET cert/<serial>: revoked when revocation_time != 0 (docs/design.md, upstream APIs §1.6). Worker. */
+/* GET cert/<serial>: revoked when revocation_time != 0 (docs/design.md U1.6). Worker. */
 static int vault_cert_status(struct gw_upstream *up, const X509 *cert, int *revoked, char *err)
 {
     struct vault *v = gw_upstream_get0_impl(up);

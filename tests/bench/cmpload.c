@@ -149,7 +149,7 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
-/* Checks what openssl cmp checks (docs/design.md, CMP clients §1.2): status 200, exact content type. */
+/* Checks what openssl cmp checks (docs/design.md C1.2): status 200, exact content type. */
 static int check_http(struct load_worker *w)
 {
     long status = 0;
@@ -216,7 +216,7 @@ out:
 
 /*
  * certConf callback. By default it keeps OpenSSL's verdict (a certificate for another key is
- * rejected, docs/design.md, CMP clients §1.3). --accept-any-key overrules it for OpenSSL's mock server,
+ * rejected, docs/design.md C1.3). --accept-any-key overrules it for OpenSSL's mock server,
  * which returns one canned certificate: the certConf is then positive, as from a real client.
  */
 static int certconf(OSSL_CMP_CTX *ctx, X509 *cert, int fail_info, const char **txt)

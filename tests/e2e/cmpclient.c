@@ -1,8 +1,8 @@
 /*
  * cmpclient: a small CMP test client on OpenSSL's CMP client API, over libcurl HTTPS with a client
  * certificate (RFC 9811). It sends what the OpenSSL 3.0 CLI cannot: genm with any infoTypes and
- * values (RFC 9483 §4.3), the root CA update of §4.3.2, rr with a reason code (§4.2), and a
- * certProfile (§3.1) in every message's generalInfo.
+ * values (RFC 9483 §4.3), the root CA update of RFC 9483 §4.3.2, rr with a reason code (RFC 9483 §4.2),
+ * and a certProfile (RFC 9483 §3.1) in every message's generalInfo.
  *
  *   cmpclient --url URL --cafile CA [--tls-cert C --tls-key K] (--cert C --key K | --ref R --secret F)
  *             [--rspout FILE] [--reqout FILE] [--profile NAME] genm [--out PREFIX]

@@ -1,5 +1,5 @@
 """The audit record of an issued certificate reaches the disk before the response that carries the
-certificate leaves (docs/design.md, decision 8). Timing cannot show that, so the gateway runs under
+certificate leaves (docs/design.md D8). Timing cannot show that, so the gateway runs under
 strace and the test reads the order of its system calls: write of the "issued" line to the audit file,
 fsync of that file, then the first write of the response to the client's socket."""
 import os

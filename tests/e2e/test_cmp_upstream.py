@@ -260,8 +260,8 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
     def test_path_len_constraint(self):
         self.refused_and_revoked("issued_basic_constraints", "plen", "pathlen",
                                  "the CA issued a certificate outside this route's policy (basicConstraints with a "
-                                 "pathLenConstraint is outside role cmp (end-entity certificates only, RFC 5280 "
-                                 "§4.2.1.9)); it was not released")
+                                 "pathLenConstraint is outside role cmp (end-entity certificates only, "
+                                 "RFC 5280 §4.2.1.9)); it was not released")
 
     def test_name_not_asked_for(self):
         self.refused_and_revoked("issued_san", "xsan", "extra_san",

@@ -1,9 +1,9 @@
 """General messages (RFC 9483 §4.3) over TLS with the real gateway, each sent by two independent clients:
 the project's client on OpenSSL's CMP API (tests/e2e/cmpclient.c; the 3.0 CLI cannot ask for these
 infoTypes) and a BouncyCastle 1.72 client (tests/e2e/bc/BcCmpClient.java). caCerts; the root CA update
-of §4.3.2 (id-it-rootCaCert with the client's root, or none, answered with id-it-rootCaKeyUpdate, with
+of RFC 9483 §4.3.2 (id-it-rootCaCert with the client's root, or none, answered with id-it-rootCaKeyUpdate, with
 and without a configured update, and the drafts' request); certReqTemplate; crlStatusList -> crls; an
-unknown infoType; and the certificate profile of §3.1 choosing the role a genm and an ir are served by.
+unknown infoType; and the certificate profile of RFC 9483 §3.1 choosing the role a genm and an ir are served by.
 The returned ITAVs are decoded independently with pyasn1 (RFC 5280/4211 modules); refusals are
 decoded error messages."""
 import os
@@ -187,7 +187,7 @@ class Genm(GenmCase):
                                  "old_with_new": "oldwithnew.pem"}
         cfg["roles"]["default"]["authorization"] = {"allowed_key_types": ["ec:P-256", "rsa:3072"]}
 
-    # -- caCerts (§4.3.1) -------------------------------------------------------------------------
+    # -- caCerts (RFC 9483 §4.3.1) -------------------------------------------------------------------------
 
     def test_ca_certs(self):
         _, lines, values, _ = self.genm("cacerts", CA_CERTS)
@@ -210,7 +210,7 @@ class Genm(GenmCase):
                 certs, _ = der_decoder.decode(r.values[0], asn1Spec=CertSeq())
                 self.assertEqual([subject_of(c) for c in certs], [["cmpgw demo", "cmpgw demo issuing CA"], OLD_ROOT])
 
-    # -- root CA update (§4.3.2) ------------------------------------------------------------------
+    # -- root CA update (RFC 9483 §4.3.2) ------------------------------------------------------------------
 
     def test_root_ca_cert(self):
         """id-it-rootCaCert with the old root: the update, checked by the client as RFC 4210 §4.4 says."""
@@ -281,7 +281,7 @@ class Genm(GenmCase):
         self.assertEqual(r.lines[2:], ["rootCaKeyUpdate newWithNew O=cmpgw demo,CN=cmpgw demo root CA G2",
                                        "newWithOld signed by our root", "oldWithNew signed by the new root"])
 
-    # -- certReqTemplate (§4.3.3) -----------------------------------------------------------------
+    # -- certReqTemplate (RFC 9483 §4.3.3) -----------------------------------------------------------------
 
     def assert_default_template(self, der):
         tmpl, controls = template_of(der)
@@ -302,7 +302,7 @@ class Genm(GenmCase):
         self.assertEqual(r.lines, ["genp 1", "itav %s %d" % (TEMPLATE, len(r.values[0]))])
         self.assert_default_template(r.values[0])
 
-    # -- crlStatusList (§4.3.4) -------------------------------------------------------------------
+    # -- crlStatusList (RFC 9483 §4.3.4) -------------------------------------------------------------------
 
     def assert_crl(self, der):
         crls, rest = der_decoder.decode(der, asn1Spec=CrlSeq())
@@ -362,7 +362,7 @@ class GenmNoUpdate(GenmCase):
 
 
 # ---------------------------------------------------------------------------------------------
-# certProfile (§3.1): the profile selects the role, which the answers show
+# certProfile (RFC 9483 §3.1): the profile selects the role, which the answers show
 # ---------------------------------------------------------------------------------------------
 
 class GenmProfiles(GenmCase):

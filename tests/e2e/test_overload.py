@@ -1,4 +1,4 @@
-"""A full worker queue answers 503 with Retry-After at once (docs/design.md, decision 4), while the requests
+"""A full worker queue answers 503 with Retry-After at once (docs/design.md D4), while the requests
 that got a place are served."""
 import subprocess
 import unittest

@@ -638,7 +638,7 @@ static const struct bad bad_cases[] = {
     {"flags not array",
      {E("[\"dns\", \"ip\", \"uri\"]", "\"dns\"")},
      {"$.roles.default.allowed_san_types: expected an array of names, got \"dns\""}},
-    /* "allowed_extensions": dotted OIDs only, X.690 §8.19.4 arcs, no repeats */
+    /* "allowed_extensions": dotted OIDs only, X.690 clause 8.19.4 arcs, no repeats */
     {"ext oid name",
      {EXTS("\"nameConstraints\"")},
      {"$.roles.default.allowed_extensions[0]: expected a dotted OID like \"1.3.6.1.4.1.11129.2.4.3\", "

@@ -1467,8 +1467,8 @@ static const struct {
      GW_ISSUED_OUTSIDE_POLICY, "keyUsage keyEncipherment"},
     {"pathLenConstraint", NULL, NULL, "critical,CA:FALSE,pathlen:0", NULL, R_DEFAULT,
      GW_ISSUED_OUTSIDE_POLICY,
-     "=basicConstraints with a pathLenConstraint is outside role iot (end-entity certificates only, RFC 5280 "
-     "§4.2.1.9)"},
+     "=basicConstraints with a pathLenConstraint is outside role iot (end-entity certificates only, "
+     "RFC 5280 §4.2.1.9)"},
     {"standard extensions", "digitalSignature", "clientAuth", "CA:FALSE",
      "crlDistributionPoints=URI:http://crl.example.com/ca.crl|"
      "authorityInfoAccess=OCSP;URI:http://"

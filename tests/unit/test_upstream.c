@@ -1301,7 +1301,7 @@ static void test_local_crl(void **state)
     assert_true(n2 > n1);
     assert_int_equal(crl_reason(crl, X509_get0_serialNumber(certs[0])), CRL_REASON_KEY_COMPROMISE);
     assert_int_equal(crl_reason(crl, X509_get0_serialNumber(certs[1])),
-                     -1); /* unspecified: absent (§5.3.1) */
+                     -1); /* unspecified: absent (RFC 5280 §5.3.1) */
     assert_int_equal(crl_reason(crl, X509_get0_serialNumber(certs[2])), -2);
     assert_int_equal(verify_with_crl(certs[0], crl), X509_V_ERR_CERT_REVOKED);
     assert_int_equal(verify_with_crl(certs[2], crl), X509_V_OK);

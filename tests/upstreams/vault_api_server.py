@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A Vault-API test server: the parts of Vault's PKI secrets engine and cert auth that cmpgw uses.
 
-Faithful to Vault's JSON (docs/design.md, upstream APIs §1): {"errors": [...]} on any status >= 400,
+Faithful to Vault's JSON (docs/design.md U1): {"errors": [...]} on any status >= 400,
 sign/<role> and issuer/<ref>/sign/<role> that verify the CSR signature and apply the role's name,
 key and TTL rules with Vault's error strings and grant the role's usages (key_usage, ext_key_usage,
 ext_key_usage_oids and the *_flag switches), sign-verbatim[/<role>] that copies every CSR extension but

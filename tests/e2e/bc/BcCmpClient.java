@@ -14,7 +14,7 @@
  *   --profile NAME     name a certificate profile (RFC 9483 §3.1: id-it-certProfile in generalInfo) in
  *                      the ir or genm; the certConf does not repeat it
  *   --genm TYPE        send a genm instead of an ir (SUBJECT is then "-", OUT_CERT an output prefix):
- *                      caCerts, rootCaCert (§4.3.2, with --root), rootCaKeyUpdate (the drafts' request),
+ *                      caCerts, rootCaCert (RFC 9483 §4.3.2, with --root), rootCaKeyUpdate (the drafts' request),
  *                      certReqTemplate, crlStatusList (with --crl-issuer)
  *   --root FILE        rootCaCert: the root CA certificate this client trusts (PEM); without it the
  *                      request names none
@@ -276,10 +276,10 @@ public final class BcCmpClient {
     private void genm(String type, X509Certificate root, String crlIssuer, String outPrefix) throws Exception {
         InfoTypeAndValue req;
         switch (type) {
-        case "caCerts": /* §4.3.1: no value */
+        case "caCerts": /* RFC 9483 §4.3.1: no value */
             req = new InfoTypeAndValue(CMPObjectIdentifiers.id_it_caCerts);
             break;
-        case "rootCaCert": /* §4.3.2: RootCaCertValue ::= CMPCertificate, the root the EE trusts */
+        case "rootCaCert": /* RFC 9483 §4.3.2: RootCaCertValue ::= CMPCertificate, the root the EE trusts */
             req = root == null ? new InfoTypeAndValue(CMPObjectIdentifiers.id_it_rootCaCert)
                                : new InfoTypeAndValue(CMPObjectIdentifiers.id_it_rootCaCert,
                                                       new CMPCertificate(Certificate.getInstance(root.getEncoded())));
@@ -287,10 +287,10 @@ public final class BcCmpClient {
         case "rootCaKeyUpdate": /* drafts of RFC 9483 asked with the answer's infoType and no value */
             req = new InfoTypeAndValue(CMPObjectIdentifiers.id_it_rootCaKeyUpdate);
             break;
-        case "certReqTemplate": /* §4.3.3: no value */
+        case "certReqTemplate": /* RFC 9483 §4.3.3: no value */
             req = new InfoTypeAndValue(CMPObjectIdentifiers.id_it_certReqTemplate);
             break;
-        case "crlStatusList": { /* §4.3.4: SEQUENCE OF CRLStatus { source, thisUpdate OPTIONAL } */
+        case "crlStatusList": { /* RFC 9483 §4.3.4: SEQUENCE OF CRLStatus { source, thisUpdate OPTIONAL } */
             if (crlIssuer == null)
                 throw new Failure("crlStatusList needs --crl-issuer");
             X500Name issuer = X500Name.getInstance(readCert(crlIssuer).getSubjectX500Principal().getEncoded());
