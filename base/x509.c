@@ -7,7 +7,10 @@
 #include <stdio.h>
 
 #include <openssl/bn.h>
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/ec.h>
+#include <openssl/objects.h>
 
 void gw_x509_serial_hex(const ASN1_INTEGER *serial, char *out, size_t cap)
 {
@@ -57,4 +60,16 @@ int gw_x509_serial_hex_colons(const ASN1_INTEGER *serial, char *out, size_t cap)
         pos += (size_t)snprintf(out + pos, cap - pos, i != 0 ? ":%02x" : "%02x", buf[i]);
     BN_free(bn);
     return 0;
+}
+
+int gw_x509_ec_curve(const EVP_PKEY *pkey)
+{
+    char name[64];
+    size_t len = 0;
+    int nid;
+
+    if (EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, name, sizeof(name), &len) != 1)
+        return NID_undef; /* explicit parameters (RFC 5480 §2.1.1: named curves only) */
+    nid = OBJ_sn2nid(name);
+    return nid != NID_undef ? nid : EC_curve_nist2nid(name);
 }

@@ -1,5 +1,5 @@
 /*
- * X.509 helpers every layer uses: the one way a serial number is written.
+ * X.509 helpers every layer uses: the one way a serial number is written, a key's named curve.
  */
 #ifndef GW_BASE_X509_H
 #define GW_BASE_X509_H
@@ -25,5 +25,8 @@ int gw_x509_serial_hex_checked(const ASN1_INTEGER *serial, char *out, size_t cap
 /* Colon-separated lowercase hex of each octet ("39:dd:2e:..."), Vault's serial_number form; 0 or
  * GW_ERR_INVAL. */
 int gw_x509_serial_hex_colons(const ASN1_INTEGER *serial, char *out, size_t cap);
+
+/* The NID of the named curve of EC key |pkey|; NID_undef for explicit curve parameters. */
+int gw_x509_ec_curve(const EVP_PKEY *pkey);
 
 #endif

@@ -20,6 +20,7 @@
 #include <openssl/x509v3.h>
 #include "base/err.h"
 #include "base/limits.h"
+#include "base/x509.h"
 #include "mappings/policy.h"
 
 #define SHOWN_LEN 80 /* a client-supplied value quoted in a message; the message itself is GW_ERR_LEN */
@@ -618,18 +619,6 @@ static int check_names(const struct gw_role *role, const X509_NAME *subject, con
 
 /* ---- keys ---- */
 
-static int ec_curve(const EVP_PKEY *pkey)
-{
-    char name[64];
-    size_t len = 0;
-    int nid;
-
-    if (EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, name, sizeof(name), &len) != 1)
-        return NID_undef; /* explicit parameters (RFC 5480 §2.1.1: named curves only) */
-    nid = OBJ_sn2nid(name);
-    return nid != NID_undef ? nid : EC_curve_nist2nid(name);
-}
-
 static const char *curve_name(int nid)
 {
     const char *s = EC_curve_nid2nist(nid);
@@ -646,7 +635,7 @@ static const char *key_name(char buf[SHOWN_LEN], const EVP_PKEY *pkey)
         break;
     case EVP_PKEY_EC:
         snprintf(buf, SHOWN_LEN, "ec:%s",
-                 ec_curve(pkey) != NID_undef ? curve_name(ec_curve(pkey)) : "explicit");
+                 gw_x509_ec_curve(pkey) != NID_undef ? curve_name(gw_x509_ec_curve(pkey)) : "explicit");
         break;
     case EVP_PKEY_ED25519:
         return "ed25519";
@@ -672,7 +661,7 @@ static int rule_match(const struct gw_key_rule *r, const EVP_PKEY *pkey)
         return EVP_PKEY_get_bits(pkey) >= r->min_bits &&
                EVP_PKEY_get_bits(pkey) <= OPENSSL_RSA_MAX_MODULUS_BITS;
     if (r->pkey_type == EVP_PKEY_EC)
-        return ec_curve(pkey) != NID_undef && ec_curve(pkey) == r->curve_nid;
+        return gw_x509_ec_curve(pkey) != NID_undef && gw_x509_ec_curve(pkey) == r->curve_nid;
     return 1;
 }
 
@@ -961,7 +950,8 @@ static int vault_key_ok(const struct gw_role_policy *p, const EVP_PKEY *pkey)
         return base == EVP_PKEY_RSA && EVP_PKEY_get_bits(pkey) >= (p->key_bits > 0 ? p->key_bits : 2048);
     if (strcmp(p->key_type, "ed25519") == 0)
         return base == EVP_PKEY_ED25519;
-    if (strcmp(p->key_type, "ec") != 0 || base != EVP_PKEY_EC || (curve = ec_curve(pkey)) == NID_undef)
+    if (strcmp(p->key_type, "ec") != 0 || base != EVP_PKEY_EC ||
+        (curve = gw_x509_ec_curve(pkey)) == NID_undef)
         return 0;
     if (p->key_bits == 0)
         return curve == NID_X9_62_prime256v1 || curve == NID_secp384r1 || curve == NID_secp521r1;

@@ -17,6 +17,7 @@
 #include "gateway/cmp/shim.h"
 #include "base/err.h"
 #include "base/limits.h"
+#include "base/x509.h"
 #include "mappings/profile.h"
 
 #define MIN_RSA_BITS 2048
@@ -316,17 +317,11 @@ static int plan_subject(const struct gw_role *role, const struct gw_cert_req *re
     return 0;
 }
 
+/* EC keys on P-256, P-384 and P-521; explicit curve parameters are refused. */
 static int ec_curve_ok(const EVP_PKEY *pkey)
 {
-    char name[64];
-    size_t len = 0;
-    int nid;
+    int nid = gw_x509_ec_curve(pkey);
 
-    if (EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, name, sizeof(name), &len) != 1)
-        return 0; /* explicit curve parameters: refused (RFC 5480 §2.1.1 named curves only) */
-    nid = OBJ_sn2nid(name);
-    if (nid == NID_undef)
-        nid = EC_curve_nist2nid(name);
     return nid == NID_X9_62_prime256v1 || nid == NID_secp384r1 || nid == NID_secp521r1;
 }
 

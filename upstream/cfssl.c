@@ -515,11 +515,10 @@ out:
     return out;
 }
 
+/* The failure |a| describes as the sign result. */
 static void set_error(struct gw_sign_result *res, const struct answer *a)
 {
-    res->status = a->status != 0 ? a->status : GW_ERR_UPSTREAM;
-    res->fail_info = a->fail_info;
-    snprintf(res->reason, sizeof(res->reason), "%s", a->reason);
+    gw_sign_result_fail(res, a->status != 0 ? a->status : GW_ERR_UPSTREAM, a->fail_info, "%s", a->reason);
 }
 
 /* A certificate cfssl issued that will not be delivered: log what it takes to find and revoke it. */

@@ -347,13 +347,6 @@ static const EVP_MD *sign_md(const EVP_PKEY *key)
     return id == EVP_PKEY_ED25519 || id == EVP_PKEY_ED448 ? NULL : EVP_sha256();
 }
 
-static void set_error(struct gw_sign_result *res, int status, int fail_info, const char *reason)
-{
-    res->status = status;
-    res->fail_info = fail_info;
-    snprintf(res->reason, sizeof(res->reason), "%s", reason);
-}
-
 /* issue fills |res| with a certificate made from |plan|, or with the reason it could not be. */
 static void issue(const struct local *l, const struct gw_cert_plan *plan, const char *crl_url,
                   struct gw_sign_result *res)
@@ -361,8 +354,8 @@ static void issue(const struct local *l, const struct gw_cert_plan *plan, const 
     X509 *x = NULL;
 
     if (plan->subject == NULL || plan->pubkey == NULL) {
-        set_error(res, GW_ERR_INVAL, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
-                  "the plan has no subject or key");
+        gw_sign_result_fail(res, GW_ERR_INVAL, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+                            "the plan has no subject or key");
         return;
     }
     if ((x = X509_new()) == NULL || X509_set_version(x, X509_VERSION_3) != 1 || !set_random_serial(x) ||
@@ -370,8 +363,8 @@ static void issue(const struct local *l, const struct gw_cert_plan *plan, const 
         X509_set_subject_name(x, plan->subject) != 1 || X509_set_pubkey(x, plan->pubkey) != 1)
         goto err;
     if (!set_validity(x, l, plan, &res->modified)) {
-        set_error(res, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-                  "the issuing CA certificate is not valid for the requested period");
+        gw_sign_result_fail(res, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                            "the issuing CA certificate is not valid for the requested period");
         X509_free(x);
         return;
     }
@@ -383,7 +376,8 @@ static void issue(const struct local *l, const struct gw_cert_plan *plan, const 
     return;
 err:
     X509_free(x);
-    set_error(res, GW_ERR_CRYPTO, OSSL_CMP_PKIFAILUREINFO_systemFailure, "the local issuer failed to sign");
+    gw_sign_result_fail(res, GW_ERR_CRYPTO, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                        "the local issuer failed to sign");
 }
 
 /*
@@ -404,8 +398,8 @@ static void record(const struct gw_upstream_conf *conf, const struct gw_sign_req
     gw_log_kv(GW_LOG_ERROR, "store_failed", "upstream", conf->name, "tid", req->request_id, "msg", err, NULL);
     gw_sign_result_cleanup(res);
     gw_sign_result_init(res);
-    set_error(res, GW_ERR_IO, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-              "the issuer could not record the certificate; nothing was issued");
+    gw_sign_result_fail(res, GW_ERR_IO, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                        "the issuer could not record the certificate; nothing was issued");
 }
 
 static int local_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done,

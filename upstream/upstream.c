@@ -160,6 +160,9 @@ void gw_upstream_set0_impl(struct gw_upstream *up, void *impl)
     up->impl = impl;
 }
 
+/* Takes one of |up|'s in-flight slots: 0, or GW_ERR_BUSY at its max_inflight. */
+static int slot_take(struct gw_upstream *up);
+
 static unsigned max_inflight(const struct gw_upstream *up)
 {
     return up->conf->max_inflight != 0 ? up->conf->max_inflight : GW_DEFAULT_UPSTREAM_MAX_INFLIGHT;
@@ -177,6 +180,14 @@ static void call_done(void *arg, struct gw_sign_result *res)
     done(done_arg, res);
 }
 
+static int slot_take(struct gw_upstream *up)
+{
+    if (atomic_fetch_add(&up->inflight, 1) < max_inflight(up))
+        return 0;
+    atomic_fetch_sub(&up->inflight, 1);
+    return GW_ERR_BUSY;
+}
+
 int gw_upstream_sign_submit(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done,
                             void *arg)
 {
@@ -185,10 +196,8 @@ int gw_upstream_sign_submit(struct gw_upstream *up, const struct gw_sign_req *re
 
     if (up == NULL || req == NULL || req->plan == NULL || done == NULL)
         return GW_ERR_INVAL;
-    if (atomic_fetch_add(&up->inflight, 1) >= max_inflight(up)) {
-        atomic_fetch_sub(&up->inflight, 1);
+    if (slot_take(up) != 0)
         return GW_ERR_BUSY;
-    }
     if ((c = malloc(sizeof(*c))) == NULL) {
         atomic_fetch_sub(&up->inflight, 1);
         return GW_ERR_NOMEM;
@@ -277,20 +286,6 @@ static void wait_done(void *arg, struct gw_sign_result *res)
     waiter_release(w);
 }
 
-static void fail(struct gw_sign_result *out, int status, int fail_info, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void fail(struct gw_sign_result *out, int status, int fail_info, const char *fmt, ...)
-{
-    va_list ap;
-
-    out->status = status;
-    out->fail_info = fail_info;
-    va_start(ap, fmt);
-    vsnprintf(out->reason, sizeof(out->reason), fmt, ap);
-    va_end(ap);
-}
-
 /* Blocks until the completion or the deadline; returns 1 if a result arrived in time. Worker. */
 static int wait_result(struct waiter *w, struct gw_sign_result *out)
 {
@@ -326,11 +321,12 @@ void gw_upstream_refusal(const struct gw_upstream *up, int rc, struct gw_sign_re
 
     gw_sign_result_init(out);
     if (rc == GW_ERR_BUSY)
-        fail(out, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-             "upstream %s is at its limit of %u calls in flight", name, up != NULL ? max_inflight(up) : 0);
+        gw_sign_result_fail(out, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                            "upstream %s is at its limit of %u calls in flight", name,
+                            up != NULL ? max_inflight(up) : 0);
     else
-        fail(out, rc, OSSL_CMP_PKIFAILUREINFO_systemFailure, "upstream %s refused the request: %s", name,
-             gw_err_str(rc));
+        gw_sign_result_fail(out, rc, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                            "upstream %s refused the request: %s", name, gw_err_str(rc));
 }
 
 /* worker */
@@ -343,12 +339,14 @@ void gw_upstream_sign_wait(struct gw_upstream *up, const struct gw_sign_req *req
 
     gw_sign_result_init(out);
     if (up == NULL || req == NULL) {
-        fail(out, GW_ERR_INVAL, OSSL_CMP_PKIFAILUREINFO_systemFailure, "upstream %s: no request", name);
+        gw_sign_result_fail(out, GW_ERR_INVAL, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                            "upstream %s: no request", name);
         return;
     }
     timeout_ms = gw_upstream_timeout_ms(up);
     if ((w = waiter_new(up, req, timeout_ms)) == NULL) {
-        fail(out, GW_ERR_NOMEM, OSSL_CMP_PKIFAILUREINFO_systemFailure, "upstream %s: out of memory", name);
+        gw_sign_result_fail(out, GW_ERR_NOMEM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                            "upstream %s: out of memory", name);
         return;
     }
     if ((rc = gw_upstream_sign_submit(up, req, wait_done, w)) != 0) {
@@ -357,9 +355,10 @@ void gw_upstream_sign_wait(struct gw_upstream *up, const struct gw_sign_req *req
         goto out;
     }
     if (!wait_result(w, out))
-        fail(out, GW_ERR_TIMEOUT, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-             "upstream %s did not answer within %u ms; the outcome is unknown, do not retry blindly", name,
-             timeout_ms);
+        gw_sign_result_fail(
+            out, GW_ERR_TIMEOUT, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+            "upstream %s did not answer within %u ms; the outcome is unknown, do not retry blindly", name,
+            timeout_ms);
 out:
     waiter_release(w);
 }
@@ -478,10 +477,8 @@ int gw_upstream_sign_async(struct gw_upstream *up, const struct gw_sign_req *req
     if (up == NULL || req == NULL || req->plan == NULL || done == NULL)
         return GW_ERR_INVAL;
     /* the slot is taken here, so that a full upstream is refused at once, not on the call thread */
-    if (atomic_fetch_add(&up->inflight, 1) >= max_inflight(up)) {
-        atomic_fetch_sub(&up->inflight, 1);
+    if (slot_take(up) != 0)
         return GW_ERR_BUSY;
-    }
     if ((a = async_new(up, req, done, arg)) == NULL) {
         atomic_fetch_sub(&up->inflight, 1);
         return GW_ERR_NOMEM;
@@ -699,4 +696,19 @@ int gw_upstream_set_put0(struct gw_upstream_set *set, struct gw_upstream *up)
     set->ups = grown;
     set->ups[set->n++] = up;
     return 0;
+}
+
+void gw_sign_result_fail(struct gw_sign_result *r, int status, int fail_info, const char *fmt, ...)
+{
+    va_list ap;
+
+    X509_free(r->cert);
+    sk_X509_pop_free(r->chain, X509_free);
+    r->cert = NULL;
+    r->chain = NULL;
+    r->status = status;
+    r->fail_info = fail_info;
+    va_start(ap, fmt);
+    vsnprintf(r->reason, sizeof(r->reason), fmt, ap);
+    va_end(ap);
 }

@@ -155,6 +155,9 @@ int gw_upstream_cert_status(struct gw_upstream *up, const X509 *cert, int *revok
 
 void gw_sign_result_init(struct gw_sign_result *r);
 void gw_sign_result_cleanup(struct gw_sign_result *r);
+/* gw_sign_result_fail makes |r| a failure: no certificate, |status|, |fail_info| and the reason. */
+void gw_sign_result_fail(struct gw_sign_result *r, int status, int fail_info, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 /*
  * gw_upstream_check_role checks that the adapter of |up| (the role's upstream) can do what |role|

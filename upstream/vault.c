@@ -576,24 +576,6 @@ out:
     return out;
 }
 
-static void fail_res(struct gw_sign_result *res, int status, int fail_info, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void fail_res(struct gw_sign_result *res, int status, int fail_info, const char *fmt, ...)
-{
-    va_list ap;
-
-    X509_free(res->cert);
-    sk_X509_pop_free(res->chain, X509_free);
-    res->cert = NULL;
-    res->chain = NULL;
-    res->status = status;
-    res->fail_info = fail_info;
-    va_start(ap, fmt);
-    vsnprintf(res->reason, sizeof(res->reason), fmt, ap);
-    va_end(ap);
-}
-
 /* Logs what Vault said beside the certificate: serial, expiration, warnings. */
 static void log_issued(const struct vault *v, const struct gw_sign_req *req,
                        const struct gw_vault_signed *sig)
@@ -623,12 +605,12 @@ static void parse_signed(const struct vault *v, const struct gw_sign_req *req,
     int rc;
 
     if ((rc = gw_vault_parse_sign(rsp->body, rsp->body_len, &sig, why)) == GW_ERR_NOT_FOUND) {
-        fail_res(res, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure, "%s", why);
+        gw_sign_result_fail(res, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure, "%s", why);
         return;
     }
     if (rc != 0) {
-        fail_res(res, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                 "Vault's answer (HTTP %ld) is refused: %s", rsp->status, why);
+        gw_sign_result_fail(res, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                            "Vault's answer (HTTP %ld) is refused: %s", rsp->status, why);
         return;
     }
     log_issued(v, req, &sig);
@@ -650,23 +632,24 @@ static void sign_now(struct vault *v, const struct gw_sign_req *req, struct gw_s
 
     memset(&rsp, 0, sizeof(rsp));
     if (sign_path(v, req->role, path, sizeof(path), err) != 0 || (body = sign_body(req, err)) == NULL) {
-        fail_res(res, GW_ERR_INVAL, OSSL_CMP_PKIFAILUREINFO_systemFailure, "upstream %s: %s", up_name(v),
-                 err);
+        gw_sign_result_fail(res, GW_ERR_INVAL, OSSL_CMP_PKIFAILUREINFO_systemFailure, "upstream %s: %s",
+                            up_name(v), err);
         goto out;
     }
     rc = vault_call(v, "POST", path, body, &rsp, err);
     if (rc == GW_ERR_IO && rsp.not_sent) {
-        fail_res(res, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-                 "Vault is unreachable (%s); nothing was sent", err);
+        gw_sign_result_fail(res, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                            "Vault is unreachable (%s); nothing was sent", err);
     } else if (rc == GW_ERR_TIMEOUT || rc == GW_ERR_IO) {
         /* a sign request may have reached Vault: never repeat it blindly */
-        fail_res(res, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-                 "Vault did not answer (%s); the outcome is unknown, do not retry blindly", err);
+        gw_sign_result_fail(res, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                            "Vault did not answer (%s); the outcome is unknown, do not retry blindly", err);
     } else if (rc == GW_ERR_FORBIDDEN) {
-        fail_res(res, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-                 "%s: an operator must fix the gateway's Vault login", err);
+        gw_sign_result_fail(res, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                            "%s: an operator must fix the gateway's Vault login", err);
     } else if (rc != 0) {
-        fail_res(res, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "Vault could not be asked: %s", err);
+        gw_sign_result_fail(res, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "Vault could not be asked: %s",
+                            err);
     } else if (rsp.status == 200 || rsp.status == 204) {
         parse_signed(v, req, &rsp, res);
     } else {
