@@ -11,7 +11,6 @@
 #include "gateway/cmp/audit.h"
 #include "gateway/cmp/engine.h"
 #include "gateway/cmp/shim.h"
-#include "gateway/config.h"
 #include "gateway/cmp/replay.h"
 #include "gateway/cmp/txn.h"
 #include "mappings/profile.h"
@@ -29,16 +28,16 @@ struct cmp_role_policy {
 };
 
 struct gw_cmp_engine {
-    const struct gw_config *cfg;
+    struct gw_cmp_settings cfg; /* a copy; what it points to is borrowed */
     struct gw_upstream_set *ups;
     struct gw_txn_table *txns;
     struct gw_replay *replay;
     struct gw_audit *audit;
-    X509_STORE **issuer_stores;            /* per cfg->upstreams[i]: what its certificates must chain to */
-    struct cmp_role_policy *role_policies; /* per cfg->roles[i] */
+    X509_STORE **issuer_stores;            /* per cfg.upstreams[i]: what its certificates must chain to */
+    struct cmp_role_policy *role_policies; /* per cfg.roles[i] */
     time_t (*clock)(void);                 /* tests only; NULL = time(NULL) */
     struct cmp_pending *pending;           /* upstream calls still running (cmp_poll.c's lock) */
-    struct cmp_crl_cache *crls;            /* per cfg->upstreams[i]: its CRL (cmp_status.c) */
+    struct cmp_crl_cache *crls;            /* per cfg.upstreams[i]: its CRL (cmp_status.c) */
 };
 
 /* How a certConf ended, as the callback saw it. */
@@ -57,6 +56,7 @@ struct cmp_call {
     const struct gw_cmp_request *req;
     struct gw_cmp_response *rsp;
     const struct gw_role *role;
+    const struct gw_pbm_conf *pbm; /* PBM: the credential the senderKID names, allowed on the role */
     struct gw_hdr_info hdr;
     int body;
     time_t now;

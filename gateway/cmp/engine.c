@@ -151,25 +151,26 @@ void gw_cmp_response_cleanup(struct gw_cmp_response *rsp)
     rsp->len = 0;
 }
 
-struct gw_cmp_engine *gw_cmp_engine_new(const struct gw_config *cfg, struct gw_upstream_set *ups, char *err)
+struct gw_cmp_engine *gw_cmp_engine_new(const struct gw_cmp_settings *cfg, struct gw_upstream_set *ups,
+                                        char *err)
 {
     struct gw_cmp_engine *e;
     time_t window;
 
-    if (cfg == NULL || cfg->signer.cert == NULL || cfg->signer.key == NULL) {
+    if (cfg == NULL || cfg->signer == NULL || cfg->signer->cert == NULL || cfg->signer->key == NULL) {
         snprintf(err, GW_ERR_LEN, "CMP engine: no signer certificate and key");
         return NULL;
     }
     if ((e = calloc(1, sizeof(*e))) == NULL)
         goto nomem;
-    e->cfg = cfg;
+    e->cfg = *cfg;
     e->ups = ups;
     /* replay TTL: twice the messageTime window (older messages fail badTime), at least a txn TTL */
-    window = cfg->cmp.message_time_window != 0 ? cfg->cmp.message_time_window : GW_DEFAULT_MSGTIME_WINDOW;
-    if (2 * window < (time_t)cfg->cmp.transaction_ttl)
-        window = (cfg->cmp.transaction_ttl + 1) / 2;
-    e->txns = gw_txn_table_new(cfg->cmp.max_transactions, cfg->cmp.max_transactions_per_identity);
-    e->replay = gw_replay_new(GW_REPLAY_MAX_ENTRIES, cfg->cmp.max_recent_per_identity, 2 * window);
+    window = cfg->cmp->message_time_window != 0 ? cfg->cmp->message_time_window : GW_DEFAULT_MSGTIME_WINDOW;
+    if (2 * window < (time_t)cfg->cmp->transaction_ttl)
+        window = (cfg->cmp->transaction_ttl + 1) / 2;
+    e->txns = gw_txn_table_new(cfg->cmp->max_transactions, cfg->cmp->max_transactions_per_identity);
+    e->replay = gw_replay_new(GW_REPLAY_MAX_ENTRIES, cfg->cmp->max_recent_per_identity, 2 * window);
     if (e->txns == NULL || e->replay == NULL)
         goto nomem;
     if (cmp_policy_init(e, err) != 0)
@@ -419,6 +420,16 @@ static void refuse(struct cmp_call *c, const OSSL_CMP_MSG *msg, int bit, const c
     cmp_txn_free(t);
 }
 
+/* The PBM credential whose reference is the senderKID |ref|, or NULL. */
+static const struct gw_pbm_conf *pbm_named(const struct gw_cmp_settings *cfg, const unsigned char *ref,
+                                           size_t len)
+{
+    for (size_t i = 0; i < cfg->n_pbm; i++)
+        if (strlen(cfg->pbm[i].reference) == len && memcmp(cfg->pbm[i].reference, ref, len) == 0)
+            return &cfg->pbm[i];
+    return NULL;
+}
+
 /*
  * PBM: the senderKID must name a credential of this role, the cost must be capped. -1 if fine.
  * An unknown or foreign reference gets the same answer as a wrong secret (TEXT_PBM_FAILED); the
@@ -430,9 +441,10 @@ static int check_pbm(struct cmp_call *c, char *text)
 {
     const struct gw_role *role = c->role;
     const struct gw_hdr_info *h = &c->hdr;
+    const struct gw_pbm_conf *pbm = pbm_named(&c->e->cfg, h->sender_kid, h->sender_kid_len);
     const char *why = "unknown PBM reference";
 
-    if (gw_config_pbm(c->e->cfg, h->sender_kid, h->sender_kid_len) != NULL) {
+    if (pbm != NULL) {
         if (bodies[c->body] == BODY_CONTINUE)
             goto allowed;
         for (size_t i = 0; i < role->n_pbm; i++) {
@@ -446,10 +458,11 @@ static int check_pbm(struct cmp_call *c, char *text)
     snprintf(text, GW_ERR_LEN, "%s", TEXT_PBM_FAILED);
     return OSSL_CMP_PKIFAILUREINFO_badMessageCheck;
 allowed:
-    if ((uint32_t)h->pbm_iterations <= c->e->cfg->cmp.pbm_max_iterations)
+    c->pbm = pbm;
+    if ((uint32_t)h->pbm_iterations <= c->e->cfg.cmp->pbm_max_iterations)
         return -1;
     snprintf(text, GW_ERR_LEN, "PBM iterationCount %d is above this server's cap of %u", h->pbm_iterations,
-             c->e->cfg->cmp.pbm_max_iterations);
+             c->e->cfg.cmp->pbm_max_iterations);
     return OSSL_CMP_PKIFAILUREINFO_badMessageCheck;
 }
 
@@ -489,7 +502,7 @@ static int choose_role(struct cmp_call *c, const OSSL_CMP_MSG *msg, char *text)
                  "SEQUENCE OF UTF8String (RFC 9483 §3.1)");
         return OSSL_CMP_PKIFAILUREINFO_badRequest;
     }
-    if (gw_route_profile(&c->e->cfg->routes, c->req->route, name, &role, text) != 0)
+    if (gw_route_profile(c->e->cfg.routes, c->req->route, name, &role, text) != 0)
         return OSSL_CMP_PKIFAILUREINFO_badRequest;
     if (role != c->role)
         gw_log_kv(GW_LOG_DEBUG, "profile_role", "tid", c->rsp->tid, "profile", name, "role", role->name,
@@ -536,7 +549,7 @@ static void end_slot(struct cmp_call *c)
 static void park(struct cmp_call *c, struct cmp_txn *t)
 {
     OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
-    time_t expires = c->now + (time_t)c->e->cfg->cmp.transaction_ttl + cmp_poll_extra_ttl(t);
+    time_t expires = c->now + (time_t)c->e->cfg.cmp->transaction_ttl + cmp_poll_extra_ttl(t);
     struct gw_txn *txn = NULL;
 
     if ((t->pbm || (t->signer != NULL && OSSL_CMP_CTX_set1_srvCert(ctx, t->signer) == 1)) &&

@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <time.h>
 #include <openssl/x509.h>
-#include "gateway/config.h"
+#include "gateway/cmp/conf.h"
 #include "base/limits.h"
 #include "mappings/route.h"
 
@@ -52,11 +52,13 @@ void gw_cmp_response_init(struct gw_cmp_response *rsp);
 void gw_cmp_response_cleanup(struct gw_cmp_response *rsp);
 
 /*
- * gw_cmp_engine_new builds an engine over a config snapshot and its upstreams (both borrowed:
- * they must outlive the engine) and opens the audit log of |cfg->audit|. NULL with |err| on
- * failure, including an audit log that cannot be opened (nothing may be issued without one).
+ * gw_cmp_engine_new builds an engine over the settings of a config snapshot and its upstreams
+ * (|cfg| is copied; the snapshot and the upstreams are borrowed: they must outlive the engine) and
+ * opens the audit log of |cfg->audit|. NULL with |err| on failure, including an audit log that
+ * cannot be opened (nothing may be issued without one).
  */
-struct gw_cmp_engine *gw_cmp_engine_new(const struct gw_config *cfg, struct gw_upstream_set *ups, char *err);
+struct gw_cmp_engine *gw_cmp_engine_new(const struct gw_cmp_settings *cfg, struct gw_upstream_set *ups,
+                                        char *err);
 
 /* gw_cmp_engine_free frees the engine; open transactions are logged as abandoned. NULL-safe. */
 void gw_cmp_engine_free(struct gw_cmp_engine *e);

@@ -139,7 +139,7 @@ static int root_update(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITA
                        const ASN1_OBJECT *type, STACK_OF(OSSL_CMP_ITAV) **out, char *text)
 {
     const struct gw_root_update *u =
-        t->role->root_update.new_with_new != NULL ? &t->role->root_update : &c->e->cfg->root_update;
+        t->role->root_update.new_with_new != NULL ? &t->role->root_update : c->e->cfg.root_update;
     X509 *current = NULL;
     int applies, bit;
 

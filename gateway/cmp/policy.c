@@ -44,7 +44,7 @@ err:
 
 static int init_issuer_stores(struct gw_cmp_engine *e, char *err)
 {
-    const struct gw_config *cfg = e->cfg;
+    const struct gw_cmp_settings *cfg = &e->cfg;
 
     if (cfg->n_upstreams == 0)
         return 0;
@@ -69,13 +69,13 @@ nomem:
 
 static int init_role_policies(struct gw_cmp_engine *e, char *err)
 {
-    if (e->cfg->n_roles == 0)
+    if (e->cfg.n_roles == 0)
         return 0;
-    if ((e->role_policies = calloc(e->cfg->n_roles, sizeof(*e->role_policies))) == NULL) {
+    if ((e->role_policies = calloc(e->cfg.n_roles, sizeof(*e->role_policies))) == NULL) {
         snprintf(err, GW_ERR_LEN, "CMP engine: out of memory");
         return GW_ERR_NOMEM;
     }
-    for (size_t i = 0; i < e->cfg->n_roles; i++)
+    for (size_t i = 0; i < e->cfg.n_roles; i++)
         pthread_mutex_init(&e->role_policies[i].lock, NULL);
     return 0;
 }
@@ -85,11 +85,11 @@ int cmp_policy_init(struct gw_cmp_engine *e, char *err)
 {
     char why[GW_ERR_LEN] = "";
 
-    if (e->cfg->audit.file == NULL) {
+    if (e->cfg.audit->file == NULL) {
         snprintf(err, GW_ERR_LEN, "CMP engine: no audit log is configured (\"audit\": {\"file\": ...})");
         return GW_ERR_INVAL;
     }
-    if ((e->audit = gw_audit_open(&e->cfg->audit, why)) == NULL) {
+    if ((e->audit = gw_audit_open(e->cfg.audit, why)) == NULL) {
         snprintf(err, GW_ERR_LEN, "CMP engine: %.200s", why);
         return GW_ERR_IO;
     }
@@ -101,11 +101,11 @@ int cmp_policy_init(struct gw_cmp_engine *e, char *err)
 /* NULL-safe on a partly built engine. */
 void cmp_policy_cleanup(struct gw_cmp_engine *e)
 {
-    for (size_t i = 0; e->issuer_stores != NULL && i < e->cfg->n_upstreams; i++)
+    for (size_t i = 0; e->issuer_stores != NULL && i < e->cfg.n_upstreams; i++)
         X509_STORE_free(e->issuer_stores[i]);
     free(e->issuer_stores);
     e->issuer_stores = NULL;
-    for (size_t i = 0; e->role_policies != NULL && i < e->cfg->n_roles; i++) {
+    for (size_t i = 0; e->role_policies != NULL && i < e->cfg.n_roles; i++) {
         gw_role_policy_cleanup(&e->role_policies[i].policy);
         pthread_mutex_destroy(&e->role_policies[i].lock);
     }
@@ -120,7 +120,7 @@ void cmp_policy_cleanup(struct gw_cmp_engine *e)
 static void describe_route(struct cmp_call *c)
 {
     const struct gw_route_match *m = c->req->route;
-    const char *prefix = c->e->cfg->path_prefix != NULL ? c->e->cfg->path_prefix : "";
+    const char *prefix = c->e->cfg.path_prefix != NULL ? c->e->cfg.path_prefix : "";
 
     if (c->req->path != NULL) {
         snprintf(c->route, sizeof(c->route), "%s", c->req->path);
@@ -244,12 +244,12 @@ static int check_upstream_role(struct cmp_call *c, const struct gw_role *role, s
 {
     struct gw_cmp_engine *e = c->e;
     struct cmp_role_policy scratch, *rp = &scratch;
-    size_t i = (size_t)(role - e->cfg->roles);
+    size_t i = (size_t)(role - e->cfg.roles);
     int bit;
 
     if ((gw_upstream_caps(up) & GW_UP_ROLE_POLICY) == 0)
         return -1;
-    if (role >= e->cfg->roles && i < e->cfg->n_roles && e->role_policies != NULL) {
+    if (role >= e->cfg.roles && i < e->cfg.n_roles && e->role_policies != NULL) {
         rp = &e->role_policies[i];
     } else { /* not one of the snapshot's roles (cannot happen): no cache */
         memset(&scratch, 0, sizeof(scratch));
@@ -338,10 +338,10 @@ X509_STORE *cmp_issuer_store(const struct gw_cmp_engine *e, const struct gw_upst
     const struct gw_upstream_conf *uc = up != NULL ? gw_upstream_get0_conf(up) : NULL;
     size_t i;
 
-    if (uc == NULL || e->issuer_stores == NULL || uc < e->cfg->upstreams)
+    if (uc == NULL || e->issuer_stores == NULL || uc < e->cfg.upstreams)
         return NULL;
-    i = (size_t)(uc - e->cfg->upstreams);
-    return i < e->cfg->n_upstreams ? e->issuer_stores[i] : NULL;
+    i = (size_t)(uc - e->cfg.upstreams);
+    return i < e->cfg.n_upstreams ? e->issuer_stores[i] : NULL;
 }
 
 /* The fields every record of a transaction carries. */

@@ -47,7 +47,7 @@ void cmp_log_capture_end(void)
 /* RFC 9483 §3.1: messageTime lets the receiver bound replays; 3.0 never looks at it. -1 if fine. */
 static int check_time(struct cmp_call *c, char *text)
 {
-    const struct gw_cmp_conf *cc = &c->e->cfg->cmp;
+    const struct gw_cmp_conf *cc = c->e->cfg.cmp;
     long long off;
 
     if (!c->hdr.has_message_time) {
@@ -535,17 +535,16 @@ static int add_signer_roots(OSSL_CMP_CTX *ctx, STACK_OF(X509) *chain)
 }
 
 /* Signer, chain and policy switches shared by every context (§5). 1 on success. */
-static int setup_common(struct cmp_txn *t, const struct gw_config *cfg)
+static int setup_common(struct cmp_txn *t, const struct gw_signer_conf *signer)
 {
     OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
-    STACK_OF(X509) *chain = cfg->signer.chain;
+    STACK_OF(X509) *chain = signer->chain;
 
     return OSSL_CMP_SRV_CTX_init(t->srv, t, cert_request_cb, cmp_rr_cb, cmp_genm_cb, error_cb, certconf_cb,
                                  pollreq_cb) == 1 &&
            OSSL_CMP_CTX_set_log_cb(ctx, log_cb) == 1 &&
            OSSL_CMP_CTX_set_log_verbosity(ctx, OSSL_CMP_LOG_WARNING) == 1 &&
-           OSSL_CMP_CTX_set1_cert(ctx, cfg->signer.cert) == 1 &&
-           OSSL_CMP_CTX_set1_pkey(ctx, cfg->signer.key) == 1 &&
+           OSSL_CMP_CTX_set1_cert(ctx, signer->cert) == 1 && OSSL_CMP_CTX_set1_pkey(ctx, signer->key) == 1 &&
            /* built once here: lazily it would come from ctx->untrusted, i.e. client extraCerts */
            OSSL_CMP_CTX_build_cert_chain(ctx, NULL, sk_X509_num(chain) > 0 ? chain : NULL) == 1 &&
            add_signer_roots(ctx, chain) &&
@@ -563,7 +562,7 @@ static int setup_protection(struct cmp_txn *t, struct cmp_call *c)
     const struct gw_pbm_conf *pbm;
 
     if (c->hdr.protection_nid == NID_id_PasswordBasedMAC) {
-        if ((pbm = gw_config_pbm(c->e->cfg, c->hdr.sender_kid, c->hdr.sender_kid_len)) == NULL)
+        if ((pbm = c->pbm) == NULL)
             return 0;
         t->pbm = 1;
         memcpy(t->kid, c->hdr.sender_kid, c->hdr.sender_kid_len);
@@ -593,7 +592,7 @@ struct cmp_txn *cmp_txn_new(struct cmp_call *c, int refusal)
     snprintf(t->route, sizeof(t->route), "%s", c->route);
     snprintf(t->tls_subject, sizeof(t->tls_subject), "%s", c->tls_subject);
     snprintf(t->body, sizeof(t->body), "%s", gw_shim_body_name(c->body));
-    if ((t->srv = OSSL_CMP_SRV_CTX_new(NULL, NULL)) == NULL || !setup_common(t, c->e->cfg))
+    if ((t->srv = OSSL_CMP_SRV_CTX_new(NULL, NULL)) == NULL || !setup_common(t, c->e->cfg.signer))
         goto err;
     /* a refusal context has neither trust nor secret: it can never validate anything (§10.1) */
     if (!refusal && (t->role == NULL || !setup_protection(t, c)))

@@ -82,14 +82,14 @@ static STACK_OF(X509) *issuing_cas(const struct gw_upstream_conf *uc)
 
 int cmp_status_init(struct gw_cmp_engine *e, char *err)
 {
-    if (e->cfg->n_upstreams == 0)
+    if (e->cfg.n_upstreams == 0)
         return 0;
-    if ((e->crls = calloc(e->cfg->n_upstreams, sizeof(*e->crls))) == NULL)
+    if ((e->crls = calloc(e->cfg.n_upstreams, sizeof(*e->crls))) == NULL)
         goto nomem;
-    for (size_t i = 0; i < e->cfg->n_upstreams; i++) {
+    for (size_t i = 0; i < e->cfg.n_upstreams; i++) {
         pthread_mutex_init(&e->crls[i].lock, NULL);
         pthread_cond_init(&e->crls[i].fetched_cond, NULL);
-        if ((e->crls[i].cas = issuing_cas(&e->cfg->upstreams[i])) == NULL)
+        if ((e->crls[i].cas = issuing_cas(&e->cfg.upstreams[i])) == NULL)
             goto nomem;
     }
     return 0;
@@ -100,7 +100,7 @@ nomem:
 
 void cmp_status_cleanup(struct gw_cmp_engine *e)
 {
-    for (size_t i = 0; e->crls != NULL && i < e->cfg->n_upstreams; i++) {
+    for (size_t i = 0; e->crls != NULL && i < e->cfg.n_upstreams; i++) {
         X509_CRL_free(e->crls[i].crl);
         sk_X509_pop_free(e->crls[i].cas, X509_free);
         pthread_cond_destroy(&e->crls[i].fetched_cond);
@@ -124,8 +124,8 @@ static int issued_by_ca(const X509 *cert, X509 *ca)
 struct gw_upstream *cmp_issuer_upstream(const struct gw_cmp_engine *e, const X509 *cert, X509 **ca,
                                         size_t *index)
 {
-    for (size_t i = 0; e->crls != NULL && i < e->cfg->n_upstreams; i++) {
-        struct gw_upstream *up = gw_upstream_set_get0(e->ups, e->cfg->upstreams[i].name);
+    for (size_t i = 0; e->crls != NULL && i < e->cfg.n_upstreams; i++) {
+        struct gw_upstream *up = gw_upstream_set_get0(e->ups, e->cfg.upstreams[i].name);
 
         for (int j = 0; up != NULL && j < sk_X509_num(e->crls[i].cas); j++) {
             if (!issued_by_ca(cert, sk_X509_value(e->crls[i].cas, j)))
@@ -143,9 +143,9 @@ void cmp_status_invalidate(struct gw_cmp_engine *e, const struct gw_upstream *up
     const struct gw_upstream_conf *uc = up != NULL ? gw_upstream_get0_conf(up) : NULL;
     size_t i;
 
-    if (uc == NULL || e->crls == NULL || uc < e->cfg->upstreams)
+    if (uc == NULL || e->crls == NULL || uc < e->cfg.upstreams)
         return;
-    if ((i = (size_t)(uc - e->cfg->upstreams)) >= e->cfg->n_upstreams)
+    if ((i = (size_t)(uc - e->cfg.upstreams)) >= e->cfg.n_upstreams)
         return;
     pthread_mutex_lock(&e->crls[i].lock);
     e->crls[i].stale = 1;
@@ -259,7 +259,7 @@ static int crl_status(struct gw_cmp_engine *e, size_t i, struct gw_upstream *up,
         pthread_cond_wait(&cc->fetched_cond, &cc->lock);
     /* a CRL read before a revocation through cmpgw does not know of it: stale until one after it */
     if (cc->crl != NULL && !cc->stale &&
-        now <= asn1_to_time(X509_CRL_get0_nextUpdate(cc->crl)) + (time_t)e->cfg->cmp.revocation_grace) {
+        now <= asn1_to_time(X509_CRL_get0_nextUpdate(cc->crl)) + (time_t)e->cfg.cmp->revocation_grace) {
         *revoked = X509_CRL_get0_by_cert(cc->crl, &rev, cert) == 1;
         *reason = *revoked ? reason_of(rev) : CRL_REASON_NONE;
         snprintf(note->text, sizeof(note->text), "CRL of upstream %s", gw_upstream_get0_conf(up)->name);
@@ -312,16 +312,25 @@ static int upstream_status(struct gw_cmp_engine *e, size_t i, struct gw_upstream
     return GW_ERR_UPSTREAM;
 }
 
+/* The trust entry called |name|, or NULL. */
+static const struct gw_trust_conf *trust_named(const struct gw_cmp_settings *cfg, const char *name)
+{
+    for (size_t i = 0; name != NULL && i < cfg->n_trust; i++)
+        if (strcmp(cfg->trust[i].name, name) == 0)
+            return &cfg->trust[i];
+    return NULL;
+}
+
 /*
  * A certificate no configured upstream issued: the trust entries in |names| whose CA signed it say
  * whether that is acceptable. -1, or notAuthorized with |text|.
  */
-static int entry_status(const struct gw_config *cfg, char *const *names, size_t n, X509 *cert,
+static int entry_status(const struct gw_cmp_settings *cfg, char *const *names, size_t n, X509 *cert,
                         const char *what, struct status_note *note, char *text)
 {
     snprintf(note->text, sizeof(note->text), "not checked");
     for (size_t i = 0; i < n; i++) {
-        const struct gw_trust_conf *t = gw_config_trust(cfg, names[i]);
+        const struct gw_trust_conf *t = trust_named(cfg, names[i]);
         int covers = 0;
 
         for (int j = 0; t != NULL && j < sk_X509_num(t->cas) && !covers; j++)
@@ -356,7 +365,7 @@ static int check_one(struct cmp_call *c, X509 *cert, char *const *names, size_t 
     int revoked = 0, reason = CRL_REASON_NONE;
 
     if (up == NULL)
-        return entry_status(e->cfg, names, n, cert, what, note, text);
+        return entry_status(&e->cfg, names, n, cert, what, note, text);
     if (!gw_upstream_get0_conf(up)->check_revocation) {
         snprintf(note->text, sizeof(note->text), "not checked (upstream %s: check_revocation false)",
                  gw_upstream_get0_conf(up)->name);

@@ -97,6 +97,7 @@ static inline EVP_PKEY *fuzz_pki_key(const char *name)
 static inline void fuzz_engine_init(void)
 {
     char *json = fuzz_pki_file("cmpgw.json", NULL), err[GW_ERR_LEN] = "";
+    struct gw_cmp_settings settings;
 
     fuzz_quiet();
     fz.verbose = getenv("CMPGW_FUZZ_VERBOSE") != NULL;
@@ -111,9 +112,10 @@ static inline void fuzz_engine_init(void)
         fuzz_verify_time(fz.cfg->roles[i].store);
         fuzz_verify_time(fz.cfg->roles[i].authz.tls_store);
     }
+    gw_config_cmp_settings(fz.cfg, &settings);
     if ((fz.ups = gw_upstream_set_new(fz.cfg->upstreams, fz.cfg->n_upstreams, fz.cfg->roles, fz.cfg->n_roles,
                                       err)) == NULL ||
-        (fz.engine = gw_cmp_engine_new(fz.cfg, fz.ups, err)) == NULL)
+        (fz.engine = gw_cmp_engine_new(&settings, fz.ups, err)) == NULL)
         fuzz_die("engine: %s", err);
     gw_cmp_engine_set_clock(fz.engine, fuzz_clock);
     fz.route.kind = GW_ROUTE_DEFAULT;
