@@ -5,6 +5,7 @@
  * words. After decoding, every answer is a protected PKIMessage with HTTP 200 (docs/design.md, decision 13).
  */
 #include "gateway/cmp/cmp_local.h"
+#include "gateway/cmp/engine_test.h"
 #include "base/err.h"
 #include "base/log.h"
 

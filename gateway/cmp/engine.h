@@ -75,17 +75,6 @@ int gw_cmp_engine_reopen_audit(struct gw_cmp_engine *e);
 /* gw_cmp_engine_expire closes transactions whose TTL passed, logging each (any thread). */
 void gw_cmp_engine_expire(struct gw_cmp_engine *e, time_t now);
 
-/* gw_cmp_engine_set_clock replaces the engine's clock (tests only: messageTime, TTLs); NULL = time(). */
-void gw_cmp_engine_set_clock(struct gw_cmp_engine *e, time_t (*clock)(void));
-
-/*
- * gw_cmp_engine_reset closes every open transaction (logged as abandoned) and forgets the replay
- * cache, so that the next request meets the engine as new (tests and fuzzing: each input alike).
- * Only while no request runs. Returns the transaction slots a finished request left held: 0 unless
- * one leaked a slot.
- */
-size_t gw_cmp_engine_reset(struct gw_cmp_engine *e);
-
 /* gw_cmp_engine_open_transactions counts open transactions (for logs and tests). */
 size_t gw_cmp_engine_open_transactions(struct gw_cmp_engine *e);
 

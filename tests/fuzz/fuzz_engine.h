@@ -29,6 +29,7 @@
 #include <openssl/x509_vfy.h>
 
 #include "gateway/cmp/engine.h"
+#include "gateway/cmp/engine_test.h"
 #include "mappings/route.h"
 #include "upstream/upstream.h"
 

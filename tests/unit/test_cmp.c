@@ -25,6 +25,7 @@
 #include <json-c/json.h>
 
 #include "gateway/cmp/engine.h"
+#include "gateway/cmp/engine_test.h"
 #include "gateway/cmp/shim.h"
 #include "gateway/config.h"
 #include "mappings/route.h"
