@@ -78,8 +78,11 @@ void gw_cmp_engine_expire(struct gw_cmp_engine *e, time_t now);
 /* gw_cmp_engine_open_transactions counts open transactions (for logs and tests). */
 size_t gw_cmp_engine_open_transactions(struct gw_cmp_engine *e);
 
-/* gw_cmp_engine_get0_upstreams returns the upstreams the engine was built over (borrowed), e.g.
- * for the listener to serve a local issuer's CRL. */
-struct gw_upstream_set *gw_cmp_engine_get0_upstreams(const struct gw_cmp_engine *e);
+/*
+ * gw_cmp_engine_crl answers GET <prefix>/crl/<upstream> (worker): the current CRL of the upstream
+ * named |upstream| as DER with 200, 404 for an upstream the engine does not have, 500 when the CRL
+ * cannot be had now. Always fills |rsp|.
+ */
+void gw_cmp_engine_crl(struct gw_cmp_engine *e, const char *upstream, struct gw_cmp_response *rsp);
 
 #endif
