@@ -14,6 +14,7 @@
 #include "gateway/cmp/replay.h"
 #include "gateway/cmp/txn.h"
 #include "mappings/profile.h"
+#include "gateway/cmp/cert_req.h"
 #include "upstream/store.h"
 #include "upstream/upstream.h"
 
