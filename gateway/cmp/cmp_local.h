@@ -41,6 +41,17 @@ struct gw_cmp_engine {
     struct cmp_crl_cache *crls;            /* per cfg.upstreams[i]: its CRL (cmp_status.c) */
 };
 
+/*
+ * How a check refuses a request, everywhere in gateway/cmp: it returns 0 to let the request go on,
+ * or fills a struct cmp_refusal (the failInfo bit and the statusString the client gets) and
+ * returns nonzero. cmp_refuse fills one and returns 1, so that a check ends in
+ * "return cmp_refuse(r, ...)"; cmp_reject and cmp_fail turn a refusal into OpenSSL's answer.
+ */
+struct cmp_refusal {
+    int fail_info; /* OSSL_CMP_PKIFAILUREINFO_* bit */
+    char text[GW_ERR_LEN];
+};
+
 /* How a certConf ended, as the callback saw it. */
 enum cmp_confirm {
     CMP_CONFIRM_NONE = 0, /* the callback did not run (3.0: an empty CertStatus list is a rejection) */
@@ -62,12 +73,11 @@ struct cmp_call {
     int body;
     time_t now;
     int reserved; /* holds a slot for hdr.tid in the txn table */
-    int fail_bit; /* >= 0: a callback chose the error's failInfo */
     int audited;  /* the outcome record of this request is written */
     int released; /* this pollReq delivered the certificate of a deferred request */
     enum cmp_confirm confirm;
-    char fail_text[GW_ERR_LEN];
-    char diag[GW_ERR_LEN]; /* first OpenSSL diagnostic captured by the log cb */
+    struct cmp_refusal fail; /* fail_info >= 0: a callback chose the error's failInfo and text */
+    char diag[GW_ERR_LEN];   /* first OpenSSL diagnostic captured by the log cb */
     char route[GW_MAX_PATH_LEN];
     char tls_subject[GW_IDENTITY_LEN];
 };
@@ -115,17 +125,17 @@ int cmp_key_affordable(const EVP_PKEY *key);
 
 /*
  * cmp_auth.c: chooses the one certificate that signed |msg| among those naming its sender and
- * chaining to the role's trust, and pins it on |t|'s context (t->signer). -1 if authenticated or
- * left to OpenSSL (PBM, no trust on the role); else a failInfo bit with |text|.
+ * chaining to the role's trust, and pins it on |t|'s context (t->signer). 0 if authenticated or
+ * left to OpenSSL (PBM, no trust on the role); else refused with |r|.
  */
-int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *msg, char *text);
+int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refusal *r);
 
 /*
  * cmp_status.c: the revocation status of the certificates that authenticate a request (t->signer,
- * the TLS client certificate). -1 if both may be used (t->credential_status says how that was
- * known), else certRevoked, systemUnavail (status unknown: fail closed) or notAuthorized, with |text|.
+ * the TLS client certificate). 0 if both may be used (t->credential_status says how that was
+ * known), else refused with certRevoked, systemUnavail (status unknown: fail closed) or notAuthorized.
  */
-int cmp_check_credentials(struct cmp_call *c, struct cmp_txn *t, char *text);
+int cmp_check_credentials(struct cmp_call *c, struct cmp_txn *t, struct cmp_refusal *r);
 /* The upstream whose CA (|*ca|, config index |*index|) issued |cert|, by issuer name and AKI; or NULL. */
 struct gw_upstream *cmp_issuer_upstream(const struct gw_cmp_engine *e, const X509 *cert, X509 **ca,
                                         size_t *index);
@@ -141,8 +151,8 @@ void cmp_log_capture_begin(struct cmp_call *c);
 void cmp_log_capture_end(void);
 
 /* cmp_srv.c: who sent the request (t->identity), its credentials' status, then authorization, messageTime,
- * replay. -1 if fine. */
-int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, char *text);
+ * replay. */
+int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r);
 
 /* cmp_rr.c (RFC 9483 §4.2) and cmp_genm.c (§4.3): OpenSSL callbacks */
 OSSL_CMP_PKISI *cmp_rr_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const X509_NAME *issuer,
@@ -170,27 +180,31 @@ void cmp_poll_release(struct cmp_pending *p);
 void cmp_poll_detach(struct gw_cmp_engine *e);
 
 /* cmp_engine.c */
-void cmp_set_outcome(struct cmp_call *c, const char *status, int fail_bit, const char *text);
+/* Fills |r| with failInfo |fail_info| and the formatted statusString; returns 1. */
+__attribute__((format(printf, 3, 4))) int cmp_refuse(struct cmp_refusal *r, int fail_info, const char *fmt,
+                                                     ...);
+/* Notes how the request ended: |status|, with the refusal |r| if there is one (else NULL). */
+void cmp_set_outcome(struct cmp_call *c, const char *status, const struct cmp_refusal *r);
 const char *cmp_fail_name(int bit);
-/* A rejection PKIStatusInfo with failInfo |bit| and |text|, the outcome noted (new; NULL on OOM). */
-OSSL_CMP_PKISI *cmp_reject(struct cmp_call *c, int bit, const char *text);
+/* A rejection PKIStatusInfo saying |r|, the outcome noted (new; NULL on OOM). */
+OSSL_CMP_PKISI *cmp_reject(struct cmp_call *c, const struct cmp_refusal *r);
 /*
  * For callbacks that can fail only as an error message in 3.0 (genm, certConf, pollReq): notes
- * |bit| and |text|, which the engine puts into OpenSSL's error message, and returns 0.
+ * |r|, which the engine puts into OpenSSL's error message, and returns 0.
  */
-int cmp_fail(struct cmp_call *c, int bit, const char *text);
+int cmp_fail(struct cmp_call *c, const struct cmp_refusal *r);
 
 /* cmp_policy.c: engine lifetime */
 int cmp_policy_init(struct gw_cmp_engine *e, char *err);
 void cmp_policy_cleanup(struct gw_cmp_engine *e);
 
-/* cmp_policy.c: per request. Checks return -1 if fine, else a failInfo bit with |text| (GW_ERR_LEN). */
+/* cmp_policy.c: per request. */
 void cmp_describe_call(struct cmp_call *c);
-int cmp_authorize(struct cmp_call *c, const struct cmp_txn *t, char *text);
+int cmp_authorize(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusal *r);
 int cmp_check_3gpp(struct cmp_call *c, const struct cmp_txn *t, const OSSL_CRMF_MSG *crm,
-                   const X509_REQ *p10cr, char *text);
+                   const X509_REQ *p10cr, struct cmp_refusal *r);
 int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, const struct gw_cert_plan *plan,
-                      const X509_REQ *p10cr, struct gw_upstream **up, char *text);
+                      const X509_REQ *p10cr, struct gw_upstream **up, struct cmp_refusal *r);
 X509_STORE *cmp_issuer_store(const struct gw_cmp_engine *e, const struct gw_upstream *up);
 const char *cmp_upstream_name(const struct gw_upstream *up);
 

@@ -153,18 +153,18 @@ void cmp_describe_call(struct cmp_call *c)
 }
 
 /* docs/design.md, decision 7: both the TLS client certificate and the CMP identity, deny by default. */
-int cmp_authorize(struct cmp_call *c, const struct cmp_txn *t, char *text)
+int cmp_authorize(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusal *r)
 {
     struct gw_identity id = {.tls_peer = c->req->tls_peer,
                              .signer = t->pbm ? NULL : t->signer,
                              .pbm_ref = t->pbm ? t->pbm_ref : NULL};
-    int fi = OSSL_CMP_PKIFAILUREINFO_notAuthorized;
 
-    if (gw_policy_authorize(t->role, &id, c->now, &fi, text) == 0)
-        return -1;
+    r->fail_info = OSSL_CMP_PKIFAILUREINFO_notAuthorized;
+    if (gw_policy_authorize(t->role, &id, c->now, &r->fail_info, r->text) == 0)
+        return 0;
     gw_log_kv(GW_LOG_INFO, "not_authorized", "tid", c->rsp->tid, "role", t->role->name, "identity",
-              t->identity, "tls_subject", c->tls_subject, "reason", text, NULL);
-    return fi;
+              t->identity, "tls_subject", c->tls_subject, "reason", r->text, NULL);
+    return 1;
 }
 
 const char *cmp_upstream_name(const struct gw_upstream *up)
@@ -194,16 +194,15 @@ static const char *urole_name(const struct gw_role *role)
  */
 static int check_cached(struct cmp_call *c, struct cmp_role_policy *rp, struct gw_upstream *up,
                         const struct gw_role *role, const struct gw_cert_plan *plan, enum role_check what,
-                        char *text)
+                        struct cmp_refusal *r)
 {
     char err[GW_ERR_LEN] = "";
-    int fi = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
     const char *name = urole_name(role);
 
     if (!rp->valid || c->now - rp->fetched >= GW_ROLE_POLICY_TTL || c->now < rp->fetched) {
         if (what == RC_GRANTS && rp->failed != 0 && c->now >= rp->failed &&
             c->now - rp->failed < GW_ROLE_POLICY_TTL)
-            return -1;
+            return 0;
         gw_role_policy_cleanup(&rp->policy);
         rp->valid = 0;
         if (gw_upstream_role_policy(up, name, &rp->policy, err) != 0) {
@@ -213,42 +212,40 @@ static int check_cached(struct cmp_call *c, struct cmp_role_policy *rp, struct g
                 gw_log_kv(GW_LOG_WARN, "upstream_role_unread", "tid", c->rsp->tid, "role", role->name,
                           "upstream_role", name, "reason", err, "msg",
                           "its usages are checked on the certificate only", NULL);
-                return -1;
+                return 0;
             }
-            snprintf(text, GW_ERR_LEN, "the policy of upstream role %.40s could not be read: %.150s", name,
-                     err);
-            return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
+            return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                              "the policy of upstream role %.40s could not be read: %.150s", name, err);
         }
         rp->valid = 1;
         rp->fetched = c->now;
         rp->failed = 0;
     }
+    r->fail_info = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
     if (what == RC_GRANTS) {
-        if (gw_policy_check_upstream_grants(role, name, &rp->policy, &fi, text) == 0)
-            return -1;
+        if (gw_policy_check_upstream_grants(role, name, &rp->policy, &r->fail_info, r->text) == 0)
+            return 0;
         gw_log_kv(GW_LOG_WARN, "upstream_role_too_wide", "tid", c->rsp->tid, "role", role->name,
-                  "upstream_role", name, "reason", text, NULL);
-        return fi;
+                  "upstream_role", name, "reason", r->text, NULL);
+        return 1;
     }
-    if (gw_policy_check_upstream_role(&rp->policy, plan, c->now, &fi, text) == 0)
-        return -1;
-    return fi;
+    return gw_policy_check_upstream_role(&rp->policy, plan, c->now, &r->fail_info, r->text) != 0;
 }
 
 /*
  * Checks a request against the role of the upstream |up| (cached per role, GW_ROLE_POLICY_TTL),
- * where the upstream can describe its roles. -1 if fine or not describable, else a failInfo bit.
+ * where the upstream can describe its roles; one that cannot lets the request go on.
  */
 static int check_upstream_role(struct cmp_call *c, const struct gw_role *role, struct gw_upstream *up,
-                               const struct gw_cert_plan *plan, enum role_check what, char *text)
+                               const struct gw_cert_plan *plan, enum role_check what, struct cmp_refusal *r)
 {
     struct gw_cmp_engine *e = c->e;
     struct cmp_role_policy scratch, *rp = &scratch;
     size_t i = (size_t)(role - e->cfg.roles);
-    int bit;
+    int refused;
 
     if ((gw_upstream_caps(up) & GW_UP_ROLE_POLICY) == 0)
-        return -1;
+        return 0;
     if (role >= e->cfg.roles && i < e->cfg.n_roles && e->role_policies != NULL) {
         rp = &e->role_policies[i];
     } else { /* not one of the snapshot's roles (cannot happen): no cache */
@@ -256,13 +253,13 @@ static int check_upstream_role(struct cmp_call *c, const struct gw_role *role, s
         pthread_mutex_init(&scratch.lock, NULL);
     }
     pthread_mutex_lock(&rp->lock);
-    bit = check_cached(c, rp, up, role, plan, what, text);
+    refused = check_cached(c, rp, up, role, plan, what, r);
     pthread_mutex_unlock(&rp->lock);
     if (rp == &scratch) {
         gw_role_policy_cleanup(&scratch.policy);
         pthread_mutex_destroy(&scratch.lock);
     }
-    return bit;
+    return refused;
 }
 
 /*
@@ -273,18 +270,15 @@ static int check_upstream_role(struct cmp_call *c, const struct gw_role *role, s
  * usages do not apply there: the call's do, and they are the plan's).
  */
 static int check_grants(struct cmp_call *c, const struct gw_role *role, struct gw_upstream *up,
-                        const struct gw_cert_plan *plan, const X509_REQ *p10cr, char *text)
+                        const struct gw_cert_plan *plan, const X509_REQ *p10cr, struct cmp_refusal *r)
 {
-    int fi = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
-
     if (up != gw_upstream_set_get0(c->e->ups, role->upstream_name))
-        return -1; /* a crmf_upstream: it signs the plan's template */
+        return 0; /* a crmf_upstream: it signs the plan's template */
     if (role->sign_policy == GW_SIGN_VERBATIM) {
-        if (p10cr == NULL || gw_policy_check_csr(role, p10cr, &fi, text) == 0)
-            return -1;
-        return fi;
+        r->fail_info = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
+        return p10cr != NULL && gw_policy_check_csr(role, p10cr, &r->fail_info, r->text) != 0;
     }
-    return check_upstream_role(c, role, up, plan, RC_GRANTS, text);
+    return check_upstream_role(c, role, up, plan, RC_GRANTS, r);
 }
 
 /*
@@ -293,43 +287,39 @@ static int check_grants(struct cmp_call *c, const struct gw_role *role, struct g
  * delegate local issuer after the upstream role's policy.
  */
 int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, const struct gw_cert_plan *plan,
-                      const X509_REQ *p10cr, struct gw_upstream **out, char *text)
+                      const X509_REQ *p10cr, struct gw_upstream **out, struct cmp_refusal *r)
 {
     const struct gw_role *role = t->role;
     struct gw_upstream *up = gw_upstream_set_get0(c->e->ups, role->upstream_name);
-    int crmf = p10cr == NULL, bit;
+    int crmf = p10cr == NULL;
 
     *out = NULL;
     /* a role may send CRMF to a CMP CA and keep p10cr on its JSON upstream */
     if (crmf && role->crmf_upstream_name != NULL)
         up = gw_upstream_set_get0(c->e->ups, role->crmf_upstream_name);
-    if (up == NULL) {
-        snprintf(text, GW_ERR_LEN, "no upstream CA is configured for this role");
-        return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
-    }
+    if (up == NULL)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                          "no upstream CA is configured for this role");
     if (!crmf || (gw_upstream_caps(up) & GW_UP_SIGN_KEY) != 0) {
-        if (!crmf && (gw_upstream_caps(up) & GW_UP_SIGN_CSR) == 0) {
-            snprintf(text, GW_ERR_LEN, "%s", TEXT_P10_REJECT);
-            return OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
-        }
-        if ((bit = check_grants(c, role, up, plan, p10cr, text)) < 0)
-            *out = up;
-        return bit;
+        if (!crmf && (gw_upstream_caps(up) & GW_UP_SIGN_CSR) == 0)
+            return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "%s", TEXT_P10_REJECT);
+        if (check_grants(c, role, up, plan, p10cr, r) != 0)
+            return 1;
+        *out = up;
+        return 0;
     }
-    if (role->crmf != GW_CRMF_DELEGATE) {
-        snprintf(text, GW_ERR_LEN, "%s", TEXT_CRMF_REJECT);
-        return OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
-    }
-    if (role->delegate_name == NULL ||
-        (*out = gw_upstream_set_get0(c->e->ups, role->delegate_name)) == NULL) {
-        snprintf(text, GW_ERR_LEN, "this role's delegate issuer is not available");
-        return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
-    }
+    if (role->crmf != GW_CRMF_DELEGATE)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "%s", TEXT_CRMF_REJECT);
+    if (role->delegate_name == NULL || (*out = gw_upstream_set_get0(c->e->ups, role->delegate_name)) == NULL)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                          "this role's delegate issuer is not available");
     /* a delegate issues on the upstream's behalf, so the upstream role's own rules apply; an
      * upstream that cannot state them leaves the role's profile alone */
-    if ((bit = check_upstream_role(c, role, up, plan, RC_NAMES, text)) >= 0)
+    if (check_upstream_role(c, role, up, plan, RC_NAMES, r) != 0) {
         *out = NULL;
-    return bit;
+        return 1;
+    }
+    return 0;
 }
 
 /* What certificates from |up| must chain to: its issuer_ca, or a local issuer's own CA. */
@@ -468,27 +458,25 @@ static int issued_here(struct cmp_call *c, const char *upstream_name, X509 *cert
  * signed by a listed device. A kur is signed by the operator certificate it renews (TS 33.310
  * §9.5.1), which the allow-list does not name; a kur signed by anything else is still checked.
  */
-static int check_allowlist(struct cmp_call *c, const struct cmp_txn *t, char *text)
+static int check_allowlist(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusal *r)
 {
     const struct gw_role *role = t->role;
 
     if (role->device_allowlist_file == NULL)
-        return -1;
-    if (t->pbm || t->signer == NULL) {
-        snprintf(text, GW_ERR_LEN,
-                 "this route accepts signature-protected requests only: sign with the device certificate "
-                 "(3GPP TS 33.310)");
-        return OSSL_CMP_PKIFAILUREINFO_notAuthorized;
-    }
+        return 0;
+    if (t->pbm || t->signer == NULL)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                          "this route accepts signature-protected requests only: sign with the device "
+                          "certificate (3GPP TS 33.310)");
     if (c->body == GW_CMP_BODY_KUR &&
         (issued_here(c, role->upstream_name, t->signer) || issued_here(c, role->delegate_name, t->signer)))
-        return -1;
+        return 0;
     if (on_allowlist(role, t->signer))
-        return -1;
-    snprintf(text, GW_ERR_LEN, "device %.150s is not on this route's allow-list", t->identity);
+        return 0;
     gw_log_kv(GW_LOG_INFO, "not_authorized", "tid", c->rsp->tid, "role", role->name, "identity", t->identity,
               "reason", "device_allowlist", NULL);
-    return OSSL_CMP_PKIFAILUREINFO_notAuthorized;
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                      "device %.150s is not on this route's allow-list", t->identity);
 }
 
 /* A readable name for a weak hash: what the device operator must change. */
@@ -511,27 +499,26 @@ static const char *hash_name(int bits)
 }
 
 /* |bits| (gw_shim_alg_hash_bits) against the role's "min_hash"; |what| names the signature. */
-static int check_hash(const struct gw_role *role, int bits, const char *what, char *text)
+static int check_hash(const struct gw_role *role, int bits, const char *what, struct cmp_refusal *r)
 {
     if (bits >= role->min_hash_bits)
-        return -1;
-    snprintf(text, GW_ERR_LEN,
-             "%s%s is not accepted on this route: sign with SHA-%d or stronger (3GPP TS 33.310)", what,
-             hash_name(bits), role->min_hash_bits);
-    return OSSL_CMP_PKIFAILUREINFO_badAlg;
+        return 0;
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badAlg,
+                      "%s%s is not accepted on this route: sign with SHA-%d or stronger (3GPP TS 33.310)",
+                      what, hash_name(bits), role->min_hash_bits);
 }
 
 /* TS 33.310 §9.5: SHA-256 shall, SHA-1 and MD5 shall not, for the protection and for the POPO. */
 static int check_min_hash(struct cmp_call *c, const struct cmp_txn *t, const OSSL_CRMF_MSG *crm,
-                          const X509_REQ *p10cr, char *text)
+                          const X509_REQ *p10cr, struct cmp_refusal *r)
 {
     const X509_ALGOR *alg = NULL;
-    int bit, bits = -1;
+    int bits = -1;
 
     if (t->role->min_hash_bits <= 0)
-        return -1;
-    if ((bit = check_hash(t->role, c->hdr.protection_hash_bits, "", text)) >= 0)
-        return bit;
+        return 0;
+    if (check_hash(t->role, c->hdr.protection_hash_bits, "", r) != 0)
+        return 1;
     if (crm != NULL)
         bits = gw_shim_popo_hash_bits(crm); /* -1: no signature POPO (raVerified is refused anyway) */
     if (p10cr != NULL) {
@@ -539,18 +526,14 @@ static int check_min_hash(struct cmp_call *c, const struct cmp_txn *t, const OSS
         bits = gw_shim_alg_hash_bits(alg);
     }
     if (bits < 0)
-        return -1;
+        return 0;
     return check_hash(t->role, bits, p10cr != NULL ? "the CSR signature with " : "the POPO signature with ",
-                      text);
+                      r);
 }
 
-/* The 3GPP checks of a certificate request, after authorization. -1 if fine. */
+/* The 3GPP checks of a certificate request, after authorization. */
 int cmp_check_3gpp(struct cmp_call *c, const struct cmp_txn *t, const OSSL_CRMF_MSG *crm,
-                   const X509_REQ *p10cr, char *text)
+                   const X509_REQ *p10cr, struct cmp_refusal *r)
 {
-    int bit;
-
-    if ((bit = check_allowlist(c, t, text)) >= 0)
-        return bit;
-    return check_min_hash(c, t, crm, p10cr, text);
+    return check_allowlist(c, t, r) || check_min_hash(c, t, crm, p10cr, r);
 }

@@ -19,6 +19,8 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#define TEXT_TID_IN_USE "transactionID already in use: start a new transaction with a fresh transactionID"
+
 /* The request whose OpenSSL diagnostics the log callback records: the callback has no argument. */
 static _Thread_local struct cmp_call *capture;
 
@@ -44,52 +46,48 @@ void cmp_log_capture_end(void)
     capture = NULL;
 }
 
-/* RFC 9483 §3.1: messageTime lets the receiver bound replays; 3.0 never looks at it. -1 if fine. */
-static int check_time(struct cmp_call *c, char *text)
+/* RFC 9483 §3.1: messageTime lets the receiver bound replays; 3.0 never looks at it. */
+static int check_time(struct cmp_call *c, struct cmp_refusal *r)
 {
     const struct gw_cmp_conf *cc = c->e->cfg.cmp;
     long long off;
 
     if (!c->hdr.has_message_time) {
         if (!cc->require_message_time)
-            return -1;
-        snprintf(text, GW_ERR_LEN, "messageTime is missing: this server requires it");
-        return OSSL_CMP_PKIFAILUREINFO_badTime;
+            return 0;
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badTime,
+                          "messageTime is missing: this server requires it");
     }
     off = (long long)c->hdr.message_time - (long long)c->now;
     if (cc->message_time_window == 0 || llabs(off) <= (long long)cc->message_time_window)
-        return -1;
-    snprintf(text, GW_ERR_LEN,
-             "messageTime is %lld s off the server clock; check the device clock (allowed: ±%u s)", off,
-             cc->message_time_window);
-    return OSSL_CMP_PKIFAILUREINFO_badTime;
+        return 0;
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badTime,
+                      "messageTime is %lld s off the server clock; check the device clock (allowed: ±%u s)",
+                      off, cc->message_time_window);
 }
 
-/* RFC 9483 §3.6.4: a transactionID seen before answers transactionIdInUse. -1 if fresh. */
-static int check_replay(struct cmp_call *c, char *text)
+/* RFC 9483 §3.6.4: a transactionID seen before answers transactionIdInUse. */
+static int check_replay(struct cmp_call *c, struct cmp_refusal *r)
 {
     int rc = gw_replay_check_add(c->e->replay, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
                                  c->hdr.sender_nonce_len, c->rsp->identity, c->now);
 
     switch (rc) {
     case 0:
-        return -1;
+        return 0;
     case GW_ERR_REPLAY:
-        snprintf(text, GW_ERR_LEN, "replayed message: this transactionID and senderNonce were already used");
-        return OSSL_CMP_PKIFAILUREINFO_transactionIdInUse;
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_transactionIdInUse,
+                          "replayed message: this transactionID and senderNonce were already used");
     case GW_ERR_EXISTS:
-        snprintf(text, GW_ERR_LEN,
-                 "transactionID already in use: start a new transaction with a fresh transactionID");
-        return OSSL_CMP_PKIFAILUREINFO_transactionIdInUse;
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_transactionIdInUse, "%s", TEXT_TID_IN_USE);
     case GW_ERR_LIMIT:
-        snprintf(text, GW_ERR_LEN, "too many recent transactions from %.150s: retry later", c->rsp->identity);
-        return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                          "too many recent transactions from %.150s: retry later", c->rsp->identity);
     case GW_ERR_BUSY:
-        snprintf(text, GW_ERR_LEN, "too many recent transactions: retry later");
-        return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                          "too many recent transactions: retry later");
     default:
-        snprintf(text, GW_ERR_LEN, "transactionID or senderNonce too long");
-        return OSSL_CMP_PKIFAILUREINFO_badRequest;
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "transactionID or senderNonce too long");
     }
 }
 
@@ -107,61 +105,50 @@ static void identify(struct cmp_txn *t, struct cmp_call *c)
     snprintf(c->rsp->identity, sizeof(c->rsp->identity), "%s", t->identity);
 }
 
-/* docs/design.md, decision 7: kur only by the holder of the certificate being updated. -1 if allowed. */
-static int check_kur(struct cmp_txn *t, struct cmp_call *c, const OSSL_CRMF_MSG *crm, char *text)
+/* docs/design.md, decision 7: kur only by the holder of the certificate being updated. */
+static int check_kur(struct cmp_txn *t, struct cmp_call *c, const OSSL_CRMF_MSG *crm, struct cmp_refusal *r)
 {
     const OSSL_CRMF_CERTID *old;
     const X509_NAME *issuer;
     const ASN1_INTEGER *serial;
 
     if (c->body != GW_CMP_BODY_KUR)
-        return -1;
-    if (t->pbm || t->signer == NULL) {
-        snprintf(text, GW_ERR_LEN,
-                 "key update must be signed with the certificate being updated, not PBM-protected");
-        return OSSL_CMP_PKIFAILUREINFO_notAuthorized;
-    }
+        return 0;
+    if (t->pbm || t->signer == NULL)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                          "key update must be signed with the certificate being updated, not PBM-protected");
     if (crm == NULL || (old = OSSL_CRMF_MSG_get0_regCtrl_oldCertID(crm)) == NULL)
-        return -1; /* RFC 9483 §4.1.3: without oldCertID the signer's certificate is the one updated */
+        return 0; /* RFC 9483 §4.1.3: without oldCertID the signer's certificate is the one updated */
     issuer = OSSL_CRMF_CERTID_get0_issuer(old);
     serial = OSSL_CRMF_CERTID_get0_serialNumber(old);
     if (issuer != NULL && serial != NULL && X509_NAME_cmp(issuer, X509_get_issuer_name(t->signer)) == 0 &&
         ASN1_INTEGER_cmp(serial, X509_get0_serialNumber(t->signer)) == 0)
-        return -1;
-    snprintf(text, GW_ERR_LEN,
-             "key update must be signed with the certificate it updates; "
-             "oldCertID names another certificate");
-    return OSSL_CMP_PKIFAILUREINFO_notAuthorized;
+        return 0;
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                      "key update must be signed with the certificate it updates; "
+                      "oldCertID names another certificate");
 }
 
-int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, char *text)
+int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r)
 {
-    int bit;
-
     identify(t, c);
-    if ((bit = cmp_check_credentials(c, t, text)) >= 0 || (bit = cmp_authorize(c, t, text)) >= 0 ||
-        (bit = check_time(c, text)) >= 0 || (bit = check_replay(c, text)) >= 0)
-        return bit;
-    return -1;
+    return cmp_check_credentials(c, t, r) || cmp_authorize(c, t, r) || check_time(c, r) || check_replay(c, r);
 }
 
 /* Holds a table slot before the upstream call, so an issued certificate can always be parked. */
-static int reserve(struct cmp_txn *t, struct cmp_call *c, char *text)
+static int reserve(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r)
 {
     int rc = gw_txn_reserve(c->e->txns, c->hdr.tid, c->hdr.tid_len, t->identity);
 
     if (rc == 0) {
         c->reserved = 1;
-        return -1;
+        return 0;
     }
-    if (rc == GW_ERR_EXISTS) {
-        snprintf(text, GW_ERR_LEN,
-                 "transactionID already in use: start a new transaction with a fresh transactionID");
-        return OSSL_CMP_PKIFAILUREINFO_transactionIdInUse;
-    }
-    snprintf(text, GW_ERR_LEN, "too many open transactions for %.150s: confirm or wait for them to expire",
-             t->identity);
-    return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
+    if (rc == GW_ERR_EXISTS)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_transactionIdInUse, "%s", TEXT_TID_IN_USE);
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                      "too many open transactions for %.150s: confirm or wait for them to expire",
+                      t->identity);
 }
 
 static enum gw_req_kind req_kind(int body)
@@ -199,8 +186,8 @@ static OSSL_CMP_PKISI *accept_cert(struct cmp_txn *t, struct cmp_call *c, struct
 
     if (si == NULL || X509_up_ref(res->cert) != 1) {
         OSSL_CMP_PKISI_free(si);
-        si = cmp_reject(c, OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                        "internal error: the certificate was not released");
+        si = cmp_reject(c, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                                                 "internal error: the certificate was not released"});
         cmp_withdraw(c->e, t, c->rsp->tid, res->cert, CRL_REASON_CESSATION_OF_OPERATION);
         return si;
     }
@@ -210,7 +197,7 @@ static OSSL_CMP_PKISI *accept_cert(struct cmp_txn *t, struct cmp_call *c, struct
     c->audited = 1;
     if (!t->on_record && cmp_audit_cert(c->e, t, c->rsp->tid, "issued", status, t->issued, 1) != 0) {
         OSSL_CMP_PKISI_free(si);
-        si = cmp_reject(c, OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_LOST);
+        si = cmp_reject(c, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_LOST});
         cmp_withdraw(c->e, t, c->rsp->tid, t->issued, CRL_REASON_CESSATION_OF_OPERATION);
         X509_free(t->issued);
         t->issued = NULL;
@@ -221,17 +208,17 @@ static OSSL_CMP_PKISI *accept_cert(struct cmp_txn *t, struct cmp_call *c, struct
     res->cert = NULL;
     res->chain = NULL;
     snprintf(c->rsp->serial, sizeof(c->rsp->serial), "%s", t->serial);
-    cmp_set_outcome(c, status, -1, NULL);
+    cmp_set_outcome(c, status, NULL);
     gw_log_kv(GW_LOG_INFO, "cert_issued", "tid", c->rsp->tid, "identity", t->identity, "serial", t->serial,
               "role", t->role->name, "upstream", cmp_upstream_name(t->up), NULL);
     return si;
 }
 
 /* A certificate the client will not get: on record with its serial, then withdrawn. */
-static OSSL_CMP_PKISI *refuse_cert(struct cmp_txn *t, struct cmp_call *c, X509 *cert, int bit,
-                                   const char *text)
+static OSSL_CMP_PKISI *refuse_cert(struct cmp_txn *t, struct cmp_call *c, X509 *cert,
+                                   const struct cmp_refusal *r)
 {
-    OSSL_CMP_PKISI *si = cmp_reject(c, bit, text);
+    OSSL_CMP_PKISI *si = cmp_reject(c, r);
 
     c->audited = 1;
     (void)cmp_audit_cert(c->e, t, c->rsp->tid, "rejected", c->rsp->outcome, cert, 1);
@@ -241,7 +228,7 @@ static OSSL_CMP_PKISI *refuse_cert(struct cmp_txn *t, struct cmp_call *c, X509 *
 }
 
 /*
- * Issue 3 §3: what the upstream returned is checked before it reaches the client. A certificate
+ * What the upstream returned is checked before it reaches the client. A certificate
  * that does not certify the requested key or does not chain to the route's CA is the CA's fault,
  * not the request's: systemFailure (RFC 9810 §5.2.3), as the client can change nothing to fix it.
  * Names, usages, extensions or validity outside the role's policy are badCertTemplate: the content
@@ -252,7 +239,8 @@ static OSSL_CMP_PKISI *deliver(struct cmp_txn *t, struct cmp_call *c, const stru
                                struct gw_sign_result *res, X509 **certOut, STACK_OF(X509) **chainOut)
 {
     X509_STORE *store = cmp_issuer_store(c->e, t->up);
-    char err[GW_ERR_LEN] = "", text[GW_ERR_LEN];
+    char err[GW_ERR_LEN] = "";
+    struct cmp_refusal r;
     enum gw_issued_verdict v = GW_ISSUED_BAD;
 
     gw_x509_cert_serial_hex(res->cert, t->serial, sizeof(t->serial));
@@ -266,38 +254,43 @@ static OSSL_CMP_PKISI *deliver(struct cmp_txn *t, struct cmp_call *c, const stru
         return accept_cert(t, c, res, v == GW_ISSUED_MODIFIED || plan->modified || res->modified, certOut,
                            chainOut);
     case GW_ISSUED_OUTSIDE_POLICY:
-        snprintf(text, sizeof(text),
-                 "the CA issued a certificate outside this route's policy (%.170s); it was not released",
-                 err);
-        return refuse_cert(t, c, res->cert, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, text);
+        cmp_refuse(&r, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+                   "the CA issued a certificate outside this route's policy (%.170s); it was not released",
+                   err);
+        return refuse_cert(t, c, res->cert, &r);
     default:
-        snprintf(text, sizeof(text), "the CA returned an unusable certificate (%.170s); it was not released",
-                 err);
-        return refuse_cert(t, c, res->cert, OSSL_CMP_PKIFAILUREINFO_systemFailure, text);
+        cmp_refuse(&r, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                   "the CA returned an unusable certificate (%.170s); it was not released", err);
+        return refuse_cert(t, c, res->cert, &r);
     }
 }
 
-/* The request as the role shapes it, then the role's request policy. -1 if fine. */
+/* The request as the role shapes it, then the role's request policy. */
 static int plan_request(struct cmp_txn *t, struct cmp_call *c, const OSSL_CRMF_MSG *crm, struct issuing *is,
-                        char *text)
+                        struct cmp_refusal *r)
 {
-    int fi = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
-    int rc = is->p10cr != NULL ? gw_cert_req_from_p10(is->p10cr, &is->creq, text)
-                               : gw_cert_req_from_crmf(req_kind(c->body), crm, &is->creq, text);
+    int rc = is->p10cr != NULL ? gw_cert_req_from_p10(is->p10cr, &is->creq, r->text)
+                               : gw_cert_req_from_crmf(req_kind(c->body), crm, &is->creq, r->text);
 
+    r->fail_info = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
     if (rc != 0)
-        return OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
+        return 1;
     /* 3GPP TS 33.310 §9.5.4.2: the template subject is optional; the vendor certificate names the device */
-    if (t->role->subject_from_signer && gw_cert_req_subject_from(&is->creq, t->pbm ? NULL : t->signer) != 0) {
-        snprintf(text, GW_ERR_LEN, "out of memory");
-        return OSSL_CMP_PKIFAILUREINFO_systemFailure;
-    }
-    if (gw_cert_plan_make(t->role, &is->creq, c->now, &is->plan, &fi, text) != 0)
-        return fi;
-    fi = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
-    if (gw_policy_check_request(t->role, &is->plan, &fi, text) != 0)
-        return fi;
-    return -1;
+    if (t->role->subject_from_signer && gw_cert_req_subject_from(&is->creq, t->pbm ? NULL : t->signer) != 0)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure, "out of memory");
+    if (gw_cert_plan_make(t->role, &is->creq, c->now, &is->plan, &r->fail_info, r->text) != 0)
+        return 1;
+    r->fail_info = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
+    return gw_policy_check_request(t->role, &is->plan, &r->fail_info, r->text) != 0;
+}
+
+/* An upstream answer without a certificate: refused with the upstream's failInfo and reason. */
+static int sign_refused(const struct gw_sign_result *res, struct cmp_refusal *r)
+{
+    if (res->status == 0 && res->cert != NULL)
+        return 0;
+    return cmp_refuse(r, res->status != 0 ? res->fail_info : OSSL_CMP_PKIFAILUREINFO_systemFailure, "%s",
+                      res->reason[0] != '\0' ? res->reason : "the upstream CA issued no certificate");
 }
 
 /* The intent goes on record before the upstream is asked: no record, no certificate. */
@@ -321,7 +314,7 @@ static OSSL_CMP_PKISI *defer(struct cmp_txn *t, struct cmp_call *c, struct issui
 
     *t->plan = is->plan; /* moved */
     gw_cert_plan_init(&is->plan);
-    cmp_set_outcome(c, "waiting", -1, NULL);
+    cmp_set_outcome(c, "waiting", NULL);
     c->audited = 1;
     cmp_audit_rec_init(&r, t, c->rsp->tid, "waiting",
                        "the upstream CA is slower than poll_after; the client polls");
@@ -353,30 +346,22 @@ static OSSL_CMP_PKISI *issue(struct cmp_txn *t, struct cmp_call *c, const OSSL_C
                              STACK_OF(X509) **chainOut)
 {
     struct issuing is = {.p10cr = p10cr};
-    OSSL_CMP_PKISI *si = NULL;
-    char text[GW_ERR_LEN] = "";
-    int bit;
+    OSSL_CMP_PKISI *si;
+    struct cmp_refusal r;
 
     gw_cert_req_init(&is.creq);
     gw_cert_plan_init(&is.plan);
     gw_sign_result_init(&is.res);
-    if ((bit = plan_request(t, c, crm, &is, text)) >= 0 ||
-        (bit = cmp_pick_upstream(c, t, &is.plan, p10cr, &t->up, text)) >= 0) {
-        si = cmp_reject(c, bit, text);
-        goto out;
-    }
-    if (audit_intent(t, c, &is) != 0) {
-        si = cmp_reject(c, OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_DOWN);
-        goto out;
-    }
-    if (sign(t, c, req, &is) == 1)
+    if (plan_request(t, c, crm, &is, &r) != 0 || cmp_pick_upstream(c, t, &is.plan, p10cr, &t->up, &r) != 0)
+        si = cmp_reject(c, &r);
+    else if (audit_intent(t, c, &is) != 0)
+        si = cmp_reject(c, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_DOWN});
+    else if (sign(t, c, req, &is) == 1)
         si = defer(t, c, &is);
-    else if (is.res.status != 0 || is.res.cert == NULL)
-        si = cmp_reject(c, is.res.status != 0 ? is.res.fail_info : OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                        is.res.reason[0] != '\0' ? is.res.reason : "the upstream CA issued no certificate");
+    else if (sign_refused(&is.res, &r))
+        si = cmp_reject(c, &r);
     else
         si = deliver(t, c, &is.plan, &is.res, certOut, chainOut);
-out:
     gw_sign_result_cleanup(&is.res);
     gw_cert_plan_cleanup(&is.plan);
     gw_cert_req_cleanup(&is.creq);
@@ -388,12 +373,11 @@ static OSSL_CMP_PKISI *decide(struct cmp_txn *t, struct cmp_call *c, const OSSL_
                               const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr, X509 **certOut,
                               STACK_OF(X509) **chainOut)
 {
-    char text[GW_ERR_LEN] = "";
-    int bit;
+    struct cmp_refusal r;
 
-    if ((bit = cmp_check_request(t, c, text)) >= 0 || (bit = cmp_check_3gpp(c, t, crm, p10cr, text)) >= 0 ||
-        (bit = check_kur(t, c, crm, text)) >= 0 || (bit = reserve(t, c, text)) >= 0)
-        return cmp_reject(c, bit, text);
+    if (cmp_check_request(t, c, &r) != 0 || cmp_check_3gpp(c, t, crm, p10cr, &r) != 0 ||
+        check_kur(t, c, crm, &r) != 0 || reserve(t, c, &r) != 0)
+        return cmp_reject(c, &r);
     return issue(t, c, req, crm, p10cr, certOut, chainOut);
 }
 
@@ -402,18 +386,19 @@ static OSSL_CMP_PKISI *release(struct cmp_txn *t, struct cmp_call *c, X509 **cer
                                STACK_OF(X509) **chainOut)
 {
     struct gw_sign_result res;
+    struct cmp_refusal r;
     OSSL_CMP_PKISI *si;
 
     t->release = 0;
     if (!cmp_poll_take(t->pending, &res, &t->on_record))
-        return cmp_reject(c, OSSL_CMP_PKIFAILUREINFO_badRequest,
-                          "the result of this transaction was already sent");
-    if (res.status != 0 || res.cert == NULL) {
-        si = cmp_reject(c, res.status != 0 ? res.fail_info : OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                        res.reason[0] != '\0' ? res.reason : "the upstream CA issued no certificate");
+        return cmp_reject(c, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badRequest,
+                                                   "the result of this transaction was already sent"});
+    if (sign_refused(&res, &r)) {
+        si = cmp_reject(c, &r);
     } else if (!t->on_record) { /* the completion could not write the "issued" record */
         gw_x509_cert_serial_hex(res.cert, t->serial, sizeof(t->serial));
-        si = refuse_cert(t, c, res.cert, OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_LOST);
+        si = refuse_cert(t, c, res.cert,
+                         &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_LOST});
     } else {
         si = deliver(t, c, t->plan, &res, certOut, chainOut);
         c->released = *certOut != NULL;
@@ -459,17 +444,17 @@ static int certconf_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certR
      */
     if (!match) {
         c->confirm = CMP_CONFIRM_FAILED;
-        return cmp_fail(c, OSSL_CMP_PKIFAILUREINFO_badCertId,
-                        "certHash does not match the certificate issued in this "
-                        "transaction");
+        return cmp_fail(c, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badCertId,
+                                                 "certHash does not match the certificate issued in this "
+                                                 "transaction"});
     }
     if (si != NULL && gw_shim_pkisi_status(si) == OSSL_CMP_PKISTATUS_rejection) {
         c->confirm = CMP_CONFIRM_REJECTED; /* the engine revokes it once the answer is built */
-        cmp_set_outcome(c, "cert_rejected_by_client", -1, NULL);
+        cmp_set_outcome(c, "cert_rejected_by_client", NULL);
         return 1;
     }
     c->confirm = CMP_CONFIRM_ACCEPTED;
-    cmp_set_outcome(c, "confirmed", -1, NULL);
+    cmp_set_outcome(c, "confirmed", NULL);
     return 1;
 }
 
@@ -483,15 +468,17 @@ static int pollreq_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certRe
     *certReq = NULL;
     *check_after = 0;
     if (t->pending == NULL || t->issued != NULL)
-        return cmp_fail(t->call, OSSL_CMP_PKIFAILUREINFO_badRequest, "nothing to poll for");
+        return cmp_fail(t->call,
+                        &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badRequest, "nothing to poll for"});
     if (!cmp_poll_ready(t->pending, check_after)) {
-        cmp_set_outcome(t->call, "waiting", -1, NULL); /* pollRep with checkAfter */
+        cmp_set_outcome(t->call, "waiting", NULL); /* pollRep with checkAfter */
         return 1;
     }
     /* OpenSSL re-runs the cert-request callback on it (docs/design.md, OpenSSL 3.0 §7): that delivers the
      * result */
     if ((*certReq = OSSL_CMP_MSG_dup(t->request)) == NULL)
-        return cmp_fail(t->call, OSSL_CMP_PKIFAILUREINFO_systemFailure, "out of memory");
+        return cmp_fail(t->call,
+                        &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_systemFailure, "out of memory"});
     t->release = 1;
     return 1;
 }
@@ -508,7 +495,7 @@ static void error_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const OSSL_
     if (OSSL_CMP_snprint_PKIStatusInfo(si, buf, sizeof(buf)) == NULL)
         snprintf(buf, sizeof(buf), "unreadable PKIStatusInfo");
     gw_log_kv(GW_LOG_INFO, "client_error", "tid", t->call->rsp->tid, "status", buf, NULL);
-    cmp_set_outcome(t->call, "client_error", -1, NULL);
+    cmp_set_outcome(t->call, "client_error", NULL);
 }
 
 /*

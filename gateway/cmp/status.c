@@ -323,10 +323,10 @@ static const struct gw_trust_conf *trust_named(const struct gw_cmp_settings *cfg
 
 /*
  * A certificate no configured upstream issued: the trust entries in |names| whose CA signed it say
- * whether that is acceptable. -1, or notAuthorized with |text|.
+ * whether that is acceptable; an entry that takes its upstreams' certificates only refuses it.
  */
 static int entry_status(const struct gw_cmp_settings *cfg, char *const *names, size_t n, X509 *cert,
-                        const char *what, struct status_note *note, char *text)
+                        const char *what, struct status_note *note, struct cmp_refusal *r)
 {
     snprintf(note->text, sizeof(note->text), "not checked");
     for (size_t i = 0; i < n; i++) {
@@ -339,23 +339,22 @@ static int entry_status(const struct gw_cmp_settings *cfg, char *const *names, s
             continue;
         if (t->crl_file != NULL) {
             snprintf(note->text, sizeof(note->text), "crl_file of trust %s", t->name);
-            return -1;
+            return 0;
         }
-        if (t->revocation == GW_REVOCATION_UPSTREAM) {
-            snprintf(text, GW_ERR_LEN,
-                     "the %s certificate was not issued by a CA this gateway can ask about revocation; trust "
-                     "%s accepts certificates of its upstreams only",
-                     what, t->name);
-            return OSSL_CMP_PKIFAILUREINFO_notAuthorized;
-        }
+        if (t->revocation == GW_REVOCATION_UPSTREAM)
+            return cmp_refuse(
+                r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                "the %s certificate was not issued by a CA this gateway can ask about revocation; "
+                "trust %s accepts certificates of its upstreams only",
+                what, t->name);
         snprintf(note->text, sizeof(note->text), "not checked (trust %s: revocation none)", t->name);
     }
-    return -1;
+    return 0;
 }
 
-/* One authenticating certificate: -1 if it may be used (|note| says how that was known), else a bit. */
+/* One authenticating certificate: 0 if it may be used (|note| says how that was known), else refused. */
 static int check_one(struct cmp_call *c, X509 *cert, char *const *names, size_t n, const char *what,
-                     struct status_note *note, char *text)
+                     struct status_note *note, struct cmp_refusal *r)
 {
     struct gw_cmp_engine *e = c->e;
     char err[GW_ERR_LEN] = "", serial[2 * 20 + 1];
@@ -365,43 +364,42 @@ static int check_one(struct cmp_call *c, X509 *cert, char *const *names, size_t 
     int revoked = 0, reason = CRL_REASON_NONE;
 
     if (up == NULL)
-        return entry_status(&e->cfg, names, n, cert, what, note, text);
+        return entry_status(&e->cfg, names, n, cert, what, note, r);
     if (!gw_upstream_get0_conf(up)->check_revocation) {
         snprintf(note->text, sizeof(note->text), "not checked (upstream %s: check_revocation false)",
                  gw_upstream_get0_conf(up)->name);
-        return -1;
+        return 0;
     }
     if (upstream_status(e, i, up, ca, cert, c->now, &revoked, &reason, note, err) != 0) {
         gw_log_kv(GW_LOG_WARN, "status_unknown", "tid", c->rsp->tid, "certificate", what, "reason", err,
                   NULL);
-        snprintf(text, GW_ERR_LEN,
-                 "the revocation status of the %s certificate cannot be checked now (%.120s); retry later",
-                 what, err);
-        return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
+        return cmp_refuse(
+            r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+            "the revocation status of the %s certificate cannot be checked now (%.120s); retry later", what,
+            err);
     }
     if (!revoked)
-        return -1;
+        return 0;
     gw_x509_cert_serial_hex(cert, serial, sizeof(serial));
-    snprintf(text, GW_ERR_LEN, "the %s certificate (serial %s) is revoked; authenticate with a valid one",
-             what, serial);
     gw_log_kv(GW_LOG_INFO, "credential_revoked", "tid", c->rsp->tid, "certificate", what, "serial", serial,
               "source", note->text, NULL);
-    return OSSL_CMP_PKIFAILUREINFO_certRevoked;
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+                      "the %s certificate (serial %s) is revoked; authenticate with a valid one", what,
+                      serial);
 }
 
-int cmp_check_credentials(struct cmp_call *c, struct cmp_txn *t, char *text)
+int cmp_check_credentials(struct cmp_call *c, struct cmp_txn *t, struct cmp_refusal *r)
 {
     const struct gw_authz *a = &t->role->authz;
     struct status_note signer = {"none"}, tls = {"none"};
-    int bit;
 
     if (t->signer != NULL &&
-        (bit = check_one(c, t->signer, t->role->trust_names, t->role->n_trust, "signer", &signer, text)) >= 0)
-        return bit;
-    if (c->req->tls_peer != NULL && (bit = check_one(c, c->req->tls_peer, a->tls_trust_names, a->n_tls_trust,
-                                                     "TLS client", &tls, text)) >= 0)
-        return bit;
+        check_one(c, t->signer, t->role->trust_names, t->role->n_trust, "signer", &signer, r) != 0)
+        return 1;
+    if (c->req->tls_peer != NULL &&
+        check_one(c, c->req->tls_peer, a->tls_trust_names, a->n_tls_trust, "TLS client", &tls, r) != 0)
+        return 1;
     snprintf(t->credential_status, sizeof(t->credential_status), "signer: %.200s; tls: %.200s", signer.text,
              tls.text);
-    return -1;
+    return 0;
 }
