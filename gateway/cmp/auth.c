@@ -12,9 +12,11 @@
  * certConf and pollReq) uses it. The number of candidates is capped before any signature check,
  * so a request without credentials cannot make the server try many keys.
  */
-#include "gateway/cmp/cmp_local.h"
+#include "gateway/cmp/auth.h"
+#include "gateway/cmp/outcome.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "mappings/role.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -4,13 +4,23 @@
  * (always badRequest plus OpenSSL internals in 3.0) into a failInfo and a statusString in plain
  * words. After decoding, every answer is a protected PKIMessage with HTTP 200 (docs/design.md, decision 13).
  */
+#include "gateway/cmp/engine.h"
+#include "gateway/cmp/auth.h"
 #include "gateway/cmp/cmp_local.h"
 #include "gateway/cmp/engine_test.h"
-#include "base/conf.h"
+#include "gateway/cmp/outcome.h"
+#include "gateway/cmp/policy.h"
+#include "gateway/cmp/poll.h"
+#include "gateway/cmp/record.h"
+#include "gateway/cmp/replay.h"
+#include "gateway/cmp/srv.h"
+#include "gateway/cmp/status.h"
+#include "gateway/cmp/txn.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "mappings/route.h"
+#include "upstream/upstream.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,57 +40,6 @@
 /* One text for every PBM failure, so that a client without the secret cannot probe which references exist. */
 #define TEXT_PBM_FAILED                                                                                      \
     "PBM protection could not be verified: check the reference (senderKID) and the shared secret"
-
-static const char *const fail_names[OSSL_CMP_PKIFAILUREINFO_MAX + 1] = {
-    "badAlg",           "badMessageCheck",     "badRequest",          "badTime",           "badCertId",
-    "badDataFormat",    "wrongAuthority",      "incorrectData",       "missingTimeStamp",  "badPOP",
-    "certRevoked",      "certConfirmed",       "wrongIntegrity",      "badRecipientNonce", "timeNotAvailable",
-    "unacceptedPolicy", "unacceptedExtension", "addInfoNotAvailable", "badSenderNonce",    "badCertTemplate",
-    "signerNotTrusted", "transactionIdInUse",  "unsupportedVersion",  "notAuthorized",     "systemUnavail",
-    "systemFailure",    "duplicateCertReq",
-};
-
-const char *cmp_fail_name(int bit)
-{
-    return bit >= 0 && bit <= OSSL_CMP_PKIFAILUREINFO_MAX ? fail_names[bit] : "none";
-}
-
-int cmp_refuse(struct cmp_refusal *r, int fail_info, const char *fmt, ...)
-{
-    va_list ap;
-
-    r->fail_info = fail_info;
-    va_start(ap, fmt);
-    vsnprintf(r->text, sizeof(r->text), fmt, ap);
-    va_end(ap);
-    return 1;
-}
-
-void cmp_set_outcome(struct cmp_call *c, const char *status, const struct cmp_refusal *r)
-{
-    /* every failed protection check is badMessageCheck (docs/errors.md): the address pays for it */
-    if (r != NULL && r->fail_info == OSSL_CMP_PKIFAILUREINFO_badMessageCheck)
-        c->rsp->auth_failed = true;
-    if (r == NULL)
-        snprintf(c->rsp->outcome, sizeof(c->rsp->outcome), "%s", status);
-    else
-        gw_conf_bprintf(c->rsp->outcome, sizeof(c->rsp->outcome), "%s: %s: %s", status,
-                        cmp_fail_name(r->fail_info), r->text);
-}
-
-OSSL_CMP_PKISI *cmp_reject(struct cmp_call *c, const struct cmp_refusal *r)
-{
-    cmp_set_outcome(c, "rejection", r);
-    return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << r->fail_info, r->text);
-}
-
-int cmp_fail(struct cmp_call *c, const struct cmp_refusal *r)
-{
-    c->fail = *r;
-    cmp_set_outcome(c, "error", r);
-    ERR_raise_data(ERR_LIB_CMP, CMP_R_REQUEST_REJECTED_BY_SERVER, "%s", r->text);
-    return 0;
-}
 
 /* What a body type gets before OpenSSL sees it. */
 enum body_action {
@@ -148,21 +107,6 @@ static const struct {
     {ERR_LIB_CRMF, CRMF_R_UNSUPPORTED_POPO_METHOD, OSSL_CMP_PKIFAILUREINFO_badPOP,
      "proof of possession method not supported: sign the request with the new key"},
 };
-
-void gw_cmp_response_init(struct gw_cmp_response *rsp)
-{
-    memset(rsp, 0, sizeof(*rsp));
-    rsp->http_status = 500;
-}
-
-void gw_cmp_response_cleanup(struct gw_cmp_response *rsp)
-{
-    if (rsp == NULL)
-        return;
-    OPENSSL_free(rsp->der);
-    rsp->der = NULL;
-    rsp->len = 0;
-}
 
 struct gw_cmp_engine *gw_cmp_engine_new(const struct gw_cmp_settings *cfg, struct gw_upstream_set *ups,
                                         char *err)
@@ -581,7 +525,7 @@ static void park(struct cmp_call *c, struct cmp_txn *t)
 }
 
 /*
- * The signer is chosen and pinned before OpenSSL runs (cmp_auth.c): 0 to go on, else |t| is freed
+ * The signer is chosen and pinned before OpenSSL runs (auth.c): 0 to go on, else |t| is freed
  * and the request answered with the refusal.
  */
 static int authenticate(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *msg)

@@ -9,47 +9,16 @@
  * caps on open transactions. One SRV_CTX per transaction lives in the transaction table between
  * the request and its certConf.
  */
-#ifndef GW_CMP_H
-#define GW_CMP_H
+#ifndef GW_CMP_ENGINE_H
+#define GW_CMP_ENGINE_H
 
-#include <stdbool.h>
 #include <stddef.h>
 #include <time.h>
-#include <openssl/x509.h>
 #include "gateway/cmp/conf.h"
-#include "base/limits.h"
-#include "mappings/route.h"
+#include "gateway/cmp/exchange.h"
 
 struct gw_cmp_engine;
 struct gw_upstream_set;
-
-/* One HTTP request as the listener hands it to a worker (all borrowed for the call). */
-struct gw_cmp_request {
-    const unsigned char *der;
-    size_t len;
-    const struct gw_route_match *route;
-    X509 *tls_peer;   /* verified TLS client certificate, or NULL */
-    const char *path; /* request path, for the audit log; NULL = described from |route| */
-};
-
-/* What to send back, and what to log. Fill with gw_cmp_response_init, free with _cleanup. */
-struct gw_cmp_response {
-    int http_status;              /* 200: |der| is a PKIMessage; else an HTTP error */
-    char http_reason[GW_ERR_LEN]; /* one line for a non-200 body */
-    unsigned char *der;           /* OPENSSL_malloc'ed */
-    size_t len;
-    /* for the request log line */
-    char req_type[16];                /* "ir", "certConf", ... or "" */
-    char rsp_type[16];                /* "ip", "error", ... or "" */
-    char tid[2 * GW_MAX_TID_LEN + 1]; /* transactionID in hex */
-    char identity[GW_IDENTITY_LEN];   /* CMP sender identity: signer subject or "pbm:<ref>" */
-    char outcome[GW_ERR_LEN];         /* "accepted", "rejection: badTime: ...", ... */
-    char serial[2 * 20 + 1];          /* issued serial in hex, or "" */
-    bool auth_failed;                 /* the sender could not be authenticated: counts against its address */
-};
-
-void gw_cmp_response_init(struct gw_cmp_response *rsp);
-void gw_cmp_response_cleanup(struct gw_cmp_response *rsp);
 
 /*
  * gw_cmp_engine_new builds an engine over the settings of a config snapshot and its upstreams

@@ -4,9 +4,15 @@
  * 3.2+; the values come from the shim). One handler per infoType in a const table. Answers must fit
  * `openssl cmp`'s 100 KiB response cap: a value too large is refused with a text, never cut.
  */
+#include "gateway/cmp/genm.h"
+#include "gateway/cmp/auth.h"
 #include "gateway/cmp/cmp_local.h"
+#include "gateway/cmp/outcome.h"
+#include "gateway/cmp/policy.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "mappings/profile.h"
+#include "upstream/upstream.h"
 
 #include <stdio.h>
 #include <stdlib.h>

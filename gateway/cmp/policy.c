@@ -1,15 +1,22 @@
 /*
- * The CMP engine's policy glue: who may use a role (mappings/policy.h), which upstream
- * signs a request (docs/design.md, decision 5: CRMF to CSR-only upstreams), what an upstream returned
- * is checked against, and the audit records around the upstream call (decision 8). The checks
- * themselves are pure functions in mappings/policy.c; this file feeds them and keeps the state
- * they need: the issuer stores of local upstreams and the upstream role policies of delegates.
+ * The CMP engine's policy glue: the checks every request passes (who sent it, its credentials'
+ * status, authorization, messageTime, replay), who may use a role (mappings/policy.h), which
+ * upstream signs a request (docs/design.md, decision 5: CRMF to CSR-only upstreams), what an
+ * upstream returned is checked against, and the 3GPP checks. The checks themselves are pure
+ * functions in mappings/policy.c; this file feeds them and keeps the state they need: the audit
+ * log, the issuer stores of local upstreams and the upstream role policies of delegates.
  */
-#include "gateway/cmp/cmp_local.h"
+#include "gateway/cmp/policy.h"
+#include "gateway/cmp/audit.h"
+#include "gateway/cmp/outcome.h"
+#include "gateway/cmp/replay.h"
+#include "gateway/cmp/status.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "mappings/policy.h"
+#include "upstream/upstream.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +73,16 @@ nomem:
     snprintf(err, GW_ERR_LEN, "CMP engine: out of memory building the upstream issuer stores");
     return GW_ERR_NOMEM;
 }
+
+/* An upstream role's policy, read for a delegate issuer or for the usages it grants, and kept
+ * GW_ROLE_POLICY_TTL seconds. */
+struct cmp_role_policy {
+    pthread_mutex_t lock; /* held across a fetch: one fetch per role at a time, not one per request */
+    int valid;
+    time_t fetched;
+    time_t failed; /* when the last read failed; 0 after a success */
+    struct gw_role_policy policy;
+};
 
 static int init_role_policies(struct gw_cmp_engine *e, char *err)
 {
@@ -167,11 +184,69 @@ int cmp_authorize(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusa
     return 1;
 }
 
-const char *cmp_upstream_name(const struct gw_upstream *up)
+/* RFC 9483 §3.1: messageTime lets the receiver bound replays; 3.0 never looks at it. */
+static int check_time(struct cmp_call *c, struct cmp_refusal *r)
 {
-    const struct gw_upstream_conf *uc = up != NULL ? gw_upstream_get0_conf(up) : NULL;
+    const struct gw_cmp_conf *cc = c->e->cfg.cmp;
+    long long off;
 
-    return uc != NULL && uc->name != NULL ? uc->name : "?";
+    if (!c->hdr.has_message_time) {
+        if (!cc->require_message_time)
+            return 0;
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badTime,
+                          "messageTime is missing: this server requires it");
+    }
+    off = (long long)c->hdr.message_time - (long long)c->now;
+    if (cc->message_time_window == 0 || llabs(off) <= (long long)cc->message_time_window)
+        return 0;
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badTime,
+                      "messageTime is %lld s off the server clock; check the device clock (allowed: ±%u s)",
+                      off, cc->message_time_window);
+}
+
+/* RFC 9483 §3.6.4: a transactionID seen before answers transactionIdInUse. */
+static int check_replay(struct cmp_call *c, struct cmp_refusal *r)
+{
+    int rc = gw_replay_check_add(c->e->replay, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
+                                 c->hdr.sender_nonce_len, c->rsp->identity, c->now);
+
+    switch (rc) {
+    case 0:
+        return 0;
+    case GW_ERR_REPLAY:
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_transactionIdInUse,
+                          "replayed message: this transactionID and senderNonce were already used");
+    case GW_ERR_EXISTS:
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_transactionIdInUse, "%s", TEXT_TID_IN_USE);
+    case GW_ERR_LIMIT:
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                          "too many recent transactions from %.150s: retry later", c->rsp->identity);
+    case GW_ERR_BUSY:
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                          "too many recent transactions: retry later");
+    default:
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "transactionID or senderNonce too long");
+    }
+}
+
+/* Who sent the request: the authenticated signer's subject (auth.c), or "pbm:<ref>". */
+static void identify(struct cmp_txn *t, struct cmp_call *c)
+{
+    const X509_NAME *name = t->signer != NULL ? X509_get_subject_name(t->signer) : NULL;
+
+    if (t->pbm) {
+        snprintf(t->identity, sizeof(t->identity), "pbm:%.*s", (int)t->kid_len, (const char *)t->kid);
+        snprintf(t->pbm_ref, sizeof(t->pbm_ref), "%.*s", (int)t->kid_len, (const char *)t->kid);
+    } else if (name == NULL || X509_NAME_oneline(name, t->identity, sizeof(t->identity)) == NULL) {
+        snprintf(t->identity, sizeof(t->identity), "unknown");
+    }
+    snprintf(c->rsp->identity, sizeof(c->rsp->identity), "%s", t->identity);
+}
+
+int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r)
+{
+    identify(t, c);
+    return cmp_check_credentials(c, t, r) || cmp_authorize(c, t, r) || check_time(c, r) || check_replay(c, r);
 }
 
 /* Which rules of an upstream role a request is checked against before the upstream is asked. */
@@ -332,87 +407,6 @@ X509_STORE *cmp_issuer_store(const struct gw_cmp_engine *e, const struct gw_upst
         return NULL;
     i = (size_t)(uc - e->cfg.upstreams);
     return i < e->cfg.n_upstreams ? e->issuer_stores[i] : NULL;
-}
-
-/* The fields every record of a transaction carries. */
-void cmp_audit_rec_init(struct gw_audit_rec *r, const struct cmp_txn *t, const char *tid, const char *event,
-                        const char *status)
-{
-    memset(r, 0, sizeof(*r));
-    r->event = event;
-    r->tid = tid;
-    r->route = t->route[0] != '\0' ? t->route : NULL;
-    r->role = t->role != NULL ? t->role->name : NULL;
-    r->identity = t->identity[0] != '\0' ? t->identity : NULL;
-    r->credential_status = t->credential_status[0] != '\0' ? t->credential_status : NULL;
-    r->tls_subject = t->tls_subject[0] != '\0' ? t->tls_subject : NULL;
-    r->body_type = t->body[0] != '\0' ? t->body : NULL;
-    r->upstream = t->up != NULL ? cmp_upstream_name(t->up) : NULL;
-    r->serial = t->serial[0] != '\0' ? t->serial : NULL;
-    r->status = status;
-    r->exclude_cn_from_sans = t->role != NULL && t->role->exclude_cn_from_sans;
-}
-
-void cmp_audit_refusal(struct cmp_call *c, const struct cmp_txn *t)
-{
-    struct gw_audit_rec r;
-
-    if (c->audited)
-        return;
-    cmp_audit_rec_init(&r, t, c->rsp->tid, "rejected", c->rsp->outcome);
-    (void)cmp_audit_write(c->e, &r, 0);
-    c->audited = 1;
-}
-
-int cmp_audit_write(struct gw_cmp_engine *e, const struct gw_audit_rec *r, int sync)
-{
-    if (gw_audit_write(e->audit, r, sync) == 0)
-        return 0;
-    gw_log_kv(GW_LOG_ERROR, "audit_write_failed", "record", r->event, "tid", r->tid, "serial", r->serial,
-              NULL);
-    return GW_ERR_IO;
-}
-
-/* A record about |cert| (may be NULL): its subject, names and key fill the audit_fields. */
-int cmp_audit_cert(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, const char *event,
-                   const char *status, X509 *cert, int sync)
-{
-    struct gw_audit_rec r;
-    GENERAL_NAMES *sans = cert != NULL ? X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL) : NULL;
-    int rc;
-
-    cmp_audit_rec_init(&r, t, tid, event, status);
-    if (cert != NULL) {
-        r.subject = X509_get_subject_name(cert);
-        r.sans = sans;
-        r.pubkey = X509_get0_pubkey(cert);
-    }
-    rc = cmp_audit_write(e, &r, sync);
-    GENERAL_NAMES_free(sans);
-    return rc;
-}
-
-/*
- * A certificate that exists at the CA but must not be used (outside policy, unusable, unaudited,
- * rejected by the client): revoked upstream where the upstream can, and either way on record.
- */
-void cmp_withdraw(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, X509 *cert, int reason)
-{
-    char err[GW_ERR_LEN] = "", status[GW_ERR_LEN];
-    int rc = gw_upstream_revoke(t->up, cert, reason, err);
-
-    if (rc == 0) {
-        cmp_status_invalidate(e, t->up);
-        (void)cmp_audit_cert(e, t, tid, "revoked", "revoked upstream", cert, 1);
-        gw_log_kv(GW_LOG_WARN, "cert_revoked", "tid", tid, "serial", t->serial, "upstream",
-                  cmp_upstream_name(t->up), NULL);
-        return;
-    }
-    snprintf(status, sizeof(status), "not revoked: %.200s", err);
-    (void)cmp_audit_cert(e, t, tid, "revoke_failed", status, cert, 1);
-    gw_log_kv(GW_LOG_ERROR, "revoke_failed", "tid", tid, "serial", t->serial, "upstream",
-              cmp_upstream_name(t->up), "reason", err, "msg",
-              "a certificate that must not be used is still valid: revoke it by hand", NULL);
 }
 
 /* ---- 3GPP TS 33.310 base-station enrolment (docs/3gpp.md) ------------------------------- */

@@ -4,11 +4,17 @@
  * serial but not crlEntryDetails: the reason code comes from the shim, goes upstream where the
  * upstream takes one, and into the audit record in every case (decision 8).
  */
+#include "gateway/cmp/rr.h"
 #include "gateway/cmp/cmp_local.h"
+#include "gateway/cmp/outcome.h"
+#include "gateway/cmp/policy.h"
+#include "gateway/cmp/record.h"
+#include "gateway/cmp/status.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/x509.h"
 #include "mappings/policy.h"
+#include "upstream/upstream.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -156,7 +162,8 @@ static int revoke(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer
         gw_log_kv(GW_LOG_ERROR, "audit_lost", "tid", c->rsp->tid, "serial", t->serial, "msg",
                   "the certificate was revoked but the audit record could not be written", NULL);
     gw_log_kv(GW_LOG_INFO, "cert_revoked", "tid", c->rsp->tid, "identity", t->identity, "serial", t->serial,
-              "reason", reason_name(reason), "upstream", cmp_upstream_name(t->up), NULL);
+              "reason", reason_name(reason), "upstream", gw_upstream_conf_name(gw_upstream_get0_conf(t->up)),
+              NULL);
     return 0;
 }
 

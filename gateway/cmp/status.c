@@ -3,7 +3,7 @@
  * every certificate that authenticates a request, the CMP signer and the TLS client certificate.
  *
  * A certificate a configured upstream issued (found by issuer name and key identifier: one lookup,
- * cmp_issuer_upstream) is checked at that upstream: the local issuer and delegates answer from
+ * issuer_upstream) is checked at that upstream: the local issuer and delegates answer from
  * their store at once; other upstreams by their CRL, fetched, verified against the upstream's CA,
  * cached and read again every GW_STATUS_REFRESH_SECS or at once after a revocation through cmpgw;
  * Vault's cert/<serial> where its CRL cannot be had. A status that cannot be known fails closed:
@@ -12,10 +12,13 @@
  * validation, or by nothing where the entry says "revocation": "none"; an entry that says
  * "upstream" accepts certificates of configured upstreams only.
  */
-#include "gateway/cmp/cmp_local.h"
+#include "gateway/cmp/status.h"
+#include "gateway/cmp/outcome.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/x509.h"
+#include "mappings/role.h"
+#include "upstream/upstream.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,8 +124,9 @@ static int issued_by_ca(const X509 *cert, X509 *ca)
     return akid == NULL || skid == NULL || ASN1_OCTET_STRING_cmp(akid, skid) == 0;
 }
 
-struct gw_upstream *cmp_issuer_upstream(const struct gw_cmp_engine *e, const X509 *cert, X509 **ca,
-                                        size_t *index)
+/* The upstream whose CA (|*ca|, config index |*index|) issued |cert|, by issuer name and AKI; or NULL. */
+static struct gw_upstream *issuer_upstream(const struct gw_cmp_engine *e, const X509 *cert, X509 **ca,
+                                           size_t *index)
 {
     for (size_t i = 0; e->crls != NULL && i < e->cfg.n_upstreams; i++) {
         struct gw_upstream *up = gw_upstream_set_get0(e->ups, e->cfg.upstreams[i].name);
@@ -360,7 +364,7 @@ static int check_one(struct cmp_call *c, X509 *cert, char *const *names, size_t 
     char err[GW_ERR_LEN] = "", serial[2 * 20 + 1];
     size_t i = 0;
     X509 *ca = NULL;
-    struct gw_upstream *up = cmp_issuer_upstream(e, cert, &ca, &i);
+    struct gw_upstream *up = issuer_upstream(e, cert, &ca, &i);
     int revoked = 0, reason = CRL_REASON_NONE;
 
     if (up == NULL)
