@@ -525,19 +525,24 @@ static void park(struct cmp_call *c, struct cmp_txn *t)
 }
 
 /*
- * The signer is chosen and pinned before OpenSSL runs (auth.c): 0 to go on, else |t| is freed
- * and the request answered with the refusal.
+ * A fresh context configured from the route's role, its signer chosen and pinned before OpenSSL runs
+ * (auth.c). NULL when the request was answered instead: no context could be made, or it is refused.
  */
-static int authenticate(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *msg)
+static struct cmp_txn *start_authenticated(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
+    struct cmp_txn *t = cmp_txn_new(c, 0);
     struct cmp_refusal r;
 
+    if (t == NULL) {
+        http_error(c, 500, "internal error: could not set up the CMP transaction");
+        return NULL;
+    }
     if (cmp_authenticate(t, c, msg, &r) == 0)
-        return 0;
+        return t;
     c->rsp->auth_failed = true; /* nothing that came with the message could be trusted */
     cmp_txn_free(t);
     refuse(c, msg, &r);
-    return 1;
+    return NULL;
 }
 
 static int is_cert_response(int body)
@@ -548,15 +553,11 @@ static int is_cert_response(int body)
 /* ir, cr, p10cr, kur: a fresh context configured from the route's role. */
 static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
-    struct cmp_txn *t = cmp_txn_new(c, 0);
+    struct cmp_txn *t = start_authenticated(c, msg);
     OSSL_CMP_MSG *rsp;
     int open;
 
-    if (t == NULL) {
-        http_error(c, 500, "internal error: could not set up the CMP transaction");
-        return;
-    }
-    if (authenticate(c, t, msg) != 0)
+    if (t == NULL)
         return;
     rsp = run(t, c, msg);
     if (rsp != NULL && !c->audited && is_cert_response(OSSL_CMP_MSG_get_bodytype(rsp))) {
@@ -697,15 +698,11 @@ static void abort_txn(struct cmp_call *c, struct gw_txn *txn)
 /* An error message from the client: answered with pkiconf; closes its transaction if it is open. */
 static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
-    struct cmp_txn *t = cmp_txn_new(c, 0);
+    struct cmp_txn *t = start_authenticated(c, msg);
     OSSL_CMP_MSG *rsp;
     struct gw_txn *txn = NULL;
 
-    if (t == NULL) {
-        http_error(c, 500, "internal error: could not set up the CMP transaction");
-        return;
-    }
-    if (authenticate(c, t, msg) != 0)
+    if (t == NULL)
         return;
     rsp = run(t, c, msg);
     /* only a message that passed OpenSSL's protection check may abort a transaction */
