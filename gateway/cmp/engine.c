@@ -350,7 +350,7 @@ static void refuse(struct cmp_call *c, const OSSL_CMP_MSG *msg, const struct cmp
  */
 static void finish(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *req, OSSL_CMP_MSG *msg)
 {
-    struct cmp_refusal r;
+    struct cmp_refusal r = {0};
 
     if (msg != NULL && OSSL_CMP_MSG_get_bodytype(msg) == GW_CMP_BODY_ERROR) {
         if (c->fail.fail_info >= 0)
@@ -531,7 +531,7 @@ static void park(struct cmp_call *c, struct cmp_txn *t)
 static struct cmp_txn *start_authenticated(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
     struct cmp_txn *t = cmp_txn_new(c, 0);
-    struct cmp_refusal r;
+    struct cmp_refusal r = {0};
 
     if (t == NULL) {
         http_error(c, 500, "internal error: could not set up the CMP transaction");
@@ -627,7 +627,7 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     struct gw_txn *txn = gw_txn_take(c->e->txns, c->hdr.tid, c->hdr.tid_len);
     struct cmp_txn *t;
     OSSL_CMP_MSG *rsp;
-    struct cmp_refusal r;
+    struct cmp_refusal r = {0};
 
     if (txn == NULL) {
         refuse(c, msg, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badRequest, TEXT_NO_TXN});
@@ -718,7 +718,7 @@ static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 
 static void dispatch(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
-    struct cmp_refusal r;
+    struct cmp_refusal r = {0};
 
     if (gw_shim_hdr_info(msg, &c->hdr) != 0) {
         refuse(c, msg,

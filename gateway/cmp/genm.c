@@ -359,7 +359,7 @@ int cmp_genm_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(O
     struct cmp_txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
     struct cmp_call *c = t->call;
     STACK_OF(OSSL_CMP_ITAV) *res = NULL;
-    struct cmp_refusal r;
+    struct cmp_refusal r = {0};
 
     (void)req;
     *out = NULL;

@@ -155,7 +155,7 @@ static OSSL_CMP_PKISI *deliver(struct cmp_txn *t, struct cmp_call *c, const stru
 {
     X509_STORE *store = cmp_issuer_store(c->e, t->up);
     char err[GW_ERR_LEN] = "";
-    struct cmp_refusal r;
+    struct cmp_refusal r = {0};
     enum gw_issued_verdict v = GW_ISSUED_BAD;
 
     gw_x509_cert_serial_hex(res->cert, t->serial, sizeof(t->serial));
@@ -262,7 +262,7 @@ static OSSL_CMP_PKISI *issue(struct cmp_txn *t, struct cmp_call *c, const OSSL_C
 {
     struct issuing is = {.p10cr = p10cr};
     OSSL_CMP_PKISI *si;
-    struct cmp_refusal r;
+    struct cmp_refusal r = {0};
 
     gw_cert_req_init(&is.creq);
     gw_cert_plan_init(&is.plan);
@@ -288,7 +288,7 @@ static OSSL_CMP_PKISI *decide(struct cmp_txn *t, struct cmp_call *c, const OSSL_
                               const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr, X509 **certOut,
                               STACK_OF(X509) **chainOut)
 {
-    struct cmp_refusal r;
+    struct cmp_refusal r = {0};
 
     if (cmp_check_request(t, c, &r) != 0 || cmp_check_3gpp(c, t, crm, p10cr, &r) != 0 ||
         check_kur(t, c, crm, &r) != 0 || reserve(t, c, &r) != 0)
@@ -301,7 +301,7 @@ static OSSL_CMP_PKISI *release(struct cmp_txn *t, struct cmp_call *c, X509 **cer
                                STACK_OF(X509) **chainOut)
 {
     struct gw_sign_result res;
-    struct cmp_refusal r;
+    struct cmp_refusal r = {0};
     OSSL_CMP_PKISI *si;
 
     t->release = 0;

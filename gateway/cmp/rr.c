@@ -194,7 +194,7 @@ OSSL_CMP_PKISI *cmp_rr_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const 
 {
     struct cmp_txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
     struct cmp_call *c = t->call;
-    struct cmp_refusal r;
+    struct cmp_refusal r = {0};
     int reason = CRL_REASON_NONE, as_ra = 0;
     OSSL_CMP_PKISI *si;
 
