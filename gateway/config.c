@@ -455,3 +455,25 @@ const struct gw_trust_conf *gw_config_trust(const struct gw_config *cfg, const c
 {
     return cfg != NULL ? gw_trust_conf_find(cfg->trust, cfg->n_trust, name) : NULL;
 }
+
+/* ---- what the CMP layer reads (gateway/cmp/conf.h) ---------------------------------------- */
+
+void gw_config_cmp_settings(const struct gw_config *cfg, struct gw_cmp_settings *out)
+{
+    *out = (struct gw_cmp_settings){
+        .path_prefix = cfg->path_prefix,
+        .signer = &cfg->signer,
+        .trust = cfg->trust,
+        .n_trust = cfg->n_trust,
+        .pbm = cfg->pbm,
+        .n_pbm = cfg->n_pbm,
+        .cmp = &cfg->cmp,
+        .audit = &cfg->audit,
+        .root_update = &cfg->root_update,
+        .roles = cfg->roles,
+        .n_roles = cfg->n_roles,
+        .routes = &cfg->routes,
+        .upstreams = cfg->upstreams,
+        .n_upstreams = cfg->n_upstreams,
+    };
+}

@@ -97,4 +97,7 @@ const struct gw_profile *gw_config_profile(const struct gw_config *cfg, const ch
 const struct gw_pbm_conf *gw_config_pbm(const struct gw_config *cfg, const unsigned char *ref, size_t len);
 const struct gw_trust_conf *gw_config_trust(const struct gw_config *cfg, const char *name);
 
+/* gw_config_cmp_settings fills |out| with what the CMP layer reads of |cfg| (borrowed from |cfg|). */
+void gw_config_cmp_settings(const struct gw_config *cfg, struct gw_cmp_settings *out);
+
 #endif

@@ -15,7 +15,6 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "mappings/route.h"
-#include "upstream/upstream.h"
 
 #include <arpa/inet.h>
 #include <inttypes.h>
@@ -306,28 +305,6 @@ static void job_free(struct http_job *job)
     free(job);
 }
 
-/* worker: the CRL of the route's local issuer into |rsp| (200 with DER, or an HTTP error). */
-static void crl_run(struct gw_cmp_engine *engine, const struct gw_route_match *m, struct gw_cmp_response *rsp)
-{
-    struct gw_upstream *up = gw_upstream_set_get0(gw_cmp_engine_get0_upstreams(engine), m->upstream);
-    char err[GW_ERR_LEN] = "";
-    unsigned char *der = NULL;
-    size_t len = 0;
-    int rc = gw_upstream_crl(up, &der, &len, err);
-
-    if (rc == 0 && (rsp->der = OPENSSL_memdup(der, len)) != NULL) {
-        rsp->len = len;
-        rsp->http_status = 200;
-        snprintf(rsp->outcome, sizeof(rsp->outcome), "crl (%zu bytes)", len);
-    } else {
-        rsp->http_status = up == NULL ? 404 : 500;
-        snprintf(rsp->http_reason, sizeof(rsp->http_reason), "%s",
-                 rsp->http_status == 404 ? "no such CRL" : "the CRL is unavailable; retry later");
-        snprintf(rsp->outcome, sizeof(rsp->outcome), "crl failed: %.200s", rc == 0 ? "out of memory" : err);
-    }
-    free(der);
-}
-
 /* worker: sees only the job's owned copies, never h2o objects (docs/design.md, libh2o §8.7). */
 static void job_run(struct gw_job *j)
 {
@@ -343,7 +320,7 @@ static void job_run(struct gw_job *j)
         snprintf(job->rsp.http_reason, sizeof(job->rsp.http_reason), "server busy: retry later");
         snprintf(job->rsp.outcome, sizeof(job->rsp.outcome), "queue wait over %d ms", GW_QUEUE_WAIT_MS);
     } else if (gw_route_is_get(&job->match)) {
-        crl_run(job->engine, &job->match, &job->rsp);
+        gw_cmp_engine_crl(job->engine, job->match.upstream, &job->rsp);
     } else {
         gw_cmp_process(job->engine, &creq, &job->rsp);
     }

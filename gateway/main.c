@@ -283,6 +283,7 @@ static int cmd_run(const char *path)
     struct gw_config *cfg = NULL;
     struct gw_upstream_set *ups = NULL;
     struct gw_cmp_engine *engine = NULL;
+    struct gw_cmp_settings settings;
     struct gw_server *server = NULL;
     sigset_t set;
     int rc = EXIT_FAILURE;
@@ -300,9 +301,10 @@ static int cmd_run(const char *path)
         goto out;
     }
     gw_log_set_level(cfg->log_level);
+    gw_config_cmp_settings(cfg, &settings);
     if ((ups = gw_upstream_set_new(cfg->upstreams, cfg->n_upstreams, cfg->roles, cfg->n_roles,
                                    &cfg->upstream_signer, err)) == NULL ||
-        (engine = gw_cmp_engine_new(cfg, ups, err)) == NULL ||
+        (engine = gw_cmp_engine_new(&settings, ups, err)) == NULL ||
         (server = gw_server_start(cfg, engine, err)) == NULL) {
         gw_log(GW_LOG_ERROR, "startup", "%s", err);
         goto out;

@@ -14,7 +14,6 @@
 #include <openssl/evp.h>
 #include <openssl/objects.h>
 #include <openssl/rsa.h>
-#include "gateway/cmp/shim.h"
 #include "base/err.h"
 #include "base/limits.h"
 #include "base/x509.h"
@@ -51,124 +50,6 @@ void gw_cert_plan_cleanup(struct gw_cert_plan *p)
     GENERAL_NAMES_free(p->sans);
     EVP_PKEY_free(p->pubkey);
     gw_cert_plan_init(p);
-}
-
-/*
- * read_exts takes the subjectAltName out of requested extensions |exts| and counts the others,
- * which are ignored: the profile is the role's. An empty SAN list counts as none.
- */
-static int read_exts(const STACK_OF(X509_EXTENSION) *exts, struct gw_cert_req *out, char *err)
-{
-    int crit = -1, i, n = sk_X509_EXTENSION_num(exts);
-
-    for (i = 0; i < n; i++) {
-        if (OBJ_obj2nid(X509_EXTENSION_get_object(sk_X509_EXTENSION_value(exts, i))) != NID_subject_alt_name)
-            out->other_exts++;
-    }
-    if (n <= 0)
-        return 0;
-    out->sans = X509V3_get_d2i(exts, NID_subject_alt_name, &crit, NULL);
-    if (out->sans == NULL && crit == -2) {
-        snprintf(err, GW_ERR_LEN, "the request carries more than one subjectAltName extension");
-        return GW_ERR_INVAL;
-    }
-    if (out->sans == NULL && crit >= 0) {
-        snprintf(err, GW_ERR_LEN, "the subjectAltName extension of the request is malformed");
-        return GW_ERR_INVAL;
-    }
-    if (out->sans != NULL && sk_GENERAL_NAME_num(out->sans) == 0) {
-        GENERAL_NAMES_free(out->sans);
-        out->sans = NULL;
-    }
-    return 0;
-}
-
-/* Subject: NULL when absent or empty, so that callers test one thing. */
-static int copy_subject(const X509_NAME *name, struct gw_cert_req *out)
-{
-    if (name == NULL || X509_NAME_entry_count(name) == 0)
-        return 0;
-    if ((out->subject = X509_NAME_dup(name)) == NULL)
-        return GW_ERR_NOMEM;
-    return 0;
-}
-
-int gw_cert_req_from_crmf(enum gw_req_kind kind, const OSSL_CRMF_MSG *crm, struct gw_cert_req *out, char *err)
-{
-    const OSSL_CRMF_CERTTEMPLATE *tmpl;
-    int rc = GW_ERR_INVAL;
-
-    gw_cert_req_init(out);
-    out->kind = kind;
-    if (crm == NULL || (tmpl = OSSL_CRMF_MSG_get0_tmpl(crm)) == NULL) {
-        snprintf(err, GW_ERR_LEN, "the request has no certificate template");
-        goto out;
-    }
-    if ((rc = copy_subject(OSSL_CRMF_CERTTEMPLATE_get0_subject(tmpl), out)) != 0) {
-        snprintf(err, GW_ERR_LEN, "out of memory");
-        goto out;
-    }
-    if ((rc = read_exts(OSSL_CRMF_CERTTEMPLATE_get0_extensions(tmpl), out, err)) != 0)
-        goto out;
-    rc = GW_ERR_INVAL;
-    if ((out->pubkey = gw_shim_tmpl_get1_pubkey(crm)) == NULL) {
-        snprintf(err, GW_ERR_LEN, "certificate template has no public key");
-        goto out;
-    }
-    if (gw_shim_tmpl_validity(crm, &out->not_before, &out->not_after) != 0) {
-        snprintf(err, GW_ERR_LEN, "the validity in the certificate template is malformed");
-        goto out;
-    }
-    rc = 0;
-out:
-    if (rc != 0)
-        gw_cert_req_cleanup(out);
-    return rc;
-}
-
-int gw_cert_req_from_p10(const X509_REQ *csr, struct gw_cert_req *out, char *err)
-{
-    STACK_OF(X509_EXTENSION) *exts = NULL;
-    X509_REQ *req;
-    int rc = GW_ERR_NOMEM;
-
-    gw_cert_req_init(out);
-    out->kind = GW_REQ_P10CR;
-    if (csr == NULL) {
-        rc = GW_ERR_INVAL;
-        snprintf(err, GW_ERR_LEN, "the request has no PKCS#10 CSR");
-        goto out;
-    }
-    if ((out->csr = X509_REQ_dup(csr)) == NULL) {
-        snprintf(err, GW_ERR_LEN, "out of memory");
-        goto out;
-    }
-    req = out->csr; /* the getters below are not const in 3.0 */
-    if ((rc = copy_subject(X509_REQ_get_subject_name(req), out)) != 0) {
-        snprintf(err, GW_ERR_LEN, "out of memory");
-        goto out;
-    }
-    exts = X509_REQ_get_extensions(req);
-    if ((rc = read_exts(exts, out, err)) != 0)
-        goto out;
-    if ((out->pubkey = X509_REQ_get_pubkey(req)) == NULL) {
-        rc = GW_ERR_INVAL;
-        snprintf(err, GW_ERR_LEN, "the CSR public key cannot be decoded");
-        goto out;
-    }
-    rc = 0;
-out:
-    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
-    if (rc != 0)
-        gw_cert_req_cleanup(out);
-    return rc;
-}
-
-int gw_cert_req_subject_from(struct gw_cert_req *req, const X509 *signer)
-{
-    if (req->subject != NULL || signer == NULL)
-        return 0;
-    return copy_subject(X509_get_subject_name(signer), req);
 }
 
 /* ---- the plan ---- */

@@ -1,11 +1,11 @@
 /*
  * Certificate profile and request field mapping. Pure: no I/O.
  *
- * A CMP request (CRMF template or PKCS#10) is reduced to struct gw_cert_req; the role then turns
- * it into struct gw_cert_plan, the exact content of the certificate to issue. The profile is the
- * route's, never the client's: key usage, extended key usage and basicConstraints come from the
- * role (a client can never get CA:TRUE), only allow-listed SAN types are copied, validity is
- * capped by the role's max_ttl.
+ * The CMP layer reduces a request (CRMF template or PKCS#10) to struct gw_cert_req; the role then
+ * turns it into struct gw_cert_plan, the exact content of the certificate to issue. The profile
+ * is the route's, never the client's: key usage, extended key usage and basicConstraints come
+ * from the role (a client can never get CA:TRUE), only allow-listed SAN types are copied,
+ * validity is capped by the role's max_ttl.
  */
 #ifndef GW_PROFILE_H
 #define GW_PROFILE_H
@@ -14,7 +14,6 @@
 #include <time.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
-#include <openssl/crmf.h>
 #include "mappings/role.h"
 
 enum gw_req_kind {
@@ -52,23 +51,6 @@ void gw_cert_req_init(struct gw_cert_req *r);
 void gw_cert_req_cleanup(struct gw_cert_req *r);
 void gw_cert_plan_init(struct gw_cert_plan *p);
 void gw_cert_plan_cleanup(struct gw_cert_plan *p);
-
-/*
- * gw_cert_req_from_crmf fills |out| from a CRMF CertReqMsg (ir, cr, kur). The template public key
- * and validity are read through the OpenSSL 3.0 shim. Returns 0 or GW_ERR_INVAL with |err|.
- */
-int gw_cert_req_from_crmf(enum gw_req_kind kind, const OSSL_CRMF_MSG *crm, struct gw_cert_req *out,
-                          char *err);
-
-/* gw_cert_req_from_p10 fills |out| from a PKCS#10 request (already verified by OpenSSL). */
-int gw_cert_req_from_p10(const X509_REQ *csr, struct gw_cert_req *out, char *err);
-
-/*
- * gw_cert_req_subject_from gives |req| the subject of |signer| when the request names none (3GPP
- * TS 33.310 §9.5.4.2: the base station's vendor certificate names it). No change when the request
- * has a subject or |signer| is NULL. Returns 0 or GW_ERR_NOMEM.
- */
-int gw_cert_req_subject_from(struct gw_cert_req *req, const X509 *signer);
 
 /*
  * gw_cert_plan_make applies |role| to |req| at time |now|. Returns 0, or GW_ERR_POLICY with a

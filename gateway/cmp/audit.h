@@ -9,7 +9,7 @@
 
 #include <openssl/x509.h>
 #include <openssl/x509v3.h> /* GENERAL_NAMES */
-#include "gateway/config.h"
+#include "gateway/cmp/conf.h"
 
 struct gw_audit;
 

@@ -12,9 +12,11 @@
  * certConf and pollReq) uses it. The number of candidates is capped before any signature check,
  * so a request without credentials cannot make the server try many keys.
  */
-#include "gateway/cmp/cmp_local.h"
+#include "gateway/cmp/auth.h"
+#include "gateway/cmp/outcome.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "mappings/role.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -131,10 +133,10 @@ static STACK_OF(X509) *valid_chains(OSSL_CMP_CTX *ctx, X509_STORE *store, const 
 /*
  * Several distinct certificates name the sender and chain to the route's trust (a renewed
  * certificate beside the old one, say): the signature decides. More than one that verifies is
- * ambiguous, and the identity would be a guess. NULL with |text| set unless exactly one verifies.
+ * ambiguous, and the identity would be a guess. NULL, refused with |r|, unless exactly one verifies.
  */
-static X509 *disambiguate(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *msg, const STACK_OF(X509) *valid, int *bit,
-                          char *text)
+static X509 *disambiguate(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *msg, const STACK_OF(X509) *valid,
+                          struct cmp_refusal *r)
 {
     X509 *found = NULL;
     int n = 0;
@@ -150,94 +152,88 @@ static X509 *disambiguate(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *msg, const STAC
     (void)OSSL_CMP_CTX_set1_srvCert(ctx, NULL);
     if (n == 1)
         return found;
-    *bit = OSSL_CMP_PKIFAILUREINFO_badMessageCheck;
-    snprintf(text, GW_ERR_LEN, "%s",
-             n == 0 ? TEXT_BAD_SIGNATURE
-                    : "message protection is ambiguous: several valid certificates with the sender's name "
-                      "verify it; send senderKID and only the signer's certificate and chain");
+    cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s",
+               n == 0 ? TEXT_BAD_SIGNATURE
+                      : "message protection is ambiguous: several valid certificates with the sender's name "
+                        "verify it; send senderKID and only the signer's certificate and chain");
     return NULL;
 }
 
-/* The signer among |cands|, or NULL with |bit| and |text|. */
+/* The signer among |cands|, or NULL refused with |r|. */
 static X509 *choose(OSSL_CMP_CTX *ctx, X509_STORE *store, const OSSL_CMP_MSG *msg,
-                    const STACK_OF(X509) *cands, int *bit, char *text)
+                    const STACK_OF(X509) *cands, struct cmp_refusal *r)
 {
     STACK_OF(X509) *valid = valid_chains(ctx, store, cands);
     X509 *signer = NULL;
 
-    *bit = OSSL_CMP_PKIFAILUREINFO_badMessageCheck;
     if (valid == NULL)
-        snprintf(text, GW_ERR_LEN, "internal error: out of memory");
+        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "internal error: out of memory");
     else if (sk_X509_num(valid) == 0)
-        snprintf(text, GW_ERR_LEN, "%s", TEXT_UNTRUSTED);
+        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_UNTRUSTED);
     else if (sk_X509_num(valid) == 1)
         signer = sk_X509_value(valid, 0);
     else
-        signer = disambiguate(ctx, msg, valid, bit, text);
+        signer = disambiguate(ctx, msg, valid, r);
     sk_X509_free(valid);
     return signer;
 }
 
-int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *msg, char *text)
+int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refusal *r)
 {
     OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
     X509_STORE *store = t->role->store;
     STACK_OF(X509) *extra = NULL, *anchors = NULL, *cands = NULL;
     X509 *signer = NULL;
-    int bit = OSSL_CMP_PKIFAILUREINFO_badMessageCheck;
+    int refused = 1;
 
     /* PBM: OpenSSL checks the MAC; no trust or no sender name: OpenSSL refuses on its own */
     if (t->pbm || store == NULL || c->hdr.sender == NULL)
-        return -1;
+        return 0;
     if ((extra = gw_shim_get1_extra_certs(msg)) == NULL) {
-        snprintf(text, GW_ERR_LEN, "extraCerts are malformed or hold more than %d certificates or %d bytes",
-                 GW_MAX_EXTRA_CERTS, GW_MAX_EXTRA_CERTS_BYTES);
-        bit = OSSL_CMP_PKIFAILUREINFO_badRequest;
+        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                   "extraCerts are malformed or hold more than %d certificates or %d bytes",
+                   GW_MAX_EXTRA_CERTS, GW_MAX_EXTRA_CERTS_BYTES);
         goto out;
     }
     if (!all_affordable(extra)) {
-        snprintf(text, GW_ERR_LEN, "%s", TEXT_KEY_LIMITS);
-        bit = OSSL_CMP_PKIFAILUREINFO_badRequest;
+        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "%s", TEXT_KEY_LIMITS);
         goto out;
     }
     anchors = anchors_named(store, c->hdr.sender);
     if ((cands = sk_X509_new_null()) == NULL) {
-        snprintf(text, GW_ERR_LEN, "internal error: out of memory");
-        bit = OSSL_CMP_PKIFAILUREINFO_systemFailure;
+        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure, "internal error: out of memory");
         goto out;
     }
     if (add_candidates(cands, extra, &c->hdr) != 0 ||
         add_candidates(cands, t->role->untrusted, &c->hdr) != 0 ||
         add_candidates(cands, anchors, &c->hdr) != 0) {
-        snprintf(text, GW_ERR_LEN,
-                 "more than %d certificates carry the sender's name: send only the signer's certificate "
-                 "and its chain",
-                 GW_MAX_SIGNER_CANDIDATES);
+        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+                   "more than %d certificates carry the sender's name: send only the signer's certificate "
+                   "and its chain",
+                   GW_MAX_SIGNER_CANDIDATES);
         goto out;
     }
     if (!set_untrusted(ctx, t->role, extra)) {
-        snprintf(text, GW_ERR_LEN, "internal error: out of memory");
-        bit = OSSL_CMP_PKIFAILUREINFO_systemFailure;
+        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure, "internal error: out of memory");
         goto out;
     }
-    if ((signer = choose(ctx, store, msg, cands, &bit, text)) == NULL)
+    if ((signer = choose(ctx, store, msg, cands, r)) == NULL)
         goto out;
     if (OSSL_CMP_CTX_set1_srvCert(ctx, signer) != 1 || X509_up_ref(signer) != 1) {
-        snprintf(text, GW_ERR_LEN, "internal error: out of memory");
-        bit = OSSL_CMP_PKIFAILUREINFO_systemFailure;
+        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure, "internal error: out of memory");
         signer = NULL;
         goto out;
     }
     X509_free(t->signer);
     t->signer = signer;
-    bit = -1;
+    refused = 0;
 out:
-    if (bit >= 0)
-        gw_log_kv(GW_LOG_INFO, "signer_refused", "tid", c->rsp->tid, "role", t->role->name, "reason", text,
+    if (refused)
+        gw_log_kv(GW_LOG_INFO, "signer_refused", "tid", c->rsp->tid, "role", t->role->name, "reason", r->text,
                   NULL);
     sk_X509_pop_free(extra, X509_free);
     sk_X509_pop_free(anchors, X509_free);
     sk_X509_free(cands);
     ERR_clear_error(); /* candidates that failed leave noise in the queue */
-    return bit;
+    return refused;
 }

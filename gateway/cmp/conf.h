@@ -106,4 +106,31 @@ const struct gw_trust_conf *gw_trust_conf_find(const struct gw_trust_conf *trust
 const struct gw_pbm_conf *gw_pbm_conf_find(const struct gw_pbm_conf *pbm, size_t n, const unsigned char *ref,
                                            size_t len);
 
+struct gw_role;
+struct gw_root_update;
+struct gw_routes;
+struct gw_upstream_conf;
+
+/*
+ * What the CMP layer reads of a configuration snapshot (gw_config_cmp_settings fills it): pointers
+ * and counts borrowed from the snapshot, which must outlive whatever is built over them. The CMP
+ * layer sees these sections and nothing else of the configuration.
+ */
+struct gw_cmp_settings {
+    const char *path_prefix;             /* "/pki"; NULL = none; for the request path in audit records */
+    const struct gw_signer_conf *signer; /* signs every response */
+    const struct gw_trust_conf *trust;   /* the trust entries, for the revocation of what their CAs signed */
+    size_t n_trust;
+    const struct gw_pbm_conf *pbm; /* PBM credentials, chosen by senderKID */
+    size_t n_pbm;
+    const struct gw_cmp_conf *cmp;
+    const struct gw_audit_conf *audit;
+    const struct gw_root_update *root_update; /* for roles without their own */
+    const struct gw_role *roles;              /* an upstream role's policy is cached per role */
+    size_t n_roles;
+    const struct gw_routes *routes;           /* a certProfile chooses the role on the default paths */
+    const struct gw_upstream_conf *upstreams; /* issuer stores and CRL caches are kept per upstream */
+    size_t n_upstreams;
+};
+
 #endif

@@ -4,9 +4,22 @@
  * (always badRequest plus OpenSSL internals in 3.0) into a failInfo and a statusString in plain
  * words. After decoding, every answer is a protected PKIMessage with HTTP 200 (docs/design.md, decision 13).
  */
+#include "gateway/cmp/engine.h"
+#include "gateway/cmp/auth.h"
 #include "gateway/cmp/cmp_local.h"
+#include "gateway/cmp/engine_test.h"
+#include "gateway/cmp/outcome.h"
+#include "gateway/cmp/policy.h"
+#include "gateway/cmp/poll.h"
+#include "gateway/cmp/record.h"
+#include "gateway/cmp/replay.h"
+#include "gateway/cmp/srv.h"
+#include "gateway/cmp/status.h"
+#include "gateway/cmp/txn.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "mappings/route.h"
+#include "upstream/upstream.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,47 +40,6 @@
 /* One text for every PBM failure, so that a client without the secret cannot probe which references exist. */
 #define TEXT_PBM_FAILED                                                                                      \
     "PBM protection could not be verified: check the reference (senderKID) and the shared secret"
-
-static const char *const fail_names[OSSL_CMP_PKIFAILUREINFO_MAX + 1] = {
-    "badAlg",           "badMessageCheck",     "badRequest",          "badTime",           "badCertId",
-    "badDataFormat",    "wrongAuthority",      "incorrectData",       "missingTimeStamp",  "badPOP",
-    "certRevoked",      "certConfirmed",       "wrongIntegrity",      "badRecipientNonce", "timeNotAvailable",
-    "unacceptedPolicy", "unacceptedExtension", "addInfoNotAvailable", "badSenderNonce",    "badCertTemplate",
-    "signerNotTrusted", "transactionIdInUse",  "unsupportedVersion",  "notAuthorized",     "systemUnavail",
-    "systemFailure",    "duplicateCertReq",
-};
-
-const char *cmp_fail_name(int bit)
-{
-    return bit >= 0 && bit <= OSSL_CMP_PKIFAILUREINFO_MAX ? fail_names[bit] : "none";
-}
-
-void cmp_set_outcome(struct cmp_call *c, const char *status, int fail_bit, const char *text)
-{
-    /* every failed protection check is badMessageCheck (docs/errors.md): the address pays for it */
-    if (fail_bit == OSSL_CMP_PKIFAILUREINFO_badMessageCheck)
-        c->rsp->auth_failed = true;
-    if (fail_bit < 0)
-        snprintf(c->rsp->outcome, sizeof(c->rsp->outcome), "%s", status);
-    else
-        snprintf(c->rsp->outcome, sizeof(c->rsp->outcome), "%s: %s: %s", status, cmp_fail_name(fail_bit),
-                 text);
-}
-
-OSSL_CMP_PKISI *cmp_reject(struct cmp_call *c, int bit, const char *text)
-{
-    cmp_set_outcome(c, "rejection", bit, text);
-    return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << bit, text);
-}
-
-int cmp_fail(struct cmp_call *c, int bit, const char *text)
-{
-    c->fail_bit = bit;
-    snprintf(c->fail_text, sizeof(c->fail_text), "%s", text);
-    cmp_set_outcome(c, "error", bit, text);
-    ERR_raise_data(ERR_LIB_CMP, CMP_R_REQUEST_REJECTED_BY_SERVER, "%s", text);
-    return 0;
-}
 
 /* What a body type gets before OpenSSL sees it. */
 enum body_action {
@@ -136,40 +108,26 @@ static const struct {
      "proof of possession method not supported: sign the request with the new key"},
 };
 
-void gw_cmp_response_init(struct gw_cmp_response *rsp)
-{
-    memset(rsp, 0, sizeof(*rsp));
-    rsp->http_status = 500;
-}
-
-void gw_cmp_response_cleanup(struct gw_cmp_response *rsp)
-{
-    if (rsp == NULL)
-        return;
-    OPENSSL_free(rsp->der);
-    rsp->der = NULL;
-    rsp->len = 0;
-}
-
-struct gw_cmp_engine *gw_cmp_engine_new(const struct gw_config *cfg, struct gw_upstream_set *ups, char *err)
+struct gw_cmp_engine *gw_cmp_engine_new(const struct gw_cmp_settings *cfg, struct gw_upstream_set *ups,
+                                        char *err)
 {
     struct gw_cmp_engine *e;
     time_t window;
 
-    if (cfg == NULL || cfg->signer.cert == NULL || cfg->signer.key == NULL) {
+    if (cfg == NULL || cfg->signer == NULL || cfg->signer->cert == NULL || cfg->signer->key == NULL) {
         snprintf(err, GW_ERR_LEN, "CMP engine: no signer certificate and key");
         return NULL;
     }
     if ((e = calloc(1, sizeof(*e))) == NULL)
         goto nomem;
-    e->cfg = cfg;
+    e->cfg = *cfg;
     e->ups = ups;
     /* replay TTL: twice the messageTime window (older messages fail badTime), at least a txn TTL */
-    window = cfg->cmp.message_time_window != 0 ? cfg->cmp.message_time_window : GW_DEFAULT_MSGTIME_WINDOW;
-    if (2 * window < (time_t)cfg->cmp.transaction_ttl)
-        window = (cfg->cmp.transaction_ttl + 1) / 2;
-    e->txns = gw_txn_table_new(cfg->cmp.max_transactions, cfg->cmp.max_transactions_per_identity);
-    e->replay = gw_replay_new(GW_REPLAY_MAX_ENTRIES, cfg->cmp.max_recent_per_identity, 2 * window);
+    window = cfg->cmp->message_time_window != 0 ? cfg->cmp->message_time_window : GW_DEFAULT_MSGTIME_WINDOW;
+    if (2 * window < (time_t)cfg->cmp->transaction_ttl)
+        window = (cfg->cmp->transaction_ttl + 1) / 2;
+    e->txns = gw_txn_table_new(cfg->cmp->max_transactions, cfg->cmp->max_transactions_per_identity);
+    e->replay = gw_replay_new(GW_REPLAY_MAX_ENTRIES, cfg->cmp->max_recent_per_identity, 2 * window);
     if (e->txns == NULL || e->replay == NULL)
         goto nomem;
     if (cmp_policy_init(e, err) != 0)
@@ -261,9 +219,25 @@ size_t gw_cmp_engine_open_transactions(struct gw_cmp_engine *e)
     return e != NULL ? gw_txn_count(e->txns) : 0;
 }
 
-struct gw_upstream_set *gw_cmp_engine_get0_upstreams(const struct gw_cmp_engine *e)
+void gw_cmp_engine_crl(struct gw_cmp_engine *e, const char *upstream, struct gw_cmp_response *rsp)
 {
-    return e != NULL ? e->ups : NULL;
+    struct gw_upstream *up = gw_upstream_set_get0(e->ups, upstream);
+    char err[GW_ERR_LEN] = "";
+    unsigned char *der = NULL;
+    size_t len = 0;
+    int rc = gw_upstream_crl(up, &der, &len, err);
+
+    if (rc == 0 && (rsp->der = OPENSSL_memdup(der, len)) != NULL) {
+        rsp->len = len;
+        rsp->http_status = 200;
+        snprintf(rsp->outcome, sizeof(rsp->outcome), "crl (%zu bytes)", len);
+    } else {
+        rsp->http_status = up == NULL ? 404 : 500;
+        snprintf(rsp->http_reason, sizeof(rsp->http_reason), "%s",
+                 rsp->http_status == 404 ? "no such CRL" : "the CRL is unavailable; retry later");
+        snprintf(rsp->outcome, sizeof(rsp->outcome), "crl failed: %.200s", rc == 0 ? "out of memory" : err);
+    }
+    free(der);
 }
 
 static void http_error(struct cmp_call *c, int status, const char *reason)
@@ -332,14 +306,14 @@ static OSSL_CMP_MSG *run(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_M
     return rsp;
 }
 
-/* Puts |bit| and |text| into the error message |*msg| and re-protects it with |t|'s context. */
-static void rewrite_error(struct cmp_call *c, struct cmp_txn *t, OSSL_CMP_MSG **msg, int bit,
-                          const char *text)
+/* Puts the refusal |r| into the error message |*msg| and re-protects it with |t|'s context. */
+static void rewrite_error(struct cmp_call *c, struct cmp_txn *t, OSSL_CMP_MSG **msg,
+                          const struct cmp_refusal *r)
 {
-    OSSL_CMP_PKISI *si = OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << bit, text);
+    OSSL_CMP_PKISI *si = OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << r->fail_info, r->text);
     const unsigned char *tid = c->hdr.tid_len > 0 ? c->hdr.tid : NULL;
 
-    cmp_set_outcome(c, "error", bit, text);
+    cmp_set_outcome(c, "error", r);
     if (si == NULL ||
         gw_shim_error_set_status(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv), msg, si, tid, c->hdr.tid_len) != 0) {
         OSSL_CMP_MSG_free(*msg);
@@ -350,26 +324,24 @@ static void rewrite_error(struct cmp_call *c, struct cmp_txn *t, OSSL_CMP_MSG **
 }
 
 /* Why OpenSSL answered with an error, from its errorCode (the first error it queued). */
-static void classify(struct cmp_call *c, const OSSL_CMP_MSG *msg, int *bit, const char **text)
+static void classify(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refusal *r)
 {
     long code = gw_shim_error_code(msg);
 
-    *bit = OSSL_CMP_PKIFAILUREINFO_badRequest;
-    *text = "the request could not be processed";
+    cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "the request could not be processed");
     if (code < 0)
         return;
     for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++) {
         if (ERR_GET_LIB((unsigned long)code) == reasons[i].lib &&
             ERR_GET_REASON((unsigned long)code) == reasons[i].reason) {
-            *bit = reasons[i].bit;
-            *text = reasons[i].text;
+            cmp_refuse(r, reasons[i].bit, "%s", reasons[i].text);
             return;
         }
     }
     gw_log_kv(GW_LOG_DEBUG, "cmp_error_unmapped", "tid", c->rsp->tid, "diag", c->diag, NULL);
 }
 
-static void refuse(struct cmp_call *c, const OSSL_CMP_MSG *msg, int bit, const char *text);
+static void refuse(struct cmp_call *c, const OSSL_CMP_MSG *msg, const struct cmp_refusal *r);
 
 /*
  * Every OpenSSL-built error gets our failInfo and statusString; other answers pass unchanged.
@@ -378,28 +350,25 @@ static void refuse(struct cmp_call *c, const OSSL_CMP_MSG *msg, int bit, const c
  */
 static void finish(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *req, OSSL_CMP_MSG *msg)
 {
-    int bit;
-    const char *text;
+    struct cmp_refusal r = {0};
 
     if (msg != NULL && OSSL_CMP_MSG_get_bodytype(msg) == GW_CMP_BODY_ERROR) {
-        if (c->fail_bit >= 0) {
-            bit = c->fail_bit;
-            text = c->fail_text;
-        } else {
-            classify(c, msg, &bit, &text);
-        }
-        if (t->pbm && bit == OSSL_CMP_PKIFAILUREINFO_badMessageCheck) {
+        if (c->fail.fail_info >= 0)
+            r = c->fail;
+        else
+            classify(c, msg, &r);
+        if (t->pbm && r.fail_info == OSSL_CMP_PKIFAILUREINFO_badMessageCheck) {
             OSSL_CMP_MSG_free(msg);
-            refuse(c, req, bit, text);
+            refuse(c, req, &r);
             return;
         }
-        rewrite_error(c, t, &msg, bit, text);
+        rewrite_error(c, t, &msg, &r);
     }
     emit(c, msg);
 }
 
 /* A protected error from a context that can validate nothing (§10.1), with our status in it. */
-static void refuse(struct cmp_call *c, const OSSL_CMP_MSG *msg, int bit, const char *text)
+static void refuse(struct cmp_call *c, const OSSL_CMP_MSG *msg, const struct cmp_refusal *r)
 {
     struct cmp_txn *t = cmp_txn_new(c, 1);
     OSSL_CMP_MSG *rsp = t != NULL ? run(t, c, msg) : NULL;
@@ -409,30 +378,41 @@ static void refuse(struct cmp_call *c, const OSSL_CMP_MSG *msg, int bit, const c
         rsp = NULL;
     }
     if (rsp != NULL)
-        rewrite_error(c, t, &rsp, bit, text);
+        rewrite_error(c, t, &rsp, r);
     if (rsp != NULL)
         emit(c, rsp);
     else
         http_error(c, 500, "internal error: could not build the CMP error response");
     if (c->rsp->http_status == 200)
-        cmp_set_outcome(c, "error", bit, text);
+        cmp_set_outcome(c, "error", r);
     cmp_txn_free(t);
 }
 
+/* The PBM credential whose reference is the senderKID |ref|, or NULL. */
+static const struct gw_pbm_conf *pbm_named(const struct gw_cmp_settings *cfg, const unsigned char *ref,
+                                           size_t len)
+{
+    for (size_t i = 0; i < cfg->n_pbm; i++)
+        if (strlen(cfg->pbm[i].reference) == len && memcmp(cfg->pbm[i].reference, ref, len) == 0)
+            return &cfg->pbm[i];
+    return NULL;
+}
+
 /*
- * PBM: the senderKID must name a credential of this role, the cost must be capped. -1 if fine.
+ * PBM: the senderKID must name a credential of this role, the cost must be capped.
  * An unknown or foreign reference gets the same answer as a wrong secret (TEXT_PBM_FAILED); the
  * log says which it was. A certConf or pollReq belongs to its transaction's role, which a
  * certProfile may have chosen and the message need not name again (RFC 9483 §3.1 puts it into
  * requests): the transaction is pinned to the reference its request was allowed with.
  */
-static int check_pbm(struct cmp_call *c, char *text)
+static int check_pbm(struct cmp_call *c, struct cmp_refusal *r)
 {
     const struct gw_role *role = c->role;
     const struct gw_hdr_info *h = &c->hdr;
+    const struct gw_pbm_conf *pbm = pbm_named(&c->e->cfg, h->sender_kid, h->sender_kid_len);
     const char *why = "unknown PBM reference";
 
-    if (gw_config_pbm(c->e->cfg, h->sender_kid, h->sender_kid_len) != NULL) {
+    if (pbm != NULL) {
         if (bodies[c->body] == BODY_CONTINUE)
             goto allowed;
         for (size_t i = 0; i < role->n_pbm; i++) {
@@ -443,18 +423,18 @@ static int check_pbm(struct cmp_call *c, char *text)
         why = "PBM reference not allowed on this role";
     }
     gw_log_kv(GW_LOG_INFO, "pbm_refused", "tid", c->rsp->tid, "role", role->name, "reason", why, NULL);
-    snprintf(text, GW_ERR_LEN, "%s", TEXT_PBM_FAILED);
-    return OSSL_CMP_PKIFAILUREINFO_badMessageCheck;
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_PBM_FAILED);
 allowed:
-    if ((uint32_t)h->pbm_iterations <= c->e->cfg->cmp.pbm_max_iterations)
-        return -1;
-    snprintf(text, GW_ERR_LEN, "PBM iterationCount %d is above this server's cap of %u", h->pbm_iterations,
-             c->e->cfg->cmp.pbm_max_iterations);
-    return OSSL_CMP_PKIFAILUREINFO_badMessageCheck;
+    c->pbm = pbm;
+    if ((uint32_t)h->pbm_iterations <= c->e->cfg.cmp->pbm_max_iterations)
+        return 0;
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+                      "PBM iterationCount %d is above this server's cap of %u", h->pbm_iterations,
+                      c->e->cfg.cmp->pbm_max_iterations);
 }
 
 /* OpenSSL verifies the proof of possession with the requested key: its cost must be bounded first. */
-static int check_requested_key(const OSSL_CMP_MSG *msg, char *text)
+static int check_requested_key(const OSSL_CMP_MSG *msg, struct cmp_refusal *r)
 {
     int has_key = 0;
     EVP_PKEY *key = gw_shim_get1_requested_key(msg, &has_key);
@@ -462,67 +442,55 @@ static int check_requested_key(const OSSL_CMP_MSG *msg, char *text)
 
     EVP_PKEY_free(key);
     if (ok)
-        return -1;
-    snprintf(text, GW_ERR_LEN, "%s", TEXT_KEY_LIMITS);
-    return OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
+        return 0;
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "%s", TEXT_KEY_LIMITS);
 }
 
 /*
  * The role of this request: the path's, or the one its certProfile selects (RFC 9483 §3.1, the
- * configuration's "profiles"). -1 if fine, else badRequest with |text|.
+ * configuration's "profiles"); a profile that does not fit is a badRequest.
  */
-static int choose_role(struct cmp_call *c, const OSSL_CMP_MSG *msg, char *text)
+static int choose_role(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refusal *r)
 {
     char name[GW_MAX_PROFILE_NAME_LEN + 1];
     const struct gw_role *role = NULL;
     int rc = gw_shim_cert_profile(msg, name, sizeof(name));
 
-    if (rc == GW_ERR_LIMIT) {
-        snprintf(text, GW_ERR_LEN,
-                 "generalInfo holds more than %d entries or a certProfile name longer than %d bytes",
-                 GW_MAX_GENERAL_INFO, GW_MAX_PROFILE_NAME_LEN);
-        return OSSL_CMP_PKIFAILUREINFO_badRequest;
-    }
-    if (rc != 0) {
-        snprintf(text, GW_ERR_LEN,
-                 "the certProfile in generalInfo is malformed: send one id-it-certProfile holding a "
-                 "SEQUENCE OF UTF8String (RFC 9483 §3.1)");
-        return OSSL_CMP_PKIFAILUREINFO_badRequest;
-    }
-    if (gw_route_profile(&c->e->cfg->routes, c->req->route, name, &role, text) != 0)
-        return OSSL_CMP_PKIFAILUREINFO_badRequest;
+    if (rc == GW_ERR_LIMIT)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                          "generalInfo holds more than %d entries or a certProfile name longer than %d bytes",
+                          GW_MAX_GENERAL_INFO, GW_MAX_PROFILE_NAME_LEN);
+    if (rc != 0)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                          "the certProfile in generalInfo is malformed: send one id-it-certProfile holding a "
+                          "SEQUENCE OF UTF8String (RFC 9483 §3.1)");
+    r->fail_info = OSSL_CMP_PKIFAILUREINFO_badRequest;
+    if (gw_route_profile(c->e->cfg.routes, c->req->route, name, &role, r->text) != 0)
+        return 1;
     if (role != c->role)
         gw_log_kv(GW_LOG_DEBUG, "profile_role", "tid", c->rsp->tid, "profile", name, "role", role->name,
                   NULL);
     c->role = role;
-    return -1;
+    return 0;
 }
 
-/* Step 2: what is refused before OpenSSL sees the message. -1 if it may go on. */
-static int precheck(struct cmp_call *c, const OSSL_CMP_MSG *msg, char *text)
+/* Step 2: what is refused before OpenSSL sees the message. */
+static int precheck(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refusal *r)
 {
-    int bit;
-
-    if (c->hdr.tid_len == 0) {
-        snprintf(text, GW_ERR_LEN, "transactionID is missing");
-        return OSSL_CMP_PKIFAILUREINFO_badRequest;
-    }
-    if (c->body < 0 || c->body > GW_CMP_BODY_MAX || bodies[c->body] == BODY_REFUSE) {
-        snprintf(text, GW_ERR_LEN, "PKIBody type %s is not a request; " TEXT_ACCEPTS,
-                 gw_shim_body_name(c->body));
-        return OSSL_CMP_PKIFAILUREINFO_badRequest;
-    }
-    if (c->hdr.protection_nid == NID_undef) {
-        snprintf(text, GW_ERR_LEN,
-                 "message is not protected: sign it with a certificate or protect it with a "
-                 "PBM secret");
-        return OSSL_CMP_PKIFAILUREINFO_badMessageCheck;
-    }
-    if ((bit = check_requested_key(msg, text)) >= 0 || (bit = choose_role(c, msg, text)) >= 0)
-        return bit;
+    if (c->hdr.tid_len == 0)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "transactionID is missing");
+    if (c->body < 0 || c->body > GW_CMP_BODY_MAX || bodies[c->body] == BODY_REFUSE)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                          "PKIBody type %s is not a request; " TEXT_ACCEPTS, gw_shim_body_name(c->body));
+    if (c->hdr.protection_nid == NID_undef)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+                          "message is not protected: sign it with a certificate or protect it with a "
+                          "PBM secret");
+    if (check_requested_key(msg, r) != 0 || choose_role(c, msg, r) != 0)
+        return 1;
     if (c->hdr.protection_nid == NID_id_PasswordBasedMAC)
-        return check_pbm(c, text);
-    return -1;
+        return check_pbm(c, r);
+    return 0;
 }
 
 static void end_slot(struct cmp_call *c)
@@ -536,7 +504,7 @@ static void end_slot(struct cmp_call *c)
 static void park(struct cmp_call *c, struct cmp_txn *t)
 {
     OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
-    time_t expires = c->now + (time_t)c->e->cfg->cmp.transaction_ttl + cmp_poll_extra_ttl(t);
+    time_t expires = c->now + (time_t)c->e->cfg.cmp->transaction_ttl + cmp_poll_extra_ttl(t);
     struct gw_txn *txn = NULL;
 
     if ((t->pbm || (t->signer != NULL && OSSL_CMP_CTX_set1_srvCert(ctx, t->signer) == 1)) &&
@@ -556,18 +524,25 @@ static void park(struct cmp_call *c, struct cmp_txn *t)
     end_slot(c);
 }
 
-/* The signer is chosen and pinned before OpenSSL runs (cmp_auth.c); if not, |t| is freed and refused. */
-static int authenticated(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *msg)
+/*
+ * A fresh context configured from the route's role, its signer chosen and pinned before OpenSSL runs
+ * (auth.c). NULL when the request was answered instead: no context could be made, or it is refused.
+ */
+static struct cmp_txn *start_authenticated(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
-    char text[GW_ERR_LEN] = "";
-    int bit = cmp_authenticate(t, c, msg, text);
+    struct cmp_txn *t = cmp_txn_new(c, 0);
+    struct cmp_refusal r = {0};
 
-    if (bit < 0)
-        return 1;
+    if (t == NULL) {
+        http_error(c, 500, "internal error: could not set up the CMP transaction");
+        return NULL;
+    }
+    if (cmp_authenticate(t, c, msg, &r) == 0)
+        return t;
     c->rsp->auth_failed = true; /* nothing that came with the message could be trusted */
     cmp_txn_free(t);
-    refuse(c, msg, bit, text);
-    return 0;
+    refuse(c, msg, &r);
+    return NULL;
 }
 
 static int is_cert_response(int body)
@@ -578,15 +553,11 @@ static int is_cert_response(int body)
 /* ir, cr, p10cr, kur: a fresh context configured from the route's role. */
 static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
-    struct cmp_txn *t = cmp_txn_new(c, 0);
+    struct cmp_txn *t = start_authenticated(c, msg);
     OSSL_CMP_MSG *rsp;
     int open;
 
-    if (t == NULL) {
-        http_error(c, 500, "internal error: could not set up the CMP transaction");
-        return;
-    }
-    if (!authenticated(c, t, msg))
+    if (t == NULL)
         return;
     rsp = run(t, c, msg);
     if (rsp != NULL && !c->audited && is_cert_response(OSSL_CMP_MSG_get_bodytype(rsp))) {
@@ -595,7 +566,7 @@ static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
         OSSL_CMP_MSG_free(rsp);
         cmp_txn_free(t);
         end_slot(c);
-        refuse(c, msg, OSSL_CMP_PKIFAILUREINFO_badPOP, TEXT_BAD_POP);
+        refuse(c, msg, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badPOP, TEXT_BAD_POP});
         return;
     }
     /* issued and awaiting certConf, or deferred and awaiting pollReq (docs/polling.md) */
@@ -656,11 +627,10 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     struct gw_txn *txn = gw_txn_take(c->e->txns, c->hdr.tid, c->hdr.tid_len);
     struct cmp_txn *t;
     OSSL_CMP_MSG *rsp;
-    char text[GW_ERR_LEN] = "";
-    int bit;
+    struct cmp_refusal r = {0};
 
     if (txn == NULL) {
-        refuse(c, msg, OSSL_CMP_PKIFAILUREINFO_badRequest, TEXT_NO_TXN);
+        refuse(c, msg, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badRequest, TEXT_NO_TXN});
         return;
     }
     t = txn->data;
@@ -668,14 +638,14 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     snprintf(c->rsp->serial, sizeof(c->rsp->serial), "%s", t->serial);
     if (!same_sender(t, c)) {
         (void)gw_txn_put(c->e->txns, txn); /* back untouched: it is not this sender's to close */
-        refuse(c, msg, OSSL_CMP_PKIFAILUREINFO_notAuthorized, TEXT_OTHER_SENDER);
+        refuse(c, msg, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_notAuthorized, TEXT_OTHER_SENDER});
         return;
     }
     /* the sender pin covers the CMP side; the TLS side (tls_must_be_signer, ...) may have changed,
      * and either certificate may have been revoked since the request */
-    if ((bit = cmp_check_credentials(c, t, text)) >= 0 || (bit = cmp_authorize(c, t, text)) >= 0) {
+    if (cmp_check_credentials(c, t, &r) != 0 || cmp_authorize(c, t, &r) != 0) {
         (void)gw_txn_put(c->e->txns, txn);
-        refuse(c, msg, bit, text);
+        refuse(c, msg, &r);
         return;
     }
     /*
@@ -686,11 +656,13 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     if (OSSL_CMP_validate_msg(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv), msg) != 1) {
         ERR_clear_error();
         (void)gw_txn_put(c->e->txns, txn);
-        refuse(c, msg, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
-               "message protection could not be verified against the signer of this transaction");
+        refuse(c, msg,
+               &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+                                     "message protection could not be verified against the signer of this "
+                                     "transaction"});
         return;
     }
-    cmp_set_outcome(c, "closed without certificate status", -1, NULL);
+    cmp_set_outcome(c, "closed without certificate status", NULL);
     rsp = run(t, c, msg);
     finish(c, t, msg, rsp);
     /* still waiting (pollRep), or the released certificate now awaits its certConf */
@@ -726,15 +698,11 @@ static void abort_txn(struct cmp_call *c, struct gw_txn *txn)
 /* An error message from the client: answered with pkiconf; closes its transaction if it is open. */
 static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
-    struct cmp_txn *t = cmp_txn_new(c, 0);
+    struct cmp_txn *t = start_authenticated(c, msg);
     OSSL_CMP_MSG *rsp;
     struct gw_txn *txn = NULL;
 
-    if (t == NULL) {
-        http_error(c, 500, "internal error: could not set up the CMP transaction");
-        return;
-    }
-    if (!authenticated(c, t, msg))
+    if (t == NULL)
         return;
     rsp = run(t, c, msg);
     /* only a message that passed OpenSSL's protection check may abort a transaction */
@@ -750,17 +718,17 @@ static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 
 static void dispatch(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
-    char text[GW_ERR_LEN] = "";
-    int bit;
+    struct cmp_refusal r = {0};
 
     if (gw_shim_hdr_info(msg, &c->hdr) != 0) {
-        refuse(c, msg, OSSL_CMP_PKIFAILUREINFO_badRequest,
-               "malformed PKIHeader: a field is oversized or of the wrong type");
+        refuse(c, msg,
+               &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badRequest,
+                                     "malformed PKIHeader: a field is oversized or of the wrong type"});
         return;
     }
     gw_hex(c->rsp->tid, c->hdr.tid, c->hdr.tid_len);
-    if ((bit = precheck(c, msg, text)) >= 0) {
-        refuse(c, msg, bit, text);
+    if (precheck(c, msg, &r) != 0) {
+        refuse(c, msg, &r);
         return;
     }
     switch (bodies[c->body]) {
@@ -786,7 +754,7 @@ void gw_cmp_process(struct gw_cmp_engine *e, const struct gw_cmp_request *req, s
     c.req = req;
     c.rsp = rsp;
     c.now = e->clock != NULL ? e->clock() : time(NULL);
-    c.fail_bit = -1;
+    c.fail.fail_info = -1;
     c.role = req->route != NULL ? req->route->role : NULL;
     if (c.role != NULL)
         cmp_describe_call(&c);

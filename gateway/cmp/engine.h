@@ -9,54 +9,25 @@
  * caps on open transactions. One SRV_CTX per transaction lives in the transaction table between
  * the request and its certConf.
  */
-#ifndef GW_CMP_H
-#define GW_CMP_H
+#ifndef GW_CMP_ENGINE_H
+#define GW_CMP_ENGINE_H
 
-#include <stdbool.h>
 #include <stddef.h>
 #include <time.h>
-#include <openssl/x509.h>
-#include "gateway/config.h"
-#include "base/limits.h"
-#include "mappings/route.h"
+#include "gateway/cmp/conf.h"
+#include "gateway/cmp/exchange.h"
 
 struct gw_cmp_engine;
 struct gw_upstream_set;
 
-/* One HTTP request as the listener hands it to a worker (all borrowed for the call). */
-struct gw_cmp_request {
-    const unsigned char *der;
-    size_t len;
-    const struct gw_route_match *route;
-    X509 *tls_peer;   /* verified TLS client certificate, or NULL */
-    const char *path; /* request path, for the audit log; NULL = described from |route| */
-};
-
-/* What to send back, and what to log. Fill with gw_cmp_response_init, free with _cleanup. */
-struct gw_cmp_response {
-    int http_status;              /* 200: |der| is a PKIMessage; else an HTTP error */
-    char http_reason[GW_ERR_LEN]; /* one line for a non-200 body */
-    unsigned char *der;           /* OPENSSL_malloc'ed */
-    size_t len;
-    /* for the request log line */
-    char req_type[16];                /* "ir", "certConf", ... or "" */
-    char rsp_type[16];                /* "ip", "error", ... or "" */
-    char tid[2 * GW_MAX_TID_LEN + 1]; /* transactionID in hex */
-    char identity[GW_IDENTITY_LEN];   /* CMP sender identity: signer subject or "pbm:<ref>" */
-    char outcome[GW_ERR_LEN];         /* "accepted", "rejection: badTime: ...", ... */
-    char serial[2 * 20 + 1];          /* issued serial in hex, or "" */
-    bool auth_failed;                 /* the sender could not be authenticated: counts against its address */
-};
-
-void gw_cmp_response_init(struct gw_cmp_response *rsp);
-void gw_cmp_response_cleanup(struct gw_cmp_response *rsp);
-
 /*
- * gw_cmp_engine_new builds an engine over a config snapshot and its upstreams (both borrowed:
- * they must outlive the engine) and opens the audit log of |cfg->audit|. NULL with |err| on
- * failure, including an audit log that cannot be opened (nothing may be issued without one).
+ * gw_cmp_engine_new builds an engine over the settings of a config snapshot and its upstreams
+ * (|cfg| is copied; the snapshot and the upstreams are borrowed: they must outlive the engine) and
+ * opens the audit log of |cfg->audit|. NULL with |err| on failure, including an audit log that
+ * cannot be opened (nothing may be issued without one).
  */
-struct gw_cmp_engine *gw_cmp_engine_new(const struct gw_config *cfg, struct gw_upstream_set *ups, char *err);
+struct gw_cmp_engine *gw_cmp_engine_new(const struct gw_cmp_settings *cfg, struct gw_upstream_set *ups,
+                                        char *err);
 
 /* gw_cmp_engine_free frees the engine; open transactions are logged as abandoned. NULL-safe. */
 void gw_cmp_engine_free(struct gw_cmp_engine *e);
@@ -73,22 +44,14 @@ int gw_cmp_engine_reopen_audit(struct gw_cmp_engine *e);
 /* gw_cmp_engine_expire closes transactions whose TTL passed, logging each (any thread). */
 void gw_cmp_engine_expire(struct gw_cmp_engine *e, time_t now);
 
-/* gw_cmp_engine_set_clock replaces the engine's clock (tests only: messageTime, TTLs); NULL = time(). */
-void gw_cmp_engine_set_clock(struct gw_cmp_engine *e, time_t (*clock)(void));
-
-/*
- * gw_cmp_engine_reset closes every open transaction (logged as abandoned) and forgets the replay
- * cache, so that the next request meets the engine as new (tests and fuzzing: each input alike).
- * Only while no request runs. Returns the transaction slots a finished request left held: 0 unless
- * one leaked a slot.
- */
-size_t gw_cmp_engine_reset(struct gw_cmp_engine *e);
-
 /* gw_cmp_engine_open_transactions counts open transactions (for logs and tests). */
 size_t gw_cmp_engine_open_transactions(struct gw_cmp_engine *e);
 
-/* gw_cmp_engine_get0_upstreams returns the upstreams the engine was built over (borrowed), e.g.
- * for the listener to serve a local issuer's CRL. */
-struct gw_upstream_set *gw_cmp_engine_get0_upstreams(const struct gw_cmp_engine *e);
+/*
+ * gw_cmp_engine_crl answers GET <prefix>/crl/<upstream> (worker): the current CRL of the upstream
+ * named |upstream| as DER with 200, 404 for an upstream the engine does not have, 500 when the CRL
+ * cannot be had now. Always fills |rsp|.
+ */
+void gw_cmp_engine_crl(struct gw_cmp_engine *e, const char *upstream, struct gw_cmp_response *rsp);
 
 #endif

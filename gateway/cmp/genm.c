@@ -4,9 +4,15 @@
  * 3.2+; the values come from the shim). One handler per infoType in a const table. Answers must fit
  * `openssl cmp`'s 100 KiB response cap: a value too large is refused with a text, never cut.
  */
+#include "gateway/cmp/genm.h"
+#include "gateway/cmp/auth.h"
 #include "gateway/cmp/cmp_local.h"
+#include "gateway/cmp/outcome.h"
+#include "gateway/cmp/policy.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "mappings/profile.h"
+#include "upstream/upstream.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,24 +34,22 @@
     "the id-it-rootCaCert value is not a certificate: send the root CA certificate you trust, or no "        \
     "value (RFC 9483 §4.3.2)"
 
-/* One infoType, answered with |type|: -1 with an ITAV pushed onto |out|, or a failInfo bit with |text|. */
-typedef int (*genm_fn)(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
-                       const ASN1_OBJECT *type, STACK_OF(OSSL_CMP_ITAV) **out, char *text);
-
 static int ca_certs(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, const ASN1_OBJECT *type,
-                    STACK_OF(OSSL_CMP_ITAV) **out, char *text);
+                    STACK_OF(OSSL_CMP_ITAV) **out, struct cmp_refusal *r);
 static int root_update(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
-                       const ASN1_OBJECT *type, STACK_OF(OSSL_CMP_ITAV) **out, char *text);
+                       const ASN1_OBJECT *type, STACK_OF(OSSL_CMP_ITAV) **out, struct cmp_refusal *r);
 static int cert_template(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
-                         const ASN1_OBJECT *type, STACK_OF(OSSL_CMP_ITAV) **out, char *text);
+                         const ASN1_OBJECT *type, STACK_OF(OSSL_CMP_ITAV) **out, struct cmp_refusal *r);
 static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, const ASN1_OBJECT *type,
-                STACK_OF(OSSL_CMP_ITAV) **out, char *text);
+                STACK_OF(OSSL_CMP_ITAV) **out, struct cmp_refusal *r);
 
 static const struct {
     const char *oid;  /* the request's infoType */
     const char *name; /* for logs */
     const char *rsp;  /* the answer's infoType */
-    genm_fn fn;
+    /* answers one infoType with |type|: 0 with an ITAV pushed onto |out|, else refused */
+    int (*fn)(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, const ASN1_OBJECT *type,
+              STACK_OF(OSSL_CMP_ITAV) **out, struct cmp_refusal *r);
 } handlers[] = {
     {OID_CA_CERTS, "caCerts", OID_CA_CERTS, ca_certs},                     /* §4.3.1 */
     {OID_ROOT_CA_CERT, "rootCaCert", OID_ROOT_CA_KEY_UPDATE, root_update}, /* §4.3.2 */
@@ -66,14 +70,14 @@ static const struct gw_key_rule default_keys[] = {
     {EVP_PKEY_ED25519, 0, 0},        {EVP_PKEY_ED448, 0, 0},
 };
 
-/* Pushes an ITAV of |oid| built by the shim; -1, or systemFailure if it could not be built. */
-static int push(STACK_OF(OSSL_CMP_ITAV) **out, OSSL_CMP_ITAV *itav, char *text)
+/* Pushes an ITAV built by the shim; refused with systemFailure if it could not be built. */
+static int push(STACK_OF(OSSL_CMP_ITAV) **out, OSSL_CMP_ITAV *itav, struct cmp_refusal *r)
 {
     if (itav != NULL && OSSL_CMP_ITAV_push0_stack_item(out, itav) == 1)
-        return -1;
+        return 0;
     OSSL_CMP_ITAV_free(itav);
-    snprintf(text, GW_ERR_LEN, "internal error: the answer could not be built");
-    return OSSL_CMP_PKIFAILUREINFO_systemFailure;
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                      "internal error: the answer could not be built");
 }
 
 static ASN1_OBJECT *oid_of(const char *oid)
@@ -99,11 +103,11 @@ static int add_all(STACK_OF(X509) *sk, const STACK_OF(X509) *from)
 
 /* §4.3.1: the certificates of the route's CA, its chain and root (issuer first). */
 static int ca_certs(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, const ASN1_OBJECT *type,
-                    STACK_OF(OSSL_CMP_ITAV) **out, char *text)
+                    STACK_OF(OSSL_CMP_ITAV) **out, struct cmp_refusal *r)
 {
     const struct gw_upstream_conf *uc = t->role->upstream;
     STACK_OF(X509) *sk = sk_X509_new_null();
-    int ok, bit;
+    int ok, refused;
 
     (void)c;
     (void)in;
@@ -113,11 +117,11 @@ static int ca_certs(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *
         sk_X509_free(sk);
         sk = NULL;
     }
-    bit = ok ? push(out, gw_shim_itav_certs(type, sk), text) : OSSL_CMP_PKIFAILUREINFO_systemFailure;
-    if (!ok)
-        snprintf(text, GW_ERR_LEN, "internal error: the CA certificates could not be collected");
+    refused = ok ? push(out, gw_shim_itav_certs(type, sk), r)
+                 : cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                              "internal error: the CA certificates could not be collected");
     sk_X509_pop_free(sk, X509_free);
-    return bit;
+    return refused;
 }
 
 /* Whether |root| is the old root of an update: the one whose key signed newWithOld (RFC 4210 §4.4). */
@@ -136,12 +140,12 @@ static int is_old_root(X509 *root, X509 *new_with_old)
  * none; otherwise, and with no update configured, id-it-rootCaKeyUpdate with an absent value.
  */
 static int root_update(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
-                       const ASN1_OBJECT *type, STACK_OF(OSSL_CMP_ITAV) **out, char *text)
+                       const ASN1_OBJECT *type, STACK_OF(OSSL_CMP_ITAV) **out, struct cmp_refusal *r)
 {
     const struct gw_root_update *u =
-        t->role->root_update.new_with_new != NULL ? &t->role->root_update : &c->e->cfg->root_update;
+        t->role->root_update.new_with_new != NULL ? &t->role->root_update : c->e->cfg.root_update;
     X509 *current = NULL;
-    int applies, bit;
+    int applies, refused;
 
     /* the drafts' request (id-it-rootCaKeyUpdate) names no root: its value is not read */
     if (OBJ_cmp(OSSL_CMP_ITAV_get0_type(in), type) != 0 &&
@@ -149,22 +153,20 @@ static int root_update(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITA
          (current != NULL && X509_get0_pubkey(current) == NULL))) {
         X509_free(current);
         ERR_clear_error();
-        snprintf(text, GW_ERR_LEN, "%s", TEXT_BAD_ROOT);
-        return OSSL_CMP_PKIFAILUREINFO_badRequest;
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "%s", TEXT_BAD_ROOT);
     }
     /* checking the update against it verifies a signature with the client's key */
     if (current != NULL && !cmp_key_affordable(X509_get0_pubkey(current))) {
         X509_free(current);
-        snprintf(text, GW_ERR_LEN, "%s", TEXT_KEY_LIMITS);
-        return OSSL_CMP_PKIFAILUREINFO_badRequest;
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "%s", TEXT_KEY_LIMITS);
     }
     applies = u->new_with_new != NULL && (current == NULL || is_old_root(current, u->new_with_old));
-    bit = push(
+    refused = push(
         out,
         gw_shim_itav_root_update(type, applies ? u->new_with_new : NULL, u->new_with_old, u->old_with_new),
-        text);
+        r);
     X509_free(current);
-    return bit;
+    return refused;
 }
 
 /* One keySpec control for a key rule: algId for EC and EdDSA, rsaKeyLen for RSA. NULL on error. */
@@ -200,12 +202,12 @@ static unsigned char *key_spec(const struct gw_key_rule *k, int *len)
  * it), keyUsage/extendedKeyUsage as issued, and one keySpec control per allowed key type.
  */
 static int cert_template(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
-                         const ASN1_OBJECT *type, STACK_OF(OSSL_CMP_ITAV) **out, char *text)
+                         const ASN1_OBJECT *type, STACK_OF(OSSL_CMP_ITAV) **out, struct cmp_refusal *r)
 {
     const struct gw_key_rule *rules = t->role->authz.key_rules;
     size_t n = t->role->authz.n_key_rules;
     unsigned char *spec[GW_MAX_KEY_RULES + 8] = {NULL};
-    int lens[GW_MAX_KEY_RULES + 8] = {0}, bit = OSSL_CMP_PKIFAILUREINFO_systemFailure;
+    int lens[GW_MAX_KEY_RULES + 8] = {0}, refused = 1;
     STACK_OF(X509_EXTENSION) *exts = NULL;
 
     (void)c;
@@ -220,14 +222,15 @@ static int cert_template(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_I
     for (size_t i = 0; i < n; i++)
         if ((spec[i] = key_spec(&rules[i], &lens[i])) == NULL)
             goto out;
-    bit = push(out, gw_shim_itav_cert_template(type, exts, spec, lens, (int)n), text);
+    refused = push(out, gw_shim_itav_cert_template(type, exts, spec, lens, (int)n), r);
 out:
-    if (bit == OSSL_CMP_PKIFAILUREINFO_systemFailure)
-        snprintf(text, GW_ERR_LEN, "internal error: the certificate request template could not be built");
+    if (refused)
+        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                   "internal error: the certificate request template could not be built");
     for (size_t i = 0; i < sizeof(spec) / sizeof(spec[0]); i++)
         OPENSSL_free(spec[i]);
     sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
-    return bit;
+    return refused;
 }
 
 /* The CRL's thisUpdate; 0 if unreadable. */
@@ -256,45 +259,41 @@ static struct gw_upstream *crl_source(struct cmp_call *c, const struct gw_role *
 
 /* §4.3.4: crlStatusList -> crls with the CA's current CRL, or an absent value if the client's is current. */
 static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, const ASN1_OBJECT *type,
-                STACK_OF(OSSL_CMP_ITAV) **out, char *text)
+                STACK_OF(OSSL_CMP_ITAV) **out, struct cmp_refusal *r)
 {
     struct gw_upstream *up = crl_source(c, t->role);
     unsigned char *der = NULL;
     size_t len = 0;
     time_t have = 0;
     char err[GW_ERR_LEN] = "";
-    int rc, bit;
+    int refused;
 
-    if (gw_shim_crl_status_time(OSSL_CMP_ITAV_get0_value(in), &have) != 0) {
-        snprintf(text, GW_ERR_LEN, "the id-it-crlStatusList value is malformed (RFC 9483 §4.3.4)");
-        return OSSL_CMP_PKIFAILUREINFO_badDataFormat;
-    }
-    if ((gw_upstream_caps(up) & GW_UP_CRL) == 0) {
-        snprintf(text, GW_ERR_LEN, "this route's CA publishes no CRL over CMP");
-        return OSSL_CMP_PKIFAILUREINFO_badRequest;
-    }
-    if ((rc = gw_upstream_crl(up, &der, &len, err)) != 0) {
-        snprintf(text, GW_ERR_LEN, "the CA's CRL could not be fetched now (%.150s); retry later", err);
-        return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
-    }
+    if (gw_shim_crl_status_time(OSSL_CMP_ITAV_get0_value(in), &have) != 0)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badDataFormat,
+                          "the id-it-crlStatusList value is malformed (RFC 9483 §4.3.4)");
+    if ((gw_upstream_caps(up) & GW_UP_CRL) == 0)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "this route's CA publishes no CRL over CMP");
+    if (gw_upstream_crl(up, &der, &len, err) != 0)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                          "the CA's CRL could not be fetched now (%.150s); retry later", err);
     if (len > GW_MAX_GENP_VALUE) {
-        snprintf(
-            text, GW_ERR_LEN,
-            "the CRL (%zu bytes) does not fit in a CMP response (at most %d KiB): fetch it from the CA's "
-            "CRL distribution point",
-            len, GW_MAX_RESPONSE / 1024);
         free(der);
-        return OSSL_CMP_PKIFAILUREINFO_badRequest;
+        return cmp_refuse(
+            r, OSSL_CMP_PKIFAILUREINFO_badRequest,
+            "the CRL (%zu bytes) does not fit in a CMP response (at most %d KiB): fetch it from the "
+            "CA's CRL distribution point",
+            len, GW_MAX_RESPONSE / 1024);
     }
     /* the client's CRL is as new as ours: an absent value says so */
     if (have != 0 && crl_this_update(der, len) <= have)
-        bit = push(out, gw_shim_itav_crls(type, NULL, 0), text);
+        refused = push(out, gw_shim_itav_crls(type, NULL, 0), r);
     else
-        bit = push(out, gw_shim_itav_crls(type, der, len), text);
-    if (bit >= 0)
-        snprintf(text, GW_ERR_LEN, "the CA's CRL is unreadable; it was not passed on");
+        refused = push(out, gw_shim_itav_crls(type, der, len), r);
+    if (refused)
+        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                   "the CA's CRL is unreadable; it was not passed on");
     free(der);
-    return bit;
+    return refused;
 }
 
 /* Bytes the value of |itav| adds to the answer. */
@@ -307,55 +306,51 @@ static size_t value_size(const OSSL_CMP_ITAV *itav)
                : 0;
 }
 
-/* Answers one requested ITAV; -1 or a failInfo bit with |text|. */
+/* Answers one requested ITAV. */
 static int answer(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
-                  STACK_OF(OSSL_CMP_ITAV) **out, char *text)
+                  STACK_OF(OSSL_CMP_ITAV) **out, struct cmp_refusal *r)
 {
     char oid[80];
     ASN1_OBJECT *type;
-    int bit;
+    int refused;
 
     if (OBJ_obj2txt(oid, sizeof(oid), OSSL_CMP_ITAV_get0_type(in), 1) <= 0)
         snprintf(oid, sizeof(oid), "?");
     for (size_t i = 0; i < sizeof(handlers) / sizeof(handlers[0]); i++) {
         if (strcmp(oid, handlers[i].oid) != 0)
             continue;
-        if ((type = oid_of(handlers[i].rsp)) == NULL) {
-            snprintf(text, GW_ERR_LEN, "internal error: the answer could not be built");
-            return OSSL_CMP_PKIFAILUREINFO_systemFailure;
-        }
-        bit = handlers[i].fn(t, c, in, type, out, text);
+        if ((type = oid_of(handlers[i].rsp)) == NULL)
+            return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                              "internal error: the answer could not be built");
+        refused = handlers[i].fn(t, c, in, type, out, r);
         ASN1_OBJECT_free(type);
-        return bit;
+        return refused;
     }
     /* RFC 9483 §4.3: an infoType the PKI management entity does not support gets an error message */
-    snprintf(text, GW_ERR_LEN, "infoType %.60s is not supported: %s", oid, TEXT_SUPPORTED);
-    return OSSL_CMP_PKIFAILUREINFO_badRequest;
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "infoType %.60s is not supported: %s", oid,
+                      TEXT_SUPPORTED);
 }
 
 static int answer_all(struct cmp_txn *t, struct cmp_call *c, const STACK_OF(OSSL_CMP_ITAV) *in,
-                      STACK_OF(OSSL_CMP_ITAV) **out, char *text)
+                      STACK_OF(OSSL_CMP_ITAV) **out, struct cmp_refusal *r)
 {
-    int n = sk_OSSL_CMP_ITAV_num(in), bit;
+    int n = sk_OSSL_CMP_ITAV_num(in);
     size_t total = 0;
 
-    if (n <= 0 || n > GW_MAX_GENM_ITAVS) {
-        snprintf(text, GW_ERR_LEN, "a genm must ask for 1 to %d infoTypes; %s", GW_MAX_GENM_ITAVS,
-                 TEXT_SUPPORTED);
-        return OSSL_CMP_PKIFAILUREINFO_badRequest;
-    }
+    if (n <= 0 || n > GW_MAX_GENM_ITAVS)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "a genm must ask for 1 to %d infoTypes; %s",
+                          GW_MAX_GENM_ITAVS, TEXT_SUPPORTED);
     for (int i = 0; i < n; i++) {
-        if ((bit = answer(t, c, sk_OSSL_CMP_ITAV_value(in, i), out, text)) >= 0)
-            return bit;
+        if (answer(t, c, sk_OSSL_CMP_ITAV_value(in, i), out, r) != 0)
+            return 1;
         total += value_size(sk_OSSL_CMP_ITAV_value(*out, sk_OSSL_CMP_ITAV_num(*out) - 1));
     }
     if (total <= GW_MAX_GENP_VALUE)
-        return -1;
-    snprintf(text, GW_ERR_LEN,
-             "the answer (%zu bytes) does not fit in a CMP response (at most %d KiB): ask for "
-             "one infoType per genm",
-             total, GW_MAX_RESPONSE / 1024);
-    return OSSL_CMP_PKIFAILUREINFO_badRequest;
+        return 0;
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                      "the answer (%zu bytes) does not fit in a CMP response (at most %d KiB): ask for "
+                      "one infoType per genm",
+                      total, GW_MAX_RESPONSE / 1024);
 }
 
 int cmp_genm_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(OSSL_CMP_ITAV) *in,
@@ -364,16 +359,15 @@ int cmp_genm_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(O
     struct cmp_txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
     struct cmp_call *c = t->call;
     STACK_OF(OSSL_CMP_ITAV) *res = NULL;
-    char text[GW_ERR_LEN] = "";
-    int bit;
+    struct cmp_refusal r = {0};
 
     (void)req;
     *out = NULL;
-    if ((bit = cmp_check_request(t, c, text)) >= 0 || (bit = answer_all(t, c, in, &res, text)) >= 0) {
+    if (cmp_check_request(t, c, &r) != 0 || answer_all(t, c, in, &res, &r) != 0) {
         sk_OSSL_CMP_ITAV_pop_free(res, OSSL_CMP_ITAV_free);
-        return cmp_fail(c, bit, text);
+        return cmp_fail(c, &r);
     }
     *out = res;
-    cmp_set_outcome(c, "answered", -1, NULL);
+    cmp_set_outcome(c, "answered", NULL);
     return 1;
 }

@@ -1,15 +1,22 @@
 /*
- * The CMP engine's policy glue: who may use a role (mappings/policy.h), which upstream
- * signs a request (docs/design.md, decision 5: CRMF to CSR-only upstreams), what an upstream returned
- * is checked against, and the audit records around the upstream call (decision 8). The checks
- * themselves are pure functions in mappings/policy.c; this file feeds them and keeps the state
- * they need: the issuer stores of local upstreams and the upstream role policies of delegates.
+ * The CMP engine's policy glue: the checks every request passes (who sent it, its credentials'
+ * status, authorization, messageTime, replay), who may use a role (mappings/policy.h), which
+ * upstream signs a request (docs/design.md, decision 5: CRMF to CSR-only upstreams), what an
+ * upstream returned is checked against, and the 3GPP checks. The checks themselves are pure
+ * functions in mappings/policy.c; this file feeds them and keeps the state they need: the audit
+ * log, the issuer stores of local upstreams and the upstream role policies of delegates.
  */
-#include "gateway/cmp/cmp_local.h"
+#include "gateway/cmp/policy.h"
+#include "gateway/cmp/audit.h"
+#include "gateway/cmp/outcome.h"
+#include "gateway/cmp/replay.h"
+#include "gateway/cmp/status.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "mappings/policy.h"
+#include "upstream/upstream.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +29,7 @@
 
 static int init_issuer_stores(struct gw_cmp_engine *e, char *err)
 {
-    const struct gw_config *cfg = e->cfg;
+    const struct gw_cmp_settings *cfg = &e->cfg;
 
     if (cfg->n_upstreams == 0)
         return 0;
@@ -43,15 +50,25 @@ nomem:
     return GW_ERR_NOMEM;
 }
 
+/* An upstream role's policy, read for a delegate issuer or for the usages it grants, and kept
+ * GW_ROLE_POLICY_TTL seconds. */
+struct cmp_role_policy {
+    pthread_mutex_t lock; /* held across a fetch: one fetch per role at a time, not one per request */
+    int valid;
+    time_t fetched;
+    time_t failed; /* when the last read failed; 0 after a success */
+    struct gw_role_policy policy;
+};
+
 static int init_role_policies(struct gw_cmp_engine *e, char *err)
 {
-    if (e->cfg->n_roles == 0)
+    if (e->cfg.n_roles == 0)
         return 0;
-    if ((e->role_policies = calloc(e->cfg->n_roles, sizeof(*e->role_policies))) == NULL) {
+    if ((e->role_policies = calloc(e->cfg.n_roles, sizeof(*e->role_policies))) == NULL) {
         snprintf(err, GW_ERR_LEN, "CMP engine: out of memory");
         return GW_ERR_NOMEM;
     }
-    for (size_t i = 0; i < e->cfg->n_roles; i++)
+    for (size_t i = 0; i < e->cfg.n_roles; i++)
         pthread_mutex_init(&e->role_policies[i].lock, NULL);
     return 0;
 }
@@ -61,11 +78,11 @@ int cmp_policy_init(struct gw_cmp_engine *e, char *err)
 {
     char why[GW_ERR_LEN] = "";
 
-    if (e->cfg->audit.file == NULL) {
+    if (e->cfg.audit->file == NULL) {
         snprintf(err, GW_ERR_LEN, "CMP engine: no audit log is configured (\"audit\": {\"file\": ...})");
         return GW_ERR_INVAL;
     }
-    if ((e->audit = gw_audit_open(&e->cfg->audit, why)) == NULL) {
+    if ((e->audit = gw_audit_open(e->cfg.audit, why)) == NULL) {
         snprintf(err, GW_ERR_LEN, "CMP engine: %.200s", why);
         return GW_ERR_IO;
     }
@@ -77,11 +94,11 @@ int cmp_policy_init(struct gw_cmp_engine *e, char *err)
 /* NULL-safe on a partly built engine. */
 void cmp_policy_cleanup(struct gw_cmp_engine *e)
 {
-    for (size_t i = 0; e->issuer_stores != NULL && i < e->cfg->n_upstreams; i++)
+    for (size_t i = 0; e->issuer_stores != NULL && i < e->cfg.n_upstreams; i++)
         X509_STORE_free(e->issuer_stores[i]);
     free(e->issuer_stores);
     e->issuer_stores = NULL;
-    for (size_t i = 0; e->role_policies != NULL && i < e->cfg->n_roles; i++) {
+    for (size_t i = 0; e->role_policies != NULL && i < e->cfg.n_roles; i++) {
         gw_role_policy_cleanup(&e->role_policies[i].policy);
         pthread_mutex_destroy(&e->role_policies[i].lock);
     }
@@ -96,7 +113,7 @@ void cmp_policy_cleanup(struct gw_cmp_engine *e)
 static void describe_route(struct cmp_call *c)
 {
     const struct gw_route_match *m = c->req->route;
-    const char *prefix = c->e->cfg->path_prefix != NULL ? c->e->cfg->path_prefix : "";
+    const char *prefix = c->e->cfg.path_prefix != NULL ? c->e->cfg.path_prefix : "";
 
     if (c->req->path != NULL) {
         snprintf(c->route, sizeof(c->route), "%s", c->req->path);
@@ -129,25 +146,83 @@ void cmp_describe_call(struct cmp_call *c)
 }
 
 /* docs/design.md, decision 7: both the TLS client certificate and the CMP identity, deny by default. */
-int cmp_authorize(struct cmp_call *c, const struct cmp_txn *t, char *text)
+int cmp_authorize(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusal *r)
 {
     struct gw_identity id = {.tls_peer = c->req->tls_peer,
                              .signer = t->pbm ? NULL : t->signer,
                              .pbm_ref = t->pbm ? t->pbm_ref : NULL};
-    int fi = OSSL_CMP_PKIFAILUREINFO_notAuthorized;
 
-    if (gw_policy_authorize(t->role, &id, c->now, &fi, text) == 0)
-        return -1;
+    r->fail_info = OSSL_CMP_PKIFAILUREINFO_notAuthorized;
+    if (gw_policy_authorize(t->role, &id, c->now, &r->fail_info, r->text) == 0)
+        return 0;
     gw_log_kv(GW_LOG_INFO, "not_authorized", "tid", c->rsp->tid, "role", t->role->name, "identity",
-              t->identity, "tls_subject", c->tls_subject, "reason", text, NULL);
-    return fi;
+              t->identity, "tls_subject", c->tls_subject, "reason", r->text, NULL);
+    return 1;
 }
 
-const char *cmp_upstream_name(const struct gw_upstream *up)
+/* RFC 9483 §3.1: messageTime lets the receiver bound replays; 3.0 never looks at it. */
+static int check_time(struct cmp_call *c, struct cmp_refusal *r)
 {
-    const struct gw_upstream_conf *uc = up != NULL ? gw_upstream_get0_conf(up) : NULL;
+    const struct gw_cmp_conf *cc = c->e->cfg.cmp;
+    long long off;
 
-    return uc != NULL && uc->name != NULL ? uc->name : "?";
+    if (!c->hdr.has_message_time) {
+        if (!cc->require_message_time)
+            return 0;
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badTime,
+                          "messageTime is missing: this server requires it");
+    }
+    off = (long long)c->hdr.message_time - (long long)c->now;
+    if (cc->message_time_window == 0 || llabs(off) <= (long long)cc->message_time_window)
+        return 0;
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badTime,
+                      "messageTime is %lld s off the server clock; check the device clock (allowed: ±%u s)",
+                      off, cc->message_time_window);
+}
+
+/* RFC 9483 §3.6.4: a transactionID seen before answers transactionIdInUse. */
+static int check_replay(struct cmp_call *c, struct cmp_refusal *r)
+{
+    int rc = gw_replay_check_add(c->e->replay, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
+                                 c->hdr.sender_nonce_len, c->rsp->identity, c->now);
+
+    switch (rc) {
+    case 0:
+        return 0;
+    case GW_ERR_REPLAY:
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_transactionIdInUse,
+                          "replayed message: this transactionID and senderNonce were already used");
+    case GW_ERR_EXISTS:
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_transactionIdInUse, "%s", TEXT_TID_IN_USE);
+    case GW_ERR_LIMIT:
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                          "too many recent transactions from %.150s: retry later", c->rsp->identity);
+    case GW_ERR_BUSY:
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                          "too many recent transactions: retry later");
+    default:
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "transactionID or senderNonce too long");
+    }
+}
+
+/* Who sent the request: the authenticated signer's subject (auth.c), or "pbm:<ref>". */
+static void identify(struct cmp_txn *t, struct cmp_call *c)
+{
+    const X509_NAME *name = t->signer != NULL ? X509_get_subject_name(t->signer) : NULL;
+
+    if (t->pbm) {
+        snprintf(t->identity, sizeof(t->identity), "pbm:%.*s", (int)t->kid_len, (const char *)t->kid);
+        snprintf(t->pbm_ref, sizeof(t->pbm_ref), "%.*s", (int)t->kid_len, (const char *)t->kid);
+    } else if (name == NULL || X509_NAME_oneline(name, t->identity, sizeof(t->identity)) == NULL) {
+        snprintf(t->identity, sizeof(t->identity), "unknown");
+    }
+    snprintf(c->rsp->identity, sizeof(c->rsp->identity), "%s", t->identity);
+}
+
+int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r)
+{
+    identify(t, c);
+    return cmp_check_credentials(c, t, r) || cmp_authorize(c, t, r) || check_time(c, r) || check_replay(c, r);
 }
 
 /* Which rules of an upstream role a request is checked against before the upstream is asked. */
@@ -170,16 +245,15 @@ static const char *urole_name(const struct gw_role *role)
  */
 static int check_cached(struct cmp_call *c, struct cmp_role_policy *rp, struct gw_upstream *up,
                         const struct gw_role *role, const struct gw_cert_plan *plan, enum role_check what,
-                        char *text)
+                        struct cmp_refusal *r)
 {
     char err[GW_ERR_LEN] = "";
-    int fi = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
     const char *name = urole_name(role);
 
     if (!rp->valid || c->now - rp->fetched >= GW_ROLE_POLICY_TTL || c->now < rp->fetched) {
         if (what == RC_GRANTS && rp->failed != 0 && c->now >= rp->failed &&
             c->now - rp->failed < GW_ROLE_POLICY_TTL)
-            return -1;
+            return 0;
         gw_role_policy_cleanup(&rp->policy);
         rp->valid = 0;
         if (gw_upstream_role_policy(up, name, &rp->policy, err) != 0) {
@@ -189,56 +263,54 @@ static int check_cached(struct cmp_call *c, struct cmp_role_policy *rp, struct g
                 gw_log_kv(GW_LOG_WARN, "upstream_role_unread", "tid", c->rsp->tid, "role", role->name,
                           "upstream_role", name, "reason", err, "msg",
                           "its usages are checked on the certificate only", NULL);
-                return -1;
+                return 0;
             }
-            snprintf(text, GW_ERR_LEN, "the policy of upstream role %.40s could not be read: %.150s", name,
-                     err);
-            return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
+            return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                              "the policy of upstream role %.40s could not be read: %.150s", name, err);
         }
         rp->valid = 1;
         rp->fetched = c->now;
         rp->failed = 0;
     }
+    r->fail_info = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
     if (what == RC_GRANTS) {
-        if (gw_policy_check_upstream_grants(role, name, &rp->policy, &fi, text) == 0)
-            return -1;
+        if (gw_policy_check_upstream_grants(role, name, &rp->policy, &r->fail_info, r->text) == 0)
+            return 0;
         gw_log_kv(GW_LOG_WARN, "upstream_role_too_wide", "tid", c->rsp->tid, "role", role->name,
-                  "upstream_role", name, "reason", text, NULL);
-        return fi;
+                  "upstream_role", name, "reason", r->text, NULL);
+        return 1;
     }
-    if (gw_policy_check_upstream_role(&rp->policy, plan, c->now, &fi, text) == 0)
-        return -1;
-    return fi;
+    return gw_policy_check_upstream_role(&rp->policy, plan, c->now, &r->fail_info, r->text) != 0;
 }
 
 /*
  * Checks a request against the role of the upstream |up| (cached per role, GW_ROLE_POLICY_TTL),
- * where the upstream can describe its roles. -1 if fine or not describable, else a failInfo bit.
+ * where the upstream can describe its roles; one that cannot lets the request go on.
  */
 static int check_upstream_role(struct cmp_call *c, const struct gw_role *role, struct gw_upstream *up,
-                               const struct gw_cert_plan *plan, enum role_check what, char *text)
+                               const struct gw_cert_plan *plan, enum role_check what, struct cmp_refusal *r)
 {
     struct gw_cmp_engine *e = c->e;
     struct cmp_role_policy scratch, *rp = &scratch;
-    size_t i = (size_t)(role - e->cfg->roles);
-    int bit;
+    size_t i = (size_t)(role - e->cfg.roles);
+    int refused;
 
     if ((gw_upstream_caps(up) & GW_UP_ROLE_POLICY) == 0)
-        return -1;
-    if (role >= e->cfg->roles && i < e->cfg->n_roles && e->role_policies != NULL) {
+        return 0;
+    if (role >= e->cfg.roles && i < e->cfg.n_roles && e->role_policies != NULL) {
         rp = &e->role_policies[i];
     } else { /* not one of the snapshot's roles (cannot happen): no cache */
         memset(&scratch, 0, sizeof(scratch));
         pthread_mutex_init(&scratch.lock, NULL);
     }
     pthread_mutex_lock(&rp->lock);
-    bit = check_cached(c, rp, up, role, plan, what, text);
+    refused = check_cached(c, rp, up, role, plan, what, r);
     pthread_mutex_unlock(&rp->lock);
     if (rp == &scratch) {
         gw_role_policy_cleanup(&scratch.policy);
         pthread_mutex_destroy(&scratch.lock);
     }
-    return bit;
+    return refused;
 }
 
 /*
@@ -249,18 +321,15 @@ static int check_upstream_role(struct cmp_call *c, const struct gw_role *role, s
  * usages do not apply there: the call's do, and they are the plan's).
  */
 static int check_grants(struct cmp_call *c, const struct gw_role *role, struct gw_upstream *up,
-                        const struct gw_cert_plan *plan, const X509_REQ *p10cr, char *text)
+                        const struct gw_cert_plan *plan, const X509_REQ *p10cr, struct cmp_refusal *r)
 {
-    int fi = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
-
     if (up != gw_upstream_set_get0(c->e->ups, role->upstream_name))
-        return -1; /* a crmf_upstream: it signs the plan's template */
+        return 0; /* a crmf_upstream: it signs the plan's template */
     if (role->sign_policy == GW_SIGN_VERBATIM) {
-        if (p10cr == NULL || gw_policy_check_csr(role, p10cr, &fi, text) == 0)
-            return -1;
-        return fi;
+        r->fail_info = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
+        return p10cr != NULL && gw_policy_check_csr(role, p10cr, &r->fail_info, r->text) != 0;
     }
-    return check_upstream_role(c, role, up, plan, RC_GRANTS, text);
+    return check_upstream_role(c, role, up, plan, RC_GRANTS, r);
 }
 
 /*
@@ -269,43 +338,39 @@ static int check_grants(struct cmp_call *c, const struct gw_role *role, struct g
  * delegate local issuer after the upstream role's policy.
  */
 int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, const struct gw_cert_plan *plan,
-                      const X509_REQ *p10cr, struct gw_upstream **out, char *text)
+                      const X509_REQ *p10cr, struct gw_upstream **out, struct cmp_refusal *r)
 {
     const struct gw_role *role = t->role;
     struct gw_upstream *up = gw_upstream_set_get0(c->e->ups, role->upstream_name);
-    int crmf = p10cr == NULL, bit;
+    int crmf = p10cr == NULL;
 
     *out = NULL;
     /* a role may send CRMF to a CMP CA and keep p10cr on its JSON upstream */
     if (crmf && role->crmf_upstream_name != NULL)
         up = gw_upstream_set_get0(c->e->ups, role->crmf_upstream_name);
-    if (up == NULL) {
-        snprintf(text, GW_ERR_LEN, "no upstream CA is configured for this role");
-        return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
-    }
+    if (up == NULL)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                          "no upstream CA is configured for this role");
     if (!crmf || (gw_upstream_caps(up) & GW_UP_SIGN_KEY) != 0) {
-        if (!crmf && (gw_upstream_caps(up) & GW_UP_SIGN_CSR) == 0) {
-            snprintf(text, GW_ERR_LEN, "%s", TEXT_P10_REJECT);
-            return OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
-        }
-        if ((bit = check_grants(c, role, up, plan, p10cr, text)) < 0)
-            *out = up;
-        return bit;
+        if (!crmf && (gw_upstream_caps(up) & GW_UP_SIGN_CSR) == 0)
+            return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "%s", TEXT_P10_REJECT);
+        if (check_grants(c, role, up, plan, p10cr, r) != 0)
+            return 1;
+        *out = up;
+        return 0;
     }
-    if (role->crmf != GW_CRMF_DELEGATE) {
-        snprintf(text, GW_ERR_LEN, "%s", TEXT_CRMF_REJECT);
-        return OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
-    }
-    if (role->delegate_name == NULL ||
-        (*out = gw_upstream_set_get0(c->e->ups, role->delegate_name)) == NULL) {
-        snprintf(text, GW_ERR_LEN, "this role's delegate issuer is not available");
-        return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
-    }
+    if (role->crmf != GW_CRMF_DELEGATE)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "%s", TEXT_CRMF_REJECT);
+    if (role->delegate_name == NULL || (*out = gw_upstream_set_get0(c->e->ups, role->delegate_name)) == NULL)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                          "this role's delegate issuer is not available");
     /* a delegate issues on the upstream's behalf, so the upstream role's own rules apply; an
      * upstream that cannot state them leaves the role's profile alone */
-    if ((bit = check_upstream_role(c, role, up, plan, RC_NAMES, text)) >= 0)
+    if (check_upstream_role(c, role, up, plan, RC_NAMES, r) != 0) {
         *out = NULL;
-    return bit;
+        return 1;
+    }
+    return 0;
 }
 
 /* What certificates from |up| must chain to: its issuer_ca, or a local issuer's own CA. */
@@ -314,91 +379,10 @@ X509_STORE *cmp_issuer_store(const struct gw_cmp_engine *e, const struct gw_upst
     const struct gw_upstream_conf *uc = up != NULL ? gw_upstream_get0_conf(up) : NULL;
     size_t i;
 
-    if (uc == NULL || e->issuer_stores == NULL || uc < e->cfg->upstreams)
+    if (uc == NULL || e->issuer_stores == NULL || uc < e->cfg.upstreams)
         return NULL;
-    i = (size_t)(uc - e->cfg->upstreams);
-    return i < e->cfg->n_upstreams ? e->issuer_stores[i] : NULL;
-}
-
-/* The fields every record of a transaction carries. */
-void cmp_audit_rec_init(struct gw_audit_rec *r, const struct cmp_txn *t, const char *tid, const char *event,
-                        const char *status)
-{
-    memset(r, 0, sizeof(*r));
-    r->event = event;
-    r->tid = tid;
-    r->route = t->route[0] != '\0' ? t->route : NULL;
-    r->role = t->role != NULL ? t->role->name : NULL;
-    r->identity = t->identity[0] != '\0' ? t->identity : NULL;
-    r->credential_status = t->credential_status[0] != '\0' ? t->credential_status : NULL;
-    r->tls_subject = t->tls_subject[0] != '\0' ? t->tls_subject : NULL;
-    r->body_type = t->body[0] != '\0' ? t->body : NULL;
-    r->upstream = t->up != NULL ? cmp_upstream_name(t->up) : NULL;
-    r->serial = t->serial[0] != '\0' ? t->serial : NULL;
-    r->status = status;
-    r->exclude_cn_from_sans = t->role != NULL && t->role->exclude_cn_from_sans;
-}
-
-void cmp_audit_refusal(struct cmp_call *c, const struct cmp_txn *t)
-{
-    struct gw_audit_rec r;
-
-    if (c->audited)
-        return;
-    cmp_audit_rec_init(&r, t, c->rsp->tid, "rejected", c->rsp->outcome);
-    (void)cmp_audit_write(c->e, &r, 0);
-    c->audited = 1;
-}
-
-int cmp_audit_write(struct gw_cmp_engine *e, const struct gw_audit_rec *r, int sync)
-{
-    if (gw_audit_write(e->audit, r, sync) == 0)
-        return 0;
-    gw_log_kv(GW_LOG_ERROR, "audit_write_failed", "record", r->event, "tid", r->tid, "serial", r->serial,
-              NULL);
-    return GW_ERR_IO;
-}
-
-/* A record about |cert| (may be NULL): its subject, names and key fill the audit_fields. */
-int cmp_audit_cert(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, const char *event,
-                   const char *status, X509 *cert, int sync)
-{
-    struct gw_audit_rec r;
-    GENERAL_NAMES *sans = cert != NULL ? X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL) : NULL;
-    int rc;
-
-    cmp_audit_rec_init(&r, t, tid, event, status);
-    if (cert != NULL) {
-        r.subject = X509_get_subject_name(cert);
-        r.sans = sans;
-        r.pubkey = X509_get0_pubkey(cert);
-    }
-    rc = cmp_audit_write(e, &r, sync);
-    GENERAL_NAMES_free(sans);
-    return rc;
-}
-
-/*
- * A certificate that exists at the CA but must not be used (outside policy, unusable, unaudited,
- * rejected by the client): revoked upstream where the upstream can, and either way on record.
- */
-void cmp_withdraw(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, X509 *cert, int reason)
-{
-    char err[GW_ERR_LEN] = "", status[GW_ERR_LEN];
-    int rc = gw_upstream_revoke(t->up, cert, reason, err);
-
-    if (rc == 0) {
-        cmp_status_invalidate(e, t->up);
-        (void)cmp_audit_cert(e, t, tid, "revoked", "revoked upstream", cert, 1);
-        gw_log_kv(GW_LOG_WARN, "cert_revoked", "tid", tid, "serial", t->serial, "upstream",
-                  cmp_upstream_name(t->up), NULL);
-        return;
-    }
-    snprintf(status, sizeof(status), "not revoked: %.200s", err);
-    (void)cmp_audit_cert(e, t, tid, "revoke_failed", status, cert, 1);
-    gw_log_kv(GW_LOG_ERROR, "revoke_failed", "tid", tid, "serial", t->serial, "upstream",
-              cmp_upstream_name(t->up), "reason", err, "msg",
-              "a certificate that must not be used is still valid: revoke it by hand", NULL);
+    i = (size_t)(uc - e->cfg.upstreams);
+    return i < e->cfg.n_upstreams ? e->issuer_stores[i] : NULL;
 }
 
 /* ---- 3GPP TS 33.310 base-station enrolment (docs/3gpp.md) ------------------------------- */
@@ -444,27 +428,25 @@ static int issued_here(struct cmp_call *c, const char *upstream_name, X509 *cert
  * signed by a listed device. A kur is signed by the operator certificate it renews (TS 33.310
  * §9.5.1), which the allow-list does not name; a kur signed by anything else is still checked.
  */
-static int check_allowlist(struct cmp_call *c, const struct cmp_txn *t, char *text)
+static int check_allowlist(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusal *r)
 {
     const struct gw_role *role = t->role;
 
     if (role->device_allowlist_file == NULL)
-        return -1;
-    if (t->pbm || t->signer == NULL) {
-        snprintf(text, GW_ERR_LEN,
-                 "this route accepts signature-protected requests only: sign with the device certificate "
-                 "(3GPP TS 33.310)");
-        return OSSL_CMP_PKIFAILUREINFO_notAuthorized;
-    }
+        return 0;
+    if (t->pbm || t->signer == NULL)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                          "this route accepts signature-protected requests only: sign with the device "
+                          "certificate (3GPP TS 33.310)");
     if (c->body == GW_CMP_BODY_KUR &&
         (issued_here(c, role->upstream_name, t->signer) || issued_here(c, role->delegate_name, t->signer)))
-        return -1;
+        return 0;
     if (on_allowlist(role, t->signer))
-        return -1;
-    snprintf(text, GW_ERR_LEN, "device %.150s is not on this route's allow-list", t->identity);
+        return 0;
     gw_log_kv(GW_LOG_INFO, "not_authorized", "tid", c->rsp->tid, "role", role->name, "identity", t->identity,
               "reason", "device_allowlist", NULL);
-    return OSSL_CMP_PKIFAILUREINFO_notAuthorized;
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                      "device %.150s is not on this route's allow-list", t->identity);
 }
 
 /* A readable name for a weak hash: what the device operator must change. */
@@ -487,27 +469,26 @@ static const char *hash_name(int bits)
 }
 
 /* |bits| (gw_shim_alg_hash_bits) against the role's "min_hash"; |what| names the signature. */
-static int check_hash(const struct gw_role *role, int bits, const char *what, char *text)
+static int check_hash(const struct gw_role *role, int bits, const char *what, struct cmp_refusal *r)
 {
     if (bits >= role->min_hash_bits)
-        return -1;
-    snprintf(text, GW_ERR_LEN,
-             "%s%s is not accepted on this route: sign with SHA-%d or stronger (3GPP TS 33.310)", what,
-             hash_name(bits), role->min_hash_bits);
-    return OSSL_CMP_PKIFAILUREINFO_badAlg;
+        return 0;
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badAlg,
+                      "%s%s is not accepted on this route: sign with SHA-%d or stronger (3GPP TS 33.310)",
+                      what, hash_name(bits), role->min_hash_bits);
 }
 
 /* TS 33.310 §9.5: SHA-256 shall, SHA-1 and MD5 shall not, for the protection and for the POPO. */
 static int check_min_hash(struct cmp_call *c, const struct cmp_txn *t, const OSSL_CRMF_MSG *crm,
-                          const X509_REQ *p10cr, char *text)
+                          const X509_REQ *p10cr, struct cmp_refusal *r)
 {
     const X509_ALGOR *alg = NULL;
-    int bit, bits = -1;
+    int bits = -1;
 
     if (t->role->min_hash_bits <= 0)
-        return -1;
-    if ((bit = check_hash(t->role, c->hdr.protection_hash_bits, "", text)) >= 0)
-        return bit;
+        return 0;
+    if (check_hash(t->role, c->hdr.protection_hash_bits, "", r) != 0)
+        return 1;
     if (crm != NULL)
         bits = gw_shim_popo_hash_bits(crm); /* -1: no signature POPO (raVerified is refused anyway) */
     if (p10cr != NULL) {
@@ -515,18 +496,14 @@ static int check_min_hash(struct cmp_call *c, const struct cmp_txn *t, const OSS
         bits = gw_shim_alg_hash_bits(alg);
     }
     if (bits < 0)
-        return -1;
+        return 0;
     return check_hash(t->role, bits, p10cr != NULL ? "the CSR signature with " : "the POPO signature with ",
-                      text);
+                      r);
 }
 
-/* The 3GPP checks of a certificate request, after authorization. -1 if fine. */
+/* The 3GPP checks of a certificate request, after authorization. */
 int cmp_check_3gpp(struct cmp_call *c, const struct cmp_txn *t, const OSSL_CRMF_MSG *crm,
-                   const X509_REQ *p10cr, char *text)
+                   const X509_REQ *p10cr, struct cmp_refusal *r)
 {
-    int bit;
-
-    if ((bit = check_allowlist(c, t, text)) >= 0)
-        return bit;
-    return check_min_hash(c, t, crm, p10cr, text);
+    return check_allowlist(c, t, r) || check_min_hash(c, t, crm, p10cr, r);
 }

@@ -15,7 +15,8 @@
  * and each call's |e|, and is held while a completion writes to the engine's audit log, so that
  * the engine cannot go away under it.
  */
-#include "gateway/cmp/cmp_local.h"
+#include "gateway/cmp/poll.h"
+#include "gateway/cmp/record.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/clock.h"
@@ -82,7 +83,7 @@ static struct cmp_pending *pending_new(const struct cmp_txn *t, const struct cmp
     snprintf(p->view.tls_subject, sizeof(p->view.tls_subject), "%s", t->tls_subject);
     snprintf(p->view.body, sizeof(p->view.body), "%s", t->body);
     snprintf(p->tid, sizeof(p->tid), "%s", c->rsp->tid);
-    snprintf(p->upstream, sizeof(p->upstream), "%s", cmp_upstream_name(t->up));
+    snprintf(p->upstream, sizeof(p->upstream), "%s", gw_upstream_conf_name(gw_upstream_get0_conf(t->up)));
     return p;
 }
 
@@ -238,7 +239,7 @@ int cmp_poll_sign(struct cmp_txn *t, struct cmp_call *c, const struct gw_sign_re
         return 0;
     }
     gw_log_kv(GW_LOG_INFO, "upstream_deferred", "tid", c->rsp->tid, "identity", t->identity, "upstream",
-              cmp_upstream_name(t->up), NULL);
+              gw_upstream_conf_name(gw_upstream_get0_conf(t->up)), NULL);
     t->pending = p;
     return 1;
 }
@@ -308,7 +309,7 @@ void cmp_poll_closed(struct gw_cmp_engine *e, const struct cmp_txn *t, const cha
                              0);
     } else if (!p->done) {
         gw_log_kv(GW_LOG_WARN, event, "tid", tid, "identity", t->identity, "upstream",
-                  cmp_upstream_name(t->up), "msg",
+                  gw_upstream_conf_name(gw_upstream_get0_conf(t->up)), "msg",
                   "the upstream call still runs; a certificate it returns goes on the audit log", NULL);
     } else {
         gw_log_kv(GW_LOG_INFO, event, "tid", tid, "identity", t->identity, "msg",

@@ -4,11 +4,17 @@
  * serial but not crlEntryDetails: the reason code comes from the shim, goes upstream where the
  * upstream takes one, and into the audit record in every case (decision 8).
  */
+#include "gateway/cmp/rr.h"
 #include "gateway/cmp/cmp_local.h"
+#include "gateway/cmp/outcome.h"
+#include "gateway/cmp/policy.h"
+#include "gateway/cmp/record.h"
+#include "gateway/cmp/status.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/x509.h"
 #include "mappings/policy.h"
+#include "upstream/upstream.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -61,31 +67,28 @@ static int has_cmc_ra(X509 *cert)
     return found;
 }
 
-/* The holder (signer is the certificate named) or an RA of the role. -1 if allowed. */
+/* The holder (signer is the certificate named) or an RA of the role. */
 static int authorize_rr(const struct cmp_txn *t, const X509_NAME *issuer, const ASN1_INTEGER *serial,
-                        int *as_ra, char *text)
+                        int *as_ra, struct cmp_refusal *r)
 {
     const struct gw_patterns *ras = &t->role->authz.ra_subjects;
 
     *as_ra = 0;
-    if (t->pbm || t->signer == NULL) {
-        snprintf(text, GW_ERR_LEN,
-                 "a revocation request must be signed by the certificate to revoke or by an RA "
-                 "certificate; PBM protection is not accepted for rr");
-        return OSSL_CMP_PKIFAILUREINFO_notAuthorized;
-    }
+    if (t->pbm || t->signer == NULL)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                          "a revocation request must be signed by the certificate to revoke or by an RA "
+                          "certificate; PBM protection is not accepted for rr");
     if (X509_NAME_cmp(issuer, X509_get_issuer_name(t->signer)) == 0 &&
         ASN1_INTEGER_cmp(serial, X509_get0_serialNumber(t->signer)) == 0)
-        return -1;
+        return 0;
     if (ras->n > 0 && ra_subject_matches(ras, X509_get_subject_name(t->signer)) && has_cmc_ra(t->signer)) {
         *as_ra = 1;
-        return -1;
+        return 0;
     }
-    snprintf(text, GW_ERR_LEN,
-             "only the holder of a certificate (signing the rr with it) or an RA of role %.64s may "
-             "revoke it",
-             t->role->name);
-    return OSSL_CMP_PKIFAILUREINFO_notAuthorized;
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                      "only the holder of a certificate (signing the rr with it) or an RA of role %.64s may "
+                      "revoke it",
+                      t->role->name);
 }
 
 static int names_ca(const struct gw_upstream_conf *uc, const X509_NAME *issuer)
@@ -112,27 +115,24 @@ static struct gw_upstream *pick_revoker(struct cmp_call *c, const struct gw_role
 }
 
 /* What the client is told when the upstream did not revoke (RFC 9483 §4.2 failInfo). */
-static OSSL_CMP_PKISI *upstream_failed(struct cmp_txn *t, struct cmp_call *c, int rc, const char *err)
+static int upstream_failed(const struct cmp_txn *t, int rc, const char *err, struct cmp_refusal *r)
 {
-    char text[GW_ERR_LEN];
-
     if (rc == GW_ERR_EXISTS) /* RFC 9810 §5.2.3: "certificate already revoked" */
-        return cmp_reject(c, OSSL_CMP_PKIFAILUREINFO_certRevoked, "the certificate is already revoked");
-    if (rc == GW_ERR_NOT_FOUND) {
-        snprintf(text, sizeof(text),
-                 "the CA has issued no certificate with serial %.60s: check issuer and serial", t->serial);
-        return cmp_reject(c, OSSL_CMP_PKIFAILUREINFO_badCertId, text);
-    }
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_certRevoked, "the certificate is already revoked");
+    if (rc == GW_ERR_NOT_FOUND)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertId,
+                          "the CA has issued no certificate with serial %.60s: check issuer and serial",
+                          t->serial);
     if (rc == GW_ERR_INVAL && (gw_upstream_caps(t->up) & GW_UP_REVOKE) == 0)
-        return cmp_reject(c, OSSL_CMP_PKIFAILUREINFO_badRequest,
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
                           "this route's CA does not revoke certificates");
-    snprintf(text, sizeof(text), "the CA could not revoke the certificate now (%.150s); retry later", err);
-    return cmp_reject(c, OSSL_CMP_PKIFAILUREINFO_systemUnavail, text);
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                      "the CA could not revoke the certificate now (%.150s); retry later", err);
 }
 
 /* Intent on record, the upstream call, the outcome on disk before the rp leaves (decision 8). */
-static OSSL_CMP_PKISI *revoke(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer,
-                              const ASN1_INTEGER *serial, int reason, int as_ra)
+static int revoke(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer, const ASN1_INTEGER *serial,
+                  int reason, int as_ra, struct cmp_refusal *refusal)
 {
     struct gw_audit_rec r;
     char err[GW_ERR_LEN] = "", status[GW_ERR_LEN];
@@ -142,7 +142,7 @@ static OSSL_CMP_PKISI *revoke(struct cmp_txn *t, struct cmp_call *c, const X509_
              reason_name(reason));
     cmp_audit_rec_init(&r, t, c->rsp->tid, "intent", status);
     if (cmp_audit_write(c->e, &r, 0) != 0)
-        return cmp_reject(c, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+        return cmp_refuse(refusal, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                           "the audit log cannot be written; nothing was revoked");
     c->audited = 1; /* each outcome below writes its own record */
     rc = gw_upstream_revoke_serial(t->up, issuer, serial,
@@ -151,7 +151,7 @@ static OSSL_CMP_PKISI *revoke(struct cmp_txn *t, struct cmp_call *c, const X509_
         snprintf(status, sizeof(status), "not revoked: %.200s", err);
         cmp_audit_rec_init(&r, t, c->rsp->tid, "revoke_failed", status);
         (void)cmp_audit_write(c->e, &r, 1);
-        return upstream_failed(t, c, rc, err);
+        return upstream_failed(t, rc, err, refusal);
     }
     cmp_status_invalidate(c->e, t->up); /* the holder's certificate authenticates nothing from now on */
     /* Vault takes no reason code (docs/design.md, upstream APIs §1.5): this record is where it is kept */
@@ -162,33 +162,31 @@ static OSSL_CMP_PKISI *revoke(struct cmp_txn *t, struct cmp_call *c, const X509_
         gw_log_kv(GW_LOG_ERROR, "audit_lost", "tid", c->rsp->tid, "serial", t->serial, "msg",
                   "the certificate was revoked but the audit record could not be written", NULL);
     gw_log_kv(GW_LOG_INFO, "cert_revoked", "tid", c->rsp->tid, "identity", t->identity, "serial", t->serial,
-              "reason", reason_name(reason), "upstream", cmp_upstream_name(t->up), NULL);
-    cmp_set_outcome(c, "accepted", -1, NULL);
-    return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, NULL);
+              "reason", reason_name(reason), "upstream", gw_upstream_conf_name(gw_upstream_get0_conf(t->up)),
+              NULL);
+    return 0;
 }
 
-static OSSL_CMP_PKISI *decide_rr(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req,
-                                 const X509_NAME *issuer, const ASN1_INTEGER *serial)
+/* Who asks, which certificate, why, and which upstream revokes it. */
+static int check_rr(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req, const X509_NAME *issuer,
+                    const ASN1_INTEGER *serial, int *reason, int *as_ra, struct cmp_refusal *r)
 {
-    char text[GW_ERR_LEN] = "";
-    int bit, as_ra, reason;
-
-    if ((bit = cmp_check_request(t, c, text)) >= 0)
-        return cmp_reject(c, bit, text);
+    if (cmp_check_request(t, c, r) != 0)
+        return 1;
     if (issuer == NULL || serial == NULL)
-        return cmp_reject(c, OSSL_CMP_PKIFAILUREINFO_badCertId,
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertId,
                           "the revocation request must name the certificate's issuer and serial number");
     gw_x509_serial_hex(serial, t->serial, sizeof(t->serial));
     snprintf(c->rsp->serial, sizeof(c->rsp->serial), "%s", t->serial);
-    if ((bit = authorize_rr(t, issuer, serial, &as_ra, text)) >= 0)
-        return cmp_reject(c, bit, text);
-    if (gw_shim_rr_reason(req, &reason) != 0)
-        return cmp_reject(c, OSSL_CMP_PKIFAILUREINFO_badRequest,
+    if (authorize_rr(t, issuer, serial, as_ra, r) != 0)
+        return 1;
+    if (gw_shim_rr_reason(req, reason) != 0)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
                           "crlEntryDetails must hold one valid CRLReason (RFC 5280 §5.3.1)");
     if ((t->up = pick_revoker(c, t->role, issuer)) == NULL)
-        return cmp_reject(c, OSSL_CMP_PKIFAILUREINFO_badCertId,
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertId,
                           "the certificate was not issued by this route's CA");
-    return revoke(t, c, issuer, serial, reason, as_ra);
+    return 0;
 }
 
 OSSL_CMP_PKISI *cmp_rr_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const X509_NAME *issuer,
@@ -196,8 +194,17 @@ OSSL_CMP_PKISI *cmp_rr_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const 
 {
     struct cmp_txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
     struct cmp_call *c = t->call;
-    OSSL_CMP_PKISI *si = decide_rr(t, c, req, issuer, serial);
+    struct cmp_refusal r = {0};
+    int reason = CRL_REASON_NONE, as_ra = 0;
+    OSSL_CMP_PKISI *si;
 
+    if (check_rr(t, c, req, issuer, serial, &reason, &as_ra, &r) != 0 ||
+        revoke(t, c, issuer, serial, reason, as_ra, &r) != 0) {
+        si = cmp_reject(c, &r);
+    } else {
+        cmp_set_outcome(c, "accepted", NULL);
+        si = OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, NULL);
+    }
     /* refusals are on record too: who tried to revoke what */
     cmp_audit_refusal(c, t);
     return si;

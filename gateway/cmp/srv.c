@@ -1,22 +1,23 @@
 /*
- * One OSSL_CMP_SRV_CTX per transaction (docs/design.md, OpenSSL 3.0 §6) and its callbacks. The
- * callbacks run inside OSSL_CMP_SRV_process_request, only after OpenSSL verified the protection
- * (and, for certificate requests, the POPO); they do what 3.0 leaves to the application (§3).
+ * One OSSL_CMP_SRV_CTX per transaction (docs/design.md, OpenSSL 3.0 §6), set up with the gateway's
+ * signer and either the role's trust or the PBM secret, and its callbacks. The certificate request,
+ * rr and genm callbacks are issue.c's, rr.c's and genm.c's; the certConf, pollReq and error
+ * callbacks continue a transaction and are here. The callbacks run inside
+ * OSSL_CMP_SRV_process_request, only after OpenSSL verified the protection (and, for certificate
+ * requests, the POPO); they do what 3.0 leaves to the application (§3).
  */
-#include "gateway/cmp/cmp_local.h"
-#include "base/err.h"
+#include "gateway/cmp/srv.h"
+#include "gateway/cmp/genm.h"
+#include "gateway/cmp/issue.h"
+#include "gateway/cmp/outcome.h"
+#include "gateway/cmp/poll.h"
+#include "gateway/cmp/rr.h"
 #include "base/log.h"
-#include "base/x509.h"
-#include "mappings/policy.h"
 #include "mappings/profile.h"
-#include "upstream/upstream.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <openssl/bn.h>
-#include <openssl/cmperr.h>
-#include <openssl/err.h>
 #include <openssl/x509v3.h>
 
 /* The request whose OpenSSL diagnostics the log callback records: the callback has no argument. */
@@ -44,403 +45,6 @@ void cmp_log_capture_end(void)
     capture = NULL;
 }
 
-/* RFC 9483 §3.1: messageTime lets the receiver bound replays; 3.0 never looks at it. -1 if fine. */
-static int check_time(struct cmp_call *c, char *text)
-{
-    const struct gw_cmp_conf *cc = &c->e->cfg->cmp;
-    long long off;
-
-    if (!c->hdr.has_message_time) {
-        if (!cc->require_message_time)
-            return -1;
-        snprintf(text, GW_ERR_LEN, "messageTime is missing: this server requires it");
-        return OSSL_CMP_PKIFAILUREINFO_badTime;
-    }
-    off = (long long)c->hdr.message_time - (long long)c->now;
-    if (cc->message_time_window == 0 || llabs(off) <= (long long)cc->message_time_window)
-        return -1;
-    snprintf(text, GW_ERR_LEN,
-             "messageTime is %lld s off the server clock; check the device clock (allowed: ±%u s)", off,
-             cc->message_time_window);
-    return OSSL_CMP_PKIFAILUREINFO_badTime;
-}
-
-/* RFC 9483 §3.6.4: a transactionID seen before answers transactionIdInUse. -1 if fresh. */
-static int check_replay(struct cmp_call *c, char *text)
-{
-    int rc = gw_replay_check_add(c->e->replay, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
-                                 c->hdr.sender_nonce_len, c->rsp->identity, c->now);
-
-    switch (rc) {
-    case 0:
-        return -1;
-    case GW_ERR_REPLAY:
-        snprintf(text, GW_ERR_LEN, "replayed message: this transactionID and senderNonce were already used");
-        return OSSL_CMP_PKIFAILUREINFO_transactionIdInUse;
-    case GW_ERR_EXISTS:
-        snprintf(text, GW_ERR_LEN,
-                 "transactionID already in use: start a new transaction with a fresh transactionID");
-        return OSSL_CMP_PKIFAILUREINFO_transactionIdInUse;
-    case GW_ERR_LIMIT:
-        snprintf(text, GW_ERR_LEN, "too many recent transactions from %.150s: retry later", c->rsp->identity);
-        return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
-    case GW_ERR_BUSY:
-        snprintf(text, GW_ERR_LEN, "too many recent transactions: retry later");
-        return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
-    default:
-        snprintf(text, GW_ERR_LEN, "transactionID or senderNonce too long");
-        return OSSL_CMP_PKIFAILUREINFO_badRequest;
-    }
-}
-
-/* Who sent the request: the authenticated signer's subject (cmp_auth.c), or "pbm:<ref>". */
-static void identify(struct cmp_txn *t, struct cmp_call *c)
-{
-    const X509_NAME *name = t->signer != NULL ? X509_get_subject_name(t->signer) : NULL;
-
-    if (t->pbm) {
-        snprintf(t->identity, sizeof(t->identity), "pbm:%.*s", (int)t->kid_len, (const char *)t->kid);
-        snprintf(t->pbm_ref, sizeof(t->pbm_ref), "%.*s", (int)t->kid_len, (const char *)t->kid);
-    } else if (name == NULL || X509_NAME_oneline(name, t->identity, sizeof(t->identity)) == NULL) {
-        snprintf(t->identity, sizeof(t->identity), "unknown");
-    }
-    snprintf(c->rsp->identity, sizeof(c->rsp->identity), "%s", t->identity);
-}
-
-/* docs/design.md, decision 7: kur only by the holder of the certificate being updated. -1 if allowed. */
-static int check_kur(struct cmp_txn *t, struct cmp_call *c, const OSSL_CRMF_MSG *crm, char *text)
-{
-    const OSSL_CRMF_CERTID *old;
-    const X509_NAME *issuer;
-    const ASN1_INTEGER *serial;
-
-    if (c->body != GW_CMP_BODY_KUR)
-        return -1;
-    if (t->pbm || t->signer == NULL) {
-        snprintf(text, GW_ERR_LEN,
-                 "key update must be signed with the certificate being updated, not PBM-protected");
-        return OSSL_CMP_PKIFAILUREINFO_notAuthorized;
-    }
-    if (crm == NULL || (old = OSSL_CRMF_MSG_get0_regCtrl_oldCertID(crm)) == NULL)
-        return -1; /* RFC 9483 §4.1.3: without oldCertID the signer's certificate is the one updated */
-    issuer = OSSL_CRMF_CERTID_get0_issuer(old);
-    serial = OSSL_CRMF_CERTID_get0_serialNumber(old);
-    if (issuer != NULL && serial != NULL && X509_NAME_cmp(issuer, X509_get_issuer_name(t->signer)) == 0 &&
-        ASN1_INTEGER_cmp(serial, X509_get0_serialNumber(t->signer)) == 0)
-        return -1;
-    snprintf(text, GW_ERR_LEN,
-             "key update must be signed with the certificate it updates; "
-             "oldCertID names another certificate");
-    return OSSL_CMP_PKIFAILUREINFO_notAuthorized;
-}
-
-int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, char *text)
-{
-    int bit;
-
-    identify(t, c);
-    if ((bit = cmp_check_credentials(c, t, text)) >= 0 || (bit = cmp_authorize(c, t, text)) >= 0 ||
-        (bit = check_time(c, text)) >= 0 || (bit = check_replay(c, text)) >= 0)
-        return bit;
-    return -1;
-}
-
-/* Holds a table slot before the upstream call, so an issued certificate can always be parked. */
-static int reserve(struct cmp_txn *t, struct cmp_call *c, char *text)
-{
-    int rc = gw_txn_reserve(c->e->txns, c->hdr.tid, c->hdr.tid_len, t->identity);
-
-    if (rc == 0) {
-        c->reserved = 1;
-        return -1;
-    }
-    if (rc == GW_ERR_EXISTS) {
-        snprintf(text, GW_ERR_LEN,
-                 "transactionID already in use: start a new transaction with a fresh transactionID");
-        return OSSL_CMP_PKIFAILUREINFO_transactionIdInUse;
-    }
-    snprintf(text, GW_ERR_LEN, "too many open transactions for %.150s: confirm or wait for them to expire",
-             t->identity);
-    return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
-}
-
-static enum gw_req_kind req_kind(int body)
-{
-    switch (body) {
-    case GW_CMP_BODY_CR:
-        return GW_REQ_CR;
-    case GW_CMP_BODY_KUR:
-        return GW_REQ_KUR;
-    case GW_CMP_BODY_P10CR:
-        return GW_REQ_P10CR;
-    default:
-        return GW_REQ_IR;
-    }
-}
-
-#define TEXT_AUDIT_DOWN "the audit log cannot be written; nothing was issued"
-#define TEXT_AUDIT_LOST "the audit log cannot be written; the certificate was not released"
-
-/* One certificate request on its way through policy, upstream and checks. */
-struct issuing {
-    struct gw_cert_req creq;
-    struct gw_cert_plan plan;
-    struct gw_sign_result res;
-    const X509_REQ *p10cr;
-};
-
-/* Keeps our reference to the issued certificate (for certConf) and hands OpenSSL its own. */
-static OSSL_CMP_PKISI *accept_cert(struct cmp_txn *t, struct cmp_call *c, struct gw_sign_result *res,
-                                   int modified, X509 **certOut, STACK_OF(X509) **chainOut)
-{
-    const char *status = modified ? "grantedWithMods" : "accepted";
-    OSSL_CMP_PKISI *si = OSSL_CMP_STATUSINFO_new(
-        modified ? OSSL_CMP_PKISTATUS_grantedWithMods : OSSL_CMP_PKISTATUS_accepted, 0, NULL);
-
-    if (si == NULL || X509_up_ref(res->cert) != 1) {
-        OSSL_CMP_PKISI_free(si);
-        si = cmp_reject(c, OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                        "internal error: the certificate was not released");
-        cmp_withdraw(c->e, t, c->rsp->tid, res->cert, CRL_REASON_CESSATION_OF_OPERATION);
-        return si;
-    }
-    t->issued = res->cert; /* ours; OpenSSL gets the result's reference below */
-    /* docs/design.md, decision 8: on disk before the response that carries the certificate leaves
-     * (a deferred request's completion wrote it already: cmp_poll.c) */
-    c->audited = 1;
-    if (!t->on_record && cmp_audit_cert(c->e, t, c->rsp->tid, "issued", status, t->issued, 1) != 0) {
-        OSSL_CMP_PKISI_free(si);
-        si = cmp_reject(c, OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_LOST);
-        cmp_withdraw(c->e, t, c->rsp->tid, t->issued, CRL_REASON_CESSATION_OF_OPERATION);
-        X509_free(t->issued);
-        t->issued = NULL;
-        return si;
-    }
-    *certOut = res->cert;
-    *chainOut = res->chain;
-    res->cert = NULL;
-    res->chain = NULL;
-    snprintf(c->rsp->serial, sizeof(c->rsp->serial), "%s", t->serial);
-    cmp_set_outcome(c, status, -1, NULL);
-    gw_log_kv(GW_LOG_INFO, "cert_issued", "tid", c->rsp->tid, "identity", t->identity, "serial", t->serial,
-              "role", t->role->name, "upstream", cmp_upstream_name(t->up), NULL);
-    return si;
-}
-
-/* A certificate the client will not get: on record with its serial, then withdrawn. */
-static OSSL_CMP_PKISI *refuse_cert(struct cmp_txn *t, struct cmp_call *c, X509 *cert, int bit,
-                                   const char *text)
-{
-    OSSL_CMP_PKISI *si = cmp_reject(c, bit, text);
-
-    c->audited = 1;
-    (void)cmp_audit_cert(c->e, t, c->rsp->tid, "rejected", c->rsp->outcome, cert, 1);
-    cmp_withdraw(c->e, t, c->rsp->tid, cert, CRL_REASON_UNSPECIFIED);
-    t->serial[0] = '\0';
-    return si;
-}
-
-/*
- * Issue 3 §3: what the upstream returned is checked before it reaches the client. A certificate
- * that does not certify the requested key or does not chain to the route's CA is the CA's fault,
- * not the request's: systemFailure (RFC 9810 §5.2.3), as the client can change nothing to fix it.
- * Names, usages, extensions or validity outside the role's policy are badCertTemplate: the content
- * is what is refused, whether the CA derived it from the request (a CN copied into the SANs, a CSR's
- * usages copied verbatim) or its own role added it (the statusString names what to narrow).
- */
-static OSSL_CMP_PKISI *deliver(struct cmp_txn *t, struct cmp_call *c, const struct gw_cert_plan *plan,
-                               struct gw_sign_result *res, X509 **certOut, STACK_OF(X509) **chainOut)
-{
-    X509_STORE *store = cmp_issuer_store(c->e, t->up);
-    char err[GW_ERR_LEN] = "", text[GW_ERR_LEN];
-    enum gw_issued_verdict v = GW_ISSUED_BAD;
-
-    gw_x509_cert_serial_hex(res->cert, t->serial, sizeof(t->serial));
-    if (store == NULL)
-        snprintf(err, sizeof(err), "no issuer CA is configured to check it against");
-    else
-        v = gw_policy_check_issued(t->role, plan, res->cert, res->chain, store, c->now, err);
-    switch (v) {
-    case GW_ISSUED_OK:
-    case GW_ISSUED_MODIFIED:
-        return accept_cert(t, c, res, v == GW_ISSUED_MODIFIED || plan->modified || res->modified, certOut,
-                           chainOut);
-    case GW_ISSUED_OUTSIDE_POLICY:
-        snprintf(text, sizeof(text),
-                 "the CA issued a certificate outside this route's policy (%.170s); it was not released",
-                 err);
-        return refuse_cert(t, c, res->cert, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, text);
-    default:
-        snprintf(text, sizeof(text), "the CA returned an unusable certificate (%.170s); it was not released",
-                 err);
-        return refuse_cert(t, c, res->cert, OSSL_CMP_PKIFAILUREINFO_systemFailure, text);
-    }
-}
-
-/* The request as the role shapes it, then the role's request policy. -1 if fine. */
-static int plan_request(struct cmp_txn *t, struct cmp_call *c, const OSSL_CRMF_MSG *crm, struct issuing *is,
-                        char *text)
-{
-    int fi = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
-    int rc = is->p10cr != NULL ? gw_cert_req_from_p10(is->p10cr, &is->creq, text)
-                               : gw_cert_req_from_crmf(req_kind(c->body), crm, &is->creq, text);
-
-    if (rc != 0)
-        return OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
-    /* 3GPP TS 33.310 §9.5.4.2: the template subject is optional; the vendor certificate names the device */
-    if (t->role->subject_from_signer && gw_cert_req_subject_from(&is->creq, t->pbm ? NULL : t->signer) != 0) {
-        snprintf(text, GW_ERR_LEN, "out of memory");
-        return OSSL_CMP_PKIFAILUREINFO_systemFailure;
-    }
-    if (gw_cert_plan_make(t->role, &is->creq, c->now, &is->plan, &fi, text) != 0)
-        return fi;
-    fi = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
-    if (gw_policy_check_request(t->role, &is->plan, &fi, text) != 0)
-        return fi;
-    return -1;
-}
-
-/* The intent goes on record before the upstream is asked: no record, no certificate. */
-static int audit_intent(struct cmp_txn *t, struct cmp_call *c, const struct issuing *is)
-{
-    struct gw_audit_rec r;
-
-    cmp_audit_rec_init(&r, t, c->rsp->tid, "intent", NULL);
-    r.subject = is->plan.subject;
-    r.sans = is->plan.sans;
-    r.pubkey = is->plan.pubkey;
-    r.csr = is->p10cr;
-    return cmp_audit_write(c->e, &r, 0);
-}
-
-/* poll_after: the call runs on; the transaction keeps what a release needs (docs/design.md, OpenSSL 3.0 §7).
- */
-static OSSL_CMP_PKISI *defer(struct cmp_txn *t, struct cmp_call *c, struct issuing *is)
-{
-    struct gw_audit_rec r;
-
-    *t->plan = is->plan; /* moved */
-    gw_cert_plan_init(&is->plan);
-    cmp_set_outcome(c, "waiting", -1, NULL);
-    c->audited = 1;
-    cmp_audit_rec_init(&r, t, c->rsp->tid, "waiting",
-                       "the upstream CA is slower than poll_after; the client polls");
-    (void)cmp_audit_write(c->e, &r, 0);
-    return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_waiting, 0, NULL);
-}
-
-/* Asks the upstream: blocking up to its timeout, or, with poll_after, maybe deferred. 1 if deferred. */
-static int sign(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req, struct issuing *is)
-{
-    struct gw_sign_req sreq = {
-        .role = t->role, .plan = &is->plan, .csr = is->p10cr, .request_id = c->rsp->tid};
-
-    if (t->role->poll_after_ms == 0) {
-        gw_upstream_sign_wait(t->up, &sreq, &is->res);
-        return 0;
-    }
-    if ((t->request = OSSL_CMP_MSG_dup(req)) == NULL || (t->plan = calloc(1, sizeof(*t->plan))) == NULL) {
-        gw_upstream_refusal(t->up, GW_ERR_NOMEM, &is->res);
-        return 0;
-    }
-    gw_cert_plan_init(t->plan);
-    return cmp_poll_sign(t, c, &sreq, &is->res);
-}
-
-/* Maps the request onto the role, picks the upstream, asks it to sign, checks the result (worker). */
-static OSSL_CMP_PKISI *issue(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req,
-                             const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr, X509 **certOut,
-                             STACK_OF(X509) **chainOut)
-{
-    struct issuing is = {.p10cr = p10cr};
-    OSSL_CMP_PKISI *si = NULL;
-    char text[GW_ERR_LEN] = "";
-    int bit;
-
-    gw_cert_req_init(&is.creq);
-    gw_cert_plan_init(&is.plan);
-    gw_sign_result_init(&is.res);
-    if ((bit = plan_request(t, c, crm, &is, text)) >= 0 ||
-        (bit = cmp_pick_upstream(c, t, &is.plan, p10cr, &t->up, text)) >= 0) {
-        si = cmp_reject(c, bit, text);
-        goto out;
-    }
-    if (audit_intent(t, c, &is) != 0) {
-        si = cmp_reject(c, OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_DOWN);
-        goto out;
-    }
-    if (sign(t, c, req, &is) == 1)
-        si = defer(t, c, &is);
-    else if (is.res.status != 0 || is.res.cert == NULL)
-        si = cmp_reject(c, is.res.status != 0 ? is.res.fail_info : OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                        is.res.reason[0] != '\0' ? is.res.reason : "the upstream CA issued no certificate");
-    else
-        si = deliver(t, c, &is.plan, &is.res, certOut, chainOut);
-out:
-    gw_sign_result_cleanup(&is.res);
-    gw_cert_plan_cleanup(&is.plan);
-    gw_cert_req_cleanup(&is.creq);
-    return si;
-}
-
-/* The checks in order: who asks (authorization first), then protocol, then the old certificate. */
-static OSSL_CMP_PKISI *decide(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req,
-                              const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr, X509 **certOut,
-                              STACK_OF(X509) **chainOut)
-{
-    char text[GW_ERR_LEN] = "";
-    int bit;
-
-    if ((bit = cmp_check_request(t, c, text)) >= 0 || (bit = cmp_check_3gpp(c, t, crm, p10cr, text)) >= 0 ||
-        (bit = check_kur(t, c, crm, text)) >= 0 || (bit = reserve(t, c, text)) >= 0)
-        return cmp_reject(c, bit, text);
-    return issue(t, c, req, crm, p10cr, certOut, chainOut);
-}
-
-/* pollReq found the deferred result: OpenSSL re-runs the callback on the stored request (§7). */
-static OSSL_CMP_PKISI *release(struct cmp_txn *t, struct cmp_call *c, X509 **certOut,
-                               STACK_OF(X509) **chainOut)
-{
-    struct gw_sign_result res;
-    OSSL_CMP_PKISI *si;
-
-    t->release = 0;
-    if (!cmp_poll_take(t->pending, &res, &t->on_record))
-        return cmp_reject(c, OSSL_CMP_PKIFAILUREINFO_badRequest,
-                          "the result of this transaction was already sent");
-    if (res.status != 0 || res.cert == NULL) {
-        si = cmp_reject(c, res.status != 0 ? res.fail_info : OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                        res.reason[0] != '\0' ? res.reason : "the upstream CA issued no certificate");
-    } else if (!t->on_record) { /* the completion could not write the "issued" record */
-        gw_x509_cert_serial_hex(res.cert, t->serial, sizeof(t->serial));
-        si = refuse_cert(t, c, res.cert, OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_LOST);
-    } else {
-        si = deliver(t, c, t->plan, &res, certOut, chainOut);
-        c->released = *certOut != NULL;
-    }
-    gw_sign_result_cleanup(&res);
-    return si;
-}
-
-static OSSL_CMP_PKISI *cert_request_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
-                                       const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr, X509 **certOut,
-                                       STACK_OF(X509) **chainOut, STACK_OF(X509) **caPubs)
-{
-    struct cmp_txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
-    struct cmp_call *c = t->call;
-    OSSL_CMP_PKISI *si;
-
-    (void)certReqId;
-    si = t->release ? release(t, c, certOut, chainOut) : decide(t, c, req, crm, p10cr, certOut, chainOut);
-    /* RFC 9810 §5.3.2, TS 33.310 §9.5.4.3: the operator root for the device; OpenSSL sends it in ip only */
-    if (*certOut != NULL && t->role->ca_pubs != NULL &&
-        (*caPubs = X509_chain_up_ref(t->role->ca_pubs)) == NULL)
-        gw_log_kv(GW_LOG_WARN, "ca_pubs_dropped", "tid", c->rsp->tid, "reason", "out of memory", NULL);
-    /* every outcome of an authenticated request is on record, refusals included */
-    cmp_audit_refusal(c, t);
-    return si;
-}
-
 static int certconf_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
                        const ASN1_OCTET_STRING *certHash, const OSSL_CMP_PKISI *si)
 {
@@ -459,17 +63,17 @@ static int certconf_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certR
      */
     if (!match) {
         c->confirm = CMP_CONFIRM_FAILED;
-        return cmp_fail(c, OSSL_CMP_PKIFAILUREINFO_badCertId,
-                        "certHash does not match the certificate issued in this "
-                        "transaction");
+        return cmp_fail(c, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badCertId,
+                                                 "certHash does not match the certificate issued in this "
+                                                 "transaction"});
     }
     if (si != NULL && gw_shim_pkisi_status(si) == OSSL_CMP_PKISTATUS_rejection) {
         c->confirm = CMP_CONFIRM_REJECTED; /* the engine revokes it once the answer is built */
-        cmp_set_outcome(c, "cert_rejected_by_client", -1, NULL);
+        cmp_set_outcome(c, "cert_rejected_by_client", NULL);
         return 1;
     }
     c->confirm = CMP_CONFIRM_ACCEPTED;
-    cmp_set_outcome(c, "confirmed", -1, NULL);
+    cmp_set_outcome(c, "confirmed", NULL);
     return 1;
 }
 
@@ -483,15 +87,17 @@ static int pollreq_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certRe
     *certReq = NULL;
     *check_after = 0;
     if (t->pending == NULL || t->issued != NULL)
-        return cmp_fail(t->call, OSSL_CMP_PKIFAILUREINFO_badRequest, "nothing to poll for");
+        return cmp_fail(t->call,
+                        &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badRequest, "nothing to poll for"});
     if (!cmp_poll_ready(t->pending, check_after)) {
-        cmp_set_outcome(t->call, "waiting", -1, NULL); /* pollRep with checkAfter */
+        cmp_set_outcome(t->call, "waiting", NULL); /* pollRep with checkAfter */
         return 1;
     }
     /* OpenSSL re-runs the cert-request callback on it (docs/design.md, OpenSSL 3.0 §7): that delivers the
      * result */
     if ((*certReq = OSSL_CMP_MSG_dup(t->request)) == NULL)
-        return cmp_fail(t->call, OSSL_CMP_PKIFAILUREINFO_systemFailure, "out of memory");
+        return cmp_fail(t->call,
+                        &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_systemFailure, "out of memory"});
     t->release = 1;
     return 1;
 }
@@ -508,7 +114,7 @@ static void error_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const OSSL_
     if (OSSL_CMP_snprint_PKIStatusInfo(si, buf, sizeof(buf)) == NULL)
         snprintf(buf, sizeof(buf), "unreadable PKIStatusInfo");
     gw_log_kv(GW_LOG_INFO, "client_error", "tid", t->call->rsp->tid, "status", buf, NULL);
-    cmp_set_outcome(t->call, "client_error", -1, NULL);
+    cmp_set_outcome(t->call, "client_error", NULL);
 }
 
 /*
@@ -535,17 +141,16 @@ static int add_signer_roots(OSSL_CMP_CTX *ctx, STACK_OF(X509) *chain)
 }
 
 /* Signer, chain and policy switches shared by every context (§5). 1 on success. */
-static int setup_common(struct cmp_txn *t, const struct gw_config *cfg)
+static int setup_common(struct cmp_txn *t, const struct gw_signer_conf *signer)
 {
     OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
-    STACK_OF(X509) *chain = cfg->signer.chain;
+    STACK_OF(X509) *chain = signer->chain;
 
-    return OSSL_CMP_SRV_CTX_init(t->srv, t, cert_request_cb, cmp_rr_cb, cmp_genm_cb, error_cb, certconf_cb,
+    return OSSL_CMP_SRV_CTX_init(t->srv, t, cmp_issue_cb, cmp_rr_cb, cmp_genm_cb, error_cb, certconf_cb,
                                  pollreq_cb) == 1 &&
            OSSL_CMP_CTX_set_log_cb(ctx, log_cb) == 1 &&
            OSSL_CMP_CTX_set_log_verbosity(ctx, OSSL_CMP_LOG_WARNING) == 1 &&
-           OSSL_CMP_CTX_set1_cert(ctx, cfg->signer.cert) == 1 &&
-           OSSL_CMP_CTX_set1_pkey(ctx, cfg->signer.key) == 1 &&
+           OSSL_CMP_CTX_set1_cert(ctx, signer->cert) == 1 && OSSL_CMP_CTX_set1_pkey(ctx, signer->key) == 1 &&
            /* built once here: lazily it would come from ctx->untrusted, i.e. client extraCerts */
            OSSL_CMP_CTX_build_cert_chain(ctx, NULL, sk_X509_num(chain) > 0 ? chain : NULL) == 1 &&
            add_signer_roots(ctx, chain) &&
@@ -563,7 +168,7 @@ static int setup_protection(struct cmp_txn *t, struct cmp_call *c)
     const struct gw_pbm_conf *pbm;
 
     if (c->hdr.protection_nid == NID_id_PasswordBasedMAC) {
-        if ((pbm = gw_config_pbm(c->e->cfg, c->hdr.sender_kid, c->hdr.sender_kid_len)) == NULL)
+        if ((pbm = c->pbm) == NULL)
             return 0;
         t->pbm = 1;
         memcpy(t->kid, c->hdr.sender_kid, c->hdr.sender_kid_len);
@@ -593,7 +198,7 @@ struct cmp_txn *cmp_txn_new(struct cmp_call *c, int refusal)
     snprintf(t->route, sizeof(t->route), "%s", c->route);
     snprintf(t->tls_subject, sizeof(t->tls_subject), "%s", c->tls_subject);
     snprintf(t->body, sizeof(t->body), "%s", gw_shim_body_name(c->body));
-    if ((t->srv = OSSL_CMP_SRV_CTX_new(NULL, NULL)) == NULL || !setup_common(t, c->e->cfg))
+    if ((t->srv = OSSL_CMP_SRV_CTX_new(NULL, NULL)) == NULL || !setup_common(t, c->e->cfg.signer))
         goto err;
     /* a refusal context has neither trust nor secret: it can never validate anything (§10.1) */
     if (!refusal && (t->role == NULL || !setup_protection(t, c)))

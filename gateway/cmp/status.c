@@ -3,7 +3,7 @@
  * every certificate that authenticates a request, the CMP signer and the TLS client certificate.
  *
  * A certificate a configured upstream issued (found by issuer name and key identifier: one lookup,
- * cmp_issuer_upstream) is checked at that upstream: the local issuer and delegates answer from
+ * issuer_upstream) is checked at that upstream: the local issuer and delegates answer from
  * their store at once; other upstreams by their CRL, fetched, verified against the upstream's CA,
  * cached and read again every GW_STATUS_REFRESH_SECS or at once after a revocation through cmpgw;
  * Vault's cert/<serial> where its CRL cannot be had. A status that cannot be known fails closed:
@@ -12,10 +12,13 @@
  * validation, or by nothing where the entry says "revocation": "none"; an entry that says
  * "upstream" accepts certificates of configured upstreams only.
  */
-#include "gateway/cmp/cmp_local.h"
+#include "gateway/cmp/status.h"
+#include "gateway/cmp/outcome.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/x509.h"
+#include "mappings/role.h"
+#include "upstream/upstream.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,14 +85,14 @@ static STACK_OF(X509) *issuing_cas(const struct gw_upstream_conf *uc)
 
 int cmp_status_init(struct gw_cmp_engine *e, char *err)
 {
-    if (e->cfg->n_upstreams == 0)
+    if (e->cfg.n_upstreams == 0)
         return 0;
-    if ((e->crls = calloc(e->cfg->n_upstreams, sizeof(*e->crls))) == NULL)
+    if ((e->crls = calloc(e->cfg.n_upstreams, sizeof(*e->crls))) == NULL)
         goto nomem;
-    for (size_t i = 0; i < e->cfg->n_upstreams; i++) {
+    for (size_t i = 0; i < e->cfg.n_upstreams; i++) {
         pthread_mutex_init(&e->crls[i].lock, NULL);
         pthread_cond_init(&e->crls[i].fetched_cond, NULL);
-        if ((e->crls[i].cas = issuing_cas(&e->cfg->upstreams[i])) == NULL)
+        if ((e->crls[i].cas = issuing_cas(&e->cfg.upstreams[i])) == NULL)
             goto nomem;
     }
     return 0;
@@ -100,7 +103,7 @@ nomem:
 
 void cmp_status_cleanup(struct gw_cmp_engine *e)
 {
-    for (size_t i = 0; e->crls != NULL && i < e->cfg->n_upstreams; i++) {
+    for (size_t i = 0; e->crls != NULL && i < e->cfg.n_upstreams; i++) {
         X509_CRL_free(e->crls[i].crl);
         sk_X509_pop_free(e->crls[i].cas, X509_free);
         pthread_cond_destroy(&e->crls[i].fetched_cond);
@@ -121,11 +124,12 @@ static int issued_by_ca(const X509 *cert, X509 *ca)
     return akid == NULL || skid == NULL || ASN1_OCTET_STRING_cmp(akid, skid) == 0;
 }
 
-struct gw_upstream *cmp_issuer_upstream(const struct gw_cmp_engine *e, const X509 *cert, X509 **ca,
-                                        size_t *index)
+/* The upstream whose CA (|*ca|, config index |*index|) issued |cert|, by issuer name and AKI; or NULL. */
+static struct gw_upstream *issuer_upstream(const struct gw_cmp_engine *e, const X509 *cert, X509 **ca,
+                                           size_t *index)
 {
-    for (size_t i = 0; e->crls != NULL && i < e->cfg->n_upstreams; i++) {
-        struct gw_upstream *up = gw_upstream_set_get0(e->ups, e->cfg->upstreams[i].name);
+    for (size_t i = 0; e->crls != NULL && i < e->cfg.n_upstreams; i++) {
+        struct gw_upstream *up = gw_upstream_set_get0(e->ups, e->cfg.upstreams[i].name);
 
         for (int j = 0; up != NULL && j < sk_X509_num(e->crls[i].cas); j++) {
             if (!issued_by_ca(cert, sk_X509_value(e->crls[i].cas, j)))
@@ -143,9 +147,9 @@ void cmp_status_invalidate(struct gw_cmp_engine *e, const struct gw_upstream *up
     const struct gw_upstream_conf *uc = up != NULL ? gw_upstream_get0_conf(up) : NULL;
     size_t i;
 
-    if (uc == NULL || e->crls == NULL || uc < e->cfg->upstreams)
+    if (uc == NULL || e->crls == NULL || uc < e->cfg.upstreams)
         return;
-    if ((i = (size_t)(uc - e->cfg->upstreams)) >= e->cfg->n_upstreams)
+    if ((i = (size_t)(uc - e->cfg.upstreams)) >= e->cfg.n_upstreams)
         return;
     pthread_mutex_lock(&e->crls[i].lock);
     e->crls[i].stale = 1;
@@ -259,7 +263,7 @@ static int crl_status(struct gw_cmp_engine *e, size_t i, struct gw_upstream *up,
         pthread_cond_wait(&cc->fetched_cond, &cc->lock);
     /* a CRL read before a revocation through cmpgw does not know of it: stale until one after it */
     if (cc->crl != NULL && !cc->stale &&
-        now <= asn1_to_time(X509_CRL_get0_nextUpdate(cc->crl)) + (time_t)e->cfg->cmp.revocation_grace) {
+        now <= asn1_to_time(X509_CRL_get0_nextUpdate(cc->crl)) + (time_t)e->cfg.cmp->revocation_grace) {
         *revoked = X509_CRL_get0_by_cert(cc->crl, &rev, cert) == 1;
         *reason = *revoked ? reason_of(rev) : CRL_REASON_NONE;
         snprintf(note->text, sizeof(note->text), "CRL of upstream %s", gw_upstream_get0_conf(up)->name);
@@ -312,16 +316,25 @@ static int upstream_status(struct gw_cmp_engine *e, size_t i, struct gw_upstream
     return GW_ERR_UPSTREAM;
 }
 
+/* The trust entry called |name|, or NULL. */
+static const struct gw_trust_conf *trust_named(const struct gw_cmp_settings *cfg, const char *name)
+{
+    for (size_t i = 0; name != NULL && i < cfg->n_trust; i++)
+        if (strcmp(cfg->trust[i].name, name) == 0)
+            return &cfg->trust[i];
+    return NULL;
+}
+
 /*
  * A certificate no configured upstream issued: the trust entries in |names| whose CA signed it say
- * whether that is acceptable. -1, or notAuthorized with |text|.
+ * whether that is acceptable; an entry that takes its upstreams' certificates only refuses it.
  */
-static int entry_status(const struct gw_config *cfg, char *const *names, size_t n, X509 *cert,
-                        const char *what, struct status_note *note, char *text)
+static int entry_status(const struct gw_cmp_settings *cfg, char *const *names, size_t n, X509 *cert,
+                        const char *what, struct status_note *note, struct cmp_refusal *r)
 {
     snprintf(note->text, sizeof(note->text), "not checked");
     for (size_t i = 0; i < n; i++) {
-        const struct gw_trust_conf *t = gw_config_trust(cfg, names[i]);
+        const struct gw_trust_conf *t = trust_named(cfg, names[i]);
         int covers = 0;
 
         for (int j = 0; t != NULL && j < sk_X509_num(t->cas) && !covers; j++)
@@ -330,69 +343,67 @@ static int entry_status(const struct gw_config *cfg, char *const *names, size_t 
             continue;
         if (t->crl_file != NULL) {
             snprintf(note->text, sizeof(note->text), "crl_file of trust %s", t->name);
-            return -1;
+            return 0;
         }
-        if (t->revocation == GW_REVOCATION_UPSTREAM) {
-            snprintf(text, GW_ERR_LEN,
-                     "the %s certificate was not issued by a CA this gateway can ask about revocation; trust "
-                     "%s accepts certificates of its upstreams only",
-                     what, t->name);
-            return OSSL_CMP_PKIFAILUREINFO_notAuthorized;
-        }
+        if (t->revocation == GW_REVOCATION_UPSTREAM)
+            return cmp_refuse(
+                r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                "the %s certificate was not issued by a CA this gateway can ask about revocation; "
+                "trust %s accepts certificates of its upstreams only",
+                what, t->name);
         snprintf(note->text, sizeof(note->text), "not checked (trust %s: revocation none)", t->name);
     }
-    return -1;
+    return 0;
 }
 
-/* One authenticating certificate: -1 if it may be used (|note| says how that was known), else a bit. */
+/* One authenticating certificate: 0 if it may be used (|note| says how that was known), else refused. */
 static int check_one(struct cmp_call *c, X509 *cert, char *const *names, size_t n, const char *what,
-                     struct status_note *note, char *text)
+                     struct status_note *note, struct cmp_refusal *r)
 {
     struct gw_cmp_engine *e = c->e;
     char err[GW_ERR_LEN] = "", serial[2 * 20 + 1];
     size_t i = 0;
     X509 *ca = NULL;
-    struct gw_upstream *up = cmp_issuer_upstream(e, cert, &ca, &i);
+    struct gw_upstream *up = issuer_upstream(e, cert, &ca, &i);
     int revoked = 0, reason = CRL_REASON_NONE;
 
     if (up == NULL)
-        return entry_status(e->cfg, names, n, cert, what, note, text);
+        return entry_status(&e->cfg, names, n, cert, what, note, r);
     if (!gw_upstream_get0_conf(up)->check_revocation) {
         snprintf(note->text, sizeof(note->text), "not checked (upstream %s: check_revocation false)",
                  gw_upstream_get0_conf(up)->name);
-        return -1;
+        return 0;
     }
     if (upstream_status(e, i, up, ca, cert, c->now, &revoked, &reason, note, err) != 0) {
         gw_log_kv(GW_LOG_WARN, "status_unknown", "tid", c->rsp->tid, "certificate", what, "reason", err,
                   NULL);
-        snprintf(text, GW_ERR_LEN,
-                 "the revocation status of the %s certificate cannot be checked now (%.120s); retry later",
-                 what, err);
-        return OSSL_CMP_PKIFAILUREINFO_systemUnavail;
+        return cmp_refuse(
+            r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+            "the revocation status of the %s certificate cannot be checked now (%.120s); retry later", what,
+            err);
     }
     if (!revoked)
-        return -1;
+        return 0;
     gw_x509_cert_serial_hex(cert, serial, sizeof(serial));
-    snprintf(text, GW_ERR_LEN, "the %s certificate (serial %s) is revoked; authenticate with a valid one",
-             what, serial);
     gw_log_kv(GW_LOG_INFO, "credential_revoked", "tid", c->rsp->tid, "certificate", what, "serial", serial,
               "source", note->text, NULL);
-    return OSSL_CMP_PKIFAILUREINFO_certRevoked;
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+                      "the %s certificate (serial %s) is revoked; authenticate with a valid one", what,
+                      serial);
 }
 
-int cmp_check_credentials(struct cmp_call *c, struct cmp_txn *t, char *text)
+int cmp_check_credentials(struct cmp_call *c, struct cmp_txn *t, struct cmp_refusal *r)
 {
     const struct gw_authz *a = &t->role->authz;
     struct status_note signer = {"none"}, tls = {"none"};
-    int bit;
 
     if (t->signer != NULL &&
-        (bit = check_one(c, t->signer, t->role->trust_names, t->role->n_trust, "signer", &signer, text)) >= 0)
-        return bit;
-    if (c->req->tls_peer != NULL && (bit = check_one(c, c->req->tls_peer, a->tls_trust_names, a->n_tls_trust,
-                                                     "TLS client", &tls, text)) >= 0)
-        return bit;
+        check_one(c, t->signer, t->role->trust_names, t->role->n_trust, "signer", &signer, r) != 0)
+        return 1;
+    if (c->req->tls_peer != NULL &&
+        check_one(c, c->req->tls_peer, a->tls_trust_names, a->n_tls_trust, "TLS client", &tls, r) != 0)
+        return 1;
     snprintf(t->credential_status, sizeof(t->credential_status), "signer: %.200s; tls: %.200s", signer.text,
              tls.text);
-    return -1;
+    return 0;
 }

@@ -29,6 +29,7 @@
 #include <openssl/x509_vfy.h>
 
 #include "gateway/cmp/engine.h"
+#include "gateway/cmp/engine_test.h"
 #include "mappings/route.h"
 #include "upstream/upstream.h"
 
@@ -97,6 +98,7 @@ static inline EVP_PKEY *fuzz_pki_key(const char *name)
 static inline void fuzz_engine_init(void)
 {
     char *json = fuzz_pki_file("cmpgw.json", NULL), err[GW_ERR_LEN] = "";
+    struct gw_cmp_settings settings;
 
     fuzz_quiet();
     fz.verbose = getenv("CMPGW_FUZZ_VERBOSE") != NULL;
@@ -111,9 +113,10 @@ static inline void fuzz_engine_init(void)
         fuzz_verify_time(fz.cfg->roles[i].store);
         fuzz_verify_time(fz.cfg->roles[i].authz.tls_store);
     }
+    gw_config_cmp_settings(fz.cfg, &settings);
     if ((fz.ups = gw_upstream_set_new(fz.cfg->upstreams, fz.cfg->n_upstreams, fz.cfg->roles, fz.cfg->n_roles,
                                       &fz.cfg->upstream_signer, err)) == NULL ||
-        (fz.engine = gw_cmp_engine_new(fz.cfg, fz.ups, err)) == NULL)
+        (fz.engine = gw_cmp_engine_new(&settings, fz.ups, err)) == NULL)
         fuzz_die("engine: %s", err);
     gw_cmp_engine_set_clock(fz.engine, fuzz_clock);
     fz.route.kind = GW_ROUTE_DEFAULT;

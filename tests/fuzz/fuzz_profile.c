@@ -20,6 +20,7 @@
 
 #include "mappings/policy.h"
 #include "mappings/profile.h"
+#include "gateway/cmp/cert_req.h"
 #include "upstream/upstream.h"
 
 static struct gw_config *cfg;

@@ -25,6 +25,7 @@
 #include <json-c/json.h>
 
 #include "gateway/cmp/engine.h"
+#include "gateway/cmp/engine_test.h"
 #include "gateway/cmp/shim.h"
 #include "gateway/config.h"
 #include "mappings/route.h"
@@ -195,6 +196,15 @@ static struct env *env_parse(const struct env_opts *o)
     return e;
 }
 
+/* An engine over |cfg|'s settings, as gateway/main.c builds it. */
+static struct gw_cmp_engine *engine_new(const struct gw_config *cfg, struct gw_upstream_set *ups, char *err)
+{
+    struct gw_cmp_settings settings;
+
+    gw_config_cmp_settings(cfg, &settings);
+    return gw_cmp_engine_new(&settings, ups, err);
+}
+
 static void env_start(struct env *e)
 {
     char err[GW_ERR_LEN] = "";
@@ -202,7 +212,7 @@ static void env_start(struct env *e)
     if ((e->ups = gw_upstream_set_new(e->cfg->upstreams, e->cfg->n_upstreams, e->cfg->roles, e->cfg->n_roles,
                                       &e->cfg->upstream_signer, err)) == NULL)
         fail_msg("upstreams: %s", err);
-    if ((e->engine = gw_cmp_engine_new(e->cfg, e->ups, err)) == NULL)
+    if ((e->engine = engine_new(e->cfg, e->ups, err)) == NULL)
         fail_msg("engine: %s", err);
     e->route.kind = GW_ROUTE_DEFAULT;
     e->route.role = e->cfg->default_path_policy.role;
@@ -1662,11 +1672,11 @@ static void test_audit_unopenable(void **state)
     e->cfg->audit.file = strdup(dir); /* a directory */
     assert_non_null(e->ups = gw_upstream_set_new(e->cfg->upstreams, e->cfg->n_upstreams, e->cfg->roles,
                                                  e->cfg->n_roles, &e->cfg->upstream_signer, err));
-    assert_null(gw_cmp_engine_new(e->cfg, e->ups, err));
+    assert_null(engine_new(e->cfg, e->ups, err));
     assert_non_null(strstr(err, "CMP engine"));
     free(e->cfg->audit.file);
     e->cfg->audit.file = NULL;
-    assert_null(gw_cmp_engine_new(e->cfg, e->ups, err));
+    assert_null(engine_new(e->cfg, e->ups, err));
     assert_non_null(strstr(err, "no audit log"));
     env_free(e);
 }

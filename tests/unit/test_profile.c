@@ -12,6 +12,7 @@
 #include "base/err.h"
 #include "base/limits.h"
 #include "mappings/profile.h"
+#include "gateway/cmp/cert_req.h"
 
 #define NOW ((time_t)1900000000) /* 2030-03-17 */
 #define DAY 86400

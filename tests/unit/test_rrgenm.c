@@ -121,6 +121,7 @@ static struct env *env_new(const char *role_extra, const char *top_extra)
 {
     static int n;
     struct env *e = calloc(1, sizeof(*e));
+    struct gw_cmp_settings settings;
     char err[GW_ERR_LEN] = "", piece[1024], *json = strdup(base_json);
 
     snprintf(piece, sizeof(piece), "\"store\": \"store-%d\", ", ++n);
@@ -145,7 +146,8 @@ static struct env *env_new(const char *role_extra, const char *top_extra)
     if ((e->ups = gw_upstream_set_new(e->cfg->upstreams, e->cfg->n_upstreams, e->cfg->roles, e->cfg->n_roles,
                                       &e->cfg->upstream_signer, err)) == NULL)
         fail_msg("upstreams: %s", err);
-    if ((e->engine = gw_cmp_engine_new(e->cfg, e->ups, err)) == NULL)
+    gw_config_cmp_settings(e->cfg, &settings);
+    if ((e->engine = gw_cmp_engine_new(&settings, e->ups, err)) == NULL)
         fail_msg("engine: %s", err);
     e->route.kind = GW_ROUTE_DEFAULT;
     e->route.role = e->cfg->default_path_policy.role;

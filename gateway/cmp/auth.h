@@ -1,0 +1,32 @@
+/*
+ * Who signed a request: the one certificate that names the sender and chains to the role's trust,
+ * chosen and pinned before OpenSSL verifies the signature (auth.c says why).
+ */
+#ifndef GW_CMP_AUTH_H
+#define GW_CMP_AUTH_H
+
+#include <openssl/cmp.h>
+#include <openssl/evp.h>
+#include "gateway/cmp/cmp_local.h"
+
+#define TEXT_UNTRUSTED                                                                                       \
+    "message protection could not be verified: the signer certificate is not issued by a CA "                \
+    "trusted on this route"
+#define TEXT_BAD_SIGNATURE                                                                                   \
+    "message protection could not be verified: the signature does not match the signer certificate"
+
+#define TEXT_KEY_LIMITS                                                                                      \
+    "a key in this request is above this server's limits: RSA keys up to 8192 bits with a public "           \
+    "exponent below 2^32"
+
+/* cmp_key_affordable tells whether a signature check with |key| has a bounded cost (RSA size, exponent). */
+int cmp_key_affordable(const EVP_PKEY *key);
+
+/*
+ * cmp_authenticate chooses the one certificate that signed |msg| among those naming its sender and
+ * chaining to the role's trust, and pins it on |t|'s context (t->signer). 0 if authenticated or
+ * left to OpenSSL (PBM, no trust on the role); else refused with |r|.
+ */
+int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refusal *r);
+
+#endif

@@ -1,0 +1,24 @@
+/*
+ * Test hooks of the CMP engine (gateway/cmp/engine.c). Only tests, fuzz targets and benchmarks
+ * include this header; the gateway itself never calls these.
+ */
+#ifndef GW_CMP_ENGINE_TEST_H
+#define GW_CMP_ENGINE_TEST_H
+
+#include <stddef.h>
+#include <time.h>
+
+struct gw_cmp_engine;
+
+/* gw_cmp_engine_set_clock replaces the engine's clock (messageTime, TTLs); NULL = time(). */
+void gw_cmp_engine_set_clock(struct gw_cmp_engine *e, time_t (*clock)(void));
+
+/*
+ * gw_cmp_engine_reset closes every open transaction (logged as abandoned) and forgets the replay
+ * cache, so that the next request meets the engine as new (each test or fuzz input alike). Only
+ * while no request runs. Returns the transaction slots a finished request left held: 0 unless one
+ * leaked a slot.
+ */
+size_t gw_cmp_engine_reset(struct gw_cmp_engine *e);
+
+#endif

@@ -1,0 +1,44 @@
+/*
+ * One HTTP exchange as the CMP engine sees it: the request a listener hands to a worker and the
+ * response it gets back (gateway/cmp/engine.h).
+ */
+#ifndef GW_CMP_EXCHANGE_H
+#define GW_CMP_EXCHANGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <openssl/x509.h>
+#include "base/limits.h"
+#include "mappings/route.h"
+
+/* One HTTP request as the listener hands it to a worker (all borrowed for the call). */
+struct gw_cmp_request {
+    const unsigned char *der;
+    size_t len;
+    const struct gw_route_match *route;
+    X509 *tls_peer;   /* verified TLS client certificate, or NULL */
+    const char *path; /* request path, for the audit log; NULL = described from |route| */
+};
+
+/* What to send back, and what to log. Fill with gw_cmp_response_init, free with _cleanup. */
+struct gw_cmp_response {
+    int http_status;              /* 200: |der| is a PKIMessage; else an HTTP error */
+    char http_reason[GW_ERR_LEN]; /* one line for a non-200 body */
+    unsigned char *der;           /* OPENSSL_malloc'ed */
+    size_t len;
+    /* for the request log line */
+    char req_type[16];                /* "ir", "certConf", ... or "" */
+    char rsp_type[16];                /* "ip", "error", ... or "" */
+    char tid[2 * GW_MAX_TID_LEN + 1]; /* transactionID in hex */
+    char identity[GW_IDENTITY_LEN];   /* CMP sender identity: signer subject or "pbm:<ref>" */
+    char outcome[GW_ERR_LEN];         /* "accepted", "rejection: badTime: ...", ... */
+    char serial[2 * 20 + 1];          /* issued serial in hex, or "" */
+    bool auth_failed;                 /* the sender could not be authenticated: counts against its address */
+};
+
+/* gw_cmp_response_init readies |rsp| for an answer (HTTP 500 until one is written). */
+void gw_cmp_response_init(struct gw_cmp_response *rsp);
+/* gw_cmp_response_cleanup frees the DER |rsp| holds. NULL-safe. */
+void gw_cmp_response_cleanup(struct gw_cmp_response *rsp);
+
+#endif

@@ -1,0 +1,342 @@
+/*
+ * Enrolment (ir, cr, p10cr, kur; RFC 9483 §4.1): the cert-request callback. The request passes the
+ * checks every request passes (policy.c), the 3GPP ones and kur's, holds a transaction slot, is
+ * mapped onto the role's profile and its request policy, goes on record, and goes to the upstream
+ * the role chooses (a CSR-only CA gets CRMF only through a delegate), directly or, with poll_after,
+ * through poll.c. What comes back is checked before it is released, and is on disk before the
+ * response that carries it leaves.
+ */
+#include "gateway/cmp/issue.h"
+#include "gateway/cmp/cert_req.h"
+#include "gateway/cmp/cmp_local.h"
+#include "gateway/cmp/outcome.h"
+#include "gateway/cmp/policy.h"
+#include "gateway/cmp/poll.h"
+#include "gateway/cmp/record.h"
+#include "gateway/cmp/txn.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "base/x509.h"
+#include "mappings/policy.h"
+#include "mappings/profile.h"
+#include "upstream/upstream.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/x509v3.h>
+
+/* docs/design.md, decision 7: kur only by the holder of the certificate being updated. */
+static int check_kur(struct cmp_txn *t, struct cmp_call *c, const OSSL_CRMF_MSG *crm, struct cmp_refusal *r)
+{
+    const OSSL_CRMF_CERTID *old;
+    const X509_NAME *issuer;
+    const ASN1_INTEGER *serial;
+
+    if (c->body != GW_CMP_BODY_KUR)
+        return 0;
+    if (t->pbm || t->signer == NULL)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                          "key update must be signed with the certificate being updated, not PBM-protected");
+    if (crm == NULL || (old = OSSL_CRMF_MSG_get0_regCtrl_oldCertID(crm)) == NULL)
+        return 0; /* RFC 9483 §4.1.3: without oldCertID the signer's certificate is the one updated */
+    issuer = OSSL_CRMF_CERTID_get0_issuer(old);
+    serial = OSSL_CRMF_CERTID_get0_serialNumber(old);
+    if (issuer != NULL && serial != NULL && X509_NAME_cmp(issuer, X509_get_issuer_name(t->signer)) == 0 &&
+        ASN1_INTEGER_cmp(serial, X509_get0_serialNumber(t->signer)) == 0)
+        return 0;
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                      "key update must be signed with the certificate it updates; "
+                      "oldCertID names another certificate");
+}
+
+/* Holds a table slot before the upstream call, so an issued certificate can always be parked. */
+static int reserve(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r)
+{
+    int rc = gw_txn_reserve(c->e->txns, c->hdr.tid, c->hdr.tid_len, t->identity);
+
+    if (rc == 0) {
+        c->reserved = 1;
+        return 0;
+    }
+    if (rc == GW_ERR_EXISTS)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_transactionIdInUse, "%s", TEXT_TID_IN_USE);
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                      "too many open transactions for %.150s: confirm or wait for them to expire",
+                      t->identity);
+}
+
+static enum gw_req_kind req_kind(int body)
+{
+    switch (body) {
+    case GW_CMP_BODY_CR:
+        return GW_REQ_CR;
+    case GW_CMP_BODY_KUR:
+        return GW_REQ_KUR;
+    case GW_CMP_BODY_P10CR:
+        return GW_REQ_P10CR;
+    default:
+        return GW_REQ_IR;
+    }
+}
+
+#define TEXT_AUDIT_DOWN "the audit log cannot be written; nothing was issued"
+#define TEXT_AUDIT_LOST "the audit log cannot be written; the certificate was not released"
+
+/* One certificate request on its way through policy, upstream and checks. */
+struct issuing {
+    struct gw_cert_req creq;
+    struct gw_cert_plan plan;
+    struct gw_sign_result res;
+    const X509_REQ *p10cr;
+};
+
+/* Keeps our reference to the issued certificate (for certConf) and hands OpenSSL its own. */
+static OSSL_CMP_PKISI *accept_cert(struct cmp_txn *t, struct cmp_call *c, struct gw_sign_result *res,
+                                   int modified, X509 **certOut, STACK_OF(X509) **chainOut)
+{
+    const char *status = modified ? "grantedWithMods" : "accepted";
+    OSSL_CMP_PKISI *si = OSSL_CMP_STATUSINFO_new(
+        modified ? OSSL_CMP_PKISTATUS_grantedWithMods : OSSL_CMP_PKISTATUS_accepted, 0, NULL);
+
+    if (si == NULL || X509_up_ref(res->cert) != 1) {
+        OSSL_CMP_PKISI_free(si);
+        si = cmp_reject(c, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                                                 "internal error: the certificate was not released"});
+        cmp_withdraw(c->e, t, c->rsp->tid, res->cert, CRL_REASON_CESSATION_OF_OPERATION);
+        return si;
+    }
+    t->issued = res->cert; /* ours; OpenSSL gets the result's reference below */
+    /* docs/design.md, decision 8: on disk before the response that carries the certificate leaves
+     * (a deferred request's completion wrote it already: poll.c) */
+    c->audited = 1;
+    if (!t->on_record && cmp_audit_cert(c->e, t, c->rsp->tid, "issued", status, t->issued, 1) != 0) {
+        OSSL_CMP_PKISI_free(si);
+        si = cmp_reject(c, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_LOST});
+        cmp_withdraw(c->e, t, c->rsp->tid, t->issued, CRL_REASON_CESSATION_OF_OPERATION);
+        X509_free(t->issued);
+        t->issued = NULL;
+        return si;
+    }
+    *certOut = res->cert;
+    *chainOut = res->chain;
+    res->cert = NULL;
+    res->chain = NULL;
+    snprintf(c->rsp->serial, sizeof(c->rsp->serial), "%s", t->serial);
+    cmp_set_outcome(c, status, NULL);
+    gw_log_kv(GW_LOG_INFO, "cert_issued", "tid", c->rsp->tid, "identity", t->identity, "serial", t->serial,
+              "role", t->role->name, "upstream", gw_upstream_conf_name(gw_upstream_get0_conf(t->up)), NULL);
+    return si;
+}
+
+/* A certificate the client will not get: on record with its serial, then withdrawn. */
+static OSSL_CMP_PKISI *refuse_cert(struct cmp_txn *t, struct cmp_call *c, X509 *cert,
+                                   const struct cmp_refusal *r)
+{
+    OSSL_CMP_PKISI *si = cmp_reject(c, r);
+
+    c->audited = 1;
+    (void)cmp_audit_cert(c->e, t, c->rsp->tid, "rejected", c->rsp->outcome, cert, 1);
+    cmp_withdraw(c->e, t, c->rsp->tid, cert, CRL_REASON_UNSPECIFIED);
+    t->serial[0] = '\0';
+    return si;
+}
+
+/*
+ * What the upstream returned is checked before it reaches the client. A certificate
+ * that does not certify the requested key or does not chain to the route's CA is the CA's fault,
+ * not the request's: systemFailure (RFC 9810 §5.2.3), as the client can change nothing to fix it.
+ * Names, usages, extensions or validity outside the role's policy are badCertTemplate: the content
+ * is what is refused, whether the CA derived it from the request (a CN copied into the SANs, a CSR's
+ * usages copied verbatim) or its own role added it (the statusString names what to narrow).
+ */
+static OSSL_CMP_PKISI *deliver(struct cmp_txn *t, struct cmp_call *c, const struct gw_cert_plan *plan,
+                               struct gw_sign_result *res, X509 **certOut, STACK_OF(X509) **chainOut)
+{
+    X509_STORE *store = cmp_issuer_store(c->e, t->up);
+    char err[GW_ERR_LEN] = "";
+    struct cmp_refusal r = {0};
+    enum gw_issued_verdict v = GW_ISSUED_BAD;
+
+    gw_x509_cert_serial_hex(res->cert, t->serial, sizeof(t->serial));
+    if (store == NULL)
+        snprintf(err, sizeof(err), "no issuer CA is configured to check it against");
+    else
+        v = gw_policy_check_issued(t->role, plan, res->cert, res->chain, store, c->now, err);
+    switch (v) {
+    case GW_ISSUED_OK:
+    case GW_ISSUED_MODIFIED:
+        return accept_cert(t, c, res, v == GW_ISSUED_MODIFIED || plan->modified || res->modified, certOut,
+                           chainOut);
+    case GW_ISSUED_OUTSIDE_POLICY:
+        cmp_refuse(&r, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+                   "the CA issued a certificate outside this route's policy (%.170s); it was not released",
+                   err);
+        return refuse_cert(t, c, res->cert, &r);
+    default:
+        cmp_refuse(&r, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                   "the CA returned an unusable certificate (%.170s); it was not released", err);
+        return refuse_cert(t, c, res->cert, &r);
+    }
+}
+
+/* The request as the role shapes it, then the role's request policy. */
+static int plan_request(struct cmp_txn *t, struct cmp_call *c, const OSSL_CRMF_MSG *crm, struct issuing *is,
+                        struct cmp_refusal *r)
+{
+    int rc = is->p10cr != NULL ? gw_cert_req_from_p10(is->p10cr, &is->creq, r->text)
+                               : gw_cert_req_from_crmf(req_kind(c->body), crm, &is->creq, r->text);
+
+    r->fail_info = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
+    if (rc != 0)
+        return 1;
+    /* 3GPP TS 33.310 §9.5.4.2: the template subject is optional; the vendor certificate names the device */
+    if (t->role->subject_from_signer && gw_cert_req_subject_from(&is->creq, t->pbm ? NULL : t->signer) != 0)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure, "out of memory");
+    if (gw_cert_plan_make(t->role, &is->creq, c->now, &is->plan, &r->fail_info, r->text) != 0)
+        return 1;
+    r->fail_info = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
+    return gw_policy_check_request(t->role, &is->plan, &r->fail_info, r->text) != 0;
+}
+
+/* An upstream answer without a certificate: refused with the upstream's failInfo and reason. */
+static int sign_refused(const struct gw_sign_result *res, struct cmp_refusal *r)
+{
+    if (res->status == 0 && res->cert != NULL)
+        return 0;
+    return cmp_refuse(r, res->status != 0 ? res->fail_info : OSSL_CMP_PKIFAILUREINFO_systemFailure, "%s",
+                      res->reason[0] != '\0' ? res->reason : "the upstream CA issued no certificate");
+}
+
+/* The intent goes on record before the upstream is asked: no record, no certificate. */
+static int audit_intent(struct cmp_txn *t, struct cmp_call *c, const struct issuing *is)
+{
+    struct gw_audit_rec r;
+
+    cmp_audit_rec_init(&r, t, c->rsp->tid, "intent", NULL);
+    r.subject = is->plan.subject;
+    r.sans = is->plan.sans;
+    r.pubkey = is->plan.pubkey;
+    r.csr = is->p10cr;
+    return cmp_audit_write(c->e, &r, 0);
+}
+
+/* poll_after: the call runs on; the transaction keeps what a release needs (docs/design.md, OpenSSL 3.0 §7).
+ */
+static OSSL_CMP_PKISI *defer(struct cmp_txn *t, struct cmp_call *c, struct issuing *is)
+{
+    struct gw_audit_rec r;
+
+    *t->plan = is->plan; /* moved */
+    gw_cert_plan_init(&is->plan);
+    cmp_set_outcome(c, "waiting", NULL);
+    c->audited = 1;
+    cmp_audit_rec_init(&r, t, c->rsp->tid, "waiting",
+                       "the upstream CA is slower than poll_after; the client polls");
+    (void)cmp_audit_write(c->e, &r, 0);
+    return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_waiting, 0, NULL);
+}
+
+/* Asks the upstream: blocking up to its timeout, or, with poll_after, maybe deferred. 1 if deferred. */
+static int sign(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req, struct issuing *is)
+{
+    struct gw_sign_req sreq = {
+        .role = t->role, .plan = &is->plan, .csr = is->p10cr, .request_id = c->rsp->tid};
+
+    if (t->role->poll_after_ms == 0) {
+        gw_upstream_sign_wait(t->up, &sreq, &is->res);
+        return 0;
+    }
+    if ((t->request = OSSL_CMP_MSG_dup(req)) == NULL || (t->plan = calloc(1, sizeof(*t->plan))) == NULL) {
+        gw_upstream_refusal(t->up, GW_ERR_NOMEM, &is->res);
+        return 0;
+    }
+    gw_cert_plan_init(t->plan);
+    return cmp_poll_sign(t, c, &sreq, &is->res);
+}
+
+/* Maps the request onto the role, picks the upstream, asks it to sign, checks the result (worker). */
+static OSSL_CMP_PKISI *issue(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req,
+                             const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr, X509 **certOut,
+                             STACK_OF(X509) **chainOut)
+{
+    struct issuing is = {.p10cr = p10cr};
+    OSSL_CMP_PKISI *si;
+    struct cmp_refusal r = {0};
+
+    gw_cert_req_init(&is.creq);
+    gw_cert_plan_init(&is.plan);
+    gw_sign_result_init(&is.res);
+    if (plan_request(t, c, crm, &is, &r) != 0 || cmp_pick_upstream(c, t, &is.plan, p10cr, &t->up, &r) != 0)
+        si = cmp_reject(c, &r);
+    else if (audit_intent(t, c, &is) != 0)
+        si = cmp_reject(c, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_DOWN});
+    else if (sign(t, c, req, &is) == 1)
+        si = defer(t, c, &is);
+    else if (sign_refused(&is.res, &r))
+        si = cmp_reject(c, &r);
+    else
+        si = deliver(t, c, &is.plan, &is.res, certOut, chainOut);
+    gw_sign_result_cleanup(&is.res);
+    gw_cert_plan_cleanup(&is.plan);
+    gw_cert_req_cleanup(&is.creq);
+    return si;
+}
+
+/* The checks in order: who asks (authorization first), then protocol, then the old certificate. */
+static OSSL_CMP_PKISI *decide(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req,
+                              const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr, X509 **certOut,
+                              STACK_OF(X509) **chainOut)
+{
+    struct cmp_refusal r = {0};
+
+    if (cmp_check_request(t, c, &r) != 0 || cmp_check_3gpp(c, t, crm, p10cr, &r) != 0 ||
+        check_kur(t, c, crm, &r) != 0 || reserve(t, c, &r) != 0)
+        return cmp_reject(c, &r);
+    return issue(t, c, req, crm, p10cr, certOut, chainOut);
+}
+
+/* pollReq found the deferred result: OpenSSL re-runs the callback on the stored request (§7). */
+static OSSL_CMP_PKISI *release(struct cmp_txn *t, struct cmp_call *c, X509 **certOut,
+                               STACK_OF(X509) **chainOut)
+{
+    struct gw_sign_result res;
+    struct cmp_refusal r = {0};
+    OSSL_CMP_PKISI *si;
+
+    t->release = 0;
+    if (!cmp_poll_take(t->pending, &res, &t->on_record))
+        return cmp_reject(c, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badRequest,
+                                                   "the result of this transaction was already sent"});
+    if (sign_refused(&res, &r)) {
+        si = cmp_reject(c, &r);
+    } else if (!t->on_record) { /* the completion could not write the "issued" record */
+        gw_x509_cert_serial_hex(res.cert, t->serial, sizeof(t->serial));
+        si = refuse_cert(t, c, res.cert,
+                         &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_LOST});
+    } else {
+        si = deliver(t, c, t->plan, &res, certOut, chainOut);
+        c->released = *certOut != NULL;
+    }
+    gw_sign_result_cleanup(&res);
+    return si;
+}
+
+OSSL_CMP_PKISI *cmp_issue_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
+                             const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr, X509 **certOut,
+                             STACK_OF(X509) **chainOut, STACK_OF(X509) **caPubs)
+{
+    struct cmp_txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
+    struct cmp_call *c = t->call;
+    OSSL_CMP_PKISI *si;
+
+    (void)certReqId;
+    si = t->release ? release(t, c, certOut, chainOut) : decide(t, c, req, crm, p10cr, certOut, chainOut);
+    /* RFC 9810 §5.3.2, TS 33.310 §9.5.4.3: the operator root for the device; OpenSSL sends it in ip only */
+    if (*certOut != NULL && t->role->ca_pubs != NULL &&
+        (*caPubs = X509_chain_up_ref(t->role->ca_pubs)) == NULL)
+        gw_log_kv(GW_LOG_WARN, "ca_pubs_dropped", "tid", c->rsp->tid, "reason", "out of memory", NULL);
+    /* every outcome of an authenticated request is on record, refusals included */
+    cmp_audit_refusal(c, t);
+    return si;
+}

@@ -1,0 +1,62 @@
+/*
+ * How a request ends: the refusals checks fill (struct cmp_refusal), turned into a rejection
+ * PKIStatusInfo or into OpenSSL's error message, and the outcome the request log line carries.
+ */
+#include "gateway/cmp/outcome.h"
+#include "base/conf.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <openssl/cmperr.h>
+#include <openssl/err.h>
+
+static const char *const fail_names[OSSL_CMP_PKIFAILUREINFO_MAX + 1] = {
+    "badAlg",           "badMessageCheck",     "badRequest",          "badTime",           "badCertId",
+    "badDataFormat",    "wrongAuthority",      "incorrectData",       "missingTimeStamp",  "badPOP",
+    "certRevoked",      "certConfirmed",       "wrongIntegrity",      "badRecipientNonce", "timeNotAvailable",
+    "unacceptedPolicy", "unacceptedExtension", "addInfoNotAvailable", "badSenderNonce",    "badCertTemplate",
+    "signerNotTrusted", "transactionIdInUse",  "unsupportedVersion",  "notAuthorized",     "systemUnavail",
+    "systemFailure",    "duplicateCertReq",
+};
+
+static const char *fail_name(int bit)
+{
+    return bit >= 0 && bit <= OSSL_CMP_PKIFAILUREINFO_MAX ? fail_names[bit] : "none";
+}
+
+int cmp_refuse(struct cmp_refusal *r, int fail_info, const char *fmt, ...)
+{
+    va_list ap;
+
+    r->fail_info = fail_info;
+    va_start(ap, fmt);
+    vsnprintf(r->text, sizeof(r->text), fmt, ap);
+    va_end(ap);
+    return 1;
+}
+
+void cmp_set_outcome(struct cmp_call *c, const char *status, const struct cmp_refusal *r)
+{
+    /* every failed protection check is badMessageCheck (docs/errors.md): the address pays for it */
+    if (r != NULL && r->fail_info == OSSL_CMP_PKIFAILUREINFO_badMessageCheck)
+        c->rsp->auth_failed = true;
+    if (r == NULL)
+        snprintf(c->rsp->outcome, sizeof(c->rsp->outcome), "%s", status);
+    else
+        gw_conf_bprintf(c->rsp->outcome, sizeof(c->rsp->outcome), "%s: %s: %s", status,
+                        fail_name(r->fail_info), r->text);
+}
+
+OSSL_CMP_PKISI *cmp_reject(struct cmp_call *c, const struct cmp_refusal *r)
+{
+    cmp_set_outcome(c, "rejection", r);
+    return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << r->fail_info, r->text);
+}
+
+int cmp_fail(struct cmp_call *c, const struct cmp_refusal *r)
+{
+    c->fail = *r;
+    cmp_set_outcome(c, "error", r);
+    ERR_raise_data(ERR_LIB_CMP, CMP_R_REQUEST_REJECTED_BY_SERVER, "%s", r->text);
+    return 0;
+}

@@ -1,0 +1,28 @@
+/*
+ * How a request ends: the refusals checks fill (struct cmp_refusal, gateway/cmp/cmp_local.h),
+ * turned into a rejection PKIStatusInfo or into OpenSSL's error message, and the outcome the
+ * request log line carries.
+ */
+#ifndef GW_CMP_OUTCOME_H
+#define GW_CMP_OUTCOME_H
+
+#include <openssl/cmp.h>
+#include "gateway/cmp/cmp_local.h"
+
+/* cmp_refuse fills |r| with failInfo |fail_info| and the formatted statusString; returns 1. */
+__attribute__((format(printf, 3, 4))) int cmp_refuse(struct cmp_refusal *r, int fail_info, const char *fmt,
+                                                     ...);
+
+/* cmp_set_outcome notes how the request ended: |status|, and the refusal |r| if there is one (or NULL). */
+void cmp_set_outcome(struct cmp_call *c, const char *status, const struct cmp_refusal *r);
+
+/* cmp_reject returns a rejection PKIStatusInfo saying |r|, the outcome noted (new; NULL on OOM). */
+OSSL_CMP_PKISI *cmp_reject(struct cmp_call *c, const struct cmp_refusal *r);
+
+/*
+ * cmp_fail is for callbacks that can fail only as an error message in 3.0 (genm, certConf,
+ * pollReq): notes |r|, which the engine puts into OpenSSL's error message, and returns 0.
+ */
+int cmp_fail(struct cmp_call *c, const struct cmp_refusal *r);
+
+#endif

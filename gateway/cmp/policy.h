@@ -1,0 +1,43 @@
+/*
+ * The CMP engine's policy glue (policy.c): engine-wide state, the checks every request passes,
+ * authorization, the upstream that signs, and the 3GPP checks.
+ */
+#ifndef GW_CMP_POLICY_H
+#define GW_CMP_POLICY_H
+
+#include <openssl/cmp.h>
+#include <openssl/x509.h>
+#include "gateway/cmp/cmp_local.h"
+
+#define TEXT_TID_IN_USE "transactionID already in use: start a new transaction with a fresh transactionID"
+
+/* cmp_policy_init opens the audit log and builds the issuer stores and caches: 0 or a gw_err with |err|. */
+int cmp_policy_init(struct gw_cmp_engine *e, char *err);
+
+/* cmp_policy_cleanup frees what cmp_policy_init made; safe on a partly built engine. */
+void cmp_policy_cleanup(struct gw_cmp_engine *e);
+
+/* cmp_describe_call fills what the audit records of this request say about where it came from. */
+void cmp_describe_call(struct cmp_call *c);
+
+/* cmp_check_request: who sent it (t->identity), credentials, authorization, messageTime, replay. */
+int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r);
+
+/* cmp_authorize: both the TLS client certificate and the CMP identity must be allowed on the role. */
+int cmp_authorize(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusal *r);
+
+/* cmp_check_3gpp: the 3GPP checks of a certificate request (allow-list, min_hash), after authorization. */
+int cmp_check_3gpp(struct cmp_call *c, const struct cmp_txn *t, const OSSL_CRMF_MSG *crm,
+                   const X509_REQ *p10cr, struct cmp_refusal *r);
+
+/*
+ * cmp_pick_upstream chooses the upstream that signs |plan| into |*up|: the role's for a p10cr; for
+ * CRMF the role's if it signs bare keys, else as the role's "crmf" says (refused, or its delegate).
+ */
+int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, const struct gw_cert_plan *plan,
+                      const X509_REQ *p10cr, struct gw_upstream **up, struct cmp_refusal *r);
+
+/* cmp_issuer_store is what certificates from |up| must chain to, or NULL if nothing is configured. */
+X509_STORE *cmp_issuer_store(const struct gw_cmp_engine *e, const struct gw_upstream *up);
+
+#endif

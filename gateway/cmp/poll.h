@@ -1,0 +1,38 @@
+/*
+ * Upstream calls that outlive their request (docs/polling.md): with a role's poll_after, the sign
+ * call runs on a call thread, a slow one is answered "waiting", and pollReq collects its result.
+ */
+#ifndef GW_CMP_POLL_H
+#define GW_CMP_POLL_H
+
+#include <stdint.h>
+#include <time.h>
+#include "gateway/cmp/cmp_local.h"
+#include "upstream/upstream.h"
+
+/*
+ * cmp_poll_sign runs the sign call on a call thread and waits up to the role's poll_after:
+ * 0 with |out| filled (in time, or refused), or 1: deferred, t->pending holds the call.
+ */
+int cmp_poll_sign(struct cmp_txn *t, struct cmp_call *c, const struct gw_sign_req *req,
+                  struct gw_sign_result *out);
+
+/* cmp_poll_take moves the result into |out| (*on_record: the "issued" record is written): 1, or 0 if none. */
+int cmp_poll_take(struct cmp_pending *p, struct gw_sign_result *out, int *on_record);
+
+/* cmp_poll_ready: 1 once the call has a result (pollReq may release it), else 0 with *check_after (s). */
+int cmp_poll_ready(struct cmp_pending *p, int64_t *check_after);
+
+/* cmp_poll_extra_ttl: how long a deferred transaction stays parked beyond transaction_ttl (s). */
+time_t cmp_poll_extra_ttl(const struct cmp_txn *t);
+
+/* cmp_poll_closed logs and audits what is known of a deferred transaction closed without its client. */
+void cmp_poll_closed(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, const char *event);
+
+/* cmp_poll_release lets go of a reference to |p| (the last one frees it). NULL-safe. */
+void cmp_poll_release(struct cmp_pending *p);
+
+/* cmp_poll_detach (shutdown) waits up to GW_DRAIN_TIMEOUT_MS for running calls, then cuts them loose. */
+void cmp_poll_detach(struct gw_cmp_engine *e);
+
+#endif

@@ -1,0 +1,32 @@
+/*
+ * The audit records a transaction leaves (docs/audit.md), written to the audit log of
+ * gateway/cmp/audit.h.
+ */
+#ifndef GW_CMP_RECORD_H
+#define GW_CMP_RECORD_H
+
+#include <openssl/x509.h>
+#include "gateway/cmp/audit.h"
+#include "gateway/cmp/cmp_local.h"
+
+/* cmp_audit_rec_init fills |r| with the fields every record of |t| carries. */
+void cmp_audit_rec_init(struct gw_audit_rec *r, const struct cmp_txn *t, const char *tid, const char *event,
+                        const char *status);
+
+/* cmp_audit_write appends |r|, fsync'd with |sync|: 0, or GW_ERR_IO (logged). */
+int cmp_audit_write(struct gw_cmp_engine *e, const struct gw_audit_rec *r, int sync);
+
+/* cmp_audit_refusal writes the "rejected" record of a request without one, its outcome as status. */
+void cmp_audit_refusal(struct cmp_call *c, const struct cmp_txn *t);
+
+/* cmp_audit_cert writes a record about |cert| (may be NULL): its subject, names and key fill audit_fields. */
+int cmp_audit_cert(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, const char *event,
+                   const char *status, X509 *cert, int sync);
+
+/*
+ * cmp_withdraw: a certificate that exists at the CA but must not be used (outside policy, unusable,
+ * unaudited, rejected by the client) is revoked at t->up where it can be, and on record either way.
+ */
+void cmp_withdraw(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, X509 *cert, int reason);
+
+#endif

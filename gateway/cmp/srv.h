@@ -1,0 +1,22 @@
+/* One OSSL_CMP_SRV_CTX per transaction, and the callbacks that continue a transaction (srv.c). */
+#ifndef GW_CMP_SRV_H
+#define GW_CMP_SRV_H
+
+#include "gateway/cmp/cmp_local.h"
+
+/*
+ * cmp_txn_new makes the transaction state of the request |c|: a context with the gateway's signer
+ * and either the PBM secret or the role's trust; with |refusal|, neither: a context that can
+ * validate nothing, only answer with an error. NULL on failure.
+ */
+struct cmp_txn *cmp_txn_new(struct cmp_call *c, int refusal);
+
+/* cmp_txn_free frees a struct cmp_txn (void *: the transaction table's free_data). NULL-safe. */
+void cmp_txn_free(void *txn);
+
+/* cmp_log_capture_begin: OpenSSL's diagnostics on this thread go to |c| until cmp_log_capture_end. */
+void cmp_log_capture_begin(struct cmp_call *c);
+/* cmp_log_capture_end stops the capture of cmp_log_capture_begin. */
+void cmp_log_capture_end(void);
+
+#endif

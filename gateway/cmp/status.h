@@ -1,0 +1,27 @@
+/*
+ * The revocation status of the certificates that authenticate a request, asked of the upstream
+ * that issued them (status.c says how), with a CRL cache per upstream.
+ */
+#ifndef GW_CMP_STATUS_H
+#define GW_CMP_STATUS_H
+
+#include "gateway/cmp/cmp_local.h"
+
+/*
+ * cmp_check_credentials checks the revocation status of the certificates that authenticate a
+ * request (t->signer, the TLS client certificate): 0 if both may be used (t->credential_status says
+ * how that was known), else refused with certRevoked, systemUnavail (status unknown: fail closed)
+ * or notAuthorized.
+ */
+int cmp_check_credentials(struct cmp_call *c, struct cmp_txn *t, struct cmp_refusal *r);
+
+/* cmp_status_invalidate: after a revocation at |up| through cmpgw, its next check reads a fresh CRL. */
+void cmp_status_invalidate(struct gw_cmp_engine *e, const struct gw_upstream *up);
+
+/* cmp_status_init sets up the CRL cache of every upstream. 0 or GW_ERR_NOMEM with |err|. */
+int cmp_status_init(struct gw_cmp_engine *e, char *err);
+
+/* cmp_status_cleanup frees the CRL caches. Safe on a partly built engine. */
+void cmp_status_cleanup(struct gw_cmp_engine *e);
+
+#endif
