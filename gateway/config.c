@@ -438,24 +438,6 @@ const struct gw_role *gw_config_role(const struct gw_config *cfg, const char *na
     return NULL;
 }
 
-const struct gw_profile *gw_config_profile(const struct gw_config *cfg, const char *name, size_t len)
-{
-    for (size_t i = 0; cfg != NULL && name != NULL && i < cfg->n_profiles; i++)
-        if (strlen(cfg->profiles[i].name) == len && memcmp(cfg->profiles[i].name, name, len) == 0)
-            return &cfg->profiles[i];
-    return NULL;
-}
-
-const struct gw_pbm_conf *gw_config_pbm(const struct gw_config *cfg, const unsigned char *ref, size_t len)
-{
-    return cfg != NULL ? gw_pbm_conf_find(cfg->pbm, cfg->n_pbm, ref, len) : NULL;
-}
-
-const struct gw_trust_conf *gw_config_trust(const struct gw_config *cfg, const char *name)
-{
-    return cfg != NULL ? gw_trust_conf_find(cfg->trust, cfg->n_trust, name) : NULL;
-}
-
 /* ---- what the CMP layer reads (gateway/cmp/conf.h) ---------------------------------------- */
 
 void gw_config_cmp_settings(const struct gw_config *cfg, struct gw_cmp_settings *out)

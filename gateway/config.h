@@ -91,11 +91,8 @@ struct gw_config *gw_config_parse(const char *json, size_t len, const char *base
 /* gw_config_free releases a snapshot and wipes its secrets. NULL-safe. */
 void gw_config_free(struct gw_config *cfg);
 
-/* Lookups by name; each returns a borrowed pointer into |cfg| or NULL. */
+/* The role of that name (|len| bytes), a borrowed pointer into |cfg|, or NULL. */
 const struct gw_role *gw_config_role(const struct gw_config *cfg, const char *name, size_t len);
-const struct gw_profile *gw_config_profile(const struct gw_config *cfg, const char *name, size_t len);
-const struct gw_pbm_conf *gw_config_pbm(const struct gw_config *cfg, const unsigned char *ref, size_t len);
-const struct gw_trust_conf *gw_config_trust(const struct gw_config *cfg, const char *name);
 
 /* gw_config_cmp_settings fills |out| with what the CMP layer reads of |cfg| (borrowed from |cfg|). */
 void gw_config_cmp_settings(const struct gw_config *cfg, struct gw_cmp_settings *out);

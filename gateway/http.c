@@ -5,7 +5,7 @@
  * Errors found before CMP parsing are HTTP errors with a one-line text/plain reason; everything
  * after is the engine's business (RFC 9811 §3: a CMP error message travels with HTTP 200).
  * Responses always carry Content-Length and are never chunked: `openssl cmp` speaks HTTP/1.0
- * and decodes no chunked bodies (docs/design.md, CMP clients §1.2).
+ * and decodes no chunked bodies (docs/design.md C1.2).
  *
  * One GET path beside CMP: a local issuer's CRL (mappings/route.h), built on a worker (signing is
  * not loop-thread work) and sent as application/pkix-crl (RFC 5280 §4.2.1.13, RFC 2585 §4.2).
@@ -43,7 +43,7 @@ struct req_ref;
 /* One request in flight: built on the loop thread, run on a worker, answered on the loop thread. */
 struct http_job {
     struct gw_job job;
-    h2o_multithread_message_t msg; /* link must start zeroed (docs/design.md, libh2o §8.10) */
+    h2o_multithread_message_t msg; /* link must start zeroed (docs/design.md H8.10) */
     struct gw_loop *owner;
     h2o_req_t *req; /* NULL once the request was disposed (loop thread only) */
     struct req_ref *ref;
@@ -59,7 +59,7 @@ struct http_job {
     struct reqlog log;
 };
 
-/* Lives in req->pool; its dispose hook tells a pending job that the request is gone (§8.8). */
+/* Lives in req->pool; its dispose hook tells a pending job that the request is gone (docs/design.md H6). */
 struct req_ref {
     struct http_job *job;
 };
@@ -154,7 +154,7 @@ static void send_der(h2o_req_t *req, const unsigned char *der, size_t len, bool 
 {
     req->res.status = 200;
     req->res.reason = "OK";
-    req->res.content_length = len; /* h2o_send_inline leaves it unset (docs/design.md, libh2o §5) */
+    req->res.content_length = len; /* h2o_send_inline leaves it unset (docs/design.md H5) */
     if (crl)
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
                        H2O_STRLIT(CRL_CONTENT_TYPE));
@@ -305,7 +305,7 @@ static void job_free(struct http_job *job)
     free(job);
 }
 
-/* worker: sees only the job's owned copies, never h2o objects (docs/design.md, libh2o §8.7). */
+/* worker: sees only the job's owned copies, never h2o objects (docs/design.md H8.7). */
 static void job_run(struct gw_job *j)
 {
     struct http_job *job = H2O_STRUCT_FROM_MEMBER(struct http_job, job, j);
@@ -314,7 +314,7 @@ static void job_run(struct gw_job *j)
 
     gw_cmp_response_init(&job->rsp);
     job->rsp_inited = true;
-    /* h2o has no handler deadline (docs/design.md, libh2o §8.9): a request that queued too long is refused */
+    /* h2o has no handler deadline (docs/design.md H8.9): a request that queued too long is refused */
     if (gw_now_ms() - j->enqueued_ms > GW_QUEUE_WAIT_MS) {
         job->rsp.http_status = 503;
         snprintf(job->rsp.http_reason, sizeof(job->rsp.http_reason), "server busy: retry later");
@@ -428,7 +428,7 @@ static void respond(struct http_job *job)
     log_request(&job->log, status, rsp, outcome);
 }
 
-/* loop thread: must consume every message (docs/design.md, libh2o §8.10); a NULL message only woke the loop.
+/* loop thread: must consume every message (docs/design.md H8.10); a NULL message only woke the loop.
  */
 void gw_http_on_done(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages)
 {

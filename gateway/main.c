@@ -167,7 +167,7 @@ static int pick_stores(const struct gw_config *cfg, const char *name, bool *pick
 }
 
 /*
- * Lists what the local issuers recorded (docs/design.md, decision 5). Exit 0 when every record was read;
+ * Lists what the local issuers recorded (docs/design.md D5). Exit 0 when every record was read;
  * 1 when the configuration, a store or a record in it could not be (the rest is still printed).
  */
 static int cmd_inventory(const char *path, const char *name)

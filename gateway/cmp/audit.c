@@ -1,5 +1,5 @@
 /*
- * The audit log (docs/design.md, decision 8): JSON lines appended to one file, which must reach the disk
+ * The audit log (docs/design.md D8): JSON lines appended to one file, which must reach the disk
  * before a certificate leaves.
  *
  * Each line is built in a heap buffer (capped at GW_AUDIT_LINE_MAX: a CSR in PEM can be most of a

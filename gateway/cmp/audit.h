@@ -1,5 +1,5 @@
 /*
- * The audit log: one JSON line per CMP transaction event (docs/design.md, decision 8). The intent is
+ * The audit log: one JSON line per CMP transaction event (docs/design.md D8). The intent is
  * written before the upstream is asked, the outcome after it; a record that carries a certificate
  * is fsync'd before the response that carries it leaves. If the log cannot be written, nothing is
  * issued. Reopened on SIGUSR1 for log rotation. Thread-safe (one mutex; one write() per line).

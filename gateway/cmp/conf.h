@@ -31,8 +31,8 @@ struct gw_trust_conf {
                              the whole chain, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL) */
     enum gw_revocation_source revocation; /* "revocation" */
     X509_STORE *store;                    /* loaded; X509_V_FLAG_X509_STRICT, partial chains off */
-    STACK_OF(X509) *untrusted; /* loaded; never empty when non-NULL (docs/design.md, OpenSSL 3.0 §10.3) */
-    STACK_OF(X509) *cas;       /* anchors and intermediates: which certificates it covers */
+    STACK_OF(X509) *untrusted;            /* loaded; never empty when non-NULL (docs/design.md O10.3) */
+    STACK_OF(X509) *cas;                  /* anchors and intermediates: which certificates it covers */
 };
 
 /* A PBM credential, selected by the request's senderKID (its "reference"). */

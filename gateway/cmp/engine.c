@@ -1,8 +1,8 @@
 /*
- * The CMP engine: decode, refuse what OpenSSL must never see (docs/design.md, OpenSSL 3.0 §10.1),
+ * The CMP engine: decode, refuse what OpenSSL must never see (docs/design.md O10.1),
  * dispatch by body type to a fresh or a parked SRV_CTX, and rewrite OpenSSL's error messages
  * (always badRequest plus OpenSSL internals in 3.0) into a failInfo and a statusString in plain
- * words. After decoding, every answer is a protected PKIMessage with HTTP 200 (docs/design.md, decision 13).
+ * words. After decoding, every answer is a protected PKIMessage with HTTP 200 (docs/design.md D13).
  */
 #include "gateway/cmp/engine.h"
 #include "gateway/cmp/auth.h"
@@ -49,7 +49,7 @@ enum body_action {
     BODY_ERROR,    /* the client aborts its transaction */
 };
 
-/* What each body does; one not listed is refused before OpenSSL (docs/design.md, OpenSSL 3.0 §10). */
+/* What each body does; one not listed is refused before OpenSSL (docs/design.md O10). */
 static const enum body_action bodies[GW_CMP_BODY_MAX + 1] = {
     [GW_CMP_BODY_IR] = BODY_START,
     [GW_CMP_BODY_CR] = BODY_START,
@@ -367,7 +367,8 @@ static void finish(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *re
     emit(c, msg);
 }
 
-/* A protected error from a context that can validate nothing (§10.1), with our status in it. */
+/* A protected error from a context that can validate nothing (docs/design.md O10.1), with our status in it.
+ */
 static void refuse(struct cmp_call *c, const OSSL_CMP_MSG *msg, const struct cmp_refusal *r)
 {
     struct cmp_txn *t = cmp_txn_new(c, 1);
@@ -500,7 +501,7 @@ static void end_slot(struct cmp_call *c)
     c->reserved = 0;
 }
 
-/* After an ip/cp/kup awaiting certConf: pin the sender, then park the context (§6). */
+/* After an ip/cp/kup awaiting certConf: pin the sender, then park the context (docs/design.md O6). */
 static void park(struct cmp_call *c, struct cmp_txn *t)
 {
     OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
@@ -561,8 +562,8 @@ static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
         return;
     rsp = run(t, c, msg);
     if (rsp != NULL && !c->audited && is_cert_response(OSSL_CMP_MSG_get_bodytype(rsp))) {
-        /* no callback ran: OpenSSL refused the POPO itself, quoting its own reason (docs/design.md,
-         * OpenSSL 3.0 §4) */
+        /* no callback ran: OpenSSL refused the POPO itself, quoting its own reason (docs/design.md
+         * O4) */
         OSSL_CMP_MSG_free(rsp);
         cmp_txn_free(t);
         end_slot(c);
@@ -578,7 +579,7 @@ static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
         park(c, t);
         return;
     }
-    /* implicitConfirm granted, rejected, or error: 3.0 leaves a rejected ip "open" (§10.4) */
+    /* implicitConfirm granted, rejected, or error: 3.0 leaves a rejected ip "open" (docs/design.md O10.4) */
     cmp_txn_free(t);
     end_slot(c);
 }
@@ -597,8 +598,8 @@ static int same_sender(const struct cmp_txn *t, const struct cmp_call *c)
 /*
  * The record of a transaction that closes with a certificate issued. A client that
  * rejects the certificate will not use it: it is revoked where the upstream can. In 3.0 an
- * empty CertStatus list (the client's rejection) is answered without the callback (docs/design.md,
- * OpenSSL 3.0 §4).
+ * empty CertStatus list (the client's rejection) is answered without the callback (docs/design.md
+ * O4).
  */
 static void audit_closed(struct cmp_call *c, struct cmp_txn *t)
 {

@@ -2,7 +2,7 @@
  * The CMP engine: one request in, one response out. Runs on worker threads.
  *
  * OpenSSL's OSSL_CMP_SRV_CTX does the CMP (protection, POPO, sequencing, building and protecting
- * responses); the engine adds what OpenSSL 3.0 leaves out (docs/design.md, decision 3): a body-type
+ * responses); the engine adds what OpenSSL 3.0 leaves out (docs/design.md D3): a body-type
  * allow-list before OpenSSL sees the message, PBM secret selection by senderKID and an iteration
  * cap, the messageTime window, replay and transactionID-reuse detection, kur only by the holder
  * of the old certificate, certConf/pollReq only from the transaction's sender, certHash checked,

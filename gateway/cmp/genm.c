@@ -51,12 +51,12 @@ static const struct {
     int (*fn)(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, const ASN1_OBJECT *type,
               STACK_OF(OSSL_CMP_ITAV) **out, struct cmp_refusal *r);
 } handlers[] = {
-    {OID_CA_CERTS, "caCerts", OID_CA_CERTS, ca_certs},                     /* §4.3.1 */
-    {OID_ROOT_CA_CERT, "rootCaCert", OID_ROOT_CA_KEY_UPDATE, root_update}, /* §4.3.2 */
+    {OID_CA_CERTS, "caCerts", OID_CA_CERTS, ca_certs},                     /* RFC 9483 §4.3.1 */
+    {OID_ROOT_CA_CERT, "rootCaCert", OID_ROOT_CA_KEY_UPDATE, root_update}, /* RFC 9483 §4.3.2 */
     /* drafts of RFC 9483 before id-it-rootCaCert asked with the answer's infoType and no value */
     {OID_ROOT_CA_KEY_UPDATE, "rootCaKeyUpdate", OID_ROOT_CA_KEY_UPDATE, root_update},
-    {OID_CERT_REQ_TEMPLATE, "certReqTemplate", OID_CERT_REQ_TEMPLATE, cert_template}, /* §4.3.3 */
-    {OID_CRL_STATUS_LIST, "crlStatusList", OID_CRLS, crls},                           /* §4.3.4 */
+    {OID_CERT_REQ_TEMPLATE, "certReqTemplate", OID_CERT_REQ_TEMPLATE, cert_template}, /* RFC 9483 §4.3.3 */
+    {OID_CRL_STATUS_LIST, "crlStatusList", OID_CRLS, crls},                           /* RFC 9483 §4.3.4 */
 };
 
 /* id-regCtrl-algId and id-regCtrl-rsaKeyLen (RFC 9483 §4.3.3) */
@@ -101,7 +101,7 @@ static int add_all(STACK_OF(X509) *sk, const STACK_OF(X509) *from)
     return 1;
 }
 
-/* §4.3.1: the certificates of the route's CA, its chain and root (issuer first). */
+/* RFC 9483 §4.3.1: the certificates of the route's CA, its chain and root (issuer first). */
 static int ca_certs(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, const ASN1_OBJECT *type,
                     STACK_OF(OSSL_CMP_ITAV) **out, struct cmp_refusal *r)
 {
@@ -135,7 +135,7 @@ static int is_old_root(X509 *root, X509 *new_with_old)
 }
 
 /*
- * §4.3.2: the root CA update configured for the role (else the top-level one), if it applies to
+ * RFC 9483 §4.3.2: the root CA update configured for the role (else the top-level one), if it applies to
  * the root the client trusts (id-it-rootCaCert's value: the update's old root) or the client names
  * none; otherwise, and with no update configured, id-it-rootCaKeyUpdate with an absent value.
  */
@@ -198,7 +198,7 @@ static unsigned char *key_spec(const struct gw_key_rule *k, int *len)
 }
 
 /*
- * §4.3.3: a template from the role's profile: no subject (the client names itself, policy checks
+ * RFC 9483 §4.3.3: a template from the role's profile: no subject (the client names itself, policy checks
  * it), keyUsage/extendedKeyUsage as issued, and one keySpec control per allowed key type.
  */
 static int cert_template(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
@@ -257,7 +257,8 @@ static struct gw_upstream *crl_source(struct cmp_call *c, const struct gw_role *
     return up;
 }
 
-/* §4.3.4: crlStatusList -> crls with the CA's current CRL, or an absent value if the client's is current. */
+/* RFC 9483 §4.3.4: crlStatusList -> crls with the CA's current CRL, or an absent value if the client's is
+ * current. */
 static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, const ASN1_OBJECT *type,
                 STACK_OF(OSSL_CMP_ITAV) **out, struct cmp_refusal *r)
 {

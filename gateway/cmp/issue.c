@@ -26,7 +26,7 @@
 #include <string.h>
 #include <openssl/x509v3.h>
 
-/* docs/design.md, decision 7: kur only by the holder of the certificate being updated. */
+/* docs/design.md D7: kur only by the holder of the certificate being updated. */
 static int check_kur(struct cmp_txn *t, struct cmp_call *c, const OSSL_CRMF_MSG *crm, struct cmp_refusal *r)
 {
     const OSSL_CRMF_CERTID *old;
@@ -107,7 +107,7 @@ static OSSL_CMP_PKISI *accept_cert(struct cmp_txn *t, struct cmp_call *c, struct
         return si;
     }
     t->issued = res->cert; /* ours; OpenSSL gets the result's reference below */
-    /* docs/design.md, decision 8: on disk before the response that carries the certificate leaves
+    /* docs/design.md D8: on disk before the response that carries the certificate leaves
      * (a deferred request's completion wrote it already: poll.c) */
     c->audited = 1;
     if (!t->on_record && cmp_audit_cert(c->e, t, c->rsp->tid, "issued", status, t->issued, 1) != 0) {
@@ -221,7 +221,7 @@ static int audit_intent(struct cmp_txn *t, struct cmp_call *c, const struct issu
     return cmp_audit_write(c->e, &r, 0);
 }
 
-/* poll_after: the call runs on; the transaction keeps what a release needs (docs/design.md, OpenSSL 3.0 §7).
+/* poll_after: the call runs on; the transaction keeps what a release needs (docs/design.md O7).
  */
 static OSSL_CMP_PKISI *defer(struct cmp_txn *t, struct cmp_call *c, struct issuing *is)
 {
@@ -296,7 +296,8 @@ static OSSL_CMP_PKISI *decide(struct cmp_txn *t, struct cmp_call *c, const OSSL_
     return issue(t, c, req, crm, p10cr, certOut, chainOut);
 }
 
-/* pollReq found the deferred result: OpenSSL re-runs the callback on the stored request (§7). */
+/* pollReq found the deferred result: OpenSSL re-runs the callback on the stored request (docs/design.md O7).
+ */
 static OSSL_CMP_PKISI *release(struct cmp_txn *t, struct cmp_call *c, X509 **certOut,
                                STACK_OF(X509) **chainOut)
 {

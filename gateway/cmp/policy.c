@@ -1,7 +1,7 @@
 /*
  * The CMP engine's policy glue: the checks every request passes (who sent it, its credentials'
  * status, authorization, messageTime, replay), who may use a role (mappings/policy.h), which
- * upstream signs a request (docs/design.md, decision 5: CRMF to CSR-only upstreams), what an
+ * upstream signs a request (docs/design.md D5: CRMF to CSR-only upstreams), what an
  * upstream returned is checked against, and the 3GPP checks. The checks themselves are pure
  * functions in mappings/policy.c; this file feeds them and keeps the state they need: the audit
  * log, the issuer stores of local upstreams and the upstream role policies of delegates.
@@ -145,7 +145,7 @@ void cmp_describe_call(struct cmp_call *c)
         snprintf(c->tls_subject, sizeof(c->tls_subject), "unknown");
 }
 
-/* docs/design.md, decision 7: both the TLS client certificate and the CMP identity, deny by default. */
+/* docs/design.md D7: both the TLS client certificate and the CMP identity, deny by default. */
 int cmp_authorize(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusal *r)
 {
     struct gw_identity id = {.tls_peer = c->req->tls_peer,
@@ -333,7 +333,7 @@ static int check_grants(struct cmp_call *c, const struct gw_role *role, struct g
 }
 
 /*
- * Which upstream signs (docs/design.md, decision 5): a p10cr goes to the role's upstream unchanged; CRMF
+ * Which upstream signs (docs/design.md D5): a p10cr goes to the role's upstream unchanged; CRMF
  * goes there too if it signs bare keys, else the role's crmf setting decides: reject, or the
  * delegate local issuer after the upstream role's policy.
  */
@@ -425,8 +425,8 @@ static int issued_here(struct cmp_call *c, const char *upstream_name, X509 *cert
 
 /*
  * The allow-list (one vendor CA signs base stations of many operators): an ir/cr/p10cr must be
- * signed by a listed device. A kur is signed by the operator certificate it renews (TS 33.310
- * §9.5.1), which the allow-list does not name; a kur signed by anything else is still checked.
+ * signed by a listed device. A kur is signed by the operator certificate it renews
+ * (TS 33.310 §9.5.1), which the allow-list does not name; a kur signed by anything else is still checked.
  */
 static int check_allowlist(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusal *r)
 {

@@ -1,5 +1,5 @@
 /*
- * Polling for slow upstreams (docs/polling.md, docs/design.md, OpenSSL 3.0 §7). With a role's
+ * Polling for slow upstreams (docs/polling.md, docs/design.md O7). With a role's
  * "poll_after", the sign call runs on a call thread (gw_upstream_sign_async); the worker waits up
  * to poll_after, then the request is answered "waiting" and its transaction is parked with the
  * call. pollReq asks here whether the result has come.
@@ -9,7 +9,7 @@
  * on live memory. A completion that arrives after the worker stopped waiting writes the "issued"
  * record itself, fsync'd, before the result becomes visible to a pollReq: a certificate issued
  * upstream meanwhile is on record even if the client never polls again or the gateway stops
- * (docs/design.md, decision 8).
+ * (docs/design.md D8).
  *
  * Lock order: detach_lock, then a call's lock. detach_lock guards every engine's list of calls
  * and each call's |e|, and is held while a completion writes to the engine's audit log, so that
@@ -172,7 +172,7 @@ static void pending_done(void *arg, struct gw_sign_result *res)
     }
     late = p->gave_up;
     pthread_mutex_unlock(&p->lock);
-    /* on disk before a pollReq can see it (decision 8) */
+    /* on disk before a pollReq can see it (docs/design.md D8) */
     pthread_mutex_lock(&detach_lock);
     if (res->cert != NULL)
         recorded = record_issue(p, res->cert, late) == 0;

@@ -1,8 +1,8 @@
 /*
  * rr (RFC 9483 §4.2): revocation by the holder of the certificate or by an RA identity of the
- * route (docs/design.md, decision 7), through the upstream that issued it. OpenSSL 3.0 passes issuer and
+ * route (docs/design.md D7), through the upstream that issued it. OpenSSL 3.0 passes issuer and
  * serial but not crlEntryDetails: the reason code comes from the shim, goes upstream where the
- * upstream takes one, and into the audit record in every case (decision 8).
+ * upstream takes one, and into the audit record in every case (docs/design.md D8).
  */
 #include "gateway/cmp/rr.h"
 #include "gateway/cmp/cmp_local.h"
@@ -55,7 +55,7 @@ static int ra_subject_matches(const struct gw_patterns *ps, const X509_NAME *nam
     return 0;
 }
 
-/* RFC 9483 §4.2 and docs/design.md, decision 7: an RA is known by the id-kp-cmcRA EKU (RFC 6402 §2.10). */
+/* RFC 9483 §4.2 and docs/design.md D7: an RA is known by the id-kp-cmcRA EKU (RFC 6402 §2.10). */
 static int has_cmc_ra(X509 *cert)
 {
     EXTENDED_KEY_USAGE *eku = X509_get_ext_d2i(cert, NID_ext_key_usage, NULL, NULL);
@@ -97,7 +97,7 @@ static int names_ca(const struct gw_upstream_conf *uc, const X509_NAME *issuer)
 }
 
 /*
- * The upstream that issued it (docs/design.md, decision 12 will add migration's old/new): the delegate
+ * The upstream that issued it (docs/design.md D12 will add migration's old/new): the delegate
  * for its own CA's certificates; else the role's upstream; a local one only for its own CA.
  */
 static struct gw_upstream *pick_revoker(struct cmp_call *c, const struct gw_role *role,
@@ -130,7 +130,7 @@ static int upstream_failed(const struct cmp_txn *t, int rc, const char *err, str
                       "the CA could not revoke the certificate now (%.150s); retry later", err);
 }
 
-/* Intent on record, the upstream call, the outcome on disk before the rp leaves (decision 8). */
+/* Intent on record, the upstream call, the outcome on disk before the rp leaves (docs/design.md D8). */
 static int revoke(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer, const ASN1_INTEGER *serial,
                   int reason, int as_ra, struct cmp_refusal *refusal)
 {
@@ -154,7 +154,7 @@ static int revoke(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer
         return upstream_failed(t, rc, err, refusal);
     }
     cmp_status_invalidate(c->e, t->up); /* the holder's certificate authenticates nothing from now on */
-    /* Vault takes no reason code (docs/design.md, upstream APIs §1.5): this record is where it is kept */
+    /* Vault takes no reason code (docs/design.md U1.5): this record is where it is kept */
     snprintf(status, sizeof(status), "revoked; reason %s%s", reason_name(reason),
              dropped ? " (kept here only: the upstream takes no reason)" : "");
     cmp_audit_rec_init(&r, t, c->rsp->tid, "revoked", status);

@@ -1,5 +1,5 @@
 /*
- * OpenSSL 3.0 shim: DER walks over public i2d output (docs/design.md, OpenSSL 3.0 §9). Every walk goes
+ * OpenSSL 3.0 shim: DER walks over public i2d output (docs/design.md O9). Every walk goes
  * through tlv_next(), which bounds each element by its parent, so truncated or lying lengths end
  * the walk with GW_ERR_INVAL instead of reading past the buffer.
  */

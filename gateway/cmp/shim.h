@@ -1,6 +1,6 @@
 /*
  * OpenSSL 3.0 shim: every workaround for a getter or setter that OpenSSL 3.0's CMP API lacks,
- * in one place (docs/design.md, OpenSSL 3.0 §9, §11). Each is a small DER walk over public i2d output
+ * in one place (docs/design.md O9, O11). Each is a small DER walk over public i2d output
  * with ASN1_get_object. On OpenSSL >= 3.2/3.3 most of these become one-line calls to the real
  * getters (named beside each function); nothing else in cmpgw walks CMP DER.
  */
@@ -60,8 +60,8 @@ void gw_shim_hdr_info_cleanup(struct gw_hdr_info *h);
 
 /*
  * gw_shim_cert_profile reads the certificate profile a request names: id-it-certProfile in the
- * header's generalInfo, a SEQUENCE SIZE (1..MAX) OF UTF8String whose first entry counts (RFC 9483
- * §3.1; 3.3+: OSSL_CMP_HDR_get0_geninfo_ITAVs and OSSL_CMP_ITAV_get0_certProfile). On 0, |name|
+ * header's generalInfo, a SEQUENCE SIZE (1..MAX) OF UTF8String whose first entry counts
+ * (RFC 9483 §3.1; 3.3+: OSSL_CMP_HDR_get0_geninfo_ITAVs and OSSL_CMP_ITAV_get0_certProfile). On 0, |name|
  * (|cap| >= GW_MAX_PROFILE_NAME_LEN + 1) holds it NUL-terminated, "" when the request names none.
  * GW_ERR_LIMIT: more than GW_MAX_GENERAL_INFO generalInfo entries, or a name longer than
  * GW_MAX_PROFILE_NAME_LEN bytes; GW_ERR_INVAL: malformed, empty, holding NUL, or named twice.
@@ -123,8 +123,8 @@ int gw_shim_error_set_status(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG **msg, const OSSL_C
                              const unsigned char *tid, size_t tid_len);
 
 /*
- * gw_shim_rr_reason reads the CRLReason of the first RevDetails of an rr (crlEntryDetails, RFC 9483
- * §4.2), which 3.0's rr callback does not pass. 0 with *reason = CRL_REASON_NONE (-1) when absent,
+ * gw_shim_rr_reason reads the CRLReason of the first RevDetails of an rr (crlEntryDetails,
+ * RFC 9483 §4.2), which 3.0's rr callback does not pass. 0 with *reason = CRL_REASON_NONE (-1) when absent,
  * else the code (0..10, never 7); GW_ERR_INVAL if the body is malformed or the code is out of range.
  */
 int gw_shim_rr_reason(const OSSL_CMP_MSG *msg, int *reason);

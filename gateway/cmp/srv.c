@@ -1,10 +1,10 @@
 /*
- * One OSSL_CMP_SRV_CTX per transaction (docs/design.md, OpenSSL 3.0 §6), set up with the gateway's
+ * One OSSL_CMP_SRV_CTX per transaction (docs/design.md O6), set up with the gateway's
  * signer and either the role's trust or the PBM secret, and its callbacks. The certificate request,
  * rr and genm callbacks are issue.c's, rr.c's and genm.c's; the certConf, pollReq and error
  * callbacks continue a transaction and are here. The callbacks run inside
  * OSSL_CMP_SRV_process_request, only after OpenSSL verified the protection (and, for certificate
- * requests, the POPO); they do what 3.0 leaves to the application (§3).
+ * requests, the POPO); they do what 3.0 leaves to the application (docs/design.md O3).
  */
 #include "gateway/cmp/srv.h"
 #include "gateway/cmp/genm.h"
@@ -93,7 +93,7 @@ static int pollreq_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certRe
         cmp_set_outcome(t->call, "waiting", NULL); /* pollRep with checkAfter */
         return 1;
     }
-    /* OpenSSL re-runs the cert-request callback on it (docs/design.md, OpenSSL 3.0 §7): that delivers the
+    /* OpenSSL re-runs the cert-request callback on it (docs/design.md O7): that delivers the
      * result */
     if ((*certReq = OSSL_CMP_MSG_dup(t->request)) == NULL)
         return cmp_fail(t->call,
@@ -140,7 +140,7 @@ static int add_signer_roots(OSSL_CMP_CTX *ctx, STACK_OF(X509) *chain)
     return ok;
 }
 
-/* Signer, chain and policy switches shared by every context (§5). 1 on success. */
+/* Signer, chain and policy switches shared by every context (docs/design.md O5). 1 on success. */
 static int setup_common(struct cmp_txn *t, const struct gw_signer_conf *signer)
 {
     OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
@@ -161,7 +161,7 @@ static int setup_common(struct cmp_txn *t, const struct gw_signer_conf *signer)
            OSSL_CMP_SRV_CTX_set_send_unprotected_errors(t->srv, 0) == 1;
 }
 
-/* PBM secret chosen by senderKID, OR the role's trust: never both (docs/design.md, OpenSSL 3.0 §10.1). */
+/* PBM secret chosen by senderKID, OR the role's trust: never both (docs/design.md O10.1). */
 static int setup_protection(struct cmp_txn *t, struct cmp_call *c)
 {
     OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
@@ -184,7 +184,7 @@ static int setup_protection(struct cmp_txn *t, struct cmp_call *c)
         X509_STORE_free(t->role->store);
         return 0;
     }
-    /* never NULL or empty: that leaves ctx->untrusted NULL and breaks the ctx (§10.3) */
+    /* never NULL or empty: that leaves ctx->untrusted NULL and breaks the ctx (docs/design.md O10.3) */
     return sk_X509_num(t->role->untrusted) <= 0 || OSSL_CMP_CTX_set1_untrusted(ctx, t->role->untrusted) == 1;
 }
 
@@ -200,7 +200,8 @@ struct cmp_txn *cmp_txn_new(struct cmp_call *c, int refusal)
     snprintf(t->body, sizeof(t->body), "%s", gw_shim_body_name(c->body));
     if ((t->srv = OSSL_CMP_SRV_CTX_new(NULL, NULL)) == NULL || !setup_common(t, c->e->cfg.signer))
         goto err;
-    /* a refusal context has neither trust nor secret: it can never validate anything (§10.1) */
+    /* a refusal context has neither trust nor secret: it can never validate anything (docs/design.md O10.1)
+     */
     if (!refusal && (t->role == NULL || !setup_protection(t, c)))
         goto err;
     if (c->hdr.sender != NULL && (t->sender = X509_NAME_dup(c->hdr.sender)) == NULL)

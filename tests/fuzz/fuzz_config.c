@@ -28,7 +28,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (gw_config_role(cfg, cfg->roles[i].name, strlen(cfg->roles[i].name)) != &cfg->roles[i])
             fuzz_die("role %s is not found by its name", cfg->roles[i].name);
     for (size_t i = 0; i < cfg->n_pbm; i++)
-        (void)gw_config_pbm(cfg, (const unsigned char *)cfg->pbm[i].reference, strlen(cfg->pbm[i].reference));
+        if (gw_pbm_conf_find(cfg->pbm, cfg->n_pbm, (const unsigned char *)cfg->pbm[i].reference,
+                             strlen(cfg->pbm[i].reference)) != &cfg->pbm[i])
+            fuzz_die("pbm %s is not found by its reference", cfg->pbm[i].reference);
     gw_config_free(cfg);
     return 0;
 }

@@ -28,6 +28,15 @@
 #define VAULT(u) ((const struct gw_vault_conf *)(u)->impl)
 #define CFSSL(u) ((const struct gw_cfssl_conf *)(u)->impl)
 
+/* The profile of that name (|len| bytes), as gw_route_profile finds it for a request's certProfile. */
+static const struct gw_profile *profile_named(const struct gw_config *cfg, const char *name, size_t len)
+{
+    for (size_t i = 0; i < cfg->n_profiles; i++)
+        if (strlen(cfg->profiles[i].name) == len && memcmp(cfg->profiles[i].name, name, len) == 0)
+            return &cfg->profiles[i];
+    return NULL;
+}
+
 /* The label of that name, as gw_route_match finds it for /.well-known/cmp/p/<label>. */
 static const struct gw_label *label_named(const struct gw_config *cfg, const char *name)
 {
@@ -1109,10 +1118,10 @@ static void test_demo(void **state)
     assert_false(cfg->default_path_policy.forbid);
     assert_ptr_equal(cfg->default_path_policy.role, r);
 
-    p = gw_config_pbm(cfg, (const unsigned char *)"demo-device", 11);
+    p = gw_pbm_conf_find(cfg->pbm, cfg->n_pbm, (const unsigned char *)"demo-device", 11);
     assert_non_null(p);
     assert_int_equal(p->secret_len, 32); /* 16 random bytes in hex, no newline */
-    assert_null(gw_config_pbm(cfg, (const unsigned char *)"demo-devic", 10));
+    assert_null(gw_pbm_conf_find(cfg->pbm, cfg->n_pbm, (const unsigned char *)"demo-devic", 10));
     l = label_named(cfg, "default");
     assert_non_null(l);
     assert_ptr_equal(l->policy.role, r);
@@ -1178,9 +1187,9 @@ static void test_profiles(void **state)
     assert_int_equal(cfg->n_profiles, 2);
     assert_string_equal(cfg->profiles[0].name, "tls-server");
     assert_ptr_equal(cfg->profiles[0].policy.role, &cfg->roles[0]);
-    assert_ptr_equal(gw_config_profile(cfg, "a.b_c-1", 7), &cfg->profiles[1]);
-    assert_null(gw_config_profile(cfg, "tls", 3));
-    assert_null(gw_config_profile(cfg, "tls-server-x", 12));
+    assert_ptr_equal(profile_named(cfg, "a.b_c-1", 7), &cfg->profiles[1]);
+    assert_null(profile_named(cfg, "tls", 3));
+    assert_null(profile_named(cfg, "tls-server-x", 12));
     gw_config_free(cfg);
     free(text);
 }
