@@ -5,7 +5,6 @@
 #include "base/limits.h"
 
 enum gw_err {
-    GW_OK = 0,
     GW_ERR_NOMEM = -1,
     GW_ERR_INVAL = -2, /* malformed input */
     GW_ERR_NOT_FOUND = -3,
