@@ -8,14 +8,16 @@
 #   server.pem/.key   TLS server certificate for 127.0.0.1, ::1 and localhost
 #   client.pem/.key   a client certificate accepted for TLS and for CMP signature protection
 #   pbm.ref/.secret   a PBM reference (senderKID) and secret accepted on /pki/cmp
-#   cmpgw.json        the gateway configuration (port from CMPGW_PORT, default 8443); its audit
-#                     log goes to audit.log beside it
+#   cmpgw.json        the gateway configuration (port from CMPGW_PORT, default 8443; the admin
+#                     listener's from CMPGW_ADMIN_PORT, default 8444); its audit log goes to
+#                     audit.log beside it
 #
 # Keys are EC P-256. Nothing here is fit for production: the keys sit unencrypted on disk.
 set -euo pipefail
 
 dir=${1:-build/demo}
 port=${CMPGW_PORT:-8443}
+admin_port=${CMPGW_ADMIN_PORT:-8444}
 mkdir -p "$dir"
 cd "$dir"
 
@@ -103,7 +105,8 @@ cat > cmpgw.json <<JSON
   },
   "default_path_policy": "role:default",
   "label_to_path_policy": { "default": "role:default" },
-  "audit": { "file": "audit.log" }
+  "audit": { "file": "audit.log" },
+  "admin": { "address": "127.0.0.1", "port": $admin_port }
 }
 JSON
 chmod 0644 ./*.pem cmpgw.json pbm.ref

@@ -17,6 +17,7 @@ fi
 demo=build/demo
 deploy/demo-pki.sh "$demo"
 port=$(sed -n 's/^ *"port": *\([0-9][0-9]*\).*/\1/p' "$demo/cmpgw.json" | head -n 1)
+admin=$(sed -n 's/^ *"admin": {.*"port": *\([0-9][0-9]*\).*/\1/p' "$demo/cmpgw.json" | head -n 1)
 
 # Every command below runs from the repository root; all files live in build/demo.
 tls="-tls_used -tls_trusted $demo/ca.pem -tls_cert $demo/client.pem -tls_key $demo/client.key"
@@ -27,7 +28,8 @@ genkey="openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256"
 cat <<EOF
 cmpgw demo: CMP over HTTPS on https://127.0.0.1:$port/pki/cmp (also /.well-known/cmp)
 Trust anchor: $demo/ca.pem. Paste these from the repository root in another terminal.
-
+${admin:+Admin: http://127.0.0.1:$admin/healthz, http://127.0.0.1:$admin/readyz, http://127.0.0.1:$admin/metrics
+}
 # 1. ir (initial registration), protected by a signature with the demo client certificate
 $genkey -out $demo/device1.key
 openssl cmp -cmd ir $srv \\

@@ -15,6 +15,7 @@ wanted=(
     default-jdk-headless libbcpkix-java                     # BouncyCastle CMP client in e2e tests
     golang-cfssl                                            # `cfssl serve`: a real CA upstream in e2e tests
     clang libclang-rt-14-dev                                # make fuzz: libFuzzer, ASan and UBSan for tests/fuzz
+    prometheus python3-prometheus-client                    # e2e: promtool checks /metrics, the client parses it
 )
 
 missing=()

@@ -11,6 +11,8 @@
 #include "base/log.h"
 #include "base/pem.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,8 +42,6 @@ static int check_tls(struct gw_conf_ctx *pc, const char *path, void *base)
     EVP_PKEY_free(key);
     return rc;
 }
-
-/* ---- 3GPP TS 33.310 role keys (docs/3gpp.md) ------------------------------------------- */
 
 /* ---- the schema ------------------------------------------------------------------------ */
 
@@ -77,6 +77,39 @@ static const struct gw_conf_field listener_fields[] = {
     {.key = "tls", .required = true, .parse = gw_conf_p_obj, .off = 0, .aux = &tls_def},
 };
 GW_CONF_OBJDEF(listener_def, listener_fields, NULL);
+
+/*
+ * "admin": health, readiness and metrics, never CMP. Loopback and plain HTTP by default; on any
+ * other address only over TLS with a required client certificate: what it tells is for the
+ * operator alone.
+ */
+static int check_admin(struct gw_conf_ctx *pc, const char *path, void *base)
+{
+    struct gw_listener_conf *a = base;
+    struct in6_addr a6;
+    struct in_addr a4;
+    bool loopback;
+    char apath[GW_CONF_PATH_LEN];
+
+    if (a->address == NULL && (a->address = strdup("127.0.0.1")) == NULL)
+        return GW_ERR_NOMEM;
+    loopback = (inet_pton(AF_INET, a->address, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127) ||
+               (inet_pton(AF_INET6, a->address, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6));
+    gw_conf_join_key(apath, path, "tls");
+    if (!loopback && (a->tls_cert == NULL || a->client_auth != GW_CLIENT_AUTH_REQUIRE))
+        return gw_conf_fail(pc, apath,
+                            "required on a non-loopback address, with \"client_auth\": \"require\": the "
+                            "admin listener is for operators only");
+    return 0;
+}
+
+static const struct gw_conf_field admin_fields[] = {
+    GW_CONF_OPT("address", gw_conf_p_address, struct gw_listener_conf, address),
+    GW_CONF_REQ("port", gw_conf_p_port, struct gw_listener_conf, port, .min = 1, .max = 65535),
+    /* "tls" fills the same struct: .off 0 */
+    {.key = "tls", .parse = gw_conf_p_opt_obj, .off = 0, .aux = &tls_def},
+};
+GW_CONF_OBJDEF(admin_def, admin_fields, check_admin);
 
 static const struct gw_conf_field limits_fields[] = {
     GW_CONF_OPT("max_connections", gw_conf_p_u32, struct gw_limits_conf, admission.max_connections, .min = 1,
@@ -131,6 +164,7 @@ static const struct gw_conf_field top_fields[] = {
                 .off_n = offsetof(struct gw_config, n_profiles), .aux = &gw_profile_conf_map),
     GW_CONF_OPT("cmp", gw_conf_p_obj, struct gw_config, cmp, .aux = &gw_cmp_conf_def),
     GW_CONF_OPT("limits", gw_conf_p_obj, struct gw_config, limits, .aux = &limits_def),
+    GW_CONF_OPT("admin", gw_conf_p_opt_obj, struct gw_config, admin, .aux = &admin_def),
     GW_CONF_REQ("audit", gw_conf_p_obj, struct gw_config, audit, .aux = &gw_audit_conf_def),
     GW_CONF_OPT("log_level", gw_conf_p_enum, struct gw_config, log_level, .def = GW_LOG_INFO,
                 .aux = log_levels),
@@ -289,6 +323,10 @@ static int check_listeners(struct gw_conf_ctx *pc, const struct gw_config *cfg)
             return gw_conf_fail(pc, path, "same address and port as $.listeners[%zu]: \"%s\" port %u", j,
                                 cfg->listeners[i].address, cfg->listeners[i].port);
         }
+        if (cfg->admin.port != 0 && cfg->admin.port == cfg->listeners[i].port &&
+            strcmp(cfg->admin.address, cfg->listeners[i].address) == 0)
+            return gw_conf_fail(pc, "$.admin", "same address and port as $.listeners[%zu]: \"%s\" port %u", i,
+                                cfg->admin.address, cfg->admin.port);
     }
     return 0;
 }
@@ -397,6 +435,14 @@ out:
 
 /* ---- free and lookups --------------------------------------------------------------------- */
 
+static void listener_cleanup(struct gw_listener_conf *l)
+{
+    free(l->address);
+    free(l->tls_cert);
+    free(l->tls_key);
+    free(l->client_ca);
+}
+
 void gw_config_free(struct gw_config *cfg)
 {
     size_t i;
@@ -404,13 +450,10 @@ void gw_config_free(struct gw_config *cfg)
     if (cfg == NULL)
         return;
     free(cfg->route_ups);
-    for (i = 0; i < cfg->n_listeners; i++) {
-        free(cfg->listeners[i].address);
-        free(cfg->listeners[i].tls_cert);
-        free(cfg->listeners[i].tls_key);
-        free(cfg->listeners[i].client_ca);
-    }
+    for (i = 0; i < cfg->n_listeners; i++)
+        listener_cleanup(&cfg->listeners[i]);
     free(cfg->listeners);
+    listener_cleanup(&cfg->admin);
     gw_signer_conf_cleanup(&cfg->signer);
     gw_trust_conf_free(cfg->trust, cfg->n_trust);
     gw_pbm_conf_free(cfg->pbm, cfg->n_pbm);

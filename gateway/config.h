@@ -50,6 +50,7 @@ struct gw_config {
     char *path; /* file it was loaded from */
     struct gw_listener_conf *listeners;
     size_t n_listeners;
+    struct gw_listener_conf admin; /* "admin": health, readiness, metrics; port 0 = none */
     uint32_t loop_threads;
     uint32_t workers;
     uint32_t queue_depth;

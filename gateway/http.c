@@ -14,10 +14,12 @@
 #include "gateway/cmp/engine.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "mappings/route.h"
 
 #include <arpa/inet.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -210,12 +212,86 @@ static void reqlog_init(struct reqlog *l, h2o_req_t *req)
     copy_bounded(l->path, sizeof(l->path), req->path.base, path_len(req));
 }
 
-/* One JSON line per request: never a body, secret or key. |rsp| is NULL for early refusals. */
-static void log_request(const struct reqlog *l, int status, const struct gw_cmp_response *rsp,
-                        const char *outcome)
+/* ---- metrics (base/metrics.h) ---- */
+
+static struct gw_metric *m_requests, *m_duration;
+static pthread_once_t m_once = PTHREAD_ONCE_INIT;
+
+static void metrics_init(void)
+{
+    static const char *const req_labels[] = {"route", "role", "body", "status", "outcome", "fail_info", NULL};
+    static const char *const dur_labels[] = {"role", NULL};
+    static const double secs[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+
+    m_requests =
+        gw_metric_new("cmpgw_requests_total",
+                      "Requests on the CMP listeners by route kind, role, CMP body type, HTTP status, "
+                      "outcome and failInfo.",
+                      GW_METRIC_COUNTER, req_labels, NULL, 0);
+    m_duration = gw_metric_new("cmpgw_request_duration_seconds",
+                               "Time from a request's arrival to its response, by the role its path chose.",
+                               GW_METRIC_HISTOGRAM, dur_labels, secs, sizeof(secs) / sizeof(secs[0]));
+}
+
+static const char *route_kind(const struct gw_route_match *m)
+{
+    static const char *const kinds[] = {
+        [GW_ROUTE_DEFAULT] = "default", [GW_ROUTE_ROLE] = "role", [GW_ROUTE_WELLKNOWN] = "wellknown",
+        [GW_ROUTE_LABEL] = "label",     [GW_ROUTE_CRL] = "crl",
+    };
+
+    if (m == NULL || (m->role == NULL && m->kind != GW_ROUTE_CRL) ||
+        (size_t)m->kind >= sizeof(kinds) / sizeof(kinds[0]))
+        return "none";
+    return kinds[m->kind];
+}
+
+/*
+ * The engine's outcome ("rejection: badTime: <text>", "accepted", ...) as two bounded labels: its
+ * first segment and, for a rejection or an error, the failInfo name. The rest is free text (parts
+ * of it from the client): never a label.
+ */
+static void outcome_labels(const char *outcome, char *kind, size_t kcap, char *fail, size_t cap)
+{
+    size_t n = strcspn(outcome, ":");
+
+    snprintf(kind, kcap, "%.*s", (int)(n < kcap ? n : kcap - 1), outcome);
+    for (char *p = kind; *p != '\0'; p++)
+        if (*p == ' ')
+            *p = '_';
+    fail[0] = '\0';
+    if (outcome[n] == ':' && outcome[n + 1] == ' ') {
+        const char *f = outcome + n + 2;
+        size_t m = strspn(f, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ");
+        snprintf(fail, cap, "%.*s", (int)(m < cap ? m : cap - 1), f);
+    }
+}
+
+/* Counts one answered request; |rsp| NULL: refused before the engine saw it. */
+static void count_request(const struct reqlog *l, const struct gw_route_match *m, int status,
+                          const struct gw_cmp_response *rsp)
+{
+    char st[12], kind[48] = "refused", fail[32] = "";
+    const char *role = m != NULL && m->role != NULL ? m->role->name : "";
+
+    pthread_once(&m_once, metrics_init);
+    snprintf(st, sizeof(st), "%d", status);
+    if (rsp != NULL && rsp->outcome[0] != '\0')
+        outcome_labels(rsp->outcome, kind, sizeof(kind), fail, sizeof(fail));
+    gw_metric_add(
+        m_requests,
+        (const char *const[]){route_kind(m), role, rsp != NULL ? rsp->req_type : "", st, kind, fail}, 1);
+    gw_metric_observe(m_duration, (const char *const[]){role}, (double)(gw_now_ms() - l->start_ms) / 1000.0);
+}
+
+/* One JSON line per request, and its count: never a body, secret or key. |rsp| is NULL for early
+ * refusals. */
+static void log_request(const struct reqlog *l, const struct gw_route_match *m, int status,
+                        const struct gw_cmp_response *rsp, const char *outcome)
 {
     char st[12], dur[24];
 
+    count_request(l, m, status, rsp);
     snprintf(st, sizeof(st), "%d", status);
     snprintf(dur, sizeof(dur), "%" PRIu64, gw_now_ms() - l->start_ms);
     gw_log_kv(GW_LOG_INFO, "request", "peer", l->peer, "tls_subject", l->subject, "method", l->method, "path",
@@ -377,7 +453,7 @@ static int submit(struct gw_loop *lt, h2o_req_t *req, const struct gw_route_matc
 int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     struct gw_loop *lt = gw_loop_of(req);
-    struct gw_route_match match;
+    struct gw_route_match match = {.role = NULL};
     struct refusal r = {0};
     struct reqlog log;
 
@@ -386,7 +462,7 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
     if (check_request(lt->server, req, &match, &r) != 0 || check_budget(lt->server, req, &match, &r) != 0 ||
         submit(lt, req, &match, &log, &r) != 0) {
         send_text(req, r.status, r.hdr, r.retry_after, r.reason);
-        log_request(&log, r.status, NULL, r.reason);
+        log_request(&log, &match, r.status, NULL, r.reason);
     }
     return 0;
 }
@@ -414,7 +490,7 @@ static void respond(struct http_job *job)
 
     if (job->req == NULL) {
         snprintf(gone, sizeof(gone), "client gone before the response; %s", outcome);
-        log_request(&job->log, status, rsp, gone);
+        log_request(&job->log, &job->match, status, rsp, gone);
         return;
     }
     if (rsp->auth_failed)
@@ -425,7 +501,7 @@ static void respond(struct http_job *job)
         send_der(job->req, rsp->der, rsp->len, gw_route_is_get(&job->match));
     else
         send_text(job->req, status, status == 503 ? HDR_RETRY_AFTER : HDR_NONE, 0, reason);
-    log_request(&job->log, status, rsp, outcome);
+    log_request(&job->log, &job->match, status, rsp, outcome);
 }
 
 /* loop thread: must consume every message (docs/design.md H8.10); a NULL message only woke the loop.

@@ -97,7 +97,7 @@ err:
 static int bind_all(struct gw_server *s, char *err)
 {
     for (size_t i = 0; i < s->n_listeners; i++) {
-        const struct gw_listener_conf *lc = &s->cfg->listeners[i];
+        const struct gw_listener_conf *lc = gw_listener_conf(s, i);
         uint16_t port = lc->port;
         int probe = bind_one(lc, &port, true, err);
         if (probe < 0)
@@ -108,13 +108,14 @@ static int bind_all(struct gw_server *s, char *err)
             if ((l->fd = bind_one(lc, &port, false, err)) < 0)
                 return GW_ERR_IO;
         }
-        gw_log(GW_LOG_INFO, "listening", "%s%s%s:%u %s client_auth=%s",
+        gw_log(GW_LOG_INFO, "listening", "%s%s%s:%u %s client_auth=%s%s",
                strchr(lc->address, ':') != NULL ? "[" : "", lc->address,
                strchr(lc->address, ':') != NULL ? "]" : "", (unsigned)port,
                s->ssl_ctx[i] != NULL ? "https" : "http",
                lc->client_auth == GW_CLIENT_AUTH_REQUIRE    ? "require"
                : lc->client_auth == GW_CLIENT_AUTH_OPTIONAL ? "optional"
-                                                            : "none");
+                                                            : "none",
+               s->has_admin && i == s->n_listeners - 1 ? " admin: /healthz /readyz /metrics" : "");
     }
     return 0;
 }
@@ -162,12 +163,14 @@ static void loop_setup(struct gw_loop *lt)
     h2o_multithread_register_receiver(lt->ctx.queue, &lt->done_rx, gw_http_on_done);
     for (size_t i = 0; i < s->n_listeners; i++) {
         struct gw_listen *l = &lt->listens[i];
-        l->accept = (h2o_accept_ctx_t){.ctx = &lt->ctx, .hosts = s->h2o.hosts, .ssl_ctx = s->ssl_ctx[i]};
+        bool admin = s->has_admin && i == s->n_listeners - 1;
+        l->accept = (h2o_accept_ctx_t){
+            .ctx = &lt->ctx, .hosts = admin ? s->admin_hosts : s->cmp_hosts, .ssl_ctx = s->ssl_ctx[i]};
         l->sock = h2o_evloop_socket_create(lt->ctx.loop, l->fd, H2O_SOCKET_FLAG_DONT_READ);
         l->fd = -1; /* owned by l->sock now */
         l->sock->data = l;
         h2o_socket_read_start(l->sock, on_accept);
-        lt->h2_swept |= s->cfg->listeners[i].http2;
+        lt->h2_swept |= gw_listener_conf(s, i)->http2;
     }
     if (lt->h2_swept)
         gw_h2sweep_start(lt);
@@ -223,25 +226,42 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-/* The h2o global config: limits, server name, one catch-all path (routing is gw_route_match). */
+const struct gw_listener_conf *gw_listener_conf(const struct gw_server *s, size_t i)
+{
+    return i < s->cfg->n_listeners ? &s->cfg->listeners[i] : &s->cfg->admin;
+}
+
+/* A host of one catch-all path served by |on_req|; NULL when out of memory. */
+static h2o_hostconf_t *catch_all(struct gw_server *s, const char *name,
+                                 int (*on_req)(h2o_handler_t *, h2o_req_t *))
+{
+    h2o_hostconf_t *host = h2o_config_register_host(&s->h2o, h2o_iovec_init(name, strlen(name)), 65535);
+    h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
+    h2o_handler_t *h = h2o_create_handler(path, sizeof(*h));
+
+    if (h == NULL)
+        return NULL;
+    h->on_req = on_req;
+    return host;
+}
+
+/*
+ * The h2o global config: limits, server name, and two hosts of one catch-all path each: CMP
+ * (routing is gw_route_match) and the admin listener's. Each listener's accept context names the
+ * one it serves, so no Host header can reach the other.
+ */
 static int h2o_setup(struct gw_server *s, char *err)
 {
-    h2o_hostconf_t *host;
-    h2o_pathconf_t *path;
-    h2o_handler_t *h;
-
     h2o_config_init(&s->h2o);
     s->h2o_inited = true;
     s->h2o.max_request_entity_size = GW_MAX_CMP_BODY; /* default is 1 GiB (docs/design.md H8.5) */
     s->h2o.server_name = h2o_iovec_init(H2O_STRLIT("cmpgw"));
     s->h2o.http1.req_timeout = GW_HTTP1_REQ_TIMEOUT_MS;
-    host = h2o_config_register_host(&s->h2o, h2o_iovec_init(H2O_STRLIT("default")), 65535);
-    path = h2o_config_register_path(host, "/", 0);
-    if ((h = h2o_create_handler(path, sizeof(*h))) == NULL) {
+    if ((s->cmp_hosts[0] = catch_all(s, "default", gw_http_on_req)) == NULL ||
+        (s->admin_hosts[0] = catch_all(s, "admin", gw_admin_on_req)) == NULL) {
         snprintf(err, GW_ERR_LEN, "listener: out of memory");
         return GW_ERR_NOMEM;
     }
-    h->on_req = gw_http_on_req;
     return 0;
 }
 
@@ -280,7 +300,7 @@ static int server_alloc(struct gw_server *s, char *err)
             s->loops[t].listens[i] = (struct gw_listen){.loop = &s->loops[t], .fd = -1};
     }
     for (size_t i = 0; i < s->n_listeners; i++) {
-        const struct gw_listener_conf *lc = &s->cfg->listeners[i];
+        const struct gw_listener_conf *lc = gw_listener_conf(s, i);
         if (lc->tls_cert != NULL && (s->ssl_ctx[i] = gw_tls_ctx_new(lc, err)) == NULL)
             return GW_ERR_CRYPTO;
     }
@@ -322,11 +342,12 @@ struct gw_server *gw_server_start(const struct gw_config *cfg, struct gw_cmp_eng
     }
     s->cfg = cfg;
     s->engine = engine;
-    s->n_listeners = cfg->n_listeners;
+    s->has_admin = cfg->admin.port != 0;
+    s->n_listeners = cfg->n_listeners + (s->has_admin ? 1 : 0);
     s->n_loops = cfg->loop_threads != 0 ? cfg->loop_threads : GW_DEFAULT_LOOP_THREADS;
     atomic_init(&s->stopping, false);
     atomic_init(&s->refusal_logged, 0);
-    if (s->n_listeners == 0) {
+    if (cfg->n_listeners == 0) {
         snprintf(err, GW_ERR_LEN, "listener: no listeners configured");
         goto err;
     }
@@ -369,4 +390,9 @@ void gw_server_stop(struct gw_server *s)
         return;
     }
     server_free(s);
+}
+
+size_t gw_server_queued(struct gw_server *s)
+{
+    return s != NULL ? gw_pool_queued(s->pool) : 0;
 }

@@ -22,4 +22,7 @@ struct gw_server *gw_server_start(const struct gw_config *cfg, struct gw_cmp_eng
  */
 void gw_server_stop(struct gw_server *s);
 
+/* gw_server_queued counts the jobs waiting for a worker (any thread). */
+size_t gw_server_queued(struct gw_server *s);
+
 #endif

@@ -59,8 +59,11 @@ struct gw_server {
     struct gw_cmp_engine *engine;
     h2o_globalconf_t h2o;
     bool h2o_inited;
-    SSL_CTX **ssl_ctx; /* per listener conf; NULL entry = plain HTTP */
-    size_t n_listeners;
+    h2o_hostconf_t *cmp_hosts[2];   /* what a CMP listener serves: the catch-all CMP handler */
+    h2o_hostconf_t *admin_hosts[2]; /* what the admin listener serves (admin.c) */
+    SSL_CTX **ssl_ctx;              /* per listener conf; NULL entry = plain HTTP */
+    size_t n_listeners;             /* the CMP listeners, then the admin listener if configured */
+    bool has_admin;
     struct gw_loop *loops;
     size_t n_loops;
     struct gw_pool *pool;
@@ -88,6 +91,12 @@ struct gw_conn *gw_conn_get0(h2o_req_t *req);
 /* h2sweep.c: ends HTTP/2 connections holding a request unfinished past limits.body_timeout (loop thread) */
 void gw_h2sweep_start(struct gw_loop *lt);
 void gw_h2sweep_stop(struct gw_loop *lt);
+
+/* listener.c: the configuration of listener |i| (the admin listener is the last, if any) */
+const struct gw_listener_conf *gw_listener_conf(const struct gw_server *s, size_t i);
+
+/* admin.c: the admin listener's handler (loop thread): /healthz, /readyz, /metrics */
+int gw_admin_on_req(h2o_handler_t *self, h2o_req_t *req);
 
 /* http.c */
 

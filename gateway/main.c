@@ -22,6 +22,7 @@
 #include "gateway/config.h"
 #include "gateway/listener.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "upstream/store.h"
 #include "upstream/upstream.h"
 
@@ -277,6 +278,37 @@ static void serve(const sigset_t *set, struct gw_cmp_engine *engine)
     }
 }
 
+static double open_transactions(void *engine)
+{
+    return (double)gw_cmp_engine_open_transactions(engine);
+}
+
+static double queued(void *server)
+{
+    return (double)gw_server_queued(server);
+}
+
+/* The process-wide metrics that read the running engine and server (base/metrics.h). */
+static void metrics_init(struct gw_cmp_engine *engine, struct gw_server *server)
+{
+    static const char *const build_labels[] = {"version", "openssl", NULL};
+    struct gw_metric *build = gw_metric_new("cmpgw_build_info",
+                                            "The running build: 1, with its version and "
+                                            "the libssl it runs on as labels.",
+                                            GW_METRIC_GAUGE, build_labels, NULL, 0);
+    struct gw_metric *started = gw_metric_new("cmpgw_config_loaded_timestamp_seconds",
+                                              "When the running configuration was loaded (Unix time).",
+                                              GW_METRIC_GAUGE, NULL, NULL, 0);
+
+    gw_metric_set(build, (const char *const[]){CMPGW_VERSION, OpenSSL_version(OPENSSL_VERSION_STRING)}, 1);
+    gw_metric_set(started, NULL, (double)time(NULL));
+    (void)gw_metric_new_gauge_fn("cmpgw_transactions_open",
+                                 "CMP transactions waiting for certConf or pollReq.", open_transactions,
+                                 engine);
+    (void)gw_metric_new_gauge_fn("cmpgw_worker_queue_jobs", "Requests waiting for a worker (503 when full).",
+                                 queued, server);
+}
+
 static int cmd_run(const char *path)
 {
     char err[GW_ERR_LEN], lst[512];
@@ -309,6 +341,7 @@ static int cmd_run(const char *path)
         gw_log(GW_LOG_ERROR, "startup", "%s", err);
         goto out;
     }
+    metrics_init(engine, server);
     listeners_str(cfg, lst, sizeof(lst));
     gw_log_kv(GW_LOG_INFO, "started", "version", CMPGW_VERSION, "config", path, "listeners", lst,
               "path_prefix", cfg->path_prefix, NULL);
@@ -319,6 +352,7 @@ out:
     gw_cmp_engine_free(engine);
     gw_upstream_set_free(ups);
     gw_config_free(cfg);
+    gw_metrics_free_all();
     curl_global_cleanup();
     if (rc == EXIT_SUCCESS)
         gw_log(GW_LOG_INFO, "stopped", "clean shutdown");

@@ -22,6 +22,7 @@
 #include "base/err.h"
 #include "base/limits.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "upstream/store.h"
 #include "upstream/upstream.h"
 #include "upstream/upstream_int.h"
@@ -44,7 +45,48 @@ struct call {
     struct gw_upstream *up;
     gw_upstream_done_fn done;
     void *arg;
+    uint64_t start_ms;
 };
+
+/* ---- metrics (base/metrics.h) ---- */
+
+static struct gw_metric *m_calls, *m_duration, *m_inflight;
+static pthread_once_t m_once = PTHREAD_ONCE_INIT;
+
+static void metrics_init(void)
+{
+    static const char *const call_labels[] = {"upstream", "result", NULL};
+    static const char *const up_labels[] = {"upstream", NULL};
+    static const double secs[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+
+    m_calls = gw_metric_new("cmpgw_upstream_sign_calls_total",
+                            "Sign calls to upstreams by result: issued, refused (the CA said no), timeout "
+                            "(no answer in time: outcome unknown), unavailable (not reachable), busy (at "
+                            "max_inflight, not sent).",
+                            GW_METRIC_COUNTER, call_labels, NULL, 0);
+    m_duration = gw_metric_new("cmpgw_upstream_sign_duration_seconds",
+                               "Time a sign call took until the upstream answered.", GW_METRIC_HISTOGRAM,
+                               up_labels, secs, sizeof(secs) / sizeof(secs[0]));
+    m_inflight =
+        gw_metric_new("cmpgw_upstream_inflight_calls", "Sign calls sent to an upstream and not answered.",
+                      GW_METRIC_GAUGE, up_labels, NULL, 0);
+}
+
+static void count_call(const struct gw_upstream *up, const char *result)
+{
+    pthread_once(&m_once, metrics_init);
+    gw_metric_add(m_calls, (const char *const[]){gw_upstream_conf_name(up->conf), result}, 1);
+}
+
+/* What a finished sign call's |res| was, as a label. */
+static const char *result_of(const struct gw_sign_result *res)
+{
+    if (res->status == 0 && res->cert != NULL)
+        return "issued";
+    if (res->status == GW_ERR_TIMEOUT)
+        return "timeout";
+    return res->status == GW_ERR_IO || res->status == GW_ERR_BUSY ? "unavailable" : "refused";
+}
 
 /* One gw_upstream_sign_wait, shared with its completion. */
 struct waiter {
@@ -176,6 +218,11 @@ static void call_done(void *arg, struct gw_sign_result *res)
     void *done_arg = c->arg;
 
     atomic_fetch_sub(&c->up->inflight, 1);
+    pthread_once(&m_once, metrics_init);
+    gw_metric_add(m_inflight, (const char *const[]){gw_upstream_conf_name(c->up->conf)}, -1);
+    gw_metric_observe(m_duration, (const char *const[]){gw_upstream_conf_name(c->up->conf)},
+                      (double)(gw_now_ms() - c->start_ms) / 1000.0);
+    count_call(c->up, result_of(res));
     free(c);
     done(done_arg, res);
 }
@@ -185,7 +232,27 @@ static int slot_take(struct gw_upstream *up)
     if (atomic_fetch_add(&up->inflight, 1) < max_inflight(up))
         return 0;
     atomic_fetch_sub(&up->inflight, 1);
+    count_call(up, "busy");
     return GW_ERR_BUSY;
+}
+
+/*
+ * The adapter's sign for call |c| (which holds its slot): 0, and |c| completes through call_done;
+ * else the adapter refused it without calling back, and |c| and its slot are the caller's again.
+ */
+static int call_sign(struct call *c, const struct gw_sign_req *req)
+{
+    const char *name[] = {gw_upstream_conf_name(c->up->conf)};
+    int rc;
+
+    c->start_ms = gw_now_ms();
+    pthread_once(&m_once, metrics_init);
+    gw_metric_add(m_inflight, name, 1);
+    if ((rc = c->up->ops->sign(c->up, req, call_done, c)) != 0) {
+        gw_metric_add(m_inflight, name, -1);
+        count_call(c->up, "refused");
+    }
+    return rc;
 }
 
 int gw_upstream_sign_submit(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done,
@@ -205,7 +272,7 @@ int gw_upstream_sign_submit(struct gw_upstream *up, const struct gw_sign_req *re
     c->up = up;
     c->done = done;
     c->arg = arg;
-    if ((rc = up->ops->sign(up, req, call_done, c)) != 0) {
+    if ((rc = call_sign(c, req)) != 0) {
         atomic_fetch_sub(&up->inflight, 1);
         free(c);
     }
@@ -434,8 +501,8 @@ static void *async_run(void *arg)
     int rc = GW_ERR_NOMEM;
 
     if (c != NULL) {
-        *c = (struct call){a->up, a->done, a->arg};
-        rc = a->up->ops->sign(a->up, &a->req, call_done, c);
+        *c = (struct call){a->up, a->done, a->arg, 0};
+        rc = call_sign(c, &a->req);
     }
     if (rc != 0) { /* |done| was not called: the slot is still ours */
         free(c);

@@ -32,8 +32,9 @@
 struct gw_audit {
     pthread_mutex_t lock; /* guards everything below */
     int fd;
-    bool torn;           /* the last line was cut short by a failed write */
-    time_t last_err_log; /* rate limit of the error log line */
+    bool torn;                    /* the last line was cut short by a failed write */
+    char failing[GW_ERR_LEN / 2]; /* why the last write or reopen failed; "" after a success */
+    time_t last_err_log;          /* rate limit of the error log line */
     unsigned long errs_suppressed;
     char *path;
     unsigned fields; /* enum gw_audit_field */
@@ -525,6 +526,8 @@ static void log_failure(struct gw_audit *a, const char *what, int errnum)
 {
     time_t now = time(NULL);
 
+    snprintf(a->failing, sizeof(a->failing), "%s%s%s", what, errnum != 0 ? ": " : "",
+             errnum != 0 ? strerror(errnum) : "");
     if (now - a->last_err_log < GW_AUDIT_ERR_LOG_SECS) {
         a->errs_suppressed++;
         return;
@@ -616,6 +619,7 @@ int gw_audit_write(struct gw_audit *a, const struct gw_audit_rec *r, int sync)
         log_failure(a, "fsync", errno);
         goto out;
     }
+    a->failing[0] = '\0';
     rc = 0;
 out:
     pthread_mutex_unlock(&a->lock);
@@ -631,8 +635,12 @@ int gw_audit_reopen(struct gw_audit *a)
     if (a == NULL)
         return GW_ERR_IO;
     if ((fd = open_log(a->path)) < 0) {
+        int e = errno;
         gw_log(GW_LOG_ERROR, "audit_reopen_failed",
-               "audit log %s: cannot reopen (still writing to the old file): %s", a->path, strerror(errno));
+               "audit log %s: cannot reopen (still writing to the old file): %s", a->path, strerror(e));
+        pthread_mutex_lock(&a->lock);
+        snprintf(a->failing, sizeof(a->failing), "reopen: %s", strerror(e));
+        pthread_mutex_unlock(&a->lock);
         return GW_ERR_IO;
     }
     sync_dir(a->path);
@@ -640,9 +648,25 @@ int gw_audit_reopen(struct gw_audit *a)
     old = a->fd;
     a->fd = fd;
     a->torn = false;
+    a->failing[0] = '\0';
     pthread_mutex_unlock(&a->lock);
     (void)fsync(old); /* what went to the rotated file is on disk before we let go of it */
     close(old);
     gw_log(GW_LOG_INFO, "audit_reopened", "audit log %s reopened", a->path);
     return 0;
+}
+
+int gw_audit_status(struct gw_audit *a, char *why, size_t cap)
+{
+    int rc;
+
+    if (a == NULL) {
+        snprintf(why, cap, "not open");
+        return GW_ERR_IO;
+    }
+    pthread_mutex_lock(&a->lock);
+    rc = a->failing[0] != '\0' ? GW_ERR_IO : 0;
+    snprintf(why, cap, "%s", rc != 0 ? a->failing : "");
+    pthread_mutex_unlock(&a->lock);
+    return rc;
 }

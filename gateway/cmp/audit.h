@@ -48,4 +48,8 @@ int gw_audit_write(struct gw_audit *a, const struct gw_audit_rec *r, int sync);
 /* gw_audit_reopen reopens the file at its path (after rotation). 0 or GW_ERR_IO (old fd kept). */
 int gw_audit_reopen(struct gw_audit *a);
 
+/* gw_audit_status is 0 when the last write (and fsync) or reopen succeeded, else GW_ERR_IO with
+ * what failed in |why| (|cap| bytes): a gateway that cannot record what it issues is not ready. */
+int gw_audit_status(struct gw_audit *a, char *why, size_t cap);
+
 #endif

@@ -140,6 +140,11 @@ fail:
     return NULL;
 }
 
+int gw_cmp_engine_audit_status(struct gw_cmp_engine *e, char *why, size_t cap)
+{
+    return gw_audit_status(e != NULL ? e->audit : NULL, why, cap);
+}
+
 int gw_cmp_engine_reopen_audit(struct gw_cmp_engine *e)
 {
     if (e == NULL || e->audit == NULL)

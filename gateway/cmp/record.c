@@ -6,9 +6,12 @@
 #include "gateway/cmp/record.h"
 #include "gateway/cmp/status.h"
 #include "base/err.h"
+#include "base/clock.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "upstream/upstream.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <openssl/x509v3.h>
@@ -43,10 +46,35 @@ void cmp_audit_refusal(struct cmp_call *c, const struct cmp_txn *t)
     c->audited = 1;
 }
 
+static struct gw_metric *m_certs, *m_fsync;
+static pthread_once_t m_once = PTHREAD_ONCE_INIT;
+
+static void metrics_init(void)
+{
+    static const char *const cert_labels[] = {"upstream", "event", NULL};
+    static const double secs[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1};
+
+    m_certs = gw_metric_new("cmpgw_certificates_total",
+                            "Certificates on the audit record, by upstream and event (issued, revoked).",
+                            GW_METRIC_COUNTER, cert_labels, NULL, 0);
+    m_fsync =
+        gw_metric_new("cmpgw_audit_write_seconds", "Time an audit record took to reach the disk (fsync'd).",
+                      GW_METRIC_HISTOGRAM, NULL, secs, sizeof(secs) / sizeof(secs[0]));
+}
+
 int cmp_audit_write(struct gw_cmp_engine *e, const struct gw_audit_rec *r, int sync)
 {
-    if (gw_audit_write(e->audit, r, sync) == 0)
+    uint64_t start = gw_now_ms();
+
+    pthread_once(&m_once, metrics_init);
+    if (gw_audit_write(e->audit, r, sync) == 0) {
+        if (sync)
+            gw_metric_observe(m_fsync, NULL, (double)(gw_now_ms() - start) / 1000.0);
+        if (strcmp(r->event, "issued") == 0 || strcmp(r->event, "revoked") == 0)
+            gw_metric_add(m_certs, (const char *const[]){r->upstream != NULL ? r->upstream : "", r->event},
+                          1);
         return 0;
+    }
     gw_log_kv(GW_LOG_ERROR, "audit_write_failed", "record", r->event, "tid", r->tid, "serial", r->serial,
               NULL);
     return GW_ERR_IO;

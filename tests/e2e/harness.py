@@ -252,7 +252,8 @@ class Gateway:
     def __init__(self, workdir, edit_config=None):
         self.dir = Path(workdir)
         self.port = free_port()
-        env = dict(os.environ, CMPGW_PORT=str(self.port))
+        self.admin_port = free_port()
+        env = dict(os.environ, CMPGW_PORT=str(self.port), CMPGW_ADMIN_PORT=str(self.admin_port))
         run(["bash", REPO / "deploy" / "demo-pki.sh", self.dir], env=env)
         self.config_path = self.dir / "cmpgw.json"
         self.config = json.loads(self.config_path.read_text())

@@ -1,0 +1,118 @@
+/*
+ * The admin listener ("admin" in the configuration): what an operator's tooling asks of a running
+ * gateway, never CMP. It runs on the loop threads and answers at once, without the worker pool, so
+ * that a saturated gateway still says how it is.
+ *
+ *   GET /healthz   200 "ok": the process serves requests
+ *   GET /readyz    200 or 503, with a JSON detail: the configuration is loaded, the audit log takes
+ *                  records, the listeners are up and the gateway is not draining
+ *   GET /metrics   Prometheus text format 0.0.4 (base/metrics.h)
+ */
+#include "gateway/listener_local.h"
+#include "base/err.h"
+#include "base/metrics.h"
+#include "gateway/cmp/engine.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+static void send_body(h2o_req_t *req, int status, const char *reason, const char *type, const char *body,
+                      size_t len)
+{
+    char *copy = h2o_mem_alloc_pool(&req->pool, len);
+
+    memcpy(copy, body, len);
+    req->res.status = status;
+    req->res.reason = reason;
+    req->res.content_length = len; /* h2o_send_inline leaves it unset (docs/design.md H5) */
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, type, strlen(type));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
+    h2o_send_inline(req, copy, len);
+}
+
+static void send_text(h2o_req_t *req, int status, const char *reason, const char *text)
+{
+    send_body(req, status, reason, "text/plain; charset=utf-8", text, strlen(text));
+}
+
+/* One check of readiness into |checks|: "ok", or why not. Returns whether it passed. */
+static bool check(struct json_object *checks, const char *name, bool ok, const char *why)
+{
+    json_object_object_add(checks, name, json_object_new_string(ok ? "ok" : why));
+    return ok;
+}
+
+static void readyz(h2o_req_t *req, struct gw_server *s)
+{
+    struct json_object *root = json_object_new_object(), *checks = json_object_new_object();
+    char why[GW_ERR_LEN] = "";
+    const char *text;
+    bool ready = true;
+
+    if (root == NULL || checks == NULL) {
+        json_object_put(root);
+        json_object_put(checks);
+        send_text(req, 503, "Service Unavailable", "not ready: out of memory");
+        return;
+    }
+    ready &= check(checks, "config", s->cfg != NULL, "not loaded");
+    ready &= check(checks, "audit", gw_cmp_engine_audit_status(s->engine, why, sizeof(why)) == 0, why);
+    /* the loop threads accept only once every listener is bound: this one answering is the proof */
+    ready &= check(checks, "listeners", true, "");
+    ready &= check(checks, "draining", !atomic_load(&s->stopping), "shutting down");
+    json_object_object_add(root, "ready", json_object_new_boolean(ready));
+    json_object_object_add(root, "checks", checks);
+    text = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN);
+    send_body(req, ready ? 200 : 503, ready ? "OK" : "Service Unavailable", "application/json", text,
+              strlen(text));
+    json_object_put(root);
+}
+
+static void metrics(h2o_req_t *req)
+{
+    char *text = NULL;
+    size_t len = 0;
+
+    if (gw_metrics_render(&text, &len) != 0) {
+        send_text(req, 500, "Internal Server Error", "metrics: out of memory\n");
+        return;
+    }
+    send_body(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", text, len);
+    free(text);
+}
+
+static bool path_is(const h2o_req_t *req, const char *path)
+{
+    size_t len = strlen(path);
+
+    return h2o_memis(req->path_normalized.base, req->path_normalized.len, path, len);
+}
+
+int gw_admin_on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    struct gw_server *s = gw_loop_of(req)->server;
+    bool get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) ||
+               h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
+
+    (void)self;
+    if (!path_is(req, "/healthz") && !path_is(req, "/readyz") && !path_is(req, "/metrics")) {
+        send_text(req, 404, "Not Found",
+                  "not found: the admin listener serves /healthz, /readyz and /metrics\n");
+        return 0;
+    }
+    if (!get) {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("GET"));
+        send_text(req, 405, "Method Not Allowed", "method not allowed: use GET\n");
+        return 0;
+    }
+    if (path_is(req, "/healthz"))
+        send_text(req, 200, "OK", "ok\n");
+    else if (path_is(req, "/readyz"))
+        readyz(req, s);
+    else
+        metrics(req);
+    return 0;
+}
