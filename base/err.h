@@ -18,6 +18,7 @@ enum gw_err {
     GW_ERR_REPLAY = -11,   /* replayed message */
     GW_ERR_UPSTREAM = -12, /* upstream answered with an error */
     GW_ERR_FORBIDDEN = -13,
+    GW_ERR_UNAVAILABLE = -14, /* a dependency is known to be down: refused without trying */
 };
 
 /* gw_err_str returns a static name for an error code. */

@@ -22,6 +22,7 @@
 #define GW_DEFAULT_AUTH_FAILURE_WINDOW 60 /* seconds */
 #define GW_MAX_AUTH_FAILURE_WINDOW 86400
 #define GW_REFUSAL_LOG_SECS 1      /* at most one "connection_refused" log line per second */
+#define GW_MAX_LOG_SAMPLE 1000000  /* "log_sample_success": at most 1 request line in a million */
 #define GW_DEFAULT_BODY_TIMEOUT 10 /* seconds an HTTP/2 request may take to arrive whole */
 #define GW_MAX_BODY_TIMEOUT 300
 #define GW_H2_SWEEP_MS 1000 /* how often HTTP/2 requests are checked against it */
@@ -76,10 +77,13 @@
 #define GW_MAX_UPSTREAM_BODY (1024 * 1024) /* an upstream answer (JSON with a certificate chain) */
 #define GW_UPSTREAM_RETRIES 2              /* 412/429/503 retries, only where nothing happened */
 #define GW_UPSTREAM_BACKOFF_MS 200         /* first backoff; doubles */
-#define GW_VAULT_TOKEN_RENEW_MARGIN 60     /* re-login this many seconds before the token expires */
-#define GW_MAX_VAULT_TOKEN_LEN 4096        /* a Vault token (file or login); batch tokens are the longest */
-#define GW_ROLE_POLICY_TTL 60              /* seconds an upstream role policy stays cached */
-#define GW_MAX_ROLE_USAGES 64              /* usage names or OIDs read from one field of an upstream role */
+#define GW_DEFAULT_PROBE_INTERVAL 10       /* seconds between an upstream's health probes */
+#define GW_MAX_PROBE_INTERVAL 3600
+#define GW_UPSTREAM_DOWN_AFTER 2       /* failed probes in a row before an upstream counts as down */
+#define GW_VAULT_TOKEN_RENEW_MARGIN 60 /* re-login this many seconds before the token expires */
+#define GW_MAX_VAULT_TOKEN_LEN 4096    /* a Vault token (file or login); batch tokens are the longest */
+#define GW_ROLE_POLICY_TTL 60          /* seconds an upstream role policy stays cached */
+#define GW_MAX_ROLE_USAGES 64          /* usage names or OIDs read from one field of an upstream role */
 #define GW_MAX_UPSTREAM_INFLIGHT 100000
 /* what one upstream JSON answer may hold (upstream/answers.h); beyond it the answer is refused */
 #define GW_MAX_VAULT_LEASE (10 * 365 * 24 * 3600) /* a Vault login's lease_duration, seconds */

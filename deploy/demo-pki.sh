@@ -106,7 +106,8 @@ cat > cmpgw.json <<JSON
   "default_path_policy": "role:default",
   "label_to_path_policy": { "default": "role:default" },
   "audit": { "file": "audit.log" },
-  "admin": { "address": "127.0.0.1", "port": $admin_port }
+  "admin": { "address": "127.0.0.1", "port": $admin_port },
+  "run_as_root": true
 }
 JSON
 chmod 0644 ./*.pem cmpgw.json pbm.ref

@@ -5,13 +5,15 @@
  *
  *   GET /healthz   200 "ok": the process serves requests
  *   GET /readyz    200 or 503, with a JSON detail: the configuration is loaded, the audit log takes
- *                  records, the listeners are up and the gateway is not draining
+ *                  records, the listeners are up, the gateway is not draining, and the upstreams in
+ *                  "ready_requires" answer their probes (every upstream's last probe is in the detail)
  *   GET /metrics   Prometheus text format 0.0.4 (base/metrics.h)
  */
 #include "gateway/listener_local.h"
 #include "base/err.h"
 #include "base/metrics.h"
 #include "gateway/cmp/engine.h"
+#include "upstream/upstream.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +47,53 @@ static bool check(struct json_object *checks, const char *name, bool ok, const c
     return ok;
 }
 
+/* Whether |name| is one of the upstreams the configuration's "ready_requires" lists. */
+static bool required(const struct gw_config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->admin.n_ready_requires; i++)
+        if (strcmp(cfg->admin.ready_requires[i], name) == 0)
+            return true;
+    return false;
+}
+
+/*
+ * Every upstream's last probe in the detail ("upstreams"); only those in "ready_requires" can make
+ * the gateway not ready: one CA down must not take every instance out of a balancer.
+ */
+static bool upstreams(struct json_object *checks, struct json_object *root, struct gw_server *s)
+{
+    struct json_object *all = json_object_new_object();
+    bool ready = true;
+    char why[GW_ERR_LEN + 64];
+
+    for (size_t i = 0; all != NULL && i < s->cfg->n_upstreams; i++) {
+        const char *name = s->cfg->upstreams[i].name;
+        struct gw_upstream *up = gw_upstream_set_get0(s->ups, name);
+        struct json_object *o = json_object_new_object();
+        struct gw_upstream_health h;
+
+        if (up == NULL || o == NULL) {
+            json_object_put(o);
+            continue;
+        }
+        gw_upstream_health(up, &h);
+        json_object_object_add(o, "up", json_object_new_boolean(h.up));
+        json_object_object_add(o, "probed", json_object_new_boolean(h.probed));
+        json_object_object_add(o, "last_probe", json_object_new_int64((int64_t)h.last_probe));
+        json_object_object_add(o, "last_ok", json_object_new_int64((int64_t)h.last_ok));
+        json_object_object_add(o, "failures", json_object_new_int64(h.failures));
+        if (h.error[0] != '\0')
+            json_object_object_add(o, "error", json_object_new_string(h.error));
+        json_object_object_add(all, name, o);
+        if (required(s->cfg, name)) {
+            snprintf(why, sizeof(why), "upstream %s is down: %s", name, h.error);
+            ready &= check(checks, name, h.up, why);
+        }
+    }
+    json_object_object_add(root, "upstreams", all);
+    return ready;
+}
+
 static void readyz(h2o_req_t *req, struct gw_server *s)
 {
     struct json_object *root = json_object_new_object(), *checks = json_object_new_object();
@@ -63,6 +112,7 @@ static void readyz(h2o_req_t *req, struct gw_server *s)
     /* the loop threads accept only once every listener is bound: this one answering is the proof */
     ready &= check(checks, "listeners", true, "");
     ready &= check(checks, "draining", !atomic_load(&s->stopping), "shutting down");
+    ready &= upstreams(checks, root, s);
     json_object_object_add(root, "ready", json_object_new_boolean(ready));
     json_object_object_add(root, "checks", checks);
     text = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN);

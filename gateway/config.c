@@ -85,7 +85,7 @@ GW_CONF_OBJDEF(listener_def, listener_fields, NULL);
  */
 static int check_admin(struct gw_conf_ctx *pc, const char *path, void *base)
 {
-    struct gw_listener_conf *a = base;
+    struct gw_listener_conf *a = &((struct gw_admin_conf *)base)->listen;
     struct in6_addr a6;
     struct in_addr a4;
     bool loopback;
@@ -104,10 +104,12 @@ static int check_admin(struct gw_conf_ctx *pc, const char *path, void *base)
 }
 
 static const struct gw_conf_field admin_fields[] = {
-    GW_CONF_OPT("address", gw_conf_p_address, struct gw_listener_conf, address),
-    GW_CONF_REQ("port", gw_conf_p_port, struct gw_listener_conf, port, .min = 1, .max = 65535),
-    /* "tls" fills the same struct: .off 0 */
-    {.key = "tls", .parse = gw_conf_p_opt_obj, .off = 0, .aux = &tls_def},
+    GW_CONF_OPT("address", gw_conf_p_address, struct gw_admin_conf, listen.address),
+    GW_CONF_REQ("port", gw_conf_p_port, struct gw_admin_conf, listen.port, .min = 1, .max = 65535),
+    /* "tls" fills the listener part */
+    GW_CONF_OPT("tls", gw_conf_p_opt_obj, struct gw_admin_conf, listen, .aux = &tls_def),
+    GW_CONF_OPT("ready_requires", gw_conf_p_names, struct gw_admin_conf, ready_requires,
+                .off_n = offsetof(struct gw_admin_conf, n_ready_requires), .aux = &gw_conf_names_plain),
 };
 GW_CONF_OBJDEF(admin_def, admin_fields, check_admin);
 
@@ -166,6 +168,11 @@ static const struct gw_conf_field top_fields[] = {
     GW_CONF_OPT("limits", gw_conf_p_obj, struct gw_config, limits, .aux = &limits_def),
     GW_CONF_OPT("admin", gw_conf_p_opt_obj, struct gw_config, admin, .aux = &admin_def),
     GW_CONF_REQ("audit", gw_conf_p_obj, struct gw_config, audit, .aux = &gw_audit_conf_def),
+    GW_CONF_OPT("user", gw_conf_p_name, struct gw_config, user, .aux = &gw_conf_names_plain),
+    GW_CONF_OPT("group", gw_conf_p_name, struct gw_config, group, .aux = &gw_conf_names_plain),
+    GW_CONF_OPT("run_as_root", gw_conf_p_bool, struct gw_config, run_as_root, .def = false),
+    GW_CONF_OPT("log_sample_success", gw_conf_p_u32, struct gw_config, log_sample_success, .min = 1,
+                .max = GW_MAX_LOG_SAMPLE, .def = 1),
     GW_CONF_OPT("log_level", gw_conf_p_enum, struct gw_config, log_level, .def = GW_LOG_INFO,
                 .aux = log_levels),
     GW_CONF_OPT("root_ca_update", gw_conf_p_opt_obj, struct gw_config, root_update,
@@ -323,10 +330,18 @@ static int check_listeners(struct gw_conf_ctx *pc, const struct gw_config *cfg)
             return gw_conf_fail(pc, path, "same address and port as $.listeners[%zu]: \"%s\" port %u", j,
                                 cfg->listeners[i].address, cfg->listeners[i].port);
         }
-        if (cfg->admin.port != 0 && cfg->admin.port == cfg->listeners[i].port &&
-            strcmp(cfg->admin.address, cfg->listeners[i].address) == 0)
+        if (cfg->admin.listen.port != 0 && cfg->admin.listen.port == cfg->listeners[i].port &&
+            strcmp(cfg->admin.listen.address, cfg->listeners[i].address) == 0)
             return gw_conf_fail(pc, "$.admin", "same address and port as $.listeners[%zu]: \"%s\" port %u", i,
-                                cfg->admin.address, cfg->admin.port);
+                                cfg->admin.listen.address, cfg->admin.listen.port);
+    }
+    for (i = 0; i < cfg->admin.n_ready_requires; i++) {
+        bool known = false;
+        for (j = 0; j < cfg->n_upstreams && !known; j++)
+            known = strcmp(cfg->upstreams[j].name, cfg->admin.ready_requires[i]) == 0;
+        gw_conf_join_index(path, "$.admin.ready_requires", i);
+        if (!known)
+            return gw_conf_fail(pc, path, "unknown upstream \"%s\"", cfg->admin.ready_requires[i]);
     }
     return 0;
 }
@@ -453,7 +468,8 @@ void gw_config_free(struct gw_config *cfg)
     for (i = 0; i < cfg->n_listeners; i++)
         listener_cleanup(&cfg->listeners[i]);
     free(cfg->listeners);
-    listener_cleanup(&cfg->admin);
+    listener_cleanup(&cfg->admin.listen);
+    gw_conf_free_strings(cfg->admin.ready_requires, cfg->admin.n_ready_requires);
     gw_signer_conf_cleanup(&cfg->signer);
     gw_trust_conf_free(cfg->trust, cfg->n_trust);
     gw_pbm_conf_free(cfg->pbm, cfg->n_pbm);
@@ -467,6 +483,8 @@ void gw_config_free(struct gw_config *cfg)
     gw_root_update_cleanup(&cfg->root_update);
     free(cfg->audit.file);
     free(cfg->path_prefix);
+    free(cfg->user);
+    free(cfg->group);
     free(cfg->path);
     free(cfg);
 }

@@ -40,6 +40,13 @@ struct gw_listener_conf {
     bool http2; /* "http2": offer h2 in ALPN (TLS listeners); off by default */
 };
 
+/* "admin": the listener for operators (gateway/admin.c). */
+struct gw_admin_conf {
+    struct gw_listener_conf listen; /* address, port, optional tls */
+    char **ready_requires;          /* "ready_requires": upstreams that must be up for /readyz */
+    size_t n_ready_requires;
+};
+
 /* "limits": what one client, or all of them, may hold (docs/security.md, "Bounded work"). */
 struct gw_limits_conf {
     struct gw_guard_conf admission; /* connections and failed authentications per address */
@@ -50,7 +57,7 @@ struct gw_config {
     char *path; /* file it was loaded from */
     struct gw_listener_conf *listeners;
     size_t n_listeners;
-    struct gw_listener_conf admin; /* "admin": health, readiness, metrics; port 0 = none */
+    struct gw_admin_conf admin; /* "admin": health, readiness, metrics; port 0 = none */
     uint32_t loop_threads;
     uint32_t workers;
     uint32_t queue_depth;
@@ -73,6 +80,10 @@ struct gw_config {
     struct gw_limits_conf limits; /* "limits" */
     struct gw_audit_conf audit;
     enum gw_log_level log_level;       /* "log_level"; default info */
+    uint32_t log_sample_success;       /* "log_sample_success": log 1 of N successful requests */
+    char *user;                        /* "user": started as root, run as this user once bound */
+    char *group;                       /* "group": and this group; NULL = the user's own */
+    bool run_as_root;                  /* "run_as_root": keep root (tests, throwaway demos) */
     struct gw_root_update root_update; /* "root_ca_update" for roles without their own */
     struct gw_routes routes;           /* what routing reads of the above (mappings/route.h) */
     struct gw_route_upstream *route_ups;

@@ -286,12 +286,29 @@ static void count_request(const struct reqlog *l, const struct gw_route_match *m
 
 /* One JSON line per request, and its count: never a body, secret or key. |rsp| is NULL for early
  * refusals. */
-static void log_request(const struct reqlog *l, const struct gw_route_match *m, int status,
-                        const struct gw_cmp_response *rsp, const char *outcome)
+/*
+ * Whether the line of a request is written: every refusal and error, and 1 in "log_sample_success"
+ * of the requests that succeeded (HTTP 200, neither a rejection nor an error), so that a busy
+ * gateway's log keeps what needs looking at. The audit log is never sampled.
+ */
+static bool log_sampled(const struct gw_config *cfg, int status, const struct gw_cmp_response *rsp)
+{
+    static atomic_ulong successes;
+
+    if (cfg->log_sample_success <= 1 || status != 200 || rsp == NULL ||
+        strncmp(rsp->outcome, "rejection", 9) == 0 || strncmp(rsp->outcome, "error", 5) == 0)
+        return true;
+    return atomic_fetch_add(&successes, 1) % cfg->log_sample_success == 0;
+}
+
+static void log_request(const struct gw_config *cfg, const struct reqlog *l, const struct gw_route_match *m,
+                        int status, const struct gw_cmp_response *rsp, const char *outcome)
 {
     char st[12], dur[24];
 
     count_request(l, m, status, rsp);
+    if (!log_sampled(cfg, status, rsp))
+        return;
     snprintf(st, sizeof(st), "%d", status);
     snprintf(dur, sizeof(dur), "%" PRIu64, gw_now_ms() - l->start_ms);
     gw_log_kv(GW_LOG_INFO, "request", "peer", l->peer, "tls_subject", l->subject, "method", l->method, "path",
@@ -462,7 +479,7 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
     if (check_request(lt->server, req, &match, &r) != 0 || check_budget(lt->server, req, &match, &r) != 0 ||
         submit(lt, req, &match, &log, &r) != 0) {
         send_text(req, r.status, r.hdr, r.retry_after, r.reason);
-        log_request(&log, &match, r.status, NULL, r.reason);
+        log_request(lt->server->cfg, &log, &match, r.status, NULL, r.reason);
     }
     return 0;
 }
@@ -490,7 +507,7 @@ static void respond(struct http_job *job)
 
     if (job->req == NULL) {
         snprintf(gone, sizeof(gone), "client gone before the response; %s", outcome);
-        log_request(&job->log, &job->match, status, rsp, gone);
+        log_request(job->owner->server->cfg, &job->log, &job->match, status, rsp, gone);
         return;
     }
     if (rsp->auth_failed)
@@ -501,7 +518,7 @@ static void respond(struct http_job *job)
         send_der(job->req, rsp->der, rsp->len, gw_route_is_get(&job->match));
     else
         send_text(job->req, status, status == 503 ? HDR_RETRY_AFTER : HDR_NONE, 0, reason);
-    log_request(&job->log, &job->match, status, rsp, outcome);
+    log_request(job->owner->server->cfg, &job->log, &job->match, status, rsp, outcome);
 }
 
 /* loop thread: must consume every message (docs/design.md H8.10); a NULL message only woke the loop.

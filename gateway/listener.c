@@ -228,7 +228,7 @@ static void *loop_main(void *arg)
 
 const struct gw_listener_conf *gw_listener_conf(const struct gw_server *s, size_t i)
 {
-    return i < s->cfg->n_listeners ? &s->cfg->listeners[i] : &s->cfg->admin;
+    return i < s->cfg->n_listeners ? &s->cfg->listeners[i] : &s->cfg->admin.listen;
 }
 
 /* A host of one catch-all path served by |on_req|; NULL when out of memory. */
@@ -332,7 +332,8 @@ static int start_threads(struct gw_server *s, char *err)
     return 0;
 }
 
-struct gw_server *gw_server_start(const struct gw_config *cfg, struct gw_cmp_engine *engine, char *err)
+struct gw_server *gw_server_start(const struct gw_config *cfg, struct gw_cmp_engine *engine,
+                                  struct gw_upstream_set *ups, char *err)
 {
     struct gw_server *s = NULL;
 
@@ -342,7 +343,8 @@ struct gw_server *gw_server_start(const struct gw_config *cfg, struct gw_cmp_eng
     }
     s->cfg = cfg;
     s->engine = engine;
-    s->has_admin = cfg->admin.port != 0;
+    s->ups = ups;
+    s->has_admin = cfg->admin.listen.port != 0;
     s->n_listeners = cfg->n_listeners + (s->has_admin ? 1 : 0);
     s->n_loops = cfg->loop_threads != 0 ? cfg->loop_threads : GW_DEFAULT_LOOP_THREADS;
     atomic_init(&s->stopping, false);

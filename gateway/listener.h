@@ -9,12 +9,15 @@
 
 struct gw_server;
 struct gw_cmp_engine;
+struct gw_upstream_set;
 
 /*
- * gw_server_start binds every listener of |cfg| and starts the loop threads and workers. |cfg| and
- * |engine| are borrowed and must outlive the server. NULL with |err| on failure (bind, TLS files).
+ * gw_server_start binds every listener of |cfg| and starts the loop threads and workers. |cfg|,
+ * |engine| and |ups| (whose health /readyz reports) are borrowed and must outlive the server.
+ * NULL with |err| on failure (bind, TLS files).
  */
-struct gw_server *gw_server_start(const struct gw_config *cfg, struct gw_cmp_engine *engine, char *err);
+struct gw_server *gw_server_start(const struct gw_config *cfg, struct gw_cmp_engine *engine,
+                                  struct gw_upstream_set *ups, char *err);
 
 /*
  * gw_server_stop shuts down gracefully: stops accepting, refuses new requests with 503, lets

@@ -57,6 +57,7 @@ struct gw_loop {
 struct gw_server {
     const struct gw_config *cfg;
     struct gw_cmp_engine *engine;
+    struct gw_upstream_set *ups; /* for /readyz: their health */
     h2o_globalconf_t h2o;
     bool h2o_inited;
     h2o_hostconf_t *cmp_hosts[2];   /* what a CMP listener serves: the catch-all CMP handler */

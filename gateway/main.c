@@ -5,6 +5,9 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
+#include <unistd.h>
 #include <stdbool.h>
 #include <pthread.h>
 #include <signal.h>
@@ -21,6 +24,7 @@
 #include "gateway/cmp/engine.h"
 #include "gateway/config.h"
 #include "gateway/listener.h"
+#include "gateway/probe.h"
 #include "base/log.h"
 #include "base/metrics.h"
 #include "upstream/store.h"
@@ -278,6 +282,56 @@ static void serve(const sigset_t *set, struct gw_cmp_engine *engine)
     }
 }
 
+/*
+ * Root is needed only to bind low ports and read keys only root may read, both done by now. With
+ * "user", the process becomes that user (and "group", or the user's own group) for good; without
+ * it, a process started as root stops unless the configuration says "run_as_root". Then what the
+ * gateway writes from now on must be writable by whoever it runs as: checked here, not found out
+ * at the first issuance.
+ */
+static int drop_privileges(const struct gw_config *cfg)
+{
+    struct passwd *pw;
+    struct group *gr = NULL;
+    gid_t gid;
+
+    if (geteuid() != 0) {
+        if (cfg->user != NULL)
+            gw_log(GW_LOG_WARN, "privileges", "not started as root: \"user\": \"%s\" has nothing to drop",
+                   cfg->user);
+        return 0;
+    }
+    if (cfg->user == NULL) {
+        if (cfg->run_as_root)
+            return 0;
+        gw_log(GW_LOG_ERROR, "privileges",
+               "refusing to run as root: set \"user\" (root binds and loads keys, then the gateway runs as "
+               "that user) or \"run_as_root\": true");
+        return -1;
+    }
+    if ((pw = getpwnam(cfg->user)) == NULL || (cfg->group != NULL && (gr = getgrnam(cfg->group)) == NULL)) {
+        gw_log(GW_LOG_ERROR, "privileges", "unknown %s \"%s\"", pw == NULL ? "user" : "group",
+               pw == NULL ? cfg->user : cfg->group);
+        return -1;
+    }
+    gid = gr != NULL ? gr->gr_gid : pw->pw_gid;
+    if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || setuid(pw->pw_uid) != 0 || setuid(0) == 0) {
+        gw_log(GW_LOG_ERROR, "privileges", "cannot become user %s: %s", cfg->user, strerror(errno));
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        const char *dir = cfg->upstreams[i].store_dir;
+        if (dir != NULL && access(dir, W_OK | X_OK) != 0) {
+            gw_log(GW_LOG_ERROR, "privileges", "as user %s, the store %s of upstream %s is not writable: %s",
+                   cfg->user, dir, cfg->upstreams[i].name, strerror(errno));
+            return -1;
+        }
+    }
+    gw_log(GW_LOG_INFO, "privileges", "running as user %s (uid %ld, gid %ld)", cfg->user, (long)pw->pw_uid,
+           (long)gid);
+    return 0;
+}
+
 static double open_transactions(void *engine)
 {
     return (double)gw_cmp_engine_open_transactions(engine);
@@ -317,6 +371,7 @@ static int cmd_run(const char *path)
     struct gw_cmp_engine *engine = NULL;
     struct gw_cmp_settings settings;
     struct gw_server *server = NULL;
+    struct gw_prober *prober = NULL;
     sigset_t set;
     int rc = EXIT_FAILURE;
 
@@ -337,10 +392,13 @@ static int cmd_run(const char *path)
     if ((ups = gw_upstream_set_new(cfg->upstreams, cfg->n_upstreams, cfg->roles, cfg->n_roles,
                                    &cfg->upstream_signer, err)) == NULL ||
         (engine = gw_cmp_engine_new(&settings, ups, err)) == NULL ||
-        (server = gw_server_start(cfg, engine, err)) == NULL) {
+        (server = gw_server_start(cfg, engine, ups, err)) == NULL ||
+        (prober = gw_prober_start(cfg, ups, err)) == NULL) {
         gw_log(GW_LOG_ERROR, "startup", "%s", err);
         goto out;
     }
+    if (drop_privileges(cfg) != 0)
+        goto out;
     metrics_init(engine, server);
     listeners_str(cfg, lst, sizeof(lst));
     gw_log_kv(GW_LOG_INFO, "started", "version", CMPGW_VERSION, "config", path, "listeners", lst,
@@ -348,6 +406,7 @@ static int cmd_run(const char *path)
     serve(&set, engine);
     rc = EXIT_SUCCESS;
 out:
+    gw_prober_stop(prober);
     gw_server_stop(server);
     gw_cmp_engine_free(engine);
     gw_upstream_set_free(ups);

@@ -768,6 +768,22 @@ static int cfssl_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, 
 }
 
 /* worker: GET crl, a base64 DER CRL as the result (docs/design.md U4). */
+/* POST info: cfssl answers with its CA certificate while it serves. Prober thread. */
+static int cfssl_probe(struct gw_upstream *up, char *err)
+{
+    const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
+    struct cfssl *c = gw_upstream_get0_impl(up);
+    struct answer a;
+    int rc;
+
+    call(c, conf, EP_INFO, "{\"profile\":\"\"}", READ_INFO, &a);
+    rc = a.status;
+    if (rc != 0)
+        snprintf(err, GW_ERR_LEN, "%s", a.reason);
+    answer_cleanup(&a);
+    return rc;
+}
+
 static int cfssl_crl(struct gw_upstream *up, unsigned char **der, size_t *len, char *err)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
@@ -865,4 +881,5 @@ const struct gw_upstream_ops gw_upstream_cfssl_ops = {
     .revoke = cfssl_revoke,
     .revoke_serial = cfssl_revoke_serial,
     .crl = cfssl_crl,
+    .probe = cfssl_probe,
 };

@@ -531,6 +531,27 @@ static int cmp_init(struct gw_upstream *up, char *err)
     return 0;
 }
 
+/*
+ * Any HTTP answer to a HEAD of the CMP path: the CA's server listens and speaks HTTP (it need not
+ * serve HEAD; an error status still answers). Prober thread.
+ */
+static int cmp_probe(struct gw_upstream *up, char *err)
+{
+    const struct cmp_up *cu = gw_upstream_get0_impl(up);
+    CURL *curl = curl_easy_init();
+    CURLcode rc = CURLE_FAILED_INIT;
+
+    if (curl != NULL &&
+        (rc = gw_http_setopt_base(curl, cu->url, &cu->cc->http, timeout_of(cu->conf))) == CURLE_OK &&
+        (rc = curl_easy_setopt(curl, CURLOPT_NOBODY, 1L)) == CURLE_OK)
+        rc = curl_easy_perform(curl);
+    curl_easy_cleanup(curl);
+    if (rc == CURLE_OK)
+        return 0;
+    snprintf(err, GW_ERR_LEN, "HEAD %s: %s", cu->url, curl_easy_strerror(rc));
+    return rc == CURLE_OPERATION_TIMEDOUT ? GW_ERR_TIMEOUT : GW_ERR_IO;
+}
+
 /* ---- configuration: the "cmp" section ---- */
 
 /* A cmp upstream's HTTP path: like a prefix, but "/" alone and a trailing "/" are fine ("/pkix/"). */
@@ -616,4 +637,5 @@ const struct gw_upstream_ops gw_upstream_cmp_ops = {
     .cleanup = cmp_cleanup,
     .sign = cmp_sign,
     .revoke = cmp_revoke,
+    .probe = cmp_probe,
 };

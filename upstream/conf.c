@@ -32,6 +32,9 @@ static const struct gw_conf_field common_fields[] = {
     GW_CONF_OPT("max_inflight", gw_conf_p_u32, struct gw_upstream_conf, max_inflight, .min = 1,
                 .max = GW_MAX_UPSTREAM_INFLIGHT, .def = GW_DEFAULT_UPSTREAM_MAX_INFLIGHT),
     GW_CONF_OPT("check_revocation", gw_conf_p_bool, struct gw_upstream_conf, check_revocation, .def = true),
+    GW_CONF_OPT("probe_interval", gw_conf_p_dur_s, struct gw_upstream_conf, probe_interval, .min = 0,
+                .max = GW_MAX_PROBE_INTERVAL, .def = GW_DEFAULT_PROBE_INTERVAL),
+    GW_CONF_OPT("fail_fast", gw_conf_p_bool, struct gw_upstream_conf, fail_fast, .def = true),
 };
 GW_CONF_OBJDEF(common_def, common_fields, NULL);
 

@@ -36,6 +36,8 @@ struct gw_upstream {
     const struct gw_upstream_conf *conf;
     const struct gw_upstream_ops *ops;
     const struct gw_upstream_signer *signer;
+    pthread_mutex_t health_lock; /* guards |health| */
+    struct gw_upstream_health health;
     void *impl;
     atomic_uint inflight;
 };
@@ -137,12 +139,16 @@ struct gw_upstream *gw_upstream_new_ops(const struct gw_upstream_conf *conf,
     up->conf = conf;
     up->ops = ops;
     up->signer = signer;
+    pthread_mutex_init(&up->health_lock, NULL);
+    up->health.up = true; /* until a probe says otherwise */
     atomic_init(&up->inflight, 0);
     if (ops->init != NULL && ops->init(up, err) != 0)
         goto fail;
     return up;
 fail:
-    free(up); /* init failed: nothing to clean up */
+    if (up != NULL) /* init failed: nothing else to clean up */
+        pthread_mutex_destroy(&up->health_lock);
+    free(up);
     return NULL;
 }
 
@@ -174,6 +180,7 @@ void gw_upstream_free(struct gw_upstream *up)
     }
     if (up->ops->cleanup != NULL)
         up->ops->cleanup(up);
+    pthread_mutex_destroy(&up->health_lock);
     free(up);
 }
 
@@ -227,6 +234,21 @@ static void call_done(void *arg, struct gw_sign_result *res)
     done(done_arg, res);
 }
 
+/* Whether sign calls to |up| are refused at once: its probes say it is down, and it fails fast. */
+static bool fast_failing(struct gw_upstream *up)
+{
+    bool down;
+
+    if (!up->conf->fail_fast)
+        return false;
+    pthread_mutex_lock(&up->health_lock);
+    down = !up->health.up;
+    pthread_mutex_unlock(&up->health_lock);
+    if (down)
+        count_call(up, "unavailable");
+    return down;
+}
+
 static int slot_take(struct gw_upstream *up)
 {
     if (atomic_fetch_add(&up->inflight, 1) < max_inflight(up))
@@ -263,6 +285,8 @@ int gw_upstream_sign_submit(struct gw_upstream *up, const struct gw_sign_req *re
 
     if (up == NULL || req == NULL || req->plan == NULL || done == NULL)
         return GW_ERR_INVAL;
+    if (fast_failing(up))
+        return GW_ERR_UNAVAILABLE;
     if (slot_take(up) != 0)
         return GW_ERR_BUSY;
     if ((c = malloc(sizeof(*c))) == NULL) {
@@ -391,6 +415,11 @@ void gw_upstream_refusal(const struct gw_upstream *up, int rc, struct gw_sign_re
         gw_sign_result_fail(out, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                             "upstream %s is at its limit of %u calls in flight", name,
                             up != NULL ? max_inflight(up) : 0);
+    else if (rc == GW_ERR_UNAVAILABLE)
+        gw_sign_result_fail(out, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                            "upstream CA %s is unavailable: its health probes fail; nothing was sent to it, "
+                            "retry later",
+                            name);
     else
         gw_sign_result_fail(out, rc, OSSL_CMP_PKIFAILUREINFO_systemFailure,
                             "upstream %s refused the request: %s", name, gw_err_str(rc));
@@ -544,6 +573,8 @@ int gw_upstream_sign_async(struct gw_upstream *up, const struct gw_sign_req *req
     if (up == NULL || req == NULL || req->plan == NULL || done == NULL)
         return GW_ERR_INVAL;
     /* the slot is taken here, so that a full upstream is refused at once, not on the call thread */
+    if (fast_failing(up))
+        return GW_ERR_UNAVAILABLE;
     if (slot_take(up) != 0)
         return GW_ERR_BUSY;
     if ((a = async_new(up, req, done, arg)) == NULL) {
@@ -778,4 +809,58 @@ void gw_sign_result_fail(struct gw_sign_result *r, int status, int fail_info, co
     va_start(ap, fmt);
     vsnprintf(r->reason, sizeof(r->reason), fmt, ap);
     va_end(ap);
+}
+
+/* ---- health ---- */
+
+static struct gw_metric *m_up;
+static pthread_once_t m_up_once = PTHREAD_ONCE_INIT;
+
+static void up_metric_init(void)
+{
+    static const char *const labels[] = {"upstream", NULL};
+
+    m_up =
+        gw_metric_new("cmpgw_upstream_up", "1 while an upstream's health probes succeed, 0 once it is down.",
+                      GW_METRIC_GAUGE, labels, NULL, 0);
+}
+
+int gw_upstream_probe(struct gw_upstream *up, char *err)
+{
+    const char *name = gw_upstream_conf_name(up->conf);
+    int rc = up->ops->probe != NULL ? up->ops->probe(up, err) : 0;
+    bool was, now;
+
+    pthread_mutex_lock(&up->health_lock);
+    was = up->health.up;
+    up->health.probed = true;
+    up->health.last_probe = time(NULL);
+    if (rc == 0) {
+        up->health.failures = 0;
+        up->health.last_ok = up->health.last_probe;
+        up->health.error[0] = '\0';
+        up->health.up = true;
+    } else {
+        up->health.failures++;
+        snprintf(up->health.error, sizeof(up->health.error), "%s", err);
+        up->health.up = up->health.failures < GW_UPSTREAM_DOWN_AFTER;
+    }
+    now = up->health.up;
+    pthread_mutex_unlock(&up->health_lock);
+    pthread_once(&m_up_once, up_metric_init);
+    gw_metric_set(m_up, (const char *const[]){name}, now ? 1 : 0);
+    if (was && !now)
+        gw_log(GW_LOG_ERROR, "upstream_down", "upstream %s is down after %d failed probes: %s%s", name,
+               GW_UPSTREAM_DOWN_AFTER, err,
+               up->conf->fail_fast ? "; its sign calls are refused at once" : "");
+    else if (!was && now)
+        gw_log(GW_LOG_INFO, "upstream_up", "upstream %s answers its probes again", name);
+    return rc;
+}
+
+void gw_upstream_health(struct gw_upstream *up, struct gw_upstream_health *out)
+{
+    pthread_mutex_lock(&up->health_lock);
+    *out = up->health;
+    pthread_mutex_unlock(&up->health_lock);
 }

@@ -13,7 +13,10 @@
 #ifndef GW_UPSTREAM_H
 #define GW_UPSTREAM_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <time.h>
 #include <openssl/x509.h>
 #include "base/limits.h"
 #include "mappings/profile.h"
@@ -33,8 +36,10 @@ struct gw_upstream_conf {
     const struct gw_upstream_ops *ops; /* the adapter its "type" names */
     uint32_t timeout_ms;
     uint32_t max_inflight;
-    bool check_revocation; /* "check_revocation": false accepts its certificates as credentials unchecked */
-    void *impl;            /* the adapter's section */
+    bool check_revocation;   /* "check_revocation": false accepts its certificates as credentials unchecked */
+    uint32_t probe_interval; /* "probe_interval": seconds between health probes; 0 = none */
+    bool fail_fast;          /* "fail_fast": while probes say it is down, refuse at once (systemUnavail) */
+    void *impl;              /* the adapter's section */
     /* What every adapter states about the CAs it issues under (filled by its configuration check). */
     X509 *own_ca;                 /* the CA certificate whose key cmpgw holds (a local issuer); else NULL */
     STACK_OF(X509) *issuer_certs; /* what its certificates chain to: own_ca and its chain, or "issuer_ca" */
@@ -120,6 +125,27 @@ void gw_upstream_sign_wait(struct gw_upstream *up, const struct gw_sign_req *req
  */
 int gw_upstream_sign_async(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done,
                            void *arg);
+
+/*
+ * Health (docs/operations.md). gw_upstream_probe asks the upstream whether it serves (the adapter's
+ * cheapest call: Vault sys/health, cfssl info, a CMP CA's HTTP answer; an in-process issuer always
+ * does) and records the answer; GW_UPSTREAM_DOWN_AFTER failures in a row make it down, one success
+ * up again. A down upstream with fail_fast refuses sign calls at once with GW_ERR_UNAVAILABLE
+ * instead of letting each wait for its timeout. (prober thread; bounded by the upstream's timeout)
+ */
+int gw_upstream_probe(struct gw_upstream *up, char *err);
+
+struct gw_upstream_health {
+    bool up;                /* true until probes say otherwise */
+    bool probed;            /* a probe has answered since start */
+    time_t last_probe;      /* when the last probe ended; 0 = never */
+    time_t last_ok;         /* when one last succeeded; 0 = never */
+    unsigned failures;      /* failed probes in a row */
+    char error[GW_ERR_LEN]; /* why the last probe failed; "" after a success */
+};
+
+/* gw_upstream_health copies what the probes of |up| found (any thread). */
+void gw_upstream_health(struct gw_upstream *up, struct gw_upstream_health *out);
 
 /* gw_upstream_refusal fills |out| with what a client is told when submit returned |rc| (!= 0). */
 void gw_upstream_refusal(const struct gw_upstream *up, int rc, struct gw_sign_result *out);

@@ -63,6 +63,8 @@ struct gw_upstream_ops {
                          int reason, char *err);
     /* GW_UP_CRL: the current CRL, DER, malloc'd (free()). */
     int (*crl)(struct gw_upstream *up, unsigned char **der, size_t *len, char *err);
+    /* Optional: is the upstream serving? 0, or a gw_err with why in |err|; cheap, no state changed. */
+    int (*probe)(struct gw_upstream *up, char *err);
 };
 
 #define GW_UPSTREAM_DECLARE_OPS(type) extern const struct gw_upstream_ops gw_upstream_##type##_ops;

@@ -773,6 +773,30 @@ out:
 }
 
 /* GET <mount>/crl: the mount's CRL, DER (docs/design.md U1.6). Worker. */
+/*
+ * GET sys/health, unauthenticated: 200 from an active node, and from a standby too with the two
+ * flags (a standby forwards requests; by default it would answer 429 or 473). Sealed, uninitialised
+ * or unreachable is down. Prober thread.
+ */
+static int vault_probe(struct gw_upstream *up, char *err)
+{
+    static const char path[] = "/v1/sys/health?standbyok=true&perfstandbyok=true";
+    struct vault *v = gw_upstream_get0_impl(up);
+    struct gw_http_response rsp;
+    int rc;
+
+    if ((rc = gw_http_request(v->http, "GET", path, NULL, NULL, &rsp)) != 0)
+        set_err(err, "GET /v1/sys/health: %.150s", rsp.error[0] != '\0' ? rsp.error : gw_err_str(rc));
+    else if (rsp.status != 200)
+        set_err(err, "GET /v1/sys/health: HTTP %ld%s", rsp.status,
+                rsp.status == 503   ? " (sealed)"
+                : rsp.status == 501 ? " (not initialised)"
+                                    : "");
+    rc = rc != 0 ? rc : rsp.status == 200 ? 0 : GW_ERR_UPSTREAM;
+    gw_http_response_cleanup(&rsp);
+    return rc;
+}
+
 static int vault_crl(struct gw_upstream *up, unsigned char **der, size_t *len, char *err)
 {
     struct vault *v = gw_upstream_get0_impl(up);
@@ -1049,6 +1073,7 @@ const struct gw_upstream_ops gw_upstream_vault_ops = {
     .sign = vault_sign,
     .revoke_serial = vault_revoke_serial,
     .crl = vault_crl,
+    .probe = vault_probe,
     .role_policy = vault_role_policy,
     .cert_status = vault_cert_status,
 };

@@ -5,17 +5,21 @@ log cannot be written and 200 again once it can; the admin listener serves no CM
 listener no admin path."""
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import unittest
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
+import vaultenv  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 
@@ -45,6 +49,10 @@ def total(scrape, name, **labels):
 
 
 class Admin(harness.GatewayTestCase):
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["log_sample_success"] = 1000  # 1 line in 1000 successes; every refusal is logged
 
     def scrape(self):
         status, headers, body = get(self.gw, "/metrics")
@@ -91,6 +99,17 @@ class Admin(harness.GatewayTestCase):
                          total(s1, "cmpgw_requests_total", status="404", outcome="refused"), 1)
         self.assertFalse(any("nowhere" in v for (_, ls) in s2 for (_, v) in ls))
 
+    def test_log_sampling(self):
+        for i in range(3):
+            self.gw.cmp("ir", "sampled%d" % i, newkey=self.newkey("sampled%d" % i), subject="/CN=sampled-%d" % i,
+                        extra=("-implicit_confirm",))
+        junk = self.gw.dir / "junk2.der"
+        junk.write_bytes(b"y")
+        self.assertEqual(self.gw.curl(path="/pki/elsewhere/cmp", data=junk).status, 404)
+        lines = [r for r in self.gw.log_lines() if r.get("event") == "request"]
+        self.assertEqual(len([r for r in lines if r.get("status") == "200"]), 1, lines)
+        self.assertTrue(any(r.get("status") == "404" and "elsewhere" in r.get("path", "") for r in lines), lines)
+
     def test_only_admin_paths(self):
         self.assertEqual(get(self.gw, "/pki/cmp", method="POST", data=b"x")[0], 404)
         status, headers, _ = get(self.gw, "/metrics", method="POST", data=b"x")
@@ -125,6 +144,94 @@ class Admin(harness.GatewayTestCase):
         while get(self.gw, "/readyz")[0] != 200 and time.monotonic() < deadline:
             time.sleep(0.1)
         self.assertEqual(get(self.gw, "/readyz")[0], 200)
+
+
+class Probes(harness.GatewayTestCase):
+    """An upstream's health probes: /readyz follows the one in ready_requires, and while it is down
+    its role answers at once (fail_fast) instead of waiting for the upstream's timeout."""
+    vault = None
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.vault = vaultenv.running(cls, gw.dir)
+        cfg["upstreams"]["vault"] = cls.vault.upstream(probe_interval=1, timeout="5s")
+        role = dict(cfg["roles"]["default"], upstream="vault", upstream_role="devices")
+        role["allowed_san_types"] = ["dns", "ip"]
+        cfg["roles"]["vault"] = role
+        cfg["admin"]["ready_requires"] = ["vault"]
+
+    def wait_readyz(self, status, timeout=10):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = get(self.gw, "/readyz")
+            if got[0] == status:
+                return json.loads(got[2])
+            time.sleep(0.2)
+        self.fail("/readyz did not turn %d: %r" % (status, got))
+
+    def p10cr(self, name):
+        key = self.newkey(name)
+        csr = self.gw.dir / ("%s.csr" % name)
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=%s.example.com" % name, "-out", csr])
+        return self.gw.cmp("p10cr", name, path="pki/roles/vault/cmp", extra=["-csr", csr], expect_cert=False)
+
+    def test_down_and_up_again(self):
+        detail = self.wait_readyz(200)
+        self.assertTrue(detail["upstreams"]["vault"]["up"])
+        self.assertIsNotNone(self.p10cr("before").cert)
+        self.vault.control({"sealed": True})
+        detail = self.wait_readyz(503)
+        self.assertFalse(detail["upstreams"]["vault"]["up"])
+        self.assertIn("HTTP 503", detail["checks"]["vault"])
+        self.assertEqual(detail["checks"]["audit"], "ok")  # the rest still holds
+        start = time.monotonic()
+        res = self.p10cr("while-down")
+        self.assertIsNone(res.cert)
+        self.assert_rejected(res, "systemUnavail", "upstream CA vault is unavailable", "retry later")
+        self.assertLess(time.monotonic() - start, 4, "refused at once, not after the 5 s timeout")
+        up = samples(get(self.gw, "/metrics")[2].decode())
+        self.assertEqual(total(up, "cmpgw_upstream_up", upstream="vault"), 0)
+        self.vault.control({})
+        self.wait_readyz(200)
+        self.assertIsNotNone(self.p10cr("after").cert)
+
+
+class Privileges(unittest.TestCase):
+    """Started as root (as this test runs), the gateway runs as "user" once it has bound its
+    sockets and loaded its keys, and refuses to keep root unless the configuration says so."""
+
+    def setUp(self):
+        self.tmp = Path(tempfile.mkdtemp(prefix="cmpgw-e2e-"))
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def gateway(self, edit):
+        return harness.Gateway(self.tmp / "pki", lambda cfg, gw: edit(cfg))
+
+    def test_refuses_root(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root")
+        gw = self.gateway(lambda cfg: cfg.pop("run_as_root"))
+        with self.assertRaises(harness.Failure):
+            gw.start()
+        self.assertNotEqual(gw.proc.wait(10), 0)
+        gw._err.close()  # the harness closes them in stop(), which expects a running gateway
+        gw._out.close()
+        self.assertIn("refusing to run as root", gw.stderr())
+
+    def test_runs_as_user(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root")
+        gw = self.gateway(lambda cfg: (cfg.pop("run_as_root"), cfg.update(user="nobody")))
+        gw.start()
+        try:
+            status = Path("/proc/%d/status" % gw.proc.pid).read_text()
+            uid = [line.split()[1:] for line in status.splitlines() if line.startswith("Uid:")][0]
+            self.assertEqual(set(uid), {str(pwd.getpwnam("nobody").pw_uid)}, status)
+            self.assertEqual(get(gw, "/healthz")[0], 200)
+        finally:
+            gw.stop()
 
 
 if __name__ == "__main__":

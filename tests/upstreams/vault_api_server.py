@@ -26,6 +26,8 @@ Switches (POST /_control with a JSON object, GET /_control to read; or --state F
   sign_data      obj   its members replace those of a sign answer's data ({"expiration": -1})
   trailing       str   appended after the JSON document of every answer, as bytes after the document
   match          str   the switches apply only to request paths containing this string
+  sealed         bool  GET /v1/sys/health answers 503 (sealed); that path is never logged nor
+                       forced, so that a gateway's health probes do not disturb the other switches
 Every request is appended to --log as one JSON line (method, path, token, namespace, body,
 client certificate subject) so tests can assert what Vault received.
 
@@ -451,6 +453,11 @@ class Handler(BaseHTTPRequestHandler):
             body, raw = self.read_body()
         except VaultError as e:
             return self.send(e.status, {"errors": e.errors})
+        if self.path.split("?")[0] == "/v1/sys/health":
+            # Vault's health endpoint (unauthenticated); neither logged nor forced, so that a
+            # gateway's periodic probes leave the request log and the forced answers to the tests
+            sealed = v.state.get("sealed", False)
+            return self.send(503 if sealed else 200, {"initialized": True, "sealed": sealed, "standby": False})
         peer, peer_subj = self.peer_subject()
         v.log({"time": time.time(), "method": method, "path": self.path,
                "token": self.headers.get("X-Vault-Token"), "namespace": self.headers.get("X-Vault-Namespace"),

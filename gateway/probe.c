@@ -1,0 +1,107 @@
+/*
+ * The upstreams' health probes (gateway/probe.h). One thread, one probe at a time: probes are
+ * cheap and few, and a slow one only delays the next.
+ */
+#include "gateway/probe.h"
+#include "base/clock.h"
+#include "base/err.h"
+#include "base/log.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#define PROBE_TICK_MS 1000 /* how often the thread looks for a probe that is due */
+
+struct gw_prober {
+    const struct gw_config *cfg;
+    struct gw_upstream_set *ups;
+    uint64_t *due_ms; /* per cfg->upstreams[i]: when it is probed next */
+    pthread_t tid;
+    pthread_mutex_t lock;
+    pthread_cond_t cond; /* signalled by gw_prober_stop */
+    bool stopping;
+};
+
+/* Probes every upstream whose time has come. */
+static void probe_due(struct gw_prober *p)
+{
+    char err[GW_ERR_LEN];
+
+    for (size_t i = 0; i < p->cfg->n_upstreams; i++) {
+        const struct gw_upstream_conf *uc = &p->cfg->upstreams[i];
+        struct gw_upstream *up = gw_upstream_set_get0(p->ups, uc->name);
+        uint64_t now = gw_now_ms();
+
+        if (up == NULL || uc->probe_interval == 0 || now < p->due_ms[i])
+            continue;
+        err[0] = '\0';
+        (void)gw_upstream_probe(up, err);
+        p->due_ms[i] = gw_now_ms() + (uint64_t)uc->probe_interval * 1000;
+    }
+}
+
+static void *prober_main(void *arg)
+{
+    struct gw_prober *p = arg;
+    struct timespec until;
+
+    pthread_mutex_lock(&p->lock);
+    while (!p->stopping) {
+        pthread_mutex_unlock(&p->lock);
+        probe_due(p);
+        pthread_mutex_lock(&p->lock);
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += PROBE_TICK_MS / 1000;
+        while (!p->stopping && pthread_cond_timedwait(&p->cond, &p->lock, &until) == 0)
+            ;
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+struct gw_prober *gw_prober_start(const struct gw_config *cfg, struct gw_upstream_set *ups, char *err)
+{
+    struct gw_prober *p = calloc(1, sizeof(*p));
+    pthread_condattr_t ca;
+
+    if (p == NULL ||
+        (cfg->n_upstreams > 0 && (p->due_ms = calloc(cfg->n_upstreams, sizeof(*p->due_ms))) == NULL)) {
+        free(p);
+        snprintf(err, GW_ERR_LEN, "upstream probes: out of memory");
+        return NULL;
+    }
+    p->cfg = cfg;
+    p->ups = ups;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the wall clock jumps */
+    pthread_cond_init(&p->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    if (pthread_create(&p->tid, NULL, prober_main, p) != 0) {
+        pthread_cond_destroy(&p->cond);
+        pthread_mutex_destroy(&p->lock);
+        free(p->due_ms);
+        free(p);
+        snprintf(err, GW_ERR_LEN, "upstream probes: cannot start a thread");
+        return NULL;
+    }
+    return p;
+}
+
+void gw_prober_stop(struct gw_prober *p)
+{
+    if (p == NULL)
+        return;
+    pthread_mutex_lock(&p->lock);
+    p->stopping = true;
+    pthread_cond_signal(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+    pthread_join(p->tid, NULL);
+    pthread_cond_destroy(&p->cond);
+    pthread_mutex_destroy(&p->lock);
+    free(p->due_ms);
+    free(p);
+}

@@ -1,0 +1,22 @@
+/*
+ * The upstreams' health probes: one thread that asks each upstream with a "probe_interval" whether
+ * it serves, as often as that says, and records the answer in the upstream (upstream/upstream.h),
+ * where /readyz, the metrics and fail_fast read it.
+ */
+#ifndef GW_PROBE_H
+#define GW_PROBE_H
+
+#include "gateway/config.h"
+#include "upstream/upstream.h"
+
+struct gw_prober;
+
+/* gw_prober_start probes every upstream of |cfg| in |ups| once now, then on its interval, on a
+ * thread of its own. Both are borrowed. NULL with |err| when the thread cannot start. */
+struct gw_prober *gw_prober_start(const struct gw_config *cfg, struct gw_upstream_set *ups, char *err);
+
+/* gw_prober_stop ends the thread (after a probe in progress, bounded by its upstream's timeout). NULL-safe.
+ */
+void gw_prober_stop(struct gw_prober *p);
+
+#endif
