@@ -52,6 +52,7 @@
 #define GW_REPLAY_SKETCH_WIDTH 65536        /* counters per row of the per-identity count (power of 2) */
 #define GW_MIN_PBM_SECRET_LEN 8
 #define GW_MAX_PBM_SECRET_LEN 1024
+#define GW_MAX_PASSPHRASE_LEN 1024           /* of an encrypted private key, in its passphrase file */
 #define GW_IDENTITY_LEN 256                  /* printable identity (subject DN or PBM reference) */
 #define GW_MAX_EXTRA_CERTS 16                /* certificates in a request's extraCerts: signer and chain */
 #define GW_MAX_EXTRA_CERTS_BYTES (32 * 1024) /* their DER, of a GW_MAX_CMP_BODY message */

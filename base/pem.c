@@ -10,6 +10,8 @@
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/store.h>
+#include <openssl/ui.h>
 
 static int no_password(char *buf, int size, int rwflag, void *u)
 {
@@ -87,28 +89,83 @@ int gw_pem_load_cert(struct gw_conf_ctx *pc, const char *path, const char *file,
     return 0;
 }
 
-int gw_pem_load_key(struct gw_conf_ctx *pc, const char *path, const char *file, EVP_PKEY **out)
+/* The passphrase of an encrypted key, handed to OpenSSL's decoders; never anything else. */
+struct passphrase {
+    const unsigned char *p;
+    size_t len;
+};
+
+static int give_passphrase(char *buf, int size, int rwflag, void *u)
 {
+    const struct passphrase *pp = u;
+
+    (void)rwflag;
+    if (pp == NULL || pp->p == NULL || pp->len > (size_t)size)
+        return -1; /* no passphrase configured: an encrypted key is refused, never prompted for */
+    memcpy(buf, pp->p, pp->len);
+    return (int)pp->len;
+}
+
+/* The first private key of |file| through OSSL_STORE (PEM, PKCS#8 encrypted or not, DER), or NULL. */
+static EVP_PKEY *store_key(const char *file, struct passphrase *pp)
+{
+    UI_METHOD *ui = UI_UTIL_wrap_read_pem_callback(give_passphrase, 0);
+    OSSL_STORE_CTX *st = ui != NULL ? OSSL_STORE_open(file, ui, pp, NULL, NULL) : NULL;
+    EVP_PKEY *key = NULL;
+
+    if (st != NULL && OSSL_STORE_expect(st, OSSL_STORE_INFO_PKEY) == 1) {
+        while (key == NULL && !OSSL_STORE_eof(st)) {
+            OSSL_STORE_INFO *info = OSSL_STORE_load(st);
+            if (info == NULL)
+                break;
+            key = OSSL_STORE_INFO_get1_PKEY(info);
+            OSSL_STORE_INFO_free(info);
+        }
+    }
+    OSSL_STORE_close(st);
+    UI_destroy_method(ui);
+    return key;
+}
+
+int gw_pem_load_key(struct gw_conf_ctx *pc, const char *path, const char *file, const char *passfile,
+                    EVP_PKEY **out)
+{
+    struct passphrase pp = {NULL, 0};
+    unsigned char *secret = NULL;
+    char ppath[GW_CONF_PATH_LEN];
     BIO *bio;
 
     *out = NULL;
-    if ((bio = gw_conf_open(pc, path, file)) == NULL)
+    if ((bio = gw_conf_open(pc, path, file)) == NULL) /* a clear error for a missing or unreadable file */
         return GW_ERR_INVAL;
-    *out = PEM_read_bio_PrivateKey(bio, NULL, no_password, NULL);
     BIO_free(bio);
-    if (*out == NULL)
-        return gw_conf_fail(pc, path, "cannot parse an unencrypted PEM private key in \"%s\"", file);
-    return 0;
+    snprintf(ppath, sizeof(ppath), "%s_passphrase_file", path);
+    if (passfile != NULL &&
+        gw_conf_read_secret_sized(pc, ppath, passfile, 1, GW_MAX_PASSPHRASE_LEN, &secret, &pp.len) != 0)
+        return GW_ERR_INVAL;
+    pp.p = secret;
+    *out = store_key(file, &pp);
+    OPENSSL_clear_free(secret, GW_MAX_PASSPHRASE_LEN + 3);
+    ERR_clear_error();
+    if (*out != NULL)
+        return 0;
+    if (passfile != NULL)
+        return gw_conf_fail(pc, path, "cannot read the private key in \"%s\" with the passphrase of \"%s\"",
+                            file, passfile);
+    return gw_conf_fail(pc, path,
+                        "cannot parse an unencrypted PEM private key in \"%s\" (an encrypted key needs "
+                        "\"%s_passphrase_file\")",
+                        file, strrchr(path, '.') != NULL ? strrchr(path, '.') + 1 : path);
 }
-
 int gw_pem_load_pair(struct gw_conf_ctx *pc, const char *path, const char *cert_file, const char *key_file,
-                     X509 **cert, EVP_PKEY **key)
+                     const char *passfile, X509 **cert, EVP_PKEY **key)
 {
     char cpath[GW_CONF_PATH_LEN], kpath[GW_CONF_PATH_LEN];
 
     gw_conf_join_key(cpath, path, "cert");
     gw_conf_join_key(kpath, path, "key");
-    if (gw_pem_load_cert(pc, cpath, cert_file, cert) != 0 || gw_pem_load_key(pc, kpath, key_file, key) != 0)
+    if (gw_pem_load_cert(pc, cpath, cert_file, cert) != 0 ||
+        gw_pem_load_key(pc, kpath, key_file, passfile, key) != 0)
         return GW_ERR_INVAL;
     if (X509_check_private_key(*cert, *key) != 1)
         return gw_conf_fail(pc, kpath, "key in \"%s\" does not match the certificate in \"%s\"", key_file,

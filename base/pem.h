@@ -17,12 +17,18 @@ int gw_pem_load_certs(struct gw_conf_ctx *pc, const char *path, const char *file
 /* The first certificate of |file| (a leaf followed by its chain is fine). */
 int gw_pem_load_cert(struct gw_conf_ctx *pc, const char *path, const char *file, X509 **out);
 
-/* An unencrypted PEM private key. */
-int gw_pem_load_key(struct gw_conf_ctx *pc, const char *path, const char *file, EVP_PKEY **out);
+/*
+ * The private key in |file| (PEM or DER, PKCS#8 or traditional), through OSSL_STORE. An encrypted
+ * one needs |passfile|, a file holding its passphrase (one line; never logged); without it an
+ * encrypted key is refused rather than prompted for. Errors name "<key>_passphrase_file".
+ */
+int gw_pem_load_key(struct gw_conf_ctx *pc, const char *path, const char *file, const char *passfile,
+                    EVP_PKEY **out);
 
-/* Loads |cert_file| and |key_file| (given at |path|.cert/.key) and checks they are a pair. */
+/* Loads |cert_file| and |key_file| (given at |path|.cert/.key; |passfile| as gw_pem_load_key) and
+ * checks they are a pair. */
 int gw_pem_load_pair(struct gw_conf_ctx *pc, const char *path, const char *cert_file, const char *key_file,
-                     X509 **cert, EVP_PKEY **key);
+                     const char *passfile, X509 **cert, EVP_PKEY **key);
 
 /* An optional chain file (|path|.chain): loaded when given, else an empty stack. */
 int gw_pem_load_chain(struct gw_conf_ctx *pc, const char *path, const char *file, STACK_OF(X509) **out);

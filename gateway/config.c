@@ -34,12 +34,12 @@ static int check_tls(struct gw_conf_ctx *pc, const char *path, void *base)
     gw_conf_join_key(cpath, path, "client_ca");
     if (l->client_auth != GW_CLIENT_AUTH_NONE && l->client_ca == NULL)
         return gw_conf_fail(pc, cpath, "missing: required unless client_auth is \"none\"");
-    rc = gw_pem_load_pair(pc, path, l->tls_cert, l->tls_key, &cert, &key);
+    rc = gw_pem_load_pair(pc, path, l->tls_cert, l->tls_key, l->tls_key_passphrase_file, &cert, &key);
     if (rc == 0 && l->client_ca != NULL)
         rc = gw_pem_load_certs(pc, cpath, l->client_ca, &sk);
     sk_X509_pop_free(sk, X509_free);
     X509_free(cert);
-    EVP_PKEY_free(key);
+    l->key = key; /* kept: tls.c hands it to the SSL_CTX */
     return rc;
 }
 
@@ -63,6 +63,7 @@ static const struct gw_conf_enum log_levels[] = {
 static const struct gw_conf_field tls_fields[] = {
     GW_CONF_REQ("cert", gw_conf_p_file, struct gw_listener_conf, tls_cert),
     GW_CONF_REQ("key", gw_conf_p_file, struct gw_listener_conf, tls_key),
+    GW_CONF_OPT("key_passphrase_file", gw_conf_p_file, struct gw_listener_conf, tls_key_passphrase_file),
     GW_CONF_OPT("client_ca", gw_conf_p_file, struct gw_listener_conf, client_ca),
     GW_CONF_OPT("client_auth", gw_conf_p_enum, struct gw_listener_conf, client_auth,
                 .def = GW_CLIENT_AUTH_REQUIRE, .aux = client_auth_names),
@@ -455,6 +456,8 @@ static void listener_cleanup(struct gw_listener_conf *l)
     free(l->address);
     free(l->tls_cert);
     free(l->tls_key);
+    free(l->tls_key_passphrase_file);
+    EVP_PKEY_free(l->key);
     free(l->client_ca);
 }
 

@@ -35,7 +35,9 @@ struct gw_listener_conf {
     uint16_t port;
     char *tls_cert; /* PEM: server certificate followed by its chain */
     char *tls_key;
-    char *client_ca; /* PEM bundle; required unless client_auth is none */
+    char *tls_key_passphrase_file; /* "key_passphrase_file": the passphrase of an encrypted tls_key */
+    EVP_PKEY *key;                 /* tls_key, loaded (the listener needs no file after start) */
+    char *client_ca;               /* PEM bundle; required unless client_auth is none */
     enum gw_client_auth client_auth;
     bool http2; /* "http2": offer h2 in ALPN (TLS listeners); off by default */
 };

@@ -135,8 +135,8 @@ SSL_CTX *gw_tls_ctx_new(const struct gw_listener_conf *lc, char *err)
         tls_error(err, lc, "tls.cert", lc->tls_cert);
         goto err;
     }
-    if (SSL_CTX_use_PrivateKey_file(ctx, lc->tls_key, SSL_FILETYPE_PEM) != 1 ||
-        SSL_CTX_check_private_key(ctx) != 1) {
+    /* the key the configuration loaded (and decrypted): no file is read, no passphrase prompted for */
+    if (lc->key == NULL || SSL_CTX_use_PrivateKey(ctx, lc->key) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
         tls_error(err, lc, "tls.key", lc->tls_key);
         goto err;
     }

@@ -175,7 +175,7 @@ static int check_http_tls(struct gw_conf_ctx *pc, const char *path, const struct
         goto out;
     gw_conf_join_key(kpath, path, "tls_key");
     if (u->client_cert_file != NULL && (gw_pem_load_cert(pc, cpath, u->client_cert_file, &cert) != 0 ||
-                                        gw_pem_load_key(pc, kpath, u->client_key_file, &key) != 0))
+                                        gw_pem_load_key(pc, kpath, u->client_key_file, NULL, &key) != 0))
         goto out;
     if (cert != NULL && X509_check_private_key(cert, key) != 1) {
         gw_conf_fail(pc, kpath, "key in \"%s\" does not match the certificate in \"%s\"", u->client_key_file,

@@ -689,7 +689,8 @@ static int check_local(struct gw_conf_ctx *pc, const char *path, struct gw_upstr
     STACK_OF(X509) *certs = NULL;
     char cpath[GW_CONF_PATH_LEN];
 
-    if (gw_pem_load_pair(pc, path, lc->cert_file, lc->key_file, &lc->cert, &lc->key) != 0)
+    if (gw_pem_load_pair(pc, path, lc->cert_file, lc->key_file, lc->key_passphrase_file, &lc->cert,
+                         &lc->key) != 0)
         return GW_ERR_INVAL;
     gw_conf_join_key(cpath, path, "cert");
     if ((X509_get_extension_flags(lc->cert) & EXFLAG_CA) == 0)
@@ -718,6 +719,7 @@ static void free_local(void *impl)
 
     free(lc->cert_file);
     free(lc->key_file);
+    free(lc->key_passphrase_file);
     free(lc->chain_file);
     X509_free(lc->cert);
     EVP_PKEY_free(lc->key);
@@ -729,6 +731,7 @@ static void free_local(void *impl)
 static const struct gw_conf_field local_fields[] = {
     GW_CONF_REQ("cert", gw_conf_p_file, struct gw_local_conf, cert_file),
     GW_CONF_REQ("key", gw_conf_p_file, struct gw_local_conf, key_file),
+    GW_CONF_OPT("key_passphrase_file", gw_conf_p_file, struct gw_local_conf, key_passphrase_file),
     GW_CONF_OPT("chain", gw_conf_p_file, struct gw_local_conf, chain_file),
     GW_CONF_OPT("store", gw_conf_p_file, struct gw_local_conf, store_dir),
     GW_CONF_OPT("crl_url", p_crl_url, struct gw_local_conf, crl_url),

@@ -83,7 +83,8 @@ struct gw_http_conf {
 /* "type": "local": an in-process issuer whose key cmpgw holds. */
 struct gw_local_conf {
     char *cert_file, *key_file, *chain_file;
-    X509 *cert; /* issuing CA certificate */
+    char *key_passphrase_file; /* "key_passphrase_file": the passphrase of an encrypted key */
+    X509 *cert;                /* issuing CA certificate */
     EVP_PKEY *key;
     STACK_OF(X509) *chain; /* issuing CA's chain up to (and incl.) the root; may be empty */
     uint32_t delay_ms;     /* "delay": hold each sign call this long (tests, demos); 0 = off */

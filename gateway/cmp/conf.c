@@ -22,7 +22,7 @@ static int check_signer(struct gw_conf_ctx *pc, const char *path, void *base)
 {
     struct gw_signer_conf *s = base;
 
-    if (gw_pem_load_pair(pc, path, s->cert_file, s->key_file, &s->cert, &s->key) != 0)
+    if (gw_pem_load_pair(pc, path, s->cert_file, s->key_file, s->key_passphrase_file, &s->cert, &s->key) != 0)
         return GW_ERR_INVAL;
     /* RFC 9483 §3.1: the protection key must be usable for signing */
     if ((X509_get_extension_flags(s->cert) & EXFLAG_KUSAGE) != 0 &&
@@ -160,6 +160,7 @@ static int check_audit(struct gw_conf_ctx *pc, const char *path, void *base)
 static const struct gw_conf_field signer_fields[] = {
     GW_CONF_REQ("cert", gw_conf_p_file, struct gw_signer_conf, cert_file),
     GW_CONF_REQ("key", gw_conf_p_file, struct gw_signer_conf, key_file),
+    GW_CONF_OPT("key_passphrase_file", gw_conf_p_file, struct gw_signer_conf, key_passphrase_file),
     GW_CONF_OPT("chain", gw_conf_p_file, struct gw_signer_conf, chain_file),
 };
 
@@ -286,6 +287,7 @@ void gw_signer_conf_cleanup(struct gw_signer_conf *s)
 {
     free(s->cert_file);
     free(s->key_file);
+    free(s->key_passphrase_file);
     free(s->chain_file);
     X509_free(s->cert);
     EVP_PKEY_free(s->key);

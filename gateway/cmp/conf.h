@@ -86,7 +86,8 @@ struct gw_audit_conf {
 
 struct gw_signer_conf {
     char *cert_file, *key_file, *chain_file;
-    X509 *cert; /* signs every CMP response */
+    char *key_passphrase_file; /* "key_passphrase_file": the passphrase of an encrypted key */
+    X509 *cert;                /* signs every CMP response */
     EVP_PKEY *key;
     STACK_OF(X509) *chain; /* goes to extraCerts after the signer cert; may be empty */
 };
