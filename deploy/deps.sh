@@ -16,6 +16,8 @@ wanted=(
     golang-cfssl                                            # `cfssl serve`: a real CA upstream in e2e tests
     clang libclang-rt-14-dev                                # make fuzz: libFuzzer, ASan and UBSan for tests/fuzz
     prometheus python3-prometheus-client                    # e2e: promtool checks /metrics, the client parses it
+    libsystemd-dev                                          # sd_notify for Type=notify units (optional at build)
+    systemd                                                 # e2e: systemd-analyze verifies deploy/systemd/cmpgw.service
 )
 
 missing=()

@@ -24,6 +24,7 @@
 #include "gateway/cmp/engine.h"
 #include "gateway/config.h"
 #include "gateway/listener.h"
+#include "gateway/notify.h"
 #include "gateway/probe.h"
 #include "base/log.h"
 #include "base/metrics.h"
@@ -268,6 +269,7 @@ static void serve(const sigset_t *set, struct gw_cmp_engine *engine)
         sig = sigtimedwait(set, NULL, &tick);
         if (sig == SIGINT || sig == SIGTERM) {
             gw_log(GW_LOG_INFO, "stopping", "received %s, draining", sig == SIGINT ? "SIGINT" : "SIGTERM");
+            gw_notify_stopping();
             return;
         }
         if (sig == SIGHUP)
@@ -279,6 +281,7 @@ static void serve(const sigset_t *set, struct gw_cmp_engine *engine)
             return;
         }
         gw_cmp_engine_expire(engine, time(NULL));
+        gw_notify_watchdog();
     }
 }
 
@@ -403,6 +406,7 @@ static int cmd_run(const char *path)
     listeners_str(cfg, lst, sizeof(lst));
     gw_log_kv(GW_LOG_INFO, "started", "version", CMPGW_VERSION, "config", path, "listeners", lst,
               "path_prefix", cfg->path_prefix, NULL);
+    gw_notify_ready(lst);
     serve(&set, engine);
     rc = EXIT_SUCCESS;
 out:

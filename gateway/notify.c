@@ -1,0 +1,59 @@
+/*
+ * sd_notify through libsystemd (gateway/notify.h). The watchdog interval is read once: a ping
+ * per main-loop tick (one second) is well inside any WatchdogSec worth setting.
+ */
+#include "gateway/notify.h"
+
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef CMPGW_WITH_SYSTEMD
+#include <systemd/sd-daemon.h>
+
+void gw_notify_ready(const char *status)
+{
+    (void)sd_notifyf(0, "READY=1\nSTATUS=%s", status);
+}
+
+void gw_notify_watchdog(void)
+{
+    static int enabled = -1;
+    uint64_t usec;
+
+    if (enabled < 0)
+        enabled = sd_watchdog_enabled(0, &usec) > 0;
+    if (enabled)
+        (void)sd_notify(0, "WATCHDOG=1");
+}
+
+void gw_notify_stopping(void)
+{
+    (void)sd_notify(0, "STOPPING=1\nSTATUS=draining");
+}
+
+bool gw_notify_enabled(void)
+{
+    return true;
+}
+
+#else
+
+void gw_notify_ready(const char *status)
+{
+    (void)status;
+}
+
+void gw_notify_watchdog(void)
+{
+}
+
+void gw_notify_stopping(void)
+{
+}
+
+bool gw_notify_enabled(void)
+{
+    return false;
+}
+
+#endif

@@ -1,0 +1,75 @@
+"""cmpgw under systemd's protocol: a real gateway started with NOTIFY_SOCKET pointing at a datagram
+socket of this test sends READY=1 once it serves, WATCHDOG=1 while it runs (WATCHDOG_USEC set) and
+STOPPING=1 on SIGTERM; and deploy/systemd/cmpgw.service passes `systemd-analyze verify` (silent)
+and `systemd-analyze security --offline=true --threshold=30`."""
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+from pathlib import Path
+
+import sys
+sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+import harness  # noqa: E402
+
+
+class Notify(unittest.TestCase):
+
+    def setUp(self):
+        self.tmp = Path(tempfile.mkdtemp(prefix="cmpgw-e2e-"))
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.path = str(self.tmp / "notify.sock")
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.5)
+
+    def tearDown(self):
+        self.sock.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def messages(self, want, timeout=10):
+        """Datagrams received until one holds |want|; fails after |timeout| seconds."""
+        got = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                got.append(self.sock.recv(4096).decode())
+            except socket.timeout:
+                continue
+            if any(want in m.split("\n") for m in got):
+                return got
+        self.fail("no %s in %r" % (want, got))
+
+    def test_ready_watchdog_stopping(self):
+        gw = harness.Gateway(self.tmp / "pki")
+        gw.start(extra_env={"NOTIFY_SOCKET": self.path, "WATCHDOG_USEC": "1000000"})
+        try:
+            first = self.messages("READY=1")
+            self.assertTrue(any(m.startswith("READY=1\nSTATUS=") for m in first), first)
+            self.messages("WATCHDOG=1", timeout=5)
+        finally:
+            gw.stop()
+        self.messages("STOPPING=1", timeout=5)
+
+
+class Unit(unittest.TestCase):
+
+    def test_unit_verifies(self):
+        analyze = shutil.which("systemd-analyze")
+        self.assertIsNotNone(analyze, "systemd-analyze (Debian systemd) is installed by deploy/deps.sh")
+        with tempfile.TemporaryDirectory() as d:
+            unit = Path(d) / "cmpgw.service"
+            # verify checks that ExecStart exists: point it at the binary under test
+            unit.write_text((harness.REPO / "deploy" / "systemd" / "cmpgw.service").read_text()
+                            .replace("/usr/bin/cmpgw", str(harness.GATEWAY_BIN)))
+            v = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True)
+            self.assertEqual((v.returncode, v.stdout + v.stderr), (0, ""))
+            s = subprocess.run([analyze, "security", "--offline=true", "--threshold=30", str(unit)],
+                               capture_output=True, text=True)
+            self.assertEqual(s.returncode, 0, s.stdout + s.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
