@@ -1,4 +1,4 @@
-/* Monotonic time (gateway/clock.h). */
+/* Monotonic time (base/clock.h). */
 #include "base/clock.h"
 
 #include <errno.h>

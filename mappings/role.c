@@ -122,39 +122,21 @@ static const struct gw_conf_names names_pattern = {pattern_ok, "a pattern of 1..
 static const struct gw_conf_names names_cidr = {
     cidr_ok, "a CIDR like \"10.0.0.0/8\" or \"fd00::/8\" (no host bits set)"};
 
-/* An array of patterns (struct gw_patterns) checked by the namekind in |f->aux|; no duplicates. */
+/* An array of at most GW_MAX_PATTERNS patterns (struct gw_patterns), each checked by the name kind
+ * in |f->aux|; no duplicates. */
 static int p_patterns(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
                       const struct gw_conf_field *f)
 {
-    const struct gw_conf_names *kind = f->aux;
-    struct gw_patterns *pt = gw_conf_at(base, f->off);
-    char ipath[GW_CONF_PATH_LEN], buf[GW_CONF_SHOW_BUF];
-    size_t len, i, j;
+    struct gw_conf_field names = *f;
+    char buf[GW_CONF_SHOW_BUF];
 
-    if (v == NULL)
-        return 0;
-    if (!json_object_is_type(v, json_type_array) || json_object_array_length(v) > GW_MAX_PATTERNS)
+    if (v != NULL &&
+        (!json_object_is_type(v, json_type_array) || json_object_array_length(v) > GW_MAX_PATTERNS))
         return gw_conf_fail(pc, path, "expected an array of at most %d patterns, got %s", GW_MAX_PATTERNS,
                             gw_conf_show(v, buf, sizeof(buf)));
-    if ((len = json_object_array_length(v)) == 0)
-        return 0;
-    if ((pt->v = calloc(len, sizeof(*pt->v))) == NULL)
-        return GW_ERR_NOMEM;
-    for (i = 0; i < len; i++) {
-        struct json_object *el = json_object_array_get_idx(v, i);
-        gw_conf_join_index(ipath, path, i);
-        if (!json_object_is_type(el, json_type_string) ||
-            !kind->ok(json_object_get_string(el), (size_t)json_object_get_string_len(el)))
-            return gw_conf_fail(pc, ipath, "expected %s, got %s", kind->desc,
-                                gw_conf_show(el, buf, sizeof(buf)));
-        for (j = 0; j < i; j++)
-            if (strcmp(pt->v[j], json_object_get_string(el)) == 0)
-                return gw_conf_fail(pc, ipath, "duplicate entry %s", gw_conf_show(el, buf, sizeof(buf)));
-        if ((pt->v[i] = strdup(json_object_get_string(el))) == NULL)
-            return GW_ERR_NOMEM;
-        pt->n = i + 1;
-    }
-    return 0;
+    names.off = offsetof(struct gw_patterns, v);
+    names.off_n = offsetof(struct gw_patterns, n);
+    return gw_conf_p_names(pc, path, v, gw_conf_at(base, f->off), &names);
 }
 
 /* Key types by name; "rsa:<bits>" is parsed apart (RFC 8017 moduli: a minimum size). */
