@@ -21,11 +21,12 @@ admin_port=${CMPGW_ADMIN_PORT:-8444}
 mkdir -p "$dir"
 cd "$dir"
 
-# A configuration from before "audit" became required is rewritten; the PKI is kept.
+# A configuration from before the admin listener (and "run_as_root", which a demo started as root
+# needs) is rewritten; the PKI is kept.
 have_pki=0
 if [[ -f ca.pem && -f client.pem && -f pbm.secret && -f issuing.key ]]; then
     have_pki=1
-    if [[ -f cmpgw.json ]] && grep -q '"audit"' cmpgw.json; then
+    if [[ -f cmpgw.json ]] && grep -q '"run_as_root"' cmpgw.json; then
         exit 0
     fi
 fi
