@@ -63,7 +63,7 @@ static bool required(const struct gw_config *cfg, const char *name)
 static bool upstreams(struct json_object *checks, struct json_object *root, struct gw_server *s)
 {
     struct json_object *all = json_object_new_object();
-    bool ready = true;
+    bool ready = all != NULL; /* not knowing is not ready */
     char why[GW_ERR_LEN + 64];
 
     for (size_t i = 0; all != NULL && i < s->cfg->n_upstreams; i++) {
@@ -74,6 +74,7 @@ static bool upstreams(struct json_object *checks, struct json_object *root, stru
 
         if (up == NULL || o == NULL) {
             json_object_put(o);
+            ready = false;
             continue;
         }
         gw_upstream_health(up, &h);
@@ -86,8 +87,10 @@ static bool upstreams(struct json_object *checks, struct json_object *root, stru
             json_object_object_add(o, "error", json_object_new_string(h.error));
         json_object_object_add(all, name, o);
         if (required(s->cfg, name)) {
+            char key[GW_MAX_NAME_LEN + 16];
+            snprintf(key, sizeof(key), "upstream:%s", name);
             snprintf(why, sizeof(why), "upstream %s is down: %s", name, h.error);
-            ready &= check(checks, name, h.up, why);
+            ready &= check(checks, key, h.up, why);
         }
     }
     json_object_object_add(root, "upstreams", all);

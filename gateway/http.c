@@ -246,21 +246,45 @@ static const char *route_kind(const struct gw_route_match *m)
     return kinds[m->kind];
 }
 
-/*
- * The engine's outcome ("rejection: badTime: <text>", "accepted", ...) as two bounded labels: its
- * first segment and, for a rejection or an error, the failInfo name. The rest is free text (parts
- * of it from the client): never a label.
- */
-static void outcome_labels(const char *outcome, char *kind, size_t kcap, char *fail, size_t cap)
-{
-    size_t n = strcspn(outcome, ":");
+/* The kinds of outcome the engine writes (gateway/cmp/), as label values; a kind is followed by the
+ * end, ": " or " (" in the outcome text. */
+static const char *const outcome_kinds[] = {
+    "accepted",
+    "rejection",
+    "error",
+    "waiting",
+    "confirmed",
+    "answered",
+    "cert_rejected_by_client",
+    "closed without certificate status",
+    "crl failed",
+    "crl",
+    "http",
+};
 
-    snprintf(kind, kcap, "%.*s", (int)(n < kcap ? n : kcap - 1), outcome);
-    for (char *p = kind; *p != '\0'; p++)
-        if (*p == ' ')
-            *p = '_';
+/*
+ * The engine's outcome ("rejection: badTime: <text>", "accepted", "crl (812 bytes)", ...) as two
+ * bounded labels: its kind if it is one the engine writes, else "other", and for a rejection or an
+ * error the failInfo name. The rest is free text (parts of it from the client or the CA): never a
+ * label.
+ */
+static void outcome_labels(const char *outcome, const char **kind, char *fail, size_t cap)
+{
+    size_t n = 0;
+
+    *kind = "other";
     fail[0] = '\0';
-    if (outcome[n] == ':' && outcome[n + 1] == ' ') {
+    for (size_t i = 0; i < sizeof(outcome_kinds) / sizeof(outcome_kinds[0]); i++) {
+        size_t len = strlen(outcome_kinds[i]);
+        if (strncmp(outcome, outcome_kinds[i], len) == 0 &&
+            (outcome[len] == '\0' || outcome[len] == ':' || outcome[len] == ' ')) {
+            *kind = outcome_kinds[i]; /* the first that fits: "crl failed" comes before "crl" */
+            n = len;
+            break;
+        }
+    }
+    if ((strcmp(*kind, "rejection") == 0 || strcmp(*kind, "error") == 0) && outcome[n] == ':' &&
+        outcome[n + 1] == ' ') {
         const char *f = outcome + n + 2;
         size_t m = strspn(f, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ");
         snprintf(fail, cap, "%.*s", (int)(m < cap ? m : cap - 1), f);
@@ -271,13 +295,13 @@ static void outcome_labels(const char *outcome, char *kind, size_t kcap, char *f
 static void count_request(const struct reqlog *l, const struct gw_route_match *m, int status,
                           const struct gw_cmp_response *rsp)
 {
-    char st[12], kind[48] = "refused", fail[32] = "";
-    const char *role = m != NULL && m->role != NULL ? m->role->name : "";
+    char st[12], fail[32] = "";
+    const char *kind = "refused", *role = m != NULL && m->role != NULL ? m->role->name : "";
 
     pthread_once(&m_once, metrics_init);
     snprintf(st, sizeof(st), "%d", status);
     if (rsp != NULL && rsp->outcome[0] != '\0')
-        outcome_labels(rsp->outcome, kind, sizeof(kind), fail, sizeof(fail));
+        outcome_labels(rsp->outcome, &kind, fail, sizeof(fail));
     gw_metric_add(
         m_requests,
         (const char *const[]){route_kind(m), role, rsp != NULL ? rsp->req_type : "", st, kind, fail}, 1);
@@ -287,18 +311,22 @@ static void count_request(const struct reqlog *l, const struct gw_route_match *m
 /* One JSON line per request, and its count: never a body, secret or key. |rsp| is NULL for early
  * refusals. */
 /*
- * Whether the line of a request is written: every refusal and error, and 1 in "log_sample_success"
- * of the requests that succeeded (HTTP 200, neither a rejection nor an error), so that a busy
- * gateway's log keeps what needs looking at. The audit log is never sampled.
+ * Whether the line of a request is written: 1 in "log_sample_success" of the plain successes
+ * (accepted, confirmed, answered, waiting: nothing else to say), every other one (refusals, errors,
+ * a client that rejected its certificate or went away), so that a busy gateway's log keeps what
+ * needs looking at. The audit log is never sampled.
  */
-static bool log_sampled(const struct gw_config *cfg, int status, const struct gw_cmp_response *rsp)
+static bool log_sampled(const struct gw_config *cfg, int status, const struct gw_cmp_response *rsp, bool gone)
 {
     static atomic_ulong successes;
+    static const char *const plain[] = {"accepted", "confirmed", "answered", "waiting"};
+    bool sampled = false;
 
-    if (cfg->log_sample_success <= 1 || status != 200 || rsp == NULL ||
-        strncmp(rsp->outcome, "rejection", 9) == 0 || strncmp(rsp->outcome, "error", 5) == 0)
+    if (cfg->log_sample_success <= 1 || status != 200 || rsp == NULL || gone)
         return true;
-    return atomic_fetch_add(&successes, 1) % cfg->log_sample_success == 0;
+    for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]) && !sampled; i++)
+        sampled = strcmp(rsp->outcome, plain[i]) == 0;
+    return !sampled || atomic_fetch_add(&successes, 1) % cfg->log_sample_success == 0;
 }
 
 static void log_request(const struct gw_config *cfg, const struct reqlog *l, const struct gw_route_match *m,
@@ -307,7 +335,7 @@ static void log_request(const struct gw_config *cfg, const struct reqlog *l, con
     char st[12], dur[24];
 
     count_request(l, m, status, rsp);
-    if (!log_sampled(cfg, status, rsp))
+    if (!log_sampled(cfg, status, rsp, strncmp(outcome, "client gone", 11) == 0))
         return;
     snprintf(st, sizeof(st), "%d", status);
     snprintf(dur, sizeof(dur), "%" PRIu64, gw_now_ms() - l->start_ms);

@@ -145,7 +145,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     for (int i = 0; i < ACCEPT_BATCH; i++) {
         if ((sock = h2o_evloop_socket_accept(listener)) == NULL)
             return;
-        if ((rc = gw_conn_attach(l->loop, sock)) != 0) {
+        if ((rc = gw_conn_attach(l->loop, sock, l->admin)) != 0) {
             log_refused(l->loop->server, rc);
             h2o_socket_close(sock);
             continue;
@@ -163,9 +163,9 @@ static void loop_setup(struct gw_loop *lt)
     h2o_multithread_register_receiver(lt->ctx.queue, &lt->done_rx, gw_http_on_done);
     for (size_t i = 0; i < s->n_listeners; i++) {
         struct gw_listen *l = &lt->listens[i];
-        bool admin = s->has_admin && i == s->n_listeners - 1;
+        l->admin = s->has_admin && i == s->n_listeners - 1;
         l->accept = (h2o_accept_ctx_t){
-            .ctx = &lt->ctx, .hosts = admin ? s->admin_hosts : s->cmp_hosts, .ssl_ctx = s->ssl_ctx[i]};
+            .ctx = &lt->ctx, .hosts = l->admin ? s->admin_hosts : s->cmp_hosts, .ssl_ctx = s->ssl_ctx[i]};
         l->sock = h2o_evloop_socket_create(lt->ctx.loop, l->fd, H2O_SOCKET_FLAG_DONT_READ);
         l->fd = -1; /* owned by l->sock now */
         l->sock->data = l;
@@ -359,13 +359,19 @@ struct gw_server *gw_server_start(const struct gw_config *cfg, struct gw_cmp_eng
     }
     if (server_alloc(s, err) != 0 || h2o_setup(s, err) != 0 || bind_all(s, err) != 0)
         goto err;
-    if (start_threads(s, err) != 0)
-        goto err;
     return s;
 
 err:
     server_free(s);
     return NULL;
+}
+
+int gw_server_run(struct gw_server *s, char *err)
+{
+    if (start_threads(s, err) != 0)
+        return GW_ERR_NOMEM;
+    s->running = true;
+    return 0;
 }
 
 void gw_server_stop(struct gw_server *s)
@@ -374,6 +380,10 @@ void gw_server_stop(struct gw_server *s)
 
     if (s == NULL)
         return;
+    if (!s->running) { /* bound, never served: nothing to drain */
+        server_free(s);
+        return;
+    }
     atomic_store(&s->stopping, true);
     for (size_t t = 0; t < s->n_loops; t++)
         h2o_multithread_send_message(&s->loops[t].done_rx, NULL); /* NULL only wakes the loop */

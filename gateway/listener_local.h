@@ -26,6 +26,7 @@ struct gw_conn {
     struct gw_loop *loop;
     struct sockaddr_storage addr; /* the client's, counted in the server's guard */
     socklen_t addr_len;
+    bool admin;                    /* on the admin listener: outside the CMP admission limits */
     X509 *peer;                    /* verified TLS client certificate, or NULL */
     char subject[GW_IDENTITY_LEN]; /* its subject, X509_NAME_oneline form, or "" */
 };
@@ -33,7 +34,8 @@ struct gw_conn {
 /* One configured listener on one loop thread: its own SO_REUSEPORT socket. */
 struct gw_listen {
     struct gw_loop *loop;
-    int fd; /* owned until |sock| wraps it */
+    bool admin; /* the admin listener's socket */
+    int fd;     /* owned until |sock| wraps it */
     h2o_socket_t *sock;
     h2o_accept_ctx_t accept;
 };
@@ -46,6 +48,7 @@ struct gw_loop {
     h2o_multithread_receiver_t done_rx; /* completed jobs from workers; NULL message = wake */
     struct gw_listen *listens;          /* server->n_listeners */
     size_t num_conns, jobs_inflight;    /* loop thread only */
+    size_t admin_conns;                 /* of num_conns, on the admin listener */
     /* HTTP/2 stream sweep (h2sweep.c), where a listener offers HTTP/2 */
     bool h2_swept;
     h2o_timeout_t h2_sweep;
@@ -71,6 +74,7 @@ struct gw_server {
     struct gw_guard *guard;     /* connections and failed authentications per address */
     atomic_long refusal_logged; /* when a refused connection was last logged (rate limit) */
     atomic_bool stopping;
+    bool running; /* gw_server_run started the threads */
     h2o_barrier_t ready;
 };
 
@@ -81,10 +85,11 @@ SSL_CTX *gw_tls_ctx_new(const struct gw_listener_conf *lc, char *err);
 
 /*
  * gw_conn_attach admits an accepted socket (the server's connection limits, by the client's
- * address) and hangs a new gw_conn on it. 0, or GW_ERR_LIMIT / GW_ERR_BUSY (refused: close it) or
- * GW_ERR_NOMEM (loop thread).
+ * address; on the admin listener, its own GW_MAX_ADMIN_CONNECTIONS per loop thread) and hangs a
+ * new gw_conn on it. 0, or GW_ERR_LIMIT / GW_ERR_BUSY (refused: close it) or GW_ERR_NOMEM (loop
+ * thread).
  */
-int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock);
+int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock, bool admin);
 
 /* gw_conn_get0 returns the connection state of |req| (borrowed, lives with the connection). */
 struct gw_conn *gw_conn_get0(h2o_req_t *req);

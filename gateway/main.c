@@ -286,7 +286,8 @@ static void serve(const sigset_t *set, struct gw_cmp_engine *engine)
 }
 
 /*
- * Root is needed only to bind low ports and read keys only root may read, both done by now. With
+ * Root is needed only to bind low ports and read keys only root may read, both done by now (files
+ * read again later must be readable by the user: see gw_upstream_conf_access). With
  * "user", the process becomes that user (and "group", or the user's own group) for good; without
  * it, a process started as root stops unless the configuration says "run_as_root". Then what the
  * gateway writes from now on must be writable by whoever it runs as: checked here, not found out
@@ -323,10 +324,9 @@ static int drop_privileges(const struct gw_config *cfg)
         return -1;
     }
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
-        const char *dir = cfg->upstreams[i].store_dir;
-        if (dir != NULL && access(dir, W_OK | X_OK) != 0) {
-            gw_log(GW_LOG_ERROR, "privileges", "as user %s, the store %s of upstream %s is not writable: %s",
-                   cfg->user, dir, cfg->upstreams[i].name, strerror(errno));
+        char err[GW_ERR_LEN];
+        if (gw_upstream_conf_access(&cfg->upstreams[i], err) != 0) {
+            gw_log(GW_LOG_ERROR, "privileges", "as user %s, %s", cfg->user, err);
             return -1;
         }
     }
@@ -395,13 +395,17 @@ static int cmd_run(const char *path)
     if ((ups = gw_upstream_set_new(cfg->upstreams, cfg->n_upstreams, cfg->roles, cfg->n_roles,
                                    &cfg->upstream_signer, err)) == NULL ||
         (engine = gw_cmp_engine_new(&settings, ups, err)) == NULL ||
-        (server = gw_server_start(cfg, engine, ups, err)) == NULL ||
-        (prober = gw_prober_start(cfg, ups, err)) == NULL) {
+        (server = gw_server_start(cfg, engine, ups, err)) == NULL) {
         gw_log(GW_LOG_ERROR, "startup", "%s", err);
         goto out;
     }
+    /* bound and loaded: root is given up before anything is served or probed */
     if (drop_privileges(cfg) != 0)
         goto out;
+    if (gw_server_run(server, err) != 0 || (prober = gw_prober_start(cfg, ups, err)) == NULL) {
+        gw_log(GW_LOG_ERROR, "startup", "%s", err);
+        goto out;
+    }
     metrics_init(engine, server);
     listeners_str(cfg, lst, sizeof(lst));
     gw_log_kv(GW_LOG_INFO, "started", "version", CMPGW_VERSION, "config", path, "listeners", lst,
@@ -410,10 +414,13 @@ static int cmd_run(const char *path)
     serve(&set, engine);
     rc = EXIT_SUCCESS;
 out:
+    gw_server_stop(server); /* drains first: the probes' answers are not needed for it */
     gw_prober_stop(prober);
-    gw_server_stop(server);
     gw_cmp_engine_free(engine);
-    gw_upstream_set_free(ups);
+    if (!gw_upstream_set_free(ups)) {
+        /* a late completion may still read the configuration and the metrics: leave both to exit */
+        return rc;
+    }
     gw_config_free(cfg);
     gw_metrics_free_all();
     curl_global_cleanup();

@@ -25,12 +25,22 @@ struct gw_prober {
     bool stopping;
 };
 
-/* Probes every upstream whose time has come. */
+static bool stopping(struct gw_prober *p)
+{
+    bool s;
+
+    pthread_mutex_lock(&p->lock);
+    s = p->stopping;
+    pthread_mutex_unlock(&p->lock);
+    return s;
+}
+
+/* Probes every upstream whose time has come; stops between probes when asked to. */
 static void probe_due(struct gw_prober *p)
 {
     char err[GW_ERR_LEN];
 
-    for (size_t i = 0; i < p->cfg->n_upstreams; i++) {
+    for (size_t i = 0; i < p->cfg->n_upstreams && !stopping(p); i++) {
         const struct gw_upstream_conf *uc = &p->cfg->upstreams[i];
         struct gw_upstream *up = gw_upstream_set_get0(p->ups, uc->name);
         uint64_t now = gw_now_ms();

@@ -19,25 +19,34 @@ static void conn_on_close(void *data)
     struct gw_conn *c = data;
 
     c->loop->num_conns--;
-    gw_guard_conn_close(c->loop->server->guard, (struct sockaddr *)&c->addr, c->addr_len);
+    if (c->admin)
+        c->loop->admin_conns--;
+    else
+        gw_guard_conn_close(c->loop->server->guard, (struct sockaddr *)&c->addr, c->addr_len);
     X509_free(c->peer);
     free(c);
 }
 
-int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock)
+int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock, bool admin)
 {
-    struct gw_conn *c = calloc(1, sizeof(*c));
+    struct gw_conn *c;
     int rc;
 
-    if (c == NULL)
+    /* the admin listener has a small cap of its own: a CMP flood must not hide /healthz */
+    if (admin && loop->admin_conns >= GW_MAX_ADMIN_CONNECTIONS)
+        return GW_ERR_LIMIT;
+    if ((c = calloc(1, sizeof(*c))) == NULL)
         return GW_ERR_NOMEM;
     c->addr_len = h2o_socket_getpeername(sock, (struct sockaddr *)&c->addr);
-    if ((rc = gw_guard_conn_open(loop->server->guard, (struct sockaddr *)&c->addr, c->addr_len)) != 0) {
+    if (!admin &&
+        (rc = gw_guard_conn_open(loop->server->guard, (struct sockaddr *)&c->addr, c->addr_len)) != 0) {
         free(c);
         return rc;
     }
     c->loop = loop;
+    c->admin = admin;
     loop->num_conns++;
+    loop->admin_conns += admin;
     sock->on_close.cb = conn_on_close;
     sock->on_close.data = c;
     return 0;

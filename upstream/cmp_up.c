@@ -532,8 +532,9 @@ static int cmp_init(struct gw_upstream *up, char *err)
 }
 
 /*
- * Any HTTP answer to a HEAD of the CMP path: the CA's server listens and speaks HTTP (it need not
- * serve HEAD; an error status still answers). Prober thread.
+ * The CA's server takes a connection (TCP, and TLS with its certificate verified for https): a CMP
+ * server need not answer anything but a CMP POST, and some serve one connection at a time, so
+ * nothing is sent on it. Prober thread.
  */
 static int cmp_probe(struct gw_upstream *up, char *err)
 {
@@ -543,12 +544,12 @@ static int cmp_probe(struct gw_upstream *up, char *err)
 
     if (curl != NULL &&
         (rc = gw_http_setopt_base(curl, cu->url, &cu->cc->http, timeout_of(cu->conf))) == CURLE_OK &&
-        (rc = curl_easy_setopt(curl, CURLOPT_NOBODY, 1L)) == CURLE_OK)
+        (rc = curl_easy_setopt(curl, CURLOPT_CONNECT_ONLY, 1L)) == CURLE_OK)
         rc = curl_easy_perform(curl);
     curl_easy_cleanup(curl);
     if (rc == CURLE_OK)
         return 0;
-    snprintf(err, GW_ERR_LEN, "HEAD %s: %s", cu->url, curl_easy_strerror(rc));
+    snprintf(err, GW_ERR_LEN, "connect to %s: %s", cu->url, curl_easy_strerror(rc));
     return rc == CURLE_OPERATION_TIMEDOUT ? GW_ERR_TIMEOUT : GW_ERR_IO;
 }
 

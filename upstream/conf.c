@@ -15,8 +15,11 @@
 #include "base/pem.h"
 #include "mappings/role.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <json-c/json.h>
 #include <openssl/err.h>
@@ -277,6 +280,28 @@ void gw_upstream_conf_cleanup(struct gw_upstream_conf *u)
     X509_STORE_free(u->issuer_store);
     sk_X509_pop_free(u->issuer_certs, X509_free);
     memset(u, 0, sizeof(*u));
+}
+
+int gw_upstream_conf_can(const char *name, const char *what, const char *file, int mode, char *err)
+{
+    if (file == NULL || access(file, mode) == 0)
+        return 0;
+    snprintf(err, GW_ERR_LEN, "the %s %s of upstream %s is not %s: %s", what, file, name,
+             mode == R_OK ? "readable" : "writable", strerror(errno));
+    return GW_ERR_IO;
+}
+
+int gw_upstream_conf_access(const struct gw_upstream_conf *u, char *err)
+{
+    const struct gw_http_conf *h = u->ops != NULL && u->ops->http != 0 ? u->impl : NULL;
+
+    if (gw_upstream_conf_can(u->name, "store", u->store_dir, W_OK | X_OK, err) != 0)
+        return GW_ERR_IO;
+    if (h != NULL && (gw_upstream_conf_can(u->name, "tls_ca", h->ca_file, R_OK, err) != 0 ||
+                      gw_upstream_conf_can(u->name, "tls_cert", h->client_cert_file, R_OK, err) != 0 ||
+                      gw_upstream_conf_can(u->name, "tls_key", h->client_key_file, R_OK, err) != 0))
+        return GW_ERR_IO;
+    return u->ops != NULL && u->ops->conf_access != NULL ? u->ops->conf_access(u, err) : 0;
 }
 
 /* ---- what a role may ask of the upstreams it names ---- */

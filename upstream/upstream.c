@@ -162,12 +162,12 @@ struct gw_upstream *gw_upstream_new(const struct gw_upstream_conf *conf,
     return gw_upstream_new_ops(conf, conf->ops, signer, err);
 }
 
-void gw_upstream_free(struct gw_upstream *up)
+bool gw_upstream_free(struct gw_upstream *up)
 {
     uint64_t waited = 0;
 
     if (up == NULL)
-        return;
+        return true;
     /* A completion still to come would touch |up|: let it land, but never hang shutdown. */
     while (atomic_load(&up->inflight) != 0 && waited < GW_DRAIN_TIMEOUT_MS) {
         gw_sleep_ms(DRAIN_POLL_MS);
@@ -176,12 +176,13 @@ void gw_upstream_free(struct gw_upstream *up)
     if (atomic_load(&up->inflight) != 0) {
         gw_log(GW_LOG_ERROR, "upstream_leak", "upstream %s still has %u calls in flight; not freed",
                gw_upstream_conf_name(up->conf), atomic_load(&up->inflight));
-        return;
+        return false;
     }
     if (up->ops->cleanup != NULL)
         up->ops->cleanup(up);
     pthread_mutex_destroy(&up->health_lock);
     free(up);
+    return true;
 }
 
 const struct gw_upstream_conf *gw_upstream_get0_conf(const struct gw_upstream *up)
@@ -217,19 +218,22 @@ static unsigned max_inflight(const struct gw_upstream *up)
     return up->conf->max_inflight != 0 ? up->conf->max_inflight : GW_DEFAULT_UPSTREAM_MAX_INFLIGHT;
 }
 
-/* call_done releases the in-flight slot, then hands the result on. Any thread. */
+/*
+ * call_done counts the call, releases its in-flight slot, then hands the result on. Any thread.
+ * Nothing of |c->up| is read after the release: gw_upstream_free may free it at once.
+ */
 static void call_done(void *arg, struct gw_sign_result *res)
 {
     struct call *c = arg;
     gw_upstream_done_fn done = c->done;
     void *done_arg = c->arg;
 
-    atomic_fetch_sub(&c->up->inflight, 1);
     pthread_once(&m_once, metrics_init);
     gw_metric_add(m_inflight, (const char *const[]){gw_upstream_conf_name(c->up->conf)}, -1);
     gw_metric_observe(m_duration, (const char *const[]){gw_upstream_conf_name(c->up->conf)},
                       (double)(gw_now_ms() - c->start_ms) / 1000.0);
     count_call(c->up, result_of(res));
+    atomic_fetch_sub(&c->up->inflight, 1);
     free(c);
     done(done_arg, res);
 }
@@ -671,16 +675,17 @@ fail:
     return NULL;
 }
 
-void gw_upstream_set_free(struct gw_upstream_set *set)
+bool gw_upstream_set_free(struct gw_upstream_set *set)
 {
-    size_t i;
+    bool all = true;
 
     if (set == NULL)
-        return;
-    for (i = 0; i < set->n; i++)
-        gw_upstream_free(set->ups[i]);
+        return true;
+    for (size_t i = 0; i < set->n; i++)
+        all &= gw_upstream_free(set->ups[i]);
     free(set->ups);
     free(set);
+    return all;
 }
 
 struct gw_upstream *gw_upstream_set_get0(const struct gw_upstream_set *set, const char *name)

@@ -95,8 +95,9 @@ enum gw_upstream_cap {
  * borrowed: they must outlive it; |signer| may be NULL). */
 struct gw_upstream *gw_upstream_new(const struct gw_upstream_conf *conf,
                                     const struct gw_upstream_signer *signer, char *err);
-/* gw_upstream_free waits (up to GW_DRAIN_TIMEOUT_MS) for calls in flight to complete. NULL-safe. */
-void gw_upstream_free(struct gw_upstream *up);
+/* gw_upstream_free waits (up to GW_DRAIN_TIMEOUT_MS) for calls in flight to complete. NULL-safe.
+ * false: calls were still out, and |up| was left alive for them (so must its configuration be). */
+bool gw_upstream_free(struct gw_upstream *up);
 const struct gw_upstream_conf *gw_upstream_get0_conf(const struct gw_upstream *up);
 /* gw_upstream_conf_name is |conf|'s name for logs and reasons, "?" if it has none (NULL-safe). */
 const char *gw_upstream_conf_name(const struct gw_upstream_conf *conf);
@@ -128,7 +129,7 @@ int gw_upstream_sign_async(struct gw_upstream *up, const struct gw_sign_req *req
 
 /*
  * Health (docs/operations.md). gw_upstream_probe asks the upstream whether it serves (the adapter's
- * cheapest call: Vault sys/health, cfssl info, a CMP CA's HTTP answer; an in-process issuer always
+ * cheapest call: Vault sys/health, cfssl info, a connection to a CMP CA; an in-process issuer always
  * does) and records the answer; GW_UPSTREAM_DOWN_AFTER failures in a row make it down, one success
  * up again. A down upstream with fail_fast refuses sign calls at once with GW_ERR_UNAVAILABLE
  * instead of letting each wait for its timeout. (prober thread; bounded by the upstream's timeout)
@@ -200,7 +201,8 @@ struct gw_upstream_set;
 struct gw_upstream_set *gw_upstream_set_new(const struct gw_upstream_conf *confs, size_t n,
                                             const struct gw_role *roles, size_t n_roles,
                                             const struct gw_upstream_signer *signer, char *err);
-void gw_upstream_set_free(struct gw_upstream_set *set);
+/* gw_upstream_set_free frees every upstream of |set|; false if one was left alive (gw_upstream_free). */
+bool gw_upstream_set_free(struct gw_upstream_set *set);
 struct gw_upstream *gw_upstream_set_get0(const struct gw_upstream_set *set, const char *name);
 /*
  * Configuration (upstream/conf.c). gw_upstream_p_conf is the value parser of one entry of
@@ -210,6 +212,13 @@ struct gw_upstream *gw_upstream_set_get0(const struct gw_upstream_set *set, cons
 int gw_upstream_p_conf(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
                        const struct gw_conf_field *f);
 void gw_upstream_conf_cleanup(struct gw_upstream_conf *conf);
+
+/*
+ * gw_upstream_conf_access checks, as the process now runs, what |conf| needs after start: its
+ * store writable, and the files read again readable (TLS files curl reads for each connection, a
+ * Vault token read again on 403). 0, or GW_ERR_IO with the first problem in |err| (GW_ERR_LEN).
+ */
+int gw_upstream_conf_access(const struct gw_upstream_conf *conf, char *err);
 
 /*
  * gw_upstream_resolve_role finds the upstreams |role| names among |confs| and checks that they can

@@ -50,6 +50,8 @@ struct gw_upstream_ops {
     unsigned http; /* enum gw_upstream_http: which HTTP keys it takes; 0 = none */
     int (*conf_check)(struct gw_conf_ctx *pc, const char *path, struct gw_upstream_conf *u);
     void (*conf_free)(void *impl);
+    /* Optional: the files of its section read again after start are readable now (0), else why. */
+    int (*conf_access)(const struct gw_upstream_conf *u, char *err);
     /* Calls. */
     int (*init)(struct gw_upstream *up, char *err);
     void (*cleanup)(struct gw_upstream *up);
@@ -127,6 +129,10 @@ struct gw_cmp_up_conf {
     unsigned char *cmp_secret; /* loaded; never logged */
     size_t cmp_secret_len;
 };
+
+/* For conf_access: |file| (NULL: nothing to check) can be opened now with access() |mode| (R_OK or
+ * W_OK | X_OK); 0, or GW_ERR_IO with "the <what> <file> of upstream <name> is not ..." in |err|. */
+int gw_upstream_conf_can(const char *name, const char *what, const char *file, int mode, char *err);
 
 /* The adapter's state of |up|, set by its init. */
 void *gw_upstream_get0_impl(const struct gw_upstream *up);

@@ -1047,6 +1047,14 @@ static const struct gw_conf_field vault_fields[] = {
 };
 GW_CONF_OBJDEF(vault_def, vault_fields, NULL);
 
+/* The token file is read again when Vault answers 403: it must stay readable after start. */
+static int vault_conf_access(const struct gw_upstream_conf *u, char *err)
+{
+    const struct gw_vault_conf *vc = u->impl;
+
+    return gw_upstream_conf_can(u->name, "token_file", vc->token_file, R_OK, err);
+}
+
 static void free_vault(void *impl)
 {
     struct gw_vault_conf *vc = impl;
@@ -1068,6 +1076,7 @@ const struct gw_upstream_ops gw_upstream_vault_ops = {
     .http = GW_UPSTREAM_HTTP_API | GW_UPSTREAM_HTTP_CERT,
     .conf_check = check_vault,
     .conf_free = free_vault,
+    .conf_access = vault_conf_access,
     .init = vault_init,
     .cleanup = vault_cleanup,
     .sign = vault_sign,

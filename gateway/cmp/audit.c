@@ -32,9 +32,11 @@
 struct gw_audit {
     pthread_mutex_t lock; /* guards everything below */
     int fd;
-    bool torn;                    /* the last line was cut short by a failed write */
-    char failing[GW_ERR_LEN / 2]; /* why the last write or reopen failed; "" after a success */
-    time_t last_err_log;          /* rate limit of the error log line */
+    bool torn;                          /* the last line was cut short by a failed write */
+    char failing[GW_ERR_LEN / 2];       /* why the last write failed; "" after a success */
+    char reopen_failed[GW_ERR_LEN / 2]; /* why the last reopen failed; "" after a successful one:
+                                           records still go to the rotated file until then */
+    time_t last_err_log;                /* rate limit of the error log line */
     unsigned long errs_suppressed;
     char *path;
     unsigned fields; /* enum gw_audit_field */
@@ -639,7 +641,7 @@ int gw_audit_reopen(struct gw_audit *a)
         gw_log(GW_LOG_ERROR, "audit_reopen_failed",
                "audit log %s: cannot reopen (still writing to the old file): %s", a->path, strerror(e));
         pthread_mutex_lock(&a->lock);
-        snprintf(a->failing, sizeof(a->failing), "reopen: %s", strerror(e));
+        snprintf(a->reopen_failed, sizeof(a->reopen_failed), "reopen: %s", strerror(e));
         pthread_mutex_unlock(&a->lock);
         return GW_ERR_IO;
     }
@@ -649,6 +651,7 @@ int gw_audit_reopen(struct gw_audit *a)
     a->fd = fd;
     a->torn = false;
     a->failing[0] = '\0';
+    a->reopen_failed[0] = '\0';
     pthread_mutex_unlock(&a->lock);
     (void)fsync(old); /* what went to the rotated file is on disk before we let go of it */
     close(old);
@@ -665,8 +668,8 @@ int gw_audit_status(struct gw_audit *a, char *why, size_t cap)
         return GW_ERR_IO;
     }
     pthread_mutex_lock(&a->lock);
-    rc = a->failing[0] != '\0' ? GW_ERR_IO : 0;
-    snprintf(why, cap, "%s", rc != 0 ? a->failing : "");
+    rc = a->failing[0] != '\0' || a->reopen_failed[0] != '\0' ? GW_ERR_IO : 0;
+    snprintf(why, cap, "%s", a->failing[0] != '\0' ? a->failing : a->reopen_failed);
     pthread_mutex_unlock(&a->lock);
     return rc;
 }

@@ -182,7 +182,7 @@ class Probes(harness.GatewayTestCase):
         self.vault.control({"sealed": True})
         detail = self.wait_readyz(503)
         self.assertFalse(detail["upstreams"]["vault"]["up"])
-        self.assertIn("HTTP 503", detail["checks"]["vault"])
+        self.assertIn("HTTP 503", detail["checks"]["upstream:vault"])
         self.assertEqual(detail["checks"]["audit"], "ok")  # the rest still holds
         start = time.monotonic()
         res = self.p10cr("while-down")

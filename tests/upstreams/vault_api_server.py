@@ -422,9 +422,11 @@ class Handler(BaseHTTPRequestHandler):
         if obj is GARBAGE:
             status, raw, ctype = 200, b"<html>this is not Vault JSON\x00\xff", "text/html"
         data = raw if raw is not None else json.dumps(obj).encode()
-        if raw is None and not self.path.startswith("/_control") and self.vault().switch(self.path, "trailing"):
+        # the switches shape the answers under test, not the control channel or the health probes
+        plain = self.path.startswith("/_control") or self.path.startswith("/v1/sys/health")
+        if raw is None and not plain and self.vault().switch(self.path, "trailing"):
             data += self.vault().switch(self.path, "trailing").encode()
-        latency = self.vault().switch(self.path, "latency_ms")
+        latency = None if plain else self.vault().switch(self.path, "latency_ms")
         if latency:
             time.sleep(latency / 1000.0)
         try:
