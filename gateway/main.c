@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 
 #include <curl/curl.h>
 #include <h2o/version.h>
@@ -74,6 +75,85 @@ static int check_openssl(void)
     return -1;
 }
 
+/* Becomes |cfg|'s user and group for good (the process is root). 0, or -1 with the reason logged. */
+static int become_user(const struct gw_config *cfg)
+{
+    struct passwd *pw;
+    struct group *gr = NULL;
+    gid_t gid;
+
+    if ((pw = getpwnam(cfg->user)) == NULL || (cfg->group != NULL && (gr = getgrnam(cfg->group)) == NULL)) {
+        gw_log(GW_LOG_ERROR, "privileges", "unknown %s \"%s\"", pw == NULL ? "user" : "group",
+               pw == NULL ? cfg->user : cfg->group);
+        return -1;
+    }
+    gid = gr != NULL ? gr->gr_gid : pw->pw_gid;
+    if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || setuid(pw->pw_uid) != 0 || setuid(0) == 0) {
+        gw_log(GW_LOG_ERROR, "privileges", "cannot become user %s: %s", cfg->user, strerror(errno));
+        return -1;
+    }
+    gw_log(GW_LOG_INFO, "privileges", "running as user %s (uid %ld, gid %ld)", cfg->user, (long)pw->pw_uid,
+           (long)gid);
+    return 0;
+}
+
+/* What the gateway reads or writes after start is within reach of the user it now runs as. */
+static int check_access(const struct gw_config *cfg)
+{
+    char err[GW_ERR_LEN];
+    int rc = 0;
+
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        if (gw_upstream_conf_access(&cfg->upstreams[i], err) != 0) {
+            gw_log(GW_LOG_ERROR, "privileges", "as user %s, %s", cfg->user, err);
+            rc = -1;
+        }
+    }
+    return rc;
+}
+
+/*
+ * Root is needed only to bind low ports and read keys only root may read, both done by now (files
+ * read again later must be readable by the user: check_access). With "user", the process becomes
+ * that user (and "group", or the user's own group) for good; without it, a process started as
+ * root stops unless the configuration says "run_as_root".
+ */
+static int drop_privileges(const struct gw_config *cfg)
+{
+    if (geteuid() != 0) {
+        if (cfg->user != NULL)
+            gw_log(GW_LOG_WARN, "privileges", "not started as root: \"user\": \"%s\" has nothing to drop",
+                   cfg->user);
+        return 0;
+    }
+    if (cfg->user == NULL) {
+        if (cfg->run_as_root)
+            return 0;
+        gw_log(GW_LOG_ERROR, "privileges",
+               "refusing to run as root: set \"user\" (root binds and loads keys, then the gateway runs as "
+               "that user) or \"run_as_root\": true");
+        return -1;
+    }
+    return become_user(cfg) != 0 || check_access(cfg) != 0 ? -1 : 0;
+}
+
+/* `cmpgw check` as root with "user": the checks of check_access, as that user, in a child. */
+static int check_as_user(const struct gw_config *cfg)
+{
+    pid_t pid;
+    int status;
+
+    if (geteuid() != 0 || cfg->user == NULL)
+        return 0;
+    if ((pid = fork()) < 0)
+        return -1;
+    if (pid == 0)
+        _exit(become_user(cfg) == 0 && check_access(cfg) == 0 ? 0 : 1);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+}
+
 /* Validates |path| like a start would, prints "FILE: OK" or the error; returns the exit code. */
 static int cmd_check(const char *path)
 {
@@ -92,6 +172,12 @@ static int cmd_check(const char *path)
             gw_config_free(cfg);
             return EXIT_FAILURE;
         }
+    }
+    /* files read or written after start, as the user the gateway will run as */
+    if (check_as_user(cfg) != 0) {
+        fprintf(stderr, "%s: not usable as user %s (see the log above)\n", path, cfg->user);
+        gw_config_free(cfg);
+        return EXIT_FAILURE;
     }
     printf("%s: OK\n", path);
     gw_config_free(cfg);
@@ -283,56 +369,6 @@ static void serve(const sigset_t *set, struct gw_cmp_engine *engine)
         gw_cmp_engine_expire(engine, time(NULL));
         gw_notify_watchdog();
     }
-}
-
-/*
- * Root is needed only to bind low ports and read keys only root may read, both done by now (files
- * read again later must be readable by the user: see gw_upstream_conf_access). With
- * "user", the process becomes that user (and "group", or the user's own group) for good; without
- * it, a process started as root stops unless the configuration says "run_as_root". Then what the
- * gateway writes from now on must be writable by whoever it runs as: checked here, not found out
- * at the first issuance.
- */
-static int drop_privileges(const struct gw_config *cfg)
-{
-    struct passwd *pw;
-    struct group *gr = NULL;
-    gid_t gid;
-
-    if (geteuid() != 0) {
-        if (cfg->user != NULL)
-            gw_log(GW_LOG_WARN, "privileges", "not started as root: \"user\": \"%s\" has nothing to drop",
-                   cfg->user);
-        return 0;
-    }
-    if (cfg->user == NULL) {
-        if (cfg->run_as_root)
-            return 0;
-        gw_log(GW_LOG_ERROR, "privileges",
-               "refusing to run as root: set \"user\" (root binds and loads keys, then the gateway runs as "
-               "that user) or \"run_as_root\": true");
-        return -1;
-    }
-    if ((pw = getpwnam(cfg->user)) == NULL || (cfg->group != NULL && (gr = getgrnam(cfg->group)) == NULL)) {
-        gw_log(GW_LOG_ERROR, "privileges", "unknown %s \"%s\"", pw == NULL ? "user" : "group",
-               pw == NULL ? cfg->user : cfg->group);
-        return -1;
-    }
-    gid = gr != NULL ? gr->gr_gid : pw->pw_gid;
-    if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || setuid(pw->pw_uid) != 0 || setuid(0) == 0) {
-        gw_log(GW_LOG_ERROR, "privileges", "cannot become user %s: %s", cfg->user, strerror(errno));
-        return -1;
-    }
-    for (size_t i = 0; i < cfg->n_upstreams; i++) {
-        char err[GW_ERR_LEN];
-        if (gw_upstream_conf_access(&cfg->upstreams[i], err) != 0) {
-            gw_log(GW_LOG_ERROR, "privileges", "as user %s, %s", cfg->user, err);
-            return -1;
-        }
-    }
-    gw_log(GW_LOG_INFO, "privileges", "running as user %s (uid %ld, gid %ld)", cfg->user, (long)pw->pw_uid,
-           (long)gid);
-    return 0;
 }
 
 static double open_transactions(void *engine)

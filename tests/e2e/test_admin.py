@@ -220,6 +220,30 @@ class Privileges(unittest.TestCase):
         gw._out.close()
         self.assertIn("refusing to run as root", gw.stderr())
 
+    def test_check_as_user(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root")
+
+        def edit(cfg):
+            cfg.pop("run_as_root")
+            cfg["user"] = "nobody"
+            cfg["upstreams"]["local"]["store"] = "store"
+        (self.tmp / "pki").mkdir(parents=True)
+        store = self.tmp / "pki" / "store"
+        store.mkdir(mode=0o700)  # root's: the service user could not record what it issues
+        gw = self.gateway(edit)
+        check = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
+                               capture_output=True, text=True, env=gw.env())
+        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        self.assertIn("as user nobody, the store", check.stderr)
+        self.assertIn("not usable as user nobody", check.stderr)
+        os.chown(store, pwd.getpwnam("nobody").pw_uid, -1)
+        for d in (self.tmp, self.tmp / "pki"):  # and the directories above it are to be passed through
+            d.chmod(0o711)
+        check = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
+                               capture_output=True, text=True, env=gw.env())
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+
     def test_runs_as_user(self):
         if os.geteuid() != 0:
             self.skipTest("needs root")
