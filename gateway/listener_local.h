@@ -27,6 +27,7 @@ struct gw_conn {
     struct sockaddr_storage addr; /* the client's, counted in the server's guard */
     socklen_t addr_len;
     bool admin;                    /* on the admin listener: outside the CMP admission limits */
+    bool handshaken;               /* its TLS handshake completed (counted once) */
     X509 *peer;                    /* verified TLS client certificate, or NULL */
     char subject[GW_IDENTITY_LEN]; /* its subject, X509_NAME_oneline form, or "" */
 };

@@ -4,6 +4,7 @@
  */
 #include "gateway/listener_local.h"
 #include "base/err.h"
+#include "base/metrics.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,20 +68,49 @@ struct gw_conn *gw_conn_get0(h2o_req_t *req)
  * SSL_VERIFY_PEER a failed verification already aborted the handshake; this is a second lock).
  * TLS 1.3 reports HANDSHAKE_DONE again after sending tickets (docs/design.md H8.4), hence the guard.
  */
+static struct gw_metric *m_handshakes;
+static pthread_once_t m_once = PTHREAD_ONCE_INIT;
+
+static void metrics_init(void)
+{
+    static const char *const labels[] = {"listener", "result", "reason", NULL};
+
+    m_handshakes =
+        gw_metric_new("cmpgw_tls_handshakes_total",
+                      "TLS handshakes by listener (cmp, admin) and result; a failed one by the TLS "
+                      "alert the gateway sent (e.g. \"unknown CA\").",
+                      GW_METRIC_COUNTER, labels, NULL, 0);
+}
+
+static void count_handshake(const struct gw_conn *c, const char *result, const char *reason)
+{
+    pthread_once(&m_once, metrics_init);
+    gw_metric_add(m_handshakes, (const char *const[]){c->admin ? "admin" : "cmp", result, reason}, 1);
+}
+
 static void on_ssl_info(const SSL *ssl, int where, int ret)
 {
     h2o_socket_t *sock;
     struct gw_conn *c;
     X509 *peer;
 
-    (void)ret;
-    if ((where & SSL_CB_HANDSHAKE_DONE) == 0)
+    if ((where & (SSL_CB_HANDSHAKE_DONE | SSL_CB_ALERT)) == 0)
         return;
     /* libh2o 2.2.5 sets the h2o_socket_t as the BIO data (lib/common/socket.c setup_bio) */
     sock = BIO_get_data(SSL_get_rbio(ssl));
     if (sock == NULL || sock->on_close.cb != conn_on_close)
         return;
     c = sock->on_close.data;
+    if ((where & SSL_CB_ALERT) != 0) {
+        /* a fatal alert we send before the handshake is done ends it: its description is the reason */
+        if ((where & SSL_CB_WRITE) != 0 && (ret >> 8) == SSL3_AL_FATAL && !c->handshaken)
+            count_handshake(c, "failed", SSL_alert_desc_string_long(ret));
+        return;
+    }
+    if (!c->handshaken) { /* TLS 1.3 reports HANDSHAKE_DONE again after sending tickets */
+        c->handshaken = true;
+        count_handshake(c, "ok", "");
+    }
     if (c->peer != NULL || SSL_get_verify_result(ssl) != X509_V_OK)
         return;
     if ((peer = SSL_get1_peer_certificate(ssl)) == NULL)

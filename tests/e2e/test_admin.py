@@ -110,6 +110,30 @@ class Admin(harness.GatewayTestCase):
         self.assertEqual(len([r for r in lines if r.get("status") == "200"]), 1, lines)
         self.assertTrue(any(r.get("status") == "404" and "elsewhere" in r.get("path", "") for r in lines), lines)
 
+    def test_tls_handshake_metrics(self):
+        s0 = samples(self.scrape())
+        _, fclient, fkey = harness.make_foreign_pki(self.gw.dir / "foreign")
+        # a client certificate from a CA the listener does not trust: the handshake fails with an alert
+        p = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % self.gw.port, "-cert", fclient,
+                            "-key", fkey, "-CAfile", self.gw.dir / "ca.pem", "-tls1_2", "-brief"],
+                           input=b"", capture_output=True, timeout=30)
+        self.assertNotEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.gw.cmp("ir", "tlsok", newkey=self.newkey("tlsok"), subject="/CN=tls-ok", extra=("-implicit_confirm",))
+        deadline = time.monotonic() + 5
+        while True:
+            s1 = samples(self.scrape())
+            failed = total(s1, "cmpgw_tls_handshakes_total", listener="cmp", result="failed") - \
+                total(s0, "cmpgw_tls_handshakes_total", listener="cmp", result="failed")
+            if failed >= 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertEqual(failed, 1, s1)
+        reasons = {dict(ls).get("reason") for (n, ls) in s1 if n == "cmpgw_tls_handshakes_total"
+                   and dict(ls).get("result") == "failed"}
+        self.assertIn("unknown CA", reasons)
+        self.assertGreater(total(s1, "cmpgw_tls_handshakes_total", listener="cmp", result="ok"),
+                           total(s0, "cmpgw_tls_handshakes_total", listener="cmp", result="ok"))
+
     def test_only_admin_paths(self):
         self.assertEqual(get(self.gw, "/pki/cmp", method="POST", data=b"x")[0], 404)
         status, headers, _ = get(self.gw, "/metrics", method="POST", data=b"x")
