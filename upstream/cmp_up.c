@@ -531,28 +531,6 @@ static int cmp_init(struct gw_upstream *up, char *err)
     return 0;
 }
 
-/*
- * The CA's server takes a connection (TCP, and TLS with its certificate verified for https): a CMP
- * server need not answer anything but a CMP POST, and some serve one connection at a time, so
- * nothing is sent on it. Prober thread.
- */
-static int cmp_probe(struct gw_upstream *up, char *err)
-{
-    const struct cmp_up *cu = gw_upstream_get0_impl(up);
-    CURL *curl = curl_easy_init();
-    CURLcode rc = CURLE_FAILED_INIT;
-
-    if (curl != NULL &&
-        (rc = gw_http_setopt_base(curl, cu->url, &cu->cc->http, timeout_of(cu->conf))) == CURLE_OK &&
-        (rc = curl_easy_setopt(curl, CURLOPT_CONNECT_ONLY, 1L)) == CURLE_OK)
-        rc = curl_easy_perform(curl);
-    curl_easy_cleanup(curl);
-    if (rc == CURLE_OK)
-        return 0;
-    snprintf(err, GW_ERR_LEN, "connect to %s: %s", cu->url, curl_easy_strerror(rc));
-    return rc == CURLE_OPERATION_TIMEDOUT ? GW_ERR_TIMEOUT : GW_ERR_IO;
-}
-
 /* ---- configuration: the "cmp" section ---- */
 
 /* A cmp upstream's HTTP path: like a prefix, but "/" alone and a trailing "/" are fine ("/pkix/"). */
@@ -638,5 +616,6 @@ const struct gw_upstream_ops gw_upstream_cmp_ops = {
     .cleanup = cmp_cleanup,
     .sign = cmp_sign,
     .revoke = cmp_revoke,
-    .probe = cmp_probe,
+    /* no .probe: a CMP server may serve one connection at a time (OpenSSL's does) and wait for a
+       request on it, so even a bare connection would hold up the requests queued behind it */
 };

@@ -129,10 +129,11 @@ int gw_upstream_sign_async(struct gw_upstream *up, const struct gw_sign_req *req
 
 /*
  * Health (docs/operations.md). gw_upstream_probe asks the upstream whether it serves (the adapter's
- * cheapest call: Vault sys/health, cfssl info, a connection to a CMP CA; an in-process issuer always
- * does) and records the answer; GW_UPSTREAM_DOWN_AFTER failures in a row make it down, one success
- * up again. A down upstream with fail_fast refuses sign calls at once with GW_ERR_UNAVAILABLE
- * instead of letting each wait for its timeout. (prober thread; bounded by the upstream's timeout)
+ * cheapest call: Vault sys/health, cfssl info; an in-process issuer always does; a CMP CA is not
+ * probed, see upstream/cmp_up.c) and records the answer; GW_UPSTREAM_DOWN_AFTER failures in a row make it
+ * down, one success up again. A down upstream with fail_fast refuses sign calls at once with
+ * GW_ERR_UNAVAILABLE instead of letting each wait for its timeout. (prober thread; bounded by the upstream's
+ * timeout)
  */
 int gw_upstream_probe(struct gw_upstream *up, char *err);
 
