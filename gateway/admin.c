@@ -8,6 +8,8 @@
  *                  records, the listeners are up, the gateway is not draining, and the upstreams in
  *                  "ready_requires" answer their probes (every upstream's last probe is in the detail)
  *   GET /metrics   Prometheus text format 0.0.4 (base/metrics.h)
+ *   POST /reload   loads the configuration file again, like SIGHUP; answers once it is in use (200)
+ *                  or refused (500, with the error; the running configuration stays)
  */
 #include "gateway/listener_local.h"
 #include "base/err.h"
@@ -15,6 +17,7 @@
 #include "gateway/cmp/engine.h"
 #include "upstream/upstream.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,15 +63,15 @@ static bool required(const struct gw_config *cfg, const char *name)
  * Every upstream's last probe in the detail ("upstreams"); only those in "ready_requires" can make
  * the gateway not ready: one CA down must not take every instance out of a balancer.
  */
-static bool upstreams(struct json_object *checks, struct json_object *root, struct gw_server *s)
+static bool upstreams(struct json_object *checks, struct json_object *root, const struct gw_gen *g)
 {
     struct json_object *all = json_object_new_object();
     bool ready = all != NULL; /* not knowing is not ready */
     char why[GW_ERR_LEN + 64];
 
-    for (size_t i = 0; all != NULL && i < s->cfg->n_upstreams; i++) {
-        const char *name = s->cfg->upstreams[i].name;
-        struct gw_upstream *up = gw_upstream_set_get0(s->ups, name);
+    for (size_t i = 0; all != NULL && i < g->cfg->n_upstreams; i++) {
+        const char *name = g->cfg->upstreams[i].name;
+        struct gw_upstream *up = gw_upstream_set_get0(g->ups, name);
         struct json_object *o = json_object_new_object();
         struct gw_upstream_health h;
 
@@ -86,7 +89,7 @@ static bool upstreams(struct json_object *checks, struct json_object *root, stru
         if (h.error[0] != '\0')
             json_object_object_add(o, "error", json_object_new_string(h.error));
         json_object_object_add(all, name, o);
-        if (required(s->cfg, name)) {
+        if (required(g->cfg, name)) {
             char key[GW_MAX_NAME_LEN + 16];
             snprintf(key, sizeof(key), "upstream:%s", name);
             snprintf(why, sizeof(why), "upstream %s is down: %s", name, h.error);
@@ -97,8 +100,9 @@ static bool upstreams(struct json_object *checks, struct json_object *root, stru
     return ready;
 }
 
-static void readyz(h2o_req_t *req, struct gw_server *s)
+static void readyz(h2o_req_t *req, struct gw_loop *lt)
 {
+    struct gw_server *s = lt->server;
     struct json_object *root = json_object_new_object(), *checks = json_object_new_object();
     char why[GW_ERR_LEN] = "";
     const char *text;
@@ -110,13 +114,14 @@ static void readyz(h2o_req_t *req, struct gw_server *s)
         send_text(req, 503, "Service Unavailable", "not ready: out of memory");
         return;
     }
-    ready &= check(checks, "config", s->cfg != NULL, "not loaded");
-    ready &= check(checks, "audit", gw_cmp_engine_audit_status(s->engine, why, sizeof(why)) == 0, why);
+    ready &= check(checks, "config", lt->gen != NULL, "not loaded");
+    ready &= check(checks, "audit", gw_cmp_engine_audit_status(lt->gen->engine, why, sizeof(why)) == 0, why);
     /* the loop threads accept only once every listener is bound: this one answering is the proof */
     ready &= check(checks, "listeners", true, "");
     ready &= check(checks, "draining", !atomic_load(&s->stopping), "shutting down");
-    ready &= upstreams(checks, root, s);
+    ready &= upstreams(checks, root, lt->gen);
     json_object_object_add(root, "ready", json_object_new_boolean(ready));
+    json_object_object_add(root, "generation", json_object_new_int64((int64_t)lt->gen->id));
     json_object_object_add(root, "checks", checks);
     text = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN);
     send_body(req, ready ? 200 : 503, ready ? "OK" : "Service Unavailable", "application/json", text,
@@ -144,27 +149,132 @@ static bool path_is(const h2o_req_t *req, const char *path)
     return h2o_memis(req->path_normalized.base, req->path_normalized.len, path, len);
 }
 
+/* ---- POST /reload: the reload runs on a thread of its own; the loop answers when it is done ---- */
+
+struct reload_call;
+
+/* Hung on the request's pool: tells the call when the request is gone (the client went away). */
+struct reload_ref {
+    struct reload_call *call;
+};
+
+struct reload_call {
+    h2o_multithread_message_t msg; /* link must start zeroed */
+    struct gw_loop *loop;
+    h2o_req_t *req; /* NULL once the request was disposed (loop thread only) */
+    struct reload_ref *ref;
+    int rc;
+    char err[GW_ERR_LEN];
+};
+
+static void on_reload_req_disposed(void *p)
+{
+    struct reload_ref *ref = p;
+
+    if (ref->call != NULL)
+        ref->call->req = NULL;
+}
+
+/* its own thread: every signal is blocked in it, as in the loop thread that started it */
+static void *reload_main(void *arg)
+{
+    struct reload_call *call = arg;
+    struct gw_server *s = call->loop->server;
+
+    call->rc = s->reload(s->reload_arg, call->err);
+    h2o_multithread_send_message(&call->loop->admin_rx, &call->msg);
+    return NULL;
+}
+
+/* loop thread */
+void gw_admin_on_reloaded(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages)
+{
+    (void)rx;
+    while (!h2o_linklist_is_empty(messages)) {
+        h2o_multithread_message_t *m =
+            H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
+        struct reload_call *call = H2O_STRUCT_FROM_MEMBER(struct reload_call, msg, m);
+        char text[GW_ERR_LEN + 32];
+
+        h2o_linklist_unlink(&m->link);
+        call->loop->jobs_inflight--;
+        if (call->req != NULL) {
+            call->ref->call = NULL;
+            snprintf(text, sizeof(text), "%s%s\n", call->rc == 0 ? "" : "reload refused: ", call->err);
+            send_text(call->req, call->rc == 0 ? 200 : 500, call->rc == 0 ? "OK" : "Internal Server Error",
+                      text);
+        }
+        free(call);
+    }
+}
+
+static void reload(h2o_req_t *req, struct gw_loop *lt)
+{
+    struct reload_call *call;
+    pthread_attr_t attr;
+    pthread_t tid;
+    int rc;
+
+    if (lt->server->reload == NULL || atomic_load(&lt->server->stopping)) {
+        send_text(req, 503, "Service Unavailable", "reload is not available: the gateway is stopping\n");
+        return;
+    }
+    if ((call = calloc(1, sizeof(*call))) == NULL) {
+        send_text(req, 503, "Service Unavailable", "reload: out of memory\n");
+        return;
+    }
+    call->loop = lt;
+    call->req = req;
+    call->ref = h2o_mem_alloc_shared(&req->pool, sizeof(*call->ref), on_reload_req_disposed);
+    call->ref->call = call;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    rc = pthread_create(&tid, &attr, reload_main, call);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        call->ref->call = NULL;
+        free(call);
+        send_text(req, 503, "Service Unavailable", "reload: cannot start a thread; retry later\n");
+        return;
+    }
+    lt->jobs_inflight++; /* a drain waits for the answer */
+}
+
 int gw_admin_on_req(h2o_handler_t *self, h2o_req_t *req)
 {
-    struct gw_server *s = gw_loop_of(req)->server;
+    struct gw_loop *lt = gw_loop_of(req);
+    struct gw_conn *c = gw_conn_get0(req);
     bool get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) ||
                h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
+    bool post = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"));
+    bool is_reload = path_is(req, "/reload");
 
     (void)self;
-    if (!path_is(req, "/healthz") && !path_is(req, "/readyz") && !path_is(req, "/metrics")) {
+    gw_loop_refresh(lt);
+    if (c != NULL && gw_conn_recheck(c) != 0) {
+        req->http1_is_persistent = 0;
+        send_text(req, 403, "Forbidden",
+                  "TLS client certificate no longer trusted since the configuration was reloaded\n");
+        return 0;
+    }
+    if (!path_is(req, "/healthz") && !path_is(req, "/readyz") && !path_is(req, "/metrics") && !is_reload) {
         send_text(req, 404, "Not Found",
-                  "not found: the admin listener serves /healthz, /readyz and /metrics\n");
+                  "not found: the admin listener serves /healthz, /readyz, /metrics and POST /reload\n");
         return 0;
     }
-    if (!get) {
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("GET"));
-        send_text(req, 405, "Method Not Allowed", "method not allowed: use GET\n");
+    if (is_reload ? !post : !get) {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, is_reload ? "POST" : "GET",
+                       is_reload ? 4 : 3);
+        send_text(req, 405, "Method Not Allowed",
+                  is_reload ? "method not allowed: use POST\n" : "method not allowed: use GET\n");
         return 0;
     }
-    if (path_is(req, "/healthz"))
+    if (is_reload)
+        reload(req, lt);
+    else if (path_is(req, "/healthz"))
         send_text(req, 200, "OK", "ok\n");
     else if (path_is(req, "/readyz"))
-        readyz(req, s);
+        readyz(req, lt);
     else
         metrics(req);
     return 0;

@@ -89,7 +89,7 @@ static size_t shut_late(const struct seen *v, size_t n, uint64_t now, uint64_t t
 static void on_sweep(h2o_timeout_entry_t *entry)
 {
     struct gw_loop *lt = H2O_STRUCT_FROM_MEMBER(struct gw_loop, h2_sweep_entry, entry);
-    uint32_t timeout = lt->server->cfg->limits.body_timeout;
+    uint32_t timeout = lt->gen->cfg->limits.body_timeout;
     struct sweep_state st = {.prev = lt->h2_seen, .n_prev = lt->n_h2_seen, .now = gw_now_ms()};
     size_t shut;
 

@@ -49,7 +49,7 @@ struct http_job {
     struct gw_loop *owner;
     h2o_req_t *req; /* NULL once the request was disposed (loop thread only) */
     struct req_ref *ref;
-    struct gw_cmp_engine *engine;
+    struct gw_gen *gen; /* held: the configuration the request began in, to its end */
     unsigned char *der; /* owned copy of the body */
     size_t len;
     struct gw_route_match match;  /* role borrowed from the config snapshot */
@@ -71,7 +71,7 @@ enum extra_header {
     HDR_ALLOW_POST,  /* 405 (RFC 9110 §15.5.6) */
     HDR_ALLOW_GET,   /* 405 on the CRL path */
     HDR_RETRY_AFTER, /* 503 busy (RFC 9110 §10.2.3) */
-    HDR_CLOSE,       /* 503 shutting down */
+    HDR_CLOSE,       /* 503 shutting down, 403 client certificate no longer trusted */
 };
 
 struct refusal {
@@ -364,12 +364,18 @@ static int check_content_type(const h2o_req_t *req, struct refusal *r)
 }
 
 /* loop thread: every check before CMP, in the documented order. 0, or -1 with |r| filled. */
-static int check_request(struct gw_server *s, h2o_req_t *req, struct gw_route_match *match, struct refusal *r)
+static int check_request(struct gw_loop *lt, h2o_req_t *req, struct gw_route_match *match, struct refusal *r)
 {
+    struct gw_server *s = lt->server;
+    struct gw_conn *c = gw_conn_get0(req);
     int rc;
 
     r->reason[0] = '\0';
-    rc = gw_route_match(&s->cfg->routes, req->path.base, path_len(req), match, r->reason);
+    if (c != NULL && gw_conn_recheck(c) != 0)
+        return refuse(r, 403, HDR_CLOSE,
+                      "TLS client certificate no longer trusted since the configuration was reloaded: "
+                      "reconnect with one this listener accepts");
+    rc = gw_route_match(&lt->gen->cfg->routes, req->path.base, path_len(req), match, r->reason);
     if (rc != 0) {
         r->status = rc == GW_ERR_FORBIDDEN ? 403 : rc == GW_ERR_NOT_FOUND ? 404 : 400;
         if (r->reason[0] == '\0')
@@ -423,6 +429,7 @@ static void job_free(struct http_job *job)
         gw_cmp_response_cleanup(&job->rsp);
     X509_free(job->peer);
     free(job->der);
+    gw_gen_drop(job->gen);
     free(job);
 }
 
@@ -441,9 +448,9 @@ static void job_run(struct gw_job *j)
         snprintf(job->rsp.http_reason, sizeof(job->rsp.http_reason), "server busy: retry later");
         snprintf(job->rsp.outcome, sizeof(job->rsp.outcome), "queue wait over %d ms", GW_QUEUE_WAIT_MS);
     } else if (gw_route_is_get(&job->match)) {
-        gw_cmp_engine_crl(job->engine, job->match.upstream, &job->rsp);
+        gw_cmp_engine_crl(job->gen->engine, job->match.upstream, &job->rsp);
     } else {
-        gw_cmp_process(job->engine, &creq, &job->rsp);
+        gw_cmp_process(job->gen->engine, &creq, &job->rsp);
     }
     h2o_multithread_send_message(&job->owner->done_rx, &job->msg);
 }
@@ -473,7 +480,8 @@ static int submit(struct gw_loop *lt, h2o_req_t *req, const struct gw_route_matc
     }
     job->job.run = job_run;
     job->owner = lt;
-    job->engine = lt->server->engine;
+    job->gen = lt->gen;
+    gw_gen_hold(job->gen);
     job->match = *match;
     job->log = *log;
     if (c != NULL && c->peer != NULL && X509_up_ref(c->peer) == 1)
@@ -503,11 +511,12 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
     struct reqlog log;
 
     (void)self;
+    gw_loop_refresh(lt);
     reqlog_init(&log, req);
-    if (check_request(lt->server, req, &match, &r) != 0 || check_budget(lt->server, req, &match, &r) != 0 ||
+    if (check_request(lt, req, &match, &r) != 0 || check_budget(lt->server, req, &match, &r) != 0 ||
         submit(lt, req, &match, &log, &r) != 0) {
         send_text(req, r.status, r.hdr, r.retry_after, r.reason);
-        log_request(lt->server->cfg, &log, &match, r.status, NULL, r.reason);
+        log_request(lt->gen->cfg, &log, &match, r.status, NULL, r.reason);
     }
     return 0;
 }
@@ -535,7 +544,7 @@ static void respond(struct http_job *job)
 
     if (job->req == NULL) {
         snprintf(gone, sizeof(gone), "client gone before the response; %s", outcome);
-        log_request(job->owner->server->cfg, &job->log, &job->match, status, rsp, gone);
+        log_request(job->gen->cfg, &job->log, &job->match, status, rsp, gone);
         return;
     }
     if (rsp->auth_failed)
@@ -546,7 +555,7 @@ static void respond(struct http_job *job)
         send_der(job->req, rsp->der, rsp->len, gw_route_is_get(&job->match));
     else
         send_text(job->req, status, status == 503 ? HDR_RETRY_AFTER : HDR_NONE, 0, reason);
-    log_request(job->owner->server->cfg, &job->log, &job->match, status, rsp, outcome);
+    log_request(job->gen->cfg, &job->log, &job->match, status, rsp, outcome);
 }
 
 /* loop thread: must consume every message (docs/design.md H8.10); a NULL message only woke the loop.

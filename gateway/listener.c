@@ -93,11 +93,11 @@ err:
     return -1;
 }
 
-/* Binds every listener on every loop thread; listener i uses the same port on all threads. */
-static int bind_all(struct gw_server *s, char *err)
+/* Binds every listener of |cfg| on every loop thread; listener i uses the same port on all threads. */
+static int bind_all(struct gw_server *s, const struct gw_config *cfg, char *err)
 {
     for (size_t i = 0; i < s->n_listeners; i++) {
-        const struct gw_listener_conf *lc = gw_listener_conf(s, i);
+        const struct gw_listener_conf *lc = gw_listener_conf(cfg, i);
         uint16_t port = lc->port;
         int probe = bind_one(lc, &port, true, err);
         if (probe < 0)
@@ -110,12 +110,11 @@ static int bind_all(struct gw_server *s, char *err)
         }
         gw_log(GW_LOG_INFO, "listening", "%s%s%s:%u %s client_auth=%s%s",
                strchr(lc->address, ':') != NULL ? "[" : "", lc->address,
-               strchr(lc->address, ':') != NULL ? "]" : "", (unsigned)port,
-               s->ssl_ctx[i] != NULL ? "https" : "http",
+               strchr(lc->address, ':') != NULL ? "]" : "", (unsigned)port, s->keys[i].tls ? "https" : "http",
                lc->client_auth == GW_CLIENT_AUTH_REQUIRE    ? "require"
                : lc->client_auth == GW_CLIENT_AUTH_OPTIONAL ? "optional"
                                                             : "none",
-               s->has_admin && i == s->n_listeners - 1 ? " admin: /healthz /readyz /metrics" : "");
+               s->has_admin && i == s->n_listeners - 1 ? " admin: /healthz /readyz /metrics /reload" : "");
     }
     return 0;
 }
@@ -142,10 +141,11 @@ static void on_accept(h2o_socket_t *listener, const char *err)
 
     if (err != NULL)
         return;
+    gw_loop_refresh(l->loop); /* a reload's TLS contexts from the first connection after it */
     for (int i = 0; i < ACCEPT_BATCH; i++) {
         if ((sock = h2o_evloop_socket_accept(listener)) == NULL)
             return;
-        if ((rc = gw_conn_attach(l->loop, sock, l->admin)) != 0) {
+        if ((rc = gw_conn_attach(l->loop, sock, (size_t)(l - l->loop->listens), l->admin)) != 0) {
             log_refused(l->loop->server, rc);
             h2o_socket_close(sock);
             continue;
@@ -154,24 +154,40 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     }
 }
 
-/* loop thread: context, receiver and listening sockets of one loop. */
+void gw_loop_refresh(struct gw_loop *lt)
+{
+    struct gw_server *s = lt->server;
+    struct gw_gen *g;
+
+    if (lt->gen != NULL && lt->gen->id == gw_gens_current_id(s->gens))
+        return;
+    g = gw_gens_acquire(s->gens);
+    /* a connection's SSL holds its SSL_CTX: those accepted before keep the old certificate */
+    for (size_t i = 0; i < s->n_listeners; i++)
+        lt->listens[i].accept.ssl_ctx = g->ssl_ctx[i];
+    gw_gen_drop(lt->gen);
+    lt->gen = g;
+}
+
+/* loop thread: context, receivers and listening sockets of one loop. */
 static void loop_setup(struct gw_loop *lt)
 {
     struct gw_server *s = lt->server;
 
     h2o_context_init(&lt->ctx, h2o_evloop_create(), &s->h2o);
     h2o_multithread_register_receiver(lt->ctx.queue, &lt->done_rx, gw_http_on_done);
+    h2o_multithread_register_receiver(lt->ctx.queue, &lt->admin_rx, gw_admin_on_reloaded);
     for (size_t i = 0; i < s->n_listeners; i++) {
         struct gw_listen *l = &lt->listens[i];
         l->admin = s->has_admin && i == s->n_listeners - 1;
-        l->accept = (h2o_accept_ctx_t){
-            .ctx = &lt->ctx, .hosts = l->admin ? s->admin_hosts : s->cmp_hosts, .ssl_ctx = s->ssl_ctx[i]};
+        l->accept = (h2o_accept_ctx_t){.ctx = &lt->ctx, .hosts = l->admin ? s->admin_hosts : s->cmp_hosts};
         l->sock = h2o_evloop_socket_create(lt->ctx.loop, l->fd, H2O_SOCKET_FLAG_DONT_READ);
         l->fd = -1; /* owned by l->sock now */
         l->sock->data = l;
         h2o_socket_read_start(l->sock, on_accept);
-        lt->h2_swept |= gw_listener_conf(s, i)->http2;
+        lt->h2_swept |= s->keys[i].http2;
     }
+    gw_loop_refresh(lt);
     if (lt->h2_swept)
         gw_h2sweep_start(lt);
 }
@@ -206,6 +222,9 @@ static void loop_drain(struct gw_loop *lt)
     if (h2o_timeout_is_linked(&lt->ctx.http2._graceful_shutdown_timeout))
         h2o_timeout_unlink(&lt->ctx.http2._graceful_shutdown_timeout);
     h2o_multithread_unregister_receiver(lt->ctx.queue, &lt->done_rx);
+    h2o_multithread_unregister_receiver(lt->ctx.queue, &lt->admin_rx);
+    gw_gen_drop(lt->gen);
+    lt->gen = NULL;
     h2o_loop_t *loop = lt->ctx.loop;
     h2o_context_dispose(&lt->ctx);
     h2o_evloop_destroy(loop);
@@ -220,15 +239,17 @@ static void *loop_main(void *arg)
 
     loop_setup(lt);
     h2o_barrier_wait(&s->ready);
-    while (!atomic_load(&s->stopping))
+    while (!atomic_load(&s->stopping)) {
         h2o_evloop_run(lt->ctx.loop, INT32_MAX);
+        gw_loop_refresh(lt); /* gw_server_wake: let go of the old generation */
+    }
     loop_drain(lt);
     return NULL;
 }
 
-const struct gw_listener_conf *gw_listener_conf(const struct gw_server *s, size_t i)
+const struct gw_listener_conf *gw_listener_conf(const struct gw_config *cfg, size_t i)
 {
-    return i < s->cfg->n_listeners ? &s->cfg->listeners[i] : &s->cfg->admin.listen;
+    return i < cfg->n_listeners ? &cfg->listeners[i] : &cfg->admin.listen;
 }
 
 /* A host of one catch-all path served by |on_req|; NULL when out of memory. */
@@ -277,19 +298,17 @@ static void server_free(struct gw_server *s)
         }
         free(s->loops);
     }
-    for (size_t i = 0; s->ssl_ctx != NULL && i < s->n_listeners; i++)
-        SSL_CTX_free(s->ssl_ctx[i]);
-    free(s->ssl_ctx);
+    free(s->keys);
     if (s->h2o_inited)
         h2o_config_dispose(&s->h2o);
     gw_guard_free(s->guard);
     free(s);
 }
 
-/* Allocates loops, listener slots (fds -1) and SSL_CTXs; binds nothing yet. */
-static int server_alloc(struct gw_server *s, char *err)
+/* Allocates loops, listener slots (fds -1) and what a reload may not change of |cfg|'s listeners. */
+static int server_alloc(struct gw_server *s, const struct gw_config *cfg, char *err)
 {
-    if ((s->ssl_ctx = calloc(s->n_listeners, sizeof(*s->ssl_ctx))) == NULL ||
+    if ((s->keys = calloc(s->n_listeners, sizeof(*s->keys))) == NULL ||
         (s->loops = calloc(s->n_loops, sizeof(*s->loops))) == NULL)
         goto nomem;
     for (size_t t = 0; t < s->n_loops; t++) {
@@ -300,9 +319,13 @@ static int server_alloc(struct gw_server *s, char *err)
             s->loops[t].listens[i] = (struct gw_listen){.loop = &s->loops[t], .fd = -1};
     }
     for (size_t i = 0; i < s->n_listeners; i++) {
-        const struct gw_listener_conf *lc = gw_listener_conf(s, i);
-        if (lc->tls_cert != NULL && (s->ssl_ctx[i] = gw_tls_ctx_new(lc, err)) == NULL)
-            return GW_ERR_CRYPTO;
+        const struct gw_listener_conf *lc = gw_listener_conf(cfg, i);
+        struct gw_listen_key *k = &s->keys[i];
+
+        snprintf(k->address, sizeof(k->address), "%s", lc->address);
+        k->port = lc->port;
+        k->tls = lc->tls_cert != NULL;
+        k->http2 = lc->http2;
     }
     return 0;
 
@@ -319,7 +342,7 @@ static int start_threads(struct gw_server *s, char *err)
 
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &saved);
-    s->pool = gw_pool_new(s->cfg->workers, s->cfg->queue_depth, err);
+    s->pool = gw_pool_new(s->workers, s->queue_depth, err);
     if (s->pool != NULL) {
         h2o_barrier_init(&s->ready, s->n_loops + 1);
         for (size_t t = 0; t < s->n_loops; t++) /* aborts on failure */
@@ -332,18 +355,67 @@ static int start_threads(struct gw_server *s, char *err)
     return 0;
 }
 
-struct gw_server *gw_server_start(const struct gw_config *cfg, struct gw_cmp_engine *engine,
-                                  struct gw_upstream_set *ups, char *err)
+int gw_server_prepare(struct gw_server *s, struct gw_gen *next, char *err)
+{
+    const struct gw_config *cfg = next->cfg;
+    size_t n = cfg->n_listeners + (cfg->admin.listen.port != 0 ? 1 : 0);
+
+    if (n != s->n_listeners || (cfg->admin.listen.port != 0) != s->has_admin) {
+        snprintf(err, GW_ERR_LEN,
+                 "%s: the listeners changed (%zu instead of %zu, admin %s): a listener is a socket; restart "
+                 "to change them",
+                 cfg->path, n, s->n_listeners, cfg->admin.listen.port != 0 ? "on" : "off");
+        return GW_ERR_INVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct gw_listener_conf *lc = gw_listener_conf(cfg, i);
+        const struct gw_listen_key *k = &s->keys[i];
+
+        if (strcmp(lc->address, k->address) != 0 || lc->port != k->port || (lc->tls_cert != NULL) != k->tls ||
+            lc->http2 != k->http2) {
+            snprintf(err, GW_ERR_LEN,
+                     "%s: $.%s: address, port, TLS or http2 changed: a listener is a socket; restart to "
+                     "change it (certificates, keys and client CAs reload)",
+                     cfg->path, i < cfg->n_listeners ? "listeners" : "admin");
+            return GW_ERR_INVAL;
+        }
+    }
+    if ((next->ssl_ctx = calloc(n, sizeof(*next->ssl_ctx))) == NULL) {
+        snprintf(err, GW_ERR_LEN, "listener: out of memory");
+        return GW_ERR_NOMEM;
+    }
+    next->n_ssl_ctx = n;
+    for (size_t i = 0; i < n; i++) {
+        const struct gw_listener_conf *lc = gw_listener_conf(cfg, i);
+        if (lc->tls_cert != NULL && (next->ssl_ctx[i] = gw_tls_ctx_new(lc, err)) == NULL)
+            return GW_ERR_CRYPTO;
+    }
+    return 0;
+}
+
+void gw_server_wake(struct gw_server *s)
+{
+    for (size_t t = 0; s != NULL && s->running && t < s->n_loops; t++)
+        h2o_multithread_send_message(&s->loops[t].done_rx, NULL); /* NULL only wakes the loop */
+}
+
+struct gw_server *gw_server_start(struct gw_gens *gens, int (*reload)(void *arg, char *err), void *reload_arg,
+                                  char *err)
 {
     struct gw_server *s = NULL;
+    struct gw_gen *g = gw_gens_acquire(gens);
+    const struct gw_config *cfg = g->cfg;
 
     if ((s = calloc(1, sizeof(*s))) == NULL) {
         snprintf(err, GW_ERR_LEN, "listener: out of memory");
+        gw_gen_drop(g);
         return NULL;
     }
-    s->cfg = cfg;
-    s->engine = engine;
-    s->ups = ups;
+    s->gens = gens;
+    s->reload = reload;
+    s->reload_arg = reload_arg;
+    s->workers = cfg->workers;
+    s->queue_depth = cfg->queue_depth;
     s->has_admin = cfg->admin.listen.port != 0;
     s->n_listeners = cfg->n_listeners + (s->has_admin ? 1 : 0);
     s->n_loops = cfg->loop_threads != 0 ? cfg->loop_threads : GW_DEFAULT_LOOP_THREADS;
@@ -357,11 +429,14 @@ struct gw_server *gw_server_start(const struct gw_config *cfg, struct gw_cmp_eng
         snprintf(err, GW_ERR_LEN, "listener: out of memory for the connection table");
         goto err;
     }
-    if (server_alloc(s, err) != 0 || h2o_setup(s, err) != 0 || bind_all(s, err) != 0)
+    if (server_alloc(s, cfg, err) != 0 || gw_server_prepare(s, g, err) != 0 || h2o_setup(s, err) != 0 ||
+        bind_all(s, cfg, err) != 0)
         goto err;
+    gw_gen_drop(g);
     return s;
 
 err:
+    gw_gen_drop(g);
     server_free(s);
     return NULL;
 }
@@ -385,8 +460,7 @@ void gw_server_stop(struct gw_server *s)
         return;
     }
     atomic_store(&s->stopping, true);
-    for (size_t t = 0; t < s->n_loops; t++)
-        h2o_multithread_send_message(&s->loops[t].done_rx, NULL); /* NULL only wakes the loop */
+    gw_server_wake(s);
     for (size_t t = 0; t < s->n_loops; t++) {
         pthread_join(s->loops[t].tid, NULL);
         undrained += !s->loops[t].drained;

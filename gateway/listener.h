@@ -6,19 +6,29 @@
 #define GW_LISTENER_H
 
 #include "gateway/config.h"
+#include "gateway/gen.h"
 
 struct gw_server;
-struct gw_cmp_engine;
-struct gw_upstream_set;
 
 /*
- * gw_server_start binds every listener of |cfg|; nothing is served until gw_server_run starts the
- * loop threads and workers (in between, the caller may give up root). |cfg|, |engine| and |ups|
- * (whose health /readyz reports) are borrowed and must outlive the server. NULL with |err| on
- * failure (bind, TLS files).
+ * gw_server_start binds every listener of the current generation of |gens| and builds its TLS
+ * contexts; nothing is served until gw_server_run starts the loop threads and workers (in
+ * between, the caller may give up root). |gens| is borrowed and must outlive the server.
+ * |reload| answers POST /reload on the admin listener (on a thread of its own; NULL: not offered).
+ * NULL with |err| on failure (bind, TLS files).
  */
-struct gw_server *gw_server_start(const struct gw_config *cfg, struct gw_cmp_engine *engine,
-                                  struct gw_upstream_set *ups, char *err);
+struct gw_server *gw_server_start(struct gw_gens *gens, int (*reload)(void *arg, char *err), void *reload_arg,
+                                  char *err);
+
+/*
+ * gw_server_prepare readies |next| to be served: its listeners must be those running (address,
+ * port, TLS or not, HTTP/2: each is a socket, and changing one takes a restart), and their TLS
+ * contexts are built from its files (certificates, keys, client CAs). 0, or an error with |err|.
+ */
+int gw_server_prepare(struct gw_server *s, struct gw_gen *next, char *err);
+
+/* gw_server_wake makes every loop thread take up the current generation now (any thread). */
+void gw_server_wake(struct gw_server *s);
 
 /* gw_server_run starts serving what gw_server_start bound. 0, or an error with |err|. */
 int gw_server_run(struct gw_server *s, char *err);

@@ -14,6 +14,7 @@
 #include <openssl/x509.h>
 
 #include "gateway/config.h"
+#include "gateway/gen.h"
 #include "gateway/guard.h"
 #include "base/limits.h"
 #include "gateway/listener.h"
@@ -28,7 +29,10 @@ struct gw_conn {
     socklen_t addr_len;
     bool admin;                    /* on the admin listener: outside the CMP admission limits */
     bool handshaken;               /* its TLS handshake completed (counted once) */
+    size_t listener;               /* index of its listener */
+    unsigned long gen;             /* the generation whose client CAs verified |peer| */
     X509 *peer;                    /* verified TLS client certificate, or NULL */
+    STACK_OF(X509) *peer_chain;    /* what the client sent with it, for gw_conn_recheck */
     char subject[GW_IDENTITY_LEN]; /* its subject, X509_NAME_oneline form, or "" */
 };
 
@@ -43,13 +47,15 @@ struct gw_listen {
 
 struct gw_loop {
     struct gw_server *server;
+    struct gw_gen *gen; /* held: the generation new requests and connections use (gw_loop_refresh) */
     pthread_t tid;
     bool drained; /* false: context left undisposed (drain timeout) */
     h2o_context_t ctx;
-    h2o_multithread_receiver_t done_rx; /* completed jobs from workers; NULL message = wake */
-    struct gw_listen *listens;          /* server->n_listeners */
-    size_t num_conns, jobs_inflight;    /* loop thread only */
-    size_t admin_conns;                 /* of num_conns, on the admin listener */
+    h2o_multithread_receiver_t done_rx;  /* completed jobs from workers; NULL message = wake */
+    h2o_multithread_receiver_t admin_rx; /* finished POST /reload (admin.c) */
+    struct gw_listen *listens;           /* server->n_listeners */
+    size_t num_conns, jobs_inflight;     /* loop thread only */
+    size_t admin_conns;                  /* of num_conns, on the admin listener */
     /* HTTP/2 stream sweep (h2sweep.c), where a listener offers HTTP/2 */
     bool h2_swept;
     h2o_timeout_t h2_sweep;
@@ -58,15 +64,23 @@ struct gw_loop {
     size_t n_h2_seen;
 };
 
+/* What a reload may not change of a listener: its socket and what was set up around it. */
+struct gw_listen_key {
+    char address[64];
+    uint16_t port; /* as configured (0 = the kernel's choice) */
+    bool tls, http2;
+};
+
 struct gw_server {
-    const struct gw_config *cfg;
-    struct gw_cmp_engine *engine;
-    struct gw_upstream_set *ups; /* for /readyz: their health */
+    struct gw_gens *gens;                /* the configuration: requests use the current one */
+    int (*reload)(void *arg, char *err); /* POST /reload on the admin listener */
+    void *reload_arg;
+    struct gw_listen_key *keys; /* per listener */
+    uint32_t workers, queue_depth;
     h2o_globalconf_t h2o;
     bool h2o_inited;
     h2o_hostconf_t *cmp_hosts[2];   /* what a CMP listener serves: the catch-all CMP handler */
     h2o_hostconf_t *admin_hosts[2]; /* what the admin listener serves (admin.c) */
-    SSL_CTX **ssl_ctx;              /* per listener conf; NULL entry = plain HTTP */
     size_t n_listeners;             /* the CMP listeners, then the admin listener if configured */
     bool has_admin;
     struct gw_loop *loops;
@@ -79,18 +93,31 @@ struct gw_server {
     h2o_barrier_t ready;
 };
 
+/* listener.c: takes up the current generation if it changed (loop thread) */
+void gw_loop_refresh(struct gw_loop *lt);
+
 /* tls.c */
 
 /* gw_tls_ctx_new builds the SSL_CTX of one listener conf. NULL with |err| on failure. */
 SSL_CTX *gw_tls_ctx_new(const struct gw_listener_conf *lc, char *err);
 
 /*
- * gw_conn_attach admits an accepted socket (the server's connection limits, by the client's
- * address; on the admin listener, its own GW_MAX_ADMIN_CONNECTIONS per loop thread) and hangs a
- * new gw_conn on it. 0, or GW_ERR_LIMIT / GW_ERR_BUSY (refused: close it) or GW_ERR_NOMEM (loop
- * thread).
+ * gw_conn_attach admits an accepted socket of listener |listener| (the server's connection limits,
+ * by the client's address; on the admin listener, its own GW_MAX_ADMIN_CONNECTIONS per loop thread)
+ * and hangs a new gw_conn on it. 0, or GW_ERR_LIMIT / GW_ERR_BUSY (refused: close it) or
+ * GW_ERR_NOMEM (loop thread).
  */
-int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock, bool admin);
+int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock, size_t listener, bool admin);
+
+/*
+ * gw_conn_recheck, before a request on a connection accepted under an older generation: its
+ * client certificate is verified again against the current generation's client CAs and mode, so
+ * that a reload which removed a CA (or a CRL which now lists the certificate) applies to keep-alive
+ * connections too. One that no longer verifies is dropped from the connection: 0 then if the
+ * listener lets clients without one in, GW_ERR_FORBIDDEN if it requires one (refuse and close).
+ * 0 when nothing changed (loop thread).
+ */
+int gw_conn_recheck(struct gw_conn *c);
 
 /* gw_conn_get0 returns the connection state of |req| (borrowed, lives with the connection). */
 struct gw_conn *gw_conn_get0(h2o_req_t *req);
@@ -99,11 +126,14 @@ struct gw_conn *gw_conn_get0(h2o_req_t *req);
 void gw_h2sweep_start(struct gw_loop *lt);
 void gw_h2sweep_stop(struct gw_loop *lt);
 
-/* listener.c: the configuration of listener |i| (the admin listener is the last, if any) */
-const struct gw_listener_conf *gw_listener_conf(const struct gw_server *s, size_t i);
+/* listener.c: the configuration of listener |i| of |cfg| (the admin listener is the last, if any) */
+const struct gw_listener_conf *gw_listener_conf(const struct gw_config *cfg, size_t i);
 
-/* admin.c: the admin listener's handler (loop thread): /healthz, /readyz, /metrics */
+/* admin.c: the admin listener's handler (loop thread): /healthz, /readyz, /metrics, POST /reload */
 int gw_admin_on_req(h2o_handler_t *self, h2o_req_t *req);
+
+/* admin.c: receiver of finished reloads (loop thread) */
+void gw_admin_on_reloaded(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages);
 
 /* http.c */
 

@@ -21,9 +21,11 @@
 #include <h2o/version.h>
 #include <openssl/crypto.h>
 
+#include "base/err.h"
 #include "base/limits.h"
 #include "gateway/cmp/engine.h"
 #include "gateway/config.h"
+#include "gateway/gen.h"
 #include "gateway/listener.h"
 #include "gateway/notify.h"
 #include "gateway/probe.h"
@@ -53,8 +55,8 @@ static void usage(FILE *out)
             "  -V, --version       print the versions of cmpgw, OpenSSL and h2o and exit\n"
             "  -u, --upstream NAME inventory: only the local upstream NAME\n"
             "\n"
-            "signals: SIGINT, SIGTERM stop gracefully; SIGUSR1 reopens the audit log (rotation);\n"
-            "         SIGHUP is logged (reload is not supported yet)\n");
+            "signals: SIGINT, SIGTERM stop gracefully; SIGHUP reloads the configuration (kept when\n"
+            "         the new one is invalid); SIGUSR1 reopens the audit log (rotation)\n");
 }
 
 static void version(void)
@@ -101,6 +103,7 @@ static int become_user(const struct gw_config *cfg)
 static int check_access(const struct gw_config *cfg)
 {
     char err[GW_ERR_LEN];
+    struct gw_config *again;
     int rc = 0;
 
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
@@ -109,6 +112,10 @@ static int check_access(const struct gw_config *cfg)
             rc = -1;
         }
     }
+    /* a reload reads every file again, as this user: keys only root may read serve, but do not reload */
+    if ((again = gw_config_load(cfg->path, err)) == NULL)
+        gw_log(GW_LOG_WARN, "privileges", "as user %s, a reload would be refused: %s", cfg->user, err);
+    gw_config_free(again);
     return rc;
 }
 
@@ -335,20 +342,133 @@ static void listeners_str(const struct gw_config *cfg, char *buf, size_t cap)
     }
 }
 
+/* The running gateway as main sees it: its configuration generations, server and reload metrics. */
+struct runner {
+    const char *path;
+    pthread_mutex_t lock; /* one reload at a time; |closed| once shutdown began */
+    bool closed;
+    struct gw_gens *gens;
+    struct gw_server *server;
+    struct gw_metric *generation, *reloads, *reload_ok, *reload_time, *loaded;
+};
+
 /* SIGUSR1: the audit log was rotated (logrotate's postrotate, docs/audit.md). A failure is logged by the
  * engine and the old file stays in use, so nothing stops being audited. */
-static void reopen_audit(struct gw_cmp_engine *engine)
+static void reopen_audit(struct runner *r)
 {
-    if (gw_cmp_engine_reopen_audit(engine) != 0)
+    struct gw_gen *g = gw_gens_acquire(r->gens);
+
+    if (gw_cmp_engine_reopen_audit(g->engine) != 0)
         gw_log(GW_LOG_ERROR, "audit_reopen",
                "SIGUSR1: the audit log could not be reopened; still writing to "
                "the old file");
+    gw_gen_drop(g);
 }
 
-/* Waits for SIGINT/SIGTERM, expiring transactions once a second. */
-static void serve(const sigset_t *set, struct gw_cmp_engine *engine)
+/* What a reload reads but only a restart applies: said once per reload, so nobody waits for it. */
+static void warn_restart_only(const struct gw_config *a, const struct gw_config *b)
+{
+    char keys[512] = "";
+    size_t len = 0;
+    const struct {
+        const char *name;
+        bool changed;
+    } k[] = {
+        {"workers", a->workers != b->workers},
+        {"queue_depth", a->queue_depth != b->queue_depth},
+        {"loop_threads", a->loop_threads != b->loop_threads},
+        {"user",
+         (a->user == NULL) != (b->user == NULL) || (a->user != NULL && strcmp(a->user, b->user) != 0)},
+        {"group",
+         (a->group == NULL) != (b->group == NULL) || (a->group != NULL && strcmp(a->group, b->group) != 0)},
+        {"limits", memcmp(&a->limits.admission, &b->limits.admission, sizeof(a->limits.admission)) != 0},
+        {"cmp.max_transactions",
+         a->cmp.max_transactions != b->cmp.max_transactions ||
+             a->cmp.max_transactions_per_identity != b->cmp.max_transactions_per_identity},
+        {"cmp.max_recent_per_identity", a->cmp.max_recent_per_identity != b->cmp.max_recent_per_identity},
+        {"the replay window (cmp.message_time_window, cmp.transaction_ttl)",
+         a->cmp.message_time_window != b->cmp.message_time_window ||
+             a->cmp.transaction_ttl != b->cmp.transaction_ttl},
+    };
+
+    for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++) {
+        int n;
+        if (!k[i].changed)
+            continue;
+        n = snprintf(keys + len, sizeof(keys) - len, "%s%s", len > 0 ? ", " : "", k[i].name);
+        if (n < 0 || (size_t)n >= sizeof(keys) - len)
+            break;
+        len += (size_t)n;
+    }
+    if (len > 0)
+        gw_log(GW_LOG_WARN, "reload", "%s: changed but applied only at the next restart: %s", b->path, keys);
+}
+
+/* After a reload, applied or not: the metrics, the log and the service manager. */
+static void reload_done(struct runner *r, const struct gw_gen *g, int rc, const char *err)
+{
+    gw_metric_add(r->reloads, (const char *const[]){rc == 0 ? "applied" : "refused"}, 1);
+    gw_metric_set(r->reload_ok, NULL, rc == 0);
+    gw_metric_set(r->reload_time, NULL, (double)time(NULL));
+    if (rc == 0) {
+        gw_metric_set(r->generation, NULL, (double)g->id);
+        gw_metric_set(r->loaded, NULL, (double)g->loaded);
+        gw_log_kv(GW_LOG_INFO, "reloaded", "config", r->path, "generation", err, NULL);
+    } else {
+        gw_log_kv(GW_LOG_ERROR, "reload_refused", "config", r->path, "error", err, "msg",
+                  "the running configuration stays in use", NULL);
+    }
+    gw_notify_ready(rc == 0 ? "serving (reloaded)" : "serving (last reload refused)");
+}
+
+/*
+ * SIGHUP and POST /reload (docs/operations.md, "Reload"): the whole file is loaded and everything
+ * built from it (upstreams, engine, TLS contexts, prober) beside the running configuration; only
+ * then is it swapped in. On any error the running one stays. 0 with the new generation's number
+ * in |err|, or an error with |err|. Any thread; one reload at a time.
+ */
+static int reload(void *arg, char *err)
+{
+    struct runner *r = arg;
+    struct gw_gen *cur, *next = NULL;
+    int rc = GW_ERR_UNAVAILABLE;
+
+    pthread_mutex_lock(&r->lock);
+    if (r->closed) {
+        snprintf(err, GW_ERR_LEN, "the gateway is stopping");
+        pthread_mutex_unlock(&r->lock);
+        return rc;
+    }
+    gw_notify_reloading();
+    gw_log_kv(GW_LOG_INFO, "reloading", "config", r->path, NULL);
+    cur = gw_gens_acquire(r->gens);
+    if ((next = gw_gen_load(r->path, cur, err)) == NULL ||
+        (rc = gw_server_prepare(r->server, next, err)) != 0 ||
+        (next->prober = gw_prober_start(next->cfg, next->ups, err)) == NULL) {
+        rc = rc != 0 ? rc : GW_ERR_INVAL;
+        gw_gen_drop(cur);
+        gw_gen_free(next);
+        reload_done(r, NULL, rc, err);
+        pthread_mutex_unlock(&r->lock);
+        return rc;
+    }
+    warn_restart_only(cur->cfg, next->cfg);
+    gw_gen_drop(cur);
+    gw_log_set_level(next->cfg->log_level);
+    gw_gens_swap(r->gens, next);
+    gw_server_wake(r->server);
+    snprintf(err, GW_ERR_LEN, "%lu", next->id);
+    reload_done(r, next, 0, err);
+    snprintf(err, GW_ERR_LEN, "reloaded: configuration generation %lu from %s", next->id, r->path);
+    pthread_mutex_unlock(&r->lock);
+    return 0;
+}
+
+/* Waits for SIGINT/SIGTERM, expiring transactions and freeing retired configurations once a second. */
+static void serve(const sigset_t *set, struct runner *r)
 {
     const struct timespec tick = {1, 0};
+    char err[GW_ERR_LEN];
     int sig;
 
     for (;;) {
@@ -359,21 +479,33 @@ static void serve(const sigset_t *set, struct gw_cmp_engine *engine)
             return;
         }
         if (sig == SIGHUP)
-            gw_log(GW_LOG_WARN, "reload", "SIGHUP ignored: configuration reload is not supported yet");
+            (void)reload(r, err);
         if (sig == SIGUSR1)
-            reopen_audit(engine);
+            reopen_audit(r);
         if (sig < 0 && errno != EAGAIN && errno != EINTR) {
             gw_log(GW_LOG_ERROR, "stopping", "sigtimedwait: %s", strerror(errno));
             return;
         }
-        gw_cmp_engine_expire(engine, time(NULL));
+        struct gw_gen *g = gw_gens_acquire(r->gens);
+        gw_cmp_engine_expire(g->engine, time(NULL));
+        gw_gen_drop(g);
+        (void)gw_gens_reap(r->gens);
         gw_notify_watchdog();
     }
 }
 
-static double open_transactions(void *engine)
+static double open_transactions(void *gens)
 {
-    return (double)gw_cmp_engine_open_transactions(engine);
+    struct gw_gen *g = gw_gens_acquire(gens);
+    double n = (double)gw_cmp_engine_open_transactions(g->engine); /* shared by every generation */
+
+    gw_gen_drop(g);
+    return n;
+}
+
+static double retired(void *gens)
+{
+    return (double)gw_gens_retired(gens);
 }
 
 static double queued(void *server)
@@ -381,36 +513,54 @@ static double queued(void *server)
     return (double)gw_server_queued(server);
 }
 
-/* The process-wide metrics that read the running engine and server (base/metrics.h). */
-static void metrics_init(struct gw_cmp_engine *engine, struct gw_server *server)
+/* The process-wide metrics that read the running configuration and server (base/metrics.h). */
+static void metrics_init(struct runner *r)
 {
     static const char *const build_labels[] = {"version", "openssl", NULL};
+    static const char *const result[] = {"result", NULL};
     struct gw_metric *build = gw_metric_new("cmpgw_build_info",
                                             "The running build: 1, with its version and "
                                             "the libssl it runs on as labels.",
                                             GW_METRIC_GAUGE, build_labels, NULL, 0);
-    struct gw_metric *started = gw_metric_new("cmpgw_config_loaded_timestamp_seconds",
-                                              "When the running configuration was loaded (Unix time).",
-                                              GW_METRIC_GAUGE, NULL, NULL, 0);
+    struct gw_gen *g = gw_gens_acquire(r->gens);
 
+    r->loaded = gw_metric_new("cmpgw_config_loaded_timestamp_seconds",
+                              "When the running configuration was loaded (Unix time).", GW_METRIC_GAUGE, NULL,
+                              NULL, 0);
+    r->generation = gw_metric_new("cmpgw_config_generation",
+                                  "The running configuration: 1 as started, one more per applied reload.",
+                                  GW_METRIC_GAUGE, NULL, NULL, 0);
+    r->reloads = gw_metric_new("cmpgw_config_reloads_total", "Reloads (SIGHUP, POST /reload) by result.",
+                               GW_METRIC_COUNTER, result, NULL, 0);
+    r->reload_ok = gw_metric_new("cmpgw_config_last_reload_success",
+                                 "1 if the last reload was applied (or none was tried), 0 if it was refused.",
+                                 GW_METRIC_GAUGE, NULL, NULL, 0);
+    r->reload_time =
+        gw_metric_new("cmpgw_config_last_reload_timestamp_seconds",
+                      "When the last reload ended (Unix time; 0: none yet).", GW_METRIC_GAUGE, NULL, NULL, 0);
     gw_metric_set(build, (const char *const[]){CMPGW_VERSION, OpenSSL_version(OPENSSL_VERSION_STRING)}, 1);
-    gw_metric_set(started, NULL, (double)time(NULL));
+    gw_metric_set(r->loaded, NULL, (double)g->loaded);
+    gw_metric_set(r->generation, NULL, (double)g->id);
+    gw_metric_set(r->reload_ok, NULL, 1);
+    gw_metric_set(r->reload_time, NULL, 0);
+    gw_gen_drop(g);
     (void)gw_metric_new_gauge_fn("cmpgw_transactions_open",
                                  "CMP transactions waiting for certConf or pollReq.", open_transactions,
-                                 engine);
+                                 r->gens);
+    (void)gw_metric_new_gauge_fn("cmpgw_config_generations_retired",
+                                 "Configurations replaced by a reload but still held by requests, "
+                                 "transactions or upstream calls begun under them.",
+                                 retired, r->gens);
     (void)gw_metric_new_gauge_fn("cmpgw_worker_queue_jobs", "Requests waiting for a worker (503 when full).",
-                                 queued, server);
+                                 queued, r->server);
 }
 
 static int cmd_run(const char *path)
 {
     char err[GW_ERR_LEN], lst[512];
-    struct gw_config *cfg = NULL;
-    struct gw_upstream_set *ups = NULL;
-    struct gw_cmp_engine *engine = NULL;
-    struct gw_cmp_settings settings;
-    struct gw_server *server = NULL;
-    struct gw_prober *prober = NULL;
+    struct runner r = {.path = path};
+    struct gw_gen *first = NULL;
+    const struct gw_config *cfg;
     sigset_t set;
     int rc = EXIT_FAILURE;
 
@@ -422,42 +572,47 @@ static int cmd_run(const char *path)
         gw_log(GW_LOG_ERROR, "startup", "curl_global_init failed");
         return EXIT_FAILURE;
     }
-    if ((cfg = gw_config_load(path, err)) == NULL) {
+    pthread_mutex_init(&r.lock, NULL);
+    if ((first = gw_gen_load(path, NULL, err)) == NULL) {
         gw_log(GW_LOG_ERROR, "config", "%s", err);
         goto out;
     }
+    cfg = first->cfg;
     gw_log_set_level(cfg->log_level);
-    gw_config_cmp_settings(cfg, &settings);
-    if ((ups = gw_upstream_set_new(cfg->upstreams, cfg->n_upstreams, cfg->roles, cfg->n_roles,
-                                   &cfg->upstream_signer, err)) == NULL ||
-        (engine = gw_cmp_engine_new(&settings, ups, err)) == NULL ||
-        (server = gw_server_start(cfg, engine, ups, err)) == NULL) {
+    if ((r.gens = gw_gens_new(first)) == NULL) {
+        gw_gen_free(first);
+        gw_log(GW_LOG_ERROR, "startup", "out of memory");
+        goto out;
+    }
+    if ((r.server = gw_server_start(r.gens, reload, &r, err)) == NULL) {
         gw_log(GW_LOG_ERROR, "startup", "%s", err);
         goto out;
     }
+    metrics_init(&r); /* before anything is served: POST /reload counts in them */
     /* bound and loaded: root is given up before anything is served or probed */
     if (drop_privileges(cfg) != 0)
         goto out;
-    if (gw_server_run(server, err) != 0 || (prober = gw_prober_start(cfg, ups, err)) == NULL) {
+    if (gw_server_run(r.server, err) != 0 ||
+        (first->prober = gw_prober_start(cfg, first->ups, err)) == NULL) {
         gw_log(GW_LOG_ERROR, "startup", "%s", err);
         goto out;
     }
-    metrics_init(engine, server);
     listeners_str(cfg, lst, sizeof(lst));
     gw_log_kv(GW_LOG_INFO, "started", "version", CMPGW_VERSION, "config", path, "listeners", lst,
               "path_prefix", cfg->path_prefix, NULL);
     gw_notify_ready(lst);
-    serve(&set, engine);
+    serve(&set, &r);
     rc = EXIT_SUCCESS;
 out:
-    gw_server_stop(server); /* drains first: the probes' answers are not needed for it */
-    gw_prober_stop(prober);
-    gw_cmp_engine_free(engine);
-    if (!gw_upstream_set_free(ups)) {
+    /* a reload in progress ends first; none starts after this */
+    pthread_mutex_lock(&r.lock);
+    r.closed = true;
+    pthread_mutex_unlock(&r.lock);
+    gw_server_stop(r.server); /* drains first: the probes' answers are not needed for it */
+    if (!gw_gens_free(r.gens)) {
         /* a late completion may still read the configuration and the metrics: leave both to exit */
         return rc;
     }
-    gw_config_free(cfg);
     gw_metrics_free_all();
     curl_global_cleanup();
     if (rc == EXIT_SUCCESS)

@@ -6,6 +6,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <time.h>
 
 #ifdef CMPGW_WITH_SYSTEMD
 #include <systemd/sd-daemon.h>
@@ -26,6 +27,16 @@ void gw_notify_watchdog(void)
         (void)sd_notify(0, "WATCHDOG=1");
 }
 
+void gw_notify_reloading(void)
+{
+    struct timespec ts;
+
+    /* MONOTONIC_USEC: what systemd 253's Type=notify-reload asks for; older ones ignore it */
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    (void)sd_notifyf(0, "RELOADING=1\nSTATUS=reloading\nMONOTONIC_USEC=%llu",
+                     (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000ULL);
+}
+
 void gw_notify_stopping(void)
 {
     (void)sd_notify(0, "STOPPING=1\nSTATUS=draining");
@@ -44,6 +55,10 @@ void gw_notify_ready(const char *status)
 }
 
 void gw_notify_watchdog(void)
+{
+}
+
+void gw_notify_reloading(void)
 {
 }
 

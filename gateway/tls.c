@@ -4,6 +4,7 @@
  */
 #include "gateway/listener_local.h"
 #include "base/err.h"
+#include "base/log.h"
 #include "base/metrics.h"
 
 #include <stdio.h>
@@ -25,10 +26,11 @@ static void conn_on_close(void *data)
     else
         gw_guard_conn_close(c->loop->server->guard, (struct sockaddr *)&c->addr, c->addr_len);
     X509_free(c->peer);
+    sk_X509_pop_free(c->peer_chain, X509_free);
     free(c);
 }
 
-int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock, bool admin)
+int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock, size_t listener, bool admin)
 {
     struct gw_conn *c;
     int rc;
@@ -46,6 +48,8 @@ int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock, bool admin)
     }
     c->loop = loop;
     c->admin = admin;
+    c->listener = listener;
+    c->gen = loop->gen->id;
     loop->num_conns++;
     loop->admin_conns += admin;
     sock->on_close.cb = conn_on_close;
@@ -116,9 +120,44 @@ static void on_ssl_info(const SSL *ssl, int where, int ret)
     if ((peer = SSL_get1_peer_certificate(ssl)) == NULL)
         return;
     c->peer = peer;
+    c->peer_chain = X509_chain_up_ref(SSL_get_peer_cert_chain(ssl)); /* NULL: recheck with the leaf */
     /* the same one-line form as the engine's CMP identity, so that log lines compare */
     if (X509_NAME_oneline(X509_get_subject_name(peer), c->subject, sizeof(c->subject)) == NULL)
         c->subject[0] = '\0';
+}
+
+/* |peer| (with what the client sent beside it) verifies against |ctx|'s client CAs, as a handshake would. */
+static bool verifies(SSL_CTX *ctx, X509 *peer, STACK_OF(X509) *chain)
+{
+    X509_STORE_CTX *sc = X509_STORE_CTX_new();
+    bool ok = sc != NULL && X509_STORE_CTX_init(sc, SSL_CTX_get_cert_store(ctx), peer, chain) == 1 &&
+              X509_STORE_CTX_set_default(sc, "ssl_client") == 1 && X509_verify_cert(sc) == 1;
+
+    X509_STORE_CTX_free(sc);
+    ERR_clear_error();
+    return ok;
+}
+
+int gw_conn_recheck(struct gw_conn *c)
+{
+    const struct gw_gen *g = c->loop->gen;
+    SSL_CTX *ctx = c->listener < g->n_ssl_ctx ? g->ssl_ctx[c->listener] : NULL;
+    int mode;
+
+    if (c->gen == g->id)
+        return 0;
+    c->gen = g->id;
+    if (c->peer == NULL || ctx == NULL)
+        return 0;
+    mode = SSL_CTX_get_verify_mode(ctx);
+    if ((mode & SSL_VERIFY_PEER) != 0 && verifies(ctx, c->peer, c->peer_chain))
+        return 0;
+    gw_log_kv(GW_LOG_INFO, "tls_peer_dropped", "tls_subject", c->subject, "msg",
+              "the client certificate of a connection opened before a reload no longer verifies", NULL);
+    X509_free(c->peer);
+    c->peer = NULL;
+    c->subject[0] = '\0';
+    return (mode & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) != 0 ? GW_ERR_FORBIDDEN : 0;
 }
 
 /* Formats "<what> <file>: <first OpenSSL error>" into |err| and clears the error queue. */

@@ -688,6 +688,14 @@ bool gw_upstream_set_free(struct gw_upstream_set *set)
     return all;
 }
 
+bool gw_upstream_set_busy(const struct gw_upstream_set *set)
+{
+    for (size_t i = 0; set != NULL && i < set->n; i++)
+        if (atomic_load(&set->ups[i]->inflight) != 0)
+            return true;
+    return false;
+}
+
 struct gw_upstream *gw_upstream_set_get0(const struct gw_upstream_set *set, const char *name)
 {
     size_t i;

@@ -204,6 +204,8 @@ struct gw_upstream_set *gw_upstream_set_new(const struct gw_upstream_conf *confs
                                             const struct gw_upstream_signer *signer, char *err);
 /* gw_upstream_set_free frees every upstream of |set|; false if one was left alive (gw_upstream_free). */
 bool gw_upstream_set_free(struct gw_upstream_set *set);
+/* gw_upstream_set_busy tells whether a call to one of |set|'s upstreams is still in flight. */
+bool gw_upstream_set_busy(const struct gw_upstream_set *set);
 struct gw_upstream *gw_upstream_set_get0(const struct gw_upstream_set *set, const char *name);
 /*
  * Configuration (upstream/conf.c). gw_upstream_p_conf is the value parser of one entry of

@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,7 @@
 #include <openssl/x509v3.h>
 
 struct gw_audit {
+    atomic_int refs;      /* gw_audit_open and each gw_audit_share */
     pthread_mutex_t lock; /* guards everything below */
     int fd;
     bool torn;                          /* the last line was cut short by a failed write */
@@ -559,6 +561,7 @@ struct gw_audit *gw_audit_open(const struct gw_audit_conf *conf, char *err)
     }
     sync_dir(a->path);
     pthread_mutex_init(&a->lock, NULL);
+    atomic_init(&a->refs, 1);
     return a;
 nomem:
     snprintf(err, GW_ERR_LEN, "audit: out of memory");
@@ -568,9 +571,18 @@ nomem:
     return NULL;
 }
 
+struct gw_audit *gw_audit_share(struct gw_audit *a, const struct gw_audit_conf *conf)
+{
+    if (a == NULL || conf == NULL || conf->file == NULL || strcmp(a->path, conf->file) != 0 ||
+        a->fields != conf->fields)
+        return NULL;
+    atomic_fetch_add(&a->refs, 1);
+    return a;
+}
+
 void gw_audit_close(struct gw_audit *a)
 {
-    if (a == NULL)
+    if (a == NULL || atomic_fetch_sub(&a->refs, 1) != 1)
         return;
     (void)fsync(a->fd);
     close(a->fd);

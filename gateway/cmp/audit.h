@@ -36,6 +36,12 @@ struct gw_audit_rec {
 
 /* gw_audit_open opens (creates, appends, 0600) |conf->file|. NULL with |err| on failure. */
 struct gw_audit *gw_audit_open(const struct gw_audit_conf *conf, char *err);
+
+/* gw_audit_share returns |a| with one more holder if it writes |conf|'s file with its fields (two
+ * generations of the configuration then share one log), else NULL. */
+struct gw_audit *gw_audit_share(struct gw_audit *a, const struct gw_audit_conf *conf);
+
+/* gw_audit_close lets go of one holder; the last one syncs and closes the file. NULL-safe. */
 void gw_audit_close(struct gw_audit *a);
 
 /*

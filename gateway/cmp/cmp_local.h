@@ -18,6 +18,7 @@
 #ifndef GW_CMP_LOCAL_H
 #define GW_CMP_LOCAL_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <time.h>
 #include <openssl/cmp.h>
@@ -34,15 +35,20 @@ struct gw_txn_table;
 struct gw_upstream;
 struct gw_upstream_set;
 struct cmp_crl_cache;   /* status.c */
+struct cmp_shared;      /* engine.c */
 struct cmp_pending;     /* poll.c */
 struct cmp_role_policy; /* policy.c */
 
 struct gw_cmp_engine {
     struct gw_cmp_settings cfg; /* a copy; what it points to is borrowed */
     struct gw_upstream_set *ups;
-    struct gw_txn_table *txns;
-    struct gw_replay *replay;
+    /* shared by every engine built from this one's predecessor (a reload): the open transactions
+       and the replay cache outlive a configuration; the audit log too while its file stays */
+    struct cmp_shared *shared;
+    struct gw_txn_table *txns; /* shared->txns */
+    struct gw_replay *replay;  /* shared->replay */
     struct gw_audit *audit;
+    atomic_size_t live;                    /* transactions begun under this engine and not yet freed */
     X509_STORE **issuer_stores;            /* per cfg.upstreams[i]: what its certificates must chain to */
     struct cmp_role_policy *role_policies; /* per cfg.roles[i] */
     time_t (*clock)(void);                 /* tests only; NULL = time(NULL) */
@@ -71,7 +77,8 @@ enum cmp_confirm {
 
 /* One request being processed on a worker; lives on that worker's stack. */
 struct cmp_call {
-    struct gw_cmp_engine *e;
+    struct gw_cmp_engine *e;    /* the engine the request runs under: its own, or its transaction's */
+    struct gw_cmp_engine *held; /* a transaction's older engine |e| switched to, held to the end */
     const struct gw_cmp_request *req;
     struct gw_cmp_response *rsp;
     const struct gw_role *role;
@@ -91,6 +98,7 @@ struct cmp_call {
 
 /* The state of one transaction: its SRV_CTX and who may continue it. Owned by a struct gw_txn. */
 struct cmp_txn {
+    struct gw_cmp_engine *e; /* the engine it began under: it ends under it (a reload may come between) */
     OSSL_CMP_SRV_CTX *srv;
     const struct gw_role *role;
     int pbm; /* PBM-protected: continue only with the same senderKID */

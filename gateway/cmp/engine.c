@@ -108,11 +108,40 @@ static const struct {
      "proof of possession method not supported: sign the request with the new key"},
 };
 
+/* What the engines of successive configurations share: the open transactions and the replay cache. */
+struct cmp_shared {
+    atomic_int refs;
+    struct gw_txn_table *txns;
+    struct gw_replay *replay;
+};
+
+static struct cmp_shared *shared_new(const struct gw_cmp_settings *cfg)
+{
+    struct cmp_shared *sh = calloc(1, sizeof(*sh));
+    time_t window;
+
+    if (sh == NULL)
+        return NULL;
+    atomic_init(&sh->refs, 1);
+    /* replay TTL: twice the messageTime window (older messages fail badTime), at least a txn TTL */
+    window = cfg->cmp->message_time_window != 0 ? cfg->cmp->message_time_window : GW_DEFAULT_MSGTIME_WINDOW;
+    if (2 * window < (time_t)cfg->cmp->transaction_ttl)
+        window = (cfg->cmp->transaction_ttl + 1) / 2;
+    sh->txns = gw_txn_table_new(cfg->cmp->max_transactions, cfg->cmp->max_transactions_per_identity);
+    sh->replay = gw_replay_new(GW_REPLAY_MAX_ENTRIES, cfg->cmp->max_recent_per_identity, 2 * window);
+    if (sh->txns == NULL || sh->replay == NULL) {
+        gw_txn_table_free(sh->txns, NULL, NULL);
+        gw_replay_free(sh->replay);
+        free(sh);
+        return NULL;
+    }
+    return sh;
+}
+
 struct gw_cmp_engine *gw_cmp_engine_new(const struct gw_cmp_settings *cfg, struct gw_upstream_set *ups,
-                                        char *err)
+                                        struct gw_cmp_engine *prev, char *err)
 {
     struct gw_cmp_engine *e;
-    time_t window;
 
     if (cfg == NULL || cfg->signer == NULL || cfg->signer->cert == NULL || cfg->signer->key == NULL) {
         snprintf(err, GW_ERR_LEN, "CMP engine: no signer certificate and key");
@@ -122,14 +151,16 @@ struct gw_cmp_engine *gw_cmp_engine_new(const struct gw_cmp_settings *cfg, struc
         goto nomem;
     e->cfg = *cfg;
     e->ups = ups;
-    /* replay TTL: twice the messageTime window (older messages fail badTime), at least a txn TTL */
-    window = cfg->cmp->message_time_window != 0 ? cfg->cmp->message_time_window : GW_DEFAULT_MSGTIME_WINDOW;
-    if (2 * window < (time_t)cfg->cmp->transaction_ttl)
-        window = (cfg->cmp->transaction_ttl + 1) / 2;
-    e->txns = gw_txn_table_new(cfg->cmp->max_transactions, cfg->cmp->max_transactions_per_identity);
-    e->replay = gw_replay_new(GW_REPLAY_MAX_ENTRIES, cfg->cmp->max_recent_per_identity, 2 * window);
-    if (e->txns == NULL || e->replay == NULL)
+    atomic_init(&e->live, 0);
+    if (prev != NULL) {
+        e->shared = prev->shared;
+        atomic_fetch_add(&e->shared->refs, 1);
+        e->audit = gw_audit_share(prev->audit, cfg->audit); /* NULL: the file changed, opened anew */
+    } else if ((e->shared = shared_new(cfg)) == NULL) {
         goto nomem;
+    }
+    e->txns = e->shared->txns;
+    e->replay = e->shared->replay;
     if (cmp_policy_init(e, err) != 0)
         goto fail;
     return e;
@@ -154,7 +185,6 @@ int gw_cmp_engine_reopen_audit(struct gw_cmp_engine *e)
 
 /* How a parked transaction ended without its client: the log event and the audit status. */
 struct closing {
-    struct gw_cmp_engine *e;
     const char *event;
     const char *status;
     const char *pending_event; /* a deferred request still waiting for its pollReq (docs/polling.md) */
@@ -168,33 +198,49 @@ static void log_closed(void *arg, struct gw_txn *txn)
     char tid[2 * GW_MAX_TID_LEN + 1];
 
     gw_hex(tid, txn->tid, txn->tid_len);
+    /* recorded by the engine it began under, whose configuration it names */
     if (t != NULL && t->pending != NULL && t->issued == NULL)
-        cmp_poll_closed(how->e, t, tid, how->pending_event);
+        cmp_poll_closed(t->e, t, tid, how->pending_event);
     if (t != NULL && t->issued != NULL) {
         gw_log_kv(GW_LOG_WARN, how->event, "tid", tid, "identity", txn->identity, "serial", t->serial, "msg",
                   "certificate issued but never confirmed; it stays valid", NULL);
-        (void)cmp_audit_cert(how->e, t, tid, "expired_unconfirmed", how->status, t->issued, 0);
+        (void)cmp_audit_cert(t->e, t, tid, "expired_unconfirmed", how->status, t->issued, 0);
     }
     gw_txn_free(txn);
 }
 
+static const struct closing abandoned = {"txn_abandoned", "the gateway stopped before the certConf arrived",
+                                         "txn_abandoned_pending"};
+
+void gw_cmp_engine_close_all(struct gw_cmp_engine *e)
+{
+    if (e != NULL)
+        (void)gw_txn_table_clear(e->txns, log_closed, (void *)&abandoned);
+}
+
+bool gw_cmp_engine_busy(struct gw_cmp_engine *e)
+{
+    return e != NULL && (atomic_load(&e->live) != 0 || cmp_poll_busy(e));
+}
+
 void gw_cmp_engine_free(struct gw_cmp_engine *e)
 {
-    struct closing how = {e, "txn_abandoned", "the gateway stopped before the certConf arrived",
-                          "txn_abandoned_pending"};
-
     if (e == NULL)
         return;
-    gw_txn_table_free(e->txns, log_closed, &how);
+    if (e->shared != NULL && atomic_fetch_sub(&e->shared->refs, 1) == 1) {
+        /* the last engine: what is still open ends here */
+        gw_txn_table_free(e->shared->txns, log_closed, (void *)&abandoned);
+        gw_replay_free(e->shared->replay);
+        free(e->shared);
+    }
     cmp_poll_detach(e); /* upstream calls still running write to the audit log */
-    gw_replay_free(e->replay);
     cmp_policy_cleanup(e);
     free(e);
 }
 
 void gw_cmp_engine_expire(struct gw_cmp_engine *e, time_t now)
 {
-    struct closing how = {e, "txn_expired", "no certConf within the transaction TTL", "txn_expired_pending"};
+    struct closing how = {"txn_expired", "no certConf within the transaction TTL", "txn_expired_pending"};
 
     if (e != NULL)
         (void)gw_txn_expire(e->txns, now, log_closed, &how);
@@ -202,7 +248,7 @@ void gw_cmp_engine_expire(struct gw_cmp_engine *e, time_t now)
 
 size_t gw_cmp_engine_reset(struct gw_cmp_engine *e)
 {
-    struct closing how = {e, "txn_abandoned", "the engine was reset before the certConf arrived",
+    struct closing how = {"txn_abandoned", "the engine was reset before the certConf arrived",
                           "txn_abandoned_pending"};
     size_t held;
 
@@ -627,6 +673,22 @@ static void audit_closed(struct cmp_call *c, struct cmp_txn *t)
     cmp_withdraw(c->e, t, c->rsp->tid, t->issued, CRL_REASON_CESSATION_OF_OPERATION);
 }
 
+/*
+ * A message continuing a transaction begun under an older engine (before a reload) runs under
+ * that engine from here on. The call holds it like a transaction does, until gw_cmp_process
+ * returns: the transaction may be freed before the call is done with the engine.
+ */
+static void cmp_call_switch(struct cmp_call *c, struct gw_cmp_engine *owner)
+{
+    if (owner == c->e)
+        return;
+    if (c->held == NULL) {
+        c->held = owner;
+        atomic_fetch_add(&owner->live, 1);
+    }
+    c->e = owner;
+}
+
 /* certConf, pollReq: the parked context, checked out exclusively. */
 static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
@@ -640,6 +702,7 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
         return;
     }
     t = txn->data;
+    cmp_call_switch(c, t->e); /* it ends under the configuration it began in */
     snprintf(c->rsp->identity, sizeof(c->rsp->identity), "%s", t->identity);
     snprintf(c->rsp->serial, sizeof(c->rsp->serial), "%s", t->serial);
     if (!same_sender(t, c)) {
@@ -714,9 +777,13 @@ static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     /* only a message that passed OpenSSL's protection check may abort a transaction */
     if (rsp != NULL && OSSL_CMP_MSG_get_bodytype(rsp) == GW_CMP_BODY_PKICONF)
         txn = gw_txn_take(c->e->txns, c->hdr.tid, c->hdr.tid_len);
-    if (txn != NULL && same_sender(txn->data, c))
+    if (txn != NULL && same_sender(txn->data, c)) {
+        struct gw_cmp_engine *own = c->e;
+
+        cmp_call_switch(c, ((struct cmp_txn *)txn->data)->e); /* closed under the configuration it began in */
         abort_txn(c, txn);
-    else if (txn != NULL)
+        c->e = own;
+    } else if (txn != NULL)
         (void)gw_txn_put(c->e->txns, txn);
     finish(c, t, msg, rsp);
     cmp_txn_free(t);
@@ -775,4 +842,6 @@ void gw_cmp_process(struct gw_cmp_engine *e, const struct gw_cmp_request *req, s
     gw_shim_hdr_info_cleanup(&c.hdr);
     OSSL_CMP_MSG_free(msg);
     ERR_clear_error();
+    if (c.held != NULL) /* the last touch of an older engine: it may be freed from now on */
+        atomic_fetch_sub(&c.held->live, 1);
 }

@@ -12,6 +12,7 @@
 #ifndef GW_CMP_ENGINE_H
 #define GW_CMP_ENGINE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <time.h>
 #include "gateway/cmp/conf.h"
@@ -25,11 +26,26 @@ struct gw_upstream_set;
  * (|cfg| is copied; the snapshot and the upstreams are borrowed: they must outlive the engine) and
  * opens the audit log of |cfg->audit|. NULL with |err| on failure, including an audit log that
  * cannot be opened (nothing may be issued without one).
+ *
+ * A reload builds the next engine with |prev|, the running one: the two share the open
+ * transactions and the replay cache (their caps stay those of the first engine), and the audit log
+ * while its file and fields are unchanged. A transaction ends under the engine it began in, so
+ * |prev| and its snapshot must live until gw_cmp_engine_busy(prev) is false.
  */
 struct gw_cmp_engine *gw_cmp_engine_new(const struct gw_cmp_settings *cfg, struct gw_upstream_set *ups,
-                                        char *err);
+                                        struct gw_cmp_engine *prev, char *err);
 
-/* gw_cmp_engine_free frees the engine; open transactions are logged as abandoned. NULL-safe. */
+/* gw_cmp_engine_busy: transactions or upstream calls begun under |e| are still open (any thread). */
+bool gw_cmp_engine_busy(struct gw_cmp_engine *e);
+
+/* gw_cmp_engine_close_all ends every open transaction of every engine sharing |e|'s, each logged
+ * as abandoned by the engine it began under (shutdown, while every engine still lives). */
+void gw_cmp_engine_close_all(struct gw_cmp_engine *e);
+
+/*
+ * gw_cmp_engine_free frees the engine; the last of the engines sharing transactions ends those
+ * still open, logged as abandoned. NULL-safe.
+ */
 void gw_cmp_engine_free(struct gw_cmp_engine *e);
 
 /* gw_cmp_process answers one request (worker). Always fills |rsp|; never fails. */

@@ -319,6 +319,16 @@ void cmp_poll_closed(struct gw_cmp_engine *e, const struct cmp_txn *t, const cha
 }
 
 /* Waits for running calls to land, up to GW_DRAIN_TIMEOUT_MS; the rest are logged and cut loose. */
+bool cmp_poll_busy(struct gw_cmp_engine *e)
+{
+    bool busy;
+
+    pthread_mutex_lock(&detach_lock);
+    busy = e->pending != NULL;
+    pthread_mutex_unlock(&detach_lock);
+    return busy;
+}
+
 void cmp_poll_detach(struct gw_cmp_engine *e)
 {
     struct cmp_pending *p, *next;

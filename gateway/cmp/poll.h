@@ -5,6 +5,7 @@
 #ifndef GW_CMP_POLL_H
 #define GW_CMP_POLL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
 #include "gateway/cmp/cmp_local.h"
@@ -31,6 +32,9 @@ void cmp_poll_closed(struct gw_cmp_engine *e, const struct cmp_txn *t, const cha
 
 /* cmp_poll_release lets go of a reference to |p| (the last one frees it). NULL-safe. */
 void cmp_poll_release(struct cmp_pending *p);
+
+/* cmp_poll_busy tells whether upstream calls begun under |e| are still running. */
+bool cmp_poll_busy(struct gw_cmp_engine *e);
 
 /* cmp_poll_detach (shutdown) waits up to GW_DRAIN_TIMEOUT_MS for running calls, then cuts them loose. */
 void cmp_poll_detach(struct gw_cmp_engine *e);

@@ -194,6 +194,8 @@ struct cmp_txn *cmp_txn_new(struct cmp_call *c, int refusal)
 
     if (t == NULL)
         return NULL;
+    t->e = c->e;
+    atomic_fetch_add(&t->e->live, 1);
     t->role = c->role;
     snprintf(t->route, sizeof(t->route), "%s", c->route);
     snprintf(t->tls_subject, sizeof(t->tls_subject), "%s", c->tls_subject);
@@ -228,5 +230,6 @@ void cmp_txn_free(void *p)
     free(t->plan);
     OPENSSL_cleanse(t->kid, sizeof(t->kid));
     OPENSSL_cleanse(t->pbm_ref, sizeof(t->pbm_ref));
+    atomic_fetch_sub(&t->e->live, 1);
     free(t);
 }

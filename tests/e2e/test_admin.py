@@ -267,6 +267,8 @@ class Privileges(unittest.TestCase):
         check = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
                                capture_output=True, text=True, env=gw.env())
         self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+        # the demo's keys are root's (0600): it runs, but a reload as nobody could not read them
+        self.assertIn("as user nobody, a reload would be refused", check.stderr)
 
     def test_runs_as_user(self):
         if os.geteuid() != 0:

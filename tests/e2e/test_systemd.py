@@ -1,9 +1,10 @@
 """cmpgw under systemd's protocol: a real gateway started with NOTIFY_SOCKET pointing at a datagram
-socket of this test sends READY=1 once it serves, WATCHDOG=1 while it runs (WATCHDOG_USEC set) and
-STOPPING=1 on SIGTERM; and deploy/systemd/cmpgw.service passes `systemd-analyze verify` (silent)
+socket of this test sends READY=1 once it serves, WATCHDOG=1 while it runs (WATCHDOG_USEC set),
+RELOADING=1 then READY=1 again on SIGHUP, and STOPPING=1 on SIGTERM; and deploy/systemd/cmpgw.service passes `systemd-analyze verify` (silent)
 and `systemd-analyze security --offline=true --threshold=30`."""
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -42,13 +43,18 @@ class Notify(unittest.TestCase):
                 return got
         self.fail("no %s in %r" % (want, got))
 
-    def test_ready_watchdog_stopping(self):
+    def test_ready_watchdog_reloading_stopping(self):
         gw = harness.Gateway(self.tmp / "pki")
         gw.start(extra_env={"NOTIFY_SOCKET": self.path, "WATCHDOG_USEC": "1000000"})
         try:
             first = self.messages("READY=1")
             self.assertTrue(any(m.startswith("READY=1\nSTATUS=") for m in first), first)
             self.messages("WATCHDOG=1", timeout=5)
+            gw.proc.send_signal(signal.SIGHUP)
+            reloading = self.messages("RELOADING=1", timeout=5)
+            self.assertTrue(any("MONOTONIC_USEC=" in m for m in reloading), reloading)
+            after = self.messages("READY=1", timeout=10)
+            self.assertTrue(any(m.startswith("READY=1\nSTATUS=serving (reloaded)") for m in after), after)
         finally:
             gw.stop()
         self.messages("STOPPING=1", timeout=5)

@@ -202,7 +202,7 @@ static struct gw_cmp_engine *engine_new(const struct gw_config *cfg, struct gw_u
     struct gw_cmp_settings settings;
 
     gw_config_cmp_settings(cfg, &settings);
-    return gw_cmp_engine_new(&settings, ups, err);
+    return gw_cmp_engine_new(&settings, ups, NULL, err);
 }
 
 static void env_start(struct env *e)
@@ -1551,6 +1551,59 @@ static void test_engine_reset(void **state)
     env_free(e);
 }
 
+/* A reload between the ir and its certConf: the engine built from the running one takes over. */
+static struct gw_cmp_engine *reload_next, *reload_prev;
+static int prev_busy_at_certconf;
+
+static OSSL_CMP_MSG *reload_before_certconf(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
+{
+    (void)ctx;
+    if (cl->exchanges == 1) {
+        prev_busy_at_certconf = gw_cmp_engine_busy(reload_prev);
+        cl->env->engine = reload_next;
+    }
+    return req;
+}
+
+static void test_reload_shares_transactions(void **state)
+{
+    struct env *e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .confirm = 1});
+    struct client cl = {.env = e, .tamper = reload_before_certconf};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    struct gw_cmp_settings settings;
+    char err[GW_ERR_LEN] = "", desc[4096];
+    unsigned char *out;
+    size_t out_len = 0;
+    int http;
+
+    (void)state;
+    reload_prev = e->engine;
+    gw_config_cmp_settings(e->cfg, &settings);
+    reload_next = gw_cmp_engine_new(&settings, e->ups, reload_prev, err);
+    assert_non_null(reload_next);
+    assert_false(gw_cmp_engine_busy(reload_prev));
+    /* ir under the running engine, certConf under the next one */
+    assert_non_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    assert_int_equal(cl.exchanges, 2);
+    assert_true(prev_busy_at_certconf); /* its transaction held the running engine */
+    assert_false(gw_cmp_engine_busy(reload_prev));
+    assert_false(gw_cmp_engine_busy(reload_next));
+    assert_int_equal(gw_cmp_engine_open_transactions(reload_next), 0);
+    assert_int_equal(audit_count(e, "confirmed", NULL, NULL, NULL), 1); /* one audit log, shared */
+    /* the replay cache is shared too: the ir again is a replay under the next engine */
+    out = exchange(e, cl.first_req, cl.first_req_len, &http, &out_len);
+    assert_int_equal(http, 200);
+    describe(out, out_len, desc, sizeof(desc));
+    assert_non_null(strstr(desc, "replayed message"));
+    OPENSSL_free(out);
+    gw_cmp_engine_free(reload_prev); /* not the last: the shared state stays with the next */
+    assert_int_equal(gw_cmp_engine_open_transactions(reload_next), 0);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
 /* One intent, one issued (serial = the certificate's) and one confirmed line per transaction. */
 static void test_audit_lines(void **state)
 {
@@ -2176,6 +2229,7 @@ int main(void)
         cmocka_unit_test(test_message_time),
         cmocka_unit_test(test_replay),
         cmocka_unit_test(test_engine_reset),
+        cmocka_unit_test(test_reload_shares_transactions),
         cmocka_unit_test(test_certconf_wrong_hash),
         cmocka_unit_test(test_certconf_other_sender),
         cmocka_unit_test(test_certconf_forged_signer),

@@ -147,7 +147,7 @@ static struct env *env_new(const char *role_extra, const char *top_extra)
                                       &e->cfg->upstream_signer, err)) == NULL)
         fail_msg("upstreams: %s", err);
     gw_config_cmp_settings(e->cfg, &settings);
-    if ((e->engine = gw_cmp_engine_new(&settings, e->ups, err)) == NULL)
+    if ((e->engine = gw_cmp_engine_new(&settings, e->ups, NULL, err)) == NULL)
         fail_msg("engine: %s", err);
     e->route.kind = GW_ROUTE_DEFAULT;
     e->route.role = e->cfg->default_path_policy.role;

@@ -1,0 +1,187 @@
+/*
+ * Generations of the configuration: load one beside the running one, swap, free the old one once
+ * nothing holds it (gen.h).
+ */
+#include "gateway/gen.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "gateway/cmp/engine.h"
+#include "gateway/probe.h"
+#include "upstream/upstream.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+struct gw_gens {
+    pthread_mutex_t lock; /* guards |current| (a swap between its load and its hold) and |retired| */
+    struct gw_gen *current;
+    atomic_ulong current_id;
+    struct gw_gen *retired;
+    atomic_size_t n_retired; /* of them, for the metrics */
+};
+
+struct gw_gen *gw_gen_load(const char *path, const struct gw_gen *prev, char *err)
+{
+    struct gw_gen *g = calloc(1, sizeof(*g));
+    struct gw_cmp_settings settings;
+
+    if (g == NULL) {
+        snprintf(err, GW_ERR_LEN, "out of memory");
+        return NULL;
+    }
+    g->id = prev != NULL ? prev->id + 1 : 1;
+    g->loaded = time(NULL);
+    atomic_init(&g->refs, 0);
+    if ((g->cfg = gw_config_load(path, err)) == NULL)
+        goto fail;
+    gw_config_cmp_settings(g->cfg, &settings);
+    if ((g->ups = gw_upstream_set_new(g->cfg->upstreams, g->cfg->n_upstreams, g->cfg->roles, g->cfg->n_roles,
+                                      &g->cfg->upstream_signer, err)) == NULL ||
+        (g->engine = gw_cmp_engine_new(&settings, g->ups, prev != NULL ? prev->engine : NULL, err)) == NULL)
+        goto fail;
+    return g;
+fail:
+    gw_gen_free(g);
+    return NULL;
+}
+
+void gw_gen_hold(struct gw_gen *g)
+{
+    atomic_fetch_add(&g->refs, 1);
+}
+
+void gw_gen_drop(struct gw_gen *g)
+{
+    if (g != NULL)
+        atomic_fetch_sub(&g->refs, 1);
+}
+
+/* Frees |g|; false when an upstream call still running keeps its upstreams (and so its
+ * configuration) alive: those are then left to process exit. */
+static bool gen_free(struct gw_gen *g)
+{
+    bool all;
+
+    if (g == NULL)
+        return true;
+    gw_prober_stop(g->prober);
+    gw_cmp_engine_free(g->engine);
+    all = gw_upstream_set_free(g->ups);
+    for (size_t i = 0; i < g->n_ssl_ctx; i++)
+        SSL_CTX_free(g->ssl_ctx[i]);
+    free(g->ssl_ctx);
+    if (all)
+        gw_config_free(g->cfg);
+    free(g);
+    return all;
+}
+
+void gw_gen_free(struct gw_gen *g)
+{
+    (void)gen_free(g);
+}
+
+struct gw_gens *gw_gens_new(struct gw_gen *first)
+{
+    struct gw_gens *gs = calloc(1, sizeof(*gs));
+
+    if (gs == NULL)
+        return NULL;
+    pthread_mutex_init(&gs->lock, NULL);
+    gs->current = first;
+    atomic_init(&gs->current_id, first->id);
+    return gs;
+}
+
+struct gw_gen *gw_gens_acquire(struct gw_gens *gs)
+{
+    struct gw_gen *g;
+
+    pthread_mutex_lock(&gs->lock);
+    g = gs->current;
+    gw_gen_hold(g);
+    pthread_mutex_unlock(&gs->lock);
+    return g;
+}
+
+unsigned long gw_gens_current_id(struct gw_gens *gs)
+{
+    return atomic_load(&gs->current_id);
+}
+
+void gw_gens_swap(struct gw_gens *gs, struct gw_gen *next)
+{
+    struct gw_gen *old;
+
+    pthread_mutex_lock(&gs->lock);
+    old = gs->current;
+    gs->current = next;
+    atomic_store(&gs->current_id, next->id);
+    pthread_mutex_unlock(&gs->lock);
+    /* its upstreams' health is no longer what /readyz reports (only the reloader touches it) */
+    gw_prober_stop(old->prober);
+    old->prober = NULL;
+    pthread_mutex_lock(&gs->lock);
+    old->next = gs->retired;
+    gs->retired = old;
+    atomic_fetch_add(&gs->n_retired, 1);
+    pthread_mutex_unlock(&gs->lock);
+}
+
+size_t gw_gens_retired(struct gw_gens *gs)
+{
+    return atomic_load(&gs->n_retired);
+}
+
+/* Nothing holds |g|: no request, no loop thread, no transaction and no upstream call. */
+static bool idle(struct gw_gen *g)
+{
+    return atomic_load(&g->refs) == 0 && !gw_cmp_engine_busy(g->engine) && !gw_upstream_set_busy(g->ups);
+}
+
+size_t gw_gens_reap(struct gw_gens *gs)
+{
+    struct gw_gen **pp, *g, *done = NULL;
+    size_t left = 0;
+
+    pthread_mutex_lock(&gs->lock);
+    for (pp = &gs->retired; (g = *pp) != NULL;) {
+        if (!idle(g)) {
+            pp = &g->next;
+            left++;
+            continue;
+        }
+        *pp = g->next;
+        g->next = done;
+        done = g;
+        atomic_fetch_sub(&gs->n_retired, 1);
+    }
+    pthread_mutex_unlock(&gs->lock);
+    /* freed outside the lock: requests acquire the current generation meanwhile */
+    while ((g = done) != NULL) {
+        done = g->next;
+        gw_log(GW_LOG_DEBUG, "config_retired", "configuration generation %lu freed", g->id);
+        gen_free(g);
+    }
+    return left;
+}
+
+bool gw_gens_free(struct gw_gens *gs)
+{
+    struct gw_gen *g, *next;
+    bool all = true;
+
+    if (gs == NULL)
+        return true;
+    /* while every engine lives: each transaction is recorded by the one it began under */
+    gw_cmp_engine_close_all(gs->current->engine);
+    for (g = gs->retired; g != NULL; g = next) {
+        next = g->next;
+        all &= gen_free(g);
+    }
+    all &= gen_free(gs->current);
+    pthread_mutex_destroy(&gs->lock);
+    free(gs);
+    return all;
+}

@@ -1,0 +1,241 @@
+"""Reload of a real gateway (docs/operations.md, "Reload"): 20 reloads, by SIGHUP and POST /reload,
+under a cmpload run with 0 failed enrolments; a broken file refused with its JSON path while the
+running configuration keeps serving; a transaction begun before a reload (a polled ir) finishing
+after it; a new TLS server certificate, a new role and a new log level taking effect; a changed
+listener refused; the reload metrics."""
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import unittest
+import urllib.error
+import urllib.request
+
+import sys
+sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+import harness  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+LOAD_BIN = os.environ.get("CMPGW_LOAD_BIN")
+
+
+def admin(gw, path, method="GET"):
+    """(status, body text) of one request to the admin listener."""
+    req = urllib.request.Request("http://127.0.0.1:%d%s" % (gw.admin_port, path), method=method,
+                                 data=b"" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as rsp:
+            return rsp.status, rsp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def metric(gw, name, **labels):
+    _, text = admin(gw, "/metrics")
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return None
+
+
+def events(gw, event):
+    return [l for l in gw.log_lines() if l.get("event") == event]
+
+
+class Reload(harness.GatewayTestCase):
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        # one client identity runs the load: room for its transactions
+        cfg["cmp"] = {"max_transactions_per_identity": 64, "max_recent_per_identity": 100000}
+        cfg["roles"]["slow"] = dict(cfg["roles"]["default"], poll_after="300ms")
+        cfg["upstreams"]["slow"] = dict(cfg["upstreams"]["local"], delay="2500ms")
+        cfg["roles"]["slow"]["upstream"] = "slow"
+        cls.base = json.loads(json.dumps(cfg))
+
+    def write_config(self, cfg):
+        self.gw.config_path.write_text(json.dumps(cfg, indent=2))
+
+    def tearDown(self):
+        self.write_config(self.base)
+        status, body = admin(self.gw, "/reload", "POST")
+        self.assertEqual(status, 200, body)
+
+    def sighup_and_wait(self):
+        """SIGHUP, then wait until the gateway logged how the reload ended; returns that line."""
+        def ended():
+            return [l for l in self.gw.log_lines() if l.get("event") in ("reloaded", "reload_refused")]
+
+        before = len(ended())
+        self.gw.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            done = ended()
+            if len(done) > before:
+                return done[-1]
+            time.sleep(0.05)
+        self.fail("no reload logged after SIGHUP:\n" + self.gw.stderr()[-3000:])
+
+    @unittest.skipUnless(LOAD_BIN, "CMPGW_LOAD_BIN (cmpload) is set by ctest")
+    def test_20_reloads_under_load_lose_nothing(self):
+        d = self.gw.dir
+        argv = [LOAD_BIN, "--url", self.gw.url(), "--cafile", d / "ca.pem", "--tls-cert", d / "client.pem",
+                "--tls-key", d / "client.key", "--cert", d / "client.pem", "--key", d / "client.key",
+                "--trusted", d / "ca.pem", "--subject", "/CN=reload-load", "--threads", "2",
+                "--duration", "20", "--keys", "200"]
+        load = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        gen0 = metric(self.gw, "cmpgw_config_generation")
+        try:
+            time.sleep(1)
+            for i in range(20):
+                if i % 2 == 0:
+                    line = self.sighup_and_wait()
+                    self.assertEqual(line["event"], "reloaded", line)
+                else:
+                    status, body = admin(self.gw, "/reload", "POST")
+                    self.assertEqual(status, 200, body)
+                    self.assertIn("reloaded: configuration generation", body)
+                time.sleep(0.2)
+            self.assertIsNone(load.poll(), "the load ran through every reload")
+        finally:
+            out, err = load.communicate(timeout=120)  # the run ends by itself, after the reloads
+        self.assertEqual(metric(self.gw, "cmpgw_config_generation"), gen0 + 20)
+        lines = out.decode().strip().splitlines()
+        self.assertTrue(lines, err.decode()[-2000:])
+        result = json.loads(lines[-1])
+        self.assertEqual(result["errors"], 0, err.decode()[-2000:])
+        self.assertGreater(result["enrolments"], 20, result)
+        print("load through 20 reloads:", result, file=sys.stderr)
+        # the old generations are freed once their requests ended
+        deadline = time.monotonic() + 10
+        while metric(self.gw, "cmpgw_config_generations_retired") != 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self.assertEqual(metric(self.gw, "cmpgw_config_generations_retired"), 0)
+
+    def test_broken_file_refused_running_one_serves(self):
+        cfg = json.loads(json.dumps(self.base))
+        cfg["roles"]["default"]["max_ttl"] = "forever"
+        self.write_config(cfg)
+        ok0 = metric(self.gw, "cmpgw_config_reloads_total", result="refused") or 0
+        gen0 = metric(self.gw, "cmpgw_config_generation")
+        status, body = admin(self.gw, "/reload", "POST")
+        self.assertEqual(status, 500, body)
+        self.assertIn("reload refused:", body)
+        self.assertIn("$.roles.default.max_ttl", body)
+        line = self.sighup_and_wait()
+        self.assertEqual(line["event"], "reload_refused", line)
+        self.assertIn("$.roles.default.max_ttl", line["error"])
+        self.assertEqual(metric(self.gw, "cmpgw_config_last_reload_success"), 0)
+        self.assertEqual(metric(self.gw, "cmpgw_config_reloads_total", result="refused"), ok0 + 2)
+        self.assertEqual(metric(self.gw, "cmpgw_config_generation"), gen0)
+        self.assertIsNotNone(self.enrol("after-refused")[0])
+        self.write_config(self.base)
+        status, body = admin(self.gw, "/reload", "POST")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(metric(self.gw, "cmpgw_config_last_reload_success"), 1)
+
+    def test_listener_change_refused(self):
+        cfg = json.loads(json.dumps(self.base))
+        cfg["listeners"][0]["port"] = harness.free_port()
+        self.write_config(cfg)
+        status, body = admin(self.gw, "/reload", "POST")
+        self.assertEqual(status, 500, body)
+        self.assertIn("restart to change it", body)
+        self.assertIsNotNone(self.enrol("after-listener")[0])
+
+    def test_transaction_spans_reload(self):
+        """An ir on the polling role begins under one generation; reloads come while its client polls;
+        pollReq and certConf finish it under the generation it began in."""
+        import test_polling
+        key = self.newkey("spans")
+        result = {}
+
+        def client():
+            result["r"] = test_polling.cmp_polling(self.gw, "ir", "spans", "pki/roles/slow/cmp",
+                                                   ["-newkey", key, "-subject", "/CN=spans"])
+
+        t = threading.Thread(target=client)
+        t.start()
+        time.sleep(1.0)  # the ir was answered "waiting": the transaction is parked
+        self.assertEqual(self.sighup_and_wait()["event"], "reloaded")
+        self.assertEqual(admin(self.gw, "/reload", "POST")[0], 200)
+        t.join(harness.CLIENT_TIMEOUT + 20)
+        p, answers, cert = result["r"]
+        self.assertEqual(p.returncode, 0, p.stderr.decode(errors="replace")[-3000:])
+        kinds = [a.body_type for a in answers]
+        self.assertIn("pollRep", kinds)
+        self.assertEqual(kinds[-1], "pkiconf", answers)
+        final = [a for a in answers[1:] if a.body_type == "ip"]
+        self.assert_issued(cert, key, "CN=spans", [], final[-1].extra_certs_pem())
+
+    def test_new_role_log_level_and_tls_certificate(self):
+        d = self.gw.dir
+        cfg = json.loads(json.dumps(self.base))
+        cfg["roles"]["fresh"] = dict(self.base["roles"]["default"])
+        cfg["log_level"] = "warn"
+        # a new server certificate under the same CA, in a new file
+        harness.run(["openssl", "req", "-new", "-x509", "-key", d / "server.key", "-CA", d / "ca.pem",
+                     "-CAkey", d / "ca.key", "-subj", "/O=cmpgw demo/CN=reloaded", "-days", "2",
+                     "-addext", "subjectAltName=IP:127.0.0.1", "-addext", "extendedKeyUsage=serverAuth",
+                     "-out", d / "server2.pem"])
+        cfg["listeners"][0]["tls"]["cert"] = "server2.pem"
+        self.write_config(cfg)
+        status, body = admin(self.gw, "/reload", "POST")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(self.server_cn(), "reloaded")
+        before = len(events(self.gw, "request"))
+        res = self.gw.cmp("ir", "fresh", newkey=self.newkey("fresh"), subject="/CN=fresh",
+                          path="pki/roles/fresh/cmp", extra=("-implicit_confirm",))
+        self.assertIsNotNone(res.cert)
+        self.assertEqual(len(events(self.gw, "request")), before, "log_level warn: no request lines")
+        self.write_config(self.base)
+        self.assertEqual(admin(self.gw, "/reload", "POST")[0], 200)
+        self.assertEqual(self.server_cn(), "localhost")
+        body = d / "gone.der"
+        body.write_bytes(b"0")
+        res = self.gw.curl(path="/pki/roles/fresh/cmp", data=body)
+        self.assertEqual(res.status, 404, res)  # the role is gone with the configuration that had it
+
+    def test_open_connection_rechecked_against_new_client_cas(self):
+        """A keep-alive connection whose client certificate a reload no longer trusts is refused (403,
+        closed) on its next request when the listener requires one."""
+        import http.client
+        conn = http.client.HTTPSConnection("127.0.0.1", self.gw.port, context=self.gw.tls_context(), timeout=10)
+        conn.request("POST", "/pki/cmp", body=b"x", headers={"Content-Type": "text/plain"})
+        rsp = conn.getresponse()
+        rsp.read()
+        self.assertEqual(rsp.status, 415)  # answered, and the connection stays open
+        fca, _, _ = harness.make_foreign_pki(self.gw.dir / "foreign")
+        cfg = json.loads(json.dumps(self.base))
+        cfg["listeners"][0]["tls"].update(client_ca=str(fca), client_auth="require")
+        self.write_config(cfg)
+        status, body = admin(self.gw, "/reload", "POST")
+        self.assertEqual(status, 200, body)
+        conn.request("POST", "/pki/cmp", body=b"x", headers={"Content-Type": "text/plain"})
+        rsp = conn.getresponse()
+        text = rsp.read().decode()
+        self.assertEqual(rsp.status, 403, text)
+        self.assertIn("no longer trusted since the configuration was reloaded", text)
+        self.assertEqual(rsp.getheader("Connection"), "close")
+        conn.close()
+        self.assertTrue(events(self.gw, "tls_peer_dropped"))
+
+    def server_cn(self):
+        import socket
+        with socket.create_connection(("127.0.0.1", self.gw.port), timeout=5) as s:
+            with self.gw.tls_context().wrap_socket(s, server_hostname="127.0.0.1") as t:
+                der = t.getpeercert(binary_form=True)
+        pem = harness.der_to_pem(der)
+        out = subprocess.run(["openssl", "x509", "-noout", "-subject", "-nameopt", "multiline"],
+                             input=pem.encode() if isinstance(pem, str) else pem, capture_output=True)
+        for line in out.stdout.decode().splitlines():
+            if "commonName" in line:
+                return line.split("=", 1)[1].strip()
+        return None
+
+
+if __name__ == "__main__":
+    harness.main()
