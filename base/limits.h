@@ -22,6 +22,8 @@
 #define GW_DEFAULT_AUTH_FAILURE_WINDOW 60 /* seconds */
 #define GW_MAX_AUTH_FAILURE_WINDOW 86400
 #define GW_MAX_ADMIN_CONNECTIONS 16 /* per loop thread, on the admin listener (outside the CMP limits) */
+#define GW_MAX_INHERITED_FDS 256    /* listening sockets taken over per listener (activation, hand-over) */
+#define GW_MAX_UNIX_PATH 90         /* a Unix socket path, below sun_path's 108 with a suffix to spare */
 #define GW_REFUSAL_LOG_SECS 1       /* at most one "connection_refused" log line per second */
 #define GW_MAX_LOG_SAMPLE 1000000   /* "log_sample_success": at most 1 request line in a million */
 #define GW_DEFAULT_BODY_TIMEOUT 10  /* seconds an HTTP/2 request may take to arrive whole */

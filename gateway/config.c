@@ -172,6 +172,7 @@ static const struct gw_conf_field top_fields[] = {
     GW_CONF_OPT("user", gw_conf_p_name, struct gw_config, user, .aux = &gw_conf_names_plain),
     GW_CONF_OPT("group", gw_conf_p_name, struct gw_config, group, .aux = &gw_conf_names_plain),
     GW_CONF_OPT("run_as_root", gw_conf_p_bool, struct gw_config, run_as_root, .def = false),
+    GW_CONF_OPT("handover_socket", gw_conf_p_file, struct gw_config, handover_socket),
     GW_CONF_OPT("log_sample_success", gw_conf_p_u32, struct gw_config, log_sample_success, .min = 1,
                 .max = GW_MAX_LOG_SAMPLE, .def = 1),
     GW_CONF_OPT("log_level", gw_conf_p_enum, struct gw_config, log_level, .def = GW_LOG_INFO,
@@ -381,6 +382,10 @@ static int check_config(struct gw_conf_ctx *pc, const char *path, void *base)
     (void)path;
     if ((rc = check_listeners(pc, cfg)) != 0)
         return rc;
+    /* a Unix socket's path, with room for the temporary name it is bound under (gateway/handover.c) */
+    if (cfg->handover_socket != NULL && strlen(cfg->handover_socket) > GW_MAX_UNIX_PATH)
+        return gw_conf_fail(pc, "$.handover_socket", "a Unix socket path of at most %d bytes, got %zu",
+                            GW_MAX_UNIX_PATH, strlen(cfg->handover_socket));
     /* what the upstreams may use of the gateway: its own key (a cmp upstream signs with it) */
     cfg->upstream_signer.cert = cfg->signer.cert;
     cfg->upstream_signer.key = cfg->signer.key;
@@ -488,6 +493,7 @@ void gw_config_free(struct gw_config *cfg)
     free(cfg->path_prefix);
     free(cfg->user);
     free(cfg->group);
+    free(cfg->handover_socket);
     free(cfg->path);
     free(cfg);
 }

@@ -86,6 +86,7 @@ struct gw_config {
     char *user;                        /* "user": started as root, run as this user once bound */
     char *group;                       /* "group": and this group; NULL = the user's own */
     bool run_as_root;                  /* "run_as_root": keep root (tests, throwaway demos) */
+    char *handover_socket;             /* "handover_socket": listening sockets to a successor */
     struct gw_root_update root_update; /* "root_ca_update" for roles without their own */
     struct gw_routes routes;           /* what routing reads of the above (mappings/route.h) */
     struct gw_route_upstream *route_ups;

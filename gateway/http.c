@@ -363,6 +363,21 @@ static int check_content_type(const h2o_req_t *req, struct refusal *r)
     return 0;
 }
 
+/*
+ * Whether a request must be refused because the gateway stops. Handing over to a successor that
+ * serves the same sockets, it is answered instead, and its connection closed after the answer: the
+ * client's next request opens a connection the successor accepts.
+ */
+static bool draining(struct gw_server *s, h2o_req_t *req)
+{
+    if (!atomic_load(&s->stopping))
+        return false;
+    if (!atomic_load(&s->successor))
+        return true;
+    req->http1_is_persistent = 0;
+    return false;
+}
+
 /* loop thread: every check before CMP, in the documented order. 0, or -1 with |r| filled. */
 static int check_request(struct gw_loop *lt, h2o_req_t *req, struct gw_route_match *match, struct refusal *r)
 {
@@ -386,7 +401,7 @@ static int check_request(struct gw_loop *lt, h2o_req_t *req, struct gw_route_mat
         if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")))
             return refuse(r, 405, HDR_ALLOW_GET, "method %.*s not allowed: a CRL is fetched with GET",
                           (int)(req->method.len > 16 ? 16 : req->method.len), req->method.base);
-        if (atomic_load(&s->stopping))
+        if (draining(s, req))
             return refuse(r, 503, HDR_CLOSE, "shutting down");
         return 0;
     }
@@ -400,7 +415,7 @@ static int check_request(struct gw_loop *lt, h2o_req_t *req, struct gw_route_mat
     if (req->entity.len > GW_MAX_CMP_BODY)
         return refuse(r, 413, HDR_NONE, "body of %zu bytes exceeds the limit of %d bytes", req->entity.len,
                       GW_MAX_CMP_BODY);
-    if (atomic_load(&s->stopping))
+    if (draining(s, req))
         return refuse(r, 503, HDR_CLOSE, "shutting down");
     return 0;
 }

@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -93,28 +94,118 @@ err:
     return -1;
 }
 
-/* Binds every listener of |cfg| on every loop thread; listener i uses the same port on all threads. */
-static int bind_all(struct gw_server *s, const struct gw_config *cfg, char *err)
+/* Appends a listening socket of listener |i| to loop |lt| (before the loops start). */
+static int add_listen(struct gw_loop *lt, size_t i, int fd)
+{
+    struct gw_listen *l = realloc(lt->listens, (lt->n_listens + 1) * sizeof(*l));
+
+    if (l == NULL) {
+        close(fd);
+        return GW_ERR_NOMEM;
+    }
+    lt->listens = l;
+    lt->listens[lt->n_listens++] = (struct gw_listen){.loop = lt, .listener = i, .fd = fd};
+    return 0;
+}
+
+/* Whether |fd| is a listening TCP socket bound where |lc| says (a port of 0 matches any). */
+static bool inherited_matches(int fd, const struct gw_listener_conf *lc)
+{
+    union gw_sockaddr want, got;
+    socklen_t want_len, got_len = sizeof(got), optlen = sizeof(int);
+    int listening = 0;
+
+    if (parse_addr(lc->address, lc->port, &want, &want_len) != 0 || getsockname(fd, &got.sa, &got_len) != 0 ||
+        got.sa.sa_family != want.sa.sa_family ||
+        getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &optlen) != 0 || !listening)
+        return false;
+    if (want.sa.sa_family == AF_INET)
+        return want.sin.sin_addr.s_addr == got.sin.sin_addr.s_addr &&
+               (lc->port == 0 || want.sin.sin_port == got.sin.sin_port);
+    return memcmp(&want.sin6.sin6_addr, &got.sin6.sin6_addr, sizeof(want.sin6.sin6_addr)) == 0 &&
+           (lc->port == 0 || want.sin6.sin6_port == got.sin6.sin6_port);
+}
+
+/*
+ * Gives listener |i| the inherited sockets that match it (taken out of |inh|): each loop one of
+ * them, or a duplicate of one (loops then share its queue), and the rest to the loops in turn, so
+ * that every socket is served: one that nobody accepts from would hold its connections forever.
+ * Returns how many matched, or a negative gw_err.
+ */
+static int take_inherited(struct gw_server *s, size_t i, struct gw_inherited *inh, uint16_t *port)
+{
+    const struct gw_listener_conf *lc = gw_listener_conf(s->boot, i);
+    int taken[GW_MAX_INHERITED_FDS];
+    size_t k = 0;
+    union gw_sockaddr addr;
+    socklen_t len = sizeof(addr);
+
+    for (size_t j = 0; inh != NULL && j < inh->n && k < GW_MAX_INHERITED_FDS; j++) {
+        if (inh->fds[j] >= 0 && inherited_matches(inh->fds[j], lc)) {
+            taken[k++] = inh->fds[j];
+            inh->fds[j] = -1;
+        }
+    }
+    for (size_t j = 0; j < k; j++) /* systemd passes them blocking and inheritable */
+        if (fcntl(taken[j], F_SETFL, fcntl(taken[j], F_GETFL) | O_NONBLOCK) != 0 ||
+            fcntl(taken[j], F_SETFD, FD_CLOEXEC) != 0)
+            return GW_ERR_IO;
+    for (size_t t = 0; t < s->n_loops && k > 0; t++) {
+        int fd = t < k ? taken[t] : fcntl(taken[t % k], F_DUPFD_CLOEXEC, 0);
+        if (fd < 0 || add_listen(&s->loops[t], i, fd) != 0)
+            return GW_ERR_IO;
+    }
+    for (size_t j = s->n_loops; j < k; j++)
+        if (add_listen(&s->loops[j % s->n_loops], i, taken[j]) != 0)
+            return GW_ERR_NOMEM;
+    if (k > 0 && getsockname(taken[0], &addr.sa, &len) == 0)
+        *port = ntohs(addr.sa.sa_family == AF_INET ? addr.sin.sin_port : addr.sin6.sin6_port);
+    return (int)k;
+}
+
+/*
+ * Binds every listener of the configuration on every loop thread (listener i uses the same port on
+ * all threads), or takes the sockets |inh| has for it; closes inherited sockets no listener wants.
+ */
+static int bind_all(struct gw_server *s, struct gw_inherited *inh, char *err)
 {
     for (size_t i = 0; i < s->n_listeners; i++) {
-        const struct gw_listener_conf *lc = gw_listener_conf(cfg, i);
+        const struct gw_listener_conf *lc = gw_listener_conf(s->boot, i);
         uint16_t port = lc->port;
-        int probe = bind_one(lc, &port, true, err);
-        if (probe < 0)
-            return GW_ERR_IO;
-        close(probe); /* bound, never listened: the port is free again at once */
-        for (size_t t = 0; t < s->n_loops; t++) {
-            struct gw_listen *l = &s->loops[t].listens[i];
-            if ((l->fd = bind_one(lc, &port, false, err)) < 0)
-                return GW_ERR_IO;
+        int got = take_inherited(s, i, inh, &port);
+
+        if (got < 0) {
+            snprintf(err, GW_ERR_LEN, "%s:%u: an inherited socket: %s", lc->address, (unsigned)lc->port,
+                     strerror(errno));
+            return got;
         }
-        gw_log(GW_LOG_INFO, "listening", "%s%s%s:%u %s client_auth=%s%s",
+        if (got == 0) {
+            int probe = bind_one(lc, &port, true, err);
+            if (probe < 0)
+                return GW_ERR_IO;
+            close(probe); /* bound, never listened: the port is free again at once */
+            for (size_t t = 0; t < s->n_loops; t++) {
+                int fd = bind_one(lc, &port, false, err);
+                if (fd < 0 || add_listen(&s->loops[t], i, fd) != 0)
+                    return GW_ERR_IO;
+            }
+        }
+        gw_log(GW_LOG_INFO, "listening", "%s%s%s:%u %s client_auth=%s%s%s",
                strchr(lc->address, ':') != NULL ? "[" : "", lc->address,
                strchr(lc->address, ':') != NULL ? "]" : "", (unsigned)port, s->keys[i].tls ? "https" : "http",
                lc->client_auth == GW_CLIENT_AUTH_REQUIRE    ? "require"
                : lc->client_auth == GW_CLIENT_AUTH_OPTIONAL ? "optional"
                                                             : "none",
-               s->has_admin && i == s->n_listeners - 1 ? " admin: /healthz /readyz /metrics /reload" : "");
+               s->has_admin && i == s->n_listeners - 1 ? " admin: /healthz /readyz /metrics /reload" : "",
+               got > 0 ? " (inherited socket)" : "");
+    }
+    for (size_t j = 0; inh != NULL && j < inh->n; j++) {
+        if (inh->fds[j] < 0)
+            continue;
+        gw_log(GW_LOG_WARN, "listening", "an inherited socket (fd %d) matches no listener: closed",
+               inh->fds[j]);
+        close(inh->fds[j]);
+        inh->fds[j] = -1;
     }
     return 0;
 }
@@ -163,8 +254,8 @@ void gw_loop_refresh(struct gw_loop *lt)
         return;
     g = gw_gens_acquire(s->gens);
     /* a connection's SSL holds its SSL_CTX: those accepted before keep the old certificate */
-    for (size_t i = 0; i < s->n_listeners; i++)
-        lt->listens[i].accept.ssl_ctx = g->ssl_ctx[i];
+    for (size_t j = 0; j < lt->n_listens; j++)
+        lt->listens[j].accept.ssl_ctx = g->ssl_ctx[lt->listens[j].listener];
     gw_gen_drop(lt->gen);
     lt->gen = g;
 }
@@ -177,15 +268,14 @@ static void loop_setup(struct gw_loop *lt)
     h2o_context_init(&lt->ctx, h2o_evloop_create(), &s->h2o);
     h2o_multithread_register_receiver(lt->ctx.queue, &lt->done_rx, gw_http_on_done);
     h2o_multithread_register_receiver(lt->ctx.queue, &lt->admin_rx, gw_admin_on_reloaded);
-    for (size_t i = 0; i < s->n_listeners; i++) {
-        struct gw_listen *l = &lt->listens[i];
-        l->admin = s->has_admin && i == s->n_listeners - 1;
+    for (size_t j = 0; j < lt->n_listens; j++) {
+        struct gw_listen *l = &lt->listens[j];
+        l->admin = s->has_admin && l->listener == s->n_listeners - 1;
         l->accept = (h2o_accept_ctx_t){.ctx = &lt->ctx, .hosts = l->admin ? s->admin_hosts : s->cmp_hosts};
-        l->sock = h2o_evloop_socket_create(lt->ctx.loop, l->fd, H2O_SOCKET_FLAG_DONT_READ);
-        l->fd = -1; /* owned by l->sock now */
+        l->sock = h2o_evloop_socket_create(lt->ctx.loop, l->fd, H2O_SOCKET_FLAG_DONT_READ); /* owns l->fd */
         l->sock->data = l;
         h2o_socket_read_start(l->sock, on_accept);
-        lt->h2_swept |= s->keys[i].http2;
+        lt->h2_swept |= s->keys[l->listener].http2;
     }
     gw_loop_refresh(lt);
     if (lt->h2_swept)
@@ -202,10 +292,11 @@ static void loop_drain(struct gw_loop *lt)
 {
     uint64_t deadline = gw_now_ms() + GW_DRAIN_TIMEOUT_MS;
 
-    for (size_t i = 0; i < lt->server->n_listeners; i++) {
-        h2o_socket_read_stop(lt->listens[i].sock);
-        h2o_socket_close(lt->listens[i].sock);
-        lt->listens[i].sock = NULL;
+    for (size_t j = 0; j < lt->n_listens; j++) {
+        h2o_socket_read_stop(lt->listens[j].sock);
+        h2o_socket_close(lt->listens[j].sock);
+        lt->listens[j].sock = NULL;
+        lt->listens[j].fd = -1;
     }
     h2o_context_request_shutdown(&lt->ctx);
     while ((lt->num_conns != 0 || lt->jobs_inflight != 0) && gw_now_ms() < deadline)
@@ -291,9 +382,9 @@ static void server_free(struct gw_server *s)
 {
     if (s->loops != NULL) {
         for (size_t t = 0; t < s->n_loops; t++) {
-            for (size_t i = 0; s->loops[t].listens != NULL && i < s->n_listeners; i++)
-                if (s->loops[t].listens[i].fd >= 0)
-                    close(s->loops[t].listens[i].fd);
+            for (size_t j = 0; j < s->loops[t].n_listens; j++)
+                if (s->loops[t].listens[j].sock == NULL && s->loops[t].listens[j].fd >= 0)
+                    close(s->loops[t].listens[j].fd);
             free(s->loops[t].listens);
         }
         free(s->loops);
@@ -311,13 +402,8 @@ static int server_alloc(struct gw_server *s, const struct gw_config *cfg, char *
     if ((s->keys = calloc(s->n_listeners, sizeof(*s->keys))) == NULL ||
         (s->loops = calloc(s->n_loops, sizeof(*s->loops))) == NULL)
         goto nomem;
-    for (size_t t = 0; t < s->n_loops; t++) {
+    for (size_t t = 0; t < s->n_loops; t++)
         s->loops[t].server = s;
-        if ((s->loops[t].listens = calloc(s->n_listeners, sizeof(struct gw_listen))) == NULL)
-            goto nomem;
-        for (size_t i = 0; i < s->n_listeners; i++)
-            s->loops[t].listens[i] = (struct gw_listen){.loop = &s->loops[t], .fd = -1};
-    }
     for (size_t i = 0; i < s->n_listeners; i++) {
         const struct gw_listener_conf *lc = gw_listener_conf(cfg, i);
         struct gw_listen_key *k = &s->keys[i];
@@ -400,7 +486,7 @@ void gw_server_wake(struct gw_server *s)
 }
 
 struct gw_server *gw_server_start(struct gw_gens *gens, int (*reload)(void *arg, char *err), void *reload_arg,
-                                  char *err)
+                                  struct gw_inherited *inherited, char *err)
 {
     struct gw_server *s = NULL;
     struct gw_gen *g = gw_gens_acquire(gens);
@@ -412,6 +498,7 @@ struct gw_server *gw_server_start(struct gw_gens *gens, int (*reload)(void *arg,
         return NULL;
     }
     s->gens = gens;
+    s->boot = cfg;
     s->reload = reload;
     s->reload_arg = reload_arg;
     s->workers = cfg->workers;
@@ -430,8 +517,9 @@ struct gw_server *gw_server_start(struct gw_gens *gens, int (*reload)(void *arg,
         goto err;
     }
     if (server_alloc(s, cfg, err) != 0 || gw_server_prepare(s, g, err) != 0 || h2o_setup(s, err) != 0 ||
-        bind_all(s, cfg, err) != 0)
+        bind_all(s, inherited, err) != 0)
         goto err;
+    s->boot = NULL;
     gw_gen_drop(g);
     return s;
 
@@ -449,12 +537,28 @@ int gw_server_run(struct gw_server *s, char *err)
     return 0;
 }
 
-void gw_server_stop(struct gw_server *s)
+int gw_server_listen_fds(struct gw_server *s, int **fds, size_t *n)
+{
+    size_t total = 0, k = 0;
+
+    for (size_t t = 0; t < s->n_loops; t++)
+        total += s->loops[t].n_listens;
+    if ((*fds = calloc(total + 1, sizeof(**fds))) == NULL)
+        return GW_ERR_NOMEM;
+    for (size_t t = 0; t < s->n_loops; t++)
+        for (size_t j = 0; j < s->loops[t].n_listens; j++)
+            (*fds)[k++] = s->loops[t].listens[j].fd;
+    *n = k;
+    return 0;
+}
+
+void gw_server_stop(struct gw_server *s, bool successor)
 {
     size_t undrained = 0;
 
     if (s == NULL)
         return;
+    atomic_store(&s->successor, successor);
     if (!s->running) { /* bound, never served: nothing to drain */
         server_free(s);
         return;

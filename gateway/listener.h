@@ -11,14 +11,30 @@
 struct gw_server;
 
 /*
- * gw_server_start binds every listener of the current generation of |gens| and builds its TLS
- * contexts; nothing is served until gw_server_run starts the loop threads and workers (in
- * between, the caller may give up root). |gens| is borrowed and must outlive the server.
- * |reload| answers POST /reload on the admin listener (on a thread of its own; NULL: not offered).
- * NULL with |err| on failure (bind, TLS files).
+ * Listening sockets the gateway did not bind: from the service manager (socket activation) or
+ * from the gateway it replaces (gateway/handover.h). Each is matched to a listener by its address
+ * and port; the server takes them over (closing those no listener wants).
+ */
+struct gw_inherited {
+    int *fds;
+    size_t n;
+};
+
+/*
+ * gw_server_start binds every listener of the current generation of |gens| (or takes it from
+ * |inherited|, which may be NULL) and builds its TLS contexts; nothing is served until
+ * gw_server_run starts the loop threads and workers (in between, the caller may give up root).
+ * |gens| is borrowed and must outlive the server. |reload| answers POST /reload on the admin
+ * listener (on a thread of its own; NULL: not offered). NULL with |err| on failure (bind, TLS files).
  */
 struct gw_server *gw_server_start(struct gw_gens *gens, int (*reload)(void *arg, char *err), void *reload_arg,
-                                  char *err);
+                                  struct gw_inherited *inherited, char *err);
+
+/*
+ * gw_server_listen_fds lists every listening socket, for a hand-over to a successor: a new array
+ * (free it) of fds that stay the server's. 0 or GW_ERR_NOMEM. Any thread while the server runs.
+ */
+int gw_server_listen_fds(struct gw_server *s, int **fds, size_t *n);
 
 /*
  * gw_server_prepare readies |next| to be served: its listeners must be those running (address,
@@ -35,9 +51,11 @@ int gw_server_run(struct gw_server *s, char *err);
 
 /*
  * gw_server_stop shuts down gracefully: stops accepting, refuses new requests with 503, lets
- * requests in flight finish (up to GW_DRAIN_TIMEOUT_MS), joins threads and frees. NULL-safe.
+ * requests in flight finish (up to GW_DRAIN_TIMEOUT_MS), joins threads and frees. With
+ * |successor| (a hand-over: another gateway serves the same sockets), requests still arriving on
+ * open connections are served instead, each connection closed after its answer. NULL-safe.
  */
-void gw_server_stop(struct gw_server *s);
+void gw_server_stop(struct gw_server *s, bool successor);
 
 /* gw_server_queued counts the jobs waiting for a worker (any thread). */
 size_t gw_server_queued(struct gw_server *s);

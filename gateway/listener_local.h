@@ -36,11 +36,15 @@ struct gw_conn {
     char subject[GW_IDENTITY_LEN]; /* its subject, X509_NAME_oneline form, or "" */
 };
 
-/* One configured listener on one loop thread: its own SO_REUSEPORT socket. */
+/*
+ * One listening socket of one loop thread. Bound here, each loop has its own SO_REUSEPORT socket
+ * per listener; taken over (socket activation, hand-over), a loop may share one or serve several.
+ */
 struct gw_listen {
     struct gw_loop *loop;
-    bool admin; /* the admin listener's socket */
-    int fd;     /* owned until |sock| wraps it */
+    size_t listener; /* index of its listener (the admin listener is the last) */
+    bool admin;      /* the admin listener's socket */
+    int fd;          /* owned until |sock| wraps it; then still its number, for a hand-over */
     h2o_socket_t *sock;
     h2o_accept_ctx_t accept;
 };
@@ -53,9 +57,10 @@ struct gw_loop {
     h2o_context_t ctx;
     h2o_multithread_receiver_t done_rx;  /* completed jobs from workers; NULL message = wake */
     h2o_multithread_receiver_t admin_rx; /* finished POST /reload (admin.c) */
-    struct gw_listen *listens;           /* server->n_listeners */
-    size_t num_conns, jobs_inflight;     /* loop thread only */
-    size_t admin_conns;                  /* of num_conns, on the admin listener */
+    struct gw_listen *listens;           /* at least one per listener */
+    size_t n_listens;
+    size_t num_conns, jobs_inflight; /* loop thread only */
+    size_t admin_conns;              /* of num_conns, on the admin listener */
     /* HTTP/2 stream sweep (h2sweep.c), where a listener offers HTTP/2 */
     bool h2_swept;
     h2o_timeout_t h2_sweep;
@@ -73,6 +78,7 @@ struct gw_listen_key {
 
 struct gw_server {
     struct gw_gens *gens;                /* the configuration: requests use the current one */
+    const struct gw_config *boot;        /* the one being started from, during gw_server_start */
     int (*reload)(void *arg, char *err); /* POST /reload on the admin listener */
     void *reload_arg;
     struct gw_listen_key *keys; /* per listener */
@@ -89,7 +95,8 @@ struct gw_server {
     struct gw_guard *guard;     /* connections and failed authentications per address */
     atomic_long refusal_logged; /* when a refused connection was last logged (rate limit) */
     atomic_bool stopping;
-    bool running; /* gw_server_run started the threads */
+    atomic_bool successor; /* stopping for a successor that serves the same sockets */
+    bool running;          /* gw_server_run started the threads */
     h2o_barrier_t ready;
 };
 

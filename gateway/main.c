@@ -26,6 +26,7 @@
 #include "gateway/cmp/engine.h"
 #include "gateway/config.h"
 #include "gateway/gen.h"
+#include "gateway/handover.h"
 #include "gateway/listener.h"
 #include "gateway/notify.h"
 #include "gateway/probe.h"
@@ -349,6 +350,7 @@ struct runner {
     bool closed;
     struct gw_gens *gens;
     struct gw_server *server;
+    struct gw_handover *handover; /* "handover_socket": the sockets to a successor */
     struct gw_metric *generation, *reloads, *reload_ok, *reload_time, *loaded;
 };
 
@@ -474,7 +476,11 @@ static void serve(const sigset_t *set, struct runner *r)
     for (;;) {
         sig = sigtimedwait(set, NULL, &tick);
         if (sig == SIGINT || sig == SIGTERM) {
-            gw_log(GW_LOG_INFO, "stopping", "received %s, draining", sig == SIGINT ? "SIGINT" : "SIGTERM");
+            if (gw_handover_done(r->handover))
+                gw_log(GW_LOG_INFO, "stopping", "a successor serves the listening sockets, draining");
+            else
+                gw_log(GW_LOG_INFO, "stopping", "received %s, draining",
+                       sig == SIGINT ? "SIGINT" : "SIGTERM");
             gw_notify_stopping();
             return;
         }
@@ -555,12 +561,48 @@ static void metrics_init(struct runner *r)
                                  queued, r->server);
 }
 
+/*
+ * Listening sockets this gateway does not bind: the service manager's (socket activation) or those
+ * of the gateway at "handover_socket" (|*peer|: the predecessor, told gw_handover_ready). 0 or -1.
+ */
+static int inherit(const struct gw_config *cfg, struct gw_inherited *inh, int *peer)
+{
+    char err[GW_ERR_LEN];
+    int n = gw_notify_listen_fds(&inh->fds);
+
+    *peer = -1;
+    if (n > 0) {
+        inh->n = (size_t)n;
+        gw_log(GW_LOG_INFO, "listening", "socket activation: %d listening sockets from the service manager",
+               n);
+        return 0;
+    }
+    if (cfg->handover_socket != NULL && gw_handover_take(cfg->handover_socket, inh, peer, err) != 0) {
+        gw_log(GW_LOG_ERROR, "handover", "%s", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Closes what gw_server_start did not take (it took all, or none when it failed early). */
+static void inherited_cleanup(struct gw_inherited *inh)
+{
+    for (size_t i = 0; i < inh->n; i++)
+        if (inh->fds[i] >= 0)
+            close(inh->fds[i]);
+    free(inh->fds);
+    *inh = (struct gw_inherited){NULL, 0};
+}
+
 static int cmd_run(const char *path)
 {
     char err[GW_ERR_LEN], lst[512];
     struct runner r = {.path = path};
     struct gw_gen *first = NULL;
     const struct gw_config *cfg;
+    struct gw_inherited inh = {NULL, 0};
+    int predecessor = -1;
+    bool successor;
     sigset_t set;
     int rc = EXIT_FAILURE;
 
@@ -584,7 +626,11 @@ static int cmd_run(const char *path)
         gw_log(GW_LOG_ERROR, "startup", "out of memory");
         goto out;
     }
-    if ((r.server = gw_server_start(r.gens, reload, &r, err)) == NULL) {
+    if (inherit(cfg, &inh, &predecessor) != 0)
+        goto out;
+    r.server = gw_server_start(r.gens, reload, &r, &inh, err);
+    inherited_cleanup(&inh);
+    if (r.server == NULL) {
         gw_log(GW_LOG_ERROR, "startup", "%s", err);
         goto out;
     }
@@ -593,10 +639,15 @@ static int cmd_run(const char *path)
     if (drop_privileges(cfg) != 0)
         goto out;
     if (gw_server_run(r.server, err) != 0 ||
-        (first->prober = gw_prober_start(cfg, first->ups, err)) == NULL) {
+        (first->prober = gw_prober_start(cfg, first->ups, err)) == NULL ||
+        (cfg->handover_socket != NULL &&
+         (r.handover = gw_handover_serve(cfg->handover_socket, r.server, err)) == NULL)) {
         gw_log(GW_LOG_ERROR, "startup", "%s", err);
         goto out;
     }
+    /* serving: the predecessor stops accepting and drains */
+    gw_handover_ready(predecessor);
+    predecessor = -1;
     listeners_str(cfg, lst, sizeof(lst));
     gw_log_kv(GW_LOG_INFO, "started", "version", CMPGW_VERSION, "config", path, "listeners", lst,
               "path_prefix", cfg->path_prefix, NULL);
@@ -604,11 +655,15 @@ static int cmd_run(const char *path)
     serve(&set, &r);
     rc = EXIT_SUCCESS;
 out:
+    if (predecessor >= 0) /* not started: the predecessor serves on */
+        close(predecessor);
     /* a reload in progress ends first; none starts after this */
     pthread_mutex_lock(&r.lock);
     r.closed = true;
     pthread_mutex_unlock(&r.lock);
-    gw_server_stop(r.server); /* drains first: the probes' answers are not needed for it */
+    successor = gw_handover_done(r.handover);
+    gw_handover_stop(r.handover);
+    gw_server_stop(r.server, successor); /* drains first: the probes' answers are not needed for it */
     if (!gw_gens_free(r.gens)) {
         /* a late completion may still read the configuration and the metrics: leave both to exit */
         return rc;

@@ -6,6 +6,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 
 #ifdef CMPGW_WITH_SYSTEMD
@@ -42,6 +43,17 @@ void gw_notify_stopping(void)
     (void)sd_notify(0, "STOPPING=1\nSTATUS=draining");
 }
 
+int gw_notify_listen_fds(int **fds)
+{
+    int n = sd_listen_fds(1); /* 1: unset LISTEN_FDS, so that children do not take them too */
+
+    if (n <= 0 || (*fds = calloc((size_t)n, sizeof(int))) == NULL)
+        return 0;
+    for (int i = 0; i < n; i++)
+        (*fds)[i] = SD_LISTEN_FDS_START + i;
+    return n;
+}
+
 bool gw_notify_enabled(void)
 {
     return true;
@@ -64,6 +76,12 @@ void gw_notify_reloading(void)
 
 void gw_notify_stopping(void)
 {
+}
+
+int gw_notify_listen_fds(int **fds)
+{
+    (void)fds;
+    return 0;
 }
 
 bool gw_notify_enabled(void)

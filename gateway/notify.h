@@ -21,6 +21,12 @@ void gw_notify_reloading(void);
 /* gw_notify_stopping says shutdown has begun. */
 void gw_notify_stopping(void);
 
+/*
+ * gw_notify_listen_fds takes the listening sockets of socket activation (LISTEN_FDS, for this
+ * process): their count, and a new array of them in |*fds|; 0 when there are none.
+ */
+int gw_notify_listen_fds(int **fds);
+
 /* gw_notify_enabled tells whether this build speaks the protocol at all. */
 bool gw_notify_enabled(void);
 

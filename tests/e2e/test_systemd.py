@@ -1,7 +1,7 @@
 """cmpgw under systemd's protocol: a real gateway started with NOTIFY_SOCKET pointing at a datagram
 socket of this test sends READY=1 once it serves, WATCHDOG=1 while it runs (WATCHDOG_USEC set),
 RELOADING=1 then READY=1 again on SIGHUP, and STOPPING=1 on SIGTERM; and deploy/systemd/cmpgw.service passes `systemd-analyze verify` (silent)
-and `systemd-analyze security --offline=true --threshold=30`."""
+and `systemd-analyze security --offline=true --threshold=30`, as does cmpgw.socket the first."""
 import os
 import shutil
 import signal
@@ -75,6 +75,10 @@ class Unit(unittest.TestCase):
             s = subprocess.run([analyze, "security", "--offline=true", "--threshold=30", str(unit)],
                                capture_output=True, text=True)
             self.assertEqual(s.returncode, 0, s.stdout + s.stderr)
+            sock = Path(d) / "cmpgw.socket"
+            sock.write_text((harness.REPO / "deploy" / "systemd" / "cmpgw.socket").read_text())
+            v = subprocess.run([analyze, "verify", str(sock)], capture_output=True, text=True)
+            self.assertEqual((v.returncode, v.stdout + v.stderr), (0, ""))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,321 @@
+/*
+ * Listening sockets handed from a running gateway to its successor over a Unix socket (handover.h).
+ *
+ * The exchange, on one stream connection opened by the successor:
+ *   predecessor -> successor   "CMPGW-HANDOVER 1 <n>\n" with <n> listening sockets (SCM_RIGHTS)
+ *   successor -> predecessor   "ready\n" once it serves them (or it closes: the predecessor serves on)
+ */
+#include "gateway/handover.h"
+#include "base/err.h"
+#include "base/limits.h"
+#include "base/log.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define HANDOVER_MAGIC "CMPGW-HANDOVER 1 "
+#define HANDOVER_MAX_FDS 253         /* the kernel's SCM_MAX_FD */
+#define HANDOVER_TAKE_TIMEOUT_S 10   /* the successor waiting for the sockets */
+#define HANDOVER_READY_TIMEOUT_S 120 /* the predecessor waiting for its successor to start */
+
+struct gw_handover {
+    char *path;
+    int fd; /* the listening Unix socket */
+    dev_t dev;
+    ino_t ino; /* of |path| as this gateway bound it */
+    struct gw_server *server;
+    pthread_t tid;
+    atomic_bool done, stopping;
+    pthread_mutex_t lock; /* guards |conn| */
+    int conn;             /* the successor being served, or -1 */
+};
+
+static int unix_addr(const char *path, struct sockaddr_un *a)
+{
+    memset(a, 0, sizeof(*a));
+    a->sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof(a->sun_path))
+        return GW_ERR_INVAL;
+    memcpy(a->sun_path, path, strlen(path) + 1);
+    return 0;
+}
+
+static void set_timeout(int fd, int secs)
+{
+    struct timeval tv = {secs, 0};
+
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+/* ---- the successor's side ---- */
+
+/* Reads the predecessor's message: the header and the sockets. 0 or an error with |err|. */
+static int receive_fds(int fd, const char *path, struct gw_inherited *out, char *err)
+{
+    char buf[64] = "", ctl[CMSG_SPACE(sizeof(int) * HANDOVER_MAX_FDS)];
+    struct iovec iov = {buf, sizeof(buf) - 1};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof(ctl)};
+    struct cmsghdr *cm;
+    size_t n = 0, want;
+    ssize_t got;
+    char *end;
+
+    while ((got = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+        ;
+    for (cm = got > 0 ? CMSG_FIRSTHDR(&msg) : NULL; cm != NULL; cm = CMSG_NXTHDR(&msg, cm)) {
+        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+            n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            if ((out->fds = calloc(n + 1, sizeof(int))) == NULL)
+                n = 0; /* the descriptors leak into a start that fails anyway */
+            else
+                memcpy(out->fds, CMSG_DATA(cm), n * sizeof(int));
+            break;
+        }
+    }
+    out->n = n;
+    if (got <= 0 || strncmp(buf, HANDOVER_MAGIC, strlen(HANDOVER_MAGIC)) != 0) {
+        snprintf(err, GW_ERR_LEN, "handover_socket %s: the running gateway sent no sockets (%s)", path,
+                 got < 0 ? strerror(errno) : "not a hand-over");
+        return GW_ERR_IO;
+    }
+    want = strtoul(buf + strlen(HANDOVER_MAGIC), &end, 10);
+    if (want != n || (msg.msg_flags & MSG_CTRUNC) != 0 || n == 0) {
+        snprintf(err, GW_ERR_LEN, "handover_socket %s: %zu of %zu listening sockets received", path, n, want);
+        return GW_ERR_IO;
+    }
+    return 0;
+}
+
+int gw_handover_take(const char *path, struct gw_inherited *out, int *peer, char *err)
+{
+    struct sockaddr_un a;
+    int fd, e;
+
+    *peer = -1;
+    *out = (struct gw_inherited){NULL, 0};
+    if (unix_addr(path, &a) != 0 || (fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0) {
+        snprintf(err, GW_ERR_LEN, "handover_socket %s: %s", path, strerror(errno));
+        return GW_ERR_IO;
+    }
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+        e = errno;
+        close(fd);
+        if (e == ENOENT || e == ECONNREFUSED)
+            return 0; /* nobody to take over from: bind */
+        snprintf(err, GW_ERR_LEN, "handover_socket %s: %s", path, strerror(e));
+        return GW_ERR_IO;
+    }
+    set_timeout(fd, HANDOVER_TAKE_TIMEOUT_S);
+    if (receive_fds(fd, path, out, err) != 0) {
+        for (size_t i = 0; i < out->n; i++)
+            close(out->fds[i]);
+        free(out->fds);
+        *out = (struct gw_inherited){NULL, 0};
+        close(fd);
+        return GW_ERR_IO;
+    }
+    gw_log(GW_LOG_INFO, "handover", "took %zu listening sockets from the gateway at %s", out->n, path);
+    *peer = fd;
+    return 0;
+}
+
+void gw_handover_ready(int peer)
+{
+    if (peer < 0)
+        return;
+    if (write(peer, "ready\n", 6) != 6)
+        gw_log(GW_LOG_WARN, "handover", "could not tell the predecessor we serve: %s", strerror(errno));
+    close(peer);
+}
+
+/* ---- the running gateway's side ---- */
+
+/* Sends every listening socket to |conn|. 0 or -1 (logged). */
+static int send_fds(struct gw_handover *h, int conn, pid_t pid)
+{
+    char head[64], ctl[CMSG_SPACE(sizeof(int) * HANDOVER_MAX_FDS)];
+    struct iovec iov = {head, 0};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl};
+    struct cmsghdr *cm;
+    int *fds = NULL, rc = -1;
+    size_t n = 0;
+
+    if (gw_server_listen_fds(h->server, &fds, &n) != 0 || n == 0 || n > HANDOVER_MAX_FDS) {
+        gw_log(GW_LOG_ERROR, "handover", "cannot hand %zu listening sockets to pid %ld", n, (long)pid);
+        goto out;
+    }
+    iov.iov_len = (size_t)snprintf(head, sizeof(head), HANDOVER_MAGIC "%zu\n", n);
+    memset(ctl, 0, sizeof(ctl));
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * n);
+    cm = CMSG_FIRSTHDR(&msg);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int) * n);
+    memcpy(CMSG_DATA(cm), fds, sizeof(int) * n);
+    if (sendmsg(conn, &msg, MSG_NOSIGNAL) != (ssize_t)iov.iov_len) {
+        gw_log(GW_LOG_ERROR, "handover", "sending the listening sockets to pid %ld: %s", (long)pid,
+               strerror(errno));
+        goto out;
+    }
+    gw_log(GW_LOG_INFO, "handover", "%zu listening sockets sent to pid %ld; waiting for it to serve", n,
+           (long)pid);
+    rc = 0;
+out:
+    free(fds);
+    return rc;
+}
+
+/* One successor: may it have the sockets, are they sent, does it serve. True once it does. */
+static bool serve_one(struct gw_handover *h, int conn)
+{
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    char buf[16] = "";
+    ssize_t got;
+
+    if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
+        (cred.uid != geteuid() && cred.uid != 0)) {
+        gw_log(GW_LOG_WARN, "handover",
+               "refused a hand-over to uid %ld: only this user or root may take the sockets",
+               len == sizeof(cred) ? (long)cred.uid : -1L);
+        return false;
+    }
+    set_timeout(conn, HANDOVER_READY_TIMEOUT_S);
+    if (send_fds(h, conn, cred.pid) != 0)
+        return false;
+    while ((got = read(conn, buf, sizeof(buf) - 1)) < 0 && errno == EINTR)
+        ;
+    if (got < 6 || strncmp(buf, "ready\n", 6) != 0) {
+        gw_log(GW_LOG_WARN, "handover", "pid %ld did not start serving (%s); this gateway serves on",
+               (long)cred.pid, got < 0 ? strerror(errno) : "it closed the connection");
+        return false;
+    }
+    gw_log(GW_LOG_INFO, "handover", "pid %ld serves the listening sockets; this gateway drains and stops",
+           (long)cred.pid);
+    return true;
+}
+
+static void *handover_main(void *arg)
+{
+    struct gw_handover *h = arg;
+    int conn;
+
+    while (!atomic_load(&h->stopping)) {
+        if ((conn = accept4(h->fd, NULL, NULL, SOCK_CLOEXEC)) < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            break; /* shut down by gw_handover_stop */
+        }
+        pthread_mutex_lock(&h->lock);
+        h->conn = conn;
+        pthread_mutex_unlock(&h->lock);
+        bool ok = serve_one(h, conn);
+        pthread_mutex_lock(&h->lock);
+        h->conn = -1;
+        close(conn);
+        pthread_mutex_unlock(&h->lock);
+        if (ok) {
+            atomic_store(&h->done, true);
+            kill(getpid(), SIGTERM); /* main drains, knowing a successor serves */
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* Binds |h->path| through a temporary name renamed over it, so that it never points nowhere. */
+static int bind_path(struct gw_handover *h, char *err)
+{
+    struct sockaddr_un a;
+    struct stat st;
+    char tmp[sizeof(a.sun_path) + 32];
+
+    snprintf(tmp, sizeof(tmp), "%s.%ld", h->path, (long)getpid());
+    if (unix_addr(tmp, &a) != 0) {
+        snprintf(err, GW_ERR_LEN, "handover_socket %s: the path is too long", h->path);
+        return GW_ERR_INVAL;
+    }
+    (void)unlink(tmp);
+    if ((h->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
+        bind(h->fd, (struct sockaddr *)&a, sizeof(a)) != 0 || chmod(tmp, 0600) != 0 ||
+        listen(h->fd, 4) != 0 || rename(tmp, h->path) != 0 || stat(h->path, &st) != 0) {
+        snprintf(err, GW_ERR_LEN, "handover_socket %s: %s", h->path, strerror(errno));
+        (void)unlink(tmp);
+        return GW_ERR_IO;
+    }
+    h->dev = st.st_dev;
+    h->ino = st.st_ino;
+    return 0;
+}
+
+struct gw_handover *gw_handover_serve(const char *path, struct gw_server *server, char *err)
+{
+    struct gw_handover *h = calloc(1, sizeof(*h));
+    sigset_t all, saved;
+    int rc;
+
+    if (h == NULL || (h->path = strdup(path)) == NULL) {
+        free(h);
+        snprintf(err, GW_ERR_LEN, "handover_socket: out of memory");
+        return NULL;
+    }
+    h->fd = -1;
+    h->conn = -1;
+    h->server = server;
+    pthread_mutex_init(&h->lock, NULL);
+    if (bind_path(h, err) != 0) {
+        gw_handover_stop(h);
+        return NULL;
+    }
+    sigfillset(&all); /* signals belong to main */
+    pthread_sigmask(SIG_SETMASK, &all, &saved);
+    rc = pthread_create(&h->tid, NULL, handover_main, h);
+    pthread_sigmask(SIG_SETMASK, &saved, NULL);
+    if (rc != 0) {
+        snprintf(err, GW_ERR_LEN, "handover_socket: cannot start a thread");
+        gw_handover_stop(h);
+        return NULL;
+    }
+    return h;
+}
+
+bool gw_handover_done(struct gw_handover *h)
+{
+    return h != NULL && atomic_load(&h->done);
+}
+
+void gw_handover_stop(struct gw_handover *h)
+{
+    struct stat st;
+
+    if (h == NULL)
+        return;
+    atomic_store(&h->stopping, true);
+    if (h->fd >= 0)
+        shutdown(h->fd, SHUT_RDWR); /* wakes accept() */
+    pthread_mutex_lock(&h->lock);
+    if (h->conn >= 0)
+        shutdown(h->conn, SHUT_RDWR); /* wakes a wait for "ready" */
+    pthread_mutex_unlock(&h->lock);
+    if (h->tid != 0)
+        pthread_join(h->tid, NULL);
+    if (h->fd >= 0)
+        close(h->fd);
+    /* a successor renamed its own socket over the path: that one stays */
+    if (h->ino != 0 && stat(h->path, &st) == 0 && st.st_dev == h->dev && st.st_ino == h->ino)
+        (void)unlink(h->path);
+    pthread_mutex_destroy(&h->lock);
+    free(h->path);
+    free(h);
+}

@@ -1,0 +1,181 @@
+"""Restart without refusing a connection (docs/operations.md, "Restart and upgrade"): a second
+gateway started with the same "handover_socket" takes the running one's listening sockets, and the
+first drains and exits 0 while a cmpload run (implicitConfirm: no transaction spans the restart) and
+a client that connects anew for every request see no failure; a would-be successor that takes the
+sockets but never serves leaves the running gateway serving; a process of another user gets nothing;
+and socket activation (systemd-socket-activate) serves the socket it is given."""
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import unittest
+
+import sys
+sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+import harness  # noqa: E402
+
+LOAD_BIN = os.environ.get("CMPGW_LOAD_BIN")
+
+
+def log_events(path, event):
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and obj.get("event") == event:
+            out.append(obj)
+    return out
+
+
+class Restart(harness.GatewayTestCase):
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["handover_socket"] = "handover.sock"
+        cfg["cmp"] = {"max_transactions_per_identity": 64, "max_recent_per_identity": 100000}
+
+    def connect_per_request(self, stop, failures, count):
+        """A client that opens a TLS connection for every request (as `openssl cmp` does)."""
+        ctx = self.gw.tls_context()
+        while not stop.is_set():
+            try:
+                with socket.create_connection(("127.0.0.1", self.gw.port), timeout=10) as s:
+                    with ctx.wrap_socket(s, server_hostname="127.0.0.1") as t:
+                        t.sendall(b"POST /pki/cmp HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+                                  b"Content-Length: 1\r\nConnection: close\r\n\r\nx")
+                        head = t.recv(64)
+                        if not head.startswith(b"HTTP/1.1 415"):
+                            failures.append(head[:40])
+                count[0] += 1
+            except (OSError, ValueError) as e:
+                failures.append(repr(e))
+            time.sleep(0.01)
+
+    def start_successor(self, name):
+        err = open(self.gw.dir / ("%s.stderr" % name), "wb")
+        proc = subprocess.Popen([str(harness.GATEWAY_BIN), "-c", str(self.gw.config_path)], cwd=self.gw.dir,
+                                stdout=subprocess.DEVNULL, stderr=err, env=self.gw.env())
+        return proc, err
+
+    @unittest.skipUnless(LOAD_BIN, "CMPGW_LOAD_BIN (cmpload) is set by ctest")
+    def test_restart_under_load_refuses_nothing(self):
+        d = self.gw.dir
+        argv = [LOAD_BIN, "--url", self.gw.url(), "--cafile", d / "ca.pem", "--tls-cert", d / "client.pem",
+                "--tls-key", d / "client.key", "--cert", d / "client.pem", "--key", d / "client.key",
+                "--trusted", d / "ca.pem", "--subject", "/CN=restart-load", "--threads", "2",
+                "--duration", "10", "--keys", "200", "--implicit-confirm"]
+        load = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        stop, failures, count = threading.Event(), [], [0]
+        prober = threading.Thread(target=self.connect_per_request, args=(stop, failures, count))
+        prober.start()
+        old = self.gw.proc
+        try:
+            time.sleep(2)
+            new, new_err = self.start_successor("successor")
+            rc = old.wait(timeout=30)  # the first one drains and exits by itself
+            self.assertEqual(rc, 0, self.gw.stderr()[-3000:])
+            self.assertIsNone(new.poll(), (d / "successor.stderr").read_text()[-3000:])
+            out, err = load.communicate(timeout=60)
+        finally:
+            stop.set()
+            prober.join(30)
+        try:
+            self.assertEqual(failures, [], "connect-per-request client failed")
+            self.assertGreater(count[0], 20)
+            result = json.loads(out.decode().strip().splitlines()[-1])
+            self.assertEqual(result["errors"], 0, err.decode()[-2000:])
+            print("restart under load:", result, "and", count[0], "connect-per-request requests",
+                  file=sys.stderr)
+            self.assertTrue(log_events(self.gw.stderr_path, "handover"))
+            self.assertIn("a successor serves the listening sockets", self.gw.stderr())
+            self.assertIn("took", (d / "successor.stderr").read_text())
+            # the successor serves, and hands over in turn
+            self.assertIsNotNone(self.enrol("after-restart")[0])
+            self.assertTrue((d / "handover.sock").exists())
+        finally:
+            new.send_signal(signal.SIGTERM)
+            self.assertEqual(new.wait(timeout=30), 0)
+            new_err.close()
+            harness_text = (d / "successor.stderr").read_text()
+            for mark in harness.SANITIZER_MARKS:
+                self.assertNotIn(mark, harness_text)
+            # the class's gateway is gone: start a fresh one for the other tests
+            self.gw._err.close()
+            self.gw._out.close()
+            self.gw.start()
+
+    def test_successor_that_never_serves(self):
+        """Takes the sockets and goes away without "ready": the running gateway serves on."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(str(self.gw.dir / "handover.sock"))
+        msg, fds, _, _ = socket.recv_fds(s, 64, 253)
+        self.assertTrue(msg.startswith(b"CMPGW-HANDOVER 1 "), msg)
+        self.assertEqual(len(fds), int(msg.split()[2]))
+        for fd in fds:
+            os.close(fd)
+        s.close()
+        deadline = time.monotonic() + 10
+        while "did not start serving" not in self.gw.stderr() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertIn("did not start serving", self.gw.stderr())
+        self.assertIsNone(self.gw.proc.poll())
+        self.assertIsNotNone(self.enrol("still-serving")[0])
+
+    def test_other_user_gets_nothing(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root to be another user")
+        nobody = pwd.getpwnam("nobody")
+        path = self.gw.dir / "handover.sock"
+        os.chmod(path, 0o666)  # past the file mode: the gateway itself must refuse
+        for d in (self.gw.dir.parent, self.gw.dir):
+            os.chmod(d, 0o711)
+        script = ("import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\n"
+                  "m,f,_,_=socket.recv_fds(s,64,253)\nprint(len(f))\n")
+        p = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True,
+                           preexec_fn=lambda: (os.setgid(nobody.pw_gid), os.setuid(nobody.pw_uid)), timeout=30)
+        self.assertEqual(p.stdout.strip(), "0", p.stderr)
+        self.assertIn("refused a hand-over to uid %d" % nobody.pw_uid, self.gw.stderr())
+        self.assertIsNotNone(self.enrol("after-refusal")[0])
+
+
+class SocketActivation(unittest.TestCase):
+
+    def test_activated_socket_served(self):
+        activate = shutil.which("systemd-socket-activate")
+        if activate is None:
+            self.skipTest("systemd-socket-activate is not installed")
+        import tempfile
+        from pathlib import Path
+        tmp = Path(tempfile.mkdtemp(prefix="cmpgw-e2e-"))
+        try:
+            gw = harness.Gateway(tmp / "pki", lambda cfg, g: cfg.pop("admin"))
+            gw._err = open(gw.stderr_path, "wb")
+            gw._out = open(gw.stdout_path, "wb")
+            env = gw.env()
+            # it passes the program only the variables named with -E (the sanitizers' among them)
+            keep = [a for k in ("ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS") if k in env for a in ("-E", k)]
+            gw.proc = subprocess.Popen([activate, "-l", "127.0.0.1:%d" % gw.port] + keep +
+                                       [str(harness.GATEWAY_BIN), "-c", str(gw.config_path)], cwd=gw.dir,
+                                       stdout=gw._out, stderr=gw._err, env=env)
+            gw.wait_ready()
+            try:
+                key = harness.genkey(gw.dir / "act.key")
+                res = gw.cmp("ir", "act", newkey=key, subject="/CN=activated", extra=("-implicit_confirm",))
+                self.assertIsNotNone(res.cert)
+                self.assertIn("socket activation", gw.stderr())
+                self.assertIn("(inherited socket)", gw.stderr())
+            finally:
+                gw.stop()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    harness.main()
