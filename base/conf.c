@@ -447,7 +447,8 @@ int gw_conf_p_file(struct gw_conf_ctx *pc, const char *path, struct json_object 
         return GW_ERR_INVAL;
     if (s[0] == '\0')
         return gw_conf_fail(pc, path, "expected a file name, got \"\"");
-    if (s[0] == '/' || pc->base_dir == NULL || pc->base_dir[0] == '\0') {
+    /* absolute, or a PKCS#11 URI (RFC 7512) where a private key is named (base/pkcs11.h) */
+    if (s[0] == '/' || strncmp(s, "pkcs11:", 7) == 0 || pc->base_dir == NULL || pc->base_dir[0] == '\0') {
         *dst = strdup(s);
         return *dst != NULL ? 0 : GW_ERR_NOMEM;
     }

@@ -23,6 +23,8 @@
 #define GW_MAX_AUTH_FAILURE_WINDOW 86400
 #define GW_MAX_ADMIN_CONNECTIONS 16 /* per loop thread, on the admin listener (outside the CMP limits) */
 #define GW_MAX_INHERITED_FDS 256    /* listening sockets taken over per listener (activation, hand-over) */
+#define GW_LOOP_LISTENS 64          /* listening sockets one loop thread serves (bound, inherited) */
+#define GW_APPLY_TIMEOUT_MS 5000    /* a reload waits this long for every loop thread to take it up */
 #define GW_MAX_UNIX_PATH 90         /* a Unix socket path, below sun_path's 108 with a suffix to spare */
 #define GW_REFUSAL_LOG_SECS 1       /* at most one "connection_refused" log line per second */
 #define GW_MAX_LOG_SAMPLE 1000000   /* "log_sample_success": at most 1 request line in a million */

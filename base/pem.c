@@ -3,6 +3,7 @@
  */
 #include "base/pem.h"
 #include "base/err.h"
+#include "base/pkcs11.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -127,6 +128,21 @@ static EVP_PKEY *store_key(const char *file, struct passphrase *pp)
     return key;
 }
 
+/* A key in a PKCS#11 token, its PIN the passphrase (base/pkcs11.h). */
+static int token_key(struct gw_conf_ctx *pc, const char *path, const char *uri, const struct passphrase *pp,
+                     EVP_PKEY **out)
+{
+    char pin[GW_MAX_PASSPHRASE_LEN + 1], why[GW_ERR_LEN];
+
+    if (pp->p != NULL) {
+        memcpy(pin, pp->p, pp->len);
+        pin[pp->len] = '\0';
+    }
+    *out = gw_pkcs11_load_key(uri, pp->p != NULL ? pin : NULL, why, sizeof(why));
+    OPENSSL_cleanse(pin, sizeof(pin));
+    return *out != NULL ? 0 : gw_conf_fail(pc, path, "%s", why);
+}
+
 int gw_pem_load_key(struct gw_conf_ctx *pc, const char *path, const char *file, const char *passfile,
                     EVP_PKEY **out)
 {
@@ -134,16 +150,24 @@ int gw_pem_load_key(struct gw_conf_ctx *pc, const char *path, const char *file, 
     unsigned char *secret = NULL;
     char ppath[GW_CONF_PATH_LEN];
     BIO *bio;
+    int rc;
 
     *out = NULL;
-    if ((bio = gw_conf_open(pc, path, file)) == NULL) /* a clear error for a missing or unreadable file */
-        return GW_ERR_INVAL;
-    BIO_free(bio);
+    if (!gw_pkcs11_is_uri(file)) {
+        if ((bio = gw_conf_open(pc, path, file)) == NULL) /* a clear error for a missing or unreadable file */
+            return GW_ERR_INVAL;
+        BIO_free(bio);
+    }
     snprintf(ppath, sizeof(ppath), "%s_passphrase_file", path);
     if (passfile != NULL &&
         gw_conf_read_secret_sized(pc, ppath, passfile, 1, GW_MAX_PASSPHRASE_LEN, &secret, &pp.len) != 0)
         return GW_ERR_INVAL;
     pp.p = secret;
+    if (gw_pkcs11_is_uri(file)) {
+        rc = token_key(pc, path, file, &pp, out);
+        OPENSSL_clear_free(secret, GW_MAX_PASSPHRASE_LEN + 3);
+        return rc;
+    }
     *out = store_key(file, &pp);
     OPENSSL_clear_free(secret, GW_MAX_PASSPHRASE_LEN + 3);
     ERR_clear_error();

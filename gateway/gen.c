@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 struct gw_gens {
     pthread_mutex_t lock; /* guards |current| (a swap between its load and its hold) and |retired| */
@@ -71,6 +72,11 @@ static bool gen_free(struct gw_gen *g)
     for (size_t i = 0; i < g->n_ssl_ctx; i++)
         SSL_CTX_free(g->ssl_ctx[i]);
     free(g->ssl_ctx);
+    free(g->keys);
+    for (size_t i = 0; i < g->n_bound; i++) /* a reload refused after binding */
+        if (g->bound[i] >= 0)
+            close(g->bound[i]);
+    free(g->bound);
     if (all)
         gw_config_free(g->cfg);
     free(g);

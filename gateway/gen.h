@@ -23,6 +23,14 @@ struct gw_cmp_engine;
 struct gw_prober;
 struct gw_upstream_set;
 
+/* What a listener is made of that only a new socket can change (gateway/listener.c). */
+struct gw_listen_key {
+    unsigned id; /* the socket's: a listener kept by a reload keeps its id */
+    char address[64];
+    uint16_t port; /* as configured (0 = the kernel's choice) */
+    bool tls, http2, admin;
+};
+
 struct gw_gen {
     unsigned long id; /* 1 for the configuration loaded at start, then one more per reload */
     time_t loaded;
@@ -33,6 +41,9 @@ struct gw_gen {
     struct gw_prober *prober; /* started once current, stopped when retired */
     SSL_CTX **ssl_ctx;        /* per listener (gw_server_prepare); NULL entry = plain HTTP */
     size_t n_ssl_ctx;
+    struct gw_listen_key *keys; /* per listener, as ssl_ctx */
+    int *bound;                 /* per listener and loop thread: a socket a reload bound, not yet served */
+    size_t n_bound;
     struct gw_gen *next; /* on the retired list */
 };
 

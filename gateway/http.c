@@ -386,10 +386,12 @@ static int check_request(struct gw_loop *lt, h2o_req_t *req, struct gw_route_mat
     int rc;
 
     r->reason[0] = '\0';
-    if (c != NULL && gw_conn_recheck(c) != 0)
-        return refuse(r, 403, HDR_CLOSE,
-                      "TLS client certificate no longer trusted since the configuration was reloaded: "
-                      "reconnect with one this listener accepts");
+    if (c != NULL && (rc = gw_conn_recheck(c)) != 0)
+        return refuse(r, 403, HDR_CLOSE, "%s",
+                      rc == GW_ERR_NOT_FOUND
+                          ? "this listener was removed by a configuration reload"
+                          : "TLS client certificate no longer trusted since the configuration "
+                            "was reloaded: reconnect with one this listener accepts");
     rc = gw_route_match(&lt->gen->cfg->routes, req->path.base, path_len(req), match, r->reason);
     if (rc != 0) {
         r->status = rc == GW_ERR_FORBIDDEN ? 403 : rc == GW_ERR_NOT_FOUND ? 404 : 400;

@@ -94,17 +94,18 @@ err:
     return -1;
 }
 
-/* Appends a listening socket of listener |i| to loop |lt| (before the loops start). */
+/* Appends a listening socket of listener |i| (of s->keys) to loop |lt| (before the loops start). */
 static int add_listen(struct gw_loop *lt, size_t i, int fd)
 {
-    struct gw_listen *l = realloc(lt->listens, (lt->n_listens + 1) * sizeof(*l));
+    const struct gw_listen_key *k = &lt->server->keys[i];
 
-    if (l == NULL) {
+    if (lt->n_listens >= GW_LOOP_LISTENS) {
         close(fd);
-        return GW_ERR_NOMEM;
+        errno = EMFILE;
+        return GW_ERR_LIMIT;
     }
-    lt->listens = l;
-    lt->listens[lt->n_listens++] = (struct gw_listen){.loop = lt, .listener = i, .fd = fd};
+    lt->listens[lt->n_listens++] =
+        (struct gw_listen){.loop = lt, .listener = i, .id = k->id, .admin = k->admin, .fd = fd};
     return 0;
 }
 
@@ -164,12 +165,49 @@ static int take_inherited(struct gw_server *s, size_t i, struct gw_inherited *in
 }
 
 /*
+ * Binds one socket of |lc| per loop thread into |fds| (all on one port: |*port|, or the kernel's
+ * choice for 0). A first socket bound without SO_REUSEPORT and never listened on fails when any
+ * other process holds the port, which a SO_REUSEPORT bind would silently share with a second
+ * gateway of the same user. 0, or GW_ERR_IO with |err| (nothing left open).
+ */
+static int bind_loops(struct gw_server *s, const struct gw_listener_conf *lc, uint16_t *port, int *fds,
+                      char *err)
+{
+    int probe = bind_one(lc, port, true, err);
+
+    if (probe < 0)
+        return GW_ERR_IO;
+    close(probe); /* bound, never listened: the port is free again at once */
+    for (size_t t = 0; t < s->n_loops; t++) {
+        if ((fds[t] = bind_one(lc, port, false, err)) < 0) {
+            while (t-- > 0)
+                close(fds[t]);
+            return GW_ERR_IO;
+        }
+    }
+    return 0;
+}
+
+static void log_listening(const struct gw_listener_conf *lc, const struct gw_listen_key *k, uint16_t port,
+                          const char *how)
+{
+    bool v6 = strchr(lc->address, ':') != NULL;
+
+    gw_log(GW_LOG_INFO, "listening", "%s%s%s:%u %s client_auth=%s%s%s", v6 ? "[" : "", lc->address,
+           v6 ? "]" : "", (unsigned)port, k->tls ? "https" : "http",
+           lc->client_auth == GW_CLIENT_AUTH_REQUIRE    ? "require"
+           : lc->client_auth == GW_CLIENT_AUTH_OPTIONAL ? "optional"
+                                                        : "none",
+           k->admin ? " admin: /healthz /readyz /metrics /reload" : "", how);
+}
+
+/*
  * Binds every listener of the configuration on every loop thread (listener i uses the same port on
  * all threads), or takes the sockets |inh| has for it; closes inherited sockets no listener wants.
  */
 static int bind_all(struct gw_server *s, struct gw_inherited *inh, char *err)
 {
-    for (size_t i = 0; i < s->n_listeners; i++) {
+    for (size_t i = 0; i < s->n_keys; i++) {
         const struct gw_listener_conf *lc = gw_listener_conf(s->boot, i);
         uint16_t port = lc->port;
         int got = take_inherited(s, i, inh, &port);
@@ -180,24 +218,14 @@ static int bind_all(struct gw_server *s, struct gw_inherited *inh, char *err)
             return got;
         }
         if (got == 0) {
-            int probe = bind_one(lc, &port, true, err);
-            if (probe < 0)
+            int fds[GW_LOOP_LISTENS];
+            if (bind_loops(s, lc, &port, fds, err) != 0)
                 return GW_ERR_IO;
-            close(probe); /* bound, never listened: the port is free again at once */
-            for (size_t t = 0; t < s->n_loops; t++) {
-                int fd = bind_one(lc, &port, false, err);
-                if (fd < 0 || add_listen(&s->loops[t], i, fd) != 0)
+            for (size_t t = 0; t < s->n_loops; t++)
+                if (add_listen(&s->loops[t], i, fds[t]) != 0)
                     return GW_ERR_IO;
-            }
         }
-        gw_log(GW_LOG_INFO, "listening", "%s%s%s:%u %s client_auth=%s%s%s",
-               strchr(lc->address, ':') != NULL ? "[" : "", lc->address,
-               strchr(lc->address, ':') != NULL ? "]" : "", (unsigned)port, s->keys[i].tls ? "https" : "http",
-               lc->client_auth == GW_CLIENT_AUTH_REQUIRE    ? "require"
-               : lc->client_auth == GW_CLIENT_AUTH_OPTIONAL ? "optional"
-                                                            : "none",
-               s->has_admin && i == s->n_listeners - 1 ? " admin: /healthz /readyz /metrics /reload" : "",
-               got > 0 ? " (inherited socket)" : "");
+        log_listening(lc, &s->keys[i], port, got > 0 ? " (inherited socket)" : "");
     }
     for (size_t j = 0; inh != NULL && j < inh->n; j++) {
         if (inh->fds[j] < 0)
@@ -232,16 +260,85 @@ static void on_accept(h2o_socket_t *listener, const char *err)
 
     if (err != NULL)
         return;
-    gw_loop_refresh(l->loop); /* a reload's TLS contexts from the first connection after it */
     for (int i = 0; i < ACCEPT_BATCH; i++) {
         if ((sock = h2o_evloop_socket_accept(listener)) == NULL)
             return;
-        if ((rc = gw_conn_attach(l->loop, sock, (size_t)(l - l->loop->listens), l->admin)) != 0) {
+        if ((rc = gw_conn_attach(l->loop, sock, l->id, l->admin)) != 0) {
             log_refused(l->loop->server, rc);
             h2o_socket_close(sock);
             continue;
         }
         h2o_accept(&l->accept, sock);
+    }
+}
+
+/* loop thread: starts accepting on |l|, whose fd is open. */
+static void listen_start(struct gw_loop *lt, struct gw_listen *l)
+{
+    struct gw_server *s = lt->server;
+
+    l->accept = (h2o_accept_ctx_t){.ctx = &lt->ctx, .hosts = l->admin ? s->admin_hosts : s->cmp_hosts};
+    l->sock = h2o_evloop_socket_create(lt->ctx.loop, l->fd, H2O_SOCKET_FLAG_DONT_READ); /* owns l->fd */
+    h2o_socket_read_start(l->sock, on_accept);
+}
+
+/* loop thread: stops accepting on |l| and closes its socket (the kernel's, if this was the last fd). */
+static void listen_close(struct gw_listen *l)
+{
+    h2o_socket_read_stop(l->sock);
+    h2o_socket_close(l->sock);
+    l->sock = NULL;
+    l->fd = -1;
+}
+
+/*
+ * loop thread: the listening sockets of |g|'s listeners. A listener kept keeps its sockets (same id);
+ * a new one takes the socket the reload bound for this loop; the sockets of a listener |g| does not
+ * have close, after the new ones accept (docs/operations.md, "Reload").
+ */
+static void relayout(struct gw_loop *lt, struct gw_gen *g)
+{
+    struct gw_server *s = lt->server;
+    struct gw_listen next[GW_LOOP_LISTENS];
+    size_t t = (size_t)(lt - s->loops), n = 0;
+    bool h2 = false;
+
+    for (size_t i = 0; i < g->n_ssl_ctx; i++) {
+        bool have = false;
+        for (size_t j = 0; j < lt->n_listens && n < GW_LOOP_LISTENS; j++) {
+            if (lt->listens[j].id != g->keys[i].id)
+                continue;
+            next[n] = lt->listens[j];
+            next[n++].listener = i;
+            have = true;
+        }
+        if (!have && g->bound != NULL && g->bound[i * s->n_loops + t] >= 0 && n < GW_LOOP_LISTENS) {
+            next[n] = (struct gw_listen){.loop = lt,
+                                         .listener = i,
+                                         .id = g->keys[i].id,
+                                         .admin = g->keys[i].admin,
+                                         .fd = g->bound[i * s->n_loops + t]};
+            g->bound[i * s->n_loops + t] = -1;
+            listen_start(lt, &next[n++]);
+        }
+        h2 |= g->keys[i].http2;
+    }
+    pthread_mutex_lock(&s->layout_lock); /* a hand-over reads the fds: none closes under it */
+    for (size_t j = 0; j < lt->n_listens; j++) {
+        bool kept = false;
+        for (size_t i = 0; i < n && !kept; i++)
+            kept = next[i].sock == lt->listens[j].sock;
+        if (!kept)
+            listen_close(&lt->listens[j]);
+    }
+    memcpy(lt->listens, next, n * sizeof(*next));
+    lt->n_listens = n;
+    for (size_t j = 0; j < n; j++)
+        lt->listens[j].sock->data = &lt->listens[j];
+    pthread_mutex_unlock(&s->layout_lock);
+    if (h2 && !lt->h2_swept) {
+        lt->h2_swept = true;
+        gw_h2sweep_start(lt);
     }
 }
 
@@ -253,11 +350,13 @@ void gw_loop_refresh(struct gw_loop *lt)
     if (lt->gen != NULL && lt->gen->id == gw_gens_current_id(s->gens))
         return;
     g = gw_gens_acquire(s->gens);
+    relayout(lt, g);
     /* a connection's SSL holds its SSL_CTX: those accepted before keep the old certificate */
     for (size_t j = 0; j < lt->n_listens; j++)
         lt->listens[j].accept.ssl_ctx = g->ssl_ctx[lt->listens[j].listener];
     gw_gen_drop(lt->gen);
     lt->gen = g;
+    atomic_store(&lt->seen, g->id);
 }
 
 /* loop thread: context, receivers and listening sockets of one loop. */
@@ -268,18 +367,9 @@ static void loop_setup(struct gw_loop *lt)
     h2o_context_init(&lt->ctx, h2o_evloop_create(), &s->h2o);
     h2o_multithread_register_receiver(lt->ctx.queue, &lt->done_rx, gw_http_on_done);
     h2o_multithread_register_receiver(lt->ctx.queue, &lt->admin_rx, gw_admin_on_reloaded);
-    for (size_t j = 0; j < lt->n_listens; j++) {
-        struct gw_listen *l = &lt->listens[j];
-        l->admin = s->has_admin && l->listener == s->n_listeners - 1;
-        l->accept = (h2o_accept_ctx_t){.ctx = &lt->ctx, .hosts = l->admin ? s->admin_hosts : s->cmp_hosts};
-        l->sock = h2o_evloop_socket_create(lt->ctx.loop, l->fd, H2O_SOCKET_FLAG_DONT_READ); /* owns l->fd */
-        l->sock->data = l;
-        h2o_socket_read_start(l->sock, on_accept);
-        lt->h2_swept |= s->keys[l->listener].http2;
-    }
-    gw_loop_refresh(lt);
-    if (lt->h2_swept)
-        gw_h2sweep_start(lt);
+    for (size_t j = 0; j < lt->n_listens; j++)
+        listen_start(lt, &lt->listens[j]);
+    gw_loop_refresh(lt); /* and the HTTP/2 sweep where a listener offers HTTP/2 */
 }
 
 /*
@@ -292,12 +382,8 @@ static void loop_drain(struct gw_loop *lt)
 {
     uint64_t deadline = gw_now_ms() + GW_DRAIN_TIMEOUT_MS;
 
-    for (size_t j = 0; j < lt->n_listens; j++) {
-        h2o_socket_read_stop(lt->listens[j].sock);
-        h2o_socket_close(lt->listens[j].sock);
-        lt->listens[j].sock = NULL;
-        lt->listens[j].fd = -1;
-    }
+    for (size_t j = 0; j < lt->n_listens; j++)
+        listen_close(&lt->listens[j]);
     h2o_context_request_shutdown(&lt->ctx);
     while ((lt->num_conns != 0 || lt->jobs_inflight != 0) && gw_now_ms() < deadline)
         h2o_evloop_run(lt->ctx.loop, 100);
@@ -390,28 +476,53 @@ static void server_free(struct gw_server *s)
         free(s->loops);
     }
     free(s->keys);
+    pthread_mutex_destroy(&s->layout_lock);
     if (s->h2o_inited)
         h2o_config_dispose(&s->h2o);
     gw_guard_free(s->guard);
     free(s);
 }
 
-/* Allocates loops, listener slots (fds -1) and what a reload may not change of |cfg|'s listeners. */
-static int server_alloc(struct gw_server *s, const struct gw_config *cfg, char *err)
+/* The keys of |cfg|'s listeners, each with the id of the socket in |prev| (n_prev) it keeps, or a new one. */
+static struct gw_listen_key *keys_of(struct gw_server *s, const struct gw_config *cfg,
+                                     const struct gw_listen_key *prev, size_t n_prev, size_t *n)
 {
-    if ((s->keys = calloc(s->n_listeners, sizeof(*s->keys))) == NULL ||
-        (s->loops = calloc(s->n_loops, sizeof(*s->loops))) == NULL)
-        goto nomem;
-    for (size_t t = 0; t < s->n_loops; t++)
-        s->loops[t].server = s;
-    for (size_t i = 0; i < s->n_listeners; i++) {
+    struct gw_listen_key *keys;
+
+    *n = cfg->n_listeners + (cfg->admin.listen.port != 0 ? 1 : 0);
+    if ((keys = calloc(*n + 1, sizeof(*keys))) == NULL)
+        return NULL;
+    for (size_t i = 0; i < *n; i++) {
         const struct gw_listener_conf *lc = gw_listener_conf(cfg, i);
-        struct gw_listen_key *k = &s->keys[i];
+        struct gw_listen_key *k = &keys[i];
 
         snprintf(k->address, sizeof(k->address), "%s", lc->address);
         k->port = lc->port;
         k->tls = lc->tls_cert != NULL;
         k->http2 = lc->http2;
+        k->admin = i == cfg->n_listeners;
+        for (size_t j = 0; j < n_prev && k->id == 0; j++)
+            if (strcmp(prev[j].address, k->address) == 0 && prev[j].port == k->port &&
+                prev[j].tls == k->tls && prev[j].http2 == k->http2 && prev[j].admin == k->admin)
+                k->id = prev[j].id;
+        if (k->id == 0)
+            k->id = ++s->last_id;
+    }
+    return keys;
+}
+
+/* Allocates the loops (each with room for GW_LOOP_LISTENS sockets) and the keys of |cfg|'s listeners. */
+static int server_alloc(struct gw_server *s, const struct gw_config *cfg, char *err)
+{
+    pthread_mutex_init(&s->layout_lock, NULL);
+    if ((s->keys = keys_of(s, cfg, NULL, 0, &s->n_keys)) == NULL ||
+        (s->loops = calloc(s->n_loops, sizeof(*s->loops))) == NULL)
+        goto nomem;
+    for (size_t t = 0; t < s->n_loops; t++) {
+        s->loops[t].server = s;
+        atomic_init(&s->loops[t].seen, 0);
+        if ((s->loops[t].listens = calloc(GW_LOOP_LISTENS, sizeof(struct gw_listen))) == NULL)
+            goto nomem;
     }
     return 0;
 
@@ -441,32 +552,39 @@ static int start_threads(struct gw_server *s, char *err)
     return 0;
 }
 
+/* Binds, one per loop thread, the listeners of |next| that the running ones do not have (a reload). */
+static int bind_new(struct gw_server *s, struct gw_gen *next, char *err)
+{
+    if ((next->bound = calloc(next->n_ssl_ctx * s->n_loops + 1, sizeof(int))) == NULL) {
+        snprintf(err, GW_ERR_LEN, "listener: out of memory");
+        return GW_ERR_NOMEM;
+    }
+    next->n_bound = next->n_ssl_ctx * s->n_loops;
+    for (size_t i = 0; i < next->n_bound; i++)
+        next->bound[i] = -1;
+    for (size_t i = 0; i < next->n_ssl_ctx; i++) {
+        const struct gw_listener_conf *lc = gw_listener_conf(next->cfg, i);
+        uint16_t port = lc->port;
+        bool running = false;
+
+        for (size_t j = 0; j < s->n_keys && !running; j++)
+            running = s->keys[j].id == next->keys[i].id;
+        if (running)
+            continue;
+        if (bind_loops(s, lc, &port, &next->bound[i * s->n_loops], err) != 0)
+            return GW_ERR_IO;
+        log_listening(lc, &next->keys[i], port, " (added by a reload)");
+    }
+    return 0;
+}
+
 int gw_server_prepare(struct gw_server *s, struct gw_gen *next, char *err)
 {
     const struct gw_config *cfg = next->cfg;
-    size_t n = cfg->n_listeners + (cfg->admin.listen.port != 0 ? 1 : 0);
+    size_t n;
 
-    if (n != s->n_listeners || (cfg->admin.listen.port != 0) != s->has_admin) {
-        snprintf(err, GW_ERR_LEN,
-                 "%s: the listeners changed (%zu instead of %zu, admin %s): a listener is a socket; restart "
-                 "to change them",
-                 cfg->path, n, s->n_listeners, cfg->admin.listen.port != 0 ? "on" : "off");
-        return GW_ERR_INVAL;
-    }
-    for (size_t i = 0; i < n; i++) {
-        const struct gw_listener_conf *lc = gw_listener_conf(cfg, i);
-        const struct gw_listen_key *k = &s->keys[i];
-
-        if (strcmp(lc->address, k->address) != 0 || lc->port != k->port || (lc->tls_cert != NULL) != k->tls ||
-            lc->http2 != k->http2) {
-            snprintf(err, GW_ERR_LEN,
-                     "%s: $.%s: address, port, TLS or http2 changed: a listener is a socket; restart to "
-                     "change it (certificates, keys and client CAs reload)",
-                     cfg->path, i < cfg->n_listeners ? "listeners" : "admin");
-            return GW_ERR_INVAL;
-        }
-    }
-    if ((next->ssl_ctx = calloc(n, sizeof(*next->ssl_ctx))) == NULL) {
+    if ((next->keys = keys_of(s, cfg, s->keys, s->n_keys, &n)) == NULL ||
+        (next->ssl_ctx = calloc(n + 1, sizeof(*next->ssl_ctx))) == NULL) {
         snprintf(err, GW_ERR_LEN, "listener: out of memory");
         return GW_ERR_NOMEM;
     }
@@ -476,7 +594,29 @@ int gw_server_prepare(struct gw_server *s, struct gw_gen *next, char *err)
         if (lc->tls_cert != NULL && (next->ssl_ctx[i] = gw_tls_ctx_new(lc, err)) == NULL)
             return GW_ERR_CRYPTO;
     }
-    return 0;
+    return s->running ? bind_new(s, next, err) : 0;
+}
+
+int gw_server_apply(struct gw_server *s, struct gw_gen *g)
+{
+    struct gw_listen_key *keys = malloc((g->n_ssl_ctx + 1) * sizeof(*keys));
+    uint64_t deadline = gw_now_ms() + GW_APPLY_TIMEOUT_MS;
+    size_t t = 0;
+
+    if (keys != NULL) {
+        memcpy(keys, g->keys, g->n_ssl_ctx * sizeof(*keys));
+        free(s->keys);
+        s->keys = keys;
+        s->n_keys = g->n_ssl_ctx;
+    }
+    gw_server_wake(s);
+    while (t < s->n_loops && gw_now_ms() < deadline) {
+        if (atomic_load(&s->loops[t].seen) >= g->id)
+            t++;
+        else
+            gw_sleep_ms(1);
+    }
+    return keys != NULL && t == s->n_loops ? 0 : GW_ERR_TIMEOUT;
 }
 
 void gw_server_wake(struct gw_server *s)
@@ -503,8 +643,6 @@ struct gw_server *gw_server_start(struct gw_gens *gens, int (*reload)(void *arg,
     s->reload_arg = reload_arg;
     s->workers = cfg->workers;
     s->queue_depth = cfg->queue_depth;
-    s->has_admin = cfg->admin.listen.port != 0;
-    s->n_listeners = cfg->n_listeners + (s->has_admin ? 1 : 0);
     s->n_loops = cfg->loop_threads != 0 ? cfg->loop_threads : GW_DEFAULT_LOOP_THREADS;
     atomic_init(&s->stopping, false);
     atomic_init(&s->refusal_logged, 0);
@@ -539,15 +677,15 @@ int gw_server_run(struct gw_server *s, char *err)
 
 int gw_server_listen_fds(struct gw_server *s, int **fds, size_t *n)
 {
-    size_t total = 0, k = 0;
+    size_t k = 0;
 
-    for (size_t t = 0; t < s->n_loops; t++)
-        total += s->loops[t].n_listens;
-    if ((*fds = calloc(total + 1, sizeof(**fds))) == NULL)
+    if ((*fds = calloc(s->n_loops * GW_LOOP_LISTENS + 1, sizeof(**fds))) == NULL)
         return GW_ERR_NOMEM;
+    pthread_mutex_lock(&s->layout_lock);
     for (size_t t = 0; t < s->n_loops; t++)
         for (size_t j = 0; j < s->loops[t].n_listens; j++)
             (*fds)[k++] = s->loops[t].listens[j].fd;
+    pthread_mutex_unlock(&s->layout_lock);
     *n = k;
     return 0;
 }

@@ -37,11 +37,20 @@ struct gw_server *gw_server_start(struct gw_gens *gens, int (*reload)(void *arg,
 int gw_server_listen_fds(struct gw_server *s, int **fds, size_t *n);
 
 /*
- * gw_server_prepare readies |next| to be served: its listeners must be those running (address,
- * port, TLS or not, HTTP/2: each is a socket, and changing one takes a restart), and their TLS
- * contexts are built from its files (certificates, keys, client CAs). 0, or an error with |err|.
+ * gw_server_prepare readies |next| to be served: the TLS contexts of its listeners, built from its
+ * files (certificates, keys, client CAs), and for each listener the running server does not have
+ * (another address, port, TLS or not, HTTP/2) its sockets, bound now: a port that cannot be had
+ * fails the reload while the running listeners serve on. 0, or an error with |err|.
  */
 int gw_server_prepare(struct gw_server *s, struct gw_gen *next, char *err);
+
+/*
+ * gw_server_apply, once |g| is current (gw_gens_swap), makes every loop thread take it up and
+ * waits until they did: the new listeners accept, then those |g| no longer has close. One reload
+ * at a time. 0, or GW_ERR_TIMEOUT when a loop did not within GW_APPLY_TIMEOUT_MS (it takes |g| up
+ * at its next turn).
+ */
+int gw_server_apply(struct gw_server *s, struct gw_gen *g);
 
 /* gw_server_wake makes every loop thread take up the current generation now (any thread). */
 void gw_server_wake(struct gw_server *s);

@@ -29,7 +29,7 @@ struct gw_conn {
     socklen_t addr_len;
     bool admin;                    /* on the admin listener: outside the CMP admission limits */
     bool handshaken;               /* its TLS handshake completed (counted once) */
-    size_t listener;               /* index of its listener */
+    unsigned listener;             /* the id of its listener's socket (struct gw_listen_key) */
     unsigned long gen;             /* the generation whose client CAs verified |peer| */
     X509 *peer;                    /* verified TLS client certificate, or NULL */
     STACK_OF(X509) *peer_chain;    /* what the client sent with it, for gw_conn_recheck */
@@ -42,7 +42,8 @@ struct gw_conn {
  */
 struct gw_listen {
     struct gw_loop *loop;
-    size_t listener; /* index of its listener (the admin listener is the last) */
+    size_t listener; /* index of its listener in the loop's generation (the admin listener is the last) */
+    unsigned id;     /* its listener's gw_listen_key id: the same across reloads */
     bool admin;      /* the admin listener's socket */
     int fd;          /* owned until |sock| wraps it; then still its number, for a hand-over */
     h2o_socket_t *sock;
@@ -57,8 +58,9 @@ struct gw_loop {
     h2o_context_t ctx;
     h2o_multithread_receiver_t done_rx;  /* completed jobs from workers; NULL message = wake */
     h2o_multithread_receiver_t admin_rx; /* finished POST /reload (admin.c) */
-    struct gw_listen *listens;           /* at least one per listener */
+    struct gw_listen *listens;           /* at least one per listener; GW_LOOP_LISTENS_CAP room */
     size_t n_listens;
+    atomic_ulong seen;               /* the id of the generation it took up (gw_server_apply waits) */
     size_t num_conns, jobs_inflight; /* loop thread only */
     size_t admin_conns;              /* of num_conns, on the admin listener */
     /* HTTP/2 stream sweep (h2sweep.c), where a listener offers HTTP/2 */
@@ -69,26 +71,20 @@ struct gw_loop {
     size_t n_h2_seen;
 };
 
-/* What a reload may not change of a listener: its socket and what was set up around it. */
-struct gw_listen_key {
-    char address[64];
-    uint16_t port; /* as configured (0 = the kernel's choice) */
-    bool tls, http2;
-};
-
 struct gw_server {
     struct gw_gens *gens;                /* the configuration: requests use the current one */
     const struct gw_config *boot;        /* the one being started from, during gw_server_start */
     int (*reload)(void *arg, char *err); /* POST /reload on the admin listener */
     void *reload_arg;
-    struct gw_listen_key *keys; /* per listener */
+    pthread_mutex_t layout_lock; /* the loops' listens arrays, against gw_server_listen_fds */
+    struct gw_listen_key *keys;  /* the listeners being served: those of the current generation */
+    size_t n_keys;
+    unsigned last_id; /* of a listener's socket (gw_listen_key.id) */
     uint32_t workers, queue_depth;
     h2o_globalconf_t h2o;
     bool h2o_inited;
     h2o_hostconf_t *cmp_hosts[2];   /* what a CMP listener serves: the catch-all CMP handler */
     h2o_hostconf_t *admin_hosts[2]; /* what the admin listener serves (admin.c) */
-    size_t n_listeners;             /* the CMP listeners, then the admin listener if configured */
-    bool has_admin;
     struct gw_loop *loops;
     size_t n_loops;
     struct gw_pool *pool;
@@ -109,19 +105,20 @@ void gw_loop_refresh(struct gw_loop *lt);
 SSL_CTX *gw_tls_ctx_new(const struct gw_listener_conf *lc, char *err);
 
 /*
- * gw_conn_attach admits an accepted socket of listener |listener| (the server's connection limits,
- * by the client's address; on the admin listener, its own GW_MAX_ADMIN_CONNECTIONS per loop thread)
- * and hangs a new gw_conn on it. 0, or GW_ERR_LIMIT / GW_ERR_BUSY (refused: close it) or
+ * gw_conn_attach admits an accepted socket of the listener whose key id is |listener| (the server's
+ * connection limits, by the client's address; on the admin listener, its own GW_MAX_ADMIN_CONNECTIONS per
+ * loop thread) and hangs a new gw_conn on it. 0, or GW_ERR_LIMIT / GW_ERR_BUSY (refused: close it) or
  * GW_ERR_NOMEM (loop thread).
  */
-int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock, size_t listener, bool admin);
+int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock, unsigned listener, bool admin);
 
 /*
  * gw_conn_recheck, before a request on a connection accepted under an older generation: its
  * client certificate is verified again against the current generation's client CAs and mode, so
  * that a reload which removed a CA (or a CRL which now lists the certificate) applies to keep-alive
  * connections too. One that no longer verifies is dropped from the connection: 0 then if the
- * listener lets clients without one in, GW_ERR_FORBIDDEN if it requires one (refuse and close).
+ * listener lets clients without one in, GW_ERR_FORBIDDEN if it requires one (refuse and close);
+ * GW_ERR_NOT_FOUND when the reload removed the connection's listener (refuse and close too).
  * 0 when nothing changed (loop thread).
  */
 int gw_conn_recheck(struct gw_conn *c);

@@ -458,7 +458,8 @@ static int reload(void *arg, char *err)
     gw_gen_drop(cur);
     gw_log_set_level(next->cfg->log_level);
     gw_gens_swap(r->gens, next);
-    gw_server_wake(r->server);
+    if (gw_server_apply(r->server, next) != 0)
+        gw_log(GW_LOG_WARN, "reload", "a loop thread was slow to take up the new configuration");
     snprintf(err, GW_ERR_LEN, "%lu", next->id);
     reload_done(r, next, 0, err);
     snprintf(err, GW_ERR_LEN, "reloaded: configuration generation %lu from %s", next->id, r->path);

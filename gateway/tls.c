@@ -30,7 +30,7 @@ static void conn_on_close(void *data)
     free(c);
 }
 
-int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock, size_t listener, bool admin)
+int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock, unsigned listener, bool admin)
 {
     struct gw_conn *c;
     int rc;
@@ -141,12 +141,18 @@ static bool verifies(SSL_CTX *ctx, X509 *peer, STACK_OF(X509) *chain)
 int gw_conn_recheck(struct gw_conn *c)
 {
     const struct gw_gen *g = c->loop->gen;
-    SSL_CTX *ctx = c->listener < g->n_ssl_ctx ? g->ssl_ctx[c->listener] : NULL;
+    SSL_CTX *ctx = NULL;
+    bool listed = false;
     int mode;
 
     if (c->gen == g->id)
         return 0;
     c->gen = g->id;
+    for (size_t i = 0; i < g->n_ssl_ctx && !listed; i++)
+        if ((listed = g->keys[i].id == c->listener))
+            ctx = g->ssl_ctx[i];
+    if (!listed) /* its listener is gone with the reload */
+        return GW_ERR_NOT_FOUND;
     if (c->peer == NULL || ctx == NULL)
         return 0;
     mode = SSL_CTX_get_verify_mode(ctx);

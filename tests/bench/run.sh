@@ -8,7 +8,9 @@
 #
 # Knobs (environment): BENCH_DURATION seconds per measurement (default 5), BENCH_ROUNDS A/B rounds
 # (default 3), BENCH_THREADS client threads of the concurrent case (default 4), BENCH_WARMUP
-# seconds (default 2). Defaults keep the whole run near 2 minutes. Prints a Markdown table.
+# seconds (default 2), BENCH_SCRAPE=1 adds a third case to every round: the same cmpgw while
+# /metrics is scraped every second, as Prometheus would (the cost of the metrics, side by side).
+# Defaults keep the whole run near 2 minutes. Prints a Markdown table.
 set -euo pipefail
 
 selftest=0
@@ -25,6 +27,7 @@ duration=${BENCH_DURATION:-5}
 rounds=${BENCH_ROUNDS:-3}
 threads=${BENCH_THREADS:-4}
 warmup=${BENCH_WARMUP:-2}
+scrape=${BENCH_SCRAPE:-0}
 subject="/O=cmpgw demo/CN=bench-device"
 tck=$(getconf CLK_TCK)
 
@@ -71,7 +74,8 @@ cpu_ticks() {
 
 mock_port=$(free_port)
 gw_port=$(free_port)
-CMPGW_PORT=$gw_port "$root/deploy/demo-pki.sh" "$tmp/pki" >/dev/null
+admin_port=$(free_port)
+CMPGW_PORT=$gw_port CMPGW_ADMIN_PORT=$admin_port "$root/deploy/demo-pki.sh" "$tmp/pki" >/dev/null
 pki=$tmp/pki
 
 # (1) OpenSSL's mock CMP server: plain HTTP, path /pkix/, one transaction at a time, signs its
@@ -195,14 +199,31 @@ else
     echo "bench: $gw not built; measuring the mock only" >&2
 fi
 
-# measure NAME PID THREADS: one timed cmpload run; appends a JSON line with the server's CPU.
+# Scrapes cmpgw's /metrics once a second until killed (BENCH_SCRAPE).
+scraper() {
+    while :; do
+        curl -fsS -o /dev/null "http://127.0.0.1:$admin_port/metrics" || echo "bench: a scrape failed" >&2
+        sleep 1
+    done
+}
+
+# measure NAME PID THREADS ARGS [scrape]: one timed cmpload run; appends a JSON line with the
+# server's CPU. With "scrape", /metrics is scraped during the run.
 measure() {
-    local name=$1 pid=$2 n=$3 c0 c1 out
+    local name=$1 pid=$2 n=$3 c0 c1 out spid=
     local -n args=$4
+    if [[ ${5:-} == scrape ]]; then
+        scraper &
+        spid=$!
+    fi
     c0=$(cpu_ticks "$pid")
     out=$(timeout $((duration + 60)) "$load" "${args[@]}" --threads "$n" --duration "$duration" \
         2>>"$tmp/load.err") || true
     c1=$(cpu_ticks "$pid")
+    if [[ -n $spid ]]; then
+        kill "$spid" 2>/dev/null || true
+        wait "$spid" 2>/dev/null || true
+    fi
     [[ -n $out ]] || out='{"enrolments":0,"errors":1,"seconds":0,"rate":0,"p50_ms":0,"p99_ms":0,"max_ms":0}'
     printf '{"server":"%s","threads":%d,"cpu_s":%s,"run":%s}\n' "$name" "$n" \
         "$(awk -v t=$((c1 - c0)) -v hz="$tck" 'BEGIN { printf "%.2f", t / hz }')" "$out" >>"$tmp/results.jsonl"
@@ -221,6 +242,7 @@ for n in 1 "$threads"; do
     for ((r = 0; r < rounds; r++)); do
         measure mock "$mock_pid" "$n" mock_args
         if [[ -n $gw_pid ]]; then measure cmpgw "$gw_pid" "$n" gw_args; fi
+        if [[ -n $gw_pid && $scrape == 1 ]]; then measure cmpgw+scrape "$gw_pid" "$n" gw_args scrape; fi
     done
 done
 
@@ -261,7 +283,8 @@ print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 res = {}
 for (n, srv) in sorted(groups, key=lambda k: (k[0], k[1] != "mock")):
     a = res[(n, srv)] = agg(groups[(n, srv)])
-    label = "openssl cmp -port (mock, HTTP)" if srv == "mock" else "cmpgw (HTTPS, local issuer)"
+    label = {"mock": "openssl cmp -port (mock, HTTP)", "cmpgw": "cmpgw (HTTPS, local issuer)",
+             "cmpgw+scrape": "cmpgw, /metrics scraped every second"}[srv]
     print(f"| {label} | {n} | {a['rate']:.0f} ({a['lo']:.0f}–{a['hi']:.0f}) | {a['p50']:.2f} | {a['p99']:.2f} "
           f"| {a['cpu_ms']:.2f} | {a['client_ms']:.2f} | {a['enr']} | {a['errors']} |")
 print()
@@ -270,6 +293,10 @@ for n in sorted({k[0] for k in res}):
     if m and g and m["rate"] and m["cpu_ms"] == m["cpu_ms"] and m["cpu_ms"]:
         print(f"- {n} client thread(s): cmpgw/mock throughput {g['rate'] / m['rate']:.2f}x, "
               f"server CPU per enrolment {g['cpu_ms'] / m['cpu_ms']:.2f}x")
+    sc = res.get((n, "cmpgw+scrape"))
+    if g and sc and g["rate"] and g["cpu_ms"]:
+        print(f"- {n} client thread(s): scraped/unscraped cmpgw throughput {sc['rate'] / g['rate']:.3f}x, "
+              f"server CPU per enrolment {sc['cpu_ms'] / g['cpu_ms']:.3f}x")
 errors = sum(a["errors"] for a in res.values())
 sys.exit(1 if errors else 0)
 PY

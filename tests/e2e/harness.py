@@ -28,6 +28,7 @@ from pyasn1_modules import rfc4210
 REPO = Path(__file__).resolve().parents[2]
 BUILD_DIR = Path(os.environ.get("CMPGW_BUILD_DIR", REPO / "build")).resolve()
 GATEWAY_BIN = Path(os.environ.get("CMPGW_BIN", BUILD_DIR / "cmpgw")).resolve()
+LOAD_BIN = os.environ.get("CMPGW_LOAD_BIN")  # cmpload, for tests that put a gateway under load
 SANITIZE = os.environ.get("CMPGW_SANITIZE", "OFF").upper() in ("ON", "1", "TRUE", "YES")
 LSAN_SUPP = REPO / "tests" / "lsan.supp"
 BC_SOURCE = Path(__file__).resolve().parent / "bc" / "BcCmpClient.java"
@@ -284,6 +285,29 @@ class Gateway:
         self.proc = subprocess.Popen([str(GATEWAY_BIN), "-c", str(self.config_path)], cwd=self.dir,
                                      stdout=self._out, stderr=self._err, env=env)
         self.wait_ready()
+
+    def start_refused(self, timeout=30):
+        """Starts the gateway expecting it to stop before it serves; returns its exit code and stderr."""
+        try:
+            self.start()
+        except Failure:
+            pass
+        else:
+            self.stop()
+            raise Failure("the gateway started, and was expected not to")
+        rc = self.proc.wait(timeout)
+        self._err.close()  # stop() closes them otherwise, and expects a running gateway
+        self._out.close()
+        return rc, self.stderr()
+
+    def load_argv(self, subject, threads, duration, extra=()):
+        """cmpload (CMPGW_LOAD_BIN) against this gateway with the demo client's credentials."""
+        d = self.dir
+        argv = [LOAD_BIN, "--url", self.url(), "--cafile", d / "ca.pem", "--tls-cert", d / "client.pem",
+                "--tls-key", d / "client.key", "--cert", d / "client.pem", "--key", d / "client.key",
+                "--trusted", d / "ca.pem", "--subject", subject, "--threads", str(threads),
+                "--duration", str(duration), "--keys", "200"] + list(extra)
+        return [str(a) for a in argv]
 
     def tls_context(self, cert="client.pem", key="client.key"):
         ctx = ssl.create_default_context(cafile=str(self.dir / "ca.pem"))

@@ -1,10 +1,9 @@
 """Reload of a real gateway (docs/operations.md, "Reload"): 20 reloads, by SIGHUP and POST /reload,
 under a cmpload run with 0 failed enrolments; a broken file refused with its JSON path while the
 running configuration keeps serving; a transaction begun before a reload (a polled ir) finishing
-after it; a new TLS server certificate, a new role and a new log level taking effect; a changed
-listener refused; the reload metrics."""
+after it; a new TLS server certificate, a new role and a new log level taking effect; a listener
+moved to another port (and a port that cannot be had refused); the reload metrics."""
 import json
-import os
 import signal
 import subprocess
 import threading
@@ -18,7 +17,6 @@ sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-LOAD_BIN = os.environ.get("CMPGW_LOAD_BIN")
 
 
 def admin(gw, path, method="GET"):
@@ -79,14 +77,10 @@ class Reload(harness.GatewayTestCase):
             time.sleep(0.05)
         self.fail("no reload logged after SIGHUP:\n" + self.gw.stderr()[-3000:])
 
-    @unittest.skipUnless(LOAD_BIN, "CMPGW_LOAD_BIN (cmpload) is set by ctest")
+    @unittest.skipUnless(harness.LOAD_BIN, "CMPGW_LOAD_BIN (cmpload) is set by ctest")
     def test_20_reloads_under_load_lose_nothing(self):
-        d = self.gw.dir
-        argv = [LOAD_BIN, "--url", self.gw.url(), "--cafile", d / "ca.pem", "--tls-cert", d / "client.pem",
-                "--tls-key", d / "client.key", "--cert", d / "client.pem", "--key", d / "client.key",
-                "--trusted", d / "ca.pem", "--subject", "/CN=reload-load", "--threads", "2",
-                "--duration", "20", "--keys", "200"]
-        load = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        load = subprocess.Popen(self.gw.load_argv("/CN=reload-load", 2, 20), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
         gen0 = metric(self.gw, "cmpgw_config_generation")
         try:
             time.sleep(1)
@@ -137,14 +131,33 @@ class Reload(harness.GatewayTestCase):
         self.assertEqual(status, 200, body)
         self.assertEqual(metric(self.gw, "cmpgw_config_last_reload_success"), 1)
 
-    def test_listener_change_refused(self):
+    def test_listener_moves_to_a_new_port(self):
+        """A changed port: the new socket is bound and accepting before the old one closes; a port
+        that cannot be had refuses the reload and the running listener serves on."""
+        import socket
+        old_port, new_port = self.gw.port, harness.free_port()
         cfg = json.loads(json.dumps(self.base))
-        cfg["listeners"][0]["port"] = harness.free_port()
+        with socket.socket() as taken:  # someone else's port: the reload must be refused
+            taken.bind(("127.0.0.1", 0))
+            taken.listen(1)
+            cfg["listeners"][0]["port"] = taken.getsockname()[1]
+            self.write_config(cfg)
+            status, body = admin(self.gw, "/reload", "POST")
+        self.assertEqual(status, 500, body)
+        self.assertIn("Address already in use", body)
+        self.assertIsNotNone(self.enrol("after-port-refused")[0])
+        cfg["listeners"][0]["port"] = new_port
         self.write_config(cfg)
         status, body = admin(self.gw, "/reload", "POST")
-        self.assertEqual(status, 500, body)
-        self.assertIn("restart to change it", body)
-        self.assertIsNotNone(self.enrol("after-listener")[0])
+        self.assertEqual(status, 200, body)
+        try:
+            self.gw.port = new_port
+            self.assertIsNotNone(self.enrol("on-new-port")[0])
+        finally:
+            self.gw.port = old_port
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", old_port), timeout=5).close()
+        self.assertTrue(any("(added by a reload)" in l.get("msg", "") for l in events(self.gw, "listening")))
 
     def test_transaction_spans_reload(self):
         """An ir on the polling role begins under one generation; reloads come while its client polls;

@@ -19,7 +19,6 @@ import sys
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
 
-LOAD_BIN = os.environ.get("CMPGW_LOAD_BIN")
 
 
 def log_events(path, event):
@@ -64,14 +63,11 @@ class Restart(harness.GatewayTestCase):
                                 stdout=subprocess.DEVNULL, stderr=err, env=self.gw.env())
         return proc, err
 
-    @unittest.skipUnless(LOAD_BIN, "CMPGW_LOAD_BIN (cmpload) is set by ctest")
+    @unittest.skipUnless(harness.LOAD_BIN, "CMPGW_LOAD_BIN (cmpload) is set by ctest")
     def test_restart_under_load_refuses_nothing(self):
         d = self.gw.dir
-        argv = [LOAD_BIN, "--url", self.gw.url(), "--cafile", d / "ca.pem", "--tls-cert", d / "client.pem",
-                "--tls-key", d / "client.key", "--cert", d / "client.pem", "--key", d / "client.key",
-                "--trusted", d / "ca.pem", "--subject", "/CN=restart-load", "--threads", "2",
-                "--duration", "10", "--keys", "200", "--implicit-confirm"]
-        load = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        load = subprocess.Popen(self.gw.load_argv("/CN=restart-load", 2, 10, ["--implicit-confirm"]),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         stop, failures, count = threading.Event(), [], [0]
         prober = threading.Thread(target=self.connect_per_request, args=(stop, failures, count))
         prober.start()

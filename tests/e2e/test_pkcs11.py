@@ -1,0 +1,96 @@
+"""Keys in a PKCS#11 token (SoftHSM through libp11's engine): the gateway's CMP signer key and the
+local issuer's CA key are imported into a SoftHSM token and removed from disk; the configuration
+names them by PKCS#11 URI with the PIN in a passphrase file. A real `openssl cmp` enrols and verifies
+the response signed in the token and a certificate issued with the token's CA key; a reload logs in
+again; a wrong PIN stops the start with an error that never shows the PIN."""
+import os
+import shutil
+import signal
+import tempfile
+import unittest
+import urllib.request
+from pathlib import Path
+
+import sys
+sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+import harness  # noqa: E402
+
+MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+PIN = "4711-cmpgw"
+
+
+def uri(label):
+    return "pkcs11:token=cmpgw;object=%s;type=private?module-path=%s" % (label, MODULE)
+
+
+def make_token(d):
+    """A SoftHSM token "cmpgw" in |d|/tokens holding signer.key and issuing.key, which leave the disk."""
+    if shutil.which("softhsm2-util") is None or not os.path.exists(MODULE):
+        raise harness.Failure("SoftHSM is not installed (deploy/deps.sh installs softhsm2)")
+    (d / "tokens").mkdir(exist_ok=True)
+    conf = d / "softhsm2.conf"
+    conf.write_text("directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n" % (d / "tokens"))
+    os.environ["SOFTHSM2_CONF"] = str(conf)  # the gateway inherits it (harness.Gateway.env)
+    harness.run(["softhsm2-util", "--init-token", "--free", "--label", "cmpgw", "--pin", PIN, "--so-pin", "so-" + PIN])
+    for i, label in enumerate(("signer", "issuing"), 1):
+        harness.run(["openssl", "pkcs8", "-topk8", "-nocrypt", "-in", d / (label + ".key"),
+                     "-out", d / (label + ".p8")])
+        harness.run(["softhsm2-util", "--import", d / (label + ".p8"), "--token", "cmpgw", "--label", label,
+                     "--id", "%02x" % i, "--pin", PIN])
+        (d / (label + ".p8")).unlink()
+        (d / (label + ".key")).rename(d / (label + ".key.offline"))
+    (d / "token.pin").write_text(PIN + "\n")
+    (d / "token.pin").chmod(0o600)
+    (d / "wrong.pin").write_text("0000\n")
+
+
+def use_token(cfg, pinfile="token.pin"):
+    cfg["signer"]["key"] = uri("signer")
+    cfg["signer"]["key_passphrase_file"] = pinfile
+    cfg["upstreams"]["local"]["key"] = uri("issuing")
+    cfg["upstreams"]["local"]["key_passphrase_file"] = pinfile
+
+
+class TokenKeys(harness.GatewayTestCase):
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        make_token(gw.dir)
+        use_token(cfg)
+
+    def test_enrol_signed_in_the_token(self):
+        self.assertFalse((self.gw.dir / "signer.key").exists())
+        key = self.newkey("hsm")
+        res = self.gw.cmp("ir", "hsm", newkey=key, subject="/CN=hsm-signed", extra=("-implicit_confirm",))
+        self.assertIsNotNone(res.cert)  # openssl cmp verified the response signature against ca.pem
+        self.assert_issued(res.cert, key, "CN=hsm-signed", [], res.last.extra_certs_pem())
+
+    def test_reload_logs_in_again(self):
+        req = urllib.request.Request("http://127.0.0.1:%d/reload" % self.gw.admin_port, method="POST", data=b"")
+        with urllib.request.urlopen(req, timeout=60) as rsp:
+            self.assertEqual(rsp.status, 200)
+        res = self.gw.cmp("ir", "hsm2", newkey=self.newkey("hsm2"), subject="/CN=hsm-after-reload",
+                          extra=("-implicit_confirm",))
+        self.assertIsNotNone(res.cert)
+
+
+class WrongPin(unittest.TestCase):
+
+    def test_refused_at_start_without_the_pin_in_the_log(self):
+        tmp = Path(tempfile.mkdtemp(prefix="cmpgw-e2e-"))
+        try:
+            def edit(cfg, gw):
+                make_token(gw.dir)
+                use_token(cfg, "wrong.pin")
+            rc, text = harness.Gateway(tmp / "pki", edit).start_refused()
+            self.assertNotEqual(rc, 0)
+            self.assertIn("$.signer.key", text)
+            self.assertIn("or the PIN is wrong", text)
+            self.assertNotIn("0000", text)
+            self.assertNotIn(PIN, text)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    harness.main()
