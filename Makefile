@@ -5,7 +5,7 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 JOBS       ?= $(shell nproc)
 
-.PHONY: all deps build build-asan build-fuzz demo test test-unit test-e2e fuzz bench format format-check clean
+.PHONY: all deps build build-asan build-fuzz demo deb test test-unit test-e2e fuzz bench format format-check clean
 
 all: build
 
@@ -28,6 +28,10 @@ build-fuzz: deps
 
 demo: build
 	@deploy/demo.sh $(BUILD)
+
+# The Debian package, $(BUILD)/deb/cmpgw_<version>_<arch>.deb: a release build of its own (deploy/deb.sh).
+deb: deps
+	@deploy/deb.sh $(BUILD)
 
 # Every test on the release build, then the whole suite again under ASan+UBSan.
 test: format-check build build-asan

@@ -18,6 +18,8 @@ wanted=(
     prometheus python3-prometheus-client                    # e2e: promtool checks /metrics, the client parses it
     libsystemd-dev                                          # sd_notify for Type=notify units (optional at build)
     systemd                                                 # e2e: systemd-analyze verifies deploy/systemd/cmpgw.service
+    debhelper lintian dpkg-dev                              # make deb: dpkg-buildpackage, dh, lintian on the package
+    softhsm2 libengine-pkcs11-openssl                       # e2e: keys in a PKCS#11 token (SoftHSM, libp11's engine)
 )
 
 missing=()
