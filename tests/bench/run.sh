@@ -77,6 +77,16 @@ gw_port=$(free_port)
 admin_port=$(free_port)
 CMPGW_PORT=$gw_port CMPGW_ADMIN_PORT=$admin_port "$root/deploy/demo-pki.sh" "$tmp/pki" >/dev/null
 pki=$tmp/pki
+# Every client of the benchmark is one identity on one address: the per-identity share of the replay
+# cache and the per-address limits, which bound one credential in production, are raised, as a
+# deployment behind a load balancer or an RA raises them.
+python3 - "$pki/cmpgw.json" <<'PY'
+import json, sys
+cfg = json.load(open(sys.argv[1]))
+cfg["cmp"] = dict(cfg.get("cmp", {}), max_recent_per_identity=100000, max_transactions_per_identity=10000)
+cfg["limits"] = dict(cfg.get("limits", {}), max_connections_per_address=4096)
+json.dump(cfg, open(sys.argv[1], "w"), indent=2)
+PY
 
 # (1) OpenSSL's mock CMP server: plain HTTP, path /pkix/, one transaction at a time, signs its
 # responses with the demo signer, trusts the demo root for client signatures, and returns the same
