@@ -1,7 +1,8 @@
 /*
  * cmpgw: the command line. `cmpgw -c FILE` runs the gateway, `cmpgw check -c FILE` validates a
- * configuration. Signals are taken synchronously by the main thread (sigtimedwait), which also
- * ticks the transaction expiry once a second; every other thread runs with them blocked.
+ * configuration, `cmpgw inventory` and `cmpgw report` read what the gateway recorded. Signals are
+ * taken synchronously by the main thread (sigtimedwait), which also ticks the transaction expiry
+ * once a second; every other thread runs with them blocked.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -30,6 +31,7 @@
 #include "gateway/listener.h"
 #include "gateway/notify.h"
 #include "gateway/probe.h"
+#include "gateway/report.h"
 #include "base/log.h"
 #include "base/metrics.h"
 #include "upstream/store.h"
@@ -40,6 +42,9 @@
 
 enum { EXIT_USAGE = 2 };
 
+/* long options without a short one */
+enum { OPT_SINCE = 256, OPT_ROLE, OPT_JSON, OPT_AUDIT };
+
 static void usage(FILE *out)
 {
     fprintf(out,
@@ -48,6 +53,10 @@ static void usage(FILE *out)
             "       cmpgw inventory -c FILE [--upstream NAME]\n"
             "                               list the certificates the local issuers recorded in their\n"
             "                               \"store\" (all of them, or NAME's), tab-separated, by notBefore\n"
+            "       cmpgw report -c FILE [--since TIME] [--role ROLE] [--json] [--audit LOG]\n"
+            "                               sum up the audit log per role and upstream: requests,\n"
+            "                               issued, revoked, refused by failInfo, shadow checks, and\n"
+            "                               where a migrating role's devices stand (docs/migration.md)\n"
             "       cmpgw --help | --version\n"
             "\n"
             "options:\n"
@@ -55,6 +64,10 @@ static void usage(FILE *out)
             "  -h, --help          print this help and exit\n"
             "  -V, --version       print the versions of cmpgw, OpenSSL and h2o and exit\n"
             "  -u, --upstream NAME inventory: only the local upstream NAME\n"
+            "      --since TIME    report: records from TIME on (UTC, YYYY-MM-DD[THH:MM[:SS]][Z])\n"
+            "      --role ROLE     report: only ROLE\n"
+            "      --json          report: as one JSON object\n"
+            "      --audit LOG     report: read LOG (e.g. a rotated file) instead of the configured log\n"
             "\n"
             "signals: SIGINT, SIGTERM stop gracefully; SIGHUP reloads the configuration (kept when\n"
             "         the new one is invalid); SIGUSR1 reopens the audit log (rotation)\n");
@@ -190,6 +203,23 @@ static int cmd_check(const char *path)
     printf("%s: OK\n", path);
     gw_config_free(cfg);
     return EXIT_SUCCESS;
+}
+
+/* ---- cmpgw report ---- */
+
+static int cmd_report(const char *path, const struct gw_report_opts *o)
+{
+    char err[GW_ERR_LEN];
+    struct gw_config *cfg = gw_config_load(path, err);
+    int rc;
+
+    if (cfg == NULL) {
+        fprintf(stderr, "%s\n", err);
+        return EXIT_FAILURE;
+    }
+    rc = gw_report_run(cfg, o, stdout);
+    gw_config_free(cfg);
+    return rc == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
 /* ---- cmpgw inventory ---- */
@@ -683,16 +713,24 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {"upstream", required_argument, NULL, 'u'},
+        {"since", required_argument, NULL, OPT_SINCE},
+        {"role", required_argument, NULL, OPT_ROLE},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"audit", required_argument, NULL, OPT_AUDIT},
         {NULL, 0, NULL, 0},
     };
-    const char *config = NULL, *upstream = NULL;
+    const char *config = NULL, *upstream = NULL, *cmd = NULL;
+    struct gw_report_opts report = {0};
+    bool report_opts = false;
     int check = 0, inventory = 0, c;
 
     if (check_openssl() != 0)
         return EXIT_FAILURE;
-    if (argc > 1 && (strcmp(argv[1], "check") == 0 || strcmp(argv[1], "inventory") == 0)) {
-        check = strcmp(argv[1], "check") == 0;
-        inventory = !check;
+    if (argc > 1 && (strcmp(argv[1], "check") == 0 || strcmp(argv[1], "inventory") == 0 ||
+                     strcmp(argv[1], "report") == 0)) {
+        cmd = argv[1];
+        check = strcmp(cmd, "check") == 0;
+        inventory = strcmp(cmd, "inventory") == 0;
         argv[1] = argv[0]; /* getopt names argv[0] in its messages */
         argv++;
         argc--;
@@ -704,6 +742,22 @@ int main(int argc, char **argv)
             break;
         case 'u':
             upstream = optarg;
+            break;
+        case OPT_SINCE:
+            report.since = optarg;
+            report_opts = true;
+            break;
+        case OPT_ROLE:
+            report.role = optarg;
+            report_opts = true;
+            break;
+        case OPT_JSON:
+            report.json = true;
+            report_opts = true;
+            break;
+        case OPT_AUDIT:
+            report.audit_file = optarg;
+            report_opts = true;
             break;
         case 'h':
             usage(stdout);
@@ -727,7 +781,20 @@ int main(int argc, char **argv)
         usage(stderr);
         return EXIT_USAGE;
     }
+    if (report_opts && (cmd == NULL || strcmp(cmd, "report") != 0)) {
+        fprintf(stderr, "cmpgw: --since, --role, --json and --audit are for report\n");
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (report.since != NULL && !gw_report_since_ok(report.since)) {
+        fprintf(stderr,
+                "cmpgw: --since \"%s\": expected a UTC time such as 2026-12-01 or 2026-12-01T10:00:00Z\n",
+                report.since);
+        return EXIT_USAGE;
+    }
     if (inventory)
         return cmd_inventory(config, upstream);
+    if (cmd != NULL && strcmp(cmd, "report") == 0)
+        return cmd_report(config, &report);
     return check ? cmd_check(config) : cmd_run(config);
 }

@@ -402,6 +402,15 @@ static int check_role(struct gw_conf_ctx *pc, const char *path, void *base)
     gw_conf_join_key(kpath, path, "sign");
     if (strcmp(r->name, SIGN_VERBATIM) == 0 && r->sign_policy != GW_SIGN_VERBATIM)
         return gw_conf_fail(pc, kpath, "the role \"" SIGN_VERBATIM "\" must have \"sign\": \"verbatim\"");
+    /* a migration moves the role off its upstream: "from" is that upstream, by name */
+    gw_conf_join_key(kpath, path, "migration");
+    if (gw_migration_configured(&r->migration)) {
+        if (strcmp(r->migration.from_name, r->upstream_name) != 0)
+            return gw_conf_fail(pc, kpath, "\"from\" is \"%s\", not the role's upstream \"%s\"",
+                                r->migration.from_name, r->upstream_name);
+        if (r->migration.name == NULL && (r->migration.name = strdup(r->name)) == NULL)
+            return GW_ERR_NOMEM;
+    }
     return check_role_3gpp(pc, path, r);
 }
 
@@ -555,6 +564,7 @@ static const struct gw_conf_field role_fields[] = {
     GW_CONF_OPT("ca_pubs", gw_conf_p_file, struct gw_role, ca_pubs_file),
     GW_CONF_OPT("min_hash", gw_conf_p_enum, struct gw_role, min_hash_bits, .def = 0, .aux = min_hash_names),
     /* polling for slow upstreams (docs/polling.md) */
+    GW_CONF_OPT("migration", gw_conf_p_opt_obj, struct gw_role, migration, .aux = &gw_migration_conf_def),
     GW_CONF_OPT("poll_after", gw_conf_p_dur_ms, struct gw_role, poll_after_ms, .min = 0,
                 .max = GW_MAX_UPSTREAM_TIMEOUT_MS, .def = 0),
 };
@@ -670,6 +680,7 @@ void gw_roles_free(struct gw_role *roles, size_t n)
         free(roles[i].ca_pubs_file);
         sk_X509_pop_free(roles[i].ca_pubs, X509_free);
         gw_root_update_cleanup(&roles[i].root_update);
+        gw_migration_cleanup(&roles[i].migration);
     }
     free(roles);
 }

@@ -12,6 +12,7 @@
 #include <openssl/x509.h>
 #include "base/conf.h"
 #include "base/limits.h"
+#include "mappings/migration.h"
 
 struct gw_upstream_conf; /* upstream/upstream.h: a role names its upstreams, it does not look inside */
 
@@ -145,6 +146,8 @@ struct gw_role {
     uint32_t poll_after_ms;   /* "poll_after": a sign call slower than this is answered "waiting" and
                                  delivered on a later pollReq (docs/polling.md); 0 = wait up to the
                                  upstream's timeout */
+    /* "migration": a staged move to another upstream (docs/migration.md); to_name NULL = none */
+    struct gw_migration migration;
 };
 
 /*

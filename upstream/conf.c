@@ -341,7 +341,10 @@ static const char *takers(unsigned bit, char *buf, size_t cap)
     return buf;
 }
 
-/* Role keys only some adapters give a meaning to; the upstream's own name for the role by default. */
+/*
+ * Role keys only some adapters give a meaning to (the role's upstream, or a migration's "to"); the
+ * upstream's own name for the role by default.
+ */
 static int check_role_keys(struct gw_conf_ctx *pc, struct gw_role *r)
 {
     const struct {
@@ -356,11 +359,12 @@ static int check_role_keys(struct gw_conf_ctx *pc, struct gw_role *r)
         {"crmf", r->crmf != GW_CRMF_REJECT, GW_ROLE_KEY_CRMF},
         {"delegate", r->delegate_name != NULL, GW_ROLE_KEY_DELEGATE},
     };
-    const struct gw_upstream_conf *up = r->upstream;
+    const struct gw_upstream_conf *up = r->upstream, *to = r->migration.to;
+    unsigned taken = up->ops->role_keys | (to != NULL ? to->ops->role_keys : 0);
     char path[GW_CONF_PATH_LEN], names[64];
 
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
-        if (!keys[i].set || (up->ops->role_keys & keys[i].bit) != 0)
+        if (!keys[i].set || (taken & keys[i].bit) != 0)
             continue;
         gw_conf_bprintf(path, sizeof(path), "$.roles.%s.%s", r->name, keys[i].key);
         return gw_conf_fail(pc, path, "only for roles on %s upstreams; \"%s\" is a %s upstream",
@@ -372,7 +376,8 @@ static int check_role_keys(struct gw_conf_ctx *pc, struct gw_role *r)
         return gw_conf_fail(pc, path, "%ums is not below the timeout of upstream \"%s\" (%ums)",
                             r->poll_after_ms, r->upstream_name, timeout_ms(up));
     /* an upstream with roles or profiles of its own (not an issuer of ours) names them like ours */
-    if (up->own_ca == NULL && r->upstream_role == NULL && (r->upstream_role = strdup(r->name)) == NULL)
+    if ((up->own_ca == NULL || (to != NULL && to->own_ca == NULL)) && r->upstream_role == NULL &&
+        (r->upstream_role = strdup(r->name)) == NULL)
         return GW_ERR_NOMEM;
     return 0;
 }
@@ -431,7 +436,7 @@ static int check_delegate_cert(struct gw_conf_ctx *pc, const char *path, const s
 static int resolve_delegate(struct gw_conf_ctx *pc, struct gw_role *r, const struct gw_upstream_conf *confs,
                             size_t n)
 {
-    const struct gw_upstream_conf *d;
+    const struct gw_upstream_conf *d, *over = gw_upstream_delegated_for(r);
     char path[GW_CONF_PATH_LEN];
 
     if (r->delegate_name == NULL)
@@ -446,7 +451,7 @@ static int resolve_delegate(struct gw_conf_ctx *pc, struct gw_role *r, const str
         return gw_conf_fail(
             pc, path, "\"%s\" has no \"store\": a delegate issuer must keep every certificate it issues",
             d->name);
-    if (check_delegate_cert(pc, path, r->upstream, d) != 0)
+    if (check_delegate_cert(pc, path, over, d) != 0)
         return GW_ERR_INVAL;
     r->delegate = d;
     return 0;
@@ -476,6 +481,41 @@ static int resolve_crmf_upstream(struct gw_conf_ctx *pc, struct gw_role *r,
     return 0;
 }
 
+/* The CA that signs |uc|'s certificates: the local issuer's own, else the first of "issuer_ca". */
+static X509 *issuing_ca(const struct gw_upstream_conf *uc)
+{
+    return uc->own_ca != NULL ? uc->own_ca : sk_X509_value(uc->issuer_certs, 0);
+}
+
+/*
+ * "migration": "to" names an upstream other than the role's, able to sign what the role asks. Its
+ * certificates and "from"'s are told apart by their issuer (rr and status checks follow the
+ * issuer), so the two may not share an issuing CA name and key.
+ */
+static int resolve_migration(struct gw_conf_ctx *pc, struct gw_role *r, const struct gw_upstream_conf *confs,
+                             size_t n)
+{
+    struct gw_migration *m = &r->migration;
+    char path[GW_CONF_PATH_LEN];
+    X509 *a, *b;
+
+    if (!gw_migration_configured(m))
+        return 0;
+    gw_conf_bprintf(path, sizeof(path), "$.roles.%s.migration.to", r->name);
+    if ((m->to = find(confs, n, m->to_name)) == NULL)
+        return gw_conf_fail(pc, path, "unknown upstream \"%s\"", m->to_name);
+    m->from = r->upstream;
+    a = issuing_ca(m->from);
+    b = issuing_ca(m->to);
+    if (a != NULL && b != NULL && X509_NAME_cmp(X509_get_subject_name(a), X509_get_subject_name(b)) == 0 &&
+        EVP_PKEY_eq(X509_get0_pubkey(a), X509_get0_pubkey(b)) == 1)
+        return gw_conf_fail(pc, path,
+                            "\"%s\" and \"%s\" issue under the same CA name and key: their certificates "
+                            "could not be told apart",
+                            m->from_name, m->to_name);
+    return 0;
+}
+
 int gw_upstream_resolve_role(struct gw_conf_ctx *pc, struct gw_role *r, const struct gw_upstream_conf *confs,
                              size_t n)
 {
@@ -485,7 +525,8 @@ int gw_upstream_resolve_role(struct gw_conf_ctx *pc, struct gw_role *r, const st
     gw_conf_bprintf(path, sizeof(path), "$.roles.%s.upstream", r->name);
     if ((r->upstream = find(confs, n, r->upstream_name)) == NULL)
         return gw_conf_fail(pc, path, "unknown upstream \"%s\"", r->upstream_name);
-    if ((rc = check_role_keys(pc, r)) != 0 || (rc = resolve_crmf_upstream(pc, r, confs, n)) != 0)
+    if ((rc = resolve_migration(pc, r, confs, n)) != 0 || (rc = check_role_keys(pc, r)) != 0 ||
+        (rc = resolve_crmf_upstream(pc, r, confs, n)) != 0)
         return rc;
     return resolve_delegate(pc, r, confs, n);
 }

@@ -603,6 +603,15 @@ static int role_restricts_names(const struct gw_role *role)
                                      a->emails.n > 0 || a->ip_ranges.n > 0);
 }
 
+const struct gw_upstream_conf *gw_upstream_delegated_for(const struct gw_role *role)
+{
+    const struct gw_upstream_conf *up = role != NULL ? role->upstream : NULL;
+
+    if (up != NULL && (up->ops->caps & GW_UP_SIGN_KEY) != 0 && role->migration.to != NULL)
+        return role->migration.to;
+    return up;
+}
+
 int gw_upstream_check_role(const struct gw_upstream_conf *up, const struct gw_role *role, char *err)
 {
     const struct gw_upstream_ops *ops = up != NULL ? up->ops : NULL, *dops;
@@ -613,6 +622,11 @@ int gw_upstream_check_role(const struct gw_upstream_conf *up, const struct gw_ro
     }
     if (role->crmf != GW_CRMF_DELEGATE)
         return 0; /* CRMF to a CSR-only upstream is refused with a CMP error asking for p10cr */
+    /* a migration may move the role from an upstream that signs CRMF to a CSR-only one */
+    if (up == role->upstream) {
+        up = gw_upstream_delegated_for(role);
+        ops = up->ops;
+    }
     if ((ops->caps & GW_UP_SIGN_KEY) != 0) {
         snprintf(err, GW_ERR_LEN,
                  "role %s: upstream %s (%s) signs CRMF requests itself: \"crmf\": \"delegate\" "

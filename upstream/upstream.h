@@ -196,6 +196,13 @@ void gw_sign_result_fail(struct gw_sign_result *r, int status, int fail_info, co
  */
 int gw_upstream_check_role(const struct gw_upstream_conf *up, const struct gw_role *role, char *err);
 
+/*
+ * gw_upstream_delegated_for is the upstream a role's CRMF delegate stands in for: the role's
+ * upstream, or, when that one signs CRMF itself, its migration's "to" (a move from a CMP CA or a
+ * local issuer to a CSR-only CA). NULL-safe.
+ */
+const struct gw_upstream_conf *gw_upstream_delegated_for(const struct gw_role *role);
+
 /* The upstreams of a config snapshot (|confs|, borrowed), by name; every role is checked with
  * gw_upstream_check_role. */
 struct gw_upstream_set;

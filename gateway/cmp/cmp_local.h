@@ -50,7 +50,7 @@ struct gw_cmp_engine {
     struct gw_audit *audit;
     atomic_size_t live;                    /* transactions begun under this engine and not yet freed */
     X509_STORE **issuer_stores;            /* per cfg.upstreams[i]: what its certificates must chain to */
-    struct cmp_role_policy *role_policies; /* per cfg.roles[i] */
+    struct cmp_role_policy *role_policies; /* per cfg.roles[i]: [2i] its upstream, [2i+1] migration's to */
     time_t (*clock)(void);                 /* tests only; NULL = time(NULL) */
     struct cmp_pending *pending;           /* upstream calls still running (poll.c's lock) */
     struct cmp_crl_cache *crls;            /* per cfg.upstreams[i]: its CRL (status.c) */

@@ -101,18 +101,28 @@ static int add_all(STACK_OF(X509) *sk, const STACK_OF(X509) *from)
     return 1;
 }
 
-/* RFC 9483 §4.3.1: the certificates of the route's CA, its chain and root (issuer first). */
+/* A CA's own certificate and those of its issuer_ca. */
+static int add_upstream_cas(STACK_OF(X509) *sk, const struct gw_upstream_conf *uc)
+{
+    return uc != NULL && (uc->own_ca == NULL || add_unique(sk, uc->own_ca) == 1) &&
+           add_all(sk, uc->issuer_certs);
+}
+
+/*
+ * RFC 9483 §4.3.1: the certificates of the route's CA, its chain and root (issuer first); while the
+ * role migrates (shadow or live), the new CA's too, so that clients learn it before they are issued by it.
+ */
 static int ca_certs(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, const ASN1_OBJECT *type,
                     STACK_OF(OSSL_CMP_ITAV) **out, struct cmp_refusal *r)
 {
-    const struct gw_upstream_conf *uc = t->role->upstream;
+    const struct gw_migration *m = &t->role->migration;
     STACK_OF(X509) *sk = sk_X509_new_null();
     int ok, refused;
 
     (void)c;
     (void)in;
-    ok = sk != NULL && uc != NULL && (uc->own_ca == NULL || add_unique(sk, uc->own_ca) == 1) &&
-         add_all(sk, uc->issuer_certs);
+    ok = sk != NULL && add_upstream_cas(sk, t->role->upstream) &&
+         (!gw_migration_configured(m) || m->mode == GW_MIGRATION_OFF || add_upstream_cas(sk, m->to));
     if (ok && sk_X509_num(sk) == 0) { /* RFC 9483 §4.3.1: no certificates, no value */
         sk_X509_free(sk);
         sk = NULL;

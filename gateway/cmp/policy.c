@@ -9,10 +9,12 @@
 #include "gateway/cmp/policy.h"
 #include "gateway/cmp/audit.h"
 #include "gateway/cmp/outcome.h"
+#include "gateway/cmp/record.h"
 #include "gateway/cmp/replay.h"
 #include "gateway/cmp/status.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "mappings/policy.h"
 #include "upstream/upstream.h"
 
@@ -64,11 +66,11 @@ static int init_role_policies(struct gw_cmp_engine *e, char *err)
 {
     if (e->cfg.n_roles == 0)
         return 0;
-    if ((e->role_policies = calloc(e->cfg.n_roles, sizeof(*e->role_policies))) == NULL) {
+    if ((e->role_policies = calloc(2 * e->cfg.n_roles, sizeof(*e->role_policies))) == NULL) {
         snprintf(err, GW_ERR_LEN, "CMP engine: out of memory");
         return GW_ERR_NOMEM;
     }
-    for (size_t i = 0; i < e->cfg.n_roles; i++)
+    for (size_t i = 0; i < 2 * e->cfg.n_roles; i++)
         pthread_mutex_init(&e->role_policies[i].lock, NULL);
     return 0;
 }
@@ -98,7 +100,7 @@ void cmp_policy_cleanup(struct gw_cmp_engine *e)
         X509_STORE_free(e->issuer_stores[i]);
     free(e->issuer_stores);
     e->issuer_stores = NULL;
-    for (size_t i = 0; e->role_policies != NULL && i < e->cfg.n_roles; i++) {
+    for (size_t i = 0; e->role_policies != NULL && i < 2 * e->cfg.n_roles; i++) {
         gw_role_policy_cleanup(&e->role_policies[i].policy);
         pthread_mutex_destroy(&e->role_policies[i].lock);
     }
@@ -297,8 +299,14 @@ static int check_upstream_role(struct cmp_call *c, const struct gw_role *role, s
 
     if ((gw_upstream_caps(up) & GW_UP_ROLE_POLICY) == 0)
         return 0;
-    if (role >= e->cfg.roles && i < e->cfg.n_roles && e->role_policies != NULL) {
-        rp = &e->role_policies[i];
+    /* two slots per role: its own upstream's policy, and its migration's "to" */
+    if (role >= e->cfg.roles && i < e->cfg.n_roles && e->role_policies != NULL &&
+        up == gw_upstream_set_get0(e->ups, role->upstream_name)) {
+        rp = &e->role_policies[2 * i];
+    } else if (role >= e->cfg.roles && i < e->cfg.n_roles && e->role_policies != NULL &&
+               gw_migration_configured(&role->migration) &&
+               up == gw_upstream_set_get0(e->ups, role->migration.to_name)) {
+        rp = &e->role_policies[2 * i + 1];
     } else { /* not one of the snapshot's roles (cannot happen): no cache */
         memset(&scratch, 0, sizeof(scratch));
         pthread_mutex_init(&scratch.lock, NULL);
@@ -323,7 +331,9 @@ static int check_upstream_role(struct cmp_call *c, const struct gw_role *role, s
 static int check_grants(struct cmp_call *c, const struct gw_role *role, struct gw_upstream *up,
                         const struct gw_cert_plan *plan, const X509_REQ *p10cr, struct cmp_refusal *r)
 {
-    if (up != gw_upstream_set_get0(c->e->ups, role->upstream_name))
+    if (up != gw_upstream_set_get0(c->e->ups, role->upstream_name) &&
+        (!gw_migration_configured(&role->migration) ||
+         up != gw_upstream_set_get0(c->e->ups, role->migration.to_name)))
         return 0; /* a crmf_upstream: it signs the plan's template */
     if (role->sign_policy == GW_SIGN_VERBATIM) {
         r->fail_info = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
@@ -333,20 +343,120 @@ static int check_grants(struct cmp_call *c, const struct gw_role *role, struct g
 }
 
 /*
- * Which upstream signs (docs/design.md D5): a p10cr goes to the role's upstream unchanged; CRMF
- * goes there too if it signs bare keys, else the role's crmf setting decides: reject, or the
- * delegate local issuer after the upstream role's policy.
+ * The device a migration's cohort is decided by (docs/migration.md): the signer's subject, or the
+ * requested one; a kur's is always its old certificate's (the signer), since a kur brings a new
+ * key and may ask for a new subject. A PBM-protected request has no signer: its requested subject.
+ */
+static void cohort_key(const struct cmp_call *c, const struct cmp_txn *t, const struct gw_cert_plan *plan,
+                       char *buf, size_t cap)
+{
+    const X509_NAME *name = plan->subject;
+
+    if (t->signer != NULL &&
+        (c->body == GW_CMP_BODY_KUR || t->role->migration.cohort.by == GW_COHORT_SIGNER_SUBJECT))
+        name = X509_get_subject_name(t->signer);
+    if (name == NULL || X509_NAME_oneline(name, buf, (int)cap) == NULL)
+        buf[0] = '\0';
+}
+
+static struct gw_metric *m_shadow;
+static pthread_once_t m_once = PTHREAD_ONCE_INIT;
+
+static void metrics_init(void)
+{
+    static const char *const labels[] = {"role", "result", NULL};
+
+    m_shadow =
+        gw_metric_new("cmpgw_migration_shadow_total",
+                      "Requests of a migration's cohort checked against its \"to\" upstream in shadow "
+                      "mode, by role and what \"to\" would have done (issue, refuse, change, unchecked).",
+                      GW_METRIC_COUNTER, labels, NULL, 0);
+}
+
+/*
+ * Shadow mode: what "to" would do with this request, without asking it to issue. An upstream that
+ * states its role's policy (Vault roles/<name>) is checked like the role's own; a local issuer issues
+ * the role's profile, as "from" does; others are not checked. The answer goes to the audit log as
+ * a "shadow" record and to the metrics.
+ */
+static void shadow(struct cmp_call *c, const struct cmp_txn *t, const struct gw_cert_plan *plan)
+{
+    const struct gw_role *role = t->role;
+    struct gw_upstream *to = gw_upstream_set_get0(c->e->ups, role->migration.to_name);
+    struct cmp_refusal would = {0};
+    char status[GW_ERR_LEN + 32];
+    const char *result = "issue";
+    struct gw_audit_rec rec;
+
+    if (to == NULL) {
+        result = "unchecked";
+        snprintf(status, sizeof(status), "not checked: upstream %s is not available",
+                 role->migration.to_name);
+    } else if ((gw_upstream_caps(to) & GW_UP_ROLE_POLICY) != 0) {
+        int refused = check_upstream_role(c, role, to, plan, RC_NAMES, &would);
+
+        if (refused && would.fail_info == OSSL_CMP_PKIFAILUREINFO_systemUnavail) {
+            result = "unchecked"; /* its policy could not be read */
+            snprintf(status, sizeof(status), "not checked: %s", would.text);
+        } else if (refused) {
+            result = "refuse";
+            snprintf(status, sizeof(status), "would refuse: %s", would.text);
+        } else if (check_upstream_role(c, role, to, plan, RC_GRANTS, &would) != 0) {
+            result = "change";
+            snprintf(status, sizeof(status), "would change the usages: %s", would.text);
+        } else {
+            snprintf(status, sizeof(status), "would issue: its role's policy allows the request");
+        }
+    } else if (gw_upstream_get0_conf(to)->own_ca != NULL) {
+        snprintf(status, sizeof(status), "would issue: a local issuer issues the role's profile");
+    } else {
+        result = "unchecked";
+        snprintf(status, sizeof(status), "not checked: a %s upstream states no policy",
+                 gw_upstream_conf_type(gw_upstream_get0_conf(to)));
+    }
+    cmp_audit_rec_init(&rec, t, c->rsp->tid, "shadow", status);
+    rec.upstream = role->migration.to_name;
+    rec.subject = plan->subject;
+    (void)cmp_audit_write(c->e, &rec, GW_AUDIT_COMMON_NAME | GW_AUDIT_ALT_NAMES);
+    pthread_once(&m_once, metrics_init);
+    gw_metric_add(m_shadow, (const char *const[]){role->name, result}, 1);
+}
+
+/* The upstream a migrating role's request goes to; shadow mode also checks it against "to". */
+static const char *migration_upstream(struct cmp_call *c, const struct cmp_txn *t,
+                                      const struct gw_cert_plan *plan)
+{
+    const struct gw_migration *m = &t->role->migration;
+    char key[GW_IDENTITY_LEN];
+
+    if (!gw_migration_configured(m) || m->mode == GW_MIGRATION_OFF)
+        return t->role->upstream_name;
+    cohort_key(c, t, plan, key, sizeof(key));
+    if (!gw_migration_in_cohort(m, key))
+        return t->role->upstream_name;
+    if (m->mode == GW_MIGRATION_LIVE)
+        return m->to_name;
+    shadow(c, t, plan);
+    return t->role->upstream_name;
+}
+
+/*
+ * Which upstream signs (docs/design.md D5): a p10cr goes to the role's upstream (or, for a migrating
+ * role's cohort in live mode, to "to") unchanged; CRMF goes there too if it signs bare keys, else
+ * the role's crmf setting decides: reject, or the delegate local issuer after the upstream role's
+ * policy.
  */
 int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, const struct gw_cert_plan *plan,
                       const X509_REQ *p10cr, struct gw_upstream **out, struct cmp_refusal *r)
 {
     const struct gw_role *role = t->role;
-    struct gw_upstream *up = gw_upstream_set_get0(c->e->ups, role->upstream_name);
+    const char *name = migration_upstream(c, t, plan);
+    struct gw_upstream *up = gw_upstream_set_get0(c->e->ups, name);
     int crmf = p10cr == NULL;
 
     *out = NULL;
-    /* a role may send CRMF to a CMP CA and keep p10cr on its JSON upstream */
-    if (crmf && role->crmf_upstream_name != NULL)
+    /* a role may send CRMF to a CMP CA and keep p10cr on its JSON upstream (not once migrated) */
+    if (crmf && role->crmf_upstream_name != NULL && name == role->upstream_name)
         up = gw_upstream_set_get0(c->e->ups, role->crmf_upstream_name);
     if (up == NULL)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
@@ -439,7 +549,8 @@ static int check_allowlist(struct cmp_call *c, const struct cmp_txn *t, struct c
                           "this route accepts signature-protected requests only: sign with the device "
                           "certificate (3GPP TS 33.310)");
     if (c->body == GW_CMP_BODY_KUR &&
-        (issued_here(c, role->upstream_name, t->signer) || issued_here(c, role->delegate_name, t->signer)))
+        (issued_here(c, role->upstream_name, t->signer) || issued_here(c, role->delegate_name, t->signer) ||
+         (gw_migration_configured(&role->migration) && issued_here(c, role->migration.to_name, t->signer))))
         return 0;
     if (on_allowlist(role, t->signer))
         return 0;

@@ -91,25 +91,28 @@ static int authorize_rr(const struct cmp_txn *t, const X509_NAME *issuer, const 
                       t->role->name);
 }
 
-static int names_ca(const struct gw_upstream_conf *uc, const X509_NAME *issuer)
-{
-    return uc != NULL && uc->own_ca != NULL && X509_NAME_cmp(issuer, X509_get_subject_name(uc->own_ca)) == 0;
-}
-
 /*
- * The upstream that issued it (docs/design.md D12 will add migration's old/new): the delegate
- * for its own CA's certificates; else the role's upstream; a local one only for its own CA.
+ * The upstream that issued it, by its issuer name (rr names no key identifier): the delegate, a
+ * migration's "to" or the role's upstream ("from"), whichever issues under a CA of that name, so
+ * that certificates stay revocable whatever the cohort and mode say now (docs/migration.md). An
+ * upstream whose CA is not configured (no issuer_ca) is the role's own: it is asked, and answers
+ * whether it knows the serial; a local issuer never revokes another CA's certificate.
  */
 static struct gw_upstream *pick_revoker(struct cmp_call *c, const struct gw_role *role,
                                         const X509_NAME *issuer)
 {
+    const char *names[] = {role->delegate_name,
+                           gw_migration_configured(&role->migration) ? role->migration.to_name : NULL,
+                           role->upstream_name};
     struct gw_upstream *up;
 
-    if (role->delegate_name != NULL && names_ca(role->delegate, issuer))
-        return gw_upstream_set_get0(c->e->ups, role->delegate_name);
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        up = names[i] != NULL ? gw_upstream_set_get0(c->e->ups, names[i]) : NULL;
+        if (up != NULL && cmp_status_issues_under(c->e, up, issuer))
+            return up;
+    }
     up = gw_upstream_set_get0(c->e->ups, role->upstream_name);
-    if (up != NULL && role->upstream != NULL && role->upstream->own_ca != NULL &&
-        !names_ca(role->upstream, issuer))
+    if (up != NULL && role->upstream != NULL && role->upstream->own_ca != NULL)
         return NULL;
     return up;
 }

@@ -142,6 +142,21 @@ static struct gw_upstream *issuer_upstream(const struct gw_cmp_engine *e, const 
     return NULL;
 }
 
+int cmp_status_issues_under(const struct gw_cmp_engine *e, const struct gw_upstream *up,
+                            const X509_NAME *issuer)
+{
+    const struct gw_upstream_conf *uc = up != NULL ? gw_upstream_get0_conf(up) : NULL;
+    const struct cmp_crl_cache *cc;
+
+    if (uc == NULL || e->crls == NULL || uc < e->cfg.upstreams || uc >= e->cfg.upstreams + e->cfg.n_upstreams)
+        return 0;
+    cc = &e->crls[uc - e->cfg.upstreams];
+    for (int j = 0; j < sk_X509_num(cc->cas); j++)
+        if (X509_NAME_cmp(issuer, X509_get_subject_name(sk_X509_value(cc->cas, j))) == 0)
+            return 1;
+    return 0;
+}
+
 void cmp_status_invalidate(struct gw_cmp_engine *e, const struct gw_upstream *up)
 {
     const struct gw_upstream_conf *uc = up != NULL ? gw_upstream_get0_conf(up) : NULL;

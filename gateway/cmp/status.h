@@ -18,6 +18,13 @@ int cmp_check_credentials(struct cmp_call *c, struct cmp_txn *t, struct cmp_refu
 /* cmp_status_invalidate: after a revocation at |up| through cmpgw, its next check reads a fresh CRL. */
 void cmp_status_invalidate(struct gw_cmp_engine *e, const struct gw_upstream *up);
 
+/*
+ * cmp_status_issues_under: whether |up| issues under a CA named |issuer| (its own CA, or one of its
+ * issuer_ca that issues end-entity certificates). rr names a certificate by issuer and serial only.
+ */
+int cmp_status_issues_under(const struct gw_cmp_engine *e, const struct gw_upstream *up,
+                            const X509_NAME *issuer);
+
 /* cmp_status_init sets up the CRL cache of every upstream. 0 or GW_ERR_NOMEM with |err|. */
 int cmp_status_init(struct gw_cmp_engine *e, char *err);
 

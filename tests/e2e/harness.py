@@ -19,6 +19,8 @@ import subprocess
 import tempfile
 import time
 import unittest
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from pyasn1.codec.der import decoder as der_decoder
@@ -44,6 +46,17 @@ STOP_TIMEOUT = 30
 
 class Failure(AssertionError):
     """A client or the gateway did not do what a helper expected."""
+
+
+def admin(gw, path, method="GET"):
+    """(status, body text) of one request to |gw|'s admin listener (a POST has an empty body)."""
+    req = urllib.request.Request("http://127.0.0.1:%d%s" % (gw.admin_port, path), method=method,
+                                 data=b"" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as rsp:
+            return rsp.status, rsp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
 
 
 def free_port():

@@ -9,25 +9,13 @@ import subprocess
 import threading
 import time
 import unittest
-import urllib.error
-import urllib.request
 
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-
-
-def admin(gw, path, method="GET"):
-    """(status, body text) of one request to the admin listener."""
-    req = urllib.request.Request("http://127.0.0.1:%d%s" % (gw.admin_port, path), method=method,
-                                 data=b"" if method == "POST" else None)
-    try:
-        with urllib.request.urlopen(req, timeout=60) as rsp:
-            return rsp.status, rsp.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
+admin = harness.admin
 
 
 def metric(gw, name, **labels):

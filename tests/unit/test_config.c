@@ -335,6 +335,7 @@ struct bad {
     "\"rc\": { \"upstream\": \"cfssl\", \"pbm\": [\"demo-device\"], \"upstream_role\": \"client\" }"
 #define UPS E("\"upstreams\": {", "\"upstreams\": { " VAULT_UP ", " CFSSL_UP ", " DELEG_UP ",")
 #define ROLES E("\"roles\": {", "\"roles\": { " ROLE_V ", " ROLE_C ",")
+#define MIG(x) E("\"upstream_role\": \"client\"", "\"upstream_role\": \"client\", \"migration\": " x)
 #define AUTHZ(x) E("\"tls_client\": \"require\"", "\"tls_client\": \"require\", " x)
 #define EXTS_RAW(v) E("\"implicit_confirm\": true", "\"implicit_confirm\": true, \"allowed_extensions\": " v)
 #define EXTS(list) EXTS_RAW("[" list "]")
@@ -868,6 +869,41 @@ static const struct bad bad_cases[] = {
     {"delegate not local",
      {UPS, ROLES, E("\"delegate\": \"deleg\"", "\"delegate\": \"cfssl\"")},
      {"$.roles.rv.delegate: \"cfssl\" is a cfssl upstream: a delegate issuer must be a local upstream"}},
+    /* a staged migration (mappings/migration.c, upstream/conf.c) */
+    {"migration from another upstream",
+     {UPS, ROLES, MIG("{\"from\": \"vault\", \"to\": \"deleg\", \"cohort\": {\"percent\": 5}}")},
+     {"$.roles.rc.migration: \"from\" is \"vault\", not the role's upstream \"cfssl\""}},
+    {"migration to unknown",
+     {UPS, ROLES, MIG("{\"from\": \"cfssl\", \"to\": \"nope\", \"cohort\": {\"percent\": 5}}")},
+     {"$.roles.rc.migration.to: unknown upstream \"nope\""}},
+    {"migration to itself",
+     {UPS, ROLES, MIG("{\"from\": \"cfssl\", \"to\": \"cfssl\", \"cohort\": {\"percent\": 5}}")},
+     {"$.roles.rc.migration: \"from\" and \"to\" name the same upstream \"cfssl\""}},
+    {"migration without cohort",
+     {UPS, ROLES, MIG("{\"from\": \"cfssl\", \"to\": \"vault\"}")},
+     {"$.roles.rc.migration.cohort: missing"}},
+    {"cohort both",
+     {UPS, ROLES,
+      MIG("{\"from\": \"cfssl\", \"to\": \"vault\", \"cohort\": {\"percent\": 5, "
+          "\"allowlist\": \"ca.pem\"}}")},
+     {"$.roles.rc.migration.cohort: expected exactly one of \"allowlist\" and \"percent\""}},
+    {"cohort empty",
+     {UPS, ROLES, MIG("{\"from\": \"cfssl\", \"to\": \"vault\", \"cohort\": {}}")},
+     {"$.roles.rc.migration.cohort: expected exactly one of"}},
+    {"cohort percent over 100",
+     {UPS, ROLES, MIG("{\"from\": \"cfssl\", \"to\": \"vault\", \"cohort\": {\"percent\": 101}}")},
+     {"$.roles.rc.migration.cohort.percent"}},
+    {"cohort by bad",
+     {UPS, ROLES,
+      MIG("{\"from\": \"cfssl\", \"to\": \"vault\", \"cohort\": {\"percent\": 1, \"by\": \"key\"}}")},
+     {"$.roles.rc.migration.cohort.by: expected one of \"signer_subject\"|\"subject\", got \"key\""}},
+    {"migration mode bad",
+     {UPS, ROLES,
+      MIG("{\"from\": \"cfssl\", \"to\": \"vault\", \"mode\": \"on\", \"cohort\": {\"percent\": 1}}")},
+     {"$.roles.rc.migration.mode: expected one of \"off\"|\"shadow\"|\"live\", got \"on\""}},
+    {"cohort allowlist not subjects",
+     {UPS, ROLES, MIG("{\"from\": \"cfssl\", \"to\": \"vault\", \"cohort\": {\"allowlist\": \"ca.pem\"}}")},
+     {"$.roles.rc.migration.cohort.allowlist: \"", "line 1: expected a one-line subject"}},
     {"delegate without store",
      {UPS, ROLES, E("\"delegate\": \"deleg\"", "\"delegate\": \"local\"")},
      {"$.roles.rv.delegate: \"local\" has no \"store\": a delegate issuer must keep every certificate"}},

@@ -1,0 +1,369 @@
+/*
+ * `cmpgw report` (report.h). The audit log is read line by line; the counts are kept in a JSON
+ * tree, printed as it is with --json or as a table. The log is the gateway's own, but a line is
+ * still treated as data: names are printed without control characters, and a line that is not an
+ * audit record is counted and skipped.
+ */
+#include "gateway/report.h"
+#include "mappings/role.h"
+#include "upstream/upstream.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <json-c/json.h>
+
+/* What a shadow record's status begins with (gateway/cmp/policy.c), and its key in the report. */
+static const struct {
+    const char *prefix, *key;
+} shadow_kinds[] = {
+    {"would issue", "issue"},
+    {"would refuse", "refuse"},
+    {"would change", "change"},
+    {"not checked", "unchecked"},
+};
+
+bool gw_report_since_ok(const char *s)
+{
+    static const char shape[] = "dddd-dd-ddTdd:dd:dd";
+    size_t n = strlen(s);
+
+    if (n > 0 && s[n - 1] == 'Z')
+        n--;
+    if (n < 10 || n > sizeof(shape) - 1 || (n != 10 && n != 13 && n != 16 && n != 19))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (shape[i] == 'd' ? !isdigit((unsigned char)s[i]) : s[i] != shape[i])
+            return false;
+    return true;
+}
+
+/* |obj|[key], created as |make|() when absent. */
+static json_object *child(json_object *obj, const char *key, json_object *(*make)(void))
+{
+    json_object *v;
+
+    if (json_object_object_get_ex(obj, key, &v))
+        return v;
+    v = make();
+    json_object_object_add(obj, key, v);
+    return v;
+}
+
+static json_object *zero(void)
+{
+    return json_object_new_int64(0);
+}
+
+static void bump(json_object *obj, const char *key)
+{
+    json_object_int_inc(child(obj, key, zero), 1);
+}
+
+static const char *str(json_object *rec, const char *key)
+{
+    json_object *v;
+
+    return json_object_object_get_ex(rec, key, &v) && json_object_is_type(v, json_type_string)
+               ? json_object_get_string(v)
+               : NULL;
+}
+
+static const struct gw_role *conf_role(const struct gw_config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->n_roles; i++)
+        if (strcmp(cfg->roles[i].name, name) == 0)
+            return &cfg->roles[i];
+    return NULL;
+}
+
+/* Whether |upstream| issues for a migrating role's new CA: "to" itself, or a delegate standing in for it. */
+static bool new_side(const struct gw_role *r, const char *upstream)
+{
+    if (strcmp(upstream, r->migration.to_name) == 0)
+        return true;
+    return r->delegate_name != NULL && strcmp(upstream, r->delegate_name) == 0 &&
+           gw_upstream_delegated_for(r) == r->migration.to;
+}
+
+struct report {
+    const struct gw_config *cfg;
+    json_object *roles;   /* role -> {"upstreams": {...}, "shadow": {...}, ...} */
+    json_object *devices; /* role -> {device: true (last issued by "to") | false} */
+};
+
+static json_object *role_entry(struct report *rp, const char *name)
+{
+    json_object *e;
+    const struct gw_role *r;
+
+    if (json_object_object_get_ex(rp->roles, name, &e))
+        return e;
+    e = json_object_new_object();
+    json_object_object_add(rp->roles, name, e);
+    json_object_object_add(e, "upstreams", json_object_new_object());
+    if ((r = conf_role(rp->cfg, name)) != NULL && gw_migration_configured(&r->migration)) {
+        static const char *const modes[] = {"off", "shadow", "live"};
+        json_object *m = json_object_new_object();
+
+        json_object_object_add(m, "name", json_object_new_string(r->migration.name));
+        json_object_object_add(m, "from", json_object_new_string(r->migration.from_name));
+        json_object_object_add(m, "to", json_object_new_string(r->migration.to_name));
+        json_object_object_add(m, "mode", json_object_new_string(modes[r->migration.mode]));
+        json_object_object_add(e, "migration", m);
+        json_object_object_add(rp->devices, name, json_object_new_object());
+    }
+    return e;
+}
+
+static json_object *upstream_entry(json_object *role, const char *upstream)
+{
+    json_object *ups, *u;
+
+    json_object_object_get_ex(role, "upstreams", &ups);
+    if (json_object_object_get_ex(ups, upstream, &u))
+        return u;
+    u = json_object_new_object();
+    json_object_object_add(ups, upstream, u);
+    for (const char *const *k = (const char *const[]){"requests", "issued", "revoked", "unconfirmed", NULL};
+         *k; k++)
+        json_object_object_add(u, *k, zero());
+    json_object_object_add(u, "refused", json_object_new_object());
+    return u;
+}
+
+/* "rejection: <failInfo>: <text>" -> failInfo (into |buf|), or "unknown". */
+static const char *fail_info(const char *status, char *buf, size_t cap)
+{
+    const char *p = status != NULL ? strstr(status, "rejection: ") : NULL;
+    size_t n;
+
+    if (p == NULL)
+        return "unknown";
+    p += strlen("rejection: ");
+    n = strcspn(p, ":");
+    if (n == 0 || n >= cap || p[n] != ':')
+        return "unknown";
+    memcpy(buf, p, n);
+    buf[n] = '\0';
+    return buf;
+}
+
+static void add_record(struct report *rp, json_object *rec)
+{
+    const char *event = str(rec, "event"), *role = str(rec, "role"), *up = str(rec, "upstream");
+    const char *status = str(rec, "status"), *body = str(rec, "body_type");
+    const struct gw_role *r;
+    json_object *e, *devices;
+    char buf[64];
+
+    if (role == NULL || role[0] == '\0')
+        role = "-";
+    e = role_entry(rp, role);
+    if (up == NULL || up[0] == '\0')
+        up = "-";
+    if (strcmp(event, "shadow") == 0) {
+        const char *kind = "unchecked";
+
+        for (size_t i = 0; status != NULL && i < sizeof(shadow_kinds) / sizeof(shadow_kinds[0]); i++)
+            if (strncmp(status, shadow_kinds[i].prefix, strlen(shadow_kinds[i].prefix)) == 0)
+                kind = shadow_kinds[i].key;
+        bump(child(e, "shadow", json_object_new_object), kind);
+        return;
+    }
+    if (strcmp(event, "intent") == 0 && (body == NULL || strcmp(body, "rr") != 0)) /* rr: see "revoked" */
+        bump(upstream_entry(e, up), "requests");
+    else if (strcmp(event, "issued") == 0)
+        bump(upstream_entry(e, up), "issued");
+    else if (strcmp(event, "revoked") == 0)
+        bump(upstream_entry(e, up), "revoked");
+    else if (strcmp(event, "rejected_by_client") == 0 || strcmp(event, "expired_unconfirmed") == 0)
+        bump(upstream_entry(e, up), "unconfirmed");
+    else if (strcmp(event, "rejected") == 0)
+        bump(json_object_object_get(upstream_entry(e, up), "refused"), fail_info(status, buf, sizeof(buf)));
+    /* a device's side is that of the last certificate issued to it (the log is in time order) */
+    if (strcmp(event, "issued") == 0 && (r = conf_role(rp->cfg, role)) != NULL &&
+        json_object_object_get_ex(rp->devices, role, &devices)) {
+        const char *dev = str(rec, "common_name");
+
+        if (dev == NULL || dev[0] == '\0')
+            dev = str(rec, "identity");
+        if (dev != NULL && dev[0] != '\0')
+            json_object_object_add(devices, dev, json_object_new_boolean(new_side(r, up)));
+    }
+}
+
+/* The devices' counts into each migrating role's entry. */
+static void count_devices(struct report *rp)
+{
+    json_object_object_foreach(rp->devices, role, devs)
+    {
+        int64_t moved = 0, stayed = 0;
+        json_object *e, *d = json_object_new_object();
+
+        json_object_object_foreach(devs, dev, side)
+        {
+            (void)dev;
+            if (json_object_get_boolean(side))
+                moved++;
+            else
+                stayed++;
+        }
+        json_object_object_add(d, "on_to", json_object_new_int64(moved));
+        json_object_object_add(d, "on_from", json_object_new_int64(stayed));
+        if (json_object_object_get_ex(rp->roles, role, &e))
+            json_object_object_add(e, "devices", d);
+        else
+            json_object_put(d);
+    }
+}
+
+/* A name from the log, printed without control characters. */
+static void put_name(FILE *out, const char *s, int width)
+{
+    int n = 0;
+
+    for (; *s != '\0' && n < 64; s++, n++)
+        fputc(isprint((unsigned char)*s) ? *s : '?', out);
+    for (; n < width; n++)
+        fputc(' ', out);
+}
+
+static int64_t num(json_object *obj, const char *key)
+{
+    json_object *v;
+
+    return json_object_object_get_ex(obj, key, &v) ? json_object_get_int64(v) : 0;
+}
+
+static void print_role(FILE *out, const char *name, json_object *e)
+{
+    json_object *m = NULL, *ups, *shadow, *devs;
+
+    fprintf(out, "role ");
+    put_name(out, name, 0);
+    if (json_object_object_get_ex(e, "migration", &m)) {
+        fprintf(out, ": migration ");
+        put_name(out, str(m, "name"), 0);
+        fprintf(out, ", %s -> %s, mode %s", str(m, "from"), str(m, "to"), str(m, "mode"));
+    }
+    fprintf(out, "\n  %-20s %10s %10s %10s %12s %10s\n", "upstream", "requests", "issued", "revoked",
+            "unconfirmed", "refused");
+    json_object_object_get_ex(e, "upstreams", &ups);
+    json_object_object_foreach(ups, up, u)
+    {
+        int64_t refused = 0;
+
+        json_object_object_foreach(json_object_object_get(u, "refused"), fi, n)
+        {
+            (void)fi;
+            refused += json_object_get_int64(n);
+        }
+        fprintf(out, "  ");
+        put_name(out, up, 20);
+        fprintf(out, " %10lld %10lld %10lld %12lld %10lld\n", (long long)num(u, "requests"),
+                (long long)num(u, "issued"), (long long)num(u, "revoked"), (long long)num(u, "unconfirmed"),
+                (long long)refused);
+        if (refused > 0) {
+            fprintf(out, "    refused by failInfo:");
+            json_object_object_foreach(json_object_object_get(u, "refused"), fi2, n2)
+            {
+                fprintf(out, " ");
+                put_name(out, fi2, 0);
+                fprintf(out, " %lld", (long long)json_object_get_int64(n2));
+            }
+            fprintf(out, "\n");
+        }
+    }
+    if (json_object_object_get_ex(e, "shadow", &shadow))
+        fprintf(out,
+                "  shadow checks against the new CA: would issue %lld, would refuse %lld, would change %lld, "
+                "not checked %lld\n",
+                (long long)num(shadow, "issue"), (long long)num(shadow, "refuse"),
+                (long long)num(shadow, "change"), (long long)num(shadow, "unchecked"));
+    if (json_object_object_get_ex(e, "devices", &devs) && m != NULL)
+        fprintf(out, "  devices last issued by %s: %lld; still on %s: %lld\n", str(m, "to"),
+                (long long)num(devs, "on_to"), str(m, "from"), (long long)num(devs, "on_from"));
+}
+
+int gw_report_run(const struct gw_config *cfg, const struct gw_report_opts *o, FILE *out)
+{
+    const char *path = o->audit_file != NULL ? o->audit_file : cfg->audit.file;
+    struct report rp = {cfg, json_object_new_object(), json_object_new_object()};
+    char *line = NULL, since[32] = "";
+    size_t cap = 0, lineno = 0, records = 0, bad = 0;
+    ssize_t len;
+    FILE *in;
+
+    if (path == NULL) {
+        fprintf(stderr, "cmpgw: %s configures no audit log (\"audit\": {\"file\": ...})\n", cfg->path);
+        goto fail;
+    }
+    if ((in = fopen(path, "r")) == NULL) {
+        fprintf(stderr, "cmpgw: cannot read the audit log %s: %s\n", path, strerror(errno));
+        goto fail;
+    }
+    if (o->since !=
+        NULL) /* "2026-12-01T10:00:00Z" -> a prefix that sorts before every record of that second */
+        snprintf(since, sizeof(since), "%.*s", (int)strcspn(o->since, "Z"), o->since);
+    while ((len = getline(&line, &cap, in)) > 0) {
+        json_object *rec = NULL;
+        const char *t, *role;
+
+        lineno++;
+        if (len == 1 && line[0] == '\n')
+            continue;
+        if ((rec = json_tokener_parse(line)) == NULL || !json_object_is_type(rec, json_type_object) ||
+            str(rec, "event") == NULL || (t = str(rec, "time")) == NULL) {
+            if (bad++ < 5)
+                fprintf(stderr, "cmpgw: %s line %zu: not an audit record; skipped\n", path, lineno);
+            json_object_put(rec);
+            continue;
+        }
+        role = str(rec, "role");
+        if ((since[0] == '\0' || strcmp(t, since) >= 0) &&
+            (o->role == NULL || (role != NULL && strcmp(role, o->role) == 0))) {
+            add_record(&rp, rec);
+            records++;
+        }
+        json_object_put(rec);
+    }
+    free(line);
+    fclose(in);
+    count_devices(&rp);
+    if (o->json) {
+        json_object *top = json_object_new_object();
+
+        json_object_object_add(top, "audit_log", json_object_new_string(path));
+        if (o->since != NULL)
+            json_object_object_add(top, "since", json_object_new_string(o->since));
+        json_object_object_add(top, "records", json_object_new_int64((int64_t)records));
+        json_object_object_add(top, "unreadable_lines", json_object_new_int64((int64_t)bad));
+        json_object_object_add(top, "roles", json_object_get(rp.roles));
+        fprintf(
+            out, "%s\n",
+            json_object_to_json_string_ext(top, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+        json_object_put(top);
+    } else {
+        fprintf(out, "audit log %s%s%s: %zu records", path, o->since != NULL ? " since " : "",
+                o->since != NULL ? o->since : "", records);
+        if (bad > 0)
+            fprintf(out, ", %zu unreadable lines", bad);
+        fprintf(out, "\n");
+        json_object_object_foreach(rp.roles, name, e)
+        {
+            fprintf(out, "\n");
+            print_role(out, name, e);
+        }
+    }
+    if (bad > 0)
+        fprintf(stderr, "cmpgw: %zu line(s) of %s were not audit records\n", bad, path);
+    json_object_put(rp.roles);
+    json_object_put(rp.devices);
+    return bad > 0 ? 1 : 0;
+fail:
+    json_object_put(rp.roles);
+    json_object_put(rp.devices);
+    return 1;
+}

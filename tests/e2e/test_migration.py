@@ -1,0 +1,288 @@
+"""Staged migration of a role between two CAs (docs/migration.md), with the real gateway, real `openssl cmp`
+and two upstreams: the demo's local issuer ("old") and the Vault-API test server ("vault": p10cr signed by
+Vault itself, CRMF by its delegate issuer under Vault's role policy). Each step is a reload of the role's
+"migration", as an operator would make it:
+
+  off       everything from the old CA;
+  shadow    issued by the old CA, each request also checked against Vault's role: "shadow" audit records
+            (would issue / would refuse, with the reason) and cmpgw_migration_shadow_total; Vault signs nothing;
+  live      by allow-list: the listed devices (ir, p10cr, and a kur of an old-CA certificate, whose status is
+            read from the old CA's store) from the new CA, the others from the old; an old-CA certificate of a
+            moved device revoked at the old CA;
+  percent   10 % then 50 %: exactly the devices the documented hash puts there (worked out here with hashlib),
+            the 10 % inside the 50 %;
+  rollback  mode off: a kur of a new-CA certificate issued by the old CA, and the new CA's certificates
+            (delegate's and Vault's own) still revoked where they were issued.
+"""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+import harness  # noqa: E402
+import vaultenv  # noqa: E402
+
+CLIENT_BIN = os.environ.get("CMPGW_CLIENT_BIN", str(harness.BUILD_DIR / "tests" / "cmpclient"))
+CA_CERTS = "1.3.6.1.5.5.7.4.17"
+MIGRATION = "fleet-2026"
+OLD_ISSUER = "CN=cmpgw demo issuing CA,O=cmpgw demo"
+DELEGATE_ISSUER = "CN=cmpgw delegate issuer"  # as Vault signed it
+VAULT_ISSUER = "CN=vault test issuing CA,O=cmpgw e2e"
+
+
+def bucket(name, key):
+    """The documented cohort hash: first 8 bytes of SHA-256(name || 0x00 || key), big-endian, mod 10000."""
+    return int.from_bytes(hashlib.sha256(name.encode() + b"\0" + key.encode()).digest()[:8], "big") % 10000
+
+
+def issuer_of(cert):
+    out = harness.run(["openssl", "x509", "-in", cert, "-noout", "-issuer", "-nameopt", "RFC2253"]).stdout.decode()
+    return out.strip().split("=", 1)[1]
+
+
+admin = harness.admin
+
+
+def audit(gw, event):
+    path = gw.dir / "audit.log"
+    return [r for r in (json.loads(l) for l in path.read_text().splitlines() if l.strip())
+            if r.get("event") == event]
+
+
+class Migration(harness.GatewayTestCase):
+    certs = {}  # device name -> (certificate, key) last issued to it
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        d = gw.dir
+        harness.keep_store(cfg, gw)
+        cls.vault = vaultenv.running(cls, d)
+        cls.vault.make_delegate()
+        cfg["upstreams"]["vault"] = cls.vault.upstream()
+        cfg["upstreams"]["vault-delegate"] = {"type": "local", "cert": "vault-delegate.pem",
+                                              "key": "vault-delegate.key", "chain": "vault-delegate-chain.pem",
+                                              "store": "delegate-store"}
+        # signers issued by either CA authenticate (a kur, an rr): both chains are known
+        (d / "both-chains.pem").write_text("".join((d / f).read_text() for f in
+                                                   ("issuing.pem", "vault-ca.pem", "vault-delegate.pem")))
+        cfg["trust"]["demo"]["untrusted_file"] = "both-chains.pem"
+        role = cfg["roles"]["default"]
+        role.update({"upstream_role": "devices", "crmf": "delegate", "delegate": "vault-delegate", "ttl": "24h",
+                     "migration": {"name": MIGRATION, "from": "local", "to": "vault", "mode": "off",
+                                   "cohort": {"percent": 0, "by": "subject"}}})
+        cls.base = json.loads(json.dumps(cfg))
+
+    def migrate(self, mode, cohort):
+        cfg = json.loads(json.dumps(self.base))
+        cfg["roles"]["default"]["migration"].update(mode=mode, cohort=cohort)
+        self.gw.config_path.write_text(json.dumps(cfg, indent=2))
+        status, body = admin(self.gw, "/reload", "POST")
+        self.assertEqual(status, 200, body)
+
+    def ir(self, name, subject=None, san=True):
+        key = self.newkey(name)
+        subject = subject or "/CN=%s.example.com" % name
+        extra = ["-implicit_confirm"] + (["-sans", subject.split("=", 1)[1]] if san else [])
+        res = self.gw.cmp("ir", name, newkey=key, subject=subject, extra=extra)
+        self.certs[name] = (res.cert, key)
+        return res.cert
+
+    def kur(self, name, out):
+        cert, key = self.certs[name]
+        new = self.newkey(out)
+        res = self.gw.cmp("kur", out, auth=(cert, key), newkey=new, extra=["-implicit_confirm"])
+        self.assertEqual(res.first.body_type, "kup", res.answers)
+        self.certs[name] = (res.cert, new)
+        return res.cert, cert
+
+    def p10cr(self, name):
+        key = self.newkey(name)
+        csr = self.gw.dir / ("%s.csr" % name)
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=%s.example.com" % name, "-out", csr])
+        res = self.gw.cmp("p10cr", name, extra=["-csr", csr, "-implicit_confirm"])
+        self.certs[name] = (res.cert, key)
+        return res.cert
+
+    def rr(self, name, cert, key):
+        d = self.gw.dir
+        rsp = d / ("%s.rsp.der" % name)
+        p = harness.run(["openssl", "cmp", "-cmd", "rr", "-server", "127.0.0.1:%d" % self.gw.port, "-path",
+                         "pki/cmp", "-trusted", d / "ca.pem", "-tls_used", "-tls_trusted", d / "ca.pem",
+                         "-tls_cert", d / "client.pem", "-tls_key", d / "client.key", "-oldcert", cert,
+                         "-cert", cert, "-key", key, "-revreason", "4", "-rspout", rsp], cwd=d, check=False)
+        self.assertEqual(p.returncode, 0, p.stderr.decode(errors="replace")[-2000:])
+        self.assertEqual(harness.rp_status(rsp.read_bytes()), (0, [], []))
+        serial = int(harness.serial_hex(cert), 16)
+        return [r for r in audit(self.gw, "revoked") if int(r.get("serial", "0"), 16) == serial]
+
+    def issued_record(self, cert):
+        serial = int(harness.serial_hex(cert), 16)
+        got = [r for r in audit(self.gw, "issued") if int(r.get("serial", "0"), 16) == serial]
+        self.assertEqual(len(got), 1, got)
+        return got[0]
+
+    def report(self, *args):
+        p = subprocess.run([str(harness.GATEWAY_BIN), "report", "-c", str(self.gw.config_path), "--json"] + list(args),
+                           capture_output=True, cwd=self.gw.dir)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return json.loads(p.stdout)
+
+    def ca_certs(self, name):
+        """The subjects genm caCerts (RFC 9483 §4.3.1) announces, as cmpclient prints them."""
+        d = self.gw.dir
+        p = harness.run([CLIENT_BIN, "--url", self.gw.url(), "--cafile", d / "ca.pem", "--tls-cert", d / "client.pem",
+                         "--tls-key", d / "client.key", "--cert", d / "client.pem", "--key", d / "client.key",
+                         "genm", "--out", d / name, CA_CERTS])
+        return [l.strip()[len("cert "):] for l in p.stdout.decode().splitlines() if l.startswith("  cert ")]
+
+    def shadow_metric(self, result):
+        _, text = admin(self.gw, "/metrics")
+        for line in text.splitlines():
+            if line.startswith("cmpgw_migration_shadow_total{") and 'result="%s"' % result in line:
+                return float(line.rsplit(" ", 1)[1])
+        return 0
+
+    # -- the steps, in order ---------------------------------------------------------------------
+
+    def test_1_off_everything_from_old(self):
+        for name in ("dev1", "dev2", "dev5"):
+            self.assertEqual(issuer_of(self.ir(name)), OLD_ISSUER)
+        self.assertEqual(self.issued_record(self.certs["dev1"][0])["upstream"], "local")
+        announced = self.ca_certs("cacerts-off")
+        self.assertIn("/O=cmpgw demo/CN=cmpgw demo issuing CA", announced)
+        self.assertNotIn("/O=cmpgw e2e/CN=vault test issuing CA", announced)
+
+    def test_2_shadow_checks_vault_issues_nothing(self):
+        self.migrate("shadow", {"percent": 100, "by": "subject"})
+        # from now on clients learn the new CA too, before any of them is issued by it
+        announced = self.ca_certs("cacerts-shadow")
+        self.assertIn("/O=cmpgw demo/CN=cmpgw demo issuing CA", announced)
+        self.assertIn("/O=cmpgw e2e/CN=vault test issuing CA", announced)
+        since = audit(self.gw, "issued")[-1]["time"][:19]  # whole seconds: the report's granularity
+        mark = self.vault.mark()
+        before = len(audit(self.gw, "shadow"))
+        self.assertEqual(issuer_of(self.ir("dev3")), OLD_ISSUER)
+        # a name Vault's role does not allow: the old CA issues it, the shadow record says Vault would not
+        self.assertEqual(issuer_of(self.ir("odd", subject="/CN=odd.other.org")), OLD_ISSUER)
+        shadows = audit(self.gw, "shadow")[before:]
+        self.assertEqual([s["upstream"] for s in shadows], ["vault", "vault"], shadows)
+        self.assertTrue(shadows[0]["status"].startswith("would issue"), shadows[0])
+        self.assertTrue(shadows[1]["status"].startswith("would refuse: "), shadows[1])
+        self.assertIn("other.org", shadows[1]["status"])
+        self.assertEqual(shadows[1]["common_name"], "odd.other.org")
+        got = [e["path"] for e in self.vault.since(mark)]
+        self.assertTrue(got and all(p == "/v1/pki/roles/devices" for p in got), got)  # read, never signed
+        self.assertEqual(list((self.gw.dir / "delegate-store").glob("*.pem")), [])
+        self.assertGreaterEqual(self.shadow_metric("refuse"), 1)
+        self.assertGreaterEqual(self.shadow_metric("issue"), 1)
+        # cmpgw report: the shadow differences by kind, from the audit log
+        rep = self.report("--since", since + "Z", "--role", "default")["roles"]["default"]
+        self.assertEqual(rep["shadow"], {"issue": 1, "refuse": 1})
+        self.assertEqual(rep["migration"]["mode"], "shadow")
+        self.assertEqual(rep["upstreams"]["local"]["issued"],
+                         len([r for r in audit(self.gw, "issued") if r["time"][:19] >= since]))
+
+    def test_3_live_by_allowlist(self):
+        (self.gw.dir / "cohort.txt").write_text("# moved first\n/CN=dev1.example.com\n/CN=dev5.example.com\n"
+                                                "/CN=dev7.example.com\n")
+        self.migrate("live", {"allowlist": "cohort.txt", "by": "subject"})
+        shadows = len(audit(self.gw, "shadow"))
+        self.assertEqual(issuer_of(self.ir("dev5")), DELEGATE_ISSUER)  # CRMF: Vault's delegate
+        self.assertEqual(issuer_of(self.ir("dev6")), OLD_ISSUER)       # not in the cohort
+        mark = self.vault.mark()
+        self.assertEqual(issuer_of(self.p10cr("dev7")), VAULT_ISSUER)   # a CSR: Vault signs it
+        self.assertEqual(len(self.vault.since(mark, "/sign/devices")), 1)
+        self.assertEqual(len(audit(self.gw, "shadow")), shadows)       # live mode checks nothing twice
+        # dev1 moved: its kur (signed by its old-CA certificate) is issued by the new CA, the old
+        # certificate's status read from the old CA's store
+        new, old = self.kur("dev1", "dev1-kur")
+        self.assertEqual(issuer_of(old), OLD_ISSUER)
+        self.assertEqual(issuer_of(new), DELEGATE_ISSUER)
+        rec = self.issued_record(new)
+        self.assertEqual(rec["upstream"], "vault-delegate")
+        self.assertIn("signer: store of upstream local", rec["credential_status"])
+        # dev2 did not move: its kur stays with the old CA
+        new2, _ = self.kur("dev2", "dev2-kur")
+        self.assertEqual(issuer_of(new2), OLD_ISSUER)
+        # dev1's old-CA certificate, revoked by its holder: at the old CA, though dev1 has moved
+        revoked = self.rr("dev1-old-rr", old, self.gw.dir / "dev1.key")
+        self.assertEqual([r["upstream"] for r in revoked], ["local"], revoked)
+        # and a kur signed with it is now refused by the old CA's status
+        res = self.gw.cmp("kur", "dev1-stale", auth=(old, self.gw.dir / "dev1.key"), newkey=self.newkey("st"),
+                          expect_cert=False)
+        self.assert_cmp_error(res.first, ("kup", "error"), "certRevoked", "is revoked")
+        self.assertIsNone(res.cert)
+
+    def test_4_percent_cohort_nested(self):
+        names = ["pct%d" % i for i in range(400)]
+        low = [n for n in names if bucket(MIGRATION, "/CN=%s.example.com" % n) < 1000][:2]
+        mid = [n for n in names if 1000 <= bucket(MIGRATION, "/CN=%s.example.com" % n) < 5000][:2]
+        high = [n for n in names if bucket(MIGRATION, "/CN=%s.example.com" % n) >= 5000][:2]
+        self.assertEqual((len(low), len(mid), len(high)), (2, 2, 2))
+        moved = {}
+        for percent in (10, 50):
+            self.migrate("live", {"percent": percent, "by": "subject"})
+            moved[percent] = {n for n in low + mid + high if issuer_of(self.ir("%s-%d" % (n, percent),
+                                                                             "/CN=%s.example.com" % n))
+                              == DELEGATE_ISSUER}
+        self.assertEqual(moved[10], set(low))
+        self.assertEqual(moved[50], set(low + mid))
+        self.assertTrue(moved[10] <= moved[50])
+
+    def test_5_rollback_loses_nothing(self):
+        self.migrate("off", {"percent": 0, "by": "subject"})
+        # dev5 moved and has a new-CA certificate: its kur is issued by the old CA again, no error
+        new, old = self.kur("dev5", "dev5-back")
+        self.assertEqual(issuer_of(old), DELEGATE_ISSUER)
+        self.assertEqual(issuer_of(new), OLD_ISSUER)
+        self.assertIn("signer: store of upstream vault-delegate", self.issued_record(new)["credential_status"])
+        # the new CA's certificates stay revocable where they were issued
+        cert, key = self.certs["dev1"]
+        self.assertEqual([r["upstream"] for r in self.rr("dev1-new-rr", cert, key)], ["vault-delegate"])
+        mark = self.vault.mark()
+        cert, key = self.certs["dev7"]
+        self.assertEqual([r["upstream"] for r in self.rr("dev7-rr", cert, key)], ["vault"])
+        self.assertEqual(len(self.vault.since(mark, "/revoke")), 1)
+
+    def test_6_report(self):
+        """Where the devices stand: the side of the last certificate issued to each."""
+        rep = self.report()
+        self.assertEqual(rep["unreadable_lines"], 0)
+        role = rep["roles"]["default"]
+        # new CA: dev1 (kur), dev7 (Vault), the four pct devices of the 50 % cohort; old: dev2, dev3, odd,
+        # dev5 (rolled back), dev6, the two pct devices outside it
+        self.assertEqual(role["devices"], {"on_to": 6, "on_from": 7})
+        self.assertEqual(role["upstreams"]["vault"]["issued"], 1)
+        self.assertEqual(role["upstreams"]["vault"]["revoked"], 1)
+        self.assertEqual(role["upstreams"]["vault-delegate"]["revoked"], 1)
+        self.assertEqual(role["upstreams"]["-"]["refused"], {"certRevoked": 1})
+        self.assertEqual(self.report("--role", "nope")["roles"], {})
+        p = subprocess.run([str(harness.GATEWAY_BIN), "report", "-c", str(self.gw.config_path)], capture_output=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(b"devices last issued by vault: 6; still on local: 7", p.stdout)
+        p = subprocess.run([str(harness.GATEWAY_BIN), "report", "-c", str(self.gw.config_path), "--since", "yesterday"],
+                           capture_output=True)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn(b"expected a UTC time", p.stderr)
+
+    def test_7_same_ca_twice_refused(self):
+        """Two upstreams under one CA name and key: their certificates could not be told apart."""
+        cfg = json.loads(json.dumps(self.base))
+        (self.gw.dir / "store2").mkdir(exist_ok=True)
+        cfg["upstreams"]["local2"] = dict(cfg["upstreams"]["local"], store="store2")
+        cfg["roles"]["default"]["migration"]["to"] = "local2"
+        for k in ("upstream_role", "crmf", "delegate"):
+            del cfg["roles"]["default"][k]
+        self.gw.config_path.write_text(json.dumps(cfg, indent=2))
+        p = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(self.gw.config_path)],
+                           capture_output=True, cwd=self.gw.dir)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn(b"$.roles.default.migration.to", p.stderr + p.stdout)
+        self.assertIn(b"could not be told apart", p.stderr + p.stdout)
+        self.gw.config_path.write_text(json.dumps(self.base, indent=2))
+
+
+if __name__ == "__main__":
+    harness.main()
