@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include <json-c/json.h>
+#include <openssl/err.h>
 #include <openssl/x509v3.h>
 
 #define SIGN_VERBATIM "sign-verbatim" /* Vault's path policy, and the name of the role it selects */
@@ -278,6 +279,35 @@ static int trust_union(struct gw_conf_ctx *pc, const struct gw_config *cfg, cons
     return 0;
 }
 
+/*
+ * A migrating role whose trust entries do not cover its new CA: the devices that move could not
+ * sign a kur or an rr with their new certificates. Said at load (not refused: the operator may
+ * add the chain before the first device moves).
+ */
+static void warn_untrusted_migration(const struct gw_conf_ctx *pc, const struct gw_role *r)
+{
+    const struct gw_upstream_conf *to = r->migration.to;
+    X509 *ca = to == NULL ? NULL : to->own_ca != NULL ? to->own_ca : sk_X509_value(to->issuer_certs, 0);
+    X509_STORE_CTX *vc;
+    int ok = 0;
+
+    if (ca == NULL || r->store == NULL || (vc = X509_STORE_CTX_new()) == NULL)
+        return;
+    if (X509_STORE_CTX_init(vc, r->store, ca, r->untrusted) == 1) {
+        /* the chain, not the CA's revocation status, is the question here */
+        X509_VERIFY_PARAM_clear_flags(X509_STORE_CTX_get0_param(vc),
+                                      X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+        ok = X509_verify_cert(vc) == 1;
+    }
+    if (!ok)
+        gw_log(GW_LOG_WARN, "config",
+               "%s: $.roles.%s.migration: the CA of \"%s\" (%s) does not chain to the role's trust entries: "
+               "devices it issues could not sign a kur or an rr here; add its chain to a trust entry",
+               pc->name, r->name, to->name, X509_verify_cert_error_string(X509_STORE_CTX_get_error(vc)));
+    X509_STORE_CTX_free(vc);
+    ERR_clear_error();
+}
+
 static int resolve_role(struct gw_conf_ctx *pc, struct gw_config *cfg, struct gw_role *r)
 {
     char path[GW_CONF_PATH_LEN];
@@ -289,6 +319,7 @@ static int resolve_role(struct gw_conf_ctx *pc, struct gw_config *cfg, struct gw
     gw_conf_bprintf(path, sizeof(path), "$.roles.%s.trust", r->name);
     if ((rc = trust_union(pc, cfg, path, r->trust_names, r->n_trust, &r->store, &r->untrusted)) != 0)
         return rc;
+    warn_untrusted_migration(pc, r);
     for (i = 0; i < r->n_pbm; i++) {
         gw_conf_bprintf(path, sizeof(path), "$.roles.%s.pbm[%zu]", r->name, i);
         if (gw_pbm_conf_find(cfg->pbm, cfg->n_pbm, (const unsigned char *)r->pbm_refs[i],

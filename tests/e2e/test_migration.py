@@ -283,6 +283,22 @@ class Migration(harness.GatewayTestCase):
         self.assertIn(b"could not be told apart", p.stderr + p.stdout)
         self.gw.config_path.write_text(json.dumps(self.base, indent=2))
 
+    def test_8_untrusted_new_ca_warned(self):
+        """A migrating role whose trust entries do not cover the new CA: `cmpgw check` says so."""
+        cfg = json.loads(json.dumps(self.base))
+        fca, _, _ = harness.make_foreign_pki(self.gw.dir / "foreign")
+        cfg["trust"]["demo"] = {"ca_file": str(fca), "revocation": "none"}  # trusts neither CA
+        path = self.gw.dir / "untrusted-new.json"
+        path.write_text(json.dumps(cfg, indent=2))
+        p = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(path)], capture_output=True,
+                           cwd=self.gw.dir)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(b"$.roles.default.migration: the CA of \\\"vault\\\"", p.stderr)
+        self.assertIn(b"does not chain to the role's trust entries", p.stderr)
+        p = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(self.gw.config_path)], capture_output=True,
+                           cwd=self.gw.dir)
+        self.assertNotIn(b"does not chain", p.stderr)
+
 
 if __name__ == "__main__":
     harness.main()
