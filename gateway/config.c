@@ -5,6 +5,7 @@
  * upstream/trust/pbm, policy -> role) are resolved in one final cross-field pass here.
  */
 #include "gateway/config.h"
+#include "base/cidr.h"
 #include "base/conf.h"
 #include "base/err.h"
 #include "base/limits.h"
@@ -72,13 +73,36 @@ static const struct gw_conf_field tls_fields[] = {
 };
 GW_CONF_OBJDEF(tls_def, tls_fields, check_tls);
 
+/* A "trusted_proxies" entry: a CIDR of at most 64 characters. */
+static bool proxy_range_ok(const char *s, size_t len)
+{
+    return len <= 64 && gw_cidr_valid(s, len);
+}
+
+static const struct gw_conf_names names_proxy_range = {
+    proxy_range_ok, "a CIDR like \"10.0.0.0/8\" or \"::1/128\" (no host bits set)"};
+
+static int check_listener(struct gw_conf_ctx *pc, const char *path, void *base)
+{
+    const struct gw_listener_conf *l = base;
+    char kpath[GW_CONF_PATH_LEN];
+
+    gw_conf_join_key(kpath, path, "trusted_proxies");
+    if (l->n_trusted_proxies > GW_MAX_TRUSTED_PROXIES)
+        return gw_conf_fail(pc, kpath, "%zu ranges: at most %d", l->n_trusted_proxies,
+                            GW_MAX_TRUSTED_PROXIES);
+    return 0;
+}
+
 static const struct gw_conf_field listener_fields[] = {
     GW_CONF_REQ("address", gw_conf_p_address, struct gw_listener_conf, address),
     GW_CONF_REQ("port", gw_conf_p_port, struct gw_listener_conf, port, .min = 1, .max = 65535),
     /* "tls" fills the same struct: .off 0 */
     {.key = "tls", .required = true, .parse = gw_conf_p_obj, .off = 0, .aux = &tls_def},
+    GW_CONF_OPT("trusted_proxies", gw_conf_p_names, struct gw_listener_conf, trusted_proxies,
+                .off_n = offsetof(struct gw_listener_conf, n_trusted_proxies), .aux = &names_proxy_range),
 };
-GW_CONF_OBJDEF(listener_def, listener_fields, NULL);
+GW_CONF_OBJDEF(listener_def, listener_fields, check_listener);
 
 /*
  * "admin": health, readiness and metrics, never CMP. Loopback and plain HTTP by default; on any
@@ -495,6 +519,7 @@ static void listener_cleanup(struct gw_listener_conf *l)
     free(l->tls_key_passphrase_file);
     EVP_PKEY_free(l->key);
     free(l->client_ca);
+    gw_conf_free_strings(l->trusted_proxies, l->n_trusted_proxies);
 }
 
 void gw_config_free(struct gw_config *cfg)

@@ -40,6 +40,10 @@ struct gw_listener_conf {
     char *client_ca;               /* PEM bundle; required unless client_auth is none */
     enum gw_client_auth client_auth;
     bool http2; /* "http2": offer h2 in ALPN (TLS listeners); off by default */
+    /* "trusted_proxies": CIDRs whose connections begin with a PROXY protocol header naming the
+       client (gateway/proxy.h); none: no header is read from anyone */
+    char **trusted_proxies;
+    size_t n_trusted_proxies;
 };
 
 /* "admin": the listener for operators (gateway/admin.c). */

@@ -6,6 +6,8 @@
  * Sockets are bound on the caller's thread so that bind errors reach gw_server_start's caller.
  */
 #include "gateway/listener_local.h"
+#include "gateway/proxy.h"
+#include "base/cidr.h"
 #include "base/err.h"
 #include "base/log.h"
 
@@ -238,12 +240,18 @@ static int bind_all(struct gw_server *s, struct gw_inherited *inh, char *err)
     return 0;
 }
 
+/* Whether a log line may go out now: at most one a GW_REFUSAL_LOG_SECS per |stamp|. */
+static bool log_due(atomic_long *stamp)
+{
+    long now = (long)time(NULL), last = atomic_load(stamp);
+
+    return now - last >= GW_REFUSAL_LOG_SECS && atomic_compare_exchange_strong(stamp, &last, now);
+}
+
 /* A flood of refused connections must not become a flood of log lines: one a second at most. */
 static void log_refused(struct gw_server *s, int rc)
 {
-    long now = (long)time(NULL), last = atomic_load(&s->refusal_logged);
-
-    if (now - last < GW_REFUSAL_LOG_SECS || !atomic_compare_exchange_strong(&s->refusal_logged, &last, now))
+    if (!log_due(&s->refusal_logged))
         return;
     gw_log(GW_LOG_WARN, "connection_refused", "%s",
            rc == GW_ERR_LIMIT  ? "the server holds max_connections connections"
@@ -251,24 +259,169 @@ static void log_refused(struct gw_server *s, int rc)
                                : "out of memory");
 }
 
+/* loop thread: admits |sock| by its client's address, then TLS and HTTP take it. */
+static void admit(struct gw_listen *l, h2o_socket_t *sock)
+{
+    int rc;
+
+    if ((rc = gw_conn_attach(l->loop, sock, l->id, l->admin)) != 0) {
+        log_refused(l->loop->server, rc);
+        h2o_socket_close(sock);
+        return;
+    }
+    h2o_accept(&l->accept, sock);
+}
+
+/* ---- the PROXY protocol (docs/operations.md, "Behind a load balancer") ---- */
+
+/* A connection of a trusted proxy whose PROXY header has not all arrived (loop thread). */
+struct proxied {
+    struct gw_loop *loop;
+    unsigned listen_id; /* looked up again when the header is in: a reload may have moved it */
+    h2o_socket_t *sock;
+    h2o_timeout_entry_t timeout;
+    h2o_linklist_t link; /* loop->proxy_pending */
+};
+
+/* Whether |sock| comes from a "trusted_proxies" range of |l|'s listener (the current generation). */
+static bool from_trusted_proxy(const struct gw_listen *l, h2o_socket_t *sock)
+{
+    const struct gw_listener_conf *lc;
+    struct sockaddr_storage sa;
+
+    if (l->admin || l->loop->gen == NULL)
+        return false;
+    lc = gw_listener_conf(l->loop->gen->cfg, l->listener);
+    if (lc->n_trusted_proxies == 0 || h2o_socket_getpeername(sock, (struct sockaddr *)&sa) == 0)
+        return false;
+    for (size_t i = 0; i < lc->n_trusted_proxies; i++)
+        if (gw_cidr_contains_addr(lc->trusted_proxies[i], (struct sockaddr *)&sa))
+            return true;
+    return false;
+}
+
+/* Lets go of |p|; its socket stays open, for the caller. */
+static void proxy_forget(struct proxied *p)
+{
+    h2o_timeout_unlink(&p->timeout);
+    h2o_linklist_unlink(&p->link);
+    p->loop->n_proxy_pending--;
+    p->sock->data = NULL;
+    free(p);
+}
+
+/* Closes |p|'s connection; says why (at most once a second) unless the proxy closed it itself. */
+static void proxy_drop(struct proxied *p, const char *why)
+{
+    h2o_socket_t *sock = p->sock;
+    struct sockaddr_storage sa;
+    char addr[INET6_ADDRSTRLEN] = "?";
+
+    if (why != NULL && log_due(&p->loop->server->proxy_logged)) {
+        if (h2o_socket_getpeername(sock, (struct sockaddr *)&sa) != 0)
+            inet_ntop(sa.ss_family,
+                      sa.ss_family == AF_INET ? (void *)&((struct sockaddr_in *)&sa)->sin_addr
+                                              : (void *)&((struct sockaddr_in6 *)&sa)->sin6_addr,
+                      addr, sizeof(addr));
+        gw_log_kv(GW_LOG_WARN, "proxy_header_refused", "proxy", addr, "reason", why, NULL);
+    }
+    proxy_forget(p);
+    h2o_socket_close(sock);
+}
+
+static void on_proxy_timeout(h2o_timeout_entry_t *entry)
+{
+    proxy_drop(H2O_STRUCT_FROM_MEMBER(struct proxied, timeout, entry),
+               "no complete PROXY protocol header within the handshake timeout");
+}
+
+static struct gw_listen *listen_by_id(struct gw_loop *lt, unsigned id)
+{
+    for (size_t j = 0; j < lt->n_listens; j++)
+        if (lt->listens[j].id == id && lt->listens[j].sock != NULL)
+            return &lt->listens[j];
+    return NULL;
+}
+
+/* loop thread: the header, then the connection goes on as the client's (its address, its limits). */
+static void on_proxy_read(h2o_socket_t *sock, const char *err)
+{
+    struct proxied *p = sock->data;
+    struct gw_loop *lt = p->loop;
+    unsigned id = p->listen_id;
+    struct gw_proxy_hdr h;
+    struct gw_listen *l;
+    const char *why;
+
+    if (err != NULL) {
+        proxy_drop(p, NULL);
+        return;
+    }
+    switch (gw_proxy_parse((const unsigned char *)sock->input->bytes, sock->input->size, &h, &why)) {
+    case GW_PROXY_MORE:
+        return;
+    case GW_PROXY_INVALID:
+        proxy_drop(p, why);
+        return;
+    default:
+        break;
+    }
+    h2o_socket_read_stop(sock);
+    h2o_buffer_consume(&sock->input, h.len);
+    if (h.has_addr) /* else LOCAL: the proxy's own connection, as its address */
+        h2o_socket_setpeername(sock, (struct sockaddr *)&h.src, h.src_len);
+    proxy_forget(p);
+    if ((l = listen_by_id(lt, id)) == NULL) { /* a reload closed the listener meanwhile */
+        h2o_socket_close(sock);
+        return;
+    }
+    admit(l, sock);
+}
+
+/* loop thread: reads |sock|'s PROXY header before anything else; 0 or GW_ERR_LIMIT (close it). */
+static int proxy_wait(struct gw_listen *l, h2o_socket_t *sock)
+{
+    struct gw_loop *lt = l->loop;
+    struct proxied *p;
+
+    if (lt->n_proxy_pending >= GW_MAX_PROXY_PENDING || (p = calloc(1, sizeof(*p))) == NULL)
+        return GW_ERR_LIMIT;
+    *p = (struct proxied){.loop = lt, .listen_id = l->id, .sock = sock, .timeout = {.cb = on_proxy_timeout}};
+    h2o_timeout_link(lt->ctx.loop, &lt->ctx.handshake_timeout, &p->timeout);
+    h2o_linklist_insert(&lt->proxy_pending, &p->link);
+    lt->n_proxy_pending++;
+    sock->data = p;
+    h2o_socket_read_start(sock, on_proxy_read);
+    return 0;
+}
+
+/* loop thread: at shutdown, connections still waiting for their header just close. */
+static void proxy_drop_all(struct gw_loop *lt)
+{
+    while (!h2o_linklist_is_empty(&lt->proxy_pending))
+        proxy_drop(H2O_STRUCT_FROM_MEMBER(struct proxied, link, lt->proxy_pending.next), NULL);
+}
+
 /* loop thread */
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
     struct gw_listen *l = listener->data;
     h2o_socket_t *sock;
-    int rc;
 
     if (err != NULL)
         return;
     for (int i = 0; i < ACCEPT_BATCH; i++) {
         if ((sock = h2o_evloop_socket_accept(listener)) == NULL)
             return;
-        if ((rc = gw_conn_attach(l->loop, sock, l->id, l->admin)) != 0) {
-            log_refused(l->loop->server, rc);
+        if (!from_trusted_proxy(l, sock)) {
+            admit(l, sock);
+        } else if (proxy_wait(l, sock) != 0) {
+            if (log_due(&l->loop->server->proxy_logged))
+                gw_log(GW_LOG_WARN, "connection_refused",
+                       "%d connections of trusted proxies already wait for their PROXY protocol header",
+                       GW_MAX_PROXY_PENDING);
             h2o_socket_close(sock);
-            continue;
         }
-        h2o_accept(&l->accept, sock);
     }
 }
 
@@ -367,6 +520,7 @@ static void loop_setup(struct gw_loop *lt)
     h2o_context_init(&lt->ctx, h2o_evloop_create(), &s->h2o);
     h2o_multithread_register_receiver(lt->ctx.queue, &lt->done_rx, gw_http_on_done);
     h2o_multithread_register_receiver(lt->ctx.queue, &lt->admin_rx, gw_admin_on_reloaded);
+    h2o_linklist_init_anchor(&lt->proxy_pending);
     for (size_t j = 0; j < lt->n_listens; j++)
         listen_start(lt, &lt->listens[j]);
     gw_loop_refresh(lt); /* and the HTTP/2 sweep where a listener offers HTTP/2 */
@@ -384,6 +538,7 @@ static void loop_drain(struct gw_loop *lt)
 
     for (size_t j = 0; j < lt->n_listens; j++)
         listen_close(&lt->listens[j]);
+    proxy_drop_all(lt);
     h2o_context_request_shutdown(&lt->ctx);
     while ((lt->num_conns != 0 || lt->jobs_inflight != 0) && gw_now_ms() < deadline)
         h2o_evloop_run(lt->ctx.loop, 100);

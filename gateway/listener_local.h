@@ -63,6 +63,8 @@ struct gw_loop {
     atomic_ulong seen;               /* the id of the generation it took up (gw_server_apply waits) */
     size_t num_conns, jobs_inflight; /* loop thread only */
     size_t admin_conns;              /* of num_conns, on the admin listener */
+    h2o_linklist_t proxy_pending;    /* connections of trusted proxies awaiting their PROXY header */
+    size_t n_proxy_pending;
     /* HTTP/2 stream sweep (h2sweep.c), where a listener offers HTTP/2 */
     bool h2_swept;
     h2o_timeout_t h2_sweep;
@@ -90,6 +92,7 @@ struct gw_server {
     struct gw_pool *pool;
     struct gw_guard *guard;     /* connections and failed authentications per address */
     atomic_long refusal_logged; /* when a refused connection was last logged (rate limit) */
+    atomic_long proxy_logged;   /* when a refused PROXY protocol header was last logged (rate limit) */
     atomic_bool stopping;
     atomic_bool successor; /* stopping for a successor that serves the same sockets */
     bool running;          /* gw_server_run started the threads */

@@ -18,6 +18,7 @@
 #include <openssl/objects.h>
 #include <openssl/rsa.h>
 #include <openssl/x509v3.h>
+#include "base/cidr.h"
 #include "base/err.h"
 #include "base/limits.h"
 #include "base/x509.h"
@@ -445,41 +446,6 @@ int gw_policy_authorize(const struct gw_role *role, const struct gw_identity *id
 
 /* ---- what a request may ask for ---- */
 
-/* ip_in_cidr: |ip| (4 or 16 bytes) within |cidr| ("10.0.0.0/8", "::1/128", or a bare address). */
-static int ip_in_cidr(const unsigned char *ip, size_t iplen, const char *cidr)
-{
-    char host[INET6_ADDRSTRLEN + 1];
-    unsigned char net[16];
-    const char *slash = strchr(cidr, '/'), *p;
-    size_t hl = slash != NULL ? (size_t)(slash - cidr) : strlen(cidr), alen, full;
-    unsigned prefix = 0, rem;
-
-    if (hl == 0 || hl >= sizeof(host))
-        return 0;
-    memcpy(host, cidr, hl);
-    host[hl] = '\0';
-    if (inet_pton(AF_INET, host, net) == 1)
-        alen = 4;
-    else if (inet_pton(AF_INET6, host, net) == 1)
-        alen = 16;
-    else
-        return 0;
-    if (slash == NULL)
-        prefix = (unsigned)alen * 8;
-    for (p = slash != NULL ? slash + 1 : ""; *p != '\0'; p++) {
-        if (*p < '0' || *p > '9' || p - slash > 3)
-            return 0;
-        prefix = prefix * 10 + (unsigned)(*p - '0');
-    }
-    if (alen != iplen || prefix > alen * 8 || (slash != NULL && slash[1] == '\0'))
-        return 0;
-    full = prefix / 8;
-    rem = prefix % 8;
-    if (memcmp(ip, net, full) != 0)
-        return 0;
-    return rem == 0 || ((ip[full] ^ net[full]) & (0xff00u >> rem) & 0xffu) == 0;
-}
-
 static int check_ip(const struct gw_role *role, const ASN1_OCTET_STRING *ip, int *fail_info, char *err)
 {
     const struct gw_patterns *ps = &role->authz.ip_ranges;
@@ -489,7 +455,7 @@ static int check_ip(const struct gw_role *role, const ASN1_OCTET_STRING *ip, int
     if (n != 4 && n != 16)
         return say(fail_info, BADT, err, "subjectAltName IP address is malformed");
     for (i = 0; i < ps->n; i++) {
-        if (ip_in_cidr(ip->data, n, ps->v[i]))
+        if (gw_cidr_contains(ps->v[i], ip->data, n))
             return 0;
     }
     if (ps->n == 0)

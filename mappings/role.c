@@ -5,6 +5,7 @@
  * PBM credentials) is resolved where those are known (upstream/conf.c, gateway/config.c).
  */
 #include "mappings/role.h"
+#include "base/cidr.h"
 #include "base/conf.h"
 #include "base/err.h"
 #include "base/limits.h"
@@ -78,43 +79,10 @@ static bool pattern_ok(const char *s, size_t len)
     return true;
 }
 
-/* Digits of a CIDR prefix length, 0..|max|, no sign, no leading zero. */
-static bool prefix_len_ok(const char *s, int max, int *out)
-{
-    int n = 0;
-
-    if (*s == '\0' || (s[0] == '0' && s[1] != '\0') || strlen(s) > 3)
-        return false;
-    for (; *s != '\0'; s++) {
-        if (*s < '0' || *s > '9')
-            return false;
-        n = n * 10 + (*s - '0');
-    }
-    *out = n;
-    return n <= max;
-}
-
 /* "10.0.0.0/8" or "fd00::/8": an address, a prefix length, and no host bits set (a likely typo). */
 static bool cidr_ok(const char *s, size_t len)
 {
-    unsigned char addr[16];
-    char host[INET6_ADDRSTRLEN + 1];
-    const char *slash = memchr(s, '/', len);
-    size_t alen, i;
-    int bits, max, af;
-
-    if (!pattern_ok(s, len) || slash == NULL || (alen = (size_t)(slash - s)) == 0 || alen >= sizeof(host))
-        return false;
-    memcpy(host, s, alen);
-    host[alen] = '\0';
-    af = strchr(host, ':') != NULL ? AF_INET6 : AF_INET;
-    max = af == AF_INET6 ? 128 : 32;
-    if (inet_pton(af, host, addr) != 1 || !prefix_len_ok(slash + 1, max, &bits))
-        return false;
-    for (i = (size_t)bits; i < (size_t)max; i++)
-        if ((addr[i / 8] & (0x80u >> (i % 8))) != 0)
-            return false;
-    return true;
+    return pattern_ok(s, len) && gw_cidr_valid(s, len);
 }
 
 static const struct gw_conf_names names_pattern = {pattern_ok, "a pattern of 1..256 characters"};
