@@ -47,9 +47,13 @@
 /* CMP */
 #define GW_MAX_TID_LEN 64 /* transactionID; RFC 9483 says 128 bits */
 #define GW_MAX_NONCE_LEN 64
-#define GW_MAX_KID_LEN 128            /* senderKID (PBM reference or SKID) */
-#define GW_DEFAULT_MSGTIME_WINDOW 300 /* seconds either side of now */
-#define GW_DEFAULT_TXN_TTL 300        /* seconds an unconfirmed transaction stays open */
+#define GW_MAX_KID_LEN 128               /* senderKID (PBM reference or SKID) */
+#define GW_DEFAULT_MSGTIME_WINDOW 300    /* seconds either side of now */
+#define GW_DEFAULT_TXN_TTL 300           /* seconds an unconfirmed transaction stays open */
+#define GW_MAX_REDIS_PASSWORD 512        /* a Redis ACL password, in "cmp.state.password_file" */
+#define GW_DEFAULT_REDIS_TIMEOUT_MS 1000 /* a Redis command's connect and reply timeout */
+#define GW_MAX_REDIS_TIMEOUT_MS 10000
+#define GW_STATE_GRACE 60 /* seconds a shared reservation outlives its transaction's deadline */
 #define GW_DEFAULT_MAX_TXNS 10000
 #define GW_DEFAULT_MAX_TXNS_PER_IDENTITY 16
 #define GW_MAX_TXNS 1000000

@@ -372,6 +372,29 @@ static int resolve_policy(struct gw_conf_ctx *pc, const struct gw_config *cfg, c
     return gw_conf_fail(pc, path, "unknown role \"%s\" in \"role:%s\"", pol->role_name, pol->role_name);
 }
 
+/*
+ * Instances sharing their state ("cmp.state": "redis") must share what a local issuer revokes too: a
+ * certificate revoked through one instance must not authenticate on another.
+ */
+static int check_cluster_stores(struct gw_conf_ctx *pc, const struct gw_config *cfg)
+{
+    char path[GW_CONF_PATH_LEN];
+
+    if (cfg->cmp.state.backend != GW_STATE_REDIS)
+        return 0;
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        const struct gw_upstream_conf *u = &cfg->upstreams[i];
+
+        if (u->store_dir == NULL || u->shared_store)
+            continue;
+        gw_conf_bprintf(path, sizeof(path), "$.upstreams.%s.store", u->name);
+        return gw_conf_fail(pc, path,
+                            "with \"cmp.state\" \"redis\" every instance must see the same store (its "
+                            "revocations): put it on storage they share and set \"shared_store\": true");
+    }
+    return 0;
+}
+
 /* Two listeners on one address and port would fail at bind time: say so at check time. */
 static int check_listeners(struct gw_conf_ctx *pc, const struct gw_config *cfg)
 {
@@ -435,7 +458,7 @@ static int check_config(struct gw_conf_ctx *pc, const char *path, void *base)
     int rc;
 
     (void)path;
-    if ((rc = check_listeners(pc, cfg)) != 0)
+    if ((rc = check_listeners(pc, cfg)) != 0 || (rc = check_cluster_stores(pc, cfg)) != 0)
         return rc;
     /* a Unix socket's path, with room for the temporary name it is bound under (gateway/handover.c) */
     if (cfg->handover_socket != NULL && strlen(cfg->handover_socket) > GW_MAX_UNIX_PATH)
@@ -546,6 +569,7 @@ void gw_config_free(struct gw_config *cfg)
     free(cfg->default_path_policy.role_name);
     gw_root_update_cleanup(&cfg->root_update);
     free(cfg->audit.file);
+    gw_cmp_conf_cleanup(&cfg->cmp);
     free(cfg->path_prefix);
     free(cfg->user);
     free(cfg->group);

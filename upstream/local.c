@@ -704,6 +704,7 @@ static int check_local(struct gw_conf_ctx *pc, const char *path, struct gw_upstr
         return GW_ERR_NOMEM;
     u->own_ca = lc->cert;
     u->store_dir = lc->store_dir;
+    u->shared_store = lc->shared_store;
     if ((certs = X509_chain_up_ref(lc->chain)) == NULL ||
         X509_add_cert(certs, lc->cert, X509_ADD_FLAG_UP_REF | X509_ADD_FLAG_PREPEND | X509_ADD_FLAG_NO_DUP) !=
             1) {
@@ -734,6 +735,7 @@ static const struct gw_conf_field local_fields[] = {
     GW_CONF_OPT("key_passphrase_file", gw_conf_p_file, struct gw_local_conf, key_passphrase_file),
     GW_CONF_OPT("chain", gw_conf_p_file, struct gw_local_conf, chain_file),
     GW_CONF_OPT("store", gw_conf_p_file, struct gw_local_conf, store_dir),
+    GW_CONF_OPT("shared_store", gw_conf_p_bool, struct gw_local_conf, shared_store, .def = false),
     GW_CONF_OPT("crl_url", p_crl_url, struct gw_local_conf, crl_url),
     GW_CONF_OPT("delay", gw_conf_p_dur_ms, struct gw_local_conf, delay_ms, .min = 0,
                 .max = GW_MAX_UPSTREAM_DELAY_MS),

@@ -45,6 +45,7 @@ struct gw_upstream_conf {
     STACK_OF(X509) *issuer_certs; /* what its certificates chain to: own_ca and its chain, or "issuer_ca" */
     X509_STORE *issuer_store;     /* the same, as a store (partial chains); never NULL once checked */
     const char *store_dir;        /* its durable inventory of issued certificates, or NULL */
+    bool shared_store;            /* "shared_store": every instance of a cluster sees the same store */
 };
 
 /*

@@ -96,6 +96,7 @@ struct gw_local_conf {
     char *crl_url;         /* "crl_url": http(s) URL put as CRL distribution point (RFC 5280 §4.2.1.13)
                               into every certificate it issues, e.g. where cmpgw serves its CRL
                               (<prefix>/crl/<name>); NULL = none */
+    bool shared_store;     /* "shared_store": the store is on storage every instance of a cluster sees */
 };
 
 /* "type": "vault": the Vault / OpenBao PKI secrets engine. */

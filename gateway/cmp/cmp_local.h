@@ -39,14 +39,17 @@ struct cmp_shared;      /* engine.c */
 struct cmp_pending;     /* poll.c */
 struct cmp_role_policy; /* policy.c */
 
+struct gw_cluster;
+
 struct gw_cmp_engine {
     struct gw_cmp_settings cfg; /* a copy; what it points to is borrowed */
     struct gw_upstream_set *ups;
     /* shared by every engine built from this one's predecessor (a reload): the open transactions
        and the replay cache outlive a configuration; the audit log too while its file stays */
     struct cmp_shared *shared;
-    struct gw_txn_table *txns; /* shared->txns */
-    struct gw_replay *replay;  /* shared->replay */
+    struct gw_txn_table *txns;  /* shared->txns */
+    struct gw_replay *replay;   /* shared->replay */
+    struct gw_cluster *cluster; /* shared->cluster: other instances' view ("cmp.state"); NULL = memory */
     struct gw_audit *audit;
     atomic_size_t live;                    /* transactions begun under this engine and not yet freed */
     X509_STORE **issuer_stores;            /* per cfg.upstreams[i]: what its certificates must chain to */

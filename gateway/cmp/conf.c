@@ -186,6 +186,62 @@ static const struct gw_conf_field pbm_fields[] = {
 
 GW_CONF_OBJDEF(pbm_def, pbm_fields, check_pbm);
 
+static const struct gw_conf_enum state_backends[] = {
+    {"memory", GW_STATE_MEMORY, NULL},
+    {"redis", GW_STATE_REDIS, NULL},
+    {NULL, 0, NULL},
+};
+
+/* A key prefix: 1..64 printable characters without spaces (it starts every Redis key). */
+static bool prefix_ok(const char *s, size_t len)
+{
+    if (len == 0 || len > 64)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (s[i] <= ' ' || s[i] > '~')
+            return false;
+    return true;
+}
+
+static const struct gw_conf_names names_prefix = {prefix_ok, "1..64 printable characters without spaces"};
+
+static int check_state(struct gw_conf_ctx *pc, const char *path, void *base)
+{
+    struct gw_state_conf *s = base;
+    char kpath[GW_CONF_PATH_LEN];
+
+    if (s->backend == GW_STATE_MEMORY) {
+        if (s->address != NULL || s->password_file != NULL || s->username != NULL)
+            return gw_conf_fail(pc, path,
+                                "\"address\", \"username\" and \"password_file\" are for "
+                                "\"backend\": \"redis\"");
+        return 0;
+    }
+    gw_conf_join_key(kpath, path, "address");
+    if (s->address == NULL)
+        return gw_conf_fail(pc, kpath, "missing: required with \"backend\": \"redis\"");
+    if (s->key_prefix == NULL && (s->key_prefix = strdup("cmpgw:")) == NULL)
+        return GW_ERR_NOMEM;
+    gw_conf_join_key(kpath, path, "password_file");
+    if (s->password_file != NULL)
+        return gw_conf_read_secret_sized(pc, kpath, s->password_file, 1, GW_MAX_REDIS_PASSWORD, &s->password,
+                                         &s->password_len);
+    return 0;
+}
+
+static const struct gw_conf_field state_fields[] = {
+    GW_CONF_OPT("backend", gw_conf_p_enum, struct gw_state_conf, backend, .def = GW_STATE_MEMORY,
+                .aux = state_backends),
+    GW_CONF_OPT("address", gw_conf_p_address, struct gw_state_conf, address),
+    GW_CONF_OPT("port", gw_conf_p_port, struct gw_state_conf, port, .min = 1, .max = 65535, .def = 6379),
+    GW_CONF_OPT("username", gw_conf_p_name, struct gw_state_conf, username, .aux = &gw_conf_names_plain),
+    GW_CONF_OPT("password_file", gw_conf_p_file, struct gw_state_conf, password_file),
+    GW_CONF_OPT("key_prefix", gw_conf_p_name, struct gw_state_conf, key_prefix, .aux = &names_prefix),
+    GW_CONF_OPT("timeout", gw_conf_p_dur_ms, struct gw_state_conf, timeout_ms, .min = 1,
+                .max = GW_MAX_REDIS_TIMEOUT_MS, .def = GW_DEFAULT_REDIS_TIMEOUT_MS),
+};
+GW_CONF_OBJDEF(state_def, state_fields, check_state);
+
 static const struct gw_conf_field cmp_fields[] = {
     GW_CONF_OPT("message_time_window", gw_conf_p_dur_s, struct gw_cmp_conf, message_time_window, .min = 0,
                 .max = GW_MAX_MSGTIME_WINDOW, .def = GW_DEFAULT_MSGTIME_WINDOW),
@@ -204,7 +260,20 @@ static const struct gw_conf_field cmp_fields[] = {
                 .min = 1, .max = GW_REPLAY_MAX_ENTRIES, .def = GW_DEFAULT_REPLAY_PER_IDENTITY),
     GW_CONF_OPT("revocation_grace", gw_conf_p_dur_s, struct gw_cmp_conf, revocation_grace, .min = 0,
                 .max = GW_MAX_REVOCATION_GRACE, .def = GW_DEFAULT_REVOCATION_GRACE),
+    GW_CONF_OPT("state", gw_conf_p_obj, struct gw_cmp_conf, state, .aux = &state_def),
 };
+
+void gw_cmp_conf_cleanup(struct gw_cmp_conf *c)
+{
+    struct gw_state_conf *s = &c->state;
+
+    free(s->address);
+    free(s->username);
+    free(s->password_file);
+    OPENSSL_clear_free(s->password, GW_MAX_REDIS_PASSWORD + 3);
+    free(s->key_prefix);
+    memset(s, 0, sizeof(*s));
+}
 
 const struct gw_conf_obj gw_cmp_conf_def = {cmp_fields, sizeof(cmp_fields) / sizeof(cmp_fields[0]), NULL};
 

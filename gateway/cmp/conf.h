@@ -43,6 +43,24 @@ struct gw_pbm_conf {
     size_t secret_len;
 };
 
+/* "cmp.state": where the replay keys and transaction reservations live (gateway/cmp/cluster.h). */
+enum gw_state_backend {
+    GW_STATE_MEMORY = 0, /* this process only */
+    GW_STATE_REDIS,      /* shared by every instance using the same Redis and key prefix */
+};
+
+struct gw_state_conf {
+    enum gw_state_backend backend;
+    char *address; /* Redis: numeric IPv4 or IPv6 address */
+    uint16_t port;
+    char *username;      /* Redis ACL user; NULL: "default" (AUTH with a password only) */
+    char *password_file; /* the ACL password; never logged */
+    unsigned char *password;
+    size_t password_len;
+    char *key_prefix;    /* every key begins with it: instances of one cluster share it */
+    uint32_t timeout_ms; /* a Redis command's connect and reply timeout */
+};
+
 struct gw_cmp_conf {
     uint32_t message_time_window; /* seconds; 0 = do not require messageTime */
     bool require_message_time;
@@ -52,7 +70,11 @@ struct gw_cmp_conf {
     uint32_t pbm_max_iterations;
     uint32_t revocation_grace;        /* seconds past a CRL's nextUpdate it may still be used */
     uint32_t max_recent_per_identity; /* replay cache entries one identity may hold */
+    struct gw_state_conf state;       /* "state" */
 };
+
+/* gw_cmp_conf_cleanup frees what the "cmp" section loaded (the state's strings and password). */
+void gw_cmp_conf_cleanup(struct gw_cmp_conf *c);
 
 /* Vault's audit_fields names, as bits. */
 enum gw_audit_field {

@@ -7,6 +7,7 @@
 #include "gateway/cmp/engine.h"
 #include "gateway/cmp/auth.h"
 #include "gateway/cmp/cmp_local.h"
+#include "gateway/cmp/cluster.h"
 #include "gateway/cmp/engine_test.h"
 #include "gateway/cmp/outcome.h"
 #include "gateway/cmp/policy.h"
@@ -113,13 +114,15 @@ struct cmp_shared {
     atomic_int refs;
     struct gw_txn_table *txns;
     struct gw_replay *replay;
+    struct gw_cluster *cluster; /* "cmp.state": "redis"; a reload keeps the first one (restart to change) */
 };
 
-static struct cmp_shared *shared_new(const struct gw_cmp_settings *cfg)
+static struct cmp_shared *shared_new(const struct gw_cmp_settings *cfg, char *err)
 {
     struct cmp_shared *sh = calloc(1, sizeof(*sh));
     time_t window;
 
+    snprintf(err, GW_ERR_LEN, "CMP engine: out of memory");
     if (sh == NULL)
         return NULL;
     atomic_init(&sh->refs, 1);
@@ -129,7 +132,9 @@ static struct cmp_shared *shared_new(const struct gw_cmp_settings *cfg)
         window = (cfg->cmp->transaction_ttl + 1) / 2;
     sh->txns = gw_txn_table_new(cfg->cmp->max_transactions, cfg->cmp->max_transactions_per_identity);
     sh->replay = gw_replay_new(GW_REPLAY_MAX_ENTRIES, cfg->cmp->max_recent_per_identity, 2 * window);
-    if (sh->txns == NULL || sh->replay == NULL) {
+    if (sh->txns == NULL || sh->replay == NULL ||
+        (cfg->cmp->state.backend == GW_STATE_REDIS &&
+         (sh->cluster = gw_cluster_new(&cfg->cmp->state, err)) == NULL)) {
         gw_txn_table_free(sh->txns, NULL, NULL);
         gw_replay_free(sh->replay);
         free(sh);
@@ -156,11 +161,12 @@ struct gw_cmp_engine *gw_cmp_engine_new(const struct gw_cmp_settings *cfg, struc
         e->shared = prev->shared;
         atomic_fetch_add(&e->shared->refs, 1);
         e->audit = gw_audit_share(prev->audit, cfg->audit); /* NULL: the file changed, opened anew */
-    } else if ((e->shared = shared_new(cfg)) == NULL) {
-        goto nomem;
+    } else if ((e->shared = shared_new(cfg, err)) == NULL) {
+        goto fail;
     }
     e->txns = e->shared->txns;
     e->replay = e->shared->replay;
+    e->cluster = e->shared->cluster;
     if (cmp_policy_init(e, err) != 0)
         goto fail;
     return e;
@@ -201,6 +207,8 @@ static void log_closed(void *arg, struct gw_txn *txn)
     /* recorded by the engine it began under, whose configuration it names */
     if (t != NULL && t->pending != NULL && t->issued == NULL)
         cmp_poll_closed(t->e, t, tid, how->pending_event);
+    if (t != NULL)
+        gw_cluster_release(t->e->cluster, txn->tid, txn->tid_len, txn->identity);
     if (t != NULL && t->issued != NULL) {
         gw_log_kv(GW_LOG_WARN, how->event, "tid", tid, "identity", txn->identity, "serial", t->serial, "msg",
                   "certificate issued but never confirmed; it stays valid", NULL);
@@ -231,6 +239,7 @@ void gw_cmp_engine_free(struct gw_cmp_engine *e)
         /* the last engine: what is still open ends here */
         gw_txn_table_free(e->shared->txns, log_closed, (void *)&abandoned);
         gw_replay_free(e->shared->replay);
+        gw_cluster_free(e->shared->cluster);
         free(e->shared);
     }
     cmp_poll_detach(e); /* upstream calls still running write to the audit log */
@@ -545,10 +554,17 @@ static int precheck(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refu
     return 0;
 }
 
+/* Ends the transaction slot of |tid| here and, with a shared state, on every instance. */
+static void release_slot(struct gw_cmp_engine *e, const struct cmp_call *c, const char *identity)
+{
+    gw_txn_release(e->txns, c->hdr.tid, c->hdr.tid_len);
+    gw_cluster_release(e->cluster, c->hdr.tid, c->hdr.tid_len, identity);
+}
+
 static void end_slot(struct cmp_call *c)
 {
     if (c->reserved)
-        gw_txn_release(c->e->txns, c->hdr.tid, c->hdr.tid_len);
+        release_slot(c->e, c, c->rsp->identity);
     c->reserved = 0;
 }
 
@@ -744,8 +760,8 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
               "outcome", c->rsp->outcome, NULL);
     if (!c->released) /* released with implicitConfirm: its "issued" record says it all */
         audit_closed(c, t);
+    release_slot(c->e, c, t->identity);
     gw_txn_free(txn);
-    gw_txn_release(c->e->txns, c->hdr.tid, c->hdr.tid_len);
 }
 
 /* The client aborted its transaction: a certificate it was given will not be used (RFC 9810 §5.3.21). */
@@ -760,8 +776,8 @@ static void abort_txn(struct cmp_call *c, struct gw_txn *txn)
                              "the client aborted the transaction with an error message", old->issued, 1);
         cmp_withdraw(c->e, old, c->rsp->tid, old->issued, CRL_REASON_CESSATION_OF_OPERATION);
     }
+    release_slot(c->e, c, txn->identity);
     gw_txn_free(txn);
-    gw_txn_release(c->e->txns, c->hdr.tid, c->hdr.tid_len);
 }
 
 /* An error message from the client: answered with pkiconf; closes its transaction if it is open. */

@@ -9,6 +9,7 @@
 #include "gateway/cmp/issue.h"
 #include "gateway/cmp/cert_req.h"
 #include "gateway/cmp/cmp_local.h"
+#include "gateway/cmp/cluster.h"
 #include "gateway/cmp/outcome.h"
 #include "gateway/cmp/policy.h"
 #include "gateway/cmp/poll.h"
@@ -50,14 +51,30 @@ static int check_kur(struct cmp_txn *t, struct cmp_call *c, const OSSL_CRMF_MSG 
                       "oldCertID names another certificate");
 }
 
-/* Holds a table slot before the upstream call, so an issued certificate can always be parked. */
+/*
+ * Holds a table slot before the upstream call, so an issued certificate can always be parked; with
+ * a shared state, the transactionID is open on every instance and counts against the identity's
+ * cap there too.
+ */
 static int reserve(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r)
 {
+    const struct gw_cmp_conf *cc = c->e->cfg.cmp;
+    char err[GW_ERR_LEN];
     int rc = gw_txn_reserve(c->e->txns, c->hdr.tid, c->hdr.tid_len, t->identity);
 
+    if (rc == 0 && c->e->cluster != NULL &&
+        (rc = gw_cluster_reserve(c->e->cluster, c->hdr.tid, c->hdr.tid_len, t->identity, c->now,
+                                 (time_t)cc->transaction_ttl + cmp_poll_extra_ttl(t),
+                                 cc->max_transactions_per_identity, err)) != 0)
+        gw_txn_release(c->e->txns, c->hdr.tid, c->hdr.tid_len);
     if (rc == 0) {
         c->reserved = 1;
         return 0;
+    }
+    if (rc == GW_ERR_UNAVAILABLE) {
+        gw_log_kv(GW_LOG_ERROR, "shared_state_unavailable", "tid", c->rsp->tid, "reason", err, NULL);
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                          "the gateway cannot open this transaction in its cluster now; retry later");
     }
     if (rc == GW_ERR_EXISTS)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_transactionIdInUse, "%s", TEXT_TID_IN_USE);

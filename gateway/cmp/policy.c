@@ -8,6 +8,7 @@
  */
 #include "gateway/cmp/policy.h"
 #include "gateway/cmp/audit.h"
+#include "gateway/cmp/cluster.h"
 #include "gateway/cmp/outcome.h"
 #include "gateway/cmp/record.h"
 #include "gateway/cmp/replay.h"
@@ -182,12 +183,24 @@ static int check_time(struct cmp_call *c, struct cmp_refusal *r)
                       off, cc->message_time_window);
 }
 
-/* RFC 9483 §3.6.4: a transactionID seen before answers transactionIdInUse. */
+/*
+ * RFC 9483 §3.6.4: a transactionID seen before answers transactionIdInUse; with a shared state, one
+ * seen by any instance (the same window: twice the messageTime window, at least a transaction TTL).
+ */
 static int check_replay(struct cmp_call *c, struct cmp_refusal *r)
 {
+    const struct gw_cmp_conf *cc = c->e->cfg.cmp;
+    time_t window = cc->message_time_window != 0 ? cc->message_time_window : GW_DEFAULT_MSGTIME_WINDOW;
+    char err[GW_ERR_LEN];
     int rc = gw_replay_check_add(c->e->replay, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
                                  c->hdr.sender_nonce_len, c->rsp->identity, c->now);
 
+    if (2 * window < (time_t)cc->transaction_ttl)
+        window = (cc->transaction_ttl + 1) / 2;
+    if (rc == 0 && c->e->cluster != NULL)
+        rc = gw_cluster_seen(c->e->cluster, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
+                             c->hdr.sender_nonce_len, c->rsp->identity, c->now, 2 * window,
+                             cc->max_recent_per_identity, err);
     switch (rc) {
     case 0:
         return 0;
@@ -202,6 +215,10 @@ static int check_replay(struct cmp_call *c, struct cmp_refusal *r)
     case GW_ERR_BUSY:
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                           "too many recent transactions: retry later");
+    case GW_ERR_UNAVAILABLE:
+        gw_log_kv(GW_LOG_ERROR, "shared_state_unavailable", "tid", c->rsp->tid, "reason", err, NULL);
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                          "the gateway cannot check this request against its cluster now; retry later");
     default:
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "transactionID or senderNonce too long");
     }

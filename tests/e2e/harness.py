@@ -279,6 +279,26 @@ class Gateway:
         self.stderr_path = self.dir / "gateway.stderr"
         self.stdout_path = self.dir / "gateway.stdout"
 
+    def twin(self, workdir):
+        """Another gateway over the same PKI and configuration (a second instance of a cluster): its
+        own ports, audit log and stores, in |workdir|. Not started."""
+        g = Gateway.__new__(Gateway)
+        shutil.copytree(self.dir, workdir, ignore=shutil.ignore_patterns("audit.log", "gateway.std*"))
+        g.dir = Path(workdir)
+        g.port = free_port()
+        g.admin_port = free_port()
+        g.config = json.loads(json.dumps(self.config))
+        g.config["listeners"][0]["port"] = g.port
+        if "admin" in g.config:
+            g.config["admin"]["port"] = g.admin_port
+        g.config_path = g.dir / "cmpgw.json"
+        g.config_path.write_text(json.dumps(g.config, indent=2))
+        g.pbm_secret = self.pbm_secret
+        g.proc = None
+        g.stderr_path = g.dir / "gateway.stderr"
+        g.stdout_path = g.dir / "gateway.stdout"
+        return g
+
     def env(self):
         env = dict(os.environ)
         if SANITIZE:
