@@ -9,7 +9,9 @@
 # Knobs (environment): BENCH_DURATION seconds per measurement (default 5), BENCH_ROUNDS A/B rounds
 # (default 3), BENCH_THREADS client threads of the concurrent case (default 4), BENCH_WARMUP
 # seconds (default 2), BENCH_SCRAPE=1 adds a third case to every round: the same cmpgw while
-# /metrics is scraped every second, as Prometheus would (the cost of the metrics, side by side).
+# /metrics is scraped every second, as Prometheus would (the cost of the metrics, side by side);
+# BENCH_REDIS=1 adds a second cmpgw whose replay keys and transactions are shared in a redis-server
+# ("cmp.state": "redis"; its server CPU counts redis-server's too), beside the in-memory one.
 # Defaults keep the whole run near 2 minutes. Prints a Markdown table.
 set -euo pipefail
 
@@ -28,6 +30,7 @@ rounds=${BENCH_ROUNDS:-3}
 threads=${BENCH_THREADS:-4}
 warmup=${BENCH_WARMUP:-2}
 scrape=${BENCH_SCRAPE:-0}
+with_redis=${BENCH_REDIS:-0}
 subject="/O=cmpgw demo/CN=bench-device"
 tck=$(getconf CLK_TCK)
 
@@ -65,11 +68,14 @@ wait_listen() {
     return 1
 }
 
-# utime+stime of PID in clock ticks (all its threads); fields counted after the ")" of comm.
+# utime+stime of the PIDs in clock ticks (all their threads); fields counted after the ")" of comm.
 cpu_ticks() {
-    local rest
-    rest=$(sed 's/.*) //' "/proc/$1/stat")
-    awk '{ print $12 + $13 }' <<<"$rest"
+    local p rest sum=0
+    for p in "$@"; do
+        rest=$(sed 's/.*) //' "/proc/$p/stat")
+        sum=$((sum + $(awk '{ print $12 + $13 }' <<<"$rest")))
+    done
+    echo "$sum"
 }
 
 mock_port=$(free_port)
@@ -209,6 +215,41 @@ else
     echo "bench: $gw not built; measuring the mock only" >&2
 fi
 
+# (3) BENCH_REDIS: redis-server as cmpgw requires it, and a second cmpgw on the same PKI sharing it.
+redis_pids=
+rgw_args=()
+if [[ -n $gw_pid && $with_redis == 1 ]]; then
+    redis_port=$(free_port)
+    rgw_port=$(free_port)
+    mkdir -p "$tmp/redis"
+    redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$tmp/redis" --appendonly yes \
+        --maxmemory-policy noeviction --save "" --daemonize no >"$tmp/redis.log" 2>&1 &
+    redis_pid=$!
+    pids+=("$redis_pid")
+    wait_listen "$redis_port" "$redis_pid" || { echo "bench: redis-server did not start" >&2; exit 2; }
+    python3 - "$pki/cmpgw.json" "$pki/cmpgw-redis.json" "$rgw_port" "$redis_port" <<'PY'
+import json, sys
+cfg = json.load(open(sys.argv[1]))
+cfg["listeners"][0]["port"] = int(sys.argv[3])
+cfg.pop("admin", None)
+cfg["audit"]["file"] = "audit-redis.log"
+cfg["cmp"]["state"] = {"backend": "redis", "address": "127.0.0.1", "port": int(sys.argv[4])}
+json.dump(cfg, open(sys.argv[2], "w"), indent=2)
+PY
+    (cd "$pki" && exec "$gw" -c "$pki/cmpgw-redis.json" >"$tmp/cmpgw-redis.log" 2>&1) &
+    rgw_pid=$!
+    pids+=("$rgw_pid")
+    rgw_args=(--url "https://127.0.0.1:$rgw_port/pki/cmp" --cafile "$pki/ca.pem" --tls-cert "$pki/client.pem"
+        --tls-key "$pki/client.key" "${common[@]}")
+    if wait_listen "$rgw_port" "$rgw_pid" && timeout 30 "$load" "${rgw_args[@]}" --count 1 >/dev/null 2>"$tmp/smoke.err"; then
+        redis_pids="$rgw_pid $redis_pid"
+    else
+        echo "bench: cmpgw with redis did not start or enrol" >&2
+        tail -5 "$tmp/cmpgw-redis.log" >&2 || true
+        exit 2
+    fi
+fi
+
 # Scrapes cmpgw's /metrics once a second until killed (BENCH_SCRAPE).
 scraper() {
     while :; do
@@ -226,10 +267,12 @@ measure() {
         scraper &
         spid=$!
     fi
-    c0=$(cpu_ticks "$pid")
+    # shellcheck disable=SC2086 # $pid may name several processes (cmpgw and its redis-server)
+    c0=$(cpu_ticks $pid)
     out=$(timeout $((duration + 60)) "$load" "${args[@]}" --threads "$n" --duration "$duration" \
         2>>"$tmp/load.err") || true
-    c1=$(cpu_ticks "$pid")
+    # shellcheck disable=SC2086
+    c1=$(cpu_ticks $pid)
     if [[ -n $spid ]]; then
         kill "$spid" 2>/dev/null || true
         wait "$spid" 2>/dev/null || true
@@ -249,10 +292,12 @@ warm() {
 for n in 1 "$threads"; do
     warm mock "$n" mock_args
     if [[ -n $gw_pid ]]; then warm cmpgw "$n" gw_args; fi
+    if [[ -n $redis_pids ]]; then warm cmpgw+redis "$n" rgw_args; fi
     for ((r = 0; r < rounds; r++)); do
         measure mock "$mock_pid" "$n" mock_args
         if [[ -n $gw_pid ]]; then measure cmpgw "$gw_pid" "$n" gw_args; fi
         if [[ -n $gw_pid && $scrape == 1 ]]; then measure cmpgw+scrape "$gw_pid" "$n" gw_args scrape; fi
+        if [[ -n $redis_pids ]]; then measure cmpgw+redis "$redis_pids" "$n" rgw_args; fi
     done
 done
 
@@ -294,7 +339,8 @@ res = {}
 for (n, srv) in sorted(groups, key=lambda k: (k[0], k[1] != "mock")):
     a = res[(n, srv)] = agg(groups[(n, srv)])
     label = {"mock": "openssl cmp -port (mock, HTTP)", "cmpgw": "cmpgw (HTTPS, local issuer)",
-             "cmpgw+scrape": "cmpgw, /metrics scraped every second"}[srv]
+             "cmpgw+scrape": "cmpgw, /metrics scraped every second",
+             "cmpgw+redis": "cmpgw, shared state in redis-server (CPU of both)"}[srv]
     print(f"| {label} | {n} | {a['rate']:.0f} ({a['lo']:.0f}–{a['hi']:.0f}) | {a['p50']:.2f} | {a['p99']:.2f} "
           f"| {a['cpu_ms']:.2f} | {a['client_ms']:.2f} | {a['enr']} | {a['errors']} |")
 print()
@@ -307,6 +353,11 @@ for n in sorted({k[0] for k in res}):
     if g and sc and g["rate"] and g["cpu_ms"]:
         print(f"- {n} client thread(s): scraped/unscraped cmpgw throughput {sc['rate'] / g['rate']:.3f}x, "
               f"server CPU per enrolment {sc['cpu_ms'] / g['cpu_ms']:.3f}x")
+    rd = res.get((n, "cmpgw+redis"))
+    if g and rd and g["rate"] and g["cpu_ms"]:
+        print(f"- {n} client thread(s): redis/memory cmpgw throughput {rd['rate'] / g['rate']:.3f}x, "
+              f"server CPU per enrolment {rd['cpu_ms'] / g['cpu_ms']:.3f}x, "
+              f"p50 {rd['p50'] - g['p50']:+.2f} ms, p99 {rd['p99'] - g['p99']:+.2f} ms per enrolment (ir + certConf)")
 errors = sum(a["errors"] for a in res.values())
 sys.exit(1 if errors else 0)
 PY
