@@ -53,7 +53,8 @@
 #define GW_MAX_REDIS_PASSWORD 512        /* a Redis ACL password, in "cmp.state.password_file" */
 #define GW_DEFAULT_REDIS_TIMEOUT_MS 1000 /* a Redis command's connect and reply timeout */
 #define GW_MAX_REDIS_TIMEOUT_MS 10000
-#define GW_STATE_GRACE 60 /* seconds a shared reservation outlives its transaction's deadline */
+#define GW_STATE_GRACE 60    /* seconds a shared reservation outlives its transaction's deadline */
+#define GW_STATE_PING_SECS 1 /* how often readiness asks the shared state's Redis (PING) */
 #define GW_DEFAULT_MAX_TXNS 10000
 #define GW_DEFAULT_MAX_TXNS_PER_IDENTITY 16
 #define GW_MAX_TXNS 1000000

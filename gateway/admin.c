@@ -5,8 +5,9 @@
  *
  *   GET /healthz   200 "ok": the process serves requests
  *   GET /readyz    200 or 503, with a JSON detail: the configuration is loaded, the audit log takes
- *                  records, the listeners are up, the gateway is not draining, and the upstreams in
- *                  "ready_requires" answer their probes (every upstream's last probe is in the detail)
+ *                  records, the shared state (if any) answers, the listeners are up, the gateway is
+ *                  not draining, and the upstreams in "ready_requires" answer their probes (every
+ *                  upstream's last probe is in the detail)
  *   GET /metrics   Prometheus text format 0.0.4 (base/metrics.h)
  *   POST /reload   loads the configuration file again, like SIGHUP; answers once it is in use (200)
  *                  or refused (500, with the error; the running configuration stays)
@@ -116,6 +117,8 @@ static void readyz(h2o_req_t *req, struct gw_loop *lt)
     }
     ready &= check(checks, "config", lt->gen != NULL, "not loaded");
     ready &= check(checks, "audit", gw_cmp_engine_audit_status(lt->gen->engine, why, sizeof(why)) == 0, why);
+    ready &= check(checks, "shared_state", gw_cmp_engine_state_status(lt->gen->engine, why, sizeof(why)) == 0,
+                   why);
     /* the loop threads accept only once every listener is bound: this one answering is the proof */
     ready &= check(checks, "listeners", true, "");
     ready &= check(checks, "draining", !atomic_load(&s->stopping), "shutting down");

@@ -64,6 +64,13 @@ struct gw_cluster {
     char sha[N_SCRIPTS][41];
     pthread_key_t conn; /* each thread's redisContext */
     atomic_bool reachable;
+    /* the pinger: readiness follows Redis even while no request comes */
+    pthread_t pinger;
+    bool pinging;
+    pthread_mutex_t lock; /* stop, last_err */
+    pthread_cond_t wake;
+    bool stop;
+    char last_err[GW_ERR_LEN];
 };
 
 static void hex(char *out, const unsigned char *in, size_t n)
@@ -106,6 +113,9 @@ static int unavailable(struct gw_cluster *cl, redisContext *c, const redisReply 
         pthread_setspecific(cl->conn, NULL);
     }
     atomic_store(&cl->reachable, false);
+    pthread_mutex_lock(&cl->lock);
+    snprintf(cl->last_err, sizeof(cl->last_err), "%s", err);
+    pthread_mutex_unlock(&cl->lock);
     return GW_ERR_UNAVAILABLE;
 }
 
@@ -119,10 +129,7 @@ static redisContext *connection(struct gw_cluster *cl, char *err)
         return c;
     c = redisConnectWithTimeout(cl->address, cl->port, cl->timeout);
     if (c == NULL || c->err) {
-        snprintf(err, GW_ERR_LEN, "the shared state (Redis at %s:%d) is unreachable: %.120s", cl->address,
-                 cl->port, c != NULL ? c->errstr : "out of memory");
-        redisFree(c);
-        atomic_store(&cl->reachable, false);
+        (void)unavailable(cl, c, NULL, err); /* frees |c| */
         return NULL;
     }
     (void)redisSetTimeout(c, cl->timeout);
@@ -135,6 +142,9 @@ static redisContext *connection(struct gw_cluster *cl, char *err)
             freeReplyObject(r);
             redisFree(c);
             atomic_store(&cl->reachable, false);
+            pthread_mutex_lock(&cl->lock);
+            snprintf(cl->last_err, sizeof(cl->last_err), "%s", err);
+            pthread_mutex_unlock(&cl->lock);
             return NULL;
         }
         freeReplyObject(r);
@@ -174,6 +184,37 @@ static long long run(struct gw_cluster *cl, int s, const char *k1, const char *k
     freeReplyObject(r);
     atomic_store(&cl->reachable, true);
     return v;
+}
+
+/* The pinger's thread: PING every GW_STATE_PING_SECS until told to stop. */
+static void *pinger_main(void *arg)
+{
+    struct gw_cluster *cl = arg;
+    char err[GW_ERR_LEN];
+    struct timespec until;
+
+    pthread_mutex_lock(&cl->lock);
+    while (!cl->stop) {
+        redisContext *c;
+        redisReply *r = NULL;
+
+        pthread_mutex_unlock(&cl->lock);
+        if ((c = connection(cl, err)) != NULL) {
+            r = redisCommand(c, "PING");
+            if (r == NULL || r->type == REDIS_REPLY_ERROR)
+                (void)unavailable(cl, c, r, err);
+            else
+                atomic_store(&cl->reachable, true);
+            freeReplyObject(r);
+        }
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += GW_STATE_PING_SECS;
+        pthread_mutex_lock(&cl->lock);
+        if (!cl->stop)
+            (void)pthread_cond_timedwait(&cl->wake, &cl->lock, &until);
+    }
+    pthread_mutex_unlock(&cl->lock);
+    return NULL;
 }
 
 /* CONFIG GET |name| must answer |want|: what keeps replay keys from being evicted or forgotten. */
@@ -217,6 +258,8 @@ struct gw_cluster *gw_cluster_new(const struct gw_state_conf *conf, char *err)
         free(cl);
         return NULL;
     }
+    pthread_mutex_init(&cl->lock, NULL);
+    pthread_cond_init(&cl->wake, NULL);
     cl->password_len = conf->password_len;
     cl->port = conf->port;
     cl->timeout = (struct timeval){conf->timeout_ms / 1000, (conf->timeout_ms % 1000) * 1000};
@@ -233,6 +276,12 @@ struct gw_cluster *gw_cluster_new(const struct gw_state_conf *conf, char *err)
         gw_cluster_free(cl);
         return NULL;
     }
+    if (pthread_create(&cl->pinger, NULL, pinger_main, cl) != 0) {
+        snprintf(err, GW_ERR_LEN, "shared state: cannot start its thread");
+        gw_cluster_free(cl);
+        return NULL;
+    }
+    cl->pinging = true;
     gw_log(GW_LOG_INFO, "shared_state", "Redis at %s:%d, key prefix %s", cl->address, cl->port, cl->prefix);
     return cl;
 fail_crypto:
@@ -245,6 +294,13 @@ void gw_cluster_free(struct gw_cluster *cl)
 {
     if (cl == NULL)
         return;
+    if (cl->pinging) {
+        pthread_mutex_lock(&cl->lock);
+        cl->stop = true;
+        pthread_cond_signal(&cl->wake);
+        pthread_mutex_unlock(&cl->lock);
+        pthread_join(cl->pinger, NULL);
+    }
     conn_free(pthread_getspecific(cl->conn)); /* the calling thread's; the others' went with them */
     pthread_setspecific(cl->conn, NULL);
     pthread_key_delete(cl->conn);
@@ -252,6 +308,8 @@ void gw_cluster_free(struct gw_cluster *cl)
     free(cl->username);
     free(cl->prefix);
     OPENSSL_clear_free(cl->password, cl->password_len);
+    pthread_cond_destroy(&cl->wake);
+    pthread_mutex_destroy(&cl->lock);
     free(cl);
 }
 
@@ -327,9 +385,14 @@ void gw_cluster_release(struct gw_cluster *cl, const unsigned char *tid, size_t 
                   "the transaction's shared reservation ends with its TTL instead", NULL);
 }
 
-bool gw_cluster_reachable(const struct gw_cluster *cl)
+int gw_cluster_status(struct gw_cluster *cl, char *why, size_t cap)
 {
-    return cl == NULL || atomic_load(&cl->reachable);
+    if (cl == NULL || atomic_load(&cl->reachable))
+        return 0;
+    pthread_mutex_lock(&cl->lock);
+    snprintf(why, cap, "%s", cl->last_err);
+    pthread_mutex_unlock(&cl->lock);
+    return GW_ERR_UNAVAILABLE;
 }
 
 #else /* built without hiredis */
@@ -374,10 +437,10 @@ void gw_cluster_release(struct gw_cluster *cl, const unsigned char *tid, size_t 
     (void)cl, (void)tid, (void)tid_len, (void)identity;
 }
 
-bool gw_cluster_reachable(const struct gw_cluster *cl)
+int gw_cluster_status(struct gw_cluster *cl, char *why, size_t cap)
 {
-    (void)cl;
-    return true;
+    (void)cl, (void)why, (void)cap;
+    return 0;
 }
 
 #endif

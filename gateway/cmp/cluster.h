@@ -51,7 +51,10 @@ int gw_cluster_reserve(struct gw_cluster *cl, const unsigned char *tid, size_t t
 void gw_cluster_release(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
                         const char *identity);
 
-/* gw_cluster_reachable: whether the last call of any thread reached Redis. NULL-safe (true). */
-bool gw_cluster_reachable(const struct gw_cluster *cl);
+/*
+ * gw_cluster_status: 0 while Redis answers (the last command of any thread, or the PING sent every
+ * GW_STATE_PING_SECS), else GW_ERR_UNAVAILABLE with the last reason in |why|. NULL-safe (0).
+ */
+int gw_cluster_status(struct gw_cluster *cl, char *why, size_t cap);
 
 #endif

@@ -182,6 +182,11 @@ int gw_cmp_engine_audit_status(struct gw_cmp_engine *e, char *why, size_t cap)
     return gw_audit_status(e != NULL ? e->audit : NULL, why, cap);
 }
 
+int gw_cmp_engine_state_status(struct gw_cmp_engine *e, char *why, size_t cap)
+{
+    return e != NULL ? gw_cluster_status(e->cluster, why, cap) : 0;
+}
+
 int gw_cmp_engine_reopen_audit(struct gw_cmp_engine *e)
 {
     if (e == NULL || e->audit == NULL)

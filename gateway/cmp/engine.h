@@ -60,6 +60,10 @@ int gw_cmp_engine_reopen_audit(struct gw_cmp_engine *e);
 /* gw_cmp_engine_audit_status is gw_audit_status of the engine's audit log (any thread). */
 int gw_cmp_engine_audit_status(struct gw_cmp_engine *e, char *why, size_t cap);
 
+/* gw_cmp_engine_state_status: 0 when the shared state ("cmp.state") answers, or there is none;
+ * else GW_ERR_UNAVAILABLE with the reason in |why| (any thread). */
+int gw_cmp_engine_state_status(struct gw_cmp_engine *e, char *why, size_t cap);
+
 /* gw_cmp_engine_expire closes transactions whose TTL passed, logging each (any thread). */
 void gw_cmp_engine_expire(struct gw_cmp_engine *e, time_t now);
 

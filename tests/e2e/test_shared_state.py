@@ -67,9 +67,22 @@ class SharedState(harness.GatewayTestCase):
         self.assertEqual([a.body_type for a in res.answers], ["ip", "pkiconf"])
         self.assertEqual(self.redis.command("KEYS", "cmpgw:txn:*"), "*0")
 
+    def readyz(self, gw, want_status, wait=10):
+        """Waits until /readyz answers |want_status|; its JSON."""
+        deadline = time.monotonic() + wait
+        while True:
+            status, body = harness.admin(gw, "/readyz")
+            if status == want_status or time.monotonic() > deadline:
+                self.assertEqual(status, want_status, body)
+                return json.loads(body)
+            time.sleep(0.2)
+
     def test_redis_down_then_back(self):
+        self.assertEqual(self.readyz(self.gw, 200)["checks"]["shared_state"], "ok")
         self.redis.stop()
         try:
+            # not ready while Redis is away, without any request asking (the pinger)
+            self.assertIn("unreachable", self.readyz(self.gw2, 503)["checks"]["shared_state"])
             der = self.gw.make_request("down")
             ans = self.post(self.gw, der)
             self.assert_cmp_error(ans, ("ip", "error"), "systemUnavail", "cluster")
@@ -77,6 +90,7 @@ class SharedState(harness.GatewayTestCase):
             self.assertTrue(lines and "unreachable" in lines[-1]["reason"], lines)
         finally:
             self.redis.start()
+        self.readyz(self.gw2, 200)
         self.redis.command("SCRIPT", "FLUSH")  # as after a restart without the scripts: EVAL loads them
         for gw, name in ((self.gw, "back1"), (self.gw2, "back2")):
             res = gw.cmp("ir", name, newkey=self.newkey(name), subject="/CN=%s" % name,
