@@ -53,8 +53,11 @@
 #define GW_MAX_REDIS_PASSWORD 512        /* a Redis ACL password, in "cmp.state.password_file" */
 #define GW_DEFAULT_REDIS_TIMEOUT_MS 1000 /* a Redis command's connect and reply timeout */
 #define GW_MAX_REDIS_TIMEOUT_MS 10000
-#define GW_STATE_GRACE 60    /* seconds a shared reservation outlives its transaction's deadline */
-#define GW_STATE_PING_SECS 1 /* how often readiness asks the shared state's Redis (PING) */
+#define GW_STATE_GRACE 60       /* seconds a shared reservation outlives its transaction's deadline */
+#define GW_MIN_STATE_MAC_KEY 16 /* "cmp.state.mac_key_file": bytes of the secret every instance shares */
+#define GW_MAX_STATE_MAC_KEY 64
+#define GW_STATE_LEASE_SECS 30 /* an instance continuing a transaction holds it at most this long */
+#define GW_STATE_PING_SECS 1   /* how often readiness asks the shared state's Redis (PING) */
 #define GW_DEFAULT_MAX_TXNS 10000
 #define GW_DEFAULT_MAX_TXNS_PER_IDENTITY 16
 #define GW_MAX_TXNS 1000000

@@ -24,11 +24,12 @@
 #include <sys/time.h>
 #include <unistd.h>
 #include <hiredis/hiredis.h>
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
-enum { S_SEEN, S_RESERVE, S_RELEASE, N_SCRIPTS };
+enum { S_SEEN, S_RESERVE, S_RELEASE, S_TAKE, S_DROP, N_SCRIPTS };
 
 /*
  * KEYS: the entry and the identity's sorted set; ARGV: value, ttl, now, cap (0: none). Both
@@ -46,10 +47,23 @@ static const char *const scripts[N_SCRIPTS] = {
     [S_SEEN] = "local v = redis.call('GET', KEYS[1])\n"
                "if v then if v == ARGV[1] then return 1 end return 2 end\n" LUA_COUNTED_SET,
     [S_RESERVE] = "if redis.call('EXISTS', KEYS[1]) == 1 then return 2 end\n" LUA_COUNTED_SET,
-    [S_RELEASE] = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end\n"
+    [S_RELEASE] = "redis.call('DEL', KEYS[1])\n"
                   "redis.call('ZREM', KEYS[2], KEYS[1])\n"
                   "return 0\n",
+    /* KEYS: the record and its lease; ARGV: this instance, the lease's seconds. The record, 1 when
+       another instance holds it, or nil */
+    [S_TAKE] = "local v = redis.call('GET', KEYS[1])\n"
+               "if not v then return nil end\n"
+               "if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end\n"
+               "return v\n",
+    /* KEYS: the record and its lease: 1 if the record was there */
+    [S_DROP] = "local n = redis.call('DEL', KEYS[1])\n"
+               "redis.call('DEL', KEYS[2])\n"
+               "return n\n",
 };
+
+#define RECORD_MAGIC "cmpgw-txn-1"
+#define RECORD_MAC_LEN 32
 
 #define ID_HASH_HEX 32
 #define KEY_LEN (64 + 8 + 2 * GW_MAX_TID_LEN + 1)
@@ -60,7 +74,9 @@ struct gw_cluster {
     size_t password_len;
     int port;
     struct timeval timeout;
-    char owner[33]; /* this instance, in the txn: keys it holds */
+    char owner[33];         /* this instance, in the leases it holds */
+    unsigned char *mac_key; /* "mac_key_file": transaction records; NULL: none are kept */
+    size_t mac_key_len;
     char sha[N_SCRIPTS][41];
     pthread_key_t conn; /* each thread's redisContext */
     atomic_bool reachable;
@@ -153,36 +169,59 @@ static redisContext *connection(struct gw_cluster *cl, char *err)
     return c;
 }
 
+/*
+ * Runs script |s| with two keys and up to four arguments (|argc| strings after the keys); its
+ * answer (caller frees), or NULL with |err| when Redis could not be asked or answered an error.
+ */
+static redisReply *eval(struct gw_cluster *cl, int s, const char *k1, const char *k2, int argc,
+                        const char *const *args, char *err)
+{
+    const char *argv[9] = {"EVALSHA", cl->sha[s], "2", k1, k2};
+    redisContext *c;
+    redisReply *r;
+
+    if ((c = connection(cl, err)) == NULL)
+        return NULL;
+    for (int i = 0; i < argc && i < 4; i++)
+        argv[5 + i] = args[i];
+    r = redisCommandArgv(c, 5 + argc, argv, NULL);
+    if (r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+        freeReplyObject(r); /* Redis restarted or its scripts were flushed: EVAL loads it again */
+        argv[0] = "EVAL";
+        argv[1] = scripts[s];
+        r = redisCommandArgv(c, 5 + argc, argv, NULL);
+    }
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        (void)unavailable(cl, c, r, err);
+        freeReplyObject(r);
+        return NULL;
+    }
+    atomic_store(&cl->reachable, true);
+    return r;
+}
+
 /* Runs script |s| with two keys and four arguments; its integer answer, or GW_ERR_UNAVAILABLE. */
 static long long run(struct gw_cluster *cl, int s, const char *k1, const char *k2, const char *a1,
                      long long a2, long long a3, long long a4, char *err)
 {
     char n2[24], n3[24], n4[24];
-    const char *argv[9] = {"EVALSHA", cl->sha[s], "2", k1, k2, a1, n2, n3, n4};
-    redisContext *c;
+    const char *args[4] = {a1, n2, n3, n4};
     redisReply *r;
     long long v;
 
-    if ((c = connection(cl, err)) == NULL)
-        return GW_ERR_UNAVAILABLE;
     snprintf(n2, sizeof(n2), "%lld", a2);
     snprintf(n3, sizeof(n3), "%lld", a3);
     snprintf(n4, sizeof(n4), "%lld", a4);
-    r = redisCommandArgv(c, 9, argv, NULL);
-    if (r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
-        freeReplyObject(r); /* Redis restarted or its scripts were flushed: EVAL loads it again */
-        argv[0] = "EVAL";
-        argv[1] = scripts[s];
-        r = redisCommandArgv(c, 9, argv, NULL);
-    }
-    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
-        (void)unavailable(cl, c, r, err);
+    if ((r = eval(cl, s, k1, k2, 4, args, err)) == NULL)
+        return GW_ERR_UNAVAILABLE;
+    if (r->type != REDIS_REPLY_INTEGER) {
+        snprintf(err, GW_ERR_LEN, "the shared state (Redis at %s:%d) answered a script with type %d",
+                 cl->address, cl->port, r->type);
         freeReplyObject(r);
         return GW_ERR_UNAVAILABLE;
     }
     v = r->integer;
     freeReplyObject(r);
-    atomic_store(&cl->reachable, true);
     return v;
 }
 
@@ -261,6 +300,12 @@ struct gw_cluster *gw_cluster_new(const struct gw_state_conf *conf, char *err)
     pthread_mutex_init(&cl->lock, NULL);
     pthread_cond_init(&cl->wake, NULL);
     cl->password_len = conf->password_len;
+    if (conf->mac_key != NULL && (cl->mac_key = OPENSSL_memdup(conf->mac_key, conf->mac_key_len)) == NULL) {
+        snprintf(err, GW_ERR_LEN, "shared state: out of memory");
+        gw_cluster_free(cl);
+        return NULL;
+    }
+    cl->mac_key_len = conf->mac_key_len;
     cl->port = conf->port;
     cl->timeout = (struct timeval){conf->timeout_ms / 1000, (conf->timeout_ms % 1000) * 1000};
     atomic_init(&cl->reachable, true);
@@ -308,6 +353,7 @@ void gw_cluster_free(struct gw_cluster *cl)
     free(cl->username);
     free(cl->prefix);
     OPENSSL_clear_free(cl->password, cl->password_len);
+    OPENSSL_clear_free(cl->mac_key, cl->mac_key_len);
     pthread_cond_destroy(&cl->wake);
     pthread_mutex_destroy(&cl->lock);
     free(cl);
@@ -385,6 +431,211 @@ void gw_cluster_release(struct gw_cluster *cl, const unsigned char *tid, size_t 
                   "the transaction's shared reservation ends with its TTL instead", NULL);
 }
 
+/* ---- transaction records: what another instance needs to continue a transaction ---- */
+
+bool gw_cluster_keeps_records(const struct gw_cluster *cl)
+{
+    return cl != NULL && cl->mac_key != NULL;
+}
+
+void gw_txn_record_cleanup(struct gw_txn_record *rec)
+{
+    free(rec->req);
+    free(rec->cert);
+    memset(rec, 0, sizeof(*rec));
+}
+
+static void put_u32(unsigned char *p, size_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+/* HMAC-SHA256 under the shared key over the transactionID and |blob|'s |n| bytes. */
+static int record_mac(const struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                      const unsigned char *blob, size_t n, unsigned char mac[RECORD_MAC_LEN])
+{
+    EVP_MAC *hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    EVP_MAC_CTX *ctx = hmac != NULL ? EVP_MAC_CTX_new(hmac) : NULL;
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", "SHA256", 0),
+                           OSSL_PARAM_construct_end()};
+    unsigned char len[4];
+    size_t out = 0;
+    int ok;
+
+    put_u32(len, tid_len);
+    ok = ctx != NULL && EVP_MAC_init(ctx, cl->mac_key, cl->mac_key_len, params) == 1 &&
+         EVP_MAC_update(ctx, len, 4) == 1 && EVP_MAC_update(ctx, tid, tid_len) == 1 &&
+         EVP_MAC_update(ctx, blob, n) == 1 && EVP_MAC_final(ctx, mac, &out, RECORD_MAC_LEN) == 1 &&
+         out == RECORD_MAC_LEN;
+    EVP_MAC_CTX_free(ctx);
+    EVP_MAC_free(hmac);
+    return ok ? 0 : GW_ERR_CRYPTO;
+}
+
+/* The record's fields, length-prefixed after RECORD_MAGIC, then its MAC. */
+static unsigned char *record_encode(const struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                                    const struct gw_txn_record *rec, size_t *out_len)
+{
+    const void *f[5] = {rec->req, rec->cert, rec->nonce, rec->role, rec->upstream};
+    size_t n[5] = {rec->req_len, rec->cert_len, rec->nonce_len, strlen(rec->role), strlen(rec->upstream)};
+    size_t total = sizeof(RECORD_MAGIC) - 1 + RECORD_MAC_LEN, off;
+    unsigned char *blob;
+
+    for (int i = 0; i < 5; i++)
+        total += 4 + n[i];
+    if ((blob = malloc(total)) == NULL)
+        return NULL;
+    memcpy(blob, RECORD_MAGIC, sizeof(RECORD_MAGIC) - 1);
+    off = sizeof(RECORD_MAGIC) - 1;
+    for (int i = 0; i < 5; i++) {
+        put_u32(blob + off, n[i]);
+        memcpy(blob + off + 4, f[i], n[i]);
+        off += 4 + n[i];
+    }
+    if (record_mac(cl, tid, tid_len, blob, off, blob + off) != 0) {
+        free(blob);
+        return NULL;
+    }
+    *out_len = total;
+    return blob;
+}
+
+/* Checks the MAC, then splits |blob| into |rec|; GW_ERR_INVAL when it is not a record of ours. */
+static int record_decode(const struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                         const unsigned char *blob, size_t len, struct gw_txn_record *rec)
+{
+    unsigned char mac[RECORD_MAC_LEN];
+    size_t off = sizeof(RECORD_MAGIC) - 1, n[5];
+    const unsigned char *f[5];
+
+    memset(rec, 0, sizeof(*rec));
+    if (len < off + RECORD_MAC_LEN || memcmp(blob, RECORD_MAGIC, off) != 0 ||
+        record_mac(cl, tid, tid_len, blob, len - RECORD_MAC_LEN, mac) != 0 ||
+        CRYPTO_memcmp(mac, blob + len - RECORD_MAC_LEN, RECORD_MAC_LEN) != 0)
+        return GW_ERR_INVAL;
+    len -= RECORD_MAC_LEN;
+    for (int i = 0; i < 5; i++) {
+        if (len - off < 4)
+            return GW_ERR_INVAL;
+        n[i] = (size_t)blob[off] << 24 | (size_t)blob[off + 1] << 16 | (size_t)blob[off + 2] << 8 |
+               blob[off + 3];
+        if (n[i] > len - off - 4)
+            return GW_ERR_INVAL;
+        f[i] = blob + off + 4;
+        off += 4 + n[i];
+    }
+    if (off != len || n[2] > sizeof(rec->nonce) || n[3] >= sizeof(rec->role) ||
+        n[4] >= sizeof(rec->upstream) || (rec->req = malloc(n[0] + 1)) == NULL ||
+        (rec->cert = malloc(n[1] + 1)) == NULL) {
+        gw_txn_record_cleanup(rec);
+        return GW_ERR_INVAL;
+    }
+    memcpy(rec->req, f[0], rec->req_len = n[0]);
+    memcpy(rec->cert, f[1], rec->cert_len = n[1]);
+    memcpy(rec->nonce, f[2], rec->nonce_len = n[2]);
+    memcpy(rec->role, f[3], n[3]);
+    memcpy(rec->upstream, f[4], n[4]);
+    return 0;
+}
+
+int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                          const struct gw_txn_record *rec, time_t ttl, char *err)
+{
+    char k[KEY_LEN], secs[24];
+    size_t len = 0;
+    unsigned char *blob;
+    const char *argv[5];
+    size_t lens[5];
+    redisContext *c;
+    redisReply *r;
+    int rc = 0;
+
+    if (!gw_cluster_keeps_records(cl) || tid_len == 0 || tid_len > GW_MAX_TID_LEN)
+        return GW_ERR_INVAL;
+    if ((blob = record_encode(cl, tid, tid_len, rec, &len)) == NULL) {
+        snprintf(err, GW_ERR_LEN, "shared state: the transaction record could not be built");
+        return GW_ERR_NOMEM;
+    }
+    if ((c = connection(cl, err)) == NULL) {
+        free(blob);
+        return GW_ERR_UNAVAILABLE;
+    }
+    key(cl, k, "rec", tid, tid_len);
+    snprintf(secs, sizeof(secs), "%lld", (long long)ttl + GW_STATE_GRACE);
+    argv[0] = "SET", argv[1] = k, argv[2] = (const char *)blob, argv[3] = "EX", argv[4] = secs;
+    lens[0] = 3, lens[1] = strlen(k), lens[2] = len, lens[3] = 2, lens[4] = strlen(secs);
+    r = redisCommandArgv(c, 5, argv, lens);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR)
+        rc = unavailable(cl, c, r, err);
+    freeReplyObject(r);
+    free(blob);
+    return rc;
+}
+
+int gw_cluster_take_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                           struct gw_txn_record *out, char *err)
+{
+    char k1[KEY_LEN], k2[KEY_LEN], secs[16];
+    const char *args[2] = {cl->owner, secs};
+    redisReply *r;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    if (!gw_cluster_keeps_records(cl) || tid_len == 0 || tid_len > GW_MAX_TID_LEN)
+        return GW_ERR_NOT_FOUND;
+    key(cl, k1, "rec", tid, tid_len);
+    key(cl, k2, "lease", tid, tid_len);
+    snprintf(secs, sizeof(secs), "%d", GW_STATE_LEASE_SECS);
+    if ((r = eval(cl, S_TAKE, k1, k2, 2, args, err)) == NULL)
+        return GW_ERR_UNAVAILABLE;
+    if (r->type == REDIS_REPLY_NIL)
+        rc = GW_ERR_NOT_FOUND;
+    else if (r->type == REDIS_REPLY_INTEGER)
+        rc = GW_ERR_BUSY;
+    else if (r->type != REDIS_REPLY_STRING ||
+             record_decode(cl, tid, tid_len, (const unsigned char *)r->str, r->len, out) != 0) {
+        snprintf(err, GW_ERR_LEN, "the shared transaction record does not verify (another key, or altered)");
+        rc = GW_ERR_INVAL;
+    } else {
+        rc = 0;
+    }
+    freeReplyObject(r);
+    if (rc == GW_ERR_INVAL)
+        gw_cluster_unlease(cl, tid, tid_len);
+    return rc;
+}
+
+void gw_cluster_unlease(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len)
+{
+    char k[KEY_LEN], err[GW_ERR_LEN];
+    redisContext *c;
+
+    if (!gw_cluster_keeps_records(cl) || tid_len == 0 || tid_len > GW_MAX_TID_LEN ||
+        (c = connection(cl, err)) == NULL)
+        return;
+    key(cl, k, "lease", tid, tid_len);
+    freeReplyObject(redisCommand(c, "DEL %s", k));
+}
+
+int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len)
+{
+    char k1[KEY_LEN], k2[KEY_LEN], err[GW_ERR_LEN];
+    long long n;
+
+    if (!gw_cluster_keeps_records(cl) || tid_len == 0 || tid_len > GW_MAX_TID_LEN)
+        return 0;
+    key(cl, k1, "rec", tid, tid_len);
+    key(cl, k2, "lease", tid, tid_len);
+    if ((n = run(cl, S_DROP, k1, k2, "", 0, 0, 0, err)) < 0) {
+        gw_log_kv(GW_LOG_WARN, "shared_state_drop_failed", "reason", err, NULL);
+        return GW_ERR_UNAVAILABLE;
+    }
+    return n > 0;
+}
+
 int gw_cluster_status(struct gw_cluster *cl, char *why, size_t cap)
 {
     if (cl == NULL || atomic_load(&cl->reachable))
@@ -441,6 +692,45 @@ int gw_cluster_status(struct gw_cluster *cl, char *why, size_t cap)
 {
     (void)cl, (void)why, (void)cap;
     return 0;
+}
+
+bool gw_cluster_keeps_records(const struct gw_cluster *cl)
+{
+    (void)cl;
+    return false;
+}
+
+int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                          const struct gw_txn_record *rec, time_t ttl, char *err)
+{
+    (void)cl, (void)tid, (void)tid_len, (void)rec, (void)ttl, (void)err;
+    return GW_ERR_INVAL;
+}
+
+int gw_cluster_take_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                           struct gw_txn_record *out, char *err)
+{
+    (void)cl, (void)tid, (void)tid_len, (void)err;
+    memset(out, 0, sizeof(*out));
+    return GW_ERR_NOT_FOUND;
+}
+
+void gw_cluster_unlease(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len)
+{
+    (void)cl, (void)tid, (void)tid_len;
+}
+
+int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len)
+{
+    (void)cl, (void)tid, (void)tid_len;
+    return 0;
+}
+
+void gw_txn_record_cleanup(struct gw_txn_record *rec)
+{
+    free(rec->req);
+    free(rec->cert);
+    memset(rec, 0, sizeof(*rec));
 }
 
 #endif

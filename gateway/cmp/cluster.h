@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "gateway/cmp/conf.h"
+#include "base/limits.h"
 
 struct gw_cluster;
 
@@ -50,6 +51,49 @@ int gw_cluster_reserve(struct gw_cluster *cl, const unsigned char *tid, size_t t
 /* gw_cluster_release ends this instance's reservation of |tid| (best effort: it expires anyway). */
 void gw_cluster_release(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
                         const char *identity);
+
+/*
+ * Transaction records ("mac_key_file"): what lets another instance continue a transaction whose
+ * certificate this one issued: the request as the client sent it, the certificate, the senderNonce
+ * of the answer the client got, the role and the upstream. Authenticated with HMAC-SHA256 under
+ * the key every instance shares, so that what Redis holds cannot make an instance accept a
+ * certificate no instance issued.
+ */
+struct gw_txn_record {
+    unsigned char *req, *cert; /* DER */
+    size_t req_len, cert_len;
+    unsigned char nonce[GW_MAX_NONCE_LEN];
+    size_t nonce_len;
+    char role[GW_MAX_NAME_LEN + 1];
+    char upstream[GW_MAX_NAME_LEN + 1];
+};
+
+/* Whether |cl| keeps transaction records (a "mac_key_file" is configured). NULL-safe. */
+bool gw_cluster_keeps_records(const struct gw_cluster *cl);
+
+/* gw_cluster_put_record stores |rec| for |tid| until |ttl| + GW_STATE_GRACE seconds from now. */
+int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                          const struct gw_txn_record *rec, time_t ttl, char *err);
+
+/*
+ * gw_cluster_take_record leases |tid|'s record to this instance (GW_STATE_LEASE_SECS) and fills
+ * |out| (free with gw_txn_record_cleanup): 0; GW_ERR_NOT_FOUND (no record); GW_ERR_BUSY (another
+ * instance holds it); GW_ERR_INVAL (it does not verify); GW_ERR_UNAVAILABLE with |err|.
+ */
+int gw_cluster_take_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                           struct gw_txn_record *out, char *err);
+
+/* gw_cluster_unlease gives a taken record back (the transaction goes on elsewhere or later). */
+void gw_cluster_unlease(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len);
+
+/*
+ * gw_cluster_drop_record ends |tid|'s record: 1 if this call removed it, 0 if it was gone (another
+ * instance closed the transaction: an expiry is then not this instance's to record), or
+ * GW_ERR_UNAVAILABLE.
+ */
+int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len);
+
+void gw_txn_record_cleanup(struct gw_txn_record *rec);
 
 /*
  * gw_cluster_status: 0 while Redis answers (the last command of any thread, or the PING sent every

@@ -126,6 +126,8 @@ struct cmp_txn {
     struct gw_cert_plan *plan;   /* its plan, for the result checks on release */
     int release;                 /* pollReq found the result: the next cert-request callback delivers it */
     int on_record;               /* the completion wrote the "issued" record */
+    X509 *rebuilt; /* rebuilding a transaction another instance began: the certificate it issued, which
+                      the cert-request callback hands OpenSSL again without any check (engine.c) */
 };
 
 #endif

@@ -211,9 +211,9 @@ static int check_state(struct gw_conf_ctx *pc, const char *path, void *base)
     char kpath[GW_CONF_PATH_LEN];
 
     if (s->backend == GW_STATE_MEMORY) {
-        if (s->address != NULL || s->password_file != NULL || s->username != NULL)
+        if (s->address != NULL || s->password_file != NULL || s->username != NULL || s->mac_key_file != NULL)
             return gw_conf_fail(pc, path,
-                                "\"address\", \"username\" and \"password_file\" are for "
+                                "\"address\", \"username\", \"password_file\" and \"mac_key_file\" are for "
                                 "\"backend\": \"redis\"");
         return 0;
     }
@@ -223,9 +223,14 @@ static int check_state(struct gw_conf_ctx *pc, const char *path, void *base)
     if (s->key_prefix == NULL && (s->key_prefix = strdup("cmpgw:")) == NULL)
         return GW_ERR_NOMEM;
     gw_conf_join_key(kpath, path, "password_file");
-    if (s->password_file != NULL)
-        return gw_conf_read_secret_sized(pc, kpath, s->password_file, 1, GW_MAX_REDIS_PASSWORD, &s->password,
-                                         &s->password_len);
+    if (s->password_file != NULL &&
+        gw_conf_read_secret_sized(pc, kpath, s->password_file, 1, GW_MAX_REDIS_PASSWORD, &s->password,
+                                  &s->password_len) != 0)
+        return GW_ERR_INVAL;
+    gw_conf_join_key(kpath, path, "mac_key_file");
+    if (s->mac_key_file != NULL)
+        return gw_conf_read_secret_sized(pc, kpath, s->mac_key_file, GW_MIN_STATE_MAC_KEY,
+                                         GW_MAX_STATE_MAC_KEY, &s->mac_key, &s->mac_key_len);
     return 0;
 }
 
@@ -236,6 +241,7 @@ static const struct gw_conf_field state_fields[] = {
     GW_CONF_OPT("port", gw_conf_p_port, struct gw_state_conf, port, .min = 1, .max = 65535, .def = 6379),
     GW_CONF_OPT("username", gw_conf_p_name, struct gw_state_conf, username, .aux = &gw_conf_names_plain),
     GW_CONF_OPT("password_file", gw_conf_p_file, struct gw_state_conf, password_file),
+    GW_CONF_OPT("mac_key_file", gw_conf_p_file, struct gw_state_conf, mac_key_file),
     GW_CONF_OPT("key_prefix", gw_conf_p_name, struct gw_state_conf, key_prefix, .aux = &names_prefix),
     GW_CONF_OPT("timeout", gw_conf_p_dur_ms, struct gw_state_conf, timeout_ms, .min = 1,
                 .max = GW_MAX_REDIS_TIMEOUT_MS, .def = GW_DEFAULT_REDIS_TIMEOUT_MS),
@@ -271,6 +277,8 @@ void gw_cmp_conf_cleanup(struct gw_cmp_conf *c)
     free(s->username);
     free(s->password_file);
     OPENSSL_clear_free(s->password, GW_MAX_REDIS_PASSWORD + 3);
+    free(s->mac_key_file);
+    OPENSSL_clear_free(s->mac_key, GW_MAX_STATE_MAC_KEY + 3);
     free(s->key_prefix);
     memset(s, 0, sizeof(*s));
 }

@@ -59,6 +59,10 @@ struct gw_state_conf {
     size_t password_len;
     char *key_prefix;    /* every key begins with it: instances of one cluster share it */
     uint32_t timeout_ms; /* a Redis command's connect and reply timeout */
+    char *mac_key_file;  /* "mac_key_file": authenticates the transaction records any instance may
+                            continue from; NULL: a transaction ends where it began */
+    unsigned char *mac_key;
+    size_t mac_key_len;
 };
 
 struct gw_cmp_conf {

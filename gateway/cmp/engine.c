@@ -18,6 +18,7 @@
 #include "gateway/cmp/status.h"
 #include "gateway/cmp/txn.h"
 #include "base/err.h"
+#include "base/x509.h"
 #include "base/log.h"
 #include "mappings/route.h"
 #include "upstream/upstream.h"
@@ -214,6 +215,13 @@ static void log_closed(void *arg, struct gw_txn *txn)
         cmp_poll_closed(t->e, t, tid, how->pending_event);
     if (t != NULL)
         gw_cluster_release(t->e->cluster, txn->tid, txn->tid_len, txn->identity);
+    /* its record gone: another instance continued and closed it (that one has it on record) */
+    if (t != NULL && t->issued != NULL && gw_cluster_keeps_records(t->e->cluster) &&
+        gw_cluster_drop_record(t->e->cluster, txn->tid, txn->tid_len) == 0) {
+        gw_log_kv(GW_LOG_INFO, "txn_closed_elsewhere", "tid", tid, "identity", txn->identity, NULL);
+        gw_txn_free(txn);
+        return;
+    }
     if (t != NULL && t->issued != NULL) {
         gw_log_kv(GW_LOG_WARN, how->event, "tid", tid, "identity", txn->identity, "serial", t->serial, "msg",
                   "certificate issued but never confirmed; it stays valid", NULL);
@@ -564,6 +572,36 @@ static void release_slot(struct gw_cmp_engine *e, const struct cmp_call *c, cons
 {
     gw_txn_release(e->txns, c->hdr.tid, c->hdr.tid_len);
     gw_cluster_release(e->cluster, c->hdr.tid, c->hdr.tid_len, identity);
+    (void)gw_cluster_drop_record(e->cluster, c->hdr.tid, c->hdr.tid_len);
+}
+
+/*
+ * With transaction records ("mac_key_file"), what another instance needs to continue this one: the
+ * request, the certificate, the senderNonce of the answer. Without, the transaction goes on here only.
+ */
+static void share_txn(struct cmp_call *c, const struct cmp_txn *t, const unsigned char *nonce,
+                      size_t nonce_len, time_t ttl)
+{
+    struct gw_txn_record rec = {.req = (unsigned char *)c->req->der, .req_len = c->req->len};
+    char err[GW_ERR_LEN] = "out of memory";
+    int len;
+
+    if (!gw_cluster_keeps_records(c->e->cluster) || t->issued == NULL)
+        return;
+    if (nonce_len <= sizeof(rec.nonce) && (len = i2d_X509(t->issued, &rec.cert)) > 0) {
+        rec.cert_len = (size_t)len;
+        memcpy(rec.nonce, nonce, rec.nonce_len = nonce_len);
+        snprintf(rec.role, sizeof(rec.role), "%s", t->role->name);
+        snprintf(rec.upstream, sizeof(rec.upstream), "%s",
+                 gw_upstream_conf_name(gw_upstream_get0_conf(t->up)));
+        if (gw_cluster_put_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, &rec, ttl, err) == 0) {
+            OPENSSL_free(rec.cert);
+            return;
+        }
+    }
+    OPENSSL_free(rec.cert);
+    gw_log_kv(GW_LOG_WARN, "txn_not_shared", "tid", c->rsp->tid, "reason", err, "msg",
+              "its certConf must reach this instance", NULL);
 }
 
 static void end_slot(struct cmp_call *c)
@@ -573,18 +611,24 @@ static void end_slot(struct cmp_call *c)
     c->reserved = 0;
 }
 
-/* After an ip/cp/kup awaiting certConf: pin the sender, then park the context (docs/design.md O6). */
-static void park(struct cmp_call *c, struct cmp_txn *t)
+/*
+ * After an ip/cp/kup awaiting certConf: pin the sender, then park the context (docs/design.md O6);
+ * |nonce| is the senderNonce of the answer the client got.
+ */
+static void park(struct cmp_call *c, struct cmp_txn *t, const unsigned char *nonce, size_t nonce_len)
 {
     OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
-    time_t expires = c->now + (time_t)c->e->cfg.cmp->transaction_ttl + cmp_poll_extra_ttl(t);
+    time_t ttl = (time_t)c->e->cfg.cmp->transaction_ttl + cmp_poll_extra_ttl(t);
     struct gw_txn *txn = NULL;
 
     if ((t->pbm || (t->signer != NULL && OSSL_CMP_CTX_set1_srvCert(ctx, t->signer) == 1)) &&
-        (txn = gw_txn_new(c->hdr.tid, c->hdr.tid_len, t->identity, expires, t, cmp_txn_free)) != NULL &&
-        gw_txn_put(c->e->txns, txn) == 0) {
-        c->reserved = 0; /* the slot now holds the transaction */
-        return;
+        (txn = gw_txn_new(c->hdr.tid, c->hdr.tid_len, t->identity, c->now + ttl, t, cmp_txn_free)) != NULL) {
+        share_txn(c, t, nonce, nonce_len, ttl); /* before it is open here: another instance may take it */
+        if (gw_txn_put(c->e->txns, txn) == 0) {
+            c->reserved = 0; /* the slot now holds the transaction */
+            return;
+        }
+        (void)gw_cluster_drop_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len);
     }
     gw_log_kv(GW_LOG_ERROR, "txn_park_failed", "tid", c->rsp->tid, "identity", t->identity, "serial",
               t->serial, "msg", "certificate issued but the transaction could not be kept; it stays valid",
@@ -627,6 +671,7 @@ static int is_cert_response(int body)
 static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
     struct cmp_txn *t = start_authenticated(c, msg);
+    struct gw_hdr_info answer = {0};
     OSSL_CMP_MSG *rsp;
     int open;
 
@@ -646,11 +691,16 @@ static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     open = (t->issued != NULL || t->pending != NULL) &&
            OSSL_CMP_CTX_get_status(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv)) != -1 && rsp != NULL &&
            OSSL_CMP_MSG_get_bodytype(rsp) != GW_CMP_BODY_ERROR;
+    if (open) /* the senderNonce the client's certConf must answer, for another instance (share_txn) */
+        open = gw_shim_hdr_info(rsp, &answer) == 0;
     finish(c, t, msg, rsp);
     if (open && c->rsp->http_status == 200) {
-        park(c, t);
+        park(c, t, answer.sender_nonce, answer.sender_nonce_len);
+        gw_shim_hdr_info_cleanup(&answer);
         return;
     }
+    if (open)
+        gw_shim_hdr_info_cleanup(&answer);
     /* implicitConfirm granted, rejected, or error: 3.0 leaves a rejected ip "open" (docs/design.md O10.4) */
     cmp_txn_free(t);
     end_slot(c);
@@ -710,14 +760,147 @@ static void cmp_call_switch(struct cmp_call *c, struct gw_cmp_engine *owner)
     c->e = owner;
 }
 
-/* certConf, pollReq: the parked context, checked out exclusively. */
+/*
+ * |c|'s stored request, replayed through |t| as it ran on the instance that began the transaction,
+ * with the certificate that instance issued; the answer is dropped. 0 when |t| waits for the certConf.
+ */
+static int replay_stored(struct cmp_call *c, struct cmp_call *sub, const struct gw_txn_record *rec,
+                         struct cmp_txn **out)
+{
+    const unsigned char *p = rec->cert;
+    struct cmp_refusal ignored = {0};
+    ASN1_OCTET_STRING *nonce = ASN1_OCTET_STRING_new();
+    OSSL_CMP_MSG *req, *rsp = NULL;
+    OSSL_CMP_CTX *ctx;
+    struct cmp_txn *t = NULL;
+    X509 *cert = d2i_X509(NULL, &p, (long)rec->cert_len);
+    int ok;
+
+    p = rec->req;
+    req = d2i_OSSL_CMP_MSG(NULL, &p, (long)rec->req_len);
+    ok = cert != NULL && req != NULL && nonce != NULL &&
+         ASN1_OCTET_STRING_set(nonce, rec->nonce, (int)rec->nonce_len) == 1 &&
+         gw_shim_hdr_info(req, &sub->hdr) == 0 && sub->hdr.tid_len == c->hdr.tid_len &&
+         memcmp(sub->hdr.tid, c->hdr.tid, c->hdr.tid_len) == 0 &&
+         (sub->body = OSSL_CMP_MSG_get_bodytype(req)) >= 0 && sub->body <= GW_CMP_BODY_MAX &&
+         bodies[sub->body] == BODY_START && precheck(sub, req, &ignored) == 0 && sub->role != NULL &&
+         strcmp(sub->role->name, rec->role) == 0 && (t = cmp_txn_new(sub, 0)) != NULL &&
+         cmp_authenticate(t, sub, req, &ignored) == 0;
+    if (ok) {
+        t->rebuilt = cert;
+        cert = NULL;
+        rsp = run(t, sub, req);
+        ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
+        ok = rsp != NULL && is_cert_response(OSSL_CMP_MSG_get_bodytype(rsp)) && t->issued != NULL &&
+             OSSL_CMP_CTX_get_status(ctx) != -1 && OSSL_CMP_CTX_set1_senderNonce(ctx, nonce) == 1 &&
+             (t->pbm || (t->signer != NULL && OSSL_CMP_CTX_set1_srvCert(ctx, t->signer) == 1));
+    }
+    OSSL_CMP_MSG_free(rsp);
+    OSSL_CMP_MSG_free(req);
+    X509_free(cert);
+    ASN1_OCTET_STRING_free(nonce);
+    ERR_clear_error();
+    if (!ok) {
+        cmp_txn_free(t);
+        return 1;
+    }
+    *out = t;
+    return 0;
+}
+
+/*
+ * A certConf for a transaction another instance began (its record: "mac_key_file"): a fresh context
+ * from the role takes the stored request again, as if it had come here, with the certificate that
+ * instance issued and without any check, upstream call, audit record or metric (they happened
+ * there); then the senderNonce the client got is put back. NULL when there is nothing to continue,
+ * with |r| set when the answer is other than "no open transaction".
+ */
+static struct gw_txn *rebuild(struct cmp_call *c, struct cmp_refusal *r)
+{
+    struct gw_cmp_request sreq = *c->req;
+    struct gw_cmp_response scratch;
+    struct gw_txn_record rec;
+    struct cmp_call sub;
+    struct cmp_txn *t = NULL;
+    struct gw_txn *txn = NULL;
+    char err[GW_ERR_LEN] = "";
+    int rc = gw_cluster_take_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, &rec, err);
+
+    if (rc == GW_ERR_BUSY) {
+        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                   "another instance is answering this transaction now; retry in a moment");
+        return NULL;
+    }
+    if (rc == GW_ERR_UNAVAILABLE) {
+        gw_log_kv(GW_LOG_ERROR, "shared_state_unavailable", "tid", c->rsp->tid, "reason", err, NULL);
+        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                   "the gateway cannot reach its cluster to continue this transaction; retry later");
+        return NULL;
+    }
+    if (rc == GW_ERR_INVAL)
+        gw_log_kv(GW_LOG_ERROR, "txn_record_invalid", "tid", c->rsp->tid, "reason", err, NULL);
+    if (rc != 0)
+        return NULL;
+    memset(&scratch, 0, sizeof(scratch)); /* the stored request's answer goes nowhere */
+    memset(&sub, 0, sizeof(sub));
+    sreq.der = rec.req;
+    sreq.len = rec.req_len;
+    sub.e = c->e;
+    sub.req = &sreq;
+    sub.rsp = &scratch;
+    sub.role = c->req->route != NULL ? c->req->route->role : NULL;
+    sub.now = c->now;
+    sub.fail.fail_info = -1;
+    cmp_describe_call(&sub);
+    snprintf(scratch.tid, sizeof(scratch.tid), "%s", c->rsp->tid);
+    if (replay_stored(c, &sub, &rec, &t) == 0) {
+        cmp_identify(t, &sub);
+        gw_x509_cert_serial_hex(t->issued, t->serial, sizeof(t->serial));
+        t->up = gw_upstream_set_get0(c->e->ups, rec.upstream);
+        txn = gw_txn_new(c->hdr.tid, c->hdr.tid_len, t->identity,
+                         c->now + (time_t)c->e->cfg.cmp->transaction_ttl, t, cmp_txn_free);
+    }
+    if (txn != NULL) {
+        gw_log_kv(GW_LOG_INFO, "txn_continued", "tid", c->rsp->tid, "identity", t->identity, "serial",
+                  t->serial, "msg", "begun on another instance", NULL);
+    } else {
+        cmp_txn_free(t);
+        gw_cluster_unlease(c->e->cluster, c->hdr.tid, c->hdr.tid_len);
+        gw_log_kv(GW_LOG_WARN, "txn_not_continued", "tid", c->rsp->tid, "reason",
+                  sub.diag[0] != '\0' ? sub.diag : "its stored request does not run here", NULL);
+    }
+    gw_shim_hdr_info_cleanup(&sub.hdr);
+    gw_txn_record_cleanup(&rec);
+    return txn;
+}
+
+/* A transaction checked out for a message that does not end it: back where it was open. */
+static void put_back(struct cmp_call *c, struct gw_txn *txn, int rebuilt)
+{
+    if (!rebuilt) {
+        (void)gw_txn_put(c->e->txns, txn);
+        return;
+    }
+    gw_txn_free(txn); /* the record stays, for the next try on any instance */
+    gw_cluster_unlease(c->e->cluster, c->hdr.tid, c->hdr.tid_len);
+}
+
+/* certConf, pollReq: the parked context, checked out exclusively (here, or rebuilt from its record). */
 static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
     struct gw_txn *txn = gw_txn_take(c->e->txns, c->hdr.tid, c->hdr.tid_len);
     struct cmp_txn *t;
     OSSL_CMP_MSG *rsp;
-    struct cmp_refusal r = {0};
+    struct cmp_refusal r = {0}, why = {.fail_info = -1};
+    int rebuilt = 0;
 
+    if (txn == NULL && c->body == GW_CMP_BODY_CERTCONF && gw_cluster_keeps_records(c->e->cluster)) {
+        rebuilt = (txn = rebuild(c, &why)) != NULL;
+        if (txn == NULL && why.fail_info >= 0) {
+            refuse(c, msg, &why);
+            return;
+        }
+    }
     if (txn == NULL) {
         refuse(c, msg, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badRequest, TEXT_NO_TXN});
         return;
@@ -727,14 +910,14 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     snprintf(c->rsp->identity, sizeof(c->rsp->identity), "%s", t->identity);
     snprintf(c->rsp->serial, sizeof(c->rsp->serial), "%s", t->serial);
     if (!same_sender(t, c)) {
-        (void)gw_txn_put(c->e->txns, txn); /* back untouched: it is not this sender's to close */
+        put_back(c, txn, rebuilt); /* back untouched: it is not this sender's to close */
         refuse(c, msg, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_notAuthorized, TEXT_OTHER_SENDER});
         return;
     }
     /* the sender pin covers the CMP side; the TLS side (tls_must_be_signer, ...) may have changed,
      * and either certificate may have been revoked since the request */
     if (cmp_check_credentials(c, t, &r) != 0 || cmp_authorize(c, t, &r) != 0) {
-        (void)gw_txn_put(c->e->txns, txn);
+        put_back(c, txn, rebuilt);
         refuse(c, msg, &r);
         return;
     }
@@ -745,7 +928,7 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
      */
     if (OSSL_CMP_validate_msg(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv), msg) != 1) {
         ERR_clear_error();
-        (void)gw_txn_put(c->e->txns, txn);
+        put_back(c, txn, rebuilt);
         refuse(c, msg,
                &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
                                      "message protection could not be verified against the signer of this "
@@ -758,7 +941,7 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     /* still waiting (pollRep), or the released certificate now awaits its certConf */
     if (c->rsp->http_status == 200 && OSSL_CMP_CTX_get_status(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv)) != -1 &&
         (strcmp(c->rsp->rsp_type, "pollRep") == 0 || c->released)) {
-        (void)gw_txn_put(c->e->txns, txn);
+        put_back(c, txn, rebuilt);
         return;
     }
     gw_log_kv(GW_LOG_INFO, "txn_closed", "tid", c->rsp->tid, "identity", t->identity, "serial", t->serial,

@@ -349,6 +349,17 @@ OSSL_CMP_PKISI *cmp_issue_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int
     OSSL_CMP_PKISI *si;
 
     (void)certReqId;
+    if (t->rebuilt != NULL) { /* the stored result of another instance: no check, call or record again */
+        if ((si = OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, NULL)) == NULL ||
+            X509_up_ref(t->rebuilt) != 1) {
+            OSSL_CMP_PKISI_free(si);
+            return NULL;
+        }
+        *certOut = t->rebuilt;
+        t->issued = t->rebuilt;
+        t->rebuilt = NULL;
+        return si;
+    }
     si = t->release ? release(t, c, certOut, chainOut) : decide(t, c, req, crm, p10cr, certOut, chainOut);
     /* RFC 9810 §5.3.2, TS 33.310 §9.5.4.3: the operator root for the device; OpenSSL sends it in ip only */
     if (*certOut != NULL && t->role->ca_pubs != NULL &&

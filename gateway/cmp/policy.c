@@ -224,8 +224,7 @@ static int check_replay(struct cmp_call *c, struct cmp_refusal *r)
     }
 }
 
-/* Who sent the request: the authenticated signer's subject (auth.c), or "pbm:<ref>". */
-static void identify(struct cmp_txn *t, struct cmp_call *c)
+void cmp_identify(struct cmp_txn *t, struct cmp_call *c)
 {
     const X509_NAME *name = t->signer != NULL ? X509_get_subject_name(t->signer) : NULL;
 
@@ -240,7 +239,7 @@ static void identify(struct cmp_txn *t, struct cmp_call *c)
 
 int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r)
 {
-    identify(t, c);
+    cmp_identify(t, c);
     return cmp_check_credentials(c, t, r) || cmp_authorize(c, t, r) || check_time(c, r) || check_replay(c, r);
 }
 

@@ -20,6 +20,9 @@ void cmp_policy_cleanup(struct gw_cmp_engine *e);
 /* cmp_describe_call fills what the audit records of this request say about where it came from. */
 void cmp_describe_call(struct cmp_call *c);
 
+/* cmp_identify: who sent the request: the authenticated signer's subject (auth.c), or "pbm:<ref>". */
+void cmp_identify(struct cmp_txn *t, struct cmp_call *c);
+
 /* cmp_check_request: who sent it (t->identity), credentials, authorization, messageTime, replay. */
 int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r);
 

@@ -224,6 +224,7 @@ void cmp_txn_free(void *p)
     X509_NAME_free(t->sender);
     X509_free(t->signer);
     X509_free(t->issued);
+    X509_free(t->rebuilt);
     cmp_poll_release(t->pending);
     OSSL_CMP_MSG_free(t->request);
     gw_cert_plan_cleanup(t->plan);

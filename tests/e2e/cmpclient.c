@@ -18,6 +18,8 @@
  * signed by the new key and certifying the old one; it prints "rootCaKeyUpdate absent" or what it
  * checked, and writes PREFIX.newwithnew.pem, PREFIX.newwithold.pem, PREFIX.oldwithnew.pem.
  * ir asks for a certificate for KEY and confirms it (certConf), printing "issued <subject>".
+ * --next-url sends every message after the first to another URL (another instance of a cluster);
+ * --before-next waits (up to 30 s) until FILE exists before sending the second message.
  * Exit: 0 answered/accepted (and checked), 2 refused (status, failInfo and text printed), 1 other
  * failure.
  */
@@ -25,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <openssl/cmp.h>
@@ -44,8 +47,9 @@
 
 struct opts {
     const char *url, *cafile, *tls_cert, *tls_key, *cert, *key, *ref, *secret, *rspout, *reqout, *out,
-        *revoke, *profile, *oldroot, *newkey, *subject, *certout;
+        *revoke, *profile, *oldroot, *newkey, *subject, *certout, *next_url, *before_next;
     int reason;
+    int sent; /* messages sent so far */
 };
 
 struct buf {
@@ -72,7 +76,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
 /* One POST per message (the transfer callback of the CMP context). */
 static OSSL_CMP_MSG *transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
 {
-    const struct opts *o = OSSL_CMP_CTX_get_transfer_cb_arg(ctx);
+    struct opts *o = OSSL_CMP_CTX_get_transfer_cb_arg(ctx);
     CURL *c = curl_easy_init();
     struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/pkixcmp");
     unsigned char *der = NULL;
@@ -90,7 +94,12 @@ static OSSL_CMP_MSG *transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
         fwrite(der, 1, (size_t)len, f);
         fclose(f);
     }
-    curl_easy_setopt(c, CURLOPT_URL, o->url);
+    /* --before-next: the second message waits for the test (say, to kill the first instance) */
+    for (int i = 0; o->sent > 0 && o->before_next != NULL && access(o->before_next, F_OK) != 0 && i < 300;
+         i++)
+        usleep(100000);
+    curl_easy_setopt(c, CURLOPT_URL, o->sent > 0 && o->next_url != NULL ? o->next_url : o->url);
+    o->sent++;
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, (char *)der);
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)len);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
@@ -576,20 +585,21 @@ static int usage(void)
             "usage: cmpclient --url URL --cafile CA [--tls-cert C --tls-key K] (--cert C --key K | "
             "--ref R --secret FILE) [--rspout F] [--reqout F] [--profile NAME] (genm [--out PREFIX] "
             "OID[:cert:FILE|:der:FILE]... | rootcaupdate [--oldroot FILE] [--out PREFIX] | rr --revoke "
-            "CERT [--reason N] | ir --newkey KEY --subject DN [--certout FILE])\n");
+            "CERT [--reason N] | ir --newkey KEY --subject DN [--certout FILE]) [--next-url URL] "
+            "[--before-next FILE]\n");
     return 1;
 }
 
 int main(int argc, char **argv)
 {
     static const struct option longs[] = {
-        {"url", 1, NULL, 'u'},     {"cafile", 1, NULL, 'a'},  {"tls-cert", 1, NULL, 'T'},
-        {"tls-key", 1, NULL, 'K'}, {"cert", 1, NULL, 'c'},    {"key", 1, NULL, 'k'},
-        {"ref", 1, NULL, 'r'},     {"secret", 1, NULL, 's'},  {"rspout", 1, NULL, 'o'},
-        {"out", 1, NULL, 'O'},     {"revoke", 1, NULL, 'R'},  {"reason", 1, NULL, 'n'},
-        {"profile", 1, NULL, 'P'}, {"oldroot", 1, NULL, 'D'}, {"newkey", 1, NULL, 'N'},
-        {"subject", 1, NULL, 'S'}, {"certout", 1, NULL, 'C'}, {"reqout", 1, NULL, 'q'},
-        {NULL, 0, NULL, 0},
+        {"url", 1, NULL, 'u'},      {"cafile", 1, NULL, 'a'},      {"tls-cert", 1, NULL, 'T'},
+        {"tls-key", 1, NULL, 'K'},  {"cert", 1, NULL, 'c'},        {"key", 1, NULL, 'k'},
+        {"ref", 1, NULL, 'r'},      {"secret", 1, NULL, 's'},      {"rspout", 1, NULL, 'o'},
+        {"out", 1, NULL, 'O'},      {"revoke", 1, NULL, 'R'},      {"reason", 1, NULL, 'n'},
+        {"profile", 1, NULL, 'P'},  {"oldroot", 1, NULL, 'D'},     {"newkey", 1, NULL, 'N'},
+        {"subject", 1, NULL, 'S'},  {"certout", 1, NULL, 'C'},     {"reqout", 1, NULL, 'q'},
+        {"next-url", 1, NULL, 'x'}, {"before-next", 1, NULL, 'w'}, {NULL, 0, NULL, 0},
     };
     struct opts o = {.reason = -1};
     OSSL_CMP_CTX *ctx;
@@ -600,6 +610,12 @@ int main(int argc, char **argv)
         switch (ch) {
         case 'u':
             o.url = optarg;
+            break;
+        case 'x':
+            o.next_url = optarg;
+            break;
+        case 'w':
+            o.before_next = optarg;
             break;
         case 'a':
             o.cafile = optarg;

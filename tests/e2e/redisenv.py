@@ -57,15 +57,28 @@ class RedisServer:
 
     def command(self, *args):
         """One command as the admin user (RESP over a socket); the first line of the answer."""
+        return self.command_lines(*args)[0]
+
+    def command_lines(self, *args):
+        """One command as the admin user; the lines of the answer (up to 2 s of it)."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
             def send(parts):
                 s.sendall(b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p)
                                                              for p in (x.encode() for x in parts)))
             send(["AUTH", ADMIN, ADMIN_PASSWORD])
             send([str(a) for a in args])
-            f = s.makefile("rb")
-            f.readline()  # +OK of AUTH
-            return f.readline().decode().rstrip("\r\n")
+            s.settimeout(0.3)
+            data = b""
+            try:
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            except socket.timeout:
+                pass
+            lines = data.decode(errors="replace").split("\r\n")
+            return [l for l in lines[1:] if l != ""] or [""]  # lines[0]: +OK of AUTH
 
     def stop(self):
         if self.proc is not None:

@@ -6,9 +6,13 @@ text, and after a restart (scripts flushed: NOSCRIPT) both serve again; a Redis 
 refused at start.
 """
 import json
+import os
+import shutil
+import socket
 import subprocess
 import sys
 import time
+import unittest
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
@@ -120,6 +124,145 @@ class SharedState(harness.GatewayTestCase):
             self.assertEqual(p.returncode, want_rc, p.stderr)
         self.assertIn(b"$.upstreams.local.store: with \"cmp.state\" \"redis\" every instance must see the same "
                       b"store", p.stderr)
+
+
+CLIENT_BIN = os.environ.get("CMPGW_CLIENT_BIN", str(harness.BUILD_DIR / "tests" / "cmpclient"))
+
+
+class Continuation(harness.GatewayTestCase):
+    """With "mac_key_file", any instance continues a transaction another began: the certConf of an ir
+    answered by the first instance is answered by the second (its context rebuilt from the record)."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.redis = cls.keep_running(redisenv.RedisServer(gw.dir)).start()
+        key = gw.dir / "state.key"
+        key.write_bytes(os.urandom(32).hex().encode() + b"\n")
+        key.chmod(0o600)
+        cfg["cmp"] = {"transaction_ttl": "4s", "state": dict(cls.redis.state(), mac_key_file="state.key")}
+        cfg["roles"]["default"]["implicit_confirm"] = False  # every enrolment ends with a certConf
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.gw2 = cls.gw.twin(cls.gw.dir.parent / "pki2")
+        cls.gw2.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.gw2.stop()
+        finally:
+            super().tearDownClass()
+
+    def audit(self, gw, event, cn=None):
+        path = gw.dir / "audit.log"
+        recs = [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
+        return [r for r in recs if r.get("event") == event and (cn is None or r.get("common_name") == cn)]
+
+    def enrol(self, name, first, nxt, before_next=None, wait=True):
+        d = self.gw.dir
+        harness.genkey(d / ("%s.key" % name))
+        argv = [CLIENT_BIN, "--url", first.url(), "--next-url", nxt.url(), "--cafile", d / "ca.pem",
+                "--tls-cert", d / "client.pem", "--tls-key", d / "client.key", "--cert", d / "client.pem",
+                "--key", d / "client.key"]
+        if before_next:
+            argv += ["--before-next", before_next]
+        argv += ["ir", "--newkey", d / ("%s.key" % name), "--subject", "/CN=%s" % name,
+                 "--certout", d / ("%s.pem" % name)]
+        p = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if not wait:
+            return p
+        out, err = p.communicate(timeout=60)
+        return p.returncode, out.decode() + err.decode()
+
+    def test_certconf_on_the_other_instance(self):
+        rc, out = self.enrol("moved", self.gw, self.gw2)
+        self.assertEqual(rc, 0, out)
+        self.assertEqual(len(self.audit(self.gw, "issued", "moved")), 1)
+        self.assertEqual(len(self.audit(self.gw2, "issued", "moved")), 0)  # one issuance across the instances
+        self.assertEqual([r["status"] for r in self.audit(self.gw2, "confirmed", "moved")], ["confirmed"])
+        self.assertTrue(any(l.get("event") == "txn_continued" for l in self.gw2.log_lines()))
+        # the first instance's context expires without a record: the other one closed it
+        deadline = time.monotonic() + 10
+        while not any(l.get("event") == "txn_closed_elsewhere" for l in self.gw.log_lines()):
+            self.assertLess(time.monotonic(), deadline, self.gw.stderr()[-3000:])
+            time.sleep(0.2)
+        self.assertEqual(self.audit(self.gw, "expired_unconfirmed", "moved"), [])
+
+    def test_altered_record_refused(self):
+        flag = self.gw.dir / "altered.flag"
+        p = self.enrol("altered", self.gw, self.gw2, before_next=flag, wait=False)
+        deadline = time.monotonic() + 20
+        while not self.audit(self.gw, "issued", "altered"):
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.1)
+        key = self.redis.command("KEYS", "cmpgw:rec:*")  # "*1": the next line names it
+        self.assertEqual(key, "*1")
+        name = self.redis.command_lines("KEYS", "cmpgw:rec:*")[-1]
+        self.assertEqual(self.redis.command("SETRANGE", name, "40", "X"), ":" + self.redis.command("STRLEN", name)[1:])
+        flag.write_text("")
+        out, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 2, out + err)
+        self.assertIn(b"no open transaction", out + err)
+        self.assertTrue(any(l.get("event") == "txn_record_invalid" for l in self.gw2.log_lines()))
+        self.assertEqual(self.audit(self.gw2, "confirmed", "altered"), [])
+
+    def test_owner_killed_after_ip(self):
+        flag = self.gw.dir / "killed.flag"
+        p = self.enrol("orphan", self.gw, self.gw2, before_next=flag, wait=False)
+        deadline = time.monotonic() + 20
+        while not self.audit(self.gw, "issued", "orphan"):
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.1)
+        self.gw.proc.kill()  # -9: nothing of its memory survives
+        self.gw.proc.wait(10)
+        self.gw._err.close()
+        self.gw._out.close()
+        self.gw.proc = None
+        flag.write_text("")
+        out, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 0, out + err)
+        self.assertEqual([r["status"] for r in self.audit(self.gw2, "confirmed", "orphan")], ["confirmed"])
+        self.gw.start()  # for the tests after this one
+
+    @unittest.skipUnless(shutil.which("haproxy"), "haproxy (deploy/deps.sh installs it)")
+    def test_round_robin_through_haproxy(self):
+        """`openssl cmp -keep_alive 0` through haproxy in round-robin: ir and certConf on different instances."""
+        port = harness.free_port()
+        cfg = self.gw.dir / "haproxy-rr.cfg"
+        cfg.write_text("\n".join([
+            "defaults", "    mode tcp", "    timeout connect 5s", "    timeout client 30s", "    timeout server 30s",
+            "frontend fe", "    bind 127.0.0.1:%d" % port, "    default_backend be",
+            "backend be", "    balance roundrobin",
+            "    server gw1 127.0.0.1:%d" % self.gw.port, "    server gw2 127.0.0.1:%d" % self.gw2.port]) + "\n")
+        lb = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    self.assertLess(time.monotonic(), deadline)
+                    time.sleep(0.1)
+            for i in range(4):
+                name = "rr%d" % i
+                real, self.gw.port = self.gw.port, port
+                try:
+                    res = self.gw.cmp("ir", name, newkey=self.newkey(name), subject="/CN=%s" % name,
+                                      extra=("-keep_alive", "0"))
+                finally:
+                    self.gw.port = real
+                self.assertEqual([a.body_type for a in res.answers], ["ip", "pkiconf"])
+                issued = self.audit(self.gw, "issued", name) + self.audit(self.gw2, "issued", name)
+                confirmed = self.audit(self.gw, "confirmed", name) + self.audit(self.gw2, "confirmed", name)
+                self.assertEqual((len(issued), len(confirmed)), (1, 1), (issued, confirmed))
+            continued = [l for l in self.gw.log_lines() + self.gw2.log_lines() if l.get("event") == "txn_continued"]
+            self.assertGreaterEqual(len(continued), 2)  # round-robin: the certConfs landed on the other one
+        finally:
+            lb.terminate()
+            lb.wait(10)
 
 
 if __name__ == "__main__":

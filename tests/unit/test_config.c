@@ -446,7 +446,8 @@ static const struct bad bad_cases[] = {
      {"$.cmp.state.address: missing: required with \"backend\": \"redis\""}},
     {"state memory with address",
      {E("\"signer\":", "\"cmp\": {\"state\": {\"address\": \"127.0.0.1\"}}, \"signer\":")},
-     {"$.cmp.state: \"address\", \"username\" and \"password_file\" are for \"backend\": \"redis\""}},
+     {"$.cmp.state: \"address\", \"username\", \"password_file\" and \"mac_key_file\" are for \"backend\": "
+      "\"redis\""}},
     {"state backend bad",
      {E("\"signer\":", "\"cmp\": {\"state\": {\"backend\": \"etcd\"}}, \"signer\":")},
      {"$.cmp.state.backend: expected one of \"memory\"|\"redis\", got \"etcd\""}},
