@@ -32,6 +32,8 @@ BUILD_DIR = Path(os.environ.get("CMPGW_BUILD_DIR", REPO / "build")).resolve()
 GATEWAY_BIN = Path(os.environ.get("CMPGW_BIN", BUILD_DIR / "cmpgw")).resolve()
 LOAD_BIN = os.environ.get("CMPGW_LOAD_BIN")  # cmpload, for tests that put a gateway under load
 SANITIZE = os.environ.get("CMPGW_SANITIZE", "OFF").upper() in ("ON", "1", "TRUE", "YES")
+# "redis": every GatewayTestCase runs with "cmp.state" in a redis-server of its own (tests/CMakeLists.txt)
+STATE = os.environ.get("CMPGW_E2E_STATE", "memory")
 LSAN_SUPP = REPO / "tests" / "lsan.supp"
 BC_SOURCE = Path(__file__).resolve().parent / "bc" / "BcCmpClient.java"
 BC_JARS = ":".join("/usr/share/java/%s.jar" % j for j in ("bcprov", "bcpkix", "bcutil"))
@@ -705,8 +707,25 @@ class GatewayTestCase(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="cmpgw-e2e-")
-        cls.gw = Gateway(Path(cls.tmp) / "pki", cls.edit_config)
+        cls.gw = Gateway(Path(cls.tmp) / "pki", cls.with_state if STATE == "redis" else cls.edit_config)
         cls.gw.start()
+
+    @classmethod
+    def with_state(cls, cfg, gw):
+        """CMPGW_E2E_STATE=redis: the class's own edits, then its state in a redis-server of its own,
+        with transaction records, and every local store marked shared (as a cluster needs)."""
+        import redisenv  # it imports this module
+        cls.edit_config(cfg, gw)
+        if "state" in cfg.get("cmp", {}):
+            return
+        redis = cls.keep_running(redisenv.RedisServer(gw.dir)).start()
+        key = gw.dir / "state.key"
+        key.write_text(os.urandom(32).hex() + "\n")
+        key.chmod(0o600)
+        cfg.setdefault("cmp", {})["state"] = dict(redis.state(), mac_key_file=str(key))
+        for up in cfg.get("upstreams", {}).values():
+            if up.get("type") == "local" and "store" in up:
+                up["shared_store"] = True
 
     @classmethod
     def tearDownClass(cls):
