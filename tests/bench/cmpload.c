@@ -49,6 +49,7 @@ enum load_fail { FAIL_NONE, FAIL_TRANSPORT, FAIL_HTTP, FAIL_CMP };
 
 struct load_opts {
     const char *url, *cafile, *tls_cert, *tls_key, *cert, *key, *ref, *secret_file, *trusted, *srvcert;
+    const char *alt_url; /* --alt-url: every second message goes there (another instance) */
     const char *subject;
     int threads, implicit_confirm, accept_any_key;
     double duration;
@@ -85,7 +86,8 @@ struct load_worker {
     long want_keys, nkeys, next_key, inline_keys;
     double *lat_ms;
     long nlat, cap_lat, max_lat;
-    long connects; /* new TCP connections: shows whether keep-alive holds */
+    long connects;      /* new TCP connections: shows whether keep-alive holds */
+    unsigned long sent; /* messages sent, for --alt-url */
     long ok, err[FAIL_CMP + 1];
     enum load_fail fail;    /* what the transfer callback saw in this transaction */
     char why[LOAD_ERR_LEN]; /* first error line of this transaction */
@@ -189,6 +191,8 @@ static OSSL_CMP_MSG *transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
     w->rsp->len = 0;
     w->rsp->overflow = 0;
     w->curl_err[0] = '\0';
+    if (w->sh->o->alt_url != NULL) /* curl keeps one keep-alive connection to each */
+        curl_easy_setopt(w->curl, CURLOPT_URL, (w->sent++ & 1) != 0 ? w->sh->o->alt_url : w->sh->o->url);
     curl_easy_setopt(w->curl, CURLOPT_POSTFIELDS, (char *)der);
     curl_easy_setopt(w->curl, CURLOPT_POSTFIELDSIZE, (long)len);
     rc = curl_easy_perform(w->curl);
@@ -636,6 +640,7 @@ static void usage(FILE *f)
         "Prints one JSON line on stdout and a summary on stderr; exits 1 if any enrolment failed.\n"
         "\n"
         "  --url URL             http:// or https:// CMP endpoint, e.g. https://127.0.0.1:8443/pki/cmp\n"
+        "  --alt-url URL         every second message (each certConf) goes there: another instance\n"
         "  --cafile F            TLS: CA bundle to verify the server certificate\n"
         "  --tls-cert F          TLS: client certificate (PEM)\n"
         "  --tls-key F           TLS: client key (PEM)\n"
@@ -701,6 +706,7 @@ enum {
     OPT_TRUSTED,
     OPT_SRVCERT,
     OPT_SUBJECT,
+    OPT_ALT_URL,
     OPT_IMPLICIT,
     OPT_ANY_KEY,
     OPT_THREADS,
@@ -723,6 +729,7 @@ static const struct option long_opts[] = {
     {"trusted", required_argument, NULL, OPT_TRUSTED},
     {"srvcert", required_argument, NULL, OPT_SRVCERT},
     {"subject", required_argument, NULL, OPT_SUBJECT},
+    {"alt-url", required_argument, NULL, OPT_ALT_URL},
     {"implicit-confirm", no_argument, NULL, OPT_IMPLICIT},
     {"accept-any-key", no_argument, NULL, OPT_ANY_KEY},
     {"threads", required_argument, NULL, OPT_THREADS},
@@ -767,10 +774,10 @@ static int set_string(struct load_opts *o, int c, const char *arg)
         [OPT_CERT - OPT_URL] = &o->cert,         [OPT_KEY - OPT_URL] = &o->key,
         [OPT_REF - OPT_URL] = &o->ref,           [OPT_SECRET_FILE - OPT_URL] = &o->secret_file,
         [OPT_TRUSTED - OPT_URL] = &o->trusted,   [OPT_SRVCERT - OPT_URL] = &o->srvcert,
-        [OPT_SUBJECT - OPT_URL] = &o->subject,
+        [OPT_SUBJECT - OPT_URL] = &o->subject,   [OPT_ALT_URL - OPT_URL] = &o->alt_url,
     };
 
-    if (c < OPT_URL || c > OPT_SUBJECT)
+    if (c < OPT_URL || c > OPT_ALT_URL)
         return 0;
     *slot[c - OPT_URL] = arg;
     return 1;
@@ -785,6 +792,9 @@ static int check_opts(struct load_opts *o)
         why = "--url is required";
     else if (strncmp(o->url, "http://", 7) != 0 && strncmp(o->url, "https://", 8) != 0)
         why = "--url must start with http:// or https://";
+    else if (o->alt_url != NULL && strncmp(o->alt_url, "http://", 7) != 0 &&
+             strncmp(o->alt_url, "https://", 8) != 0)
+        why = "--alt-url must start with http:// or https://";
     else if ((o->cert == NULL) != (o->key == NULL))
         why = "--cert and --key go together";
     else if ((o->ref == NULL) != (o->secret_file == NULL))

@@ -10,8 +10,10 @@
 # (default 3), BENCH_THREADS client threads of the concurrent case (default 4), BENCH_WARMUP
 # seconds (default 2), BENCH_SCRAPE=1 adds a third case to every round: the same cmpgw while
 # /metrics is scraped every second, as Prometheus would (the cost of the metrics, side by side);
-# BENCH_REDIS=1 adds a second cmpgw whose replay keys and transactions are shared in a redis-server
-# ("cmp.state": "redis"; its server CPU counts redis-server's too), beside the in-memory one.
+# BENCH_REDIS=1 adds two more cmpgw sharing their state in a redis-server ("cmp.state": "redis",
+# transaction records on): one measured alone beside the in-memory one, then both with every
+# certConf sent to the other instance than its ir (a rebuild each); server CPU counts every
+# process involved, redis-server's included.
 # Defaults keep the whole run near 2 minutes. Prints a Markdown table.
 set -euo pipefail
 
@@ -170,6 +172,11 @@ run_selftest() {
     expect "PBM, empty secret file" 2 -- "${pbm[@]}" --secret-file /dev/null --count 1
     expect "no --url" 2 -- "${common[@]}"
     expect "ftp:// url" 2 -- --url ftp://127.0.0.1/ "${common[@]}"
+    expect "--alt-url ftp://" 2 -- "${mock_args[@]}" --alt-url ftp://127.0.0.1/
+    expect "--alt-url, the same server" 0 enrolments=4 errors=0 -- "${mock_args[@]}" \
+        --alt-url "http://127.0.0.1:$mock_port/pkix/" --count 4
+    expect "--alt-url takes every certConf" 1 enrolments=0 transport_errors=2 -- "${mock_args[@]}" \
+        --alt-url "http://127.0.0.1:$closed_port/pkix/" --count 2
     expect "--threads 0" 2 -- "${mock_args[@]}" --threads 0
     expect "--threads too many" 2 -- "${mock_args[@]}" --threads 100000
     expect "--count -1" 2 -- "${mock_args[@]}" --count -1
@@ -217,35 +224,50 @@ fi
 
 # (3) BENCH_REDIS: redis-server as cmpgw requires it, and a second cmpgw on the same PKI sharing it.
 redis_pids=
+alt_pids=
 rgw_args=()
+alt_args=()
+rpids=()
 if [[ -n $gw_pid && $with_redis == 1 ]]; then
     redis_port=$(free_port)
     rgw_port=$(free_port)
+    rgw2_port=$(free_port)
+    openssl rand -hex 32 >"$pki/state.key"
+    chmod 600 "$pki/state.key"
     mkdir -p "$tmp/redis"
     redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$tmp/redis" --appendonly yes \
         --maxmemory-policy noeviction --save "" --daemonize no >"$tmp/redis.log" 2>&1 &
     redis_pid=$!
     pids+=("$redis_pid")
     wait_listen "$redis_port" "$redis_pid" || { echo "bench: redis-server did not start" >&2; exit 2; }
-    python3 - "$pki/cmpgw.json" "$pki/cmpgw-redis.json" "$rgw_port" "$redis_port" <<'PY'
+    for i in 1 2; do
+        port=$rgw_port
+        [[ $i == 2 ]] && port=$rgw2_port
+        python3 - "$pki/cmpgw.json" "$pki/cmpgw-redis$i.json" "$port" "$redis_port" "$i" <<'PY'
 import json, sys
 cfg = json.load(open(sys.argv[1]))
 cfg["listeners"][0]["port"] = int(sys.argv[3])
 cfg.pop("admin", None)
-cfg["audit"]["file"] = "audit-redis.log"
-cfg["cmp"]["state"] = {"backend": "redis", "address": "127.0.0.1", "port": int(sys.argv[4])}
+cfg["audit"]["file"] = "audit-redis%s.log" % sys.argv[5]
+cfg["cmp"]["state"] = {"backend": "redis", "address": "127.0.0.1", "port": int(sys.argv[4]),
+                       "mac_key_file": "state.key"}
 json.dump(cfg, open(sys.argv[2], "w"), indent=2)
 PY
-    (cd "$pki" && exec "$gw" -c "$pki/cmpgw-redis.json" >"$tmp/cmpgw-redis.log" 2>&1) &
-    rgw_pid=$!
-    pids+=("$rgw_pid")
+        (cd "$pki" && exec "$gw" -c "$pki/cmpgw-redis$i.json" >"$tmp/cmpgw-redis$i.log" 2>&1) &
+        rpids[i]=$!
+        pids+=("${rpids[i]}")
+    done
     rgw_args=(--url "https://127.0.0.1:$rgw_port/pki/cmp" --cafile "$pki/ca.pem" --tls-cert "$pki/client.pem"
         --tls-key "$pki/client.key" "${common[@]}")
-    if wait_listen "$rgw_port" "$rgw_pid" && timeout 30 "$load" "${rgw_args[@]}" --count 1 >/dev/null 2>"$tmp/smoke.err"; then
-        redis_pids="$rgw_pid $redis_pid"
+    alt_args=("${rgw_args[@]}" --alt-url "https://127.0.0.1:$rgw2_port/pki/cmp")
+    if wait_listen "$rgw_port" "${rpids[1]}" && wait_listen "$rgw2_port" "${rpids[2]}" &&
+        timeout 30 "$load" "${alt_args[@]}" --count 2 >/dev/null 2>"$tmp/smoke.err"; then
+        redis_pids="${rpids[1]} $redis_pid"
+        alt_pids="${rpids[1]} ${rpids[2]} $redis_pid"
     else
-        echo "bench: cmpgw with redis did not start or enrol" >&2
-        tail -5 "$tmp/cmpgw-redis.log" >&2 || true
+        echo "bench: cmpgw with redis did not start or enrol across two instances" >&2
+        cat "$tmp/smoke.err" >&2 || true
+        tail -5 "$tmp/cmpgw-redis1.log" "$tmp/cmpgw-redis2.log" >&2 || true
         exit 2
     fi
 fi
@@ -293,11 +315,13 @@ for n in 1 "$threads"; do
     warm mock "$n" mock_args
     if [[ -n $gw_pid ]]; then warm cmpgw "$n" gw_args; fi
     if [[ -n $redis_pids ]]; then warm cmpgw+redis "$n" rgw_args; fi
+    if [[ -n $alt_pids ]]; then warm cmpgw+redis-x2 "$n" alt_args; fi
     for ((r = 0; r < rounds; r++)); do
         measure mock "$mock_pid" "$n" mock_args
         if [[ -n $gw_pid ]]; then measure cmpgw "$gw_pid" "$n" gw_args; fi
         if [[ -n $gw_pid && $scrape == 1 ]]; then measure cmpgw+scrape "$gw_pid" "$n" gw_args scrape; fi
         if [[ -n $redis_pids ]]; then measure cmpgw+redis "$redis_pids" "$n" rgw_args; fi
+        if [[ -n $alt_pids ]]; then measure cmpgw+redis-x2 "$alt_pids" "$n" alt_args; fi
     done
 done
 
@@ -340,7 +364,8 @@ for (n, srv) in sorted(groups, key=lambda k: (k[0], k[1] != "mock")):
     a = res[(n, srv)] = agg(groups[(n, srv)])
     label = {"mock": "openssl cmp -port (mock, HTTP)", "cmpgw": "cmpgw (HTTPS, local issuer)",
              "cmpgw+scrape": "cmpgw, /metrics scraped every second",
-             "cmpgw+redis": "cmpgw, shared state in redis-server (CPU of both)"}[srv]
+             "cmpgw+redis": "cmpgw, shared state in redis-server (CPU of both)",
+             "cmpgw+redis-x2": "two cmpgw + redis-server, each certConf on the other instance"}[srv]
     print(f"| {label} | {n} | {a['rate']:.0f} ({a['lo']:.0f}–{a['hi']:.0f}) | {a['p50']:.2f} | {a['p99']:.2f} "
           f"| {a['cpu_ms']:.2f} | {a['client_ms']:.2f} | {a['enr']} | {a['errors']} |")
 print()
@@ -358,6 +383,11 @@ for n in sorted({k[0] for k in res}):
         print(f"- {n} client thread(s): redis/memory cmpgw throughput {rd['rate'] / g['rate']:.3f}x, "
               f"server CPU per enrolment {rd['cpu_ms'] / g['cpu_ms']:.3f}x, "
               f"p50 {rd['p50'] - g['p50']:+.2f} ms, p99 {rd['p99'] - g['p99']:+.2f} ms per enrolment (ir + certConf)")
+    x2 = res.get((n, "cmpgw+redis-x2"))
+    if rd and x2 and rd["rate"] and rd["cpu_ms"]:
+        print(f"- {n} client thread(s): certConf on the other instance / same instance: throughput "
+              f"{x2['rate'] / rd['rate']:.3f}x, server CPU per enrolment {x2['cpu_ms'] / rd['cpu_ms']:.3f}x, "
+              f"p50 {x2['p50'] - rd['p50']:+.2f} ms (the rebuild)")
 errors = sum(a["errors"] for a in res.values())
 sys.exit(1 if errors else 0)
 PY
