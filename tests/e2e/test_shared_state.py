@@ -1,9 +1,11 @@
-"""Two gateway instances sharing their replay keys and open transactions in a real redis-server ("cmp.state":
-"redis"; docs/operations.md, "Several instances"): a request replayed to the second instance is refused
-(transactionIdInUse), the per-identity cap of open transactions holds across both, a transaction's certConf on
-its own instance still completes; with Redis stopped new requests are refused with systemUnavail and a clear
-text, and after a restart (scripts flushed: NOSCRIPT) both serve again; a Redis that could evict keys is
-refused at start.
+"""Two gateway instances sharing their state in a real redis-server ("cmp.state": "redis"; docs/operations.md,
+"Several instances"). SharedState: a request replayed to the second instance is refused (transactionIdInUse),
+the per-identity cap of open transactions holds across both; with Redis stopped new requests are refused with
+systemUnavail and /readyz says so, and after a restart (scripts flushed: NOSCRIPT) both serve again; a Redis
+that could evict keys is refused at start; an unshared local store is refused. Continuation ("mac_key_file"):
+the certConf of an ir answered by one instance is answered by the other (context rebuilt from the record),
+also after the first was killed -9; an altered record is refused; `openssl cmp -keep_alive 0` through a real
+haproxy in round-robin enrols with one "issued" and one "confirmed" across both audit logs.
 """
 import json
 import os
@@ -19,12 +21,8 @@ import harness  # noqa: E402
 import redisenv  # noqa: E402
 
 
-class SharedState(harness.GatewayTestCase):
-
-    @classmethod
-    def edit_config(cls, cfg, gw):
-        cls.redis = cls.keep_running(redisenv.RedisServer(gw.dir)).start()
-        cfg["cmp"] = {"max_transactions_per_identity": 2, "state": cls.redis.state()}
+class TwoInstances(harness.GatewayTestCase):
+    """The class's gateway and a twin over the same PKI and configuration (gw2), one Redis."""
 
     @classmethod
     def setUpClass(cls):
@@ -39,10 +37,19 @@ class SharedState(harness.GatewayTestCase):
         finally:
             super().tearDownClass()
 
-    def issued(self, gw):
+    def audit(self, gw, event, cn=None):
+        """|gw|'s audit records of |event| (for the common name |cn|)."""
         path = gw.dir / "audit.log"
-        return [r for r in (json.loads(l) for l in path.read_text().splitlines())
-                if r.get("event") == "issued"] if path.exists() else []
+        recs = [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
+        return [r for r in recs if r.get("event") == event and (cn is None or r.get("common_name") == cn)]
+
+
+class SharedState(TwoInstances):
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.redis = cls.keep_running(redisenv.RedisServer(gw.dir)).start()
+        cfg["cmp"] = {"max_transactions_per_identity": 2, "state": cls.redis.state()}
 
     def post(self, gw, der):
         res = gw.curl(data=der)
@@ -52,10 +59,10 @@ class SharedState(harness.GatewayTestCase):
     def test_replay_to_the_other_instance_refused(self):
         der = self.gw.make_request("replayed")
         self.assertEqual(self.post(self.gw, der).body_type, "ip")
-        before = len(self.issued(self.gw2))
+        before = len(self.audit(self.gw2, "issued"))
         again = self.post(self.gw2, der)
         self.assert_cmp_error(again, ("ip", "error"), "transactionIdInUse", "replayed message")
-        self.assertEqual(len(self.issued(self.gw2)), before)  # the second instance issued nothing
+        self.assertEqual(len(self.audit(self.gw2, "issued")), before)  # the second instance issued nothing
 
     def test_cap_of_open_transactions_across_instances(self):
         """max_transactions_per_identity 2: two open on the first instance, a third on the second refused.
@@ -129,7 +136,7 @@ class SharedState(harness.GatewayTestCase):
 CLIENT_BIN = os.environ.get("CMPGW_CLIENT_BIN", str(harness.BUILD_DIR / "tests" / "cmpclient"))
 
 
-class Continuation(harness.GatewayTestCase):
+class Continuation(TwoInstances):
     """With "mac_key_file", any instance continues a transaction another began: the certConf of an ir
     answered by the first instance is answered by the second (its context rebuilt from the record)."""
 
@@ -141,24 +148,6 @@ class Continuation(harness.GatewayTestCase):
         key.chmod(0o600)
         cfg["cmp"] = {"transaction_ttl": "4s", "state": dict(cls.redis.state(), mac_key_file="state.key")}
         cfg["roles"]["default"]["implicit_confirm"] = False  # every enrolment ends with a certConf
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.gw2 = cls.gw.twin(cls.gw.dir.parent / "pki2")
-        cls.gw2.start()
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.gw2.stop()
-        finally:
-            super().tearDownClass()
-
-    def audit(self, gw, event, cn=None):
-        path = gw.dir / "audit.log"
-        recs = [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
-        return [r for r in recs if r.get("event") == event and (cn is None or r.get("common_name") == cn)]
 
     def enrol(self, name, first, nxt, before_next=None, wait=True):
         d = self.gw.dir
