@@ -398,6 +398,22 @@ static void reopen_audit(struct runner *r)
 }
 
 /* What a reload reads but only a restart applies: said once per reload, so nobody waits for it. */
+static bool same_str(const char *a, const char *b)
+{
+    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* The shared state is kept across reloads (its connections, its key): a change waits for a restart. */
+static bool same_state(const struct gw_state_conf *a, const struct gw_state_conf *b)
+{
+    return a->backend == b->backend && a->port == b->port && a->timeout_ms == b->timeout_ms &&
+           same_str(a->address, b->address) && same_str(a->username, b->username) &&
+           same_str(a->key_prefix, b->key_prefix) && a->password_len == b->password_len &&
+           (a->password_len == 0 || CRYPTO_memcmp(a->password, b->password, a->password_len) == 0) &&
+           a->mac_key_len == b->mac_key_len &&
+           (a->mac_key_len == 0 || CRYPTO_memcmp(a->mac_key, b->mac_key, a->mac_key_len) == 0);
+}
+
 static void warn_restart_only(const struct gw_config *a, const struct gw_config *b)
 {
     char keys[512] = "";
@@ -409,10 +425,8 @@ static void warn_restart_only(const struct gw_config *a, const struct gw_config 
         {"workers", a->workers != b->workers},
         {"queue_depth", a->queue_depth != b->queue_depth},
         {"loop_threads", a->loop_threads != b->loop_threads},
-        {"user",
-         (a->user == NULL) != (b->user == NULL) || (a->user != NULL && strcmp(a->user, b->user) != 0)},
-        {"group",
-         (a->group == NULL) != (b->group == NULL) || (a->group != NULL && strcmp(a->group, b->group) != 0)},
+        {"user", !same_str(a->user, b->user)},
+        {"group", !same_str(a->group, b->group)},
         {"limits", memcmp(&a->limits.admission, &b->limits.admission, sizeof(a->limits.admission)) != 0},
         {"cmp.max_transactions",
          a->cmp.max_transactions != b->cmp.max_transactions ||
@@ -421,6 +435,7 @@ static void warn_restart_only(const struct gw_config *a, const struct gw_config 
         {"the replay window (cmp.message_time_window, cmp.transaction_ttl)",
          a->cmp.message_time_window != b->cmp.message_time_window ||
              a->cmp.transaction_ttl != b->cmp.transaction_ttl},
+        {"cmp.state", !same_state(&a->cmp.state, &b->cmp.state)},
     };
 
     for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++) {

@@ -29,7 +29,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
-enum { S_SEEN, S_RESERVE, S_RELEASE, S_TAKE, S_DROP, N_SCRIPTS };
+enum { S_SEEN, S_RESERVE, S_RELEASE, S_TAKE, S_DROP, S_UNLEASE, S_PING, N_SCRIPTS };
 
 /*
  * KEYS: the entry and the identity's sorted set; ARGV: value, ttl, now, cap (0: none). Both
@@ -56,10 +56,15 @@ static const char *const scripts[N_SCRIPTS] = {
                "if not v then return nil end\n"
                "if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end\n"
                "return v\n",
-    /* KEYS: the record and its lease: 1 if the record was there */
+    /* KEYS: the record and its lease; ARGV: this instance. 1 if the record was there; the lease goes
+       only if this instance holds it */
     [S_DROP] = "local n = redis.call('DEL', KEYS[1])\n"
-               "redis.call('DEL', KEYS[2])\n"
+               "if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
                "return n\n",
+    [S_UNLEASE] = "if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
+                  "return 0\n",
+    /* readiness: scripts run (an ACL that forbids them, or a Redis that refuses writes, shows) */
+    [S_PING] = "return 0\n",
 };
 
 #define RECORD_MAGIC "cmpgw-txn-1"
@@ -119,11 +124,12 @@ static void conn_free(void *c)
 /* Says why |c| failed (or |r| is an error) into |err|; the context is dropped for a reconnect. */
 static int unavailable(struct gw_cluster *cl, redisContext *c, const redisReply *r, char *err)
 {
-    snprintf(err, GW_ERR_LEN, "the shared state (Redis at %s:%d) is unreachable: %.120s", cl->address,
-             cl->port,
-             r != NULL && r->type == REDIS_REPLY_ERROR ? r->str
-             : c != NULL && c->err                     ? c->errstr
-                                                       : "no answer");
+    if (r != NULL && r->type == REDIS_REPLY_ERROR)
+        snprintf(err, GW_ERR_LEN, "the shared state (Redis at %s:%d) refused a command: %.120s", cl->address,
+                 cl->port, r->str);
+    else
+        snprintf(err, GW_ERR_LEN, "the shared state (Redis at %s:%d) is unreachable: %.120s", cl->address,
+                 cl->port, c != NULL && c->err ? c->errstr : "no answer");
     if (c != NULL && (r == NULL || c->err)) {
         redisFree(c);
         pthread_setspecific(cl->conn, NULL);
@@ -239,11 +245,10 @@ static void *pinger_main(void *arg)
 
         pthread_mutex_unlock(&cl->lock);
         if ((c = connection(cl, err)) != NULL) {
-            r = redisCommand(c, "PING");
-            if (r == NULL || r->type == REDIS_REPLY_ERROR)
-                (void)unavailable(cl, c, r, err);
-            else
-                atomic_store(&cl->reachable, true);
+            char k[KEY_LEN];
+
+            snprintf(k, sizeof(k), "%sping", cl->prefix); /* keys under the prefix, as its ACL allows */
+            r = eval(cl, S_PING, k, k, 0, NULL, err);     /* sets |reachable| either way */
             freeReplyObject(r);
         }
         clock_gettime(CLOCK_REALTIME, &until);
@@ -264,7 +269,12 @@ static int require_setting(struct gw_cluster *cl, redisContext *c, const char *n
     int ok = r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
              r->element[1]->type == REDIS_REPLY_STRING && strcmp(r->element[1]->str, want) == 0;
 
-    if (!ok)
+    if (!ok && r != NULL && r->type == REDIS_REPLY_ERROR)
+        snprintf(err, GW_ERR_LEN,
+                 "Redis at %s:%d refused CONFIG GET %s (%.60s): the gateway checks it at start; grant its "
+                 "user +config|get",
+                 cl->address, cl->port, name, r->str);
+    else if (!ok)
         snprintf(err, GW_ERR_LEN,
                  "Redis at %s:%d: %s is %.40s, not %s (set it: lost or evicted replay keys would reopen "
                  "replays)",
@@ -291,9 +301,12 @@ struct gw_cluster *gw_cluster_new(const struct gw_state_conf *conf, char *err)
          (cl->password = OPENSSL_memdup(conf->password, conf->password_len)) == NULL) ||
         pthread_key_create(&cl->conn, conn_free) != 0) {
         snprintf(err, GW_ERR_LEN, "shared state: out of memory");
-        free(cl != NULL ? cl->address : NULL);
-        free(cl != NULL ? cl->prefix : NULL);
-        free(cl != NULL ? cl->username : NULL);
+        if (cl != NULL) {
+            free(cl->address);
+            free(cl->prefix);
+            free(cl->username);
+            OPENSSL_clear_free(cl->password, conf->password_len);
+        }
         free(cl);
         return NULL;
     }
@@ -424,6 +437,9 @@ void gw_cluster_release(struct gw_cluster *cl, const unsigned char *tid, size_t 
     char k1[KEY_LEN], k2[KEY_LEN], err[GW_ERR_LEN];
 
     if (cl == NULL || tid_len == 0 || tid_len > GW_MAX_TID_LEN)
+        return;
+    if (!atomic_load(
+            &cl->reachable)) /* best effort: it expires anyway, and no thread waits on a dead Redis */
         return;
     key(cl, k1, "txn", tid, tid_len);
     if (id_key(cl, k2, "open", identity, err) != 0 || run(cl, S_RELEASE, k1, k2, cl->owner, 0, 0, 0, err) < 0)
@@ -610,14 +626,15 @@ int gw_cluster_take_record(struct gw_cluster *cl, const unsigned char *tid, size
 
 void gw_cluster_unlease(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len)
 {
-    char k[KEY_LEN], err[GW_ERR_LEN];
-    redisContext *c;
+    char k1[KEY_LEN], k2[KEY_LEN], err[GW_ERR_LEN];
 
     if (!gw_cluster_keeps_records(cl) || tid_len == 0 || tid_len > GW_MAX_TID_LEN ||
-        (c = connection(cl, err)) == NULL)
+        !atomic_load(&cl->reachable))
         return;
-    key(cl, k, "lease", tid, tid_len);
-    freeReplyObject(redisCommand(c, "DEL %s", k));
+    key(cl, k1, "rec", tid, tid_len);
+    key(cl, k2, "lease", tid, tid_len);
+    if (run(cl, S_UNLEASE, k1, k2, cl->owner, 0, 0, 0, err) < 0) /* else it ends in GW_STATE_LEASE_SECS */
+        gw_log_kv(GW_LOG_WARN, "shared_state_unlease_failed", "reason", err, NULL);
 }
 
 int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len)
@@ -627,9 +644,11 @@ int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size
 
     if (!gw_cluster_keeps_records(cl) || tid_len == 0 || tid_len > GW_MAX_TID_LEN)
         return 0;
+    if (!atomic_load(&cl->reachable))
+        return GW_ERR_UNAVAILABLE;
     key(cl, k1, "rec", tid, tid_len);
     key(cl, k2, "lease", tid, tid_len);
-    if ((n = run(cl, S_DROP, k1, k2, "", 0, 0, 0, err)) < 0) {
+    if ((n = run(cl, S_DROP, k1, k2, cl->owner, 0, 0, 0, err)) < 0) {
         gw_log_kv(GW_LOG_WARN, "shared_state_drop_failed", "reason", err, NULL);
         return GW_ERR_UNAVAILABLE;
     }

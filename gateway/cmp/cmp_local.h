@@ -128,6 +128,7 @@ struct cmp_txn {
     int on_record;               /* the completion wrote the "issued" record */
     X509 *rebuilt; /* rebuilding a transaction another instance began: the certificate it issued, which
                       the cert-request callback hands OpenSSL again without any check (engine.c) */
+    int shared;    /* its record is in the shared state: any instance may continue it (engine.c) */
 };
 
 #endif

@@ -200,6 +200,7 @@ struct closing {
     const char *event;
     const char *status;
     const char *pending_event; /* a deferred request still waiting for its pollReq (docs/polling.md) */
+    bool leave_to_cluster; /* shutting down: a transaction another instance can continue stays open there */
 };
 
 /* An issued certificate whose certConf never came: it stays valid, so it goes on record. */
@@ -213,11 +214,17 @@ static void log_closed(void *arg, struct gw_txn *txn)
     /* recorded by the engine it began under, whose configuration it names */
     if (t != NULL && t->pending != NULL && t->issued == NULL)
         cmp_poll_closed(t->e, t, tid, how->pending_event);
+    /* shutting down: its record and reservation stay for the instance its certConf reaches */
+    if (t != NULL && t->shared && how->leave_to_cluster) {
+        gw_log_kv(GW_LOG_INFO, "txn_left_to_cluster", "tid", tid, "identity", txn->identity, "serial",
+                  t->serial, "msg", "another instance can answer its certConf", NULL);
+        gw_txn_free(txn);
+        return;
+    }
     if (t != NULL)
         gw_cluster_release(t->e->cluster, txn->tid, txn->tid_len, txn->identity);
     /* its record gone: another instance continued and closed it (that one has it on record) */
-    if (t != NULL && t->issued != NULL && gw_cluster_keeps_records(t->e->cluster) &&
-        gw_cluster_drop_record(t->e->cluster, txn->tid, txn->tid_len) == 0) {
+    if (t != NULL && t->shared && gw_cluster_drop_record(t->e->cluster, txn->tid, txn->tid_len) == 0) {
         gw_log_kv(GW_LOG_INFO, "txn_closed_elsewhere", "tid", tid, "identity", txn->identity, NULL);
         gw_txn_free(txn);
         return;
@@ -231,7 +238,7 @@ static void log_closed(void *arg, struct gw_txn *txn)
 }
 
 static const struct closing abandoned = {"txn_abandoned", "the gateway stopped before the certConf arrived",
-                                         "txn_abandoned_pending"};
+                                         "txn_abandoned_pending", true};
 
 void gw_cmp_engine_close_all(struct gw_cmp_engine *e)
 {
@@ -262,7 +269,8 @@ void gw_cmp_engine_free(struct gw_cmp_engine *e)
 
 void gw_cmp_engine_expire(struct gw_cmp_engine *e, time_t now)
 {
-    struct closing how = {"txn_expired", "no certConf within the transaction TTL", "txn_expired_pending"};
+    struct closing how = {"txn_expired", "no certConf within the transaction TTL", "txn_expired_pending",
+                          false};
 
     if (e != NULL)
         (void)gw_txn_expire(e->txns, now, log_closed, &how);
@@ -271,7 +279,7 @@ void gw_cmp_engine_expire(struct gw_cmp_engine *e, time_t now)
 size_t gw_cmp_engine_reset(struct gw_cmp_engine *e)
 {
     struct closing how = {"txn_abandoned", "the engine was reset before the certConf arrived",
-                          "txn_abandoned_pending"};
+                          "txn_abandoned_pending", false};
     size_t held;
 
     if (e == NULL)
@@ -579,8 +587,8 @@ static void release_slot(struct gw_cmp_engine *e, const struct cmp_call *c, cons
  * With transaction records ("mac_key_file"), what another instance needs to continue this one: the
  * request, the certificate, the senderNonce of the answer. Without, the transaction goes on here only.
  */
-static void share_txn(struct cmp_call *c, const struct cmp_txn *t, const unsigned char *nonce,
-                      size_t nonce_len, time_t ttl)
+static void share_txn(struct cmp_call *c, struct cmp_txn *t, const unsigned char *nonce, size_t nonce_len,
+                      time_t ttl)
 {
     struct gw_txn_record rec = {.req = (unsigned char *)c->req->der, .req_len = c->req->len};
     char err[GW_ERR_LEN] = "out of memory";
@@ -596,6 +604,7 @@ static void share_txn(struct cmp_call *c, const struct cmp_txn *t, const unsigne
                  gw_upstream_conf_name(gw_upstream_get0_conf(t->up)));
         if (gw_cluster_put_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, &rec, ttl, err) == 0) {
             OPENSSL_free(rec.cert);
+            t->shared = 1;
             return;
         }
     }
@@ -760,6 +769,19 @@ static void cmp_call_switch(struct cmp_call *c, struct gw_cmp_engine *owner)
     c->e = owner;
 }
 
+/* Whether two headers name the same sender: the same PBM reference, or the same directoryName. */
+static int same_sender_hdr(const struct gw_hdr_info *a, const struct gw_hdr_info *b)
+{
+    int pbm = a->protection_nid == NID_id_PasswordBasedMAC;
+
+    if (pbm != (b->protection_nid == NID_id_PasswordBasedMAC))
+        return 0;
+    if (pbm)
+        return a->sender_kid_len == b->sender_kid_len &&
+               memcmp(a->sender_kid, b->sender_kid, a->sender_kid_len) == 0;
+    return a->sender != NULL && b->sender != NULL && X509_NAME_cmp(a->sender, b->sender) == 0;
+}
+
 /*
  * |c|'s stored request, replayed through |t| as it ran on the instance that began the transaction,
  * with the certificate that instance issued; the answer is dropped. 0 when |t| waits for the certConf.
@@ -778,14 +800,16 @@ static int replay_stored(struct cmp_call *c, struct cmp_call *sub, const struct 
 
     p = rec->req;
     req = d2i_OSSL_CMP_MSG(NULL, &p, (long)rec->req_len);
-    ok = cert != NULL && req != NULL && nonce != NULL &&
-         ASN1_OCTET_STRING_set(nonce, rec->nonce, (int)rec->nonce_len) == 1 &&
-         gw_shim_hdr_info(req, &sub->hdr) == 0 && sub->hdr.tid_len == c->hdr.tid_len &&
-         memcmp(sub->hdr.tid, c->hdr.tid, c->hdr.tid_len) == 0 &&
-         (sub->body = OSSL_CMP_MSG_get_bodytype(req)) >= 0 && sub->body <= GW_CMP_BODY_MAX &&
-         bodies[sub->body] == BODY_START && precheck(sub, req, &ignored) == 0 && sub->role != NULL &&
-         strcmp(sub->role->name, rec->role) == 0 && (t = cmp_txn_new(sub, 0)) != NULL &&
-         cmp_authenticate(t, sub, req, &ignored) == 0;
+    ok =
+        cert != NULL && req != NULL && nonce != NULL &&
+        ASN1_OCTET_STRING_set(nonce, rec->nonce, (int)rec->nonce_len) == 1 &&
+        gw_shim_hdr_info(req, &sub->hdr) == 0 && sub->hdr.tid_len == c->hdr.tid_len &&
+        memcmp(sub->hdr.tid, c->hdr.tid, c->hdr.tid_len) == 0 &&
+        same_sender_hdr(&sub->hdr, &c->hdr) && /* before the costly part: someone else's message stops here */
+        (sub->body = OSSL_CMP_MSG_get_bodytype(req)) >= 0 && sub->body <= GW_CMP_BODY_MAX &&
+        bodies[sub->body] == BODY_START && precheck(sub, req, &ignored) == 0 && sub->role != NULL &&
+        strcmp(sub->role->name, rec->role) == 0 && (t = cmp_txn_new(sub, 0)) != NULL &&
+        cmp_authenticate(t, sub, req, &ignored) == 0;
     if (ok) {
         t->rebuilt = cert;
         cert = NULL;
@@ -856,9 +880,10 @@ static struct gw_txn *rebuild(struct cmp_call *c, struct cmp_refusal *r)
     if (replay_stored(c, &sub, &rec, &t) == 0) {
         cmp_identify(t, &sub);
         gw_x509_cert_serial_hex(t->issued, t->serial, sizeof(t->serial));
-        t->up = gw_upstream_set_get0(c->e->ups, rec.upstream);
-        txn = gw_txn_new(c->hdr.tid, c->hdr.tid_len, t->identity,
-                         c->now + (time_t)c->e->cfg.cmp->transaction_ttl, t, cmp_txn_free);
+        /* the upstream that issued it answers for it (a rejection revokes there): it must be here too */
+        if ((t->up = gw_upstream_set_get0(c->e->ups, rec.upstream)) != NULL)
+            txn = gw_txn_new(c->hdr.tid, c->hdr.tid_len, t->identity,
+                             c->now + (time_t)c->e->cfg.cmp->transaction_ttl, t, cmp_txn_free);
     }
     if (txn != NULL) {
         gw_log_kv(GW_LOG_INFO, "txn_continued", "tid", c->rsp->tid, "identity", t->identity, "serial",
@@ -874,15 +899,54 @@ static struct gw_txn *rebuild(struct cmp_call *c, struct cmp_refusal *r)
     return txn;
 }
 
-/* A transaction checked out for a message that does not end it: back where it was open. */
-static void put_back(struct cmp_call *c, struct gw_txn *txn, int rebuilt)
+/*
+ * A transaction checked out for a message that does not end it: back where it was open (a rebuilt
+ * one is dropped: its record stays, for the next try on any instance), its lease given back.
+ */
+static void put_back(struct cmp_call *c, struct gw_txn *txn, int rebuilt, int leased)
 {
-    if (!rebuilt) {
+    if (!rebuilt)
         (void)gw_txn_put(c->e->txns, txn);
-        return;
+    else
+        gw_txn_free(txn);
+    if (leased)
+        gw_cluster_unlease(c->e->cluster, c->hdr.tid, c->hdr.tid_len);
+}
+
+/*
+ * A shared transaction open here too: the record is leased before this instance answers, so that
+ * one message is answered once across the instances. 0: go on (leased, or the record does not
+ * verify and this copy stands); 1: answered (closed elsewhere, or held or unreachable).
+ */
+static int claim_shared(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn *txn, int *leased)
+{
+    struct cmp_refusal why = {0};
+    struct gw_txn_record rec;
+    char err[GW_ERR_LEN] = "";
+    int rc = gw_cluster_take_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, &rec, err);
+
+    gw_txn_record_cleanup(&rec);
+    *leased = rc == 0;
+    if (rc == 0 || rc == GW_ERR_INVAL)
+        return 0;
+    if (rc == GW_ERR_NOT_FOUND) { /* another instance answered its certConf and closed it */
+        gw_log_kv(GW_LOG_INFO, "txn_closed_elsewhere", "tid", c->rsp->tid, "identity", txn->identity, NULL);
+        gw_txn_free(txn);
+        gw_txn_release(c->e->txns, c->hdr.tid, c->hdr.tid_len);
+        refuse(c, msg, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badRequest, TEXT_NO_TXN});
+        return 1;
     }
-    gw_txn_free(txn); /* the record stays, for the next try on any instance */
-    gw_cluster_unlease(c->e->cluster, c->hdr.tid, c->hdr.tid_len);
+    (void)gw_txn_put(c->e->txns, txn);
+    if (rc == GW_ERR_UNAVAILABLE) {
+        gw_log_kv(GW_LOG_ERROR, "shared_state_unavailable", "tid", c->rsp->tid, "reason", err, NULL);
+        cmp_refuse(&why, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                   "the gateway cannot reach its cluster to answer this transaction; retry later");
+    } else {
+        cmp_refuse(&why, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                   "another instance is answering this transaction now; retry in a moment");
+    }
+    refuse(c, msg, &why);
+    return 1;
 }
 
 /* certConf, pollReq: the parked context, checked out exclusively (here, or rebuilt from its record). */
@@ -892,10 +956,12 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     struct cmp_txn *t;
     OSSL_CMP_MSG *rsp;
     struct cmp_refusal r = {0}, why = {.fail_info = -1};
-    int rebuilt = 0;
+    int rebuilt = 0, leased = 0;
 
+    if (txn != NULL && ((struct cmp_txn *)txn->data)->shared && claim_shared(c, msg, txn, &leased) != 0)
+        return;
     if (txn == NULL && c->body == GW_CMP_BODY_CERTCONF && gw_cluster_keeps_records(c->e->cluster)) {
-        rebuilt = (txn = rebuild(c, &why)) != NULL;
+        leased = rebuilt = (txn = rebuild(c, &why)) != NULL;
         if (txn == NULL && why.fail_info >= 0) {
             refuse(c, msg, &why);
             return;
@@ -910,14 +976,14 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     snprintf(c->rsp->identity, sizeof(c->rsp->identity), "%s", t->identity);
     snprintf(c->rsp->serial, sizeof(c->rsp->serial), "%s", t->serial);
     if (!same_sender(t, c)) {
-        put_back(c, txn, rebuilt); /* back untouched: it is not this sender's to close */
+        put_back(c, txn, rebuilt, leased); /* back untouched: it is not this sender's to close */
         refuse(c, msg, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_notAuthorized, TEXT_OTHER_SENDER});
         return;
     }
     /* the sender pin covers the CMP side; the TLS side (tls_must_be_signer, ...) may have changed,
      * and either certificate may have been revoked since the request */
     if (cmp_check_credentials(c, t, &r) != 0 || cmp_authorize(c, t, &r) != 0) {
-        put_back(c, txn, rebuilt);
+        put_back(c, txn, rebuilt, leased);
         refuse(c, msg, &r);
         return;
     }
@@ -928,7 +994,7 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
      */
     if (OSSL_CMP_validate_msg(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv), msg) != 1) {
         ERR_clear_error();
-        put_back(c, txn, rebuilt);
+        put_back(c, txn, rebuilt, leased);
         refuse(c, msg,
                &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
                                      "message protection could not be verified against the signer of this "
@@ -941,7 +1007,7 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     /* still waiting (pollRep), or the released certificate now awaits its certConf */
     if (c->rsp->http_status == 200 && OSSL_CMP_CTX_get_status(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv)) != -1 &&
         (strcmp(c->rsp->rsp_type, "pollRep") == 0 || c->released)) {
-        put_back(c, txn, rebuilt);
+        put_back(c, txn, rebuilt, leased);
         return;
     }
     gw_log_kv(GW_LOG_INFO, "txn_closed", "tid", c->rsp->tid, "identity", t->identity, "serial", t->serial,
@@ -972,23 +1038,29 @@ static void abort_txn(struct cmp_call *c, struct gw_txn *txn)
 static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
     struct cmp_txn *t = start_authenticated(c, msg);
+    struct cmp_refusal ignored = {.fail_info = -1};
     OSSL_CMP_MSG *rsp;
     struct gw_txn *txn = NULL;
+    int rebuilt = 0;
 
     if (t == NULL)
         return;
     rsp = run(t, c, msg);
-    /* only a message that passed OpenSSL's protection check may abort a transaction */
-    if (rsp != NULL && OSSL_CMP_MSG_get_bodytype(rsp) == GW_CMP_BODY_PKICONF)
-        txn = gw_txn_take(c->e->txns, c->hdr.tid, c->hdr.tid_len);
+    /* only a message that passed OpenSSL's protection check may abort a transaction; one another
+       instance began is rebuilt here to be closed (its certificate revoked) as there */
+    if (rsp != NULL && OSSL_CMP_MSG_get_bodytype(rsp) == GW_CMP_BODY_PKICONF &&
+        (txn = gw_txn_take(c->e->txns, c->hdr.tid, c->hdr.tid_len)) == NULL &&
+        gw_cluster_keeps_records(c->e->cluster))
+        rebuilt = (txn = rebuild(c, &ignored)) != NULL;
     if (txn != NULL && same_sender(txn->data, c)) {
         struct gw_cmp_engine *own = c->e;
 
         cmp_call_switch(c, ((struct cmp_txn *)txn->data)->e); /* closed under the configuration it began in */
         abort_txn(c, txn);
         c->e = own;
-    } else if (txn != NULL)
-        (void)gw_txn_put(c->e->txns, txn);
+    } else if (txn != NULL) {
+        put_back(c, txn, rebuilt, rebuilt);
+    }
     finish(c, t, msg, rsp);
     cmp_txn_free(t);
 }

@@ -192,15 +192,18 @@ static int check_replay(struct cmp_call *c, struct cmp_refusal *r)
     const struct gw_cmp_conf *cc = c->e->cfg.cmp;
     time_t window = cc->message_time_window != 0 ? cc->message_time_window : GW_DEFAULT_MSGTIME_WINDOW;
     char err[GW_ERR_LEN];
-    int rc = gw_replay_check_add(c->e->replay, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
-                                 c->hdr.sender_nonce_len, c->rsp->identity, c->now);
+    int rc = 0;
 
     if (2 * window < (time_t)cc->transaction_ttl)
         window = (cc->transaction_ttl + 1) / 2;
-    if (rc == 0 && c->e->cluster != NULL)
+    /* the cluster first: a request it cannot check leaves no trace here, so its retry is not a replay */
+    if (c->e->cluster != NULL)
         rc = gw_cluster_seen(c->e->cluster, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
                              c->hdr.sender_nonce_len, c->rsp->identity, c->now, 2 * window,
                              cc->max_recent_per_identity, err);
+    if (rc == 0)
+        rc = gw_replay_check_add(c->e->replay, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
+                                 c->hdr.sender_nonce_len, c->rsp->identity, c->now);
     switch (rc) {
     case 0:
         return 0;

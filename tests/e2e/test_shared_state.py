@@ -150,11 +150,12 @@ class Continuation(TwoInstances):
         cfg["roles"]["default"]["implicit_confirm"] = False  # every enrolment ends with a certConf
 
     def enrol(self, name, first, nxt, before_next=None, wait=True):
+        """cmpclient ir to |first|, its certConf to |nxt|; the last request sent is kept as <name>.last.der."""
         d = self.gw.dir
         harness.genkey(d / ("%s.key" % name))
         argv = [CLIENT_BIN, "--url", first.url(), "--next-url", nxt.url(), "--cafile", d / "ca.pem",
                 "--tls-cert", d / "client.pem", "--tls-key", d / "client.key", "--cert", d / "client.pem",
-                "--key", d / "client.key"]
+                "--key", d / "client.key", "--reqout", d / ("%s.last.der" % name)]
         if before_next:
             argv += ["--before-next", before_next]
         argv += ["ir", "--newkey", d / ("%s.key" % name), "--subject", "/CN=%s" % name,
@@ -172,6 +173,10 @@ class Continuation(TwoInstances):
         self.assertEqual(len(self.audit(self.gw2, "issued", "moved")), 0)  # one issuance across the instances
         self.assertEqual([r["status"] for r in self.audit(self.gw2, "confirmed", "moved")], ["confirmed"])
         self.assertTrue(any(l.get("event") == "txn_continued" for l in self.gw2.log_lines()))
+        # the same certConf again, to the first instance (its copy is still parked there): not answered twice
+        ans = harness.decode_cmp(self.gw.curl(data=self.gw.dir / "moved.last.der").body)
+        self.assert_cmp_error(ans, ("error",), "badRequest", "no open transaction")
+        self.assertEqual(self.audit(self.gw, "confirmed", "moved"), [])
         # the first instance's context expires without a record: the other one closed it
         deadline = time.monotonic() + 10
         while not any(l.get("event") == "txn_closed_elsewhere" for l in self.gw.log_lines()):
