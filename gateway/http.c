@@ -532,8 +532,9 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
     reqlog_init(&log, req);
     if (check_request(lt, req, &match, &r) != 0 || check_budget(lt->server, req, &match, &r) != 0 ||
         submit(lt, req, &match, &log, &r) != 0) {
-        send_text(req, r.status, r.hdr, r.retry_after, r.reason);
+        /* logged and counted before the answer leaves: a client that reads the metrics next sees it */
         log_request(lt->gen->cfg, &log, &match, r.status, NULL, r.reason);
+        send_text(req, r.status, r.hdr, r.retry_after, r.reason);
     }
     return 0;
 }
@@ -568,11 +569,11 @@ static void respond(struct http_job *job)
         gw_guard_auth_failed(job->owner->server->guard, (struct sockaddr *)&job->addr, job->addr_len,
                              time(NULL));
     job->ref->job = NULL;
+    log_request(job->gen->cfg, &job->log, &job->match, status, rsp, outcome); /* before it leaves, as above */
     if (status == 200)
         send_der(job->req, rsp->der, rsp->len, gw_route_is_get(&job->match));
     else
         send_text(job->req, status, status == 503 ? HDR_RETRY_AFTER : HDR_NONE, 0, reason);
-    log_request(job->gen->cfg, &job->log, &job->match, status, rsp, outcome);
 }
 
 /* loop thread: must consume every message (docs/design.md H8.10); a NULL message only woke the loop.
