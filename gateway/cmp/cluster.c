@@ -29,7 +29,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
-enum { S_SEEN, S_RESERVE, S_RELEASE, S_TAKE, S_DROP, S_UNLEASE, S_PING, N_SCRIPTS };
+enum { S_SEEN, S_RESERVE, S_RELEASE, S_TAKE, S_DROP, S_UNLEASE, S_PING, S_CLAIM, N_SCRIPTS };
 
 /*
  * KEYS: the entry and the identity's sorted set; ARGV: value, ttl, now, cap (0: none). Both
@@ -60,11 +60,23 @@ static const char *const scripts[N_SCRIPTS] = {
        only if this instance holds it */
     [S_DROP] = "local n = redis.call('DEL', KEYS[1])\n"
                "if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
+               "redis.call('ZREM', ARGV[2], KEYS[1])\n"
                "return n\n",
     [S_UNLEASE] = "if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
                   "return 0\n",
     /* readiness: scripts run (an ACL that forbids them, or a Redis that refuses writes, shows) */
     [S_PING] = "return 0\n",
+    /* KEYS: the deadlines (twice); ARGV: now, how many. The records past their deadline, each taken
+       by exactly one caller: key, record, key, record... */
+    [S_CLAIM] =
+        "local out = {}\n"
+        "for _, k in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])) do\n"
+        "  if redis.call('ZREM', KEYS[1], k) == 1 then\n"
+        "    local v = redis.call('GET', k)\n"
+        "    if v then redis.call('DEL', k) table.insert(out, k) table.insert(out, v) end\n"
+        "  end\n"
+        "end\n"
+        "return out\n",
 };
 
 #define RECORD_MAGIC "cmpgw-txn-1"
@@ -92,6 +104,7 @@ struct gw_cluster {
     pthread_cond_t wake;
     bool stop;
     char last_err[GW_ERR_LEN];
+    time_t claim_logged; /* gw_cluster_claim_expired's last failure log (its one caller's thread) */
 };
 
 static void hex(char *out, const unsigned char *in, size_t n)
@@ -204,6 +217,23 @@ static redisReply *eval(struct gw_cluster *cl, int s, const char *k1, const char
     }
     atomic_store(&cl->reachable, true);
     return r;
+}
+
+/* Runs script |s| with two keys and two string arguments; its integer answer, or GW_ERR_UNAVAILABLE. */
+static long long run_s(struct gw_cluster *cl, int s, const char *k1, const char *k2, const char *a1,
+                       const char *a2, char *err)
+{
+    const char *args[2] = {a1, a2};
+    redisReply *r = eval(cl, s, k1, k2, 2, args, err);
+    long long v = GW_ERR_UNAVAILABLE;
+
+    if (r != NULL && r->type == REDIS_REPLY_INTEGER)
+        v = r->integer;
+    else if (r != NULL)
+        snprintf(err, GW_ERR_LEN, "the shared state (Redis at %s:%d) answered a script with type %d",
+                 cl->address, cl->port, r->type);
+    freeReplyObject(r);
+    return v;
 }
 
 /* Runs script |s| with two keys and four arguments; its integer answer, or GW_ERR_UNAVAILABLE. */
@@ -558,9 +588,9 @@ static int record_decode(const struct gw_cluster *cl, const unsigned char *tid, 
 }
 
 int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
-                          const struct gw_txn_record *rec, time_t ttl, char *err)
+                          const struct gw_txn_record *rec, time_t now, time_t ttl, char *err)
 {
-    char k[KEY_LEN], secs[24];
+    char k[KEY_LEN], secs[24], dk[KEY_LEN];
     size_t len = 0;
     unsigned char *blob;
     const char *argv[5];
@@ -588,7 +618,60 @@ int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_
         rc = unavailable(cl, c, r, err);
     freeReplyObject(r);
     free(blob);
+    /* its deadline, for the instance that records its expiry if its own is gone (gw_cluster_claim_expired) */
+    if (rc == 0) {
+        snprintf(dk, sizeof(dk), "%sdeadlines", cl->prefix);
+        r = redisCommand(c, "ZADD %s %lld %s", dk, (long long)(now + ttl), k);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR)
+            rc = unavailable(cl, c, r, err);
+        freeReplyObject(r);
+    }
     return rc;
+}
+
+int gw_cluster_claim_expired(struct gw_cluster *cl, time_t now, gw_cluster_expired_fn cb, void *arg)
+{
+    char dk[KEY_LEN], n[24], lim[8], err[GW_ERR_LEN];
+    const char *args[2] = {n, lim};
+    size_t plen = strlen(cl != NULL ? cl->prefix : "") + strlen("rec:");
+    redisReply *r;
+    int claimed = 0;
+
+    if (!gw_cluster_keeps_records(cl) || !atomic_load(&cl->reachable))
+        return 0;
+    snprintf(dk, sizeof(dk), "%sdeadlines", cl->prefix);
+    snprintf(n, sizeof(n), "%lld", (long long)now);
+    snprintf(lim, sizeof(lim), "%d", GW_STATE_CLAIM_BATCH);
+    if ((r = eval(cl, S_CLAIM, dk, dk, 2, args, err)) == NULL) {
+        if (now - cl->claim_logged >= 60) { /* once a minute: it runs every second */
+            gw_log_kv(GW_LOG_WARN, "shared_state_claim_failed", "reason", err, NULL);
+            cl->claim_logged = now;
+        }
+        return 0;
+    }
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
+        const redisReply *k = r->element[i], *v = r->element[i + 1];
+        unsigned char tid[GW_MAX_TID_LEN];
+        size_t hl = k->type == REDIS_REPLY_STRING && k->len > plen ? k->len - plen : 0, tl = hl / 2;
+        struct gw_txn_record rec;
+
+        for (size_t j = 0; j < tl && tl <= sizeof(tid) && hl % 2 == 0; j++) {
+            char h[3] = {k->str[plen + 2 * j], k->str[plen + 2 * j + 1], '\0'};
+            tid[j] = (unsigned char)strtoul(h, NULL, 16);
+        }
+        if (tl == 0 || tl > sizeof(tid) || hl % 2 != 0 || v->type != REDIS_REPLY_STRING ||
+            record_decode(cl, tid, tl, (const unsigned char *)v->str, v->len, &rec) != 0) {
+            gw_log_kv(GW_LOG_ERROR, "txn_record_invalid", "msg",
+                      "an expired shared transaction record does not verify; its expiry is not recorded",
+                      NULL);
+            continue;
+        }
+        cb(arg, tid, tl, &rec);
+        gw_txn_record_cleanup(&rec);
+        claimed++;
+    }
+    freeReplyObject(r);
+    return claimed;
 }
 
 int gw_cluster_take_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
@@ -639,7 +722,7 @@ void gw_cluster_unlease(struct gw_cluster *cl, const unsigned char *tid, size_t 
 
 int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len)
 {
-    char k1[KEY_LEN], k2[KEY_LEN], err[GW_ERR_LEN];
+    char k1[KEY_LEN], k2[KEY_LEN], dk[KEY_LEN], err[GW_ERR_LEN];
     long long n;
 
     if (!gw_cluster_keeps_records(cl) || tid_len == 0 || tid_len > GW_MAX_TID_LEN)
@@ -648,7 +731,8 @@ int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size
         return GW_ERR_UNAVAILABLE;
     key(cl, k1, "rec", tid, tid_len);
     key(cl, k2, "lease", tid, tid_len);
-    if ((n = run(cl, S_DROP, k1, k2, cl->owner, 0, 0, 0, err)) < 0) {
+    snprintf(dk, sizeof(dk), "%sdeadlines", cl->prefix);
+    if ((n = run_s(cl, S_DROP, k1, k2, cl->owner, dk, err)) < 0) {
         gw_log_kv(GW_LOG_WARN, "shared_state_drop_failed", "reason", err, NULL);
         return GW_ERR_UNAVAILABLE;
     }
@@ -720,10 +804,16 @@ bool gw_cluster_keeps_records(const struct gw_cluster *cl)
 }
 
 int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
-                          const struct gw_txn_record *rec, time_t ttl, char *err)
+                          const struct gw_txn_record *rec, time_t now, time_t ttl, char *err)
 {
-    (void)cl, (void)tid, (void)tid_len, (void)rec, (void)ttl, (void)err;
+    (void)cl, (void)tid, (void)tid_len, (void)rec, (void)now, (void)ttl, (void)err;
     return GW_ERR_INVAL;
+}
+
+int gw_cluster_claim_expired(struct gw_cluster *cl, time_t now, gw_cluster_expired_fn cb, void *arg)
+{
+    (void)cl, (void)now, (void)cb, (void)arg;
+    return 0;
 }
 
 int gw_cluster_take_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,

@@ -71,9 +71,23 @@ struct gw_txn_record {
 /* Whether |cl| keeps transaction records (a "mac_key_file" is configured). NULL-safe. */
 bool gw_cluster_keeps_records(const struct gw_cluster *cl);
 
-/* gw_cluster_put_record stores |rec| for |tid| until |ttl| + GW_STATE_GRACE seconds from now. */
+/*
+ * gw_cluster_put_record stores |rec| for |tid| until |ttl| + GW_STATE_GRACE seconds from |now|, its
+ * deadline (|now| + |ttl|) among those gw_cluster_claim_expired looks at.
+ */
 int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
-                          const struct gw_txn_record *rec, time_t ttl, char *err);
+                          const struct gw_txn_record *rec, time_t now, time_t ttl, char *err);
+
+typedef void (*gw_cluster_expired_fn)(void *arg, const unsigned char *tid, size_t tid_len,
+                                      const struct gw_txn_record *rec);
+
+/*
+ * gw_cluster_claim_expired takes up to GW_STATE_CLAIM_BATCH records whose deadline passed before
+ * |now| and that no instance closed, each for exactly one caller across the cluster, and hands each
+ * (verified) to |cb|: the expiry of a transaction whose own instance is gone is recorded once.
+ * Returns how many.
+ */
+int gw_cluster_claim_expired(struct gw_cluster *cl, time_t now, gw_cluster_expired_fn cb, void *arg);
 
 /*
  * gw_cluster_take_record leases |tid|'s record to this instance (GW_STATE_LEASE_SECS) and fills

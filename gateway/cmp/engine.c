@@ -267,13 +267,62 @@ void gw_cmp_engine_free(struct gw_cmp_engine *e)
     free(e);
 }
 
+static int replay_stored(const struct gw_hdr_info *want, struct cmp_call *sub,
+                         const struct gw_txn_record *rec, struct cmp_txn **out);
+
+/*
+ * A shared transaction whose deadline passed on no instance: the one that issued it is gone, so
+ * its expiry is recorded here, with the certificate and the request of its record.
+ */
+static void record_orphan(void *arg, const unsigned char *tid, size_t tid_len,
+                          const struct gw_txn_record *rec)
+{
+    struct gw_cmp_engine *e = arg;
+    struct gw_cmp_request sreq = {.der = rec->req, .len = rec->req_len};
+    struct gw_cmp_response scratch;
+    struct cmp_call sub;
+    struct cmp_txn *t = NULL;
+
+    memset(&scratch, 0, sizeof(scratch));
+    gw_hex(scratch.tid, tid, tid_len);
+    memset(&sub, 0, sizeof(sub));
+    sub.e = e;
+    sub.req = &sreq;
+    sub.rsp = &scratch;
+    sub.now = time(NULL);
+    sub.fail.fail_info = -1;
+    for (size_t i = 0; i < e->cfg.n_roles && sub.role == NULL; i++)
+        if (strcmp(e->cfg.roles[i].name, rec->role) == 0)
+            sub.role = &e->cfg.roles[i];
+    if (sub.role != NULL && replay_stored(NULL, &sub, rec, &t) == 0) {
+        cmp_identify(t, &sub);
+        gw_x509_cert_serial_hex(t->issued, t->serial, sizeof(t->serial));
+        t->up = gw_upstream_set_get0(e->ups, rec->upstream);
+        gw_log_kv(GW_LOG_WARN, "txn_expired", "tid", scratch.tid, "identity", t->identity, "serial",
+                  t->serial, "msg",
+                  "certificate issued by an instance that is gone, never confirmed; it stays valid", NULL);
+        (void)cmp_audit_cert(e, t, scratch.tid, "expired_unconfirmed",
+                             "no certConf within the transaction TTL (the instance that issued it is gone)",
+                             t->issued, 0);
+        cmp_txn_free(t);
+    } else {
+        gw_log_kv(GW_LOG_ERROR, "txn_expiry_unrecorded", "tid", scratch.tid, "role", rec->role, "msg",
+                  "an expired shared transaction could not be replayed here; its \"issued\" record stands",
+                  NULL);
+    }
+    gw_shim_hdr_info_cleanup(&sub.hdr);
+}
+
 void gw_cmp_engine_expire(struct gw_cmp_engine *e, time_t now)
 {
     struct closing how = {"txn_expired", "no certConf within the transaction TTL", "txn_expired_pending",
                           false};
 
-    if (e != NULL)
-        (void)gw_txn_expire(e->txns, now, log_closed, &how);
+    if (e == NULL)
+        return;
+    (void)gw_txn_expire(e->txns, now, log_closed, &how);
+    /* those of instances that are gone, some seconds after their own tick would have come */
+    (void)gw_cluster_claim_expired(e->cluster, now - GW_STATE_CLAIM_SLACK, record_orphan, e);
 }
 
 size_t gw_cmp_engine_reset(struct gw_cmp_engine *e)
@@ -602,7 +651,7 @@ static void share_txn(struct cmp_call *c, struct cmp_txn *t, const unsigned char
         snprintf(rec.role, sizeof(rec.role), "%s", t->role->name);
         snprintf(rec.upstream, sizeof(rec.upstream), "%s",
                  gw_upstream_conf_name(gw_upstream_get0_conf(t->up)));
-        if (gw_cluster_put_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, &rec, ttl, err) == 0) {
+        if (gw_cluster_put_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, &rec, c->now, ttl, err) == 0) {
             OPENSSL_free(rec.cert);
             t->shared = 1;
             return;
@@ -783,11 +832,12 @@ static int same_sender_hdr(const struct gw_hdr_info *a, const struct gw_hdr_info
 }
 
 /*
- * |c|'s stored request, replayed through |t| as it ran on the instance that began the transaction,
- * with the certificate that instance issued; the answer is dropped. 0 when |t| waits for the certConf.
+ * A stored request (of the transaction |want| names, when a message asks), replayed through |t| as it ran on
+ * the instance that began the transaction, with the certificate that instance issued; the answer is dropped.
+ * 0 when |t| waits for the certConf.
  */
-static int replay_stored(struct cmp_call *c, struct cmp_call *sub, const struct gw_txn_record *rec,
-                         struct cmp_txn **out)
+static int replay_stored(const struct gw_hdr_info *want, struct cmp_call *sub,
+                         const struct gw_txn_record *rec, struct cmp_txn **out)
 {
     const unsigned char *p = rec->cert;
     struct cmp_refusal ignored = {0};
@@ -800,16 +850,20 @@ static int replay_stored(struct cmp_call *c, struct cmp_call *sub, const struct 
 
     p = rec->req;
     req = d2i_OSSL_CMP_MSG(NULL, &p, (long)rec->req_len);
-    ok =
-        cert != NULL && req != NULL && nonce != NULL &&
-        ASN1_OCTET_STRING_set(nonce, rec->nonce, (int)rec->nonce_len) == 1 &&
-        gw_shim_hdr_info(req, &sub->hdr) == 0 && sub->hdr.tid_len == c->hdr.tid_len &&
-        memcmp(sub->hdr.tid, c->hdr.tid, c->hdr.tid_len) == 0 &&
-        same_sender_hdr(&sub->hdr, &c->hdr) && /* before the costly part: someone else's message stops here */
-        (sub->body = OSSL_CMP_MSG_get_bodytype(req)) >= 0 && sub->body <= GW_CMP_BODY_MAX &&
-        bodies[sub->body] == BODY_START && precheck(sub, req, &ignored) == 0 && sub->role != NULL &&
-        strcmp(sub->role->name, rec->role) == 0 && (t = cmp_txn_new(sub, 0)) != NULL &&
-        cmp_authenticate(t, sub, req, &ignored) == 0;
+    ok = cert != NULL && req != NULL && nonce != NULL &&
+         ASN1_OCTET_STRING_set(nonce, rec->nonce, (int)rec->nonce_len) == 1 &&
+         gw_shim_hdr_info(req, &sub->hdr) == 0 &&
+         (want == NULL ||
+          (sub->hdr.tid_len == want->tid_len && memcmp(sub->hdr.tid, want->tid, want->tid_len) == 0 &&
+           same_sender_hdr(&sub->hdr, want))) && /* before the costly part */
+         (sub->body = OSSL_CMP_MSG_get_bodytype(req)) >= 0 &&
+         sub->body <= GW_CMP_BODY_MAX && bodies[sub->body] == BODY_START &&
+         /* a message's route chooses the role (and must be the record's); without one, the record's */
+         (want != NULL
+              ? precheck(sub, req, &ignored) == 0
+              : sub->hdr.protection_nid != NID_id_PasswordBasedMAC || check_pbm(sub, &ignored) == 0) &&
+         sub->role != NULL && strcmp(sub->role->name, rec->role) == 0 && (t = cmp_txn_new(sub, 0)) != NULL &&
+         cmp_authenticate(t, sub, req, &ignored) == 0;
     if (ok) {
         t->rebuilt = cert;
         cert = NULL;
@@ -877,7 +931,7 @@ static struct gw_txn *rebuild(struct cmp_call *c, struct cmp_refusal *r)
     sub.fail.fail_info = -1;
     cmp_describe_call(&sub);
     snprintf(scratch.tid, sizeof(scratch.tid), "%s", c->rsp->tid);
-    if (replay_stored(c, &sub, &rec, &t) == 0) {
+    if (replay_stored(&c->hdr, &sub, &rec, &t) == 0) {
         cmp_identify(t, &sub);
         gw_x509_cert_serial_hex(t->issued, t->serial, sizeof(t->serial));
         /* the upstream that issued it answers for it (a rejection revokes there): it must be here too */

@@ -134,6 +134,7 @@ class SharedState(TwoInstances):
 
 
 CLIENT_BIN = os.environ.get("CMPGW_CLIENT_BIN", str(harness.BUILD_DIR / "tests" / "cmpclient"))
+GW_STATE_CLAIM_SLACK = 5  # base/limits.h
 
 
 class Continuation(TwoInstances):
@@ -219,6 +220,42 @@ class Continuation(TwoInstances):
         self.assertEqual(p.returncode, 0, out + err)
         self.assertEqual([r["status"] for r in self.audit(self.gw2, "confirmed", "orphan")], ["confirmed"])
         self.gw.start()  # for the tests after this one
+
+    def unconfirmed(self, name, kill_owner):
+        """An ir answered by the first instance whose certConf never comes (the client is stopped);
+        with |kill_owner| the first instance is killed -9 too. Waits until an instance records the
+        expiry; returns the expired_unconfirmed records of both audit logs."""
+        p = self.enrol(name, self.gw, self.gw2, before_next=self.gw.dir / ("%s.never" % name), wait=False)
+        deadline = time.monotonic() + 20
+        while not self.audit(self.gw, "issued", name):
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.1)
+        p.kill()
+        p.communicate()
+        if kill_owner:
+            self.gw.proc.kill()
+            self.gw.proc.wait(10)
+            self.gw._err.close()
+            self.gw._out.close()
+            self.gw.proc = None
+        deadline = time.monotonic() + 30  # transaction_ttl 4 s, then GW_STATE_CLAIM_SLACK for a dead owner
+        while not (self.audit(self.gw, "expired_unconfirmed", name) + self.audit(self.gw2, "expired_unconfirmed", name)):
+            self.assertLess(time.monotonic(), deadline, self.gw2.stderr()[-2000:])
+            time.sleep(0.2)
+        time.sleep(GW_STATE_CLAIM_SLACK + 2)  # room for a second record, which must not come
+        if kill_owner:
+            self.gw.start()
+        return self.audit(self.gw, "expired_unconfirmed", name), self.audit(self.gw2, "expired_unconfirmed", name)
+
+    def test_expiry_recorded_once_by_its_owner(self):
+        first, second = self.unconfirmed("lapsed", kill_owner=False)
+        self.assertEqual((len(first), len(second)), (1, 0))
+
+    def test_expiry_of_a_dead_owner_recorded_by_another(self):
+        first, second = self.unconfirmed("orphaned", kill_owner=True)
+        self.assertEqual((len(first), len(second)), (0, 1))
+        self.assertIn("the instance that issued it is gone", second[0]["status"])
+        self.assertEqual(second[0]["serial"], self.audit(self.gw, "issued", "orphaned")[0]["serial"])
 
     @unittest.skipUnless(shutil.which("haproxy"), "haproxy (deploy/deps.sh installs it)")
     def test_round_robin_through_haproxy(self):
