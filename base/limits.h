@@ -56,10 +56,10 @@
 #define GW_STATE_GRACE 60       /* seconds a shared reservation outlives its transaction's deadline */
 #define GW_MIN_STATE_MAC_KEY 16 /* "cmp.state.mac_key_file": bytes of the secret every instance shares */
 #define GW_MAX_STATE_MAC_KEY 64
-#define GW_STATE_LEASE_SECS 30  /* an instance continuing a transaction holds it at most this long */
-#define GW_STATE_CLAIM_BATCH 64 /* expired shared transactions one instance records per tick */
-#define GW_STATE_CLAIM_SLACK 5  /* seconds past a shared deadline before another instance records it */
-#define GW_STATE_PING_SECS 1    /* how often readiness asks the shared state's Redis (PING) */
+#define GW_STATE_LEASE_SECS 30 /* an instance continuing a transaction holds it at most this long */
+#define GW_STATE_CLAIM_BATCH 8 /* expired shared transactions one instance records per tick (main thread) */
+#define GW_STATE_CLAIM_SLACK 5 /* seconds past a shared deadline before another instance records it */
+#define GW_STATE_PING_SECS 1   /* how often readiness asks the shared state's Redis (PING) */
 #define GW_DEFAULT_MAX_TXNS 10000
 #define GW_DEFAULT_MAX_TXNS_PER_IDENTITY 16
 #define GW_MAX_TXNS 1000000

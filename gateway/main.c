@@ -397,7 +397,6 @@ static void reopen_audit(struct runner *r)
     gw_gen_drop(g);
 }
 
-/* What a reload reads but only a restart applies: said once per reload, so nobody waits for it. */
 static bool same_str(const char *a, const char *b)
 {
     return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
@@ -414,6 +413,7 @@ static bool same_state(const struct gw_state_conf *a, const struct gw_state_conf
            (a->mac_key_len == 0 || CRYPTO_memcmp(a->mac_key, b->mac_key, a->mac_key_len) == 0);
 }
 
+/* What a reload reads but only a restart applies: said once per reload, so nobody waits for it. */
 static void warn_restart_only(const struct gw_config *a, const struct gw_config *b)
 {
     char keys[512] = "";

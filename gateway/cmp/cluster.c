@@ -58,8 +58,10 @@ static const char *const scripts[N_SCRIPTS] = {
                "return v\n",
     /* KEYS: the record and its lease; ARGV: this instance. 1 if the record was there; the lease goes
        only if this instance holds it */
-    [S_DROP] = "local n = redis.call('DEL', KEYS[1])\n"
-               "if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
+    [S_DROP] = "local l = redis.call('GET', KEYS[2])\n"
+               "if l and l ~= ARGV[1] then return 2 end\n"
+               "local n = redis.call('DEL', KEYS[1])\n"
+               "if l then redis.call('DEL', KEYS[2]) end\n"
                "redis.call('ZREM', ARGV[2], KEYS[1])\n"
                "return n\n",
     [S_UNLEASE] = "if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
@@ -70,8 +72,10 @@ static const char *const scripts[N_SCRIPTS] = {
        by exactly one caller: key, record, key, record... */
     [S_CLAIM] =
         "local out = {}\n"
-        "for _, k in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])) do\n"
-        "  if redis.call('ZREM', KEYS[1], k) == 1 then\n"
+        "local now = tonumber(redis.call('TIME')[1]) - tonumber(ARGV[1])\n"
+        "for _, k in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[2])) do\n"
+        "  local l = string.gsub(k, 'rec:(%x+)$', 'lease:%1')\n"
+        "  if redis.call('EXISTS', l) == 0 and redis.call('ZREM', KEYS[1], k) == 1 then\n"
         "    local v = redis.call('GET', k)\n"
         "    if v then redis.call('DEL', k) table.insert(out, k) table.insert(out, v) end\n"
         "  end\n"
@@ -588,7 +592,7 @@ static int record_decode(const struct gw_cluster *cl, const unsigned char *tid, 
 }
 
 int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
-                          const struct gw_txn_record *rec, time_t now, time_t ttl, char *err)
+                          const struct gw_txn_record *rec, time_t ttl, char *err)
 {
     char k[KEY_LEN], secs[24], dk[KEY_LEN];
     size_t len = 0;
@@ -621,9 +625,16 @@ int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_
     /* its deadline, for the instance that records its expiry if its own is gone (gw_cluster_claim_expired) */
     if (rc == 0) {
         snprintf(dk, sizeof(dk), "%sdeadlines", cl->prefix);
-        r = redisCommand(c, "ZADD %s %lld %s", dk, (long long)(now + ttl), k);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR)
+        r = redisCommand(c, "EVAL %s 2 %s %s %lld",
+                         "local t = redis.call('TIME') "
+                         "return redis.call('ZADD', KEYS[2], tonumber(t[1]) + "
+                         "tonumber(ARGV[1]), KEYS[1])",
+                         k, dk, (long long)ttl);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
             rc = unavailable(cl, c, r, err);
+            if (c->err == 0) /* a record without a deadline would never be recorded as expired */
+                freeReplyObject(redisCommand(c, "DEL %s", k));
+        }
         freeReplyObject(r);
     }
     return rc;
@@ -640,7 +651,7 @@ int gw_cluster_claim_expired(struct gw_cluster *cl, time_t now, gw_cluster_expir
     if (!gw_cluster_keeps_records(cl) || !atomic_load(&cl->reachable))
         return 0;
     snprintf(dk, sizeof(dk), "%sdeadlines", cl->prefix);
-    snprintf(n, sizeof(n), "%lld", (long long)now);
+    snprintf(n, sizeof(n), "%d", GW_STATE_CLAIM_SLACK); /* deadlines and the claim on Redis's clock */
     snprintf(lim, sizeof(lim), "%d", GW_STATE_CLAIM_BATCH);
     if ((r = eval(cl, S_CLAIM, dk, dk, 2, args, err)) == NULL) {
         if (now - cl->claim_logged >= 60) { /* once a minute: it runs every second */
@@ -652,7 +663,13 @@ int gw_cluster_claim_expired(struct gw_cluster *cl, time_t now, gw_cluster_expir
     for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
         const redisReply *k = r->element[i], *v = r->element[i + 1];
         unsigned char tid[GW_MAX_TID_LEN];
-        size_t hl = k->type == REDIS_REPLY_STRING && k->len > plen ? k->len - plen : 0, tl = hl / 2;
+        size_t hl = k->type == REDIS_REPLY_STRING && k->len > plen &&
+                            strncmp(k->str, cl->prefix, plen - 4) == 0 &&
+                            strncmp(k->str + plen - 4, "rec:", 4) == 0 &&
+                            strspn(k->str + plen, "0123456789abcdef") == k->len - plen
+                        ? k->len - plen
+                        : 0,
+               tl = hl / 2;
         struct gw_txn_record rec;
 
         for (size_t j = 0; j < tl && tl <= sizeof(tid) && hl % 2 == 0; j++) {
@@ -727,8 +744,6 @@ int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size
 
     if (!gw_cluster_keeps_records(cl) || tid_len == 0 || tid_len > GW_MAX_TID_LEN)
         return 0;
-    if (!atomic_load(&cl->reachable))
-        return GW_ERR_UNAVAILABLE;
     key(cl, k1, "rec", tid, tid_len);
     key(cl, k2, "lease", tid, tid_len);
     snprintf(dk, sizeof(dk), "%sdeadlines", cl->prefix);
@@ -736,7 +751,7 @@ int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size
         gw_log_kv(GW_LOG_WARN, "shared_state_drop_failed", "reason", err, NULL);
         return GW_ERR_UNAVAILABLE;
     }
-    return n > 0;
+    return n == 2 ? GW_ERR_BUSY : n > 0;
 }
 
 int gw_cluster_status(struct gw_cluster *cl, char *why, size_t cap)
@@ -804,9 +819,9 @@ bool gw_cluster_keeps_records(const struct gw_cluster *cl)
 }
 
 int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
-                          const struct gw_txn_record *rec, time_t now, time_t ttl, char *err)
+                          const struct gw_txn_record *rec, time_t ttl, char *err)
 {
-    (void)cl, (void)tid, (void)tid_len, (void)rec, (void)now, (void)ttl, (void)err;
+    (void)cl, (void)tid, (void)tid_len, (void)rec, (void)ttl, (void)err;
     return GW_ERR_INVAL;
 }
 

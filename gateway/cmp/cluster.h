@@ -72,20 +72,21 @@ struct gw_txn_record {
 bool gw_cluster_keeps_records(const struct gw_cluster *cl);
 
 /*
- * gw_cluster_put_record stores |rec| for |tid| until |ttl| + GW_STATE_GRACE seconds from |now|, its
- * deadline (|now| + |ttl|) among those gw_cluster_claim_expired looks at.
+ * gw_cluster_put_record stores |rec| for |tid| until |ttl| + GW_STATE_GRACE seconds from now, its
+ * deadline (|ttl| from now, on Redis's clock) among those gw_cluster_claim_expired looks at.
  */
 int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
-                          const struct gw_txn_record *rec, time_t now, time_t ttl, char *err);
+                          const struct gw_txn_record *rec, time_t ttl, char *err);
 
 typedef void (*gw_cluster_expired_fn)(void *arg, const unsigned char *tid, size_t tid_len,
                                       const struct gw_txn_record *rec);
 
 /*
- * gw_cluster_claim_expired takes up to GW_STATE_CLAIM_BATCH records whose deadline passed before
- * |now| and that no instance closed, each for exactly one caller across the cluster, and hands each
- * (verified) to |cb|: the expiry of a transaction whose own instance is gone is recorded once.
- * Returns how many.
+ * gw_cluster_claim_expired takes up to GW_STATE_CLAIM_BATCH records whose deadline passed
+ * GW_STATE_CLAIM_SLACK seconds ago on Redis's clock and that no instance closed or holds, each for
+ * exactly one caller across the cluster, and hands each (verified) to |cb|: the expiry of a
+ * transaction whose own instance is gone is recorded once. |now| paces its failure logs. Returns
+ * how many.
  */
 int gw_cluster_claim_expired(struct gw_cluster *cl, time_t now, gw_cluster_expired_fn cb, void *arg);
 
@@ -102,7 +103,8 @@ void gw_cluster_unlease(struct gw_cluster *cl, const unsigned char *tid, size_t 
 
 /*
  * gw_cluster_drop_record ends |tid|'s record: 1 if this call removed it, 0 if it was gone (another
- * instance closed the transaction: an expiry is then not this instance's to record), or
+ * instance closed the transaction: an expiry is then not this instance's to record), GW_ERR_BUSY
+ * if another instance holds its lease (it is answering it now: the record stays), or
  * GW_ERR_UNAVAILABLE.
  */
 int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len);

@@ -10,6 +10,7 @@
 #include "gateway/cmp/cluster.h"
 #include "gateway/cmp/engine_test.h"
 #include "gateway/cmp/outcome.h"
+#include "gateway/cmp/reasons.h"
 #include "gateway/cmp/policy.h"
 #include "gateway/cmp/poll.h"
 #include "gateway/cmp/record.h"
@@ -33,15 +34,9 @@
 
 #define TEXT_ACCEPTS "this server accepts ir, cr, p10cr, kur, rr, genm, certConf, pollReq"
 #define TEXT_NO_TXN "no open transaction with this transactionID: it was completed, expired, or never started"
-#define TEXT_OTHER_SENDER                                                                                    \
-    "this transaction belongs to another sender: send certConf and pollReq as the sender "                   \
-    "of its request"
 #define TEXT_BAD_POP                                                                                         \
     "proof of possession failed or missing: sign the request with the private key of the requested "         \
     "public key"
-/* One text for every PBM failure, so that a client without the secret cannot probe which references exist. */
-#define TEXT_PBM_FAILED                                                                                      \
-    "PBM protection could not be verified: check the reference (senderKID) and the shared secret"
 
 /* What a body type gets before OpenSSL sees it. */
 enum body_action {
@@ -62,52 +57,6 @@ static const enum body_action bodies[GW_CMP_BODY_MAX + 1] = {
     [GW_CMP_BODY_ERROR] = BODY_ERROR,
     [GW_CMP_BODY_RR] = BODY_START,   /* RFC 9483 §4.2: answered at once, nothing parked */
     [GW_CMP_BODY_GENM] = BODY_START, /* RFC 9483 §4.3 */
-};
-
-/* OpenSSL reasons of its own error messages -> what the client is told. */
-static const struct {
-    int lib, reason, bit;
-    const char *text;
-} reasons[] = {
-    {ERR_LIB_CMP, CMP_R_NO_SUITABLE_SENDER_CERT, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, TEXT_UNTRUSTED},
-    {ERR_LIB_CMP, CMP_R_ERROR_VALIDATING_PROTECTION, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, TEXT_UNTRUSTED},
-    {ERR_LIB_CMP, CMP_R_POTENTIALLY_INVALID_CERTIFICATE, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
-     TEXT_UNTRUSTED},
-    {ERR_LIB_CMP, CMP_R_MISSING_TRUST_STORE, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
-     "signature protection is not accepted on this route"},
-    {ERR_LIB_CMP, CMP_R_ERROR_VALIDATING_SIGNATURE, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
-     TEXT_BAD_SIGNATURE},
-    /* 3.0 queues ASN1_item_verify's failure first when a trusted signer's signature is wrong */
-    {ERR_LIB_ASN1, ERR_R_EVP_LIB, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, TEXT_BAD_SIGNATURE},
-    {ERR_LIB_CMP, CMP_R_SRVCERT_DOES_NOT_VALIDATE_MSG, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
-     TEXT_OTHER_SENDER},
-    {ERR_LIB_CMP, CMP_R_WRONG_PBM_VALUE, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, TEXT_PBM_FAILED},
-    {ERR_LIB_CMP, CMP_R_MISSING_PBM_SECRET, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
-     "PBM protection is not accepted here"},
-    {ERR_LIB_CMP, CMP_R_MISSING_KEY_USAGE_DIGITALSIGNATURE, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
-     "the signer certificate lacks the digitalSignature key usage"},
-    {ERR_LIB_CMP, CMP_R_MISSING_PROTECTION, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
-     "message is not protected: sign it with a certificate or protect it with a PBM secret"},
-    {ERR_LIB_CMP, CMP_R_MULTIPLE_REQUESTS_NOT_SUPPORTED, OSSL_CMP_PKIFAILUREINFO_badRequest,
-     "send exactly one certificate request per message"},
-    {ERR_LIB_CMP, CMP_R_UNEXPECTED_PVNO, OSSL_CMP_PKIFAILUREINFO_unsupportedVersion,
-     "only CMP version 2 (pvno 2) is supported"},
-    {ERR_LIB_CMP, CMP_R_SENDER_GENERALNAME_TYPE_NOT_SUPPORTED, OSSL_CMP_PKIFAILUREINFO_badRequest,
-     "the sender must be a directoryName"},
-    {ERR_LIB_CMP, CMP_R_BAD_REQUEST_ID, OSSL_CMP_PKIFAILUREINFO_badRequest, "certReqId must be 0"},
-    {ERR_LIB_CMP, CMP_R_UNEXPECTED_PKIBODY, OSSL_CMP_PKIFAILUREINFO_badRequest,
-     "unexpected message in this transaction"},
-    {ERR_LIB_CMP, CMP_R_RECIPNONCE_UNMATCHED, OSSL_CMP_PKIFAILUREINFO_badRecipientNonce,
-     "recipNonce does not match the senderNonce of this server's last message: answer the latest response"},
-    {ERR_LIB_CMP, CMP_R_ERROR_UNEXPECTED_CERTCONF, OSSL_CMP_PKIFAILUREINFO_badRequest,
-     "unexpected certConf: this transaction expects no confirmation"},
-    {ERR_LIB_CRMF, CRMF_R_BAD_PBM_ITERATIONCOUNT, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
-     "PBM iterationCount must be between 100 and 100000"},
-    {ERR_LIB_CRMF, CRMF_R_POPO_INCONSISTENT_PUBLIC_KEY, OSSL_CMP_PKIFAILUREINFO_badPOP,
-     "proof of possession failed"},
-    {ERR_LIB_CRMF, CRMF_R_POPO_MISSING, OSSL_CMP_PKIFAILUREINFO_badPOP, "proof of possession is missing"},
-    {ERR_LIB_CRMF, CRMF_R_UNSUPPORTED_POPO_METHOD, OSSL_CMP_PKIFAILUREINFO_badPOP,
-     "proof of possession method not supported: sign the request with the new key"},
 };
 
 /* What the engines of successive configurations share: the open transactions and the replay cache. */
@@ -209,6 +158,7 @@ static void log_closed(void *arg, struct gw_txn *txn)
     const struct closing *how = arg;
     struct cmp_txn *t = txn->data;
     char tid[2 * GW_MAX_TID_LEN + 1];
+    int dropped;
 
     gw_hex(tid, txn->tid, txn->tid_len);
     /* recorded by the engine it began under, whose configuration it names */
@@ -223,9 +173,13 @@ static void log_closed(void *arg, struct gw_txn *txn)
     }
     if (t != NULL)
         gw_cluster_release(t->e->cluster, txn->tid, txn->tid_len, txn->identity);
-    /* its record gone: another instance continued and closed it (that one has it on record) */
-    if (t != NULL && t->shared && gw_cluster_drop_record(t->e->cluster, txn->tid, txn->tid_len) == 0) {
-        gw_log_kv(GW_LOG_INFO, "txn_closed_elsewhere", "tid", tid, "identity", txn->identity, NULL);
+    /* its record gone: another instance continued and closed it (that one has it on record); or
+       another is answering it now (it records the outcome, or leaves the record to be claimed) */
+    if (t != NULL && t->shared &&
+        (dropped = gw_cluster_drop_record(t->e->cluster, txn->tid, txn->tid_len)) != 1 &&
+        dropped != GW_ERR_UNAVAILABLE) {
+        gw_log_kv(GW_LOG_INFO, dropped == 0 ? "txn_closed_elsewhere" : "txn_answered_elsewhere", "tid", tid,
+                  "identity", txn->identity, NULL);
         gw_txn_free(txn);
         return;
     }
@@ -306,7 +260,15 @@ static void record_orphan(void *arg, const unsigned char *tid, size_t tid_len,
                              t->issued, 0);
         cmp_txn_free(t);
     } else {
-        gw_log_kv(GW_LOG_ERROR, "txn_expiry_unrecorded", "tid", scratch.tid, "role", rec->role, "msg",
+        const unsigned char *p = rec->cert;
+        X509 *cert = d2i_X509(NULL, &p, (long)rec->cert_len);
+        char serial[2 * 20 + 1] = "?";
+
+        if (cert != NULL)
+            gw_x509_cert_serial_hex(cert, serial, sizeof(serial));
+        X509_free(cert);
+        gw_log_kv(GW_LOG_ERROR, "txn_expiry_unrecorded", "tid", scratch.tid, "role", rec->role, "serial",
+                  serial, "msg",
                   "an expired shared transaction could not be replayed here; its \"issued\" record stands",
                   NULL);
     }
@@ -322,7 +284,7 @@ void gw_cmp_engine_expire(struct gw_cmp_engine *e, time_t now)
         return;
     (void)gw_txn_expire(e->txns, now, log_closed, &how);
     /* those of instances that are gone, some seconds after their own tick would have come */
-    (void)gw_cluster_claim_expired(e->cluster, now - GW_STATE_CLAIM_SLACK, record_orphan, e);
+    (void)gw_cluster_claim_expired(e->cluster, now, record_orphan, e);
 }
 
 size_t gw_cmp_engine_reset(struct gw_cmp_engine *e)
@@ -453,24 +415,6 @@ static void rewrite_error(struct cmp_call *c, struct cmp_txn *t, OSSL_CMP_MSG **
     ERR_clear_error();
 }
 
-/* Why OpenSSL answered with an error, from its errorCode (the first error it queued). */
-static void classify(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refusal *r)
-{
-    long code = gw_shim_error_code(msg);
-
-    cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "the request could not be processed");
-    if (code < 0)
-        return;
-    for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++) {
-        if (ERR_GET_LIB((unsigned long)code) == reasons[i].lib &&
-            ERR_GET_REASON((unsigned long)code) == reasons[i].reason) {
-            cmp_refuse(r, reasons[i].bit, "%s", reasons[i].text);
-            return;
-        }
-    }
-    gw_log_kv(GW_LOG_DEBUG, "cmp_error_unmapped", "tid", c->rsp->tid, "diag", c->diag, NULL);
-}
-
 static void refuse(struct cmp_call *c, const OSSL_CMP_MSG *msg, const struct cmp_refusal *r);
 
 /*
@@ -486,7 +430,7 @@ static void finish(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *re
         if (c->fail.fail_info >= 0)
             r = c->fail;
         else
-            classify(c, msg, &r);
+            cmp_classify_error(c, msg, &r);
         if (t->pbm && r.fail_info == OSSL_CMP_PKIFAILUREINFO_badMessageCheck) {
             OSSL_CMP_MSG_free(msg);
             refuse(c, req, &r);
@@ -651,7 +595,7 @@ static void share_txn(struct cmp_call *c, struct cmp_txn *t, const unsigned char
         snprintf(rec.role, sizeof(rec.role), "%s", t->role->name);
         snprintf(rec.upstream, sizeof(rec.upstream), "%s",
                  gw_upstream_conf_name(gw_upstream_get0_conf(t->up)));
-        if (gw_cluster_put_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, &rec, c->now, ttl, err) == 0) {
+        if (gw_cluster_put_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, &rec, ttl, err) == 0) {
             OPENSSL_free(rec.cert);
             t->shared = 1;
             return;
@@ -972,25 +916,42 @@ static void put_back(struct cmp_call *c, struct gw_txn *txn, int rebuilt, int le
  * one message is answered once across the instances. 0: go on (leased, or the record does not
  * verify and this copy stands); 1: answered (closed elsewhere, or held or unreachable).
  */
-static int claim_shared(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn *txn, int *leased)
+/*
+ * The lease on a shared transaction's record, for its own copy here: 0 (leased, or the record does
+ * not verify and this copy stands), GW_ERR_NOT_FOUND (another instance closed it: the copy is
+ * freed), or GW_ERR_BUSY / GW_ERR_UNAVAILABLE (the copy is back in the table), with |err|.
+ */
+static int claim_copy(struct cmp_call *c, struct gw_txn *txn, int *leased, char *err)
 {
-    struct cmp_refusal why = {0};
     struct gw_txn_record rec;
-    char err[GW_ERR_LEN] = "";
     int rc = gw_cluster_take_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, &rec, err);
 
     gw_txn_record_cleanup(&rec);
     *leased = rc == 0;
     if (rc == 0 || rc == GW_ERR_INVAL)
         return 0;
-    if (rc == GW_ERR_NOT_FOUND) { /* another instance answered its certConf and closed it */
+    if (rc == GW_ERR_NOT_FOUND) {
         gw_log_kv(GW_LOG_INFO, "txn_closed_elsewhere", "tid", c->rsp->tid, "identity", txn->identity, NULL);
         gw_txn_free(txn);
         gw_txn_release(c->e->txns, c->hdr.tid, c->hdr.tid_len);
+        return rc;
+    }
+    (void)gw_txn_put(c->e->txns, txn);
+    return rc;
+}
+
+static int claim_shared(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn *txn, int *leased)
+{
+    struct cmp_refusal why = {0};
+    char err[GW_ERR_LEN] = "";
+    int rc = claim_copy(c, txn, leased, err);
+
+    if (rc == 0)
+        return 0;
+    if (rc == GW_ERR_NOT_FOUND) { /* another instance answered its certConf and closed it */
         refuse(c, msg, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badRequest, TEXT_NO_TXN});
         return 1;
     }
-    (void)gw_txn_put(c->e->txns, txn);
     if (rc == GW_ERR_UNAVAILABLE) {
         gw_log_kv(GW_LOG_ERROR, "shared_state_unavailable", "tid", c->rsp->tid, "reason", err, NULL);
         cmp_refuse(&why, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
@@ -1066,9 +1027,11 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     }
     gw_log_kv(GW_LOG_INFO, "txn_closed", "tid", c->rsp->tid, "identity", t->identity, "serial", t->serial,
               "outcome", c->rsp->outcome, NULL);
+    /* the record goes first: no other instance may answer this transaction while its outcome (a
+       revocation at the upstream, say) is being written */
+    release_slot(c->e, c, t->identity);
     if (!c->released) /* released with implicitConfirm: its "issued" record says it all */
         audit_closed(c, t);
-    release_slot(c->e, c, t->identity);
     gw_txn_free(txn);
 }
 
@@ -1093,19 +1056,26 @@ static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
     struct cmp_txn *t = start_authenticated(c, msg);
     struct cmp_refusal ignored = {.fail_info = -1};
+    char err[GW_ERR_LEN] = "";
     OSSL_CMP_MSG *rsp;
     struct gw_txn *txn = NULL;
-    int rebuilt = 0;
+    int rebuilt = 0, leased = 0;
 
     if (t == NULL)
         return;
     rsp = run(t, c, msg);
     /* only a message that passed OpenSSL's protection check may abort a transaction; one another
-       instance began is rebuilt here to be closed (its certificate revoked) as there */
+       instance began is rebuilt here to be closed (its certificate revoked) as there, and a copy of
+       a shared one only once its record is leased (it may have been confirmed elsewhere) */
     if (rsp != NULL && OSSL_CMP_MSG_get_bodytype(rsp) == GW_CMP_BODY_PKICONF &&
         (txn = gw_txn_take(c->e->txns, c->hdr.tid, c->hdr.tid_len)) == NULL &&
         gw_cluster_keeps_records(c->e->cluster))
-        rebuilt = (txn = rebuild(c, &ignored)) != NULL;
+        leased = rebuilt = (txn = rebuild(c, &ignored)) != NULL;
+    else if (txn != NULL && ((struct cmp_txn *)txn->data)->shared && claim_copy(c, txn, &leased, err) != 0)
+        txn = NULL; /* closed elsewhere (freed), or held or unreachable (back in the table) */
+    if (txn == NULL && (ignored.fail_info >= 0 || err[0] != '\0'))
+        gw_log_kv(GW_LOG_WARN, "txn_not_aborted", "tid", c->rsp->tid, "reason",
+                  ignored.fail_info >= 0 ? ignored.text : err, NULL);
     if (txn != NULL && same_sender(txn->data, c)) {
         struct gw_cmp_engine *own = c->e;
 
@@ -1113,7 +1083,7 @@ static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
         abort_txn(c, txn);
         c->e = own;
     } else if (txn != NULL) {
-        put_back(c, txn, rebuilt, rebuilt);
+        put_back(c, txn, rebuilt, leased);
     }
     finish(c, t, msg, rsp);
     cmp_txn_free(t);

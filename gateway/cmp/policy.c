@@ -201,9 +201,13 @@ static int check_replay(struct cmp_call *c, struct cmp_refusal *r)
         rc = gw_cluster_seen(c->e->cluster, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
                              c->hdr.sender_nonce_len, c->rsp->identity, c->now, 2 * window,
                              cc->max_recent_per_identity, err);
-    if (rc == 0)
-        rc = gw_replay_check_add(c->e->replay, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
-                                 c->hdr.sender_nonce_len, c->rsp->identity, c->now);
+    if (rc == 0) { /* with a cluster, its caps hold: here only replays its loss window would miss */
+        int local = gw_replay_check_add(c->e->replay, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
+                                        c->hdr.sender_nonce_len, c->rsp->identity, c->now);
+
+        if (c->e->cluster == NULL || local == GW_ERR_REPLAY || local == GW_ERR_EXISTS)
+            rc = local;
+    }
     switch (rc) {
     case 0:
         return 0;
