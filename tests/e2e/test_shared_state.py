@@ -167,6 +167,23 @@ class Continuation(TwoInstances):
         out, err = p.communicate(timeout=60)
         return p.returncode, out.decode() + err.decode()
 
+    def parked(self, name, flag):
+        """An ir answered by the first instance, its certConf held back until |flag| exists; the client."""
+        p = self.enrol(name, self.gw, self.gw2, before_next=flag, wait=False)
+        deadline = time.monotonic() + 20
+        while not self.audit(self.gw, "issued", name):
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.1)
+        return p
+
+    def kill_first(self):
+        """kill -9 of the first instance: nothing of its memory survives."""
+        self.gw.proc.kill()
+        self.gw.proc.wait(10)
+        self.gw._err.close()
+        self.gw._out.close()
+        self.gw.proc = None
+
     def test_certconf_on_the_other_instance(self):
         rc, out = self.enrol("moved", self.gw, self.gw2)
         self.assertEqual(rc, 0, out)
@@ -187,11 +204,7 @@ class Continuation(TwoInstances):
 
     def test_altered_record_refused(self):
         flag = self.gw.dir / "altered.flag"
-        p = self.enrol("altered", self.gw, self.gw2, before_next=flag, wait=False)
-        deadline = time.monotonic() + 20
-        while not self.audit(self.gw, "issued", "altered"):
-            self.assertLess(time.monotonic(), deadline)
-            time.sleep(0.1)
+        p = self.parked("altered", flag)
         key = self.redis.command("KEYS", "cmpgw:rec:*")  # "*1": the next line names it
         self.assertEqual(key, "*1")
         name = self.redis.command_lines("KEYS", "cmpgw:rec:*")[-1]
@@ -205,16 +218,8 @@ class Continuation(TwoInstances):
 
     def test_owner_killed_after_ip(self):
         flag = self.gw.dir / "killed.flag"
-        p = self.enrol("orphan", self.gw, self.gw2, before_next=flag, wait=False)
-        deadline = time.monotonic() + 20
-        while not self.audit(self.gw, "issued", "orphan"):
-            self.assertLess(time.monotonic(), deadline)
-            time.sleep(0.1)
-        self.gw.proc.kill()  # -9: nothing of its memory survives
-        self.gw.proc.wait(10)
-        self.gw._err.close()
-        self.gw._out.close()
-        self.gw.proc = None
+        p = self.parked("orphan", flag)
+        self.kill_first()
         flag.write_text("")
         out, err = p.communicate(timeout=60)
         self.assertEqual(p.returncode, 0, out + err)
@@ -225,19 +230,11 @@ class Continuation(TwoInstances):
         """An ir answered by the first instance whose certConf never comes (the client is stopped);
         with |kill_owner| the first instance is killed -9 too. Waits until an instance records the
         expiry; returns the expired_unconfirmed records of both audit logs."""
-        p = self.enrol(name, self.gw, self.gw2, before_next=self.gw.dir / ("%s.never" % name), wait=False)
-        deadline = time.monotonic() + 20
-        while not self.audit(self.gw, "issued", name):
-            self.assertLess(time.monotonic(), deadline)
-            time.sleep(0.1)
+        p = self.parked(name, self.gw.dir / ("%s.never" % name))
         p.kill()
         p.communicate()
         if kill_owner:
-            self.gw.proc.kill()
-            self.gw.proc.wait(10)
-            self.gw._err.close()
-            self.gw._out.close()
-            self.gw.proc = None
+            self.kill_first()
         deadline = time.monotonic() + 30  # transaction_ttl 4 s, then GW_STATE_CLAIM_SLACK for a dead owner
         while not (self.audit(self.gw, "expired_unconfirmed", name) + self.audit(self.gw2, "expired_unconfirmed", name)):
             self.assertLess(time.monotonic(), deadline, self.gw2.stderr()[-2000:])
