@@ -4,8 +4,10 @@ the per-identity cap of open transactions holds across both; with Redis stopped 
 systemUnavail and /readyz says so, and after a restart (scripts flushed: NOSCRIPT) both serve again; a Redis
 that could evict keys is refused at start; an unshared local store is refused. Continuation ("mac_key_file"):
 the certConf of an ir answered by one instance is answered by the other (context rebuilt from the record),
-also after the first was killed -9; an altered record is refused; `openssl cmp -keep_alive 0` through a real
-haproxy in round-robin enrols with one "issued" and one "confirmed" across both audit logs.
+also after the first was killed -9; an altered record is refused; an expiry is recorded once (by its owner, or by
+one of the others when the owner was killed); `openssl cmp -keep_alive 0` through a real haproxy in round-robin
+over three instances puts every certConf on another instance than its ir, with one "issued" and one "confirmed"
+per enrolment across the three audit logs.
 """
 import json
 import os
@@ -150,6 +152,19 @@ class Continuation(TwoInstances):
         cfg["cmp"] = {"transaction_ttl": "4s", "state": dict(cls.redis.state(), mac_key_file="state.key")}
         cfg["roles"]["default"]["implicit_confirm"] = False  # every enrolment ends with a certConf
 
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.gw3 = cls.gw.twin(cls.gw.dir.parent / "pki3")  # a third instance, for the balancer
+        cls.gw3.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.gw3.stop()
+        finally:
+            super().tearDownClass()
+
     def enrol(self, name, first, nxt, before_next=None, wait=True):
         """cmpclient ir to |first|, its certConf to |nxt|; the last request sent is kept as <name>.last.der."""
         d = self.gw.dir
@@ -220,51 +235,61 @@ class Continuation(TwoInstances):
         flag = self.gw.dir / "killed.flag"
         p = self.parked("orphan", flag)
         self.kill_first()
-        flag.write_text("")
-        out, err = p.communicate(timeout=60)
-        self.assertEqual(p.returncode, 0, out + err)
-        self.assertEqual([r["status"] for r in self.audit(self.gw2, "confirmed", "orphan")], ["confirmed"])
-        self.gw.start()  # for the tests after this one
+        try:
+            flag.write_text("")
+            out, err = p.communicate(timeout=60)
+            self.assertEqual(p.returncode, 0, out + err)
+            self.assertEqual([r["status"] for r in self.audit(self.gw2, "confirmed", "orphan")], ["confirmed"])
+        finally:
+            self.gw.start()  # for the tests after this one, whatever happened here
 
     def unconfirmed(self, name, kill_owner):
         """An ir answered by the first instance whose certConf never comes (the client is stopped);
         with |kill_owner| the first instance is killed -9 too. Waits until an instance records the
-        expiry; returns the expired_unconfirmed records of both audit logs."""
+        expiry; returns the expired_unconfirmed records of each of the three audit logs."""
+        instances = (self.gw, self.gw2, self.gw3)
         p = self.parked(name, self.gw.dir / ("%s.never" % name))
         p.kill()
         p.communicate()
         if kill_owner:
             self.kill_first()
-        deadline = time.monotonic() + 30  # transaction_ttl 4 s, then GW_STATE_CLAIM_SLACK for a dead owner
-        while not (self.audit(self.gw, "expired_unconfirmed", name) + self.audit(self.gw2, "expired_unconfirmed", name)):
-            self.assertLess(time.monotonic(), deadline, self.gw2.stderr()[-2000:])
-            time.sleep(0.2)
-        time.sleep(GW_STATE_CLAIM_SLACK + 2)  # room for a second record, which must not come
-        if kill_owner:
-            self.gw.start()
-        return self.audit(self.gw, "expired_unconfirmed", name), self.audit(self.gw2, "expired_unconfirmed", name)
+        try:
+            deadline = time.monotonic() + 30  # transaction_ttl 4 s, then GW_STATE_CLAIM_SLACK for a dead owner
+            while not [r for g in instances for r in self.audit(g, "expired_unconfirmed", name)]:
+                self.assertLess(time.monotonic(), deadline, self.gw2.stderr()[-2000:])
+                time.sleep(0.2)
+            time.sleep(GW_STATE_CLAIM_SLACK + 2)  # room for a second record, which must not come
+        finally:
+            if kill_owner:
+                self.gw.start()  # for the tests after this one, whatever happened here
+        return [self.audit(g, "expired_unconfirmed", name) for g in instances]
 
     def test_expiry_recorded_once_by_its_owner(self):
-        first, second = self.unconfirmed("lapsed", kill_owner=False)
-        self.assertEqual((len(first), len(second)), (1, 0))
+        first, second, third = self.unconfirmed("lapsed", kill_owner=False)
+        self.assertEqual((len(first), len(second), len(third)), (1, 0, 0))
 
     def test_expiry_of_a_dead_owner_recorded_by_another(self):
-        first, second = self.unconfirmed("orphaned", kill_owner=True)
-        self.assertEqual((len(first), len(second)), (0, 1))
-        self.assertIn("the instance that issued it is gone", second[0]["status"])
-        self.assertEqual(second[0]["serial"], self.audit(self.gw, "issued", "orphaned")[0]["serial"])
+        first, second, third = self.unconfirmed("orphaned", kill_owner=True)
+        self.assertEqual((len(first), len(second) + len(third)), (0, 1))  # once, by whichever claimed it
+        record = (second + third)[0]
+        self.assertIn("the instance that issued it is gone", record["status"])
+        self.assertEqual(record["serial"], self.audit(self.gw, "issued", "orphaned")[0]["serial"])
 
     @unittest.skipUnless(shutil.which("haproxy"), "haproxy (deploy/deps.sh installs it)")
     def test_round_robin_through_haproxy(self):
-        """`openssl cmp -keep_alive 0` through haproxy in round-robin: ir and certConf on different instances."""
+        """`openssl cmp -keep_alive 0` through haproxy in round-robin over three instances: every message on
+        another instance than the one before, one "issued" and one "confirmed" per enrolment across the three."""
         port = harness.free_port()
         cfg = self.gw.dir / "haproxy-rr.cfg"
         cfg.write_text("\n".join([
             "defaults", "    mode tcp", "    timeout connect 5s", "    timeout client 30s", "    timeout server 30s",
             "frontend fe", "    bind 127.0.0.1:%d" % port, "    default_backend be",
             "backend be", "    balance roundrobin",
-            "    server gw1 127.0.0.1:%d" % self.gw.port, "    server gw2 127.0.0.1:%d" % self.gw2.port]) + "\n")
+            "    server gw1 127.0.0.1:%d" % self.gw.port, "    server gw2 127.0.0.1:%d" % self.gw2.port,
+            "    server gw3 127.0.0.1:%d" % self.gw3.port]) + "\n")
         lb = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        instances = (self.gw, self.gw2, self.gw3)
+        before = len([l for g in instances for l in g.log_lines() if l.get("event") == "txn_continued"])
         try:
             deadline = time.monotonic() + 10
             while True:
@@ -274,7 +299,7 @@ class Continuation(TwoInstances):
                 except OSError:
                     self.assertLess(time.monotonic(), deadline)
                     time.sleep(0.1)
-            for i in range(4):
+            for i in range(6):
                 name = "rr%d" % i
                 real, self.gw.port = self.gw.port, port
                 try:
@@ -283,11 +308,12 @@ class Continuation(TwoInstances):
                 finally:
                     self.gw.port = real
                 self.assertEqual([a.body_type for a in res.answers], ["ip", "pkiconf"])
-                issued = self.audit(self.gw, "issued", name) + self.audit(self.gw2, "issued", name)
-                confirmed = self.audit(self.gw, "confirmed", name) + self.audit(self.gw2, "confirmed", name)
+                issued = [r for g in instances for r in self.audit(g, "issued", name)]
+                confirmed = [r for g in instances for r in self.audit(g, "confirmed", name)]
                 self.assertEqual((len(issued), len(confirmed)), (1, 1), (issued, confirmed))
-            continued = [l for l in self.gw.log_lines() + self.gw2.log_lines() if l.get("event") == "txn_continued"]
-            self.assertGreaterEqual(len(continued), 2)  # round-robin: the certConfs landed on the other one
+            continued = [l for g in instances for l in g.log_lines() if l.get("event") == "txn_continued"]
+            # three instances in turn, two messages per enrolment: every certConf on another instance
+            self.assertEqual(len(continued) - before, 6)
         finally:
             lb.terminate()
             lb.wait(10)
