@@ -311,7 +311,7 @@ static int trust_union(struct gw_conf_ctx *pc, const struct gw_config *cfg, cons
 static void warn_untrusted_migration(const struct gw_conf_ctx *pc, const struct gw_role *r)
 {
     const struct gw_upstream_conf *to = r->migration.to;
-    X509 *ca = to == NULL ? NULL : to->own_ca != NULL ? to->own_ca : sk_X509_value(to->issuer_certs, 0);
+    X509 *ca = gw_upstream_conf_issuing_ca(to);
     X509_STORE_CTX *vc;
     int ok = 0;
 

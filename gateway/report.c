@@ -278,8 +278,8 @@ static void print_role(FILE *out, const char *name, json_object *e)
     }
     if (json_object_object_get_ex(e, "shadow", &shadow))
         fprintf(out,
-                "  shadow checks against the new CA: would issue %lld, would refuse %lld, would change %lld, "
-                "not checked %lld\n",
+                "  shadow checks against the new CA: %lld would be issued, %lld refused, %lld changed, "
+                "%lld not checked\n",
                 (long long)num(shadow, "issue"), (long long)num(shadow, "refuse"),
                 (long long)num(shadow, "change"), (long long)num(shadow, "unchecked"));
     if (json_object_object_get_ex(e, "devices", &devs) && m != NULL)

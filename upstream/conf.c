@@ -481,10 +481,9 @@ static int resolve_crmf_upstream(struct gw_conf_ctx *pc, struct gw_role *r,
     return 0;
 }
 
-/* The CA that signs |uc|'s certificates: the local issuer's own, else the first of "issuer_ca". */
-static X509 *issuing_ca(const struct gw_upstream_conf *uc)
+X509 *gw_upstream_conf_issuing_ca(const struct gw_upstream_conf *uc)
 {
-    return uc->own_ca != NULL ? uc->own_ca : sk_X509_value(uc->issuer_certs, 0);
+    return uc == NULL ? NULL : uc->own_ca != NULL ? uc->own_ca : sk_X509_value(uc->issuer_certs, 0);
 }
 
 /*
@@ -505,8 +504,8 @@ static int resolve_migration(struct gw_conf_ctx *pc, struct gw_role *r, const st
     if ((m->to = find(confs, n, m->to_name)) == NULL)
         return gw_conf_fail(pc, path, "unknown upstream \"%s\"", m->to_name);
     m->from = r->upstream;
-    a = issuing_ca(m->from);
-    b = issuing_ca(m->to);
+    a = gw_upstream_conf_issuing_ca(m->from);
+    b = gw_upstream_conf_issuing_ca(m->to);
     if (a != NULL && b != NULL && X509_NAME_cmp(X509_get_subject_name(a), X509_get_subject_name(b)) == 0 &&
         EVP_PKEY_eq(X509_get0_pubkey(a), X509_get0_pubkey(b)) == 1)
         return gw_conf_fail(pc, path,

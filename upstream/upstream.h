@@ -102,6 +102,9 @@ bool gw_upstream_free(struct gw_upstream *up);
 const struct gw_upstream_conf *gw_upstream_get0_conf(const struct gw_upstream *up);
 /* gw_upstream_conf_name is |conf|'s name for logs and reasons, "?" if it has none (NULL-safe). */
 const char *gw_upstream_conf_name(const struct gw_upstream_conf *conf);
+/* gw_upstream_conf_issuing_ca: the CA that signs |conf|'s certificates: a local issuer's own, else
+ * the first of its "issuer_ca"; NULL-safe. */
+X509 *gw_upstream_conf_issuing_ca(const struct gw_upstream_conf *conf);
 /* gw_upstream_conf_type is the "type" of |conf| ("local", "vault", ...), for messages. */
 const char *gw_upstream_conf_type(const struct gw_upstream_conf *conf);
 

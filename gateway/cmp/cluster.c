@@ -111,17 +111,6 @@ struct gw_cluster {
     time_t claim_logged; /* gw_cluster_claim_expired's last failure log (its one caller's thread) */
 };
 
-static void hex(char *out, const unsigned char *in, size_t n)
-{
-    static const char digits[] = "0123456789abcdef";
-
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 static int digest_hex(const char *md, const void *in, size_t n, char *out, size_t out_bytes)
 {
     unsigned char d[EVP_MAX_MD_SIZE];
@@ -129,7 +118,7 @@ static int digest_hex(const char *md, const void *in, size_t n, char *out, size_
 
     if (EVP_Digest(in, n, d, &len, EVP_get_digestbyname(md), NULL) != 1 || len < out_bytes)
         return GW_ERR_CRYPTO;
-    hex(out, d, out_bytes);
+    gw_hex(out, d, out_bytes);
     return 0;
 }
 
@@ -223,12 +212,9 @@ static redisReply *eval(struct gw_cluster *cl, int s, const char *k1, const char
     return r;
 }
 
-/* Runs script |s| with two keys and two string arguments; its integer answer, or GW_ERR_UNAVAILABLE. */
-static long long run_s(struct gw_cluster *cl, int s, const char *k1, const char *k2, const char *a1,
-                       const char *a2, char *err)
+/* The integer a script answered (|r|, consumed), or GW_ERR_UNAVAILABLE with |err|. */
+static long long integer_of(struct gw_cluster *cl, redisReply *r, char *err)
 {
-    const char *args[2] = {a1, a2};
-    redisReply *r = eval(cl, s, k1, k2, 2, args, err);
     long long v = GW_ERR_UNAVAILABLE;
 
     if (r != NULL && r->type == REDIS_REPLY_INTEGER)
@@ -240,29 +226,26 @@ static long long run_s(struct gw_cluster *cl, int s, const char *k1, const char 
     return v;
 }
 
+/* Runs script |s| with two keys and two string arguments; its integer answer, or GW_ERR_UNAVAILABLE. */
+static long long run_s(struct gw_cluster *cl, int s, const char *k1, const char *k2, const char *a1,
+                       const char *a2, char *err)
+{
+    const char *args[2] = {a1, a2};
+
+    return integer_of(cl, eval(cl, s, k1, k2, 2, args, err), err);
+}
+
 /* Runs script |s| with two keys and four arguments; its integer answer, or GW_ERR_UNAVAILABLE. */
 static long long run(struct gw_cluster *cl, int s, const char *k1, const char *k2, const char *a1,
                      long long a2, long long a3, long long a4, char *err)
 {
     char n2[24], n3[24], n4[24];
     const char *args[4] = {a1, n2, n3, n4};
-    redisReply *r;
-    long long v;
 
     snprintf(n2, sizeof(n2), "%lld", a2);
     snprintf(n3, sizeof(n3), "%lld", a3);
     snprintf(n4, sizeof(n4), "%lld", a4);
-    if ((r = eval(cl, s, k1, k2, 4, args, err)) == NULL)
-        return GW_ERR_UNAVAILABLE;
-    if (r->type != REDIS_REPLY_INTEGER) {
-        snprintf(err, GW_ERR_LEN, "the shared state (Redis at %s:%d) answered a script with type %d",
-                 cl->address, cl->port, r->type);
-        freeReplyObject(r);
-        return GW_ERR_UNAVAILABLE;
-    }
-    v = r->integer;
-    freeReplyObject(r);
-    return v;
+    return integer_of(cl, eval(cl, s, k1, k2, 4, args, err), err);
 }
 
 /* The pinger's thread: PING every GW_STATE_PING_SECS until told to stop. */
@@ -358,7 +341,7 @@ struct gw_cluster *gw_cluster_new(const struct gw_state_conf *conf, char *err)
     atomic_init(&cl->reachable, true);
     if (RAND_bytes(rnd, sizeof(rnd)) != 1)
         goto fail_crypto;
-    hex(cl->owner, rnd, sizeof(rnd));
+    gw_hex(cl->owner, rnd, sizeof(rnd));
     for (int s = 0; s < N_SCRIPTS; s++)
         if (digest_hex("SHA1", scripts[s], strlen(scripts[s]), cl->sha[s], 20) != 0)
             goto fail_crypto;
@@ -411,7 +394,7 @@ static void key(const struct gw_cluster *cl, char *out, const char *kind, const 
 {
     char h[2 * GW_MAX_TID_LEN + 1];
 
-    hex(h, data, n < GW_MAX_TID_LEN ? n : GW_MAX_TID_LEN);
+    gw_hex(h, data, n < GW_MAX_TID_LEN ? n : GW_MAX_TID_LEN);
     snprintf(out, KEY_LEN, "%s%s:%s", cl->prefix, kind, h);
 }
 
@@ -441,7 +424,7 @@ int gw_cluster_seen(struct gw_cluster *cl, const unsigned char *tid, size_t tid_
     key(cl, k1, "replay", tid, tid_len);
     if (id_key(cl, k2, "recent", identity, err) != 0)
         return GW_ERR_UNAVAILABLE;
-    hex(n, nonce, nonce_len);
+    gw_hex(n, nonce, nonce_len);
     rc = run(cl, S_SEEN, k1, k2, n, (long long)ttl, (long long)now, max_recent, err);
     return rc == 0   ? 0
            : rc == 1 ? GW_ERR_REPLAY

@@ -70,18 +70,14 @@ struct cmp_shared {
 static struct cmp_shared *shared_new(const struct gw_cmp_settings *cfg, char *err)
 {
     struct cmp_shared *sh = calloc(1, sizeof(*sh));
-    time_t window;
 
     snprintf(err, GW_ERR_LEN, "CMP engine: out of memory");
     if (sh == NULL)
         return NULL;
     atomic_init(&sh->refs, 1);
-    /* replay TTL: twice the messageTime window (older messages fail badTime), at least a txn TTL */
-    window = cfg->cmp->message_time_window != 0 ? cfg->cmp->message_time_window : GW_DEFAULT_MSGTIME_WINDOW;
-    if (2 * window < (time_t)cfg->cmp->transaction_ttl)
-        window = (cfg->cmp->transaction_ttl + 1) / 2;
     sh->txns = gw_txn_table_new(cfg->cmp->max_transactions, cfg->cmp->max_transactions_per_identity);
-    sh->replay = gw_replay_new(GW_REPLAY_MAX_ENTRIES, cfg->cmp->max_recent_per_identity, 2 * window);
+    sh->replay =
+        gw_replay_new(GW_REPLAY_MAX_ENTRIES, cfg->cmp->max_recent_per_identity, cmp_replay_ttl(cfg->cmp));
     if (sh->txns == NULL || sh->replay == NULL ||
         (cfg->cmp->state.backend == GW_STATE_REDIS &&
          (sh->cluster = gw_cluster_new(&cfg->cmp->state, err)) == NULL)) {
@@ -221,6 +217,19 @@ void gw_cmp_engine_free(struct gw_cmp_engine *e)
     free(e);
 }
 
+/* |sub|, a call of |e| at |now| for the stored request |sreq| whose answer goes nowhere (|scratch|). */
+static void stored_call(struct cmp_call *sub, struct gw_cmp_engine *e, const struct gw_cmp_request *sreq,
+                        struct gw_cmp_response *scratch, time_t now)
+{
+    memset(scratch, 0, sizeof(*scratch));
+    memset(sub, 0, sizeof(*sub));
+    sub->e = e;
+    sub->req = sreq;
+    sub->rsp = scratch;
+    sub->now = now;
+    sub->fail.fail_info = -1;
+}
+
 static int replay_stored(const struct gw_hdr_info *want, struct cmp_call *sub,
                          const struct gw_txn_record *rec, struct cmp_txn **out);
 
@@ -237,21 +246,12 @@ static void record_orphan(void *arg, const unsigned char *tid, size_t tid_len,
     struct cmp_call sub;
     struct cmp_txn *t = NULL;
 
-    memset(&scratch, 0, sizeof(scratch));
+    stored_call(&sub, e, &sreq, &scratch, time(NULL));
     gw_hex(scratch.tid, tid, tid_len);
-    memset(&sub, 0, sizeof(sub));
-    sub.e = e;
-    sub.req = &sreq;
-    sub.rsp = &scratch;
-    sub.now = time(NULL);
-    sub.fail.fail_info = -1;
     for (size_t i = 0; i < e->cfg.n_roles && sub.role == NULL; i++)
         if (strcmp(e->cfg.roles[i].name, rec->role) == 0)
             sub.role = &e->cfg.roles[i];
     if (sub.role != NULL && replay_stored(NULL, &sub, rec, &t) == 0) {
-        cmp_identify(t, &sub);
-        gw_x509_cert_serial_hex(t->issued, t->serial, sizeof(t->serial));
-        t->up = gw_upstream_set_get0(e->ups, rec->upstream);
         gw_log_kv(GW_LOG_WARN, "txn_expired", "tid", scratch.tid, "identity", t->identity, "serial",
                   t->serial, "msg",
                   "certificate issued by an instance that is gone, never confirmed; it stays valid", NULL);
@@ -708,15 +708,23 @@ static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     end_slot(c);
 }
 
+/*
+ * Whether |h| comes from the sender a transaction is pinned to: the PBM reference |kid| (|pbm|),
+ * or the directoryName |sender|.
+ */
+static int sender_is(const struct gw_hdr_info *h, int pbm, const unsigned char *kid, size_t kid_len,
+                     const X509_NAME *sender)
+{
+    if (pbm)
+        return h->protection_nid == NID_id_PasswordBasedMAC && h->sender_kid_len == kid_len &&
+               memcmp(h->sender_kid, kid, kid_len) == 0;
+    return h->protection_nid != NID_id_PasswordBasedMAC && h->sender != NULL && sender != NULL &&
+           X509_NAME_cmp(h->sender, sender) == 0;
+}
+
 static int same_sender(const struct cmp_txn *t, const struct cmp_call *c)
 {
-    const struct gw_hdr_info *h = &c->hdr;
-
-    if (t->pbm)
-        return h->protection_nid == NID_id_PasswordBasedMAC && h->sender_kid_len == t->kid_len &&
-               memcmp(h->sender_kid, t->kid, t->kid_len) == 0;
-    return h->protection_nid != NID_id_PasswordBasedMAC && h->sender != NULL && t->sender != NULL &&
-           X509_NAME_cmp(h->sender, t->sender) == 0;
+    return sender_is(&c->hdr, t->pbm, t->kid, t->kid_len, t->sender);
 }
 
 /*
@@ -762,19 +770,6 @@ static void cmp_call_switch(struct cmp_call *c, struct gw_cmp_engine *owner)
     c->e = owner;
 }
 
-/* Whether two headers name the same sender: the same PBM reference, or the same directoryName. */
-static int same_sender_hdr(const struct gw_hdr_info *a, const struct gw_hdr_info *b)
-{
-    int pbm = a->protection_nid == NID_id_PasswordBasedMAC;
-
-    if (pbm != (b->protection_nid == NID_id_PasswordBasedMAC))
-        return 0;
-    if (pbm)
-        return a->sender_kid_len == b->sender_kid_len &&
-               memcmp(a->sender_kid, b->sender_kid, a->sender_kid_len) == 0;
-    return a->sender != NULL && b->sender != NULL && X509_NAME_cmp(a->sender, b->sender) == 0;
-}
-
 /*
  * A stored request (of the transaction |want| names, when a message asks), replayed through |t| as it ran on
  * the instance that began the transaction, with the certificate that instance issued; the answer is dropped.
@@ -799,7 +794,8 @@ static int replay_stored(const struct gw_hdr_info *want, struct cmp_call *sub,
          gw_shim_hdr_info(req, &sub->hdr) == 0 &&
          (want == NULL ||
           (sub->hdr.tid_len == want->tid_len && memcmp(sub->hdr.tid, want->tid, want->tid_len) == 0 &&
-           same_sender_hdr(&sub->hdr, want))) && /* before the costly part */
+           sender_is(want, sub->hdr.protection_nid == NID_id_PasswordBasedMAC, sub->hdr.sender_kid,
+                     sub->hdr.sender_kid_len, sub->hdr.sender))) && /* before the costly part */
          (sub->body = OSSL_CMP_MSG_get_bodytype(req)) >= 0 &&
          sub->body <= GW_CMP_BODY_MAX && bodies[sub->body] == BODY_START &&
          /* a message's route chooses the role (and must be the record's); without one, the record's */
@@ -826,6 +822,10 @@ static int replay_stored(const struct gw_hdr_info *want, struct cmp_call *sub,
         cmp_txn_free(t);
         return 1;
     }
+    cmp_identify(t, sub);
+    gw_x509_cert_serial_hex(t->issued, t->serial, sizeof(t->serial));
+    t->up =
+        gw_upstream_set_get0(sub->e->ups, rec->upstream); /* NULL if this instance has none of that name */
     *out = t;
     return 0;
 }
@@ -863,26 +863,16 @@ static struct gw_txn *rebuild(struct cmp_call *c, struct cmp_refusal *r)
         gw_log_kv(GW_LOG_ERROR, "txn_record_invalid", "tid", c->rsp->tid, "reason", err, NULL);
     if (rc != 0)
         return NULL;
-    memset(&scratch, 0, sizeof(scratch)); /* the stored request's answer goes nowhere */
-    memset(&sub, 0, sizeof(sub));
     sreq.der = rec.req;
     sreq.len = rec.req_len;
-    sub.e = c->e;
-    sub.req = &sreq;
-    sub.rsp = &scratch;
+    stored_call(&sub, c->e, &sreq, &scratch, c->now);
     sub.role = c->req->route != NULL ? c->req->route->role : NULL;
-    sub.now = c->now;
-    sub.fail.fail_info = -1;
     cmp_describe_call(&sub);
     snprintf(scratch.tid, sizeof(scratch.tid), "%s", c->rsp->tid);
-    if (replay_stored(&c->hdr, &sub, &rec, &t) == 0) {
-        cmp_identify(t, &sub);
-        gw_x509_cert_serial_hex(t->issued, t->serial, sizeof(t->serial));
-        /* the upstream that issued it answers for it (a rejection revokes there): it must be here too */
-        if ((t->up = gw_upstream_set_get0(c->e->ups, rec.upstream)) != NULL)
-            txn = gw_txn_new(c->hdr.tid, c->hdr.tid_len, t->identity,
-                             c->now + (time_t)c->e->cfg.cmp->transaction_ttl, t, cmp_txn_free);
-    }
+    /* the upstream that issued it answers for it (a rejection revokes there): it must be here too */
+    if (replay_stored(&c->hdr, &sub, &rec, &t) == 0 && t->up != NULL)
+        txn = gw_txn_new(c->hdr.tid, c->hdr.tid_len, t->identity,
+                         c->now + (time_t)c->e->cfg.cmp->transaction_ttl, t, cmp_txn_free);
     if (txn != NULL) {
         gw_log_kv(GW_LOG_INFO, "txn_continued", "tid", c->rsp->tid, "identity", t->identity, "serial",
                   t->serial, "msg", "begun on another instance", NULL);

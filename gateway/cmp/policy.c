@@ -183,23 +183,29 @@ static int check_time(struct cmp_call *c, struct cmp_refusal *r)
                       off, cc->message_time_window);
 }
 
+time_t cmp_replay_ttl(const struct gw_cmp_conf *cc)
+{
+    time_t window = cc->message_time_window != 0 ? cc->message_time_window : GW_DEFAULT_MSGTIME_WINDOW;
+
+    if (2 * window < (time_t)cc->transaction_ttl)
+        window = (cc->transaction_ttl + 1) / 2;
+    return 2 * window;
+}
+
 /*
  * RFC 9483 §3.6.4: a transactionID seen before answers transactionIdInUse; with a shared state, one
- * seen by any instance (the same window: twice the messageTime window, at least a transaction TTL).
+ * seen by any instance (for the same time, cmp_replay_ttl).
  */
 static int check_replay(struct cmp_call *c, struct cmp_refusal *r)
 {
     const struct gw_cmp_conf *cc = c->e->cfg.cmp;
-    time_t window = cc->message_time_window != 0 ? cc->message_time_window : GW_DEFAULT_MSGTIME_WINDOW;
     char err[GW_ERR_LEN];
     int rc = 0;
 
-    if (2 * window < (time_t)cc->transaction_ttl)
-        window = (cc->transaction_ttl + 1) / 2;
     /* the cluster first: a request it cannot check leaves no trace here, so its retry is not a replay */
     if (c->e->cluster != NULL)
         rc = gw_cluster_seen(c->e->cluster, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
-                             c->hdr.sender_nonce_len, c->rsp->identity, c->now, 2 * window,
+                             c->hdr.sender_nonce_len, c->rsp->identity, c->now, cmp_replay_ttl(cc),
                              cc->max_recent_per_identity, err);
     if (rc == 0) { /* with a cluster, its caps hold: here only replays its loss window would miss */
         int local = gw_replay_check_add(c->e->replay, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,

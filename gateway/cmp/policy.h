@@ -20,6 +20,10 @@ void cmp_policy_cleanup(struct gw_cmp_engine *e);
 /* cmp_describe_call fills what the audit records of this request say about where it came from. */
 void cmp_describe_call(struct cmp_call *c);
 
+/* cmp_replay_ttl: how long a transactionID counts as seen: twice the messageTime window (older
+ * messages fail badTime), at least a transaction TTL. */
+time_t cmp_replay_ttl(const struct gw_cmp_conf *cc);
+
 /* cmp_identify: who sent the request: the authenticated signer's subject (auth.c), or "pbm:<ref>". */
 void cmp_identify(struct cmp_txn *t, struct cmp_call *c);
 
