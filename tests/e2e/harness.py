@@ -50,6 +50,25 @@ class Failure(AssertionError):
     """A client or the gateway did not do what a helper expected."""
 
 
+def refused_start(edit_config):
+    """A gateway over a fresh demo PKI, its configuration changed by |edit_config|, started expecting it to
+    stop before it serves: (exit code, stderr). The PKI is removed afterwards (kept with CMPGW_E2E_KEEP)."""
+    tmp = Path(tempfile.mkdtemp(prefix="cmpgw-e2e-"))
+    try:
+        return Gateway(tmp / "pki", edit_config).start_refused()
+    finally:
+        if not os.environ.get("CMPGW_E2E_KEEP"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def audit_records(gw, event, cn=None):
+    """|gw|'s audit records of |event| (and the common name |cn|), oldest first; [] before the log exists."""
+    path = gw.dir / "audit.log"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [r for r in (json.loads(l) for l in lines if l.strip())
+            if r.get("event") == event and (cn is None or r.get("common_name") == cn)]
+
+
 def admin(gw, path, method="GET"):
     """(status, body text) of one request to |gw|'s admin listener (a POST has an empty body)."""
     req = urllib.request.Request("http://127.0.0.1:%d%s" % (gw.admin_port, path), method=method,

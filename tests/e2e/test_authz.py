@@ -2,7 +2,6 @@
 client the role does not allow, no TLS client certificate at all, a DNS SAN outside allowed_dns_names. Each
 refusal is asserted on the decoded CMP answer (PKIStatus, failInfo, statusString) and never reaches the
 upstream (no "intent" in the audit log); each has a twin that is issued."""
-import json
 import unittest
 
 import sys
@@ -24,12 +23,7 @@ def make_tls_client(d, name, subject):
     return "%s.pem" % name, "%s.key" % name
 
 
-def audit_events(gw, event):
-    path = gw.dir / "audit.log"
-    if not path.exists():
-        return []
-    return [r for r in (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-            if r.get("event") == event]
+audit_events = harness.audit_records
 
 
 class Authz(harness.GatewayTestCase):

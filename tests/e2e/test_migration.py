@@ -45,10 +45,7 @@ def issuer_of(cert):
 admin = harness.admin
 
 
-def audit(gw, event):
-    path = gw.dir / "audit.log"
-    return [r for r in (json.loads(l) for l in path.read_text().splitlines() if l.strip())
-            if r.get("event") == event]
+audit = harness.audit_records
 
 
 class Migration(harness.GatewayTestCase):

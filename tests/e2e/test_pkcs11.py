@@ -6,10 +6,8 @@ again; a wrong PIN stops the start with an error that never shows the PIN."""
 import os
 import shutil
 import signal
-import tempfile
 import unittest
 import urllib.request
-from pathlib import Path
 
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
@@ -77,19 +75,15 @@ class TokenKeys(harness.GatewayTestCase):
 class WrongPin(unittest.TestCase):
 
     def test_refused_at_start_without_the_pin_in_the_log(self):
-        tmp = Path(tempfile.mkdtemp(prefix="cmpgw-e2e-"))
-        try:
-            def edit(cfg, gw):
-                make_token(gw.dir)
-                use_token(cfg, "wrong.pin")
-            rc, text = harness.Gateway(tmp / "pki", edit).start_refused()
-            self.assertNotEqual(rc, 0)
-            self.assertIn("$.signer.key", text)
-            self.assertIn("or the PIN is wrong", text)
-            self.assertNotIn("0000", text)
-            self.assertNotIn(PIN, text)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        def edit(cfg, gw):
+            make_token(gw.dir)
+            use_token(cfg, "wrong.pin")
+        rc, text = harness.refused_start(edit)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("$.signer.key", text)
+        self.assertIn("or the PIN is wrong", text)
+        self.assertNotIn("0000", text)
+        self.assertNotIn(PIN, text)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 -revreason`, another client is refused (notAuthorized), an RA identity (ra_subjects + id-kp-cmcRA) revokes,
 and a PBM-protected rr is refused. Every answer is decoded independently (pyasn1 rp); after a revocation the
 CRL the route serves over genm lists the serial with its reason, and the audit log keeps the reason."""
-import json
 import os
 
 import sys
@@ -18,10 +17,7 @@ RA_SUBJECT = "/O=cmpgw demo/CN=cmpgw demo CMP signer"  # the demo signer carries
 rp_status = harness.rp_status
 
 
-def audit(gw, event):
-    path = gw.dir / "audit.log"
-    return [r for r in (json.loads(l) for l in path.read_text().splitlines() if l.strip())
-            if r.get("event") == event] if path.exists() else []
+audit = harness.audit_records
 
 
 def serial_hex(cert):

@@ -39,11 +39,9 @@ class TwoInstances(harness.GatewayTestCase):
         finally:
             super().tearDownClass()
 
-    def audit(self, gw, event, cn=None):
-        """|gw|'s audit records of |event| (for the common name |cn|)."""
-        path = gw.dir / "audit.log"
-        recs = [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
-        return [r for r in recs if r.get("event") == event and (cn is None or r.get("common_name") == cn)]
+    @staticmethod
+    def audit(gw, event, cn=None):
+        return harness.audit_records(gw, event, cn)
 
 
 class SharedState(TwoInstances):
