@@ -5,6 +5,10 @@
  *   recent:<id hash>   sorted set: an identity's live replay keys, scored by expiry
  *   txn:<tid hex>      the instance holding the open transaction; TTL: its deadline + GW_STATE_GRACE
  *   open:<id hash>     sorted set: an identity's open transactions, scored by expiry
+ *   rec:<tid hex>      a transaction record (cluster.h); TTL: its deadline + GW_STATE_GRACE
+ *   res:<tid hex>      a deferred request's upstream result, beside its record
+ *   lease:<tid hex>    the instance answering the transaction now; TTL: GW_STATE_LEASE_SECS
+ *   deadlines          sorted set: the records, scored by deadline on Redis's clock
  *
  * An identity is hashed (SHA-256, 128 bits in hex): keys stay short, and Redis holds no subject.
  * Scripts run by EVALSHA, and by EVAL after NOSCRIPT (a restarted or flushed Redis).
@@ -29,7 +33,10 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
-enum { S_SEEN, S_RESERVE, S_RELEASE, S_TAKE, S_DROP, S_UNLEASE, S_PING, S_CLAIM, N_SCRIPTS };
+enum { S_SEEN, S_RESERVE, S_RELEASE, S_TAKE, S_DROP, S_UNLEASE, S_PING, S_CLAIM, S_RESULT, N_SCRIPTS };
+
+/* In a script: the result key beside the record key KEYS[1] (or |k|) */
+#define LUA_RES_OF(k) "(string.gsub(" k ", 'rec:(%x+)$', 'res:%1'))"
 
 /*
  * KEYS: the entry and the identity's sorted set; ARGV: value, ttl, now, cap (0: none). Both
@@ -50,26 +57,27 @@ static const char *const scripts[N_SCRIPTS] = {
     [S_RELEASE] = "redis.call('DEL', KEYS[1])\n"
                   "redis.call('ZREM', KEYS[2], KEYS[1])\n"
                   "return 0\n",
-    /* KEYS: the record and its lease; ARGV: this instance, the lease's seconds. The record, 1 when
-       another instance holds it, or nil */
+    /* KEYS: the record and its lease; ARGV: this instance, the lease's seconds. The record and its
+       result (or nil), 1 when another instance holds it, or nil */
     [S_TAKE] = "local v = redis.call('GET', KEYS[1])\n"
                "if not v then return nil end\n"
                "if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end\n"
-               "return v\n",
+               "return {v, redis.call('GET', " LUA_RES_OF("KEYS[1]") ")}\n",
     /* KEYS: the record and its lease; ARGV: this instance. 1 if the record was there; the lease goes
        only if this instance holds it */
     [S_DROP] = "local l = redis.call('GET', KEYS[2])\n"
                "if l and l ~= ARGV[1] then return 2 end\n"
                "local n = redis.call('DEL', KEYS[1])\n"
-               "if l then redis.call('DEL', KEYS[2]) end\n"
-               "redis.call('ZREM', ARGV[2], KEYS[1])\n"
-               "return n\n",
+               "redis.call('DEL', " LUA_RES_OF("KEYS[1]") ")\n"
+                                                          "if l then redis.call('DEL', KEYS[2]) end\n"
+                                                          "redis.call('ZREM', ARGV[2], KEYS[1])\n"
+                                                          "return n\n",
     [S_UNLEASE] = "if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
                   "return 0\n",
     /* readiness: scripts run (an ACL that forbids them, or a Redis that refuses writes, shows) */
     [S_PING] = "return 0\n",
-    /* KEYS: the deadlines (twice); ARGV: now, how many. The records past their deadline, each taken
-       by exactly one caller: key, record, key, record... */
+    /* KEYS: the deadlines (twice); ARGV: the slack, how many. The records past their deadline, each
+       taken by exactly one caller: key, record, result (or nil), key, record, result... */
     [S_CLAIM] =
         "local out = {}\n"
         "local now = tonumber(redis.call('TIME')[1]) - tonumber(ARGV[1])\n"
@@ -77,13 +85,25 @@ static const char *const scripts[N_SCRIPTS] = {
         "  local l = string.gsub(k, 'rec:(%x+)$', 'lease:%1')\n"
         "  if redis.call('EXISTS', l) == 0 and redis.call('ZREM', KEYS[1], k) == 1 then\n"
         "    local v = redis.call('GET', k)\n"
-        "    if v then redis.call('DEL', k) table.insert(out, k) table.insert(out, v) end\n"
-        "  end\n"
-        "end\n"
-        "return out\n",
+        "    local r = " LUA_RES_OF("k") "\n"
+                                         "    if v then\n"
+                                         "      table.insert(out, k) table.insert(out, v) table.insert(out, "
+                                         "redis.call('GET', r) or '')\n"
+                                         "      redis.call('DEL', k, r)\n"
+                                         "    end\n"
+                                         "  end\n"
+                                         "end\n"
+                                         "return out\n",
+    /* KEYS: the record, the result; ARGV: the result, its seconds. 1, or 0 when the record is gone */
+    [S_RESULT] = "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
+                 "redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])\n"
+                 "return 1\n",
 };
 
-#define RECORD_MAGIC "cmpgw-txn-1"
+#define RECORD_MAGIC "cmpgw-txn-2"
+#define RESULT_MAGIC "cmpgw-res-1"
+#define RECORD_FIELDS 6
+#define RESULT_FIELDS 4
 #define RECORD_MAC_LEN 32
 
 #define ID_HASH_HEX 32
@@ -182,13 +202,15 @@ static redisContext *connection(struct gw_cluster *cl, char *err)
 }
 
 /*
- * Runs script |s| with two keys and up to four arguments (|argc| strings after the keys); its
- * answer (caller frees), or NULL with |err| when Redis could not be asked or answered an error.
+ * Runs script |s| with two keys and up to four arguments (|argc| strings after the keys, of |lens|
+ * bytes each, or NUL-terminated when |lens| is NULL); its answer (caller frees), or NULL with |err|
+ * when Redis could not be asked or answered an error.
  */
-static redisReply *eval(struct gw_cluster *cl, int s, const char *k1, const char *k2, int argc,
-                        const char *const *args, char *err)
+static redisReply *eval_n(struct gw_cluster *cl, int s, const char *k1, const char *k2, int argc,
+                          const char *const *args, const size_t *lens, char *err)
 {
     const char *argv[9] = {"EVALSHA", cl->sha[s], "2", k1, k2};
+    size_t argl[9];
     redisContext *c;
     redisReply *r;
 
@@ -196,12 +218,16 @@ static redisReply *eval(struct gw_cluster *cl, int s, const char *k1, const char
         return NULL;
     for (int i = 0; i < argc && i < 4; i++)
         argv[5 + i] = args[i];
-    r = redisCommandArgv(c, 5 + argc, argv, NULL);
+    for (int i = 0; i < 5 + argc && i < 9; i++)
+        argl[i] = i >= 5 && lens != NULL ? lens[i - 5] : strlen(argv[i]);
+    r = redisCommandArgv(c, 5 + argc, argv, argl);
     if (r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
         freeReplyObject(r); /* Redis restarted or its scripts were flushed: EVAL loads it again */
         argv[0] = "EVAL";
         argv[1] = scripts[s];
-        r = redisCommandArgv(c, 5 + argc, argv, NULL);
+        argl[0] = 4;
+        argl[1] = strlen(scripts[s]);
+        r = redisCommandArgv(c, 5 + argc, argv, argl);
     }
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
         (void)unavailable(cl, c, r, err);
@@ -210,6 +236,12 @@ static redisReply *eval(struct gw_cluster *cl, int s, const char *k1, const char
     }
     atomic_store(&cl->reachable, true);
     return r;
+}
+
+static redisReply *eval(struct gw_cluster *cl, int s, const char *k1, const char *k2, int argc,
+                        const char *const *args, char *err)
+{
+    return eval_n(cl, s, k1, k2, argc, args, NULL, err);
 }
 
 /* The integer a script answered (|r|, consumed), or GW_ERR_UNAVAILABLE with |err|. */
@@ -471,10 +503,18 @@ bool gw_cluster_keeps_records(const struct gw_cluster *cl)
     return cl != NULL && cl->mac_key != NULL;
 }
 
+static void result_cleanup(struct gw_txn_result *res)
+{
+    free(res->cert);
+    free(res->chain);
+    memset(res, 0, sizeof(*res));
+}
+
 void gw_txn_record_cleanup(struct gw_txn_record *rec)
 {
     free(rec->req);
     free(rec->cert);
+    result_cleanup(&rec->result);
     memset(rec, 0, sizeof(*rec));
 }
 
@@ -508,24 +548,26 @@ static int record_mac(const struct gw_cluster *cl, const unsigned char *tid, siz
     return ok ? 0 : GW_ERR_CRYPTO;
 }
 
-/* The record's fields, length-prefixed after RECORD_MAGIC, then its MAC. */
-static unsigned char *record_encode(const struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
-                                    const struct gw_txn_record *rec, size_t *out_len)
+/*
+ * |count| fields, length-prefixed after |magic| (which says what the blob is: a record is never
+ * taken for a result), then the MAC over all of it and the transactionID.
+ */
+static unsigned char *blob_encode(const struct gw_cluster *cl, const char *magic, const unsigned char *tid,
+                                  size_t tid_len, const void *const *f, const size_t *n, int count,
+                                  size_t *out_len)
 {
-    const void *f[5] = {rec->req, rec->cert, rec->nonce, rec->role, rec->upstream};
-    size_t n[5] = {rec->req_len, rec->cert_len, rec->nonce_len, strlen(rec->role), strlen(rec->upstream)};
-    size_t total = sizeof(RECORD_MAGIC) - 1 + RECORD_MAC_LEN, off;
+    size_t total = strlen(magic) + RECORD_MAC_LEN, off;
     unsigned char *blob;
 
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < count; i++)
         total += 4 + n[i];
     if ((blob = malloc(total)) == NULL)
         return NULL;
-    memcpy(blob, RECORD_MAGIC, sizeof(RECORD_MAGIC) - 1);
-    off = sizeof(RECORD_MAGIC) - 1;
-    for (int i = 0; i < 5; i++) {
+    memcpy(blob, magic, off = strlen(magic));
+    for (int i = 0; i < count; i++) {
         put_u32(blob + off, n[i]);
-        memcpy(blob + off + 4, f[i], n[i]);
+        if (n[i] > 0)
+            memcpy(blob + off + 4, f[i], n[i]);
         off += 4 + n[i];
     }
     if (record_mac(cl, tid, tid_len, blob, off, blob + off) != 0) {
@@ -536,21 +578,20 @@ static unsigned char *record_encode(const struct gw_cluster *cl, const unsigned 
     return blob;
 }
 
-/* Checks the MAC, then splits |blob| into |rec|; GW_ERR_INVAL when it is not a record of ours. */
-static int record_decode(const struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
-                         const unsigned char *blob, size_t len, struct gw_txn_record *rec)
+/* Checks |magic| and the MAC, then splits |blob| into |count| fields; GW_ERR_INVAL when it is not ours. */
+static int blob_decode(const struct gw_cluster *cl, const char *magic, const unsigned char *tid,
+                       size_t tid_len, const unsigned char *blob, size_t len, const unsigned char **f,
+                       size_t *n, int count)
 {
     unsigned char mac[RECORD_MAC_LEN];
-    size_t off = sizeof(RECORD_MAGIC) - 1, n[5];
-    const unsigned char *f[5];
+    size_t off = strlen(magic);
 
-    memset(rec, 0, sizeof(*rec));
-    if (len < off + RECORD_MAC_LEN || memcmp(blob, RECORD_MAGIC, off) != 0 ||
+    if (len < off + RECORD_MAC_LEN || memcmp(blob, magic, off) != 0 ||
         record_mac(cl, tid, tid_len, blob, len - RECORD_MAC_LEN, mac) != 0 ||
         CRYPTO_memcmp(mac, blob + len - RECORD_MAC_LEN, RECORD_MAC_LEN) != 0)
         return GW_ERR_INVAL;
     len -= RECORD_MAC_LEN;
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < count; i++) {
         if (len - off < 4)
             return GW_ERR_INVAL;
         n[i] = (size_t)blob[off] << 24 | (size_t)blob[off + 1] << 16 | (size_t)blob[off + 2] << 8 |
@@ -560,17 +601,108 @@ static int record_decode(const struct gw_cluster *cl, const unsigned char *tid, 
         f[i] = blob + off + 4;
         off += 4 + n[i];
     }
-    if (off != len || n[2] > sizeof(rec->nonce) || n[3] >= sizeof(rec->role) ||
-        n[4] >= sizeof(rec->upstream) || (rec->req = malloc(n[0] + 1)) == NULL ||
-        (rec->cert = malloc(n[1] + 1)) == NULL) {
+    return off == len ? 0 : GW_ERR_INVAL;
+}
+
+/* A copy of |n| bytes at |f| (one more, so that an empty field is not NULL); NULL when out of memory. */
+static unsigned char *field_dup(const unsigned char *f, size_t n, size_t *out_len)
+{
+    unsigned char *p = malloc(n + 1);
+
+    if (p != NULL && n > 0)
+        memcpy(p, f, n);
+    *out_len = n;
+    return p;
+}
+
+static unsigned char *record_encode(const struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                                    const struct gw_txn_record *rec, size_t *out_len)
+{
+    char meta[96];
+    const void *f[RECORD_FIELDS] = {rec->req, rec->cert, rec->nonce, rec->role, rec->upstream, meta};
+    size_t n[RECORD_FIELDS] = {rec->req_len,      rec->cert_len,         rec->nonce_len,
+                               strlen(rec->role), strlen(rec->upstream), 0};
+
+    n[5] = (size_t)snprintf(meta, sizeof(meta), "%u %lld %lld %lld", rec->step, rec->requested_at,
+                            rec->deadline_ms, rec->check_after);
+    return blob_encode(cl, RECORD_MAGIC, tid, tid_len, f, n, RECORD_FIELDS, out_len);
+}
+
+static int record_decode(const struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                         const unsigned char *blob, size_t len, struct gw_txn_record *rec)
+{
+    const unsigned char *f[RECORD_FIELDS];
+    size_t n[RECORD_FIELDS];
+    char meta[96];
+
+    memset(rec, 0, sizeof(*rec));
+    if (blob_decode(cl, RECORD_MAGIC, tid, tid_len, blob, len, f, n, RECORD_FIELDS) != 0 ||
+        n[2] > sizeof(rec->nonce) || n[3] >= sizeof(rec->role) || n[4] >= sizeof(rec->upstream) ||
+        n[5] >= sizeof(meta))
+        return GW_ERR_INVAL;
+    memcpy(meta, f[5], n[5]);
+    meta[n[5]] = '\0';
+    if (sscanf(meta, "%u %lld %lld %lld", &rec->step, &rec->requested_at, &rec->deadline_ms,
+               &rec->check_after) != 4 ||
+        (rec->req = field_dup(f[0], n[0], &rec->req_len)) == NULL ||
+        (rec->cert = field_dup(f[1], n[1], &rec->cert_len)) == NULL) {
         gw_txn_record_cleanup(rec);
         return GW_ERR_INVAL;
     }
-    memcpy(rec->req, f[0], rec->req_len = n[0]);
-    memcpy(rec->cert, f[1], rec->cert_len = n[1]);
     memcpy(rec->nonce, f[2], rec->nonce_len = n[2]);
     memcpy(rec->role, f[3], n[3]);
     memcpy(rec->upstream, f[4], n[4]);
+    return 0;
+}
+
+static unsigned char *result_encode(const struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                                    const struct gw_txn_result *res, size_t *out_len)
+{
+    char meta[48];
+    const void *f[RESULT_FIELDS] = {res->cert, res->chain, meta, res->reason};
+    size_t n[RESULT_FIELDS] = {res->cert_len, res->chain_len, 0, strlen(res->reason)};
+
+    n[2] = (size_t)snprintf(meta, sizeof(meta), "%d %d %d", res->status, res->fail_info, res->modified);
+    return blob_encode(cl, RESULT_MAGIC, tid, tid_len, f, n, RESULT_FIELDS, out_len);
+}
+
+static int result_decode(const struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                         const unsigned char *blob, size_t len, struct gw_txn_result *res)
+{
+    const unsigned char *f[RESULT_FIELDS];
+    size_t n[RESULT_FIELDS];
+    char meta[48];
+
+    memset(res, 0, sizeof(*res));
+    if (blob_decode(cl, RESULT_MAGIC, tid, tid_len, blob, len, f, n, RESULT_FIELDS) != 0 ||
+        n[2] >= sizeof(meta) || n[3] >= sizeof(res->reason))
+        return GW_ERR_INVAL;
+    memcpy(meta, f[2], n[2]);
+    meta[n[2]] = '\0';
+    if (sscanf(meta, "%d %d %d", &res->status, &res->fail_info, &res->modified) != 3 ||
+        (res->cert = field_dup(f[0], n[0], &res->cert_len)) == NULL ||
+        (res->chain = field_dup(f[1], n[1], &res->chain_len)) == NULL) {
+        result_cleanup(res);
+        return GW_ERR_INVAL;
+    }
+    memcpy(res->reason, f[3], n[3]);
+    res->present = true;
+    return 0;
+}
+
+/* A record |v| and its result |r| (nil or empty: none) as Redis answered them; GW_ERR_INVAL if either is not
+ * ours. */
+static int reply_decode(const struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                        const redisReply *v, const redisReply *r, struct gw_txn_record *rec)
+{
+    if (v->type != REDIS_REPLY_STRING ||
+        record_decode(cl, tid, tid_len, (const unsigned char *)v->str, v->len, rec) != 0)
+        return GW_ERR_INVAL;
+    if (r != NULL && r->type == REDIS_REPLY_STRING && r->len > 0 &&
+        result_decode(cl, tid, tid_len, (const unsigned char *)r->str, r->len, &rec->result) != 0) {
+        gw_txn_record_cleanup(rec);
+        return GW_ERR_INVAL;
+    }
     return 0;
 }
 
@@ -623,6 +755,67 @@ int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_
     return rc;
 }
 
+int gw_cluster_update_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                             const struct gw_txn_record *rec, char *err)
+{
+    char k[KEY_LEN];
+    size_t len = 0;
+    unsigned char *blob;
+    const char *argv[5] = {"SET", k, NULL, "XX", "KEEPTTL"};
+    size_t lens[5] = {3, 0, 0, 2, 7};
+    redisContext *c;
+    redisReply *r;
+    int rc;
+
+    if (!gw_cluster_keeps_records(cl) || tid_len == 0 || tid_len > GW_MAX_TID_LEN)
+        return GW_ERR_INVAL;
+    if ((blob = record_encode(cl, tid, tid_len, rec, &len)) == NULL) {
+        snprintf(err, GW_ERR_LEN, "shared state: the transaction record could not be built");
+        return GW_ERR_NOMEM;
+    }
+    if ((c = connection(cl, err)) == NULL) {
+        free(blob);
+        return GW_ERR_UNAVAILABLE;
+    }
+    key(cl, k, "rec", tid, tid_len);
+    argv[2] = (const char *)blob;
+    lens[1] = strlen(k);
+    lens[2] = len;
+    r = redisCommandArgv(c, 5, argv, lens);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR)
+        rc = unavailable(cl, c, r, err);
+    else
+        rc = r->type == REDIS_REPLY_NIL ? GW_ERR_NOT_FOUND : 0;
+    freeReplyObject(r);
+    free(blob);
+    return rc;
+}
+
+int gw_cluster_put_result(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                          const struct gw_txn_result *res, time_t ttl, char *err)
+{
+    char k1[KEY_LEN], k2[KEY_LEN], secs[24];
+    size_t len = 0;
+    unsigned char *blob;
+    long long rc;
+
+    if (!gw_cluster_keeps_records(cl) || tid_len == 0 || tid_len > GW_MAX_TID_LEN)
+        return GW_ERR_INVAL;
+    if ((blob = result_encode(cl, tid, tid_len, res, &len)) == NULL) {
+        snprintf(err, GW_ERR_LEN, "shared state: the upstream result could not be stored");
+        return GW_ERR_NOMEM;
+    }
+    key(cl, k1, "rec", tid, tid_len);
+    key(cl, k2, "res", tid, tid_len);
+    snprintf(secs, sizeof(secs), "%lld", (long long)ttl + GW_STATE_GRACE);
+    rc = integer_of(cl,
+                    eval_n(cl, S_RESULT, k1, k2, 2, (const char *const[]){(const char *)blob, secs},
+                           (const size_t[]){len, strlen(secs)}, err),
+                    err);
+    free(blob);
+    return rc < 0 ? GW_ERR_UNAVAILABLE : (int)rc;
+}
+
 int gw_cluster_claim_expired(struct gw_cluster *cl, time_t now, gw_cluster_expired_fn cb, void *arg)
 {
     char dk[KEY_LEN], n[24], lim[8], err[GW_ERR_LEN];
@@ -643,8 +836,8 @@ int gw_cluster_claim_expired(struct gw_cluster *cl, time_t now, gw_cluster_expir
         }
         return 0;
     }
-    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
-        const redisReply *k = r->element[i], *v = r->element[i + 1];
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 2 < r->elements; i += 3) {
+        const redisReply *k = r->element[i], *v = r->element[i + 1], *res = r->element[i + 2];
         unsigned char tid[GW_MAX_TID_LEN];
         size_t hl = k->type == REDIS_REPLY_STRING && k->len > plen &&
                             strncmp(k->str, cl->prefix, plen - 4) == 0 &&
@@ -659,8 +852,7 @@ int gw_cluster_claim_expired(struct gw_cluster *cl, time_t now, gw_cluster_expir
             char h[3] = {k->str[plen + 2 * j], k->str[plen + 2 * j + 1], '\0'};
             tid[j] = (unsigned char)strtoul(h, NULL, 16);
         }
-        if (tl == 0 || tl > sizeof(tid) || hl % 2 != 0 || v->type != REDIS_REPLY_STRING ||
-            record_decode(cl, tid, tl, (const unsigned char *)v->str, v->len, &rec) != 0) {
+        if (tl == 0 || tl > sizeof(tid) || hl % 2 != 0 || reply_decode(cl, tid, tl, v, res, &rec) != 0) {
             gw_log_kv(GW_LOG_ERROR, "txn_record_invalid", "msg",
                       "an expired shared transaction record does not verify; its expiry is not recorded",
                       NULL);
@@ -694,8 +886,8 @@ int gw_cluster_take_record(struct gw_cluster *cl, const unsigned char *tid, size
         rc = GW_ERR_NOT_FOUND;
     else if (r->type == REDIS_REPLY_INTEGER)
         rc = GW_ERR_BUSY;
-    else if (r->type != REDIS_REPLY_STRING ||
-             record_decode(cl, tid, tid_len, (const unsigned char *)r->str, r->len, out) != 0) {
+    else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+             reply_decode(cl, tid, tid_len, r->element[0], r->element[1], out) != 0) {
         snprintf(err, GW_ERR_LEN, "the shared transaction record does not verify (another key, or altered)");
         rc = GW_ERR_INVAL;
     } else {
@@ -808,6 +1000,20 @@ int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_
     return GW_ERR_INVAL;
 }
 
+int gw_cluster_update_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                             const struct gw_txn_record *rec, char *err)
+{
+    (void)cl, (void)tid, (void)tid_len, (void)rec, (void)err;
+    return GW_ERR_INVAL;
+}
+
+int gw_cluster_put_result(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                          const struct gw_txn_result *res, time_t ttl, char *err)
+{
+    (void)cl, (void)tid, (void)tid_len, (void)res, (void)ttl, (void)err;
+    return GW_ERR_INVAL;
+}
+
 int gw_cluster_claim_expired(struct gw_cluster *cl, time_t now, gw_cluster_expired_fn cb, void *arg)
 {
     (void)cl, (void)now, (void)cb, (void)arg;
@@ -837,6 +1043,8 @@ void gw_txn_record_cleanup(struct gw_txn_record *rec)
 {
     free(rec->req);
     free(rec->cert);
+    free(rec->result.cert);
+    free(rec->result.chain);
     memset(rec, 0, sizeof(*rec));
 }
 

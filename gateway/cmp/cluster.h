@@ -2,9 +2,8 @@
  * What several gateway instances share ("cmp.state": "redis"; docs/operations.md, "Several
  * instances"): the transactionIDs seen (the replay check) and the transactions open, with the
  * per-identity caps, in one Redis, so that a request replayed to another instance is refused and
- * a cap holds across instances. Each step is one Lua script, atomic in Redis. The open
- * transactions' contexts stay in the memory of the instance that began them: a client's messages
- * must reach that instance (a balancer hashing the client's address).
+ * a cap holds across instances; with a "mac_key_file", the records from which any instance
+ * continues a transaction another began. Each step is one Lua script, atomic in Redis.
  *
  * Thread-safe: each thread has its own connection, opened on first use and again after an error.
  * Every call that cannot reach Redis returns GW_ERR_UNAVAILABLE with a one-line reason: the
@@ -58,14 +57,34 @@ void gw_cluster_release(struct gw_cluster *cl, const unsigned char *tid, size_t 
  * of the answer the client got, the role and the upstream. Authenticated with HMAC-SHA256 under
  * the key every instance shares, so that what Redis holds cannot make an instance accept a
  * certificate no instance issued.
+ *
+ * A deferred request (docs/polling.md) has a record without a certificate while its upstream call
+ * runs on the instance that made it; that instance writes the call's result next to the record
+ * (gw_cluster_put_result) after the "issued" line is on its audit log, and whichever instance a
+ * pollReq reaches delivers it. Each answer that changes the senderNonce the client holds (a
+ * pollRep, the certificate's release) rewrites the record and bumps |step|: a copy of the
+ * transaction an instance kept in memory is current only while its step is the record's.
  */
+struct gw_txn_result {
+    bool present;                /* the call has returned */
+    unsigned char *cert, *chain; /* DER; the chain's certificates back to back */
+    size_t cert_len, chain_len;
+    int status, fail_info, modified; /* as struct gw_sign_result's */
+    char reason[GW_ERR_LEN];
+};
+
 struct gw_txn_record {
-    unsigned char *req, *cert; /* DER */
+    unsigned char *req, *cert; /* DER; no certificate while a deferred request waits */
     size_t req_len, cert_len;
     unsigned char nonce[GW_MAX_NONCE_LEN];
     size_t nonce_len;
     char role[GW_MAX_NAME_LEN + 1];
     char upstream[GW_MAX_NAME_LEN + 1];
+    unsigned step;          /* bumped by every rewrite */
+    long long requested_at; /* when the request came (s since the epoch): its plan is made for then */
+    long long deadline_ms;  /* a deferred request: when its upstream call gives up (ms since the epoch) */
+    long long check_after;  /* a deferred request: the checkAfter of its pollReps (s) */
+    struct gw_txn_result result; /* filled by gw_cluster_take_record and the expiry claim */
 };
 
 /* Whether |cl| keeps transaction records (a "mac_key_file" is configured). NULL-safe. */
@@ -77,6 +96,22 @@ bool gw_cluster_keeps_records(const struct gw_cluster *cl);
  */
 int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
                           const struct gw_txn_record *rec, time_t ttl, char *err);
+
+/*
+ * gw_cluster_update_record rewrites |tid|'s record as |rec| (its step bumped by the caller), keeping
+ * its deadline: 0, GW_ERR_NOT_FOUND (it is gone), GW_ERR_UNAVAILABLE with |err|. The caller holds
+ * its lease.
+ */
+int gw_cluster_update_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                             const struct gw_txn_record *rec, char *err);
+
+/*
+ * gw_cluster_put_result stores a deferred request's result next to its record, for |ttl| +
+ * GW_STATE_GRACE seconds: 1, 0 when the record is gone (the transaction was closed: nobody will
+ * collect it), GW_ERR_UNAVAILABLE with |err|.
+ */
+int gw_cluster_put_result(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                          const struct gw_txn_result *res, time_t ttl, char *err);
 
 typedef void (*gw_cluster_expired_fn)(void *arg, const unsigned char *tid, size_t tid_len,
                                       const struct gw_txn_record *rec);
@@ -92,8 +127,9 @@ int gw_cluster_claim_expired(struct gw_cluster *cl, time_t now, gw_cluster_expir
 
 /*
  * gw_cluster_take_record leases |tid|'s record to this instance (GW_STATE_LEASE_SECS) and fills
- * |out| (free with gw_txn_record_cleanup): 0; GW_ERR_NOT_FOUND (no record); GW_ERR_BUSY (another
- * instance holds it); GW_ERR_INVAL (it does not verify); GW_ERR_UNAVAILABLE with |err|.
+ * |out|, with the result of a deferred request if there is one (free with gw_txn_record_cleanup): 0;
+ * GW_ERR_NOT_FOUND (no record); GW_ERR_BUSY (another instance holds it); GW_ERR_INVAL (it does not verify);
+ * GW_ERR_UNAVAILABLE with |err|.
  */
 int gw_cluster_take_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
                            struct gw_txn_record *out, char *err);

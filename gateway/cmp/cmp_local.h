@@ -37,6 +37,7 @@ struct gw_upstream_set;
 struct cmp_crl_cache;   /* status.c */
 struct cmp_shared;      /* engine.c */
 struct cmp_pending;     /* poll.c */
+struct cmp_remote;      /* poll.c */
 struct cmp_role_policy; /* policy.c */
 
 struct gw_cluster;
@@ -128,7 +129,12 @@ struct cmp_txn {
     int on_record;               /* the completion wrote the "issued" record */
     X509 *rebuilt; /* rebuilding a transaction another instance began: the certificate it issued, which
                       the cert-request callback hands OpenSSL again without any check (engine.c) */
+    int rewait;    /* rebuilding a deferred request: the cert-request callback plans it and answers waiting */
+    struct cmp_remote *remote; /* rebuilt deferred request: its call runs (or ran) on another instance */
+    time_t requested_at;       /* when the request came: a deferred request is planned for that time again */
     int shared;    /* its record is in the shared state: any instance may continue it (engine.c) */
+    unsigned step; /* the record's step this copy reflects: another is current once another instance
+                      answered (a pollRep) */
 };
 
 #endif

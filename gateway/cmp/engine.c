@@ -15,6 +15,7 @@
 #include "gateway/cmp/poll.h"
 #include "gateway/cmp/record.h"
 #include "gateway/cmp/replay.h"
+#include "gateway/cmp/share.h"
 #include "gateway/cmp/srv.h"
 #include "gateway/cmp/status.h"
 #include "gateway/cmp/txn.h"
@@ -157,16 +158,22 @@ static void log_closed(void *arg, struct gw_txn *txn)
     int dropped;
 
     gw_hex(tid, txn->tid, txn->tid_len);
-    /* recorded by the engine it began under, whose configuration it names */
-    if (t != NULL && t->pending != NULL && t->issued == NULL)
-        cmp_poll_closed(t->e, t, tid, how->pending_event);
-    /* shutting down: its record and reservation stay for the instance its certConf reaches */
-    if (t != NULL && t->shared && how->leave_to_cluster) {
+    /* shutting down: its record and reservation stay for the instance its next message reaches; a
+       deferred request, which other instances may have answered since, expires from its record */
+    if (t != NULL && t->shared && (how->leave_to_cluster || t->request != NULL)) {
+        if (!how->leave_to_cluster)
+            gw_cluster_release(t->e->cluster, txn->tid, txn->tid_len, txn->identity);
         gw_log_kv(GW_LOG_INFO, "txn_left_to_cluster", "tid", tid, "identity", txn->identity, "serial",
-                  t->serial, "msg", "another instance can answer its certConf", NULL);
+                  t->serial, "msg",
+                  how->leave_to_cluster ? "another instance can answer its next message"
+                                        : "its expiry is recorded from its shared record",
+                  NULL);
         gw_txn_free(txn);
         return;
     }
+    /* recorded by the engine it began under, whose configuration it names */
+    if (t != NULL && t->pending != NULL && t->issued == NULL)
+        cmp_poll_closed(t->e, t, tid, how->pending_event);
     if (t != NULL)
         gw_cluster_release(t->e->cluster, txn->tid, txn->tid_len, txn->identity);
     /* its record gone: another instance continued and closed it (that one has it on record); or
@@ -205,6 +212,7 @@ void gw_cmp_engine_free(struct gw_cmp_engine *e)
 {
     if (e == NULL)
         return;
+    cmp_poll_detach(e); /* upstream calls still running write to the audit log and the shared state */
     if (e->shared != NULL && atomic_fetch_sub(&e->shared->refs, 1) == 1) {
         /* the last engine: what is still open ends here */
         gw_txn_table_free(e->shared->txns, log_closed, (void *)&abandoned);
@@ -212,7 +220,6 @@ void gw_cmp_engine_free(struct gw_cmp_engine *e)
         gw_cluster_free(e->shared->cluster);
         free(e->shared);
     }
-    cmp_poll_detach(e); /* upstream calls still running write to the audit log */
     cmp_policy_cleanup(e);
     free(e);
 }
@@ -234,8 +241,8 @@ static int replay_stored(const struct gw_hdr_info *want, struct cmp_call *sub,
                          const struct gw_txn_record *rec, struct cmp_txn **out);
 
 /*
- * A shared transaction whose deadline passed on no instance: the one that issued it is gone, so
- * its expiry is recorded here, with the certificate and the request of its record.
+ * A shared transaction whose deadline passed on no instance (the one that issued it is gone), or a
+ * deferred request (whose record is the whole story): its expiry is recorded here, from its record.
  */
 static void record_orphan(void *arg, const unsigned char *tid, size_t tid_len,
                           const struct gw_txn_record *rec)
@@ -252,12 +259,7 @@ static void record_orphan(void *arg, const unsigned char *tid, size_t tid_len,
         if (strcmp(e->cfg.roles[i].name, rec->role) == 0)
             sub.role = &e->cfg.roles[i];
     if (sub.role != NULL && replay_stored(NULL, &sub, rec, &t) == 0) {
-        gw_log_kv(GW_LOG_WARN, "txn_expired", "tid", scratch.tid, "identity", t->identity, "serial",
-                  t->serial, "msg",
-                  "certificate issued by an instance that is gone, never confirmed; it stays valid", NULL);
-        (void)cmp_audit_cert(e, t, scratch.tid, "expired_unconfirmed",
-                             "no certConf within the transaction TTL (the instance that issued it is gone)",
-                             t->issued, 0);
+        cmp_share_expired(e, t, scratch.tid, rec);
         cmp_txn_free(t);
     } else {
         const unsigned char *p = rec->cert;
@@ -576,36 +578,6 @@ static void release_slot(struct gw_cmp_engine *e, const struct cmp_call *c, cons
     (void)gw_cluster_drop_record(e->cluster, c->hdr.tid, c->hdr.tid_len);
 }
 
-/*
- * With transaction records ("mac_key_file"), what another instance needs to continue this one: the
- * request, the certificate, the senderNonce of the answer. Without, the transaction goes on here only.
- */
-static void share_txn(struct cmp_call *c, struct cmp_txn *t, const unsigned char *nonce, size_t nonce_len,
-                      time_t ttl)
-{
-    struct gw_txn_record rec = {.req = (unsigned char *)c->req->der, .req_len = c->req->len};
-    char err[GW_ERR_LEN] = "out of memory";
-    int len;
-
-    if (!gw_cluster_keeps_records(c->e->cluster) || t->issued == NULL)
-        return;
-    if (nonce_len <= sizeof(rec.nonce) && (len = i2d_X509(t->issued, &rec.cert)) > 0) {
-        rec.cert_len = (size_t)len;
-        memcpy(rec.nonce, nonce, rec.nonce_len = nonce_len);
-        snprintf(rec.role, sizeof(rec.role), "%s", t->role->name);
-        snprintf(rec.upstream, sizeof(rec.upstream), "%s",
-                 gw_upstream_conf_name(gw_upstream_get0_conf(t->up)));
-        if (gw_cluster_put_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, &rec, ttl, err) == 0) {
-            OPENSSL_free(rec.cert);
-            t->shared = 1;
-            return;
-        }
-    }
-    OPENSSL_free(rec.cert);
-    gw_log_kv(GW_LOG_WARN, "txn_not_shared", "tid", c->rsp->tid, "reason", err, "msg",
-              "its certConf must reach this instance", NULL);
-}
-
 static void end_slot(struct cmp_call *c)
 {
     if (c->reserved)
@@ -625,7 +597,7 @@ static void park(struct cmp_call *c, struct cmp_txn *t, const unsigned char *non
 
     if ((t->pbm || (t->signer != NULL && OSSL_CMP_CTX_set1_srvCert(ctx, t->signer) == 1)) &&
         (txn = gw_txn_new(c->hdr.tid, c->hdr.tid_len, t->identity, c->now + ttl, t, cmp_txn_free)) != NULL) {
-        share_txn(c, t, nonce, nonce_len, ttl); /* before it is open here: another instance may take it */
+        cmp_share_txn(c, t, nonce, nonce_len, ttl); /* before it is open here: another instance may take it */
         if (gw_txn_put(c->e->txns, txn) == 0) {
             c->reserved = 0; /* the slot now holds the transaction */
             return;
@@ -785,11 +757,11 @@ static int replay_stored(const struct gw_hdr_info *want, struct cmp_call *sub,
     OSSL_CMP_CTX *ctx;
     struct cmp_txn *t = NULL;
     X509 *cert = d2i_X509(NULL, &p, (long)rec->cert_len);
-    int ok;
+    int ok, waiting = rec->cert_len == 0; /* a deferred request: its call runs, or ran, elsewhere */
 
     p = rec->req;
     req = d2i_OSSL_CMP_MSG(NULL, &p, (long)rec->req_len);
-    ok = cert != NULL && req != NULL && nonce != NULL &&
+    ok = (cert != NULL || waiting) && req != NULL && nonce != NULL &&
          ASN1_OCTET_STRING_set(nonce, rec->nonce, (int)rec->nonce_len) == 1 &&
          gw_shim_hdr_info(req, &sub->hdr) == 0 &&
          (want == NULL ||
@@ -807,9 +779,12 @@ static int replay_stored(const struct gw_hdr_info *want, struct cmp_call *sub,
     if (ok) {
         t->rebuilt = cert;
         cert = NULL;
+        t->rewait = waiting;
+        t->requested_at = (time_t)rec->requested_at;
         rsp = run(t, sub, req);
         ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
-        ok = rsp != NULL && is_cert_response(OSSL_CMP_MSG_get_bodytype(rsp)) && t->issued != NULL &&
+        ok = rsp != NULL && is_cert_response(OSSL_CMP_MSG_get_bodytype(rsp)) &&
+             (waiting ? t->plan != NULL && (t->remote = cmp_poll_remote(rec)) != NULL : t->issued != NULL) &&
              OSSL_CMP_CTX_get_status(ctx) != -1 && OSSL_CMP_CTX_set1_senderNonce(ctx, nonce) == 1 &&
              (t->pbm || (t->signer != NULL && OSSL_CMP_CTX_set1_srvCert(ctx, t->signer) == 1));
     }
@@ -823,7 +798,10 @@ static int replay_stored(const struct gw_hdr_info *want, struct cmp_call *sub,
         return 1;
     }
     cmp_identify(t, sub);
-    gw_x509_cert_serial_hex(t->issued, t->serial, sizeof(t->serial));
+    if (t->issued != NULL)
+        gw_x509_cert_serial_hex(t->issued, t->serial, sizeof(t->serial));
+    t->step = rec->step;
+    t->shared = 1;
     t->up =
         gw_upstream_set_get0(sub->e->ups, rec->upstream); /* NULL if this instance has none of that name */
     *out = t;
@@ -837,14 +815,12 @@ static int replay_stored(const struct gw_hdr_info *want, struct cmp_call *sub,
  * there); then the senderNonce the client got is put back. NULL when there is nothing to continue,
  * with |r| set when the answer is other than "no open transaction".
  */
+static struct gw_txn *rebuild_from(struct cmp_call *c, struct gw_txn_record *rec);
+
 static struct gw_txn *rebuild(struct cmp_call *c, struct cmp_refusal *r)
 {
-    struct gw_cmp_request sreq = *c->req;
-    struct gw_cmp_response scratch;
     struct gw_txn_record rec;
-    struct cmp_call sub;
-    struct cmp_txn *t = NULL;
-    struct gw_txn *txn = NULL;
+    struct gw_txn *txn;
     char err[GW_ERR_LEN] = "";
     int rc = gw_cluster_take_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, &rec, err);
 
@@ -863,14 +839,28 @@ static struct gw_txn *rebuild(struct cmp_call *c, struct cmp_refusal *r)
         gw_log_kv(GW_LOG_ERROR, "txn_record_invalid", "tid", c->rsp->tid, "reason", err, NULL);
     if (rc != 0)
         return NULL;
-    sreq.der = rec.req;
-    sreq.len = rec.req_len;
+    txn = rebuild_from(c, &rec);
+    gw_txn_record_cleanup(&rec);
+    return txn;
+}
+
+/* The transaction of |rec|, whose lease this instance holds (given back when it cannot be rebuilt). */
+static struct gw_txn *rebuild_from(struct cmp_call *c, struct gw_txn_record *rec)
+{
+    struct gw_cmp_request sreq = *c->req;
+    struct gw_cmp_response scratch;
+    struct cmp_call sub;
+    struct cmp_txn *t = NULL;
+    struct gw_txn *txn = NULL;
+
+    sreq.der = rec->req;
+    sreq.len = rec->req_len;
     stored_call(&sub, c->e, &sreq, &scratch, c->now);
     sub.role = c->req->route != NULL ? c->req->route->role : NULL;
     cmp_describe_call(&sub);
     snprintf(scratch.tid, sizeof(scratch.tid), "%s", c->rsp->tid);
     /* the upstream that issued it answers for it (a rejection revokes there): it must be here too */
-    if (replay_stored(&c->hdr, &sub, &rec, &t) == 0 && t->up != NULL)
+    if (replay_stored(&c->hdr, &sub, rec, &t) == 0 && t->up != NULL)
         txn = gw_txn_new(c->hdr.tid, c->hdr.tid_len, t->identity,
                          c->now + (time_t)c->e->cfg.cmp->transaction_ttl, t, cmp_txn_free);
     if (txn != NULL) {
@@ -883,7 +873,6 @@ static struct gw_txn *rebuild(struct cmp_call *c, struct cmp_refusal *r)
                   sub.diag[0] != '\0' ? sub.diag : "its stored request does not run here", NULL);
     }
     gw_shim_hdr_info_cleanup(&sub.hdr);
-    gw_txn_record_cleanup(&rec);
     return txn;
 }
 
@@ -902,22 +891,30 @@ static void put_back(struct cmp_call *c, struct gw_txn *txn, int rebuilt, int le
 }
 
 /*
- * A shared transaction open here too: the record is leased before this instance answers, so that
- * one message is answered once across the instances. 0: go on (leased, or the record does not
- * verify and this copy stands); 1: answered (closed elsewhere, or held or unreachable).
+ * The lease on a shared transaction's record, for its own copy here (*txn), so that one message is
+ * answered once across the instances: 0 (leased, or the record does not verify and this copy
+ * stands; a copy older than the record, which another instance answered since, is replaced by one
+ * rebuilt from it: *rebuilt), GW_ERR_NOT_FOUND (another instance closed it: the copy is freed), or
+ * GW_ERR_BUSY / GW_ERR_UNAVAILABLE (the copy is back in the table), with |err|.
  */
-/*
- * The lease on a shared transaction's record, for its own copy here: 0 (leased, or the record does
- * not verify and this copy stands), GW_ERR_NOT_FOUND (another instance closed it: the copy is
- * freed), or GW_ERR_BUSY / GW_ERR_UNAVAILABLE (the copy is back in the table), with |err|.
- */
-static int claim_copy(struct cmp_call *c, struct gw_txn *txn, int *leased, char *err)
+static int claim_copy(struct cmp_call *c, struct gw_txn **txnp, int *leased, int *rebuilt, char *err)
 {
+    struct gw_txn *txn = *txnp;
     struct gw_txn_record rec;
     int rc = gw_cluster_take_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, &rec, err);
 
-    gw_txn_record_cleanup(&rec);
     *leased = rc == 0;
+    if (rc == 0 && rec.step != ((struct cmp_txn *)txn->data)->step) {
+        gw_log_kv(GW_LOG_INFO, "txn_copy_replaced", "tid", c->rsp->tid, "identity", txn->identity, "msg",
+                  "another instance answered it since; rebuilt from its record", NULL);
+        gw_txn_free(txn);
+        gw_txn_release(c->e->txns, c->hdr.tid, c->hdr.tid_len);
+        *leased = *rebuilt = (*txnp = rebuild_from(c, &rec)) != NULL;
+        rc = *txnp != NULL ? 0 : GW_ERR_NOT_FOUND;
+        gw_txn_record_cleanup(&rec);
+        return rc;
+    }
+    gw_txn_record_cleanup(&rec);
     if (rc == 0 || rc == GW_ERR_INVAL)
         return 0;
     if (rc == GW_ERR_NOT_FOUND) {
@@ -930,11 +927,13 @@ static int claim_copy(struct cmp_call *c, struct gw_txn *txn, int *leased, char 
     return rc;
 }
 
-static int claim_shared(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn *txn, int *leased)
+/* claim_copy for a certConf or pollReq: 0, go on; 1, answered (closed elsewhere, or held or unreachable). */
+static int claim_shared(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn **txn, int *leased,
+                        int *rebuilt)
 {
     struct cmp_refusal why = {0};
     char err[GW_ERR_LEN] = "";
-    int rc = claim_copy(c, txn, leased, err);
+    int rc = claim_copy(c, txn, leased, rebuilt, err);
 
     if (rc == 0)
         return 0;
@@ -961,11 +960,12 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     struct cmp_txn *t;
     OSSL_CMP_MSG *rsp;
     struct cmp_refusal r = {0}, why = {.fail_info = -1};
-    int rebuilt = 0, leased = 0;
+    int rebuilt = 0, leased = 0, open;
 
-    if (txn != NULL && ((struct cmp_txn *)txn->data)->shared && claim_shared(c, msg, txn, &leased) != 0)
+    if (txn != NULL && ((struct cmp_txn *)txn->data)->shared &&
+        claim_shared(c, msg, &txn, &leased, &rebuilt) != 0)
         return;
-    if (txn == NULL && c->body == GW_CMP_BODY_CERTCONF && gw_cluster_keeps_records(c->e->cluster)) {
+    if (txn == NULL && gw_cluster_keeps_records(c->e->cluster)) {
         leased = rebuilt = (txn = rebuild(c, &why)) != NULL;
         if (txn == NULL && why.fail_info >= 0) {
             refuse(c, msg, &why);
@@ -1008,10 +1008,13 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     }
     cmp_set_outcome(c, "closed without certificate status", NULL);
     rsp = run(t, c, msg);
-    finish(c, t, msg, rsp);
     /* still waiting (pollRep), or the released certificate now awaits its certConf */
-    if (c->rsp->http_status == 200 && OSSL_CMP_CTX_get_status(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv)) != -1 &&
-        (strcmp(c->rsp->rsp_type, "pollRep") == 0 || c->released)) {
+    open = rsp != NULL && OSSL_CMP_CTX_get_status(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv)) != -1 &&
+           (OSSL_CMP_MSG_get_bodytype(rsp) == GW_CMP_BODY_POLLREP || c->released);
+    if (open && t->shared) /* the client's next message may go to any instance */
+        cmp_reshare(c, t, rsp);
+    finish(c, t, msg, rsp);
+    if (open && c->rsp->http_status == 200) {
         put_back(c, txn, rebuilt, leased);
         return;
     }
@@ -1061,7 +1064,8 @@ static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
         (txn = gw_txn_take(c->e->txns, c->hdr.tid, c->hdr.tid_len)) == NULL &&
         gw_cluster_keeps_records(c->e->cluster))
         leased = rebuilt = (txn = rebuild(c, &ignored)) != NULL;
-    else if (txn != NULL && ((struct cmp_txn *)txn->data)->shared && claim_copy(c, txn, &leased, err) != 0)
+    else if (txn != NULL && ((struct cmp_txn *)txn->data)->shared &&
+             claim_copy(c, &txn, &leased, &rebuilt, err) != 0)
         txn = NULL; /* closed elsewhere (freed), or held or unreachable (back in the table) */
     if (txn == NULL && (ignored.fail_info >= 0 || err[0] != '\0'))
         gw_log_kv(GW_LOG_WARN, "txn_not_aborted", "tid", c->rsp->tid, "reason",

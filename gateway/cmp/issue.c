@@ -246,10 +246,13 @@ static OSSL_CMP_PKISI *defer(struct cmp_txn *t, struct cmp_call *c, struct issui
 
     *t->plan = is->plan; /* moved */
     gw_cert_plan_init(&is->plan);
+    t->requested_at = c->now; /* another instance plans it for that time again (wait_again) */
     cmp_set_outcome(c, "waiting", NULL);
     c->audited = 1;
     cmp_audit_rec_init(&r, t, c->rsp->tid, "waiting",
                        "the upstream CA is slower than poll_after; the client polls");
+    r.subject = t->plan->subject;
+    r.sans = t->plan->sans;
     (void)cmp_audit_write(c->e, &r, 0);
     return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_waiting, 0, NULL);
 }
@@ -300,6 +303,37 @@ static OSSL_CMP_PKISI *issue(struct cmp_txn *t, struct cmp_call *c, const OSSL_C
     return si;
 }
 
+/*
+ * A deferred request another instance began, rebuilt from its record: planned again for the time
+ * it came (the certificate is checked against that plan on release), and answered "waiting" again,
+ * without any check, upstream call or record (they happened there).
+ */
+static OSSL_CMP_PKISI *wait_again(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req,
+                                  const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr)
+{
+    struct issuing is = {.p10cr = p10cr};
+    struct cmp_refusal r = {0};
+    time_t now = c->now;
+    int rc;
+
+    gw_cert_req_init(&is.creq);
+    gw_cert_plan_init(&is.plan);
+    c->now = t->requested_at;
+    rc = plan_request(t, c, crm, &is, &r);
+    c->now = now;
+    t->rewait = 0;
+    if (rc == 0 && (t->request = OSSL_CMP_MSG_dup(req)) != NULL &&
+        (t->plan = calloc(1, sizeof(*t->plan))) != NULL) {
+        *t->plan = is.plan; /* moved */
+        gw_cert_plan_init(&is.plan);
+    } else {
+        snprintf(c->diag, sizeof(c->diag), "its stored request does not plan here: %.200s", r.text);
+    }
+    gw_cert_plan_cleanup(&is.plan);
+    gw_cert_req_cleanup(&is.creq);
+    return t->plan != NULL ? OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_waiting, 0, NULL) : NULL;
+}
+
 /* The checks in order: who asks (authorization first), then protocol, then the old certificate. */
 static OSSL_CMP_PKISI *decide(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req,
                               const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr, X509 **certOut,
@@ -323,7 +357,7 @@ static OSSL_CMP_PKISI *release(struct cmp_txn *t, struct cmp_call *c, X509 **cer
     OSSL_CMP_PKISI *si;
 
     t->release = 0;
-    if (!cmp_poll_take(t->pending, &res, &t->on_record))
+    if (!cmp_poll_take(t, &res, &t->on_record))
         return cmp_reject(c, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badRequest,
                                                    "the result of this transaction was already sent"});
     if (sign_refused(&res, &r)) {
@@ -360,6 +394,8 @@ OSSL_CMP_PKISI *cmp_issue_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int
         t->rebuilt = NULL;
         return si;
     }
+    if (t->rewait)
+        return wait_again(t, c, req, crm, p10cr);
     si = t->release ? release(t, c, certOut, chainOut) : decide(t, c, req, crm, p10cr, certOut, chainOut);
     /* RFC 9810 §5.3.2, TS 33.310 §9.5.4.3: the operator root for the device; OpenSSL sends it in ip only */
     if (*certOut != NULL && t->role->ca_pubs != NULL &&

@@ -16,6 +16,7 @@
  * the engine cannot go away under it.
  */
 #include "gateway/cmp/poll.h"
+#include "gateway/cmp/cluster.h"
 #include "gateway/cmp/record.h"
 #include "base/err.h"
 #include "base/log.h"
@@ -23,6 +24,7 @@
 #include "base/x509.h"
 
 #include <errno.h>
+#include <sys/time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +51,19 @@ struct cmp_pending {
     struct cmp_txn view;
     char tid[2 * GW_MAX_TID_LEN + 1];
     char upstream[GW_MAX_NAME_LEN + 1]; /* for logs after the upstream set is gone */
+    /* a shared transaction (cmp_poll_share): the result goes beside its record for any instance */
+    struct gw_cluster *cl; /* guarded by |lock|; used under detach_lock while |e| is set */
+    unsigned char tid_raw[GW_MAX_TID_LEN];
+    size_t tid_len;
+    time_t ttl;
+};
+
+/* A deferred request rebuilt from its record: the call runs, or ran, on another instance. */
+struct cmp_remote {
+    uint64_t deadline_ms; /* wall clock (ms since the epoch): the instances' clocks agree */
+    int64_t check_after;
+    struct gw_sign_result *res; /* NULL until that instance wrote the result */
+    char upstream[GW_MAX_NAME_LEN + 1];
 };
 
 static pthread_mutex_t detach_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -154,11 +169,83 @@ static int record_issue(struct cmp_pending *p, X509 *cert, int late)
     return cmp_audit_cert(p->e, &p->view, p->tid, "issued", status, cert, 1);
 }
 
+static int der_append(unsigned char **buf, size_t *len, X509 *x)
+{
+    int n = i2d_X509(x, NULL);
+    unsigned char *nb, *q;
+
+    if (n <= 0 || (nb = realloc(*buf, *len + (size_t)n)) == NULL)
+        return GW_ERR_NOMEM;
+    *buf = nb;
+    q = nb + *len;
+    if (i2d_X509(x, &q) != n)
+        return GW_ERR_CRYPTO;
+    *len += (size_t)n;
+    return 0;
+}
+
+static void shared_result_cleanup(struct gw_txn_result *sr)
+{
+    free(sr->cert);
+    free(sr->chain);
+    memset(sr, 0, sizeof(*sr));
+}
+
+/*
+ * |res| as the other instances read it. A certificate whose "issued" record could not be written
+ * is not shared: they answer what this instance would (docs/design.md D8).
+ */
+static int shared_result(const struct gw_sign_result *res, int recorded, struct gw_txn_result *sr)
+{
+    memset(sr, 0, sizeof(*sr));
+    sr->present = true;
+    sr->status = res->status;
+    sr->fail_info = res->fail_info;
+    sr->modified = res->modified;
+    snprintf(sr->reason, sizeof(sr->reason), "%s", res->reason);
+    if (res->status != 0 || res->cert == NULL)
+        return 0;
+    if (!recorded) {
+        sr->status = GW_ERR_IO;
+        sr->fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
+        snprintf(sr->reason, sizeof(sr->reason), "%s",
+                 "the audit log cannot be written; the certificate was not released");
+        return 0;
+    }
+    if (der_append(&sr->cert, &sr->cert_len, res->cert) != 0)
+        goto fail;
+    for (int i = 0; i < sk_X509_num(res->chain); i++)
+        if (der_append(&sr->chain, &sr->chain_len, sk_X509_value(res->chain, i)) != 0)
+            goto fail;
+    return 0;
+fail:
+    shared_result_cleanup(sr);
+    return GW_ERR_NOMEM;
+}
+
+/* Puts the result beside the transaction's record (its engine, hence its cluster, is alive). */
+static void publish(struct cmp_pending *p, struct gw_txn_result *sr)
+{
+    char err[GW_ERR_LEN] = "";
+    int rc = gw_cluster_put_result(p->cl, p->tid_raw, p->tid_len, sr, p->ttl, err);
+
+    if (rc == 0 && sr->cert_len > 0)
+        gw_log_kv(GW_LOG_WARN, "late_issue", "tid", p->tid, "serial", p->view.serial, "upstream", p->upstream,
+                  "msg",
+                  "certificate issued after its transaction was closed on another instance; not delivered",
+                  NULL);
+    else if (rc < 0)
+        gw_log_kv(GW_LOG_ERROR, "result_not_shared", "tid", p->tid, "reason", err, "msg",
+                  "only a pollReq that reaches this instance collects it", NULL);
+    shared_result_cleanup(sr);
+}
+
 /* The completion of a deferrable call (call thread). */
 static void pending_done(void *arg, struct gw_sign_result *res)
 {
     struct cmp_pending *p = arg;
-    int recorded = 0, late;
+    struct gw_txn_result sr;
+    int recorded = 0, late, share = 0;
 
     pthread_mutex_lock(&p->lock);
     if (res->cert != NULL)
@@ -185,8 +272,17 @@ static void pending_done(void *arg, struct gw_sign_result *res)
         p->res = res;
         p->done = 1;
         p->on_record = recorded;
+        share = p->cl != NULL && shared_result(res, recorded, &sr) == 0;
     }
     pthread_mutex_unlock(&p->lock);
+    if (share) { /* after the "issued" record, as for a pollReq here */
+        pthread_mutex_lock(&detach_lock);
+        if (p->e != NULL)
+            publish(p, &sr);
+        else
+            shared_result_cleanup(&sr);
+        pthread_mutex_unlock(&detach_lock);
+    }
 out:
     unlink_call(p);
     cmp_poll_release(p);
@@ -244,52 +340,167 @@ int cmp_poll_sign(struct cmp_txn *t, struct cmp_call *c, const struct gw_sign_re
     return 1;
 }
 
-/* A call past its deadline fails as gw_upstream_sign_wait's would (p->lock held). */
-static void give_up(struct cmp_pending *p)
+/* A call past its deadline fails as gw_upstream_sign_wait's would. */
+static struct gw_sign_result *timed_out(const char *upstream)
 {
-    if ((p->res = malloc(sizeof(*p->res))) != NULL) {
-        gw_sign_result_init(p->res);
-        p->res->status = GW_ERR_TIMEOUT;
-        p->res->fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
-        snprintf(p->res->reason, sizeof(p->res->reason),
+    struct gw_sign_result *res = malloc(sizeof(*res));
+
+    if (res != NULL) {
+        gw_sign_result_init(res);
+        res->status = GW_ERR_TIMEOUT;
+        res->fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
+        snprintf(res->reason, sizeof(res->reason),
                  "upstream %s did not answer in time; the outcome is unknown, do not retry blindly",
-                 p->upstream);
+                 upstream);
     }
-    p->gave_up = 1;
-    p->done = 1;
+    return res;
 }
 
-int cmp_poll_ready(struct cmp_pending *p, int64_t *check_after)
+/* pollRep's checkAfter while a call runs: the role's, never past |left_ms| (the call's deadline). */
+static int64_t check_after_within(int64_t check_after, uint64_t left_ms)
 {
+    return check_after > clamp_secs(left_ms) ? clamp_secs(left_ms) : check_after;
+}
+
+static uint64_t wall_ms(void)
+{
+    struct timeval tv;
+
+    gettimeofday(&tv, NULL);
+    return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+}
+
+/* the result of a call another instance made, from its record (NULL until it was written) */
+static int remote_ready(struct cmp_remote *r, int64_t *check_after)
+{
+    uint64_t now = wall_ms();
+
+    if (r->res == NULL && now >= r->deadline_ms)
+        r->res = timed_out(r->upstream); /* that instance is gone, or its call outlived the deadline */
+    *check_after = r->res != NULL ? 0 : check_after_within(r->check_after, r->deadline_ms - now);
+    return r->res != NULL;
+}
+
+int cmp_poll_ready(struct cmp_txn *t, int64_t *check_after)
+{
+    struct cmp_pending *p = t->pending;
     uint64_t now = gw_now_ms();
     int ready;
 
+    if (p == NULL)
+        return remote_ready(t->remote, check_after);
     pthread_mutex_lock(&p->lock);
-    if (!p->done && now >= p->deadline_ms)
-        give_up(p);
+    if (!p->done && now >= p->deadline_ms) {
+        p->res = timed_out(p->upstream);
+        p->gave_up = 1;
+        p->done = 1;
+    }
     ready = p->done;
-    *check_after = ready ? 0 : p->check_after;
-    if (!ready && *check_after > clamp_secs(p->deadline_ms - now))
-        *check_after = clamp_secs(p->deadline_ms - now);
+    *check_after = ready ? 0 : check_after_within(p->check_after, p->deadline_ms - now);
     pthread_mutex_unlock(&p->lock);
     return ready;
 }
 
-int cmp_poll_take(struct cmp_pending *p, struct gw_sign_result *out, int *on_record)
+int cmp_poll_take(struct cmp_txn *t, struct gw_sign_result *out, int *on_record)
 {
+    struct cmp_pending *p = t->pending;
+    struct gw_sign_result **res = p != NULL ? &p->res : &t->remote->res;
     int got = 0;
 
     gw_sign_result_init(out);
-    pthread_mutex_lock(&p->lock);
-    if (p->done && p->res != NULL) {
-        *out = *p->res;
-        free(p->res);
-        p->res = NULL;
+    if (p != NULL)
+        pthread_mutex_lock(&p->lock);
+    if (*res != NULL) {
+        *out = **res;
+        free(*res);
+        *res = NULL;
         got = 1;
     }
-    *on_record = p->on_record;
-    pthread_mutex_unlock(&p->lock);
+    /* the instance that made the call wrote the "issued" record before it shared the certificate */
+    *on_record = p != NULL ? p->on_record : 1;
+    if (p != NULL)
+        pthread_mutex_unlock(&p->lock);
     return got;
+}
+
+void cmp_poll_describe(const struct cmp_txn *t, long long *deadline_ms, long long *check_after)
+{
+    uint64_t now = gw_now_ms();
+
+    if (t->pending == NULL) { /* rebuilt: as its record said */
+        *deadline_ms = t->remote != NULL ? (long long)t->remote->deadline_ms : 0;
+        *check_after = t->remote != NULL ? t->remote->check_after : 0;
+        return;
+    }
+    *deadline_ms =
+        (long long)(wall_ms() + (t->pending->deadline_ms > now ? t->pending->deadline_ms - now : 0));
+    *check_after = t->pending->check_after;
+}
+
+void cmp_poll_share(struct cmp_pending *p, struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                    time_t ttl)
+{
+    struct gw_txn_result sr;
+    int now;
+
+    pthread_mutex_lock(&p->lock);
+    p->cl = cl;
+    memcpy(p->tid_raw, tid, p->tid_len = tid_len < sizeof(p->tid_raw) ? tid_len : sizeof(p->tid_raw));
+    p->ttl = ttl;
+    /* the call returned since the worker stopped waiting: its completion shared nothing */
+    now = p->done && p->res != NULL && !p->gave_up && shared_result(p->res, p->on_record, &sr) == 0;
+    pthread_mutex_unlock(&p->lock);
+    if (now)
+        publish(p, &sr); /* a worker: the engine lives */
+}
+
+struct cmp_remote *cmp_poll_remote(const struct gw_txn_record *rec)
+{
+    struct cmp_remote *r = calloc(1, sizeof(*r));
+    const struct gw_txn_result *sr = &rec->result;
+    const unsigned char *q, *end;
+    X509 *x;
+
+    if (r == NULL)
+        return NULL;
+    r->deadline_ms = rec->deadline_ms > 0 ? (uint64_t)rec->deadline_ms : 0;
+    r->check_after = rec->check_after;
+    snprintf(r->upstream, sizeof(r->upstream), "%s", rec->upstream);
+    if (!sr->present)
+        return r;
+    if ((r->res = malloc(sizeof(*r->res))) == NULL)
+        goto fail;
+    gw_sign_result_init(r->res);
+    r->res->status = sr->status;
+    r->res->fail_info = sr->fail_info;
+    r->res->modified = sr->modified;
+    snprintf(r->res->reason, sizeof(r->res->reason), "%s", sr->reason);
+    if (sr->cert_len == 0)
+        return r;
+    q = sr->cert;
+    if ((r->res->cert = d2i_X509(NULL, &q, (long)sr->cert_len)) == NULL || q != sr->cert + sr->cert_len ||
+        (r->res->chain = sk_X509_new_null()) == NULL)
+        goto fail;
+    for (q = sr->chain, end = sr->chain + sr->chain_len; q < end;)
+        if ((x = d2i_X509(NULL, &q, (long)(end - q))) == NULL || sk_X509_push(r->res->chain, x) <= 0) {
+            X509_free(x);
+            goto fail;
+        }
+    return r;
+fail:
+    cmp_poll_remote_free(r);
+    return NULL;
+}
+
+void cmp_poll_remote_free(struct cmp_remote *r)
+{
+    if (r == NULL)
+        return;
+    if (r->res != NULL) {
+        gw_sign_result_cleanup(r->res);
+        free(r->res);
+    }
+    free(r);
 }
 
 time_t cmp_poll_extra_ttl(const struct cmp_txn *t)

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <time.h>
 #include "gateway/cmp/cmp_local.h"
+#include "gateway/cmp/cluster.h"
 #include "upstream/upstream.h"
 
 /*
@@ -18,11 +19,33 @@
 int cmp_poll_sign(struct cmp_txn *t, struct cmp_call *c, const struct gw_sign_req *req,
                   struct gw_sign_result *out);
 
-/* cmp_poll_take moves the result into |out| (*on_record: the "issued" record is written): 1, or 0 if none. */
-int cmp_poll_take(struct cmp_pending *p, struct gw_sign_result *out, int *on_record);
+/*
+ * cmp_poll_take moves the result of |t|'s call (here, or on another instance) into |out|
+ * (*on_record: the "issued" record is written): 1, or 0 if none.
+ */
+int cmp_poll_take(struct cmp_txn *t, struct gw_sign_result *out, int *on_record);
 
-/* cmp_poll_ready: 1 once the call has a result (pollReq may release it), else 0 with *check_after (s). */
-int cmp_poll_ready(struct cmp_pending *p, int64_t *check_after);
+/*
+ * cmp_poll_ready: 1 once |t|'s call has a result (pollReq may release it; past the call's deadline,
+ * its timeout), else 0 with *check_after (s).
+ */
+int cmp_poll_ready(struct cmp_txn *t, int64_t *check_after);
+
+/*
+ * A transaction shared with the other instances (engine.c): cmp_poll_describe gives what its record
+ * says of the call (deadline, ms since the epoch; checkAfter), and cmp_poll_share has the call's
+ * result written beside that record once the "issued" record is on disk (at once if it has come).
+ */
+void cmp_poll_describe(const struct cmp_txn *t, long long *deadline_ms, long long *check_after);
+void cmp_poll_share(struct cmp_pending *p, struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                    time_t ttl);
+
+/*
+ * cmp_poll_remote: what a pollReq on this instance knows of a call another instance made, from its
+ * record (NULL: out of memory, or a result that does not decode). Freed with cmp_poll_remote_free.
+ */
+struct cmp_remote *cmp_poll_remote(const struct gw_txn_record *rec);
+void cmp_poll_remote_free(struct cmp_remote *r);
 
 /* cmp_poll_extra_ttl: how long a deferred transaction stays parked beyond transaction_ttl (s). */
 time_t cmp_poll_extra_ttl(const struct cmp_txn *t);

@@ -86,10 +86,10 @@ static int pollreq_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certRe
     (void)certReqId;
     *certReq = NULL;
     *check_after = 0;
-    if (t->pending == NULL || t->issued != NULL)
+    if ((t->pending == NULL && t->remote == NULL) || t->issued != NULL)
         return cmp_fail(t->call,
                         &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badRequest, "nothing to poll for"});
-    if (!cmp_poll_ready(t->pending, check_after)) {
+    if (!cmp_poll_ready(t, check_after)) {
         cmp_set_outcome(t->call, "waiting", NULL); /* pollRep with checkAfter */
         return 1;
     }
@@ -226,6 +226,7 @@ void cmp_txn_free(void *p)
     X509_free(t->issued);
     X509_free(t->rebuilt);
     cmp_poll_release(t->pending);
+    cmp_poll_remote_free(t->remote);
     OSSL_CMP_MSG_free(t->request);
     gw_cert_plan_cleanup(t->plan);
     free(t->plan);

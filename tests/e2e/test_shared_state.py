@@ -7,7 +7,10 @@ the certConf of an ir answered by one instance is answered by the other (context
 also after the first was killed -9; an altered record is refused; an expiry is recorded once (by its owner, or by
 one of the others when the owner was killed); `openssl cmp -keep_alive 0` through a real haproxy in round-robin
 over three instances puts every certConf on another instance than its ir, with one "issued" and one "confirmed"
-per enrolment across the three audit logs.
+per enrolment across the three audit logs. PolledContinuation: a request answered `waiting` is polled on
+any instance (round-robin through haproxy), delivered by another instance when the first was killed after its
+upstream call returned, answered pollRep then "did not answer in time" when it was killed during the call, and
+an uncollected certificate's expiry is recorded once across the three.
 """
 import json
 import os
@@ -21,6 +24,7 @@ import unittest
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
 import redisenv  # noqa: E402
+import test_polling  # noqa: E402
 
 
 class TwoInstances(harness.GatewayTestCase):
@@ -137,9 +141,9 @@ CLIENT_BIN = os.environ.get("CMPGW_CLIENT_BIN", str(harness.BUILD_DIR / "tests" 
 GW_STATE_CLAIM_SLACK = 5  # base/limits.h
 
 
-class Continuation(TwoInstances):
-    """With "mac_key_file", any instance continues a transaction another began: the certConf of an ir
-    answered by the first instance is answered by the second (its context rebuilt from the record)."""
+class ThreeInstances(TwoInstances):
+    """Three instances over one Redis with transaction records ("mac_key_file"), every enrolment ending
+    with a certConf; helpers to send a transaction's messages to different instances."""
 
     @classmethod
     def edit_config(cls, cfg, gw):
@@ -163,6 +167,45 @@ class Continuation(TwoInstances):
         finally:
             super().tearDownClass()
 
+    @property
+    def instances(self):
+        return (self.gw, self.gw2, self.gw3)
+
+    def events(self, event):
+        return [l for g in self.instances for l in g.log_lines() if l.get("event") == event]
+
+    def everywhere(self, event, name):
+        """The audit records |event| of |name| across the three audit logs."""
+        return [r for g in self.instances for r in self.audit(g, event, name)]
+
+    def wait_for(self, what, timeout=30):
+        deadline = time.monotonic() + timeout
+        while not what():
+            self.assertLess(time.monotonic(), deadline, self.gw2.stderr()[-3000:])
+            time.sleep(0.1)
+
+    def round_robin(self):
+        """A real haproxy in round-robin over the three instances, each connection to the next; (proc, port)."""
+        port = harness.free_port()
+        cfg = self.gw.dir / "haproxy-rr.cfg"
+        cfg.write_text("\n".join([
+            "defaults", "    mode tcp", "    timeout connect 5s", "    timeout client 30s", "    timeout server 30s",
+            "frontend fe", "    bind 127.0.0.1:%d" % port, "    default_backend be",
+            "backend be", "    balance roundrobin",
+            "    server gw1 127.0.0.1:%d" % self.gw.port, "    server gw2 127.0.0.1:%d" % self.gw2.port,
+            "    server gw3 127.0.0.1:%d" % self.gw3.port]) + "\n")
+        lb = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return lb, port
+            except OSError:
+                if time.monotonic() > deadline:
+                    lb.kill()
+                    raise
+                time.sleep(0.1)
+
     def enrol(self, name, first, nxt, before_next=None, wait=True):
         """cmpclient ir to |first|, its certConf to |nxt|; the last request sent is kept as <name>.last.der."""
         d = self.gw.dir
@@ -180,6 +223,19 @@ class Continuation(TwoInstances):
         out, err = p.communicate(timeout=60)
         return p.returncode, out.decode() + err.decode()
 
+    def kill_first(self):
+        """kill -9 of the first instance: nothing of its memory survives."""
+        self.gw.proc.kill()
+        self.gw.proc.wait(10)
+        self.gw._err.close()
+        self.gw._out.close()
+        self.gw.proc = None
+
+
+class Continuation(ThreeInstances):
+    """With "mac_key_file", any instance continues a transaction another began: the certConf of an ir
+    answered by the first instance is answered by the second (its context rebuilt from the record)."""
+
     def parked(self, name, flag):
         """An ir answered by the first instance, its certConf held back until |flag| exists; the client."""
         p = self.enrol(name, self.gw, self.gw2, before_next=flag, wait=False)
@@ -188,14 +244,6 @@ class Continuation(TwoInstances):
             self.assertLess(time.monotonic(), deadline)
             time.sleep(0.1)
         return p
-
-    def kill_first(self):
-        """kill -9 of the first instance: nothing of its memory survives."""
-        self.gw.proc.kill()
-        self.gw.proc.wait(10)
-        self.gw._err.close()
-        self.gw._out.close()
-        self.gw.proc = None
 
     def test_certconf_on_the_other_instance(self):
         rc, out = self.enrol("moved", self.gw, self.gw2)
@@ -245,7 +293,6 @@ class Continuation(TwoInstances):
         """An ir answered by the first instance whose certConf never comes (the client is stopped);
         with |kill_owner| the first instance is killed -9 too. Waits until an instance records the
         expiry; returns the expired_unconfirmed records of each of the three audit logs."""
-        instances = (self.gw, self.gw2, self.gw3)
         p = self.parked(name, self.gw.dir / ("%s.never" % name))
         p.kill()
         p.communicate()
@@ -253,14 +300,14 @@ class Continuation(TwoInstances):
             self.kill_first()
         try:
             deadline = time.monotonic() + 30  # transaction_ttl 4 s, then GW_STATE_CLAIM_SLACK for a dead owner
-            while not [r for g in instances for r in self.audit(g, "expired_unconfirmed", name)]:
+            while not self.everywhere("expired_unconfirmed", name):
                 self.assertLess(time.monotonic(), deadline, self.gw2.stderr()[-2000:])
                 time.sleep(0.2)
             time.sleep(GW_STATE_CLAIM_SLACK + 2)  # room for a second record, which must not come
         finally:
             if kill_owner:
                 self.gw.start()  # for the tests after this one, whatever happened here
-        return [self.audit(g, "expired_unconfirmed", name) for g in instances]
+        return [self.audit(g, "expired_unconfirmed", name) for g in self.instances]
 
     def test_expiry_recorded_once_by_its_owner(self):
         first, second, third = self.unconfirmed("lapsed", kill_owner=False)
@@ -277,26 +324,9 @@ class Continuation(TwoInstances):
     def test_round_robin_through_haproxy(self):
         """`openssl cmp -keep_alive 0` through haproxy in round-robin over three instances: every message on
         another instance than the one before, one "issued" and one "confirmed" per enrolment across the three."""
-        port = harness.free_port()
-        cfg = self.gw.dir / "haproxy-rr.cfg"
-        cfg.write_text("\n".join([
-            "defaults", "    mode tcp", "    timeout connect 5s", "    timeout client 30s", "    timeout server 30s",
-            "frontend fe", "    bind 127.0.0.1:%d" % port, "    default_backend be",
-            "backend be", "    balance roundrobin",
-            "    server gw1 127.0.0.1:%d" % self.gw.port, "    server gw2 127.0.0.1:%d" % self.gw2.port,
-            "    server gw3 127.0.0.1:%d" % self.gw3.port]) + "\n")
-        lb = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        instances = (self.gw, self.gw2, self.gw3)
-        before = len([l for g in instances for l in g.log_lines() if l.get("event") == "txn_continued"])
+        lb, port = self.round_robin()
+        before = len(self.events("txn_continued"))
         try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    self.assertLess(time.monotonic(), deadline)
-                    time.sleep(0.1)
             for i in range(6):
                 name = "rr%d" % i
                 real, self.gw.port = self.gw.port, port
@@ -306,15 +336,109 @@ class Continuation(TwoInstances):
                 finally:
                     self.gw.port = real
                 self.assertEqual([a.body_type for a in res.answers], ["ip", "pkiconf"])
-                issued = [r for g in instances for r in self.audit(g, "issued", name)]
-                confirmed = [r for g in instances for r in self.audit(g, "confirmed", name)]
+                issued, confirmed = self.everywhere("issued", name), self.everywhere("confirmed", name)
                 self.assertEqual((len(issued), len(confirmed)), (1, 1), (issued, confirmed))
-            continued = [l for g in instances for l in g.log_lines() if l.get("event") == "txn_continued"]
             # three instances in turn, two messages per enrolment: every certConf on another instance
-            self.assertEqual(len(continued) - before, 6)
+            self.assertEqual(len(self.events("txn_continued")) - before, 6)
         finally:
             lb.terminate()
             lb.wait(10)
+
+
+class PolledContinuation(ThreeInstances):
+    """A deferred request (poll_after; docs/polling.md) goes on on any instance: the one whose upstream call
+    it waits for writes the result beside the transaction's record, and a pollReq on any other instance
+    answers pollRep from the record until it is there, then the certificate."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        super().edit_config(cfg, gw)
+        cfg["upstreams"]["local"]["delay"] = "2500ms"
+        cfg["upstreams"]["local"]["timeout"] = "6s"
+        cfg["roles"]["default"]["poll_after"] = "500ms"
+
+    def deferred(self, name, flag):
+        """An ir answered `waiting` by the first instance, its pollReqs held back until |flag| exists."""
+        p = self.enrol(name, self.gw, self.gw2, before_next=flag, wait=False)
+        self.wait_for(lambda: self.audit(self.gw, "waiting", name), timeout=20)
+        return p
+
+    @unittest.skipUnless(shutil.which("haproxy"), "haproxy (deploy/deps.sh installs it)")
+    def test_polling_spread_over_three_instances(self):
+        """`openssl cmp -keep_alive 0` through haproxy in round-robin: ir, pollReqs, certConf each on another
+        instance; one "waiting", one "issued" and one "confirmed" per enrolment across the three audit logs."""
+        lb, port = self.round_robin()
+        before = len(self.events("txn_continued"))
+        try:
+            for i in range(2):
+                name = "spread%d" % i
+                real, self.gw.port = self.gw.port, port
+                try:
+                    p, answers, cert = test_polling.cmp_polling(
+                        self.gw, "ir", name, "pki/cmp",
+                        ["-newkey", self.newkey(name), "-subject", "/CN=%s" % name, "-keep_alive", "0"])
+                finally:
+                    self.gw.port = real
+                self.assertEqual(p.returncode, 0, p.stderr.decode(errors="replace")[-3000:])
+                kinds = [a.body_type for a in answers]
+                self.assertEqual((kinds[0], answers[0].status), ("ip", test_polling.WAITING), answers)
+                self.assertIn("pollRep", kinds)
+                self.assertEqual(kinds[-2:], ["ip", "pkiconf"], kinds)
+                self.assert_issued(cert, self.gw.dir / ("%s.key" % name), "CN=%s" % name, [],
+                                   answers[-2].extra_certs_pem())
+                counts = [len(self.everywhere(e, name)) for e in ("waiting", "issued", "confirmed")]
+                self.assertEqual(counts, [1, 1, 1])
+            # every message after the ir of each enrolment on another instance than the one before
+            self.assertGreaterEqual(len(self.events("txn_continued")) - before, 2 * 3)
+        finally:
+            lb.terminate()
+            lb.wait(10)
+
+    def test_owner_killed_after_the_result_came(self):
+        """The first instance killed -9 once its call returned: the second delivers the certificate from the
+        shared result (no second "issued" record) and answers the certConf."""
+        flag = self.gw.dir / "result.flag"
+        p = self.deferred("resulted", flag)
+        self.wait_for(lambda: self.redis.command("KEYS", "cmpgw:res:*") == "*1")  # the result is shared
+        self.kill_first()
+        try:
+            flag.write_text("")
+            out, err = p.communicate(timeout=60)
+            self.assertEqual(p.returncode, 0, out + err)
+            self.assertEqual([r["status"] for r in self.audit(self.gw2, "confirmed", "resulted")], ["confirmed"])
+            self.assertEqual(self.audit(self.gw2, "issued", "resulted"), [])  # on the first one's audit log
+            self.assertEqual(len(self.audit(self.gw, "issued", "resulted")), 1)
+        finally:
+            self.gw.start()
+
+    def test_owner_killed_during_the_upstream_call(self):
+        """The first instance killed -9 while its call runs: the second answers pollRep until the call's
+        deadline (the upstream's timeout), then a rejection that says the outcome is unknown."""
+        flag = self.gw.dir / "call.flag"
+        p = self.deferred("midcall", flag)
+        self.kill_first()
+        try:
+            flag.write_text("")
+            out, err = p.communicate(timeout=60)
+            self.assertEqual(p.returncode, 2, out + err)
+            self.assertIn(b"did not answer in time", out + err)
+            self.assertIn(b"systemUnavail", out + err)
+            self.assertEqual(self.everywhere("issued", "midcall"), [])
+        finally:
+            self.gw.start()
+
+    def test_expiry_of_an_uncollected_result_recorded_once(self):
+        """The client gone after `waiting`: the certificate issued for it is recorded expired_undelivered
+        once across the three audit logs, from the shared record."""
+        p = self.deferred("uncollected", self.gw.dir / "uncollected.never")
+        p.kill()
+        p.communicate()
+        # transaction_ttl 4 s + the upstream's timeout 6 s, then GW_STATE_CLAIM_SLACK
+        self.wait_for(lambda: self.everywhere("expired_undelivered", "uncollected"), timeout=40)
+        time.sleep(GW_STATE_CLAIM_SLACK + 2)  # room for a second record, which must not come
+        records = self.everywhere("expired_undelivered", "uncollected")
+        self.assertEqual(len(records), 1, records)
+        self.assertEqual(records[0]["serial"], self.audit(self.gw, "issued", "uncollected")[0]["serial"])
 
 
 if __name__ == "__main__":

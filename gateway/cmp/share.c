@@ -1,0 +1,118 @@
+/*
+ * Transaction records (cluster.h, "mac_key_file"): what this instance writes so that any instance can
+ * continue a transaction (the request, the certificate or the call it waits for, the senderNonce the
+ * client holds), and the expiry recorded from a record by whichever instance claims it.
+ */
+#include "gateway/cmp/share.h"
+#include "gateway/cmp/cluster.h"
+#include "gateway/cmp/poll.h"
+#include "gateway/cmp/record.h"
+#include "gateway/cmp/shim.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "base/x509.h"
+#include "upstream/upstream.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/*
+ * |t|'s record: its request (|req|, or the deferred request it keeps), its certificate or the call
+ * it waits for, |nonce|. With |ttl|, a new record; else the record rewritten (lease held), one step on.
+ */
+static int put_record(struct cmp_call *c, struct cmp_txn *t, const unsigned char *req, size_t req_len,
+                      const unsigned char *nonce, size_t nonce_len, time_t ttl, char *err)
+{
+    struct gw_txn_record rec = {
+        .req = (unsigned char *)req, .req_len = req_len, .step = t->step + (ttl == 0)};
+    unsigned char *own = NULL;
+    int rc = GW_ERR_NOMEM, len = 0;
+
+    if (req == NULL && t->request != NULL && (len = i2d_OSSL_CMP_MSG(t->request, &own)) > 0)
+        rec.req = own, rec.req_len = (size_t)len;
+    if (rec.req != NULL && nonce_len <= sizeof(rec.nonce) &&
+        (t->issued == NULL || (len = i2d_X509(t->issued, &rec.cert)) > 0)) {
+        rec.cert_len = t->issued != NULL ? (size_t)len : 0;
+        memcpy(rec.nonce, nonce, rec.nonce_len = nonce_len);
+        snprintf(rec.role, sizeof(rec.role), "%s", t->role->name);
+        snprintf(rec.upstream, sizeof(rec.upstream), "%s",
+                 gw_upstream_conf_name(gw_upstream_get0_conf(t->up)));
+        rec.requested_at = (long long)t->requested_at;
+        if (t->request != NULL)
+            cmp_poll_describe(t, &rec.deadline_ms, &rec.check_after);
+        rc = ttl != 0 ? gw_cluster_put_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, &rec, ttl, err)
+                      : gw_cluster_update_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, &rec, err);
+        if (rc == 0)
+            t->step = rec.step;
+    }
+    OPENSSL_free(rec.cert);
+    OPENSSL_free(own);
+    return rc;
+}
+
+void cmp_share_txn(struct cmp_call *c, struct cmp_txn *t, const unsigned char *nonce, size_t nonce_len,
+                   time_t ttl)
+{
+    char err[GW_ERR_LEN] = "out of memory";
+
+    if (!gw_cluster_keeps_records(c->e->cluster) || (t->issued == NULL && t->pending == NULL))
+        return;
+    if (put_record(c, t, c->req->der, c->req->len, nonce, nonce_len, ttl, err) == 0) {
+        t->shared = 1;
+        if (t->pending != NULL) /* its result goes beside the record, for a pollReq on any instance */
+            cmp_poll_share(t->pending, c->e->cluster, c->hdr.tid, c->hdr.tid_len, ttl);
+        return;
+    }
+    gw_log_kv(GW_LOG_WARN, "txn_not_shared", "tid", c->rsp->tid, "reason", err, "msg",
+              "its next message must reach this instance", NULL);
+}
+
+/*
+ * A shared transaction whose client now holds the senderNonce of |rsp| (a pollRep, or the
+ * certificate released): its record follows, so that the next message may go to any instance.
+ */
+void cmp_reshare(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *rsp)
+{
+    struct gw_hdr_info answer = {0};
+    char err[GW_ERR_LEN] = "the answer's header does not parse";
+    int rc = gw_shim_hdr_info(rsp, &answer);
+
+    if (rc == 0)
+        rc = put_record(c, t, NULL, 0, answer.sender_nonce, answer.sender_nonce_len, 0, err);
+    gw_shim_hdr_info_cleanup(&answer);
+    if (rc != 0) /* its record then holds a senderNonce the client no longer answers */
+        gw_log_kv(GW_LOG_WARN, "txn_not_shared", "tid", c->rsp->tid, "reason", err, "msg",
+                  "another instance may refuse its next message", NULL);
+}
+
+/* The expiry of |t|, rebuilt from its record |rec|: as log_closed and cmp_poll_closed would record it. */
+void cmp_share_expired(struct gw_cmp_engine *e, struct cmp_txn *t, const char *tid,
+                       const struct gw_txn_record *rec)
+{
+    const unsigned char *p = rec->result.cert;
+    X509 *cert = rec->result.cert_len > 0 ? d2i_X509(NULL, &p, (long)rec->result.cert_len) : NULL;
+
+    if (t->issued != NULL) {
+        gw_log_kv(GW_LOG_WARN, "txn_expired", "tid", tid, "identity", t->identity, "serial", t->serial, "msg",
+                  "certificate issued but never confirmed; it stays valid", NULL);
+        (void)cmp_audit_cert(
+            e, t, tid, "expired_unconfirmed",
+            rec->requested_at != 0
+                ? "no certConf within the transaction TTL"
+                : "no certConf within the transaction TTL (the instance that issued it is gone)",
+            t->issued, 0);
+    } else if (cert != NULL) {
+        gw_x509_cert_serial_hex(cert, t->serial, sizeof(t->serial));
+        gw_log_kv(GW_LOG_WARN, "txn_expired_pending", "tid", tid, "identity", t->identity, "serial",
+                  t->serial, "msg", "certificate issued but never collected by a pollReq; it stays valid",
+                  NULL);
+        (void)cmp_audit_cert(e, t, tid, "expired_undelivered", "no pollReq collected it", cert, 0);
+    } else {
+        gw_log_kv(GW_LOG_INFO, "txn_expired_pending", "tid", tid, "identity", t->identity, "msg",
+                  rec->result.present ? "closed with nothing issued"
+                                      : "closed without a result from its upstream call; a certificate it "
+                                        "returned would be on the audit log of the instance that made it",
+                  NULL);
+    }
+    X509_free(cert);
+}

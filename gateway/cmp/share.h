@@ -1,0 +1,31 @@
+/*
+ * Transaction records for the instances of a cluster (share.c; docs/operations.md, "Several
+ * instances"). Without a "mac_key_file" nothing is shared: a transaction goes on where it began.
+ */
+#ifndef GW_CMP_SHARE_H
+#define GW_CMP_SHARE_H
+
+#include <stddef.h>
+#include <time.h>
+#include "gateway/cmp/cluster.h"
+#include "gateway/cmp/cmp_local.h"
+
+/*
+ * cmp_share_txn writes the record of |t|, parked for |ttl| seconds after an answer whose senderNonce
+ * is |nonce|: its certificate awaits a certConf, or its deferred request a pollReq (whose result is
+ * then written beside the record when the call returns). On failure |t| goes on here only (logged).
+ */
+void cmp_share_txn(struct cmp_call *c, struct cmp_txn *t, const unsigned char *nonce, size_t nonce_len,
+                   time_t ttl);
+
+/*
+ * cmp_reshare rewrites the record of shared |t| (its lease held) after |rsp| left open (a pollRep, or
+ * the certificate released): its senderNonce, its certificate, one step on.
+ */
+void cmp_reshare(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *rsp);
+
+/* cmp_share_expired records the expiry of |t|, rebuilt from its record |rec|, as log_closed would. */
+void cmp_share_expired(struct gw_cmp_engine *e, struct cmp_txn *t, const char *tid,
+                       const struct gw_txn_record *rec);
+
+#endif
