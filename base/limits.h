@@ -30,6 +30,10 @@
 #define GW_MAX_PROXY_HEADER 1024    /* a PROXY protocol header, TLVs included (haproxy's are far smaller) */
 #define GW_MAX_PROXY_PENDING 1024   /* per loop thread: proxied connections whose header has not arrived */
 #define GW_MAX_TRUSTED_PROXIES 64   /* "trusted_proxies" ranges of one listener */
+#define GW_MAX_TICKET_KEYS 8        /* "ticket_keys_file": keys of one listener (the first encrypts) */
+#define GW_TICKET_KEY_LEN 80        /* one ticket key: name 16, AES-256 key 32, HMAC-SHA256 key 32 */
+#define GW_TLS_SESSION_SECS 3600    /* how long a TLS session (ticket or cached) may be resumed */
+#define GW_TLS_SESSION_CACHE 4096   /* TLS sessions a listener caches (clients without tickets) */
 #define GW_MAX_LOG_SAMPLE 1000000   /* "log_sample_success": at most 1 request line in a million */
 #define GW_DEFAULT_BODY_TIMEOUT 10  /* seconds an HTTP/2 request may take to arrive whole */
 #define GW_MAX_BODY_TIMEOUT 300

@@ -24,6 +24,52 @@
 
 #define SIGN_VERBATIM "sign-verbatim" /* Vault's path policy, and the name of the role it selects */
 
+/*
+ * "ticket_keys_file": one key per line, GW_TICKET_KEY_LEN bytes in hex (`openssl rand -hex 80`), at
+ * most GW_MAX_TICKET_KEYS; the first encrypts new tickets, each decrypts (docs/operations.md).
+ */
+static int load_ticket_keys(struct gw_conf_ctx *pc, const char *path, struct gw_listener_conf *l)
+{
+    const size_t line = 2 * GW_TICKET_KEY_LEN, cap = GW_MAX_TICKET_KEYS * (line + 2);
+    char kpath[GW_CONF_PATH_LEN], hex[2 * GW_TICKET_KEY_LEN + 1] = "";
+    unsigned char *buf = NULL;
+    size_t len = 0, n = 0, off = 0;
+    int rc;
+
+    gw_conf_join_key(kpath, path, "ticket_keys_file");
+    if ((rc = gw_conf_read_secret(pc, kpath, l->ticket_keys_file, cap, &buf, &len)) != 0)
+        return rc;
+    if ((l->ticket_keys = OPENSSL_secure_zalloc(GW_MAX_TICKET_KEYS * GW_TICKET_KEY_LEN)) == NULL) {
+        OPENSSL_clear_free(buf, cap + 3);
+        return GW_ERR_NOMEM;
+    }
+    while (off < len && rc == 0) {
+        size_t end = off;
+
+        while (end < len && buf[end] != '\n')
+            end++;
+        if (end - off == line + 1 && buf[end - 1] == '\r')
+            end--;
+        if (end - off == line)
+            memcpy(hex, buf + off, line);
+        if (end - off != line || n == GW_MAX_TICKET_KEYS ||
+            OPENSSL_hexstr2buf_ex(l->ticket_keys + n * GW_TICKET_KEY_LEN, GW_TICKET_KEY_LEN, NULL, hex,
+                                  '\0') != 1)
+            rc = gw_conf_fail(pc, kpath,
+                              "line %zu: each line must be one key of %d bytes in hex (`openssl rand -hex "
+                              "%d`), at most %d lines",
+                              n + 1, GW_TICKET_KEY_LEN, GW_TICKET_KEY_LEN, GW_MAX_TICKET_KEYS);
+        n++;
+        off = end + 1 + (end < len && buf[end] == '\r');
+    }
+    OPENSSL_clear_free(buf, cap + 3);
+    OPENSSL_cleanse(hex, sizeof(hex));
+    if (rc == 0 && n == 0)
+        rc = gw_conf_fail(pc, kpath, "no key in it");
+    l->n_ticket_keys = rc == 0 ? n : 0;
+    return rc;
+}
+
 static int check_tls(struct gw_conf_ctx *pc, const char *path, void *base)
 {
     struct gw_listener_conf *l = base;
@@ -39,6 +85,8 @@ static int check_tls(struct gw_conf_ctx *pc, const char *path, void *base)
     rc = gw_pem_load_pair(pc, path, l->tls_cert, l->tls_key, l->tls_key_passphrase_file, &cert, &key);
     if (rc == 0 && l->client_ca != NULL)
         rc = gw_pem_load_certs(pc, cpath, l->client_ca, &sk);
+    if (rc == 0 && l->ticket_keys_file != NULL)
+        rc = load_ticket_keys(pc, path, l);
     sk_X509_pop_free(sk, X509_free);
     X509_free(cert);
     l->key = key; /* kept: tls.c hands it to the SSL_CTX */
@@ -70,6 +118,7 @@ static const struct gw_conf_field tls_fields[] = {
     GW_CONF_OPT("client_auth", gw_conf_p_enum, struct gw_listener_conf, client_auth,
                 .def = GW_CLIENT_AUTH_REQUIRE, .aux = client_auth_names),
     GW_CONF_OPT("http2", gw_conf_p_bool, struct gw_listener_conf, http2, .def = false),
+    GW_CONF_OPT("ticket_keys_file", gw_conf_p_file, struct gw_listener_conf, ticket_keys_file),
 };
 GW_CONF_OBJDEF(tls_def, tls_fields, check_tls);
 
@@ -542,6 +591,9 @@ static void listener_cleanup(struct gw_listener_conf *l)
     free(l->tls_key_passphrase_file);
     EVP_PKEY_free(l->key);
     free(l->client_ca);
+    free(l->ticket_keys_file);
+    OPENSSL_secure_clear_free(l->ticket_keys,
+                              l->ticket_keys != NULL ? GW_MAX_TICKET_KEYS * GW_TICKET_KEY_LEN : 0);
     gw_conf_free_strings(l->trusted_proxies, l->n_trusted_proxies);
 }
 

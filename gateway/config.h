@@ -40,6 +40,11 @@ struct gw_listener_conf {
     char *client_ca;               /* PEM bundle; required unless client_auth is none */
     enum gw_client_auth client_auth;
     bool http2; /* "http2": offer h2 in ALPN (TLS listeners); off by default */
+    /* "ticket_keys_file": the TLS session ticket keys every instance shares (GW_TICKET_KEY_LEN bytes
+       each, the first encrypts); none: OpenSSL's own, per process and configuration generation */
+    char *ticket_keys_file;
+    unsigned char *ticket_keys;
+    size_t n_ticket_keys;
     /* "trusted_proxies": CIDRs whose connections begin with a PROXY protocol header naming the
        client (gateway/proxy.h); none: no header is read from anyone */
     char **trusted_proxies;

@@ -10,7 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 
 /* Session id context: required with SSL_VERIFY_PEER, else resumed handshakes abort (docs/design.md
  * H8.3). */
@@ -166,6 +169,80 @@ int gw_conn_recheck(struct gw_conn *c)
     return (mode & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) != 0 ? GW_ERR_FORBIDDEN : 0;
 }
 
+/*
+ * Session tickets under the listener's shared keys ("ticket_keys_file"), so that a client that
+ * connects per message resumes its session on any instance: the first key encrypts, each one
+ * decrypts, and a ticket under another than the first is renewed (rotation: a new first line, then
+ * a reload of every instance). The keys hang off the SSL_CTX (ex_data) and go with it.
+ */
+struct ticket_keys {
+    size_t n;
+    unsigned char k[GW_MAX_TICKET_KEYS][GW_TICKET_KEY_LEN]; /* name 16, AES-256 32, HMAC-SHA256 32 */
+};
+
+static int ticket_idx = -1;
+static pthread_once_t ticket_once = PTHREAD_ONCE_INIT;
+
+static void ticket_keys_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+    (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+    OPENSSL_clear_free(ptr, sizeof(struct ticket_keys));
+}
+
+static void ticket_index(void)
+{
+    ticket_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, ticket_keys_free);
+}
+
+static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
+                     EVP_MAC_CTX *hctx, int enc)
+{
+    const struct ticket_keys *tk = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ticket_idx);
+    const unsigned char *k = NULL;
+    size_t i = 0;
+    OSSL_PARAM params[3];
+
+    if (tk == NULL || tk->n == 0)
+        return -1;
+    if (enc) {
+        k = tk->k[0];
+        memcpy(name, k, 16);
+        if (RAND_bytes(iv, EVP_MAX_IV_LENGTH) != 1)
+            return -1;
+    } else {
+        for (i = 0; i < tk->n && k == NULL; i++)
+            if (CRYPTO_memcmp(name, tk->k[i], 16) == 0)
+                k = tk->k[i];
+        if (k == NULL)
+            return 0; /* not ours, or retired: a full handshake, and a new ticket */
+        i--;
+    }
+    params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)(k + 48), 32);
+    params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0);
+    params[2] = OSSL_PARAM_construct_end();
+    if (EVP_MAC_CTX_set_params(hctx, params) != 1 ||
+        (enc ? EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k + 16, iv)
+             : EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k + 16, iv)) != 1)
+        return -1;
+    return enc || i == 0 ? 1 : 2; /* 2: renew it under the current key */
+}
+
+static int set_ticket_keys(SSL_CTX *ctx, const struct gw_listener_conf *lc)
+{
+    struct ticket_keys *tk;
+
+    pthread_once(&ticket_once, ticket_index);
+    if (ticket_idx < 0 || (tk = OPENSSL_zalloc(sizeof(*tk))) == NULL)
+        return GW_ERR_NOMEM;
+    tk->n = lc->n_ticket_keys < GW_MAX_TICKET_KEYS ? lc->n_ticket_keys : GW_MAX_TICKET_KEYS;
+    memcpy(tk->k, lc->ticket_keys, tk->n * GW_TICKET_KEY_LEN);
+    if (SSL_CTX_set_ex_data(ctx, ticket_idx, tk) != 1) {
+        OPENSSL_clear_free(tk, sizeof(*tk));
+        return GW_ERR_NOMEM;
+    }
+    return SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb) == 1 ? 0 : GW_ERR_CRYPTO;
+}
+
 /* Formats "<what> <file>: <first OpenSSL error>" into |err| and clears the error queue. */
 static void tls_error(char *err, const struct gw_listener_conf *lc, const char *what, const char *file)
 {
@@ -228,6 +305,15 @@ SSL_CTX *gw_tls_ctx_new(const struct gw_listener_conf *lc, char *err)
         goto err;
     if (SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1) != 1) {
         tls_error(err, lc, "session id context", "");
+        goto err;
+    }
+    /* resumption (tickets, or the cache for clients without) skips the handshake's signature and
+       the client chain's verification; its bounds: docs/operations.md, "TLS sessions" */
+    SSL_CTX_set_timeout(ctx, GW_TLS_SESSION_SECS);
+    SSL_CTX_sess_set_cache_size(ctx, GW_TLS_SESSION_CACHE);
+    (void)SSL_CTX_set_num_tickets(ctx, 1); /* one per connection: a client resumes once per connection */
+    if (lc->n_ticket_keys > 0 && set_ticket_keys(ctx, lc) != 0) {
+        tls_error(err, lc, "ticket_keys_file", lc->ticket_keys_file);
         goto err;
     }
     SSL_CTX_set_info_callback(ctx, on_ssl_info);

@@ -1,5 +1,10 @@
 """TLS client authentication on a listener with "client_auth": "require": no client certificate, and a client
-certificate from a CA the listener does not trust, each refused with a TLS alert; a trusted one gets through."""
+certificate from a CA the listener does not trust, each refused with a TLS alert; a trusted one gets through.
+Resumption: with a shared "ticket_keys_file" a session begun on one instance resumes on another (TLS 1.3 and
+1.2 tickets) with its client certificate; rotation by a new first key and a reload; without the file a session
+resumes on its own instance only."""
+import json
+import os
 import socket
 import ssl
 import unittest
@@ -95,6 +100,115 @@ class RequireClientCert(harness.GatewayTestCase):
         key = self.newkey("no-tls-cert")
         res = self.gw.cmp("ir", "no-tls-cert", auth="pbm", newkey=key, subject="/CN=no-tls-cert", tls=(None, None))
         self.assert_issued(res.cert, key, "CN=no-tls-cert", [], res.first.extra_certs_pem())
+
+
+class Resumption(harness.GatewayTestCase):
+    """Two instances sharing "ticket_keys_file", a third gateway without one; a client certificate on every
+    connection, a CMP request on each (the request log says which TLS subject it came with)."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        keys = gw.dir / "tickets.keys"
+        keys.write_text(os.urandom(80).hex() + "\n")
+        keys.chmod(0o600)
+        cfg["listeners"][0]["tls"]["ticket_keys_file"] = "tickets.keys"
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.gw2 = cls.gw.twin(cls.gw.dir.parent / "pki2")
+        cls.gw2.start()
+        cls.own = cls.gw.twin(cls.gw.dir.parent / "pki3")  # OpenSSL's own ticket keys
+        del cls.own.config["listeners"][0]["tls"]["ticket_keys_file"]
+        cls.own.config_path.write_text(json.dumps(cls.own.config, indent=2))
+        cls.own.start()
+        cls.der = cls.gw.make_request("resumed").read_bytes()
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.gw2.stop()
+            cls.own.stop()
+        finally:
+            super().tearDownClass()
+
+    def ctx(self, version=ssl.TLSVersion.TLSv1_3):
+        ctx = ssl.create_default_context(cafile=str(self.gw.dir / "ca.pem"))
+        ctx.load_cert_chain(str(self.gw.dir / "client.pem"), str(self.gw.dir / "client.key"))
+        ctx.minimum_version = ctx.maximum_version = version
+        return ctx
+
+    def post(self, ctx, gw, session=None):
+        """One CMP POST on a new connection; (session, reused, HTTP status line)."""
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+            with ctx.wrap_socket(s, server_hostname="127.0.0.1", session=session) as t:
+                t.sendall(b"POST /pki/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/pkixcmp\r\n"
+                          b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(self.der) + self.der)
+                data = b""
+                while True:
+                    chunk = t.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                return t.session, t.session_reused, data.split(b"\r\n", 1)[0].decode()
+
+    def last_request(self, gw):
+        return [l for l in gw.log_lines() if l.get("event") == "request"][-1]
+
+    def resumes(self, first, then, version=ssl.TLSVersion.TLSv1_3):
+        ctx = self.ctx(version)
+        session, reused, status = self.post(ctx, first)
+        self.assertFalse(reused)
+        self.assertTrue(status.startswith("HTTP/1.1 200"), status)
+        _, reused, status = self.post(ctx, then, session)
+        self.assertTrue(status.startswith("HTTP/1.1 200"), status)
+        if reused:  # the certificate of the first handshake came with the session
+            self.assertEqual(self.last_request(then)["tls_subject"], "/O=cmpgw demo/CN=demo-client")
+        return reused
+
+    def test_tls13_session_resumes_on_the_other_instance(self):
+        self.assertTrue(self.resumes(self.gw, self.gw2))
+
+    def test_tls12_ticket_resumes_on_the_other_instance(self):
+        self.assertTrue(self.resumes(self.gw2, self.gw, ssl.TLSVersion.TLSv1_2))
+
+    def test_without_shared_keys_only_on_the_same_instance(self):
+        self.assertTrue(self.resumes(self.own, self.own))
+        self.assertFalse(self.resumes(self.own, self.gw))
+
+    def test_rotation(self):
+        """A new first key and a reload: a ticket under the old key still resumes (and is renewed); once the
+        old key is dropped from the file, it does not."""
+        ctx = self.ctx()
+        keys = self.gw.dir / "tickets.keys"
+        old = keys.read_text()
+        session, _, _ = self.post(ctx, self.gw)
+        try:
+            keys.write_text(os.urandom(80).hex() + "\n" + old)
+            self.assertEqual(harness.admin(self.gw, "/reload", "POST")[0], 200)
+            renewed, reused, _ = self.post(ctx, self.gw, session)
+            self.assertTrue(reused)
+            keys.write_text(keys.read_text().splitlines()[0] + "\n")
+            self.assertEqual(harness.admin(self.gw, "/reload", "POST")[0], 200)
+            self.assertFalse(self.post(ctx, self.gw, session)[1])  # the old key is gone
+            self.assertTrue(self.post(ctx, self.gw, renewed)[1])  # renewed under the new one
+        finally:
+            keys.write_text(old)
+            harness.admin(self.gw, "/reload", "POST")
+
+    def test_malformed_keys_file_refused(self):
+        bad = self.gw.dir / "bad.keys"
+        bad.write_text("abcd\n")
+        bad.chmod(0o600)
+        cfg = json.loads(json.dumps(self.gw.config))
+        cfg["listeners"][0]["tls"]["ticket_keys_file"] = str(bad)
+        path = self.gw.dir / "bad.json"
+        path.write_text(json.dumps(cfg))
+        p = harness.run([str(harness.GATEWAY_BIN), "check", "-c", str(path)], check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn(b"ticket_keys_file", p.stdout + p.stderr)
+        self.assertIn(b"line 1", p.stdout + p.stderr)
+        self.assertNotIn(b"abcd", p.stdout + p.stderr)  # a secret is never quoted
 
 
 if __name__ == "__main__":
