@@ -224,7 +224,8 @@ static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CI
         (enc ? EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k + 16, iv)
              : EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k + 16, iv)) != 1)
         return -1;
-    return enc || i == 0 ? 1 : 2; /* 2: renew it under the current key */
+    /* 2: a new ticket, under the first key; TLS 1.3 always (a client uses each ticket once) */
+    return enc || (i == 0 && SSL_version(ssl) != TLS1_3_VERSION) ? 1 : 2;
 }
 
 static int set_ticket_keys(SSL_CTX *ctx, const struct gw_listener_conf *lc)

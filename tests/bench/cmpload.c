@@ -26,6 +26,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
 
 #include "base/limits.h"
@@ -52,6 +53,7 @@ struct load_opts {
     const char *alt_url; /* --alt-url: every second message goes there (another instance) */
     const char *subject;
     int threads, implicit_confirm, accept_any_key;
+    int per_message, no_resume; /* a new connection per message; TLS sessions not resumed */
     double duration;
     long count, keys, timeout_ms;
 };
@@ -87,6 +89,7 @@ struct load_worker {
     double *lat_ms;
     long nlat, cap_lat, max_lat;
     long connects;      /* new TCP connections: shows whether keep-alive holds */
+    long resumed;       /* TLS handshakes that resumed a session */
     unsigned long sent; /* messages sent, for --alt-url */
     long ok, err[FAIL_CMP + 1];
     enum load_fail fail;    /* what the transfer callback saw in this transaction */
@@ -369,6 +372,21 @@ static int more_work(struct load_worker *w)
     return o->count == 0 || atomic_fetch_add(&w->sh->claimed, 1) < o->count;
 }
 
+/* Counts the handshakes that resumed a session (OpenSSL info callback; the worker's thread). */
+static void on_tls_info(const SSL *ssl, int where, int ret)
+{
+    (void)ret;
+    if ((where & SSL_CB_HANDSHAKE_DONE) != 0 && tl_worker != NULL && SSL_session_reused((SSL *)ssl))
+        tl_worker->resumed++;
+}
+
+static CURLcode on_ssl_ctx(CURL *curl, void *ssl_ctx, void *arg)
+{
+    (void)curl, (void)arg;
+    SSL_CTX_set_info_callback(ssl_ctx, on_tls_info);
+    return CURLE_OK;
+}
+
 static int curl_setup(struct load_worker *w)
 {
     const struct load_opts *o = w->sh->o;
@@ -396,6 +414,13 @@ static int curl_setup(struct load_worker *w)
     if (o->tls_cert != NULL && curl_easy_setopt(c, CURLOPT_SSLCERT, o->tls_cert) != CURLE_OK)
         return 0;
     if (o->tls_key != NULL && curl_easy_setopt(c, CURLOPT_SSLKEY, o->tls_key) != CURLE_OK)
+        return 0;
+    if (curl_easy_setopt(c, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx) != CURLE_OK)
+        return 0;
+    /* --per-message: as openssl cmp 3.0 and HttpsURLConnection do against a server that closes */
+    if (o->per_message && curl_easy_setopt(c, CURLOPT_FORBID_REUSE, 1L) != CURLE_OK)
+        return 0;
+    if (o->no_resume && curl_easy_setopt(c, CURLOPT_SSL_SESSIONID_CACHE, 0L) != CURLE_OK)
         return 0;
     return 1;
 }
@@ -572,7 +597,7 @@ static double pct(const double *v, long n, double p)
 }
 
 struct load_totals {
-    long ok, err[FAIL_CMP + 1], inline_keys, pool_keys, setup_failed, connects;
+    long ok, err[FAIL_CMP + 1], inline_keys, pool_keys, setup_failed, connects, resumed;
     double seconds, client_cpu_s, p50, p99, max;
 };
 
@@ -594,6 +619,7 @@ static int summarize(struct load_worker *ws, int n, struct load_totals *t)
             t->err[f] += ws[k].err[f];
         t->inline_keys += ws[k].inline_keys;
         t->connects += ws[k].connects;
+        t->resumed += ws[k].resumed;
         t->pool_keys += ws[k].nkeys;
         t->setup_failed += !ws[k].setup_ok;
         for (i = 0; i < ws[k].nlat; i++)
@@ -615,9 +641,9 @@ static void print_results(const struct load_opts *o, const struct load_totals *t
 
     printf(
         "{\"enrolments\":%ld,\"errors\":%ld,\"seconds\":%.3f,\"rate\":%.1f,\"p50_ms\":%.2f,\"p99_ms\":%.2f,"
-        "\"max_ms\":%.2f,\"threads\":%d,\"connections\":%ld,\"transport_errors\":%ld,\"http_errors\":%ld,"
-        "\"cmp_errors\":%ld,\"client_cpu_s\":%.3f}\n",
-        t->ok, errors, t->seconds, rate, t->p50, t->p99, t->max, o->threads, t->connects,
+        "\"max_ms\":%.2f,\"threads\":%d,\"connections\":%ld,\"resumed\":%ld,\"transport_errors\":%ld,"
+        "\"http_errors\":%ld,\"cmp_errors\":%ld,\"client_cpu_s\":%.3f}\n",
+        t->ok, errors, t->seconds, rate, t->p50, t->p99, t->max, o->threads, t->connects, t->resumed,
         t->err[FAIL_TRANSPORT], t->err[FAIL_HTTP], t->err[FAIL_CMP], t->client_cpu_s);
     fflush(stdout);
     fprintf(
@@ -652,6 +678,8 @@ static void usage(FILE *f)
         "  --srvcert F           pinned response signer certificate (PEM), instead of --trusted\n"
         "  --subject DN          requested subject, /type=value/... (default: from --cert, or /CN=cmpload)\n"
         "  --implicit-confirm    ask for implicitConfirm (no certConf round trip if granted)\n"
+        "  --per-message         a new connection for every message (TLS sessions resumed)\n"
+        "  --no-resume           never resume a TLS session (with --per-message: a full handshake each)\n"
         "  --accept-any-key      confirm a certificate for another public key (OpenSSL's mock server\n"
         "                        returns one canned certificate); default: such a certificate is an error\n"
         "  --threads N           client threads, 1..%d (default 1)\n"
@@ -709,6 +737,8 @@ enum {
     OPT_ALT_URL,
     OPT_IMPLICIT,
     OPT_ANY_KEY,
+    OPT_PER_MESSAGE,
+    OPT_NO_RESUME,
     OPT_THREADS,
     OPT_DURATION,
     OPT_COUNT,
@@ -732,6 +762,8 @@ static const struct option long_opts[] = {
     {"alt-url", required_argument, NULL, OPT_ALT_URL},
     {"implicit-confirm", no_argument, NULL, OPT_IMPLICIT},
     {"accept-any-key", no_argument, NULL, OPT_ANY_KEY},
+    {"per-message", no_argument, NULL, OPT_PER_MESSAGE},
+    {"no-resume", no_argument, NULL, OPT_NO_RESUME},
     {"threads", required_argument, NULL, OPT_THREADS},
     {"duration", required_argument, NULL, OPT_DURATION},
     {"count", required_argument, NULL, OPT_COUNT},
@@ -831,8 +863,10 @@ static int parse_opts(int argc, char **argv, struct load_opts *o)
             usage(stdout);
             return 1;
         }
-        if (c == OPT_IMPLICIT || c == OPT_ANY_KEY) {
-            *(c == OPT_IMPLICIT ? &o->implicit_confirm : &o->accept_any_key) = 1;
+        if (c >= OPT_IMPLICIT && c <= OPT_NO_RESUME) {
+            int *flag[] = {&o->implicit_confirm, &o->accept_any_key, &o->per_message, &o->no_resume};
+
+            *flag[c - OPT_IMPLICIT] = 1;
             continue;
         }
         if (set_string(o, c, optarg) || (c >= OPT_THREADS && set_number(o, c, optarg)))

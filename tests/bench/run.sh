@@ -13,8 +13,13 @@
 # BENCH_REDIS=1 adds two more cmpgw sharing their state in a redis-server ("cmp.state": "redis",
 # transaction records on): one measured alone beside the in-memory one, then both with every
 # certConf sent to the other instance than its ir (a rebuild each); server CPU counts every
-# process involved, redis-server's included.
-# Defaults keep the whole run near 2 minutes. Prints a Markdown table.
+# process involved, redis-server's included. BENCH_PER_MESSAGE=0 leaves out the two cases of a
+# client that opens a new connection per message (as openssl cmp 3.0 does), with its TLS session
+# resumed, then with a full handshake each time.
+# Defaults keep the whole run near 3 minutes. Prints a Markdown table, then one machine-readable
+# line: "ratio cpu=... throughput=..." (cmpgw / mock: server CPU per enrolment with one client
+# thread, throughput with BENCH_THREADS), and per_message=... full_handshake=... (server CPU per
+# enrolment of those clients / keep-alive's).
 set -euo pipefail
 
 selftest=0
@@ -33,6 +38,7 @@ threads=${BENCH_THREADS:-4}
 warmup=${BENCH_WARMUP:-2}
 scrape=${BENCH_SCRAPE:-0}
 with_redis=${BENCH_REDIS:-0}
+per_message=${BENCH_PER_MESSAGE:-1}
 subject="/O=cmpgw demo/CN=bench-device"
 tck=$(getconf CLK_TCK)
 
@@ -110,6 +116,8 @@ common=(--cert "$pki/client.pem" --key "$pki/client.key" --trusted "$pki/ca.pem"
 mock_args=(--url "http://127.0.0.1:$mock_port/pkix/" --accept-any-key "${common[@]}")
 gw_args=(--url "https://127.0.0.1:$gw_port/pki/cmp" --cafile "$pki/ca.pem" --tls-cert "$pki/client.pem"
     --tls-key "$pki/client.key" "${common[@]}")
+pm_args=("${gw_args[@]}" --per-message)
+full_args=("${gw_args[@]}" --per-message --no-resume)
 
 # expect NAME RC FIELD=VALUE...: runs cmpload with the rest of "$@" after "--", checks its exit
 # status and fields of its JSON line (FIELD>0 means positive). Counts failures in $fails.
@@ -314,12 +322,17 @@ warm() {
 for n in 1 "$threads"; do
     warm mock "$n" mock_args
     if [[ -n $gw_pid ]]; then warm cmpgw "$n" gw_args; fi
+    if [[ -n $gw_pid && $per_message == 1 ]]; then warm cmpgw-pm "$n" pm_args; fi
     if [[ -n $redis_pids ]]; then warm cmpgw+redis "$n" rgw_args; fi
     if [[ -n $alt_pids ]]; then warm cmpgw+redis-x2 "$n" alt_args; fi
     for ((r = 0; r < rounds; r++)); do
         measure mock "$mock_pid" "$n" mock_args
         if [[ -n $gw_pid ]]; then measure cmpgw "$gw_pid" "$n" gw_args; fi
         if [[ -n $gw_pid && $scrape == 1 ]]; then measure cmpgw+scrape "$gw_pid" "$n" gw_args scrape; fi
+        if [[ -n $gw_pid && $per_message == 1 ]]; then
+            measure cmpgw-pm "$gw_pid" "$n" pm_args
+            measure cmpgw-full "$gw_pid" "$n" full_args
+        fi
         if [[ -n $redis_pids ]]; then measure cmpgw+redis "$redis_pids" "$n" rgw_args; fi
         if [[ -n $alt_pids ]]; then measure cmpgw+redis-x2 "$alt_pids" "$n" alt_args; fi
     done
@@ -354,6 +367,8 @@ def agg(rs):
         "client_ms": 1000.0 * sum(r["run"].get("client_cpu_s", 0) for r in rs) / enr if enr else float("nan"),
         "errors": sum(r["run"]["errors"] for r in rs),
         "enr": enr,
+        "connections": sum(r["run"].get("connections", 0) for r in rs),
+        "resumed": sum(r["run"].get("resumed", 0) for r in rs),
     }
 
 print("| server | client threads | enrolments/s (rounds min–max) | p50 ms | p99 ms "
@@ -364,6 +379,8 @@ for (n, srv) in sorted(groups, key=lambda k: (k[0], k[1] != "mock")):
     a = res[(n, srv)] = agg(groups[(n, srv)])
     label = {"mock": "openssl cmp -port (mock, HTTP)", "cmpgw": "cmpgw (HTTPS, local issuer)",
              "cmpgw+scrape": "cmpgw, /metrics scraped every second",
+             "cmpgw-pm": "cmpgw, a connection per message, TLS session resumed",
+             "cmpgw-full": "cmpgw, a connection per message, full TLS handshakes",
              "cmpgw+redis": "cmpgw, shared state in redis-server (CPU of both)",
              "cmpgw+redis-x2": "two cmpgw + redis-server, each certConf on the other instance"}[srv]
     print(f"| {label} | {n} | {a['rate']:.0f} ({a['lo']:.0f}–{a['hi']:.0f}) | {a['p50']:.2f} | {a['p99']:.2f} "
@@ -388,6 +405,24 @@ for n in sorted({k[0] for k in res}):
         print(f"- {n} client thread(s): certConf on the other instance / same instance: throughput "
               f"{x2['rate'] / rd['rate']:.3f}x, server CPU per enrolment {x2['cpu_ms'] / rd['cpu_ms']:.3f}x, "
               f"p50 {x2['p50'] - rd['p50']:+.2f} ms (the rebuild)")
+    pm, full = res.get((n, "cmpgw-pm")), res.get((n, "cmpgw-full"))
+    if g and pm and full and g["cpu_ms"]:
+        print(f"- {n} client thread(s): a connection per message: server CPU per enrolment "
+              f"{pm['cpu_ms'] / g['cpu_ms']:.2f}x keep-alive's with resumption "
+              f"({pm['resumed']} of {pm['connections']} handshakes resumed), "
+              f"{full['cpu_ms'] / g['cpu_ms']:.2f}x with full handshakes")
+print()
+ratio = []
+n_hi = max(k[0] for k in res) if res else 0
+m1, g1, mh, gh = (res.get(k) for k in ((1, "mock"), (1, "cmpgw"), (n_hi, "mock"), (n_hi, "cmpgw")))
+if m1 and g1 and m1["cpu_ms"]:
+    ratio.append(f"cpu={g1['cpu_ms'] / m1['cpu_ms']:.2f}")
+if mh and gh and mh["rate"]:
+    ratio.append(f"throughput={gh['rate'] / mh['rate']:.2f}")
+pm, full = res.get((1, "cmpgw-pm")), res.get((1, "cmpgw-full"))
+if g1 and pm and full and g1["cpu_ms"]:
+    ratio.append(f"per_message={pm['cpu_ms'] / g1['cpu_ms']:.2f} full_handshake={full['cpu_ms'] / g1['cpu_ms']:.2f}")
+print("ratio " + " ".join(ratio))
 errors = sum(a["errors"] for a in res.values())
 sys.exit(1 if errors else 0)
 PY
