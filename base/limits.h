@@ -63,7 +63,8 @@
 #define GW_STATE_LEASE_SECS 30 /* an instance continuing a transaction holds it at most this long */
 #define GW_STATE_CLAIM_BATCH 8 /* expired shared transactions one instance records per tick (main thread) */
 #define GW_STATE_CLAIM_SLACK 5 /* seconds past a shared deadline before another instance records it */
-#define GW_STATE_PING_SECS 1   /* how often readiness asks the shared state's Redis (PING) */
+#define GW_STATE_CLOCK_SKEW_MS 2000 /* an instance gives up on another's upstream call this late */
+#define GW_STATE_PING_SECS 1        /* how often readiness asks the shared state's Redis (PING) */
 #define GW_DEFAULT_MAX_TXNS 10000
 #define GW_DEFAULT_MAX_TXNS_PER_IDENTITY 16
 #define GW_MAX_TXNS 1000000

@@ -33,7 +33,19 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
-enum { S_SEEN, S_RESERVE, S_RELEASE, S_TAKE, S_DROP, S_UNLEASE, S_PING, S_CLAIM, S_RESULT, N_SCRIPTS };
+enum {
+    S_SEEN,
+    S_RESERVE,
+    S_RELEASE,
+    S_TAKE,
+    S_DROP,
+    S_UNLEASE,
+    S_PING,
+    S_CLAIM,
+    S_RESULT,
+    S_UPDATE,
+    N_SCRIPTS
+};
 
 /* In a script: the result key beside the record key KEYS[1] (or |k|) */
 #define LUA_RES_OF(k) "(string.gsub(" k ", 'rec:(%x+)$', 'res:%1'))"
@@ -97,6 +109,12 @@ static const char *const scripts[N_SCRIPTS] = {
     /* KEYS: the record, the result; ARGV: the result, its seconds. 1, or 0 when the record is gone */
     [S_RESULT] = "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
                  "redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])\n"
+                 "return 1\n",
+    /* KEYS: the record, its lease; ARGV: the record, this instance. 1; 0 when the record is gone; 2
+       when this instance no longer holds the lease (another may be answering: its rewrite stands) */
+    [S_UPDATE] = "if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 2 end\n"
+                 "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
+                 "redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')\n"
                  "return 1\n",
 };
 
@@ -662,7 +680,8 @@ static unsigned char *result_encode(const struct gw_cluster *cl, const unsigned 
     const void *f[RESULT_FIELDS] = {res->cert, res->chain, meta, res->reason};
     size_t n[RESULT_FIELDS] = {res->cert_len, res->chain_len, 0, strlen(res->reason)};
 
-    n[2] = (size_t)snprintf(meta, sizeof(meta), "%d %d %d", res->status, res->fail_info, res->modified);
+    n[2] = (size_t)snprintf(meta, sizeof(meta), "%d %d %d %d", res->status, res->fail_info, res->modified,
+                            res->recorded);
     return blob_encode(cl, RESULT_MAGIC, tid, tid_len, f, n, RESULT_FIELDS, out_len);
 }
 
@@ -679,7 +698,7 @@ static int result_decode(const struct gw_cluster *cl, const unsigned char *tid, 
         return GW_ERR_INVAL;
     memcpy(meta, f[2], n[2]);
     meta[n[2]] = '\0';
-    if (sscanf(meta, "%d %d %d", &res->status, &res->fail_info, &res->modified) != 3 ||
+    if (sscanf(meta, "%d %d %d %d", &res->status, &res->fail_info, &res->modified, &res->recorded) != 4 ||
         (res->cert = field_dup(f[0], n[0], &res->cert_len)) == NULL ||
         (res->chain = field_dup(f[1], n[1], &res->chain_len)) == NULL) {
         result_cleanup(res);
@@ -758,14 +777,10 @@ int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_
 int gw_cluster_update_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
                              const struct gw_txn_record *rec, char *err)
 {
-    char k[KEY_LEN];
+    char k1[KEY_LEN], k2[KEY_LEN];
     size_t len = 0;
     unsigned char *blob;
-    const char *argv[5] = {"SET", k, NULL, "XX", "KEEPTTL"};
-    size_t lens[5] = {3, 0, 0, 2, 7};
-    redisContext *c;
-    redisReply *r;
-    int rc;
+    long long rc;
 
     if (!gw_cluster_keeps_records(cl) || tid_len == 0 || tid_len > GW_MAX_TID_LEN)
         return GW_ERR_INVAL;
@@ -773,22 +788,18 @@ int gw_cluster_update_record(struct gw_cluster *cl, const unsigned char *tid, si
         snprintf(err, GW_ERR_LEN, "shared state: the transaction record could not be built");
         return GW_ERR_NOMEM;
     }
-    if ((c = connection(cl, err)) == NULL) {
-        free(blob);
-        return GW_ERR_UNAVAILABLE;
-    }
-    key(cl, k, "rec", tid, tid_len);
-    argv[2] = (const char *)blob;
-    lens[1] = strlen(k);
-    lens[2] = len;
-    r = redisCommandArgv(c, 5, argv, lens);
-    if (r == NULL || r->type == REDIS_REPLY_ERROR)
-        rc = unavailable(cl, c, r, err);
-    else
-        rc = r->type == REDIS_REPLY_NIL ? GW_ERR_NOT_FOUND : 0;
-    freeReplyObject(r);
+    key(cl, k1, "rec", tid, tid_len);
+    key(cl, k2, "lease", tid, tid_len);
+    rc = integer_of(cl,
+                    eval_n(cl, S_UPDATE, k1, k2, 2, (const char *const[]){(const char *)blob, cl->owner},
+                           (const size_t[]){len, strlen(cl->owner)}, err),
+                    err);
     free(blob);
-    return rc;
+    if (rc == 2)
+        snprintf(err, GW_ERR_LEN, "this instance's lease on the transaction ran out; another may answer it");
+    else if (rc == 0)
+        snprintf(err, GW_ERR_LEN, "the transaction's shared record is gone");
+    return rc == 1 ? 0 : rc == 2 ? GW_ERR_BUSY : rc == 0 ? GW_ERR_NOT_FOUND : GW_ERR_UNAVAILABLE;
 }
 
 int gw_cluster_put_result(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,

@@ -70,6 +70,7 @@ struct gw_txn_result {
     unsigned char *cert, *chain; /* DER; the chain's certificates back to back */
     size_t cert_len, chain_len;
     int status, fail_info, modified; /* as struct gw_sign_result's */
+    int recorded; /* the "issued" record of |cert| is on disk; else whoever collects it withdraws it */
     char reason[GW_ERR_LEN];
 };
 
@@ -99,8 +100,8 @@ int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_
 
 /*
  * gw_cluster_update_record rewrites |tid|'s record as |rec| (its step bumped by the caller), keeping
- * its deadline: 0, GW_ERR_NOT_FOUND (it is gone), GW_ERR_UNAVAILABLE with |err|. The caller holds
- * its lease.
+ * its deadline, if this instance still holds its lease: 0; GW_ERR_NOT_FOUND (it is gone),
+ * GW_ERR_BUSY (the lease ran out), GW_ERR_UNAVAILABLE, each with |err|.
  */
 int gw_cluster_update_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
                              const struct gw_txn_record *rec, char *err);

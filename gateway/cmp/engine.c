@@ -163,6 +163,7 @@ static void log_closed(void *arg, struct gw_txn *txn)
     if (t != NULL && t->shared && (how->leave_to_cluster || t->request != NULL)) {
         if (!how->leave_to_cluster)
             gw_cluster_release(t->e->cluster, txn->tid, txn->tid_len, txn->identity);
+        cmp_poll_republish(t->e, t->pending); /* a result Redis refused before: the others need it */
         gw_log_kv(GW_LOG_INFO, "txn_left_to_cluster", "tid", tid, "identity", txn->identity, "serial",
                   t->serial, "msg",
                   how->leave_to_cluster ? "another instance can answer its next message"
@@ -262,8 +263,10 @@ static void record_orphan(void *arg, const unsigned char *tid, size_t tid_len,
         cmp_share_expired(e, t, scratch.tid, rec);
         cmp_txn_free(t);
     } else {
-        const unsigned char *p = rec->cert;
-        X509 *cert = d2i_X509(NULL, &p, (long)rec->cert_len);
+        /* an issued certificate, or a deferred request's result */
+        const unsigned char *p = rec->cert_len > 0 ? rec->cert : rec->result.cert;
+        size_t len = rec->cert_len > 0 ? rec->cert_len : rec->result.cert_len;
+        X509 *cert = len > 0 ? d2i_X509(NULL, &p, (long)len) : NULL;
         char serial[2 * 20 + 1] = "?";
 
         if (cert != NULL)
@@ -907,6 +910,7 @@ static int claim_copy(struct cmp_call *c, struct gw_txn **txnp, int *leased, int
     if (rc == 0 && rec.step != ((struct cmp_txn *)txn->data)->step) {
         gw_log_kv(GW_LOG_INFO, "txn_copy_replaced", "tid", c->rsp->tid, "identity", txn->identity, "msg",
                   "another instance answered it since; rebuilt from its record", NULL);
+        cmp_poll_republish(c->e, ((struct cmp_txn *)txn->data)->pending); /* a result Redis refused before */
         gw_txn_free(txn);
         gw_txn_release(c->e->txns, c->hdr.tid, c->hdr.tid_len);
         *leased = *rebuilt = (*txnp = rebuild_from(c, &rec)) != NULL;

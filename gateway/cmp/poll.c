@@ -2,7 +2,8 @@
  * Polling for slow upstreams (docs/polling.md, docs/design.md O7). With a role's
  * "poll_after", the sign call runs on a call thread (gw_upstream_sign_async); the worker waits up
  * to poll_after, then the request is answered "waiting" and its transaction is parked with the
- * call. pollReq asks here whether the result has come.
+ * call. pollReq asks here whether the result has come; in a cluster with transaction records the
+ * result also goes beside the shared record, where a pollReq on any instance finds it (share.c).
  *
  * A call is shared by the worker (then the parked transaction) and its completion, and freed by
  * whichever lets go last (refs), so a completion that arrives after the transaction expired lands
@@ -40,6 +41,7 @@ struct cmp_pending {
     int deferred;         /* the worker stopped waiting: the completion writes the record */
     int on_record;        /* the completion wrote the "issued" record */
     int gave_up;          /* the deadline passed first: a later certificate is not delivered */
+    int published;        /* the result is beside the shared record (or being put there) */
     uint64_t deadline_ms; /* the upstream's timeout from the start of the call */
     int64_t check_after;  /* seconds: what a pollRep asks for while the call runs */
     struct gw_sign_result *res;
@@ -63,10 +65,12 @@ struct cmp_remote {
     uint64_t deadline_ms; /* wall clock (ms since the epoch): the instances' clocks agree */
     int64_t check_after;
     struct gw_sign_result *res; /* NULL until that instance wrote the result */
+    int recorded;               /* its certificate's "issued" record is on that instance's audit log */
     char upstream[GW_MAX_NAME_LEN + 1];
 };
 
 static pthread_mutex_t detach_lock = PTHREAD_MUTEX_INITIALIZER;
+static int publishing; /* completions writing their result to the shared state (detach_lock) */
 
 static int64_t clamp_secs(uint64_t ms)
 {
@@ -193,7 +197,8 @@ static void shared_result_cleanup(struct gw_txn_result *sr)
 
 /*
  * |res| as the other instances read it. A certificate whose "issued" record could not be written
- * is not shared: they answer what this instance would (docs/design.md D8).
+ * goes as such: whichever instance collects it refuses and withdraws it, as this one would
+ * (docs/design.md D8).
  */
 static int shared_result(const struct gw_sign_result *res, int recorded, struct gw_txn_result *sr)
 {
@@ -202,16 +207,10 @@ static int shared_result(const struct gw_sign_result *res, int recorded, struct 
     sr->status = res->status;
     sr->fail_info = res->fail_info;
     sr->modified = res->modified;
+    sr->recorded = recorded;
     snprintf(sr->reason, sizeof(sr->reason), "%s", res->reason);
     if (res->status != 0 || res->cert == NULL)
         return 0;
-    if (!recorded) {
-        sr->status = GW_ERR_IO;
-        sr->fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
-        snprintf(sr->reason, sizeof(sr->reason), "%s",
-                 "the audit log cannot be written; the certificate was not released");
-        return 0;
-    }
     if (der_append(&sr->cert, &sr->cert_len, res->cert) != 0)
         goto fail;
     for (int i = 0; i < sk_X509_num(res->chain); i++)
@@ -223,20 +222,47 @@ fail:
     return GW_ERR_NOMEM;
 }
 
-/* Puts the result beside the transaction's record (its engine, hence its cluster, is alive). */
-static void publish(struct cmp_pending *p, struct gw_txn_result *sr)
+/*
+ * Whether |p|'s result is there to share and not shared yet: then |sr| holds it and |p| counts as
+ * published (publish puts that back on failure). p->lock held.
+ */
+static int to_publish(struct cmp_pending *p, struct gw_txn_result *sr)
+{
+    if (p->cl == NULL || !p->done || p->res == NULL || p->gave_up || p->published ||
+        shared_result(p->res, p->on_record, sr) != 0)
+        return 0;
+    p->published = 1;
+    return 1;
+}
+
+/*
+ * Puts the result beside the transaction's record; |e| (alive: see publishing) records a certificate
+ * whose transaction another instance closed meanwhile. Retried (cmp_poll_republish) when Redis fails.
+ */
+static void publish(struct cmp_pending *p, struct gw_cmp_engine *e, struct gw_txn_result *sr)
 {
     char err[GW_ERR_LEN] = "";
     int rc = gw_cluster_put_result(p->cl, p->tid_raw, p->tid_len, sr, p->ttl, err);
 
-    if (rc == 0 && sr->cert_len > 0)
+    if (rc == 0 && sr->cert_len > 0) { /* another instance gave up on it at the deadline, or it was aborted */
+        const unsigned char *q = sr->cert;
+        X509 *cert = d2i_X509(NULL, &q, (long)sr->cert_len);
+
         gw_log_kv(GW_LOG_WARN, "late_issue", "tid", p->tid, "serial", p->view.serial, "upstream", p->upstream,
                   "msg",
                   "certificate issued after its transaction was closed on another instance; not delivered",
                   NULL);
-    else if (rc < 0)
+        (void)cmp_audit_cert(e, &p->view, p->tid, "expired_undelivered",
+                             "its transaction was closed on another instance before the certificate came",
+                             cert, 0);
+        X509_free(cert);
+    } else if (rc < 0) {
         gw_log_kv(GW_LOG_ERROR, "result_not_shared", "tid", p->tid, "reason", err, "msg",
-                  "only a pollReq that reaches this instance collects it", NULL);
+                  "tried again when this instance next answers the transaction or expires it", NULL);
+        pthread_mutex_lock(&p->lock);
+        p->published = 0;
+        pthread_mutex_unlock(&p->lock);
+    }
     shared_result_cleanup(sr);
 }
 
@@ -244,6 +270,7 @@ static void publish(struct cmp_pending *p, struct gw_txn_result *sr)
 static void pending_done(void *arg, struct gw_sign_result *res)
 {
     struct cmp_pending *p = arg;
+    struct gw_cmp_engine *e = NULL;
     struct gw_txn_result sr;
     int recorded = 0, late, share = 0;
 
@@ -272,16 +299,22 @@ static void pending_done(void *arg, struct gw_sign_result *res)
         p->res = res;
         p->done = 1;
         p->on_record = recorded;
-        share = p->cl != NULL && shared_result(res, recorded, &sr) == 0;
+        share = to_publish(p, &sr);
     }
     pthread_mutex_unlock(&p->lock);
-    if (share) { /* after the "issued" record, as for a pollReq here */
+    if (share) { /* after the "issued" record, as for a pollReq here; Redis outside detach_lock */
         pthread_mutex_lock(&detach_lock);
-        if (p->e != NULL)
-            publish(p, &sr);
-        else
-            shared_result_cleanup(&sr);
+        if ((e = p->e) != NULL)
+            publishing++; /* cmp_poll_detach waits for it: the engine and its cluster stay */
         pthread_mutex_unlock(&detach_lock);
+        if (e != NULL) {
+            publish(p, e, &sr);
+            pthread_mutex_lock(&detach_lock);
+            publishing--;
+            pthread_mutex_unlock(&detach_lock);
+        } else {
+            shared_result_cleanup(&sr);
+        }
     }
 out:
     unlink_call(p);
@@ -375,9 +408,11 @@ static int remote_ready(struct cmp_remote *r, int64_t *check_after)
 {
     uint64_t now = wall_ms();
 
-    if (r->res == NULL && now >= r->deadline_ms)
+    if (r->res == NULL && now >= r->deadline_ms + GW_STATE_CLOCK_SKEW_MS)
         r->res = timed_out(r->upstream); /* that instance is gone, or its call outlived the deadline */
-    *check_after = r->res != NULL ? 0 : check_after_within(r->check_after, r->deadline_ms - now);
+    *check_after = r->res != NULL
+                       ? 0
+                       : check_after_within(r->check_after, r->deadline_ms + GW_STATE_CLOCK_SKEW_MS - now);
     return r->res != NULL;
 }
 
@@ -417,7 +452,7 @@ int cmp_poll_take(struct cmp_txn *t, struct gw_sign_result *out, int *on_record)
         got = 1;
     }
     /* the instance that made the call wrote the "issued" record before it shared the certificate */
-    *on_record = p != NULL ? p->on_record : 1;
+    *on_record = p != NULL ? p->on_record : t->remote->recorded;
     if (p != NULL)
         pthread_mutex_unlock(&p->lock);
     return got;
@@ -437,21 +472,30 @@ void cmp_poll_describe(const struct cmp_txn *t, long long *deadline_ms, long lon
     *check_after = t->pending->check_after;
 }
 
-void cmp_poll_share(struct cmp_pending *p, struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
-                    time_t ttl)
+void cmp_poll_share(struct gw_cmp_engine *e, struct cmp_pending *p, struct gw_cluster *cl,
+                    const unsigned char *tid, size_t tid_len, time_t ttl)
 {
-    struct gw_txn_result sr;
-    int now;
-
     pthread_mutex_lock(&p->lock);
     p->cl = cl;
     memcpy(p->tid_raw, tid, p->tid_len = tid_len < sizeof(p->tid_raw) ? tid_len : sizeof(p->tid_raw));
     p->ttl = ttl;
+    pthread_mutex_unlock(&p->lock);
     /* the call returned since the worker stopped waiting: its completion shared nothing */
-    now = p->done && p->res != NULL && !p->gave_up && shared_result(p->res, p->on_record, &sr) == 0;
+    cmp_poll_republish(e, p);
+}
+
+void cmp_poll_republish(struct gw_cmp_engine *e, struct cmp_pending *p)
+{
+    struct gw_txn_result sr;
+    int now;
+
+    if (p == NULL)
+        return;
+    pthread_mutex_lock(&p->lock);
+    now = to_publish(p, &sr);
     pthread_mutex_unlock(&p->lock);
     if (now)
-        publish(p, &sr); /* a worker: the engine lives */
+        publish(p, e, &sr); /* a worker or the main thread: the engine lives */
 }
 
 struct cmp_remote *cmp_poll_remote(const struct gw_txn_record *rec)
@@ -474,6 +518,7 @@ struct cmp_remote *cmp_poll_remote(const struct gw_txn_record *rec)
     r->res->status = sr->status;
     r->res->fail_info = sr->fail_info;
     r->res->modified = sr->modified;
+    r->recorded = sr->recorded;
     snprintf(r->res->reason, sizeof(r->res->reason), "%s", sr->reason);
     if (sr->cert_len == 0)
         return r;
@@ -554,6 +599,11 @@ void cmp_poll_detach(struct gw_cmp_engine *e)
         gw_sleep_ms(DETACH_POLL_MS);
     }
     pthread_mutex_lock(&detach_lock);
+    while (publishing > 0) { /* bounded by the shared state's timeout */
+        pthread_mutex_unlock(&detach_lock);
+        gw_sleep_ms(DETACH_POLL_MS);
+        pthread_mutex_lock(&detach_lock);
+    }
     for (p = e->pending; p != NULL; p = next) {
         next = p->next;
         gw_log_kv(GW_LOG_ERROR, "upstream_call_abandoned", "tid", p->tid, "upstream", p->upstream, "msg",

@@ -37,8 +37,11 @@ int cmp_poll_ready(struct cmp_txn *t, int64_t *check_after);
  * result written beside that record once the "issued" record is on disk (at once if it has come).
  */
 void cmp_poll_describe(const struct cmp_txn *t, long long *deadline_ms, long long *check_after);
-void cmp_poll_share(struct cmp_pending *p, struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
-                    time_t ttl);
+void cmp_poll_share(struct gw_cmp_engine *e, struct cmp_pending *p, struct gw_cluster *cl,
+                    const unsigned char *tid, size_t tid_len, time_t ttl);
+
+/* cmp_poll_republish shares a result that could not be shared before (Redis failed). NULL-safe. */
+void cmp_poll_republish(struct gw_cmp_engine *e, struct cmp_pending *p);
 
 /*
  * cmp_poll_remote: what a pollReq on this instance knows of a call another instance made, from its

@@ -60,7 +60,7 @@ void cmp_share_txn(struct cmp_call *c, struct cmp_txn *t, const unsigned char *n
     if (put_record(c, t, c->req->der, c->req->len, nonce, nonce_len, ttl, err) == 0) {
         t->shared = 1;
         if (t->pending != NULL) /* its result goes beside the record, for a pollReq on any instance */
-            cmp_poll_share(t->pending, c->e->cluster, c->hdr.tid, c->hdr.tid_len, ttl);
+            cmp_poll_share(c->e, t->pending, c->e->cluster, c->hdr.tid, c->hdr.tid_len, ttl);
         return;
     }
     gw_log_kv(GW_LOG_WARN, "txn_not_shared", "tid", c->rsp->tid, "reason", err, "msg",
