@@ -51,7 +51,8 @@ static int copy_subject(const X509_NAME *name, struct gw_cert_req *out)
     return 0;
 }
 
-int gw_cert_req_from_crmf(enum gw_req_kind kind, const OSSL_CRMF_MSG *crm, struct gw_cert_req *out, char *err)
+int gw_cert_req_from_crmf(enum gw_req_kind kind, const OSSL_CRMF_MSG *crm, EVP_PKEY *key,
+                          struct gw_cert_req *out, char *err)
 {
     const OSSL_CRMF_CERTTEMPLATE *tmpl;
     int rc = GW_ERR_INVAL;
@@ -69,7 +70,9 @@ int gw_cert_req_from_crmf(enum gw_req_kind kind, const OSSL_CRMF_MSG *crm, struc
     if ((rc = read_exts(OSSL_CRMF_CERTTEMPLATE_get0_extensions(tmpl), out, err)) != 0)
         goto out;
     rc = GW_ERR_INVAL;
-    if ((out->pubkey = gw_shim_tmpl_get1_pubkey(crm)) == NULL) {
+    if (key != NULL && EVP_PKEY_up_ref(key) == 1)
+        out->pubkey = key; /* decoded from this template already */
+    else if ((out->pubkey = gw_shim_tmpl_get1_pubkey(crm)) == NULL) {
         snprintf(err, GW_ERR_LEN, "certificate template has no public key");
         goto out;
     }

@@ -12,10 +12,11 @@
 
 /*
  * gw_cert_req_from_crmf fills |out| from a CRMF CertReqMsg (ir, cr, kur). The template public key
- * and validity are read through the OpenSSL 3.0 shim. Returns 0 or GW_ERR_INVAL with |err|.
+ * (|key| when it was decoded from this template already, else NULL) and validity are read through
+ * the OpenSSL 3.0 shim. Returns 0 or GW_ERR_INVAL with |err|.
  */
-int gw_cert_req_from_crmf(enum gw_req_kind kind, const OSSL_CRMF_MSG *crm, struct gw_cert_req *out,
-                          char *err);
+int gw_cert_req_from_crmf(enum gw_req_kind kind, const OSSL_CRMF_MSG *crm, EVP_PKEY *key,
+                          struct gw_cert_req *out, char *err);
 
 /* gw_cert_req_from_p10 fills |out| from a PKCS#10 request (already verified by OpenSSL). */
 int gw_cert_req_from_p10(const X509_REQ *csr, struct gw_cert_req *out, char *err);

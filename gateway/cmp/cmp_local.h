@@ -96,6 +96,7 @@ struct cmp_call {
     enum cmp_confirm confirm;
     struct cmp_refusal fail; /* fail_info >= 0: a callback chose the error's failInfo and text */
     char diag[GW_ERR_LEN];   /* first OpenSSL diagnostic captured by the log cb */
+    EVP_PKEY *req_key;       /* the key an ir, cr or kur asks for, decoded once (precheck) for the plan */
     char route[GW_MAX_PATH_LEN];
     char tls_subject[GW_IDENTITY_LEN];
 };

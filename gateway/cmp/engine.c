@@ -278,6 +278,7 @@ static void record_orphan(void *arg, const unsigned char *tid, size_t tid_len,
                   NULL);
     }
     gw_shim_hdr_info_cleanup(&sub.hdr);
+    EVP_PKEY_free(sub.req_key);
 }
 
 void gw_cmp_engine_expire(struct gw_cmp_engine *e, time_t now)
@@ -514,13 +515,16 @@ allowed:
 }
 
 /* OpenSSL verifies the proof of possession with the requested key: its cost must be bounded first. */
-static int check_requested_key(const OSSL_CMP_MSG *msg, struct cmp_refusal *r)
+static int check_requested_key(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refusal *r)
 {
     int has_key = 0;
-    EVP_PKEY *key = gw_shim_get1_requested_key(msg, &has_key);
+    EVP_PKEY *key = gw_shim_get1_requested_key(msg, c->req->der, c->req->len, &has_key);
     int ok = !has_key || key == NULL || cmp_key_affordable(key);
 
-    EVP_PKEY_free(key);
+    EVP_PKEY_free(c->req_key);
+    c->req_key = c->body != GW_CMP_BODY_P10CR ? key : NULL; /* the template's: the plan's too */
+    if (c->req_key == NULL)
+        EVP_PKEY_free(key);
     if (ok)
         return 0;
     return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "%s", TEXT_KEY_LIMITS);
@@ -566,7 +570,7 @@ static int precheck(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refu
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
                           "message is not protected: sign it with a certificate or protect it with a "
                           "PBM secret");
-    if (check_requested_key(msg, r) != 0 || choose_role(c, msg, r) != 0)
+    if (check_requested_key(c, msg, r) != 0 || choose_role(c, msg, r) != 0)
         return 1;
     if (c->hdr.protection_nid == NID_id_PasswordBasedMAC)
         return check_pbm(c, r);
@@ -876,6 +880,7 @@ static struct gw_txn *rebuild_from(struct cmp_call *c, struct gw_txn_record *rec
                   sub.diag[0] != '\0' ? sub.diag : "its stored request does not run here", NULL);
     }
     gw_shim_hdr_info_cleanup(&sub.hdr);
+    EVP_PKEY_free(sub.req_key);
     return txn;
 }
 
@@ -1138,6 +1143,7 @@ void gw_cmp_process(struct gw_cmp_engine *e, const struct gw_cmp_request *req, s
     else
         dispatch(&c, msg);
     gw_shim_hdr_info_cleanup(&c.hdr);
+    EVP_PKEY_free(c.req_key);
     OSSL_CMP_MSG_free(msg);
     ERR_clear_error();
     if (c.held != NULL) /* the last touch of an older engine: it may be freed from now on */

@@ -201,8 +201,9 @@ static OSSL_CMP_PKISI *deliver(struct cmp_txn *t, struct cmp_call *c, const stru
 static int plan_request(struct cmp_txn *t, struct cmp_call *c, const OSSL_CRMF_MSG *crm, struct issuing *is,
                         struct cmp_refusal *r)
 {
-    int rc = is->p10cr != NULL ? gw_cert_req_from_p10(is->p10cr, &is->creq, r->text)
-                               : gw_cert_req_from_crmf(req_kind(c->body), crm, &is->creq, r->text);
+    int rc = is->p10cr != NULL
+                 ? gw_cert_req_from_p10(is->p10cr, &is->creq, r->text)
+                 : gw_cert_req_from_crmf(req_kind(c->body), crm, c->req_key, &is->creq, r->text);
 
     r->fail_info = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
     if (rc != 0)

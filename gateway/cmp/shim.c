@@ -6,6 +6,7 @@
 #include "gateway/cmp/shim.h"
 #include "base/err.h"
 
+#include <limits.h>
 #include <string.h>
 #include <openssl/asn1.h>
 #include <openssl/cmp.h>
@@ -334,28 +335,68 @@ static int tmpl_find(const OSSL_CRMF_MSG *crm, int tag, unsigned char **der, str
     return 0;
 }
 
-EVP_PKEY *gw_shim_tmpl_get1_pubkey(const OSSL_CRMF_MSG *crm)
+/* The key of a template's [6] IMPLICIT SubjectPublicKeyInfo |t|: the SEQUENCE's bytes but for the tag. */
+static EVP_PKEY *spki_key(const struct tlv *t)
 {
-    unsigned char *der = NULL, *spki = NULL;
+    unsigned char *spki;
     const unsigned char *p;
     EVP_PKEY *pkey = NULL;
-    struct tlv t;
 
-    /* [6] IMPLICIT SubjectPublicKeyInfo: the same bytes as the SEQUENCE but for the tag */
-    if (!tmpl_find(crm, 6, &der, &t) || !t.constructed ||
-        (spki = OPENSSL_memdup(t.p, (size_t)t.total)) == NULL)
-        goto out;
+    if (!t->constructed || (spki = OPENSSL_memdup(t->p, (size_t)t->total)) == NULL)
+        return NULL;
     spki[0] = V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED;
     p = spki;
-    pkey = d2i_PUBKEY(NULL, &p, t.total);
-    if (pkey != NULL && p != spki + t.total) {
+    pkey = d2i_PUBKEY(NULL, &p, t->total);
+    if (pkey != NULL && p != spki + t->total) {
         EVP_PKEY_free(pkey);
         pkey = NULL;
     }
-out:
     OPENSSL_free(spki);
+    return pkey;
+}
+
+EVP_PKEY *gw_shim_tmpl_get1_pubkey(const OSSL_CRMF_MSG *crm)
+{
+    unsigned char *der = NULL;
+    EVP_PKEY *pkey = NULL;
+    struct tlv t;
+
+    if (tmpl_find(crm, 6, &der, &t))
+        pkey = spki_key(&t);
     OPENSSL_free(der);
     return pkey;
+}
+
+/* The next TLV of [*pp, end) if it is a SEQUENCE; 1, else 0. */
+static int next_seq(const unsigned char **pp, const unsigned char *end, struct tlv *t)
+{
+    return tlv_next(pp, end, t) && t->cls == V_ASN1_UNIVERSAL && t->tag == V_ASN1_SEQUENCE && t->constructed;
+}
+
+/*
+ * The key of the first CertReqMsg of CertReqMessages |msgs| (RFC 4211 §3), read in place: 1 with
+ * *key (NULL: unreadable), 0 when the template has none, -1 when the structure is not as expected.
+ */
+static int crm_key(const struct tlv *msgs, EVP_PKEY **key)
+{
+    const unsigned char *p = msgs->cont, *end = msgs->cont + msgs->len;
+    struct tlv msg, req, id, tmpl, f;
+
+    if (!next_seq(&p, end, &msg)) /* CertReqMsg */
+        return -1;
+    p = msg.cont, end = msg.cont + msg.len;
+    if (!next_seq(&p, end, &req)) /* certReq CertRequest */
+        return -1;
+    p = req.cont, end = req.cont + req.len;
+    if (!tlv_next(&p, end, &id) || id.tag != V_ASN1_INTEGER || id.cls != V_ASN1_UNIVERSAL ||
+        !next_seq(&p, end, &tmpl))
+        return -1;
+    for (p = tmpl.cont, end = tmpl.cont + tmpl.len; tlv_next(&p, end, &f);)
+        if (f.cls == V_ASN1_CONTEXT_SPECIFIC && f.tag == 6) {
+            *key = spki_key(&f);
+            return 1;
+        }
+    return 0;
 }
 
 /* OptionalValidity's [0]/[1] tag a CHOICE (Time), hence EXPLICIT whatever the module default. */
@@ -547,37 +588,59 @@ out:
     return bits;
 }
 
-EVP_PKEY *gw_shim_get1_requested_key(const OSSL_CMP_MSG *msg, int *has_key)
+/* The requested key of PKIBody content |t| (|body| ir, cr, kur or p10cr), as gw_shim_get1_requested_key. */
+static EVP_PKEY *body_key(const struct tlv *t, int body, int *has_key)
 {
-    unsigned char *der = NULL;
-    const unsigned char *p, *end, *q;
+    const unsigned char *q = t->cont, *end = t->cont + t->len;
     OSSL_CRMF_MSGS *crms = NULL;
     X509_REQ *csr = NULL;
     EVP_PKEY *key = NULL;
+    struct tlv msgs;
+    int found;
+
+    if (body == GW_CMP_BODY_P10CR) {
+        if ((csr = d2i_X509_REQ(NULL, &q, t->len)) != NULL && (key = X509_REQ_get_pubkey(csr)) == NULL)
+            *has_key = 0; /* a CSR without a readable key fails its self-signature check anyway */
+        X509_REQ_free(csr);
+        return key;
+    }
+    /* read in place: decoding the whole CertReqMessages would decode the key a second time */
+    if (next_seq(&q, end, &msgs) && q == end && (found = crm_key(&msgs, &key)) >= 0) {
+        *has_key = found; /* 0: no key in the template (RFC 9483 central key generation) */
+        return key;
+    }
+    q = t->cont;
+    if ((crms = d2i_OSSL_CRMF_MSGS(NULL, &q, t->len)) != NULL && sk_OSSL_CRMF_MSG_num(crms) > 0 &&
+        (key = gw_shim_tmpl_get1_pubkey(sk_OSSL_CRMF_MSG_value(crms, 0))) == NULL)
+        *has_key = 0;
+    sk_OSSL_CRMF_MSG_pop_free(crms, OSSL_CRMF_MSG_free);
+    return key;
+}
+
+EVP_PKEY *gw_shim_get1_requested_key(const OSSL_CMP_MSG *msg, const unsigned char *der, size_t der_len,
+                                     int *has_key)
+{
+    unsigned char *own = NULL;
+    const unsigned char *p, *end;
+    EVP_PKEY *key = NULL;
     struct tlv t;
-    int len, body = OSSL_CMP_MSG_get_bodytype(msg);
+    int len = (int)der_len, body = OSSL_CMP_MSG_get_bodytype(msg);
 
     *has_key = 0;
     if (body != GW_CMP_BODY_IR && body != GW_CMP_BODY_CR && body != GW_CMP_BODY_KUR &&
         body != GW_CMP_BODY_P10CR)
         return NULL;
     *has_key = 1;
-    /* PKIBody is an EXPLICIT [n] around CertReqMessages (ir, cr, kur) or a CertificationRequest (p10cr) */
-    if ((len = i2d_OSSL_CMP_MSG(msg, &der)) <= 0 || !open_seq(der, len, &p, &end) || !tlv_next(&p, end, &t) ||
-        !tlv_next(&p, end, &t) || t.cls != V_ASN1_CONTEXT_SPECIFIC)
-        goto out;
-    q = t.cont;
-    if (body == GW_CMP_BODY_P10CR) {
-        if ((csr = d2i_X509_REQ(NULL, &q, t.len)) != NULL && (key = X509_REQ_get_pubkey(csr)) == NULL)
-            *has_key = 0; /* a CSR without a readable key fails its self-signature check anyway */
-    } else if ((crms = d2i_OSSL_CRMF_MSGS(NULL, &q, t.len)) != NULL && sk_OSSL_CRMF_MSG_num(crms) > 0) {
-        if ((key = gw_shim_tmpl_get1_pubkey(sk_OSSL_CRMF_MSG_value(crms, 0))) == NULL)
-            *has_key = 0; /* no key in the template (RFC 9483 central key generation): nothing to verify */
+    /* the bytes OpenSSL decoded |msg| from, or, if they are not DER, its encoding */
+    if (der == NULL || der_len > INT_MAX || !open_seq(der, len, &p, &end)) {
+        if ((len = i2d_OSSL_CMP_MSG(msg, &own)) <= 0 || !open_seq(own, len, &p, &end))
+            goto out;
     }
+    /* PKIBody is an EXPLICIT [n] around CertReqMessages (ir, cr, kur) or a CertificationRequest (p10cr) */
+    if (tlv_next(&p, end, &t) && tlv_next(&p, end, &t) && t.cls == V_ASN1_CONTEXT_SPECIFIC)
+        key = body_key(&t, body, has_key);
 out:
-    X509_REQ_free(csr);
-    sk_OSSL_CRMF_MSG_pop_free(crms, OSSL_CRMF_MSG_free);
-    OPENSSL_free(der);
+    OPENSSL_free(own);
     return key;
 }
 

@@ -93,10 +93,12 @@ int gw_shim_popo_hash_bits(const OSSL_CRMF_MSG *crm);
 /*
  * gw_shim_get1_requested_key returns the public key an ir, cr or kur asks to be certified (the first
  * CertReqMsg's template) or a p10cr's CSR key: the key OpenSSL verifies the proof of possession
- * with. *has_key is 0 for other bodies and for requests that carry no key; a request that should
- * carry one but cannot be read gives NULL with *has_key 1.
+ * with, read from |der| (the bytes |msg| was decoded from; NULL: |msg| is encoded again). *has_key
+ * is 0 for other bodies and for requests that carry no key; a request that should carry one but
+ * cannot be read gives NULL with *has_key 1.
  */
-EVP_PKEY *gw_shim_get1_requested_key(const OSSL_CMP_MSG *msg, int *has_key);
+EVP_PKEY *gw_shim_get1_requested_key(const OSSL_CMP_MSG *msg, const unsigned char *der, size_t der_len,
+                                     int *has_key);
 
 /*
  * gw_shim_get1_extra_certs returns the extraCerts of |msg| (RFC 9810 §5.1; 3.2+:

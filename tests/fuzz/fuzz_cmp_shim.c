@@ -138,6 +138,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     sk_X509_pop_free(gw_shim_get1_extra_certs(msg), X509_free);
     (void)gw_shim_rr_reason(msg, &reason);
     (void)gw_shim_error_code(msg);
+    {
+        int has_key; /* read in place from the fuzzer's bytes, which need not be DER */
+
+        EVP_PKEY_free(gw_shim_get1_requested_key(msg, data, (size_t)(p - data), &has_key));
+        EVP_PKEY_free(gw_shim_get1_requested_key(msg, NULL, 0, &has_key));
+    }
     /* PKIMessage { header, body [type] EXPLICIT content, ... } as OpenSSL encodes what it decoded */
     if ((len = i2d_OSSL_CMP_MSG(msg, &der)) <= 0)
         goto out;

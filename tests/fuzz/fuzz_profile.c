@@ -167,7 +167,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (crm != NULL) {
         for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
             gw_cert_req_init(&req);
-            if (gw_cert_req_from_crmf(kinds[i], crm, &req, err) == 0)
+            if (gw_cert_req_from_crmf(kinds[i], crm, NULL, &req, err) == 0)
                 plan_all(&req);
             gw_cert_req_cleanup(&req);
         }

@@ -264,7 +264,7 @@ static int read_req(const struct plan_case *c, struct gw_cert_req *req, char *er
     } else {
         OSSL_CRMF_MSG *crm = make_crmf(keys[c->key], c->cn, c->sans, c->bc, c->nb, c->na);
 
-        rc = gw_cert_req_from_crmf(GW_REQ_IR, crm, req, err);
+        rc = gw_cert_req_from_crmf(GW_REQ_IR, crm, NULL, req, err);
         OSSL_CRMF_MSG_free(crm);
     }
     return rc;
@@ -477,7 +477,7 @@ static void test_req_from_crmf(void **state)
 
     (void)state;
     crm = make_crmf(keys[K_P256], "dev1", "DNS:a.example,IP:127.0.0.1", "CA:TRUE", NOW, NOW + DAY);
-    assert_int_equal(gw_cert_req_from_crmf(GW_REQ_CR, crm, &req, err), 0);
+    assert_int_equal(gw_cert_req_from_crmf(GW_REQ_CR, crm, NULL, &req, err), 0);
     assert_int_equal(req.kind, GW_REQ_CR);
     assert_non_null(req.subject);
     assert_int_equal(sk_GENERAL_NAME_num(req.sans), 2);
@@ -491,7 +491,7 @@ static void test_req_from_crmf(void **state)
 
     /* no public key */
     crm = make_crmf(NULL, "dev1", NULL, NULL, 0, 0);
-    assert_int_equal(gw_cert_req_from_crmf(GW_REQ_IR, crm, &req, err), GW_ERR_INVAL);
+    assert_int_equal(gw_cert_req_from_crmf(GW_REQ_IR, crm, NULL, &req, err), GW_ERR_INVAL);
     assert_string_equal(err, "certificate template has no public key");
     assert_null(req.subject);
     OSSL_CRMF_MSG_free(crm);
@@ -501,7 +501,7 @@ static void test_req_from_crmf(void **state)
     exts = make_exts("DNS:a.example", NULL);
     sk_X509_EXTENSION_push(exts, X509V3_EXT_nconf_nid(NULL, NULL, NID_subject_alt_name, "DNS:b.example"));
     assert_int_equal(OSSL_CRMF_MSG_set0_extensions(crm, exts), 1);
-    assert_int_equal(gw_cert_req_from_crmf(GW_REQ_IR, crm, &req, err), GW_ERR_INVAL);
+    assert_int_equal(gw_cert_req_from_crmf(GW_REQ_IR, crm, NULL, &req, err), GW_ERR_INVAL);
     assert_non_null(strstr(err, "more than one subjectAltName"));
     OSSL_CRMF_MSG_free(crm);
 
@@ -513,13 +513,13 @@ static void test_req_from_crmf(void **state)
     e = X509_EXTENSION_create_by_NID(NULL, NID_subject_alt_name, 0, junk);
     sk_X509_EXTENSION_push(exts, e);
     assert_int_equal(OSSL_CRMF_MSG_set0_extensions(crm, exts), 1);
-    assert_int_equal(gw_cert_req_from_crmf(GW_REQ_IR, crm, &req, err), GW_ERR_INVAL);
+    assert_int_equal(gw_cert_req_from_crmf(GW_REQ_IR, crm, NULL, &req, err), GW_ERR_INVAL);
     assert_non_null(strstr(err, "malformed"));
     ASN1_OCTET_STRING_free(junk);
     OSSL_CRMF_MSG_free(crm);
 
     /* no template at all */
-    assert_int_equal(gw_cert_req_from_crmf(GW_REQ_IR, NULL, &req, err), GW_ERR_INVAL);
+    assert_int_equal(gw_cert_req_from_crmf(GW_REQ_IR, NULL, NULL, &req, err), GW_ERR_INVAL);
 }
 
 /* A CRMF message survives its DER round trip; its truncated twins never parse into a request. */
@@ -536,7 +536,7 @@ static void test_req_from_crmf_der(void **state)
     assert_true((len = i2d_OSSL_CRMF_MSG(crm, &der)) > 0);
     p = der;
     assert_non_null(back = d2i_OSSL_CRMF_MSG(NULL, &p, len));
-    assert_int_equal(gw_cert_req_from_crmf(GW_REQ_IR, back, &req, err), 0);
+    assert_int_equal(gw_cert_req_from_crmf(GW_REQ_IR, back, NULL, &req, err), 0);
     assert_int_equal(EVP_PKEY_eq(req.pubkey, keys[K_ED25519]), 1);
     assert_true(req.not_after == NOW + DAY && req.not_before == 0);
     gw_cert_req_cleanup(&req);

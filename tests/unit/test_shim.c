@@ -216,6 +216,38 @@ static void test_template(void **state)
     OSSL_CMP_CTX_free(ctx);
 }
 
+/* The requested key read in place from the bytes received, or from the message encoded again. */
+static void test_requested_key(void **state)
+{
+    OSSL_CMP_CTX *ctx = client(0);
+    OSSL_CMP_MSG *m = make_ir(ctx);
+    unsigned char *der = NULL;
+    int len = i2d_OSSL_CMP_MSG(m, &der), has = -1;
+    EVP_PKEY *a = gw_shim_get1_requested_key(m, der, (size_t)len, &has), *b;
+
+    (void)state;
+    assert_int_equal(has, 1);
+    assert_non_null(a);
+    assert_int_equal(EVP_PKEY_eq(a, new_key), 1);
+    has = -1;
+    b = gw_shim_get1_requested_key(m, NULL, 0, &has); /* no bytes: encoded again */
+    assert_int_equal(has, 1);
+    assert_int_equal(EVP_PKEY_eq(b, new_key), 1);
+    EVP_PKEY_free(b);
+    /* bytes that are not one DER SEQUENCE (a trailing byte): the message's own encoding is read */
+    der = OPENSSL_realloc(der, (size_t)len + 1);
+    der[len] = 0;
+    has = -1;
+    b = gw_shim_get1_requested_key(m, der, (size_t)len + 1, &has);
+    assert_int_equal(has, 1);
+    assert_int_equal(EVP_PKEY_eq(b, new_key), 1);
+    EVP_PKEY_free(b);
+    EVP_PKEY_free(a);
+    OPENSSL_free(der);
+    OSSL_CMP_MSG_free(m);
+    OSSL_CMP_CTX_free(ctx);
+}
+
 static void test_validity(void **state)
 {
     OSSL_CMP_CTX *ctx = client(0);
@@ -573,15 +605,11 @@ static void test_body_names(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hdr_info),
-        cmocka_unit_test(test_hdr_oversized),
-        cmocka_unit_test(test_template),
-        cmocka_unit_test(test_validity),
-        cmocka_unit_test(test_error_set_status),
-        cmocka_unit_test(test_get1_extra_certs),
-        cmocka_unit_test(test_truncated_and_garbage),
-        cmocka_unit_test(test_body_names),
-        cmocka_unit_test(test_cert_profile),
+        cmocka_unit_test(test_hdr_info),         cmocka_unit_test(test_hdr_oversized),
+        cmocka_unit_test(test_template),         cmocka_unit_test(test_validity),
+        cmocka_unit_test(test_requested_key),    cmocka_unit_test(test_error_set_status),
+        cmocka_unit_test(test_get1_extra_certs), cmocka_unit_test(test_truncated_and_garbage),
+        cmocka_unit_test(test_body_names),       cmocka_unit_test(test_cert_profile),
         cmocka_unit_test(test_itav_cert),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
