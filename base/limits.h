@@ -79,7 +79,9 @@
 #define GW_IDENTITY_LEN 256                  /* printable identity (subject DN or PBM reference) */
 #define GW_MAX_EXTRA_CERTS 16                /* certificates in a request's extraCerts: signer and chain */
 #define GW_MAX_EXTRA_CERTS_BYTES (32 * 1024) /* their DER, of a GW_MAX_CMP_BODY message */
-#define GW_MAX_SIGNER_CANDIDATES 4           /* certificates naming the sender that are tried as signer */
+#define GW_CHAIN_CACHE_SLOTS 1024        /* validated client chains remembered per configuration generation */
+#define GW_CHAIN_CACHE_SECS 300          /* how long one is: a trust change takes a reload anyway */
+#define GW_MAX_SIGNER_CANDIDATES 4       /* certificates naming the sender that are tried as signer */
 #define GW_MAX_VERIFY_KEY_BITS 8192      /* keys of anything verified for a client (signer, chain, POPO) */
 #define GW_MAX_RSA_EXPONENT_BITS 32      /* their RSA public exponent: below 2^32 */
 #define GW_MAX_CHAIN_DEPTH 8             /* certificates between a client's and its trust anchor */

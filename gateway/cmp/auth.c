@@ -13,6 +13,7 @@
  * so a request without credentials cannot make the server try many keys.
  */
 #include "gateway/cmp/auth.h"
+#include "gateway/cmp/chains.h"
 #include "gateway/cmp/outcome.h"
 #include "base/err.h"
 #include "base/log.h"
@@ -114,15 +115,19 @@ static int set_untrusted(OSSL_CMP_CTX *ctx, const struct gw_role *role, const ST
     return ok;
 }
 
-/* Keeps the candidates whose chain validates against |store| at the context's verification time. */
-static STACK_OF(X509) *valid_chains(OSSL_CMP_CTX *ctx, X509_STORE *store, const STACK_OF(X509) *cands)
+/*
+ * Keeps the candidates whose chain validates against |store|, with the context's untrusted list (the
+ * message's extraCerts and the role's intermediates); a chain validated lately is not built again.
+ */
+static STACK_OF(X509) *valid_chains(struct cmp_chains *cc, OSSL_CMP_CTX *ctx, X509_STORE *store,
+                                    const STACK_OF(X509) *cands)
 {
     STACK_OF(X509) *ok = sk_X509_new_null();
 
     for (int i = 0; ok != NULL && i < sk_X509_num(cands); i++) {
         X509 *x = sk_X509_value(cands, i);
 
-        if (OSSL_CMP_validate_cert_path(ctx, store, x) == 1 && !sk_X509_push(ok, x)) {
+        if (cmp_chains_valid(cc, store, OSSL_CMP_CTX_get0_untrusted(ctx), x) == 1 && !sk_X509_push(ok, x)) {
             sk_X509_free(ok);
             ok = NULL;
         }
@@ -160,10 +165,10 @@ static X509 *disambiguate(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *msg, const STAC
 }
 
 /* The signer among |cands|, or NULL refused with |r|. */
-static X509 *choose(OSSL_CMP_CTX *ctx, X509_STORE *store, const OSSL_CMP_MSG *msg,
+static X509 *choose(struct cmp_chains *cc, OSSL_CMP_CTX *ctx, X509_STORE *store, const OSSL_CMP_MSG *msg,
                     const STACK_OF(X509) *cands, struct cmp_refusal *r)
 {
-    STACK_OF(X509) *valid = valid_chains(ctx, store, cands);
+    STACK_OF(X509) *valid = valid_chains(cc, ctx, store, cands);
     X509 *signer = NULL;
 
     if (valid == NULL)
@@ -217,7 +222,7 @@ int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure, "internal error: out of memory");
         goto out;
     }
-    if ((signer = choose(ctx, store, msg, cands, r)) == NULL)
+    if ((signer = choose(c->e->chains, ctx, store, msg, cands, r)) == NULL)
         goto out;
     if (OSSL_CMP_CTX_set1_srvCert(ctx, signer) != 1 || X509_up_ref(signer) != 1) {
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure, "internal error: out of memory");

@@ -58,6 +58,7 @@ struct gw_cmp_engine {
     time_t (*clock)(void);                 /* tests only; NULL = time(NULL) */
     struct cmp_pending *pending;           /* upstream calls still running (poll.c's lock) */
     struct cmp_crl_cache *crls;            /* per cfg.upstreams[i]: its CRL (status.c) */
+    struct cmp_chains *chains;             /* validated client chains (chains.c); NULL: none kept */
 };
 
 /*

@@ -7,6 +7,7 @@
  * log, the issuer stores of local upstreams and the upstream role policies of delegates.
  */
 #include "gateway/cmp/policy.h"
+#include "gateway/cmp/chains.h"
 #include "gateway/cmp/audit.h"
 #include "gateway/cmp/cluster.h"
 #include "gateway/cmp/outcome.h"
@@ -91,6 +92,7 @@ int cmp_policy_init(struct gw_cmp_engine *e, char *err)
     }
     if (init_issuer_stores(e, err) != 0 || init_role_policies(e, err) != 0 || cmp_status_init(e, err) != 0)
         return GW_ERR_NOMEM;
+    e->chains = cmp_chains_new(); /* NULL: every chain is verified each time */
     return 0;
 }
 
@@ -108,6 +110,8 @@ void cmp_policy_cleanup(struct gw_cmp_engine *e)
     free(e->role_policies);
     e->role_policies = NULL;
     cmp_status_cleanup(e);
+    cmp_chains_free(e->chains);
+    e->chains = NULL;
     gw_audit_close(e->audit);
     e->audit = NULL;
 }

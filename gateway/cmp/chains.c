@@ -1,0 +1,131 @@
+/*
+ * The validated-chain cache (chains.h). Direct-mapped and bounded: GW_CHAIN_CACHE_SLOTS entries,
+ * each the SHA-256 of (store, certificate, the intermediates offered) and the times the chain found
+ * holds, a newer entry taking the slot of an older one. The intermediates are part of the key: a
+ * client that stops sending its chain is refused as it would be the first time. Only positive
+ * answers are kept: a certificate that fails is verified again each time, so nothing an attacker
+ * sends can make a later check pass.
+ */
+#include "gateway/cmp/chains.h"
+#include "base/limits.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+struct slot {
+    unsigned char key[32];
+    time_t not_before, not_after; /* the latest notBefore and earliest notAfter of the chain */
+    time_t until;                 /* when this answer is forgotten */
+};
+
+struct cmp_chains {
+    pthread_mutex_t lock;
+    struct slot slots[GW_CHAIN_CACHE_SLOTS];
+};
+
+struct cmp_chains *cmp_chains_new(void)
+{
+    struct cmp_chains *cc = calloc(1, sizeof(*cc));
+
+    if (cc != NULL)
+        pthread_mutex_init(&cc->lock, NULL);
+    return cc;
+}
+
+void cmp_chains_free(struct cmp_chains *cc)
+{
+    if (cc == NULL)
+        return;
+    pthread_mutex_destroy(&cc->lock);
+    free(cc);
+}
+
+/* SHA-256 of the store's address and the SHA-256 of the certificate and of each intermediate; 0, or -1. */
+static int cache_key(const X509_STORE *store, const X509 *cert, const STACK_OF(X509) *untrusted,
+                     unsigned char key[32])
+{
+    unsigned char d[EVP_MAX_MD_SIZE];
+    unsigned int n = 0, kn = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+             EVP_DigestUpdate(ctx, &store, sizeof(store)) == 1 &&
+             X509_digest(cert, EVP_sha256(), d, &n) == 1 && EVP_DigestUpdate(ctx, d, n) == 1;
+
+    for (int i = 0; ok && i < sk_X509_num(untrusted); i++)
+        ok = X509_digest(sk_X509_value(untrusted, i), EVP_sha256(), d, &n) == 1 &&
+             EVP_DigestUpdate(ctx, d, n) == 1;
+    ok = ok && EVP_DigestFinal_ex(ctx, key, &kn) == 1 && kn == 32;
+    EVP_MD_CTX_free(ctx);
+    return ok ? 0 : -1;
+}
+
+static int to_time(const ASN1_TIME *t, time_t *out)
+{
+    struct tm tm;
+
+    if (t == NULL || ASN1_TIME_to_tm(t, &tm) != 1)
+        return -1;
+    *out = timegm(&tm);
+    return 0;
+}
+
+/* X509_verify_cert as OSSL_CMP_validate_cert_path runs it; 1 with the chain's common validity. */
+static int verify(X509_STORE *store, STACK_OF(X509) *untrusted, X509 *cert, time_t *nb, time_t *na)
+{
+    X509_STORE_CTX *csc = X509_STORE_CTX_new();
+    STACK_OF(X509) *chain;
+    int ok =
+        csc != NULL && X509_STORE_CTX_init(csc, store, cert, untrusted) == 1 && X509_verify_cert(csc) == 1;
+
+    *nb = 0;
+    *na = 0;
+    chain = ok ? X509_STORE_CTX_get0_chain(csc) : NULL;
+    for (int i = 0; ok && i < sk_X509_num(chain); i++) {
+        X509 *x = sk_X509_value(chain, i);
+        time_t b, a;
+
+        if (to_time(X509_get0_notBefore(x), &b) != 0 || to_time(X509_get0_notAfter(x), &a) != 0) {
+            *na = 0; /* a time it cannot read: valid now, but not remembered */
+            break;
+        }
+        *nb = i == 0 || b > *nb ? b : *nb;
+        *na = i == 0 || a < *na ? a : *na;
+    }
+    X509_STORE_CTX_free(csc);
+    return ok;
+}
+
+int cmp_chains_valid(struct cmp_chains *cc, X509_STORE *store, STACK_OF(X509) *untrusted, X509 *cert)
+{
+    unsigned long flags = X509_VERIFY_PARAM_get_flags(X509_STORE_get0_param(store));
+    int cacheable = cc != NULL && (flags & (X509_V_FLAG_CRL_CHECK | X509_V_FLAG_USE_CHECK_TIME)) == 0;
+    unsigned char key[32];
+    struct slot *s = NULL;
+    time_t now = time(NULL), nb, na;
+    int hit;
+
+    if (cacheable && cache_key(store, cert, untrusted, key) == 0) {
+        s = &cc->slots[(key[0] | (size_t)key[1] << 8) % GW_CHAIN_CACHE_SLOTS];
+        pthread_mutex_lock(&cc->lock);
+        hit = CRYPTO_memcmp(s->key, key, sizeof(key)) == 0 && now < s->until && now >= s->not_before &&
+              now <= s->not_after;
+        pthread_mutex_unlock(&cc->lock);
+        if (hit)
+            return 1;
+    }
+    if (!verify(store, untrusted, cert, &nb, &na))
+        return 0;
+    if (s != NULL && na > now) {
+        pthread_mutex_lock(&cc->lock);
+        memcpy(s->key, key, sizeof(key));
+        s->not_before = nb;
+        s->not_after = na;
+        s->until = now + GW_CHAIN_CACHE_SECS;
+        pthread_mutex_unlock(&cc->lock);
+    }
+    return 1;
+}

@@ -1,0 +1,25 @@
+/*
+ * Validated client chains, remembered (docs/performance.md): a signer that sends many requests (an
+ * RA, a device enrolling again) has its certificate path built and verified once, not per message.
+ * One cache per engine, hence per configuration generation: a reload starts afresh.
+ */
+#ifndef GW_CMP_CHAINS_H
+#define GW_CMP_CHAINS_H
+
+#include <openssl/x509.h>
+
+struct cmp_chains;
+
+struct cmp_chains *cmp_chains_new(void);
+void cmp_chains_free(struct cmp_chains *cc);
+
+/*
+ * cmp_chains_valid tells whether |cert| chains to |store| (with |untrusted| as intermediates), as
+ * X509_verify_cert decides: 1 or 0. A positive answer is remembered for GW_CHAIN_CACHE_SECS, for
+ * the same store, certificate and intermediates (in order), and reused only while every certificate
+ * of the chain it found is within its validity; never for a store that checks CRLs (a CRL can
+ * expire or be replaced) or verifies at a fixed time, or when |cc| is NULL.
+ */
+int cmp_chains_valid(struct cmp_chains *cc, X509_STORE *store, STACK_OF(X509) *untrusted, X509 *cert);
+
+#endif

@@ -1,0 +1,154 @@
+/*
+ * The validated-chain cache (gateway/cmp/chains.c): a chain once verified is remembered for its
+ * store and the intermediates offered with it (without them it fails as the first time), a failure
+ * never is, and nothing is remembered for a store that verifies at a fixed time or without a cache.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <openssl/x509v3.h>
+
+#include "gateway/cmp/chains.h"
+#include "testutil.h"
+
+static EVP_PKEY *root_key, *mid_key, *leaf_key, *other_key;
+static X509 *root, *mid, *leaf, *stranger;
+
+/* |x| made a CA (basicConstraints, keyCertSign) and signed again by |signer|. */
+static void make_ca(X509 *x, EVP_PKEY *signer)
+{
+    BASIC_CONSTRAINTS *bc = BASIC_CONSTRAINTS_new();
+    ASN1_BIT_STRING *ku = ASN1_BIT_STRING_new();
+
+    bc->ca = 1;
+    ASN1_BIT_STRING_set_bit(ku, 5, 1); /* keyCertSign */
+    assert_int_equal(X509_add1_ext_i2d(x, NID_basic_constraints, bc, 1, 0), 1);
+    assert_int_equal(X509_add1_ext_i2d(x, NID_key_usage, ku, 1, 0), 1);
+    assert_true(X509_sign(x, signer, EVP_sha256()) > 0);
+    BASIC_CONSTRAINTS_free(bc);
+    ASN1_BIT_STRING_free(ku);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    root_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    mid_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    leaf_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    other_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    root = tu_make_cert(root_key, root_key, NULL, "chains root", 1);
+    make_ca(root, root_key);
+    mid = tu_make_cert(mid_key, root_key, root, "chains intermediate", 2);
+    make_ca(mid, root_key);
+    leaf = tu_make_cert(leaf_key, mid_key, mid, "chains leaf", 3);
+    stranger = tu_make_cert(leaf_key, other_key, NULL, "chains stranger", 4); /* signed by nobody known */
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    X509_free(root), X509_free(mid), X509_free(leaf), X509_free(stranger);
+    EVP_PKEY_free(root_key), EVP_PKEY_free(mid_key), EVP_PKEY_free(leaf_key), EVP_PKEY_free(other_key);
+    return 0;
+}
+
+static X509_STORE *store_of_root(void)
+{
+    X509_STORE *s = X509_STORE_new();
+
+    assert_int_equal(X509_STORE_add_cert(s, root), 1);
+    return s;
+}
+
+static STACK_OF(X509) *with_mid(void)
+{
+    STACK_OF(X509) *u = sk_X509_new_null();
+
+    sk_X509_push(u, mid);
+    return u;
+}
+
+/* A hit is seen by a store that could no longer verify: its root removed after the first check. */
+static void test_remembered_for_its_store(void **state)
+{
+    struct cmp_chains *cc = cmp_chains_new();
+    X509_STORE *s = store_of_root(), *other = store_of_root();
+    STACK_OF(X509) *u = with_mid(), *none = sk_X509_new_null();
+
+    (void)state;
+    assert_int_equal(cmp_chains_valid(cc, s, none, leaf), 0); /* no path without the intermediate */
+    assert_int_equal(cmp_chains_valid(cc, s, u, leaf), 1);
+    assert_int_equal(cmp_chains_valid(cc, s, none, leaf), 0);         /* not sent again: refused again */
+    X509_OBJECT_free(sk_X509_OBJECT_pop(X509_STORE_get0_objects(s))); /* the root gone from the store */
+    assert_int_equal(cmp_chains_valid(NULL, s, u, leaf), 0);          /* verified: no longer */
+    assert_int_equal(cmp_chains_valid(cc, s, u, leaf), 1);            /* remembered */
+    assert_int_equal(cmp_chains_valid(cc, other, u, leaf), 1);        /* another store: verified itself */
+    sk_X509_free(u);
+    sk_X509_free(none);
+    X509_STORE_free(s);
+    X509_STORE_free(other);
+    cmp_chains_free(cc);
+}
+
+static void test_failure_never_remembered(void **state)
+{
+    struct cmp_chains *cc = cmp_chains_new();
+    X509_STORE *s = store_of_root();
+    STACK_OF(X509) *u = with_mid();
+
+    (void)state;
+    assert_int_equal(cmp_chains_valid(cc, s, u, stranger), 0);
+    assert_int_equal(cmp_chains_valid(cc, s, u, stranger), 0);
+    sk_X509_free(u);
+    X509_STORE_free(s);
+    cmp_chains_free(cc);
+}
+
+static void test_fixed_time_store_not_remembered(void **state)
+{
+    struct cmp_chains *cc = cmp_chains_new();
+    X509_STORE *s = store_of_root();
+    STACK_OF(X509) *u = with_mid(), *none = sk_X509_new_null();
+
+    (void)state;
+    X509_VERIFY_PARAM_set_time(X509_STORE_get0_param(s), time(NULL));
+    assert_int_equal(cmp_chains_valid(cc, s, u, leaf), 1);
+    assert_int_equal(cmp_chains_valid(cc, s, none, leaf), 0);
+    sk_X509_free(u);
+    sk_X509_free(none);
+    X509_STORE_free(s);
+    cmp_chains_free(cc);
+}
+
+static void test_expired_leaf(void **state)
+{
+    struct cmp_chains *cc = cmp_chains_new();
+    X509_STORE *s = store_of_root();
+    STACK_OF(X509) *u = with_mid();
+    X509 *old = tu_make_cert(leaf_key, mid_key, mid, "chains expired", 5);
+
+    (void)state;
+    X509_gmtime_adj(X509_getm_notBefore(old), -7200);
+    X509_gmtime_adj(X509_getm_notAfter(old), -3600);
+    assert_true(X509_sign(old, mid_key, EVP_sha256()) > 0);
+    assert_int_equal(cmp_chains_valid(cc, s, u, old), 0);
+    X509_free(old);
+    sk_X509_free(u);
+    X509_STORE_free(s);
+    cmp_chains_free(cc);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_remembered_for_its_store),
+        cmocka_unit_test(test_failure_never_remembered),
+        cmocka_unit_test(test_fixed_time_store_not_remembered),
+        cmocka_unit_test(test_expired_leaf),
+    };
+
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
