@@ -79,6 +79,7 @@
 #define GW_IDENTITY_LEN 256                  /* printable identity (subject DN or PBM reference) */
 #define GW_MAX_EXTRA_CERTS 16                /* certificates in a request's extraCerts: signer and chain */
 #define GW_MAX_EXTRA_CERTS_BYTES (32 * 1024) /* their DER, of a GW_MAX_CMP_BODY message */
+#define GW_CERT_CACHE_SLOTS 256              /* extraCerts parsed lately, kept to be parsed once */
 #define GW_CHAIN_CACHE_SLOTS 1024        /* validated client chains remembered per configuration generation */
 #define GW_CHAIN_CACHE_SECS 300          /* how long one is: a trust change takes a reload anyway */
 #define GW_MAX_SIGNER_CANDIDATES 4       /* certificates naming the sender that are tried as signer */

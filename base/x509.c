@@ -3,12 +3,16 @@
  */
 #include "base/x509.h"
 #include "base/err.h"
+#include "base/limits.h"
 
+#include <pthread.h>
 #include <stdio.h>
+#include <string.h>
 
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/ec.h>
 #include <openssl/objects.h>
 
@@ -72,4 +76,52 @@ int gw_x509_ec_curve(const EVP_PKEY *pkey)
         return NID_undef; /* explicit parameters (RFC 5480 §2.1.1: named curves only) */
     nid = OBJ_sn2nid(name);
     return nid != NID_undef ? nid : EC_curve_nist2nid(name);
+}
+
+/*
+ * Certificates parsed before, by the SHA-256 of their DER (gw_x509_parse_cached): a signer sends
+ * the same extraCerts with every message, and OpenSSL 3.0 builds a decoder for each public key it
+ * parses. Direct-mapped, GW_CERT_CACHE_SLOTS entries, a newer certificate taking the slot of an
+ * older one; a certificate is immutable once parsed, and shared by reference.
+ */
+struct cert_slot {
+    unsigned char hash[32];
+    X509 *cert;
+};
+
+static struct cert_slot cert_cache[GW_CERT_CACHE_SLOTS];
+static pthread_mutex_t cert_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+X509 *gw_x509_parse_cached(const unsigned char *der, long len)
+{
+    unsigned char h[32];
+    unsigned int n = 0;
+    struct cert_slot *s = NULL;
+    const unsigned char *q = der;
+    X509 *x = NULL;
+
+    if (EVP_Digest(der, (size_t)len, h, &n, EVP_sha256(), NULL) == 1 && n == sizeof(h)) {
+        s = &cert_cache[(h[0] | (size_t)h[1] << 8) % GW_CERT_CACHE_SLOTS];
+        pthread_mutex_lock(&cert_cache_lock);
+        if (s->cert != NULL && memcmp(s->hash, h, sizeof(h)) == 0 && X509_up_ref(s->cert) == 1)
+            x = s->cert;
+        pthread_mutex_unlock(&cert_cache_lock);
+        if (x != NULL)
+            return x;
+    }
+    if ((x = d2i_X509(NULL, &q, len)) == NULL || q != der + len) {
+        X509_free(x);
+        return NULL;
+    }
+    if (s != NULL && X509_up_ref(x) == 1) {
+        X509 *old;
+
+        pthread_mutex_lock(&cert_cache_lock);
+        old = s->cert;
+        memcpy(s->hash, h, sizeof(h));
+        s->cert = x;
+        pthread_mutex_unlock(&cert_cache_lock);
+        X509_free(old);
+    }
+    return x;
 }

@@ -29,4 +29,11 @@ int gw_x509_serial_hex_colons(const ASN1_INTEGER *serial, char *out, size_t cap)
 /* The NID of the named curve of EC key |pkey|; NID_undef for explicit curve parameters. */
 int gw_x509_ec_curve(const EVP_PKEY *pkey);
 
+/*
+ * gw_x509_parse_cached returns the certificate whose DER is all of |der| (|len| bytes), parsed or
+ * from a small cache keyed by the SHA-256 of the DER (shared, immutable: the caller holds a
+ * reference); NULL if it is not one. Thread-safe.
+ */
+X509 *gw_x509_parse_cached(const unsigned char *der, long len);
+
 #endif

@@ -194,7 +194,7 @@ int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *
     /* PBM: OpenSSL checks the MAC; no trust or no sender name: OpenSSL refuses on its own */
     if (t->pbm || store == NULL || c->hdr.sender == NULL)
         return 0;
-    if ((extra = gw_shim_get1_extra_certs(msg)) == NULL) {
+    if ((extra = gw_shim_get1_extra_certs(msg, c->req->der, c->req->len)) == NULL) {
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
                    "extraCerts are malformed or hold more than %d certificates or %d bytes",
                    GW_MAX_EXTRA_CERTS, GW_MAX_EXTRA_CERTS_BYTES);

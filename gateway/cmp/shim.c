@@ -5,6 +5,8 @@
  */
 #include "gateway/cmp/shim.h"
 #include "base/err.h"
+#include "base/limits.h"
+#include "base/x509.h"
 
 #include <limits.h>
 #include <string.h>
@@ -647,7 +649,7 @@ out:
 /* Appends the certificates of a SEQUENCE OF CMPCertificate at |seq| to |out|; 1, or 0 past the caps. */
 static int add_certs(const struct tlv *seq, STACK_OF(X509) *out)
 {
-    const unsigned char *p = seq->cont, *end = seq->cont + seq->len, *q;
+    const unsigned char *p = seq->cont, *end = seq->cont + seq->len;
     struct tlv t;
     X509 *x;
 
@@ -655,10 +657,9 @@ static int add_certs(const struct tlv *seq, STACK_OF(X509) *out)
         seq->total > GW_MAX_EXTRA_CERTS_BYTES)
         return 0;
     while (tlv_next(&p, end, &t)) {
-        q = t.p;
-        if (sk_X509_num(out) >= GW_MAX_EXTRA_CERTS || (x = d2i_X509(NULL, &q, t.total)) == NULL)
+        if (sk_X509_num(out) >= GW_MAX_EXTRA_CERTS || (x = gw_x509_parse_cached(t.p, t.total)) == NULL)
             return 0;
-        if (q != t.p + t.total || sk_X509_push(out, x) <= 0) {
+        if (sk_X509_push(out, x) <= 0) {
             X509_free(x);
             return 0;
         }
@@ -666,17 +667,23 @@ static int add_certs(const struct tlv *seq, STACK_OF(X509) *out)
     return p == end;
 }
 
-STACK_OF(X509) *gw_shim_get1_extra_certs(const OSSL_CMP_MSG *msg)
+STACK_OF(X509) *gw_shim_get1_extra_certs(const OSSL_CMP_MSG *msg, const unsigned char *der, size_t der_len)
 {
-    unsigned char *der = NULL;
+    unsigned char *own = NULL;
     const unsigned char *p, *end, *q;
     STACK_OF(X509) *out = sk_X509_new_null();
     struct tlv t, seq;
-    int len, ok = 0;
+    int len = (int)der_len, ok = 0;
 
+    if (out == NULL || msg == NULL)
+        goto out;
+    /* the bytes OpenSSL decoded |msg| from, or, if they are not DER, its encoding */
+    if (der == NULL || der_len > INT_MAX || !open_seq(der, len, &p, &end)) {
+        if ((len = i2d_OSSL_CMP_MSG(msg, &own)) <= 0 || !open_seq(own, len, &p, &end))
+            goto out;
+    }
     /* PKIMessage ::= SEQUENCE { header, body, protection [0] OPTIONAL, extraCerts [1] OPTIONAL } */
-    if (out == NULL || msg == NULL || (len = i2d_OSSL_CMP_MSG(msg, &der)) <= 0 ||
-        !open_seq(der, len, &p, &end) || !tlv_next(&p, end, &t) || !tlv_next(&p, end, &t))
+    if (!tlv_next(&p, end, &t) || !tlv_next(&p, end, &t))
         goto out;
     ok = 1;
     while (ok && tlv_next(&p, end, &t)) {
@@ -686,7 +693,7 @@ STACK_OF(X509) *gw_shim_get1_extra_certs(const OSSL_CMP_MSG *msg)
         ok = tlv_next(&q, t.cont + t.len, &seq) && q == t.cont + t.len && add_certs(&seq, out);
     }
 out:
-    OPENSSL_free(der);
+    OPENSSL_free(own);
     if (!ok) {
         sk_X509_pop_free(out, X509_free);
         return NULL;

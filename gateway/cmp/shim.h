@@ -103,9 +103,11 @@ EVP_PKEY *gw_shim_get1_requested_key(const OSSL_CMP_MSG *msg, const unsigned cha
 /*
  * gw_shim_get1_extra_certs returns the extraCerts of |msg| (RFC 9810 §5.1; 3.2+:
  * OSSL_CMP_MSG_get0_extraCerts) as a new stack, empty when there are none; NULL when they are
- * malformed or exceed GW_MAX_EXTRA_CERTS certificates or GW_MAX_EXTRA_CERTS_BYTES.
+ * malformed or exceed GW_MAX_EXTRA_CERTS certificates or GW_MAX_EXTRA_CERTS_BYTES. Read from |der|,
+ * the bytes |msg| was decoded from (NULL: |msg| is encoded again); a certificate parsed lately is
+ * not parsed again.
  */
-STACK_OF(X509) *gw_shim_get1_extra_certs(const OSSL_CMP_MSG *msg);
+STACK_OF(X509) *gw_shim_get1_extra_certs(const OSSL_CMP_MSG *msg, const unsigned char *der, size_t der_len);
 
 /* gw_shim_pkisi_status returns the PKIStatus of |si| (OSSL_CMP_PKISTATUS_*), or -1 if unreadable. */
 int gw_shim_pkisi_status(const OSSL_CMP_PKISI *si);

@@ -135,7 +135,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     (void)gw_shim_body_name(OSSL_CMP_MSG_get_bodytype(msg));
     if (gw_shim_hdr_info(msg, &hdr) == 0)
         gw_shim_hdr_info_cleanup(&hdr);
-    sk_X509_pop_free(gw_shim_get1_extra_certs(msg), X509_free);
+    sk_X509_pop_free(gw_shim_get1_extra_certs(msg, NULL, 0), X509_free);
+    sk_X509_pop_free(gw_shim_get1_extra_certs(msg, data, (size_t)(p - data)), X509_free);
     (void)gw_shim_rr_reason(msg, &reason);
     (void)gw_shim_error_code(msg);
     {

@@ -341,32 +341,51 @@ static OSSL_CMP_MSG *ir_with_extra(int n, STACK_OF(X509) **sent)
     return req;
 }
 
-/* extraCerts come back in order; absent gives an empty stack; the count is capped. */
+/* extraCerts come back in order, from the bytes received or the message encoded again, parsed once
+ * (a second read hands out the same objects); absent gives an empty stack; the count is capped. */
 static void test_get1_extra_certs(void **state)
 {
-    STACK_OF(X509) *sent = NULL, *got;
+    STACK_OF(X509) *sent = NULL, *got, *again;
     OSSL_CMP_CTX *cl = client(1); /* PBM: no extraCerts */
     OSSL_CMP_MSG *req = make_ir(cl);
+    unsigned char *der = NULL;
+    int len;
 
     (void)state;
-    assert_non_null(got = gw_shim_get1_extra_certs(req));
+    assert_non_null(got = gw_shim_get1_extra_certs(req, NULL, 0));
     assert_int_equal(sk_X509_num(got), 0);
     sk_X509_free(got);
     OSSL_CMP_MSG_free(req);
     OSSL_CMP_CTX_free(cl);
-    assert_null(gw_shim_get1_extra_certs(NULL));
+    assert_null(gw_shim_get1_extra_certs(NULL, NULL, 0));
 
     req = ir_with_extra(GW_MAX_EXTRA_CERTS, &sent);
-    assert_non_null(got = gw_shim_get1_extra_certs(req));
+    len = i2d_OSSL_CMP_MSG(req, &der);
+    assert_non_null(got = gw_shim_get1_extra_certs(req, der, (size_t)len));
+    assert_non_null(again = gw_shim_get1_extra_certs(req, NULL, 0));
     assert_int_equal(sk_X509_num(got), GW_MAX_EXTRA_CERTS);
-    for (int i = 0; i < GW_MAX_EXTRA_CERTS; i++)
+    for (int i = 0; i < GW_MAX_EXTRA_CERTS; i++) {
         assert_int_equal(X509_cmp(sk_X509_value(got, i), sk_X509_value(sent, i)), 0);
+        assert_int_equal(X509_cmp(sk_X509_value(again, i), sk_X509_value(sent, i)), 0);
+    }
     sk_X509_pop_free(got, X509_free);
+    sk_X509_pop_free(again, X509_free);
+    sk_X509_pop_free(sent, X509_free);
+    OPENSSL_free(der);
+    OSSL_CMP_MSG_free(req);
+
+    /* one certificate (16 may share a slot of the direct-mapped cache): the same object twice */
+    req = ir_with_extra(1, &sent);
+    assert_non_null(got = gw_shim_get1_extra_certs(req, NULL, 0));
+    assert_non_null(again = gw_shim_get1_extra_certs(req, NULL, 0));
+    assert_ptr_equal(sk_X509_value(got, 0), sk_X509_value(again, 0));
+    sk_X509_pop_free(got, X509_free);
+    sk_X509_pop_free(again, X509_free);
     sk_X509_pop_free(sent, X509_free);
     OSSL_CMP_MSG_free(req);
 
     req = ir_with_extra(GW_MAX_EXTRA_CERTS + 1, &sent);
-    assert_null(gw_shim_get1_extra_certs(req));
+    assert_null(gw_shim_get1_extra_certs(req, NULL, 0));
     sk_X509_pop_free(sent, X509_free);
     OSSL_CMP_MSG_free(req);
 }
