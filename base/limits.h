@@ -164,6 +164,7 @@
 
 /* audit log and the local issuer's inventory */
 #define GW_AUDIT_LINE_MAX (1024 * 1024)      /* one audit line: a CSR in PEM, escaped subjects and SANs */
+#define GW_AUDIT_SYNC_RING 64                /* fsync results an audit log keeps for its waiting writers */
 #define GW_AUDIT_ERR_LOG_SECS 1              /* at most one "audit_failed" log line per second */
 #define GW_STORE_LIST_MAX (16 * 1024 * 1024) /* certificates `cmpgw inventory` lists from one store */
 #define GW_STORE_FILE_MAX (64 * 1024)        /* one stored <serial>.pem */

@@ -7,17 +7,25 @@
  * never interleave. A line torn by a failed write is closed with a newline before the next one,
  * so every other line still parses. Reopen opens the new file first and swaps the descriptor
  * under the same lock: a failed reopen keeps logging to the old file.
+ *
+ * Group commit: a record that must be on disk waits for the next fsync to start after its write;
+ * one writer runs it, outside the lock, for every record written until then, and the others wait
+ * for its result. Concurrent issuances share one fsync, and "on disk before the response" holds
+ * for each. An fsync's result is kept per generation (GW_AUDIT_SYNC_RING), so each waiter learns
+ * whether the fsync that covered its record succeeded; a reopen's fsync of the old file is one.
  */
 #include "gateway/cmp/audit.h"
 #include "base/err.h"
 #include "base/limits.h"
 #include "base/log.h"
+#include "base/metrics.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -39,6 +47,11 @@ struct gw_audit {
     char reopen_failed[GW_ERR_LEN / 2]; /* why the last reopen failed; "" after a successful one:
                                            records still go to the rotated file until then */
     time_t last_err_log;                /* rate limit of the error log line */
+    /* group commit: generations of fsync, one running at a time (|syncing|) */
+    pthread_cond_t synced;
+    bool syncing;
+    uint64_t gen_started, gen_done;
+    bool gen_ok[GW_AUDIT_SYNC_RING];
     unsigned long errs_suppressed;
     char *path;
     unsigned fields; /* enum gw_audit_field */
@@ -561,6 +574,7 @@ struct gw_audit *gw_audit_open(const struct gw_audit_conf *conf, char *err)
     }
     sync_dir(a->path);
     pthread_mutex_init(&a->lock, NULL);
+    pthread_cond_init(&a->synced, NULL);
     atomic_init(&a->refs, 1);
     return a;
 nomem:
@@ -586,6 +600,7 @@ void gw_audit_close(struct gw_audit *a)
         return;
     (void)fsync(a->fd);
     close(a->fd);
+    pthread_cond_destroy(&a->synced);
     pthread_mutex_destroy(&a->lock);
     free(a->path);
     free(a);
@@ -606,6 +621,60 @@ static int write_all(struct gw_audit *a, const char *p, size_t n)
         n -= (size_t)w;
     }
     return 0;
+}
+
+static atomic_ulong fsyncs;
+static struct gw_metric *m_fsyncs;
+static pthread_once_t m_once = PTHREAD_ONCE_INIT;
+
+static void metrics_init(void)
+{
+    m_fsyncs = gw_metric_new("cmpgw_audit_fsyncs_total",
+                             "fsyncs of the audit log: concurrent records that must be on disk share one.",
+                             GW_METRIC_COUNTER, NULL, NULL, 0);
+}
+
+unsigned long gw_audit_fsyncs(void)
+{
+    return atomic_load(&fsyncs);
+}
+
+/*
+ * Runs the next fsync generation of |fd| (lock held, none running): the lock is let go meanwhile.
+ * Its result is kept for the writers whose records it covers, and they are woken.
+ */
+static void sync_generation(struct gw_audit *a, int fd)
+{
+    uint64_t g = ++a->gen_started;
+    int e;
+
+    a->syncing = true;
+    pthread_mutex_unlock(&a->lock);
+    e = fsync(fd) != 0 ? errno : 0;
+    atomic_fetch_add(&fsyncs, 1);
+    pthread_once(&m_once, metrics_init);
+    gw_metric_add(m_fsyncs, NULL, 1);
+    pthread_mutex_lock(&a->lock);
+    a->gen_ok[g % GW_AUDIT_SYNC_RING] = e == 0;
+    a->gen_done = g;
+    a->syncing = false;
+    if (e != 0)
+        log_failure(a, "fsync", e);
+    pthread_cond_broadcast(&a->synced);
+}
+
+/* Waits (lock held) until a record written just now is on disk: true, or false if its fsync failed. */
+static bool await_sync(struct gw_audit *a)
+{
+    uint64_t mine = a->gen_started + 1; /* the first fsync to start after the write */
+
+    while (a->gen_done < mine) {
+        if (!a->syncing)
+            sync_generation(a, a->fd);
+        else
+            pthread_cond_wait(&a->synced, &a->lock);
+    }
+    return a->gen_done - mine < GW_AUDIT_SYNC_RING && a->gen_ok[mine % GW_AUDIT_SYNC_RING];
 }
 
 /* worker */
@@ -629,10 +698,8 @@ int gw_audit_write(struct gw_audit *a, const struct gw_audit_rec *r, int sync)
         goto out;
     }
     a->torn = false;
-    if (sync && fsync(a->fd) != 0) {
-        log_failure(a, "fsync", errno);
-        goto out;
-    }
+    if (sync && !await_sync(a))
+        goto out; /* logged by the writer that ran it */
     a->failing[0] = '\0';
     rc = 0;
 out:
@@ -659,13 +726,17 @@ int gw_audit_reopen(struct gw_audit *a)
     }
     sync_dir(a->path);
     pthread_mutex_lock(&a->lock);
+    while (a->syncing) /* no fsync of the old descriptor may be running when it is closed */
+        pthread_cond_wait(&a->synced, &a->lock);
     old = a->fd;
     a->fd = fd;
     a->torn = false;
     a->failing[0] = '\0';
     a->reopen_failed[0] = '\0';
+    /* what went to the rotated file is on disk before we let go of it: the next generation, which
+       the writers waiting on those records take as theirs */
+    sync_generation(a, old);
     pthread_mutex_unlock(&a->lock);
-    (void)fsync(old); /* what went to the rotated file is on disk before we let go of it */
     close(old);
     gw_log(GW_LOG_INFO, "audit_reopened", "audit log %s reopened", a->path);
     return 0;

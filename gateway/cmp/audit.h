@@ -51,6 +51,9 @@ void gw_audit_close(struct gw_audit *a);
  */
 int gw_audit_write(struct gw_audit *a, const struct gw_audit_rec *r, int sync);
 
+/* gw_audit_fsyncs counts the fsyncs of every audit log since start (group commit: fewer than records). */
+unsigned long gw_audit_fsyncs(void);
+
 /* gw_audit_reopen reopens the file at its path (after rotation). 0 or GW_ERR_IO (old fd kept). */
 int gw_audit_reopen(struct gw_audit *a);
 

@@ -288,10 +288,16 @@ scraper() {
     done
 }
 
+# The audit log's fsyncs so far (cmpgw_audit_fsyncs_total of the demo cmpgw), or 0.
+fsyncs() {
+    curl -fsS "http://127.0.0.1:$admin_port/metrics" 2>/dev/null |
+        awk '$1 == "cmpgw_audit_fsyncs_total" { print $2; found = 1 } END { if (!found) print 0 }'
+}
+
 # measure NAME PID THREADS ARGS [scrape]: one timed cmpload run; appends a JSON line with the
-# server's CPU. With "scrape", /metrics is scraped during the run.
+# server's CPU (and the audit fsyncs of the demo cmpgw). With "scrape", /metrics is scraped during the run.
 measure() {
-    local name=$1 pid=$2 n=$3 c0 c1 out spid=
+    local name=$1 pid=$2 n=$3 c0 c1 out spid= f0 f1
     local -n args=$4
     if [[ ${5:-} == scrape ]]; then
         scraper &
@@ -299,17 +305,20 @@ measure() {
     fi
     # shellcheck disable=SC2086 # $pid may name several processes (cmpgw and its redis-server)
     c0=$(cpu_ticks $pid)
+    f0=$(fsyncs)
     out=$(timeout $((duration + 60)) "$load" "${args[@]}" --threads "$n" --duration "$duration" \
         2>>"$tmp/load.err") || true
     # shellcheck disable=SC2086
     c1=$(cpu_ticks $pid)
+    f1=$(fsyncs)
     if [[ -n $spid ]]; then
         kill "$spid" 2>/dev/null || true
         wait "$spid" 2>/dev/null || true
     fi
     [[ -n $out ]] || out='{"enrolments":0,"errors":1,"seconds":0,"rate":0,"p50_ms":0,"p99_ms":0,"max_ms":0}'
-    printf '{"server":"%s","threads":%d,"cpu_s":%s,"run":%s}\n' "$name" "$n" \
-        "$(awk -v t=$((c1 - c0)) -v hz="$tck" 'BEGIN { printf "%.2f", t / hz }')" "$out" >>"$tmp/results.jsonl"
+    printf '{"server":"%s","threads":%d,"cpu_s":%s,"fsyncs":%s,"run":%s}\n' "$name" "$n" \
+        "$(awk -v t=$((c1 - c0)) -v hz="$tck" 'BEGIN { printf "%.2f", t / hz }')" \
+        "$(awk -v a="$f0" -v b="$f1" 'BEGIN { printf "%d", b - a }')" "$out" >>"$tmp/results.jsonl"
     echo "bench: $name threads=$n $out" >&2
 }
 
@@ -368,6 +377,7 @@ def agg(rs):
         "errors": sum(r["run"]["errors"] for r in rs),
         "enr": enr,
         "connections": sum(r["run"].get("connections", 0) for r in rs),
+        "fsyncs": sum(r.get("fsyncs", 0) for r in rs),
         "resumed": sum(r["run"].get("resumed", 0) for r in rs),
     }
 
@@ -390,7 +400,8 @@ for n in sorted({k[0] for k in res}):
     m, g = res.get((n, "mock")), res.get((n, "cmpgw"))
     if m and g and m["rate"] and m["cpu_ms"] == m["cpu_ms"] and m["cpu_ms"]:
         print(f"- {n} client thread(s): cmpgw/mock throughput {g['rate'] / m['rate']:.2f}x, "
-              f"server CPU per enrolment {g['cpu_ms'] / m['cpu_ms']:.2f}x")
+              f"server CPU per enrolment {g['cpu_ms'] / m['cpu_ms']:.2f}x, "
+              f"audit fsyncs per enrolment {g['fsyncs'] / g['enr'] if g['enr'] else 0:.2f}")
     sc = res.get((n, "cmpgw+scrape"))
     if g and sc and g["rate"] and g["cpu_ms"]:
         print(f"- {n} client thread(s): scraped/unscraped cmpgw throughput {sc['rate'] / g['rate']:.3f}x, "

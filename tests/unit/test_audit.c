@@ -551,6 +551,53 @@ static void test_fsync_checked(void **state)
     unlink(path);
 }
 
+/* Group commit: writers that share a failed fsync each learn that it failed (a FIFO cannot be
+ * fsync'd); none is told its record is on disk on the strength of a later one. */
+static void *sync_writer(void *arg)
+{
+    struct gw_audit_rec r = {.event = "issued"};
+
+    for (int i = 0; i < 20; i++)
+        if (gw_audit_write(arg, &r, 1) != GW_ERR_IO)
+            return (void *)1;
+    return NULL;
+}
+
+static void *drain(void *arg)
+{
+    char buf[65536];
+    int fd = *(int *)arg;
+
+    while (read(fd, buf, sizeof(buf)) > 0)
+        ;
+    return NULL;
+}
+
+static void test_group_commit_failure_shared(void **state)
+{
+    pthread_t t[4], d;
+    struct gw_audit *a;
+    void *rv;
+    int rd;
+
+    (void)state;
+    assert_int_equal(mkfifo(fresh("fifo2"), 0600), 0);
+    assert_true((rd = open(path, O_RDONLY | O_NONBLOCK)) >= 0);
+    assert_non_null(a = open_log(path, 0));
+    fcntl(rd, F_SETFL, 0); /* blocking reads: the drain keeps the writers going */
+    assert_int_equal(pthread_create(&d, NULL, drain, &rd), 0);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, sync_writer, a), 0);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(pthread_join(t[i], &rv), 0);
+        assert_null(rv);
+    }
+    gw_audit_close(a); /* the last writer gone: the drain reads EOF */
+    assert_int_equal(pthread_join(d, NULL), 0);
+    close(rd);
+    unlink(path);
+}
+
 /* Many threads: every line whole. */
 #define THREADS 4
 #define PER_THREAD 200
@@ -572,6 +619,7 @@ static void test_concurrent(void **state)
     pthread_t t[THREADS];
     struct gw_audit *a;
     void *rv;
+    unsigned long before = gw_audit_fsyncs();
     int i;
 
     (void)state;
@@ -582,6 +630,9 @@ static void test_concurrent(void **state)
         assert_int_equal(pthread_join(t[i], &rv), 0);
         assert_null(rv);
     }
+    /* each synced record was covered by an fsync, some of them shared (at most one each) */
+    assert_true(gw_audit_fsyncs() - before >= 1);
+    assert_true(gw_audit_fsyncs() - before <= THREADS * (PER_THREAD / 50));
     gw_audit_close(a);
     assert_int_equal(read_lines(path, l, THREADS * PER_THREAD + 1), THREADS * PER_THREAD);
     free_lines(l, THREADS * PER_THREAD);
@@ -600,6 +651,7 @@ int main(void)
         cmocka_unit_test(test_reopen_failure_keeps_old),
         cmocka_unit_test(test_unwritable),
         cmocka_unit_test(test_fsync_checked),
+        cmocka_unit_test(test_group_commit_failure_shared),
         cmocka_unit_test(test_concurrent),
     };
 
