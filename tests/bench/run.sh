@@ -18,8 +18,9 @@
 # resumed, then with a full handshake each time.
 # Defaults keep the whole run near 3 minutes. Prints a Markdown table, then one machine-readable
 # line: "ratio cpu=... throughput=..." (cmpgw / mock: server CPU per enrolment with one client
-# thread, throughput with BENCH_THREADS), and per_message=... full_handshake=... (server CPU per
-# enrolment of those clients / keep-alive's).
+# thread, throughput with BENCH_THREADS), per_message=... full_handshake=... (server CPU per
+# enrolment of those clients / keep-alive's) and idle_kib=... (resident KiB per idle TLS connection
+# of BENCH_IDLE_CONNS, default 1000; 0 leaves it out).
 set -euo pipefail
 
 selftest=0
@@ -39,6 +40,7 @@ warmup=${BENCH_WARMUP:-2}
 scrape=${BENCH_SCRAPE:-0}
 with_redis=${BENCH_REDIS:-0}
 per_message=${BENCH_PER_MESSAGE:-1}
+idle_conns=${BENCH_IDLE_CONNS:-1000}
 subject="/O=cmpgw demo/CN=bench-device"
 tck=$(getconf CLK_TCK)
 
@@ -214,6 +216,8 @@ if ((selftest)); then
 fi
 
 # (2) cmpgw on the demo PKI (HTTPS, local issuer), if this build has one that starts and enrols.
+# Descriptors for the idle-connection measurement: the gateway's and this script's (its client).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 gw_pid=
 if [[ -x $gw ]]; then
     (cd "$pki" && exec "$gw" -c "$pki/cmpgw.json" >"$tmp/cmpgw.log" 2>&1) &
@@ -347,6 +351,12 @@ for n in 1 "$threads"; do
     done
 done
 
+# Resident memory per idle TLS connection (BENCH_IDLE_CONNS, 0: not measured).
+if [[ -n $gw_pid && $idle_conns -gt 0 ]]; then
+    python3 "$root/tests/bench/idle_conns.py" "$gw_pid" "$gw_port" "$pki" "$idle_conns" >"$tmp/idle.json" 2>>"$tmp/load.err" ||
+        echo "bench: the idle-connection measurement failed (see its error above)" >&2
+fi
+
 echo
 echo "## Machine"
 echo
@@ -354,8 +364,8 @@ echo "- nproc: $(nproc); CPU: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cp
 echo "- kernel: $(uname -sr); $(openssl version); $(curl-config --version 2>/dev/null || echo libcurl)"
 echo "- client and servers share the machine; each measurement ${duration} s, ${rounds} A/B rounds, ir + certConf"
 echo
-python3 - "$tmp/results.jsonl" <<'PY'
-import json, statistics, sys
+python3 - "$tmp/results.jsonl" "$tmp/idle.json" <<'PY'
+import json, os, statistics, sys
 
 rows = [json.loads(l) for l in open(sys.argv[1])]
 groups = {}
@@ -433,6 +443,11 @@ if mh and gh and mh["rate"]:
 pm, full = res.get((1, "cmpgw-pm")), res.get((1, "cmpgw-full"))
 if g1 and pm and full and g1["cpu_ms"]:
     ratio.append(f"per_message={pm['cpu_ms'] / g1['cpu_ms']:.2f} full_handshake={full['cpu_ms'] / g1['cpu_ms']:.2f}")
+idle = json.load(open(sys.argv[2])) if os.path.exists(sys.argv[2]) and os.path.getsize(sys.argv[2]) else None
+if idle:
+    print(f"- idle TLS connections (client certificate, one request answered): {idle['kib_per_connection']} KiB "
+          f"resident each over {idle['connections']} ({idle['rss_before_kib']} -> {idle['rss_after_kib']} KiB)")
+    ratio.append(f"idle_kib={idle['kib_per_connection']:.1f}")
 print("ratio " + " ".join(ratio))
 errors = sum(a["errors"] for a in res.values())
 sys.exit(1 if errors else 0)

@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""Resident memory of idle TLS connections (tests/bench/run.sh): opens N connections to a cmpgw listener,
+each with the demo client certificate and one request answered (as a keep-alive client between two
+messages), and reads the gateway's VmRSS before and after. Prints one JSON line.
+
+    idle_conns.py PID PORT PKI_DIR N
+"""
+import json
+import socket
+import ssl
+import sys
+import time
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS for pid %d" % pid)
+
+
+def main():
+    pid, port, pki, n = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    ctx = ssl.create_default_context(cafile=pki + "/ca.pem")
+    ctx.load_cert_chain(pki + "/client.pem", pki + "/client.key")
+    before = rss_kib(pid)
+    conns = []
+    try:
+        for _ in range(n):
+            t = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                                server_hostname="127.0.0.1")
+            t.sendall(b"GET /pki/idle HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            if not t.recv(4096).startswith(b"HTTP/1.1 "):
+                raise RuntimeError("no HTTP answer")
+            conns.append(t)
+        time.sleep(1)
+        after = rss_kib(pid)
+    finally:
+        for t in conns:
+            t.close()
+    print(json.dumps({"connections": n, "rss_before_kib": before, "rss_after_kib": after,
+                      "kib_per_connection": round((after - before) / n, 1)}))
+
+
+if __name__ == "__main__":
+    main()
