@@ -71,6 +71,7 @@
 #define GW_DEFAULT_PBM_MAX_ITER 10000       /* BouncyCastle sends 10 000; OpenSSL allows 100 000 */
 #define GW_MIN_PBM_ITER 100                 /* OpenSSL's own floor (crmf_pbm.c) */
 #define GW_REPLAY_MAX_ENTRIES 100000        /* transactionIDs remembered for replay detection */
+#define GW_REPLAY_INITIAL_SLOTS 1024        /* the replay cache's ring at first; it doubles up to the max */
 #define GW_DEFAULT_REPLAY_PER_IDENTITY 2000 /* of them, one identity's (per 2 x messageTime window) */
 #define GW_REPLAY_SKETCH_WIDTH 65536        /* counters per row of the per-identity count (power of 2) */
 #define GW_MIN_PBM_SECRET_LEN 8

@@ -1,7 +1,9 @@
 /*
  * Replay cache: a ring of entries in arrival order (so the oldest is always at the head and
  * expires first, the TTL being the same for all) with hash chains by transactionID for lookup.
- * One mutex (gw_replay.lock). Memory is fixed at creation: max_entries slots.
+ * One mutex (gw_replay.lock). The ring begins with GW_REPLAY_INITIAL_SLOTS and doubles when full,
+ * up to max_entries: memory follows the live entries (the rate times the TTL), never past the cap,
+ * and does not creep as the ring's end would move through untouched pages.
  *
  * Each identity's live entries are counted in a count-min sketch (two rows of counters, indexed by
  * two halves of a keyed hash of the identity): fixed memory whatever the number of identities, and
@@ -36,6 +38,7 @@ struct gw_replay {
     uint64_t key;            /* hash key: identities cannot be chosen to collide on purpose */
     uint32_t *sketch;        /* 2 rows of GW_REPLAY_SKETCH_WIDTH counters */
     size_t cap, head, count; /* ring: live entries are head .. head+count-1 (mod cap) */
+    size_t max;              /* what the ring may grow to */
     size_t nbuckets;         /* power of two */
     size_t *buckets;
     struct entry *ring;
@@ -83,11 +86,12 @@ struct gw_replay *gw_replay_new(size_t max_entries, size_t per_identity, time_t 
     while (nb < max_entries)
         nb <<= 1;
     r->ttl = ttl;
-    r->cap = max_entries;
+    r->max = max_entries;
+    r->cap = max_entries < GW_REPLAY_INITIAL_SLOTS ? max_entries : GW_REPLAY_INITIAL_SLOTS;
     r->share = per_identity;
     r->nbuckets = nb;
     r->buckets = malloc(nb * sizeof(*r->buckets));
-    r->ring = calloc(max_entries, sizeof(*r->ring));
+    r->ring = calloc(r->cap, sizeof(*r->ring));
     r->sketch = calloc(2 * GW_REPLAY_SKETCH_WIDTH, sizeof(*r->sketch));
     if (r->buckets == NULL || r->ring == NULL || r->sketch == NULL ||
         RAND_bytes((unsigned char *)&r->key, sizeof(r->key)) != 1 ||
@@ -172,6 +176,31 @@ static void insert(struct gw_replay *r, const unsigned char *tid, size_t tid_len
     r->count++;
 }
 
+/* A full ring doubled (up to r->max): the live entries first, in order, their chains rebuilt. 0 or -1. */
+static int grow(struct gw_replay *r)
+{
+    size_t cap = r->cap * 2 < r->max ? r->cap * 2 : r->max;
+    struct entry *ring;
+
+    if (cap <= r->cap || (ring = calloc(cap, sizeof(*ring))) == NULL)
+        return -1;
+    for (size_t i = 0; i < r->count; i++)
+        ring[i] = r->ring[(r->head + i) % r->cap];
+    free(r->ring);
+    r->ring = ring;
+    r->cap = cap;
+    r->head = 0;
+    for (size_t i = 0; i < r->nbuckets; i++)
+        r->buckets[i] = NIL;
+    for (size_t i = 0; i < r->count; i++) {
+        size_t *bucket = bucket_of(r, ring[i].tid, ring[i].tid_len);
+
+        ring[i].next = *bucket;
+        *bucket = i;
+    }
+    return 0;
+}
+
 int gw_replay_check_add(struct gw_replay *r, const unsigned char *tid, size_t tid_len,
                         const unsigned char *nonce, size_t nonce_len, const char *identity, time_t now)
 {
@@ -193,8 +222,8 @@ int gw_replay_check_add(struct gw_replay *r, const unsigned char *tid, size_t ti
                  : GW_ERR_EXISTS;
     else if (over_share(r, who))
         rc = GW_ERR_LIMIT;
-    else if (r->count == r->cap)
-        rc = GW_ERR_BUSY;
+    else if (r->count == r->cap && grow(r) != 0)
+        rc = GW_ERR_BUSY; /* at max_entries (or out of memory) */
     else
         insert(r, tid, tid_len, nonce, nonce_len, who, now);
     pthread_mutex_unlock(&r->lock);

@@ -1,4 +1,5 @@
-/* Replay cache: replay vs reuse, TTL expiry, bounded when full, a share per identity, clearing, bad lengths.
+/* Replay cache: replay vs reuse, TTL expiry, bounded when full, a ring that grows to its cap with its
+ * entries still found, a share per identity, clearing, bad lengths.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -6,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <string.h>
 
 #include "base/err.h"
@@ -73,6 +75,37 @@ static void test_full(void **state)
     assert_int_equal(
         gw_replay_check_add(r, (const unsigned char *)"d", 1, (const unsigned char *)"1", 1, NULL, 90),
         GW_ERR_REPLAY);
+    gw_replay_free(r);
+}
+
+static int add(struct gw_replay *r, size_t i, time_t now)
+{
+    char tid[32];
+
+    snprintf(tid, sizeof(tid), "tid-%zu", i);
+    return gw_replay_check_add(r, (const unsigned char *)tid, strlen(tid), (const unsigned char *)"n", 1,
+                               NULL, now);
+}
+
+/* The ring grows past its first slots (once it has wrapped: expiry moved its head), every entry still
+ * found across the growth, up to its cap and no further. */
+static void test_grows(void **state)
+{
+    const size_t max = 5 * GW_REPLAY_INITIAL_SLOTS + 7;
+    struct gw_replay *r = gw_replay_new(max, max + 1, 100);
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < GW_REPLAY_INITIAL_SLOTS / 2; i++) /* these expire at 100 */
+        assert_int_equal(add(r, i, 0), 0);
+    for (; i < max + GW_REPLAY_INITIAL_SLOTS / 2; i++) /* live from 50 on: the ring wraps, then grows */
+        assert_int_equal(add(r, i, 100), 0);
+    assert_int_equal(gw_replay_count(r), max);
+    assert_int_equal(add(r, i, 100), GW_ERR_BUSY); /* at the cap */
+    for (size_t j = GW_REPLAY_INITIAL_SLOTS / 2; j < i; j++)
+        assert_int_equal(add(r, j, 101), GW_ERR_REPLAY);
+    for (size_t j = 0; j < GW_REPLAY_INITIAL_SLOTS / 2; j++) /* all expired at 200: room again */
+        assert_int_equal(add(r, j, 200), 0);
     gw_replay_free(r);
 }
 
@@ -153,7 +186,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_replay_and_reuse), cmocka_unit_test(test_full),
         cmocka_unit_test(test_identity_share),   cmocka_unit_test(test_clear),
-        cmocka_unit_test(test_lengths),
+        cmocka_unit_test(test_lengths),          cmocka_unit_test(test_grows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
