@@ -2,8 +2,9 @@
  * Replay cache: a ring of entries in arrival order (so the oldest is always at the head and
  * expires first, the TTL being the same for all) with hash chains by transactionID for lookup.
  * One mutex (gw_replay.lock). The ring begins with GW_REPLAY_INITIAL_SLOTS and doubles when full,
- * up to max_entries: memory follows the live entries (the rate times the TTL), never past the cap,
- * and does not creep as the ring's end would move through untouched pages.
+ * up to max_entries: memory follows the live entries (the rate times the TTL), never past the cap.
+ * A grown ring is made resident at once, so that memory steps up when it grows and stays flat
+ * after, rather than creeping as the ring's end moves through untouched pages.
  *
  * Each identity's live entries are counted in a count-min sketch (two rows of counters, indexed by
  * two halves of a keyed hash of the identity): fixed memory whatever the number of identities, and
@@ -182,8 +183,9 @@ static int grow(struct gw_replay *r)
     size_t cap = r->cap * 2 < r->max ? r->cap * 2 : r->max;
     struct entry *ring;
 
-    if (cap <= r->cap || (ring = calloc(cap, sizeof(*ring))) == NULL)
+    if (cap <= r->cap || (ring = malloc(cap * sizeof(*ring))) == NULL)
         return -1;
+    memset(ring, 0, cap * sizeof(*ring)); /* resident now: a ring so big is soon used in full */
     for (size_t i = 0; i < r->count; i++)
         ring[i] = r->ring[(r->head + i) % r->cap];
     free(r->ring);
