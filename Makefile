@@ -5,7 +5,7 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 JOBS       ?= $(shell nproc)
 
-.PHONY: all deps build build-asan build-fuzz demo deb test test-unit test-e2e fuzz bench format format-check clean
+.PHONY: all deps build build-asan build-fuzz demo deb test test-unit test-e2e fuzz bench soak format format-check clean
 
 all: build
 
@@ -50,6 +50,9 @@ fuzz: build-fuzz
 
 bench: build
 	@tests/bench/run.sh $(BUILD)
+
+soak: build
+	@tests/bench/soak.sh $(BUILD)
 
 C_SOURCES = base/*.[ch] gateway/*.[ch] gateway/cmp/*.[ch] upstream/*.[ch] mappings/*.[ch] tests/unit/*.c tests/bench/*.c tests/e2e/*.c \
             tests/fuzz/*.[ch]

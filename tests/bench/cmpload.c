@@ -35,6 +35,7 @@
 #define LOAD_MAX_THREADS 256
 #define LOAD_MAX_DURATION_S 3600 /* bounded run time, whatever the options say */
 #define LOAD_MAX_COUNT 10000000L
+#define LOAD_MAX_RATE 100000L
 #define LOAD_MAX_KEYS 1000000L               /* pre-generated key pool, all threads together */
 #define LOAD_KEYS_PER_SEC 1500               /* pool estimate for --duration: above any rate seen */
 #define LOAD_MAX_SAMPLES (16L * 1024 * 1024) /* latency samples kept, all threads together */
@@ -56,6 +57,7 @@ struct load_opts {
     int per_message, no_resume; /* a new connection per message; TLS sessions not resumed */
     double duration;
     long count, keys, timeout_ms;
+    long rate; /* --rate: enrolments per second, open loop (0: each thread as fast as it can) */
 };
 
 /* Read-only after setup; shared by all workers. */
@@ -69,6 +71,7 @@ struct load_shared {
     size_t secret_len;
     pthread_barrier_t start;
     struct timespec deadline;
+    double start_ms;     /* the timed phase's start: --rate schedules from it */
     atomic_long claimed; /* --count: enrolments handed out */
     atomic_int shown;    /* error lines printed so far */
 };
@@ -89,6 +92,8 @@ struct load_worker {
     double *lat_ms;
     long nlat, cap_lat, max_lat;
     long connects;      /* new TCP connections: shows whether keep-alive holds */
+    int index;          /* of the worker, for --rate's schedule */
+    long attempts;      /* enrolments begun */
     long resumed;       /* TLS handshakes that resumed a session */
     unsigned long sent; /* messages sent, for --alt-url */
     long ok, err[FAIL_CMP + 1];
@@ -333,14 +338,39 @@ static void report_error(struct load_worker *w)
             w->why[0] != '\0' ? w->why : "no detail", reason[0] != '\0' ? " / " : "", reason);
 }
 
+/*
+ * --rate: when this worker's next enrolment is due (the workers' schedules interleave), after
+ * sleeping until then. Latency counts from the due time, so a server that falls behind is charged
+ * for the queue it causes (no coordinated omission); without --rate, now.
+ */
+static double due(struct load_worker *w)
+{
+    const struct load_opts *o = w->sh->o;
+    double at, now = now_ms();
+
+    if (o->rate <= 0)
+        return now;
+    at = w->sh->start_ms + 1000.0 * ((double)w->attempts * o->threads + w->index) / (double)o->rate;
+    if (at > now) {
+        double ms = at - now;
+        struct timespec ts = {.tv_sec = (time_t)(ms / 1000),
+                              .tv_nsec = (long)((ms - floor(ms / 1000) * 1000) * 1e6)};
+
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+            ;
+    }
+    return at;
+}
+
 /* One ir + certConf transaction (or ir alone with implicitConfirm). Returns 1 on success. */
 static int enrol_once(struct load_worker *w)
 {
+    double t0 = due(w);
     EVP_PKEY *k = take_key(w);
     OSSL_CMP_CTX *ctx = NULL;
-    double t0 = now_ms();
     int ok = 0;
 
+    w->attempts++;
     w->fail = FAIL_NONE;
     w->why[0] = '\0';
     if (k == NULL || (ctx = txn_ctx_new(w, k)) == NULL) {
@@ -690,6 +720,8 @@ static void usage(FILE *f)
         "                        %d per second of --duration; keys beyond the pool are made inline\n"
         "                        and reported)\n"
         "  --timeout MS          per HTTP request (default %d)\n"
+        "  --rate N              open loop: N enrolments per second in all, on a fixed schedule; latency\n"
+        "                        counts from when each was due (use enough --threads to keep up)\n"
         "  --help                this text\n",
         LOAD_MAX_THREADS, LOAD_DEFAULT_DURATION_S, LOAD_MAX_DURATION_S, LOAD_KEYS_PER_SEC,
         LOAD_DEFAULT_TIMEOUT_MS);
@@ -744,6 +776,7 @@ enum {
     OPT_COUNT,
     OPT_KEYS,
     OPT_TIMEOUT,
+    OPT_RATE,
     OPT_HELP
 };
 
@@ -769,6 +802,7 @@ static const struct option long_opts[] = {
     {"count", required_argument, NULL, OPT_COUNT},
     {"keys", required_argument, NULL, OPT_KEYS},
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"rate", required_argument, NULL, OPT_RATE},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -792,6 +826,8 @@ static int set_number(struct load_opts *o, int c, const char *arg)
         return parse_long(arg, 0, LOAD_MAX_KEYS, &o->keys);
     case OPT_TIMEOUT:
         return parse_long(arg, 1, (long)LOAD_MAX_DURATION_S * 1000, &o->timeout_ms);
+    case OPT_RATE:
+        return parse_long(arg, 1, LOAD_MAX_RATE, &o->rate);
     default:
         return 0;
     }
@@ -905,6 +941,7 @@ static int run(struct load_shared *sh, struct load_worker *ws, int n, struct loa
 
     for (k = 0; k < n; k++) {
         ws[k].sh = sh;
+        ws[k].index = k;
         ws[k].want_keys = sh->o->keys / n + (k < sh->o->keys % n);
         ws[k].max_lat = LOAD_MAX_SAMPLES / n;
     }
@@ -926,7 +963,7 @@ static int run(struct load_shared *sh, struct load_worker *ws, int n, struct loa
         sh->deadline.tv_sec++;
         sh->deadline.tv_nsec -= 1000000000L;
     }
-    t0 = now_ms();
+    t0 = sh->start_ms = now_ms();
     c0 = cpu_seconds();
     pthread_barrier_wait(&sh->start);
     for (k = 0; k < n; k++)

@@ -19,8 +19,9 @@
 # Defaults keep the whole run near 3 minutes. Prints a Markdown table, then one machine-readable
 # line: "ratio cpu=... throughput=..." (cmpgw / mock: server CPU per enrolment with one client
 # thread, throughput with BENCH_THREADS), per_message=... full_handshake=... (server CPU per
-# enrolment of those clients / keep-alive's) and idle_kib=... (resident KiB per idle TLS connection
-# of BENCH_IDLE_CONNS, default 1000; 0 leaves it out).
+# enrolment of those clients / keep-alive's), half_peak_p99_ms=... (p99 of an open-loop load at half
+# of cmpgw's highest rate, cmpload --rate) and idle_kib=... (resident KiB per idle TLS connection of
+# BENCH_IDLE_CONNS, default 1000; 0 leaves it out).
 set -euo pipefail
 
 selftest=0
@@ -40,6 +41,14 @@ warmup=${BENCH_WARMUP:-2}
 scrape=${BENCH_SCRAPE:-0}
 with_redis=${BENCH_REDIS:-0}
 per_message=${BENCH_PER_MESSAGE:-1}
+# BENCH_PIN=1: servers on CPU 1, the load client on CPU 0 (taskset), so that neither takes the
+# other's core; off by default: on two cores each side then has only one.
+srv_pin=()
+cli_pin=()
+if [[ ${BENCH_PIN:-0} == 1 ]] && (($(nproc) >= 2)) && command -v taskset >/dev/null; then
+    srv_pin=(taskset -c 1)
+    cli_pin=(taskset -c 0)
+fi
 idle_conns=${BENCH_IDLE_CONNS:-1000}
 subject="/O=cmpgw demo/CN=bench-device"
 tck=$(getconf CLK_TCK)
@@ -62,10 +71,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A free TCP port on 127.0.0.1 (the kernel picks it; the short race is harmless here).
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+# shellcheck source=tests/bench/common.sh
+. "$root/tests/bench/common.sh"
 
 # Waits up to 5 s for a listener on PORT, without connecting (the mock stalls 1 s on an idle connection).
 wait_listen() {
@@ -91,24 +98,14 @@ cpu_ticks() {
 mock_port=$(free_port)
 gw_port=$(free_port)
 admin_port=$(free_port)
-CMPGW_PORT=$gw_port CMPGW_ADMIN_PORT=$admin_port "$root/deploy/demo-pki.sh" "$tmp/pki" >/dev/null
 pki=$tmp/pki
-# Every client of the benchmark is one identity on one address: the per-identity share of the replay
-# cache and the per-address limits, which bound one credential in production, are raised, as a
-# deployment behind a load balancer or an RA raises them.
-python3 - "$pki/cmpgw.json" <<'PY'
-import json, sys
-cfg = json.load(open(sys.argv[1]))
-cfg["cmp"] = dict(cfg.get("cmp", {}), max_recent_per_identity=100000, max_transactions_per_identity=10000)
-cfg["limits"] = dict(cfg.get("limits", {}), max_connections_per_address=4096)
-json.dump(cfg, open(sys.argv[1], "w"), indent=2)
-PY
+bench_pki "$pki" "$gw_port" "$admin_port"
 
 # (1) OpenSSL's mock CMP server: plain HTTP, path /pkix/, one transaction at a time, signs its
 # responses with the demo signer, trusts the demo root for client signatures, and returns the same
 # canned certificate every time (hence cmpload --accept-any-key against it). It binds the wildcard
 # address (no option to choose); the benchmark only talks to it on 127.0.0.1.
-(cd "$pki" && exec openssl cmp -port "$mock_port" -srv_cert signer.pem -srv_key signer.key \
+(cd "$pki" && exec "${srv_pin[@]}" openssl cmp -port "$mock_port" -srv_cert signer.pem -srv_key signer.key \
     -srv_trusted ca.pem -rsp_cert client.pem -verbosity 3 >"$tmp/mock.log" 2>&1) &
 mock_pid=$!
 pids+=("$mock_pid")
@@ -187,6 +184,8 @@ run_selftest() {
         --alt-url "http://127.0.0.1:$mock_port/pkix/" --count 4
     expect "--alt-url takes every certConf" 1 enrolments=0 transport_errors=2 -- "${mock_args[@]}" \
         --alt-url "http://127.0.0.1:$closed_port/pkix/" --count 2
+    expect "--rate: an open loop" 0 enrolments=5 errors=0 -- "${mock_args[@]}" --rate 50 --count 5
+    expect "--rate 0" 2 -- "${mock_args[@]}" --rate 0
     expect "--threads 0" 2 -- "${mock_args[@]}" --threads 0
     expect "--threads too many" 2 -- "${mock_args[@]}" --threads 100000
     expect "--count -1" 2 -- "${mock_args[@]}" --count -1
@@ -220,7 +219,7 @@ fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 gw_pid=
 if [[ -x $gw ]]; then
-    (cd "$pki" && exec "$gw" -c "$pki/cmpgw.json" >"$tmp/cmpgw.log" 2>&1) &
+    (cd "$pki" && exec "${srv_pin[@]}" "$gw" -c "$pki/cmpgw.json" >"$tmp/cmpgw.log" 2>&1) &
     gw_pid=$!
     pids+=("$gw_pid")
     if ! wait_listen "$gw_port" "$gw_pid" \
@@ -265,7 +264,7 @@ cfg["cmp"]["state"] = {"backend": "redis", "address": "127.0.0.1", "port": int(s
                        "mac_key_file": "state.key"}
 json.dump(cfg, open(sys.argv[2], "w"), indent=2)
 PY
-        (cd "$pki" && exec "$gw" -c "$pki/cmpgw-redis$i.json" >"$tmp/cmpgw-redis$i.log" 2>&1) &
+        (cd "$pki" && exec "${srv_pin[@]}" "$gw" -c "$pki/cmpgw-redis$i.json" >"$tmp/cmpgw-redis$i.log" 2>&1) &
         rpids[i]=$!
         pids+=("${rpids[i]}")
     done
@@ -310,7 +309,7 @@ measure() {
     # shellcheck disable=SC2086 # $pid may name several processes (cmpgw and its redis-server)
     c0=$(cpu_ticks $pid)
     f0=$(fsyncs)
-    out=$(timeout $((duration + 60)) "$load" "${args[@]}" --threads "$n" --duration "$duration" \
+    out=$(timeout $((duration + 60)) "${cli_pin[@]}" "$load" "${args[@]}" --threads "$n" --duration "$duration" \
         2>>"$tmp/load.err") || true
     # shellcheck disable=SC2086
     c1=$(cpu_ticks $pid)
@@ -329,7 +328,8 @@ measure() {
 # warm NAME THREADS ARGS: untimed run (TLS session, page cache, allocator) before the rounds.
 warm() {
     local -n wargs=$3
-    timeout $((warmup + 60)) "$load" "${wargs[@]}" --threads "$2" --duration "$warmup" >/dev/null 2>&1 || true
+    timeout $((warmup + 60)) "${cli_pin[@]}" "$load" "${wargs[@]}" --threads "$2" --duration "$warmup" \
+        >/dev/null 2>&1 || true
 }
 
 for n in 1 "$threads"; do
@@ -351,6 +351,19 @@ for n in 1 "$threads"; do
     done
 done
 
+# Open loop at half of cmpgw's highest closed-loop rate: the latency a client sees when the gateway
+# is busy but not saturated (enrolments due on a fixed schedule, latency from when each was due).
+if [[ -n $gw_pid ]]; then
+    half=$(python3 -c '
+import json, sys
+rates = [json.loads(l)["run"]["rate"] for l in open(sys.argv[1]) if json.loads(l)["server"] == "cmpgw"]
+print(max(1, int(max(rates, default=0) / 2)))' "$tmp/results.jsonl")
+    out=$(timeout $((2 * duration + 60)) "${cli_pin[@]}" "$load" "${gw_args[@]}" --rate "$half" --threads 16 \
+        --duration $((2 * duration)) 2>>"$tmp/load.err") || true
+    echo "bench: open loop at $half/s $out" >&2
+    [[ -n $out ]] && printf '{"half_peak_rate":%s,"run":%s}\n' "$half" "$out" >"$tmp/openloop.json"
+fi
+
 # Resident memory per idle TLS connection (BENCH_IDLE_CONNS, 0: not measured).
 if [[ -n $gw_pid && $idle_conns -gt 0 ]]; then
     python3 "$root/tests/bench/idle_conns.py" "$gw_pid" "$gw_port" "$pki" "$idle_conns" >"$tmp/idle.json" 2>>"$tmp/load.err" ||
@@ -362,9 +375,13 @@ echo "## Machine"
 echo
 echo "- nproc: $(nproc); CPU: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
 echo "- kernel: $(uname -sr); $(openssl version); $(curl-config --version 2>/dev/null || echo libcurl)"
-echo "- client and servers share the machine; each measurement ${duration} s, ${rounds} A/B rounds, ir + certConf"
+if ((${#srv_pin[@]})); then
+    echo "- servers pinned to CPU 1, the load client to CPU 0 (BENCH_PIN=1); each measurement ${duration} s, ${rounds} A/B rounds, ir + certConf"
+else
+    echo "- client and servers share the machine; each measurement ${duration} s, ${rounds} A/B rounds, ir + certConf"
+fi
 echo
-python3 - "$tmp/results.jsonl" "$tmp/idle.json" <<'PY'
+python3 - "$tmp/results.jsonl" "$tmp/idle.json" "$tmp/openloop.json" <<'PY'
 import json, os, statistics, sys
 
 rows = [json.loads(l) for l in open(sys.argv[1])]
@@ -443,7 +460,17 @@ if mh and gh and mh["rate"]:
 pm, full = res.get((1, "cmpgw-pm")), res.get((1, "cmpgw-full"))
 if g1 and pm and full and g1["cpu_ms"]:
     ratio.append(f"per_message={pm['cpu_ms'] / g1['cpu_ms']:.2f} full_handshake={full['cpu_ms'] / g1['cpu_ms']:.2f}")
-idle = json.load(open(sys.argv[2])) if os.path.exists(sys.argv[2]) and os.path.getsize(sys.argv[2]) else None
+def optional(path):
+    return json.load(open(path)) if os.path.exists(path) and os.path.getsize(path) else None
+
+ol = optional(sys.argv[3])
+if ol:
+    r = ol["run"]
+    print(f"- open loop at half of cmpgw's peak ({ol['half_peak_rate']}/s asked, {r['rate']:.0f}/s done, "
+          f"16 client threads): p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms per enrolment "
+          f"(ir + certConf; the local issuer adds no delay), {r['errors']} errors")
+    ratio.append(f"half_peak_p99_ms={r['p99_ms']:.2f}")
+idle = optional(sys.argv[2])
 if idle:
     print(f"- idle TLS connections (client certificate, one request answered): {idle['kib_per_connection']} KiB "
           f"resident each over {idle['connections']} ({idle['rss_before_kib']} -> {idle['rss_after_kib']} KiB)")

@@ -80,6 +80,16 @@ def admin(gw, path, method="GET"):
         return e.code, e.read().decode()
 
 
+def read_to_eof(sock):
+    """All that |sock| sends until its peer closes."""
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def free_port():
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

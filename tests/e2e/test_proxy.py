@@ -88,12 +88,7 @@ class ProxyProtocol(harness.GatewayTestCase):
         before = len(self.requests())
         with self.connect(header, source) as s:
             s.sendall(b"GET /pki/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            answer = b""
-            while True:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                answer += chunk
+            answer = harness.read_to_eof(s)
         self.assertTrue(answer.startswith(b"HTTP/1.1 "), answer[:100])
         return self.request_after(before)["peer"]
 

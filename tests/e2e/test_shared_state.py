@@ -12,6 +12,7 @@ any instance (round-robin through haproxy), delivered by another instance when t
 upstream call returned, answered pollRep then "did not answer in time" when it was killed during the call, and
 an uncollected certificate's expiry is recorded once across the three.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -184,8 +185,10 @@ class ThreeInstances(TwoInstances):
             self.assertLess(time.monotonic(), deadline, self.gw2.stderr()[-3000:])
             time.sleep(0.1)
 
+    @contextlib.contextmanager
     def round_robin(self):
-        """A real haproxy in round-robin over the three instances, each connection to the next; (proc, port)."""
+        """For the block, the first instance's port is a real haproxy's in round-robin over the three
+        instances, each connection to the next."""
         port = harness.free_port()
         cfg = self.gw.dir / "haproxy-rr.cfg"
         cfg.write_text("\n".join([
@@ -195,16 +198,22 @@ class ThreeInstances(TwoInstances):
             "    server gw1 127.0.0.1:%d" % self.gw.port, "    server gw2 127.0.0.1:%d" % self.gw2.port,
             "    server gw3 127.0.0.1:%d" % self.gw3.port]) + "\n")
         lb = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return lb, port
-            except OSError:
-                if time.monotonic() > deadline:
-                    lb.kill()
-                    raise
-                time.sleep(0.1)
+        real = self.gw.port
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    self.assertLess(time.monotonic(), deadline, "haproxy did not listen")
+                    time.sleep(0.1)
+            self.gw.port = port
+            yield
+        finally:
+            self.gw.port = real
+            lb.terminate()
+            lb.wait(10)
 
     def enrol(self, name, first, nxt, before_next=None, wait=True):
         """cmpclient ir to |first|, its certConf to |nxt|; the last request sent is kept as <name>.last.der."""
@@ -230,6 +239,17 @@ class ThreeInstances(TwoInstances):
         self.gw._err.close()
         self.gw._out.close()
         self.gw.proc = None
+
+    def first_killed(self, p, flag):
+        """kill -9 of the first instance, then client |p|'s next message let go (|flag|); its (exit status,
+        output). The first instance starts again after, for the tests after this one."""
+        self.kill_first()
+        try:
+            flag.write_text("")
+            out, err = p.communicate(timeout=60)
+            return p.returncode, out + err
+        finally:
+            self.gw.start()
 
 
 class Continuation(ThreeInstances):
@@ -279,15 +299,9 @@ class Continuation(ThreeInstances):
 
     def test_owner_killed_after_ip(self):
         flag = self.gw.dir / "killed.flag"
-        p = self.parked("orphan", flag)
-        self.kill_first()
-        try:
-            flag.write_text("")
-            out, err = p.communicate(timeout=60)
-            self.assertEqual(p.returncode, 0, out + err)
-            self.assertEqual([r["status"] for r in self.audit(self.gw2, "confirmed", "orphan")], ["confirmed"])
-        finally:
-            self.gw.start()  # for the tests after this one, whatever happened here
+        rc, out = self.first_killed(self.parked("orphan", flag), flag)
+        self.assertEqual(rc, 0, out)
+        self.assertEqual([r["status"] for r in self.audit(self.gw2, "confirmed", "orphan")], ["confirmed"])
 
     def unconfirmed(self, name, kill_owner):
         """An ir answered by the first instance whose certConf never comes (the client is stopped);
@@ -324,25 +338,17 @@ class Continuation(ThreeInstances):
     def test_round_robin_through_haproxy(self):
         """`openssl cmp -keep_alive 0` through haproxy in round-robin over three instances: every message on
         another instance than the one before, one "issued" and one "confirmed" per enrolment across the three."""
-        lb, port = self.round_robin()
         before = len(self.events("txn_continued"))
-        try:
+        with self.round_robin():
             for i in range(6):
                 name = "rr%d" % i
-                real, self.gw.port = self.gw.port, port
-                try:
-                    res = self.gw.cmp("ir", name, newkey=self.newkey(name), subject="/CN=%s" % name,
-                                      extra=("-keep_alive", "0"))
-                finally:
-                    self.gw.port = real
+                res = self.gw.cmp("ir", name, newkey=self.newkey(name), subject="/CN=%s" % name,
+                                  extra=("-keep_alive", "0"))
                 self.assertEqual([a.body_type for a in res.answers], ["ip", "pkiconf"])
                 issued, confirmed = self.everywhere("issued", name), self.everywhere("confirmed", name)
                 self.assertEqual((len(issued), len(confirmed)), (1, 1), (issued, confirmed))
-            # three instances in turn, two messages per enrolment: every certConf on another instance
-            self.assertEqual(len(self.events("txn_continued")) - before, 6)
-        finally:
-            lb.terminate()
-            lb.wait(10)
+        # three instances in turn, two messages per enrolment: every certConf on another instance
+        self.assertEqual(len(self.events("txn_continued")) - before, 6)
 
 
 class PolledContinuation(ThreeInstances):
@@ -367,32 +373,24 @@ class PolledContinuation(ThreeInstances):
     def test_polling_spread_over_three_instances(self):
         """`openssl cmp -keep_alive 0` through haproxy in round-robin: ir, pollReqs, certConf each on another
         instance; one "waiting", one "issued" and one "confirmed" per enrolment across the three audit logs."""
-        lb, port = self.round_robin()
         before = len(self.events("txn_continued"))
-        try:
-            for i in range(2):
-                name = "spread%d" % i
-                real, self.gw.port = self.gw.port, port
-                try:
-                    p, answers, cert = test_polling.cmp_polling(
-                        self.gw, "ir", name, "pki/cmp",
-                        ["-newkey", self.newkey(name), "-subject", "/CN=%s" % name, "-keep_alive", "0"])
-                finally:
-                    self.gw.port = real
-                self.assertEqual(p.returncode, 0, p.stderr.decode(errors="replace")[-3000:])
-                kinds = [a.body_type for a in answers]
-                self.assertEqual((kinds[0], answers[0].status), ("ip", test_polling.WAITING), answers)
-                self.assertIn("pollRep", kinds)
-                self.assertEqual(kinds[-2:], ["ip", "pkiconf"], kinds)
-                self.assert_issued(cert, self.gw.dir / ("%s.key" % name), "CN=%s" % name, [],
-                                   answers[-2].extra_certs_pem())
-                counts = [len(self.everywhere(e, name)) for e in ("waiting", "issued", "confirmed")]
-                self.assertEqual(counts, [1, 1, 1])
-            # every message after the ir of each enrolment on another instance than the one before
-            self.assertGreaterEqual(len(self.events("txn_continued")) - before, 2 * 3)
-        finally:
-            lb.terminate()
-            lb.wait(10)
+        for i in range(2):
+            name = "spread%d" % i
+            with self.round_robin():  # each enrolment from the first instance on
+                p, answers, cert = test_polling.cmp_polling(
+                    self.gw, "ir", name, "pki/cmp",
+                    ["-newkey", self.newkey(name), "-subject", "/CN=%s" % name, "-keep_alive", "0"])
+            self.assertEqual(p.returncode, 0, p.stderr.decode(errors="replace")[-3000:])
+            kinds = [a.body_type for a in answers]
+            self.assertEqual((kinds[0], answers[0].status), ("ip", test_polling.WAITING), answers)
+            self.assertIn("pollRep", kinds)
+            self.assertEqual(kinds[-2:], ["ip", "pkiconf"], kinds)
+            self.assert_issued(cert, self.gw.dir / ("%s.key" % name), "CN=%s" % name, [],
+                               answers[-2].extra_certs_pem())
+            counts = [len(self.everywhere(e, name)) for e in ("waiting", "issued", "confirmed")]
+            self.assertEqual(counts, [1, 1, 1])
+        # every message after the ir of each enrolment on another instance than the one before
+        self.assertGreaterEqual(len(self.events("txn_continued")) - before, 2 * 3)
 
     def test_owner_killed_after_the_result_came(self):
         """The first instance killed -9 once its call returned: the second delivers the certificate from the
@@ -400,32 +398,21 @@ class PolledContinuation(ThreeInstances):
         flag = self.gw.dir / "result.flag"
         p = self.deferred("resulted", flag)
         self.wait_for(lambda: self.redis.command("KEYS", "cmpgw:res:*") == "*1")  # the result is shared
-        self.kill_first()
-        try:
-            flag.write_text("")
-            out, err = p.communicate(timeout=60)
-            self.assertEqual(p.returncode, 0, out + err)
-            self.assertEqual([r["status"] for r in self.audit(self.gw2, "confirmed", "resulted")], ["confirmed"])
-            self.assertEqual(self.audit(self.gw2, "issued", "resulted"), [])  # on the first one's audit log
-            self.assertEqual(len(self.audit(self.gw, "issued", "resulted")), 1)
-        finally:
-            self.gw.start()
+        rc, out = self.first_killed(p, flag)
+        self.assertEqual(rc, 0, out)
+        self.assertEqual([r["status"] for r in self.audit(self.gw2, "confirmed", "resulted")], ["confirmed"])
+        self.assertEqual(self.audit(self.gw2, "issued", "resulted"), [])  # on the first one's audit log
+        self.assertEqual(len(self.audit(self.gw, "issued", "resulted")), 1)
 
     def test_owner_killed_during_the_upstream_call(self):
         """The first instance killed -9 while its call runs: the second answers pollRep until the call's
         deadline (the upstream's timeout), then a rejection that says the outcome is unknown."""
         flag = self.gw.dir / "call.flag"
-        p = self.deferred("midcall", flag)
-        self.kill_first()
-        try:
-            flag.write_text("")
-            out, err = p.communicate(timeout=60)
-            self.assertEqual(p.returncode, 2, out + err)
-            self.assertIn(b"did not answer in time", out + err)
-            self.assertIn(b"systemUnavail", out + err)
-            self.assertEqual(self.everywhere("issued", "midcall"), [])
-        finally:
-            self.gw.start()
+        rc, out = self.first_killed(self.deferred("midcall", flag), flag)
+        self.assertEqual(rc, 2, out)
+        self.assertIn(b"did not answer in time", out)
+        self.assertIn(b"systemUnavail", out)
+        self.assertEqual(self.everywhere("issued", "midcall"), [])
 
     def test_expiry_of_an_uncollected_result_recorded_once(self):
         """The client gone after `waiting`: the certificate issued for it is recorded expired_undelivered

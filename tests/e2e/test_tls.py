@@ -144,12 +144,7 @@ class Resumption(harness.GatewayTestCase):
             with ctx.wrap_socket(s, server_hostname="127.0.0.1", session=session) as t:
                 t.sendall(b"POST /pki/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/pkixcmp\r\n"
                           b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(self.der) + self.der)
-                data = b""
-                while True:
-                    chunk = t.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
+                data = harness.read_to_eof(t)
                 return t.session, t.session_reused, data.split(b"\r\n", 1)[0].decode()
 
     def last_request(self, gw):
