@@ -658,8 +658,11 @@ static void sync_generation(struct gw_audit *a, int fd)
     a->gen_ok[g % GW_AUDIT_SYNC_RING] = e == 0;
     a->gen_done = g;
     a->syncing = false;
-    if (e != 0)
+    if (e != 0 && fd == a->fd) /* the log written now fails (readiness says so) */
         log_failure(a, "fsync", e);
+    else if (e != 0) /* a rotated file's: its writers are told; the new file is not at fault */
+        gw_log(GW_LOG_ERROR, "audit_fsync_failed", "audit log %s before its reopen: fsync: %s", a->path,
+               strerror(e));
     pthread_cond_broadcast(&a->synced);
 }
 
