@@ -315,6 +315,11 @@ SSL_CTX *gw_tls_ctx_new(const struct gw_listener_conf *lc, char *err)
     SSL_CTX_set_timeout(ctx, GW_TLS_SESSION_SECS);
     SSL_CTX_sess_set_cache_size(ctx, GW_TLS_SESSION_CACHE);
     (void)SSL_CTX_set_num_tickets(ctx, 1); /* one per connection: a client resumes once per connection */
+    /* without keys to share, sessions stay in the cache (TLS 1.3 stateful tickets, TLS 1.2 session
+       IDs): a resumption then finds the session in memory instead of decoding it, and its client
+       certificate, from a ticket (a quarter of a per-message client's CPU; docs/performance.md) */
+    if (lc->n_ticket_keys == 0)
+        SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
     if (lc->n_ticket_keys > 0 && set_ticket_keys(ctx, lc) != 0) {
         tls_error(err, lc, "ticket_keys_file", lc->ticket_keys_file);
         goto err;

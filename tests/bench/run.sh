@@ -364,10 +364,27 @@ print(max(1, int(max(rates, default=0) / 2)))' "$tmp/results.jsonl")
     [[ -n $out ]] && printf '{"half_peak_rate":%s,"run":%s}\n' "$half" "$out" >"$tmp/openloop.json"
 fi
 
-# Resident memory per idle TLS connection (BENCH_IDLE_CONNS, 0: not measured).
+# Resident memory per idle TLS connection (BENCH_IDLE_CONNS, 0: not measured), on a cmpgw of its own
+# just started: one that served the load before would place the connections in memory it freed.
 if [[ -n $gw_pid && $idle_conns -gt 0 ]]; then
-    python3 "$root/tests/bench/idle_conns.py" "$gw_pid" "$gw_port" "$pki" "$idle_conns" >"$tmp/idle.json" 2>>"$tmp/load.err" ||
-        echo "bench: the idle-connection measurement failed (see its error above)" >&2
+    idle_port=$(free_port)
+    python3 - "$pki/cmpgw.json" "$pki/cmpgw-idle.json" "$idle_port" <<'PY'
+import json, sys
+cfg = json.load(open(sys.argv[1]))
+cfg["listeners"][0]["port"] = int(sys.argv[3])
+cfg.pop("admin", None)
+cfg["audit"]["file"] = "audit-idle.log"
+json.dump(cfg, open(sys.argv[2], "w"), indent=2)
+PY
+    (cd "$pki" && exec "${srv_pin[@]}" "$gw" -c "$pki/cmpgw-idle.json" >"$tmp/cmpgw-idle.log" 2>&1) &
+    idle_pid=$!
+    pids+=("$idle_pid")
+    if wait_listen "$idle_port" "$idle_pid"; then
+        python3 "$root/tests/bench/idle_conns.py" "$idle_pid" "$idle_port" "$pki" "$idle_conns" \
+            >"$tmp/idle.json" 2>>"$tmp/load.err" ||
+            echo "bench: the idle-connection measurement failed (see its error above)" >&2
+    fi
+    kill "$idle_pid" 2>/dev/null || true
 fi
 
 echo
@@ -472,7 +489,7 @@ if ol:
     ratio.append(f"half_peak_p99_ms={r['p99_ms']:.2f}")
 idle = optional(sys.argv[2])
 if idle:
-    print(f"- idle TLS connections (client certificate, one request answered): {idle['kib_per_connection']} KiB "
+    print(f"- idle TLS connections (a cmpgw just started; client certificate, one request answered): {idle['kib_per_connection']} KiB "
           f"resident each over {idle['connections']} ({idle['rss_before_kib']} -> {idle['rss_after_kib']} KiB)")
     ratio.append(f"idle_kib={idle['kib_per_connection']:.1f}")
 print("ratio " + " ".join(ratio))
