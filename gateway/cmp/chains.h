@@ -1,7 +1,8 @@
 /*
  * Validated client chains, remembered (docs/performance.md): a signer that sends many requests (an
  * RA, a device enrolling again) has its certificate path built and verified once, not per message.
- * One cache per engine, hence per configuration generation: a reload starts afresh.
+ * One cache per engine, hence per configuration generation: a reload starts afresh (docs/design.md
+ * D23).
  */
 #ifndef GW_CMP_CHAINS_H
 #define GW_CMP_CHAINS_H
