@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
@@ -63,6 +64,16 @@ int gw_x509_serial_hex_colons(const ASN1_INTEGER *serial, char *out, size_t cap)
     for (i = 0; i < n; i++)
         pos += (size_t)snprintf(out + pos, cap - pos, i != 0 ? ":%02x" : "%02x", buf[i]);
     BN_free(bn);
+    return 0;
+}
+
+int gw_asn1_time(const ASN1_TIME *t, time_t *out)
+{
+    struct tm tm;
+
+    if (t == NULL || ASN1_TIME_to_tm(t, &tm) != 1)
+        return -1;
+    *out = timegm(&tm);
     return 0;
 }
 

@@ -5,6 +5,7 @@
 #define GW_BASE_X509_H
 
 #include <stddef.h>
+#include <time.h>
 
 #include <openssl/x509.h>
 
@@ -25,6 +26,9 @@ int gw_x509_serial_hex_checked(const ASN1_INTEGER *serial, char *out, size_t cap
 /* Colon-separated lowercase hex of each octet ("39:dd:2e:..."), Vault's serial_number form; 0 or
  * GW_ERR_INVAL. */
 int gw_x509_serial_hex_colons(const ASN1_INTEGER *serial, char *out, size_t cap);
+
+/* gw_asn1_time converts |t| to seconds since the epoch into |out|: 0, or -1 if |t| is NULL or unreadable. */
+int gw_asn1_time(const ASN1_TIME *t, time_t *out);
 
 /* The NID of the named curve of EC key |pkey|; NID_undef for explicit curve parameters. */
 int gw_x509_ec_curve(const EVP_PKEY *pkey);

@@ -1273,16 +1273,6 @@ int gw_policy_check_upstream_grants(const struct gw_role *role, const char *upst
 
 /* ---- what an upstream returned ---- */
 
-static int asn1_time(const ASN1_TIME *t, time_t *out)
-{
-    struct tm tm;
-
-    if (t == NULL || ASN1_TIME_to_tm(t, &tm) != 1)
-        return -1;
-    *out = timegm(&tm);
-    return 0;
-}
-
 static enum gw_issued_verdict issued_bad(const struct gw_role *role, const struct gw_cert_plan *plan,
                                          X509 *cert, STACK_OF(X509) *chain, X509_STORE *store, time_t now,
                                          char *err)
@@ -1423,7 +1413,7 @@ static enum gw_issued_verdict issued_outside(const struct gw_role *role, const s
         snprintf(err, GW_ERR_LEN, "the CA added %s, which the request did not ask for", name);
         return GW_ISSUED_OUTSIDE_POLICY;
     }
-    if (asn1_time(X509_get0_notAfter(cert), &na) != 0 || na > now + max_ttl + GW_ISSUED_TTL_SLACK) {
+    if (gw_asn1_time(X509_get0_notAfter(cert), &na) != 0 || na > now + max_ttl + GW_ISSUED_TTL_SLACK) {
         snprintf(err, GW_ERR_LEN,
                  "the upstream's certificate is valid until %s, beyond role %s's max_ttl of %s", when(b1, na),
                  rname(role), dur(b2, max_ttl));
@@ -1472,7 +1462,7 @@ static enum gw_issued_verdict issued_modified(const struct gw_role *role, const 
         snprintf(err, GW_ERR_LEN, "the upstream changed the subjectAltNames");
         return GW_ISSUED_MODIFIED;
     }
-    if (asn1_time(X509_get0_notAfter(cert), &na) == 0 && na < plan->not_after - GW_ISSUED_SHORTEN_SLACK) {
+    if (gw_asn1_time(X509_get0_notAfter(cert), &na) == 0 && na < plan->not_after - GW_ISSUED_SHORTEN_SLACK) {
         snprintf(err, GW_ERR_LEN, "the upstream shortened the validity to %s (planned: %s)", when(b1, na),
                  when(b2, plan->not_after));
         return GW_ISSUED_MODIFIED;

@@ -69,16 +69,6 @@ static void local_free(struct local *l)
     free(l);
 }
 
-static int to_time_t(const ASN1_TIME *t, time_t *out)
-{
-    struct tm tm;
-
-    if (ASN1_TIME_to_tm(t, &tm) != 1)
-        return 0;
-    *out = timegm(&tm);
-    return 1;
-}
-
 /* The CA's key identifier for AKID: its SKID, or the RFC 5280 §4.2.1.2 method-1 hash if it has none. */
 static ASN1_OCTET_STRING *ca_keyid(X509 *ca)
 {
@@ -186,8 +176,8 @@ static int local_init(struct gw_upstream *up, char *err)
         local_free(l);
         return GW_ERR_INVAL;
     }
-    if (!to_time_t(X509_get0_notBefore(l->ca), &l->ca_not_before) ||
-        !to_time_t(X509_get0_notAfter(l->ca), &l->ca_not_after)) {
+    if (gw_asn1_time(X509_get0_notBefore(l->ca), &l->ca_not_before) != 0 ||
+        gw_asn1_time(X509_get0_notAfter(l->ca), &l->ca_not_after) != 0) {
         snprintf(err, GW_ERR_LEN, "upstream %s: the CA certificate validity cannot be read", conf->name);
         local_free(l);
         return GW_ERR_INVAL;

@@ -250,16 +250,6 @@ static char *subject_text(const X509 *x)
     return out;
 }
 
-static int to_time(const ASN1_TIME *t, time_t *out)
-{
-    struct tm tm;
-
-    if (t == NULL || ASN1_TIME_to_tm(t, &tm) != 1)
-        return 0;
-    *out = timegm(&tm);
-    return 1;
-}
-
 /* Reads <dirfd>/|name| into |e|. 0, or -1 (not a certificate, unreadable, too large). */
 static int read_entry(int dirfd, const char *name, struct gw_store_entry *e)
 {
@@ -280,8 +270,9 @@ static int read_entry(int dirfd, const char *name, struct gw_store_entry *e)
     if ((bio = BIO_new_fp(f, BIO_NOCLOSE)) == NULL || (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) == NULL)
         goto out;
     gw_x509_cert_serial_hex(x, e->serial, sizeof(e->serial));
-    if (!to_time(X509_get0_notBefore(x), &e->not_before) || !to_time(X509_get0_notAfter(x), &e->not_after) ||
-        (e->subject = subject_text(x)) == NULL || (e->sans = sans_text(x)) == NULL)
+    if (gw_asn1_time(X509_get0_notBefore(x), &e->not_before) != 0 ||
+        gw_asn1_time(X509_get0_notAfter(x), &e->not_after) != 0 || (e->subject = subject_text(x)) == NULL ||
+        (e->sans = sans_text(x)) == NULL)
         goto out;
     rc = 0;
 out:

@@ -8,6 +8,7 @@
  */
 #include "gateway/cmp/chains.h"
 #include "base/limits.h"
+#include "base/x509.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -63,16 +64,6 @@ static int cache_key(const X509_STORE *store, const X509 *cert, const STACK_OF(X
     return ok ? 0 : -1;
 }
 
-static int to_time(const ASN1_TIME *t, time_t *out)
-{
-    struct tm tm;
-
-    if (t == NULL || ASN1_TIME_to_tm(t, &tm) != 1)
-        return -1;
-    *out = timegm(&tm);
-    return 0;
-}
-
 /* X509_verify_cert as OSSL_CMP_validate_cert_path runs it; 1 with the chain's common validity. */
 static int verify(X509_STORE *store, STACK_OF(X509) *untrusted, X509 *cert, time_t *nb, time_t *na)
 {
@@ -88,7 +79,7 @@ static int verify(X509_STORE *store, STACK_OF(X509) *untrusted, X509 *cert, time
         X509 *x = sk_X509_value(chain, i);
         time_t b, a;
 
-        if (to_time(X509_get0_notBefore(x), &b) != 0 || to_time(X509_get0_notAfter(x), &a) != 0) {
+        if (gw_asn1_time(X509_get0_notBefore(x), &b) != 0 || gw_asn1_time(X509_get0_notAfter(x), &a) != 0) {
             *na = 0; /* a time it cannot read: valid now, but not remembered */
             break;
         }

@@ -173,9 +173,9 @@ void cmp_status_invalidate(struct gw_cmp_engine *e, const struct gw_upstream *up
 
 static time_t asn1_to_time(const ASN1_TIME *t)
 {
-    struct tm tm;
+    time_t v = 0;
 
-    return t != NULL && ASN1_TIME_to_tm(t, &tm) == 1 ? timegm(&tm) : 0;
+    return gw_asn1_time(t, &v) == 0 ? v : 0;
 }
 
 /*
