@@ -22,6 +22,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+void gw_txn_result_cleanup(struct gw_txn_result *res)
+{
+    free(res->cert);
+    free(res->chain);
+    memset(res, 0, sizeof(*res));
+}
+
+void gw_txn_record_cleanup(struct gw_txn_record *rec)
+{
+    free(rec->req);
+    free(rec->cert);
+    gw_txn_result_cleanup(&rec->result);
+    memset(rec, 0, sizeof(*rec));
+}
+
 #ifdef CMPGW_WITH_HIREDIS
 
 #include <pthread.h>
@@ -37,6 +52,7 @@ enum {
     S_SEEN,
     S_RESERVE,
     S_RELEASE,
+    S_PUT,
     S_TAKE,
     S_DROP,
     S_UNLEASE,
@@ -62,6 +78,8 @@ enum {
     "if redis.call('TTL', KEYS[2]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[2], ARGV[2]) end\n"    \
     "return 0\n"
 
+/* One line of Lua per line of C: */
+/* clang-format off */
 static const char *const scripts[N_SCRIPTS] = {
     [S_SEEN] = "local v = redis.call('GET', KEYS[1])\n"
                "if v then if v == ARGV[1] then return 1 end return 2 end\n" LUA_COUNTED_SET,
@@ -69,27 +87,33 @@ static const char *const scripts[N_SCRIPTS] = {
     [S_RELEASE] = "redis.call('DEL', KEYS[1])\n"
                   "redis.call('ZREM', KEYS[2], KEYS[1])\n"
                   "return 0\n",
+    /* KEYS: the record and the deadlines; ARGV: the record, its seconds, the seconds to its deadline.
+       The record, and its deadline on Redis's clock (for the instance that records its expiry if its
+       own is gone: gw_cluster_claim_expired) */
+    [S_PUT] = "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\n"
+              "redis.call('ZADD', KEYS[2], tonumber(redis.call('TIME')[1]) + tonumber(ARGV[3]), KEYS[1])\n"
+              "return 0\n",
     /* KEYS: the record and its lease; ARGV: this instance, the lease's seconds. The record and its
        result (or nil), 1 when another instance holds it, or nil */
     [S_TAKE] = "local v = redis.call('GET', KEYS[1])\n"
                "if not v then return nil end\n"
                "if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end\n"
                "return {v, redis.call('GET', " LUA_RES_OF("KEYS[1]") ")}\n",
-    /* KEYS: the record and its lease; ARGV: this instance. 1 if the record was there; the lease goes
-       only if this instance holds it */
+    /* KEYS: the record and its lease; ARGV: this instance, the deadlines. 1 if the record was there;
+       the lease goes only if this instance holds it */
     [S_DROP] = "local l = redis.call('GET', KEYS[2])\n"
                "if l and l ~= ARGV[1] then return 2 end\n"
                "local n = redis.call('DEL', KEYS[1])\n"
                "redis.call('DEL', " LUA_RES_OF("KEYS[1]") ")\n"
-                                                          "if l then redis.call('DEL', KEYS[2]) end\n"
-                                                          "redis.call('ZREM', ARGV[2], KEYS[1])\n"
-                                                          "return n\n",
+               "if l then redis.call('DEL', KEYS[2]) end\n"
+               "redis.call('ZREM', ARGV[2], KEYS[1])\n"
+               "return n\n",
     [S_UNLEASE] = "if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
                   "return 0\n",
     /* readiness: scripts run (an ACL that forbids them, or a Redis that refuses writes, shows) */
     [S_PING] = "return 0\n",
     /* KEYS: the deadlines (twice); ARGV: the slack, how many. The records past their deadline, each
-       taken by exactly one caller: key, record, result (or nil), key, record, result... */
+       taken by exactly one caller: key, record, result (or ""), key, record, result... */
     [S_CLAIM] =
         "local out = {}\n"
         "local now = tonumber(redis.call('TIME')[1]) - tonumber(ARGV[1])\n"
@@ -98,14 +122,14 @@ static const char *const scripts[N_SCRIPTS] = {
         "  if redis.call('EXISTS', l) == 0 and redis.call('ZREM', KEYS[1], k) == 1 then\n"
         "    local v = redis.call('GET', k)\n"
         "    local r = " LUA_RES_OF("k") "\n"
-                                         "    if v then\n"
-                                         "      table.insert(out, k) table.insert(out, v) table.insert(out, "
-                                         "redis.call('GET', r) or '')\n"
-                                         "      redis.call('DEL', k, r)\n"
-                                         "    end\n"
-                                         "  end\n"
-                                         "end\n"
-                                         "return out\n",
+        "    if v then\n"
+        "      table.insert(out, k) table.insert(out, v) table.insert(out, "
+        "redis.call('GET', r) or '')\n"
+        "      redis.call('DEL', k, r)\n"
+        "    end\n"
+        "  end\n"
+        "end\n"
+        "return out\n",
     /* KEYS: the record, the result; ARGV: the result, its seconds. 1, or 0 when the record is gone */
     [S_RESULT] = "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
                  "redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])\n"
@@ -117,6 +141,7 @@ static const char *const scripts[N_SCRIPTS] = {
                  "redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')\n"
                  "return 1\n",
 };
+/* clang-format on */
 
 #define RECORD_MAGIC "cmpgw-txn-2"
 #define RESULT_MAGIC "cmpgw-res-1"
@@ -165,6 +190,16 @@ static void conn_free(void *c)
     redisFree(c);
 }
 
+/* Redis cannot be used now, for the reason in |err|: readiness says so until a command succeeds. */
+static int mark_down(struct gw_cluster *cl, const char *err)
+{
+    atomic_store(&cl->reachable, false);
+    pthread_mutex_lock(&cl->lock);
+    snprintf(cl->last_err, sizeof(cl->last_err), "%s", err);
+    pthread_mutex_unlock(&cl->lock);
+    return GW_ERR_UNAVAILABLE;
+}
+
 /* Says why |c| failed (or |r| is an error) into |err|; the context is dropped for a reconnect. */
 static int unavailable(struct gw_cluster *cl, redisContext *c, const redisReply *r, char *err)
 {
@@ -178,11 +213,7 @@ static int unavailable(struct gw_cluster *cl, redisContext *c, const redisReply 
         redisFree(c);
         pthread_setspecific(cl->conn, NULL);
     }
-    atomic_store(&cl->reachable, false);
-    pthread_mutex_lock(&cl->lock);
-    snprintf(cl->last_err, sizeof(cl->last_err), "%s", err);
-    pthread_mutex_unlock(&cl->lock);
-    return GW_ERR_UNAVAILABLE;
+    return mark_down(cl, err);
 }
 
 /* This thread's connection, authenticated; NULL with |err|. */
@@ -207,10 +238,7 @@ static redisContext *connection(struct gw_cluster *cl, char *err)
                      cl->port, r != NULL ? r->str : c->errstr);
             freeReplyObject(r);
             redisFree(c);
-            atomic_store(&cl->reachable, false);
-            pthread_mutex_lock(&cl->lock);
-            snprintf(cl->last_err, sizeof(cl->last_err), "%s", err);
-            pthread_mutex_unlock(&cl->lock);
+            (void)mark_down(cl, err);
             return NULL;
         }
         freeReplyObject(r);
@@ -521,21 +549,6 @@ bool gw_cluster_keeps_records(const struct gw_cluster *cl)
     return cl != NULL && cl->mac_key != NULL;
 }
 
-static void result_cleanup(struct gw_txn_result *res)
-{
-    free(res->cert);
-    free(res->chain);
-    memset(res, 0, sizeof(*res));
-}
-
-void gw_txn_record_cleanup(struct gw_txn_record *rec)
-{
-    free(rec->req);
-    free(rec->cert);
-    result_cleanup(&rec->result);
-    memset(rec, 0, sizeof(*rec));
-}
-
 static void put_u32(unsigned char *p, size_t v)
 {
     p[0] = (unsigned char)(v >> 24);
@@ -633,6 +646,16 @@ static unsigned char *field_dup(const unsigned char *f, size_t n, size_t *out_le
     return p;
 }
 
+/* Field |f| of |n| bytes as a string in |out| of |cap| bytes; 0, or -1 if it does not fit. */
+static int field_str(const unsigned char *f, size_t n, char *out, size_t cap)
+{
+    if (n >= cap)
+        return -1;
+    memcpy(out, f, n);
+    out[n] = '\0';
+    return 0;
+}
+
 static unsigned char *record_encode(const struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
                                     const struct gw_txn_record *rec, size_t *out_len)
 {
@@ -655,11 +678,12 @@ static int record_decode(const struct gw_cluster *cl, const unsigned char *tid, 
 
     memset(rec, 0, sizeof(*rec));
     if (blob_decode(cl, RECORD_MAGIC, tid, tid_len, blob, len, f, n, RECORD_FIELDS) != 0 ||
-        n[2] > sizeof(rec->nonce) || n[3] >= sizeof(rec->role) || n[4] >= sizeof(rec->upstream) ||
-        n[5] >= sizeof(meta))
+        n[2] > sizeof(rec->nonce) || field_str(f[3], n[3], rec->role, sizeof(rec->role)) != 0 ||
+        field_str(f[4], n[4], rec->upstream, sizeof(rec->upstream)) != 0 ||
+        field_str(f[5], n[5], meta, sizeof(meta)) != 0) {
+        memset(rec, 0, sizeof(*rec));
         return GW_ERR_INVAL;
-    memcpy(meta, f[5], n[5]);
-    meta[n[5]] = '\0';
+    }
     if (sscanf(meta, "%u %lld %lld %lld", &rec->step, &rec->requested_at, &rec->deadline_ms,
                &rec->check_after) != 4 ||
         (rec->req = field_dup(f[0], n[0], &rec->req_len)) == NULL ||
@@ -668,8 +692,6 @@ static int record_decode(const struct gw_cluster *cl, const unsigned char *tid, 
         return GW_ERR_INVAL;
     }
     memcpy(rec->nonce, f[2], rec->nonce_len = n[2]);
-    memcpy(rec->role, f[3], n[3]);
-    memcpy(rec->upstream, f[4], n[4]);
     return 0;
 }
 
@@ -694,17 +716,17 @@ static int result_decode(const struct gw_cluster *cl, const unsigned char *tid, 
 
     memset(res, 0, sizeof(*res));
     if (blob_decode(cl, RESULT_MAGIC, tid, tid_len, blob, len, f, n, RESULT_FIELDS) != 0 ||
-        n[2] >= sizeof(meta) || n[3] >= sizeof(res->reason))
+        field_str(f[2], n[2], meta, sizeof(meta)) != 0 ||
+        field_str(f[3], n[3], res->reason, sizeof(res->reason)) != 0) {
+        memset(res, 0, sizeof(*res));
         return GW_ERR_INVAL;
-    memcpy(meta, f[2], n[2]);
-    meta[n[2]] = '\0';
+    }
     if (sscanf(meta, "%d %d %d %d", &res->status, &res->fail_info, &res->modified, &res->recorded) != 4 ||
         (res->cert = field_dup(f[0], n[0], &res->cert_len)) == NULL ||
         (res->chain = field_dup(f[1], n[1], &res->chain_len)) == NULL) {
-        result_cleanup(res);
+        gw_txn_result_cleanup(res);
         return GW_ERR_INVAL;
     }
-    memcpy(res->reason, f[3], n[3]);
     res->present = true;
     return 0;
 }
@@ -728,14 +750,10 @@ static int reply_decode(const struct gw_cluster *cl, const unsigned char *tid, s
 int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
                           const struct gw_txn_record *rec, time_t ttl, char *err)
 {
-    char k[KEY_LEN], secs[24], dk[KEY_LEN];
+    char k[KEY_LEN], dk[KEY_LEN], secs[24], deadline[24];
     size_t len = 0;
     unsigned char *blob;
-    const char *argv[5];
-    size_t lens[5];
-    redisContext *c;
-    redisReply *r;
-    int rc = 0;
+    long long rc;
 
     if (!gw_cluster_keeps_records(cl) || tid_len == 0 || tid_len > GW_MAX_TID_LEN)
         return GW_ERR_INVAL;
@@ -743,35 +761,16 @@ int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_
         snprintf(err, GW_ERR_LEN, "shared state: the transaction record could not be built");
         return GW_ERR_NOMEM;
     }
-    if ((c = connection(cl, err)) == NULL) {
-        free(blob);
-        return GW_ERR_UNAVAILABLE;
-    }
     key(cl, k, "rec", tid, tid_len);
+    snprintf(dk, sizeof(dk), "%sdeadlines", cl->prefix);
     snprintf(secs, sizeof(secs), "%lld", (long long)ttl + GW_STATE_GRACE);
-    argv[0] = "SET", argv[1] = k, argv[2] = (const char *)blob, argv[3] = "EX", argv[4] = secs;
-    lens[0] = 3, lens[1] = strlen(k), lens[2] = len, lens[3] = 2, lens[4] = strlen(secs);
-    r = redisCommandArgv(c, 5, argv, lens);
-    if (r == NULL || r->type == REDIS_REPLY_ERROR)
-        rc = unavailable(cl, c, r, err);
-    freeReplyObject(r);
+    snprintf(deadline, sizeof(deadline), "%lld", (long long)ttl);
+    rc = integer_of(cl,
+                    eval_n(cl, S_PUT, k, dk, 3, (const char *const[]){(const char *)blob, secs, deadline},
+                           (const size_t[]){len, strlen(secs), strlen(deadline)}, err),
+                    err);
     free(blob);
-    /* its deadline, for the instance that records its expiry if its own is gone (gw_cluster_claim_expired) */
-    if (rc == 0) {
-        snprintf(dk, sizeof(dk), "%sdeadlines", cl->prefix);
-        r = redisCommand(c, "EVAL %s 2 %s %s %lld",
-                         "local t = redis.call('TIME') "
-                         "return redis.call('ZADD', KEYS[2], tonumber(t[1]) + "
-                         "tonumber(ARGV[1]), KEYS[1])",
-                         k, dk, (long long)ttl);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            rc = unavailable(cl, c, r, err);
-            if (c->err == 0) /* a record without a deadline would never be recorded as expired */
-                freeReplyObject(redisCommand(c, "DEL %s", k));
-        }
-        freeReplyObject(r);
-    }
-    return rc;
+    return rc == 0 ? 0 : GW_ERR_UNAVAILABLE;
 }
 
 int gw_cluster_update_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
@@ -1048,15 +1047,6 @@ int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size
 {
     (void)cl, (void)tid, (void)tid_len;
     return 0;
-}
-
-void gw_txn_record_cleanup(struct gw_txn_record *rec)
-{
-    free(rec->req);
-    free(rec->cert);
-    free(rec->result.cert);
-    free(rec->result.chain);
-    memset(rec, 0, sizeof(*rec));
 }
 
 #endif

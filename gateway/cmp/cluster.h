@@ -147,6 +147,7 @@ void gw_cluster_unlease(struct gw_cluster *cl, const unsigned char *tid, size_t 
 int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len);
 
 void gw_txn_record_cleanup(struct gw_txn_record *rec);
+void gw_txn_result_cleanup(struct gw_txn_result *res);
 
 /*
  * gw_cluster_status: 0 while Redis answers (the last command of any thread, or the PING sent every

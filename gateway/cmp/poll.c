@@ -188,13 +188,6 @@ static int der_append(unsigned char **buf, size_t *len, X509 *x)
     return 0;
 }
 
-static void shared_result_cleanup(struct gw_txn_result *sr)
-{
-    free(sr->cert);
-    free(sr->chain);
-    memset(sr, 0, sizeof(*sr));
-}
-
 /*
  * |res| as the other instances read it. A certificate whose "issued" record could not be written
  * goes as such: whichever instance collects it refuses and withdraws it, as this one would
@@ -218,7 +211,7 @@ static int shared_result(const struct gw_sign_result *res, int recorded, struct 
             goto fail;
     return 0;
 fail:
-    shared_result_cleanup(sr);
+    gw_txn_result_cleanup(sr);
     return GW_ERR_NOMEM;
 }
 
@@ -263,7 +256,7 @@ static void publish(struct cmp_pending *p, struct gw_cmp_engine *e, struct gw_tx
         p->published = 0;
         pthread_mutex_unlock(&p->lock);
     }
-    shared_result_cleanup(sr);
+    gw_txn_result_cleanup(sr);
 }
 
 /* The completion of a deferrable call (call thread). */
@@ -313,7 +306,7 @@ static void pending_done(void *arg, struct gw_sign_result *res)
             publishing--;
             pthread_mutex_unlock(&detach_lock);
         } else {
-            shared_result_cleanup(&sr);
+            gw_txn_result_cleanup(&sr);
         }
     }
 out:
