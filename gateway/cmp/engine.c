@@ -238,6 +238,14 @@ static void stored_call(struct cmp_call *sub, struct gw_cmp_engine *e, const str
     sub->fail.fail_info = -1;
 }
 
+/* What a call holds once it is answered: the header it read, the requested key it decoded. */
+static void call_cleanup(struct cmp_call *c)
+{
+    gw_shim_hdr_info_cleanup(&c->hdr);
+    EVP_PKEY_free(c->req_key);
+    c->req_key = NULL;
+}
+
 static int replay_stored(const struct gw_hdr_info *want, struct cmp_call *sub,
                          const struct gw_txn_record *rec, struct cmp_txn **out);
 
@@ -277,8 +285,7 @@ static void record_orphan(void *arg, const unsigned char *tid, size_t tid_len,
                   "an expired shared transaction could not be replayed here; its \"issued\" record stands",
                   NULL);
     }
-    gw_shim_hdr_info_cleanup(&sub.hdr);
-    EVP_PKEY_free(sub.req_key);
+    call_cleanup(&sub);
 }
 
 void gw_cmp_engine_expire(struct gw_cmp_engine *e, time_t now)
@@ -815,42 +822,6 @@ static int replay_stored(const struct gw_hdr_info *want, struct cmp_call *sub,
     return 0;
 }
 
-/*
- * A certConf for a transaction another instance began (its record: "mac_key_file"): a fresh context
- * from the role takes the stored request again, as if it had come here, with the certificate that
- * instance issued and without any check, upstream call, audit record or metric (they happened
- * there); then the senderNonce the client got is put back. NULL when there is nothing to continue,
- * with |r| set when the answer is other than "no open transaction".
- */
-static struct gw_txn *rebuild_from(struct cmp_call *c, struct gw_txn_record *rec);
-
-static struct gw_txn *rebuild(struct cmp_call *c, struct cmp_refusal *r)
-{
-    struct gw_txn_record rec;
-    struct gw_txn *txn;
-    char err[GW_ERR_LEN] = "";
-    int rc = gw_cluster_take_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, &rec, err);
-
-    if (rc == GW_ERR_BUSY) {
-        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-                   "another instance is answering this transaction now; retry in a moment");
-        return NULL;
-    }
-    if (rc == GW_ERR_UNAVAILABLE) {
-        gw_log_kv(GW_LOG_ERROR, "shared_state_unavailable", "tid", c->rsp->tid, "reason", err, NULL);
-        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-                   "the gateway cannot reach its cluster to continue this transaction; retry later");
-        return NULL;
-    }
-    if (rc == GW_ERR_INVAL)
-        gw_log_kv(GW_LOG_ERROR, "txn_record_invalid", "tid", c->rsp->tid, "reason", err, NULL);
-    if (rc != 0)
-        return NULL;
-    txn = rebuild_from(c, &rec);
-    gw_txn_record_cleanup(&rec);
-    return txn;
-}
-
 /* The transaction of |rec|, whose lease this instance holds (given back when it cannot be rebuilt). */
 static struct gw_txn *rebuild_from(struct cmp_call *c, struct gw_txn_record *rec)
 {
@@ -879,8 +850,50 @@ static struct gw_txn *rebuild_from(struct cmp_call *c, struct gw_txn_record *rec
         gw_log_kv(GW_LOG_WARN, "txn_not_continued", "tid", c->rsp->tid, "reason",
                   sub.diag[0] != '\0' ? sub.diag : "its stored request does not run here", NULL);
     }
-    gw_shim_hdr_info_cleanup(&sub.hdr);
-    EVP_PKEY_free(sub.req_key);
+    call_cleanup(&sub);
+    return txn;
+}
+
+/*
+ * A shared record this instance could not lease (|rc| of gw_cluster_take_record, |err|): the
+ * answer the message gets, in |r|, when another instance holds it or Redis cannot be asked. 1, or
+ * 0 for any other |rc|.
+ */
+static int lease_refused(struct cmp_call *c, int rc, const char *err, struct cmp_refusal *r)
+{
+    if (rc == GW_ERR_BUSY)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                          "another instance is answering this transaction now; retry in a moment");
+    if (rc != GW_ERR_UNAVAILABLE)
+        return 0;
+    gw_log_kv(GW_LOG_ERROR, "shared_state_unavailable", "tid", c->rsp->tid, "reason", err, NULL);
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                      "the gateway cannot reach its cluster to answer this transaction; retry later");
+}
+
+/*
+ * A message (certConf, pollReq, error) for a transaction another instance began (its record:
+ * "mac_key_file"): a fresh context from the role takes the stored request again, as if it had come
+ * here, with the certificate that instance issued (or, for a deferred request, answering "waiting"
+ * again) and without any check, upstream call, audit record or metric (they happened there); then
+ * the senderNonce the client got is put back. NULL when there is nothing to continue,
+ * with |r| set when the answer is other than "no open transaction".
+ */
+static struct gw_txn *rebuild(struct cmp_call *c, struct cmp_refusal *r)
+{
+    struct gw_txn_record rec;
+    struct gw_txn *txn;
+    char err[GW_ERR_LEN] = "";
+    int rc = gw_cluster_take_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, &rec, err);
+
+    if (lease_refused(c, rc, err, r))
+        return NULL;
+    if (rc == GW_ERR_INVAL)
+        gw_log_kv(GW_LOG_ERROR, "txn_record_invalid", "tid", c->rsp->tid, "reason", err, NULL);
+    if (rc != 0)
+        return NULL;
+    txn = rebuild_from(c, &rec);
+    gw_txn_record_cleanup(&rec);
     return txn;
 }
 
@@ -940,24 +953,14 @@ static int claim_copy(struct cmp_call *c, struct gw_txn **txnp, int *leased, int
 static int claim_shared(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn **txn, int *leased,
                         int *rebuilt)
 {
-    struct cmp_refusal why = {0};
+    struct cmp_refusal why = {OSSL_CMP_PKIFAILUREINFO_badRequest, TEXT_NO_TXN};
     char err[GW_ERR_LEN] = "";
     int rc = claim_copy(c, txn, leased, rebuilt, err);
 
     if (rc == 0)
         return 0;
-    if (rc == GW_ERR_NOT_FOUND) { /* another instance answered its certConf and closed it */
-        refuse(c, msg, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badRequest, TEXT_NO_TXN});
-        return 1;
-    }
-    if (rc == GW_ERR_UNAVAILABLE) {
-        gw_log_kv(GW_LOG_ERROR, "shared_state_unavailable", "tid", c->rsp->tid, "reason", err, NULL);
-        cmp_refuse(&why, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-                   "the gateway cannot reach its cluster to answer this transaction; retry later");
-    } else {
-        cmp_refuse(&why, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-                   "another instance is answering this transaction now; retry in a moment");
-    }
+    /* closed elsewhere (another instance answered its certConf), held, or unreachable */
+    (void)lease_refused(c, rc, err, &why);
     refuse(c, msg, &why);
     return 1;
 }
@@ -1142,8 +1145,7 @@ void gw_cmp_process(struct gw_cmp_engine *e, const struct gw_cmp_request *req, s
         http_error(&c, 404, "no CMP role serves this path");
     else
         dispatch(&c, msg);
-    gw_shim_hdr_info_cleanup(&c.hdr);
-    EVP_PKEY_free(c.req_key);
+    call_cleanup(&c);
     OSSL_CMP_MSG_free(msg);
     ERR_clear_error();
     if (c.held != NULL) /* the last touch of an older engine: it may be freed from now on */

@@ -197,9 +197,9 @@ static OSSL_CMP_PKISI *deliver(struct cmp_txn *t, struct cmp_call *c, const stru
     }
 }
 
-/* The request as the role shapes it, then the role's request policy. */
-static int plan_request(struct cmp_txn *t, struct cmp_call *c, const OSSL_CRMF_MSG *crm, struct issuing *is,
-                        struct cmp_refusal *r)
+/* The request as the role shapes it for the time |at|, then the role's request policy. */
+static int plan_request(struct cmp_txn *t, struct cmp_call *c, time_t at, const OSSL_CRMF_MSG *crm,
+                        struct issuing *is, struct cmp_refusal *r)
 {
     int rc = is->p10cr != NULL
                  ? gw_cert_req_from_p10(is->p10cr, &is->creq, r->text)
@@ -211,7 +211,7 @@ static int plan_request(struct cmp_txn *t, struct cmp_call *c, const OSSL_CRMF_M
     /* 3GPP TS 33.310 §9.5.4.2: the template subject is optional; the vendor certificate names the device */
     if (t->role->subject_from_signer && gw_cert_req_subject_from(&is->creq, t->pbm ? NULL : t->signer) != 0)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure, "out of memory");
-    if (gw_cert_plan_make(t->role, &is->creq, c->now, &is->plan, &r->fail_info, r->text) != 0)
+    if (gw_cert_plan_make(t->role, &is->creq, at, &is->plan, &r->fail_info, r->text) != 0)
         return 1;
     r->fail_info = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
     return gw_policy_check_request(t->role, &is->plan, &r->fail_info, r->text) != 0;
@@ -288,7 +288,8 @@ static OSSL_CMP_PKISI *issue(struct cmp_txn *t, struct cmp_call *c, const OSSL_C
     gw_cert_req_init(&is.creq);
     gw_cert_plan_init(&is.plan);
     gw_sign_result_init(&is.res);
-    if (plan_request(t, c, crm, &is, &r) != 0 || cmp_pick_upstream(c, t, &is.plan, p10cr, &t->up, &r) != 0)
+    if (plan_request(t, c, c->now, crm, &is, &r) != 0 ||
+        cmp_pick_upstream(c, t, &is.plan, p10cr, &t->up, &r) != 0)
         si = cmp_reject(c, &r);
     else if (audit_intent(t, c, &is) != 0)
         si = cmp_reject(c, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_DOWN});
@@ -314,14 +315,11 @@ static OSSL_CMP_PKISI *wait_again(struct cmp_txn *t, struct cmp_call *c, const O
 {
     struct issuing is = {.p10cr = p10cr};
     struct cmp_refusal r = {0};
-    time_t now = c->now;
     int rc;
 
     gw_cert_req_init(&is.creq);
     gw_cert_plan_init(&is.plan);
-    c->now = t->requested_at;
-    rc = plan_request(t, c, crm, &is, &r);
-    c->now = now;
+    rc = plan_request(t, c, t->requested_at, crm, &is, &r);
     t->rewait = 0;
     if (rc == 0 && (t->request = OSSL_CMP_MSG_dup(req)) != NULL &&
         (t->plan = calloc(1, sizeof(*t->plan))) != NULL) {

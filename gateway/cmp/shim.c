@@ -590,6 +590,22 @@ out:
     return bits;
 }
 
+/*
+ * Opens PKIMessage |msg| for a walk: [*p, *end) is the content of its outer SEQUENCE, read from
+ * |der|, the bytes OpenSSL decoded it from, or, when those are not one DER SEQUENCE, from its own
+ * encoding (*own, which the caller frees). 1, or 0.
+ */
+static int open_msg(const OSSL_CMP_MSG *msg, const unsigned char *der, size_t der_len, unsigned char **own,
+                    const unsigned char **p, const unsigned char **end)
+{
+    int len;
+
+    *own = NULL;
+    if (der != NULL && der_len <= INT_MAX && open_seq(der, (long)der_len, p, end))
+        return 1;
+    return (len = i2d_OSSL_CMP_MSG(msg, own)) > 0 && open_seq(*own, len, p, end);
+}
+
 /* The requested key of PKIBody content |t| (|body| ir, cr, kur or p10cr), as gw_shim_get1_requested_key. */
 static EVP_PKEY *body_key(const struct tlv *t, int body, int *has_key)
 {
@@ -626,22 +642,17 @@ EVP_PKEY *gw_shim_get1_requested_key(const OSSL_CMP_MSG *msg, const unsigned cha
     const unsigned char *p, *end;
     EVP_PKEY *key = NULL;
     struct tlv t;
-    int len = (int)der_len, body = OSSL_CMP_MSG_get_bodytype(msg);
+    int body = OSSL_CMP_MSG_get_bodytype(msg);
 
     *has_key = 0;
     if (body != GW_CMP_BODY_IR && body != GW_CMP_BODY_CR && body != GW_CMP_BODY_KUR &&
         body != GW_CMP_BODY_P10CR)
         return NULL;
     *has_key = 1;
-    /* the bytes OpenSSL decoded |msg| from, or, if they are not DER, its encoding */
-    if (der == NULL || der_len > INT_MAX || !open_seq(der, len, &p, &end)) {
-        if ((len = i2d_OSSL_CMP_MSG(msg, &own)) <= 0 || !open_seq(own, len, &p, &end))
-            goto out;
-    }
     /* PKIBody is an EXPLICIT [n] around CertReqMessages (ir, cr, kur) or a CertificationRequest (p10cr) */
-    if (tlv_next(&p, end, &t) && tlv_next(&p, end, &t) && t.cls == V_ASN1_CONTEXT_SPECIFIC)
+    if (open_msg(msg, der, der_len, &own, &p, &end) && tlv_next(&p, end, &t) && tlv_next(&p, end, &t) &&
+        t.cls == V_ASN1_CONTEXT_SPECIFIC)
         key = body_key(&t, body, has_key);
-out:
     OPENSSL_free(own);
     return key;
 }
@@ -673,17 +684,11 @@ STACK_OF(X509) *gw_shim_get1_extra_certs(const OSSL_CMP_MSG *msg, const unsigned
     const unsigned char *p, *end, *q;
     STACK_OF(X509) *out = sk_X509_new_null();
     struct tlv t, seq;
-    int len = (int)der_len, ok = 0;
+    int ok = 0;
 
-    if (out == NULL || msg == NULL)
-        goto out;
-    /* the bytes OpenSSL decoded |msg| from, or, if they are not DER, its encoding */
-    if (der == NULL || der_len > INT_MAX || !open_seq(der, len, &p, &end)) {
-        if ((len = i2d_OSSL_CMP_MSG(msg, &own)) <= 0 || !open_seq(own, len, &p, &end))
-            goto out;
-    }
     /* PKIMessage ::= SEQUENCE { header, body, protection [0] OPTIONAL, extraCerts [1] OPTIONAL } */
-    if (!tlv_next(&p, end, &t) || !tlv_next(&p, end, &t))
+    if (out == NULL || msg == NULL || !open_msg(msg, der, der_len, &own, &p, &end) ||
+        !tlv_next(&p, end, &t) || !tlv_next(&p, end, &t))
         goto out;
     ok = 1;
     while (ok && tlv_next(&p, end, &t)) {
