@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <string.h>
 
 /* Digits of a prefix length, 0..|max|, no sign, no leading zero. */
@@ -88,4 +89,22 @@ bool gw_cidr_contains_addr(const char *cidr, const struct sockaddr *sa)
         return gw_cidr_contains(cidr, a->s6_addr, 16);
     }
     return false;
+}
+
+void gw_sockaddr_string(const struct sockaddr *sa, char *out, size_t cap)
+{
+    char host[INET6_ADDRSTRLEN] = "";
+
+    out[0] = '\0';
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+
+        inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
+        snprintf(out, cap, "%s:%u", host, (unsigned)ntohs(sin->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+
+        inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
+        snprintf(out, cap, "[%s]:%u", host, (unsigned)ntohs(sin6->sin6_port));
+    }
 }

@@ -21,4 +21,7 @@ bool gw_cidr_contains(const char *cidr, const unsigned char *ip, size_t iplen);
  * listener's) counts as its IPv4 address. False for other families. */
 bool gw_cidr_contains_addr(const char *cidr, const struct sockaddr *sa);
 
+/* |sa| as logs write a peer: "192.0.2.1:443", "[2001:db8::1]:443"; "" for other families. */
+void gw_sockaddr_string(const struct sockaddr *sa, char *out, size_t cap);
+
 #endif

@@ -12,6 +12,7 @@
  */
 #include "gateway/listener_local.h"
 #include "gateway/cmp/engine.h"
+#include "base/cidr.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/metrics.h"
@@ -169,21 +170,10 @@ static void send_der(h2o_req_t *req, const unsigned char *der, size_t len, bool 
 static void peer_string(h2o_req_t *req, char *out, size_t cap)
 {
     struct sockaddr_storage ss;
-    char host[INET6_ADDRSTRLEN] = "";
-    socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
 
     out[0] = '\0';
-    if (len == 0)
-        return;
-    if (ss.ss_family == AF_INET) {
-        const struct sockaddr_in *sin = (const struct sockaddr_in *)&ss;
-        inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
-        snprintf(out, cap, "%s:%u", host, (unsigned)ntohs(sin->sin_port));
-    } else if (ss.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&ss;
-        inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
-        snprintf(out, cap, "[%s]:%u", host, (unsigned)ntohs(sin6->sin6_port));
-    }
+    if (req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss) != 0)
+        gw_sockaddr_string((struct sockaddr *)&ss, out, cap);
 }
 
 static size_t path_len(const h2o_req_t *req)

@@ -315,15 +315,13 @@ static void proxy_drop(struct proxied *p, const char *why)
 {
     h2o_socket_t *sock = p->sock;
     struct sockaddr_storage sa;
-    char addr[INET6_ADDRSTRLEN] = "?";
+    char addr[INET6_ADDRSTRLEN + 8] = "";
 
     if (why != NULL && log_due(&p->loop->server->proxy_logged)) {
         if (h2o_socket_getpeername(sock, (struct sockaddr *)&sa) != 0)
-            inet_ntop(sa.ss_family,
-                      sa.ss_family == AF_INET ? (void *)&((struct sockaddr_in *)&sa)->sin_addr
-                                              : (void *)&((struct sockaddr_in6 *)&sa)->sin6_addr,
-                      addr, sizeof(addr));
-        gw_log_kv(GW_LOG_WARN, "proxy_header_refused", "proxy", addr, "reason", why, NULL);
+            gw_sockaddr_string((struct sockaddr *)&sa, addr, sizeof(addr));
+        gw_log_kv(GW_LOG_WARN, "proxy_header_refused", "proxy", addr[0] != '\0' ? addr : "?", "reason", why,
+                  NULL);
     }
     proxy_forget(p);
     h2o_socket_close(sock);
