@@ -40,6 +40,13 @@ struct gw_vault_error {
 };
 int gw_vault_parse_error(const char *body, size_t len, struct gw_vault_error *out, char *err);
 
+/*
+ * gw_vault_map_error: what a client is told of Vault's non-success answer |http_status| with |body|:
+ * a gw_err in |status|, the failInfo bit and a one-line |reason| (GW_ERR_LEN) naming Vault's message.
+ */
+void gw_vault_map_error(long http_status, const char *body, size_t len, int *status, int *fail_info,
+                        char *reason);
+
 /* POST auth/<mount>/login: {"auth": {"client_token", "lease_duration", "renewable"}}. */
 struct gw_vault_login {
     char client_token[GW_MAX_VAULT_TOKEN_LEN + 1]; /* a secret: gw_vault_login_cleanup wipes it */

@@ -8,6 +8,7 @@
  * handles of threads that are still alive.
  */
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,20 +25,36 @@ struct handle {
     struct handle *prev, *next;
 };
 
-struct gw_http_client {
-    char *base_url;
-    const struct gw_http_conf *tls; /* borrowed: tls_ca, tls_cert, tls_key */
-    long timeout_ms;
-    pthread_key_t key;
-    pthread_mutex_t lock; /* guards |handles| */
-    struct handle *handles;
-};
-
 /* The body being received; capped at GW_MAX_UPSTREAM_BODY (curl: every buffer has a cap). */
 struct sink {
     char *buf;
     size_t len, cap;
     int overflow;
+};
+
+/* One gw_http_request_async call: an easy handle of its own, and what it points at. */
+struct transfer {
+    CURL *curl;
+    struct curl_slist *hdrs;
+    char *url;
+    struct sink sink;
+    gw_http_done_fn done;
+    void *arg;
+    struct transfer *next;
+};
+
+struct gw_http_client {
+    char *base_url;
+    const struct gw_http_conf *tls; /* borrowed: tls_ca, tls_cert, tls_key */
+    long timeout_ms;
+    pthread_key_t key;
+    pthread_mutex_t lock; /* guards |handles| and the transfer thread's fields below */
+    struct handle *handles;
+    /* asynchronous calls: one multi handle driven by one thread, started on first use */
+    CURLM *multi;
+    pthread_t thread;
+    bool started, stopping;
+    struct transfer *queued; /* submitted, not yet on |multi| */
 };
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
@@ -111,12 +128,15 @@ fail:
     return NULL;
 }
 
+static void transfers_stop(struct gw_http_client *c);
+
 void gw_http_client_free(struct gw_http_client *c)
 {
     struct handle *h, *next;
 
     if (c == NULL)
         return;
+    transfers_stop(c);
     /* after the key is gone no thread-exit destructor runs for it: the list is ours alone */
     pthread_key_delete(c->key);
     pthread_mutex_lock(&c->lock);
@@ -351,4 +371,145 @@ void gw_http_response_cleanup(struct gw_http_response *rsp)
         return;
     free(rsp->body);
     memset(rsp, 0, sizeof(*rsp));
+}
+
+/* ---- asynchronous calls ---- */
+
+static void transfer_free(struct transfer *tr)
+{
+    if (tr == NULL)
+        return;
+    curl_easy_cleanup(tr->curl);
+    curl_slist_free_all(tr->hdrs);
+    free(tr->url);
+    free(tr->sink.buf);
+    free(tr);
+}
+
+/* A transfer ended with |rc|: its caller hears what gw_http_request would have said. */
+static void transfer_complete(struct transfer *tr, CURLcode rc)
+{
+    struct gw_http_response rsp;
+    int ret;
+
+    memset(&rsp, 0, sizeof(rsp));
+    ret = finish(tr->curl, rc, &tr->sink, &rsp);
+    tr->done(tr->arg, ret, &rsp);
+    gw_http_response_cleanup(&rsp);
+    transfer_free(tr);
+}
+
+/* Moves the submitted transfers onto the multi handle; false once stopping and nothing is left. */
+static bool transfers_take(struct gw_http_client *c, int running)
+{
+    struct transfer *tr, *next;
+    bool stopping;
+
+    pthread_mutex_lock(&c->lock);
+    tr = c->queued;
+    c->queued = NULL;
+    stopping = c->stopping;
+    pthread_mutex_unlock(&c->lock);
+    for (; tr != NULL; tr = next, running++) {
+        next = tr->next;
+        if (curl_multi_add_handle(c->multi, tr->curl) != CURLM_OK)
+            transfer_complete(tr, CURLE_OUT_OF_MEMORY);
+    }
+    return !stopping || running > 0;
+}
+
+/* The transfer thread: drives every asynchronous call of |c| until the client is freed. */
+static void *transfers_main(void *arg)
+{
+    struct gw_http_client *c = arg;
+    struct transfer *tr;
+    CURLMsg *m;
+    int running = 0, left;
+
+    while (transfers_take(c, running)) {
+        curl_multi_perform(c->multi, &running);
+        while ((m = curl_multi_info_read(c->multi, &left)) != NULL) {
+            if (m->msg != CURLMSG_DONE)
+                continue;
+            CURL *curl = m->easy_handle;
+            CURLcode rc = m->data.result;
+
+            curl_easy_getinfo(curl, CURLINFO_PRIVATE, (char **)&tr);
+            curl_multi_remove_handle(c->multi, curl);
+            transfer_complete(tr, rc);
+        }
+        curl_multi_poll(c->multi, NULL, 0, 1000, NULL);
+    }
+    return NULL;
+}
+
+/* Ends the transfer thread once every call in flight completed (each has a deadline). */
+static void transfers_stop(struct gw_http_client *c)
+{
+    bool started;
+
+    pthread_mutex_lock(&c->lock);
+    c->stopping = true;
+    started = c->started;
+    pthread_mutex_unlock(&c->lock);
+    if (started) {
+        curl_multi_wakeup(c->multi);
+        pthread_join(c->thread, NULL);
+    }
+    curl_multi_cleanup(c->multi);
+}
+
+/* Queues |tr| for the transfer thread, starting it on first use; 0 or GW_ERR_NOMEM. */
+static int transfers_submit(struct gw_http_client *c, struct transfer *tr)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&c->lock);
+    if (c->stopping) {
+        rc = GW_ERR_INVAL;
+    } else if (!c->started) {
+        if ((c->multi = curl_multi_init()) == NULL ||
+            pthread_create(&c->thread, NULL, transfers_main, c) != 0) {
+            curl_multi_cleanup(c->multi);
+            c->multi = NULL;
+            rc = GW_ERR_NOMEM;
+        } else {
+            c->started = true;
+        }
+    }
+    if (rc == 0) {
+        tr->next = c->queued;
+        c->queued = tr;
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (rc == 0)
+        curl_multi_wakeup(c->multi);
+    return rc;
+}
+
+int gw_http_request_async(struct gw_http_client *c, const char *method, const char *path, const char *body,
+                          const char *const *headers, gw_http_done_fn done, void *arg)
+{
+    struct transfer *tr;
+    CURLcode rc;
+
+    if (c == NULL || method == NULL || path == NULL || done == NULL)
+        return GW_ERR_INVAL;
+    if ((tr = calloc(1, sizeof(*tr))) == NULL || (tr->curl = curl_easy_init()) == NULL ||
+        (tr->url = join_url(c, path)) == NULL || (tr->hdrs = make_headers(body, headers)) == NULL) {
+        transfer_free(tr);
+        return GW_ERR_NOMEM;
+    }
+    tr->done = done;
+    tr->arg = arg;
+    rc = set_options(c, tr->curl, method, tr->url, NULL, tr->hdrs, &tr->sink);
+    if (rc == CURLE_OK && strcmp(method, "GET") != 0) /* the body is copied: |body| need not outlive us */
+        rc = curl_easy_setopt(tr->curl, CURLOPT_COPYPOSTFIELDS, body != NULL ? body : "");
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(tr->curl, CURLOPT_PRIVATE, (char *)tr);
+    if (rc != CURLE_OK || transfers_submit(c, tr) != 0) {
+        transfer_free(tr);
+        return rc != CURLE_OK ? GW_ERR_INVAL : GW_ERR_NOMEM;
+    }
+    return 0;
 }

@@ -52,4 +52,17 @@ int gw_http_request(struct gw_http_client *c, const char *method, const char *pa
                     const char *const *headers, struct gw_http_response *rsp);
 void gw_http_response_cleanup(struct gw_http_response *rsp);
 
+/* The end of an asynchronous call: what gw_http_request returns and fills (|rsp| lives for the call). */
+typedef void (*gw_http_done_fn)(void *arg, int rc, const struct gw_http_response *rsp);
+
+/*
+ * gw_http_request_async is gw_http_request without waiting: the call runs on the client's transfer
+ * thread (one per client, libcurl's multi interface, started on first use), which calls |done|
+ * exactly once, also when the call fails. |body| and |headers| are copied. Returns 0, or
+ * GW_ERR_NOMEM / GW_ERR_INVAL (|done| is not called). gw_http_client_free waits for calls in
+ * flight (each is bounded by the client's timeout).
+ */
+int gw_http_request_async(struct gw_http_client *c, const char *method, const char *path, const char *body,
+                          const char *const *headers, gw_http_done_fn done, void *arg);
+
 #endif

@@ -3,8 +3,9 @@
  *
  * A p10cr's CSR goes to sign/<role> or sign-verbatim[/<role>] unchanged: Vault verifies its
  * self-signature, so a CRMF request (no CSR) is refused here and left to the route's crmf setting
- * (docs/design.md D5). Calls run synchronously on the calling worker; |done| is called before
- * sign returns.
+ * (docs/design.md D5). A sign call with a token in hand runs on the HTTP client's transfer thread
+ * and completes there (docs/design.md D24); without one (the first call, a renewal) it runs on the
+ * calling thread. Every other call is synchronous.
  *
  * Authentication: a token from token_file (re-read once on 403), or a cert-auth login with the
  * gateway's TLS client certificate whose token is cached and re-obtained
@@ -312,82 +313,67 @@ out:
     return rc;
 }
 
-/*
- * vault_call performs |method| on |path|: a 403 fetches a new token and tries once more; 412, 429
- * and 503 are retried with backoff while the deadline allows. Returns 0 when an HTTP answer is in
- * |rsp| (any status), else a gw_err with |err| (timeout: outcome unknown, never retried).
- */
-static int vault_call(struct vault *v, const char *method, const char *path, const char *body,
-                      struct gw_http_response *rsp, char *err)
+/* Where a call stands in its attempts: the deadline, the next backoff, what was tried. */
+struct attempts {
+    uint64_t deadline, backoff;
+    int retries, reauth;
+    unsigned gen; /* the token generation last sent */
+};
+
+static struct attempts attempts_start(const struct vault *v)
 {
-    uint64_t deadline = gw_now_ms() + v->timeout_ms, backoff = GW_UPSTREAM_BACKOFF_MS;
-    int retries = 0, reauth = 0, rc;
-    unsigned gen = 0;
+    return (struct attempts){.deadline = gw_now_ms() + v->timeout_ms, .backoff = GW_UPSTREAM_BACKOFF_MS};
+}
+
+/*
+ * Whether the answer |status| to |path| is to be sent again: a 403 fetches a new token and tries
+ * once more; 412, 429 and 503 are retried after *sleep_ms while the deadline allows.
+ */
+static int send_again(struct vault *v, struct attempts *a, const char *path, long status, uint64_t *sleep_ms)
+{
+    *sleep_ms = 0;
+    if (status == 403 && !a->reauth && (v->vc->token_file != NULL || v->vc->auth_cert_mount != NULL)) {
+        a->reauth = 1;
+        token_invalidate(v, a->gen);
+        return 1;
+    }
+    if (!retryable(status) || a->retries >= GW_UPSTREAM_RETRIES || gw_now_ms() + a->backoff >= a->deadline)
+        return 0;
+    gw_log(GW_LOG_WARN, "vault_retry", "upstream %s: HTTP %ld on %s; retry in %llu ms", up_name(v), status,
+           path, (unsigned long long)a->backoff);
+    *sleep_ms = a->backoff;
+    a->backoff *= 2;
+    a->retries++;
+    return 1;
+}
+
+/*
+ * vault_call_on performs |method| on |path| from where |a| stands (send_again). Returns 0 when an
+ * HTTP answer is in |rsp| (any status), else a gw_err with |err| (timeout: outcome unknown, never
+ * retried).
+ */
+static int vault_call_on(struct vault *v, const char *method, const char *path, const char *body,
+                         struct gw_http_response *rsp, char *err, struct attempts *a)
+{
+    uint64_t sleep_ms;
+    int rc;
 
     for (;;) {
-        if ((rc = send_once(v, method, path, body, rsp, &gen, err)) != 0)
+        if ((rc = send_once(v, method, path, body, rsp, &a->gen, err)) != 0)
             return rc;
-        if (rsp->status == 403 && !reauth && (v->vc->token_file != NULL || v->vc->auth_cert_mount != NULL)) {
-            reauth = 1;
-            token_invalidate(v, gen);
-            gw_http_response_cleanup(rsp);
-            continue;
-        }
-        if (!retryable(rsp->status) || retries >= GW_UPSTREAM_RETRIES || gw_now_ms() + backoff >= deadline)
+        if (!send_again(v, a, path, rsp->status, &sleep_ms))
             return 0;
-        gw_log(GW_LOG_WARN, "vault_retry", "upstream %s: HTTP %ld on %s; retry in %llu ms", up_name(v),
-               rsp->status, path, (unsigned long long)backoff);
         gw_http_response_cleanup(rsp);
-        gw_sleep_ms(backoff);
-        backoff *= 2;
-        retries++;
+        gw_sleep_ms(sleep_ms);
     }
 }
 
-/* ---- error answers ---- */
-
-/* Vault's error statuses as CMP failInfo (docs/design.md U1.1). */
-static const struct {
-    long lo, hi;
-    int status;
-    int fail_info;
-    const char *prefix, *suffix;
-} vault_errors[] = {
-    {400, 400, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "Vault refused", ""},
-    {403, 403, GW_ERR_FORBIDDEN, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "Vault denied the gateway",
-     "; the gateway's token or policy is wrong: an operator must fix it"},
-    {404, 404, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "Vault role or mount not found",
-     "; the gateway's configuration names a role or mount Vault does not have"},
-    {412, 412, GW_ERR_BUSY, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "Vault is busy", "; retry later"},
-    {429, 429, GW_ERR_BUSY, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "Vault is busy", "; retry later"},
-    {503, 503, GW_ERR_BUSY, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "Vault is unavailable", "; retry later"},
-    {500, 599, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure, "Vault failed", ""},
-    {0, 999, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure, "Vault answered unexpectedly", ""},
-};
-
-/* map_error fills |status|, |fail_info| and |reason| for an answer that is not a success. */
-static void map_error(const struct gw_http_response *rsp, int *status, int *fail_info, char *reason)
+static int vault_call(struct vault *v, const char *method, const char *path, const char *body,
+                      struct gw_http_response *rsp, char *err)
 {
-    struct gw_vault_error e;
-    char msg[GW_ERR_LEN];
-    long st = rsp->status;
-    size_t i;
+    struct attempts a = attempts_start(v);
 
-    /* an error answer that is not Vault's is still the status's error: the reason says what is wrong */
-    if (gw_vault_parse_error(rsp->body, rsp->body_len, &e, msg) == 0)
-        snprintf(msg, sizeof(msg), "%s", e.message[0] != '\0' ? e.message : "no error message");
-    if (strstr(msg, "Vault is sealed") != NULL)
-        st = 503;
-    for (i = 0; i < sizeof(vault_errors) / sizeof(vault_errors[0]); i++) {
-        if (st >= vault_errors[i].lo && st <= vault_errors[i].hi)
-            break;
-    }
-    if (i == sizeof(vault_errors) / sizeof(vault_errors[0]))
-        i--;
-    *status = vault_errors[i].status;
-    *fail_info = vault_errors[i].fail_info;
-    snprintf(reason, GW_ERR_LEN, "%s: %.160s (HTTP %ld)%s", vault_errors[i].prefix, msg, rsp->status,
-             vault_errors[i].suffix);
+    return vault_call_on(v, method, path, body, rsp, err, &a);
 }
 
 /* ---- sign ---- */
@@ -577,11 +563,9 @@ out:
 }
 
 /* Logs what Vault said beside the certificate: serial, expiration, warnings. */
-static void log_issued(const struct vault *v, const struct gw_sign_req *req,
-                       const struct gw_vault_signed *sig)
+static void log_issued(const struct vault *v, const char *rid, const struct gw_vault_signed *sig)
 {
     char want[GW_VAULT_SERIAL_LEN], exp[32];
-    const char *rid = req->request_id != NULL ? req->request_id : "";
 
     snprintf(exp, sizeof(exp), "%lld", (long long)sig->expiration);
     if (gw_x509_serial_hex_colons(X509_get0_serialNumber(sig->cert), want, sizeof(want)) != 0)
@@ -597,8 +581,8 @@ static void log_issued(const struct vault *v, const struct gw_sign_req *req,
 }
 
 /* parse_signed turns a 200/204 answer into |res|: anything out of range refuses the whole answer. */
-static void parse_signed(const struct vault *v, const struct gw_sign_req *req,
-                         const struct gw_http_response *rsp, struct gw_sign_result *res)
+static void parse_signed(const struct vault *v, const char *rid, const struct gw_http_response *rsp,
+                         struct gw_sign_result *res)
 {
     struct gw_vault_signed sig;
     char why[GW_ERR_LEN];
@@ -613,7 +597,7 @@ static void parse_signed(const struct vault *v, const struct gw_sign_req *req,
                             "Vault's answer (HTTP %ld) is refused: %s", rsp->status, why);
         return;
     }
-    log_issued(v, req, &sig);
+    log_issued(v, rid, &sig);
     res->cert = sig.cert;
     res->chain = sig.chain;
     sig.cert = NULL;
@@ -622,22 +606,11 @@ static void parse_signed(const struct vault *v, const struct gw_sign_req *req,
     gw_vault_signed_cleanup(&sig);
 }
 
-/* worker: one sign call, |res| filled in every case. */
-static void sign_now(struct vault *v, const struct gw_sign_req *req, struct gw_sign_result *res)
+/* What a sign call's answer means for the client: |res| filled in every case. */
+static void sign_answer(const struct vault *v, const char *rid, const char *path, int rc,
+                        const struct gw_http_response *rsp, const char *err, struct gw_sign_result *res)
 {
-    char path[GW_MAX_PATH_LEN], err[GW_ERR_LEN] = "";
-    struct gw_http_response rsp;
-    char *body = NULL;
-    int rc;
-
-    memset(&rsp, 0, sizeof(rsp));
-    if (sign_path(v, req->role, path, sizeof(path), err) != 0 || (body = sign_body(req, err)) == NULL) {
-        gw_sign_result_fail(res, GW_ERR_INVAL, OSSL_CMP_PKIFAILUREINFO_systemFailure, "upstream %s: %s",
-                            up_name(v), err);
-        goto out;
-    }
-    rc = vault_call(v, "POST", path, body, &rsp, err);
-    if (rc == GW_ERR_IO && rsp.not_sent) {
+    if (rc == GW_ERR_IO && rsp->not_sent) {
         gw_sign_result_fail(res, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                             "Vault is unreachable (%s); nothing was sent", err);
     } else if (rc == GW_ERR_TIMEOUT || rc == GW_ERR_IO) {
@@ -650,33 +623,157 @@ static void sign_now(struct vault *v, const struct gw_sign_req *req, struct gw_s
     } else if (rc != 0) {
         gw_sign_result_fail(res, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "Vault could not be asked: %s",
                             err);
-    } else if (rsp.status == 200 || rsp.status == 204) {
-        parse_signed(v, req, &rsp, res);
+    } else if (rsp->status == 200 || rsp->status == 204) {
+        parse_signed(v, rid, rsp, res);
     } else {
-        map_error(&rsp, &res->status, &res->fail_info, res->reason);
+        gw_vault_map_error(rsp->status, rsp->body, rsp->body_len, &res->status, &res->fail_info, res->reason);
     }
-out:
     if (res->status != 0)
-        gw_log_kv(GW_LOG_WARN, "vault_sign_failed", "upstream", up_name(v), "request_id",
-                  req->request_id != NULL ? req->request_id : "", "path", path, "reason", res->reason, NULL);
+        gw_log_kv(GW_LOG_WARN, "vault_sign_failed", "upstream", up_name(v), "request_id", rid, "path", path,
+                  "reason", res->reason, NULL);
+}
+
+/*
+ * One sign call in flight without a thread (docs/design.md D24): the path and body are made on the
+ * worker, the POST runs on the HTTP client's transfer thread, and the answer is read there. An
+ * answer that says nothing happened and asks for another try (a 403 for an expired token, 412, 429,
+ * 503) goes on to a thread of its own that repeats the call the synchronous way (vault_call).
+ */
+struct sign_call {
+    struct vault *v;
+    char rid[2 * GW_MAX_TID_LEN + 1];
+    char path[GW_MAX_PATH_LEN];
+    char *body;
+    struct attempts a;
+    uint64_t sleep_ms;          /* before the call is sent again */
+    struct gw_sign_result *res; /* allocated up front: a completion cannot fail to report */
+    gw_upstream_done_fn done;
+    void *arg;
+};
+
+static void sign_call_end(struct sign_call *sc, int rc, const struct gw_http_response *rsp, const char *err)
+{
+    struct gw_sign_result *res = sc->res;
+    gw_upstream_done_fn done = sc->done;
+    void *arg = sc->arg;
+
+    sign_answer(sc->v, sc->rid, sc->path, rc, rsp, err, res);
+    free(sc->body);
+    free(sc);
+    done(arg, res);
+}
+
+/* The synchronous repetition of a call the asynchronous way could not finish (own thread). */
+static void *sign_call_retry(void *arg)
+{
+    struct sign_call *sc = arg;
+    struct gw_http_response rsp;
+    char err[GW_ERR_LEN] = "";
+    int rc;
+
+    gw_sleep_ms(sc->sleep_ms);
+    rc = vault_call_on(sc->v, "POST", sc->path, sc->body, &rsp, err, &sc->a);
+    sign_call_end(sc, rc, &rsp, err);
     gw_http_response_cleanup(&rsp);
-    free(body);
+    return NULL;
+}
+
+/* The transfer thread: the answer to an asynchronous sign call. */
+static void sign_call_done(void *arg, int rc, const struct gw_http_response *rsp)
+{
+    struct sign_call *sc = arg;
+    pthread_attr_t attr;
+    pthread_t th;
+    int again = rc == 0 && send_again(sc->v, &sc->a, sc->path, rsp->status, &sc->sleep_ms);
+
+    if (again) {
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        again = pthread_create(&th, &attr, sign_call_retry, sc) == 0;
+        pthread_attr_destroy(&attr);
+        if (again)
+            return;
+    }
+    sign_call_end(sc, rc, rsp, rsp->error);
+}
+
+/* The current token without waiting: 0 with it (or NULL: none configured), else -1 (one must be had). */
+static int token_peek(struct vault *v, char **out, unsigned *gen)
+{
+    int rc = 0;
+
+    *out = NULL;
+    if (v->vc->auth_cert_mount == NULL && v->vc->token_file == NULL)
+        return 0;
+    pthread_mutex_lock(&v->lock);
+    if (!token_usable(v) || (*out = strdup(v->token)) == NULL)
+        rc = -1;
+    *gen = v->gen;
+    pthread_mutex_unlock(&v->lock);
+    return rc;
+}
+
+/*
+ * Submits the POST of |sc| without waiting: 0 (|sc| is the transfer's), or -1 when it must run
+ * the synchronous way (no token in hand: getting one may wait for a login).
+ */
+static int sign_call_submit(struct sign_call *sc)
+{
+    char ns[GW_MAX_MOUNT_LEN + 32], *tok = NULL, *tok_hdr = NULL;
+    const char *headers[3] = {NULL, NULL, NULL};
+    size_t nh = 0, len;
+    int rc = -1;
+
+    if (token_peek(sc->v, &tok, &sc->a.gen) != 0 || add_namespace(sc->v, ns, sizeof(ns), headers, &nh) != 0)
+        goto out;
+    if (tok != NULL) {
+        len = strlen(tok) + sizeof("X-Vault-Token: ");
+        if ((tok_hdr = malloc(len)) == NULL)
+            goto out;
+        snprintf(tok_hdr, len, "X-Vault-Token: %s", tok);
+        headers[nh++] = tok_hdr;
+    }
+    rc = gw_http_request_async(sc->v->http, "POST", sc->path, sc->body, headers, sign_call_done, sc) == 0
+             ? 0
+             : -1;
+out:
+    free_token(tok);
+    free_token(tok_hdr);
+    return rc;
 }
 
 static int vault_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done,
                       void *arg)
 {
     struct vault *v = gw_upstream_get0_impl(up);
-    struct gw_sign_result *res;
+    struct sign_call *sc;
+    char err[GW_ERR_LEN] = "";
 
     /* Vault signs CSRs only: a CRMF request is the route's to reject or delegate */
     if (v == NULL || req->csr == NULL || req->role == NULL || req->plan == NULL)
         return GW_ERR_INVAL;
-    if ((res = malloc(sizeof(*res))) == NULL)
+    if ((sc = calloc(1, sizeof(*sc))) == NULL || (sc->res = malloc(sizeof(*sc->res))) == NULL) {
+        free(sc);
         return GW_ERR_NOMEM;
-    gw_sign_result_init(res);
-    sign_now(v, req, res);
-    done(arg, res);
+    }
+    gw_sign_result_init(sc->res);
+    sc->v = v;
+    sc->a = attempts_start(v);
+    sc->done = done;
+    sc->arg = arg;
+    snprintf(sc->rid, sizeof(sc->rid), "%s", req->request_id != NULL ? req->request_id : "");
+    if (sign_path(v, req->role, sc->path, sizeof(sc->path), err) != 0 ||
+        (sc->body = sign_body(req, err)) == NULL) {
+        gw_sign_result_fail(sc->res, GW_ERR_INVAL, OSSL_CMP_PKIFAILUREINFO_systemFailure, "upstream %s: %s",
+                            up_name(v), err);
+        gw_log_kv(GW_LOG_WARN, "vault_sign_failed", "upstream", up_name(v), "request_id", sc->rid, "path",
+                  sc->path, "reason", sc->res->reason, NULL);
+        done(arg, sc->res);
+        free(sc);
+        return 0;
+    }
+    if (sign_call_submit(sc) != 0)
+        (void)sign_call_retry(sc); /* here, on the caller's thread */
     return 0;
 }
 
@@ -697,7 +794,7 @@ static int simple_call(struct vault *v, const char *method, const char *path, co
     }
     *status = rsp->status;
     if (rsp->status != 200 && rsp->status != 204) {
-        map_error(rsp, &st, &fi, err);
+        gw_vault_map_error(rsp->status, rsp->body, rsp->body_len, &st, &fi, err);
         rc = rsp->status == 404 ? GW_ERR_NOT_FOUND : st;
     }
 out:

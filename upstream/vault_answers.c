@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 #include <json-c/json.h>
+#include <openssl/cmp.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/objects.h>
@@ -503,4 +504,48 @@ out:
     if (rc != 0)
         gw_role_policy_cleanup(out);
     return rc;
+}
+
+/* Vault's error statuses as CMP failInfo (docs/design.md U1.1). */
+static const struct {
+    long lo, hi;
+    int status;
+    int fail_info;
+    const char *prefix, *suffix;
+} vault_errors[] = {
+    {400, 400, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "Vault refused", ""},
+    {403, 403, GW_ERR_FORBIDDEN, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "Vault denied the gateway",
+     "; the gateway's token or policy is wrong: an operator must fix it"},
+    {404, 404, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "Vault role or mount not found",
+     "; the gateway's configuration names a role or mount Vault does not have"},
+    {412, 412, GW_ERR_BUSY, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "Vault is busy", "; retry later"},
+    {429, 429, GW_ERR_BUSY, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "Vault is busy", "; retry later"},
+    {503, 503, GW_ERR_BUSY, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "Vault is unavailable", "; retry later"},
+    {500, 599, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure, "Vault failed", ""},
+    {0, 999, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure, "Vault answered unexpectedly", ""},
+};
+
+void gw_vault_map_error(long http_status, const char *body, size_t len, int *status, int *fail_info,
+                        char *reason)
+{
+    struct gw_vault_error e;
+    char msg[GW_ERR_LEN];
+    long st = http_status;
+    size_t i;
+
+    /* an error answer that is not Vault's is still the status's error: the reason says what is wrong */
+    if (gw_vault_parse_error(body, len, &e, msg) == 0)
+        snprintf(msg, sizeof(msg), "%s", e.message[0] != '\0' ? e.message : "no error message");
+    if (strstr(msg, "Vault is sealed") != NULL)
+        st = 503;
+    for (i = 0; i < sizeof(vault_errors) / sizeof(vault_errors[0]); i++) {
+        if (st >= vault_errors[i].lo && st <= vault_errors[i].hi)
+            break;
+    }
+    if (i == sizeof(vault_errors) / sizeof(vault_errors[0]))
+        i--;
+    *status = vault_errors[i].status;
+    *fail_info = vault_errors[i].fail_info;
+    snprintf(reason, GW_ERR_LEN, "%s: %.160s (HTTP %ld)%s", vault_errors[i].prefix, msg, http_status,
+             vault_errors[i].suffix);
 }
