@@ -440,12 +440,42 @@ static void job_free(struct http_job *job)
     free(job);
 }
 
+/* The request of |job| as the engine sees it: the job's owned copies, never h2o objects. */
+static struct gw_cmp_request cmp_request_of(const struct http_job *job)
+{
+    return (struct gw_cmp_request){.der = job->der,
+                                   .len = job->len,
+                                   .route = &job->match,
+                                   .tls_peer = job->peer,
+                                   .path = job->log.path,
+                                   .may_suspend = true};
+}
+
+/* worker: the second pass of a suspended request, once its upstream call completed. */
+static void job_resume(struct gw_job *j)
+{
+    struct http_job *job = H2O_STRUCT_FROM_MEMBER(struct http_job, job, j);
+    struct gw_cmp_request creq = cmp_request_of(job);
+
+    gw_cmp_process(job->gen->engine, &creq, &job->rsp);
+    h2o_multithread_send_message(&job->owner->done_rx, &job->msg);
+}
+
+/* The upstream call of a suspended job completed (any thread): back to a worker, first in line. */
+static void job_wake(void *arg)
+{
+    struct http_job *job = arg;
+
+    job->job.run = job_resume;
+    if (gw_pool_resume(job->owner->server->pool, &job->job) != 0)
+        job_resume(&job->job); /* stopping: answer on this thread rather than lose the certificate */
+}
+
 /* worker: sees only the job's owned copies, never h2o objects (docs/design.md H8.7). */
 static void job_run(struct gw_job *j)
 {
     struct http_job *job = H2O_STRUCT_FROM_MEMBER(struct http_job, job, j);
-    struct gw_cmp_request creq = {
-        .der = job->der, .len = job->len, .route = &job->match, .tls_peer = job->peer, .path = job->log.path};
+    struct gw_cmp_request creq = cmp_request_of(job);
 
     gw_cmp_response_init(&job->rsp);
     job->rsp_inited = true;
@@ -458,6 +488,10 @@ static void job_run(struct gw_job *j)
         gw_cmp_engine_crl(job->gen->engine, job->match.upstream, &job->rsp);
     } else {
         gw_cmp_process(job->gen->engine, &creq, &job->rsp);
+        if (job->rsp.suspended != NULL) { /* the upstream answers later; this worker is free */
+            gw_cmp_suspended_arm(job->rsp.suspended, job_wake, job);
+            return;
+        }
     }
     h2o_multithread_send_message(&job->owner->done_rx, &job->msg);
 }

@@ -107,6 +107,25 @@ out:
     return ret;
 }
 
+int gw_pool_resume(struct gw_pool *p, struct gw_job *job)
+{
+    int ret = GW_ERR_BUSY;
+
+    job->enqueued_ms = gw_now_ms();
+    pthread_mutex_lock(&p->lock);
+    if (!p->stopping) {
+        job->next = p->head;
+        p->head = job;
+        if (p->tail == NULL)
+            p->tail = job;
+        p->queued++;
+        pthread_cond_signal(&p->cond);
+        ret = 0;
+    }
+    pthread_mutex_unlock(&p->lock);
+    return ret;
+}
+
 size_t gw_pool_queued(struct gw_pool *p)
 {
     size_t n;

@@ -26,6 +26,13 @@ int gw_pool_submit(struct gw_pool *p, struct gw_job *job);
 /* gw_pool_free stops accepting, runs every queued job, joins the workers. NULL-safe. */
 void gw_pool_free(struct gw_pool *p);
 
+/*
+ * gw_pool_resume queues |job| ahead of every other, past the cap: the rest of a request the pool
+ * already admitted (a suspended request whose upstream call completed). 0, or GW_ERR_BUSY once
+ * the pool is stopping. Any thread.
+ */
+int gw_pool_resume(struct gw_pool *p, struct gw_job *job);
+
 size_t gw_pool_queued(struct gw_pool *p);
 
 #endif

@@ -95,9 +95,11 @@ struct cmp_call {
     int audited;  /* the outcome record of this request is written */
     int released; /* this pollReq delivered the certificate of a deferred request */
     enum cmp_confirm confirm;
-    struct cmp_refusal fail; /* fail_info >= 0: a callback chose the error's failInfo and text */
-    char diag[GW_ERR_LEN];   /* first OpenSSL diagnostic captured by the log cb */
-    EVP_PKEY *req_key;       /* the key an ir, cr or kur asks for, decoded once (precheck) for the plan */
+    struct cmp_refusal fail;          /* fail_info >= 0: a callback chose the error's failInfo and text */
+    struct gw_cmp_suspended *suspend; /* first pass: the sign call runs on without this worker */
+    struct gw_cmp_suspended *resume;  /* second pass: the suspended call's result (suspend.c) */
+    char diag[GW_ERR_LEN];            /* first OpenSSL diagnostic captured by the log cb */
+    EVP_PKEY *req_key; /* the key an ir, cr or kur asks for, decoded once (precheck) for the plan */
     char route[GW_MAX_PATH_LEN];
     char tls_subject[GW_IDENTITY_LEN];
 };

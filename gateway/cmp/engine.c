@@ -15,6 +15,7 @@
 #include "gateway/cmp/poll.h"
 #include "gateway/cmp/record.h"
 #include "gateway/cmp/replay.h"
+#include "gateway/cmp/suspend.h"
 #include "gateway/cmp/share.h"
 #include "gateway/cmp/srv.h"
 #include "gateway/cmp/status.h"
@@ -666,6 +667,11 @@ static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     if (t == NULL)
         return;
     rsp = run(t, c, msg);
+    if (c->suspend != NULL) { /* no answer yet: the second pass gives it (suspend.h) */
+        OSSL_CMP_MSG_free(rsp);
+        cmp_suspend_park(c, t, cmp_txn_free);
+        return;
+    }
     if (rsp != NULL && !c->audited && is_cert_response(OSSL_CMP_MSG_get_bodytype(rsp))) {
         /* no callback ran: OpenSSL refused the POPO itself, quoting its own reason (docs/design.md
          * O4) */
@@ -1135,6 +1141,8 @@ void gw_cmp_process(struct gw_cmp_engine *e, const struct gw_cmp_request *req, s
     c.now = e->clock != NULL ? e->clock() : time(NULL);
     c.fail.fail_info = -1;
     c.role = req->route != NULL ? req->route->role : NULL;
+    if (rsp->suspended != NULL)
+        cmp_suspend_begin(&c);
     if (c.role != NULL)
         cmp_describe_call(&c);
     if ((msg = decode(&c)) == NULL)
@@ -1145,6 +1153,10 @@ void gw_cmp_process(struct gw_cmp_engine *e, const struct gw_cmp_request *req, s
         http_error(&c, 404, "no CMP role serves this path");
     else
         dispatch(&c, msg);
+    if (c.resume != NULL) {
+        cmp_suspend_end(&c);
+        end_slot(&c);
+    }
     call_cleanup(&c);
     OSSL_CMP_MSG_free(msg);
     ERR_clear_error();

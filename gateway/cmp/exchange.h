@@ -18,7 +18,23 @@ struct gw_cmp_request {
     const struct gw_route_match *route;
     X509 *tls_peer;   /* verified TLS client certificate, or NULL */
     const char *path; /* request path, for the audit log; NULL = described from |route| */
+    bool may_suspend; /* the caller resumes a suspended request (gw_cmp_suspended_arm) */
 };
+
+/*
+ * A request whose upstream call is still running (docs/design.md D24): gw_cmp_process returned
+ * without an answer and with |rsp->suspended| set, and the worker is free. The caller arms it,
+ * and once the call completes, calls gw_cmp_process again with the same request and response: that
+ * second pass answers.
+ */
+struct gw_cmp_suspended;
+typedef void (*gw_cmp_resume_fn)(void *arg);
+
+/*
+ * gw_cmp_suspended_arm: |fn(arg)| is called once, when the upstream call completes: on the thread
+ * that completes it, or on this one at once if it already has (any thread).
+ */
+void gw_cmp_suspended_arm(struct gw_cmp_suspended *s, gw_cmp_resume_fn fn, void *arg);
 
 /* What to send back, and what to log. Fill with gw_cmp_response_init, free with _cleanup. */
 struct gw_cmp_response {
@@ -34,6 +50,7 @@ struct gw_cmp_response {
     char outcome[GW_ERR_LEN];         /* "accepted", "rejection: badTime: ...", ... */
     char serial[2 * 20 + 1];          /* issued serial in hex, or "" */
     bool auth_failed;                 /* the sender could not be authenticated: counts against its address */
+    struct gw_cmp_suspended *suspended; /* set: no answer yet; arm it, then process again to answer */
 };
 
 /* gw_cmp_response_init readies |rsp| for an answer (HTTP 500 until one is written). */

@@ -14,6 +14,7 @@
 #include "gateway/cmp/policy.h"
 #include "gateway/cmp/poll.h"
 #include "gateway/cmp/record.h"
+#include "gateway/cmp/suspend.h"
 #include "gateway/cmp/txn.h"
 #include "base/err.h"
 #include "base/log.h"
@@ -258,22 +259,44 @@ static OSSL_CMP_PKISI *defer(struct cmp_txn *t, struct cmp_call *c, struct issui
     return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_waiting, 0, NULL);
 }
 
-/* Asks the upstream: blocking up to its timeout, or, with poll_after, maybe deferred. 1 if deferred. */
-static int sign(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req, struct issuing *is)
+/*
+ * The request waits for the upstream without its worker (suspend.h): its plan moves to |t|, which
+ * the suspension keeps, and OpenSSL's answer to this pass is thrown away (engine.c).
+ */
+static OSSL_CMP_PKISI *suspend(struct cmp_txn *t, struct cmp_call *c, struct issuing *is)
+{
+    if ((t->plan = calloc(1, sizeof(*t->plan))) == NULL)
+        return NULL;
+    *t->plan = is->plan; /* moved */
+    gw_cert_plan_init(&is->plan);
+    c->audited = 1; /* the second pass records the outcome */
+    return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_waiting, 0, NULL);
+}
+
+enum signed_how { SIGNED_NOW, SIGNED_DEFERRED, SIGNED_SUSPENDED };
+
+/*
+ * Asks the upstream: with poll_after, maybe deferred; else suspended when the caller can resume
+ * the request and the upstream does not answer at once; else blocking up to its timeout.
+ */
+static enum signed_how sign(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req,
+                            struct issuing *is)
 {
     struct gw_sign_req sreq = {
         .role = t->role, .plan = &is->plan, .csr = is->p10cr, .request_id = c->rsp->tid};
 
+    if (t->role->poll_after_ms == 0 && c->req->may_suspend)
+        return cmp_suspend_sign(c, t, &sreq, &is->res) == 1 ? SIGNED_SUSPENDED : SIGNED_NOW;
     if (t->role->poll_after_ms == 0) {
         gw_upstream_sign_wait(t->up, &sreq, &is->res);
-        return 0;
+        return SIGNED_NOW;
     }
     if ((t->request = OSSL_CMP_MSG_dup(req)) == NULL || (t->plan = calloc(1, sizeof(*t->plan))) == NULL) {
         gw_upstream_refusal(t->up, GW_ERR_NOMEM, &is->res);
-        return 0;
+        return SIGNED_NOW;
     }
     gw_cert_plan_init(t->plan);
-    return cmp_poll_sign(t, c, &sreq, &is->res);
+    return cmp_poll_sign(t, c, &sreq, &is->res) == 1 ? SIGNED_DEFERRED : SIGNED_NOW;
 }
 
 /* Maps the request onto the role, picks the upstream, asks it to sign, checks the result (worker). */
@@ -284,6 +307,7 @@ static OSSL_CMP_PKISI *issue(struct cmp_txn *t, struct cmp_call *c, const OSSL_C
     struct issuing is = {.p10cr = p10cr};
     OSSL_CMP_PKISI *si;
     struct cmp_refusal r = {0};
+    enum signed_how how = SIGNED_NOW;
 
     gw_cert_req_init(&is.creq);
     gw_cert_plan_init(&is.plan);
@@ -293,8 +317,10 @@ static OSSL_CMP_PKISI *issue(struct cmp_txn *t, struct cmp_call *c, const OSSL_C
         si = cmp_reject(c, &r);
     else if (audit_intent(t, c, &is) != 0)
         si = cmp_reject(c, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_DOWN});
-    else if (sign(t, c, req, &is) == 1)
+    else if ((how = sign(t, c, req, &is)) == SIGNED_DEFERRED)
         si = defer(t, c, &is);
+    else if (how == SIGNED_SUSPENDED)
+        si = suspend(t, c, &is);
     else if (sign_refused(&is.res, &r))
         si = cmp_reject(c, &r);
     else
@@ -373,6 +399,34 @@ static OSSL_CMP_PKISI *release(struct cmp_txn *t, struct cmp_call *c, X509 **cer
     return si;
 }
 
+/*
+ * The second pass of a suspended request: the result of its call, through the checks a call that
+ * completed at once goes through, against the plan of the first pass (which checked, reserved and
+ * recorded the intent).
+ */
+static OSSL_CMP_PKISI *resumed(struct cmp_txn *t, struct cmp_call *c, X509 **certOut,
+                               STACK_OF(X509) **chainOut)
+{
+    struct gw_sign_result res;
+    const struct cmp_txn *t1;
+    struct cmp_refusal r = {0};
+    OSSL_CMP_PKISI *si;
+
+    if (cmp_suspend_take(c, &res, &t1) != 0)
+        return cmp_reject(c, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badRequest,
+                                                   "the result of this transaction was already sent"});
+    /* what the first pass's checks found, for the records of this one */
+    cmp_identify(t, c);
+    memcpy(t->credential_status, t1->credential_status, sizeof(t->credential_status));
+    t->up = t1->up;
+    if (sign_refused(&res, &r))
+        si = cmp_reject(c, &r);
+    else
+        si = deliver(t, c, t1->plan, &res, certOut, chainOut);
+    gw_sign_result_cleanup(&res);
+    return si;
+}
+
 OSSL_CMP_PKISI *cmp_issue_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
                              const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr, X509 **certOut,
                              STACK_OF(X509) **chainOut, STACK_OF(X509) **caPubs)
@@ -395,7 +449,12 @@ OSSL_CMP_PKISI *cmp_issue_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int
     }
     if (t->rewait)
         return wait_again(t, c, req, crm, p10cr);
-    si = t->release ? release(t, c, certOut, chainOut) : decide(t, c, req, crm, p10cr, certOut, chainOut);
+    if (c->resume != NULL)
+        si = resumed(t, c, certOut, chainOut);
+    else if (t->release)
+        si = release(t, c, certOut, chainOut);
+    else
+        si = decide(t, c, req, crm, p10cr, certOut, chainOut);
     /* RFC 9810 §5.3.2, TS 33.310 §9.5.4.3: the operator root for the device; OpenSSL sends it in ip only */
     if (*certOut != NULL && t->role->ca_pubs != NULL &&
         (*caPubs = X509_chain_up_ref(t->role->ca_pubs)) == NULL)

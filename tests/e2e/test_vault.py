@@ -5,7 +5,10 @@ every Vault failure (400, 403, 412, 429, 503 sealed, 500, timeout, garbage, warn
 decoded CMP answer (PKIStatus, failInfo, statusString). What Vault received is read from its request log.
 """
 import sys
+import threading
+import time
 import unittest
+from pathlib import Path
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
@@ -208,6 +211,71 @@ class VaultFrontDoor(harness.GatewayTestCase):
         res, _, _ = self.p10cr("vault-slow", "v-slow", "/CN=slow.example.com", expect_cert=False)
         self.assert_rejected(res, "systemUnavail", "outcome is unknown")
         self.assertEqual(len(self.vault.since(mark, "sign/slow")), 1)
+
+
+class VaultLatencyHidden(harness.GatewayTestCase):
+    """A sign call in flight holds no worker and no thread (docs/design.md D24): with 2 workers and
+    Vault answering after LATENCY_S, CLIENTS concurrent p10cr are all at Vault at once, the gateway's
+    thread count does not grow while they wait, and each gets its certificate with one "issued" record."""
+
+    WORKERS = 2
+    CLIENTS = 8
+    LATENCY_S = 2.0
+    vault = None
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.vault = vaultenv.running(cls, gw.dir)
+        cfg["workers"] = cls.WORKERS
+        cfg["upstreams"]["vault"] = cls.vault.upstream()
+        role = dict(cfg["roles"]["default"], upstream="vault", upstream_role="devices")
+        role["allowed_san_types"] = ["dns"]
+        cfg["roles"]["vault"] = role
+
+    def p10cr(self, name):
+        key = self.newkey(name)
+        csr = self.gw.dir / ("%s.csr" % name)
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=%s.example.com" % name, "-out", csr])
+        return self.gw.cmp("p10cr", name, path="pki/roles/vault/cmp", extra=["-csr", csr,
+                                                                              "-implicit_confirm"])
+
+    def threads(self):
+        for line in (Path("/proc") / str(self.gw.proc.pid) / "status").read_text().splitlines():
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+        raise AssertionError("no Threads line")
+
+    def test_waiting_calls_hold_no_worker_and_no_thread(self):
+        self.p10cr("warm")  # the first call starts the HTTP client's transfer thread
+        idle = self.threads()
+        self.vault.control({"latency_ms": int(self.LATENCY_S * 1000), "match": "/sign/"})
+        mark = self.vault.mark()
+        results, peak = {}, []
+
+        def one(i):
+            results[i] = self.p10cr("slow%d" % i)
+
+        clients = [threading.Thread(target=one, args=(i,)) for i in range(self.CLIENTS)]
+        for c in clients:
+            c.start()
+        deadline = time.monotonic() + self.LATENCY_S
+        while time.monotonic() < deadline:
+            peak.append(self.threads())
+            time.sleep(0.05)
+        for c in clients:
+            c.join()
+        self.assertEqual(sorted(results), list(range(self.CLIENTS)))
+        for res in results.values():
+            self.assertEqual(res.first.body_type, "cp", res.answers)
+            self.assertIsNotNone(res.cert)
+        # every sign call reached Vault while the others were still held there
+        arrivals = sorted(e["time"] for e in self.vault.since(mark, "/sign/"))
+        self.assertEqual(len(arrivals), self.CLIENTS)
+        together = max(sum(1 for t in arrivals if a <= t < a + self.LATENCY_S * 0.9) for a in arrivals)
+        self.assertGreater(together, self.WORKERS, arrivals)
+        self.assertLessEqual(max(peak), idle, "threads grew while calls waited: %s (idle %d)" % (peak, idle))
+        issued = [r for r in harness.audit_records(self.gw, "issued") if r.get("tid")]
+        self.assertEqual(len(issued), self.CLIENTS + 1)
 
 
 if __name__ == "__main__":

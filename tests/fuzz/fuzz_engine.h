@@ -144,7 +144,8 @@ static inline int fuzz_is_pkimessage(const unsigned char *der, size_t len)
 static inline void fuzz_answer(const uint8_t *data, size_t size, fuzz_rewrite_fn rewrite)
 {
     unsigned char *body = rewrite != NULL ? rewrite(data, size, &size) : NULL;
-    struct gw_cmp_request req = {NULL, size, &fz.route, fz.tls_peer, "/pki/cmp"};
+    struct gw_cmp_request req = {
+        .len = size, .route = &fz.route, .tls_peer = fz.tls_peer, .path = "/pki/cmp"};
     struct gw_cmp_response rsp;
 
     /* a copy of exactly |size| bytes: a read past the body is a read past an allocation */

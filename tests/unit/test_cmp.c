@@ -247,7 +247,9 @@ static unsigned char *exchange(struct env *e, const unsigned char *der, size_t l
     unsigned char *out = NULL;
 
     gw_cmp_response_init(&rsp);
-    gw_cmp_process(e->engine, &(struct gw_cmp_request){der, len, &e->route, e->tls, NULL}, &rsp);
+    gw_cmp_process(e->engine,
+                   &(struct gw_cmp_request){.der = der, .len = len, .route = &e->route, .tls_peer = e->tls},
+                   &rsp);
     *http = rsp.http_status;
     if (rsp.http_status == 200) {
         out = OPENSSL_memdup(rsp.der, rsp.len);

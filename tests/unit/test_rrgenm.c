@@ -182,7 +182,8 @@ static OSSL_CMP_MSG *transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
         return NULL;
     }
     gw_cmp_response_init(&rsp);
-    gw_cmp_process(e->engine, &(struct gw_cmp_request){der, (size_t)len, &e->route, NULL, NULL}, &rsp);
+    gw_cmp_process(e->engine, &(struct gw_cmp_request){.der = der, .len = (size_t)len, .route = &e->route},
+                   &rsp);
     assert_int_equal(rsp.http_status, 200);
     assert_true(rsp.len <= GW_MAX_RESPONSE);
     p = rsp.der;
