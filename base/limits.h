@@ -102,6 +102,9 @@
 /* upstream */
 #define GW_DEFAULT_UPSTREAM_TIMEOUT_MS 10000
 #define GW_DEFAULT_UPSTREAM_MAX_INFLIGHT 64
+/* "max_connections": an HTTP upstream's connections for asynchronous sign calls */
+#define GW_DEFAULT_UPSTREAM_CONNECTIONS 64
+#define GW_MAX_UPSTREAM_CONNECTIONS 1024
 #define GW_MAX_UPSTREAM_BODY (1024 * 1024) /* an upstream answer (JSON with a certificate chain) */
 #define GW_UPSTREAM_RETRIES 2              /* 412/429/503 retries, only where nothing happened */
 #define GW_UPSTREAM_BACKOFF_MS 200         /* first backoff; doubles */

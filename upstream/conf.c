@@ -47,6 +47,8 @@ static const struct gw_conf_field http_fields[] = {
     GW_CONF_OPT("tls_ca", gw_conf_p_file, struct gw_http_conf, ca_file),
     GW_CONF_OPT("tls_cert", gw_conf_p_file, struct gw_http_conf, client_cert_file),
     GW_CONF_OPT("tls_key", gw_conf_p_file, struct gw_http_conf, client_key_file),
+    GW_CONF_OPT("max_connections", gw_conf_p_u32, struct gw_http_conf, max_connections, .min = 1,
+                .max = GW_MAX_UPSTREAM_CONNECTIONS, .def = GW_DEFAULT_UPSTREAM_CONNECTIONS),
 };
 GW_CONF_OBJDEF(http_def, http_fields, NULL);
 

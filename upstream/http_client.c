@@ -468,7 +468,14 @@ static int transfers_submit(struct gw_http_client *c, struct transfer *tr)
     if (c->stopping) {
         rc = GW_ERR_INVAL;
     } else if (!c->started) {
+        long conns =
+            c->tls->max_connections != 0 ? (long)c->tls->max_connections : GW_DEFAULT_UPSTREAM_CONNECTIONS;
+
+        /* a bounded pool of kept-alive connections: calls beyond it wait in line inside libcurl, rather
+           than open a connection (and a TLS handshake) each at the upstream */
         if ((c->multi = curl_multi_init()) == NULL ||
+            curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, conns) != CURLM_OK ||
+            curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, conns) != CURLM_OK ||
             pthread_create(&c->thread, NULL, transfers_main, c) != 0) {
             curl_multi_cleanup(c->multi);
             c->multi = NULL;

@@ -730,6 +730,7 @@ def main():
     if args.client_ca:
         ctx.load_verify_locations(args.client_ca)
         ctx.verify_mode = ssl.CERT_OPTIONAL
+    ThreadingHTTPServer.request_queue_size = 1024  # a gateway opens connections by the dozen, like Vault's clients
     srv = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     srv.daemon_threads = True
     srv.vault = Vault(args)
