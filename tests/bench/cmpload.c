@@ -32,7 +32,7 @@
 #include "base/limits.h"
 
 /* Caps of the tool (curl's rule: every growable thing has a named cap). */
-#define LOAD_MAX_THREADS 256
+#define LOAD_MAX_THREADS 1024
 #define LOAD_MAX_DURATION_S 3600 /* bounded run time, whatever the options say */
 #define LOAD_MAX_COUNT 10000000L
 #define LOAD_MAX_RATE 100000L
@@ -55,6 +55,7 @@ struct load_opts {
     const char *subject;
     int threads, implicit_confirm, accept_any_key;
     int per_message, no_resume; /* a new connection per message; TLS sessions not resumed */
+    int p10cr;                  /* p10cr (a PKCS#10 CSR) instead of ir */
     double duration;
     long count, keys, timeout_ms;
     long rate; /* --rate: enrolments per second, open loop (0: each thread as fast as it can) */
@@ -362,7 +363,19 @@ static double due(struct load_worker *w)
     return at;
 }
 
-/* One ir + certConf transaction (or ir alone with implicitConfirm). Returns 1 on success. */
+/* The p10cr of |w|'s transaction: a CSR for |k| with the configured subject, set on |ctx|. */
+static int set_csr(struct load_worker *w, OSSL_CMP_CTX *ctx, EVP_PKEY *k)
+{
+    X509_REQ *csr = X509_REQ_new();
+    int ok = csr != NULL && X509_REQ_set_version(csr, 0) == 1 && X509_REQ_set_pubkey(csr, k) == 1 &&
+             (w->sh->subject == NULL || X509_REQ_set_subject_name(csr, w->sh->subject) == 1) &&
+             X509_REQ_sign(csr, k, EVP_sha256()) > 0 && OSSL_CMP_CTX_set1_p10CSR(ctx, csr) == 1;
+
+    X509_REQ_free(csr);
+    return ok;
+}
+
+/* One ir (or p10cr) + certConf transaction, or the request alone with implicitConfirm. 1 on success. */
 static int enrol_once(struct load_worker *w)
 {
     double t0 = due(w);
@@ -378,7 +391,12 @@ static int enrol_once(struct load_worker *w)
         note(w, FAIL_CMP, "cannot set up the client context");
         goto out;
     }
-    ok = OSSL_CMP_exec_IR_ses(ctx) != NULL;
+    if (!w->sh->o->p10cr)
+        ok = OSSL_CMP_exec_IR_ses(ctx) != NULL;
+    else if (set_csr(w, ctx, k))
+        ok = OSSL_CMP_exec_P10CR_ses(ctx) != NULL;
+    else
+        note(w, FAIL_CMP, "cannot make the CSR");
 out:
     if (ok) {
         w->ok++;
@@ -710,6 +728,8 @@ static void usage(FILE *f)
         "  --implicit-confirm    ask for implicitConfirm (no certConf round trip if granted)\n"
         "  --per-message         a new connection for every message (TLS sessions resumed)\n"
         "  --no-resume           never resume a TLS session (with --per-message: a full handshake each)\n"
+        "  --p10cr               p10cr with a PKCS#10 CSR (the subject of --subject) instead of ir (a\n"
+        "                        CSR-only CA such as Vault)\n"
         "  --accept-any-key      confirm a certificate for another public key (OpenSSL's mock server\n"
         "                        returns one canned certificate); default: such a certificate is an error\n"
         "  --threads N           client threads, 1..%d (default 1)\n"
@@ -771,6 +791,7 @@ enum {
     OPT_ANY_KEY,
     OPT_PER_MESSAGE,
     OPT_NO_RESUME,
+    OPT_P10CR,
     OPT_THREADS,
     OPT_DURATION,
     OPT_COUNT,
@@ -797,6 +818,7 @@ static const struct option long_opts[] = {
     {"accept-any-key", no_argument, NULL, OPT_ANY_KEY},
     {"per-message", no_argument, NULL, OPT_PER_MESSAGE},
     {"no-resume", no_argument, NULL, OPT_NO_RESUME},
+    {"p10cr", no_argument, NULL, OPT_P10CR},
     {"threads", required_argument, NULL, OPT_THREADS},
     {"duration", required_argument, NULL, OPT_DURATION},
     {"count", required_argument, NULL, OPT_COUNT},
@@ -899,8 +921,9 @@ static int parse_opts(int argc, char **argv, struct load_opts *o)
             usage(stdout);
             return 1;
         }
-        if (c >= OPT_IMPLICIT && c <= OPT_NO_RESUME) {
-            int *flag[] = {&o->implicit_confirm, &o->accept_any_key, &o->per_message, &o->no_resume};
+        if (c >= OPT_IMPLICIT && c <= OPT_P10CR) {
+            int *flag[] = {&o->implicit_confirm, &o->accept_any_key, &o->per_message, &o->no_resume,
+                           &o->p10cr};
 
             *flag[c - OPT_IMPLICIT] = 1;
             continue;

@@ -20,8 +20,10 @@
 # line: "ratio cpu=... throughput=..." (cmpgw / mock: server CPU per enrolment with one client
 # thread, throughput with BENCH_THREADS), per_message=... full_handshake=... (server CPU per
 # enrolment of those clients / keep-alive's), half_peak_p99_ms=... (p99 of an open-loop load at half
-# of cmpgw's highest rate, cmpload --rate) and idle_kib=... (resident KiB per idle TLS connection of
-# BENCH_IDLE_CONNS, default 1000; 0 leaves it out).
+# of cmpgw's highest rate, cmpload --rate), idle_kib=... (resident KiB per idle TLS connection of
+# BENCH_IDLE_CONNS, default 1000; 0 leaves it out) and latency_hiding=... (throughput of
+# BENCH_LATENCY_CLIENTS p10cr clients, default 512, through the vault adapter with the Vault-API test
+# server answering after 50 ms / at once: tests/bench/latency.py; 0 leaves it out).
 set -euo pipefail
 
 selftest=0
@@ -387,6 +389,13 @@ PY
     kill "$idle_pid" 2>/dev/null || true
 fi
 
+# Upstream latency hiding (BENCH_LATENCY_CLIENTS, 0: not measured): its own gateway in front of the
+# Vault-API test server, p10cr through the vault adapter (tests/bench/latency.py).
+if [[ -n $gw_pid && ${BENCH_LATENCY_CLIENTS:-512} -gt 0 ]]; then
+    /usr/bin/python3 "$root/tests/bench/latency.py" "$build" "$tmp/latency.json" >"$tmp/latency.out" 2>>"$tmp/load.err" ||
+        echo "bench: the latency-hiding measurement failed (see $tmp/load.err)" >&2
+fi
+
 echo
 echo "## Machine"
 echo
@@ -398,7 +407,7 @@ else
     echo "- client and servers share the machine; each measurement ${duration} s, ${rounds} A/B rounds, ir + certConf"
 fi
 echo
-python3 - "$tmp/results.jsonl" "$tmp/idle.json" "$tmp/openloop.json" <<'PY'
+python3 - "$tmp/results.jsonl" "$tmp/idle.json" "$tmp/openloop.json" "$tmp/latency.json" <<'PY'
 import json, os, statistics, sys
 
 rows = [json.loads(l) for l in open(sys.argv[1])]
@@ -492,6 +501,12 @@ if idle:
     print(f"- idle TLS connections (a cmpgw just started; client certificate, one request answered): {idle['kib_per_connection']} KiB "
           f"resident each over {idle['connections']} ({idle['rss_before_kib']} -> {idle['rss_after_kib']} KiB)")
     ratio.append(f"idle_kib={idle['kib_per_connection']:.1f}")
+lat = optional(sys.argv[4])
+if lat:
+    print(f"- upstream latency hiding ({lat['clients']} clients, p10cr through the vault adapter, 16 workers): "
+          f"{lat['rate_slow']:.0f}/s with Vault answering after {lat['latency_ms']} ms, {lat['rate_zero']:.0f}/s "
+          f"at once; gateway threads {lat['threads_slow']} and {lat['threads_zero']}; {lat['errors']} errors")
+    ratio.append(f"latency_hiding={lat['latency_hiding']:.2f}")
 print("ratio " + " ".join(ratio))
 errors = sum(a["errors"] for a in res.values())
 sys.exit(1 if errors else 0)
