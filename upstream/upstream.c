@@ -525,18 +525,51 @@ static struct async_call *async_new(struct gw_upstream *up, const struct gw_sign
     return a;
 }
 
-/* The call thread: the adapter's sign, and a result through |done| whatever happens. */
+/* The result of an adapter's sign, handed from wherever the adapter completes to the call thread. */
+struct async_result {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct gw_sign_result *res;
+};
+
+static void async_result_done(void *arg, struct gw_sign_result *res)
+{
+    struct async_result *r = arg;
+
+    pthread_mutex_lock(&r->lock);
+    r->res = res;
+    pthread_cond_signal(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+}
+
+/*
+ * The call thread: the adapter's sign, and a result through |done| whatever happens, on this
+ * thread even when the adapter completes on its own (vault's transfer thread): |done| may write
+ * records and reach the shared state, which must not hold up the adapter's other calls.
+ */
 static void *async_run(void *arg)
 {
     struct async_call *a = arg;
-    struct gw_sign_result *res;
+    struct gw_sign_result *res = NULL;
+    struct async_result r = {.res = NULL};
     struct call *c = malloc(sizeof(*c));
     int rc = GW_ERR_NOMEM;
 
+    pthread_mutex_init(&r.lock, NULL);
+    pthread_cond_init(&r.cond, NULL);
     if (c != NULL) {
-        *c = (struct call){a->up, a->done, a->arg, 0};
+        *c = (struct call){a->up, async_result_done, &r, 0};
         rc = call_sign(c, &a->req);
     }
+    if (rc == 0) { /* the adapter completes within its timeout: its |done| is called exactly once */
+        pthread_mutex_lock(&r.lock);
+        while (r.res == NULL)
+            pthread_cond_wait(&r.cond, &r.lock);
+        pthread_mutex_unlock(&r.lock);
+        a->done(a->arg, r.res);
+    }
+    pthread_cond_destroy(&r.cond);
+    pthread_mutex_destroy(&r.lock);
     if (rc != 0) { /* |done| was not called: the slot is still ours */
         free(c);
         atomic_fetch_sub(&a->up->inflight, 1);

@@ -121,10 +121,10 @@ void gw_upstream_sign_wait(struct gw_upstream *up, const struct gw_sign_req *req
 
 /*
  * gw_upstream_sign_async is gw_upstream_sign_submit with the adapter's sign call run on a call
- * thread of its own (adapters do their blocking I/O inside sign), so that the caller can stop
- * waiting and come back later (polling, docs/polling.md). The request is copied: |req| need not
- * outlive the call; |req->role| is borrowed from the config snapshot, which outlives |up|. Call
- * threads are bounded by max_inflight. Returns 0 (|done| is called exactly once, on the call
+ * thread of its own, which also calls |done| when the adapter completes elsewhere (vault's transfer
+ * thread), so that the caller can stop waiting and come back later (polling, docs/polling.md). The request is
+ * copied: |req| need not outlive the call; |req->role| is borrowed from the config snapshot, which outlives
+ * |up|. Call threads are bounded by max_inflight. Returns 0 (|done| is called exactly once, on the call
  * thread, also when the adapter refuses the request) or GW_ERR_BUSY / GW_ERR_INVAL / GW_ERR_NOMEM
  * (|done| is not called). (worker)
  */

@@ -210,6 +210,11 @@ bool gw_cmp_engine_busy(struct gw_cmp_engine *e)
     return e != NULL && (atomic_load(&e->live) != 0 || cmp_poll_busy(e));
 }
 
+bool gw_cmp_engine_calls_running(struct gw_cmp_engine *e)
+{
+    return cmp_poll_busy(e);
+}
+
 void gw_cmp_engine_free(struct gw_cmp_engine *e)
 {
     if (e == NULL)
@@ -1145,8 +1150,10 @@ void gw_cmp_process(struct gw_cmp_engine *e, const struct gw_cmp_request *req, s
         cmp_suspend_begin(&c);
     if (c.role != NULL)
         cmp_describe_call(&c);
-    if ((msg = decode(&c)) == NULL)
+    if ((msg = c.resume != NULL ? cmp_suspend_msg(&c) : decode(&c)) == NULL) {
+        cmp_suspend_end(&c); /* a second pass always has its message: nothing is left behind */
         return;
+    }
     c.body = OSSL_CMP_MSG_get_bodytype(msg);
     snprintf(rsp->req_type, sizeof(rsp->req_type), "%s", gw_shim_body_name(c.body));
     if (c.role == NULL)
@@ -1158,7 +1165,10 @@ void gw_cmp_process(struct gw_cmp_engine *e, const struct gw_cmp_request *req, s
         end_slot(&c);
     }
     call_cleanup(&c);
-    OSSL_CMP_MSG_free(msg);
+    if (rsp->suspended != NULL) /* the second pass runs on the message decoded here */
+        cmp_suspend_keep_msg(rsp->suspended, msg);
+    else
+        OSSL_CMP_MSG_free(msg);
     ERR_clear_error();
     if (c.held != NULL) /* the last touch of an older engine: it may be freed from now on */
         atomic_fetch_sub(&c.held->live, 1);

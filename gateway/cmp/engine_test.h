@@ -5,6 +5,7 @@
 #ifndef GW_CMP_ENGINE_TEST_H
 #define GW_CMP_ENGINE_TEST_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <time.h>
 
@@ -20,5 +21,8 @@ void gw_cmp_engine_set_clock(struct gw_cmp_engine *e, time_t (*clock)(void));
  * leaked a slot.
  */
 size_t gw_cmp_engine_reset(struct gw_cmp_engine *e);
+
+/* gw_cmp_engine_calls_running: upstream calls begun under |e| whose completion has not ended yet. */
+bool gw_cmp_engine_calls_running(struct gw_cmp_engine *e);
 
 #endif

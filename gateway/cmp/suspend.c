@@ -25,6 +25,7 @@ struct gw_cmp_suspended {
     struct gw_sign_result res; /* the outcome, once |done| */
     gw_cmp_resume_fn fn;       /* armed: called once |done| */
     void *arg;
+    OSSL_CMP_MSG *msg; /* the request, decoded once for both passes */
     struct cmp_txn *t; /* the first pass's transaction: plan, upstream, who asked */
     void (*t_free)(void *t);
 };
@@ -34,6 +35,7 @@ static void suspended_free(struct gw_cmp_suspended *s)
     if (s == NULL)
         return;
     gw_sign_result_cleanup(&s->res);
+    OSSL_CMP_MSG_free(s->msg);
     if (s->t != NULL)
         s->t_free(s->t);
     pthread_mutex_destroy(&s->lock);
@@ -119,6 +121,19 @@ void cmp_suspend_park(struct cmp_call *c, struct cmp_txn *t, void (*t_free)(void
     c->rsp->suspended = s;
     gw_log_kv(GW_LOG_DEBUG, "upstream_suspended", "tid", c->rsp->tid, "identity", t->identity, "upstream",
               gw_upstream_conf_name(gw_upstream_get0_conf(t->up)), NULL);
+}
+
+void cmp_suspend_keep_msg(struct gw_cmp_suspended *s, OSSL_CMP_MSG *msg)
+{
+    s->msg = msg;
+}
+
+OSSL_CMP_MSG *cmp_suspend_msg(struct cmp_call *c)
+{
+    OSSL_CMP_MSG *msg = c->resume->msg;
+
+    c->resume->msg = NULL;
+    return msg;
 }
 
 void cmp_suspend_begin(struct cmp_call *c)

@@ -26,8 +26,14 @@ int cmp_suspend_sign(struct cmp_call *c, struct cmp_txn *t, const struct gw_sign
  */
 void cmp_suspend_park(struct cmp_call *c, struct cmp_txn *t, void (*t_free)(void *t));
 
+/* cmp_suspend_keep_msg: the request as the first pass decoded it (taken) goes with |s|. */
+void cmp_suspend_keep_msg(struct gw_cmp_suspended *s, OSSL_CMP_MSG *msg);
+
 /* cmp_suspend_begin: the second pass of a suspended request takes it over from c->rsp. */
 void cmp_suspend_begin(struct cmp_call *c);
+
+/* cmp_suspend_msg: the second pass's request, decoded by the first (the caller's to free). */
+OSSL_CMP_MSG *cmp_suspend_msg(struct cmp_call *c);
 
 /*
  * cmp_suspend_take moves the call's result into |out| (once) and sets |*t1| to the first pass's

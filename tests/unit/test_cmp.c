@@ -1971,8 +1971,11 @@ static void slow_gate(int open)
     pthread_mutex_unlock(&slow.lock);
 }
 
-/* Waits (up to 5 s) until |n| sign calls completed. */
-static void slow_wait_completed(int n)
+/*
+ * Waits (up to 5 s) until |n| sign calls completed and |e|'s completions of them ended (on the
+ * call threads, after the adapter's).
+ */
+static void slow_wait_completed(struct env *e, int n)
 {
     struct timespec ts;
 
@@ -1983,6 +1986,9 @@ static void slow_wait_completed(int n)
         ;
     assert_int_equal(slow.completed, n);
     pthread_mutex_unlock(&slow.lock);
+    for (int i = 0; i < 500 && gw_cmp_engine_calls_running(e->engine); i++)
+        usleep(10000);
+    assert_false(gw_cmp_engine_calls_running(e->engine));
 }
 
 /* An engine whose role polls after |poll_after| (NULL: unset), over the slow adapter; gate closed. */
@@ -2042,7 +2048,7 @@ static void test_poll_waiting_then_ip(void **state)
     assert_int_equal(after, 1);
     assert_int_equal(cl.exchanges, 3);
     slow_gate(1);
-    slow_wait_completed(1);
+    slow_wait_completed(e, 1);
     /* on record before any pollReq came for it */
     assert_int_equal(audit_count(e, "issued", NULL, "status", "awaiting the client's pollReq"), 1);
     assert_int_equal(poll_step(ctx, &after), 1); /* pollReq -> ip, certConf -> pkiconf */
@@ -2094,7 +2100,7 @@ static void test_poll_upstream_failure(void **state)
     assert_int_equal(poll_step(ctx, &after), -1);
     slow.fail = 1;
     slow_gate(1);
-    slow_wait_completed(1);
+    slow_wait_completed(e, 1);
     assert_int_equal(poll_step(ctx, &after), 0);
     assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                   "the test CA is down");
@@ -2121,7 +2127,7 @@ static void test_poll_deadline(void **state)
     assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "did not answer");
     assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
     slow_gate(1);
-    slow_wait_completed(1);
+    slow_wait_completed(e, 1);
     assert_int_equal(audit_count(e, "issued", NULL, "status", "after the deadline; not delivered"), 1);
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
@@ -2139,7 +2145,7 @@ static void test_poll_expiry(void **state)
     (void)state;
     assert_int_equal(poll_step(ctx, &after), -1);
     slow_gate(1);
-    slow_wait_completed(1);
+    slow_wait_completed(e, 1);
     gw_cmp_engine_expire(e->engine, time(NULL) + 300 + 5); /* past transaction_ttl, not the upstream's 10 s */
     assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1);
     gw_cmp_engine_expire(e->engine, time(NULL) + 300 + 12);
