@@ -3,7 +3,10 @@ own URLs ("path_prefix": "/v1/pki"): p10cr through sign/<role> (signature and PB
 default_path_policy, an issuer_ref route, cert-auth login, CRMF refused with a pointer to p10cr, and
 every Vault failure (400, 403, 412, 429, 503 sealed, 500, timeout, garbage, warnings only) as the exact
 decoded CMP answer (PKIStatus, failInfo, statusString). What Vault received is read from its request log.
+With Vault slow: waiting calls hold no worker or thread, a client that hangs up loses nothing on record,
+and SIGTERM drains a waiting request.
 """
+import json
 import sys
 import threading
 import time
@@ -213,13 +216,10 @@ class VaultFrontDoor(harness.GatewayTestCase):
         self.assertEqual(len(self.vault.since(mark, "sign/slow")), 1)
 
 
-class VaultLatencyHidden(harness.GatewayTestCase):
-    """A sign call in flight holds no worker and no thread (docs/design.md D24): with 2 workers and
-    Vault answering after LATENCY_S, CLIENTS concurrent p10cr are all at Vault at once, the gateway's
-    thread count does not grow while they wait, and each gets its certificate with one "issued" record."""
+class SlowVault(harness.GatewayTestCase):
+    """2 workers in front of a Vault that answers sign calls after LATENCY_S (set per test)."""
 
     WORKERS = 2
-    CLIENTS = 8
     LATENCY_S = 2.0
     vault = None
 
@@ -232,12 +232,23 @@ class VaultLatencyHidden(harness.GatewayTestCase):
         role["allowed_san_types"] = ["dns"]
         cfg["roles"]["vault"] = role
 
+    def setUp(self):
+        self.vault.control({"latency_ms": int(self.LATENCY_S * 1000), "match": "/sign/"})
+
     def p10cr(self, name):
         key = self.newkey(name)
         csr = self.gw.dir / ("%s.csr" % name)
         harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=%s.example.com" % name, "-out", csr])
         return self.gw.cmp("p10cr", name, path="pki/roles/vault/cmp", extra=["-csr", csr,
                                                                               "-implicit_confirm"])
+
+
+class VaultLatencyHidden(SlowVault):
+    """A sign call in flight holds no worker and no thread (docs/design.md D24): CLIENTS concurrent p10cr
+    are all at Vault at once, the gateway's thread count does not grow while they wait, and each gets its
+    certificate with one "issued" record; a client that leaves meanwhile loses nothing on record."""
+
+    CLIENTS = 8
 
     def threads(self):
         for line in (Path("/proc") / str(self.gw.proc.pid) / "status").read_text().splitlines():
@@ -246,9 +257,10 @@ class VaultLatencyHidden(harness.GatewayTestCase):
         raise AssertionError("no Threads line")
 
     def test_waiting_calls_hold_no_worker_and_no_thread(self):
+        self.vault.control({})
         self.p10cr("warm")  # the first call starts the HTTP client's transfer thread
         idle = self.threads()
-        self.vault.control({"latency_ms": int(self.LATENCY_S * 1000), "match": "/sign/"})
+        self.setUp()
         mark = self.vault.mark()
         results, peak = {}, []
 
@@ -274,8 +286,53 @@ class VaultLatencyHidden(harness.GatewayTestCase):
         together = max(sum(1 for t in arrivals if a <= t < a + self.LATENCY_S * 0.9) for a in arrivals)
         self.assertGreater(together, self.WORKERS, arrivals)
         self.assertLessEqual(max(peak), idle, "threads grew while calls waited: %s (idle %d)" % (peak, idle))
-        issued = [r for r in harness.audit_records(self.gw, "issued") if r.get("tid")]
-        self.assertEqual(len(issued), self.CLIENTS + 1)
+        for i in range(self.CLIENTS):
+            self.assertEqual(len(harness.audit_records(self.gw, "issued", "slow%d.example.com" % i)), 1)
+
+    def test_client_gone_while_waiting(self):
+        """The client hangs up while its call waits: the second pass still runs, the certificate goes on
+        record, and the request is logged (h2o notices the hang-up only when the answer is written)."""
+        req = self.gw.make_request("gone", "p10cr", subject="/CN=gone.example.com")
+        with self.assertRaises(harness.Failure):  # curl gives up after 1 s; Vault answers after 2 s
+            self.gw.curl(path="/pki/roles/vault/cmp", data=req, timeout=1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not harness.audit_records(self.gw, "issued", "gone.example.com"):
+            time.sleep(0.1)
+        issued = harness.audit_records(self.gw, "issued", "gone.example.com")
+        self.assertEqual(len(issued), 1)
+        while time.monotonic() < deadline and issued[0]["tid"] not in self.gw.stderr():
+            time.sleep(0.1)
+        lines = [json.loads(l) for l in self.gw.stderr().splitlines() if issued[0]["tid"] in l]
+        self.assertIn(("request", "p10cr", "accepted"),
+                      [(l.get("event"), l.get("req_type"), l.get("outcome")) for l in lines], lines)
+
+
+class VaultShutdownWhileWaiting(SlowVault):
+    """SIGTERM while a request waits for Vault without a worker: the drain waits for it, the client gets
+    its certificate, and the gateway exits 0."""
+
+    def test_sigterm_drains_a_waiting_request(self):
+        out = {}
+
+        def enrol():
+            try:
+                out["res"] = self.p10cr("draining")
+            except Exception as e:  # reported below, on the test thread
+                out["error"] = e
+
+        t = threading.Thread(target=enrol)
+        t.start()
+        time.sleep(1.0)  # the p10cr now waits at Vault, its worker free
+        self.assertTrue(t.is_alive(), out)
+        self.gw.signal_stop()
+        t.join(harness.CLIENT_TIMEOUT)
+        self.assertNotIn("error", out, out.get("error"))
+        self.assertEqual(out["res"].first.body_type, "cp", out["res"].answers)
+        self.assertIsNotNone(out["res"].cert)
+        rc = self.gw.wait_exit()
+        self.gw.proc = None
+        self.gw.check_stderr()
+        self.assertEqual(rc, 0, self.gw.stderr()[-3000:])
 
 
 if __name__ == "__main__":
