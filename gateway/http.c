@@ -458,6 +458,7 @@ static void job_resume(struct gw_job *j)
     struct gw_cmp_request creq = cmp_request_of(job);
 
     gw_cmp_process(job->gen->engine, &creq, &job->rsp);
+    atomic_fetch_sub(&job->owner->server->suspended, 1);
     h2o_multithread_send_message(&job->owner->done_rx, &job->msg);
 }
 
@@ -489,6 +490,7 @@ static void job_run(struct gw_job *j)
     } else {
         gw_cmp_process(job->gen->engine, &creq, &job->rsp);
         if (job->rsp.suspended != NULL) { /* the upstream answers later; this worker is free */
+            atomic_fetch_add(&job->owner->server->suspended, 1);
             gw_cmp_suspended_arm(job->rsp.suspended, job_wake, job);
             return;
         }

@@ -863,8 +863,14 @@ void gw_server_stop(struct gw_server *s, bool successor)
     /*
      * A drained loop has no job left in the pool. After a drain timeout, jobs still queued run
      * now and post to a loop that no longer reads: they and their connections are abandoned to
-     * process exit, as h2o_context_dispose would assert on them.
+     * process exit, as h2o_context_dispose would assert on them. A request whose upstream call runs
+     * without a worker comes back through the pool once the call ends (each has its deadline): the
+     * pool waits for it, so that its certificate is recorded before the engines go (design.md D24).
      */
+    if (atomic_load(&s->suspended) != 0)
+        gw_log(GW_LOG_INFO, "shutdown", "waiting for %zu upstream calls to end", atomic_load(&s->suspended));
+    while (atomic_load(&s->suspended) != 0)
+        gw_sleep_ms(10);
     gw_pool_free(s->pool);
     if (undrained != 0) {
         gw_log(GW_LOG_WARN, "shutdown", "%zu loop threads did not drain in time", undrained);

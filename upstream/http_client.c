@@ -152,6 +152,16 @@ void gw_http_client_free(struct gw_http_client *c)
     free(c);
 }
 
+void gw_http_client_thread_done(struct gw_http_client *c)
+{
+    struct handle *h = pthread_getspecific(c->key);
+
+    if (h != NULL) {
+        pthread_setspecific(c->key, NULL);
+        handle_destroy(h);
+    }
+}
+
 /* The calling thread's handle, created on first use. Worker. */
 static CURL *thread_handle(struct gw_http_client *c)
 {
@@ -305,11 +315,26 @@ static int never_sent(CURLcode rc)
     }
 }
 
+/* Whether nothing of the request left: no connection, or none in time (waiting in line for one). */
+static int nothing_sent(CURL *curl)
+{
+    long sent = 0;
+
+    return curl_easy_getinfo(curl, CURLINFO_REQUEST_SIZE, &sent) == CURLE_OK && sent == 0;
+}
+
 /* Copies what the answer said into |rsp|; returns 0 or GW_ERR_TIMEOUT / GW_ERR_IO. */
 static int finish(CURL *curl, CURLcode rc, struct sink *sink, struct gw_http_response *rsp)
 {
     char *ct = NULL;
 
+    if (rc != CURLE_OK && nothing_sent(curl)) { /* the upstream cannot have acted on it */
+        rsp->not_sent = 1;
+        snprintf(rsp->error, sizeof(rsp->error), "%s",
+                 rc == CURLE_OPERATION_TIMEDOUT ? "no connection within the timeout"
+                                                : curl_easy_strerror(rc));
+        return GW_ERR_IO;
+    }
     if (rc == CURLE_OPERATION_TIMEDOUT) {
         rsp->timed_out = 1;
         snprintf(rsp->error, sizeof(rsp->error), "no answer within the timeout");

@@ -43,6 +43,12 @@ CURLcode gw_http_setopt_base(CURL *curl, const char *url, const struct gw_http_c
 void gw_http_client_free(struct gw_http_client *c);
 
 /*
+ * gw_http_client_thread_done releases the calling thread's handle of |c| now, not at its exit: a
+ * short-lived thread that lets go of its last hold on |c| (so that |c| may be freed) calls it first.
+ */
+void gw_http_client_thread_done(struct gw_http_client *c);
+
+/*
  * gw_http_request performs |method| ("GET", "POST") on |path| (appended to the base URL) with
  * optional JSON |body| and extra |headers| (NULL-terminated "Name: value" strings; secrets are
  * never logged). Fills |rsp| (free with gw_http_response_cleanup). Returns 0 if an HTTP answer

@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -646,6 +647,7 @@ struct sign_call {
     char *body;
     struct attempts a;
     uint64_t sleep_ms;          /* before the call is sent again */
+    bool on_caller;             /* repeated on the caller's thread, not a thread of its own */
     struct gw_sign_result *res; /* allocated up front: a completion cannot fail to report */
     gw_upstream_done_fn done;
     void *arg;
@@ -673,6 +675,8 @@ static void *sign_call_retry(void *arg)
 
     gw_sleep_ms(sc->sleep_ms);
     rc = vault_call_on(sc->v, "POST", sc->path, sc->body, &rsp, err, &sc->a);
+    if (!sc->on_caller) /* |done| may let the client be freed: this thread's handle goes first */
+        gw_http_client_thread_done(sc->v->http);
     sign_call_end(sc, rc, &rsp, err);
     gw_http_response_cleanup(&rsp);
     return NULL;
@@ -772,8 +776,10 @@ static int vault_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_
         free(sc);
         return 0;
     }
-    if (sign_call_submit(sc) != 0)
+    if (sign_call_submit(sc) != 0) {
+        sc->on_caller = true;
         (void)sign_call_retry(sc); /* here, on the caller's thread */
+    }
     return 0;
 }
 

@@ -260,17 +260,24 @@ static OSSL_CMP_PKISI *defer(struct cmp_txn *t, struct cmp_call *c, struct issui
 }
 
 /*
- * The request waits for the upstream without its worker (suspend.h): its plan moves to |t|, which
- * the suspension keeps, and OpenSSL's answer to this pass is thrown away (engine.c).
+ * The request waits for the upstream without its worker (suspend.h): its plan moves to |t| (into
+ * the place sign() made for it), which the suspension keeps, and OpenSSL's answer to this pass is
+ * thrown away (engine.c).
  */
 static OSSL_CMP_PKISI *suspend(struct cmp_txn *t, struct cmp_call *c, struct issuing *is)
 {
-    if ((t->plan = calloc(1, sizeof(*t->plan))) == NULL)
-        return NULL;
     *t->plan = is->plan; /* moved */
     gw_cert_plan_init(&is->plan);
     c->audited = 1; /* the second pass records the outcome */
     return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_waiting, 0, NULL);
+}
+
+/* Whether the second pass's sender is the first pass's: the same certificate, or the same PBM reference. */
+static int same_sender(const struct cmp_txn *t, const struct cmp_txn *t1)
+{
+    if (t->pbm || t1->pbm)
+        return t->pbm && t1->pbm && t->kid_len == t1->kid_len && memcmp(t->kid, t1->kid, t->kid_len) == 0;
+    return t->signer != NULL && t1->signer != NULL && X509_cmp(t->signer, t1->signer) == 0;
 }
 
 enum signed_how { SIGNED_NOW, SIGNED_DEFERRED, SIGNED_SUSPENDED };
@@ -285,8 +292,19 @@ static enum signed_how sign(struct cmp_txn *t, struct cmp_call *c, const OSSL_CM
     struct gw_sign_req sreq = {
         .role = t->role, .plan = &is->plan, .csr = is->p10cr, .request_id = c->rsp->tid};
 
-    if (t->role->poll_after_ms == 0 && c->req->may_suspend)
-        return cmp_suspend_sign(c, t, &sreq, &is->res) == 1 ? SIGNED_SUSPENDED : SIGNED_NOW;
+    if (t->role->poll_after_ms == 0 && c->req->may_suspend) {
+        /* room for the plan first: a suspended call must not fail to keep it */
+        if ((t->plan = calloc(1, sizeof(*t->plan))) == NULL) {
+            gw_upstream_refusal(t->up, GW_ERR_NOMEM, &is->res);
+            return SIGNED_NOW;
+        }
+        gw_cert_plan_init(t->plan);
+        if (cmp_suspend_sign(c, t, &sreq, &is->res) == 1)
+            return SIGNED_SUSPENDED;
+        free(t->plan); /* answered at once: this pass delivers with |is|'s plan */
+        t->plan = NULL;
+        return SIGNED_NOW;
+    }
     if (t->role->poll_after_ms == 0) {
         gw_upstream_sign_wait(t->up, &sreq, &is->res);
         return SIGNED_NOW;
@@ -419,10 +437,17 @@ static OSSL_CMP_PKISI *resumed(struct cmp_txn *t, struct cmp_call *c, X509 **cer
     cmp_identify(t, c);
     memcpy(t->credential_status, t1->credential_status, sizeof(t->credential_status));
     t->up = t1->up;
-    if (sign_refused(&res, &r))
+    if (sign_refused(&res, &r)) {
         si = cmp_reject(c, &r);
-    else
+    } else if (!same_sender(t, t1)) { /* its protection verified with another of the sender's certificates */
+        gw_x509_cert_serial_hex(res.cert, t->serial, sizeof(t->serial));
+        si = refuse_cert(
+            t, c, res.cert,
+            &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+                                  "the request's signer changed while the CA answered; send it again"});
+    } else {
         si = deliver(t, c, t1->plan, &res, certOut, chainOut);
+    }
     gw_sign_result_cleanup(&res);
     return si;
 }

@@ -3,8 +3,9 @@
  * every check, records the intent and submits the sign call; if the upstream does not complete it
  * at once, the pass ends without an answer and the request is suspended with its transaction.
  * When the call completes, the caller runs the request again on a worker: the second pass
- * authenticates it on a fresh context and delivers the result through the same checks as a call
- * that completed at once, without a second check, reservation or record of intent.
+ * authenticates it again on a fresh context (the same signer as the first) and delivers the result
+ * through the same checks as a call that completed at once, without a second replay check,
+ * reservation or record of intent.
  */
 #ifndef GW_CMP_SUSPEND_H
 #define GW_CMP_SUSPEND_H
@@ -43,7 +44,7 @@ int cmp_suspend_take(struct cmp_call *c, struct gw_sign_result *out, const struc
 
 /*
  * cmp_suspend_end closes the second pass: a certificate it did not deliver (the request was refused
- * before the callback, e.g. its signer was revoked meanwhile) is recorded and withdrawn at the CA.
+ * before the callback, e.g. its signer no longer validates) is recorded and withdrawn at the CA.
  */
 void cmp_suspend_end(struct cmp_call *c);
 

@@ -335,5 +335,37 @@ class VaultShutdownWhileWaiting(SlowVault):
         self.assertEqual(rc, 0, self.gw.stderr()[-3000:])
 
 
+class VaultShutdownPastDrain(SlowVault):
+    """SIGTERM while a call waits longer than the drain (10 s): the loops give up on the connection, but the
+    workers stay until the call ends, so the certificate Vault issued is on record before the gateway
+    exits."""
+
+    LATENCY_S = 12.0
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        SlowVault.edit_config.__func__(cls, cfg, gw)
+        cfg["upstreams"]["vault"]["timeout"] = "30s"
+
+    def test_certificate_recorded_after_the_drain_gave_up(self):
+        t = threading.Thread(target=lambda: self.p10cr_expecting_nothing("late"))
+        t.start()
+        time.sleep(1.0)
+        self.gw.signal_stop()
+        rc = self.gw.wait_exit()
+        self.gw.proc = None
+        t.join(harness.CLIENT_TIMEOUT)
+        self.gw.check_stderr()
+        self.assertIn("waiting for 1 upstream calls to end", self.gw.stderr())
+        self.assertEqual(len(harness.audit_records(self.gw, "issued", "late.example.com")), 1, self.gw.stderr()[-3000:])
+        self.assertEqual(rc, 0, self.gw.stderr()[-3000:])
+
+    def p10cr_expecting_nothing(self, name):
+        try:
+            self.p10cr(name)
+        except harness.Failure:
+            pass  # the loop gave up on the connection: the client gets no answer
+
+
 if __name__ == "__main__":
     harness.main()
