@@ -608,6 +608,9 @@ static int h2o_setup(struct gw_server *s, char *err)
     s->h2o.max_request_entity_size = GW_MAX_CMP_BODY; /* default is 1 GiB (docs/design.md H8.5) */
     s->h2o.server_name = h2o_iovec_init(H2O_STRLIT("cmpgw"));
     s->h2o.http1.req_timeout = GW_HTTP1_REQ_TIMEOUT_MS;
+    /* h2o upgrades plain HTTP/1.1 to HTTP/2 on "Upgrade: h2c" by default: HTTP/2 only where a TLS
+       listener offers it in ALPN ("http2"), with its body sweep (docs/design.md H8.13) */
+    s->h2o.http1.upgrade_to_http2 = 0;
     if ((s->cmp_hosts[0] = catch_all(s, "default", gw_http_on_req)) == NULL ||
         (s->admin_hosts[0] = catch_all(s, "admin", gw_admin_on_req)) == NULL) {
         snprintf(err, GW_ERR_LEN, "listener: out of memory");
