@@ -131,6 +131,22 @@ static bool proxy_range_ok(const char *s, size_t len)
 static const struct gw_conf_names names_proxy_range = {
     proxy_range_ok, "a CIDR like \"10.0.0.0/8\" or \"::1/128\" (no host bits set)"};
 
+/* Whether the numeric address |addr| is a loopback one (127.0.0.0/8, ::1). */
+static bool loopback_address(const char *addr)
+{
+    struct in6_addr a6;
+    struct in_addr a4;
+
+    return (inet_pton(AF_INET, addr, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127) ||
+           (inet_pton(AF_INET6, addr, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6));
+}
+
+/*
+ * A CMP listener speaks TLS, or plain HTTP when it says so ("plain_http"): on loopback (a
+ * benchmark, a sidecar), or behind a balancer that terminates TLS and names each client in a PROXY
+ * header ("trusted_proxies"). Plain HTTP on an open address would let anyone on the path read and
+ * replay the traffic, and make every client the balancer for the per-address limits.
+ */
 static int check_listener(struct gw_conf_ctx *pc, const char *path, void *base)
 {
     const struct gw_listener_conf *l = base;
@@ -140,6 +156,15 @@ static int check_listener(struct gw_conf_ctx *pc, const char *path, void *base)
     if (l->n_trusted_proxies > GW_MAX_TRUSTED_PROXIES)
         return gw_conf_fail(pc, kpath, "%zu ranges: at most %d", l->n_trusted_proxies,
                             GW_MAX_TRUSTED_PROXIES);
+    gw_conf_join_key(kpath, path, l->plain_http ? "plain_http" : "tls");
+    if (l->plain_http && l->tls_cert != NULL)
+        return gw_conf_fail(pc, kpath, "true together with \"tls\": choose one");
+    if (!l->plain_http && l->tls_cert == NULL)
+        return gw_conf_fail(pc, kpath, "missing: a CMP listener speaks TLS unless \"plain_http\" is true");
+    if (l->plain_http && l->n_trusted_proxies == 0 && !loopback_address(l->address))
+        return gw_conf_fail(pc, kpath,
+                            "plain HTTP only on a loopback address, or behind a balancer that terminates TLS "
+                            "and is named in \"trusted_proxies\"");
     return 0;
 }
 
@@ -147,7 +172,8 @@ static const struct gw_conf_field listener_fields[] = {
     GW_CONF_REQ("address", gw_conf_p_address, struct gw_listener_conf, address),
     GW_CONF_REQ("port", gw_conf_p_port, struct gw_listener_conf, port, .min = 1, .max = 65535),
     /* "tls" fills the same struct: .off 0 */
-    {.key = "tls", .required = true, .parse = gw_conf_p_obj, .off = 0, .aux = &tls_def},
+    {.key = "tls", .parse = gw_conf_p_opt_obj, .off = 0, .aux = &tls_def},
+    GW_CONF_OPT("plain_http", gw_conf_p_bool, struct gw_listener_conf, plain_http, .def = false),
     GW_CONF_OPT("trusted_proxies", gw_conf_p_names, struct gw_listener_conf, trusted_proxies,
                 .off_n = offsetof(struct gw_listener_conf, n_trusted_proxies), .aux = &names_proxy_range),
 };
@@ -161,17 +187,12 @@ GW_CONF_OBJDEF(listener_def, listener_fields, check_listener);
 static int check_admin(struct gw_conf_ctx *pc, const char *path, void *base)
 {
     struct gw_listener_conf *a = &((struct gw_admin_conf *)base)->listen;
-    struct in6_addr a6;
-    struct in_addr a4;
-    bool loopback;
     char apath[GW_CONF_PATH_LEN];
 
     if (a->address == NULL && (a->address = strdup("127.0.0.1")) == NULL)
         return GW_ERR_NOMEM;
-    loopback = (inet_pton(AF_INET, a->address, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127) ||
-               (inet_pton(AF_INET6, a->address, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6));
     gw_conf_join_key(apath, path, "tls");
-    if (!loopback && (a->tls_cert == NULL || a->client_auth != GW_CLIENT_AUTH_REQUIRE))
+    if (!loopback_address(a->address) && (a->tls_cert == NULL || a->client_auth != GW_CLIENT_AUTH_REQUIRE))
         return gw_conf_fail(pc, apath,
                             "required on a non-loopback address, with \"client_auth\": \"require\": the "
                             "admin listener is for operators only");

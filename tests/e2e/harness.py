@@ -454,7 +454,7 @@ class Gateway:
         return "https://127.0.0.1:%d%s" % (port or self.port, path)
 
     def cmp(self, cmd, out, *, auth="sig", newkey=None, subject=None, extra=(), path="pki/cmp",
-            tls=("client.pem", "client.key"), reqin=None, expect_cert=True, timeout=CLIENT_TIMEOUT):
+            tls=("client.pem", "client.key"), reqin=None, expect_cert=True, timeout=CLIENT_TIMEOUT, port=None):
         """Runs `openssl cmp -cmd |cmd|`, files under |out| (a name prefix in the work dir).
 
         auth: "sig" (client.pem), "pbm" (demo-device + pbm.secret), or (cert, key) for another signer,
@@ -470,7 +470,7 @@ class Gateway:
         certout = d / ("%s.cert.pem" % out)
         if certout.exists():
             certout.unlink()
-        argv = ["openssl", "cmp", "-cmd", cmd, "-server", "127.0.0.1:%d" % self.port, "-path", path,
+        argv = ["openssl", "cmp", "-cmd", cmd, "-server", "127.0.0.1:%d" % (port or self.port), "-path", path,
                 "-trusted", d / "ca.pem", "-rspout", ",".join(str(f) for f in rsp),
                 "-reqout", ",".join(str(f) for f in req), "-msg_timeout", str(CLIENT_TIMEOUT),
                 "-total_timeout", str(CLIENT_TIMEOUT)]

@@ -2,7 +2,7 @@
 certificate from a CA the listener does not trust, each refused with a TLS alert; a trusted one gets through.
 Resumption: with a shared "ticket_keys_file" a session begun on one instance resumes on another (TLS 1.3 and
 1.2 tickets) with its client certificate; rotation by a new first key and a reload; without the file a session
-resumes on its own instance only."""
+resumes on its own instance only. A "plain_http" listener on loopback enrols without TLS."""
 import json
 import os
 import socket
@@ -217,6 +217,47 @@ class Resumption(harness.GatewayTestCase):
         self.assertIn(b"ticket_keys_file", p.stdout + p.stderr)
         self.assertIn(b"line 1", p.stdout + p.stderr)
         self.assertNotIn(b"abcd", p.stdout + p.stderr)  # a secret is never quoted
+
+
+class PlainListener(harness.GatewayTestCase):
+    """A CMP listener with "plain_http" on loopback (a benchmark, a sidecar behind a local TLS
+    terminator): CMP enrols over plain HTTP with the message protection alone; TLS is not spoken there."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        gw.plain_port = harness.free_port()
+        lst = {"address": "127.0.0.1", "port": gw.plain_port, "plain_http": True}
+        cfg["listeners"].append(lst)  # bound before the TLS listener the harness waits for answers
+
+    def test_enrol_over_plain_http(self):
+        key = self.newkey("plain")
+        res = self.gw.cmp("ir", "plain", newkey=key, subject="/CN=plain", extra=["-implicit_confirm"], tls=None,
+                          port=self.gw.plain_port)
+        self.assert_issued(res.cert, key, "CN=plain", [], res.first.extra_certs_pem())
+        line = [json.loads(l) for l in self.gw.stderr().splitlines() if '"req_type":"ir"' in l][-1]
+        self.assertEqual(line["tls_subject"], "")
+        self.assertIn('127.0.0.1:%d http client_auth=none' % self.gw.plain_port, self.gw.stderr())
+
+    def test_no_h2c_upgrade(self):
+        """HTTP/2 only where a TLS listener offers it: no "Upgrade: h2c" on plain HTTP."""
+        with socket.create_connection(("127.0.0.1", self.gw.plain_port), timeout=10) as s:
+            s.sendall(b"GET /pki/crl/local HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                      b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+            data = b""
+            while b"\r\n" not in data and len(data) < 4096:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            status = data.split(b"\r\n", 1)[0]
+        self.assertTrue(status.startswith(b"HTTP/1.1 "), status)
+        self.assertNotIn(b" 101 ", status)
+
+    def test_no_tls_there(self):
+        ctx = ssl.create_default_context(cafile=str(self.gw.dir / "ca.pem"))
+        with socket.create_connection(("127.0.0.1", self.gw.plain_port), timeout=10) as s:
+            with self.assertRaises(ssl.SSLError):
+                ctx.wrap_socket(s, server_hostname="127.0.0.1")
 
 
 if __name__ == "__main__":

@@ -342,6 +342,12 @@ struct bad {
 #define A16 "aaaaaaaaaaaaaaaa"
 #define A256 A16 A16 A16 A16 A16 A16 A16 A16 A16 A16 A16 A16 A16 A16 A16 A16 /* GW_MAX_PATTERN_LEN */
 
+/* The demo listener's "tls" object, as deploy/demo-pki.sh writes it. */
+#define DEMO_TLS                                                                                             \
+    "\"tls\": {\n        \"cert\": \"server.pem\",\n        \"key\": \"server.key\",\n        "              \
+    "\"client_ca\": \"ca.pem\",\n        \"client_auth\": \"optional\"\n      }"
+#define DEMO_LISTEN_AT "\"address\": \"127.0.0.1\",\n      \"port\": 8443"
+
 #define E(f, r)                                                                                              \
     {                                                                                                        \
         f, r                                                                                                 \
@@ -507,6 +513,15 @@ static const struct bad bad_cases[] = {
     {"missing signer key", {E(", \"key\": \"signer.key\" }", " }")}, {"$.signer.key: missing required key"}},
     {"missing listeners", {E("\"listeners\"", "\"xlisteners\"")}, {"$.xlisteners: unknown key"}},
     {"missing tls", {E("\"tls\"", "\"tlz\"")}, {"$.listeners[0].tlz: unknown key"}},
+    {"no tls, not plain",
+     {E(DEMO_TLS, "\"trusted_proxies\": []")},
+     {"$.listeners[0].tls: missing: a CMP listener speaks TLS unless \"plain_http\" is true"}},
+    {"plain_http beside tls",
+     {E("\"port\": 8443,", "\"port\": 8443, \"plain_http\": true,")},
+     {"$.listeners[0].plain_http: true together with \"tls\": choose one"}},
+    {"plain_http on an open address",
+     {E(DEMO_TLS, "\"plain_http\": true"), E(DEMO_LISTEN_AT, "\"address\": \"0.0.0.0\", \"port\": 8443")},
+     {"$.listeners[0].plain_http: plain HTTP only on a loopback address, or behind a balancer"}},
     {"missing client_ca",
      {E("\"client_ca\": \"ca.pem\",", "")},
      {"$.listeners[0].tls.client_ca: missing: required unless client_auth is \"none\""}},
@@ -1281,6 +1296,10 @@ static void test_edges(void **state)
               "\"1.2.3456789.123456789.123456789.123456789.123456789.123456789.12\""),
          {NULL, NULL}},
         {EXTS(""), {NULL, NULL}},
+        /* plain HTTP: on loopback, or on any address behind a TLS-terminating balancer */
+        {{DEMO_TLS, "\"plain_http\": true"}, {NULL, NULL}},
+        {{DEMO_TLS, "\"plain_http\": true, \"trusted_proxies\": [\"10.0.0.0/8\"]"},
+         {DEMO_LISTEN_AT, "\"address\": \"0.0.0.0\", \"port\": 8443"}},
     };
     size_t i;
 
@@ -1291,6 +1310,10 @@ static void test_edges(void **state)
         struct gw_config *cfg = parse_text(text, strlen(text), err);
         if (cfg == NULL)
             fail_msg("edge case %zu: %s", i, err);
+        if (strstr(cases[i][0].repl, "plain_http") != NULL) {
+            assert_true(cfg->listeners[0].plain_http);
+            assert_null(cfg->listeners[0].tls_cert);
+        }
         if (i == 4) {
             /* "12345678\r\n": one CRLF stripped, exactly GW_MIN_PBM_SECRET_LEN left */
             assert_int_equal(cfg->pbm[0].secret_len, 8);
