@@ -23,7 +23,9 @@
 # of cmpgw's highest rate, cmpload --rate), idle_kib=... (resident KiB per idle TLS connection of
 # BENCH_IDLE_CONNS, default 1000; 0 leaves it out) and latency_hiding=... (throughput of
 # BENCH_LATENCY_CLIENTS p10cr clients, default 512, through the vault adapter with the Vault-API test
-# server answering after 50 ms / at once: tests/bench/latency.py; 0 leaves it out).
+# server answering after 50 ms / at once: tests/bench/latency.py; 0 leaves it out); cpu_plain=... is
+# cmpgw's server CPU per enrolment over a plain HTTP listener (as behind a TLS-terminating balancer)
+# over the mock's, one client thread.
 set -euo pipefail
 
 selftest=0
@@ -100,8 +102,9 @@ cpu_ticks() {
 mock_port=$(free_port)
 gw_port=$(free_port)
 admin_port=$(free_port)
+plain_port=$(free_port)
 pki=$tmp/pki
-bench_pki "$pki" "$gw_port" "$admin_port"
+bench_pki "$pki" "$gw_port" "$admin_port" "$plain_port"
 
 # (1) OpenSSL's mock CMP server: plain HTTP, path /pkix/, one transaction at a time, signs its
 # responses with the demo signer, trusts the demo root for client signatures, and returns the same
@@ -117,6 +120,7 @@ common=(--cert "$pki/client.pem" --key "$pki/client.key" --trusted "$pki/ca.pem"
 mock_args=(--url "http://127.0.0.1:$mock_port/pkix/" --accept-any-key "${common[@]}")
 gw_args=(--url "https://127.0.0.1:$gw_port/pki/cmp" --cafile "$pki/ca.pem" --tls-cert "$pki/client.pem"
     --tls-key "$pki/client.key" "${common[@]}")
+plain_args=(--url "http://127.0.0.1:$plain_port/pki/cmp" "${common[@]}")
 pm_args=("${gw_args[@]}" --per-message)
 full_args=("${gw_args[@]}" --per-message --no-resume)
 
@@ -343,6 +347,7 @@ for n in 1 "$threads"; do
     for ((r = 0; r < rounds; r++)); do
         measure mock "$mock_pid" "$n" mock_args
         if [[ -n $gw_pid ]]; then measure cmpgw "$gw_pid" "$n" gw_args; fi
+        if [[ -n $gw_pid && $n == 1 ]]; then measure cmpgw-plain "$gw_pid" "$n" plain_args; fi
         if [[ -n $gw_pid && $scrape == 1 ]]; then measure cmpgw+scrape "$gw_pid" "$n" gw_args scrape; fi
         if [[ -n $gw_pid && $per_message == 1 ]]; then
             measure cmpgw-pm "$gw_pid" "$n" pm_args
@@ -441,6 +446,7 @@ res = {}
 for (n, srv) in sorted(groups, key=lambda k: (k[0], k[1] != "mock")):
     a = res[(n, srv)] = agg(groups[(n, srv)])
     label = {"mock": "openssl cmp -port (mock, HTTP)", "cmpgw": "cmpgw (HTTPS, local issuer)",
+             "cmpgw-plain": "cmpgw over plain HTTP (a plain_http listener, local issuer)",
              "cmpgw+scrape": "cmpgw, /metrics scraped every second",
              "cmpgw-pm": "cmpgw, a connection per message, TLS session resumed",
              "cmpgw-full": "cmpgw, a connection per message, full TLS handshakes",
@@ -451,6 +457,11 @@ for (n, srv) in sorted(groups, key=lambda k: (k[0], k[1] != "mock")):
 print()
 for n in sorted({k[0] for k in res}):
     m, g = res.get((n, "mock")), res.get((n, "cmpgw"))
+    pl = res.get((n, "cmpgw-plain"))
+    if m and pl and m["rate"] and m["cpu_ms"]:
+        print(f"- {n} client thread(s): cmpgw over plain HTTP / mock: throughput {pl['rate'] / m['rate']:.2f}x, "
+              f"server CPU per enrolment {pl['cpu_ms'] / m['cpu_ms']:.2f}x (TLS costs "
+              f"{g['cpu_ms'] - pl['cpu_ms'] if g else 0:.2f} ms per enrolment)")
     if m and g and m["rate"] and m["cpu_ms"] == m["cpu_ms"] and m["cpu_ms"]:
         print(f"- {n} client thread(s): cmpgw/mock throughput {g['rate'] / m['rate']:.2f}x, "
               f"server CPU per enrolment {g['cpu_ms'] / m['cpu_ms']:.2f}x, "
@@ -481,6 +492,9 @@ n_hi = max(k[0] for k in res) if res else 0
 m1, g1, mh, gh = (res.get(k) for k in ((1, "mock"), (1, "cmpgw"), (n_hi, "mock"), (n_hi, "cmpgw")))
 if m1 and g1 and m1["cpu_ms"]:
     ratio.append(f"cpu={g1['cpu_ms'] / m1['cpu_ms']:.2f}")
+p1 = res.get((1, "cmpgw-plain"))
+if m1 and p1 and m1["cpu_ms"]:
+    ratio.append(f"cpu_plain={p1['cpu_ms'] / m1['cpu_ms']:.2f}")
 if mh and gh and mh["rate"]:
     ratio.append(f"throughput={gh['rate'] / mh['rate']:.2f}")
 pm, full = res.get((1, "cmpgw-pm")), res.get((1, "cmpgw-full"))
