@@ -263,6 +263,7 @@ if [[ -n $gw_pid && $with_redis == 1 ]]; then
         python3 - "$pki/cmpgw.json" "$pki/cmpgw-redis$i.json" "$port" "$redis_port" "$i" <<'PY'
 import json, sys
 cfg = json.load(open(sys.argv[1]))
+cfg["listeners"] = cfg["listeners"][:1]  # the TLS listener alone, on a port of its own
 cfg["listeners"][0]["port"] = int(sys.argv[3])
 cfg.pop("admin", None)
 cfg["audit"]["file"] = "audit-redis%s.log" % sys.argv[5]
@@ -378,6 +379,7 @@ if [[ -n $gw_pid && $idle_conns -gt 0 ]]; then
     python3 - "$pki/cmpgw.json" "$pki/cmpgw-idle.json" "$idle_port" <<'PY'
 import json, sys
 cfg = json.load(open(sys.argv[1]))
+cfg["listeners"] = cfg["listeners"][:1]  # the TLS listener alone, on a port of its own
 cfg["listeners"][0]["port"] = int(sys.argv[3])
 cfg.pop("admin", None)
 cfg["audit"]["file"] = "audit-idle.log"
