@@ -25,7 +25,8 @@
 # BENCH_LATENCY_CLIENTS p10cr clients, default 512, through the vault adapter with the Vault-API test
 # server answering after 50 ms / at once: tests/bench/latency.py; 0 leaves it out); cpu_plain=... is
 # cmpgw's server CPU per enrolment over a plain HTTP listener (as behind a TLS-terminating balancer)
-# over the mock's, one client thread.
+# over the mock's, one client thread; floor=... cmpgw's over the in-process floor (tests/bench/floor.c:
+# OpenSSL's CMP server alone, a fresh context per transaction).
 set -euo pipefail
 
 selftest=0
@@ -396,6 +397,12 @@ PY
     kill "$idle_pid" 2>/dev/null || true
 fi
 
+# The in-process floor: OpenSSL's CMP client and server in one process, no transport (cmpfloor).
+if [[ -x $build/tests/bench/cmpfloor ]]; then
+    "${srv_pin[@]}" "$build/tests/bench/cmpfloor" "$pki" 2000 >"$tmp/floor.jsonl" 2>>"$tmp/load.err" ||
+        echo "bench: the in-process floor failed (see $tmp/load.err)" >&2
+fi
+
 # Upstream latency hiding (BENCH_LATENCY_CLIENTS, 0: not measured): its own gateway in front of the
 # Vault-API test server, p10cr through the vault adapter (tests/bench/latency.py).
 if [[ -n $gw_pid && ${BENCH_LATENCY_CLIENTS:-512} -gt 0 ]]; then
@@ -414,7 +421,7 @@ else
     echo "- client and servers share the machine; each measurement ${duration} s, ${rounds} A/B rounds, ir + certConf"
 fi
 echo
-python3 - "$tmp/results.jsonl" "$tmp/idle.json" "$tmp/openloop.json" "$tmp/latency.json" <<'PY'
+python3 - "$tmp/results.jsonl" "$tmp/idle.json" "$tmp/openloop.json" "$tmp/latency.json" "$tmp/floor.jsonl" <<'PY'
 import json, os, statistics, sys
 
 rows = [json.loads(l) for l in open(sys.argv[1])]
@@ -517,6 +524,17 @@ if idle:
     print(f"- idle TLS connections (a cmpgw just started; client certificate, one request answered): {idle['kib_per_connection']} KiB "
           f"resident each over {idle['connections']} ({idle['rss_before_kib']} -> {idle['rss_after_kib']} KiB)")
     ratio.append(f"idle_kib={idle['kib_per_connection']:.1f}")
+floor = {}
+if os.path.exists(sys.argv[5]):
+    floor = {r["mode"]: r for r in (json.loads(l) for l in open(sys.argv[5]) if l.strip())}
+if "fresh" in floor and "shared" in floor:
+    fr, sh = floor["fresh"], floor["shared"]
+    print(f"- in-process floor (OpenSSL's CMP client and server in one process, DER in and out, a canned "
+          f"certificate): {fr['server_ms_per_enrolment']:.2f} ms of server work per enrolment with a fresh "
+          f"context per transaction, {sh['server_ms_per_enrolment']:.2f} ms with a shared one "
+          f"(OSSL_CMP_SRV_process_request alone: {fr['process_request_ms_per_enrolment']:.2f} ms)")
+    if g1 and fr["server_ms_per_enrolment"]:
+        ratio.append(f"floor={g1['cpu_ms'] / fr['server_ms_per_enrolment']:.2f}")
 lat = optional(sys.argv[4])
 if lat:
     print(f"- upstream latency hiding ({lat['clients']} clients, p10cr through the vault adapter, 16 workers): "
