@@ -12,7 +12,8 @@
  * plan's SANs are always sent, an empty list included, or the CSR's would be copied), key usages
  * come from the profile, and an unknown profile silently falls back to the default one. The
  * engine's result check judges the certificate; this file returns it and its chain intact.
- * Calls run synchronously on the calling worker; the HTTP client gives each thread its own handle.
+ * A sign call runs on the HTTP client's transfer thread and completes there (docs/design.md D24);
+ * the other calls run synchronously on the calling worker, each thread with its own handle.
  */
 #include <arpa/inet.h>
 #include <pthread.h>
@@ -184,20 +185,17 @@ static int read_answer(const struct gw_http_response *rsp, enum reading what, st
 }
 
 /*
- * call_as sends |method| to |endpoint| and reduces the answer with |what|'s parser (worker): a
- * success needs HTTP 200, "success": true and a result that reads. Error bodies come as text/plain
- * but are JSON (Go http.Error), so the body is parsed whatever the Content-Type says.
+ * reduce turns the answer |rsp| (or the failure |rc|) to a call of |endpoint| into |a| with |what|'s
+ * parser: a success needs HTTP 200, "success": true and a result that reads. Error bodies come as
+ * text/plain but are JSON (Go http.Error), so the body is parsed whatever the Content-Type says.
  */
-static void call_as(struct cfssl *c, const struct gw_upstream_conf *conf, const char *method,
-                    const char *endpoint, const char *body, enum reading what, struct answer *a)
+static void reduce(const struct gw_upstream_conf *conf, const char *endpoint, enum reading what, int rc,
+                   const struct gw_http_response *rsp, struct answer *a)
 {
-    struct gw_http_response rsp;
     struct gw_cfssl_envelope env;
     char why[GW_ERR_LEN];
-    int rc;
 
     memset(a, 0, sizeof(*a));
-    rc = gw_http_request(c->http, method, endpoint, body, NULL, &rsp);
     if (rc == GW_ERR_TIMEOUT) {
         answer_fail(a, GW_ERR_TIMEOUT, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                     "cfssl %s did not answer %s in time; the outcome is unknown, not retried",
@@ -207,21 +205,21 @@ static void call_as(struct cfssl *c, const struct gw_upstream_conf *conf, const 
     if (rc != 0) {
         answer_fail(a, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "cfssl %s at %s is unavailable: %s",
                     gw_upstream_conf_name(conf), ((const struct gw_http_conf *)conf->impl)->url,
-                    rsp.error[0] ? rsp.error : gw_err_str(rc));
+                    rsp->error[0] ? rsp->error : gw_err_str(rc));
         goto out;
     }
-    rc = read_answer(&rsp, what, &env, a, why);
-    if (rc == 0 && env.success && rsp.status == 200)
+    rc = read_answer(rsp, what, &env, a, why);
+    if (rc == 0 && env.success && rsp->status == 200)
         goto out;
     if (rc == GW_ERR_NOMEM)
         answer_fail(a, rc, OSSL_CMP_PKIFAILUREINFO_systemFailure, "cfssl %s: out of memory",
                     gw_upstream_conf_name(conf));
-    else if (rc != 0 && rsp.status < 500) /* a broken 5xx body says no more than its status */
+    else if (rc != 0 && rsp->status < 500) /* a broken 5xx body says no more than its status */
         answer_fail(a, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
                     "cfssl %s: the %s answer (HTTP %ld) is refused: %.150s", gw_upstream_conf_name(conf),
-                    strrchr(endpoint, '/') + 1, rsp.status, why);
+                    strrchr(endpoint, '/') + 1, rsp->status, why);
     else
-        classify_error(a, gw_upstream_conf_name(conf), rsp.status, rc == 0 ? &env : NULL);
+        classify_error(a, gw_upstream_conf_name(conf), rsp->status, rc == 0 ? &env : NULL);
 out:
     if (a->status != 0) {
         X509_free(a->cert);
@@ -230,6 +228,16 @@ out:
         a->der = NULL;
         a->der_len = 0;
     }
+}
+
+/* call_as sends |method| to |endpoint| and reduces the answer (worker). */
+static void call_as(struct cfssl *c, const struct gw_upstream_conf *conf, const char *method,
+                    const char *endpoint, const char *body, enum reading what, struct answer *a)
+{
+    struct gw_http_response rsp;
+    int rc = gw_http_request(c->http, method, endpoint, body, NULL, &rsp);
+
+    reduce(conf, endpoint, what, rc, &rsp, a);
     gw_http_response_cleanup(&rsp);
 }
 
@@ -568,75 +576,165 @@ out:
     sk_X509_pop_free(chain, X509_free);
 }
 
-/* sign_sync performs one sign call and fills |res| (worker). */
-static void sign_sync(struct cfssl *c, const struct gw_upstream_conf *conf, const struct gw_sign_req *req,
-                      struct gw_sign_result *res)
+/*
+ * One sign call in flight without a thread (docs/design.md D24): the chain and the body are made on
+ * the worker, the POST runs on the HTTP client's transfer thread, and the answer is read there. A
+ * certificate that is not signed by the cached CA (cfssl restarted with another) goes on to a thread
+ * of its own, which fetches the CA again the synchronous way.
+ */
+struct sign_call {
+    struct cfssl *c;
+    const struct gw_upstream_conf *conf;
+    STACK_OF(X509) *chain;
+    X509 *cert; /* the answer's, for the thread that checks it against a fetched chain */
+    char rid[2 * GW_MAX_TID_LEN + 1];
+    const char *endpoint;
+    struct gw_sign_result *res; /* allocated up front: a completion cannot fail to report */
+    gw_upstream_done_fn done;
+    void *arg;
+};
+
+static void sign_call_end(struct sign_call *sc)
 {
-    const struct gw_cfssl_conf *cc = conf->impl;
-    struct answer a;
-    STACK_OF(X509) *chain = NULL;
-    char *sign_req = NULL, *body = NULL;
+    struct gw_sign_result *res = sc->res;
+    gw_upstream_done_fn done = sc->done;
+    void *arg = sc->arg;
 
-    memset(&a, 0, sizeof(a));
-    if (req->csr == NULL || req->role == NULL) {
-        /* docs/design.md D5: cfssl verifies a CSR signature; a CRMF request carries none */
-        answer_fail(&a, GW_ERR_INVAL, OSSL_CMP_PKIFAILUREINFO_badRequest,
-                    "cfssl %s signs PKCS#10 requests only: send p10cr", gw_upstream_conf_name(conf));
-        goto fail;
-    }
-    /* the chain first: if cfssl's CA cannot be read, nothing is issued, and the client may retry */
-    if ((chain = get1_chain(c, conf, 0, &a)) == NULL) {
-        char why[GW_ERR_LEN];
-
-        snprintf(why, sizeof(why), "%s", a.reason);
-        answer_fail(&a, a.status != 0 ? a.status : GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-                    "cannot read cfssl's CA certificate (info), nothing was issued: %s", why);
-        goto fail;
-    }
-    answer_cleanup(&a);
-    if ((sign_req = make_sign_request(req, gw_upstream_conf_name(conf), &a)) == NULL)
-        goto fail;
-    body = cc->auth_key != NULL ? make_authsign_request(cc, sign_req) : sign_req;
-    if (body == NULL) {
-        answer_fail(&a, GW_ERR_CRYPTO, OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                    "cfssl %s: cannot authenticate the request", gw_upstream_conf_name(conf));
-        goto fail;
-    }
-    call(c, conf, cc->auth_key != NULL ? EP_AUTHSIGN : EP_SIGN, body, READ_SIGN, &a);
-    if (a.status != 0)
-        goto fail;
-    take_certificate(c, conf, a.cert, chain, res);
-    a.cert = NULL;
-    chain = NULL;
-    goto out;
-fail:
-    set_error(res, &a);
-out:
-    if (body != sign_req)
-        free(body);
-    free(sign_req);
-    sk_X509_pop_free(chain, X509_free);
-    answer_cleanup(&a);
+    if (res->status != 0)
+        gw_log_kv(GW_LOG_DEBUG, "upstream_refused", "upstream", gw_upstream_conf_name(sc->conf), "request_id",
+                  sc->rid, "reason", res->reason, NULL);
+    sk_X509_pop_free(sc->chain, X509_free);
+    X509_free(sc->cert);
+    free(sc);
+    done(arg, res);
 }
 
-/* worker: completes before it returns */
+/* The thread of a certificate whose CA must be fetched again. */
+static void *sign_call_recheck(void *arg)
+{
+    struct sign_call *sc = arg;
+
+    take_certificate(sc->c, sc->conf, sc->cert, sc->chain, sc->res);
+    sc->cert = NULL;
+    sc->chain = NULL;
+    gw_http_client_thread_done(sc->c->http); /* |done| may let the client be freed */
+    sign_call_end(sc);
+    return NULL;
+}
+
+/* The transfer thread: the answer to an asynchronous sign call. */
+static void sign_call_done(void *arg, int rc, const struct gw_http_response *rsp)
+{
+    struct sign_call *sc = arg;
+    pthread_attr_t attr;
+    pthread_t th;
+    struct answer a;
+    int started;
+
+    reduce(sc->conf, sc->endpoint, READ_SIGN, rc, rsp, &a);
+    if (a.status != 0) {
+        set_error(sc->res, &a);
+    } else if (signed_by(a.cert, sc->chain)) {
+        take_certificate(sc->c, sc->conf, a.cert, sc->chain, sc->res);
+        sc->chain = NULL;
+    } else {
+        sc->cert = a.cert;
+        a.cert = NULL;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        started = pthread_create(&th, &attr, sign_call_recheck, sc) == 0;
+        pthread_attr_destroy(&attr);
+        if (started)
+            return;
+        take_certificate(sc->c, sc->conf, sc->cert, sc->chain, sc->res); /* here, then */
+        sc->cert = NULL;
+        sc->chain = NULL;
+    }
+    a.cert = NULL;
+    answer_cleanup(&a);
+    sign_call_end(sc);
+}
+
+/*
+ * sign_prepare makes what a sign call sends: the chain (fetched if not yet known) and the body.
+ * 0, or the refusal in |a|. Worker.
+ */
+static int sign_prepare(struct cfssl *c, const struct gw_upstream_conf *conf, const struct gw_sign_req *req,
+                        STACK_OF(X509) **chain, char **body, struct answer *a)
+{
+    const struct gw_cfssl_conf *cc = conf->impl;
+    char *sign_req;
+
+    *chain = NULL;
+    *body = NULL;
+    memset(a, 0, sizeof(*a));
+    if (req->csr == NULL || req->role == NULL) {
+        /* docs/design.md D5: cfssl verifies a CSR signature; a CRMF request carries none */
+        answer_fail(a, GW_ERR_INVAL, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                    "cfssl %s signs PKCS#10 requests only: send p10cr", gw_upstream_conf_name(conf));
+        return 1;
+    }
+    /* the chain first: if cfssl's CA cannot be read, nothing is issued, and the client may retry */
+    if ((*chain = get1_chain(c, conf, 0, a)) == NULL) {
+        char why[GW_ERR_LEN];
+
+        snprintf(why, sizeof(why), "%s", a->reason);
+        answer_fail(a, a->status != 0 ? a->status : GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                    "cannot read cfssl's CA certificate (info), nothing was issued: %s", why);
+        return 1;
+    }
+    answer_cleanup(a);
+    if ((sign_req = make_sign_request(req, gw_upstream_conf_name(conf), a)) == NULL)
+        return 1;
+    *body = cc->auth_key != NULL ? make_authsign_request(cc, sign_req) : sign_req;
+    if (*body != sign_req)
+        free(sign_req);
+    if (*body == NULL) {
+        answer_fail(a, GW_ERR_CRYPTO, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                    "cfssl %s: cannot authenticate the request", gw_upstream_conf_name(conf));
+        return 1;
+    }
+    return 0;
+}
+
 static int cfssl_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done,
                       void *arg)
 {
     struct cfssl *c = gw_upstream_get0_impl(up);
-    struct gw_sign_result *res;
+    struct sign_call *sc;
+    struct answer a;
+    char *body = NULL;
+    int rc = 1;
 
     if (c == NULL || req == NULL || req->plan == NULL)
         return GW_ERR_INVAL;
-    if ((res = malloc(sizeof(*res))) == NULL)
+    if ((sc = calloc(1, sizeof(*sc))) == NULL || (sc->res = malloc(sizeof(*sc->res))) == NULL) {
+        free(sc);
         return GW_ERR_NOMEM;
-    gw_sign_result_init(res);
-    sign_sync(c, gw_upstream_get0_conf(up), req, res);
-    if (res->status != 0)
-        gw_log_kv(GW_LOG_DEBUG, "upstream_refused", "upstream",
-                  gw_upstream_conf_name(gw_upstream_get0_conf(up)), "request_id",
-                  req->request_id != NULL ? req->request_id : "", "reason", res->reason, NULL);
-    done(arg, res);
+    }
+    gw_sign_result_init(sc->res);
+    sc->c = c;
+    sc->conf = gw_upstream_get0_conf(up);
+    sc->done = done;
+    sc->arg = arg;
+    sc->endpoint = ((const struct gw_cfssl_conf *)sc->conf->impl)->auth_key != NULL ? EP_AUTHSIGN : EP_SIGN;
+    snprintf(sc->rid, sizeof(sc->rid), "%s", req->request_id != NULL ? req->request_id : "");
+    if (sign_prepare(c, sc->conf, req, &sc->chain, &body, &a) == 0 &&
+        (rc = gw_http_request_async(c->http, "POST", sc->endpoint, body, NULL, sign_call_done, sc)) != 0) {
+        call(c, sc->conf, sc->endpoint, body, READ_SIGN, &a); /* here, on the caller's thread */
+        if (a.status == 0) {
+            take_certificate(c, sc->conf, a.cert, sc->chain, sc->res);
+            a.cert = NULL;
+            sc->chain = NULL;
+        }
+    }
+    free(body);
+    if (rc == 0)
+        return 0; /* the transfer thread completes it */
+    if (a.status != 0)
+        set_error(sc->res, &a);
+    answer_cleanup(&a);
+    sign_call_end(sc);
     return 0;
 }
 

@@ -371,19 +371,38 @@ static void add_san(struct fixture *f, int type, const char *value)
     sk_GENERAL_NAME_push(f->plan.sans, gn);
 }
 
+/* The adapter's completion, on whichever thread it completes. */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct gw_sign_result *res;
+} done_at = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL};
+
 static void on_done(void *arg, struct gw_sign_result *res)
 {
-    *(struct gw_sign_result **)arg = res;
+    (void)arg;
+    pthread_mutex_lock(&done_at.lock);
+    done_at.res = res;
+    pthread_cond_signal(&done_at.cond);
+    pthread_mutex_unlock(&done_at.lock);
 }
 
-/* Signs through the adapter with |csr_or_null|; the caller frees the result. */
+/*
+ * Signs through the adapter with |csr_or_null| and waits for its completion (on its transfer
+ * thread, or inside sign), however long the adapter takes; the caller frees the result.
+ */
 static struct gw_sign_result *sign(struct fixture *f, const X509_REQ *r)
 {
     struct gw_sign_req req = {.role = &f->role, .plan = &f->plan, .csr = r, .request_id = "00ff"};
-    struct gw_sign_result *res = NULL;
+    struct gw_sign_result *res;
 
-    assert_int_equal(gw_upstream_cfssl_ops.sign(f->up, &req, on_done, &res), 0);
-    assert_non_null(res);
+    done_at.res = NULL;
+    assert_int_equal(gw_upstream_cfssl_ops.sign(f->up, &req, on_done, NULL), 0);
+    pthread_mutex_lock(&done_at.lock);
+    while (done_at.res == NULL)
+        pthread_cond_wait(&done_at.cond, &done_at.lock);
+    res = done_at.res;
+    pthread_mutex_unlock(&done_at.lock);
     return res;
 }
 
