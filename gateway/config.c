@@ -149,7 +149,7 @@ static bool loopback_address(const char *addr)
  */
 static int check_listener(struct gw_conf_ctx *pc, const char *path, void *base)
 {
-    const struct gw_listener_conf *l = base;
+    struct gw_listener_conf *l = base;
     char kpath[GW_CONF_PATH_LEN];
 
     gw_conf_join_key(kpath, path, "trusted_proxies");
@@ -161,7 +161,8 @@ static int check_listener(struct gw_conf_ctx *pc, const char *path, void *base)
         return gw_conf_fail(pc, kpath, "true together with \"tls\": choose one");
     if (!l->plain_http && l->tls_cert == NULL)
         return gw_conf_fail(pc, kpath, "missing: a CMP listener speaks TLS unless \"plain_http\" is true");
-    if (l->plain_http && l->n_trusted_proxies == 0 && !loopback_address(l->address))
+    l->proxies_only = l->plain_http && !loopback_address(l->address);
+    if (l->proxies_only && l->n_trusted_proxies == 0)
         return gw_conf_fail(pc, kpath,
                             "plain HTTP only on a loopback address, or behind a balancer that terminates TLS "
                             "and is named in \"trusted_proxies\"");

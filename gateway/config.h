@@ -39,8 +39,9 @@ struct gw_listener_conf {
     EVP_PKEY *key;                 /* tls_key, loaded (the listener needs no file after start) */
     char *client_ca;               /* PEM bundle; required unless client_auth is none */
     enum gw_client_auth client_auth;
-    bool http2;      /* "http2": offer h2 in ALPN (TLS listeners); off by default */
-    bool plain_http; /* "plain_http": a CMP listener without TLS (loopback, or behind trusted_proxies) */
+    bool http2;        /* "http2": offer h2 in ALPN (TLS listeners); off by default */
+    bool plain_http;   /* "plain_http": a CMP listener without TLS (loopback, or behind trusted_proxies) */
+    bool proxies_only; /* plain HTTP off loopback: only trusted_proxies may connect (set by the check) */
     /* "ticket_keys_file": the TLS session ticket keys every instance shares (GW_TICKET_KEY_LEN bytes
        each, the first encrypts); none: OpenSSL's own, per process and configuration generation */
     char *ticket_keys_file;

@@ -458,7 +458,6 @@ static void job_resume(struct gw_job *j)
     struct gw_cmp_request creq = cmp_request_of(job);
 
     gw_cmp_process(job->gen->engine, &creq, &job->rsp);
-    atomic_fetch_sub(&job->owner->server->suspended, 1);
     h2o_multithread_send_message(&job->owner->done_rx, &job->msg);
 }
 
@@ -468,8 +467,7 @@ static void job_wake(void *arg)
     struct http_job *job = arg;
 
     job->job.run = job_resume;
-    if (gw_pool_resume(job->owner->server->pool, &job->job) != 0)
-        job_resume(&job->job); /* stopping: answer on this thread rather than lose the certificate */
+    gw_pool_resume(job->owner->server->pool, &job->job);
 }
 
 /* worker: sees only the job's owned copies, never h2o objects (docs/design.md H8.7). */
@@ -489,8 +487,8 @@ static void job_run(struct gw_job *j)
         gw_cmp_engine_crl(job->gen->engine, job->match.upstream, &job->rsp);
     } else {
         gw_cmp_process(job->gen->engine, &creq, &job->rsp);
-        if (job->rsp.suspended != NULL) { /* the upstream answers later; this worker is free */
-            atomic_fetch_add(&job->owner->server->suspended, 1);
+        if (job->rsp.suspended != NULL) {              /* the upstream answers later; this worker is free */
+            gw_pool_suspend(job->owner->server->pool); /* gw_pool_free waits for it to come back */
             gw_cmp_suspended_arm(job->rsp.suspended, job_wake, job);
             return;
         }

@@ -300,6 +300,13 @@ static bool from_trusted_proxy(const struct gw_listen *l, h2o_socket_t *sock)
     return false;
 }
 
+/* Whether |l| is a plain HTTP listener off loopback, which only its trusted proxies may reach. */
+static bool plain_to_proxies_only(const struct gw_listen *l)
+{
+    return !l->admin && l->loop->gen != NULL &&
+           gw_listener_conf(l->loop->gen->cfg, l->listener)->proxies_only;
+}
+
 /* Lets go of |p|; its socket stays open, for the caller. */
 static void proxy_forget(struct proxied *p)
 {
@@ -412,6 +419,14 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         if ((sock = h2o_evloop_socket_accept(listener)) == NULL)
             return;
         if (!from_trusted_proxy(l, sock)) {
+            if (plain_to_proxies_only(l)) { /* plain HTTP off loopback: the balancer's connections only */
+                if (log_due(&l->loop->server->proxy_logged))
+                    gw_log(
+                        GW_LOG_WARN, "connection_refused",
+                        "a plain HTTP listener off loopback takes connections from its trusted_proxies only");
+                h2o_socket_close(sock);
+                continue;
+            }
             admit(l, sock);
         } else if (proxy_wait(l, sock) != 0) {
             if (log_due(&l->loop->server->proxy_logged))
@@ -867,13 +882,12 @@ void gw_server_stop(struct gw_server *s, bool successor)
      * A drained loop has no job left in the pool. After a drain timeout, jobs still queued run
      * now and post to a loop that no longer reads: they and their connections are abandoned to
      * process exit, as h2o_context_dispose would assert on them. A request whose upstream call runs
-     * without a worker comes back through the pool once the call ends (each has its deadline): the
-     * pool waits for it, so that its certificate is recorded before the engines go (design.md D24).
+     * without a worker comes back through the pool once the call ends (each has its deadline), and
+     * the pool waits for it, so that its certificate is recorded before the engines go (design.md
+     * D24).
      */
-    if (atomic_load(&s->suspended) != 0)
-        gw_log(GW_LOG_INFO, "shutdown", "waiting for %zu upstream calls to end", atomic_load(&s->suspended));
-    while (atomic_load(&s->suspended) != 0)
-        gw_sleep_ms(10);
+    if (undrained != 0)
+        gw_log(GW_LOG_INFO, "shutdown", "running the requests still queued or waiting for an upstream");
     gw_pool_free(s->pool);
     if (undrained != 0) {
         gw_log(GW_LOG_WARN, "shutdown", "%zu loop threads did not drain in time", undrained);

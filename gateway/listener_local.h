@@ -90,7 +90,6 @@ struct gw_server {
     struct gw_loop *loops;
     size_t n_loops;
     struct gw_pool *pool;
-    atomic_size_t suspended;    /* jobs whose upstream call runs without a worker (http.c) */
     struct gw_guard *guard;     /* connections and failed authentications per address */
     atomic_long refusal_logged; /* when a refused connection was last logged (rate limit) */
     atomic_long proxy_logged;   /* when a refused PROXY protocol header was last logged (rate limit) */

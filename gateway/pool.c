@@ -18,18 +18,22 @@ struct gw_pool {
     pthread_cond_t cond;  /* signalled on submit and on stop */
     struct gw_job *head, *tail;
     size_t queued, cap;
+    size_t suspended; /* admitted jobs waiting outside the pool to come back (gw_pool_suspend) */
     bool stopping;
     pthread_t *threads;
     size_t n_threads; /* threads actually started */
 };
 
-/* Takes the oldest job, waiting for one; NULL once the pool stops and the queue is empty. */
+/*
+ * Takes the oldest job, waiting for one; NULL once the pool stops, the queue is empty and no
+ * suspended job is still to come back.
+ */
 static struct gw_job *take(struct gw_pool *p)
 {
     struct gw_job *job;
 
     pthread_mutex_lock(&p->lock);
-    while (p->head == NULL && !p->stopping)
+    while (p->head == NULL && (!p->stopping || p->suspended != 0))
         pthread_cond_wait(&p->cond, &p->lock);
     job = p->head;
     if (job != NULL) {
@@ -38,6 +42,8 @@ static struct gw_job *take(struct gw_pool *p)
             p->tail = NULL;
         p->queued--;
         job->next = NULL;
+    } else {
+        pthread_cond_broadcast(&p->cond); /* the last suspended job came back: the others stop too */
     }
     pthread_mutex_unlock(&p->lock);
     return job;
@@ -107,23 +113,25 @@ out:
     return ret;
 }
 
-int gw_pool_resume(struct gw_pool *p, struct gw_job *job)
+void gw_pool_suspend(struct gw_pool *p)
 {
-    int ret = GW_ERR_BUSY;
+    pthread_mutex_lock(&p->lock);
+    p->suspended++;
+    pthread_mutex_unlock(&p->lock);
+}
 
+void gw_pool_resume(struct gw_pool *p, struct gw_job *job)
+{
     job->enqueued_ms = gw_now_ms();
     pthread_mutex_lock(&p->lock);
-    if (!p->stopping) {
-        job->next = p->head;
-        p->head = job;
-        if (p->tail == NULL)
-            p->tail = job;
-        p->queued++;
-        pthread_cond_signal(&p->cond);
-        ret = 0;
-    }
+    p->suspended--;
+    job->next = p->head;
+    p->head = job;
+    if (p->tail == NULL)
+        p->tail = job;
+    p->queued++;
+    pthread_cond_signal(&p->cond);
     pthread_mutex_unlock(&p->lock);
-    return ret;
 }
 
 size_t gw_pool_queued(struct gw_pool *p)
@@ -146,7 +154,8 @@ void gw_pool_free(struct gw_pool *p)
     p->stopping = true;
     pthread_cond_broadcast(&p->cond);
     pthread_mutex_unlock(&p->lock);
-    /* workers keep taking jobs until the queue is empty, so every accepted job runs once */
+    /* workers keep taking jobs until the queue is empty and every suspended job came back, so every
+       accepted job runs to its end */
     for (i = 0; i < p->n_threads; i++)
         pthread_join(p->threads[i], NULL);
     pthread_cond_destroy(&p->cond);

@@ -23,15 +23,18 @@ struct gw_pool *gw_pool_new(size_t workers, size_t queue_depth, char *err);
 /* gw_pool_submit queues |job|. 0, or GW_ERR_BUSY when the queue is full or the pool is stopping. */
 int gw_pool_submit(struct gw_pool *p, struct gw_job *job);
 
-/* gw_pool_free stops accepting, runs every queued job, joins the workers. NULL-safe. */
+/* gw_pool_free stops accepting, runs every queued job and every suspended one once it comes back,
+ * joins the workers. NULL-safe. */
 void gw_pool_free(struct gw_pool *p);
 
 /*
- * gw_pool_resume queues |job| ahead of every other, past the cap: the rest of a request the pool
- * already admitted (a suspended request whose upstream call completed). 0, or GW_ERR_BUSY once
- * the pool is stopping. Any thread.
+ * A job that leaves its worker to come back later (a request whose upstream call runs without a
+ * worker) says so with gw_pool_suspend before it can come back, and comes back with
+ * gw_pool_resume: queued ahead of every other, past the cap, also while the pool stops (it was
+ * admitted once). gw_pool_free waits for every suspended job to come back and run. Any thread.
  */
-int gw_pool_resume(struct gw_pool *p, struct gw_job *job);
+void gw_pool_suspend(struct gw_pool *p);
+void gw_pool_resume(struct gw_pool *p, struct gw_job *job);
 
 size_t gw_pool_queued(struct gw_pool *p);
 

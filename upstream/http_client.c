@@ -315,12 +315,17 @@ static int never_sent(CURLcode rc)
     }
 }
 
-/* Whether nothing of the request left: no connection, or none in time (waiting in line for one). */
+/*
+ * Whether nothing of the request can have left: the transfer never reached the point where it
+ * begins to send (no connection, none in time while waiting in line for one, or a failed TLS
+ * handshake). libcurl stamps that point (pretransfer) before the first byte of the request; the
+ * bytes it counts as sent are not reliable across its versions.
+ */
 static int nothing_sent(CURL *curl)
 {
-    long sent = 0;
+    curl_off_t pretransfer = -1;
 
-    return curl_easy_getinfo(curl, CURLINFO_REQUEST_SIZE, &sent) == CURLE_OK && sent == 0;
+    return curl_easy_getinfo(curl, CURLINFO_PRETRANSFER_TIME_T, &pretransfer) == CURLE_OK && pretransfer == 0;
 }
 
 /* Copies what the answer said into |rsp|; returns 0 or GW_ERR_TIMEOUT / GW_ERR_IO. */

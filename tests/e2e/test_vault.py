@@ -356,7 +356,7 @@ class VaultShutdownPastDrain(SlowVault):
         self.gw.proc = None
         t.join(harness.CLIENT_TIMEOUT)
         self.gw.check_stderr()
-        self.assertIn("waiting for 1 upstream calls to end", self.gw.stderr())
+        self.assertIn("running the requests still queued or waiting for an upstream", self.gw.stderr())
         self.assertEqual(len(harness.audit_records(self.gw, "issued", "late.example.com")), 1, self.gw.stderr()[-3000:])
         self.assertEqual(rc, 0, self.gw.stderr()[-3000:])
 

@@ -1313,6 +1313,9 @@ static void test_edges(void **state)
         if (strstr(cases[i][0].repl, "plain_http") != NULL) {
             assert_true(cfg->listeners[0].plain_http);
             assert_null(cfg->listeners[0].tls_cert);
+            /* off loopback, only the trusted proxies may connect */
+            assert_int_equal(cfg->listeners[0].proxies_only,
+                             strcmp(cfg->listeners[0].address, "0.0.0.0") == 0);
         }
         if (i == 4) {
             /* "12345678\r\n": one CRLF stripped, exactly GW_MIN_PBM_SECRET_LEN left */

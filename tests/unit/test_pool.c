@@ -1,7 +1,8 @@
 /*
  * Worker pool: a full queue refuses at once, every accepted job runs exactly once and in FIFO
  * order, gw_pool_free drains what is queued and refuses new work while it does, and concurrent
- * producers never lose or duplicate a job.
+ * producers never lose or duplicate a job. A suspended job comes back ahead of the queue, and
+ * gw_pool_free waits for it.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,6 +11,7 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <string.h>
@@ -88,6 +90,83 @@ static void tjobs_init(struct tjob *t, size_t n)
     memset(t, 0, n * sizeof(*t));
     for (size_t i = 0; i < n; i++)
         t[i].job.run = tjob_run;
+}
+
+/* A job that leaves its worker (gw_pool_suspend) and comes back from another thread after a while. */
+struct away {
+    struct gw_job job;
+    struct gw_pool *pool;
+    atomic_int runs; /* 1: the first run (it suspends), 2: it came back and ran again */
+    pthread_t th;
+};
+
+static void *come_back(void *arg)
+{
+    struct away *a = arg;
+    struct timespec ts = {0, 200 * 1000 * 1000};
+
+    nanosleep(&ts, NULL);
+    gw_pool_resume(a->pool, &a->job);
+    return NULL;
+}
+
+static void away_run(struct gw_job *j)
+{
+    struct away *a = (struct away *)((char *)j - offsetof(struct away, job));
+
+    if (atomic_fetch_add(&a->runs, 1) == 0) {
+        gw_pool_suspend(a->pool);
+        assert_int_equal(pthread_create(&a->th, NULL, come_back, a), 0);
+    }
+}
+
+/* gw_pool_free waits for a suspended job to come back and run, however late, with one worker or many. */
+static void test_free_waits_for_suspended(void **state)
+{
+    (void)state;
+    for (size_t workers = 1; workers <= 3; workers++) {
+        char err[GW_ERR_LEN];
+        struct gw_pool *p = gw_pool_new(workers, 4, err);
+        struct away a = {.job.run = away_run};
+
+        assert_non_null(p);
+        a.pool = p;
+        assert_int_equal(gw_pool_submit(p, &a.job), 0);
+        while (atomic_load(&a.runs) == 0)
+            sched_yield();
+        gw_pool_free(p); /* returns only after the second run */
+        assert_int_equal(atomic_load(&a.runs), 2);
+        pthread_join(a.th, NULL);
+    }
+}
+
+/* A job that comes back goes ahead of the queue, past its cap. */
+static void test_resume_ahead_of_the_queue(void **state)
+{
+    char err[GW_ERR_LEN];
+    struct gw_pool *p = gw_pool_new(1, 2, err);
+    struct gate g;
+    struct tjob t[3], back;
+
+    (void)state;
+    assert_non_null(p);
+    gate_init(&g);
+    tjobs_init(t, 3);
+    tjobs_init(&back, 1);
+    t[0].gate = &g;
+    atomic_store(&run_seq, 0);
+    assert_int_equal(gw_pool_submit(p, &t[0].job), 0);
+    gate_wait_entered(&g);
+    assert_int_equal(gw_pool_submit(p, &t[1].job), 0);
+    assert_int_equal(gw_pool_submit(p, &t[2].job), 0);
+    assert_int_equal(gw_pool_submit(p, &back.job), GW_ERR_BUSY); /* the queue is full */
+    gw_pool_suspend(p);
+    gw_pool_resume(p, &back.job); /* admitted before: past the cap */
+    gate_open(&g);
+    gw_pool_free(p);
+    assert_int_equal(back.seq, 1); /* right after the job that was running */
+    assert_int_equal(t[1].seq, 2);
+    assert_int_equal(t[2].seq, 3);
 }
 
 static void test_new_params(void **state)
@@ -272,6 +351,8 @@ int main(void)
         cmocka_unit_test(test_fifo_exactly_once),
         cmocka_unit_test(test_free_drains),
         cmocka_unit_test(test_stress),
+        cmocka_unit_test(test_free_waits_for_suspended),
+        cmocka_unit_test(test_resume_ahead_of_the_queue),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
