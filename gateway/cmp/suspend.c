@@ -7,7 +7,6 @@
  * second pass, which can only start once the completion has run. So no reference count is needed.
  */
 #include "gateway/cmp/suspend.h"
-#include "gateway/cmp/outcome.h"
 #include "gateway/cmp/record.h"
 #include "base/err.h"
 #include "base/log.h"
@@ -15,7 +14,6 @@
 
 #include <pthread.h>
 #include <stdlib.h>
-#include <string.h>
 #include <openssl/x509v3.h>
 
 struct gw_cmp_suspended {
