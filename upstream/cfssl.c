@@ -626,10 +626,7 @@ static void *sign_call_recheck(void *arg)
 static void sign_call_done(void *arg, int rc, const struct gw_http_response *rsp)
 {
     struct sign_call *sc = arg;
-    pthread_attr_t attr;
-    pthread_t th;
     struct answer a;
-    int started;
 
     reduce(sc->conf, sc->endpoint, READ_SIGN, rc, rsp, &a);
     if (a.status != 0) {
@@ -640,11 +637,7 @@ static void sign_call_done(void *arg, int rc, const struct gw_http_response *rsp
     } else {
         sc->cert = a.cert;
         a.cert = NULL;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        started = pthread_create(&th, &attr, sign_call_recheck, sc) == 0;
-        pthread_attr_destroy(&attr);
-        if (started)
+        if (gw_upstream_detach(sign_call_recheck, sc) == 0)
             return;
         take_certificate(sc->c, sc->conf, sc->cert, sc->chain, sc->res); /* here, then */
         sc->cert = NULL;

@@ -584,7 +584,7 @@ static void *async_run(void *arg)
     return NULL;
 }
 
-static int start_thread(struct async_call *a)
+int gw_upstream_detach(void *(*fn)(void *arg), void *arg)
 {
     pthread_attr_t attr;
     pthread_t th;
@@ -593,7 +593,7 @@ static int start_thread(struct async_call *a)
     if (pthread_attr_init(&attr) != 0)
         return GW_ERR_NOMEM;
     rc = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0 &&
-                 pthread_create(&th, &attr, async_run, a) == 0
+                 pthread_create(&th, &attr, fn, arg) == 0
              ? 0
              : GW_ERR_NOMEM;
     pthread_attr_destroy(&attr);
@@ -618,7 +618,7 @@ int gw_upstream_sign_async(struct gw_upstream *up, const struct gw_sign_req *req
         atomic_fetch_sub(&up->inflight, 1);
         return GW_ERR_NOMEM;
     }
-    if ((rc = start_thread(a)) != 0) {
+    if ((rc = gw_upstream_detach(async_run, a)) != 0) {
         atomic_fetch_sub(&up->inflight, 1);
         async_free(a);
     }

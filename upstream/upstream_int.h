@@ -69,6 +69,9 @@ struct gw_upstream_ops {
     int (*probe)(struct gw_upstream *up, char *err);
 };
 
+/* gw_upstream_detach runs |fn(arg)| on a detached thread of its own: 0, or GW_ERR_NOMEM (not run). */
+int gw_upstream_detach(void *(*fn)(void *arg), void *arg);
+
 #define GW_UPSTREAM_DECLARE_OPS(type) extern const struct gw_upstream_ops gw_upstream_##type##_ops;
 GW_UPSTREAM_ADAPTERS(GW_UPSTREAM_DECLARE_OPS)
 

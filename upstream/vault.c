@@ -686,18 +686,10 @@ static void *sign_call_retry(void *arg)
 static void sign_call_done(void *arg, int rc, const struct gw_http_response *rsp)
 {
     struct sign_call *sc = arg;
-    pthread_attr_t attr;
-    pthread_t th;
-    int again = rc == 0 && send_again(sc->v, &sc->a, sc->path, rsp->status, &sc->sleep_ms);
 
-    if (again) {
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        again = pthread_create(&th, &attr, sign_call_retry, sc) == 0;
-        pthread_attr_destroy(&attr);
-        if (again)
-            return;
-    }
+    if (rc == 0 && send_again(sc->v, &sc->a, sc->path, rsp->status, &sc->sleep_ms) &&
+        gw_upstream_detach(sign_call_retry, sc) == 0)
+        return;
     sign_call_end(sc, rc, rsp, rsp->error);
 }
 
