@@ -316,16 +316,18 @@ static int never_sent(CURLcode rc)
 }
 
 /*
- * Whether nothing of the request can have left: the transfer never reached the point where it
- * begins to send (no connection, none in time while waiting in line for one, or a failed TLS
- * handshake). libcurl stamps that point (pretransfer) before the first byte of the request; the
- * bytes it counts as sent are not reliable across its versions.
+ * Whether nothing of the request can have left when the transfer failed with |rc|: a failure of
+ * the connection itself, or the transfer never reached the point where it begins to send (none in
+ * time while waiting in line for a connection, too). libcurl stamps that point (pretransfer) before
+ * the first byte of the request; the bytes it counts as sent are not reliable across its versions.
  */
-static int nothing_sent(CURL *curl)
+static int nothing_sent(CURL *curl, CURLcode rc)
 {
     curl_off_t pretransfer = -1;
 
-    return curl_easy_getinfo(curl, CURLINFO_PRETRANSFER_TIME_T, &pretransfer) == CURLE_OK && pretransfer == 0;
+    return never_sent(rc) ||
+           (curl_easy_getinfo(curl, CURLINFO_PRETRANSFER_TIME_T, &pretransfer) == CURLE_OK &&
+            pretransfer == 0);
 }
 
 /* Copies what the answer said into |rsp|; returns 0 or GW_ERR_TIMEOUT / GW_ERR_IO. */
@@ -333,7 +335,7 @@ static int finish(CURL *curl, CURLcode rc, struct sink *sink, struct gw_http_res
 {
     char *ct = NULL;
 
-    if (rc != CURLE_OK && nothing_sent(curl)) { /* the upstream cannot have acted on it */
+    if (rc != CURLE_OK && nothing_sent(curl, rc)) { /* the upstream cannot have acted on it */
         rsp->not_sent = 1;
         snprintf(rsp->error, sizeof(rsp->error), "%s",
                  rc == CURLE_OPERATION_TIMEDOUT ? "no connection within the timeout"
@@ -350,7 +352,6 @@ static int finish(CURL *curl, CURLcode rc, struct sink *sink, struct gw_http_res
         return GW_ERR_IO;
     }
     if (rc != CURLE_OK) {
-        rsp->not_sent = never_sent(rc);
         snprintf(rsp->error, sizeof(rsp->error), "%s", curl_easy_strerror(rc));
         return GW_ERR_IO;
     }
@@ -489,7 +490,8 @@ static void transfers_stop(struct gw_http_client *c)
     curl_multi_cleanup(c->multi);
 }
 
-/* Queues |tr| for the transfer thread, starting it on first use; 0 or GW_ERR_NOMEM. */
+/* Queues |tr| for the transfer thread, starting it on first use; 0, GW_ERR_NOMEM, or GW_ERR_INVAL once
+ * the client stops. */
 static int transfers_submit(struct gw_http_client *c, struct transfer *tr)
 {
     int rc = 0;
@@ -529,6 +531,7 @@ int gw_http_request_async(struct gw_http_client *c, const char *method, const ch
 {
     struct transfer *tr;
     CURLcode rc;
+    int ret;
 
     if (c == NULL || method == NULL || path == NULL || done == NULL)
         return GW_ERR_INVAL;
@@ -544,9 +547,11 @@ int gw_http_request_async(struct gw_http_client *c, const char *method, const ch
         rc = curl_easy_setopt(tr->curl, CURLOPT_COPYPOSTFIELDS, body != NULL ? body : "");
     if (rc == CURLE_OK)
         rc = curl_easy_setopt(tr->curl, CURLOPT_PRIVATE, (char *)tr);
-    if (rc != CURLE_OK || transfers_submit(c, tr) != 0) {
+    if (rc != CURLE_OK) {
         transfer_free(tr);
-        return rc != CURLE_OK ? GW_ERR_INVAL : GW_ERR_NOMEM;
+        return GW_ERR_INVAL;
     }
-    return 0;
+    if ((ret = transfers_submit(c, tr)) != 0)
+        transfer_free(tr);
+    return ret;
 }
