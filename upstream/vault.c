@@ -281,36 +281,57 @@ static int retryable(long status)
 }
 
 /* Sends one request with the current token. */
+/* The headers a call sends beside its body. */
+struct call_headers {
+    char ns[GW_MAX_MOUNT_LEN + 32];
+    char *tok_hdr; /* a secret: free_token */
+    const char *list[3];
+};
+
+/*
+ * Fills |h| with the namespace and the token |tok| (NULL: none) for a call: 0, or GW_ERR_INVAL /
+ * GW_ERR_NOMEM with |err|. headers_cleanup in every case.
+ */
+static int headers_make(const struct vault *v, const char *tok, struct call_headers *h, char *err)
+{
+    size_t nh = 0, len;
+
+    memset(h, 0, sizeof(*h));
+    if (add_namespace(v, h->ns, sizeof(h->ns), h->list, &nh) != 0) {
+        set_err(err, "namespace too long");
+        return GW_ERR_INVAL;
+    }
+    if (tok != NULL) {
+        len = strlen(tok) + sizeof("X-Vault-Token: ");
+        if ((h->tok_hdr = malloc(len)) == NULL)
+            return GW_ERR_NOMEM;
+        snprintf(h->tok_hdr, len, "X-Vault-Token: %s", tok);
+        h->list[nh++] = h->tok_hdr;
+    }
+    return 0;
+}
+
+static void headers_cleanup(struct call_headers *h)
+{
+    free_token(h->tok_hdr);
+    h->tok_hdr = NULL;
+}
+
 static int send_once(struct vault *v, const char *method, const char *path, const char *body,
                      struct gw_http_response *rsp, unsigned *gen, char *err)
 {
-    char ns[GW_MAX_MOUNT_LEN + 32], *tok = NULL, *tok_hdr = NULL;
-    const char *headers[3] = {NULL, NULL, NULL};
-    size_t nh = 0, len;
+    struct call_headers h;
+    char *tok = NULL;
     int rc;
 
     memset(rsp, 0, sizeof(*rsp));
     if ((rc = token_get(v, &tok, gen, err)) != 0) /* nothing was sent: not an unknown outcome */
         return rc == GW_ERR_FORBIDDEN || rc == GW_ERR_NOMEM ? rc : GW_ERR_UPSTREAM;
-    if (add_namespace(v, ns, sizeof(ns), headers, &nh) != 0) {
-        set_err(err, "namespace too long");
-        rc = GW_ERR_INVAL;
-        goto out;
-    }
-    if (tok != NULL) {
-        len = strlen(tok) + sizeof("X-Vault-Token: ");
-        if ((tok_hdr = malloc(len)) == NULL) {
-            rc = GW_ERR_NOMEM;
-            goto out;
-        }
-        snprintf(tok_hdr, len, "X-Vault-Token: %s", tok);
-        headers[nh++] = tok_hdr;
-    }
-    if ((rc = gw_http_request(v->http, method, path, body, headers, rsp)) != 0)
+    if ((rc = headers_make(v, tok, &h, err)) == 0 &&
+        (rc = gw_http_request(v->http, method, path, body, h.list, rsp)) != 0)
         set_err(err, "%s", rsp->error);
-out:
+    headers_cleanup(&h);
     free_token(tok);
-    free_token(tok_hdr);
     return rc;
 }
 
@@ -715,26 +736,17 @@ static int token_peek(struct vault *v, char **out, unsigned *gen)
  */
 static int sign_call_submit(struct sign_call *sc)
 {
-    char ns[GW_MAX_MOUNT_LEN + 32], *tok = NULL, *tok_hdr = NULL;
-    const char *headers[3] = {NULL, NULL, NULL};
-    size_t nh = 0, len;
+    struct call_headers h;
+    char *tok = NULL, err[GW_ERR_LEN];
     int rc = -1;
 
-    if (token_peek(sc->v, &tok, &sc->a.gen) != 0 || add_namespace(sc->v, ns, sizeof(ns), headers, &nh) != 0)
-        goto out;
-    if (tok != NULL) {
-        len = strlen(tok) + sizeof("X-Vault-Token: ");
-        if ((tok_hdr = malloc(len)) == NULL)
-            goto out;
-        snprintf(tok_hdr, len, "X-Vault-Token: %s", tok);
-        headers[nh++] = tok_hdr;
-    }
-    rc = gw_http_request_async(sc->v->http, "POST", sc->path, sc->body, headers, sign_call_done, sc) == 0
-             ? 0
-             : -1;
-out:
+    if (token_peek(sc->v, &tok, &sc->a.gen) != 0)
+        return -1;
+    if (headers_make(sc->v, tok, &h, err) == 0 &&
+        gw_http_request_async(sc->v->http, "POST", sc->path, sc->body, h.list, sign_call_done, sc) == 0)
+        rc = 0;
+    headers_cleanup(&h);
     free_token(tok);
-    free_token(tok_hdr);
     return rc;
 }
 
