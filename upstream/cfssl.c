@@ -609,20 +609,26 @@ static void sign_call_end(struct sign_call *sc)
     done(arg, res);
 }
 
+/* The certificate |cert| (taken over) and the call's chain into its result. */
+static void sign_call_take(struct sign_call *sc, X509 *cert)
+{
+    take_certificate(sc->c, sc->conf, cert, sc->chain, sc->res);
+    sc->chain = NULL;
+}
+
 /* The thread of a certificate whose CA must be fetched again. */
 static void *sign_call_recheck(void *arg)
 {
     struct sign_call *sc = arg;
 
-    take_certificate(sc->c, sc->conf, sc->cert, sc->chain, sc->res);
+    sign_call_take(sc, sc->cert);
     sc->cert = NULL;
-    sc->chain = NULL;
     gw_http_client_thread_done(sc->c->http); /* |done| may let the client be freed */
     sign_call_end(sc);
     return NULL;
 }
 
-/* The transfer thread: the answer to an asynchronous sign call. */
+/* The answer to a sign call (the transfer thread, or the caller's when it could not be submitted). */
 static void sign_call_done(void *arg, int rc, const struct gw_http_response *rsp)
 {
     struct sign_call *sc = arg;
@@ -631,20 +637,15 @@ static void sign_call_done(void *arg, int rc, const struct gw_http_response *rsp
     reduce(sc->conf, sc->endpoint, READ_SIGN, rc, rsp, &a);
     if (a.status != 0) {
         set_error(sc->res, &a);
+        answer_cleanup(&a);
     } else if (signed_by(a.cert, sc->chain)) {
-        take_certificate(sc->c, sc->conf, a.cert, sc->chain, sc->res);
-        sc->chain = NULL;
-    } else {
+        sign_call_take(sc, a.cert);
+    } else { /* cfssl's CA is fetched again, synchronously: not on the transfer thread */
         sc->cert = a.cert;
-        a.cert = NULL;
-        if (gw_upstream_detach(sign_call_recheck, sc) == 0)
-            return;
-        take_certificate(sc->c, sc->conf, sc->cert, sc->chain, sc->res); /* here, then */
-        sc->cert = NULL;
-        sc->chain = NULL;
+        if (gw_upstream_detach(sign_call_recheck, sc) != 0)
+            (void)sign_call_recheck(sc);
+        return;
     }
-    a.cert = NULL;
-    answer_cleanup(&a);
     sign_call_end(sc);
 }
 
@@ -694,10 +695,10 @@ static int cfssl_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_
                       void *arg)
 {
     struct cfssl *c = gw_upstream_get0_impl(up);
+    struct gw_http_response rsp;
     struct sign_call *sc;
     struct answer a;
     char *body = NULL;
-    int rc = 1;
 
     if (c == NULL || req == NULL || req->plan == NULL)
         return GW_ERR_INVAL;
@@ -712,22 +713,17 @@ static int cfssl_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_
     sc->arg = arg;
     sc->endpoint = ((const struct gw_cfssl_conf *)sc->conf->impl)->auth_key != NULL ? EP_AUTHSIGN : EP_SIGN;
     snprintf(sc->rid, sizeof(sc->rid), "%s", req->request_id != NULL ? req->request_id : "");
-    if (sign_prepare(c, sc->conf, req, &sc->chain, &body, &a) == 0 &&
-        (rc = gw_http_request_async(c->http, "POST", sc->endpoint, body, NULL, sign_call_done, sc)) != 0) {
-        call(c, sc->conf, sc->endpoint, body, READ_SIGN, &a); /* here, on the caller's thread */
-        if (a.status == 0) {
-            take_certificate(c, sc->conf, a.cert, sc->chain, sc->res);
-            a.cert = NULL;
-            sc->chain = NULL;
-        }
+    if (sign_prepare(c, sc->conf, req, &sc->chain, &body, &a) != 0) {
+        set_error(sc->res, &a);
+        answer_cleanup(&a);
+        sign_call_end(sc);
+    } else if (gw_http_request_async(c->http, "POST", sc->endpoint, body, NULL, sign_call_done, sc) != 0) {
+        int rc = gw_http_request(c->http, "POST", sc->endpoint, body, NULL, &rsp); /* here, then */
+
+        sign_call_done(sc, rc, &rsp);
+        gw_http_response_cleanup(&rsp);
     }
     free(body);
-    if (rc == 0)
-        return 0; /* the transfer thread completes it */
-    if (a.status != 0)
-        set_error(sc->res, &a);
-    answer_cleanup(&a);
-    sign_call_end(sc);
     return 0;
 }
 
