@@ -292,28 +292,22 @@ static enum signed_how sign(struct cmp_txn *t, struct cmp_call *c, const OSSL_CM
     struct gw_sign_req sreq = {
         .role = t->role, .plan = &is->plan, .csr = is->p10cr, .request_id = c->rsp->tid};
 
-    if (t->role->poll_after_ms == 0 && c->req->may_suspend) {
-        /* room for the plan first: a suspended call must not fail to keep it */
-        if ((t->plan = calloc(1, sizeof(*t->plan))) == NULL) {
-            gw_upstream_refusal(t->up, GW_ERR_NOMEM, &is->res);
-            return SIGNED_NOW;
-        }
-        gw_cert_plan_init(t->plan);
-        if (cmp_suspend_sign(c, t, &sreq, &is->res) == 1)
-            return SIGNED_SUSPENDED;
-        free(t->plan); /* answered at once: this pass delivers with |is|'s plan */
-        t->plan = NULL;
-        return SIGNED_NOW;
-    }
-    if (t->role->poll_after_ms == 0) {
+    if (t->role->poll_after_ms == 0 && !c->req->may_suspend) {
         gw_upstream_sign_wait(t->up, &sreq, &is->res);
         return SIGNED_NOW;
     }
-    if ((t->request = OSSL_CMP_MSG_dup(req)) == NULL || (t->plan = calloc(1, sizeof(*t->plan))) == NULL) {
+    /* room for the plan first: a call that outlives this pass must not fail to keep it */
+    if ((t->plan = calloc(1, sizeof(*t->plan))) == NULL) {
         gw_upstream_refusal(t->up, GW_ERR_NOMEM, &is->res);
         return SIGNED_NOW;
     }
     gw_cert_plan_init(t->plan);
+    if (t->role->poll_after_ms == 0)
+        return cmp_suspend_sign(c, t, &sreq, &is->res) == 1 ? SIGNED_SUSPENDED : SIGNED_NOW;
+    if ((t->request = OSSL_CMP_MSG_dup(req)) == NULL) {
+        gw_upstream_refusal(t->up, GW_ERR_NOMEM, &is->res);
+        return SIGNED_NOW;
+    }
     return cmp_poll_sign(t, c, &sreq, &is->res) == 1 ? SIGNED_DEFERRED : SIGNED_NOW;
 }
 
