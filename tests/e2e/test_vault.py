@@ -233,6 +233,10 @@ class SlowVault(harness.GatewayTestCase):
         cfg["roles"]["vault"] = role
 
     def setUp(self):
+        self.slow()
+
+    def slow(self):
+        """Vault answers sign calls after LATENCY_S."""
         self.vault.control({"latency_ms": int(self.LATENCY_S * 1000), "match": "/sign/"})
 
     def p10cr(self, name):
@@ -260,7 +264,7 @@ class VaultLatencyHidden(SlowVault):
         self.vault.control({})
         self.p10cr("warm")  # the first call starts the HTTP client's transfer thread
         idle = self.threads()
-        self.setUp()
+        self.slow()
         mark = self.vault.mark()
         results, peak = {}, []
 
@@ -344,7 +348,7 @@ class VaultShutdownPastDrain(SlowVault):
 
     @classmethod
     def edit_config(cls, cfg, gw):
-        SlowVault.edit_config.__func__(cls, cfg, gw)
+        super().edit_config(cfg, gw)
         cfg["upstreams"]["vault"]["timeout"] = "30s"
 
     def test_certificate_recorded_after_the_drain_gave_up(self):
