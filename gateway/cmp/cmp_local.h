@@ -13,7 +13,7 @@
  *   record           the audit records of a transaction; a certificate withdrawn
  *   auth, status     who signed a request; the revocation status of its credentials
  *   outcome          refusals, and how a request ended
- *   cert_req, shim, txn, replay, audit, conf, exchange  the leaves
+ *   cert_req, shim (and shim_itav), txn, replay, audit, conf, exchange  the leaves
  */
 #ifndef GW_CMP_LOCAL_H
 #define GW_CMP_LOCAL_H

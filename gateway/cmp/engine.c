@@ -372,7 +372,7 @@ static OSSL_CMP_MSG *decode(struct cmp_call *c)
         http_error(c, 413, "request body too large for a PKIMessage");
         return NULL;
     }
-    if ((msg = d2i_OSSL_CMP_MSG(NULL, &p, (long)c->req->len)) == NULL) {
+    if ((msg = gw_shim_d2i_msg(&p, (long)c->req->len)) == NULL) {
         ERR_clear_error();
         http_error(c, 400, "body is not a DER-encoded PKIMessage");
         return NULL;

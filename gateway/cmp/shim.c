@@ -1,9 +1,10 @@
 /*
  * OpenSSL 3.0 shim: DER walks over public i2d output (docs/design.md O9). Every walk goes
- * through tlv_next(), which bounds each element by its parent, so truncated or lying lengths end
+ * through cmp_tlv_next(), which bounds each element by its parent, so truncated or lying lengths end
  * the walk with GW_ERR_INVAL instead of reading past the buffer.
  */
 #include "gateway/cmp/shim.h"
+#include "gateway/cmp/shim_local.h"
 #include "base/err.h"
 #include "base/limits.h"
 #include "base/x509.h"
@@ -11,6 +12,7 @@
 #include <limits.h>
 #include <string.h>
 #include <openssl/asn1.h>
+#include <openssl/asn1t.h>
 #include <openssl/cmp.h>
 #include <openssl/crmf.h>
 #include <openssl/err.h>
@@ -31,15 +33,7 @@ const char *gw_shim_body_name(int type)
     return type >= 0 && type <= GW_CMP_BODY_MAX ? body_names[type] : "unknown";
 }
 
-/* One TLV inside [p, end): its whole encoding is [p, p+total), its content [cont, cont+len). */
-struct tlv {
-    const unsigned char *p, *cont;
-    long len, total;
-    int tag, cls, constructed;
-};
-
-/* Reads the TLV at *pp (bounded by |end|), advances *pp past it. 1 on success, 0 at end or on bad DER. */
-static int tlv_next(const unsigned char **pp, const unsigned char *end, struct tlv *t)
+int cmp_tlv_next(const unsigned char **pp, const unsigned char *end, struct cmp_tlv *t)
 {
     const unsigned char *q = *pp;
     int ret;
@@ -57,13 +51,12 @@ static int tlv_next(const unsigned char **pp, const unsigned char *end, struct t
     return 1;
 }
 
-/* Opens the outer SEQUENCE of |der|: on success [*pp, *end) is its content and nothing trails it. */
-static int open_seq(const unsigned char *der, long len, const unsigned char **pp, const unsigned char **end)
+int cmp_der_open_seq(const unsigned char *der, long len, const unsigned char **pp, const unsigned char **end)
 {
     const unsigned char *p = der;
-    struct tlv t;
+    struct cmp_tlv t;
 
-    if (der == NULL || len <= 0 || !tlv_next(&p, der + len, &t) || t.tag != V_ASN1_SEQUENCE ||
+    if (der == NULL || len <= 0 || !cmp_tlv_next(&p, der + len, &t) || t.tag != V_ASN1_SEQUENCE ||
         t.cls != V_ASN1_UNIVERSAL || !t.constructed || p != der + len)
         return 0;
     *pp = t.cont;
@@ -71,8 +64,35 @@ static int open_seq(const unsigned char *der, long len, const unsigned char **pp
     return 1;
 }
 
+unsigned char *cmp_der_wrap(int tag, int cls, unsigned char *const *parts, const int *lens, int n,
+                            int *out_len)
+{
+    int inner = 0, total;
+    unsigned char *buf, *q;
+
+    for (int i = 0; i < n; i++) {
+        if (parts[i] == NULL)
+            continue;
+        if (lens[i] <= 0 || inner > INT32_MAX / 2 - lens[i])
+            return NULL;
+        inner += lens[i];
+    }
+    if ((total = ASN1_object_size(1, inner, tag)) <= 0 || (buf = OPENSSL_malloc((size_t)total)) == NULL)
+        return NULL;
+    q = buf;
+    ASN1_put_object(&q, 1, inner, tag, cls);
+    for (int i = 0; i < n; i++) {
+        if (parts[i] == NULL)
+            continue;
+        memcpy(q, parts[i], (size_t)lens[i]);
+        q += lens[i];
+    }
+    *out_len = (int)(q - buf);
+    return buf;
+}
+
 /* Copies an OCTET STRING TLV (the content of an EXPLICIT tag) into |buf|; 0 or GW_ERR_INVAL. */
-static int get_octets(const struct tlv *tag, unsigned char *buf, size_t cap, size_t *out_len)
+static int get_octets(const struct cmp_tlv *tag, unsigned char *buf, size_t cap, size_t *out_len)
 {
     const unsigned char *p = tag->cont;
     ASN1_OCTET_STRING *os = d2i_ASN1_OCTET_STRING(NULL, &p, tag->len);
@@ -89,7 +109,7 @@ out:
     return rc;
 }
 
-static int get_time(const struct tlv *tag, time_t *out)
+static int get_time(const struct cmp_tlv *tag, time_t *out)
 {
     const unsigned char *p = tag->cont;
     ASN1_GENERALIZEDTIME *gt = d2i_ASN1_GENERALIZEDTIME(NULL, &p, tag->len);
@@ -115,16 +135,16 @@ static int pbm_iterations(const X509_ALGOR *alg, int *out)
 {
     const ASN1_TYPE *param = alg->parameter;
     const unsigned char *p, *end;
-    struct tlv salt, owf, it;
+    struct cmp_tlv salt, owf, it;
     ASN1_INTEGER *n = NULL;
     int64_t v;
     int rc = GW_ERR_INVAL;
 
     if (param == NULL || param->type != V_ASN1_SEQUENCE || param->value.sequence == NULL)
         return GW_ERR_INVAL;
-    if (!open_seq(param->value.sequence->data, param->value.sequence->length, &p, &end) ||
-        !tlv_next(&p, end, &salt) || salt.tag != V_ASN1_OCTET_STRING || salt.cls != V_ASN1_UNIVERSAL ||
-        !tlv_next(&p, end, &owf) || owf.tag != V_ASN1_SEQUENCE || !tlv_next(&p, end, &it) ||
+    if (!cmp_der_open_seq(param->value.sequence->data, param->value.sequence->length, &p, &end) ||
+        !cmp_tlv_next(&p, end, &salt) || salt.tag != V_ASN1_OCTET_STRING || salt.cls != V_ASN1_UNIVERSAL ||
+        !cmp_tlv_next(&p, end, &owf) || owf.tag != V_ASN1_SEQUENCE || !cmp_tlv_next(&p, end, &it) ||
         it.tag != V_ASN1_INTEGER || it.cls != V_ASN1_UNIVERSAL)
         return GW_ERR_INVAL;
     p = it.p;
@@ -138,7 +158,7 @@ out:
     return rc;
 }
 
-static int get_protection_alg(const struct tlv *tag, struct gw_hdr_info *h)
+static int get_protection_alg(const struct cmp_tlv *tag, struct gw_hdr_info *h)
 {
     const unsigned char *p = tag->cont;
     X509_ALGOR *alg = d2i_X509_ALGOR(NULL, &p, tag->len);
@@ -156,7 +176,7 @@ out:
     return rc;
 }
 
-static int get_sender(const struct tlv *t, struct gw_hdr_info *h)
+static int get_sender(const struct cmp_tlv *t, struct gw_hdr_info *h)
 {
     const unsigned char *p = t->p;
     GENERAL_NAME *gn = d2i_GENERAL_NAME(NULL, &p, t->total);
@@ -176,7 +196,7 @@ out:
 }
 
 /* The optional, EXPLICIT-tagged header fields [0]..[8] (RFC 9810 §5.1.1). */
-static int hdr_optional(const struct tlv *t, struct gw_hdr_info *h)
+static int hdr_optional(const struct cmp_tlv *t, struct gw_hdr_info *h)
 {
     if (t->cls != V_ASN1_CONTEXT_SPECIFIC || !t->constructed)
         return GW_ERR_INVAL;
@@ -201,7 +221,7 @@ int gw_shim_hdr_info(const OSSL_CMP_MSG *msg, struct gw_hdr_info *out)
 {
     unsigned char *der = NULL;
     const unsigned char *p, *end;
-    struct tlv t;
+    struct cmp_tlv t;
     int len, rc = GW_ERR_INVAL;
 
     memset(out, 0, sizeof(*out));
@@ -209,10 +229,10 @@ int gw_shim_hdr_info(const OSSL_CMP_MSG *msg, struct gw_hdr_info *out)
     if (msg == NULL || (len = i2d_OSSL_CMP_PKIHEADER(OSSL_CMP_MSG_get0_header(msg), &der)) <= 0)
         goto out;
     /* pvno, sender, recipient */
-    if (!open_seq(der, len, &p, &end) || !tlv_next(&p, end, &t) || t.tag != V_ASN1_INTEGER ||
-        !tlv_next(&p, end, &t) || get_sender(&t, out) != 0 || !tlv_next(&p, end, &t))
+    if (!cmp_der_open_seq(der, len, &p, &end) || !cmp_tlv_next(&p, end, &t) || t.tag != V_ASN1_INTEGER ||
+        !cmp_tlv_next(&p, end, &t) || get_sender(&t, out) != 0 || !cmp_tlv_next(&p, end, &t))
         goto out;
-    while (tlv_next(&p, end, &t))
+    while (cmp_tlv_next(&p, end, &t))
         if (hdr_optional(&t, out) != 0)
             goto out;
     if (p != end)
@@ -242,17 +262,17 @@ static const unsigned char oid_cert_profile[] = {0x2b, 0x06, 0x01, 0x05, 0x05, 0
 static int profile_value(const unsigned char *p, const unsigned char *end, char *name, size_t cap)
 {
     const unsigned char *q, *qend;
-    struct tlv seq, first, t;
+    struct cmp_tlv seq, first, t;
 
-    if (!tlv_next(&p, end, &seq) || p != end || seq.tag != V_ASN1_SEQUENCE || seq.cls != V_ASN1_UNIVERSAL ||
-        !seq.constructed)
+    if (!cmp_tlv_next(&p, end, &seq) || p != end || seq.tag != V_ASN1_SEQUENCE ||
+        seq.cls != V_ASN1_UNIVERSAL || !seq.constructed)
         return GW_ERR_INVAL;
     q = seq.cont;
     qend = seq.cont + seq.len;
-    if (!tlv_next(&q, qend, &first) || first.tag != V_ASN1_UTF8STRING || first.cls != V_ASN1_UNIVERSAL ||
+    if (!cmp_tlv_next(&q, qend, &first) || first.tag != V_ASN1_UTF8STRING || first.cls != V_ASN1_UNIVERSAL ||
         first.constructed || first.len == 0 || memchr(first.cont, 0, (size_t)first.len) != NULL)
         return GW_ERR_INVAL;
-    while (tlv_next(&q, qend, &t)) /* the others are not used, but must be well-formed */
+    while (cmp_tlv_next(&q, qend, &t)) /* the others are not used, but must be well-formed */
         if (t.tag != V_ASN1_UTF8STRING || t.cls != V_ASN1_UNIVERSAL)
             return GW_ERR_INVAL;
     if (q != qend)
@@ -265,23 +285,23 @@ static int profile_value(const unsigned char *p, const unsigned char *end, char 
 }
 
 /* generalInfo [8] { SEQUENCE SIZE (1..MAX) OF InfoTypeAndValue { infoType, infoValue OPTIONAL } }. */
-static int general_info_profile(const struct tlv *tag, char *name, size_t cap)
+static int general_info_profile(const struct cmp_tlv *tag, char *name, size_t cap)
 {
     const unsigned char *p = tag->cont, *end = tag->cont + tag->len, *q, *qend;
-    struct tlv seq, itav, type;
+    struct cmp_tlv seq, itav, type;
     int n = 0, found = 0, rc;
 
-    if (!tag->constructed || !tlv_next(&p, end, &seq) || p != end || seq.tag != V_ASN1_SEQUENCE ||
+    if (!tag->constructed || !cmp_tlv_next(&p, end, &seq) || p != end || seq.tag != V_ASN1_SEQUENCE ||
         seq.cls != V_ASN1_UNIVERSAL || !seq.constructed)
         return GW_ERR_INVAL;
     p = seq.cont;
     end = seq.cont + seq.len;
-    while (tlv_next(&p, end, &itav)) {
+    while (cmp_tlv_next(&p, end, &itav)) {
         if (++n > GW_MAX_GENERAL_INFO)
             return GW_ERR_LIMIT;
         q = itav.cont;
         qend = itav.cont + itav.len;
-        if (itav.tag != V_ASN1_SEQUENCE || !itav.constructed || !tlv_next(&q, qend, &type) ||
+        if (itav.tag != V_ASN1_SEQUENCE || !itav.constructed || !cmp_tlv_next(&q, qend, &type) ||
             type.tag != V_ASN1_OBJECT || type.cls != V_ASN1_UNIVERSAL)
             return GW_ERR_INVAL;
         if (type.len != (long)sizeof(oid_cert_profile) ||
@@ -299,17 +319,17 @@ int gw_shim_cert_profile(const OSSL_CMP_MSG *msg, char *name, size_t cap)
 {
     unsigned char *der = NULL;
     const unsigned char *p, *end;
-    struct tlv t;
+    struct cmp_tlv t;
     int len, rc = GW_ERR_INVAL;
 
     if (name == NULL || cap == 0)
         return GW_ERR_INVAL;
     name[0] = '\0';
     if (msg == NULL || (len = i2d_OSSL_CMP_PKIHEADER(OSSL_CMP_MSG_get0_header(msg), &der)) <= 0 ||
-        !open_seq(der, len, &p, &end))
+        !cmp_der_open_seq(der, len, &p, &end))
         goto out;
     rc = 0;
-    while (rc == 0 && tlv_next(&p, end, &t))
+    while (rc == 0 && cmp_tlv_next(&p, end, &t))
         if (t.cls == V_ASN1_CONTEXT_SPECIFIC && t.tag == 8)
             rc = general_info_profile(&t, name, cap);
     if (rc == 0 && p != end)
@@ -322,23 +342,24 @@ out:
 }
 
 /* Finds the element of the CertTemplate with context tag |tag| (IMPLICIT: RFC 4211 §5). */
-static int tmpl_find(const OSSL_CRMF_MSG *crm, int tag, unsigned char **der, struct tlv *found)
+static int tmpl_find(const OSSL_CRMF_MSG *crm, int tag, unsigned char **der, struct cmp_tlv *found)
 {
     const OSSL_CRMF_CERTTEMPLATE *tmpl = crm != NULL ? OSSL_CRMF_MSG_get0_tmpl(crm) : NULL;
     const unsigned char *p, *end;
     int len;
 
     *der = NULL;
-    if (tmpl == NULL || (len = i2d_OSSL_CRMF_CERTTEMPLATE(tmpl, der)) <= 0 || !open_seq(*der, len, &p, &end))
+    if (tmpl == NULL || (len = i2d_OSSL_CRMF_CERTTEMPLATE(tmpl, der)) <= 0 ||
+        !cmp_der_open_seq(*der, len, &p, &end))
         return 0;
-    while (tlv_next(&p, end, found))
+    while (cmp_tlv_next(&p, end, found))
         if (found->cls == V_ASN1_CONTEXT_SPECIFIC && found->tag == tag)
             return 1;
     return 0;
 }
 
 /* The key of a template's [6] IMPLICIT SubjectPublicKeyInfo |t|: the SEQUENCE's bytes but for the tag. */
-static EVP_PKEY *spki_key(const struct tlv *t)
+static EVP_PKEY *spki_key(const struct cmp_tlv *t)
 {
     unsigned char *spki;
     const unsigned char *p;
@@ -361,7 +382,7 @@ EVP_PKEY *gw_shim_tmpl_get1_pubkey(const OSSL_CRMF_MSG *crm)
 {
     unsigned char *der = NULL;
     EVP_PKEY *pkey = NULL;
-    struct tlv t;
+    struct cmp_tlv t;
 
     if (tmpl_find(crm, 6, &der, &t))
         pkey = spki_key(&t);
@@ -370,19 +391,20 @@ EVP_PKEY *gw_shim_tmpl_get1_pubkey(const OSSL_CRMF_MSG *crm)
 }
 
 /* The next TLV of [*pp, end) if it is a SEQUENCE; 1, else 0. */
-static int next_seq(const unsigned char **pp, const unsigned char *end, struct tlv *t)
+static int next_seq(const unsigned char **pp, const unsigned char *end, struct cmp_tlv *t)
 {
-    return tlv_next(pp, end, t) && t->cls == V_ASN1_UNIVERSAL && t->tag == V_ASN1_SEQUENCE && t->constructed;
+    return cmp_tlv_next(pp, end, t) && t->cls == V_ASN1_UNIVERSAL && t->tag == V_ASN1_SEQUENCE &&
+           t->constructed;
 }
 
 /*
  * The key of the first CertReqMsg of CertReqMessages |msgs| (RFC 4211 §3), read in place: 1 with
  * *key (NULL: unreadable), 0 when the template has none, -1 when the structure is not as expected.
  */
-static int crm_key(const struct tlv *msgs, EVP_PKEY **key)
+static int crm_key(const struct cmp_tlv *msgs, EVP_PKEY **key)
 {
     const unsigned char *p = msgs->cont, *end = msgs->cont + msgs->len;
-    struct tlv msg, req, id, tmpl, f;
+    struct cmp_tlv msg, req, id, tmpl, f;
 
     if (!next_seq(&p, end, &msg)) /* CertReqMsg */
         return -1;
@@ -390,10 +412,10 @@ static int crm_key(const struct tlv *msgs, EVP_PKEY **key)
     if (!next_seq(&p, end, &req)) /* certReq CertRequest */
         return -1;
     p = req.cont, end = req.cont + req.len;
-    if (!tlv_next(&p, end, &id) || id.tag != V_ASN1_INTEGER || id.cls != V_ASN1_UNIVERSAL ||
+    if (!cmp_tlv_next(&p, end, &id) || id.tag != V_ASN1_INTEGER || id.cls != V_ASN1_UNIVERSAL ||
         !next_seq(&p, end, &tmpl))
         return -1;
-    for (p = tmpl.cont, end = tmpl.cont + tmpl.len; tlv_next(&p, end, &f);)
+    for (p = tmpl.cont, end = tmpl.cont + tmpl.len; cmp_tlv_next(&p, end, &f);)
         if (f.cls == V_ASN1_CONTEXT_SPECIFIC && f.tag == 6) {
             *key = spki_key(&f);
             return 1;
@@ -402,7 +424,7 @@ static int crm_key(const struct tlv *msgs, EVP_PKEY **key)
 }
 
 /* OptionalValidity's [0]/[1] tag a CHOICE (Time), hence EXPLICIT whatever the module default. */
-static int validity_time(const struct tlv *t, time_t *out)
+static int validity_time(const struct cmp_tlv *t, time_t *out)
 {
     const unsigned char *p = t->cont;
     ASN1_TIME *tm = d2i_ASN1_TIME(NULL, &p, t->len);
@@ -422,7 +444,7 @@ int gw_shim_tmpl_validity(const OSSL_CRMF_MSG *crm, time_t *not_before, time_t *
 {
     unsigned char *der = NULL;
     const unsigned char *p, *end;
-    struct tlv v, t;
+    struct cmp_tlv v, t;
     int rc = 0;
 
     *not_before = *not_after = 0;
@@ -432,7 +454,7 @@ int gw_shim_tmpl_validity(const OSSL_CRMF_MSG *crm, time_t *not_before, time_t *
         goto out; /* absent */
     p = v.cont;
     end = v.cont + v.len;
-    while (rc == 0 && tlv_next(&p, end, &t)) {
+    while (rc == 0 && cmp_tlv_next(&p, end, &t)) {
         if (t.cls != V_ASN1_CONTEXT_SPECIFIC || (t.tag != 0 && t.tag != 1))
             rc = GW_ERR_INVAL;
         else
@@ -451,14 +473,14 @@ int gw_shim_popo_type(const OSSL_CRMF_MSG *crm)
 {
     unsigned char *der = NULL;
     const unsigned char *p, *end;
-    struct tlv t;
+    struct cmp_tlv t;
     int len, type = -1;
 
     /* CertReqMsg ::= SEQUENCE { certReq, popo ProofOfPossession OPTIONAL, regInfo SEQUENCE OPTIONAL } */
-    if (crm == NULL || (len = i2d_OSSL_CRMF_MSG(crm, &der)) <= 0 || !open_seq(der, len, &p, &end) ||
-        !tlv_next(&p, end, &t))
+    if (crm == NULL || (len = i2d_OSSL_CRMF_MSG(crm, &der)) <= 0 || !cmp_der_open_seq(der, len, &p, &end) ||
+        !cmp_tlv_next(&p, end, &t))
         goto out;
-    if (tlv_next(&p, end, &t) && t.cls == V_ASN1_CONTEXT_SPECIFIC && t.tag <= OSSL_CRMF_POPO_KEYAGREE)
+    if (cmp_tlv_next(&p, end, &t) && t.cls == V_ASN1_CONTEXT_SPECIFIC && t.tag <= OSSL_CRMF_POPO_KEYAGREE)
         type = t.tag;
 out:
     OPENSSL_free(der);
@@ -491,7 +513,7 @@ static int hmac_bits(int nid)
 }
 
 /* The AlgorithmIdentifier TLV |t| decoded; NULL if malformed. */
-static X509_ALGOR *algor_at(const struct tlv *t)
+static X509_ALGOR *algor_at(const struct cmp_tlv *t)
 {
     const unsigned char *p = t->p;
     X509_ALGOR *alg = d2i_X509_ALGOR(NULL, &p, t->total);
@@ -508,14 +530,14 @@ static int pbm_hash_bits(const X509_ALGOR *alg)
 {
     const ASN1_TYPE *param = alg->parameter;
     const unsigned char *p, *end;
-    struct tlv salt, owf, it, mac;
+    struct cmp_tlv salt, owf, it, mac;
     X509_ALGOR *a_owf = NULL, *a_mac = NULL;
     int bits = 0, mbits;
 
     if (param == NULL || param->type != V_ASN1_SEQUENCE || param->value.sequence == NULL ||
-        !open_seq(param->value.sequence->data, param->value.sequence->length, &p, &end) ||
-        !tlv_next(&p, end, &salt) || !tlv_next(&p, end, &owf) || !tlv_next(&p, end, &it) ||
-        !tlv_next(&p, end, &mac))
+        !cmp_der_open_seq(param->value.sequence->data, param->value.sequence->length, &p, &end) ||
+        !cmp_tlv_next(&p, end, &salt) || !cmp_tlv_next(&p, end, &owf) || !cmp_tlv_next(&p, end, &it) ||
+        !cmp_tlv_next(&p, end, &mac))
         return 0;
     if ((a_owf = algor_at(&owf)) != NULL && (a_mac = algor_at(&mac)) != NULL) {
         bits = md_bits(OBJ_obj2nid(a_owf->algorithm));
@@ -566,21 +588,21 @@ int gw_shim_popo_hash_bits(const OSSL_CRMF_MSG *crm)
 {
     unsigned char *der = NULL;
     const unsigned char *p, *end;
-    struct tlv t;
+    struct cmp_tlv t;
     X509_ALGOR *alg = NULL;
     int len, bits = -1;
 
     /* popo [1] POPOSigningKey, IMPLICIT: { poposkInput [0] OPTIONAL, algorithmIdentifier, signature } */
-    if (crm == NULL || (len = i2d_OSSL_CRMF_MSG(crm, &der)) <= 0 || !open_seq(der, len, &p, &end) ||
-        !tlv_next(&p, end, &t) || !tlv_next(&p, end, &t) || t.cls != V_ASN1_CONTEXT_SPECIFIC ||
+    if (crm == NULL || (len = i2d_OSSL_CRMF_MSG(crm, &der)) <= 0 || !cmp_der_open_seq(der, len, &p, &end) ||
+        !cmp_tlv_next(&p, end, &t) || !cmp_tlv_next(&p, end, &t) || t.cls != V_ASN1_CONTEXT_SPECIFIC ||
         t.tag != OSSL_CRMF_POPO_SIGNATURE || !t.constructed)
         goto out;
     bits = 0;
     p = t.cont;
     end = t.cont + t.len;
-    if (!tlv_next(&p, end, &t))
+    if (!cmp_tlv_next(&p, end, &t))
         goto out;
-    if (t.cls == V_ASN1_CONTEXT_SPECIFIC && t.tag == 0 && !tlv_next(&p, end, &t))
+    if (t.cls == V_ASN1_CONTEXT_SPECIFIC && t.tag == 0 && !cmp_tlv_next(&p, end, &t))
         goto out;
     if (t.cls == V_ASN1_UNIVERSAL && t.tag == V_ASN1_SEQUENCE && (alg = algor_at(&t)) != NULL)
         bits = gw_shim_alg_hash_bits(alg);
@@ -601,19 +623,19 @@ static int open_msg(const OSSL_CMP_MSG *msg, const unsigned char *der, size_t de
     int len;
 
     *own = NULL;
-    if (der != NULL && der_len <= INT_MAX && open_seq(der, (long)der_len, p, end))
+    if (der != NULL && der_len <= INT_MAX && cmp_der_open_seq(der, (long)der_len, p, end))
         return 1;
-    return (len = i2d_OSSL_CMP_MSG(msg, own)) > 0 && open_seq(*own, len, p, end);
+    return (len = i2d_OSSL_CMP_MSG(msg, own)) > 0 && cmp_der_open_seq(*own, len, p, end);
 }
 
 /* The requested key of PKIBody content |t| (|body| ir, cr, kur or p10cr), as gw_shim_get1_requested_key. */
-static EVP_PKEY *body_key(const struct tlv *t, int body, int *has_key)
+static EVP_PKEY *body_key(const struct cmp_tlv *t, int body, int *has_key)
 {
     const unsigned char *q = t->cont, *end = t->cont + t->len;
     OSSL_CRMF_MSGS *crms = NULL;
     X509_REQ *csr = NULL;
     EVP_PKEY *key = NULL;
-    struct tlv msgs;
+    struct cmp_tlv msgs;
     int found;
 
     if (body == GW_CMP_BODY_P10CR) {
@@ -641,7 +663,7 @@ EVP_PKEY *gw_shim_get1_requested_key(const OSSL_CMP_MSG *msg, const unsigned cha
     unsigned char *own = NULL;
     const unsigned char *p, *end;
     EVP_PKEY *key = NULL;
-    struct tlv t;
+    struct cmp_tlv t;
     int body = OSSL_CMP_MSG_get_bodytype(msg);
 
     *has_key = 0;
@@ -650,24 +672,24 @@ EVP_PKEY *gw_shim_get1_requested_key(const OSSL_CMP_MSG *msg, const unsigned cha
         return NULL;
     *has_key = 1;
     /* PKIBody is an EXPLICIT [n] around CertReqMessages (ir, cr, kur) or a CertificationRequest (p10cr) */
-    if (open_msg(msg, der, der_len, &own, &p, &end) && tlv_next(&p, end, &t) && tlv_next(&p, end, &t) &&
-        t.cls == V_ASN1_CONTEXT_SPECIFIC)
+    if (open_msg(msg, der, der_len, &own, &p, &end) && cmp_tlv_next(&p, end, &t) &&
+        cmp_tlv_next(&p, end, &t) && t.cls == V_ASN1_CONTEXT_SPECIFIC)
         key = body_key(&t, body, has_key);
     OPENSSL_free(own);
     return key;
 }
 
 /* Appends the certificates of a SEQUENCE OF CMPCertificate at |seq| to |out|; 1, or 0 past the caps. */
-static int add_certs(const struct tlv *seq, STACK_OF(X509) *out)
+static int add_certs(const struct cmp_tlv *seq, STACK_OF(X509) *out)
 {
     const unsigned char *p = seq->cont, *end = seq->cont + seq->len;
-    struct tlv t;
+    struct cmp_tlv t;
     X509 *x;
 
     if (seq->tag != V_ASN1_SEQUENCE || seq->cls != V_ASN1_UNIVERSAL || !seq->constructed ||
         seq->total > GW_MAX_EXTRA_CERTS_BYTES)
         return 0;
-    while (tlv_next(&p, end, &t)) {
+    while (cmp_tlv_next(&p, end, &t)) {
         if (sk_X509_num(out) >= GW_MAX_EXTRA_CERTS || (x = gw_x509_parse_cached(t.p, t.total)) == NULL)
             return 0;
         if (sk_X509_push(out, x) <= 0) {
@@ -683,19 +705,19 @@ STACK_OF(X509) *gw_shim_get1_extra_certs(const OSSL_CMP_MSG *msg, const unsigned
     unsigned char *own = NULL;
     const unsigned char *p, *end, *q;
     STACK_OF(X509) *out = sk_X509_new_null();
-    struct tlv t, seq;
+    struct cmp_tlv t, seq;
     int ok = 0;
 
     /* PKIMessage ::= SEQUENCE { header, body, protection [0] OPTIONAL, extraCerts [1] OPTIONAL } */
     if (out == NULL || msg == NULL || !open_msg(msg, der, der_len, &own, &p, &end) ||
-        !tlv_next(&p, end, &t) || !tlv_next(&p, end, &t))
+        !cmp_tlv_next(&p, end, &t) || !cmp_tlv_next(&p, end, &t))
         goto out;
     ok = 1;
-    while (ok && tlv_next(&p, end, &t)) {
+    while (ok && cmp_tlv_next(&p, end, &t)) {
         if (t.cls != V_ASN1_CONTEXT_SPECIFIC || t.tag != 1)
             continue;
         q = t.cont;
-        ok = tlv_next(&q, t.cont + t.len, &seq) && q == t.cont + t.len && add_certs(&seq, out);
+        ok = cmp_tlv_next(&q, t.cont + t.len, &seq) && q == t.cont + t.len && add_certs(&seq, out);
     }
 out:
     OPENSSL_free(own);
@@ -706,18 +728,101 @@ out:
     return out;
 }
 
+/*
+ * Where a decoded OSSL_CMP_MSG keeps its extraCerts, as OpenSSL's own ASN.1 template for the type
+ * describes it (the field has no setter in any release). NULL if this OpenSSL describes it
+ * otherwise: then messages are decoded the plain way.
+ */
+static STACK_OF(X509) **extra_certs_slot(OSSL_CMP_MSG *msg)
+{
+    const ASN1_ITEM *it = ASN1_ITEM_rptr(OSSL_CMP_MSG);
+    const ASN1_TEMPLATE *tt;
+
+    if (it->itype != ASN1_ITYPE_SEQUENCE)
+        return NULL;
+    for (long i = 0; i < it->tcount; i++) {
+        tt = &it->templates[i];
+        if (tt->field_name != NULL && strcmp(tt->field_name, "extraCerts") == 0 && tt->tag == 1 &&
+            (tt->flags & ASN1_TFLG_TAG_MASK) == ASN1_TFLG_EXPTAG &&
+            (tt->flags & ASN1_TFLG_SK_MASK) == ASN1_TFLG_SEQUENCE_OF &&
+            ASN1_ITEM_ptr(tt->item) == ASN1_ITEM_rptr(X509))
+            return (STACK_OF(X509) **)((char *)msg + tt->offset);
+    }
+    return NULL;
+}
+
+/* The message of [content, content_len) without its last element |last|, d2i'd; NULL if it is not one. */
+static OSSL_CMP_MSG *d2i_without(const unsigned char *content, long content_len, const struct cmp_tlv *last)
+{
+    unsigned char *buf;
+    const unsigned char *q;
+    OSSL_CMP_MSG *msg = NULL;
+    int inner = (int)(content_len - last->total), len;
+
+    /* cmp_der_wrap only reads its parts */
+    if ((buf = cmp_der_wrap(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL,
+                            (unsigned char *const[]){(unsigned char *)content}, &inner, 1, &len)) == NULL)
+        return NULL;
+    q = buf;
+    if ((msg = d2i_OSSL_CMP_MSG(NULL, &q, len)) != NULL && q != buf + len) {
+        OSSL_CMP_MSG_free(msg);
+        msg = NULL;
+    }
+    OPENSSL_free(buf);
+    return msg;
+}
+
+/*
+ * The extraCerts of a request are mostly the same few certificates (a device's own, its CA's), and
+ * OpenSSL 3.0 builds a public-key decoder for each one it parses. So a message that is one DER
+ * SEQUENCE ending in extraCerts is decoded without them, and they are set from the certificates
+ * parsed lately (gw_x509_parse_cached: the same DER, so the same certificates). Anything else, and
+ * anything that does not go through this way, is decoded the plain way, so that what is accepted
+ * and refused does not change.
+ */
+OSSL_CMP_MSG *gw_shim_d2i_msg(const unsigned char **pp, long len)
+{
+    const unsigned char *p, *end, *content;
+    STACK_OF(X509) *certs = NULL, **slot;
+    OSSL_CMP_MSG *msg = NULL;
+    struct cmp_tlv t, seq;
+    int n = 0;
+
+    if (!cmp_der_open_seq(*pp, len, &p, &end))
+        return d2i_OSSL_CMP_MSG(NULL, pp, len);
+    content = p;
+    /* PKIMessage ::= SEQUENCE { header, body, protection [0] OPTIONAL, extraCerts [1] OPTIONAL } */
+    while (cmp_tlv_next(&p, end, &t))
+        n++;
+    if (p != end || n < 3 || t.cls != V_ASN1_CONTEXT_SPECIFIC || t.tag != 1 || !t.constructed)
+        return d2i_OSSL_CMP_MSG(NULL, pp, len);
+    p = t.cont;
+    if (cmp_tlv_next(&p, t.cont + t.len, &seq) && p == t.cont + t.len &&
+        (certs = sk_X509_new_null()) != NULL && add_certs(&seq, certs) &&
+        (msg = d2i_without(content, (long)(end - content), &t)) != NULL &&
+        (slot = extra_certs_slot(msg)) != NULL && *slot == NULL) {
+        *slot = certs;
+        *pp = end;
+        return msg;
+    }
+    sk_X509_pop_free(certs, X509_free);
+    OSSL_CMP_MSG_free(msg);
+    ERR_clear_error();
+    return d2i_OSSL_CMP_MSG(NULL, pp, len);
+}
+
 int gw_shim_pkisi_status(const OSSL_CMP_PKISI *si)
 {
     unsigned char *der = NULL;
     const unsigned char *p, *end, *q;
     ASN1_INTEGER *st = NULL;
-    struct tlv t;
+    struct cmp_tlv t;
     int64_t v;
     int len, ret = -1;
 
     /* PKIStatusInfo ::= SEQUENCE { status PKIStatus (INTEGER), statusString OPTIONAL, failInfo OPTIONAL } */
-    if (si == NULL || (len = i2d_OSSL_CMP_PKISI(si, &der)) <= 0 || !open_seq(der, len, &p, &end) ||
-        !tlv_next(&p, end, &t) || t.tag != V_ASN1_INTEGER || t.cls != V_ASN1_UNIVERSAL)
+    if (si == NULL || (len = i2d_OSSL_CMP_PKISI(si, &der)) <= 0 || !cmp_der_open_seq(der, len, &p, &end) ||
+        !cmp_tlv_next(&p, end, &t) || t.tag != V_ASN1_INTEGER || t.cls != V_ASN1_UNIVERSAL)
         goto out;
     q = t.p;
     if ((st = d2i_ASN1_INTEGER(NULL, &q, t.total)) != NULL && ASN1_INTEGER_get_int64(&v, st) == 1 && v >= 0 &&
@@ -730,17 +835,17 @@ out:
 }
 
 /* Opens the body of an error message: |body| is the [23] TLV, [*pp, *end) its ErrorMsgContent. */
-static int error_body(const unsigned char *der, long len, struct tlv *hdr, struct tlv *body,
+static int error_body(const unsigned char *der, long len, struct cmp_tlv *hdr, struct cmp_tlv *body,
                       const unsigned char **pp, const unsigned char **end)
 {
     const unsigned char *p, *e;
-    struct tlv content;
+    struct cmp_tlv content;
 
-    if (!open_seq(der, len, &p, &e) || !tlv_next(&p, e, hdr) || hdr->tag != V_ASN1_SEQUENCE ||
-        !tlv_next(&p, e, body) || body->cls != V_ASN1_CONTEXT_SPECIFIC || body->tag != GW_CMP_BODY_ERROR)
+    if (!cmp_der_open_seq(der, len, &p, &e) || !cmp_tlv_next(&p, e, hdr) || hdr->tag != V_ASN1_SEQUENCE ||
+        !cmp_tlv_next(&p, e, body) || body->cls != V_ASN1_CONTEXT_SPECIFIC || body->tag != GW_CMP_BODY_ERROR)
         return 0;
     p = body->cont;
-    if (!tlv_next(&p, body->cont + body->len, &content) || content.tag != V_ASN1_SEQUENCE)
+    if (!cmp_tlv_next(&p, body->cont + body->len, &content) || content.tag != V_ASN1_SEQUENCE)
         return 0;
     *pp = content.cont;
     *end = content.cont + content.len;
@@ -751,7 +856,7 @@ long gw_shim_error_code(const OSSL_CMP_MSG *msg)
 {
     unsigned char *der = NULL;
     const unsigned char *p, *end, *q;
-    struct tlv hdr, body, t;
+    struct cmp_tlv hdr, body, t;
     ASN1_INTEGER *code = NULL;
     long ret = -1;
     int len;
@@ -759,8 +864,8 @@ long gw_shim_error_code(const OSSL_CMP_MSG *msg)
     /* ErrorMsgContent ::= SEQUENCE { pKIStatusInfo, errorCode INTEGER OPTIONAL, errorDetails OPTIONAL } */
     if (msg == NULL || OSSL_CMP_MSG_get_bodytype(msg) != GW_CMP_BODY_ERROR ||
         (len = i2d_OSSL_CMP_MSG((OSSL_CMP_MSG *)msg, &der)) <= 0 ||
-        !error_body(der, len, &hdr, &body, &p, &end) || !tlv_next(&p, end, &t) || !tlv_next(&p, end, &t) ||
-        t.tag != V_ASN1_INTEGER || t.cls != V_ASN1_UNIVERSAL)
+        !error_body(der, len, &hdr, &body, &p, &end) || !cmp_tlv_next(&p, end, &t) ||
+        !cmp_tlv_next(&p, end, &t) || t.tag != V_ASN1_INTEGER || t.cls != V_ASN1_UNIVERSAL)
         goto out;
     q = t.p;
     if ((code = d2i_ASN1_INTEGER(NULL, &q, t.total)) != NULL)
@@ -786,8 +891,8 @@ static int put_hdr(unsigned char **out, int constructed, int len, int tag, int c
  * re-protection adds the signer's). The old protection is kept only so that
  * OSSL_CMP_MSG_update_transactionID, which re-protects only protected messages, recomputes it.
  */
-static unsigned char *build_error(const struct tlv *hdr, const struct tlv *prot, const unsigned char *si,
-                                  int si_len, int *out_len)
+static unsigned char *build_error(const struct cmp_tlv *hdr, const struct cmp_tlv *prot,
+                                  const unsigned char *si, int si_len, int *out_len)
 {
     int seq_len = put_hdr(NULL, 1, si_len, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL) + si_len;
     int body_len = put_hdr(NULL, 1, seq_len, GW_CMP_BODY_ERROR, V_ASN1_CONTEXT_SPECIFIC) + seq_len;
@@ -814,14 +919,14 @@ static unsigned char *build_error(const struct tlv *hdr, const struct tlv *prot,
 }
 
 /* Finds the [0] protection element that follows the body, if any. */
-static int find_protection(const unsigned char *der, long len, struct tlv *prot)
+static int find_protection(const unsigned char *der, long len, struct cmp_tlv *prot)
 {
     const unsigned char *p, *end;
-    struct tlv t;
+    struct cmp_tlv t;
 
-    if (!open_seq(der, len, &p, &end) || !tlv_next(&p, end, &t) || !tlv_next(&p, end, &t))
+    if (!cmp_der_open_seq(der, len, &p, &end) || !cmp_tlv_next(&p, end, &t) || !cmp_tlv_next(&p, end, &t))
         return 0;
-    return tlv_next(&p, end, prot) && prot->cls == V_ASN1_CONTEXT_SPECIFIC && prot->tag == 0;
+    return cmp_tlv_next(&p, end, prot) && prot->cls == V_ASN1_CONTEXT_SPECIFIC && prot->tag == 0;
 }
 
 int gw_shim_error_set_status(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG **msg, const OSSL_CMP_PKISI *si,
@@ -829,7 +934,7 @@ int gw_shim_error_set_status(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG **msg, const OSSL_C
 {
     unsigned char *der = NULL, *si_der = NULL, *out = NULL;
     const unsigned char *p, *end, *q;
-    struct tlv hdr, body, prot;
+    struct cmp_tlv hdr, body, prot;
     ASN1_OCTET_STRING *tid_os = NULL;
     OSSL_CMP_MSG *rewritten = NULL;
     int len, si_len, out_len = 0, has_prot, rc = GW_ERR_INVAL;
@@ -867,7 +972,7 @@ out:
 /* ---- rr: the reason code (RFC 9483 §4.2) ------------------------------------------------- */
 
 /* Reads the CRLReason out of a DER Extensions TLV; 0 with CRL_REASON_NONE when it holds none. */
-static int reason_of_exts(const struct tlv *ext, int *reason)
+static int reason_of_exts(const struct cmp_tlv *ext, int *reason)
 {
     const unsigned char *q = ext->p;
     X509_EXTENSIONS *exts = d2i_X509_EXTENSIONS(NULL, &q, ext->total);
@@ -897,29 +1002,29 @@ int gw_shim_rr_reason(const OSSL_CMP_MSG *msg, int *reason)
 {
     unsigned char *der = NULL;
     const unsigned char *p, *end;
-    struct tlv hdr, body, content, details, tmpl, ext;
+    struct cmp_tlv hdr, body, content, details, tmpl, ext;
     int len, rc = GW_ERR_INVAL;
 
     *reason = CRL_REASON_NONE;
     /* [11] RevReqContent ::= SEQUENCE OF RevDetails
      *     { certDetails CertTemplate, crlEntryDetails Extensions OPTIONAL } */
     if (msg == NULL || OSSL_CMP_MSG_get_bodytype(msg) != GW_CMP_BODY_RR ||
-        (len = i2d_OSSL_CMP_MSG((OSSL_CMP_MSG *)msg, &der)) <= 0 || !open_seq(der, len, &p, &end) ||
-        !tlv_next(&p, end, &hdr) || !tlv_next(&p, end, &body) || body.cls != V_ASN1_CONTEXT_SPECIFIC ||
-        body.tag != GW_CMP_BODY_RR)
+        (len = i2d_OSSL_CMP_MSG((OSSL_CMP_MSG *)msg, &der)) <= 0 || !cmp_der_open_seq(der, len, &p, &end) ||
+        !cmp_tlv_next(&p, end, &hdr) || !cmp_tlv_next(&p, end, &body) ||
+        body.cls != V_ASN1_CONTEXT_SPECIFIC || body.tag != GW_CMP_BODY_RR)
         goto out;
     p = body.cont;
-    if (!tlv_next(&p, body.cont + body.len, &content) || content.tag != V_ASN1_SEQUENCE)
+    if (!cmp_tlv_next(&p, body.cont + body.len, &content) || content.tag != V_ASN1_SEQUENCE)
         goto out;
     p = content.cont;
     end = content.cont + content.len;
-    if (!tlv_next(&p, end, &details) || details.tag != V_ASN1_SEQUENCE || !details.constructed)
+    if (!cmp_tlv_next(&p, end, &details) || details.tag != V_ASN1_SEQUENCE || !details.constructed)
         goto out;
     p = details.cont;
     end = details.cont + details.len;
-    if (!tlv_next(&p, end, &tmpl) || tmpl.tag != V_ASN1_SEQUENCE)
+    if (!cmp_tlv_next(&p, end, &tmpl) || tmpl.tag != V_ASN1_SEQUENCE)
         goto out;
-    if (!tlv_next(&p, end, &ext)) {
+    if (!cmp_tlv_next(&p, end, &ext)) {
         rc = p == end ? 0 : GW_ERR_INVAL; /* no crlEntryDetails */
         goto out;
     }
@@ -930,237 +1035,5 @@ out:
     if (rc != 0)
         *reason = CRL_REASON_NONE;
     OPENSSL_free(der);
-    return rc;
-}
-
-/* ---- genp ITAV values (RFC 9483 §4.3) ---------------------------------------------------- */
-
-/* One TLV around |n| concatenated |parts| (each |lens| bytes; a NULL part is skipped). OPENSSL_malloc'ed. */
-static unsigned char *wrap(int tag, int cls, unsigned char *const *parts, const int *lens, int n,
-                           int *out_len)
-{
-    int inner = 0, total;
-    unsigned char *buf, *q;
-
-    for (int i = 0; i < n; i++) {
-        if (parts[i] == NULL)
-            continue;
-        if (lens[i] <= 0 || inner > INT32_MAX / 2 - lens[i])
-            return NULL;
-        inner += lens[i];
-    }
-    if ((total = ASN1_object_size(1, inner, tag)) <= 0 || (buf = OPENSSL_malloc((size_t)total)) == NULL)
-        return NULL;
-    q = buf;
-    ASN1_put_object(&q, 1, inner, tag, cls);
-    for (int i = 0; i < n; i++) {
-        if (parts[i] == NULL)
-            continue;
-        memcpy(q, parts[i], (size_t)lens[i]);
-        q += lens[i];
-    }
-    *out_len = (int)(q - buf);
-    return buf;
-}
-
-/* An ITAV of |type| whose value is the DER SEQUENCE |der| (taken over, also on failure); NULL: absent. */
-static OSSL_CMP_ITAV *itav_of(const ASN1_OBJECT *type, unsigned char *der, int len)
-{
-    ASN1_OBJECT *obj = type != NULL ? OBJ_dup(type) : NULL;
-    ASN1_STRING *str = NULL;
-    ASN1_TYPE *val = NULL;
-    OSSL_CMP_ITAV *itav = NULL;
-
-    if (obj == NULL)
-        goto err;
-    if (der != NULL) {
-        if ((str = ASN1_STRING_new()) == NULL || (val = ASN1_TYPE_new()) == NULL)
-            goto err;
-        ASN1_STRING_set0(str, der, len);
-        der = NULL;
-        ASN1_TYPE_set(val, V_ASN1_SEQUENCE, str);
-        str = NULL;
-    }
-    if ((itav = OSSL_CMP_ITAV_create(obj, val)) == NULL)
-        goto err;
-    return itav;
-err:
-    OPENSSL_free(der);
-    ASN1_STRING_free(str);
-    ASN1_TYPE_free(val);
-    ASN1_OBJECT_free(obj);
-    return NULL;
-}
-
-OSSL_CMP_ITAV *gw_shim_itav_certs(const ASN1_OBJECT *type, const STACK_OF(X509) *certs)
-{
-    int n = certs != NULL ? sk_X509_num(certs) : 0, len = 0;
-    unsigned char **parts = NULL, *der = NULL;
-    int *lens = NULL;
-    OSSL_CMP_ITAV *itav = NULL;
-
-    if (certs == NULL)
-        return itav_of(type, NULL, 0);
-    if (n <= 0 || (parts = OPENSSL_zalloc(sizeof(*parts) * (size_t)n)) == NULL ||
-        (lens = OPENSSL_zalloc(sizeof(*lens) * (size_t)n)) == NULL)
-        goto out;
-    for (int i = 0; i < n; i++)
-        if ((lens[i] = i2d_X509(sk_X509_value(certs, i), &parts[i])) <= 0)
-            goto out;
-    if ((der = wrap(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, parts, lens, n, &len)) != NULL)
-        itav = itav_of(type, der, len);
-out:
-    for (int i = 0; parts != NULL && i < n; i++)
-        OPENSSL_free(parts[i]);
-    OPENSSL_free(parts);
-    OPENSSL_free(lens);
-    return itav;
-}
-
-OSSL_CMP_ITAV *gw_shim_itav_root_update(const ASN1_OBJECT *type, X509 *nwn, X509 *nwo, X509 *own)
-{
-    unsigned char *c[3] = {NULL, NULL, NULL}, *parts[3] = {NULL, NULL, NULL}, *der = NULL;
-    int cl[3] = {0, 0, 0}, lens[3] = {0, 0, 0}, len = 0;
-    OSSL_CMP_ITAV *itav = NULL;
-
-    if (nwn == NULL)
-        return itav_of(type, NULL, 0);
-    /* newWithNew CMPCertificate, newWithOld [0] CMPCertificate OPTIONAL, oldWithNew [1] ... (EXPLICIT) */
-    if ((lens[0] = i2d_X509(nwn, &parts[0])) <= 0 || (nwo != NULL && (cl[1] = i2d_X509(nwo, &c[1])) <= 0) ||
-        (own != NULL && (cl[2] = i2d_X509(own, &c[2])) <= 0))
-        goto out;
-    if ((c[1] != NULL && (parts[1] = wrap(0, V_ASN1_CONTEXT_SPECIFIC, &c[1], &cl[1], 1, &lens[1])) == NULL) ||
-        (c[2] != NULL && (parts[2] = wrap(1, V_ASN1_CONTEXT_SPECIFIC, &c[2], &cl[2], 1, &lens[2])) == NULL))
-        goto out;
-    if ((der = wrap(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, parts, lens, 3, &len)) != NULL)
-        itav = itav_of(type, der, len);
-out:
-    for (int i = 0; i < 3; i++) {
-        OPENSSL_free(c[i]);
-        OPENSSL_free(parts[i]);
-    }
-    return itav;
-}
-
-OSSL_CMP_ITAV *gw_shim_itav_crls(const ASN1_OBJECT *type, const unsigned char *der, size_t len)
-{
-    const unsigned char *q = der;
-    X509_CRL *crl = NULL;
-    unsigned char *part = (unsigned char *)der, *seq;
-    int plen = (int)len, slen = 0;
-
-    if (der == NULL)
-        return itav_of(type, NULL, 0);
-    /* a CRL that does not parse is not passed on, whatever the upstream sent */
-    if (len == 0 || len > INT32_MAX / 2 || (crl = d2i_X509_CRL(NULL, &q, (long)len)) == NULL ||
-        q != der + len) {
-        X509_CRL_free(crl);
-        ERR_clear_error();
-        return NULL;
-    }
-    X509_CRL_free(crl);
-    seq = wrap(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, &part, &plen, 1, &slen);
-    return seq != NULL ? itav_of(type, seq, slen) : NULL;
-}
-
-unsigned char *gw_shim_attr(const char *oid, const unsigned char *value, int value_len, int *out_len)
-{
-    ASN1_OBJECT *obj = OBJ_txt2obj(oid, 1);
-    unsigned char *parts[2] = {NULL, (unsigned char *)value}, *der = NULL;
-    int lens[2] = {0, value_len};
-
-    if (obj != NULL && value != NULL && (lens[0] = i2d_ASN1_OBJECT(obj, &parts[0])) > 0)
-        der = wrap(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, parts, lens, 2, out_len);
-    OPENSSL_free(parts[0]);
-    ASN1_OBJECT_free(obj);
-    return der;
-}
-
-OSSL_CMP_ITAV *gw_shim_itav_cert_template(const ASN1_OBJECT *type, const STACK_OF(X509_EXTENSION) *exts,
-                                          unsigned char *const *spec, const int *spec_len, int n_spec)
-{
-    unsigned char *ext_der = NULL, *parts[2] = {NULL, NULL}, *der = NULL;
-    int ext_len = 0, lens[2] = {0, 0}, len = 0;
-    OSSL_CMP_ITAV *itav = NULL;
-
-    /* CertTemplate ::= SEQUENCE { ... extensions [9] IMPLICIT Extensions OPTIONAL } (RFC 4211, IMPLICIT) */
-    if (sk_X509_EXTENSION_num(exts) > 0) {
-        if ((ext_len = i2d_X509_EXTENSIONS(exts, &ext_der)) <= 0)
-            goto out;
-        ext_der[0] = V_ASN1_CONTEXT_SPECIFIC | V_ASN1_CONSTRUCTED | 9;
-    }
-    if (ext_der != NULL)
-        parts[0] = wrap(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, &ext_der, &ext_len, 1, &lens[0]);
-    else if ((parts[0] = OPENSSL_malloc(2)) != NULL) { /* an empty template: nothing is prescribed */
-        parts[0][0] = V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED;
-        parts[0][1] = 0;
-        lens[0] = 2;
-    }
-    if (parts[0] == NULL)
-        goto out;
-    /* keySpec Controls ::= SEQUENCE SIZE (1..MAX) OF AttributeTypeAndValue */
-    if (n_spec > 0 &&
-        (parts[1] = wrap(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, spec, spec_len, n_spec, &lens[1])) == NULL)
-        goto out;
-    if ((der = wrap(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, parts, lens, 2, &len)) != NULL)
-        itav = itav_of(type, der, len);
-out:
-    OPENSSL_free(ext_der);
-    OPENSSL_free(parts[0]);
-    OPENSSL_free(parts[1]);
-    return itav;
-}
-
-int gw_shim_itav_cert(const ASN1_TYPE *value, X509 **cert)
-{
-    const unsigned char *p;
-    X509 *x;
-
-    *cert = NULL;
-    if (value == NULL)
-        return 0;
-    if (value->type != V_ASN1_SEQUENCE || value->value.sequence == NULL || value->value.sequence->length <= 0)
-        return GW_ERR_INVAL;
-    p = value->value.sequence->data;
-    if ((x = d2i_X509(NULL, &p, value->value.sequence->length)) == NULL ||
-        p != value->value.sequence->data + value->value.sequence->length) {
-        X509_free(x);
-        ERR_clear_error();
-        return GW_ERR_INVAL;
-    }
-    *cert = x;
-    return 0;
-}
-
-int gw_shim_crl_status_time(const ASN1_TYPE *value, time_t *this_update)
-{
-    const unsigned char *p, *end, *q;
-    struct tlv status, source, t;
-    ASN1_TIME *tm = NULL;
-    struct tm parts;
-    int rc = GW_ERR_INVAL;
-
-    *this_update = 0;
-    if (value == NULL)
-        return 0; /* RFC 9483 §4.3.4 wants a list, but an absent one asks for the current CRL */
-    /* SEQUENCE SIZE (1..MAX) OF CRLStatus { source CRLSource, thisUpdate Time OPTIONAL } */
-    if (value->type != V_ASN1_SEQUENCE || value->value.sequence == NULL ||
-        !open_seq(value->value.sequence->data, value->value.sequence->length, &p, &end) ||
-        !tlv_next(&p, end, &status) || status.tag != V_ASN1_SEQUENCE || !status.constructed)
-        return GW_ERR_INVAL;
-    p = status.cont;
-    end = status.cont + status.len;
-    if (!tlv_next(&p, end, &source) || source.cls != V_ASN1_CONTEXT_SPECIFIC || source.tag > 1)
-        return GW_ERR_INVAL;
-    if (!tlv_next(&p, end, &t))
-        return p == end ? 0 : GW_ERR_INVAL;
-    q = t.p;
-    if (p != end || (tm = d2i_ASN1_TIME(NULL, &q, t.total)) == NULL || q != t.p + t.total ||
-        ASN1_TIME_to_tm(tm, &parts) != 1)
-        goto out;
-    *this_update = timegm(&parts);
-    rc = 0;
-out:
-    ASN1_TIME_free(tm);
     return rc;
 }

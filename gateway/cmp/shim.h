@@ -109,6 +109,12 @@ EVP_PKEY *gw_shim_get1_requested_key(const OSSL_CMP_MSG *msg, const unsigned cha
  */
 STACK_OF(X509) *gw_shim_get1_extra_certs(const OSSL_CMP_MSG *msg, const unsigned char *der, size_t der_len);
 
+/*
+ * gw_shim_d2i_msg is d2i_OSSL_CMP_MSG(NULL, pp, len), the same message accepted or refused, but the
+ * certificates of its extraCerts come from those parsed lately instead of being parsed again.
+ */
+OSSL_CMP_MSG *gw_shim_d2i_msg(const unsigned char **pp, long len);
+
 /* gw_shim_pkisi_status returns the PKIStatus of |si| (OSSL_CMP_PKISTATUS_*), or -1 if unreadable. */
 int gw_shim_pkisi_status(const OSSL_CMP_PKISI *si);
 

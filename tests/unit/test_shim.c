@@ -390,6 +390,109 @@ static void test_get1_extra_certs(void **state)
     OSSL_CMP_MSG_free(req);
 }
 
+/* gw_shim_d2i_msg and d2i_OSSL_CMP_MSG on |der|: both refuse it, or both decode the same message from
+ * the same bytes. 1 if they decoded it. */
+static int same_as_d2i(const unsigned char *der, long len)
+{
+    const unsigned char *p = der, *q = der;
+    OSSL_CMP_MSG *a = d2i_OSSL_CMP_MSG(NULL, &p, len), *b = gw_shim_d2i_msg(&q, len);
+    unsigned char *ea = NULL, *eb = NULL;
+    int la, lb;
+
+    assert_int_equal(a == NULL, b == NULL);
+    if (a != NULL) {
+        assert_ptr_equal(p, q);
+        la = i2d_OSSL_CMP_MSG(a, &ea);
+        lb = i2d_OSSL_CMP_MSG(b, &eb);
+        assert_true(la > 0);
+        assert_int_equal(la, lb);
+        assert_memory_equal(ea, eb, (size_t)la);
+    }
+    OPENSSL_free(ea);
+    OPENSSL_free(eb);
+    OSSL_CMP_MSG_free(a);
+    OSSL_CMP_MSG_free(b);
+    ERR_clear_error();
+    return a != NULL;
+}
+
+/* |out| gets SEQUENCE { the elements of PKIMessage |der| in the order |order| names them }. */
+static long reorder(const unsigned char *der, long len, const int *order, int n, unsigned char *out)
+{
+    const unsigned char *p = der, *el[4];
+    long el_len[4], inner = 0, hl, plen;
+    int tag, cls, count = 0;
+    unsigned char *w = out;
+
+    assert_int_equal(ASN1_get_object(&p, &plen, &tag, &cls, len) & 0x80, 0);
+    while (p < der + len && count < 4) {
+        const unsigned char *start = p;
+        assert_int_equal(ASN1_get_object(&p, &plen, &tag, &cls, der + len - p) & 0x80, 0);
+        p += plen;
+        el[count] = start;
+        el_len[count++] = p - start;
+    }
+    for (int i = 0; i < n; i++)
+        inner += el_len[order[i]];
+    ASN1_put_object(&w, 1, inner, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+    hl = w - out;
+    for (int i = 0; i < n; i++) {
+        memcpy(w, el[order[i]], (size_t)el_len[order[i]]);
+        w += el_len[order[i]];
+    }
+    return hl + inner;
+}
+
+/* The decode that takes extraCerts from the certificates parsed lately accepts and refuses exactly
+ * what OpenSSL's own does: messages with and without extraCerts, past the cap, out of order, and
+ * every truncation and bit flip of one. */
+static void test_d2i_msg(void **state)
+{
+    STACK_OF(X509) *sent = NULL;
+    OSSL_CMP_CTX *cl = client(1);
+    OSSL_CMP_MSG *req = make_ir(cl);
+    unsigned char *der = NULL, out[8192];
+    int len = i2d_OSSL_CMP_MSG(req, &der);
+    const int no_protection[] = {0, 1, 3}, swapped[] = {0, 1, 3, 2}, twice[] = {0, 1, 3, 3};
+
+    (void)state;
+    assert_true(same_as_d2i(der, len)); /* PBM: no extraCerts */
+    OPENSSL_free(der);
+    der = NULL;
+    OSSL_CMP_MSG_free(req);
+    OSSL_CMP_CTX_free(cl);
+
+    req = ir_with_extra(GW_MAX_EXTRA_CERTS + 1, &sent); /* past the cap: decoded the plain way */
+    len = i2d_OSSL_CMP_MSG(req, &der);
+    assert_true(same_as_d2i(der, len));
+    sk_X509_pop_free(sent, X509_free);
+    OPENSSL_free(der);
+    der = NULL;
+    OSSL_CMP_MSG_free(req);
+
+    req = ir_with_extra(2, &sent);
+    len = i2d_OSSL_CMP_MSG(req, &der);
+    assert_true((size_t)len <= sizeof(out) / 2);
+    assert_true(same_as_d2i(der, len));
+    assert_true(same_as_d2i(der, len)); /* now from the certificates parsed lately */
+    assert_true(same_as_d2i(out, reorder(der, len, no_protection, 3, out)));
+    assert_false(same_as_d2i(out, reorder(der, len, swapped, 4, out)));
+    assert_false(same_as_d2i(out, reorder(der, len, twice, 4, out)));
+    memcpy(out, der, (size_t)len); /* a trailing byte: both stop before it (the caller refuses it) */
+    out[len] = 0;
+    assert_true(same_as_d2i(out, len + 1));
+    for (int cut = 0; cut < len; cut++)
+        assert_false(same_as_d2i(der, cut));
+    for (int i = 0; i < len; i++) { /* bit flips, the extraCerts' among them */
+        der[i] ^= 0x04;
+        (void)same_as_d2i(der, len);
+        der[i] ^= 0x04;
+    }
+    sk_X509_pop_free(sent, X509_free);
+    OPENSSL_free(der);
+    OSSL_CMP_MSG_free(req);
+}
+
 /* Every truncation of a valid message either fails to decode or walks cleanly. */
 static void test_truncated_and_garbage(void **state)
 {
@@ -629,7 +732,7 @@ int main(void)
         cmocka_unit_test(test_requested_key),    cmocka_unit_test(test_error_set_status),
         cmocka_unit_test(test_get1_extra_certs), cmocka_unit_test(test_truncated_and_garbage),
         cmocka_unit_test(test_body_names),       cmocka_unit_test(test_cert_profile),
-        cmocka_unit_test(test_itav_cert),
+        cmocka_unit_test(test_itav_cert),        cmocka_unit_test(test_d2i_msg),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
