@@ -341,6 +341,71 @@ out:
     return rc;
 }
 
+/*
+ * The template of field |name| of SEQUENCE type |it| (tagged |tag|, -1: untagged; |sk|: its
+ * ASN1_TFLG_SK_MASK bits; a pointer, not embedded), as OpenSSL's own ASN.1 template for the type
+ * describes it: where a decoded object keeps the fields 3.0 has no getter or setter for. NULL if
+ * this OpenSSL describes it otherwise; then the caller takes the slow way.
+ */
+static const ASN1_TEMPLATE *field_of(const ASN1_ITEM *it, const char *name, long tag, unsigned long sk)
+{
+    const ASN1_TEMPLATE *tt;
+
+    for (long i = 0; it->itype == ASN1_ITYPE_SEQUENCE && i < it->tcount; i++) {
+        tt = &it->templates[i];
+        if (tt->field_name != NULL && strcmp(tt->field_name, name) == 0 &&
+            ((tt->flags & ASN1_TFLG_TAG_MASK) == 0 ? -1 : tt->tag) == tag &&
+            (tt->flags & ASN1_TFLG_SK_MASK) == sk && (tt->flags & ASN1_TFLG_EMBED) == 0)
+            return tt;
+    }
+    return NULL;
+}
+
+/*
+ * The content of the body of decoded |msg|, |body| an ir, cr or kur (CertReqMessages) or a p10cr
+ * (X509_REQ), as OpenSSL decoded it; NULL if this OpenSSL places it otherwise.
+ */
+static const void *decoded_body(const OSSL_CMP_MSG *msg, int body)
+{
+    const ASN1_TEMPLATE *tb = field_of(ASN1_ITEM_rptr(OSSL_CMP_MSG), "body", -1, 0), *tv;
+    const ASN1_ITEM *choice,
+        *want = body == GW_CMP_BODY_P10CR ? ASN1_ITEM_rptr(X509_REQ) : ASN1_ITEM_rptr(OSSL_CRMF_MSGS);
+    const char *name = body == GW_CMP_BODY_IR    ? "value.ir"
+                       : body == GW_CMP_BODY_CR  ? "value.cr"
+                       : body == GW_CMP_BODY_KUR ? "value.kur"
+                                                 : "value.p10cr";
+    const char *content;
+
+    if (tb == NULL || (content = *(char *const *)((const char *)msg + tb->offset)) == NULL)
+        return NULL;
+    choice = ASN1_ITEM_ptr(tb->item);
+    if (choice->itype != ASN1_ITYPE_CHOICE || body >= choice->tcount ||
+        *(const int *)(content + choice->utype) != body)
+        return NULL;
+    tv = &choice->templates[body];
+    if (tv->field_name == NULL || strcmp(tv->field_name, name) != 0 || ASN1_ITEM_ptr(tv->item) != want ||
+        (tv->flags & (ASN1_TFLG_SK_MASK | ASN1_TFLG_EMBED)) != 0)
+        return NULL;
+    return *(void *const *)(content + tv->offset);
+}
+
+/* The public key of |tmpl| as OpenSSL decoded it (a reference), in *key; 0 if the template has none,
+ * -1 if this OpenSSL places it otherwise. */
+static int decoded_tmpl_key(const OSSL_CRMF_CERTTEMPLATE *tmpl, EVP_PKEY **key)
+{
+    const ASN1_TEMPLATE *tt = field_of(ASN1_ITEM_rptr(OSSL_CRMF_CERTTEMPLATE), "publicKey", 6, 0);
+    const X509_PUBKEY *pk;
+
+    *key = NULL;
+    if (tmpl == NULL || tt == NULL || ASN1_ITEM_ptr(tt->item) != ASN1_ITEM_rptr(X509_PUBKEY))
+        return -1;
+    if ((pk = *(X509_PUBKEY *const *)((const char *)tmpl + tt->offset)) == NULL)
+        return 0;
+    *key = X509_PUBKEY_get(pk); /* NULL: a key OpenSSL could not decode */
+    ERR_clear_error();
+    return 1;
+}
+
 /* Finds the element of the CertTemplate with context tag |tag| (IMPLICIT: RFC 4211 §5). */
 static int tmpl_find(const OSSL_CRMF_MSG *crm, int tag, unsigned char **der, struct cmp_tlv *found)
 {
@@ -384,6 +449,8 @@ EVP_PKEY *gw_shim_tmpl_get1_pubkey(const OSSL_CRMF_MSG *crm)
     EVP_PKEY *pkey = NULL;
     struct cmp_tlv t;
 
+    if (crm != NULL && decoded_tmpl_key(OSSL_CRMF_MSG_get0_tmpl(crm), &pkey) >= 0)
+        return pkey;
     if (tmpl_find(crm, 6, &der, &t))
         pkey = spki_key(&t);
     OPENSSL_free(der);
@@ -663,14 +730,29 @@ EVP_PKEY *gw_shim_get1_requested_key(const OSSL_CMP_MSG *msg, const unsigned cha
     unsigned char *own = NULL;
     const unsigned char *p, *end;
     EVP_PKEY *key = NULL;
+    const void *content;
     struct cmp_tlv t;
-    int body = OSSL_CMP_MSG_get_bodytype(msg);
+    int body = OSSL_CMP_MSG_get_bodytype(msg), found;
 
     *has_key = 0;
     if (body != GW_CMP_BODY_IR && body != GW_CMP_BODY_CR && body != GW_CMP_BODY_KUR &&
         body != GW_CMP_BODY_P10CR)
         return NULL;
     *has_key = 1;
+    /* as OpenSSL decoded it: a key decoded again costs a decoder of its own in 3.0 */
+    if ((content = decoded_body(msg, body)) != NULL) {
+        if (body == GW_CMP_BODY_P10CR) {
+            if ((key = X509_REQ_get_pubkey((X509_REQ *)content)) == NULL)
+                *has_key = 0; /* as below */
+            return key;
+        }
+        if (sk_OSSL_CRMF_MSG_num(content) > 0 &&
+            (found = decoded_tmpl_key(OSSL_CRMF_MSG_get0_tmpl(sk_OSSL_CRMF_MSG_value(content, 0)), &key)) >=
+                0) {
+            *has_key = found;
+            return key;
+        }
+    }
     /* PKIBody is an EXPLICIT [n] around CertReqMessages (ir, cr, kur) or a CertificationRequest (p10cr) */
     if (open_msg(msg, der, der_len, &own, &p, &end) && cmp_tlv_next(&p, end, &t) &&
         cmp_tlv_next(&p, end, &t) && t.cls == V_ASN1_CONTEXT_SPECIFIC)
@@ -728,27 +810,15 @@ out:
     return out;
 }
 
-/*
- * Where a decoded OSSL_CMP_MSG keeps its extraCerts, as OpenSSL's own ASN.1 template for the type
- * describes it (the field has no setter in any release). NULL if this OpenSSL describes it
- * otherwise: then messages are decoded the plain way.
- */
+/* Where decoded |msg| keeps its extraCerts; NULL as field_of. */
 static STACK_OF(X509) **extra_certs_slot(OSSL_CMP_MSG *msg)
 {
-    const ASN1_ITEM *it = ASN1_ITEM_rptr(OSSL_CMP_MSG);
-    const ASN1_TEMPLATE *tt;
+    const ASN1_TEMPLATE *tt = field_of(ASN1_ITEM_rptr(OSSL_CMP_MSG), "extraCerts", 1, ASN1_TFLG_SEQUENCE_OF);
 
-    if (it->itype != ASN1_ITYPE_SEQUENCE)
+    if (tt == NULL || (tt->flags & ASN1_TFLG_TAG_MASK) != ASN1_TFLG_EXPTAG ||
+        ASN1_ITEM_ptr(tt->item) != ASN1_ITEM_rptr(X509))
         return NULL;
-    for (long i = 0; i < it->tcount; i++) {
-        tt = &it->templates[i];
-        if (tt->field_name != NULL && strcmp(tt->field_name, "extraCerts") == 0 && tt->tag == 1 &&
-            (tt->flags & ASN1_TFLG_TAG_MASK) == ASN1_TFLG_EXPTAG &&
-            (tt->flags & ASN1_TFLG_SK_MASK) == ASN1_TFLG_SEQUENCE_OF &&
-            ASN1_ITEM_ptr(tt->item) == ASN1_ITEM_rptr(X509))
-            return (STACK_OF(X509) **)((char *)msg + tt->offset);
-    }
-    return NULL;
+    return (STACK_OF(X509) **)((char *)msg + tt->offset);
 }
 
 /* The message of [content, content_len) without its last element |last|, d2i'd; NULL if it is not one. */

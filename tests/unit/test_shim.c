@@ -248,6 +248,59 @@ static void test_requested_key(void **state)
     OSSL_CMP_CTX_free(ctx);
 }
 
+/* The requested key of message |der| as OpenSSL decodes it, read twice: the same object both times
+ * (the one OpenSSL decoded, not a decode of its own), equal to |want|. */
+static void decoded_key_is(const unsigned char *der, int len, const EVP_PKEY *want)
+{
+    const unsigned char *p = der;
+    OSSL_CMP_MSG *m = d2i_OSSL_CMP_MSG(NULL, &p, len);
+    EVP_PKEY *a, *b;
+    int has = -1;
+
+    assert_non_null(m);
+    assert_non_null(a = gw_shim_get1_requested_key(m, der, (size_t)len, &has));
+    assert_int_equal(has, 1);
+    assert_non_null(b = gw_shim_get1_requested_key(m, der, (size_t)len, &has));
+    assert_ptr_equal(a, b);
+    assert_int_equal(EVP_PKEY_eq(a, want), 1);
+    EVP_PKEY_free(a);
+    EVP_PKEY_free(b);
+    OSSL_CMP_MSG_free(m);
+}
+
+static void test_requested_key_decoded(void **state)
+{
+    OSSL_CMP_CTX *ctx = client(0);
+    OSSL_CMP_MSG *m = make_ir(ctx);
+    X509_REQ *csr = X509_REQ_new();
+    unsigned char *der = NULL;
+    int len = i2d_OSSL_CMP_MSG(m, &der);
+
+    (void)state;
+    decoded_key_is(der, len, new_key);
+    OPENSSL_free(der);
+    der = NULL;
+    OSSL_CMP_MSG_free(m);
+    OSSL_CMP_CTX_free(ctx);
+
+    ctx = client(0);
+    assert_int_equal(X509_REQ_set_pubkey(csr, new_key), 1);
+    assert_int_equal(X509_REQ_set_subject_name(csr, X509_get_subject_name(cert)), 1);
+    assert_true(X509_REQ_sign(csr, new_key, EVP_sha256()) > 0);
+    assert_int_equal(OSSL_CMP_CTX_set1_p10CSR(ctx, csr), 1);
+    assert_null(OSSL_CMP_exec_P10CR_ses(ctx));
+    assert_non_null(m = captured);
+    captured = NULL;
+    ERR_clear_error();
+    assert_int_equal(OSSL_CMP_MSG_get_bodytype(m), GW_CMP_BODY_P10CR);
+    len = i2d_OSSL_CMP_MSG(m, &der);
+    decoded_key_is(der, len, new_key);
+    OPENSSL_free(der);
+    OSSL_CMP_MSG_free(m);
+    X509_REQ_free(csr);
+    OSSL_CMP_CTX_free(ctx);
+}
+
 static void test_validity(void **state)
 {
     OSSL_CMP_CTX *ctx = client(0);
@@ -727,12 +780,19 @@ static void test_body_names(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hdr_info),         cmocka_unit_test(test_hdr_oversized),
-        cmocka_unit_test(test_template),         cmocka_unit_test(test_validity),
-        cmocka_unit_test(test_requested_key),    cmocka_unit_test(test_error_set_status),
-        cmocka_unit_test(test_get1_extra_certs), cmocka_unit_test(test_truncated_and_garbage),
-        cmocka_unit_test(test_body_names),       cmocka_unit_test(test_cert_profile),
-        cmocka_unit_test(test_itav_cert),        cmocka_unit_test(test_d2i_msg),
+        cmocka_unit_test(test_hdr_info),
+        cmocka_unit_test(test_hdr_oversized),
+        cmocka_unit_test(test_template),
+        cmocka_unit_test(test_validity),
+        cmocka_unit_test(test_requested_key),
+        cmocka_unit_test(test_requested_key_decoded),
+        cmocka_unit_test(test_error_set_status),
+        cmocka_unit_test(test_get1_extra_certs),
+        cmocka_unit_test(test_truncated_and_garbage),
+        cmocka_unit_test(test_body_names),
+        cmocka_unit_test(test_cert_profile),
+        cmocka_unit_test(test_itav_cert),
+        cmocka_unit_test(test_d2i_msg),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
