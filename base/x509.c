@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/asn1t.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -135,4 +136,18 @@ X509 *gw_x509_parse_cached(const unsigned char *der, long len)
         X509_free(old);
     }
     return x;
+}
+
+const ASN1_TEMPLATE *gw_asn1_field(const ASN1_ITEM *it, const char *name, long tag, unsigned long flags)
+{
+    const ASN1_TEMPLATE *tt;
+
+    for (long i = 0; it != NULL && it->itype == ASN1_ITYPE_SEQUENCE && i < it->tcount; i++) {
+        tt = &it->templates[i];
+        if (tt->field_name != NULL && strcmp(tt->field_name, name) == 0 &&
+            ((tt->flags & ASN1_TFLG_TAG_MASK) == 0 ? -1 : tt->tag) == tag &&
+            (tt->flags & (ASN1_TFLG_SK_MASK | ASN1_TFLG_EMBED)) == flags)
+            return tt;
+    }
+    return NULL;
 }

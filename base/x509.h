@@ -40,4 +40,13 @@ int gw_x509_ec_curve(const EVP_PKEY *pkey);
  */
 X509 *gw_x509_parse_cached(const unsigned char *der, long len);
 
+/*
+ * gw_asn1_field returns the template of field |name| of SEQUENCE type |it|, tagged |tag| (-1:
+ * untagged), whose ASN1_TFLG_SK_MASK and ASN1_TFLG_EMBED bits are |flags|, as OpenSSL's own ASN.1
+ * template for the type describes it (<openssl/asn1t.h>): where an object of the type keeps a field
+ * OpenSSL 3.0 has no getter or setter for (docs/design.md O9). NULL if this OpenSSL describes it
+ * otherwise; the caller then takes the slow way, and checks the field's type itself.
+ */
+const ASN1_TEMPLATE *gw_asn1_field(const ASN1_ITEM *it, const char *name, long tag, unsigned long flags);
+
 #endif

@@ -11,6 +11,7 @@
 #include <openssl/cmp.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
 #include <openssl/rsa.h>
@@ -33,6 +34,7 @@ void gw_cert_req_cleanup(struct gw_cert_req *r)
     X509_NAME_free(r->subject);
     GENERAL_NAMES_free(r->sans);
     EVP_PKEY_free(r->pubkey);
+    X509_PUBKEY_free(r->spki);
     X509_REQ_free(r->csr);
     gw_cert_req_init(r);
 }
@@ -49,6 +51,7 @@ void gw_cert_plan_cleanup(struct gw_cert_plan *p)
     X509_NAME_free(p->subject);
     GENERAL_NAMES_free(p->sans);
     EVP_PKEY_free(p->pubkey);
+    X509_PUBKEY_free(p->spki);
     gw_cert_plan_init(p);
 }
 
@@ -236,6 +239,9 @@ static int plan_key(const struct gw_cert_req *req, struct gw_cert_plan *out, int
         return GW_ERR_NOMEM;
     }
     out->pubkey = req->pubkey;
+    /* a copy that fails is not kept: the issuer then encodes the key itself */
+    out->spki = req->spki != NULL ? X509_PUBKEY_dup(req->spki) : NULL;
+    ERR_clear_error();
     return 0;
 }
 

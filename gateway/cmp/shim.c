@@ -342,32 +342,12 @@ out:
 }
 
 /*
- * The template of field |name| of SEQUENCE type |it| (tagged |tag|, -1: untagged; |sk|: its
- * ASN1_TFLG_SK_MASK bits; a pointer, not embedded), as OpenSSL's own ASN.1 template for the type
- * describes it: where a decoded object keeps the fields 3.0 has no getter or setter for. NULL if
- * this OpenSSL describes it otherwise; then the caller takes the slow way.
- */
-static const ASN1_TEMPLATE *field_of(const ASN1_ITEM *it, const char *name, long tag, unsigned long sk)
-{
-    const ASN1_TEMPLATE *tt;
-
-    for (long i = 0; it->itype == ASN1_ITYPE_SEQUENCE && i < it->tcount; i++) {
-        tt = &it->templates[i];
-        if (tt->field_name != NULL && strcmp(tt->field_name, name) == 0 &&
-            ((tt->flags & ASN1_TFLG_TAG_MASK) == 0 ? -1 : tt->tag) == tag &&
-            (tt->flags & ASN1_TFLG_SK_MASK) == sk && (tt->flags & ASN1_TFLG_EMBED) == 0)
-            return tt;
-    }
-    return NULL;
-}
-
-/*
  * The content of the body of decoded |msg|, |body| an ir, cr or kur (CertReqMessages) or a p10cr
  * (X509_REQ), as OpenSSL decoded it; NULL if this OpenSSL places it otherwise.
  */
 static const void *decoded_body(const OSSL_CMP_MSG *msg, int body)
 {
-    const ASN1_TEMPLATE *tb = field_of(ASN1_ITEM_rptr(OSSL_CMP_MSG), "body", -1, 0), *tv;
+    const ASN1_TEMPLATE *tb = gw_asn1_field(ASN1_ITEM_rptr(OSSL_CMP_MSG), "body", -1, 0), *tv;
     const ASN1_ITEM *choice,
         *want = body == GW_CMP_BODY_P10CR ? ASN1_ITEM_rptr(X509_REQ) : ASN1_ITEM_rptr(OSSL_CRMF_MSGS);
     const char *name = body == GW_CMP_BODY_IR    ? "value.ir"
@@ -389,21 +369,37 @@ static const void *decoded_body(const OSSL_CMP_MSG *msg, int body)
     return *(void *const *)(content + tv->offset);
 }
 
+/* Where decoded |tmpl| keeps its publicKey; NULL as gw_asn1_field. */
+static X509_PUBKEY *const *tmpl_key_slot(const OSSL_CRMF_CERTTEMPLATE *tmpl)
+{
+    const ASN1_TEMPLATE *tt = gw_asn1_field(ASN1_ITEM_rptr(OSSL_CRMF_CERTTEMPLATE), "publicKey", 6, 0);
+
+    if (tmpl == NULL || tt == NULL || ASN1_ITEM_ptr(tt->item) != ASN1_ITEM_rptr(X509_PUBKEY))
+        return NULL;
+    return (X509_PUBKEY *const *)((const char *)tmpl + tt->offset);
+}
+
 /* The public key of |tmpl| as OpenSSL decoded it (a reference), in *key; 0 if the template has none,
  * -1 if this OpenSSL places it otherwise. */
 static int decoded_tmpl_key(const OSSL_CRMF_CERTTEMPLATE *tmpl, EVP_PKEY **key)
 {
-    const ASN1_TEMPLATE *tt = field_of(ASN1_ITEM_rptr(OSSL_CRMF_CERTTEMPLATE), "publicKey", 6, 0);
-    const X509_PUBKEY *pk;
+    X509_PUBKEY *const *slot = tmpl_key_slot(tmpl);
 
     *key = NULL;
-    if (tmpl == NULL || tt == NULL || ASN1_ITEM_ptr(tt->item) != ASN1_ITEM_rptr(X509_PUBKEY))
+    if (slot == NULL)
         return -1;
-    if ((pk = *(X509_PUBKEY *const *)((const char *)tmpl + tt->offset)) == NULL)
+    if (*slot == NULL)
         return 0;
-    *key = X509_PUBKEY_get(pk); /* NULL: a key OpenSSL could not decode */
+    *key = X509_PUBKEY_get(*slot); /* NULL: a key OpenSSL could not decode */
     ERR_clear_error();
     return 1;
+}
+
+const X509_PUBKEY *gw_shim_tmpl_get0_spki(const OSSL_CRMF_MSG *crm)
+{
+    X509_PUBKEY *const *slot = crm != NULL ? tmpl_key_slot(OSSL_CRMF_MSG_get0_tmpl(crm)) : NULL;
+
+    return slot != NULL ? *slot : NULL;
 }
 
 /* Finds the element of the CertTemplate with context tag |tag| (IMPLICIT: RFC 4211 §5). */
@@ -813,7 +809,8 @@ out:
 /* Where decoded |msg| keeps its extraCerts; NULL as field_of. */
 static STACK_OF(X509) **extra_certs_slot(OSSL_CMP_MSG *msg)
 {
-    const ASN1_TEMPLATE *tt = field_of(ASN1_ITEM_rptr(OSSL_CMP_MSG), "extraCerts", 1, ASN1_TFLG_SEQUENCE_OF);
+    const ASN1_TEMPLATE *tt =
+        gw_asn1_field(ASN1_ITEM_rptr(OSSL_CMP_MSG), "extraCerts", 1, ASN1_TFLG_SEQUENCE_OF);
 
     if (tt == NULL || (tt->flags & ASN1_TFLG_TAG_MASK) != ASN1_TFLG_EXPTAG ||
         ASN1_ITEM_ptr(tt->item) != ASN1_ITEM_rptr(X509))

@@ -71,6 +71,13 @@ int gw_shim_cert_profile(const OSSL_CMP_MSG *msg, char *name, size_t cap);
 /* Template public key; 3.2+: OSSL_CRMF_CERTTEMPLATE_get0_publicKey. Returns a new key or NULL. */
 EVP_PKEY *gw_shim_tmpl_get1_pubkey(const OSSL_CRMF_MSG *crm);
 
+/*
+ * gw_shim_tmpl_get0_spki returns the publicKey of |crm|'s template as OpenSSL decoded it (its
+ * EVP_PKEY decoded with it), owned by |crm|; NULL if it has none, or this OpenSSL places it otherwise
+ * (3.2+: OSSL_CRMF_CERTTEMPLATE_get0_publicKey).
+ */
+const X509_PUBKEY *gw_shim_tmpl_get0_spki(const OSSL_CRMF_MSG *crm);
+
 /* Template validity ([4] OptionalValidity); 0 where absent. Returns 0 or GW_ERR_INVAL. */
 int gw_shim_tmpl_validity(const OSSL_CRMF_MSG *crm, time_t *not_before, time_t *not_after);
 

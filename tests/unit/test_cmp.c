@@ -908,8 +908,10 @@ static int fake_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_u
 
     fake.sign_calls++;
     fake.csr_calls += req->csr != NULL;
-    if (fake.mode == FK_OTHER_KEY)
+    if (fake.mode == FK_OTHER_KEY) {
         plan.pubkey = other = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+        plan.spki = NULL; /* the request's, which the issuer would copy */
+    }
     if (fake.mode == FK_RENAME) {
         name = X509_NAME_new();
         X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"renamed-device", -1, -1,

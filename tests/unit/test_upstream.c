@@ -19,6 +19,7 @@
 #include <cmocka.h>
 #include <openssl/bn.h>
 #include <openssl/cmp.h>
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
@@ -343,6 +344,91 @@ static void test_issue_each_key_type(void **state)
         gw_sign_result_cleanup(&res);
         gw_cert_plan_cleanup(&plan);
     }
+    gw_upstream_free(up);
+    conf_cleanup(&conf);
+}
+
+/* |key| as a request carries it: a SubjectPublicKeyInfo as OpenSSL decodes it (its DER in *der). */
+static X509_PUBKEY *decoded_spki(EVP_PKEY *key, unsigned char **der, int *len)
+{
+    const unsigned char *p;
+    X509_PUBKEY *spki;
+
+    *der = NULL;
+    assert_true((*len = i2d_PUBKEY(key, der)) > 0);
+    p = *der;
+    assert_non_null(spki = d2i_X509_PUBKEY(NULL, &p, *len));
+    return spki;
+}
+
+/* A plan that keeps the request's SubjectPublicKeyInfo: the issuer copies it (its own key object,
+ * not the plan's), and the certificate's encoding carries exactly those bytes. Among the keys, a
+ * P-256 key whose encoding ends in a zero bit, which a copy that lost the BIT STRING's count of
+ * unused bits would encode as another key. */
+static void test_issue_copies_request_spki(void **state)
+{
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    struct gw_sign_result res;
+    struct gw_cert_plan plan;
+    EVP_PKEY *trailing = NULL, *try[K_N + 1];
+    unsigned char *der, *got, *cert_der;
+    const unsigned char *p;
+    char err[GW_ERR_LEN];
+    X509 *parsed;
+    int len, got_len, cert_len;
+
+    (void)state;
+    for (int n = 0; n < 256 && trailing == NULL; n++) {
+        EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+        unsigned char pt[65];
+        size_t pt_len = 0;
+
+        assert_int_equal(
+            EVP_PKEY_get_octet_string_param(k, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, pt, sizeof(pt), &pt_len),
+            1);
+        if ((pt[pt_len - 1] & 1) == 0)
+            trailing = k;
+        else
+            EVP_PKEY_free(k);
+    }
+    assert_non_null(trailing);
+    for (int i = 0; i < K_N; i++)
+        try[i] = keys[i];
+    try[K_N] = trailing;
+    conf_init(&conf, "local", ca, ca_key, root);
+    assert_non_null(up = gw_upstream_new(&conf, NULL, err));
+    for (int i = 0; i <= K_N; i++) {
+        plan_init(&plan, try[i], "device-1", NULL);
+        plan.spki = decoded_spki(try[i], &der, &len);
+        sign(up, &plan, &res);
+        check_issued(&res, &plan, ca);
+        assert_ptr_not_equal(X509_get0_pubkey(res.cert), plan.pubkey); /* copied, not X509_set_pubkey */
+        assert_true((cert_len = i2d_X509(res.cert, NULL)) > 0);
+        cert_der = NULL;
+        assert_int_equal(i2d_X509(res.cert, &cert_der), cert_len);
+        p = cert_der;
+        assert_non_null(parsed = d2i_X509(NULL, &p, cert_len));
+        got = NULL;
+        assert_int_equal(got_len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(parsed), &got), len);
+        assert_memory_equal(got, der, (size_t)len);
+        assert_int_equal(EVP_PKEY_eq(X509_get0_pubkey(parsed), try[i]), 1);
+        assert_int_equal(X509_verify(parsed, X509_get0_pubkey(ca)), 1);
+        OPENSSL_free(got);
+        OPENSSL_free(cert_der);
+        OPENSSL_free(der);
+        X509_free(parsed);
+        gw_sign_result_cleanup(&res);
+        gw_cert_plan_cleanup(&plan);
+    }
+    /* without it, the issuer encodes the plan's key */
+    plan_init(&plan, keys[K_P256], "device-1", NULL);
+    sign(up, &plan, &res);
+    check_issued(&res, &plan, ca);
+    assert_ptr_equal(X509_get0_pubkey(res.cert), plan.pubkey);
+    gw_sign_result_cleanup(&res);
+    gw_cert_plan_cleanup(&plan);
+    EVP_PKEY_free(trailing);
     gw_upstream_free(up);
     conf_cleanup(&conf);
 }
@@ -1801,27 +1887,17 @@ static void test_cfssl_revoke_crl(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_issue_each_key_type),
-        cmocka_unit_test(test_issue_ed25519_ca),
-        cmocka_unit_test(test_issue_profile_edges),
-        cmocka_unit_test(test_issue_serials),
-        cmocka_unit_test(test_issue_validity_clamp),
-        cmocka_unit_test(test_local_init_errors),
-        cmocka_unit_test(test_inflight_cap),
-        cmocka_unit_test(test_timeout_late_async),
-        cmocka_unit_test(test_timeout_local_delay),
-        cmocka_unit_test(test_upstream_set),
-        cmocka_unit_test(test_store_records),
-        cmocka_unit_test(test_store_list_escapes),
-        cmocka_unit_test(test_store_failing),
-        cmocka_unit_test(test_store_sweep),
-        cmocka_unit_test(test_store_crl_state),
-        cmocka_unit_test(test_local_revoke_cases),
-        cmocka_unit_test(test_local_crl),
-        cmocka_unit_test(test_local_crl_no_store),
-        cmocka_unit_test(test_crl_caps),
-        cmocka_unit_test(test_vault_revoke_crl),
-        cmocka_unit_test(test_cfssl_revoke_crl),
+        cmocka_unit_test(test_issue_each_key_type), cmocka_unit_test(test_issue_copies_request_spki),
+        cmocka_unit_test(test_issue_ed25519_ca),    cmocka_unit_test(test_issue_profile_edges),
+        cmocka_unit_test(test_issue_serials),       cmocka_unit_test(test_issue_validity_clamp),
+        cmocka_unit_test(test_local_init_errors),   cmocka_unit_test(test_inflight_cap),
+        cmocka_unit_test(test_timeout_late_async),  cmocka_unit_test(test_timeout_local_delay),
+        cmocka_unit_test(test_upstream_set),        cmocka_unit_test(test_store_records),
+        cmocka_unit_test(test_store_list_escapes),  cmocka_unit_test(test_store_failing),
+        cmocka_unit_test(test_store_sweep),         cmocka_unit_test(test_store_crl_state),
+        cmocka_unit_test(test_local_revoke_cases),  cmocka_unit_test(test_local_crl),
+        cmocka_unit_test(test_local_crl_no_store),  cmocka_unit_test(test_crl_caps),
+        cmocka_unit_test(test_vault_revoke_crl),    cmocka_unit_test(test_cfssl_revoke_crl),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
