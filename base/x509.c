@@ -14,6 +14,7 @@
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/ec.h>
 #include <openssl/objects.h>
@@ -150,4 +151,41 @@ const ASN1_TEMPLATE *gw_asn1_field(const ASN1_ITEM *it, const char *name, long t
             return tt;
     }
     return NULL;
+}
+
+X509_PUBKEY *gw_x509_pubkey_copy(const X509_PUBKEY *spki)
+{
+    const ASN1_OBJECT *alg_obj;
+    const unsigned char *bits;
+    const void *pval;
+    X509_ALGOR *alg;
+    X509_PUBKEY *dup = NULL;
+    ASN1_OBJECT *obj = NULL, *param = NULL;
+    unsigned char *copy = NULL;
+    int len, ptype, nid;
+
+    if (spki == NULL || X509_PUBKEY_get0(spki) == NULL ||
+        X509_PUBKEY_get0_param(NULL, &bits, &len, &alg, spki) != 1 || len <= 0)
+        return NULL;
+    X509_ALGOR_get0(&alg_obj, &ptype, &pval, alg);
+    nid = OBJ_obj2nid(alg_obj);
+    if (!(nid == NID_X9_62_id_ecPublicKey && ptype == V_ASN1_OBJECT) &&
+        !((nid == NID_ED25519 || nid == NID_ED448) && ptype == V_ASN1_UNDEF))
+        return NULL;
+    /* X509_PUBKEY_dup copies the BIT STRING without its count of unused bits, and the encoder then
+       trims the trailing zero bits of the last byte (another key): the algorithm and the bits are
+       set again, as X509_PUBKEY_set0_param sets them (no unused bits) */
+    ERR_set_mark();
+    if ((dup = X509_PUBKEY_dup(spki)) == NULL || X509_PUBKEY_get0(dup) == NULL ||
+        (obj = OBJ_dup(alg_obj)) == NULL || (ptype == V_ASN1_OBJECT && (param = OBJ_dup(pval)) == NULL) ||
+        (copy = OPENSSL_memdup(bits, (size_t)len)) == NULL ||
+        X509_PUBKEY_set0_param(dup, obj, ptype, param, copy, len) != 1) {
+        ASN1_OBJECT_free(obj);
+        ASN1_OBJECT_free(param);
+        OPENSSL_free(copy);
+        X509_PUBKEY_free(dup);
+        dup = NULL;
+    }
+    ERR_pop_to_mark();
+    return dup;
 }

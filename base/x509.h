@@ -49,4 +49,14 @@ X509 *gw_x509_parse_cached(const unsigned char *der, long len);
  */
 const ASN1_TEMPLATE *gw_asn1_field(const ASN1_ITEM *it, const char *name, long tag, unsigned long flags);
 
+/*
+ * gw_x509_pubkey_copy returns a copy of |spki| with its decoded EVP_PKEY, for a certificate that
+ * carries the key as a request did, without encoding the key again (OpenSSL 3.0 builds an encoder
+ * and a decoder for that). Only where the request's bytes can only be the canonical DER of the key:
+ * an EC key on a named curve (the point's length is fixed by its form, and its coordinates are
+ * checked against the field) or Ed25519/Ed448 (fixed length). NULL for any other key (an RSA
+ * key's integers decode leniently: padded, unsigned, with trailing bytes), or on failure.
+ */
+X509_PUBKEY *gw_x509_pubkey_copy(const X509_PUBKEY *spki);
+
 #endif

@@ -11,7 +11,6 @@
 #include <openssl/cmp.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
-#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
 #include <openssl/rsa.h>
@@ -239,9 +238,7 @@ static int plan_key(const struct gw_cert_req *req, struct gw_cert_plan *out, int
         return GW_ERR_NOMEM;
     }
     out->pubkey = req->pubkey;
-    /* a copy that fails is not kept: the issuer then encodes the key itself */
-    out->spki = req->spki != NULL ? X509_PUBKEY_dup(req->spki) : NULL;
-    ERR_clear_error();
+    out->spki = gw_x509_pubkey_copy(req->spki); /* NULL: the issuer encodes the key itself */
     return 0;
 }
 

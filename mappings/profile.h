@@ -29,7 +29,7 @@ struct gw_cert_req {
     X509_NAME *subject;  /* NULL if the template has none */
     GENERAL_NAMES *sans; /* NULL if none requested */
     EVP_PKEY *pubkey;    /* always set on success */
-    X509_PUBKEY *spki;   /* the same key as the request carried it, pubkey decoded; NULL: not kept */
+    X509_PUBKEY *spki;   /* pubkey as the request carried it (gw_x509_pubkey_copy); NULL: not kept */
     time_t not_before;   /* 0 = not requested */
     time_t not_after;    /* 0 = not requested */
     X509_REQ *csr;       /* p10cr only: the client's CSR, unchanged */
@@ -41,7 +41,7 @@ struct gw_cert_plan {
     X509_NAME *subject;  /* never NULL after gw_cert_plan_make; empty if none was asked */
     GENERAL_NAMES *sans; /* NULL = no SAN extension */
     EVP_PKEY *pubkey;
-    X509_PUBKEY *spki; /* |pubkey| as the request carried it (NULL: not kept), for an issuer that copies it */
+    X509_PUBKEY *spki; /* |pubkey| as the request carried it (gw_x509_pubkey_copy; NULL: not kept) */
     time_t not_before;
     time_t not_after;
     unsigned key_usage;     /* KU_* bits; never keyCertSign or cRLSign (the issued cert is CA:FALSE) */

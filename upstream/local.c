@@ -20,7 +20,6 @@
 #include <openssl/asn1t.h>
 #include <openssl/bn.h>
 #include <openssl/cmp.h>
-#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
@@ -340,40 +339,6 @@ static const EVP_MD *sign_md(const EVP_PKEY *key)
 }
 
 /*
- * A copy of |spki| with its EVP_PKEY, for a certificate. X509_PUBKEY_dup copies the key's BIT STRING
- * without its count of unused bits, and the encoder then trims the trailing zero bits of the last
- * byte (another key): so the algorithm and the key bits are set again, as X509_PUBKEY_set0_param
- * sets them (no unused bits). For a named curve, NULL or absent parameters; NULL otherwise.
- */
-static X509_PUBKEY *spki_copy(const X509_PUBKEY *spki)
-{
-    const ASN1_OBJECT *alg_obj;
-    const unsigned char *bits;
-    const void *pval;
-    X509_ALGOR *alg;
-    X509_PUBKEY *dup = NULL;
-    ASN1_OBJECT *obj = NULL, *param = NULL;
-    unsigned char *copy = NULL;
-    int len, ptype;
-
-    if (X509_PUBKEY_get0_param(NULL, &bits, &len, &alg, spki) != 1 || len <= 0)
-        return NULL;
-    X509_ALGOR_get0(&alg_obj, &ptype, &pval, alg);
-    if ((ptype != V_ASN1_OBJECT && ptype != V_ASN1_NULL && ptype != V_ASN1_UNDEF) ||
-        (dup = X509_PUBKEY_dup(spki)) == NULL || X509_PUBKEY_get0(dup) == NULL ||
-        (obj = OBJ_dup(alg_obj)) == NULL || (ptype == V_ASN1_OBJECT && (param = OBJ_dup(pval)) == NULL) ||
-        (copy = OPENSSL_memdup(bits, (size_t)len)) == NULL ||
-        X509_PUBKEY_set0_param(dup, obj, ptype, param, copy, len) != 1) {
-        ASN1_OBJECT_free(obj);
-        ASN1_OBJECT_free(param);
-        OPENSSL_free(copy);
-        X509_PUBKEY_free(dup);
-        return NULL;
-    }
-    return dup;
-}
-
-/*
  * Gives |x| the key |spki|, as the request carried it: OpenSSL 3.0's X509_set_pubkey encodes the key
  * and decodes the encoding again, each through a freshly built en/decoder (most of the issuer's
  * time). The copy goes where OpenSSL's ASN.1 template for the certificate places the key; 0 if it
@@ -386,10 +351,8 @@ static int set_spki(X509 *x, const X509_PUBKEY *spki)
     X509_PUBKEY **slot, *copy;
 
     if (spki == NULL || ci == NULL || k == NULL || ASN1_ITEM_ptr(ci->item) != ASN1_ITEM_rptr(X509_CINF) ||
-        ASN1_ITEM_ptr(k->item) != ASN1_ITEM_rptr(X509_PUBKEY) || (copy = spki_copy(spki)) == NULL) {
-        ERR_clear_error();
+        ASN1_ITEM_ptr(k->item) != ASN1_ITEM_rptr(X509_PUBKEY) || (copy = gw_x509_pubkey_copy(spki)) == NULL)
         return 0;
-    }
     slot = (X509_PUBKEY **)((char *)x + ci->offset + k->offset);
     X509_PUBKEY_free(*slot);
     *slot = copy;

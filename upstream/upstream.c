@@ -493,7 +493,7 @@ static int plan_copy(struct gw_cert_plan *to, const struct gw_cert_plan *from)
     to->sans = NULL;
     to->pubkey = NULL;
     to->spki = NULL;
-    if (from->spki != NULL && (to->spki = X509_PUBKEY_dup(from->spki)) == NULL)
+    if (from->spki != NULL && (to->spki = gw_x509_pubkey_copy(from->spki)) == NULL)
         return GW_ERR_NOMEM;
     if (from->subject != NULL && (to->subject = X509_NAME_dup(from->subject)) == NULL)
         return GW_ERR_NOMEM;

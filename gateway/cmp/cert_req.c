@@ -6,10 +6,10 @@
 #include "gateway/cmp/shim.h"
 #include "base/err.h"
 #include "base/limits.h"
+#include "base/x509.h"
 
 #include <stdio.h>
 #include <string.h>
-#include <openssl/err.h>
 #include <openssl/x509v3.h>
 
 /*
@@ -52,45 +52,6 @@ static int copy_subject(const X509_NAME *name, struct gw_cert_req *out)
     return 0;
 }
 
-/* The algorithm parameters an issued certificate carries for |nid|'s keys (RFC 3279, RFC 5480,
- * RFC 8410): a named curve, NULL, or none. */
-static int params_canonical(int nid, int ptype)
-{
-    switch (nid) {
-    case NID_X9_62_id_ecPublicKey:
-        return ptype == V_ASN1_OBJECT;
-    case NID_rsaEncryption:
-        return ptype == V_ASN1_NULL;
-    case NID_ED25519:
-    case NID_ED448:
-        return ptype == V_ASN1_UNDEF;
-    default:
-        return 0;
-    }
-}
-
-/*
- * A copy of |spki| for the plan, so that an issuer can copy it instead of encoding |key| again:
- * only if it holds |key| (its EVP_PKEY decoded with it) with the parameters an encoding of |key|
- * would carry. NULL otherwise, or on failure.
- */
-static X509_PUBKEY *spki_of(const X509_PUBKEY *spki, const EVP_PKEY *key)
-{
-    const EVP_PKEY *k = spki != NULL ? X509_PUBKEY_get0(spki) : NULL;
-    const ASN1_OBJECT *obj;
-    X509_ALGOR *alg;
-    X509_PUBKEY *dup = NULL;
-    int ptype;
-
-    if (k != NULL && EVP_PKEY_eq(k, key) == 1 && X509_PUBKEY_get0_param(NULL, NULL, NULL, &alg, spki) == 1) {
-        X509_ALGOR_get0(&obj, &ptype, NULL, alg);
-        if (params_canonical(OBJ_obj2nid(obj), ptype))
-            dup = X509_PUBKEY_dup(spki);
-    }
-    ERR_clear_error();
-    return dup;
-}
-
 int gw_cert_req_from_crmf(enum gw_req_kind kind, const OSSL_CRMF_MSG *crm, EVP_PKEY *key,
                           struct gw_cert_req *out, char *err)
 {
@@ -116,7 +77,7 @@ int gw_cert_req_from_crmf(enum gw_req_kind kind, const OSSL_CRMF_MSG *crm, EVP_P
         snprintf(err, GW_ERR_LEN, "certificate template has no public key");
         goto out;
     }
-    out->spki = spki_of(gw_shim_tmpl_get0_spki(crm), out->pubkey);
+    out->spki = gw_x509_pubkey_copy(gw_shim_tmpl_get0_spki(crm)); /* out->pubkey, as the request carried it */
     if (gw_shim_tmpl_validity(crm, &out->not_before, &out->not_after) != 0) {
         snprintf(err, GW_ERR_LEN, "the validity in the certificate template is malformed");
         goto out;
@@ -158,7 +119,7 @@ int gw_cert_req_from_p10(const X509_REQ *csr, struct gw_cert_req *out, char *err
         snprintf(err, GW_ERR_LEN, "the CSR public key cannot be decoded");
         goto out;
     }
-    out->spki = spki_of(X509_REQ_get_X509_PUBKEY(req), out->pubkey);
+    out->spki = gw_x509_pubkey_copy(X509_REQ_get_X509_PUBKEY(req));
     rc = 0;
 out:
     sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);

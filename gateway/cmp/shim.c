@@ -374,7 +374,8 @@ static X509_PUBKEY *const *tmpl_key_slot(const OSSL_CRMF_CERTTEMPLATE *tmpl)
 {
     const ASN1_TEMPLATE *tt = gw_asn1_field(ASN1_ITEM_rptr(OSSL_CRMF_CERTTEMPLATE), "publicKey", 6, 0);
 
-    if (tmpl == NULL || tt == NULL || ASN1_ITEM_ptr(tt->item) != ASN1_ITEM_rptr(X509_PUBKEY))
+    if (tmpl == NULL || tt == NULL || (tt->flags & ASN1_TFLG_TAG_MASK) != ASN1_TFLG_IMPTAG ||
+        ASN1_ITEM_ptr(tt->item) != ASN1_ITEM_rptr(X509_PUBKEY))
         return NULL;
     return (X509_PUBKEY *const *)((const char *)tmpl + tt->offset);
 }
@@ -390,8 +391,9 @@ static int decoded_tmpl_key(const OSSL_CRMF_CERTTEMPLATE *tmpl, EVP_PKEY **key)
         return -1;
     if (*slot == NULL)
         return 0;
+    ERR_set_mark();
     *key = X509_PUBKEY_get(*slot); /* NULL: a key OpenSSL could not decode */
-    ERR_clear_error();
+    ERR_pop_to_mark();
     return 1;
 }
 
@@ -855,7 +857,7 @@ OSSL_CMP_MSG *gw_shim_d2i_msg(const unsigned char **pp, long len)
     struct cmp_tlv t, seq;
     int n = 0;
 
-    if (!cmp_der_open_seq(*pp, len, &p, &end))
+    if (len > INT_MAX || !cmp_der_open_seq(*pp, len, &p, &end)) /* cmp_der_wrap counts in int */
         return d2i_OSSL_CMP_MSG(NULL, pp, len);
     content = p;
     /* PKIMessage ::= SEQUENCE { header, body, protection [0] OPTIONAL, extraCerts [1] OPTIONAL } */
@@ -864,17 +866,19 @@ OSSL_CMP_MSG *gw_shim_d2i_msg(const unsigned char **pp, long len)
     if (p != end || n < 3 || t.cls != V_ASN1_CONTEXT_SPECIFIC || t.tag != 1 || !t.constructed)
         return d2i_OSSL_CMP_MSG(NULL, pp, len);
     p = t.cont;
+    ERR_set_mark();
     if (cmp_tlv_next(&p, t.cont + t.len, &seq) && p == t.cont + t.len &&
         (certs = sk_X509_new_null()) != NULL && add_certs(&seq, certs) &&
         (msg = d2i_without(content, (long)(end - content), &t)) != NULL &&
         (slot = extra_certs_slot(msg)) != NULL && *slot == NULL) {
         *slot = certs;
         *pp = end;
+        ERR_pop_to_mark();
         return msg;
     }
     sk_X509_pop_free(certs, X509_free);
     OSSL_CMP_MSG_free(msg);
-    ERR_clear_error();
+    ERR_pop_to_mark();
     return d2i_OSSL_CMP_MSG(NULL, pp, len);
 }
 

@@ -361,10 +361,10 @@ static X509_PUBKEY *decoded_spki(EVP_PKEY *key, unsigned char **der, int *len)
     return spki;
 }
 
-/* A plan that keeps the request's SubjectPublicKeyInfo: the issuer copies it (its own key object,
- * not the plan's), and the certificate's encoding carries exactly those bytes. Among the keys, a
- * P-256 key whose encoding ends in a zero bit, which a copy that lost the BIT STRING's count of
- * unused bits would encode as another key. */
+/* A plan that keeps the request's SubjectPublicKeyInfo: the issuer copies an EC or EdDSA key (its
+ * own key object, not the plan's), and the certificate's encoding carries exactly those bytes. Among
+ * the keys, a P-256 key whose encoding ends in a zero bit, which a copy that lost the BIT STRING's
+ * count of unused bits would encode as another key. */
 static void test_issue_copies_request_spki(void **state)
 {
     struct gw_upstream_conf conf;
@@ -403,7 +403,11 @@ static void test_issue_copies_request_spki(void **state)
         plan.spki = decoded_spki(try[i], &der, &len);
         sign(up, &plan, &res);
         check_issued(&res, &plan, ca);
-        assert_ptr_not_equal(X509_get0_pubkey(res.cert), plan.pubkey); /* copied, not X509_set_pubkey */
+        /* copied (an EC or EdDSA key), or encoded again by X509_set_pubkey (RSA) */
+        if (i == K_RSA2048)
+            assert_ptr_equal(X509_get0_pubkey(res.cert), plan.pubkey);
+        else
+            assert_ptr_not_equal(X509_get0_pubkey(res.cert), plan.pubkey);
         assert_true((cert_len = i2d_X509(res.cert, NULL)) > 0);
         cert_der = NULL;
         assert_int_equal(i2d_X509(res.cert, &cert_der), cert_len);
@@ -429,6 +433,52 @@ static void test_issue_copies_request_spki(void **state)
     gw_sign_result_cleanup(&res);
     gw_cert_plan_cleanup(&plan);
     EVP_PKEY_free(trailing);
+    gw_upstream_free(up);
+    conf_cleanup(&conf);
+}
+
+/* An RSA key whose RSAPublicKey has bytes after it, which OpenSSL 3.0 decodes all the same: never
+ * copied into a certificate, which carries the key's canonical encoding instead. */
+static void test_issue_recodes_lenient_rsa(void **state)
+{
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    struct gw_sign_result res;
+    struct gw_cert_plan plan;
+    X509_PUBKEY *lax = X509_PUBKEY_new(), *decoded;
+    unsigned char *bits = NULL, *der = NULL, *canon = NULL, *got = NULL;
+    const unsigned char *p;
+    char err[GW_ERR_LEN];
+    int n, len, canon_len;
+
+    (void)state;
+    assert_true((n = i2d_PublicKey(keys[K_RSA2048], &bits)) > 0); /* RSAPublicKey */
+    assert_non_null(bits = OPENSSL_realloc(bits, (size_t)n + 4));
+    memcpy(bits + n, "\xde\xad\xbe\xef", 4);
+    assert_int_equal(
+        X509_PUBKEY_set0_param(lax, OBJ_nid2obj(NID_rsaEncryption), V_ASN1_NULL, NULL, bits, n + 4), 1);
+    assert_true((len = i2d_X509_PUBKEY(lax, &der)) > 0);
+    p = der;
+    assert_non_null(decoded = d2i_X509_PUBKEY(NULL, &p, len));
+    assert_non_null(X509_PUBKEY_get0(decoded)); /* OpenSSL takes it */
+    assert_int_equal(EVP_PKEY_eq(X509_PUBKEY_get0(decoded), keys[K_RSA2048]), 1);
+    assert_null(gw_x509_pubkey_copy(decoded));
+
+    conf_init(&conf, "local", ca, ca_key, root);
+    assert_non_null(up = gw_upstream_new(&conf, NULL, err));
+    plan_init(&plan, keys[K_RSA2048], "device-1", NULL);
+    plan.spki = decoded;
+    sign(up, &plan, &res);
+    check_issued(&res, &plan, ca);
+    assert_true((canon_len = i2d_PUBKEY(keys[K_RSA2048], &canon)) > 0);
+    assert_int_equal(i2d_X509_PUBKEY(X509_get_X509_PUBKEY(res.cert), &got), canon_len);
+    assert_memory_equal(got, canon, (size_t)canon_len);
+    OPENSSL_free(got);
+    OPENSSL_free(canon);
+    OPENSSL_free(der);
+    X509_PUBKEY_free(lax);
+    gw_sign_result_cleanup(&res);
+    gw_cert_plan_cleanup(&plan);
     gw_upstream_free(up);
     conf_cleanup(&conf);
 }
@@ -1887,17 +1937,29 @@ static void test_cfssl_revoke_crl(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_issue_each_key_type), cmocka_unit_test(test_issue_copies_request_spki),
-        cmocka_unit_test(test_issue_ed25519_ca),    cmocka_unit_test(test_issue_profile_edges),
-        cmocka_unit_test(test_issue_serials),       cmocka_unit_test(test_issue_validity_clamp),
-        cmocka_unit_test(test_local_init_errors),   cmocka_unit_test(test_inflight_cap),
-        cmocka_unit_test(test_timeout_late_async),  cmocka_unit_test(test_timeout_local_delay),
-        cmocka_unit_test(test_upstream_set),        cmocka_unit_test(test_store_records),
-        cmocka_unit_test(test_store_list_escapes),  cmocka_unit_test(test_store_failing),
-        cmocka_unit_test(test_store_sweep),         cmocka_unit_test(test_store_crl_state),
-        cmocka_unit_test(test_local_revoke_cases),  cmocka_unit_test(test_local_crl),
-        cmocka_unit_test(test_local_crl_no_store),  cmocka_unit_test(test_crl_caps),
-        cmocka_unit_test(test_vault_revoke_crl),    cmocka_unit_test(test_cfssl_revoke_crl),
+        cmocka_unit_test(test_issue_each_key_type),
+        cmocka_unit_test(test_issue_copies_request_spki),
+        cmocka_unit_test(test_issue_recodes_lenient_rsa),
+        cmocka_unit_test(test_issue_ed25519_ca),
+        cmocka_unit_test(test_issue_profile_edges),
+        cmocka_unit_test(test_issue_serials),
+        cmocka_unit_test(test_issue_validity_clamp),
+        cmocka_unit_test(test_local_init_errors),
+        cmocka_unit_test(test_inflight_cap),
+        cmocka_unit_test(test_timeout_late_async),
+        cmocka_unit_test(test_timeout_local_delay),
+        cmocka_unit_test(test_upstream_set),
+        cmocka_unit_test(test_store_records),
+        cmocka_unit_test(test_store_list_escapes),
+        cmocka_unit_test(test_store_failing),
+        cmocka_unit_test(test_store_sweep),
+        cmocka_unit_test(test_store_crl_state),
+        cmocka_unit_test(test_local_revoke_cases),
+        cmocka_unit_test(test_local_crl),
+        cmocka_unit_test(test_local_crl_no_store),
+        cmocka_unit_test(test_crl_caps),
+        cmocka_unit_test(test_vault_revoke_crl),
+        cmocka_unit_test(test_cfssl_revoke_crl),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
