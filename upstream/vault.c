@@ -280,7 +280,6 @@ static int retryable(long status)
     return status == 412 || status == 429 || status == 503;
 }
 
-/* Sends one request with the current token. */
 /* The headers a call sends beside its body. */
 struct call_headers {
     char ns[GW_MAX_MOUNT_LEN + 32];
@@ -317,6 +316,7 @@ static void headers_cleanup(struct call_headers *h)
     h->tok_hdr = NULL;
 }
 
+/* Sends one request with the current token. */
 static int send_once(struct vault *v, const char *method, const char *path, const char *body,
                      struct gw_http_response *rsp, unsigned *gen, char *err)
 {
