@@ -151,8 +151,10 @@ static OSSL_CMP_PKISI *accept_cert(struct cmp_txn *t, struct cmp_call *c, struct
 static OSSL_CMP_PKISI *refuse_cert(struct cmp_txn *t, struct cmp_call *c, X509 *cert,
                                    const struct cmp_refusal *r)
 {
-    OSSL_CMP_PKISI *si = cmp_reject(c, r);
+    OSSL_CMP_PKISI *si;
 
+    gw_x509_cert_serial_hex(cert, t->serial, sizeof(t->serial));
+    si = cmp_reject(c, r);
     c->audited = 1;
     (void)cmp_audit_cert(c->e, t, c->rsp->tid, "rejected", c->rsp->outcome, cert, 1);
     cmp_withdraw(c->e, t, c->rsp->tid, cert, CRL_REASON_UNSPECIFIED);
@@ -400,7 +402,6 @@ static OSSL_CMP_PKISI *release(struct cmp_txn *t, struct cmp_call *c, X509 **cer
     if (sign_refused(&res, &r)) {
         si = cmp_reject(c, &r);
     } else if (!t->on_record) { /* the completion could not write the "issued" record */
-        gw_x509_cert_serial_hex(res.cert, t->serial, sizeof(t->serial));
         si = refuse_cert(t, c, res.cert,
                          &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_LOST});
     } else {
@@ -434,7 +435,6 @@ static OSSL_CMP_PKISI *resumed(struct cmp_txn *t, struct cmp_call *c, X509 **cer
     if (sign_refused(&res, &r)) {
         si = cmp_reject(c, &r);
     } else if (!same_sender(t, t1)) { /* its protection verified with another of the sender's certificates */
-        gw_x509_cert_serial_hex(res.cert, t->serial, sizeof(t->serial));
         si = refuse_cert(
             t, c, res.cert,
             &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
