@@ -153,6 +153,23 @@ const ASN1_TEMPLATE *gw_asn1_field(const ASN1_ITEM *it, const char *name, long t
     return NULL;
 }
 
+/* |to| (a copy of a key's X509_PUBKEY) given algorithm |alg_obj| (|ptype|, |pval|) and BIT STRING
+ * |bits| anew, as X509_PUBKEY_set0_param sets them (no unused bits); its EVP_PKEY is untouched. */
+static int set_spki(X509_PUBKEY *to, const ASN1_OBJECT *alg_obj, int ptype, const void *pval,
+                    const unsigned char *bits, int len)
+{
+    ASN1_OBJECT *obj = OBJ_dup(alg_obj), *param = NULL;
+    unsigned char *copy = OPENSSL_memdup(bits, (size_t)len);
+
+    if (obj != NULL && copy != NULL && (ptype != V_ASN1_OBJECT || (param = OBJ_dup(pval)) != NULL) &&
+        X509_PUBKEY_set0_param(to, obj, ptype, param, copy, len) == 1)
+        return 1;
+    ASN1_OBJECT_free(obj);
+    ASN1_OBJECT_free(param);
+    OPENSSL_free(copy);
+    return 0;
+}
+
 X509_PUBKEY *gw_x509_pubkey_copy(const X509_PUBKEY *spki)
 {
     const ASN1_OBJECT *alg_obj;
@@ -160,8 +177,6 @@ X509_PUBKEY *gw_x509_pubkey_copy(const X509_PUBKEY *spki)
     const void *pval;
     X509_ALGOR *alg;
     X509_PUBKEY *dup = NULL;
-    ASN1_OBJECT *obj = NULL, *param = NULL;
-    unsigned char *copy = NULL;
     int len, ptype, nid;
 
     if (spki == NULL || X509_PUBKEY_get0(spki) == NULL ||
@@ -174,18 +189,123 @@ X509_PUBKEY *gw_x509_pubkey_copy(const X509_PUBKEY *spki)
         return NULL;
     /* X509_PUBKEY_dup copies the BIT STRING without its count of unused bits, and the encoder then
        trims the trailing zero bits of the last byte (another key): the algorithm and the bits are
-       set again, as X509_PUBKEY_set0_param sets them (no unused bits) */
+       set again */
     ERR_set_mark();
     if ((dup = X509_PUBKEY_dup(spki)) == NULL || X509_PUBKEY_get0(dup) == NULL ||
-        (obj = OBJ_dup(alg_obj)) == NULL || (ptype == V_ASN1_OBJECT && (param = OBJ_dup(pval)) == NULL) ||
-        (copy = OPENSSL_memdup(bits, (size_t)len)) == NULL ||
-        X509_PUBKEY_set0_param(dup, obj, ptype, param, copy, len) != 1) {
-        ASN1_OBJECT_free(obj);
-        ASN1_OBJECT_free(param);
-        OPENSSL_free(copy);
+        !set_spki(dup, alg_obj, ptype, pval, bits, len)) {
         X509_PUBKEY_free(dup);
         dup = NULL;
     }
     ERR_pop_to_mark();
     return dup;
+}
+
+/*
+ * One key decoded the slow way per named curve (gw_x509_pubkey_d2i): its copies take each new point
+ * of that curve. More slots than OpenSSL has named curves, so that no curve takes another's; never
+ * freed (public keys, one per curve seen).
+ */
+struct curve_slot {
+    int nid;
+    X509_PUBKEY *key;
+};
+
+static struct curve_slot curves[GW_CURVE_KEYS];
+static pthread_mutex_t curves_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The key kept for curve |nid|; if there is none and |add| is given, a copy of |add| is kept. */
+static X509_PUBKEY *curve_key(int nid, const X509_PUBKEY *add)
+{
+    X509_PUBKEY *found = NULL;
+    size_t i;
+
+    pthread_mutex_lock(&curves_lock);
+    for (i = 0; i < GW_CURVE_KEYS && curves[i].nid != 0 && found == NULL; i++)
+        if (curves[i].nid == nid)
+            found = curves[i].key;
+    if (found == NULL && add != NULL && i < GW_CURVE_KEYS && (curves[i].key = X509_PUBKEY_dup(add)) != NULL)
+        curves[i].nid = nid;
+    pthread_mutex_unlock(&curves_lock);
+    return found;
+}
+
+/*
+ * The EC point |bits| (|len| bytes) on curve |nid| as a copy of the key kept for the curve, its
+ * algorithm and bits set as decoded from |alg|: EC_KEY_oct2key checks the point as OpenSSL's own
+ * decoder does (on the curve, of the curve's length). NULL if no key is kept yet, or on failure.
+ */
+static X509_PUBKEY *ec_point_key(int nid, const X509_ALGOR *alg, const unsigned char *bits, int len)
+{
+    const ASN1_OBJECT *alg_obj;
+    const void *pval;
+    unsigned char check[GW_EC_POINT_MAX];
+    size_t n = 0;
+    int ptype;
+    X509_PUBKEY *proto = curve_key(nid, NULL), *x;
+    EVP_PKEY *k;
+
+    if (proto == NULL || (size_t)len > sizeof(check) || (x = X509_PUBKEY_dup(proto)) == NULL)
+        return NULL;
+    X509_ALGOR_get0(&alg_obj, &ptype, &pval, alg);
+    /* and read back: a key manager that ignored the point would leave the kept key's in place */
+    if ((k = X509_PUBKEY_get0(x)) == NULL || EVP_PKEY_set1_encoded_public_key(k, bits, (size_t)len) != 1 ||
+        EVP_PKEY_get_octet_string_param(k, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, check, sizeof(check), &n) !=
+            1 ||
+        n != (size_t)len || memcmp(check, bits, n) != 0 || !set_spki(x, alg_obj, ptype, pval, bits, len)) {
+        X509_PUBKEY_free(x);
+        return NULL;
+    }
+    return x;
+}
+
+/* 1 if |der| re-encodes to itself: what OpenSSL encodes again (a signature's input) is what came. */
+static int encodes_to(const X509_PUBKEY *x, const unsigned char *der, long len)
+{
+    unsigned char *enc = NULL;
+    int n = i2d_X509_PUBKEY(x, &enc), same = n == len && memcmp(enc, der, (size_t)n) == 0;
+
+    OPENSSL_free(enc);
+    return same;
+}
+
+X509_PUBKEY *gw_x509_pubkey_d2i(const unsigned char *der, long len)
+{
+    const unsigned char *p = der, *end = der + len;
+    const ASN1_OBJECT *alg_obj;
+    const void *pval;
+    X509_ALGOR *alg = NULL;
+    ASN1_BIT_STRING *bits = NULL;
+    X509_PUBKEY *x = NULL;
+    long inner;
+    int ptype, tag, cls, nid = NID_undef;
+
+    /* SubjectPublicKeyInfo ::= SEQUENCE { algorithm AlgorithmIdentifier, subjectPublicKey BIT STRING } */
+    ERR_set_mark();
+    if (len > 0 && ASN1_get_object(&p, &inner, &tag, &cls, len) == V_ASN1_CONSTRUCTED &&
+        tag == V_ASN1_SEQUENCE && cls == V_ASN1_UNIVERSAL && p + inner == end &&
+        (alg = d2i_X509_ALGOR(NULL, &p, end - p)) != NULL &&
+        (bits = d2i_ASN1_BIT_STRING(NULL, &p, end - p)) != NULL && p == end && (bits->flags & 0x07) == 0 &&
+        bits->length > 0) {
+        X509_ALGOR_get0(&alg_obj, &ptype, &pval, alg);
+        if (OBJ_obj2nid(alg_obj) == NID_X9_62_id_ecPublicKey && ptype == V_ASN1_OBJECT)
+            nid = OBJ_obj2nid(pval);
+    }
+    if (nid != NID_undef && (x = ec_point_key(nid, alg, bits->data, bits->length)) != NULL &&
+        !encodes_to(x, der, len)) {
+        X509_PUBKEY_free(x);
+        x = NULL;
+    }
+    if (x == NULL) { /* the slow way, which any other key takes; a first key of a curve is kept */
+        p = der;
+        if ((x = d2i_X509_PUBKEY(NULL, &p, len)) != NULL && p != end) {
+            X509_PUBKEY_free(x);
+            x = NULL;
+        }
+        if (x != NULL && nid != NID_undef && X509_PUBKEY_get0(x) != NULL && encodes_to(x, der, len))
+            (void)curve_key(nid, x);
+    }
+    X509_ALGOR_free(alg);
+    ASN1_BIT_STRING_free(bits);
+    ERR_pop_to_mark();
+    return x;
 }

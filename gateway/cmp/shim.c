@@ -341,11 +341,7 @@ out:
     return rc;
 }
 
-/*
- * The content of the body of decoded |msg|, |body| an ir, cr or kur (CertReqMessages) or a p10cr
- * (X509_REQ), as OpenSSL decoded it; NULL if this OpenSSL places it otherwise.
- */
-static const void *decoded_body(const OSSL_CMP_MSG *msg, int body)
+const void *cmp_decoded_body(const OSSL_CMP_MSG *msg, int body)
 {
     const ASN1_TEMPLATE *tb = gw_asn1_field(ASN1_ITEM_rptr(OSSL_CMP_MSG), "body", -1, 0), *tv;
     const ASN1_ITEM *choice,
@@ -369,22 +365,21 @@ static const void *decoded_body(const OSSL_CMP_MSG *msg, int body)
     return *(void *const *)(content + tv->offset);
 }
 
-/* Where decoded |tmpl| keeps its publicKey; NULL as gw_asn1_field. */
-static X509_PUBKEY *const *tmpl_key_slot(const OSSL_CRMF_CERTTEMPLATE *tmpl)
+X509_PUBKEY **cmp_tmpl_key_slot(const OSSL_CRMF_CERTTEMPLATE *tmpl)
 {
     const ASN1_TEMPLATE *tt = gw_asn1_field(ASN1_ITEM_rptr(OSSL_CRMF_CERTTEMPLATE), "publicKey", 6, 0);
 
     if (tmpl == NULL || tt == NULL || (tt->flags & ASN1_TFLG_TAG_MASK) != ASN1_TFLG_IMPTAG ||
         ASN1_ITEM_ptr(tt->item) != ASN1_ITEM_rptr(X509_PUBKEY))
         return NULL;
-    return (X509_PUBKEY *const *)((const char *)tmpl + tt->offset);
+    return (X509_PUBKEY **)((const char *)tmpl + tt->offset);
 }
 
 /* The public key of |tmpl| as OpenSSL decoded it (a reference), in *key; 0 if the template has none,
  * -1 if this OpenSSL places it otherwise. */
 static int decoded_tmpl_key(const OSSL_CRMF_CERTTEMPLATE *tmpl, EVP_PKEY **key)
 {
-    X509_PUBKEY *const *slot = tmpl_key_slot(tmpl);
+    X509_PUBKEY *const *slot = cmp_tmpl_key_slot(tmpl);
 
     *key = NULL;
     if (slot == NULL)
@@ -399,7 +394,7 @@ static int decoded_tmpl_key(const OSSL_CRMF_CERTTEMPLATE *tmpl, EVP_PKEY **key)
 
 const X509_PUBKEY *gw_shim_tmpl_get0_spki(const OSSL_CRMF_MSG *crm)
 {
-    X509_PUBKEY *const *slot = crm != NULL ? tmpl_key_slot(OSSL_CRMF_MSG_get0_tmpl(crm)) : NULL;
+    X509_PUBKEY *const *slot = crm != NULL ? cmp_tmpl_key_slot(OSSL_CRMF_MSG_get0_tmpl(crm)) : NULL;
 
     return slot != NULL ? *slot : NULL;
 }
@@ -462,30 +457,43 @@ static int next_seq(const unsigned char **pp, const unsigned char *end, struct c
            t->constructed;
 }
 
-/*
- * The key of the first CertReqMsg of CertReqMessages |msgs| (RFC 4211 §3), read in place: 1 with
- * *key (NULL: unreadable), 0 when the template has none, -1 when the structure is not as expected.
- */
-static int crm_key(const struct cmp_tlv *msgs, EVP_PKEY **key)
+int cmp_crm_tmpl_key(const struct cmp_tlv *msgs, struct cmp_tlv up[3], struct cmp_tlv *key)
 {
     const unsigned char *p = msgs->cont, *end = msgs->cont + msgs->len;
-    struct cmp_tlv msg, req, id, tmpl, f;
+    struct cmp_tlv id, f;
+    int found = 0, prev = -1;
 
-    if (!next_seq(&p, end, &msg)) /* CertReqMsg */
+    if (!next_seq(&p, end, &up[0])) /* CertReqMsg */
         return -1;
-    p = msg.cont, end = msg.cont + msg.len;
-    if (!next_seq(&p, end, &req)) /* certReq CertRequest */
+    p = up[0].cont, end = up[0].cont + up[0].len;
+    if (!next_seq(&p, end, &up[1])) /* certReq CertRequest */
         return -1;
-    p = req.cont, end = req.cont + req.len;
+    p = up[1].cont, end = up[1].cont + up[1].len;
     if (!cmp_tlv_next(&p, end, &id) || id.tag != V_ASN1_INTEGER || id.cls != V_ASN1_UNIVERSAL ||
-        !next_seq(&p, end, &tmpl))
+        !next_seq(&p, end, &up[2]))
         return -1;
-    for (p = tmpl.cont, end = tmpl.cont + tmpl.len; cmp_tlv_next(&p, end, &f);)
-        if (f.cls == V_ASN1_CONTEXT_SPECIFIC && f.tag == 6) {
-            *key = spki_key(&f);
-            return 1;
+    /* CertTemplate: fields [0] to [9], each OPTIONAL, in this order */
+    for (p = up[2].cont, end = up[2].cont + up[2].len; cmp_tlv_next(&p, end, &f); prev = f.tag) {
+        if (f.cls != V_ASN1_CONTEXT_SPECIFIC || f.tag <= prev)
+            return -1;
+        if (f.tag == 6) {
+            *key = f;
+            found = 1;
         }
-    return 0;
+    }
+    return p == end ? found : -1;
+}
+
+/* The key of the first CertReqMsg of CertReqMessages |msgs|, read in place: 1 with *key (NULL:
+ * unreadable), 0 when the template has none, -1 when the structure is not as expected. */
+static int crm_key(const struct cmp_tlv *msgs, EVP_PKEY **key)
+{
+    struct cmp_tlv up[3], f;
+    int found = cmp_crm_tmpl_key(msgs, up, &f);
+
+    if (found == 1)
+        *key = spki_key(&f);
+    return found;
 }
 
 /* OptionalValidity's [0]/[1] tag a CHOICE (Time), hence EXPLICIT whatever the module default. */
@@ -677,13 +685,8 @@ out:
     return bits;
 }
 
-/*
- * Opens PKIMessage |msg| for a walk: [*p, *end) is the content of its outer SEQUENCE, read from
- * |der|, the bytes OpenSSL decoded it from, or, when those are not one DER SEQUENCE, from its own
- * encoding (*own, which the caller frees). 1, or 0.
- */
-static int open_msg(const OSSL_CMP_MSG *msg, const unsigned char *der, size_t der_len, unsigned char **own,
-                    const unsigned char **p, const unsigned char **end)
+int cmp_open_msg(const OSSL_CMP_MSG *msg, const unsigned char *der, size_t der_len, unsigned char **own,
+                 const unsigned char **p, const unsigned char **end)
 {
     int len;
 
@@ -738,7 +741,7 @@ EVP_PKEY *gw_shim_get1_requested_key(const OSSL_CMP_MSG *msg, const unsigned cha
         return NULL;
     *has_key = 1;
     /* as OpenSSL decoded it: a key decoded again costs a decoder of its own in 3.0 */
-    if ((content = decoded_body(msg, body)) != NULL) {
+    if ((content = cmp_decoded_body(msg, body)) != NULL) {
         if (body == GW_CMP_BODY_P10CR) {
             if ((key = X509_REQ_get_pubkey((X509_REQ *)content)) == NULL)
                 *has_key = 0; /* as below */
@@ -752,134 +755,11 @@ EVP_PKEY *gw_shim_get1_requested_key(const OSSL_CMP_MSG *msg, const unsigned cha
         }
     }
     /* PKIBody is an EXPLICIT [n] around CertReqMessages (ir, cr, kur) or a CertificationRequest (p10cr) */
-    if (open_msg(msg, der, der_len, &own, &p, &end) && cmp_tlv_next(&p, end, &t) &&
+    if (cmp_open_msg(msg, der, der_len, &own, &p, &end) && cmp_tlv_next(&p, end, &t) &&
         cmp_tlv_next(&p, end, &t) && t.cls == V_ASN1_CONTEXT_SPECIFIC)
         key = body_key(&t, body, has_key);
     OPENSSL_free(own);
     return key;
-}
-
-/* Appends the certificates of a SEQUENCE OF CMPCertificate at |seq| to |out|; 1, or 0 past the caps. */
-static int add_certs(const struct cmp_tlv *seq, STACK_OF(X509) *out)
-{
-    const unsigned char *p = seq->cont, *end = seq->cont + seq->len;
-    struct cmp_tlv t;
-    X509 *x;
-
-    if (seq->tag != V_ASN1_SEQUENCE || seq->cls != V_ASN1_UNIVERSAL || !seq->constructed ||
-        seq->total > GW_MAX_EXTRA_CERTS_BYTES)
-        return 0;
-    while (cmp_tlv_next(&p, end, &t)) {
-        if (sk_X509_num(out) >= GW_MAX_EXTRA_CERTS || (x = gw_x509_parse_cached(t.p, t.total)) == NULL)
-            return 0;
-        if (sk_X509_push(out, x) <= 0) {
-            X509_free(x);
-            return 0;
-        }
-    }
-    return p == end;
-}
-
-STACK_OF(X509) *gw_shim_get1_extra_certs(const OSSL_CMP_MSG *msg, const unsigned char *der, size_t der_len)
-{
-    unsigned char *own = NULL;
-    const unsigned char *p, *end, *q;
-    STACK_OF(X509) *out = sk_X509_new_null();
-    struct cmp_tlv t, seq;
-    int ok = 0;
-
-    /* PKIMessage ::= SEQUENCE { header, body, protection [0] OPTIONAL, extraCerts [1] OPTIONAL } */
-    if (out == NULL || msg == NULL || !open_msg(msg, der, der_len, &own, &p, &end) ||
-        !cmp_tlv_next(&p, end, &t) || !cmp_tlv_next(&p, end, &t))
-        goto out;
-    ok = 1;
-    while (ok && cmp_tlv_next(&p, end, &t)) {
-        if (t.cls != V_ASN1_CONTEXT_SPECIFIC || t.tag != 1)
-            continue;
-        q = t.cont;
-        ok = cmp_tlv_next(&q, t.cont + t.len, &seq) && q == t.cont + t.len && add_certs(&seq, out);
-    }
-out:
-    OPENSSL_free(own);
-    if (!ok) {
-        sk_X509_pop_free(out, X509_free);
-        return NULL;
-    }
-    return out;
-}
-
-/* Where decoded |msg| keeps its extraCerts; NULL as field_of. */
-static STACK_OF(X509) **extra_certs_slot(OSSL_CMP_MSG *msg)
-{
-    const ASN1_TEMPLATE *tt =
-        gw_asn1_field(ASN1_ITEM_rptr(OSSL_CMP_MSG), "extraCerts", 1, ASN1_TFLG_SEQUENCE_OF);
-
-    if (tt == NULL || (tt->flags & ASN1_TFLG_TAG_MASK) != ASN1_TFLG_EXPTAG ||
-        ASN1_ITEM_ptr(tt->item) != ASN1_ITEM_rptr(X509))
-        return NULL;
-    return (STACK_OF(X509) **)((char *)msg + tt->offset);
-}
-
-/* The message of [content, content_len) without its last element |last|, d2i'd; NULL if it is not one. */
-static OSSL_CMP_MSG *d2i_without(const unsigned char *content, long content_len, const struct cmp_tlv *last)
-{
-    unsigned char *buf;
-    const unsigned char *q;
-    OSSL_CMP_MSG *msg = NULL;
-    int inner = (int)(content_len - last->total), len;
-
-    /* cmp_der_wrap only reads its parts */
-    if ((buf = cmp_der_wrap(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL,
-                            (unsigned char *const[]){(unsigned char *)content}, &inner, 1, &len)) == NULL)
-        return NULL;
-    q = buf;
-    if ((msg = d2i_OSSL_CMP_MSG(NULL, &q, len)) != NULL && q != buf + len) {
-        OSSL_CMP_MSG_free(msg);
-        msg = NULL;
-    }
-    OPENSSL_free(buf);
-    return msg;
-}
-
-/*
- * The extraCerts of a request are mostly the same few certificates (a device's own, its CA's), and
- * OpenSSL 3.0 builds a public-key decoder for each one it parses. So a message that is one DER
- * SEQUENCE ending in extraCerts is decoded without them, and they are set from the certificates
- * parsed lately (gw_x509_parse_cached: the same DER, so the same certificates). Anything else, and
- * anything that does not go through this way, is decoded the plain way, so that what is accepted
- * and refused does not change.
- */
-OSSL_CMP_MSG *gw_shim_d2i_msg(const unsigned char **pp, long len)
-{
-    const unsigned char *p, *end, *content;
-    STACK_OF(X509) *certs = NULL, **slot;
-    OSSL_CMP_MSG *msg = NULL;
-    struct cmp_tlv t, seq;
-    int n = 0;
-
-    if (len > INT_MAX || !cmp_der_open_seq(*pp, len, &p, &end)) /* cmp_der_wrap counts in int */
-        return d2i_OSSL_CMP_MSG(NULL, pp, len);
-    content = p;
-    /* PKIMessage ::= SEQUENCE { header, body, protection [0] OPTIONAL, extraCerts [1] OPTIONAL } */
-    while (cmp_tlv_next(&p, end, &t))
-        n++;
-    if (p != end || n < 3 || t.cls != V_ASN1_CONTEXT_SPECIFIC || t.tag != 1 || !t.constructed)
-        return d2i_OSSL_CMP_MSG(NULL, pp, len);
-    p = t.cont;
-    ERR_set_mark();
-    if (cmp_tlv_next(&p, t.cont + t.len, &seq) && p == t.cont + t.len &&
-        (certs = sk_X509_new_null()) != NULL && add_certs(&seq, certs) &&
-        (msg = d2i_without(content, (long)(end - content), &t)) != NULL &&
-        (slot = extra_certs_slot(msg)) != NULL && *slot == NULL) {
-        *slot = certs;
-        *pp = end;
-        ERR_pop_to_mark();
-        return msg;
-    }
-    sk_X509_pop_free(certs, X509_free);
-    OSSL_CMP_MSG_free(msg);
-    ERR_pop_to_mark();
-    return d2i_OSSL_CMP_MSG(NULL, pp, len);
 }
 
 int gw_shim_pkisi_status(const OSSL_CMP_PKISI *si)

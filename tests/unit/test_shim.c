@@ -10,12 +10,15 @@
 
 #include <string.h>
 #include <openssl/cmp.h>
+#include <openssl/core_names.h>
+#include <openssl/crmf.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
 
 #include "gateway/cmp/shim.h"
 #include "base/err.h"
+#include "base/x509.h"
 
 static EVP_PKEY *key, *new_key;
 static X509 *cert;
@@ -443,6 +446,24 @@ static void test_get1_extra_certs(void **state)
     OSSL_CMP_MSG_free(req);
 }
 
+/* The first template's keys of |a| and |b|, if they are an ir: both absent, undecodable, or equal. */
+static void same_template_key(const OSSL_CMP_MSG *a, const OSSL_CMP_MSG *b)
+{
+    EVP_PKEY *ka = NULL, *kb = NULL;
+    int has_a, has_b;
+
+    if (OSSL_CMP_MSG_get_bodytype(a) != GW_CMP_BODY_IR)
+        return;
+    ka = gw_shim_get1_requested_key(a, NULL, 0, &has_a);
+    kb = gw_shim_get1_requested_key(b, NULL, 0, &has_b);
+    assert_int_equal(has_a, has_b);
+    assert_int_equal(ka == NULL, kb == NULL);
+    if (ka != NULL)
+        assert_int_equal(EVP_PKEY_eq(ka, kb), 1);
+    EVP_PKEY_free(ka);
+    EVP_PKEY_free(kb);
+}
+
 /* gw_shim_d2i_msg and d2i_OSSL_CMP_MSG on |der|: both refuse it, or both decode the same message from
  * the same bytes. 1 if they decoded it. */
 static int same_as_d2i(const unsigned char *der, long len)
@@ -455,6 +476,7 @@ static int same_as_d2i(const unsigned char *der, long len)
     assert_int_equal(a == NULL, b == NULL);
     if (a != NULL) {
         assert_ptr_equal(p, q);
+        same_template_key(a, b);
         la = i2d_OSSL_CMP_MSG(a, &ea);
         lb = i2d_OSSL_CMP_MSG(b, &eb);
         assert_true(la > 0);
@@ -777,6 +799,101 @@ static void test_body_names(void **state)
     assert_string_equal(gw_shim_body_name(GW_CMP_BODY_MAX + 1), "unknown");
 }
 
+/* gw_x509_pubkey_d2i against d2i_X509_PUBKEY on |der|: both refuse it, or both give the same key (or
+ * none, when it does not decode) with the same encoding. */
+static void same_as_pubkey_d2i(const unsigned char *der, long len)
+{
+    const unsigned char *p = der;
+    X509_PUBKEY *a = d2i_X509_PUBKEY(NULL, &p, len), *b = gw_x509_pubkey_d2i(der, len);
+    unsigned char *ea = NULL, *eb = NULL;
+
+    if (a != NULL && p != der + len) {
+        X509_PUBKEY_free(a);
+        a = NULL;
+    }
+    assert_int_equal(a == NULL, b == NULL);
+    if (a != NULL) {
+        ERR_set_mark();
+        assert_int_equal(X509_PUBKEY_get0(a) == NULL, X509_PUBKEY_get0(b) == NULL);
+        if (X509_PUBKEY_get0(a) != NULL)
+            assert_int_equal(EVP_PKEY_eq(X509_PUBKEY_get0(a), X509_PUBKEY_get0(b)), 1);
+        ERR_pop_to_mark();
+        assert_int_equal(i2d_X509_PUBKEY(b, &eb), i2d_X509_PUBKEY(a, &ea));
+        assert_memory_equal(eb, ea, (size_t)i2d_X509_PUBKEY(a, NULL));
+    }
+    OPENSSL_free(ea);
+    OPENSSL_free(eb);
+    X509_PUBKEY_free(a);
+    X509_PUBKEY_free(b);
+    ERR_clear_error();
+}
+
+/* |k| as a SubjectPublicKeyInfo, its EC point |form| ("compressed"...) and parameters |enc|
+ * ("explicit"...) as given (NULL: as it is). */
+static int spki_of(EVP_PKEY *k, const char *form, const char *enc, unsigned char **der)
+{
+    if (form != NULL)
+        assert_int_equal(EVP_PKEY_set_utf8_string_param(k, OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT, form),
+                         1);
+    if (enc != NULL)
+        assert_int_equal(EVP_PKEY_set_utf8_string_param(k, OSSL_PKEY_PARAM_EC_ENCODING, enc), 1);
+    *der = NULL;
+    return i2d_PUBKEY(k, der);
+}
+
+/* EC keys on named curves are read without a decoder (after the curve's first); every other key,
+ * and every damaged one, as d2i_X509_PUBKEY reads it. */
+static void test_pubkey_d2i(void **state)
+{
+    static const char *const curves[] = {"P-256", "P-256", "P-256", "P-384", "P-521", "P-384"};
+    EVP_PKEY *k;
+    unsigned char *der = NULL, buf[256];
+    int len;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(curves) / sizeof(curves[0]); i++) {
+        assert_non_null(k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", curves[i]));
+        len = spki_of(k, NULL, NULL, &der);
+        same_as_pubkey_d2i(der, len);
+        OPENSSL_free(der);
+        len = spki_of(k, "compressed", NULL, &der);
+        same_as_pubkey_d2i(der, len);
+        OPENSSL_free(der);
+        len = spki_of(k, "uncompressed", "explicit", &der); /* not a named curve: the slow way */
+        same_as_pubkey_d2i(der, len);
+        OPENSSL_free(der);
+        EVP_PKEY_free(k);
+    }
+    assert_non_null(k = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519"));
+    len = spki_of(k, NULL, NULL, &der);
+    same_as_pubkey_d2i(der, len);
+    OPENSSL_free(der);
+    EVP_PKEY_free(k);
+    assert_non_null(k = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)1024));
+    len = spki_of(k, NULL, NULL, &der);
+    same_as_pubkey_d2i(der, len);
+    OPENSSL_free(der);
+    EVP_PKEY_free(k);
+
+    /* a P-256 key damaged every way: points off the curve, other curves, lengths, tags, trailing bytes */
+    assert_non_null(k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256"));
+    len = spki_of(k, NULL, NULL, &der);
+    assert_true((size_t)len < sizeof(buf));
+    for (int cut = 0; cut <= len; cut++)
+        same_as_pubkey_d2i(der, cut);
+    memcpy(buf, der, (size_t)len);
+    buf[len] = 0;
+    same_as_pubkey_d2i(buf, len + 1);
+    for (int i = 0; i < len; i++)
+        for (int bit = 0; bit < 8; bit++) {
+            memcpy(buf, der, (size_t)len);
+            buf[i] ^= (unsigned char)(1u << bit);
+            same_as_pubkey_d2i(buf, len);
+        }
+    OPENSSL_free(der);
+    EVP_PKEY_free(k);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -793,6 +910,7 @@ int main(void)
         cmocka_unit_test(test_cert_profile),
         cmocka_unit_test(test_itav_cert),
         cmocka_unit_test(test_d2i_msg),
+        cmocka_unit_test(test_pubkey_d2i),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

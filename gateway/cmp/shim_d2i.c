@@ -1,0 +1,245 @@
+/*
+ * OpenSSL 3.0 shim: a request decoded with fewer public-key decoders (docs/design.md O9). OpenSSL
+ * 3.0 builds a decoder (every key manager and decoder of the providers looked up, under locks) for
+ * each public key it parses: the certificates of extraCerts and the template's key of an ir, cr or
+ * kur. The message is decoded without them and they are set from cheaper sources; anything that
+ * does not go this way is decoded the plain way, so that what is accepted and refused does not
+ * change.
+ */
+#include "gateway/cmp/shim.h"
+#include "gateway/cmp/shim_local.h"
+#include "base/limits.h"
+#include "base/x509.h"
+
+#include <limits.h>
+#include <string.h>
+#include <openssl/asn1.h>
+#include <openssl/asn1t.h>
+#include <openssl/cmp.h>
+#include <openssl/crmf.h>
+#include <openssl/err.h>
+#include <openssl/x509.h>
+
+/* Appends the certificates of a SEQUENCE OF CMPCertificate at |seq| to |out|; 1, or 0 past the caps. */
+static int add_certs(const struct cmp_tlv *seq, STACK_OF(X509) *out)
+{
+    const unsigned char *p = seq->cont, *end = seq->cont + seq->len;
+    struct cmp_tlv t;
+    X509 *x;
+
+    if (seq->tag != V_ASN1_SEQUENCE || seq->cls != V_ASN1_UNIVERSAL || !seq->constructed ||
+        seq->total > GW_MAX_EXTRA_CERTS_BYTES)
+        return 0;
+    while (cmp_tlv_next(&p, end, &t)) {
+        if (sk_X509_num(out) >= GW_MAX_EXTRA_CERTS || (x = gw_x509_parse_cached(t.p, t.total)) == NULL)
+            return 0;
+        if (sk_X509_push(out, x) <= 0) {
+            X509_free(x);
+            return 0;
+        }
+    }
+    return p == end;
+}
+
+STACK_OF(X509) *gw_shim_get1_extra_certs(const OSSL_CMP_MSG *msg, const unsigned char *der, size_t der_len)
+{
+    unsigned char *own = NULL;
+    const unsigned char *p, *end, *q;
+    STACK_OF(X509) *out = sk_X509_new_null();
+    struct cmp_tlv t, seq;
+    int ok = 0;
+
+    /* PKIMessage ::= SEQUENCE { header, body, protection [0] OPTIONAL, extraCerts [1] OPTIONAL } */
+    if (out == NULL || msg == NULL || !cmp_open_msg(msg, der, der_len, &own, &p, &end) ||
+        !cmp_tlv_next(&p, end, &t) || !cmp_tlv_next(&p, end, &t))
+        goto out;
+    ok = 1;
+    while (ok && cmp_tlv_next(&p, end, &t)) {
+        if (t.cls != V_ASN1_CONTEXT_SPECIFIC || t.tag != 1)
+            continue;
+        q = t.cont;
+        ok = cmp_tlv_next(&q, t.cont + t.len, &seq) && q == t.cont + t.len && add_certs(&seq, out);
+    }
+out:
+    OPENSSL_free(own);
+    if (!ok) {
+        sk_X509_pop_free(out, X509_free);
+        return NULL;
+    }
+    return out;
+}
+
+/* Where decoded |msg| keeps its extraCerts; NULL as gw_asn1_field. */
+static STACK_OF(X509) **extra_certs_slot(OSSL_CMP_MSG *msg)
+{
+    const ASN1_TEMPLATE *tt =
+        gw_asn1_field(ASN1_ITEM_rptr(OSSL_CMP_MSG), "extraCerts", 1, ASN1_TFLG_SEQUENCE_OF);
+
+    if (tt == NULL || (tt->flags & ASN1_TFLG_TAG_MASK) != ASN1_TFLG_EXPTAG ||
+        ASN1_ITEM_ptr(tt->item) != ASN1_ITEM_rptr(X509))
+        return NULL;
+    return (STACK_OF(X509) **)((char *)msg + tt->offset);
+}
+
+/* The levels down to a cut: the message, its body, CertReqMessages, CertReqMsg, CertRequest,
+ * CertTemplate. */
+#define CUT_LEVELS 6
+
+/*
+ * The DER of |n| nested TLVs |up| (each inside the one before) without |what| (inside the last;
+ * NULL: nothing), each length written anew; up[0]'s content may end before its TLV does (the
+ * elements after it left out). OPENSSL_malloc'ed, NULL on failure.
+ */
+static unsigned char *der_cut(const struct cmp_tlv *up, int n, const struct cmp_tlv *what, int *out_len)
+{
+    long content[CUT_LEVELS], old = what != NULL ? what->total : 0, now = 0;
+    const unsigned char *from;
+    unsigned char *buf, *q;
+
+    for (int i = n - 1; i >= 0; i--) {
+        content[i] = up[i].len - old + now;
+        if (content[i] < 0 || content[i] > INT_MAX / 2 ||
+            (now = ASN1_object_size(1, (int)content[i], up[i].tag)) <= 0)
+            return NULL;
+        old = up[i].total;
+    }
+    if ((buf = OPENSSL_malloc((size_t)now)) == NULL)
+        return NULL;
+    q = buf;
+    for (int i = 0; i < n; i++) { /* each header, and what comes before the next level */
+        from = i + 1 < n ? up[i + 1].p : what != NULL ? what->p : up[i].cont + up[i].len;
+        ASN1_put_object(&q, 1, (int)content[i], up[i].tag, up[i].cls);
+        memcpy(q, up[i].cont, (size_t)(from - up[i].cont));
+        q += from - up[i].cont;
+    }
+    for (int i = n - 1; i >= 0; i--) { /* what comes after it, innermost first */
+        from = i + 1 < n      ? up[i + 1].p + up[i + 1].total
+               : what != NULL ? what->p + what->total
+                              : up[i].cont + up[i].len;
+        memcpy(q, from, (size_t)(up[i].cont + up[i].len - from));
+        q += up[i].cont + up[i].len - from;
+    }
+    *out_len = (int)(q - buf);
+    return buf;
+}
+
+/* The template's publicKey of the message with levels |up|, up[1] its body, if it has one to take out. */
+static int find_key(struct cmp_tlv *up, struct cmp_tlv *key)
+{
+    const unsigned char *p = up[1].cont, *end = up[1].cont + up[1].len;
+
+    /* PKIBody is an EXPLICIT [n] around CertReqMessages for an ir, a cr or a kur */
+    if (up[1].cls != V_ASN1_CONTEXT_SPECIFIC || !up[1].constructed ||
+        (up[1].tag != GW_CMP_BODY_IR && up[1].tag != GW_CMP_BODY_CR && up[1].tag != GW_CMP_BODY_KUR) ||
+        !cmp_tlv_next(&p, end, &up[2]) || p != end || up[2].tag != V_ASN1_SEQUENCE ||
+        up[2].cls != V_ASN1_UNIVERSAL || !up[2].constructed)
+        return 0;
+    /* [6] IMPLICIT SubjectPublicKeyInfo, its tag in one byte (DER) */
+    return cmp_crm_tmpl_key(&up[2], &up[3], key) == 1 && key->constructed && key->p[0] == 0xa6;
+}
+
+/* The key of [6] IMPLICIT SubjectPublicKeyInfo |t|, from gw_x509_pubkey_d2i. */
+static X509_PUBKEY *tmpl_key(const struct cmp_tlv *t)
+{
+    unsigned char *spki = OPENSSL_memdup(t->p, (size_t)t->total);
+    X509_PUBKEY *x = NULL;
+
+    if (spki != NULL) {
+        spki[0] = V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED;
+        x = gw_x509_pubkey_d2i(spki, t->total);
+    }
+    OPENSSL_free(spki);
+    return x;
+}
+
+/* Where decoded |msg| (body |body|) keeps the publicKey of its first template; NULL if elsewhere. */
+static X509_PUBKEY **msg_key_slot(const OSSL_CMP_MSG *msg, int body)
+{
+    const STACK_OF(OSSL_CRMF_MSG) *crms = cmp_decoded_body(msg, body);
+
+    return crms != NULL && sk_OSSL_CRMF_MSG_num(crms) > 0
+               ? cmp_tmpl_key_slot(OSSL_CRMF_MSG_get0_tmpl(sk_OSSL_CRMF_MSG_value(crms, 0)))
+               : NULL;
+}
+
+/*
+ * The extraCerts of a request are mostly the same few certificates (a device's own, its CA's): they
+ * are set from the certificates parsed lately (gw_x509_parse_cached: the same DER, so the same
+ * certificates). The template's key is new with each request: gw_x509_pubkey_d2i reads an EC key
+ * without a decoder. The message is decoded with neither (their enclosing lengths written anew),
+ * then they are set where OpenSSL keeps them.
+ */
+OSSL_CMP_MSG *gw_shim_d2i_msg(const unsigned char **pp, long len)
+{
+    const unsigned char *p, *end;
+    struct cmp_tlv up[CUT_LEVELS], el[5], key, seq;
+    STACK_OF(X509) *certs = NULL, **cslot;
+    X509_PUBKEY *xk = NULL, **kslot;
+    OSSL_CMP_MSG *msg = NULL;
+    unsigned char *buf = NULL;
+    const unsigned char *q;
+    int n = 0, levels = 1, has_extra, has_key, buf_len;
+
+    if (len > INT_MAX || !cmp_der_open_seq(*pp, len, &p, &end)) /* der_cut counts in int */
+        return d2i_OSSL_CMP_MSG(NULL, pp, len);
+    /* PKIMessage ::= SEQUENCE { header, body, protection [0] OPTIONAL, extraCerts [1] OPTIONAL } */
+    up[0] = (struct cmp_tlv){.p = *pp,
+                             .cont = p,
+                             .len = end - p,
+                             .total = len,
+                             .tag = V_ASN1_SEQUENCE,
+                             .cls = V_ASN1_UNIVERSAL,
+                             .constructed = 1};
+    while (n < 5 && cmp_tlv_next(&p, end, &el[n]))
+        n++;
+    if (p != end || n < 2 || n > 4)
+        return d2i_OSSL_CMP_MSG(NULL, pp, len);
+    has_extra =
+        n >= 3 && el[n - 1].cls == V_ASN1_CONTEXT_SPECIFIC && el[n - 1].tag == 1 && el[n - 1].constructed;
+    up[1] = el[1];
+    has_key = find_key(up, &key);
+    if (!has_extra && !has_key)
+        return d2i_OSSL_CMP_MSG(NULL, pp, len);
+    ERR_set_mark();
+    if (has_extra) {
+        up[0].len = el[n - 1].p - up[0].cont;
+        q = el[n - 1].cont;
+        if (!cmp_tlv_next(&q, el[n - 1].cont + el[n - 1].len, &seq) || q != el[n - 1].cont + el[n - 1].len ||
+            (certs = sk_X509_new_null()) == NULL || !add_certs(&seq, certs))
+            goto plain;
+    }
+    if (has_key) {
+        levels = CUT_LEVELS;
+        if ((xk = tmpl_key(&key)) == NULL)
+            goto plain;
+    }
+    if ((buf = der_cut(up, levels, has_key ? &key : NULL, &buf_len)) == NULL)
+        goto plain;
+    q = buf;
+    if ((msg = d2i_OSSL_CMP_MSG(NULL, &q, buf_len)) == NULL || q != buf + buf_len)
+        goto plain;
+    if (has_extra) {
+        if ((cslot = extra_certs_slot(msg)) == NULL || *cslot != NULL)
+            goto plain;
+        *cslot = certs;
+        certs = NULL;
+    }
+    if (has_key) {
+        if ((kslot = msg_key_slot(msg, up[1].tag)) == NULL || *kslot != NULL)
+            goto plain;
+        *kslot = xk;
+        xk = NULL;
+    }
+    OPENSSL_free(buf);
+    ERR_pop_to_mark();
+    *pp = end;
+    return msg;
+
+plain:
+    sk_X509_pop_free(certs, X509_free);
+    X509_PUBKEY_free(xk);
+    OSSL_CMP_MSG_free(msg);
+    OPENSSL_free(buf);
+    ERR_pop_to_mark();
+    return d2i_OSSL_CMP_MSG(NULL, pp, len);
+}
