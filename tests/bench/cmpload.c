@@ -90,19 +90,25 @@ struct load_worker {
     struct curl_slist *headers;
     EVP_PKEY **keys;
     long want_keys, nkeys, next_key, inline_keys;
-    double *lat_ms;
+    struct lat_sample *lat;
     long nlat, cap_lat, max_lat;
-    long connects;      /* new TCP connections: shows whether keep-alive holds */
-    int index;          /* of the worker, for --rate's schedule */
-    long attempts;      /* enrolments begun */
-    long resumed;       /* TLS handshakes that resumed a session */
-    unsigned long sent; /* messages sent, for --alt-url */
+    double in_transfer_ms; /* this transaction's time in curl_easy_perform: request out, answer in */
+    long connects;         /* new TCP connections: shows whether keep-alive holds */
+    int index;             /* of the worker, for --rate's schedule */
+    long attempts;         /* enrolments begun */
+    long resumed;          /* TLS handshakes that resumed a session */
+    unsigned long sent;    /* messages sent, for --alt-url */
     long ok, err[FAIL_CMP + 1];
     enum load_fail fail;    /* what the transfer callback saw in this transaction */
     char why[LOAD_ERR_LEN]; /* first error line of this transaction */
     char curl_err[CURL_ERROR_SIZE];
     struct load_buf *rsp;
     int setup_ok;
+};
+
+/* One enrolment's latency: all of it, and the part spent waiting for the server (sent to received). */
+struct lat_sample {
+    double total_ms, server_ms;
 };
 
 static _Thread_local struct load_worker *tl_worker; /* for the CMP log callback, which has no arg */
@@ -191,6 +197,7 @@ static OSSL_CMP_MSG *transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
     OSSL_CMP_MSG *rsp = NULL;
     CURLcode rc;
     long nconn = 0;
+    double t0;
     int len;
 
     if ((len = i2d_OSSL_CMP_MSG(req, &der)) <= 0) {
@@ -204,7 +211,9 @@ static OSSL_CMP_MSG *transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
         curl_easy_setopt(w->curl, CURLOPT_URL, (w->sent++ & 1) != 0 ? w->sh->o->alt_url : w->sh->o->url);
     curl_easy_setopt(w->curl, CURLOPT_POSTFIELDS, (char *)der);
     curl_easy_setopt(w->curl, CURLOPT_POSTFIELDSIZE, (long)len);
+    t0 = now_ms();
     rc = curl_easy_perform(w->curl);
+    w->in_transfer_ms += now_ms() - t0;
     if (curl_easy_getinfo(w->curl, CURLINFO_NUM_CONNECTS, &nconn) == CURLE_OK)
         w->connects += nconn;
     if (rc != CURLE_OK) {
@@ -304,9 +313,9 @@ static EVP_PKEY *take_key(struct load_worker *w)
     return keygen();
 }
 
-static void record_latency(struct load_worker *w, double ms)
+static void record_latency(struct load_worker *w, double ms, double server_ms)
 {
-    double *grown;
+    struct lat_sample *grown;
     long cap;
 
     if (w->nlat == w->cap_lat) {
@@ -315,12 +324,12 @@ static void record_latency(struct load_worker *w, double ms)
         cap = w->cap_lat == 0 ? 1024 : w->cap_lat * 2;
         if (cap > w->max_lat)
             cap = w->max_lat;
-        if ((grown = realloc(w->lat_ms, (size_t)cap * sizeof(*grown))) == NULL)
+        if ((grown = realloc(w->lat, (size_t)cap * sizeof(*grown))) == NULL)
             return;
-        w->lat_ms = grown;
+        w->lat = grown;
         w->cap_lat = cap;
     }
-    w->lat_ms[w->nlat++] = ms;
+    w->lat[w->nlat++] = (struct lat_sample){ms, server_ms};
 }
 
 /* Prints the first LOAD_ERRORS_SHOWN error lines of the whole run, with the OpenSSL reason. */
@@ -384,6 +393,7 @@ static int enrol_once(struct load_worker *w)
     int ok = 0;
 
     w->attempts++;
+    w->in_transfer_ms = 0;
     w->fail = FAIL_NONE;
     w->why[0] = '\0';
     if (k == NULL || (ctx = txn_ctx_new(w, k)) == NULL) {
@@ -400,7 +410,7 @@ static int enrol_once(struct load_worker *w)
 out:
     if (ok) {
         w->ok++;
-        record_latency(w, now_ms() - t0);
+        record_latency(w, now_ms() - t0, w->in_transfer_ms);
     } else {
         w->err[w->fail == FAIL_NONE ? FAIL_CMP : w->fail]++;
         if (w->fail == FAIL_NONE)
@@ -509,7 +519,7 @@ static void worker_cleanup(struct load_worker *w)
     for (i = 0; w->keys != NULL && i < w->nkeys; i++)
         EVP_PKEY_free(w->keys[i]);
     free(w->keys);
-    free(w->lat_ms);
+    free(w->lat);
     curl_easy_cleanup(w->curl);
     curl_slist_free_all(w->headers);
     free(w->rsp);
@@ -646,20 +656,23 @@ static double pct(const double *v, long n, double p)
 
 struct load_totals {
     long ok, err[FAIL_CMP + 1], inline_keys, pool_keys, setup_failed, connects, resumed;
-    double seconds, client_cpu_s, p50, p99, max;
+    double seconds, client_cpu_s, p50, p99, max, server_p50, server_p99;
 };
 
 /* Sums the workers and computes latency percentiles over all kept samples. Returns 1 on success. */
 static int summarize(struct load_worker *ws, int n, struct load_totals *t)
 {
-    double *all = NULL;
+    double *all = NULL, *srv = NULL;
     long nall = 0, i;
     int k, f;
 
     for (k = 0; k < n; k++)
         nall += ws[k].nlat;
-    if (nall > 0 && (all = malloc((size_t)nall * sizeof(*all))) == NULL)
+    if (nall > 0 && ((all = malloc((size_t)nall * sizeof(*all))) == NULL ||
+                     (srv = malloc((size_t)nall * sizeof(*srv))) == NULL)) {
+        free(all);
         return 0;
+    }
     nall = 0;
     for (k = 0; k < n; k++) {
         t->ok += ws[k].ok;
@@ -670,15 +683,22 @@ static int summarize(struct load_worker *ws, int n, struct load_totals *t)
         t->resumed += ws[k].resumed;
         t->pool_keys += ws[k].nkeys;
         t->setup_failed += !ws[k].setup_ok;
-        for (i = 0; i < ws[k].nlat; i++)
-            all[nall++] = ws[k].lat_ms[i];
+        for (i = 0; i < ws[k].nlat; i++, nall++) {
+            all[nall] = ws[k].lat[i].total_ms;
+            srv[nall] = ws[k].lat[i].server_ms;
+        }
     }
-    if (nall > 0)
+    if (nall > 0) {
         qsort(all, (size_t)nall, sizeof(*all), cmp_double);
+        qsort(srv, (size_t)nall, sizeof(*srv), cmp_double);
+    }
     t->p50 = pct(all, nall, 0.50);
     t->p99 = pct(all, nall, 0.99);
     t->max = nall > 0 ? all[nall - 1] : 0;
+    t->server_p50 = pct(srv, nall, 0.50);
+    t->server_p99 = pct(srv, nall, 0.99);
     free(all);
+    free(srv);
     return 1;
 }
 
@@ -689,18 +709,22 @@ static void print_results(const struct load_opts *o, const struct load_totals *t
 
     printf(
         "{\"enrolments\":%ld,\"errors\":%ld,\"seconds\":%.3f,\"rate\":%.1f,\"p50_ms\":%.2f,\"p99_ms\":%.2f,"
-        "\"max_ms\":%.2f,\"threads\":%d,\"connections\":%ld,\"resumed\":%ld,\"transport_errors\":%ld,"
+        "\"max_ms\":%.2f,\"server_p50_ms\":%.2f,\"server_p99_ms\":%.2f,\"threads\":%d,\"connections\":%ld,"
+        "\"resumed\":%ld,\"transport_errors\":%ld,"
         "\"http_errors\":%ld,\"cmp_errors\":%ld,\"client_cpu_s\":%.3f}\n",
-        t->ok, errors, t->seconds, rate, t->p50, t->p99, t->max, o->threads, t->connects, t->resumed,
-        t->err[FAIL_TRANSPORT], t->err[FAIL_HTTP], t->err[FAIL_CMP], t->client_cpu_s);
+        t->ok, errors, t->seconds, rate, t->p50, t->p99, t->max, t->server_p50, t->server_p99, o->threads,
+        t->connects, t->resumed, t->err[FAIL_TRANSPORT], t->err[FAIL_HTTP], t->err[FAIL_CMP],
+        t->client_cpu_s);
     fflush(stdout);
     fprintf(
         stderr,
         "cmpload: %ld enrolments, %ld errors (transport %ld, http %ld, cmp %ld) in %.2f s with %d threads: "
-        "%.1f/s; latency p50 %.2f ms, p99 %.2f ms, max %.2f ms; %ld TCP connections; client CPU %.2f s; "
-        "keys: %ld pre-generated, %ld made in the timed phase\n",
+        "%.1f/s; latency p50 %.2f ms, p99 %.2f ms, max %.2f ms (waiting for the server: p50 %.2f ms, p99 "
+        "%.2f "
+        "ms); %ld TCP connections; client CPU %.2f s; keys: %ld pre-generated, %ld made in the timed phase\n",
         t->ok, errors, t->err[FAIL_TRANSPORT], t->err[FAIL_HTTP], t->err[FAIL_CMP], t->seconds, o->threads,
-        rate, t->p50, t->p99, t->max, t->connects, t->client_cpu_s, t->pool_keys, t->inline_keys);
+        rate, t->p50, t->p99, t->max, t->server_p50, t->server_p99, t->connects, t->client_cpu_s,
+        t->pool_keys, t->inline_keys);
 }
 
 static void usage(FILE *f)
