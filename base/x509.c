@@ -91,6 +91,20 @@ int gw_x509_ec_curve(const EVP_PKEY *pkey)
     return nid != NID_undef ? nid : EC_curve_nist2nid(name);
 }
 
+static EVP_MD *sha256;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+    sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+const EVP_MD *gw_sha256(void)
+{
+    pthread_once(&sha256_once, sha256_fetch);
+    return sha256 != NULL ? sha256 : EVP_sha256();
+}
+
 /*
  * Certificates parsed before, by the SHA-256 of their DER (gw_x509_parse_cached): a signer sends
  * the same extraCerts with every message, and OpenSSL 3.0 builds a decoder for each public key it
@@ -113,7 +127,7 @@ X509 *gw_x509_parse_cached(const unsigned char *der, long len)
     const unsigned char *q = der;
     X509 *x = NULL;
 
-    if (EVP_Digest(der, (size_t)len, h, &n, EVP_sha256(), NULL) == 1 && n == sizeof(h)) {
+    if (EVP_Digest(der, (size_t)len, h, &n, gw_sha256(), NULL) == 1 && n == sizeof(h)) {
         s = &cert_cache[(h[0] | (size_t)h[1] << 8) % GW_CERT_CACHE_SLOTS];
         pthread_mutex_lock(&cert_cache_lock);
         if (s->cert != NULL && memcmp(s->hash, h, sizeof(h)) == 0 && X509_up_ref(s->cert) == 1)

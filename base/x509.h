@@ -33,6 +33,9 @@ int gw_asn1_time(const ASN1_TIME *t, time_t *out);
 /* The NID of the named curve of EC key |pkey|; NID_undef for explicit curve parameters. */
 int gw_x509_ec_curve(const EVP_PKEY *pkey);
 
+/* SHA-256, fetched once: OpenSSL 3.0 fetches EVP_sha256() again (a look-up under a lock) at each use. */
+const EVP_MD *gw_sha256(void);
+
 /*
  * gw_x509_parse_cached returns the certificate whose DER is all of |der| (|len| bytes), parsed or
  * from a small cache keyed by the SHA-256 of the DER (shared, immutable: the caller holds a

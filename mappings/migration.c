@@ -4,6 +4,7 @@
 #include "mappings/migration.h"
 #include "base/err.h"
 #include "base/limits.h"
+#include "base/x509.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,7 +139,7 @@ bool gw_migration_in_cohort(const struct gw_migration *m, const char *key)
     if ((ctx = EVP_MD_CTX_new()) == NULL)
         return false;
     /* name || 0x00 || key: no name and key can be shifted into another pair with the same hash input */
-    ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+    ok = EVP_DigestInit_ex(ctx, gw_sha256(), NULL) == 1 &&
          EVP_DigestUpdate(ctx, m->name, strlen(m->name) + 1) == 1 &&
          EVP_DigestUpdate(ctx, key, strlen(key)) == 1 && EVP_DigestFinal_ex(ctx, md, &md_len) == 1 &&
          md_len >= 8;

@@ -52,12 +52,12 @@ static int cache_key(const X509_STORE *store, const X509 *cert, const STACK_OF(X
     unsigned char d[EVP_MAX_MD_SIZE];
     unsigned int n = 0, kn = 0;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+    int ok = ctx != NULL && EVP_DigestInit_ex(ctx, gw_sha256(), NULL) == 1 &&
              EVP_DigestUpdate(ctx, &store, sizeof(store)) == 1 &&
-             X509_digest(cert, EVP_sha256(), d, &n) == 1 && EVP_DigestUpdate(ctx, d, n) == 1;
+             X509_digest(cert, gw_sha256(), d, &n) == 1 && EVP_DigestUpdate(ctx, d, n) == 1;
 
     for (int i = 0; ok && i < sk_X509_num(untrusted); i++)
-        ok = X509_digest(sk_X509_value(untrusted, i), EVP_sha256(), d, &n) == 1 &&
+        ok = X509_digest(sk_X509_value(untrusted, i), gw_sha256(), d, &n) == 1 &&
              EVP_DigestUpdate(ctx, d, n) == 1;
     ok = ok && EVP_DigestFinal_ex(ctx, key, &kn) == 1 && kn == 32;
     EVP_MD_CTX_free(ctx);
