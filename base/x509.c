@@ -252,20 +252,23 @@ static X509_PUBKEY *ec_point_key(int nid, const X509_ALGOR *alg, const unsigned 
 {
     const ASN1_OBJECT *alg_obj;
     const void *pval;
-    unsigned char check[GW_EC_POINT_MAX];
+    unsigned char back[GW_EC_POINT_MAX];
     size_t n = 0;
-    int ptype;
+    int ptype, ok;
     X509_PUBKEY *proto = curve_key(nid, NULL), *x;
     EVP_PKEY *k;
 
-    if (proto == NULL || (size_t)len > sizeof(check) || (x = X509_PUBKEY_dup(proto)) == NULL)
+    if (proto == NULL || (size_t)len > sizeof(back) || (x = X509_PUBKEY_dup(proto)) == NULL)
         return NULL;
     X509_ALGOR_get0(&alg_obj, &ptype, &pval, alg);
-    /* and read back: a key manager that ignored the point would leave the kept key's in place */
-    if ((k = X509_PUBKEY_get0(x)) == NULL || EVP_PKEY_set1_encoded_public_key(k, bits, (size_t)len) != 1 ||
-        EVP_PKEY_get_octet_string_param(k, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, check, sizeof(check), &n) !=
-            1 ||
-        n != (size_t)len || memcmp(check, bits, n) != 0 || !set_spki(x, alg_obj, ptype, pval, bits, len)) {
+    k = X509_PUBKEY_get0(x);
+    ok = k != NULL && EVP_PKEY_set1_encoded_public_key(k, bits, (size_t)len) == 1;
+    /* read back: a key manager that ignored the point would leave the kept key's in place */
+    ok =
+        ok &&
+        EVP_PKEY_get_octet_string_param(k, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, back, sizeof(back), &n) == 1 &&
+        n == (size_t)len && memcmp(back, bits, n) == 0;
+    if (!ok || !set_spki(x, alg_obj, ptype, pval, bits, len)) {
         X509_PUBKEY_free(x);
         return NULL;
     }

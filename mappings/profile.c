@@ -34,7 +34,6 @@ void gw_cert_req_cleanup(struct gw_cert_req *r)
     GENERAL_NAMES_free(r->sans);
     EVP_PKEY_free(r->pubkey);
     X509_PUBKEY_free(r->spki);
-    X509_REQ_free(r->csr);
     gw_cert_req_init(r);
 }
 

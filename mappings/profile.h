@@ -32,7 +32,6 @@ struct gw_cert_req {
     X509_PUBKEY *spki;   /* pubkey as the request carried it (gw_x509_pubkey_copy); NULL: not kept */
     time_t not_before;   /* 0 = not requested */
     time_t not_after;    /* 0 = not requested */
-    X509_REQ *csr;       /* p10cr only: the client's CSR, unchanged */
     int other_exts;      /* requested extensions other than subjectAltName (never copied) */
 };
 

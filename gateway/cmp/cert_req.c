@@ -92,7 +92,7 @@ out:
 int gw_cert_req_from_p10(const X509_REQ *csr, struct gw_cert_req *out, char *err)
 {
     STACK_OF(X509_EXTENSION) *exts = NULL;
-    X509_REQ *req;
+    X509_REQ *req = (X509_REQ *)csr; /* 3.0 getters take no const; none of them modifies */
     int rc = GW_ERR_NOMEM;
 
     gw_cert_req_init(out);
@@ -102,11 +102,7 @@ int gw_cert_req_from_p10(const X509_REQ *csr, struct gw_cert_req *out, char *err
         snprintf(err, GW_ERR_LEN, "the request has no PKCS#10 CSR");
         goto out;
     }
-    if ((out->csr = X509_REQ_dup(csr)) == NULL) {
-        snprintf(err, GW_ERR_LEN, "out of memory");
-        goto out;
-    }
-    req = out->csr; /* the getters below are not const in 3.0 */
+    /* no copy of the CSR: what is kept is read out of it (a copy would decode its key again) */
     if ((rc = copy_subject(X509_REQ_get_subject_name(req), out)) != 0) {
         snprintf(err, GW_ERR_LEN, "out of memory");
         goto out;

@@ -132,7 +132,7 @@ static void issue(const struct gw_role *role, const struct gw_cert_plan *plan, c
     gw_sign_result_cleanup(&res);
 }
 
-static void plan_for(const char *role_name, const struct gw_cert_req *req)
+static void plan_for(const char *role_name, const struct gw_cert_req *req, const X509_REQ *csr)
 {
     const struct gw_role *role = gw_config_role(cfg, role_name, strlen(role_name));
     struct gw_cert_plan plan;
@@ -142,17 +142,18 @@ static void plan_for(const char *role_name, const struct gw_cert_req *req)
     if (gw_cert_plan_make(role, req, now, &plan, &fail_info, err) == 0) {
         check_plan(role, &plan);
         if (gw_policy_check_request(role, &plan, &fail_info, err) == 0)
-            issue(role, &plan, req->csr);
+            issue(role, &plan, csr);
     } else if (err[0] == '\0') {
         fuzz_die("role %s: a refused plan without a reason", role_name);
     }
     gw_cert_plan_cleanup(&plan);
 }
 
-static void plan_all(const struct gw_cert_req *req)
+/* |csr|: the p10cr the request was read from, else NULL */
+static void plan_all(const struct gw_cert_req *req, const X509_REQ *csr)
 {
-    plan_for("default", req);
-    plan_for("strict", req);
+    plan_for("default", req, csr);
+    plan_for("strict", req, csr);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -168,13 +169,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
             gw_cert_req_init(&req);
             if (gw_cert_req_from_crmf(kinds[i], crm, NULL, &req, err) == 0)
-                plan_all(&req);
+                plan_all(&req, NULL);
             gw_cert_req_cleanup(&req);
         }
     } else if (p = data, (csr = d2i_X509_REQ(NULL, &p, (long)size)) != NULL) {
         gw_cert_req_init(&req);
         if (gw_cert_req_from_p10(csr, &req, err) == 0)
-            plan_all(&req);
+            plan_all(&req, csr);
         gw_cert_req_cleanup(&req);
     }
     OSSL_CRMF_MSG_free(crm);
