@@ -3,9 +3,12 @@
  * engine's signature checks in front of them (cheaper per input than fuzz_cmp_request, and every
  * walk is reached, not only those an authenticated request gets to). The input is one PKIMessage;
  * the parts OpenSSL hands the engine's callbacks (CertReqMsg, PKIStatusInfo, ITAV values) are cut
- * out of it here as OpenSSL would pass them.
+ * out of it here as OpenSSL would pass them. gw_shim_d2i_msg, which decodes a request in parts, must
+ * decode every input as d2i_OSSL_CMP_MSG does.
  */
 #include "tests/fuzz/fuzz.h"
+
+#include <string.h>
 
 #include <openssl/asn1.h>
 #include <openssl/cmp.h>
@@ -121,6 +124,40 @@ static void info_values(const struct elem *content)
     }
 }
 
+/*
+ * gw_shim_d2i_msg against d2i_OSSL_CMP_MSG on the input: the same message accepted or refused, the
+ * same bytes consumed, the same encoding, and the same requested key (the one it decodes itself).
+ */
+static void same_decoding(const uint8_t *data, size_t size, const OSSL_CMP_MSG *plain,
+                          const unsigned char *end)
+{
+    const unsigned char *q = data;
+    OSSL_CMP_MSG *fast = gw_shim_d2i_msg(&q, (long)size);
+    unsigned char *ea = NULL, *eb = NULL;
+    EVP_PKEY *ka, *kb;
+    int la, lb, has_a, has_b;
+
+    if ((plain == NULL) != (fast == NULL))
+        fuzz_die("gw_shim_d2i_msg %s what d2i_OSSL_CMP_MSG %s", fast != NULL ? "accepted" : "refused",
+                 plain != NULL ? "accepted" : "refused");
+    if (plain == NULL)
+        return;
+    la = i2d_OSSL_CMP_MSG(plain, &ea);
+    lb = i2d_OSSL_CMP_MSG(fast, &eb);
+    if (q != end || la != lb || (la > 0 && memcmp(ea, eb, (size_t)la) != 0))
+        fuzz_die("gw_shim_d2i_msg decoded another message than d2i_OSSL_CMP_MSG");
+    ka = gw_shim_get1_requested_key(plain, NULL, 0, &has_a);
+    kb = gw_shim_get1_requested_key(fast, NULL, 0, &has_b);
+    if (has_a != has_b || (ka == NULL) != (kb == NULL) || (ka != NULL && EVP_PKEY_eq(ka, kb) != 1))
+        fuzz_die("gw_shim_d2i_msg decoded another requested key than d2i_OSSL_CMP_MSG");
+    EVP_PKEY_free(ka);
+    EVP_PKEY_free(kb);
+    OPENSSL_free(ea);
+    OPENSSL_free(eb);
+    OSSL_CMP_MSG_free(fast);
+    ERR_clear_error();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const unsigned char *p = data;
@@ -130,6 +167,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct elem top, header, body, content;
     int len, reason;
 
+    same_decoding(data, size, msg, p);
     if (msg == NULL)
         goto out;
     (void)gw_shim_body_name(OSSL_CMP_MSG_get_bodytype(msg));
