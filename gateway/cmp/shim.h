@@ -118,7 +118,8 @@ STACK_OF(X509) *gw_shim_get1_extra_certs(const OSSL_CMP_MSG *msg, const unsigned
 
 /*
  * gw_shim_d2i_msg is d2i_OSSL_CMP_MSG(NULL, pp, len), the same message accepted or refused, but the
- * certificates of its extraCerts come from those parsed lately instead of being parsed again.
+ * certificates of its extraCerts come from those parsed lately instead of being parsed again, and
+ * the key of an ir's, cr's or kur's first template from gw_x509_pubkey_d2i.
  */
 OSSL_CMP_MSG *gw_shim_d2i_msg(const unsigned char **pp, long len);
 
