@@ -82,7 +82,7 @@
 #define GW_MAX_EXTRA_CERTS_BYTES (32 * 1024) /* their DER, of a GW_MAX_CMP_BODY message */
 #define GW_CERT_CACHE_SLOTS 256              /* extraCerts parsed lately, kept to be parsed once */
 #define GW_CURVE_KEYS 128                /* > OpenSSL 3.0's 82 named curves: a key kept for each (x509.c) */
-#define GW_EC_POINT_MAX 133              /* an uncompressed P-521 point: the largest EC point read */
+#define GW_EC_POINT_MAX 145              /* an uncompressed point of the largest built-in curve (sect571) */
 #define GW_CHAIN_CACHE_SLOTS 1024        /* validated client chains remembered per configuration generation */
 #define GW_CHAIN_CACHE_SECS 300          /* how long one is: a trust change takes a reload anyway */
 #define GW_MAX_SIGNER_CANDIDATES 4       /* certificates naming the sender that are tried as signer */

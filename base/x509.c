@@ -6,6 +6,7 @@
 #include "base/limits.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -220,27 +221,38 @@ X509_PUBKEY *gw_x509_pubkey_copy(const X509_PUBKEY *spki)
  * freed (public keys, one per curve seen).
  */
 struct curve_slot {
-    int nid;
+    atomic_int nid; /* set last, once |key| is: a reader that sees it sees the key */
     X509_PUBKEY *key;
 };
 
 static struct curve_slot curves[GW_CURVE_KEYS];
-static pthread_mutex_t curves_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t curves_lock = PTHREAD_MUTEX_INITIALIZER; /* writers only */
 
-/* The key kept for curve |nid|; if there is none and |add| is given, a copy of |add| is kept. */
-static X509_PUBKEY *curve_key(int nid, const X509_PUBKEY *add)
+/* The key kept for curve |nid|, read without a lock (a slot, once filled, never changes). */
+static X509_PUBKEY *curve_key(int nid)
 {
-    X509_PUBKEY *found = NULL;
+    int n;
+
+    for (size_t i = 0;
+         i < GW_CURVE_KEYS && (n = atomic_load_explicit(&curves[i].nid, memory_order_acquire)) != 0; i++)
+        if (n == nid)
+            return curves[i].key;
+    return NULL;
+}
+
+/* Keeps a copy of |key| for curve |nid| if no key is kept for it yet. */
+static void curve_keep(int nid, const X509_PUBKEY *key)
+{
     size_t i;
 
     pthread_mutex_lock(&curves_lock);
-    for (i = 0; i < GW_CURVE_KEYS && curves[i].nid != 0 && found == NULL; i++)
-        if (curves[i].nid == nid)
-            found = curves[i].key;
-    if (found == NULL && add != NULL && i < GW_CURVE_KEYS && (curves[i].key = X509_PUBKEY_dup(add)) != NULL)
-        curves[i].nid = nid;
+    for (i = 0; i < GW_CURVE_KEYS && atomic_load_explicit(&curves[i].nid, memory_order_relaxed) != 0; i++)
+        if (atomic_load_explicit(&curves[i].nid, memory_order_relaxed) == nid)
+            break;
+    if (i < GW_CURVE_KEYS && atomic_load_explicit(&curves[i].nid, memory_order_relaxed) == 0 &&
+        (curves[i].key = X509_PUBKEY_dup(key)) != NULL)
+        atomic_store_explicit(&curves[i].nid, nid, memory_order_release);
     pthread_mutex_unlock(&curves_lock);
-    return found;
 }
 
 /*
@@ -255,7 +267,7 @@ static X509_PUBKEY *ec_point_key(int nid, const X509_ALGOR *alg, const unsigned 
     unsigned char back[GW_EC_POINT_MAX];
     size_t n = 0;
     int ptype, ok;
-    X509_PUBKEY *proto = curve_key(nid, NULL), *x;
+    X509_PUBKEY *proto = curve_key(nid), *x;
     EVP_PKEY *k;
 
     if (proto == NULL || (size_t)len > sizeof(back) || (x = X509_PUBKEY_dup(proto)) == NULL)
@@ -319,7 +331,7 @@ X509_PUBKEY *gw_x509_pubkey_d2i(const unsigned char *der, long len)
             x = NULL;
         }
         if (x != NULL && nid != NID_undef && X509_PUBKEY_get0(x) != NULL && encodes_to(x, der, len))
-            (void)curve_key(nid, x);
+            curve_keep(nid, x);
     }
     X509_ALGOR_free(alg);
     ASN1_BIT_STRING_free(bits);

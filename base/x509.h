@@ -65,9 +65,9 @@ X509_PUBKEY *gw_x509_pubkey_copy(const X509_PUBKEY *spki);
 /*
  * gw_x509_pubkey_d2i decodes the SubjectPublicKeyInfo that is all of |der| (|len| bytes) as
  * d2i_X509_PUBKEY does (with its EVP_PKEY, or without one if the key does not decode), but an EC key
- * on a named curve without OpenSSL 3.0's decoder: a copy of a key of that curve decoded before takes
- * the new point, which the key manager checks as the decoder would, and the copy must encode to
- * |der| again. NULL if |der| is not one SubjectPublicKeyInfo. Thread-safe.
+ * on a named curve, its point uncompressed, without OpenSSL 3.0's decoder: a copy of a key of that
+ * curve decoded before takes the new point, which the key manager checks as the decoder would, and
+ * the copy must encode to |der| again. NULL if |der| is not one SubjectPublicKeyInfo. Thread-safe.
  */
 X509_PUBKEY *gw_x509_pubkey_d2i(const unsigned char *der, long len);
 

@@ -174,14 +174,15 @@ OSSL_CMP_MSG *gw_shim_d2i_msg(const unsigned char **pp, long len)
     const unsigned char *p, *end;
     struct cmp_tlv up[CUT_LEVELS], el[5], key, seq;
     STACK_OF(X509) *certs = NULL, **cslot;
-    X509_PUBKEY *xk = NULL, **kslot;
+    X509_PUBKEY *xk, **kslot;
     OSSL_CMP_MSG *msg = NULL;
     unsigned char *buf = NULL;
     const unsigned char *q;
     int n = 0, levels = 1, has_extra, has_key, buf_len;
 
+    ERR_set_mark(); /* the walks' errors come with input the plain way refuses too, and it reports them */
     if (len > INT_MAX || !cmp_der_open_seq(*pp, len, &p, &end)) /* der_cut counts in int */
-        return d2i_OSSL_CMP_MSG(NULL, pp, len);
+        goto plain;
     /* PKIMessage ::= SEQUENCE { header, body, protection [0] OPTIONAL, extraCerts [1] OPTIONAL } */
     up[0] = (struct cmp_tlv){.p = *pp,
                              .cont = p,
@@ -193,14 +194,13 @@ OSSL_CMP_MSG *gw_shim_d2i_msg(const unsigned char **pp, long len)
     while (n < 5 && cmp_tlv_next(&p, end, &el[n]))
         n++;
     if (p != end || n < 2 || n > 4)
-        return d2i_OSSL_CMP_MSG(NULL, pp, len);
+        goto plain;
     has_extra =
         n >= 3 && el[n - 1].cls == V_ASN1_CONTEXT_SPECIFIC && el[n - 1].tag == 1 && el[n - 1].constructed;
     up[1] = el[1];
     has_key = find_key(up, &key);
     if (!has_extra && !has_key)
-        return d2i_OSSL_CMP_MSG(NULL, pp, len);
-    ERR_set_mark();
+        goto plain;
     if (has_extra) {
         up[0].len = el[n - 1].p - up[0].cont;
         q = el[n - 1].cont;
@@ -208,11 +208,8 @@ OSSL_CMP_MSG *gw_shim_d2i_msg(const unsigned char **pp, long len)
             (certs = sk_X509_new_null()) == NULL || !add_certs(&seq, certs))
             goto plain;
     }
-    if (has_key) {
+    if (has_key)
         levels = CUT_LEVELS;
-        if ((xk = tmpl_key(&key)) == NULL)
-            goto plain;
-    }
     if ((buf = der_cut(up, levels, has_key ? &key : NULL, &buf_len)) == NULL)
         goto plain;
     q = buf;
@@ -224,11 +221,11 @@ OSSL_CMP_MSG *gw_shim_d2i_msg(const unsigned char **pp, long len)
         *cslot = certs;
         certs = NULL;
     }
+    /* the key last, once the rest decoded: a message refused anyway costs no key */
     if (has_key) {
-        if ((kslot = msg_key_slot(msg, up[1].tag)) == NULL || *kslot != NULL)
+        if ((kslot = msg_key_slot(msg, up[1].tag)) == NULL || *kslot != NULL || (xk = tmpl_key(&key)) == NULL)
             goto plain;
         *kslot = xk;
-        xk = NULL;
     }
     OPENSSL_free(buf);
     ERR_pop_to_mark();
@@ -237,7 +234,6 @@ OSSL_CMP_MSG *gw_shim_d2i_msg(const unsigned char **pp, long len)
 
 plain:
     sk_X509_pop_free(certs, X509_free);
-    X509_PUBKEY_free(xk);
     OSSL_CMP_MSG_free(msg);
     OPENSSL_free(buf);
     ERR_pop_to_mark();
