@@ -416,23 +416,26 @@ static int tmpl_find(const OSSL_CRMF_MSG *crm, int tag, unsigned char **der, str
     return 0;
 }
 
-/* The key of a template's [6] IMPLICIT SubjectPublicKeyInfo |t|: the SEQUENCE's bytes but for the tag. */
-static EVP_PKEY *spki_key(const struct cmp_tlv *t)
+X509_PUBKEY *cmp_tmpl_spki(const struct cmp_tlv *t)
 {
     unsigned char *spki;
-    const unsigned char *p;
-    EVP_PKEY *pkey = NULL;
+    X509_PUBKEY *x;
 
     if (!t->constructed || (spki = OPENSSL_memdup(t->p, (size_t)t->total)) == NULL)
         return NULL;
-    spki[0] = V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED;
-    p = spki;
-    pkey = d2i_PUBKEY(NULL, &p, t->total);
-    if (pkey != NULL && p != spki + t->total) {
-        EVP_PKEY_free(pkey);
-        pkey = NULL;
-    }
+    spki[0] = V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED; /* the SEQUENCE's bytes but for the tag */
+    x = gw_x509_pubkey_d2i(spki, t->total);
     OPENSSL_free(spki);
+    return x;
+}
+
+/* The key of a template's [6] IMPLICIT SubjectPublicKeyInfo |t|; NULL if it does not decode. */
+static EVP_PKEY *spki_key(const struct cmp_tlv *t)
+{
+    X509_PUBKEY *x = cmp_tmpl_spki(t);
+    EVP_PKEY *pkey = x != NULL ? X509_PUBKEY_get(x) : NULL;
+
+    X509_PUBKEY_free(x);
     return pkey;
 }
 
@@ -450,8 +453,7 @@ EVP_PKEY *gw_shim_tmpl_get1_pubkey(const OSSL_CRMF_MSG *crm)
     return pkey;
 }
 
-/* The next TLV of [*pp, end) if it is a SEQUENCE; 1, else 0. */
-static int next_seq(const unsigned char **pp, const unsigned char *end, struct cmp_tlv *t)
+int cmp_next_seq(const unsigned char **pp, const unsigned char *end, struct cmp_tlv *t)
 {
     return cmp_tlv_next(pp, end, t) && t->cls == V_ASN1_UNIVERSAL && t->tag == V_ASN1_SEQUENCE &&
            t->constructed;
@@ -463,14 +465,14 @@ int cmp_crm_tmpl_key(const struct cmp_tlv *msgs, struct cmp_tlv up[3], struct cm
     struct cmp_tlv id, f;
     int found = 0, prev = -1;
 
-    if (!next_seq(&p, end, &up[0])) /* CertReqMsg */
+    if (!cmp_next_seq(&p, end, &up[0])) /* CertReqMsg */
         return -1;
     p = up[0].cont, end = up[0].cont + up[0].len;
-    if (!next_seq(&p, end, &up[1])) /* certReq CertRequest */
+    if (!cmp_next_seq(&p, end, &up[1])) /* certReq CertRequest */
         return -1;
     p = up[1].cont, end = up[1].cont + up[1].len;
     if (!cmp_tlv_next(&p, end, &id) || id.tag != V_ASN1_INTEGER || id.cls != V_ASN1_UNIVERSAL ||
-        !next_seq(&p, end, &up[2]))
+        !cmp_next_seq(&p, end, &up[2]))
         return -1;
     /* CertTemplate: fields [0] to [9], each OPTIONAL, in this order */
     for (p = up[2].cont, end = up[2].cont + up[2].len; cmp_tlv_next(&p, end, &f); prev = f.tag) {
@@ -713,7 +715,7 @@ static EVP_PKEY *body_key(const struct cmp_tlv *t, int body, int *has_key)
         return key;
     }
     /* read in place: decoding the whole CertReqMessages would decode the key a second time */
-    if (next_seq(&q, end, &msgs) && q == end && (found = crm_key(&msgs, &key)) >= 0) {
+    if (cmp_next_seq(&q, end, &msgs) && q == end && (found = crm_key(&msgs, &key)) >= 0) {
         *has_key = found; /* 0: no key in the template (RFC 9483 central key generation) */
         return key;
     }

@@ -20,16 +20,17 @@
 #include <openssl/err.h>
 #include <openssl/x509.h>
 
-/* Appends the certificates of a SEQUENCE OF CMPCertificate at |seq| to |out|; 1, or 0 past the caps. */
-static int add_certs(const struct cmp_tlv *seq, STACK_OF(X509) *out)
+/* Appends the certificates of extraCerts |tagged| ([1] EXPLICIT SEQUENCE OF CMPCertificate) to |out|;
+ * 1, or 0 if malformed or past the caps. */
+static int add_certs(const struct cmp_tlv *tagged, STACK_OF(X509) *out)
 {
-    const unsigned char *p = seq->cont, *end = seq->cont + seq->len;
-    struct cmp_tlv t;
+    const unsigned char *p = tagged->cont, *end = tagged->cont + tagged->len;
+    struct cmp_tlv seq, t;
     X509 *x;
 
-    if (seq->tag != V_ASN1_SEQUENCE || seq->cls != V_ASN1_UNIVERSAL || !seq->constructed ||
-        seq->total > GW_MAX_EXTRA_CERTS_BYTES)
+    if (!cmp_next_seq(&p, end, &seq) || p != end || seq.total > GW_MAX_EXTRA_CERTS_BYTES)
         return 0;
+    p = seq.cont, end = seq.cont + seq.len;
     while (cmp_tlv_next(&p, end, &t)) {
         if (sk_X509_num(out) >= GW_MAX_EXTRA_CERTS || (x = gw_x509_parse_cached(t.p, t.total)) == NULL)
             return 0;
@@ -44,9 +45,9 @@ static int add_certs(const struct cmp_tlv *seq, STACK_OF(X509) *out)
 STACK_OF(X509) *gw_shim_get1_extra_certs(const OSSL_CMP_MSG *msg, const unsigned char *der, size_t der_len)
 {
     unsigned char *own = NULL;
-    const unsigned char *p, *end, *q;
+    const unsigned char *p, *end;
     STACK_OF(X509) *out = sk_X509_new_null();
-    struct cmp_tlv t, seq;
+    struct cmp_tlv t;
     int ok = 0;
 
     /* PKIMessage ::= SEQUENCE { header, body, protection [0] OPTIONAL, extraCerts [1] OPTIONAL } */
@@ -54,12 +55,9 @@ STACK_OF(X509) *gw_shim_get1_extra_certs(const OSSL_CMP_MSG *msg, const unsigned
         !cmp_tlv_next(&p, end, &t) || !cmp_tlv_next(&p, end, &t))
         goto out;
     ok = 1;
-    while (ok && cmp_tlv_next(&p, end, &t)) {
-        if (t.cls != V_ASN1_CONTEXT_SPECIFIC || t.tag != 1)
-            continue;
-        q = t.cont;
-        ok = cmp_tlv_next(&q, t.cont + t.len, &seq) && q == t.cont + t.len && add_certs(&seq, out);
-    }
+    while (ok && cmp_tlv_next(&p, end, &t))
+        if (t.cls == V_ASN1_CONTEXT_SPECIFIC && t.tag == 1)
+            ok = add_certs(&t, out);
 out:
     OPENSSL_free(own);
     if (!ok) {
@@ -131,25 +129,10 @@ static int find_key(struct cmp_tlv *up, struct cmp_tlv *key)
     /* PKIBody is an EXPLICIT [n] around CertReqMessages for an ir, a cr or a kur */
     if (up[1].cls != V_ASN1_CONTEXT_SPECIFIC || !up[1].constructed ||
         (up[1].tag != GW_CMP_BODY_IR && up[1].tag != GW_CMP_BODY_CR && up[1].tag != GW_CMP_BODY_KUR) ||
-        !cmp_tlv_next(&p, end, &up[2]) || p != end || up[2].tag != V_ASN1_SEQUENCE ||
-        up[2].cls != V_ASN1_UNIVERSAL || !up[2].constructed)
+        !cmp_next_seq(&p, end, &up[2]) || p != end)
         return 0;
     /* [6] IMPLICIT SubjectPublicKeyInfo, its tag in one byte (DER) */
-    return cmp_crm_tmpl_key(&up[2], &up[3], key) == 1 && key->constructed && key->p[0] == 0xa6;
-}
-
-/* The key of [6] IMPLICIT SubjectPublicKeyInfo |t|, from gw_x509_pubkey_d2i. */
-static X509_PUBKEY *tmpl_key(const struct cmp_tlv *t)
-{
-    unsigned char *spki = OPENSSL_memdup(t->p, (size_t)t->total);
-    X509_PUBKEY *x = NULL;
-
-    if (spki != NULL) {
-        spki[0] = V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED;
-        x = gw_x509_pubkey_d2i(spki, t->total);
-    }
-    OPENSSL_free(spki);
-    return x;
+    return cmp_crm_tmpl_key(&up[2], &up[3], key) == 1 && key->p[0] == 0xa6;
 }
 
 /* Where decoded |msg| (body |body|) keeps the publicKey of its first template; NULL if elsewhere. */
@@ -172,7 +155,7 @@ static X509_PUBKEY **msg_key_slot(const OSSL_CMP_MSG *msg, int body)
 OSSL_CMP_MSG *gw_shim_d2i_msg(const unsigned char **pp, long len)
 {
     const unsigned char *p, *end;
-    struct cmp_tlv up[CUT_LEVELS], el[5], key, seq;
+    struct cmp_tlv up[CUT_LEVELS], el[5], key;
     STACK_OF(X509) *certs = NULL, **cslot;
     X509_PUBKEY *xk, **kslot;
     OSSL_CMP_MSG *msg = NULL;
@@ -203,9 +186,7 @@ OSSL_CMP_MSG *gw_shim_d2i_msg(const unsigned char **pp, long len)
         goto plain;
     if (has_extra) {
         up[0].len = el[n - 1].p - up[0].cont;
-        q = el[n - 1].cont;
-        if (!cmp_tlv_next(&q, el[n - 1].cont + el[n - 1].len, &seq) || q != el[n - 1].cont + el[n - 1].len ||
-            (certs = sk_X509_new_null()) == NULL || !add_certs(&seq, certs))
+        if ((certs = sk_X509_new_null()) == NULL || !add_certs(&el[n - 1], certs))
             goto plain;
     }
     if (has_key)
@@ -223,7 +204,8 @@ OSSL_CMP_MSG *gw_shim_d2i_msg(const unsigned char **pp, long len)
     }
     /* the key last, once the rest decoded: a message refused anyway costs no key */
     if (has_key) {
-        if ((kslot = msg_key_slot(msg, up[1].tag)) == NULL || *kslot != NULL || (xk = tmpl_key(&key)) == NULL)
+        if ((kslot = msg_key_slot(msg, up[1].tag)) == NULL || *kslot != NULL ||
+            (xk = cmp_tmpl_spki(&key)) == NULL)
             goto plain;
         *kslot = xk;
     }

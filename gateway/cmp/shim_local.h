@@ -20,6 +20,9 @@ struct cmp_tlv {
 /* Reads the TLV at *pp (bounded by |end|), advances *pp past it. 1 on success, 0 at end or on bad DER. */
 int cmp_tlv_next(const unsigned char **pp, const unsigned char *end, struct cmp_tlv *t);
 
+/* Reads the next TLV of [*pp, end) as cmp_tlv_next does, if it is a SEQUENCE; 1, else 0. */
+int cmp_next_seq(const unsigned char **pp, const unsigned char *end, struct cmp_tlv *t);
+
 /* Opens the outer SEQUENCE of |der|: on success [*pp, *end) is its content and nothing trails it. */
 int cmp_der_open_seq(const unsigned char *der, long len, const unsigned char **pp, const unsigned char **end);
 
@@ -51,5 +54,8 @@ X509_PUBKEY **cmp_tmpl_key_slot(const OSSL_CRMF_CERTTEMPLATE *tmpl);
  * out of order among them).
  */
 int cmp_crm_tmpl_key(const struct cmp_tlv *msgs, struct cmp_tlv up[3], struct cmp_tlv *key);
+
+/* The [6] IMPLICIT SubjectPublicKeyInfo |t| of a template, from gw_x509_pubkey_d2i; NULL if it is not one. */
+X509_PUBKEY *cmp_tmpl_spki(const struct cmp_tlv *t);
 
 #endif
