@@ -243,15 +243,16 @@ static X509_PUBKEY *curve_key(int nid)
 /* Keeps a copy of |key| for curve |nid| if no key is kept for it yet. */
 static void curve_keep(int nid, const X509_PUBKEY *key)
 {
-    size_t i;
+    int n = 0;
 
     pthread_mutex_lock(&curves_lock);
-    for (i = 0; i < GW_CURVE_KEYS && atomic_load_explicit(&curves[i].nid, memory_order_relaxed) != 0; i++)
-        if (atomic_load_explicit(&curves[i].nid, memory_order_relaxed) == nid)
-            break;
-    if (i < GW_CURVE_KEYS && atomic_load_explicit(&curves[i].nid, memory_order_relaxed) == 0 &&
-        (curves[i].key = X509_PUBKEY_dup(key)) != NULL)
-        atomic_store_explicit(&curves[i].nid, nid, memory_order_release);
+    for (size_t i = 0; i < GW_CURVE_KEYS && n != nid; i++) {
+        if ((n = atomic_load_explicit(&curves[i].nid, memory_order_relaxed)) != 0)
+            continue;
+        if ((curves[i].key = X509_PUBKEY_dup(key)) != NULL) /* the first free slot */
+            atomic_store_explicit(&curves[i].nid, nid, memory_order_release);
+        break;
+    }
     pthread_mutex_unlock(&curves_lock);
 }
 
@@ -287,7 +288,7 @@ static X509_PUBKEY *ec_point_key(int nid, const X509_ALGOR *alg, const unsigned 
     return x;
 }
 
-/* 1 if |der| re-encodes to itself: what OpenSSL encodes again (a signature's input) is what came. */
+/* 1 if |x| encodes to |der|: what OpenSSL encodes again (a signature's input) is what came. */
 static int encodes_to(const X509_PUBKEY *x, const unsigned char *der, long len)
 {
     unsigned char *enc = NULL;
