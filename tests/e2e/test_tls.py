@@ -2,7 +2,7 @@
 certificate from a CA the listener does not trust, each refused with a TLS alert; a trusted one gets through.
 Resumption: with a shared "ticket_keys_file" a session begun on one instance resumes on another (TLS 1.3 and
 1.2 tickets) with its client certificate; rotation by a new first key and a reload; without the file a session
-resumes on its own instance only. A "plain_http" listener on loopback enrols without TLS."""
+resumes on its own instance only; a TLS 1.3 ticket leaves with the first response. A "plain_http" listener on loopback enrols without TLS."""
 import json
 import os
 import socket
@@ -190,6 +190,46 @@ class Resumption(harness.GatewayTestCase):
         finally:
             keys.write_text(old)
             harness.admin(self.gw, "/reload", "POST")
+
+    def test_tls13_ticket_leaves_with_the_first_response(self):
+        """Under TLS 1.3 nothing follows the handshake on its own: the session ticket leaves with the first
+        response (one write and one wake-up of the client, not two), and that session resumes."""
+        for gw in (self.gw, self.own):
+            ctx = self.ctx()
+            inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+            tls = ctx.wrap_bio(inc, out, server_hostname="127.0.0.1")
+            with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+                while True:
+                    try:
+                        tls.do_handshake()
+                        break
+                    except ssl.SSLWantReadError:
+                        s.sendall(out.read())
+                        data = s.recv(65536)
+                        self.assertTrue(data, "the gateway closed during the handshake")
+                        inc.write(data)
+                s.sendall(out.read())  # the client's Finished
+                s.settimeout(0.5)
+                with self.assertRaises(socket.timeout):
+                    s.recv(65536)
+                s.settimeout(10)
+                tls.write(b"POST /pki/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/pkixcmp\r\n"
+                          b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(self.der) + self.der)
+                s.sendall(out.read())
+                inc.write(harness.read_to_eof(s))
+                inc.write_eof()
+                plain = b""
+                try:
+                    while True:
+                        chunk = tls.read(65536)
+                        if not chunk:
+                            break
+                        plain += chunk
+                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                    pass
+                self.assertTrue(plain.startswith(b"HTTP/1.1 200"), plain[:100])
+                session = tls.session
+            self.assertTrue(self.post(ctx, gw, session)[1], "the session of the first response did not resume")
 
     @unittest.skipUnless(harness.LOAD_BIN, "CMPGW_LOAD_BIN (cmpload) is set by ctest")
     def test_libcurl_client_per_message(self):
