@@ -180,19 +180,16 @@ static int get_sender(const struct cmp_tlv *t, struct gw_hdr_info *h)
 {
     const unsigned char *p = t->p;
     GENERAL_NAME *gn = d2i_GENERAL_NAME(NULL, &p, t->total);
-    int rc = GW_ERR_INVAL;
 
     if (gn == NULL)
         return GW_ERR_INVAL;
-    if (gn->type != GEN_DIRNAME) {
-        rc = 0; /* OpenSSL refuses it later with a protected error */
-        goto out;
+    /* another type: OpenSSL refuses it later with a protected error */
+    if (gn->type == GEN_DIRNAME) {
+        h->sender = gn->d.directoryName; /* taken out of the decoded name, not copied */
+        gn->d.directoryName = NULL;
     }
-    if ((h->sender = X509_NAME_dup(gn->d.directoryName)) != NULL)
-        rc = 0;
-out:
     GENERAL_NAME_free(gn);
-    return rc;
+    return 0;
 }
 
 /* The optional, EXPLICIT-tagged header fields [0]..[8] (RFC 9810 §5.1.1). */
