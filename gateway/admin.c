@@ -36,7 +36,6 @@ static void send_body(h2o_req_t *req, int status, const char *reason, const char
     req->res.content_length = len; /* h2o_send_inline leaves it unset (docs/design.md H5) */
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, type, strlen(type));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
-    gw_conn_ticket(req);
     h2o_send_inline(req, copy, len);
 }
 

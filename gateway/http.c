@@ -149,7 +149,6 @@ static void send_text(h2o_req_t *req, int status, enum extra_header hdr, uint32_
     }
     if (hdr == HDR_CLOSE)
         req->http1_is_persistent = 0; /* HTTP/1 answers "Connection: close"; HTTP/2 got GOAWAY */
-    gw_conn_ticket(req);
     h2o_send_inline(req, body, len + 1);
 }
 
@@ -165,7 +164,6 @@ static void send_der(h2o_req_t *req, const unsigned char *der, size_t len, bool 
     else
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
                        H2O_STRLIT(CMP_CONTENT_TYPE));
-    gw_conn_ticket(req);
     h2o_send_inline(req, (const char *)der, len);
 }
 

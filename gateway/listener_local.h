@@ -29,8 +29,6 @@ struct gw_conn {
     socklen_t addr_len;
     bool admin;                    /* on the admin listener: outside the CMP admission limits */
     bool handshaken;               /* its TLS handshake completed (counted once) */
-    bool ticketed;                 /* gw_conn_ticket asked for its session ticket */
-    SSL *ssl;                      /* its TLS state once the handshake is done (loop thread only) */
     unsigned listener;             /* the id of its listener's socket (struct gw_listen_key) */
     unsigned long gen;             /* the generation whose client CAs verified |peer| */
     X509 *peer;                    /* verified TLS client certificate, or NULL */
@@ -130,13 +128,6 @@ int gw_conn_recheck(struct gw_conn *c);
 
 /* gw_conn_get0 returns the connection state of |req| (borrowed, lives with the connection). */
 struct gw_conn *gw_conn_get0(h2o_req_t *req);
-
-/*
- * gw_conn_ticket, on the loop thread right before a response to |req| is written: the TLS 1.3 session
- * ticket its handshake did not send is issued now and leaves in the same write as the response (see
- * gw_tls_ctx_new). Once per connection; nothing for TLS 1.2, plain HTTP or HTTP/2.
- */
-void gw_conn_ticket(h2o_req_t *req);
 
 /* h2sweep.c: ends HTTP/2 connections holding a request unfinished past limits.body_timeout (loop thread) */
 void gw_h2sweep_start(struct gw_loop *lt);

@@ -116,7 +116,6 @@ static void on_ssl_info(const SSL *ssl, int where, int ret)
     }
     if (!c->handshaken) { /* TLS 1.3 reports HANDSHAKE_DONE again after sending tickets */
         c->handshaken = true;
-        c->ssl = (SSL *)ssl; /* the callback's view is const; the object is the connection's own */
         count_handshake(c, "ok", "");
     }
     if (c->peer != NULL || SSL_get_verify_result(ssl) != X509_V_OK)
@@ -128,19 +127,6 @@ static void on_ssl_info(const SSL *ssl, int where, int ret)
     /* the same one-line form as the engine's CMP identity, so that log lines compare */
     if (X509_NAME_oneline(X509_get_subject_name(peer), c->subject, sizeof(c->subject)) == NULL)
         c->subject[0] = '\0';
-}
-
-void gw_conn_ticket(h2o_req_t *req)
-{
-    struct gw_conn *c = gw_conn_get0(req);
-
-    /* HTTP/2 may read between this and the write, and libh2o 2.2.5 closes a connection whose read
-       wants to write; its listeners send the ticket with the handshake (gw_tls_ctx_new) */
-    if (c == NULL || c->ssl == NULL || c->ticketed || req->version >= 0x200)
-        return;
-    c->ticketed = true;
-    if (SSL_get_num_tickets(c->ssl) == 0)
-        (void)SSL_new_session_ticket(c->ssl); /* 0 under TLS 1.2: its session went with the handshake */
 }
 
 /* |peer| (with what the client sent beside it) verifies against |ctx|'s client CAs, as a handshake would. */
@@ -328,10 +314,10 @@ SSL_CTX *gw_tls_ctx_new(const struct gw_listener_conf *lc, char *err)
        the client chain's verification; its bounds: docs/operations.md, "TLS sessions" */
     SSL_CTX_set_timeout(ctx, GW_TLS_SESSION_SECS);
     SSL_CTX_sess_set_cache_size(ctx, GW_TLS_SESSION_CACHE);
-    /* one ticket per connection (a client resumes once per connection). TLS 1.3 sends it after the
-       handshake, in a write and a wake-up of the client of its own; without HTTP/2 it waits for the
-       first response and goes in the same write (gw_conn_ticket) */
-    (void)SSL_CTX_set_num_tickets(ctx, lc->http2 ? 1 : 0);
+    /* one per connection: a client resumes once per connection. It leaves right after the handshake,
+       which also acknowledges the client's Finished at once: held back for the first response, a
+       client with Nagle's algorithm on waited for the delayed ACK (docs/performance.md) */
+    (void)SSL_CTX_set_num_tickets(ctx, 1);
     /* without keys to share, sessions stay in the cache (TLS 1.3 stateful tickets, TLS 1.2 session
        IDs): a resumption then finds the session in memory instead of decoding it, and its client
        certificate, from a ticket (a quarter of a per-message client's CPU; docs/performance.md) */
