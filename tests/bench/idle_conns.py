@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Resident memory of idle TLS connections (tests/bench/run.sh): opens N connections to a cmpgw listener,
 each with the demo client certificate and one request answered (as a keep-alive client between two
-messages), and reads the gateway's VmRSS before and after. Prints one JSON line.
+messages), and reads the gateway's VmRSS before and after. Fails if the gateway closed any of them
+before the reading (its keep-alive timeout, say): the figure would be per connection it no longer
+holds. Prints one JSON line.
 
     idle_conns.py PID PORT PKI_DIR N
 """
 import json
+import os
 import socket
 import ssl
 import sys
@@ -24,7 +27,7 @@ def main():
     pid, port, pki, n = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     ctx = ssl.create_default_context(cafile=pki + "/ca.pem")
     ctx.load_cert_chain(pki + "/client.pem", pki + "/client.key")
-    before = rss_kib(pid)
+    before, fds_before = rss_kib(pid), len(os.listdir("/proc/%d/fd" % pid))
     conns = []
     try:
         for _ in range(n):
@@ -36,6 +39,10 @@ def main():
             conns.append(t)
         time.sleep(1)
         after = rss_kib(pid)
+        held = len(os.listdir("/proc/%d/fd" % pid)) - fds_before
+        if held < n:
+            raise RuntimeError("the gateway holds %d of the %d connections at the reading: it closed some" %
+                               (held, n))
     finally:
         for t in conns:
             t.close()
