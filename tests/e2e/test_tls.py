@@ -2,7 +2,8 @@
 certificate from a CA the listener does not trust, each refused with a TLS alert; a trusted one gets through.
 Resumption: with a shared "ticket_keys_file" a session begun on one instance resumes on another (TLS 1.3 and
 1.2 tickets) with its client certificate; rotation by a new first key and a reload; without the file a session
-resumes on its own instance only; a TLS 1.3 ticket follows the handshake at once. A "plain_http" listener on loopback enrols without TLS."""
+resumes on its own instance only; a TLS 1.3 ticket follows the handshake at once. A "plain_http" listener on
+loopback enrols without TLS."""
 import json
 import os
 import socket
