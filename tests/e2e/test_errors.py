@@ -284,7 +284,12 @@ class Errors(Base):
         self.expect("http_content_type", self.gw.curl(data=der, content_type="application/octet-stream"))
 
     def test_http_too_large(self):
-        self.expect("http_too_large", self.send("big", b"\x30\x84\x00\x01\x11\x70" + b"\x00" * 70000))
+        """Refused on its Content-Length. With "Expect: 100-continue" the body never leaves the client; sent at
+        once, it may still be arriving when libh2o answers and closes, and the client's send then meets a
+        connection reset before it reads the 413 (docs/errors.md)."""
+        f = self.gw.dir / "big.sent.der"
+        f.write_bytes(b"\x30\x84\x00\x01\x11\x70" + b"\x00" * 70000)
+        self.expect("http_too_large", self.gw.curl("-H", "Expect: 100-continue", data=f))
 
     def test_http_empty(self):
         self.expect("http_empty", self.send("empty", b""))
