@@ -161,7 +161,7 @@ OSSL_CMP_MSG *gw_shim_d2i_msg(const unsigned char **pp, long len)
     OSSL_CMP_MSG *msg = NULL;
     unsigned char *buf = NULL;
     const unsigned char *q;
-    int n = 0, levels = 1, has_extra, has_key, buf_len;
+    int n = 0, has_extra, has_key, buf_len;
 
     ERR_set_mark(); /* the walks' errors come with input the plain way refuses too, and it reports them */
     if (len > INT_MAX || !cmp_der_open_seq(*pp, len, &p, &end)) /* der_cut counts in int */
@@ -189,9 +189,8 @@ OSSL_CMP_MSG *gw_shim_d2i_msg(const unsigned char **pp, long len)
         if ((certs = sk_X509_new_null()) == NULL || !add_certs(&el[n - 1], certs))
             goto plain;
     }
-    if (has_key)
-        levels = CUT_LEVELS;
-    if ((buf = der_cut(up, levels, has_key ? &key : NULL, &buf_len)) == NULL)
+    /* with the key, cut down to its template; else the message alone, shortened before extraCerts */
+    if ((buf = der_cut(up, has_key ? CUT_LEVELS : 1, has_key ? &key : NULL, &buf_len)) == NULL)
         goto plain;
     q = buf;
     if ((msg = d2i_OSSL_CMP_MSG(NULL, &q, buf_len)) == NULL || q != buf + buf_len)

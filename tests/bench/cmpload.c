@@ -719,9 +719,9 @@ static void print_results(const struct load_opts *o, const struct load_totals *t
     fprintf(
         stderr,
         "cmpload: %ld enrolments, %ld errors (transport %ld, http %ld, cmp %ld) in %.2f s with %d threads: "
-        "%.1f/s; latency p50 %.2f ms, p99 %.2f ms, max %.2f ms (waiting for the server: p50 %.2f ms, p99 "
-        "%.2f "
-        "ms); %ld TCP connections; client CPU %.2f s; keys: %ld pre-generated, %ld made in the timed phase\n",
+        "%.1f/s; latency p50 %.2f ms, p99 %.2f ms, max %.2f ms (waiting for the server: p50 %.2f ms, "
+        "p99 %.2f ms); %ld TCP connections; client CPU %.2f s; keys: %ld pre-generated, %ld made in the "
+        "timed phase\n",
         t->ok, errors, t->err[FAIL_TRANSPORT], t->err[FAIL_HTTP], t->err[FAIL_CMP], t->seconds, o->threads,
         rate, t->p50, t->p99, t->max, t->server_p50, t->server_p99, t->connects, t->client_cpu_s,
         t->pool_keys, t->inline_keys);

@@ -858,6 +858,16 @@ static int spki_of(EVP_PKEY *k, const char *form, const char *enc, unsigned char
     return i2d_PUBKEY(k, der);
 }
 
+/* |k| as a SubjectPublicKeyInfo (spki_of), read by both. */
+static void same_spki(EVP_PKEY *k, const char *form, const char *enc)
+{
+    unsigned char *der;
+    int len = spki_of(k, form, enc, &der);
+
+    same_as_pubkey_d2i(der, len);
+    OPENSSL_free(der);
+}
+
 /* EC keys on named curves are read without a decoder (after the curve's first); every other key,
  * and every damaged one, as d2i_X509_PUBKEY reads it. */
 static void test_pubkey_d2i(void **state)
@@ -870,26 +880,16 @@ static void test_pubkey_d2i(void **state)
     (void)state;
     for (size_t i = 0; i < sizeof(curves) / sizeof(curves[0]); i++) {
         assert_non_null(k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", curves[i]));
-        len = spki_of(k, NULL, NULL, &der);
-        same_as_pubkey_d2i(der, len);
-        OPENSSL_free(der);
-        len = spki_of(k, "compressed", NULL, &der);
-        same_as_pubkey_d2i(der, len);
-        OPENSSL_free(der);
-        len = spki_of(k, "uncompressed", "explicit", &der); /* not a named curve: the slow way */
-        same_as_pubkey_d2i(der, len);
-        OPENSSL_free(der);
+        same_spki(k, NULL, NULL);
+        same_spki(k, "compressed", NULL);
+        same_spki(k, "uncompressed", "explicit"); /* not a named curve: the slow way */
         EVP_PKEY_free(k);
     }
     assert_non_null(k = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519"));
-    len = spki_of(k, NULL, NULL, &der);
-    same_as_pubkey_d2i(der, len);
-    OPENSSL_free(der);
+    same_spki(k, NULL, NULL);
     EVP_PKEY_free(k);
     assert_non_null(k = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)1024));
-    len = spki_of(k, NULL, NULL, &der);
-    same_as_pubkey_d2i(der, len);
-    OPENSSL_free(der);
+    same_spki(k, NULL, NULL);
     EVP_PKEY_free(k);
 
     /* a P-256 key damaged every way: points off the curve, other curves, lengths, tags, trailing bytes */
