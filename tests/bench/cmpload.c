@@ -229,8 +229,8 @@ static OSSL_CMP_MSG *transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
     /*
      * The gateway's decoder: the same messages accepted as by d2i_OSSL_CMP_MSG, but the
      * certificates of extraCerts, the same in every response, parsed once. OpenSSL 3.0 builds a
-     * key decoder for each certificate it parses; the plain way, that was nearly a third of this client's
-     * CPU, and the client shares the machine with the server it measures.
+     * key decoder for each certificate it parses; the plain way, that was nearly a third of this
+     * client's CPU, and the client shares the machine with the server it measures.
      */
     rsp = gw_shim_d2i_msg(&p, (long)w->rsp->len);
     if (rsp == NULL || p != w->rsp->data + w->rsp->len) {
