@@ -29,7 +29,12 @@ def rss_kib(pid):
 
 def open_one(ctx, port):
     """A TLS connection with one request answered, left open."""
-    t = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="127.0.0.1")
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        t = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+    except BaseException:
+        raw.close()
+        raise
     t.sendall(b"GET /pki/idle HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     if not t.recv(4096).startswith(b"HTTP/1.1 "):
         t.close()
