@@ -22,6 +22,7 @@ wanted=(
     softhsm2 libengine-pkcs11-openssl                       # e2e: keys in a PKCS#11 token (SoftHSM, libp11's engine)
     haproxy                                                 # e2e: the PROXY protocol through a real L4 balancer
     libhiredis-dev redis-server                             # "state": "redis" (optional at build), and its e2e tests
+    valgrind                                                # make bench: instructions per enrolment (callgrind)
 )
 
 missing=()

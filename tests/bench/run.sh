@@ -16,7 +16,7 @@
 # process involved, redis-server's included. BENCH_PER_MESSAGE=0 leaves out the two cases of a
 # client that opens a new connection per message (as openssl cmp 3.0 does), with its TLS session
 # resumed, then with a full handshake each time.
-# Defaults keep the whole run near 3 minutes. Prints a Markdown table, then one machine-readable
+# Defaults keep the whole run within 5 to 7 minutes. Prints a Markdown table, then one machine-readable
 # line: "ratio cpu=... throughput=..." (cmpgw / mock: server CPU per enrolment with one client
 # thread, throughput with BENCH_THREADS), per_message=... full_handshake=... (server CPU per
 # enrolment of those clients / keep-alive's), half_peak_p99_ms=... (p99 of an open-loop load at half
@@ -26,8 +26,11 @@
 # BENCH_LATENCY_CLIENTS p10cr clients, default 512, through the vault adapter with the Vault-API test
 # server answering after 50 ms / at once: tests/bench/latency.py; 0 leaves it out); cpu_plain=... is
 # cmpgw's server CPU per enrolment over a plain HTTP listener (as behind a TLS-terminating balancer)
-# over the mock's, one client thread; floor=... cmpgw's over the in-process floor (tests/bench/floor.c:
-# OpenSSL's CMP server alone, a fresh context per transaction).
+# over the mock's, one client thread; cpu_user=... cpu's ratio in user space alone (utime; the
+# kernel's share, stime, is a column of the table); floor=... cmpgw's over the in-process floor (tests/bench/floor.c:
+# OpenSSL's CMP server alone, a fresh context per transaction); instructions=... cmpgw's
+# instructions per enrolment over the mock's, counted by callgrind (BENCH_INSTRUCTIONS enrolments,
+# default 200; 0 leaves it out), a figure that does not move with the machine's noise.
 set -euo pipefail
 
 selftest=0
@@ -91,14 +94,16 @@ wait_listen() {
     return 1
 }
 
-# utime+stime of the PIDs in clock ticks (all their threads); fields counted after the ")" of comm.
+# utime+stime, then stime alone, of the PIDs in clock ticks (all their threads); fields counted
+# after the ")" of comm.
 cpu_ticks() {
-    local p rest sum=0
+    local p rest sum=0 sys=0
     for p in "$@"; do
         rest=$(sed 's/.*) //' "/proc/$p/stat")
         sum=$((sum + $(awk '{ print $12 + $13 }' <<<"$rest")))
+        sys=$((sys + $(awk '{ print $13 }' <<<"$rest")))
     done
-    echo "$sum"
+    echo "$sum $sys"
 }
 
 mock_port=$(free_port)
@@ -309,27 +314,28 @@ fsyncs() {
 # measure NAME PID THREADS ARGS [scrape]: one timed cmpload run; appends a JSON line with the
 # server's CPU (and the audit fsyncs of the demo cmpgw). With "scrape", /metrics is scraped during the run.
 measure() {
-    local name=$1 pid=$2 n=$3 c0 c1 out spid= f0 f1
+    local name=$1 pid=$2 n=$3 c0 c1 k0 k1 out spid= f0 f1
     local -n args=$4
     if [[ ${5:-} == scrape ]]; then
         scraper &
         spid=$!
     fi
     # shellcheck disable=SC2086 # $pid may name several processes (cmpgw and its redis-server)
-    c0=$(cpu_ticks $pid)
+    read -r c0 k0 <<<"$(cpu_ticks $pid)"
     f0=$(fsyncs)
     out=$(timeout $((duration + 60)) "${cli_pin[@]}" "$load" "${args[@]}" --threads "$n" --duration "$duration" \
         2>>"$tmp/load.err") || true
     # shellcheck disable=SC2086
-    c1=$(cpu_ticks $pid)
+    read -r c1 k1 <<<"$(cpu_ticks $pid)"
     f1=$(fsyncs)
     if [[ -n $spid ]]; then
         kill "$spid" 2>/dev/null || true
         wait "$spid" 2>/dev/null || true
     fi
     [[ -n $out ]] || out='{"enrolments":0,"errors":1,"seconds":0,"rate":0,"p50_ms":0,"p99_ms":0,"max_ms":0}'
-    printf '{"server":"%s","threads":%d,"cpu_s":%s,"fsyncs":%s,"run":%s}\n' "$name" "$n" \
+    printf '{"server":"%s","threads":%d,"cpu_s":%s,"sys_s":%s,"fsyncs":%s,"run":%s}\n' "$name" "$n" \
         "$(awk -v t=$((c1 - c0)) -v hz="$tck" 'BEGIN { printf "%.2f", t / hz }')" \
+        "$(awk -v t=$((k1 - k0)) -v hz="$tck" 'BEGIN { printf "%.2f", t / hz }')" \
         "$(awk -v a="$f0" -v b="$f1" 'BEGIN { printf "%d", b - a }')" "$out" >>"$tmp/results.jsonl"
     echo "bench: $name threads=$n $out" >&2
 }
@@ -361,6 +367,20 @@ for n in 1 "$threads"; do
     done
 done
 
+# solo_config NAME PORT: $pki/cmpgw-NAME.json, the demo configuration with its TLS listener alone on
+# PORT, no admin listener and an audit log of its own: a second gateway beside the first.
+solo_config() {
+    python3 - "$pki/cmpgw.json" "$pki/cmpgw-$1.json" "$2" "audit-$1.log" <<'PY'
+import json, sys
+cfg = json.load(open(sys.argv[1]))
+cfg["listeners"] = cfg["listeners"][:1]
+cfg["listeners"][0]["port"] = int(sys.argv[3])
+cfg.pop("admin", None)
+cfg["audit"]["file"] = sys.argv[4]
+json.dump(cfg, open(sys.argv[2], "w"), indent=2)
+PY
+}
+
 # Open loop at half of cmpgw's highest closed-loop rate: the latency a client sees when the gateway
 # is busy but not saturated (enrolments due on a fixed schedule, latency from when each was due).
 if [[ -n $gw_pid ]]; then
@@ -378,15 +398,7 @@ fi
 # just started: one that served the load before would place the connections in memory it freed.
 if [[ -n $gw_pid && $idle_conns -gt 0 ]]; then
     idle_port=$(free_port)
-    python3 - "$pki/cmpgw.json" "$pki/cmpgw-idle.json" "$idle_port" <<'PY'
-import json, sys
-cfg = json.load(open(sys.argv[1]))
-cfg["listeners"] = cfg["listeners"][:1]  # the TLS listener alone, on a port of its own
-cfg["listeners"][0]["port"] = int(sys.argv[3])
-cfg.pop("admin", None)
-cfg["audit"]["file"] = "audit-idle.log"
-json.dump(cfg, open(sys.argv[2], "w"), indent=2)
-PY
+    solo_config idle "$idle_port"
     (cd "$pki" && exec "${srv_pin[@]}" "$gw" -c "$pki/cmpgw-idle.json" >"$tmp/cmpgw-idle.log" 2>&1) &
     idle_pid=$!
     pids+=("$idle_pid")
@@ -402,6 +414,57 @@ fi
 if [[ -x $build/tests/bench/cmpfloor ]]; then
     "${srv_pin[@]}" "$build/tests/bench/cmpfloor" "$pki" 2000 >"$tmp/floor.jsonl" 2>>"$tmp/load.err" ||
         echo "bench: the in-process floor failed (see $tmp/load.err)" >&2
+fi
+
+# Instructions per enrolment (BENCH_INSTRUCTIONS enrolments, default 200; 0, or no valgrind: not
+# counted): the mock and a cmpgw of its own, each under callgrind, counted from after a warm-up to a
+# dump, one client thread. Repeatable where CPU seconds are not, but blind to the kernel's work
+# (which counts in the CPU figures above) and to cache misses.
+# count_instructions NAME PORT ARGS SERVER...: appends {"server": NAME, "instructions": ...}.
+count_instructions() {
+    local name=$1 port=$2 vpid i total enr
+    local -n cargs=$3
+    shift 3
+    (cd "$pki" && exec valgrind --tool=callgrind --callgrind-out-file="$tmp/cg-$name.%p" "$@" \
+        >"$tmp/cg-$name.log" 2>&1) &
+    vpid=$!
+    pids+=("$vpid")
+    for ((i = 0; i < 600; i++)); do # valgrind takes seconds to start a server
+        ss -Hltn "sport = :$port" | grep -q . && break
+        kill -0 "$vpid" 2>/dev/null || break
+        sleep 0.1
+    done
+    timeout 300 "$load" "${cargs[@]}" --count 20 >/dev/null 2>>"$tmp/load.err" &&
+        callgrind_control -z "$vpid" >/dev/null 2>&1 &&
+        enr=$(timeout 600 "$load" "${cargs[@]}" --count "$instructions" 2>>"$tmp/load.err" |
+            python3 -c 'import json, sys; d = json.load(sys.stdin); print(d["enrolments"] if not d["errors"] else 0)') &&
+        callgrind_control -d "$vpid" >/dev/null 2>&1 &&
+        for ((i = 0; i < 100; i++)); do
+            total=$(awk '$1 == "totals:" || $1 == "summary:" { print $2; exit }' "$tmp/cg-$name.$vpid.1" 2>/dev/null)
+            [[ -n $total ]] && break
+            sleep 0.1
+        done
+    kill -9 "$vpid" 2>/dev/null || true # the dump is written; the rest is not wanted
+    wait "$vpid" 2>/dev/null || true
+    if [[ -n ${total:-} && ${enr:-0} -gt 0 ]]; then
+        printf '{"server":"%s","enrolments":%d,"instructions":%s}\n' "$name" "$enr" "$total" >>"$tmp/instructions.jsonl"
+    else
+        echo "bench: counting $name's instructions failed (see $tmp/cg-$name.log)" >&2
+    fi
+}
+instructions=${BENCH_INSTRUCTIONS:-200}
+if [[ -n $gw_pid && $instructions -gt 0 ]] && command -v valgrind callgrind_control >/dev/null; then
+    cg_mock_port=$(free_port)
+    cg_gw_port=$(free_port)
+    solo_config callgrind "$cg_gw_port"
+    cg_mock_args=(--url "http://127.0.0.1:$cg_mock_port/pkix/" --accept-any-key "${common[@]}")
+    cg_gw_args=(--url "https://127.0.0.1:$cg_gw_port/pki/cmp" --cafile "$pki/ca.pem" --tls-cert "$pki/client.pem"
+        --tls-key "$pki/client.key" "${common[@]}")
+    count_instructions mock "$cg_mock_port" cg_mock_args openssl cmp -port "$cg_mock_port" \
+        -srv_cert signer.pem -srv_key signer.key -srv_trusted ca.pem -rsp_cert client.pem -verbosity 3
+    count_instructions cmpgw "$cg_gw_port" cg_gw_args "$gw" -c "$pki/cmpgw-callgrind.json"
+elif [[ $instructions -gt 0 ]]; then
+    echo "bench: valgrind not installed; instructions not counted" >&2
 fi
 
 # Upstream latency hiding (BENCH_LATENCY_CLIENTS, 0: not measured): its own gateway in front of the
@@ -422,7 +485,8 @@ else
     echo "- client and servers share the machine; each measurement ${duration} s, ${rounds} A/B rounds, ir + certConf"
 fi
 echo
-python3 - "$tmp/results.jsonl" "$tmp/idle.json" "$tmp/openloop.json" "$tmp/latency.json" "$tmp/floor.jsonl" <<'PY'
+python3 - "$tmp/results.jsonl" "$tmp/idle.json" "$tmp/openloop.json" "$tmp/latency.json" "$tmp/floor.jsonl" \
+    "$tmp/instructions.jsonl" <<'PY'
 import json, os, statistics, sys
 
 rows = [json.loads(l) for l in open(sys.argv[1])]
@@ -441,6 +505,7 @@ def agg(rs):
         "p50": statistics.median(r["run"]["p50_ms"] for r in rs),
         "p99": statistics.median(r["run"]["p99_ms"] for r in rs),
         "cpu_ms": 1000.0 * cpu / enr if enr else float("nan"),
+        "sys_ms": 1000.0 * sum(r.get("sys_s", 0) for r in rs) / enr if enr else float("nan"),
         "client_ms": 1000.0 * sum(r["run"].get("client_cpu_s", 0) for r in rs) / enr if enr else float("nan"),
         "errors": sum(r["run"]["errors"] for r in rs),
         "enr": enr,
@@ -450,8 +515,8 @@ def agg(rs):
     }
 
 print("| server | client threads | enrolments/s (rounds min–max) | p50 ms | p99 ms "
-      "| server CPU ms/enrolment | client CPU ms/enrolment | enrolments | errors |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+      "| server CPU ms/enrolment | of it in the kernel | client CPU ms/enrolment | enrolments | errors |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 res = {}
 for (n, srv) in sorted(groups, key=lambda k: (k[0], k[1] != "mock")):
     a = res[(n, srv)] = agg(groups[(n, srv)])
@@ -463,7 +528,7 @@ for (n, srv) in sorted(groups, key=lambda k: (k[0], k[1] != "mock")):
              "cmpgw+redis": "cmpgw, shared state in redis-server (CPU of both)",
              "cmpgw+redis-x2": "two cmpgw + redis-server, each certConf on the other instance"}[srv]
     print(f"| {label} | {n} | {a['rate']:.0f} ({a['lo']:.0f}–{a['hi']:.0f}) | {a['p50']:.2f} | {a['p99']:.2f} "
-          f"| {a['cpu_ms']:.2f} | {a['client_ms']:.2f} | {a['enr']} | {a['errors']} |")
+          f"| {a['cpu_ms']:.2f} | {a['sys_ms']:.2f} | {a['client_ms']:.2f} | {a['enr']} | {a['errors']} |")
 print()
 for n in sorted({k[0] for k in res}):
     m, g = res.get((n, "mock")), res.get((n, "cmpgw"))
@@ -502,6 +567,8 @@ n_hi = max(k[0] for k in res) if res else 0
 m1, g1, mh, gh = (res.get(k) for k in ((1, "mock"), (1, "cmpgw"), (n_hi, "mock"), (n_hi, "cmpgw")))
 if m1 and g1 and m1["cpu_ms"]:
     ratio.append(f"cpu={g1['cpu_ms'] / m1['cpu_ms']:.2f}")
+if m1 and g1 and m1["cpu_ms"] > m1["sys_ms"]:
+    ratio.append(f"cpu_user={(g1['cpu_ms'] - g1['sys_ms']) / (m1['cpu_ms'] - m1['sys_ms']):.2f}")
 p1 = res.get((1, "cmpgw-plain"))
 if m1 and p1 and m1["cpu_ms"]:
     ratio.append(f"cpu_plain={p1['cpu_ms'] / m1['cpu_ms']:.2f}")
@@ -537,6 +604,14 @@ if "fresh" in floor and "shared" in floor:
           f"(OSSL_CMP_SRV_process_request alone: {fr['process_request_ms_per_enrolment']:.2f} ms)")
     if g1 and fr["server_ms_per_enrolment"]:
         ratio.append(f"floor={g1['cpu_ms'] / fr['server_ms_per_enrolment']:.2f}")
+if os.path.exists(sys.argv[6]):
+    ins = {r["server"]: r for r in (json.loads(l) for l in open(sys.argv[6]) if l.strip())}
+    per = {k: r["instructions"] / r["enrolments"] for k, r in ins.items()}
+    if "mock" in per and "cmpgw" in per:
+        print(f"- instructions per enrolment (callgrind, every thread, one client thread, "
+              f"{ins['cmpgw']['enrolments']} enrolments after a warm-up): mock {per['mock'] / 1e6:.2f} M, "
+              f"cmpgw (TLS) {per['cmpgw'] / 1e6:.2f} M; the kernel's work not counted")
+        ratio.append(f"instructions={per['cmpgw'] / per['mock']:.2f}")
 lat = optional(sys.argv[4])
 if lat:
     print(f"- upstream latency hiding ({lat['clients']} clients, p10cr through the vault adapter, 16 workers): "
