@@ -16,9 +16,9 @@
 # process involved, redis-server's included. BENCH_PER_MESSAGE=0 leaves out the two cases of a
 # client that opens a new connection per message (as openssl cmp 3.0 does), with its TLS session
 # resumed, then with a full handshake each time.
-# Defaults keep the whole run within 5 to 7 minutes. Prints a Markdown table, then one machine-readable
-# line: "ratio cpu=... throughput=..." (cmpgw / mock: server CPU per enrolment with one client
-# thread, throughput with BENCH_THREADS), per_message=... full_handshake=... (server CPU per
+# Defaults keep the whole run within 5 to 7 minutes. Prints a Markdown table, then one
+# machine-readable line: "ratio cpu=... throughput=..." (cmpgw / mock: server CPU per enrolment
+# with one client thread, throughput with BENCH_THREADS), per_message=... full_handshake=... (server CPU per
 # enrolment of those clients / keep-alive's), half_peak_p99_ms=... (p99 of an open-loop load at half
 # of cmpgw's highest rate, cmpload --rate; half_peak_gateway_p99_ms=... its time waiting for the
 # gateway, the client's own work taken out), idle_kib=... (resident KiB per idle TLS connection of
@@ -27,10 +27,11 @@
 # server answering after 50 ms / at once: tests/bench/latency.py; 0 leaves it out); cpu_plain=... is
 # cmpgw's server CPU per enrolment over a plain HTTP listener (as behind a TLS-terminating balancer)
 # over the mock's, one client thread; cpu_user=... cpu's ratio in user space alone (utime; the
-# kernel's share, stime, is a column of the table); floor=... cmpgw's over the in-process floor (tests/bench/floor.c:
-# OpenSSL's CMP server alone, a fresh context per transaction); instructions=... cmpgw's
-# instructions per enrolment over the mock's, counted by callgrind (BENCH_INSTRUCTIONS enrolments,
-# default 200; 0 leaves it out), a figure that does not move with the machine's noise.
+# kernel's share, stime, is a column of the table); floor=... cmpgw's over the in-process floor
+# (tests/bench/floor.c: OpenSSL's CMP server alone, a fresh context per transaction);
+# instructions=... cmpgw's instructions per enrolment over the mock's, counted by callgrind
+# (BENCH_INSTRUCTIONS enrolments, default 200; 0 leaves it out), a figure the machine's noise does
+# not move.
 set -euo pipefail
 
 selftest=0
@@ -436,18 +437,22 @@ count_instructions() {
     done
     timeout 300 "$load" "${cargs[@]}" --count 20 >/dev/null 2>>"$tmp/load.err" &&
         callgrind_control -z "$vpid" >/dev/null 2>&1 &&
-        enr=$(timeout 600 "$load" "${cargs[@]}" --count "$instructions" 2>>"$tmp/load.err" |
-            python3 -c 'import json, sys; d = json.load(sys.stdin); print(d["enrolments"] if not d["errors"] else 0)') &&
+        enr=$(timeout 600 "$load" "${cargs[@]}" --count "$instructions" 2>>"$tmp/load.err" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+print(0 if d["errors"] else d["enrolments"])') &&
         callgrind_control -d "$vpid" >/dev/null 2>&1 &&
         for ((i = 0; i < 100; i++)); do
-            total=$(awk '$1 == "totals:" || $1 == "summary:" { print $2; exit }' "$tmp/cg-$name.$vpid.1" 2>/dev/null)
+            total=$(awk '$1 == "totals:" || $1 == "summary:" { print $2; exit }' "$tmp/cg-$name.$vpid.1" \
+                2>/dev/null)
             [[ -n $total ]] && break
             sleep 0.1
         done
     kill -9 "$vpid" 2>/dev/null || true # the dump is written; the rest is not wanted
     wait "$vpid" 2>/dev/null || true
     if [[ -n ${total:-} && ${enr:-0} -gt 0 ]]; then
-        printf '{"server":"%s","enrolments":%d,"instructions":%s}\n' "$name" "$enr" "$total" >>"$tmp/instructions.jsonl"
+        printf '{"server":"%s","enrolments":%d,"instructions":%s}\n' "$name" "$enr" "$total" \
+            >>"$tmp/instructions.jsonl"
     else
         echo "bench: counting $name's instructions failed (see $tmp/cg-$name.log)" >&2
     fi
@@ -458,8 +463,8 @@ if [[ -n $gw_pid && $instructions -gt 0 ]] && command -v valgrind callgrind_cont
     cg_gw_port=$(free_port)
     solo_config callgrind "$cg_gw_port"
     cg_mock_args=(--url "http://127.0.0.1:$cg_mock_port/pkix/" --accept-any-key "${common[@]}")
-    cg_gw_args=(--url "https://127.0.0.1:$cg_gw_port/pki/cmp" --cafile "$pki/ca.pem" --tls-cert "$pki/client.pem"
-        --tls-key "$pki/client.key" "${common[@]}")
+    cg_gw_args=(--url "https://127.0.0.1:$cg_gw_port/pki/cmp" --cafile "$pki/ca.pem"
+        --tls-cert "$pki/client.pem" --tls-key "$pki/client.key" "${common[@]}")
     count_instructions mock "$cg_mock_port" cg_mock_args openssl cmp -port "$cg_mock_port" \
         -srv_cert signer.pem -srv_key signer.key -srv_trusted ca.pem -rsp_cert client.pem -verbosity 3
     count_instructions cmpgw "$cg_gw_port" cg_gw_args "$gw" -c "$pki/cmpgw-callgrind.json"
