@@ -31,7 +31,8 @@
 # (tests/bench/floor.c: OpenSSL's CMP server alone, a fresh context per transaction);
 # instructions=... cmpgw's instructions per enrolment over the mock's, counted by callgrind
 # (BENCH_INSTRUCTIONS enrolments, default 200; 0 leaves it out), a figure the machine's noise does
-# not move.
+# not move, and instructions_per_message=... cmpgw's with a connection per message over its own
+# with keep-alive, counted the same way.
 set -euo pipefail
 
 selftest=0
@@ -419,15 +420,21 @@ fi
 
 # Instructions per enrolment (BENCH_INSTRUCTIONS enrolments, default 200; 0, or no valgrind: not
 # counted): the mock and a cmpgw of its own, each under callgrind, counted from after a warm-up to a
-# dump, one client thread. Repeatable where CPU seconds are not, but blind to the kernel's work
-# (which counts in the CPU figures above) and to cache misses.
-# count_instructions NAME PORT ARGS SERVER...: appends {"server": NAME, "instructions": ...}.
+# dump, one client thread; cmpgw also with a connection per message (sessions resumed). Repeatable
+# where CPU seconds are not, but blind to the kernel's work (which counts in the CPU figures above)
+# and to cache misses.
+# count_instructions PORT SERVER... -- NAME=ARGS...: SERVER under callgrind, then one count per NAME
+# with cmpload's ARGS (an array's name); appends {"server": NAME, "instructions": ...} for each.
 count_instructions() {
-    local name=$1 port=$2 vpid i total enr
-    local -n cargs=$3
-    shift 3
-    (cd "$pki" && exec valgrind --tool=callgrind --callgrind-out-file="$tmp/cg-$name.%p" "$@" \
-        >"$tmp/cg-$name.log" 2>&1) &
+    local port=$1 vpid i k=0 pass name total enr server=()
+    shift
+    while [[ $1 != -- ]]; do
+        server+=("$1")
+        shift
+    done
+    shift
+    (cd "$pki" && exec valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.%p" "${server[@]}" \
+        >"$tmp/cg-$port.log" 2>&1) &
     vpid=$!
     pids+=("$vpid")
     for ((i = 0; i < 600; i++)); do # valgrind takes seconds to start a server
@@ -435,27 +442,35 @@ count_instructions() {
         kill -0 "$vpid" 2>/dev/null || break
         sleep 0.1
     done
-    timeout 300 "$load" "${cargs[@]}" --count 20 >/dev/null 2>>"$tmp/load.err" &&
-        callgrind_control -z "$vpid" >/dev/null 2>&1 &&
-        enr=$(timeout 600 "$load" "${cargs[@]}" --count "$instructions" 2>>"$tmp/load.err" | python3 -c '
+    for pass in "$@"; do
+        name=${pass%%=*}
+        local -n cargs=${pass#*=}
+        total=
+        enr=0
+        timeout 300 "$load" "${cargs[@]}" --count 20 >/dev/null 2>>"$tmp/load.err" &&
+            callgrind_control -z "$vpid" >/dev/null 2>&1 &&
+            enr=$(timeout 600 "$load" "${cargs[@]}" --count "$instructions" 2>>"$tmp/load.err" | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
 print(0 if d["errors"] else d["enrolments"])') &&
-        callgrind_control -d "$vpid" >/dev/null 2>&1 &&
-        for ((i = 0; i < 100; i++)); do
-            total=$(awk '$1 == "totals:" || $1 == "summary:" { print $2; exit }' "$tmp/cg-$name.$vpid.1" \
-                2>/dev/null)
-            [[ -n $total ]] && break
-            sleep 0.1
-        done
-    kill -9 "$vpid" 2>/dev/null || true # the dump is written; the rest is not wanted
+            callgrind_control -d "$vpid" >/dev/null 2>&1 &&
+            k=$((k + 1)) &&
+            for ((i = 0; i < 100; i++)); do
+                total=$(awk '$1 == "totals:" || $1 == "summary:" { print $2; exit }' "$tmp/cg.$vpid.$k" \
+                    2>/dev/null)
+                [[ -n $total ]] && break
+                sleep 0.1
+            done
+        unset -n cargs
+        if [[ -n $total && $enr -gt 0 ]]; then
+            printf '{"server":"%s","enrolments":%d,"instructions":%s}\n' "$name" "$enr" "$total" \
+                >>"$tmp/instructions.jsonl"
+        else
+            echo "bench: counting $name's instructions failed (see $tmp/cg-$port.log)" >&2
+        fi
+    done
+    kill -9 "$vpid" 2>/dev/null || true # the dumps are written; the rest is not wanted
     wait "$vpid" 2>/dev/null || true
-    if [[ -n ${total:-} && ${enr:-0} -gt 0 ]]; then
-        printf '{"server":"%s","enrolments":%d,"instructions":%s}\n' "$name" "$enr" "$total" \
-            >>"$tmp/instructions.jsonl"
-    else
-        echo "bench: counting $name's instructions failed (see $tmp/cg-$name.log)" >&2
-    fi
 }
 instructions=${BENCH_INSTRUCTIONS:-200}
 if [[ -n $gw_pid && $instructions -gt 0 ]] && command -v valgrind callgrind_control >/dev/null; then
@@ -465,9 +480,11 @@ if [[ -n $gw_pid && $instructions -gt 0 ]] && command -v valgrind callgrind_cont
     cg_mock_args=(--url "http://127.0.0.1:$cg_mock_port/pkix/" --accept-any-key "${common[@]}")
     cg_gw_args=(--url "https://127.0.0.1:$cg_gw_port/pki/cmp" --cafile "$pki/ca.pem"
         --tls-cert "$pki/client.pem" --tls-key "$pki/client.key" "${common[@]}")
-    count_instructions mock "$cg_mock_port" cg_mock_args openssl cmp -port "$cg_mock_port" \
-        -srv_cert signer.pem -srv_key signer.key -srv_trusted ca.pem -rsp_cert client.pem -verbosity 3
-    count_instructions cmpgw "$cg_gw_port" cg_gw_args "$gw" -c "$pki/cmpgw-callgrind.json"
+    cg_pm_args=("${cg_gw_args[@]}" --per-message)
+    count_instructions "$cg_mock_port" openssl cmp -port "$cg_mock_port" -srv_cert signer.pem \
+        -srv_key signer.key -srv_trusted ca.pem -rsp_cert client.pem -verbosity 3 -- mock=cg_mock_args
+    count_instructions "$cg_gw_port" "$gw" -c "$pki/cmpgw-callgrind.json" -- cmpgw=cg_gw_args \
+        cmpgw-pm=cg_pm_args
 elif [[ $instructions -gt 0 ]]; then
     echo "bench: valgrind not installed; instructions not counted" >&2
 fi
@@ -617,6 +634,10 @@ if os.path.exists(sys.argv[6]):
               f"{ins['cmpgw']['enrolments']} enrolments after a warm-up): mock {per['mock'] / 1e6:.2f} M, "
               f"cmpgw (TLS) {per['cmpgw'] / 1e6:.2f} M; the kernel's work not counted")
         ratio.append(f"instructions={per['cmpgw'] / per['mock']:.2f}")
+    if "cmpgw" in per and "cmpgw-pm" in per:
+        print(f"- instructions per enrolment of cmpgw with a connection per message (sessions resumed): "
+              f"{per['cmpgw-pm'] / 1e6:.2f} M, {per['cmpgw-pm'] / per['cmpgw']:.2f}x keep-alive's")
+        ratio.append(f"instructions_per_message={per['cmpgw-pm'] / per['cmpgw']:.2f}")
 lat = optional(sys.argv[4])
 if lat:
     print(f"- upstream latency hiding ({lat['clients']} clients, p10cr through the vault adapter, 16 workers): "
