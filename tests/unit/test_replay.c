@@ -1,5 +1,6 @@
 /* Replay cache: replay vs reuse, TTL expiry, bounded when full, a ring that grows to its cap with its
- * entries still found, a share per identity, clearing, bad lengths.
+ * entries still found (also with threads adding at once), a share per identity, clearing, bad
+ * lengths.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -7,6 +8,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -109,6 +111,47 @@ static void test_grows(void **state)
     gw_replay_free(r);
 }
 
+#define RACERS 4
+#define RACER_ADDS (4 * GW_REPLAY_INITIAL_SLOTS + 3)
+
+struct racer {
+    struct gw_replay *r;
+    size_t first;
+    int failed;
+};
+
+static void *race(void *arg)
+{
+    struct racer *x = arg;
+
+    for (size_t i = x->first; i < x->first + RACER_ADDS; i++)
+        x->failed |= add(x->r, i, 100) != 0;
+    return NULL;
+}
+
+/* Threads adding at once while the ring doubles four times: every entry kept, none twice. */
+static void test_grows_concurrently(void **state)
+{
+    struct gw_replay *r = gw_replay_new(RACERS * RACER_ADDS, RACERS * RACER_ADDS + 1, 100);
+    struct racer x[RACERS];
+    pthread_t t[RACERS];
+
+    (void)state;
+    for (size_t k = 0; k < RACERS; k++) {
+        x[k] = (struct racer){r, k * RACER_ADDS, 0};
+        assert_int_equal(pthread_create(&t[k], NULL, race, &x[k]), 0);
+    }
+    for (size_t k = 0; k < RACERS; k++) {
+        assert_int_equal(pthread_join(t[k], NULL), 0);
+        assert_false(x[k].failed);
+    }
+    assert_int_equal(gw_replay_count(r), RACERS * RACER_ADDS);
+    for (size_t i = 0; i < RACERS * RACER_ADDS; i++)
+        assert_int_equal(add(r, i, 101), GW_ERR_REPLAY);
+    assert_int_equal(add(r, RACERS * RACER_ADDS, 101), GW_ERR_BUSY); /* at the cap */
+    gw_replay_free(r);
+}
+
 /* One identity over its share is refused; the others are not; its share frees as its entries expire. */
 static void test_identity_share(void **state)
 {
@@ -184,9 +227,13 @@ static void test_lengths(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_replay_and_reuse), cmocka_unit_test(test_full),
-        cmocka_unit_test(test_identity_share),   cmocka_unit_test(test_clear),
-        cmocka_unit_test(test_lengths),          cmocka_unit_test(test_grows),
+        cmocka_unit_test(test_replay_and_reuse),
+        cmocka_unit_test(test_full),
+        cmocka_unit_test(test_identity_share),
+        cmocka_unit_test(test_clear),
+        cmocka_unit_test(test_lengths),
+        cmocka_unit_test(test_grows),
+        cmocka_unit_test(test_grows_concurrently),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
