@@ -315,7 +315,8 @@ class Continuation(ThreeInstances):
         try:
             deadline = time.monotonic() + 30  # transaction_ttl 4 s, then GW_STATE_CLAIM_SLACK for a dead owner
             while not self.everywhere("expired_unconfirmed", name):
-                self.assertLess(time.monotonic(), deadline, self.gw2.stderr()[-2000:])
+                self.assertLess(time.monotonic(), deadline, "\n".join(  # the instances that could record it
+                    "%s: %s" % (g.dir.name, g.stderr()[-1500:]) for g in self.instances[1:]))
                 time.sleep(0.2)
             time.sleep(GW_STATE_CLAIM_SLACK + 2)  # room for a second record, which must not come
         finally:
