@@ -257,13 +257,17 @@ class Continuation(ThreeInstances):
     answered by the first instance is answered by the second (its context rebuilt from the record)."""
 
     def parked(self, name, flag):
-        """An ir answered by the first instance, its certConf held back until |flag| exists; the client."""
+        """An ir answered by the first instance, its certConf held back until |flag| exists; the client.
+        Returns once the ir's request is logged: its "issued" record comes before the transaction is
+        parked and its shared record written, the request line after."""
         p = self.enrol(name, self.gw, self.gw2, before_next=flag, wait=False)
         deadline = time.monotonic() + 20
-        while not self.audit(self.gw, "issued", name):
-            self.assertLess(time.monotonic(), deadline)
+        while True:
+            tids = {r["tid"] for r in self.audit(self.gw, "issued", name)}
+            if any(l.get("event") == "request" and l.get("tid") in tids for l in self.gw.log_lines()):
+                return p
+            self.assertLess(time.monotonic(), deadline, self.gw.stderr()[-2000:])
             time.sleep(0.1)
-        return p
 
     def test_certconf_on_the_other_instance(self):
         rc, out = self.enrol("moved", self.gw, self.gw2)
