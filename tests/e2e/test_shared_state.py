@@ -185,6 +185,15 @@ class ThreeInstances(TwoInstances):
             self.assertLess(time.monotonic(), deadline, self.gw2.stderr()[-3000:])
             time.sleep(0.1)
 
+    def answered(self, event, name):
+        """Waits until the first instance has answered the ir of |name|: its |event| audit record
+        ("issued", "waiting") comes before the transaction is parked and its shared record written,
+        the request's log line after."""
+        def logged():
+            tids = {r["tid"] for r in self.audit(self.gw, event, name)}
+            return any(l.get("event") == "request" and l.get("tid") in tids for l in self.gw.log_lines())
+        self.wait_for(logged, timeout=20)
+
     @contextlib.contextmanager
     def round_robin(self):
         """For the block, the first instance's port is a real haproxy's in round-robin over the three
@@ -257,17 +266,10 @@ class Continuation(ThreeInstances):
     answered by the first instance is answered by the second (its context rebuilt from the record)."""
 
     def parked(self, name, flag):
-        """An ir answered by the first instance, its certConf held back until |flag| exists; the client.
-        Returns once the ir's request is logged: its "issued" record comes before the transaction is
-        parked and its shared record written, the request line after."""
+        """An ir answered by the first instance, its certConf held back until |flag| exists; the client."""
         p = self.enrol(name, self.gw, self.gw2, before_next=flag, wait=False)
-        deadline = time.monotonic() + 20
-        while True:
-            tids = {r["tid"] for r in self.audit(self.gw, "issued", name)}
-            if any(l.get("event") == "request" and l.get("tid") in tids for l in self.gw.log_lines()):
-                return p
-            self.assertLess(time.monotonic(), deadline, self.gw.stderr()[-2000:])
-            time.sleep(0.1)
+        self.answered("issued", name)
+        return p
 
     def test_certconf_on_the_other_instance(self):
         rc, out = self.enrol("moved", self.gw, self.gw2)
@@ -371,7 +373,7 @@ class PolledContinuation(ThreeInstances):
     def deferred(self, name, flag):
         """An ir answered `waiting` by the first instance, its pollReqs held back until |flag| exists."""
         p = self.enrol(name, self.gw, self.gw2, before_next=flag, wait=False)
-        self.wait_for(lambda: self.audit(self.gw, "waiting", name), timeout=20)
+        self.answered("waiting", name)
         return p
 
     @unittest.skipUnless(shutil.which("haproxy"), "haproxy (deploy/deps.sh installs it)")
