@@ -17,22 +17,22 @@
 # client that opens a new connection per message (as openssl cmp 3.0 does), with its TLS session
 # resumed, then with a full handshake each time.
 # Defaults keep the whole run within 5 to 7 minutes. Prints a Markdown table, then one
-# machine-readable line: "ratio cpu=... throughput=..." (cmpgw / mock: server CPU per enrolment
-# with one client thread, throughput with BENCH_THREADS), per_message=... full_handshake=... (server CPU per
-# enrolment of those clients / keep-alive's), half_peak_p99_ms=... (p99 of an open-loop load at half
-# of cmpgw's highest rate, cmpload --rate; half_peak_gateway_p99_ms=... its time waiting for the
-# gateway, the client's own work taken out), idle_kib=... (resident KiB per idle TLS connection of
-# BENCH_IDLE_CONNS, default 1000; 0 leaves it out) and latency_hiding=... (throughput of
-# BENCH_LATENCY_CLIENTS p10cr clients, default 512, through the vault adapter with the Vault-API test
-# server answering after 50 ms / at once: tests/bench/latency.py; 0 leaves it out); cpu_plain=... is
-# cmpgw's server CPU per enrolment over a plain HTTP listener (as behind a TLS-terminating balancer)
-# over the mock's, one client thread; cpu_user=... cpu's ratio in user space alone (utime; the
-# kernel's share, stime, is a column of the table); floor=... cmpgw's over the in-process floor
-# (tests/bench/floor.c: OpenSSL's CMP server alone, a fresh context per transaction);
-# instructions=... cmpgw's instructions per enrolment over the mock's, counted by callgrind
-# (BENCH_INSTRUCTIONS enrolments, default 200; 0 leaves it out), a figure the machine's noise does
-# not move, and instructions_per_message=... cmpgw's with a connection per message over its own
-# with keep-alive, counted the same way.
+# machine-readable line: "ratio cpu=... throughput=..." (cmpgw / mock: server CPU per enrolment with
+# one client thread, throughput with BENCH_THREADS), per_message=... full_handshake=... (server CPU
+# per enrolment of those clients / keep-alive's), half_peak_p99_ms=... (p99 of an open-loop load at
+# half of cmpgw's highest rate, cmpload --rate; half_peak_gateway_p99_ms=... its time waiting for
+# the gateway, the client's own work taken out), idle_kib=... (resident KiB per idle TLS connection
+# of BENCH_IDLE_CONNS, default 1000; 0 leaves it out) and latency_hiding=... (throughput of
+# BENCH_LATENCY_CLIENTS p10cr clients, default 512, through the vault adapter with the Vault-API
+# test server answering after 50 ms / at once: tests/bench/latency.py; 0 leaves it out);
+# cpu_plain=... is cmpgw's server CPU per enrolment over a plain HTTP listener (as behind a
+# TLS-terminating balancer) over the mock's, one client thread; cpu_user=... cpu's ratio in user
+# space alone (utime; the kernel's share, stime, is a column of the table); floor=... cmpgw's over
+# the in-process floor (tests/bench/floor.c: OpenSSL's CMP server alone, a fresh context per
+# transaction); instructions=... cmpgw's instructions per enrolment over the mock's, counted by
+# callgrind (BENCH_INSTRUCTIONS enrolments, default 200; 0 leaves it out), a figure the machine's
+# noise does not move, and instructions_per_message=... cmpgw's with a connection per message over
+# its own with keep-alive, counted the same way.
 set -euo pipefail
 
 selftest=0
@@ -85,10 +85,11 @@ trap 'exit 130' INT TERM
 # shellcheck source=tests/bench/common.sh
 . "$root/tests/bench/common.sh"
 
-# Waits up to 5 s for a listener on PORT, without connecting (the mock stalls 1 s on an idle connection).
+# wait_listen PORT PID [SECONDS]: waits up to SECONDS (default 5) for a listener on PORT while PID
+# lives, without connecting (the mock stalls 1 s on an idle connection).
 wait_listen() {
     local port=$1 pid=$2 i
-    for ((i = 0; i < 50; i++)); do
+    for ((i = 0; i < 10 * ${3:-5}; i++)); do
         kill -0 "$pid" 2>/dev/null || return 1
         ss -Hltn "sport = :$port" | grep -q . && return 0
         sleep 0.1
@@ -99,11 +100,12 @@ wait_listen() {
 # utime+stime, then stime alone, of the PIDs in clock ticks (all their threads); fields counted
 # after the ")" of comm.
 cpu_ticks() {
-    local p rest sum=0 sys=0
+    local p rest user kernel sum=0 sys=0
     for p in "$@"; do
         rest=$(sed 's/.*) //' "/proc/$p/stat")
-        sum=$((sum + $(awk '{ print $12 + $13 }' <<<"$rest")))
-        sys=$((sys + $(awk '{ print $13 }' <<<"$rest")))
+        read -r user kernel <<<"$(awk '{ print $12, $13 }' <<<"$rest")"
+        sum=$((sum + user + kernel))
+        sys=$((sys + kernel))
     done
     echo "$sum $sys"
 }
@@ -437,11 +439,7 @@ count_instructions() {
         >"$tmp/cg-$port.log" 2>&1) &
     vpid=$!
     pids+=("$vpid")
-    for ((i = 0; i < 600; i++)); do # valgrind takes seconds to start a server
-        ss -Hltn "sport = :$port" | grep -q . && break
-        kill -0 "$vpid" 2>/dev/null || break
-        sleep 0.1
-    done
+    wait_listen "$port" "$vpid" 60 || true # valgrind takes seconds to start a server; a failure shows below
     for pass in "$@"; do
         name=${pass%%=*}
         local -n cargs=${pass#*=}
