@@ -179,10 +179,13 @@ class ThreeInstances(TwoInstances):
         """The audit records |event| of |name| across the three audit logs."""
         return [r for g in self.instances for r in self.audit(g, event, name)]
 
-    def wait_for(self, what, timeout=30):
+    def wait_for(self, what, timeout=30, watched=None):
+        """Polls |what| until it is true; past |timeout|, fails with the log tails of the |watched|
+        instances (the second one's by default)."""
         deadline = time.monotonic() + timeout
         while not what():
-            self.assertLess(time.monotonic(), deadline, self.gw2.stderr()[-3000:])
+            self.assertLess(time.monotonic(), deadline, "\n".join(
+                "%s: %s" % (g.dir.name, g.stderr()[-3000:]) for g in (watched or (self.gw2,))))
             time.sleep(0.1)
 
     def answered(self, event, name):
@@ -192,7 +195,7 @@ class ThreeInstances(TwoInstances):
         def logged():
             tids = {r["tid"] for r in self.audit(self.gw, event, name)}
             return any(l.get("event") == "request" and l.get("tid") in tids for l in self.gw.log_lines())
-        self.wait_for(logged, timeout=20)
+        self.wait_for(logged, timeout=20, watched=(self.gw,))
 
     @contextlib.contextmanager
     def round_robin(self):
@@ -319,11 +322,9 @@ class Continuation(ThreeInstances):
         if kill_owner:
             self.kill_first()
         try:
-            deadline = time.monotonic() + 30  # transaction_ttl 4 s, then GW_STATE_CLAIM_SLACK for a dead owner
-            while not self.everywhere("expired_unconfirmed", name):
-                self.assertLess(time.monotonic(), deadline, "\n".join(  # the instances that could record it
-                    "%s: %s" % (g.dir.name, g.stderr()[-1500:]) for g in self.instances[1:]))
-                time.sleep(0.2)
+            # transaction_ttl 4 s, then GW_STATE_CLAIM_SLACK for a dead owner; failing, the log of each
+            # instance that could have recorded it
+            self.wait_for(lambda: self.everywhere("expired_unconfirmed", name), watched=self.instances[1:])
             time.sleep(GW_STATE_CLAIM_SLACK + 2)  # room for a second record, which must not come
         finally:
             if kill_owner:
