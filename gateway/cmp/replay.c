@@ -1,12 +1,18 @@
 /*
  * Replay cache: a ring of entries in arrival order (so the oldest is always at the head and
  * expires first, the TTL being the same for all) with hash chains by transactionID for lookup.
- * One mutex (gw_replay.lock). The ring begins with GW_REPLAY_INITIAL_SLOTS and doubles when full,
- * up to max_entries: memory follows the live entries (the rate times the TTL), never past the cap.
- * A grown ring comes from calloc: its pages become resident as entries first fill them, so memory
- * rises with the entries after a doubling and is flat once the ring has wrapped. Growing holds the
- * lock while the live entries are copied (6 to 9 ms for 65 536 of them on a 2-vCPU VM), once per
- * doubling.
+ * One mutex (gw_replay.lock). Entries are named by their sequence number (the how-manieth added):
+ * the chains link sequence numbers, and entry s lives in slot s % cap. The ring begins with
+ * GW_REPLAY_INITIAL_SLOTS and doubles when full, up to max_entries: memory follows the live entries
+ * (the rate times the TTL), never past the cap.
+ *
+ * A doubling copies nothing under the lock at once: the full ring stays as the old ring, the new
+ * ring (calloc: its pages become resident as entries first fill them) takes the entries added from
+ * then on, and each later call moves two of the old ring's entries over (or expiry drops them), so
+ * the old ring is empty and freed, outside the lock, after at most half its size of calls. The next
+ * doubling needs at least that many additions, so there are never more than two rings. Since live
+ * entries have consecutive sequence numbers, fewer than cap of them, they never share a slot, and
+ * no chain is rewritten when an entry moves.
  *
  * Each identity's live entries are counted in a count-min sketch (two rows of counters, indexed by
  * two halves of a keyed hash of the identity): fixed memory whatever the number of identities, and
@@ -23,11 +29,11 @@
 #include <string.h>
 #include <openssl/rand.h>
 
-#define NIL SIZE_MAX
+#define NIL UINT64_MAX
 
 struct entry {
-    size_t next;  /* hash chain, NIL-terminated */
-    uint64_t who; /* keyed hash of the identity: its two sketch counters */
+    uint64_t next; /* hash chain: the next entry's sequence number, NIL-terminated */
+    uint64_t who;  /* keyed hash of the identity: its two sketch counters */
     time_t seen;
     unsigned char tid[GW_MAX_TID_LEN];
     unsigned char nonce[GW_MAX_NONCE_LEN];
@@ -37,14 +43,19 @@ struct entry {
 struct gw_replay {
     pthread_mutex_t lock;
     time_t ttl;
-    size_t share;            /* live entries one identity may hold */
-    uint64_t key;            /* hash key: identities cannot be chosen to collide on purpose */
-    uint32_t *sketch;        /* 2 rows of GW_REPLAY_SKETCH_WIDTH counters */
-    size_t cap, head, count; /* ring: live entries are head .. head+count-1 (mod cap) */
-    size_t max;              /* what the ring may grow to */
-    size_t nbuckets;         /* power of two */
-    size_t *buckets;
+    size_t share;     /* live entries one identity may hold */
+    uint64_t key;     /* hash key: identities cannot be chosen to collide on purpose */
+    uint32_t *sketch; /* 2 rows of GW_REPLAY_SKETCH_WIDTH counters */
+    uint64_t head;    /* live entries are head .. head+count-1 */
+    size_t count, cap;
+    size_t max;      /* what the ring may grow to */
+    size_t nbuckets; /* power of two */
+    uint64_t *buckets;
     struct entry *ring;
+    /* after a doubling, until emptied: entries moving .. old_end-1 (those still live) are here */
+    struct entry *old;
+    size_t old_cap;
+    uint64_t moving, old_end;
 };
 
 static uint64_t fnv1a(uint64_t h, const unsigned char *p, size_t n)
@@ -117,42 +128,71 @@ void gw_replay_free(struct gw_replay *r)
     pthread_mutex_destroy(&r->lock);
     free(r->buckets);
     free(r->ring);
+    free(r->old);
     free(r->sketch);
     free(r);
 }
 
-static size_t *bucket_of(struct gw_replay *r, const unsigned char *tid, size_t tid_len)
+static uint64_t *bucket_of(struct gw_replay *r, const unsigned char *tid, size_t tid_len)
 {
     return &r->buckets[hash_tid(tid, tid_len) & (r->nbuckets - 1)];
+}
+
+/* The live entry numbered |seq|: in the old ring if it has not moved yet. */
+static struct entry *at(struct gw_replay *r, uint64_t seq)
+{
+    if (r->old != NULL && seq >= r->moving && seq < r->old_end)
+        return &r->old[seq % r->old_cap];
+    return &r->ring[seq % r->cap];
 }
 
 /* Drops the oldest entry (the ring head) from its hash chain and the ring. */
 static void drop_head(struct gw_replay *r)
 {
-    size_t idx = r->head;
-    struct entry *e = &r->ring[idx];
-    size_t *link = bucket_of(r, e->tid, e->tid_len);
+    struct entry *e = at(r, r->head);
+    uint64_t *link = bucket_of(r, e->tid, e->tid_len);
 
-    while (*link != NIL && *link != idx)
-        link = &r->ring[*link].next;
-    if (*link == idx)
+    while (*link != NIL && *link != r->head)
+        link = &at(r, *link)->next;
+    if (*link == r->head)
         *link = e->next;
     count(r, e->who, -1);
-    r->head = (r->head + 1) % r->cap;
+    r->head++;
     r->count--;
 }
 
 /* Entries seen at or before now - ttl are gone; a clock that steps back keeps everything live. */
 static void expire(struct gw_replay *r, time_t now)
 {
-    while (r->count > 0 && r->ring[r->head].seen <= now - r->ttl)
+    while (r->count > 0 && at(r, r->head)->seen <= now - r->ttl)
         drop_head(r);
+}
+
+/*
+ * Moves up to |n| of the old ring's live entries into the ring (SIZE_MAX: all of them). Returns the old
+ * ring once nothing live is left in it, for the caller to free outside the lock; NULL otherwise.
+ */
+static struct entry *move_some(struct gw_replay *r, size_t n)
+{
+    struct entry *emptied;
+
+    if (r->old == NULL)
+        return NULL;
+    if (r->moving < r->head)
+        r->moving = r->head; /* expired where they were */
+    for (; n > 0 && r->moving < r->old_end; n--, r->moving++)
+        r->ring[r->moving % r->cap] = r->old[r->moving % r->old_cap];
+    if (r->moving < r->old_end)
+        return NULL;
+    emptied = r->old;
+    r->old = NULL;
+    return emptied;
 }
 
 static struct entry *lookup(struct gw_replay *r, const unsigned char *tid, size_t tid_len)
 {
-    for (size_t i = *bucket_of(r, tid, tid_len); i != NIL; i = r->ring[i].next) {
-        struct entry *e = &r->ring[i];
+    for (uint64_t i = *bucket_of(r, tid, tid_len); i != NIL; i = at(r, i)->next) {
+        struct entry *e = at(r, i);
         if (e->tid_len == tid_len && memcmp(e->tid, tid, tid_len) == 0)
             return e;
     }
@@ -162,9 +202,9 @@ static struct entry *lookup(struct gw_replay *r, const unsigned char *tid, size_
 static void insert(struct gw_replay *r, const unsigned char *tid, size_t tid_len, const unsigned char *nonce,
                    size_t nonce_len, uint64_t who, time_t now)
 {
-    size_t idx = (r->head + r->count) % r->cap;
-    size_t *bucket = bucket_of(r, tid, tid_len);
-    struct entry *e = &r->ring[idx];
+    uint64_t seq = r->head + r->count;
+    uint64_t *bucket = bucket_of(r, tid, tid_len);
+    struct entry *e = &r->ring[seq % r->cap];
 
     memcpy(e->tid, tid, tid_len);
     e->tid_len = (unsigned char)tid_len;
@@ -175,44 +215,37 @@ static void insert(struct gw_replay *r, const unsigned char *tid, size_t tid_len
     e->who = who;
     count(r, who, 1);
     e->next = *bucket;
-    *bucket = idx;
+    *bucket = seq;
     r->count++;
 }
 
-/* Where the live entry at |idx| goes when the ring is moved to begin at its head. */
-static size_t moved(const struct gw_replay *r, size_t idx)
-{
-    return idx == NIL ? NIL : (idx + r->cap - r->head) % r->cap;
-}
-
 /*
- * A full ring doubled (up to r->max): the live entries first, in order. The chains hold live entries
- * only, so they keep their order with each index moved, not rehashed. 0 or -1.
+ * A full ring doubled (up to r->max): it becomes the old ring, emptied by later calls. An old ring
+ * not yet empty (which the additions needed to fill the ring again rule out) is emptied first into
+ * the ring, which has room for it, and returned in |*emptied|. 0 or -1.
  */
-static int grow(struct gw_replay *r)
+static int grow(struct gw_replay *r, struct entry **emptied)
 {
     size_t cap = r->cap * 2 < r->max ? r->cap * 2 : r->max;
     struct entry *ring;
 
     if (cap <= r->cap || (ring = calloc(cap, sizeof(*ring))) == NULL)
         return -1;
-    for (size_t i = 0; i < r->count; i++) {
-        ring[i] = r->ring[(r->head + i) % r->cap];
-        ring[i].next = moved(r, ring[i].next);
-    }
-    for (size_t i = 0; i < r->nbuckets; i++)
-        r->buckets[i] = moved(r, r->buckets[i]);
-    free(r->ring);
+    if (r->old != NULL)
+        *emptied = move_some(r, SIZE_MAX);
+    r->old = r->ring;
+    r->old_cap = r->cap;
+    r->moving = r->head;
+    r->old_end = r->head + r->count;
     r->ring = ring;
     r->cap = cap;
-    r->head = 0;
     return 0;
 }
 
 int gw_replay_check_add(struct gw_replay *r, const unsigned char *tid, size_t tid_len,
                         const unsigned char *nonce, size_t nonce_len, const char *identity, time_t now)
 {
-    struct entry *e;
+    struct entry *e, *emptied = NULL;
     uint64_t who;
     int rc = 0;
 
@@ -224,17 +257,19 @@ int gw_replay_check_add(struct gw_replay *r, const unsigned char *tid, size_t ti
     pthread_mutex_lock(&r->lock);
     who = fnv1a(1469598103934665603ull ^ r->key, (const unsigned char *)identity, strlen(identity));
     expire(r, now);
+    emptied = move_some(r, 2);
     if ((e = lookup(r, tid, tid_len)) != NULL)
         rc = e->nonce_len == nonce_len && (nonce_len == 0 || memcmp(e->nonce, nonce, nonce_len) == 0)
                  ? GW_ERR_REPLAY
                  : GW_ERR_EXISTS;
     else if (over_share(r, who))
         rc = GW_ERR_LIMIT;
-    else if (r->count == r->cap && grow(r) != 0)
+    else if (r->count == r->cap && grow(r, &emptied) != 0)
         rc = GW_ERR_BUSY; /* at max_entries (or out of memory) */
     else
         insert(r, tid, tid_len, nonce, nonce_len, who, now);
     pthread_mutex_unlock(&r->lock);
+    free(emptied);
     return rc;
 }
 
@@ -252,16 +287,21 @@ size_t gw_replay_count(struct gw_replay *r)
 
 void gw_replay_clear(struct gw_replay *r)
 {
+    struct entry *emptied;
+
     if (r == NULL)
         return;
     pthread_mutex_lock(&r->lock);
     /* chains hold live entries only (drop_head unlinks), so emptying their buckets empties them all */
-    for (size_t i = 0; i < r->count; i++) {
-        const struct entry *e = &r->ring[(r->head + i) % r->cap];
+    for (uint64_t i = r->head; i < r->head + r->count; i++) {
+        const struct entry *e = at(r, i);
         *bucket_of(r, e->tid, e->tid_len) = NIL;
     }
+    emptied = r->old;
+    r->old = NULL;
     r->head = 0;
     r->count = 0;
     memset(r->sketch, 0, 2 * GW_REPLAY_SKETCH_WIDTH * sizeof(*r->sketch));
     pthread_mutex_unlock(&r->lock);
+    free(emptied);
 }

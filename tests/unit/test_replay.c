@@ -111,6 +111,29 @@ static void test_grows(void **state)
     gw_replay_free(r);
 }
 
+/* Right after a doubling the old ring's entries are still found, and those that expire before they
+ * moved are dropped where they are: the cache stays exact while the old ring empties. */
+static void test_expires_while_moving(void **state)
+{
+    const size_t n = GW_REPLAY_INITIAL_SLOTS;
+    struct gw_replay *r = gw_replay_new(4 * n, 4 * n, 100);
+
+    (void)state;
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(add(r, i, 0), 0);
+    assert_int_equal(add(r, n, 1), 0); /* the ring doubles: n entries left in the old one */
+    assert_int_equal(add(r, n - 1, 1), GW_ERR_REPLAY);
+    assert_int_equal(add(r, n / 2, 1), GW_ERR_REPLAY);
+    assert_int_equal(gw_replay_count(r), n + 1);
+    assert_int_equal(add(r, n + 1, 100), 0); /* the first n expired, most before they moved */
+    assert_int_equal(gw_replay_count(r), 2);
+    assert_int_equal(add(r, n, 100), GW_ERR_REPLAY);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(add(r, i, 100), 0);
+    assert_int_equal(gw_replay_count(r), n + 2);
+    gw_replay_free(r);
+}
+
 #define RACERS 4
 #define RACER_ADDS (4 * GW_REPLAY_INITIAL_SLOTS + 3)
 
@@ -233,6 +256,7 @@ int main(void)
         cmocka_unit_test(test_clear),
         cmocka_unit_test(test_lengths),
         cmocka_unit_test(test_grows),
+        cmocka_unit_test(test_expires_while_moving),
         cmocka_unit_test(test_grows_concurrently),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
