@@ -106,10 +106,11 @@ int gw_pool_submit(struct gw_pool *p, struct gw_job *job)
         p->head = job;
     p->tail = job;
     p->queued++;
-    pthread_cond_signal(&p->cond);
     ret = 0;
 out:
     pthread_mutex_unlock(&p->lock);
+    if (ret == 0)
+        pthread_cond_signal(&p->cond); /* after the unlock: the woken worker does not block on the lock */
     return ret;
 }
 
@@ -130,8 +131,8 @@ void gw_pool_resume(struct gw_pool *p, struct gw_job *job)
     if (p->tail == NULL)
         p->tail = job;
     p->queued++;
-    pthread_cond_signal(&p->cond);
     pthread_mutex_unlock(&p->lock);
+    pthread_cond_signal(&p->cond);
 }
 
 size_t gw_pool_queued(struct gw_pool *p)
