@@ -337,10 +337,10 @@ measure() {
         wait "$spid" 2>/dev/null || true
     fi
     [[ -n $out ]] || out='{"enrolments":0,"errors":1,"seconds":0,"rate":0,"p50_ms":0,"p99_ms":0,"max_ms":0}'
-    printf '{"server":"%s","threads":%d,"cpu_s":%s,"sys_s":%s,"fsyncs":%s,"run":%s}\n' "$name" "$n" \
-        "$(awk -v t=$((c1 - c0)) -v hz="$tck" 'BEGIN { printf "%.2f", t / hz }')" \
-        "$(awk -v t=$((k1 - k0)) -v hz="$tck" 'BEGIN { printf "%.2f", t / hz }')" \
-        "$(awk -v a="$f0" -v b="$f1" 'BEGIN { printf "%d", b - a }')" "$out" >>"$tmp/results.jsonl"
+    # the run's JSON through the environment: awk -v would undo its escapes
+    out=$out awk -v name="$name" -v n="$n" -v c=$((c1 - c0)) -v k=$((k1 - k0)) -v hz="$tck" -v f0="$f0" -v f1="$f1" \
+        'BEGIN { printf "{\"server\":\"%s\",\"threads\":%d,\"cpu_s\":%.2f,\"sys_s\":%.2f,\"fsyncs\":%d,\"run\":%s}\n",
+                        name, n, c / hz, k / hz, f1 - f0, ENVIRON["out"] }' >>"$tmp/results.jsonl"
     echo "bench: $name threads=$n $out" >&2
 }
 
