@@ -309,15 +309,16 @@ X509_PUBKEY *gw_x509_pubkey_d2i(const unsigned char *der, long len)
     long inner;
     int ptype, tag, cls, nid = NID_undef;
 
-    /* SubjectPublicKeyInfo ::= SEQUENCE { algorithm AlgorithmIdentifier, subjectPublicKey BIT STRING } */
+    /* SubjectPublicKeyInfo ::= SEQUENCE { algorithm AlgorithmIdentifier, subjectPublicKey BIT STRING };
+       the BIT STRING is only read for an EC key on a named curve: any other key takes the slow way */
     ERR_set_mark();
     if (len > 0 && ASN1_get_object(&p, &inner, &tag, &cls, len) == V_ASN1_CONSTRUCTED &&
         tag == V_ASN1_SEQUENCE && cls == V_ASN1_UNIVERSAL && p + inner == end &&
-        (alg = d2i_X509_ALGOR(NULL, &p, end - p)) != NULL &&
-        (bits = d2i_ASN1_BIT_STRING(NULL, &p, end - p)) != NULL && p == end && (bits->flags & 0x07) == 0 &&
-        bits->length > 0) {
+        (alg = d2i_X509_ALGOR(NULL, &p, end - p)) != NULL) {
         X509_ALGOR_get0(&alg_obj, &ptype, &pval, alg);
-        if (OBJ_obj2nid(alg_obj) == NID_X9_62_id_ecPublicKey && ptype == V_ASN1_OBJECT)
+        if (OBJ_obj2nid(alg_obj) == NID_X9_62_id_ecPublicKey && ptype == V_ASN1_OBJECT &&
+            (bits = d2i_ASN1_BIT_STRING(NULL, &p, end - p)) != NULL && p == end &&
+            (bits->flags & 0x07) == 0 && bits->length > 0)
             nid = OBJ_obj2nid(pval);
     }
     if (nid != NID_undef && (x = ec_point_key(nid, alg, bits->data, bits->length)) != NULL &&
