@@ -67,6 +67,8 @@ struct load_shared {
     const struct load_opts *o;
     X509 *cert, *srvcert;
     EVP_PKEY *key;
+    STACK_OF(X509) *tls_chain; /* --tls-cert, leaf first: parsed once, not per connection */
+    EVP_PKEY *tls_key;
     X509_STORE *trusted;
     X509_NAME *subject;
     unsigned char secret[LOAD_MAX_SECRET];
@@ -445,10 +447,22 @@ static void on_tls_info(const SSL *ssl, int where, int ret)
         tl_worker->resumed++;
 }
 
+/* Each new connection's SSL_CTX: the client certificate and key loaded once, up-referenced (libcurl
+ * given the files would read and parse them again for every connection). */
 static CURLcode on_ssl_ctx(CURL *curl, void *ssl_ctx, void *arg)
 {
-    (void)curl, (void)arg;
+    const struct load_shared *sh = arg;
+
+    (void)curl;
     SSL_CTX_set_info_callback(ssl_ctx, on_tls_info);
+    if (sh->tls_key == NULL)
+        return CURLE_OK;
+    if (SSL_CTX_use_certificate(ssl_ctx, sk_X509_value(sh->tls_chain, 0)) != 1 ||
+        SSL_CTX_use_PrivateKey(ssl_ctx, sh->tls_key) != 1)
+        return CURLE_SSL_CERTPROBLEM;
+    for (int i = 1; i < sk_X509_num(sh->tls_chain); i++)
+        if (SSL_CTX_add1_chain_cert(ssl_ctx, sk_X509_value(sh->tls_chain, i)) != 1)
+            return CURLE_SSL_CERTPROBLEM;
     return CURLE_OK;
 }
 
@@ -476,11 +490,8 @@ static int curl_setup(struct load_worker *w)
         return 0;
     if (o->cafile != NULL && curl_easy_setopt(c, CURLOPT_CAINFO, o->cafile) != CURLE_OK)
         return 0;
-    if (o->tls_cert != NULL && curl_easy_setopt(c, CURLOPT_SSLCERT, o->tls_cert) != CURLE_OK)
-        return 0;
-    if (o->tls_key != NULL && curl_easy_setopt(c, CURLOPT_SSLKEY, o->tls_key) != CURLE_OK)
-        return 0;
-    if (curl_easy_setopt(c, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx) != CURLE_OK)
+    if (curl_easy_setopt(c, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx) != CURLE_OK ||
+        curl_easy_setopt(c, CURLOPT_SSL_CTX_DATA, w->sh) != CURLE_OK)
         return 0;
     /* --per-message: as openssl cmp 3.0 and HttpsURLConnection do against a server that closes */
     if (o->per_message && curl_easy_setopt(c, CURLOPT_FORBID_REUSE, 1L) != CURLE_OK)
@@ -583,6 +594,27 @@ static EVP_PKEY *load_key(const char *path)
     return k;
 }
 
+/* Every certificate of the PEM file at |path|, in order; NULL if there is none. */
+static STACK_OF(X509) *load_certs(const char *path)
+{
+    BIO *b = BIO_new_file(path, "r");
+    STACK_OF(X509) *sk = b != NULL ? sk_X509_new_null() : NULL;
+    X509 *x;
+
+    while (sk != NULL && (x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL)
+        if (!sk_X509_push(sk, x)) {
+            X509_free(x);
+            break;
+        }
+    ERR_clear_error(); /* the end of the file */
+    BIO_free(b);
+    if (sk != NULL && sk_X509_num(sk) == 0) {
+        sk_X509_free(sk);
+        sk = NULL;
+    }
+    return sk;
+}
+
 /* The PBM secret is the first line of the file, as with `openssl cmp -secret file:PATH`. */
 static int load_secret(struct load_shared *sh, const char *path)
 {
@@ -623,6 +655,15 @@ static int shared_load(struct load_shared *sh, const struct load_opts *o)
         return setup_fail("the CMP signer key", o->key);
     if (o->srvcert != NULL && (sh->srvcert = load_cert(o->srvcert)) == NULL)
         return setup_fail("the pinned server certificate", o->srvcert);
+    if (o->tls_cert != NULL && (sh->tls_chain = load_certs(o->tls_cert)) == NULL)
+        return setup_fail("the TLS client certificate", o->tls_cert);
+    if (o->tls_key != NULL && (sh->tls_key = load_key(o->tls_key)) == NULL)
+        return setup_fail("the TLS client key", o->tls_key);
+    if (sh->tls_key != NULL && X509_check_private_key(sk_X509_value(sh->tls_chain, 0), sh->tls_key) != 1) {
+        fprintf(stderr, "cmpload: the TLS client key in %s is not the key of the certificate in %s\n",
+                o->tls_key, o->tls_cert);
+        return 0;
+    }
     if (o->trusted != NULL &&
         ((sh->trusted = X509_STORE_new()) == NULL || X509_STORE_load_file(sh->trusted, o->trusted) != 1))
         return setup_fail("trust anchors", o->trusted);
@@ -638,6 +679,8 @@ static void shared_cleanup(struct load_shared *sh)
     X509_free(sh->cert);
     X509_free(sh->srvcert);
     EVP_PKEY_free(sh->key);
+    sk_X509_pop_free(sh->tls_chain, X509_free);
+    EVP_PKEY_free(sh->tls_key);
     X509_STORE_free(sh->trusted);
     X509_NAME_free(sh->subject);
     OPENSSL_cleanse(sh->secret, sizeof(sh->secret));
