@@ -576,15 +576,6 @@ err:
     return NULL;
 }
 
-static X509 *load_cert(const char *path)
-{
-    BIO *b = BIO_new_file(path, "r");
-    X509 *x = b != NULL ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
-
-    BIO_free(b);
-    return x;
-}
-
 static EVP_PKEY *load_key(const char *path)
 {
     BIO *b = BIO_new_file(path, "r");
@@ -613,6 +604,16 @@ static STACK_OF(X509) *load_certs(const char *path)
         sk = NULL;
     }
     return sk;
+}
+
+/* The first certificate of the PEM file at |path| (a chain may follow it). */
+static X509 *load_cert(const char *path)
+{
+    STACK_OF(X509) *sk = load_certs(path);
+    X509 *x = sk != NULL ? sk_X509_shift(sk) : NULL;
+
+    sk_X509_pop_free(sk, X509_free);
+    return x;
 }
 
 /* The PBM secret is the first line of the file, as with `openssl cmp -secret file:PATH`. */
