@@ -191,10 +191,11 @@ static struct entry *move_some(struct gw_replay *r, size_t n)
 
 static struct entry *lookup(struct gw_replay *r, const unsigned char *tid, size_t tid_len)
 {
-    for (uint64_t i = *bucket_of(r, tid, tid_len); i != NIL; i = at(r, i)->next) {
+    for (uint64_t i = *bucket_of(r, tid, tid_len); i != NIL;) {
         struct entry *e = at(r, i);
         if (e->tid_len == tid_len && memcmp(e->tid, tid, tid_len) == 0)
             return e;
+        i = e->next;
     }
     return NULL;
 }
