@@ -404,13 +404,14 @@ static void emit(struct cmp_call *c, OSSL_CMP_MSG *msg)
     OSSL_CMP_MSG_free(msg);
 }
 
-static OSSL_CMP_MSG *run(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *msg)
+/* |verified| as cmp_process: |msg|'s signature was verified on |t|'s context just before. */
+static OSSL_CMP_MSG *run(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *msg, int verified)
 {
     OSSL_CMP_MSG *rsp;
 
     t->call = c;
     cmp_log_capture_begin(c);
-    rsp = OSSL_CMP_SRV_process_request(t->srv, msg);
+    rsp = cmp_process(t, msg, verified);
     cmp_log_capture_end();
     t->call = NULL;
     ERR_clear_error();
@@ -465,7 +466,7 @@ static void finish(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *re
 static void refuse(struct cmp_call *c, const OSSL_CMP_MSG *msg, const struct cmp_refusal *r)
 {
     struct cmp_txn *t = cmp_txn_new(c, 1);
-    OSSL_CMP_MSG *rsp = t != NULL ? run(t, c, msg) : NULL;
+    OSSL_CMP_MSG *rsp = t != NULL ? run(t, c, msg, 0) : NULL;
 
     if (rsp != NULL && OSSL_CMP_MSG_get_bodytype(rsp) != GW_CMP_BODY_ERROR) {
         OSSL_CMP_MSG_free(rsp); /* cannot happen: nothing validates on a refusal context */
@@ -671,7 +672,7 @@ static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 
     if (t == NULL)
         return;
-    rsp = run(t, c, msg);
+    rsp = run(t, c, msg, 0);
     if (c->suspend != NULL) { /* no answer yet: the second pass gives it (suspend.h) */
         OSSL_CMP_MSG_free(rsp);
         cmp_suspend_park(c, t, cmp_txn_free);
@@ -806,7 +807,7 @@ static int replay_stored(const struct gw_hdr_info *want, struct cmp_call *sub,
         cert = NULL;
         t->rewait = waiting;
         t->requested_at = (time_t)rec->requested_at;
-        rsp = run(t, sub, req);
+        rsp = run(t, sub, req, 0);
         ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
         ok = rsp != NULL && is_cert_response(OSSL_CMP_MSG_get_bodytype(rsp)) &&
              (waiting ? t->plan != NULL && (t->remote = cmp_poll_remote(rec)) != NULL : t->issued != NULL) &&
@@ -1018,7 +1019,8 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     /*
      * Verify the protection against the pinned signer (or the PBM secret) before OpenSSL processes
      * the message: OpenSSL closes the transaction on a failed check, so a forged certConf with the
-     * right sender name would otherwise cancel someone else's transaction.
+     * right sender name would otherwise cancel someone else's transaction. A signature is then not
+     * verified a second time by OpenSSL (run with |verified|).
      */
     if (OSSL_CMP_validate_msg(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv), msg) != 1) {
         ERR_clear_error();
@@ -1030,7 +1032,7 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
         return;
     }
     cmp_set_outcome(c, "closed without certificate status", NULL);
-    rsp = run(t, c, msg);
+    rsp = run(t, c, msg, 1);
     /* still waiting (pollRep), or the released certificate now awaits its certConf */
     open = rsp != NULL && OSSL_CMP_CTX_get_status(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv)) != -1 &&
            (OSSL_CMP_MSG_get_bodytype(rsp) == GW_CMP_BODY_POLLREP || c->released);
@@ -1079,7 +1081,7 @@ static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 
     if (t == NULL)
         return;
-    rsp = run(t, c, msg);
+    rsp = run(t, c, msg, 0);
     /* only a message that passed OpenSSL's protection check may abort a transaction; one another
        instance began is rebuilt here to be closed (its certificate revoked) as there, and a copy of
        a shared one only once its record is leased (it may have been confirmed elsewhere) */

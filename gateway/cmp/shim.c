@@ -362,6 +362,16 @@ const void *cmp_decoded_body(const OSSL_CMP_MSG *msg, int body)
     return *(void *const *)(content + tv->offset);
 }
 
+X509_ALGOR **gw_shim_hdr_protection_alg_slot(OSSL_CMP_PKIHEADER *hdr)
+{
+    const ASN1_TEMPLATE *tt = gw_asn1_field(ASN1_ITEM_rptr(OSSL_CMP_PKIHEADER), "protectionAlg", 1, 0);
+
+    if (hdr == NULL || tt == NULL || (tt->flags & ASN1_TFLG_TAG_MASK) != ASN1_TFLG_EXPTAG ||
+        ASN1_ITEM_ptr(tt->item) != ASN1_ITEM_rptr(X509_ALGOR))
+        return NULL;
+    return (X509_ALGOR **)((char *)hdr + tt->offset);
+}
+
 X509_PUBKEY **cmp_tmpl_key_slot(const OSSL_CRMF_CERTTEMPLATE *tmpl)
 {
     const ASN1_TEMPLATE *tt = gw_asn1_field(ASN1_ITEM_rptr(OSSL_CRMF_CERTTEMPLATE), "publicKey", 6, 0);

@@ -123,6 +123,13 @@ STACK_OF(X509) *gw_shim_get1_extra_certs(const OSSL_CMP_MSG *msg, const unsigned
  */
 OSSL_CMP_MSG *gw_shim_d2i_msg(const unsigned char **pp, long len);
 
+/*
+ * gw_shim_hdr_protection_alg_slot returns where decoded |hdr| keeps its protectionAlg, for the engine
+ * to hide a signature it has verified from OpenSSL's second check of it (docs/design.md O12); no
+ * OpenSSL version has a setter. NULL if this OpenSSL keeps it otherwise.
+ */
+X509_ALGOR **gw_shim_hdr_protection_alg_slot(OSSL_CMP_PKIHEADER *hdr);
+
 /* gw_shim_pkisi_status returns the PKIStatus of |si| (OSSL_CMP_PKISTATUS_*), or -1 if unreadable. */
 int gw_shim_pkisi_status(const OSSL_CMP_PKISI *si);
 

@@ -14,6 +14,14 @@ struct cmp_txn *cmp_txn_new(struct cmp_call *c, int refusal);
 /* cmp_txn_free frees a struct cmp_txn (void *: the transaction table's free_data). NULL-safe. */
 void cmp_txn_free(void *txn);
 
+/*
+ * cmp_process is OSSL_CMP_SRV_process_request on |t|'s context. |verified|: the caller has just
+ * verified |msg|'s signature with OSSL_CMP_validate_msg on this same context (a certConf or
+ * pollReq, against the transaction's pinned signer), and OpenSSL does not verify it a second time
+ * (docs/design.md O12). A PBM-protected message is verified again either way.
+ */
+OSSL_CMP_MSG *cmp_process(struct cmp_txn *t, const OSSL_CMP_MSG *msg, int verified);
+
 /* cmp_log_capture_begin: OpenSSL's diagnostics on this thread go to |c| until cmp_log_capture_end. */
 void cmp_log_capture_begin(struct cmp_call *c);
 /* cmp_log_capture_end stops the capture of cmp_log_capture_begin. */

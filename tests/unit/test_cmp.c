@@ -683,6 +683,38 @@ static void test_certconf_forged_signer(void **state)
     env_free(e);
 }
 
+/* Sends the certConf without protection (the client's own context, told so for this message). */
+static OSSL_CMP_MSG *tamper_unprotected(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
+{
+    (void)cl;
+    if (OSSL_CMP_MSG_get_bodytype(req) != GW_CMP_BODY_CERTCONF)
+        return req;
+    assert_int_equal(OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_UNPROTECTED_SEND, 1), 1);
+    assert_int_equal(OSSL_CMP_MSG_update_transactionID(ctx, req), 1);
+    assert_int_equal(OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_UNPROTECTED_SEND, 0), 1);
+    return req;
+}
+
+/*
+ * An unprotected certConf is refused and leaves the transaction open: OpenSSL runs a certConf whose
+ * signature the engine verified as if unprotected (cmp_process), so none may get there unverified.
+ */
+static void test_certconf_unprotected(void **state)
+{
+    struct env *e = env_new(CMP_DEFAULTS);
+    struct client cl = {.env = e, .tamper = tamper_unprotected};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+
+    (void)state;
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+                  "message is not protected");
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1); /* still the real sender's */
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
 /* Caps: with confirmation disabled each ir stays open; the third is refused (per identity: 2). */
 static void test_caps_and_expiry(void **state)
 {
@@ -2243,6 +2275,7 @@ int main(void)
         cmocka_unit_test(test_certconf_wrong_hash),
         cmocka_unit_test(test_certconf_other_sender),
         cmocka_unit_test(test_certconf_forged_signer),
+        cmocka_unit_test(test_certconf_unprotected),
         cmocka_unit_test(test_caps_and_expiry),
         cmocka_unit_test(test_body_not_allowed),
         cmocka_unit_test(test_ip_as_request),

@@ -169,6 +169,34 @@ static void test_hdr_info(void **state)
     OSSL_CMP_CTX_free(pbm);
 }
 
+/* The slot holds the protectionAlg the message is encoded with; emptied, the header has none. */
+static void test_hdr_protection_alg_slot(void **state)
+{
+    OSSL_CMP_CTX *sig = client(0);
+    OSSL_CMP_MSG *m = make_ir(sig);
+    X509_ALGOR **slot = gw_shim_hdr_protection_alg_slot(OSSL_CMP_MSG_get0_header(m)), *alg;
+    const ASN1_OBJECT *oid;
+    struct gw_hdr_info h;
+
+    (void)state;
+    assert_non_null(slot);
+    assert_non_null(alg = *slot);
+    X509_ALGOR_get0(&oid, NULL, NULL, alg);
+    assert_int_equal(gw_shim_hdr_info(m, &h), 0);
+    assert_int_equal(OBJ_obj2nid(oid), h.protection_nid);
+    gw_shim_hdr_info_cleanup(&h);
+    *slot = NULL;
+    assert_int_equal(gw_shim_hdr_info(m, &h), 0);
+    assert_int_equal(h.protection_nid, NID_undef);
+    gw_shim_hdr_info_cleanup(&h);
+    *slot = alg; /* back: the signature verifies again */
+    assert_int_equal(OSSL_CMP_CTX_set1_srvCert(sig, cert), 1);
+    assert_int_equal(OSSL_CMP_validate_msg(sig, m), 1);
+    assert_null(gw_shim_hdr_protection_alg_slot(NULL));
+    OSSL_CMP_MSG_free(m);
+    OSSL_CMP_CTX_free(sig);
+}
+
 /* Oversized senderKID (above GW_MAX_KID_LEN): refused, not truncated. */
 static void test_hdr_oversized(void **state)
 {
@@ -916,6 +944,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hdr_info),
         cmocka_unit_test(test_hdr_oversized),
+        cmocka_unit_test(test_hdr_protection_alg_slot),
         cmocka_unit_test(test_template),
         cmocka_unit_test(test_validity),
         cmocka_unit_test(test_requested_key),
