@@ -404,7 +404,7 @@ static void emit(struct cmp_call *c, OSSL_CMP_MSG *msg)
     OSSL_CMP_MSG_free(msg);
 }
 
-/* |verified| as cmp_process: |msg|'s signature was verified on |t|'s context just before. */
+/* |verified| as cmp_process: |msg|'s signature was verified already against |t|'s pinned signer. */
 static OSSL_CMP_MSG *run(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *msg, int verified)
 {
     OSSL_CMP_MSG *rsp;
@@ -662,6 +662,18 @@ static int is_cert_response(int body)
     return body == GW_CMP_BODY_IP || body == GW_CMP_BODY_CP || body == GW_CMP_BODY_KUP;
 }
 
+/*
+ * A second pass whose signer is the first pass's: OpenSSL verified this message's signature against
+ * it before the first pass's callback ran (the one that suspended), so run() need not again.
+ */
+static int verified_before(const struct cmp_call *c, const struct cmp_txn *t)
+{
+    const struct cmp_txn *t1 = cmp_suspend_first(c);
+
+    return t1 != NULL && !t->pbm && !t1->pbm && t->signer != NULL && t1->signer != NULL &&
+           X509_cmp(t->signer, t1->signer) == 0;
+}
+
 /* ir, cr, p10cr, kur: a fresh context configured from the route's role. */
 static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
@@ -672,7 +684,7 @@ static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 
     if (t == NULL)
         return;
-    rsp = run(t, c, msg, 0);
+    rsp = run(t, c, msg, verified_before(c, t));
     if (c->suspend != NULL) { /* no answer yet: the second pass gives it (suspend.h) */
         OSSL_CMP_MSG_free(rsp);
         cmp_suspend_park(c, t, cmp_txn_free);

@@ -51,7 +51,7 @@ void cmp_log_capture_end(void)
 
 /*
  * OpenSSL 3.0 verifies every request's protection in process_request, with no switch to skip it. For
- * a message the engine verified on this context just before, the header's protectionAlg is hidden
+ * a message verified already against this context's signer, the header's protectionAlg is hidden
  * for the one call and the context accepts it as unprotected (its log quieted below errors, where
  * it would say it ignored a missing protection); all three are put back before returning. Not for
  * PBM: OpenSSL chooses the answer's protection (MAC or signature) by the request's. docs/design.md

@@ -15,10 +15,11 @@ struct cmp_txn *cmp_txn_new(struct cmp_call *c, int refusal);
 void cmp_txn_free(void *txn);
 
 /*
- * cmp_process is OSSL_CMP_SRV_process_request on |t|'s context. |verified|: the caller has just
- * verified |msg|'s signature with OSSL_CMP_validate_msg on this same context (a certConf or
- * pollReq, against the transaction's pinned signer), and OpenSSL does not verify it a second time
- * (docs/design.md O12). A PBM-protected message is verified again either way.
+ * cmp_process is OSSL_CMP_SRV_process_request on |t|'s context. |verified|: |msg|'s signature was
+ * verified already against the signer pinned on this context (by the engine just before, for a
+ * certConf or pollReq; by OpenSSL in the first pass of a suspended request with the same signer),
+ * and OpenSSL does not verify it again (docs/design.md O12). A PBM-protected message is verified
+ * again either way.
  */
 OSSL_CMP_MSG *cmp_process(struct cmp_txn *t, const OSSL_CMP_MSG *msg, int verified);
 

@@ -141,6 +141,11 @@ void cmp_suspend_begin(struct cmp_call *c)
     c->reserved = 1; /* reserved by the first pass */
 }
 
+const struct cmp_txn *cmp_suspend_first(const struct cmp_call *c)
+{
+    return c->resume != NULL ? c->resume->t : NULL;
+}
+
 int cmp_suspend_take(struct cmp_call *c, struct gw_sign_result *out, const struct cmp_txn **t1)
 {
     struct gw_cmp_suspended *s = c->resume;

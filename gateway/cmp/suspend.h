@@ -36,6 +36,9 @@ void cmp_suspend_begin(struct cmp_call *c);
 /* cmp_suspend_msg: the second pass's request, decoded by the first (the caller's to free). */
 OSSL_CMP_MSG *cmp_suspend_msg(struct cmp_call *c);
 
+/* cmp_suspend_first: the first pass's transaction of a second pass (its signer, its plan); else NULL. */
+const struct cmp_txn *cmp_suspend_first(const struct cmp_call *c);
+
 /*
  * cmp_suspend_take moves the call's result into |out| (once) and sets |*t1| to the first pass's
  * transaction (its plan and upstream). 0, or -1 if it was taken already.
