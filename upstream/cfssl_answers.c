@@ -99,7 +99,7 @@ static int parse_cert(const char *body, size_t len, struct gw_cfssl_cert *out, c
         rc = GW_ERR_NOMEM;
         goto out;
     }
-    if ((rc = gw_field_certs(gw_field_member(result, "certificate"), "result.certificate", one, 1, NULL,
+    if ((rc = gw_field_certs(gw_field_member(result, "certificate"), "result.certificate", one, 1, 0, NULL,
                              err)) != 0)
         goto out;
     out->cert = sk_X509_shift(one);

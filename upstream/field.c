@@ -7,6 +7,7 @@
 #include <openssl/pem.h>
 #include "base/err.h"
 #include "base/limits.h"
+#include "base/x509.h"
 #include "upstream/field.h"
 
 #define SHOWN_LEN 32 /* a refused value, as a reason shows it */
@@ -211,12 +212,29 @@ static int no_passphrase(char *buf, int size, int rwflag, void *u)
     return -1;
 }
 
-int gw_field_certs(json_object *v, const char *name, STACK_OF(X509) *into, size_t max, size_t *added,
-                   char *err)
+/* The certificate that is all of |der|: from the cache of recurring ones, or parsed; NULL if none. */
+static X509 *cert_from_der(const unsigned char *der, long len, int recurring)
+{
+    const unsigned char *p = der;
+    X509 *x;
+
+    if (recurring)
+        return gw_x509_parse_cached(der, len);
+    if ((x = d2i_X509(NULL, &p, len)) != NULL && p != der + len) {
+        X509_free(x);
+        x = NULL;
+    }
+    return x;
+}
+
+int gw_field_certs(json_object *v, const char *name, STACK_OF(X509) *into, size_t max, int recurring,
+                   size_t *added, char *err)
 {
     const char *s = NULL;
     size_t len = 0, n = 0;
     unsigned long e;
+    unsigned char *der = NULL;
+    long der_len = 0;
     BIO *b = NULL;
     X509 *x;
     int rc;
@@ -229,7 +247,15 @@ int gw_field_certs(json_object *v, const char *name, STACK_OF(X509) *into, size_
         return GW_ERR_NOMEM;
     ERR_set_mark();
     rc = GW_ERR_UPSTREAM;
-    while ((x = PEM_read_bio_X509(b, NULL, no_passphrase, NULL)) != NULL) {
+    /* the blocks named as PEM_read_bio_X509 takes them, others skipped; the DER parsed here */
+    while (PEM_bytes_read_bio(&der, &der_len, NULL, PEM_STRING_X509, b, no_passphrase, NULL) == 1) {
+        x = cert_from_der(der, der_len, recurring);
+        OPENSSL_free(der);
+        der = NULL;
+        if (x == NULL) {
+            gw_field_fail(err, "%s holds an unreadable certificate", name);
+            goto out;
+        }
         if ((size_t)sk_X509_num(into) >= max) {
             X509_free(x);
             gw_field_fail(err, "%s holds more than %zu certificate%s", name, max, max == 1 ? "" : "s");

@@ -51,12 +51,15 @@ int gw_field_string(json_object *v, const char *name, size_t min, size_t max, co
 
 /*
  * gw_field_certs reads a string of PEM text (at most GW_MAX_UPSTREAM_PEM bytes) and appends its
- * certificates to |into|, which may then hold at most |max|. Each certificate must read in full, and
- * there must be one; an encrypted PEM is refused without asking for a passphrase. Other PEM blocks
- * (a private key) are skipped. |*added| (may be NULL) is how many were appended.
+ * certificates to |into|, which may then hold at most |max|. Each certificate must read in full (its
+ * PEM block one certificate's DER, nothing after it), and there must be one; an encrypted PEM is
+ * refused without asking for a passphrase. Other PEM blocks (a private key) are skipped. |*added|
+ * (may be NULL) is how many were appended. |recurring|: certificates that come back in every answer
+ * (a CA's chain), parsed through the process's cache (gw_x509_parse_cached), shared by reference:
+ * OpenSSL 3.0 builds a public-key decoder for each certificate it parses.
  */
-int gw_field_certs(json_object *v, const char *name, STACK_OF(X509) *into, size_t max, size_t *added,
-                   char *err);
+int gw_field_certs(json_object *v, const char *name, STACK_OF(X509) *into, size_t max, int recurring,
+                   size_t *added, char *err);
 
 /*
  * gw_field_messages checks an optional array of strings (errors, warnings: at most

@@ -146,12 +146,12 @@ static int read_chain(json_object *data, STACK_OF(X509) **out, char *err)
         goto out;
     for (i = 0; i < n; i++) {
         snprintf(name, sizeof(name), "data.ca_chain[%zu]", i);
-        if ((rc = gw_field_certs(json_object_array_get_idx(a, i), name, chain, GW_MAX_UPSTREAM_CHAIN, NULL,
+        if ((rc = gw_field_certs(json_object_array_get_idx(a, i), name, chain, GW_MAX_UPSTREAM_CHAIN, 1, NULL,
                                  err)) != 0)
             goto out;
     }
     if (m != NULL &&
-        (rc = gw_field_certs(m, "data.issuing_ca", issuing, GW_MAX_UPSTREAM_CHAIN, NULL, err)) != 0)
+        (rc = gw_field_certs(m, "data.issuing_ca", issuing, GW_MAX_UPSTREAM_CHAIN, 1, NULL, err)) != 0)
         goto out;
     rc = 0;
     if (sk_X509_num(chain) == 0) {
@@ -195,8 +195,8 @@ int gw_vault_parse_sign(const char *body, size_t len, struct gw_vault_signed *ou
         rc = GW_ERR_NOMEM;
         goto out;
     }
-    if ((rc = gw_field_certs(gw_field_member(data, "certificate"), "data.certificate", one, 1, NULL, err)) !=
-        0)
+    if ((rc = gw_field_certs(gw_field_member(data, "certificate"), "data.certificate", one, 1, 0, NULL,
+                             err)) != 0)
         goto out;
     out->cert = sk_X509_shift(one);
     if ((rc = read_chain(data, &out->chain, err)) != 0 ||

@@ -188,6 +188,24 @@ static int setup(void **state)
     free(b.p);
     memset(&b, 0, sizeof(b));
     tag_quoted("@GARBAGE@", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", 58);
+    /* a PEM block whose DER goes on after the certificate */
+    {
+        unsigned char *d = NULL, *longer;
+        int dn = i2d_X509(leaf, &d);
+        BIO *m = BIO_new(BIO_s_mem());
+        char *t;
+        long tn;
+
+        assert_true(dn > 0);
+        assert_non_null(longer = calloc(1, (size_t)dn + 1));
+        memcpy(longer, d, (size_t)dn);
+        assert_int_equal(PEM_write_bio(m, PEM_STRING_X509, "", longer, dn + 1) > 0, 1);
+        tn = BIO_get_mem_data(m, &t);
+        tag_quoted("@TRAILING@", t, (size_t)tn);
+        BIO_free(m);
+        free(longer);
+        OPENSSL_free(d);
+    }
     /* an encrypted PEM: OpenSSL would ask for a passphrase on the terminal */
     puts_(&b, "-----BEGIN CERTIFICATE-----\nProc-Type: 4,ENCRYPTED\n"
               "DEK-Info: AES-128-CBC,00112233445566778899AABBCCDDEEFF\n\n");
@@ -574,6 +592,8 @@ static void test_vault_sign(void **state)
         {"certificate empty", CERT_IS("\"\""), UP, "data.certificate is empty"},
         {"certificate not PEM", CERT_IS("\"hello\""), UP, "data.certificate holds no PEM certificate"},
         {"certificate unreadable", CERT_IS("@GARBAGE@"), UP, "data.certificate holds an unreadable"},
+        {"certificate with bytes after it", CERT_IS("@TRAILING@"), UP,
+         "data.certificate holds an unreadable certificate"},
         {"certificate encrypted", CERT_IS("@ENC@"), UP, "data.certificate holds an unreadable or encrypted"},
         {"certificate two", CERT_IS("@TWO@"), UP, "data.certificate holds more than 1 certificate"},
         {"certificate NUL", CERT_IS("@LEAFNUL@"), UP, "data.certificate holds a NUL byte"},
@@ -588,6 +608,8 @@ static void test_vault_sign(void **state)
         {"ca_chain entry empty", SIGNED(",\"ca_chain\":[\"\"]"), UP, "data.ca_chain[0] is empty"},
         {"ca_chain entry unreadable", SIGNED(",\"ca_chain\":[@GARBAGE@]"), UP,
          "data.ca_chain[0] holds an unreadable"},
+        {"ca_chain entry with bytes after it", SIGNED(",\"ca_chain\":[@TRAILING@]"), UP,
+         "data.ca_chain[0] holds an unreadable certificate"},
         {"ca_chain entry NUL", SIGNED(",\"ca_chain\":[@LEAFNUL@]"), UP, "data.ca_chain[0] holds a NUL byte"},
         {"issuing_ca a number", SIGNED(",\"issuing_ca\":7"), UP, "data.issuing_ca is an integer"},
         {"issuing_ca unreadable", SIGNED(",\"issuing_ca\":@GARBAGE@"), UP,

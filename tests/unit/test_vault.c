@@ -550,6 +550,29 @@ static void test_sign_chain_from_issuing_ca(void **state)
     fx_cleanup(&f);
 }
 
+/* The CA's chain comes back with every answer: parsed once and shared; each leaf is parsed anew. */
+static void test_sign_chain_parsed_once(void **state)
+{
+    struct answer ok[2] = {{200, NULL, 0}, {200, NULL, 0}};
+    struct gw_sign_result a, b;
+    struct fx f;
+
+    (void)state;
+    fx_init(&f, 5000);
+    fake_script(ok, 2);
+    sign(&f, &a);
+    sign(&f, &b);
+    assert_int_equal(a.status, 0);
+    assert_int_equal(b.status, 0);
+    assert_int_equal(sk_X509_num(a.chain), 1);
+    assert_ptr_equal(sk_X509_value(a.chain, 0), sk_X509_value(b.chain, 0));
+    assert_int_equal(X509_cmp(a.cert, b.cert), 0);
+    assert_ptr_not_equal(a.cert, b.cert);
+    gw_sign_result_cleanup(&a);
+    gw_sign_result_cleanup(&b);
+    fx_cleanup(&f);
+}
+
 /* ---- sign: Vault's errors as CMP errors ---- */
 
 static void test_sign_errors(void **state)
@@ -589,6 +612,8 @@ static void test_sign_errors(void **state)
          "Vault issued no certificate: TTL exceeds the issuer's expiry", 1},
         {200,
          "{\"data\":{\"certificate\":\"-----BEGIN CERTIFICATE-----\\nAAAA\\n-----END CERTIFICATE-----\"}}",
+         OSSL_CMP_PKIFAILUREINFO_systemFailure, "data.certificate holds an unreadable certificate", 1},
+        {200, "{\"data\":{\"certificate\":\"-----BEGIN CERTIFICATE-----\\nAAAA\"}}",
          OSSL_CMP_PKIFAILUREINFO_systemFailure,
          "data.certificate holds an unreadable or encrypted certificate", 1},
         {200, "{\"data\":{\"certificate\":42}}", OSSL_CMP_PKIFAILUREINFO_systemFailure,
@@ -1160,6 +1185,7 @@ int main(void)
         cmocka_unit_test(test_sign_paths),
         cmocka_unit_test(test_sign_bad_names),
         cmocka_unit_test(test_sign_chain_from_issuing_ca),
+        cmocka_unit_test(test_sign_chain_parsed_once),
         cmocka_unit_test(test_sign_errors),
         cmocka_unit_test(test_sign_answer_out_of_range),
         cmocka_unit_test(test_sign_retry_then_ok),
