@@ -5,9 +5,11 @@ connection, implicitConfirm). Alternating rounds with Vault answering at once an
 BENCH_LATENCY_MS, side by side on one gateway; the gateway's thread count is sampled during each.
 
 Prints a Markdown table, then one machine-readable line:
-  latency_hiding=R threads_zero=N threads_slow=N
+  latency_hiding=R threads_zero=N threads_slow=N vault_cpu_ms=C
 R = throughput with the latency / throughput without (best round of each). The gateway runs its
 configured 16 workers: a waiting sign call must hold none of them, nor a thread of its own.
+C = the gateway's CPU per Vault enrolment, measured apart: 4 clients, Vault answering at once (512
+clients would add their TLS handshakes to it).
 
 Usage: tests/bench/latency.py BUILD_DIR [JSON_OUT]   (JSON_OUT: the figures, for run.sh's ratio line)
 Knobs (environment): BENCH_LATENCY_CLIENTS (default 512), BENCH_LATENCY_MS (default 50),
@@ -44,14 +46,20 @@ def threads_of(pid):
     return 0
 
 
-def measure(load, gw, label):
-    """One timed cmpload run; returns (enrolments per second, errors, the gateway's peak thread count)."""
+def cpu_ticks(pid):
+    fields = Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def measure(load, gw, label, clients=CLIENTS):
+    """One timed cmpload run; returns (enrolments per second, errors, the gateway's peak thread count,
+    the gateway's CPU ms per enrolment)."""
     d = gw.dir
     argv = ([] if not PIN else ["taskset", "-c", "0"]) + [
         load, "--url", "https://127.0.0.1:%d/pki/roles/vault/cmp" % gw.port, "--cafile", d / "ca.pem",
         "--tls-cert", d / "client.pem", "--tls-key", d / "client.key", "--cert", d / "client.pem",
         "--key", d / "client.key", "--trusted", d / "ca.pem", "--p10cr", "--subject", "/CN=load.example.com",
-        "--implicit-confirm", "--threads", str(CLIENTS), "--duration", str(DURATION), "--keys", "4000",
+        "--implicit-confirm", "--threads", str(clients), "--duration", str(DURATION), "--keys", "4000",
         "--timeout", "60000"]
     peak, done = [0], threading.Event()
 
@@ -61,19 +69,22 @@ def measure(load, gw, label):
 
     s = threading.Thread(target=sample)
     s.start()
+    ticks = cpu_ticks(gw.proc.pid)
     try:
         p = subprocess.run([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            timeout=DURATION + 120)
     finally:
         done.set()
         s.join()
+    ticks = cpu_ticks(gw.proc.pid) - ticks
     try:
         r = json.loads(p.stdout.decode().strip().splitlines()[-1])
     except (IndexError, ValueError):
         sys.exit("bench: cmpload (%s) printed no result: %s" % (label, p.stderr.decode()[-2000:]))
     if r["errors"]:
         print("bench: cmpload (%s): %s" % (label, p.stderr.decode()[-1500:]), file=sys.stderr)
-    return r["rate"], r["errors"], peak[0]
+    cpu_ms = 1000.0 * ticks / os.sysconf("SC_CLK_TCK") / r["enrolments"] if r["enrolments"] else 0.0
+    return r["rate"], r["errors"], peak[0], cpu_ms
 
 
 def edit(vault):
@@ -110,10 +121,14 @@ def main():
         for r in range(ROUNDS):
             for ms in (0, LATENCY_MS):
                 vault.control({"latency_ms": ms, "match": "/sign/"} if ms else {})
-                rate, errors, threads = measure(load, gw, "%d ms" % ms)
+                rate, errors, threads, _ = measure(load, gw, "%d ms" % ms)
                 rows.append((r + 1, ms, rate, errors, threads))
                 print("round %d, Vault after %3d ms: %7.1f enrolments/s, %d errors, gateway threads %d" %
                       (r + 1, ms, rate, errors, threads), file=sys.stderr)
+        vault.control({})
+        _, cpu_errors, _, vault_cpu = measure(load, gw, "4 clients", clients=4)
+        print("4 clients, Vault at once: gateway CPU %.2f ms per enrolment, %d errors" % (vault_cpu, cpu_errors),
+              file=sys.stderr)
     finally:
         gw.stop()
         vault.stop()
@@ -130,9 +145,12 @@ def main():
     print()
     figures = {"latency_hiding": best[LATENCY_MS] / best[0] if best[0] else 0.0, "threads_zero": threads[0],
                "threads_slow": threads[LATENCY_MS], "clients": CLIENTS, "latency_ms": LATENCY_MS,
-               "rate_zero": best[0], "rate_slow": best[LATENCY_MS], "errors": sum(x[3] for x in rows)}
-    print("latency_hiding=%.2f threads_zero=%d threads_slow=%d" % (
-        figures["latency_hiding"], threads[0], threads[LATENCY_MS]))
+               "rate_zero": best[0], "rate_slow": best[LATENCY_MS], "errors": sum(x[3] for x in rows) + cpu_errors,
+               "vault_cpu_ms": vault_cpu}
+    print("gateway CPU per enrolment with 4 clients and Vault answering at once: %.2f ms" % vault_cpu)
+    print()
+    print("latency_hiding=%.2f threads_zero=%d threads_slow=%d vault_cpu_ms=%.2f" % (
+        figures["latency_hiding"], threads[0], threads[LATENCY_MS], vault_cpu))
     if len(sys.argv) == 3:
         Path(sys.argv[2]).write_text(json.dumps(figures))
     if not os.environ.get("CMPGW_E2E_KEEP"):

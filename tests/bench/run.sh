@@ -640,7 +640,8 @@ lat = optional(sys.argv[4])
 if lat:
     print(f"- upstream latency hiding ({lat['clients']} clients, p10cr through the vault adapter, 16 workers): "
           f"{lat['rate_slow']:.0f}/s with Vault answering after {lat['latency_ms']} ms, {lat['rate_zero']:.0f}/s "
-          f"at once; gateway threads {lat['threads_slow']} and {lat['threads_zero']}; {lat['errors']} errors")
+          f"at once; gateway threads {lat['threads_slow']} and {lat['threads_zero']}; {lat['errors']} errors; "
+          f"gateway CPU per Vault enrolment (4 clients, Vault at once) {lat.get('vault_cpu_ms', 0):.2f} ms")
     ratio.append(f"latency_hiding={lat['latency_hiding']:.2f}")
 print("ratio " + " ".join(ratio))
 errors = sum(a["errors"] for a in res.values())
