@@ -107,7 +107,8 @@ def main():
     if len(sys.argv) not in (2, 3):
         sys.exit(__doc__)
     build = Path(sys.argv[1]).resolve()
-    os.environ.setdefault("CMPGW_BIN", str(build / "cmpgw"))
+    # the harness read CMPGW_BIN when it was imported; without it, the gateway is the one of |build|
+    harness.GATEWAY_BIN = Path(os.environ.get("CMPGW_BIN", build / "cmpgw")).resolve()
     load = build / "tests" / "bench" / "cmpload"
     tmp = Path(tempfile.mkdtemp(prefix="cmpgw-bench-latency-"))
     vault = vaultenv.VaultApi(tmp / "pki")
