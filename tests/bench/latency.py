@@ -131,8 +131,10 @@ def main():
         print("4 clients, Vault at once: gateway CPU %.2f ms per enrolment, %d errors" % (vault_cpu, cpu_errors),
               file=sys.stderr)
     finally:
-        gw.stop()
-        vault.stop()
+        try:
+            gw.stop()
+        finally:
+            vault.stop()  # also when the gateway's exit was a failure
     best = {ms: max(x[2] for x in rows if x[1] == ms) for ms in (0, LATENCY_MS)}
     threads = {ms: max(x[4] for x in rows if x[1] == ms) for ms in (0, LATENCY_MS)}
     print("machine: %s, %d CPUs, %s; %d clients, %d s per run, %d rounds" % (
