@@ -120,12 +120,23 @@ struct cert_slot {
 static struct cert_slot cert_cache[GW_CERT_CACHE_SLOTS];
 static pthread_mutex_t cert_cache_lock = PTHREAD_MUTEX_INITIALIZER;
 
+X509 *gw_x509_d2i_exact(const unsigned char *der, long len)
+{
+    const unsigned char *q = der;
+    X509 *x = d2i_X509(NULL, &q, len);
+
+    if (x != NULL && q != der + len) {
+        X509_free(x);
+        x = NULL;
+    }
+    return x;
+}
+
 X509 *gw_x509_parse_cached(const unsigned char *der, long len)
 {
     unsigned char h[32];
     unsigned int n = 0;
     struct cert_slot *s = NULL;
-    const unsigned char *q = der;
     X509 *x = NULL;
 
     if (EVP_Digest(der, (size_t)len, h, &n, gw_sha256(), NULL) == 1 && n == sizeof(h)) {
@@ -137,10 +148,8 @@ X509 *gw_x509_parse_cached(const unsigned char *der, long len)
         if (x != NULL)
             return x;
     }
-    if ((x = d2i_X509(NULL, &q, len)) == NULL || q != der + len) {
-        X509_free(x);
+    if ((x = gw_x509_d2i_exact(der, len)) == NULL)
         return NULL;
-    }
     if (s != NULL && X509_up_ref(x) == 1) {
         X509 *old;
 

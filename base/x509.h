@@ -36,6 +36,9 @@ int gw_x509_ec_curve(const EVP_PKEY *pkey);
 /* SHA-256, fetched once: OpenSSL 3.0 fetches EVP_sha256() again (a look-up under a lock) at each use. */
 const EVP_MD *gw_sha256(void);
 
+/* gw_x509_d2i_exact parses the certificate that is all of |der| (|len| bytes); NULL if it is not one. */
+X509 *gw_x509_d2i_exact(const unsigned char *der, long len);
+
 /*
  * gw_x509_parse_cached returns the certificate whose DER is all of |der| (|len| bytes), parsed or
  * from a small cache keyed by the SHA-256 of the DER (shared, immutable: the caller holds a

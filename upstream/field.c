@@ -212,21 +212,6 @@ static int no_passphrase(char *buf, int size, int rwflag, void *u)
     return -1;
 }
 
-/* The certificate that is all of |der|: from the cache of recurring ones, or parsed; NULL if none. */
-static X509 *cert_from_der(const unsigned char *der, long len, int recurring)
-{
-    const unsigned char *p = der;
-    X509 *x;
-
-    if (recurring)
-        return gw_x509_parse_cached(der, len);
-    if ((x = d2i_X509(NULL, &p, len)) != NULL && p != der + len) {
-        X509_free(x);
-        x = NULL;
-    }
-    return x;
-}
-
 int gw_field_certs(json_object *v, const char *name, STACK_OF(X509) *into, size_t max, int recurring,
                    size_t *added, char *err)
 {
@@ -249,7 +234,7 @@ int gw_field_certs(json_object *v, const char *name, STACK_OF(X509) *into, size_
     rc = GW_ERR_UPSTREAM;
     /* the blocks named as PEM_read_bio_X509 takes them, others skipped; the DER parsed here */
     while (PEM_bytes_read_bio(&der, &der_len, NULL, PEM_STRING_X509, b, no_passphrase, NULL) == 1) {
-        x = cert_from_der(der, der_len, recurring);
+        x = recurring ? gw_x509_parse_cached(der, der_len) : gw_x509_d2i_exact(der, der_len);
         OPENSSL_free(der);
         der = NULL;
         if (x == NULL) {

@@ -515,8 +515,7 @@ struct cmp_remote *cmp_poll_remote(const struct gw_txn_record *rec)
     snprintf(r->res->reason, sizeof(r->res->reason), "%s", sr->reason);
     if (sr->cert_len == 0)
         return r;
-    q = sr->cert;
-    if ((r->res->cert = d2i_X509(NULL, &q, (long)sr->cert_len)) == NULL || q != sr->cert + sr->cert_len ||
+    if ((r->res->cert = gw_x509_d2i_exact(sr->cert, (long)sr->cert_len)) == NULL ||
         (r->res->chain = sk_X509_new_null()) == NULL)
         goto fail;
     for (q = sr->chain, end = sr->chain + sr->chain_len; q < end;)

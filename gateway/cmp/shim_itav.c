@@ -5,6 +5,7 @@
 #include "gateway/cmp/shim.h"
 #include "gateway/cmp/shim_local.h"
 #include "base/err.h"
+#include "base/x509.h"
 
 #include <stdint.h>
 #include <string.h>
@@ -167,7 +168,6 @@ out:
 
 int gw_shim_itav_cert(const ASN1_TYPE *value, X509 **cert)
 {
-    const unsigned char *p;
     X509 *x;
 
     *cert = NULL;
@@ -175,10 +175,7 @@ int gw_shim_itav_cert(const ASN1_TYPE *value, X509 **cert)
         return 0;
     if (value->type != V_ASN1_SEQUENCE || value->value.sequence == NULL || value->value.sequence->length <= 0)
         return GW_ERR_INVAL;
-    p = value->value.sequence->data;
-    if ((x = d2i_X509(NULL, &p, value->value.sequence->length)) == NULL ||
-        p != value->value.sequence->data + value->value.sequence->length) {
-        X509_free(x);
+    if ((x = gw_x509_d2i_exact(value->value.sequence->data, value->value.sequence->length)) == NULL) {
         ERR_clear_error();
         return GW_ERR_INVAL;
     }
