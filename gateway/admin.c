@@ -258,9 +258,10 @@ int gw_admin_on_req(h2o_handler_t *self, h2o_req_t *req)
     if (c != NULL && (rc = gw_conn_recheck(c)) != 0) {
         req->http1_is_persistent = 0;
         send_text(req, 403, "Forbidden",
-                  rc == GW_ERR_NOT_FOUND ? "this listener was removed by a configuration reload\n"
-                                         : "TLS client certificate no longer trusted since the configuration "
-                                           "was reloaded\n");
+                  rc == GW_ERR_NOT_FOUND
+                      ? "this listener was removed by a configuration reload\n"
+                      : "TLS client certificate no longer accepted (expired, or not trusted "
+                        "since the configuration was reloaded)\n");
         return 0;
     }
     if (!path_is(req, "/healthz") && !path_is(req, "/readyz") && !path_is(req, "/metrics") && !is_reload) {

@@ -380,8 +380,8 @@ static int check_request(struct gw_loop *lt, h2o_req_t *req, struct gw_route_mat
         return refuse(r, 403, HDR_CLOSE, "%s",
                       rc == GW_ERR_NOT_FOUND
                           ? "this listener was removed by a configuration reload"
-                          : "TLS client certificate no longer trusted since the configuration "
-                            "was reloaded: reconnect with one this listener accepts");
+                          : "TLS client certificate no longer accepted (expired, or not trusted since "
+                            "the configuration was reloaded): reconnect with one this listener accepts");
     rc = gw_route_match(&lt->gen->cfg->routes, req->path.base, path_len(req), match, r->reason);
     if (rc != 0) {
         r->status = rc == GW_ERR_FORBIDDEN ? 403 : rc == GW_ERR_NOT_FOUND ? 404 : 400;

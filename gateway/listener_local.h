@@ -32,6 +32,8 @@ struct gw_conn {
     unsigned listener;             /* the id of its listener's socket (struct gw_listen_key) */
     unsigned long gen;             /* the generation whose client CAs verified |peer| */
     X509 *peer;                    /* verified TLS client certificate, or NULL */
+    bool peer_expired;             /* a resumed session's certificate, out of its validity: not kept */
+    bool peer_required;            /* ... on a listener that requires one: requests refused */
     STACK_OF(X509) *peer_chain;    /* what the client sent with it, for gw_conn_recheck */
     char subject[GW_IDENTITY_LEN]; /* its subject, X509_NAME_oneline form, or "" */
 };
@@ -122,7 +124,8 @@ int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock, unsigned listener, 
  * connections too. One that no longer verifies is dropped from the connection: 0 then if the
  * listener lets clients without one in, GW_ERR_FORBIDDEN if it requires one (refuse and close);
  * GW_ERR_NOT_FOUND when the reload removed the connection's listener (refuse and close too).
- * 0 when nothing changed (loop thread).
+ * GW_ERR_FORBIDDEN also for a resumed session whose certificate was out of its validity, on a
+ * listener that requires one. 0 when nothing changed (loop thread).
  */
 int gw_conn_recheck(struct gw_conn *c);
 

@@ -6,18 +6,19 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "base/metrics.h"
+#include "base/x509.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
-/* Session id context: required with SSL_VERIFY_PEER, else resumed handshakes abort (docs/design.md
- * H8.3). */
-static const unsigned char sid_ctx[] = "cmpgw";
+/* What the session id context is computed from first: a new form of it resumes nothing made before. */
+static const char sid_ctx_tag[] = "cmpgw TLS session 2";
 
 static void conn_on_close(void *data)
 {
@@ -95,6 +96,40 @@ static void count_handshake(const struct gw_conn *c, const char *result, const c
     gw_metric_add(m_handshakes, (const char *const[]){c->admin ? "admin" : "cmp", result, reason}, 1);
 }
 
+static bool valid_at(const X509 *x, time_t now)
+{
+    return X509_cmp_time(X509_get0_notBefore(x), &now) < 0 && X509_cmp_time(X509_get0_notAfter(x), &now) > 0;
+}
+
+/* Whether |now| is within the validity of |peer| and of each certificate of |chain|. */
+static bool in_validity(const X509 *peer, const STACK_OF(X509) *chain, time_t now)
+{
+    bool ok = valid_at(peer, now);
+
+    for (int i = 0; ok && i < sk_X509_num(chain); i++)
+        ok = valid_at(sk_X509_value(chain, i), now);
+    return ok;
+}
+
+/*
+ * A resumed session whose client certificate is no longer valid: the connection keeps no client
+ * certificate (refused where one is required: gw_conn_recheck), the session leaves the cache and no
+ * new ticket carries it on, so that the client's next connection makes a full handshake.
+ */
+static void refuse_resumed(SSL *ssl, struct gw_conn *c, X509 *peer)
+{
+    char subject[GW_IDENTITY_LEN];
+
+    if (X509_NAME_oneline(X509_get_subject_name(peer), subject, sizeof(subject)) == NULL)
+        subject[0] = '\0';
+    gw_log_kv(GW_LOG_INFO, "tls_peer_dropped", "tls_subject", subject, "msg",
+              "the client certificate of a resumed TLS session is expired or not yet valid", NULL);
+    c->peer_expired = true;
+    c->peer_required = (SSL_get_verify_mode(ssl) & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) != 0;
+    (void)SSL_CTX_remove_session(SSL_get_SSL_CTX(ssl), SSL_get0_session(ssl));
+    (void)SSL_set_num_tickets(ssl, 0);
+}
+
 static void on_ssl_info(const SSL *ssl, int where, int ret)
 {
     h2o_socket_t *sock;
@@ -118,10 +153,18 @@ static void on_ssl_info(const SSL *ssl, int where, int ret)
         c->handshaken = true;
         count_handshake(c, "ok", "");
     }
-    if (c->peer != NULL || SSL_get_verify_result(ssl) != X509_V_OK)
+    if (c->peer != NULL || c->peer_expired || SSL_get_verify_result(ssl) != X509_V_OK)
         return;
     if ((peer = SSL_get1_peer_certificate(ssl)) == NULL)
         return;
+    /* a resumed session's certificate was verified when the session began, perhaps an hour or, with
+       TLS 1.3's new ticket at each resumption, far longer ago; against the same client CAs (the
+       session id context), so time is what can have changed */
+    if (SSL_session_reused((SSL *)ssl) && !in_validity(peer, SSL_get_peer_cert_chain(ssl), time(NULL))) {
+        refuse_resumed((SSL *)ssl, c, peer);
+        X509_free(peer);
+        return;
+    }
     c->peer = peer;
     c->peer_chain = X509_chain_up_ref(SSL_get_peer_cert_chain(ssl)); /* NULL: recheck with the leaf */
     /* the same one-line form as the engine's CMP identity, so that log lines compare */
@@ -148,6 +191,8 @@ int gw_conn_recheck(struct gw_conn *c)
     bool listed = false;
     int mode;
 
+    if (c->peer_expired && c->peer_required)
+        return GW_ERR_FORBIDDEN;
     if (c->gen == g->id)
         return 0;
     c->gen = g->id;
@@ -228,6 +273,32 @@ static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CI
     return enc || (i == 0 && SSL_version(ssl) != TLS1_3_VERSION) ? 1 : 2;
 }
 
+/*
+ * A ticket whose client certificate is out of its validity is not used: a full handshake instead,
+ * where the client can present its current certificate (the info callback catches the same for a
+ * session from the cache, which has no such hook).
+ */
+static SSL_TICKET_RETURN on_ticket(SSL *ssl, SSL_SESSION *sess, const unsigned char *name, size_t name_len,
+                                   SSL_TICKET_STATUS status, void *arg)
+{
+    X509 *peer;
+
+    (void)ssl, (void)name, (void)name_len, (void)arg;
+    switch (status) {
+    case SSL_TICKET_SUCCESS:
+    case SSL_TICKET_SUCCESS_RENEW:
+        peer = SSL_SESSION_get0_peer(sess);
+        if (peer != NULL && !in_validity(peer, NULL, time(NULL)))
+            return SSL_TICKET_RETURN_IGNORE_RENEW;
+        return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
+    case SSL_TICKET_EMPTY:
+    case SSL_TICKET_NO_DECRYPT:
+        return SSL_TICKET_RETURN_IGNORE_RENEW;
+    default:
+        return SSL_TICKET_RETURN_ABORT;
+    }
+}
+
 static int set_ticket_keys(SSL_CTX *ctx, const struct gw_listener_conf *lc)
 {
     struct ticket_keys *tk;
@@ -241,7 +312,10 @@ static int set_ticket_keys(SSL_CTX *ctx, const struct gw_listener_conf *lc)
         OPENSSL_clear_free(tk, sizeof(*tk));
         return GW_ERR_NOMEM;
     }
-    return SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb) == 1 ? 0 : GW_ERR_CRYPTO;
+    return SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb) == 1 &&
+                   SSL_CTX_set_session_ticket_cb(ctx, NULL, on_ticket, NULL) == 1
+               ? 0
+               : GW_ERR_CRYPTO;
 }
 
 /* Formats "<what> <file>: <first OpenSSL error>" into |err| and clears the error queue. */
@@ -283,6 +357,41 @@ static int set_client_auth(SSL_CTX *ctx, const struct gw_listener_conf *lc, char
     return 0;
 }
 
+/*
+ * The session id context: a digest of what a session's client certificate was verified against (the
+ * listener's client_auth and the certificates and CRLs of its client_ca). OpenSSL resumes a session
+ * only where the contexts are equal, so a ticket made on another listener, or before a reload that
+ * changed the client CAs, makes a full handshake there; instances with the same configuration
+ * resume each other's tickets. Required with SSL_VERIFY_PEER, else resumed handshakes abort.
+ */
+static int set_session_id_context(SSL_CTX *ctx, const struct gw_listener_conf *lc)
+{
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(store);
+    unsigned char d[EVP_MAX_MD_SIZE], sid[32];
+    unsigned int n = 0, len = 0;
+    unsigned char mode = (unsigned char)lc->client_auth;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int ok = md != NULL && EVP_DigestInit_ex(md, gw_sha256(), NULL) == 1 &&
+             EVP_DigestUpdate(md, sid_ctx_tag, sizeof(sid_ctx_tag)) == 1 &&
+             EVP_DigestUpdate(md, &mode, 1) == 1;
+
+    for (int i = 0; ok && lc->client_auth != GW_CLIENT_AUTH_NONE && i < sk_X509_OBJECT_num(objs); i++) {
+        X509_OBJECT *o = sk_X509_OBJECT_value(objs, i);
+        X509 *x = X509_OBJECT_get0_X509(o);
+        X509_CRL *crl = X509_OBJECT_get0_X509_CRL(o);
+
+        if (x != NULL)
+            ok = X509_digest(x, gw_sha256(), d, &n) == 1 && EVP_DigestUpdate(md, d, n) == 1;
+        else if (crl != NULL)
+            ok = X509_CRL_digest(crl, gw_sha256(), d, &n) == 1 && EVP_DigestUpdate(md, d, n) == 1;
+    }
+    ok = ok && EVP_DigestFinal_ex(md, sid, &len) == 1 && len == sizeof(sid) &&
+         SSL_CTX_set_session_id_context(ctx, sid, sizeof(sid)) == 1;
+    EVP_MD_CTX_free(md);
+    return ok ? 0 : GW_ERR_CRYPTO;
+}
+
 SSL_CTX *gw_tls_ctx_new(const struct gw_listener_conf *lc, char *err)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -306,7 +415,7 @@ SSL_CTX *gw_tls_ctx_new(const struct gw_listener_conf *lc, char *err)
     }
     if (set_client_auth(ctx, lc, err) != 0)
         goto err;
-    if (SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1) != 1) {
+    if (set_session_id_context(ctx, lc) != 0) {
         tls_error(err, lc, "session id context", "");
         goto err;
     }

@@ -219,7 +219,7 @@ class Reload(harness.GatewayTestCase):
         rsp = conn.getresponse()
         text = rsp.read().decode()
         self.assertEqual(rsp.status, 403, text)
-        self.assertIn("no longer trusted since the configuration was reloaded", text)
+        self.assertIn("not trusted since the configuration was reloaded", text)
         self.assertEqual(rsp.getheader("Connection"), "close")
         conn.close()
         self.assertTrue(events(self.gw, "tls_peer_dropped"))

@@ -2,12 +2,14 @@
 certificate from a CA the listener does not trust, each refused with a TLS alert; a trusted one gets through.
 Resumption: with a shared "ticket_keys_file" a session begun on one instance resumes on another (TLS 1.3 and
 1.2 tickets) with its client certificate; rotation by a new first key and a reload; without the file a session
-resumes on its own instance only; a TLS 1.3 ticket follows the handshake at once. A "plain_http" listener on
+resumes on its own instance only; a TLS 1.3 ticket follows the handshake at once; a session does not resume on a
+listener with other client CAs, nor past its client certificate's expiry. A "plain_http" listener on
 loopback enrols without TLS."""
 import json
 import os
 import socket
 import ssl
+import time
 import unittest
 
 import sys
@@ -243,6 +245,109 @@ class Resumption(harness.GatewayTestCase):
         self.assertIn(b"ticket_keys_file", p.stdout + p.stderr)
         self.assertIn(b"line 1", p.stdout + p.stderr)
         self.assertNotIn(b"abcd", p.stdout + p.stderr)  # a secret is never quoted
+
+
+def short_lived_client(d, seconds):
+    """A client certificate from the demo CA in |d| that expires |seconds| from now: (cert, key)."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca = x509.load_pem_x509_certificate((d / "ca.pem").read_bytes())
+    ca_key = serialization.load_pem_private_key((d / "ca.key").read_bytes(), None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cmpgw demo"),
+                                     x509.NameAttribute(NameOID.COMMON_NAME, "short-lived")]))
+            .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(seconds=seconds))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    (d / "short.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (d / "short.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()))
+    return d / "short.pem", d / "short.key"
+
+
+class ResumptionBounds(harness.GatewayTestCase):
+    """Where a session may not resume: on a listener with other client CAs, although it shares the ticket
+    keys (its session id context differs), and once its client certificate has expired, from a ticket (a full
+    handshake instead) or from the listener's cache (the connection keeps no certificate; refused where one
+    is required)."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        keys = gw.dir / "tickets.keys"
+        keys.write_text(os.urandom(80).hex() + "\n")
+        keys.chmod(0o600)
+        first = cfg["listeners"][0]
+        first["tls"]["ticket_keys_file"] = "tickets.keys"
+        foreign_ca, _, _ = harness.make_foreign_pki(gw.dir / "foreign")
+        gw.foreign_port, gw.cache_port = harness.free_port(), harness.free_port()
+        cfg["listeners"].append(dict(first, port=gw.foreign_port,
+                                     tls=dict(first["tls"], client_auth="require", client_ca=str(foreign_ca))))
+        cache_tls = dict(first["tls"], client_auth="require")
+        del cache_tls["ticket_keys_file"]
+        cfg["listeners"].append(dict(first, port=gw.cache_port, tls=cache_tls))
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.gw.wait_ready(cls.gw.foreign_port)
+        cls.gw.wait_ready(cls.gw.cache_port)
+
+    def ctx(self, cert, key):
+        ctx = ssl.create_default_context(cafile=str(self.gw.dir / "ca.pem"))
+        ctx.load_cert_chain(str(cert), str(key))
+        ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+        return ctx
+
+    def get(self, ctx, port, session=None):
+        """GET /healthz-like request on a new connection: (session, reused, status line), or an SSLError."""
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            with ctx.wrap_socket(s, server_hostname="127.0.0.1", session=session) as t:
+                t.sendall(b"POST /pki/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
+                          b"Content-Length: 1\r\nConnection: close\r\n\r\nx")
+                data = harness.read_to_eof(t)
+                return t.session, t.session_reused, data.split(b"\r\n", 1)[0].decode()
+
+    def not_served(self, ctx, port, session):
+        """The connection offering |session| is not resumed and gets no answer past the TLS layer."""
+        try:
+            _, reused, status = self.get(ctx, port, session)
+        except (ssl.SSLError, ConnectionResetError):
+            return
+        self.assertFalse(reused, "the session resumed")
+        self.assertEqual(status, "", "the listener answered a client it must refuse")
+
+    def test_not_on_a_listener_with_other_client_cas(self):
+        ctx = self.ctx(self.gw.dir / "client.pem", self.gw.dir / "client.key")
+        session, reused, status = self.get(ctx, self.gw.port)
+        self.assertFalse(reused)
+        self.assertTrue(status.startswith("HTTP/1.1 415"), status)  # served: TLS let it in
+        self.assertTrue(self.get(ctx, self.gw.port, session)[1])  # resumes on its own listener
+        self.not_served(ctx, self.gw.foreign_port, session)
+
+    def test_not_past_the_certificate_expiry(self):
+        cert, key = short_lived_client(self.gw.dir, 4)
+        ctx = self.ctx(cert, key)
+        ticket, _, status = self.get(ctx, self.gw.port)
+        self.assertTrue(status.startswith("HTTP/1.1 415"), status)
+        cached, _, status = self.get(ctx, self.gw.cache_port)
+        self.assertTrue(status.startswith("HTTP/1.1 415"), status)
+        time.sleep(5)
+        self.not_served(ctx, self.gw.port, ticket)  # the ticket is not used: a full handshake, refused
+        _, reused, status = self.get(ctx, self.gw.cache_port, cached)
+        self.assertTrue(reused)  # from the cache: resumed, but the certificate is not taken
+        self.assertTrue(status.startswith("HTTP/1.1 403"), status)
+        self.assertTrue([l for l in self.gw.log_lines() if l.get("event") == "tls_peer_dropped"
+                         and l.get("tls_subject") == "/O=cmpgw demo/CN=short-lived"])
+        self.not_served(ctx, self.gw.cache_port, cached)  # the session left the cache: a full handshake
 
 
 class PlainListener(harness.GatewayTestCase):
