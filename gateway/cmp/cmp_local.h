@@ -57,7 +57,7 @@ struct gw_cmp_engine {
     struct cmp_role_policy *role_policies; /* per cfg.roles[i]: [2i] its upstream, [2i+1] migration's to */
     time_t (*clock)(void);                 /* tests only; NULL = time(NULL) */
     struct cmp_pending *pending;           /* upstream calls still running (poll.c's lock) */
-    struct cmp_crl_cache *crls;            /* per cfg.upstreams[i]: its CRL (status.c) */
+    struct cmp_crl_cache *crls;            /* per cfg.upstreams[i]: its CRLs, one per CA (status.c) */
     struct cmp_chains *chains;             /* validated client chains (chains.c); NULL: none kept */
 };
 

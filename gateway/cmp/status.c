@@ -2,15 +2,18 @@
  * Revoked credentials refused (docs/security.md, "Revoked credentials"): the revocation status of
  * every certificate that authenticates a request, the CMP signer and the TLS client certificate.
  *
- * A certificate a configured upstream issued (found by issuer name and key identifier: one lookup,
- * issuer_upstream) is checked at that upstream: the local issuer and delegates answer from
- * their store at once; other upstreams by their CRL, fetched, verified against the upstream's CA,
- * cached and read again every GW_STATUS_REFRESH_SECS or at once after a revocation through cmpgw;
- * Vault's cert/<serial> where its CRL cannot be had. A status that cannot be known fails closed:
- * a CRL serves until its nextUpdate plus cmp.revocation_grace, no longer. A certificate that a
- * trust entry's own CA signed directly is covered by that entry's crl_file during chain
- * validation, or by nothing where the entry says "revocation": "none"; an entry that says
- * "upstream" accepts certificates of configured upstreams only.
+ * A certificate a configured upstream issued (found by issuer name and key identifier, or by its
+ * signature where these cannot tell the upstream's CAs apart: one lookup, issuer_upstream) is
+ * checked at that upstream: the local issuer and delegates answer from their store at once; other
+ * upstreams by their CRL, fetched, verified against the one of the upstream's CAs that signed it,
+ * cached for that CA and read again every GW_STATUS_REFRESH_SECS or at once after a revocation
+ * through cmpgw; Vault's cert/<serial> where no CRL of the certificate's CA can be had. An upstream
+ * serves one CRL, though it may issue under several CAs (a Vault mount during a rotation): a
+ * certificate is never looked up in the CRL of a CA that did not issue it. A status that cannot be
+ * known fails closed: a CRL serves until its nextUpdate plus cmp.revocation_grace, no longer. A
+ * certificate that a trust entry's own CA signed directly is covered by that entry's crl_file
+ * during chain validation, or by nothing where the entry says "revocation": "none"; an entry that
+ * says "upstream" accepts certificates of configured upstreams only.
  */
 #include "gateway/cmp/status.h"
 #include "gateway/cmp/outcome.h"
@@ -29,16 +32,27 @@
 /* A CRL may say it was made a little in the future: clocks differ. */
 #define CRL_CLOCK_SKEW 300
 
-/* One upstream's CRL as last fetched and verified. */
+/*
+ * The newest CRL seen of one of an upstream's CAs. Per CA, because a CRL tells only about the
+ * certificates of the CA that signed it, and because a replayed older CRL of a CA must stay refused
+ * after the upstream served another CA's in between.
+ */
+struct crl_slot {
+    X509_CRL *crl;        /* verified against this CA; NULL until a fetch returned one */
+    time_t fetched;       /* when a fetch last returned this CA's CRL */
+    time_t failed;        /* when one last did not (0: the last did): not tried again for a while */
+    int stale;            /* a revocation through cmpgw happened since */
+    char why[GW_ERR_LEN]; /* why the last fetch gave none of this CA's, told until the next */
+};
+
+/* One upstream's CRLs as last fetched and verified; |crl| is written only by the fetching worker. */
 struct cmp_crl_cache {
-    STACK_OF(X509) *cas; /* the CAs the upstream issues under (not those only there to chain to) */
+    STACK_OF(X509) *cas;    /* the CAs the upstream issues under (not those only there to chain to) */
+    struct crl_slot *slots; /* one per |cas|, in that order */
     pthread_mutex_t lock;
     pthread_cond_t fetched_cond;
-    X509_CRL *crl; /* verified against the upstream's CA; NULL until the first good fetch */
-    time_t fetched;
-    time_t failed; /* when the last fetch failed (0: it did not): not tried again for a while */
-    int stale;     /* a revocation through cmpgw happened since */
-    int fetching;  /* a worker is fetching: others use the cached one or wait */
+    unsigned long revocations; /* revocations through cmpgw so far: one during a fetch keeps slots stale */
+    int fetching;              /* a worker is fetching: others use the cached ones or wait */
 };
 
 /* What one certificate's check found, for the audit record. */
@@ -94,6 +108,9 @@ int cmp_status_init(struct gw_cmp_engine *e, char *err)
         pthread_cond_init(&e->crls[i].fetched_cond, NULL);
         if ((e->crls[i].cas = issuing_cas(&e->cfg.upstreams[i])) == NULL)
             goto nomem;
+        if (sk_X509_num(e->crls[i].cas) > 0 &&
+            (e->crls[i].slots = calloc((size_t)sk_X509_num(e->crls[i].cas), sizeof(struct crl_slot))) == NULL)
+            goto nomem;
     }
     return 0;
 nomem:
@@ -104,7 +121,9 @@ nomem:
 void cmp_status_cleanup(struct gw_cmp_engine *e)
 {
     for (size_t i = 0; e->crls != NULL && i < e->cfg.n_upstreams; i++) {
-        X509_CRL_free(e->crls[i].crl);
+        for (int j = 0; e->crls[i].slots != NULL && j < sk_X509_num(e->crls[i].cas); j++)
+            X509_CRL_free(e->crls[i].slots[j].crl);
+        free(e->crls[i].slots);
         sk_X509_pop_free(e->crls[i].cas, X509_free);
         pthread_cond_destroy(&e->crls[i].fetched_cond);
         pthread_mutex_destroy(&e->crls[i].lock);
@@ -124,18 +143,35 @@ static int issued_by_ca(const X509 *cert, X509 *ca)
     return akid == NULL || skid == NULL || ASN1_OCTET_STRING_cmp(akid, skid) == 0;
 }
 
-/* The upstream whose CA (|*ca|, config index |*index|) issued |cert|, by issuer name and AKI; or NULL. */
-static struct gw_upstream *issuer_upstream(const struct gw_cmp_engine *e, const X509 *cert, X509 **ca,
-                                           size_t *index)
+/*
+ * Whether |ca| of an upstream issued |cert|. Its CAs may share a name (a key rotated under the same
+ * subject): where the key identifiers cannot tell them apart, the signature does, so that the
+ * certificate is never looked up in the CRL of a CA that did not issue it.
+ */
+static int upstream_ca_issued(X509 *cert, X509 *ca)
+{
+    if (!issued_by_ca(cert, ca))
+        return 0;
+    if (X509_get0_authority_key_id(cert) != NULL && X509_get0_subject_key_id(ca) != NULL)
+        return 1;
+    if (X509_verify(cert, X509_get0_pubkey(ca)) == 1)
+        return 1;
+    ERR_clear_error();
+    return 0;
+}
+
+/* The upstream whose CA (config index |*index|, CA |*ca_index| of its cache) issued |cert|; or NULL. */
+static struct gw_upstream *issuer_upstream(const struct gw_cmp_engine *e, X509 *cert, size_t *index,
+                                           int *ca_index)
 {
     for (size_t i = 0; e->crls != NULL && i < e->cfg.n_upstreams; i++) {
         struct gw_upstream *up = gw_upstream_set_get0(e->ups, e->cfg.upstreams[i].name);
 
         for (int j = 0; up != NULL && j < sk_X509_num(e->crls[i].cas); j++) {
-            if (!issued_by_ca(cert, sk_X509_value(e->crls[i].cas, j)))
+            if (!upstream_ca_issued(cert, sk_X509_value(e->crls[i].cas, j)))
                 continue;
-            *ca = sk_X509_value(e->crls[i].cas, j);
             *index = i;
+            *ca_index = j;
             return up;
         }
     }
@@ -166,8 +202,11 @@ void cmp_status_invalidate(struct gw_cmp_engine *e, const struct gw_upstream *up
         return;
     if ((i = (size_t)(uc - e->cfg.upstreams)) >= e->cfg.n_upstreams)
         return;
+    /* the revoked certificate may be of any of its CAs */
     pthread_mutex_lock(&e->crls[i].lock);
-    e->crls[i].stale = 1;
+    e->crls[i].revocations++;
+    for (int j = 0; j < sk_X509_num(e->crls[i].cas); j++)
+        e->crls[i].slots[j].stale = 1;
     pthread_mutex_unlock(&e->crls[i].lock);
 }
 
@@ -178,24 +217,51 @@ static time_t asn1_to_time(const ASN1_TIME *t)
     return gw_asn1_time(t, &v) == 0 ? v : 0;
 }
 
+/* |name| for a reason: its last CN, else its one-line form. */
+static void name_text(const X509_NAME *name, char *out, size_t cap)
+{
+    int at = X509_NAME_get_index_by_NID(name, NID_commonName, -1), next;
+    const ASN1_STRING *cn;
+
+    while (at >= 0 && (next = X509_NAME_get_index_by_NID(name, NID_commonName, at)) >= 0)
+        at = next;
+    cn = at >= 0 ? X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, at)) : NULL;
+    if (cn != NULL && ASN1_STRING_length(cn) > 0)
+        snprintf(out, cap, "\"%.*s\"", ASN1_STRING_length(cn), (const char *)ASN1_STRING_get0_data(cn));
+    else if (X509_NAME_oneline(name, out, (int)cap) == NULL)
+        snprintf(out, cap, "?");
+}
+
 /*
- * A fetched CRL is taken only if |ca| signed it, it has a nextUpdate, it is not from the future,
- * and it is not older than the one cached (a replayed old CRL must not undo a revocation).
+ * A fetched CRL is taken only if one of |cas| signed it (by name and signature: CAs may share a
+ * name), it has a nextUpdate, it is not from the future, and it is not older than the one cached of
+ * that CA (a replayed old CRL must not undo a revocation). Returns it with its CA's index in |*ca|.
  */
-static X509_CRL *verified_crl(const unsigned char *der, size_t len, X509 *ca, const X509_CRL *cached,
+static X509_CRL *verified_crl(const unsigned char *der, size_t len, const struct cmp_crl_cache *cc, int *ca,
                               time_t now, char *err)
 {
     const unsigned char *p = der;
     X509_CRL *crl = len <= GW_MAX_UPSTREAM_BODY ? d2i_X509_CRL(NULL, &p, (long)len) : NULL;
+    const X509_CRL *cached;
     time_t this_update;
 
+    *ca = -1;
     if (crl == NULL || p != der + len) {
         snprintf(err, GW_ERR_LEN, "the CRL is not DER");
         goto err;
     }
-    if (X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_subject_name(ca)) != 0 ||
-        X509_CRL_verify(crl, X509_get0_pubkey(ca)) != 1) {
-        snprintf(err, GW_ERR_LEN, "the CRL is not signed by the CA that issued the certificate");
+    for (int j = 0; j < sk_X509_num(cc->cas) && *ca < 0; j++) {
+        X509 *x = sk_X509_value(cc->cas, j);
+
+        if (X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_subject_name(x)) == 0 &&
+            X509_CRL_verify(crl, X509_get0_pubkey(x)) == 1)
+            *ca = j;
+    }
+    if (*ca < 0) {
+        char issuer[96];
+
+        name_text(X509_CRL_get_issuer(crl), issuer, sizeof(issuer));
+        snprintf(err, GW_ERR_LEN, "the CRL (issuer %s) is signed by none of the upstream's CAs", issuer);
         goto err;
     }
     this_update = asn1_to_time(X509_CRL_get0_lastUpdate(crl));
@@ -203,6 +269,7 @@ static X509_CRL *verified_crl(const unsigned char *der, size_t len, X509 *ca, co
         snprintf(err, GW_ERR_LEN, "the CRL has no nextUpdate or a thisUpdate in the future");
         goto err;
     }
+    cached = cc->slots[*ca].crl;
     if (cached != NULL && this_update < asn1_to_time(X509_CRL_get0_lastUpdate(cached))) {
         snprintf(err, GW_ERR_LEN, "the CRL is older than the one already seen");
         goto err;
@@ -211,36 +278,57 @@ static X509_CRL *verified_crl(const unsigned char *der, size_t len, X509 *ca, co
 err:
     X509_CRL_free(crl);
     ERR_clear_error();
+    *ca = -1;
     return NULL;
 }
 
-/* Whether to fetch now; an upstream whose CRL cannot be had is not asked again on every request. */
-static int due(const struct cmp_crl_cache *cc, time_t now)
+/* Whether to fetch now for a certificate of the CA of |s|; a CRL that cannot be had is not asked for on
+ * every request. */
+static int due(const struct crl_slot *s, time_t now)
 {
-    if (cc->failed != 0 && now >= cc->failed && now - cc->failed < GW_STATUS_RETRY_SECS)
+    if (s->failed != 0 && now >= s->failed && now - s->failed < GW_STATUS_RETRY_SECS)
         return 0;
-    return cc->crl == NULL || cc->stale || now < cc->fetched || now - cc->fetched >= GW_STATUS_REFRESH_SECS ||
-           now >= asn1_to_time(X509_CRL_get0_nextUpdate(cc->crl));
+    return s->crl == NULL || s->stale || now < s->fetched || now - s->fetched >= GW_STATUS_REFRESH_SECS ||
+           now >= asn1_to_time(X509_CRL_get0_nextUpdate(s->crl));
 }
 
-/* Fetches and installs a new CRL; lock not held. Keeps the cached one if the new one is not good. */
-static void refresh(struct cmp_crl_cache *cc, struct gw_upstream *up, X509 *ca, time_t now, char *err)
+/*
+ * Fetches the upstream's CRL for a certificate of its CA |want| and files it under the CA that
+ * signed it; lock not held. Keeps the cached ones if the new one is not good. |revocations| is the
+ * count when the fetch began: a CRL fetched across a revocation through cmpgw may predate it.
+ */
+static void refresh(struct cmp_crl_cache *cc, struct gw_upstream *up, int want, unsigned long revocations,
+                    time_t now, char *err)
 {
     unsigned char *der = NULL;
     size_t len = 0;
     X509_CRL *crl = NULL;
+    int ca = -1;
 
     if (gw_upstream_crl(up, &der, &len, err) == 0)
-        crl = verified_crl(der, len, ca, cc->crl, now, err);
+        crl = verified_crl(der, len, cc, &ca, now, err);
     free(der);
+    if (crl != NULL && ca != want) {
+        char got[96];
+
+        name_text(X509_get_subject_name(sk_X509_value(cc->cas, ca)), got, sizeof(got));
+        snprintf(err, GW_ERR_LEN, "it serves the CRL of its CA %s only", got);
+    }
     pthread_mutex_lock(&cc->lock);
     if (crl != NULL) {
-        X509_CRL_free(cc->crl);
-        cc->crl = crl;
-        cc->fetched = now;
-        cc->stale = 0;
+        struct crl_slot *s = &cc->slots[ca];
+
+        X509_CRL_free(s->crl);
+        s->crl = crl;
+        s->fetched = now;
+        s->failed = 0;
+        if (revocations == cc->revocations)
+            s->stale = 0;
     }
-    cc->failed = crl != NULL ? 0 : now;
+    if (ca != want) {
+        cc->slots[want].failed = now;
+        snprintf(cc->slots[want].why, sizeof(cc->slots[want].why), "%s", err);
+    }
     cc->fetching = 0;
     pthread_cond_broadcast(&cc->fetched_cond);
     pthread_mutex_unlock(&cc->lock);
@@ -256,48 +344,56 @@ static int reason_of(const X509_REVOKED *rev)
 }
 
 /*
- * |cert|'s entry in |up|'s CRL. 0 with *revoked (and *reason), or GW_ERR_UPSTREAM when no CRL newer
- * than its nextUpdate plus the grace can be had; |err| says why, |note| what was used.
+ * |cert|'s entry in the CRL of its CA (|ca| of upstream |up|, cache |i|). 0 with *revoked (and
+ * *reason), or GW_ERR_UPSTREAM when no CRL of that CA newer than its nextUpdate plus the grace can
+ * be had; |err| says why, |note| what was used.
  */
-static int crl_status(struct gw_cmp_engine *e, size_t i, struct gw_upstream *up, X509 *ca, X509 *cert,
+static int crl_status(struct gw_cmp_engine *e, size_t i, struct gw_upstream *up, int ca, X509 *cert,
                       time_t now, int *revoked, int *reason, struct status_note *note, char *err)
 {
     struct cmp_crl_cache *cc = &e->crls[i];
+    struct crl_slot *s = &cc->slots[ca];
+    const char *name = gw_upstream_get0_conf(up)->name;
     X509_REVOKED *rev = NULL;
-    char why[GW_ERR_LEN] = "no CRL could be fetched yet";
+    char why[GW_ERR_LEN] = "no CRL could be fetched yet", ca_name[96];
     int rc = GW_ERR_UPSTREAM;
 
     pthread_mutex_lock(&cc->lock);
-    if (due(cc, now) && !cc->fetching) {
+    if (due(s, now) && !cc->fetching) {
+        unsigned long revocations = cc->revocations;
+
         cc->fetching = 1;
         pthread_mutex_unlock(&cc->lock);
-        refresh(cc, up, ca, now, why);
+        refresh(cc, up, ca, revocations, now, why);
         pthread_mutex_lock(&cc->lock);
     }
-    while ((cc->crl == NULL || cc->stale) && cc->fetching) /* nothing usable until it lands */
+    while ((s->crl == NULL || s->stale) && cc->fetching) /* nothing usable until it lands */
         pthread_cond_wait(&cc->fetched_cond, &cc->lock);
+    if (s->failed != 0 && s->why[0] != '\0')
+        snprintf(why, sizeof(why), "%s", s->why);
     /* a CRL read before a revocation through cmpgw does not know of it: stale until one after it */
-    if (cc->crl != NULL && !cc->stale &&
-        now <= asn1_to_time(X509_CRL_get0_nextUpdate(cc->crl)) + (time_t)e->cfg.cmp->revocation_grace) {
-        *revoked = X509_CRL_get0_by_cert(cc->crl, &rev, cert) == 1;
+    if (s->crl != NULL && !s->stale &&
+        now <= asn1_to_time(X509_CRL_get0_nextUpdate(s->crl)) + (time_t)e->cfg.cmp->revocation_grace) {
+        *revoked = X509_CRL_get0_by_cert(s->crl, &rev, cert) == 1;
         *reason = *revoked ? reason_of(rev) : CRL_REASON_NONE;
-        snprintf(note->text, sizeof(note->text), "CRL of upstream %s", gw_upstream_get0_conf(up)->name);
+        snprintf(note->text, sizeof(note->text), "CRL of upstream %s", name);
         rc = 0;
-    } else if (cc->crl != NULL && cc->stale) {
-        snprintf(err, GW_ERR_LEN, "no CRL of upstream %s since a revocation (%.150s)",
-                 gw_upstream_get0_conf(up)->name, why);
-    } else if (cc->crl != NULL) {
-        snprintf(err, GW_ERR_LEN, "the CRL of upstream %s is past its nextUpdate",
-                 gw_upstream_get0_conf(up)->name);
+    } else if (s->crl != NULL && s->stale) {
+        snprintf(err, GW_ERR_LEN, "no CRL of upstream %s since a revocation (%.150s)", name, why);
+    } else if (s->crl != NULL) {
+        snprintf(err, GW_ERR_LEN, "the CRL of upstream %s is past its nextUpdate", name);
+    } else if (sk_X509_num(cc->cas) > 1) {
+        name_text(X509_get_subject_name(sk_X509_value(cc->cas, ca)), ca_name, sizeof(ca_name));
+        snprintf(err, GW_ERR_LEN, "no CRL of upstream %s for its CA %.60s (%.150s)", name, ca_name, why);
     } else {
-        snprintf(err, GW_ERR_LEN, "no CRL of upstream %s (%.150s)", gw_upstream_get0_conf(up)->name, why);
+        snprintf(err, GW_ERR_LEN, "no CRL of upstream %s (%.150s)", name, why);
     }
     pthread_mutex_unlock(&cc->lock);
     return rc;
 }
 
-/* The status of |cert| at the upstream |up| that issued it (|ca|), by the best source it offers. */
-static int upstream_status(struct gw_cmp_engine *e, size_t i, struct gw_upstream *up, X509 *ca, X509 *cert,
+/* The status of |cert| at the upstream |up| whose CA |ca| issued it, by the best source it offers. */
+static int upstream_status(struct gw_cmp_engine *e, size_t i, struct gw_upstream *up, int ca, X509 *cert,
                            time_t now, int *revoked, int *reason, struct status_note *note, char *err)
 {
     unsigned caps = gw_upstream_caps(up);
@@ -378,8 +474,8 @@ static int check_one(struct cmp_call *c, X509 *cert, char *const *names, size_t 
     struct gw_cmp_engine *e = c->e;
     char err[GW_ERR_LEN] = "", serial[2 * 20 + 1];
     size_t i = 0;
-    X509 *ca = NULL;
-    struct gw_upstream *up = issuer_upstream(e, cert, &ca, &i);
+    int ca = 0;
+    struct gw_upstream *up = issuer_upstream(e, cert, &i, &ca);
     int revoked = 0, reason = CRL_REASON_NONE;
 
     if (up == NULL)

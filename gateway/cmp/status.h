@@ -1,6 +1,6 @@
 /*
  * The revocation status of the certificates that authenticate a request, asked of the upstream
- * that issued them (status.c says how), with a CRL cache per upstream.
+ * that issued them (status.c says how), with a CRL cache per CA of each upstream.
  */
 #ifndef GW_CMP_STATUS_H
 #define GW_CMP_STATUS_H
@@ -25,7 +25,7 @@ void cmp_status_invalidate(struct gw_cmp_engine *e, const struct gw_upstream *up
 int cmp_status_issues_under(const struct gw_cmp_engine *e, const struct gw_upstream *up,
                             const X509_NAME *issuer);
 
-/* cmp_status_init sets up the CRL cache of every upstream. 0 or GW_ERR_NOMEM with |err|. */
+/* cmp_status_init sets up the CRL caches of every upstream. 0 or GW_ERR_NOMEM with |err|. */
 int cmp_status_init(struct gw_cmp_engine *e, char *err);
 
 /* cmp_status_cleanup frees the CRL caches. Safe on a partly built engine. */

@@ -27,6 +27,7 @@
 #include "gateway/cmp/engine.h"
 #include "gateway/cmp/engine_test.h"
 #include "gateway/cmp/shim.h"
+#include "gateway/cmp/status.h"
 #include "gateway/config.h"
 #include "mappings/route.h"
 #include "upstream/upstream.h"
@@ -882,7 +883,9 @@ static struct {
     int policy_fails;             /* role_policy fails */
     unsigned grant_ku, grant_eku; /* what role_policy says the upstream role grants */
     int revoke_fails;             /* revoke fails */
-    int sign_calls, csr_calls, revoke_calls, policy_calls, status_calls;
+    int sign_calls, csr_calls, revoke_calls, policy_calls, status_calls, crl_calls;
+    const unsigned char *crl; /* what crl serves (DER, borrowed) */
+    size_t crl_len;
     struct env *env; /* for during_sign */
     void (*during_sign)(struct env *e);
 } fake;
@@ -994,6 +997,20 @@ static int fake_cert_status(struct gw_upstream *up, const X509 *cert, int *revok
     return 0;
 }
 
+static int fake_crl(struct gw_upstream *up, unsigned char **der, size_t *len, char *err)
+{
+    (void)up;
+    fake.crl_calls++;
+    if (fake.crl == NULL) {
+        snprintf(err, GW_ERR_LEN, "the test CA serves no CRL");
+        return -12;
+    }
+    *der = malloc(fake.crl_len);
+    memcpy(*der, fake.crl, fake.crl_len);
+    *len = fake.crl_len;
+    return 0;
+}
+
 /* Replaces the "local" upstream of |e| (same configuration) with the test adapter of |caps|. */
 static void env_fake(struct env *e, unsigned caps, enum fake_mode mode)
 {
@@ -1011,6 +1028,7 @@ static void env_fake(struct env *e, unsigned caps, enum fake_mode mode)
     fake_ops.revoke = fake_revoke;
     fake_ops.role_policy = fake_role_policy;
     fake_ops.cert_status = fake_cert_status;
+    fake_ops.crl = fake_crl;
     for (size_t i = 0; i < e->cfg->n_upstreams; i++)
         if (strcmp(e->cfg->upstreams[i].name, "local") == 0)
             uc = &e->cfg->upstreams[i];
@@ -1551,6 +1569,245 @@ static void test_kur_revoked(void **state)
     OSSL_CMP_CTX_free(ctx);
     OSSL_CMP_CTX_free(kur);
     env_free(e);
+}
+
+/* An upstream that issues under two CAs (a Vault mount during a rotation) and serves one CRL. */
+static time_t two_ca_now;
+
+static time_t two_ca_clock(void)
+{
+    return two_ca_now;
+}
+
+/* A certificate of |key| named |cn|, signed by |ca| with |ca_key| (NULL: by the demo root), with key ids. */
+static X509 *cert_under(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *key, const char *cn, long serial, int is_ca)
+{
+    X509 *x = tu_make_cert(key, ca_key, ca, cn, serial);
+    X509V3_CTX v3;
+    X509_EXTENSION *ext;
+    static const struct {
+        int nid;
+        const char *ca, *ee;
+    } exts[] = {
+        {NID_basic_constraints, "critical,CA:TRUE,pathlen:0", "critical,CA:FALSE"},
+        {NID_key_usage, "critical,keyCertSign,cRLSign", "critical,digitalSignature"},
+        {NID_subject_key_identifier, "hash", "hash"},
+        {NID_authority_key_identifier, "keyid:always", "keyid:always"},
+    };
+
+    X509V3_set_ctx(&v3, ca, x, NULL, NULL, 0);
+    for (size_t i = 0; i < sizeof(exts) / sizeof(exts[0]); i++) {
+        assert_non_null(ext = X509V3_EXT_conf_nid(NULL, &v3, exts[i].nid, is_ca ? exts[i].ca : exts[i].ee));
+        X509_add_ext(x, ext, -1);
+        X509_EXTENSION_free(ext);
+    }
+    assert_true(X509_sign(x, ca_key, EVP_sha256()) > 0);
+    return x;
+}
+
+/* A CRL of |ca| made at |this_update|, good until |next_update|, revoking |revoked| (may be NULL); DER. */
+static unsigned char *crl_of(X509 *ca, EVP_PKEY *key, time_t this_update, time_t next_update, X509 *revoked,
+                             size_t *len)
+{
+    X509_CRL *crl = X509_CRL_new();
+    ASN1_TIME *t = ASN1_TIME_set(NULL, this_update), *n = ASN1_TIME_set(NULL, next_update);
+    unsigned char *der = NULL;
+    int l;
+
+    X509_CRL_set_version(crl, X509_CRL_VERSION_2);
+    X509_CRL_set_issuer_name(crl, X509_get_subject_name(ca));
+    X509_CRL_set1_lastUpdate(crl, t);
+    X509_CRL_set1_nextUpdate(crl, n);
+    if (revoked != NULL) {
+        X509_REVOKED *rev = X509_REVOKED_new();
+
+        X509_REVOKED_set_serialNumber(rev, X509_get_serialNumber(revoked));
+        X509_REVOKED_set_revocationDate(rev, t);
+        X509_CRL_add0_revoked(crl, rev);
+    }
+    assert_true(X509_CRL_sort(crl) == 1 && X509_CRL_sign(crl, key, EVP_sha256()) > 0);
+    assert_true((l = i2d_X509_CRL(crl, &der)) > 0);
+    *len = (size_t)l;
+    ASN1_TIME_free(t);
+    ASN1_TIME_free(n);
+    X509_CRL_free(crl);
+    return der;
+}
+
+struct two_cas {
+    struct env *env;
+    X509 *own_ca; /* the local conf's, set aside while the upstream issues under two CAs */
+    X509 *ca1, *ca2, *x1, *x1b, *x2;
+    EVP_PKEY *ca1_key, *ca2_key, *x1_key, *x1b_key, *x2_key;
+};
+
+/*
+ * The "local" upstream as a CRL-publishing adapter of |caps| that issues under two CAs: the demo
+ * issuing CA (CA1) and a second one under the same root (CA2); x1 and x1b are CA1's, x2 is CA2's.
+ */
+static void two_cas_open(struct two_cas *t, unsigned caps)
+{
+    EVP_PKEY *root_key = load_key("ca.key");
+    struct gw_upstream_conf *uc = NULL;
+
+    memset(t, 0, sizeof(*t));
+    t->env = env_parse(&(struct env_opts){.cmp = CMP_DEFAULTS});
+    for (size_t i = 0; i < t->env->cfg->n_upstreams; i++)
+        if (strcmp(t->env->cfg->upstreams[i].name, "local") == 0)
+            uc = &t->env->cfg->upstreams[i];
+    assert_non_null(uc);
+    t->ca1 = load_cert("issuing.pem");
+    t->ca1_key = load_key("issuing.key");
+    t->ca2_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    t->ca2 = cert_under(ca_cert, root_key, t->ca2_key, "cmpgw test issuing CA 2", 2001, 1);
+    t->x1_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    t->x1 = cert_under(t->ca1, t->ca1_key, t->x1_key, "device-of-ca1", 3001, 0);
+    t->x1b_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    t->x1b = cert_under(t->ca1, t->ca1_key, t->x1b_key, "revoked-device-of-ca1", 3002, 0);
+    t->x2_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    t->x2 = cert_under(t->ca2, t->ca2_key, t->x2_key, "revoked-device-of-ca2", 3003, 0);
+    /* an issuer_ca bundle of root, CA1 and CA2: CA1 and CA2 issue end-entity certificates */
+    t->own_ca = uc->own_ca;
+    uc->own_ca = NULL;
+    assert_int_equal(X509_add_cert(uc->issuer_certs, t->ca2, X509_ADD_FLAG_UP_REF), 1);
+    env_start(t->env);
+    env_fake(t->env, caps, FK_PLAIN);
+    two_ca_now = time(NULL);
+    gw_cmp_engine_set_clock(t->env->engine, two_ca_clock);
+    EVP_PKEY_free(root_key);
+}
+
+static void two_cas_close(struct two_cas *t)
+{
+    struct gw_upstream_conf *uc = NULL;
+
+    for (size_t i = 0; i < t->env->cfg->n_upstreams; i++)
+        if (strcmp(t->env->cfg->upstreams[i].name, "local") == 0)
+            uc = &t->env->cfg->upstreams[i];
+    uc->own_ca = t->own_ca;
+    env_free(t->env);
+    X509_free(t->ca1);
+    X509_free(t->ca2);
+    X509_free(t->x1);
+    X509_free(t->x1b);
+    X509_free(t->x2);
+    EVP_PKEY_free(t->ca1_key);
+    EVP_PKEY_free(t->ca2_key);
+    EVP_PKEY_free(t->x1_key);
+    EVP_PKEY_free(t->x1b_key);
+    EVP_PKEY_free(t->x2_key);
+}
+
+/* An ir signed with |cert| (its CA sent along in extraCerts): the answer's status, failInfo bit and text. */
+static void ir_as(struct two_cas *t, X509 *cert, EVP_PKEY *key, X509 *ca, int status, int fail_bit,
+                  const char *text)
+{
+    struct client cl = {.env = t->env};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, cert, key, NULL, NULL, 0);
+    STACK_OF(X509) *chain = sk_X509_new_null();
+    X509 *issued;
+
+    sk_X509_push(chain, ca);
+    assert_int_equal(OSSL_CMP_CTX_set1_untrusted(ctx, chain), 1);
+    issued = OSSL_CMP_exec_IR_ses(ctx);
+    assert_status(ctx, status, fail_bit, text);
+    X509_free(issued);
+    sk_X509_free(chain);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+}
+
+/*
+ * A certificate is looked up only in the CRL of the CA that issued it: with CA1's CRL cached, a
+ * certificate of CA2 is not "not revoked" but of unknown status (refused) until the upstream serves
+ * CA2's CRL; and each CA keeps its newest CRL, so that a replayed older CRL of CA1 cannot undo a
+ * revocation after CA2's was served in between.
+ */
+static void test_status_two_cas_crl(void **state)
+{
+    struct two_cas t;
+    unsigned char *crl1, *crl1_old, *crl2;
+    size_t crl1_len, crl1_old_len, crl2_len;
+    time_t now;
+
+    (void)state;
+    two_cas_open(&t, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_CRL);
+    now = two_ca_now;
+    crl1 = crl_of(t.ca1, t.ca1_key, now - 60, now + 20, t.x1b, &crl1_len);
+    crl1_old = crl_of(t.ca1, t.ca1_key, now - 120, now + 3600, NULL, &crl1_old_len);
+    crl2 = crl_of(t.ca2, t.ca2_key, now - 60, now + 86400, t.x2, &crl2_len);
+
+    fake.crl = crl1, fake.crl_len = crl1_len;
+    ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    assert_int_equal(fake.crl_calls, 1);
+    /* CA1's CRL says nothing about CA2's certificates */
+    ir_as(&t, t.x2, t.x2_key, t.ca2, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+          "cannot be checked now (no CRL of upstream local for its CA \"cmpgw test issuing CA 2\"");
+    assert_int_equal(fake.crl_calls, 2);
+    ir_as(&t, t.x2, t.x2_key, t.ca2, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+          "(it serves the CRL of its CA \"cmpgw demo issuing CA\" only)");
+    assert_int_equal(fake.crl_calls, 2); /* not asked again at once */
+    ir_as(&t, t.x1b, t.x1b_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+          "the signer certificate (serial ");
+
+    /* the upstream serves CA2's CRL now (its default issuer changed) */
+    two_ca_now = now + 10;
+    fake.crl = crl2, fake.crl_len = crl2_len;
+    ir_as(&t, t.x2, t.x2_key, t.ca2, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+          "the signer certificate (serial ");
+    assert_int_equal(fake.crl_calls, 3);
+    ir_as(&t, t.x1b, t.x1b_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+          NULL); /* CA1's CRL is still current: kept */
+    assert_int_equal(fake.crl_calls, 3);
+
+    /* past CA1's nextUpdate (within the grace) an older CRL of CA1 is replayed: refused */
+    two_ca_now = now + 30;
+    fake.crl = crl1_old, fake.crl_len = crl1_old_len;
+    ir_as(&t, t.x1b, t.x1b_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+          NULL);
+    assert_int_equal(fake.crl_calls, 4);
+    ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+
+    /* a revocation through cmpgw: no CRL of either CA serves until one fetched after it */
+    two_ca_now = now + 40;
+    fake.crl = crl2, fake.crl_len = crl2_len;
+    cmp_status_invalidate(t.env->engine, gw_upstream_set_get0(t.env->ups, "local"));
+    ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+          "no CRL of upstream local since a revocation");
+    ir_as(&t, t.x2, t.x2_key, t.ca2, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked, NULL);
+
+    free(crl1);
+    free(crl1_old);
+    free(crl2);
+    two_cas_close(&t);
+}
+
+/* Where the upstream answers status queries, a certificate of a CA whose CRL it does not serve is asked
+ * about. */
+static void test_status_two_cas_query(void **state)
+{
+    struct two_cas t;
+    unsigned char *crl1;
+    size_t crl1_len;
+
+    (void)state;
+    two_cas_open(&t, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_CRL | GW_UP_CERT_STATUS);
+    crl1 = crl_of(t.ca1, t.ca1_key, two_ca_now - 60, two_ca_now + 3600, t.x1b, &crl1_len);
+    fake.crl = crl1, fake.crl_len = crl1_len;
+    ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    assert_int_equal(fake.status_calls, 0); /* CA1's CRL answered */
+    fake.revoked = 1;
+    ir_as(&t, t.x2, t.x2_key, t.ca2, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+          "the signer certificate (serial ");
+    assert_int_equal(fake.status_calls, 1);
+    assert_int_equal(
+        audit_count(t.env, "credential_revoked", NULL, "source", "status query at upstream local"),
+        audit_count(t.env, "credential_revoked", NULL, NULL, NULL));
+    fake.revoked = 0;
+    ir_as(&t, t.x2, t.x2_key, t.ca2, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    assert_int_equal(fake.status_calls, 3); /* the ir's signer and the certConf's */
+    free(crl1);
+    two_cas_close(&t);
 }
 
 /* A reset engine has no open transaction and has forgotten every transactionID it saw. */
@@ -2290,6 +2547,8 @@ int main(void)
         cmocka_unit_test(test_verbatim_csr_upfront),
         cmocka_unit_test(test_result_unrevocable),
         cmocka_unit_test(test_kur_revoked),
+        cmocka_unit_test(test_status_two_cas_crl),
+        cmocka_unit_test(test_status_two_cas_query),
         cmocka_unit_test(test_audit_lines),
         cmocka_unit_test(test_audit_client_rejects),
         cmocka_unit_test(test_audit_unwritable),
