@@ -217,7 +217,18 @@ static time_t asn1_to_time(const ASN1_TIME *t)
     return gw_asn1_time(t, &v) == 0 ? v : 0;
 }
 
-/* |name| for a reason: its last CN, else its one-line form. */
+/* Whether |s| is printable ASCII, no quote: fit to quote in a reason as it is. */
+static int plain_text(const ASN1_STRING *s)
+{
+    const unsigned char *p = ASN1_STRING_get0_data(s);
+
+    for (int i = 0; i < ASN1_STRING_length(s); i++)
+        if (p[i] < 0x20 || p[i] > 0x7e || p[i] == '"')
+            return 0;
+    return ASN1_STRING_length(s) > 0;
+}
+
+/* |name| for a reason: its last CN where plain text, else its one-line form (non-printables escaped). */
 static void name_text(const X509_NAME *name, char *out, size_t cap)
 {
     int at = X509_NAME_get_index_by_NID(name, NID_commonName, -1), next;
@@ -226,7 +237,7 @@ static void name_text(const X509_NAME *name, char *out, size_t cap)
     while (at >= 0 && (next = X509_NAME_get_index_by_NID(name, NID_commonName, at)) >= 0)
         at = next;
     cn = at >= 0 ? X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, at)) : NULL;
-    if (cn != NULL && ASN1_STRING_length(cn) > 0)
+    if (cn != NULL && plain_text(cn))
         snprintf(out, cap, "\"%.*s\"", ASN1_STRING_length(cn), (const char *)ASN1_STRING_get0_data(cn));
     else if (X509_NAME_oneline(name, out, (int)cap) == NULL)
         snprintf(out, cap, "?");
