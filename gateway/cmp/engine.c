@@ -989,6 +989,28 @@ static int claim_shared(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_t
     return 1;
 }
 
+/*
+ * Whether |msg| (certConf, pollReq, error) may continue or close |t|, which stays as it was: 0, or
+ * refused with |r|. Another trusted certificate with the sender's subject passes same_sender only.
+ */
+static int check_continuing(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *msg,
+                            struct cmp_refusal *r)
+{
+    if (!same_sender(t, c))
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "%s", TEXT_OTHER_SENDER);
+    /* against the pinned signer (or PBM secret), before OpenSSL processes the message: OpenSSL
+       closes the transaction on a failed check, so a forged certConf with the right sender name
+       would cancel someone else's transaction; it then skips the signature (run with |verified|) */
+    if (OSSL_CMP_validate_msg(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv), msg) != 1) {
+        ERR_clear_error();
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+                          "message protection could not be verified against the signer of this transaction");
+    }
+    /* only then any upstream status lookup: the TLS side (tls_must_be_signer, ...) may have changed,
+       and either certificate may have been revoked since the request */
+    return cmp_check_credentials(c, t, r) != 0 || cmp_authorize(c, t, r) != 0;
+}
+
 /* certConf, pollReq: the parked context, checked out exclusively (here, or rebuilt from its record). */
 static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
@@ -1016,31 +1038,9 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     cmp_call_switch(c, t->e); /* it ends under the configuration it began in */
     snprintf(c->rsp->identity, sizeof(c->rsp->identity), "%s", t->identity);
     snprintf(c->rsp->serial, sizeof(c->rsp->serial), "%s", t->serial);
-    if (!same_sender(t, c)) {
-        put_back(c, txn, rebuilt, leased); /* back untouched: it is not this sender's to close */
-        refuse(c, msg, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_notAuthorized, TEXT_OTHER_SENDER});
-        return;
-    }
-    /* the sender pin covers the CMP side; the TLS side (tls_must_be_signer, ...) may have changed,
-     * and either certificate may have been revoked since the request */
-    if (cmp_check_credentials(c, t, &r) != 0 || cmp_authorize(c, t, &r) != 0) {
-        put_back(c, txn, rebuilt, leased);
+    if (check_continuing(c, t, msg, &r) != 0) {
+        put_back(c, txn, rebuilt, leased); /* back untouched: still open for its real client */
         refuse(c, msg, &r);
-        return;
-    }
-    /*
-     * Verify the protection against the pinned signer (or the PBM secret) before OpenSSL processes
-     * the message: OpenSSL closes the transaction on a failed check, so a forged certConf with the
-     * right sender name would otherwise cancel someone else's transaction. A signature is then not
-     * verified a second time by OpenSSL (run with |verified|).
-     */
-    if (OSSL_CMP_validate_msg(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv), msg) != 1) {
-        ERR_clear_error();
-        put_back(c, txn, rebuilt, leased);
-        refuse(c, msg,
-               &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
-                                     "message protection could not be verified against the signer of this "
-                                     "transaction"});
         return;
     }
     cmp_set_outcome(c, "closed without certificate status", NULL);
@@ -1081,15 +1081,16 @@ static void abort_txn(struct cmp_call *c, struct gw_txn *txn)
     gw_txn_free(txn);
 }
 
-/* An error message from the client: answered with pkiconf; closes its transaction if it is open. */
+/* An error message from the client: answered with pkiconf; closes its transaction if it is open
+ * and the message may close it (check_continuing), else refused and the transaction left open. */
 static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
     struct cmp_txn *t = start_authenticated(c, msg);
-    struct cmp_refusal ignored = {.fail_info = -1};
+    struct cmp_refusal ignored = {.fail_info = -1}, why = {0};
     char err[GW_ERR_LEN] = "";
     OSSL_CMP_MSG *rsp;
     struct gw_txn *txn = NULL;
-    int rebuilt = 0, leased = 0;
+    int rebuilt = 0, leased = 0, refused = 0;
 
     if (t == NULL)
         return;
@@ -1107,16 +1108,24 @@ static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     if (txn == NULL && (ignored.fail_info >= 0 || err[0] != '\0'))
         gw_log_kv(GW_LOG_WARN, "txn_not_aborted", "tid", c->rsp->tid, "reason",
                   ignored.fail_info >= 0 ? ignored.text : err, NULL);
-    if (txn != NULL && same_sender(txn->data, c)) {
+    if (txn != NULL) {
         struct gw_cmp_engine *own = c->e;
 
+        /* OpenSSL verified it against whichever certificate signed it, which may merely carry the
+           sender's name: closing the transaction (revoking its certificate) takes what a certConf takes */
         cmp_call_switch(c, ((struct cmp_txn *)txn->data)->e); /* closed under the configuration it began in */
-        abort_txn(c, txn);
+        if ((refused = check_continuing(c, txn->data, msg, &why)) != 0)
+            put_back(c, txn, rebuilt, leased); /* back untouched: still open for its real client */
+        else
+            abort_txn(c, txn);
         c->e = own;
-    } else if (txn != NULL) {
-        put_back(c, txn, rebuilt, leased);
     }
-    finish(c, t, msg, rsp);
+    if (refused) {
+        OSSL_CMP_MSG_free(rsp);
+        refuse(c, msg, &why);
+    } else {
+        finish(c, t, msg, rsp);
+    }
     cmp_txn_free(t);
 }
 

@@ -75,6 +75,8 @@ struct client {
     X509 *tls_first, *tls_later; /* TLS client certificate of the first / later exchanges */
     unsigned char *first_req;
     size_t first_req_len;
+    unsigned char *held; /* tamper helper: the message it sent in place of this one (DER) */
+    size_t held_len;
 };
 
 static char *slurp(const char *path, size_t *len)
@@ -349,6 +351,7 @@ static OSSL_CMP_CTX *client_new(struct client *cl, enum prot prot, X509 *cert, E
 static void client_cleanup(struct client *cl)
 {
     OPENSSL_free(cl->first_req);
+    OPENSSL_free(cl->held);
     OSSL_CMP_CTX_free(cl->other);
 }
 
@@ -1956,6 +1959,149 @@ static void test_audit_client_rejects(void **state)
     env_free(e);
 }
 
+/*
+ * Sends, in place of the certConf, an error message (status rejection) under its header, protected
+ * with |cl->other|'s credentials; the certConf is kept in |cl->held| to be sent later.
+ */
+static OSSL_CMP_MSG *tamper_error(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
+{
+    /* [23] ErrorMsgContent { PKIStatusInfo { rejection } } */
+    static const unsigned char body[] = {0xb7, 0x07, 0x30, 0x05, 0x30, 0x03, 0x02, 0x01, 0x02};
+    const OSSL_CMP_PKIHEADER *hdr = OSSL_CMP_MSG_get0_header(req);
+    unsigned char *hdr_der = NULL, *der = NULL, *q;
+    const unsigned char *p;
+    OSSL_CMP_MSG *out;
+    int hdr_len, inner, len;
+
+    (void)ctx;
+    if (OSSL_CMP_MSG_get_bodytype(req) != GW_CMP_BODY_CERTCONF)
+        return req;
+    assert_true((len = i2d_OSSL_CMP_MSG(req, &der)) > 0);
+    cl->held = der;
+    cl->held_len = (size_t)len;
+    assert_true((hdr_len = i2d_OSSL_CMP_PKIHEADER(hdr, &hdr_der)) > 0);
+    inner = hdr_len + (int)sizeof(body);
+    len = ASN1_object_size(1, inner, V_ASN1_SEQUENCE);
+    assert_non_null(der = q = OPENSSL_malloc((size_t)len));
+    ASN1_put_object(&q, 1, inner, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+    memcpy(q, hdr_der, (size_t)hdr_len);
+    memcpy(q + hdr_len, body, sizeof(body));
+    p = der;
+    assert_non_null(out = d2i_OSSL_CMP_MSG(NULL, &p, len));
+    /* the header keeps its protectionAlg: re-protected (extraCerts, senderKID) by the other sender */
+    OSSL_CMP_CTX_set1_transactionID(cl->other, OSSL_CMP_HDR_get0_transactionID(hdr));
+    assert_int_equal(OSSL_CMP_MSG_update_transactionID(cl->other, out), 1);
+    OPENSSL_free(der);
+    OPENSSL_free(hdr_der);
+    OSSL_CMP_MSG_free(req);
+    return out;
+}
+
+/* Sends |cl|'s held certConf; asserts its answer has |body| and, if not NULL, |text|. */
+static void send_held(struct client *cl, const char *body, const char *text)
+{
+    unsigned char *out;
+    size_t out_len = 0;
+    char desc[4096];
+    int http;
+
+    assert_non_null(cl->held);
+    out = exchange(cl->env, cl->held, cl->held_len, &http, &out_len);
+    assert_int_equal(http, 200);
+    describe(out, out_len, desc, sizeof(desc));
+    if (strncmp(desc, body, strlen(body)) != 0 || desc[strlen(body)] != ' ')
+        fail_msg("answer %.60s, want %s", desc, body);
+    if (text != NULL && strstr(desc, text) == NULL)
+        fail_msg("answer lacks \"%s\": %.400s", text, desc);
+    OPENSSL_free(out);
+}
+
+/*
+ * An error message naming the transaction's sender but signed by another trusted certificate with
+ * the same subject (here one the gateway issued) must not abort the transaction: closing it would
+ * revoke the certificate its client was just given. It is refused like such a certConf, and the
+ * client's own certConf still confirms.
+ */
+static void test_error_forged_signer(void **state)
+{
+    struct env *e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .confirm = 1});
+    struct client twin = {.env = e}, cl = {.env = e, .tamper = tamper_error}, dummy = {.env = e};
+    OSSL_CMP_CTX *tw, *ctx;
+    X509 *twin_cert;
+
+    (void)state;
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
+    tw = client_new(&twin, SIG, client_cert, client_key, NULL, NULL, 0);
+    ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    assert_int_equal(OSSL_CMP_CTX_set1_subjectName(tw, X509_get_subject_name(client_cert)), 1);
+    assert_non_null(twin_cert = OSSL_CMP_exec_IR_ses(tw));
+    cl.other = client_new(&dummy, SIG, twin_cert, OSSL_CMP_CTX_get0_newPkey(tw, 1), NULL, NULL, 0);
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_int_equal(cl.exchanges, 2); /* ir, and the error in place of the certConf */
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+                  "signer of this transaction");
+    /* untouched: still open, nothing revoked, nothing on record as rejected */
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1);
+    assert_int_equal(fake.revoke_calls, 0);
+    assert_int_equal(audit_count(e, "rejected_by_client", NULL, NULL, NULL), 0);
+    /* the client's own certConf closes it */
+    send_held(&cl, "pkiconf", NULL);
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    assert_int_equal(audit_count(e, "confirmed", NULL, NULL, NULL), 2); /* the twin's and the client's */
+    assert_int_equal(fake.revoke_calls, 0);
+    client_cleanup(&cl);
+    client_cleanup(&twin);
+    OSSL_CMP_CTX_free(ctx);
+    OSSL_CMP_CTX_free(tw);
+    env_free(e);
+}
+
+/* An error message from another sender (a PBM reference) is refused too; the transaction stays open. */
+static void test_error_other_sender(void **state)
+{
+    struct env *e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .confirm = 1});
+    struct client cl = {.env = e, .tamper = tamper_error}, dummy = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+
+    (void)state;
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
+    cl.other = client_new(&dummy, PBM, NULL, NULL, "demo-device", pbm_secret, pbm_secret_len);
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "another sender");
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1);
+    assert_int_equal(fake.revoke_calls, 0);
+    send_held(&cl, "pkiconf", NULL);
+    assert_int_equal(audit_count(e, "confirmed", NULL, NULL, NULL), 1);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+/* The client's own error message aborts its transaction: on record, and the certificate revoked. */
+static void test_error_aborts(void **state)
+{
+    struct env *e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .confirm = 1});
+    struct client cl = {.env = e, .tamper = tamper_error}, dummy = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+
+    (void)state;
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
+    cl.other = client_new(&dummy, SIG, client_cert, client_key, NULL, NULL, 0);
+    /* the pkiconf answering the error is taken by the client for its certConf's */
+    assert_non_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_int_equal(cl.exchanges, 2);
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    assert_int_equal(audit_count(e, "rejected_by_client", NULL, NULL, NULL), 1);
+    assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), 1);
+    assert_int_equal(fake.revoke_calls, 1);
+    /* closed: a certConf after it finds nothing to confirm */
+    send_held(&cl, "error", "no open transaction");
+    assert_int_equal(audit_count(e, "confirmed", NULL, NULL, NULL), 0);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
 /* Swaps the audit file for /dev/full: every later write fails. */
 static void audit_to_dev_full(struct env *e)
 {
@@ -2530,6 +2676,9 @@ int main(void)
         cmocka_unit_test(test_certconf_wrong_hash),
         cmocka_unit_test(test_certconf_other_sender),
         cmocka_unit_test(test_certconf_forged_signer),
+        cmocka_unit_test(test_error_forged_signer),
+        cmocka_unit_test(test_error_other_sender),
+        cmocka_unit_test(test_error_aborts),
         cmocka_unit_test(test_certconf_unprotected),
         cmocka_unit_test(test_caps_and_expiry),
         cmocka_unit_test(test_body_not_allowed),
