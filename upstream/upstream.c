@@ -575,9 +575,10 @@ static void *async_run(void *arg)
     pthread_mutex_destroy(&r.lock);
     if (rc != 0) { /* |done| was not called: the slot is still ours */
         free(c);
-        atomic_fetch_sub(&a->up->inflight, 1);
+        /* the refusal reads |a->up|, which gw_upstream_free may free once the slot is released */
         if ((res = malloc(sizeof(*res))) != NULL)
             gw_upstream_refusal(a->up, rc, res);
+        atomic_fetch_sub(&a->up->inflight, 1);
         if (res != NULL)
             a->done(a->arg, res);
         else

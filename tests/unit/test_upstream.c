@@ -777,6 +777,87 @@ static void test_inflight_cap(void **state)
     conf_cleanup(&conf);
 }
 
+/* An adapter that refuses every call without calling back. */
+static int refuse_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done,
+                       void *arg)
+{
+    (void)up;
+    (void)req;
+    (void)done;
+    (void)arg;
+    return GW_ERR_UPSTREAM;
+}
+
+static const struct gw_upstream_ops refuse_ops = {.dialect = "refuse", .sign = refuse_sign};
+
+/* What an asynchronous call was answered with, handed from its call thread. */
+struct captured {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct gw_sign_result *res;
+};
+
+static void capture_done(void *arg, struct gw_sign_result *res)
+{
+    struct captured *c = arg;
+
+    pthread_mutex_lock(&c->lock);
+    c->res = res;
+    pthread_cond_signal(&c->cond);
+    pthread_mutex_unlock(&c->lock);
+}
+
+static struct gw_sign_result *captured_wait(struct captured *c)
+{
+    struct gw_sign_result *res;
+
+    pthread_mutex_lock(&c->lock);
+    while (c->res == NULL)
+        pthread_cond_wait(&c->cond, &c->lock);
+    res = c->res;
+    c->res = NULL;
+    pthread_mutex_unlock(&c->lock);
+    return res;
+}
+
+/*
+ * An adapter's refusal of an asynchronous call reaches |done| as a refusal naming the upstream, and
+ * the call's slot is free again by then (the refusal is built while the slot still holds |up|).
+ */
+static void test_async_refused(void **state)
+{
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    struct gw_cert_plan plan;
+    struct gw_sign_req req = {.plan = &plan, .request_id = "ab"};
+    struct gw_sign_result *res;
+    struct captured cap = {.res = NULL};
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    pthread_mutex_init(&cap.lock, NULL);
+    pthread_cond_init(&cap.cond, NULL);
+    conf_init(&conf, "refusing", NULL, NULL, NULL);
+    conf.max_inflight = 1;
+    plan_init(&plan, keys[K_P256], "x", NULL);
+    assert_non_null(up = gw_upstream_new_ops(&conf, &refuse_ops, NULL, err));
+    for (int i = 0; i < 2; i++) { /* the second call gets the one slot again */
+        assert_int_equal(gw_upstream_sign_async(up, &req, capture_done, &cap), 0);
+        res = captured_wait(&cap);
+        assert_int_equal(res->status, GW_ERR_UPSTREAM);
+        assert_int_equal(res->fail_info, OSSL_CMP_PKIFAILUREINFO_systemFailure);
+        assert_non_null(strstr(res->reason, "upstream refusing refused the request"));
+        assert_null(res->cert);
+        gw_sign_result_cleanup(res);
+        free(res);
+    }
+    assert_true(gw_upstream_free(up));
+    gw_cert_plan_cleanup(&plan);
+    conf_cleanup(&conf);
+    pthread_cond_destroy(&cap.cond);
+    pthread_mutex_destroy(&cap.lock);
+}
+
 /* A completion after the deadline (from another thread) lands safely and is disposed of. */
 static void test_timeout_late_async(void **state)
 {
@@ -1946,6 +2027,7 @@ int main(void)
         cmocka_unit_test(test_issue_validity_clamp),
         cmocka_unit_test(test_local_init_errors),
         cmocka_unit_test(test_inflight_cap),
+        cmocka_unit_test(test_async_refused),
         cmocka_unit_test(test_timeout_late_async),
         cmocka_unit_test(test_timeout_local_delay),
         cmocka_unit_test(test_upstream_set),
