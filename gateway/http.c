@@ -584,14 +584,15 @@ static void respond(struct http_job *job)
     const char *outcome = rsp->outcome[0] != '\0' ? rsp->outcome : reason;
     char gone[GW_ERR_LEN + 40]; /* room for the prefix: truncation only shortens a log value */
 
+    /* counted also when the client went away: resetting the stream must not escape the budget */
+    if (rsp->auth_failed)
+        gw_guard_auth_failed(job->owner->server->guard, (struct sockaddr *)&job->addr, job->addr_len,
+                             time(NULL));
     if (job->req == NULL) {
         snprintf(gone, sizeof(gone), "client gone before the response; %s", outcome);
         log_request(job->gen->cfg, &job->log, &job->match, status, rsp, gone);
         return;
     }
-    if (rsp->auth_failed)
-        gw_guard_auth_failed(job->owner->server->guard, (struct sockaddr *)&job->addr, job->addr_len,
-                             time(NULL));
     job->ref->job = NULL;
     log_request(job->gen->cfg, &job->log, &job->match, status, rsp, outcome); /* before it leaves, as above */
     if (status == 200)

@@ -509,7 +509,7 @@ class Gateway:
     def make_request(self, name, cmd="ir", *, auth="sig", subject="/CN=e2e-captured", extra=("-implicit_confirm",)):
         """A fresh request PKIMessage as `openssl cmp` would send it, captured without sending it to the
         gateway (a one-shot plain-HTTP catcher on loopback answers 503); saved as |name|.der in the
-        work dir. Returns the path."""
+        work dir. auth: "sig", "pbm" or (cert, key) as for cmp(). Returns the path."""
         import threading
         srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         srv.bind(("127.0.0.1", 0))
@@ -552,8 +552,10 @@ class Gateway:
             argv += ["-newkey", key]
         if auth == "sig":
             argv += ["-cert", d / "client.pem", "-key", d / "client.key"]
-        else:
+        elif auth == "pbm":
             argv += ["-ref", "demo-device", "-secret", "file:%s" % (d / "pbm.secret")]
+        else:  # (cert, key) of another signer
+            argv += ["-cert", auth[0], "-key", auth[1]]
         p = run(argv + list(extra), cwd=d, check=False)
         if "der" not in got:  # the client gave up before sending: unblock the catcher
             try:

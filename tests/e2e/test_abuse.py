@@ -312,5 +312,49 @@ class AuthFailureBudget(harness.GatewayTestCase):
         self.assertIn(b"too many failed authentications from this address", r.body)
 
 
+class AuthFailureBudgetReset(harness.GatewayTestCase):
+    """A gateway of its own too: an HTTP/2 client that resets each stream still pays for its failures."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["limits"] = {"auth_failures_per_address": 3, "auth_failure_window": "60s"}
+        cfg["listeners"][0]["tls"]["http2"] = True
+
+    def gone_unauthenticated(self):
+        return [e for e in self.gw.log_lines() if e.get("event") == "request" and
+                e.get("outcome", "").startswith("client gone") and "badMessageCheck" in e.get("outcome", "")]
+
+    def test_reset_streams_count_against_the_budget(self):
+        _, fcert, fkey = harness.make_foreign_pki(self.gw.dir / "foreign")
+        ctx = self.gw.tls_context()
+        ctx.set_alpn_protocols(["h2"])
+
+        def frame(ftype, flags, stream, payload):
+            return len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + stream.to_bytes(4, "big") + payload
+
+        def literal(name, value):  # HPACK literal without indexing, new name, no Huffman (RFC 7541 §6.2.2)
+            return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+
+        for i in range(3):
+            der = self.gw.make_request("reset%d" % i, auth=(fcert, fkey), subject="/CN=stranger").read_bytes()
+            block = (literal(b":method", b"POST") + literal(b":scheme", b"https") + literal(b":path", b"/pki/cmp") +
+                     literal(b":authority", b"127.0.0.1") + literal(b"content-type", b"application/pkixcmp") +
+                     literal(b"content-length", str(len(der)).encode()))
+            with ctx.wrap_socket(socket.create_connection(("127.0.0.1", self.gw.port), timeout=10),
+                                 server_hostname="127.0.0.1") as sock:
+                self.assertEqual(sock.selected_alpn_protocol(), "h2")
+                # the request and its RST_STREAM (CANCEL) in one write: the stream is gone before the answer
+                sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, b"") + frame(1, 0x4, 1, block) +
+                             frame(0, 0x1, 1, der) + frame(3, 0, 1, (8).to_bytes(4, "big")))
+                deadline = time.monotonic() + 10
+                while len(self.gone_unauthenticated()) <= i:
+                    self.assertLess(time.monotonic(), deadline,
+                                    "no line for the reset stream:\n" + self.gw.stderr()[-3000:])
+                    time.sleep(0.1)
+        r = self.gw.curl(data=self.gw.make_request("after-resets"))
+        self.assertEqual(r.status, 429, r)
+        self.assertIn(b"too many failed authentications from this address", r.body)
+
+
 if __name__ == "__main__":
     harness.main()
