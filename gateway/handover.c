@@ -97,9 +97,27 @@ static int receive_fds(int fd, const char *path, struct gw_inherited *out, char 
     return 0;
 }
 
-int gw_handover_take(const char *path, struct gw_inherited *out, int *peer, char *err)
+/*
+ * Whether the process that listens at the other end of |fd| may hand this gateway its sockets: the
+ * kernel's record of who called listen() there, not the socket file (anybody able to create it could
+ * otherwise give the gateway a listener they also accept() from). |*uid|: the peer's, or -1.
+ */
+static bool peer_may_hand_over(int fd, uid_t user, long *uid)
+{
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+
+    *uid = -1;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || len != sizeof(cred))
+        return false;
+    *uid = (long)cred.uid;
+    return cred.uid == user || cred.uid == 0;
+}
+
+int gw_handover_take(const char *path, uid_t user, struct gw_inherited *out, int *peer, char *err)
 {
     struct sockaddr_un a;
+    long uid;
     int fd, e;
 
     *peer = -1;
@@ -114,6 +132,14 @@ int gw_handover_take(const char *path, struct gw_inherited *out, int *peer, char
         if (e == ENOENT || e == ECONNREFUSED)
             return 0; /* nobody to take over from: bind */
         snprintf(err, GW_ERR_LEN, "handover_socket %s: %s", path, strerror(e));
+        return GW_ERR_IO;
+    }
+    if (!peer_may_hand_over(fd, user, &uid)) {
+        snprintf(err, GW_ERR_LEN,
+                 "handover_socket %s: refused the sockets of uid %ld: only this gateway's user (uid %ld) or "
+                 "root may hand them over",
+                 path, uid, (long)user);
+        close(fd);
         return GW_ERR_IO;
     }
     set_timeout(fd, HANDOVER_TAKE_TIMEOUT_S);

@@ -7,12 +7,13 @@
  * drains. The kernel's listening sockets never close, so no connection is refused or reset (a
  * closing SO_REUSEPORT socket resets the connections queued on it: overlapping two processes that
  * bind the port themselves is not enough). Only a process of the same user, or root, is given the
- * sockets.
+ * sockets, and only from a gateway of that user or root are they taken.
  */
 #ifndef GW_HANDOVER_H
 #define GW_HANDOVER_H
 
 #include <stdbool.h>
+#include <sys/types.h>
 #include "gateway/listener.h"
 
 /*
@@ -20,9 +21,11 @@
  * sockets: 0 with |out| filled (a new array, the caller's) and |*peer| the connection to answer
  * with gw_handover_ready; 0 with out->n == 0 and |*peer| -1 when no gateway serves |path| (start
  * by binding); or an error with |err| (a gateway answered but the hand-over failed: starting
- * anyway would fight it for the ports).
+ * anyway would fight it for the ports). |user| is the uid this gateway serves as (the "user" it
+ * becomes when started as root): a process of another user than that or root, listening at
+ * |path|, is refused before anything is read from it.
  */
-int gw_handover_take(const char *path, struct gw_inherited *out, int *peer, char *err);
+int gw_handover_take(const char *path, uid_t user, struct gw_inherited *out, int *peer, char *err);
 
 /* gw_handover_ready tells the predecessor that its sockets are served, and closes |peer|. */
 void gw_handover_ready(int peer);

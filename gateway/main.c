@@ -607,6 +607,16 @@ static void metrics_init(struct runner *r)
                                  queued, r->server);
 }
 
+/* The uid this gateway serves as: "user"'s when started as root (an unknown one fails later). */
+static uid_t serving_uid(const struct gw_config *cfg)
+{
+    struct passwd *pw;
+
+    if (geteuid() == 0 && cfg->user != NULL && (pw = getpwnam(cfg->user)) != NULL)
+        return pw->pw_uid;
+    return geteuid();
+}
+
 /*
  * Listening sockets this gateway does not bind: the service manager's (socket activation) or those
  * of the gateway at "handover_socket" (|*peer|: the predecessor, told gw_handover_ready). 0 or -1.
@@ -623,7 +633,8 @@ static int inherit(const struct gw_config *cfg, struct gw_inherited *inh, int *p
                n);
         return 0;
     }
-    if (cfg->handover_socket != NULL && gw_handover_take(cfg->handover_socket, inh, peer, err) != 0) {
+    if (cfg->handover_socket != NULL &&
+        gw_handover_take(cfg->handover_socket, serving_uid(cfg), inh, peer, err) != 0) {
         gw_log(GW_LOG_ERROR, "handover", "%s", err);
         return -1;
     }
