@@ -203,8 +203,12 @@ static void reduce(const struct gw_upstream_conf *conf, const char *endpoint, en
         goto out;
     }
     if (rc != 0) {
-        answer_fail(a, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "cfssl %s at %s is unavailable: %s",
-                    gw_upstream_conf_name(conf), ((const struct gw_http_conf *)conf->impl)->url,
+        /* the reason reaches the client: the URL goes to the log only */
+        gw_log_kv(GW_LOG_WARN, "cfssl_unavailable", "upstream", gw_upstream_conf_name(conf), "url",
+                  ((const struct gw_http_conf *)conf->impl)->url, "endpoint", endpoint, "error",
+                  rsp->error[0] ? rsp->error : gw_err_str(rc), NULL);
+        answer_fail(a, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                    "cfssl %s could not be reached, it is unavailable: %s", gw_upstream_conf_name(conf),
                     rsp->error[0] ? rsp->error : gw_err_str(rc));
         goto out;
     }

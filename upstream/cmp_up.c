@@ -357,7 +357,8 @@ static const char *openssl_reason(void)
 
 /*
  * Maps a failed exchange into |status|/|fail_info|/|reason| (GW_ERR_LEN): an upstream rejection
- * keeps its failInfo and text; no usable answer is systemUnavail (RFC 9483 §3.6.4).
+ * keeps its failInfo and text; no usable answer is systemUnavail (RFC 9483 §3.6.4). |reason| reaches
+ * the client: it names the upstream, never its URL (the caller logs that).
  */
 static void map_failure(const struct cmp_up *cu, OSSL_CMP_CTX *ctx, const struct xfer *x, int *status,
                         int *fail_info, char *reason)
@@ -367,8 +368,8 @@ static void map_failure(const struct cmp_up *cu, OSSL_CMP_CTX *ctx, const struct
     *status = GW_ERR_UPSTREAM;
     if (x->failed) {
         *fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
-        snprintf(reason, GW_ERR_LEN, "upstream CA %.48s (%.64s) is unavailable: %.100s",
-                 gw_upstream_conf_name(cu->conf), cu->url, x->err);
+        snprintf(reason, GW_ERR_LEN, "upstream CA %.48s could not be reached, it is unavailable: %.100s",
+                 gw_upstream_conf_name(cu->conf), x->err);
         return;
     }
     if (OSSL_CMP_CTX_get0_newCert(ctx) != NULL) {
@@ -431,8 +432,8 @@ static void sign_now(const struct cmp_up *cu, const struct gw_sign_req *req, str
         snprintf(res->reason, sizeof(res->reason), "upstream CA %s: the request could not be built",
                  gw_upstream_conf_name(cu->conf));
     }
-    gw_log_kv(GW_LOG_WARN, "cmp_upstream_failed", "upstream", gw_upstream_conf_name(cu->conf), "request_id",
-              req->request_id != NULL ? req->request_id : "", "reason", res->reason, NULL);
+    gw_log_kv(GW_LOG_WARN, "cmp_upstream_failed", "upstream", gw_upstream_conf_name(cu->conf), "url", cu->url,
+              "request_id", req->request_id != NULL ? req->request_id : "", "reason", res->reason, NULL);
 out:
     ERR_clear_error();
     OSSL_CMP_CTX_free(ctx);
@@ -477,6 +478,8 @@ static int cmp_revoke(struct gw_upstream *up, const X509 *cert, int reason, char
         goto out;
     }
     map_failure(cu, ctx, &x, &status, &fi, err);
+    gw_log_kv(GW_LOG_WARN, "cmp_upstream_failed", "upstream", gw_upstream_conf_name(cu->conf), "url", cu->url,
+              "reason", err, NULL);
     rc = status;
 out:
     ERR_clear_error();

@@ -97,8 +97,10 @@ static int read_token_file(const char *path, char **out, char *err)
     size_t n;
     int rc = GW_ERR_IO;
 
+    /* |err| reaches the client: the file's path goes to the log only */
     if (f == NULL) {
-        set_err(err, "cannot read token_file %s: %s", path, strerror(errno));
+        gw_log_kv(GW_LOG_WARN, "vault_token_file", "path", path, "error", strerror(errno), NULL);
+        set_err(err, "cannot read the gateway's token_file: %s", strerror(errno));
         return GW_ERR_IO;
     }
     n = fread(buf, 1, sizeof(buf) - 1, f);
@@ -106,7 +108,9 @@ static int read_token_file(const char *path, char **out, char *err)
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
         buf[--n] = '\0';
     if (n == 0 || n > GW_MAX_VAULT_TOKEN_LEN || strpbrk(buf, "\r\n") != NULL) {
-        set_err(err, "token_file %s: expected one token of 1 to %d characters", path, GW_MAX_VAULT_TOKEN_LEN);
+        gw_log_kv(GW_LOG_WARN, "vault_token_file", "path", path, "error", "not one token", NULL);
+        set_err(err, "the gateway's token_file: expected one token of 1 to %d characters",
+                GW_MAX_VAULT_TOKEN_LEN);
         goto out;
     }
     rc = (*out = strdup(buf)) != NULL ? 0 : GW_ERR_NOMEM;
@@ -652,7 +656,7 @@ static void sign_answer(const struct vault *v, const char *rid, const char *path
     }
     if (res->status != 0)
         gw_log_kv(GW_LOG_WARN, "vault_sign_failed", "upstream", up_name(v), "request_id", rid, "path", path,
-                  "reason", res->reason, NULL);
+                  "reason", res->reason, "error", err != NULL ? err : "", NULL);
 }
 
 /*

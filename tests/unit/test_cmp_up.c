@@ -510,7 +510,8 @@ static void test_down(void **state)
     run_open(&r, port);
     sign(&r, client_key, &res);
     assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
-    assert_non_null(strstr(res.reason, "upstream CA up (http://127.0.0.1:"));
+    assert_non_null(strstr(res.reason, "upstream CA up could not be reached, it is unavailable"));
+    assert_null(strstr(res.reason, "127.0.0.1")); /* the URL is the log's only */
     assert_null(res.cert);
     gw_sign_result_cleanup(&res);
     /* a revocation the upstream cannot take is an error the engine records */

@@ -856,6 +856,7 @@ static void test_token_reread_on_403(void **state)
     sign(&f, &res);
     assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
     assert_non_null(strstr(res.reason, "token_file"));
+    assert_null(strstr(res.reason, token_path)); /* the file's path is the log's only */
     assert_int_equal(fake.n_reqs, 1);
     gw_sign_result_cleanup(&res);
     write_token("hvs.first\n");
