@@ -147,6 +147,7 @@
 #define GW_MAX_NAME_LEN 64 /* role, label, upstream, trust names */
 #define GW_MAX_LISTENERS 16
 #define GW_MAX_PATH_PREFIX_LEN 128 /* "path_prefix", e.g. "/v1/pki" */
+#define GW_MAX_DN_LEN 1024         /* a one-line DN, e.g. a cmp upstream's "expected_sender" */
 #define GW_MAX_UPSTREAM_TIMEOUT_MS (3600 * 1000)
 #define GW_MAX_UPSTREAM_DELAY_MS (600 * 1000)
 #define GW_MAX_CERT_TTL (100u * 365 * 24 * 3600) /* role ttl/max_ttl cap (seconds) */

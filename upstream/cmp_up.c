@@ -192,11 +192,27 @@ out:
     return rsp;
 }
 
+/*
+ * OpenSSL 3.0 refuses an answer from an unexpected sender with nothing on the error queue: it says
+ * which name came and which was expected only to the log callback, which takes no argument. The
+ * exchange runs on one thread from start to end, so that thread keeps what was said for its reason.
+ */
+static _Thread_local char name_mismatch[GW_ERR_LEN / 2];
+
 /* OpenSSL's CMP client diagnostics go to our debug log; the error queue is read after the call. */
 static int log_cb(const char *func, const char *file, int line, OSSL_CMP_severity level, const char *msg)
 {
     (void)file;
     (void)line;
+    /* its two lines on the sender name only (check_name also reports on candidate signers) */
+    if (func != NULL && strcmp(func, "check_name") == 0 &&
+        (strstr(msg, "sender DN field") != NULL || strstr(msg, "expected sender") != NULL)) {
+        size_t len = strlen(name_mismatch);
+
+        while (*msg == ' ')
+            msg++;
+        snprintf(name_mismatch + len, sizeof(name_mismatch) - len, "%s%s", len > 0 ? " " : "", msg);
+    }
     if (level <= OSSL_CMP_LOG_WARNING)
         gw_log(GW_LOG_DEBUG, "cmp_upstream", "%s: %s", func, msg);
     return 1;
@@ -222,6 +238,57 @@ static int set_protection(OSSL_CMP_CTX *ctx, const struct cmp_up *cu)
     return sk_X509_num(s->chain) <= 0 || OSSL_CMP_CTX_set1_untrusted(ctx, s->chain) == 1;
 }
 
+/*
+ * A trust store of "trusted" for one exchange only. OpenSSL 3.0 adds the caPubs of every
+ * PBM-protected ip/cp/kup/ccp to the context's store (OSSL_CMP_validate_msg): a shared store would
+ * let whoever holds the PBM secret plant anchors for every later exchange. A few certificates
+ * added by reference cost microseconds, nothing next to an exchange's signatures and round trips.
+ */
+static X509_STORE *exchange_store(const struct gw_cmp_up_conf *cc)
+{
+    X509_STORE *store = X509_STORE_new();
+
+    if (store == NULL)
+        return NULL;
+    for (int i = 0; i < sk_X509_num(cc->cmp_anchors); i++)
+        if (X509_STORE_add_cert(store, sk_X509_value(cc->cmp_anchors, i)) != 1)
+            goto err;
+    /* as every other trust store of the gateway (gw_pem_load_anchors) */
+    if (X509_STORE_set_flags(store, X509_V_FLAG_X509_STRICT) == 1)
+        return store;
+err:
+    X509_STORE_free(store);
+    return NULL;
+}
+
+/*
+ * Who may answer. OpenSSL 3.0 checks the sender name of a response only against expected_sender
+ * (or the pinned srvCert's subject) and, with neither, takes any certificate that chains to the
+ * trust store under any name: a device certificate of the same CA could then answer for it. So
+ * either the pinned "server_cert" (its signature, its subject), or the expected sender name
+ * (check_cmp: "expected_sender" or issuer_ca's subject) with "trusted". PBM answers too must bear
+ * that name.
+ */
+static int set_responder(OSSL_CMP_CTX *ctx, const struct gw_cmp_up_conf *cc)
+{
+    X509_STORE *store;
+
+    if (cc->cmp_server_cert != NULL)
+        return OSSL_CMP_CTX_set1_srvCert(ctx, cc->cmp_server_cert) == 1;
+    if (cc->cmp_expected_sender == NULL ||
+        OSSL_CMP_CTX_set1_expected_sender(ctx, cc->cmp_expected_sender) != 1)
+        return 0;
+    if (cc->cmp_anchors == NULL)
+        return 1;
+    if ((store = exchange_store(cc)) == NULL)
+        return 0;
+    if (OSSL_CMP_CTX_set0_trustedStore(ctx, store) != 1) {
+        X509_STORE_free(store);
+        return 0;
+    }
+    return 1;
+}
+
 /* A fresh client context for one exchange with the upstream; NULL on failure. */
 static OSSL_CMP_CTX *new_ctx(const struct cmp_up *cu, struct xfer *x)
 {
@@ -231,6 +298,7 @@ static OSSL_CMP_CTX *new_ctx(const struct cmp_up *cu, struct xfer *x)
 
     if (ctx == NULL)
         return NULL;
+    name_mismatch[0] = '\0';
     x->cu = cu;
     /* a little inside the upstream timeout, so that our precise reason beats the waiter's deadline */
     x->deadline_ms = gw_now_ms() + timeout_of(conf) - timeout_of(conf) / 10;
@@ -239,14 +307,8 @@ static OSSL_CMP_CTX *new_ctx(const struct cmp_up *cu, struct xfer *x)
         OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_MSG_TIMEOUT, secs) != 1 ||
         OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_TOTAL_TIMEOUT, secs) != 1)
         goto err;
-    if (cu->cc->cmp_trusted != NULL) {
-        if (X509_STORE_up_ref(cu->cc->cmp_trusted) != 1)
-            goto err;
-        if (OSSL_CMP_CTX_set0_trustedStore(ctx, cu->cc->cmp_trusted) != 1) {
-            X509_STORE_free(cu->cc->cmp_trusted);
-            goto err;
-        }
-    }
+    if (!set_responder(ctx, cu->cc))
+        goto err;
     /* the CA the certificates come from is the recipient (RFC 9810 §5.1.1) */
     if (sk_X509_num(conf->issuer_certs) > 0 &&
         OSSL_CMP_CTX_set1_recipient(ctx, X509_get_subject_name(sk_X509_value(conf->issuer_certs, 0))) != 1)
@@ -346,12 +408,14 @@ static const char *status_name(int status)
     return status >= 0 && status < (int)(sizeof(names) / sizeof(names[0])) ? names[status] : "none";
 }
 
-/* The last OpenSSL reason, for answers the client API refused (bad protection, wrong body). */
+/* The last OpenSSL reason, for answers the client API refused (bad protection, wrong body, sender). */
 static const char *openssl_reason(void)
 {
     unsigned long e = ERR_peek_last_error();
     const char *r = e != 0 ? ERR_reason_error_string(e) : NULL;
 
+    if (r == NULL && name_mismatch[0] != '\0')
+        return name_mismatch;
     return r != NULL ? r : "protocol error";
 }
 
@@ -558,9 +622,97 @@ static const struct gw_conf_names names_cmp_path = {cmp_path_ok,
                                                     "(characters [A-Za-z0-9._~/-])"};
 
 /*
+ * A one-line distinguished name as X509_NAME_oneline writes it and `openssl cmp -expect_sender`
+ * takes it: "/O=Example/CN=CMP RA", each "/" starting an attribute of a type OpenSSL knows, with a
+ * non-empty value. No value can hold a "/" or "+" (the one-line form cannot tell them from a next
+ * attribute) or a control character: such a name is pinned with "server_cert" instead of being read
+ * one of two ways. NULL if |s| is not such a name.
+ */
+static X509_NAME *parse_dn(const char *s, size_t len)
+{
+    X509_NAME *name;
+    char buf[GW_MAX_DN_LEN + 1], *p, *next, *eq;
+
+    if (strlen(s) != len || len < 4 || len > GW_MAX_DN_LEN || s[0] != '/' || strchr(s, '+') != NULL)
+        return NULL;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return NULL;
+    if ((name = X509_NAME_new()) == NULL)
+        return NULL;
+    memcpy(buf, s, len + 1);
+    for (p = buf + 1; p != NULL; p = next) {
+        int nid;
+
+        if ((next = strchr(p, '/')) != NULL)
+            *next++ = '\0';
+        if ((eq = strchr(p, '=')) == NULL || eq == p || eq[1] == '\0')
+            goto err;
+        *eq = '\0';
+        if ((nid = OBJ_txt2nid(p)) == NID_undef ||
+            X509_NAME_add_entry_by_NID(name, nid, MBSTRING_UTF8, (unsigned char *)eq + 1, -1, -1, 0) != 1)
+            goto err;
+    }
+    return name;
+err:
+    X509_NAME_free(name);
+    return NULL;
+}
+
+static bool dn_ok(const char *s, size_t len)
+{
+    X509_NAME *name = parse_dn(s, len);
+
+    X509_NAME_free(name);
+    return name != NULL;
+}
+
+static const struct gw_conf_names names_dn = {dn_ok, "a distinguished name like \"/O=Example/CN=CMP RA\""};
+
+/* "server_cert": exactly one certificate, able to sign (OpenSSL would refuse every answer otherwise). */
+static int load_server_cert(struct gw_conf_ctx *pc, const char *path, struct gw_cmp_up_conf *u)
+{
+    STACK_OF(X509) *certs = NULL;
+    int rc;
+
+    if (gw_pem_load_certs(pc, path, u->cmp_server_cert_file, &certs) != 0)
+        return GW_ERR_INVAL;
+    if (sk_X509_num(certs) != 1)
+        rc = gw_conf_fail(pc, path, "\"%s\" holds %d certificates: the one the upstream signs with is pinned",
+                          u->cmp_server_cert_file, sk_X509_num(certs));
+    else if ((X509_get_extension_flags(sk_X509_value(certs, 0)) & EXFLAG_KUSAGE) != 0 &&
+             (X509_get_key_usage(sk_X509_value(certs, 0)) & KU_DIGITAL_SIGNATURE) == 0)
+        rc = gw_conf_fail(pc, path, "the certificate in \"%s\" lacks keyUsage digitalSignature",
+                          u->cmp_server_cert_file);
+    else
+        rc = (u->cmp_server_cert = sk_X509_shift(certs)) != NULL ? 0 : GW_ERR_NOMEM;
+    sk_X509_pop_free(certs, X509_free);
+    return rc;
+}
+
+/*
+ * Without "server_cert" or "expected_sender", the CA the certificates come from answers under its
+ * own name (it is also the recipient of every request): issuer_ca's subject, if it has one.
+ */
+static int default_sender(struct gw_conf_ctx *pc, const char *path, const struct gw_upstream_conf *uc,
+                          struct gw_cmp_up_conf *u)
+{
+    const X509_NAME *first = X509_get_subject_name(sk_X509_value(uc->issuer_certs, 0));
+
+    for (int i = 1; i < sk_X509_num(uc->issuer_certs); i++)
+        if (X509_NAME_cmp(X509_get_subject_name(sk_X509_value(uc->issuer_certs, i)), first) != 0)
+            return gw_conf_fail(pc, path,
+                                "\"issuer_ca\" holds CAs of several names: say which one answers with "
+                                "\"expected_sender\" or \"server_cert\"");
+    return (u->cmp_expected_sender = X509_NAME_dup(first)) != NULL ? 0 : GW_ERR_NOMEM;
+}
+
+/*
  * A cmp upstream: requests are protected with the PBM "ref"/"secret_file" pair, or else with the
- * gateway's signer (given when the upstream is created); responses are checked against "trusted" (signatures)
- * or the secret (PBM), so at least one of the two is needed.
+ * gateway's signer (given when the upstream is created). Responses are verified with the pinned
+ * "server_cert", or against "trusted" (signatures) or the secret (PBM), and must come from the
+ * pinned certificate's subject or the expected sender ("expected_sender", by default issuer_ca's
+ * subject). Two settings that would each decide who answers are refused rather than ranked.
  */
 static int check_cmp(struct gw_conf_ctx *pc, const char *path, struct gw_upstream_conf *uc)
 {
@@ -570,15 +722,34 @@ static int check_cmp(struct gw_conf_ctx *pc, const char *path, struct gw_upstrea
     gw_conf_join_key(kpath, path, u->cmp_ref != NULL ? "secret_file" : "ref");
     if ((u->cmp_ref == NULL) != (u->cmp_secret_file == NULL))
         return gw_conf_fail(pc, kpath, "\"ref\" and \"secret_file\" go together");
-    if (u->cmp_trusted_file == NULL && u->cmp_secret_file == NULL)
-        return gw_conf_fail(
-            pc, path,
-            "a cmp upstream needs \"trusted\" (its response signer's CA) or \"ref\"/\"secret_file\" "
-            "(PBM): its answers could not be verified");
+    if (u->cmp_trusted_file == NULL && u->cmp_server_cert_file == NULL && u->cmp_secret_file == NULL)
+        return gw_conf_fail(pc, path,
+                            "a cmp upstream needs \"trusted\" (its response signer's CA), \"server_cert\" "
+                            "(its response signer) or \"ref\"/\"secret_file\" (PBM): its answers could "
+                            "not be verified");
+    gw_conf_join_key(kpath, path, "server_cert");
+    if (u->cmp_server_cert_file != NULL && u->cmp_expected_sender_str != NULL)
+        return gw_conf_fail(pc, kpath,
+                            "not together with \"expected_sender\": the pinned certificate's subject is "
+                            "the expected sender");
+    /* OpenSSL uses a pinned certificate as it is: "trusted" would be read and never used */
+    if (u->cmp_server_cert_file != NULL && u->cmp_trusted_file != NULL)
+        return gw_conf_fail(pc, kpath,
+                            "not together with \"trusted\": the pinned certificate is trusted as it is");
+    if (u->cmp_server_cert_file != NULL && load_server_cert(pc, kpath, u) != 0)
+        return GW_ERR_INVAL;
+    gw_conf_join_key(kpath, path, "expected_sender");
+    if (u->cmp_expected_sender_str != NULL &&
+        (u->cmp_expected_sender = parse_dn(u->cmp_expected_sender_str, strlen(u->cmp_expected_sender_str))) ==
+            NULL)
+        return GW_ERR_NOMEM; /* dn_ok parsed it already */
+    gw_conf_join_key(kpath, path, "issuer_ca");
+    if (u->cmp_server_cert == NULL && u->cmp_expected_sender == NULL && default_sender(pc, kpath, uc, u) != 0)
+        return GW_ERR_INVAL;
     /* "trusted": anchors for the upstream CMP CA's response signatures (docs/cmp-relay.md) */
     gw_conf_join_key(kpath, path, "trusted");
     if (u->cmp_trusted_file != NULL &&
-        gw_pem_load_anchors(pc, kpath, u->cmp_trusted_file, &u->cmp_trusted, NULL) != 0)
+        gw_pem_load_certs(pc, kpath, u->cmp_trusted_file, &u->cmp_anchors) != 0)
         return GW_ERR_INVAL;
     if (u->cmp_secret_file == NULL)
         return 0;
@@ -593,7 +764,11 @@ static void free_cmp(void *impl)
 
     free(cc->cmp_path);
     free(cc->cmp_trusted_file);
-    X509_STORE_free(cc->cmp_trusted);
+    sk_X509_pop_free(cc->cmp_anchors, X509_free);
+    free(cc->cmp_server_cert_file);
+    X509_free(cc->cmp_server_cert);
+    free(cc->cmp_expected_sender_str);
+    X509_NAME_free(cc->cmp_expected_sender);
     free(cc->cmp_ref);
     free(cc->cmp_secret_file);
     OPENSSL_clear_free(cc->cmp_secret, GW_MAX_PBM_SECRET_LEN + 3);
@@ -602,6 +777,9 @@ static void free_cmp(void *impl)
 static const struct gw_conf_field cmp_fields[] = {
     GW_CONF_REQ("path", gw_conf_p_str, struct gw_cmp_up_conf, cmp_path, .aux = &names_cmp_path),
     GW_CONF_OPT("trusted", gw_conf_p_file, struct gw_cmp_up_conf, cmp_trusted_file),
+    GW_CONF_OPT("server_cert", gw_conf_p_file, struct gw_cmp_up_conf, cmp_server_cert_file),
+    GW_CONF_OPT("expected_sender", gw_conf_p_str, struct gw_cmp_up_conf, cmp_expected_sender_str,
+                .aux = &names_dn),
     GW_CONF_OPT("ref", gw_conf_p_str, struct gw_cmp_up_conf, cmp_ref, .aux = &gw_conf_names_kid),
     GW_CONF_OPT("secret_file", gw_conf_p_file, struct gw_cmp_up_conf, cmp_secret_file),
 };

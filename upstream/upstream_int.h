@@ -126,13 +126,19 @@ struct gw_cfssl_conf {
 /* "type": "cmp": an upstream CMP CA; the gateway forwards as an RA (docs/cmp-relay.md). */
 struct gw_cmp_up_conf {
     struct gw_http_conf http;
-    char *cmp_path;            /* "path": the CMP path at |url|, e.g. "/.well-known/cmp" or "/pkix/" */
-    char *cmp_trusted_file;    /* "trusted": PEM anchors for the upstream's response signatures */
-    X509_STORE *cmp_trusted;   /* loaded; NULL if none (then responses must be PBM with the secret) */
-    char *cmp_ref;             /* "ref": PBM senderKID towards the upstream; with "secret_file" */
-    char *cmp_secret_file;     /* "secret_file": PBM secret; without it, requests are signed by the
-                                  gateway's signer */
-    unsigned char *cmp_secret; /* loaded; never logged */
+    char *cmp_path;                 /* "path": the CMP path at |url|, e.g. "/.well-known/cmp" or "/pkix/" */
+    char *cmp_trusted_file;         /* "trusted": PEM anchors for the upstream's response signatures */
+    STACK_OF(X509) *cmp_anchors;    /* loaded; NULL if none. Never a store of its own: each exchange gets
+                                       a fresh one, since OpenSSL adds a PBM answer's caPubs to it */
+    char *cmp_server_cert_file;     /* "server_cert": the one certificate the upstream signs with */
+    X509 *cmp_server_cert;          /* loaded (pinned as srvCert); NULL if none */
+    char *cmp_expected_sender_str;  /* "expected_sender": one-line DN ("/O=Example/CN=CMP RA") */
+    X509_NAME *cmp_expected_sender; /* who may answer: "expected_sender", else issuer_ca's subject;
+                                       NULL when "server_cert" pins it (its subject) */
+    char *cmp_ref;                  /* "ref": PBM senderKID towards the upstream; with "secret_file" */
+    char *cmp_secret_file;          /* "secret_file": PBM secret; without it, requests are signed by the
+                                       gateway's signer */
+    unsigned char *cmp_secret;      /* loaded; never logged */
     size_t cmp_secret_len;
 };
 

@@ -5,7 +5,8 @@ serves /pkix/ only, one transaction at a time, and listens on the wildcard addre
 other). Asserted on the decoded answers: an ir forwarded with raVerified and the certificate delivered; a
 p10cr forwarded as p10cr; a role sending CRMF to the CMP CA and p10cr to its JSON (here local) upstream;
 an upstream rejection and an upstream error message passed through with their failInfo and text; a
-certificate for another key refused; the upstream down -> systemUnavail. A certificate outside the role
+certificate for another key refused; the upstream down -> systemUnavail; an answer signed by another
+certificate of the upstream CA than the expected sender's refused. A certificate outside the role
 (an extension of the CA's own, a pathLenConstraint, a name nobody asked for) refused with its
 docs/errors.md row, on record and revoked at the CA (rr), each with its twin that is released."""
 import json
@@ -101,8 +102,10 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
     def edit_config(cls, cfg, gw):
         cls.mock = cls.keep_running(Mock(gw.dir, harness.free_port()))
         cls.mock.make_pki()
+        # the mock signs as "upstream CMP server", not as the CA that issues: who answers is named
         common = {"type": "cmp", "url": "http://127.0.0.1:%d" % cls.mock.port, "path": "/pkix/",
-                  "trusted": "up-ca.pem", "issuer_ca": "up-ca.pem", "timeout": "5s"}
+                  "trusted": "up-ca.pem", "expected_sender": "/O=cmp upstream/CN=upstream CMP server",
+                  "issuer_ca": "up-ca.pem", "timeout": "5s"}
         cfg["upstreams"].update({
             "ca-cmp": dict(common),
             # nothing listens there: a port that was free a moment ago
@@ -288,6 +291,16 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
         res = self.gw.cmp("ir", "untrusted", newkey=key, subject="/CN=untrusted.example.com",
                           path="pki/roles/cmp/cmp", expect_cert=False)
         self.assert_rejected(res, "systemUnavail", "upstream CA ca-cmp gave no usable answer")
+
+    def test_upstream_answer_from_another_sender(self):
+        # a certificate of the upstream CA, but not the expected sender's: it cannot answer for the CA
+        key, canned = self.canned("impostor")
+        other = self.mock.issue(self.gw.dir / "up-impostor", "/O=cmp upstream/CN=a device", "srv")
+        self.mock.start(canned, "-srv_cert", other, "-srv_key", other.with_suffix(".key"))
+        res = self.gw.cmp("ir", "impostor", newkey=key, subject="/CN=impostor.example.com",
+                          path="pki/roles/cmp/cmp", expect_cert=False)
+        self.assert_rejected(res, "systemUnavail", "upstream CA ca-cmp gave no usable answer",
+                             "does not match expected sender")
 
 
 if __name__ == "__main__":

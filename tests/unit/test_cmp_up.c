@@ -38,8 +38,8 @@
 #define BODY_CERTCONF 24
 
 static char dir[64];
-static EVP_PKEY *ca_key, *client_key, *other_key;
-static X509 *ca;
+static EVP_PKEY *ca_key, *client_key, *other_key, *ra_key;
+static X509 *ca, *ra; /* ra: "cmp upstream RA", issued by |ca|, signs some answers */
 
 /* ---- fixtures ---- */
 
@@ -55,7 +55,8 @@ static void put_file(const char *name, const void *data, size_t len)
     chmod(path, 0600);
 }
 
-static X509 *make_cert(const char *cn, EVP_PKEY *key, int is_ca)
+/* A certificate for |key| named |cn|, issued by |issuer| with |issuer_key| (NULL: self-signed). */
+static X509 *make_cert_by(const char *cn, EVP_PKEY *key, int is_ca, X509 *issuer, EVP_PKEY *issuer_key)
 {
     X509 *x = X509_new();
     X509_NAME *n = X509_NAME_new();
@@ -66,17 +67,48 @@ static X509 *make_cert(const char *cn, EVP_PKEY *key, int is_ca)
     X509_set_version(x, X509_VERSION_3);
     ASN1_INTEGER_set(X509_get_serialNumber(x), is_ca ? 1 : 42);
     X509_set_subject_name(x, n);
-    X509_set_issuer_name(x, is_ca ? n : X509_get_subject_name(ca));
+    X509_set_issuer_name(x, issuer == NULL ? n : X509_get_subject_name(issuer));
     X509_set_pubkey(x, key);
     X509_gmtime_adj(X509_getm_notBefore(x), -60);
     X509_gmtime_adj(X509_getm_notAfter(x), 86400);
-    X509V3_set_ctx(&ctx, is_ca ? x : ca, x, NULL, NULL, 0);
+    X509V3_set_ctx(&ctx, issuer == NULL ? x : issuer, x, NULL, NULL, 0);
+    /* well-formed for X509_V_FLAG_X509_STRICT, which the gateway's trust stores set */
     e = X509V3_EXT_nconf_nid(NULL, &ctx, NID_basic_constraints, is_ca ? "critical,CA:TRUE" : "CA:FALSE");
     X509_add_ext(x, e, -1);
     X509_EXTENSION_free(e);
-    X509_sign(x, ca_key, EVP_sha256());
+    e = X509V3_EXT_nconf_nid(NULL, &ctx, NID_subject_key_identifier, "hash");
+    X509_add_ext(x, e, -1);
+    X509_EXTENSION_free(e);
+    if (issuer != NULL) {
+        e = X509V3_EXT_nconf_nid(NULL, &ctx, NID_authority_key_identifier, "keyid");
+        X509_add_ext(x, e, -1);
+        X509_EXTENSION_free(e);
+    }
+    if (is_ca) {
+        e = X509V3_EXT_nconf_nid(NULL, &ctx, NID_key_usage, "critical,keyCertSign,cRLSign,digitalSignature");
+        X509_add_ext(x, e, -1);
+        X509_EXTENSION_free(e);
+    }
+    X509_sign(x, issuer_key != NULL ? issuer_key : key, EVP_sha256());
     X509_NAME_free(n);
     return x;
+}
+
+/* The test CA's own certificate (|is_ca|: self-signed), or one it issued. */
+static X509 *make_cert(const char *cn, EVP_PKEY *key, int is_ca)
+{
+    return is_ca ? make_cert_by(cn, key, 1, NULL, NULL) : make_cert_by(cn, key, 0, ca, ca_key);
+}
+
+static void put_cert(const char *name, X509 *x)
+{
+    char path[256];
+    FILE *fp;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    assert_non_null(fp = fopen(path, "w"));
+    assert_int_equal(PEM_write_X509(fp, x), 1);
+    fclose(fp);
 }
 
 static int group_setup(void **state)
@@ -91,13 +123,26 @@ static int group_setup(void **state)
     ca_key = EVP_EC_gen("P-256");
     client_key = EVP_EC_gen("P-256");
     other_key = EVP_EC_gen("P-256");
+    ra_key = EVP_EC_gen("P-256");
     ca = make_cert("cmp upstream test CA", ca_key, 1);
+    ra = make_cert("cmp upstream RA", ra_key, 0);
     snprintf(path, sizeof(path), "%s/up-ca.pem", dir);
     if ((fp = fopen(path, "w")) == NULL || PEM_write_X509(fp, ca) != 1)
         return -1;
     fclose(fp);
     put_file("up.secret", SECRET, strlen(SECRET));
-    return ca_key != NULL && client_key != NULL && other_key != NULL && ca != NULL ? 0 : -1;
+    put_cert("ra.pem", ra);
+    {
+        /* two CAs of two names in one file */
+        X509 *ca2 = make_cert_by("another CA", other_key, 1, NULL, NULL);
+
+        snprintf(path, sizeof(path), "%s/two-cas.pem", dir);
+        if ((fp = fopen(path, "w")) == NULL || PEM_write_X509(fp, ca) != 1 || PEM_write_X509(fp, ca2) != 1)
+            return -1;
+        fclose(fp);
+        X509_free(ca2);
+    }
+    return ca_key != NULL && client_key != NULL && other_key != NULL && ra_key != NULL && ca != NULL ? 0 : -1;
 }
 
 static int group_teardown(void **state)
@@ -108,7 +153,9 @@ static int group_teardown(void **state)
     EVP_PKEY_free(ca_key);
     EVP_PKEY_free(client_key);
     EVP_PKEY_free(other_key);
+    EVP_PKEY_free(ra_key);
     X509_free(ca);
+    X509_free(ra);
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     return system(cmd) == 0 ? 0 : -1;
 }
@@ -117,12 +164,22 @@ static int group_teardown(void **state)
 
 enum mode { M_ISSUE, M_REJECT, M_WRONG_KEY, M_HTTP500, M_CTYPE, M_GARBAGE, M_TRUNC, M_BIG, M_SILENT };
 
+/*
+ * How it protects its answers, read for each connection (one per exchange): PBM under the name
+ * |sender| (NULL: the CA's), or, with |rsp_cert|, signed with it and |rsp_key| (the gateway's PBM
+ * request is then taken unverified). |capubs| goes into its ip.
+ */
 struct server {
     int fd, port;
     enum mode mode;
     pthread_t thread;
     int n_requests;
     int bodies[4]; /* the body types it saw */
+    const char *sender;
+    X509 *rsp_cert;
+    EVP_PKEY *rsp_key;
+    X509 *capubs;
+    pthread_mutex_t lock; /* the test changes the protection between exchanges */
 };
 
 static OSSL_CMP_PKISI *srv_cert_req(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int id,
@@ -131,7 +188,11 @@ static OSSL_CMP_PKISI *srv_cert_req(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *r
 {
     struct server *s = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
 
-    (void)req, (void)id, (void)crm, (void)p10, (void)chain, (void)capubs;
+    (void)req, (void)id, (void)crm, (void)p10, (void)chain;
+    pthread_mutex_lock(&s->lock);
+    if (s->capubs != NULL && (*capubs = sk_X509_new_null()) != NULL && X509_up_ref(s->capubs) == 1)
+        sk_X509_push(*capubs, s->capubs);
+    pthread_mutex_unlock(&s->lock);
     if (s->mode == M_REJECT)
         return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection,
                                        1 << OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "no such\nprofile");
@@ -146,15 +207,47 @@ static int srv_certconf(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int id, 
     return 1;
 }
 
+static OSSL_CMP_PKISI *srv_rr(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const X509_NAME *issuer,
+                              const ASN1_INTEGER *serial)
+{
+    (void)srv, (void)req, (void)issuer, (void)serial;
+    return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, NULL);
+}
+
+static int quiet(const char *func, const char *file, int line, OSSL_CMP_severity level, const char *msg)
+{
+    (void)func, (void)file, (void)line, (void)level, (void)msg;
+    return 1;
+}
+
 static OSSL_CMP_SRV_CTX *new_srv(struct server *s)
 {
     OSSL_CMP_SRV_CTX *srv = OSSL_CMP_SRV_CTX_new(NULL, NULL);
     OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(srv);
+    X509_NAME *sender = NULL;
 
-    assert_int_equal(OSSL_CMP_SRV_CTX_init(srv, s, srv_cert_req, NULL, NULL, NULL, srv_certconf, NULL), 1);
-    assert_int_equal(OSSL_CMP_CTX_set1_secretValue(ctx, (const unsigned char *)SECRET, strlen(SECRET)), 1);
-    assert_int_equal(OSSL_CMP_CTX_set1_referenceValue(ctx, (const unsigned char *)"ca", 2), 1);
+    assert_int_equal(OSSL_CMP_SRV_CTX_init(srv, s, srv_cert_req, srv_rr, NULL, NULL, srv_certconf, NULL), 1);
     OSSL_CMP_SRV_CTX_set_accept_raverified(srv, 1);
+    pthread_mutex_lock(&s->lock);
+    if (s->rsp_cert != NULL) {
+        /* it cannot verify the gateway's PBM request, and need not say so */
+        assert_int_equal(OSSL_CMP_CTX_set_log_cb(ctx, quiet), 1);
+        assert_int_equal(OSSL_CMP_CTX_set1_cert(ctx, s->rsp_cert), 1);
+        assert_int_equal(OSSL_CMP_CTX_set1_pkey(ctx, s->rsp_key), 1);
+        OSSL_CMP_SRV_CTX_set_accept_unprotected(srv, 1);
+    } else {
+        assert_int_equal(OSSL_CMP_CTX_set1_secretValue(ctx, (const unsigned char *)SECRET, strlen(SECRET)),
+                         1);
+        assert_int_equal(OSSL_CMP_CTX_set1_referenceValue(ctx, (const unsigned char *)"ca", 2), 1);
+        /* a PBM answer's sender is the server's subjectName, the NULL-DN without one */
+        sender = s->sender == NULL ? X509_NAME_dup(X509_get_subject_name(ca)) : X509_NAME_new();
+        if (s->sender != NULL)
+            X509_NAME_add_entry_by_txt(sender, "CN", MBSTRING_ASC, (const unsigned char *)s->sender, -1, -1,
+                                       0);
+        assert_int_equal(OSSL_CMP_CTX_set1_subjectName(ctx, sender), 1);
+        X509_NAME_free(sender);
+    }
+    pthread_mutex_unlock(&s->lock);
     return srv;
 }
 
@@ -220,41 +313,44 @@ static void *serve(void *arg)
 {
     static const unsigned char trunc[] = {0x30, 0x82, 0x01, 0x00, 0x30, 0x10, 0x02, 0x01};
     struct server *s = arg;
-    OSSL_CMP_SRV_CTX *srv = new_srv(s);
     unsigned char *buf = malloc(REQ_MAX), *big;
-    int c = accept(s->fd, NULL, NULL);
+    int c;
     long len;
 
-    while (c >= 0 && (len = read_request(c, buf, REQ_MAX)) >= 0) {
-        switch (s->mode) {
-        case M_HTTP500:
-            answer(c, "500 Internal Server Error", "text/plain", "down", 4);
-            break;
-        case M_CTYPE:
-            answer(c, "200 OK", "text/html", "<html/>", 7);
-            break;
-        case M_GARBAGE:
-            answer(c, "200 OK", "application/pkixcmp", "garbage!", 8);
-            break;
-        case M_TRUNC:
-            answer(c, "200 OK", "application/pkixcmp; charset=binary", trunc, sizeof(trunc));
-            break;
-        case M_BIG:
-            big = calloc(1, GW_MAX_UPSTREAM_BODY + 1);
-            answer(c, "200 OK", "application/pkixcmp", big, GW_MAX_UPSTREAM_BODY + 1);
-            free(big);
-            break;
-        case M_SILENT:
-            poll(NULL, 0, 800); /* past the upstream's 300 ms */
-            break;
-        default:
-            serve_cmp(s, srv, c, buf, len);
+    /* one connection per exchange, until server_stop */
+    while ((c = accept(s->fd, NULL, NULL)) >= 0) {
+        OSSL_CMP_SRV_CTX *srv = new_srv(s);
+
+        while ((len = read_request(c, buf, REQ_MAX)) >= 0) {
+            switch (s->mode) {
+            case M_HTTP500:
+                answer(c, "500 Internal Server Error", "text/plain", "down", 4);
+                break;
+            case M_CTYPE:
+                answer(c, "200 OK", "text/html", "<html/>", 7);
+                break;
+            case M_GARBAGE:
+                answer(c, "200 OK", "application/pkixcmp", "garbage!", 8);
+                break;
+            case M_TRUNC:
+                answer(c, "200 OK", "application/pkixcmp; charset=binary", trunc, sizeof(trunc));
+                break;
+            case M_BIG:
+                big = calloc(1, GW_MAX_UPSTREAM_BODY + 1);
+                answer(c, "200 OK", "application/pkixcmp", big, GW_MAX_UPSTREAM_BODY + 1);
+                free(big);
+                break;
+            case M_SILENT:
+                poll(NULL, 0, 800); /* past the upstream's 300 ms */
+                break;
+            default:
+                serve_cmp(s, srv, c, buf, len);
+            }
         }
-    }
-    if (c >= 0)
         close(c);
+        OSSL_CMP_SRV_CTX_free(srv);
+    }
     free(buf);
-    OSSL_CMP_SRV_CTX_free(srv);
     return NULL;
 }
 
@@ -265,6 +361,7 @@ static void server_start(struct server *s, enum mode mode)
 
     memset(s, 0, sizeof(*s));
     s->mode = mode;
+    pthread_mutex_init(&s->lock, NULL);
     assert_true((s->fd = socket(AF_INET, SOCK_STREAM, 0)) >= 0);
     assert_int_equal(bind(s->fd, (struct sockaddr *)&a, sizeof(a)), 0);
     assert_int_equal(listen(s->fd, 4), 0);
@@ -278,6 +375,20 @@ static void server_stop(struct server *s)
     shutdown(s->fd, SHUT_RDWR); /* wakes a thread still in accept */
     pthread_join(s->thread, NULL);
     close(s->fd);
+    pthread_mutex_destroy(&s->lock);
+}
+
+/*
+ * From the next exchange on: answers signed with |cert| and |key|, or (|cert| NULL) PBM-protected
+ * under the name CN=|pbm_sender| (NULL: the CA's name).
+ */
+static void server_answer_as(struct server *s, X509 *cert, EVP_PKEY *key, const char *pbm_sender)
+{
+    pthread_mutex_lock(&s->lock);
+    s->rsp_cert = cert;
+    s->rsp_key = key;
+    s->sender = pbm_sender;
+    pthread_mutex_unlock(&s->lock);
 }
 
 /* A port nobody listens on: bound, never listened to. */
@@ -368,6 +479,49 @@ static void test_config_rows(void **state)
          "+, \"crmf_upstream\": \"json\"", "CRMF requests need a cmp or local upstream"},
         {"unknown crmf_upstream", 0, "\"path\": \"/\", \"trusted\": \"up-ca.pem\"",
          "+, \"crmf_upstream\": \"nope\"", "unknown upstream \"nope\""},
+        /* who may answer: a pinned certificate, a name, or issuer_ca's one name */
+        {"expected_sender", 0,
+         "\"path\": \"/\", \"trusted\": \"up-ca.pem\", \"expected_sender\": \"/O=Example/CN=CMP RA\"", "",
+         NULL},
+        {"server_cert", 0, "\"path\": \"/\", \"server_cert\": \"ra.pem\"", "", NULL},
+        {"server_cert and pbm", 0,
+         "\"path\": \"/\", \"server_cert\": \"ra.pem\", \"ref\": \"x\", \"secret_file\": \"up.secret\"", "",
+         NULL},
+        {"server_cert and expected_sender", 0,
+         "\"path\": \"/\", \"server_cert\": \"ra.pem\", \"expected_sender\": \"/CN=cmp upstream RA\"", "",
+         "$.upstreams.up.server_cert: not together with \"expected_sender\""},
+        {"server_cert and trusted", 0,
+         "\"path\": \"/\", \"server_cert\": \"ra.pem\", \"trusted\": \"up-ca.pem\"", "",
+         "$.upstreams.up.server_cert: not together with \"trusted\""},
+        {"server_cert of two", 0, "\"path\": \"/\", \"server_cert\": \"two-cas.pem\"", "",
+         "holds 2 certificates"},
+        {"bad server_cert", 0, "\"path\": \"/\", \"server_cert\": \"nope.pem\"", "",
+         "$.upstreams.up.server_cert"},
+        {"issuer_ca of two names", 1,
+         "\"type\": \"cmp\", \"url\": \"http://127.0.0.1:9\", \"issuer_ca\": \"two-cas.pem\", \"path\": "
+         "\"/\", "
+         "\"trusted\": \"up-ca.pem\"",
+         "", "$.upstreams.up.issuer_ca: \"issuer_ca\" holds CAs of several names"},
+        {"issuer_ca of two names, named", 1,
+         "\"type\": \"cmp\", \"url\": \"http://127.0.0.1:9\", \"issuer_ca\": \"two-cas.pem\", \"path\": "
+         "\"/\", "
+         "\"trusted\": \"up-ca.pem\", \"expected_sender\": \"/CN=another CA\"",
+         "", NULL},
+        {"sender not one-line", 0,
+         "\"path\": \"/\", \"trusted\": \"up-ca.pem\", \"expected_sender\": \"CN=x,O=y\"", "",
+         "$.upstreams.up.expected_sender: expected a distinguished name"},
+        {"sender multi-valued", 0,
+         "\"path\": \"/\", \"trusted\": \"up-ca.pem\", \"expected_sender\": \"/CN=x+OU=y\"", "",
+         "expected a distinguished name"},
+        {"sender unknown type", 0,
+         "\"path\": \"/\", \"trusted\": \"up-ca.pem\", \"expected_sender\": \"/XYZ=x\"", "",
+         "expected a distinguished name"},
+        {"sender empty value", 0,
+         "\"path\": \"/\", \"trusted\": \"up-ca.pem\", \"expected_sender\": \"/O=x/CN=\"", "",
+         "expected a distinguished name"},
+        {"sender trailing slash", 0,
+         "\"path\": \"/\", \"trusted\": \"up-ca.pem\", \"expected_sender\": \"/CN=x/\"", "",
+         "expected a distinguished name"},
     };
     char up[512], err[GW_ERR_LEN];
 
@@ -401,17 +555,24 @@ struct run {
     struct gw_upstream *up;
 };
 
-static void run_open(struct run *r, int port)
+/* The PBM upstream at |port| with |keys| (", \"trusted\": ..." or "") added. */
+static void run_open_with(struct run *r, int port, const char *keys)
 {
-    char up[512], err[GW_ERR_LEN] = "";
+    char up[512], all[768], err[GW_ERR_LEN] = "";
 
-    r->cfg = config(pbm_upstream(port, up, sizeof(up)), "", err);
+    snprintf(all, sizeof(all), "%s%s", pbm_upstream(port, up, sizeof(up)), keys);
+    r->cfg = config(all, "", err);
     if (r->cfg == NULL)
         fail_msg("%s", err);
     if ((r->set = gw_upstream_set_new(r->cfg->upstreams, r->cfg->n_upstreams, r->cfg->roles, r->cfg->n_roles,
                                       &r->cfg->upstream_signer, err)) == NULL)
         fail_msg("%s", err);
     assert_non_null(r->up = gw_upstream_set_get0(r->set, "up"));
+}
+
+static void run_open(struct run *r, int port)
+{
+    run_open_with(r, port, "");
 }
 
 static void run_close(struct run *r)
@@ -527,6 +688,141 @@ static void test_down(void **state)
     close(fd);
 }
 
+/* ---- who may answer ---- */
+
+#define WRONG_SENDER "does not match expected sender"
+#define BAD_PROTECTION "error validating protection"
+
+/* One exchange: issued (|why| NULL), or refused as no usable answer for |why|, nothing delivered. */
+static void expect_answer(struct run *r, const char *name, const char *why)
+{
+    struct gw_sign_result res;
+
+    sign(r, client_key, &res);
+    if (why == NULL
+            ? res.status != 0 || res.cert == NULL
+            : res.status == 0 || res.cert != NULL || res.fail_info != OSSL_CMP_PKIFAILUREINFO_systemUnavail ||
+                  strstr(res.reason, "gave no usable answer") == NULL || strstr(res.reason, why) == NULL)
+        fail_msg("%s: want %s, got status %d failInfo %d reason \"%s\"", name, why == NULL ? "issued" : why,
+                 res.status, res.fail_info, res.reason);
+    gw_sign_result_cleanup(&res);
+}
+
+struct answer_case {
+    const char *name;
+    const char *keys; /* added to the PBM upstream */
+    X509 *cert;       /* the answers' signer; NULL: PBM-protected ... */
+    EVP_PKEY *key;
+    const char *pbm_sender; /* ... under this CN (NULL: the CA's name) */
+    const char *why;        /* NULL: issued; else why the answer is refused */
+};
+
+/* Each case on its own server: an ir, then (|revoke|) an rr, both answered as the case says. */
+static void run_answer_cases(const struct answer_case *cases, size_t n, int revoke)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct server s;
+        struct run r;
+
+        server_start(&s, M_ISSUE);
+        server_answer_as(&s, cases[i].cert, cases[i].key, cases[i].pbm_sender);
+        run_open_with(&r, s.port, cases[i].keys);
+        expect_answer(&r, cases[i].name, cases[i].why);
+        if (revoke) {
+            char err[GW_ERR_LEN] = "";
+            X509 *x = make_cert("issued", client_key, 0);
+            int rc = gw_upstream_revoke(r.up, x, CRL_REASON_CESSATION_OF_OPERATION, err);
+
+            /* a forged rp "accepted" would have the engine record a revocation that never happened */
+            if (cases[i].why == NULL ? rc != 0 : rc == 0 || strstr(err, cases[i].why) == NULL)
+                fail_msg("%s: revocation: rc %d \"%s\"", cases[i].name, rc, err);
+            X509_free(x);
+        }
+        run_close(&r);
+        server_stop(&s);
+    }
+}
+
+#define TRUSTED ", \"trusted\": \"up-ca.pem\""
+
+/*
+ * Without a setting, only the CA answers (issuer_ca's subject): a certificate that chains to
+ * "trusted" under another name (a device's, from the same CA) cannot answer for it, signed or PBM.
+ */
+static void test_sender_default(void **state)
+{
+    X509 *device = make_cert("device", other_key, 0);
+    const struct answer_case cases[] = {
+        {"a device of the same CA", TRUSTED, device, other_key, NULL, WRONG_SENDER},
+        {"the CA itself", TRUSTED, ca, ca_key, NULL, NULL},
+        {"PBM under a device's name", TRUSTED, NULL, NULL, "device", WRONG_SENDER},
+        {"PBM under the CA's name", TRUSTED, NULL, NULL, NULL, NULL},
+    };
+
+    (void)state;
+    run_answer_cases(cases, sizeof(cases) / sizeof(cases[0]), 1);
+    X509_free(device);
+}
+
+/* "expected_sender" names who answers; "server_cert" pins its certificate, key included. */
+static void test_sender_settings(void **state)
+{
+#define ES TRUSTED ", \"expected_sender\": \"/CN=cmp upstream RA\""
+#define SC ", \"server_cert\": \"ra.pem\""
+    X509 *device = make_cert("device", other_key, 0);
+    X509 *lookalike = make_cert("cmp upstream RA", other_key, 0);
+    const struct answer_case cases[] = {
+        {"expected_sender: the RA", ES, ra, ra_key, NULL, NULL},
+        {"expected_sender: the CA", ES, ca, ca_key, NULL, WRONG_SENDER},
+        {"expected_sender: a device", ES, device, other_key, NULL, WRONG_SENDER},
+        {"expected_sender: PBM as the RA", ES, NULL, NULL, "cmp upstream RA", NULL},
+        {"expected_sender: PBM as the CA", ES, NULL, NULL, NULL, WRONG_SENDER},
+        {"server_cert: the RA", SC, ra, ra_key, NULL, NULL},
+        {"server_cert: the RA's name, another key", SC, lookalike, other_key, NULL, BAD_PROTECTION},
+        {"server_cert: the CA", SC, ca, ca_key, NULL, WRONG_SENDER},
+        {"server_cert: PBM as the RA", SC, NULL, NULL, "cmp upstream RA", NULL},
+        {"server_cert: PBM as the CA", SC, NULL, NULL, NULL, WRONG_SENDER},
+    };
+#undef ES
+#undef SC
+
+    (void)state;
+    run_answer_cases(cases, sizeof(cases) / sizeof(cases[0]), 0);
+    X509_free(device);
+    X509_free(lookalike);
+}
+
+/*
+ * OpenSSL trusts the caPubs of a PBM-protected ip: they must not outlive its exchange. After one,
+ * an answer under the CA's name signed by a key only the planted CA vouches for is refused.
+ */
+static void test_capubs_not_planted(void **state)
+{
+    EVP_PKEY *rogue_key = EVP_EC_gen("P-256");
+    X509 *rogue = make_cert_by("planted CA", rogue_key, 1, NULL, NULL);
+    X509 *forged = make_cert_by("cmp upstream test CA", other_key, 0, rogue, rogue_key);
+    struct server s;
+    struct run r;
+
+    (void)state;
+    server_start(&s, M_ISSUE);
+    pthread_mutex_lock(&s.lock);
+    s.capubs = rogue;
+    pthread_mutex_unlock(&s.lock);
+    run_open_with(&r, s.port, TRUSTED);
+    expect_answer(&r, "a PBM ip with caPubs", NULL);
+    server_answer_as(&s, forged, other_key, NULL);
+    expect_answer(&r, "signed under the planted CA", BAD_PROTECTION);
+    /* twin: the configured anchor still vouches for the CA */
+    server_answer_as(&s, ca, ca_key, NULL);
+    expect_answer(&r, "signed by the CA", NULL);
+    run_close(&r);
+    server_stop(&s);
+    X509_free(forged);
+    X509_free(rogue);
+    EVP_PKEY_free(rogue_key);
+}
+
 static void test_caps(void **state)
 {
     (void)state;
@@ -539,8 +835,14 @@ static void test_caps(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_caps),     cmocka_unit_test(test_config_rows), cmocka_unit_test(test_issue),
-        cmocka_unit_test(test_failures), cmocka_unit_test(test_down),
+        cmocka_unit_test(test_caps),
+        cmocka_unit_test(test_config_rows),
+        cmocka_unit_test(test_issue),
+        cmocka_unit_test(test_failures),
+        cmocka_unit_test(test_down),
+        cmocka_unit_test(test_sender_default),
+        cmocka_unit_test(test_sender_settings),
+        cmocka_unit_test(test_capubs_not_planted),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
