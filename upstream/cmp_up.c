@@ -414,8 +414,11 @@ static const char *openssl_reason(void)
     unsigned long e = ERR_peek_last_error();
     const char *r = e != 0 ? ERR_reason_error_string(e) : NULL;
 
-    if (r == NULL && name_mismatch[0] != '\0')
-        return name_mismatch;
+    if (r == NULL && name_mismatch[0] != '\0') {
+        /* the names are the operator's to see: the client learns only what kind of failure it was */
+        gw_log_kv(GW_LOG_WARN, "cmp_upstream_sender", "msg", name_mismatch, NULL);
+        return "the answer's sender is not the one expected (names in the gateway's log)";
+    }
     return r != NULL ? r : "protocol error";
 }
 

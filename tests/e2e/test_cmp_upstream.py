@@ -300,7 +300,9 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
         res = self.gw.cmp("ir", "impostor", newkey=key, subject="/CN=impostor.example.com",
                           path="pki/roles/cmp/cmp", expect_cert=False)
         self.assert_rejected(res, "systemUnavail", "upstream CA ca-cmp gave no usable answer",
-                             "does not match expected sender")
+                             "sender is not the one expected")
+        said = [l for l in self.gw.log_lines() if l.get("event") == "cmp_upstream_sender"]
+        self.assertTrue(said and "does not match expected sender" in said[-1]["msg"], said)
 
 
 if __name__ == "__main__":

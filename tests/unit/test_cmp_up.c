@@ -690,7 +690,7 @@ static void test_down(void **state)
 
 /* ---- who may answer ---- */
 
-#define WRONG_SENDER "does not match expected sender"
+#define WRONG_SENDER "sender is not the one expected"
 #define BAD_PROTECTION "error validating protection"
 
 /* One exchange: issued (|why| NULL), or refused as no usable answer for |why|, nothing delivered. */
