@@ -1036,6 +1036,7 @@ static int ext_allowed(const struct gw_role *role, const ASN1_OBJECT *obj)
 /* What the usages of a set of extensions add up to. */
 struct usages {
     unsigned ku, eku;
+    int has_ku, has_eku;        /* the extension is there (it may name no usage of a role's) */
     char other[GW_ERR_LEN / 2]; /* extendedKeyUsage purposes no role can allow */
 };
 
@@ -1150,11 +1151,13 @@ static int ext_content(const struct gw_role *role, X509_EXTENSION *ext, struct u
         return 0;
     if ((v = decode(ext)) == NULL)
         return say(&fi, BADT, why, "its %s extension cannot be decoded", OBJ_nid2sn(nid));
-    if (nid == NID_key_usage)
+    if (nid == NID_key_usage) {
+        u->has_ku = 1;
         rc = ku_of(role, v, u, why);
-    else if (nid == NID_ext_key_usage)
+    } else if (nid == NID_ext_key_usage) {
+        u->has_eku = 1;
         eku_of(v, u);
-    else if (nid == NID_basic_constraints && (bc = v)->ca)
+    } else if (nid == NID_basic_constraints && (bc = v)->ca)
         rc = say(&fi, BADT, why, "basicConstraints cA TRUE is outside role %s (end-entity certificates only)",
                  rname(role));
     else if (nid == NID_basic_constraints && bc->pathlen != NULL)
@@ -1170,12 +1173,15 @@ static int ext_content(const struct gw_role *role, X509_EXTENSION *ext, struct u
  * exts_outside checks well-formed |exts| (an issued certificate's, or those of a CSR the CA copies
  * into the certificate) against |role|: each a standard extension or in the role's
  * allowed_extensions, keyUsage and extendedKeyUsage within the role's, basicConstraints an end
- * entity's. 0, or GW_ERR_POLICY with |why| (GW_ERR_LEN) naming what is outside and what the role
- * allows.
+ * entity's. With |issued|, a keyUsage or extendedKeyUsage the role constrains must be there: a
+ * certificate without one may be used for any purpose (RFC 5280 §4.2.1.3, §4.2.1.12), a TLS server
+ * certificate from a role for clientAuth. A CSR may lack them: the CA adds the call's (the plan's).
+ * 0, or GW_ERR_POLICY with |why| (GW_ERR_LEN) naming what is outside and what the role allows.
  */
-static int exts_outside(const struct gw_role *role, const STACK_OF(X509_EXTENSION) *exts, char *why)
+static int exts_outside(const struct gw_role *role, const STACK_OF(X509_EXTENSION) *exts, int issued,
+                        char *why)
 {
-    struct usages u = {0, 0, ""};
+    struct usages u = {0, 0, 0, 0, ""};
     char b1[SHOWN_LEN], got[GW_ERR_LEN / 2], allowed[GW_ERR_LEN / 2];
     int i, fi, rc;
 
@@ -1196,6 +1202,13 @@ static int exts_outside(const struct gw_role *role, const STACK_OF(X509_EXTENSIO
         return say(&fi, BADT, why, "extendedKeyUsage %s is outside role %s (allowed: %s)",
                    eku_list(got, sizeof(got), u.eku & ~role->ext_key_usage, u.other), rname(role),
                    eku_list(allowed, sizeof(allowed), role->ext_key_usage, NULL));
+    if (issued && role->key_usage != 0 && !u.has_ku)
+        return say(&fi, BADT, why, "keyUsage any (the certificate has none) is outside role %s (allowed: %s)",
+                   rname(role), ku_list(allowed, sizeof(allowed), role->key_usage));
+    if (issued && role->ext_key_usage != 0 && !u.has_eku)
+        return say(&fi, BADT, why,
+                   "extendedKeyUsage any (the certificate has none) is outside role %s (allowed: %s)",
+                   rname(role), eku_list(allowed, sizeof(allowed), role->ext_key_usage, NULL));
     return 0;
 }
 
@@ -1214,7 +1227,7 @@ int gw_policy_check_csr(const struct gw_role *role, const X509_REQ *csr, int *fa
     ERR_pop_to_mark();
     if (exts == NULL && X509_REQ_get_attr_by_NID(req, NID_ext_req, -1) >= 0)
         return say(fail_info, BADT, err, "the extensions the CSR asks for cannot be decoded");
-    if (exts_malformed(exts, why) != 0 || exts_outside(role, exts, why) != 0)
+    if (exts_malformed(exts, why) != 0 || exts_outside(role, exts, 0, why) != 0)
         rc = say(fail_info, BADT, err,
                  "%.170s; this route's CA copies the CSR's extensions: leave it out of the CSR", why);
     sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
@@ -1393,7 +1406,7 @@ static enum gw_issued_verdict issued_outside(const struct gw_role *role, const s
                  what, rname(role));
         return GW_ISSUED_OUTSIDE_POLICY;
     }
-    if (exts_outside(role, X509_get0_extensions(cert), why) != 0) {
+    if (exts_outside(role, X509_get0_extensions(cert), 1, why) != 0) {
         snprintf(err, GW_ERR_LEN, "%s", why);
         return GW_ISSUED_OUTSIDE_POLICY;
     }

@@ -75,10 +75,10 @@ enum gw_issued_verdict {
  * gw_policy_check_issued judges |cert| returned by an upstream for |plan|: it must certify the plan's
  * public key, chain (with |chain| as intermediates) to |issuer_store|, and stay within |role|'s
  * policy: end entity only (basicConstraints absent or cA FALSE), keyUsage and extendedKeyUsage within
- * the role's, only standard extensions and the role's allowed_extensions, names within the role's
- * patterns and no name the plan lacks (a copy of the CN aside), validity within max_ttl. A changed
- * subject, a dropped name or a shorter validity is GW_ISSUED_MODIFIED. Returns the verdict; |err|
- * says why.
+ * the role's (and present where the role has any: absent is any usage), only standard extensions
+ * and the role's allowed_extensions, names within the role's patterns and no name the plan lacks (a
+ * copy of the CN aside), validity within max_ttl. A changed subject, a dropped name or a shorter
+ * validity is GW_ISSUED_MODIFIED. Returns the verdict; |err| says why.
  */
 enum gw_issued_verdict gw_policy_check_issued(const struct gw_role *role, const struct gw_cert_plan *plan,
                                               X509 *cert, STACK_OF(X509) *chain, X509_STORE *issuer_store,

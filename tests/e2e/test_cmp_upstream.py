@@ -42,11 +42,11 @@ class Mock:
             "[leaf]\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
             "extendedKeyUsage=clientAuth\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
             # what a CA may add beyond a role: an extension of its own, a pathLenConstraint, a name
-            "[odd]\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+            "[odd]\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n"
             "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n1.2.3.4=ASN1:NULL\n"
             "[pathlen]\nbasicConstraints=critical,CA:FALSE,pathlen:0\nkeyUsage=critical,digitalSignature\n"
-            "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
-            "[extra_san]\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+            "extendedKeyUsage=clientAuth\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
+            "[extra_san]\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n"
             "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\nsubjectAltName=DNS:other.example.com\n")
         harness.genkey(d / "up-ca.key")
         openssl("req", "-new", "-x509", "-key", d / "up-ca.key", "-subj", "/O=cmp upstream/CN=upstream CA",

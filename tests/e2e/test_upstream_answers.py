@@ -9,6 +9,8 @@ only, in front of a CA that grants more:
   call, naming what to restrict; the twin role narrowed in Vault issues;
 - the same Vault role when the gateway cannot read it: Vault signs, the certificate is refused, on record
   and revoked in Vault;
+- a Vault role granting no extendedKeyUsage at all (Vault then writes none, which means any purpose):
+  the certificate is refused, on record and revoked in Vault;
 - a cfssl profile with code signing and server auth: the certificate is refused, on record and revoked in
   cfssl's certificate database; the twin role that allows them issues.
 
@@ -33,6 +35,8 @@ REJECTION = 2  # PKIStatus rejection (RFC 9810 §5.2.3)
 WIDE = {"allowed_domains": ["example.com"], "allow_subdomains": True, "key_type": "ec", "key_bits": 256,
         "ttl": 86400, "max_ttl": 30 * 86400}
 NARROW = dict(WIDE, key_usage=["DigitalSignature"], ext_key_usage=[], server_flag=False, client_flag=True)
+# grants no purpose, so its certificates carry no extendedKeyUsage: good for any purpose, TLS servers included
+BARE = dict(NARROW, client_flag=False)
 
 
 def records(gw, event=None):
@@ -104,7 +108,7 @@ class VaultAnswers(Answers):
 
     @classmethod
     def edit_config(cls, cfg, gw):
-        cls.vault = vaultenv.running(cls, gw.dir, extra_roles={"wide": WIDE, "narrow": NARROW})
+        cls.vault = vaultenv.running(cls, gw.dir, extra_roles={"wide": WIDE, "narrow": NARROW, "bare": BARE})
         cfg["upstreams"]["vault"] = cls.vault.upstream()
         base = dict(cfg["roles"]["default"], upstream="vault", key_usage=["digitalSignature"],
                     ext_key_usage=["clientAuth"], allowed_san_types=["dns"])
@@ -113,6 +117,7 @@ class VaultAnswers(Answers):
             "vault-narrow": dict(base, upstream_role="wide"),
             "vault-narrowed": dict(base, upstream_role="narrow"),
             "vault-blind": dict(base, upstream_role="wide"),
+            "vault-bare": dict(base, upstream_role="bare"),
         })
 
 
@@ -198,6 +203,20 @@ class VaultAnswers(Answers):
         state = self.vault.api("GET", "/v1/pki/cert/%s" % serial)
         self.assertNotEqual(state["data"]["revocation_time"], 0)
         self.assertTrue(any(line.get("event") == "upstream_role_unread" for line in self.gw.log_lines()))
+
+    def test_vault_role_granting_no_purpose_refused_and_revoked(self):
+        # the Vault role grants less than the role allows, so nothing stops the call; what comes back
+        # has no extendedKeyUsage, which is no restriction at all
+        mark = self.vault.mark()
+        res, _ = self.p10cr("vault-bare", "r-bare", "r-bare.example.com", expect_cert=False)
+        serial = self.assert_refused_on_record(
+            res, "issued_ext_key_usage",
+            "the CA issued a certificate outside this route's policy (extendedKeyUsage any (the certificate has "
+            "none) is outside role vault-bare (allowed: clientAuth)); it was not released")
+        got = self.vault.since(mark)
+        self.assertEqual([e["path"] for e in got if e["path"] != "/v1/pki/roles/bare"],
+                         ["/v1/pki/sign/bare", "/v1/pki/revoke"])
+        self.assertEqual(got[-1]["body"]["serial_number"].replace(":", ""), serial)
 
 
 class CfsslAnswers(Answers):

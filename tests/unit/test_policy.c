@@ -1072,6 +1072,12 @@ static void test_upstream_role(void **state)
 static char *i_dns[] = {"*.example.com"};
 
 enum issuer_id { I_INT, I_OTHER };
+
+/*
+ * A row's certificate carries its spec.ku, else the role's usages as a CA in line with the role puts
+ * them in (test_check_issued_exts judges usages); NO_USAGES: neither keyUsage nor extendedKeyUsage.
+ */
+#define NO_USAGES ""
 enum store_sel { ST_INT, ST_ROOT, ST_OTHER, ST_NULL };
 
 static const struct {
@@ -1193,7 +1199,7 @@ static const struct {
      "only"},
     /* the issuer store is X509_STRICT; these must still come out as outside policy, to be revoked */
     {"CA:TRUE, no keyUsage",
-     {"CN=dev-1.example.com", NULL, "critical,CA:TRUE", NULL, -60, 7 * DAY, 0},
+     {"CN=dev-1.example.com", NULL, "critical,CA:TRUE", NO_USAGES, -60, 7 * DAY, 0},
      K_P256,
      I_INT,
      ST_INT,
@@ -1403,12 +1409,16 @@ static void test_check_issued(void **state)
                                .allowed_san_types = iss[i].san_types,
                                .exclude_cn_from_sans = iss[i].exclude_cn,
                                .authz = {.dns_names = PATS(i_dns)}};
+        struct cspec spec = iss[i].spec;
+        bool bare = spec.ku != NULL && strcmp(spec.ku, NO_USAGES) == 0;
         struct gw_cert_plan plan;
         X509 *cert;
         enum gw_issued_verdict v;
 
-        cert = mkcert(&iss[i].spec, keys[iss[i].key], iss[i].issuer == I_INT ? int_ca : other_ca,
-                      keys[iss[i].issuer == I_INT ? K_CA3 : K_CA2]);
+        spec.ku = bare ? NULL : spec.ku != NULL ? spec.ku : "critical,digitalSignature";
+        cert = mkcert_ext(&spec, bare ? NULL : "clientAuth", NULL, keys[iss[i].key],
+                          iss[i].issuer == I_INT ? int_ca : other_ca,
+                          keys[iss[i].issuer == I_INT ? K_CA3 : K_CA2]);
         mkplan(&plan, "CN=dev-1.example.com", iss[i].plan_sans, K_P256, 7 * DAY);
         v = gw_policy_check_issued(&role, &plan, cert, iss[i].with_chain ? chain_int : NULL,
                                    stores[iss[i].store], NOW, err);
@@ -1425,7 +1435,7 @@ static void test_check_issued(void **state)
 static const char *o_ct_poison =
     "1.3.6.1.4.1.11129.2.4.3"; /* RFC 6962 §3.1: a precertificate, never usable */
 
-enum role_sel { R_DEFAULT, R_NONE, R_EXT };
+enum role_sel { R_DEFAULT, R_NONE, R_EXT, R_KU_ONLY };
 
 /* Each row has its twin: the same certificate within the role, or the same role with a wider one. */
 static const struct {
@@ -1437,7 +1447,18 @@ static const struct {
 } exts[] = {
     {"usages within", "critical,digitalSignature", "clientAuth", "critical,CA:FALSE", NULL, R_DEFAULT,
      GW_ISSUED_OK, "="},
-    {"fewer usages", "critical,keyAgreement", NULL, NULL, NULL, R_DEFAULT, GW_ISSUED_OK, "="},
+    {"fewer usages", "critical,keyAgreement", "clientAuth", NULL, NULL, R_DEFAULT, GW_ISSUED_OK, "="},
+    /* no extension is no constraint: any usage, any purpose (RFC 5280 §4.2.1.3, §4.2.1.12) */
+    {"no extendedKeyUsage", "critical,keyAgreement", NULL, NULL, NULL, R_DEFAULT, GW_ISSUED_OUTSIDE_POLICY,
+     "=extendedKeyUsage any (the certificate has none) is outside role iot (allowed: clientAuth)"},
+    {"no keyUsage", NULL, "clientAuth", NULL, NULL, R_DEFAULT, GW_ISSUED_OUTSIDE_POLICY,
+     "=keyUsage any (the certificate has none) is outside role iot (allowed: digitalSignature, "
+     "keyAgreement)"},
+    {"no usages at all", NULL, NULL, NULL, NULL, R_DEFAULT, GW_ISSUED_OUTSIDE_POLICY,
+     "=keyUsage any (the certificate has none) is outside role iot (allowed: digitalSignature, "
+     "keyAgreement)"},
+    {"no extendedKeyUsage on a role with none", "digitalSignature", NULL, NULL, NULL, R_KU_ONLY, GW_ISSUED_OK,
+     "="},
     {"keyUsage beyond", "critical,digitalSignature,keyEncipherment", "clientAuth", NULL, NULL, R_DEFAULT,
      GW_ISSUED_OUTSIDE_POLICY,
      "=keyUsage keyEncipherment is outside role iot (allowed: digitalSignature, keyAgreement)"},
@@ -1480,7 +1501,8 @@ static const struct {
      "=extension nameConstraints (2.5.29.30) is outside role iot (not in its allowed_extensions)"},
     {"unknown extension", NULL, NULL, NULL, "1.2.3.4=DER:05:00", R_DEFAULT, GW_ISSUED_OUTSIDE_POLICY,
      "=extension 1.2.3.4 is outside role iot (not in its allowed_extensions)"},
-    {"unknown extension, allowed", NULL, NULL, NULL, "1.2.3.4=DER:05:00", R_EXT, GW_ISSUED_OK, "="},
+    {"unknown extension, allowed", "digitalSignature", "clientAuth", NULL, "1.2.3.4=DER:05:00", R_EXT,
+     GW_ISSUED_OK, "="},
     {"precertificate poison, another role's extension", NULL, NULL, NULL,
      "1.3.6.1.4.1.11129.2.4.3=critical,DER:05:00", R_EXT, GW_ISSUED_OUTSIDE_POLICY,
      "=extension ct_precert_poison (1.3.6.1.4.1.11129.2.4.3) is outside role iot (not in its "
@@ -1635,6 +1657,8 @@ static void test_check_csr(void **state)
                            .key_usage = KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT,
                            .ext_key_usage = GW_EKU_CLIENT_AUTH,
                            .sign_policy = GW_SIGN_VERBATIM};
+        if (exts[i].role == R_KU_ONLY)
+            role.ext_key_usage = 0;
     char err[GW_ERR_LEN];
     size_t i;
 
