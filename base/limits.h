@@ -141,6 +141,7 @@
 #define GW_CRL_NEXT_UPDATE_SECS (24 * 3600) /* local issuer's CRL: nextUpdate = thisUpdate + this */
 #define GW_CRL_REFRESH_SECS 3600            /* its cached CRL is re-signed at least this often */
 #define GW_MAX_CERT_EXTS 64                 /* extensions of an issued certificate (compared pairwise) */
+#define GW_MAX_SUBJECT_ATTRS 64 /* planned subject attributes an issued one is matched against (pairwise) */
 
 /* config */
 #define GW_MAX_CONFIG_SIZE (1024 * 1024)

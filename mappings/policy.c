@@ -1335,6 +1335,66 @@ static const char *issued_ca(X509 *cert)
     return NULL;
 }
 
+/*
+ * entry_same: the same attribute type and the same value as text, whatever string type carries it
+ * (cfssl and Vault write PrintableString what was asked as UTF8String). Case and spaces count: a
+ * relying party may compare names byte for byte, so "O=VENDOR" is not the "O=Vendor" that was asked.
+ */
+static int entry_same(const X509_NAME_ENTRY *a, const X509_NAME_ENTRY *b)
+{
+    const ASN1_STRING *va = X509_NAME_ENTRY_get_data(a), *vb = X509_NAME_ENTRY_get_data(b);
+    unsigned char *ua = NULL, *ub = NULL;
+    int na, nb, same;
+
+    if (OBJ_cmp(X509_NAME_ENTRY_get_object(a), X509_NAME_ENTRY_get_object(b)) != 0)
+        return 0;
+    if (ASN1_STRING_cmp(va, vb) == 0)
+        return 1;
+    ERR_set_mark(); /* a value that is no text is an answer here (not the same), not an error */
+    na = ASN1_STRING_to_UTF8(&ua, va);
+    nb = ASN1_STRING_to_UTF8(&ub, vb);
+    ERR_pop_to_mark();
+    same = na >= 0 && na == nb && memcmp(ua, ub, (size_t)na) == 0;
+    OPENSSL_free(ua);
+    OPENSSL_free(ub);
+    return same;
+}
+
+enum subject_fit {
+    SUBJ_SAME,    /* the planned subject */
+    SUBJ_REDUCED, /* planned attributes only, each once: some left out, reordered or regrouped */
+    SUBJ_OTHER,   /* an attribute or a value the plan does not have */
+};
+
+/*
+ * subject_fit compares the subject |got| of an issued certificate with the planned one |want|, what
+ * the gateway asked the CA for. A reduced subject is one the requester could have asked for itself
+ * (the role checks the CNs, and those of |got| are some of the plan's), so it is a change the role
+ * can grant; anything else names the holder as the request did not, and the role never checked it.
+ */
+static enum subject_fit subject_fit(const X509_NAME *want, const X509_NAME *got)
+{
+    int nw = X509_NAME_entry_count(want), ng = X509_NAME_entry_count(got), i, j, same = nw == ng;
+    unsigned char used[GW_MAX_SUBJECT_ATTRS] = {0};
+
+    for (i = 0; same && i < ng; i++)
+        same = entry_same(X509_NAME_get_entry(want, i), X509_NAME_get_entry(got, i));
+    if (same && X509_NAME_cmp(want, got) == 0) /* also the same grouping into RDNs */
+        return SUBJ_SAME;
+    if (ng > nw || nw > GW_MAX_SUBJECT_ATTRS)
+        return SUBJ_OTHER;
+    for (i = 0; i < ng; i++) {
+        for (j = 0; j < nw; j++) {
+            if (!used[j] && entry_same(X509_NAME_get_entry(want, j), X509_NAME_get_entry(got, i)))
+                break;
+        }
+        if (j == nw)
+            return SUBJ_OTHER;
+        used[j] = 1;
+    }
+    return SUBJ_REDUCED;
+}
+
 static int san_in(const GENERAL_NAMES *set, const GENERAL_NAME *gn)
 {
     int i;
@@ -1373,22 +1433,51 @@ static const char *san_text(char buf[GW_ERR_LEN / 2], const GENERAL_NAME *gn)
 }
 
 /*
- * san_added finds a name in |got| the plan does not have and that is no copy of a CN of the
- * certificate (Vault adds that unless exclude_cn_from_sans; issued_modified judges it): a name the
- * requester did not ask for and may not have, even if the role's patterns allow it.
+ * san_added finds a name in |got| the plan does not have and that is no copy of a planned CN (Vault
+ * adds that unless exclude_cn_from_sans; issued_modified judges it): a name the requester did not
+ * ask for and may not have, even if the role's patterns allow it. Only the plan's CNs count: a CN
+ * the CA made up would otherwise bring its own name past the check.
  */
-static const GENERAL_NAME *san_added(const struct gw_cert_plan *plan, const GENERAL_NAMES *got,
-                                     const X509_NAME *subject)
+static const GENERAL_NAME *san_added(const struct gw_cert_plan *plan, const GENERAL_NAMES *got)
 {
     int i;
 
     for (i = 0; i < sk_GENERAL_NAME_num(got); i++) {
         const GENERAL_NAME *gn = sk_GENERAL_NAME_value(got, i);
 
-        if (!san_in(plan->sans, gn) && !cn_copy(subject, gn) && !cn_copy(plan->subject, gn))
+        if (!san_in(plan->sans, gn) && !cn_copy(plan->subject, gn))
             return gn;
     }
     return NULL;
+}
+
+/*
+ * subject_outside: a subject other than the planned one or a reduction of it (subject_fit), or
+ * reduced to nothing where the role requires a subject. Returns NULL, or the reason, also in |err|.
+ */
+static const char *subject_outside(const struct gw_role *role, const struct gw_cert_plan *plan,
+                                   const X509_NAME *got, char *err)
+{
+    char b1[SHOWN_LEN];
+    char *line;
+
+    if (plan->subject == NULL)
+        return NULL; /* gw_cert_plan_make always sets one */
+    switch (subject_fit(plan->subject, got)) {
+    case SUBJ_SAME:
+        return NULL;
+    case SUBJ_REDUCED:
+        if (X509_NAME_entry_count(got) > 0 || !role->require_subject)
+            return NULL;
+        snprintf(err, GW_ERR_LEN, "the CA left the subject empty, which role %s requires", rname(role));
+        return err;
+    default:
+        line = X509_NAME_oneline(got, NULL, 0);
+        snprintf(err, GW_ERR_LEN, "the CA changed the subject to %s, which the request did not ask for",
+                 line != NULL ? shown(b1, line, strlen(line)) : "?");
+        OPENSSL_free(line);
+        return err;
+    }
 }
 
 static enum gw_issued_verdict issued_outside(const struct gw_role *role, const struct gw_cert_plan *plan,
@@ -1410,12 +1499,14 @@ static enum gw_issued_verdict issued_outside(const struct gw_role *role, const s
         snprintf(err, GW_ERR_LEN, "%s", why);
         return GW_ISSUED_OUTSIDE_POLICY;
     }
+    if ((what = subject_outside(role, plan, X509_get_subject_name(cert), err)) != NULL)
+        return GW_ISSUED_OUTSIDE_POLICY;
     sans = X509_get_ext_d2i(cert, NID_subject_alt_name, &crit, NULL);
     if (sans == NULL && crit != -1)
         rc = say(&fi, BADT, why, "its subjectAltName extension is malformed or repeated");
     else
-        rc = check_names(role, X509_get_subject_name(cert), sans, X509_get_subject_name(cert), &fi, why);
-    if (rc == 0 && (added = san_added(plan, sans, X509_get_subject_name(cert))) != NULL)
+        rc = check_names(role, X509_get_subject_name(cert), sans, plan->subject, &fi, why);
+    if (rc == 0 && (added = san_added(plan, sans)) != NULL)
         san_text(name, added);
     GENERAL_NAMES_free(sans);
     if (rc != 0) {
@@ -1464,9 +1555,10 @@ static enum gw_issued_verdict issued_modified(const struct gw_role *role, const 
     time_t na = 0;
 
     GENERAL_NAMES_free(sans);
-    if (plan->subject != NULL && X509_NAME_cmp(X509_get_subject_name(cert), plan->subject) != 0) {
+    /* issued_outside refused any other change of the subject */
+    if (plan->subject != NULL && subject_fit(plan->subject, X509_get_subject_name(cert)) != SUBJ_SAME) {
         line = X509_NAME_oneline(X509_get_subject_name(cert), NULL, 0);
-        snprintf(err, GW_ERR_LEN, "the upstream changed the subject to %s",
+        snprintf(err, GW_ERR_LEN, "the upstream left out or reordered subject attributes: %s",
                  line != NULL ? shown(b1, line, strlen(line)) : "?");
         OPENSSL_free(line);
         return GW_ISSUED_MODIFIED;

@@ -64,11 +64,12 @@ int gw_policy_check_upstream_grants(const struct gw_role *role, const char *upst
 /* The verdict on a certificate an upstream returned. */
 enum gw_issued_verdict {
     GW_ISSUED_OK = 0,         /* as planned */
-    GW_ISSUED_MODIFIED,       /* changed (subject rewritten, names reordered, validity cut) but within
-                                 the role's policy: grantedWithMods */
+    GW_ISSUED_MODIFIED,       /* changed (subject attributes left out or reordered, a name dropped,
+                                 validity cut) but within the role's policy: grantedWithMods */
     GW_ISSUED_BAD,            /* wrong key, or does not chain to the upstream's issuer CA: reject */
     GW_ISSUED_OUTSIDE_POLICY, /* names, usages, extensions or validity outside the role's policy, or a
-                                 name the request did not ask for: revoke upstream, reject */
+                                 name or subject attribute the request did not ask for: revoke
+                                 upstream, reject */
 };
 
 /*
@@ -77,8 +78,10 @@ enum gw_issued_verdict {
  * policy: end entity only (basicConstraints absent or cA FALSE), keyUsage and extendedKeyUsage within
  * the role's (and present where the role has any: absent is any usage), only standard extensions
  * and the role's allowed_extensions, names within the role's patterns and no name the plan lacks (a
- * copy of the CN aside), validity within max_ttl. A changed subject, a dropped name or a shorter
- * validity is GW_ISSUED_MODIFIED. Returns the verdict; |err| says why.
+ * copy of a planned CN aside), the planned subject or some of its attributes (the same type and
+ * text, each once, in any order; none only if the role does not require a subject), validity within
+ * max_ttl. A reduced subject, a dropped name or a shorter validity is GW_ISSUED_MODIFIED. Returns the
+ * verdict; |err| says why.
  */
 enum gw_issued_verdict gw_policy_check_issued(const struct gw_role *role, const struct gw_cert_plan *plan,
                                               X509 *cert, STACK_OF(X509) *chain, X509_STORE *issuer_store,

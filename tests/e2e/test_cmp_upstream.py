@@ -7,7 +7,7 @@ p10cr forwarded as p10cr; a role sending CRMF to the CMP CA and p10cr to its JSO
 an upstream rejection and an upstream error message passed through with their failInfo and text; a
 certificate for another key refused; the upstream down -> systemUnavail; an answer signed by another
 certificate of the upstream CA than the expected sender's refused. A certificate outside the role
-(an extension of the CA's own, a pathLenConstraint, a name nobody asked for) refused with its
+(an extension of the CA's own, a pathLenConstraint, a name or a subject nobody asked for) refused with its
 docs/errors.md row, on record and revoked at the CA (rr), each with its twin that is released."""
 import json
 import socket
@@ -128,7 +128,7 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def canned(self, name, subject="/O=cmp upstream/CN=%s.example.com", ext="leaf"):
+    def canned(self, name, subject="/CN=%s.example.com", ext="leaf"):
         """A client key and the mock's canned certificate for it (extensions: section |ext| of up.cnf)."""
         key = self.newkey(name)
         cert = self.mock.issue(self.gw.dir / ("%s-canned" % name), subject % name if "%s" in subject else subject,
@@ -228,10 +228,11 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
                           expect_cert=False)
         self.assert_rejected(res, "systemFailure", "upstream CA: ")
 
-    def refused_and_revoked(self, row, name, ext, text):
-        """The mock answers an ir with a certificate from section |ext|: the client gets the ip rejection
-        of exactly |text| (docs/errors.md |row|), and the CA an rr for it, which the audit log shows."""
-        key, canned = self.canned(name, ext=ext)
+    def refused_and_revoked(self, row, name, ext, text, subject="/CN=%s.example.com"):
+        """The mock answers an ir with a certificate from section |ext| (for |subject|): the client gets the
+        ip rejection of exactly |text| (docs/errors.md |row|), and the CA an rr for it, which the audit log
+        shows."""
+        key, canned = self.canned(name, subject=subject, ext=ext)
         self.mock.start(canned)
         res = self.gw.cmp("ir", name, newkey=key, subject="/CN=%s.example.com" % name, path="pki/roles/cmp/cmp",
                           expect_cert=False)
@@ -276,6 +277,20 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
         self.mock.start(canned)
         res = self.gw.cmp("ir", "xsan-ok", newkey=key, subject="/CN=xsan-ok.example.com", path="pki/roles/cmp/cmp",
                           extra=["-sans", "other.example.com"])
+        self.assert_from_upstream(res, key, canned)
+
+    def test_subject_not_asked_for(self):
+        self.refused_and_revoked("issued_subject", "rsub", "leaf",
+                                 "the CA issued a certificate outside this route's policy (the CA changed the "
+                                 "subject to /O=cmp upstream/CN=rsub.example.com, which the request did not ask "
+                                 "for); it was not released", subject="/O=cmp upstream/CN=%s.example.com")
+        # twin: a CA that leaves out an attribute that was asked for (as Vault's sign/<role> keeps the CN only)
+        self.mock.stop()
+        key, canned = self.canned("rsub-ok")
+        self.mock.start(canned)
+        res = self.gw.cmp("ir", "rsub-ok", newkey=key, subject="/O=cmp upstream/CN=rsub-ok.example.com",
+                          path="pki/roles/cmp/cmp")
+        self.assertEqual(res.first.status, 1, res.first)  # grantedWithMods
         self.assert_from_upstream(res, key, canned)
 
     def test_upstream_down(self):

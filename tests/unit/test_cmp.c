@@ -1373,12 +1373,16 @@ struct result_case {
     int revoked; /* the upstream was asked to revoke */
 };
 
-/* What the upstream returns is checked: wrong key, CA:TRUE, another CA, a renamed subject. */
+/* What the upstream returns is checked: wrong key, CA:TRUE, another CA, a renamed subject, usages. */
 static void test_result_checks(void **state)
 {
     static const struct result_case cases[] = {
         {"as planned", FK_PLAIN, OSSL_CMP_PKISTATUS_accepted, -1, NULL, 0},
-        {"renamed subject", FK_RENAME, OSSL_CMP_PKISTATUS_grantedWithMods, -1, NULL, 0},
+        /* a subject the request did not ask for: withdrawn like any other certificate outside policy */
+        {"renamed subject", FK_RENAME, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+         "the CA issued a certificate outside this route's policy (the CA changed the subject to "
+         "/CN=renamed-device, which the request did not ask for); it was not released",
+         1},
         {"certificate for another key", FK_OTHER_KEY, OSSL_CMP_PKISTATUS_rejection,
          OSSL_CMP_PKIFAILUREINFO_systemFailure, "unusable certificate", 1},
         {"CA:TRUE certificate", FK_CA_TRUE, OSSL_CMP_PKISTATUS_rejection,

@@ -1297,8 +1297,8 @@ static const struct {
      NULL,
      false,
      ALL_SANS,
-     GW_ISSUED_MODIFIED,
-     "=the upstream changed the subject to /O=cfssl/CN=dev-1.example.com"},
+     GW_ISSUED_OUTSIDE_POLICY,
+     "=the CA changed the subject to /O=cfssl/CN=dev-1.example.com, which the request did not ask for"},
     {"SAN dropped",
      {"CN=dev-1.example.com", "DNS:a.example.com", NULL, NULL, -60, 7 * DAY, 0},
      K_P256,
@@ -1333,7 +1333,7 @@ static const struct {
      ALL_SANS,
      GW_ISSUED_OUTSIDE_POLICY,
      "=the CA added IP address 10.1.2.3, which the request did not ask for"},
-    /* twin: the copy of the certificate's own CN is what Vault adds, and a rewritten CN's copy too */
+    /* a CN the CA made up is refused, and brings no name of its own past the SAN checks */
     {"CN copy of a rewritten subject",
      {"O=cfssl|CN=dev-2.example.com", "DNS:dev-2.example.com", NULL, NULL, -60, 7 * DAY, 0},
      K_P256,
@@ -1343,8 +1343,8 @@ static const struct {
      NULL,
      false,
      0,
-     GW_ISSUED_MODIFIED,
-     "changed the subject"},
+     GW_ISSUED_OUTSIDE_POLICY,
+     "=the CA changed the subject to /O=cfssl/CN=dev-2.example.com, which the request did not ask for"},
     {"CN copied to SANs (Vault)",
      {"CN=dev-1.example.com", "DNS:DEV-1.example.com", NULL, NULL, -60, 7 * DAY, 0},
      K_P256,
@@ -1428,6 +1428,116 @@ static void test_check_issued(void **state)
         gw_cert_plan_cleanup(&plan);
         X509_free(cert);
     }
+}
+
+/* ---- gw_policy_check_issued: the subject, planned or some of its attributes ---- */
+
+#define PLAN_SUBJECT "C=DE|O=Vendor|OU=Radio|CN=dev-1.example.com"
+
+static const struct {
+    const char *name;
+    const char *subject; /* what the CA put in (mkname syntax); the plan's is PLAN_SUBJECT */
+    const char *sans;    /* the plan asked for DNS:a.example.com */
+    bool require_subject;
+    enum gw_issued_verdict want;
+    const char *want_err;
+} subj[] = {
+    {"as planned", PLAN_SUBJECT, "DNS:a.example.com", false, GW_ISSUED_OK, "="},
+    /* Vault sign/<role> keeps the CSR's CN only; cfssl writes C, ST, L, O, OU, CN */
+    {"CN only (Vault)", "CN=dev-1.example.com", "DNS:a.example.com", false, GW_ISSUED_MODIFIED,
+     "=the upstream left out or reordered subject attributes: /CN=dev-1.example.com"},
+    {"reordered", "CN=dev-1.example.com|OU=Radio|O=Vendor|C=DE", "DNS:a.example.com", false,
+     GW_ISSUED_MODIFIED,
+     "=the upstream left out or reordered subject attributes: /CN=dev-1.example.com/OU=Radio/O=Vendor/C=DE"},
+    {"nothing left, subject optional", "", "DNS:a.example.com", false, GW_ISSUED_MODIFIED,
+     "left out or reordered"},
+    {"nothing left, subject required", "", "DNS:a.example.com", true, GW_ISSUED_OUTSIDE_POLICY,
+     "=the CA left the subject empty, which role iot requires"},
+    {"attribute added", "C=DE|O=Vendor|OU=Radio|OU=Core|CN=dev-1.example.com", "DNS:a.example.com", false,
+     GW_ISSUED_OUTSIDE_POLICY,
+     "=the CA changed the subject to /C=DE/O=Vendor/OU=Radio/OU=Core/CN=dev-1.example.com, which the request "
+     "did not ask for"},
+    {"value changed", "C=DE|O=Other|OU=Radio|CN=dev-1.example.com", "DNS:a.example.com", false,
+     GW_ISSUED_OUTSIDE_POLICY, "changed the subject to /C=DE/O=Other/OU=Radio/CN=dev-1.example.com"},
+    /* X509_NAME_cmp folds case; a relying party comparing bytes would not */
+    {"case changed", "C=DE|O=VENDOR|OU=Radio|CN=dev-1.example.com", "DNS:a.example.com", false,
+     GW_ISSUED_OUTSIDE_POLICY, "changed the subject"},
+    {"attribute repeated", "O=Vendor|O=Vendor|CN=dev-1.example.com", "DNS:a.example.com", false,
+     GW_ISSUED_OUTSIDE_POLICY, "changed the subject"},
+    /* a reduced subject with the CN changed: not some of the planned attributes */
+    {"CN changed, its copy in the SANs", "CN=dev-2.example.com", "DNS:a.example.com,DNS:dev-2.example.com",
+     false, GW_ISSUED_OUTSIDE_POLICY,
+     "=the CA changed the subject to /CN=dev-2.example.com, which the request did not ask for"},
+    /* twin: the copy of a planned CN is what Vault adds */
+    {"CN kept, its copy in the SANs", "CN=dev-1.example.com", "DNS:a.example.com,DNS:dev-1.example.com",
+     false, GW_ISSUED_MODIFIED, "left out or reordered"},
+};
+
+static void test_check_issued_subject(void **state)
+{
+    char err[GW_ERR_LEN];
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(subj) / sizeof(subj[0]); i++) {
+        struct gw_role role = {.name = "iot",
+                               .upstream_name = "vault",
+                               .key_usage = KU_DIGITAL_SIGNATURE,
+                               .ext_key_usage = GW_EKU_CLIENT_AUTH,
+                               .max_ttl = 30 * DAY,
+                               .allowed_san_types = GW_SAN_DNS,
+                               .require_subject = subj[i].require_subject,
+                               .authz = {.dns_names = PATS(i_dns)}};
+        struct cspec spec = {
+            subj[i].subject, subj[i].sans, NULL, "critical,digitalSignature", -60, 7 * DAY, 0};
+        struct gw_cert_plan plan;
+        X509 *cert;
+        enum gw_issued_verdict v;
+
+        cert = mkcert_ext(&spec, "clientAuth", NULL, keys[K_P256], int_ca, keys[K_CA3]);
+        mkplan(&plan, PLAN_SUBJECT, "DNS:a.example.com", K_P256, 7 * DAY);
+        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NOW, err);
+        if (v != subj[i].want)
+            fail_msg("%s: verdict %d, want %d; err \"%s\"", subj[i].name, v, subj[i].want, err);
+        check_err(subj[i].name, err, subj[i].want_err);
+        gw_cert_plan_cleanup(&plan);
+        X509_free(cert);
+    }
+}
+
+/* The same value in another string type is the same subject (cfssl writes PrintableString). */
+static void test_check_issued_subject_encoding(void **state)
+{
+    static const struct cspec spec = {
+        "", "DNS:a.example.com", NULL, "critical,digitalSignature", -60, 7 * DAY, 0};
+    struct gw_role role = {.name = "iot",
+                           .upstream_name = "vault",
+                           .key_usage = KU_DIGITAL_SIGNATURE,
+                           .ext_key_usage = GW_EKU_CLIENT_AUTH,
+                           .max_ttl = 30 * DAY,
+                           .allowed_san_types = GW_SAN_DNS};
+    X509_NAME *printable = X509_NAME_new();
+    struct gw_cert_plan plan;
+    char err[GW_ERR_LEN];
+    X509 *cert;
+
+    (void)state;
+    assert_non_null(printable);
+    assert_int_equal(X509_NAME_add_entry_by_NID(printable, NID_organizationName, V_ASN1_PRINTABLESTRING,
+                                                (unsigned char *)"Vendor", -1, -1, 0),
+                     1);
+    assert_int_equal(X509_NAME_add_entry_by_NID(printable, NID_commonName, V_ASN1_PRINTABLESTRING,
+                                                (unsigned char *)"dev-1.example.com", -1, -1, 0),
+                     1);
+    cert = mkcert_ext(&spec, "clientAuth", NULL, keys[K_P256], int_ca, keys[K_CA3]);
+    assert_int_equal(X509_set_subject_name(cert, printable), 1);
+    assert_true(X509_sign(cert, keys[K_CA3], EVP_sha256()) > 0);
+    mkplan(&plan, "O=Vendor|CN=dev-1.example.com", "DNS:a.example.com", K_P256, 7 * DAY);
+    assert_int_equal(gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NOW, err), GW_ISSUED_OK);
+    check_err("PrintableString", err, "=");
+    gw_cert_plan_cleanup(&plan);
+    X509_free(cert);
+    X509_NAME_free(printable);
 }
 
 /* ---- gw_policy_check_issued: usages and extensions, for every adapter ---- */
@@ -1547,6 +1657,8 @@ static void test_check_issued_exts(void **state)
 
         if (exts[i].role == R_NONE)
             role.key_usage = role.ext_key_usage = 0;
+        if (exts[i].role == R_KU_ONLY)
+            role.ext_key_usage = 0;
         if (exts[i].role == R_EXT) {
             role.allowed_exts = allowed;
             role.n_allowed_exts = 1; /* the poison stays outside: a role lists what it allows */
@@ -1657,8 +1769,6 @@ static void test_check_csr(void **state)
                            .key_usage = KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT,
                            .ext_key_usage = GW_EKU_CLIENT_AUTH,
                            .sign_policy = GW_SIGN_VERBATIM};
-        if (exts[i].role == R_KU_ONLY)
-            role.ext_key_usage = 0;
     char err[GW_ERR_LEN];
     size_t i;
 
@@ -1756,6 +1866,8 @@ int main(void)
         cmocka_unit_test(test_check_request_nul_cn),
         cmocka_unit_test(test_upstream_role),
         cmocka_unit_test(test_check_issued),
+        cmocka_unit_test(test_check_issued_subject),
+        cmocka_unit_test(test_check_issued_subject_encoding),
         cmocka_unit_test(test_check_issued_null),
         cmocka_unit_test(test_check_issued_exts),
         cmocka_unit_test(test_check_issued_too_many_exts),
