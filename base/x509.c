@@ -20,6 +20,24 @@
 #include <openssl/ec.h>
 #include <openssl/objects.h>
 
+char *gw_x509_name_line(const X509_NAME *name)
+{
+    char *line;
+
+    if (name == NULL)
+        return NULL;
+    for (int i = 0; i < X509_NAME_entry_count(name); i++) {
+        const ASN1_STRING *v = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));
+
+        if (memchr(ASN1_STRING_get0_data(v), '/', (size_t)ASN1_STRING_length(v)) != NULL)
+            return NULL;
+    }
+    ERR_set_mark(); /* a name too long to write out is an answer (no line), not an error to report */
+    line = X509_NAME_oneline(name, NULL, 0); /* no buffer: it grows to the whole name */
+    ERR_pop_to_mark();
+    return line;
+}
+
 void gw_x509_serial_hex(const ASN1_INTEGER *serial, char *out, size_t cap)
 {
     BIGNUM *bn = serial != NULL ? ASN1_INTEGER_to_BN(serial, NULL) : NULL;

@@ -27,6 +27,15 @@ int gw_x509_serial_hex_checked(const ASN1_INTEGER *serial, char *out, size_t cap
  * GW_ERR_INVAL. */
 int gw_x509_serial_hex_colons(const ASN1_INTEGER *serial, char *out, size_t cap);
 
+/*
+ * gw_x509_name_line returns |name| whole in X509_NAME_oneline's form ("/O=x/CN=y"), to free with
+ * OPENSSL_free, for a comparison or pattern match that decides something. NULL if a value holds a
+ * '/' ("O=x/CN=admin" would read as two attributes) or the line cannot be made. X509_NAME_oneline into
+ * a buffer silently drops the attributes that do not fit, so "/O=x/CN=y/OU=<long>" would read as
+ * "/O=x/CN=y": a fixed buffer is for logs only.
+ */
+char *gw_x509_name_line(const X509_NAME *name);
+
 /* gw_asn1_time converts |t| to seconds since the epoch into |out|: 0, or -1 if |t| is NULL or unreadable. */
 int gw_asn1_time(const ASN1_TIME *t, time_t *out);
 

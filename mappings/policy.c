@@ -200,20 +200,12 @@ static int match_any(const struct gw_patterns *ps, const char *s, size_t len, in
 /* ---- authorization: who may use the role ---- */
 
 /*
- * subject_line returns the one-line subject ("/O=x/CN=y", X509_NAME_oneline's form) to free with
- * OPENSSL_free, or NULL if a value holds a '/': "O=x/CN=admin" would read as two attributes.
+ * subject_line returns the whole one-line subject ("/O=x/CN=y", X509_NAME_oneline's form) to free
+ * with OPENSSL_free, or NULL if a value holds a '/': "O=x/CN=admin" would read as two attributes.
  */
 static char *subject_line(const X509_NAME *name)
 {
-    int i;
-
-    for (i = 0; i < X509_NAME_entry_count(name); i++) {
-        const ASN1_STRING *v = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));
-
-        if (memchr(ASN1_STRING_get0_data(v), '/', (size_t)ASN1_STRING_length(v)) != NULL)
-            return NULL;
-    }
-    return X509_NAME_oneline(name, NULL, 0);
+    return gw_x509_name_line(name);
 }
 
 static int check_subject(const struct gw_role *role, const struct gw_patterns *ps, const char *key,

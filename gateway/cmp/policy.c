@@ -17,10 +17,12 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "base/metrics.h"
+#include "base/x509.h"
 #include "mappings/policy.h"
 #include "upstream/upstream.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -379,17 +381,17 @@ static int check_grants(struct cmp_call *c, const struct gw_role *role, struct g
  * The device a migration's cohort is decided by (docs/migration.md): the signer's subject, or the
  * requested one; a kur's is always its old certificate's (the signer), since a kur brings a new
  * key and may ask for a new subject. A PBM-protected request has no signer: its requested subject.
+ * The whole one-line subject (gw_x509_name_line), to free with OPENSSL_free; NULL (in no cohort)
+ * for one that cannot be written out unambiguously.
  */
-static void cohort_key(const struct cmp_call *c, const struct cmp_txn *t, const struct gw_cert_plan *plan,
-                       char *buf, size_t cap)
+static char *cohort_key(const struct cmp_call *c, const struct cmp_txn *t, const struct gw_cert_plan *plan)
 {
     const X509_NAME *name = plan->subject;
 
     if (t->signer != NULL &&
         (c->body == GW_CMP_BODY_KUR || t->role->migration.cohort.by == GW_COHORT_SIGNER_SUBJECT))
         name = X509_get_subject_name(t->signer);
-    if (name == NULL || X509_NAME_oneline(name, buf, (int)cap) == NULL)
-        buf[0] = '\0';
+    return gw_x509_name_line(name);
 }
 
 static struct gw_metric *m_shadow;
@@ -460,12 +462,15 @@ static const char *migration_upstream(struct cmp_call *c, const struct cmp_txn *
                                       const struct gw_cert_plan *plan)
 {
     const struct gw_migration *m = &t->role->migration;
-    char key[GW_IDENTITY_LEN];
+    char *key;
+    bool in;
 
     if (!gw_migration_configured(m) || m->mode == GW_MIGRATION_OFF)
         return t->role->upstream_name;
-    cohort_key(c, t, plan, key, sizeof(key));
-    if (!gw_migration_in_cohort(m, key))
+    key = cohort_key(c, t, plan);
+    in = gw_migration_in_cohort(m, key);
+    OPENSSL_free(key);
+    if (!in)
         return t->role->upstream_name;
     if (m->mode == GW_MIGRATION_LIVE)
         return m->to_name;
@@ -530,16 +535,20 @@ X509_STORE *cmp_issuer_store(const struct gw_cmp_engine *e, const struct gw_upst
 
 /* ---- 3GPP TS 33.310 base-station enrolment (docs/3gpp.md) ------------------------------- */
 
-/* Whether |signer| is on |role|'s device allow-list, by one-line subject or by serial number. */
+/*
+ * Whether |signer| is on |role|'s device allow-list, by its whole one-line subject (gw_x509_name_line:
+ * cut to a buffer, "/O=Vendor/CN=bs-0001/OU=<long>" would be the listed "/O=Vendor/CN=bs-0001") or by
+ * serial number.
+ */
 static int on_allowlist(const struct gw_role *role, X509 *signer)
 {
-    char subject[GW_IDENTITY_LEN];
+    char *subject = gw_x509_name_line(X509_get_subject_name(signer));
     BIGNUM *serial;
     int found = 0;
 
-    if (X509_NAME_oneline(X509_get_subject_name(signer), subject, sizeof(subject)) != NULL)
-        for (size_t i = 0; i < role->n_allow_subjects && !found; i++)
-            found = strcmp(role->allow_subjects[i], subject) == 0;
+    for (size_t i = 0; subject != NULL && i < role->n_allow_subjects && !found; i++)
+        found = strcmp(role->allow_subjects[i], subject) == 0;
+    OPENSSL_free(subject);
     if (found || role->n_allow_serials == 0)
         return found;
     if ((serial = ASN1_INTEGER_to_BN(X509_get0_serialNumber(signer), NULL)) == NULL)

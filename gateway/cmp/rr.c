@@ -36,23 +36,20 @@ static const char *reason_name(int reason)
     return reason_names[reason];
 }
 
-/* A value holding '/' would let "/O=x/CN=y" be forged inside one attribute: such names never match. */
+/*
+ * The whole one-line subject (gw_x509_name_line): cut to a buffer, "/O=x/CN=ra/OU=<long>" would match
+ * "/O=x/CN=ra"; a value holding '/' would let "/O=x/CN=y" be forged inside one attribute. Such names
+ * never match.
+ */
 static int ra_subject_matches(const struct gw_patterns *ps, const X509_NAME *name)
 {
-    char line[GW_IDENTITY_LEN];
-    int n = X509_NAME_entry_count(name);
+    char *line = gw_x509_name_line(name);
+    int found = 0;
 
-    for (int i = 0; i < n; i++) {
-        const ASN1_STRING *v = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));
-        if (memchr(ASN1_STRING_get0_data(v), '/', (size_t)ASN1_STRING_length(v)) != NULL)
-            return 0;
-    }
-    if (X509_NAME_oneline(name, line, sizeof(line)) == NULL)
-        return 0;
-    for (size_t i = 0; i < ps->n; i++)
-        if (gw_pattern_match(ps->v[i], line, strlen(line)))
-            return 1;
-    return 0;
+    for (size_t i = 0; line != NULL && i < ps->n && !found; i++)
+        found = gw_pattern_match(ps->v[i], line, strlen(line));
+    OPENSSL_free(line);
+    return found;
 }
 
 /* RFC 9483 §4.2 and docs/design.md D7: an RA is known by the id-kp-cmcRA EKU (RFC 6402 §2.10). */

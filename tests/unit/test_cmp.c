@@ -2285,6 +2285,52 @@ static void test_3gpp_roles(void **state)
     }
 }
 
+/*
+ * A signer whose one-line subject is longer than a fixed buffer: cut to one, "/O=cmpgw demo/CN=demo-client/
+ * OU=AAA..." would read as the listed "/O=cmpgw demo/CN=demo-client" and pass the allow-list.
+ */
+static void test_3gpp_long_subject(void **state)
+{
+    struct tgpp_case tc = {"long subject", "/O=cmpgw demo/CN=demo-client\n", NULL, SIG, 0, 0, -1, NULL};
+    EVP_PKEY *ca_key = load_key("ca.key");
+    X509 *longer = X509_dup(client_cert);
+    X509_NAME *name = X509_NAME_dup(X509_get_subject_name(client_cert));
+    unsigned char ou[251];
+    char role[512];
+
+    (void)state;
+    assert_true(ca_key != NULL && longer != NULL && name != NULL);
+    memset(ou, 'A', sizeof(ou) - 1);
+    ou[sizeof(ou) - 1] = '\0';
+    /* past the 64 characters of ub-organizational-unit-name: a string type, not MBSTRING, to get it in */
+    assert_int_equal(
+        X509_NAME_add_entry_by_NID(name, NID_organizationalUnitName, V_ASN1_UTF8STRING, ou, -1, -1, 0), 1);
+    assert_int_equal(X509_set_subject_name(longer, name), 1);
+    assert_true(X509_sign(longer, ca_key, EVP_sha256()) > 0);
+    for (int twin = 0; twin < 2; twin++) {
+        struct env *e = env_open(
+            &(struct env_opts){.cmp = CMP_DEFAULTS, .role_extra = tgpp_role(&tc, role, sizeof(role))});
+        struct client cl = {.env = e};
+        OSSL_CMP_CTX *ctx = client_new(&cl, SIG, twin ? client_cert : longer, client_key, NULL, NULL, 0);
+        X509 *cert = OSSL_CMP_exec_IR_ses(ctx);
+
+        print_message("case: %s\n", twin ? "the listed device" : "a longer subject");
+        if (twin) { /* the listed device itself */
+            assert_non_null(cert);
+        } else {
+            assert_null(cert);
+            assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                          "is not on this route's allow-list");
+        }
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
+    X509_NAME_free(name);
+    X509_free(longer);
+    EVP_PKEY_free(ca_key);
+}
+
 /* Allow-list files the config refuses, with the line that is wrong. */
 static void test_3gpp_config(void **state)
 {
@@ -2708,6 +2754,7 @@ int main(void)
         cmocka_unit_test(test_audit_lost_after_sign),
         cmocka_unit_test(test_audit_unopenable),
         cmocka_unit_test(test_3gpp_roles),
+        cmocka_unit_test(test_3gpp_long_subject),
         cmocka_unit_test(test_3gpp_config),
         cmocka_unit_test(test_3gpp_alg_hash_bits),
         cmocka_unit_test(test_poll_waiting_then_ip),
