@@ -186,16 +186,19 @@ class VaultAnswers(Answers):
         self.assertEqual(usages(res.cert), ("Digital Signature", "TLS Web Client Authentication"))
         self.assertEqual([e["path"] for e in self.vault.since(mark)], ["/v1/pki/roles/narrow", "/v1/pki/sign/narrow"])
 
+    def refused_by_vault_answer(self, role, name, event, text):
+        """A p10cr on |role| whose certificate Vault signs and the gateway refuses: (serial, Vault's calls)."""
+        mark = self.vault.mark()
+        res, _ = self.p10cr(role, name, name + ".example.com", expect_cert=False)
+        return self.assert_refused_on_record(res, event, text), self.vault.since(mark)
+
     def test_vault_role_unreadable_answer_refused_and_revoked(self):
         # the gateway's Vault policy lacks read on roles/: Vault signs with its defaults, the answer is refused
         self.vault.control({"force_status": 403, "match": "/roles/wide"})
-        mark = self.vault.mark()
-        res, _ = self.p10cr("vault-blind", "r-blind", "r-blind.example.com", expect_cert=False)
-        serial = self.assert_refused_on_record(
-            res, "issued_key_usage",
+        serial, got = self.refused_by_vault_answer(
+            "vault-blind", "r-blind", "issued_key_usage",
             "the CA issued a certificate outside this route's policy (keyUsage keyAgreement is outside role "
             "vault-blind (allowed: digitalSignature)); it was not released")
-        got = self.vault.since(mark)
         self.assertEqual(len([e for e in got if e["path"] == "/v1/pki/sign/wide"]), 1, got)
         revokes = [e for e in got if e["path"] == "/v1/pki/revoke"]
         self.assertEqual([e["body"]["serial_number"].replace(":", "") for e in revokes], [serial])
@@ -207,13 +210,10 @@ class VaultAnswers(Answers):
     def test_vault_role_granting_no_purpose_refused_and_revoked(self):
         # the Vault role grants less than the role allows, so nothing stops the call; what comes back
         # has no extendedKeyUsage, which is no restriction at all
-        mark = self.vault.mark()
-        res, _ = self.p10cr("vault-bare", "r-bare", "r-bare.example.com", expect_cert=False)
-        serial = self.assert_refused_on_record(
-            res, "issued_ext_key_usage",
+        serial, got = self.refused_by_vault_answer(
+            "vault-bare", "r-bare", "issued_ext_key_usage",
             "the CA issued a certificate outside this route's policy (extendedKeyUsage any (the certificate has "
             "none) is outside role vault-bare (allowed: clientAuth)); it was not released")
-        got = self.vault.since(mark)
         self.assertEqual([e["path"] for e in got if e["path"] != "/v1/pki/roles/bare"],
                          ["/v1/pki/sign/bare", "/v1/pki/revoke"])
         self.assertEqual(got[-1]["body"]["serial_number"].replace(":", ""), serial)
