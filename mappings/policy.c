@@ -199,15 +199,6 @@ static int match_any(const struct gw_patterns *ps, const char *s, size_t len, in
 
 /* ---- authorization: who may use the role ---- */
 
-/*
- * subject_line returns the whole one-line subject ("/O=x/CN=y", X509_NAME_oneline's form) to free
- * with OPENSSL_free, or NULL if a value holds a '/': "O=x/CN=admin" would read as two attributes.
- */
-static char *subject_line(const X509_NAME *name)
-{
-    return gw_x509_name_line(name);
-}
-
 static int check_subject(const struct gw_role *role, const struct gw_patterns *ps, const char *key,
                          const char *who, X509 *cert, int *fail_info, char *err)
 {
@@ -217,7 +208,8 @@ static int check_subject(const struct gw_role *role, const struct gw_patterns *p
 
     if (ps->n == 0)
         return 0;
-    if ((line = subject_line(X509_get_subject_name(cert))) == NULL)
+    /* the whole line, or NULL where a value holds a '/' ("O=x/CN=admin" would read as two) */
+    if ((line = gw_x509_name_line(X509_get_subject_name(cert))) == NULL)
         return say(fail_info, DENY, err,
                    "%s subject has a '/' in an attribute value and cannot be matched "
                    "against %s of role %s",
