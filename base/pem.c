@@ -213,6 +213,23 @@ int gw_pem_load_crls(struct gw_conf_ctx *pc, const char *path, const char *file,
     return load_stack(pc, path, file, NULL, out);
 }
 
+X509_STORE *gw_pem_anchor_store(const STACK_OF(X509) *certs)
+{
+    X509_STORE *store = X509_STORE_new();
+
+    if (store == NULL)
+        return NULL;
+    for (int i = 0; i < sk_X509_num(certs); i++)
+        if (X509_STORE_add_cert(store, sk_X509_value(certs, i)) != 1)
+            goto err;
+    /* malformed certificates in chains are refused rather than guessed at */
+    if (X509_STORE_set_flags(store, X509_V_FLAG_X509_STRICT) == 1)
+        return store;
+err:
+    X509_STORE_free(store);
+    return NULL;
+}
+
 int gw_pem_load_anchors(struct gw_conf_ctx *pc, const char *path, const char *file, X509_STORE **store,
                         STACK_OF(X509) **anchors)
 {
@@ -222,21 +239,10 @@ int gw_pem_load_anchors(struct gw_conf_ctx *pc, const char *path, const char *fi
     *store = NULL;
     if (gw_pem_load_certs(pc, path, file, &certs) != 0)
         return GW_ERR_INVAL;
-    if ((*store = X509_STORE_new()) == NULL)
-        goto out;
-    for (int i = 0; i < sk_X509_num(certs); i++)
-        if (X509_STORE_add_cert(*store, sk_X509_value(certs, i)) != 1)
-            goto out;
-    /* malformed certificates in chains are refused rather than guessed at */
-    if (X509_STORE_set_flags(*store, X509_V_FLAG_X509_STRICT) != 1)
-        goto out;
-    rc = 0;
-out:
-    if (rc != 0) {
+    if ((*store = gw_pem_anchor_store(certs)) != NULL)
+        rc = 0;
+    else
         gw_conf_fail(pc, path, "cannot make a trust store of \"%s\"", file);
-        X509_STORE_free(*store);
-        *store = NULL;
-    }
     if (rc == 0 && anchors != NULL)
         *anchors = certs;
     else

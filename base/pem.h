@@ -37,6 +37,12 @@ int gw_pem_load_chain(struct gw_conf_ctx *pc, const char *path, const char *file
 int gw_pem_load_crls(struct gw_conf_ctx *pc, const char *path, const char *file, STACK_OF(X509_CRL) **out);
 
 /*
+ * A new store with |certs| as its trust anchors (each up-referenced), refusing malformed
+ * certificates in chains (X509_V_FLAG_X509_STRICT); NULL on failure.
+ */
+X509_STORE *gw_pem_anchor_store(const STACK_OF(X509) *certs);
+
+/*
  * Every certificate of |file| (at least one) as the trust anchors of a new store that refuses
  * malformed certificates (X509_V_FLAG_X509_STRICT); the certificates themselves into |anchors|
  * unless it is NULL.

@@ -239,29 +239,6 @@ static int set_protection(OSSL_CMP_CTX *ctx, const struct cmp_up *cu)
 }
 
 /*
- * A trust store of "trusted" for one exchange only. OpenSSL 3.0 adds the caPubs of every
- * PBM-protected ip/cp/kup/ccp to the context's store (OSSL_CMP_validate_msg): a shared store would
- * let whoever holds the PBM secret plant anchors for every later exchange. A few certificates
- * added by reference cost microseconds, nothing next to an exchange's signatures and round trips.
- */
-static X509_STORE *exchange_store(const struct gw_cmp_up_conf *cc)
-{
-    X509_STORE *store = X509_STORE_new();
-
-    if (store == NULL)
-        return NULL;
-    for (int i = 0; i < sk_X509_num(cc->cmp_anchors); i++)
-        if (X509_STORE_add_cert(store, sk_X509_value(cc->cmp_anchors, i)) != 1)
-            goto err;
-    /* as every other trust store of the gateway (gw_pem_load_anchors) */
-    if (X509_STORE_set_flags(store, X509_V_FLAG_X509_STRICT) == 1)
-        return store;
-err:
-    X509_STORE_free(store);
-    return NULL;
-}
-
-/*
  * Who may answer. OpenSSL 3.0 checks the sender name of a response only against expected_sender
  * (or the pinned srvCert's subject) and, with neither, takes any certificate that chains to the
  * trust store under any name: a device certificate of the same CA could then answer for it. So
@@ -280,7 +257,11 @@ static int set_responder(OSSL_CMP_CTX *ctx, const struct gw_cmp_up_conf *cc)
         return 0;
     if (cc->cmp_anchors == NULL)
         return 1;
-    if ((store = exchange_store(cc)) == NULL)
+    /* a store for this exchange only: OpenSSL 3.0 adds the caPubs of every PBM-protected
+       ip/cp/kup/ccp to the context's store (OSSL_CMP_validate_msg), so a shared one would let
+       whoever holds the PBM secret plant anchors for every later exchange; a few certificates added
+       by reference cost microseconds, nothing next to an exchange's signatures and round trips */
+    if ((store = gw_pem_anchor_store(cc->cmp_anchors)) == NULL)
         return 0;
     if (OSSL_CMP_CTX_set0_trustedStore(ctx, store) != 1) {
         X509_STORE_free(store);
