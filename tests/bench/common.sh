@@ -1,8 +1,19 @@
 # Sourced by tests/bench/run.sh and soak.sh: what both need to stand up the demo gateway.
 
-# A free TCP port on 127.0.0.1 (the kernel picks it; the short race is harmless here).
+# free_port: a TCP port on 127.0.0.1 free a moment ago, below the kernel's ephemeral range (no outgoing
+# connection takes it as its local port while a server is restarted on it).
 free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    python3 -c '
+import random, socket
+first = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+while True:
+    s, port = socket.socket(), random.randrange(10000, first)
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    print(port)
+    break'
 }
 
 # bench_pki DIR GW_PORT ADMIN_PORT [PLAIN_PORT]: the demo PKI and cmpgw.json in DIR, with a second,

@@ -11,6 +11,7 @@ Set CMPGW_E2E_KEEP=1 to keep the temporary directories for inspection.
 import hashlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -91,10 +92,20 @@ def read_to_eof(sock):
 
 
 def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that was free a moment ago, drawn from below the kernel's ephemeral range:
+    no outgoing connection of any process takes it as its local port, so a gateway killed and started
+    again on its port (while the other tests of a parallel run connect) finds it free."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        first_ephemeral = int(f.read().split()[0])
+    for _ in range(1000):
+        port = random.randrange(10000, first_ephemeral)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise Failure("no free port below %d" % first_ephemeral)
 
 
 def run(argv, *, cwd=None, timeout=CLIENT_TIMEOUT, check=True, env=None, input=None):
