@@ -688,8 +688,9 @@ static ssize_t read_all(int fd, unsigned char *buf, size_t cap)
  * a new buffer of |cap| + 3 bytes: free it with OPENSSL_clear_free(buf, cap + 3). Warns when the
  * file is readable by group or others. Never quotes the content.
  */
-int gw_conf_read_secret(struct gw_conf_ctx *pc, const char *fpath, const char *file, size_t cap,
-                        unsigned char **out, size_t *out_len)
+/* gw_conf_read_secret; |private| refuses a file group or others may read or write, unread. */
+static int read_secret(struct gw_conf_ctx *pc, const char *fpath, const char *file, size_t cap, bool private,
+                       unsigned char **out, size_t *out_len)
 {
     unsigned char *buf = NULL;
     struct stat st;
@@ -699,8 +700,19 @@ int gw_conf_read_secret(struct gw_conf_ctx *pc, const char *fpath, const char *f
     *out = NULL;
     if ((fd = open(file, O_RDONLY | O_CLOEXEC)) < 0)
         return gw_conf_fail(pc, fpath, "cannot open \"%s\": %s", file, strerror(errno));
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return gw_conf_fail(pc, fpath, "cannot read \"%s\": %s", file, strerror(errno));
+    }
+    if (private && (st.st_mode & (S_IRGRP | S_IWGRP | S_IROTH | S_IWOTH)) != 0) {
+        close(fd);
+        return gw_conf_fail(pc, fpath,
+                            "\"%s\" is readable or writable by group or others (mode %03o): "
+                            "make it 0600 or 0400",
+                            file, (unsigned)(st.st_mode & 0777));
+    }
     /* two more than the cap: room for a trailing "\r\n", and one to see it is too long */
-    if (fstat(fd, &st) == 0 && (buf = OPENSSL_zalloc(cap + 3)) != NULL)
+    if ((buf = OPENSSL_zalloc(cap + 3)) != NULL)
         len = read_all(fd, buf, cap + 3);
     close(fd);
     if (len < 0) {
@@ -714,6 +726,12 @@ int gw_conf_read_secret(struct gw_conf_ctx *pc, const char *fpath, const char *f
     *out = buf;
     *out_len = (size_t)len;
     return 0;
+}
+
+int gw_conf_read_secret(struct gw_conf_ctx *pc, const char *fpath, const char *file, size_t cap,
+                        unsigned char **out, size_t *out_len)
+{
+    return read_secret(pc, fpath, file, cap, false, out, out_len);
 }
 
 /* ---- duplicate keys ------------------------------------------------------------------------ */
@@ -977,14 +995,14 @@ void gw_conf_free_strings(char **v, size_t n)
     free(v);
 }
 
-int gw_conf_read_secret_sized(struct gw_conf_ctx *pc, const char *fpath, const char *file, size_t min,
-                              size_t max, unsigned char **out, size_t *out_len)
+static int read_secret_sized(struct gw_conf_ctx *pc, const char *fpath, const char *file, size_t min,
+                             size_t max, bool private, unsigned char **out, size_t *out_len)
 {
     unsigned char *buf = NULL;
     size_t len = 0;
 
     *out = NULL;
-    if (gw_conf_read_secret(pc, fpath, file, max, &buf, &len) != 0)
+    if (read_secret(pc, fpath, file, max, private, &buf, &len) != 0)
         return GW_ERR_INVAL;
     if (len < min || len > max) {
         OPENSSL_clear_free(buf, max + 3);
@@ -993,4 +1011,16 @@ int gw_conf_read_secret_sized(struct gw_conf_ctx *pc, const char *fpath, const c
     *out = buf;
     *out_len = len;
     return 0;
+}
+
+int gw_conf_read_secret_sized(struct gw_conf_ctx *pc, const char *fpath, const char *file, size_t min,
+                              size_t max, unsigned char **out, size_t *out_len)
+{
+    return read_secret_sized(pc, fpath, file, min, max, false, out, out_len);
+}
+
+int gw_conf_read_private_secret(struct gw_conf_ctx *pc, const char *fpath, const char *file, size_t min,
+                                size_t max, unsigned char **out, size_t *out_len)
+{
+    return read_secret_sized(pc, fpath, file, min, max, true, out, out_len);
 }

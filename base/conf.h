@@ -186,6 +186,13 @@ int gw_conf_read_secret(struct gw_conf_ctx *pc, const char *fpath, const char *f
 int gw_conf_read_secret_sized(struct gw_conf_ctx *pc, const char *fpath, const char *file, size_t min,
                               size_t max, unsigned char **out, size_t *out_len);
 
+/*
+ * gw_conf_read_secret_sized for a secret only its owner may touch: a file that group or others may
+ * read or write is refused (with its mode, not its content) before it is read.
+ */
+int gw_conf_read_private_secret(struct gw_conf_ctx *pc, const char *fpath, const char *file, size_t min,
+                                size_t max, unsigned char **out, size_t *out_len);
+
 /* Frees the |n| strings of |v| and |v| itself (what gw_conf_p_names fills). */
 void gw_conf_free_strings(char **v, size_t n);
 

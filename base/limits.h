@@ -39,6 +39,10 @@
 #define GW_MAX_BODY_TIMEOUT 300
 #define GW_H2_SWEEP_MS 1000 /* how often HTTP/2 requests are checked against it */
 
+/* "admin.token_file": bytes of the bearer token that POST /reload carries */
+#define GW_MIN_ADMIN_TOKEN_LEN 16
+#define GW_MAX_ADMIN_TOKEN_LEN 4096
+
 /* threads and queues */
 #define GW_DEFAULT_LOOP_THREADS 2
 #define GW_MAX_LOOP_THREADS 64

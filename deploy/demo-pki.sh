@@ -8,6 +8,7 @@
 #   server.pem/.key   TLS server certificate for 127.0.0.1, ::1 and localhost
 #   client.pem/.key   a client certificate accepted for TLS and for CMP signature protection
 #   pbm.ref/.secret   a PBM reference (senderKID) and secret accepted on /pki/cmp
+#   admin.token       the bearer token of POST /reload on the admin listener (mode 0600)
 #   cmpgw.json        the gateway configuration (port from CMPGW_PORT, default 8443; the admin
 #                     listener's from CMPGW_ADMIN_PORT, default 8444); its audit log goes to
 #                     audit.log beside it
@@ -21,12 +22,13 @@ admin_port=${CMPGW_ADMIN_PORT:-8444}
 mkdir -p "$dir"
 cd "$dir"
 
-# A configuration from before the admin listener (and "run_as_root", which a demo started as root
-# needs) is rewritten; the PKI is kept.
+# A configuration from before the admin listener's token (and "run_as_root", which a demo started
+# as root needs) is rewritten; the PKI is kept.
 have_pki=0
 if [[ -f ca.pem && -f client.pem && -f pbm.secret && -f issuing.key ]]; then
     have_pki=1
-    if [[ -f cmpgw.json ]] && grep -q '"run_as_root"' cmpgw.json; then
+    if [[ -f cmpgw.json && -f admin.token ]] && grep -q '"run_as_root"' cmpgw.json &&
+        grep -q '"token_file": "admin.token"' cmpgw.json; then
         exit 0
     fi
 fi
@@ -66,6 +68,8 @@ printf 'demo-device' > pbm.ref
 openssl rand -hex 16 | tr -d '\n' > pbm.secret
 }
 [[ $have_pki == 1 ]] || make_pki
+# the gateway refuses a token file group or others may read (umask 077 above makes it 0600)
+[[ -f admin.token ]] || openssl rand -hex 32 | tr -d '\n' > admin.token
 
 cat > cmpgw.json <<JSON
 {
@@ -107,7 +111,7 @@ cat > cmpgw.json <<JSON
   "default_path_policy": "role:default",
   "label_to_path_policy": { "default": "role:default" },
   "audit": { "file": "audit.log" },
-  "admin": { "address": "127.0.0.1", "port": $admin_port },
+  "admin": { "address": "127.0.0.1", "port": $admin_port, "token_file": "admin.token" },
   "run_as_root": true
 }
 JSON

@@ -11,9 +11,18 @@
  *   GET /metrics   Prometheus text format 0.0.4 (base/metrics.h)
  *   POST /reload   loads the configuration file again, like SIGHUP; answers once it is in use (200)
  *                  or refused (500, with the error; the running configuration stays)
+ *
+ * What only reads (/healthz, /readyz, /metrics) is open to whoever reaches the listener, as a
+ * Prometheus scraper or a balancer's probe expects. What changes the gateway (POST /reload: it reads
+ * every file and key again) needs "Authorization: Bearer <token>" with the token of
+ * "admin.token_file": wrong or missing is 401, counted and logged without the token; without a
+ * token_file it is 403, and SIGHUP stays the way to reload. One reload runs at a time: another
+ * POST /reload meanwhile is 409.
  */
 #include "gateway/listener_local.h"
+#include "base/cidr.h"
 #include "base/err.h"
+#include "base/log.h"
 #include "base/metrics.h"
 #include "gateway/cmp/engine.h"
 #include "upstream/upstream.h"
@@ -24,6 +33,8 @@
 #include <string.h>
 
 #include <json-c/json.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
 
 static void send_body(h2o_req_t *req, int status, const char *reason, const char *type, const char *body,
                       size_t len)
@@ -152,6 +163,75 @@ static bool path_is(const h2o_req_t *req, const char *path)
     return h2o_memis(req->path_normalized.base, req->path_normalized.len, path, len);
 }
 
+/* ---- what changes the gateway needs the bearer token of "admin.token_file" ---- */
+
+static struct gw_metric *m_auth_failures;
+static pthread_once_t m_once = PTHREAD_ONCE_INIT;
+
+static void metrics_init(void)
+{
+    static const char *const labels[] = {"reason", NULL};
+
+    m_auth_failures = gw_metric_new("cmpgw_admin_auth_failures_total",
+                                    "Requests to a state-changing admin endpoint (POST /reload) refused for "
+                                    "their bearer token, by reason (missing, wrong).",
+                                    GW_METRIC_COUNTER, labels, NULL, 0);
+}
+
+/* Whether |v| is "Bearer <token>" (the scheme in any case, RFC 7235) with the token whose SHA-256 is
+ * |want|; |*missing| when it carries no bearer token at all. */
+static bool bearer_matches(const h2o_iovec_t *v, const unsigned char *want, bool *missing)
+{
+    static const char scheme[] = "bearer ";
+    unsigned char got[SHA256_DIGEST_LENGTH];
+    size_t off = sizeof(scheme) - 1;
+    bool ok;
+
+    *missing = v == NULL || v->len <= off || !h2o_lcstris(v->base, off, scheme, off);
+    if (*missing)
+        return false;
+    while (off < v->len && v->base[off] == ' ')
+        off++;
+    if (off == v->len || SHA256((const unsigned char *)v->base + off, v->len - off, got) == NULL)
+        return false;
+    /* digests of equal length: the time taken tells nothing of the token, not even its length */
+    ok = CRYPTO_memcmp(got, want, sizeof(got)) == 0;
+    OPENSSL_cleanse(got, sizeof(got));
+    return ok;
+}
+
+/*
+ * Whether |req| may change the gateway; otherwise it is answered (403 without a token_file, 401
+ * for a missing or wrong token: counted, and logged with the client's address, never the token).
+ */
+static bool authorized(h2o_req_t *req, struct gw_loop *lt, const char *what)
+{
+    const struct gw_admin_conf *ac = &lt->gen->cfg->admin;
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    struct sockaddr_storage ss;
+    char peer[64] = "";
+    bool missing;
+
+    if (ac->token_file == NULL) {
+        send_text(req, 403, "Forbidden", "admin token_file not configured; use SIGHUP\n");
+        return false;
+    }
+    if (bearer_matches(i >= 0 ? &req->headers.entries[i].value : NULL, ac->token_sha256, &missing))
+        return true;
+    pthread_once(&m_once, metrics_init);
+    gw_metric_add(m_auth_failures, (const char *const[]){missing ? "missing" : "wrong"}, 1);
+    if (req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss) != 0)
+        gw_sockaddr_string((struct sockaddr *)&ss, peer, sizeof(peer));
+    gw_log_kv(GW_LOG_WARN, "admin_auth_failed", "peer", peer, "request", what, "reason",
+              missing ? "no bearer token" : "wrong token", NULL);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
+                   H2O_STRLIT("Bearer realm=\"cmpgw admin\""));
+    send_text(req, 401, "Unauthorized",
+              missing ? "unauthorized: send \"Authorization: Bearer <the token of admin.token_file>\"\n"
+                      : "unauthorized: wrong admin token\n");
+    return false;
+}
+
 /* ---- POST /reload: the reload runs on a thread of its own; the loop answers when it is done ---- */
 
 struct reload_call;
@@ -185,6 +265,7 @@ static void *reload_main(void *arg)
     struct gw_server *s = call->loop->server;
 
     call->rc = s->reload(s->reload_arg, call->err);
+    atomic_store(&s->admin_reloading, false);
     h2o_multithread_send_message(&call->loop->admin_rx, &call->msg);
     return NULL;
 }
@@ -222,7 +303,13 @@ static void reload(h2o_req_t *req, struct gw_loop *lt)
         send_text(req, 503, "Service Unavailable", "reload is not available: the gateway is stopping\n");
         return;
     }
+    /* one at a time: each waiting POST would hold a thread, and a reload reads every key again */
+    if (atomic_exchange(&lt->server->admin_reloading, true)) {
+        send_text(req, 409, "Conflict", "a reload is already in progress; retry once it has ended\n");
+        return;
+    }
     if ((call = calloc(1, sizeof(*call))) == NULL) {
+        atomic_store(&lt->server->admin_reloading, false);
         send_text(req, 503, "Service Unavailable", "reload: out of memory\n");
         return;
     }
@@ -237,6 +324,7 @@ static void reload(h2o_req_t *req, struct gw_loop *lt)
     if (rc != 0) {
         call->ref->call = NULL;
         free(call);
+        atomic_store(&lt->server->admin_reloading, false);
         send_text(req, 503, "Service Unavailable", "reload: cannot start a thread; retry later\n");
         return;
     }
@@ -276,9 +364,10 @@ int gw_admin_on_req(h2o_handler_t *self, h2o_req_t *req)
                   is_reload ? "method not allowed: use POST\n" : "method not allowed: use GET\n");
         return 0;
     }
-    if (is_reload)
-        reload(req, lt);
-    else if (path_is(req, "/healthz"))
+    if (is_reload) {
+        if (authorized(req, lt, "POST /reload"))
+            reload(req, lt);
+    } else if (path_is(req, "/healthz"))
         send_text(req, 200, "OK", "ok\n");
     else if (path_is(req, "/readyz"))
         readyz(req, lt);

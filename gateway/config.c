@@ -19,7 +19,9 @@
 #include <string.h>
 
 #include <json-c/json.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/sha.h>
 #include <openssl/x509v3.h>
 
 #define SIGN_VERBATIM "sign-verbatim" /* Vault's path policy, and the name of the role it selects */
@@ -185,9 +187,38 @@ GW_CONF_OBJDEF(listener_def, listener_fields, check_listener);
  * other address only over TLS with a required client certificate: what it tells is for the
  * operator alone.
  */
+/*
+ * "admin.token_file": the bearer token that POST /reload must carry. Only its owner may read the
+ * file (anyone who can read it can reload the gateway); only its SHA-256 is kept, for comparing in
+ * constant time, and the token is wiped.
+ */
+static int read_admin_token(struct gw_conf_ctx *pc, const char *path, struct gw_admin_conf *ac)
+{
+    char tpath[GW_CONF_PATH_LEN];
+    unsigned char *tok = NULL;
+    size_t len = 0, i;
+    int rc = 0;
+
+    gw_conf_join_key(tpath, path, "token_file");
+    if (gw_conf_read_private_secret(pc, tpath, ac->token_file, GW_MIN_ADMIN_TOKEN_LEN, GW_MAX_ADMIN_TOKEN_LEN,
+                                    &tok, &len) != 0)
+        return GW_ERR_INVAL;
+    for (i = 0; i < len; i++) /* it is compared with what follows "Bearer " in a header line */
+        if (tok[i] < 0x21 || tok[i] > 0x7e)
+            break;
+    if (i < len)
+        rc = gw_conf_fail(pc, tpath, "the token in \"%s\" holds a character that is not visible ASCII",
+                          ac->token_file);
+    else if (SHA256(tok, len, ac->token_sha256) == NULL)
+        rc = GW_ERR_NOMEM;
+    OPENSSL_clear_free(tok, GW_MAX_ADMIN_TOKEN_LEN + 3);
+    return rc;
+}
+
 static int check_admin(struct gw_conf_ctx *pc, const char *path, void *base)
 {
-    struct gw_listener_conf *a = &((struct gw_admin_conf *)base)->listen;
+    struct gw_admin_conf *ac = base;
+    struct gw_listener_conf *a = &ac->listen;
     char apath[GW_CONF_PATH_LEN];
 
     if (a->address == NULL && (a->address = strdup("127.0.0.1")) == NULL)
@@ -197,7 +228,7 @@ static int check_admin(struct gw_conf_ctx *pc, const char *path, void *base)
         return gw_conf_fail(pc, apath,
                             "required on a non-loopback address, with \"client_auth\": \"require\": the "
                             "admin listener is for operators only");
-    return 0;
+    return ac->token_file != NULL ? read_admin_token(pc, path, ac) : 0;
 }
 
 static const struct gw_conf_field admin_fields[] = {
@@ -207,6 +238,7 @@ static const struct gw_conf_field admin_fields[] = {
     GW_CONF_OPT("tls", gw_conf_p_opt_obj, struct gw_admin_conf, listen, .aux = &tls_def),
     GW_CONF_OPT("ready_requires", gw_conf_p_names, struct gw_admin_conf, ready_requires,
                 .off_n = offsetof(struct gw_admin_conf, n_ready_requires), .aux = &gw_conf_names_plain),
+    GW_CONF_OPT("token_file", gw_conf_p_file, struct gw_admin_conf, token_file),
 };
 GW_CONF_OBJDEF(admin_def, admin_fields, check_admin);
 
@@ -631,6 +663,8 @@ void gw_config_free(struct gw_config *cfg)
     free(cfg->listeners);
     listener_cleanup(&cfg->admin.listen);
     gw_conf_free_strings(cfg->admin.ready_requires, cfg->admin.n_ready_requires);
+    free(cfg->admin.token_file);
+    OPENSSL_cleanse(cfg->admin.token_sha256, sizeof(cfg->admin.token_sha256));
     gw_signer_conf_cleanup(&cfg->signer);
     gw_trust_conf_free(cfg->trust, cfg->n_trust);
     gw_pbm_conf_free(cfg->pbm, cfg->n_pbm);

@@ -58,6 +58,8 @@ struct gw_admin_conf {
     struct gw_listener_conf listen; /* address, port, optional tls */
     char **ready_requires;          /* "ready_requires": upstreams that must be up for /readyz */
     size_t n_ready_requires;
+    char *token_file; /* "token_file": the bearer token of POST /reload; NULL: POST /reload is refused */
+    unsigned char token_sha256[32]; /* SHA-256 of that token, read at load; the token itself is wiped */
 };
 
 /* "limits": what one client, or all of them, may hold (docs/security.md, "Bounded work"). */

@@ -816,6 +816,7 @@ struct gw_server *gw_server_start(struct gw_gens *gens, int (*reload)(void *arg,
     s->queue_depth = cfg->queue_depth;
     s->n_loops = cfg->loop_threads != 0 ? cfg->loop_threads : GW_DEFAULT_LOOP_THREADS;
     atomic_init(&s->stopping, false);
+    atomic_init(&s->admin_reloading, false);
     atomic_init(&s->refusal_logged, 0);
     if (cfg->n_listeners == 0) {
         snprintf(err, GW_ERR_LEN, "listener: no listeners configured");

@@ -96,8 +96,9 @@ struct gw_server {
     atomic_long refusal_logged; /* when a refused connection was last logged (rate limit) */
     atomic_long proxy_logged;   /* when a refused PROXY protocol header was last logged (rate limit) */
     atomic_bool stopping;
-    atomic_bool successor; /* stopping for a successor that serves the same sockets */
-    bool running;          /* gw_server_run started the threads */
+    atomic_bool admin_reloading; /* a POST /reload runs (admin.c): another one is refused */
+    atomic_bool successor;       /* stopping for a successor that serves the same sockets */
+    bool running;                /* gw_server_run started the threads */
     h2o_barrier_t ready;
 };
 

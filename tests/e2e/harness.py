@@ -70,10 +70,15 @@ def audit_records(gw, event, cn=None):
             if r.get("event") == event and (cn is None or r.get("common_name") == cn)]
 
 
-def admin(gw, path, method="GET"):
-    """(status, body text) of one request to |gw|'s admin listener (a POST has an empty body)."""
+def admin(gw, path, method="GET", token=None):
+    """(status, body text) of one request to |gw|'s admin listener (a POST has an empty body). A POST
+    carries the bearer token of the demo's admin.token, or |token| ("" for none)."""
+    token_file = gw.dir / "admin.token"
+    if token is None and method == "POST" and token_file.exists():
+        token = token_file.read_text()
+    headers = {"Authorization": "Bearer " + token} if token else {}
     req = urllib.request.Request("http://127.0.0.1:%d%s" % (gw.admin_port, path), method=method,
-                                 data=b"" if method == "POST" else None)
+                                 data=b"" if method == "POST" else None, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=60) as rsp:
             return rsp.status, rsp.read().decode()

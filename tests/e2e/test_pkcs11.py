@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import unittest
-import urllib.request
 
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
@@ -64,9 +63,7 @@ class TokenKeys(harness.GatewayTestCase):
         self.assert_issued(res.cert, key, "CN=hsm-signed", [], res.last.extra_certs_pem())
 
     def test_reload_logs_in_again(self):
-        req = urllib.request.Request("http://127.0.0.1:%d/reload" % self.gw.admin_port, method="POST", data=b"")
-        with urllib.request.urlopen(req, timeout=60) as rsp:
-            self.assertEqual(rsp.status, 200)
+        self.assertEqual(harness.admin(self.gw, "/reload", "POST")[0], 200)
         res = self.gw.cmp("ir", "hsm2", newkey=self.newkey("hsm2"), subject="/CN=hsm-after-reload",
                           extra=("-implicit_confirm",))
         self.assertIsNotNone(res.cert)

@@ -1,0 +1,183 @@
+"""Who may reload a real gateway through its admin listener (docs/operations.md, "The admin listener"):
+POST /reload needs the bearer token of admin.token_file; without one, or with a wrong one, it is 401,
+counted and logged without the token, and nothing is reloaded; with the right one it reloads. Without a
+token_file it is 403 and SIGHUP still reloads. A token file others may read refuses the start. One
+reload runs at a time: the others sent meanwhile are 409. What only reads stays open."""
+import os
+import signal
+import socket
+import time
+import unittest
+import urllib.error
+import urllib.request
+
+import sys
+sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+import harness  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+admin = harness.admin
+
+
+def metric(gw, name, **labels):
+    _, text = admin(gw, "/metrics")
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return 0
+
+
+def events(gw, event):
+    return [l for l in gw.log_lines() if l.get("event") == event]
+
+
+def raw_post(port, token):
+    """A connected socket with a whole POST /reload request ready to send."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=60)
+    req = ("POST /reload HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\nContent-Length: 0\r\n"
+           "Connection: close\r\n\r\n" % token).encode()
+    return s, req
+
+
+class AdminToken(harness.GatewayTestCase):
+    """The demo configuration: "admin": {..., "token_file": "admin.token"}."""
+
+    def token(self):
+        return (self.gw.dir / "admin.token").read_text().strip()
+
+    def secrets_absent(self, *secrets):
+        """None of |secrets| is in the gateway's log or its audit log."""
+        audit = self.gw.dir / "audit.log"
+        for where in (self.gw.stderr(), audit.read_text() if audit.exists() else ""):
+            for secret in secrets:
+                self.assertNotIn(secret, where)
+
+    def test_token_file_is_private(self):
+        self.assertEqual(os.stat(self.gw.dir / "admin.token").st_mode & 0o077, 0)
+        self.assertGreaterEqual(len(self.token()), 32)
+
+    def test_without_token_401_and_no_reload(self):
+        generation = metric(self.gw, "cmpgw_config_generation")
+        missing = metric(self.gw, "cmpgw_admin_auth_failures_total", reason="missing")
+        req_events = len(events(self.gw, "reloading"))
+        status, body = admin(self.gw, "/reload", "POST", token="")
+        self.assertEqual(status, 401, body)
+        self.assertEqual(body, 'unauthorized: send "Authorization: Bearer <the token of admin.token_file>"\n')
+        self.assertEqual(metric(self.gw, "cmpgw_admin_auth_failures_total", reason="missing"), missing + 1)
+        self.assertEqual(metric(self.gw, "cmpgw_config_generation"), generation)
+        self.assertEqual(len(events(self.gw, "reloading")), req_events)
+        line = events(self.gw, "admin_auth_failed")[-1]
+        self.assertEqual((line["request"], line["reason"]), ("POST /reload", "no bearer token"))
+        self.assertTrue(line["peer"].startswith("127.0.0.1:"), line)
+        # another scheme is no bearer token either
+        req_basic = urllib.request.Request("http://127.0.0.1:%d/reload" % self.gw.admin_port,
+                                                   method="POST", data=b"",
+                                                   headers={"Authorization": "Basic " + self.token()})
+        with self.assertRaises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req_basic, timeout=10)
+        self.assertEqual(e.exception.code, 401)
+        self.assertEqual(e.exception.headers["WWW-Authenticate"], 'Bearer realm="cmpgw admin"')
+
+    def test_wrong_token_401_logged_without_it(self):
+        right = self.token()
+        wrong = right[:-1] + ("0" if right[-1] != "0" else "1")  # one character off, the same length
+        generation = metric(self.gw, "cmpgw_config_generation")
+        before = metric(self.gw, "cmpgw_admin_auth_failures_total", reason="wrong")
+        for token in (wrong, right[:16], right + "x"):
+            status, body = admin(self.gw, "/reload", "POST", token=token)
+            self.assertEqual((status, body), (401, "unauthorized: wrong admin token\n"))
+        self.assertEqual(metric(self.gw, "cmpgw_admin_auth_failures_total", reason="wrong"), before + 3)
+        self.assertEqual(metric(self.gw, "cmpgw_config_generation"), generation)
+        self.assertEqual(events(self.gw, "admin_auth_failed")[-1]["reason"], "wrong token")
+        self.secrets_absent(wrong, right + "x", right)
+
+    def test_right_token_reloads(self):
+        generation = metric(self.gw, "cmpgw_config_generation")
+        status, body = admin(self.gw, "/reload", "POST", token=self.token())
+        self.assertEqual(status, 200, body)
+        self.assertIn("reloaded: configuration generation %d" % (generation + 1), body)
+        self.assertEqual(metric(self.gw, "cmpgw_config_generation"), generation + 1)
+        # "bearer" in any case, as RFC 7235 has it
+        req = urllib.request.Request("http://127.0.0.1:%d/reload" % self.gw.admin_port, method="POST",
+                                             data=b"", headers={"Authorization": "bearer " + self.token()})
+        with urllib.request.urlopen(req, timeout=60) as rsp:
+            self.assertEqual(rsp.status, 200)
+        self.secrets_absent(self.token())
+
+    def test_reads_stay_open(self):
+        for path in ("/healthz", "/readyz", "/metrics"):
+            self.assertEqual(admin(self.gw, path)[0], 200, path)
+
+    def test_one_reload_at_a_time(self):
+        """Sixteen POST /reload sent at once: one runs, those that arrive while it runs get 409; every 200
+        is one reload, and no request waits behind another."""
+        reloaded = len(events(self.gw, "reloaded"))
+        calls = [raw_post(self.gw.admin_port, self.token()) for _ in range(16)]
+        for s, req in calls:
+            s.sendall(req)
+        answers = []
+        for s, _ in calls:
+            with s:
+                answers.append(harness.read_to_eof(s).decode(errors="replace"))
+        codes = [int(a.split(" ", 2)[1]) for a in answers]
+        self.assertLessEqual(set(codes), {200, 409}, answers)
+        self.assertIn(200, codes)
+        self.assertIn(409, codes)
+        conflict = next(a for a in answers if " 409 " in a.split("\r\n")[0])
+        self.assertTrue(conflict.endswith("\r\n\r\na reload is already in progress; retry once it has ended\n"),
+                        conflict)
+        deadline = time.monotonic() + 10
+        while len(events(self.gw, "reloaded")) - reloaded < codes.count(200) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(len(events(self.gw, "reloaded")) - reloaded, codes.count(200))
+        self.assertEqual(admin(self.gw, "/reload", "POST")[0], 200)  # and the next one runs
+
+
+class NoTokenFile(harness.GatewayTestCase):
+    """An admin listener without a token_file: POST /reload is refused, SIGHUP still reloads."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        del cfg["admin"]["token_file"]
+
+    def test_reload_forbidden_sighup_works(self):
+        for token in ("", (self.gw.dir / "admin.token").read_text()):
+            status, body = admin(self.gw, "/reload", "POST", token=token)
+            self.assertEqual((status, body), (403, "admin token_file not configured; use SIGHUP\n"))
+        self.assertEqual(events(self.gw, "reloading"), [])
+        self.gw.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while not events(self.gw, "reloaded") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(len(events(self.gw, "reloaded")), 1, self.gw.stderr()[-3000:])
+
+
+class TokenFileChecked(unittest.TestCase):
+    """A token file that group or others may read, or a token too short, refuses the start."""
+
+    def test_readable_by_others_refused(self):
+        seen = {}
+
+        def edit(cfg, gw):
+            os.chmod(gw.dir / "admin.token", 0o644)
+            seen["token"] = (gw.dir / "admin.token").read_text()
+
+        rc, err = harness.refused_start(edit)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("$.admin.token_file: ", err)
+        self.assertIn("is readable or writable by group or others (mode 644): make it 0600 or 0400", err)
+        self.assertNotIn(seen["token"], err)
+
+    def test_short_token_refused(self):
+        def edit(cfg, gw):
+            (gw.dir / "admin.token").write_text("short\n")
+
+        rc, err = harness.refused_start(edit)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("$.admin.token_file: the secret in", err)
+        self.assertIn("must be 16..4096 bytes", err)
+
+
+if __name__ == "__main__":
+    harness.main()
