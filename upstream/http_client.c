@@ -253,6 +253,10 @@ CURLcode gw_http_setopt_base(CURL *curl, const char *url, const struct gw_http_c
     CURLcode rc = CURLE_OK;
 
     SET(CURLOPT_URL, url);
+    /* never a proxy: libcurl would take one from http_proxy, https_proxy or ALL_PROXY in the
+       environment and send the Vault token, the CSRs and the cfssl key's HMACs its way ("" turns
+       that off; NO_PROXY then has nothing to except) */
+    SET(CURLOPT_PROXY, "");
     SET(CURLOPT_NOSIGNAL, 1L);
     SET(CURLOPT_PROTOCOLS_STR, "http,https");
     SET(CURLOPT_FOLLOWLOCATION, 0L);

@@ -35,9 +35,10 @@ struct gw_http_client *gw_http_client_new(const char *name, const struct gw_http
                                           uint32_t timeout_ms, char *err);
 
 /*
- * gw_http_setopt_base sets what every call to an upstream sets on |curl|: the URL, no signals,
- * http(s) only, no redirects, one deadline for connect and transfer, TLS verified against |tls|'s
- * CA bundle, with its client certificate if any. CURLE_OK or the first failure.
+ * gw_http_setopt_base sets what every call to an upstream sets on |curl|: the URL, no proxy (none
+ * from the environment either), no signals, http(s) only, no redirects, one deadline for connect
+ * and transfer, TLS verified against |tls|'s CA bundle, with its client certificate if any.
+ * CURLE_OK or the first failure.
  */
 CURLcode gw_http_setopt_base(CURL *curl, const char *url, const struct gw_http_conf *tls, long timeout_ms);
 void gw_http_client_free(struct gw_http_client *c);
