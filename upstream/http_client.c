@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <curl/curl.h>
+#include <openssl/crypto.h>
 #include "base/err.h"
 #include "base/limits.h"
 #include "upstream/http_client.h"
@@ -206,8 +207,15 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
             cap *= 2;
         if (cap > GW_MAX_UPSTREAM_BODY + 1)
             cap = GW_MAX_UPSTREAM_BODY + 1;
-        if ((p = realloc(s->buf, cap)) == NULL)
+        /* not realloc: an answer may hold a secret (a Vault login's token), and realloc would free
+           the old copy as it is */
+        if ((p = malloc(cap)) == NULL)
             return 0;
+        if (s->buf != NULL) {
+            memcpy(p, s->buf, s->len);
+            OPENSSL_cleanse(s->buf, s->len);
+            free(s->buf);
+        }
         s->buf = p;
         s->cap = cap;
     }
@@ -215,6 +223,18 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
     s->len += n;
     s->buf[s->len] = '\0';
     return n;
+}
+
+/*
+ * Frees a header list made by make_headers. curl_slist_append copied each line, "X-Vault-Token:
+ * <token>" among them, and curl_slist_free_all would free the copies as they are: each is wiped first.
+ */
+static void headers_free(struct curl_slist *list)
+{
+    for (struct curl_slist *h = list; h != NULL; h = h->next)
+        if (h->data != NULL)
+            OPENSSL_cleanse(h->data, strlen(h->data));
+    curl_slist_free_all(list);
 }
 
 /* Builds the request header list; NULL on allocation failure. */
@@ -238,7 +258,7 @@ static struct curl_slist *make_headers(const char *body, const char *const *head
     }
     return list;
 fail:
-    curl_slist_free_all(list);
+    headers_free(list);
     return NULL;
 }
 
@@ -394,7 +414,7 @@ int gw_http_request(struct gw_http_client *c, const char *method, const char *pa
     /* the handle keeps nothing that points at this call's memory */
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, NULL);
 out:
-    curl_slist_free_all(hdrs);
+    headers_free(hdrs);
     free(url);
     free(sink.buf);
     return ret;
@@ -415,7 +435,7 @@ static void transfer_free(struct transfer *tr)
     if (tr == NULL)
         return;
     curl_easy_cleanup(tr->curl);
-    curl_slist_free_all(tr->hdrs);
+    headers_free(tr->hdrs);
     free(tr->url);
     free(tr->sink.buf);
     free(tr);

@@ -103,6 +103,7 @@ static int read_token_file(const char *path, char **out, char *err)
         set_err(err, "cannot read the gateway's token_file: %s", strerror(errno));
         return GW_ERR_IO;
     }
+    setvbuf(f, NULL, _IONBF, 0); /* straight into |buf|, which is wiped: no stdio buffer holds the token */
     n = fread(buf, 1, sizeof(buf) - 1, f);
     buf[n] = '\0';
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))

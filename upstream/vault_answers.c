@@ -69,6 +69,13 @@ static bool token_chars(const char *s, size_t n)
     return true;
 }
 
+/* A string of a parsed answer that is a secret: its bytes are the tree's own, wiped before it is freed. */
+static void wipe_string(json_object *o)
+{
+    if (o != NULL && json_object_is_type(o, json_type_string))
+        OPENSSL_cleanse((char *)json_object_get_string(o), (size_t)json_object_get_string_len(o));
+}
+
 int gw_vault_parse_login(const char *body, size_t len, struct gw_vault_login *out, char *err)
 {
     json_object *root, *auth, *m;
@@ -100,6 +107,7 @@ int gw_vault_parse_login(const char *body, size_t len, struct gw_vault_login *ou
     out->client_token[n] = '\0';
     out->lease_duration = (uint32_t)lease;
 out:
+    wipe_string(gw_field_member(auth, "client_token"));
     json_object_put(root);
     if (rc != 0)
         gw_vault_login_cleanup(out);

@@ -2,7 +2,8 @@
  * Unit tests for upstream/vault.c and upstream/http_client.c against an in-process fake Vault
  * (plain HTTP on 127.0.0.1, one thread per connection, answers chosen by each test): paths and
  * fields sent, Vault's error statuses as CMP failInfo, retries only where nothing happened,
- * token re-read and cert-login single flight, revoke / role policy / cert status.
+ * token re-read and cert-login single flight, revoke / role policy / cert status, token header
+ * lines wiped before libcurl frees them.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,6 +19,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <cmocka.h>
+#include <curl/curl.h>
 #include <json-c/json.h>
 #include <openssl/cmp.h>
 #include <openssl/evp.h>
@@ -1178,6 +1180,83 @@ static void test_cert_status(void **state)
     fx_cleanup(&f);
 }
 
+/*
+ * libcurl's allocator, hooked (curl_global_init_mem, before the client's curl_global_init): the
+ * copies curl_slist_append makes of "X-Vault-Token: ..." lines are watched, and each must be
+ * wiped when it is freed.
+ */
+#define MAX_WATCHED 256
+
+static struct {
+    pthread_mutex_t lock;
+    void *p[MAX_WATCHED];
+    size_t seen, unwiped;
+} watched = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static char *hook_strdup(const char *str)
+{
+    char *d = strdup(str);
+
+    pthread_mutex_lock(&watched.lock);
+    if (d != NULL && strncmp(d, "X-Vault-Token:", 14) == 0) {
+        watched.seen++;
+        for (size_t i = 0; i < MAX_WATCHED; i++)
+            if (watched.p[i] == NULL) {
+                watched.p[i] = d;
+                break;
+            }
+    }
+    pthread_mutex_unlock(&watched.lock);
+    return d;
+}
+
+static void hook_free(void *ptr)
+{
+    pthread_mutex_lock(&watched.lock);
+    for (size_t i = 0; ptr != NULL && i < MAX_WATCHED; i++)
+        if (watched.p[i] == ptr) {
+            watched.p[i] = NULL;
+            if (strncmp(ptr, "X-Vault-Token:", 14) == 0)
+                watched.unwiped++;
+        }
+    pthread_mutex_unlock(&watched.lock);
+    free(ptr);
+}
+
+/* The token header lines libcurl copied are wiped before they are freed, on the asynchronous path
+ * (a token in hand) and the synchronous one (after a cert login). */
+static void test_token_header_wiped(void **state)
+{
+    struct answer ok = {200, NULL, 0};
+    struct gw_sign_result res;
+    struct fx f;
+
+    (void)state;
+    pthread_mutex_lock(&watched.lock);
+    watched.seen = watched.unwiped = 0;
+    pthread_mutex_unlock(&watched.lock);
+    fx_init(&f, 5000);
+    fake_script(&ok, 1);
+    sign(&f, &res);
+    assert_int_equal(res.status, 0);
+    gw_sign_result_cleanup(&res);
+    f.vc.token_file = NULL;
+    f.vc.auth_cert_mount = "cert";
+    fx_restart(&f);
+    fake.login =
+        (struct answer){200, "{\"auth\":{\"client_token\":\"hvb.wiped\",\"lease_duration\":3600}}", 0};
+    fake_script(&ok, 1);
+    sign(&f, &res);
+    assert_int_equal(res.status, 0);
+    gw_sign_result_cleanup(&res);
+    fx_cleanup(&f); /* the transfer thread has freed what it held */
+    assert_string_equal(fake.reqs[fake.n_reqs - 1].token, "hvb.wiped");
+    pthread_mutex_lock(&watched.lock);
+    assert_true(watched.seen >= 2);
+    assert_int_equal(watched.unwiped, 0);
+    pthread_mutex_unlock(&watched.lock);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1202,7 +1281,11 @@ int main(void)
         cmocka_unit_test(test_role_policy),
         cmocka_unit_test(test_role_policy_grants),
         cmocka_unit_test(test_cert_status),
+        cmocka_unit_test(test_token_header_wiped),
     };
 
+    if (curl_global_init_mem(CURL_GLOBAL_DEFAULT, malloc, hook_free, realloc, hook_strdup, calloc) !=
+        CURLE_OK)
+        return 1;
     return cmocka_run_group_tests(tests, global_setup, global_teardown);
 }
