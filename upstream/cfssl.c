@@ -18,6 +18,7 @@
 #include <arpa/inet.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,8 +55,9 @@
 
 struct cfssl {
     struct gw_http_client *http;
-    pthread_mutex_t lock;  /* guards |chain| */
+    pthread_mutex_t lock;  /* guards |chain| and |fetches|; never held across a call to cfssl */
     STACK_OF(X509) *chain; /* cfssl's CA (info), then the issuer_ca certificates; NULL until fetched */
+    unsigned long fetches; /* chains published: a fetch publishes only if none was since it began */
 };
 
 /* What an endpoint's answer holds beside the envelope, and which parser reads it (answers.h). */
@@ -278,39 +280,62 @@ err:
     return NULL;
 }
 
-/* Fetches cfssl's CA certificate; caller holds c->lock. Fills |a| with the failure, if any. */
-static void fetch_chain_locked(struct cfssl *c, const struct gw_upstream_conf *conf, struct answer *a)
+/* Fetches cfssl's CA certificate and makes the chain: a call to cfssl, made with no lock held. NULL
+ * with the failure in |a|. */
+static STACK_OF(X509) *fetch_chain(struct cfssl *c, const struct gw_upstream_conf *conf, struct answer *a)
 {
     STACK_OF(X509) *chain;
 
     call(c, conf, EP_INFO, "{\"profile\":\"\"}", READ_INFO, a);
     if (a->status != 0)
-        return;
-    if ((chain = make_chain(a->cert, conf)) == NULL) {
+        return NULL;
+    if ((chain = make_chain(a->cert, conf)) == NULL)
         answer_fail(a, GW_ERR_NOMEM, OSSL_CMP_PKIFAILUREINFO_systemFailure, "cfssl %s: out of memory",
                     gw_upstream_conf_name(conf));
-        return;
-    }
-    sk_X509_pop_free(c->chain, X509_free);
-    c->chain = chain;
+    return chain;
 }
 
 /*
  * get1_chain returns the cached chain, fetching it if the server was down at start, or again if
- * |refresh| (the CA changed under us). NULL with the reason in |a|. Worker.
+ * |refresh| (the CA changed under us). The fetch runs outside the lock, so a slow or hanging
+ * cfssl holds up only the calls that need its CA, never every other call through this upstream.
+ * Several callers may fetch at once: the first to finish publishes its chain, a later one keeps
+ * its own for its call only (both read cfssl's CA after the need arose). NULL with the reason in
+ * |a|. Worker, or a thread of the call's own.
  */
 static STACK_OF(X509) *get1_chain(struct cfssl *c, const struct gw_upstream_conf *conf, int refresh,
                                   struct answer *a)
 {
-    STACK_OF(X509) *out = NULL;
+    STACK_OF(X509) *out = NULL, *fresh, *old = NULL;
+    unsigned long since;
+    bool cached;
 
     pthread_mutex_lock(&c->lock);
-    if (c->chain == NULL || refresh)
-        fetch_chain_locked(c, conf, a);
-    if (c->chain != NULL && (out = X509_chain_up_ref(c->chain)) == NULL)
+    cached = c->chain != NULL && !refresh;
+    if (cached)
+        out = X509_chain_up_ref(c->chain);
+    since = c->fetches;
+    pthread_mutex_unlock(&c->lock);
+    if (!cached && (fresh = fetch_chain(c, conf, a)) != NULL) {
+        pthread_mutex_lock(&c->lock);
+        if (c->fetches == since) {
+            old = c->chain;
+            c->chain = fresh;
+            c->fetches++;
+            out = X509_chain_up_ref(fresh);
+        } else {
+            out = fresh;
+            fresh = NULL;
+        }
+        pthread_mutex_unlock(&c->lock);
+        sk_X509_pop_free(old, X509_free);
+        if (fresh != NULL && out == NULL)
+            answer_fail(a, GW_ERR_NOMEM, OSSL_CMP_PKIFAILUREINFO_systemFailure, "cfssl %s: out of memory",
+                        gw_upstream_conf_name(conf));
+    } else if (cached && out == NULL) {
         answer_fail(a, GW_ERR_NOMEM, OSSL_CMP_PKIFAILUREINFO_systemFailure, "cfssl %s: out of memory",
                     gw_upstream_conf_name(conf));
-    pthread_mutex_unlock(&c->lock);
+    }
     if (out == NULL && a->status == 0)
         answer_fail(a, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                     "cfssl %s: its CA certificate is not known", gw_upstream_conf_name(conf));
@@ -345,9 +370,7 @@ static int cfssl_init(struct gw_upstream *up, char *err)
         return GW_ERR_INVAL;
     }
     /* A cfssl that is down at start is fetched from again on the first sign call. */
-    pthread_mutex_lock(&c->lock);
-    fetch_chain_locked(c, conf, &a);
-    pthread_mutex_unlock(&c->lock);
+    c->chain = fetch_chain(c, conf, &a);
     if (a.status != 0)
         gw_log(GW_LOG_WARN, "upstream_ca", "%s; will retry on the first request", a.reason);
     answer_cleanup(&a);

@@ -7,6 +7,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,6 +134,7 @@ static struct {
     int port;
     volatile int stop;
     struct reply sign, info, revoke[2];
+    struct reply sign_foreign; /* for a sign request with "profile": "foreign", when set */
     int n_revoke;
     struct request reqs[MAX_REQS];
     int n_reqs;
@@ -161,7 +163,7 @@ static void clear_requests(void)
     pthread_mutex_unlock(&srv.lock);
 }
 
-static struct reply pick(const char *path)
+static struct reply pick(const char *path, const char *body)
 {
     struct reply r = {404, "text/plain", "404 page not found\n", 0};
 
@@ -169,7 +171,9 @@ static struct reply pick(const char *path)
     if (strcmp(path, "/api/v1/cfssl/info") == 0)
         r = srv.info;
     else if (strcmp(path, "/api/v1/cfssl/sign") == 0 || strcmp(path, "/api/v1/cfssl/authsign") == 0)
-        r = srv.sign;
+        r = srv.sign_foreign.body != NULL && strstr(body, "\"profile\":\"foreign\"") != NULL
+                ? srv.sign_foreign
+                : srv.sign;
     else if (strcmp(path, "/api/v1/cfssl/revoke") == 0)
         r = srv.revoke[srv.n_revoke < 2 ? srv.n_revoke++ : 1];
     pthread_mutex_unlock(&srv.lock);
@@ -205,17 +209,22 @@ static char *read_request(int fd, char *buf, size_t cap, char *path, size_t path
     return hdr_end;
 }
 
-static void serve_one(int fd)
+/* One connection, on a thread of its own: a slow answer holds up no other request. */
+static void *serve_one(void *arg)
 {
-    static char buf[REQ_MAX];
+    int fd = (int)(intptr_t)arg;
+    char *buf = malloc(REQ_MAX);
     char path[128], head[256];
-    char *body = read_request(fd, buf, sizeof(buf), path, sizeof(path));
+    char *body = buf != NULL ? read_request(fd, buf, REQ_MAX, path, sizeof(path)) : NULL;
     struct reply r;
 
-    if (body == NULL)
-        return;
+    if (body == NULL) {
+        free(buf);
+        close(fd);
+        return NULL;
+    }
     record(path, body);
-    r = pick(path);
+    r = pick(path, body);
     if (r.delay_ms > 0)
         usleep((useconds_t)r.delay_ms * 1000);
     snprintf(head, sizeof(head),
@@ -223,6 +232,9 @@ static void serve_one(int fd)
              r.status, r.ctype, strlen(r.body));
     send(fd, head, strlen(head), MSG_NOSIGNAL);
     send(fd, r.body, strlen(r.body), MSG_NOSIGNAL);
+    free(buf);
+    close(fd);
+    return NULL;
 }
 
 static void *serve(void *arg)
@@ -234,10 +246,14 @@ static void *serve(void *arg)
 
         if (poll(&p, 1, 50) <= 0)
             continue;
+        pthread_t t;
+
         if ((c = accept(srv.fd, NULL, NULL)) < 0)
             continue;
-        serve_one(c);
-        close(c);
+        if (pthread_create(&t, NULL, serve_one, (void *)(intptr_t)c) == 0)
+            pthread_detach(t);
+        else
+            close(c);
     }
     return NULL;
 }
@@ -832,6 +848,106 @@ static void test_sign_foreign_issuer(void **state)
     fixture_cleanup(&f);
 }
 
+/* A sign call of its own (role |role|), completed on |done|: for calls that overlap. */
+struct overlapping {
+    struct fixture *f;
+    struct gw_role role;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct gw_sign_result *res;
+};
+
+static void overlapping_done(void *arg, struct gw_sign_result *res)
+{
+    struct overlapping *o = arg;
+
+    pthread_mutex_lock(&o->lock);
+    o->res = res;
+    pthread_cond_signal(&o->cond);
+    pthread_mutex_unlock(&o->lock);
+}
+
+static void overlapping_start(struct overlapping *o, struct fixture *f, const char *upstream_role)
+{
+    struct gw_sign_req req = {.role = &o->role, .plan = &f->plan, .csr = csr, .request_id = "00fe"};
+
+    o->f = f;
+    o->role = (struct gw_role){.name = "devices", .upstream_role = (char *)upstream_role};
+    o->res = NULL;
+    pthread_mutex_init(&o->lock, NULL);
+    pthread_cond_init(&o->cond, NULL);
+    assert_int_equal(gw_upstream_cfssl_ops.sign(f->up, &req, overlapping_done, o), 0);
+}
+
+static struct gw_sign_result *overlapping_wait(struct overlapping *o)
+{
+    struct gw_sign_result *res;
+
+    pthread_mutex_lock(&o->lock);
+    while (o->res == NULL)
+        pthread_cond_wait(&o->cond, &o->lock);
+    res = o->res;
+    pthread_mutex_unlock(&o->lock);
+    pthread_cond_destroy(&o->cond);
+    pthread_mutex_destroy(&o->lock);
+    return res;
+}
+
+static int count_path(const char *path)
+{
+    int n = 0;
+
+    pthread_mutex_lock(&srv.lock);
+    for (int i = 0; i < srv.n_reqs; i++)
+        n += strcmp(srv.reqs[i].path, path) == 0;
+    pthread_mutex_unlock(&srv.lock);
+    return n;
+}
+
+/*
+ * While one call fetches cfssl's CA again (its certificate came from another CA) and cfssl is slow
+ * to answer info, another call through the same upstream goes on: nothing holds a lock across the
+ * call to cfssl.
+ */
+static void test_chain_fetch_blocks_nobody(void **state)
+{
+    struct fixture f;
+    struct overlapping a, b;
+    struct gw_sign_result *res;
+    struct timespec t0, t1;
+    char err[GW_ERR_LEN];
+    long ms;
+
+    (void)state;
+    srv.sign = (struct reply){200, "application/json", sign_ok_body, 0};
+    srv.sign_foreign = (struct reply){200, "application/json", sign_foreign_body, 0};
+    fixture_init(&f, srv.port, 0);
+    gw_upstream_free(f.up);
+    f.conf.timeout_ms = 5000;
+    clear_requests();
+    assert_non_null(f.up = gw_upstream_new(&f.conf, NULL, err)); /* info at once: the chain is known */
+    srv.info = (struct reply){200, "application/json", info_ok_body, 1500};
+    overlapping_start(&a, &f, "foreign");
+    for (int i = 0; i < 400 && count_path("/api/v1/cfssl/info") < 2; i++)
+        usleep(5000);
+    assert_int_equal(count_path("/api/v1/cfssl/info"), 2); /* a's fetch of the CA is in flight */
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    overlapping_start(&b, &f, "client");
+    res = overlapping_wait(&b);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    assert_int_equal(res->status, 0);
+    assert_non_null(res->cert);
+    assert_true(ms < 750); /* not behind a's 1.5 s info */
+    result_free(res);
+    res = overlapping_wait(&a);
+    assert_non_null(strstr(res->reason, "not signed by cfssl's CA"));
+    assert_null(res->cert);
+    result_free(res);
+    srv.sign_foreign = (struct reply){0};
+    fixture_cleanup(&f);
+}
+
 /* cfssl's CA unknown at start (info failed): the first sign call fetches it; nothing is signed before. */
 static void test_info_lazy_retry(void **state)
 {
@@ -1075,6 +1191,7 @@ int main(void)
         cmocka_unit_test(test_revoke),
         cmocka_unit_test(test_revoke_reasons),
         cmocka_unit_test(test_revoke_down_and_garbage),
+        cmocka_unit_test(test_chain_fetch_blocks_nobody),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
