@@ -367,3 +367,32 @@ X509_PUBKEY *gw_x509_pubkey_d2i(const unsigned char *der, long len)
     ERR_pop_to_mark();
     return x;
 }
+
+int gw_x509_req_extensions(const X509_REQ *req, STACK_OF(X509_EXTENSION) **out, char *err)
+{
+    int found = 0;
+
+    *out = NULL;
+    for (int i = 0; req != NULL && i < X509_REQ_get_attr_count(req); i++) {
+        X509_ATTRIBUTE *a = X509_REQ_get_attr(req, i);
+        int nid = OBJ_obj2nid(X509_ATTRIBUTE_get0_object(a)), n = X509_ATTRIBUTE_count(a);
+
+        if (nid != NID_ext_req && nid != NID_ms_ext_req)
+            continue;
+        if (found++ || n != 1) {
+            snprintf(err, GW_ERR_LEN, "%s", GW_TEXT_EXT_REQUESTS);
+            return GW_ERR_INVAL;
+        }
+    }
+    if (req == NULL) {
+        snprintf(err, GW_ERR_LEN, "no CSR to read");
+        return GW_ERR_INVAL;
+    }
+    ERR_set_mark(); /* an attribute that does not decode is an answer here, not an error to report later */
+    *out = X509_REQ_get_extensions((X509_REQ *)req); /* 3.0 takes no const; it modifies nothing */
+    ERR_pop_to_mark();
+    if (*out != NULL)
+        return 0;
+    snprintf(err, GW_ERR_LEN, found ? "the extensions the CSR asks for cannot be decoded" : "out of memory");
+    return found ? GW_ERR_INVAL : GW_ERR_NOMEM;
+}

@@ -83,4 +83,19 @@ X509_PUBKEY *gw_x509_pubkey_copy(const X509_PUBKEY *spki);
  */
 X509_PUBKEY *gw_x509_pubkey_d2i(const unsigned char *der, long len);
 
+/*
+ * gw_x509_req_extensions puts into |*out| the extensions CSR |req| asks for (an empty stack for
+ * none; free with sk_X509_EXTENSION_pop_free), read from its one extensionRequest attribute (or a
+ * Microsoft one) holding one value (PKCS#9 makes it single-valued, RFC 2985 §5.4.2). 0, or
+ * GW_ERR_INVAL with |err| (GW_ERR_LEN, fit for a statusString) for a CSR with two such attributes,
+ * one with other than one value, or extensions that do not decode; GW_ERR_NOMEM. The one reader of a
+ * CSR's extensions: X509_REQ_get_extensions reads the first attribute's first value only, while Go's
+ * crypto/x509 (Vault) appends those of every extensionRequest attribute, so a second attribute would
+ * go unchecked here and into the certificate there.
+ */
+int gw_x509_req_extensions(const X509_REQ *req, STACK_OF(X509_EXTENSION) **out, char *err);
+#define GW_TEXT_EXT_REQUESTS                                                                                 \
+    "the CSR asks for extensions in more than one extensionRequest attribute or value: put every extension " \
+    "into one (RFC 2985 §5.4.2)"
+
 #endif

@@ -1199,18 +1199,16 @@ static int exts_outside(const struct gw_role *role, const STACK_OF(X509_EXTENSIO
 int gw_policy_check_csr(const struct gw_role *role, const X509_REQ *csr, int *fail_info, char *err)
 {
     STACK_OF(X509_EXTENSION) *exts = NULL;
-    X509_REQ *req = (X509_REQ *)csr; /* the getters are not const in 3.0 */
     char why[GW_ERR_LEN];
     int rc = 0;
 
     err[0] = '\0';
     if (role == NULL || csr == NULL)
         return say(fail_info, OSSL_CMP_PKIFAILUREINFO_badRequest, err, "no role or CSR to check");
-    ERR_set_mark();
-    exts = X509_REQ_get_extensions(req);
-    ERR_pop_to_mark();
-    if (exts == NULL && X509_REQ_get_attr_by_NID(req, NID_ext_req, -1) >= 0)
-        return say(fail_info, BADT, err, "the extensions the CSR asks for cannot be decoded");
+    if ((rc = gw_x509_req_extensions(csr, &exts, why)) == GW_ERR_NOMEM)
+        return say(fail_info, OSSL_CMP_PKIFAILUREINFO_systemFailure, err, "out of memory");
+    if (rc != 0)
+        return say(fail_info, BADT, err, "%s", why);
     if (exts_malformed(exts, why) != 0 || exts_outside(role, exts, 0, why) != 0)
         rc = say(fail_info, BADT, err,
                  "%.170s; this route's CA copies the CSR's extensions: leave it out of the CSR", why);

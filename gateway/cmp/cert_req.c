@@ -107,8 +107,8 @@ int gw_cert_req_from_p10(const X509_REQ *csr, struct gw_cert_req *out, char *err
         snprintf(err, GW_ERR_LEN, "out of memory");
         goto out;
     }
-    exts = X509_REQ_get_extensions(req);
-    if ((rc = read_exts(exts, out, err)) != 0)
+    /* one extensionRequest, read as every CA behind the gateway will read it */
+    if ((rc = gw_x509_req_extensions(csr, &exts, err)) != 0 || (rc = read_exts(exts, out, err)) != 0)
         goto out;
     if ((out->pubkey = X509_REQ_get_pubkey(req)) == NULL) {
         rc = GW_ERR_INVAL;

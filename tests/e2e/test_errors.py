@@ -57,6 +57,8 @@ ELSEWHERE = {
     "credential_issuer_unchecked": ("test_trust.py", "accepts certificates of its upstreams only"),
     "upstream_role_grants": ("test_upstream_answers.py", " does not allow; restrict the Vault role ("),
     "csr_extension": ("test_upstream_answers.py", "this route's CA copies the CSR's extensions: leave it out of the CSR"),
+    "csr_ext_requests": ("test_upstream_answers.py",
+                         "the CSR asks for extensions in more than one extensionRequest attribute or value: put every "),
     "issued_key_usage": ("test_upstream_answers.py", "the CA issued a certificate outside this route's policy (keyUsage "),
     "issued_ext_key_usage": ("test_upstream_answers.py",
                              "the CA issued a certificate outside this route's policy (extendedKeyUsage "),

@@ -18,9 +18,16 @@ Each refusal is asserted on the decoded answer (body type, PKIStatus, failInfo, 
 the row of docs/errors.md says) and in the audit log. The CMP-CA cases (an unknown extension, a
 pathLenConstraint, a name not asked for) are in test_cmp_upstream.py.
 """
+import base64
 import json
+import subprocess
 import sys
 import unittest
+
+from pyasn1.codec.der import decoder as der_decoder
+from pyasn1.codec.der import encoder as der_encoder
+from pyasn1.type import univ
+from pyasn1_modules import rfc2986
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
@@ -153,6 +160,41 @@ class VaultAnswers(Answers):
         self.assertEqual(usages(res.cert), ("Digital Signature", "TLS Web Client Authentication"))
         text = harness.run(["openssl", "x509", "-in", res.cert, "-noout", "-ext", "certificatePolicies"]).stdout
         self.assertIn(b"Policy: 2.23.140.1.2.1", text)
+
+    def two_ext_requests(self, name, cn, first, second):
+        """A CSR for /CN=|cn| whose extensions |first| and |second| come in two extensionRequest
+        attributes (OpenSSL reads the first, Go's crypto/x509 in Vault appends both), signed with a new key."""
+        key = self.newkey(name)
+        ders = []
+        for i, ext in enumerate((first, second)):
+            out = self.gw.dir / ("%s-%d.der" % (name, i))
+            harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=%s" % cn, "-outform", "DER",
+                         "-out", out, "-addext", ext])
+            ders.append(der_decoder.decode(out.read_bytes(), asn1Spec=rfc2986.CertificationRequest())[0])
+        csr = ders[0]
+        csr["certificationRequestInfo"]["attributes"].append(ders[1]["certificationRequestInfo"]["attributes"][0])
+        tbs = der_encoder.encode(csr["certificationRequestInfo"])
+        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(key)], input=tbs, capture_output=True,
+                             check=True).stdout
+        csr["signature"] = univ.BitString.fromOctetString(sig)
+        path = self.gw.dir / ("%s.csr" % name)
+        b64 = base64.encodebytes(der_encoder.encode(csr)).decode()
+        path.write_text("-----BEGIN CERTIFICATE REQUEST-----\n%s-----END CERTIFICATE REQUEST-----\n" % b64)
+        return path
+
+    def test_csr_ext_requests(self):
+        # the first extensionRequest is within the role, the second names the client's CRL: the gateway
+        # would have checked the first, Vault copied both; nothing reaches Vault
+        csr = self.two_ext_requests("v-two", "v-two.example.com", "subjectAltName=DNS:v-two.example.com",
+                                    "crlDistributionPoints=URI:http://127.0.0.1/evil.crl")
+        mark = self.vault.mark()
+        res = self.gw.cmp("p10cr", "v-two", path="pki/roles/verbatim-narrow/cmp", extra=["-csr", csr],
+                          expect_cert=False)
+        self.assert_refused_before_signing(
+            res, "csr_ext_requests", "badCertTemplate",
+            "the CSR asks for extensions in more than one extensionRequest attribute or value: put every "
+            "extension into one (RFC 2985 §5.4.2)")
+        self.assertEqual(self.vault.since(mark), [])
 
     def test_verbatim_plain_csr_gets_the_roles_usages(self):
         # twin: no usages in the CSR; Vault would add DigitalSignature, KeyAgreement, KeyEncipherment

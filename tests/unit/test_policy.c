@@ -1707,17 +1707,13 @@ static void test_check_issued_too_many_exts(void **state)
 
 /* ---- gw_policy_check_csr: what sign-verbatim copies ---- */
 
-/* mkcsr: a CSR for K_P256 asking for the '|'-separated "name=value" extensions |ext| (NULL: none). */
-static X509_REQ *mkcsr(const char *ext)
+/* exts_of: the '|'-separated "name=value" extensions |ext| (NULL: none), as a new stack. */
+static STACK_OF(X509_EXTENSION) *exts_of(const char *ext)
 {
     STACK_OF(X509_EXTENSION) *sk = sk_X509_EXTENSION_new_null();
-    X509_REQ *req = X509_REQ_new();
-    X509_NAME *n = mkname("CN=dev-1.example.com");
     char buf[512], *p, *eq, *bar;
 
-    assert_true(sk != NULL && req != NULL);
-    assert_int_equal(X509_REQ_set_subject_name(req, n), 1);
-    assert_int_equal(X509_REQ_set_pubkey(req, keys[K_P256]), 1);
+    assert_non_null(sk);
     snprintf(buf, sizeof(buf), "%s", ext != NULL ? ext : "");
     for (p = ext != NULL ? buf : NULL; p != NULL; p = bar != NULL ? bar + 1 : NULL) {
         X509_EXTENSION *e;
@@ -1729,12 +1725,68 @@ static X509_REQ *mkcsr(const char *ext)
         assert_non_null(e = X509V3_EXT_nconf(NULL, NULL, p, eq + 1));
         assert_true(sk_X509_EXTENSION_push(sk, e) > 0);
     }
+    return sk;
+}
+
+/* mkcsr: a CSR for K_P256 asking for the '|'-separated "name=value" extensions |ext| (NULL: none). */
+static X509_REQ *mkcsr(const char *ext)
+{
+    STACK_OF(X509_EXTENSION) *sk = exts_of(ext);
+    X509_REQ *req = X509_REQ_new();
+    X509_NAME *n = mkname("CN=dev-1.example.com");
+
+    assert_non_null(req);
+    assert_int_equal(X509_REQ_set_subject_name(req, n), 1);
+    assert_int_equal(X509_REQ_set_pubkey(req, keys[K_P256]), 1);
     if (sk_X509_EXTENSION_num(sk) > 0)
         assert_int_equal(X509_REQ_add_extensions(req, sk), 1);
     assert_true(X509_REQ_sign(req, keys[K_P256], EVP_sha256()) > 0);
     sk_X509_EXTENSION_pop_free(sk, X509_EXTENSION_free);
     X509_NAME_free(n);
     return req;
+}
+
+/*
+ * mkcsr2: a CSR for K_P256 with two attributes holding the extensions |first| and |second|: two
+ * extensionRequest attributes (|nid2| NID_ext_req), an extensionRequest and a Microsoft one
+ * (NID_ms_ext_req), or (|nid2| 0) one extensionRequest with two values. OpenSSL will not add a
+ * second attribute of a type, so the second is made as smimeCapabilities (an OID as long as
+ * extensionRequest's) and renamed in the DER.
+ */
+static X509_REQ *mkcsr2(const char *first, const char *second, int nid2)
+{
+    static const unsigned char smime[] = {0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x0f};
+    STACK_OF(X509_EXTENSION) *sk1 = exts_of(first), *sk2 = exts_of(second);
+    X509_REQ *req = mkcsr(NULL), *out;
+    unsigned char *der = NULL, *d2 = NULL, *hit;
+    const unsigned char *p;
+    int len, len2;
+
+    assert_int_equal(X509_REQ_add_extensions(req, sk1), 1);
+    if (nid2 == 0) { /* a second value in the attribute X509_REQ_add_extensions made */
+        X509_ATTRIBUTE *a = X509_REQ_get_attr(req, X509_REQ_get_attr_by_NID(req, NID_ext_req, -1));
+
+        assert_true((len2 = i2d_X509_EXTENSIONS(sk2, &d2)) > 0);
+        assert_int_equal(X509_ATTRIBUTE_set1_data(a, V_ASN1_SEQUENCE, d2, len2), 1);
+    } else {
+        assert_int_equal(
+            X509_REQ_add_extensions_nid(req, sk2, nid2 == NID_ext_req ? NID_SMIMECapabilities : nid2), 1);
+    }
+    assert_true(X509_REQ_sign(req, keys[K_P256], EVP_sha256()) > 0);
+    assert_true((len = i2d_X509_REQ(req, &der)) > 0);
+    if (nid2 == NID_ext_req) {
+        assert_non_null(hit = memmem(der, (size_t)len, smime, sizeof(smime)));
+        hit[sizeof(smime) - 1] = 0x0e; /* 1.2.840.113549.1.9.15 -> .14 */
+    }
+    X509_REQ_free(req);
+    p = der;
+    assert_non_null(out = d2i_X509_REQ(NULL, &p, len));
+    assert_true(X509_REQ_sign(out, keys[K_P256], EVP_sha256()) > 0); /* over the renamed attribute */
+    OPENSSL_free(der);
+    OPENSSL_free(d2);
+    sk_X509_EXTENSION_pop_free(sk1, X509_EXTENSION_free);
+    sk_X509_EXTENSION_pop_free(sk2, X509_EXTENSION_free);
+    return out;
 }
 
 #define CSR_TAIL "; this route's CA copies the CSR's extensions: leave it out of the CSR"
@@ -1783,6 +1835,47 @@ static void test_check_csr(void **state)
         X509_REQ_free(req);
     }
     assert_int_equal(gw_policy_check_csr(NULL, NULL, &(int){0}, err), GW_ERR_POLICY);
+}
+
+/*
+ * One extensionRequest, one value: OpenSSL reads the first attribute's first value, Go (Vault)
+ * appends every extensionRequest attribute's extensions. A CSR whose first attribute is harmless
+ * and whose second asks for a CRL would be checked on the first and signed with both.
+ */
+static void test_check_csr_attributes(void **state)
+{
+    static const struct {
+        const char *name;
+        int nid2;
+        const char *want;
+    } cases[] = {
+        {"two extensionRequest attributes", NID_ext_req,
+         "=the CSR asks for extensions in more than one extensionRequest attribute or value: put every "
+         "extension into one (RFC 2985 §5.4.2)"},
+        {"an extensionRequest and a Microsoft one", NID_ms_ext_req,
+         "=the CSR asks for extensions in more than one extensionRequest attribute or value: put every "
+         "extension into one (RFC 2985 §5.4.2)"},
+        {"two values", 0,
+         "=the CSR asks for extensions in more than one extensionRequest attribute or value: put every "
+         "extension into one (RFC 2985 §5.4.2)"},
+    };
+    struct gw_role role = {.name = "sign-verbatim",
+                           .key_usage = KU_DIGITAL_SIGNATURE,
+                           .ext_key_usage = GW_EKU_CLIENT_AUTH,
+                           .sign_policy = GW_SIGN_VERBATIM};
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        X509_REQ *req = mkcsr2("subjectAltName=DNS:a.example.com",
+                               "crlDistributionPoints=URI:http://127.0.0.1/evil.crl", cases[i].nid2);
+        int fi = -1, rc = gw_policy_check_csr(&role, req, &fi, err);
+
+        if (rc != GW_ERR_POLICY || fi != BT)
+            fail_msg("%s: rc %d fail_info %d err \"%s\"", cases[i].name, rc, fi, err);
+        check_err(cases[i].name, err, cases[i].want);
+        X509_REQ_free(req);
+    }
 }
 
 /* ---- gw_policy_check_upstream_grants: a Vault role's usages before it signs ---- */
@@ -1872,6 +1965,7 @@ int main(void)
         cmocka_unit_test(test_check_issued_exts),
         cmocka_unit_test(test_check_issued_too_many_exts),
         cmocka_unit_test(test_check_csr),
+        cmocka_unit_test(test_check_csr_attributes),
         cmocka_unit_test(test_upstream_grants),
     };
 

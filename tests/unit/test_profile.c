@@ -579,6 +579,32 @@ static void test_req_from_p10(void **state)
     X509_REQ_free(csr);
 }
 
+/*
+ * A second extension request: OpenSSL reads the first, Go's crypto/x509 (Vault) every
+ * extensionRequest, a Windows CA the Microsoft one. Names the gateway never checked would reach the
+ * certificate: refused, as is an attribute with two values.
+ */
+static void test_req_from_p10_two_ext_requests(void **state)
+{
+    X509_REQ *csr = make_p10(keys[K_P256], "dev9", "DNS:dev9.example", NULL);
+    STACK_OF(X509_EXTENSION) *more = sk_X509_EXTENSION_new_null();
+    X509_EXTENSION *san = X509V3_EXT_nconf_nid(NULL, NULL, NID_subject_alt_name, "DNS:admin.example");
+    struct gw_cert_req req;
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    assert_true(more != NULL && san != NULL && sk_X509_EXTENSION_push(more, san) > 0);
+    assert_int_equal(X509_REQ_add_extensions_nid(csr, more, NID_ms_ext_req), 1);
+    assert_true(X509_REQ_sign(csr, keys[K_P256], EVP_sha256()) > 0);
+    assert_int_equal(gw_cert_req_from_p10(csr, &req, err), GW_ERR_INVAL);
+    assert_string_equal(err,
+                        "the CSR asks for extensions in more than one extensionRequest attribute or value: "
+                        "put every extension into one (RFC 2985 §5.4.2)");
+    assert_null(req.sans);
+    X509_REQ_free(csr);
+    sk_X509_EXTENSION_pop_free(more, X509_EXTENSION_free);
+}
+
 static void test_plan_bad_args(void **state)
 {
     struct gw_cert_req req;
@@ -603,9 +629,13 @@ static void test_plan_bad_args(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_plan_table),        cmocka_unit_test(test_plan_san_types),
-        cmocka_unit_test(test_plan_san_values),   cmocka_unit_test(test_req_from_crmf),
-        cmocka_unit_test(test_req_from_crmf_der), cmocka_unit_test(test_req_from_p10),
+        cmocka_unit_test(test_plan_table),
+        cmocka_unit_test(test_plan_san_types),
+        cmocka_unit_test(test_plan_san_values),
+        cmocka_unit_test(test_req_from_crmf),
+        cmocka_unit_test(test_req_from_crmf_der),
+        cmocka_unit_test(test_req_from_p10),
+        cmocka_unit_test(test_req_from_p10_two_ext_requests),
         cmocka_unit_test(test_plan_bad_args),
     };
 
