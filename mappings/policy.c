@@ -1001,13 +1001,26 @@ static const int std_exts[] = {
     NID_ct_precert_scts,          /* RFC 6962 §3.3: signed certificate timestamps */
 };
 
-static int ext_allowed(const struct gw_role *role, const ASN1_OBJECT *obj)
-{
-    int nid = OBJ_obj2nid(obj);
-    size_t i;
+/*
+ * What a CSR whose extensions the CA copies into the certificate (Vault's sign-verbatim) may ask
+ * for besides the role's allowed_extensions: the four the role shapes, and a subjectKeyIdentifier.
+ * Not what the CA writes of its own accord: a cRLDistributionPoints, authorityInfoAccess or
+ * authorityKeyIdentifier of the client's would send relying parties to its own CRL, OCSP responder
+ * or issuer, a certificatePolicies or an SCT list would assert what the CA never checked.
+ */
+static const int csr_exts[] = {
+    NID_subject_key_identifier, NID_key_usage, NID_ext_key_usage, NID_subject_alt_name, NID_basic_constraints,
+};
 
-    for (i = 0; nid != NID_undef && i < sizeof(std_exts) / sizeof(std_exts[0]); i++) {
-        if (std_exts[i] == nid)
+/* Whether |obj| may be in an issued certificate (|issued|), or in a CSR the CA copies. */
+static int ext_allowed(const struct gw_role *role, const ASN1_OBJECT *obj, int issued)
+{
+    const int *std = issued ? std_exts : csr_exts;
+    size_t i, n = issued ? sizeof(std_exts) / sizeof(std_exts[0]) : sizeof(csr_exts) / sizeof(csr_exts[0]);
+    int nid = OBJ_obj2nid(obj);
+
+    for (i = 0; nid != NID_undef && i < n; i++) {
+        if (std[i] == nid)
             return 1;
     }
     for (i = 0; i < role->n_allowed_exts; i++) {
@@ -1155,8 +1168,8 @@ static int ext_content(const struct gw_role *role, X509_EXTENSION *ext, struct u
 
 /*
  * exts_outside checks well-formed |exts| (an issued certificate's, or those of a CSR the CA copies
- * into the certificate) against |role|: each a standard extension or in the role's
- * allowed_extensions, keyUsage and extendedKeyUsage within the role's, basicConstraints an end
+ * into the certificate) against |role|: each a standard extension (std_exts; for a CSR csr_exts) or
+ * in the role's allowed_extensions, keyUsage and extendedKeyUsage within the role's, basicConstraints an end
  * entity's. With |issued|, a keyUsage or extendedKeyUsage the role constrains must be there: a
  * certificate without one may be used for any purpose (RFC 5280 §4.2.1.3, §4.2.1.12), a TLS server
  * certificate from a role for clientAuth. A CSR may lack them: the CA adds the call's (the plan's).
@@ -1172,7 +1185,7 @@ static int exts_outside(const struct gw_role *role, const STACK_OF(X509_EXTENSIO
     for (i = 0; i < sk_X509_EXTENSION_num(exts); i++) {
         X509_EXTENSION *ext = sk_X509_EXTENSION_value(exts, i);
 
-        if (!ext_allowed(role, X509_EXTENSION_get_object(ext)))
+        if (!ext_allowed(role, X509_EXTENSION_get_object(ext), issued))
             return say(&fi, BADT, why, "extension %s is outside role %s (not in its allowed_extensions)",
                        oid_text(b1, X509_EXTENSION_get_object(ext)), rname(role));
         if ((rc = ext_content(role, ext, &u, why)) != 0)

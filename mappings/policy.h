@@ -46,9 +46,12 @@ int gw_policy_check_upstream_role(const struct gw_role_policy *p, const struct g
 
 /*
  * gw_policy_check_csr checks the extensions |csr| asks for against |role|, for a CA that copies
- * them into the certificate (Vault's sign-verbatim): each a standard extension or one of the role's
- * allowed_extensions, keyUsage and extendedKeyUsage within the role's, basicConstraints an end
- * entity's. badCertTemplate on failure: the client can send a CSR without them.
+ * them into the certificate (Vault's sign-verbatim), deny by default: one extensionRequest
+ * attribute with one value (gw_x509_req_extensions), no extension twice, and each one the role
+ * shapes (subjectAltName, keyUsage and extendedKeyUsage within the role's, basicConstraints an end
+ * entity's), a subjectKeyIdentifier, or one of the role's allowed_extensions; not what a CA writes of
+ * its own (cRLDistributionPoints, authorityInfoAccess, certificatePolicies, ...). badCertTemplate on
+ * failure: the client can send a CSR without them.
  */
 int gw_policy_check_csr(const struct gw_role *role, const X509_REQ *csr, int *fail_info, char *err);
 

@@ -3,8 +3,10 @@
 only, in front of a CA that grants more:
 
 - sign-verbatim, which copies the CSR's extensions (as Vault does): a CSR asking for codeSigning,
-  OCSPSigning, nonRepudiation or dataEncipherment is refused before Vault is called; a plain CSR gets
-  the role's usages, not Vault's defaults;
+  OCSPSigning, nonRepudiation or dataEncipherment, or for any extension but those the role controls (its
+  own CRL, OCSP responder, CA certificate or policies included), is refused before Vault is called; a
+  role's allowed_extensions lets one through; a CSR with two extensionRequest attributes is refused; a
+  plain CSR gets the role's usages, not Vault's defaults;
 - a Vault role left at its defaults (keyEncipherment, keyAgreement, serverAuth): refused before the sign
   call, naming what to restrict; the twin role narrowed in Vault issues;
 - the same Vault role when the gateway cannot read it: Vault signs, the certificate is refused, on record
@@ -121,6 +123,8 @@ class VaultAnswers(Answers):
                     ext_key_usage=["clientAuth"], allowed_san_types=["dns"])
         cfg["roles"].update({
             "verbatim-narrow": dict(base, sign="verbatim", upstream_role="narrow"),  # its ttl, not its usages
+            # the operator lets its devices name a CRL (cRLDistributionPoints, 2.5.29.31), and only that
+            "verbatim-crl": dict(base, sign="verbatim", upstream_role="narrow", allowed_extensions=["2.5.29.31"]),
             "vault-narrow": dict(base, upstream_role="wide"),
             "vault-narrowed": dict(base, upstream_role="narrow"),
             "vault-blind": dict(base, upstream_role="wide"),
@@ -145,6 +149,20 @@ class VaultAnswers(Answers):
             ("v-ext", ["nameConstraints=critical,permitted;DNS:example.com"],
              "extension nameConstraints (2.5.29.30) is outside role verbatim-narrow (not in its allowed_extensions); "
              "this route's CA copies the CSR's extensions: leave it out of the CSR"),
+            # what the CA writes of its own accord: the client's would send relying parties to its own CRL,
+            # OCSP responder and CA certificate, or assert policies the CA never checked
+            ("v-crl", ["crlDistributionPoints=URI:http://127.0.0.1/evil.crl"],
+             "extension crlDistributionPoints (2.5.29.31) is outside role verbatim-narrow (not in its "
+             "allowed_extensions); this route's CA copies the CSR's extensions: leave it out of the CSR"),
+            ("v-aia", ["authorityInfoAccess=OCSP;URI:http://127.0.0.1/ocsp,caIssuers;URI:http://127.0.0.1/ca.crt"],
+             "extension authorityInfoAccess (1.3.6.1.5.5.7.1.1) is outside role verbatim-narrow (not in its "
+             "allowed_extensions); this route's CA copies the CSR's extensions: leave it out of the CSR"),
+            ("v-pol", ["keyUsage=critical,digitalSignature", "certificatePolicies=2.23.140.1.2.1"],
+             "extension certificatePolicies (2.5.29.32) is outside role verbatim-narrow (not in its "
+             "allowed_extensions); this route's CA copies the CSR's extensions: leave it out of the CSR"),
+            ("v-staple", ["tlsfeature=status_request"],
+             "extension tlsfeature (1.3.6.1.5.5.7.1.24) is outside role verbatim-narrow (not in its "
+             "allowed_extensions); this route's CA copies the CSR's extensions: leave it out of the CSR"),
         ]
         for name, exts, text in cases:
             with self.subTest(name=name):
@@ -152,14 +170,30 @@ class VaultAnswers(Answers):
                 res, _ = self.p10cr("verbatim-narrow", name, "%s.example.com" % name, exts, expect_cert=False)
                 self.assert_refused_before_signing(res, "csr_extension", "badCertTemplate", text)
                 self.assertEqual(self.vault.since(mark), [])
-        # twin: usages and a standard extension within the role are asked for, copied by Vault (the
-        # policy shows it is the CSR's), and the certificate is released
+        # twin: usages within the role and a subjectKeyIdentifier are asked for, copied by Vault, and the
+        # certificate is released
         res, _ = self.p10cr("verbatim-narrow", "v-within", "v-within.example.com",
                             ["keyUsage=critical,digitalSignature", "extendedKeyUsage=clientAuth",
-                             "certificatePolicies=2.23.140.1.2.1"])
+                             "subjectKeyIdentifier=01:02:03:04"])
         self.assertEqual(usages(res.cert), ("Digital Signature", "TLS Web Client Authentication"))
-        text = harness.run(["openssl", "x509", "-in", res.cert, "-noout", "-ext", "certificatePolicies"]).stdout
-        self.assertIn(b"Policy: 2.23.140.1.2.1", text)
+        text = harness.run(["openssl", "x509", "-in", res.cert, "-noout", "-ext", "subjectKeyIdentifier"]).stdout
+        self.assertIn(b"01:02:03:04", text)
+
+    def test_verbatim_allowed_extension_is_copied(self):
+        # twin of v-crl: a role whose allowed_extensions names cRLDistributionPoints lets it through, and
+        # Vault copies it (its other extensions stay refused)
+        res, _ = self.p10cr("verbatim-crl", "v-crl-ok", "v-crl-ok.example.com",
+                            ["crlDistributionPoints=URI:http://127.0.0.1/devices.crl"])
+        text = harness.run(["openssl", "x509", "-in", res.cert, "-noout", "-ext", "crlDistributionPoints"]).stdout
+        self.assertIn(b"URI:http://127.0.0.1/devices.crl", text)
+        mark = self.vault.mark()
+        res, _ = self.p10cr("verbatim-crl", "v-crl-aia", "v-crl-aia.example.com",
+                            ["authorityInfoAccess=OCSP;URI:http://127.0.0.1/ocsp"], expect_cert=False)
+        self.assert_refused_before_signing(
+            res, "csr_extension", "badCertTemplate",
+            "extension authorityInfoAccess (1.3.6.1.5.5.7.1.1) is outside role verbatim-crl (not in its "
+            "allowed_extensions); this route's CA copies the CSR's extensions: leave it out of the CSR")
+        self.assertEqual(self.vault.since(mark), [])
 
     def two_ext_requests(self, name, cn, first, second):
         """A CSR for /CN=|cn| whose extensions |first| and |second| come in two extensionRequest

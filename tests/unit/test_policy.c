@@ -1813,6 +1813,28 @@ static const struct {
     {"an unknown extension", "1.2.3.4=DER:05:00", BT,
      "=extension 1.2.3.4 is outside role sign-verbatim (not in its allowed_extensions)" CSR_TAIL},
     {"keyUsage twice", "keyUsage=digitalSignature|keyUsage=keyAgreement", BT, "appears twice"},
+    {"a subjectKeyIdentifier", "subjectKeyIdentifier=01:02:03:04", 0, "="},
+    /* what the CA writes of its own accord, never what the client says: deny by default */
+    {"the client's CRL", "crlDistributionPoints=URI:http://127.0.0.1/evil.crl", BT,
+     "=extension crlDistributionPoints (2.5.29.31) is outside role sign-verbatim (not in its "
+     "allowed_extensions)" CSR_TAIL},
+    {"the client's OCSP responder", "authorityInfoAccess=OCSP;URI:http://127.0.0.1/ocsp", BT,
+     "=extension authorityInfoAccess (1.3.6.1.5.5.7.1.1) is outside role sign-verbatim (not in its "
+     "allowed_extensions)" CSR_TAIL},
+    {"policies the CA never granted", "certificatePolicies=DER:30:09:30:07:06:05:67:81:0c:01:02:01", BT,
+     "=extension certificatePolicies (2.5.29.32) is outside role sign-verbatim (not in its "
+     "allowed_extensions)" CSR_TAIL},
+    {"the client's authorityKeyIdentifier", "authorityKeyIdentifier=DER:30:06:80:04:01:02:03:04", BT,
+     "=extension authorityKeyIdentifier (2.5.29.35) is outside role sign-verbatim (not in its "
+     "allowed_extensions)" CSR_TAIL},
+    {"an SCT list", "1.3.6.1.4.1.11129.2.4.2=DER:04:00", BT,
+     "extension ct_precert_scts (1.3.6.1.4.1.11129.2.4.2)"},
+    {"OCSP must-staple", "tlsfeature=status_request", BT, "extension tlsfeature (1.3.6.1.5.5.7.1.24)"},
+    {"policyConstraints", "policyConstraints=requireExplicitPolicy:0", BT, "extension policyConstraints"},
+    {"inhibitAnyPolicy", "inhibitAnyPolicy=0", BT, "extension inhibitAnyPolicy"},
+    {"the CRL after a name within",
+     "subjectAltName=DNS:a.example.com|crlDistributionPoints=URI:http://x/c.crl", BT,
+     "extension crlDistributionPoints (2.5.29.31)"},
 };
 
 static void test_check_csr(void **state)
@@ -1835,6 +1857,30 @@ static void test_check_csr(void **state)
         X509_REQ_free(req);
     }
     assert_int_equal(gw_policy_check_csr(NULL, NULL, &(int){0}, err), GW_ERR_POLICY);
+}
+
+/* A role's allowed_extensions is the one way a CSR the CA copies gets any other extension. */
+static void test_check_csr_allowed(void **state)
+{
+    ASN1_OBJECT *allowed[] = {OBJ_nid2obj(NID_crl_distribution_points)};
+    struct gw_role role = {.name = "sign-verbatim",
+                           .key_usage = KU_DIGITAL_SIGNATURE,
+                           .allowed_exts = allowed,
+                           .n_allowed_exts = 1,
+                           .sign_policy = GW_SIGN_VERBATIM};
+    X509_REQ *crl = mkcsr("crlDistributionPoints=URI:http://127.0.0.1/ca.crl");
+    X509_REQ *aia = mkcsr("authorityInfoAccess=OCSP;URI:http://127.0.0.1/ocsp");
+    char err[GW_ERR_LEN];
+    int fi = -1;
+
+    (void)state;
+    assert_int_equal(gw_policy_check_csr(&role, crl, &fi, err), 0);
+    assert_int_equal(fi, 0);
+    assert_int_equal(gw_policy_check_csr(&role, aia, &fi, err), GW_ERR_POLICY);
+    assert_int_equal(fi, BT);
+    check_err("aia", err, "extension authorityInfoAccess (1.3.6.1.5.5.7.1.1) is outside role sign-verbatim");
+    X509_REQ_free(crl);
+    X509_REQ_free(aia);
 }
 
 /*
@@ -1965,6 +2011,7 @@ int main(void)
         cmocka_unit_test(test_check_issued_exts),
         cmocka_unit_test(test_check_issued_too_many_exts),
         cmocka_unit_test(test_check_csr),
+        cmocka_unit_test(test_check_csr_allowed),
         cmocka_unit_test(test_check_csr_attributes),
         cmocka_unit_test(test_upstream_grants),
     };
