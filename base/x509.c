@@ -396,3 +396,15 @@ int gw_x509_req_extensions(const X509_REQ *req, STACK_OF(X509_EXTENSION) **out, 
     snprintf(err, GW_ERR_LEN, found ? "the extensions the CSR asks for cannot be decoded" : "out of memory");
     return found ? GW_ERR_INVAL : GW_ERR_NOMEM;
 }
+
+int gw_x509_ext_in(const STACK_OF(X509_EXTENSION) *exts, X509_EXTENSION *ext)
+{
+    for (int i = 0; i < sk_X509_EXTENSION_num(exts); i++) {
+        X509_EXTENSION *e = sk_X509_EXTENSION_value(exts, i);
+
+        if (OBJ_cmp(X509_EXTENSION_get_object(e), X509_EXTENSION_get_object(ext)) == 0 &&
+            ASN1_OCTET_STRING_cmp(X509_EXTENSION_get_data(e), X509_EXTENSION_get_data(ext)) == 0)
+            return 1;
+    }
+    return 0;
+}

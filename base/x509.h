@@ -94,6 +94,9 @@ X509_PUBKEY *gw_x509_pubkey_d2i(const unsigned char *der, long len);
  * go unchecked here and into the certificate there.
  */
 int gw_x509_req_extensions(const X509_REQ *req, STACK_OF(X509_EXTENSION) **out, char *err);
+/* gw_x509_ext_in: whether |exts| (NULL: none) holds an extension with the OID and value of |ext|. */
+int gw_x509_ext_in(const STACK_OF(X509_EXTENSION) *exts, X509_EXTENSION *ext);
+
 #define GW_TEXT_EXT_REQUESTS                                                                                 \
     "the CSR asks for extensions in more than one extensionRequest attribute or value: put every extension " \
     "into one (RFC 2985 §5.4.2)"

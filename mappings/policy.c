@@ -1002,17 +1002,15 @@ static const int std_exts[] = {
 };
 
 /*
- * What a CSR whose extensions the CA copies into the certificate (Vault's sign-verbatim) may ask
- * for besides the role's allowed_extensions: the four the role shapes, and a subjectKeyIdentifier.
- * Not what the CA writes of its own accord: a cRLDistributionPoints, authorityInfoAccess or
- * authorityKeyIdentifier of the client's would send relying parties to its own CRL, OCSP responder
- * or issuer, a certificatePolicies or an SCT list would assert what the CA never checked.
+ * ext_allowed's list for a CSR the CA copies (sign-verbatim; std_exts is an issued certificate's):
+ * what the role shapes, and a subjectKeyIdentifier. Not what a CA writes of its own: the client's
+ * CRL, AIA or AKI would send relying parties to its servers or issuer, its policies or SCTs would
+ * assert what nobody checked. allowed_extensions adds to either list.
  */
 static const int csr_exts[] = {
     NID_subject_key_identifier, NID_key_usage, NID_ext_key_usage, NID_subject_alt_name, NID_basic_constraints,
 };
 
-/* Whether |obj| may be in an issued certificate (|issued|), or in a CSR the CA copies. */
 static int ext_allowed(const struct gw_role *role, const ASN1_OBJECT *obj, int issued)
 {
     const int *std = issued ? std_exts : csr_exts;
@@ -1168,15 +1166,15 @@ static int ext_content(const struct gw_role *role, X509_EXTENSION *ext, struct u
 
 /*
  * exts_outside checks well-formed |exts| (an issued certificate's, or those of a CSR the CA copies
- * into the certificate) against |role|: each a standard extension (std_exts; for a CSR csr_exts) or
- * in the role's allowed_extensions, keyUsage and extendedKeyUsage within the role's, basicConstraints an end
- * entity's. With |issued|, a keyUsage or extendedKeyUsage the role constrains must be there: a
- * certificate without one may be used for any purpose (RFC 5280 §4.2.1.3, §4.2.1.12), a TLS server
- * certificate from a role for clientAuth. A CSR may lack them: the CA adds the call's (the plan's).
- * 0, or GW_ERR_POLICY with |why| (GW_ERR_LEN) naming what is outside and what the role allows.
+ * into the certificate) against |role|: each in std_exts (for a CSR csr_exts) or the role's
+ * allowed_extensions, none outside csr_exts a copy of one the CSR asked for (|asked|: a CA may write
+ * its own CRL or policies, not copy the client's), keyUsage and extendedKeyUsage within the role's,
+ * basicConstraints an end entity's. With |issued|, a keyUsage or extendedKeyUsage the role constrains
+ * must be there (without one a certificate is good for any purpose, RFC 5280 §4.2.1.3, §4.2.1.12);
+ * a CSR may lack them: the CA adds the plan's. 0, or GW_ERR_POLICY with |why| (GW_ERR_LEN).
  */
-static int exts_outside(const struct gw_role *role, const STACK_OF(X509_EXTENSION) *exts, int issued,
-                        char *why)
+static int exts_outside(const struct gw_role *role, const STACK_OF(X509_EXTENSION) *exts,
+                        const STACK_OF(X509_EXTENSION) *asked, int issued, char *why)
 {
     struct usages u = {0, 0, 0, 0, ""};
     char b1[SHOWN_LEN], got[GW_ERR_LEN / 2], allowed[GW_ERR_LEN / 2];
@@ -1184,10 +1182,15 @@ static int exts_outside(const struct gw_role *role, const STACK_OF(X509_EXTENSIO
 
     for (i = 0; i < sk_X509_EXTENSION_num(exts); i++) {
         X509_EXTENSION *ext = sk_X509_EXTENSION_value(exts, i);
+        const ASN1_OBJECT *obj = X509_EXTENSION_get_object(ext);
 
-        if (!ext_allowed(role, X509_EXTENSION_get_object(ext), issued))
+        if (!ext_allowed(role, obj, issued))
             return say(&fi, BADT, why, "extension %s is outside role %s (not in its allowed_extensions)",
-                       oid_text(b1, X509_EXTENSION_get_object(ext)), rname(role));
+                       oid_text(b1, obj), rname(role));
+        if (!ext_allowed(role, obj, 0) && gw_x509_ext_in(asked, ext))
+            return say(&fi, BADT, why,
+                       "the CA copied the CSR's %s, outside role %s (not in its allowed_extensions)",
+                       oid_text(b1, obj), rname(role));
         if ((rc = ext_content(role, ext, &u, why)) != 0)
             return rc;
     }
@@ -1218,11 +1221,10 @@ int gw_policy_check_csr(const struct gw_role *role, const X509_REQ *csr, int *fa
     err[0] = '\0';
     if (role == NULL || csr == NULL)
         return say(fail_info, OSSL_CMP_PKIFAILUREINFO_badRequest, err, "no role or CSR to check");
-    if ((rc = gw_x509_req_extensions(csr, &exts, why)) == GW_ERR_NOMEM)
-        return say(fail_info, OSSL_CMP_PKIFAILUREINFO_systemFailure, err, "out of memory");
-    if (rc != 0)
-        return say(fail_info, BADT, err, "%s", why);
-    if (exts_malformed(exts, why) != 0 || exts_outside(role, exts, 0, why) != 0)
+    if ((rc = gw_x509_req_extensions(csr, &exts, why)) != 0) /* GW_ERR_NOMEM: "out of memory" */
+        return say(fail_info, rc == GW_ERR_NOMEM ? OSSL_CMP_PKIFAILUREINFO_systemFailure : BADT, err, "%s",
+                   why);
+    if (exts_malformed(exts, why) != 0 || exts_outside(role, exts, NULL, 0, why) != 0)
         rc = say(fail_info, BADT, err,
                  "%.170s; this route's CA copies the CSR's extensions: leave it out of the CSR", why);
     sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
@@ -1490,7 +1492,7 @@ static enum gw_issued_verdict issued_outside(const struct gw_role *role, const s
                  what, rname(role));
         return GW_ISSUED_OUTSIDE_POLICY;
     }
-    if (exts_outside(role, X509_get0_extensions(cert), 1, why) != 0) {
+    if (exts_outside(role, X509_get0_extensions(cert), plan->csr_exts, 1, why) != 0) {
         snprintf(err, GW_ERR_LEN, "%s", why);
         return GW_ISSUED_OUTSIDE_POLICY;
     }

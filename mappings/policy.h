@@ -80,11 +80,12 @@ enum gw_issued_verdict {
  * public key, chain (with |chain| as intermediates) to |issuer_store|, and stay within |role|'s
  * policy: end entity only (basicConstraints absent or cA FALSE), keyUsage and extendedKeyUsage within
  * the role's (and present where the role has any: absent is any usage), only standard extensions
- * and the role's allowed_extensions, names within the role's patterns and no name the plan lacks (a
- * copy of a planned CN aside), the planned subject or some of its attributes (the same type and
- * text, each once, in any order; none only if the role does not require a subject), validity within
- * max_ttl. A reduced subject, a dropped name or a shorter validity is GW_ISSUED_MODIFIED. Returns the
- * verdict; |err| says why.
+ * and the role's allowed_extensions, no copy (the same OID and value) of an extension the CSR asked
+ * for (plan->csr_exts) that a CSR the CA copies may not carry (gw_policy_check_csr), names within
+ * the role's patterns and no name the plan lacks (a copy of a planned CN aside), the planned subject
+ * or some of its attributes (the same type and text, each once, in any order; none only if the role
+ * does not require a subject), validity within max_ttl. A reduced subject, a dropped name or a
+ * shorter validity is GW_ISSUED_MODIFIED. Returns the verdict; |err| says why.
  */
 enum gw_issued_verdict gw_policy_check_issued(const struct gw_role *role, const struct gw_cert_plan *plan,
                                               X509 *cert, STACK_OF(X509) *chain, X509_STORE *issuer_store,

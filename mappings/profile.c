@@ -34,6 +34,7 @@ void gw_cert_req_cleanup(struct gw_cert_req *r)
     GENERAL_NAMES_free(r->sans);
     EVP_PKEY_free(r->pubkey);
     X509_PUBKEY_free(r->spki);
+    sk_X509_EXTENSION_pop_free(r->csr_exts, X509_EXTENSION_free);
     gw_cert_req_init(r);
 }
 
@@ -50,6 +51,7 @@ void gw_cert_plan_cleanup(struct gw_cert_plan *p)
     GENERAL_NAMES_free(p->sans);
     EVP_PKEY_free(p->pubkey);
     X509_PUBKEY_free(p->spki);
+    sk_X509_EXTENSION_pop_free(p->csr_exts, X509_EXTENSION_free);
     gw_cert_plan_init(p);
 }
 
@@ -292,6 +294,12 @@ int gw_cert_plan_make(const struct gw_role *role, const struct gw_cert_req *req,
     out->ext_key_usage = role->ext_key_usage;
     if (req->other_exts > 0)
         out->modified = 1; /* e.g. basicConstraints CA:TRUE was asked for: ignored */
+    if (req->csr_exts != NULL && (out->csr_exts = sk_X509_EXTENSION_deep_copy(
+                                      req->csr_exts, X509_EXTENSION_dup, X509_EXTENSION_free)) == NULL) {
+        rc = GW_ERR_NOMEM;
+        snprintf(err, GW_ERR_LEN, "out of memory");
+        goto out;
+    }
     *fail_info = 0;
 out:
     if (rc == GW_ERR_NOMEM)

@@ -33,6 +33,8 @@ struct gw_cert_req {
     time_t not_before;   /* 0 = not requested */
     time_t not_after;    /* 0 = not requested */
     int other_exts;      /* requested extensions other than subjectAltName (never copied) */
+    STACK_OF(X509_EXTENSION) *csr_exts; /* a CSR's other extensions, as asked (NULL for CRMF, whose
+                                           template the gateway rebuilds): the CA may copy them */
 };
 
 /* What will be issued. Owned by the struct (gw_cert_plan_cleanup). */
@@ -46,6 +48,8 @@ struct gw_cert_plan {
     unsigned key_usage;     /* KU_* bits; never keyCertSign or cRLSign (the issued cert is CA:FALSE) */
     unsigned ext_key_usage; /* enum gw_eku bits */
     int modified;           /* 1 if the plan differs from what was asked (grantedWithMods) */
+    STACK_OF(X509_EXTENSION) *csr_exts; /* the request's gw_cert_req.csr_exts: an issued certificate
+                                           carrying a copy of one the role does not allow is refused */
 };
 
 void gw_cert_req_init(struct gw_cert_req *r);

@@ -14,15 +14,26 @@
 
 /*
  * read_exts takes the subjectAltName out of requested extensions |exts| and counts the others,
- * which are ignored: the profile is the role's. An empty SAN list counts as none.
+ * which are ignored: the profile is the role's. An empty SAN list counts as none. With |keep| (a
+ * CSR, which goes upstream as it is), the others are kept as asked, for the check of what comes back.
  */
-static int read_exts(const STACK_OF(X509_EXTENSION) *exts, struct gw_cert_req *out, char *err)
+static int read_exts(const STACK_OF(X509_EXTENSION) *exts, int keep, struct gw_cert_req *out, char *err)
 {
     int crit = -1, i, n = sk_X509_EXTENSION_num(exts);
 
     for (i = 0; i < n; i++) {
-        if (OBJ_obj2nid(X509_EXTENSION_get_object(sk_X509_EXTENSION_value(exts, i))) != NID_subject_alt_name)
-            out->other_exts++;
+        X509_EXTENSION *e = sk_X509_EXTENSION_value(exts, i), *copy = NULL;
+
+        if (OBJ_obj2nid(X509_EXTENSION_get_object(e)) == NID_subject_alt_name)
+            continue;
+        out->other_exts++;
+        if (keep &&
+            ((out->csr_exts == NULL && (out->csr_exts = sk_X509_EXTENSION_new_null()) == NULL) ||
+             (copy = X509_EXTENSION_dup(e)) == NULL || sk_X509_EXTENSION_push(out->csr_exts, copy) <= 0)) {
+            X509_EXTENSION_free(copy);
+            snprintf(err, GW_ERR_LEN, "out of memory");
+            return GW_ERR_NOMEM;
+        }
     }
     if (n <= 0)
         return 0;
@@ -68,7 +79,7 @@ int gw_cert_req_from_crmf(enum gw_req_kind kind, const OSSL_CRMF_MSG *crm, EVP_P
         snprintf(err, GW_ERR_LEN, "out of memory");
         goto out;
     }
-    if ((rc = read_exts(OSSL_CRMF_CERTTEMPLATE_get0_extensions(tmpl), out, err)) != 0)
+    if ((rc = read_exts(OSSL_CRMF_CERTTEMPLATE_get0_extensions(tmpl), 0, out, err)) != 0)
         goto out;
     rc = GW_ERR_INVAL;
     if (key != NULL && EVP_PKEY_up_ref(key) == 1)
@@ -108,7 +119,7 @@ int gw_cert_req_from_p10(const X509_REQ *csr, struct gw_cert_req *out, char *err
         goto out;
     }
     /* one extensionRequest, read as every CA behind the gateway will read it */
-    if ((rc = gw_x509_req_extensions(csr, &exts, err)) != 0 || (rc = read_exts(exts, out, err)) != 0)
+    if ((rc = gw_x509_req_extensions(csr, &exts, err)) != 0 || (rc = read_exts(exts, 1, out, err)) != 0)
         goto out;
     if ((out->pubkey = X509_REQ_get_pubkey(req)) == NULL) {
         rc = GW_ERR_INVAL;

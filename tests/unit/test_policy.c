@@ -1679,6 +1679,65 @@ static void test_check_issued_exts(void **state)
     ASN1_OBJECT_free(allowed[1]);
 }
 
+static STACK_OF(X509_EXTENSION) *exts_of(const char *ext);
+
+/*
+ * A CA that copies the CSR's extensions (sign-verbatim, cfssl's copy_extensions, a CMP CA) may
+ * write a CRL of its own, never the client's: an extension the CSR asked for that comes back the
+ * same is refused (and revoked) unless the role allows it.
+ */
+static void test_check_issued_copied(void **state)
+{
+    static const struct cspec base = {
+        "CN=dev-1.example.com", "DNS:a.example.com", NULL, "critical,digitalSignature", -60, 7 * DAY, 0};
+    static const struct {
+        const char *name;
+        const char *csr, *cert; /* what the CSR asked for, what the CA put in (add_exts syntax) */
+        int allow_crl;
+        enum gw_issued_verdict want;
+        const char *want_err;
+    } cases[] = {
+        {"the client's CRL", "crlDistributionPoints=URI:http://127.0.0.1/evil.crl",
+         "crlDistributionPoints=URI:http://127.0.0.1/evil.crl", 0, GW_ISSUED_OUTSIDE_POLICY,
+         "=the CA copied the CSR's crlDistributionPoints (2.5.29.31), outside role iot (not in its "
+         "allowed_extensions)"},
+        {"the client's OCSP responder", "authorityInfoAccess=OCSP;URI:http://127.0.0.1/ocsp",
+         "authorityInfoAccess=OCSP;URI:http://127.0.0.1/ocsp", 0, GW_ISSUED_OUTSIDE_POLICY,
+         "the CA copied the CSR's authorityInfoAccess (1.3.6.1.5.5.7.1.1), outside role iot"},
+        /* twins: the CA's own CRL, asked for or not; a CRL the role lets devices name */
+        {"the CA's own CRL", "crlDistributionPoints=URI:http://127.0.0.1/evil.crl",
+         "crlDistributionPoints=URI:http://127.0.0.1/ca.crl", 0, GW_ISSUED_OK, "="},
+        {"nothing asked", NULL, "crlDistributionPoints=URI:http://127.0.0.1/ca.crl", 0, GW_ISSUED_OK, "="},
+        {"allowed", "crlDistributionPoints=URI:http://127.0.0.1/dev.crl",
+         "crlDistributionPoints=URI:http://127.0.0.1/dev.crl", 1, GW_ISSUED_OK, "="},
+    };
+    ASN1_OBJECT *allowed[] = {OBJ_nid2obj(NID_crl_distribution_points)};
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct gw_role role = {.name = "iot",
+                               .upstream_name = "vault",
+                               .key_usage = KU_DIGITAL_SIGNATURE,
+                               .allowed_san_types = GW_SAN_DNS,
+                               .allowed_exts = cases[i].allow_crl ? allowed : NULL,
+                               .n_allowed_exts = cases[i].allow_crl ? 1 : 0,
+                               .max_ttl = 30 * DAY};
+        X509 *cert = mkcert_ext(&base, NULL, cases[i].cert, keys[K_P256], int_ca, keys[K_CA3]);
+        struct gw_cert_plan plan;
+        enum gw_issued_verdict v;
+
+        mkplan(&plan, "CN=dev-1.example.com", "DNS:a.example.com", K_P256, 7 * DAY);
+        plan.csr_exts = cases[i].csr != NULL ? exts_of(cases[i].csr) : NULL;
+        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NOW, err);
+        if (v != cases[i].want)
+            fail_msg("%s: verdict %d, want %d; err \"%s\"", cases[i].name, v, cases[i].want, err);
+        check_err(cases[i].name, err, cases[i].want_err);
+        gw_cert_plan_cleanup(&plan);
+        X509_free(cert);
+    }
+}
+
 /* More extensions than GW_MAX_CERT_EXTS are refused before they are compared pairwise. */
 static void test_check_issued_too_many_exts(void **state)
 {
@@ -2009,6 +2068,7 @@ int main(void)
         cmocka_unit_test(test_check_issued_subject_encoding),
         cmocka_unit_test(test_check_issued_null),
         cmocka_unit_test(test_check_issued_exts),
+        cmocka_unit_test(test_check_issued_copied),
         cmocka_unit_test(test_check_issued_too_many_exts),
         cmocka_unit_test(test_check_csr),
         cmocka_unit_test(test_check_csr_allowed),

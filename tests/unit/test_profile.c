@@ -482,6 +482,7 @@ static void test_req_from_crmf(void **state)
     assert_non_null(req.subject);
     assert_int_equal(sk_GENERAL_NAME_num(req.sans), 2);
     assert_int_equal(req.other_exts, 1);
+    assert_null(req.csr_exts); /* the gateway rebuilds a template: no CA sees the client's */
     assert_true(req.not_before == NOW && req.not_after == NOW + DAY);
     assert_int_equal(EVP_PKEY_eq(req.pubkey, keys[K_P256]), 1);
     gw_cert_req_cleanup(&req);
@@ -555,14 +556,23 @@ static void test_req_from_p10(void **state)
 {
     X509_REQ *csr = make_p10(keys[K_P384], "dev9", "DNS:dev9.example,IP:127.0.0.1", "CA:TRUE");
     struct gw_cert_req req;
+    struct gw_cert_plan plan;
     char err[GW_ERR_LEN];
+    int fail_info;
 
     (void)state;
     assert_int_equal(gw_cert_req_from_p10(csr, &req, err), 0);
     assert_int_equal(req.kind, GW_REQ_P10CR);
     assert_int_equal(sk_GENERAL_NAME_num(req.sans), 2);
     assert_int_equal(req.other_exts, 1);
+    /* the CSR goes upstream as it is: its other extensions are kept, for the check of what comes back */
+    assert_int_equal(sk_X509_EXTENSION_num(req.csr_exts), 1);
+    assert_int_equal(OBJ_obj2nid(X509_EXTENSION_get_object(sk_X509_EXTENSION_value(req.csr_exts, 0))),
+                     NID_basic_constraints);
     X509_REQ_free(csr); /* what the request read is its own */
+    assert_int_equal(gw_cert_plan_make(&role_web, &req, NOW, &plan, &fail_info, err), 0);
+    assert_int_equal(sk_X509_EXTENSION_num(plan.csr_exts), 1);
+    gw_cert_plan_cleanup(&plan);
     assert_int_equal(EVP_PKEY_eq(req.pubkey, keys[K_P384]), 1);
     assert_int_equal(X509_NAME_entry_count(req.subject), 1);
     assert_non_null(req.spki);
