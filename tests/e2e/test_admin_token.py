@@ -111,26 +111,30 @@ class AdminToken(harness.GatewayTestCase):
 
     def test_one_reload_at_a_time(self):
         """Sixteen POST /reload sent at once: one runs, those that arrive while it runs get 409; every 200
-        is one reload, and no request waits behind another."""
-        reloaded = len(events(self.gw, "reloaded"))
-        calls = [raw_post(self.gw.admin_port, self.token()) for _ in range(16)]
-        for s, req in calls:
-            s.sendall(req)
-        answers = []
-        for s, _ in calls:
-            with s:
-                answers.append(harness.read_to_eof(s).decode(errors="replace"))
-        codes = [int(a.split(" ", 2)[1]) for a in answers]
-        self.assertLessEqual(set(codes), {200, 409}, answers)
-        self.assertIn(200, codes)
+        is one reload, and no request waits behind another. A round whose requests happened not to
+        overlap a reload (a busy machine serialises them) proves nothing of the 409: up to five rounds."""
+        for _ in range(5):
+            reloaded = len(events(self.gw, "reloaded"))
+            calls = [raw_post(self.gw.admin_port, self.token()) for _ in range(16)]
+            for s, req in calls:
+                s.sendall(req)
+            answers = []
+            for s, _ in calls:
+                with s:
+                    answers.append(harness.read_to_eof(s).decode(errors="replace"))
+            codes = [int(a.split(" ", 2)[1]) for a in answers]
+            self.assertLessEqual(set(codes), {200, 409}, answers)
+            self.assertIn(200, codes)
+            deadline = time.monotonic() + 10
+            while len(events(self.gw, "reloaded")) - reloaded < codes.count(200) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            self.assertEqual(len(events(self.gw, "reloaded")) - reloaded, codes.count(200))
+            if 409 in codes:
+                break
         self.assertIn(409, codes)
         conflict = next(a for a in answers if " 409 " in a.split("\r\n")[0])
         self.assertTrue(conflict.endswith("\r\n\r\na reload is already in progress; retry once it has ended\n"),
                         conflict)
-        deadline = time.monotonic() + 10
-        while len(events(self.gw, "reloaded")) - reloaded < codes.count(200) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        self.assertEqual(len(events(self.gw, "reloaded")) - reloaded, codes.count(200))
         self.assertEqual(admin(self.gw, "/reload", "POST")[0], 200)  # and the next one runs
 
 
