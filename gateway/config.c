@@ -254,6 +254,8 @@ static const struct gw_conf_field limits_fields[] = {
                 .min = 1, .max = GW_MAX_AUTH_FAILURE_WINDOW, .def = GW_DEFAULT_AUTH_FAILURE_WINDOW),
     GW_CONF_OPT("body_timeout", gw_conf_p_dur_s, struct gw_limits_conf, body_timeout, .min = 1,
                 .max = GW_MAX_BODY_TIMEOUT, .def = GW_DEFAULT_BODY_TIMEOUT),
+    GW_CONF_OPT("send_timeout", gw_conf_p_dur_s, struct gw_limits_conf, send_timeout, .min = 1,
+                .max = GW_MAX_SEND_TIMEOUT, .def = GW_DEFAULT_SEND_TIMEOUT),
 };
 GW_CONF_OBJDEF(limits_def, limits_fields, NULL);
 

@@ -133,7 +133,8 @@ int gw_conn_recheck(struct gw_conn *c);
 /* gw_conn_get0 returns the connection state of |req| (borrowed, lives with the connection). */
 struct gw_conn *gw_conn_get0(h2o_req_t *req);
 
-/* h2sweep.c: ends HTTP/2 connections holding a request unfinished past limits.body_timeout (loop thread) */
+/* h2sweep.c: ends HTTP/2 connections holding a request unfinished past limits.body_timeout, or an
+ * answer unsent past limits.send_timeout (loop thread) */
 void gw_h2sweep_start(struct gw_loop *lt);
 void gw_h2sweep_stop(struct gw_loop *lt);
 

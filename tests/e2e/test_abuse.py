@@ -16,6 +16,9 @@ bits, exponent of 2^32 or more) are refused wherever the gateway would verify wi
 
 Connections are bounded per client address, HTTP/2 is offered only where a listener asks for it, and an
 address that keeps failing to authenticate gets HTTP 429 with Retry-After before any CMP work.
+
+An HTTP/2 client that never opens its flow-control window once its request is answered held its
+connection, and the stream's memory, forever: its connection is now ended after limits.send_timeout.
 """
 import datetime
 import re
@@ -206,11 +209,60 @@ class BoundedWork(harness.GatewayTestCase):
 
 
 
+def h2_frame(ftype, flags, stream, payload):
+    return len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def h2_literal(name, value):  # HPACK literal without indexing, new name, no Huffman (RFC 7541 §6.2.2)
+    return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+
+
+def h2_post(stream, body, path=b"/pki/cmp"):
+    """HEADERS and DATA (END_STREAM) of one POST of |body| on |stream|."""
+    block = (h2_literal(b":method", b"POST") + h2_literal(b":scheme", b"https") + h2_literal(b":path", path) +
+             h2_literal(b":authority", b"127.0.0.1") + h2_literal(b"content-type", b"application/pkixcmp") +
+             h2_literal(b"content-length", str(len(body)).encode()))
+    return h2_frame(1, 0x4, stream, block) + h2_frame(0, 0x1, stream, body)
+
+
+def h2_connect(gw, settings=b"", source="127.0.0.1", timeout=1):
+    """A TLS connection with ALPN h2 from |source|, the client preface and SETTINGS (|settings|) sent."""
+    ctx = gw.tls_context()
+    ctx.set_alpn_protocols(["h2"])
+    raw = socket.create_connection(("127.0.0.1", gw.port), timeout=timeout, source_address=(source, 0))
+    sock = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+    if sock.selected_alpn_protocol() != "h2":
+        sock.close()
+        raise harness.Failure("no h2 in ALPN")
+    sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0, settings))
+    return sock
+
+
+def h2_frames(buf):
+    """The whole frames at the start of |buf| as (type, flags, stream, payload), and what is left."""
+    out = []
+    while len(buf) >= 9 and len(buf) >= 9 + int.from_bytes(buf[:3], "big"):
+        n = int.from_bytes(buf[:3], "big")
+        out.append((buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF, buf[9:9 + n]))
+        buf = buf[9 + n:]
+    return out, buf
+
+
+def h2_status(block):
+    """The :status at the start of a HEADERS block: indexed (RFC 7541 static table 8..14) or a literal of the
+    indexed name 8 with a plain value, as h2o writes it; None otherwise."""
+    if block[0] & 0x80:
+        return {8: 200, 9: 204, 10: 206, 11: 304, 12: 400, 13: 404, 14: 500}.get(block[0] & 0x7F)
+    if block[0] in (0x48, 0x08, 0x18) and not block[1] & 0x80:
+        return int(block[2:2 + block[1]])
+    return None
+
+
 class Admission(harness.GatewayTestCase):
 
     @classmethod
     def edit_config(cls, cfg, gw):
-        cfg["limits"] = {"max_connections_per_address": 4, "body_timeout": "3s"}
+        cfg["limits"] = {"max_connections_per_address": 4, "body_timeout": "3s", "send_timeout": "2s"}
         cfg["listeners"][0]["tls"]["http2"] = True
 
     def connect(self):
@@ -282,6 +334,40 @@ class Admission(harness.GatewayTestCase):
         deadline = time.monotonic() + 5  # the client may see the close before the line is written
         while not any(e.get("event") == "http2_connection_closed" for e in self.gw.log_lines()):
             self.assertLess(time.monotonic(), deadline, "no http2_connection_closed line")
+            time.sleep(0.1)
+
+    def test_http2_window_never_opened_ended_within_the_send_timeout(self):
+        """SETTINGS_INITIAL_WINDOW_SIZE 0 and no WINDOW_UPDATE: the answer (a 400) can never be sent, and its
+        stream would live as long as the connection. The gateway ends the connection and says so."""
+        sock = h2_connect(self.gw, settings=(4).to_bytes(2, "big") + (0).to_bytes(4, "big"))
+        sock.sendall(h2_post(1, b"not a PKIMessage"))
+        buf, statuses, closed = b"", [], False
+        deadline = time.monotonic() + 2 + 1 + 10 * harness.SLOW  # send_timeout 2 s, swept every second
+        try:
+            while time.monotonic() < deadline and not closed:
+                try:
+                    data = sock.recv(65536)
+                except socket.timeout:
+                    continue
+                except (ssl.SSLError, OSError):
+                    closed = True
+                    break
+                closed = data == b""
+                frames, buf = h2_frames(buf + data)
+                for ftype, flags, stream, payload in frames:
+                    if ftype == 4 and not flags & 1:
+                        sock.sendall(h2_frame(4, 1, 0, b""))  # ACK its SETTINGS: a well-behaved peer otherwise
+                    if ftype == 1 and stream == 1:
+                        statuses.append(h2_status(payload))
+                    self.assertNotEqual((ftype, stream), (0, 1), "DATA sent through a window of 0")
+        finally:
+            sock.close()
+        self.assertEqual(statuses, [400])  # answered: the headers need no window, the body does
+        self.assertTrue(closed, "the gateway kept an HTTP/2 connection whose answer it could not send")
+        deadline = time.monotonic() + 5  # the client may see the close before the line is written
+        while not [e for e in self.gw.log_lines() if e.get("event") == "http2_connection_closed" and
+                   e.get("peer", "").startswith("127.0.0.1:") and "send_timeout" in e.get("reason", "")]:
+            self.assertLess(time.monotonic(), deadline, "no http2_connection_closed line:\n" + self.gw.stderr()[-3000:])
             time.sleep(0.1)
 
     def test_http2_on_where_asked(self):

@@ -432,6 +432,9 @@ static const struct bad bad_cases[] = {
      {E("\"signer\":", "\"workers\": 0, \"signer\":")},
      {"$.workers: expected an integer in 1..1024, got 0"}},
     {"workers over", {E("\"signer\":", "\"workers\": 1025, \"signer\":")}, {"$.workers", "got 1025"}},
+    {"send timeout over",
+     {E("\"signer\":", "\"limits\": {\"send_timeout\": \"301s\"}, \"signer\":")},
+     {"$.limits.send_timeout"}},
     {"loop_threads string",
      {E("\"signer\":", "\"loop_threads\": \"2\", \"signer\":")},
      {"$.loop_threads", "got \"2\""}},
@@ -1162,6 +1165,7 @@ static void test_demo(void **state)
     assert_int_equal(cfg->loop_threads, GW_DEFAULT_LOOP_THREADS);
     assert_int_equal(cfg->workers, GW_DEFAULT_WORKERS);
     assert_int_equal(cfg->queue_depth, GW_DEFAULT_QUEUE_DEPTH);
+    assert_int_equal(cfg->limits.send_timeout, GW_DEFAULT_SEND_TIMEOUT);
     assert_string_equal(cfg->path_prefix, "/pki");
     assert_int_equal(cfg->log_level, GW_LOG_INFO);
     assert_non_null(cfg->signer.cert);
@@ -1220,7 +1224,9 @@ static void test_full(void **state)
          "\"loop_threads\": 4, \"workers\": 8, \"queue_depth\": 32, \"path_prefix\": \"/v1/pki\", "
          "\"log_level\": \"debug\", \"cmp\": {\"message_time_window\": \"2m\", "
          "\"require_message_time\": true, \"transaction_ttl\": 60, \"max_transactions\": 5, "
-         "\"max_transactions_per_identity\": 2, \"pbm_max_iterations\": 100000}, \"signer\":"},
+         "\"max_transactions_per_identity\": 2, \"pbm_max_iterations\": 100000}, \"limits\": "
+         "{\"send_timeout\": \"30s\"}, "
+         "\"signer\":"},
         {"\"chain\": \"ca.pem\" }",
          "\"chain\": \"ca.pem\", \"timeout\": \"1500ms\", \"max_inflight\": 3, \"delay\": \"2s\" }"},
         {"\"implicit_confirm\": true", "\"implicit_confirm\": false, \"require_subject\": true"},
@@ -1243,6 +1249,7 @@ static void test_full(void **state)
     assert_int_equal(cfg->cmp.max_transactions, 5);
     assert_int_equal(cfg->cmp.max_transactions_per_identity, 2);
     assert_int_equal(cfg->cmp.pbm_max_iterations, 100000);
+    assert_int_equal(cfg->limits.send_timeout, 30);
     assert_int_equal(cfg->upstreams[0].timeout_ms, 1500);
     assert_int_equal(cfg->upstreams[0].max_inflight, 3);
     assert_int_equal(LOCAL(&cfg->upstreams[0])->delay_ms, 2000);
