@@ -16,6 +16,8 @@
 /* connections and authentication attempts per client address (gateway/guard.c) */
 #define GW_DEFAULT_MAX_CONNECTIONS 4096
 #define GW_DEFAULT_MAX_CONNECTIONS_PER_ADDRESS 64
+#define GW_DEFAULT_IPV6_PREFIX 64 /* an IPv6 client's address for the limits: its /64 */
+#define GW_MIN_IPV6_PREFIX 48
 #define GW_MAX_CONNECTIONS 1000000
 #define GW_DEFAULT_AUTH_FAILURES 50 /* failed authentications per address and window; then 429 */
 #define GW_MAX_AUTH_FAILURES 1000000

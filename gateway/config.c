@@ -248,6 +248,8 @@ static const struct gw_conf_field limits_fields[] = {
     GW_CONF_OPT("max_connections_per_address", gw_conf_p_u32, struct gw_limits_conf,
                 admission.max_connections_per_address, .min = 1, .max = GW_MAX_CONNECTIONS,
                 .def = GW_DEFAULT_MAX_CONNECTIONS_PER_ADDRESS),
+    GW_CONF_OPT("ipv6_prefix", gw_conf_p_u32, struct gw_limits_conf, admission.ipv6_prefix,
+                .min = GW_MIN_IPV6_PREFIX, .max = 128, .def = GW_DEFAULT_IPV6_PREFIX),
     GW_CONF_OPT("auth_failures_per_address", gw_conf_p_u32, struct gw_limits_conf, admission.auth_failures,
                 .min = 0, .max = GW_MAX_AUTH_FAILURES, .def = GW_DEFAULT_AUTH_FAILURES),
     GW_CONF_OPT("auth_failure_window", gw_conf_p_dur_s, struct gw_limits_conf, admission.auth_failure_window,

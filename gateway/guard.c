@@ -1,8 +1,9 @@
 /*
- * Per-address accounting: an open-addressing table keyed by the client's IP (IPv4 as 4 bytes,
- * IPv6 as 16), probed linearly from a keyed hash so that addresses cannot be picked to collide.
- * An entry with no connection and no live failure window is free to be taken again; lookups go on
- * past such entries until a never-used slot, so an address is never counted twice.
+ * Per-address accounting: an open-addressing table keyed by the client's address (IPv4 as 4
+ * bytes, an IPv6 prefix as 16 with the bits past it zero), probed linearly from a keyed hash so
+ * that addresses cannot be picked to collide. An entry with no connection and no live failure
+ * window is free to be taken again; lookups go on past such entries until a never-used slot, so an
+ * address is never counted twice.
  */
 #include "gateway/guard.h"
 #include "base/err.h"
@@ -37,8 +38,9 @@ struct gw_guard *gw_guard_new(const struct gw_guard_conf *conf)
     struct gw_guard *g;
     size_t cap = 64;
 
-    if (conf->max_connections == 0 || conf->max_connections_per_address == 0 ||
-        (conf->auth_failures != 0 && conf->auth_failure_window == 0) || (g = calloc(1, sizeof(*g))) == NULL)
+    if (conf->max_connections == 0 || conf->max_connections_per_address == 0 || conf->ipv6_prefix == 0 ||
+        conf->ipv6_prefix > 128 || (conf->auth_failures != 0 && conf->auth_failure_window == 0) ||
+        (g = calloc(1, sizeof(*g))) == NULL)
         return NULL;
     /* room for every connection on its own address, and as many addresses again that only failed */
     while (cap < 2 * (size_t)conf->max_connections + 64)
@@ -64,8 +66,12 @@ void gw_guard_free(struct gw_guard *g)
     free(g);
 }
 
-/* The IP of |sa| as bytes; 0 if it is neither IPv4 nor IPv6. */
-static size_t addr_of(const struct sockaddr *sa, socklen_t len, uint8_t *out)
+/*
+ * The key of |sa|'s address: an IPv4 address, or an IPv4-mapped IPv6 one (a dual-stack socket's
+ * view of an IPv4 client), as its 4 bytes; any other IPv6 address as its first ipv6_prefix bits, the
+ * rest zero, in 16. 0 if it is neither IPv4 nor IPv6.
+ */
+static size_t addr_of(const struct gw_guard *g, const struct sockaddr *sa, socklen_t len, uint8_t *out)
 {
     if (sa == NULL)
         return 0;
@@ -74,7 +80,17 @@ static size_t addr_of(const struct sockaddr *sa, socklen_t len, uint8_t *out)
         return 4;
     }
     if (sa->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
-        memcpy(out, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        uint32_t bits = g->conf.ipv6_prefix;
+
+        if (IN6_IS_ADDR_V4MAPPED(a)) {
+            memcpy(out, &a->s6_addr[12], 4);
+            return 4;
+        }
+        memset(out, 0, 16);
+        memcpy(out, a->s6_addr, bits / 8);
+        if (bits % 8 != 0)
+            out[bits / 8] = (uint8_t)(a->s6_addr[bits / 8] & (0xff << (8 - bits % 8)));
         return 16;
     }
     return 0;
@@ -142,7 +158,7 @@ static struct slot *find(struct gw_guard *g, const uint8_t *a, size_t n, enum ma
 int gw_guard_conn_open(struct gw_guard *g, const struct sockaddr *sa, socklen_t len)
 {
     uint8_t a[16];
-    size_t n = addr_of(sa, len, a);
+    size_t n = addr_of(g, sa, len, a);
     struct slot *s;
     int rc = 0;
 
@@ -165,7 +181,7 @@ int gw_guard_conn_open(struct gw_guard *g, const struct sockaddr *sa, socklen_t 
 void gw_guard_conn_close(struct gw_guard *g, const struct sockaddr *sa, socklen_t len)
 {
     uint8_t a[16];
-    size_t n = addr_of(sa, len, a);
+    size_t n = addr_of(g, sa, len, a);
     struct slot *s;
 
     if (n == 0)
@@ -182,7 +198,7 @@ int gw_guard_auth_check(struct gw_guard *g, const struct sockaddr *sa, socklen_t
                         uint32_t *retry_after)
 {
     uint8_t a[16];
-    size_t n = addr_of(sa, len, a);
+    size_t n = addr_of(g, sa, len, a);
     struct slot *s;
     int rc = 0;
 
@@ -202,7 +218,7 @@ int gw_guard_auth_check(struct gw_guard *g, const struct sockaddr *sa, socklen_t
 void gw_guard_auth_failed(struct gw_guard *g, const struct sockaddr *sa, socklen_t len, time_t now)
 {
     uint8_t a[16];
-    size_t n = addr_of(sa, len, a);
+    size_t n = addr_of(g, sa, len, a);
     struct slot *s;
 
     if (n == 0 || g->conf.auth_failures == 0)

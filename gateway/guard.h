@@ -1,7 +1,10 @@
 /*
  * Admission by client address (docs/security.md, "Bounded work"): connections in total and per
  * address, and a budget of failed authentications per address. One table with one lock, shared by
- * the loop threads; memory is fixed at creation. An address is a client's IP, never its port.
+ * the loop threads; memory is fixed at creation. An address is a client's IP, never its port: an
+ * IPv4 address, an IPv4-mapped IPv6 address as the IPv4 address it maps, any other IPv6 address as
+ * its first |ipv6_prefix| bits (one host is commonly given a whole /64, and would otherwise have
+ * 2^64 addresses' worth of every limit).
  */
 #ifndef GW_GUARD_H
 #define GW_GUARD_H
@@ -15,11 +18,15 @@ struct gw_guard_conf {
     uint32_t max_connections_per_address;
     uint32_t auth_failures;       /* per address and window; 0 = no budget */
     uint32_t auth_failure_window; /* seconds */
+    uint32_t ipv6_prefix;         /* bits of an IPv6 address that make the address: 1..128 */
 };
 
 struct gw_guard;
 
-/* gw_guard_new sizes its table for |conf| (copied). NULL on a zero limit or out of memory. */
+/*
+ * gw_guard_new sizes its table for |conf| (copied). NULL on a zero limit, an |ipv6_prefix| outside
+ * 1..128, or out of memory.
+ */
 struct gw_guard *gw_guard_new(const struct gw_guard_conf *conf);
 void gw_guard_free(struct gw_guard *g);
 

@@ -432,6 +432,12 @@ static const struct bad bad_cases[] = {
      {E("\"signer\":", "\"workers\": 0, \"signer\":")},
      {"$.workers: expected an integer in 1..1024, got 0"}},
     {"workers over", {E("\"signer\":", "\"workers\": 1025, \"signer\":")}, {"$.workers", "got 1025"}},
+    {"ipv6 prefix too short",
+     {E("\"signer\":", "\"limits\": {\"ipv6_prefix\": 47}, \"signer\":")},
+     {"$.limits.ipv6_prefix: expected an integer in 48..128, got 47"}},
+    {"ipv6 prefix too long",
+     {E("\"signer\":", "\"limits\": {\"ipv6_prefix\": 129}, \"signer\":")},
+     {"$.limits.ipv6_prefix", "got 129"}},
     {"send timeout over",
      {E("\"signer\":", "\"limits\": {\"send_timeout\": \"301s\"}, \"signer\":")},
      {"$.limits.send_timeout"}},
@@ -1165,6 +1171,7 @@ static void test_demo(void **state)
     assert_int_equal(cfg->loop_threads, GW_DEFAULT_LOOP_THREADS);
     assert_int_equal(cfg->workers, GW_DEFAULT_WORKERS);
     assert_int_equal(cfg->queue_depth, GW_DEFAULT_QUEUE_DEPTH);
+    assert_int_equal(cfg->limits.admission.ipv6_prefix, GW_DEFAULT_IPV6_PREFIX);
     assert_int_equal(cfg->limits.send_timeout, GW_DEFAULT_SEND_TIMEOUT);
     assert_string_equal(cfg->path_prefix, "/pki");
     assert_int_equal(cfg->log_level, GW_LOG_INFO);
@@ -1225,7 +1232,7 @@ static void test_full(void **state)
          "\"log_level\": \"debug\", \"cmp\": {\"message_time_window\": \"2m\", "
          "\"require_message_time\": true, \"transaction_ttl\": 60, \"max_transactions\": 5, "
          "\"max_transactions_per_identity\": 2, \"pbm_max_iterations\": 100000}, \"limits\": "
-         "{\"send_timeout\": \"30s\"}, "
+         "{\"ipv6_prefix\": 56, \"send_timeout\": \"30s\"}, "
          "\"signer\":"},
         {"\"chain\": \"ca.pem\" }",
          "\"chain\": \"ca.pem\", \"timeout\": \"1500ms\", \"max_inflight\": 3, \"delay\": \"2s\" }"},
@@ -1249,6 +1256,7 @@ static void test_full(void **state)
     assert_int_equal(cfg->cmp.max_transactions, 5);
     assert_int_equal(cfg->cmp.max_transactions_per_identity, 2);
     assert_int_equal(cfg->cmp.pbm_max_iterations, 100000);
+    assert_int_equal(cfg->limits.admission.ipv6_prefix, 56);
     assert_int_equal(cfg->limits.send_timeout, 30);
     assert_int_equal(cfg->upstreams[0].timeout_ms, 1500);
     assert_int_equal(cfg->upstreams[0].max_inflight, 3);

@@ -1,4 +1,7 @@
-/* Admission by client address: connections in total and per address, the failed-authentication budget. */
+/*
+ * Admission by client address: connections in total and per address, the failed-authentication
+ * budget; what an address is (IPv6 by its prefix, IPv4-mapped IPv6 as IPv4).
+ */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -42,7 +45,7 @@ static struct sockaddr_storage v6(const char *ip, socklen_t *len)
 
 static void test_connections(void **state)
 {
-    struct gw_guard_conf conf = {.max_connections = 5, .max_connections_per_address = 2};
+    struct gw_guard_conf conf = {.max_connections = 5, .max_connections_per_address = 2, .ipv6_prefix = 128};
     struct gw_guard *g = gw_guard_new(&conf);
     socklen_t la, lb, lc, l6, lbad = sizeof(struct sockaddr);
     struct sockaddr_storage a = v4("127.0.0.1", 1000, &la), a2 = v4("127.0.0.1", 2000, &la),
@@ -77,7 +80,8 @@ static void test_auth_budget(void **state)
     struct gw_guard_conf conf = {.max_connections = 8,
                                  .max_connections_per_address = 8,
                                  .auth_failures = 3,
-                                 .auth_failure_window = 60};
+                                 .auth_failure_window = 60,
+                                 .ipv6_prefix = 64};
     struct gw_guard *g = gw_guard_new(&conf);
     socklen_t la, lb;
     struct sockaddr_storage a = v4("10.0.0.1", 1, &la), b = v4("10.0.0.2", 1, &lb);
@@ -110,7 +114,8 @@ static void test_table_reuse(void **state)
     struct gw_guard_conf conf = {.max_connections = 1,
                                  .max_connections_per_address = 1,
                                  .auth_failures = 1,
-                                 .auth_failure_window = 10};
+                                 .auth_failure_window = 10,
+                                 .ipv6_prefix = 64};
     struct gw_guard *g = gw_guard_new(&conf);
     struct sockaddr_storage x;
     socklen_t l;
@@ -132,6 +137,77 @@ static void test_table_reuse(void **state)
     conf.max_connections = 1;
     conf.auth_failure_window = 0;
     assert_null(gw_guard_new(&conf));
+    conf.auth_failure_window = 10;
+    conf.ipv6_prefix = 0;
+    assert_null(gw_guard_new(&conf));
+    conf.ipv6_prefix = 129;
+    assert_null(gw_guard_new(&conf));
+}
+
+/* An IPv6 client is its /64 (ipv6_prefix), an IPv4-mapped IPv6 address is the IPv4 address it maps. */
+static void test_address_key(void **state)
+{
+    struct gw_guard_conf conf = {.max_connections = 64,
+                                 .max_connections_per_address = 2,
+                                 .auth_failures = 2,
+                                 .auth_failure_window = 60,
+                                 .ipv6_prefix = 64};
+    struct gw_guard *g = gw_guard_new(&conf);
+    socklen_t l1, l2, l3, l4, lm, lv;
+    struct sockaddr_storage x1 = v6("2001:db8:1:2::1", &l1), x2 = v6("2001:db8:1:2:ffff:ffff:ffff:ffff", &l2),
+                            x3 = v6("2001:db8:1:2:abcd::7", &l3), y = v6("2001:db8:1:3::1", &l4),
+                            mapped = v6("::ffff:192.0.2.7", &lm), plain = v4("192.0.2.7", 1, &lv);
+    uint32_t wait;
+
+    (void)state;
+    assert_non_null(g);
+    /* two addresses of one /64 share its connections ... */
+    assert_int_equal(gw_guard_conn_open(g, SA(x1), l1), 0);
+    assert_int_equal(gw_guard_conn_open(g, SA(x2), l2), 0);
+    assert_int_equal(gw_guard_conn_open(g, SA(x3), l3), GW_ERR_BUSY);
+    assert_int_equal(gw_guard_conn_open(g, SA(y), l4), 0); /* the next /64 is another client */
+    /* ... and its failed authentications */
+    gw_guard_auth_failed(g, SA(x1), l1, 1000);
+    gw_guard_auth_failed(g, SA(x2), l2, 1000);
+    assert_int_equal(gw_guard_auth_check(g, SA(x3), l3, 1001, &wait), GW_ERR_LIMIT);
+    assert_int_equal(gw_guard_auth_check(g, SA(y), l4, 1001, &wait), 0);
+
+    /* an IPv4 client seen through a dual-stack socket is the same client as over IPv4 */
+    assert_int_equal(gw_guard_conn_open(g, SA(mapped), lm), 0);
+    assert_int_equal(gw_guard_conn_open(g, SA(plain), lv), 0);
+    assert_int_equal(gw_guard_conn_open(g, SA(mapped), lm), GW_ERR_BUSY);
+    assert_int_equal(gw_guard_conn_open(g, SA(plain), lv), GW_ERR_BUSY);
+    gw_guard_conn_close(g, SA(mapped), lm);
+    assert_int_equal(gw_guard_conn_open(g, SA(plain), lv), 0);
+    gw_guard_free(g);
+
+    /* ipv6_prefix 128: every IPv6 address on its own; 48: a whole site */
+    conf.ipv6_prefix = 128;
+    g = gw_guard_new(&conf);
+    assert_int_equal(gw_guard_conn_open(g, SA(x1), l1), 0);
+    assert_int_equal(gw_guard_conn_open(g, SA(x1), l1), 0);
+    assert_int_equal(gw_guard_conn_open(g, SA(x2), l2), 0);
+    assert_int_equal(gw_guard_conn_open(g, SA(x1), l1), GW_ERR_BUSY);
+    gw_guard_free(g);
+    conf.ipv6_prefix = 48;
+    g = gw_guard_new(&conf);
+    assert_int_equal(gw_guard_conn_open(g, SA(x1), l1), 0);
+    assert_int_equal(gw_guard_conn_open(g, SA(y), l4), 0); /* 2001:db8:1::/48 both */
+    assert_int_equal(gw_guard_conn_open(g, SA(x2), l2), GW_ERR_BUSY);
+    gw_guard_free(g);
+    /* a prefix that is not a whole number of bytes: /60 keeps 2001:db8:1:2:: apart from ...:12:: */
+    conf.ipv6_prefix = 60;
+    g = gw_guard_new(&conf);
+    {
+        socklen_t la, lb, lc;
+        struct sockaddr_storage a = v6("2001:db8:1:2::1", &la), b = v6("2001:db8:1:12::1", &lb),
+                                c = v6("2001:db8:1:f::1", &lc);
+        assert_int_equal(gw_guard_conn_open(g, SA(a), la), 0);
+        assert_int_equal(gw_guard_conn_open(g, SA(c), lc), 0); /* 2001:db8:1::/60 both */
+        assert_int_equal(gw_guard_conn_open(g, SA(b), lb), 0); /* 2001:db8:1:10::/60 */
+        assert_int_equal(gw_guard_conn_open(g, SA(a), la), GW_ERR_BUSY);
+    }
+    gw_guard_free(g);
 }
 
 int main(void)
@@ -140,6 +216,7 @@ int main(void)
         cmocka_unit_test(test_connections),
         cmocka_unit_test(test_auth_budget),
         cmocka_unit_test(test_table_reuse),
+        cmocka_unit_test(test_address_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
