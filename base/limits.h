@@ -13,10 +13,11 @@
 #define GW_HTTP1_REQ_TIMEOUT_MS 5000 /* below the drain deadline (docs/design.md H8.12) */
 #define GW_DRAIN_TIMEOUT_MS 10000    /* graceful shutdown: wait this long for in-flight work */
 
-/* connections and authentication attempts per client address (gateway/guard.c) */
+/* connections, requests in flight and authentication attempts per client address (gateway/guard.c) */
 #define GW_DEFAULT_MAX_CONNECTIONS 4096
 #define GW_DEFAULT_MAX_CONNECTIONS_PER_ADDRESS 64
-#define GW_DEFAULT_IPV6_PREFIX 64 /* an IPv6 client's address for the limits: its /64 */
+#define GW_DEFAULT_MAX_REQUESTS_PER_ADDRESS 64 /* in flight: as many as its HTTP/1 connections may hold */
+#define GW_DEFAULT_IPV6_PREFIX 64              /* an IPv6 client's address for the limits: its /64 */
 #define GW_MIN_IPV6_PREFIX 48
 #define GW_MAX_CONNECTIONS 1000000
 #define GW_DEFAULT_AUTH_FAILURES 50 /* failed authentications per address and window; then 429 */

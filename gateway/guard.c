@@ -1,9 +1,9 @@
 /*
  * Per-address accounting: an open-addressing table keyed by the client's address (IPv4 as 4
  * bytes, an IPv6 prefix as 16 with the bits past it zero), probed linearly from a keyed hash so
- * that addresses cannot be picked to collide. An entry with no connection and no live failure
- * window is free to be taken again; lookups go on past such entries until a never-used slot, so an
- * address is never counted twice.
+ * that addresses cannot be picked to collide. An entry with no connection, no request in flight and
+ * no live failure window is free to be taken again; lookups go on past such entries until a
+ * never-used slot, so an address is never counted twice.
  */
 #include "gateway/guard.h"
 #include "base/err.h"
@@ -20,6 +20,7 @@ struct slot {
     uint8_t len;
     uint8_t addr[16];
     uint32_t conns;
+    uint32_t reqs; /* in flight */
     uint32_t failures;
     time_t window_start;
 };
@@ -38,11 +39,12 @@ struct gw_guard *gw_guard_new(const struct gw_guard_conf *conf)
     struct gw_guard *g;
     size_t cap = 64;
 
-    if (conf->max_connections == 0 || conf->max_connections_per_address == 0 || conf->ipv6_prefix == 0 ||
-        conf->ipv6_prefix > 128 || (conf->auth_failures != 0 && conf->auth_failure_window == 0) ||
-        (g = calloc(1, sizeof(*g))) == NULL)
+    if (conf->max_connections == 0 || conf->max_connections_per_address == 0 ||
+        conf->max_requests_per_address == 0 || conf->ipv6_prefix == 0 || conf->ipv6_prefix > 128 ||
+        (conf->auth_failures != 0 && conf->auth_failure_window == 0) || (g = calloc(1, sizeof(*g))) == NULL)
         return NULL;
-    /* room for every connection on its own address, and as many addresses again that only failed */
+    /* room for every connection on its own address, and as many addresses again that only failed or
+       whose clients left before their answers */
     while (cap < 2 * (size_t)conf->max_connections + 64)
         cap <<= 1;
     g->conf = *conf;
@@ -115,7 +117,7 @@ static bool window_live(const struct gw_guard *g, const struct slot *s, time_t n
 
 static bool idle(const struct gw_guard *g, const struct slot *s, time_t now)
 {
-    return s->conns == 0 && !window_live(g, s, now);
+    return s->conns == 0 && s->reqs == 0 && !window_live(g, s, now);
 }
 
 enum make { LOOKUP, CREATE, CREATE_EVICTING };
@@ -141,7 +143,7 @@ static struct slot *find(struct gw_guard *g, const uint8_t *a, size_t n, enum ma
             return s;
         if (spare == NULL && idle(g, s, now))
             spare = s;
-        if (victim == NULL && s->conns == 0)
+        if (victim == NULL && s->conns == 0 && s->reqs == 0)
             victim = s;
     }
     if (spare == NULL && make == CREATE_EVICTING)
@@ -191,6 +193,40 @@ void gw_guard_conn_close(struct gw_guard *g, const struct sockaddr *sa, socklen_
         s->conns--;
         g->conns--;
     }
+    pthread_mutex_unlock(&g->lock);
+}
+
+int gw_guard_req_begin(struct gw_guard *g, const struct sockaddr *sa, socklen_t len)
+{
+    uint8_t a[16];
+    size_t n = addr_of(g, sa, len, a);
+    struct slot *s;
+    int rc = 0;
+
+    if (n == 0)
+        return GW_ERR_INVAL;
+    pthread_mutex_lock(&g->lock);
+    /* the request's connection holds the slot of its address: found, made only if it is not */
+    if ((s = find(g, a, n, CREATE_EVICTING, time(NULL))) == NULL ||
+        s->reqs >= g->conf.max_requests_per_address)
+        rc = GW_ERR_BUSY;
+    else
+        s->reqs++;
+    pthread_mutex_unlock(&g->lock);
+    return rc;
+}
+
+void gw_guard_req_end(struct gw_guard *g, const struct sockaddr *sa, socklen_t len)
+{
+    uint8_t a[16];
+    size_t n = addr_of(g, sa, len, a);
+    struct slot *s;
+
+    if (n == 0)
+        return;
+    pthread_mutex_lock(&g->lock);
+    if ((s = find(g, a, n, LOOKUP, time(NULL))) != NULL && s->reqs > 0)
+        s->reqs--;
     pthread_mutex_unlock(&g->lock);
 }
 

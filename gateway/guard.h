@@ -1,10 +1,10 @@
 /*
  * Admission by client address (docs/security.md, "Bounded work"): connections in total and per
- * address, and a budget of failed authentications per address. One table with one lock, shared by
- * the loop threads; memory is fixed at creation. An address is a client's IP, never its port: an
- * IPv4 address, an IPv4-mapped IPv6 address as the IPv4 address it maps, any other IPv6 address as
- * its first |ipv6_prefix| bits (one host is commonly given a whole /64, and would otherwise have
- * 2^64 addresses' worth of every limit).
+ * address, requests in flight per address, and a budget of failed authentications per address. One
+ * table with one lock, shared by the loop threads; memory is fixed at creation. An address is a
+ * client's IP, never its port: an IPv4 address, an IPv4-mapped IPv6 address as the IPv4 address it
+ * maps, any other IPv6 address as its first |ipv6_prefix| bits (one host is commonly given a whole
+ * /64, and would otherwise have 2^64 addresses' worth of every limit).
  */
 #ifndef GW_GUARD_H
 #define GW_GUARD_H
@@ -16,9 +16,10 @@
 struct gw_guard_conf {
     uint32_t max_connections; /* in total */
     uint32_t max_connections_per_address;
-    uint32_t auth_failures;       /* per address and window; 0 = no budget */
-    uint32_t auth_failure_window; /* seconds */
-    uint32_t ipv6_prefix;         /* bits of an IPv6 address that make the address: 1..128 */
+    uint32_t max_requests_per_address; /* in flight at once: from the handler to the answer */
+    uint32_t auth_failures;            /* per address and window; 0 = no budget */
+    uint32_t auth_failure_window;      /* seconds */
+    uint32_t ipv6_prefix;              /* bits of an IPv6 address that make the address: 1..128 */
 };
 
 struct gw_guard;
@@ -37,6 +38,14 @@ void gw_guard_free(struct gw_guard *g);
  */
 int gw_guard_conn_open(struct gw_guard *g, const struct sockaddr *sa, socklen_t len);
 void gw_guard_conn_close(struct gw_guard *g, const struct sockaddr *sa, socklen_t len);
+
+/*
+ * gw_guard_req_begin counts a request of |sa| that is handed to the workers: 0, or GW_ERR_BUSY
+ * (this address holds max_requests_per_address, or the table has no room for it), GW_ERR_INVAL.
+ * Only a 0 is to be ended with gw_guard_req_end, when the request is answered or its client gone.
+ */
+int gw_guard_req_begin(struct gw_guard *g, const struct sockaddr *sa, socklen_t len);
+void gw_guard_req_end(struct gw_guard *g, const struct sockaddr *sa, socklen_t len);
 
 /*
  * gw_guard_auth_check: 0 if |sa| may still try to authenticate at |now|, else GW_ERR_LIMIT with

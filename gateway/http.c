@@ -57,6 +57,7 @@ struct http_job {
     X509 *peer;                   /* up-ref of the connection's verified client certificate */
     struct sockaddr_storage addr; /* the client's: its failed authentications are counted */
     socklen_t addr_len;
+    bool counted; /* one of its address's requests in flight (gw_guard_req_begin) until freed */
     struct gw_cmp_response rsp;
     bool rsp_inited;
     struct reqlog log;
@@ -432,6 +433,8 @@ static void job_free(struct http_job *job)
 {
     if (job == NULL)
         return;
+    if (job->counted)
+        gw_guard_req_end(job->owner->server->guard, (struct sockaddr *)&job->addr, job->addr_len);
     if (job->rsp_inited)
         gw_cmp_response_cleanup(&job->rsp);
     X509_free(job->peer);
@@ -504,23 +507,35 @@ static void on_req_disposed(void *p)
         ref->job->req = NULL;
 }
 
-/* loop thread: copy what the worker needs and queue it. 0, or -1 with |r| filled. */
+/*
+ * loop thread: copy what the worker needs and queue it. 0, or -1 with |r| filled. An address holds
+ * at most limits.max_requests_in_flight_per_address requests from here to their answer, across its
+ * connections and HTTP/2 streams: past it, HTTP 429 before anything is copied.
+ */
 static int submit(struct gw_loop *lt, h2o_req_t *req, const struct gw_route_match *match,
                   const struct reqlog *log, struct refusal *r)
 {
-    struct http_job *job = calloc(1, sizeof(*job));
+    struct http_job *job;
     struct gw_conn *c = gw_conn_get0(req);
+    struct gw_guard *guard = lt->server->guard;
 
-    if (job == NULL || (!gw_route_is_get(match) && (job->der = malloc(req->entity.len)) == NULL)) {
+    if (c != NULL && gw_guard_req_begin(guard, (struct sockaddr *)&c->addr, c->addr_len) != 0)
+        return refuse(r, 429, HDR_RETRY_AFTER,
+                      "too many requests in flight from this address: retry once one is answered");
+    if ((job = calloc(1, sizeof(*job))) == NULL ||
+        (!gw_route_is_get(match) && (job->der = malloc(req->entity.len)) == NULL)) {
+        if (c != NULL)
+            gw_guard_req_end(guard, (struct sockaddr *)&c->addr, c->addr_len);
         job_free(job);
         return refuse(r, 500, HDR_NONE, "out of memory");
     }
+    job->owner = lt;
+    job->counted = c != NULL;
     if (job->der != NULL) {
         memcpy(job->der, req->entity.base, req->entity.len);
         job->len = req->entity.len;
     }
     job->job.run = job_run;
-    job->owner = lt;
     job->gen = lt->gen;
     gw_gen_hold(job->gen);
     job->match = *match;

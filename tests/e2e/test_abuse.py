@@ -19,6 +19,9 @@ address that keeps failing to authenticate gets HTTP 429 with Retry-After before
 
 An HTTP/2 client that never opens its flow-control window once its request is answered held its
 connection, and the stream's memory, forever: its connection is now ended after limits.send_timeout.
+
+One address holds at most limits.max_requests_in_flight_per_address requests in flight, across its
+connections and HTTP/2 streams: 100 streams on each of a few connections filled the work queue.
 """
 import datetime
 import re
@@ -258,6 +261,29 @@ def h2_status(block):
     return None
 
 
+def h2_answers(sock, streams, deadline):
+    """Reads until each of |streams| has ended: {stream: (status, body)}; ACKs the server's SETTINGS."""
+    buf, status, body, done = b"", {}, {}, set()
+    while not set(streams) <= done and time.monotonic() < deadline:
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            continue
+        if data == b"":
+            break
+        frames, buf = h2_frames(buf + data)
+        for ftype, flags, stream, payload in frames:
+            if ftype == 4 and not flags & 1:
+                sock.sendall(h2_frame(4, 1, 0, b""))
+            if ftype == 1:
+                status[stream] = h2_status(payload)
+            if ftype == 0:
+                body[stream] = body.get(stream, b"") + payload
+            if ftype in (0, 1) and flags & 1:
+                done.add(stream)
+    return {s: (status.get(s), body.get(s, b"")) for s in streams if s in done}
+
+
 class Admission(harness.GatewayTestCase):
 
     @classmethod
@@ -440,6 +466,54 @@ class AuthFailureBudgetReset(harness.GatewayTestCase):
         r = self.gw.curl(data=self.gw.make_request("after-resets"))
         self.assertEqual(r.status, 429, r)
         self.assertIn(b"too many failed authentications from this address", r.body)
+
+
+class RequestsInFlightPerAddress(harness.GatewayTestCase):
+    """A slow CA holds each request; one address may have 2 of them in flight, whatever it multiplexes."""
+
+    DELAY = 4 * harness.SLOW
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["limits"] = {"max_requests_in_flight_per_address": 2}
+        cfg["listeners"][0]["tls"]["http2"] = True
+        cfg["upstreams"]["local"]["delay"] = "%ds" % cls.DELAY  # each sign call holds its request
+
+    def test_streams_past_the_cap_refused_another_address_served(self):
+        ders = [self.gw.make_request("inflight%d" % i, subject="/CN=inflight%d" % i).read_bytes() for i in range(5)]
+        garbage = self.gw.dir / "inflight-garbage.der"
+        garbage.write_bytes(b"not a PKIMessage")
+        deadline = time.monotonic() + 3 * self.DELAY + harness.CLIENT_TIMEOUT
+        first = h2_connect(self.gw)
+        try:
+            # four valid requests on four streams of one connection, in one write
+            first.sendall(b"".join(h2_post(2 * i + 1, ders[i]) for i in range(4)))
+            refused = h2_answers(first, (5, 7), deadline)
+            self.assertEqual([refused.get(s, (None,))[0] for s in (5, 7)], [429, 429])
+            for stream in (5, 7):
+                self.assertEqual(refused[stream][1],
+                                 b"too many requests in flight from this address: retry once one is answered\n")
+            # streams 1 and 3 wait for the CA: another connection of the same address is refused too ...
+            r = self.gw.curl(data=garbage)
+            self.assertEqual(r.status, 429, r)
+            self.assertGreater(int(r.headers.get("retry-after", "0")), 0, r)
+            # ... and another address is served
+            other = h2_connect(self.gw, source="127.0.0.2")
+            try:
+                other.sendall(h2_post(1, ders[4]))
+                self.assertEqual(h2_answers(other, (1,), deadline).get(1, (None,))[0], 200)
+            finally:
+                other.close()
+            served = h2_answers(first, (1, 3), deadline)
+            self.assertEqual([served.get(s, (None,))[0] for s in (1, 3)], [200, 200])
+        finally:
+            first.close()
+        # answered: the address has room again (a garbage body gets as far as the CMP parser)
+        r = self.gw.curl(data=garbage)
+        self.assertEqual(r.status, 400, r)
+        refusals = [e for e in self.gw.log_lines() if e.get("event") == "request" and e.get("status") == "429"]
+        self.assertEqual(len(refusals), 3, refusals)
+        self.assertTrue(all(e["peer"].startswith("127.0.0.1:") for e in refusals), refusals)
 
 
 if __name__ == "__main__":

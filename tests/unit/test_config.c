@@ -438,6 +438,9 @@ static const struct bad bad_cases[] = {
     {"ipv6 prefix too long",
      {E("\"signer\":", "\"limits\": {\"ipv6_prefix\": 129}, \"signer\":")},
      {"$.limits.ipv6_prefix", "got 129"}},
+    {"no requests in flight",
+     {E("\"signer\":", "\"limits\": {\"max_requests_in_flight_per_address\": 0}, \"signer\":")},
+     {"$.limits.max_requests_in_flight_per_address: expected an integer in 1..1000000, got 0"}},
     {"send timeout over",
      {E("\"signer\":", "\"limits\": {\"send_timeout\": \"301s\"}, \"signer\":")},
      {"$.limits.send_timeout"}},
@@ -1171,6 +1174,7 @@ static void test_demo(void **state)
     assert_int_equal(cfg->loop_threads, GW_DEFAULT_LOOP_THREADS);
     assert_int_equal(cfg->workers, GW_DEFAULT_WORKERS);
     assert_int_equal(cfg->queue_depth, GW_DEFAULT_QUEUE_DEPTH);
+    assert_int_equal(cfg->limits.admission.max_requests_per_address, GW_DEFAULT_MAX_REQUESTS_PER_ADDRESS);
     assert_int_equal(cfg->limits.admission.ipv6_prefix, GW_DEFAULT_IPV6_PREFIX);
     assert_int_equal(cfg->limits.send_timeout, GW_DEFAULT_SEND_TIMEOUT);
     assert_string_equal(cfg->path_prefix, "/pki");
@@ -1232,7 +1236,7 @@ static void test_full(void **state)
          "\"log_level\": \"debug\", \"cmp\": {\"message_time_window\": \"2m\", "
          "\"require_message_time\": true, \"transaction_ttl\": 60, \"max_transactions\": 5, "
          "\"max_transactions_per_identity\": 2, \"pbm_max_iterations\": 100000}, \"limits\": "
-         "{\"ipv6_prefix\": 56, \"send_timeout\": \"30s\"}, "
+         "{\"max_requests_in_flight_per_address\": 3, \"ipv6_prefix\": 56, \"send_timeout\": \"30s\"}, "
          "\"signer\":"},
         {"\"chain\": \"ca.pem\" }",
          "\"chain\": \"ca.pem\", \"timeout\": \"1500ms\", \"max_inflight\": 3, \"delay\": \"2s\" }"},
@@ -1256,6 +1260,7 @@ static void test_full(void **state)
     assert_int_equal(cfg->cmp.max_transactions, 5);
     assert_int_equal(cfg->cmp.max_transactions_per_identity, 2);
     assert_int_equal(cfg->cmp.pbm_max_iterations, 100000);
+    assert_int_equal(cfg->limits.admission.max_requests_per_address, 3);
     assert_int_equal(cfg->limits.admission.ipv6_prefix, 56);
     assert_int_equal(cfg->limits.send_timeout, 30);
     assert_int_equal(cfg->upstreams[0].timeout_ms, 1500);

@@ -1,6 +1,7 @@
 /*
- * Admission by client address: connections in total and per address, the failed-authentication
- * budget; what an address is (IPv6 by its prefix, IPv4-mapped IPv6 as IPv4).
+ * Admission by client address: connections in total and per address, requests in flight per
+ * address, the failed-authentication budget; what an address is (IPv6 by its prefix, IPv4-mapped
+ * IPv6 as IPv4).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -45,7 +46,10 @@ static struct sockaddr_storage v6(const char *ip, socklen_t *len)
 
 static void test_connections(void **state)
 {
-    struct gw_guard_conf conf = {.max_connections = 5, .max_connections_per_address = 2, .ipv6_prefix = 128};
+    struct gw_guard_conf conf = {.max_connections = 5,
+                                 .max_connections_per_address = 2,
+                                 .max_requests_per_address = 1,
+                                 .ipv6_prefix = 128};
     struct gw_guard *g = gw_guard_new(&conf);
     socklen_t la, lb, lc, l6, lbad = sizeof(struct sockaddr);
     struct sockaddr_storage a = v4("127.0.0.1", 1000, &la), a2 = v4("127.0.0.1", 2000, &la),
@@ -79,6 +83,7 @@ static void test_auth_budget(void **state)
 {
     struct gw_guard_conf conf = {.max_connections = 8,
                                  .max_connections_per_address = 8,
+                                 .max_requests_per_address = 1,
                                  .auth_failures = 3,
                                  .auth_failure_window = 60,
                                  .ipv6_prefix = 64};
@@ -113,6 +118,7 @@ static void test_table_reuse(void **state)
 {
     struct gw_guard_conf conf = {.max_connections = 1,
                                  .max_connections_per_address = 1,
+                                 .max_requests_per_address = 1,
                                  .auth_failures = 1,
                                  .auth_failure_window = 10,
                                  .ipv6_prefix = 64};
@@ -138,10 +144,56 @@ static void test_table_reuse(void **state)
     conf.auth_failure_window = 0;
     assert_null(gw_guard_new(&conf));
     conf.auth_failure_window = 10;
+    conf.max_requests_per_address = 0;
+    assert_null(gw_guard_new(&conf));
+    conf.max_requests_per_address = 1;
     conf.ipv6_prefix = 0;
     assert_null(gw_guard_new(&conf));
     conf.ipv6_prefix = 129;
     assert_null(gw_guard_new(&conf));
+}
+
+/* Requests in flight per address, across its connections: one address's share, the others unaffected. */
+static void test_requests_in_flight(void **state)
+{
+    struct gw_guard_conf conf = {.max_connections = 8,
+                                 .max_connections_per_address = 4,
+                                 .max_requests_per_address = 2,
+                                 .ipv6_prefix = 64};
+    struct gw_guard *g = gw_guard_new(&conf);
+    socklen_t la, lb, lbad = sizeof(struct sockaddr);
+    struct sockaddr_storage a1 = v4("127.0.0.1", 1000, &la), a2 = v4("127.0.0.1", 2000, &la),
+                            b = v4("127.0.0.2", 1000, &lb), bad;
+
+    (void)state;
+    memset(&bad, 0, sizeof(bad));
+    bad.ss_family = AF_UNIX;
+    assert_non_null(g);
+    assert_int_equal(gw_guard_conn_open(g, SA(a1), la), 0);
+    assert_int_equal(gw_guard_conn_open(g, SA(a2), la), 0);
+    assert_int_equal(gw_guard_conn_open(g, SA(b), lb), 0);
+    assert_int_equal(gw_guard_req_begin(g, SA(a1), la), 0);
+    assert_int_equal(gw_guard_req_begin(g, SA(a2), la), 0);           /* another connection, same address */
+    assert_int_equal(gw_guard_req_begin(g, SA(a1), la), GW_ERR_BUSY); /* its share is 2 */
+    assert_int_equal(gw_guard_req_begin(g, SA(a2), la), GW_ERR_BUSY);
+    assert_int_equal(gw_guard_req_begin(g, SA(b), lb), 0); /* another address is still served */
+    gw_guard_req_end(g, SA(a1), la);
+    assert_int_equal(gw_guard_req_begin(g, SA(a2), la), 0); /* room again once one is answered */
+    assert_int_equal(gw_guard_req_begin(g, SA(bad), lbad), GW_ERR_INVAL);
+    gw_guard_req_end(g, SA(bad), lbad); /* ignored */
+
+    /* the connections go, the requests stay in flight (their clients left before the answers) */
+    gw_guard_conn_close(g, SA(a1), la);
+    gw_guard_conn_close(g, SA(a2), la);
+    assert_int_equal(gw_guard_conn_open(g, SA(a1), la), 0);
+    assert_int_equal(gw_guard_req_begin(g, SA(a1), la), GW_ERR_BUSY); /* still counted */
+    gw_guard_req_end(g, SA(a1), la);
+    gw_guard_req_end(g, SA(a1), la);
+    gw_guard_req_end(g, SA(a1), la); /* one end too many does not go below zero */
+    assert_int_equal(gw_guard_req_begin(g, SA(a1), la), 0);
+    assert_int_equal(gw_guard_req_begin(g, SA(a1), la), 0);
+    assert_int_equal(gw_guard_req_begin(g, SA(a1), la), GW_ERR_BUSY);
+    gw_guard_free(g);
 }
 
 /* An IPv6 client is its /64 (ipv6_prefix), an IPv4-mapped IPv6 address is the IPv4 address it maps. */
@@ -149,6 +201,7 @@ static void test_address_key(void **state)
 {
     struct gw_guard_conf conf = {.max_connections = 64,
                                  .max_connections_per_address = 2,
+                                 .max_requests_per_address = 1,
                                  .auth_failures = 2,
                                  .auth_failure_window = 60,
                                  .ipv6_prefix = 64};
@@ -166,6 +219,12 @@ static void test_address_key(void **state)
     assert_int_equal(gw_guard_conn_open(g, SA(x2), l2), 0);
     assert_int_equal(gw_guard_conn_open(g, SA(x3), l3), GW_ERR_BUSY);
     assert_int_equal(gw_guard_conn_open(g, SA(y), l4), 0); /* the next /64 is another client */
+    /* ... its requests in flight ... */
+    assert_int_equal(gw_guard_req_begin(g, SA(x1), l1), 0);
+    assert_int_equal(gw_guard_req_begin(g, SA(x2), l2), GW_ERR_BUSY);
+    assert_int_equal(gw_guard_req_begin(g, SA(y), l4), 0);
+    gw_guard_req_end(g, SA(x3), l3); /* ended by any address of the /64 */
+    assert_int_equal(gw_guard_req_begin(g, SA(x2), l2), 0);
     /* ... and its failed authentications */
     gw_guard_auth_failed(g, SA(x1), l1, 1000);
     gw_guard_auth_failed(g, SA(x2), l2, 1000);
@@ -213,9 +272,8 @@ static void test_address_key(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_connections),
-        cmocka_unit_test(test_auth_budget),
-        cmocka_unit_test(test_table_reuse),
+        cmocka_unit_test(test_connections), cmocka_unit_test(test_auth_budget),
+        cmocka_unit_test(test_table_reuse), cmocka_unit_test(test_requests_in_flight),
         cmocka_unit_test(test_address_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
