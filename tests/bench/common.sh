@@ -26,7 +26,8 @@ bench_pki() {
 import json, sys
 cfg = json.load(open(sys.argv[1]))
 cfg["cmp"] = dict(cfg.get("cmp", {}), max_recent_per_identity=100000, max_transactions_per_identity=10000)
-cfg["limits"] = dict(cfg.get("limits", {}), max_connections_per_address=4096)
+cfg["limits"] = dict(cfg.get("limits", {}), max_connections_per_address=4096,
+                     max_requests_in_flight_per_address=4096)
 if sys.argv[2]:
     cfg["listeners"].append({"address": "127.0.0.1", "port": int(sys.argv[2]), "plain_http": True})
 json.dump(cfg, open(sys.argv[1], "w"), indent=2)

@@ -95,7 +95,8 @@ def edit(vault):
         cfg["queue_depth"] = 4 * CLIENTS
         cfg["cmp"] = dict(cfg.get("cmp", {}), max_recent_per_identity=100000,
                           max_transactions_per_identity=10000)
-        cfg["limits"] = dict(cfg.get("limits", {}), max_connections_per_address=4 * CLIENTS)
+        cfg["limits"] = dict(cfg.get("limits", {}), max_connections_per_address=4 * CLIENTS,
+                             max_requests_in_flight_per_address=4 * CLIENTS)
         cfg["upstreams"]["vault"] = vault.upstream(max_inflight=4 * CLIENTS, timeout="60s")
         role = dict(cfg["roles"]["default"], upstream="vault", upstream_role="devices")
         role["allowed_san_types"] = ["dns"]
