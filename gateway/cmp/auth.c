@@ -118,16 +118,22 @@ static int set_untrusted(OSSL_CMP_CTX *ctx, const struct gw_role *role, const ST
 /*
  * Keeps the candidates whose chain validates against |store|, with the context's untrusted list (the
  * message's extraCerts and the role's intermediates); a chain validated lately is not built again.
+ * chains[i] is the chain found for the i-th one kept (the caller frees them).
  */
 static STACK_OF(X509) *valid_chains(struct cmp_chains *cc, OSSL_CMP_CTX *ctx, X509_STORE *store,
-                                    const STACK_OF(X509) *cands)
+                                    const STACK_OF(X509) *cands, STACK_OF(X509) *chains[])
 {
     STACK_OF(X509) *ok = sk_X509_new_null();
 
     for (int i = 0; ok != NULL && i < sk_X509_num(cands); i++) {
         X509 *x = sk_X509_value(cands, i);
+        STACK_OF(X509) *chain = NULL;
 
-        if (cmp_chains_valid(cc, store, OSSL_CMP_CTX_get0_untrusted(ctx), x) == 1 && !sk_X509_push(ok, x)) {
+        if (cmp_chains_valid_chain(cc, store, OSSL_CMP_CTX_get0_untrusted(ctx), x, &chain) != 1)
+            continue;
+        chains[sk_X509_num(ok)] = chain;
+        if (!sk_X509_push(ok, x)) {
+            sk_X509_pop_free(chain, X509_free);
             sk_X509_free(ok);
             ok = NULL;
         }
@@ -138,19 +144,19 @@ static STACK_OF(X509) *valid_chains(struct cmp_chains *cc, OSSL_CMP_CTX *ctx, X5
 /*
  * Several distinct certificates name the sender and chain to the route's trust (a renewed
  * certificate beside the old one, say): the signature decides. More than one that verifies is
- * ambiguous, and the identity would be a guess. NULL, refused with |r|, unless exactly one verifies.
+ * ambiguous, and the identity would be a guess. The index in |valid| of the one that verifies, or -1
+ * refused with |r|.
  */
-static X509 *disambiguate(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *msg, const STACK_OF(X509) *valid,
-                          struct cmp_refusal *r)
+static int disambiguate(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *msg, const STACK_OF(X509) *valid,
+                        struct cmp_refusal *r)
 {
-    X509 *found = NULL;
-    int n = 0;
+    int found = -1, n = 0;
 
     for (int i = 0; i < sk_X509_num(valid); i++) {
         X509 *x = sk_X509_value(valid, i);
 
         if (OSSL_CMP_CTX_set1_srvCert(ctx, x) == 1 && OSSL_CMP_validate_msg(ctx, msg) == 1) {
-            found = x;
+            found = i;
             n++;
         }
     }
@@ -161,24 +167,33 @@ static X509 *disambiguate(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *msg, const STAC
                n == 0 ? TEXT_BAD_SIGNATURE
                       : "message protection is ambiguous: several valid certificates with the sender's name "
                         "verify it; send senderKID and only the signer's certificate and chain");
-    return NULL;
+    return -1;
 }
 
-/* The signer among |cands|, or NULL refused with |r|. */
+/* The signer among |cands| with its validated chain (*chain, the caller's), or NULL refused with |r|. */
 static X509 *choose(struct cmp_chains *cc, OSSL_CMP_CTX *ctx, X509_STORE *store, const OSSL_CMP_MSG *msg,
-                    const STACK_OF(X509) *cands, struct cmp_refusal *r)
+                    const STACK_OF(X509) *cands, STACK_OF(X509) **chain, struct cmp_refusal *r)
 {
-    STACK_OF(X509) *valid = valid_chains(cc, ctx, store, cands);
+    STACK_OF(X509) *chains[GW_MAX_SIGNER_CANDIDATES] = {NULL};
+    STACK_OF(X509) *valid = valid_chains(cc, ctx, store, cands, chains);
     X509 *signer = NULL;
+    int at = -1;
 
     if (valid == NULL)
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "internal error: out of memory");
     else if (sk_X509_num(valid) == 0)
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_UNTRUSTED);
     else if (sk_X509_num(valid) == 1)
-        signer = sk_X509_value(valid, 0);
+        at = 0;
     else
-        signer = disambiguate(ctx, msg, valid, r);
+        at = disambiguate(ctx, msg, valid, r);
+    if (at >= 0) {
+        signer = sk_X509_value(valid, at);
+        *chain = chains[at];
+        chains[at] = NULL;
+    }
+    for (int i = 0; i < GW_MAX_SIGNER_CANDIDATES; i++)
+        sk_X509_pop_free(chains[i], X509_free);
     sk_X509_free(valid);
     return signer;
 }
@@ -187,7 +202,7 @@ int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *
 {
     OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
     X509_STORE *store = t->role->store;
-    STACK_OF(X509) *extra = NULL, *anchors = NULL, *cands = NULL;
+    STACK_OF(X509) *extra = NULL, *anchors = NULL, *cands = NULL, *chain = NULL;
     X509 *signer = NULL;
     int refused = 1;
 
@@ -222,7 +237,7 @@ int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure, "internal error: out of memory");
         goto out;
     }
-    if ((signer = choose(c->e->chains, ctx, store, msg, cands, r)) == NULL)
+    if ((signer = choose(c->e->chains, ctx, store, msg, cands, &chain, r)) == NULL)
         goto out;
     if (OSSL_CMP_CTX_set1_srvCert(ctx, signer) != 1 || X509_up_ref(signer) != 1) {
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure, "internal error: out of memory");
@@ -231,6 +246,9 @@ int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *
     }
     X509_free(t->signer);
     t->signer = signer;
+    sk_X509_pop_free(t->signer_chain, X509_free);
+    t->signer_chain = chain;
+    chain = NULL;
     refused = 0;
 out:
     if (refused)
@@ -238,6 +256,7 @@ out:
                   NULL);
     sk_X509_pop_free(extra, X509_free);
     sk_X509_pop_free(anchors, X509_free);
+    sk_X509_pop_free(chain, X509_free);
     sk_X509_free(cands);
     ERR_clear_error(); /* candidates that failed leave noise in the queue */
     return refused;

@@ -1,10 +1,11 @@
 /*
  * The validated-chain cache (chains.h). Direct-mapped and bounded: GW_CHAIN_CACHE_SLOTS entries,
  * each the SHA-256 of (store, certificate, the intermediates offered) and the times the chain found
- * holds, a newer entry taking the slot of an older one. The intermediates are part of the key: a
- * client that stops sending its chain is refused as it would be the first time. Only positive
- * answers are kept: a certificate that fails is verified again each time, so nothing an attacker
- * sends can make a later check pass.
+ * holds and the chain itself (status.c attributes a certificate no upstream issued to the trust
+ * entries of its chain), a newer entry taking the slot of an older one. The intermediates are part of the
+ * key: a client that stops sending its chain is refused as it would be the first time. Only positive answers
+ * are kept: a certificate that fails is verified again each time, so nothing an attacker sends can make a
+ * later check pass.
  */
 #include "gateway/cmp/chains.h"
 #include "base/limits.h"
@@ -21,6 +22,7 @@ struct slot {
     unsigned char key[32];
     time_t not_before, not_after; /* the latest notBefore and earliest notAfter of the chain */
     time_t until;                 /* when this answer is forgotten */
+    STACK_OF(X509) *chain;        /* the chain found, certificate first, anchor last (up-referenced) */
 };
 
 struct cmp_chains {
@@ -41,6 +43,8 @@ void cmp_chains_free(struct cmp_chains *cc)
 {
     if (cc == NULL)
         return;
+    for (size_t i = 0; i < GW_CHAIN_CACHE_SLOTS; i++)
+        sk_X509_pop_free(cc->slots[i].chain, X509_free);
     pthread_mutex_destroy(&cc->lock);
     free(cc);
 }
@@ -64,8 +68,12 @@ static int cache_key(const X509_STORE *store, const X509 *cert, const STACK_OF(X
     return ok ? 0 : -1;
 }
 
-/* X509_verify_cert as OSSL_CMP_validate_cert_path runs it; 1 with the chain's common validity. */
-static int verify(X509_STORE *store, STACK_OF(X509) *untrusted, X509 *cert, time_t *nb, time_t *na)
+/*
+ * X509_verify_cert as OSSL_CMP_validate_cert_path runs it; 1 with the chain's common validity and the
+ * chain itself (*chain, the caller's).
+ */
+static int verify(X509_STORE *store, STACK_OF(X509) *untrusted, X509 *cert, time_t *nb, time_t *na,
+                  STACK_OF(X509) **found)
 {
     X509_STORE_CTX *csc = X509_STORE_CTX_new();
     STACK_OF(X509) *chain;
@@ -74,7 +82,10 @@ static int verify(X509_STORE *store, STACK_OF(X509) *untrusted, X509 *cert, time
 
     *nb = 0;
     *na = 0;
+    *found = NULL;
     chain = ok ? X509_STORE_CTX_get0_chain(csc) : NULL;
+    if (ok && (*found = X509_chain_up_ref(chain)) == NULL)
+        ok = 0;
     for (int i = 0; ok && i < sk_X509_num(chain); i++) {
         X509 *x = sk_X509_value(chain, i);
         time_t b, a;
@@ -92,23 +103,34 @@ static int verify(X509_STORE *store, STACK_OF(X509) *untrusted, X509 *cert, time
 
 int cmp_chains_valid(struct cmp_chains *cc, X509_STORE *store, STACK_OF(X509) *untrusted, X509 *cert)
 {
+    return cmp_chains_valid_chain(cc, store, untrusted, cert, NULL);
+}
+
+int cmp_chains_valid_chain(struct cmp_chains *cc, X509_STORE *store, STACK_OF(X509) *untrusted, X509 *cert,
+                           STACK_OF(X509) **chain)
+{
     unsigned long flags = X509_VERIFY_PARAM_get_flags(X509_STORE_get0_param(store));
     int cacheable = cc != NULL && (flags & (X509_V_FLAG_CRL_CHECK | X509_V_FLAG_USE_CHECK_TIME)) == 0;
     unsigned char key[32];
     struct slot *s = NULL;
+    STACK_OF(X509) *found = NULL, *old = NULL;
     time_t now = time(NULL), nb, na;
     int hit;
 
+    if (chain != NULL)
+        *chain = NULL;
     if (cacheable && cache_key(store, cert, untrusted, key) == 0) {
         s = &cc->slots[(key[0] | (size_t)key[1] << 8) % GW_CHAIN_CACHE_SLOTS];
         pthread_mutex_lock(&cc->lock);
         hit = CRYPTO_memcmp(s->key, key, sizeof(key)) == 0 && now < s->until && now >= s->not_before &&
-              now <= s->not_after;
+              now <= s->not_after && s->chain != NULL;
+        if (hit && chain != NULL && (*chain = X509_chain_up_ref(s->chain)) == NULL)
+            hit = 0; /* out of memory: verified afresh below */
         pthread_mutex_unlock(&cc->lock);
         if (hit)
             return 1;
     }
-    if (!verify(store, untrusted, cert, &nb, &na))
+    if (!verify(store, untrusted, cert, &nb, &na, &found))
         return 0;
     if (s != NULL && na > now) {
         pthread_mutex_lock(&cc->lock);
@@ -116,7 +138,14 @@ int cmp_chains_valid(struct cmp_chains *cc, X509_STORE *store, STACK_OF(X509) *u
         s->not_before = nb;
         s->not_after = na;
         s->until = now + GW_CHAIN_CACHE_SECS;
+        old = s->chain;
+        s->chain = X509_chain_up_ref(found);
         pthread_mutex_unlock(&cc->lock);
+        sk_X509_pop_free(old, X509_free);
     }
+    if (chain != NULL)
+        *chain = found;
+    else
+        sk_X509_pop_free(found, X509_free);
     return 1;
 }

@@ -23,4 +23,12 @@ void cmp_chains_free(struct cmp_chains *cc);
  */
 int cmp_chains_valid(struct cmp_chains *cc, X509_STORE *store, STACK_OF(X509) *untrusted, X509 *cert);
 
+/*
+ * cmp_chains_valid_chain is cmp_chains_valid that also hands out the chain found (*chain: |cert|
+ * first, the trust anchor last, each up-referenced; the caller frees it with sk_X509_pop_free), or
+ * NULL when it does not validate. A remembered answer hands out the chain found then.
+ */
+int cmp_chains_valid_chain(struct cmp_chains *cc, X509_STORE *store, STACK_OF(X509) *untrusted, X509 *cert,
+                           STACK_OF(X509) **chain);
+
 #endif

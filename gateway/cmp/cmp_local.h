@@ -115,6 +115,7 @@ struct cmp_txn {
     char pbm_ref[GW_MAX_KID_LEN + 1]; /* |kid| as a string, for authorization */
     X509_NAME *sender;                /* the request's sender DN */
     X509 *signer;                     /* signature: who signed the request */
+    STACK_OF(X509) *signer_chain;     /* its chain as validated: signer first, trust anchor last */
     X509 *issued;                     /* our reference to the certificate issued */
     struct gw_upstream *up;           /* the upstream that issued it (borrowed from the engine's set) */
     char identity[GW_IDENTITY_LEN];

@@ -255,6 +255,7 @@ void cmp_txn_free(void *p)
     OSSL_CMP_SRV_CTX_free(t->srv);
     X509_NAME_free(t->sender);
     X509_free(t->signer);
+    sk_X509_pop_free(t->signer_chain, X509_free);
     X509_free(t->issued);
     X509_free(t->rebuilt);
     cmp_poll_release(t->pending);

@@ -11,9 +11,10 @@
  * serves one CRL, though it may issue under several CAs (a Vault mount during a rotation): a
  * certificate is never looked up in the CRL of a CA that did not issue it. A status that cannot be
  * known fails closed: a CRL serves until its nextUpdate plus cmp.revocation_grace, no longer. A
- * certificate that a trust entry's own CA signed directly is covered by that entry's crl_file
- * during chain validation, or by nothing where the entry says "revocation": "none"; an entry that
- * says "upstream" accepts certificates of configured upstreams only.
+ * certificate under a trust entry that no upstream issued (signed by one of the entry's CAs, or by an
+ * intermediate the client sent, whose validated chain leads to them) is covered by that entry's
+ * crl_file during chain validation, or by nothing where the entry says "revocation": "none"; an entry
+ * that says "upstream" accepts certificates of configured upstreams only.
  */
 #include "gateway/cmp/status.h"
 #include "gateway/cmp/outcome.h"
@@ -447,23 +448,55 @@ static const struct gw_trust_conf *trust_named(const struct gw_cmp_settings *cfg
     return NULL;
 }
 
+/* Whether |x| is one of |cas| (the same certificate, not one with its name). */
+static int among(const STACK_OF(X509) *cas, X509 *x)
+{
+    for (int j = 0; j < sk_X509_num(cas); j++)
+        if (X509_cmp(sk_X509_value(cas, j), x) == 0)
+            return 1;
+    return 0;
+}
+
 /*
- * A certificate no configured upstream issued: the trust entries in |names| whose CA signed it say
- * whether that is acceptable; an entry that takes its upstreams' certificates only refuses it.
+ * Whether trust entry |t| speaks for |cert|: one of its CAs signed it, or is in |chain|, the chain its
+ * validation built (|cert| first, the anchor last). The chain counts because an intermediate the
+ * client sent in extraCerts is in no entry: the certificate it signed is the entry's all the same.
+ */
+static int covers(const struct gw_trust_conf *t, X509 *cert, const STACK_OF(X509) *chain)
+{
+    for (int j = 0; j < sk_X509_num(t->cas); j++)
+        if (issued_by_ca(cert, sk_X509_value(t->cas, j)))
+            return 1;
+    for (int i = 1; i < sk_X509_num(chain); i++)
+        if (among(t->cas, sk_X509_value(chain, i)))
+            return 1;
+    return 0;
+}
+
+/*
+ * A certificate no configured upstream issued: the trust entries in |names| that speak for it (a CA of
+ * theirs signed it or is in its validated |chain|) say whether that is acceptable; an entry that takes
+ * its upstreams' certificates only refuses it, whichever other entry would take it. |chain| NULL: the
+ * TLS client certificate, whose chain is built from the entries' own certificates only (its issuer is
+ * one of their CAs). A signer's chain that no entry speaks for is refused: it cannot be told which
+ * entry's rule applies.
  */
 static int entry_status(const struct gw_cmp_settings *cfg, char *const *names, size_t n, X509 *cert,
-                        const char *what, struct status_note *note, struct cmp_refusal *r)
+                        const STACK_OF(X509) *chain, const char *what, struct status_note *note,
+                        struct cmp_refusal *r)
 {
+    int covered = 0;
+
     snprintf(note->text, sizeof(note->text), "not checked");
     for (size_t i = 0; i < n; i++) {
         const struct gw_trust_conf *t = trust_named(cfg, names[i]);
-        int covers = 0;
 
-        for (int j = 0; t != NULL && j < sk_X509_num(t->cas) && !covers; j++)
-            covers = issued_by_ca(cert, sk_X509_value(t->cas, j));
-        if (!covers)
+        if (t == NULL || !covers(t, cert, chain))
             continue;
+        covered = 1;
         if (t->crl_file != NULL) {
+            /* chain validation checked every certificate of the chain against the entry's CRLs
+               (X509_V_FLAG_CRL_CHECK_ALL): one whose issuer has no CRL there did not validate */
             snprintf(note->text, sizeof(note->text), "crl_file of trust %s", t->name);
             return 0;
         }
@@ -475,12 +508,16 @@ static int entry_status(const struct gw_cmp_settings *cfg, char *const *names, s
                 what, t->name);
         snprintf(note->text, sizeof(note->text), "not checked (trust %s: revocation none)", t->name);
     }
+    if (!covered && chain != NULL && n > 0)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                          "internal error: the %s certificate's chain ends at no trust entry of this route",
+                          what);
     return 0;
 }
 
 /* One authenticating certificate: 0 if it may be used (|note| says how that was known), else refused. */
-static int check_one(struct cmp_call *c, X509 *cert, char *const *names, size_t n, const char *what,
-                     struct status_note *note, struct cmp_refusal *r)
+static int check_one(struct cmp_call *c, X509 *cert, const STACK_OF(X509) *chain, char *const *names,
+                     size_t n, const char *what, struct status_note *note, struct cmp_refusal *r)
 {
     struct gw_cmp_engine *e = c->e;
     char err[GW_ERR_LEN] = "", serial[2 * 20 + 1];
@@ -490,7 +527,7 @@ static int check_one(struct cmp_call *c, X509 *cert, char *const *names, size_t 
     int revoked = 0, reason = CRL_REASON_NONE;
 
     if (up == NULL)
-        return entry_status(&e->cfg, names, n, cert, what, note, r);
+        return entry_status(&e->cfg, names, n, cert, chain, what, note, r);
     if (!gw_upstream_get0_conf(up)->check_revocation) {
         snprintf(note->text, sizeof(note->text), "not checked (upstream %s: check_revocation false)",
                  gw_upstream_get0_conf(up)->name);
@@ -519,11 +556,11 @@ int cmp_check_credentials(struct cmp_call *c, struct cmp_txn *t, struct cmp_refu
     const struct gw_authz *a = &t->role->authz;
     struct status_note signer = {"none"}, tls = {"none"};
 
-    if (t->signer != NULL &&
-        check_one(c, t->signer, t->role->trust_names, t->role->n_trust, "signer", &signer, r) != 0)
+    if (t->signer != NULL && check_one(c, t->signer, t->signer_chain, t->role->trust_names, t->role->n_trust,
+                                       "signer", &signer, r) != 0)
         return 1;
     if (c->req->tls_peer != NULL &&
-        check_one(c, c->req->tls_peer, a->tls_trust_names, a->n_tls_trust, "TLS client", &tls, r) != 0)
+        check_one(c, c->req->tls_peer, NULL, a->tls_trust_names, a->n_tls_trust, "TLS client", &tls, r) != 0)
         return 1;
     snprintf(t->credential_status, sizeof(t->credential_status), "signer: %.200s; tls: %.200s", signer.text,
              tls.text);

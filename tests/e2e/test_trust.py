@@ -305,6 +305,30 @@ class RevokedCredentials(harness.GatewayTestCase):
         self.assert_rejected(res, "notAuthorized", "the signer certificate was not issued by a CA this gateway can "
                              "ask about revocation; trust strict accepts certificates of its upstreams only")
 
+    def test_strict_trust_refuses_a_certificate_of_an_intermediate_sent_along(self):
+        """A device certificate of an intermediate under the demo root that is in no trust entry and no
+        upstream's: the client sends the intermediate in extraCerts and the chain validates up to the
+        strict entry's anchor. That entry speaks for it all the same, and no upstream can tell whether it
+        is revoked: refused, not taken unchecked."""
+        d = self.gw.dir
+        vaultenv.sign_cert(d, "unlisted-int", "/O=cmpgw demo/CN=unlisted intermediate", "ca",
+                           vaultenv.ca_ext(0))
+        cert = vaultenv.sign_cert(d, "unlisted-dev", "/O=cmpgw demo/CN=unlisted-device", "unlisted-int",
+                                  "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                                  "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n")
+        extra = ("-implicit_confirm", "-extracerts", d / "unlisted-int.pem")
+        res = self.gw.cmp("ir", "strict-int", auth=(cert, d / "unlisted-dev.key"),
+                          newkey=self.newkey("strict-int"), subject="/CN=strict-int", path="pki/roles/strict/cmp",
+                          extra=extra, expect_cert=False)
+        self.assert_rejected(res, "notAuthorized", "the signer certificate was not issued by a CA this gateway can "
+                             "ask about revocation; trust strict accepts certificates of its upstreams only")
+        # the default role's entry says "revocation": "none": the same client is taken there, unchecked
+        res = self.gw.cmp("ir", "none-int", auth=(cert, d / "unlisted-dev.key"), newkey=self.newkey("none-int"),
+                          subject="/CN=none-int", extra=extra)
+        issued = [r for r in audit(self.gw, "issued") if int(r.get("serial", "0"), 16) ==
+                  load_cert(res.cert).serial_number]
+        self.assertIn("signer: not checked (trust demo: revocation none)", issued[0].get("credential_status", ""))
+
     def test_strict_trust_serves_a_certificate_of_its_upstream(self):
         cert, key = self.enrol("strict-ok")
         res = self.gw.cmp("ir", "strict-ok-ir", auth=(cert, key), newkey=self.newkey("strict-ok-new"),

@@ -59,10 +59,11 @@ struct env {
 
 /* A config variant: the demo's, with these pieces inserted. */
 struct env_opts {
-    const char *cmp;        /* the "cmp" section's members */
-    const char *role_extra; /* members appended to the default role, e.g. "authorization": {...} */
-    int deleg;              /* add a second local upstream "deleg" */
-    int confirm;            /* the default role grants no implicitConfirm */
+    const char *cmp;         /* the "cmp" section's members */
+    const char *role_extra;  /* members appended to the default role, e.g. "authorization": {...} */
+    int deleg;               /* add a second local upstream "deleg" */
+    int confirm;             /* the default role grants no implicitConfirm */
+    const char *trust_extra; /* members put first into the demo trust entry, e.g. "crl_file": ... */
 };
 
 /* Per-client transfer state. */
@@ -172,6 +173,8 @@ static char *env_json(const struct env_opts *o)
         snprintf(piece, sizeof(piece), ",\n      %s", o->role_extra);
         json = tu_insert_at(json, "\"implicit_confirm\": true", 1, piece);
     }
+    if (o->trust_extra != NULL)
+        json = tu_insert_at(json, "\"ca_file\": \"ca.pem\", \"untrusted_file\"", 0, o->trust_extra);
     if (o->deleg)
         json = tu_insert_at(json, "\"upstreams\": {", 1,
                             "\n    \"deleg\": { \"type\": \"local\", \"cert\": \"issuing.pem\", "
@@ -1817,6 +1820,126 @@ static void test_status_two_cas_query(void **state)
     two_cas_close(&t);
 }
 
+/*
+ * A certificate no upstream issued, signed by an intermediate that is in no trust entry and that the
+ * client sends in extraCerts: its validated chain leads to the demo entry's anchor, so that entry's
+ * "revocation" decides. Under "upstream" it is refused; it was once taken unchecked, as if no entry
+ * spoke for it. Under "none" it is taken, and the record says why it was not checked.
+ */
+static void test_status_trust_intermediate(void **state)
+{
+    EVP_PKEY *root_key = load_key("ca.key");
+    EVP_PKEY *int_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    EVP_PKEY *dev_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *inter = cert_under(ca_cert, root_key, int_key, "cmpgw test unlisted intermediate", 4001, 1);
+    X509 *dev = cert_under(inter, int_key, dev_key, "device-of-unlisted", 4002, 0);
+    static const enum gw_revocation_source modes[] = {GW_REVOCATION_UPSTREAM, GW_REVOCATION_NONE};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        struct two_cas t = {.env = env_parse(&(struct env_opts){.cmp = CMP_DEFAULTS})};
+        struct gw_trust_conf *demo = NULL;
+
+        for (size_t j = 0; j < t.env->cfg->n_trust; j++)
+            if (strcmp(t.env->cfg->trust[j].name, "demo") == 0)
+                demo = &t.env->cfg->trust[j];
+        assert_non_null(demo);
+        demo->revocation = modes[i];
+        env_start(t.env);
+        if (modes[i] == GW_REVOCATION_UPSTREAM) {
+            ir_as(&t, dev, dev_key, inter, OSSL_CMP_PKISTATUS_rejection,
+                  OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                  "the signer certificate was not issued by a CA this gateway can ask about revocation; "
+                  "trust demo accepts certificates of its upstreams only");
+            /* the same again: a chain remembered by the cache is attributed as the first time */
+            ir_as(&t, dev, dev_key, inter, OSSL_CMP_PKISTATUS_rejection,
+                  OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                  "trust demo accepts certificates of its upstreams only");
+            assert_int_equal(audit_count(t.env, "issued", NULL, NULL, NULL), 0);
+        } else {
+            ir_as(&t, dev, dev_key, inter, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+            assert_int_equal(audit_count(t.env, "issued", NULL, "credential_status",
+                                         "signer: not checked (trust demo: revocation none)"),
+                             1);
+        }
+        env_free(t.env);
+    }
+    X509_free(inter);
+    X509_free(dev);
+    EVP_PKEY_free(root_key);
+    EVP_PKEY_free(int_key);
+    EVP_PKEY_free(dev_key);
+}
+
+/* Writes the CRLs |ders| (|n|, DER) as one PEM file |name| in the test directory. */
+static void write_crls(const char *name, unsigned char **ders, const size_t *lens, size_t n)
+{
+    char path[128];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    assert_non_null(f = fopen(path, "w"));
+    for (size_t i = 0; i < n; i++) {
+        const unsigned char *p = ders[i];
+        X509_CRL *crl = d2i_X509_CRL(NULL, &p, (long)lens[i]);
+
+        assert_non_null(crl);
+        assert_int_equal(PEM_write_X509_CRL(f, crl), 1);
+        X509_CRL_free(crl);
+    }
+    fclose(f);
+}
+
+/*
+ * The same under a trust entry with a crl_file: chain validation checks every certificate of the chain
+ * against the entry's CRLs, the one the client's intermediate signed included. Without a CRL of that
+ * intermediate the certificate does not validate (fail closed); with one that lists it, it is refused;
+ * with one that does not, it is taken, and the record names the crl_file that was checked.
+ */
+static void test_status_trust_intermediate_crl(void **state)
+{
+    EVP_PKEY *root_key = load_key("ca.key");
+    EVP_PKEY *int_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    EVP_PKEY *dev_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *inter = cert_under(ca_cert, root_key, int_key, "cmpgw test unlisted intermediate", 4101, 1);
+    X509 *dev = cert_under(inter, int_key, dev_key, "device-of-unlisted", 4102, 0);
+    time_t now = time(NULL);
+    unsigned char *ders[3];
+    size_t lens[3];
+    static const struct {
+        size_t n_crls; /* the root's, then the intermediate's: empty, or listing the device */
+        int listed, status, fail_bit;
+        const char *text;
+    } cases[] = {
+        {1, 0, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, TEXT_UNTRUSTED},
+        {2, 1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, TEXT_UNTRUSTED},
+        {2, 0, OSSL_CMP_PKISTATUS_accepted, -1, NULL},
+    };
+
+    (void)state;
+    ders[0] = crl_of(ca_cert, root_key, now - 60, now + 3600, NULL, &lens[0]);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct two_cas t = {0};
+
+        ders[1] = crl_of(inter, int_key, now - 60, now + 3600, cases[i].listed ? dev : NULL, &lens[1]);
+        write_crls("unlisted-crls.pem", ders, lens, cases[i].n_crls);
+        t.env = env_open(
+            &(struct env_opts){.cmp = CMP_DEFAULTS, .trust_extra = "\"crl_file\": \"unlisted-crls.pem\", "});
+        ir_as(&t, dev, dev_key, inter, cases[i].status, cases[i].fail_bit, cases[i].text);
+        if (cases[i].status == OSSL_CMP_PKISTATUS_accepted)
+            assert_int_equal(
+                audit_count(t.env, "issued", NULL, "credential_status", "signer: crl_file of trust demo"), 1);
+        env_free(t.env);
+        free(ders[1]);
+    }
+    free(ders[0]);
+    X509_free(inter);
+    X509_free(dev);
+    EVP_PKEY_free(root_key);
+    EVP_PKEY_free(int_key);
+    EVP_PKEY_free(dev_key);
+}
+
 /* A reset engine has no open transaction and has forgotten every transactionID it saw. */
 static void test_engine_reset(void **state)
 {
@@ -2748,6 +2871,8 @@ int main(void)
         cmocka_unit_test(test_kur_revoked),
         cmocka_unit_test(test_status_two_cas_crl),
         cmocka_unit_test(test_status_two_cas_query),
+        cmocka_unit_test(test_status_trust_intermediate),
+        cmocka_unit_test(test_status_trust_intermediate_crl),
         cmocka_unit_test(test_audit_lines),
         cmocka_unit_test(test_audit_client_rejects),
         cmocka_unit_test(test_audit_unwritable),
