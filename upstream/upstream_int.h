@@ -115,6 +115,12 @@ struct gw_vault_conf {
     char *auth_cert_role;  /* the login "name"; NULL if none */
 };
 
+/* Its section's keys, check, access check and release (upstream/vault_conf.c). */
+extern const struct gw_conf_obj gw_vault_conf_def;
+int gw_vault_conf_check(struct gw_conf_ctx *pc, const char *path, struct gw_upstream_conf *u);
+int gw_vault_conf_access(const struct gw_upstream_conf *u, char *err);
+void gw_vault_conf_free(void *impl);
+
 /* "type": "cfssl": cfssl serve. */
 struct gw_cfssl_conf {
     struct gw_http_conf http;
