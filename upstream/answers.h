@@ -89,6 +89,11 @@ struct gw_vault_cert {
     int64_t revocation_time; /* Unix time, 0 to GW_MAX_UPSTREAM_TIME; 0 = not revoked */
 };
 int gw_vault_parse_cert(const char *body, size_t len, struct gw_vault_cert *out, char *err);
+/*
+ * The same answer read for the certificate itself (a lookup by serial): as gw_vault_parse_cert, and
+ * data.certificate exactly one certificate, into *cert (the caller frees it).
+ */
+int gw_vault_parse_cert_x509(const char *body, size_t len, X509 **cert, char *err);
 
 /*
  * GET roles/<name>: {"data": {...}} as a struct gw_role_policy (upstream.h; gw_role_policy_cleanup

@@ -506,6 +506,23 @@ static int local_cert_status(struct gw_upstream *up, const X509 *cert, int *revo
     return rc;
 }
 
+/* worker */
+static int local_cert_by_serial(struct gw_upstream *up, const ASN1_INTEGER *serial, X509 **cert, char *err)
+{
+    const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
+    const struct gw_local_conf *lc = conf->impl;
+    char hex[2 * 20 + 1];
+
+    if (lc->store_dir == NULL) {
+        snprintf(err, GW_ERR_LEN, "upstream %s keeps no store, so it cannot find a certificate by serial",
+                 conf->name);
+        return GW_ERR_INVAL;
+    }
+    if (gw_x509_serial_hex_checked(serial, hex, sizeof(hex)) != 0)
+        return GW_ERR_NOT_FOUND;
+    return gw_store_get(lc->store_dir, hex, cert, err);
+}
+
 /* One CRL entry; the reason extension only when it says more than "unspecified" (RFC 5280 §5.3.1). */
 static int add_entry(X509_CRL *crl, const struct gw_store_revocation *r)
 {
@@ -758,7 +775,7 @@ GW_CONF_OBJDEF(local_def, local_fields, NULL);
 const struct gw_upstream_ops gw_upstream_local_ops = {
     .dialect = "local",
     .caps = GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE | GW_UP_CERT_STATUS | GW_UP_CRL |
-            GW_UP_STATUS_AT_ONCE | GW_UP_REVOKE_REASON,
+            GW_UP_STATUS_AT_ONCE | GW_UP_REVOKE_REASON | GW_UP_CERT_LOOKUP,
     .conf_size = sizeof(struct gw_local_conf),
     .conf_def = &local_def,
     .conf_check = check_local,
@@ -768,5 +785,6 @@ const struct gw_upstream_ops gw_upstream_local_ops = {
     .sign = local_sign,
     .revoke_serial = local_revoke_serial,
     .cert_status = local_cert_status,
+    .cert_by_serial = local_cert_by_serial,
     .crl = local_crl,
 };

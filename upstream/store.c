@@ -498,6 +498,45 @@ static int read_revocation(int rfd, const char *name, struct gw_store_revocation
     return 0;
 }
 
+int gw_store_get(const char *dir, const char *serial_hex, X509 **out, char *err)
+{
+    char name[2 * 20 + 1 + sizeof(PEM_SUFFIX)];
+    struct stat st;
+    BIO *bio = NULL;
+    FILE *f = NULL;
+    int dirfd, fd, e;
+
+    *out = NULL;
+    if (!serial_name(serial_hex))
+        return GW_ERR_NOT_FOUND;
+    snprintf(name, sizeof(name), "%s" PEM_SUFFIX, serial_hex);
+    if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        snprintf(err, GW_ERR_LEN, "store %s: %s", dir, strerror(errno));
+        return GW_ERR_IO;
+    }
+    fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    e = errno;
+    close(dirfd);
+    if (fd < 0 && e == ENOENT)
+        return GW_ERR_NOT_FOUND;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > GW_STORE_FILE_MAX ||
+        (f = fdopen(fd, "r")) == NULL) {
+        if (fd >= 0)
+            close(fd);
+        snprintf(err, GW_ERR_LEN, "store %s: %s cannot be read", dir, name);
+        return GW_ERR_IO;
+    }
+    if ((bio = BIO_new_fp(f, BIO_NOCLOSE)) != NULL)
+        *out = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    BIO_free(bio);
+    fclose(f);
+    if (*out == NULL) {
+        snprintf(err, GW_ERR_LEN, "store %s: %s is not a certificate", dir, name);
+        return GW_ERR_IO;
+    }
+    return 0;
+}
+
 int gw_store_revocation_get(const char *dir, const char *serial_hex, struct gw_store_revocation *out,
                             char *err)
 {

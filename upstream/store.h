@@ -61,6 +61,12 @@ struct gw_store_revocation {
  */
 int gw_store_revoke(const char *dir, const ASN1_INTEGER *serial, int reason, time_t when, char *err);
 
+/*
+ * gw_store_get reads the certificate <dir>/<serial_hex>.pem into *out (the caller frees it): 0,
+ * GW_ERR_NOT_FOUND (no such certificate), or GW_ERR_IO with |err|. (worker)
+ */
+int gw_store_get(const char *dir, const char *serial_hex, X509 **out, char *err);
+
 /* gw_store_revocation_get reads the record of |serial_hex|: 0, GW_ERR_NOT_FOUND, or GW_ERR_IO. */
 int gw_store_revocation_get(const char *dir, const char *serial_hex, struct gw_store_revocation *out,
                             char *err);

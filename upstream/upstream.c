@@ -840,6 +840,14 @@ int gw_upstream_cert_status(struct gw_upstream *up, const X509 *cert, int *revok
     return up->ops->cert_status(up, cert, revoked, err);
 }
 
+int gw_upstream_cert_by_serial(struct gw_upstream *up, const ASN1_INTEGER *serial, X509 **cert, char *err)
+{
+    *cert = NULL;
+    if (lacks(up, GW_UP_CERT_LOOKUP, "look a certificate up by its serial", err))
+        return GW_ERR_INVAL;
+    return up->ops->cert_by_serial(up, serial, cert, err);
+}
+
 int gw_upstream_set_put0(struct gw_upstream_set *set, struct gw_upstream *up)
 {
     struct gw_upstream **grown;

@@ -90,6 +90,7 @@ enum gw_upstream_cap {
     GW_UP_STATUS_AT_ONCE =
         1u << 6, /* cert_status answers from local state without network: ask it every time */
     GW_UP_REVOKE_REASON = 1u << 7, /* records the CRLReason a revocation gives (Vault takes none) */
+    GW_UP_CERT_LOOKUP = 1u << 8,   /* finds a certificate it issued by its serial (an RA's rr) */
 };
 
 /* gw_upstream_new creates the upstream described by |conf| with the gateway's |signer| (both
@@ -184,6 +185,14 @@ int gw_upstream_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, c
 int gw_upstream_crl(struct gw_upstream *up, unsigned char **der, size_t *len, char *err);
 int gw_upstream_role_policy(struct gw_upstream *up, const char *role, struct gw_role_policy *out, char *err);
 int gw_upstream_cert_status(struct gw_upstream *up, const X509 *cert, int *revoked, char *err);
+/*
+ * gw_upstream_cert_by_serial finds the certificate |up| issued with |serial| (Vault cert/<serial>, a
+ * local issuer's store) into *cert (the caller frees it), as the upstream answers: the caller checks
+ * that it is the one it asked for. GW_ERR_NOT_FOUND when the upstream knows no such serial;
+ * GW_ERR_INVAL when it cannot look certificates up (no GW_UP_CERT_LOOKUP, a local issuer without a
+ * store). (worker)
+ */
+int gw_upstream_cert_by_serial(struct gw_upstream *up, const ASN1_INTEGER *serial, X509 **cert, char *err);
 
 void gw_sign_result_init(struct gw_sign_result *r);
 void gw_sign_result_cleanup(struct gw_sign_result *r);

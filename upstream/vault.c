@@ -834,6 +834,16 @@ static int cert_serial(const X509 *cert, char *hex, size_t cap, char *err)
     return 0;
 }
 
+/* |s| as Vault writes serials: GW_ERR_NOT_FOUND for one Vault never issues (negative, too long). */
+static int serial_text(const ASN1_INTEGER *s, char serial[GW_VAULT_SERIAL_LEN], char *err)
+{
+    if (s != NULL && ASN1_STRING_type(s) != V_ASN1_NEG_INTEGER &&
+        gw_x509_serial_hex_colons(s, serial, GW_VAULT_SERIAL_LEN) == 0)
+        return 0;
+    set_err(err, "not a serial number Vault issues");
+    return GW_ERR_NOT_FOUND;
+}
+
 /*
  * POST revoke by serial: Vault takes no reason code (the caller audits it), and revokes by serial
  * within the mount, whatever |issuer| says. Unknown serial: GW_ERR_NOT_FOUND. Worker.
@@ -851,11 +861,8 @@ static int vault_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer,
 
     (void)issuer;
     (void)reason;
-    if (serial_int == NULL || ASN1_STRING_type(serial_int) == V_ASN1_NEG_INTEGER ||
-        gw_x509_serial_hex_colons(serial_int, serial, sizeof(serial)) != 0) {
-        set_err(err, "not a serial number Vault issues");
-        return GW_ERR_NOT_FOUND;
-    }
+    if ((rc = serial_text(serial_int, serial, err)) != 0)
+        return rc;
     if ((req = json_object_new_object()) == NULL)
         return GW_ERR_NOMEM;
     json_object_object_add(req, "serial_number", json_object_new_string(serial));
@@ -970,31 +977,55 @@ static int vault_role_policy(struct gw_upstream *up, const char *role, struct gw
     return rc;
 }
 
-/* GET cert/<serial>: revoked when revocation_time != 0 (docs/design.md U1.6). Worker. */
-static int vault_cert_status(struct gw_upstream *up, const X509 *cert, int *revoked, char *err)
+/*
+ * GET cert/<serial> (docs/design.md U1.6): its revocation time into |c|, or with |x| the certificate
+ * itself (an RA's rr: the caller checks issuer and names before anything is revoked). Worker.
+ */
+static int read_cert(struct vault *v, const char *serial, struct gw_vault_cert *c, X509 **x, char *err)
 {
-    struct vault *v = gw_upstream_get0_impl(up);
-    char path[GW_MAX_PATH_LEN], serial[GW_VAULT_SERIAL_LEN], why[GW_ERR_LEN];
+    char path[GW_MAX_PATH_LEN], why[GW_ERR_LEN];
     struct gw_http_response rsp;
-    struct gw_vault_cert c;
     long status = 0;
     int rc;
 
-    *revoked = 0;
-    if ((rc = cert_serial(cert, serial, sizeof(serial), err)) != 0)
-        return rc;
     snprintf(path, sizeof(path), "/v1/%s/cert/%s", v->mount, serial);
     if ((rc = simple_call(v, "GET", path, NULL, &rsp, &status, err)) != 0) {
         if (rc == GW_ERR_NOT_FOUND)
             set_err(err, "Vault does not know certificate %s", serial);
         return rc;
     }
-    if ((rc = gw_vault_parse_cert(rsp.body, rsp.body_len, &c, why)) == GW_ERR_UPSTREAM)
+    rc = x != NULL ? gw_vault_parse_cert_x509(rsp.body, rsp.body_len, x, why)
+                   : gw_vault_parse_cert(rsp.body, rsp.body_len, c, why);
+    if (rc == GW_ERR_UPSTREAM)
         rc = refused(v, "GET", path, why, err);
-    else if (rc == 0)
-        *revoked = c.revocation_time != 0;
     gw_http_response_cleanup(&rsp);
     return rc;
+}
+
+/* Revoked when revocation_time != 0. Worker. */
+static int vault_cert_status(struct gw_upstream *up, const X509 *cert, int *revoked, char *err)
+{
+    char serial[GW_VAULT_SERIAL_LEN];
+    struct gw_vault_cert c;
+    int rc;
+
+    *revoked = 0;
+    if ((rc = cert_serial(cert, serial, sizeof(serial), err)) == 0 &&
+        (rc = read_cert(gw_upstream_get0_impl(up), serial, &c, NULL, err)) == 0)
+        *revoked = c.revocation_time != 0;
+    return rc;
+}
+
+/* The certificate of that serial in this mount, whichever issuer signed it. Worker. */
+static int vault_cert_by_serial(struct gw_upstream *up, const ASN1_INTEGER *serial_int, X509 **cert,
+                                char *err)
+{
+    char serial[GW_VAULT_SERIAL_LEN];
+    int rc;
+
+    if ((rc = serial_text(serial_int, serial, err)) != 0)
+        return rc;
+    return read_cert(gw_upstream_get0_impl(up), serial, NULL, cert, err);
 }
 
 /* ---- life cycle ---- */
@@ -1055,7 +1086,8 @@ static void vault_cleanup(struct gw_upstream *up)
 
 const struct gw_upstream_ops gw_upstream_vault_ops = {
     .dialect = "vault",
-    .caps = GW_UP_SIGN_CSR | GW_UP_REVOKE | GW_UP_ROLE_POLICY | GW_UP_CERT_STATUS | GW_UP_CRL,
+    .caps =
+        GW_UP_SIGN_CSR | GW_UP_REVOKE | GW_UP_ROLE_POLICY | GW_UP_CERT_STATUS | GW_UP_CRL | GW_UP_CERT_LOOKUP,
     .role_keys = GW_ROLE_KEY_UPSTREAM_ROLE | GW_ROLE_KEY_SIGN | GW_ROLE_KEY_ISSUER_REF |
                  GW_ROLE_KEY_EXCLUDE_CN | GW_ROLE_KEY_CRMF | GW_ROLE_KEY_DELEGATE,
     .conf_size = sizeof(struct gw_vault_conf),
@@ -1072,4 +1104,5 @@ const struct gw_upstream_ops gw_upstream_vault_ops = {
     .probe = vault_probe,
     .role_policy = vault_role_policy,
     .cert_status = vault_cert_status,
+    .cert_by_serial = vault_cert_by_serial,
 };

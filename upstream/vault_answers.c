@@ -257,13 +257,17 @@ out:
     return rc;
 }
 
-int gw_vault_parse_cert(const char *body, size_t len, struct gw_vault_cert *out, char *err)
+/* GET cert/<serial>; the certificate too into *cert when |cert| is not NULL. */
+static int parse_cert(const char *body, size_t len, struct gw_vault_cert *out, X509 **cert, char *err)
 {
     json_object *root, *data;
+    STACK_OF(X509) *one = NULL;
     const char *pem;
     int rc;
 
     memset(out, 0, sizeof(*out));
+    if (cert != NULL)
+        *cert = NULL;
     if ((root = gw_field_document(body, len, "not Vault JSON", err)) == NULL)
         return GW_ERR_UPSTREAM;
     data = gw_field_member(root, "data");
@@ -273,9 +277,34 @@ int gw_vault_parse_cert(const char *body, size_t len, struct gw_vault_cert *out,
                               GW_MAX_UPSTREAM_PEM, &pem, NULL, err)) != 0 ||
         (rc = gw_field_int(gw_field_member(data, "revocation_time"), "data.revocation_time", 0, 0,
                            GW_MAX_UPSTREAM_TIME, &out->revocation_time, err)) != 0)
+        goto out;
+    if (cert == NULL)
+        goto out;
+    if ((one = sk_X509_new_null()) == NULL) {
+        rc = GW_ERR_NOMEM;
+        goto out;
+    }
+    if ((rc = gw_field_certs(gw_field_member(data, "certificate"), "data.certificate", one, 1, 0, NULL,
+                             err)) == 0)
+        *cert = sk_X509_shift(one);
+out:
+    if (rc != 0)
         memset(out, 0, sizeof(*out));
+    sk_X509_pop_free(one, X509_free);
     json_object_put(root);
     return rc;
+}
+
+int gw_vault_parse_cert(const char *body, size_t len, struct gw_vault_cert *out, char *err)
+{
+    return parse_cert(body, len, out, NULL, err);
+}
+
+int gw_vault_parse_cert_x509(const char *body, size_t len, X509 **cert, char *err)
+{
+    struct gw_vault_cert c;
+
+    return parse_cert(body, len, &c, cert, err);
 }
 
 /* ---- roles/<name> ---- */

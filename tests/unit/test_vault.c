@@ -1175,8 +1175,8 @@ static void test_cert_status(void **state)
         assert_int_equal(revoked, cases[i].revoked);
         assert_string_equal(fake.reqs[0].path, "/v1/pki/cert/30:39");
     }
-    assert_int_equal(gw_upstream_caps(f.up),
-                     GW_UP_SIGN_CSR | GW_UP_REVOKE | GW_UP_ROLE_POLICY | GW_UP_CERT_STATUS | GW_UP_CRL);
+    assert_int_equal(gw_upstream_caps(f.up), GW_UP_SIGN_CSR | GW_UP_REVOKE | GW_UP_ROLE_POLICY |
+                                                 GW_UP_CERT_STATUS | GW_UP_CRL | GW_UP_CERT_LOOKUP);
     fx_cleanup(&f);
 }
 
@@ -1257,10 +1257,61 @@ static void test_token_header_wiped(void **state)
     pthread_mutex_unlock(&watched.lock);
 }
 
+/* GET cert/<serial> for an RA's rr: the certificate itself, exactly one, or nothing. */
+static void test_cert_by_serial(void **state)
+{
+    char *pem = tu_pem_of(leaf), *two = NULL, good[8192], pair[16384];
+    struct {
+        struct answer a;
+        int rc;
+    } cases[] = {
+        {{200, good, 0}, 0},
+        {{404, "{\"errors\":[]}", 0}, GW_ERR_NOT_FOUND},
+        {{200, "{\"data\":{\"certificate\":\"x\",\"revocation_time\":0}}", 0}, GW_ERR_UPSTREAM},
+        {{200, pair, 0}, GW_ERR_UPSTREAM}, /* two certificates: which one would it be? */
+        {{200, "{\"data\":{\"revocation_time\":0}}", 0}, GW_ERR_UPSTREAM},
+    };
+    ASN1_INTEGER *serial = ASN1_INTEGER_new();
+    json_object *o, *p2;
+    struct fx f;
+    char err[GW_ERR_LEN];
+    X509 *got;
+
+    (void)state;
+    assert_non_null(two = malloc(2 * strlen(pem) + 1));
+    snprintf(two, 2 * strlen(pem) + 1, "%s%s", pem, pem);
+    o = json_object_new_string(pem);
+    p2 = json_object_new_string(two);
+    snprintf(good, sizeof(good), "{\"data\":{\"certificate\":%s,\"revocation_time\":0}}",
+             json_object_to_json_string(o));
+    snprintf(pair, sizeof(pair), "{\"data\":{\"certificate\":%s,\"revocation_time\":0}}",
+             json_object_to_json_string(p2));
+    ASN1_INTEGER_set(serial, 12345);
+    fx_init(&f, 5000);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        fake_script(&cases[i].a, 1);
+        if (gw_upstream_cert_by_serial(f.up, serial, &got, err) != cases[i].rc)
+            fail_msg("case %zu: %s", i, err);
+        assert_string_equal(fake.reqs[0].path, "/v1/pki/cert/30:39");
+        if (cases[i].rc == 0)
+            assert_int_equal(X509_cmp(got, leaf), 0);
+        else
+            assert_null(got);
+        X509_free(got);
+    }
+    fx_cleanup(&f);
+    json_object_put(o);
+    json_object_put(p2);
+    ASN1_INTEGER_free(serial);
+    free(two);
+    free(pem);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sign_role),
+        cmocka_unit_test(test_cert_by_serial),
         cmocka_unit_test(test_sign_verbatim_usages),
         cmocka_unit_test(test_sign_paths),
         cmocka_unit_test(test_sign_bad_names),
