@@ -682,6 +682,19 @@ int gw_policy_check_request(const struct gw_role *role, const struct gw_cert_pla
     return 0;
 }
 
+int gw_policy_check_names(const struct gw_role *role, X509 *cert, int *fail_info, char *err)
+{
+    int crit = -1, rc;
+    GENERAL_NAMES *sans = X509_get_ext_d2i(cert, NID_subject_alt_name, &crit, NULL);
+
+    if (sans == NULL && crit != -1)
+        return say(fail_info, DENY, err, "its subjectAltName extension is malformed or repeated");
+    rc = check_names(role, X509_get_subject_name(cert), sans, X509_get_subject_name(cert), fail_info, err);
+    GENERAL_NAMES_free(sans);
+    *fail_info = rc != 0 ? DENY : 0;
+    return rc;
+}
+
 /* ---- durations and times in messages ---- */
 
 static const char *dur(char buf[SHOWN_LEN], long long secs)

@@ -37,6 +37,15 @@ int gw_policy_check_request(const struct gw_role *role, const struct gw_cert_pla
                             char *err);
 
 /*
+ * gw_policy_check_names checks the names of an existing certificate |cert| (its subject's common
+ * names and its subjectAltNames) against |role|'s patterns and SAN types, as gw_policy_check_request
+ * checks a request's: whether the role could have issued a certificate with these names (an RA
+ * revokes only certificates of its role). A role without name patterns allows any. 0, or
+ * notAuthorized with |err| naming the first name outside the role.
+ */
+int gw_policy_check_names(const struct gw_role *role, X509 *cert, int *fail_info, char *err);
+
+/*
  * gw_policy_check_upstream_role checks |plan| against an upstream role's own policy (a delegate
  * issuer applies the upstream's rules it issues on behalf of): names (allowed_domains and the
  * allow_* switches, Vault semantics), IP SANs, key type/bits, validity (max_ttl from |now|).

@@ -91,9 +91,10 @@ static int authorize_rr(const struct cmp_txn *t, const X509_NAME *issuer, const 
 /*
  * The upstream that issued it, by its issuer name (rr names no key identifier): the delegate, a
  * migration's "to" or the role's upstream ("from"), whichever issues under a CA of that name, so
- * that certificates stay revocable whatever the cohort and mode say now (docs/migration.md). An
- * upstream whose CA is not configured (no issuer_ca) is the role's own: it is asked, and answers
- * whether it knows the serial; a local issuer never revokes another CA's certificate.
+ * that certificates stay revocable whatever the cohort and mode say now (docs/migration.md). None
+ * of them: NULL. The role's upstream is not asked anyway: Vault revokes by serial within its mount
+ * whatever issuer the rr names, so a name of no CA of its would revoke whichever certificate has
+ * that serial.
  */
 static struct gw_upstream *pick_revoker(struct cmp_call *c, const struct gw_role *role,
                                         const X509_NAME *issuer)
@@ -108,10 +109,53 @@ static struct gw_upstream *pick_revoker(struct cmp_call *c, const struct gw_role
         if (up != NULL && cmp_status_issues_under(c->e, up, issuer))
             return up;
     }
-    up = gw_upstream_set_get0(c->e->ups, role->upstream_name);
-    if (up != NULL && role->upstream != NULL && role->upstream->own_ca != NULL)
-        return NULL;
-    return up;
+    return NULL;
+}
+
+/*
+ * An RA revokes certificates of its role only (docs/security.md, "Revocation"). An rr names issuer
+ * and serial, and Vault revokes by serial alone: so the certificate is looked up at the upstream
+ * first, and it must be the one the rr names (that serial, signed by a CA of the upstream's with the
+ * issuer name the rr gives) with names the role could have issued. An upstream that cannot look a
+ * certificate up lets an RA revoke nothing it does not hold. 0, or refused with |r|.
+ */
+static int check_ra_target(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer,
+                           const ASN1_INTEGER *serial, struct cmp_refusal *r)
+{
+    const char *up_name = gw_upstream_conf_name(gw_upstream_get0_conf(t->up));
+    char err[GW_ERR_LEN] = "", why[GW_ERR_LEN] = "";
+    X509 *cert = NULL;
+    int fi = 0, refused = 0, rc = gw_upstream_cert_by_serial(t->up, serial, &cert, err);
+
+    if (rc != 0 && rc != GW_ERR_NOT_FOUND)
+        gw_log_kv(GW_LOG_WARN, "rr_lookup_failed", "tid", c->rsp->tid, "upstream", up_name, "serial",
+                  t->serial, "reason", err, NULL);
+    if (rc == GW_ERR_NOT_FOUND)
+        refused = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertId,
+                             "the CA has issued no certificate with serial %.60s: check issuer and serial",
+                             t->serial);
+    else if (rc == GW_ERR_INVAL)
+        refused =
+            cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                       "an RA may revoke on this route only the certificate it signs with: the CA cannot "
+                       "look a certificate up by its serial");
+    else if (rc != 0)
+        refused = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                             "the certificate to revoke cannot be looked up at the CA now; retry later");
+    else if (ASN1_INTEGER_cmp(X509_get0_serialNumber(cert), serial) != 0 ||
+             X509_NAME_cmp(X509_get_issuer_name(cert), issuer) != 0 ||
+             !cmp_status_upstream_issued(c->e, t->up, cert))
+        refused =
+            cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertId,
+                       "the certificate with serial %.60s was not issued by the CA the revocation request "
+                       "names: check issuer and serial",
+                       t->serial);
+    else if (gw_policy_check_names(t->role, cert, &fi, why) != 0)
+        refused = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                             "an RA of role %.64s may revoke only certificates of its role: %.200s",
+                             t->role->name, why);
+    X509_free(cert);
+    return refused;
 }
 
 /* What the client is told when the upstream did not revoke (RFC 9483 §4.2 failInfo). */
@@ -183,10 +227,11 @@ static int check_rr(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *r
     if (gw_shim_rr_reason(req, reason) != 0)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
                           "crlEntryDetails must hold one valid CRLReason (RFC 5280 §5.3.1)");
-    if ((t->up = pick_revoker(c, t->role, issuer)) == NULL)
+    if ((t->up = pick_revoker(c, t->role, issuer)) == NULL ||
+        (!*as_ra && !cmp_status_upstream_issued(c->e, t->up, t->signer)))
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertId,
                           "the certificate was not issued by this route's CA");
-    return 0;
+    return *as_ra ? check_ra_target(t, c, issuer, serial, r) : 0;
 }
 
 OSSL_CMP_PKISI *cmp_rr_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const X509_NAME *issuer,

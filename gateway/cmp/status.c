@@ -194,6 +194,21 @@ int cmp_status_issues_under(const struct gw_cmp_engine *e, const struct gw_upstr
     return 0;
 }
 
+int cmp_status_upstream_issued(const struct gw_cmp_engine *e, const struct gw_upstream *up, X509 *cert)
+{
+    const struct gw_upstream_conf *uc = up != NULL ? gw_upstream_get0_conf(up) : NULL;
+    const struct cmp_crl_cache *cc;
+
+    if (uc == NULL || cert == NULL || e->crls == NULL || uc < e->cfg.upstreams ||
+        uc >= e->cfg.upstreams + e->cfg.n_upstreams)
+        return 0;
+    cc = &e->crls[uc - e->cfg.upstreams];
+    for (int j = 0; j < sk_X509_num(cc->cas); j++)
+        if (upstream_ca_issued(cert, sk_X509_value(cc->cas, j)))
+            return 1;
+    return 0;
+}
+
 void cmp_status_invalidate(struct gw_cmp_engine *e, const struct gw_upstream *up)
 {
     const struct gw_upstream_conf *uc = up != NULL ? gw_upstream_get0_conf(up) : NULL;

@@ -25,6 +25,13 @@ void cmp_status_invalidate(struct gw_cmp_engine *e, const struct gw_upstream *up
 int cmp_status_issues_under(const struct gw_cmp_engine *e, const struct gw_upstream *up,
                             const X509_NAME *issuer);
 
+/*
+ * cmp_status_upstream_issued: whether one of the CAs |up| issues under signed |cert| (issuer name and
+ * key identifier, or the signature where these cannot tell its CAs apart). 0 when its CAs are not
+ * known.
+ */
+int cmp_status_upstream_issued(const struct gw_cmp_engine *e, const struct gw_upstream *up, X509 *cert);
+
 /* cmp_status_init sets up the CRL caches of every upstream. 0 or GW_ERR_NOMEM with |err|. */
 int cmp_status_init(struct gw_cmp_engine *e, char *err);
 

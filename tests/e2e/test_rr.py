@@ -1,12 +1,24 @@
 """Revocation (RFC 9483 §4.2) over TLS with the real gateway: the holder revokes with `openssl cmp -cmd rr
 -revreason`, another client is refused (notAuthorized), an RA identity (ra_subjects + id-kp-cmcRA) revokes,
 and a PBM-protected rr is refused. Every answer is decoded independently (pyasn1 rp); after a revocation the
-CRL the route serves over genm lists the serial with its reason, and the audit log keeps the reason."""
+CRL the route serves over genm lists the serial with its reason, and the audit log keeps the reason.
+
+Through the Vault-API test server, which revokes by serial within its mount whatever issuer an rr names
+(as Vault does): an RA of one role cannot revoke a certificate of another role on the same mount, nor a
+certificate named by an issuer that did not issue it or that is no CA of the upstream; each stays valid
+at Vault. Where the CA cannot look a certificate up by serial (cfssl), an RA revokes nothing it does
+not hold; the holder still does."""
+import datetime
 import os
 
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+import cfsslenv  # noqa: E402
 import harness  # noqa: E402
+import vaultenv  # noqa: E402
+from cryptography import x509  # noqa: E402
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from pyasn1.codec.der import decoder as der_decoder  # noqa: E402
 from pyasn1_modules import rfc5280  # noqa: E402
 
@@ -126,6 +138,136 @@ class Revocation(harness.GatewayTestCase):
         self.assertIn("revoked", p.stdout.decode())
         self.assertEqual(rp_status((d / "api-rr.der").read_bytes())[0], 0)
         self.assertEqual(crl_entries(self.gw, "api").get(serial_hex(cert)), 5)
+
+
+def named_as(path, issuer_pem, serial):
+    """A certificate file that names |serial| under the subject of |issuer_pem| (what an rr sends is
+    issuer and serial only); signed by a throwaway key."""
+    issuer = x509.load_pem_x509_certificate(issuer_pem.read_bytes()).subject
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(x509.Name.from_rfc4514_string("CN=named"))
+            .issuer_name(issuer).public_key(key.public_key()).serial_number(serial)
+            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+class RevocationAtVault(harness.GatewayTestCase):
+    """Two roles on one Vault mount; the RA is an RA of role vault-b only."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.vault = vaultenv.running(cls, gw.dir)
+        cfg["upstreams"]["vault"] = cls.vault.upstream()
+        base = dict(cfg["roles"]["default"], upstream="vault", upstream_role="devices", allowed_san_types=["dns"])
+        cfg["roles"]["vault-a"] = dict(base, authorization={"allowed_common_names": ["a-*.example.com"]})
+        cfg["roles"]["vault-b"] = dict(base, authorization={"allowed_common_names": ["b-*.example.com"],
+                                                            "ra_subjects": [RA_SUBJECT]})
+
+    def p10cr(self, role, name):
+        key = self.newkey(name)
+        csr = self.gw.dir / ("%s.csr" % name)
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=%s" % name, "-addext",
+                     "subjectAltName=DNS:%s" % name, "-out", csr])
+        return self.gw.cmp("p10cr", name, path="pki/roles/%s/cmp" % role, extra=["-csr", csr]).cert
+
+    def ra_rr(self, name, victim, role="vault-b"):
+        """`openssl cmp -cmd rr` on |role|'s path signed by the RA: the decoded rp."""
+        d = self.gw.dir
+        rsp = d / ("%s.rsp.der" % name)
+        harness.run(["openssl", "cmp", "-cmd", "rr", "-server", "127.0.0.1:%d" % self.gw.port, "-path",
+                     "pki/roles/%s/cmp" % role, "-trusted", d / "ca.pem", "-tls_used", "-tls_trusted", d / "ca.pem",
+                     "-tls_cert", d / "client.pem", "-tls_key", d / "client.key", "-cert", d / "signer.pem",
+                     "-key", d / "signer.key", "-oldcert", victim, "-revreason", "4", "-rspout", rsp],
+                    cwd=d, check=False)
+        if not rsp.exists():
+            raise harness.Failure("no rp for %s" % name)
+        return rp_status(rsp.read_bytes())
+
+    def revoked_at_vault(self, cert):
+        serial = harness.serial_hex(cert).lower()
+        colons = ":".join(serial[i:i + 2] for i in range(0, len(serial), 2))
+        return self.vault.api("GET", "/v1/pki/cert/%s" % colons)["data"]["revocation_time"] != 0
+
+    def test_ra_of_another_role_refused(self):
+        victim = self.p10cr("vault-a", "a-1.example.com")
+        self.assertEqual(self.ra_rr("b-ra-of-a", victim), (2, ["notAuthorized"], [
+            "an RA of role vault-b may revoke only certificates of its role: common name a-1.example.com is not "
+            "allowed on role vault-b (allowed: b-*.example.com)"]))
+        self.assertFalse(self.revoked_at_vault(victim))
+        refused = [r for r in audit(self.gw, "rejected") if int(r.get("serial", "0"), 16) ==
+                   int(harness.serial_hex(victim), 16)]
+        self.assertEqual(len(refused), 1)  # the attempt is on record, and no intent to revoke
+        self.assertFalse([r for r in audit(self.gw, "intent") if int(r.get("serial", "0"), 16) ==
+                          int(harness.serial_hex(victim), 16)])
+
+    def test_wrong_issuer_with_a_valid_serial_refused(self):
+        victim = self.p10cr("vault-b", "b-1.example.com")
+        serial = int(harness.serial_hex(victim), 16)
+        d = self.gw.dir
+        # the mount's second issuer did not issue it: Vault would revoke the serial all the same
+        other = named_as(d / "b-1-other-issuer.pem", d / "vault-ca2.pem", serial)
+        self.assertEqual(self.ra_rr("b-ra-wrong-issuer", other), (2, ["badCertId"], [
+            "the certificate with serial %s was not issued by the CA the revocation request names: check issuer "
+            "and serial" % harness.serial_hex(victim)]))
+        # the demo root is no CA of this upstream: once the rr went to the role's upstream anyway
+        root = named_as(d / "b-1-root.pem", d / "ca.pem", serial)
+        self.assertEqual(self.ra_rr("b-ra-root", root), (2, ["badCertId"], [
+            "the certificate was not issued by this route's CA"]))
+        self.assertFalse(self.revoked_at_vault(victim))
+        self.assertFalse(self.vault.requests("/revoke"))
+        # the twin: the RA of its own role, the right issuer
+        self.assertEqual(self.ra_rr("b-ra-of-b", victim)[0], 0)
+        self.assertTrue(self.revoked_at_vault(victim))
+
+    def test_lookup_failure_refuses(self):
+        victim = self.p10cr("vault-b", "b-2.example.com")
+        self.vault.control({"force_status": 500, "match": "/cert/"})
+        try:
+            got = self.ra_rr("b-ra-vault-down", victim)
+        finally:
+            self.vault.control({})
+        self.assertEqual(got, (2, ["systemUnavail"], [
+            "the certificate to revoke cannot be looked up at the CA now; retry later"]))
+        self.assertFalse(self.revoked_at_vault(victim))
+
+
+class RevocationAtCfssl(harness.GatewayTestCase):
+    """cfssl 1.2 revokes by serial and authority key identifier, but cannot hand a certificate out by
+    serial: the RA's role cannot be checked, so only the holder revokes."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.cfssl = cfsslenv.running(cls, gw.dir)
+        cfg["upstreams"]["cfssl"] = cls.cfssl.upstream(check_revocation=False)
+        cfg["roles"]["cfssl"] = dict(cfg["roles"]["default"], upstream="cfssl", upstream_role="devices",
+                                     allowed_san_types=["dns"], authorization={"ra_subjects": [RA_SUBJECT]})
+
+    def rr(self, name, victim, cert, key):
+        d = self.gw.dir
+        rsp = d / ("%s.rsp.der" % name)
+        harness.run(["openssl", "cmp", "-cmd", "rr", "-server", "127.0.0.1:%d" % self.gw.port, "-path",
+                     "pki/roles/cfssl/cmp", "-trusted", d / "ca.pem", "-tls_used", "-tls_trusted", d / "ca.pem",
+                     "-tls_cert", d / "client.pem", "-tls_key", d / "client.key", "-cert", cert, "-key", key,
+                     "-extracerts", d / "cfssl-ca.pem", "-oldcert", victim, "-revreason", "4", "-rspout", rsp],
+                    cwd=d, check=False)
+        return rp_status(rsp.read_bytes())
+
+    def test_ra_refused_holder_revokes(self):
+        d = self.gw.dir
+        key = self.newkey("c-1.example.com")
+        csr = d / "c-1.csr"
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=c-1.example.com", "-addext",
+                     "subjectAltName=DNS:c-1.example.com", "-out", csr])
+        cert = self.gw.cmp("p10cr", "c-1", path="pki/roles/cfssl/cmp", extra=["-csr", csr]).cert
+        self.assertEqual(self.rr("c-ra", cert, d / "signer.pem", d / "signer.key"), (2, ["notAuthorized"], [
+            "an RA may revoke on this route only the certificate it signs with: the CA cannot look a certificate "
+            "up by its serial"]))
+        self.assertFalse([r for r in audit(self.gw, "intent") if int(r.get("serial", "0"), 16) ==
+                          int(harness.serial_hex(cert), 16)])
+        self.assertEqual(self.rr("c-holder", cert, cert, key)[0], 0)
 
 
 if __name__ == "__main__":

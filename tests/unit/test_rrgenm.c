@@ -967,6 +967,167 @@ static void test_rr_unknown(void **state)
     env_free(e);
 }
 
+/*
+ * A CA that revokes by serial within its mount, whatever issuer an rr names, as Vault does: the
+ * "local" upstream's configuration without the CA whose key cmpgw holds (its issuer_ca is then the
+ * demo issuing CA), and an adapter that records each revocation and answers a lookup by serial with
+ * |by_serial.answer| (NULL: no such certificate).
+ */
+static struct {
+    X509 *answer;
+    int revokes;
+    X509 *own_ca; /* the local conf's, set aside */
+} by_serial;
+
+static int by_serial_revoke(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
+                            int reason, char *err)
+{
+    (void)up, (void)issuer, (void)serial, (void)reason, (void)err;
+    by_serial.revokes++;
+    return 0;
+}
+
+static int by_serial_lookup(struct gw_upstream *up, const ASN1_INTEGER *serial, X509 **cert, char *err)
+{
+    (void)up, (void)serial;
+    if (by_serial.answer == NULL) {
+        snprintf(err, GW_ERR_LEN, "no such certificate");
+        return GW_ERR_NOT_FOUND;
+    }
+    X509_up_ref(by_serial.answer);
+    *cert = by_serial.answer;
+    return 0;
+}
+
+static const struct gw_upstream_ops by_serial_ops = {.dialect = "by-serial",
+                                                     .caps =
+                                                         GW_UP_SIGN_CSR | GW_UP_REVOKE | GW_UP_CERT_LOOKUP,
+                                                     .sign = fake_sign,
+                                                     .revoke_serial = by_serial_revoke,
+                                                     .cert_by_serial = by_serial_lookup};
+static const struct gw_upstream_ops no_lookup_ops = {.dialect = "no-lookup",
+                                                     .caps = GW_UP_SIGN_CSR | GW_UP_REVOKE,
+                                                     .sign = fake_sign,
+                                                     .revoke_serial = by_serial_revoke};
+
+/* |held| not NULL: a certificate of the local issuer enrolled first, with its key in |held_key|. */
+static struct env *env_by_serial(const char *role_extra, const struct gw_upstream_ops *ops, X509 **held,
+                                 EVP_PKEY **held_key)
+{
+    struct env *e = env_new(role_extra, NULL);
+    struct gw_upstream_conf *uc = &e->cfg->upstreams[0];
+    struct gw_cmp_settings settings;
+    char err[GW_ERR_LEN] = "";
+    struct gw_upstream *up;
+
+    if (held != NULL)
+        *held = enrol(e, held_key);
+    gw_cmp_engine_free(e->engine);
+    by_serial.own_ca = uc->own_ca;
+    uc->own_ca = NULL;
+    uc->check_revocation = false; /* the holder's certificate authenticates without a status source */
+    by_serial.revokes = 0;
+    by_serial.answer = NULL;
+    assert_non_null(up = gw_upstream_new_ops(uc, ops, NULL, err));
+    assert_int_equal(gw_upstream_set_put0(e->ups, up), 0);
+    gw_config_cmp_settings(e->cfg, &settings);
+    if ((e->engine = gw_cmp_engine_new(&settings, e->ups, NULL, err)) == NULL)
+        fail_msg("engine: %s", err);
+    return e;
+}
+
+static void env_by_serial_free(struct env *e)
+{
+    e->cfg->upstreams[0].own_ca = by_serial.own_ca;
+    env_free(e);
+}
+
+#define RA_ROLE                                                                                              \
+    "\"authorization\": {\"ra_subjects\": [\"/O=cmpgw demo/CN=cmpgw demo CMP signer\"], "                    \
+    "\"allowed_common_names\": [\"rr-*\"]}"
+
+/* An RA's rr for |victim| (issuer and serial as it names them) while the CA's lookup answers |answer|. */
+static void ra_rr(struct env *e, X509 *victim, X509 *answer, int fail_bit, const char *text)
+{
+    OSSL_CMP_CTX *ctx;
+
+    by_serial.answer = answer;
+    rr(e, signer_cert, signer_key, victim, CRL_REASON_SUPERSEDED, &ctx);
+    if (fail_bit < 0)
+        assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    else
+        assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, fail_bit, text);
+    OSSL_CMP_CTX_free(ctx);
+    by_serial.answer = NULL;
+}
+
+/*
+ * Through a CA that revokes by serial alone, an RA revokes only what the rr names and its role could
+ * have issued: the certificate is looked up first. Once, an issuer name of no CA of the upstream fell
+ * back to the role's upstream and any serial of the mount was revoked.
+ */
+static void test_rr_ra_by_serial(void **state)
+{
+    struct env *e = env_by_serial(RA_ROLE, &by_serial_ops, NULL, NULL);
+    EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256"), *root_key = load_key("ca.key");
+    X509 *mine = tu_make_cert(k, issuing_key, issuing_cert, "rr-device-7", 0x5101);
+    X509 *other_role = tu_make_cert(k, issuing_key, issuing_cert, "other-device", 0x5102);
+    X509 *named = tu_make_cert(k, issuing_key, issuing_cert, "rr-device-8", 0x5103);
+    X509 *of_root =
+        tu_make_cert(k, root_key, ca_cert, "rr-device-8", 0x5103); /* the serial under another CA */
+
+    (void)state;
+    /* an issuer that is no CA of the upstream: never sent on to revoke "that serial" */
+    ra_rr(e, client_cert, client_cert, OSSL_CMP_PKIFAILUREINFO_badCertId,
+          "the certificate was not issued by this route's CA");
+    /* a certificate of another role on the same CA */
+    ra_rr(e, other_role, other_role, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+          "an RA of role default may revoke only certificates of its role: common name other-device is not "
+          "allowed on role default");
+    /* the serial is there, but another CA issued it */
+    ra_rr(e, named, of_root, OSSL_CMP_PKIFAILUREINFO_badCertId,
+          "was not issued by the CA the revocation request names: check issuer and serial");
+    /* the CA knows no such serial */
+    ra_rr(e, named, NULL, OSSL_CMP_PKIFAILUREINFO_badCertId, "the CA has issued no certificate with serial");
+    assert_int_equal(by_serial.revokes, 0);
+    assert_int_equal(audit_count(e, "intent", NULL, NULL), 0);
+    assert_int_equal(audit_count(e, "rejected", NULL, NULL), 4); /* each refusal on record */
+    /* the twin: a certificate of the role, as the rr names it */
+    ra_rr(e, mine, mine, -1, NULL);
+    assert_int_equal(by_serial.revokes, 1);
+    assert_int_equal(audit_count(e, "revoked", "status", "reason superseded"), 1);
+    X509_free(mine);
+    X509_free(other_role);
+    X509_free(named);
+    X509_free(of_root);
+    EVP_PKEY_free(k);
+    EVP_PKEY_free(root_key);
+    env_by_serial_free(e);
+}
+
+/* A CA that cannot look a certificate up by serial: an RA revokes nothing it does not hold; a holder does. */
+static void test_rr_ra_without_lookup(void **state)
+{
+    EVP_PKEY *k = NULL;
+    X509 *mine = NULL;
+    struct env *e = env_by_serial(RA_ROLE, &no_lookup_ops, &mine, &k);
+    OSSL_CMP_CTX *ctx;
+
+    (void)state;
+    ra_rr(
+        e, mine, NULL, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+        "an RA may revoke on this route only the certificate it signs with: the CA cannot look a certificate "
+        "up by its serial");
+    assert_int_equal(by_serial.revokes, 0);
+    rr(e, mine, k, mine, CRL_REASON_KEY_COMPROMISE, &ctx);
+    assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    OSSL_CMP_CTX_free(ctx);
+    assert_int_equal(by_serial.revokes, 1);
+    X509_free(mine);
+    EVP_PKEY_free(k);
+    env_by_serial_free(e);
+}
+
 /* ---- shim ------------------------------------------------------------------------------------ */
 
 /* An rr as the client builds it (not sent), with |reason|. */
@@ -1149,13 +1310,22 @@ static void test_shim_crl_status(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_genm_ca_certs),      cmocka_unit_test(test_genm_root_update),
-        cmocka_unit_test(test_root_update_config), cmocka_unit_test(test_genm_root_cert_malformed),
-        cmocka_unit_test(test_genm_profile),       cmocka_unit_test(test_genm_cert_template),
-        cmocka_unit_test(test_genm_refusals),      cmocka_unit_test(test_genm_crl_limits),
-        cmocka_unit_test(test_rr_holder),          cmocka_unit_test(test_rr_ra),
-        cmocka_unit_test(test_rr_unknown),         cmocka_unit_test(test_shim_rr_reason),
-        cmocka_unit_test(test_shim_itavs),         cmocka_unit_test(test_shim_crl_status),
+        cmocka_unit_test(test_genm_ca_certs),
+        cmocka_unit_test(test_genm_root_update),
+        cmocka_unit_test(test_root_update_config),
+        cmocka_unit_test(test_genm_root_cert_malformed),
+        cmocka_unit_test(test_genm_profile),
+        cmocka_unit_test(test_genm_cert_template),
+        cmocka_unit_test(test_genm_refusals),
+        cmocka_unit_test(test_genm_crl_limits),
+        cmocka_unit_test(test_rr_holder),
+        cmocka_unit_test(test_rr_ra),
+        cmocka_unit_test(test_rr_unknown),
+        cmocka_unit_test(test_rr_ra_by_serial),
+        cmocka_unit_test(test_rr_ra_without_lookup),
+        cmocka_unit_test(test_shim_rr_reason),
+        cmocka_unit_test(test_shim_itavs),
+        cmocka_unit_test(test_shim_crl_status),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
