@@ -38,7 +38,7 @@ import sys
 EXCEPTIONS = {
     # Every check of a role's policy, pure and table-driven, shares one set of message helpers
     # (quoting, the role's allowed lists, durations); split, they would all become exported.
-    "mappings/policy.c": 1600,
+    "mappings/policy.c": 1650,
 }
 
 DEFAULT_MAX_LINES = 1200
