@@ -121,6 +121,9 @@ struct cmp_txn {
     char identity[GW_IDENTITY_LEN];
     char credential_status[2 * GW_ERR_LEN]; /* how the signer's and TLS certificate's status was known */
     char serial[2 * 20 + 1];
+    /* the senderNonce of the last answer its client got: the recipNonce its next message must carry */
+    unsigned char nonce[GW_MAX_NONCE_LEN];
+    size_t nonce_len;
     /* for the audit records of later messages (certConf, expiry) */
     char route[GW_MAX_PATH_LEN];
     char tls_subject[GW_IDENTITY_LEN];

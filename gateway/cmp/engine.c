@@ -790,7 +790,6 @@ static int replay_stored(const struct gw_hdr_info *want, struct cmp_call *sub,
 {
     const unsigned char *p = rec->cert;
     struct cmp_refusal ignored = {0};
-    ASN1_OCTET_STRING *nonce = ASN1_OCTET_STRING_new();
     OSSL_CMP_MSG *req, *rsp = NULL;
     OSSL_CMP_CTX *ctx;
     struct cmp_txn *t = NULL;
@@ -799,9 +798,7 @@ static int replay_stored(const struct gw_hdr_info *want, struct cmp_call *sub,
 
     p = rec->req;
     req = d2i_OSSL_CMP_MSG(NULL, &p, (long)rec->req_len);
-    ok = (cert != NULL || waiting) && req != NULL && nonce != NULL &&
-         ASN1_OCTET_STRING_set(nonce, rec->nonce, (int)rec->nonce_len) == 1 &&
-         gw_shim_hdr_info(req, &sub->hdr) == 0 &&
+    ok = (cert != NULL || waiting) && req != NULL && gw_shim_hdr_info(req, &sub->hdr) == 0 &&
          (want == NULL ||
           (sub->hdr.tid_len == want->tid_len && memcmp(sub->hdr.tid, want->tid, want->tid_len) == 0 &&
            sender_is(want, sub->hdr.protection_nid == NID_id_PasswordBasedMAC, sub->hdr.sender_kid,
@@ -823,13 +820,12 @@ static int replay_stored(const struct gw_hdr_info *want, struct cmp_call *sub,
         ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
         ok = rsp != NULL && is_cert_response(OSSL_CMP_MSG_get_bodytype(rsp)) &&
              (waiting ? t->plan != NULL && (t->remote = cmp_poll_remote(rec)) != NULL : t->issued != NULL) &&
-             OSSL_CMP_CTX_get_status(ctx) != -1 && OSSL_CMP_CTX_set1_senderNonce(ctx, nonce) == 1 &&
+             OSSL_CMP_CTX_get_status(ctx) != -1 && cmp_txn_set_nonce(t, rec->nonce, rec->nonce_len) &&
              (t->pbm || (t->signer != NULL && OSSL_CMP_CTX_set1_srvCert(ctx, t->signer) == 1));
     }
     OSSL_CMP_MSG_free(rsp);
     OSSL_CMP_MSG_free(req);
     X509_free(cert);
-    ASN1_OCTET_STRING_free(nonce);
     ERR_clear_error();
     if (!ok) {
         cmp_txn_free(t);
@@ -1006,9 +1002,10 @@ static int check_continuing(struct cmp_call *c, struct cmp_txn *t, const OSSL_CM
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
                           "message protection could not be verified against the signer of this transaction");
     }
-    /* only then any upstream status lookup: the TLS side (tls_must_be_signer, ...) may have changed,
-       and either certificate may have been revoked since the request */
-    return cmp_check_credentials(c, t, r) != 0 || cmp_authorize(c, t, r) != 0;
+    /* then whether it answers the last answer (OpenSSL closes the transaction on a replay), and only
+       then any upstream status lookup: the TLS side may have changed, a certificate been revoked */
+    return cmp_check_nonce(t, msg, r) != 0 || cmp_check_credentials(c, t, r) != 0 ||
+           cmp_authorize(c, t, r) != 0;
 }
 
 /* certConf, pollReq: the parked context, checked out exclusively (here, or rebuilt from its record). */

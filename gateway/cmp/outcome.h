@@ -9,6 +9,10 @@
 #include <openssl/cmp.h>
 #include "gateway/cmp/cmp_local.h"
 
+/* A certConf, pollReq or error message that does not answer the last message of its transaction. */
+#define CMP_TEXT_RECIP_NONCE                                                                                 \
+    "recipNonce does not match the senderNonce of this server's last message: answer the latest response"
+
 /* cmp_refuse fills |r| with failInfo |fail_info| and the formatted statusString; returns 1. */
 __attribute__((format(printf, 3, 4))) int cmp_refuse(struct cmp_refusal *r, int fail_info, const char *fmt,
                                                      ...);

@@ -43,7 +43,7 @@ static const struct {
     {ERR_LIB_CMP, CMP_R_UNEXPECTED_PKIBODY, OSSL_CMP_PKIFAILUREINFO_badRequest,
      "unexpected message in this transaction"},
     {ERR_LIB_CMP, CMP_R_RECIPNONCE_UNMATCHED, OSSL_CMP_PKIFAILUREINFO_badRecipientNonce,
-     "recipNonce does not match the senderNonce of this server's last message: answer the latest response"},
+     CMP_TEXT_RECIP_NONCE},
     {ERR_LIB_CMP, CMP_R_ERROR_UNEXPECTED_CERTCONF, OSSL_CMP_PKIFAILUREINFO_badRequest,
      "unexpected certConf: this transaction expects no confirmation"},
     {ERR_LIB_CRMF, CRMF_R_BAD_PBM_ITERATIONCOUNT, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,

@@ -57,6 +57,44 @@ void cmp_log_capture_end(void)
  * PBM: OpenSSL chooses the answer's protection (MAC or signature) by the request's. docs/design.md
  * O12.
  */
+/* Keeps the senderNonce of |rsp|, the answer the client gets (3.0 has no getter on the context). */
+static OSSL_CMP_MSG *answered(struct cmp_txn *t, OSSL_CMP_MSG *rsp)
+{
+    struct gw_hdr_info h = {0};
+
+    if (rsp != NULL && gw_shim_hdr_info(rsp, &h) == 0) {
+        memcpy(t->nonce, h.sender_nonce, h.sender_nonce_len);
+        t->nonce_len = h.sender_nonce_len;
+    }
+    gw_shim_hdr_info_cleanup(&h);
+    return rsp;
+}
+
+int cmp_txn_set_nonce(struct cmp_txn *t, const unsigned char *nonce, size_t nonce_len)
+{
+    ASN1_OCTET_STRING *s = ASN1_OCTET_STRING_new();
+    int ok = s != NULL && nonce_len <= sizeof(t->nonce) &&
+             ASN1_OCTET_STRING_set(s, nonce, (int)nonce_len) == 1 &&
+             OSSL_CMP_CTX_set1_senderNonce(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv), s) == 1;
+
+    if (ok) {
+        memcpy(t->nonce, nonce, nonce_len);
+        t->nonce_len = nonce_len;
+    }
+    ASN1_OCTET_STRING_free(s);
+    return ok;
+}
+
+int cmp_check_nonce(const struct cmp_txn *t, const OSSL_CMP_MSG *msg, struct cmp_refusal *r)
+{
+    const ASN1_OCTET_STRING *got = OSSL_CMP_HDR_get0_recipNonce(OSSL_CMP_MSG_get0_header(msg));
+
+    if (t->nonce_len == 0 || (got != NULL && (size_t)ASN1_STRING_length(got) == t->nonce_len &&
+                              memcmp(ASN1_STRING_get0_data(got), t->nonce, t->nonce_len) == 0))
+        return 0;
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRecipientNonce, "%s", CMP_TEXT_RECIP_NONCE);
+}
+
 OSSL_CMP_MSG *cmp_process(struct cmp_txn *t, const OSSL_CMP_MSG *msg, int verified)
 {
     OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
@@ -66,7 +104,7 @@ OSSL_CMP_MSG *cmp_process(struct cmp_txn *t, const OSSL_CMP_MSG *msg, int verifi
     if (verified && !t->pbm && msg != NULL)
         slot = gw_shim_hdr_protection_alg_slot(OSSL_CMP_MSG_get0_header(msg));
     if (slot == NULL || *slot == NULL || OSSL_CMP_SRV_CTX_set_accept_unprotected(t->srv, 1) != 1)
-        return OSSL_CMP_SRV_process_request(t->srv, msg);
+        return answered(t, OSSL_CMP_SRV_process_request(t->srv, msg));
     alg = *slot;
     *slot = NULL;
     (void)OSSL_CMP_CTX_set_log_verbosity(ctx, OSSL_CMP_LOG_ERR);
@@ -74,7 +112,7 @@ OSSL_CMP_MSG *cmp_process(struct cmp_txn *t, const OSSL_CMP_MSG *msg, int verifi
     (void)OSSL_CMP_CTX_set_log_verbosity(ctx, OPENSSL_LOG_LEVEL);
     (void)OSSL_CMP_SRV_CTX_set_accept_unprotected(t->srv, 0);
     *slot = alg;
-    return rsp;
+    return answered(t, rsp);
 }
 
 static int certconf_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,

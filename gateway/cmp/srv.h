@@ -23,6 +23,19 @@ void cmp_txn_free(void *txn);
  */
 OSSL_CMP_MSG *cmp_process(struct cmp_txn *t, const OSSL_CMP_MSG *msg, int verified);
 
+/*
+ * cmp_txn_set_nonce makes |nonce| the senderNonce of the last answer |t|'s client got (a transaction
+ * rebuilt from its record): its next message must answer it. 1 on success.
+ */
+int cmp_txn_set_nonce(struct cmp_txn *t, const unsigned char *nonce, size_t nonce_len);
+
+/*
+ * cmp_check_nonce: 0 if |msg| answers the last answer of |t| (its recipNonce is that answer's
+ * senderNonce), else 1 with |r| (badRecipientNonce). A replayed or out-of-order certConf, pollReq or
+ * error message is refused so, before OpenSSL sees it: OpenSSL would close the transaction.
+ */
+int cmp_check_nonce(const struct cmp_txn *t, const OSSL_CMP_MSG *msg, struct cmp_refusal *r);
+
 /* cmp_log_capture_begin: OpenSSL's diagnostics on this thread go to |c| until cmp_log_capture_end. */
 void cmp_log_capture_begin(struct cmp_call *c);
 /* cmp_log_capture_end stops the capture of cmp_log_capture_begin. */

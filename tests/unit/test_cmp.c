@@ -37,6 +37,8 @@
 #define TEXT_UNTRUSTED                                                                                       \
     "message protection could not be verified: the signer certificate is not issued by a CA "                \
     "trusted on this route"
+#define TEXT_STALE_NONCE                                                                                     \
+    "recipNonce does not match the senderNonce of this server's last message: answer the latest response"
 #define CMP_DEFAULTS                                                                                         \
     "\"message_time_window\": \"300s\", \"transaction_ttl\": \"300s\", "                                     \
     "\"max_transactions_per_identity\": 100"
@@ -2673,6 +2675,77 @@ static void test_poll_waiting_then_ip(void **state)
     env_free(e);
 }
 
+/* Keeps a copy (DER) of the client's first pollReq in |cl->held|, and sends it on unchanged. */
+static OSSL_CMP_MSG *keep_first_pollreq(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
+{
+    unsigned char *der = NULL;
+    int len;
+
+    (void)ctx;
+    if (OSSL_CMP_MSG_get_bodytype(req) == GW_CMP_BODY_POLLREQ && cl->held == NULL) {
+        assert_true((len = i2d_OSSL_CMP_MSG(req, &der)) > 0);
+        cl->held = der;
+        cl->held_len = (size_t)len;
+    }
+    return req;
+}
+
+/*
+ * Sends |cl|'s held message; asserts its answer is an error with the failInfo bit |fail_bit| (found
+ * as the DER of the one-bit BIT STRING: 3.0 has no getter for an error's PKIStatusInfo) and |text|.
+ */
+static void send_held_refused(struct client *cl, int fail_bit, const char *text)
+{
+    unsigned char *out, bits[5] = {0x03, 0x03, 0x00, 0x00, 0x00};
+    size_t out_len = 0;
+    char desc[8192];
+    int http, found = 0;
+
+    bits[2] = (unsigned char)(7 - fail_bit % 8); /* unused bits of the last byte */
+    bits[3 + fail_bit / 8] = (unsigned char)(0x80 >> (fail_bit % 8));
+    assert_true(fail_bit >= 8 && fail_bit < 16);
+    assert_non_null(cl->held);
+    out = exchange(cl->env, cl->held, cl->held_len, &http, &out_len);
+    assert_int_equal(http, 200);
+    describe(out, out_len, desc, sizeof(desc));
+    for (size_t i = 0; i + sizeof(bits) <= out_len && !found; i++)
+        found = memcmp(out + i, bits, sizeof(bits)) == 0;
+    if (strncmp(desc, "error ", 6) != 0 || strstr(desc, text) == NULL || !found)
+        fail_msg("want an error with failInfo bit %d and \"%s\": %s", fail_bit, text, desc);
+    OPENSSL_free(out);
+}
+
+/*
+ * A pollReq captured and sent again (its recipNonce answers an older pollRep) is refused without
+ * touching the transaction: the client's own next pollReq still collects the certificate, and a
+ * replay while the certificate awaits its certConf does not close the transaction either.
+ */
+static void test_poll_replayed_pollreq(void **state)
+{
+    struct env *e = env_slow("100ms", 0);
+    struct client cl = {.env = e, .tamper = keep_first_pollreq};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    int after;
+
+    (void)state;
+    assert_int_equal(poll_step(ctx, &after), -1); /* ir -> waiting, pollReq -> pollRep */
+    assert_int_equal(poll_step(ctx, &after), -1); /* pollReq -> pollRep: the first one is now old */
+    send_held_refused(&cl, OSSL_CMP_PKIFAILUREINFO_badRecipientNonce, TEXT_STALE_NONCE);
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1);
+    slow_gate(1);
+    slow_wait_completed(e, 1);
+    send_held_refused(&cl, OSSL_CMP_PKIFAILUREINFO_badRecipientNonce,
+                      TEXT_STALE_NONCE); /* the result is there: a replay still does not take it */
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1);
+    assert_int_equal(poll_step(ctx, &after), 1); /* the client's pollReq -> ip, certConf -> pkiconf */
+    assert_non_null(OSSL_CMP_CTX_get0_newCert(ctx));
+    assert_int_equal(audit_count(e, "confirmed", NULL, NULL, NULL), 1);
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
 /* Twins of the waiting case: a fast answer, or poll_after unset, never polls. */
 static void test_poll_not_needed(void **state)
 {
@@ -2883,6 +2956,7 @@ int main(void)
         cmocka_unit_test(test_3gpp_config),
         cmocka_unit_test(test_3gpp_alg_hash_bits),
         cmocka_unit_test(test_poll_waiting_then_ip),
+        cmocka_unit_test(test_poll_replayed_pollreq),
         cmocka_unit_test(test_poll_not_needed),
         cmocka_unit_test(test_poll_upstream_failure),
         cmocka_unit_test(test_poll_deadline),
