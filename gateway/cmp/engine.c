@@ -714,6 +714,7 @@ static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     if (open)
         gw_shim_hdr_info_cleanup(&answer);
     /* implicitConfirm granted, rejected, or error: 3.0 leaves a rejected ip "open" (docs/design.md O10.4) */
+    cmp_withdraw_undelivered(c, t);
     cmp_txn_free(t);
     end_slot(c);
 }
@@ -735,33 +736,6 @@ static int sender_is(const struct gw_hdr_info *h, int pbm, const unsigned char *
 static int same_sender(const struct cmp_txn *t, const struct cmp_call *c)
 {
     return sender_is(&c->hdr, t->pbm, t->kid, t->kid_len, t->sender);
-}
-
-/*
- * The record of a transaction that closes with a certificate issued. A client that
- * rejects the certificate will not use it: it is revoked where the upstream can. In 3.0 an
- * empty CertStatus list (the client's rejection) is answered without the callback (docs/design.md
- * O4).
- */
-static void audit_closed(struct cmp_call *c, struct cmp_txn *t)
-{
-    int rejected = c->confirm == CMP_CONFIRM_REJECTED ||
-                   (c->confirm == CMP_CONFIRM_NONE && c->body == GW_CMP_BODY_CERTCONF &&
-                    strcmp(c->rsp->rsp_type, "pkiconf") == 0);
-
-    if (t->issued == NULL)
-        return;
-    if (c->confirm == CMP_CONFIRM_ACCEPTED) {
-        (void)cmp_audit_cert(c->e, t, c->rsp->tid, "confirmed", c->rsp->outcome, t->issued, 0);
-        return;
-    }
-    if (!rejected) {
-        (void)cmp_audit_cert(c->e, t, c->rsp->tid, "rejected", c->rsp->outcome, t->issued, 0);
-        return;
-    }
-    (void)cmp_audit_cert(c->e, t, c->rsp->tid, "rejected_by_client", "the client rejected the certificate",
-                         t->issued, 1);
-    cmp_withdraw(c->e, t, c->rsp->tid, t->issued, CRL_REASON_CESSATION_OF_OPERATION);
 }
 
 /*
@@ -1057,8 +1031,10 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     /* the record goes first: no other instance may answer this transaction while its outcome (a
        revocation at the upstream, say) is being written */
     release_slot(c->e, c, t->identity);
-    if (!c->released) /* released with implicitConfirm: its "issued" record says it all */
-        audit_closed(c, t);
+    if (!c->released)
+        cmp_audit_closed(c, t);
+    else /* released with implicitConfirm, its "issued" record says it all; else it never left */
+        cmp_withdraw_undelivered(c, t);
     gw_txn_free(txn);
 }
 

@@ -16,6 +16,8 @@
 #include <string.h>
 #include <openssl/x509v3.h>
 
+#define TEXT_UNDELIVERED "not delivered: the answer carrying the certificate could not be built"
+
 /* The fields every record of a transaction carries. */
 void cmp_audit_rec_init(struct gw_audit_rec *r, const struct cmp_txn *t, const char *tid, const char *event,
                         const char *status)
@@ -120,4 +122,49 @@ void cmp_withdraw(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *
     gw_log_kv(GW_LOG_ERROR, "revoke_failed", "tid", tid, "serial", t->serial, "upstream",
               gw_upstream_conf_name(gw_upstream_get0_conf(t->up)), "reason", err, "msg",
               "a certificate that must not be used is still valid: revoke it by hand", NULL);
+}
+
+/*
+ * The record of a transaction that closes with a certificate issued. A client that
+ * rejects the certificate will not use it: it is revoked where the upstream can. In 3.0 an
+ * empty CertStatus list (the client's rejection) is answered without the callback (docs/design.md
+ * O4).
+ */
+void cmp_audit_closed(struct cmp_call *c, struct cmp_txn *t)
+{
+    int rejected = c->confirm == CMP_CONFIRM_REJECTED ||
+                   (c->confirm == CMP_CONFIRM_NONE && c->body == GW_CMP_BODY_CERTCONF &&
+                    strcmp(c->rsp->rsp_type, "pkiconf") == 0);
+
+    if (t->issued == NULL)
+        return;
+    if (c->confirm == CMP_CONFIRM_ACCEPTED) {
+        (void)cmp_audit_cert(c->e, t, c->rsp->tid, "confirmed", c->rsp->outcome, t->issued, 0);
+        return;
+    }
+    if (!rejected) {
+        (void)cmp_audit_cert(c->e, t, c->rsp->tid, "rejected", c->rsp->outcome, t->issued, 0);
+        return;
+    }
+    (void)cmp_audit_cert(c->e, t, c->rsp->tid, "rejected_by_client", "the client rejected the certificate",
+                         t->issued, 1);
+    cmp_withdraw(c->e, t, c->rsp->tid, t->issued, CRL_REASON_CESSATION_OF_OPERATION);
+}
+
+int cmp_withdraw_undelivered(struct cmp_call *c, struct cmp_txn *t)
+{
+    const char *type = c->rsp->rsp_type;
+
+    if (t->issued == NULL ||
+        (c->rsp->http_status == 200 &&
+         (strcmp(type, "ip") == 0 || strcmp(type, "cp") == 0 || strcmp(type, "kup") == 0)))
+        return 0;
+    gw_log_kv(GW_LOG_ERROR, "cert_undelivered", "tid", c->rsp->tid, "identity", t->identity, "serial",
+              t->serial, "outcome", c->rsp->outcome, "msg",
+              "the answer carrying the certificate could not be built", NULL);
+    (void)cmp_audit_cert(c->e, t, c->rsp->tid, "rejected", TEXT_UNDELIVERED, t->issued, 1);
+    cmp_withdraw(c->e, t, c->rsp->tid, t->issued, CRL_REASON_CESSATION_OF_OPERATION);
+    X509_free(t->issued);
+    t->issued = NULL;
+    return 1;
 }

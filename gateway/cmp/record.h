@@ -29,4 +29,15 @@ int cmp_audit_cert(struct gw_cmp_engine *e, const struct cmp_txn *t, const char 
  */
 void cmp_withdraw(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, X509 *cert, int reason);
 
+/* cmp_audit_closed writes the record of |t| closing with its certificate issued (confirmed, rejected,
+ * or rejected by the client: then withdrawn). */
+void cmp_audit_closed(struct cmp_call *c, struct cmp_txn *t);
+
+/*
+ * cmp_withdraw_undelivered: the certificate |t| issued or released in the request |c| when its
+ * answer did not leave as the ip/cp/kup carrying it (OpenSSL could not build or protect it, or it
+ * could not be encoded): on record ("rejected"), withdrawn, and dropped from |t|. 1 if it was so.
+ */
+int cmp_withdraw_undelivered(struct cmp_call *c, struct cmp_txn *t);
+
 #endif

@@ -11,6 +11,7 @@
 
 #include "tests/unit/testutil.h"
 
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -896,7 +897,37 @@ static struct {
     size_t crl_len;
     struct env *env; /* for during_sign */
     void (*during_sign)(struct env *e);
+    int break_signing; /* once the certificate is signed, OpenSSL's answer cannot be protected */
 } fake;
+
+/*
+ * While set, every signature libcrypto makes off the thread |signing_thread| (the client's) fails:
+ * the gateway's OpenSSL cannot protect its answer. Interposed on libcrypto's own symbol, so that
+ * OSSL_CMP_SRV_process_request fails exactly where it protects the ip it built around a certificate
+ * the cert-request callback accepted.
+ */
+static int signing_fails;
+static pthread_t signing_thread;
+
+int ASN1_item_sign_ex(const ASN1_ITEM *it, X509_ALGOR *algor1, X509_ALGOR *algor2, ASN1_BIT_STRING *signature,
+                      const void *data, const ASN1_OCTET_STRING *id, EVP_PKEY *pkey, const EVP_MD *md,
+                      OSSL_LIB_CTX *libctx, const char *propq)
+{
+    static int (*real)(const ASN1_ITEM *, X509_ALGOR *, X509_ALGOR *, ASN1_BIT_STRING *, const void *,
+                       const ASN1_OCTET_STRING *, EVP_PKEY *, const EVP_MD *, OSSL_LIB_CTX *, const char *);
+
+    if (__atomic_load_n(&signing_fails, __ATOMIC_SEQ_CST) && !pthread_equal(pthread_self(), signing_thread))
+        return 0;
+    if (real == NULL)
+        *(void **)&real = dlsym(RTLD_NEXT, "ASN1_item_sign_ex");
+    return real(it, algor1, algor2, signature, data, id, pkey, md, libctx, propq);
+}
+
+static void break_signing(int on)
+{
+    signing_thread = pthread_self();
+    __atomic_store_n(&signing_fails, on, __ATOMIC_SEQ_CST);
+}
 
 static struct gw_upstream_ops fake_ops;
 
@@ -963,6 +994,8 @@ static int fake_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_u
         fake.during_sign(fake.env);
     r.plan = &plan;
     rc = gw_upstream_local_ops.sign(up, &r, fake_done, &fc); /* completes before it returns */
+    if (fake.break_signing)
+        __atomic_store_n(&signing_fails, 1, __ATOMIC_SEQ_CST);
     X509_NAME_free(name);
     EVP_PKEY_free(other);
     return rc;
@@ -1070,6 +1103,28 @@ static int audit_count(const struct env *e, const char *event, const char *seria
     }
     fclose(f);
     return n;
+}
+
+/* The serial of the first record of |e| with |event|: 0, or -1 if there is none. */
+static int audit_serial(const struct env *e, const char *event, char *out, size_t cap)
+{
+    FILE *f = fopen(e->audit_path, "r");
+    char line[16384];
+    int rc = -1;
+
+    while (f != NULL && rc != 0 && fgets(line, sizeof(line), f) != NULL) {
+        struct json_object *o = json_tokener_parse(line), *v, *sn;
+
+        if (o != NULL && json_object_object_get_ex(o, "event", &v) &&
+            strcmp(json_object_get_string(v), event) == 0 && json_object_object_get_ex(o, "serial", &sn)) {
+            snprintf(out, cap, "%s", json_object_get_string(sn));
+            rc = 0;
+        }
+        json_object_put(o);
+    }
+    if (f != NULL)
+        fclose(f);
+    return rc;
 }
 
 static void serial_of(const X509 *x, char *out, size_t cap)
@@ -2231,6 +2286,44 @@ static void test_error_aborts(void **state)
     env_free(e);
 }
 
+/*
+ * OpenSSL fails to build the answer after the cert-request callback accepted the certificate (here
+ * its protection fails, and so does the error's: HTTP 500). The client never gets the certificate:
+ * it is on record as not delivered and revoked at the CA, and no transaction stays open; with a
+ * certConf to come as with implicitConfirm.
+ */
+static void test_undelivered_withdrawn(void **state)
+{
+    (void)state;
+    for (int implicit = 0; implicit <= 1; implicit++) {
+        struct env *e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .confirm = !implicit});
+        struct client cl = {.env = e, .new_thread = 1};
+        OSSL_CMP_CTX *ctx;
+        char serial[64] = "";
+
+        env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
+        ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+        OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_IMPLICIT_CONFIRM, implicit);
+        break_signing(0);
+        fake.break_signing = 1;
+        assert_null(OSSL_CMP_exec_IR_ses(ctx));
+        break_signing(0);
+        assert_int_equal(fake.sign_calls, 1);
+        assert_int_equal(audit_count(e, "issued", NULL, NULL, NULL), 1);
+        assert_int_equal(audit_count(e, "rejected", NULL, "status", "not delivered"), 1);
+        assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), 1);
+        assert_int_equal(fake.revoke_calls, 1);
+        assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+        /* the same certificate throughout */
+        assert_int_equal(audit_serial(e, "issued", serial, sizeof(serial)), 0);
+        assert_int_equal(audit_count(e, "rejected", serial, NULL, NULL), 1);
+        assert_int_equal(audit_count(e, "revoked", serial, NULL, NULL), 1);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
+}
+
 /* Swaps the audit file for /dev/full: every later write fails. */
 static void audit_to_dev_full(struct env *e)
 {
@@ -2746,6 +2839,39 @@ static void test_poll_replayed_pollreq(void **state)
     env_free(e);
 }
 
+/*
+ * The pollReq that releases a deferred certificate gets no ip (OpenSSL cannot protect it): the
+ * certificate, on record as issued by the call's completion, is on record as not delivered and
+ * revoked at the CA.
+ */
+static void test_poll_undelivered_withdrawn(void **state)
+{
+    struct env *e = env_slow("100ms", 0);
+    struct client cl = {.env = e, .new_thread = 1};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    char serial[64] = "";
+    int after;
+
+    (void)state;
+    memset(&fake, 0, sizeof(fake));
+    slow_ops.caps |= GW_UP_REVOKE;
+    slow_ops.revoke = fake_revoke;
+    assert_int_equal(poll_step(ctx, &after), -1);
+    slow_gate(1);
+    slow_wait_completed(e, 1);
+    break_signing(1);
+    assert_int_equal(poll_step(ctx, &after), 0); /* pollReq -> HTTP 500 */
+    break_signing(0);
+    assert_int_equal(audit_serial(e, "issued", serial, sizeof(serial)), 0);
+    assert_int_equal(audit_count(e, "rejected", serial, "status", "not delivered"), 1);
+    assert_int_equal(audit_count(e, "revoked", serial, NULL, NULL), 1);
+    assert_int_equal(fake.revoke_calls, 1);
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
 /* Twins of the waiting case: a fast answer, or poll_after unset, never polls. */
 static void test_poll_not_needed(void **state)
 {
@@ -2925,6 +3051,7 @@ int main(void)
         cmocka_unit_test(test_error_forged_signer),
         cmocka_unit_test(test_error_other_sender),
         cmocka_unit_test(test_error_aborts),
+        cmocka_unit_test(test_undelivered_withdrawn),
         cmocka_unit_test(test_certconf_unprotected),
         cmocka_unit_test(test_caps_and_expiry),
         cmocka_unit_test(test_body_not_allowed),
@@ -2957,6 +3084,7 @@ int main(void)
         cmocka_unit_test(test_3gpp_alg_hash_bits),
         cmocka_unit_test(test_poll_waiting_then_ip),
         cmocka_unit_test(test_poll_replayed_pollreq),
+        cmocka_unit_test(test_poll_undelivered_withdrawn),
         cmocka_unit_test(test_poll_not_needed),
         cmocka_unit_test(test_poll_upstream_failure),
         cmocka_unit_test(test_poll_deadline),
