@@ -12,6 +12,12 @@
  * upstream meanwhile is on record even if the client never polls again or the gateway stops
  * (docs/design.md D8).
  *
+ * The call's deadline and its completion agree under the call's lock: whichever comes first wins.
+ * A completion that comes first holds the result (|landing|) while it writes the record, and a
+ * pollReq meanwhile gets a pollRep, never the deadline's systemUnavail; a deadline that came first
+ * (|gave_up|, the client told systemUnavail) makes the certificate returned later a late one: on
+ * record as not delivered, then withdrawn (revoked at the upstream where it can be).
+ *
  * Lock order: detach_lock, then a call's lock. detach_lock guards every engine's list of calls
  * and each call's |e|, and is held while a completion writes to the engine's audit log, so that
  * the engine cannot go away under it.
@@ -30,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <openssl/x509v3.h>
 
 #define DETACH_POLL_MS 10
 
@@ -41,6 +48,7 @@ struct cmp_pending {
     int deferred;         /* the worker stopped waiting: the completion writes the record */
     int on_record;        /* the completion wrote the "issued" record */
     int gave_up;          /* the deadline passed first: a later certificate is not delivered */
+    int landing;          /* the completion came first and writes the record: the deadline is past it */
     int published;        /* the result is beside the shared record (or being put there) */
     uint64_t deadline_ms; /* the upstream's timeout from the start of the call */
     int64_t check_after;  /* seconds: what a pollRep asks for while the call runs */
@@ -70,7 +78,9 @@ struct cmp_remote {
 };
 
 static pthread_mutex_t detach_lock = PTHREAD_MUTEX_INITIALIZER;
-static int publishing; /* completions writing their result to the shared state (detach_lock) */
+/* completions writing their result to the shared state or withdrawing a late certificate, outside
+   detach_lock but with their engine (detach_lock) */
+static int publishing;
 
 static int64_t clamp_secs(uint64_t ms)
 {
@@ -259,6 +269,28 @@ static void publish(struct cmp_pending *p, struct gw_cmp_engine *e, struct gw_tx
     gw_txn_result_cleanup(sr);
 }
 
+/*
+ * The engine of |p| held for work outside detach_lock (cmp_poll_detach waits for it), or NULL when
+ * it is gone. Let go with let_engine_go.
+ */
+static struct gw_cmp_engine *hold_engine(struct cmp_pending *p)
+{
+    struct gw_cmp_engine *e;
+
+    pthread_mutex_lock(&detach_lock);
+    if ((e = p->e) != NULL)
+        publishing++;
+    pthread_mutex_unlock(&detach_lock);
+    return e;
+}
+
+static void let_engine_go(void)
+{
+    pthread_mutex_lock(&detach_lock);
+    publishing--;
+    pthread_mutex_unlock(&detach_lock);
+}
+
 /* The completion of a deferrable call (call thread). */
 static void pending_done(void *arg, struct gw_sign_result *res)
 {
@@ -277,34 +309,34 @@ static void pending_done(void *arg, struct gw_sign_result *res)
         pthread_mutex_unlock(&p->lock);
         goto out;
     }
-    late = p->gave_up;
+    late = p->gave_up;  /* the deadline came first: a pollReq told the client it timed out */
+    p->landing = !late; /* else this result is the transaction's, whenever the next pollReq comes */
     pthread_mutex_unlock(&p->lock);
     /* on disk before a pollReq can see it (docs/design.md D8) */
     pthread_mutex_lock(&detach_lock);
     if (res->cert != NULL)
         recorded = record_issue(p, res->cert, late) == 0;
     pthread_mutex_unlock(&detach_lock);
-    pthread_mutex_lock(&p->lock);
-    if (p->done) { /* the pollReq already told the client it timed out */
+    if (late) { /* nobody will deliver it: withdrawn, with its engine held (an upstream call) */
+        if (res->cert != NULL && (e = hold_engine(p)) != NULL) {
+            cmp_withdraw(e, &p->view, p->tid, res->cert, CRL_REASON_CESSATION_OF_OPERATION);
+            let_engine_go();
+        }
         gw_sign_result_cleanup(res);
         free(res);
-    } else {
-        p->res = res;
-        p->done = 1;
-        p->on_record = recorded;
-        share = to_publish(p, &sr);
+        goto out;
     }
+    pthread_mutex_lock(&p->lock);
+    p->res = res;
+    p->done = 1;
+    p->landing = 0;
+    p->on_record = recorded;
+    share = to_publish(p, &sr);
     pthread_mutex_unlock(&p->lock);
     if (share) { /* after the "issued" record, as for a pollReq here; Redis outside detach_lock */
-        pthread_mutex_lock(&detach_lock);
-        if ((e = p->e) != NULL)
-            publishing++; /* cmp_poll_detach waits for it: the engine and its cluster stay */
-        pthread_mutex_unlock(&detach_lock);
-        if (e != NULL) {
+        if ((e = hold_engine(p)) != NULL) {
             publish(p, e, &sr);
-            pthread_mutex_lock(&detach_lock);
-            publishing--;
-            pthread_mutex_unlock(&detach_lock);
+            let_engine_go();
         } else {
             gw_txn_result_cleanup(&sr);
         }
@@ -418,13 +450,14 @@ int cmp_poll_ready(struct cmp_txn *t, int64_t *check_after)
     if (p == NULL)
         return remote_ready(t->remote, check_after);
     pthread_mutex_lock(&p->lock);
-    if (!p->done && now >= p->deadline_ms) {
+    if (!p->done && !p->landing && now >= p->deadline_ms) { /* the deadline wins: see pending_done */
         p->res = timed_out(p->upstream);
         p->gave_up = 1;
         p->done = 1;
     }
     ready = p->done;
-    *check_after = ready ? 0 : check_after_within(p->check_after, p->deadline_ms - now);
+    /* landing: the certificate came in time and is being recorded; it is there in a moment */
+    *check_after = ready ? 0 : p->landing ? 1 : check_after_within(p->check_after, p->deadline_ms - now);
     pthread_mutex_unlock(&p->lock);
     return ready;
 }

@@ -2635,9 +2635,82 @@ static struct {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     int open, fail, calls, completed;
+    int hold_record; /* the completion's "issued" record waits in its fsync until hold_release */
 } slow = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 static struct gw_upstream_ops slow_ops;
+
+/*
+ * An fsync held: once armed, the next fsync off the client's thread waits until released (the
+ * "issued" record of a completion, between the call's result and a pollReq seeing it).
+ */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int armed, held, released;
+} hold = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+
+int fsync(int fd)
+{
+    static int (*real)(int);
+
+    pthread_mutex_lock(&hold.lock);
+    if (hold.armed && !pthread_equal(pthread_self(), signing_thread)) {
+        hold.armed = 0;
+        hold.held = 1;
+        pthread_cond_broadcast(&hold.cond);
+        while (!hold.released)
+            pthread_cond_wait(&hold.cond, &hold.lock);
+    }
+    pthread_mutex_unlock(&hold.lock);
+    if (real == NULL)
+        *(void **)&real = dlsym(RTLD_NEXT, "fsync");
+    return real(fd);
+}
+
+/* Waits (up to 5 s) until the armed fsync is held; 1 if it is. */
+static int hold_wait(void)
+{
+    struct timespec ts;
+    int held;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 5;
+    pthread_mutex_lock(&hold.lock);
+    while (!hold.held && pthread_cond_timedwait(&hold.cond, &hold.lock, &ts) == 0)
+        ;
+    held = hold.held;
+    pthread_mutex_unlock(&hold.lock);
+    return held;
+}
+
+static void hold_release(void)
+{
+    pthread_mutex_lock(&hold.lock);
+    hold.armed = 0;
+    hold.released = 1;
+    pthread_cond_broadcast(&hold.cond);
+    pthread_mutex_unlock(&hold.lock);
+}
+
+struct slow_call {
+    gw_upstream_done_fn done;
+    void *arg;
+};
+
+/* The issuer's result on its way to the completion: with |hold_record|, its record's fsync is held. */
+static void slow_done(void *arg, struct gw_sign_result *res)
+{
+    struct slow_call *sc = arg;
+
+    if (slow.hold_record) {
+        pthread_mutex_lock(&hold.lock);
+        hold.armed = 1;
+        hold.held = hold.released = 0;
+        pthread_mutex_unlock(&hold.lock);
+    }
+    sc->done(sc->arg, res);
+}
 
 static int slow_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done,
                      void *arg)
@@ -2657,7 +2730,9 @@ static int slow_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_u
         snprintf(res->reason, sizeof(res->reason), "the test CA is down");
         done(arg, res);
     } else {
-        rc = gw_upstream_local_ops.sign(up, req, done, arg);
+        struct slow_call sc = {done, arg};
+
+        rc = gw_upstream_local_ops.sign(up, req, slow_done, &sc); /* completes before it returns */
     }
     pthread_mutex_lock(&slow.lock);
     slow.completed++; /* after |done|: the completion has stored (and recorded) the result */
@@ -2713,7 +2788,7 @@ static struct env *env_slow(const char *poll_after, uint32_t timeout_ms)
         uc->timeout_ms = timeout_ms;
     env_start(e);
     slow_gate(0);
-    slow.fail = slow.calls = slow.completed = 0;
+    slow.fail = slow.calls = slow.completed = slow.hold_record = 0;
     slow_ops = gw_upstream_local_ops;
     slow_ops.dialect = "slow";
     slow_ops.sign = slow_sign;
@@ -2925,9 +3000,13 @@ static void test_poll_deadline(void **state)
     struct env *e = env_slow("100ms", 600);
     struct client cl = {.env = e};
     OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    char serial[64] = "";
     int after;
 
     (void)state;
+    memset(&fake, 0, sizeof(fake));
+    slow_ops.caps |= GW_UP_REVOKE;
+    slow_ops.revoke = fake_revoke;
     assert_int_equal(poll_step(ctx, &after), -1);
     usleep(700 * 1000);
     assert_int_equal(poll_step(ctx, &after), 0);
@@ -2936,6 +3015,52 @@ static void test_poll_deadline(void **state)
     slow_gate(1);
     slow_wait_completed(e, 1);
     assert_int_equal(audit_count(e, "issued", NULL, "status", "after the deadline; not delivered"), 1);
+    /* the deadline won: the certificate nobody will deliver is withdrawn */
+    assert_int_equal(audit_serial(e, "issued", serial, sizeof(serial)), 0);
+    assert_int_equal(audit_count(e, "revoked", serial, NULL, NULL), 1);
+    assert_int_equal(fake.revoke_calls, 1);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+/*
+ * The deadline passes while the completion writes the "issued" record of a certificate that came
+ * in time: the completion came first and wins. The pollReq meanwhile gets a pollRep (not
+ * systemUnavail), and the next one delivers the certificate; nothing is withdrawn.
+ */
+static void test_poll_deadline_race(void **state)
+{
+    struct env *e = env_slow("100ms", 600);
+    struct client cl = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    char serial[64];
+    int after, held, during, late_after;
+
+    (void)state;
+    memset(&fake, 0, sizeof(fake));
+    slow_ops.caps |= GW_UP_REVOKE;
+    slow_ops.revoke = fake_revoke;
+    signing_thread = pthread_self(); /* the client's: its fsyncs are not held */
+    assert_int_equal(poll_step(ctx, &after), -1);
+    slow.hold_record = 1;
+    slow_gate(1);
+    held = hold_wait();
+    usleep(700 * 1000); /* past the upstream's 600 ms */
+    during = poll_step(ctx, &after);
+    late_after = after;
+    hold_release(); /* before any assertion: the completion holds detach_lock */
+    assert_true(held);
+    slow_wait_completed(e, 1);
+    assert_int_equal(during, -1); /* pollRep */
+    assert_int_equal(late_after, 1);
+    assert_int_equal(audit_count(e, "issued", NULL, "status", "awaiting the client's pollReq"), 1);
+    assert_int_equal(poll_step(ctx, &after), 1); /* pollReq -> ip, certConf -> pkiconf */
+    serial_of(OSSL_CMP_CTX_get0_newCert(ctx), serial, sizeof(serial));
+    assert_int_equal(audit_count(e, "confirmed", serial, NULL, NULL), 1);
+    assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), 0);
+    assert_int_equal(fake.revoke_calls, 0);
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
     env_free(e);
@@ -3088,6 +3213,7 @@ int main(void)
         cmocka_unit_test(test_poll_not_needed),
         cmocka_unit_test(test_poll_upstream_failure),
         cmocka_unit_test(test_poll_deadline),
+        cmocka_unit_test(test_poll_deadline_race),
         cmocka_unit_test(test_poll_expiry),
         cmocka_unit_test(test_poll_shutdown),
         cmocka_unit_test(test_poll_config),
