@@ -38,6 +38,43 @@ char *gw_x509_name_line(const X509_NAME *name)
     return line;
 }
 
+int gw_x509_name_identity(const X509_NAME *name, char *out)
+{
+    static const char hexdig[] = "0123456789abcdef";
+    char *line = gw_x509_name_line(name); /* NULL for a value with a '/' too */
+    const unsigned char *der = NULL;
+    unsigned char h[32];
+    unsigned int n = 0;
+    size_t der_len = 0, len;
+
+    out[0] = '\0';
+    if (line != NULL && strlen(line) < GW_IDENTITY_LEN) {
+        memcpy(out, line, strlen(line) + 1);
+        OPENSSL_free(line);
+        return 0;
+    }
+    if (name == NULL || X509_NAME_get0_der(name, &der, &der_len) != 1 ||
+        EVP_Digest(der, der_len, h, &n, gw_sha256(), NULL) != 1 || n != sizeof(h)) {
+        OPENSSL_free(line);
+        return GW_ERR_INVAL;
+    }
+    if (line == NULL) { /* a value with a '/': the start of it as a log shows it */
+        ERR_set_mark();
+        line = X509_NAME_oneline(name, NULL, 0);
+        ERR_pop_to_mark();
+    }
+    len = snprintf(out, GW_IDENTITY_PREFIX + 1, "%s", line != NULL ? line : "");
+    len = len > GW_IDENTITY_PREFIX ? GW_IDENTITY_PREFIX : len;
+    len += (size_t)snprintf(out + len, GW_IDENTITY_LEN - len, "/#sha256=");
+    for (size_t i = 0; i < sizeof(h) && len + 2 < GW_IDENTITY_LEN; i++) {
+        out[len++] = hexdig[h[i] >> 4];
+        out[len++] = hexdig[h[i] & 15];
+    }
+    out[len] = '\0';
+    OPENSSL_free(line);
+    return 0;
+}
+
 void gw_x509_serial_hex(const ASN1_INTEGER *serial, char *out, size_t cap)
 {
     BIGNUM *bn = serial != NULL ? ASN1_INTEGER_to_BN(serial, NULL) : NULL;

@@ -36,6 +36,16 @@ int gw_x509_serial_hex_colons(const ASN1_INTEGER *serial, char *out, size_t cap)
  */
 char *gw_x509_name_line(const X509_NAME *name);
 
+/*
+ * gw_x509_name_identity writes |name| into |out| (GW_IDENTITY_LEN bytes) as the identity that names
+ * a sender in logs and audit records and keys its limits (open transactions, replay-cache share):
+ * its whole one-line form when it fits and no value holds a '/' (then it reads as one name only);
+ * else the first GW_IDENTITY_PREFIX characters of that form, then "/#sha256=" and the SHA-256 of the
+ * name's DER in hex. No one-line name reads as the second form ('#' starts no attribute type), and
+ * two names that differ anywhere, past any cut too, differ there. 0, or GW_ERR_INVAL with |out| "".
+ */
+int gw_x509_name_identity(const X509_NAME *name, char *out);
+
 /* gw_asn1_time converts |t| to seconds since the epoch into |out|: 0, or -1 if |t| is NULL or unreadable. */
 int gw_asn1_time(const ASN1_TIME *t, time_t *out);
 

@@ -250,7 +250,7 @@ void cmp_identify(struct cmp_txn *t, struct cmp_call *c)
     if (t->pbm) {
         snprintf(t->identity, sizeof(t->identity), "pbm:%.*s", (int)t->kid_len, (const char *)t->kid);
         snprintf(t->pbm_ref, sizeof(t->pbm_ref), "%.*s", (int)t->kid_len, (const char *)t->kid);
-    } else if (name == NULL || X509_NAME_oneline(name, t->identity, sizeof(t->identity)) == NULL) {
+    } else if (name == NULL || gw_x509_name_identity(name, t->identity) != 0) {
         snprintf(t->identity, sizeof(t->identity), "unknown");
     }
     snprintf(c->rsp->identity, sizeof(c->rsp->identity), "%s", t->identity);

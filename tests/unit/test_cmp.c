@@ -2503,6 +2503,110 @@ static void test_3gpp_roles(void **state)
     }
 }
 
+/* Drops the certConf: its transaction stays open, awaiting it. */
+static OSSL_CMP_MSG *drop_certconf(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
+{
+    (void)ctx, (void)cl;
+    if (OSSL_CMP_MSG_get_bodytype(req) != GW_CMP_BODY_CERTCONF)
+        return req;
+    OSSL_CMP_MSG_free(req);
+    return NULL;
+}
+
+/* client_cert's subject and key with a 250-character OU and then OU=|tail|, signed by the demo root. */
+static X509 *long_signer(EVP_PKEY *ca_key, const char *tail)
+{
+    X509 *x = X509_dup(client_cert);
+    X509_NAME *name = X509_NAME_dup(X509_get_subject_name(client_cert));
+    unsigned char ou[251];
+
+    memset(ou, 'A', sizeof(ou) - 1);
+    ou[sizeof(ou) - 1] = '\0';
+    assert_true(x != NULL && name != NULL);
+    assert_int_equal(
+        X509_NAME_add_entry_by_NID(name, NID_organizationalUnitName, V_ASN1_UTF8STRING, ou, -1, -1, 0), 1);
+    assert_int_equal(X509_NAME_add_entry_by_NID(name, NID_organizationalUnitName, V_ASN1_UTF8STRING,
+                                                (const unsigned char *)tail, -1, -1, 0),
+                     1);
+    assert_int_equal(X509_set_subject_name(x, name), 1);
+    assert_true(X509_sign(x, ca_key, EVP_sha256()) > 0);
+    X509_NAME_free(name);
+    return x;
+}
+
+/* The identity of each record of |e| with |event|, in |ids| (up to |max|); how many. */
+static int audit_identities(const struct env *e, const char *event, char ids[][GW_IDENTITY_LEN], int max)
+{
+    FILE *f = fopen(e->audit_path, "r");
+    char line[16384];
+    int n = 0;
+
+    while (f != NULL && n < max && fgets(line, sizeof(line), f) != NULL) {
+        struct json_object *o = json_tokener_parse(line), *v, *id;
+
+        if (o != NULL && json_object_object_get_ex(o, "event", &v) &&
+            strcmp(json_object_get_string(v), event) == 0 && json_object_object_get_ex(o, "identity", &id))
+            snprintf(ids[n++], GW_IDENTITY_LEN, "%s", json_object_get_string(id));
+        json_object_put(o);
+    }
+    if (f != NULL)
+        fclose(f);
+    return n;
+}
+
+/*
+ * Two signers whose subjects are the same for their first 255 characters and differ after: two
+ * identities, each with its own max_transactions_per_identity (1 here), told apart in the audit
+ * log; and neither is the identity of the short subject they both begin with.
+ */
+static void test_long_identities_apart(void **state)
+{
+    struct env *e = env_open(
+        &(struct env_opts){.cmp = "\"message_time_window\": \"300s\", \"transaction_ttl\": \"300s\", "
+                                  "\"max_transactions_per_identity\": 1",
+                           .confirm = 1});
+    EVP_PKEY *ca_key = load_key("ca.key");
+    X509 *signers[3] = {long_signer(ca_key, "device-1"), long_signer(ca_key, "device-2"), client_cert};
+    char ids[3][GW_IDENTITY_LEN];
+
+    (void)state;
+    for (int i = 0; i < 3; i++) {
+        struct client cl = {.env = e, .tamper = drop_certconf};
+        OSSL_CMP_CTX *ctx = client_new(&cl, SIG, signers[i], client_key, NULL, NULL, 0);
+
+        assert_null(OSSL_CMP_exec_IR_ses(ctx)); /* issued; its certConf never reaches the gateway */
+        assert_int_equal(gw_cmp_engine_open_transactions(e->engine), i + 1);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+    }
+    assert_int_equal(audit_count(e, "issued", NULL, NULL, NULL), 3);
+    assert_int_equal(audit_identities(e, "issued", ids, 3), 3);
+    assert_string_not_equal(ids[0], ids[1]);
+    assert_string_not_equal(ids[0], ids[2]);
+    assert_string_not_equal(ids[1], ids[2]);
+    assert_string_equal(ids[2], "/O=cmpgw demo/CN=demo-client");
+    for (int i = 0; i < 2; i++) { /* bounded, readable, and marked as cut */
+        assert_true(strlen(ids[i]) < GW_IDENTITY_LEN);
+        assert_true(strncmp(ids[i], "/O=cmpgw demo/CN=demo-client/OU=AAAA", 36) == 0);
+        assert_non_null(strstr(ids[i], "/#sha256="));
+    }
+    /* the cap holds per identity: a second open transaction of the first signer is refused */
+    {
+        struct client cl = {.env = e, .tamper = drop_certconf};
+        OSSL_CMP_CTX *ctx = client_new(&cl, SIG, signers[0], client_key, NULL, NULL, 0);
+
+        assert_null(OSSL_CMP_exec_IR_ses(ctx));
+        assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                      "too many open transactions");
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+    }
+    X509_free(signers[0]);
+    X509_free(signers[1]);
+    EVP_PKEY_free(ca_key);
+    env_free(e);
+}
+
 /*
  * A signer whose one-line subject is longer than a fixed buffer: cut to one, "/O=cmpgw demo/CN=demo-client/
  * OU=AAA..." would read as the listed "/O=cmpgw demo/CN=demo-client" and pass the allow-list.
@@ -3205,6 +3309,7 @@ int main(void)
         cmocka_unit_test(test_audit_unopenable),
         cmocka_unit_test(test_3gpp_roles),
         cmocka_unit_test(test_3gpp_long_subject),
+        cmocka_unit_test(test_long_identities_apart),
         cmocka_unit_test(test_3gpp_config),
         cmocka_unit_test(test_3gpp_alg_hash_bits),
         cmocka_unit_test(test_poll_waiting_then_ip),
