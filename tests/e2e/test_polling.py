@@ -72,6 +72,44 @@ class PollingLocal(harness.GatewayTestCase):
         self.assertEqual(len(issued), 1, issued)  # written once, by the completion
         self.assertEqual(len([r for r in audit(self.gw, "confirmed") if r.get("tid") == tid]), 1)
 
+    def test_replayed_pollreq_leaves_the_transaction(self):
+        """A pollReq sent again by someone who captured it (after the gateway answered it) is refused
+        with badRecipientNonce and ends nothing: the client's own next pollReq collects the certificate."""
+        key = self.newkey("replayed")
+        req = [self.gw.dir / ("replayed.req%02d.der" % i) for i in range(MAX_RSP)]
+        rsp = [self.gw.dir / ("replayed.rsp%02d.der" % i) for i in range(MAX_RSP)]
+        for f in req:
+            if f.exists():
+                f.unlink()
+        out = {}
+
+        def enrol():
+            out["res"] = cmp_polling(self.gw, "ir", "replayed", "pki/roles/slow/cmp",
+                                     ["-newkey", key, "-subject", "/CN=replayed",
+                                      "-reqout", ",".join(str(f) for f in req)])
+
+        t = threading.Thread(target=enrol)
+        t.start()
+        # the first pollRep (checkAfter 1 s): the client sleeps, its first pollReq is now an old one
+        deadline = time.monotonic() + 10
+        while not rsp[1].exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.05)
+        replay = self.gw.curl(path="/pki/roles/slow/cmp", data=req[1])
+        t.join(60)
+        self.assertEqual(replay.status, 200, replay.status_line)
+        a = harness.decode_cmp(replay.body)
+        self.assert_cmp_error(a, ["error"], "badRecipientNonce",
+                              "recipNonce does not match the senderNonce of this server's last message: "
+                              "answer the latest response")
+        p, answers, cert = out["res"]
+        self.assertEqual(harness.decode_cmp(req[1]).body_type, "pollReq")
+        self.assertEqual(p.returncode, 0, p.stderr.decode(errors="replace")[-3000:])
+        self.assertEqual([a.body_type for a in answers][-2:], ["ip", "pkiconf"], answers)
+        self.assert_issued(cert, key, "CN=replayed", [], answers[-2].extra_certs_pem())
+        tid = answers[0].header["transactionID"].asOctets().hex()
+        self.assertEqual(len([r for r in audit(self.gw, "confirmed") if r.get("tid") == tid]), 1)
+
     def test_without_poll_after_the_worker_waits(self):
         key = self.newkey("blocking")
         p, answers, cert = cmp_polling(self.gw, "ir", "blocking", "pki/cmp",
