@@ -49,14 +49,6 @@ void cmp_log_capture_end(void)
     capture = NULL;
 }
 
-/*
- * OpenSSL 3.0 verifies every request's protection in process_request, with no switch to skip it. For
- * a message verified already against this context's signer, the header's protectionAlg is hidden
- * for the one call and the context accepts it as unprotected (its log quieted below errors, where
- * it would say it ignored a missing protection); all three are put back before returning. Not for
- * PBM: OpenSSL chooses the answer's protection (MAC or signature) by the request's. docs/design.md
- * O12.
- */
 /* Keeps the senderNonce of |rsp|, the answer the client gets (3.0 has no getter on the context). */
 static OSSL_CMP_MSG *answered(struct cmp_txn *t, OSSL_CMP_MSG *rsp)
 {
@@ -95,6 +87,14 @@ int cmp_check_nonce(const struct cmp_txn *t, const OSSL_CMP_MSG *msg, struct cmp
     return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRecipientNonce, "%s", CMP_TEXT_RECIP_NONCE);
 }
 
+/*
+ * OpenSSL 3.0 verifies every request's protection in process_request, with no switch to skip it. For
+ * a message verified already against this context's signer, the header's protectionAlg is hidden
+ * for the one call and the context accepts it as unprotected (its log quieted below errors, where
+ * it would say it ignored a missing protection); all three are put back before returning. Not for
+ * PBM: OpenSSL chooses the answer's protection (MAC or signature) by the request's. docs/design.md
+ * O12.
+ */
 OSSL_CMP_MSG *cmp_process(struct cmp_txn *t, const OSSL_CMP_MSG *msg, int verified)
 {
     OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
