@@ -25,11 +25,14 @@ srv="-server 127.0.0.1:$port -path pki/cmp -trusted $demo/ca.pem"
 sig="-cert $demo/client.pem -key $demo/client.key"
 genkey="openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256"
 
+# (built here: inside ${admin:+...} in a here-document, bash drops the double quotes)
+reload="curl -X POST -H \"Authorization: Bearer \$(cat $demo/admin.token)\" http://127.0.0.1:$admin/reload"
+
 cat <<EOF
 cmpgw demo: CMP over HTTPS on https://127.0.0.1:$port/pki/cmp (also /.well-known/cmp)
 Trust anchor: $demo/ca.pem. Paste these from the repository root in another terminal.
 ${admin:+Admin: http://127.0.0.1:$admin/healthz, http://127.0.0.1:$admin/readyz, http://127.0.0.1:$admin/metrics;
-reload: curl -X POST -H "Authorization: Bearer \$(cat $demo/admin.token)" http://127.0.0.1:$admin/reload
+reload: $reload
 }
 # 1. ir (initial registration), protected by a signature with the demo client certificate
 $genkey -out $demo/device1.key
