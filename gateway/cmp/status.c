@@ -2,8 +2,8 @@
  * Revoked credentials refused (docs/security.md, "Revoked credentials"): the revocation status of
  * every certificate that authenticates a request, the CMP signer and the TLS client certificate.
  *
- * A certificate a configured upstream issued (found by issuer name and key identifier, or by its
- * signature where these cannot tell the upstream's CAs apart: one lookup, issuer_upstream) is
+ * A certificate a configured upstream issued (found by issuer name and key identifier, and proven by
+ * its signature: one lookup, issuer_upstream) is
  * checked at that upstream: the local issuer and delegates answer from their store at once; other
  * upstreams by their CRL, fetched, verified against the one of the upstream's CAs that signed it,
  * cached for that CA and read again every GW_STATUS_REFRESH_SECS or at once after a revocation
@@ -145,16 +145,16 @@ static int issued_by_ca(const X509 *cert, X509 *ca)
 }
 
 /*
- * Whether |ca| of an upstream issued |cert|. Its CAs may share a name (a key rotated under the same
- * subject): where the key identifiers cannot tell them apart, the signature does, so that the
- * certificate is never looked up in the CRL of a CA that did not issue it.
+ * Whether |ca| of an upstream issued |cert|: by name and key identifier, and by the signature. Its CAs
+ * may share a name (a key rotated under the same subject), and a name and key identifier are only what
+ * the certificate says: another CA under a trust anchor can write the upstream CA's into a certificate
+ * of its own, which would then be checked in the wrong CRL, or revoke at the upstream the serial it
+ * names (rr.c).
  */
 static int upstream_ca_issued(X509 *cert, X509 *ca)
 {
     if (!issued_by_ca(cert, ca))
         return 0;
-    if (X509_get0_authority_key_id(cert) != NULL && X509_get0_subject_key_id(ca) != NULL)
-        return 1;
     if (X509_verify(cert, X509_get0_pubkey(ca)) == 1)
         return 1;
     ERR_clear_error();

@@ -26,9 +26,9 @@ int cmp_status_issues_under(const struct gw_cmp_engine *e, const struct gw_upstr
                             const X509_NAME *issuer);
 
 /*
- * cmp_status_upstream_issued: whether one of the CAs |up| issues under signed |cert| (issuer name and
- * key identifier, or the signature where these cannot tell its CAs apart). 0 when its CAs are not
- * known.
+ * cmp_status_upstream_issued: whether one of the CAs |up| issues under signed |cert| (issuer name, key
+ * identifier where both say one, and the signature: a name and key identifier are only what |cert|
+ * says). 0 when its CAs are not known.
  */
 int cmp_status_upstream_issued(const struct gw_cmp_engine *e, const struct gw_upstream *up, X509 *cert);
 

@@ -1128,6 +1128,99 @@ static void test_rr_ra_without_lookup(void **state)
     env_by_serial_free(e);
 }
 
+/* |x| with extension |nid| set to |value| (a config string, as openssl x509 -extfile takes it). */
+static void add_ext(X509 *x, X509 *issuer, int nid, const char *value)
+{
+    X509V3_CTX v3;
+    X509_EXTENSION *ext;
+
+    X509V3_set_ctx(&v3, issuer, x, NULL, NULL, 0);
+    assert_non_null(ext = X509V3_EXT_conf_nid(NULL, &v3, nid, value));
+    assert_int_equal(X509_add_ext(x, ext, -1), 1);
+    X509_EXTENSION_free(ext);
+}
+
+/* |x| with an authorityKeyIdentifier holding |keyid| alone, whatever key signs it. */
+static void set_akid(X509 *x, const ASN1_OCTET_STRING *keyid)
+{
+    AUTHORITY_KEYID *akid = AUTHORITY_KEYID_new();
+
+    assert_non_null(akid);
+    akid->keyid = ASN1_OCTET_STRING_dup(keyid);
+    assert_int_equal(X509_add1_ext_i2d(x, NID_authority_key_identifier, akid, 0, X509V3_ADD_REPLACE), 1);
+    AUTHORITY_KEYID_free(akid);
+}
+
+/*
+ * Key identifiers are what a certificate says, not who signed it. A CA under the route's trust anchor
+ * that took the upstream CA's name and key identifier (a sub-CA's operator, say) signs a certificate
+ * naming the upstream CA, its key identifier and the serial of someone else's certificate: it
+ * validates through that CA, sent in extraCerts. Once, issuer name and key identifier were taken as
+ * proof that the upstream's CA had issued it, and the "holder" revoked the victim's certificate.
+ */
+static void test_rr_holder_forged_key_id(void **state)
+{
+    EVP_PKEY *victim_key = NULL, *root_key = load_key("ca.key");
+    EVP_PKEY *rogue_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *victim = NULL, *rogue = X509_new(), *forged;
+    struct env *e = env_by_serial(NULL, &by_serial_ops, &victim, &victim_key);
+    STACK_OF(X509) *extra = sk_X509_new_null();
+    OSSL_CMP_CTX *ctx;
+    long serial = ASN1_INTEGER_get(X509_get0_serialNumber(victim));
+
+    (void)state;
+    /* the rogue CA: the upstream CA's name and subjectKeyIdentifier, signed by the trust anchor */
+    X509_set_version(rogue, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(rogue), 0x6601);
+    X509_set_subject_name(rogue, X509_get_subject_name(issuing_cert));
+    X509_set_issuer_name(rogue, X509_get_subject_name(ca_cert));
+    X509_gmtime_adj(X509_getm_notBefore(rogue), -60);
+    X509_gmtime_adj(X509_getm_notAfter(rogue), 3600);
+    X509_set_pubkey(rogue, rogue_key);
+    add_ext(rogue, ca_cert, NID_basic_constraints, "critical,CA:TRUE");
+    add_ext(rogue, ca_cert, NID_key_usage, "critical,keyCertSign,cRLSign");
+    assert_int_equal(X509_add1_ext_i2d(rogue, NID_subject_key_identifier,
+                                       (void *)X509_get0_subject_key_id(issuing_cert), 0, 0),
+                     1);
+    set_akid(rogue, X509_get0_subject_key_id(ca_cert));
+    assert_true(X509_sign(rogue, root_key, EVP_sha256()) > 0);
+    /* its certificate: the victim's serial, the upstream CA's key identifier */
+    forged = tu_make_cert(k, rogue_key, rogue, "rr-device", serial);
+    set_akid(forged, X509_get0_subject_key_id(issuing_cert));
+    add_ext(forged, rogue, NID_key_usage, "critical,digitalSignature");
+    assert_true(X509_sign(forged, rogue_key, EVP_sha256()) > 0);
+    assert_true(X509_check_issued(issuing_cert, forged) == X509_V_OK); /* by name and key id */
+    assert_int_equal(X509_verify(forged, X509_get0_pubkey(issuing_cert)), 0);
+    ERR_clear_error();
+
+    X509_up_ref(rogue);
+    sk_X509_push(extra, rogue);
+    ctx = client_new(e, forged, k);
+    assert_int_equal(OSSL_CMP_CTX_set1_extraCertsOut(ctx, extra), 1);
+    OSSL_CMP_CTX_set1_oldCert(ctx, forged);
+    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_REVOCATION_REASON, CRL_REASON_KEY_COMPROMISE);
+    OSSL_CMP_exec_RR_ses(ctx);
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badCertId,
+                  "the certificate was not issued by this route's CA");
+    OSSL_CMP_CTX_free(ctx);
+    assert_int_equal(by_serial.revokes, 0);
+    /* the twin: the victim revokes its own */
+    rr(e, victim, victim_key, victim, CRL_REASON_KEY_COMPROMISE, &ctx);
+    assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    OSSL_CMP_CTX_free(ctx);
+    assert_int_equal(by_serial.revokes, 1);
+    sk_X509_pop_free(extra, X509_free);
+    X509_free(victim);
+    X509_free(rogue);
+    X509_free(forged);
+    EVP_PKEY_free(victim_key);
+    EVP_PKEY_free(root_key);
+    EVP_PKEY_free(rogue_key);
+    EVP_PKEY_free(k);
+    env_by_serial_free(e);
+}
+
 /* ---- shim ------------------------------------------------------------------------------------ */
 
 /* An rr as the client builds it (not sent), with |reason|. */
@@ -1323,6 +1416,7 @@ int main(void)
         cmocka_unit_test(test_rr_unknown),
         cmocka_unit_test(test_rr_ra_by_serial),
         cmocka_unit_test(test_rr_ra_without_lookup),
+        cmocka_unit_test(test_rr_holder_forged_key_id),
         cmocka_unit_test(test_shim_rr_reason),
         cmocka_unit_test(test_shim_itavs),
         cmocka_unit_test(test_shim_crl_status),
