@@ -89,27 +89,29 @@ static int authorize_rr(const struct cmp_txn *t, const X509_NAME *issuer, const 
 }
 
 /*
- * The upstream that issued it, by its issuer name (rr names no key identifier): the delegate, a
- * migration's "to" or the role's upstream ("from"), whichever issues under a CA of that name, so
- * that certificates stay revocable whatever the cohort and mode say now (docs/migration.md). None
- * of them: NULL. The role's upstream is not asked anyway: Vault revokes by serial within its mount
- * whatever issuer the rr names, so a name of no CA of its would revoke whichever certificate has
- * that serial.
+ * The upstreams that may have issued it, by its issuer name (rr names no key identifier): the
+ * delegate, a migration's "to" and the role's upstream ("from"), those issuing under a CA of that
+ * name, in that order, so that certificates stay revocable whatever the cohort and mode say now
+ * (docs/migration.md). "to" and "from" may have CAs of one name (not of one key): which of them
+ * issued it is then told by the certificate itself (the holder's, or the one an RA's lookup finds).
+ * No fallback to the role's upstream: Vault revokes by serial within its mount whatever issuer the
+ * rr names, so a name of no CA of its would revoke whichever certificate has that serial. The count.
  */
-static struct gw_upstream *pick_revoker(struct cmp_call *c, const struct gw_role *role,
-                                        const X509_NAME *issuer)
+static size_t revokers(struct cmp_call *c, const struct gw_role *role, const X509_NAME *issuer,
+                       struct gw_upstream *out[3])
 {
     const char *names[] = {role->delegate_name,
                            gw_migration_configured(&role->migration) ? role->migration.to_name : NULL,
                            role->upstream_name};
     struct gw_upstream *up;
+    size_t n = 0;
 
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         up = names[i] != NULL ? gw_upstream_set_get0(c->e->ups, names[i]) : NULL;
         if (up != NULL && cmp_status_issues_under(c->e, up, issuer))
-            return up;
+            out[n++] = up;
     }
-    return NULL;
+    return n;
 }
 
 /*
@@ -117,23 +119,26 @@ static struct gw_upstream *pick_revoker(struct cmp_call *c, const struct gw_role
  * and serial, and Vault revokes by serial alone: so the certificate is looked up at the upstream
  * first, and it must be the one the rr names (that serial, signed by a CA of the upstream's with the
  * issuer name the rr gives) with names the role could have issued. An upstream that cannot look a
- * certificate up lets an RA revoke nothing it does not hold. 0, or refused with |r|.
+ * certificate up lets an RA revoke nothing it does not hold. 0, or refused with |r|; *elsewhere when
+ * the upstream did not issue it (it knows no such serial, or its certificate of that serial is not
+ * the one named), so that another upstream under that issuer name may be asked.
  */
 static int check_ra_target(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer,
-                           const ASN1_INTEGER *serial, struct cmp_refusal *r)
+                           const ASN1_INTEGER *serial, int *elsewhere, struct cmp_refusal *r)
 {
     const char *up_name = gw_upstream_conf_name(gw_upstream_get0_conf(t->up));
     char err[GW_ERR_LEN] = "", why[GW_ERR_LEN] = "";
     X509 *cert = NULL;
     int fi = 0, refused = 0, rc = gw_upstream_cert_by_serial(t->up, serial, &cert, err);
 
+    *elsewhere = 0;
     if (rc != 0 && rc != GW_ERR_NOT_FOUND)
         gw_log_kv(GW_LOG_WARN, "rr_lookup_failed", "tid", c->rsp->tid, "upstream", up_name, "serial",
                   t->serial, "reason", err, NULL);
     if (rc == GW_ERR_NOT_FOUND)
-        refused = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertId,
-                             "the CA has issued no certificate with serial %.60s: check issuer and serial",
-                             t->serial);
+        refused = *elsewhere = cmp_refuse(
+            r, OSSL_CMP_PKIFAILUREINFO_badCertId,
+            "the CA has issued no certificate with serial %.60s: check issuer and serial", t->serial);
     else if (rc == GW_ERR_INVAL)
         refused =
             cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
@@ -145,7 +150,7 @@ static int check_ra_target(struct cmp_txn *t, struct cmp_call *c, const X509_NAM
     else if (ASN1_INTEGER_cmp(X509_get0_serialNumber(cert), serial) != 0 ||
              X509_NAME_cmp(X509_get_issuer_name(cert), issuer) != 0 ||
              !cmp_status_upstream_issued(c->e, t->up, cert))
-        refused =
+        refused = *elsewhere =
             cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertId,
                        "the certificate with serial %.60s was not issued by the CA the revocation request "
                        "names: check issuer and serial",
@@ -155,6 +160,31 @@ static int check_ra_target(struct cmp_txn *t, struct cmp_call *c, const X509_NAM
                              "an RA of role %.64s may revoke only certificates of its role: %.200s",
                              t->role->name, why);
     X509_free(cert);
+    return refused;
+}
+
+/*
+ * t->up: the upstream among |ups| (|n|) that issued the certificate the rr names: for the holder the
+ * one whose CA signed its certificate, for an RA the first whose lookup finds it. 0, or refused.
+ */
+static int pick_revoker(struct cmp_txn *t, struct cmp_call *c, struct gw_upstream *const *ups, size_t n,
+                        const X509_NAME *issuer, const ASN1_INTEGER *serial, int as_ra, struct cmp_refusal *r)
+{
+    int refused = 1, elsewhere = 1;
+
+    for (size_t i = 0; !as_ra && i < n; i++) {
+        if (cmp_status_upstream_issued(c->e, ups[i], t->signer)) {
+            t->up = ups[i];
+            return 0;
+        }
+    }
+    if (!as_ra || n == 0)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertId,
+                          "the certificate was not issued by this route's CA");
+    for (size_t i = 0; i < n && refused && elsewhere; i++) {
+        t->up = ups[i];
+        refused = check_ra_target(t, c, issuer, serial, &elsewhere, r);
+    }
     return refused;
 }
 
@@ -215,6 +245,9 @@ static int revoke(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer
 static int check_rr(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req, const X509_NAME *issuer,
                     const ASN1_INTEGER *serial, int *reason, int *as_ra, struct cmp_refusal *r)
 {
+    struct gw_upstream *ups[3];
+    size_t n;
+
     if (cmp_check_request(t, c, r) != 0)
         return 1;
     if (issuer == NULL || serial == NULL)
@@ -227,11 +260,8 @@ static int check_rr(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *r
     if (gw_shim_rr_reason(req, reason) != 0)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
                           "crlEntryDetails must hold one valid CRLReason (RFC 5280 §5.3.1)");
-    if ((t->up = pick_revoker(c, t->role, issuer)) == NULL ||
-        (!*as_ra && !cmp_status_upstream_issued(c->e, t->up, t->signer)))
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertId,
-                          "the certificate was not issued by this route's CA");
-    return *as_ra ? check_ra_target(t, c, issuer, serial, r) : 0;
+    n = revokers(c, t->role, issuer, ups);
+    return pick_revoker(t, c, ups, n, issuer, serial, *as_ra, r);
 }
 
 OSSL_CMP_PKISI *cmp_rr_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const X509_NAME *issuer,

@@ -116,6 +116,9 @@ static int group_teardown(void **state)
     return system(cmd);
 }
 
+/* When set, another upstream ("name": {...}) env_new adds beside the demo's. */
+static const char *extra_upstream;
+
 /* The demo config, the local issuer with a store (it revokes), |role_extra| members in the role. */
 static struct env *env_new(const char *role_extra, const char *top_extra)
 {
@@ -129,6 +132,10 @@ static struct env *env_new(const char *role_extra, const char *top_extra)
     if (role_extra != NULL) {
         snprintf(piece, sizeof(piece), ",\n      %s", role_extra);
         json = tu_insert_at(json, "\"implicit_confirm\": true", 1, piece);
+    }
+    if (extra_upstream != NULL) {
+        snprintf(piece, sizeof(piece), "%s,\n    ", extra_upstream);
+        json = tu_insert_at(json, "\"upstreams\": {\n    ", 1, piece);
     }
     if (top_extra != NULL) {
         snprintf(piece, sizeof(piece), "%s,\n  ", top_extra);
@@ -1221,6 +1228,75 @@ static void test_rr_holder_forged_key_id(void **state)
     env_by_serial_free(e);
 }
 
+/*
+ * A migration whose "to" issues under a CA of the same name as "from" but another key (allowed: a new
+ * mount's CA named as the old one): certificates of "from" stay revocable by their holder and an RA.
+ * Once, rr asked only the first upstream issuing under that name ("to"), which had not issued them.
+ */
+static void test_rr_migration_same_ca_name(void **state)
+{
+    EVP_PKEY *root_key = load_key("ca.key"), *b_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256"), *k = NULL;
+    X509 *b_ca = X509_new(), *held = NULL, *other = NULL;
+    char path[160], piece[512];
+    FILE *f;
+    struct env *e;
+    OSSL_CMP_CTX *ctx;
+
+    (void)state;
+    X509_set_version(b_ca, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(b_ca), 0x6602);
+    X509_set_subject_name(b_ca, X509_get_subject_name(issuing_cert));
+    X509_set_issuer_name(b_ca, X509_get_subject_name(ca_cert));
+    X509_gmtime_adj(X509_getm_notBefore(b_ca), -60);
+    X509_gmtime_adj(X509_getm_notAfter(b_ca), 86400);
+    X509_set_pubkey(b_ca, b_key);
+    add_ext(b_ca, ca_cert, NID_basic_constraints, "critical,CA:TRUE");
+    add_ext(b_ca, ca_cert, NID_key_usage, "critical,keyCertSign,cRLSign");
+    add_ext(b_ca, ca_cert, NID_subject_key_identifier, "hash");
+    add_ext(b_ca, ca_cert, NID_authority_key_identifier, "keyid");
+    assert_true(X509_sign(b_ca, root_key, EVP_sha256()) > 0);
+    snprintf(path, sizeof(path), "%s/issuing-b.pem", dir);
+    assert_non_null(f = fopen(path, "w"));
+    PEM_write_X509(f, b_ca);
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/issuing-b.key", dir);
+    assert_non_null(f = fopen(path, "w"));
+    PEM_write_PrivateKey(f, b_key, NULL, NULL, 0, NULL, NULL);
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/store-b", dir);
+    assert_int_equal(mkdir(path, 0700), 0);
+    snprintf(piece, sizeof(piece),
+             "\"authorization\": {\"ra_subjects\": [\"/O=cmpgw demo/CN=cmpgw demo CMP signer\"]}, "
+             "\"migration\": {\"from\": \"local\", \"to\": \"local-b\", \"mode\": \"off\", \"cohort\": "
+             "{\"percent\": 0}}");
+    extra_upstream =
+        "\"local-b\": {\"type\": \"local\", \"cert\": \"issuing-b.pem\", \"key\": \"issuing-b.key\", "
+        "\"chain\": \"ca.pem\", \"store\": \"store-b\"}";
+    e = env_new(piece, NULL);
+    extra_upstream = NULL;
+    held = enrol(e, &k);
+    assert_int_equal(X509_verify(held, issuing_key), 1); /* issued by "from" */
+    /* its holder */
+    rr(e, held, k, held, CRL_REASON_KEY_COMPROMISE, &ctx);
+    assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    OSSL_CMP_CTX_free(ctx);
+    assert_int_equal(crl_lists(e, X509_get0_serialNumber(held)), 1);
+    /* an RA */
+    EVP_PKEY_free(k);
+    other = enrol(e, &k);
+    rr(e, signer_cert, signer_key, other, CRL_REASON_SUPERSEDED, &ctx);
+    assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    OSSL_CMP_CTX_free(ctx);
+    assert_int_equal(crl_lists(e, X509_get0_serialNumber(other)), 1);
+    X509_free(held);
+    X509_free(other);
+    X509_free(b_ca);
+    EVP_PKEY_free(k);
+    EVP_PKEY_free(b_key);
+    EVP_PKEY_free(root_key);
+    env_free(e);
+}
+
 /* ---- shim ------------------------------------------------------------------------------------ */
 
 /* An rr as the client builds it (not sent), with |reason|. */
@@ -1417,6 +1493,7 @@ int main(void)
         cmocka_unit_test(test_rr_ra_by_serial),
         cmocka_unit_test(test_rr_ra_without_lookup),
         cmocka_unit_test(test_rr_holder_forged_key_id),
+        cmocka_unit_test(test_rr_migration_same_ca_name),
         cmocka_unit_test(test_shim_rr_reason),
         cmocka_unit_test(test_shim_itavs),
         cmocka_unit_test(test_shim_crl_status),
