@@ -500,6 +500,7 @@ static int entry_status(const struct gw_cmp_settings *cfg, char *const *names, s
                         const STACK_OF(X509) *chain, const char *what, struct status_note *note,
                         struct cmp_refusal *r)
 {
+    const struct gw_trust_conf *crl = NULL;
     int covered = 0;
 
     snprintf(note->text, sizeof(note->text), "not checked");
@@ -509,20 +510,22 @@ static int entry_status(const struct gw_cmp_settings *cfg, char *const *names, s
         if (t == NULL || !covers(t, cert, chain))
             continue;
         covered = 1;
-        if (t->crl_file != NULL) {
-            /* chain validation checked every certificate of the chain against the entry's CRLs
-               (X509_V_FLAG_CRL_CHECK_ALL): one whose issuer has no CRL there did not validate */
-            snprintf(note->text, sizeof(note->text), "crl_file of trust %s", t->name);
-            return 0;
-        }
+        /* every entry has its say: a crl_file of one listed earlier does not silence "upstream" */
         if (t->revocation == GW_REVOCATION_UPSTREAM)
             return cmp_refuse(
                 r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
                 "the %s certificate was not issued by a CA this gateway can ask about revocation; "
                 "trust %s accepts certificates of its upstreams only",
                 what, t->name);
-        snprintf(note->text, sizeof(note->text), "not checked (trust %s: revocation none)", t->name);
+        if (crl == NULL && t->crl_file != NULL)
+            crl = t;
+        else if (crl == NULL)
+            snprintf(note->text, sizeof(note->text), "not checked (trust %s: revocation none)", t->name);
     }
+    /* chain validation checked every certificate of the chain against the entry's CRLs
+       (X509_V_FLAG_CRL_CHECK_ALL): one whose issuer has no CRL there did not validate */
+    if (crl != NULL)
+        snprintf(note->text, sizeof(note->text), "crl_file of trust %s", crl->name);
     if (!covered && chain != NULL && n > 0)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure,
                           "internal error: the %s certificate's chain ends at no trust entry of this route",

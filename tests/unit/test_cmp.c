@@ -67,6 +67,8 @@ struct env_opts {
     int deleg;               /* add a second local upstream "deleg" */
     int confirm;             /* the default role grants no implicitConfirm */
     const char *trust_extra; /* members put first into the demo trust entry, e.g. "crl_file": ... */
+    const char *trust_entry; /* another trust entry ("name": {...}); the role trusts it too */
+    int entry_first;         /* ... listed before "demo" in the role's "trust" */
 };
 
 /* Per-client transfer state. */
@@ -178,6 +180,14 @@ static char *env_json(const struct env_opts *o)
     }
     if (o->trust_extra != NULL)
         json = tu_insert_at(json, "\"ca_file\": \"ca.pem\", \"untrusted_file\"", 0, o->trust_extra);
+    if (o->trust_entry != NULL) {
+        snprintf(piece, sizeof(piece), "\n    %s,", o->trust_entry);
+        json = tu_insert_at(json, "\"trust\": {", 1, piece);
+        snprintf(piece, sizeof(piece), o->entry_first ? "\"%.*s\", " : ", \"%.*s\"",
+                 (int)strcspn(o->trust_entry + 1, "\""), o->trust_entry + 1);
+        json = o->entry_first ? tu_insert_at(json, "\"trust\": [", 1, piece)
+                              : tu_insert_at(json, "\"trust\": [\"demo\"", 1, piece);
+    }
     if (o->deleg)
         json = tu_insert_at(json, "\"upstreams\": {", 1,
                             "\n    \"deleg\": { \"type\": \"local\", \"cert\": \"issuing.pem\", "
@@ -1997,6 +2007,64 @@ static void test_status_trust_intermediate_crl(void **state)
     EVP_PKEY_free(dev_key);
 }
 
+/*
+ * Two entries speak for a certificate no upstream issued: "demo" with a crl_file that does not list it,
+ * and "strict" (the same anchor, its CRLs too) that takes certificates of configured upstreams only.
+ * "strict" refuses it whichever comes first in the role's "trust" (docs/configuration.md); once, an
+ * entry with a crl_file listed first accepted it before "strict" had its say.
+ */
+static void test_status_trust_upstream_entry_wins(void **state)
+{
+    EVP_PKEY *root_key = load_key("ca.key");
+    EVP_PKEY *int_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    EVP_PKEY *dev_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *inter = cert_under(ca_cert, root_key, int_key, "cmpgw test unlisted intermediate", 4201, 1);
+    X509 *dev = cert_under(inter, int_key, dev_key, "device-of-unlisted", 4202, 0);
+    time_t now = time(NULL);
+    unsigned char *ders[2];
+    size_t lens[2];
+    static const struct {
+        const char *strict; /* the "strict" entry */
+        int first, status, fail_bit;
+        const char *text;
+    } cases[] = {
+        {"\"strict\": {\"ca_file\": \"ca.pem\", \"crl_file\": \"unlisted-crls.pem\", \"revocation\": "
+         "\"upstream\"}",
+         0, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+         "trust strict accepts certificates of its upstreams only"},
+        {"\"strict\": {\"ca_file\": \"ca.pem\", \"crl_file\": \"unlisted-crls.pem\", \"revocation\": "
+         "\"upstream\"}",
+         1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+         "trust strict accepts certificates of its upstreams only"},
+        /* the twin: an entry of the same anchor that says "none" takes nothing away */
+        {"\"lax\": {\"ca_file\": \"ca.pem\", \"crl_file\": \"unlisted-crls.pem\", \"revocation\": \"none\"}",
+         1, OSSL_CMP_PKISTATUS_accepted, -1, NULL},
+    };
+
+    (void)state;
+    ders[0] = crl_of(ca_cert, root_key, now - 60, now + 3600, NULL, &lens[0]);
+    ders[1] = crl_of(inter, int_key, now - 60, now + 3600, NULL, &lens[1]);
+    write_crls("unlisted-crls.pem", ders, lens, 2);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct two_cas t = {0};
+
+        t.env = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS,
+                                            .trust_extra = "\"crl_file\": \"unlisted-crls.pem\", ",
+                                            .trust_entry = cases[i].strict,
+                                            .entry_first = cases[i].first});
+        ir_as(&t, dev, dev_key, inter, cases[i].status, cases[i].fail_bit, cases[i].text);
+        assert_int_equal(audit_count(t.env, "issued", NULL, NULL, NULL), cases[i].fail_bit < 0);
+        env_free(t.env);
+    }
+    free(ders[0]);
+    free(ders[1]);
+    X509_free(inter);
+    X509_free(dev);
+    EVP_PKEY_free(root_key);
+    EVP_PKEY_free(int_key);
+    EVP_PKEY_free(dev_key);
+}
+
 /* A reset engine has no open transaction and has forgotten every transactionID it saw. */
 static void test_engine_reset(void **state)
 {
@@ -3302,6 +3370,7 @@ int main(void)
         cmocka_unit_test(test_status_two_cas_query),
         cmocka_unit_test(test_status_trust_intermediate),
         cmocka_unit_test(test_status_trust_intermediate_crl),
+        cmocka_unit_test(test_status_trust_upstream_entry_wins),
         cmocka_unit_test(test_audit_lines),
         cmocka_unit_test(test_audit_client_rejects),
         cmocka_unit_test(test_audit_unwritable),
