@@ -90,10 +90,10 @@ struct gw_vault_cert {
 };
 int gw_vault_parse_cert(const char *body, size_t len, struct gw_vault_cert *out, char *err);
 /*
- * The same answer read for the certificate itself (a lookup by serial): as gw_vault_parse_cert, and
- * data.certificate exactly one certificate, into *cert (the caller frees it).
+ * The same answer read for the certificate itself too: as gw_vault_parse_cert (into |out|, which may
+ * be NULL), and data.certificate exactly one certificate, into *cert (the caller frees it).
  */
-int gw_vault_parse_cert_x509(const char *body, size_t len, X509 **cert, char *err);
+int gw_vault_parse_cert_x509(const char *body, size_t len, struct gw_vault_cert *out, X509 **cert, char *err);
 
 /*
  * GET roles/<name>: {"data": {...}} as a struct gw_role_policy (upstream.h; gw_role_policy_cleanup

@@ -978,10 +978,13 @@ static int vault_role_policy(struct gw_upstream *up, const char *role, struct gw
 }
 
 /*
- * GET cert/<serial> (docs/design.md U1.6): its revocation time into |c|, or with |x| the certificate
- * itself (an RA's rr: the caller checks issuer and names before anything is revoked). Worker.
+ * GET cert/<serial> (docs/design.md U1.6): its revocation time into |c| and the certificate into *x
+ * (an RA's rr: the caller checks issuer and names before anything is revoked). With |want|, the
+ * answer must be that certificate: a revocation time of another says nothing about it (Vault answers
+ * cert/ca, the colon hex of serial 0xca, with its CA certificate). Worker.
  */
-static int read_cert(struct vault *v, const char *serial, struct gw_vault_cert *c, X509 **x, char *err)
+static int read_cert(struct vault *v, const char *serial, const X509 *want, struct gw_vault_cert *c, X509 **x,
+                     char *err)
 {
     char path[GW_MAX_PATH_LEN], why[GW_ERR_LEN];
     struct gw_http_response rsp;
@@ -994,8 +997,13 @@ static int read_cert(struct vault *v, const char *serial, struct gw_vault_cert *
             set_err(err, "Vault does not know certificate %s", serial);
         return rc;
     }
-    rc = x != NULL ? gw_vault_parse_cert_x509(rsp.body, rsp.body_len, x, why)
-                   : gw_vault_parse_cert(rsp.body, rsp.body_len, c, why);
+    rc = gw_vault_parse_cert_x509(rsp.body, rsp.body_len, c, x, why);
+    if (rc == 0 && want != NULL && X509_cmp(*x, want) != 0) {
+        snprintf(why, sizeof(why), "data.certificate is not the certificate asked about");
+        X509_free(*x);
+        *x = NULL;
+        rc = GW_ERR_UPSTREAM;
+    }
     if (rc == GW_ERR_UPSTREAM)
         rc = refused(v, "GET", path, why, err);
     gw_http_response_cleanup(&rsp);
@@ -1007,12 +1015,14 @@ static int vault_cert_status(struct gw_upstream *up, const X509 *cert, int *revo
 {
     char serial[GW_VAULT_SERIAL_LEN];
     struct gw_vault_cert c;
+    X509 *got = NULL;
     int rc;
 
     *revoked = 0;
     if ((rc = cert_serial(cert, serial, sizeof(serial), err)) == 0 &&
-        (rc = read_cert(gw_upstream_get0_impl(up), serial, &c, NULL, err)) == 0)
+        (rc = read_cert(gw_upstream_get0_impl(up), serial, cert, &c, &got, err)) == 0)
         *revoked = c.revocation_time != 0;
+    X509_free(got);
     return rc;
 }
 
@@ -1025,7 +1035,7 @@ static int vault_cert_by_serial(struct gw_upstream *up, const ASN1_INTEGER *seri
 
     if ((rc = serial_text(serial_int, serial, err)) != 0)
         return rc;
-    return read_cert(gw_upstream_get0_impl(up), serial, NULL, cert, err);
+    return read_cert(gw_upstream_get0_impl(up), serial, NULL, NULL, cert, err);
 }
 
 /* ---- life cycle ---- */

@@ -300,11 +300,11 @@ int gw_vault_parse_cert(const char *body, size_t len, struct gw_vault_cert *out,
     return parse_cert(body, len, out, NULL, err);
 }
 
-int gw_vault_parse_cert_x509(const char *body, size_t len, X509 **cert, char *err)
+int gw_vault_parse_cert_x509(const char *body, size_t len, struct gw_vault_cert *out, X509 **cert, char *err)
 {
     struct gw_vault_cert c;
 
-    return parse_cert(body, len, &c, cert, err);
+    return parse_cert(body, len, out != NULL ? out : &c, cert, err);
 }
 
 /* ---- roles/<name> ---- */

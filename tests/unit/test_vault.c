@@ -1146,14 +1146,32 @@ static void test_role_policy_grants(void **state)
     fx_cleanup(&f);
 }
 
+/* {"data": {"certificate": <|x| as PEM>, "revocation_time": |t|}} into |out|. */
+static void cert_answer(char *out, size_t cap, X509 *x, long t)
+{
+    char *pem = tu_pem_of(x);
+    json_object *o = json_object_new_string(pem);
+
+    snprintf(out, cap, "{\"data\":{\"certificate\":%s,\"revocation_time\":%ld}}",
+             json_object_to_json_string(o), t);
+    json_object_put(o);
+    free(pem);
+}
+
+/*
+ * GET cert/<serial>: the revocation time of the certificate asked about. The answer must be that
+ * certificate: Vault answers cert/ca with its CA certificate (a serial 0xca is "ca" in its colon hex),
+ * and a revocation time of another certificate says nothing about this one.
+ */
 static void test_cert_status(void **state)
 {
-    static const struct {
+    char good[8192], revoked_ans[8192], other_ans[8192], ca_ans[8192];
+    struct {
         struct answer a;
         int rc, revoked;
     } cases[] = {
-        {{200, "{\"data\":{\"certificate\":\"x\",\"revocation_time\":0}}", 0}, 0, 0},
-        {{200, "{\"data\":{\"certificate\":\"x\",\"revocation_time\":1433269787}}", 0}, 0, 1},
+        {{200, good, 0}, 0, 0},
+        {{200, revoked_ans, 0}, 0, 1},
         {{404, "{\"errors\":[]}", 0}, GW_ERR_NOT_FOUND, 0},
         {{200, "{\"data\":{}}", 0}, GW_ERR_UPSTREAM, 0},
         {{503, "{\"errors\":[\"Vault is sealed\"]}", 0}, GW_ERR_BUSY, 0},
@@ -1161,23 +1179,36 @@ static void test_cert_status(void **state)
         {{200, "{\"data\":{\"certificate\":\"x\"}}", 0}, GW_ERR_UPSTREAM, 0},
         {{200, "{\"data\":{\"certificate\":\"x\",\"revocation_time\":-1}}", 0}, GW_ERR_UPSTREAM, 0},
         {{200, "{\"data\":{\"certificate\":\"x\",\"revocation_time\":\"0\"}}", 0}, GW_ERR_UPSTREAM, 0},
+        /* the status of some other certificate: not this one's */
+        {{200, "{\"data\":{\"certificate\":\"x\",\"revocation_time\":0}}", 0}, GW_ERR_UPSTREAM, 0},
+        {{200, other_ans, 0}, GW_ERR_UPSTREAM, 0},
+        {{200, ca_ans, 0}, GW_ERR_UPSTREAM, 0},
     };
+    EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *other = tu_make_cert(k, k, ca_cert, "dev.example.com", 12345); /* same serial and issuer */
     struct fx f;
     char err[GW_ERR_LEN];
     int revoked;
     size_t i;
 
     (void)state;
+    cert_answer(good, sizeof(good), leaf, 0);
+    cert_answer(revoked_ans, sizeof(revoked_ans), leaf, 1433269787);
+    cert_answer(other_ans, sizeof(other_ans), other, 0);
+    cert_answer(ca_ans, sizeof(ca_ans), ca_cert, 0);
     fx_init(&f, 5000);
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         fake_script(&cases[i].a, 1);
-        assert_int_equal(gw_upstream_cert_status(f.up, leaf, &revoked, err), cases[i].rc);
+        if (gw_upstream_cert_status(f.up, leaf, &revoked, err) != cases[i].rc)
+            fail_msg("case %zu: %s", i, err);
         assert_int_equal(revoked, cases[i].revoked);
         assert_string_equal(fake.reqs[0].path, "/v1/pki/cert/30:39");
     }
     assert_int_equal(gw_upstream_caps(f.up), GW_UP_SIGN_CSR | GW_UP_REVOKE | GW_UP_ROLE_POLICY |
                                                  GW_UP_CERT_STATUS | GW_UP_CRL | GW_UP_CERT_LOOKUP);
     fx_cleanup(&f);
+    X509_free(other);
+    EVP_PKEY_free(k);
 }
 
 /*
