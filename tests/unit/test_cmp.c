@@ -1938,6 +1938,45 @@ static void test_status_trust_intermediate(void **state)
     EVP_PKEY_free(dev_key);
 }
 
+/*
+ * The same, by an intermediate that took the name and subjectKeyIdentifier of the local upstream's CA:
+ * its certificates name that CA as their issuer, with its key identifier. Once, name and key
+ * identifier were taken as proof that the upstream had issued them: their status was asked of the
+ * upstream, and the demo entry's "upstream" never had its say. The signature decides now.
+ */
+static void test_status_forged_upstream_key_id(void **state)
+{
+    EVP_PKEY *root_key = load_key("ca.key");
+    EVP_PKEY *int_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    EVP_PKEY *dev_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *issuing = load_cert("issuing.pem");
+    X509 *inter = cert_under(ca_cert, root_key, int_key, "cmpgw test look-alike", 4301, 1), *dev;
+    struct two_cas t = {.env = env_parse(&(struct env_opts){.cmp = CMP_DEFAULTS})};
+
+    (void)state;
+    assert_int_equal(X509_set_subject_name(inter, X509_get_subject_name(issuing)), 1);
+    assert_int_equal(X509_add1_ext_i2d(inter, NID_subject_key_identifier,
+                                       (void *)X509_get0_subject_key_id(issuing), 0, X509V3_ADD_REPLACE),
+                     1);
+    assert_true(X509_sign(inter, root_key, EVP_sha256()) > 0);
+    dev = cert_under(inter, int_key, dev_key, "device-look-alike", 4302, 0);
+    assert_int_equal(X509_check_issued(issuing, dev), X509_V_OK); /* by name and key identifier */
+    for (size_t j = 0; j < t.env->cfg->n_trust; j++)
+        if (strcmp(t.env->cfg->trust[j].name, "demo") == 0)
+            t.env->cfg->trust[j].revocation = GW_REVOCATION_UPSTREAM;
+    env_start(t.env);
+    ir_as(&t, dev, dev_key, inter, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+          "trust demo accepts certificates of its upstreams only");
+    assert_int_equal(audit_count(t.env, "issued", NULL, NULL, NULL), 0);
+    env_free(t.env);
+    X509_free(issuing);
+    X509_free(inter);
+    X509_free(dev);
+    EVP_PKEY_free(root_key);
+    EVP_PKEY_free(int_key);
+    EVP_PKEY_free(dev_key);
+}
+
 /* Writes the CRLs |ders| (|n|, DER) as one PEM file |name| in the test directory. */
 static void write_crls(const char *name, unsigned char **ders, const size_t *lens, size_t n)
 {
@@ -3371,6 +3410,7 @@ int main(void)
         cmocka_unit_test(test_status_trust_intermediate),
         cmocka_unit_test(test_status_trust_intermediate_crl),
         cmocka_unit_test(test_status_trust_upstream_entry_wins),
+        cmocka_unit_test(test_status_forged_upstream_key_id),
         cmocka_unit_test(test_audit_lines),
         cmocka_unit_test(test_audit_client_rejects),
         cmocka_unit_test(test_audit_unwritable),
