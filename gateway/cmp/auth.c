@@ -131,11 +131,12 @@ static STACK_OF(X509) *valid_chains(struct cmp_chains *cc, OSSL_CMP_CTX *ctx, X5
 
         if (cmp_chains_valid_chain(cc, store, OSSL_CMP_CTX_get0_untrusted(ctx), x, &chain) != 1)
             continue;
-        chains[sk_X509_num(ok)] = chain;
-        if (!sk_X509_push(ok, x)) {
+        if (!sk_X509_push(ok, x)) { /* |chain| is nobody else's yet */
             sk_X509_pop_free(chain, X509_free);
             sk_X509_free(ok);
             ok = NULL;
+        } else {
+            chains[sk_X509_num(ok) - 1] = chain;
         }
     }
     return ok;
