@@ -750,6 +750,10 @@ int main(int argc, char **argv)
     bool report_opts = false;
     int check = 0, inventory = 0, c;
 
+    /* before any thread and curl_global_init: libcurl (an OpenSSL build) appends the secrets of every
+       upstream TLS session to the file this names, and with them whoever recorded the traffic reads
+       the Vault token in it; like a proxy in the environment, not the gateway's to honour */
+    unsetenv("SSLKEYLOGFILE");
     if (check_openssl() != 0)
         return EXIT_FAILURE;
     if (argc > 1 && (strcmp(argv[1], "check") == 0 || strcmp(argv[1], "inventory") == 0 ||

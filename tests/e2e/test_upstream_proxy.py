@@ -1,7 +1,10 @@
 """No upstream call takes a proxy from the environment (docs/vault.md, "Proxies"): a gateway started with
 http_proxy, https_proxy, HTTPS_PROXY and ALL_PROXY pointing at a loopback listener enrols through the
 Vault-API test server (token and cert-auth login alike), and that listener is never
-connected to: the Vault token goes to Vault alone."""
+connected to: the Vault token goes to Vault alone.
+
+Nor does an upstream call write its TLS secrets where SSLKEYLOGFILE says: libcurl honours that variable,
+and with those secrets anyone who recorded the traffic reads the Vault token in it."""
 import socket
 import tempfile
 import threading
@@ -66,6 +69,8 @@ class EnvironmentProxy(harness.GatewayTestCase):
         env = {name: proxy for name in ("http_proxy", "https_proxy", "HTTPS_PROXY", "ALL_PROXY", "all_proxy")}
         env.update(no_proxy="", NO_PROXY="")
         cls.tmp = tempfile.mkdtemp(prefix="cmpgw-e2e-")
+        cls.keylog = Path(cls.tmp) / "sslkeys.log"
+        env["SSLKEYLOGFILE"] = str(cls.keylog)
         cls.gw = harness.Gateway(Path(cls.tmp) / "pki",
                                  cls.with_state if harness.STATE == "redis" else cls.edit_config)
         try:
@@ -100,6 +105,10 @@ class EnvironmentProxy(harness.GatewayTestCase):
         self.assertEqual(self.trap.seen, [])
         token = (self.gw.dir / "vault.token").read_text().strip()
         self.assertFalse(any(token.encode() in b for b in self.trap.seen))
+
+    def test_no_tls_secrets_written_where_the_environment_says(self):
+        self.p10cr("vault", "keylog-token", "/CN=keylog-token.example.com")  # over TLS, as the login
+        self.assertFalse(self.keylog.exists(), "libcurl wrote the upstream TLS secrets to SSLKEYLOGFILE")
 
 
 if __name__ == "__main__":
