@@ -33,7 +33,8 @@ struct seen {
     const h2o_req_t *req;
     uint64_t since;
     bool answered;         /* waiting for its response to be sent, not for its request to arrive */
-    struct timeval handed; /* when it reached the handler: tells apart two requests at one address */
+    struct timeval begun;  /* when its headers began: tells apart two requests at one address */
+    struct timeval handed; /* when it reached the handler: the same, once answered */
     h2o_conn_t *conn;      /* valid during one sweep only */
 };
 
@@ -52,6 +53,11 @@ static int by_key(const void *a, const void *b)
     if (x->conn_id != y->conn_id)
         return x->conn_id < y->conn_id ? -1 : 1;
     return (uintptr_t)x->req < (uintptr_t)y->req ? -1 : (uintptr_t)x->req > (uintptr_t)y->req;
+}
+
+static bool same_time(const struct timeval *a, const struct timeval *b)
+{
+    return a->tv_sec == b->tv_sec && a->tv_usec == b->tv_usec;
 }
 
 /* foreach_request callback: collects only (the streams are being walked: nothing may close now). */
@@ -75,12 +81,14 @@ static int collect(h2o_req_t *req, void *arg)
     key = (struct seen){.conn_id = req->conn->id,
                         .req = req,
                         .answered = answered,
+                        .begun = req->timestamps.request_begin_at,
                         .handed = req->processed_at.at,
                         .conn = req->conn};
     found = st->n_prev != 0 ? bsearch(&key, st->prev, st->n_prev, sizeof(key), by_key) : NULL;
-    /* the same request in the same state: a freed stream's memory may hold the next one */
-    if (found != NULL && found->answered == answered && found->handed.tv_sec == key.handed.tv_sec &&
-        found->handed.tv_usec == key.handed.tv_usec)
+    /* the same request in the same state: a freed stream's memory may hold the next one (malloc gives
+       it back at once to a client that sends one request after another), which began later */
+    if (found != NULL && found->answered == answered && same_time(&found->begun, &key.begun) &&
+        same_time(&found->handed, &key.handed))
         key.since = found->since;
     else
         key.since = st->now;

@@ -19,6 +19,10 @@ address that keeps failing to authenticate gets HTTP 429 with Retry-After before
 
 An HTTP/2 client that never opens its flow-control window once its request is answered held its
 connection, and the stream's memory, forever: its connection is now ended after limits.send_timeout.
+The body timeout took a stream for the one before it in the same memory (malloc hands a freed stream's
+back at once): a client sending one request after another, each in time, lost its connection after
+limits.body_timeout; each request now counts from its own start. (An ASan build, whose allocator holds
+freed memory back, would not reuse the memory and cannot show it.)
 
 One address holds at most limits.max_requests_in_flight_per_address requests in flight, across its
 connections and HTTP/2 streams: 100 streams on each of a few connections filled the work queue.
@@ -395,6 +399,27 @@ class Admission(harness.GatewayTestCase):
                    e.get("peer", "").startswith("127.0.0.1:") and "send_timeout" in e.get("reason", "")]:
             self.assertLess(time.monotonic(), deadline, "no http2_connection_closed line:\n" + self.gw.stderr()[-3000:])
             time.sleep(0.1)
+
+    def test_http2_requests_one_after_another_each_in_time_kept(self):
+        """Each request's body comes 0.9 s after its headers, well within body_timeout (3 s), the next one as soon
+        as the last is answered: a stream in the memory of the one before it is a new request, not one arriving
+        since the first began. The connection serves them all."""
+        body = b"not a PKIMessage"
+        sock = h2_connect(self.gw)
+        peer = "127.0.0.1:%d" % sock.getsockname()[1]
+        try:
+            for i in range(8):
+                stream = 2 * i + 1
+                post = h2_post(stream, body)
+                sock.sendall(post[:-(9 + len(body))])  # HEADERS, without END_STREAM
+                time.sleep(0.9)
+                sock.sendall(post[-(9 + len(body)):])  # DATA, with END_STREAM
+                got = h2_answers(sock, (stream,), time.monotonic() + 5 + 10 * harness.SLOW)
+                self.assertEqual(got.get(stream, (None,))[0], 400, "request %d: %r" % (i, got))
+        finally:
+            sock.close()
+        self.assertFalse([e for e in self.gw.log_lines() if e.get("event") == "http2_connection_closed" and
+                          e.get("peer") == peer])
 
     def test_http2_on_where_asked(self):
         der = self.gw.make_request("h2")
