@@ -686,9 +686,8 @@ static ssize_t read_all(int fd, unsigned char *buf, size_t cap)
 /*
  * Reads secret |file| (at most |cap| bytes plus one trailing "\n" or "\r\n", which is removed) into
  * a new buffer of |cap| + 3 bytes: free it with OPENSSL_clear_free(buf, cap + 3). Warns when the
- * file is readable by group or others. Never quotes the content.
+ * file is readable by group or others; with |private|, refuses it unread. Never quotes the content.
  */
-/* gw_conf_read_secret; |private| refuses a file group or others may read or write, unread. */
 static int read_secret(struct gw_conf_ctx *pc, const char *fpath, const char *file, size_t cap, bool private,
                        unsigned char **out, size_t *out_len)
 {
