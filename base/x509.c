@@ -20,18 +20,24 @@
 #include <openssl/ec.h>
 #include <openssl/objects.h>
 
+/* Whether a value of |name| holds the byte |ch|. */
+static int name_holds(const X509_NAME *name, int ch)
+{
+    for (int i = 0; i < X509_NAME_entry_count(name); i++) {
+        const ASN1_STRING *v = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));
+
+        if (memchr(ASN1_STRING_get0_data(v), ch, (size_t)ASN1_STRING_length(v)) != NULL)
+            return 1;
+    }
+    return 0;
+}
+
 char *gw_x509_name_line(const X509_NAME *name)
 {
     char *line;
 
-    if (name == NULL)
+    if (name == NULL || name_holds(name, '/'))
         return NULL;
-    for (int i = 0; i < X509_NAME_entry_count(name); i++) {
-        const ASN1_STRING *v = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));
-
-        if (memchr(ASN1_STRING_get0_data(v), '/', (size_t)ASN1_STRING_length(v)) != NULL)
-            return NULL;
-    }
     ERR_set_mark(); /* a name too long to write out is an answer (no line), not an error to report */
     line = X509_NAME_oneline(name, NULL, 0); /* no buffer: it grows to the whole name */
     ERR_pop_to_mark();
@@ -41,7 +47,9 @@ char *gw_x509_name_line(const X509_NAME *name)
 int gw_x509_name_identity(const X509_NAME *name, char *out)
 {
     static const char hexdig[] = "0123456789abcdef";
-    char *line = gw_x509_name_line(name); /* NULL for a value with a '/' too */
+    /* NULL for a value with a '/' too, and then for one with a backslash: it would read as an escape
+       X509_NAME_oneline writes ("\x01" the byte 1, "\+" a '+' in a value, "+" the next value of an RDN) */
+    char *line = name != NULL && !name_holds(name, '\\') ? gw_x509_name_line(name) : NULL;
     const unsigned char *der = NULL;
     unsigned char h[32];
     unsigned int n = 0;

@@ -39,7 +39,9 @@ char *gw_x509_name_line(const X509_NAME *name);
 /*
  * gw_x509_name_identity writes |name| into |out| (GW_IDENTITY_LEN bytes) as the identity that names
  * a sender in logs and audit records and keys its limits (open transactions, replay-cache share):
- * its whole one-line form when it fits and no value holds a '/' (then it reads as one name only);
+ * its whole one-line form when it fits and no value holds a '/' or a backslash (then it reads as one
+ * name only: X509_NAME_oneline writes a backslash in a value as it is, so "\x01" or "a\" and "O=b" in
+ * one RDN would read as its escapes of the byte 1 or of the '+' in the value "a+O=b");
  * else the first GW_IDENTITY_PREFIX characters of that form, then "/#sha256=" and the SHA-256 of the
  * name's DER in hex. No one-line name reads as the second form ('#' starts no attribute type), and
  * two names that differ anywhere, past any cut too, differ there. 0, or GW_ERR_INVAL with |out| "".

@@ -939,6 +939,62 @@ static void test_pubkey_d2i(void **state)
     EVP_PKEY_free(k);
 }
 
+/* A name of |n| entries: type, value, value length, and whether it joins the RDN before it. */
+static X509_NAME *name_of(int n, const char *const *type, const char *const *value, const int *len,
+                          const int *joins)
+{
+    X509_NAME *name = X509_NAME_new();
+
+    assert_non_null(name);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(X509_NAME_add_entry_by_txt(name, type[i], V_ASN1_UTF8STRING,
+                                                    (const unsigned char *)value[i], len[i], -1,
+                                                    joins[i] ? -1 : 0),
+                         1);
+    return name;
+}
+
+/*
+ * X509_NAME_oneline escapes a byte outside ' '..'~' as "\xHH" and a '+' in a value as "\+", but
+ * writes a backslash in a value as it is: a value holding "\x01" read as the byte 1, "a\" then
+ * "O=b" in one RDN as the value "a+O=b". Each pair is two subjects, and must be two identities;
+ * a name without a backslash keeps its plain one-line form.
+ */
+static void test_name_identity_escapes(void **state)
+{
+    struct {
+        int n[2];
+        const char *type[2][2], *value[2][2];
+        int len[2][2], joins[2][2];
+    } pairs[] = {
+        {{1, 1}, {{"CN"}, {"CN"}}, {{"\x01"}, {"\\x01"}}, {{1}, {4}}, {{0}, {0}}},
+        {{2, 1}, {{"CN", "O"}, {"CN"}}, {{"a\\", "b"}, {"a+O=b"}}, {{2, 1}, {5}}, {{0, 1}, {0}}},
+    };
+    char id[2][GW_IDENTITY_LEN];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+        for (int k = 0; k < 2; k++) {
+            X509_NAME *name = name_of(pairs[i].n[k], pairs[i].type[k], pairs[i].value[k], pairs[i].len[k],
+                                      pairs[i].joins[k]);
+
+            assert_int_equal(gw_x509_name_identity(name, id[k]), 0);
+            X509_NAME_free(name);
+        }
+        print_message("pair %zu: %s | %s\n", i, id[0], id[1]);
+        assert_string_not_equal(id[0], id[1]);
+    }
+    {
+        X509_NAME *plain =
+            name_of(2, (const char *const[]){"O", "CN"}, (const char *const[]){"cmpgw demo", "a+b \x01"},
+                    (const int[]){-1, 5}, (const int[]){0, 0});
+
+        assert_int_equal(gw_x509_name_identity(plain, id[0]), 0);
+        assert_string_equal(id[0], "/O=cmpgw demo/CN=a\\+b \\x01");
+        X509_NAME_free(plain);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -957,6 +1013,7 @@ int main(void)
         cmocka_unit_test(test_itav_cert),
         cmocka_unit_test(test_d2i_msg),
         cmocka_unit_test(test_pubkey_d2i),
+        cmocka_unit_test(test_name_identity_escapes),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
