@@ -16,7 +16,8 @@
  * A completion that comes first holds the result (|landing|) while it writes the record, and a
  * pollReq meanwhile gets a pollRep, never the deadline's systemUnavail; a deadline that came first
  * (|gave_up|, the client told systemUnavail) makes the certificate returned later a late one: on
- * record as not delivered, then withdrawn (revoked at the upstream where it can be).
+ * record as not delivered, then withdrawn (revoked at the upstream where it can be). So is one whose
+ * shared transaction another instance closed first (publish).
  *
  * Lock order: detach_lock, then a call's lock. detach_lock guards every engine's list of calls
  * and each call's |e|, and is held while a completion writes to the engine's audit log, so that
@@ -50,6 +51,7 @@ struct cmp_pending {
     int gave_up;          /* the deadline passed first: a later certificate is not delivered */
     int landing;          /* the completion came first and writes the record: the deadline is past it */
     int published;        /* the result is beside the shared record (or being put there) */
+    int put_failed;       /* a try to put it there failed: it may have got there all the same */
     uint64_t deadline_ms; /* the upstream's timeout from the start of the call */
     int64_t check_after;  /* seconds: what a pollRep asks for while the call runs */
     struct gw_sign_result *res;
@@ -239,14 +241,21 @@ static int to_publish(struct cmp_pending *p, struct gw_txn_result *sr)
 }
 
 /*
- * Puts the result beside the transaction's record; |e| (alive: see publishing) records a certificate
- * whose transaction another instance closed meanwhile. Retried (cmp_poll_republish) when Redis fails.
+ * Puts the result beside the transaction's record; |e| (alive: see publishing) records and withdraws a
+ * certificate whose transaction another instance closed meanwhile (its deadline won there, or the
+ * client aborted it). Retried (cmp_poll_republish) when Redis fails.
  */
 static void publish(struct cmp_pending *p, struct gw_cmp_engine *e, struct gw_txn_result *sr)
 {
     char err[GW_ERR_LEN] = "";
-    int rc = gw_cluster_put_result(p->cl, p->tid_raw, p->tid_len, sr, p->ttl, err);
+    int rc = gw_cluster_put_result(p->cl, p->tid_raw, p->tid_len, sr, p->ttl, err), unseen;
 
+    /* never shared before, nor taken by a pollReq here (which came before the record went, if at all):
+       no client can have it. A try that failed may have reached Redis all the same, and a client
+       through another instance: then it stays valid, on record */
+    pthread_mutex_lock(&p->lock);
+    unseen = !p->put_failed && p->res != NULL;
+    pthread_mutex_unlock(&p->lock);
     if (rc == 0 && sr->cert_len > 0) { /* another instance gave up on it at the deadline, or it was aborted */
         const unsigned char *q = sr->cert;
         X509 *cert = d2i_X509(NULL, &q, (long)sr->cert_len);
@@ -258,12 +267,16 @@ static void publish(struct cmp_pending *p, struct gw_cmp_engine *e, struct gw_tx
         (void)cmp_audit_cert(e, &p->view, p->tid, "expired_undelivered",
                              "its transaction was closed on another instance before the certificate came",
                              cert, 0);
+        /* nobody can collect it any more: withdrawn, as a certificate after the deadline here is */
+        if (cert != NULL && unseen)
+            cmp_withdraw(e, &p->view, p->tid, cert, CRL_REASON_CESSATION_OF_OPERATION);
         X509_free(cert);
     } else if (rc < 0) {
         gw_log_kv(GW_LOG_ERROR, "result_not_shared", "tid", p->tid, "reason", err, "msg",
                   "tried again when this instance next answers the transaction or expires it", NULL);
         pthread_mutex_lock(&p->lock);
         p->published = 0;
+        p->put_failed = 1;
         pthread_mutex_unlock(&p->lock);
     }
     gw_txn_result_cleanup(sr);

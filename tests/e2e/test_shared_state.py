@@ -10,7 +10,8 @@ over three instances puts every certConf on another instance than its ir, with o
 per enrolment across the three audit logs. PolledContinuation: a request answered `waiting` is polled on
 any instance (round-robin through haproxy), delivered by another instance when the first was killed after its
 upstream call returned, answered pollRep then "did not answer in time" when it was killed during the call, and
-an uncollected certificate's expiry is recorded once across the three.
+an uncollected certificate's expiry is recorded once across the three. LateResultElsewhere: a certificate whose
+upstream call returns after another instance gave up on it at the deadline is withdrawn.
 """
 import contextlib
 import json
@@ -434,6 +435,34 @@ class PolledContinuation(ThreeInstances):
         records = self.everywhere("expired_undelivered", "uncollected")
         self.assertEqual(len(records), 1, records)
         self.assertEqual(records[0]["serial"], self.audit(self.gw, "issued", "uncollected")[0]["serial"])
+
+
+class LateResultElsewhere(ThreeInstances):
+    """The deadline of a deferred request won on another instance: the first instance's upstream call
+    outlives its timeout and the client's pollReqs go to the second, which answers "did not answer in
+    time" and closes the transaction. The certificate the call returns after that is delivered by no one:
+    on record as not delivered, and withdrawn at the CA, as when the deadline wins on the instance that
+    made the call."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        super().edit_config(cfg, gw)
+        cfg["upstreams"]["local"]["delay"] = "7s"  # past the timeout + GW_STATE_CLOCK_SKEW_MS (2 s)
+        cfg["upstreams"]["local"]["timeout"] = "2s"
+        cfg["roles"]["default"]["poll_after"] = "500ms"
+
+    def test_certificate_after_the_deadline_elsewhere_withdrawn(self):
+        rc, out = self.enrol("lateelsewhere", self.gw, self.gw2)
+        self.assertEqual(rc, 2, out)
+        self.assertIn("did not answer in time", out)
+        self.wait_for(lambda: self.audit(self.gw, "expired_undelivered", "lateelsewhere"), timeout=30,
+                      watched=(self.gw,))
+        serial = self.audit(self.gw, "expired_undelivered", "lateelsewhere")[0]["serial"]
+        # withdrawn by the completion right after its "expired_undelivered" record: "revoked", or here, where
+        # the shared instances' local CA keeps no store, "revoke_failed" saying to revoke it by hand
+        self.wait_for(lambda: [r for e in ("revoked", "revoke_failed") for r in self.audit(self.gw, e)
+                               if r.get("serial") == serial], timeout=10, watched=(self.gw,))
+        self.assertEqual(self.everywhere("confirmed", "lateelsewhere"), [])
 
 
 if __name__ == "__main__":
