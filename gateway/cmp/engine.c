@@ -173,9 +173,13 @@ static void log_closed(void *arg, struct gw_txn *txn)
         gw_txn_free(txn);
         return;
     }
-    /* recorded by the engine it began under, whose configuration it names */
-    if (t != NULL && t->pending != NULL && t->issued == NULL)
+    /* recorded by the engine it began under, whose configuration it names; a certificate of a call
+       still running is withdrawn, but at shutdown (docs/polling.md, Restarts) */
+    if (t != NULL && t->pending != NULL && t->issued == NULL) {
+        if (!how->leave_to_cluster)
+            cmp_poll_abandon(t->pending);
         cmp_poll_closed(t->e, t, tid, how->pending_event);
+    }
     if (t != NULL)
         gw_cluster_release(t->e->cluster, txn->tid, txn->tid_len, txn->identity);
     /* its record gone: another instance continued and closed it (that one has it on record); or
@@ -1050,6 +1054,7 @@ static void abort_txn(struct cmp_call *c, struct gw_txn *txn)
                              "the client aborted the transaction with an error message", old->issued, 1);
         cmp_withdraw(c->e, old, c->rsp->tid, old->issued, CRL_REASON_CESSATION_OF_OPERATION);
     }
+    cmp_poll_abandon(old->pending); /* a deferred request's certificate to come: withdrawn then */
     release_slot(c->e, c, txn->identity);
     gw_txn_free(txn);
 }

@@ -40,6 +40,8 @@
 #include <openssl/x509v3.h>
 
 #define DETACH_POLL_MS 10
+#define TEXT_AFTER_DEADLINE "issued after the deadline; not delivered"
+#define TEXT_AFTER_CLOSE "issued after its transaction was closed; not delivered"
 
 struct cmp_pending {
     pthread_mutex_t lock;
@@ -49,6 +51,7 @@ struct cmp_pending {
     int deferred;         /* the worker stopped waiting: the completion writes the record */
     int on_record;        /* the completion wrote the "issued" record */
     int gave_up;          /* the deadline passed first: a later certificate is not delivered */
+    int closed;           /* its transaction closed while the call ran: a later certificate neither */
     int landing;          /* the completion came first and writes the record: the deadline is past it */
     int published;        /* the result is beside the shared record (or being put there) */
     int put_failed;       /* a try to put it there failed: it may have got there all the same */
@@ -166,19 +169,22 @@ static void unlink_call(struct cmp_pending *p)
     pthread_mutex_unlock(&detach_lock);
 }
 
-/* The record of a certificate nobody was waiting for any more (completion; detach_lock held). */
-static int record_issue(struct cmp_pending *p, X509 *cert, int late)
+/*
+ * The record of a certificate nobody was waiting for any more (completion; detach_lock held): |late|
+ * says why it is not delivered, or NULL when the next pollReq collects it.
+ */
+static int record_issue(struct cmp_pending *p, X509 *cert, const char *late)
 {
-    const char *status = late ? "issued after the deadline; not delivered" : "awaiting the client's pollReq";
+    const char *status = late != NULL ? late : "awaiting the client's pollReq";
 
     if (p->e == NULL) { /* the gateway stopped and its drain deadline passed */
         gw_log_kv(GW_LOG_WARN, "late_issue", "tid", p->tid, "serial", p->view.serial, "upstream", p->upstream,
                   "msg", "certificate issued after shutdown; not delivered", NULL);
         return GW_ERR_IO;
     }
-    if (late)
+    if (late != NULL)
         gw_log_kv(GW_LOG_WARN, "late_issue", "tid", p->tid, "serial", p->view.serial, "upstream", p->upstream,
-                  "msg", "certificate issued after the deadline; not delivered", NULL);
+                  "msg", late, NULL);
     else
         gw_log_kv(GW_LOG_INFO, "cert_issued_pending", "tid", p->tid, "identity", p->view.identity, "serial",
                   p->view.serial, "upstream", p->upstream, NULL);
@@ -310,7 +316,8 @@ static void pending_done(void *arg, struct gw_sign_result *res)
     struct cmp_pending *p = arg;
     struct gw_cmp_engine *e = NULL;
     struct gw_txn_result sr;
-    int recorded = 0, late, share = 0;
+    const char *late = NULL;
+    int recorded = 0, share = 0;
 
     pthread_mutex_lock(&p->lock);
     if (res->cert != NULL)
@@ -322,15 +329,28 @@ static void pending_done(void *arg, struct gw_sign_result *res)
         pthread_mutex_unlock(&p->lock);
         goto out;
     }
-    late = p->gave_up;  /* the deadline came first: a pollReq told the client it timed out */
-    p->landing = !late; /* else this result is the transaction's, whenever the next pollReq comes */
+    /* the deadline came first (a pollReq told the client it timed out), or the transaction is gone */
+    if (p->gave_up || p->closed)
+        late = p->gave_up ? TEXT_AFTER_DEADLINE : TEXT_AFTER_CLOSE;
+    p->landing = late == NULL; /* else this result is the transaction's, whenever the next pollReq comes */
     pthread_mutex_unlock(&p->lock);
     /* on disk before a pollReq can see it (docs/design.md D8) */
     pthread_mutex_lock(&detach_lock);
     if (res->cert != NULL)
         recorded = record_issue(p, res->cert, late) == 0;
     pthread_mutex_unlock(&detach_lock);
-    if (late) { /* nobody will deliver it: withdrawn, with its engine held (an upstream call) */
+    pthread_mutex_lock(&p->lock);
+    if (late == NULL && p->closed) /* closed while the record was written: no pollReq can collect it */
+        late = TEXT_AFTER_CLOSE;
+    if (late == NULL) {
+        p->res = res;
+        p->done = 1;
+        p->on_record = recorded;
+        share = to_publish(p, &sr);
+    }
+    p->landing = 0;
+    pthread_mutex_unlock(&p->lock);
+    if (late != NULL) { /* nobody will deliver it: withdrawn, with its engine held (an upstream call) */
         if (res->cert != NULL && (e = hold_engine(p)) != NULL) {
             cmp_withdraw(e, &p->view, p->tid, res->cert, CRL_REASON_CESSATION_OF_OPERATION);
             let_engine_go();
@@ -339,13 +359,6 @@ static void pending_done(void *arg, struct gw_sign_result *res)
         free(res);
         goto out;
     }
-    pthread_mutex_lock(&p->lock);
-    p->res = res;
-    p->done = 1;
-    p->landing = 0;
-    p->on_record = recorded;
-    share = to_publish(p, &sr);
-    pthread_mutex_unlock(&p->lock);
     if (share) { /* after the "issued" record, as for a pollReq here; Redis outside detach_lock */
         if ((e = hold_engine(p)) != NULL) {
             publish(p, e, &sr);
@@ -591,6 +604,16 @@ time_t cmp_poll_extra_ttl(const struct cmp_txn *t)
     return t->pending != NULL ? (time_t)((gw_upstream_timeout_ms(t->up) + 999) / 1000) : 0;
 }
 
+void cmp_poll_abandon(struct cmp_pending *p)
+{
+    if (p == NULL)
+        return;
+    pthread_mutex_lock(&p->lock);
+    if (!p->done && p->cl == NULL) /* shared, its result goes beside the record (publish) */
+        p->closed = 1;
+    pthread_mutex_unlock(&p->lock);
+}
+
 void cmp_poll_closed(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, const char *event)
 {
     struct cmp_pending *p = t->pending;
@@ -604,7 +627,9 @@ void cmp_poll_closed(struct gw_cmp_engine *e, const struct cmp_txn *t, const cha
     } else if (!p->done) {
         gw_log_kv(GW_LOG_WARN, event, "tid", tid, "identity", t->identity, "upstream",
                   gw_upstream_conf_name(gw_upstream_get0_conf(t->up)), "msg",
-                  "the upstream call still runs; a certificate it returns goes on the audit log", NULL);
+                  p->closed ? "the upstream call still runs; a certificate it returns is withdrawn"
+                            : "the upstream call still runs; a certificate it returns goes on the audit log",
+                  NULL);
     } else {
         gw_log_kv(GW_LOG_INFO, event, "tid", tid, "identity", t->identity, "msg",
                   "closed with nothing issued", NULL);

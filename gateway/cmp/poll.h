@@ -53,6 +53,13 @@ void cmp_poll_remote_free(struct cmp_remote *r);
 /* cmp_poll_extra_ttl: how long a deferred transaction stays parked beyond transaction_ttl (s). */
 time_t cmp_poll_extra_ttl(const struct cmp_txn *t);
 
+/*
+ * cmp_poll_abandon: the transaction of |p| closes while its call still runs (expiry, reset, the
+ * client's abort), and no other instance can collect the result (not shared): a certificate the call
+ * returns is then on record as not delivered and withdrawn, as after the deadline. NULL-safe.
+ */
+void cmp_poll_abandon(struct cmp_pending *p);
+
 /* cmp_poll_closed logs and audits what is known of a deferred transaction closed without its client. */
 void cmp_poll_closed(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, const char *event);
 

@@ -2251,10 +2251,10 @@ static void test_audit_client_rejects(void **state)
 }
 
 /*
- * Sends, in place of the certConf, an error message (status rejection) under its header, protected
- * with |cl->other|'s credentials; the certConf is kept in |cl->held| to be sent later.
+ * Sends, in place of the message of body |type|, an error message (status rejection) under its
+ * header, protected with |cl->other|'s credentials; the message is kept in |cl->held| to be sent later.
  */
-static OSSL_CMP_MSG *tamper_error(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
+static OSSL_CMP_MSG *tamper_error_for(int type, OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
 {
     /* [23] ErrorMsgContent { PKIStatusInfo { rejection } } */
     static const unsigned char body[] = {0xb7, 0x07, 0x30, 0x05, 0x30, 0x03, 0x02, 0x01, 0x02};
@@ -2265,7 +2265,7 @@ static OSSL_CMP_MSG *tamper_error(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct c
     int hdr_len, inner, len;
 
     (void)ctx;
-    if (OSSL_CMP_MSG_get_bodytype(req) != GW_CMP_BODY_CERTCONF)
+    if (OSSL_CMP_MSG_get_bodytype(req) != type)
         return req;
     assert_true((len = i2d_OSSL_CMP_MSG(req, &der)) > 0);
     cl->held = der;
@@ -2286,6 +2286,12 @@ static OSSL_CMP_MSG *tamper_error(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct c
     OPENSSL_free(hdr_der);
     OSSL_CMP_MSG_free(req);
     return out;
+}
+
+/* An error message in place of the certConf, its header and so its recipNonce the certConf's. */
+static OSSL_CMP_MSG *tamper_error(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
+{
+    return tamper_error_for(GW_CMP_BODY_CERTCONF, ctx, req, cl);
 }
 
 /* Sends |cl|'s held certConf; asserts its answer has |body| and, if not NULL, |text|. */
@@ -3303,6 +3309,55 @@ static void test_poll_expiry(void **state)
     env_free(e);
 }
 
+/* An error message in place of a pollReq: the client aborts its deferred request. */
+static OSSL_CMP_MSG *tamper_poll_error(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
+{
+    return tamper_error_for(GW_CMP_BODY_POLLREQ, ctx, req, cl);
+}
+
+/*
+ * A deferred request whose transaction closes while its call still runs (expired past
+ * transaction_ttl and the upstream's timeout, or aborted by the client's error message): no pollReq
+ * can collect the certificate the call returns after that, so it is on record as not delivered and
+ * withdrawn at the CA, as one that comes after the deadline.
+ */
+static void test_poll_closed_while_call_runs(void **state)
+{
+    (void)state;
+    for (int abort = 0; abort <= 1; abort++) {
+        struct env *e = env_slow("100ms", 0);
+        struct client cl = {.env = e}, dummy = {.env = e};
+        OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+        char serial[64] = "";
+        int after;
+
+        print_message("closed by %s\n", abort ? "the client's error message" : "expiry");
+        memset(&fake, 0, sizeof(fake));
+        slow_ops.caps |= GW_UP_REVOKE;
+        slow_ops.revoke = fake_revoke;
+        assert_int_equal(poll_step(ctx, &after), -1); /* ir -> waiting, pollReq -> pollRep */
+        if (abort) {
+            cl.other = client_new(&dummy, SIG, client_cert, client_key, NULL, NULL, 0);
+            cl.tamper = tamper_poll_error;
+            (void)poll_step(ctx, &after); /* its next pollReq goes as an error message */
+        } else {
+            gw_cmp_engine_expire(e->engine, time(NULL) + 300 + 12);
+        }
+        assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+        slow_gate(1);
+        slow_wait_completed(e, 1);
+        assert_int_equal(
+            audit_count(e, "issued", NULL, "status", "after its transaction was closed; not delivered"), 1);
+        assert_int_equal(audit_serial(e, "issued", serial, sizeof(serial)), 0);
+        assert_int_equal(audit_count(e, "revoked", serial, NULL, NULL), 1);
+        assert_int_equal(fake.revoke_calls, 1);
+        client_cleanup(&cl);
+        client_cleanup(&dummy);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
+}
+
 /* Shutdown with a call still running: the engine waits for it, and its certificate is on record. */
 static void *open_gate_later(void *arg)
 {
@@ -3429,6 +3484,7 @@ int main(void)
         cmocka_unit_test(test_poll_deadline),
         cmocka_unit_test(test_poll_deadline_race),
         cmocka_unit_test(test_poll_expiry),
+        cmocka_unit_test(test_poll_closed_while_call_runs),
         cmocka_unit_test(test_poll_shutdown),
         cmocka_unit_test(test_poll_config),
     };
