@@ -36,7 +36,7 @@ char *gw_x509_name_line(const X509_NAME *name)
 {
     char *line;
 
-    if (name == NULL || name_holds(name, '/'))
+    if (name == NULL || name_holds(name, '/') || name_holds(name, '\\'))
         return NULL;
     ERR_set_mark(); /* a name too long to write out is an answer (no line), not an error to report */
     line = X509_NAME_oneline(name, NULL, 0); /* no buffer: it grows to the whole name */
@@ -47,9 +47,7 @@ char *gw_x509_name_line(const X509_NAME *name)
 int gw_x509_name_identity(const X509_NAME *name, char *out)
 {
     static const char hexdig[] = "0123456789abcdef";
-    /* NULL for a value with a '/' too, and then for one with a backslash: it would read as an escape
-       X509_NAME_oneline writes ("\x01" the byte 1, "\+" a '+' in a value, "+" the next value of an RDN) */
-    char *line = name != NULL && !name_holds(name, '\\') ? gw_x509_name_line(name) : NULL;
+    char *line = gw_x509_name_line(name); /* NULL for a value with a '/' or a backslash */
     const unsigned char *der = NULL;
     unsigned char h[32];
     unsigned int n = 0;
@@ -66,7 +64,7 @@ int gw_x509_name_identity(const X509_NAME *name, char *out)
         OPENSSL_free(line);
         return GW_ERR_INVAL;
     }
-    if (line == NULL) { /* a value with a '/': the start of it as a log shows it */
+    if (line == NULL) { /* a value with a '/' or a backslash: the start of it as a log shows it */
         ERR_set_mark();
         line = X509_NAME_oneline(name, NULL, 0);
         ERR_pop_to_mark();

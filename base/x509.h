@@ -30,7 +30,9 @@ int gw_x509_serial_hex_colons(const ASN1_INTEGER *serial, char *out, size_t cap)
 /*
  * gw_x509_name_line returns |name| whole in X509_NAME_oneline's form ("/O=x/CN=y"), to free with
  * OPENSSL_free, for a comparison or pattern match that decides something. NULL if a value holds a
- * '/' ("O=x/CN=admin" would read as two attributes) or the line cannot be made. X509_NAME_oneline into
+ * '/' ("O=x/CN=admin" would read as two attributes) or a backslash (written as it is, it would read as
+ * an escape: the text "\xC3\xBC" as the UTF-8 "ü", "a\" then "O=b" in one RDN as the value "a+O=b"),
+ * or if the line cannot be made. X509_NAME_oneline into
  * a buffer silently drops the attributes that do not fit, so "/O=x/CN=y/OU=<long>" would read as
  * "/O=x/CN=y": a fixed buffer is for logs only.
  */

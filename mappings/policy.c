@@ -208,10 +208,11 @@ static int check_subject(const struct gw_role *role, const struct gw_patterns *p
 
     if (ps->n == 0)
         return 0;
-    /* the whole line, or NULL where a value holds a '/' ("O=x/CN=admin" would read as two) */
+    /* the whole line, or NULL where a value holds a '/' ("O=x/CN=admin" would read as two) or a
+       backslash (the text "\x31" would read as the escape of a byte) */
     if ((line = gw_x509_name_line(X509_get_subject_name(cert))) == NULL)
         return say(fail_info, DENY, err,
-                   "%s subject has a '/' in an attribute value and cannot be matched "
+                   "%s subject has a '/' or a backslash in an attribute value and cannot be matched "
                    "against %s of role %s",
                    who, key, rname(role));
     if (!match_any(ps, line, strlen(line), 0))

@@ -38,8 +38,8 @@ static const char *reason_name(int reason)
 
 /*
  * The whole one-line subject (gw_x509_name_line): cut to a buffer, "/O=x/CN=ra/OU=<long>" would match
- * "/O=x/CN=ra"; a value holding '/' would let "/O=x/CN=y" be forged inside one attribute. Such names
- * never match.
+ * "/O=x/CN=ra"; a value holding '/' would let "/O=x/CN=y" be forged inside one attribute, one holding
+ * a backslash an escape of another name. Such names never match.
  */
 static int ra_subject_matches(const struct gw_patterns *ps, const X509_NAME *name)
 {

@@ -204,7 +204,19 @@ static const struct cspec int_spec = {"O=test|CN=Issuing CA",
                                       3};
 
 /* TLS client certificates, issued by the client CA unless said otherwise. */
-enum cert_id { C_NONE, C_DEV1, C_DEV2, C_ADMIN, C_REVOKED, C_EXPIRED, C_OTHER_CA, C_SLASH, C_NOSAN, C_N };
+enum cert_id {
+    C_NONE,
+    C_DEV1,
+    C_DEV2,
+    C_ADMIN,
+    C_REVOKED,
+    C_EXPIRED,
+    C_OTHER_CA,
+    C_SLASH,
+    C_BSLASH,
+    C_NOSAN,
+    C_N
+};
 
 static const struct {
     struct cspec spec;
@@ -220,6 +232,8 @@ static const struct {
     [C_EXPIRED] = {{"O=x|CN=dev-4", NULL, NULL, NULL, -30 * DAY, -DAY, 104}, K_P256, 0},
     [C_OTHER_CA] = {{"O=x|CN=dev-5", NULL, NULL, NULL, -3600, 30 * DAY, 105}, K_P256, 1},
     [C_SLASH] = {{"O=x/CN=dev-1", NULL, NULL, NULL, -3600, 30 * DAY, 106}, K_P256, 0},
+    /* the text "dev-\x31", which the one-line form writes as it writes the UTF-8 "dev-1" escaped */
+    [C_BSLASH] = {{"O=x|CN=dev-\\x31", NULL, NULL, NULL, -3600, 30 * DAY, 108}, K_P256, 0},
     [C_NOSAN] = {{"O=x|CN=dev-6", NULL, NULL, NULL, -3600, 30 * DAY, 107}, K_P256, 0},
 };
 
@@ -452,7 +466,16 @@ static const struct {
      C_NONE,
      "dev-ref",
      0,
-     "has a '/' in an attribute value"},
+     "has a '/' or a backslash in an attribute value"},
+    {"tls subject with a backslash in a value",
+     {.tls_subjects = PATS(p_dev)},
+     S_NONE,
+     0,
+     C_BSLASH,
+     C_NONE,
+     "dev-ref",
+     0,
+     "has a '/' or a backslash in an attribute value"},
     {"tls subjects, none",
      {.tls_subjects = PATS(p_dev)},
      S_NONE,

@@ -995,6 +995,28 @@ static void test_name_identity_escapes(void **state)
     }
 }
 
+/*
+ * The whole one-line subject an allow-list entry or a pattern is compared with: a value holding a
+ * backslash gives none, since it could spell an escape of another name ("/CN=M\xC3\xBCller" is both
+ * the UTF-8 "Müller" and the ASCII text of those twelve characters).
+ */
+static void test_name_line_escapes(void **state)
+{
+    X509_NAME *utf8 = name_of(1, (const char *const[]){"CN"}, (const char *const[]){"M\xC3\xBCller"},
+                              (const int[]){-1}, (const int[]){0});
+    X509_NAME *ascii = name_of(1, (const char *const[]){"CN"}, (const char *const[]){"M\\xC3\\xBCller"},
+                               (const int[]){-1}, (const int[]){0});
+    char *line = gw_x509_name_line(utf8);
+
+    (void)state;
+    assert_non_null(line);
+    assert_string_equal(line, "/CN=M\\xC3\\xBCller");
+    OPENSSL_free(line);
+    assert_null(gw_x509_name_line(ascii));
+    X509_NAME_free(utf8);
+    X509_NAME_free(ascii);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1014,6 +1036,7 @@ int main(void)
         cmocka_unit_test(test_d2i_msg),
         cmocka_unit_test(test_pubkey_d2i),
         cmocka_unit_test(test_name_identity_escapes),
+        cmocka_unit_test(test_name_line_escapes),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
