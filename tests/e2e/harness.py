@@ -86,6 +86,17 @@ def admin(gw, path, method="GET", token=None):
         return e.code, e.read().decode()
 
 
+def metric(gw, name, default=None, **labels):
+    """The value of |gw|'s metric |name| with |labels| on its admin listener's /metrics, or |default|."""
+    from prometheus_client.parser import text_string_to_metric_families
+    _, text = admin(gw, "/metrics")
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return default
+
+
 def read_to_eof(sock):
     """All that |sock| sends until its peer closes."""
     data = b""
