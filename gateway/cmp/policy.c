@@ -576,11 +576,43 @@ static int issued_here(struct cmp_call *c, const char *upstream_name, X509 *cert
 }
 
 /*
+ * Whether the kur |crm| renews |signer| as it is: its template names the signer's subject (or none)
+ * and no subjectAltName the signer does not carry. Anything else asks for another device's names.
+ */
+static int renews_signer(const OSSL_CRMF_MSG *crm, X509 *signer)
+{
+    const OSSL_CRMF_CERTTEMPLATE *tmpl = crm != NULL ? OSSL_CRMF_MSG_get0_tmpl(crm) : NULL;
+    const X509_NAME *subject = tmpl != NULL ? OSSL_CRMF_CERTTEMPLATE_get0_subject(tmpl) : NULL;
+    GENERAL_NAMES *asked, *held;
+    int crit = -1, ok;
+
+    if (tmpl == NULL || (subject != NULL && X509_NAME_entry_count(subject) > 0 &&
+                         X509_NAME_cmp(subject, X509_get_subject_name(signer)) != 0))
+        return 0;
+    asked = X509V3_get_d2i(OSSL_CRMF_CERTTEMPLATE_get0_extensions(tmpl), NID_subject_alt_name, &crit, NULL);
+    if (asked == NULL)
+        return crit == -1; /* none; a malformed or repeated one is no renewal */
+    held = X509_get_ext_d2i(signer, NID_subject_alt_name, NULL, NULL);
+    ok = 1;
+    for (int i = 0; ok && i < sk_GENERAL_NAME_num(asked); i++) {
+        ok = 0;
+        for (int j = 0; !ok && j < sk_GENERAL_NAME_num(held); j++)
+            ok = GENERAL_NAME_cmp(sk_GENERAL_NAME_value(asked, i), sk_GENERAL_NAME_value(held, j)) == 0;
+    }
+    GENERAL_NAMES_free(asked);
+    GENERAL_NAMES_free(held);
+    return ok;
+}
+
+/*
  * The allow-list (one vendor CA signs base stations of many operators): an ir/cr/p10cr must be
  * signed by a listed device. A kur is signed by the operator certificate it renews
- * (TS 33.310 §9.5.1), which the allow-list does not name; a kur signed by anything else is still checked.
+ * (TS 33.310 §9.5.1), which the allow-list does not name: exempt while it asks for that
+ * certificate's own subject and names. A kur signed by anything else, or asking for other names
+ * (a device taken off the list would get any name the role allows), is still checked.
  */
-static int check_allowlist(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusal *r)
+static int check_allowlist(struct cmp_call *c, const struct cmp_txn *t, const OSSL_CRMF_MSG *crm,
+                           struct cmp_refusal *r)
 {
     const struct gw_role *role = t->role;
 
@@ -590,7 +622,7 @@ static int check_allowlist(struct cmp_call *c, const struct cmp_txn *t, struct c
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
                           "this route accepts signature-protected requests only: sign with the device "
                           "certificate (3GPP TS 33.310)");
-    if (c->body == GW_CMP_BODY_KUR &&
+    if (c->body == GW_CMP_BODY_KUR && renews_signer(crm, t->signer) &&
         (issued_here(c, role->upstream_name, t->signer) || issued_here(c, role->delegate_name, t->signer) ||
          (gw_migration_configured(&role->migration) && issued_here(c, role->migration.to_name, t->signer))))
         return 0;
@@ -658,5 +690,5 @@ static int check_min_hash(struct cmp_call *c, const struct cmp_txn *t, const OSS
 int cmp_check_3gpp(struct cmp_call *c, const struct cmp_txn *t, const OSSL_CRMF_MSG *crm,
                    const X509_REQ *p10cr, struct cmp_refusal *r)
 {
-    return check_allowlist(c, t, r) || check_min_hash(c, t, crm, p10cr, r);
+    return check_allowlist(c, t, crm, r) || check_min_hash(c, t, crm, p10cr, r);
 }

@@ -5,7 +5,7 @@ its intermediate in extraCerts (-untrusted), the gateway holds only the vendor r
 (the gateway signer) answers with the operator root in extraCerts and caPubs. Asserted on decoded answers:
 an allowed device is issued (ir/ip/certConf/pkiconf, Annex G), one not on the allow-list gets notAuthorized,
 a PBM request on the route gets notAuthorized, a SHA-1-signed ir gets badAlg, and the operator certificate
-renews by kur while a vendor certificate not on the list cannot.
+renews by kur (its own subject only) while a vendor certificate not on the list cannot.
 """
 import subprocess
 import sys
@@ -207,6 +207,19 @@ class ThreeGpp(harness.GatewayTestCase):
                           path=ROUTE, extra=["-untrusted", d / "vint.pem"], expect_cert=False)
         self.assertIsNone(bad.cert)
         self.assert_cmp_error(bad.first, ("kup",), "notAuthorized", "is not on this route's allow-list")
+
+    def test_kur_other_subject(self):
+        """The operator certificate renews itself: asking for another station's subject is an enrolment."""
+        # bs-0002 is listed by its vendor certificate's serial, which its operator certificate does not have
+        res, key = self.ir("first2", "bs2")
+        other = self.gw.cmp("kur", "renew-other", auth=(res.cert, key), newkey=self.newkey("ro"), path=ROUTE,
+                            subject=ALLOWED, expect_cert=False)
+        self.assertIsNone(other.cert)
+        self.assert_cmp_error(other.first, ("kup",), "notAuthorized",
+                              "device %s is not on this route's allow-list" % BY_SERIAL)
+        # twin: the same operator certificate renewing its own subject
+        same = self.gw.cmp("kur", "renew-same", auth=(res.cert, key), newkey=self.newkey("rs"), path=ROUTE)
+        self.assertEqual(same.first.status, 0, same.first)
 
 
 if __name__ == "__main__":

@@ -2766,6 +2766,77 @@ static void test_3gpp_long_subject(void **state)
     EVP_PKEY_free(ca_key);
 }
 
+/*
+ * A kur signed by an operator certificate is exempt from the allow-list because it renews that
+ * certificate: one that asks for another subject or for names the certificate does not carry is
+ * a new device's enrolment, checked against the list as an ir is (the operator certificate is not
+ * on it). Else any holder of an operator certificate, a device taken off the list included, would
+ * get a certificate for any name the role allows.
+ */
+static void test_3gpp_kur_names(void **state)
+{
+    struct tgpp_case tc = {"kur", "/O=cmpgw demo/CN=demo-client\n", NULL, SIG, 0, 0, -1, NULL};
+    static const struct {
+        const char *name, *cn, *dns; /* NULL cn: the operator certificate's; NULL dns: no SAN */
+        int refused;
+    } cases[] = {
+        {"the same subject", NULL, NULL, 0},
+        {"another device's subject", "other-device", NULL, 1},
+        {"a name the certificate does not carry", NULL, "other-device.example", 1},
+    };
+    char role[512];
+    struct env *e;
+    struct client cl;
+    OSSL_CMP_CTX *ctx;
+    X509 *op;
+
+    (void)state;
+    e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .role_extra = tgpp_role(&tc, role, sizeof(role))});
+    cl = (struct client){.env = e};
+    ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0); /* the listed vendor certificate */
+    assert_non_null(op = OSSL_CMP_exec_IR_ses(ctx));                    /* the operator certificate */
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct client cl2 = {.env = e};
+        OSSL_CMP_CTX *kur = client_new(&cl2, SIG, op, OSSL_CMP_CTX_get0_newPkey(ctx, 1), NULL, NULL, 0);
+        X509 *cert;
+
+        print_message("case: %s\n", cases[i].name);
+        OSSL_CMP_CTX_set1_oldCert(kur, op);
+        if (cases[i].cn != NULL) {
+            X509_NAME *n = X509_NAME_new();
+
+            X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)cases[i].cn, -1, -1, 0);
+            OSSL_CMP_CTX_set1_subjectName(kur, n);
+            X509_NAME_free(n);
+        }
+        if (cases[i].dns != NULL) {
+            GENERAL_NAME *gn = GENERAL_NAME_new();
+            ASN1_IA5STRING *s = ASN1_IA5STRING_new();
+
+            ASN1_STRING_set(s, cases[i].dns, -1);
+            GENERAL_NAME_set0_value(gn, GEN_DNS, s);
+            assert_int_equal(OSSL_CMP_CTX_push1_subjectAltName(kur, gn), 1);
+            GENERAL_NAME_free(gn);
+        }
+        cert = OSSL_CMP_exec_KUR_ses(kur);
+        if (!cases[i].refused) {
+            assert_non_null(cert);
+            assert_status(kur, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+        } else {
+            assert_null(cert);
+            assert_status(kur, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                          "device /CN=test-device is not on this route's allow-list");
+        }
+        client_cleanup(&cl2);
+        OSSL_CMP_CTX_free(kur);
+    }
+    assert_int_equal(audit_count(e, "intent", NULL, NULL, NULL), 2); /* the ir and the renewal only */
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
 /* Allow-list files the config refuses, with the line that is wrong. */
 static void test_3gpp_config(void **state)
 {
@@ -3473,6 +3544,7 @@ int main(void)
         cmocka_unit_test(test_audit_unopenable),
         cmocka_unit_test(test_3gpp_roles),
         cmocka_unit_test(test_3gpp_long_subject),
+        cmocka_unit_test(test_3gpp_kur_names),
         cmocka_unit_test(test_long_identities_apart),
         cmocka_unit_test(test_3gpp_config),
         cmocka_unit_test(test_3gpp_alg_hash_bits),
