@@ -1619,6 +1619,40 @@ static void test_result_unrevocable(void **state)
     env_free(e);
 }
 
+/*
+ * POPO raVerified (RFC 4211 §4.1) says an RA checked the proof of possession; nothing in front of the
+ * gateway did, so it is refused from anyone, an RA of the role included (docs/design.md D3), before
+ * the upstream is asked.
+ */
+static void test_ra_verified_refused(void **state)
+{
+    struct env *e = env_open(&(struct env_opts){
+        .cmp = CMP_DEFAULTS,
+        .role_extra = "\"authorization\": {\"ra_subjects\": [\"/O=cmpgw demo/CN=cmpgw demo CMP signer\"]}"});
+    X509 *ra = load_cert("signer.pem");
+    EVP_PKEY *ra_key = load_key("signer.key");
+
+    (void)state;
+    for (int as_ra = 0; as_ra < 2; as_ra++) {
+        struct client cl = {.env = e};
+        OSSL_CMP_CTX *ctx =
+            client_new(&cl, SIG, as_ra ? ra : client_cert, as_ra ? ra_key : client_key, NULL, NULL, 0);
+
+        print_message("case: %s\n", as_ra ? "an RA of the role" : "a client");
+        assert_int_equal(OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_POPO_METHOD, OSSL_CRMF_POPO_RAVERIFIED),
+                         1);
+        assert_null(OSSL_CMP_exec_IR_ses(ctx));
+        assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badPOP, NULL);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+    }
+    assert_int_equal(audit_count(e, "intent", NULL, NULL, NULL), 0);
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    X509_free(ra);
+    EVP_PKEY_free(ra_key);
+    env_free(e);
+}
+
 /* kur: the upstream's view of the old certificate (the signer) counts; revoked -> certRevoked. */
 static void test_kur_revoked(void **state)
 {
@@ -3502,6 +3536,7 @@ int main(void)
         cmocka_unit_test(test_ir_pbm_cr_p10cr),
         cmocka_unit_test(test_implicit_confirm),
         cmocka_unit_test(test_kur),
+        cmocka_unit_test(test_ra_verified_refused),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_message_time),
         cmocka_unit_test(test_replay),
