@@ -81,6 +81,8 @@ struct client {
     X509 *tls_first, *tls_later; /* TLS client certificate of the first / later exchanges */
     unsigned char *first_req;
     size_t first_req_len;
+    unsigned char *first_rsp; /* the gateway's answer to the first request (DER) */
+    size_t first_rsp_len;
     unsigned char *held; /* tamper helper: the message it sent in place of this one (DER) */
     size_t held_len;
 };
@@ -320,6 +322,10 @@ static OSSL_CMP_MSG *transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
         job_run(&j);
     }
     p = j.out;
+    if (j.http == 200 && cl->first_rsp == NULL) {
+        cl->first_rsp = OPENSSL_memdup(j.out, j.out_len);
+        cl->first_rsp_len = j.out_len;
+    }
     if (j.http == 200)
         rsp = d2i_OSSL_CMP_MSG(NULL, &p, (long)j.out_len);
 out:
@@ -367,6 +373,7 @@ static OSSL_CMP_CTX *client_new(struct client *cl, enum prot prot, X509 *cert, E
 static void client_cleanup(struct client *cl)
 {
     OPENSSL_free(cl->first_req);
+    OPENSSL_free(cl->first_rsp);
     OPENSSL_free(cl->held);
     OSSL_CMP_CTX_free(cl->other);
 }
@@ -1651,6 +1658,55 @@ static void test_ra_verified_refused(void **state)
     X509_free(ra);
     EVP_PKEY_free(ra_key);
     env_free(e);
+}
+
+/*
+ * The answer to a PBM-protected request is MAC'ed with the client's secret (RFC 9483 §3.2). OpenSSL
+ * 3.0's server takes its context's defaults for it, HMAC-SHA1: the gateway answers with at least
+ * SHA-256 for the OWF and the MAC, and at least the route's min_hash, as it asks of the client.
+ */
+static void test_pbm_answer_mac(void **state)
+{
+    static const struct {
+        const char *name, *role_extra;
+        int owf_nid, mac_nid, want_bits;
+    } cases[] = {
+        {"OpenSSL's client defaults", NULL, 0, 0, 256},
+        {"hmac-sha256", NULL, NID_sha256, NID_hmacWithSHA256, 256},
+        {"sha384 route", "\"min_hash\": \"sha384\"", NID_sha384, NID_hmacWithSHA384, 384},
+        {"sha512 route", "\"min_hash\": \"sha512\"", NID_sha512, NID_hmacWithSHA512, 512},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct env *e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .role_extra = cases[i].role_extra});
+        struct client cl = {.env = e};
+        OSSL_CMP_CTX *ctx = client_new(&cl, PBM, NULL, NULL, "demo-device", pbm_secret, pbm_secret_len);
+        const unsigned char *p;
+        OSSL_CMP_MSG *ip;
+        struct gw_hdr_info h;
+
+        print_message("case: %s\n", cases[i].name);
+        if (cases[i].owf_nid != 0)
+            assert_int_equal(OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_OWF_ALGNID, cases[i].owf_nid), 1);
+        if (cases[i].mac_nid != 0)
+            assert_int_equal(OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_MAC_ALGNID, cases[i].mac_nid), 1);
+        if (cases[i].role_extra != NULL) /* the POPO's hash too */
+            assert_int_equal(OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_DIGEST_ALGNID, cases[i].owf_nid), 1);
+        assert_non_null(OSSL_CMP_exec_IR_ses(ctx)); /* the client verified the answer's MAC */
+        p = cl.first_rsp;
+        assert_non_null(ip = d2i_OSSL_CMP_MSG(NULL, &p, (long)cl.first_rsp_len));
+        assert_int_equal(gw_shim_hdr_info(ip, &h), 0);
+        assert_int_equal(h.protection_nid, NID_id_PasswordBasedMAC);
+        if (h.protection_hash_bits < cases[i].want_bits)
+            fail_msg("the ip is MAC'ed with a %d-bit hash, want %d", h.protection_hash_bits,
+                     cases[i].want_bits);
+        gw_shim_hdr_info_cleanup(&h);
+        OSSL_CMP_MSG_free(ip);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
 }
 
 /* kur: the upstream's view of the old certificate (the signer) counts; revoked -> certRevoked. */
@@ -3537,6 +3593,7 @@ int main(void)
         cmocka_unit_test(test_implicit_confirm),
         cmocka_unit_test(test_kur),
         cmocka_unit_test(test_ra_verified_refused),
+        cmocka_unit_test(test_pbm_answer_mac),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_message_time),
         cmocka_unit_test(test_replay),
