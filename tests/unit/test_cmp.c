@@ -1709,6 +1709,44 @@ static void test_pbm_answer_mac(void **state)
     }
 }
 
+/*
+ * kur of an expired certificate: it authenticates nothing, so it renews nothing (RFC 4210 §5.3.5);
+ * its twin, the same certificate re-signed within its validity, renews.
+ */
+static void test_kur_expired(void **state)
+{
+    struct env *e = env_new(CMP_DEFAULTS);
+    EVP_PKEY *ca_key = load_key("ca.key");
+
+    (void)state;
+    assert_non_null(ca_key);
+    for (int valid = 0; valid < 2; valid++) {
+        struct client cl = {.env = e};
+        X509 *old = X509_dup(client_cert);
+        OSSL_CMP_CTX *kur;
+
+        print_message("case: %s\n", valid ? "within its validity" : "expired");
+        X509_gmtime_adj(X509_getm_notBefore(old), -7200);
+        X509_gmtime_adj(X509_getm_notAfter(old), valid ? 3600 : -3600);
+        assert_true(X509_sign(old, ca_key, EVP_sha256()) > 0);
+        kur = client_new(&cl, SIG, old, client_key, NULL, NULL, 0);
+        OSSL_CMP_CTX_set1_oldCert(kur, old);
+        if (valid) {
+            assert_non_null(OSSL_CMP_exec_KUR_ses(kur));
+        } else {
+            assert_null(OSSL_CMP_exec_KUR_ses(kur));
+            assert_status(kur, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+                          TEXT_UNTRUSTED);
+            assert_int_equal(audit_count(e, "intent", NULL, NULL, NULL), 0);
+        }
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(kur);
+        X509_free(old);
+    }
+    EVP_PKEY_free(ca_key);
+    env_free(e);
+}
+
 /* kur: the upstream's view of the old certificate (the signer) counts; revoked -> certRevoked. */
 static void test_kur_revoked(void **state)
 {
@@ -3623,6 +3661,7 @@ int main(void)
         cmocka_unit_test(test_verbatim_csr_upfront),
         cmocka_unit_test(test_result_unrevocable),
         cmocka_unit_test(test_kur_revoked),
+        cmocka_unit_test(test_kur_expired),
         cmocka_unit_test(test_status_two_cas_crl),
         cmocka_unit_test(test_status_two_cas_query),
         cmocka_unit_test(test_status_trust_intermediate),
