@@ -198,37 +198,70 @@ static size_t escape_byte(char *out, unsigned char c)
 }
 
 /*
- * Drops the tail of a multi-byte UTF-8 sequence that the cut at |in| split: such bytes are
- * copied verbatim, so the output tail mirrors the input. Invalid UTF-8 is passed through as is.
+ * The length of the well-formed UTF-8 sequence at |p| (RFC 3629: no overlong form, no UTF-16
+ * surrogate, nothing past U+10FFFF), or 0 when |p| starts none. Stops at a NUL, which is no
+ * continuation byte.
  */
-static size_t unsplit_utf8(const char *buf, size_t n, const unsigned char *in)
+static size_t utf8_len(const unsigned char *p)
 {
-    size_t back = 0;
+    unsigned char lo = 0x80, hi = 0xbf; /* the range of the second byte */
+    size_t n;
 
-    if ((*in & 0xc0) != 0x80)
-        return n; /* the cut is not inside a sequence */
-    while (back < 3 && back < n && ((unsigned char)buf[n - 1 - back] & 0xc0) == 0x80)
-        back++;
-    if (back < n && (unsigned char)buf[n - 1 - back] >= 0xc0)
-        return n - back - 1;
+    if (p[0] >= 0xc2 && p[0] <= 0xdf)
+        n = 2;
+    else if (p[0] >= 0xe0 && p[0] <= 0xef)
+        n = 3;
+    else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+        n = 4;
+    else
+        return 0;
+    if (p[0] == 0xe0)
+        lo = 0xa0; /* below: an overlong form */
+    else if (p[0] == 0xed)
+        hi = 0x9f; /* above: a surrogate */
+    else if (p[0] == 0xf0)
+        lo = 0x90; /* below: an overlong form */
+    else if (p[0] == 0xf4)
+        hi = 0x8f; /* above: past U+10FFFF */
+    if (p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
     return n;
 }
 
+/*
+ * Valid UTF-8 is copied, a whole sequence or none of it; every other byte from 0x80 up becomes
+ * the escape of U+FFFD, so that what comes out is UTF-8 whatever went in (RFC 8259 8.1): a
+ * client's path or a certificate's IA5String reaches the logs, and journald keeps a line that is
+ * not UTF-8 as a blob that journalctl does not show, a log shipper drops it.
+ */
 size_t gw_json_escape(char *buf, size_t cap, const char *s)
 {
     const unsigned char *p = (const unsigned char *)s;
     char esc[8];
-    size_t n = 0, k;
+    const char *src;
+    size_t n = 0, k, used;
 
     if (cap == 0)
         return 0;
-    for (; *p != '\0'; p++) {
-        k = escape_byte(esc, *p);
-        if (n + k + 1 > cap) {
-            n = unsplit_utf8(buf, n, p);
-            break;
+    for (; *p != '\0'; p += used) {
+        used = 1;
+        src = esc;
+        if (*p < 0x80) {
+            k = escape_byte(esc, *p);
+        } else if ((used = utf8_len(p)) != 0) {
+            k = used;
+            src = (const char *)p;
+        } else {
+            used = 1;
+            k = 6;
+            memcpy(esc, "\\ufffd", 6);
         }
-        memcpy(buf + n, esc, k);
+        if (n + k + 1 > cap)
+            break;
+        memcpy(buf + n, src, k);
         n += k;
     }
     buf[n] = '\0';

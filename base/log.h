@@ -22,7 +22,8 @@ void gw_log(enum gw_log_level level, const char *event, const char *fmt, ...)
 /* A request log line: key/value pairs, all strings (JSON-escaped here), NULL-terminated list. */
 void gw_log_kv(enum gw_log_level level, const char *event, ...);
 
-/* Writes |s| JSON-escaped into |buf| (always NUL-terminated, truncated to |cap|). */
+/* Writes |s| JSON-escaped into |buf| (always NUL-terminated, truncated to |cap|, never inside an escape
+   or a UTF-8 sequence); a byte that is not part of valid UTF-8 becomes \ufffd. */
 size_t gw_json_escape(char *buf, size_t cap, const char *s);
 
 /* Lowercase hex of |n| bytes into |out| (2n+1 bytes). */

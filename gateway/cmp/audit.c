@@ -111,7 +111,7 @@ static void put_escaped(struct buf *b, const char *s, size_t n)
 
     while (n > 0) {
         seg = strnlen(s, n);
-        /* gw_json_escape takes a C string; at most 6 output bytes per input byte (\u00XX) */
+        /* gw_json_escape takes a C string; at most 6 output bytes per input byte (\u00XX, \ufffd) */
         if (seg > 0 && buf_reserve(b, 6 * seg)) {
             if ((copy = strndup(s, seg)) == NULL) {
                 b->failed = true;

@@ -144,6 +144,19 @@ class ProxyProtocol(harness.GatewayTestCase):
             for s in held:
                 s.close()
 
+    def test_request_line_utf8_whatever_the_path(self):
+        """A client's path of bytes that are no UTF-8 is logged as U+FFFD: the line stays JSON that a strict
+        reader (journald, a log shipper) takes, and names the client the header gave."""
+        before = len(self.requests())
+        with self.connect(v2_header("192.0.2.88", 8888)) as s:
+            s.sendall(b"GET /pki/\xff\xc0\xaf\xed\xa0\x80x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            harness.read_to_eof(s)
+        line = self.request_after(before)
+        self.assertEqual(line["peer"], "192.0.2.88:8888")
+        self.assertEqual(line["path"], "/pki/" + "\ufffd" * 6 + "x")
+        for raw in self.gw.stderr_path.read_bytes().splitlines():
+            raw.decode("utf-8")  # strict: no line of the log is anything but UTF-8
+
     @unittest.skipUnless(shutil.which("haproxy"), "haproxy (deploy/deps.sh installs it)")
     def test_openssl_cmp_through_haproxy(self):
         lb = self.keep_running(Haproxy(self.gw.dir, self.gw.port))

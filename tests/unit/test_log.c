@@ -33,8 +33,25 @@ static const struct esc_case esc_cases[] = {
     {"l1\nl2\r\t", 64, "l1\\nl2\\r\\t"},
     {"\x01\x1f\x7f", 64, "\\u0001\\u001f\\u007f"},
     {"caf\xc3\xa9", 64, "caf\xc3\xa9"}, /* UTF-8 passes through */
-    {"\xff\xfe", 64, "\xff\xfe"},       /* so do invalid bytes */
-    {"/</script>", 64, "/</script>"},   /* '/' needs no escape */
+    /* a byte that is not part of valid UTF-8 is U+FFFD, written as an escape, so that every line is
+       UTF-8 (RFC 8259 8.1): a strict reader (journald, a log shipper) would otherwise drop or blob it */
+    {"\xff\xfe", 64, "\\ufffd\\ufffd"},
+    {"a\x80"
+     "b",
+     64, "a\\ufffdb"},                                        /* a lone continuation byte */
+    {"\xc0\xaf", 64, "\\ufffd\\ufffd"},                       /* an overlong '/' */
+    {"\xe0\x80\xaf", 64, "\\ufffd\\ufffd\\ufffd"},            /* an overlong, 3 bytes */
+    {"\xed\xa0\x80", 64, "\\ufffd\\ufffd\\ufffd"},            /* a UTF-16 surrogate */
+    {"\xf4\x90\x80\x80", 64, "\\ufffd\\ufffd\\ufffd\\ufffd"}, /* past U+10FFFF */
+    {"\xf8\x88\x80\x80\x80", 64, "\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd"},
+    {"ab\xc3", 64, "ab\\ufffd"}, /* a sequence the string ends in */
+    {"\xc3z", 64, "\\ufffdz"},   /* one another byte interrupts */
+    {"\xe2\x82z", 64, "\\ufffd\\ufffdz"},
+    {"\xed\x9f\xbf\xee\x80\x80", 64, "\xed\x9f\xbf\xee\x80\x80"}, /* U+D7FF, U+E000 */
+    {"\xf4\x8f\xbf\xbf", 64, "\xf4\x8f\xbf\xbf"},                 /* U+10FFFF */
+    {"a\xff", 7, "a"},                                            /* \ufffd needs 6 */
+    {"a\xff", 8, "a\\ufffd"},
+    {"/</script>", 64, "/</script>"}, /* '/' needs no escape */
     /* truncation: |cap| counts the NUL */
     {"abcdef", 4, "abc"},
     {"abc", 4, "abc"},
@@ -69,6 +86,45 @@ static void test_escape(void **state)
     buf[0] = 'Z';
     assert_int_equal(gw_json_escape(buf, 0, "abc"), 0);
     assert_int_equal(buf[0], 'Z');
+}
+
+/* |text| parsed as JSON by a reader that refuses invalid UTF-8; NULL if it does not parse. */
+static struct json_object *parse_strict(const char *text)
+{
+    struct json_tokener *tok = json_tokener_new();
+    struct json_object *o;
+
+    assert_non_null(tok);
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+    o = json_tokener_parse_ex(tok, text, (int)strlen(text));
+    if (o != NULL && json_tokener_get_error(tok) != json_tokener_success) {
+        json_object_put(o);
+        o = NULL;
+    }
+    json_tokener_free(tok);
+    return o;
+}
+
+/* Every byte from 0x80 up, alone or before any other byte, escapes to a string a strict reader takes. */
+static void test_escape_high_bytes(void **state)
+{
+    char in[4], esc[32], out[40];
+    struct json_object *o;
+
+    (void)state;
+    for (int hi = 0x80; hi < 0x100; hi++) {
+        for (int next = 0; next < 0x100; next++) {
+            in[0] = (char)hi;
+            in[1] = (char)next; /* 0: |hi| alone */
+            in[2] = 'z';
+            in[3] = '\0';
+            gw_json_escape(esc, sizeof(esc), in);
+            snprintf(out, sizeof(out), "\"%s\"", esc);
+            if ((o = parse_strict(out)) == NULL)
+                fail_msg("bytes %02x %02x: %s is not valid JSON in UTF-8", hi, next, out);
+            json_object_put(o);
+        }
+    }
 }
 
 /* Every byte value, escaped, parses back as JSON to the same bytes (except invalid UTF-8). */
@@ -165,7 +221,7 @@ static struct json_object *line_json(int idx)
     assert_non_null(nl);
     line = strndup(p, (size_t)(nl - p));
     assert_non_null(line);
-    o = json_tokener_parse(line);
+    o = parse_strict(line);
     free(line);
     return o;
 }
@@ -184,7 +240,8 @@ static void log_basic(void)
     gw_log_set_level(GW_LOG_INFO);
     gw_log(GW_LOG_DEBUG, "hidden", "not shown");
     gw_log(GW_LOG_INFO, "hello", "n=%d s=%s", 42, "q\"uote\n");
-    gw_log_kv(GW_LOG_WARN, "request", "path", "/pki/cmp", "we\"ird", "a\\b", "empty", NULL, NULL);
+    gw_log_kv(GW_LOG_WARN, "request", "path", "/pki/cmp", "we\"ird", "a\\b", "empty", NULL, "raw",
+              "/pki/\xff\xc0\xaf\xed\xa0\x80", NULL);
     gw_log_set_level(GW_LOG_ERROR);
     gw_log(GW_LOG_WARN, "hidden", "not shown");
     gw_log(GW_LOG_ERROR, "bad", "x");
@@ -217,6 +274,8 @@ static void test_log_lines(void **state)
     assert_string_equal(field(o, "path"), "/pki/cmp");
     assert_string_equal(field(o, "we\"ird"), "a\\b");
     assert_string_equal(field(o, "empty"), "");
+    assert_string_equal(field(o, "raw"),
+                        "/pki/\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
     json_object_put(o);
     o = line_json(2);
     assert_non_null(o);
@@ -258,9 +317,13 @@ static void test_log_long(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_escape),    cmocka_unit_test(test_escape_roundtrip),
-        cmocka_unit_test(test_hex),       cmocka_unit_test(test_err_str),
-        cmocka_unit_test(test_log_lines), cmocka_unit_test(test_log_long),
+        cmocka_unit_test(test_escape),
+        cmocka_unit_test(test_escape_roundtrip),
+        cmocka_unit_test(test_escape_high_bytes),
+        cmocka_unit_test(test_hex),
+        cmocka_unit_test(test_err_str),
+        cmocka_unit_test(test_log_lines),
+        cmocka_unit_test(test_log_long),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
