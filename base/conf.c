@@ -683,10 +683,24 @@ static ssize_t read_all(int fd, unsigned char *buf, size_t cap)
     return (ssize_t)len;
 }
 
+int gw_conf_secret_mode(struct gw_conf_ctx *pc, const char *fpath, const char *file, mode_t mode)
+{
+    if ((mode & (S_IROTH | S_IWOTH)) != 0)
+        return gw_conf_fail(pc, fpath,
+                            "\"%s\" is readable or writable by others (mode %03o): a secret is for the "
+                            "gateway's user and group alone, make it 0600 or 0640",
+                            file, (unsigned)(mode & 0777));
+    if ((mode & (S_IRGRP | S_IWGRP)) != 0)
+        gw_log(GW_LOG_WARN, "config", "%s: %s: \"%s\" is readable or writable by its group", pc->name, fpath,
+               file);
+    return 0;
+}
+
 /*
  * Reads secret |file| (at most |cap| bytes plus one trailing "\n" or "\r\n", which is removed) into
- * a new buffer of |cap| + 3 bytes: free it with OPENSSL_clear_free(buf, cap + 3). Warns when the
- * file is readable by group or others; with |private|, refuses it unread. Never quotes the content.
+ * a new buffer of |cap| + 3 bytes: free it with OPENSSL_clear_free(buf, cap + 3). Refuses it unread
+ * when others may read or write it, with |private| when its group may; else warns when its group
+ * may (gw_conf_secret_mode). Never quotes the content.
  */
 static int read_secret(struct gw_conf_ctx *pc, const char *fpath, const char *file, size_t cap, bool private,
                        unsigned char **out, size_t *out_len)
@@ -710,6 +724,10 @@ static int read_secret(struct gw_conf_ctx *pc, const char *fpath, const char *fi
                             "make it 0600 or 0400",
                             file, (unsigned)(st.st_mode & 0777));
     }
+    if (!private && gw_conf_secret_mode(pc, fpath, file, st.st_mode) != 0) {
+        close(fd);
+        return GW_ERR_INVAL;
+    }
     /* two more than the cap: room for a trailing "\r\n", and one to see it is too long */
     if ((buf = OPENSSL_zalloc(cap + 3)) != NULL)
         len = read_all(fd, buf, cap + 3);
@@ -720,8 +738,6 @@ static int read_secret(struct gw_conf_ctx *pc, const char *fpath, const char *fi
     }
     if (len > 0 && buf[len - 1] == '\n')
         len -= (len > 1 && buf[len - 2] == '\r') ? 2 : 1;
-    if ((st.st_mode & (S_IRGRP | S_IROTH)) != 0)
-        gw_log(GW_LOG_WARN, "config", "%s: %s: \"%s\" is readable by group or others", pc->name, fpath, file);
     *out = buf;
     *out_len = (size_t)len;
     return 0;

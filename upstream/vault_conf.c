@@ -54,7 +54,7 @@ static const struct gw_conf_names names_mount = {
 static const struct gw_conf_names names_namespace = {
     namespace_ok, "a namespace like \"ns1/ns2/\" ([A-Za-z0-9._-] segments)"};
 
-/* A file the gateway reads later (a token): readable now; a warning when others may read it. */
+/* A file the gateway reads later (a token): readable now, and a secret by its mode (gw_conf_secret_mode). */
 static int check_readable(struct gw_conf_ctx *pc, const char *fpath, const char *file)
 {
     struct stat st;
@@ -62,10 +62,12 @@ static int check_readable(struct gw_conf_ctx *pc, const char *fpath, const char 
 
     if ((fd = open(file, O_RDONLY | O_CLOEXEC)) < 0)
         return gw_conf_fail(pc, fpath, "cannot open \"%s\": %s", file, strerror(errno));
-    if (fstat(fd, &st) == 0 && (st.st_mode & (S_IRGRP | S_IROTH)) != 0)
-        gw_log(GW_LOG_WARN, "config", "%s: %s: \"%s\" is readable by group or others", pc->name, fpath, file);
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return gw_conf_fail(pc, fpath, "cannot read \"%s\": %s", file, strerror(errno));
+    }
     close(fd);
-    return 0;
+    return gw_conf_secret_mode(pc, fpath, file, st.st_mode);
 }
 
 int gw_vault_conf_check(struct gw_conf_ctx *pc, const char *path, struct gw_upstream_conf *uc)

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "gateway/config.h"
@@ -71,13 +72,27 @@ static inline char *fuzz_pki_file(const char *name, size_t *len)
     return buf;
 }
 
+/* Makes the fuzzing PKI's secrets 0600: git checks every file out readable by others, and a secret
+ * file others may read is refused (base/conf.c, gw_conf_secret_mode). */
+static inline void fuzz_pki_secrets_private(void)
+{
+    static const char *const secrets[] = {"pbm.secret", "hmac.key", "vault.token"};
+    char path[FUZZ_PATH_LEN];
+
+    for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", FUZZ_PKI, secrets[i]);
+        (void)chmod(path, 0600);
+    }
+}
+
 /* Parses |json| with the fuzzing PKI as base directory; the configuration must be valid. */
 static inline struct gw_config *fuzz_config(const char *json)
 {
     char err[GW_ERR_LEN] = "";
-    struct gw_config *cfg = gw_config_parse(json, strlen(json), FUZZ_PKI, "cmpgw.json", err);
+    struct gw_config *cfg;
 
-    if (cfg == NULL)
+    fuzz_pki_secrets_private();
+    if ((cfg = gw_config_parse(json, strlen(json), FUZZ_PKI, "cmpgw.json", err)) == NULL)
         fuzz_die("configuration: %s", err);
     return cfg;
 }

@@ -11,6 +11,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc;
     (void)argv;
     fuzz_quiet();
+    fuzz_pki_secrets_private();
     return 0;
 }
 

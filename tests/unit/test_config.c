@@ -193,6 +193,8 @@ static int extra_pki(void)
             return -1;
     }
     put_file("vault.token", "s.abcdefgh\n", 11, 0600);
+    put_file("others.token", "s.abcdefgh\n", 11, 0604);
+    put_file("group.token", "s.abcdefgh\n", 11, 0640);
     put_file("hmac.key", HMAC_HEX "\n", strlen(HMAC_HEX) + 1, 0600);
     put_file("hmac-odd.key", "0123456789abcdef0123456789abcdef0", 33, 0600);
     put_file("hmac-short.key", "0123456789abcdef0123456789abcd", 30, 0600);
@@ -245,6 +247,10 @@ static int group_setup(void **state)
     put_file("short.secret", secret_short, strlen(secret_short), 0600);
     put_file("crlf.secret", "12345678\r\n", 10, 0600);
     put_file("long.secret", "", 0, 0600);
+    put_file("others-read.secret", "0123456789abcdef", 16, 0644);
+    put_file("others-write.secret", "0123456789abcdef", 16, 0602);
+    put_file("group-read.secret", "0123456789abcdef", 16, 0640);
+    put_file("group-write.secret", "0123456789abcdef", 16, 0620);
     {
         char big[GW_MAX_PBM_SECRET_LEN + 1];
         memset(big, 'x', sizeof(big));
@@ -584,6 +590,14 @@ static const struct bad bad_cases[] = {
     {"pbm secret long",
      {E("\"secret_file\": \"pbm.secret\"", "\"secret_file\": \"long.secret\"")},
      {"$.pbm.demo-device.secret_file", "must be 8..1024 bytes"}},
+    {"pbm secret others may read",
+     {E("\"secret_file\": \"pbm.secret\"", "\"secret_file\": \"others-read.secret\"")},
+     {"$.pbm.demo-device.secret_file: \"",
+      "others-read.secret\" is readable or writable by others (mode 644)"}},
+    {"pbm secret others may write",
+     {E("\"secret_file\": \"pbm.secret\"", "\"secret_file\": \"others-write.secret\"")},
+     {"$.pbm.demo-device.secret_file: \"",
+      "others-write.secret\" is readable or writable by others (mode 602)"}},
     {"pbm secret missing",
      {E("\"secret_file\": \"pbm.secret\"", "\"secret_file\": \"nope.secret\"")},
      {"$.pbm.demo-device.secret_file: cannot open"}},
@@ -795,6 +809,9 @@ static const struct bad bad_cases[] = {
     {"vault tls_ca garbage",
      {UPS, E("\"tls_ca\": \"ca.pem\"", "\"tls_ca\": \"garbage.pem\"")},
      {"$.upstreams.vault.tls_ca: cannot parse a PEM certificate"}},
+    {"vault token others may read",
+     {UPS, E("\"vault.token\"", "\"others.token\"")},
+     {"$.upstreams.vault.token_file: \"", "others.token\" is readable or writable by others (mode 604)"}},
     {"vault token missing",
      {UPS, E("\"vault.token\"", "\"nope.token\"")},
      {"$.upstreams.vault.token_file: cannot open \"", "nope.token\""}},
@@ -1653,6 +1670,42 @@ static void test_warnings(void **state)
     }
 }
 
+/*
+ * A secret file others may read or write is refused (above, "bad"); one its group may read or write
+ * loads with a warning: root:cmpgw 0640 is how the gateway's user reads it again at a reload.
+ */
+static void test_secret_group_warns(void **state)
+{
+    static const struct {
+        struct edit e[2];
+        const char *key, *file;
+    } cases[] = {
+        {{E("\"secret_file\": \"pbm.secret\"", "\"secret_file\": \"group-read.secret\"")},
+         "$.pbm.demo-device.secret_file",
+         "group-read.secret"},
+        {{E("\"secret_file\": \"pbm.secret\"", "\"secret_file\": \"group-write.secret\"")},
+         "$.pbm.demo-device.secret_file",
+         "group-write.secret"},
+        {{UPS, E("\"vault.token\"", "\"group.token\"")}, "$.upstreams.vault.token_file", "group.token"},
+    };
+    struct gw_config *cfg;
+    char want[512], *log;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        capture_start();
+        cfg = parse_edits(cases[i].e, cases[i].e[1].find != NULL ? 2 : 1);
+        log = capture_end();
+        assert_non_null(cfg);
+        snprintf(want, sizeof(want), "%s: \\\"%s/%s\\\" is readable or writable by its group", cases[i].key,
+                 dir, cases[i].file);
+        if (strstr(log, want) == NULL)
+            fail_msg("case %zu: no warning\n  %s\nin\n  %s", i, want, log);
+        gw_config_free(cfg);
+        free(log);
+    }
+}
+
 /* gw_upstream_check_role: the caps rules, on the parsed baseline and on hand-made twins. */
 static void test_check_role(void **state)
 {
@@ -1788,6 +1841,7 @@ int main(void)
         cmocka_unit_test(test_upstream_edges),
         cmocka_unit_test(test_crl),
         cmocka_unit_test(test_warnings),
+        cmocka_unit_test(test_secret_group_warns),
         cmocka_unit_test(test_check_role),
     };
     const size_t nbad = sizeof(bad_cases) / sizeof(bad_cases[0]), nfixed = sizeof(fixed) / sizeof(fixed[0]);
