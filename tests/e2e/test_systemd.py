@@ -2,7 +2,9 @@
 socket of this test sends READY=1 once it serves, WATCHDOG=1 while it runs (WATCHDOG_USEC set),
 RELOADING=1 then READY=1 again on SIGHUP, and STOPPING=1 on SIGTERM; and deploy/systemd/cmpgw.service passes `systemd-analyze verify` (silent)
 and `systemd-analyze security --offline=true --threshold=30`, as does cmpgw.socket the first."""
+import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -79,6 +81,35 @@ class Unit(unittest.TestCase):
             sock.write_text((harness.REPO / "deploy" / "systemd" / "cmpgw.socket").read_text())
             v = subprocess.run([analyze, "verify", str(sock)], capture_output=True, text=True)
             self.assertEqual((v.returncode, v.stdout + v.stderr), (0, ""))
+
+    @unittest.skipUnless(os.geteuid() == 0 and shutil.which("setpriv"), "needs root and setpriv (util-linux)")
+    def test_root_with_the_units_capabilities_reaches_the_users_audit_log(self):
+        """The unit starts cmpgw as root with the capabilities of its CapabilityBoundingSet= only, and the
+        package's tmpfiles.d makes /var/log/cmpgw the user's: root must still open the audit log there
+        before it becomes the user, or no start gets past `cmpgw check` (ExecStartPre)."""
+        unit = (harness.REPO / "deploy" / "systemd" / "cmpgw.service").read_text()
+        caps = [c for line in unit.splitlines() if line.startswith("CapabilityBoundingSet=")
+                for c in line.split("=", 1)[1].split()]
+        tmpfiles = (harness.REPO / "deploy" / "debian" / "cmpgw.tmpfiles").read_text().splitlines()
+        mode = next(int(l.split()[2], 8) for l in tmpfiles if l.startswith("d /var/log/cmpgw "))
+        nobody = pwd.getpwnam("nobody")
+        with tempfile.TemporaryDirectory(prefix="cmpgw-e2e-") as tmp:
+            d = Path(tmp)
+            d.chmod(0o755)
+            harness.run(["bash", harness.REPO / "deploy" / "demo-pki.sh", d],
+                        env=dict(os.environ, CMPGW_PORT=str(harness.free_port())))
+            log = d / "log"
+            log.mkdir()
+            os.chown(log, nobody.pw_uid, nobody.pw_gid)
+            log.chmod(mode)
+            cfg = json.loads((d / "cmpgw.json").read_text())
+            cfg["audit"] = {"file": str(log / "audit.log")}
+            cfg["user"] = "nobody"
+            (d / "cmpgw.json").write_text(json.dumps(cfg))
+            bounding = "-all," + ",".join("+" + c[len("CAP_"):].lower() for c in caps)
+            p = subprocess.run(["setpriv", "--bounding-set", bounding, "--", str(harness.GATEWAY_BIN), "check",
+                                "-c", str(d / "cmpgw.json")], cwd=d, capture_output=True, text=True, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
 
 
 if __name__ == "__main__":
