@@ -158,6 +158,15 @@ static int check_listener(struct gw_conf_ctx *pc, const char *path, void *base)
     if (l->n_trusted_proxies > GW_MAX_TRUSTED_PROXIES)
         return gw_conf_fail(pc, kpath, "%zu ranges: at most %d", l->n_trusted_proxies,
                             GW_MAX_TRUSTED_PROXIES);
+    for (size_t i = 0; i < l->n_trusted_proxies; i++) {
+        const char *slash = strrchr(l->trusted_proxies[i], '/');
+
+        if (slash != NULL && strcmp(slash, "/0") == 0) /* a balancer's address is known: this is a slip */
+            gw_log(GW_LOG_WARN, "config",
+                   "%s: %s: a range of every address (\"%s\"): any client that reaches the listener may "
+                   "name itself any address, past the per-address limits and into the request log",
+                   pc->name, kpath, l->trusted_proxies[i]);
+    }
     gw_conf_join_key(kpath, path, l->plain_http ? "plain_http" : "tls");
     if (l->plain_http && l->tls_cert != NULL)
         return gw_conf_fail(pc, kpath, "true together with \"tls\": choose one");

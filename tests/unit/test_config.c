@@ -1706,6 +1706,38 @@ static void test_secret_group_warns(void **state)
     }
 }
 
+/* A "trusted_proxies" range of every address loads with a warning: any client may claim any address. */
+static void test_trusted_everyone_warns(void **state)
+{
+    static const struct {
+        const char *ranges;
+        bool warns;
+    } cases[] = {
+        {"[\"0.0.0.0/0\"]", true},
+        {"[\"10.0.0.5/32\", \"::/0\"]", true},
+        {"[\"10.0.0.0/8\", \"fd00::/64\"]", false},
+    };
+    char repl[256];
+    struct gw_config *cfg;
+    char *log;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct edit e[1] = {{DEMO_LISTEN_AT, repl}};
+
+        snprintf(repl, sizeof(repl), "%s, \"trusted_proxies\": %s", DEMO_LISTEN_AT, cases[i].ranges);
+        capture_start();
+        cfg = parse_edits(e, 1);
+        log = capture_end();
+        assert_non_null(cfg);
+        if ((strstr(log, "$.listeners[0].trusted_proxies: a range of every address") != NULL) !=
+            cases[i].warns)
+            fail_msg("case %zu (%s): %s", i, cases[i].ranges, log);
+        gw_config_free(cfg);
+        free(log);
+    }
+}
+
 /* gw_upstream_check_role: the caps rules, on the parsed baseline and on hand-made twins. */
 static void test_check_role(void **state)
 {
@@ -1842,6 +1874,7 @@ int main(void)
         cmocka_unit_test(test_crl),
         cmocka_unit_test(test_warnings),
         cmocka_unit_test(test_secret_group_warns),
+        cmocka_unit_test(test_trusted_everyone_warns),
         cmocka_unit_test(test_check_role),
     };
     const size_t nbad = sizeof(bad_cases) / sizeof(bad_cases[0]), nfixed = sizeof(fixed) / sizeof(fixed[0]);
