@@ -93,12 +93,15 @@ static const char *const scripts[N_SCRIPTS] = {
     [S_PUT] = "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\n"
               "redis.call('ZADD', KEYS[2], tonumber(redis.call('TIME')[1]) + tonumber(ARGV[3]), KEYS[1])\n"
               "return 0\n",
-    /* KEYS: the record and its lease; ARGV: this instance, the lease's seconds. The record and its
-       result (or nil), 1 when another instance holds it, or nil */
+    /* KEYS: the record and its lease; ARGV: this instance, the lease's seconds, the largest record and
+       result an instance writes. The record and its result (or nil), 1 when another instance holds it,
+       2 when either is larger than an instance writes (neither sent nor leased), or nil */
     [S_TAKE] = "local v = redis.call('GET', KEYS[1])\n"
                "if not v then return nil end\n"
+               "local r = redis.call('GET', " LUA_RES_OF("KEYS[1]") ")\n"
+               "if #v > tonumber(ARGV[3]) or (r and #r > tonumber(ARGV[4])) then return 2 end\n"
                "if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end\n"
-               "return {v, redis.call('GET', " LUA_RES_OF("KEYS[1]") ")}\n",
+               "return {v, r}\n",
     /* KEYS: the record and its lease; ARGV: this instance, the deadlines. 1 if the record was there;
        the lease goes only if this instance holds it */
     [S_DROP] = "local l = redis.call('GET', KEYS[2])\n"
@@ -112,8 +115,9 @@ static const char *const scripts[N_SCRIPTS] = {
                   "return 0\n",
     /* readiness: scripts run (an ACL that forbids them, or a Redis that refuses writes, shows) */
     [S_PING] = "return 0\n",
-    /* KEYS: the deadlines (twice); ARGV: the slack, how many. The records past their deadline, each
-       taken by exactly one caller: key, record, result (or ""), key, record, result... */
+    /* KEYS: the deadlines (twice); ARGV: the slack, how many, the largest record and result an
+       instance writes. The records past their deadline, each taken by exactly one caller: key, record,
+       result (or ""), key, record, result...; a larger one as "" and "" (it does not verify) */
     [S_CLAIM] =
         "local out = {}\n"
         "local now = tonumber(redis.call('TIME')[1]) - tonumber(ARGV[1])\n"
@@ -123,8 +127,9 @@ static const char *const scripts[N_SCRIPTS] = {
         "    local v = redis.call('GET', k)\n"
         "    local r = " LUA_RES_OF("k") "\n"
         "    if v then\n"
-        "      table.insert(out, k) table.insert(out, v) table.insert(out, "
-        "redis.call('GET', r) or '')\n"
+        "      local res = redis.call('GET', r) or ''\n"
+        "      if #v > tonumber(ARGV[3]) or #res > tonumber(ARGV[4]) then v, res = '', '' end\n"
+        "      table.insert(out, k) table.insert(out, v) table.insert(out, res)\n"
         "      redis.call('DEL', k, r)\n"
         "    end\n"
         "  end\n"
@@ -731,6 +736,27 @@ static int result_decode(const struct gw_cluster *cl, const unsigned char *tid, 
     return 0;
 }
 
+/* The largest record and result an instance writes, as script arguments: a larger one is not ours. */
+static void size_args(char record[24], char result[24])
+{
+    snprintf(record, 24, "%d", GW_STATE_MAX_RECORD);
+    snprintf(result, 24, "%d", GW_STATE_MAX_RESULT);
+}
+
+/* |blob| of |*len| bytes, read once |blob| is built (freed here when it is larger than |max|, which no
+ * instance would take): NULL then, with |err|. */
+static unsigned char *within(unsigned char *blob, const size_t *len, size_t max, const char *what, char *err)
+{
+    if (blob != NULL && *len > max) {
+        snprintf(err, GW_ERR_LEN, "shared state: the %s is %zu bytes, more than %zu", what, *len, max);
+        free(blob);
+        return NULL;
+    }
+    if (blob == NULL)
+        snprintf(err, GW_ERR_LEN, "shared state: the %s could not be built", what);
+    return blob;
+}
+
 /* A record |v| and its result |r| (nil or empty: none) as Redis answered them; GW_ERR_INVAL if either is not
  * ours. */
 static int reply_decode(const struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
@@ -757,10 +783,9 @@ int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_
 
     if (!gw_cluster_keeps_records(cl) || tid_len == 0 || tid_len > GW_MAX_TID_LEN)
         return GW_ERR_INVAL;
-    if ((blob = record_encode(cl, tid, tid_len, rec, &len)) == NULL) {
-        snprintf(err, GW_ERR_LEN, "shared state: the transaction record could not be built");
+    if ((blob = within(record_encode(cl, tid, tid_len, rec, &len), &len, GW_STATE_MAX_RECORD,
+                       "transaction record", err)) == NULL)
         return GW_ERR_NOMEM;
-    }
     key(cl, k, "rec", tid, tid_len);
     snprintf(dk, sizeof(dk), "%sdeadlines", cl->prefix);
     snprintf(secs, sizeof(secs), "%lld", (long long)ttl + GW_STATE_GRACE);
@@ -783,10 +808,9 @@ int gw_cluster_update_record(struct gw_cluster *cl, const unsigned char *tid, si
 
     if (!gw_cluster_keeps_records(cl) || tid_len == 0 || tid_len > GW_MAX_TID_LEN)
         return GW_ERR_INVAL;
-    if ((blob = record_encode(cl, tid, tid_len, rec, &len)) == NULL) {
-        snprintf(err, GW_ERR_LEN, "shared state: the transaction record could not be built");
+    if ((blob = within(record_encode(cl, tid, tid_len, rec, &len), &len, GW_STATE_MAX_RECORD,
+                       "transaction record", err)) == NULL)
         return GW_ERR_NOMEM;
-    }
     key(cl, k1, "rec", tid, tid_len);
     key(cl, k2, "lease", tid, tid_len);
     rc = integer_of(cl,
@@ -811,10 +835,9 @@ int gw_cluster_put_result(struct gw_cluster *cl, const unsigned char *tid, size_
 
     if (!gw_cluster_keeps_records(cl) || tid_len == 0 || tid_len > GW_MAX_TID_LEN)
         return GW_ERR_INVAL;
-    if ((blob = result_encode(cl, tid, tid_len, res, &len)) == NULL) {
-        snprintf(err, GW_ERR_LEN, "shared state: the upstream result could not be stored");
+    if ((blob = within(result_encode(cl, tid, tid_len, res, &len), &len, GW_STATE_MAX_RESULT,
+                       "upstream result", err)) == NULL)
         return GW_ERR_NOMEM;
-    }
     key(cl, k1, "rec", tid, tid_len);
     key(cl, k2, "res", tid, tid_len);
     snprintf(secs, sizeof(secs), "%lld", (long long)ttl + GW_STATE_GRACE);
@@ -829,7 +852,8 @@ int gw_cluster_put_result(struct gw_cluster *cl, const unsigned char *tid, size_
 int gw_cluster_claim_expired(struct gw_cluster *cl, time_t now, gw_cluster_expired_fn cb, void *arg)
 {
     char dk[KEY_LEN], n[24], lim[8], err[GW_ERR_LEN];
-    const char *args[2] = {n, lim};
+    char max_record[24], max_result[24];
+    const char *args[4] = {n, lim, max_record, max_result};
     size_t plen = strlen(cl != NULL ? cl->prefix : "") + strlen("rec:");
     redisReply *r;
     int claimed = 0;
@@ -839,7 +863,8 @@ int gw_cluster_claim_expired(struct gw_cluster *cl, time_t now, gw_cluster_expir
     snprintf(dk, sizeof(dk), "%sdeadlines", cl->prefix);
     snprintf(n, sizeof(n), "%d", GW_STATE_CLAIM_SLACK); /* deadlines and the claim on Redis's clock */
     snprintf(lim, sizeof(lim), "%d", GW_STATE_CLAIM_BATCH);
-    if ((r = eval(cl, S_CLAIM, dk, dk, 2, args, err)) == NULL) {
+    size_args(max_record, max_result);
+    if ((r = eval(cl, S_CLAIM, dk, dk, 4, args, err)) == NULL) {
         if (now - cl->claim_logged >= 60) { /* once a minute: it runs every second */
             gw_log_kv(GW_LOG_WARN, "shared_state_claim_failed", "reason", err, NULL);
             cl->claim_logged = now;
@@ -880,7 +905,8 @@ int gw_cluster_take_record(struct gw_cluster *cl, const unsigned char *tid, size
                            struct gw_txn_record *out, char *err)
 {
     char k1[KEY_LEN], k2[KEY_LEN], secs[16];
-    const char *args[2] = {cl->owner, secs};
+    char max_record[24], max_result[24];
+    const char *args[4] = {cl->owner, secs, max_record, max_result};
     redisReply *r;
     int rc;
 
@@ -890,14 +916,19 @@ int gw_cluster_take_record(struct gw_cluster *cl, const unsigned char *tid, size
     key(cl, k1, "rec", tid, tid_len);
     key(cl, k2, "lease", tid, tid_len);
     snprintf(secs, sizeof(secs), "%d", GW_STATE_LEASE_SECS);
-    if ((r = eval(cl, S_TAKE, k1, k2, 2, args, err)) == NULL)
+    size_args(max_record, max_result);
+    if ((r = eval(cl, S_TAKE, k1, k2, 4, args, err)) == NULL)
         return GW_ERR_UNAVAILABLE;
-    if (r->type == REDIS_REPLY_NIL)
+    if (r->type == REDIS_REPLY_NIL) {
         rc = GW_ERR_NOT_FOUND;
-    else if (r->type == REDIS_REPLY_INTEGER)
+    } else if (r->type == REDIS_REPLY_INTEGER && r->integer == 2) {
+        snprintf(err, GW_ERR_LEN,
+                 "the shared transaction record or its result is larger than an instance writes (altered)");
+        rc = GW_ERR_INVAL;
+    } else if (r->type == REDIS_REPLY_INTEGER) {
         rc = GW_ERR_BUSY;
-    else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-             reply_decode(cl, tid, tid_len, r->element[0], r->element[1], out) != 0) {
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+               reply_decode(cl, tid, tid_len, r->element[0], r->element[1], out) != 0) {
         snprintf(err, GW_ERR_LEN, "the shared transaction record does not verify (another key, or altered)");
         rc = GW_ERR_INVAL;
     } else {

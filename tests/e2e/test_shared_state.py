@@ -307,6 +307,29 @@ class Continuation(ThreeInstances):
         self.assertTrue(any(l.get("event") == "txn_record_invalid" for l in self.gw2.log_lines()))
         self.assertEqual(self.audit(self.gw2, "confirmed", "altered"), [])
 
+    def test_oversized_record_refused_inside_redis(self):
+        """A record larger than any instance writes (put there by whoever else can write to Redis, up to
+        Redis's 512 MiB) is refused by the script that would hand it over: no instance pulls it in, HMACs
+        it, or leases it, whoever sends a certConf naming its transactionID."""
+        flag = self.gw.dir / "oversized.flag"
+        p = self.parked("oversized", flag)
+        tid = self.audit(self.gw, "issued", "oversized")[0]["tid"]
+        name = "cmpgw:rec:" + tid
+        # 8 MiB, made inside Redis; the same key, so the record's TTL and deadline stay
+        self.redis.command("EVAL", "return redis.call('SET', KEYS[1], string.rep('x', 8388608), 'KEEPTTL')", "1",
+                           name)
+        self.assertEqual(self.redis.command("STRLEN", name), ":8388608")
+        flag.write_text("")
+        out, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 2, out + err)
+        self.assertIn(b"no open transaction", out + err)
+        lines = [l for l in self.gw2.log_lines() if l.get("event") == "txn_record_invalid" and l.get("tid") == tid]
+        self.assertTrue(lines, self.gw2.stderr()[-3000:])
+        self.assertIn("larger than an instance writes", lines[-1]["reason"])
+        self.assertEqual(self.redis.command("EXISTS", "cmpgw:lease:" + tid), ":0")  # not leased either
+        self.assertEqual(self.audit(self.gw2, "confirmed", "oversized"), [])
+        self.redis.command("DEL", name)  # the tests after this one count the records
+
     def test_owner_killed_after_ip(self):
         flag = self.gw.dir / "killed.flag"
         rc, out = self.first_killed(self.parked("orphan", flag), flag)
