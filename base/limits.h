@@ -78,6 +78,8 @@
    a larger value (a Redis writer's) is refused inside Redis, never pulled over and HMAC'd */
 #define GW_STATE_MAX_RECORD (4 * GW_MAX_CMP_BODY)      /* the request, its certificate, a few fields */
 #define GW_STATE_MAX_RESULT (2 * GW_MAX_UPSTREAM_BODY) /* a certificate and its chain, a reason */
+/* one answer from Redis, read whole within "timeout": a claim's batch of records and results, and room */
+#define GW_STATE_MAX_REPLY (GW_STATE_CLAIM_BATCH * (GW_STATE_MAX_RECORD + GW_STATE_MAX_RESULT) + 65536)
 #define GW_DEFAULT_MAX_TXNS 10000
 #define GW_DEFAULT_MAX_TXNS_PER_IDENTITY 16
 #define GW_MAX_TXNS 1000000

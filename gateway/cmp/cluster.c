@@ -14,6 +14,7 @@
  * Scripts run by EVALSHA, and by EVAL after NOSCRIPT (a restarted or flushed Redis).
  */
 #include "gateway/cmp/cluster.h"
+#include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
 
@@ -39,6 +40,8 @@ void gw_txn_record_cleanup(struct gw_txn_record *rec)
 
 #ifdef CMPGW_WITH_HIREDIS
 
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -221,6 +224,60 @@ static int unavailable(struct gw_cluster *cl, redisContext *c, const redisReply 
     return mark_down(cl, err);
 }
 
+/*
+ * One command on |c| and its answer, or NULL with c->err set (the caller drops |c|). Bounded as
+ * hiredis's own redisCommandArgv is not: the whole answer within the timeout (its socket timeout
+ * bounds each read only, so an answer a byte at a time would hold the thread forever), and at most
+ * GW_STATE_MAX_REPLY bytes of it (hiredis would read up to Redis's 512 MiB bulk and more).
+ */
+static redisReply *command(const struct gw_cluster *cl, redisContext *c, int argc, const char **argv,
+                           const size_t *argl)
+{
+    uint64_t until = gw_now_ms() + (uint64_t)cl->timeout.tv_sec * 1000 + (uint64_t)cl->timeout.tv_usec / 1000;
+    void *reply = NULL;
+    size_t got = 0;
+    int done = 0;
+
+    if (redisAppendCommandArgv(c, argc, argv, argl) != REDIS_OK)
+        return NULL;
+    while (!done)
+        if (redisBufferWrite(c, &done) != REDIS_OK) /* each write within the socket's timeout */
+            return NULL;
+    while (redisGetReplyFromReader(c, &reply) == REDIS_OK && reply == NULL) {
+        struct pollfd p = {.fd = c->fd, .events = POLLIN};
+        uint64_t now = gw_now_ms();
+        size_t before;
+        int n;
+
+        if (got > GW_STATE_MAX_REPLY || now >= until ||
+            ((n = poll(&p, 1, (int)(until - now))) == 0 || (n < 0 && errno != EINTR))) {
+            c->err = REDIS_ERR_IO;
+            if (got > GW_STATE_MAX_REPLY)
+                snprintf(c->errstr, sizeof(c->errstr), "an answer of more than %d bytes", GW_STATE_MAX_REPLY);
+            else
+                snprintf(c->errstr, sizeof(c->errstr), "no whole answer within %lld ms",
+                         (long long)cl->timeout.tv_sec * 1000 + cl->timeout.tv_usec / 1000);
+            return NULL;
+        }
+        if (n < 0)
+            continue;
+        before = c->reader->len;
+        if (redisBufferRead(c) != REDIS_OK)
+            return NULL;
+        got += c->reader->len - before;
+    }
+    return reply;
+}
+
+static redisReply *command1(const struct gw_cluster *cl, redisContext *c, int argc, const char *const *argv)
+{
+    size_t argl[4];
+
+    for (int i = 0; i < argc && i < 4; i++)
+        argl[i] = strlen(argv[i]);
+    return command(cl, c, argc, (const char **)argv, argl);
+}
+
 /* This thread's connection, authenticated; NULL with |err|. */
 static redisContext *connection(struct gw_cluster *cl, char *err)
 {
@@ -236,8 +293,12 @@ static redisContext *connection(struct gw_cluster *cl, char *err)
     }
     (void)redisSetTimeout(c, cl->timeout);
     if (cl->password != NULL) {
-        r = cl->username != NULL ? redisCommand(c, "AUTH %s %b", cl->username, cl->password, cl->password_len)
-                                 : redisCommand(c, "AUTH %b", cl->password, cl->password_len);
+        const char *argv[3] = {"AUTH", cl->username, (const char *)cl->password};
+        size_t argl[3] = {4, cl->username != NULL ? strlen(cl->username) : 0, cl->password_len};
+
+        if (cl->username == NULL) /* the default user: AUTH <password> */
+            argv[1] = argv[2], argl[1] = argl[2];
+        r = command(cl, c, cl->username != NULL ? 3 : 2, argv, argl);
         if (r == NULL || r->type == REDIS_REPLY_ERROR) {
             snprintf(err, GW_ERR_LEN, "Redis at %s:%d refused the gateway's AUTH: %.120s", cl->address,
                      cl->port, r != NULL ? r->str : c->errstr);
@@ -271,14 +332,14 @@ static redisReply *eval_n(struct gw_cluster *cl, int s, const char *k1, const ch
         argv[5 + i] = args[i];
     for (int i = 0; i < 5 + argc && i < 9; i++)
         argl[i] = i >= 5 && lens != NULL ? lens[i - 5] : strlen(argv[i]);
-    r = redisCommandArgv(c, 5 + argc, argv, argl);
+    r = command(cl, c, 5 + argc, argv, argl);
     if (r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
         freeReplyObject(r); /* Redis restarted or its scripts were flushed: EVAL loads it again */
         argv[0] = "EVAL";
         argv[1] = scripts[s];
         argl[0] = 4;
         argl[1] = strlen(scripts[s]);
-        r = redisCommandArgv(c, 5 + argc, argv, argl);
+        r = command(cl, c, 5 + argc, argv, argl);
     }
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
         (void)unavailable(cl, c, r, err);
@@ -365,7 +426,7 @@ static void *pinger_main(void *arg)
 static int require_setting(struct gw_cluster *cl, redisContext *c, const char *name, const char *want,
                            char *err)
 {
-    redisReply *r = redisCommand(c, "CONFIG GET %s", name);
+    redisReply *r = command1(cl, c, 3, (const char *const[]){"CONFIG", "GET", name});
     int ok = r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
              r->element[1]->type == REDIS_REPLY_STRING && strcmp(r->element[1]->str, want) == 0;
 

@@ -1,0 +1,253 @@
+/*
+ * The shared state's Redis client (gateway/cmp/cluster.c) against a fake Redis on loopback that
+ * answers the gateway's start (CONFIG GET) and readiness PING as Redis does, then answers a check
+ * the way a peer on the path to Redis, or a broken Redis, could: an answer larger than any the
+ * gateway takes, one trickled a byte at a time so that no single read times out, garbage. Each
+ * must leave the check refused (fail closed) with the reason, never the thread held or the memory
+ * filled.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "base/clock.h"
+#include "base/err.h"
+#include "base/limits.h"
+#include "gateway/cmp/cluster.h"
+
+enum answer { HUGE, TRICKLE, GARBAGE };
+
+struct fake {
+    int lfd;
+    uint16_t port;
+    enum answer answer;
+    pthread_t tid;
+    atomic_bool stop;
+    atomic_int conns; /* connections still served */
+};
+
+struct conn {
+    struct fake *f;
+    int fd;
+};
+
+static bool send_all(int fd, const void *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            return false;
+        p = (const char *)p + w;
+        n -= (size_t)w;
+    }
+    return true;
+}
+
+/* One "\r\n"-terminated line into |buf| (without it); false at the end of the stream. */
+static bool read_line(int fd, char *buf, size_t cap)
+{
+    size_t n = 0;
+    char ch;
+
+    while (read(fd, &ch, 1) == 1) {
+        if (ch == '\n') {
+            buf[n > 0 && buf[n - 1] == '\r' ? n - 1 : n] = '\0';
+            return true;
+        }
+        if (n + 1 < cap)
+            buf[n++] = ch;
+    }
+    return false;
+}
+
+/* One command (an array of bulk strings): its first |keep| arguments into |argv| (each 256 bytes). */
+static int read_command(int fd, char argv[][256], int keep)
+{
+    char line[64];
+    int argc;
+
+    if (!read_line(fd, line, sizeof(line)) || line[0] != '*')
+        return -1;
+    argc = atoi(line + 1);
+    for (int i = 0; i < argc; i++) {
+        long len;
+        char ch;
+
+        if (!read_line(fd, line, sizeof(line)) || line[0] != '$')
+            return -1;
+        len = atol(line + 1);
+        for (long j = 0; j < len + 2; j++) { /* the value and its "\r\n" */
+            if (read(fd, &ch, 1) != 1)
+                return -1;
+            if (i < keep && j < 255 && j < len) {
+                argv[i][j] = ch;
+                argv[i][j + 1] = '\0';
+            }
+        }
+        if (i < keep && len == 0)
+            argv[i][0] = '\0';
+    }
+    return argc;
+}
+
+static void answer(struct conn *c)
+{
+    static char chunk[65536];
+
+    switch (c->f->answer) {
+    case HUGE: /* 64 MiB: far past GW_STATE_MAX_REPLY */
+        if (send_all(c->fd, "$67108864\r\n", 11))
+            for (int i = 0; i < 1024 && !atomic_load(&c->f->stop) && send_all(c->fd, chunk, sizeof(chunk));
+                 i++)
+                ;
+        break;
+    case TRICKLE: /* 100 of 1000 bytes promised, one every 50 ms: each read well within the timeout */
+        if (send_all(c->fd, "$1000\r\n", 7))
+            for (int i = 0; i < 100 && !atomic_load(&c->f->stop) && send_all(c->fd, "x", 1); i++)
+                gw_sleep_ms(50);
+        break;
+    case GARBAGE:
+        (void)send_all(c->fd, "?what\r\n", 7);
+        break;
+    }
+}
+
+static void *serve_conn(void *arg)
+{
+    struct conn *c = arg;
+    char argv[4][256];
+    int argc;
+
+    memset(argv, 0, sizeof(argv));
+    while ((argc = read_command(c->fd, argv, 4)) > 0) {
+        if (strcmp(argv[0], "CONFIG") == 0) {
+            const char *v = strcmp(argv[2], "appendonly") == 0 ? "yes" : "noeviction";
+            char out[128];
+            int n = snprintf(out, sizeof(out), "*2\r\n$%zu\r\n%s\r\n$%zu\r\n%s\r\n", strlen(argv[2]), argv[2],
+                             strlen(v), v);
+            if (!send_all(c->fd, out, (size_t)n))
+                break;
+        } else if (argc >= 4 && strlen(argv[3]) >= 4 && strcmp(argv[3] + strlen(argv[3]) - 4, "ping") == 0) {
+            if (!send_all(c->fd, ":0\r\n", 4)) /* readiness: the pinger's script */
+                break;
+        } else {
+            answer(c);
+            break;
+        }
+    }
+    close(c->fd);
+    atomic_fetch_sub(&c->f->conns, 1);
+    free(c);
+    return NULL;
+}
+
+static void *accept_loop(void *arg)
+{
+    struct fake *f = arg;
+    int fd;
+
+    while (!atomic_load(&f->stop) && (fd = accept(f->lfd, NULL, NULL)) >= 0) {
+        struct conn *c = malloc(sizeof(*c));
+        pthread_t t;
+
+        assert_non_null(c);
+        *c = (struct conn){f, fd};
+        atomic_fetch_add(&f->conns, 1);
+        assert_int_equal(pthread_create(&t, NULL, serve_conn, c), 0);
+        pthread_detach(t);
+    }
+    return NULL;
+}
+
+static void fake_start(struct fake *f, enum answer a)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+
+    memset(f, 0, sizeof(*f));
+    f->answer = a;
+    f->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(f->lfd >= 0);
+    assert_int_equal(bind(f->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(f->lfd, 8), 0);
+    assert_int_equal(getsockname(f->lfd, (struct sockaddr *)&sa, &len), 0);
+    f->port = ntohs(sa.sin_port);
+    assert_int_equal(pthread_create(&f->tid, NULL, accept_loop, f), 0);
+}
+
+static void fake_stop(struct fake *f)
+{
+    atomic_store(&f->stop, true);
+    shutdown(f->lfd, SHUT_RDWR);
+    pthread_join(f->tid, NULL);
+    close(f->lfd);
+    while (atomic_load(&f->conns) > 0) /* each ends when the gateway's side closes, or at |stop| */
+        gw_sleep_ms(10);
+}
+
+/* A replay check against a fake Redis answering |a|: refused, with its reason in |err|. */
+static void check_refused(enum answer a, uint32_t timeout_ms, const char *want)
+{
+    struct fake f;
+    struct gw_state_conf conf = {.backend = GW_STATE_REDIS, .address = "127.0.0.1", .key_prefix = "t:"};
+    struct gw_cluster *cl;
+    char err[GW_ERR_LEN] = "", why[GW_ERR_LEN] = "";
+
+    fake_start(&f, a);
+    conf.port = f.port;
+    conf.timeout_ms = timeout_ms;
+    if ((cl = gw_cluster_new(&conf, err)) == NULL && strstr(err, "without hiredis") != NULL) {
+        fake_stop(&f);
+        skip();
+    }
+    assert_non_null(cl);
+    assert_int_equal(gw_cluster_seen(cl, (const unsigned char *)"tid", 3, (const unsigned char *)"n", 1, "id",
+                                     1000, 60, 0, err),
+                     GW_ERR_UNAVAILABLE);
+    if (strstr(err, want) == NULL)
+        fail_msg("reason \"%s\", want \"%s\"", err, want);
+    /* readiness says so until Redis answers again */
+    assert_int_equal(gw_cluster_status(cl, why, sizeof(why)), GW_ERR_UNAVAILABLE);
+    gw_cluster_free(cl);
+    fake_stop(&f);
+}
+
+static void test_huge_answer_refused(void **state)
+{
+    (void)state;
+    check_refused(HUGE, 5000, "an answer of more than");
+}
+
+static void test_trickled_answer_times_out(void **state)
+{
+    (void)state;
+    check_refused(TRICKLE, 200, "no whole answer within 200 ms");
+}
+
+static void test_garbage_refused(void **state)
+{
+    (void)state;
+    check_refused(GARBAGE, 1000, "unreachable");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_huge_answer_refused),
+        cmocka_unit_test(test_trickled_answer_times_out),
+        cmocka_unit_test(test_garbage_refused),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
