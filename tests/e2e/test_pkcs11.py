@@ -39,6 +39,7 @@ def make_token(d):
     (d / "token.pin").write_text(PIN + "\n")
     (d / "token.pin").chmod(0o600)
     (d / "wrong.pin").write_text("0000\n")
+    (d / "wrong.pin").chmod(0o600)
 
 
 def use_token(cfg, pinfile="token.pin"):
