@@ -132,7 +132,7 @@ static int check_ra_target(struct cmp_txn *t, struct cmp_call *c, const X509_NAM
     int fi = 0, refused = 0, rc = gw_upstream_cert_by_serial(t->up, serial, &cert, err);
 
     *elsewhere = 0;
-    if (rc != 0 && rc != GW_ERR_NOT_FOUND)
+    if (rc != 0 && rc != GW_ERR_NOT_FOUND && rc != GW_ERR_INVAL) /* INVAL: this CA cannot look up */
         gw_log_kv(GW_LOG_WARN, "rr_lookup_failed", "tid", c->rsp->tid, "upstream", up_name, "serial",
                   t->serial, "reason", err, NULL);
     if (rc == GW_ERR_NOT_FOUND)

@@ -1119,12 +1119,28 @@ static void test_rr_ra_without_lookup(void **state)
     X509 *mine = NULL;
     struct env *e = env_by_serial(RA_ROLE, &no_lookup_ops, &mine, &k);
     OSSL_CMP_CTX *ctx;
+    char path[] = "/tmp/cmpgw-rr-log-XXXXXX", logged[8192] = "";
+    int fd = mkstemp(path), saved = dup(STDERR_FILENO);
+    ssize_t n;
 
     (void)state;
+    assert_true(fd >= 0 && saved >= 0);
+    /* what the log says meanwhile: a CA that cannot look up is no failed look-up to warn of */
+    assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+    gw_log_set_level(GW_LOG_WARN);
     ra_rr(
         e, mine, NULL, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
         "an RA may revoke on this route only the certificate it signs with: the CA cannot look a certificate "
         "up by its serial");
+    fflush(stderr);
+    gw_log_set_level(getenv("CMPGW_TEST_DEBUG") != NULL ? GW_LOG_DEBUG : GW_LOG_ERROR);
+    assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+    close(saved);
+    assert_true((n = pread(fd, logged, sizeof(logged) - 1, 0)) >= 0);
+    logged[n] = '\0';
+    close(fd);
+    unlink(path);
+    assert_null(strstr(logged, "rr_lookup_failed"));
     assert_int_equal(by_serial.revokes, 0);
     rr(e, mine, k, mine, CRL_REASON_KEY_COMPROMISE, &ctx);
     assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
