@@ -683,51 +683,52 @@ static ssize_t read_all(int fd, unsigned char *buf, size_t cap)
     return (ssize_t)len;
 }
 
-int gw_conf_secret_mode(struct gw_conf_ctx *pc, const char *fpath, const char *file, mode_t mode)
+int gw_conf_open_secret(struct gw_conf_ctx *pc, const char *fpath, const char *file, bool private)
 {
-    if ((mode & (S_IROTH | S_IWOTH)) != 0)
-        return gw_conf_fail(pc, fpath,
-                            "\"%s\" is readable or writable by others (mode %03o): a secret is for the "
-                            "gateway's user and group alone, make it 0600 or 0640",
-                            file, (unsigned)(mode & 0777));
-    if ((mode & (S_IRGRP | S_IWGRP)) != 0)
+    mode_t shared = private ? S_IRGRP | S_IWGRP | S_IROTH | S_IWOTH : S_IROTH | S_IWOTH;
+    struct stat st;
+    int fd;
+
+    if ((fd = open(file, O_RDONLY | O_CLOEXEC)) < 0) {
+        gw_conf_fail(pc, fpath, "cannot open \"%s\": %s", file, strerror(errno));
+        return -1;
+    }
+    if (fstat(fd, &st) != 0) {
+        gw_conf_fail(pc, fpath, "cannot read \"%s\": %s", file, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if ((st.st_mode & shared) != 0) {
+        gw_conf_fail(pc, fpath,
+                     private ? "\"%s\" is readable or writable by group or others (mode %03o): make it 0600 "
+                               "or 0400"
+                             : "\"%s\" is readable or writable by others (mode %03o): a secret is for the "
+                               "gateway's user and group alone, make it 0600 or 0640",
+                     file, (unsigned)(st.st_mode & 0777));
+        close(fd);
+        return -1;
+    }
+    if ((st.st_mode & (S_IRGRP | S_IWGRP)) != 0)
         gw_log(GW_LOG_WARN, "config", "%s: %s: \"%s\" is readable or writable by its group", pc->name, fpath,
                file);
-    return 0;
+    return fd;
 }
 
 /*
  * Reads secret |file| (at most |cap| bytes plus one trailing "\n" or "\r\n", which is removed) into
- * a new buffer of |cap| + 3 bytes: free it with OPENSSL_clear_free(buf, cap + 3). Refuses it unread
- * when others may read or write it, with |private| when its group may; else warns when its group
- * may (gw_conf_secret_mode). Never quotes the content.
+ * a new buffer of |cap| + 3 bytes: free it with OPENSSL_clear_free(buf, cap + 3), refused or warned
+ * of by its mode as gw_conf_open_secret says. Never quotes the content.
  */
 static int read_secret(struct gw_conf_ctx *pc, const char *fpath, const char *file, size_t cap, bool private,
                        unsigned char **out, size_t *out_len)
 {
     unsigned char *buf = NULL;
-    struct stat st;
     ssize_t len = -1;
     int fd;
 
     *out = NULL;
-    if ((fd = open(file, O_RDONLY | O_CLOEXEC)) < 0)
-        return gw_conf_fail(pc, fpath, "cannot open \"%s\": %s", file, strerror(errno));
-    if (fstat(fd, &st) != 0) {
-        close(fd);
-        return gw_conf_fail(pc, fpath, "cannot read \"%s\": %s", file, strerror(errno));
-    }
-    if (private && (st.st_mode & (S_IRGRP | S_IWGRP | S_IROTH | S_IWOTH)) != 0) {
-        close(fd);
-        return gw_conf_fail(pc, fpath,
-                            "\"%s\" is readable or writable by group or others (mode %03o): "
-                            "make it 0600 or 0400",
-                            file, (unsigned)(st.st_mode & 0777));
-    }
-    if (!private && gw_conf_secret_mode(pc, fpath, file, st.st_mode) != 0) {
-        close(fd);
+    if ((fd = gw_conf_open_secret(pc, fpath, file, private)) < 0)
         return GW_ERR_INVAL;
-    }
     /* two more than the cap: room for a trailing "\r\n", and one to see it is too long */
     if ((buf = OPENSSL_zalloc(cap + 3)) != NULL)
         len = read_all(fd, buf, cap + 3);

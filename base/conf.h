@@ -174,16 +174,17 @@ struct bio_st *gw_conf_open(struct gw_conf_ctx *pc, const char *path, const char
 char *gw_conf_dir_of(const char *path);
 
 /*
- * Whether a secret file of |mode| may be used: one that others may read or write is refused (every
- * local account would hold, or choose, the secret); one its group may read or write is taken with a
- * warning (root:cmpgw 0640 lets the gateway's user read it again at a reload).
+ * Opens secret |file| for reading: its descriptor, or -1 with the error set. One that others may
+ * read or write is refused unread (every local account would hold, or choose, the secret); one its
+ * group may read or write is opened with a warning (root:cmpgw 0640 lets the gateway's user read it
+ * again at a reload), or refused too when |private|.
  */
-int gw_conf_secret_mode(struct gw_conf_ctx *pc, const char *fpath, const char *file, mode_t mode);
+int gw_conf_open_secret(struct gw_conf_ctx *pc, const char *fpath, const char *file, bool private);
 
 /*
  * Reads secret |file| (at most |cap| bytes plus one trailing "\n" or "\r\n", which is removed) into
  * a new buffer of |cap| + 3 bytes: free it with OPENSSL_clear_free(buf, cap + 3). Refused or warned
- * of by its mode as gw_conf_secret_mode says. Never quotes the content.
+ * of by its mode as gw_conf_open_secret says. Never quotes the content.
  */
 int gw_conf_read_secret(struct gw_conf_ctx *pc, const char *fpath, const char *file, size_t cap,
                         unsigned char **out, size_t *out_len);

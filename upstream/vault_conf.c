@@ -8,13 +8,10 @@
 #include "base/log.h"
 #include "upstream/upstream_int.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <sys/stat.h>
 
 /* A Vault mount or namespace path: segments of [A-Za-z0-9._-] joined by single "/", no "." or "..". */
 static bool segments_ok(const char *s, size_t len)
@@ -54,20 +51,15 @@ static const struct gw_conf_names names_mount = {
 static const struct gw_conf_names names_namespace = {
     namespace_ok, "a namespace like \"ns1/ns2/\" ([A-Za-z0-9._-] segments)"};
 
-/* A file the gateway reads later (a token): readable now, and a secret by its mode (gw_conf_secret_mode). */
+/* A file the gateway reads later (a token): readable now, and a secret by its mode (gw_conf_open_secret). */
 static int check_readable(struct gw_conf_ctx *pc, const char *fpath, const char *file)
 {
-    struct stat st;
-    int fd;
+    int fd = gw_conf_open_secret(pc, fpath, file, false);
 
-    if ((fd = open(file, O_RDONLY | O_CLOEXEC)) < 0)
-        return gw_conf_fail(pc, fpath, "cannot open \"%s\": %s", file, strerror(errno));
-    if (fstat(fd, &st) != 0) {
-        close(fd);
-        return gw_conf_fail(pc, fpath, "cannot read \"%s\": %s", file, strerror(errno));
-    }
+    if (fd < 0)
+        return GW_ERR_INVAL;
     close(fd);
-    return gw_conf_secret_mode(pc, fpath, file, st.st_mode);
+    return 0;
 }
 
 int gw_vault_conf_check(struct gw_conf_ctx *pc, const char *path, struct gw_upstream_conf *uc)

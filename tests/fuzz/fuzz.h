@@ -73,7 +73,7 @@ static inline char *fuzz_pki_file(const char *name, size_t *len)
 }
 
 /* Makes the fuzzing PKI's secrets 0600: git checks every file out readable by others, and a secret
- * file others may read is refused (base/conf.c, gw_conf_secret_mode). */
+ * file others may read is refused (base/conf.c, gw_conf_open_secret). */
 static inline void fuzz_pki_secrets_private(void)
 {
     static const char *const secrets[] = {"pbm.secret", "hmac.key", "vault.token"};
