@@ -29,20 +29,15 @@ class VaultFrontDoor(harness.GatewayTestCase):
         cls.vault = vaultenv.running(cls, gw.dir)
         cls.vault.make_delegate()
         common = cls.vault.upstream(namespace=NS)
-        login = dict(common, tls_cert="client.pem", tls_key="client.key",
-                     auth={"cert": {"mount": "cert", "role": "cmpgw"}})
-        del login["token_file"]
         cfg["upstreams"].update({
             "vault": common,
-            "vault-login": login,
+            "vault-login": vaultenv.login_upstream(common),
             "vault-badtoken": dict(common, token_file="vault-bad.token"),
             "vault-slow": dict(common, timeout="1s"),
             "vault-delegate": {"type": "local", "cert": "vault-delegate.pem", "key": "vault-delegate.key",
                                "chain": "vault-delegate-chain.pem", "store": "delegate-store"},
         })
-        base = dict(cfg["roles"]["default"])
-        base.pop("upstream", None)
-        base["allowed_san_types"] = ["dns", "ip"]
+        base = vaultenv.role_base(cfg)
         cfg["roles"].update({
             "vault": dict(base, upstream="vault", upstream_role="devices"),
             "vault-issuer": dict(base, upstream="vault", upstream_role="devices", issuer_ref="second"),

@@ -24,19 +24,7 @@ class VaultAnswers(harness.GatewayTestCase):
 
     @classmethod
     def edit_config(cls, cfg, gw):
-        cls.vault = vaultenv.running(cls, gw.dir)
-        common = cls.vault.upstream()
-        login = dict(common, tls_cert="client.pem", tls_key="client.key",
-                     auth={"cert": {"mount": "cert", "role": "cmpgw"}})
-        del login["token_file"]
-        cfg["upstreams"].update({"vault": common, "vault-login": login})
-        base = dict(cfg["roles"]["default"])
-        base.pop("upstream", None)
-        base["allowed_san_types"] = ["dns", "ip"]
-        cfg["roles"].update({
-            "vault": dict(base, upstream="vault", upstream_role="devices"),
-            "vault-login": dict(base, upstream="vault-login", upstream_role="devices"),
-        })
+        vaultenv.token_and_login(cls, cfg, gw)
 
     def setUp(self):
         self.vault.control({})

@@ -165,3 +165,33 @@ def running(case, d, extra_roles=None):
     vault.make_pki(extra_roles)
     vault.start()
     return vault
+
+
+def login_upstream(common):
+    """The upstream |common| (VaultApi.upstream()) logging in with the gateway's TLS certificate at
+    the "cert" auth mount instead of reading a token file."""
+    login = dict(common, tls_cert="client.pem", tls_key="client.key",
+                 auth={"cert": {"mount": "cert", "role": "cmpgw"}})
+    del login["token_file"]
+    return login
+
+
+def role_base(cfg):
+    """The demo's default role without its upstream, taking DNS and IP names: a Vault route's start."""
+    base = dict(cfg["roles"]["default"])
+    base.pop("upstream", None)
+    base["allowed_san_types"] = ["dns", "ip"]
+    return base
+
+
+def token_and_login(case, cfg, gw):
+    """A running Vault-API server as |case|.vault, and two routes to its role "devices": "vault" with a
+    token file, "vault-login" with a certificate login."""
+    case.vault = running(case, gw.dir)
+    common = case.vault.upstream()
+    cfg["upstreams"].update({"vault": common, "vault-login": login_upstream(common)})
+    base = role_base(cfg)
+    cfg["roles"].update({
+        "vault": dict(base, upstream="vault", upstream_role="devices"),
+        "vault-login": dict(base, upstream="vault-login", upstream_role="devices"),
+    })
