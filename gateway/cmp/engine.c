@@ -611,10 +611,10 @@ static void end_slot(struct cmp_call *c)
 }
 
 /*
- * After an ip/cp/kup awaiting certConf: pin the sender, then park the context (docs/design.md O6);
- * |nonce| is the senderNonce of the answer the client got.
+ * After an ip/cp/kup awaiting certConf: pin the sender, then park the context (docs/design.md O6),
+ * with t->nonce the senderNonce of the answer the client got.
  */
-static void park(struct cmp_call *c, struct cmp_txn *t, const unsigned char *nonce, size_t nonce_len)
+static void park(struct cmp_call *c, struct cmp_txn *t)
 {
     OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
     time_t ttl = (time_t)c->e->cfg.cmp->transaction_ttl + cmp_poll_extra_ttl(t);
@@ -622,7 +622,7 @@ static void park(struct cmp_call *c, struct cmp_txn *t, const unsigned char *non
 
     if ((t->pbm || (t->signer != NULL && OSSL_CMP_CTX_set1_srvCert(ctx, t->signer) == 1)) &&
         (txn = gw_txn_new(c->hdr.tid, c->hdr.tid_len, t->identity, c->now + ttl, t, cmp_txn_free)) != NULL) {
-        cmp_share_txn(c, t, nonce, nonce_len, ttl); /* before it is open here: another instance may take it */
+        cmp_share_txn(c, t, ttl); /* before it is open here: another instance may take it */
         if (gw_txn_put(c->e->txns, txn) == 0) {
             c->reserved = 0; /* the slot now holds the transaction */
             return;
@@ -682,7 +682,6 @@ static int verified_before(const struct cmp_call *c, const struct cmp_txn *t)
 static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
     struct cmp_txn *t = start_authenticated(c, msg);
-    struct gw_hdr_info answer = {0};
     OSSL_CMP_MSG *rsp;
     int open;
 
@@ -703,20 +702,16 @@ static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
         refuse(c, msg, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badPOP, TEXT_BAD_POP});
         return;
     }
-    /* issued and awaiting certConf, or deferred and awaiting pollReq (docs/polling.md) */
+    /* issued and awaiting certConf, or deferred and awaiting pollReq (docs/polling.md); t->nonce, the
+       senderNonce its client's next message must answer, read from |rsp| as it was made */
     open = (t->issued != NULL || t->pending != NULL) &&
            OSSL_CMP_CTX_get_status(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv)) != -1 && rsp != NULL &&
-           OSSL_CMP_MSG_get_bodytype(rsp) != GW_CMP_BODY_ERROR;
-    if (open) /* the senderNonce the client's certConf must answer, for another instance (share_txn) */
-        open = gw_shim_hdr_info(rsp, &answer) == 0;
+           OSSL_CMP_MSG_get_bodytype(rsp) != GW_CMP_BODY_ERROR && t->nonce_len > 0;
     finish(c, t, msg, rsp);
     if (open && c->rsp->http_status == 200) {
-        park(c, t, answer.sender_nonce, answer.sender_nonce_len);
-        gw_shim_hdr_info_cleanup(&answer);
+        park(c, t);
         return;
     }
-    if (open)
-        gw_shim_hdr_info_cleanup(&answer);
     /* implicitConfirm granted, rejected, or error: 3.0 leaves a rejected ip "open" (docs/design.md O10.4) */
     cmp_withdraw_undelivered(c, t);
     cmp_txn_free(t);
@@ -1024,7 +1019,7 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     open = rsp != NULL && OSSL_CMP_CTX_get_status(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv)) != -1 &&
            (OSSL_CMP_MSG_get_bodytype(rsp) == GW_CMP_BODY_POLLREP || c->released);
     if (open && t->shared) /* the client's next message may go to any instance */
-        cmp_reshare(c, t, rsp);
+        cmp_reshare(c, t);
     finish(c, t, msg, rsp);
     if (open && c->rsp->http_status == 200) {
         put_back(c, txn, rebuilt, leased);

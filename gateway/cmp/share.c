@@ -7,7 +7,6 @@
 #include "gateway/cmp/cluster.h"
 #include "gateway/cmp/poll.h"
 #include "gateway/cmp/record.h"
-#include "gateway/cmp/shim.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/x509.h"
@@ -18,10 +17,11 @@
 
 /*
  * |t|'s record: its request (|req|, or the deferred request it keeps), its certificate or the call
- * it waits for, |nonce|. With |ttl|, a new record; else the record rewritten (lease held), one step on.
+ * it waits for, the senderNonce of its last answer. With |ttl|, a new record; else the record rewritten
+ * (lease held), one step on.
  */
 static int put_record(struct cmp_call *c, struct cmp_txn *t, const unsigned char *req, size_t req_len,
-                      const unsigned char *nonce, size_t nonce_len, time_t ttl, char *err)
+                      time_t ttl, char *err)
 {
     struct gw_txn_record rec = {
         .req = (unsigned char *)req, .req_len = req_len, .step = t->step + (ttl == 0)};
@@ -30,10 +30,10 @@ static int put_record(struct cmp_call *c, struct cmp_txn *t, const unsigned char
 
     if (req == NULL && t->request != NULL && (len = i2d_OSSL_CMP_MSG(t->request, &own)) > 0)
         rec.req = own, rec.req_len = (size_t)len;
-    if (rec.req != NULL && nonce_len <= sizeof(rec.nonce) &&
+    if (rec.req != NULL && t->nonce_len <= sizeof(rec.nonce) &&
         (t->issued == NULL || (len = i2d_X509(t->issued, &rec.cert)) > 0)) {
         rec.cert_len = t->issued != NULL ? (size_t)len : 0;
-        memcpy(rec.nonce, nonce, rec.nonce_len = nonce_len);
+        memcpy(rec.nonce, t->nonce, rec.nonce_len = t->nonce_len);
         snprintf(rec.role, sizeof(rec.role), "%s", t->role->name);
         snprintf(rec.upstream, sizeof(rec.upstream), "%s",
                  gw_upstream_conf_name(gw_upstream_get0_conf(t->up)));
@@ -50,14 +50,13 @@ static int put_record(struct cmp_call *c, struct cmp_txn *t, const unsigned char
     return rc;
 }
 
-void cmp_share_txn(struct cmp_call *c, struct cmp_txn *t, const unsigned char *nonce, size_t nonce_len,
-                   time_t ttl)
+void cmp_share_txn(struct cmp_call *c, struct cmp_txn *t, time_t ttl)
 {
     char err[GW_ERR_LEN] = "out of memory";
 
     if (!gw_cluster_keeps_records(c->e->cluster) || (t->issued == NULL && t->pending == NULL))
         return;
-    if (put_record(c, t, c->req->der, c->req->len, nonce, nonce_len, ttl, err) == 0) {
+    if (put_record(c, t, c->req->der, c->req->len, ttl, err) == 0) {
         t->shared = 1;
         if (t->pending != NULL) /* its result goes beside the record, for a pollReq on any instance */
             cmp_poll_share(c->e, t->pending, c->e->cluster, c->hdr.tid, c->hdr.tid_len, ttl);
@@ -68,19 +67,15 @@ void cmp_share_txn(struct cmp_call *c, struct cmp_txn *t, const unsigned char *n
 }
 
 /*
- * A shared transaction whose client now holds the senderNonce of |rsp| (a pollRep, or the
+ * A shared transaction whose client now holds the senderNonce t->nonce (of a pollRep, or of the
  * certificate released): its record follows, so that the next message may go to any instance.
  */
-void cmp_reshare(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *rsp)
+void cmp_reshare(struct cmp_call *c, struct cmp_txn *t)
 {
-    struct gw_hdr_info answer = {0};
-    char err[GW_ERR_LEN] = "the answer's header does not parse";
-    int rc = gw_shim_hdr_info(rsp, &answer);
+    char err[GW_ERR_LEN] = "out of memory";
 
-    if (rc == 0)
-        rc = put_record(c, t, NULL, 0, answer.sender_nonce, answer.sender_nonce_len, 0, err);
-    gw_shim_hdr_info_cleanup(&answer);
-    if (rc != 0) /* its record then holds a senderNonce the client no longer answers */
+    /* on failure its record holds a senderNonce the client no longer answers */
+    if (put_record(c, t, NULL, 0, 0, err) != 0)
         gw_log_kv(GW_LOG_WARN, "txn_not_shared", "tid", c->rsp->tid, "reason", err, "msg",
                   "another instance may refuse its next message", NULL);
 }

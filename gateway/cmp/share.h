@@ -11,18 +11,17 @@
 #include "gateway/cmp/cmp_local.h"
 
 /*
- * cmp_share_txn writes the record of |t|, parked for |ttl| seconds after an answer whose senderNonce
- * is |nonce|: its certificate awaits a certConf, or its deferred request a pollReq (whose result is
+ * cmp_share_txn writes the record of |t|, parked for |ttl| seconds after the answer whose senderNonce
+ * is t->nonce: its certificate awaits a certConf, or its deferred request a pollReq (whose result is
  * then written beside the record when the call returns). On failure |t| goes on here only (logged).
  */
-void cmp_share_txn(struct cmp_call *c, struct cmp_txn *t, const unsigned char *nonce, size_t nonce_len,
-                   time_t ttl);
+void cmp_share_txn(struct cmp_call *c, struct cmp_txn *t, time_t ttl);
 
 /*
- * cmp_reshare rewrites the record of shared |t| (its lease held) after |rsp| left open (a pollRep, or
- * the certificate released): its senderNonce, its certificate, one step on.
+ * cmp_reshare rewrites the record of shared |t| (its lease held) after an answer that left it open (a
+ * pollRep, or the certificate released): its senderNonce t->nonce, its certificate, one step on.
  */
-void cmp_reshare(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *rsp);
+void cmp_reshare(struct cmp_call *c, struct cmp_txn *t);
 
 /* cmp_share_expired records the expiry of |t|, rebuilt from its record |rec|, as log_closed would. */
 void cmp_share_expired(struct gw_cmp_engine *e, struct cmp_txn *t, const char *tid,
