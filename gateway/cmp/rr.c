@@ -88,6 +88,9 @@ static int authorize_rr(const struct cmp_txn *t, const X509_NAME *issuer, const 
                       t->role->name);
 }
 
+/* An rr naming a serial its CA does not know (badCertId); %s is the serial. */
+#define TEXT_NO_SERIAL "the CA has issued no certificate with serial %.60s: check issuer and serial"
+
 /*
  * The upstreams that may have issued it, by its issuer name (rr names no key identifier): the
  * delegate, a migration's "to" and the role's upstream ("from"), those issuing under a CA of that
@@ -136,9 +139,7 @@ static int check_ra_target(struct cmp_txn *t, struct cmp_call *c, const X509_NAM
         gw_log_kv(GW_LOG_WARN, "rr_lookup_failed", "tid", c->rsp->tid, "upstream", up_name, "serial",
                   t->serial, "reason", err, NULL);
     if (rc == GW_ERR_NOT_FOUND)
-        refused = *elsewhere = cmp_refuse(
-            r, OSSL_CMP_PKIFAILUREINFO_badCertId,
-            "the CA has issued no certificate with serial %.60s: check issuer and serial", t->serial);
+        refused = *elsewhere = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertId, TEXT_NO_SERIAL, t->serial);
     else if (rc == GW_ERR_INVAL)
         refused =
             cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
@@ -194,9 +195,7 @@ static int upstream_failed(const struct cmp_txn *t, int rc, const char *err, str
     if (rc == GW_ERR_EXISTS) /* RFC 9810 §5.2.3: "certificate already revoked" */
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_certRevoked, "the certificate is already revoked");
     if (rc == GW_ERR_NOT_FOUND)
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertId,
-                          "the CA has issued no certificate with serial %.60s: check issuer and serial",
-                          t->serial);
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertId, TEXT_NO_SERIAL, t->serial);
     if (rc == GW_ERR_INVAL && (gw_upstream_caps(t->up) & GW_UP_REVOKE) == 0)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
                           "this route's CA does not revoke certificates");
