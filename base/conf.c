@@ -702,8 +702,8 @@ int gw_conf_open_secret(struct gw_conf_ctx *pc, const char *fpath, const char *f
         gw_conf_fail(pc, fpath,
                      private ? "\"%s\" is readable or writable by group or others (mode %03o): make it 0600 "
                                "or 0400"
-                             : "\"%s\" is readable or writable by others (mode %03o): a secret is for the "
-                               "gateway's user and group alone, make it 0600 or 0640",
+                             : "\"%s\" is readable or writable by others (mode %03o): chmod it 0600 (or "
+                               "0640 to share it with the gateway's group)",
                      file, (unsigned)(st.st_mode & 0777));
         close(fd);
         return -1;

@@ -174,7 +174,8 @@ struct bio_st *gw_conf_open(struct gw_conf_ctx *pc, const char *path, const char
 char *gw_conf_dir_of(const char *path);
 
 /*
- * Opens secret |file| for reading: its descriptor, or -1 with the error set. One that others may
+ * Opens secret |file| (a private key, a passphrase, a token...) for reading: its descriptor, or -1
+ * with the error set; the one opener of every file that holds a secret. One that others may
  * read or write is refused unread (every local account would hold, or choose, the secret); one its
  * group may read or write is opened with a warning (root:cmpgw 0640 lets the gateway's user read it
  * again at a reload), or refused too when |private|.

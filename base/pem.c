@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -107,13 +108,21 @@ static int give_passphrase(char *buf, int size, int rwflag, void *u)
     return (int)pp->len;
 }
 
-/* The first private key of |file| through OSSL_STORE (PEM, PKCS#8 encrypted or not, DER), or NULL. */
-static EVP_PKEY *store_key(const char *file, struct passphrase *pp)
+/*
+ * The first private key of the open key file |fd| (PEM, PKCS#8 encrypted or not, DER), or NULL; closes
+ * |fd|. Read from the descriptor whose mode was checked, never from the name again.
+ */
+static EVP_PKEY *store_key(int fd, struct passphrase *pp)
 {
     UI_METHOD *ui = UI_UTIL_wrap_read_pem_callback(give_passphrase, 0);
-    OSSL_STORE_CTX *st = ui != NULL ? OSSL_STORE_open(file, ui, pp, NULL, NULL) : NULL;
+    BIO *bio = BIO_new_fd(fd, BIO_CLOSE);
+    OSSL_STORE_CTX *st = NULL;
     EVP_PKEY *key = NULL;
 
+    if (bio == NULL)
+        close(fd);
+    if (ui != NULL && bio != NULL)
+        st = OSSL_STORE_attach(bio, "file", NULL, NULL, ui, pp, NULL, NULL, NULL);
     if (st != NULL && OSSL_STORE_expect(st, OSSL_STORE_INFO_PKEY) == 1) {
         while (key == NULL && !OSSL_STORE_eof(st)) {
             OSSL_STORE_INFO *info = OSSL_STORE_load(st);
@@ -124,6 +133,7 @@ static EVP_PKEY *store_key(const char *file, struct passphrase *pp)
         }
     }
     OSSL_STORE_close(st);
+    BIO_free(bio);
     UI_destroy_method(ui);
     return key;
 }
@@ -149,26 +159,26 @@ int gw_pem_load_key(struct gw_conf_ctx *pc, const char *path, const char *file, 
     struct passphrase pp = {NULL, 0};
     unsigned char *secret = NULL;
     char ppath[GW_CONF_PATH_LEN];
-    BIO *bio;
-    int rc;
+    int fd = -1, rc;
 
     *out = NULL;
-    if (!gw_pkcs11_is_uri(file)) {
-        if ((bio = gw_conf_open(pc, path, file)) == NULL) /* a clear error for a missing or unreadable file */
-            return GW_ERR_INVAL;
-        BIO_free(bio);
-    }
+    /* a key file is a secret: refused unread when others may read it (gw_conf_open_secret) */
+    if (!gw_pkcs11_is_uri(file) && (fd = gw_conf_open_secret(pc, path, file, false)) < 0)
+        return GW_ERR_INVAL;
     snprintf(ppath, sizeof(ppath), "%s_passphrase_file", path);
     if (passfile != NULL &&
-        gw_conf_read_secret_sized(pc, ppath, passfile, 1, GW_MAX_PASSPHRASE_LEN, &secret, &pp.len) != 0)
+        gw_conf_read_secret_sized(pc, ppath, passfile, 1, GW_MAX_PASSPHRASE_LEN, &secret, &pp.len) != 0) {
+        if (fd >= 0)
+            close(fd);
         return GW_ERR_INVAL;
+    }
     pp.p = secret;
     if (gw_pkcs11_is_uri(file)) {
         rc = token_key(pc, path, file, &pp, out);
         OPENSSL_clear_free(secret, GW_MAX_PASSPHRASE_LEN + 3);
         return rc;
     }
-    *out = store_key(file, &pp);
+    *out = store_key(fd, &pp);
     OPENSSL_clear_free(secret, GW_MAX_PASSPHRASE_LEN + 3);
     ERR_clear_error();
     if (*out != NULL)

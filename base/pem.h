@@ -18,8 +18,10 @@ int gw_pem_load_certs(struct gw_conf_ctx *pc, const char *path, const char *file
 int gw_pem_load_cert(struct gw_conf_ctx *pc, const char *path, const char *file, X509 **out);
 
 /*
- * The private key in |file| (PEM or DER, PKCS#8 or traditional), through OSSL_STORE. An encrypted
- * one needs |passfile|, a file holding its passphrase (one line; never logged); without it an
+ * The private key in |file| (PEM or DER, PKCS#8 or traditional), through OSSL_STORE, or in a token
+ * when |file| is a PKCS#11 URI. A key file is a secret: opened by gw_conf_open_secret (refused unread
+ * when others may read or write it) and read from that descriptor. An encrypted one needs
+ * |passfile|, a file holding its passphrase (one line; never logged; a secret too); without it an
  * encrypted key is refused rather than prompted for. Errors name "<key>_passphrase_file".
  */
 int gw_pem_load_key(struct gw_conf_ctx *pc, const char *path, const char *file, const char *passfile,

@@ -2,8 +2,11 @@
 keys encrypted (PKCS#8, AES-256) with passphrase files, read through OSSL_STORE at load. A real
 `openssl cmp` enrols over TLS with the encrypted server key and gets a response signed with the
 encrypted signer key and a certificate issued with the encrypted CA key; a wrong passphrase stops
-the start with an error that names the files and never the passphrase."""
+the start with an error that names the files and never the passphrase. A key file others may read
+stops the start too, naming the file, its mode and the chmod that fixes it."""
+import json
 import os
+import re
 import unittest
 
 import sys
@@ -60,6 +63,53 @@ class WrongPassphrase(unittest.TestCase):
         self.assertIn("wrong.pass", err)
         self.assertNotIn("not the passphrase", err)
         self.assertNotIn(PASSPHRASE, err)
+
+
+class KeyFileMode(unittest.TestCase):
+    """A private key file others may read is a key every local account holds: the gateway refuses to
+    start, naming the file, its mode and the chmod that fixes it, and never quoting the key. One only its
+    group may read starts, with a warning (root:cmpgw 0640 is how the gateway's user reads it again)."""
+
+    def refused(self, slot, key, mode):
+        seen = {}
+
+        def edit(cfg, gw):
+            os.chmod(gw.dir / key, mode)
+            seen["key"] = (gw.dir / key).read_text()
+
+        rc, err = harness.refused_start(edit)
+        self.assertNotEqual(rc, 0, err)
+        lines = err.strip().splitlines()
+        self.assertEqual(len(lines), 1, err)  # one line, whole
+        record = json.loads(lines[0])
+        self.assertEqual((record["level"], record["event"]), ("error", "config"), record)
+        self.assertRegex(record["msg"], r'^\S*cmpgw\.json: %s: "\S*/%s" is readable or writable by others '
+                         r"\(mode %03o\): chmod it 0600 \(or 0640 to share it with the gateway's group\)$"
+                         % (re.escape(slot), re.escape(key), mode))
+        self.assertNotIn(seen["key"].splitlines()[1], err)
+
+    def test_tls_key_readable_by_others(self):
+        self.refused("$.listeners[0].tls.key", "server.key", 0o644)
+
+    def test_signer_key_readable_by_others(self):
+        self.refused("$.signer.key", "signer.key", 0o604)
+
+    def test_issuer_key_writable_by_others(self):
+        self.refused("$.upstreams.local.key", "issuing.key", 0o602)
+
+
+class GroupReadableKey(harness.GatewayTestCase):
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        os.chmod(gw.dir / "signer.key", 0o640)
+
+    def test_starts_with_a_warning(self):
+        warned = [e for e in self.gw.log_lines() if "signer.key" in e.get("msg", "")]
+        self.assertTrue(warned and "is readable or writable by its group" in warned[0]["msg"], warned)
+        res = self.gw.cmp("ir", "grp", newkey=self.newkey("grp"), subject="/CN=group-readable-signer",
+                          extra=("-implicit_confirm",))
+        self.assertIsNotNone(res.cert)
 
 
 if __name__ == "__main__":

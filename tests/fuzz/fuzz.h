@@ -72,11 +72,13 @@ static inline char *fuzz_pki_file(const char *name, size_t *len)
     return buf;
 }
 
-/* Makes the fuzzing PKI's secrets 0600: git checks every file out readable by others, and a secret
- * file others may read is refused (base/conf.c, gw_conf_open_secret). */
+/* Makes the fuzzing PKI's secrets and private keys 0600: git checks every file out readable by others,
+ * and a secret or key file others may read is refused (base/conf.c, gw_conf_open_secret). */
 static inline void fuzz_pki_secrets_private(void)
 {
-    static const char *const secrets[] = {"pbm.secret", "hmac.key", "vault.token"};
+    static const char *const secrets[] = {"pbm.secret",  "hmac.key",     "vault.token",
+                                          "client.key",  "delegate.key", "device.key",
+                                          "issuing.key", "server.key",   "signer.key"};
     char path[FUZZ_PATH_LEN];
 
     for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++) {

@@ -419,6 +419,7 @@ static struct gw_config *config(const char *upstream, const char *role, char *er
     snprintf(path, sizeof(path), "%s/up-ca.key", dir);
     if (access(path, R_OK) != 0) {
         assert_non_null(fp = fopen(path, "w"));
+        assert_int_equal(fchmod(fileno(fp), 0600), 0); /* a key others may read is refused */
         assert_int_equal(PEM_write_PrivateKey(fp, ca_key, NULL, NULL, 0, NULL, NULL), 1);
         fclose(fp);
     }

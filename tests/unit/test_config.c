@@ -89,6 +89,18 @@ static void put_file(const char *name, const char *text, size_t len, mode_t mode
     chmod(path, mode);
 }
 
+/* A copy of |src| in the PKI directory as |dst|, with |mode|. */
+static void copy_file(const char *src, const char *dst, mode_t mode)
+{
+    char path[256], *text;
+    size_t len;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, src);
+    assert_non_null(text = slurp(path, &len));
+    put_file(dst, text, len, mode);
+    free(text);
+}
+
 static X509 *read_cert(const char *name)
 {
     char path[256];
@@ -196,6 +208,7 @@ static int extra_pki(void)
     put_file("others.token", "s.abcdefgh\n", 11, 0604);
     put_file("group.token", "s.abcdefgh\n", 11, 0640);
     put_file("hmac.key", HMAC_HEX "\n", strlen(HMAC_HEX) + 1, 0600);
+    copy_file("signer.pem", "signer-pem.key", 0600); /* a certificate where a key goes, its mode right */
     put_file("hmac-odd.key", "0123456789abcdef0123456789abcdef0", 33, 0600);
     put_file("hmac-short.key", "0123456789abcdef0123456789abcd", 30, 0600);
     put_file("hmac-nothex.key", "0123456789abcdef0123456789abcdeg", 32, 0600);
@@ -557,7 +570,7 @@ static const struct bad bad_cases[] = {
      {E("\"ca_file\": \"ca.pem\"", "\"ca_file\": \"empty.pem\"")},
      {"$.trust.demo.ca_file: no PEM certificate in"}},
     {"cert as key",
-     {E("\"key\": \"signer.key\"", "\"key\": \"signer.pem\"")},
+     {E("\"key\": \"signer.key\"", "\"key\": \"signer-pem.key\"")},
      {"$.signer.key: cannot parse an unencrypted PEM private key"}},
     {"key mismatch",
      {E("\"key\": \"signer.key\"", "\"key\": \"client.key\"")},
@@ -1706,6 +1719,75 @@ static void test_secret_group_warns(void **state)
     }
 }
 
+/*
+ * A private key file, and its passphrase file, is a secret (gw_conf_open_secret): one others may
+ * read or write is refused unread, naming the file and its mode; one its group may read loads with a
+ * warning (root:cmpgw 0640); one only its owner may read loads quietly. Every slot that names a key.
+ */
+static void test_key_modes(void **state)
+{
+    enum { LOADS, WARNS, REFUSED };
+    static const struct {
+        const char *find, *pre, *post, *json_path, *src; /* the file's name goes between pre and post */
+        bool ups;
+    } slots[] = {
+        {"\"key\": \"signer.key\"", "\"key\": \"", "\"", "$.signer.key", "signer.key", false},
+        {"\"key\": \"server.key\"", "\"key\": \"", "\"", "$.listeners[0].tls.key", "server.key", false},
+        {"\"key\": \"issuing.key\"", "\"key\": \"", "\"", "$.upstreams.local.key", "issuing.key", false},
+        {"\"key\": \"delegate.key\"", "\"key\": \"", "\"", "$.upstreams.deleg.key", "delegate.key", true},
+        {"\"token_file\": \"vault.token\" }",
+         "\"token_file\": \"vault.token\", \"tls_cert\": \"client.pem\", \"tls_key\": \"", "\" }",
+         "$.upstreams.vault.tls_key", "client.key", true},
+        {"\"key\": \"signer.key\"", "\"key\": \"signer.key\", \"key_passphrase_file\": \"", "\"",
+         "$.signer.key_passphrase_file", "vault.token", false},
+    };
+    static const struct {
+        mode_t mode;
+        int outcome;
+    } modes[] = {
+        {0600, LOADS},   {0400, LOADS},   {0640, WARNS},   {0620, WARNS},
+        {0644, REFUSED}, {0604, REFUSED}, {0602, REFUSED},
+    };
+    char name[64], repl[256], want[512], err[GW_ERR_LEN], *text, *log;
+    struct gw_config *cfg;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(slots) / sizeof(slots[0]); i++) {
+        for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
+            struct edit e[2] = {UPS, {slots[i].find, repl}};
+            const struct edit *edits = slots[i].ups ? e : e + 1;
+
+            snprintf(name, sizeof(name), "mode-%03o-%s", (unsigned)modes[m].mode, slots[i].src);
+            copy_file(slots[i].src, name, modes[m].mode);
+            snprintf(repl, sizeof(repl), "%s%s%s", slots[i].pre, name, slots[i].post);
+            text = edited(edits, slots[i].ups ? 2 : 1);
+            err[0] = '\0';
+            capture_start();
+            cfg = parse_text(text, strlen(text), err);
+            log = capture_end();
+            free(text);
+            if (modes[m].outcome == REFUSED) {
+                snprintf(
+                    want, sizeof(want),
+                    "%s: \"%s/%s\" is readable or writable by others (mode %03o): chmod it 0600 (or 0640 "
+                    "to share it with the gateway's group)",
+                    slots[i].json_path, dir, name, (unsigned)modes[m].mode);
+                if (cfg != NULL || strstr(err, want) == NULL)
+                    fail_msg("%s: loaded, or not refused with\n  %s\nbut\n  %s", name, want, err);
+            } else {
+                if (cfg == NULL)
+                    fail_msg("%s: refused: %s", name, err);
+                snprintf(want, sizeof(want), "%s: \\\"%s/%s\\\" is readable or writable by its group",
+                         slots[i].json_path, dir, name);
+                if ((strstr(log, want) != NULL) != (modes[m].outcome == WARNS))
+                    fail_msg("%s: warning expected %d, log:\n  %s", name, modes[m].outcome == WARNS, log);
+            }
+            gw_config_free(cfg);
+            free(log);
+        }
+    }
+}
+
 /* A "trusted_proxies" range of every address loads with a warning: any client may claim any address. */
 static void test_trusted_everyone_warns(void **state)
 {
@@ -1874,6 +1956,7 @@ int main(void)
         cmocka_unit_test(test_crl),
         cmocka_unit_test(test_warnings),
         cmocka_unit_test(test_secret_group_warns),
+        cmocka_unit_test(test_key_modes),
         cmocka_unit_test(test_trusted_everyone_warns),
         cmocka_unit_test(test_check_role),
     };

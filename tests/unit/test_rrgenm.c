@@ -1277,6 +1277,7 @@ static void test_rr_migration_same_ca_name(void **state)
     fclose(f);
     snprintf(path, sizeof(path), "%s/issuing-b.key", dir);
     assert_non_null(f = fopen(path, "w"));
+    assert_int_equal(fchmod(fileno(f), 0600), 0); /* a key others may read is refused */
     PEM_write_PrivateKey(f, b_key, NULL, NULL, 0, NULL, NULL);
     fclose(f);
     snprintf(path, sizeof(path), "%s/store-b", dir);
