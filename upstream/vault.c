@@ -90,34 +90,37 @@ static void free_token(char *t)
 
 /* ---- token state ---- */
 
+/*
+ * The token of |path| into a new *out. Through the opener of every secret at each read, the re-read
+ * after a 403 too: a token file others may read is refused then as at start.
+ */
 static int read_token_file(const char *path, char **out, char *err)
 {
-    char buf[GW_MAX_VAULT_TOKEN_LEN + 2];
-    FILE *f = fopen(path, "r");
-    size_t n;
+    char why[GW_ERR_LEN] = "";
+    struct gw_conf_ctx pc = {.name = "vault", .err = why};
+    unsigned char *buf = NULL;
+    size_t n = 0;
     int rc = GW_ERR_IO;
 
-    /* |err| reaches the client: the file's path goes to the log only */
-    if (f == NULL) {
-        gw_log_kv(GW_LOG_WARN, "vault_token_file", "path", path, "error", strerror(errno), NULL);
-        set_err(err, "cannot read the gateway's token_file: %s", strerror(errno));
+    /* |err| reaches the client: the file's path and mode go to the log only */
+    if (gw_conf_read_secret(&pc, "token_file", path, GW_MAX_VAULT_TOKEN_LEN, &buf, &n) != 0) {
+        gw_log_kv(GW_LOG_WARN, "vault_token_file", "path", path, "error", why, NULL);
+        set_err(err, "cannot read the gateway's token_file (missing, unreadable, or open to others: the log "
+                     "says which)");
         return GW_ERR_IO;
     }
-    setvbuf(f, NULL, _IONBF, 0); /* straight into |buf|, which is wiped: no stdio buffer holds the token */
-    n = fread(buf, 1, sizeof(buf) - 1, f);
-    buf[n] = '\0';
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
-        buf[--n] = '\0';
-    if (n == 0 || n > GW_MAX_VAULT_TOKEN_LEN || strpbrk(buf, "\r\n") != NULL) {
+        n--;
+    if (n == 0 || n > GW_MAX_VAULT_TOKEN_LEN || memchr(buf, '\n', n) != NULL ||
+        memchr(buf, '\r', n) != NULL || memchr(buf, '\0', n) != NULL) {
         gw_log_kv(GW_LOG_WARN, "vault_token_file", "path", path, "error", "not one token", NULL);
         set_err(err, "the gateway's token_file: expected one token of 1 to %d characters",
                 GW_MAX_VAULT_TOKEN_LEN);
         goto out;
     }
-    rc = (*out = strdup(buf)) != NULL ? 0 : GW_ERR_NOMEM;
+    rc = (*out = strndup((const char *)buf, n)) != NULL ? 0 : GW_ERR_NOMEM;
 out:
-    OPENSSL_cleanse(buf, sizeof(buf));
-    fclose(f);
+    OPENSSL_clear_free(buf, GW_MAX_VAULT_TOKEN_LEN + 3);
     return rc;
 }
 

@@ -18,6 +18,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <cmocka.h>
 #include <curl/curl.h>
 #include <json-c/json.h>
@@ -286,11 +287,13 @@ struct fx {
     struct gw_upstream *up;
 };
 
+/* The token file with |t|, only its owner may read it (a secret others may read is refused). */
 static void write_token(const char *t)
 {
     FILE *f = fopen(token_path, "w");
 
     assert_non_null(f);
+    assert_int_equal(fchmod(fileno(f), 0600), 0);
     fputs(t, f);
     fclose(f);
 }
@@ -835,34 +838,43 @@ static void test_oversized_answer(void **state)
 
 /* ---- authentication ---- */
 
-/* 403: the token file is read again once; a second 403 is final. */
+/*
+ * 403: the token file is read again once, through the same checks as at start: a new token is sent;
+ * a file gone or one others may read ends the request with no second call (an operator problem).
+ */
 static void test_token_reread_on_403(void **state)
 {
+    enum { REWRITE, REMOVE, OPEN_TO_OTHERS };
+    static const int cases[] = {REWRITE, REMOVE, OPEN_TO_OTHERS};
     struct answer script[2] = {{403, "{\"errors\":[\"permission denied\"]}", 0}, {200, NULL, 0}};
     struct gw_sign_result res;
     struct fx f;
 
     (void)state;
-    fx_init(&f, 5000);
-    write_token("hvs.second\n");
-    fake_script(script, 2);
-    sign(&f, &res);
-    assert_int_equal(res.status, 0);
-    assert_int_equal(fake.n_reqs, 2);
-    assert_string_equal(fake.reqs[0].token, "hvs.first");
-    assert_string_equal(fake.reqs[1].token, "hvs.second");
-    gw_sign_result_cleanup(&res);
-    /* an unreadable token file after a 403: no second call, an operator problem */
-    fake_script(script, 1);
-    unlink(token_path);
-    sign(&f, &res);
-    assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
-    assert_non_null(strstr(res.reason, "token_file"));
-    assert_null(strstr(res.reason, token_path)); /* the file's path is the log's only */
-    assert_int_equal(fake.n_reqs, 1);
-    gw_sign_result_cleanup(&res);
-    write_token("hvs.first\n");
-    fx_cleanup(&f);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        fx_init(&f, 5000);
+        write_token("hvs.second\n");
+        if (cases[i] == REMOVE)
+            unlink(token_path);
+        if (cases[i] == OPEN_TO_OTHERS)
+            assert_int_equal(chmod(token_path, 0644), 0);
+        fake_script(script, 2);
+        sign(&f, &res);
+        assert_string_equal(fake.reqs[0].token, "hvs.first");
+        if (cases[i] == REWRITE) {
+            assert_int_equal(res.status, 0);
+            assert_int_equal(fake.n_reqs, 2);
+            assert_string_equal(fake.reqs[1].token, "hvs.second");
+        } else {
+            assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
+            assert_non_null(strstr(res.reason, "token_file"));
+            assert_null(strstr(res.reason, token_path)); /* the file's path is the log's only */
+            assert_int_equal(fake.n_reqs, 1);            /* the token of a refused file is never sent */
+        }
+        gw_sign_result_cleanup(&res);
+        write_token("hvs.first\n");
+        fx_cleanup(&f);
+    }
 }
 
 static void test_token_file_bad(void **state)
