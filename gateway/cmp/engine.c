@@ -908,7 +908,8 @@ static void put_back(struct cmp_call *c, struct gw_txn *txn, int rebuilt, int le
  * The lease on a shared transaction's record, for its own copy here (*txn), so that one message is
  * answered once across the instances: 0 (leased, or the record does not verify and this copy
  * stands; a copy older than the record, which another instance answered since, is replaced by one
- * rebuilt from it: *rebuilt), GW_ERR_NOT_FOUND (another instance closed it: the copy is freed), or
+ * rebuilt from it: *rebuilt; a record older than the copy leaves the copy, and the copy's next
+ * answer writes the record anew), GW_ERR_NOT_FOUND (another instance closed it: the copy is freed), or
  * GW_ERR_BUSY / GW_ERR_UNAVAILABLE (the copy is back in the table), with |err|.
  */
 static int claim_copy(struct cmp_call *c, struct gw_txn **txnp, int *leased, int *rebuilt, char *err)
@@ -918,7 +919,11 @@ static int claim_copy(struct cmp_call *c, struct gw_txn **txnp, int *leased, int
     int rc = gw_cluster_take_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, &rec, err);
 
     *leased = rc == 0;
-    if (rc == 0 && rec.step != ((struct cmp_txn *)txn->data)->step) {
+    /* only a record further on replaces the copy: an older one is a late write or one Redis lost */
+    if (rc == 0 && rec.step < ((struct cmp_txn *)txn->data)->step)
+        gw_log_kv(GW_LOG_WARN, "txn_record_stale", "tid", c->rsp->tid, "identity", txn->identity, "msg",
+                  "the shared record is older than this instance's copy; the copy answers", NULL);
+    if (rc == 0 && rec.step > ((struct cmp_txn *)txn->data)->step) {
         gw_log_kv(GW_LOG_INFO, "txn_copy_replaced", "tid", c->rsp->tid, "identity", txn->identity, "msg",
                   "another instance answered it since; rebuilt from its record", NULL);
         cmp_poll_republish(c->e, ((struct cmp_txn *)txn->data)->pending); /* a result Redis refused before */

@@ -11,11 +11,18 @@
 
 #include "tests/unit/testutil.h"
 
+#include <arpa/inet.h>
 #include <dlfcn.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <openssl/cmp.h>
 #include <openssl/bn.h>
@@ -3185,8 +3192,11 @@ static void slow_wait_completed(struct env *e, int n)
     assert_false(gw_cmp_engine_calls_running(e->engine));
 }
 
-/* An engine whose role polls after |poll_after| (NULL: unset), over the slow adapter; gate closed. */
-static struct env *env_slow(const char *poll_after, uint32_t timeout_ms)
+/*
+ * An engine with the "cmp" members |cmp| whose role polls after |poll_after| (NULL: unset), over
+ * the slow adapter; gate closed.
+ */
+static struct env *env_slow_cmp(const char *cmp, const char *poll_after, uint32_t timeout_ms)
 {
     char extra[64];
     struct env *e;
@@ -3195,7 +3205,7 @@ static struct env *env_slow(const char *poll_after, uint32_t timeout_ms)
     char err[GW_ERR_LEN] = "";
 
     snprintf(extra, sizeof(extra), "\"poll_after\": \"%s\"", poll_after != NULL ? poll_after : "0s");
-    e = env_parse(&(struct env_opts){.cmp = CMP_DEFAULTS, .role_extra = extra, .confirm = 1});
+    e = env_parse(&(struct env_opts){.cmp = cmp, .role_extra = extra, .confirm = 1});
     for (size_t i = 0; i < e->cfg->n_upstreams; i++)
         if (strcmp(e->cfg->upstreams[i].name, "local") == 0)
             uc = &e->cfg->upstreams[i];
@@ -3211,6 +3221,11 @@ static struct env *env_slow(const char *poll_after, uint32_t timeout_ms)
     assert_non_null(up = gw_upstream_new_ops(uc, &slow_ops, NULL, err));
     assert_int_equal(gw_upstream_set_put0(e->ups, up), 0);
     return e;
+}
+
+static struct env *env_slow(const char *poll_after, uint32_t timeout_ms)
+{
+    return env_slow_cmp(CMP_DEFAULTS, poll_after, timeout_ms);
 }
 
 /* One step of the client's transaction: 1 certificate, 0 failed, -1 waiting (check_after set). */
@@ -3589,6 +3604,166 @@ static void test_poll_shutdown(void **state)
     OSSL_CMP_CTX_free(ctx);
 }
 
+/* ---- a redis-server of the test's own on loopback, for the shared transaction records ---- */
+
+static pid_t redis_pid;
+static unsigned redis_port;
+
+/* One command (|argc| strings) to the test's Redis; the first line of its answer into |out|. */
+static int redis_cmd(char *out, size_t cap, int argc, const char *const *argv)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)redis_port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    char buf[1024];
+    int fd = socket(AF_INET, SOCK_STREAM, 0), n, len;
+    ssize_t got = 0;
+
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    len = snprintf(buf, sizeof(buf), "*%d\r\n", argc);
+    for (int i = 0; i < argc; i++)
+        len += snprintf(buf + len, sizeof(buf) - (size_t)len, "$%zu\r\n%s\r\n", strlen(argv[i]), argv[i]);
+    n = len < (int)sizeof(buf) && write(fd, buf, (size_t)len) == len ? 0 : -1;
+    while (n == 0 && (size_t)got < cap - 1 && memchr(out, '\n', (size_t)got) == NULL) {
+        ssize_t r = read(fd, out + got, cap - 1 - (size_t)got);
+        if (r <= 0)
+            break;
+        got += r;
+    }
+    close(fd);
+    out[got] = '\0';
+    out[strcspn(out, "\r\n")] = '\0';
+    return n == 0 && got > 0 ? 0 : -1;
+}
+
+/* Starts redis-server as the gateway wants it (append-only, no eviction): 0, or -1 (none here). */
+static int redis_start(void)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    char port[8], out[64] = "";
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &sl) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    redis_port = ntohs(sa.sin_port);
+    snprintf(port, sizeof(port), "%u", redis_port);
+    if ((redis_pid = fork()) == 0) {
+        int null = open("/dev/null", O_WRONLY);
+
+        dup2(null, 1);
+        dup2(null, 2);
+        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", dir,
+               "--appendonly", "yes", "--maxmemory-policy", "noeviction", "--save", "", (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 100 && redis_pid > 0; i++) { /* up to 10 s */
+        if (redis_cmd(out, sizeof(out), 1, (const char *const[]){"PING"}) == 0 && strcmp(out, "+PONG") == 0)
+            return 0;
+        if (waitpid(redis_pid, NULL, WNOHANG) == redis_pid)
+            break;
+        usleep(100 * 1000);
+    }
+    if (redis_pid > 0 && waitpid(redis_pid, NULL, WNOHANG) == 0) {
+        kill(redis_pid, SIGTERM);
+        waitpid(redis_pid, NULL, 0);
+    }
+    redis_pid = 0;
+    return -1;
+}
+
+/* Teardown: the test's Redis stops whether the test passed or failed. */
+static int redis_stop(void **state)
+{
+    (void)state;
+    if (redis_pid > 0) {
+        kill(redis_pid, SIGTERM);
+        waitpid(redis_pid, NULL, 0);
+    }
+    redis_pid = 0;
+    return 0;
+}
+
+/* An engine over the slow adapter whose transactions are shared in the test's Redis (records on). */
+static struct env *env_shared(void)
+{
+    char cmp[512], key_path[128];
+    FILE *f;
+
+    snprintf(key_path, sizeof(key_path), "%s/state-mac.key", dir);
+    assert_non_null(f = fopen(key_path, "w"));
+    fputs("a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5\n", f);
+    fclose(f);
+    assert_int_equal(chmod(key_path, 0600), 0);
+    snprintf(cmp, sizeof(cmp),
+             CMP_DEFAULTS ", \"state\": {\"backend\": \"redis\", \"address\": \"127.0.0.1\", \"port\": %u, "
+                          "\"mac_key_file\": \"%s\", \"key_prefix\": \"unit%d:\"}",
+             redis_port, key_path, (int)getpid());
+    return env_slow_cmp(cmp, "100ms", 0);
+}
+
+/* The Redis key of the record of |cl|'s transaction (of its first request) into |out|. */
+static void record_key(const struct client *cl, char *out, size_t cap)
+{
+    const unsigned char *p = cl->first_req;
+    OSSL_CMP_MSG *req = d2i_OSSL_CMP_MSG(NULL, &p, (long)cl->first_req_len);
+    const ASN1_OCTET_STRING *tid =
+        req != NULL ? OSSL_CMP_HDR_get0_transactionID(OSSL_CMP_MSG_get0_header(req)) : NULL;
+    int n = snprintf(out, cap, "unit%d:rec:", (int)getpid());
+
+    assert_non_null(tid);
+    for (int i = 0; i < ASN1_STRING_length(tid) && (size_t)n + 2 < cap; i++)
+        n += snprintf(out + n, cap - (size_t)n, "%02x", ASN1_STRING_get0_data(tid)[i]);
+    OSSL_CMP_MSG_free(req);
+}
+
+/*
+ * A record older than the instance's own copy (another writer's late write, or writes a failed-over
+ * Redis lost) does not replace the copy: the client's next pollReq, which answers the copy's last
+ * pollRep, still collects the certificate.
+ */
+static void test_shared_older_record_kept_out(void **state)
+{
+    struct env *e;
+    struct client cl;
+    OSSL_CMP_CTX *ctx;
+    char key[160], saved[176], out[256];
+    int after;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    e = env_shared();
+    cl = (struct client){.env = e};
+    ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    assert_int_equal(poll_step(ctx, &after), -1); /* ir -> waiting, pollReq -> pollRep */
+    record_key(&cl, key, sizeof(key));
+    snprintf(saved, sizeof(saved), "%s:old", key);
+    assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"COPY", key, saved}), 0);
+    assert_string_equal(out, ":1");
+    assert_int_equal(poll_step(ctx, &after), -1); /* pollReq -> pollRep: the record one step on */
+    assert_int_equal(redis_cmd(out, sizeof(out), 4, (const char *const[]){"COPY", saved, key, "REPLACE"}), 0);
+    assert_string_equal(out, ":1"); /* the record one step back: its senderNonce an older pollRep's */
+    slow_gate(1);
+    slow_wait_completed(e, 1);
+    assert_int_equal(poll_step(ctx, &after), 1); /* pollReq -> ip, certConf -> pkiconf */
+    assert_non_null(OSSL_CMP_CTX_get0_newCert(ctx));
+    assert_int_equal(audit_count(e, "confirmed", NULL, NULL, NULL), 1);
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
 /* "poll_after": a duration below the upstream's timeout. */
 static void test_poll_config(void **state)
 {
@@ -3690,6 +3865,7 @@ int main(void)
         cmocka_unit_test(test_poll_closed_while_call_runs),
         cmocka_unit_test(test_poll_shutdown),
         cmocka_unit_test(test_poll_config),
+        cmocka_unit_test_teardown(test_shared_older_record_kept_out, redis_stop),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
