@@ -178,7 +178,8 @@ static void log_closed(void *arg, struct gw_txn *txn)
     if (t != NULL && t->pending != NULL && t->issued == NULL) {
         if (!how->leave_to_cluster)
             cmp_poll_abandon(t->pending);
-        cmp_poll_closed(t->e, t, tid, how->pending_event);
+        if (how->leave_to_cluster || !cmp_poll_withdraw_uncollected(t->e, t, tid, how->pending_event, 0))
+            cmp_poll_closed(t->e, t, tid, how->pending_event);
     }
     if (t != NULL)
         gw_cluster_release(t->e->cluster, txn->tid, txn->tid_len, txn->identity);
@@ -1055,6 +1056,7 @@ static void abort_txn(struct cmp_call *c, struct gw_txn *txn)
         cmp_withdraw(c->e, old, c->rsp->tid, old->issued, CRL_REASON_CESSATION_OF_OPERATION);
     }
     cmp_poll_abandon(old->pending); /* a deferred request's certificate to come: withdrawn then */
+    (void)cmp_poll_withdraw_uncollected(c->e, old, c->rsp->tid, NULL, 1); /* one that came: withdrawn now */
     release_slot(c->e, c, txn->identity);
     gw_txn_free(txn);
 }

@@ -614,16 +614,63 @@ void cmp_poll_abandon(struct cmp_pending *p)
     pthread_mutex_unlock(&p->lock);
 }
 
+/*
+ * The certificate |t|'s call returned in time that no pollReq took, up-ref'd (NULL if none), and in
+ * *view the transaction's audit fields: the call's own copy for a call made here.
+ */
+static X509 *uncollected(struct cmp_txn *t, struct cmp_txn **view)
+{
+    struct cmp_pending *p = t->pending;
+    const struct gw_sign_result *res = p == NULL && t->remote != NULL ? t->remote->res : NULL;
+    X509 *cert = NULL;
+
+    *view = t;
+    if (p == NULL) { /* rebuilt: a certificate beside the record came in time (else none was shared) */
+        if (res != NULL && res->cert != NULL && X509_up_ref(res->cert) == 1)
+            cert = res->cert;
+        if (cert != NULL)
+            gw_x509_cert_serial_hex(cert, t->serial, sizeof(t->serial));
+        return cert;
+    }
+    pthread_mutex_lock(&p->lock);
+    if (p->done && p->res != NULL && p->res->cert != NULL && !p->gave_up && X509_up_ref(p->res->cert) == 1)
+        cert = p->res->cert;
+    pthread_mutex_unlock(&p->lock);
+    *view = &p->view;
+    return cert;
+}
+
+int cmp_poll_withdraw_uncollected(struct gw_cmp_engine *e, struct cmp_txn *t, const char *tid,
+                                  const char *event, int aborted)
+{
+    struct cmp_txn *view;
+    X509 *cert = uncollected(t, &view);
+
+    if (cert == NULL)
+        return 0;
+    if (event != NULL)
+        gw_log_kv(GW_LOG_WARN, event, "tid", tid, "identity", t->identity, "serial", view->serial, "msg",
+                  "certificate issued but never collected by a pollReq; withdrawn", NULL);
+    (void)cmp_audit_cert(e, view, tid, "expired_undelivered",
+                         aborted ? "the client aborted the transaction before a pollReq collected it"
+                                 : "no pollReq collected it before its transaction closed",
+                         cert, 1);
+    cmp_withdraw(e, view, tid, cert, CRL_REASON_CESSATION_OF_OPERATION);
+    X509_free(cert);
+    return 1;
+}
+
 void cmp_poll_closed(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, const char *event)
 {
     struct cmp_pending *p = t->pending;
 
     pthread_mutex_lock(&p->lock);
+    /* a certificate that came and was not collected gets here at shutdown only (docs/polling.md) */
     if (p->done && p->res != NULL && p->res->cert != NULL && !p->gave_up) {
         gw_log_kv(GW_LOG_WARN, event, "tid", tid, "identity", t->identity, "serial", p->view.serial, "msg",
                   "certificate issued but never collected by a pollReq; it stays valid", NULL);
-        (void)cmp_audit_cert(e, &p->view, tid, "expired_undelivered", "no pollReq collected it", p->res->cert,
-                             0);
+        (void)cmp_audit_cert(e, &p->view, tid, "expired_undelivered",
+                             "the gateway stopped before a pollReq collected it", p->res->cert, 0);
     } else if (!p->done) {
         gw_log_kv(GW_LOG_WARN, event, "tid", tid, "identity", t->identity, "upstream",
                   gw_upstream_conf_name(gw_upstream_get0_conf(t->up)), "msg",

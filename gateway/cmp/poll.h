@@ -60,7 +60,20 @@ time_t cmp_poll_extra_ttl(const struct cmp_txn *t);
  */
 void cmp_poll_abandon(struct cmp_pending *p);
 
-/* cmp_poll_closed logs and audits what is known of a deferred transaction closed without its client. */
+/*
+ * cmp_poll_withdraw_uncollected: |t| (a deferred request, its call made here or its result read from
+ * its record) closes, by expiry or its client's abort (|aborted|), with a certificate that came in
+ * time but that no pollReq collected: nobody received it, so it is on record as "expired_undelivered"
+ * and withdrawn (revoked at the upstream where it can be). Logged as |event| unless NULL. 1 if
+ * there was one, else 0 and nothing is done.
+ */
+int cmp_poll_withdraw_uncollected(struct gw_cmp_engine *e, struct cmp_txn *t, const char *tid,
+                                  const char *event, int aborted);
+
+/*
+ * cmp_poll_closed logs and audits what is known of a deferred transaction closed without its client
+ * (at shutdown, a certificate nobody collected stays valid and on record).
+ */
 void cmp_poll_closed(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, const char *event);
 
 /* cmp_poll_release lets go of a reference to |p| (the last one frees it). NULL-safe. */

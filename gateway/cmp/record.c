@@ -108,20 +108,19 @@ int cmp_audit_cert(struct gw_cmp_engine *e, const struct cmp_txn *t, const char 
 void cmp_withdraw(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, X509 *cert, int reason)
 {
     char err[GW_ERR_LEN] = "", status[GW_ERR_LEN];
-    int rc = gw_upstream_revoke(t->up, cert, reason, err);
+    int rc = gw_upstream_revoke(t->up, cert, reason, err); /* fails without an upstream (rebuilt here) */
+    const char *up = t->up != NULL ? gw_upstream_conf_name(gw_upstream_get0_conf(t->up)) : "?";
 
     if (rc == 0) {
         cmp_status_invalidate(e, t->up);
         (void)cmp_audit_cert(e, t, tid, "revoked", "revoked upstream", cert, 1);
-        gw_log_kv(GW_LOG_WARN, "cert_revoked", "tid", tid, "serial", t->serial, "upstream",
-                  gw_upstream_conf_name(gw_upstream_get0_conf(t->up)), NULL);
+        gw_log_kv(GW_LOG_WARN, "cert_revoked", "tid", tid, "serial", t->serial, "upstream", up, NULL);
         return;
     }
     snprintf(status, sizeof(status), "not revoked: %.200s", err);
     (void)cmp_audit_cert(e, t, tid, "revoke_failed", status, cert, 1);
-    gw_log_kv(GW_LOG_ERROR, "revoke_failed", "tid", tid, "serial", t->serial, "upstream",
-              gw_upstream_conf_name(gw_upstream_get0_conf(t->up)), "reason", err, "msg",
-              "a certificate that must not be used is still valid: revoke it by hand", NULL);
+    gw_log_kv(GW_LOG_ERROR, "revoke_failed", "tid", tid, "serial", t->serial, "upstream", up, "reason", err,
+              "msg", "a certificate that must not be used is still valid: revoke it by hand", NULL);
 }
 
 /*

@@ -9,7 +9,6 @@
 #include "gateway/cmp/record.h"
 #include "base/err.h"
 #include "base/log.h"
-#include "base/x509.h"
 #include "upstream/upstream.h"
 
 #include <stdio.h>
@@ -84,9 +83,6 @@ void cmp_reshare(struct cmp_call *c, struct cmp_txn *t)
 void cmp_share_expired(struct gw_cmp_engine *e, struct cmp_txn *t, const char *tid,
                        const struct gw_txn_record *rec)
 {
-    const unsigned char *p = rec->result.cert;
-    X509 *cert = rec->result.cert_len > 0 ? d2i_X509(NULL, &p, (long)rec->result.cert_len) : NULL;
-
     if (t->issued != NULL) {
         gw_log_kv(GW_LOG_WARN, "txn_expired", "tid", tid, "identity", t->identity, "serial", t->serial, "msg",
                   "certificate issued but never confirmed; it stays valid", NULL);
@@ -96,18 +92,11 @@ void cmp_share_expired(struct gw_cmp_engine *e, struct cmp_txn *t, const char *t
                 ? "no certConf within the transaction TTL"
                 : "no certConf within the transaction TTL (the instance that issued it is gone)",
             t->issued, 0);
-    } else if (cert != NULL) {
-        gw_x509_cert_serial_hex(cert, t->serial, sizeof(t->serial));
-        gw_log_kv(GW_LOG_WARN, "txn_expired_pending", "tid", tid, "identity", t->identity, "serial",
-                  t->serial, "msg", "certificate issued but never collected by a pollReq; it stays valid",
-                  NULL);
-        (void)cmp_audit_cert(e, t, tid, "expired_undelivered", "no pollReq collected it", cert, 0);
-    } else {
+    } else if (!cmp_poll_withdraw_uncollected(e, t, tid, "txn_expired_pending", 0)) {
         gw_log_kv(GW_LOG_INFO, "txn_expired_pending", "tid", tid, "identity", t->identity, "msg",
                   rec->result.present ? "closed with nothing issued"
                                       : "closed without a result from its upstream call; a certificate it "
                                         "returned would be on the audit log of the instance that made it",
                   NULL);
     }
-    X509_free(cert);
 }

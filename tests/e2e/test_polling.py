@@ -44,6 +44,16 @@ def audit(gw, event, path=None):
     return [r for r in map(json.loads, lines) if r.get("event") == event]
 
 
+def vault_poll_role(cls, cfg, gw, **upstream):
+    """Upstream "vault" (the Vault-API test server, started for |cls|, with |upstream| keys on top) and
+    role "vault-poll" on it, polling after 500 ms."""
+    cls.vault = vaultenv.running(cls, gw.dir)
+    base = dict(cfg["roles"]["default"])
+    base["allowed_san_types"] = ["dns"]
+    cfg["upstreams"]["vault"] = cls.vault.upstream(namespace="e2e", **upstream)
+    cfg["roles"]["vault-poll"] = dict(base, upstream="vault", upstream_role="devices", poll_after="500ms")
+
+
 class PollingLocal(harness.GatewayTestCase):
     """The local issuer held 2.5 s per call; role "slow" polls after 500 ms, the default role blocks."""
 
@@ -125,11 +135,7 @@ class PollingVault(harness.GatewayTestCase):
 
     @classmethod
     def edit_config(cls, cfg, gw):
-        cls.vault = vaultenv.running(cls, gw.dir)
-        base = dict(cfg["roles"]["default"])
-        base["allowed_san_types"] = ["dns"]
-        cfg["upstreams"]["vault"] = cls.vault.upstream(namespace="e2e")
-        cfg["roles"]["vault-poll"] = dict(base, upstream="vault", upstream_role="devices", poll_after="500ms")
+        vault_poll_role(cls, cfg, gw)
 
 
     def _p10cr(self, name, cn):
@@ -156,6 +162,49 @@ class PollingVault(harness.GatewayTestCase):
         self.assertIsNone(cert)
         self.assertEqual((answers[0].body_type, answers[0].status), ("cp", WAITING), answers)
         self.assert_cmp_error(answers[-1], ("cp",), "badCertTemplate")
+
+
+class PollingAbandoned(harness.GatewayTestCase):
+    """The client gives up polling before Vault answers (2.5 s); the certificate comes within the
+    upstream's timeout, nobody collects it, and the transaction expires (transaction_ttl 1 s plus the
+    upstream's 4 s): the certificate nobody received is revoked at Vault, the audit log says why."""
+    vault = None
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        vault_poll_role(cls, cfg, gw, timeout="4s")
+        cfg.setdefault("cmp", {})["transaction_ttl"] = "1s"
+
+    def revoked_at_vault(self, serial):
+        colons = ":".join(serial[i:i + 2] for i in range(0, len(serial), 2))
+        return self.vault.api("GET", "/v1/pki/cert/%s" % colons)["data"]["revocation_time"] != 0
+
+    def test_uncollected_certificate_revoked(self):
+        self.vault.control({"latency_ms": 2500, "match": "sign/"})
+        key = self.newkey("gaveup")
+        csr = self.gw.dir / "gaveup.csr"
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=gaveup.example.com", "-out", csr])
+        p, answers, cert = cmp_polling(self.gw, "p10cr", "gaveup", "pki/roles/vault-poll/cmp", ["-csr", csr],
+                                       timeout=1)
+        self.assertNotEqual(p.returncode, 0)  # gave up polling: nothing collected
+        self.assertIsNone(cert)
+        self.assertEqual((answers[0].body_type, answers[0].status), ("cp", WAITING), answers)
+        tid = answers[0].header["transactionID"].asOctets().hex()
+        # the call lands at 2.5 s, the transaction expires at 5 s (with transaction records, from its
+        # record GW_STATE_CLAIM_SLACK later): wait for the outcome, not for a time
+        deadline = time.monotonic() + 60
+        while not [r for r in audit(self.gw, "revoked") if r.get("tid") == tid] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        issued = [r for r in audit(self.gw, "issued") if r.get("tid") == tid]
+        self.assertEqual([r.get("status") for r in issued], ["awaiting the client's pollReq"], issued)
+        serial = issued[0]["serial"].lower()
+        undelivered = [r for r in audit(self.gw, "expired_undelivered") if r.get("tid") == tid]
+        self.assertEqual([(r.get("serial", "").lower(), r.get("status")) for r in undelivered],
+                         [(serial, "no pollReq collected it before its transaction closed")], undelivered)
+        revoked = [r for r in audit(self.gw, "revoked") if r.get("tid") == tid]
+        self.assertEqual([r.get("serial", "").lower() for r in revoked], [serial], revoked)
+        self.assertTrue(self.revoked_at_vault(serial))
+        self.assertIn("txn_expired_pending", [l.get("event") for l in self.gw.log_lines()])
 
 
 class PollingRestart(harness.GatewayTestCase):

@@ -3228,11 +3228,44 @@ static struct env *env_slow(const char *poll_after, uint32_t timeout_ms)
     return env_slow_cmp(CMP_DEFAULTS, poll_after, timeout_ms);
 }
 
+/* The slow adapter revokes, each call counted in fake.revoke_calls. */
+static void slow_revokes(void)
+{
+    memset(&fake, 0, sizeof(fake));
+    slow_ops.caps |= GW_UP_REVOKE;
+    slow_ops.revoke = fake_revoke;
+}
+
+/* The one certificate issued under |e| (its serial into |serial|) is on record as not delivered,
+   saying |why|, and was revoked at the CA once. */
+static void assert_uncollected_withdrawn(struct env *e, char *serial, size_t cap, const char *why)
+{
+    assert_int_equal(audit_serial(e, "issued", serial, cap), 0);
+    assert_int_equal(audit_count(e, "expired_undelivered", serial, "status", why), 1);
+    assert_int_equal(audit_count(e, "revoked", serial, NULL, NULL), 1);
+    assert_int_equal(fake.revoke_calls, 1);
+}
+
 /* One step of the client's transaction: 1 certificate, 0 failed, -1 waiting (check_after set). */
 static int poll_step(OSSL_CMP_CTX *ctx, int *check_after)
 {
     *check_after = -1;
     return OSSL_CMP_try_certreq(ctx, GW_CMP_BODY_IR, NULL, check_after);
+}
+
+/* The client's next pollReq collects the certificate and its certConf closes the transaction; then
+   the client, its context and the engine are freed. */
+static void poll_collect_and_free(struct env *e, struct client *cl, OSSL_CMP_CTX *ctx)
+{
+    int after;
+
+    assert_int_equal(poll_step(ctx, &after), 1); /* pollReq -> ip, certConf -> pkiconf */
+    assert_non_null(OSSL_CMP_CTX_get0_newCert(ctx));
+    assert_int_equal(audit_count(e, "confirmed", NULL, NULL, NULL), 1);
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    client_cleanup(cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
 }
 
 /* ir -> waiting; pollReq -> pollRep(checkAfter); the certificate lands; pollReq -> ip; certConf -> pkiconf.
@@ -3336,13 +3369,7 @@ static void test_poll_replayed_pollreq(void **state)
     send_held_refused(&cl, OSSL_CMP_PKIFAILUREINFO_badRecipientNonce,
                       TEXT_STALE_NONCE); /* the result is there: a replay still does not take it */
     assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1);
-    assert_int_equal(poll_step(ctx, &after), 1); /* the client's pollReq -> ip, certConf -> pkiconf */
-    assert_non_null(OSSL_CMP_CTX_get0_newCert(ctx));
-    assert_int_equal(audit_count(e, "confirmed", NULL, NULL, NULL), 1);
-    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
-    client_cleanup(&cl);
-    OSSL_CMP_CTX_free(ctx);
-    env_free(e);
+    poll_collect_and_free(e, &cl, ctx); /* the client's own pollReq still collects it */
 }
 
 /*
@@ -3359,9 +3386,7 @@ static void test_poll_undelivered_withdrawn(void **state)
     int after;
 
     (void)state;
-    memset(&fake, 0, sizeof(fake));
-    slow_ops.caps |= GW_UP_REVOKE;
-    slow_ops.revoke = fake_revoke;
+    slow_revokes();
     assert_int_equal(poll_step(ctx, &after), -1);
     slow_gate(1);
     slow_wait_completed(e, 1);
@@ -3435,9 +3460,7 @@ static void test_poll_deadline(void **state)
     int after;
 
     (void)state;
-    memset(&fake, 0, sizeof(fake));
-    slow_ops.caps |= GW_UP_REVOKE;
-    slow_ops.revoke = fake_revoke;
+    slow_revokes();
     assert_int_equal(poll_step(ctx, &after), -1);
     usleep(700 * 1000);
     assert_int_equal(poll_step(ctx, &after), 0);
@@ -3469,9 +3492,7 @@ static void test_poll_deadline_race(void **state)
     int after, held, during, late_after;
 
     (void)state;
-    memset(&fake, 0, sizeof(fake));
-    slow_ops.caps |= GW_UP_REVOKE;
-    slow_ops.revoke = fake_revoke;
+    slow_revokes();
     signing_thread = pthread_self(); /* the client's: its fsyncs are not held */
     assert_int_equal(poll_step(ctx, &after), -1);
     slow.hold_record = 1;
@@ -3497,15 +3518,21 @@ static void test_poll_deadline_race(void **state)
     env_free(e);
 }
 
-/* A certificate nobody collects: the pending transaction outlives transaction_ttl by the upstream timeout. */
+/*
+ * A certificate nobody collects: the pending transaction outlives transaction_ttl by the upstream
+ * timeout, then the certificate, which no client received, is on record as not delivered and
+ * withdrawn at the CA.
+ */
 static void test_poll_expiry(void **state)
 {
     struct env *e = env_slow("100ms", 0);
     struct client cl = {.env = e};
     OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    char serial[64] = "";
     int after;
 
     (void)state;
+    slow_revokes();
     assert_int_equal(poll_step(ctx, &after), -1);
     slow_gate(1);
     slow_wait_completed(e, 1);
@@ -3513,8 +3540,8 @@ static void test_poll_expiry(void **state)
     assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1);
     gw_cmp_engine_expire(e->engine, time(NULL) + 300 + 12);
     assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
-    assert_int_equal(audit_count(e, "issued", NULL, NULL, NULL), 1);
-    assert_int_equal(audit_count(e, "expired_undelivered", NULL, "status", "no pollReq"), 1);
+    assert_uncollected_withdrawn(e, serial, sizeof(serial),
+                                 "no pollReq collected it before its transaction closed");
     assert_int_equal(poll_step(ctx, &after), 0); /* gone: the pollReq is refused */
     assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
                   "no open transaction");
@@ -3546,9 +3573,7 @@ static void test_poll_closed_while_call_runs(void **state)
         int after;
 
         print_message("closed by %s\n", abort ? "the client's error message" : "expiry");
-        memset(&fake, 0, sizeof(fake));
-        slow_ops.caps |= GW_UP_REVOKE;
-        slow_ops.revoke = fake_revoke;
+        slow_revokes();
         assert_int_equal(poll_step(ctx, &after), -1); /* ir -> waiting, pollReq -> pollRep */
         if (abort) {
             cl.other = client_new(&dummy, SIG, client_cert, client_key, NULL, NULL, 0);
@@ -3570,6 +3595,36 @@ static void test_poll_closed_while_call_runs(void **state)
         OSSL_CMP_CTX_free(ctx);
         env_free(e);
     }
+}
+
+/*
+ * The client aborts its deferred request (an error message in place of a pollReq) after the
+ * certificate came but before it collected it: nobody received it, so it is withdrawn.
+ */
+static void test_poll_aborted_after_result(void **state)
+{
+    struct env *e = env_slow("100ms", 0);
+    struct client cl = {.env = e}, dummy = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    char serial[64] = "";
+    int after;
+
+    (void)state;
+    slow_revokes();
+    assert_int_equal(poll_step(ctx, &after), -1); /* ir -> waiting, pollReq -> pollRep */
+    slow_gate(1);
+    slow_wait_completed(e, 1);
+    cl.other = client_new(&dummy, SIG, client_cert, client_key, NULL, NULL, 0);
+    cl.tamper = tamper_poll_error;
+    (void)poll_step(ctx, &after); /* its next pollReq goes as an error message */
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    assert_uncollected_withdrawn(e, serial, sizeof(serial),
+                                 "the client aborted the transaction before a pollReq collected it");
+    assert_int_equal(audit_count(e, "issued", serial, "status", "awaiting the client's pollReq"), 1);
+    client_cleanup(&cl);
+    client_cleanup(&dummy);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
 }
 
 /* Shutdown with a call still running: the engine waits for it, and its certificate is on record. */
@@ -3755,10 +3810,39 @@ static void test_shared_older_record_kept_out(void **state)
     assert_string_equal(out, ":1"); /* the record one step back: its senderNonce an older pollRep's */
     slow_gate(1);
     slow_wait_completed(e, 1);
-    assert_int_equal(poll_step(ctx, &after), 1); /* pollReq -> ip, certConf -> pkiconf */
-    assert_non_null(OSSL_CMP_CTX_get0_newCert(ctx));
-    assert_int_equal(audit_count(e, "confirmed", NULL, NULL, NULL), 1);
-    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    poll_collect_and_free(e, &cl, ctx);
+}
+
+/*
+ * A shared deferred request whose instance is gone (its record's deadline long past, no lease) with
+ * a certificate beside the record that no pollReq collected: the instance that claims the expiry
+ * records it as not delivered and withdraws it at the CA.
+ */
+static void test_shared_expiry_withdraws(void **state)
+{
+    struct env *e;
+    struct client cl;
+    OSSL_CMP_CTX *ctx;
+    char key[160], deadlines[64], out[256], serial[64] = "";
+    int after;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    e = env_shared();
+    slow_revokes();
+    cl = (struct client){.env = e};
+    ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    assert_int_equal(poll_step(ctx, &after), -1); /* ir -> waiting, pollReq -> pollRep */
+    slow_gate(1);
+    slow_wait_completed(e, 1); /* the result is beside the record */
+    record_key(&cl, key, sizeof(key));
+    snprintf(deadlines, sizeof(deadlines), "unit%d:deadlines", (int)getpid());
+    assert_int_equal(redis_cmd(out, sizeof(out), 4, (const char *const[]){"ZADD", deadlines, "0", key}), 0);
+    assert_string_equal(out, ":0"); /* its deadline moved to the distant past */
+    gw_cmp_engine_expire(e->engine, time(NULL));
+    assert_uncollected_withdrawn(e, serial, sizeof(serial),
+                                 "no pollReq collected it before its transaction closed");
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
     env_free(e);
@@ -3863,9 +3947,11 @@ int main(void)
         cmocka_unit_test(test_poll_deadline_race),
         cmocka_unit_test(test_poll_expiry),
         cmocka_unit_test(test_poll_closed_while_call_runs),
+        cmocka_unit_test(test_poll_aborted_after_result),
         cmocka_unit_test(test_poll_shutdown),
         cmocka_unit_test(test_poll_config),
         cmocka_unit_test_teardown(test_shared_older_record_kept_out, redis_stop),
+        cmocka_unit_test_teardown(test_shared_expiry_withdraws, redis_stop),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
