@@ -197,5 +197,9 @@
 /* logs and errors */
 #define GW_ERR_LEN 256 /* one human-readable error line */
 #define GW_LOG_LINE_MAX 4096
+/* an event a peer can cause before it authenticates: at most GW_LOG_PACE_LINES lines a window of
+   GW_LOG_PACE_SECS, the rest counted and reported with the next line (gw_log_pace_due) */
+#define GW_LOG_PACE_SECS 10
+#define GW_LOG_PACE_LINES 20
 
 #endif

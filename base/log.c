@@ -164,6 +164,26 @@ void gw_log_kv(enum gw_log_level level, const char *event, ...)
     line_end(&l);
 }
 
+bool gw_log_pace_due(struct gw_log_pace *p, time_t now, char held[GW_LOG_HELD_LEN])
+{
+    bool due;
+
+    pthread_mutex_lock(&p->lock);
+    if (now < p->window || now - p->window >= GW_LOG_PACE_SECS) {
+        p->window = now;
+        p->lines = 0;
+    }
+    if ((due = p->lines < GW_LOG_PACE_LINES)) {
+        p->lines++;
+        snprintf(held, GW_LOG_HELD_LEN, "%lu", p->held);
+        p->held = 0;
+    } else {
+        p->held++;
+    }
+    pthread_mutex_unlock(&p->lock);
+    return due;
+}
+
 /* Writes the escape for byte |c| into |out| (>= 7 bytes); returns its length. */
 static size_t escape_byte(char *out, unsigned char c)
 {

@@ -4,7 +4,10 @@
 #ifndef GW_LOG_H
 #define GW_LOG_H
 
+#include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <time.h>
 
 enum gw_log_level {
     GW_LOG_DEBUG = 0,
@@ -21,6 +24,31 @@ void gw_log(enum gw_log_level level, const char *event, const char *fmt, ...)
 
 /* A request log line: key/value pairs, all strings (JSON-escaped here), NULL-terminated list. */
 void gw_log_kv(enum gw_log_level level, const char *event, ...);
+
+/*
+ * A log event that a peer can cause before it authenticates (a wrong admin token, an HTTP/2
+ * stream left stalled) is paced so that no client can flood the log: at most GW_LOG_PACE_LINES
+ * lines a GW_LOG_PACE_SECS window, whatever the number of peers; the lines held back are counted
+ * and the next line out says how many ("suppressed"). One per event, static, GW_LOG_PACE_INIT.
+ */
+struct gw_log_pace {
+    pthread_mutex_t lock;
+    time_t window;      /* when the current window began */
+    unsigned lines;     /* lines out in it */
+    unsigned long held; /* lines held back since the last one out */
+};
+#define GW_LOG_PACE_INIT                                                                                     \
+    {                                                                                                        \
+        PTHREAD_MUTEX_INITIALIZER, 0, 0, 0                                                                   \
+    }
+#define GW_LOG_HELD_LEN 24
+
+/*
+ * gw_log_pace_due: whether one more line of |p|'s event may go out at |now|: true, with |held| the
+ * decimal count of the lines held back since the last one out (its "suppressed" field); false, the
+ * line counted as held back. A clock that went back starts a new window. Thread-safe.
+ */
+bool gw_log_pace_due(struct gw_log_pace *p, time_t now, char held[GW_LOG_HELD_LEN]);
 
 /* Writes |s| JSON-escaped into |buf| (always NUL-terminated, truncated to |cap|, never inside an escape
    or a UTF-8 sequence); a byte that is not part of valid UTF-8 becomes \ufffd. */

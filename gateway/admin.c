@@ -208,8 +208,9 @@ static bool authorized(h2o_req_t *req, struct gw_loop *lt, const char *what)
 {
     const struct gw_admin_conf *ac = &lt->gen->cfg->admin;
     ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    static struct gw_log_pace pace = GW_LOG_PACE_INIT; /* the token is not known yet: paced */
     struct sockaddr_storage ss;
-    char peer[64] = "";
+    char peer[64] = "", held[GW_LOG_HELD_LEN];
     bool missing;
 
     if (ac->token_file == NULL) {
@@ -222,8 +223,9 @@ static bool authorized(h2o_req_t *req, struct gw_loop *lt, const char *what)
     gw_metric_add(m_auth_failures, (const char *const[]){missing ? "missing" : "wrong"}, 1);
     if (req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss) != 0)
         gw_sockaddr_string((struct sockaddr *)&ss, peer, sizeof(peer));
-    gw_log_kv(GW_LOG_WARN, "admin_auth_failed", "peer", peer, "request", what, "reason",
-              missing ? "no bearer token" : "wrong token", NULL);
+    if (gw_log_pace_due(&pace, time(NULL), held))
+        gw_log_kv(GW_LOG_WARN, "admin_auth_failed", "peer", peer, "request", what, "reason",
+                  missing ? "no bearer token" : "wrong token", "suppressed", held, NULL);
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
                    H2O_STRLIT("Bearer realm=\"cmpgw admin\""));
     send_text(req, 401, "Unauthorized",

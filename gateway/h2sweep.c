@@ -99,9 +99,12 @@ static int collect(h2o_req_t *req, void *arg)
 /* One line per connection ended, with its client's address: what an operator greps for. */
 static void log_shut(h2o_conn_t *conn, const struct seen *v, uint32_t timeout)
 {
+    static struct gw_log_pace pace = GW_LOG_PACE_INIT; /* any client can stall its streams: paced */
     struct sockaddr_storage ss;
-    char peer[INET6_ADDRSTRLEN + 8] = "", secs[12];
+    char peer[INET6_ADDRSTRLEN + 8] = "", secs[12], held[GW_LOG_HELD_LEN];
 
+    if (!gw_log_pace_due(&pace, time(NULL), held))
+        return;
     if (conn->callbacks->get_peername(conn, (struct sockaddr *)&ss) != 0)
         gw_sockaddr_string((struct sockaddr *)&ss, peer, sizeof(peer));
     snprintf(secs, sizeof(secs), "%u", timeout);
@@ -109,7 +112,7 @@ static void log_shut(h2o_conn_t *conn, const struct seen *v, uint32_t timeout)
               v->answered ? "a response not all sent (the client's flow-control window stayed shut) "
                             "within send_timeout"
                           : "a request not all received within body_timeout",
-              "timeout_s", secs, (const char *)NULL);
+              "timeout_s", secs, "suppressed", held, (const char *)NULL);
 }
 
 /*

@@ -151,6 +151,27 @@ class NoTokenFile(harness.GatewayTestCase):
         self.assertEqual(len(events(self.gw, "reloaded")), 1, self.gw.stderr()[-3000:])
 
 
+class AdminAuthFloodPaced(harness.GatewayTestCase):
+    """A client sending wrong tokens as fast as it can does not flood the log: admin_auth_failed is paced
+    (GW_LOG_PACE_LINES lines a GW_LOG_PACE_SECS window, the rest counted in the next line's "suppressed"),
+    while every failure is still counted in the metric."""
+    PACE_LINES = 20  # GW_LOG_PACE_LINES
+
+    def test_wrong_tokens_paced(self):
+        n = 3 * self.PACE_LINES
+        before = metric(self.gw, "cmpgw_admin_auth_failures_total", reason="wrong")
+        for i in range(n):
+            status, _ = admin(self.gw, "/reload", "POST", token="wrong-token-%d-%s" % (i, "x" * 32))
+            self.assertEqual(status, 401)
+        self.assertEqual(metric(self.gw, "cmpgw_admin_auth_failures_total", reason="wrong"), before + n)
+        lines = events(self.gw, "admin_auth_failed")
+        # fewer lines than failures, however the requests fell across windows (all of them within
+        # two windows on any machine this runs on); each line says how many were held back before it
+        self.assertLessEqual(len(lines), 2 * self.PACE_LINES, len(lines))
+        self.assertTrue(all(l.get("suppressed", "").isdigit() for l in lines), lines[:3])
+        self.assertLessEqual(len(lines) + sum(int(l["suppressed"]) for l in lines), n)
+
+
 class TokenFileChecked(unittest.TestCase):
     """A token file that group or others may read, or a token too short, refuses the start."""
 

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -314,6 +315,84 @@ static void test_log_long(void **state)
     json_object_put(o);
 }
 
+/* One step of a pacing script: at |now|, |calls| lines offered; how many go out, and the first one's held
+ * count. */
+struct pace_step {
+    time_t now;
+    int calls;
+    int due;
+    const char *held;
+};
+
+static const struct pace_step pace_script[] = {
+    {100, GW_LOG_PACE_LINES, GW_LOG_PACE_LINES, "0"}, /* a window's worth goes out */
+    {100, 50, 0, NULL},                               /* a flood within it: held back, counted */
+    {100 + GW_LOG_PACE_SECS - 1, 7, 0, NULL},         /* still the same window */
+    {100 + GW_LOG_PACE_SECS, 1, 1, "57"},             /* the next window's first line says how many */
+    {100 + GW_LOG_PACE_SECS, 1, 1, "0"},
+    {50, 1, 1, "0"}, /* the clock went back: a new window, not one held shut until it catches up */
+};
+
+/* A flood of paced lines: a window lets GW_LOG_PACE_LINES out, the rest are counted, reported next. */
+static void test_log_pace(void **state)
+{
+    struct gw_log_pace pace = GW_LOG_PACE_INIT;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(pace_script) / sizeof(pace_script[0]); i++) {
+        const struct pace_step *s = &pace_script[i];
+        char held[GW_LOG_HELD_LEN], first[GW_LOG_HELD_LEN] = "";
+        int due = 0;
+
+        for (int n = 0; n < s->calls; n++) {
+            strcpy(held, "untouched");
+            if (gw_log_pace_due(&pace, s->now, held) && due++ == 0)
+                snprintf(first, sizeof(first), "%s", held);
+        }
+        if (due != s->due || (s->held != NULL && strcmp(first, s->held) != 0))
+            fail_msg("step %zu: %d of %d out (want %d), first held \"%s\" (want \"%s\")", i, due, s->calls,
+                     s->due, first, s->held != NULL ? s->held : "");
+    }
+}
+
+struct pace_flood {
+    struct gw_log_pace *pace;
+    int out;
+};
+
+static void *pace_flood(void *arg)
+{
+    struct pace_flood *f = arg;
+    char held[GW_LOG_HELD_LEN];
+
+    for (int i = 0; i < 1000; i++)
+        f->out += gw_log_pace_due(f->pace, 200, held);
+    return NULL;
+}
+
+/* Loop threads flooding at once: still GW_LOG_PACE_LINES lines in all, and every other one counted. */
+static void test_log_pace_threads(void **state)
+{
+    struct gw_log_pace pace = GW_LOG_PACE_INIT;
+    struct pace_flood f[4];
+    pthread_t th[4];
+    char held[GW_LOG_HELD_LEN];
+    int out = 0;
+
+    (void)state;
+    for (int i = 0; i < 4; i++) {
+        f[i] = (struct pace_flood){&pace, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, pace_flood, &f[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        out += f[i].out;
+    }
+    assert_int_equal(out, GW_LOG_PACE_LINES);
+    assert_true(gw_log_pace_due(&pace, 200 + GW_LOG_PACE_SECS, held));
+    assert_int_equal(strtoul(held, NULL, 10), 4000 - GW_LOG_PACE_LINES);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -324,6 +403,8 @@ int main(void)
         cmocka_unit_test(test_err_str),
         cmocka_unit_test(test_log_lines),
         cmocka_unit_test(test_log_long),
+        cmocka_unit_test(test_log_pace),
+        cmocka_unit_test(test_log_pace_threads),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
