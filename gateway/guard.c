@@ -30,6 +30,7 @@ struct gw_guard {
     struct gw_guard_conf conf;
     uint64_t key;
     uint32_t conns; /* in total */
+    uint32_t reqs;  /* in flight, in total */
     size_t cap;     /* power of two */
     struct slot *slots;
 };
@@ -43,11 +44,14 @@ struct gw_guard *gw_guard_new(const struct gw_guard_conf *conf)
         conf->max_requests_per_address == 0 || conf->ipv6_prefix == 0 || conf->ipv6_prefix > 128 ||
         (conf->auth_failures != 0 && conf->auth_failure_window == 0) || (g = calloc(1, sizeof(*g))) == NULL)
         return NULL;
-    /* room for every connection on its own address, and as many addresses again that only failed or
-       whose clients left before their answers */
-    while (cap < 2 * (size_t)conf->max_connections + 64)
-        cap <<= 1;
     g->conf = *conf;
+    if (g->conf.max_requests == 0)
+        g->conf.max_requests = conf->max_connections;
+    /* an address holds a slot while it has a connection or a request in flight, which outlives its
+       connection when the client leaves first: room for every one of both on an address of its own,
+       twice over, so that probes stay short and addresses that merely failed find room too */
+    while (cap < 2 * ((size_t)conf->max_connections + g->conf.max_requests) + 64)
+        cap <<= 1;
     g->cap = cap;
     if ((g->slots = calloc(cap, sizeof(*g->slots))) == NULL ||
         RAND_bytes((unsigned char *)&g->key, sizeof(g->key)) != 1 ||
@@ -207,11 +211,15 @@ int gw_guard_req_begin(struct gw_guard *g, const struct sockaddr *sa, socklen_t 
         return GW_ERR_INVAL;
     pthread_mutex_lock(&g->lock);
     /* the request's connection holds the slot of its address: found, made only if it is not */
-    if ((s = find(g, a, n, CREATE_EVICTING, time(NULL))) == NULL ||
-        s->reqs >= g->conf.max_requests_per_address)
+    if (g->reqs >= g->conf.max_requests)
+        rc = GW_ERR_LIMIT; /* what the table was sized for */
+    else if ((s = find(g, a, n, CREATE_EVICTING, time(NULL))) == NULL ||
+             s->reqs >= g->conf.max_requests_per_address)
         rc = GW_ERR_BUSY;
-    else
+    else {
         s->reqs++;
+        g->reqs++;
+    }
     pthread_mutex_unlock(&g->lock);
     return rc;
 }
@@ -225,8 +233,10 @@ void gw_guard_req_end(struct gw_guard *g, const struct sockaddr *sa, socklen_t l
     if (n == 0)
         return;
     pthread_mutex_lock(&g->lock);
-    if ((s = find(g, a, n, LOOKUP, time(NULL))) != NULL && s->reqs > 0)
+    if ((s = find(g, a, n, LOOKUP, time(NULL))) != NULL && s->reqs > 0) {
         s->reqs--;
+        g->reqs--;
+    }
     pthread_mutex_unlock(&g->lock);
 }
 

@@ -17,16 +17,21 @@ struct gw_guard_conf {
     uint32_t max_connections; /* in total */
     uint32_t max_connections_per_address;
     uint32_t max_requests_per_address; /* in flight at once: from the handler to the answer */
-    uint32_t auth_failures;            /* per address and window; 0 = no budget */
-    uint32_t auth_failure_window;      /* seconds */
-    uint32_t ipv6_prefix;              /* bits of an IPv6 address that make the address: 1..128 */
+    /* in flight at once in total, whoever sent them: what the workers, their queue and the upstream
+       calls can hold (set by the listener); 0 = max_connections */
+    uint32_t max_requests;
+    uint32_t auth_failures;       /* per address and window; 0 = no budget */
+    uint32_t auth_failure_window; /* seconds */
+    uint32_t ipv6_prefix;         /* bits of an IPv6 address that make the address: 1..128 */
 };
 
 struct gw_guard;
 
 /*
- * gw_guard_new sizes its table for |conf| (copied). NULL on a zero limit, an |ipv6_prefix| outside
- * 1..128, or out of memory.
+ * gw_guard_new sizes its table for |conf| (copied): for every connection and every request in flight
+ * on addresses of their own (a request outlives its connection when its client leaves before the
+ * answer), so that an address that holds none is always let in. NULL on a zero limit, an
+ * |ipv6_prefix| outside 1..128, or out of memory.
  */
 struct gw_guard *gw_guard_new(const struct gw_guard_conf *conf);
 void gw_guard_free(struct gw_guard *g);
@@ -40,8 +45,9 @@ int gw_guard_conn_open(struct gw_guard *g, const struct sockaddr *sa, socklen_t 
 void gw_guard_conn_close(struct gw_guard *g, const struct sockaddr *sa, socklen_t len);
 
 /*
- * gw_guard_req_begin counts a request of |sa| that is handed to the workers: 0, or GW_ERR_BUSY
- * (this address holds max_requests_per_address, or the table has no room for it), GW_ERR_INVAL.
+ * gw_guard_req_begin counts a request of |sa| that is handed to the workers: 0, or GW_ERR_LIMIT
+ * (max_requests are in flight), GW_ERR_BUSY (this address holds max_requests_per_address, or the
+ * table has no room for it), GW_ERR_INVAL.
  * Only a 0 is to be ended with gw_guard_req_end, when the request is answered or its client gone.
  */
 int gw_guard_req_begin(struct gw_guard *g, const struct sockaddr *sa, socklen_t len);

@@ -518,8 +518,11 @@ static int submit(struct gw_loop *lt, h2o_req_t *req, const struct gw_route_matc
     struct http_job *job;
     struct gw_conn *c = gw_conn_get0(req);
     struct gw_guard *guard = lt->server->guard;
+    int rc = c != NULL ? gw_guard_req_begin(guard, (struct sockaddr *)&c->addr, c->addr_len) : 0;
 
-    if (c != NULL && gw_guard_req_begin(guard, (struct sockaddr *)&c->addr, c->addr_len) != 0)
+    if (rc == GW_ERR_LIMIT) /* as many in flight as the workers, their queue and the upstreams hold */
+        return refuse(r, 503, HDR_RETRY_AFTER, "server busy: retry later");
+    if (rc != 0)
         return refuse(r, 429, HDR_RETRY_AFTER,
                       "too many requests in flight from this address: retry once one is answered");
     if ((job = calloc(1, sizeof(*job))) == NULL ||

@@ -796,9 +796,25 @@ void gw_server_wake(struct gw_server *s)
         h2o_multithread_send_message(&s->loops[t].done_rx, NULL); /* NULL only wakes the loop */
 }
 
+/*
+ * The admission limits of |cfg| with the requests the gateway can hold in flight at once: each worker's,
+ * a full queue, and a request suspended on every upstream call (docs/design.md D24).
+ */
+static struct gw_guard_conf admission_of(const struct gw_config *cfg)
+{
+    struct gw_guard_conf gc = cfg->limits.admission;
+    uint64_t held = (uint64_t)cfg->workers + cfg->queue_depth;
+
+    for (size_t i = 0; i < cfg->n_upstreams; i++)
+        held += cfg->upstreams[i].max_inflight;
+    gc.max_requests = held > UINT32_MAX ? UINT32_MAX : (uint32_t)held;
+    return gc;
+}
+
 struct gw_server *gw_server_start(struct gw_gens *gens, int (*reload)(void *arg, char *err), void *reload_arg,
                                   struct gw_inherited *inherited, char *err)
 {
+    struct gw_guard_conf admission;
     struct gw_server *s = NULL;
     struct gw_gen *g = gw_gens_acquire(gens);
     const struct gw_config *cfg = g->cfg;
@@ -822,7 +838,8 @@ struct gw_server *gw_server_start(struct gw_gens *gens, int (*reload)(void *arg,
         snprintf(err, GW_ERR_LEN, "listener: no listeners configured");
         goto err;
     }
-    if ((s->guard = gw_guard_new(&cfg->limits.admission)) == NULL) {
+    admission = admission_of(cfg);
+    if ((s->guard = gw_guard_new(&admission)) == NULL) {
         snprintf(err, GW_ERR_LEN, "listener: out of memory for the connection table");
         goto err;
     }

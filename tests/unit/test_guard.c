@@ -196,6 +196,58 @@ static void test_requests_in_flight(void **state)
     gw_guard_free(g);
 }
 
+/*
+ * Clients that leave with their requests still in flight (each from an address of its own) keep those
+ * addresses' slots until the answers; however many come and go, a new address is let in: the table
+ * has room for every request the guard lets be in flight (max_requests, max_connections unless set),
+ * and past that the request is refused (GW_ERR_LIMIT), never the next address's connection.
+ */
+static void test_orphaned_requests_leave_room(void **state)
+{
+    static const struct {
+        uint32_t max_connections, max_requests; /* 0: max_connections */
+        int clients, in_flight;
+    } cases[] = {
+        {4, 0, 1000, 4}, {2, 300, 600, 300}, /* what the workers, the queue and the upstream calls hold */
+    };
+
+    (void)state;
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        struct gw_guard_conf conf = {.max_connections = cases[c].max_connections,
+                                     .max_connections_per_address = 1,
+                                     .max_requests_per_address = 1,
+                                     .max_requests = cases[c].max_requests,
+                                     .ipv6_prefix = 64};
+        struct gw_guard *g = gw_guard_new(&conf);
+        struct sockaddr_storage x;
+        socklen_t l;
+        char ip[64];
+        int in_flight = 0;
+
+        assert_non_null(g);
+        for (int i = 0; i < cases[c].clients; i++) {
+            int rc;
+
+            snprintf(ip, sizeof(ip), "2001:db8:%x::1", i + 1); /* a /64 of its own each */
+            x = v6(ip, &l);
+            if (gw_guard_conn_open(g, SA(x), l) != 0)
+                fail_msg("case %zu: client %d (%s) refused with no connection open", c, i, ip);
+            rc = gw_guard_req_begin(g, SA(x), l);
+            assert_int_equal(rc, in_flight < cases[c].in_flight ? 0 : GW_ERR_LIMIT);
+            in_flight += rc == 0;
+            gw_guard_conn_close(g, SA(x), l); /* its client leaves before the answer */
+        }
+        x = v4("192.0.2.1", 1, &l);
+        assert_int_equal(gw_guard_conn_open(g, SA(x), l), 0);
+        assert_int_equal(gw_guard_req_begin(g, SA(x), l), GW_ERR_LIMIT);
+        x = v6("2001:db8:1::1", &l); /* the first one is answered: room for another request */
+        gw_guard_req_end(g, SA(x), l);
+        x = v4("192.0.2.1", 1, &l);
+        assert_int_equal(gw_guard_req_begin(g, SA(x), l), 0);
+        gw_guard_free(g);
+    }
+}
+
 /* An IPv6 client is its /64 (ipv6_prefix), an IPv4-mapped IPv6 address is the IPv4 address it maps. */
 static void test_address_key(void **state)
 {
@@ -272,8 +324,11 @@ static void test_address_key(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_connections), cmocka_unit_test(test_auth_budget),
-        cmocka_unit_test(test_table_reuse), cmocka_unit_test(test_requests_in_flight),
+        cmocka_unit_test(test_connections),
+        cmocka_unit_test(test_auth_budget),
+        cmocka_unit_test(test_table_reuse),
+        cmocka_unit_test(test_requests_in_flight),
+        cmocka_unit_test(test_orphaned_requests_leave_room),
         cmocka_unit_test(test_address_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
