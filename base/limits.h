@@ -40,9 +40,9 @@
 #define GW_MAX_LOG_SAMPLE 1000000   /* "log_sample_success": at most 1 request line in a million */
 #define GW_DEFAULT_BODY_TIMEOUT 10  /* seconds an HTTP/2 request may take to arrive whole */
 #define GW_MAX_BODY_TIMEOUT 300
-#define GW_DEFAULT_SEND_TIMEOUT 10 /* seconds an answered HTTP/2 request may take to be sent whole */
+#define GW_DEFAULT_SEND_TIMEOUT 10 /* seconds a connection's pending output may go without progress */
 #define GW_MAX_SEND_TIMEOUT 300
-#define GW_H2_SWEEP_MS 1000 /* how often HTTP/2 requests are checked against both */
+#define GW_SWEEP_MS 1000 /* how often connections and HTTP/2 requests are checked against both */
 
 /* "admin.token_file": bytes of the bearer token that POST /reload carries */
 #define GW_MIN_ADMIN_TOKEN_LEN 16

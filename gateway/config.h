@@ -66,7 +66,7 @@ struct gw_admin_conf {
 struct gw_limits_conf {
     struct gw_guard_conf admission; /* connections and failed authentications per address */
     uint32_t body_timeout;          /* seconds an HTTP/2 request may take to reach the handler */
-    uint32_t send_timeout;          /* seconds an answered HTTP/2 request may take to be sent */
+    uint32_t send_timeout;          /* seconds a connection's pending output may make no progress */
 };
 
 struct gw_config {

@@ -467,7 +467,6 @@ static void relayout(struct gw_loop *lt, struct gw_gen *g)
     struct gw_server *s = lt->server;
     struct gw_listen next[GW_LOOP_LISTENS];
     size_t t = (size_t)(lt - s->loops), n = 0;
-    bool h2 = false;
 
     for (size_t i = 0; i < g->n_ssl_ctx; i++) {
         bool have = false;
@@ -487,7 +486,6 @@ static void relayout(struct gw_loop *lt, struct gw_gen *g)
             g->bound[i * s->n_loops + t] = -1;
             listen_start(lt, &next[n++]);
         }
-        h2 |= g->keys[i].http2;
     }
     pthread_mutex_lock(&s->layout_lock); /* a hand-over reads the fds: none closes under it */
     for (size_t j = 0; j < lt->n_listens; j++) {
@@ -502,10 +500,6 @@ static void relayout(struct gw_loop *lt, struct gw_gen *g)
     for (size_t j = 0; j < n; j++)
         lt->listens[j].sock->data = &lt->listens[j];
     pthread_mutex_unlock(&s->layout_lock);
-    if (h2 && !lt->h2_swept) {
-        lt->h2_swept = true;
-        gw_h2sweep_start(lt);
-    }
 }
 
 void gw_loop_refresh(struct gw_loop *lt)
@@ -534,16 +528,19 @@ static void loop_setup(struct gw_loop *lt)
     h2o_multithread_register_receiver(lt->ctx.queue, &lt->done_rx, gw_http_on_done);
     h2o_multithread_register_receiver(lt->ctx.queue, &lt->admin_rx, gw_admin_on_reloaded);
     h2o_linklist_init_anchor(&lt->proxy_pending);
+    h2o_linklist_init_anchor(&lt->conns);
     for (size_t j = 0; j < lt->n_listens; j++)
         listen_start(lt, &lt->listens[j]);
-    gw_loop_refresh(lt); /* and the HTTP/2 sweep where a listener offers HTTP/2 */
+    gw_loop_refresh(lt);
+    gw_sweep_start(lt);
 }
 
 /*
  * loop thread: graceful shutdown (docs/design.md H7). Stop accepting, ask HTTP/2 peers to go away
  * (GOAWAY) and HTTP/1 to close after the next response, then run until every connection closed
  * and every job came back, or GW_DRAIN_TIMEOUT_MS passed. Idle HTTP/1.1 keep-alive connections
- * close at http1.req_timeout, which is below the drain deadline (docs/design.md H8.12).
+ * close at http1.req_timeout, which is below the drain deadline (docs/design.md H8.12); the sweep goes
+ * on meanwhile, so that a client which takes none of its answers is ended after limits.send_timeout.
  */
 static void loop_drain(struct gw_loop *lt)
 {
@@ -561,8 +558,7 @@ static void loop_drain(struct gw_loop *lt)
                lt->num_conns, lt->jobs_inflight, GW_DRAIN_TIMEOUT_MS);
         return;
     }
-    if (lt->h2_swept)
-        gw_h2sweep_stop(lt);
+    gw_sweep_stop(lt);
     /* request_shutdown leaves the GOAWAY-resend timer linked; dispose asserts on it (docs/design.md H8.11) */
     if (h2o_timeout_is_linked(&lt->ctx.http2._graceful_shutdown_timeout))
         h2o_timeout_unlink(&lt->ctx.http2._graceful_shutdown_timeout);

@@ -36,6 +36,13 @@ struct gw_conn {
     bool peer_required;            /* ... on a listener that requires one: requests refused */
     STACK_OF(X509) *peer_chain;    /* what the client sent with it, for gw_conn_recheck */
     char subject[GW_IDENTITY_LEN]; /* its subject, X509_NAME_oneline form, or "" */
+    /* the send sweep (sweep.c) */
+    h2o_socket_t *sock;     /* borrowed: this state is freed as it closes */
+    h2o_linklist_t link;    /* loop->conns */
+    uint64_t acked;         /* the bytes its client had acknowledged at the last sweep */
+    uint64_t stalled_since; /* ms: output pending, and none delivered, since then; 0: none pending */
+    bool moved;             /* output delivered since the last sweep (HTTP/2 streams wait behind it) */
+    bool ended;             /* shut down by a sweep: libh2o closes it */
 };
 
 /*
@@ -67,11 +74,10 @@ struct gw_loop {
     size_t admin_conns;              /* of num_conns, on the admin listener */
     h2o_linklist_t proxy_pending;    /* connections of trusted proxies awaiting their PROXY header */
     size_t n_proxy_pending;
-    /* HTTP/2 stream sweep (h2sweep.c), where a listener offers HTTP/2 */
-    bool h2_swept;
-    h2o_timeout_t h2_sweep;
-    h2o_timeout_entry_t h2_sweep_entry;
-    struct seen *h2_seen; /* requests still arriving at the last sweep, sorted */
+    h2o_linklist_t conns; /* its gw_conns, for the sweep */
+    h2o_timeout_t sweep;  /* slow clients (sweep.c, h2sweep.c) */
+    h2o_timeout_entry_t sweep_entry;
+    struct seen *h2_seen; /* HTTP/2 requests unfinished or unsent at the last sweep, sorted */
     size_t n_h2_seen;
 };
 
@@ -133,10 +139,22 @@ int gw_conn_recheck(struct gw_conn *c);
 /* gw_conn_get0 returns the connection state of |req| (borrowed, lives with the connection). */
 struct gw_conn *gw_conn_get0(h2o_req_t *req);
 
-/* h2sweep.c: ends HTTP/2 connections holding a request unfinished past limits.body_timeout, or an
- * answer unsent past limits.send_timeout (loop thread) */
-void gw_h2sweep_start(struct gw_loop *lt);
-void gw_h2sweep_stop(struct gw_loop *lt);
+/*
+ * sweep.c: every GW_SWEEP_MS, ends the connections whose output has made no progress for
+ * limits.send_timeout, and (h2sweep.c) those holding an HTTP/2 request past its timeouts. From the
+ * loop's start until its context is disposed, through the drain (loop thread).
+ */
+void gw_sweep_start(struct gw_loop *lt);
+void gw_sweep_stop(struct gw_loop *lt);
+
+/* sweep.c: shuts down |c|'s socket (libh2o then closes the connection), logs (rate-limited) and counts
+ * it as ended for |timeout| ("body_timeout", "send_timeout") of |secs|, with |why|; once (loop thread) */
+void gw_sweep_end(struct gw_conn *c, const char *timeout, uint32_t secs, const char *why);
+
+/* h2sweep.c: one pass over the loop's HTTP/2 requests at |now| (ms), after the connections' (loop
+ * thread); gw_h2sweep_cleanup frees what it remembers */
+void gw_h2sweep_run(struct gw_loop *lt, uint64_t now);
+void gw_h2sweep_cleanup(struct gw_loop *lt);
 
 /* listener.c: the configuration of listener |i| of |cfg| (the admin listener is the last, if any) */
 const struct gw_listener_conf *gw_listener_conf(const struct gw_config *cfg, size_t i);

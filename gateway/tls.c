@@ -25,6 +25,7 @@ static void conn_on_close(void *data)
     struct gw_conn *c = data;
 
     c->loop->num_conns--;
+    h2o_linklist_unlink(&c->link);
     if (c->admin)
         c->loop->admin_conns--;
     else
@@ -54,6 +55,8 @@ int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock, unsigned listener, 
     c->admin = admin;
     c->listener = listener;
     c->gen = loop->gen->id;
+    c->sock = sock;
+    h2o_linklist_insert(&loop->conns, &c->link);
     loop->num_conns++;
     loop->admin_conns += admin;
     sock->on_close.cb = conn_on_close;

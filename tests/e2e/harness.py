@@ -107,6 +107,26 @@ def read_to_eof(sock):
         data += chunk
 
 
+def stuck_pipeliner(gw, request=b"GET /pki/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", quiet=1):
+    """A TLS connection to |gw| with a 4 KiB receive buffer that pipelines |request| until the gateway has
+    taken none for |quiet| seconds (its answers fill the socket buffers, and nothing reads them): (the socket,
+    the client's address as the gateway logs it)."""
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window it offers
+    raw.settimeout(5)
+    raw.connect(("127.0.0.1", gw.port))
+    sock = gw.tls_context().wrap_socket(raw, server_hostname="127.0.0.1")
+    sock.settimeout(quiet)
+    deadline = time.monotonic() + CLIENT_TIMEOUT
+    try:
+        while time.monotonic() < deadline:
+            sock.sendall(request * 64)
+    except socket.timeout:  # the gateway reads no more: it waits to write
+        return sock, "127.0.0.1:%d" % sock.getsockname()[1]
+    sock.close()
+    raise Failure("the gateway took pipelined requests for %d s without waiting to write" % CLIENT_TIMEOUT)
+
+
 def free_port():
     """A TCP port on 127.0.0.1 that was free a moment ago, drawn from below the kernel's ephemeral range:
     no outgoing connection of any process takes it as its local port, so a gateway killed and started

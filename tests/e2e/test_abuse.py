@@ -19,6 +19,10 @@ address that keeps failing to authenticate gets HTTP 429 with Retry-After before
 
 An HTTP/2 client that never opens its flow-control window once its request is answered held its
 connection, and the stream's memory, forever: its connection is now ended after limits.send_timeout.
+An HTTP/1 client that pipelines requests and never reads the answers did the same (libh2o times HTTP/1
+only while it reads a request): limits.send_timeout now ends any connection whose pending output the
+client takes no byte of for that long, a stall timer rather than a deadline for the whole send, so that
+a client reading slowly but steadily keeps its connection on either protocol.
 The body timeout took a stream for the one before it in the same memory (malloc hands a freed stream's
 back at once): a client sending one request after another, each in time, lost its connection after
 limits.body_timeout; each request now counts from its own start. (An ASan build, whose allocator holds
@@ -368,7 +372,8 @@ class Admission(harness.GatewayTestCase):
 
     def test_http2_window_never_opened_ended_within_the_send_timeout(self):
         """SETTINGS_INITIAL_WINDOW_SIZE 0 and no WINDOW_UPDATE: the answer (a 400) can never be sent, and its
-        stream would live as long as the connection. The gateway ends the connection and says so."""
+        stream would live as long as the connection. The gateway ends the connection and says so. The PINGs the
+        client sends meanwhile make the gateway write, but move no answer: no progress."""
         sock = h2_connect(self.gw, settings=(4).to_bytes(2, "big") + (0).to_bytes(4, "big"))
         sock.sendall(h2_post(1, b"not a PKIMessage"))
         buf, statuses, closed = b"", [], False
@@ -378,6 +383,10 @@ class Admission(harness.GatewayTestCase):
                 try:
                     data = sock.recv(65536)
                 except socket.timeout:
+                    try:
+                        sock.sendall(h2_frame(6, 0, 0, b"12345678"))  # PING
+                    except (ssl.SSLError, OSError):
+                        closed = True
                     continue
                 except (ssl.SSLError, OSError):
                     closed = True
@@ -399,6 +408,92 @@ class Admission(harness.GatewayTestCase):
                    e.get("peer", "").startswith("127.0.0.1:") and "send_timeout" in e.get("reason", "")]:
             self.assertLess(time.monotonic(), deadline, "no http2_connection_closed line:\n" + self.gw.stderr()[-3000:])
             time.sleep(0.1)
+
+    def ended_lines(self, event, peer):
+        return [e for e in self.gw.log_lines() if e.get("event") == event and e.get("peer") == peer]
+
+    def ended_count(self, protocol):
+        return harness.metric(self.gw, "cmpgw_slow_connections_ended_total", 0, protocol=protocol,
+                              timeout="send_timeout")
+
+    def test_http1_pipeliner_that_never_reads_ended_after_the_send_timeout(self):
+        """Requests pipelined over TLS through a 4 KiB receive buffer, and no answer read: the gateway's answers
+        wait in the socket with no byte taken. libh2o 2.2.5 times HTTP/1 only while a request is read, so the
+        connection, its answers and its share of max_connections_per_address were held forever."""
+        before = self.ended_count("http1")
+        sock, peer = harness.stuck_pipeliner(self.gw)
+        try:
+            deadline = time.monotonic() + 2 + 1 + 10 * harness.SLOW  # send_timeout 2 s, swept every second
+            while not self.ended_lines("http1_connection_closed", peer):
+                self.assertLess(time.monotonic(), deadline, "no http1_connection_closed for " + peer)
+                time.sleep(0.2)
+            line = self.ended_lines("http1_connection_closed", peer)[0]
+            self.assertEqual((line["timeout"], line["timeout_s"]), ("send_timeout", "2"))
+            sock.settimeout(5)
+            with self.assertRaises((ssl.SSLError, OSError, EOFError)):  # what was sent, then the end
+                while sock.recv(65536):
+                    pass
+                raise EOFError
+        finally:
+            sock.close()
+        self.assertGreaterEqual(self.ended_count("http1"), before + 1)
+
+    def test_http1_slow_steady_reader_kept_past_the_send_timeout(self):
+        """The same pipeliner reading 2 KiB every 0.1 s for three send_timeouts: its answers never stop moving,
+        so its connection stays, however long the whole send takes."""
+        sock, peer = harness.stuck_pipeliner(self.gw, quiet=0.5)  # reading begins well within send_timeout
+        got = 0
+        try:
+            sock.settimeout(5)
+            end = time.monotonic() + 3 * 2
+            while time.monotonic() < end:
+                step = got + 2048
+                while got < step:  # a TLS record at a time: the answers' headers and bodies are records of their own
+                    data = sock.recv(step - got)
+                    self.assertTrue(data, "ended after %d bytes" % got)
+                    got += len(data)
+                time.sleep(0.1)
+        finally:
+            sock.close()
+        self.assertEqual(self.ended_lines("http1_connection_closed", peer), [])
+
+    def test_http2_answer_taken_slowly_kept_past_the_send_timeout(self):
+        """A window of 0, then 2 bytes more every 0.3 s: the answer's body goes out for longer than send_timeout,
+        a few bytes at each step. Its connection stays until the answer is all sent (the deadline this timer
+        replaced ended it send_timeout after the answer)."""
+        sock = h2_connect(self.gw, settings=(4).to_bytes(2, "big") + (0).to_bytes(4, "big"))
+        sock.settimeout(0.3)
+        peer = "127.0.0.1:%d" % sock.getsockname()[1]
+        sock.sendall(h2_post(1, b"not a PKIMessage"))
+        buf, status, body, ended, closed = b"", None, b"", False, False
+        deadline = time.monotonic() + harness.CLIENT_TIMEOUT
+        try:
+            while not ended and not closed and time.monotonic() < deadline:
+                try:
+                    data = sock.recv(65536)
+                    closed = data == b""
+                except socket.timeout:
+                    data = b""
+                    if status is not None:
+                        sock.sendall(h2_frame(8, 0, 1, (2).to_bytes(4, "big")))  # WINDOW_UPDATE, stream 1
+                except (ssl.SSLError, OSError):
+                    closed = True
+                frames, buf = h2_frames(buf + data)
+                for ftype, flags, stream, payload in frames:
+                    if ftype == 4 and not flags & 1:
+                        sock.sendall(h2_frame(4, 1, 0, b""))
+                    if (ftype, stream) == (1, 1):
+                        status = h2_status(payload)
+                    if (ftype, stream) == (0, 1):
+                        body += payload
+                        ended = bool(flags & 1)
+        finally:
+            sock.close()
+        self.assertFalse(closed, "ended after %d bytes of the answer" % len(body))
+        self.assertTrue(ended, "the answer was not all sent: %r" % body)
+        self.assertEqual(status, 400)
+        self.assertGreater(len(body), 2 * (2 + 1) / 0.3)  # more steps than send_timeout and a sweep hold
+        self.assertEqual(self.ended_lines("http2_connection_closed", peer), [])
 
     def test_http2_requests_one_after_another_each_in_time_kept(self):
         """Each request's body comes 0.9 s after its headers, well within body_timeout (3 s), the next one as soon

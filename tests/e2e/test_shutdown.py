@@ -1,5 +1,8 @@
 """SIGTERM with a request in flight: the request still gets its certificate, new connections are refused,
-and the gateway exits 0 (gw_server_stop: stop accepting, drain, exit)."""
+and the gateway exits 0 (gw_server_stop: stop accepting, drain, exit).
+
+A client that pipelined requests and never read the answers held the drain until its deadline (HTTP/1
+had no send timeout): limits.send_timeout now ends its connection during the drain too."""
 import socket
 import threading
 import time
@@ -43,6 +46,26 @@ class ShutdownInFlight(harness.GatewayTestCase):
         self.gw.check_stderr()
         self.assertEqual(rc, 0, self.gw.stderr()[-3000:])
 
+
+
+class ShutdownStuckReader(harness.GatewayTestCase):
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["limits"] = {"send_timeout": "2s"}
+
+    def test_sigterm_drain_ends_a_client_that_never_reads(self):
+        sock, peer = harness.stuck_pipeliner(self.gw)
+        try:
+            self.gw.signal_stop()
+            rc = self.gw.wait_exit()
+        finally:
+            sock.close()
+        self.gw.proc = None
+        self.gw.check_stderr()
+        self.assertEqual(rc, 0, self.gw.stderr()[-3000:])
+        events = [e for e in self.gw.log_lines() if e.get("event") in ("drain_timeout", "http1_connection_closed")]
+        self.assertEqual([(e["event"], e.get("peer")) for e in events], [("http1_connection_closed", peer)])
 
 if __name__ == "__main__":
     harness.main()
