@@ -481,6 +481,33 @@ static int cn_copy(const X509_NAME *subject, const GENERAL_NAME *gn)
 }
 
 /*
+ * check_wildcard: a '*' in a DNS name or common name asks for a wildcard certificate (RFC 6125
+ * §6.4.3), good for every host it covers, so only a role that says so issues one (Vault's
+ * allow_wildcard_certificates); and then only as a whole first label before one or more others
+ * ("*.example.com"), the one form a request's DNS name may take (mappings/profile.c) and RFC 9525
+ * §6.3 still lets clients match. Any '*' counts, whatever the case, trailing dot or A-label around it.
+ */
+static int check_wildcard(const struct gw_role *role, const char *what, const char *s, size_t len,
+                          int *fail_info, char *err)
+{
+    char buf[SHOWN_LEN];
+
+    if (memchr(s, '*', len) == NULL)
+        return 0;
+    if (!role->allow_wildcard_certificates)
+        return say(fail_info, BADT, err,
+                   "%s %s is a wildcard, which role %s does not issue (allow_wildcard_certificates): ask "
+                   "for each host's own name",
+                   what, shown(buf, s, len), rname(role));
+    if (len < 3 || s[0] != '*' || s[1] != '.' || memchr(s + 1, '*', len - 1) != NULL)
+        return say(fail_info, BADT, err,
+                   "%s %s has a '*' that is not its whole first label: a wildcard name is \"*.\" and a "
+                   "domain, as in *.example.com",
+                   what, shown(buf, s, len));
+    return 0;
+}
+
+/*
  * check_san: the type must be one the role allows (a DNS/email copy of the CN is exempt when
  * |cn_source| is given: Vault adds it unless exclude_cn_from_sans), the value one of its patterns.
  */
@@ -506,6 +533,9 @@ static int check_san(const struct gw_role *role, const GENERAL_NAME *gn, const X
     if ((role->allowed_san_types & name_kinds[k].bit) == 0 && !cn_copy(cn_source, gn))
         return say(fail_info, BADT, err, "subjectAltName type %s is not allowed on role %s",
                    name_kinds[k].what, rname(role));
+    if (gn->type == GEN_DNS && check_wildcard(role, name_kinds[k].what, (const char *)gn->d.ia5->data,
+                                              (size_t)gn->d.ia5->length, fail_info, err) != 0)
+        return GW_ERR_POLICY;
     ps = (const struct gw_patterns *)((const char *)&role->authz + name_kinds[k].off);
     if (ps->n == 0 ||
         match_any(ps, (const char *)gn->d.ia5->data, (size_t)gn->d.ia5->length, name_kinds[k].fold))
@@ -535,13 +565,13 @@ static int check_cns(const struct gw_role *role, const X509_NAME *subject, int *
     size_t len;
     int i = -1, rc;
 
-    if (ps->n == 0 || subject == NULL)
+    if (subject == NULL)
         return 0;
     while ((i = X509_NAME_get_index_by_NID(subject, NID_commonName, i)) >= 0) {
         if ((cn = entry_utf8(subject, i, &len)) == NULL)
             return say(fail_info, BADT, err, "the common name cannot be decoded");
-        rc = 0;
-        if (!match_any(ps, cn, len, 0))
+        rc = check_wildcard(role, "common name", cn, len, fail_info, err);
+        if (rc == 0 && ps->n > 0 && !match_any(ps, cn, len, 0))
             rc = say(fail_info, BADT, err, "common name %s is not allowed on role %s (allowed: %s)",
                      shown(buf, cn, len), rname(role), join(list, sizeof(list), ps));
         OPENSSL_free(cn);

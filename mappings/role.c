@@ -514,6 +514,8 @@ static const struct gw_conf_field role_fields[] = {
     GW_CONF_OPT("max_ttl", gw_conf_p_dur_s, struct gw_role, max_ttl, .min = 1, .max = GW_MAX_CERT_TTL,
                 .def = GW_DEFAULT_MAX_TTL),
     GW_CONF_OPT("require_subject", gw_conf_p_bool, struct gw_role, require_subject, .def = false),
+    GW_CONF_OPT("allow_wildcard_certificates", gw_conf_p_bool, struct gw_role, allow_wildcard_certificates,
+                .def = false),
     GW_CONF_OPT("implicit_confirm", gw_conf_p_bool, struct gw_role, implicit_confirm, .def = true),
     GW_CONF_OPT("upstream_role", gw_conf_p_name, struct gw_role, upstream_role, .aux = &gw_conf_names_plain),
     GW_CONF_OPT("sign", gw_conf_p_enum, struct gw_role, sign_policy, .def = GW_SIGN_ROLE, .aux = sign_names),

@@ -116,6 +116,8 @@ struct gw_role {
     uint32_t max_ttl;           /* seconds, cap on any requested validity */
     bool require_subject;       /* refuse a request without a subject */
     bool implicit_confirm;      /* grant implicitConfirm when the client asks */
+    /* "allow_wildcard_certificates": a '*' in a requested DNS name or CN (mappings/policy.c) */
+    bool allow_wildcard_certificates;
     /* "allowed_extensions": what an issued certificate may carry beyond the standard extensions
        mappings/policy.c allows every role */
     ASN1_OBJECT **allowed_exts;

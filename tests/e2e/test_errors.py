@@ -272,6 +272,7 @@ class Errors(Base):
             "tlsreq": dict(base, authorization={"tls_client": "require"}),
             "signer": dict(base, authorization={"signer_subjects": ["/O=cmpgw demo/CN=nobody"]}),
             "names": dict(base, authorization={"allowed_dns_names": ["*.example.com"]}),
+            "wild": dict(base, allow_wildcard_certificates=True, authorization={"allowed_dns_names": ["*.example.com"]}),
         })
 
     # -- HTTP ----------------------------------------------------------------------------------
@@ -467,6 +468,25 @@ class Errors(Base):
                                                     extra=("-sans", "evil.example.org")))
         self.assertEqual(a.status_strings, ["DNS name evil.example.org is not allowed on role names "
                                             "(allowed: *.example.com)"])
+
+    def test_name_wildcard(self):
+        """The role's own "*.example.com" allows a host under it, not the wildcard name itself, in a SAN or
+        the CN."""
+        a = self.expect("name_wildcard", self.ir("wildsan", path="pki/roles/names/cmp", subject="/CN=ok.example.com",
+                                                 extra=("-sans", "*.example.com")))
+        self.assertEqual(a.status_strings, ["DNS name *.example.com is a wildcard, which role names does not issue "
+                                            "(allow_wildcard_certificates): ask for each host's own name"])
+        a = self.expect("name_wildcard", self.ir("wildcn", path="pki/roles/names/cmp", subject="/CN=*.EXAMPLE.com."))
+        self.assertIn("common name *.EXAMPLE.com. is a wildcard", a.status_strings[0])
+
+    def test_name_wildcard_label(self):
+        a = self.expect("name_wildcard_label", self.ir("wildlabel", path="pki/roles/wild/cmp", subject="/CN=a*.example.com"))
+        self.assertIn("common name a*.example.com has a '*'", a.status_strings[0])
+        # where the role allows them, a wildcard name within its patterns is issued
+        res = self.gw.cmp("ir", "wildok", newkey=self.newkey("wildok"), subject="/CN=*.example.com",
+                          path="pki/roles/wild/cmp", extra=("-sans", "*.example.com"))
+        sans = harness.run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", res.cert]).stdout
+        self.assertIn(b"DNS:*.example.com", sans)
 
     # -- certConf and pollReq ------------------------------------------------------------------
 

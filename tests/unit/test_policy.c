@@ -804,6 +804,99 @@ static void test_check_request(void **state)
     }
 }
 
+/*
+ * A '*' in a DNS name or CN asks for a wildcard certificate: refused unless the role allows them,
+ * even where a pattern's own '*' would match it, in every spelling; allowed, only in the first label.
+ */
+static char *p_wild_dev[] = {"*.dev.example.com"};
+static char *p_any_label[] = {"*"};
+static char *p_cn_star[] = {"*"};
+
+static const struct {
+    const char *name;
+    struct gw_authz authz;
+    int allow;
+    const char *subject, *sans;
+    const char *want; /* NULL = accepted */
+} wild[] = {
+    {"host under a wildcard pattern",
+     {.dns_names = PATS(p_wild_dev)},
+     0,
+     "CN=x",
+     "DNS:host.dev.example.com",
+     NULL},
+    {"literal pattern",
+     {.dns_names = PATS(p_wild_dev)},
+     0,
+     "CN=x",
+     "DNS:*.dev.example.com",
+     "=DNS name *.dev.example.com is a wildcard, which role iot does not issue "
+     "(allow_wildcard_certificates): "
+     "ask for each host's own name"},
+    {"partial label", {.dns_names = PATS(p_wild_dev)}, 0, "CN=x", "DNS:a*.dev.example.com", "is a wildcard"},
+    {"broader", {0}, 0, "CN=x", "DNS:*.example.com", "is a wildcard"},
+    {"bare star", {.dns_names = PATS(p_any_label)}, 0, "CN=x", "DNS:*", "DNS name * is a wildcard"},
+    {"upper case", {.dns_names = PATS(p_wild_dev)}, 0, "CN=x", "DNS:*.DEV.Example.COM", "is a wildcard"},
+    {"trailing dot", {0}, 0, "CN=x", "DNS:*.dev.example.com.", "is a wildcard"},
+    {"a-label", {0}, 0, "CN=x", "DNS:*.xn--bcher-kva.example", "is a wildcard"},
+    {"second name", {0}, 0, "CN=x", "DNS:host.example.com,DNS:*.example.com", "is a wildcard"},
+    {"cn",
+     {0},
+     0,
+     "CN=*.dev.example.com",
+     NULL,
+     "common name *.dev.example.com is a wildcard, which role iot"},
+    {"cn under a star pattern",
+     {.common_names = PATS(p_cn_star)},
+     0,
+     "CN=*",
+     NULL,
+     "common name * is a wildcard"},
+    {"cn without a star", {0}, 0, "CN=host.dev.example.com", NULL, NULL},
+    {"allowed", {.dns_names = PATS(p_wild_dev)}, 1, "CN=*.dev.example.com", "DNS:*.dev.example.com", NULL},
+    {"allowed, still within the patterns",
+     {.dns_names = PATS(p_wild_dev)},
+     1,
+     "CN=x",
+     "DNS:*.example.com",
+     "DNS name *.example.com is not allowed on role iot"},
+    {"allowed, not past the first label",
+     {0},
+     1,
+     "CN=x",
+     "DNS:host.*.example.com",
+     "=DNS name host.*.example.com has a '*' that is not its whole first label: a wildcard name is \"*.\" "
+     "and a "
+     "domain, as in *.example.com"},
+    {"allowed, not part of a label", {0}, 1, "CN=x", "DNS:a*.example.com", "not its whole first label"},
+    {"allowed, two stars", {0}, 1, "CN=x", "DNS:*.*.example.com", "not its whole first label"},
+    {"allowed, one label", {0}, 1, "CN=x", "DNS:*", "not its whole first label"},
+    {"allowed, cn too", {0}, 1, "CN=a*.example.com", NULL, "common name a*.example.com has a '*'"},
+};
+
+static void test_check_request_wildcards(void **state)
+{
+    char err[GW_ERR_LEN];
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(wild) / sizeof(wild[0]); i++) {
+        struct gw_role role = {.name = "iot",
+                               .allowed_san_types = ALL_SANS,
+                               .allow_wildcard_certificates = wild[i].allow,
+                               .authz = wild[i].authz};
+        struct gw_cert_plan plan;
+        int fi = -1, rc;
+
+        mkplan(&plan, wild[i].subject, wild[i].sans, K_P256, DAY);
+        rc = gw_policy_check_request(&role, &plan, &fi, err);
+        gw_cert_plan_cleanup(&plan);
+        if ((rc == 0) != (wild[i].want == NULL) || fi != (wild[i].want == NULL ? 0 : BT))
+            fail_msg("%s: rc %d fail_info %d err \"%s\"", wild[i].name, rc, fi, err);
+        check_err(wild[i].name, err, wild[i].want);
+    }
+}
+
 /* A CN with an embedded NUL ("dev-1\0evil") matches no pattern, however permissive. */
 static void test_check_request_nul_cn(void **state)
 {
@@ -1300,6 +1393,17 @@ static const struct {
      ALL_SANS,
      GW_ISSUED_OUTSIDE_POLICY,
      "beyond role iot's max_ttl of 30d"},
+    {"a wildcard name",
+     {"CN=dev-1.example.com", "DNS:*.example.com", NULL, NULL, -60, 7 * DAY, 0},
+     K_P256,
+     I_INT,
+     ST_INT,
+     0,
+     "DNS:*.example.com",
+     false,
+     ALL_SANS,
+     GW_ISSUED_OUTSIDE_POLICY,
+     "DNS name *.example.com is a wildcard, which role iot does not issue"},
     {"within slack",
      {"CN=dev-1.example.com", NULL, NULL, NULL, -60, 30 * DAY + 60, 0},
      K_P256,
@@ -2085,6 +2189,7 @@ int main(void)
         cmocka_unit_test(test_authorize_null),
         cmocka_unit_test(test_check_request),
         cmocka_unit_test(test_check_request_nul_cn),
+        cmocka_unit_test(test_check_request_wildcards),
         cmocka_unit_test(test_upstream_role),
         cmocka_unit_test(test_check_issued),
         cmocka_unit_test(test_check_issued_subject),
