@@ -150,10 +150,11 @@
 #define GW_SERIAL_BITS 159 /* random serials; RFC 5280 caps at 20 octets */
 #define GW_DEFAULT_TTL (30 * 24 * 3600)
 #define GW_DEFAULT_MAX_TTL (90 * 24 * 3600)
-#define GW_BACKDATE_SECS 60         /* notBefore backdated against client clock skew */
-#define GW_MAX_SANS 100             /* subjectAltName entries one request may ask for */
-#define GW_ISSUED_TTL_SLACK 300     /* an upstream's notAfter may pass now + max_ttl by this (rounding) */
-#define GW_ISSUED_SHORTEN_SLACK 300 /* a notAfter this much before the planned one is not a change */
+#define GW_BACKDATE_SECS 60          /* notBefore backdated against client clock skew */
+#define GW_MAX_SANS 100              /* subjectAltName entries one request may ask for */
+#define GW_ISSUED_TTL_SLACK 300      /* an upstream's notAfter may pass now + max_ttl by this (rounding) */
+#define GW_ISSUED_SHORTEN_SLACK 300  /* a notAfter this much before the planned one is not a change */
+#define GW_ISSUED_BACKDATE_SLACK 600 /* an upstream's notBefore may precede the plan's by this */
 #define GW_CRL_NEXT_UPDATE_SECS (24 * 3600) /* local issuer's CRL: nextUpdate = thisUpdate + this */
 #define GW_CRL_REFRESH_SECS 3600            /* its cached CRL is re-signed at least this often */
 #define GW_MAX_CERT_EXTS 64                 /* extensions of an issued certificate (compared pairwise) */

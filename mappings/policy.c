@@ -1524,7 +1524,7 @@ static const char *subject_outside(const struct gw_role *role, const struct gw_c
 static enum gw_issued_verdict issued_outside(const struct gw_role *role, const struct gw_cert_plan *plan,
                                              X509 *cert, time_t now, char *err)
 {
-    time_t max_ttl = role->max_ttl != 0 ? (time_t)role->max_ttl : GW_DEFAULT_MAX_TTL, na = 0;
+    time_t max_ttl = role->max_ttl != 0 ? (time_t)role->max_ttl : GW_DEFAULT_MAX_TTL, na = 0, nb = 0;
     char why[GW_ERR_LEN], b1[SHOWN_LEN], b2[SHOWN_LEN], name[GW_ERR_LEN / 2];
     const GENERAL_NAME *added = NULL;
     const char *what;
@@ -1562,6 +1562,12 @@ static enum gw_issued_verdict issued_outside(const struct gw_role *role, const s
         snprintf(err, GW_ERR_LEN,
                  "the upstream's certificate is valid until %s, beyond role %s's max_ttl of %s", when(b1, na),
                  rname(role), dur(b2, max_ttl));
+        return GW_ISSUED_OUTSIDE_POLICY;
+    }
+    if (gw_asn1_time(X509_get0_notBefore(cert), &nb) != 0 ||
+        nb < plan->not_before - GW_ISSUED_BACKDATE_SLACK) {
+        snprintf(err, GW_ERR_LEN, "the upstream backdated the certificate to %s (planned: %s)", when(b1, nb),
+                 when(b2, plan->not_before));
         return GW_ISSUED_OUTSIDE_POLICY;
     }
     return GW_ISSUED_OK;

@@ -244,8 +244,10 @@ static int plan_key(const struct gw_cert_req *req, struct gw_cert_plan *out, int
 }
 
 /*
- * plan_validity: notBefore is now minus the backdate (clients' clocks drift), whatever was asked;
- * notAfter is the requested one capped at now + max_ttl, or now + ttl.
+ * plan_validity: notBefore is now minus the backdate (clients' clocks drift), whatever was asked:
+ * an earlier start would make a certificate valid for a time before it was issued, a later one is not
+ * honoured; either is a modification (grantedWithMods), as a notAfter capped at now + max_ttl is.
+ * Without a notAfter, now + ttl.
  */
 static int plan_validity(const struct gw_role *role, const struct gw_cert_req *req, time_t now,
                          struct gw_cert_plan *out, int *fail_info, char *err)
@@ -256,8 +258,9 @@ static int plan_validity(const struct gw_role *role, const struct gw_cert_req *r
     if (ttl > max_ttl)
         ttl = max_ttl;
     out->not_before = now - GW_BACKDATE_SECS;
-    if (req->not_before != 0 && req->not_before > now + GW_BACKDATE_SECS)
-        out->modified = 1; /* a later start was asked for and is not honoured */
+    if (req->not_before != 0 &&
+        (req->not_before > now + GW_BACKDATE_SECS || req->not_before < now - GW_BACKDATE_SECS))
+        out->modified = 1;
     if (req->not_after == 0) {
         out->not_after = now + ttl;
         return 0;

@@ -68,6 +68,7 @@ ELSEWHERE = {
     "issued_key_usage": ("test_upstream_answers.py", "the CA issued a certificate outside this route's policy (keyUsage "),
     "issued_ext_key_usage": ("test_upstream_answers.py",
                              "the CA issued a certificate outside this route's policy (extendedKeyUsage "),
+    "issued_not_before": ("test_upstream_answers.py", "backdated the certificate to "),
     "issued_extension": ("test_cmp_upstream.py", " (not in its allowed_extensions)); it was not released"),
     "issued_basic_constraints": ("test_cmp_upstream.py", "pathLenConstraint is outside role "),
     "issued_san": ("test_cmp_upstream.py", ", which the request did not ask for); it was not released"),

@@ -46,6 +46,8 @@ WIDE = {"allowed_domains": ["example.com"], "allow_subdomains": True, "key_type"
 NARROW = dict(WIDE, key_usage=["DigitalSignature"], ext_key_usage=[], server_flag=False, client_flag=True)
 # grants no purpose, so its certificates carry no extendedKeyUsage: good for any purpose, TLS servers included
 BARE = dict(NARROW, client_flag=False)
+# backdates what it signs by a year (Vault's default not_before_duration is 30 s)
+BACKDATING = dict(NARROW, not_before_duration="8760h")
 
 
 def records(gw, event=None):
@@ -117,7 +119,8 @@ class VaultAnswers(Answers):
 
     @classmethod
     def edit_config(cls, cfg, gw):
-        cls.vault = vaultenv.running(cls, gw.dir, extra_roles={"wide": WIDE, "narrow": NARROW, "bare": BARE})
+        cls.vault = vaultenv.running(cls, gw.dir, extra_roles={"wide": WIDE, "narrow": NARROW, "bare": BARE,
+                                                                 "backdating": BACKDATING})
         cfg["upstreams"]["vault"] = cls.vault.upstream()
         base = dict(cfg["roles"]["default"], upstream="vault", key_usage=["digitalSignature"],
                     ext_key_usage=["clientAuth"], allowed_san_types=["dns"])
@@ -129,6 +132,8 @@ class VaultAnswers(Answers):
             "vault-narrowed": dict(base, upstream_role="narrow"),
             "vault-blind": dict(base, upstream_role="wide"),
             "vault-bare": dict(base, upstream_role="bare"),
+            "vault-backdated": dict(base, upstream_role="backdating"),
+            "verbatim-backdated": dict(base, sign="verbatim", upstream_role="backdating"),
         })
 
 
@@ -293,6 +298,22 @@ class VaultAnswers(Answers):
         self.assertEqual([e["path"] for e in got if e["path"] != "/v1/pki/roles/bare"],
                          ["/v1/pki/sign/bare", "/v1/pki/revoke"])
         self.assertEqual(got[-1]["body"]["serial_number"].replace(":", ""), serial)
+
+    # (iii) a certificate valid from long before it was issued: refused and revoked, through either call
+
+    def test_backdated_certificate_refused_and_revoked(self):
+        for role in ("vault-backdated", "verbatim-backdated"):
+            with self.subTest(role=role):
+                mark = self.vault.mark()
+                res, _ = self.p10cr(role, "nb-" + role, "nb-%s.example.com" % role, expect_cert=False)
+                self.assertIsNone(res.cert, "a certificate valid from a year ago was released")
+                text = res.first.status_strings[0]
+                self.assertRegex(text, r"^the CA issued a certificate outside this route's policy \(the upstream "
+                                       r"backdated the certificate to \d{4}-.*Z \(planned: \d{4}-.*Z\)\); "
+                                       r"it was not released$")
+                serial = self.assert_refused_on_record(res, "issued_not_before", text)
+                revokes = [e for e in self.vault.since(mark) if e["path"] == "/v1/pki/revoke"]
+                self.assertEqual([e["body"]["serial_number"].replace(":", "") for e in revokes], [serial])
 
 
 class CfsslAnswers(Answers):

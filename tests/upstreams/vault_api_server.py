@@ -67,7 +67,7 @@ ROLE_DEFAULTS = {
     "key_usage": ["DigitalSignature", "KeyAgreement", "KeyEncipherment"],
     "ext_key_usage": [], "ext_key_usage_oids": [], "server_flag": True, "client_flag": True,
     "code_signing_flag": False, "email_protection_flag": False, "issuer_ref": "default",
-    "no_store": False, "generate_lease": False,
+    "no_store": False, "generate_lease": False, "not_before_duration": 30,
 }
 KU_ARGS = {
     "digitalsignature": "digital_signature", "contentcommitment": "content_commitment",
@@ -332,9 +332,10 @@ def choose_ttl(role, body, issuer, warnings):
     return now, end
 
 
-def build_cert(issuer, subject, pub, now, end, dns, ips, uris, ku_names, eku_oids, copied=()):
+def build_cert(issuer, subject, pub, now, end, dns, ips, uris, ku_names, eku_oids, copied=(), backdate=30):
     """A certificate as Vault's Go code makes it; |copied| are CSR extensions (sign-verbatim), which, as
-    Go's x509.CreateCertificate does with ExtraExtensions, replace the ones of the same OID."""
+    Go's x509.CreateCertificate does with ExtraExtensions, replace the ones of the same OID; its notBefore
+    is |backdate| seconds before now (the role's not_before_duration)."""
     exts = [(x509.BasicConstraints(ca=False, path_length=None), True),
             (x509.SubjectKeyIdentifier.from_public_key(pub), False),
             (x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), False)]
@@ -357,7 +358,7 @@ def build_cert(issuer, subject, pub, now, end, dns, ips, uris, ku_names, eku_oid
         exts = [(v, c) for v, c in exts if v.oid != e.oid] + [(e.value, e.critical)]
     b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer.cert.subject).public_key(pub)
          .serial_number(int.from_bytes(secrets.token_bytes(19), "big") | 1)
-         .not_valid_before(now - datetime.timedelta(seconds=30)).not_valid_after(end))
+         .not_valid_before(now - datetime.timedelta(seconds=backdate)).not_valid_after(end))
     for v, c in exts:
         b = b.add_extension(v, critical=c)
     algo = None if isinstance(issuer.key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)) else hashes.SHA256()
@@ -557,15 +558,16 @@ class Handler(BaseHTTPRequestHandler):
         now, end = choose_ttl(role, body, issuer, warnings)
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)] if cn else [])
         cert = build_cert(issuer, subject, csr.public_key(), now, end, dns, ips, uris, role["key_usage"],
-                          role_ekus(role))
+                          role_ekus(role), backdate=parse_ttl(role["not_before_duration"]))
         return self.answer_signed(cert, issuer, warnings)
 
     def sign_verbatim(self, role_name, issuer_ref, body):
         v = self.vault()
         role = dict(ROLE_DEFAULTS)
         if role_name is not None:
-            r = v.role(role_name)  # only ttl, max_ttl, issuer_ref and storage flags apply
-            role.update({k: r[k] for k in ("ttl", "max_ttl", "issuer_ref", "no_store", "generate_lease")})
+            r = v.role(role_name)  # only ttl, max_ttl, not_before_duration, issuer_ref and storage flags apply
+            role.update({k: r[k] for k in ("ttl", "max_ttl", "not_before_duration", "issuer_ref", "no_store",
+                                           "generate_lease")})
         csr = load_csr(body)
         try:
             bc = csr.extensions.get_extension_for_class(x509.BasicConstraints).value
@@ -585,7 +587,7 @@ class Handler(BaseHTTPRequestHandler):
         # UseCSRValues copies them into ExtraExtensions, which replace what the template made)
         copied = [e for e in csr.extensions if e.oid != ExtensionOID.BASIC_CONSTRAINTS]
         cert = build_cert(issuer, csr.subject, csr.public_key(), now, end, dns + emails, ips, uris, ku_names, ekus,
-                          copied)
+                          copied, backdate=parse_ttl(role["not_before_duration"]))
         return self.answer_signed(cert, issuer, warnings)
 
     def sign_intermediate(self, issuer_ref, body):
