@@ -38,6 +38,7 @@ ELSEWHERE = {
     "audit_down": ("test_audit.py", "the audit log cannot be written; nothing was issued"),
     "crmf_to_csr_ca": ("test_vault.py", "send a p10cr"),
     "upstream_busy": ("test_vault.py", "Vault is busy"),
+    "delegate_name": ("test_vault.py", " is not allowed by the upstream role ("),
     "rr_not_holder": ("test_rr.py", "only the holder of a certificate (signing the rr with it) or an RA of role "),
     "rr_pbm": ("test_rr.py", "PBM protection is not accepted for rr"),
     "rr_not_route_ca": ("test_rr.py", "the certificate was not issued by this route's CA"),
@@ -58,6 +59,7 @@ ELSEWHERE = {
     "extra_certs_key": ("test_abuse.py", "a key in this request is above this server's limits: RSA keys up to "),
     "requested_key_limits": ("test_abuse.py", "a key in this request is above this server's limits: RSA keys up to "),
     "replay_share": ("test_abuse.py", "too many recent transactions from "),
+    "rr_already_revoked": ("test_abuse.py", "the certificate is already revoked"),
     "credential_revoked": ("test_trust.py", "is revoked; authenticate with a valid one"),
     "credential_status_unknown": ("test_trust.py", "certificate cannot be checked now ("),
     "credential_issuer_unchecked": ("test_trust.py", "accepts certificates of its upstreams only"),
@@ -274,6 +276,11 @@ class Errors(Base):
             "signer": dict(base, authorization={"signer_subjects": ["/O=cmpgw demo/CN=nobody"]}),
             "names": dict(base, authorization={"allowed_dns_names": ["*.example.com"]}),
             "wild": dict(base, allow_wildcard_certificates=True, authorization={"allowed_dns_names": ["*.example.com"]}),
+            "tlssans": dict(base, authorization={"tls_sans": ["nobody.example.com"]}),
+            "tlssigner": dict(base, authorization={"tls_must_be_signer": True}),
+            "subjreq": dict(base, require_subject=True),
+            "dnsonly": dict(base, allowed_san_types=["dns"]),
+            "p384": dict(base, authorization={"allowed_key_types": ["ec:P-384"]}),
         })
 
     # -- HTTP ----------------------------------------------------------------------------------
@@ -469,6 +476,60 @@ class Errors(Base):
                                                     extra=("-sans", "evil.example.org")))
         self.assertEqual(a.status_strings, ["DNS name evil.example.org is not allowed on role names "
                                             "(allowed: *.example.com)"])
+
+    def test_tls_sans(self):
+        a = self.expect("tls_sans", self.ir("tlssans", path="pki/roles/tlssans/cmp"))
+        self.assertIn("allowed on role tlssans (allowed: nobody.example.com)", a.status_strings[0])
+
+    def test_tls_signer_pbm(self):
+        self.expect("tls_signer_pbm", self.ir("tlspbm", path="pki/roles/tlssigner/cmp", auth="pbm"))
+
+    def test_tls_signer_other(self):
+        cert, key = self.enrol("tlsother")
+        self.expect("tls_signer_other", self.ir("tlsother2", path="pki/roles/tlssigner/cmp", auth=(cert, key)))
+
+    def p10cr(self, name, path, subject, sans=None):
+        """`openssl cmp -cmd p10cr` with a CSR for |subject| (and DNS |sans|), expected to be refused."""
+        key, csr = self.newkey(name), self.gw.dir / ("%s.csr" % name)
+        argv = ["openssl", "req", "-new", "-key", key, "-subj", subject, "-out", csr]
+        if sans:
+            argv += ["-addext", "subjectAltName=" + ",".join("DNS:" + n for n in sans)]
+        harness.run(argv)
+        res = self.gw.cmp("p10cr", name, path=path, extra=("-csr", csr), expect_cert=False)
+        self.assertIsNone(res.cert)
+        return res.last
+
+    def test_subject_required(self):
+        self.expect("subject_required", self.p10cr("nosubj", "pki/roles/subjreq/cmp", "/", ["nosubj.example.com"]))
+
+    def test_no_name(self):
+        self.expect("no_name", self.p10cr("noname", "pki/cmp", "/"))
+
+    def test_san_type_not_allowed(self):
+        a = self.expect("san_type_not_allowed", self.ir("santype", path="pki/roles/dnsonly/cmp",
+                                                        extra=("-sans", "127.0.0.1")))
+        self.assertEqual(a.status_strings, ["subjectAltName type ip is not allowed on role dnsonly"])
+
+    def test_san_malformed(self):
+        for name, san in (("sanbad", "under_score.example.com"), ("sanpart", "a*.example.com")):
+            with self.subTest(san=san):
+                a = self.expect("san_malformed", self.ir(name, extra=("-sans", san)))
+                self.assertEqual(a.status_strings, ["subjectAltName dns entry is malformed"])
+
+    def test_too_many_sans(self):
+        sans = ",".join("h%d.example.com" % i for i in range(101))
+        a = self.expect("too_many_sans", self.ir("sans101", extra=("-sans", sans)))
+        self.assertEqual(a.status_strings, ["too many subjectAltName entries (101; the limit is 100)"])
+
+    def test_key_not_allowed(self):
+        key = self.gw.dir / "weak-rsa1024.key"  # not <name>.key: ir() makes that one
+        harness.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024", "-out", key])
+        os.chmod(key, 0o600)
+        self.expect("key_not_allowed", self.ir("rsa1024", newkey=key))
+
+    def test_key_not_allowed_on_role(self):
+        a = self.expect("key_not_allowed_on_role", self.ir("p256", path="pki/roles/p384/cmp"))
+        self.assertEqual(a.status_strings, ["key ec:P-256 is not allowed on role p384 (allowed: ec:P-384)"])
 
     def test_name_wildcard(self):
         """The role's own "*.example.com" allows a host under it, not the wildcard name itself, in a SAN or

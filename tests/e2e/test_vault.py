@@ -164,7 +164,10 @@ class VaultFrontDoor(harness.GatewayTestCase):
         res = self.gw.cmp("ir", "v-del-bad", path="v1/pki/roles/vault-delegate/cmp", newkey=self.newkey("v-del2"),
                           subject="/CN=evil.org", expect_cert=False)
         self.assertEqual(res.first.status, REJECTION, res.first)
-        self.assertTrue(any("evil.org" in t for t in res.first.status_strings), res.first)
+        self.assertEqual(res.first.fail_info, ["badCertTemplate"], res.first)
+        self.assertEqual(len(res.first.status_strings), 1, res.first)
+        self.assertTrue(res.first.status_strings[0].startswith("name evil.org is not allowed by the upstream role ("),
+                        res.first)
 
     # -- negative -------------------------------------------------------------------------------
 
