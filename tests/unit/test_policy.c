@@ -1393,50 +1393,6 @@ static const struct {
      ALL_SANS,
      GW_ISSUED_OUTSIDE_POLICY,
      "beyond role iot's max_ttl of 30d"},
-    {"backdated by a day",
-     {"CN=dev-1.example.com", NULL, NULL, NULL, -DAY, 7 * DAY, 0},
-     K_P256,
-     I_INT,
-     ST_INT,
-     0,
-     NULL,
-     false,
-     ALL_SANS,
-     GW_ISSUED_OUTSIDE_POLICY,
-     "=the upstream backdated the certificate to 2030-03-16T17:46:40Z (planned: 2030-03-17T17:45:40Z)"},
-    {"backdated by a CA's few minutes",
-     {"CN=dev-1.example.com", NULL, NULL, NULL, -60 - GW_ISSUED_BACKDATE_SLACK, 7 * DAY, 0},
-     K_P256,
-     I_INT,
-     ST_INT,
-     0,
-     NULL,
-     false,
-     ALL_SANS,
-     GW_ISSUED_OK,
-     "="},
-    {"backdated a second more",
-     {"CN=dev-1.example.com", NULL, NULL, NULL, -61 - GW_ISSUED_BACKDATE_SLACK, 7 * DAY, 0},
-     K_P256,
-     I_INT,
-     ST_INT,
-     0,
-     NULL,
-     false,
-     ALL_SANS,
-     GW_ISSUED_OUTSIDE_POLICY,
-     "the upstream backdated the certificate to "},
-    {"a wildcard name",
-     {"CN=dev-1.example.com", "DNS:*.example.com", NULL, NULL, -60, 7 * DAY, 0},
-     K_P256,
-     I_INT,
-     ST_INT,
-     0,
-     "DNS:*.example.com",
-     false,
-     ALL_SANS,
-     GW_ISSUED_OUTSIDE_POLICY,
-     "DNS name *.example.com is a wildcard, which role iot does not issue"},
     {"within slack",
      {"CN=dev-1.example.com", NULL, NULL, NULL, -60, 30 * DAY + 60, 0},
      K_P256,
@@ -1585,6 +1541,56 @@ static void test_check_issued(void **state)
         if (v != iss[i].want)
             fail_msg("%s: verdict %d, want %d; err \"%s\"", iss[i].name, v, iss[i].want, err);
         check_err(iss[i].name, err, iss[i].want_err);
+        gw_cert_plan_cleanup(&plan);
+        X509_free(cert);
+    }
+}
+
+/*
+ * What an upstream returned, valid from before it was planned (a CA may backdate a few minutes), or
+ * with a wildcard name the role does not issue (even one the request asked for).
+ */
+static const struct {
+    const char *name;
+    long from; /* notBefore, seconds from NOW; the plan's is NOW - GW_BACKDATE_SECS */
+    const char *sans;
+    enum gw_issued_verdict want;
+    const char *want_err;
+} iss_more[] = {
+    {"backdated by a day", -DAY, NULL, GW_ISSUED_OUTSIDE_POLICY,
+     "=the upstream backdated the certificate to 2030-03-16T17:46:40Z (planned: 2030-03-17T17:45:40Z)"},
+    {"backdated by a CA's few minutes", -60 - GW_ISSUED_BACKDATE_SLACK, NULL, GW_ISSUED_OK, "="},
+    {"backdated a second more", -61 - GW_ISSUED_BACKDATE_SLACK, NULL, GW_ISSUED_OUTSIDE_POLICY,
+     "the upstream backdated the certificate to "},
+    {"a wildcard name", -60, "DNS:*.example.com", GW_ISSUED_OUTSIDE_POLICY,
+     "DNS name *.example.com is a wildcard, which role iot does not issue"},
+};
+
+static void test_check_issued_start_and_wildcard(void **state)
+{
+    struct gw_role role = {.name = "iot",
+                           .upstream_name = "vault",
+                           .key_usage = KU_DIGITAL_SIGNATURE,
+                           .ext_key_usage = GW_EKU_CLIENT_AUTH,
+                           .max_ttl = 30 * DAY,
+                           .allowed_san_types = ALL_SANS,
+                           .authz = {.dns_names = PATS(i_dns)}};
+    char err[GW_ERR_LEN];
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(iss_more) / sizeof(iss_more[0]); i++) {
+        struct cspec spec = {"CN=dev-1.example.com", iss_more[i].sans, NULL, "critical,digitalSignature",
+                             iss_more[i].from,       7 * DAY,          0};
+        X509 *cert = mkcert_ext(&spec, "clientAuth", NULL, keys[K_P256], int_ca, keys[K_CA3]);
+        struct gw_cert_plan plan;
+        enum gw_issued_verdict v;
+
+        mkplan(&plan, "CN=dev-1.example.com", iss_more[i].sans, K_P256, 7 * DAY);
+        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NOW, err);
+        if (v != iss_more[i].want)
+            fail_msg("%s: verdict %d, want %d; err \"%s\"", iss_more[i].name, v, iss_more[i].want, err);
+        check_err(iss_more[i].name, err, iss_more[i].want_err);
         gw_cert_plan_cleanup(&plan);
         X509_free(cert);
     }
@@ -2225,6 +2231,7 @@ int main(void)
         cmocka_unit_test(test_check_request_wildcards),
         cmocka_unit_test(test_upstream_role),
         cmocka_unit_test(test_check_issued),
+        cmocka_unit_test(test_check_issued_start_and_wildcard),
         cmocka_unit_test(test_check_issued_subject),
         cmocka_unit_test(test_check_issued_subject_encoding),
         cmocka_unit_test(test_check_issued_null),
