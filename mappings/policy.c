@@ -817,7 +817,7 @@ static int vault_domain_ok(const struct gw_role_policy *p, const struct vault_na
 
 /*
  * vault_name_ok follows Vault's validateNames: enforce_hostnames applies even with allow_any_name;
- * a wildcard only as the whole or part of the first label ("*.example.com"), never in an email.
+ * a wildcard only with allow_wildcard_certificates, as (part of) the first label, never in an email.
  */
 static int vault_name_ok(const struct gw_role_policy *p, const char *name)
 {
@@ -831,7 +831,7 @@ static int vault_name_ok(const struct gw_role_policy *p, const char *name)
     }
     dot = strchr(v.reduced, '.');
     if (strchr(v.reduced, '*') != NULL) {
-        if (dot == NULL || v.email_domain != NULL || strchr(dot, '*') != NULL)
+        if (dot == NULL || v.email_domain != NULL || strchr(dot, '*') != NULL || p->no_wildcards)
             return 0;
         v.wildcard = 1;
         v.reduced = dot + 1;

@@ -182,6 +182,7 @@ struct gw_role_policy {
     bool allow_any_name, allow_subdomains, allow_bare_domains, allow_glob_domains, allow_localhost;
     bool allow_ip_sans;
     bool enforce_hostnames;
+    bool no_wildcards;                      /* allow_wildcard_certificates false (Vault's default: true) */
     char key_type[GW_MAX_KEY_TYPE_LEN + 1]; /* "rsa", "ec", "ed25519", "any" */
     int key_bits;                           /* 0 = any */
     uint32_t max_ttl;                       /* seconds, 0 = none */

@@ -511,6 +511,7 @@ int gw_vault_parse_role(const char *body, size_t len, struct gw_role_policy *out
 {
     json_object *root, *data, *m;
     int64_t max_ttl = 0;
+    bool wildcards;
     int rc;
 
     memset(out, 0, sizeof(*out));
@@ -526,8 +527,10 @@ int gw_vault_parse_role(const char *body, size_t len, struct gw_role_policy *out
         (rc = flag(data, "allow_glob_domains", false, &out->allow_glob_domains, err)) != 0 ||
         (rc = flag(data, "allow_localhost", false, &out->allow_localhost, err)) != 0 ||
         (rc = flag(data, "allow_ip_sans", false, &out->allow_ip_sans, err)) != 0 ||
-        (rc = flag(data, "enforce_hostnames", false, &out->enforce_hostnames, err)) != 0)
+        (rc = flag(data, "enforce_hostnames", false, &out->enforce_hostnames, err)) != 0 ||
+        (rc = flag(data, "allow_wildcard_certificates", true, &wildcards, err)) != 0)
         goto out;
+    out->no_wildcards = !wildcards;
     if ((rc = parse_key(data, out, err)) != 0)
         goto out;
     /* seconds; older Vaults wrote a number as a string of digits, which vault.c always took */

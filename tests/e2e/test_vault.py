@@ -26,7 +26,8 @@ class VaultFrontDoor(harness.GatewayTestCase):
 
     @classmethod
     def edit_config(cls, cfg, gw):
-        cls.vault = vaultenv.running(cls, gw.dir)
+        cls.vault = vaultenv.running(cls, gw.dir, extra_roles={
+            "no-wildcards": dict(vaultenv.DEVICES, allow_wildcard_certificates=False)})
         cls.vault.make_delegate()
         common = cls.vault.upstream(namespace=NS)
         cfg["upstreams"].update({
@@ -48,6 +49,10 @@ class VaultFrontDoor(harness.GatewayTestCase):
             "vault-badtoken": dict(base, upstream="vault-badtoken", upstream_role="devices"),
             "vault-delegate": dict(base, upstream="vault", upstream_role="devices", crmf="delegate",
                                    delegate="vault-delegate"),
+            "vault-delegate-wild": dict(base, upstream="vault", upstream_role="devices", crmf="delegate",
+                                        delegate="vault-delegate", allow_wildcard_certificates=True),
+            "vault-delegate-nowild": dict(base, upstream="vault", upstream_role="no-wildcards", crmf="delegate",
+                                          delegate="vault-delegate", allow_wildcard_certificates=True),
         })
         cfg["path_prefix"] = "/v1/pki"
         cfg["default_path_policy"] = "sign-verbatim"
@@ -168,6 +173,19 @@ class VaultFrontDoor(harness.GatewayTestCase):
         self.assertEqual(len(res.first.status_strings), 1, res.first)
         self.assertTrue(res.first.status_strings[0].startswith("name evil.org is not allowed by the upstream role ("),
                         res.first)
+
+    def test_crmf_delegate_keeps_the_vault_roles_wildcard_rule(self):
+        """A wildcard the cmpgw role allows is issued by the delegate only where the Vault role it issues for
+        allows wildcards too (allow_wildcard_certificates, true unless set)."""
+        res = self.gw.cmp("ir", "v-wild", path="v1/pki/roles/vault-delegate-wild/cmp", newkey=self.newkey("v-wild"),
+                          subject="/CN=*.example.com", extra=["-sans", "*.example.com"])
+        self.assertEqual(res.first.body_type, "ip", res.answers)
+        res = self.gw.cmp("ir", "v-nowild", path="v1/pki/roles/vault-delegate-nowild/cmp",
+                          newkey=self.newkey("v-nowild"), subject="/CN=*.example.com", expect_cert=False)
+        self.assertEqual(res.first.status, REJECTION, res.first)
+        self.assertEqual(res.first.fail_info, ["badCertTemplate"], res.first)
+        self.assertTrue(res.first.status_strings[0].startswith(
+            "name *.example.com is not allowed by the upstream role ("), res.first)
 
     # -- negative -------------------------------------------------------------------------------
 

@@ -823,6 +823,11 @@ static void test_vault_role(void **state)
     assert_int_equal(o.role.max_ttl, 0);
     assert_int_equal(o.role.key_usage, KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT | KU_KEY_ENCIPHERMENT);
     assert_int_equal(o.role.ext_key_usage, GW_EKU_SERVER_AUTH | GW_EKU_CLIENT_AUTH);
+    assert_false(o.role.no_wildcards);
+    gw_role_policy_cleanup(&o.role);
+    assert_int_equal(parse_tmpl(VAULT_ROLE, "{\"data\":{\"allow_wildcard_certificates\":false}}", &o, err),
+                     0);
+    assert_true(o.role.no_wildcards);
     gw_role_policy_cleanup(&o.role);
     /* refused: the domains read so far are freed, nothing is left */
     assert_int_equal(parse_tmpl(VAULT_ROLE, ROLE(",\"allowed_domains\":[\"a\",\"b\",1]"), &o, err), UP);
