@@ -315,6 +315,20 @@ class VaultAnswers(Answers):
                 revokes = [e for e in self.vault.since(mark) if e["path"] == "/v1/pki/revoke"]
                 self.assertEqual([e["body"]["serial_number"].replace(":", "") for e in revokes], [serial])
 
+    # (iv) a wildcard name: Vault's sign-verbatim copies any name, its sign/<role> allows wildcards by
+    # default; the role refuses it before either is asked
+
+    def test_wildcard_refused_before_vault(self):
+        for role in ("verbatim-narrow", "vault-narrowed"):
+            with self.subTest(role=role):
+                mark = self.vault.mark()
+                res, _ = self.p10cr(role, "wild-" + role, "*.example.com", expect_cert=False)
+                self.assert_refused_before_signing(
+                    res, "name_wildcard", "badCertTemplate",
+                    "common name *.example.com is a wildcard, which role %s does not issue "
+                    "(allow_wildcard_certificates): ask for each host's own name" % role)
+                self.assertEqual([e["path"] for e in self.vault.since(mark) if "/sign" in e["path"]], [])
+
 
 class CfsslAnswers(Answers):
     cfssl = None
@@ -347,6 +361,15 @@ class CfsslAnswers(Answers):
         self.assertEqual(set(eku.split(", ")), {"Code Signing", "TLS Web Server Authentication",
                                                 "TLS Web Client Authentication"})
         self.assertEqual(self.cfssl.record(res.cert), ("good", 0))
+
+    def test_wildcard_refused_before_cfssl(self):
+        # cfssl checks no names at all
+        res, _ = self.p10cr("cfssl-wide", "cf-wild", "*.example.com", expect_cert=False)
+        self.assert_refused_before_signing(
+            res, "name_wildcard", "badCertTemplate",
+            "common name *.example.com is a wildcard, which role cfssl-wide does not issue "
+            "(allow_wildcard_certificates): ask for each host's own name")
+
 
 
 if __name__ == "__main__":
