@@ -557,24 +557,37 @@ static char *entry_utf8(const X509_NAME *name, int i, size_t *len)
     return (char *)s;
 }
 
-static int check_cns(const struct gw_role *role, const X509_NAME *subject, int *fail_info, char *err)
+/*
+ * The subject's common names, or its emailAddress attributes (|nid|), against the role's patterns. An
+ * emailAddress is an email identity as much as an rfc822Name: OpenSSL's X509_check_email takes it where
+ * a certificate has no email subjectAltName (RFC 5280 §4.1.2.6 deprecates it). So it is held to the
+ * role's email rules, and refused where the role allows no email at all.
+ */
+static int check_attrs(const struct gw_role *role, const X509_NAME *subject, int nid, int *fail_info,
+                       char *err)
 {
-    const struct gw_patterns *ps = &role->authz.common_names;
+    int email = nid == NID_pkcs9_emailAddress, i = -1, rc;
+    const struct gw_patterns *ps = email ? &role->authz.emails : &role->authz.common_names;
+    const char *what = email ? "subject emailAddress" : "common name";
     char buf[SHOWN_LEN], list[GW_ERR_LEN / 2];
-    char *cn;
+    char *v;
     size_t len;
-    int i = -1, rc;
 
     if (subject == NULL)
         return 0;
-    while ((i = X509_NAME_get_index_by_NID(subject, NID_commonName, i)) >= 0) {
-        if ((cn = entry_utf8(subject, i, &len)) == NULL)
-            return say(fail_info, BADT, err, "the common name cannot be decoded");
-        rc = check_wildcard(role, "common name", cn, len, fail_info, err);
-        if (rc == 0 && ps->n > 0 && !match_any(ps, cn, len, 0))
-            rc = say(fail_info, BADT, err, "common name %s is not allowed on role %s (allowed: %s)",
-                     shown(buf, cn, len), rname(role), join(list, sizeof(list), ps));
-        OPENSSL_free(cn);
+    while ((i = X509_NAME_get_index_by_NID(subject, nid, i)) >= 0) {
+        if (email && (role->allowed_san_types & GW_SAN_EMAIL) == 0)
+            return say(
+                fail_info, BADT, err,
+                "the subject holds an emailAddress, an email address role %s does not allow: leave it out",
+                rname(role));
+        if ((v = entry_utf8(subject, i, &len)) == NULL)
+            return say(fail_info, BADT, err, "the %s cannot be decoded", what);
+        rc = email ? 0 : check_wildcard(role, what, v, len, fail_info, err);
+        if (rc == 0 && ps->n > 0 && !match_any(ps, v, len, 0))
+            rc = say(fail_info, BADT, err, "%s %s is not allowed on role %s (allowed: %s)", what,
+                     shown(buf, v, len), rname(role), join(list, sizeof(list), ps));
+        OPENSSL_free(v);
         if (rc != 0)
             return rc;
     }
@@ -586,7 +599,8 @@ static int check_names(const struct gw_role *role, const X509_NAME *subject, con
 {
     int i, rc;
 
-    if ((rc = check_cns(role, subject, fail_info, err)) != 0)
+    if ((rc = check_attrs(role, subject, NID_commonName, fail_info, err)) != 0 ||
+        (rc = check_attrs(role, subject, NID_pkcs9_emailAddress, fail_info, err)) != 0)
         return rc;
     if (sk_GENERAL_NAME_num(sans) > GW_MAX_SANS)
         return say(fail_info, BADT, err, "too many subjectAltName entries (%d; the limit is %d)",
