@@ -434,21 +434,27 @@ int gw_policy_authorize(const struct gw_role *role, const struct gw_identity *id
 static int check_ip(const struct gw_role *role, const ASN1_OCTET_STRING *ip, int *fail_info, char *err)
 {
     const struct gw_patterns *ps = &role->authz.ip_ranges;
+    static const unsigned char v4_mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
     char text[INET6_ADDRSTRLEN], list[GW_ERR_LEN / 2];
     size_t i, n = (size_t)ip->length;
+    int v6 = 0, v4 = 0, mapped;
 
     if (n != 4 && n != 16)
         return say(fail_info, BADT, err, "subjectAltName IP address is malformed");
-    for (i = 0; i < ps->n; i++) {
-        if (gw_cidr_contains(ps->v[i], ip->data, n))
-            return 0;
-    }
-    if (ps->n == 0)
+    /* ::ffff:a.b.c.d (RFC 4291 §2.5.5.2) is an IPv6 address to OpenSSL and a.b.c.d to Go's crypto/x509:
+       both readings must be allowed, or "::/0" beside "10.0.0.0/8" would let any IPv4 address through */
+    for (i = 0; i < ps->n && !v6; i++)
+        v6 = gw_cidr_contains(ps->v[i], ip->data, n);
+    mapped = n == 16 && memcmp(ip->data, v4_mapped, sizeof(v4_mapped)) == 0;
+    for (i = 0; mapped && i < ps->n && !v4; i++)
+        v4 = gw_cidr_contains(ps->v[i], ip->data + 12, 4);
+    if (ps->n == 0 || (v6 && (!mapped || v4)))
         return 0;
     if (inet_ntop(n == 4 ? AF_INET : AF_INET6, ip->data, text, sizeof(text)) == NULL)
         memcpy(text, "?", 2);
-    return say(fail_info, BADT, err, "IP address %s is not allowed on role %s (allowed: %s)", text,
-               rname(role), join(list, sizeof(list), ps));
+    return say(fail_info, BADT, err, "IP address %s is not allowed on role %s (allowed: %s%s)", text,
+               rname(role), join(list, sizeof(list), ps),
+               mapped ? "; an IPv4-mapped address as IPv4 too" : "");
 }
 
 static const struct {

@@ -647,6 +647,7 @@ static char *p_ip_bad[] = {"10.0.0.0/33",   "10.0.0.0/", "/8",   "10.0.0.0/8x",
                            "10.0.0.0/0008", "::/129",    "zzz/8"};
 static char *p_ip_v4any[] = {"0.0.0.0/0"};
 static char *p_ip_v6any[] = {"::/0"};
+static char *p_ip_v4net_v6any[] = {"10.0.0.0/8", "::/0"};
 static struct gw_key_rule r_p256[] = {{EVP_PKEY_EC, 0, NID_X9_62_prime256v1}};
 static struct gw_key_rule r_rsa4k[] = {{EVP_PKEY_RSA, 4096, 0}, {EVP_PKEY_ED25519, 0, 0}};
 
@@ -774,6 +775,36 @@ static const struct {
     {"ip v4 /0", {.ip_ranges = PATS(p_ip_v4any)}, ALL_SANS, "CN=x", "IP:203.0.113.9", K_P256, NULL},
     {"ip v4 /0 vs v6", {.ip_ranges = PATS(p_ip_v4any)}, ALL_SANS, "CN=x", "IP:::1", K_P256, "not allowed"},
     {"ip v6 /0", {.ip_ranges = PATS(p_ip_v6any)}, ALL_SANS, "CN=x", "IP:fe80::1", K_P256, NULL},
+    /* ::ffff:a.b.c.d is a.b.c.d to Go's crypto/x509: "::/0" does not let any IPv4 address through */
+    {"ip v4-mapped outside the v4 ranges",
+     {.ip_ranges = PATS(p_ip_v4net_v6any)},
+     ALL_SANS,
+     "CN=x",
+     "IP:::ffff:192.168.1.1",
+     K_P256,
+     "=IP address ::ffff:192.168.1.1 is not allowed on role iot (allowed: 10.0.0.0/8, ::/0; an IPv4-mapped "
+     "address as IPv4 too)"},
+    {"ip v4-mapped, no v4 range",
+     {.ip_ranges = PATS(p_ip_v6any)},
+     ALL_SANS,
+     "CN=x",
+     "IP:::ffff:10.0.0.1",
+     K_P256,
+     "not allowed"},
+    {"ip v4-mapped in both",
+     {.ip_ranges = PATS(p_ip_v4net_v6any)},
+     ALL_SANS,
+     "CN=x",
+     "IP:::ffff:10.1.2.3",
+     K_P256,
+     NULL},
+    {"ip v4 beside v6 any",
+     {.ip_ranges = PATS(p_ip_v4net_v6any)},
+     ALL_SANS,
+     "CN=x",
+     "IP:10.1.2.3",
+     K_P256,
+     NULL},
     {"ip any", {0}, ALL_SANS, "CN=x", "IP:203.0.113.9", K_P256, NULL},
     {"ip type off", {0}, GW_SAN_DNS, "CN=x", "IP:10.0.0.1", K_P256, "type ip is not allowed"},
     {"key p256 builtin", {0}, 0, "CN=x", NULL, K_P256, NULL},
