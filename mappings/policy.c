@@ -200,7 +200,7 @@ static int match_any(const struct gw_patterns *ps, const char *s, size_t len, in
 /* ---- authorization: who may use the role ---- */
 
 static int check_subject(const struct gw_role *role, const struct gw_patterns *ps, const char *key,
-                         const char *who, X509 *cert, int *fail_info, char *err)
+                         const char *who, const X509_NAME *name, int *fail_info, char *err)
 {
     char buf[SHOWN_LEN], list[GW_ERR_LEN / 2];
     char *line;
@@ -210,7 +210,7 @@ static int check_subject(const struct gw_role *role, const struct gw_patterns *p
         return 0;
     /* the whole line, or NULL where a value holds a '/' ("O=x/CN=admin" would read as two) or a
        backslash (the text "\x31" would read as the escape of a byte) */
-    if ((line = gw_x509_name_line(X509_get_subject_name(cert))) == NULL)
+    if ((line = gw_x509_name_line(name)) == NULL)
         return say(fail_info, DENY, err,
                    "%s subject has a '/' or a backslash in an attribute value and cannot be matched "
                    "against %s of role %s",
@@ -366,8 +366,8 @@ static int authorize_tls(const struct gw_role *role, X509 *peer, time_t now, int
         OPENSSL_free(line);
         return rc;
     }
-    if ((rc = check_subject(role, &a->tls_subjects, "tls_subjects", "TLS client certificate", peer, fail_info,
-                            err)) != 0)
+    if ((rc = check_subject(role, &a->tls_subjects, "tls_subjects", "TLS client certificate",
+                            X509_get_subject_name(peer), fail_info, err)) != 0)
         return rc;
     return check_tls_sans(role, peer, fail_info, err);
 }
@@ -410,8 +410,8 @@ static int authorize_cmp(const struct gw_role *role, const struct gw_identity *i
     if (role->store == NULL)
         return say(fail_info, DENY, err, "role %s accepts no signed requests (it names no trust); use PBM",
                    rname(role));
-    return check_subject(role, &a->signer_subjects, "signer_subjects", "CMP signer certificate", id->signer,
-                         fail_info, err);
+    return check_subject(role, &a->signer_subjects, "signer_subjects", "CMP signer certificate",
+                         X509_get_subject_name(id->signer), fail_info, err);
 }
 
 int gw_policy_authorize(const struct gw_role *role, const struct gw_identity *id, time_t now, int *fail_info,
@@ -726,6 +726,14 @@ int gw_policy_check_request(const struct gw_role *role, const struct gw_cert_pla
     if (role == NULL || plan == NULL || plan->pubkey == NULL)
         return say(fail_info, OSSL_CMP_PKIFAILUREINFO_badRequest, err,
                    "no role or certificate plan to check");
+    /* the subject the certificate will name, compared as the subject allow-lists of every role compare
+       a signer's: otherwise a client could ask for the O or OU another role's signer_subjects admits */
+    if (X509_NAME_entry_count(plan->subject) > 0 &&
+        (rc = check_subject(role, &role->authz.subjects, "allowed_subjects", "requested", plan->subject,
+                            fail_info, err)) != 0) {
+        *fail_info = BADT;
+        return rc;
+    }
     if ((rc = check_names(role, plan->subject, plan->sans, NULL, fail_info, err)) != 0 ||
         (rc = check_key(role, plan->pubkey, fail_info, err)) != 0)
         return rc;

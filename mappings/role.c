@@ -433,6 +433,7 @@ static const struct gw_conf_field authz_fields[] = {
     GW_CONF_OPT("tls_sans", p_patterns, struct gw_authz, tls_sans, .aux = &names_pattern),
     GW_CONF_OPT("tls_must_be_signer", gw_conf_p_bool, struct gw_authz, tls_must_be_signer, .def = false),
     GW_CONF_OPT("signer_subjects", p_patterns, struct gw_authz, signer_subjects, .aux = &names_pattern),
+    GW_CONF_OPT("allowed_subjects", p_patterns, struct gw_authz, subjects, .aux = &names_pattern),
     GW_CONF_OPT("allowed_common_names", p_patterns, struct gw_authz, common_names, .aux = &names_pattern),
     GW_CONF_OPT("allowed_dns_names", p_patterns, struct gw_authz, dns_names, .aux = &names_pattern),
     GW_CONF_OPT("allowed_uris", p_patterns, struct gw_authz, uris, .aux = &names_pattern),
@@ -604,6 +605,7 @@ static void free_authz(struct gw_authz *a)
     free_patterns(&a->tls_subjects);
     free_patterns(&a->tls_sans);
     free_patterns(&a->signer_subjects);
+    free_patterns(&a->subjects);
     free_patterns(&a->common_names);
     free_patterns(&a->dns_names);
     free_patterns(&a->uris);

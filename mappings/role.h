@@ -63,6 +63,8 @@ struct gw_authz {
     bool tls_must_be_signer;         /* "tls_must_be_signer": TLS client certificate == CMP signer cert */
     struct gw_patterns signer_subjects; /* "signer_subjects": patterns on the CMP signer's subject */
     /* what a request may ask for */
+    struct gw_patterns
+        subjects; /* "allowed_subjects": on the requested subject's one-line form; empty = any */
     struct gw_patterns common_names; /* "allowed_common_names"; empty = any */
     struct gw_patterns dns_names; /* "allowed_dns_names"; empty = any (type must be in allowed_san_types) */
     struct gw_patterns uris;      /* "allowed_uris" */

@@ -2,6 +2,7 @@
 client the role does not allow, no TLS client certificate at all, a DNS SAN outside allowed_dns_names. Each
 refusal is asserted on the decoded CMP answer (PKIStatus, failInfo, statusString) and never reaches the
 upstream (no "intent" in the audit log); each has a twin that is issued."""
+import json
 import unittest
 
 import sys
@@ -86,6 +87,44 @@ class Authz(harness.GatewayTestCase):
         res = self.gw.cmp("p10cr", "evil10", extra=("-csr", d / "evil10.csr"), expect_cert=False)
         self.assertIsNone(res.cert)
         self.assert_cmp_error(res.last, CERT_BODIES, "badCertTemplate", "a.b.example.com is not allowed")
+
+
+class Subjects(harness.GatewayTestCase):
+    """allowed_subjects: role devices issues from the CA that role servers trusts for signers whose subject
+    is /O=cmpgw demo/OU=servers/CN=*; a device must not get such a subject by asking for it."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg.setdefault("audit", {"file": "audit.log"})
+        devices = json.loads(json.dumps(cfg["roles"]["default"]))
+        devices["ext_key_usage"] = ["clientAuth"]
+        devices["authorization"] = {"allowed_common_names": ["dev-*"],
+                                    "allowed_subjects": ["/O=cmpgw demo/OU=devices/CN=dev-*"]}
+        servers = json.loads(json.dumps(cfg["roles"]["default"]))
+        servers.pop("pbm", None)
+        servers["authorization"] = {"signer_subjects": ["/O=cmpgw demo/OU=servers/CN=*"]}
+        cfg["roles"]["devices"] = devices
+        cfg["roles"]["servers"] = servers
+
+    def test_subject_of_another_role_refused(self):
+        before = len(audit_events(self.gw, "intent"))
+        res = self.gw.cmp("ir", "climb", newkey=self.newkey("climb"), subject="/O=cmpgw demo/OU=servers/CN=dev-1",
+                          path="pki/roles/devices/cmp", expect_cert=False)
+        self.assertIsNone(res.cert)
+        self.assert_cmp_error(res.last, CERT_BODIES, "badCertTemplate")
+        self.assertEqual(res.last.status_strings,
+                         ["requested subject /O=cmpgw demo/OU=servers/CN=dev-1 is not allowed on role devices "
+                          "(allowed: /O=cmpgw demo/OU=devices/CN=dev-*)"])
+        self.assertEqual(len(audit_events(self.gw, "intent")), before)
+
+    def test_own_subject_issued_and_not_a_server_signer(self):
+        key = self.newkey("dev2")
+        res = self.gw.cmp("ir", "dev2", newkey=key, subject="/O=cmpgw demo/OU=devices/CN=dev-2",
+                          path="pki/roles/devices/cmp", extra=("-implicit_confirm",))
+        self.assert_issued(res.cert, key, "CN=dev-2,OU=devices,O=cmpgw demo", [], res.first.extra_certs_pem())
+        res = self.gw.cmp("ir", "dev2srv", auth=(res.cert, key), newkey=self.newkey("dev2srv"),
+                          subject="/CN=dev-2", path="pki/roles/servers/cmp", expect_cert=False)
+        self.assert_cmp_error(res.last, CERT_BODIES, "notAuthorized", "CMP signer certificate subject")
 
 
 if __name__ == "__main__":

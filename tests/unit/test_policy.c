@@ -639,6 +639,7 @@ static void mkplan(struct gw_cert_plan *p, const char *subject, const char *sans
 /* ---- gw_policy_check_request ---- */
 
 static char *p_cn[] = {"dev-*.example.com"};
+static char *p_subj[] = {"/O=Corp/OU=Devices/CN=dev-*"};
 static char *p_dnsn[] = {"*.example.com"};
 static char *p_uri[] = {"spiffe://example.org/*"};
 static char *p_mail[] = {"*@example.com"};
@@ -679,6 +680,38 @@ static const struct {
     {"cn is exact", {.common_names = PATS(p_cn)}, 0, "CN=DEV-1.example.com", NULL, K_P256, "not allowed"},
     {"no cn, cn patterns", {.common_names = PATS(p_cn)}, ALL_SANS, "O=x", "DNS:a.example.com", K_P256, NULL},
     {"any cn", {0}, 0, "CN=whatever", NULL, K_P256, NULL},
+    /* allowed_subjects: the whole requested subject, as signer_subjects of any role reads a signer's */
+    {"subject pattern ok", {.subjects = PATS(p_subj)}, 0, "O=Corp|OU=Devices|CN=dev-1", NULL, K_P256, NULL},
+    {"subject pattern, another OU",
+     {.subjects = PATS(p_subj)},
+     0,
+     "O=Corp|OU=Servers|CN=dev-1",
+     NULL,
+     K_P256,
+     "=requested subject /O=Corp/OU=Servers/CN=dev-1 is not allowed on role iot (allowed: "
+     "/O=Corp/OU=Devices/CN=dev-*)"},
+    {"subject pattern, one attribute more",
+     {.subjects = PATS(p_subj)},
+     0,
+     "O=Corp|OU=Devices|CN=dev-1|OU=Admins",
+     NULL,
+     K_P256,
+     "not allowed"},
+    {"subject pattern, '/' inside a value",
+     {.subjects = PATS(p_subj)},
+     0,
+     "O=Corp/OU=Devices|CN=dev-1",
+     NULL,
+     K_P256,
+     "=requested subject has a '/' or a backslash in an attribute value and cannot be matched against "
+     "allowed_subjects of role iot"},
+    {"subject pattern, empty subject",
+     {.subjects = PATS(p_subj)},
+     ALL_SANS,
+     "",
+     "DNS:a.example.com",
+     K_P256,
+     NULL},
     {"dns folds case", {.dns_names = PATS(p_dnsn)}, ALL_SANS, "CN=x", "DNS:DEV-2.Example.COM", K_P256, NULL},
     {"dns refused",
      {.dns_names = PATS(p_dnsn)},
