@@ -222,7 +222,16 @@ static int check_subject(const struct gw_role *role, const struct gw_patterns *p
     return rc;
 }
 
-/* TLS SANs: one DNS, URI or email name matching one pattern authorizes (DNS names fold case). */
+/*
+ * TLS SANs: one DNS, URI or email name matching one pattern of its type authorizes (DNS names fold case).
+ * A pattern with a '@' is an email's, with a ':' a URI's, else a DNS name's: across types, the email
+ * "x@dev.example.com" would match the DNS pattern "*.example.com".
+ */
+static int pattern_type(const char *pat)
+{
+    return strchr(pat, '@') != NULL ? GEN_EMAIL : strchr(pat, ':') != NULL ? GEN_URI : GEN_DNS;
+}
+
 static int check_tls_sans(const struct gw_role *role, X509 *cert, int *fail_info, char *err)
 {
     const struct gw_patterns *ps = &role->authz.tls_sans;
@@ -236,17 +245,17 @@ static int check_tls_sans(const struct gw_role *role, X509 *cert, int *fail_info
     for (i = 0; !ok && i < sk_GENERAL_NAME_num(sans); i++) {
         const GENERAL_NAME *gn = sk_GENERAL_NAME_value(sans, i);
 
-        if (gn->type != GEN_DNS && gn->type != GEN_URI && gn->type != GEN_EMAIL)
-            continue;
-        ok = match_any(ps, (const char *)gn->d.ia5->data, (size_t)gn->d.ia5->length, gn->type == GEN_DNS);
+        for (size_t k = 0; !ok && k < ps->n; k++)
+            ok = pattern_type(ps->v[k]) == gn->type &&
+                 pattern_match(ps->v[k], (const char *)gn->d.ia5->data, (size_t)gn->d.ia5->length,
+                               gn->type == GEN_DNS);
     }
     GENERAL_NAMES_free(sans);
     if (ok)
         return 0;
     return say(fail_info, DENY, err,
-               "TLS client certificate has no subjectAltName allowed on role %s "
-               "(allowed: %s)",
-               rname(role), join(list, sizeof(list), ps));
+               "TLS client certificate has no subjectAltName allowed on role %s (allowed: %s)", rname(role),
+               join(list, sizeof(list), ps));
 }
 
 static const struct {
@@ -434,7 +443,6 @@ int gw_policy_authorize(const struct gw_role *role, const struct gw_identity *id
 static int check_ip(const struct gw_role *role, const ASN1_OCTET_STRING *ip, int *fail_info, char *err)
 {
     const struct gw_patterns *ps = &role->authz.ip_ranges;
-    static const unsigned char v4_mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
     char text[INET6_ADDRSTRLEN], list[GW_ERR_LEN / 2];
     size_t i, n = (size_t)ip->length;
     int v6 = 0, v4 = 0, mapped;
@@ -445,7 +453,7 @@ static int check_ip(const struct gw_role *role, const ASN1_OCTET_STRING *ip, int
        both readings must be allowed, or "::/0" beside "10.0.0.0/8" would let any IPv4 address through */
     for (i = 0; i < ps->n && !v6; i++)
         v6 = gw_cidr_contains(ps->v[i], ip->data, n);
-    mapped = n == 16 && memcmp(ip->data, v4_mapped, sizeof(v4_mapped)) == 0;
+    mapped = n == 16 && IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)ip->data);
     for (i = 0; mapped && i < ps->n && !v4; i++)
         v4 = gw_cidr_contains(ps->v[i], ip->data + 12, 4);
     if (ps->n == 0 || (v6 && (!mapped || v4)))

@@ -215,6 +215,8 @@ enum cert_id {
     C_SLASH,
     C_BSLASH,
     C_NOSAN,
+    C_EMAIL_DNS,
+    C_EMAIL_URI,
     C_N
 };
 
@@ -235,6 +237,13 @@ static const struct {
     /* the text "dev-\x31", which the one-line form writes as it writes the UTF-8 "dev-1" escaped */
     [C_BSLASH] = {{"O=x|CN=dev-\\x31", NULL, NULL, NULL, -3600, 30 * DAY, 108}, K_P256, 0},
     [C_NOSAN] = {{"O=x|CN=dev-6", NULL, NULL, NULL, -3600, 30 * DAY, 107}, K_P256, 0},
+    /* email addresses spelled to match a DNS and a URI pattern of tls_sans */
+    [C_EMAIL_DNS] = {{"O=x|CN=dev-7", "email:x@dev-7.example.com", NULL, NULL, -3600, 30 * DAY, 109},
+                     K_P256,
+                     0},
+    [C_EMAIL_URI] = {{"O=x|CN=dev-8", "email:spiffe://example.org/dev-8@x", NULL, NULL, -3600, 30 * DAY, 110},
+                     K_P256,
+                     0},
 };
 
 static X509 *ca, *other_ca, *int_ca, *tls[C_N];
@@ -497,6 +506,25 @@ static const struct {
      0,
      "has no subjectAltName allowed on role iot (allowed: *.example.com, spiffe://example.org/*)"},
     {"tls no SAN", {.tls_sans = PATS(p_dns)}, S_NONE, 0, C_NOSAN, C_NONE, "dev-ref", 0, "no subjectAltName"},
+    /* a pattern is for one SAN type: '@' an email, ':' a URI, else a DNS name */
+    {"tls email SAN vs a DNS pattern",
+     {.tls_sans = PATS(p_dns)},
+     S_NONE,
+     0,
+     C_EMAIL_DNS,
+     C_NONE,
+     "dev-ref",
+     0,
+     "no subjectAltName allowed"},
+    {"tls email SAN vs a URI pattern",
+     {.tls_sans = PATS(p_dns)},
+     S_NONE,
+     0,
+     C_EMAIL_URI,
+     C_NONE,
+     "dev-ref",
+     0,
+     "no subjectAltName allowed"},
     {"must be signer ok", {.tls_must_be_signer = true}, S_NONE, 1, C_DEV1, C_DEV1, NULL, 1, NULL},
     {"must be signer, other",
      {.tls_must_be_signer = true},
