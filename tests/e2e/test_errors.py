@@ -276,11 +276,12 @@ class Errors(Base):
             "signer": dict(base, authorization={"signer_subjects": ["/O=cmpgw demo/CN=nobody"]}),
             "names": dict(base, authorization={"allowed_dns_names": ["*.example.com"]}),
             "wild": dict(base, allow_wildcard_certificates=True, authorization={"allowed_dns_names": ["*.example.com"]}),
-            "tlssans": dict(base, authorization={"tls_sans": ["nobody.example.com"]}),
             "tlssigner": dict(base, authorization={"tls_must_be_signer": True}),
             "subjreq": dict(base, require_subject=True),
             "dnsonly": dict(base, allowed_san_types=["dns"]),
             "p384": dict(base, authorization={"allowed_key_types": ["ec:P-384"]}),
+            "subjects": dict(base, authorization={"allowed_subjects": ["/O=cmpgw demo/CN=dev-*"]}),
+            "tlssan": dict(base, authorization={"tls_sans": ["*.example.com"]}),
         })
 
     # -- HTTP ----------------------------------------------------------------------------------
@@ -477,10 +478,6 @@ class Errors(Base):
         self.assertEqual(a.status_strings, ["DNS name evil.example.org is not allowed on role names "
                                             "(allowed: *.example.com)"])
 
-    def test_tls_sans(self):
-        a = self.expect("tls_sans", self.ir("tlssans", path="pki/roles/tlssans/cmp"))
-        self.assertIn("allowed on role tlssans (allowed: nobody.example.com)", a.status_strings[0])
-
     def test_tls_signer_pbm(self):
         self.expect("tls_signer_pbm", self.ir("tlspbm", path="pki/roles/tlssigner/cmp", auth="pbm"))
 
@@ -549,6 +546,19 @@ class Errors(Base):
                           path="pki/roles/wild/cmp", extra=("-sans", "*.example.com"))
         sans = harness.run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", res.cert]).stdout
         self.assertIn(b"DNS:*.example.com", sans)
+    def test_subject_email(self):
+        a = self.expect("subject_email", self.ir("mail", subject="/CN=mail/emailAddress=ceo@bank.example"))
+        self.assertEqual(a.status_strings, ["the subject holds an emailAddress, an email address role default does "
+                                            "not allow: leave it out"])
+
+    def test_subject_not_allowed(self):
+        a = self.expect("subject_not_allowed", self.ir("subj", path="pki/roles/subjects/cmp",
+                                                       subject="/O=cmpgw demo/OU=admins/CN=dev-1"))
+        self.assertEqual(a.status_strings, ["requested subject /O=cmpgw demo/OU=admins/CN=dev-1 is not allowed on "
+                                            "role subjects (allowed: /O=cmpgw demo/CN=dev-*)"])
+
+    def test_tls_san(self):
+        self.expect("tls_san", self.ir("tlssan", path="pki/roles/tlssan/cmp"))
 
     # -- certConf and pollReq ------------------------------------------------------------------
 
