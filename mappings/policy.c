@@ -572,33 +572,58 @@ static char *entry_utf8(const X509_NAME *name, int i, size_t *len)
 }
 
 /*
- * The subject's common names, or its emailAddress attributes (|nid|), against the role's patterns. An
- * emailAddress is an email identity as much as an rfc822Name: OpenSSL's X509_check_email takes it where
- * a certificate has no email subjectAltName (RFC 5280 §4.1.2.6 deprecates it). So it is held to the
- * role's email rules, and refused where the role allows no email at all.
+ * vault_hostname is Vault's hostnameRegex (builtin/logical/pki/cert_util.go) on ASCII: LDH labels
+ * that neither start nor end with '-', one optional trailing dot. IA5 names need no IDNA step.
+ */
+static int vault_hostname(const char *s)
+{
+    size_t i, label = 0, n = strlen(s);
+
+    if (n > 0 && s[n - 1] == '.')
+        n--;
+    for (i = 0; i < n; i++) {
+        unsigned char c = fold_c(s[i], 1);
+
+        if (c == '.' && label > 0 && s[i - 1] != '-') {
+            label = 0;
+            continue;
+        }
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (c == '-' && label > 0)))
+            return 0;
+        label++;
+    }
+    return label > 0 && s[n - 1] != '-';
+}
+
+/*
+ * The subject's common names, or its emailAddress attributes (|nid|), against the role's patterns. Where
+ * a certificate has no SAN of the type, OpenSSL's X509_check_email takes a subject emailAddress as its
+ * email address (RFC 5280 §4.1.2.6 deprecates it) and X509_check_host a CN as its host name: so an
+ * emailAddress is held to the role's email rules, refused where it allows no email, and without
+ * allowed_common_names a CN that is a host name with a dot (or a wildcard) to allowed_dns_names.
  */
 static int check_attrs(const struct gw_role *role, const X509_NAME *subject, int nid, int *fail_info,
                        char *err)
 {
-    int email = nid == NID_pkcs9_emailAddress, i = -1, rc;
-    const struct gw_patterns *ps = email ? &role->authz.emails : &role->authz.common_names;
-    const char *what = email ? "subject emailAddress" : "common name";
-    char buf[SHOWN_LEN], list[GW_ERR_LEN / 2];
-    char *v;
+    const struct gw_authz *a = &role->authz;
+    int email = nid == NID_pkcs9_emailAddress, host = !email && a->common_names.n == 0, i = -1, rc;
+    const struct gw_patterns *ps = email ? &a->emails : host ? &a->dns_names : &a->common_names;
+    const char *what = email ? "subject emailAddress" : host ? "host name in the common name" : "common name";
+    char buf[SHOWN_LEN], list[GW_ERR_LEN / 2], *v;
     size_t len;
 
     if (subject == NULL)
         return 0;
     while ((i = X509_NAME_get_index_by_NID(subject, nid, i)) >= 0) {
         if (email && (role->allowed_san_types & GW_SAN_EMAIL) == 0)
-            return say(
-                fail_info, BADT, err,
-                "the subject holds an emailAddress, an email address role %s does not allow: leave it out",
-                rname(role));
+            return say(fail_info, BADT, err,
+                       "the subject holds an emailAddress, which role %s does not allow", rname(role));
         if ((v = entry_utf8(subject, i, &len)) == NULL)
             return say(fail_info, BADT, err, "the %s cannot be decoded", what);
-        rc = email ? 0 : check_wildcard(role, what, v, len, fail_info, err);
-        if (rc == 0 && ps->n > 0 && !match_any(ps, v, len, 0))
+        rc = email ? 0 : check_wildcard(role, "common name", v, len, fail_info, err);
+        if (rc == 0 && ps->n > 0 &&
+            (!host || (strchr(v, '.') != NULL && vault_hostname(v + (strncmp(v, "*.", 2) == 0 ? 2 : 0)))) &&
+            !match_any(ps, v, len, host))
             rc = say(fail_info, BADT, err, "%s %s is not allowed on role %s (allowed: %s)", what,
                      shown(buf, v, len), rname(role), join(list, sizeof(list), ps));
         OPENSSL_free(v);
@@ -734,8 +759,7 @@ int gw_policy_check_request(const struct gw_role *role, const struct gw_cert_pla
     if (role == NULL || plan == NULL || plan->pubkey == NULL)
         return say(fail_info, OSSL_CMP_PKIFAILUREINFO_badRequest, err,
                    "no role or certificate plan to check");
-    /* the subject the certificate will name, compared as the subject allow-lists of every role compare
-       a signer's: otherwise a client could ask for the O or OU another role's signer_subjects admits */
+    /* read as the subject allow-lists read a signer's: else a client could ask for another role's OU */
     if (X509_NAME_entry_count(plan->subject) > 0 &&
         (rc = check_subject(role, &role->authz.subjects, "allowed_subjects", "requested", plan->subject,
                             fail_info, err)) != 0) {
@@ -785,30 +809,6 @@ static const char *when(char buf[SHOWN_LEN], time_t t)
 }
 
 /* ---- an upstream role's policy, with Vault's semantics ---- */
-
-/*
- * vault_hostname is Vault's hostnameRegex (builtin/logical/pki/cert_util.go) on ASCII: LDH labels
- * that neither start nor end with '-', one optional trailing dot. IA5 names need no IDNA step.
- */
-static int vault_hostname(const char *s)
-{
-    size_t i, label = 0, n = strlen(s);
-
-    if (n > 0 && s[n - 1] == '.')
-        n--;
-    for (i = 0; i < n; i++) {
-        unsigned char c = fold_c(s[i], 1);
-
-        if (c == '.' && label > 0 && s[i - 1] != '-') {
-            label = 0;
-            continue;
-        }
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (c == '-' && label > 0)))
-            return 0;
-        label++;
-    }
-    return label > 0 && s[n - 1] != '-';
-}
 
 static int streq_fold(const char *a, const char *b)
 {

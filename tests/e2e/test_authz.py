@@ -79,6 +79,18 @@ class Authz(harness.GatewayTestCase):
                          ["DNS name evil.example.org is not allowed on role default (allowed: *.example.com)"])
         self.assertEqual(len(audit_events(self.gw, "intent")), before)
 
+    def test_cn_host_outside_dns_names(self):
+        """No DNS SAN, a CN www.bank.example: the host name OpenSSL's X509_check_host reads. The role has
+        allowed_dns_names and no allowed_common_names; its twin is test_authorized_twin's CN."""
+        before = len(audit_events(self.gw, "intent"))
+        res = self.gw.cmp("ir", "cnhost", newkey=self.newkey("cnhost"), subject="/CN=www.bank.example",
+                          expect_cert=False)
+        self.assertIsNone(res.cert)
+        self.assert_cmp_error(res.last, CERT_BODIES, "badCertTemplate")
+        self.assertEqual(res.last.status_strings, ["host name in the common name www.bank.example is not allowed on "
+                                                   "role default (allowed: *.example.com)"])
+        self.assertEqual(len(audit_events(self.gw, "intent")), before)
+
     def test_dns_san_outside_policy_p10cr(self):
         d = self.gw.dir
         key = self.newkey("evil10")
