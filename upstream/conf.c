@@ -453,6 +453,16 @@ static int resolve_delegate(struct gw_conf_ctx *pc, struct gw_role *r, const str
         return gw_conf_fail(
             pc, path, "\"%s\" has no \"store\": a delegate issuer must keep every certificate it issues",
             d->name);
+    /* it issues under one CA, "from"'s unless it stands in for "to": between two CAs that sign CSRs only,
+       the cohort's ir, cr and kur would go on getting "from"'s certificates (docs/migration.md) */
+    if (r->migration.to != NULL && over == r->upstream && (r->migration.to->ops->caps & GW_UP_SIGN_KEY) == 0)
+        return gw_conf_fail(
+            pc, path,
+            "the role migrates from \"%s\" to \"%s\", and neither signs CRMF: a delegate issues "
+            "under one CA for every device, so the cohort's ir, cr and kur would stay with \"%s\"; "
+            "migrate to a local or cmp upstream, or drop \"crmf\": \"delegate\" (CRMF refused: devices send "
+            "p10cr)",
+            r->upstream_name, r->migration.to_name, r->upstream_name);
     if (check_delegate_cert(pc, path, over, d) != 0)
         return GW_ERR_INVAL;
     r->delegate = d;

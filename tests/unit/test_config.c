@@ -983,6 +983,13 @@ static const struct bad bad_cases[] = {
     {"cohort allowlist not subjects",
      {UPS, ROLES, MIG("{\"from\": \"cfssl\", \"to\": \"vault\", \"cohort\": {\"allowlist\": \"ca.pem\"}}")},
      {"$.roles.rc.migration.cohort.allowlist: \"", "line 1: expected a one-line subject"}},
+    /* a delegate issues under one CA: between two CSR-only CAs the cohort's CRMF would stay with "from" */
+    {"delegate, migration between CSR-only CAs",
+     {UPS, ROLES,
+      E("\"delegate\": \"deleg\", \"allowed_san_types\"",
+        "\"delegate\": \"deleg\", \"migration\": {\"from\": \"vault\", \"to\": \"cfssl\", \"cohort\": "
+        "{\"percent\": 5}}, \"allowed_san_types\"")},
+     {"$.roles.rv.delegate: the role migrates from \"vault\" to \"cfssl\", and neither signs CRMF"}},
     {"delegate without store",
      {UPS, ROLES, E("\"delegate\": \"deleg\"", "\"delegate\": \"local\"")},
      {"$.roles.rv.delegate: \"local\" has no \"store\": a delegate issuer must keep every certificate"}},
