@@ -240,23 +240,18 @@ static int bind_all(struct gw_server *s, struct gw_inherited *inh, char *err)
     return 0;
 }
 
-/* Whether a log line may go out now: at most one a GW_REFUSAL_LOG_SECS per |stamp|. */
-static bool log_due(atomic_long *stamp)
-{
-    long now = (long)time(NULL), last = atomic_load(stamp);
+/*
+ * A flood of refused connections must not become a flood of log lines: connection_refused is paced
+ * (gw_log_pace_due), as is proxy_header_refused, each line with the count of those held back.
+ */
+static struct gw_log_pace refused_pace = GW_LOG_PACE_INIT, proxy_pace = GW_LOG_PACE_INIT;
 
-    return now - last >= GW_REFUSAL_LOG_SECS && atomic_compare_exchange_strong(stamp, &last, now);
-}
-
-/* A flood of refused connections must not become a flood of log lines: one a second at most. */
-static void log_refused(struct gw_server *s, int rc)
+static void log_refused(const char *why)
 {
-    if (!log_due(&s->refusal_logged))
-        return;
-    gw_log(GW_LOG_WARN, "connection_refused", "%s",
-           rc == GW_ERR_LIMIT  ? "the server holds max_connections connections"
-           : rc == GW_ERR_BUSY ? "this client address holds max_connections_per_address connections"
-                               : "out of memory");
+    char held[GW_LOG_HELD_LEN];
+
+    if (gw_log_pace_due(&refused_pace, time(NULL), held))
+        gw_log_kv(GW_LOG_WARN, "connection_refused", "reason", why, "suppressed", held, (const char *)NULL);
 }
 
 /* loop thread: admits |sock| by its client's address, then TLS and HTTP take it. */
@@ -265,7 +260,9 @@ static void admit(struct gw_listen *l, h2o_socket_t *sock)
     int rc;
 
     if ((rc = gw_conn_attach(l->loop, sock, l->id, l->admin)) != 0) {
-        log_refused(l->loop->server, rc);
+        log_refused(rc == GW_ERR_LIMIT  ? "the server holds max_connections connections"
+                    : rc == GW_ERR_BUSY ? "this client address holds max_connections_per_address connections"
+                                        : "out of memory");
         h2o_socket_close(sock);
         return;
     }
@@ -317,18 +314,18 @@ static void proxy_forget(struct proxied *p)
     free(p);
 }
 
-/* Closes |p|'s connection; says why (at most once a second) unless the proxy closed it itself. */
+/* Closes |p|'s connection; says why (paced) unless the proxy closed it itself. */
 static void proxy_drop(struct proxied *p, const char *why)
 {
     h2o_socket_t *sock = p->sock;
     struct sockaddr_storage sa;
-    char addr[INET6_ADDRSTRLEN + 8] = "";
+    char addr[INET6_ADDRSTRLEN + 8] = "", held[GW_LOG_HELD_LEN];
 
-    if (why != NULL && log_due(&p->loop->server->proxy_logged)) {
+    if (why != NULL && gw_log_pace_due(&proxy_pace, time(NULL), held)) {
         if (h2o_socket_getpeername(sock, (struct sockaddr *)&sa) != 0)
             gw_sockaddr_string((struct sockaddr *)&sa, addr, sizeof(addr));
         gw_log_kv(GW_LOG_WARN, "proxy_header_refused", "proxy", addr[0] != '\0' ? addr : "?", "reason", why,
-                  NULL);
+                  "suppressed", held, (const char *)NULL);
     }
     proxy_forget(p);
     h2o_socket_close(sock);
@@ -420,19 +417,16 @@ static void on_accept(h2o_socket_t *listener, const char *err)
             return;
         if (!from_trusted_proxy(l, sock)) {
             if (plain_to_proxies_only(l)) { /* plain HTTP off loopback: the balancer's connections only */
-                if (log_due(&l->loop->server->proxy_logged))
-                    gw_log(
-                        GW_LOG_WARN, "connection_refused",
-                        "a plain HTTP listener off loopback takes connections from its trusted_proxies only");
+                log_refused(
+                    "a plain HTTP listener off loopback takes connections from its trusted_proxies only");
                 h2o_socket_close(sock);
                 continue;
             }
             admit(l, sock);
         } else if (proxy_wait(l, sock) != 0) {
-            if (log_due(&l->loop->server->proxy_logged))
-                gw_log(GW_LOG_WARN, "connection_refused",
-                       "%d connections of trusted proxies already wait for their PROXY protocol header",
-                       GW_MAX_PROXY_PENDING);
+            log_refused(
+                "trusted proxies' connections already wait for their PROXY protocol header, as many as "
+                "may at once");
             h2o_socket_close(sock);
         }
     }
@@ -829,7 +823,6 @@ struct gw_server *gw_server_start(struct gw_gens *gens, int (*reload)(void *arg,
     s->n_loops = cfg->loop_threads != 0 ? cfg->loop_threads : GW_DEFAULT_LOOP_THREADS;
     atomic_init(&s->stopping, false);
     atomic_init(&s->admin_reloading, false);
-    atomic_init(&s->refusal_logged, 0);
     if (cfg->n_listeners == 0) {
         snprintf(err, GW_ERR_LEN, "listener: no listeners configured");
         goto err;

@@ -98,9 +98,7 @@ struct gw_server {
     struct gw_loop *loops;
     size_t n_loops;
     struct gw_pool *pool;
-    struct gw_guard *guard;     /* connections and failed authentications per address */
-    atomic_long refusal_logged; /* when a refused connection was last logged (rate limit) */
-    atomic_long proxy_logged;   /* when a refused PROXY protocol header was last logged (rate limit) */
+    struct gw_guard *guard; /* connections and failed authentications per address */
     atomic_bool stopping;
     atomic_bool admin_reloading; /* a POST /reload runs (admin.c): another one is refused */
     atomic_bool successor;       /* stopping for a successor that serves the same sockets */
