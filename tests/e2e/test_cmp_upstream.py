@@ -7,9 +7,12 @@ p10cr forwarded as p10cr; a role sending CRMF to the CMP CA and p10cr to its JSO
 an upstream rejection and an upstream error message passed through with their failInfo and text; a
 certificate for another key refused; the upstream down -> systemUnavail; an answer signed by another
 certificate of the upstream CA than the expected sender's refused. A certificate outside the role
-(an extension of the CA's own, a pathLenConstraint, a name or a subject nobody asked for) refused with its
-docs/errors.md row, on record and revoked at the CA (rr), each with its twin that is released."""
+(an extension of the CA's own, a pathLenConstraint, a name or a subject nobody asked for, a notBefore a
+month back) refused with its docs/errors.md row, on record and revoked at the CA (rr), each with its twin
+that is released."""
+import datetime
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -53,17 +56,20 @@ class Mock:
                 "-days", "30", "-config", d / "up.cnf", "-extensions", "ca", "-out", d / "up-ca.pem")
         self.issue(d / "up-srv", "/O=cmp upstream/CN=upstream CMP server", "srv")
 
-    def issue(self, base, subject, ext="leaf", key=None):
-        """A certificate for |key| (default |base|.key, generated) signed by the upstream CA."""
+    def issue(self, base, subject, ext="leaf", key=None, backdate_days=0):
+        """A certificate for |key| (default |base|.key, generated) signed by the upstream CA, valid from
+        |backdate_days| days ago (libfaketime) for 20 days."""
         d = self.d
         key = key or base.with_suffix(".key")
         if not key.exists():
             harness.genkey(key)
         csr = base.with_suffix(".csr")
         openssl("req", "-new", "-key", key, "-subj", subject, "-out", csr)
-        openssl("x509", "-req", "-in", csr, "-CA", d / "up-ca.pem", "-CAkey", d / "up-ca.key",
-                "-CAcreateserial", "-days", "20", "-extfile", d / "up.cnf", "-extensions", ext,
-                "-out", base.with_suffix(".pem"))
+        clock = ["faketime", "-f", "-%dd" % backdate_days] if backdate_days else []
+        harness.run(clock + ["openssl", "x509", "-req", "-in", str(csr), "-CA", str(d / "up-ca.pem"),
+                             "-CAkey", str(d / "up-ca.key"), "-CAcreateserial", "-days", str(20 + backdate_days),
+                             "-extfile", str(d / "up.cnf"), "-extensions", ext,
+                             "-out", str(base.with_suffix(".pem"))])
         return base.with_suffix(".pem")
 
     def start(self, rsp_cert, *extra):
@@ -128,11 +134,11 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def canned(self, name, subject="/CN=%s.example.com", ext="leaf"):
+    def canned(self, name, subject="/CN=%s.example.com", ext="leaf", backdate_days=0):
         """A client key and the mock's canned certificate for it (extensions: section |ext| of up.cnf)."""
         key = self.newkey(name)
         cert = self.mock.issue(self.gw.dir / ("%s-canned" % name), subject % name if "%s" in subject else subject,
-                               ext=ext, key=key)
+                               ext=ext, key=key, backdate_days=backdate_days)
         return key, cert
 
     def assert_from_upstream(self, res, key, canned):
@@ -228,18 +234,26 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
                           expect_cert=False)
         self.assert_rejected(res, "systemFailure", "upstream CA: ")
 
-    def refused_and_revoked(self, row, name, ext, text, subject="/CN=%s.example.com"):
+    def refused_and_revoked(self, row, name, ext, text, subject="/CN=%s.example.com", backdate_days=0):
         """The mock answers an ir with a certificate from section |ext| (for |subject|): the client gets the
         ip rejection of exactly |text| (docs/errors.md |row|), and the CA an rr for it, which the audit log
         shows."""
-        key, canned = self.canned(name, subject=subject, ext=ext)
+        key, canned = self.canned(name, subject=subject, ext=ext, backdate_days=backdate_days)
         self.mock.start(canned)
         res = self.gw.cmp("ir", name, newkey=key, subject="/CN=%s.example.com" % name, path="pki/roles/cmp/cmp",
                           expect_cert=False)
         self.assertIsNone(res.cert, res.answers)
         ans = self.expect(row, res.first)
         self.assertEqual(ans.body_type, "ip", ans)
-        self.assertEqual(ans.status_strings, [text])
+        if "{not_before}" in text:  # the certificate's own start; {planned}: the gateway's, any time
+            out = harness.run(["openssl", "x509", "-in", canned, "-noout", "-startdate"]).stdout.decode()
+            when = datetime.datetime.strptime(out.strip().split("=", 1)[1], "%b %d %H:%M:%S %Y GMT")
+            pattern = re.escape(text).replace(re.escape("{not_before}"), when.strftime("%Y-%m-%dT%H:%M:%SZ"))
+            pattern = pattern.replace(re.escape("{planned}"), r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+            self.assertEqual(len(ans.status_strings), 1, ans.status_strings)
+            self.assertRegex(ans.status_strings[0], "^" + pattern + "$")
+        else:
+            self.assertEqual(ans.status_strings, [text])
         self.assertEqual(self.upstream_saw(), ["IR", "CERTCONF", "RR"])
         tid = ans.header["transactionID"].asOctets().hex()
         mine = [json.loads(l) for l in (self.gw.dir / "audit.log").read_text().splitlines()]
@@ -266,6 +280,14 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
                                  "the CA issued a certificate outside this route's policy (basicConstraints with a "
                                  "pathLenConstraint is outside role cmp (end-entity certificates only, "
                                  "RFC 5280 §4.2.1.9)); it was not released")
+
+    def test_backdated(self):
+        # valid from a month before it was asked for (and so longer than max_ttl in all); its twin, valid
+        # from the moment it is signed, is every released certificate (test_ir_forwarded)
+        self.refused_and_revoked("issued_not_before", "bdate", "leaf",
+                                 "the CA issued a certificate outside this route's policy (the upstream backdated the "
+                                 "certificate to {not_before} (planned: {planned})); it was not released",
+                                 backdate_days=30)
 
     def test_name_not_asked_for(self):
         self.refused_and_revoked("issued_san", "xsan", "extra_san",
