@@ -60,7 +60,9 @@ void gw_vault_login_cleanup(struct gw_vault_login *l);
 /*
  * POST sign/<role>, sign-verbatim: {"data": {"certificate", "issuing_ca", "ca_chain", "serial_number",
  * "expiration"}, "warnings": [...]}. A well-formed answer whose data is null (Vault's warnings only:
- * nothing was issued) returns GW_ERR_NOT_FOUND with "Vault issued no certificate: <warnings>".
+ * nothing was issued) returns GW_ERR_NOT_FOUND with "Vault issued no certificate: <warnings>". A
+ * refused answer whose data.certificate was read keeps it in |out->cert| (the rest cleared): Vault
+ * issued it, so the caller must record and revoke it; gw_vault_signed_cleanup frees it.
  */
 struct gw_vault_signed {
     X509 *cert;            /* data.certificate: exactly one certificate */

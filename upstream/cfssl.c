@@ -556,16 +556,6 @@ static void set_error(struct gw_sign_result *res, const struct answer *a)
     gw_sign_result_fail(res, a->status != 0 ? a->status : GW_ERR_UPSTREAM, a->fail_info, "%s", a->reason);
 }
 
-/* A certificate cfssl issued that will not be delivered: log what it takes to find and revoke it. */
-static void log_undelivered(const struct gw_upstream_conf *conf, const X509 *cert, const char *why)
-{
-    char hex[2 * 20 + 1];
-
-    gw_x509_cert_serial_hex(cert, hex, sizeof(hex));
-    gw_log_kv(GW_LOG_WARN, "late_issue", "serial", hex[0] != '\0' ? hex : "?", "upstream",
-              gw_upstream_conf_name(conf), "msg", why, NULL);
-}
-
 /* Whether |cert| was signed by the first certificate of |chain| (a cfssl restarted with another CA). */
 static int signed_by(X509 *cert, STACK_OF(X509) *chain)
 {
@@ -584,12 +574,13 @@ static void take_certificate(struct cfssl *c, const struct gw_upstream_conf *con
     if (!signed_by(cert, chain)) {
         sk_X509_pop_free(chain, X509_free);
         if ((chain = get1_chain(c, conf, 1, &again)) == NULL || !signed_by(cert, chain)) {
-            log_undelivered(conf, cert, "not signed by cfssl's CA certificate (info); not delivered");
             if (again.status == 0)
                 answer_fail(&again, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
                             "cfssl %s: the certificate is not signed by cfssl's CA (info)",
                             gw_upstream_conf_name(conf));
             set_error(res, &again);
+            res->cert = cert; /* cfssl issued it all the same: the engine records and revokes it */
+            cert = NULL;
             goto out;
         }
     }

@@ -474,6 +474,9 @@ static void sign_now(const struct cmp_up *cu, const struct gw_sign_req *req, str
     }
     if (ok) {
         map_failure(cu, ctx, &x, &res->status, &res->fail_info, res->reason);
+        /* issued, then refused by our certConf callback: the engine records and revokes it too */
+        if ((cert = OSSL_CMP_CTX_get0_newCert(ctx)) != NULL && X509_up_ref(cert) == 1)
+            res->cert = cert;
     } else {
         res->status = GW_ERR_CRYPTO;
         res->fail_info = OSSL_CMP_PKIFAILUREINFO_systemFailure;

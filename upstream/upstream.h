@@ -70,7 +70,8 @@ struct gw_sign_req {
 struct gw_sign_result {
     int status;              /* 0, or a negative enum gw_err */
     int fail_info;           /* OSSL_CMP_PKIFAILUREINFO_* bit to report when status != 0 */
-    X509 *cert;              /* issued certificate */
+    X509 *cert;              /* issued certificate; with status != 0, one the CA issued in an answer the
+                                adapter refused: the engine records and withdraws it, never delivers it */
     int modified;            /* 1 if the adapter changed the plan (e.g. validity clamped to the CA's) */
     STACK_OF(X509) *chain;   /* issuing CA chain (issuer first); may be NULL */
     char reason[GW_ERR_LEN]; /* human-readable reason when status != 0 */

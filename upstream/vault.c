@@ -625,6 +625,9 @@ static void parse_signed(const struct vault *v, const char *rid, const struct gw
     if (rc != 0) {
         gw_sign_result_fail(res, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
                             "Vault's answer (HTTP %ld) is refused: %s", rsp->status, why);
+        res->cert = sig.cert; /* issued all the same: the engine records and revokes it (upstream.h) */
+        sig.cert = NULL;
+        gw_vault_signed_cleanup(&sig);
         return;
     }
     log_issued(v, rid, &sig);

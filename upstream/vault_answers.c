@@ -216,8 +216,13 @@ int gw_vault_parse_sign(const char *body, size_t len, struct gw_vault_signed *ou
 out:
     sk_X509_pop_free(one, X509_free);
     json_object_put(root);
-    if (rc != 0)
+    if (rc != 0) { /* the certificate stays: Vault issued it, whatever else the answer says */
+        X509 *cert = out->cert;
+
+        out->cert = NULL;
         gw_vault_signed_cleanup(out);
+        out->cert = cert;
+    }
     return rc;
 }
 

@@ -229,6 +229,17 @@ static int sign_refused(const struct gw_sign_result *res, struct cmp_refusal *r)
                       res->reason[0] != '\0' ? res->reason : "the upstream CA issued no certificate");
 }
 
+/*
+ * The rejection of a refused answer. One that still carried a certificate (the adapter refused the
+ * rest of the answer: a field out of range, a certificate not from the CA it knows) was issued all
+ * the same: on record with its serial and withdrawn, as one outside policy (docs/design.md D8).
+ */
+static OSSL_CMP_PKISI *reject_answer(struct cmp_txn *t, struct cmp_call *c, struct gw_sign_result *res,
+                                     const struct cmp_refusal *r)
+{
+    return res->cert != NULL ? refuse_cert(t, c, res->cert, r) : cmp_reject(c, r);
+}
+
 /* The intent goes on record before the upstream is asked: no record, no certificate. */
 static int audit_intent(struct cmp_txn *t, struct cmp_call *c, const struct issuing *is)
 {
@@ -336,7 +347,7 @@ static OSSL_CMP_PKISI *issue(struct cmp_txn *t, struct cmp_call *c, const OSSL_C
     else if (how == SIGNED_SUSPENDED)
         si = suspend(t, c, &is);
     else if (sign_refused(&is.res, &r))
-        si = cmp_reject(c, &r);
+        si = reject_answer(t, c, &is.res, &r);
     else
         si = deliver(t, c, &is.plan, &is.res, certOut, chainOut);
     gw_sign_result_cleanup(&is.res);
@@ -400,7 +411,7 @@ static OSSL_CMP_PKISI *release(struct cmp_txn *t, struct cmp_call *c, X509 **cer
         return cmp_reject(c, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badRequest,
                                                    "the result of this transaction was already sent"});
     if (sign_refused(&res, &r)) {
-        si = cmp_reject(c, &r);
+        si = reject_answer(t, c, &res, &r);
     } else if (!t->on_record) { /* the completion could not write the "issued" record */
         si = refuse_cert(t, c, res.cert,
                          &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_LOST});
@@ -433,7 +444,7 @@ static OSSL_CMP_PKISI *resumed(struct cmp_txn *t, struct cmp_call *c, X509 **cer
     memcpy(t->credential_status, t1->credential_status, sizeof(t->credential_status));
     t->up = t1->up;
     if (sign_refused(&res, &r)) {
-        si = cmp_reject(c, &r);
+        si = reject_answer(t, c, &res, &r);
     } else if (!same_sender(t, t1)) { /* its protection verified with another of the sender's certificates */
         si = refuse_cert(
             t, c, res.cert,

@@ -310,6 +310,31 @@ static void let_engine_go(void)
     pthread_mutex_unlock(&detach_lock);
 }
 
+/*
+ * A refused answer that carried a certificate (upstream.h), once the client has been told to poll: on
+ * record and withdrawn now, and the result left a plain refusal for the pollReq (and the other
+ * instances) to collect. Call thread.
+ */
+static void withdraw_refused(struct cmp_pending *p, struct gw_sign_result *res)
+{
+    struct gw_cmp_engine *e;
+
+    if (res->status == 0 || res->cert == NULL)
+        return;
+    if ((e = hold_engine(p)) != NULL) {
+        (void)cmp_audit_cert(e, &p->view, p->tid, "rejected", res->reason, res->cert, 1);
+        cmp_withdraw(e, &p->view, p->tid, res->cert, CRL_REASON_UNSPECIFIED);
+        let_engine_go();
+    } else {
+        gw_log_kv(GW_LOG_WARN, "late_issue", "tid", p->tid, "serial", p->view.serial, "upstream", p->upstream,
+                  "msg", "certificate in a refused answer after shutdown; not delivered", NULL);
+    }
+    X509_free(res->cert);
+    res->cert = NULL;
+    sk_X509_pop_free(res->chain, X509_free);
+    res->chain = NULL;
+}
+
 /* The completion of a deferrable call (call thread). */
 static void pending_done(void *arg, struct gw_sign_result *res)
 {
@@ -334,6 +359,7 @@ static void pending_done(void *arg, struct gw_sign_result *res)
         late = p->gave_up ? TEXT_AFTER_DEADLINE : TEXT_AFTER_CLOSE;
     p->landing = late == NULL; /* else this result is the transaction's, whenever the next pollReq comes */
     pthread_mutex_unlock(&p->lock);
+    withdraw_refused(p, res);
     /* on disk before a pollReq can see it (docs/design.md D8) */
     pthread_mutex_lock(&detach_lock);
     if (res->cert != NULL)

@@ -168,7 +168,7 @@ void cmp_suspend_end(struct cmp_call *c)
         return;
     c->resume = NULL;
     t = s->t;
-    if (!s->taken && s->res.status == 0 && s->res.cert != NULL) {
+    if (!s->taken && s->res.cert != NULL) { /* a refused answer's certificate too (issue.c) */
         gw_x509_cert_serial_hex(s->res.cert, t->serial, sizeof(t->serial));
         gw_log_kv(GW_LOG_ERROR, "resumed_request_refused", "tid", c->rsp->tid, "identity", t->identity,
                   "serial", t->serial, "msg",

@@ -226,13 +226,16 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
         self.assertIsNone(res.cert)
 
     def test_certificate_for_another_key(self):
-        # the mock answers with a certificate for some other key: never delivered
+        # the mock answers with a certificate for some other key: never delivered; refused in the upstream
+        # certConf, and the CA issued it all the same: on record and revoked (rr) as one outside the role
         _, canned = self.canned("other-owner")
         key = self.newkey("other-client")
         self.mock.start(canned)
         res = self.gw.cmp("ir", "other", newkey=key, subject="/CN=other.example.com", path="pki/roles/cmp/cmp",
                           expect_cert=False)
         self.assert_rejected(res, "systemFailure", "upstream CA: ")
+        self.assertEqual(self.upstream_saw(), ["IR", "CERTCONF", "RR"])
+        self.assert_rejected_and_revoked(res.first, canned)
 
     def refused_and_revoked(self, row, name, ext, text, subject="/CN=%s.example.com", backdate_days=0):
         """The mock answers an ir with a certificate from section |ext| (for |subject|): the client gets the
@@ -255,6 +258,10 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
         else:
             self.assertEqual(ans.status_strings, [text])
         self.assertEqual(self.upstream_saw(), ["IR", "CERTCONF", "RR"])
+        self.assert_rejected_and_revoked(ans, canned)
+
+    def assert_rejected_and_revoked(self, ans, canned):
+        """The audit log of |ans|'s transaction: |canned| rejected, then revoked at the CA."""
         tid = ans.header["transactionID"].asOctets().hex()
         mine = [json.loads(l) for l in (self.gw.dir / "audit.log").read_text().splitlines()]
         mine = [r for r in mine if r.get("tid") == tid]

@@ -163,6 +163,25 @@ class PollingVault(harness.GatewayTestCase):
         self.assertEqual((answers[0].body_type, answers[0].status), ("cp", WAITING), answers)
         self.assert_cmp_error(answers[-1], ("cp",), "badCertTemplate")
 
+    def test_refused_answer_with_certificate_withdrawn(self):
+        # Vault issues, but its answer is refused (expiration out of range) after the client was told to
+        # poll: the certificate is on record and revoked at Vault, the pollReq gets the refusal
+        self.vault.control({"latency_ms": 2500, "match": "sign/", "sign_data": {"expiration": -1}})
+        mark = self.vault.mark()
+        _, (p, answers, cert) = self._p10cr("vrefused", "refused.example.com")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIsNone(cert)
+        self.assertEqual((answers[0].body_type, answers[0].status), ("cp", WAITING), answers)
+        self.assert_cmp_error(answers[-1], ("cp",), "systemFailure")
+        tid = answers[0].header["transactionID"].asOctets().hex()
+        revokes = self.vault.since(mark, "/revoke")
+        self.assertEqual(len(revokes), 1, revokes)
+        serial = revokes[0]["body"]["serial_number"].replace(":", "").lstrip("0")
+        lines = (self.gw.dir / "audit.log").read_text().splitlines()
+        mine = [(r["event"], r.get("serial", "").lstrip("0")) for r in map(json.loads, lines)
+                if r.get("tid") == tid and r["event"] in ("issued", "rejected", "revoked")]
+        self.assertEqual(mine[:2], [("rejected", serial), ("revoked", serial)])
+
 
 class PollingAbandoned(harness.GatewayTestCase):
     """The client gives up polling before Vault answers (2.5 s); the certificate comes within the

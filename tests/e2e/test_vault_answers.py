@@ -6,7 +6,9 @@
   the field;
 - a sign answer with a certificate but an expiration of -1, a ca_chain entry that is not a string, or
   bytes after the JSON document: the certificate is not delivered, the client gets systemFailure naming
-  the field, and the audit log has no "issued" record for the transaction.
+  the field, and the audit log has no "issued" record for the transaction; a certificate the gateway
+  could read out of the refused answer (Vault issued it all the same) is on the audit log as
+  "rejected" with its serial and revoked at Vault.
 
 Each is asserted on the decoded CMP answer (PKIStatus rejection, failInfo, statusString) next to its twin
 that issues once the switch is cleared.
@@ -59,13 +61,18 @@ class VaultAnswers(harness.GatewayTestCase):
         self.assertEqual(len(self.vault.since(mark, "/login")), 1)
         self.assertEqual(len(self.vault.since(mark, "/sign/devices")), 1)
 
+    def records(self, tid):
+        lines = (self.gw.dir / "audit.log").read_text().splitlines()
+        return [(r["event"], r.get("serial", "")) for r in map(json.loads, lines)
+                if r.get("tid") == tid and r["event"] != "intent"]
+
     def test_sign_answer_out_of_range(self):
-        cases = [
-            ({"sign_data": {"expiration": -1}}, "data.expiration is -1, not 1 to 253402300799"),
-            ({"sign_data": {"ca_chain": [42]}}, "data.ca_chain[0] is an integer, not a string"),
-            ({"trailing": "\n{\"data\":{}}"}, "not Vault JSON: trailing data after the JSON document"),
+        cases = [  # (switches, reason, whether the certificate can be read out of the answer)
+            ({"sign_data": {"expiration": -1}}, "data.expiration is -1, not 1 to 253402300799", True),
+            ({"sign_data": {"ca_chain": [42]}}, "data.ca_chain[0] is an integer, not a string", True),
+            ({"trailing": "\n{\"data\":{}}"}, "not Vault JSON: trailing data after the JSON document", False),
         ]
-        for i, (state, text) in enumerate(cases):
+        for i, (state, text, readable) in enumerate(cases):
             with self.subTest(state=state):
                 self.vault.control(dict(state, match="/sign/"))
                 mark = self.vault.mark()
@@ -74,6 +81,15 @@ class VaultAnswers(harness.GatewayTestCase):
                 self.assertEqual(len(self.vault.since(mark, "/sign/")), 1)  # refused, not asked again
                 tid = res.first.header["transactionID"].asOctets().hex()
                 self.assertNotIn(tid, self.issued_tids())
+                revokes = self.vault.since(mark, "/revoke")
+                if not readable:
+                    self.assertEqual((self.records(tid), revokes), ([("rejected", "")], []))
+                    continue
+                # Vault issued it: on record and revoked there, never forgotten
+                self.assertEqual(len(revokes), 1, revokes)
+                serial = revokes[0]["body"]["serial_number"].replace(":", "").lstrip("0")
+                self.assertEqual([(e, s.lstrip("0")) for e, s in self.records(tid)],
+                                 [("rejected", serial), ("revoked", serial)])
         self.vault.control({})
         res = self.p10cr("vault", "sign-ok", expect_cert=True)
         self.assertIn(res.first.status, (0, 1), res.first)

@@ -664,8 +664,15 @@ static void test_vault_sign(void **state)
     assert_int_equal(o.sign.expiration, 0);
     assert_string_equal(o.sign.warnings, "a; b");
     gw_vault_signed_cleanup(&o.sign);
-    /* refused: nothing left to free */
+    /* refused: only the certificate Vault issued stays, for the caller to record and revoke */
     assert_int_equal(parse_tmpl(VAULT_SIGN, SIGNED(",\"expiration\":-1"), &o, err), UP);
+    assert_int_equal(X509_cmp(o.sign.cert, leaf), 0);
+    assert_null(o.sign.chain);
+    assert_string_equal(o.sign.serial_number, "");
+    gw_vault_signed_cleanup(&o.sign);
+    /* refused before the certificate is read: nothing left to free */
+    assert_int_equal(parse_tmpl(VAULT_SIGN, "{\"data\":{\"certificate\":@LEAF@},\"warnings\":[1]}", &o, err),
+                     UP);
     assert_null(o.sign.cert);
     assert_null(o.sign.chain);
 }
