@@ -76,12 +76,16 @@ int gw_vault_parse_sign(const char *body, size_t len, struct gw_vault_signed *ou
 void gw_vault_signed_cleanup(struct gw_vault_signed *s);
 
 /*
- * POST revoke: {"data": {"revocation_time", ...}}, or, for a certificate that has expired, data null
- * and a warning (Vault puts no expired certificate on its CRL).
+ * POST revoke: {"data": {"revocation_time", "state", ...}}, or, for a certificate that has expired, data
+ * null and a warning (Vault puts no expired certificate on its CRL). Revoked means a revocation_time
+ * and no state other than "revoked": data without them (a queued cross-cluster revocation, "pending")
+ * is no revocation yet.
  */
 struct gw_vault_revoked {
-    bool revoked;              /* data is there: Vault has the certificate revoked */
+    bool has_data;             /* data is there */
+    bool revoked;              /* Vault says the certificate is revoked */
     int64_t revocation_time;   /* Unix time, 0 to GW_MAX_UPSTREAM_TIME; 0 if absent */
+    char state[32];            /* data.state, printable; "" if absent */
     char warnings[GW_ERR_LEN]; /* joined; "" if none */
 };
 int gw_vault_parse_revoke(const char *body, size_t len, struct gw_vault_revoked *out, char *err);

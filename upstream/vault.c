@@ -881,10 +881,14 @@ static int vault_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer,
         goto out;
     if (gw_vault_parse_revoke(rsp.body, rsp.body_len, &rv, why) != 0) {
         rc = refused(v, "POST", path, why, err);
-    } else if (!rv.revoked) {
+    } else if (!rv.has_data) {
         /* 200 with only a warning: the certificate has expired, and Vault puts no expired one on its CRL */
         set_err(err, "Vault did not revoke %s: it has expired (Vault: %.150s)", serial,
                 rv.warnings[0] != '\0' ? rv.warnings : "no data in the answer");
+        rc = GW_ERR_UPSTREAM;
+    } else if (!rv.revoked) {
+        set_err(err, "Vault did not confirm the revocation of %s (state \"%s\", revocation_time %lld)",
+                serial, rv.state, (long long)rv.revocation_time);
         rc = GW_ERR_UPSTREAM;
     } else {
         snprintf(when, sizeof(when), "%lld", (long long)rv.revocation_time);

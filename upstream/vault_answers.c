@@ -238,6 +238,8 @@ void gw_vault_signed_cleanup(struct gw_vault_signed *s)
 int gw_vault_parse_revoke(const char *body, size_t len, struct gw_vault_revoked *out, char *err)
 {
     json_object *root, *data, *m;
+    const char *s = NULL;
+    size_t n = 0;
     int rc;
 
     memset(out, 0, sizeof(*out));
@@ -250,11 +252,18 @@ int gw_vault_parse_revoke(const char *body, size_t len, struct gw_vault_revoked 
         goto out;
     if ((rc = gw_field_object(data, "data", err)) != 0)
         goto out;
+    out->has_data = true;
     if ((m = gw_field_member(data, "revocation_time")) != NULL &&
         (rc = gw_field_int(m, "data.revocation_time", 0, 0, GW_MAX_UPSTREAM_TIME, &out->revocation_time,
                            err)) != 0)
         goto out;
-    out->revoked = true;
+    if ((m = gw_field_member(data, "state")) != NULL &&
+        (rc = gw_field_string(m, "data.state", 0, sizeof(out->state) - 1, &s, &n, err)) != 0)
+        goto out;
+    if (m != NULL)
+        gw_field_text(out->state, sizeof(out->state), s, n);
+    /* a "success" that names no revocation (no time, or another state) is not taken for one */
+    out->revoked = out->revocation_time > 0 && (m == NULL || strcmp(out->state, "revoked") == 0);
 out:
     json_object_put(root);
     if (rc != 0)

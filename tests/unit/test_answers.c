@@ -682,6 +682,8 @@ static void test_vault_revoke(void **state)
     static const struct acase cases[] = {
         {"revoked", "{\"data\":{\"revocation_time\":1433269787,\"state\":\"revoked\"}}", 0, NULL},
         {"no time", "{\"data\":{}}", 0, NULL},
+        {"pending", "{\"data\":{\"state\":\"pending\"}}", 0, NULL},
+        {"state a number", "{\"data\":{\"revocation_time\":1,\"state\":1}}", UP, "data.state is an integer"},
         {"expired", "{\"data\":null,\"warnings\":[\"already expired\"]}", 0, NULL},
         {"time negative", "{\"data\":{\"revocation_time\":-1}}", UP, "data.revocation_time is -1, not 0 to"},
         {"time over the cap", "{\"data\":{\"revocation_time\":@TIMEOVER@}}", UP,
@@ -699,6 +701,18 @@ static void test_vault_revoke(void **state)
     assert_int_equal(parse_tmpl(VAULT_REVOKE, "{\"data\":{\"revocation_time\":1433269787}}", &o, err), 0);
     assert_true(o.revoke.revoked);
     assert_int_equal(o.revoke.revocation_time, 1433269787);
+    /* a "success" that names no revocation is none: no time, a time of 0, or a state but "revoked" */
+    assert_int_equal(parse_tmpl(VAULT_REVOKE, "{\"data\":{}}", &o, err), 0);
+    assert_true(o.revoke.has_data);
+    assert_false(o.revoke.revoked);
+    assert_int_equal(
+        parse_tmpl(VAULT_REVOKE, "{\"data\":{\"revocation_time\":0,\"state\":\"revoked\"}}", &o, err), 0);
+    assert_false(o.revoke.revoked);
+    assert_int_equal(parse_tmpl(VAULT_REVOKE,
+                                "{\"data\":{\"revocation_time\":1433269787,\"state\":\"pending\"}}", &o, err),
+                     0);
+    assert_false(o.revoke.revoked);
+    assert_string_equal(o.revoke.state, "pending");
     assert_int_equal(parse_tmpl(VAULT_REVOKE, "{\"data\":null,\"warnings\":[\"already expired\"]}", &o, err),
                      0);
     assert_false(o.revoke.revoked);

@@ -1021,6 +1021,11 @@ static void test_revoke(void **state)
         {{200, "{\"data\":{\"revocation_time\":1433269787,\"state\":\"revoked\"}}", 0}, 0},
         {{200, "{\"data\":null,\"warnings\":[\"certificate already expired; refusing to add to CRL\"]}", 0},
          GW_ERR_UPSTREAM},
+        /* a 200 that names no revocation is not one: the rr is not confirmed, a withdrawal is revoke_failed
+         */
+        {{200, "{\"data\":{}}", 0}, GW_ERR_UPSTREAM},
+        {{200, "{\"data\":{\"revocation_time\":0}}", 0}, GW_ERR_UPSTREAM},
+        {{200, "{\"data\":{\"state\":\"pending\"}}", 0}, GW_ERR_UPSTREAM},
         {{400, "{\"errors\":[\"certificate with serial 30:39 not found.\"]}", 0}, GW_ERR_NOT_FOUND},
         {{404, "{\"errors\":[]}", 0}, GW_ERR_NOT_FOUND},
         {{200, "nope", 0}, GW_ERR_UPSTREAM},
