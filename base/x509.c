@@ -19,6 +19,7 @@
 #include <openssl/evp.h>
 #include <openssl/ec.h>
 #include <openssl/objects.h>
+#include <openssl/x509v3.h>
 
 /* Whether a value of |name| holds the byte |ch|. */
 static int name_holds(const X509_NAME *name, int ch)
@@ -450,4 +451,33 @@ int gw_x509_ext_in(const STACK_OF(X509_EXTENSION) *exts, X509_EXTENSION *ext)
             return 1;
     }
     return 0;
+}
+
+static int in_chain(STACK_OF(X509) *chain, X509 *x)
+{
+    for (int i = 0; i < sk_X509_num(chain); i++)
+        if (X509_cmp(sk_X509_value(chain, i), x) == 0)
+            return 1;
+    return 0;
+}
+
+void gw_x509_chain_extend(STACK_OF(X509) *chain, STACK_OF(X509) *from, int max)
+{
+    X509 *top, *up;
+
+    while (sk_X509_num(chain) > 0 && sk_X509_num(chain) < max) {
+        top = sk_X509_value(chain, sk_X509_num(chain) - 1);
+        if (X509_check_issued(top, top) == X509_V_OK) /* self-signed: the top */
+            return;
+        up = NULL;
+        for (int i = 0; up == NULL && i < sk_X509_num(from); i++) {
+            X509 *x = sk_X509_value(from, i);
+
+            if (X509_check_issued(x, top) == X509_V_OK && X509_verify(top, X509_get0_pubkey(x)) == 1 &&
+                !in_chain(chain, x))
+                up = x;
+        }
+        if (up == NULL || X509_add_cert(chain, up, X509_ADD_FLAG_UP_REF) != 1)
+            return;
+    }
 }

@@ -110,6 +110,12 @@ X509_PUBKEY *gw_x509_pubkey_d2i(const unsigned char *der, long len);
 int gw_x509_req_extensions(const X509_REQ *req, STACK_OF(X509_EXTENSION) **out, char *err);
 /* gw_x509_ext_in: whether |exts| (NULL: none) holds an extension with the OID and value of |ext|. */
 int gw_x509_ext_in(const STACK_OF(X509_EXTENSION) *exts, X509_EXTENSION *ext);
+/*
+ * gw_x509_chain_extend continues |chain| (issuer order, a verified path that may end below a root)
+ * with certificates of |from| that each issued and signed the last one, until a self-signed one, none
+ * found, or |max| certificates; whatever else |from| holds stays out. Up-references what it adds.
+ */
+void gw_x509_chain_extend(STACK_OF(X509) *chain, STACK_OF(X509) *from, int max);
 
 #define GW_TEXT_EXT_REQUESTS                                                                                 \
     "the CSR asks for extensions in more than one extensionRequest attribute or value: put every extension " \

@@ -314,10 +314,11 @@ static int issued_verify_cb(int ok, X509_STORE_CTX *ctx)
  * is for what an upstream returned: every certificate in |store| is an anchor (an issuing CA need
  * not be a root), and X509_STRICT is off, because a certificate with CA:TRUE or keyCertSign must
  * come out as outside policy (revoked upstream), not as foreign (dropped and left valid). Returns
- * 1 if it verifies, else 0 with the error and its depth.
+ * 1 if it verifies (with |path|, the chain found into *path, leaf first), else 0 with the error and
+ * its depth.
  */
 static int verify(X509_STORE *store, X509 *cert, STACK_OF(X509) *untrusted, time_t now, int purpose,
-                  int issued, int *code, int *depth)
+                  int issued, int *code, int *depth, STACK_OF(X509) **path)
 {
     X509_STORE_CTX *ctx = X509_STORE_CTX_new();
     int ok = 0;
@@ -338,6 +339,10 @@ static int verify(X509_STORE *store, X509 *cert, STACK_OF(X509) *untrusted, time
     ok = X509_verify_cert(ctx) == 1;
     *code = X509_STORE_CTX_get_error(ctx);
     *depth = X509_STORE_CTX_get_error_depth(ctx);
+    if (ok && path != NULL && (*path = X509_STORE_CTX_get1_chain(ctx)) == NULL) {
+        ok = 0;
+        *code = X509_V_ERR_OUT_OF_MEM;
+    }
 out:
     X509_STORE_CTX_free(ctx);
     return ok;
@@ -368,7 +373,7 @@ static int authorize_tls(const struct gw_role *role, X509 *peer, time_t now, int
                    rname(role));
     }
     if (a->tls_store != NULL &&
-        !verify(a->tls_store, peer, a->tls_untrusted, now, X509_PURPOSE_SSL_CLIENT, 0, &code, &depth)) {
+        !verify(a->tls_store, peer, a->tls_untrusted, now, X509_PURPOSE_SSL_CLIENT, 0, &code, &depth, NULL)) {
         line = X509_NAME_oneline(X509_get_subject_name(peer), NULL, 0);
         rc = say(fail_info, DENY, err, "TLS client certificate %s %s (tls_trust of role %s)",
                  line != NULL ? shown(buf, line, strlen(line)) : "?", verify_why(code, depth), rname(role));
@@ -1365,7 +1370,7 @@ int gw_policy_check_upstream_grants(const struct gw_role *role, const char *upst
 
 static enum gw_issued_verdict issued_bad(const struct gw_role *role, const struct gw_cert_plan *plan,
                                          X509 *cert, STACK_OF(X509) *chain, X509_STORE *store, time_t now,
-                                         char *err)
+                                         STACK_OF(X509) **path, char *err)
 {
     EVP_PKEY *pk = X509_get0_pubkey(cert);
     char why[GW_ERR_LEN];
@@ -1387,7 +1392,7 @@ static enum gw_issued_verdict issued_bad(const struct gw_role *role, const struc
                  role->upstream_name != NULL ? role->upstream_name : "?", why);
         return GW_ISSUED_BAD;
     }
-    if (!verify(store, cert, chain, now, 0, 1, &code, &depth)) {
+    if (!verify(store, cert, chain, now, 0, 1, &code, &depth, path)) {
         snprintf(err, GW_ERR_LEN, "the certificate upstream %s returned %s (issuer_ca)",
                  role->upstream_name != NULL ? role->upstream_name : "?", verify_why(code, depth));
         return GW_ISSUED_BAD;
@@ -1660,19 +1665,29 @@ static enum gw_issued_verdict issued_modified(const struct gw_role *role, const 
 
 enum gw_issued_verdict gw_policy_check_issued(const struct gw_role *role, const struct gw_cert_plan *plan,
                                               X509 *cert, STACK_OF(X509) *chain, X509_STORE *issuer_store,
-                                              time_t now, char *err)
+                                              time_t now, STACK_OF(X509) **path, char *err)
 {
+    STACK_OF(X509) *found = NULL;
     enum gw_issued_verdict v;
 
     err[0] = '\0';
+    if (path != NULL)
+        *path = NULL;
     if (role == NULL || plan == NULL || cert == NULL) {
         snprintf(err, GW_ERR_LEN, "the upstream returned no certificate");
         return GW_ISSUED_BAD;
     }
-    if ((v = issued_bad(role, plan, cert, chain, issuer_store, now, err)) != GW_ISSUED_OK ||
-        (v = issued_outside(role, plan, cert, now, err)) != GW_ISSUED_OK)
-        return v;
-    return issued_modified(role, plan, cert, err);
+    if ((v = issued_bad(role, plan, cert, chain, issuer_store, now, &found, err)) == GW_ISSUED_OK &&
+        (v = issued_outside(role, plan, cert, now, err)) == GW_ISSUED_OK)
+        v = issued_modified(role, plan, cert, err);
+    if (path != NULL && (v == GW_ISSUED_OK || v == GW_ISSUED_MODIFIED)) {
+        X509_free(sk_X509_shift(found));                           /* the certificate itself */
+        gw_x509_chain_extend(found, chain, GW_MAX_UPSTREAM_CHAIN); /* the CAs above issuer_ca */
+        *path = found;
+        found = NULL;
+    }
+    sk_X509_pop_free(found, X509_free);
+    return v;
 }
 
 void gw_role_policy_cleanup(struct gw_role_policy *p)

@@ -96,11 +96,14 @@ enum gw_issued_verdict {
  * does not require a subject), validity within max_ttl, notBefore no earlier than the plan's by more
  * than GW_ISSUED_BACKDATE_SLACK (CAs backdate a little: Vault 30 s, cfssl 5 min; the plan's, not |now|,
  * since a deferred certificate is judged when a pollReq collects it). A reduced subject, a dropped name
- * or a shorter validity is GW_ISSUED_MODIFIED. Returns the verdict; |err| says why.
+ * or a shorter validity is GW_ISSUED_MODIFIED. Returns the verdict; |err| says why. With |path|, a
+ * certificate that may be released (GW_ISSUED_OK, GW_ISSUED_MODIFIED) has the chain it was verified on
+ * into *path (the caller's): its issuer first, up to the issuer_store certificate it ends at, none of
+ * |chain|'s other certificates; else *path is NULL.
  */
 enum gw_issued_verdict gw_policy_check_issued(const struct gw_role *role, const struct gw_cert_plan *plan,
                                               X509 *cert, STACK_OF(X509) *chain, X509_STORE *issuer_store,
-                                              time_t now, char *err);
+                                              time_t now, STACK_OF(X509) **path, char *err);
 
 /*
  * gw_pattern_match matches |s| (|len| bytes) against glob |pat|: '*' matches any run of characters

@@ -174,6 +174,7 @@ static OSSL_CMP_PKISI *deliver(struct cmp_txn *t, struct cmp_call *c, const stru
                                struct gw_sign_result *res, X509 **certOut, STACK_OF(X509) **chainOut)
 {
     X509_STORE *store = cmp_issuer_store(c->e, t->up);
+    STACK_OF(X509) *path = NULL;
     char err[GW_ERR_LEN] = "";
     struct cmp_refusal r = {0};
     enum gw_issued_verdict v = GW_ISSUED_BAD;
@@ -182,10 +183,13 @@ static OSSL_CMP_PKISI *deliver(struct cmp_txn *t, struct cmp_call *c, const stru
     if (store == NULL)
         snprintf(err, sizeof(err), "no issuer CA is configured to check it against");
     else
-        v = gw_policy_check_issued(t->role, plan, res->cert, res->chain, store, c->now, err);
+        v = gw_policy_check_issued(t->role, plan, res->cert, res->chain, store, c->now, &path, err);
     switch (v) {
     case GW_ISSUED_OK:
     case GW_ISSUED_MODIFIED:
+        /* the client gets the chain verified up to issuer_ca, not whatever else the upstream sent */
+        sk_X509_pop_free(res->chain, X509_free);
+        res->chain = path;
         return accept_cert(t, c, res, v == GW_ISSUED_MODIFIED || plan->modified || res->modified, certOut,
                            chainOut);
     case GW_ISSUED_OUTSIDE_POLICY:

@@ -10,6 +10,8 @@
   could read out of the refused answer (Vault issued it all the same) is on the audit log as
   "rejected" with its serial and revoked at Vault.
 
+A ca_chain holding a CA that did not sign the certificate reaches the client without it.
+
 Each is asserted on the decoded CMP answer (PKIStatus rejection, failInfo, statusString) next to its twin
 that issues once the switch is cleared.
 """
@@ -94,6 +96,21 @@ class VaultAnswers(harness.GatewayTestCase):
         res = self.p10cr("vault", "sign-ok", expect_cert=True)
         self.assertIn(res.first.status, (0, 1), res.first)
         self.assertIn(res.first.header["transactionID"].asOctets().hex(), self.issued_tids())
+
+    def test_sign_answer_chain_trimmed(self):
+        # ca_chain with a CA that did not sign the certificate (the mount's other issuer): the client gets
+        # the chain the certificate was verified on (its issuer, then the root that signed that), not it
+        d = self.vault.dir
+        body = {f: "".join((d / f).read_text().strip().splitlines()[1:-1])
+                for f in ("vault-ca.pem", "vault-ca2.pem", "ca.pem")}
+        chain = [(d / f).read_text() for f in ("vault-ca2.pem", "vault-ca.pem", "ca.pem")]
+        self.vault.control({"sign_data": {"ca_chain": chain}, "match": "/sign/"})
+        res = self.p10cr("vault", "chain", expect_cert=True)
+        self.assertIn(res.first.status, (0, 1), res.first)
+        sent = res.first.extra_certs_pem().replace("\n", "")
+        self.assertIn(body["vault-ca.pem"], sent)
+        self.assertIn(body["ca.pem"], sent)
+        self.assertNotIn(body["vault-ca2.pem"], sent)
 
 
 if __name__ == "__main__":

@@ -1697,13 +1697,68 @@ static void test_check_issued(void **state)
                           keys[iss[i].issuer == I_INT ? K_CA3 : K_CA2]);
         mkplan(&plan, "CN=dev-1.example.com", iss[i].plan_sans, K_P256, 7 * DAY);
         v = gw_policy_check_issued(&role, &plan, cert, iss[i].with_chain ? chain_int : NULL,
-                                   stores[iss[i].store], NOW, err);
+                                   stores[iss[i].store], NOW, NULL, err);
         if (v != iss[i].want)
             fail_msg("%s: verdict %d, want %d; err \"%s\"", iss[i].name, v, iss[i].want, err);
         check_err(iss[i].name, err, iss[i].want_err);
         gw_cert_plan_cleanup(&plan);
         X509_free(cert);
     }
+}
+
+/*
+ * The chain a released certificate goes out with is the one it was verified on, up to the issuer
+ * store's CA and on with the upstream's certificates that signed it, without what else the upstream
+ * put beside it (another CA's certificate, the leaf again); a refused certificate has none.
+ */
+static void test_check_issued_path(void **state)
+{
+    struct gw_role role = {.name = "iot",
+                           .upstream_name = "vault",
+                           .key_usage = KU_DIGITAL_SIGNATURE,
+                           .ext_key_usage = GW_EKU_CLIENT_AUTH,
+                           .max_ttl = 30 * DAY,
+                           .allowed_san_types = ALL_SANS,
+                           .authz = {.dns_names = PATS(i_dns)}};
+    struct cspec spec = {"CN=dev-1.example.com", NULL, NULL, "critical,digitalSignature", -60, 7 * DAY, 0};
+    STACK_OF(X509) *sent = sk_X509_new_null(), *path = NULL;
+    struct gw_cert_plan plan;
+    char err[GW_ERR_LEN];
+    X509 *cert = mkcert_ext(&spec, "clientAuth", NULL, keys[K_P256], int_ca, keys[K_CA3]);
+
+    (void)state;
+    assert_non_null(sent);
+    assert_int_equal(X509_add_cert(sent, other_ca, X509_ADD_FLAG_UP_REF), 1);
+    assert_int_equal(X509_add_cert(sent, int_ca, X509_ADD_FLAG_UP_REF), 1);
+    assert_int_equal(X509_add_cert(sent, cert, X509_ADD_FLAG_UP_REF), 1);
+    mkplan(&plan, "CN=dev-1.example.com", NULL, K_P256, 7 * DAY);
+    assert_int_equal(gw_policy_check_issued(&role, &plan, cert, sent, st_issuer_root, NOW, &path, err),
+                     GW_ISSUED_OK);
+    assert_int_equal(sk_X509_num(path), 2);
+    assert_int_equal(X509_cmp(sk_X509_value(path, 0), int_ca), 0);
+    assert_int_equal(X509_cmp(sk_X509_value(path, 1), ca), 0);
+    sk_X509_pop_free(path, X509_free);
+    /* the issuing CA itself the anchor: it, and above it only what the upstream sent that signed it */
+    assert_int_equal(gw_policy_check_issued(&role, &plan, cert, sent, st_issuer_int, NOW, &path, err),
+                     GW_ISSUED_OK);
+    assert_int_equal(sk_X509_num(path), 1);
+    assert_int_equal(X509_cmp(sk_X509_value(path, 0), int_ca), 0);
+    sk_X509_pop_free(path, X509_free);
+    assert_int_equal(X509_add_cert(sent, ca, X509_ADD_FLAG_UP_REF), 1);
+    assert_int_equal(gw_policy_check_issued(&role, &plan, cert, sent, st_issuer_int, NOW, &path, err),
+                     GW_ISSUED_OK);
+    assert_int_equal(sk_X509_num(path), 2);
+    assert_int_equal(X509_cmp(sk_X509_value(path, 0), int_ca), 0);
+    assert_int_equal(X509_cmp(sk_X509_value(path, 1), ca), 0);
+    sk_X509_pop_free(path, X509_free);
+    /* refused: no chain to send */
+    role.max_ttl = DAY;
+    assert_int_equal(gw_policy_check_issued(&role, &plan, cert, sent, st_issuer_int, NOW, &path, err),
+                     GW_ISSUED_OUTSIDE_POLICY);
+    assert_null(path);
+    gw_cert_plan_cleanup(&plan);
+    sk_X509_pop_free(sent, X509_free);
+    X509_free(cert);
 }
 
 /*
@@ -1747,7 +1802,7 @@ static void test_check_issued_start_and_wildcard(void **state)
         enum gw_issued_verdict v;
 
         mkplan(&plan, "CN=dev-1.example.com", iss_more[i].sans, K_P256, 7 * DAY);
-        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NOW, err);
+        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NOW, NULL, err);
         if (v != iss_more[i].want)
             fail_msg("%s: verdict %d, want %d; err \"%s\"", iss_more[i].name, v, iss_more[i].want, err);
         check_err(iss_more[i].name, err, iss_more[i].want_err);
@@ -1822,7 +1877,7 @@ static void test_check_issued_subject(void **state)
 
         cert = mkcert_ext(&spec, "clientAuth", NULL, keys[K_P256], int_ca, keys[K_CA3]);
         mkplan(&plan, PLAN_SUBJECT, "DNS:a.example.com", K_P256, 7 * DAY);
-        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NOW, err);
+        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NOW, NULL, err);
         if (v != subj[i].want)
             fail_msg("%s: verdict %d, want %d; err \"%s\"", subj[i].name, v, subj[i].want, err);
         check_err(subj[i].name, err, subj[i].want_err);
@@ -1859,7 +1914,8 @@ static void test_check_issued_subject_encoding(void **state)
     assert_int_equal(X509_set_subject_name(cert, printable), 1);
     assert_true(X509_sign(cert, keys[K_CA3], EVP_sha256()) > 0);
     mkplan(&plan, "O=Vendor|CN=dev-1.example.com", "DNS:a.example.com", K_P256, 7 * DAY);
-    assert_int_equal(gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NOW, err), GW_ISSUED_OK);
+    assert_int_equal(gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NOW, NULL, err),
+                     GW_ISSUED_OK);
     check_err("PrintableString", err, "=");
     gw_cert_plan_cleanup(&plan);
     X509_free(cert);
@@ -1993,7 +2049,7 @@ static void test_check_issued_exts(void **state)
         spec.bc = exts[i].bc;
         cert = mkcert_ext(&spec, exts[i].eku, exts[i].ext, keys[K_P256], int_ca, keys[K_CA3]);
         mkplan(&plan, "CN=dev-1.example.com", "DNS:a.example.com", K_P256, 7 * DAY);
-        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NOW, err);
+        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NOW, NULL, err);
         if (v != exts[i].want)
             fail_msg("%s: verdict %d, want %d; err \"%s\"", exts[i].name, v, exts[i].want, err);
         check_err(exts[i].name, err, exts[i].want_err);
@@ -2055,7 +2111,7 @@ static void test_check_issued_copied(void **state)
 
         mkplan(&plan, "CN=dev-1.example.com", "DNS:a.example.com", K_P256, 7 * DAY);
         plan.csr_exts = cases[i].csr != NULL ? exts_of(cases[i].csr) : NULL;
-        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NOW, err);
+        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NOW, NULL, err);
         if (v != cases[i].want)
             fail_msg("%s: verdict %d, want %d; err \"%s\"", cases[i].name, v, cases[i].want, err);
         check_err(cases[i].name, err, cases[i].want_err);
@@ -2080,7 +2136,7 @@ static void test_check_issued_too_many_exts(void **state)
         off += (size_t)snprintf(spec + off, sizeof(spec) - off, "%s1.2.3.%d=DER:05:00", i > 0 ? "|" : "", i);
     cert = mkcert_ext(&base, NULL, spec, keys[K_P256], int_ca, keys[K_CA3]);
     mkplan(&plan, "CN=dev-1.example.com", NULL, K_P256, 7 * DAY);
-    assert_int_equal(gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NOW, err),
+    assert_int_equal(gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NOW, NULL, err),
                      GW_ISSUED_BAD);
     check_err(
         "too many", err,
@@ -2371,10 +2427,11 @@ static void test_check_issued_null(void **state)
 
     (void)state;
     mkplan(&plan, "CN=x", NULL, K_P256, DAY);
-    assert_int_equal(gw_policy_check_issued(&role, &plan, NULL, NULL, st_issuer_int, NOW, err),
+    assert_int_equal(gw_policy_check_issued(&role, &plan, NULL, NULL, st_issuer_int, NOW, NULL, err),
                      GW_ISSUED_BAD);
     assert_string_equal(err, "the upstream returned no certificate");
-    assert_int_equal(gw_policy_check_issued(NULL, &plan, tls[C_DEV1], NULL, st_tls, NOW, err), GW_ISSUED_BAD);
+    assert_int_equal(gw_policy_check_issued(NULL, &plan, tls[C_DEV1], NULL, st_tls, NOW, NULL, err),
+                     GW_ISSUED_BAD);
     gw_cert_plan_cleanup(&plan);
 }
 
@@ -2392,6 +2449,7 @@ int main(void)
         cmocka_unit_test(test_upstream_role),
         cmocka_unit_test(test_check_issued),
         cmocka_unit_test(test_check_issued_start_and_wildcard),
+        cmocka_unit_test(test_check_issued_path),
         cmocka_unit_test(test_check_issued_subject),
         cmocka_unit_test(test_check_issued_subject_encoding),
         cmocka_unit_test(test_check_issued_null),
