@@ -1706,6 +1706,18 @@ static void test_check_issued(void **state)
     }
 }
 
+/* The role the issued-certificate tests below judge by: a client certificate under *.example.com. */
+static struct gw_role issued_role(void)
+{
+    return (struct gw_role){.name = "iot",
+                            .upstream_name = "vault",
+                            .key_usage = KU_DIGITAL_SIGNATURE,
+                            .ext_key_usage = GW_EKU_CLIENT_AUTH,
+                            .max_ttl = 30 * DAY,
+                            .allowed_san_types = ALL_SANS,
+                            .authz = {.dns_names = PATS(i_dns)}};
+}
+
 /*
  * The chain a released certificate goes out with is the one it was verified on, up to the issuer
  * store's CA and on with the upstream's certificates that signed it, without what else the upstream
@@ -1713,13 +1725,7 @@ static void test_check_issued(void **state)
  */
 static void test_check_issued_path(void **state)
 {
-    struct gw_role role = {.name = "iot",
-                           .upstream_name = "vault",
-                           .key_usage = KU_DIGITAL_SIGNATURE,
-                           .ext_key_usage = GW_EKU_CLIENT_AUTH,
-                           .max_ttl = 30 * DAY,
-                           .allowed_san_types = ALL_SANS,
-                           .authz = {.dns_names = PATS(i_dns)}};
+    struct gw_role role = issued_role();
     struct cspec spec = {"CN=dev-1.example.com", NULL, NULL, "critical,digitalSignature", -60, 7 * DAY, 0};
     STACK_OF(X509) *sent = sk_X509_new_null(), *path = NULL;
     struct gw_cert_plan plan;
@@ -1783,13 +1789,7 @@ static const struct {
 
 static void test_check_issued_start_and_wildcard(void **state)
 {
-    struct gw_role role = {.name = "iot",
-                           .upstream_name = "vault",
-                           .key_usage = KU_DIGITAL_SIGNATURE,
-                           .ext_key_usage = GW_EKU_CLIENT_AUTH,
-                           .max_ttl = 30 * DAY,
-                           .allowed_san_types = ALL_SANS,
-                           .authz = {.dns_names = PATS(i_dns)}};
+    struct gw_role role = issued_role();
     char err[GW_ERR_LEN];
     size_t i;
 
