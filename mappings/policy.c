@@ -23,18 +23,17 @@
 #include "base/limits.h"
 #include "base/x509.h"
 #include "mappings/policy.h"
-
-#define SHOWN_LEN 80 /* a client-supplied value quoted in a message; the message itself is GW_ERR_LEN */
+#include "mappings/policy_local.h"
 
 /* ---- messages ---- */
 
-static const char *rname(const struct gw_role *role)
+const char *policy_rname(const struct gw_role *role)
 {
     return role != NULL && role->name != NULL ? role->name : "?";
 }
 
-/* shown copies |len| bytes of |s| for a message: printable ASCII only, long values cut with "...". */
-static const char *shown(char buf[SHOWN_LEN], const char *s, size_t len)
+/* policy_shown copies |len| bytes of |s| for a message: printable ASCII only, long values cut with "...". */
+const char *policy_shown(char buf[SHOWN_LEN], const char *s, size_t len)
 {
     size_t i, n = len < SHOWN_LEN - 1 ? len : SHOWN_LEN - 4;
 
@@ -44,8 +43,8 @@ static const char *shown(char buf[SHOWN_LEN], const char *s, size_t len)
     return buf;
 }
 
-/* join lists |ps| as "a, b, c" in |buf|, cut with "..." when it does not fit. */
-static const char *join(char *buf, size_t size, const struct gw_patterns *ps)
+/* policy_join lists |ps| as "a, b, c" in |buf|, cut with "..." when it does not fit. */
+const char *policy_join(char *buf, size_t size, const struct gw_patterns *ps)
 {
     size_t i, off = 0;
     int n;
@@ -63,11 +62,8 @@ static const char *join(char *buf, size_t size, const struct gw_patterns *ps)
     return buf;
 }
 
-static int say(int *fail_info, int bit, char *err, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-/* say fills |err| and |*fail_info| and returns GW_ERR_POLICY: the one way a check refuses. */
-static int say(int *fail_info, int bit, char *err, const char *fmt, ...)
+/* policy_say fills |err| and |*fail_info| and returns GW_ERR_POLICY: the one way a check refuses. */
+int policy_say(int *fail_info, int bit, char *err, const char *fmt, ...)
 {
     va_list ap;
 
@@ -77,15 +73,6 @@ static int say(int *fail_info, int bit, char *err, const char *fmt, ...)
     *fail_info = bit;
     return GW_ERR_POLICY;
 }
-
-#define DENY OSSL_CMP_PKIFAILUREINFO_notAuthorized
-/*
- * Names and keys a role does not allow are refused with badCertTemplate, not notAuthorized:
- * RFC 9483 §4.1.1 uses badCertTemplate for a template whose content the PKI management entity does not
- * accept, and notAuthorized for a requester who may not use the service at all (gw_policy_authorize).
- * The requester can fix the first by asking for other names; the second needs another identity.
- */
-#define BADT OSSL_CMP_PKIFAILUREINFO_badCertTemplate
 
 /* ---- glob patterns ---- */
 
@@ -102,10 +89,10 @@ static unsigned char fold_c(char c, int fold)
 }
 
 /*
- * glob matches |s| against |p| where '*' matches any run of characters: one backtrack point, so
+ * policy_glob matches |s| against |p| where '*' matches any run of characters: one backtrack point, so
  * O(|p| * |s|) however many '*' there are (no exponential blowup).
  */
-static int glob(const char *p, size_t pn, const char *s, size_t sn, int fold)
+int policy_glob(const char *p, size_t pn, const char *s, size_t sn, int fold)
 {
     size_t pi = 0, si = 0, star = SIZE_MAX, mark = 0;
 
@@ -128,8 +115,8 @@ static int glob(const char *p, size_t pn, const char *s, size_t sn, int fold)
     return pi == pn;
 }
 
-/* eq_fold: ASCII case-insensitive equality of two byte strings (DNS names, RFC 4343). */
-static int eq_fold(const char *a, size_t an, const char *b, size_t bn)
+/* policy_eq_fold: ASCII case-insensitive equality of two byte strings (DNS names, RFC 4343). */
+int policy_eq_fold(const char *a, size_t an, const char *b, size_t bn)
 {
     size_t i;
 
@@ -168,7 +155,7 @@ static int pattern_match(const char *pat, const char *s, size_t len, int fold)
         sl = seg_len(s + si, len - si);
         if (pl == 1 && pat[pi] == '*' && sl == 0)
             return 0;
-        if (!glob(pat + pi, pl, s + si, sl, fold))
+        if (!policy_glob(pat + pi, pl, s + si, sl, fold))
             return 0;
         pi += pl;
         si += sl;
@@ -211,13 +198,14 @@ static int check_subject(const struct gw_role *role, const struct gw_patterns *p
     /* the whole line, or NULL where a value holds a '/' ("O=x/CN=admin" would read as two) or a
        backslash (the text "\x31" would read as the escape of a byte) */
     if ((line = gw_x509_name_line(name)) == NULL)
-        return say(fail_info, DENY, err,
-                   "%s subject has a '/' or a backslash in an attribute value and cannot be matched "
-                   "against %s of role %s",
-                   who, key, rname(role));
+        return policy_say(fail_info, DENY, err,
+                          "%s subject has a '/' or a backslash in an attribute value and cannot be matched "
+                          "against %s of role %s",
+                          who, key, policy_rname(role));
     if (!match_any(ps, line, strlen(line), 0))
-        rc = say(fail_info, DENY, err, "%s subject %s is not allowed on role %s (allowed: %s)", who,
-                 shown(buf, line, strlen(line)), rname(role), join(list, sizeof(list), ps));
+        rc = policy_say(fail_info, DENY, err, "%s subject %s is not allowed on role %s (allowed: %s)", who,
+                        policy_shown(buf, line, strlen(line)), policy_rname(role),
+                        policy_join(list, sizeof(list), ps));
     OPENSSL_free(line);
     return rc;
 }
@@ -253,9 +241,9 @@ static int check_tls_sans(const struct gw_role *role, X509 *cert, int *fail_info
     GENERAL_NAMES_free(sans);
     if (ok)
         return 0;
-    return say(fail_info, DENY, err,
-               "TLS client certificate has no subjectAltName allowed on role %s (allowed: %s)", rname(role),
-               join(list, sizeof(list), ps));
+    return policy_say(fail_info, DENY, err,
+                      "TLS client certificate has no subjectAltName allowed on role %s (allowed: %s)",
+                      policy_rname(role), policy_join(list, sizeof(list), ps));
 }
 
 static const struct {
@@ -276,8 +264,8 @@ static const struct {
      "chains to a CA certificate not for TLS client authentication"},
 };
 
-/* verify_why says why X509_verify_cert failed with |code| at |depth|, in words a person can act on. */
-static const char *verify_why(int code, int depth)
+/* policy_verify_why says why X509_verify_cert failed with |code| at |depth|, in words a person can act on. */
+const char *policy_verify_why(int code, int depth)
 {
     size_t i;
 
@@ -310,14 +298,14 @@ static int issued_verify_cb(int ok, X509_STORE_CTX *ctx)
 }
 
 /*
- * verify runs X509_verify_cert of |cert| against |store| at |now|. |purpose| 0 = any. |issued|
+ * policy_verify runs X509_verify_cert of |cert| against |store| at |now|. |purpose| 0 = any. |issued|
  * is for what an upstream returned: every certificate in |store| is an anchor (an issuing CA need
  * not be a root), and X509_STRICT is off, because a certificate with CA:TRUE or keyCertSign must
  * come out as outside policy (revoked upstream), not as foreign (dropped and left valid). Returns
  * 1 if it verifies (with |path|, the chain found into *path, leaf first), else 0 with the error and
  * its depth.
  */
-static int verify(X509_STORE *store, X509 *cert, STACK_OF(X509) *untrusted, time_t now, int purpose,
+int policy_verify(X509_STORE *store, X509 *cert, STACK_OF(X509) *untrusted, time_t now, int purpose,
                   int issued, int *code, int *depth, STACK_OF(X509) **path)
 {
     X509_STORE_CTX *ctx = X509_STORE_CTX_new();
@@ -369,14 +357,15 @@ static int authorize_tls(const struct gw_role *role, X509 *peer, time_t now, int
     if (peer == NULL) {
         if (!tls_constrained(a))
             return 0;
-        return say(fail_info, DENY, err, "role %s requires a TLS client certificate; connect with one",
-                   rname(role));
+        return policy_say(fail_info, DENY, err, "role %s requires a TLS client certificate; connect with one",
+                          policy_rname(role));
     }
-    if (a->tls_store != NULL &&
-        !verify(a->tls_store, peer, a->tls_untrusted, now, X509_PURPOSE_SSL_CLIENT, 0, &code, &depth, NULL)) {
+    if (a->tls_store != NULL && !policy_verify(a->tls_store, peer, a->tls_untrusted, now,
+                                               X509_PURPOSE_SSL_CLIENT, 0, &code, &depth, NULL)) {
         line = X509_NAME_oneline(X509_get_subject_name(peer), NULL, 0);
-        rc = say(fail_info, DENY, err, "TLS client certificate %s %s (tls_trust of role %s)",
-                 line != NULL ? shown(buf, line, strlen(line)) : "?", verify_why(code, depth), rname(role));
+        rc = policy_say(fail_info, DENY, err, "TLS client certificate %s %s (tls_trust of role %s)",
+                        line != NULL ? policy_shown(buf, line, strlen(line)) : "?",
+                        policy_verify_why(code, depth), policy_rname(role));
         OPENSSL_free(line);
         return rc;
     }
@@ -403,27 +392,29 @@ static int authorize_cmp(const struct gw_role *role, const struct gw_identity *i
     char buf[SHOWN_LEN];
 
     if (id->signer == NULL && id->pbm_ref == NULL)
-        return say(fail_info, DENY, err, "the request is not protected; role %s needs a signature or PBM",
-                   rname(role));
+        return policy_say(fail_info, DENY, err,
+                          "the request is not protected; role %s needs a signature or PBM",
+                          policy_rname(role));
     if (a->tls_must_be_signer && id->signer == NULL)
-        return say(fail_info, DENY, err,
-                   "role %s requires the CMP request to be signed with the TLS client "
-                   "certificate's key; password-based MAC is not accepted",
-                   rname(role));
+        return policy_say(fail_info, DENY, err,
+                          "role %s requires the CMP request to be signed with the TLS client "
+                          "certificate's key; password-based MAC is not accepted",
+                          policy_rname(role));
     if (a->tls_must_be_signer && X509_cmp(id->tls_peer, id->signer) != 0)
-        return say(fail_info, DENY, err,
-                   "the CMP signer certificate is not the TLS client certificate; role %s "
-                   "requires them to be the same certificate",
-                   rname(role));
+        return policy_say(fail_info, DENY, err,
+                          "the CMP signer certificate is not the TLS client certificate; role %s "
+                          "requires them to be the same certificate",
+                          policy_rname(role));
     if (id->signer == NULL) {
         if (pbm_accepted(role, id->pbm_ref))
             return 0;
-        return say(fail_info, DENY, err, "PBM reference %s is not accepted on role %s",
-                   shown(buf, id->pbm_ref, strlen(id->pbm_ref)), rname(role));
+        return policy_say(fail_info, DENY, err, "PBM reference %s is not accepted on role %s",
+                          policy_shown(buf, id->pbm_ref, strlen(id->pbm_ref)), policy_rname(role));
     }
     if (role->store == NULL)
-        return say(fail_info, DENY, err, "role %s accepts no signed requests (it names no trust); use PBM",
-                   rname(role));
+        return policy_say(fail_info, DENY, err,
+                          "role %s accepts no signed requests (it names no trust); use PBM",
+                          policy_rname(role));
     return check_subject(role, &a->signer_subjects, "signer_subjects", "CMP signer certificate",
                          X509_get_subject_name(id->signer), fail_info, err);
 }
@@ -435,7 +426,7 @@ int gw_policy_authorize(const struct gw_role *role, const struct gw_identity *id
 
     err[0] = '\0';
     if (role == NULL || id == NULL)
-        return say(fail_info, DENY, err, "no role or identity to authorize");
+        return policy_say(fail_info, DENY, err, "no role or identity to authorize");
     if ((rc = authorize_tls(role, id->tls_peer, now, fail_info, err)) != 0 ||
         (rc = authorize_cmp(role, id, fail_info, err)) != 0)
         return rc;
@@ -453,7 +444,7 @@ static int check_ip(const struct gw_role *role, const ASN1_OCTET_STRING *ip, int
     int v6 = 0, v4 = 0, mapped;
 
     if (n != 4 && n != 16)
-        return say(fail_info, BADT, err, "subjectAltName IP address is malformed");
+        return policy_say(fail_info, BADT, err, "subjectAltName IP address is malformed");
     /* ::ffff:a.b.c.d (RFC 4291 §2.5.5.2) is an IPv6 address to OpenSSL and a.b.c.d to Go's crypto/x509:
        both readings must be allowed, or "::/0" beside "10.0.0.0/8" would let any IPv4 address through */
     for (i = 0; i < ps->n && !v6; i++)
@@ -465,9 +456,9 @@ static int check_ip(const struct gw_role *role, const ASN1_OCTET_STRING *ip, int
         return 0;
     if (inet_ntop(n == 4 ? AF_INET : AF_INET6, ip->data, text, sizeof(text)) == NULL)
         memcpy(text, "?", 2);
-    return say(fail_info, BADT, err, "IP address %s is not allowed on role %s (allowed: %s%s)", text,
-               rname(role), join(list, sizeof(list), ps),
-               mapped ? "; an IPv4-mapped address as IPv4 too" : "");
+    return policy_say(fail_info, BADT, err, "IP address %s is not allowed on role %s (allowed: %s%s)", text,
+                      policy_rname(role), policy_join(list, sizeof(list), ps),
+                      mapped ? "; an IPv4-mapped address as IPv4 too" : "");
 }
 
 static const struct {
@@ -482,8 +473,8 @@ static const struct {
     {GEN_EMAIL, GW_SAN_EMAIL, "email address", offsetof(struct gw_authz, emails), 0},
 };
 
-/* cn_copy: |gn| is a DNS name or email equal to a CN of |subject|: what Vault adds on its own. */
-static int cn_copy(const X509_NAME *subject, const GENERAL_NAME *gn)
+/* policy_cn_copy: |gn| is a DNS name or email equal to a CN of |subject|: what Vault adds on its own. */
+int policy_cn_copy(const X509_NAME *subject, const GENERAL_NAME *gn)
 {
     int i = -1;
 
@@ -492,8 +483,8 @@ static int cn_copy(const X509_NAME *subject, const GENERAL_NAME *gn)
     while ((i = X509_NAME_get_index_by_NID(subject, NID_commonName, i)) >= 0) {
         const ASN1_STRING *cn = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, i));
 
-        if (eq_fold((const char *)ASN1_STRING_get0_data(cn), (size_t)ASN1_STRING_length(cn),
-                    (const char *)gn->d.ia5->data, (size_t)gn->d.ia5->length))
+        if (policy_eq_fold((const char *)ASN1_STRING_get0_data(cn), (size_t)ASN1_STRING_length(cn),
+                           (const char *)gn->d.ia5->data, (size_t)gn->d.ia5->length))
             return 1;
     }
     return 0;
@@ -514,15 +505,17 @@ static int check_wildcard(const struct gw_role *role, const char *what, const ch
     if (memchr(s, '*', len) == NULL)
         return 0;
     if (!role->allow_wildcard_certificates)
-        return say(fail_info, BADT, err,
-                   "%s %s is a wildcard, which role %s does not issue (allow_wildcard_certificates): ask "
-                   "for each host's own name",
-                   what, shown(buf, s, len), rname(role));
+        return policy_say(
+            fail_info, BADT, err,
+            "%s %s is a wildcard, which role %s does not issue (allow_wildcard_certificates): ask "
+            "for each host's own name",
+            what, policy_shown(buf, s, len), policy_rname(role));
     if (len < 3 || s[0] != '*' || s[1] != '.' || memchr(s + 1, '*', len - 1) != NULL)
-        return say(fail_info, BADT, err,
-                   "%s %s has a '*' that is not its whole first label: a wildcard name is \"*.\" and a "
-                   "domain, as in *.example.com",
-                   what, shown(buf, s, len));
+        return policy_say(
+            fail_info, BADT, err,
+            "%s %s has a '*' that is not its whole first label: a wildcard name is \"*.\" and a "
+            "domain, as in *.example.com",
+            what, policy_shown(buf, s, len));
     return 0;
 }
 
@@ -539,7 +532,8 @@ static int check_san(const struct gw_role *role, const GENERAL_NAME *gn, const X
 
     if (gn->type == GEN_IPADD) {
         if ((role->allowed_san_types & GW_SAN_IP) == 0)
-            return say(fail_info, BADT, err, "subjectAltName type ip is not allowed on role %s", rname(role));
+            return policy_say(fail_info, BADT, err, "subjectAltName type ip is not allowed on role %s",
+                              policy_rname(role));
         return check_ip(role, gn->d.iPAddress, fail_info, err);
     }
     for (k = 0; k < sizeof(name_kinds) / sizeof(name_kinds[0]); k++) {
@@ -547,11 +541,11 @@ static int check_san(const struct gw_role *role, const GENERAL_NAME *gn, const X
             break;
     }
     if (k == sizeof(name_kinds) / sizeof(name_kinds[0]))
-        return say(fail_info, BADT, err, "a subjectAltName of this type is not allowed on role %s",
-                   rname(role));
-    if ((role->allowed_san_types & name_kinds[k].bit) == 0 && !cn_copy(cn_source, gn))
-        return say(fail_info, BADT, err, "subjectAltName type %s is not allowed on role %s",
-                   name_kinds[k].what, rname(role));
+        return policy_say(fail_info, BADT, err, "a subjectAltName of this type is not allowed on role %s",
+                          policy_rname(role));
+    if ((role->allowed_san_types & name_kinds[k].bit) == 0 && !policy_cn_copy(cn_source, gn))
+        return policy_say(fail_info, BADT, err, "subjectAltName type %s is not allowed on role %s",
+                          name_kinds[k].what, policy_rname(role));
     if (gn->type == GEN_DNS && check_wildcard(role, name_kinds[k].what, (const char *)gn->d.ia5->data,
                                               (size_t)gn->d.ia5->length, fail_info, err) != 0)
         return GW_ERR_POLICY;
@@ -559,13 +553,14 @@ static int check_san(const struct gw_role *role, const GENERAL_NAME *gn, const X
     if (ps->n == 0 ||
         match_any(ps, (const char *)gn->d.ia5->data, (size_t)gn->d.ia5->length, name_kinds[k].fold))
         return 0;
-    return say(fail_info, BADT, err, "%s %s is not allowed on role %s (allowed: %s)", name_kinds[k].what,
-               shown(buf, (const char *)gn->d.ia5->data, (size_t)gn->d.ia5->length), rname(role),
-               join(list, sizeof(list), ps));
+    return policy_say(fail_info, BADT, err, "%s %s is not allowed on role %s (allowed: %s)",
+                      name_kinds[k].what,
+                      policy_shown(buf, (const char *)gn->d.ia5->data, (size_t)gn->d.ia5->length),
+                      policy_rname(role), policy_join(list, sizeof(list), ps));
 }
 
-/* entry_utf8 returns the |i|th entry of |name| as UTF-8 (OPENSSL_free) or NULL; |*len| its length. */
-static char *entry_utf8(const X509_NAME *name, int i, size_t *len)
+/* policy_entry_utf8 returns the |i|th entry of |name| as UTF-8 (OPENSSL_free) or NULL; |*len| its length. */
+char *policy_entry_utf8(const X509_NAME *name, int i, size_t *len)
 {
     unsigned char *s = NULL;
     int n = ASN1_STRING_to_UTF8(&s, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i)));
@@ -577,10 +572,10 @@ static char *entry_utf8(const X509_NAME *name, int i, size_t *len)
 }
 
 /*
- * vault_hostname is Vault's hostnameRegex (builtin/logical/pki/cert_util.go) on ASCII: LDH labels
+ * policy_vault_hostname is Vault's hostnameRegex (builtin/logical/pki/cert_util.go) on ASCII: LDH labels
  * that neither start nor end with '-', one optional trailing dot. IA5 names need no IDNA step.
  */
-static int vault_hostname(const char *s)
+int policy_vault_hostname(const char *s)
 {
     size_t i, label = 0, n = strlen(s);
 
@@ -621,16 +616,19 @@ static int check_attrs(const struct gw_role *role, const X509_NAME *subject, int
         return 0;
     while ((i = X509_NAME_get_index_by_NID(subject, nid, i)) >= 0) {
         if (email && (role->allowed_san_types & GW_SAN_EMAIL) == 0)
-            return say(fail_info, BADT, err,
-                       "the subject holds an emailAddress, which role %s does not allow", rname(role));
-        if ((v = entry_utf8(subject, i, &len)) == NULL)
-            return say(fail_info, BADT, err, "the %s cannot be decoded", what);
+            return policy_say(fail_info, BADT, err,
+                              "the subject holds an emailAddress, which role %s does not allow",
+                              policy_rname(role));
+        if ((v = policy_entry_utf8(subject, i, &len)) == NULL)
+            return policy_say(fail_info, BADT, err, "the %s cannot be decoded", what);
         rc = email ? 0 : check_wildcard(role, "common name", v, len, fail_info, err);
         if (rc == 0 && ps->n > 0 &&
-            (!host || (strchr(v, '.') != NULL && vault_hostname(v + (strncmp(v, "*.", 2) == 0 ? 2 : 0)))) &&
+            (!host ||
+             (strchr(v, '.') != NULL && policy_vault_hostname(v + (strncmp(v, "*.", 2) == 0 ? 2 : 0)))) &&
             !match_any(ps, v, len, host))
-            rc = say(fail_info, BADT, err, "%s %s is not allowed on role %s (allowed: %s)", what,
-                     shown(buf, v, len), rname(role), join(list, sizeof(list), ps));
+            rc = policy_say(fail_info, BADT, err, "%s %s is not allowed on role %s (allowed: %s)", what,
+                            policy_shown(buf, v, len), policy_rname(role),
+                            policy_join(list, sizeof(list), ps));
         OPENSSL_free(v);
         if (rc != 0)
             return rc;
@@ -638,7 +636,7 @@ static int check_attrs(const struct gw_role *role, const X509_NAME *subject, int
     return 0;
 }
 
-static int check_names(const struct gw_role *role, const X509_NAME *subject, const GENERAL_NAMES *sans,
+int policy_check_names(const struct gw_role *role, const X509_NAME *subject, const GENERAL_NAMES *sans,
                        const X509_NAME *cn_source, int *fail_info, char *err)
 {
     int i, rc;
@@ -647,8 +645,8 @@ static int check_names(const struct gw_role *role, const X509_NAME *subject, con
         (rc = check_attrs(role, subject, NID_pkcs9_emailAddress, fail_info, err)) != 0)
         return rc;
     if (sk_GENERAL_NAME_num(sans) > GW_MAX_SANS)
-        return say(fail_info, BADT, err, "too many subjectAltName entries (%d; the limit is %d)",
-                   sk_GENERAL_NAME_num(sans), GW_MAX_SANS);
+        return policy_say(fail_info, BADT, err, "too many subjectAltName entries (%d; the limit is %d)",
+                          sk_GENERAL_NAME_num(sans), GW_MAX_SANS);
     for (i = 0; i < sk_GENERAL_NAME_num(sans); i++) {
         if ((rc = check_san(role, sk_GENERAL_NAME_value(sans, i), cn_source, fail_info, err)) != 0)
             return rc;
@@ -665,8 +663,8 @@ static const char *curve_name(int nid)
     return s != NULL ? s : OBJ_nid2sn(nid);
 }
 
-/* key_name describes |pkey| the way allowed_key_types spells it: "rsa:2048", "ec:P-256", "ed25519". */
-static const char *key_name(char buf[SHOWN_LEN], const EVP_PKEY *pkey)
+/* policy_key_name describes |pkey| the way allowed_key_types spells it: "rsa:2048", "ec:P-256", "ed25519". */
+const char *policy_key_name(char buf[SHOWN_LEN], const EVP_PKEY *pkey)
 {
     switch (EVP_PKEY_get_base_id(pkey)) {
     case EVP_PKEY_RSA:
@@ -751,8 +749,8 @@ static int check_key(const struct gw_role *role, const EVP_PKEY *pkey, int *fail
             return 0;
     }
     rules_text(list, sizeof(list), rules, n);
-    return say(fail_info, BADT, err, "key %s is not allowed on role %s (allowed: %s)", key_name(buf, pkey),
-               rname(role), list);
+    return policy_say(fail_info, BADT, err, "key %s is not allowed on role %s (allowed: %s)",
+                      policy_key_name(buf, pkey), policy_rname(role), list);
 }
 
 int gw_policy_check_request(const struct gw_role *role, const struct gw_cert_plan *plan, int *fail_info,
@@ -762,8 +760,8 @@ int gw_policy_check_request(const struct gw_role *role, const struct gw_cert_pla
 
     err[0] = '\0';
     if (role == NULL || plan == NULL || plan->pubkey == NULL)
-        return say(fail_info, OSSL_CMP_PKIFAILUREINFO_badRequest, err,
-                   "no role or certificate plan to check");
+        return policy_say(fail_info, OSSL_CMP_PKIFAILUREINFO_badRequest, err,
+                          "no role or certificate plan to check");
     /* read as the subject allow-lists read a signer's: else a client could ask for another role's OU */
     if (X509_NAME_entry_count(plan->subject) > 0 &&
         (rc = check_subject(role, &role->authz.subjects, "allowed_subjects", "requested", plan->subject,
@@ -771,7 +769,7 @@ int gw_policy_check_request(const struct gw_role *role, const struct gw_cert_pla
         *fail_info = BADT;
         return rc;
     }
-    if ((rc = check_names(role, plan->subject, plan->sans, NULL, fail_info, err)) != 0 ||
+    if ((rc = policy_check_names(role, plan->subject, plan->sans, NULL, fail_info, err)) != 0 ||
         (rc = check_key(role, plan->pubkey, fail_info, err)) != 0)
         return rc;
     *fail_info = 0;
@@ -784,8 +782,9 @@ int gw_policy_check_names(const struct gw_role *role, X509 *cert, int *fail_info
     GENERAL_NAMES *sans = X509_get_ext_d2i(cert, NID_subject_alt_name, &crit, NULL);
 
     if (sans == NULL && crit != -1)
-        return say(fail_info, DENY, err, "its subjectAltName extension is malformed or repeated");
-    rc = check_names(role, X509_get_subject_name(cert), sans, X509_get_subject_name(cert), fail_info, err);
+        return policy_say(fail_info, DENY, err, "its subjectAltName extension is malformed or repeated");
+    rc = policy_check_names(role, X509_get_subject_name(cert), sans, X509_get_subject_name(cert), fail_info,
+                            err);
     GENERAL_NAMES_free(sans);
     *fail_info = rc != 0 ? DENY : 0;
     return rc;
@@ -793,7 +792,7 @@ int gw_policy_check_names(const struct gw_role *role, X509 *cert, int *fail_info
 
 /* ---- durations and times in messages ---- */
 
-static const char *dur(char buf[SHOWN_LEN], long long secs)
+const char *policy_dur(char buf[SHOWN_LEN], long long secs)
 {
     if (secs >= 86400 && secs % 86400 == 0)
         snprintf(buf, SHOWN_LEN, "%lldd", secs / 86400);
@@ -804,7 +803,7 @@ static const char *dur(char buf[SHOWN_LEN], long long secs)
     return buf;
 }
 
-static const char *when(char buf[SHOWN_LEN], time_t t)
+const char *policy_when(char buf[SHOWN_LEN], time_t t)
 {
     struct tm tm;
 
@@ -817,7 +816,7 @@ static const char *when(char buf[SHOWN_LEN], time_t t)
 
 static int streq_fold(const char *a, const char *b)
 {
-    return eq_fold(a, strlen(a), b, strlen(b));
+    return policy_eq_fold(a, strlen(a), b, strlen(b));
 }
 
 /* dot_suffix: |name| ends in "." + |domain| (allow_subdomains). */
@@ -825,7 +824,7 @@ static int dot_suffix(const char *name, const char *domain)
 {
     size_t n = strlen(name), d = strlen(domain);
 
-    return n > d + 1 && name[n - d - 1] == '.' && eq_fold(name + n - d, d, domain, d);
+    return n > d + 1 && name[n - d - 1] == '.' && policy_eq_fold(name + n - d, d, domain, d);
 }
 
 struct vault_name {
@@ -850,7 +849,7 @@ static int vault_domain_ok(const struct gw_role_policy *p, const struct vault_na
         if (p->allow_subdomains && (dot_suffix(v->reduced, d) || (v->wildcard && streq_fold(v->reduced, d))))
             return 1;
         if (p->allow_glob_domains && strchr(d, '*') != NULL &&
-            glob(d, strlen(d), v->name, strlen(v->name), 1))
+            policy_glob(d, strlen(d), v->name, strlen(v->name), 1))
             return 1;
     }
     return 0;
@@ -877,7 +876,7 @@ static int vault_name_ok(const struct gw_role_policy *p, const char *name)
         v.wildcard = 1;
         v.reduced = dot + 1;
     }
-    if (p->enforce_hostnames && !vault_hostname(v.reduced))
+    if (p->enforce_hostnames && !policy_vault_hostname(v.reduced))
         return 0;
     if (p->allow_any_name)
         return 1;
@@ -892,7 +891,7 @@ static const char *vault_rules(char *buf, size_t size, const struct gw_role_poli
 
     snprintf(
         buf, size, "allowed_domains: %s%s%s%s%s%s",
-        p->allowed_domains.n > 0 ? join(list, sizeof(list), &p->allowed_domains) : "none",
+        p->allowed_domains.n > 0 ? policy_join(list, sizeof(list), &p->allowed_domains) : "none",
         p->allow_bare_domains ? "; allow_bare_domains" : "", p->allow_subdomains ? "; allow_subdomains" : "",
         p->allow_glob_domains ? "; allow_glob_domains" : "", p->allow_localhost ? "; allow_localhost" : "",
         p->enforce_hostnames ? "; enforce_hostnames" : "");
@@ -912,8 +911,8 @@ static int vault_check_name(const struct gw_role_policy *p, const char *s, size_
     OPENSSL_free(name);
     if (ok)
         return 0;
-    return say(fail_info, BADT, err, "name %s is not allowed by the upstream role (%s)", shown(buf, s, len),
-               vault_rules(rules, sizeof(rules), p));
+    return policy_say(fail_info, BADT, err, "name %s is not allowed by the upstream role (%s)",
+                      policy_shown(buf, s, len), vault_rules(rules, sizeof(rules), p));
 }
 
 static int vault_check_san(const struct gw_role_policy *p, const GENERAL_NAME *gn, int *fail_info, char *err)
@@ -925,13 +924,14 @@ static int vault_check_san(const struct gw_role_policy *p, const GENERAL_NAME *g
     case GEN_IPADD:
         if (p->allow_ip_sans)
             return 0;
-        return say(fail_info, BADT, err,
-                   "IP subjectAltNames are not allowed by the upstream role "
-                   "(allow_ip_sans is false)");
+        return policy_say(fail_info, BADT, err,
+                          "IP subjectAltNames are not allowed by the upstream role "
+                          "(allow_ip_sans is false)");
     case GEN_URI:
         return 0; /* Vault's allowed_uri_sans is not part of the role policy read */
     default:
-        return say(fail_info, BADT, err, "a subjectAltName of this type is not allowed by the upstream role");
+        return policy_say(fail_info, BADT, err,
+                          "a subjectAltName of this type is not allowed by the upstream role");
     }
 }
 
@@ -943,8 +943,8 @@ static int vault_check_names(const struct gw_role_policy *p, const struct gw_cer
     int i = -1, rc;
 
     while (plan->subject != NULL && (i = X509_NAME_get_index_by_NID(plan->subject, NID_commonName, i)) >= 0) {
-        if ((cn = entry_utf8(plan->subject, i, &len)) == NULL)
-            return say(fail_info, BADT, err, "the common name cannot be decoded");
+        if ((cn = policy_entry_utf8(plan->subject, i, &len)) == NULL)
+            return policy_say(fail_info, BADT, err, "the common name cannot be decoded");
         rc = vault_check_name(p, cn, len, fail_info, err);
         OPENSSL_free(cn);
         if (rc != 0)
@@ -1001,19 +1001,20 @@ int gw_policy_check_upstream_role(const struct gw_role_policy *p, const struct g
 
     err[0] = '\0';
     if (p == NULL || plan == NULL || plan->pubkey == NULL)
-        return say(fail_info, OSSL_CMP_PKIFAILUREINFO_badRequest, err, "no upstream role or plan to check");
+        return policy_say(fail_info, OSSL_CMP_PKIFAILUREINFO_badRequest, err,
+                          "no upstream role or plan to check");
     if ((rc = vault_check_names(p, plan, fail_info, err)) != 0)
         return rc;
     if (!vault_key_ok(p, plan->pubkey))
-        return say(fail_info, BADT, err,
-                   "key %s is not allowed by the upstream role (key_type %.16s, key_bits %d)",
-                   key_name(b1, plan->pubkey), p->key_type, p->key_bits);
+        return policy_say(fail_info, BADT, err,
+                          "key %s is not allowed by the upstream role (key_type %.16s, key_bits %d)",
+                          policy_key_name(b1, plan->pubkey), p->key_type, p->key_bits);
     if (p->max_ttl != 0 && plan->not_after - now > (time_t)p->max_ttl)
-        return say(fail_info, BADT, err,
-                   "the validity asked for (until %s, %s) exceeds the upstream role's "
-                   "max_ttl of %s; ask for a shorter one",
-                   when(b1, plan->not_after), dur(b2, (long long)(plan->not_after - now)),
-                   dur(b3, p->max_ttl));
+        return policy_say(fail_info, BADT, err,
+                          "the validity asked for (until %s, %s) exceeds the upstream role's "
+                          "max_ttl of %s; ask for a shorter one",
+                          policy_when(b1, plan->not_after),
+                          policy_dur(b2, (long long)(plan->not_after - now)), policy_dur(b3, p->max_ttl));
     *fail_info = 0;
     return 0;
 }
@@ -1129,9 +1130,9 @@ static int ku_of(const struct gw_role *role, const ASN1_BIT_STRING *bs, struct u
         if (!ASN1_BIT_STRING_get_bit(bs, n))
             continue;
         if (gw_ku_from_bit(n) == 0)
-            return say(&fi, BADT, why,
-                       "keyUsage bit %d is outside role %s (RFC 5280 §4.2.1.3 names bits 0 to 8)", n,
-                       rname(role));
+            return policy_say(&fi, BADT, why,
+                              "keyUsage bit %d is outside role %s (RFC 5280 §4.2.1.3 names bits 0 to 8)", n,
+                              policy_rname(role));
         u->ku |= gw_ku_from_bit(n);
     }
     return 0;
@@ -1187,31 +1188,32 @@ static void free_value(int nid, void *v)
 }
 
 /*
- * exts_malformed: more than GW_MAX_CERT_EXTS extensions (they are compared pairwise), one twice
+ * policy_exts_malformed: more than GW_MAX_CERT_EXTS extensions (they are compared pairwise), one twice
  * (RFC 5280 §4.2), or a shaped one that does not decode. 0, or GW_ERR_POLICY with |why|.
  */
-static int exts_malformed(const STACK_OF(X509_EXTENSION) *exts, char *why)
+int policy_exts_malformed(const STACK_OF(X509_EXTENSION) *exts, char *why)
 {
     char b1[SHOWN_LEN];
     int i, j, n = sk_X509_EXTENSION_num(exts), nid, fi;
     void *v;
 
     if (n > GW_MAX_CERT_EXTS)
-        return say(&fi, BADT, why, "%d extensions are more than this gateway checks (at most %d)", n,
-                   GW_MAX_CERT_EXTS);
+        return policy_say(&fi, BADT, why, "%d extensions are more than this gateway checks (at most %d)", n,
+                          GW_MAX_CERT_EXTS);
     for (i = 0; i < n; i++) {
         X509_EXTENSION *ext = sk_X509_EXTENSION_value(exts, i);
         const ASN1_OBJECT *obj = X509_EXTENSION_get_object(ext);
 
         for (j = 0; j < i; j++) {
             if (OBJ_cmp(obj, X509_EXTENSION_get_object(sk_X509_EXTENSION_value(exts, j))) == 0)
-                return say(&fi, BADT, why, "extension %s appears twice (RFC 5280 §4.2 allows one of each)",
-                           oid_text(b1, obj));
+                return policy_say(&fi, BADT, why,
+                                  "extension %s appears twice (RFC 5280 §4.2 allows one of each)",
+                                  oid_text(b1, obj));
         }
         if (!shaped(nid = OBJ_obj2nid(obj)))
             continue;
         if ((v = decode(ext)) == NULL)
-            return say(&fi, BADT, why, "its %s extension cannot be decoded", OBJ_nid2sn(nid));
+            return policy_say(&fi, BADT, why, "its %s extension cannot be decoded", OBJ_nid2sn(nid));
         free_value(nid, v);
     }
     return 0;
@@ -1230,7 +1232,7 @@ static int ext_content(const struct gw_role *role, X509_EXTENSION *ext, struct u
     if (!shaped(nid))
         return 0;
     if ((v = decode(ext)) == NULL)
-        return say(&fi, BADT, why, "its %s extension cannot be decoded", OBJ_nid2sn(nid));
+        return policy_say(&fi, BADT, why, "its %s extension cannot be decoded", OBJ_nid2sn(nid));
     if (nid == NID_key_usage) {
         u->has_ku = 1;
         rc = ku_of(role, v, u, why);
@@ -1238,19 +1240,21 @@ static int ext_content(const struct gw_role *role, X509_EXTENSION *ext, struct u
         u->has_eku = 1;
         eku_of(v, u);
     } else if (nid == NID_basic_constraints && (bc = v)->ca)
-        rc = say(&fi, BADT, why, "basicConstraints cA TRUE is outside role %s (end-entity certificates only)",
-                 rname(role));
+        rc = policy_say(&fi, BADT, why,
+                        "basicConstraints cA TRUE is outside role %s (end-entity certificates only)",
+                        policy_rname(role));
     else if (nid == NID_basic_constraints && bc->pathlen != NULL)
-        rc = say(&fi, BADT, why,
-                 "basicConstraints with a pathLenConstraint is outside role %s (end-entity certificates "
-                 "only, RFC 5280 §4.2.1.9)",
-                 rname(role));
+        rc = policy_say(
+            &fi, BADT, why,
+            "basicConstraints with a pathLenConstraint is outside role %s (end-entity certificates "
+            "only, RFC 5280 §4.2.1.9)",
+            policy_rname(role));
     free_value(nid, v);
     return rc;
 }
 
 /*
- * exts_outside checks well-formed |exts| (an issued certificate's, or those of a CSR the CA copies
+ * policy_exts_outside checks well-formed |exts| (an issued certificate's, or those of a CSR the CA copies
  * into the certificate) against |role|: each in std_exts (for a CSR csr_exts) or the role's
  * allowed_extensions, none outside csr_exts a copy of one the CSR asked for (|asked|: a CA may write
  * its own CRL or policies, not copy the client's), keyUsage and extendedKeyUsage within the role's,
@@ -1258,7 +1262,7 @@ static int ext_content(const struct gw_role *role, X509_EXTENSION *ext, struct u
  * must be there (without one a certificate is good for any purpose, RFC 5280 §4.2.1.3, §4.2.1.12);
  * a CSR may lack them: the CA adds the plan's. 0, or GW_ERR_POLICY with |why| (GW_ERR_LEN).
  */
-static int exts_outside(const struct gw_role *role, const STACK_OF(X509_EXTENSION) *exts,
+int policy_exts_outside(const struct gw_role *role, const STACK_OF(X509_EXTENSION) *exts,
                         const STACK_OF(X509_EXTENSION) *asked, int issued, char *why)
 {
     struct usages u = {0, 0, 0, 0, ""};
@@ -1270,30 +1274,32 @@ static int exts_outside(const struct gw_role *role, const STACK_OF(X509_EXTENSIO
         const ASN1_OBJECT *obj = X509_EXTENSION_get_object(ext);
 
         if (!ext_allowed(role, obj, issued))
-            return say(&fi, BADT, why, "extension %s is outside role %s (not in its allowed_extensions)",
-                       oid_text(b1, obj), rname(role));
+            return policy_say(&fi, BADT, why,
+                              "extension %s is outside role %s (not in its allowed_extensions)",
+                              oid_text(b1, obj), policy_rname(role));
         if (!ext_allowed(role, obj, 0) && gw_x509_ext_in(asked, ext))
-            return say(&fi, BADT, why,
-                       "the CA copied the CSR's %s, outside role %s (not in its allowed_extensions)",
-                       oid_text(b1, obj), rname(role));
+            return policy_say(&fi, BADT, why,
+                              "the CA copied the CSR's %s, outside role %s (not in its allowed_extensions)",
+                              oid_text(b1, obj), policy_rname(role));
         if ((rc = ext_content(role, ext, &u, why)) != 0)
             return rc;
     }
     if ((u.ku & ~role->key_usage) != 0)
-        return say(&fi, BADT, why, "keyUsage %s is outside role %s (allowed: %s)",
-                   ku_list(got, sizeof(got), u.ku & ~role->key_usage), rname(role),
-                   ku_list(allowed, sizeof(allowed), role->key_usage));
+        return policy_say(&fi, BADT, why, "keyUsage %s is outside role %s (allowed: %s)",
+                          ku_list(got, sizeof(got), u.ku & ~role->key_usage), policy_rname(role),
+                          ku_list(allowed, sizeof(allowed), role->key_usage));
     if ((u.eku & ~role->ext_key_usage) != 0 || u.other[0] != '\0')
-        return say(&fi, BADT, why, "extendedKeyUsage %s is outside role %s (allowed: %s)",
-                   eku_list(got, sizeof(got), u.eku & ~role->ext_key_usage, u.other), rname(role),
-                   eku_list(allowed, sizeof(allowed), role->ext_key_usage, NULL));
+        return policy_say(&fi, BADT, why, "extendedKeyUsage %s is outside role %s (allowed: %s)",
+                          eku_list(got, sizeof(got), u.eku & ~role->ext_key_usage, u.other),
+                          policy_rname(role), eku_list(allowed, sizeof(allowed), role->ext_key_usage, NULL));
     if (issued && role->key_usage != 0 && !u.has_ku)
-        return say(&fi, BADT, why, "keyUsage any (the certificate has none) is outside role %s (allowed: %s)",
-                   rname(role), ku_list(allowed, sizeof(allowed), role->key_usage));
+        return policy_say(&fi, BADT, why,
+                          "keyUsage any (the certificate has none) is outside role %s (allowed: %s)",
+                          policy_rname(role), ku_list(allowed, sizeof(allowed), role->key_usage));
     if (issued && role->ext_key_usage != 0 && !u.has_eku)
-        return say(&fi, BADT, why,
-                   "extendedKeyUsage any (the certificate has none) is outside role %s (allowed: %s)",
-                   rname(role), eku_list(allowed, sizeof(allowed), role->ext_key_usage, NULL));
+        return policy_say(&fi, BADT, why,
+                          "extendedKeyUsage any (the certificate has none) is outside role %s (allowed: %s)",
+                          policy_rname(role), eku_list(allowed, sizeof(allowed), role->ext_key_usage, NULL));
     return 0;
 }
 
@@ -1305,13 +1311,13 @@ int gw_policy_check_csr(const struct gw_role *role, const X509_REQ *csr, int *fa
 
     err[0] = '\0';
     if (role == NULL || csr == NULL)
-        return say(fail_info, OSSL_CMP_PKIFAILUREINFO_badRequest, err, "no role or CSR to check");
+        return policy_say(fail_info, OSSL_CMP_PKIFAILUREINFO_badRequest, err, "no role or CSR to check");
     if ((rc = gw_x509_req_extensions(csr, &exts, why)) != 0) /* GW_ERR_NOMEM: "out of memory" */
-        return say(fail_info, rc == GW_ERR_NOMEM ? OSSL_CMP_PKIFAILUREINFO_systemFailure : BADT, err, "%s",
-                   why);
-    if (exts_malformed(exts, why) != 0 || exts_outside(role, exts, NULL, 0, why) != 0)
-        rc = say(fail_info, BADT, err,
-                 "%.170s; this route's CA copies the CSR's extensions: leave it out of the CSR", why);
+        return policy_say(fail_info, rc == GW_ERR_NOMEM ? OSSL_CMP_PKIFAILUREINFO_systemFailure : BADT, err,
+                          "%s", why);
+    if (policy_exts_malformed(exts, why) != 0 || policy_exts_outside(role, exts, NULL, 0, why) != 0)
+        rc = policy_say(fail_info, BADT, err,
+                        "%.170s; this route's CA copies the CSR's extensions: leave it out of the CSR", why);
     sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
     if (rc == 0)
         *fail_info = 0;
@@ -1338,7 +1344,8 @@ int gw_policy_check_upstream_grants(const struct gw_role *role, const char *upst
 
     err[0] = '\0';
     if (role == NULL || p == NULL)
-        return say(fail_info, OSSL_CMP_PKIFAILUREINFO_badRequest, err, "no role or upstream role to check");
+        return policy_say(fail_info, OSSL_CMP_PKIFAILUREINFO_badRequest, err,
+                          "no role or upstream role to check");
     ku = p->key_usage & ~role->key_usage;
     eku = p->ext_key_usage & ~role->ext_key_usage;
     if (ku == 0 && eku == 0 && p->other_eku[0] == '\0') {
@@ -1361,9 +1368,10 @@ int gw_policy_check_upstream_grants(const struct gw_role *role, const char *upst
             append(fields, sizeof(fields), "ext_key_usage_oids");
     }
     /* the client can change nothing: the operator must narrow one of the two roles */
-    return say(fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail, err,
-               "upstream role %.64s grants %s, which role %s does not allow; restrict the Vault role (%s)",
-               upstream_role != NULL ? upstream_role : "?", what, rname(role), fields);
+    return policy_say(
+        fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail, err,
+        "upstream role %.64s grants %s, which role %s does not allow; restrict the Vault role (%s)",
+        upstream_role != NULL ? upstream_role : "?", what, policy_rname(role), fields);
 }
 
 /* ---- what an upstream returned ---- */
@@ -1387,14 +1395,14 @@ static enum gw_issued_verdict issued_bad(const struct gw_role *role, const struc
         return GW_ISSUED_BAD;
     }
     /* before the chain: OpenSSL reads a repeated or undecodable extension as no issuer found */
-    if (exts_malformed(X509_get0_extensions(cert), why) != 0) {
+    if (policy_exts_malformed(X509_get0_extensions(cert), why) != 0) {
         snprintf(err, GW_ERR_LEN, "the certificate upstream %s returned is malformed: %.170s",
                  role->upstream_name != NULL ? role->upstream_name : "?", why);
         return GW_ISSUED_BAD;
     }
-    if (!verify(store, cert, chain, now, 0, 1, &code, &depth, path)) {
+    if (!policy_verify(store, cert, chain, now, 0, 1, &code, &depth, path)) {
         snprintf(err, GW_ERR_LEN, "the certificate upstream %s returned %s (issuer_ca)",
-                 role->upstream_name != NULL ? role->upstream_name : "?", verify_why(code, depth));
+                 role->upstream_name != NULL ? role->upstream_name : "?", policy_verify_why(code, depth));
         return GW_ISSUED_BAD;
     }
     return GW_ISSUED_OK;
@@ -1488,8 +1496,8 @@ static int san_in(const GENERAL_NAMES *set, const GENERAL_NAME *gn)
     return 0;
 }
 
-/* san_text describes |gn| for a message: "DNS name a.example.com", "IP address 10.0.0.1". */
-static const char *san_text(char buf[GW_ERR_LEN / 2], const GENERAL_NAME *gn)
+/* policy_san_text describes |gn| for a message: "DNS name a.example.com", "IP address 10.0.0.1". */
+const char *policy_san_text(char buf[GW_ERR_LEN / 2], const GENERAL_NAME *gn)
 {
     char b[SHOWN_LEN], ip[INET6_ADDRSTRLEN];
     size_t k;
@@ -1506,7 +1514,7 @@ static const char *san_text(char buf[GW_ERR_LEN / 2], const GENERAL_NAME *gn)
     for (k = 0; k < sizeof(name_kinds) / sizeof(name_kinds[0]); k++) {
         if (name_kinds[k].gen_type == gn->type) {
             snprintf(buf, GW_ERR_LEN / 2, "%s %s", name_kinds[k].what,
-                     shown(b, (const char *)gn->d.ia5->data, (size_t)gn->d.ia5->length));
+                     policy_shown(b, (const char *)gn->d.ia5->data, (size_t)gn->d.ia5->length));
             return buf;
         }
     }
@@ -1527,7 +1535,7 @@ static const GENERAL_NAME *san_added(const struct gw_cert_plan *plan, const GENE
     for (i = 0; i < sk_GENERAL_NAME_num(got); i++) {
         const GENERAL_NAME *gn = sk_GENERAL_NAME_value(got, i);
 
-        if (!san_in(plan->sans, gn) && !cn_copy(plan->subject, gn))
+        if (!san_in(plan->sans, gn) && !policy_cn_copy(plan->subject, gn))
             return gn;
     }
     return NULL;
@@ -1551,12 +1559,13 @@ static const char *subject_outside(const struct gw_role *role, const struct gw_c
     case SUBJ_REDUCED:
         if (X509_NAME_entry_count(got) > 0 || !role->require_subject)
             return NULL;
-        snprintf(err, GW_ERR_LEN, "the CA left the subject empty, which role %s requires", rname(role));
+        snprintf(err, GW_ERR_LEN, "the CA left the subject empty, which role %s requires",
+                 policy_rname(role));
         return err;
     default:
         line = X509_NAME_oneline(got, NULL, 0);
         snprintf(err, GW_ERR_LEN, "the CA changed the subject to %s, which the request did not ask for",
-                 line != NULL ? shown(b1, line, strlen(line)) : "?");
+                 line != NULL ? policy_shown(b1, line, strlen(line)) : "?");
         OPENSSL_free(line);
         return err;
     }
@@ -1574,10 +1583,10 @@ static enum gw_issued_verdict issued_outside(const struct gw_role *role, const s
 
     if ((what = issued_ca(cert)) != NULL) {
         snprintf(err, GW_ERR_LEN, "the upstream returned %s; role %s issues end-entity certificates only",
-                 what, rname(role));
+                 what, policy_rname(role));
         return GW_ISSUED_OUTSIDE_POLICY;
     }
-    if (exts_outside(role, X509_get0_extensions(cert), plan->csr_exts, 1, why) != 0) {
+    if (policy_exts_outside(role, X509_get0_extensions(cert), plan->csr_exts, 1, why) != 0) {
         snprintf(err, GW_ERR_LEN, "%s", why);
         return GW_ISSUED_OUTSIDE_POLICY;
     }
@@ -1585,11 +1594,11 @@ static enum gw_issued_verdict issued_outside(const struct gw_role *role, const s
         return GW_ISSUED_OUTSIDE_POLICY;
     sans = X509_get_ext_d2i(cert, NID_subject_alt_name, &crit, NULL);
     if (sans == NULL && crit != -1)
-        rc = say(&fi, BADT, why, "its subjectAltName extension is malformed or repeated");
+        rc = policy_say(&fi, BADT, why, "its subjectAltName extension is malformed or repeated");
     else
-        rc = check_names(role, X509_get_subject_name(cert), sans, plan->subject, &fi, why);
+        rc = policy_check_names(role, X509_get_subject_name(cert), sans, plan->subject, &fi, why);
     if (rc == 0 && (added = san_added(plan, sans)) != NULL)
-        san_text(name, added);
+        policy_san_text(name, added);
     GENERAL_NAMES_free(sans);
     if (rc != 0) {
         snprintf(err, GW_ERR_LEN, "the upstream's certificate is outside role policy: %.200s", why);
@@ -1601,14 +1610,14 @@ static enum gw_issued_verdict issued_outside(const struct gw_role *role, const s
     }
     if (gw_asn1_time(X509_get0_notAfter(cert), &na) != 0 || na > now + max_ttl + GW_ISSUED_TTL_SLACK) {
         snprintf(err, GW_ERR_LEN,
-                 "the upstream's certificate is valid until %s, beyond role %s's max_ttl of %s", when(b1, na),
-                 rname(role), dur(b2, max_ttl));
+                 "the upstream's certificate is valid until %s, beyond role %s's max_ttl of %s",
+                 policy_when(b1, na), policy_rname(role), policy_dur(b2, max_ttl));
         return GW_ISSUED_OUTSIDE_POLICY;
     }
     if (gw_asn1_time(X509_get0_notBefore(cert), &nb) != 0 ||
         nb < plan->not_before - GW_ISSUED_BACKDATE_SLACK) {
-        snprintf(err, GW_ERR_LEN, "the upstream backdated the certificate to %s (planned: %s)", when(b1, nb),
-                 when(b2, plan->not_before));
+        snprintf(err, GW_ERR_LEN, "the upstream backdated the certificate to %s (planned: %s)",
+                 policy_when(b1, nb), policy_when(b2, plan->not_before));
         return GW_ISSUED_OUTSIDE_POLICY;
     }
     return GW_ISSUED_OK;
@@ -1627,7 +1636,7 @@ static int sans_same(const struct gw_role *role, const struct gw_cert_plan *plan
     for (i = 0; i < sk_GENERAL_NAME_num(got); i++) {
         GENERAL_NAME *gn = sk_GENERAL_NAME_value(got, i);
 
-        if (!san_in(plan->sans, gn) && (role->exclude_cn_from_sans || !cn_copy(plan->subject, gn)))
+        if (!san_in(plan->sans, gn) && (role->exclude_cn_from_sans || !policy_cn_copy(plan->subject, gn)))
             return 0;
     }
     return 1;
@@ -1647,7 +1656,7 @@ static enum gw_issued_verdict issued_modified(const struct gw_role *role, const 
     if (plan->subject != NULL && subject_fit(plan->subject, X509_get_subject_name(cert)) != SUBJ_SAME) {
         line = X509_NAME_oneline(X509_get_subject_name(cert), NULL, 0);
         snprintf(err, GW_ERR_LEN, "the upstream left out or reordered subject attributes: %s",
-                 line != NULL ? shown(b1, line, strlen(line)) : "?");
+                 line != NULL ? policy_shown(b1, line, strlen(line)) : "?");
         OPENSSL_free(line);
         return GW_ISSUED_MODIFIED;
     }
@@ -1656,8 +1665,8 @@ static enum gw_issued_verdict issued_modified(const struct gw_role *role, const 
         return GW_ISSUED_MODIFIED;
     }
     if (gw_asn1_time(X509_get0_notAfter(cert), &na) == 0 && na < plan->not_after - GW_ISSUED_SHORTEN_SLACK) {
-        snprintf(err, GW_ERR_LEN, "the upstream shortened the validity to %s (planned: %s)", when(b1, na),
-                 when(b2, plan->not_after));
+        snprintf(err, GW_ERR_LEN, "the upstream shortened the validity to %s (planned: %s)",
+                 policy_when(b1, na), policy_when(b2, plan->not_after));
         return GW_ISSUED_MODIFIED;
     }
     return GW_ISSUED_OK;
