@@ -1,5 +1,5 @@
 /*
- * Unit tests for mappings/policy.c: glob patterns, authorization (TLS client certificate with a
+ * Unit tests for mappings/policy*.c: glob patterns, authorization (TLS client certificate with a
  * CRL'd trust store, CMP identity), request checks, upstream role (Vault) semantics, and the
  * judgement of what an upstream returned. Every certificate, CRL and store is built here with the
  * OpenSSL API at a fixed NOW.

@@ -1,0 +1,231 @@
+/*
+ * An upstream role's own policy, with Vault's semantics (gw_policy_check_upstream_role,
+ * mappings/policy.h): the rules a delegate issuer applies for the Vault role it issues on behalf
+ * of. Pure: no I/O. Refusals are worded as policy.c's top comment says.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/x509v3.h>
+#include "base/err.h"
+#include "base/x509.h"
+#include "mappings/policy.h"
+#include "mappings/policy_local.h"
+
+static int streq_fold(const char *a, const char *b)
+{
+    return policy_eq_fold(a, strlen(a), b, strlen(b));
+}
+
+/* dot_suffix: |name| ends in "." + |domain| (allow_subdomains). */
+static int dot_suffix(const char *name, const char *domain)
+{
+    size_t n = strlen(name), d = strlen(domain);
+
+    return n > d + 1 && name[n - d - 1] == '.' && policy_eq_fold(name + n - d, d, domain, d);
+}
+
+struct vault_name {
+    const char *name;         /* as asked */
+    const char *reduced;      /* without "local@" and without a wildcard first label */
+    const char *email_domain; /* NULL unless an email address */
+    int wildcard;
+};
+
+static int vault_domain_ok(const struct gw_role_policy *p, const struct vault_name *v)
+{
+    size_t i;
+
+    for (i = 0; i < p->allowed_domains.n; i++) {
+        const char *d = p->allowed_domains.v[i];
+
+        if (d == NULL || d[0] == '\0')
+            continue;
+        if (p->allow_bare_domains &&
+            (streq_fold(v->name, d) || (v->email_domain != NULL && streq_fold(v->email_domain, d))))
+            return 1;
+        if (p->allow_subdomains && (dot_suffix(v->reduced, d) || (v->wildcard && streq_fold(v->reduced, d))))
+            return 1;
+        if (p->allow_glob_domains && strchr(d, '*') != NULL &&
+            policy_glob(d, strlen(d), v->name, strlen(v->name), 1))
+            return 1;
+    }
+    return 0;
+}
+
+/*
+ * vault_name_ok follows Vault's validateNames: enforce_hostnames applies even with allow_any_name;
+ * a wildcard only with allow_wildcard_certificates, as (part of) the first label, never in an email.
+ */
+static int vault_name_ok(const struct gw_role_policy *p, const char *name)
+{
+    struct vault_name v = {name, name, NULL, 0};
+    const char *at = strchr(name, '@'), *dot;
+
+    if (at != NULL) {
+        if (strchr(at + 1, '@') != NULL)
+            return 0;
+        v.reduced = v.email_domain = at + 1;
+    }
+    dot = strchr(v.reduced, '.');
+    if (strchr(v.reduced, '*') != NULL) {
+        if (dot == NULL || v.email_domain != NULL || strchr(dot, '*') != NULL || p->no_wildcards)
+            return 0;
+        v.wildcard = 1;
+        v.reduced = dot + 1;
+    }
+    if (p->enforce_hostnames && !policy_vault_hostname(v.reduced))
+        return 0;
+    if (p->allow_any_name)
+        return 1;
+    if (p->allow_localhost && (streq_fold(v.reduced, "localhost") || streq_fold(v.reduced, "localdomain")))
+        return 1;
+    return vault_domain_ok(p, &v);
+}
+
+static const char *vault_rules(char *buf, size_t size, const struct gw_role_policy *p)
+{
+    char list[GW_ERR_LEN / 2];
+
+    snprintf(
+        buf, size, "allowed_domains: %s%s%s%s%s%s",
+        p->allowed_domains.n > 0 ? policy_join(list, sizeof(list), &p->allowed_domains) : "none",
+        p->allow_bare_domains ? "; allow_bare_domains" : "", p->allow_subdomains ? "; allow_subdomains" : "",
+        p->allow_glob_domains ? "; allow_glob_domains" : "", p->allow_localhost ? "; allow_localhost" : "",
+        p->enforce_hostnames ? "; enforce_hostnames" : "");
+    return buf;
+}
+
+static int vault_check_name(const struct gw_role_policy *p, const char *s, size_t len, int *fail_info,
+                            char *err)
+{
+    char buf[SHOWN_LEN], rules[GW_ERR_LEN];
+    char *name = NULL;
+    int ok;
+
+    if (memchr(s, '\0', len) == NULL)
+        name = OPENSSL_strndup(s, len);
+    ok = name != NULL && vault_name_ok(p, name);
+    OPENSSL_free(name);
+    if (ok)
+        return 0;
+    return policy_say(fail_info, BADT, err, "name %s is not allowed by the upstream role (%s)",
+                      policy_shown(buf, s, len), vault_rules(rules, sizeof(rules), p));
+}
+
+static int vault_check_san(const struct gw_role_policy *p, const GENERAL_NAME *gn, int *fail_info, char *err)
+{
+    switch (gn->type) {
+    case GEN_DNS:
+    case GEN_EMAIL:
+        return vault_check_name(p, (const char *)gn->d.ia5->data, (size_t)gn->d.ia5->length, fail_info, err);
+    case GEN_IPADD:
+        if (p->allow_ip_sans)
+            return 0;
+        return policy_say(fail_info, BADT, err,
+                          "IP subjectAltNames are not allowed by the upstream role "
+                          "(allow_ip_sans is false)");
+    case GEN_URI:
+        return 0; /* Vault's allowed_uri_sans is not part of the role policy read */
+    default:
+        return policy_say(fail_info, BADT, err,
+                          "a subjectAltName of this type is not allowed by the upstream role");
+    }
+}
+
+static int vault_check_names(const struct gw_role_policy *p, const struct gw_cert_plan *plan, int *fail_info,
+                             char *err)
+{
+    char *cn;
+    size_t len;
+    int i = -1, rc;
+
+    while (plan->subject != NULL && (i = X509_NAME_get_index_by_NID(plan->subject, NID_commonName, i)) >= 0) {
+        if ((cn = policy_entry_utf8(plan->subject, i, &len)) == NULL)
+            return policy_say(fail_info, BADT, err, "the common name cannot be decoded");
+        rc = vault_check_name(p, cn, len, fail_info, err);
+        OPENSSL_free(cn);
+        if (rc != 0)
+            return rc;
+    }
+    for (i = 0; i < sk_GENERAL_NAME_num(plan->sans); i++) {
+        if ((rc = vault_check_san(p, sk_GENERAL_NAME_value(plan->sans, i), fail_info, err)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int ec_bits_curve(int bits)
+{
+    switch (bits) {
+    case 224:
+        return NID_secp224r1;
+    case 256:
+        return NID_X9_62_prime256v1;
+    case 384:
+        return NID_secp384r1;
+    case 521:
+        return NID_secp521r1;
+    default:
+        return NID_undef;
+    }
+}
+
+/* vault_key_ok: Vault's key_type/key_bits: "any"; "rsa" with at least key_bits; "ec" whose key_bits
+ * names the curve; "ed25519". key_bits 0 = Vault's choice, which the built-in rules stand for. */
+static int vault_key_ok(const struct gw_role_policy *p, const EVP_PKEY *pkey)
+{
+    int base = EVP_PKEY_get_base_id(pkey), curve;
+
+    if (strcmp(p->key_type, "any") == 0)
+        return 1;
+    if (strcmp(p->key_type, "rsa") == 0)
+        return base == EVP_PKEY_RSA && EVP_PKEY_get_bits(pkey) >= (p->key_bits > 0 ? p->key_bits : 2048);
+    if (strcmp(p->key_type, "ed25519") == 0)
+        return base == EVP_PKEY_ED25519;
+    if (strcmp(p->key_type, "ec") != 0 || base != EVP_PKEY_EC ||
+        (curve = gw_x509_ec_curve(pkey)) == NID_undef)
+        return 0;
+    if (p->key_bits == 0)
+        return curve == NID_X9_62_prime256v1 || curve == NID_secp384r1 || curve == NID_secp521r1;
+    return curve == ec_bits_curve(p->key_bits);
+}
+
+int gw_policy_check_upstream_role(const struct gw_role_policy *p, const struct gw_cert_plan *plan, time_t now,
+                                  int *fail_info, char *err)
+{
+    char b1[SHOWN_LEN], b2[SHOWN_LEN], b3[SHOWN_LEN];
+    int rc;
+
+    err[0] = '\0';
+    if (p == NULL || plan == NULL || plan->pubkey == NULL)
+        return policy_say(fail_info, OSSL_CMP_PKIFAILUREINFO_badRequest, err,
+                          "no upstream role or plan to check");
+    if ((rc = vault_check_names(p, plan, fail_info, err)) != 0)
+        return rc;
+    if (!vault_key_ok(p, plan->pubkey))
+        return policy_say(fail_info, BADT, err,
+                          "key %s is not allowed by the upstream role (key_type %.16s, key_bits %d)",
+                          policy_key_name(b1, plan->pubkey), p->key_type, p->key_bits);
+    if (p->max_ttl != 0 && plan->not_after - now > (time_t)p->max_ttl)
+        return policy_say(fail_info, BADT, err,
+                          "the validity asked for (until %s, %s) exceeds the upstream role's "
+                          "max_ttl of %s; ask for a shorter one",
+                          policy_when(b1, plan->not_after),
+                          policy_dur(b2, (long long)(plan->not_after - now)), policy_dur(b3, p->max_ttl));
+    *fail_info = 0;
+    return 0;
+}
+
+void gw_role_policy_cleanup(struct gw_role_policy *p)
+{
+    if (p == NULL)
+        return;
+    for (size_t i = 0; i < p->allowed_domains.n; i++)
+        free(p->allowed_domains.v[i]);
+    free(p->allowed_domains.v);
+    memset(p, 0, sizeof(*p));
+}
