@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <openssl/cmp.h>
-#include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
