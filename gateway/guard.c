@@ -35,10 +35,24 @@ struct gw_guard {
     struct slot *slots;
 };
 
+/*
+ * The table's size for |max_connections| and |max_requests|: an address holds a slot while it has a
+ * connection or a request in flight, which outlives its connection when the client leaves first: room
+ * for every one of both on an address of its own, twice over, so that probes stay short and addresses
+ * that merely failed find room too. A power of two.
+ */
+static size_t cap_for(uint32_t max_connections, uint32_t max_requests)
+{
+    size_t cap = 64;
+
+    while (cap < 2 * ((size_t)max_connections + max_requests) + 64)
+        cap <<= 1;
+    return cap;
+}
+
 struct gw_guard *gw_guard_new(const struct gw_guard_conf *conf)
 {
     struct gw_guard *g;
-    size_t cap = 64;
 
     if (conf->max_connections == 0 || conf->max_connections_per_address == 0 ||
         conf->max_requests_per_address == 0 || conf->ipv6_prefix == 0 || conf->ipv6_prefix > 128 ||
@@ -47,13 +61,8 @@ struct gw_guard *gw_guard_new(const struct gw_guard_conf *conf)
     g->conf = *conf;
     if (g->conf.max_requests == 0)
         g->conf.max_requests = conf->max_connections;
-    /* an address holds a slot while it has a connection or a request in flight, which outlives its
-       connection when the client leaves first: room for every one of both on an address of its own,
-       twice over, so that probes stay short and addresses that merely failed find room too */
-    while (cap < 2 * ((size_t)conf->max_connections + g->conf.max_requests) + 64)
-        cap <<= 1;
-    g->cap = cap;
-    if ((g->slots = calloc(cap, sizeof(*g->slots))) == NULL ||
+    g->cap = cap_for(conf->max_connections, g->conf.max_requests);
+    if ((g->slots = calloc(g->cap, sizeof(*g->slots))) == NULL ||
         RAND_bytes((unsigned char *)&g->key, sizeof(g->key)) != 1 ||
         pthread_mutex_init(&g->lock, NULL) != 0) {
         free(g->slots);
@@ -111,6 +120,42 @@ static size_t hash(const struct gw_guard *g, const uint8_t *a, size_t n)
         h *= 1099511628211ull;
     }
     return (size_t)(h ^ (h >> 29));
+}
+
+int gw_guard_set_max_requests(struct gw_guard *g, uint32_t max_requests)
+{
+    struct slot *slots;
+    size_t cap;
+    int rc = 0;
+
+    pthread_mutex_lock(&g->lock);
+    if (max_requests == 0)
+        max_requests = g->conf.max_connections;
+    cap = cap_for(g->conf.max_connections, max_requests);
+    if (cap > g->cap) {
+        /* the same key: every address keeps its counts, each moved to where a lookup now finds it */
+        if ((slots = calloc(cap, sizeof(*slots))) == NULL) {
+            rc = GW_ERR_NOMEM;
+            goto out;
+        }
+        for (size_t i = 0; i < g->cap; i++) {
+            size_t j;
+
+            if (!g->slots[i].used)
+                continue;
+            for (j = hash(g, g->slots[i].addr, g->slots[i].len) & (cap - 1); slots[j].used;
+                 j = (j + 1) & (cap - 1))
+                ;
+            slots[j] = g->slots[i];
+        }
+        free(g->slots);
+        g->slots = slots;
+        g->cap = cap;
+    }
+    g->conf.max_requests = max_requests; /* a lower one lets no new request in until enough are answered */
+out:
+    pthread_mutex_unlock(&g->lock);
+    return rc;
 }
 
 static bool window_live(const struct gw_guard *g, const struct slot *s, time_t now)

@@ -37,6 +37,13 @@ struct gw_guard *gw_guard_new(const struct gw_guard_conf *conf);
 void gw_guard_free(struct gw_guard *g);
 
 /*
+ * gw_guard_set_max_requests sets the guard's max_requests (0: max_connections), as a reload changes
+ * what the upstream calls can hold, and grows the table to have room for them as gw_guard_new would:
+ * 0, or GW_ERR_NOMEM with nothing changed. The requests in flight stay counted. Any thread.
+ */
+int gw_guard_set_max_requests(struct gw_guard *g, uint32_t max_requests);
+
+/*
  * gw_guard_conn_open counts a new connection from |sa|: 0, or GW_ERR_LIMIT (the total is reached),
  * GW_ERR_BUSY (this address holds its share, or the table has no room for another address),
  * GW_ERR_INVAL (not an IPv4 or IPv6 address). Only a 0 is to be closed with gw_guard_conn_close.

@@ -739,6 +739,22 @@ static int bind_new(struct gw_server *s, struct gw_gen *next, char *err)
     return 0;
 }
 
+/*
+ * The admission limits of |cfg| with the requests the gateway can hold in flight at once: each worker's,
+ * a full queue (|s|'s pool: both apply at a restart only), and a request suspended on every upstream
+ * call of |cfg| (docs/design.md D24).
+ */
+static struct gw_guard_conf admission_of(const struct gw_server *s, const struct gw_config *cfg)
+{
+    struct gw_guard_conf gc = cfg->limits.admission;
+    uint64_t held = (uint64_t)s->workers + s->queue_depth;
+
+    for (size_t i = 0; i < cfg->n_upstreams; i++)
+        held += cfg->upstreams[i].max_inflight;
+    gc.max_requests = held > UINT32_MAX ? UINT32_MAX : (uint32_t)held;
+    return gc;
+}
+
 int gw_server_prepare(struct gw_server *s, struct gw_gen *next, char *err)
 {
     const struct gw_config *cfg = next->cfg;
@@ -770,6 +786,9 @@ int gw_server_apply(struct gw_server *s, struct gw_gen *g)
         s->keys = keys;
         s->n_keys = g->n_ssl_ctx;
     }
+    /* upstreams and their max_inflight change at a reload: so does what the requests in flight may be */
+    if (gw_guard_set_max_requests(s->guard, admission_of(s, g->cfg).max_requests) != 0)
+        gw_log(GW_LOG_WARN, "reload", "out of memory: requests in flight stay bounded as before the reload");
     gw_server_wake(s);
     while (t < s->n_loops && gw_now_ms() < deadline) {
         if (atomic_load(&s->loops[t].seen) >= g->id)
@@ -784,21 +803,6 @@ void gw_server_wake(struct gw_server *s)
 {
     for (size_t t = 0; s != NULL && s->running && t < s->n_loops; t++)
         h2o_multithread_send_message(&s->loops[t].done_rx, NULL); /* NULL only wakes the loop */
-}
-
-/*
- * The admission limits of |cfg| with the requests the gateway can hold in flight at once: each worker's,
- * a full queue, and a request suspended on every upstream call (docs/design.md D24).
- */
-static struct gw_guard_conf admission_of(const struct gw_config *cfg)
-{
-    struct gw_guard_conf gc = cfg->limits.admission;
-    uint64_t held = (uint64_t)cfg->workers + cfg->queue_depth;
-
-    for (size_t i = 0; i < cfg->n_upstreams; i++)
-        held += cfg->upstreams[i].max_inflight;
-    gc.max_requests = held > UINT32_MAX ? UINT32_MAX : (uint32_t)held;
-    return gc;
 }
 
 struct gw_server *gw_server_start(struct gw_gens *gens, int (*reload)(void *arg, char *err), void *reload_arg,
@@ -827,7 +831,7 @@ struct gw_server *gw_server_start(struct gw_gens *gens, int (*reload)(void *arg,
         snprintf(err, GW_ERR_LEN, "listener: no listeners configured");
         goto err;
     }
-    admission = admission_of(cfg);
+    admission = admission_of(s, cfg);
     if ((s->guard = gw_guard_new(&admission)) == NULL) {
         snprintf(err, GW_ERR_LEN, "listener: out of memory for the connection table");
         goto err;

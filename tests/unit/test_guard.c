@@ -248,6 +248,58 @@ static void test_orphaned_requests_leave_room(void **state)
     }
 }
 
+/* The address of the |i|th client, a /64 of its own. */
+static struct sockaddr_storage nth_v6(int i, socklen_t *l)
+{
+    char ip[64];
+
+    snprintf(ip, sizeof(ip), "2001:db8:%x::1", i + 1);
+    return v6(ip, l);
+}
+
+/*
+ * A reload that adds upstream calls (gw_guard_set_max_requests) lets that many more requests be in
+ * flight, with room in the table for each on an address of its own; the requests and connections
+ * already counted stay counted; a lower bound lets no new request in until enough are answered.
+ */
+static void test_max_requests_reloaded(void **state)
+{
+    struct gw_guard *g = gw_guard_new(&(struct gw_guard_conf){.max_connections = 2,
+                                                              .max_connections_per_address = 1,
+                                                              .max_requests_per_address = 1,
+                                                              .max_requests = 3,
+                                                              .ipv6_prefix = 64});
+    struct sockaddr_storage x;
+    socklen_t l;
+
+    (void)state;
+    assert_non_null(g);
+    for (int i = 0; i < 600; i++) { /* 3 in flight, then the rest refused as past max_requests */
+        x = nth_v6(i, &l);
+        assert_int_equal(gw_guard_req_begin(g, SA(x), l), i < 3 ? 0 : GW_ERR_LIMIT);
+    }
+    x = v4("192.0.2.1", 1, &l);
+    assert_int_equal(gw_guard_conn_open(g, SA(x), l), 0);
+    assert_int_equal(gw_guard_set_max_requests(g, 1000), 0); /* upstream calls added by a reload */
+    for (int i = 0; i < 600; i++) { /* the first 3 still count (one each), the others come in now */
+        x = nth_v6(i, &l);
+        assert_int_equal(gw_guard_req_begin(g, SA(x), l), i < 3 ? GW_ERR_BUSY : 0);
+    }
+    x = v4("192.0.2.1", 1, &l);
+    assert_int_equal(gw_guard_conn_open(g, SA(x), l), GW_ERR_BUSY); /* its connection is still counted */
+    assert_int_equal(gw_guard_req_begin(g, SA(x), l), 0);
+    assert_int_equal(gw_guard_set_max_requests(g, 10), 0); /* and taken away again */
+    x = v4("192.0.2.2", 1, &l);
+    assert_int_equal(gw_guard_req_begin(g, SA(x), l), GW_ERR_LIMIT);
+    for (int i = 0; i < 600; i++) { /* answered: 1 left in flight */
+        x = nth_v6(i, &l);
+        gw_guard_req_end(g, SA(x), l);
+    }
+    x = v4("192.0.2.2", 1, &l);
+    assert_int_equal(gw_guard_req_begin(g, SA(x), l), 0);
+    gw_guard_free(g);
+}
+
 /* An IPv6 client is its /64 (ipv6_prefix), an IPv4-mapped IPv6 address is the IPv4 address it maps. */
 static void test_address_key(void **state)
 {
@@ -329,6 +381,7 @@ int main(void)
         cmocka_unit_test(test_table_reuse),
         cmocka_unit_test(test_requests_in_flight),
         cmocka_unit_test(test_orphaned_requests_leave_room),
+        cmocka_unit_test(test_max_requests_reloaded),
         cmocka_unit_test(test_address_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
