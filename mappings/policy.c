@@ -218,7 +218,11 @@ static int check_subject(const struct gw_role *role, const struct gw_patterns *p
  */
 static int pattern_type(const char *pat)
 {
-    return strchr(pat, '@') != NULL ? GEN_EMAIL : strchr(pat, ':') != NULL ? GEN_URI : GEN_DNS;
+    const char *colon = strchr(pat, ':'), *at = strchr(pat, '@');
+
+    if (colon != NULL && (at == NULL || colon < at))
+        return GEN_URI; /* a scheme first: "sip:alice@example.com", "ssh://git@host" */
+    return at != NULL ? GEN_EMAIL : GEN_DNS;
 }
 
 static int check_tls_sans(const struct gw_role *role, X509 *cert, int *fail_info, char *err)
@@ -623,6 +627,21 @@ int policy_vault_hostname(const char *s)
 }
 
 /*
+ * Whether common name |v| (|len| bytes) is one X509_check_host compares with a host name: it has a dot
+ * and no space or control byte. OpenSSL compares the bytes, so a '_' or a byte past ASCII in a label is
+ * no way around allowed_dns_names.
+ */
+static int host_like(const char *v, size_t len)
+{
+    if (memchr(v, '.', len) == NULL)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)v[i] <= ' ' || v[i] == 0x7f)
+            return 0;
+    return 1;
+}
+
+/*
  * The subject's common names, or its emailAddress attributes (|nid|), against the role's patterns. Where
  * a certificate has no SAN of the type, OpenSSL's X509_check_email takes a subject emailAddress as its
  * email address (RFC 5280 §4.1.2.6 deprecates it) and X509_check_host a CN as its host name: so an
@@ -649,10 +668,7 @@ static int check_attrs(const struct gw_role *role, const X509_NAME *subject, int
         if ((v = policy_entry_utf8(subject, i, &len)) == NULL)
             return policy_say(fail_info, BADT, err, "the %s cannot be decoded", what);
         rc = email ? 0 : check_wildcard(role, "common name", v, len, fail_info, err);
-        if (rc == 0 && ps->n > 0 &&
-            (!host ||
-             (strchr(v, '.') != NULL && policy_vault_hostname(v + (strncmp(v, "*.", 2) == 0 ? 2 : 0)))) &&
-            !match_any(ps, v, len, host))
+        if (rc == 0 && ps->n > 0 && (!host || host_like(v, len)) && !match_any(ps, v, len, host))
             rc = policy_say(fail_info, BADT, err, "%s %s is not allowed on role %s (allowed: %s)", what,
                             policy_shown(buf, v, len), policy_rname(role),
                             policy_join(list, sizeof(list), ps));

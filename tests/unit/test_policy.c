@@ -217,6 +217,7 @@ enum cert_id {
     C_NOSAN,
     C_EMAIL_DNS,
     C_EMAIL_URI,
+    C_URI_AT,
     C_N
 };
 
@@ -244,6 +245,8 @@ static const struct {
     [C_EMAIL_URI] = {{"O=x|CN=dev-8", "email:spiffe://example.org/dev-8@x", NULL, NULL, -3600, 30 * DAY, 110},
                      K_P256,
                      0},
+    /* a URI with an '@' after its scheme, for a URI pattern of tls_sans */
+    [C_URI_AT] = {{"O=x|CN=dev-9", "URI:sip:dev-9@example.com", NULL, NULL, -3600, 30 * DAY, 111}, K_P256, 0},
 };
 
 static X509 *ca, *other_ca, *int_ca, *tls[C_N];
@@ -398,6 +401,7 @@ static void test_pattern_no_blowup(void **state)
 
 static char *p_dev[] = {"/O=x/CN=dev-*"};
 static char *p_dns[] = {"*.example.com", "spiffe://example.org/*"};
+static char *p_sip[] = {"sip:*@example.com"};
 static char *p_pbm[] = {"dev-ref"};
 
 enum store_id { S_NONE, S_TLS, S_STALE };
@@ -506,7 +510,9 @@ static const struct {
      0,
      "has no subjectAltName allowed on role iot (allowed: *.example.com, spiffe://example.org/*)"},
     {"tls no SAN", {.tls_sans = PATS(p_dns)}, S_NONE, 0, C_NOSAN, C_NONE, "dev-ref", 0, "no subjectAltName"},
-    /* a pattern is for one SAN type: '@' an email, ':' a URI, else a DNS name */
+    /* a pattern is for one SAN type: a scheme (':' before any '@') a URI, else '@' an email, else a DNS
+       name */
+    {"tls URI SAN with an '@'", {.tls_sans = PATS(p_sip)}, S_NONE, 0, C_URI_AT, C_NONE, "dev-ref", 1, NULL},
     {"tls email SAN vs a DNS pattern",
      {.tls_sans = PATS(p_dns)},
      S_NONE,
@@ -787,6 +793,13 @@ static const struct {
      K_P256,
      NULL},
     {"cn not a host name", {.dns_names = PATS(p_dnsn)}, ALL_SANS, "CN=Device 17. Hall B", NULL, K_P256, NULL},
+    {"cn as host with an underscore",
+     {.dns_names = PATS(p_dnsn)},
+     ALL_SANS,
+     "CN=a_b.bank.example",
+     NULL,
+     K_P256,
+     "=host name in the common name a_b.bank.example is not allowed on role iot (allowed: *.example.com)"},
     {"cn patterns decide over dns names",
      {.common_names = PATS(p_cn), .dns_names = PATS(p_dnsn)},
      ALL_SANS,
