@@ -254,15 +254,19 @@ static void log_refused(const char *why)
         gw_log_kv(GW_LOG_WARN, "connection_refused", "reason", why, "suppressed", held, (const char *)NULL);
 }
 
+_Static_assert(GW_MAX_ADMIN_CONNECTIONS == 16, "connection_refused's text names the admin listener's cap");
+
 /* loop thread: admits |sock| by its client's address, then TLS and HTTP take it. */
 static void admit(struct gw_listen *l, h2o_socket_t *sock)
 {
     int rc;
 
     if ((rc = gw_conn_attach(l->loop, sock, l->id, l->admin)) != 0) {
-        log_refused(rc == GW_ERR_LIMIT  ? "the server holds max_connections connections"
-                    : rc == GW_ERR_BUSY ? "this client address holds max_connections_per_address connections"
-                                        : "out of memory");
+        log_refused(rc == GW_ERR_LIMIT && l->admin
+                        ? "the admin listener holds its 16 connections (per loop thread)"
+                    : rc == GW_ERR_LIMIT ? "the server holds max_connections connections"
+                    : rc == GW_ERR_BUSY  ? "this client address holds max_connections_per_address connections"
+                                         : "out of memory");
         h2o_socket_close(sock);
         return;
     }
