@@ -683,17 +683,44 @@ static ssize_t read_all(int fd, unsigned char *buf, size_t cap)
     return (ssize_t)len;
 }
 
+/* What a file that is not a regular one is, for an error message. */
+static const char *file_kind(mode_t mode)
+{
+    if (S_ISDIR(mode))
+        return "a directory";
+    if (S_ISFIFO(mode))
+        return "a FIFO";
+    if (S_ISSOCK(mode))
+        return "a socket";
+    if (S_ISCHR(mode) || S_ISBLK(mode))
+        return "a device";
+    return "a special file";
+}
+
 int gw_conf_open_secret(struct gw_conf_ctx *pc, const char *fpath, const char *file, bool private)
 {
     mode_t shared = private ? S_IRGRP | S_IWGRP | S_IROTH | S_IWOTH : S_IROTH | S_IWOTH;
     struct stat st;
     int fd;
 
-    if ((fd = open(file, O_RDONLY | O_CLOEXEC)) < 0) {
+    /* O_NONBLOCK: a FIFO named here would otherwise block the load until a writer came along */
+    if ((fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0) {
         gw_conf_fail(pc, fpath, "cannot open \"%s\": %s", file, strerror(errno));
         return -1;
     }
     if (fstat(fd, &st) != 0) {
+        gw_conf_fail(pc, fpath, "cannot read \"%s\": %s", file, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    /* fstat follows a symlink: a link to a regular file (systemd credentials, Kubernetes secrets) is fine */
+    if (!S_ISREG(st.st_mode)) {
+        gw_conf_fail(pc, fpath, "\"%s\" is not a regular file (%s): name the file that holds the secret",
+                     file, file_kind(st.st_mode));
+        close(fd);
+        return -1;
+    }
+    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
         gw_conf_fail(pc, fpath, "cannot read \"%s\": %s", file, strerror(errno));
         close(fd);
         return -1;

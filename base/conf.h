@@ -178,7 +178,8 @@ char *gw_conf_dir_of(const char *path);
  * with the error set; the one opener of every file that holds a secret. One that others may
  * read or write is refused unread (every local account would hold, or choose, the secret); one its
  * group may read or write is opened with a warning (root:cmpgw 0640 lets the gateway's user read it
- * again at a reload), or refused too when |private|.
+ * again at a reload), or refused too when |private|. Anything but a regular file (after symlinks) is
+ * refused, a FIFO without blocking on it.
  */
 int gw_conf_open_secret(struct gw_conf_ctx *pc, const char *fpath, const char *file, bool private);
 

@@ -1795,6 +1795,70 @@ static void test_key_modes(void **state)
     }
 }
 
+/*
+ * A secret or key must be a regular file: a FIFO is refused without blocking the load (an open for
+ * reading would wait for a writer), a directory or a device is refused by its kind. A symlink to a
+ * regular file (systemd credentials, Kubernetes secrets) loads. An alarm turns a hang into a failure.
+ */
+static void test_secret_not_regular(void **state)
+{
+    static const struct {
+        const char *file, *kind; /* kind NULL: loads */
+    } files[] = {
+        {"secret.fifo", "a FIFO"},
+        {"secret.dir", "a directory"},
+        {"/dev/null", "a device"},
+        {"linked.token", NULL},
+    };
+    static const struct {
+        const char *find, *pre, *json_path;
+        bool ups;
+    } slots[] = {
+        {"\"token_file\": \"vault.token\"", "\"token_file\": \"", "$.upstreams.vault.token_file", true},
+        {"\"key\": \"signer.key\"", "\"key\": \"", "$.signer.key", false},
+    };
+    char path[256], repl[256], want[512], err[GW_ERR_LEN], *text;
+    struct gw_config *cfg;
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/secret.fifo", dir);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    snprintf(path, sizeof(path), "%s/secret.dir", dir);
+    assert_int_equal(mkdir(path, 0700), 0);
+    snprintf(path, sizeof(path), "%s/vault.token", dir);
+    snprintf(repl, sizeof(repl), "%s/linked.token", dir);
+    assert_int_equal(symlink(path, repl), 0);
+    for (size_t i = 0; i < sizeof(slots) / sizeof(slots[0]); i++) {
+        for (size_t f = 0; f < sizeof(files) / sizeof(files[0]); f++) {
+            struct edit e[2] = {UPS, {slots[i].find, repl}};
+            const struct edit *edits = slots[i].ups ? e : e + 1;
+
+            if (files[f].kind == NULL && !slots[i].ups)
+                continue; /* the link points at a token, not a key */
+            snprintf(repl, sizeof(repl), "%s%s\"", slots[i].pre, files[f].file);
+            text = edited(edits, slots[i].ups ? 2 : 1);
+            err[0] = '\0';
+            alarm(20);
+            cfg = parse_text(text, strlen(text), err);
+            alarm(0);
+            free(text);
+            if (files[f].kind == NULL) {
+                if (cfg == NULL)
+                    fail_msg("%s: refused: %s", files[f].file, err);
+                gw_config_free(cfg);
+                continue;
+            }
+            snprintf(want, sizeof(want), "%s: \"%s%s%s\" is not a regular file (%s)", slots[i].json_path,
+                     files[f].file[0] == '/' ? "" : dir, files[f].file[0] == '/' ? "" : "/", files[f].file,
+                     files[f].kind);
+            if (cfg != NULL || strstr(err, want) == NULL)
+                fail_msg("%s at %s: loaded, or not refused with\n  %s\nbut\n  %s", files[f].file,
+                         slots[i].json_path, want, err);
+            gw_config_free(cfg);
+        }
+    }
+}
+
 /* A "trusted_proxies" range of every address loads with a warning: any client may claim any address. */
 static void test_trusted_everyone_warns(void **state)
 {
@@ -1964,6 +2028,7 @@ int main(void)
         cmocka_unit_test(test_warnings),
         cmocka_unit_test(test_secret_group_warns),
         cmocka_unit_test(test_key_modes),
+        cmocka_unit_test(test_secret_not_regular),
         cmocka_unit_test(test_trusted_everyone_warns),
         cmocka_unit_test(test_check_role),
     };
