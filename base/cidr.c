@@ -108,3 +108,12 @@ void gw_sockaddr_string(const struct sockaddr *sa, char *out, size_t cap)
         snprintf(out, cap, "[%s]:%u", host, (unsigned)ntohs(sin6->sin6_port));
     }
 }
+
+bool gw_cidr_loopback(const char *addr)
+{
+    struct in6_addr a6;
+    struct in_addr a4;
+
+    return (inet_pton(AF_INET, addr, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127) ||
+           (inet_pton(AF_INET6, addr, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6));
+}

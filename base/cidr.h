@@ -24,4 +24,7 @@ bool gw_cidr_contains_addr(const char *cidr, const struct sockaddr *sa);
 /* |sa| as logs write a peer: "192.0.2.1:443", "[2001:db8::1]:443"; "" for other families. */
 void gw_sockaddr_string(const struct sockaddr *sa, char *out, size_t cap);
 
+/* Whether the numeric address |addr| ("127.0.0.1", "::1") is a loopback one (127.0.0.0/8, ::1). */
+bool gw_cidr_loopback(const char *addr);
+
 #endif

@@ -12,8 +12,6 @@
 #include "base/log.h"
 #include "base/pem.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,16 +131,6 @@ static bool proxy_range_ok(const char *s, size_t len)
 static const struct gw_conf_names names_proxy_range = {
     proxy_range_ok, "a CIDR like \"10.0.0.0/8\" or \"::1/128\" (no host bits set)"};
 
-/* Whether the numeric address |addr| is a loopback one (127.0.0.0/8, ::1). */
-static bool loopback_address(const char *addr)
-{
-    struct in6_addr a6;
-    struct in_addr a4;
-
-    return (inet_pton(AF_INET, addr, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127) ||
-           (inet_pton(AF_INET6, addr, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6));
-}
-
 /*
  * A CMP listener speaks TLS, or plain HTTP when it says so ("plain_http"): on loopback (a
  * benchmark, a sidecar), or behind a balancer that terminates TLS and names each client in a PROXY
@@ -172,7 +160,7 @@ static int check_listener(struct gw_conf_ctx *pc, const char *path, void *base)
         return gw_conf_fail(pc, kpath, "true together with \"tls\": choose one");
     if (!l->plain_http && l->tls_cert == NULL)
         return gw_conf_fail(pc, kpath, "missing: a CMP listener speaks TLS unless \"plain_http\" is true");
-    l->proxies_only = l->plain_http && !loopback_address(l->address);
+    l->proxies_only = l->plain_http && !gw_cidr_loopback(l->address);
     if (l->proxies_only && l->n_trusted_proxies == 0)
         return gw_conf_fail(pc, kpath,
                             "plain HTTP only on a loopback address, or behind a balancer that terminates TLS "
@@ -233,7 +221,7 @@ static int check_admin(struct gw_conf_ctx *pc, const char *path, void *base)
     if (a->address == NULL && (a->address = strdup("127.0.0.1")) == NULL)
         return GW_ERR_NOMEM;
     gw_conf_join_key(apath, path, "tls");
-    if (!loopback_address(a->address) && (a->tls_cert == NULL || a->client_auth != GW_CLIENT_AUTH_REQUIRE))
+    if (!gw_cidr_loopback(a->address) && (a->tls_cert == NULL || a->client_auth != GW_CLIENT_AUTH_REQUIRE))
         return gw_conf_fail(pc, apath,
                             "required on a non-loopback address, with \"client_auth\": \"require\": the "
                             "admin listener is for operators only");

@@ -8,6 +8,7 @@
  */
 #include "upstream/upstream.h"
 #include "upstream/upstream_int.h"
+#include "base/cidr.h"
 #include "base/conf.h"
 #include "base/err.h"
 #include "base/limits.h"
@@ -19,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
@@ -49,6 +51,8 @@ static const struct gw_conf_field http_fields[] = {
     GW_CONF_OPT("tls_key", gw_conf_p_file, struct gw_http_conf, client_key_file),
     GW_CONF_OPT("max_connections", gw_conf_p_u32, struct gw_http_conf, max_connections, .min = 1,
                 .max = GW_MAX_UPSTREAM_CONNECTIONS, .def = GW_DEFAULT_UPSTREAM_CONNECTIONS),
+    GW_CONF_OPT("allow_plaintext_http", gw_conf_p_bool, struct gw_http_conf, allow_plaintext_http,
+                .def = false),
 };
 GW_CONF_OBJDEF(http_def, http_fields, NULL);
 
@@ -160,6 +164,47 @@ static int parse_section(struct gw_conf_ctx *pc, const char *path, struct json_o
     return rc;
 }
 
+/* Whether the host of |url| ("http://host[:port]", as gw_conf_p_url checked it) is this machine. */
+static bool url_host_loopback(const char *url)
+{
+    const char *h = strstr(url, "://") + 3, *end;
+    char host[GW_MAX_URL_LEN + 1];
+
+    if (*h == '[')
+        end = strchr(++h, ']');
+    else if ((end = strchr(h, ':')) == NULL)
+        end = h + strlen(h);
+    if (end == NULL || (size_t)(end - h) >= sizeof(host))
+        return false;
+    memcpy(host, h, (size_t)(end - h));
+    host[end - h] = '\0';
+    return strcasecmp(host, "localhost") == 0 || gw_cidr_loopback(host);
+}
+
+/*
+ * An http:// "url" sends the Vault token, the cfssl auth MAC'd requests and every CSR and certificate
+ * in cleartext: fine on loopback (a sidecar, tests), refused elsewhere unless the upstream opts in.
+ */
+static int check_http_plaintext(struct gw_conf_ctx *pc, const char *path, const struct gw_http_conf *u)
+{
+    char upath[GW_CONF_PATH_LEN];
+
+    if (strncmp(u->url, "http://", 7) != 0 || url_host_loopback(u->url))
+        return 0;
+    gw_conf_join_key(upath, path, "url");
+    if (!u->allow_plaintext_http)
+        return gw_conf_fail(
+            pc, upath,
+            "\"%s\" is plain HTTP off loopback (tokens and CSRs in cleartext): use an https:// "
+            "\"url\" with \"tls_ca\", or set \"allow_plaintext_http\": true",
+            u->url);
+    gw_log(GW_LOG_WARN, "config",
+           "%s: %s: \"%s\" is plain HTTP off loopback (allow_plaintext_http): its traffic "
+           "crosses the network in cleartext",
+           pc->name, upath, u->url);
+    return 0;
+}
+
 /* The TLS settings of an HTTP upstream: an https URL, a loadable CA bundle, a matching client pair. */
 static int check_http_tls(struct gw_conf_ctx *pc, const char *path, const struct gw_http_conf *u)
 {
@@ -225,7 +270,7 @@ static int check_http(struct gw_conf_ctx *pc, const char *path, struct gw_upstre
     STACK_OF(X509) *certs = NULL;
     char ipath[GW_CONF_PATH_LEN];
 
-    if (check_http_tls(pc, path, h) != 0)
+    if (check_http_plaintext(pc, path, h) != 0 || check_http_tls(pc, path, h) != 0)
         return GW_ERR_INVAL;
     gw_conf_join_key(ipath, path, "issuer_ca");
     if (gw_pem_load_certs(pc, ipath, h->issuer_ca_file, &certs) != 0)

@@ -83,10 +83,12 @@ struct gw_http_conf {
     char *ca_file;          /* "tls_ca": CA bundle to verify the upstream's TLS server certificate */
     char *client_cert_file; /* "tls_cert"/"tls_key": TLS client certificate (Vault cert auth, mTLS) */
     char *client_key_file;
-    char *issuer_ca_file;     /* "issuer_ca": PEM CA certificate(s) the upstream issues under; every
-                                 returned certificate must chain to one of them (required) */
-    uint32_t max_connections; /* "max_connections": connections of the asynchronous calls; more wait
-                                 in line for one (0: the default) */
+    char *issuer_ca_file;      /* "issuer_ca": PEM CA certificate(s) the upstream issues under; every
+                                  returned certificate must chain to one of them (required) */
+    uint32_t max_connections;  /* "max_connections": connections of the asynchronous calls; more wait
+                                  in line for one (0: the default) */
+    bool allow_plaintext_http; /* "allow_plaintext_http": an http:// "url" off loopback is accepted
+                                  (with a warning) rather than refused */
 };
 
 /* "type": "local": an in-process issuer whose key cmpgw holds. */

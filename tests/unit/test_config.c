@@ -819,6 +819,26 @@ static const struct bad bad_cases[] = {
     {"vault tls over http",
      {UPS, E("https://127.0.0.1:8200", "http://127.0.0.1:8200")},
      {"$.upstreams.vault.tls_ca: TLS settings need an https:// \"url\""}},
+    /* plain HTTP to an upstream off loopback: token and CSRs in cleartext, refused unless opted in */
+    {"vault plain http off loopback",
+     {UPS, E("\"url\": \"https://127.0.0.1:8200\", \"tls_ca\": \"ca.pem\"",
+             "\"url\": \"http://vault.example:8200\"")},
+     {"$.upstreams.vault.url: \"http://vault.example:8200\" is plain HTTP off loopback (tokens and CSRs in "
+      "cleartext)",
+      ": use an https:// \"url\" with \"tls_ca\", or set \"allow_plaintext_http\": true"}},
+    {"cfssl plain http off loopback",
+     {UPS, E("http://127.0.0.1:8888", "http://10.0.0.1:8888")},
+     {"$.upstreams.cfssl.url: \"http://10.0.0.1:8888\" is plain HTTP off loopback (tokens and CSRs in "
+      "cleartext)"}},
+    {"cfssl plain http to a name that starts like loopback",
+     {UPS, E("http://127.0.0.1:8888", "http://127.0.0.1.example:8888")},
+     {"$.upstreams.cfssl.url: \"http://127.0.0.1.example:8888\" is plain HTTP"}},
+    {"cfssl plain http to an IPv6 address off loopback",
+     {UPS, E("http://127.0.0.1:8888", "http://[::2]:8888")},
+     {"$.upstreams.cfssl.url: \"http://[::2]:8888\" is plain HTTP"}},
+    {"cfssl plain http opt-in not a boolean",
+     {UPS, E("http://127.0.0.1:8888\"", "http://10.0.0.1:8888\", \"allow_plaintext_http\": \"yes\"")},
+     {"$.upstreams.cfssl.allow_plaintext_http: expected"}},
     {"vault tls_ca garbage",
      {UPS, E("\"tls_ca\": \"ca.pem\"", "\"tls_ca\": \"garbage.pem\"")},
      {"$.upstreams.vault.tls_ca: cannot parse a PEM certificate"}},
@@ -1859,6 +1879,49 @@ static void test_secret_not_regular(void **state)
     }
 }
 
+/*
+ * A plain-http upstream on loopback (127.0.0.0/8, ::1, localhost) loads quietly; one elsewhere loads
+ * only with "allow_plaintext_http": true, and with a warning naming it.
+ */
+static void test_plaintext_upstream(void **state)
+{
+    static const struct {
+        const char *url, *extra;
+        bool warns;
+    } cases[] = {
+        {"http://127.0.0.1:8888", "", false},
+        {"http://127.8.9.10:8888", "", false},
+        {"http://localhost:8888", "", false},
+        {"http://LocalHost", "", false},
+        {"http://[::1]:8888", "", false},
+        {"http://10.0.0.1:8888", ", \"allow_plaintext_http\": true", true},
+        {"http://cfssl.example", ", \"allow_plaintext_http\": true", true},
+    };
+    char repl[256], want[256], err[GW_ERR_LEN], *text, *log;
+    struct gw_config *cfg;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct edit e[2] = {UPS, {"\"url\": \"http://127.0.0.1:8888\"", repl}};
+
+        snprintf(repl, sizeof(repl), "\"url\": \"%s\"%s", cases[i].url, cases[i].extra);
+        text = edited(e, 2);
+        err[0] = '\0';
+        capture_start();
+        cfg = parse_text(text, strlen(text), err);
+        log = capture_end();
+        free(text);
+        if (cfg == NULL)
+            fail_msg("%s: refused: %s", cases[i].url, err);
+        snprintf(want, sizeof(want), "$.upstreams.cfssl.url: \\\"%s\\\" is plain HTTP off loopback",
+                 cases[i].url);
+        if ((strstr(log, want) != NULL) != cases[i].warns)
+            fail_msg("%s: warning expected %d, log:\n  %s", cases[i].url, cases[i].warns, log);
+        gw_config_free(cfg);
+        free(log);
+    }
+}
+
 /* A "trusted_proxies" range of every address loads with a warning: any client may claim any address. */
 static void test_trusted_everyone_warns(void **state)
 {
@@ -2029,6 +2092,7 @@ int main(void)
         cmocka_unit_test(test_secret_group_warns),
         cmocka_unit_test(test_key_modes),
         cmocka_unit_test(test_secret_not_regular),
+        cmocka_unit_test(test_plaintext_upstream),
         cmocka_unit_test(test_trusted_everyone_warns),
         cmocka_unit_test(test_check_role),
     };
