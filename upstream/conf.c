@@ -14,6 +14,7 @@
 #include "base/limits.h"
 #include "base/log.h"
 #include "base/pem.h"
+#include "base/pkcs11.h"
 #include "mappings/role.h"
 
 #include <errno.h>
@@ -25,6 +26,7 @@
 
 #include <json-c/json.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 #define GW_UPSTREAM_OPS_ADDRESS(type) &gw_upstream_##type##_ops,
@@ -205,10 +207,51 @@ static int check_http_plaintext(struct gw_conf_ctx *pc, const char *path, const 
     return 0;
 }
 
-/* The TLS settings of an HTTP upstream: an https URL, a loadable CA bundle, a matching client pair. */
-static int check_http_tls(struct gw_conf_ctx *pc, const char *path, const struct gw_http_conf *u)
+/* The bytes written to memory BIO |b| as a new buffer (free with OPENSSL_clear_free). */
+static int bio_bytes(BIO *b, unsigned char **out, size_t *len)
 {
-    STACK_OF(X509) *sk = NULL;
+    char *data = NULL;
+    long n = BIO_get_mem_data(b, &data);
+
+    if (n <= 0 || (*out = OPENSSL_memdup(data, (size_t)n)) == NULL)
+        return GW_ERR_NOMEM;
+    *len = (size_t)n;
+    return 0;
+}
+
+/*
+ * Keeps |certs| (the tls_cert file, leaf first) and |key| as PEM in |u|: what libcurl presents is what
+ * was checked here, whatever becomes of the files later. A key in a PKCS#11 token has no bytes to keep.
+ */
+static int keep_client_pem(struct gw_http_conf *u, const STACK_OF(X509) *certs, EVP_PKEY *key)
+{
+    BIO *cb = BIO_new(BIO_s_mem()), *kb = BIO_new(BIO_s_mem());
+    int rc = GW_ERR_NOMEM;
+
+    if (cb == NULL || kb == NULL)
+        goto out;
+    for (int i = 0; i < sk_X509_num(certs); i++)
+        if (PEM_write_bio_X509(cb, sk_X509_value(certs, i)) != 1)
+            goto out;
+    if (bio_bytes(cb, &u->client_cert_pem, &u->client_cert_pem_len) != 0)
+        goto out;
+    if (gw_pkcs11_is_uri(u->client_key_file)) {
+        rc = 0;
+        goto out;
+    }
+    if (PEM_write_bio_PrivateKey(kb, key, NULL, NULL, 0, NULL, NULL) != 1)
+        goto out;
+    rc = bio_bytes(kb, &u->client_key_pem, &u->client_key_pem_len);
+out:
+    BIO_free(cb);
+    BIO_free(kb); /* a memory BIO wipes its buffer when freed */
+    return rc;
+}
+
+/* The TLS settings of an HTTP upstream: an https URL, a loadable CA bundle, a matching client pair. */
+static int check_http_tls(struct gw_conf_ctx *pc, const char *path, struct gw_http_conf *u)
+{
+    STACK_OF(X509) *sk = NULL, *certs = NULL;
     X509 *cert = NULL;
     EVP_PKEY *key = NULL;
     char cpath[GW_CONF_PATH_LEN], kpath[GW_CONF_PATH_LEN];
@@ -224,18 +267,23 @@ static int check_http_tls(struct gw_conf_ctx *pc, const char *path, const struct
     if (u->ca_file != NULL && gw_pem_load_certs(pc, kpath, u->ca_file, &sk) != 0)
         goto out;
     gw_conf_join_key(kpath, path, "tls_key");
-    if (u->client_cert_file != NULL && (gw_pem_load_cert(pc, cpath, u->client_cert_file, &cert) != 0 ||
-                                        gw_pem_load_key(pc, kpath, u->client_key_file, NULL, &key) != 0))
+    if (u->client_cert_file == NULL) {
+        rc = 0;
         goto out;
-    if (cert != NULL && X509_check_private_key(cert, key) != 1) {
+    }
+    if (gw_pem_load_certs(pc, cpath, u->client_cert_file, &certs) != 0 ||
+        gw_pem_load_key(pc, kpath, u->client_key_file, NULL, &key) != 0)
+        goto out;
+    cert = sk_X509_value(certs, 0);
+    if (X509_check_private_key(cert, key) != 1) {
         gw_conf_fail(pc, kpath, "key in \"%s\" does not match the certificate in \"%s\"", u->client_key_file,
                      u->client_cert_file);
         goto out;
     }
-    rc = 0;
+    rc = keep_client_pem(u, certs, key);
 out:
     sk_X509_pop_free(sk, X509_free);
-    X509_free(cert);
+    sk_X509_pop_free(certs, X509_free);
     EVP_PKEY_free(key);
     return rc;
 }
@@ -266,7 +314,7 @@ int gw_upstream_conf_set_issuers(struct gw_conf_ctx *pc, const char *path, const
  */
 static int check_http(struct gw_conf_ctx *pc, const char *path, struct gw_upstream_conf *u)
 {
-    const struct gw_http_conf *h = u->impl;
+    struct gw_http_conf *h = u->impl;
     STACK_OF(X509) *certs = NULL;
     char ipath[GW_CONF_PATH_LEN];
 
@@ -317,6 +365,8 @@ void gw_upstream_conf_cleanup(struct gw_upstream_conf *u)
             free(h->ca_file);
             free(h->client_cert_file);
             free(h->client_key_file);
+            OPENSSL_free(h->client_cert_pem);
+            OPENSSL_clear_free(h->client_key_pem, h->client_key_pem_len);
             free(h->issuer_ca_file);
         }
         u->ops->conf_free(u->impl);

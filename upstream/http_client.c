@@ -286,10 +286,21 @@ CURLcode gw_http_setopt_base(CURL *curl, const char *url, const struct gw_http_c
     SET(CURLOPT_SSL_VERIFYHOST, 2L);
     if (tls->ca_file != NULL)
         SET(CURLOPT_CAINFO, tls->ca_file);
-    if (tls->client_cert_file != NULL)
-        SET(CURLOPT_SSLCERT, tls->client_cert_file);
-    if (tls->client_key_file != NULL)
-        SET(CURLOPT_SSLKEY, tls->client_key_file);
+    /* the certificate and key as checked at load, not their files: curl would open those again at
+       each handshake, and use whatever they hold by then (NOCOPY: the configuration outlives the
+       client, and the key is wiped with it) */
+    if (tls->client_cert_pem != NULL) {
+        struct curl_blob cert = {tls->client_cert_pem, tls->client_cert_pem_len, CURL_BLOB_NOCOPY};
+        SET(CURLOPT_SSLCERTTYPE, "PEM");
+        SET(CURLOPT_SSLCERT_BLOB, &cert);
+    }
+    if (tls->client_key_pem != NULL) {
+        struct curl_blob key = {tls->client_key_pem, tls->client_key_pem_len, CURL_BLOB_NOCOPY};
+        SET(CURLOPT_SSLKEYTYPE, "PEM");
+        SET(CURLOPT_SSLKEY_BLOB, &key);
+    } else if (tls->client_key_file != NULL) {
+        SET(CURLOPT_SSLKEY, tls->client_key_file); /* a PKCS#11 URI: no bytes of it to hand over */
+    }
     return rc;
 }
 

@@ -83,6 +83,11 @@ struct gw_http_conf {
     char *ca_file;          /* "tls_ca": CA bundle to verify the upstream's TLS server certificate */
     char *client_cert_file; /* "tls_cert"/"tls_key": TLS client certificate (Vault cert auth, mTLS) */
     char *client_key_file;
+    /* The certificate (and chain) and key of "tls_cert"/"tls_key" as loaded and checked, PEM: libcurl
+       gets these bytes, never the file names, so a file changed after the load is not used before a
+       reload checks it. The key is wiped when the configuration is freed. NULL for a PKCS#11 key. */
+    unsigned char *client_cert_pem, *client_key_pem;
+    size_t client_cert_pem_len, client_key_pem_len;
     char *issuer_ca_file;      /* "issuer_ca": PEM CA certificate(s) the upstream issues under; every
                                   returned certificate must chain to one of them (required) */
     uint32_t max_connections;  /* "max_connections": connections of the asynchronous calls; more wait

@@ -25,6 +25,8 @@ Switches (POST /_control with a JSON object, GET /_control to read; or --state F
                        "3600") instead of the role's token_ttl; the token itself lives token_ttl
   sign_data      obj   its members replace those of a sign answer's data ({"expiration": -1})
   trailing       str   appended after the JSON document of every answer, as bytes after the document
+  close          bool  every answer closes its connection (Connection: close), so the next request
+                       opens a new one with a fresh TLS handshake
   match          str   the switches apply only to request paths containing this string
   sealed         bool  GET /v1/sys/health answers 503 (sealed); that path is never logged nor
                        forced, so that a gateway's health probes do not disturb the other switches
@@ -435,6 +437,9 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", ctype)
             self.send_header("Cache-Control", "no-store")
             self.send_header("Content-Length", str(len(data)))
+            if not plain and self.vault().switch(self.path, "close"):
+                self.send_header("Connection", "close")
+                self.close_connection = True
             self.end_headers()
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
