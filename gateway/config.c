@@ -5,6 +5,7 @@
  * upstream/trust/pbm, policy -> role) are resolved in one final cross-field pass here.
  */
 #include "gateway/config.h"
+#include "gateway/config_local.h"
 #include "base/cidr.h"
 #include "base/conf.h"
 #include "base/err.h"
@@ -410,35 +411,6 @@ static int trust_union(struct gw_conf_ctx *pc, const struct gw_config *cfg, cons
     return 0;
 }
 
-/*
- * A migrating role whose trust entries do not cover its new CA: the devices that move could not
- * sign a kur or an rr with their new certificates. Said at load (not refused: the operator may
- * add the chain before the first device moves).
- */
-static void warn_untrusted_migration(const struct gw_conf_ctx *pc, const struct gw_role *r)
-{
-    const struct gw_upstream_conf *to = r->migration.to;
-    X509 *ca = gw_upstream_conf_issuing_ca(to);
-    X509_STORE_CTX *vc;
-    int ok = 0;
-
-    if (ca == NULL || r->store == NULL || (vc = X509_STORE_CTX_new()) == NULL)
-        return;
-    if (X509_STORE_CTX_init(vc, r->store, ca, r->untrusted) == 1) {
-        /* the chain, not the CA's revocation status, is the question here */
-        X509_VERIFY_PARAM_clear_flags(X509_STORE_CTX_get0_param(vc),
-                                      X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
-        ok = X509_verify_cert(vc) == 1;
-    }
-    if (!ok)
-        gw_log(GW_LOG_WARN, "config",
-               "%s: $.roles.%s.migration: the CA of \"%s\" (%s) does not chain to the role's trust entries: "
-               "devices it issues could not sign a kur or an rr here; add its chain to a trust entry",
-               pc->name, r->name, to->name, X509_verify_cert_error_string(X509_STORE_CTX_get_error(vc)));
-    X509_STORE_CTX_free(vc);
-    ERR_clear_error();
-}
-
 static int resolve_role(struct gw_conf_ctx *pc, struct gw_config *cfg, struct gw_role *r)
 {
     char path[GW_CONF_PATH_LEN];
@@ -450,7 +422,7 @@ static int resolve_role(struct gw_conf_ctx *pc, struct gw_config *cfg, struct gw
     gw_conf_bprintf(path, sizeof(path), "$.roles.%s.trust", r->name);
     if ((rc = trust_union(pc, cfg, path, r->trust_names, r->n_trust, &r->store, &r->untrusted)) != 0)
         return rc;
-    warn_untrusted_migration(pc, r);
+    gw_config_warn_migration(pc, r);
     for (i = 0; i < r->n_pbm; i++) {
         gw_conf_bprintf(path, sizeof(path), "$.roles.%s.pbm[%zu]", r->name, i);
         if (gw_pbm_conf_find(cfg->pbm, cfg->n_pbm, (const unsigned char *)r->pbm_refs[i],
@@ -590,6 +562,7 @@ static int check_config(struct gw_conf_ctx *pc, const char *path, void *base)
         if ((rc = resolve_policy(pc, cfg, lpath, &cfg->profiles[i].policy)) != 0)
             return rc;
     }
+    gw_config_warn_free_subjects(pc, cfg);
     return routes_init(cfg);
 }
 

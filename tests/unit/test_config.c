@@ -1922,6 +1922,71 @@ static void test_plaintext_upstream(void **state)
     }
 }
 
+/*
+ * A role without allowed_subjects lets a client choose its subject; another role that trusts the same
+ * CA and admits by subject would take such a certificate. Warned at load, once per pair, naming both
+ * roles and the key; not when allowed_subjects is set, nor when the other role trusts another CA.
+ */
+static void test_free_subjects_warn(void **state)
+{
+    static const struct {
+        const char *authz, *trust, *default_authz, *by; /* by NULL: no warning */
+    } cases[] = {
+        {"\"signer_subjects\": [\"/O=Corp/CN=*\"]", "demo", "", "signer_subjects"},
+        {"\"tls_subjects\": [\"/O=Corp/CN=*\"]", "demo", "", "tls_subjects"},
+        {"\"tls_subjects\": [\"/O=Corp/CN=*\"], \"tls_trust\": [\"demo\"]", "demo", "", "tls_subjects"},
+        {"\"ra_subjects\": [\"/O=Corp/CN=ra-*\"]", "demo", "", "ra_subjects"},
+        {"\"signer_subjects\": [\"/O=Corp/CN=*\"]", "demo",
+         ", \"authorization\": { \"allowed_subjects\": [\"/CN=*\"] }", NULL},
+        {"\"signer_subjects\": [\"/O=Corp/CN=*\"]", "oth", "", NULL},
+        {"\"tls_subjects\": [\"/O=Corp/CN=*\"], \"tls_trust\": [\"oth\"]", "demo", "", NULL},
+        {"\"tls_client\": \"require\"", "demo", "", NULL},
+    };
+    char role[512], def[256], want[512], err[GW_ERR_LEN], *log;
+    struct gw_config *cfg;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct edit e[] = {
+            {"\"roles\": {", role},
+            {"\"trust\": {",
+             "\"trust\": { \"oth\": { \"ca_file\": \"other.pem\", \"revocation\": \"none\" },"},
+            {"\"implicit_confirm\": true", def},
+        };
+
+        snprintf(role, sizeof(role),
+                 "\"roles\": { \"gated\": { \"upstream\": \"local\", \"trust\": [\"%s\"], \"authorization\": "
+                 "{ %s } },",
+                 cases[i].trust, cases[i].authz);
+        snprintf(def, sizeof(def), "\"implicit_confirm\": true%s", cases[i].default_authz);
+        {
+            char *text = edited(e, 3);
+            err[0] = '\0';
+            capture_start();
+            cfg = parse_text(text, strlen(text), err);
+            log = capture_end();
+            free(text);
+        }
+        if (cfg == NULL)
+            fail_msg("case %zu: refused: %s", i, err);
+        snprintf(want, sizeof(want),
+                 "$.roles.default.authorization.allowed_subjects: unset, so role \\\"default\\\" issues any "
+                 "subject a client asks for under the CA of upstream \\\"local\\\", which role \\\"gated\\\" "
+                 "trusts and admits by subject (%s)",
+                 cases[i].by != NULL ? cases[i].by : "");
+        if (cases[i].by != NULL && strstr(log, want) == NULL)
+            fail_msg("case %zu: no warning\n  %s\nin\n  %s", i, want, log);
+        if (cases[i].by == NULL && strstr(log, "allowed_subjects: unset") != NULL)
+            fail_msg("case %zu: warned:\n  %s", i, log);
+        /* once per pair, and never of a role about itself ("gated" has no allowed_subjects either) */
+        if (cases[i].by != NULL &&
+            strstr(strstr(log, want) + strlen(want), "allowed_subjects: unset") != NULL)
+            fail_msg("case %zu: warned more than once:\n  %s", i, log);
+        gw_config_free(cfg);
+        free(log);
+    }
+}
+
 /* A "trusted_proxies" range of every address loads with a warning: any client may claim any address. */
 static void test_trusted_everyone_warns(void **state)
 {
@@ -2093,6 +2158,7 @@ int main(void)
         cmocka_unit_test(test_key_modes),
         cmocka_unit_test(test_secret_not_regular),
         cmocka_unit_test(test_plaintext_upstream),
+        cmocka_unit_test(test_free_subjects_warn),
         cmocka_unit_test(test_trusted_everyone_warns),
         cmocka_unit_test(test_check_role),
     };

@@ -1,0 +1,24 @@
+/*
+ * Internal sharing of the configuration module: config.c (schema, parse, cross-field checks) and
+ * config_warn.c (what loads but was likely not meant, said at load and by `cmpgw check`).
+ */
+#ifndef GW_CONFIG_LOCAL_H
+#define GW_CONFIG_LOCAL_H
+
+#include "gateway/config.h"
+#include "base/conf.h"
+
+/*
+ * gw_config_warn_migration warns when the CA |r| migrates to does not chain to |r|'s trust entries:
+ * the devices that move could not sign a kur or an rr with their new certificates.
+ */
+void gw_config_warn_migration(const struct gw_conf_ctx *pc, const struct gw_role *r);
+
+/*
+ * gw_config_warn_free_subjects warns, once per pair of roles, of a role without allowed_subjects
+ * whose upstream's CA another role trusts while it admits clients by subject (signer_subjects,
+ * tls_subjects, ra_subjects, device_allowlist). Needs the roles resolved (their trust stores built).
+ */
+void gw_config_warn_free_subjects(struct gw_conf_ctx *pc, const struct gw_config *cfg);
+
+#endif

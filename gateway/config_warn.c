@@ -1,0 +1,147 @@
+/*
+ * Configurations that load but were likely not meant (config_local.h): each is a `config` warning at
+ * load, reload and `cmpgw check`, never a refusal (the operator may be mid-change).
+ */
+#include "gateway/config_local.h"
+#include "base/log.h"
+#include "base/pem.h"
+#include "upstream/upstream.h"
+
+#include <openssl/err.h>
+#include <openssl/x509_vfy.h>
+
+/*
+ * X509_V_OK when CA certificate |ca| chains to |store| (with |untrusted|) under the store's own flags,
+ * else why not; -1 when there is nothing to check. Its revocation status is not the question.
+ */
+static int chain_error(X509 *ca, X509_STORE *store, STACK_OF(X509) *untrusted)
+{
+    X509_STORE_CTX *vc;
+    int err = -1;
+
+    if (ca == NULL || store == NULL || (vc = X509_STORE_CTX_new()) == NULL)
+        return -1;
+    if (X509_STORE_CTX_init(vc, store, ca, untrusted) == 1) {
+        X509_VERIFY_PARAM_clear_flags(X509_STORE_CTX_get0_param(vc),
+                                      X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+        err = X509_verify_cert(vc) == 1 ? X509_V_OK : X509_STORE_CTX_get_error(vc);
+    }
+    X509_STORE_CTX_free(vc);
+    ERR_clear_error();
+    return err;
+}
+
+void gw_config_warn_migration(const struct gw_conf_ctx *pc, const struct gw_role *r)
+{
+    int err = chain_error(gw_upstream_conf_issuing_ca(r->migration.to), r->store, r->untrusted);
+
+    if (err > X509_V_OK)
+        gw_log(GW_LOG_WARN, "config",
+               "%s: $.roles.%s.migration: the CA of \"%s\" (%s) does not chain to the role's trust entries: "
+               "devices it issues could not sign a kur or an rr here; add its chain to a trust entry",
+               pc->name, r->name, r->migration.to->name, X509_verify_cert_error_string(err));
+}
+
+/* Whether a CA that |u| issues under chains to |store|. */
+static bool issues_under(const struct gw_upstream_conf *u, X509_STORE *store, STACK_OF(X509) *untrusted)
+{
+    for (int i = 0; u != NULL && i < sk_X509_num(u->issuer_certs); i++)
+        if (chain_error(sk_X509_value(u->issuer_certs, i), store, untrusted) == X509_V_OK)
+            return true;
+    return false;
+}
+
+/* The upstream of |free| (main, delegate or CRMF) whose certificates |store| accepts, or NULL. */
+static const struct gw_upstream_conf *trusted_upstream(const struct gw_role *free, X509_STORE *store,
+                                                       STACK_OF(X509) *untrusted)
+{
+    const struct gw_upstream_conf *ups[] = {free->upstream, free->delegate, free->crmf_upstream};
+
+    for (size_t i = 0; i < sizeof(ups) / sizeof(ups[0]); i++)
+        if (issues_under(ups[i], store, untrusted))
+            return ups[i];
+    return NULL;
+}
+
+/* One subject allow-list of a role and the trust its certificates are verified against. */
+struct by_subject {
+    const char *key;
+    bool set;
+    X509_STORE *store;
+    STACK_OF(X509) *untrusted;
+};
+
+/* Warns when role |free| (no allowed_subjects) issues under a CA that |by| admits by subject. */
+static void warn_pair(const struct gw_conf_ctx *pc, const struct gw_role *free, const struct gw_role *by,
+                      X509_STORE *listener_store)
+{
+    const struct by_subject lists[] = {
+        {"signer_subjects", by->authz.signer_subjects.n > 0, by->store, by->untrusted},
+        {"ra_subjects", by->authz.ra_subjects.n > 0, by->store, by->untrusted},
+        {"device_allowlist", by->n_allow_subjects > 0, by->store, by->untrusted},
+        /* without tls_trust, any certificate a listener verified */
+        {"tls_subjects", by->authz.tls_subjects.n > 0,
+         by->authz.tls_store != NULL ? by->authz.tls_store : listener_store, by->authz.tls_untrusted},
+    };
+    const struct gw_upstream_conf *u;
+
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+        if (!lists[i].set || (u = trusted_upstream(free, lists[i].store, lists[i].untrusted)) == NULL)
+            continue;
+        gw_log(GW_LOG_WARN, "config",
+               "%s: $.roles.%s.authorization.allowed_subjects: unset, so role \"%s\" issues any subject a "
+               "client asks for under the CA of upstream \"%s\", which role \"%s\" trusts and admits by "
+               "subject (%s): a client of \"%s\" could get a certificate \"%s\" admits; set allowed_subjects "
+               "on \"%s\"",
+               pc->name, free->name, free->name, u->name, by->name, lists[i].key, free->name, by->name,
+               free->name);
+        return; /* once per pair */
+    }
+}
+
+/* The CAs of every listener's client_ca, as one store; NULL if none. */
+static X509_STORE *listener_anchors(struct gw_conf_ctx *pc, const struct gw_config *cfg)
+{
+    STACK_OF(X509) *all = sk_X509_new_null(), *sk;
+    X509_STORE *store = NULL;
+
+    for (size_t i = 0; all != NULL && i < cfg->n_listeners; i++) {
+        sk = NULL;
+        /* each loaded a moment ago (gateway/config.c, check_tls): a failure now leaves it out */
+        if (cfg->listeners[i].client_ca == NULL ||
+            gw_pem_load_certs(pc, "$.listeners", cfg->listeners[i].client_ca, &sk) != 0)
+            continue;
+        for (int k = 0; k < sk_X509_num(sk); k++) {
+            X509 *x = sk_X509_value(sk, k);
+            if (X509_up_ref(x) == 1 && sk_X509_push(all, x) <= 0)
+                X509_free(x);
+        }
+        sk_X509_pop_free(sk, X509_free);
+    }
+    if (sk_X509_num(all) > 0)
+        store = gw_pem_anchor_store(all);
+    sk_X509_pop_free(all, X509_free);
+    return store;
+}
+
+void gw_config_warn_free_subjects(struct gw_conf_ctx *pc, const struct gw_config *cfg)
+{
+    X509_STORE *listener_store = NULL;
+    bool loaded = false;
+
+    for (size_t i = 0; i < cfg->n_roles; i++) {
+        if (cfg->roles[i].authz.subjects.n > 0)
+            continue;
+        for (size_t j = 0; j < cfg->n_roles; j++) {
+            if (j == i)
+                continue;
+            if (!loaded && cfg->roles[j].authz.tls_subjects.n > 0 && cfg->roles[j].authz.tls_store == NULL) {
+                listener_store = listener_anchors(pc, cfg);
+                loaded = true;
+            }
+            warn_pair(pc, &cfg->roles[i], &cfg->roles[j], listener_store);
+        }
+    }
+    X509_STORE_free(listener_store);
+    ERR_clear_error();
+}
