@@ -1430,6 +1430,22 @@ static struct gw_config *parse_edits(const struct edit *e, size_t n)
     return cfg;
 }
 
+/* parse_edits that also returns what the load logged (warnings) in *log (free it). */
+static struct gw_config *parse_edits_logged(const struct edit *e, size_t n, char **log)
+{
+    char err[GW_ERR_LEN] = "";
+    char *text = edited(e, n);
+    struct gw_config *cfg;
+
+    capture_start();
+    cfg = parse_text(text, strlen(text), err);
+    *log = capture_end();
+    free(text);
+    if (cfg == NULL)
+        fail_msg("refused: %s", err);
+    return cfg;
+}
+
 static const struct gw_upstream_conf *up_named(const struct gw_config *cfg, const char *name)
 {
     size_t i;
@@ -1897,7 +1913,7 @@ static void test_plaintext_upstream(void **state)
         {"http://10.0.0.1:8888", ", \"allow_plaintext_http\": true", true},
         {"http://cfssl.example", ", \"allow_plaintext_http\": true", true},
     };
-    char repl[256], want[256], err[GW_ERR_LEN], *text, *log;
+    char repl[256], want[256], *log;
     struct gw_config *cfg;
 
     (void)state;
@@ -1905,14 +1921,7 @@ static void test_plaintext_upstream(void **state)
         struct edit e[2] = {UPS, {"\"url\": \"http://127.0.0.1:8888\"", repl}};
 
         snprintf(repl, sizeof(repl), "\"url\": \"%s\"%s", cases[i].url, cases[i].extra);
-        text = edited(e, 2);
-        err[0] = '\0';
-        capture_start();
-        cfg = parse_text(text, strlen(text), err);
-        log = capture_end();
-        free(text);
-        if (cfg == NULL)
-            fail_msg("%s: refused: %s", cases[i].url, err);
+        cfg = parse_edits_logged(e, 2, &log);
         snprintf(want, sizeof(want), "$.upstreams.cfssl.url: \\\"%s\\\" is plain HTTP off loopback",
                  cases[i].url);
         if ((strstr(log, want) != NULL) != cases[i].warns)
@@ -1942,7 +1951,7 @@ static void test_free_subjects_warn(void **state)
         {"\"tls_subjects\": [\"/O=Corp/CN=*\"], \"tls_trust\": [\"oth\"]", "demo", "", NULL},
         {"\"tls_client\": \"require\"", "demo", "", NULL},
     };
-    char role[512], def[256], want[512], err[GW_ERR_LEN], *log;
+    char role[512], def[256], want[512], *log;
     struct gw_config *cfg;
 
     (void)state;
@@ -1959,16 +1968,7 @@ static void test_free_subjects_warn(void **state)
                  "{ %s } },",
                  cases[i].trust, cases[i].authz);
         snprintf(def, sizeof(def), "\"implicit_confirm\": true%s", cases[i].default_authz);
-        {
-            char *text = edited(e, 3);
-            err[0] = '\0';
-            capture_start();
-            cfg = parse_text(text, strlen(text), err);
-            log = capture_end();
-            free(text);
-        }
-        if (cfg == NULL)
-            fail_msg("case %zu: refused: %s", i, err);
+        cfg = parse_edits_logged(e, 3, &log);
         snprintf(want, sizeof(want),
                  "$.roles.default.authorization.allowed_subjects: unset, so role \\\"default\\\" issues any "
                  "subject a client asks for under the CA of upstream \\\"local\\\", which role \\\"gated\\\" "
