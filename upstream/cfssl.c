@@ -228,9 +228,11 @@ static void reduce(const struct gw_upstream_conf *conf, const char *endpoint, en
         classify_error(a, gw_upstream_conf_name(conf), rsp->status, rc == 0 ? &env : NULL);
 out:
     if (a->status != 0) {
-        X509_free(a->cert);
+        if (what != READ_SIGN) { /* a refused sign answer's certificate was issued: kept (answers.h) */
+            X509_free(a->cert);
+            a->cert = NULL;
+        }
         free(a->der);
-        a->cert = NULL;
         a->der = NULL;
         a->der_len = 0;
     }
@@ -655,6 +657,8 @@ static void sign_call_done(void *arg, int rc, const struct gw_http_response *rsp
     reduce(sc->conf, sc->endpoint, READ_SIGN, rc, rsp, &a);
     if (a.status != 0) {
         set_error(sc->res, &a);
+        sc->res->cert = a.cert; /* issued all the same, if set: the engine records and revokes it */
+        a.cert = NULL;
         answer_cleanup(&a);
     } else if (signed_by(a.cert, sc->chain)) {
         sign_call_take(sc, a.cert);

@@ -4,6 +4,7 @@
  * "errors": [{"code": int, "message": string}], "messages": [the same]}.
  */
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,16 +81,50 @@ int gw_cfssl_parse_envelope(const char *body, size_t len, struct gw_cfssl_envelo
     return rc;
 }
 
-/* sign, authsign and info: {"result": {"certificate": "<one PEM certificate>"}} on success. */
-static int parse_cert(const char *body, size_t len, struct gw_cfssl_cert *out, char *err)
+/*
+ * The certificate an answer refused whole says was issued ("success": true and a readable
+ * result.certificate), or NULL: only to be recorded and withdrawn (docs/design.md D8).
+ */
+static X509 *issued_cert(json_object *root)
+{
+    char why[GW_ERR_LEN];
+    bool success = false;
+
+    if (root == NULL || gw_field_bool(gw_field_member(root, "success"), "success", &success, why) != 0 ||
+        !success)
+        return NULL;
+    return gw_field_issued_cert(root, "result", "certificate");
+}
+
+/* What a sign answer that is no whole JSON document says was issued: see gw_field_parse_leading. */
+static X509 *leading_cert(const char *body, size_t len)
+{
+    json_object *lead = NULL;
+    char why[GW_ERR_LEN];
+    X509 *cert;
+
+    json_object_put(gw_field_parse_leading(body, len, &lead, why)); /* NULL: the strict parse failed */
+    cert = issued_cert(lead);
+    json_object_put(lead);
+    return cert;
+}
+
+/*
+ * sign, authsign and info: {"result": {"certificate": "<one PEM certificate>"}} on success. |keep|
+ * (sign): a refused answer that says a certificate was issued keeps it in |out->cert|.
+ */
+static int parse_cert(const char *body, size_t len, int keep, struct gw_cfssl_cert *out, char *err)
 {
     json_object *root, *result;
     STACK_OF(X509) *one = NULL;
+    X509 *issued = NULL;
     int rc;
 
     memset(out, 0, sizeof(*out));
-    if ((root = gw_field_document(body, len, "not a cfssl envelope", err)) == NULL)
+    if ((root = gw_field_document(body, len, "not a cfssl envelope", err)) == NULL) {
+        out->cert = keep ? leading_cert(body, len) : NULL;
         return GW_ERR_UPSTREAM;
+    }
     if ((rc = envelope(root, &out->env, err)) != 0 || !out->env.success)
         goto out;
     result = gw_field_member(root, "result");
@@ -105,20 +140,24 @@ static int parse_cert(const char *body, size_t len, struct gw_cfssl_cert *out, c
     out->cert = sk_X509_shift(one);
 out:
     sk_X509_pop_free(one, X509_free);
+    if (rc != 0 && keep) /* cfssl issued it all the same, whatever else the answer says */
+        issued = issued_cert(root);
     json_object_put(root);
-    if (rc != 0)
+    if (rc != 0) {
         gw_cfssl_cert_cleanup(out);
+        out->cert = issued;
+    }
     return rc;
 }
 
 int gw_cfssl_parse_sign(const char *body, size_t len, struct gw_cfssl_cert *out, char *err)
 {
-    return parse_cert(body, len, out, err);
+    return parse_cert(body, len, 1, out, err);
 }
 
 int gw_cfssl_parse_info(const char *body, size_t len, struct gw_cfssl_cert *out, char *err)
 {
-    return parse_cert(body, len, out, err);
+    return parse_cert(body, len, 0, out, err);
 }
 
 void gw_cfssl_cert_cleanup(struct gw_cfssl_cert *c)

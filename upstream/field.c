@@ -50,7 +50,8 @@ static bool blank(const char *s, size_t len)
     return true;
 }
 
-json_object *gw_field_parse_object(const char *body, size_t len, char *err)
+/* gw_field_parse_object, and when |leading| is not NULL, gw_field_parse_leading's *leading. */
+static json_object *parse_object(const char *body, size_t len, json_object **leading, char *err)
 {
     json_tokener *tok = NULL;
     json_object *o = NULL;
@@ -86,7 +87,11 @@ json_object *gw_field_parse_object(const char *body, size_t len, char *err)
         gw_field_fail(err, "truncated: the answer ends inside the JSON document");
     else if (e != json_tokener_success)
         gw_field_fail(err, "%s at byte %zu", json_tokener_error_desc(e), end);
-    else if (end != len)
+    else if (end != len && leading != NULL && json_object_is_type(o, json_type_object)) {
+        gw_field_fail(err, "trailing data after the JSON document, at byte %zu of %zu", end, len);
+        *leading = o;
+        o = NULL;
+    } else if (end != len)
         gw_field_fail(err, "trailing data after the JSON document, at byte %zu of %zu", end, len);
     else if (!json_object_is_type(o, json_type_object))
         gw_field_fail(err, "the JSON document is %s, not an object", type_word(o));
@@ -97,6 +102,17 @@ json_object *gw_field_parse_object(const char *body, size_t len, char *err)
 out:
     json_tokener_free(tok);
     return o;
+}
+
+json_object *gw_field_parse_object(const char *body, size_t len, char *err)
+{
+    return parse_object(body, len, NULL, err);
+}
+
+json_object *gw_field_parse_leading(const char *body, size_t len, json_object **leading, char *err)
+{
+    *leading = NULL;
+    return parse_object(body, len, leading, err);
 }
 
 json_object *gw_field_member(json_object *obj, const char *key)
@@ -318,6 +334,21 @@ json_object *gw_field_document(const char *body, size_t len, const char *what, c
     if (root == NULL)
         gw_field_fail(err, "%s: %.200s", what, why);
     return root;
+}
+
+X509 *gw_field_issued_cert(json_object *root, const char *obj, const char *key)
+{
+    json_object *o = gw_field_member(root, obj);
+    STACK_OF(X509) *one = NULL;
+    char name[64], why[GW_ERR_LEN];
+    X509 *cert = NULL;
+
+    snprintf(name, sizeof(name), "%s.%s", obj, key);
+    if (gw_field_object(o, obj, why) == 0 && (one = sk_X509_new_null()) != NULL &&
+        gw_field_certs(gw_field_member(o, key), name, one, 1, 0, NULL, why) == 0)
+        cert = sk_X509_shift(one);
+    sk_X509_pop_free(one, X509_free);
+    return cert;
 }
 
 int gw_field_fail(char *err, const char *fmt, ...)

@@ -26,6 +26,20 @@
  */
 json_object *gw_field_parse_object(const char *body, size_t len, char *err);
 
+/*
+ * gw_field_parse_leading is gw_field_parse_object, and when its only fault is bytes after a complete
+ * JSON object, that object goes to *leading (the caller's: json_object_put; else NULL) while NULL is
+ * returned: enough to learn what an answer says was done (a certificate issued), never to act on it.
+ */
+json_object *gw_field_parse_leading(const char *body, size_t len, json_object **leading, char *err);
+
+/*
+ * gw_field_issued_cert: the one certificate at member |key| of the object at member |obj| of |root|
+ * (data.certificate, result.certificate) of an answer refused whole, read with gw_field_certs' checks;
+ * NULL if there is none (the caller's). For the record and the withdrawal only, never to deliver it.
+ */
+X509 *gw_field_issued_cert(json_object *root, const char *obj, const char *key);
+
 /* gw_field_document is gw_field_parse_object with the reason as "<what>: <why>" (an answer's root). */
 json_object *gw_field_document(const char *body, size_t len, const char *what, char *err);
 

@@ -179,6 +179,23 @@ out:
     return rc;
 }
 
+/*
+ * The certificate of a sign answer refused for bytes after its JSON document (NULL if it has none):
+ * read with the same checks as from a whole answer, only to be recorded and withdrawn (docs/design.md
+ * D8). An answer that is not one complete JSON object gives none: what it holds is not Vault's.
+ */
+static X509 *leading_cert(const char *body, size_t len)
+{
+    json_object *lead = NULL;
+    char why[GW_ERR_LEN];
+    X509 *cert;
+
+    json_object_put(gw_field_parse_leading(body, len, &lead, why)); /* NULL: the strict parse failed */
+    cert = lead != NULL ? gw_field_issued_cert(lead, "data", "certificate") : NULL;
+    json_object_put(lead);
+    return cert;
+}
+
 int gw_vault_parse_sign(const char *body, size_t len, struct gw_vault_signed *out, char *err)
 {
     json_object *root, *data, *m;
@@ -186,8 +203,10 @@ int gw_vault_parse_sign(const char *body, size_t len, struct gw_vault_signed *ou
     int rc;
 
     memset(out, 0, sizeof(*out));
-    if ((root = gw_field_document(body, len, "not Vault JSON", err)) == NULL)
+    if ((root = gw_field_document(body, len, "not Vault JSON", err)) == NULL) {
+        out->cert = leading_cert(body, len); /* refused all the same: GW_ERR_UPSTREAM */
         return GW_ERR_UPSTREAM;
+    }
     if ((rc = gw_field_messages(gw_field_member(root, "warnings"), "warnings", out->warnings,
                                 sizeof(out->warnings), err)) != 0)
         goto out;

@@ -670,6 +670,18 @@ static void test_vault_sign(void **state)
     assert_null(o.sign.chain);
     assert_string_equal(o.sign.serial_number, "");
     gw_vault_signed_cleanup(&o.sign);
+    /* bytes after a whole answer: refused, and the certificate Vault issued kept to be recorded and
+       revoked; what is no complete JSON object (truncated, an array) gives none */
+    assert_int_equal(parse_tmpl(VAULT_SIGN, SIGNED("") " {}", &o, err), UP);
+    assert_non_null(strstr(err, "not Vault JSON: trailing data"));
+    assert_non_null(o.sign.cert);
+    assert_int_equal(X509_cmp(o.sign.cert, leaf), 0);
+    assert_null(o.sign.chain);
+    gw_vault_signed_cleanup(&o.sign);
+    assert_int_equal(parse_tmpl(VAULT_SIGN, "{\"data\":{\"certificate\":@LEAF@", &o, err), UP);
+    assert_null(o.sign.cert);
+    assert_int_equal(parse_tmpl(VAULT_SIGN, "[" SIGNED("") "] x", &o, err), UP);
+    assert_null(o.sign.cert);
     /* refused before the certificate is read: nothing left to free */
     assert_int_equal(parse_tmpl(VAULT_SIGN, "{\"data\":{\"certificate\":@LEAF@},\"warnings\":[1]}", &o, err),
                      UP);
@@ -952,6 +964,24 @@ static void test_cfssl_sign_info(void **state)
         parse_tmpl(CFSSL_SIGN, ENVELOPE("{\"code\":9002,\"message\":\"CSR Decode failed\"}"), &o, err), 0);
     assert_false(o.ccert.env.success);
     assert_int_equal(o.ccert.env.code, 9002);
+    assert_null(o.ccert.cert);
+    /* a sign answer refused whole that says it issued keeps the certificate, to be recorded and revoked:
+       bytes after the document, an errors entry out of shape; info keeps none, nor does a failure */
+    static const char *const issued[] = {
+        CFSIGN("@LEAF@") "x", "{\"success\":true,\"result\":{\"certificate\":@LEAF@},\"errors\":[1]}"};
+    for (size_t i = 0; i < sizeof(issued) / sizeof(issued[0]); i++) {
+        assert_int_equal(parse_tmpl(CFSSL_SIGN, issued[i], &o, err), UP);
+        assert_non_null(o.ccert.cert);
+        assert_int_equal(X509_cmp(o.ccert.cert, leaf), 0);
+        assert_false(o.ccert.env.success);
+        gw_cfssl_cert_cleanup(&o.ccert);
+        assert_int_equal(parse_tmpl(CFSSL_INFO, issued[i], &o, err), UP);
+        assert_null(o.ccert.cert);
+    }
+    assert_int_equal(parse_tmpl(CFSSL_SIGN,
+                                "{\"success\":false,\"result\":{\"certificate\":@LEAF@},\"errors\":[1]}", &o,
+                                err),
+                     UP);
     assert_null(o.ccert.cert);
 }
 

@@ -722,6 +722,18 @@ static void test_sign_answer_out_of_range(void **state)
         assert_int_equal(fake.n_reqs, 1); /* refused, not asked again */
         gw_sign_result_cleanup(&res);
     }
+    /* bytes after the whole answer: refused, and its certificate handed on to be recorded and revoked */
+    snprintf(bodies[0], sizeof(bodies[0]), "%s\n{\"data\":null}", ok_body);
+    a.body = bodies[0];
+    fake_script(&a, 1);
+    sign(&f, &res);
+    assert_int_equal(res.status, GW_ERR_UPSTREAM);
+    assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemFailure);
+    assert_non_null(res.cert);
+    assert_null(res.chain);
+    assert_non_null(
+        strstr(res.reason, "Vault's answer (HTTP 200) is refused: not Vault JSON: trailing data"));
+    gw_sign_result_cleanup(&res);
     fx_cleanup(&f);
 }
 
