@@ -4,7 +4,9 @@ pollReq with pollRep(checkAfter) until the certificate arrives, then ip and cert
 the local issuer's "delay" knob and the Vault-API test server set to a latency above poll_after; a role
 without poll_after still blocks (the twin); and a gateway restarted while its client polls: the client
 fails cleanly with a decoded CMP error, and the first run's audit log shows the certificate (with
-the redis state and transaction records, the restarted gateway delivers it instead).
+the redis state and transaction records, the restarted gateway delivers it instead). A Vault that
+issues after the upstream's timeout (its retry of a 503 answered late) has that certificate revoked
+and on the audit log as not delivered.
 """
 import json
 import shutil
@@ -224,6 +226,40 @@ class PollingAbandoned(harness.GatewayTestCase):
         self.assertEqual([r.get("serial", "").lower() for r in revoked], [serial], revoked)
         self.assertTrue(self.revoked_at_vault(serial))
         self.assertIn("txn_expired_pending", [l.get("event") for l in self.gw.log_lines()])
+
+
+class PollingVaultLate(harness.GatewayTestCase):
+    """Vault answers after the upstream's 2 s timeout (a 503 after 1.5 s, the retry it allows answered
+    1.5 s later): the client's pollReq past the deadline gets systemUnavail, and the certificate Vault
+    issued then is on the audit log as not delivered and revoked at Vault."""
+    vault = None
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        vault_poll_role(cls, cfg, gw, timeout="2s")
+
+    def test_certificate_after_the_deadline_revoked(self):
+        self.vault.control({"latency_ms": 1500, "force_status": 503, "force_count": 1, "match": "sign/"})
+        key = self.newkey("late")
+        csr = self.gw.dir / "late.csr"
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=late.example.com", "-out", csr])
+        p, answers, cert = cmp_polling(self.gw, "p10cr", "late", "pki/roles/vault-poll/cmp", ["-csr", csr])
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIsNone(cert)
+        self.assertEqual((answers[0].body_type, answers[0].status), ("cp", WAITING), answers)
+        self.assert_cmp_error(answers[-1], ("cp",), "systemUnavail")
+        tid = answers[0].header["transactionID"].asOctets().hex()
+        deadline = time.monotonic() + 30  # the outcome, not a time: the retry lands about 1 s later
+        while not [r for r in audit(self.gw, "revoked") if r.get("tid") == tid] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        issued = [r for r in audit(self.gw, "issued") if r.get("tid") == tid]
+        self.assertEqual([r.get("status") for r in issued], ["issued after the deadline; not delivered"], issued)
+        serial = issued[0]["serial"].lower()
+        revoked = [r for r in audit(self.gw, "revoked") if r.get("tid") == tid]
+        self.assertEqual([r.get("serial", "").lower() for r in revoked], [serial], revoked)
+        colons = ":".join(serial[i:i + 2] for i in range(0, len(serial), 2))
+        self.assertNotEqual(self.vault.api("GET", "/v1/pki/cert/%s" % colons)["data"]["revocation_time"], 0)
+        self.assertIn("late_issue", [l.get("event") for l in self.gw.log_lines()])
 
 
 class PollingRestart(harness.GatewayTestCase):
