@@ -46,6 +46,22 @@ def audit(gw, event, path=None):
     return [r for r in map(json.loads, lines) if r.get("event") == event]
 
 
+def of_tid(gw, event, tid):
+    return [r for r in audit(gw, event) if r.get("tid") == tid]
+
+
+def wait_revoked(gw, tid, wait_s):
+    """Waits for the outcome, not for a time: until |tid| has a "revoked" record, at most |wait_s|."""
+    deadline = time.monotonic() + wait_s
+    while not of_tid(gw, "revoked", tid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def revoked_at_vault(vault, serial):
+    colons = ":".join(serial[i:i + 2] for i in range(0, len(serial), 2))
+    return vault.api("GET", "/v1/pki/cert/%s" % colons)["data"]["revocation_time"] != 0
+
+
 def vault_poll_role(cls, cfg, gw, **upstream):
     """Upstream "vault" (the Vault-API test server, started for |cls|, with |upstream| keys on top) and
     role "vault-poll" on it, polling after 500 ms."""
@@ -196,10 +212,6 @@ class PollingAbandoned(harness.GatewayTestCase):
         vault_poll_role(cls, cfg, gw, timeout="4s")
         cfg.setdefault("cmp", {})["transaction_ttl"] = "1s"
 
-    def revoked_at_vault(self, serial):
-        colons = ":".join(serial[i:i + 2] for i in range(0, len(serial), 2))
-        return self.vault.api("GET", "/v1/pki/cert/%s" % colons)["data"]["revocation_time"] != 0
-
     def test_uncollected_certificate_revoked(self):
         self.vault.control({"latency_ms": 2500, "match": "sign/"})
         key = self.newkey("gaveup")
@@ -212,11 +224,9 @@ class PollingAbandoned(harness.GatewayTestCase):
         self.assertEqual((answers[0].body_type, answers[0].status), ("cp", WAITING), answers)
         tid = answers[0].header["transactionID"].asOctets().hex()
         # the call lands at 2.5 s, the transaction expires at 5 s (with transaction records, from its
-        # record GW_STATE_CLAIM_SLACK later): wait for the outcome, not for a time
-        deadline = time.monotonic() + 60
-        while not [r for r in audit(self.gw, "revoked") if r.get("tid") == tid] and time.monotonic() < deadline:
-            time.sleep(0.2)
-        issued = [r for r in audit(self.gw, "issued") if r.get("tid") == tid]
+        # record GW_STATE_CLAIM_SLACK later)
+        wait_revoked(self.gw, tid, 60)
+        issued = of_tid(self.gw, "issued", tid)
         self.assertEqual([r.get("status") for r in issued], ["awaiting the client's pollReq"], issued)
         serial = issued[0]["serial"].lower()
         undelivered = [r for r in audit(self.gw, "expired_undelivered") if r.get("tid") == tid]
@@ -224,7 +234,7 @@ class PollingAbandoned(harness.GatewayTestCase):
                          [(serial, "no pollReq collected it before its transaction closed")], undelivered)
         revoked = [r for r in audit(self.gw, "revoked") if r.get("tid") == tid]
         self.assertEqual([r.get("serial", "").lower() for r in revoked], [serial], revoked)
-        self.assertTrue(self.revoked_at_vault(serial))
+        self.assertTrue(revoked_at_vault(self.vault, serial))
         self.assertIn("txn_expired_pending", [l.get("event") for l in self.gw.log_lines()])
 
 
@@ -249,16 +259,12 @@ class PollingVaultLate(harness.GatewayTestCase):
         self.assertEqual((answers[0].body_type, answers[0].status), ("cp", WAITING), answers)
         self.assert_cmp_error(answers[-1], ("cp",), "systemUnavail")
         tid = answers[0].header["transactionID"].asOctets().hex()
-        deadline = time.monotonic() + 30  # the outcome, not a time: the retry lands about 1 s later
-        while not [r for r in audit(self.gw, "revoked") if r.get("tid") == tid] and time.monotonic() < deadline:
-            time.sleep(0.2)
-        issued = [r for r in audit(self.gw, "issued") if r.get("tid") == tid]
+        wait_revoked(self.gw, tid, 30)  # the retry lands about 1 s after the deadline
+        issued = of_tid(self.gw, "issued", tid)
         self.assertEqual([r.get("status") for r in issued], ["issued after the deadline; not delivered"], issued)
         serial = issued[0]["serial"].lower()
-        revoked = [r for r in audit(self.gw, "revoked") if r.get("tid") == tid]
-        self.assertEqual([r.get("serial", "").lower() for r in revoked], [serial], revoked)
-        colons = ":".join(serial[i:i + 2] for i in range(0, len(serial), 2))
-        self.assertNotEqual(self.vault.api("GET", "/v1/pki/cert/%s" % colons)["data"]["revocation_time"], 0)
+        self.assertEqual([r.get("serial", "").lower() for r in of_tid(self.gw, "revoked", tid)], [serial])
+        self.assertTrue(revoked_at_vault(self.vault, serial))
         self.assertIn("late_issue", [l.get("event") for l in self.gw.log_lines()])
 
 
