@@ -12,6 +12,7 @@
 #define GW_MAX_RESPONSE (100 * 1024) /* openssl cmp rejects responses over 100 KiB */
 #define GW_HTTP1_REQ_TIMEOUT_MS 5000 /* below the drain deadline (docs/design.md H8.12) */
 #define GW_DRAIN_TIMEOUT_MS 10000    /* graceful shutdown: wait this long for in-flight work */
+#define GW_MAX_WITHDRAWALS 1024      /* revocations of undelivered certificates queued per engine */
 
 /* connections, requests in flight and authentication attempts per client address (gateway/guard.c) */
 #define GW_DEFAULT_MAX_CONNECTIONS 4096

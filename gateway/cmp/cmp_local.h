@@ -59,6 +59,7 @@ struct gw_cmp_engine {
     struct cmp_pending *pending;           /* upstream calls still running (poll.c's lock) */
     struct cmp_crl_cache *crls;            /* per cfg.upstreams[i]: its CRLs, one per CA (status.c) */
     struct cmp_chains *chains;             /* validated client chains (chains.c); NULL: none kept */
+    struct cmp_withdrawals *withdrawals;   /* revocations waiting for their upstream (record.c) */
 };
 
 /*

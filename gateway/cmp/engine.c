@@ -115,6 +115,8 @@ struct gw_cmp_engine *gw_cmp_engine_new(const struct gw_cmp_settings *cfg, struc
     e->txns = e->shared->txns;
     e->replay = e->shared->replay;
     e->cluster = e->shared->cluster;
+    if (cmp_withdrawals_init(e) != 0)
+        goto nomem;
     if (cmp_policy_init(e, err) != 0)
         goto fail;
     return e;
@@ -212,7 +214,7 @@ void gw_cmp_engine_close_all(struct gw_cmp_engine *e)
 
 bool gw_cmp_engine_busy(struct gw_cmp_engine *e)
 {
-    return e != NULL && (atomic_load(&e->live) != 0 || cmp_poll_busy(e));
+    return e != NULL && (atomic_load(&e->live) != 0 || cmp_poll_busy(e) || cmp_withdrawals_busy(e));
 }
 
 bool gw_cmp_engine_calls_running(struct gw_cmp_engine *e)
@@ -220,11 +222,18 @@ bool gw_cmp_engine_calls_running(struct gw_cmp_engine *e)
     return cmp_poll_busy(e);
 }
 
+void gw_cmp_engine_settle_withdrawals(struct gw_cmp_engine *e)
+{
+    if (e != NULL)
+        cmp_withdrawals_settle(e);
+}
+
 void gw_cmp_engine_free(struct gw_cmp_engine *e)
 {
     if (e == NULL)
         return;
-    cmp_poll_detach(e); /* upstream calls still running write to the audit log and the shared state */
+    cmp_poll_detach(e);       /* upstream calls still running write to the audit log and the shared state */
+    cmp_withdrawals_drain(e); /* after the calls, whose late certificates it withdraws */
     if (e->shared != NULL && atomic_fetch_sub(&e->shared->refs, 1) == 1) {
         /* the last engine: what is still open ends here */
         gw_txn_table_free(e->shared->txns, log_closed, (void *)&abandoned);

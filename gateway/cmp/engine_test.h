@@ -25,4 +25,7 @@ size_t gw_cmp_engine_reset(struct gw_cmp_engine *e);
 /* gw_cmp_engine_calls_running: upstream calls begun under |e| whose completion has not ended yet. */
 bool gw_cmp_engine_calls_running(struct gw_cmp_engine *e);
 
+/* gw_cmp_engine_settle_withdrawals waits until the revocations queued under |e| have ended. */
+void gw_cmp_engine_settle_withdrawals(struct gw_cmp_engine *e);
+
 #endif

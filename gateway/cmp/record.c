@@ -13,9 +13,11 @@
 
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <openssl/x509v3.h>
 
+#define WITHDRAW_POLL_MS 10
 #define TEXT_UNDELIVERED "not delivered: the answer carrying the certificate could not be built"
 
 /* The fields every record of a transaction carries. */
@@ -102,25 +104,234 @@ int cmp_audit_cert(struct gw_cmp_engine *e, const struct cmp_txn *t, const char 
 }
 
 /*
+ * Withdrawals run on a thread of the engine's own, never on the caller's: a revocation is an upstream
+ * call that may take the upstream's whole timeout, and its callers are the main thread (expiry, whose
+ * tick pings the watchdog) and an upstream's transfer thread (a late or refused certificate), which
+ * must not wait for it. Each job is a copy of what its records need, the certificate up-ref'd; the
+ * engine waits for its jobs before it goes (cmp_withdrawals_drain).
+ */
+struct withdrawal {
+    struct withdrawal *next;
+    struct cmp_txn view; /* the transaction's audit fields (inline), its upstream and role borrowed */
+    char tid[2 * GW_MAX_TID_LEN + 1];
+    X509 *cert;
+    int reason;
+};
+
+struct cmp_withdrawals {
+    pthread_mutex_t lock;             /* guards everything below */
+    pthread_cond_t cond;              /* a job queued or ended, or the queue stopping */
+    struct withdrawal *head, **tailp; /* FIFO: |tailp| is where the next job goes */
+    size_t queued;
+    int running; /* a job the thread took and has not ended yet */
+    int started, stopping;
+    int cut; /* the drain's deadline passed: what is still queued is logged as not revoked */
+    pthread_t thread;
+};
+
+static void withdrawal_free(struct withdrawal *w)
+{
+    if (w == NULL)
+        return;
+    X509_free(w->cert);
+    free(w);
+}
+
+/* The record of a withdrawal that did not revoke: the certificate stays valid until revoked by hand. */
+static void not_revoked(struct gw_cmp_engine *e, const struct withdrawal *w, const char *why)
+{
+    const struct cmp_txn *t = &w->view;
+    const char *up = t->up != NULL ? gw_upstream_conf_name(gw_upstream_get0_conf(t->up)) : "?";
+    char status[GW_ERR_LEN];
+
+    snprintf(status, sizeof(status), "not revoked: %.200s", why);
+    (void)cmp_audit_cert(e, t, w->tid, "revoke_failed", status, w->cert, 1);
+    gw_log_kv(GW_LOG_ERROR, "revoke_failed", "tid", w->tid, "serial", t->serial, "upstream", up, "reason",
+              why, "msg", "a certificate that must not be used is still valid: revoke it by hand", NULL);
+}
+
+/* worker (the engine's withdrawal thread) */
+static void revoke(struct gw_cmp_engine *e, const struct withdrawal *w)
+{
+    const struct cmp_txn *t = &w->view;
+    char err[GW_ERR_LEN] = "";
+
+    if (gw_upstream_revoke(t->up, w->cert, w->reason, err) != 0) { /* fails without an upstream (rebuilt) */
+        not_revoked(e, w, err);
+        return;
+    }
+    cmp_status_invalidate(e, t->up);
+    (void)cmp_audit_cert(e, t, w->tid, "revoked", "revoked upstream", w->cert, 1);
+    gw_log_kv(GW_LOG_WARN, "cert_revoked", "tid", w->tid, "serial", t->serial, "upstream",
+              gw_upstream_conf_name(gw_upstream_get0_conf(t->up)), NULL);
+}
+
+/* The next job to run, or NULL once the queue is stopped and empty. */
+static struct withdrawal *take(struct cmp_withdrawals *q)
+{
+    struct withdrawal *w;
+
+    pthread_mutex_lock(&q->lock);
+    q->running = 0;
+    pthread_cond_broadcast(&q->cond); /* a drain or a test waits for the queue to empty */
+    while (q->head == NULL && !q->stopping)
+        pthread_cond_wait(&q->cond, &q->lock);
+    if ((w = q->head) != NULL) {
+        if ((q->head = w->next) == NULL)
+            q->tailp = &q->head;
+        q->queued--;
+        q->running = 1;
+    }
+    pthread_mutex_unlock(&q->lock);
+    return w;
+}
+
+/* worker */
+static void *withdrawals_main(void *arg)
+{
+    struct gw_cmp_engine *e = arg;
+    struct withdrawal *w;
+    int cut;
+
+    while ((w = take(e->withdrawals)) != NULL) {
+        pthread_mutex_lock(&e->withdrawals->lock);
+        cut = e->withdrawals->cut;
+        pthread_mutex_unlock(&e->withdrawals->lock);
+        if (cut)
+            not_revoked(e, w, "the gateway stopped before the upstream was asked");
+        else
+            revoke(e, w);
+        withdrawal_free(w);
+    }
+    return NULL;
+}
+
+/* A job for |cert| of |t|: a copy of its audit fields; NULL without memory. */
+static struct withdrawal *withdrawal_new(const struct cmp_txn *t, const char *tid, X509 *cert, int reason)
+{
+    struct withdrawal *w = calloc(1, sizeof(*w));
+
+    if (w == NULL || X509_up_ref(cert) != 1) {
+        free(w);
+        return NULL;
+    }
+    w->cert = cert;
+    w->reason = reason;
+    w->view.role = t->role;
+    w->view.up = t->up;
+    snprintf(w->tid, sizeof(w->tid), "%s", tid);
+    memcpy(w->view.identity, t->identity, sizeof(w->view.identity));
+    memcpy(w->view.credential_status, t->credential_status, sizeof(w->view.credential_status));
+    memcpy(w->view.serial, t->serial, sizeof(w->view.serial));
+    memcpy(w->view.route, t->route, sizeof(w->view.route));
+    memcpy(w->view.tls_subject, t->tls_subject, sizeof(w->view.tls_subject));
+    memcpy(w->view.body, t->body, sizeof(w->view.body));
+    return w;
+}
+
+/* Queues |w| on |e|'s thread, started on first use: 0, or the reason it cannot be in |why|. */
+static int enqueue(struct gw_cmp_engine *e, struct withdrawal *w, const char **why)
+{
+    struct cmp_withdrawals *q = e->withdrawals;
+    int rc = GW_ERR_BUSY;
+
+    if (q == NULL) { /* the engine is going: nothing runs after its drain */
+        *why = "the gateway is stopping";
+        return rc;
+    }
+    pthread_mutex_lock(&q->lock);
+    if (q->stopping) {
+        *why = "the gateway is stopping";
+    } else if (q->queued >= GW_MAX_WITHDRAWALS) {
+        *why = "too many withdrawals are waiting for their upstreams";
+    } else if (!q->started && pthread_create(&q->thread, NULL, withdrawals_main, e) != 0) {
+        *why = "no thread to revoke it on";
+    } else {
+        q->started = 1;
+        *q->tailp = w;
+        q->tailp = &w->next;
+        q->queued++;
+        pthread_cond_broadcast(&q->cond);
+        rc = 0;
+    }
+    pthread_mutex_unlock(&q->lock);
+    return rc;
+}
+
+/*
  * A certificate that exists at the CA but must not be used (outside policy, unusable, unaudited,
  * rejected by the client): revoked upstream where the upstream can, and either way on record.
  */
 void cmp_withdraw(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, X509 *cert, int reason)
 {
-    char err[GW_ERR_LEN] = "", status[GW_ERR_LEN];
-    int rc = gw_upstream_revoke(t->up, cert, reason, err); /* fails without an upstream (rebuilt here) */
-    const char *up = t->up != NULL ? gw_upstream_conf_name(gw_upstream_get0_conf(t->up)) : "?";
+    struct withdrawal *w = withdrawal_new(t, tid, cert, reason);
+    struct withdrawal fallback = {.view = *t, .cert = cert};
+    const char *why = "out of memory";
 
-    if (rc == 0) {
-        cmp_status_invalidate(e, t->up);
-        (void)cmp_audit_cert(e, t, tid, "revoked", "revoked upstream", cert, 1);
-        gw_log_kv(GW_LOG_WARN, "cert_revoked", "tid", tid, "serial", t->serial, "upstream", up, NULL);
+    if (w != NULL && enqueue(e, w, &why) == 0)
         return;
-    }
-    snprintf(status, sizeof(status), "not revoked: %.200s", err);
-    (void)cmp_audit_cert(e, t, tid, "revoke_failed", status, cert, 1);
-    gw_log_kv(GW_LOG_ERROR, "revoke_failed", "tid", tid, "serial", t->serial, "upstream", up, "reason", err,
-              "msg", "a certificate that must not be used is still valid: revoke it by hand", NULL);
+    withdrawal_free(w);
+    snprintf(fallback.tid, sizeof(fallback.tid), "%s", tid);
+    not_revoked(e, &fallback, why);
+}
+
+int cmp_withdrawals_init(struct gw_cmp_engine *e)
+{
+    if ((e->withdrawals = calloc(1, sizeof(*e->withdrawals))) == NULL)
+        return GW_ERR_NOMEM;
+    e->withdrawals->tailp = &e->withdrawals->head;
+    pthread_mutex_init(&e->withdrawals->lock, NULL);
+    pthread_cond_init(&e->withdrawals->cond, NULL);
+    return 0;
+}
+
+bool cmp_withdrawals_busy(struct gw_cmp_engine *e)
+{
+    struct cmp_withdrawals *q = e->withdrawals;
+    bool busy;
+
+    if (q == NULL)
+        return false;
+    pthread_mutex_lock(&q->lock);
+    busy = q->head != NULL || q->running;
+    pthread_mutex_unlock(&q->lock);
+    return busy;
+}
+
+void cmp_withdrawals_settle(struct gw_cmp_engine *e)
+{
+    struct cmp_withdrawals *q = e->withdrawals;
+
+    if (q == NULL)
+        return;
+    pthread_mutex_lock(&q->lock);
+    while (q->head != NULL || q->running)
+        pthread_cond_wait(&q->cond, &q->lock);
+    pthread_mutex_unlock(&q->lock);
+}
+
+void cmp_withdrawals_drain(struct gw_cmp_engine *e)
+{
+    struct cmp_withdrawals *q = e->withdrawals;
+    uint64_t until = gw_now_ms() + GW_DRAIN_TIMEOUT_MS;
+
+    if (q == NULL)
+        return;
+    pthread_mutex_lock(&q->lock);
+    q->stopping = 1;
+    pthread_cond_broadcast(&q->cond);
+    pthread_mutex_unlock(&q->lock);
+    while (cmp_withdrawals_busy(e) && gw_now_ms() < until)
+        gw_sleep_ms(WITHDRAW_POLL_MS);
+    pthread_mutex_lock(&q->lock);
+    q->cut = 1; /* the one running ends within its upstream's timeout; the rest are logged at once */
+    pthread_mutex_unlock(&q->lock);
+    if (q->started)
+        pthread_join(q->thread, NULL);
+    pthread_cond_destroy(&q->cond);
+    pthread_mutex_destroy(&q->lock);
+    free(q);
+    e->withdrawals = NULL;
 }
 
 /*

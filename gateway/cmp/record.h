@@ -5,6 +5,7 @@
 #ifndef GW_CMP_RECORD_H
 #define GW_CMP_RECORD_H
 
+#include <stdbool.h>
 #include <openssl/x509.h>
 #include "gateway/cmp/audit.h"
 #include "gateway/cmp/cmp_local.h"
@@ -25,9 +26,27 @@ int cmp_audit_cert(struct gw_cmp_engine *e, const struct cmp_txn *t, const char 
 
 /*
  * cmp_withdraw: a certificate that exists at the CA but must not be used (outside policy, unusable,
- * unaudited, rejected by the client) is revoked at t->up where it can be, and on record either way.
+ * unaudited, rejected by the client, late) is revoked at t->up where it can be, and on record either
+ * way ("revoked" or "revoke_failed"). It never waits for the upstream (any thread, also the main one
+ * and an upstream's transfer thread): it queues a copy of |t|'s audit fields and tid and a reference
+ * to |cert| (the caller keeps its own) for |e|'s withdrawal thread, and returns. The record saying why
+ * the certificate is withdrawn is the caller's, written before. When the job cannot be queued (queue
+ * full, out of memory, |e| stopping), "revoke_failed" is written at once with the serial and why.
+ * t->up must live until |e| is freed (an upstream of |e|'s generation); |e| waits for the job.
  */
 void cmp_withdraw(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, X509 *cert, int reason);
+
+/*
+ * The engine's withdrawal queue: cmp_withdrawals_init gives |e| one (0, or GW_ERR_NOMEM; its thread
+ * starts with the first job). cmp_withdrawals_busy: jobs are queued or running. cmp_withdrawals_settle
+ * waits until none is (tests). cmp_withdrawals_drain (engine free) stops taking jobs, waits up to
+ * GW_DRAIN_TIMEOUT_MS for them, then writes "revoke_failed" for each still queued and waits for the
+ * one running (bounded by its upstream's timeout). NULL-safe on e->withdrawals.
+ */
+int cmp_withdrawals_init(struct gw_cmp_engine *e);
+bool cmp_withdrawals_busy(struct gw_cmp_engine *e);
+void cmp_withdrawals_settle(struct gw_cmp_engine *e);
+void cmp_withdrawals_drain(struct gw_cmp_engine *e);
 
 /* cmp_audit_closed writes the record of |t| closing with its certificate issued (confirmed, rejected,
  * or rejected by the client: then withdrawn). */

@@ -62,6 +62,17 @@ def refused_start(edit_config):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def settled(read, done, timeout=20.0):
+    """read() again until done(its value) or |timeout| s passed, and the last value for the caller to
+    assert on: the gateway revokes a withdrawn certificate on a thread of its own, after it answered."""
+    value = read()
+    deadline = time.monotonic() + timeout
+    while not done(value) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        value = read()
+    return value
+
+
 def audit_records(gw, event, cn=None):
     """|gw|'s audit records of |event| (and the common name |cn|), oldest first; [] before the log exists."""
     path = gw.dir / "audit.log"

@@ -192,6 +192,8 @@ class PollingVault(harness.GatewayTestCase):
         self.assertEqual((answers[0].body_type, answers[0].status), ("cp", WAITING), answers)
         self.assert_cmp_error(answers[-1], ("cp",), "systemFailure")
         tid = answers[0].header["transactionID"].asOctets().hex()
+        # revoked on the gateway's withdrawal thread, which may end after the pollReq got the refusal
+        harness.settled(lambda: [r for r in audit(self.gw, "revoked") if r.get("tid") == tid], bool)
         revokes = self.vault.since(mark, "/revoke")
         self.assertEqual(len(revokes), 1, revokes)
         serial = revokes[0]["body"]["serial_number"].replace(":", "").lstrip("0")

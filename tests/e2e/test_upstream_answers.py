@@ -95,7 +95,7 @@ class Answers(RowAssertions, harness.GatewayTestCase):
         serial = rejected[0].get("serial")
         self.assertTrue(serial, rejected)
         self.assertTrue(rejected[0]["status"].startswith("rejection: badCertTemplate: " + text[:60]), rejected)
-        revoked = [r for r in records(self.gw, "revoked") if r.get("tid") == tid]
+        revoked = harness.settled(lambda: [r for r in records(self.gw, "revoked") if r.get("tid") == tid], bool)
         self.assertEqual([r.get("serial") for r in revoked], [serial])
         self.assertEqual([r for r in records(self.gw, "issued") if r.get("tid") == tid], [])
         return serial

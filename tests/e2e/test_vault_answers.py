@@ -86,6 +86,8 @@ class VaultAnswers(harness.GatewayTestCase):
                 self.assertNotIn(tid, self.issued_tids())
                 revokes = self.vault.since(mark, "/revoke")
                 # Vault issued it: on record and revoked there, never forgotten
+                harness.settled(lambda: self.records(tid), lambda rs: len(rs) >= 2)
+                revokes = self.vault.since(mark, "/revoke")
                 self.assertEqual(len(revokes), 1, revokes)
                 serial = revokes[0]["body"]["serial_number"].replace(":", "").lstrip("0")
                 self.assertEqual([(e, s.lstrip("0")) for e, s in self.records(tid)],

@@ -1103,14 +1103,22 @@ static void env_fake(struct env *e, unsigned caps, enum fake_mode mode)
 }
 
 /* The audit records of |e| with |event| (and |serial| if not NULL); |field|=|value| if not NULL. */
-static int audit_count(const struct env *e, const char *event, const char *serial, const char *field,
-                       const char *value)
+/* The revocations the test CA was asked for, once those queued under |e| have ended. */
+static int revoke_calls(const struct env *e)
 {
-    FILE *f = fopen(e->audit_path, "r");
+    gw_cmp_engine_settle_withdrawals(e->engine);
+    return fake.revoke_calls;
+}
+
+/* audit_count without waiting for the revocations queued under |e|. */
+static int audit_count_now(const struct env *e, const char *event, const char *serial, const char *field,
+                           const char *value)
+{
+    FILE *f;
     char line[16384];
     int n = 0;
 
-    if (f == NULL)
+    if ((f = fopen(e->audit_path, "r")) == NULL)
         return 0;
     while (fgets(line, sizeof(line), f) != NULL) {
         struct json_object *o = json_tokener_parse(line), *v;
@@ -1129,13 +1137,22 @@ static int audit_count(const struct env *e, const char *event, const char *seria
     return n;
 }
 
+static int audit_count(const struct env *e, const char *event, const char *serial, const char *field,
+                       const char *value)
+{
+    gw_cmp_engine_settle_withdrawals(e->engine); /* revocations run on the engine's own thread */
+    return audit_count_now(e, event, serial, field, value);
+}
+
 /* The serial of the first record of |e| with |event|: 0, or -1 if there is none. */
 static int audit_serial(const struct env *e, const char *event, char *out, size_t cap)
 {
-    FILE *f = fopen(e->audit_path, "r");
+    FILE *f;
     char line[16384];
     int rc = -1;
 
+    gw_cmp_engine_settle_withdrawals(e->engine);
+    f = fopen(e->audit_path, "r");
     while (f != NULL && rc != 0 && fgets(line, sizeof(line), f) != NULL) {
         struct json_object *o = json_tokener_parse(line), *v, *sn;
 
@@ -1494,7 +1511,7 @@ static void test_result_checks(void **state)
         cert = OSSL_CMP_exec_IR_ses(ctx);
         assert_int_equal(cert != NULL, rc->status != OSSL_CMP_PKISTATUS_rejection);
         assert_status(ctx, rc->status, rc->fail_bit, rc->text);
-        assert_int_equal(fake.revoke_calls, rc->revoked);
+        assert_int_equal(revoke_calls(e), rc->revoked);
         assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), rc->revoked);
         assert_int_equal(audit_count(e, "issued", NULL, NULL, NULL), !rc->revoked);
         if (rc->revoked) /* the withdrawn certificate's serial is on record */
@@ -1530,7 +1547,7 @@ static void test_upstream_grants_upfront(void **state)
                   "upstream role default grants keyUsage keyEncipherment, which role default does not allow; "
                   "restrict the Vault role (key_usage)");
     assert_int_equal(fake.sign_calls, 0);
-    assert_int_equal(fake.revoke_calls, 0);
+    assert_int_equal(revoke_calls(e), 0);
     assert_int_equal(audit_count(e, "rejected", NULL, "status", "grants keyUsage keyEncipherment"), 1);
     /* twin: the upstream role narrowed (read again once the cache expires) */
     fake.grant_ku = KU_DIGITAL_SIGNATURE;
@@ -1549,7 +1566,7 @@ static void test_upstream_grants_upfront(void **state)
                   "extendedKeyUsage codeSigning is outside role default");
     assert_int_equal(fake.sign_calls, 2);
     assert_int_equal(fake.policy_calls, 3);
-    assert_int_equal(fake.revoke_calls, 1);
+    assert_int_equal(revoke_calls(e), 1);
     assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), 1);
     /* a read that failed is not tried on every request: the next one goes straight to the upstream */
     fake.mode = FK_PLAIN;
@@ -2378,7 +2395,7 @@ static void test_audit_client_rejects(void **state)
     assert_int_equal(cl.exchanges, 2);
     assert_int_equal(audit_count(e, "rejected_by_client", NULL, NULL, NULL), 1);
     assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), 1);
-    assert_int_equal(fake.revoke_calls, 1);
+    assert_int_equal(revoke_calls(e), 1);
     assert_int_equal(audit_count(e, "confirmed", NULL, NULL, NULL), 0);
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
@@ -2474,13 +2491,13 @@ static void test_error_forged_signer(void **state)
                   "signer of this transaction");
     /* untouched: still open, nothing revoked, nothing on record as rejected */
     assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1);
-    assert_int_equal(fake.revoke_calls, 0);
+    assert_int_equal(revoke_calls(e), 0);
     assert_int_equal(audit_count(e, "rejected_by_client", NULL, NULL, NULL), 0);
     /* the client's own certConf closes it */
     send_held(&cl, "pkiconf", NULL);
     assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
     assert_int_equal(audit_count(e, "confirmed", NULL, NULL, NULL), 2); /* the twin's and the client's */
-    assert_int_equal(fake.revoke_calls, 0);
+    assert_int_equal(revoke_calls(e), 0);
     client_cleanup(&cl);
     client_cleanup(&twin);
     OSSL_CMP_CTX_free(ctx);
@@ -2501,7 +2518,7 @@ static void test_error_other_sender(void **state)
     assert_null(OSSL_CMP_exec_IR_ses(ctx));
     assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "another sender");
     assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1);
-    assert_int_equal(fake.revoke_calls, 0);
+    assert_int_equal(revoke_calls(e), 0);
     send_held(&cl, "pkiconf", NULL);
     assert_int_equal(audit_count(e, "confirmed", NULL, NULL, NULL), 1);
     client_cleanup(&cl);
@@ -2525,7 +2542,7 @@ static void test_error_aborts(void **state)
     assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
     assert_int_equal(audit_count(e, "rejected_by_client", NULL, NULL, NULL), 1);
     assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), 1);
-    assert_int_equal(fake.revoke_calls, 1);
+    assert_int_equal(revoke_calls(e), 1);
     /* closed: a certConf after it finds nothing to confirm */
     send_held(&cl, "error", "no open transaction");
     assert_int_equal(audit_count(e, "confirmed", NULL, NULL, NULL), 0);
@@ -2560,7 +2577,7 @@ static void test_undelivered_withdrawn(void **state)
         assert_int_equal(audit_count(e, "issued", NULL, NULL, NULL), 1);
         assert_int_equal(audit_count(e, "rejected", NULL, "status", "not delivered"), 1);
         assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), 1);
-        assert_int_equal(fake.revoke_calls, 1);
+        assert_int_equal(revoke_calls(e), 1);
         assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
         /* the same certificate throughout */
         assert_int_equal(audit_serial(e, "issued", serial, sizeof(serial)), 0);
@@ -2614,7 +2631,7 @@ static void test_audit_lost_after_sign(void **state)
     assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                   "the audit log cannot be written; the certificate was not released");
     assert_int_equal(fake.sign_calls, 1);
-    assert_int_equal(fake.revoke_calls, 1);
+    assert_int_equal(revoke_calls(e), 1);
     assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
@@ -3243,7 +3260,58 @@ static void assert_uncollected_withdrawn(struct env *e, char *serial, size_t cap
     assert_int_equal(audit_serial(e, "issued", serial, cap), 0);
     assert_int_equal(audit_count(e, "expired_undelivered", serial, "status", why), 1);
     assert_int_equal(audit_count(e, "revoked", serial, NULL, NULL), 1);
-    assert_int_equal(fake.revoke_calls, 1);
+    assert_int_equal(revoke_calls(e), 1);
+}
+
+/*
+ * A revocation the test holds until it lets it go (held_revoke_release), so that what the caller
+ * does meanwhile shows. One asked on the test's own thread is not held (it would wait for itself):
+ * it is counted in |on_caller| and returns at once.
+ */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    pthread_t caller;
+    int entered, released, on_caller;
+} held_revoke = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+
+static int held_revoke_fn(struct gw_upstream *up, const X509 *cert, int reason, char *err)
+{
+    pthread_mutex_lock(&held_revoke.lock);
+    if (pthread_equal(pthread_self(), held_revoke.caller)) {
+        held_revoke.on_caller++;
+    } else {
+        held_revoke.entered++;
+        pthread_cond_broadcast(&held_revoke.cond);
+        while (!held_revoke.released)
+            pthread_cond_wait(&held_revoke.cond, &held_revoke.lock);
+    }
+    pthread_mutex_unlock(&held_revoke.lock);
+    return fake_revoke(up, cert, reason, err);
+}
+
+/* The slow adapter's revocations are held (it revokes: slow_revokes first). */
+static void held_revokes(void)
+{
+    slow_ops.revoke = held_revoke_fn;
+    held_revoke.caller = pthread_self();
+    held_revoke.entered = held_revoke.released = held_revoke.on_caller = 0;
+}
+
+static void held_revoke_wait_entered(void)
+{
+    pthread_mutex_lock(&held_revoke.lock);
+    while (held_revoke.entered == 0)
+        pthread_cond_wait(&held_revoke.cond, &held_revoke.lock);
+    pthread_mutex_unlock(&held_revoke.lock);
+}
+
+static void held_revoke_release(void)
+{
+    pthread_mutex_lock(&held_revoke.lock);
+    held_revoke.released = 1;
+    pthread_cond_broadcast(&held_revoke.cond);
+    pthread_mutex_unlock(&held_revoke.lock);
 }
 
 /* One step of the client's transaction: 1 certificate, 0 failed, -1 waiting (check_after set). */
@@ -3396,7 +3464,7 @@ static void test_poll_undelivered_withdrawn(void **state)
     assert_int_equal(audit_serial(e, "issued", serial, sizeof(serial)), 0);
     assert_int_equal(audit_count(e, "rejected", serial, "status", "not delivered"), 1);
     assert_int_equal(audit_count(e, "revoked", serial, NULL, NULL), 1);
-    assert_int_equal(fake.revoke_calls, 1);
+    assert_int_equal(revoke_calls(e), 1);
     assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
@@ -3472,7 +3540,7 @@ static void test_poll_deadline(void **state)
     /* the deadline won: the certificate nobody will deliver is withdrawn */
     assert_int_equal(audit_serial(e, "issued", serial, sizeof(serial)), 0);
     assert_int_equal(audit_count(e, "revoked", serial, NULL, NULL), 1);
-    assert_int_equal(fake.revoke_calls, 1);
+    assert_int_equal(revoke_calls(e), 1);
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
     env_free(e);
@@ -3511,7 +3579,7 @@ static void test_poll_deadline_race(void **state)
     serial_of(OSSL_CMP_CTX_get0_newCert(ctx), serial, sizeof(serial));
     assert_int_equal(audit_count(e, "confirmed", serial, NULL, NULL), 1);
     assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), 0);
-    assert_int_equal(fake.revoke_calls, 0);
+    assert_int_equal(revoke_calls(e), 0);
     assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
@@ -3521,7 +3589,7 @@ static void test_poll_deadline_race(void **state)
 /*
  * A certificate nobody collects: the pending transaction outlives transaction_ttl by the upstream
  * timeout, then the certificate, which no client received, is on record as not delivered and
- * withdrawn at the CA.
+ * withdrawn at the CA, off the expiring thread (which does not wait for the CA).
  */
 static void test_poll_expiry(void **state)
 {
@@ -3533,6 +3601,7 @@ static void test_poll_expiry(void **state)
 
     (void)state;
     slow_revokes();
+    held_revokes();
     assert_int_equal(poll_step(ctx, &after), -1);
     slow_gate(1);
     slow_wait_completed(e, 1);
@@ -3540,6 +3609,14 @@ static void test_poll_expiry(void **state)
     assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1);
     gw_cmp_engine_expire(e->engine, time(NULL) + 300 + 12);
     assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    /* the expiry tick (the main thread's, which pings the watchdog) did not revoke: it returned while
+       the CA still holds the revocation, which ends on the engine's own thread */
+    assert_int_equal(held_revoke.on_caller, 0);
+    held_revoke_wait_entered();
+    assert_int_equal(audit_count_now(e, "expired_undelivered", NULL, NULL, NULL), 1);
+    assert_int_equal(audit_count_now(e, "revoked", NULL, NULL, NULL), 0);
+    assert_true(gw_cmp_engine_busy(e->engine)); /* a reload keeps this engine until it ends */
+    held_revoke_release();
     assert_uncollected_withdrawn(e, serial, sizeof(serial),
                                  "no pollReq collected it before its transaction closed");
     assert_int_equal(poll_step(ctx, &after), 0); /* gone: the pollReq is refused */
@@ -3589,7 +3666,7 @@ static void test_poll_closed_while_call_runs(void **state)
             audit_count(e, "issued", NULL, "status", "after its transaction was closed; not delivered"), 1);
         assert_int_equal(audit_serial(e, "issued", serial, sizeof(serial)), 0);
         assert_int_equal(audit_count(e, "revoked", serial, NULL, NULL), 1);
-        assert_int_equal(fake.revoke_calls, 1);
+        assert_int_equal(revoke_calls(e), 1);
         client_cleanup(&cl);
         client_cleanup(&dummy);
         OSSL_CMP_CTX_free(ctx);
@@ -3642,7 +3719,7 @@ static void test_poll_shutdown(void **state)
     struct client cl = {.env = e};
     OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
     char path[sizeof(e->audit_path)];
-    struct env copy;
+    struct env copy = {0};
     pthread_t th;
     int after;
 
