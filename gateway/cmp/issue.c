@@ -147,9 +147,12 @@ static OSSL_CMP_PKISI *accept_cert(struct cmp_txn *t, struct cmp_call *c, struct
     return si;
 }
 
-/* A certificate the client will not get: on record with its serial, then withdrawn. */
-static OSSL_CMP_PKISI *refuse_cert(struct cmp_txn *t, struct cmp_call *c, X509 *cert,
-                                   const struct cmp_refusal *r)
+/*
+ * A certificate the client will not get: on record with its serial, then withdrawn; one in a refused
+ * answer (|answer|) only if it certifies |want|, the requested key (cmp_withdraw_answered).
+ */
+static OSSL_CMP_PKISI *refuse_cert_as(struct cmp_txn *t, struct cmp_call *c, X509 *cert,
+                                      const struct cmp_refusal *r, int answer, const EVP_PKEY *want)
 {
     OSSL_CMP_PKISI *si;
 
@@ -157,9 +160,18 @@ static OSSL_CMP_PKISI *refuse_cert(struct cmp_txn *t, struct cmp_call *c, X509 *
     si = cmp_reject(c, r);
     c->audited = 1;
     (void)cmp_audit_cert(c->e, t, c->rsp->tid, "rejected", c->rsp->outcome, cert, 1);
-    cmp_withdraw(c->e, t, c->rsp->tid, cert, CRL_REASON_UNSPECIFIED);
+    if (answer)
+        cmp_withdraw_answered(c->e, t, c->rsp->tid, cert, want, CRL_REASON_UNSPECIFIED);
+    else
+        cmp_withdraw(c->e, t, c->rsp->tid, cert, CRL_REASON_UNSPECIFIED);
     t->serial[0] = '\0';
     return si;
+}
+
+static OSSL_CMP_PKISI *refuse_cert(struct cmp_txn *t, struct cmp_call *c, X509 *cert,
+                                   const struct cmp_refusal *r)
+{
+    return refuse_cert_as(t, c, cert, r, 0, NULL);
 }
 
 /*
@@ -236,12 +248,15 @@ static int sign_refused(const struct gw_sign_result *res, struct cmp_refusal *r)
 /*
  * The rejection of a refused answer. One that still carried a certificate (the adapter refused the
  * rest of the answer: a field out of range, a certificate not from the CA it knows) was issued all
- * the same: on record with its serial and withdrawn, as one outside policy (docs/design.md D8).
+ * the same: on record with its serial and withdrawn, as one outside policy (docs/design.md D8), if
+ * it certifies the key of |plan| (NULL: none known); else it may be another holder's, and is not.
  */
 static OSSL_CMP_PKISI *reject_answer(struct cmp_txn *t, struct cmp_call *c, struct gw_sign_result *res,
-                                     const struct cmp_refusal *r)
+                                     const struct gw_cert_plan *plan, const struct cmp_refusal *r)
 {
-    return res->cert != NULL ? refuse_cert(t, c, res->cert, r) : cmp_reject(c, r);
+    if (res->cert == NULL)
+        return cmp_reject(c, r);
+    return refuse_cert_as(t, c, res->cert, r, 1, plan != NULL ? plan->pubkey : NULL);
 }
 
 /* The intent goes on record before the upstream is asked: no record, no certificate. */
@@ -351,7 +366,7 @@ static OSSL_CMP_PKISI *issue(struct cmp_txn *t, struct cmp_call *c, const OSSL_C
     else if (how == SIGNED_SUSPENDED)
         si = suspend(t, c, &is);
     else if (sign_refused(&is.res, &r))
-        si = reject_answer(t, c, &is.res, &r);
+        si = reject_answer(t, c, &is.res, &is.plan, &r);
     else
         si = deliver(t, c, &is.plan, &is.res, certOut, chainOut);
     gw_sign_result_cleanup(&is.res);
@@ -415,7 +430,7 @@ static OSSL_CMP_PKISI *release(struct cmp_txn *t, struct cmp_call *c, X509 **cer
         return cmp_reject(c, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badRequest,
                                                    "the result of this transaction was already sent"});
     if (sign_refused(&res, &r)) {
-        si = reject_answer(t, c, &res, &r);
+        si = reject_answer(t, c, &res, t->plan, &r);
     } else if (!t->on_record) { /* the completion could not write the "issued" record */
         si = refuse_cert(t, c, res.cert,
                          &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_LOST});
@@ -448,7 +463,7 @@ static OSSL_CMP_PKISI *resumed(struct cmp_txn *t, struct cmp_call *c, X509 **cer
     memcpy(t->credential_status, t1->credential_status, sizeof(t->credential_status));
     t->up = t1->up;
     if (sign_refused(&res, &r)) {
-        si = reject_answer(t, c, &res, &r);
+        si = reject_answer(t, c, &res, t1->plan, &r);
     } else if (!same_sender(t, t1)) { /* its protection verified with another of the sender's certificates */
         si = refuse_cert(
             t, c, res.cert,

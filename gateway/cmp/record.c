@@ -18,6 +18,7 @@
 #include <openssl/x509v3.h>
 
 #define WITHDRAW_POLL_MS 10
+#define TEXT_OTHER_KEY "the certificate in the refused answer does not certify the requested key"
 #define TEXT_UNDELIVERED "not delivered: the answer carrying the certificate could not be built"
 
 /* The fields every record of a transaction carries. */
@@ -273,6 +274,24 @@ void cmp_withdraw(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *
     withdrawal_free(w);
     snprintf(fallback.tid, sizeof(fallback.tid), "%s", tid);
     not_revoked(e, &fallback, why);
+}
+
+void cmp_withdraw_answered(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, X509 *cert,
+                           const EVP_PKEY *want, int reason)
+{
+    const EVP_PKEY *pk = X509_get0_pubkey(cert);
+
+    if (pk != NULL && want != NULL && EVP_PKEY_eq(pk, want) == 1) {
+        cmp_withdraw(e, t, tid, cert, reason);
+        return;
+    }
+    /* a broken or hostile CA answering with another certificate (another holder's serial): revoking
+       it would revoke that holder's certificate */
+    (void)cmp_audit_cert(e, t, tid, "not_withdrawn", "not revoked: " TEXT_OTHER_KEY, cert, 1);
+    gw_log_kv(GW_LOG_ERROR, "cert_not_withdrawn", "tid", tid, "serial", t->serial, "upstream",
+              t->up != NULL ? gw_upstream_conf_name(gw_upstream_get0_conf(t->up)) : "?", "reason",
+              TEXT_OTHER_KEY, "msg", "check at the CA whose certificate this serial is before revoking it",
+              NULL);
 }
 
 int cmp_withdrawals_init(struct gw_cmp_engine *e)

@@ -37,6 +37,15 @@ int cmp_audit_cert(struct gw_cmp_engine *e, const struct cmp_txn *t, const char 
 void cmp_withdraw(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, X509 *cert, int reason);
 
 /*
+ * cmp_withdraw_answered: a certificate in an upstream answer that was refused (upstream.h), withdrawn
+ * as cmp_withdraw only if it certifies |want|, the requested key (may be NULL: then it is not). One
+ * that does not may be another holder's certificate (a CA answering with the wrong serial): it is put
+ * on record ("not_withdrawn", why) and logged, not revoked. Any thread; never waits for the upstream.
+ */
+void cmp_withdraw_answered(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, X509 *cert,
+                           const EVP_PKEY *want, int reason);
+
+/*
  * The engine's withdrawal queue: cmp_withdrawals_init gives |e| one (0, or GW_ERR_NOMEM; its thread
  * starts with the first job). cmp_withdrawals_busy: jobs are queued or running. cmp_withdrawals_settle
  * waits until none is (tests). cmp_withdrawals_drain (engine free) stops taking jobs, waits up to

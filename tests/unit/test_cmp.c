@@ -922,6 +922,7 @@ static struct {
     struct env *env; /* for during_sign */
     void (*during_sign)(struct env *e);
     int break_signing; /* once the certificate is signed, OpenSSL's answer cannot be protected */
+    int refuse_answer; /* the adapter refuses the answer but hands its certificate up (upstream.h) */
 } fake;
 
 /*
@@ -988,6 +989,11 @@ static void fake_done(void *arg, struct gw_sign_result *res)
     } else if (res->cert != NULL && fake.mode == FK_OTHER_CA) {
         X509_set_issuer_name(res->cert, X509_get_subject_name(rogue_cert));
         assert_true(X509_sign(res->cert, rogue_key, EVP_sha256()) > 0);
+    }
+    if (res->cert != NULL && fake.refuse_answer) {
+        res->status = -12; /* GW_ERR_UPSTREAM */
+        res->fail_info = OSSL_CMP_PKIFAILUREINFO_systemFailure;
+        snprintf(res->reason, sizeof(res->reason), "the test CA's answer has a field out of range");
     }
     fc->done(fc->arg, res);
 }
@@ -1516,6 +1522,43 @@ static void test_result_checks(void **state)
         assert_int_equal(audit_count(e, "issued", NULL, NULL, NULL), !rc->revoked);
         if (rc->revoked) /* the withdrawn certificate's serial is on record */
             assert_int_equal(audit_count(e, "rejected", NULL, "serial", ""), 1);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
+}
+
+/*
+ * A refused answer that still carries a certificate: on record, and revoked only if it certifies the
+ * requested key. One for another key may be another holder's (a CA answering with the wrong serial):
+ * on record as not withdrawn, and the CA is not asked to revoke it.
+ */
+static void test_refused_answer_other_key(void **state)
+{
+    static const struct {
+        enum fake_mode mode;
+        int revoked;
+    } cases[] = {{FK_PLAIN, 1}, {FK_OTHER_KEY, 0}};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct env *e = env_new(CMP_DEFAULTS);
+        struct client cl = {.env = e};
+        OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+
+        print_message("case: %s\n", cases[i].revoked ? "the requested key" : "another key");
+        env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, cases[i].mode);
+        fake.refuse_answer = 1;
+        assert_null(OSSL_CMP_exec_IR_ses(ctx));
+        assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                      "field out of range");
+        assert_int_equal(audit_count(e, "rejected", NULL, "serial", ""), 1);
+        assert_int_equal(revoke_calls(e), cases[i].revoked);
+        assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), cases[i].revoked);
+        assert_int_equal(
+            audit_count(e, "not_withdrawn", NULL, "status", "does not certify the requested key"),
+            !cases[i].revoked);
+        fake.refuse_answer = 0;
         client_cleanup(&cl);
         OSSL_CMP_CTX_free(ctx);
         env_free(e);
@@ -3993,6 +4036,7 @@ int main(void)
         cmocka_unit_test(test_crmf_delegate),
         cmocka_unit_test(test_crmf_delegate_policy_down),
         cmocka_unit_test(test_result_checks),
+        cmocka_unit_test(test_refused_answer_other_key),
         cmocka_unit_test(test_upstream_grants_upfront),
         cmocka_unit_test(test_verbatim_csr_upfront),
         cmocka_unit_test(test_result_unrevocable),
