@@ -212,7 +212,8 @@ static OSSL_CMP_PKISI *deliver(struct cmp_txn *t, struct cmp_call *c, const stru
     default:
         cmp_refuse(&r, OSSL_CMP_PKIFAILUREINFO_systemFailure,
                    "the CA returned an unusable certificate (%.170s); it was not released", err);
-        return refuse_cert(t, c, res->cert, &r);
+        /* it may certify another key (another holder's): withdrawn only if it certifies the plan's */
+        return refuse_cert_as(t, c, res->cert, &r, 1, plan->pubkey);
     }
 }
 
