@@ -453,10 +453,10 @@ int gw_x509_ext_in(const STACK_OF(X509_EXTENSION) *exts, X509_EXTENSION *ext)
     return 0;
 }
 
-static int in_chain(STACK_OF(X509) *chain, X509 *x)
+int gw_x509_in_stack(const STACK_OF(X509) *sk, const X509 *x)
 {
-    for (int i = 0; i < sk_X509_num(chain); i++)
-        if (X509_cmp(sk_X509_value(chain, i), x) == 0)
+    for (int i = 0; i < sk_X509_num(sk); i++)
+        if (X509_cmp(sk_X509_value(sk, i), x) == 0)
             return 1;
     return 0;
 }
@@ -474,7 +474,7 @@ void gw_x509_chain_extend(STACK_OF(X509) *chain, STACK_OF(X509) *from, int max)
             X509 *x = sk_X509_value(from, i);
 
             if (X509_check_issued(x, top) == X509_V_OK && X509_verify(top, X509_get0_pubkey(x)) == 1 &&
-                !in_chain(chain, x))
+                !gw_x509_in_stack(chain, x))
                 up = x;
         }
         if (up == NULL || X509_add_cert(chain, up, X509_ADD_FLAG_UP_REF) != 1)

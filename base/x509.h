@@ -110,6 +110,8 @@ X509_PUBKEY *gw_x509_pubkey_d2i(const unsigned char *der, long len);
 int gw_x509_req_extensions(const X509_REQ *req, STACK_OF(X509_EXTENSION) **out, char *err);
 /* gw_x509_ext_in: whether |exts| (NULL: none) holds an extension with the OID and value of |ext|. */
 int gw_x509_ext_in(const STACK_OF(X509_EXTENSION) *exts, X509_EXTENSION *ext);
+/* gw_x509_in_stack: whether |x| is one of |sk| (the same certificate, X509_cmp; not one with its name). */
+int gw_x509_in_stack(const STACK_OF(X509) *sk, const X509 *x);
 /*
  * gw_x509_chain_extend continues |chain| (issuer order, a verified path that may end below a root)
  * with certificates of |from| that each issued and signed the last one, until a self-signed one, none

@@ -17,6 +17,7 @@
 #include "gateway/cmp/outcome.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "base/x509.h"
 #include "mappings/role.h"
 
 #include <stdio.h>
@@ -63,21 +64,13 @@ static int names_sender(X509 *cert, const struct gw_hdr_info *h)
            memcmp(skid->data, h->sender_kid, h->sender_kid_len) == 0;
 }
 
-static int contains(const STACK_OF(X509) *certs, const X509 *x)
-{
-    for (int i = 0; i < sk_X509_num(certs); i++)
-        if (X509_cmp(sk_X509_value(certs, i), x) == 0)
-            return 1;
-    return 0;
-}
-
 /* Adds the certificates of |from| that name the sender to |cands| (no duplicates). 0, or -1 past the cap. */
 static int add_candidates(STACK_OF(X509) *cands, const STACK_OF(X509) *from, const struct gw_hdr_info *h)
 {
     for (int i = 0; i < sk_X509_num(from); i++) {
         X509 *x = sk_X509_value(from, i);
 
-        if (!names_sender(x, h) || contains(cands, x))
+        if (!names_sender(x, h) || gw_x509_in_stack(cands, x))
             continue;
         if (sk_X509_num(cands) >= GW_MAX_SIGNER_CANDIDATES || !sk_X509_push(cands, x))
             return -1;

@@ -87,10 +87,7 @@ static ASN1_OBJECT *oid_of(const char *oid)
 
 static int add_unique(STACK_OF(X509) *sk, X509 *x)
 {
-    for (int i = 0; i < sk_X509_num(sk); i++)
-        if (X509_cmp(sk_X509_value(sk, i), x) == 0)
-            return 1;
-    return X509_add_cert(sk, x, X509_ADD_FLAG_UP_REF);
+    return X509_add_cert(sk, x, X509_ADD_FLAG_UP_REF | X509_ADD_FLAG_NO_DUP);
 }
 
 static int add_all(STACK_OF(X509) *sk, const STACK_OF(X509) *from)

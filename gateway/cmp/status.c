@@ -463,15 +463,6 @@ static const struct gw_trust_conf *trust_named(const struct gw_cmp_settings *cfg
     return NULL;
 }
 
-/* Whether |x| is one of |cas| (the same certificate, not one with its name). */
-static int among(const STACK_OF(X509) *cas, X509 *x)
-{
-    for (int j = 0; j < sk_X509_num(cas); j++)
-        if (X509_cmp(sk_X509_value(cas, j), x) == 0)
-            return 1;
-    return 0;
-}
-
 /*
  * Whether trust entry |t| speaks for |cert|: one of its CAs signed it, or is in |chain|, the chain its
  * validation built (|cert| first, the anchor last). The chain counts because an intermediate the
@@ -483,7 +474,7 @@ static int covers(const struct gw_trust_conf *t, X509 *cert, const STACK_OF(X509
         if (issued_by_ca(cert, sk_X509_value(t->cas, j)))
             return 1;
     for (int i = 1; i < sk_X509_num(chain); i++)
-        if (among(t->cas, sk_X509_value(chain, i)))
+        if (gw_x509_in_stack(t->cas, sk_X509_value(chain, i)))
             return 1;
     return 0;
 }
