@@ -15,9 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <openssl/x509v3.h>
 
-#define WITHDRAW_POLL_MS 10
 #define TEXT_OTHER_KEY "the certificate in the refused answer does not certify the requested key"
 #define TEXT_UNDELIVERED "not delivered: the answer carrying the certificate could not be built"
 
@@ -296,11 +296,16 @@ void cmp_withdraw_answered(struct gw_cmp_engine *e, const struct cmp_txn *t, con
 
 int cmp_withdrawals_init(struct gw_cmp_engine *e)
 {
+    pthread_condattr_t ca;
+
     if ((e->withdrawals = calloc(1, sizeof(*e->withdrawals))) == NULL)
         return GW_ERR_NOMEM;
     e->withdrawals->tailp = &e->withdrawals->head;
     pthread_mutex_init(&e->withdrawals->lock, NULL);
-    pthread_cond_init(&e->withdrawals->cond, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the drain's deadline ignores clock steps */
+    pthread_cond_init(&e->withdrawals->cond, &ca);
+    pthread_condattr_destroy(&ca);
     return 0;
 }
 
@@ -332,17 +337,23 @@ void cmp_withdrawals_settle(struct gw_cmp_engine *e)
 void cmp_withdrawals_drain(struct gw_cmp_engine *e)
 {
     struct cmp_withdrawals *q = e->withdrawals;
-    uint64_t until = gw_now_ms() + GW_DRAIN_TIMEOUT_MS;
+    struct timespec until;
 
     if (q == NULL)
         return;
+    clock_gettime(CLOCK_MONOTONIC, &until); /* the condition's clock (cmp_withdrawals_init) */
+    until.tv_sec += GW_DRAIN_TIMEOUT_MS / 1000;
+    until.tv_nsec += (long)(GW_DRAIN_TIMEOUT_MS % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
     pthread_mutex_lock(&q->lock);
     q->stopping = 1;
     pthread_cond_broadcast(&q->cond);
-    pthread_mutex_unlock(&q->lock);
-    while (cmp_withdrawals_busy(e) && gw_now_ms() < until)
-        gw_sleep_ms(WITHDRAW_POLL_MS);
-    pthread_mutex_lock(&q->lock);
+    /* the thread signals |cond| as each job ends (take) */
+    while ((q->head != NULL || q->running) && pthread_cond_timedwait(&q->cond, &q->lock, &until) == 0)
+        ;
     q->cut = 1; /* the one running ends within its upstream's timeout; the rest are logged at once */
     pthread_mutex_unlock(&q->lock);
     if (q->started)
