@@ -648,22 +648,6 @@ int gw_conf_p_map(struct gw_conf_ctx *pc, const char *path, struct json_object *
     return 0;
 }
 
-BIO *gw_conf_open(struct gw_conf_ctx *pc, const char *path, const char *file)
-{
-    FILE *fp = fopen(file, "r");
-    BIO *bio;
-
-    if (fp == NULL) {
-        gw_conf_fail(pc, path, "cannot open \"%s\": %s", file, strerror(errno));
-        return NULL;
-    }
-    if ((bio = BIO_new_fp(fp, BIO_CLOSE)) == NULL) {
-        fclose(fp);
-        gw_conf_fail(pc, path, "out of memory");
-    }
-    return bio;
-}
-
 /* Reads at most |cap| bytes of |fd| into |buf|; returns the count or -1. */
 static ssize_t read_all(int fd, unsigned char *buf, size_t cap)
 {
@@ -697,34 +681,62 @@ static const char *file_kind(mode_t mode)
     return "a special file";
 }
 
+/*
+ * Opens |file| for reading, refusing anything but a regular file (after symlinks) with |hint| as the
+ * fix: its descriptor with |st| filled, or -1 with the error set. O_NONBLOCK at the open, as a FIFO
+ * named here would otherwise hold the load (or a reload) until a writer came along; a regular file
+ * never blocks, so it is cleared again once the kind is known.
+ */
+static int open_regular(struct gw_conf_ctx *pc, const char *fpath, const char *file, const char *hint,
+                        struct stat *st)
+{
+    int fd;
+
+    if ((fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0) {
+        gw_conf_fail(pc, fpath, "cannot open \"%s\": %s", file, strerror(errno));
+        return -1;
+    }
+    /* fstat follows a symlink: a link to a regular file (systemd credentials, Kubernetes secrets) is fine */
+    if (fstat(fd, st) != 0)
+        gw_conf_fail(pc, fpath, "cannot read \"%s\": %s", file, strerror(errno));
+    else if (!S_ISREG(st->st_mode))
+        gw_conf_fail(pc, fpath, "\"%s\" is not a regular file (%s): %s", file, file_kind(st->st_mode), hint);
+    else if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0)
+        gw_conf_fail(pc, fpath, "cannot read \"%s\": %s", file, strerror(errno));
+    else
+        return fd;
+    close(fd);
+    return -1;
+}
+
+BIO *gw_conf_open(struct gw_conf_ctx *pc, const char *path, const char *file)
+{
+    struct stat st;
+    FILE *fp = NULL;
+    BIO *bio = NULL;
+    int fd;
+
+    if ((fd = open_regular(pc, path, file, "name the file itself (a symlink to it is fine)", &st)) < 0)
+        return NULL;
+    /* a FILE, not a descriptor BIO: PEM reads line by line, and an fd BIO reads a line a byte at a time */
+    if ((fp = fdopen(fd, "r")) == NULL || (bio = BIO_new_fp(fp, BIO_CLOSE)) == NULL) {
+        if (fp != NULL)
+            fclose(fp);
+        else
+            close(fd);
+        gw_conf_fail(pc, path, "out of memory");
+    }
+    return bio;
+}
+
 int gw_conf_open_secret(struct gw_conf_ctx *pc, const char *fpath, const char *file, bool private)
 {
     mode_t shared = private ? S_IRGRP | S_IWGRP | S_IROTH | S_IWOTH : S_IROTH | S_IWOTH;
     struct stat st;
     int fd;
 
-    /* O_NONBLOCK: a FIFO named here would otherwise block the load until a writer came along */
-    if ((fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0) {
-        gw_conf_fail(pc, fpath, "cannot open \"%s\": %s", file, strerror(errno));
+    if ((fd = open_regular(pc, fpath, file, "name the file that holds the secret", &st)) < 0)
         return -1;
-    }
-    if (fstat(fd, &st) != 0) {
-        gw_conf_fail(pc, fpath, "cannot read \"%s\": %s", file, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    /* fstat follows a symlink: a link to a regular file (systemd credentials, Kubernetes secrets) is fine */
-    if (!S_ISREG(st.st_mode)) {
-        gw_conf_fail(pc, fpath, "\"%s\" is not a regular file (%s): name the file that holds the secret",
-                     file, file_kind(st.st_mode));
-        close(fd);
-        return -1;
-    }
-    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
-        gw_conf_fail(pc, fpath, "cannot read \"%s\": %s", file, strerror(errno));
-        close(fd);
-        return -1;
-    }
     if ((st.st_mode & shared) != 0) {
         gw_conf_fail(pc, fpath,
                      private ? "\"%s\" is readable or writable by group or others (mode %03o): make it 0600 "

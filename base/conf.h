@@ -167,7 +167,11 @@ int gw_conf_read(struct gw_conf_ctx *pc, const char *json, size_t len, const str
 /* Reads the whole file at |path| (at most GW_MAX_CONFIG_SIZE bytes) into a new buffer, or NULL. */
 char *gw_conf_read_file(struct gw_conf_ctx *pc, const char *path, size_t *len);
 
-/* |file| opened for reading as a BIO, or NULL with the error set (at |path|). */
+/*
+ * |file| opened for reading as a BIO, or NULL with the error set (at |path|): the opener of every
+ * file that holds no secret (certificates, CRLs, allowlists). Anything but a regular file (after
+ * symlinks) is refused as gw_conf_open_secret refuses it, a FIFO without blocking on it.
+ */
 struct bio_st *gw_conf_open(struct gw_conf_ctx *pc, const char *path, const char *file);
 
 /* The directory part of |path| ("." when it has none), as a new string. */

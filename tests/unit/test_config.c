@@ -1832,11 +1832,12 @@ static void test_key_modes(void **state)
 }
 
 /*
- * A secret or key must be a regular file: a FIFO is refused without blocking the load (an open for
- * reading would wait for a writer), a directory or a device is refused by its kind. A symlink to a
- * regular file (systemd credentials, Kubernetes secrets) loads. An alarm turns a hang into a failure.
+ * A file the configuration names, a secret or key or a certificate, must be a regular file: a FIFO is
+ * refused without blocking the load (an open for reading would wait for a writer), a directory or a
+ * device is refused by its kind. A symlink to a regular file (systemd credentials, Kubernetes
+ * secrets) loads. An alarm turns a hang into a failure.
  */
-static void test_secret_not_regular(void **state)
+static void test_file_not_regular(void **state)
 {
     static const struct {
         const char *file, *kind; /* kind NULL: loads */
@@ -1852,6 +1853,7 @@ static void test_secret_not_regular(void **state)
     } slots[] = {
         {"\"token_file\": \"vault.token\"", "\"token_file\": \"", "$.upstreams.vault.token_file", true},
         {"\"key\": \"signer.key\"", "\"key\": \"", "$.signer.key", false},
+        {"\"cert\": \"signer.pem\"", "\"cert\": \"", "$.signer.cert", false},
     };
     char path[256], repl[256], want[512], err[GW_ERR_LEN], *text;
     struct gw_config *cfg;
@@ -1870,7 +1872,7 @@ static void test_secret_not_regular(void **state)
             const struct edit *edits = slots[i].ups ? e : e + 1;
 
             if (files[f].kind == NULL && !slots[i].ups)
-                continue; /* the link points at a token, not a key */
+                continue; /* the link points at a token, not a key or certificate */
             snprintf(repl, sizeof(repl), "%s%s\"", slots[i].pre, files[f].file);
             text = edited(edits, slots[i].ups ? 2 : 1);
             err[0] = '\0';
@@ -2156,7 +2158,7 @@ int main(void)
         cmocka_unit_test(test_warnings),
         cmocka_unit_test(test_secret_group_warns),
         cmocka_unit_test(test_key_modes),
-        cmocka_unit_test(test_secret_not_regular),
+        cmocka_unit_test(test_file_not_regular),
         cmocka_unit_test(test_plaintext_upstream),
         cmocka_unit_test(test_free_subjects_warn),
         cmocka_unit_test(test_trusted_everyone_warns),
