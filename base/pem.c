@@ -6,6 +6,7 @@
 #include "base/pkcs11.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -15,52 +16,81 @@
 #include <openssl/store.h>
 #include <openssl/ui.h>
 
-static int no_password(char *buf, int size, int rwflag, void *u)
+/* Whether PEM block |name| is what load_stack reads: a certificate, or a CRL when |crl|. */
+static bool wanted(const char *name, bool crl)
 {
-    (void)buf, (void)size, (void)rwflag, (void)u;
-    return -1; /* encrypted keys are refused rather than prompted for on a terminal */
+    if (crl)
+        return strcmp(name, PEM_STRING_X509_CRL) == 0;
+    return strcmp(name, PEM_STRING_X509) == 0 || strcmp(name, PEM_STRING_X509_OLD) == 0;
 }
 
 /*
- * Every PEM certificate (|crls| NULL) or every PEM CRL of |file|, at least one, into a new stack;
- * other PEM blocks are skipped. The one reader behind gw_pem_load_certs and gw_pem_load_crls.
+ * Decodes a wanted PEM block onto |certs| or |crls|: 0, GW_ERR_NOMEM, or GW_ERR_INVAL when it does
+ * not decode (an encrypted one among them: there is no passphrase to give for a certificate or CRL).
+ */
+static int push_block(const char *header, const unsigned char *der, long len, STACK_OF(X509) *certs,
+                      STACK_OF(X509_CRL) *crls)
+{
+    EVP_CIPHER_INFO cipher;
+    X509_CRL *crl = NULL;
+    X509 *x = NULL;
+
+    if (PEM_get_EVP_CIPHER_INFO((char *)header, &cipher) != 1 || cipher.cipher != NULL)
+        return GW_ERR_INVAL;
+    if (crls != NULL ? (crl = d2i_X509_CRL(NULL, &der, len)) == NULL
+                     : (x = d2i_X509(NULL, &der, len)) == NULL)
+        return GW_ERR_INVAL;
+    if (crls != NULL ? sk_X509_CRL_push(crls, crl) != 0 : sk_X509_push(certs, x) != 0)
+        return 0;
+    X509_CRL_free(crl);
+    X509_free(x);
+    return GW_ERR_NOMEM;
+}
+
+/*
+ * Every PEM certificate (|crls| NULL) or every PEM CRL of |file|, at least one, into a new stack; a
+ * PEM block of another kind is refused when |only|, else skipped. The one reader behind
+ * gw_pem_load_certs, gw_pem_load_cert_bundle and gw_pem_load_crls.
  */
 static int load_stack(struct gw_conf_ctx *pc, const char *path, const char *file, STACK_OF(X509) **certs,
-                      STACK_OF(X509_CRL) **crls)
+                      STACK_OF(X509_CRL) **crls, bool only)
 {
     const char *what = crls != NULL ? "CRL" : "certificate";
+    char *name = NULL, *header = NULL;
+    unsigned char *der = NULL;
     BIO *bio = NULL;
+    bool refused = false;
     unsigned long e;
-    int n = 0, rc = GW_ERR_INVAL;
+    long len;
+    int i, n = 0, rc = GW_ERR_NOMEM;
 
     if ((bio = gw_conf_open(pc, path, file)) == NULL)
         return GW_ERR_INVAL;
     if (crls != NULL ? (*crls = sk_X509_CRL_new_null()) == NULL : (*certs = sk_X509_new_null()) == NULL)
         goto out;
-    for (;;) {
-        X509_CRL *crl = NULL;
-        X509 *x = NULL;
-        if (crls != NULL ? (crl = PEM_read_bio_X509_CRL(bio, NULL, no_password, NULL)) == NULL
-                         : (x = PEM_read_bio_X509(bio, NULL, no_password, NULL)) == NULL)
-            break;
-        if (crls != NULL ? !sk_X509_CRL_push(*crls, crl) : !sk_X509_push(*certs, x)) {
-            X509_CRL_free(crl);
-            X509_free(x);
-            goto out;
+    for (i = 1, rc = 0; rc == 0 && PEM_read_bio(bio, &name, &header, &der, &len) == 1; i++) {
+        if (wanted(name, crls != NULL)) {
+            n++;
+            rc = push_block(header, der, len, crls != NULL ? NULL : *certs, crls != NULL ? *crls : NULL);
+        } else if (only) {
+            rc =
+                gw_conf_fail(pc, path, "PEM block %d of \"%s\" is a \"%.32s\", not a %s: keep only %ss in it",
+                             i, file, name, what, what);
+            refused = true;
         }
-        n++;
+        OPENSSL_free(name);
+        OPENSSL_free(header);
+        OPENSSL_clear_free(der, (size_t)len); /* a block of another kind may hold a private key */
     }
+    /* the end of the file is where no block starts: any other error is a damaged block */
     e = ERR_peek_last_error();
-    if (ERR_GET_LIB(e) != ERR_LIB_PEM || ERR_GET_REASON(e) != PEM_R_NO_START_LINE) {
+    if (rc == 0 && (ERR_GET_LIB(e) != ERR_LIB_PEM || ERR_GET_REASON(e) != PEM_R_NO_START_LINE))
+        rc = GW_ERR_INVAL;
+    if (rc == GW_ERR_INVAL && !refused)
         gw_conf_fail(pc, path, "cannot parse a PEM %s in \"%s\"", what, file);
-        goto out;
-    }
+    else if (rc == 0 && n == 0)
+        rc = gw_conf_fail(pc, path, "no PEM %s in \"%s\"", what, file);
     ERR_clear_error();
-    if (n == 0) {
-        gw_conf_fail(pc, path, "no PEM %s in \"%s\"", what, file);
-        goto out;
-    }
-    rc = 0;
 out:
     BIO_free(bio);
     if (rc != 0 && crls != NULL) {
@@ -76,7 +106,13 @@ out:
 int gw_pem_load_certs(struct gw_conf_ctx *pc, const char *path, const char *file, STACK_OF(X509) **out)
 {
     *out = NULL;
-    return load_stack(pc, path, file, out, NULL);
+    return load_stack(pc, path, file, out, NULL, false);
+}
+
+int gw_pem_load_cert_bundle(struct gw_conf_ctx *pc, const char *path, const char *file, STACK_OF(X509) **out)
+{
+    *out = NULL;
+    return load_stack(pc, path, file, out, NULL, true);
 }
 
 int gw_pem_load_cert(struct gw_conf_ctx *pc, const char *path, const char *file, X509 **out)
@@ -220,7 +256,7 @@ int gw_pem_load_chain(struct gw_conf_ctx *pc, const char *path, const char *file
 int gw_pem_load_crls(struct gw_conf_ctx *pc, const char *path, const char *file, STACK_OF(X509_CRL) **out)
 {
     *out = NULL;
-    return load_stack(pc, path, file, NULL, out);
+    return load_stack(pc, path, file, NULL, out, false);
 }
 
 X509_STORE *gw_pem_anchor_store(const STACK_OF(X509) *certs)

@@ -11,8 +11,14 @@
 
 #include "base/conf.h"
 
-/* Every PEM certificate in |file| (at least one) into a new stack. */
+/* Every PEM certificate in |file| (at least one) into a new stack; PEM blocks of other kinds are skipped. */
 int gw_pem_load_certs(struct gw_conf_ctx *pc, const char *path, const char *file, STACK_OF(X509) **out);
+
+/*
+ * gw_pem_load_certs for a file of certificates alone, such as a bundle of trust anchors: a PEM block
+ * of another kind (a key, a CRL, a "TRUSTED CERTIFICATE") is refused, naming it, rather than skipped.
+ */
+int gw_pem_load_cert_bundle(struct gw_conf_ctx *pc, const char *path, const char *file, STACK_OF(X509) **out);
 
 /* The first certificate of |file| (a leaf followed by its chain is fine). */
 int gw_pem_load_cert(struct gw_conf_ctx *pc, const char *path, const char *file, X509 **out);

@@ -219,43 +219,67 @@ static int bio_bytes(BIO *b, unsigned char **out, size_t *len)
     return 0;
 }
 
+/* |certs| as PEM, written anew from what was parsed: a new buffer (free with OPENSSL_free). */
+static int certs_pem(const STACK_OF(X509) *certs, unsigned char **out, size_t *len)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    int rc = GW_ERR_NOMEM;
+
+    for (int i = 0; b != NULL && i < sk_X509_num(certs); i++)
+        if (PEM_write_bio_X509(b, sk_X509_value(certs, i)) != 1)
+            goto out;
+    if (b != NULL)
+        rc = bio_bytes(b, out, len);
+out:
+    BIO_free(b);
+    return rc;
+}
+
 /*
  * Keeps |certs| (the tls_cert file, leaf first) and |key| as PEM in |u|: what libcurl presents is what
  * was checked here, whatever becomes of the files later. A key in a PKCS#11 token has no bytes to keep.
  */
 static int keep_client_pem(struct gw_http_conf *u, const STACK_OF(X509) *certs, EVP_PKEY *key)
 {
-    BIO *cb = BIO_new(BIO_s_mem()), *kb = BIO_new(BIO_s_mem());
-    int rc = GW_ERR_NOMEM;
+    BIO *kb;
+    int rc;
 
-    if (cb == NULL || kb == NULL)
-        goto out;
-    for (int i = 0; i < sk_X509_num(certs); i++)
-        if (PEM_write_bio_X509(cb, sk_X509_value(certs, i)) != 1)
-            goto out;
-    if (bio_bytes(cb, &u->client_cert_pem, &u->client_cert_pem_len) != 0)
-        goto out;
-    if (gw_pkcs11_is_uri(u->client_key_file)) {
-        rc = 0;
-        goto out;
-    }
-    if (PEM_write_bio_PrivateKey(kb, key, NULL, NULL, 0, NULL, NULL) != 1)
-        goto out;
-    rc = bio_bytes(kb, &u->client_key_pem, &u->client_key_pem_len);
-out:
-    BIO_free(cb);
+    if (certs_pem(certs, &u->client_cert_pem, &u->client_cert_pem_len) != 0)
+        return GW_ERR_NOMEM;
+    if (gw_pkcs11_is_uri(u->client_key_file))
+        return 0;
+    if ((kb = BIO_new(BIO_s_mem())) == NULL)
+        return GW_ERR_NOMEM;
+    rc = PEM_write_bio_PrivateKey(kb, key, NULL, NULL, 0, NULL, NULL) == 1
+             ? bio_bytes(kb, &u->client_key_pem, &u->client_key_pem_len)
+             : GW_ERR_NOMEM;
     BIO_free(kb); /* a memory BIO wipes its buffer when freed */
+    return rc;
+}
+
+/*
+ * "tls_ca": certificates alone, kept as PEM written anew from what was parsed here. These bytes are
+ * all libcurl trusts, whatever becomes of the file later.
+ */
+static int keep_ca_pem(struct gw_conf_ctx *pc, const char *path, struct gw_http_conf *u)
+{
+    STACK_OF(X509) *sk = NULL;
+    int rc;
+
+    if ((rc = gw_pem_load_cert_bundle(pc, path, u->ca_file, &sk)) == 0)
+        rc = certs_pem(sk, &u->ca_pem, &u->ca_pem_len);
+    sk_X509_pop_free(sk, X509_free);
     return rc;
 }
 
 /* The TLS settings of an HTTP upstream: an https URL, a loadable CA bundle, a matching client pair. */
 static int check_http_tls(struct gw_conf_ctx *pc, const char *path, struct gw_http_conf *u)
 {
-    STACK_OF(X509) *sk = NULL, *certs = NULL;
+    STACK_OF(X509) *certs = NULL;
     X509 *cert = NULL;
     EVP_PKEY *key = NULL;
     char cpath[GW_CONF_PATH_LEN], kpath[GW_CONF_PATH_LEN];
-    int rc = GW_ERR_INVAL;
+    int rc;
 
     gw_conf_join_key(cpath, path, u->client_cert_file != NULL ? "tls_cert" : "tls_key");
     gw_conf_join_key(kpath, path, u->ca_file != NULL ? "tls_ca" : "url");
@@ -264,13 +288,12 @@ static int check_http_tls(struct gw_conf_ctx *pc, const char *path, struct gw_ht
         return gw_conf_fail(pc, u->ca_file != NULL ? kpath : cpath, "TLS settings need an https:// \"url\"");
     if ((u->client_cert_file == NULL) != (u->client_key_file == NULL))
         return gw_conf_fail(pc, cpath, "\"tls_cert\" and \"tls_key\" go together");
-    if (u->ca_file != NULL && gw_pem_load_certs(pc, kpath, u->ca_file, &sk) != 0)
-        goto out;
+    if (u->ca_file != NULL && (rc = keep_ca_pem(pc, kpath, u)) != 0)
+        return rc;
+    if (u->client_cert_file == NULL)
+        return 0;
     gw_conf_join_key(kpath, path, "tls_key");
-    if (u->client_cert_file == NULL) {
-        rc = 0;
-        goto out;
-    }
+    rc = GW_ERR_INVAL;
     if (gw_pem_load_certs(pc, cpath, u->client_cert_file, &certs) != 0 ||
         gw_pem_load_key(pc, kpath, u->client_key_file, NULL, &key) != 0)
         goto out;
@@ -282,7 +305,6 @@ static int check_http_tls(struct gw_conf_ctx *pc, const char *path, struct gw_ht
     }
     rc = keep_client_pem(u, certs, key);
 out:
-    sk_X509_pop_free(sk, X509_free);
     sk_X509_pop_free(certs, X509_free);
     EVP_PKEY_free(key);
     return rc;
@@ -363,6 +385,7 @@ void gw_upstream_conf_cleanup(struct gw_upstream_conf *u)
             struct gw_http_conf *h = u->impl;
             free(h->url);
             free(h->ca_file);
+            OPENSSL_free(h->ca_pem);
             free(h->client_cert_file);
             free(h->client_key_file);
             OPENSSL_free(h->client_cert_pem);

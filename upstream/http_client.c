@@ -284,11 +284,15 @@ CURLcode gw_http_setopt_base(CURL *curl, const char *url, const struct gw_http_c
     SET(CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
     SET(CURLOPT_SSL_VERIFYPEER, 1L);
     SET(CURLOPT_SSL_VERIFYHOST, 2L);
-    if (tls->ca_file != NULL)
-        SET(CURLOPT_CAINFO, tls->ca_file);
-    /* the certificate and key as checked at load, not their files: curl would open those again at
-       each handshake, and use whatever they hold by then (NOCOPY: the configuration outlives the
-       client, and the key is wiped with it) */
+    /* the trust anchors, certificate and key as checked at load, not their files: curl would open
+       those again at each new connection, and use whatever they hold by then (NOCOPY: the
+       configuration outlives the client, and the key is wiped with it). The anchors replace the
+       default bundle; the default CA path would be trusted beside them, so it goes too. */
+    if (tls->ca_pem != NULL) {
+        struct curl_blob ca = {tls->ca_pem, tls->ca_pem_len, CURL_BLOB_NOCOPY};
+        SET(CURLOPT_CAINFO_BLOB, &ca);
+        SET(CURLOPT_CAPATH, NULL);
+    }
     if (tls->client_cert_pem != NULL) {
         struct curl_blob cert = {tls->client_cert_pem, tls->client_cert_pem_len, CURL_BLOB_NOCOPY};
         SET(CURLOPT_SSLCERTTYPE, "PEM");

@@ -79,8 +79,13 @@ GW_UPSTREAM_ADAPTERS(GW_UPSTREAM_DECLARE_OPS)
 
 /* The HTTP(S) API of an upstream (vault, cfssl, cmp): the first member of their sections. */
 struct gw_http_conf {
-    char *url;              /* base URL, e.g. "https://127.0.0.1:8200"; no trailing slash */
-    char *ca_file;          /* "tls_ca": CA bundle to verify the upstream's TLS server certificate */
+    char *url;     /* base URL, e.g. "https://127.0.0.1:8200"; no trailing slash */
+    char *ca_file; /* "tls_ca": CA bundle to verify the upstream's TLS server certificate */
+    /* Its certificates as loaded and checked, PEM: libcurl trusts these bytes alone (no CA path, no
+       system bundle), and never reads the file, so a file changed after the load is not used before
+       a reload checks it. NULL without "tls_ca" (the system's CAs). */
+    unsigned char *ca_pem;
+    size_t ca_pem_len;
     char *client_cert_file; /* "tls_cert"/"tls_key": TLS client certificate (Vault cert auth, mTLS) */
     char *client_key_file;
     /* The certificate (and chain) and key of "tls_cert"/"tls_key" as loaded and checked, PEM: libcurl

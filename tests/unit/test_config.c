@@ -192,6 +192,10 @@ static const char *const pki_cmds[] = {
     "-subj '/CN=other' -days 30 -addext basicConstraints=critical,CA:TRUE,pathlen:0 "
     "-addext keyUsage=critical,keyCertSign",
     "mkdir -p store store2 audit.dir && touch plain.file",
+    /* trust anchors with something else in the file, and with only text between certificates */
+    "cat ca.pem other.key > ca-key.pem && cat ca.pem delegate.csr > ca-csr.pem && "
+    "openssl x509 -in ca.pem -trustout -out ca-trusted.pem && "
+    "(echo '# the demo root'; cat ca.pem; echo 'subject=CN=other'; cat other.pem) > ca-bundle.pem",
 };
 
 static int extra_pki(void)
@@ -842,6 +846,19 @@ static const struct bad bad_cases[] = {
     {"vault tls_ca garbage",
      {UPS, E("\"tls_ca\": \"ca.pem\"", "\"tls_ca\": \"garbage.pem\"")},
      {"$.upstreams.vault.tls_ca: cannot parse a PEM certificate"}},
+    {"vault tls_ca with a key",
+     {UPS, E("\"tls_ca\": \"ca.pem\"", "\"tls_ca\": \"ca-key.pem\"")},
+     {"$.upstreams.vault.tls_ca: PEM block 2 of \"",
+      "ca-key.pem\" is a \"PRIVATE KEY\", not a certificate: keep only certificates in it"}},
+    {"vault tls_ca with a CSR",
+     {UPS, E("\"tls_ca\": \"ca.pem\"", "\"tls_ca\": \"ca-csr.pem\"")},
+     {"$.upstreams.vault.tls_ca: PEM block 2 of \"", "ca-csr.pem\" is a \"CERTIFICATE REQUEST\""}},
+    {"vault tls_ca trusted certificate",
+     {UPS, E("\"tls_ca\": \"ca.pem\"", "\"tls_ca\": \"ca-trusted.pem\"")},
+     {"$.upstreams.vault.tls_ca: PEM block 1 of \"", "ca-trusted.pem\" is a \"TRUSTED CERTIFICATE\""}},
+    {"vault tls_ca a key alone",
+     {UPS, E("\"tls_ca\": \"ca.pem\"", "\"tls_ca\": \"other.key\"")},
+     {"$.upstreams.vault.tls_ca: PEM block 1 of \"", "other.key\" is a \"PRIVATE KEY\""}},
     {"vault token others may read",
      {UPS, E("\"vault.token\"", "\"others.token\"")},
      {"$.upstreams.vault.token_file: \"", "others.token\" is readable or writable by others (mode 604)"}},
@@ -1604,6 +1621,8 @@ static void test_upstream_edges(void **state)
         {UPS, ROLES, AUTHZ("\"allowed_common_names\": [\"" A256 "\"]"),
          E("\"file\": \"audit.log\"", "\"file\": \"plain.file\"")},
         {UPS, ROLES, E("[\"ec:P-256\"]", "[\"rsa:16384\"]")},
+        /* trust anchors with text between them, as bundles often have */
+        {UPS, E("\"tls_ca\": \"ca.pem\"", "\"tls_ca\": \"ca-bundle.pem\"")},
     };
     size_t i;
 
