@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -461,7 +462,99 @@ int gw_x509_in_stack(const STACK_OF(X509) *sk, const X509 *x)
     return 0;
 }
 
-void gw_x509_chain_extend(STACK_OF(X509) *chain, STACK_OF(X509) *from, int max)
+struct gw_x509_links {
+    pthread_mutex_t lock;
+    X509 *cert[GW_X509_LINK_SLOTS];   /* up-referenced, as is its signer */
+    X509 *signer[GW_X509_LINK_SLOTS]; /* whose key verified cert[i]'s signature */
+    size_t next;                      /* the slot the next link takes: the oldest */
+};
+
+struct gw_x509_links *gw_x509_links_new(void)
+{
+    struct gw_x509_links *l = calloc(1, sizeof(*l));
+
+    if (l != NULL)
+        pthread_mutex_init(&l->lock, NULL);
+    return l;
+}
+
+void gw_x509_links_free(struct gw_x509_links *l)
+{
+    if (l == NULL)
+        return;
+    for (size_t i = 0; i < GW_X509_LINK_SLOTS; i++) {
+        X509_free(l->cert[i]);
+        X509_free(l->signer[i]);
+    }
+    pthread_mutex_destroy(&l->lock);
+    free(l);
+}
+
+/*
+ * Whether |a| and |b| are the same certificate, byte for byte: X509_cmp compares the to-be-signed
+ * part and a SHA-1 of the whole, the signature is compared as well so that nothing rests on SHA-1.
+ */
+static int same_cert(const X509 *a, const X509 *b)
+{
+    const ASN1_BIT_STRING *sa, *sb;
+    const X509_ALGOR *aa, *ab;
+
+    if (a == b)
+        return 1;
+    if (X509_cmp(a, b) != 0)
+        return 0;
+    X509_get0_signature(&sa, &aa, a);
+    X509_get0_signature(&sb, &ab, b);
+    return ASN1_STRING_cmp(sa, sb) == 0 && X509_ALGOR_cmp(aa, ab) == 0;
+}
+
+static int link_known(struct gw_x509_links *l, const X509 *x, const X509 *signer)
+{
+    int known = 0;
+
+    pthread_mutex_lock(&l->lock);
+    for (size_t i = 0; !known && i < GW_X509_LINK_SLOTS && l->cert[i] != NULL; i++)
+        known = same_cert(l->cert[i], x) && same_cert(l->signer[i], signer);
+    pthread_mutex_unlock(&l->lock);
+    return known;
+}
+
+static void link_keep(struct gw_x509_links *l, X509 *x, X509 *signer)
+{
+    X509 *old_cert, *old_signer;
+    size_t i;
+
+    if (X509_up_ref(x) != 1)
+        return;
+    if (X509_up_ref(signer) != 1) {
+        X509_free(x);
+        return;
+    }
+    pthread_mutex_lock(&l->lock);
+    i = l->next++ % GW_X509_LINK_SLOTS;
+    old_cert = l->cert[i];
+    old_signer = l->signer[i];
+    l->cert[i] = x;
+    l->signer[i] = signer;
+    pthread_mutex_unlock(&l->lock);
+    X509_free(old_cert);
+    X509_free(old_signer);
+}
+
+/* Whether |signer|'s key verifies |x|'s signature; a link remembered in |links| (NULL: none) is not
+ * verified again, one verified now is remembered. */
+static int link_signed(struct gw_x509_links *links, X509 *x, X509 *signer)
+{
+    if (links != NULL && link_known(links, x, signer))
+        return 1;
+    if (X509_verify(x, X509_get0_pubkey(signer)) != 1)
+        return 0;
+    if (links != NULL)
+        link_keep(links, x, signer);
+    return 1;
+}
+
+void gw_x509_chain_extend(STACK_OF(X509) *chain, STACK_OF(X509) *from, int max, struct gw_x509_links *links)
 {
     X509 *top, *up;
 
@@ -473,8 +566,8 @@ void gw_x509_chain_extend(STACK_OF(X509) *chain, STACK_OF(X509) *from, int max)
         for (int i = 0; up == NULL && i < sk_X509_num(from); i++) {
             X509 *x = sk_X509_value(from, i);
 
-            if (X509_check_issued(x, top) == X509_V_OK && X509_verify(top, X509_get0_pubkey(x)) == 1 &&
-                !gw_x509_in_stack(chain, x))
+            if (X509_check_issued(x, top) == X509_V_OK && !gw_x509_in_stack(chain, x) &&
+                link_signed(links, top, x))
                 up = x;
         }
         if (up == NULL || X509_add_cert(chain, up, X509_ADD_FLAG_UP_REF) != 1)

@@ -113,11 +113,24 @@ int gw_x509_ext_in(const STACK_OF(X509_EXTENSION) *exts, X509_EXTENSION *ext);
 /* gw_x509_in_stack: whether |x| is one of |sk| (the same certificate, X509_cmp; not one with its name). */
 int gw_x509_in_stack(const STACK_OF(X509) *sk, const X509 *x);
 /*
+ * struct gw_x509_links remembers the links of a chain gw_x509_chain_extend found signed: a certificate
+ * and the one whose key verified its signature. An upstream sends the same CAs with every answer and
+ * a signature that verified once verifies again, so each link is verified once, not per request.
+ * Only links that verified are kept, under both certificates whole (signature included): nothing an
+ * upstream sends makes a link pass that would fail. GW_X509_LINK_SLOTS of them, the oldest replaced;
+ * thread-safe.
+ */
+struct gw_x509_links;
+
+struct gw_x509_links *gw_x509_links_new(void);
+void gw_x509_links_free(struct gw_x509_links *links);
+/*
  * gw_x509_chain_extend continues |chain| (issuer order, a verified path that may end below a root)
  * with certificates of |from| that each issued and signed the last one, until a self-signed one, none
  * found, or |max| certificates; whatever else |from| holds stays out. Up-references what it adds.
+ * A link in |links| (NULL: none remembered) is not verified again; one it verifies goes there.
  */
-void gw_x509_chain_extend(STACK_OF(X509) *chain, STACK_OF(X509) *from, int max);
+void gw_x509_chain_extend(STACK_OF(X509) *chain, STACK_OF(X509) *from, int max, struct gw_x509_links *links);
 
 #define GW_TEXT_EXT_REQUESTS                                                                                 \
     "the CSR asks for extensions in more than one extensionRequest attribute or value: put every extension " \

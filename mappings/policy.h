@@ -10,6 +10,7 @@
 
 #include <time.h>
 #include <openssl/x509.h>
+#include "base/x509.h"
 #include "mappings/profile.h"
 #include "mappings/role.h"
 
@@ -98,12 +99,14 @@ enum gw_issued_verdict {
  * since a deferred certificate is judged when a pollReq collects it). A reduced subject, a dropped name
  * or a shorter validity is GW_ISSUED_MODIFIED. Returns the verdict; |err| says why. With |path|, a
  * certificate that may be released (GW_ISSUED_OK, GW_ISSUED_MODIFIED) has the chain it was verified on
- * into *path (the caller's): its issuer first, up to the issuer_store certificate it ends at, none of
- * |chain|'s other certificates; else *path is NULL.
+ * into *path (the caller's): its issuer first, up to the issuer_store certificate it ends at, then
+ * |chain|'s certificates that signed that one (gw_x509_chain_extend, the links in |links| not verified
+ * again), none of |chain|'s other certificates; else *path is NULL.
  */
 enum gw_issued_verdict gw_policy_check_issued(const struct gw_role *role, const struct gw_cert_plan *plan,
                                               X509 *cert, STACK_OF(X509) *chain, X509_STORE *issuer_store,
-                                              time_t now, STACK_OF(X509) **path, char *err);
+                                              struct gw_x509_links *links, time_t now, STACK_OF(X509) **path,
+                                              char *err);
 
 /*
  * gw_pattern_match matches |s| (|len| bytes) against glob |pat|: '*' matches any run of characters

@@ -289,7 +289,8 @@ static enum gw_issued_verdict issued_modified(const struct gw_role *role, const 
 
 enum gw_issued_verdict gw_policy_check_issued(const struct gw_role *role, const struct gw_cert_plan *plan,
                                               X509 *cert, STACK_OF(X509) *chain, X509_STORE *issuer_store,
-                                              time_t now, STACK_OF(X509) **path, char *err)
+                                              struct gw_x509_links *links, time_t now, STACK_OF(X509) **path,
+                                              char *err)
 {
     STACK_OF(X509) *found = NULL;
     enum gw_issued_verdict v;
@@ -305,8 +306,8 @@ enum gw_issued_verdict gw_policy_check_issued(const struct gw_role *role, const 
         (v = issued_outside(role, plan, cert, now, err)) == GW_ISSUED_OK)
         v = issued_modified(role, plan, cert, err);
     if (path != NULL && (v == GW_ISSUED_OK || v == GW_ISSUED_MODIFIED)) {
-        X509_free(sk_X509_shift(found));                           /* the certificate itself */
-        gw_x509_chain_extend(found, chain, GW_MAX_UPSTREAM_CHAIN); /* the CAs above issuer_ca */
+        X509_free(sk_X509_shift(found));                                  /* the certificate itself */
+        gw_x509_chain_extend(found, chain, GW_MAX_UPSTREAM_CHAIN, links); /* the CAs above issuer_ca */
         *path = found;
         found = NULL;
     }

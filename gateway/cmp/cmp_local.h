@@ -41,6 +41,7 @@ struct cmp_remote;      /* poll.c */
 struct cmp_role_policy; /* policy.c */
 
 struct gw_cluster;
+struct gw_x509_links;
 
 struct gw_cmp_engine {
     struct gw_cmp_settings cfg; /* a copy; what it points to is borrowed */
@@ -59,6 +60,7 @@ struct gw_cmp_engine {
     struct cmp_pending *pending;           /* upstream calls still running (poll.c's lock) */
     struct cmp_crl_cache *crls;            /* per cfg.upstreams[i]: its CRLs, one per CA (status.c) */
     struct cmp_chains *chains;             /* validated client chains (chains.c); NULL: none kept */
+    struct gw_x509_links *links;           /* upstream chains' links found signed; NULL: none kept */
     struct cmp_withdrawals *withdrawals;   /* revocations waiting for their upstream (record.c) */
 };
 

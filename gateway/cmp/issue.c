@@ -195,7 +195,8 @@ static OSSL_CMP_PKISI *deliver(struct cmp_txn *t, struct cmp_call *c, const stru
     if (store == NULL)
         snprintf(err, sizeof(err), "no issuer CA is configured to check it against");
     else
-        v = gw_policy_check_issued(t->role, plan, res->cert, res->chain, store, c->now, &path, err);
+        v = gw_policy_check_issued(t->role, plan, res->cert, res->chain, store, c->e->links, c->now, &path,
+                                   err);
     switch (v) {
     case GW_ISSUED_OK:
     case GW_ISSUED_MODIFIED:

@@ -94,7 +94,8 @@ int cmp_policy_init(struct gw_cmp_engine *e, char *err)
     }
     if (init_issuer_stores(e, err) != 0 || init_role_policies(e, err) != 0 || cmp_status_init(e, err) != 0)
         return GW_ERR_NOMEM;
-    e->chains = cmp_chains_new(); /* NULL: every chain is verified each time */
+    e->chains = cmp_chains_new();   /* NULL: every chain is verified each time */
+    e->links = gw_x509_links_new(); /* NULL: every link likewise */
     return 0;
 }
 
@@ -114,6 +115,8 @@ void cmp_policy_cleanup(struct gw_cmp_engine *e)
     cmp_status_cleanup(e);
     cmp_chains_free(e->chains);
     e->chains = NULL;
+    gw_x509_links_free(e->links);
+    e->links = NULL;
     gw_audit_close(e->audit);
     e->audit = NULL;
 }

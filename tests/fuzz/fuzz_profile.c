@@ -123,7 +123,7 @@ static void issue(const struct gw_role *role, const struct gw_cert_plan *plan, c
 
     gw_upstream_sign_wait(gw_upstream_set_get0(ups, "local"), &sreq, &res);
     if (res.status == 0 && res.cert != NULL) {
-        v = gw_policy_check_issued(role, plan, res.cert, res.chain, issuer_store, now, NULL, err);
+        v = gw_policy_check_issued(role, plan, res.cert, res.chain, issuer_store, NULL, now, NULL, err);
         if (v != GW_ISSUED_OK && v != GW_ISSUED_MODIFIED)
             fuzz_die("role %s: the local issuer's certificate is refused (%d): %s", role->name, (int)v, err);
         if (X509_check_ca(res.cert) != 0)

@@ -4,6 +4,7 @@
  * judgement of what an upstream returned. Every certificate, CRL and store is built here with the
  * OpenSSL API at a fixed NOW.
  */
+#include <dlfcn.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1710,7 +1711,7 @@ static void test_check_issued(void **state)
                           keys[iss[i].issuer == I_INT ? K_CA3 : K_CA2]);
         mkplan(&plan, "CN=dev-1.example.com", iss[i].plan_sans, K_P256, 7 * DAY);
         v = gw_policy_check_issued(&role, &plan, cert, iss[i].with_chain ? chain_int : NULL,
-                                   stores[iss[i].store], NOW, NULL, err);
+                                   stores[iss[i].store], NULL, NOW, NULL, err);
         if (v != iss[i].want)
             fail_msg("%s: verdict %d, want %d; err \"%s\"", iss[i].name, v, iss[i].want, err);
         check_err(iss[i].name, err, iss[i].want_err);
@@ -1731,6 +1732,15 @@ static struct gw_role issued_role(void)
                             .authz = {.dns_names = PATS(i_dns)}};
 }
 
+/* A certificate int_ca issued for dev-1.example.com, and the plan it answers (*plan, the caller's). */
+static X509 *issued_dev1(struct gw_cert_plan *plan)
+{
+    struct cspec spec = {"CN=dev-1.example.com", NULL, NULL, "critical,digitalSignature", -60, 7 * DAY, 0};
+
+    mkplan(plan, "CN=dev-1.example.com", NULL, K_P256, 7 * DAY);
+    return mkcert_ext(&spec, "clientAuth", NULL, keys[K_P256], int_ca, keys[K_CA3]);
+}
+
 /*
  * The chain a released certificate goes out with is the one it was verified on, up to the issuer
  * store's CA and on with the upstream's certificates that signed it, without what else the upstream
@@ -1739,32 +1749,30 @@ static struct gw_role issued_role(void)
 static void test_check_issued_path(void **state)
 {
     struct gw_role role = issued_role();
-    struct cspec spec = {"CN=dev-1.example.com", NULL, NULL, "critical,digitalSignature", -60, 7 * DAY, 0};
     STACK_OF(X509) *sent = sk_X509_new_null(), *path = NULL;
     struct gw_cert_plan plan;
     char err[GW_ERR_LEN];
-    X509 *cert = mkcert_ext(&spec, "clientAuth", NULL, keys[K_P256], int_ca, keys[K_CA3]);
+    X509 *cert = issued_dev1(&plan);
 
     (void)state;
     assert_non_null(sent);
     assert_int_equal(X509_add_cert(sent, other_ca, X509_ADD_FLAG_UP_REF), 1);
     assert_int_equal(X509_add_cert(sent, int_ca, X509_ADD_FLAG_UP_REF), 1);
     assert_int_equal(X509_add_cert(sent, cert, X509_ADD_FLAG_UP_REF), 1);
-    mkplan(&plan, "CN=dev-1.example.com", NULL, K_P256, 7 * DAY);
-    assert_int_equal(gw_policy_check_issued(&role, &plan, cert, sent, st_issuer_root, NOW, &path, err),
+    assert_int_equal(gw_policy_check_issued(&role, &plan, cert, sent, st_issuer_root, NULL, NOW, &path, err),
                      GW_ISSUED_OK);
     assert_int_equal(sk_X509_num(path), 2);
     assert_int_equal(X509_cmp(sk_X509_value(path, 0), int_ca), 0);
     assert_int_equal(X509_cmp(sk_X509_value(path, 1), ca), 0);
     sk_X509_pop_free(path, X509_free);
     /* the issuing CA itself the anchor: it, and above it only what the upstream sent that signed it */
-    assert_int_equal(gw_policy_check_issued(&role, &plan, cert, sent, st_issuer_int, NOW, &path, err),
+    assert_int_equal(gw_policy_check_issued(&role, &plan, cert, sent, st_issuer_int, NULL, NOW, &path, err),
                      GW_ISSUED_OK);
     assert_int_equal(sk_X509_num(path), 1);
     assert_int_equal(X509_cmp(sk_X509_value(path, 0), int_ca), 0);
     sk_X509_pop_free(path, X509_free);
     assert_int_equal(X509_add_cert(sent, ca, X509_ADD_FLAG_UP_REF), 1);
-    assert_int_equal(gw_policy_check_issued(&role, &plan, cert, sent, st_issuer_int, NOW, &path, err),
+    assert_int_equal(gw_policy_check_issued(&role, &plan, cert, sent, st_issuer_int, NULL, NOW, &path, err),
                      GW_ISSUED_OK);
     assert_int_equal(sk_X509_num(path), 2);
     assert_int_equal(X509_cmp(sk_X509_value(path, 0), int_ca), 0);
@@ -1772,9 +1780,77 @@ static void test_check_issued_path(void **state)
     sk_X509_pop_free(path, X509_free);
     /* refused: no chain to send */
     role.max_ttl = DAY;
-    assert_int_equal(gw_policy_check_issued(&role, &plan, cert, sent, st_issuer_int, NOW, &path, err),
+    assert_int_equal(gw_policy_check_issued(&role, &plan, cert, sent, st_issuer_int, NULL, NOW, &path, err),
                      GW_ISSUED_OUTSIDE_POLICY);
     assert_null(path);
+    gw_cert_plan_cleanup(&plan);
+    sk_X509_pop_free(sent, X509_free);
+    X509_free(cert);
+}
+
+/* Checks of int_ca's signature, counted by libcrypto's X509_verify interposed here. */
+static int int_ca_verified;
+
+int X509_verify(X509 *x, EVP_PKEY *key)
+{
+    static int (*real)(X509 *, EVP_PKEY *);
+
+    if (int_ca != NULL && X509_cmp(x, int_ca) == 0)
+        int_ca_verified++;
+    if (real == NULL)
+        *(void **)&real = dlsym(RTLD_NEXT, "X509_verify");
+    return real(x, key);
+}
+
+/* |x| as an upstream could send it: the same certificate but the last byte of its signature. */
+static X509 *resigned(X509 *x)
+{
+    unsigned char *der = NULL;
+    const unsigned char *p;
+    int len = i2d_X509(x, &der);
+    X509 *y;
+
+    assert_true(len > 0);
+    der[len - 1] ^= 1;
+    p = der;
+    y = d2i_X509(NULL, &p, len);
+    OPENSSL_free(der);
+    assert_non_null(y);
+    return y;
+}
+
+/*
+ * The root's signature on the issuing CA is verified for the first answer that sends the root, not
+ * for every answer after it; a copy of the issuing CA with another signature is not taken for it.
+ */
+static void test_check_issued_links(void **state)
+{
+    struct gw_role role = issued_role();
+    struct gw_x509_links *links = gw_x509_links_new();
+    STACK_OF(X509) *sent = sk_X509_new_null(), *path = NULL, *forged = sk_X509_new_null();
+    struct gw_cert_plan plan;
+    char err[GW_ERR_LEN];
+    X509 *cert = issued_dev1(&plan);
+
+    (void)state;
+    assert_non_null(links);
+    assert_int_equal(X509_add_cert(sent, int_ca, X509_ADD_FLAG_UP_REF), 1);
+    assert_int_equal(X509_add_cert(sent, ca, X509_ADD_FLAG_UP_REF), 1);
+    int_ca_verified = 0;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(
+            gw_policy_check_issued(&role, &plan, cert, sent, st_issuer_int, links, NOW, &path, err),
+            GW_ISSUED_OK);
+        assert_int_equal(sk_X509_num(path), 2);
+        assert_int_equal(X509_cmp(sk_X509_value(path, 1), ca), 0);
+        sk_X509_pop_free(path, X509_free);
+    }
+    assert_int_equal(int_ca_verified, 1);
+    assert_int_equal(sk_X509_push(forged, resigned(int_ca)), 1);
+    gw_x509_chain_extend(forged, sent, GW_MAX_UPSTREAM_CHAIN, links);
+    assert_int_equal(sk_X509_num(forged), 1);
+    sk_X509_pop_free(forged, X509_free);
+    gw_x509_links_free(links);
     gw_cert_plan_cleanup(&plan);
     sk_X509_pop_free(sent, X509_free);
     X509_free(cert);
@@ -1815,7 +1891,7 @@ static void test_check_issued_start_and_wildcard(void **state)
         enum gw_issued_verdict v;
 
         mkplan(&plan, "CN=dev-1.example.com", iss_more[i].sans, K_P256, 7 * DAY);
-        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NOW, NULL, err);
+        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NULL, NOW, NULL, err);
         if (v != iss_more[i].want)
             fail_msg("%s: verdict %d, want %d; err \"%s\"", iss_more[i].name, v, iss_more[i].want, err);
         check_err(iss_more[i].name, err, iss_more[i].want_err);
@@ -1890,7 +1966,7 @@ static void test_check_issued_subject(void **state)
 
         cert = mkcert_ext(&spec, "clientAuth", NULL, keys[K_P256], int_ca, keys[K_CA3]);
         mkplan(&plan, PLAN_SUBJECT, "DNS:a.example.com", K_P256, 7 * DAY);
-        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NOW, NULL, err);
+        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NULL, NOW, NULL, err);
         if (v != subj[i].want)
             fail_msg("%s: verdict %d, want %d; err \"%s\"", subj[i].name, v, subj[i].want, err);
         check_err(subj[i].name, err, subj[i].want_err);
@@ -1927,7 +2003,7 @@ static void test_check_issued_subject_encoding(void **state)
     assert_int_equal(X509_set_subject_name(cert, printable), 1);
     assert_true(X509_sign(cert, keys[K_CA3], EVP_sha256()) > 0);
     mkplan(&plan, "O=Vendor|CN=dev-1.example.com", "DNS:a.example.com", K_P256, 7 * DAY);
-    assert_int_equal(gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NOW, NULL, err),
+    assert_int_equal(gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NULL, NOW, NULL, err),
                      GW_ISSUED_OK);
     check_err("PrintableString", err, "=");
     gw_cert_plan_cleanup(&plan);
@@ -2062,7 +2138,7 @@ static void test_check_issued_exts(void **state)
         spec.bc = exts[i].bc;
         cert = mkcert_ext(&spec, exts[i].eku, exts[i].ext, keys[K_P256], int_ca, keys[K_CA3]);
         mkplan(&plan, "CN=dev-1.example.com", "DNS:a.example.com", K_P256, 7 * DAY);
-        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NOW, NULL, err);
+        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NULL, NOW, NULL, err);
         if (v != exts[i].want)
             fail_msg("%s: verdict %d, want %d; err \"%s\"", exts[i].name, v, exts[i].want, err);
         check_err(exts[i].name, err, exts[i].want_err);
@@ -2124,7 +2200,7 @@ static void test_check_issued_copied(void **state)
 
         mkplan(&plan, "CN=dev-1.example.com", "DNS:a.example.com", K_P256, 7 * DAY);
         plan.csr_exts = cases[i].csr != NULL ? exts_of(cases[i].csr) : NULL;
-        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NOW, NULL, err);
+        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NULL, NOW, NULL, err);
         if (v != cases[i].want)
             fail_msg("%s: verdict %d, want %d; err \"%s\"", cases[i].name, v, cases[i].want, err);
         check_err(cases[i].name, err, cases[i].want_err);
@@ -2149,7 +2225,7 @@ static void test_check_issued_too_many_exts(void **state)
         off += (size_t)snprintf(spec + off, sizeof(spec) - off, "%s1.2.3.%d=DER:05:00", i > 0 ? "|" : "", i);
     cert = mkcert_ext(&base, NULL, spec, keys[K_P256], int_ca, keys[K_CA3]);
     mkplan(&plan, "CN=dev-1.example.com", NULL, K_P256, 7 * DAY);
-    assert_int_equal(gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NOW, NULL, err),
+    assert_int_equal(gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NULL, NOW, NULL, err),
                      GW_ISSUED_BAD);
     check_err(
         "too many", err,
@@ -2440,10 +2516,10 @@ static void test_check_issued_null(void **state)
 
     (void)state;
     mkplan(&plan, "CN=x", NULL, K_P256, DAY);
-    assert_int_equal(gw_policy_check_issued(&role, &plan, NULL, NULL, st_issuer_int, NOW, NULL, err),
+    assert_int_equal(gw_policy_check_issued(&role, &plan, NULL, NULL, st_issuer_int, NULL, NOW, NULL, err),
                      GW_ISSUED_BAD);
     assert_string_equal(err, "the upstream returned no certificate");
-    assert_int_equal(gw_policy_check_issued(NULL, &plan, tls[C_DEV1], NULL, st_tls, NOW, NULL, err),
+    assert_int_equal(gw_policy_check_issued(NULL, &plan, tls[C_DEV1], NULL, st_tls, NULL, NOW, NULL, err),
                      GW_ISSUED_BAD);
     gw_cert_plan_cleanup(&plan);
 }
@@ -2463,6 +2539,7 @@ int main(void)
         cmocka_unit_test(test_check_issued),
         cmocka_unit_test(test_check_issued_start_and_wildcard),
         cmocka_unit_test(test_check_issued_path),
+        cmocka_unit_test(test_check_issued_links),
         cmocka_unit_test(test_check_issued_subject),
         cmocka_unit_test(test_check_issued_subject_encoding),
         cmocka_unit_test(test_check_issued_null),
