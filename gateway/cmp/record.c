@@ -40,6 +40,19 @@ void cmp_audit_rec_init(struct gw_audit_rec *r, const struct cmp_txn *t, const c
     r->exclude_cn_from_sans = t->role != NULL && t->role->exclude_cn_from_sans;
 }
 
+void cmp_audit_view(struct cmp_txn *v, const struct cmp_txn *t)
+{
+    memset(v, 0, sizeof(*v));
+    v->role = t->role;
+    v->up = t->up;
+    memcpy(v->identity, t->identity, sizeof(v->identity));
+    memcpy(v->credential_status, t->credential_status, sizeof(v->credential_status));
+    memcpy(v->serial, t->serial, sizeof(v->serial));
+    memcpy(v->route, t->route, sizeof(v->route));
+    memcpy(v->tls_subject, t->tls_subject, sizeof(v->tls_subject));
+    memcpy(v->body, t->body, sizeof(v->body));
+}
+
 void cmp_audit_refusal(struct cmp_call *c, const struct cmp_txn *t)
 {
     struct gw_audit_rec r;
@@ -218,15 +231,8 @@ static struct withdrawal *withdrawal_new(const struct cmp_txn *t, const char *ti
     }
     w->cert = cert;
     w->reason = reason;
-    w->view.role = t->role;
-    w->view.up = t->up;
+    cmp_audit_view(&w->view, t);
     snprintf(w->tid, sizeof(w->tid), "%s", tid);
-    memcpy(w->view.identity, t->identity, sizeof(w->view.identity));
-    memcpy(w->view.credential_status, t->credential_status, sizeof(w->view.credential_status));
-    memcpy(w->view.serial, t->serial, sizeof(w->view.serial));
-    memcpy(w->view.route, t->route, sizeof(w->view.route));
-    memcpy(w->view.tls_subject, t->tls_subject, sizeof(w->view.tls_subject));
-    memcpy(w->view.body, t->body, sizeof(w->view.body));
     return w;
 }
 

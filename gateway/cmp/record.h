@@ -14,6 +14,12 @@
 void cmp_audit_rec_init(struct gw_audit_rec *r, const struct cmp_txn *t, const char *tid, const char *event,
                         const char *status);
 
+/*
+ * cmp_audit_view copies into |v| (zeroed first) what the records of |t| need once |t| is gone: its
+ * audit fields, and its role and upstream (borrowed: their engine must live as long as |v|).
+ */
+void cmp_audit_view(struct cmp_txn *v, const struct cmp_txn *t);
+
 /* cmp_audit_write appends |r|, fsync'd with |sync|: 0, or GW_ERR_IO (logged). */
 int cmp_audit_write(struct gw_cmp_engine *e, const struct gw_audit_rec *r, int sync);
 
