@@ -464,6 +464,15 @@ static void job_resume(struct gw_job *j)
     h2o_multithread_send_message(&job->owner->done_rx, &job->msg);
 }
 
+/* worker: its answer never left (the client went away first): the engine withdraws the certificate */
+static void job_undelivered(struct gw_job *j)
+{
+    struct http_job *job = H2O_STRUCT_FROM_MEMBER(struct http_job, job, j);
+
+    gw_cmp_undelivered(&job->rsp);
+    h2o_multithread_send_message(&job->owner->done_rx, &job->msg);
+}
+
 /* The upstream call of a suspended job completed (any thread): back to a worker, first in line. */
 static void job_wake(void *arg)
 {
@@ -593,8 +602,23 @@ static int final_status(const struct gw_cmp_response *rsp, const char **reason)
     return 500;
 }
 
-/* loop thread: answer one finished job, or only log it when the client went away. */
-static void respond(struct http_job *job)
+/*
+ * loop thread: a job whose client went away before its answer was written, and whose answer carried a
+ * certificate: back to a worker, first in line (it was admitted once), for the engine to withdraw it.
+ * Only an answer never handed to h2o is so: one written may have reached the client.
+ */
+static void undelivered(struct http_job *job)
+{
+    struct gw_pool *pool = job->owner->server->pool;
+
+    job->job.run = job_undelivered;
+    gw_pool_suspend(pool);
+    gw_pool_resume(pool, &job->job);
+}
+
+/* loop thread: answer one finished job, or only log it when the client went away. 1: the job went back
+ * to a worker (undelivered), and comes back to be freed. */
+static int respond(struct http_job *job)
 {
     const struct gw_cmp_response *rsp = &job->rsp;
     const char *reason;
@@ -609,7 +633,10 @@ static void respond(struct http_job *job)
     if (job->req == NULL) {
         snprintf(gone, sizeof(gone), "client gone before the response; %s", outcome);
         log_request(job->gen->cfg, &job->log, &job->match, status, rsp, gone);
-        return;
+        if (rsp->carried == NULL)
+            return 0;
+        undelivered(job);
+        return 1;
     }
     job->ref->job = NULL;
     log_request(job->gen->cfg, &job->log, &job->match, status, rsp, outcome); /* before it leaves, as above */
@@ -617,6 +644,7 @@ static void respond(struct http_job *job)
         send_der(job->req, rsp->der, rsp->len, gw_route_is_get(&job->match));
     else
         send_text(job->req, status, status == 503 ? HDR_RETRY_AFTER : HDR_NONE, 0, reason);
+    return 0;
 }
 
 /* loop thread: must consume every message (docs/design.md H8.10); a NULL message only woke the loop.
@@ -629,8 +657,10 @@ void gw_http_on_done(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages)
             H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
         struct http_job *job = H2O_STRUCT_FROM_MEMBER(struct http_job, msg, m);
         h2o_linklist_unlink(&m->link);
+        /* back from job_undelivered: logged already, nothing to answer */
+        if (job->job.run != job_undelivered && respond(job) != 0)
+            continue;
         job->owner->jobs_inflight--;
-        respond(job);
         job_free(job);
     }
 }

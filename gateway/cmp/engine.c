@@ -6,6 +6,7 @@
  */
 #include "gateway/cmp/engine.h"
 #include "gateway/cmp/auth.h"
+#include "gateway/cmp/carry.h"
 #include "gateway/cmp/cmp_local.h"
 #include "gateway/cmp/cluster.h"
 #include "gateway/cmp/engine_test.h"
@@ -605,18 +606,10 @@ static int precheck(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refu
     return 0;
 }
 
-/* Ends the transaction slot of |tid| here and, with a shared state, on every instance. */
-static void release_slot(struct gw_cmp_engine *e, const struct cmp_call *c, const char *identity)
-{
-    gw_txn_release(e->txns, c->hdr.tid, c->hdr.tid_len);
-    gw_cluster_release(e->cluster, c->hdr.tid, c->hdr.tid_len, identity);
-    (void)gw_cluster_drop_record(e->cluster, c->hdr.tid, c->hdr.tid_len);
-}
-
 static void end_slot(struct cmp_call *c)
 {
     if (c->reserved)
-        release_slot(c->e, c, c->rsp->identity);
+        cmp_release_slot(c->e, c->hdr.tid, c->hdr.tid_len, c->rsp->identity);
     c->reserved = 0;
 }
 
@@ -633,6 +626,7 @@ static void park(struct cmp_call *c, struct cmp_txn *t)
     if ((t->pbm || (t->signer != NULL && OSSL_CMP_CTX_set1_srvCert(ctx, t->signer) == 1)) &&
         (txn = gw_txn_new(c->hdr.tid, c->hdr.tid_len, t->identity, c->now + ttl, t, cmp_txn_free)) != NULL) {
         cmp_share_txn(c, t, ttl); /* before it is open here: another instance may take it */
+        cmp_carry(c, t, 1);       /* and another worker */
         if (gw_txn_put(c->e->txns, txn) == 0) {
             c->reserved = 0; /* the slot now holds the transaction */
             return;
@@ -724,6 +718,7 @@ static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     }
     /* implicitConfirm granted, rejected, or error: 3.0 leaves a rejected ip "open" (docs/design.md O10.4) */
     cmp_withdraw_undelivered(c, t);
+    cmp_carry(c, t, 0);
     cmp_txn_free(t);
     end_slot(c);
 }
@@ -1037,6 +1032,8 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
         cmp_reshare(c, t);
     finish(c, t, msg, rsp);
     if (open && c->rsp->http_status == 200) {
+        if (c->released)
+            cmp_carry(c, t, 1);
         put_back(c, txn, rebuilt, leased);
         return;
     }
@@ -1044,11 +1041,13 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
               "outcome", c->rsp->outcome, NULL);
     /* the record goes first: no other instance may answer this transaction while its outcome (a
        revocation at the upstream, say) is being written */
-    release_slot(c->e, c, t->identity);
-    if (!c->released)
+    cmp_release_slot(c->e, c->hdr.tid, c->hdr.tid_len, t->identity);
+    if (!c->released) {
         cmp_audit_closed(c, t);
-    else /* released with implicitConfirm, its "issued" record says it all; else it never left */
+    } else { /* released with implicitConfirm: its "issued" record says it all, if the answer leaves */
         cmp_withdraw_undelivered(c, t);
+        cmp_carry(c, t, 0);
+    }
     gw_txn_free(txn);
 }
 
@@ -1066,7 +1065,7 @@ static void abort_txn(struct cmp_call *c, struct gw_txn *txn)
     }
     cmp_poll_abandon(old->pending); /* a deferred request's certificate to come: withdrawn then */
     (void)cmp_poll_withdraw_uncollected(c->e, old, c->rsp->tid, NULL, 1); /* one that came: withdrawn now */
-    release_slot(c->e, c, txn->identity);
+    cmp_release_slot(c->e, c->hdr.tid, c->hdr.tid_len, txn->identity);
     gw_txn_free(txn);
 }
 

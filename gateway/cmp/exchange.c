@@ -17,4 +17,6 @@ void gw_cmp_response_cleanup(struct gw_cmp_response *rsp)
     OPENSSL_free(rsp->der);
     rsp->der = NULL;
     rsp->len = 0;
+    gw_cmp_carried_free(rsp->carried);
+    rsp->carried = NULL;
 }

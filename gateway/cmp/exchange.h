@@ -36,6 +36,13 @@ typedef void (*gw_cmp_resume_fn)(void *arg);
  */
 void gw_cmp_suspended_arm(struct gw_cmp_suspended *s, gw_cmp_resume_fn fn, void *arg);
 
+/*
+ * What the engine keeps of the certificate an answer carries, in case the answer never leaves (the
+ * engine counts the certificate as delivered once the answer is built). Freed with the response.
+ */
+struct gw_cmp_carried;
+void gw_cmp_carried_free(struct gw_cmp_carried *k);
+
 /* What to send back, and what to log. Fill with gw_cmp_response_init, free with _cleanup. */
 struct gw_cmp_response {
     int http_status;              /* 200: |der| is a PKIMessage; else an HTTP error */
@@ -51,11 +58,20 @@ struct gw_cmp_response {
     char serial[2 * 20 + 1];          /* issued serial in hex, or "" */
     bool auth_failed;                 /* the sender could not be authenticated: counts against its address */
     struct gw_cmp_suspended *suspended; /* set: no answer yet; arm it, then process again to answer */
+    struct gw_cmp_carried *carried;     /* set: the answer carries a certificate its client has not had */
 };
+
+/*
+ * gw_cmp_undelivered: the answer in |rsp| never left the gateway (its client went away before it was
+ * written). The certificate it carried (rsp->carried) goes on record as not delivered and is
+ * withdrawn, and its transaction, if it waits for a certConf nobody can now send, is closed. A no-op
+ * for an answer that carries none. Worker: it writes the audit log and may ask the shared state.
+ */
+void gw_cmp_undelivered(struct gw_cmp_response *rsp);
 
 /* gw_cmp_response_init readies |rsp| for an answer (HTTP 500 until one is written). */
 void gw_cmp_response_init(struct gw_cmp_response *rsp);
-/* gw_cmp_response_cleanup frees the DER |rsp| holds. NULL-safe. */
+/* gw_cmp_response_cleanup frees the DER |rsp| holds and what it keeps of its certificate. NULL-safe. */
 void gw_cmp_response_cleanup(struct gw_cmp_response *rsp);
 
 #endif

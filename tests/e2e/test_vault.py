@@ -4,18 +4,23 @@ default_path_policy, an issuer_ref route, cert-auth login, CRMF refused with a p
 every Vault failure (400, 403, 412, 429, 503 sealed, 500, timeout, garbage, warnings only) as the exact
 decoded CMP answer (PKIStatus, failInfo, statusString). What Vault received is read from its request log.
 With Vault slow: waiting calls hold no worker or thread, a client that hangs up loses nothing on record,
-and SIGTERM drains a waiting request.
+and SIGTERM drains a waiting request. A client that leaves before its answer is written (an HTTP/2
+connection closed while its call waits) never gets its certificate: it is withdrawn at Vault, with
+implicitConfirm and with a certConf expected; an answer written to a connection whose client left is not.
 """
 import json
+import ssl
 import sys
 import threading
 import time
 import unittest
+import urllib.request
 from pathlib import Path
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
 import vaultenv  # noqa: E402
+from cryptography import x509  # noqa: E402
 
 REJECTION = 2  # PKIStatus rejection (RFC 9810 §5.2.3)
 NS = "e2e"
@@ -325,6 +330,62 @@ class VaultLatencyHidden(SlowVault):
         lines = [json.loads(l) for l in self.gw.stderr().splitlines() if issued[0]["tid"] in l]
         self.assertIn(("request", "p10cr", "accepted"),
                       [(l.get("event"), l.get("req_type"), l.get("outcome")) for l in lines], lines)
+        # written to the socket: it may have reached the client (HTTP/1 reads nothing while it answers)
+        time.sleep(0.5)
+        self.assertEqual(harness.audit_records(self.gw, "rejected", "gone.example.com"), [])
+
+
+class VaultClientGone(SlowVault):
+    """An HTTP/2 client that closes its connection while its call waits at Vault: the gateway notices at once,
+    so the answer is never written, and the certificate Vault issued is withdrawn (docs/audit.md), whether
+    the client asked for implicitConfirm or a certConf was to come."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        super().edit_config(cfg, gw)
+        cfg["listeners"][0]["tls"]["http2"] = True
+        cfg.setdefault("cmp", {})["transaction_ttl"] = "3s"  # an unconfirmed one would expire during the test
+
+    def crl_serials(self):
+        """The serials on Vault's CRL (its default issuer's revocations)."""
+        ctx = ssl.create_default_context(cafile=str(self.gw.dir / "ca.pem"))
+        with urllib.request.urlopen(self.vault.url + "/v1/pki/crl", context=ctx, timeout=10) as r:
+            crl = x509.load_der_x509_crl(r.read())
+        return {c.serial_number for c in crl}
+
+    def leave(self, name, extra):
+        """A p10cr for /CN=|name|.example.com whose client gives up while Vault takes its time: the record
+        of the certificate issued for it."""
+        cn = "%s.example.com" % name
+        req = self.gw.make_request(name, "p10cr", subject="/CN=" + cn, extra=extra)
+        with self.assertRaises(harness.Failure):  # curl gives up after 1 s; Vault answers after 2 s
+            self.gw.curl(path="/pki/roles/vault/cmp", data=req, timeout=1, http="--http2")
+        issued = harness.settled(lambda: harness.audit_records(self.gw, "issued", cn), len)
+        self.assertEqual(len(issued), 1, self.gw.stderr()[-3000:])
+        return issued[0]
+
+    def assert_withdrawn(self, issued):
+        serial, tid = issued["serial"], issued["tid"]
+        revoked = harness.settled(lambda: [r for r in harness.audit_records(self.gw, "revoked")
+                                           if r["serial"] == serial], len)
+        self.assertEqual(len(revoked), 1, self.gw.stderr()[-3000:])
+        rejected = [r for r in harness.audit_records(self.gw, "rejected") if r["serial"] == serial]
+        self.assertEqual([r["status"] for r in rejected],
+                         ["not delivered: the client left before its answer was sent"])
+        self.assertIn(int(serial, 16), self.crl_serials())
+        lines = [e for e in self.gw.log_lines() if e.get("tid") == tid]
+        self.assertIn("cert_undelivered", [e.get("event") for e in lines], lines)
+        self.assertTrue(any(e.get("event") == "request" and e.get("outcome", "").startswith("client gone")
+                            for e in lines), lines)
+
+    def test_implicit_confirm(self):
+        self.assert_withdrawn(self.leave("gone-implicit", ("-implicit_confirm",)))
+
+    def test_certconf_expected(self):
+        issued = self.leave("gone-certconf", ())
+        self.assert_withdrawn(issued)
+        time.sleep(5)  # past transaction_ttl and the expiry tick: the transaction was closed, not left open
+        self.assertEqual(harness.audit_records(self.gw, "expired_unconfirmed", "gone-certconf.example.com"), [])
 
 
 class VaultShutdownWhileWaiting(SlowVault):

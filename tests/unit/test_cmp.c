@@ -1567,6 +1567,70 @@ static void test_refused_answer_other_key(void **state)
     }
 }
 
+/* A transfer whose client goes away before the answer leaves: the listener tells the engine so. */
+static OSSL_CMP_MSG *transfer_gone(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
+{
+    struct client *cl = OSSL_CMP_CTX_get_transfer_cb_arg(ctx);
+    struct gw_cmp_response rsp;
+    unsigned char *der = NULL;
+    int len = i2d_OSSL_CMP_MSG(req, &der);
+
+    assert_true(len > 0);
+    gw_cmp_response_init(&rsp);
+    gw_cmp_process(cl->env->engine,
+                   &(struct gw_cmp_request){.der = der, .len = (size_t)len, .route = &cl->env->route}, &rsp);
+    assert_int_equal(rsp.http_status, 200);
+    assert_non_null(rsp.carried);
+    gw_cmp_undelivered(&rsp);
+    gw_cmp_response_cleanup(&rsp);
+    OPENSSL_free(der);
+    return NULL;
+}
+
+/*
+ * The one certificate issued under |e| is on record as not delivered, its client gone, and revoked once;
+ * no transaction is left open, nor held by what the answer kept of it. Then the client, its context and
+ * the engine are freed.
+ */
+static void assert_gone_withdrawn_and_free(struct env *e, struct client *cl, OSSL_CMP_CTX *ctx)
+{
+    char serial[64];
+
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    assert_int_equal(audit_serial(e, "issued", serial, sizeof(serial)), 0);
+    assert_int_equal(audit_count(e, "rejected", serial, "status",
+                                 "not delivered: the client left before its answer was sent"),
+                     1);
+    assert_int_equal(revoke_calls(e), 1);
+    assert_int_equal(audit_count(e, "revoked", serial, NULL, NULL), 1);
+    assert_false(gw_cmp_engine_busy(e->engine));
+    client_cleanup(cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+/*
+ * The answer carrying a certificate never left (its client went away first): the certificate goes on
+ * record as not delivered and is revoked, and a transaction waiting for the certConf is closed, with
+ * implicitConfirm or without. An answer that left is not withdrawn (test_result_checks).
+ */
+static void test_client_gone(void **state)
+{
+    (void)state;
+    for (int implicit = 0; implicit <= 1; implicit++) {
+        struct env *e = env_new(CMP_DEFAULTS);
+        struct client cl = {.env = e};
+        OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+
+        print_message("implicitConfirm: %d\n", implicit);
+        env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
+        OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_IMPLICIT_CONFIRM, implicit);
+        OSSL_CMP_CTX_set_transfer_cb(ctx, transfer_gone);
+        assert_null(OSSL_CMP_exec_IR_ses(ctx));
+        assert_gone_withdrawn_and_free(e, &cl, ctx);
+    }
+}
+
 static time_t much_later_clock(void)
 {
     return time(NULL) + 2 * GW_ROLE_POLICY_TTL + 2;
@@ -3420,6 +3484,33 @@ static void test_poll_waiting_then_ip(void **state)
     env_free(e);
 }
 
+/*
+ * The pollReq that collects a deferred certificate, its answer lost (the client went away first): the
+ * certificate is withdrawn and the transaction closed, whether implicitConfirm was granted or a
+ * certConf was to come.
+ */
+static void test_poll_release_client_gone(void **state)
+{
+    (void)state;
+    for (int implicit = 0; implicit <= 1; implicit++) {
+        struct env *e = env_slow("100ms", 0);
+        struct client cl = {.env = e, .new_thread = 1};
+        OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+        int after;
+
+        print_message("implicitConfirm: %d\n", implicit);
+        ((struct gw_role *)e->cfg->default_path_policy.role)->implicit_confirm = implicit;
+        OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_IMPLICIT_CONFIRM, implicit);
+        slow_revokes();
+        assert_int_equal(poll_step(ctx, &after), -1);
+        slow_gate(1);
+        slow_wait_completed(e, 1);
+        OSSL_CMP_CTX_set_transfer_cb(ctx, transfer_gone);
+        assert_int_equal(poll_step(ctx, &after), 0); /* pollReq -> ip, never sent */
+        assert_gone_withdrawn_and_free(e, &cl, ctx);
+    }
+}
+
 /* Keeps a copy (DER) of the client's first pollReq in |cl->held|, and sends it on unchanged. */
 static OSSL_CMP_MSG *keep_first_pollreq(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
 {
@@ -4039,6 +4130,7 @@ int main(void)
         cmocka_unit_test(test_crmf_delegate_policy_down),
         cmocka_unit_test(test_result_checks),
         cmocka_unit_test(test_refused_answer_other_key),
+        cmocka_unit_test(test_client_gone),
         cmocka_unit_test(test_upstream_grants_upfront),
         cmocka_unit_test(test_verbatim_csr_upfront),
         cmocka_unit_test(test_result_unrevocable),
@@ -4062,6 +4154,7 @@ int main(void)
         cmocka_unit_test(test_3gpp_config),
         cmocka_unit_test(test_3gpp_alg_hash_bits),
         cmocka_unit_test(test_poll_waiting_then_ip),
+        cmocka_unit_test(test_poll_release_client_gone),
         cmocka_unit_test(test_poll_replayed_pollreq),
         cmocka_unit_test(test_poll_undelivered_withdrawn),
         cmocka_unit_test(test_poll_not_needed),

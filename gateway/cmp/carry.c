@@ -1,0 +1,100 @@
+/*
+ * The certificate an answer carries (carry.h, exchange.h). The engine counts a certificate as delivered once
+ * the answer carrying it is built: with implicitConfirm its transaction closes at once, else it waits for the
+ * certConf. The answer may still never leave: the client went away before the listener could write it. Nobody
+ * has the certificate then, and nobody can confirm it (the client never had the senderNonce a certConf must
+ * answer): it is withdrawn like one whose answer could not be built (record.h), and a transaction waiting for
+ * its certConf is closed rather than left to expire with a valid certificate.
+ */
+#include "gateway/cmp/carry.h"
+#include "gateway/cmp/cluster.h"
+#include "gateway/cmp/record.h"
+#include "gateway/cmp/txn.h"
+#include "base/log.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/x509v3.h>
+
+#define TEXT_GONE "not delivered: the client left before its answer was sent"
+
+struct gw_cmp_carried {
+    struct gw_cmp_engine *e; /* the transaction's, held (live): |view| borrows its role and upstream */
+    struct cmp_txn view;     /* the transaction's audit fields */
+    X509 *cert;
+    unsigned char tid[GW_MAX_TID_LEN];
+    size_t tid_len;
+    int parked; /* its transaction waits for the certConf */
+};
+
+void gw_cmp_carried_free(struct gw_cmp_carried *k)
+{
+    if (k == NULL)
+        return;
+    X509_free(k->cert);
+    atomic_fetch_sub(&k->e->live, 1);
+    free(k);
+}
+
+void cmp_carry(struct cmp_call *c, const struct cmp_txn *t, int parked)
+{
+    struct gw_cmp_carried *k;
+
+    /* without memory the answer goes as it always did: the certificate counts as delivered */
+    if (t->issued == NULL || (k = calloc(1, sizeof(*k))) == NULL)
+        return;
+    if (X509_up_ref(t->issued) != 1) {
+        free(k);
+        return;
+    }
+    k->cert = t->issued;
+    k->e = t->e;
+    atomic_fetch_add(&k->e->live, 1);
+    cmp_audit_view(&k->view, t);
+    memcpy(k->tid, c->hdr.tid, k->tid_len = c->hdr.tid_len);
+    k->parked = parked;
+    c->rsp->carried = k;
+}
+
+void cmp_release_slot(struct gw_cmp_engine *e, const unsigned char *tid, size_t tid_len, const char *identity)
+{
+    gw_txn_release(e->txns, tid, tid_len);
+    gw_cluster_release(e->cluster, tid, tid_len, identity);
+    (void)gw_cluster_drop_record(e->cluster, tid, tid_len);
+}
+
+/*
+ * The transaction of |k|, waiting for a certConf nobody can send: closed if it is still open here with
+ * the certificate (one that expired meanwhile, or is being answered, is left to that).
+ */
+static void close_parked(const struct gw_cmp_carried *k)
+{
+    struct gw_txn *txn = gw_txn_take(k->e->txns, k->tid, k->tid_len);
+    const struct cmp_txn *t = txn != NULL ? txn->data : NULL;
+
+    if (txn == NULL)
+        return;
+    if (t->issued == NULL || X509_cmp(t->issued, k->cert) != 0) { /* another transaction of that ID since */
+        (void)gw_txn_put(k->e->txns, txn);
+        return;
+    }
+    cmp_release_slot(k->e, k->tid, k->tid_len, txn->identity);
+    gw_txn_free(txn);
+}
+
+void gw_cmp_undelivered(struct gw_cmp_response *rsp)
+{
+    struct gw_cmp_carried *k = rsp->carried;
+
+    if (k == NULL)
+        return;
+    rsp->carried = NULL;
+    gw_log_kv(GW_LOG_ERROR, "cert_undelivered", "tid", rsp->tid, "identity", k->view.identity, "serial",
+              k->view.serial, "outcome", rsp->outcome, "msg",
+              "the client left before its answer was sent; the certificate is withdrawn", NULL);
+    if (k->parked)
+        close_parked(k);
+    (void)cmp_audit_cert(k->e, &k->view, rsp->tid, "rejected", TEXT_GONE, k->cert, 1);
+    cmp_withdraw(k->e, &k->view, rsp->tid, k->cert, CRL_REASON_CESSATION_OF_OPERATION);
+    gw_cmp_carried_free(k);
+}

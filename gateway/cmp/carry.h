@@ -1,0 +1,22 @@
+/*
+ * The certificate an answer carries to its client, until the answer leaves (exchange.h,
+ * gw_cmp_undelivered), and the end of a transaction's slot.
+ */
+#ifndef GW_CMP_CARRY_H
+#define GW_CMP_CARRY_H
+
+#include <stddef.h>
+#include "gateway/cmp/cmp_local.h"
+
+/*
+ * cmp_carry: the answer of |c|, built, carries t->issued (if |t| has one) to its client; c->rsp keeps
+ * what withdrawing it takes should the answer never leave. |parked|: |t| waits for the certConf, so
+ * it is closed then too. Before |t| is open to other workers, or freed (worker).
+ */
+void cmp_carry(struct cmp_call *c, const struct cmp_txn *t, int parked);
+
+/* cmp_release_slot ends the transaction slot of |tid| here and, with a shared state, on every instance. */
+void cmp_release_slot(struct gw_cmp_engine *e, const unsigned char *tid, size_t tid_len,
+                      const char *identity);
+
+#endif
