@@ -371,16 +371,16 @@ void cmp_withdrawals_drain(struct gw_cmp_engine *e)
 }
 
 /*
- * The record of a transaction that closes with a certificate issued. A client that
- * rejects the certificate will not use it: it is revoked where the upstream can. In 3.0 an
- * empty CertStatus list (the client's rejection) is answered without the callback (docs/design.md
- * O4).
+ * The record of a transaction that closes with a certificate issued. A certConf that does not
+ * confirm it leaves it to no one: the client rejects it (in 3.0 an empty CertStatus list, the
+ * client's rejection, is answered without the callback: docs/design.md O4), or its certHash names
+ * another certificate, or OpenSSL refuses the certConf (a wrong certReqId). It is revoked where the
+ * upstream can.
  */
 void cmp_audit_closed(struct cmp_call *c, struct cmp_txn *t)
 {
     int rejected = c->confirm == CMP_CONFIRM_REJECTED ||
-                   (c->confirm == CMP_CONFIRM_NONE && c->body == GW_CMP_BODY_CERTCONF &&
-                    strcmp(c->rsp->rsp_type, "pkiconf") == 0);
+                   (c->confirm == CMP_CONFIRM_NONE && strcmp(c->rsp->rsp_type, "pkiconf") == 0);
 
     if (t->issued == NULL)
         return;
@@ -388,12 +388,15 @@ void cmp_audit_closed(struct cmp_call *c, struct cmp_txn *t)
         (void)cmp_audit_cert(c->e, t, c->rsp->tid, "confirmed", c->rsp->outcome, t->issued, 0);
         return;
     }
-    if (!rejected) {
+    if (c->body != GW_CMP_BODY_CERTCONF) {
         (void)cmp_audit_cert(c->e, t, c->rsp->tid, "rejected", c->rsp->outcome, t->issued, 0);
         return;
     }
-    (void)cmp_audit_cert(c->e, t, c->rsp->tid, "rejected_by_client", "the client rejected the certificate",
-                         t->issued, 1);
+    if (rejected)
+        (void)cmp_audit_cert(c->e, t, c->rsp->tid, "rejected_by_client",
+                             "the client rejected the certificate", t->issued, 1);
+    else
+        (void)cmp_audit_cert(c->e, t, c->rsp->tid, "rejected", c->rsp->outcome, t->issued, 1);
     cmp_withdraw(c->e, t, c->rsp->tid, t->issued, CRL_REASON_CESSATION_OF_OPERATION);
 }
 

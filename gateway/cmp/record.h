@@ -63,8 +63,8 @@ bool cmp_withdrawals_busy(struct gw_cmp_engine *e);
 void cmp_withdrawals_settle(struct gw_cmp_engine *e);
 void cmp_withdrawals_drain(struct gw_cmp_engine *e);
 
-/* cmp_audit_closed writes the record of |t| closing with its certificate issued (confirmed, rejected,
- * or rejected by the client: then withdrawn). */
+/* cmp_audit_closed writes the record of |t| closing with its certificate issued: confirmed, or
+ * rejected (withdrawn when the message closing it is a certConf that does not confirm it). */
 void cmp_audit_closed(struct cmp_call *c, struct cmp_txn *t);
 
 /*

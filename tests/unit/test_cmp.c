@@ -2512,6 +2512,35 @@ static void test_audit_client_rejects(void **state)
 }
 
 /*
+ * A certConf whose certHash names another certificate, accepting it or rejecting it, did not confirm
+ * the one issued: its client has something else, so the one issued is withdrawn.
+ */
+static void test_certconf_other_hash_withdrawn(void **state)
+{
+    for (int reject = 0; reject <= 1; reject++) {
+        struct env *e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .confirm = 1});
+        struct client cl = {.env = e, .tamper = tamper_certhash};
+        OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+
+        (void)state;
+        env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
+        if (reject)
+            OSSL_CMP_CTX_set_certConf_cb(ctx, reject_cert);
+        assert_null(OSSL_CMP_exec_IR_ses(ctx));
+        assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badCertId,
+                      "certHash does not match");
+        assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+        assert_int_equal(revoke_calls(e), 1);
+        assert_int_equal(audit_count(e, "rejected", NULL, NULL, NULL), 1);
+        assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), 1);
+        assert_int_equal(audit_count(e, "confirmed", NULL, NULL, NULL), 0);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
+}
+
+/*
  * Sends, in place of the message of body |type|, an error message (status rejection) under its
  * header, protected with |cl->other|'s credentials; the message is kept in |cl->held| to be sent later.
  */
@@ -4144,6 +4173,7 @@ int main(void)
         cmocka_unit_test(test_status_forged_upstream_key_id),
         cmocka_unit_test(test_audit_lines),
         cmocka_unit_test(test_audit_client_rejects),
+        cmocka_unit_test(test_certconf_other_hash_withdrawn),
         cmocka_unit_test(test_audit_unwritable),
         cmocka_unit_test(test_audit_lost_after_sign),
         cmocka_unit_test(test_audit_unopenable),
