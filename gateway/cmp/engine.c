@@ -869,6 +869,16 @@ static int lease_refused(struct cmp_call *c, int rc, const char *err, struct cmp
                       "the gateway cannot reach its cluster to answer this transaction; retry later");
 }
 
+/* 1 with |r| when the transaction is here but another of its messages holds it: "no open
+   transaction" would have its client give up on one that goes on. */
+static int held_here(struct cmp_call *c, struct cmp_refusal *r)
+{
+    if (!gw_txn_contains(c->e->txns, c->hdr.tid, c->hdr.tid_len))
+        return 0;
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                      "another message of this transaction is being answered now; retry in a moment");
+}
+
 /*
  * A message (certConf, pollReq, error) for a transaction another instance began (its record:
  * "mac_key_file"): a fresh context from the role takes the stored request again, as if it had come
@@ -1003,15 +1013,12 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     if (txn != NULL && ((struct cmp_txn *)txn->data)->shared &&
         claim_shared(c, msg, &txn, &leased, &rebuilt) != 0)
         return;
-    if (txn == NULL && gw_cluster_keeps_records(c->e->cluster)) {
+    if (txn == NULL && !held_here(c, &why) && gw_cluster_keeps_records(c->e->cluster))
         leased = rebuilt = (txn = rebuild(c, &why)) != NULL;
-        if (txn == NULL && why.fail_info >= 0) {
-            refuse(c, msg, &why);
-            return;
-        }
-    }
     if (txn == NULL) {
-        refuse(c, msg, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badRequest, TEXT_NO_TXN});
+        refuse(c, msg,
+               why.fail_info >= 0 ? &why
+                                  : &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badRequest, TEXT_NO_TXN});
         return;
     }
     t = txn->data;
@@ -1088,7 +1095,7 @@ static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
        a shared one only once its record is leased (it may have been confirmed elsewhere) */
     if (rsp != NULL && OSSL_CMP_MSG_get_bodytype(rsp) == GW_CMP_BODY_PKICONF &&
         (txn = gw_txn_take(c->e->txns, c->hdr.tid, c->hdr.tid_len)) == NULL &&
-        gw_cluster_keeps_records(c->e->cluster))
+        !(refused = held_here(c, &why)) && gw_cluster_keeps_records(c->e->cluster))
         leased = rebuilt = (txn = rebuild(c, &ignored)) != NULL;
     else if (txn != NULL && ((struct cmp_txn *)txn->data)->shared &&
              claim_copy(c, &txn, &leased, &rebuilt, err) != 0)

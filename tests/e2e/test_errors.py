@@ -13,6 +13,8 @@ import os
 import re
 import ssl
 import sys
+import threading
+import time
 import unittest
 import warnings
 from pathlib import Path
@@ -150,6 +152,33 @@ def certconf(ir, ip, cert_hash, key, recip=None, sender=None):
     if sender is not None:
         m["header"]["sender"] = sender
     return resign(m, key)
+
+
+def rebody(msg, kind, content, key):
+    """|msg| with the body |kind| built by |content| from its empty one, a fresh senderNonce, signed with |key|."""
+    body = msg["body"].clone()
+    value = body.componentType[kind].asn1Object.clone()
+    content(value)
+    body[kind] = value
+    msg["body"] = body
+    set_octets(msg["header"], "senderNonce", os.urandom(16))
+    return resign(msg, key)
+
+
+def pollreq(msg, key):
+    """A pollReq (certReqId 0) in |msg|'s transaction."""
+    def entry(preq):
+        e = preq.componentType.clone()
+        e["certReqId"] = 0
+        preq.append(e)
+    return rebody(msg, "pollReq", entry, key)
+
+
+def error_msg(msg, key):
+    """An error message (status rejection: the client aborts) in |msg|'s transaction."""
+    def rejection(err):
+        err["pKIStatusInfo"]["status"] = 2
+    return rebody(msg, "error", rejection, key)
 
 
 def flip_last(bitstring):
@@ -576,16 +605,8 @@ class Errors(Base):
         done = self.gw.cmp("ir", "closed", newkey=self.newkey("closed"), subject="/CN=closed")
         self.assertEqual([a.body_type for a in done.answers], ["ip", "pkiconf"])
         self.expect("no_txn", self.send("closed-conf", done.req_files[1].read_bytes()))
-        pr = load(done.req_files[1].read_bytes())
-        body = pr["body"].clone()
-        preq = body.componentType["pollReq"].asn1Object.clone()
-        entry = preq.componentType.clone()
-        entry["certReqId"] = 0
-        preq.append(entry)
-        body["pollReq"] = preq
-        pr["body"] = body
-        set_octets(pr["header"], "senderNonce", os.urandom(16))
-        self.expect("no_txn", self.send("closed-poll", resign(pr, self.key())))
+        pr = pollreq(load(done.req_files[1].read_bytes()), self.key())
+        self.expect("no_txn", self.send("closed-poll", pr))
 
     def test_other_sender(self):
         ir, ip, cert = self.open_txn("othersender")
@@ -667,6 +688,30 @@ class Limits(Base):
 
 
 # ---------------------------------------------------------------------------------------------
+# A transaction whose request is still running: each sign call takes 3 s
+# ---------------------------------------------------------------------------------------------
+
+class Busy(Base):
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["upstreams"]["local"]["delay"] = "%ds" % (3 * harness.SLOW)
+
+    def test_txn_busy(self):
+        """A pollReq and an error message while the ir runs: told to retry, and the ir goes on to its ip."""
+        ir = encoder.encode(self.fresh("busy"))
+        answers = []
+        running = threading.Thread(target=lambda: answers.append(self.send("busy-ir", ir)))
+        running.start()
+        time.sleep(harness.SLOW)  # the ir holds its transactionID once its checks passed
+        self.expect("txn_busy", self.send("busy-poll", pollreq(load(ir), self.key())))
+        self.expect("txn_busy", self.send("busy-error", error_msg(load(ir), self.key())))
+        running.join(harness.CLIENT_TIMEOUT)
+        a = harness.decode_cmp(answers[0].body)
+        self.assertEqual((a.body_type, a.status), ("ip", 0), a)
+
+
+# ---------------------------------------------------------------------------------------------
 # certProfile (RFC 9483 §3.1): profile "device" selects role "profiled"
 # ---------------------------------------------------------------------------------------------
 
@@ -728,13 +773,13 @@ class Profiles(Base):
 class Table(unittest.TestCase):
 
     def test_every_row_has_a_test(self):
-        tests = {name[len("test_"):] for cls in (Errors, Limits, Profiles) for name in dir(cls)
+        tests = {name[len("test_"):] for cls in (Errors, Limits, Busy, Profiles) for name in dir(cls)
                  if name.startswith("test_")}
         missing = sorted(set(ROWS) - tests - set(ELSEWHERE))
         self.assertEqual(missing, [], "rows of docs/errors.md without a test")
 
     def test_every_refusal_test_has_a_row(self):
-        tests = {name[len("test_"):] for cls in (Errors, Limits, Profiles) for name in dir(cls)
+        tests = {name[len("test_"):] for cls in (Errors, Limits, Busy, Profiles) for name in dir(cls)
                  if name.startswith("test_")}
         self.assertEqual(sorted(tests - set(ROWS) - {"confirm_twin", "crafted_twin", "profile_twin"}), [])
 
