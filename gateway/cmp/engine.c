@@ -1051,6 +1051,8 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     cmp_release_slot(c->e, c->hdr.tid, c->hdr.tid_len, t->identity);
     if (!c->released) {
         cmp_audit_closed(c, t);
+        /* a deferred request ended by a certConf, or a malformed pollReq, before a pollReq collected it */
+        cmp_poll_drop_uncollected(c->e, t, c->rsp->tid, 0);
     } else { /* released with implicitConfirm: its "issued" record says it all, if the answer leaves */
         cmp_withdraw_undelivered(c, t);
         cmp_carry(c, t, 0);
@@ -1070,8 +1072,7 @@ static void abort_txn(struct cmp_call *c, struct gw_txn *txn)
                              "the client aborted the transaction with an error message", old->issued, 1);
         cmp_withdraw(c->e, old, c->rsp->tid, old->issued, CRL_REASON_CESSATION_OF_OPERATION);
     }
-    cmp_poll_abandon(old->pending); /* a deferred request's certificate to come: withdrawn then */
-    (void)cmp_poll_withdraw_uncollected(c->e, old, c->rsp->tid, NULL, 1); /* one that came: withdrawn now */
+    cmp_poll_drop_uncollected(c->e, old, c->rsp->tid, 1);
     cmp_release_slot(c->e, c->hdr.tid, c->hdr.tid_len, txn->identity);
     gw_txn_free(txn);
 }

@@ -690,6 +690,12 @@ int cmp_poll_withdraw_uncollected(struct gw_cmp_engine *e, struct cmp_txn *t, co
     return 1;
 }
 
+void cmp_poll_drop_uncollected(struct gw_cmp_engine *e, struct cmp_txn *t, const char *tid, int aborted)
+{
+    cmp_poll_abandon(t->pending);
+    (void)cmp_poll_withdraw_uncollected(e, t, tid, NULL, aborted);
+}
+
 void cmp_poll_closed(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, const char *event)
 {
     struct cmp_pending *p = t->pending;

@@ -71,6 +71,14 @@ int cmp_poll_withdraw_uncollected(struct gw_cmp_engine *e, struct cmp_txn *t, co
                                   const char *event, int aborted);
 
 /*
+ * cmp_poll_drop_uncollected: |t| closes (|aborted| as above) before a pollReq collected the
+ * certificate of its deferred request, or while its call runs: nobody can receive the certificate,
+ * so one still to come is withdrawn when it comes (cmp_poll_abandon), one that came now. NULL-safe on
+ * t->pending.
+ */
+void cmp_poll_drop_uncollected(struct gw_cmp_engine *e, struct cmp_txn *t, const char *tid, int aborted);
+
+/*
  * cmp_poll_closed logs and audits what is known of a deferred transaction closed without its client
  * (at shutdown, a certificate nobody collected stays valid and on record).
  */

@@ -2541,13 +2541,12 @@ static void test_certconf_other_hash_withdrawn(void **state)
 }
 
 /*
- * Sends, in place of the message of body |type|, an error message (status rejection) under its
- * header, protected with |cl->other|'s credentials; the message is kept in |cl->held| to be sent later.
+ * Sends, in place of the message of body |type|, one with the DER PKIBody |body| under its header,
+ * protected with |cl->other|'s credentials; the message is kept in |cl->held| to be sent later.
  */
-static OSSL_CMP_MSG *tamper_error_for(int type, OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
+static OSSL_CMP_MSG *tamper_body_for(int type, const unsigned char *body, size_t body_len, OSSL_CMP_CTX *ctx,
+                                     OSSL_CMP_MSG *req, struct client *cl)
 {
-    /* [23] ErrorMsgContent { PKIStatusInfo { rejection } } */
-    static const unsigned char body[] = {0xb7, 0x07, 0x30, 0x05, 0x30, 0x03, 0x02, 0x01, 0x02};
     const OSSL_CMP_PKIHEADER *hdr = OSSL_CMP_MSG_get0_header(req);
     unsigned char *hdr_der = NULL, *der = NULL, *q;
     const unsigned char *p;
@@ -2561,12 +2560,12 @@ static OSSL_CMP_MSG *tamper_error_for(int type, OSSL_CMP_CTX *ctx, OSSL_CMP_MSG 
     cl->held = der;
     cl->held_len = (size_t)len;
     assert_true((hdr_len = i2d_OSSL_CMP_PKIHEADER(hdr, &hdr_der)) > 0);
-    inner = hdr_len + (int)sizeof(body);
+    inner = hdr_len + (int)body_len;
     len = ASN1_object_size(1, inner, V_ASN1_SEQUENCE);
     assert_non_null(der = q = OPENSSL_malloc((size_t)len));
     ASN1_put_object(&q, 1, inner, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
     memcpy(q, hdr_der, (size_t)hdr_len);
-    memcpy(q + hdr_len, body, sizeof(body));
+    memcpy(q + hdr_len, body, body_len);
     p = der;
     assert_non_null(out = d2i_OSSL_CMP_MSG(NULL, &p, len));
     /* the header keeps its protectionAlg: re-protected (extraCerts, senderKID) by the other sender */
@@ -2576,6 +2575,15 @@ static OSSL_CMP_MSG *tamper_error_for(int type, OSSL_CMP_CTX *ctx, OSSL_CMP_MSG 
     OPENSSL_free(hdr_der);
     OSSL_CMP_MSG_free(req);
     return out;
+}
+
+/* tamper_body_for with an error message (status rejection): the client aborts. */
+static OSSL_CMP_MSG *tamper_error_for(int type, OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
+{
+    /* [23] ErrorMsgContent { PKIStatusInfo { rejection } } */
+    static const unsigned char body[] = {0xb7, 0x07, 0x30, 0x05, 0x30, 0x03, 0x02, 0x01, 0x02};
+
+    return tamper_body_for(type, body, sizeof(body), ctx, req, cl);
 }
 
 /* An error message in place of the certConf, its header and so its recipNonce the certConf's. */
@@ -3798,29 +3806,42 @@ static OSSL_CMP_MSG *tamper_poll_error(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, str
     return tamper_error_for(GW_CMP_BODY_POLLREQ, ctx, req, cl);
 }
 
+/* A certConf without CertStatus (a rejection of nothing: no certificate was delivered) in place of a pollReq.
+ */
+static OSSL_CMP_MSG *tamper_poll_certconf(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
+{
+    /* [24] CertConfirmContent {} */
+    static const unsigned char body[] = {0xb8, 0x02, 0x30, 0x00};
+
+    return tamper_body_for(GW_CMP_BODY_POLLREQ, body, sizeof(body), ctx, req, cl);
+}
+
 /*
  * A deferred request whose transaction closes while its call still runs (expired past
- * transaction_ttl and the upstream's timeout, or aborted by the client's error message): no pollReq
- * can collect the certificate the call returns after that, so it is on record as not delivered and
- * withdrawn at the CA, as one that comes after the deadline.
+ * transaction_ttl and the upstream's timeout, aborted by the client's error message, or ended by a
+ * certConf in place of its pollReq): no pollReq can collect the certificate the call returns after
+ * that, so it is on record as not delivered and withdrawn at the CA, as one that comes after the
+ * deadline.
  */
 static void test_poll_closed_while_call_runs(void **state)
 {
+    static const char *const hows[] = {"expiry", "the client's error message", "a certConf"};
+
     (void)state;
-    for (int abort = 0; abort <= 1; abort++) {
+    for (int how = 0; how < 3; how++) {
         struct env *e = env_slow("100ms", 0);
         struct client cl = {.env = e}, dummy = {.env = e};
         OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
         char serial[64] = "";
         int after;
 
-        print_message("closed by %s\n", abort ? "the client's error message" : "expiry");
+        print_message("closed by %s\n", hows[how]);
         slow_revokes();
         assert_int_equal(poll_step(ctx, &after), -1); /* ir -> waiting, pollReq -> pollRep */
-        if (abort) {
+        if (how > 0) {
             cl.other = client_new(&dummy, SIG, client_cert, client_key, NULL, NULL, 0);
-            cl.tamper = tamper_poll_error;
-            (void)poll_step(ctx, &after); /* its next pollReq goes as an error message */
+            cl.tamper = how == 1 ? tamper_poll_error : tamper_poll_certconf;
+            (void)poll_step(ctx, &after); /* its next pollReq goes as that message */
         } else {
             gw_cmp_engine_expire(e->engine, time(NULL) + 300 + 12);
         }
@@ -3840,33 +3861,38 @@ static void test_poll_closed_while_call_runs(void **state)
 }
 
 /*
- * The client aborts its deferred request (an error message in place of a pollReq) after the
- * certificate came but before it collected it: nobody received it, so it is withdrawn.
+ * The client aborts its deferred request (an error message in place of a pollReq), or ends it with
+ * a certConf there, after the certificate came but before it collected it: nobody received it, so
+ * it is withdrawn.
  */
 static void test_poll_aborted_after_result(void **state)
 {
-    struct env *e = env_slow("100ms", 0);
-    struct client cl = {.env = e}, dummy = {.env = e};
-    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
-    char serial[64] = "";
-    int after;
-
     (void)state;
-    slow_revokes();
-    assert_int_equal(poll_step(ctx, &after), -1); /* ir -> waiting, pollReq -> pollRep */
-    slow_gate(1);
-    slow_wait_completed(e, 1);
-    cl.other = client_new(&dummy, SIG, client_cert, client_key, NULL, NULL, 0);
-    cl.tamper = tamper_poll_error;
-    (void)poll_step(ctx, &after); /* its next pollReq goes as an error message */
-    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
-    assert_uncollected_withdrawn(e, serial, sizeof(serial),
-                                 "the client aborted the transaction before a pollReq collected it");
-    assert_int_equal(audit_count(e, "issued", serial, "status", "awaiting the client's pollReq"), 1);
-    client_cleanup(&cl);
-    client_cleanup(&dummy);
-    OSSL_CMP_CTX_free(ctx);
-    env_free(e);
+    for (int conf = 0; conf <= 1; conf++) {
+        struct env *e = env_slow("100ms", 0);
+        struct client cl = {.env = e}, dummy = {.env = e};
+        OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+        char serial[64] = "";
+        int after;
+
+        slow_revokes();
+        assert_int_equal(poll_step(ctx, &after), -1); /* ir -> waiting, pollReq -> pollRep */
+        slow_gate(1);
+        slow_wait_completed(e, 1);
+        cl.other = client_new(&dummy, SIG, client_cert, client_key, NULL, NULL, 0);
+        cl.tamper = conf ? tamper_poll_certconf : tamper_poll_error;
+        (void)poll_step(ctx, &after); /* its next pollReq goes as that message */
+        assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+        assert_uncollected_withdrawn(
+            e, serial, sizeof(serial),
+            conf ? "no pollReq collected it before its transaction closed"
+                 : "the client aborted the transaction before a pollReq collected it");
+        assert_int_equal(audit_count(e, "issued", serial, "status", "awaiting the client's pollReq"), 1);
+        client_cleanup(&cl);
+        client_cleanup(&dummy);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
 }
 
 /* Shutdown with a call still running: the engine waits for it, and its certificate is on record. */
