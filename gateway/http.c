@@ -624,14 +624,16 @@ static int respond(struct http_job *job)
     const char *reason;
     int status = final_status(rsp, &reason);
     const char *outcome = rsp->outcome[0] != '\0' ? rsp->outcome : reason;
-    char gone[GW_ERR_LEN + 40]; /* room for the prefix: truncation only shortens a log value */
+    char gone[GW_ERR_LEN + 72]; /* room for the prefix and suffix: truncation only shortens a log value */
 
     /* counted also when the client went away: resetting the stream must not escape the budget */
     if (rsp->auth_failed)
         gw_guard_auth_failed(job->owner->server->guard, (struct sockaddr *)&job->addr, job->addr_len,
                              time(NULL));
     if (job->req == NULL) {
-        snprintf(gone, sizeof(gone), "client gone before the response; %s", outcome);
+        /* "accepted" alone would read as a certificate delivered: one carried is withdrawn instead */
+        snprintf(gone, sizeof(gone), "client gone before the response; %s%s", outcome,
+                 rsp->carried != NULL ? "; its certificate is withdrawn" : "");
         log_request(job->gen->cfg, &job->log, &job->match, status, rsp, gone);
         if (rsp->carried == NULL)
             return 0;

@@ -376,7 +376,7 @@ class VaultClientGone(SlowVault):
         lines = [e for e in self.gw.log_lines() if e.get("tid") == tid]
         self.assertIn("cert_undelivered", [e.get("event") for e in lines], lines)
         self.assertTrue(any(e.get("event") == "request" and e.get("outcome", "").startswith("client gone")
-                            for e in lines), lines)
+                            and e["outcome"].endswith("; its certificate is withdrawn") for e in lines), lines)
 
     def test_implicit_confirm(self):
         self.assert_withdrawn(self.leave("gone-implicit", ("-implicit_confirm",)))
