@@ -1245,43 +1245,58 @@ static void test_rr_holder_forged_key_id(void **state)
 }
 
 /*
+ * A second local issuer for env_new's extra_upstream: a CA named |subject| under the demo root, written
+ * to issuing-|tag|.pem and .key, with an empty store-|tag|; its key in |*key|.
+ */
+static X509 *second_issuer(const X509_NAME *subject, const char *tag, EVP_PKEY **key)
+{
+    EVP_PKEY *root_key = load_key("ca.key");
+    X509 *ca = X509_new();
+    char path[160];
+    FILE *f;
+
+    *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509_set_version(ca, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(ca), 0x6602);
+    X509_set_subject_name(ca, subject);
+    X509_set_issuer_name(ca, X509_get_subject_name(ca_cert));
+    X509_gmtime_adj(X509_getm_notBefore(ca), -60);
+    X509_gmtime_adj(X509_getm_notAfter(ca), 86400);
+    X509_set_pubkey(ca, *key);
+    add_ext(ca, ca_cert, NID_basic_constraints, "critical,CA:TRUE");
+    add_ext(ca, ca_cert, NID_key_usage, "critical,keyCertSign,cRLSign");
+    add_ext(ca, ca_cert, NID_subject_key_identifier, "hash");
+    add_ext(ca, ca_cert, NID_authority_key_identifier, "keyid");
+    assert_true(X509_sign(ca, root_key, EVP_sha256()) > 0);
+    EVP_PKEY_free(root_key);
+    snprintf(path, sizeof(path), "%s/issuing-%s.pem", dir, tag);
+    assert_non_null(f = fopen(path, "w"));
+    PEM_write_X509(f, ca);
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/issuing-%s.key", dir, tag);
+    assert_non_null(f = fopen(path, "w"));
+    assert_int_equal(fchmod(fileno(f), 0600), 0); /* a key others may read is refused */
+    PEM_write_PrivateKey(f, *key, NULL, NULL, 0, NULL, NULL);
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/store-%s", dir, tag);
+    assert_int_equal(mkdir(path, 0700), 0);
+    return ca;
+}
+
+/*
  * A migration whose "to" issues under a CA of the same name as "from" but another key (allowed: a new
  * mount's CA named as the old one): certificates of "from" stay revocable by their holder and an RA.
  * Once, rr asked only the first upstream issuing under that name ("to"), which had not issued them.
  */
 static void test_rr_migration_same_ca_name(void **state)
 {
-    EVP_PKEY *root_key = load_key("ca.key"), *b_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256"), *k = NULL;
-    X509 *b_ca = X509_new(), *held = NULL, *other = NULL;
-    char path[160], piece[512];
-    FILE *f;
+    EVP_PKEY *b_key = NULL, *k = NULL;
+    X509 *b_ca = second_issuer(X509_get_subject_name(issuing_cert), "b", &b_key), *held = NULL, *other = NULL;
+    char piece[512];
     struct env *e;
     OSSL_CMP_CTX *ctx;
 
     (void)state;
-    X509_set_version(b_ca, 2);
-    ASN1_INTEGER_set(X509_get_serialNumber(b_ca), 0x6602);
-    X509_set_subject_name(b_ca, X509_get_subject_name(issuing_cert));
-    X509_set_issuer_name(b_ca, X509_get_subject_name(ca_cert));
-    X509_gmtime_adj(X509_getm_notBefore(b_ca), -60);
-    X509_gmtime_adj(X509_getm_notAfter(b_ca), 86400);
-    X509_set_pubkey(b_ca, b_key);
-    add_ext(b_ca, ca_cert, NID_basic_constraints, "critical,CA:TRUE");
-    add_ext(b_ca, ca_cert, NID_key_usage, "critical,keyCertSign,cRLSign");
-    add_ext(b_ca, ca_cert, NID_subject_key_identifier, "hash");
-    add_ext(b_ca, ca_cert, NID_authority_key_identifier, "keyid");
-    assert_true(X509_sign(b_ca, root_key, EVP_sha256()) > 0);
-    snprintf(path, sizeof(path), "%s/issuing-b.pem", dir);
-    assert_non_null(f = fopen(path, "w"));
-    PEM_write_X509(f, b_ca);
-    fclose(f);
-    snprintf(path, sizeof(path), "%s/issuing-b.key", dir);
-    assert_non_null(f = fopen(path, "w"));
-    assert_int_equal(fchmod(fileno(f), 0600), 0); /* a key others may read is refused */
-    PEM_write_PrivateKey(f, b_key, NULL, NULL, 0, NULL, NULL);
-    fclose(f);
-    snprintf(path, sizeof(path), "%s/store-b", dir);
-    assert_int_equal(mkdir(path, 0700), 0);
     snprintf(piece, sizeof(piece),
              "\"authorization\": {\"ra_subjects\": [\"/O=cmpgw demo/CN=cmpgw demo CMP signer\"]}, "
              "\"migration\": {\"from\": \"local\", \"to\": \"local-b\", \"mode\": \"off\", \"cohort\": "
@@ -1310,7 +1325,6 @@ static void test_rr_migration_same_ca_name(void **state)
     X509_free(b_ca);
     EVP_PKEY_free(k);
     EVP_PKEY_free(b_key);
-    EVP_PKEY_free(root_key);
     env_free(e);
 }
 
