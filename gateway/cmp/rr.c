@@ -259,6 +259,11 @@ static int check_rr(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *r
     if (gw_shim_rr_reason(req, reason) != 0)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
                           "crlEntryDetails must hold one valid CRLReason (RFC 5280 §5.3.1)");
+    /* an un-revocation: a CMP CA may release the hold, Vault and cfssl would revoke instead */
+    if (*reason == CRL_REASON_REMOVE_FROM_CRL)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                          "revocation reason removeFromCRL releases a certificate from hold, which this "
+                          "server does not do: ask the CA's operator");
     n = revokers(c, t->role, issuer, ups);
     return pick_revoker(t, c, ups, n, issuer, serial, *as_ra, r);
 }

@@ -121,6 +121,18 @@ class Revocation(harness.GatewayTestCase):
         self.assertTrue(any("by the RA" in r["status"] for r in audit(self.gw, "intent")
                             if int(r.get("serial", "0"), 16) == int(serial_hex(cert), 16)))
 
+    def test_remove_from_crl_refused(self):
+        """removeFromCRL would release a held certificate at a CMP CA (Vault and cfssl would revoke): never sent."""
+        cert, key = self.enrol("unhold")
+        rc, rp = self.rr("unhold-rr", cert, (cert, key), reason="8")
+        self.assertNotEqual(rc, 0)
+        self.assertEqual(rp_status(rp), (2, ["badRequest"], [
+            "revocation reason removeFromCRL releases a certificate from hold, which this server does not do: ask "
+            "the CA's operator"]))
+        self.assertNotIn(serial_hex(cert), crl_entries(self.gw, "unhold"))
+        self.assertFalse([r for r in audit(self.gw, "intent") if int(r.get("serial", "0"), 16) ==
+                          int(serial_hex(cert), 16)])
+
     def test_pbm_not_authorized(self):
         cert, _ = self.enrol("pbm-victim")
         _, rp = self.rr("pbm-rr", cert, "pbm")

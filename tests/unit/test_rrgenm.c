@@ -1053,18 +1053,26 @@ static void env_by_serial_free(struct env *e)
     "\"authorization\": {\"ra_subjects\": [\"/O=cmpgw demo/CN=cmpgw demo CMP signer\"], "                    \
     "\"allowed_common_names\": [\"rr-*\"]}"
 
-/* An RA's rr for |victim| (issuer and serial as it names them) while the CA's lookup answers |answer|. */
-static void ra_rr(struct env *e, X509 *victim, X509 *answer, int fail_bit, const char *text)
+/* rr for |victim| signed by |cert|/|key|: accepted (|fail_bit| < 0), or refused with |fail_bit| and |text|.
+ */
+static void expect_rr(struct env *e, X509 *cert, EVP_PKEY *key, X509 *victim, int reason, int fail_bit,
+                      const char *text)
 {
     OSSL_CMP_CTX *ctx;
 
-    by_serial.answer = answer;
-    rr(e, signer_cert, signer_key, victim, CRL_REASON_SUPERSEDED, &ctx);
+    rr(e, cert, key, victim, reason, &ctx);
     if (fail_bit < 0)
         assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
     else
         assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, fail_bit, text);
     OSSL_CMP_CTX_free(ctx);
+}
+
+/* An RA's rr for |victim| (issuer and serial as it names them) while the CA's lookup answers |answer|. */
+static void ra_rr(struct env *e, X509 *victim, X509 *answer, int fail_bit, const char *text)
+{
+    by_serial.answer = answer;
+    expect_rr(e, signer_cert, signer_key, victim, CRL_REASON_SUPERSEDED, fail_bit, text);
     by_serial.answer = NULL;
 }
 
@@ -1118,7 +1126,6 @@ static void test_rr_ra_without_lookup(void **state)
     EVP_PKEY *k = NULL;
     X509 *mine = NULL;
     struct env *e = env_by_serial(RA_ROLE, &no_lookup_ops, &mine, &k);
-    OSSL_CMP_CTX *ctx;
     char path[] = "/tmp/cmpgw-rr-log-XXXXXX", logged[8192] = "";
     int fd = mkstemp(path), saved = dup(STDERR_FILENO);
     ssize_t n;
@@ -1142,9 +1149,7 @@ static void test_rr_ra_without_lookup(void **state)
     unlink(path);
     assert_null(strstr(logged, "rr_lookup_failed"));
     assert_int_equal(by_serial.revokes, 0);
-    rr(e, mine, k, mine, CRL_REASON_KEY_COMPROMISE, &ctx);
-    assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
-    OSSL_CMP_CTX_free(ctx);
+    expect_rr(e, mine, k, mine, CRL_REASON_KEY_COMPROMISE, -1, NULL);
     assert_int_equal(by_serial.revokes, 1);
     X509_free(mine);
     EVP_PKEY_free(k);
@@ -1326,6 +1331,32 @@ static void test_rr_migration_same_ca_name(void **state)
     EVP_PKEY_free(k);
     EVP_PKEY_free(b_key);
     env_free(e);
+}
+
+/*
+ * removeFromCRL takes a certificate off hold (RFC 5280 §5.3.1): an un-revocation, which a CMP CA
+ * behind the gateway may honour and Vault or cfssl would take as a revocation. Once, it went to the CA
+ * like any other reason: a device whose certificate was on hold could release it itself.
+ */
+static void test_rr_remove_from_crl(void **state)
+{
+    EVP_PKEY *k = NULL;
+    X509 *held = NULL;
+    struct env *e = env_by_serial(NULL, &by_serial_ops, &held, &k);
+    int intents = audit_count(e, "intent", NULL, NULL); /* the enrolment's */
+
+    (void)state;
+    expect_rr(e, held, k, held, CRL_REASON_REMOVE_FROM_CRL, OSSL_CMP_PKIFAILUREINFO_badRequest,
+              "revocation reason removeFromCRL releases a certificate from hold");
+    assert_int_equal(by_serial.revokes, 0);
+    assert_int_equal(audit_count(e, "intent", NULL, NULL), intents);
+    assert_int_equal(audit_count(e, "rejected", "status", "removeFromCRL"), 1);
+    /* the twin: a hold is a revocation, which the holder may ask for */
+    expect_rr(e, held, k, held, CRL_REASON_CERTIFICATE_HOLD, -1, NULL);
+    assert_int_equal(by_serial.revokes, 1);
+    X509_free(held);
+    EVP_PKEY_free(k);
+    env_by_serial_free(e);
 }
 
 /* ---- shim ------------------------------------------------------------------------------------ */
@@ -1525,6 +1556,7 @@ int main(void)
         cmocka_unit_test(test_rr_ra_without_lookup),
         cmocka_unit_test(test_rr_holder_forged_key_id),
         cmocka_unit_test(test_rr_migration_same_ca_name),
+        cmocka_unit_test(test_rr_remove_from_crl),
         cmocka_unit_test(test_shim_rr_reason),
         cmocka_unit_test(test_shim_itavs),
         cmocka_unit_test(test_shim_crl_status),
