@@ -508,7 +508,10 @@ static int cmp_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_up
     return 0;
 }
 
-/* rr (RFC 9483 §4.2) for |cert| with CRLReason |reason|; worker, synchronous. */
+/*
+ * rr (RFC 9483 §4.2) for |cert| with CRLReason |reason|; the CA's certRevoked and badCertId keep
+ * their meaning (upstream.h). Worker, synchronous.
+ */
 static int cmp_revoke(struct gw_upstream *up, const X509 *cert, int reason, char *err)
 {
     const struct cmp_up *cu = gw_upstream_get0_impl(up);
@@ -531,7 +534,9 @@ static int cmp_revoke(struct gw_upstream *up, const X509 *cert, int reason, char
     map_failure(cu, ctx, &x, &status, &fi, err);
     gw_log_kv(GW_LOG_WARN, "cmp_upstream_failed", "upstream", gw_upstream_conf_name(cu->conf), "url", cu->url,
               "reason", err, NULL);
-    rc = status;
+    rc = fi == OSSL_CMP_PKIFAILUREINFO_certRevoked ? GW_ERR_EXISTS
+         : fi == OSSL_CMP_PKIFAILUREINFO_badCertId ? GW_ERR_NOT_FOUND
+                                                   : status;
 out:
     ERR_clear_error();
     OSSL_CMP_CTX_free(ctx);

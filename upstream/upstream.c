@@ -778,19 +778,23 @@ static int lacks(const struct gw_upstream *up, unsigned cap, const char *what, c
     return 1;
 }
 
-int gw_upstream_revoke(struct gw_upstream *up, const X509 *cert, int reason, char *err)
+int gw_upstream_revoke_cert(struct gw_upstream *up, const X509 *cert, int reason, char *err)
 {
-    int rc;
-
     if (lacks(up, GW_UP_REVOKE, "revoke certificates", err))
         return GW_ERR_INVAL;
     if (cert == NULL) {
         snprintf(err, GW_ERR_LEN, "upstream %s: no certificate to revoke", gw_upstream_conf_name(up->conf));
         return GW_ERR_INVAL;
     }
-    rc = up->ops->revoke != NULL ? up->ops->revoke(up, cert, reason, err)
-                                 : up->ops->revoke_serial(up, X509_get_issuer_name(cert),
-                                                          X509_get0_serialNumber(cert), reason, err);
+    return up->ops->revoke != NULL ? up->ops->revoke(up, cert, reason, err)
+                                   : up->ops->revoke_serial(up, X509_get_issuer_name(cert),
+                                                            X509_get0_serialNumber(cert), reason, err);
+}
+
+int gw_upstream_revoke(struct gw_upstream *up, const X509 *cert, int reason, char *err)
+{
+    int rc = gw_upstream_revoke_cert(up, cert, reason, err);
+
     return rc == GW_ERR_EXISTS ? 0 : rc; /* withdrawn already: what the caller wants */
 }
 

@@ -168,16 +168,20 @@ uint32_t gw_upstream_timeout_ms(const struct gw_upstream *up);
  * caller records it in the audit log.
  */
 unsigned gw_upstream_caps(const struct gw_upstream *up);
-int gw_upstream_revoke(struct gw_upstream *up, const X509 *cert, int reason, char *err);
 /*
  * gw_upstream_revoke_serial revokes the certificate |issuer| (may be NULL: the upstream's own CA)
- * issued with |serial|, as an rr names it (RFC 9483 §4.2). GW_ERR_NOT_FOUND when the upstream
+ * issued with |serial|, as an RA's rr names it (RFC 9483 §4.2). GW_ERR_NOT_FOUND when the upstream
  * issued no such certificate (answer badCertId); GW_ERR_EXISTS when it knows the certificate was
- * already revoked (answer certRevoked; Vault and cfssl cannot tell and answer 0). gw_upstream_revoke
- * takes an already revoked certificate as done (0). (worker)
+ * already revoked (answer certRevoked; Vault and cfssl cannot tell and answer 0).
+ * gw_upstream_revoke_cert revokes |cert| itself, the same way: by the certificate where the upstream
+ * takes one (a CMP CA's rr carries it; OpenSSL 3.0 builds none from issuer and serial alone), else by
+ * its issuer and serial; for its holder's rr. gw_upstream_revoke is gw_upstream_revoke_cert that
+ * takes an already revoked certificate as done (0), for a withdrawal. (worker)
  */
 int gw_upstream_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
                               int reason, char *err);
+int gw_upstream_revoke_cert(struct gw_upstream *up, const X509 *cert, int reason, char *err);
+int gw_upstream_revoke(struct gw_upstream *up, const X509 *cert, int reason, char *err);
 /*
  * gw_upstream_crl fetches (local: builds or returns the cached) current CRL of |up| as DER into a
  * malloc'd *der of *len bytes (caller free()s); *der is NULL on failure. GW_ERR_INVAL without

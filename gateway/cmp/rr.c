@@ -210,6 +210,7 @@ static int revoke(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer
     struct gw_audit_rec r;
     char err[GW_ERR_LEN] = "", status[GW_ERR_LEN];
     int rc, dropped = t->up != NULL && (gw_upstream_caps(t->up) & GW_UP_REVOKE_REASON) == 0;
+    int code = reason == CRL_REASON_NONE ? CRL_REASON_UNSPECIFIED : reason;
 
     snprintf(status, sizeof(status), "revocation requested by the %s; reason %s", as_ra ? "RA" : "holder",
              reason_name(reason));
@@ -218,8 +219,9 @@ static int revoke(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer
         return cmp_refuse(refusal, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                           "the audit log cannot be written; nothing was revoked");
     c->audited = 1; /* each outcome below writes its own record */
-    rc = gw_upstream_revoke_serial(t->up, issuer, serial,
-                                   reason == CRL_REASON_NONE ? CRL_REASON_UNSPECIFIED : reason, err);
+    /* the holder's is the certificate the rr names (authorize_rr): a CMP CA needs it whole */
+    rc = as_ra ? gw_upstream_revoke_serial(t->up, issuer, serial, code, err)
+               : gw_upstream_revoke_cert(t->up, t->signer, code, err);
     if (rc != 0) {
         snprintf(status, sizeof(status), "not revoked: %.200s", err);
         cmp_audit_rec_init(&r, t, c->rsp->tid, "revoke_failed", status);

@@ -109,19 +109,21 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
         cls.mock = cls.keep_running(Mock(gw.dir, harness.free_port()))
         cls.mock.make_pki()
         # the mock signs as "upstream CMP server", not as the CA that issues: who answers is named
+        # the mock serves no revocation status: its certificates authenticate the holders' rr unchecked
         common = {"type": "cmp", "url": "http://127.0.0.1:%d" % cls.mock.port, "path": "/pkix/",
                   "trusted": "up-ca.pem", "expected_sender": "/O=cmp upstream/CN=upstream CMP server",
-                  "issuer_ca": "up-ca.pem", "timeout": "5s"}
+                  "issuer_ca": "up-ca.pem", "timeout": "5s", "check_revocation": False}
         cfg["upstreams"].update({
             "ca-cmp": dict(common),
             # nothing listens there: a port that was free a moment ago
             "ca-cmp-down": dict(common, url="http://127.0.0.1:%d" % harness.free_port()),
         })
+        cfg["trust"]["up"] = {"ca_file": "up-ca.pem", "revocation": "upstream"}
         base = dict(cfg["roles"]["default"])
         base.pop("upstream", None)
         base["implicit_confirm"] = False
         cfg["roles"].update({
-            "cmp": dict(base, upstream="ca-cmp"),
+            "cmp": dict(base, upstream="ca-cmp", trust=base["trust"] + ["up"]),
             "cmp-odd": dict(base, upstream="ca-cmp", allowed_extensions=["1.2.3.4"]),
             "cmp-down": dict(base, upstream="ca-cmp-down"),
             # CRMF to the CMP CA, p10cr to the other upstream
@@ -206,6 +208,25 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
         self.assertEqual(harness.settled(self.upstream_saw, lambda saw: "RR" in saw), ["IR", "CERTCONF", "RR"])
         records = harness.settled(lambda: harness.audit_records(self.gw, "revoked"), bool)
         self.assertIn("ca-cmp", [r.get("upstream") for r in records])
+
+    def holder_rr(self, name, cert, key, role):
+        """The holder's rr of |cert| on |role|'s path: the decoded rp."""
+        res = self.gw.cmp("rr", name, auth=(cert, key), path="pki/roles/%s/cmp" % role, expect_cert=False,
+                          extra=["-oldcert", cert, "-revreason", "1"])
+        return harness.rp_status(res.rsp_files[0].read_bytes())
+
+    def test_holder_revokes_at_the_cmp_ca(self):
+        # the CA gets an rr for the very certificate (OpenSSL 3.0 cannot build one from issuer and serial)
+        key, canned = self.canned("hold-rr")
+        self.mock.start(canned)
+        res = self.gw.cmp("ir", "hold-rr", newkey=key, subject="/CN=hold-rr.example.com", path="pki/roles/cmp/cmp")
+        self.assert_from_upstream(res, key, canned)
+        self.assertEqual(self.holder_rr("hold-rr-rr", canned, key, "cmp"), (0, [], []))
+        self.assertEqual(self.upstream_saw(), ["IR", "CERTCONF", "RR"])
+        revoked = [r for r in harness.audit_records(self.gw, "revoked")
+                   if int(r.get("serial", "0"), 16) == int(harness.serial_hex(canned), 16)]
+        self.assertEqual([(r.get("upstream"), r["status"]) for r in revoked],
+                         [("ca-cmp", "revoked; reason keyCompromise")])
 
     # -- negative -------------------------------------------------------------------------------
 

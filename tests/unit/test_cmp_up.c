@@ -36,6 +36,7 @@
 #define REQ_MAX (64 * 1024)
 #define BODY_IR 0 /* PKIBody CHOICE tags (RFC 9810 §5.1.2); OpenSSL keeps them internal */
 #define BODY_CERTCONF 24
+#define BODY_RR 11
 
 static char dir[64];
 static EVP_PKEY *ca_key, *client_key, *other_key, *ra_key;
@@ -179,6 +180,8 @@ struct server {
     X509 *rsp_cert;
     EVP_PKEY *rsp_key;
     X509 *capubs;
+    unsigned char rr_named[64]; /* issuer and serial of the last rr, their DER one after the other */
+    int rr_named_len;
     pthread_mutex_t lock; /* the test changes the protection between exchanges */
 };
 
@@ -210,7 +213,19 @@ static int srv_certconf(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int id, 
 static OSSL_CMP_PKISI *srv_rr(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const X509_NAME *issuer,
                               const ASN1_INTEGER *serial)
 {
-    (void)srv, (void)req, (void)issuer, (void)serial;
+    struct server *s = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
+    unsigned char *p = s->rr_named;
+    int n = i2d_X509_NAME(issuer, NULL), m = i2d_ASN1_INTEGER(serial, NULL);
+
+    (void)req;
+    if (n > 0 && m > 0 && n + m <= (int)sizeof(s->rr_named)) {
+        i2d_X509_NAME(issuer, &p);
+        i2d_ASN1_INTEGER(serial, &p);
+        s->rr_named_len = n + m;
+    }
+    if (s->mode == M_REJECT)
+        return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << OSSL_CMP_PKIFAILUREINFO_certRevoked,
+                                       "already revoked");
     return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, NULL);
 }
 
@@ -835,6 +850,39 @@ static void test_capubs_not_planted(void **state)
     EVP_PKEY_free(rogue_key);
 }
 
+/*
+ * An rr through a CMP CA carries the certificate's issuer and serial, and the CA's certRevoked means
+ * "already revoked": refused for a holder's rr (gw_upstream_revoke_cert), done for a withdrawal
+ * (gw_upstream_revoke). Once, a withdrawal of a certificate the CA had already revoked was
+ * revoke_failed.
+ */
+static void test_revoke_cert(void **state)
+{
+    X509 *x = make_cert("issued", client_key, 0);
+    unsigned char want[64], *p = want;
+    int len = i2d_X509_NAME(X509_get_issuer_name(x), &p);
+    char err[GW_ERR_LEN] = "";
+    struct server s;
+    struct run r;
+
+    (void)state;
+    len += i2d_ASN1_INTEGER(X509_get0_serialNumber(x), &p);
+    for (int rejected = 0; rejected < 2; rejected++) {
+        server_start(&s, rejected ? M_REJECT : M_ISSUE);
+        run_open(&r, s.port);
+        assert_int_equal(gw_upstream_revoke(r.up, x, CRL_REASON_KEY_COMPROMISE, err), 0);
+        assert_int_equal(gw_upstream_revoke_cert(r.up, x, CRL_REASON_KEY_COMPROMISE, err),
+                         rejected ? GW_ERR_EXISTS : 0);
+        run_close(&r);
+        server_stop(&s);
+        assert_int_equal(s.n_requests, 2);
+        assert_int_equal(s.bodies[0], BODY_RR);
+        assert_int_equal(s.rr_named_len, len);
+        assert_memory_equal(s.rr_named, want, (size_t)len);
+    }
+    X509_free(x);
+}
+
 static void test_caps(void **state)
 {
     (void)state;
@@ -852,6 +900,7 @@ int main(void)
         cmocka_unit_test(test_issue),
         cmocka_unit_test(test_failures),
         cmocka_unit_test(test_down),
+        cmocka_unit_test(test_revoke_cert),
         cmocka_unit_test(test_sender_default),
         cmocka_unit_test(test_sender_settings),
         cmocka_unit_test(test_capubs_not_planted),
