@@ -93,19 +93,20 @@ static int authorize_rr(const struct cmp_txn *t, const X509_NAME *issuer, const 
 
 /*
  * The upstreams that may have issued it, by its issuer name (rr names no key identifier): the
- * delegate, a migration's "to" and the role's upstream ("from"), those issuing under a CA of that
- * name, in that order, so that certificates stay revocable whatever the cohort and mode say now
- * (docs/migration.md). "to" and "from" may have CAs of one name (not of one key): which of them
- * issued it is then told by the certificate itself (the holder's, or the one an RA's lookup finds).
- * No fallback to the role's upstream: Vault revokes by serial within its mount whatever issuer the
- * rr names, so a name of no CA of its would revoke whichever certificate has that serial. The count.
+ * delegate, a migration's "to", the role's upstream ("from") and its crmf_upstream, those issuing
+ * under a CA of that name, in that order, so that certificates stay revocable whatever the cohort
+ * and mode say now (docs/migration.md). "to" and "from" may have CAs of one name (not of one key):
+ * which of them issued it is then told by the certificate itself (the holder's, or the one an RA's
+ * lookup finds). No fallback to the role's upstream: Vault revokes by serial within its mount
+ * whatever issuer the rr names, so a name of no CA of its would revoke whichever certificate has
+ * that serial. The count.
  */
 static size_t revokers(struct cmp_call *c, const struct gw_role *role, const X509_NAME *issuer,
-                       struct gw_upstream *out[3])
+                       struct gw_upstream *out[4])
 {
     const char *names[] = {role->delegate_name,
                            gw_migration_configured(&role->migration) ? role->migration.to_name : NULL,
-                           role->upstream_name};
+                           role->upstream_name, role->crmf_upstream_name};
     struct gw_upstream *up;
     size_t n = 0;
 
@@ -246,7 +247,7 @@ static int revoke(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer
 static int check_rr(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req, const X509_NAME *issuer,
                     const ASN1_INTEGER *serial, int *reason, int *as_ra, struct cmp_refusal *r)
 {
-    struct gw_upstream *ups[3];
+    struct gw_upstream *ups[4];
     size_t n;
 
     if (cmp_check_request(t, c, r) != 0)

@@ -4,6 +4,8 @@ for the exact key its client will use, signed by the mock's CA, and starts the m
 serves /pkix/ only, one transaction at a time, and listens on the wildcard address: OpenSSL offers no
 other). Asserted on the decoded answers: an ir forwarded with raVerified and the certificate delivered; a
 p10cr forwarded as p10cr; a role sending CRMF to the CMP CA and p10cr to its JSON (here local) upstream;
+the holder of a certificate of the CMP CA revoking it there (rr), through its role and through one whose
+crmf_upstream the CA is;
 an upstream rejection and an upstream error message passed through with their failInfo and text; a
 certificate for another key refused; the upstream down -> systemUnavail; an answer signed by another
 certificate of the upstream CA than the expected sender's refused. A certificate outside the role
@@ -127,7 +129,7 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
             "cmp-odd": dict(base, upstream="ca-cmp", allowed_extensions=["1.2.3.4"]),
             "cmp-down": dict(base, upstream="ca-cmp-down"),
             # CRMF to the CMP CA, p10cr to the other upstream
-            "mixed": dict(base, upstream="local", crmf_upstream="ca-cmp"),
+            "mixed": dict(base, upstream="local", crmf_upstream="ca-cmp", trust=base["trust"] + ["up"]),
         })
 
 
@@ -209,24 +211,33 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
         records = harness.settled(lambda: harness.audit_records(self.gw, "revoked"), bool)
         self.assertIn("ca-cmp", [r.get("upstream") for r in records])
 
-    def holder_rr(self, name, cert, key, role):
-        """The holder's rr of |cert| on |role|'s path: the decoded rp."""
-        res = self.gw.cmp("rr", name, auth=(cert, key), path="pki/roles/%s/cmp" % role, expect_cert=False,
-                          extra=["-oldcert", cert, "-revreason", "1"])
-        return harness.rp_status(res.rsp_files[0].read_bytes())
+    def issued_then_revoked(self, name, role):
+        """An ir on |role|'s path that the mock answers, then the holder's rr of that certificate: the
+        certificate and the decoded rp."""
+        key, canned = self.canned(name)
+        self.mock.start(canned)
+        path = "pki/roles/%s/cmp" % role
+        self.assert_from_upstream(self.gw.cmp("ir", name, newkey=key, subject="/CN=%s.example.com" % name,
+                                              path=path), key, canned)
+        res = self.gw.cmp("rr", name + "-rr", auth=(canned, key), path=path, expect_cert=False,
+                          extra=["-oldcert", canned, "-revreason", "1"])
+        return canned, harness.rp_status(res.rsp_files[0].read_bytes())
 
     def test_holder_revokes_at_the_cmp_ca(self):
         # the CA gets an rr for the very certificate (OpenSSL 3.0 cannot build one from issuer and serial)
-        key, canned = self.canned("hold-rr")
-        self.mock.start(canned)
-        res = self.gw.cmp("ir", "hold-rr", newkey=key, subject="/CN=hold-rr.example.com", path="pki/roles/cmp/cmp")
-        self.assert_from_upstream(res, key, canned)
-        self.assertEqual(self.holder_rr("hold-rr-rr", canned, key, "cmp"), (0, [], []))
+        canned, rp = self.issued_then_revoked("hold-rr", "cmp")
+        self.assertEqual(rp, (0, [], []))
         self.assertEqual(self.upstream_saw(), ["IR", "CERTCONF", "RR"])
         revoked = [r for r in harness.audit_records(self.gw, "revoked")
                    if int(r.get("serial", "0"), 16) == int(harness.serial_hex(canned), 16)]
         self.assertEqual([(r.get("upstream"), r["status"]) for r in revoked],
                          [("ca-cmp", "revoked; reason keyCompromise")])
+
+    def test_holder_revokes_through_the_crmf_upstream(self):
+        # a certificate of the role's crmf_upstream is revoked there, whatever the role's upstream is
+        _, rp = self.issued_then_revoked("mix-rr", "mixed")
+        self.assertEqual(rp, (0, [], []))
+        self.assertEqual(self.upstream_saw(), ["IR", "CERTCONF", "RR"])
 
     # -- negative -------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@
 #include "gateway/cmp/shim.h"
 #include "gateway/config.h"
 #include "base/err.h"
+#include "base/x509.h"
 #include "mappings/route.h"
 #include "upstream/upstream.h"
 #include "upstream/upstream_test.h"
@@ -1334,9 +1335,56 @@ static void test_rr_migration_same_ca_name(void **state)
 }
 
 /*
+ * A role whose CRMF requests its crmf_upstream signs: their holders revoke them through the role, at
+ * the CA that issued them. Once, rr asked only the role's upstream, delegate and migration target,
+ * and answered that the route's CA had not issued them.
+ */
+static void test_rr_crmf_upstream(void **state)
+{
+    X509_NAME *name = X509_NAME_new();
+    EVP_PKEY *b_key = NULL, *k = NULL;
+    X509 *b_ca, *held;
+    STACK_OF(X509) *extra = sk_X509_new_null();
+    char path[192], serial[2 * 20 + 1];
+    struct env *e;
+    OSSL_CMP_CTX *ctx;
+
+    (void)state;
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"cmpgw demo CRMF CA", -1, -1,
+                               0);
+    b_ca = second_issuer(name, "crmf", &b_key);
+    extra_upstream = "\"local-b\": {\"type\": \"local\", \"cert\": \"issuing-crmf.pem\", \"key\": "
+                     "\"issuing-crmf.key\", \"chain\": \"ca.pem\", \"store\": \"store-crmf\"}";
+    e = env_new("\"crmf_upstream\": \"local-b\"", NULL);
+    extra_upstream = NULL;
+    held = enrol(e, &k);
+    assert_int_equal(X509_verify(held, b_key), 1); /* the crmf_upstream issued it */
+    ctx = client_new(e, held, k);
+    X509_up_ref(b_ca);
+    sk_X509_push(extra, b_ca);
+    assert_int_equal(OSSL_CMP_CTX_set1_extraCertsOut(ctx, extra), 1);
+    OSSL_CMP_CTX_set1_oldCert(ctx, held);
+    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_REVOCATION_REASON, CRL_REASON_KEY_COMPROMISE);
+    OSSL_CMP_exec_RR_ses(ctx);
+    assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    OSSL_CMP_CTX_free(ctx);
+    /* revoked in the store of the CA that issued it */
+    gw_x509_cert_serial_hex(held, serial, sizeof(serial));
+    snprintf(path, sizeof(path), "%s/store-crmf/revoked/%s", dir, serial);
+    assert_int_equal(access(path, F_OK), 0);
+    sk_X509_pop_free(extra, X509_free);
+    X509_NAME_free(name);
+    X509_free(held);
+    X509_free(b_ca);
+    EVP_PKEY_free(k);
+    EVP_PKEY_free(b_key);
+    env_free(e);
+}
+
+/*
  * removeFromCRL takes a certificate off hold (RFC 5280 §5.3.1): an un-revocation, which a CMP CA
  * behind the gateway may honour and Vault or cfssl would take as a revocation. Once, it went to the CA
- * like any other reason: a device whose certificate was on hold could release it itself.
+ * like any other reason: Vault revoked the certificate, and a CMP CA would be asked to lift a hold.
  */
 static void test_rr_remove_from_crl(void **state)
 {
@@ -1556,6 +1604,7 @@ int main(void)
         cmocka_unit_test(test_rr_ra_without_lookup),
         cmocka_unit_test(test_rr_holder_forged_key_id),
         cmocka_unit_test(test_rr_migration_same_ca_name),
+        cmocka_unit_test(test_rr_crmf_upstream),
         cmocka_unit_test(test_rr_remove_from_crl),
         cmocka_unit_test(test_shim_rr_reason),
         cmocka_unit_test(test_shim_itavs),
