@@ -562,15 +562,19 @@ static int on_allowlist(const struct gw_role *role, X509 *signer)
     return found;
 }
 
-/* Whether |cert| chains to what |up| issues under: an operator certificate, not a vendor one. */
-static int issued_here(struct cmp_call *c, const char *upstream_name, X509 *cert)
+/*
+ * Whether |cert| chains to what |up| issues under, and its revocation is checked there: an operator
+ * certificate that would be refused once revoked, not a vendor one. One of an upstream that says
+ * "check_revocation": false authenticates revoked or not, and only the allow-list can stop it.
+ */
+static int issued_and_checked(struct cmp_call *c, const char *upstream_name, X509 *cert)
 {
     struct gw_upstream *up = upstream_name != NULL ? gw_upstream_set_get0(c->e->ups, upstream_name) : NULL;
     X509_STORE *store = cmp_issuer_store(c->e, up);
     X509_STORE_CTX *vc;
     int ok = 0;
 
-    if (store == NULL || (vc = X509_STORE_CTX_new()) == NULL)
+    if (store == NULL || !gw_upstream_get0_conf(up)->check_revocation || (vc = X509_STORE_CTX_new()) == NULL)
         return 0;
     if (X509_STORE_CTX_init(vc, store, cert, NULL) == 1)
         ok = X509_verify_cert(vc) == 1;
@@ -611,8 +615,9 @@ static int renews_signer(const OSSL_CRMF_MSG *crm, X509 *signer)
  * The allow-list (one vendor CA signs base stations of many operators): an ir/cr/p10cr must be
  * signed by a listed device. A kur is signed by the operator certificate it renews
  * (TS 33.310 §9.5.1), which the allow-list does not name: exempt while it asks for that
- * certificate's own subject and names. A kur signed by anything else, or asking for other names
- * (a device taken off the list would get any name the role allows), is still checked.
+ * certificate's own subject and names, and a revoked one is refused. A kur signed by anything else,
+ * asking for other names (a device taken off the list would get any name the role allows), or
+ * signed by a certificate whose revocation is not checked, is still checked.
  */
 static int check_allowlist(struct cmp_call *c, const struct cmp_txn *t, const OSSL_CRMF_MSG *crm,
                            struct cmp_refusal *r)
@@ -626,8 +631,10 @@ static int check_allowlist(struct cmp_call *c, const struct cmp_txn *t, const OS
                           "this route accepts signature-protected requests only: sign with the device "
                           "certificate (3GPP TS 33.310)");
     if (c->body == GW_CMP_BODY_KUR && renews_signer(crm, t->signer) &&
-        (issued_here(c, role->upstream_name, t->signer) || issued_here(c, role->delegate_name, t->signer) ||
-         (gw_migration_configured(&role->migration) && issued_here(c, role->migration.to_name, t->signer))))
+        (issued_and_checked(c, role->upstream_name, t->signer) ||
+         issued_and_checked(c, role->delegate_name, t->signer) ||
+         (gw_migration_configured(&role->migration) &&
+          issued_and_checked(c, role->migration.to_name, t->signer))))
         return 0;
     if (on_allowlist(role, t->signer))
         return 0;

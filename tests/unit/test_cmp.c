@@ -3018,6 +3018,17 @@ static void test_long_identities_apart(void **state)
     env_free(e);
 }
 
+/* |cert| issued by the request of |ctx|, or (|refusal| set) refused with notAuthorized and |refusal|. */
+static void expect_listed(OSSL_CMP_CTX *ctx, X509 *cert, const char *refusal)
+{
+    if (refusal == NULL) {
+        assert_non_null(cert);
+        return;
+    }
+    assert_null(cert);
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_notAuthorized, refusal);
+}
+
 /*
  * A signer whose one-line subject is longer than a fixed buffer: cut to one, "/O=cmpgw demo/CN=demo-client/
  * OU=AAA..." would read as the listed "/O=cmpgw demo/CN=demo-client" and pass the allow-list.
@@ -3048,13 +3059,8 @@ static void test_3gpp_long_subject(void **state)
         X509 *cert = OSSL_CMP_exec_IR_ses(ctx);
 
         print_message("case: %s\n", twin ? "the listed device" : "a longer subject");
-        if (twin) { /* the listed device itself */
-            assert_non_null(cert);
-        } else {
-            assert_null(cert);
-            assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
-                          "is not on this route's allow-list");
-        }
+        expect_listed(ctx, cert,
+                      twin ? NULL : "is not on this route's allow-list"); /* twin: the listed device */
         client_cleanup(&cl);
         OSSL_CMP_CTX_free(ctx);
         env_free(e);
@@ -3133,6 +3139,45 @@ static void test_3gpp_kur_names(void **state)
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
     env_free(e);
+}
+
+/*
+ * An operator certificate whose revocation the gateway cannot check (its upstream says
+ * "check_revocation": false) renews only while the allow-list names it: taking a device off the list
+ * is then the one way to stop a revoked one renewing (docs/migration.md). Once, it was exempt as a
+ * renewal and renewed whatever the list said.
+ */
+static void test_3gpp_kur_unchecked(void **state)
+{
+    static const char *const lists[] = {"/O=cmpgw demo/CN=demo-client\n",
+                                        "/O=cmpgw demo/CN=demo-client\n/CN=test-device\n"};
+    char role[512];
+
+    (void)state;
+    for (int listed = 0; listed < 2; listed++) {
+        struct tgpp_case tc = {"kur", lists[listed], NULL, SIG, 0, 0, -1, NULL};
+        struct env *e = env_parse(
+            &(struct env_opts){.cmp = CMP_DEFAULTS, .role_extra = tgpp_role(&tc, role, sizeof(role))});
+        struct client cl = {.env = e}, cl2 = {.env = e};
+        OSSL_CMP_CTX *ctx, *kur;
+        X509 *op, *cert;
+
+        print_message("case: the operator certificate %s\n", listed ? "listed" : "not listed");
+        e->cfg->upstreams[0].check_revocation = false;
+        env_start(e);
+        ctx =
+            client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0); /* the listed vendor certificate */
+        assert_non_null(op = OSSL_CMP_exec_IR_ses(ctx));                  /* the operator certificate */
+        kur = client_new(&cl2, SIG, op, OSSL_CMP_CTX_get0_newPkey(ctx, 1), NULL, NULL, 0);
+        OSSL_CMP_CTX_set1_oldCert(kur, op);
+        cert = OSSL_CMP_exec_KUR_ses(kur);
+        expect_listed(kur, cert, listed ? NULL : "device /CN=test-device is not on this route's allow-list");
+        client_cleanup(&cl2);
+        OSSL_CMP_CTX_free(kur);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
 }
 
 /* Allow-list files the config refuses, with the line that is wrong. */
@@ -4206,6 +4251,7 @@ int main(void)
         cmocka_unit_test(test_3gpp_roles),
         cmocka_unit_test(test_3gpp_long_subject),
         cmocka_unit_test(test_3gpp_kur_names),
+        cmocka_unit_test(test_3gpp_kur_unchecked),
         cmocka_unit_test(test_long_identities_apart),
         cmocka_unit_test(test_3gpp_config),
         cmocka_unit_test(test_3gpp_alg_hash_bits),
