@@ -90,6 +90,7 @@ static int authorize_rr(const struct cmp_txn *t, const X509_NAME *issuer, const 
 
 /* An rr naming a serial its CA does not know (badCertId); %s is the serial. */
 #define TEXT_NO_SERIAL "the CA has issued no certificate with serial %.60s: check issuer and serial"
+#define TEXT_REVOKED "the certificate is already revoked" /* RFC 9810 §5.2.3 certRevoked */
 
 /*
  * The upstreams that may have issued it, by its issuer name (rr names no key identifier): the
@@ -116,6 +117,20 @@ static size_t revokers(struct cmp_call *c, const struct gw_role *role, const X50
             out[n++] = up;
     }
     return n;
+}
+
+/*
+ * Whether |up| says |cert| is revoked, for an RA's rr: Vault revokes a revoked certificate again
+ * without saying so, and the audit log would get a second revocation with another reason. A status
+ * it cannot tell lets the revocation go ahead.
+ */
+static int revoked_already(struct gw_upstream *up, const X509 *cert)
+{
+    char err[GW_ERR_LEN];
+    int revoked = 0;
+
+    return (gw_upstream_caps(up) & GW_UP_CERT_STATUS) != 0 &&
+           gw_upstream_cert_status(up, cert, &revoked, err) == 0 && revoked;
 }
 
 /*
@@ -161,6 +176,8 @@ static int check_ra_target(struct cmp_txn *t, struct cmp_call *c, const X509_NAM
         refused = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
                              "an RA of role %.64s may revoke only certificates of its role: %.200s",
                              t->role->name, why);
+    else if (revoked_already(t->up, cert))
+        refused = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_certRevoked, TEXT_REVOKED);
     X509_free(cert);
     return refused;
 }
@@ -193,8 +210,8 @@ static int pick_revoker(struct cmp_txn *t, struct cmp_call *c, struct gw_upstrea
 /* What the client is told when the upstream did not revoke (RFC 9483 §4.2 failInfo). */
 static int upstream_failed(const struct cmp_txn *t, int rc, const char *err, struct cmp_refusal *r)
 {
-    if (rc == GW_ERR_EXISTS) /* RFC 9810 §5.2.3: "certificate already revoked" */
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_certRevoked, "the certificate is already revoked");
+    if (rc == GW_ERR_EXISTS)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_certRevoked, TEXT_REVOKED);
     if (rc == GW_ERR_NOT_FOUND)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertId, TEXT_NO_SERIAL, t->serial);
     if (rc == GW_ERR_INVAL && (gw_upstream_caps(t->up) & GW_UP_REVOKE) == 0)

@@ -233,6 +233,9 @@ class RevocationAtVault(harness.GatewayTestCase):
         # the twin: the RA of its own role, the right issuer
         self.assertEqual(self.ra_rr("b-ra-of-b", victim)[0], 0)
         self.assertTrue(self.revoked_at_vault(victim))
+        # once more: Vault would revoke it again without a word, and the audit log hold it twice
+        self.assertEqual(self.ra_rr("b-ra-again", victim), (2, ["certRevoked"], ["the certificate is already revoked"]))
+        self.assertEqual(len(self.vault.requests("/revoke")), 1)
 
     def test_lookup_failure_refuses(self):
         victim = self.p10cr("vault-b", "b-2.example.com")

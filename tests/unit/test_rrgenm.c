@@ -984,6 +984,7 @@ static void test_rr_unknown(void **state)
 static struct {
     X509 *answer;
     int revokes;
+    int revoked;  /* what a status query answers */
     X509 *own_ca; /* the local conf's, set aside */
 } by_serial;
 
@@ -1013,6 +1014,20 @@ static const struct gw_upstream_ops by_serial_ops = {.dialect = "by-serial",
                                                      .sign = fake_sign,
                                                      .revoke_serial = by_serial_revoke,
                                                      .cert_by_serial = by_serial_lookup};
+static int by_serial_status(struct gw_upstream *up, const X509 *cert, int *revoked, char *err)
+{
+    (void)up, (void)cert, (void)err;
+    *revoked = by_serial.revoked;
+    return 0;
+}
+
+static const struct gw_upstream_ops status_ops = {.dialect = "by-serial-status",
+                                                  .caps = GW_UP_SIGN_CSR | GW_UP_REVOKE | GW_UP_CERT_LOOKUP |
+                                                          GW_UP_CERT_STATUS,
+                                                  .sign = fake_sign,
+                                                  .revoke_serial = by_serial_revoke,
+                                                  .cert_by_serial = by_serial_lookup,
+                                                  .cert_status = by_serial_status};
 static const struct gw_upstream_ops no_lookup_ops = {.dialect = "no-lookup",
                                                      .caps = GW_UP_SIGN_CSR | GW_UP_REVOKE,
                                                      .sign = fake_sign,
@@ -1118,6 +1133,30 @@ static void test_rr_ra_by_serial(void **state)
     X509_free(of_root);
     EVP_PKEY_free(k);
     EVP_PKEY_free(root_key);
+    env_by_serial_free(e);
+}
+
+/*
+ * An RA's rr for a certificate the CA has revoked already is certRevoked, and the CA is not asked:
+ * Vault revokes it again without a word. Once, it was accepted, and the audit log held a second
+ * revocation under another reason.
+ */
+static void test_rr_ra_already_revoked(void **state)
+{
+    struct env *e = env_by_serial(RA_ROLE, &status_ops, NULL, NULL);
+    EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *mine = tu_make_cert(k, issuing_key, issuing_cert, "rr-device-9", 0x5104);
+
+    (void)state;
+    by_serial.revoked = 1;
+    ra_rr(e, mine, mine, OSSL_CMP_PKIFAILUREINFO_certRevoked, "the certificate is already revoked");
+    assert_int_equal(by_serial.revokes, 0);
+    assert_int_equal(audit_count(e, "intent", NULL, NULL), 0);
+    by_serial.revoked = 0; /* the twin: revoked now */
+    ra_rr(e, mine, mine, -1, NULL);
+    assert_int_equal(by_serial.revokes, 1);
+    X509_free(mine);
+    EVP_PKEY_free(k);
     env_by_serial_free(e);
 }
 
@@ -1601,6 +1640,7 @@ int main(void)
         cmocka_unit_test(test_rr_ra),
         cmocka_unit_test(test_rr_unknown),
         cmocka_unit_test(test_rr_ra_by_serial),
+        cmocka_unit_test(test_rr_ra_already_revoked),
         cmocka_unit_test(test_rr_ra_without_lookup),
         cmocka_unit_test(test_rr_holder_forged_key_id),
         cmocka_unit_test(test_rr_migration_same_ca_name),
