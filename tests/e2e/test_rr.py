@@ -237,6 +237,15 @@ class RevocationAtVault(harness.GatewayTestCase):
         self.assertEqual(self.ra_rr("b-ra-again", victim), (2, ["certRevoked"], ["the certificate is already revoked"]))
         self.assertEqual(len(self.vault.requests("/revoke")), 1)
 
+    def test_unknown_serial_refused(self):
+        """An RA names a serial the CA never issued, under the CA's own name: nothing goes to Vault's revoke."""
+        self.p10cr("vault-b", "b-3.example.com")  # the mount has issued something: the serial below is not it
+        d = self.gw.dir
+        ghost = named_as(d / "b-ghost.pem", d / "vault-ca.pem", 0x7A11C0DE5EEDF00D)
+        self.assertEqual(self.ra_rr("b-ra-ghost", ghost), (2, ["badCertId"], [
+            "the CA has issued no certificate with serial 7a11c0de5eedf00d: check issuer and serial"]))
+        self.assertFalse(self.vault.requests("/revoke"))
+
     def test_lookup_failure_refuses(self):
         victim = self.p10cr("vault-b", "b-2.example.com")
         self.vault.control({"force_status": 500, "match": "/cert/"})
