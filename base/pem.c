@@ -115,16 +115,28 @@ int gw_pem_load_cert_bundle(struct gw_conf_ctx *pc, const char *path, const char
     return load_stack(pc, path, file, out, NULL, true);
 }
 
-int gw_pem_load_cert(struct gw_conf_ctx *pc, const char *path, const char *file, X509 **out)
+/* The first certificate of |file| into |out|, and those after it into |rest| unless it is NULL. */
+static int load_leaf(struct gw_conf_ctx *pc, const char *path, const char *file, X509 **out,
+                     STACK_OF(X509) **rest)
 {
     STACK_OF(X509) *sk = NULL;
 
     *out = NULL;
+    if (rest != NULL)
+        *rest = NULL;
     if (gw_pem_load_certs(pc, path, file, &sk) != 0)
         return GW_ERR_INVAL;
     *out = sk_X509_shift(sk);
-    sk_X509_pop_free(sk, X509_free);
+    if (rest != NULL)
+        *rest = sk;
+    else
+        sk_X509_pop_free(sk, X509_free);
     return 0;
+}
+
+int gw_pem_load_cert(struct gw_conf_ctx *pc, const char *path, const char *file, X509 **out)
+{
+    return load_leaf(pc, path, file, out, NULL);
 }
 
 /* The passphrase of an encrypted key, handed to OpenSSL's decoders; never anything else. */
@@ -227,14 +239,15 @@ int gw_pem_load_key(struct gw_conf_ctx *pc, const char *path, const char *file, 
                         "\"%s_passphrase_file\")",
                         file, strrchr(path, '.') != NULL ? strrchr(path, '.') + 1 : path);
 }
+
 int gw_pem_load_pair(struct gw_conf_ctx *pc, const char *path, const char *cert_file, const char *key_file,
-                     const char *passfile, X509 **cert, EVP_PKEY **key)
+                     const char *passfile, X509 **cert, STACK_OF(X509) **rest, EVP_PKEY **key)
 {
     char cpath[GW_CONF_PATH_LEN], kpath[GW_CONF_PATH_LEN];
 
     gw_conf_join_key(cpath, path, "cert");
     gw_conf_join_key(kpath, path, "key");
-    if (gw_pem_load_cert(pc, cpath, cert_file, cert) != 0 ||
+    if (load_leaf(pc, cpath, cert_file, cert, rest) != 0 ||
         gw_pem_load_key(pc, kpath, key_file, passfile, key) != 0)
         return GW_ERR_INVAL;
     if (X509_check_private_key(*cert, *key) != 1)

@@ -33,10 +33,13 @@ int gw_pem_load_cert(struct gw_conf_ctx *pc, const char *path, const char *file,
 int gw_pem_load_key(struct gw_conf_ctx *pc, const char *path, const char *file, const char *passfile,
                     EVP_PKEY **out);
 
-/* Loads |cert_file| and |key_file| (given at |path|.cert/.key; |passfile| as gw_pem_load_key) and
- * checks they are a pair. */
+/*
+ * Loads |cert_file| and |key_file| (given at |path|.cert/.key; |passfile| as gw_pem_load_key) and
+ * checks they are a pair: the first certificate of |cert_file| into |cert|, the ones after it (its
+ * chain) into |rest| unless that is NULL. What was loaded is left for the caller to free, on failure too.
+ */
 int gw_pem_load_pair(struct gw_conf_ctx *pc, const char *path, const char *cert_file, const char *key_file,
-                     const char *passfile, X509 **cert, EVP_PKEY **key);
+                     const char *passfile, X509 **cert, STACK_OF(X509) **rest, EVP_PKEY **key);
 
 /* An optional chain file (|path|.chain): loaded when given, else an empty stack. */
 int gw_pem_load_chain(struct gw_conf_ctx *pc, const char *path, const char *file, STACK_OF(X509) **out);

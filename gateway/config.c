@@ -75,22 +75,20 @@ static int check_tls(struct gw_conf_ctx *pc, const char *path, void *base)
 {
     struct gw_listener_conf *l = base;
     STACK_OF(X509) *sk = NULL;
-    X509 *cert = NULL;
-    EVP_PKEY *key = NULL;
     char cpath[GW_CONF_PATH_LEN];
     int rc;
 
     gw_conf_join_key(cpath, path, "client_ca");
     if (l->client_auth != GW_CLIENT_AUTH_NONE && l->client_ca == NULL)
         return gw_conf_fail(pc, cpath, "missing: required unless client_auth is \"none\"");
-    rc = gw_pem_load_pair(pc, path, l->tls_cert, l->tls_key, l->tls_key_passphrase_file, &cert, &key);
+    /* kept: tls.c hands them to the SSL_CTX */
+    rc = gw_pem_load_pair(pc, path, l->tls_cert, l->tls_key, l->tls_key_passphrase_file, &l->cert, &l->chain,
+                          &l->key);
     if (rc == 0 && l->client_ca != NULL)
         rc = gw_pem_load_certs(pc, cpath, l->client_ca, &sk);
     if (rc == 0 && l->ticket_keys_file != NULL)
         rc = load_ticket_keys(pc, path, l);
     sk_X509_pop_free(sk, X509_free);
-    X509_free(cert);
-    l->key = key; /* kept: tls.c hands it to the SSL_CTX */
     return rc;
 }
 
@@ -620,6 +618,8 @@ static void listener_cleanup(struct gw_listener_conf *l)
     free(l->tls_cert);
     free(l->tls_key);
     free(l->tls_key_passphrase_file);
+    X509_free(l->cert);
+    sk_X509_pop_free(l->chain, X509_free);
     EVP_PKEY_free(l->key);
     free(l->client_ca);
     free(l->ticket_keys_file);

@@ -36,8 +36,12 @@ struct gw_listener_conf {
     char *tls_cert; /* PEM: server certificate followed by its chain */
     char *tls_key;
     char *tls_key_passphrase_file; /* "key_passphrase_file": the passphrase of an encrypted tls_key */
-    EVP_PKEY *key;                 /* tls_key, loaded (the listener needs no file after start) */
-    char *client_ca;               /* PEM bundle; required unless client_auth is none */
+    /* tls_cert and tls_key as loaded and checked: the listener's TLS context takes these, never the
+       files, which are read once per load (the listener needs no file after start) */
+    X509 *cert;
+    STACK_OF(X509) *chain; /* the certificates after the first in tls_cert */
+    EVP_PKEY *key;
+    char *client_ca; /* PEM bundle; required unless client_auth is none */
     enum gw_client_auth client_auth;
     bool http2;        /* "http2": offer h2 in ALPN (TLS listeners); off by default */
     bool plain_http;   /* "plain_http": a CMP listener without TLS (loopback, or behind trusted_proxies) */

@@ -407,13 +407,11 @@ SSL_CTX *gw_tls_ctx_new(const struct gw_listener_conf *lc, char *err)
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
     /* an idle connection holds no record buffers (about 34 KiB each otherwise): see docs/performance.md */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-    if (SSL_CTX_use_certificate_chain_file(ctx, lc->tls_cert) != 1) {
+    /* the certificates and key the configuration loaded and checked (a key decrypted, or in a token):
+       no file is read again by name, where it may since have changed, and no passphrase prompted for */
+    if (lc->cert == NULL || lc->key == NULL ||
+        SSL_CTX_use_cert_and_key(ctx, lc->cert, lc->key, lc->chain, 1) != 1) {
         tls_error(err, lc, "tls.cert", lc->tls_cert);
-        goto err;
-    }
-    /* the key the configuration loaded (and decrypted): no file is read, no passphrase prompted for */
-    if (lc->key == NULL || SSL_CTX_use_PrivateKey(ctx, lc->key) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
-        tls_error(err, lc, "tls.key", lc->tls_key);
         goto err;
     }
     if (set_client_auth(ctx, lc, err) != 0)

@@ -22,7 +22,8 @@ static int check_signer(struct gw_conf_ctx *pc, const char *path, void *base)
 {
     struct gw_signer_conf *s = base;
 
-    if (gw_pem_load_pair(pc, path, s->cert_file, s->key_file, s->key_passphrase_file, &s->cert, &s->key) != 0)
+    if (gw_pem_load_pair(pc, path, s->cert_file, s->key_file, s->key_passphrase_file, &s->cert, NULL,
+                         &s->key) != 0)
         return GW_ERR_INVAL;
     /* RFC 9483 §3.1: the protection key must be usable for signing */
     if ((X509_get_extension_flags(s->cert) & EXFLAG_KUSAGE) != 0 &&

@@ -1,8 +1,9 @@
-"""Keys in a PKCS#11 token (SoftHSM through libp11's engine): the gateway's CMP signer key and the
-local issuer's CA key are imported into a SoftHSM token and removed from disk; the configuration
-names them by PKCS#11 URI with the PIN in a passphrase file. A real `openssl cmp` enrols and verifies
-the response signed in the token and a certificate issued with the token's CA key; a reload logs in
-again; a wrong PIN stops the start with an error that never shows the PIN."""
+"""Keys in a PKCS#11 token (SoftHSM through libp11's engine): the gateway's CMP signer key, the
+local issuer's CA key and the TLS listener's key are imported into a SoftHSM token and removed from
+disk; the configuration names them by PKCS#11 URI with the PIN in a passphrase file. A real `openssl
+cmp` enrols over TLS signed in the token and verifies the response signed in the token and a
+certificate issued with the token's CA key; a reload logs in again; a wrong PIN stops the start with
+an error that never shows the PIN."""
 import os
 import shutil
 import signal
@@ -21,7 +22,8 @@ def uri(label):
 
 
 def make_token(d):
-    """A SoftHSM token "cmpgw" in |d|/tokens holding signer.key and issuing.key, which leave the disk."""
+    """A SoftHSM token "cmpgw" in |d|/tokens holding signer.key, issuing.key and server.key, which leave
+    the disk."""
     if shutil.which("softhsm2-util") is None or not os.path.exists(MODULE):
         raise harness.Failure("SoftHSM is not installed (deploy/deps.sh installs softhsm2)")
     (d / "tokens").mkdir(exist_ok=True)
@@ -29,7 +31,7 @@ def make_token(d):
     conf.write_text("directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n" % (d / "tokens"))
     os.environ["SOFTHSM2_CONF"] = str(conf)  # the gateway inherits it (harness.Gateway.env)
     harness.run(["softhsm2-util", "--init-token", "--free", "--label", "cmpgw", "--pin", PIN, "--so-pin", "so-" + PIN])
-    for i, label in enumerate(("signer", "issuing"), 1):
+    for i, label in enumerate(("signer", "issuing", "server"), 1):
         harness.run(["openssl", "pkcs8", "-topk8", "-nocrypt", "-in", d / (label + ".key"),
                      "-out", d / (label + ".p8")])
         harness.run(["softhsm2-util", "--import", d / (label + ".p8"), "--token", "cmpgw", "--label", label,
@@ -47,6 +49,7 @@ def use_token(cfg, pinfile="token.pin"):
     cfg["signer"]["key_passphrase_file"] = pinfile
     cfg["upstreams"]["local"]["key"] = uri("issuing")
     cfg["upstreams"]["local"]["key_passphrase_file"] = pinfile
+    cfg["listeners"][0]["tls"].update(key=uri("server"), key_passphrase_file=pinfile)
 
 
 class TokenKeys(harness.GatewayTestCase):
@@ -58,6 +61,7 @@ class TokenKeys(harness.GatewayTestCase):
 
     def test_enrol_signed_in_the_token(self):
         self.assertFalse((self.gw.dir / "signer.key").exists())
+        self.assertFalse((self.gw.dir / "server.key").exists())  # the TLS handshake signs in the token too
         key = self.newkey("hsm")
         res = self.gw.cmp("ir", "hsm", newkey=key, subject="/CN=hsm-signed", extra=("-implicit_confirm",))
         self.assertIsNotNone(res.cert)  # openssl cmp verified the response signature against ca.pem
@@ -78,7 +82,7 @@ class WrongPin(unittest.TestCase):
             use_token(cfg, "wrong.pin")
         rc, text = harness.refused_start(edit)
         self.assertNotEqual(rc, 0)
-        self.assertIn("$.signer.key", text)
+        self.assertIn("$.listeners[0].tls.key", text)  # the first key loaded
         self.assertIn("or the PIN is wrong", text)
         self.assertNotIn("0000", text)
         self.assertNotIn(PIN, text)

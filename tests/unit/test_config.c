@@ -18,6 +18,7 @@
 #include <openssl/x509v3.h>
 
 #include "gateway/config.h"
+#include "gateway/listener_local.h"
 #include "base/err.h"
 #include "base/limits.h"
 #include "upstream/upstream.h"
@@ -2160,6 +2161,52 @@ static void test_load(void **state)
     gw_config_free(NULL);
 }
 
+/*
+ * The listener's TLS context serves the certificate and chain the load read and checked: a file
+ * replaced after the load (here by another certificate, whose key the listener does not hold) is
+ * not read again when the context is built.
+ */
+static void test_tls_ctx_keeps_what_was_loaded(void **state)
+{
+    struct edit e[] = {{"\"cert\": \"server.pem\"", "\"cert\": \"served.pem\""}};
+    char err[GW_ERR_LEN] = "", *text, *leaf, *root;
+    X509 *server = read_cert("server.pem"), *ca = read_cert("ca.pem");
+    STACK_OF(X509) *chain = NULL;
+    struct gw_config *cfg;
+    SSL_CTX *ctx;
+    size_t ll, rl;
+
+    (void)state;
+    assert_non_null(server);
+    assert_non_null(ca);
+    snprintf(err, sizeof(err), "%s/server.pem", dir);
+    assert_non_null(leaf = slurp(err, &ll));
+    snprintf(err, sizeof(err), "%s/ca.pem", dir);
+    assert_non_null(root = slurp(err, &rl));
+    assert_non_null(leaf = realloc(leaf, ll + rl));
+    memcpy(leaf + ll, root, rl);
+    put_file("served.pem", leaf, ll + rl, 0644);
+    text = edited(e, 1);
+    cfg = parse_text(text, strlen(text), err);
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    copy_file("signer.pem", "served.pem", 0644);
+    ctx = gw_tls_ctx_new(&cfg->listeners[0], err);
+    if (ctx == NULL)
+        fail_msg("%s", err);
+    assert_int_equal(X509_cmp(SSL_CTX_get0_certificate(ctx), server), 0);
+    assert_int_equal(SSL_CTX_get0_chain_certs(ctx, &chain), 1);
+    assert_int_equal(sk_X509_num(chain), 1);
+    assert_int_equal(X509_cmp(sk_X509_value(chain, 0), ca), 0);
+    SSL_CTX_free(ctx);
+    gw_config_free(cfg);
+    free(text);
+    free(leaf);
+    free(root);
+    X509_free(server);
+    X509_free(ca);
+}
+
 int main(void)
 {
     static const struct CMUnitTest fixed[] = {
@@ -2170,6 +2217,7 @@ int main(void)
         cmocka_unit_test(test_raw),
         cmocka_unit_test(test_oversized),
         cmocka_unit_test(test_load),
+        cmocka_unit_test(test_tls_ctx_keeps_what_was_loaded),
         cmocka_unit_test(test_upstreams),
         cmocka_unit_test(test_upstreams_full),
         cmocka_unit_test(test_upstream_edges),
