@@ -681,28 +681,37 @@ static const char *file_kind(mode_t mode)
     return "a special file";
 }
 
+/* The fix for a file that is not a regular one, where the configuration names a file as it is. */
+static const char name_the_file[] = "name the file itself (a symlink to it is fine)";
+
 /*
  * Opens |file| for reading, refusing anything but a regular file (after symlinks) with |hint| as the
  * fix: its descriptor with |st| filled, or -1 with the error set. O_NONBLOCK at the open, as a FIFO
  * named here would otherwise hold the load (or a reload) until a writer came along; a regular file
- * never blocks, so it is cleared again once the kind is known.
+ * never blocks, so it is cleared again once the kind is known. |fpath| NULL: |file| is the
+ * configuration file itself, which the error already begins with, so it is not quoted again.
  */
 static int open_regular(struct gw_conf_ctx *pc, const char *fpath, const char *file, const char *hint,
                         struct stat *st)
 {
+    char named[GW_ERR_LEN] = "", named_is[GW_ERR_LEN] = "";
     int fd;
 
+    if (fpath != NULL) {
+        gw_conf_bprintf(named, sizeof(named), " \"%s\"", file);
+        gw_conf_bprintf(named_is, sizeof(named_is), "\"%s\" is ", file);
+    }
     if ((fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0) {
-        gw_conf_fail(pc, fpath, "cannot open \"%s\": %s", file, strerror(errno));
+        gw_conf_fail(pc, fpath, "cannot open%s: %s", named, strerror(errno));
         return -1;
     }
     /* fstat follows a symlink: a link to a regular file (systemd credentials, Kubernetes secrets) is fine */
     if (fstat(fd, st) != 0)
-        gw_conf_fail(pc, fpath, "cannot read \"%s\": %s", file, strerror(errno));
+        gw_conf_fail(pc, fpath, "cannot read%s: %s", named, strerror(errno));
     else if (!S_ISREG(st->st_mode))
-        gw_conf_fail(pc, fpath, "\"%s\" is not a regular file (%s): %s", file, file_kind(st->st_mode), hint);
+        gw_conf_fail(pc, fpath, "%snot a regular file (%s): %s", named_is, file_kind(st->st_mode), hint);
     else if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0)
-        gw_conf_fail(pc, fpath, "cannot read \"%s\": %s", file, strerror(errno));
+        gw_conf_fail(pc, fpath, "cannot read%s: %s", named, strerror(errno));
     else
         return fd;
     close(fd);
@@ -716,7 +725,7 @@ BIO *gw_conf_open(struct gw_conf_ctx *pc, const char *path, const char *file)
     BIO *bio = NULL;
     int fd;
 
-    if ((fd = open_regular(pc, path, file, "name the file itself (a symlink to it is fine)", &st)) < 0)
+    if ((fd = open_regular(pc, path, file, name_the_file, &st)) < 0)
         return NULL;
     /* a FILE, not a descriptor BIO: PEM reads line by line, and an fd BIO reads a line a byte at a time */
     if ((fp = fdopen(fd, "r")) == NULL || (bio = BIO_new_fp(fp, BIO_CLOSE)) == NULL) {
@@ -997,17 +1006,17 @@ char *gw_conf_dir_of(const char *path)
     return strndup(path, (size_t)(slash - path));
 }
 
-/* Reads a whole file of at most GW_MAX_CONFIG_SIZE bytes. */
+/* Reads a whole regular file of at most GW_MAX_CONFIG_SIZE bytes. */
 char *gw_conf_read_file(struct gw_conf_ctx *pc, const char *path, size_t *len)
 {
+    struct stat st;
     char *buf = NULL;
     ssize_t n;
     int fd;
 
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
-        gw_conf_fail(pc, NULL, "cannot open: %s", strerror(errno));
+    /* a FIFO named as the configuration would hold a start, or a reload, until a writer came along */
+    if ((fd = open_regular(pc, NULL, path, name_the_file, &st)) < 0)
         return NULL;
-    }
     /* one byte more than the cap tells a file at the cap from one over it */
     if ((buf = malloc(GW_MAX_CONFIG_SIZE + 1)) == NULL) {
         gw_conf_fail(pc, NULL, "out of memory");

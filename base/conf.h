@@ -164,7 +164,10 @@ int gw_conf_p_map(struct gw_conf_ctx *pc, const char *path, struct json_object *
 int gw_conf_read(struct gw_conf_ctx *pc, const char *json, size_t len, const struct gw_conf_obj *top,
                  void *dst);
 
-/* Reads the whole file at |path| (at most GW_MAX_CONFIG_SIZE bytes) into a new buffer, or NULL. */
+/*
+ * Reads the whole file at |path| (at most GW_MAX_CONFIG_SIZE bytes) into a new buffer, or NULL; a
+ * file that is not a regular one (after symlinks) is refused without waiting on it, as by gw_conf_open.
+ */
 char *gw_conf_read_file(struct gw_conf_ctx *pc, const char *path, size_t *len);
 
 /*

@@ -2158,6 +2158,14 @@ static void test_load(void **state)
     assert_non_null(strstr(err, "nope.json: cannot open: No such file or directory"));
     assert_null(gw_config_load(dir, err)); /* a directory */
     assert_non_null(strstr(err, dir));
+    assert_non_null(strstr(err, ": not a regular file (a directory): name the file itself"));
+    /* a FIFO is refused at once: read, it would hold the start (or a reload) until a writer came */
+    snprintf(path, sizeof(path), "%s/cmpgw.fifo", dir);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    alarm(20);
+    assert_null(gw_config_load(path, err));
+    alarm(0);
+    assert_non_null(strstr(err, "cmpgw.fifo: not a regular file (a FIFO): name the file itself"));
     gw_config_free(NULL);
 }
 
