@@ -243,8 +243,8 @@ void gw_upstream_conf_cleanup(struct gw_upstream_conf *conf);
 
 /*
  * gw_upstream_conf_access checks, as the process now runs, what |conf| needs after start: its
- * store writable, and the files read again readable (TLS files curl reads for each connection, a
- * Vault token read again on 403). 0, or GW_ERR_IO with the first problem in |err| (GW_ERR_LEN).
+ * store writable, and the files read again readable (TLS files a reload reads, a Vault token read
+ * again on 403; a PKCS#11 key is no file). 0, or GW_ERR_IO with the first problem in |err| (GW_ERR_LEN).
  */
 int gw_upstream_conf_access(const struct gw_upstream_conf *conf, char *err);
 

@@ -3,11 +3,15 @@ local issuer's CA key and the TLS listener's key are imported into a SoftHSM tok
 disk; the configuration names them by PKCS#11 URI with the PIN in a passphrase file. A real `openssl
 cmp` enrols over TLS signed in the token and verifies the response signed in the token and a
 certificate issued with the token's CA key; a reload logs in again; a wrong PIN stops the start with
-an error that never shows the PIN."""
+an error that never shows the PIN; with "user", an upstream's tls_key in the token is not looked for
+on disk."""
 import os
 import shutil
 import signal
+import subprocess
+import tempfile
 import unittest
+from pathlib import Path
 
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
@@ -86,6 +90,38 @@ class WrongPin(unittest.TestCase):
         self.assertIn("or the PIN is wrong", text)
         self.assertNotIn("0000", text)
         self.assertNotIn(PIN, text)
+
+
+class AsUser(unittest.TestCase):
+    """Started as root with "user", the gateway checks, as that user, the files it reads after start:
+    an upstream's tls_key that is a PKCS#11 URI is no file, and is not looked for on disk."""
+
+    def setUp(self):
+        self.tmp = Path(tempfile.mkdtemp(prefix="cmpgw-e2e-"))
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def test_upstream_tls_key_in_the_token(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root")
+
+        def edit(cfg, gw):
+            make_token(gw.dir)
+            use_token(cfg)
+            cfg.pop("run_as_root")
+            cfg["user"] = "nobody"
+            # the signer's pair stands in for a TLS client certificate: what is checked is the key's name
+            cfg["upstreams"]["vault"] = {
+                "type": "vault", "url": "https://127.0.0.1:%d" % harness.free_port(), "tls_ca": "ca.pem",
+                "issuer_ca": "ca.pem", "tls_cert": "signer.pem", "tls_key": uri("signer"), "auth": {"cert": {}}}
+        gw = harness.Gateway(self.tmp / "pki", edit)
+        for d in (self.tmp, gw.dir):  # the user passes through to the upstream's certificates
+            d.chmod(0o711)
+        check = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
+                               capture_output=True, text=True, env=gw.env())
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+        self.assertNotIn("tls_key", check.stderr)
 
 
 if __name__ == "__main__":
