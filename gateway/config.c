@@ -84,8 +84,10 @@ static int check_tls(struct gw_conf_ctx *pc, const char *path, void *base)
     /* kept: tls.c hands them to the SSL_CTX */
     rc = gw_pem_load_pair(pc, path, l->tls_cert, l->tls_key, l->tls_key_passphrase_file, &l->cert, &l->chain,
                           &l->key);
+    /* certificates alone: a CRL there was never checked in a handshake, and a "TRUSTED CERTIFICATE"
+       the load skipped was trusted in one; both are refused, not skipped */
     if (rc == 0 && l->client_ca != NULL)
-        rc = gw_pem_load_certs(pc, cpath, l->client_ca, &sk);
+        rc = gw_pem_load_cert_bundle(pc, cpath, l->client_ca, &sk);
     if (rc == 0 && l->ticket_keys_file != NULL)
         rc = load_ticket_keys(pc, path, l);
     sk_X509_pop_free(sk, X509_free);

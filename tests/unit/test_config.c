@@ -195,7 +195,7 @@ static const char *const pki_cmds[] = {
     "mkdir -p store store2 audit.dir && touch plain.file",
     /* trust anchors with something else in the file, and with only text between certificates */
     "cat ca.pem other.key > ca-key.pem && cat ca.pem delegate.csr > ca-csr.pem && "
-    "openssl x509 -in ca.pem -trustout -out ca-trusted.pem && "
+    "openssl x509 -in ca.pem -trustout -out ca-trusted.pem && cat ca.pem crl-ok.pem > ca-crl.pem && "
     "(echo '# the demo root'; cat ca.pem; echo 'subject=CN=other'; cat other.pem) > ca-bundle.pem",
 };
 
@@ -204,6 +204,8 @@ static int extra_pki(void)
     char cmd[1024];
     size_t i;
 
+    if (make_crls("ok", 0, 7) | make_crls("revoked", 1, 7) | make_crls("expired", 0, -1))
+        return -1;
     for (i = 0; i < sizeof(pki_cmds) / sizeof(pki_cmds[0]); i++) {
         snprintf(cmd, sizeof(cmd), "cd %s && (%s) >/dev/null 2>&1", dir, pki_cmds[i]);
         if (system(cmd) != 0)
@@ -217,7 +219,7 @@ static int extra_pki(void)
     put_file("hmac-odd.key", "0123456789abcdef0123456789abcdef0", 33, 0600);
     put_file("hmac-short.key", "0123456789abcdef0123456789abcd", 30, 0600);
     put_file("hmac-nothex.key", "0123456789abcdef0123456789abcdeg", 32, 0600);
-    return make_crls("ok", 0, 7) | make_crls("revoked", 1, 7) | make_crls("expired", 0, -1);
+    return 0;
 }
 
 /* Captures what the code under test logs on stderr (warnings) between start and end. */
@@ -586,6 +588,17 @@ static const struct bad bad_cases[] = {
     {"tls client_ca garbage",
      {E("\"client_ca\": \"ca.pem\"", "\"client_ca\": \"garbage.pem\"")},
      {"$.listeners[0].tls.client_ca: cannot parse a PEM certificate"}},
+    /* a handshake never checked a CRL there, and trusted the "TRUSTED CERTIFICATE" the load skipped */
+    {"tls client_ca with a CRL",
+     {E("\"client_ca\": \"ca.pem\"", "\"client_ca\": \"ca-crl.pem\"")},
+     {"$.listeners[0].tls.client_ca: PEM block 2 of \"",
+      "ca-crl.pem\" is a \"X509 CRL\", not a certificate: keep only certificates in it"}},
+    {"tls client_ca trusted certificate",
+     {E("\"client_ca\": \"ca.pem\"", "\"client_ca\": \"ca-trusted.pem\"")},
+     {"$.listeners[0].tls.client_ca: PEM block 1 of \"", "ca-trusted.pem\" is a \"TRUSTED CERTIFICATE\""}},
+    {"tls client_ca with a key",
+     {E("\"client_ca\": \"ca.pem\"", "\"client_ca\": \"ca-key.pem\"")},
+     {"$.listeners[0].tls.client_ca: PEM block 2 of \"", "ca-key.pem\" is a \"PRIVATE KEY\""}},
     {"upstream not a CA",
      {E("\"cert\": \"issuing.pem\", \"key\": \"issuing.key\"",
         "\"cert\": \"client.pem\", \"key\": \"client.key\"")},
