@@ -74,7 +74,6 @@ static int load_ticket_keys(struct gw_conf_ctx *pc, const char *path, struct gw_
 static int check_tls(struct gw_conf_ctx *pc, const char *path, void *base)
 {
     struct gw_listener_conf *l = base;
-    STACK_OF(X509) *sk = NULL;
     char cpath[GW_CONF_PATH_LEN];
     int rc;
 
@@ -84,13 +83,12 @@ static int check_tls(struct gw_conf_ctx *pc, const char *path, void *base)
     /* kept: tls.c hands them to the SSL_CTX */
     rc = gw_pem_load_pair(pc, path, l->tls_cert, l->tls_key, l->tls_key_passphrase_file, &l->cert, &l->chain,
                           &l->key);
-    /* certificates alone: a CRL there was never checked in a handshake, and a "TRUSTED CERTIFICATE"
-       the load skipped was trusted in one; both are refused, not skipped */
+    /* kept for tls.c, certificates alone: a CRL there was never checked in a handshake, and a
+       "TRUSTED CERTIFICATE" the load skipped was trusted in one; both are refused, not skipped */
     if (rc == 0 && l->client_ca != NULL)
-        rc = gw_pem_load_cert_bundle(pc, cpath, l->client_ca, &sk);
+        rc = gw_pem_load_cert_bundle(pc, cpath, l->client_ca, &l->client_cas);
     if (rc == 0 && l->ticket_keys_file != NULL)
         rc = load_ticket_keys(pc, path, l);
-    sk_X509_pop_free(sk, X509_free);
     return rc;
 }
 
@@ -624,6 +622,7 @@ static void listener_cleanup(struct gw_listener_conf *l)
     sk_X509_pop_free(l->chain, X509_free);
     EVP_PKEY_free(l->key);
     free(l->client_ca);
+    sk_X509_pop_free(l->client_cas, X509_free);
     free(l->ticket_keys_file);
     OPENSSL_secure_clear_free(l->ticket_keys,
                               l->ticket_keys != NULL ? GW_MAX_TICKET_KEYS * GW_TICKET_KEY_LEN : 0);

@@ -42,6 +42,9 @@ struct gw_listener_conf {
     STACK_OF(X509) *chain; /* the certificates after the first in tls_cert */
     EVP_PKEY *key;
     char *client_ca; /* PEM bundle; required unless client_auth is none */
+    /* client_ca as loaded and checked, certificates alone: the TLS context's trust anchors and CA
+       names are these, never the file read again */
+    STACK_OF(X509) *client_cas;
     enum gw_client_auth client_auth;
     bool http2;        /* "http2": offer h2 in ALPN (TLS listeners); off by default */
     bool plain_http;   /* "plain_http": a CMP listener without TLS (loopback, or behind trusted_proxies) */

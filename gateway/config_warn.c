@@ -99,25 +99,18 @@ static void warn_pair(const struct gw_conf_ctx *pc, const struct gw_role *free, 
     }
 }
 
-/* The CAs of every listener's client_ca, as one store; NULL if none. */
-static X509_STORE *listener_anchors(struct gw_conf_ctx *pc, const struct gw_config *cfg)
+/* The CAs of every listener's client_ca as loaded (config.c, check_tls), as one store; NULL if none. */
+static X509_STORE *listener_anchors(const struct gw_config *cfg)
 {
-    STACK_OF(X509) *all = sk_X509_new_null(), *sk;
+    STACK_OF(X509) *all = sk_X509_new_null();
     X509_STORE *store = NULL;
 
-    for (size_t i = 0; all != NULL && i < cfg->n_listeners; i++) {
-        sk = NULL;
-        /* each loaded a moment ago (gateway/config.c, check_tls): a failure now leaves it out */
-        if (cfg->listeners[i].client_ca == NULL ||
-            gw_pem_load_certs(pc, "$.listeners", cfg->listeners[i].client_ca, &sk) != 0)
-            continue;
-        for (int k = 0; k < sk_X509_num(sk); k++) {
-            X509 *x = sk_X509_value(sk, k);
+    for (size_t i = 0; all != NULL && i < cfg->n_listeners; i++)
+        for (int k = 0; k < sk_X509_num(cfg->listeners[i].client_cas); k++) {
+            X509 *x = sk_X509_value(cfg->listeners[i].client_cas, k);
             if (X509_up_ref(x) == 1 && sk_X509_push(all, x) <= 0)
                 X509_free(x);
         }
-        sk_X509_pop_free(sk, X509_free);
-    }
     if (sk_X509_num(all) > 0)
         store = gw_pem_anchor_store(all);
     sk_X509_pop_free(all, X509_free);
@@ -136,7 +129,7 @@ void gw_config_warn_free_subjects(struct gw_conf_ctx *pc, const struct gw_config
             if (j == i)
                 continue;
             if (!loaded && cfg->roles[j].authz.tls_subjects.n > 0 && cfg->roles[j].authz.tls_store == NULL) {
-                listener_store = listener_anchors(pc, cfg);
+                listener_store = listener_anchors(cfg);
                 loaded = true;
             }
             warn_pair(pc, &cfg->roles[i], &cfg->roles[j], listener_store);

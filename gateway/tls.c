@@ -334,26 +334,71 @@ static void tls_error(char *err, const struct gw_listener_conf *lc, const char *
              file != NULL ? file : "(none)", reason);
 }
 
+static bool has_name(const STACK_OF(X509_NAME) *names, const X509_NAME *name)
+{
+    for (int i = 0; i < sk_X509_NAME_num(names); i++)
+        if (X509_NAME_cmp(sk_X509_NAME_value(names, i), name) == 0)
+            return true;
+    return false;
+}
+
+/*
+ * The subject names of |cas|, each once and in their order (as SSL_load_client_CA_file lists them):
+ * the CA names a CertificateRequest sends, which let clients pick the right certificate.
+ */
+static STACK_OF(X509_NAME) *ca_names(const STACK_OF(X509) *cas)
+{
+    STACK_OF(X509_NAME) *names = sk_X509_NAME_new_null();
+
+    for (int i = 0; names != NULL && i < sk_X509_num(cas); i++) {
+        const X509_NAME *subject = X509_get_subject_name(sk_X509_value(cas, i));
+        X509_NAME *n = NULL;
+
+        if (has_name(names, subject))
+            continue;
+        if ((n = X509_NAME_dup(subject)) == NULL || sk_X509_NAME_push(names, n) <= 0) {
+            X509_NAME_free(n);
+            sk_X509_NAME_pop_free(names, X509_NAME_free);
+            names = NULL;
+        }
+    }
+    return names;
+}
+
+/*
+ * The client CAs the configuration loaded and checked (certificates alone), into the context's own
+ * store, whose verification flags stay OpenSSL's defaults: the file is not read again, so the
+ * clients a handshake admits are those the load saw trusted, until a reload.
+ */
+static int add_client_cas(SSL_CTX *ctx, const struct gw_listener_conf *lc)
+{
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    STACK_OF(X509_NAME) *names;
+
+    if (sk_X509_num(lc->client_cas) <= 0)
+        return GW_ERR_INVAL;
+    for (int i = 0; i < sk_X509_num(lc->client_cas); i++)
+        if (X509_STORE_add_cert(store, sk_X509_value(lc->client_cas, i)) != 1)
+            return GW_ERR_CRYPTO;
+    if ((names = ca_names(lc->client_cas)) == NULL)
+        return GW_ERR_NOMEM;
+    SSL_CTX_set_client_CA_list(ctx, names);
+    return 0;
+}
+
 /* Client-certificate policy (docs/design.md D7): none, optional or require. */
 static int set_client_auth(SSL_CTX *ctx, const struct gw_listener_conf *lc, char *err)
 {
-    STACK_OF(X509_NAME) *names;
     int mode = SSL_VERIFY_PEER;
 
     if (lc->client_auth == GW_CLIENT_AUTH_NONE) {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
         return 0;
     }
-    if (lc->client_ca == NULL || SSL_CTX_load_verify_locations(ctx, lc->client_ca, NULL) != 1) {
+    if (add_client_cas(ctx, lc) != 0) {
         tls_error(err, lc, "client_ca", lc->client_ca);
         return GW_ERR_CRYPTO;
     }
-    /* the CA names sent in CertificateRequest let clients pick the right certificate */
-    if ((names = SSL_load_client_CA_file(lc->client_ca)) == NULL) {
-        tls_error(err, lc, "client_ca", lc->client_ca);
-        return GW_ERR_CRYPTO;
-    }
-    SSL_CTX_set_client_CA_list(ctx, names);
     if (lc->client_auth == GW_CLIENT_AUTH_REQUIRE)
         mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
     SSL_CTX_set_verify(ctx, mode, NULL);
@@ -362,8 +407,8 @@ static int set_client_auth(SSL_CTX *ctx, const struct gw_listener_conf *lc, char
 
 /*
  * The session id context: a digest of what a session's client certificate was verified against (the
- * listener's client_auth and the certificates and CRLs of its client_ca). OpenSSL resumes a session
- * only where the contexts are equal, so a ticket made on another listener, or before a reload that
+ * listener's client_auth and the certificates of its client_ca). OpenSSL resumes a session only
+ * where the contexts are equal, so a ticket made on another listener, or before a reload that
  * changed the client CAs, makes a full handshake there; instances with the same configuration
  * resume each other's tickets. Required with SSL_VERIFY_PEER, else resumed handshakes abort.
  */
@@ -380,14 +425,10 @@ static int set_session_id_context(SSL_CTX *ctx, const struct gw_listener_conf *l
              EVP_DigestUpdate(md, &mode, 1) == 1;
 
     for (int i = 0; ok && lc->client_auth != GW_CLIENT_AUTH_NONE && i < sk_X509_OBJECT_num(objs); i++) {
-        X509_OBJECT *o = sk_X509_OBJECT_value(objs, i);
-        X509 *x = X509_OBJECT_get0_X509(o);
-        X509_CRL *crl = X509_OBJECT_get0_X509_CRL(o);
+        /* certificates alone: add_client_cas puts nothing else there */
+        X509 *x = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
 
-        if (x != NULL)
-            ok = X509_digest(x, gw_sha256(), d, &n) == 1 && EVP_DigestUpdate(md, d, n) == 1;
-        else if (crl != NULL)
-            ok = X509_CRL_digest(crl, gw_sha256(), d, &n) == 1 && EVP_DigestUpdate(md, d, n) == 1;
+        ok = x != NULL && X509_digest(x, gw_sha256(), d, &n) == 1 && EVP_DigestUpdate(md, d, n) == 1;
     }
     ok = ok && EVP_DigestFinal_ex(md, sid, &len) == 1 && len == sizeof(sid) &&
          SSL_CTX_set_session_id_context(ctx, sid, sizeof(sid)) == 1;

@@ -2183,6 +2183,25 @@ static void test_load(void **state)
 }
 
 /*
+ * The TLS context of the first listener of the demo configuration with edit |e|, built once the load
+ * is done and |src| has replaced |dst|, a file the load read.
+ */
+static SSL_CTX *ctx_after_swap(const struct edit *e, const char *src, const char *dst, struct gw_config **cfg)
+{
+    char err[GW_ERR_LEN] = "", *text = edited(e, 1);
+    SSL_CTX *ctx;
+
+    *cfg = parse_text(text, strlen(text), err);
+    free(text);
+    if (*cfg == NULL)
+        fail_msg("%s", err);
+    copy_file(src, dst, 0644);
+    if ((ctx = gw_tls_ctx_new(&(*cfg)->listeners[0], err)) == NULL)
+        fail_msg("%s", err);
+    return ctx;
+}
+
+/*
  * The listener's TLS context serves the certificate and chain the load read and checked: a file
  * replaced after the load (here by another certificate, whose key the listener does not hold) is
  * not read again when the context is built.
@@ -2190,7 +2209,7 @@ static void test_load(void **state)
 static void test_tls_ctx_keeps_what_was_loaded(void **state)
 {
     struct edit e[] = {{"\"cert\": \"server.pem\"", "\"cert\": \"served.pem\""}};
-    char err[GW_ERR_LEN] = "", *text, *leaf, *root;
+    char path[GW_ERR_LEN], *leaf, *root;
     X509 *server = read_cert("server.pem"), *ca = read_cert("ca.pem");
     STACK_OF(X509) *chain = NULL;
     struct gw_config *cfg;
@@ -2200,32 +2219,73 @@ static void test_tls_ctx_keeps_what_was_loaded(void **state)
     (void)state;
     assert_non_null(server);
     assert_non_null(ca);
-    snprintf(err, sizeof(err), "%s/server.pem", dir);
-    assert_non_null(leaf = slurp(err, &ll));
-    snprintf(err, sizeof(err), "%s/ca.pem", dir);
-    assert_non_null(root = slurp(err, &rl));
+    snprintf(path, sizeof(path), "%s/server.pem", dir);
+    assert_non_null(leaf = slurp(path, &ll));
+    snprintf(path, sizeof(path), "%s/ca.pem", dir);
+    assert_non_null(root = slurp(path, &rl));
     assert_non_null(leaf = realloc(leaf, ll + rl));
     memcpy(leaf + ll, root, rl);
     put_file("served.pem", leaf, ll + rl, 0644);
-    text = edited(e, 1);
-    cfg = parse_text(text, strlen(text), err);
-    if (cfg == NULL)
-        fail_msg("%s", err);
-    copy_file("signer.pem", "served.pem", 0644);
-    ctx = gw_tls_ctx_new(&cfg->listeners[0], err);
-    if (ctx == NULL)
-        fail_msg("%s", err);
+    ctx = ctx_after_swap(e, "signer.pem", "served.pem", &cfg);
     assert_int_equal(X509_cmp(SSL_CTX_get0_certificate(ctx), server), 0);
     assert_int_equal(SSL_CTX_get0_chain_certs(ctx, &chain), 1);
     assert_int_equal(sk_X509_num(chain), 1);
     assert_int_equal(X509_cmp(sk_X509_value(chain, 0), ca), 0);
     SSL_CTX_free(ctx);
     gw_config_free(cfg);
-    free(text);
     free(leaf);
     free(root);
     X509_free(server);
     X509_free(ca);
+}
+
+/* Whether the subject names of |names| are those of |certs|, in their order. */
+static bool names_of(const STACK_OF(X509_NAME) *names, const STACK_OF(X509) *certs)
+{
+    bool same = sk_X509_NAME_num(names) == sk_X509_num(certs);
+
+    for (int i = 0; same && i < sk_X509_num(certs); i++)
+        same =
+            X509_NAME_cmp(sk_X509_NAME_value(names, i), X509_get_subject_name(sk_X509_value(certs, i))) == 0;
+    return same;
+}
+
+/*
+ * The listener's TLS context trusts the client CAs the load read and checked, and names them in its
+ * CertificateRequest: a client_ca file replaced after the load (here by another CA alone) is not read
+ * again when the context is built. The store keeps the verification flags of a new SSL_CTX.
+ */
+static void test_tls_ctx_keeps_loaded_client_cas(void **state)
+{
+    struct edit e[] = {{"\"client_ca\": \"ca.pem\"", "\"client_ca\": \"clientca.pem\""}};
+    STACK_OF(X509) *loaded = sk_X509_new_null();
+    SSL_CTX *ctx, *fresh = SSL_CTX_new(TLS_server_method());
+    STACK_OF(X509_OBJECT) *objs;
+    struct gw_config *cfg;
+
+    (void)state;
+    assert_non_null(loaded);
+    assert_non_null(fresh);
+    assert_true(sk_X509_push(loaded, read_cert("ca.pem")) == 1 &&
+                sk_X509_push(loaded, read_cert("other.pem")) == 2);
+    assert_non_null(sk_X509_value(loaded, 0));
+    assert_non_null(sk_X509_value(loaded, 1));
+    copy_file("ca-bundle.pem", "clientca.pem", 0644); /* ca.pem, then other.pem */
+    ctx = ctx_after_swap(e, "issuing.pem", "clientca.pem", &cfg);
+    objs = X509_STORE_get0_objects(SSL_CTX_get_cert_store(ctx));
+    assert_int_equal(sk_X509_OBJECT_num(objs), 2);
+    for (int i = 0; i < sk_X509_OBJECT_num(objs); i++) {
+        X509 *x = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
+        assert_non_null(x);
+        assert_true(X509_cmp(x, sk_X509_value(loaded, 0)) == 0 || X509_cmp(x, sk_X509_value(loaded, 1)) == 0);
+    }
+    assert_true(names_of(SSL_CTX_get_client_CA_list(ctx), loaded));
+    assert_int_equal(X509_VERIFY_PARAM_get_flags(X509_STORE_get0_param(SSL_CTX_get_cert_store(ctx))),
+                     X509_VERIFY_PARAM_get_flags(X509_STORE_get0_param(SSL_CTX_get_cert_store(fresh))));
+    SSL_CTX_free(ctx);
+    SSL_CTX_free(fresh);
+    gw_config_free(cfg);
+    sk_X509_pop_free(loaded, X509_free);
 }
 
 int main(void)
@@ -2239,6 +2299,7 @@ int main(void)
         cmocka_unit_test(test_oversized),
         cmocka_unit_test(test_load),
         cmocka_unit_test(test_tls_ctx_keeps_what_was_loaded),
+        cmocka_unit_test(test_tls_ctx_keeps_loaded_client_cas),
         cmocka_unit_test(test_upstreams),
         cmocka_unit_test(test_upstreams_full),
         cmocka_unit_test(test_upstream_edges),
