@@ -1,5 +1,6 @@
 """TLS client authentication on a listener with "client_auth": "require": no client certificate, and a client
-certificate from a CA the listener does not trust, each refused with a TLS alert; a trusted one gets through.
+certificate from a CA the listener does not trust, each refused with a TLS alert; a trusted one gets through; the
+CertificateRequest names the client CA.
 Resumption: with a shared "ticket_keys_file" a session begun on one instance resumes on another (TLS 1.3 and
 1.2 tickets) with its client certificate; rotation by a new first key and a reload; without the file a session
 resumes on its own instance only; a TLS 1.3 ticket follows the handshake at once; a session does not resume on a
@@ -86,6 +87,17 @@ class RequireClientCert(harness.GatewayTestCase):
     def test_trusted_client_cert(self):
         data = self.handshake_and_read(self.ctx(self.gw.dir / "client.pem", self.gw.dir / "client.key"))
         self.assertTrue(data.startswith(b"HTTP/1.1 "), data)
+
+    def test_certificate_request_names_the_client_cas(self):
+        """The CertificateRequest names the CAs of client_ca as loaded, for a client to pick its certificate."""
+        d = self.gw.dir
+        subject = harness.run(["openssl", "x509", "-in", d / "ca.pem", "-noout", "-subject"]).stdout.decode()
+        p = harness.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % self.gw.require_port, "-cert",
+                         d / "client.pem", "-key", d / "client.key", "-CAfile", d / "ca.pem"], input=b"")
+        out = p.stdout.decode()
+        names = out.split("Acceptable client certificate CA names\n", 1)[1].split("\n")
+        self.assertEqual(names[0], subject.strip().removeprefix("subject="), out)
+        self.assertNotIn("CN =", names[1], out)  # ca.pem holds one CA
 
     def test_trusted_client_cert_cmp(self):
         """A full openssl cmp enrolment through the require listener."""
