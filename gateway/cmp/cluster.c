@@ -9,6 +9,8 @@
  *   res:<tid hex>      a deferred request's upstream result, beside its record
  *   lease:<tid hex>    the instance answering the transaction now; TTL: GW_STATE_LEASE_SECS
  *   deadlines          sorted set: the records, scored by deadline on Redis's clock
+ *   revoked:<id>       a certificate revoked through an instance (revoked.c); TTL: until it expires
+ *   revoked            sorted set: those, scored by expiry (their count is capped)
  *
  * An identity is hashed (SHA-256, 128 bits in hex): keys stay short, and Redis holds no subject.
  * Scripts run by EVALSHA, and by EVAL after NOSCRIPT (a restarted or flushed Redis).
@@ -63,6 +65,7 @@ enum {
     S_CLAIM,
     S_RESULT,
     S_UPDATE,
+    S_REVOKED,
     N_SCRIPTS
 };
 
@@ -148,6 +151,7 @@ static const char *const scripts[N_SCRIPTS] = {
                  "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
                  "redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')\n"
                  "return 1\n",
+    [S_REVOKED] = "return redis.call('EXISTS', KEYS[1])\n",
 };
 /* clang-format on */
 
@@ -1041,6 +1045,34 @@ int gw_cluster_status(struct gw_cluster *cl, char *why, size_t cap)
     return GW_ERR_UNAVAILABLE;
 }
 
+/* An entry and its counted set as S_SEEN keeps a transactionID: one revocation twice is one entry. */
+int gw_cluster_put_revoked(struct gw_cluster *cl, const char *id, time_t now, time_t ttl, char *err)
+{
+    char k1[KEY_LEN], k2[KEY_LEN];
+    long long rc;
+
+    snprintf(k1, sizeof(k1), "%srevoked:%s", cl->prefix, id);
+    snprintf(k2, sizeof(k2), "%srevoked", cl->prefix);
+    rc = run(cl, S_SEEN, k1, k2, "1", (long long)ttl, (long long)now, GW_MAX_REVOKED_KEPT, err);
+    if (rc == 3)
+        snprintf(err, GW_ERR_LEN, "the shared state keeps %d unexpired revocations already",
+                 GW_MAX_REVOKED_KEPT);
+    return rc == 0 || rc == 1 ? 0 : rc == 3 ? GW_ERR_LIMIT : GW_ERR_UNAVAILABLE;
+}
+
+int gw_cluster_revoked(struct gw_cluster *cl, const char *id, char *err)
+{
+    char k[KEY_LEN];
+    long long rc;
+
+    snprintf(k, sizeof(k), "%srevoked:%s", cl->prefix, id);
+    if ((rc = integer_of(cl, eval(cl, S_REVOKED, k, k, 0, NULL, err), err)) == 0 || rc == 1)
+        return (int)rc;
+    if (rc != GW_ERR_UNAVAILABLE) /* not EXISTS's answer: not taken as "not revoked" */
+        snprintf(err, GW_ERR_LEN, "the shared state answered %lld to a revocation lookup", rc);
+    return GW_ERR_UNAVAILABLE;
+}
+
 #else /* built without hiredis */
 
 struct gw_cluster {
@@ -1087,6 +1119,20 @@ int gw_cluster_status(struct gw_cluster *cl, char *why, size_t cap)
 {
     (void)cl, (void)why, (void)cap;
     return 0;
+}
+
+int gw_cluster_put_revoked(struct gw_cluster *cl, const char *id, time_t now, time_t ttl, char *err)
+{
+    (void)cl, (void)id, (void)now, (void)ttl;
+    snprintf(err, GW_ERR_LEN, "no shared state");
+    return GW_ERR_UNAVAILABLE;
+}
+
+int gw_cluster_revoked(struct gw_cluster *cl, const char *id, char *err)
+{
+    (void)cl, (void)id;
+    snprintf(err, GW_ERR_LEN, "no shared state");
+    return GW_ERR_UNAVAILABLE;
 }
 
 bool gw_cluster_keeps_records(const struct gw_cluster *cl)

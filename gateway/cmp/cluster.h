@@ -150,6 +150,16 @@ void gw_txn_record_cleanup(struct gw_txn_record *rec);
 void gw_txn_result_cleanup(struct gw_txn_result *res);
 
 /*
+ * gw_cluster_put_revoked: the certificate named |id| (hex, revoked.c) was revoked through this instance
+ * at |now|; every instance refuses it for |ttl| seconds (until it expires): 0; GW_ERR_LIMIT when
+ * GW_MAX_REVOKED_KEPT unexpired ones are kept already, or GW_ERR_UNAVAILABLE, each with |err|.
+ */
+int gw_cluster_put_revoked(struct gw_cluster *cl, const char *id, time_t now, time_t ttl, char *err);
+
+/* gw_cluster_revoked: whether an instance revoked the certificate named |id|: 1, 0, or GW_ERR_UNAVAILABLE. */
+int gw_cluster_revoked(struct gw_cluster *cl, const char *id, char *err);
+
+/*
  * gw_cluster_status: 0 while Redis answers (the last command of any thread, or the PING sent every
  * GW_STATE_PING_SECS), else GW_ERR_UNAVAILABLE with the last reason in |why|. NULL-safe (0).
  */

@@ -27,7 +27,7 @@
 #include "base/limits.h"
 #include "gateway/cmp/cluster.h"
 
-enum answer { HUGE, TRICKLE, GARBAGE };
+enum answer { HUGE, TRICKLE, GARBAGE, ODD };
 
 struct fake {
     int lfd;
@@ -120,6 +120,9 @@ static void answer(struct conn *c)
         break;
     case GARBAGE:
         (void)send_all(c->fd, "?what\r\n", 7);
+        break;
+    case ODD: /* an integer no script of the gateway answers */
+        (void)send_all(c->fd, ":5\r\n", 4);
         break;
     }
 }
@@ -242,12 +245,47 @@ static void test_garbage_refused(void **state)
     check_refused(GARBAGE, 1000, "unreachable");
 }
 
+/*
+ * A revocation lookup (revoked.c) that gets no answer, or one EXISTS never gives, is refused: never
+ * read as "not revoked".
+ */
+static void test_revocation_lookup_fails_closed(void **state)
+{
+    static const struct {
+        enum answer a;
+        const char *want;
+    } cases[] = {{GARBAGE, "unreachable"}, {ODD, "answered 5 to a revocation lookup"}};
+    struct gw_state_conf conf = {.backend = GW_STATE_REDIS, .address = "127.0.0.1", .key_prefix = "t:"};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct fake f;
+        struct gw_cluster *cl;
+        char err[GW_ERR_LEN] = "";
+
+        fake_start(&f, cases[i].a);
+        conf.port = f.port;
+        conf.timeout_ms = 1000;
+        if ((cl = gw_cluster_new(&conf, err)) == NULL && strstr(err, "without hiredis") != NULL) {
+            fake_stop(&f);
+            skip();
+        }
+        assert_non_null(cl);
+        assert_int_equal(gw_cluster_revoked(cl, "00112233445566778899aabbccddeeff", err), GW_ERR_UNAVAILABLE);
+        if (strstr(err, cases[i].want) == NULL)
+            fail_msg("reason \"%s\", want \"%s\"", err, cases[i].want);
+        gw_cluster_free(cl);
+        fake_stop(&f);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_huge_answer_refused),
         cmocka_unit_test(test_trickled_answer_times_out),
         cmocka_unit_test(test_garbage_refused),
+        cmocka_unit_test(test_revocation_lookup_fails_closed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
