@@ -35,6 +35,7 @@ struct gw_txn_table;
 struct gw_upstream;
 struct gw_upstream_set;
 struct cmp_crl_cache;   /* status.c */
+struct cmp_revoked;     /* revoked.c */
 struct cmp_shared;      /* engine.c */
 struct cmp_pending;     /* poll.c */
 struct cmp_remote;      /* poll.c */
@@ -59,6 +60,7 @@ struct gw_cmp_engine {
     time_t (*clock)(void);                 /* tests only; NULL = time(NULL) */
     struct cmp_pending *pending;           /* upstream calls still running (poll.c's lock) */
     struct cmp_crl_cache *crls;            /* per cfg.upstreams[i]: its CRLs, one per CA (status.c) */
+    struct cmp_revoked *revoked;           /* shared->revoked: the certificates revoked through cmpgw */
     struct cmp_chains *chains;             /* validated client chains (chains.c); NULL: none kept */
     struct gw_x509_links *links;           /* upstream chains' links found signed; NULL: none kept */
     struct cmp_withdrawals *withdrawals;   /* revocations waiting for their upstream (record.c) */

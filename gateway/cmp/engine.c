@@ -16,6 +16,7 @@
 #include "gateway/cmp/poll.h"
 #include "gateway/cmp/record.h"
 #include "gateway/cmp/replay.h"
+#include "gateway/cmp/revoked.h"
 #include "gateway/cmp/suspend.h"
 #include "gateway/cmp/share.h"
 #include "gateway/cmp/srv.h"
@@ -62,11 +63,12 @@ static const enum body_action bodies[GW_CMP_BODY_MAX + 1] = {
     [GW_CMP_BODY_GENM] = BODY_START, /* RFC 9483 §4.3 */
 };
 
-/* What the engines of successive configurations share: the open transactions and the replay cache. */
+/* What the engines of successive configurations share: open transactions, replay cache, revocations. */
 struct cmp_shared {
     atomic_int refs;
     struct gw_txn_table *txns;
     struct gw_replay *replay;
+    struct cmp_revoked *revoked;
     struct gw_cluster *cluster; /* "cmp.state": "redis"; a reload keeps the first one (restart to change) */
 };
 
@@ -81,11 +83,13 @@ static struct cmp_shared *shared_new(const struct gw_cmp_settings *cfg, char *er
     sh->txns = gw_txn_table_new(cfg->cmp->max_transactions, cfg->cmp->max_transactions_per_identity);
     sh->replay =
         gw_replay_new(GW_REPLAY_MAX_ENTRIES, cfg->cmp->max_recent_per_identity, cmp_replay_ttl(cfg->cmp));
-    if (sh->txns == NULL || sh->replay == NULL ||
+    sh->revoked = cmp_revoked_new();
+    if (sh->txns == NULL || sh->replay == NULL || sh->revoked == NULL ||
         (cfg->cmp->state.backend == GW_STATE_REDIS &&
          (sh->cluster = gw_cluster_new(&cfg->cmp->state, err)) == NULL)) {
         gw_txn_table_free(sh->txns, NULL, NULL);
         gw_replay_free(sh->replay);
+        cmp_revoked_free(sh->revoked);
         free(sh);
         return NULL;
     }
@@ -116,6 +120,7 @@ struct gw_cmp_engine *gw_cmp_engine_new(const struct gw_cmp_settings *cfg, struc
     e->txns = e->shared->txns;
     e->replay = e->shared->replay;
     e->cluster = e->shared->cluster;
+    e->revoked = e->shared->revoked;
     if (cmp_withdrawals_init(e) != 0)
         goto nomem;
     if (cmp_policy_init(e, err) != 0)
@@ -239,6 +244,7 @@ void gw_cmp_engine_free(struct gw_cmp_engine *e)
         /* the last engine: what is still open ends here */
         gw_txn_table_free(e->shared->txns, log_closed, (void *)&abandoned);
         gw_replay_free(e->shared->replay);
+        cmp_revoked_free(e->shared->revoked);
         gw_cluster_free(e->shared->cluster);
         free(e->shared);
     }

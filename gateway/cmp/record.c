@@ -174,7 +174,7 @@ static void revoke(struct gw_cmp_engine *e, const struct withdrawal *w)
         not_revoked(e, w, err);
         return;
     }
-    cmp_status_invalidate(e, t->up);
+    cmp_status_revoked(e, t->up, w->cert, w->tid);
     (void)cmp_audit_cert(e, t, w->tid, "revoked", "revoked upstream", w->cert, 1);
     gw_log_kv(GW_LOG_WARN, "cert_revoked", "tid", w->tid, "serial", t->serial, "upstream",
               gw_upstream_conf_name(gw_upstream_get0_conf(t->up)), NULL);

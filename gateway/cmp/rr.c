@@ -140,10 +140,11 @@ static int revoked_already(struct gw_upstream *up, const X509 *cert)
  * issuer name the rr gives) with names the role could have issued. An upstream that cannot look a
  * certificate up lets an RA revoke nothing it does not hold. 0, or refused with |r|; *elsewhere when
  * the upstream did not issue it (it knows no such serial, or its certificate of that serial is not
- * the one named), so that another upstream under that issuer name may be asked.
+ * the one named), so that another upstream under that issuer name may be asked. *target: the
+ * certificate found, when not refused (the caller's to free).
  */
 static int check_ra_target(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer,
-                           const ASN1_INTEGER *serial, int *elsewhere, struct cmp_refusal *r)
+                           const ASN1_INTEGER *serial, int *elsewhere, X509 **target, struct cmp_refusal *r)
 {
     const char *up_name = gw_upstream_conf_name(gw_upstream_get0_conf(t->up));
     char err[GW_ERR_LEN] = "", why[GW_ERR_LEN] = "";
@@ -178,16 +179,21 @@ static int check_ra_target(struct cmp_txn *t, struct cmp_call *c, const X509_NAM
                              t->role->name, why);
     else if (revoked_already(t->up, cert))
         refused = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_certRevoked, TEXT_REVOKED);
-    X509_free(cert);
+    if (refused)
+        X509_free(cert);
+    else
+        *target = cert;
     return refused;
 }
 
 /*
  * t->up: the upstream among |ups| (|n|) that issued the certificate the rr names: for the holder the
- * one whose CA signed its certificate, for an RA the first whose lookup finds it. 0, or refused.
+ * one whose CA signed its certificate, for an RA the first whose lookup finds it (*target, the
+ * caller's to free). 0, or refused.
  */
 static int pick_revoker(struct cmp_txn *t, struct cmp_call *c, struct gw_upstream *const *ups, size_t n,
-                        const X509_NAME *issuer, const ASN1_INTEGER *serial, int as_ra, struct cmp_refusal *r)
+                        const X509_NAME *issuer, const ASN1_INTEGER *serial, int as_ra, X509 **target,
+                        struct cmp_refusal *r)
 {
     int refused = 1, elsewhere = 1;
 
@@ -202,7 +208,7 @@ static int pick_revoker(struct cmp_txn *t, struct cmp_call *c, struct gw_upstrea
                           "the certificate was not issued by this route's CA");
     for (size_t i = 0; i < n && refused && elsewhere; i++) {
         t->up = ups[i];
-        refused = check_ra_target(t, c, issuer, serial, &elsewhere, r);
+        refused = check_ra_target(t, c, issuer, serial, &elsewhere, target, r);
     }
     return refused;
 }
@@ -221,9 +227,12 @@ static int upstream_failed(const struct cmp_txn *t, int rc, const char *err, str
                       "the CA could not revoke the certificate now (%.150s); retry later", err);
 }
 
-/* Intent on record, the upstream call, the outcome on disk before the rp leaves (docs/design.md D8). */
+/*
+ * Intent on record, the upstream call, the outcome on disk before the rp leaves (docs/design.md D8).
+ * |target|: the certificate revoked (the holder's, or the one an RA's lookup found).
+ */
 static int revoke(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer, const ASN1_INTEGER *serial,
-                  int reason, int as_ra, struct cmp_refusal *refusal)
+                  X509 *target, int reason, int as_ra, struct cmp_refusal *refusal)
 {
     struct gw_audit_rec r;
     char err[GW_ERR_LEN] = "", status[GW_ERR_LEN];
@@ -246,7 +255,7 @@ static int revoke(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer
         (void)cmp_audit_write(c->e, &r, 1);
         return upstream_failed(t, rc, err, refusal);
     }
-    cmp_status_invalidate(c->e, t->up); /* the holder's certificate authenticates nothing from now on */
+    cmp_status_revoked(c->e, t->up, target, c->rsp->tid); /* it authenticates nothing from now on */
     /* Vault takes no reason code (docs/design.md U1.5): this record is where it is kept */
     snprintf(status, sizeof(status), "revoked; reason %s%s", reason_name(reason),
              dropped ? " (kept here only: the upstream takes no reason)" : "");
@@ -260,9 +269,12 @@ static int revoke(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer
     return 0;
 }
 
-/* Who asks, which certificate, why, and which upstream revokes it. */
+/*
+ * Who asks, which certificate (an RA's in *target, the caller's to free), why, and which upstream
+ * revokes it.
+ */
 static int check_rr(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req, const X509_NAME *issuer,
-                    const ASN1_INTEGER *serial, int *reason, int *as_ra, struct cmp_refusal *r)
+                    const ASN1_INTEGER *serial, int *reason, int *as_ra, X509 **target, struct cmp_refusal *r)
 {
     struct gw_upstream *ups[4];
     size_t n;
@@ -285,7 +297,7 @@ static int check_rr(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *r
                           "revocation reason removeFromCRL releases a certificate from hold, which this "
                           "server does not do: ask the CA's operator");
     n = revokers(c, t->role, issuer, ups);
-    return pick_revoker(t, c, ups, n, issuer, serial, *as_ra, r);
+    return pick_revoker(t, c, ups, n, issuer, serial, *as_ra, target, r);
 }
 
 OSSL_CMP_PKISI *cmp_rr_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const X509_NAME *issuer,
@@ -295,10 +307,11 @@ OSSL_CMP_PKISI *cmp_rr_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const 
     struct cmp_call *c = t->call;
     struct cmp_refusal r = {0};
     int reason = CRL_REASON_NONE, as_ra = 0;
+    X509 *target = NULL;
     OSSL_CMP_PKISI *si;
 
-    if (check_rr(t, c, req, issuer, serial, &reason, &as_ra, &r) != 0 ||
-        revoke(t, c, issuer, serial, reason, as_ra, &r) != 0) {
+    if (check_rr(t, c, req, issuer, serial, &reason, &as_ra, &target, &r) != 0 ||
+        revoke(t, c, issuer, serial, as_ra ? target : t->signer, reason, as_ra, &r) != 0) {
         si = cmp_reject(c, &r);
     } else {
         cmp_set_outcome(c, "accepted", NULL);
@@ -306,5 +319,6 @@ OSSL_CMP_PKISI *cmp_rr_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const 
     }
     /* refusals are on record too: who tried to revoke what */
     cmp_audit_refusal(c, t);
+    X509_free(target);
     return si;
 }

@@ -18,6 +18,7 @@
  */
 #include "gateway/cmp/status.h"
 #include "gateway/cmp/outcome.h"
+#include "gateway/cmp/revoked.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/x509.h"
@@ -224,6 +225,20 @@ void cmp_status_invalidate(struct gw_cmp_engine *e, const struct gw_upstream *up
     for (int j = 0; j < sk_X509_num(e->crls[i].cas); j++)
         e->crls[i].slots[j].stale = 1;
     pthread_mutex_unlock(&e->crls[i].lock);
+}
+
+void cmp_status_revoked(struct gw_cmp_engine *e, const struct gw_upstream *up, X509 *cert, const char *tid)
+{
+    char err[GW_ERR_LEN] = "", serial[2 * 20 + 1];
+
+    cmp_status_invalidate(e, up);
+    if (cmp_revoked_add(e, cert, e->clock != NULL ? e->clock() : time(NULL), err) == 0)
+        return;
+    gw_x509_cert_serial_hex(cert, serial, sizeof(serial));
+    gw_log_kv(GW_LOG_ERROR, "revocation_not_kept", "tid", tid, "serial", serial, "reason", err, "msg",
+              "other instances and configuration generations refuse this certificate only once its CA's CRL "
+              "lists it",
+              NULL);
 }
 
 static time_t asn1_to_time(const ASN1_TIME *t)
@@ -537,12 +552,15 @@ static int check_one(struct cmp_call *c, X509 *cert, const STACK_OF(X509) *chain
 
     if (up == NULL)
         return entry_status(&e->cfg, names, n, cert, chain, what, note, r);
-    if (!gw_upstream_get0_conf(up)->check_revocation) {
+    /* first what cmpgw revoked itself: a CRL held since, or one the CA has not updated, does not know */
+    if ((revoked = cmp_revoked_check(e, cert, c->now, err)) == 1) {
+        snprintf(note->text, sizeof(note->text), "revoked through cmpgw");
+    } else if (revoked == 0 && !gw_upstream_get0_conf(up)->check_revocation) {
         snprintf(note->text, sizeof(note->text), "not checked (upstream %s: check_revocation false)",
                  gw_upstream_get0_conf(up)->name);
         return 0;
-    }
-    if (upstream_status(e, i, up, ca, cert, c->now, &revoked, &reason, note, err) != 0) {
+    } else if (revoked < 0 ||
+               upstream_status(e, i, up, ca, cert, c->now, &revoked, &reason, note, err) != 0) {
         gw_log_kv(GW_LOG_WARN, "status_unknown", "tid", c->rsp->tid, "certificate", what, "reason", err,
                   NULL);
         return cmp_refuse(

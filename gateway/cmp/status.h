@@ -19,6 +19,13 @@ int cmp_check_credentials(struct cmp_call *c, struct cmp_txn *t, struct cmp_refu
 void cmp_status_invalidate(struct gw_cmp_engine *e, const struct gw_upstream *up);
 
 /*
+ * cmp_status_revoked: |cert| was revoked at |up| through |e| (request |tid|): refused from now on by every
+ * generation and instance (revoked.h) and |up|'s next check reads a fresh CRL. What cannot be kept is
+ * logged (revocation_not_kept).
+ */
+void cmp_status_revoked(struct gw_cmp_engine *e, const struct gw_upstream *up, X509 *cert, const char *tid);
+
+/*
  * cmp_status_issues_under: whether |up| issues under a CA named |issuer| (its own CA, or one of its
  * issuer_ca that issues end-entity certificates). rr names a certificate by issuer and serial only.
  */

@@ -11,7 +11,9 @@ per enrolment across the three audit logs. PolledContinuation: a request answere
 any instance (round-robin through haproxy), delivered by another instance when the first was killed after its
 upstream call returned, answered pollRep then "did not answer in time" when it was killed during the call, and
 an uncollected certificate's expiry is recorded once across the three. LateResultElsewhere: a certificate whose
-upstream call returns after another instance gave up on it at the deadline is withdrawn.
+upstream call returns after another instance gave up on it at the deadline is withdrawn. RevokedElsewhere: a
+certificate of a Vault upstream revoked through one instance is refused by the other at once, though the other
+holds a CRL from before the revocation.
 """
 import contextlib
 import json
@@ -27,6 +29,7 @@ sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
 import redisenv  # noqa: E402
 import test_polling  # noqa: E402
+import vaultenv  # noqa: E402
 
 
 class TwoInstances(harness.GatewayTestCase):
@@ -137,6 +140,50 @@ class SharedState(TwoInstances):
             self.assertEqual(p.returncode, want_rc, p.stderr)
         self.assertIn(b"$.upstreams.local.store: with \"cmp.state\" \"redis\" every instance must see the same "
                       b"store", p.stderr)
+
+
+class RevokedElsewhere(TwoInstances):
+    """A certificate revoked through one instance is refused by the other at once, though the other holds
+    the CA's CRL from before the revocation (read again only every 5 minutes)."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.redis = cls.keep_running(redisenv.RedisServer(gw.dir)).start()
+        cls.vault = vaultenv.running(cls, gw.dir)
+        cfg["upstreams"]["vault"] = cls.vault.upstream()
+        cfg["roles"]["vault"] = dict(cfg["roles"]["default"], upstream="vault", upstream_role="devices",
+                                     allowed_san_types=["dns"])
+        cfg["cmp"] = {"state": cls.redis.state()}
+
+    def p10cr(self, gw, name, signer=None):
+        """A p10cr on role vault through |gw|, signed by |signer| (cert, key) with its CA sent along."""
+        key = self.newkey(name)
+        csr = gw.dir / ("%s.csr" % name)
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=%s" % name, "-addext",
+                     "subjectAltName=DNS:%s" % name, "-out", csr])
+        extra = ["-csr", csr, "-untrusted", gw.dir / "vault-ca.pem"]
+        return gw.cmp("p10cr", name, path="pki/roles/vault/cmp", extra=extra, auth=signer or "sig",
+                      expect_cert=False), key
+
+    def test_revoked_through_one_refused_by_the_other(self):
+        res, key = self.p10cr(self.gw, "r-1.example.com")
+        cert = res.cert
+        self.assertIsNotNone(cert, res.answers)
+        # the second instance reads the CA's CRL now, while it does not list the certificate
+        self.assertIsNotNone(self.p10cr(self.gw2, "r-2.example.com", (cert, key))[0].cert)
+        d = self.gw.dir
+        rsp = d / "r-1-rr.rsp.der"
+        harness.run(["openssl", "cmp", "-cmd", "rr", "-server", "127.0.0.1:%d" % self.gw.port, "-path",
+                     "pki/roles/vault/cmp", "-trusted", d / "ca.pem", "-tls_used", "-tls_trusted", d / "ca.pem",
+                     "-tls_cert", d / "client.pem", "-tls_key", d / "client.key", "-cert", cert, "-key", key,
+                     "-untrusted", d / "vault-ca.pem", "-oldcert", cert, "-revreason", "1", "-rspout", rsp],
+                    cwd=d)
+        self.assertEqual(harness.decode_cmp(rsp.read_bytes()).status, 0)
+        res = self.p10cr(self.gw2, "r-3.example.com", (cert, key))[0]
+        self.assert_rejected(res, "certRevoked", "the signer certificate (serial %s) is revoked" %
+                             harness.serial_hex(cert).lower())
+        self.assertTrue(any(line.get("event") == "credential_revoked" and line.get("source") == "revoked through cmpgw"
+                            for line in self.gw2.log_lines()))
 
 
 CLIENT_BIN = os.environ.get("CMPGW_CLIENT_BIN", str(harness.BUILD_DIR / "tests" / "cmpclient"))

@@ -2120,6 +2120,107 @@ static void test_status_two_cas_crl(void **state)
     two_cas_close(&t);
 }
 
+/* The holder's rr of |cert| (its CA sent along): accepted. */
+static void rr_as(struct two_cas *t, X509 *cert, EVP_PKEY *key, X509 *ca)
+{
+    struct client cl = {.env = t->env};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, cert, key, NULL, NULL, 0);
+    STACK_OF(X509) *chain = sk_X509_new_null();
+
+    sk_X509_push(chain, ca);
+    assert_int_equal(OSSL_CMP_CTX_set1_untrusted(ctx, chain), 1);
+    assert_int_equal(OSSL_CMP_CTX_set1_oldCert(ctx, cert), 1);
+    assert_non_null(OSSL_CMP_exec_RR_ses(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    sk_X509_free(chain);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+}
+
+/*
+ * A revocation through one engine is seen at once by the engines of every other generation: the next one
+ * (built before it, with a CRL of its own cached from before it) and one built after it whose CA's CRL
+ * does not list the certificate yet. Each once took it until its CRL was read again.
+ */
+static void test_status_revoked_across_generations(void **state)
+{
+    struct two_cas t;
+    struct gw_cmp_settings settings;
+    struct gw_cmp_engine *first, *next, *later;
+    unsigned char *clean, *listed;
+    size_t clean_len, listed_len;
+    char err[GW_ERR_LEN] = "";
+    time_t now;
+
+    (void)state;
+    two_cas_open(&t, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_CRL | GW_UP_REVOKE);
+    now = two_ca_now;
+    clean = crl_of(t.ca1, t.ca1_key, now - 60, now + 3600, NULL, &clean_len);
+    listed = crl_of(t.ca1, t.ca1_key, now + 5, now + 3600, t.x1, &listed_len);
+    fake.crl = clean, fake.crl_len = clean_len;
+    first = t.env->engine;
+    gw_config_cmp_settings(t.env->cfg, &settings);
+    assert_non_null(next = gw_cmp_engine_new(&settings, t.env->ups, first, err));
+    gw_cmp_engine_set_clock(next, two_ca_clock);
+    ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    t.env->engine = next;
+    ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    assert_int_equal(fake.crl_calls, 2); /* one each, kept */
+
+    /* the holder revokes it through the first engine; the CA's CRL lists it from then on */
+    t.env->engine = first;
+    rr_as(&t, t.x1, t.x1_key, t.ca1);
+    assert_int_equal(fake.revoke_calls, 1);
+    two_ca_now = now + 10;
+    fake.crl = listed, fake.crl_len = listed_len;
+    ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+          "the signer certificate (serial ");
+    t.env->engine = next; /* its CRL from before the revocation is current for minutes yet */
+    ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+          "the signer certificate (serial ");
+
+    /* a generation built after it, from a CA whose CRL is behind */
+    fake.crl = clean, fake.crl_len = clean_len;
+    assert_non_null(later = gw_cmp_engine_new(&settings, t.env->ups, next, err));
+    gw_cmp_engine_set_clock(later, two_ca_clock);
+    t.env->engine = later;
+    ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+          "the signer certificate (serial ");
+    ir_as(&t, t.x1b, t.x1b_key, t.ca1, OSSL_CMP_PKISTATUS_accepted, -1, NULL); /* its others are not */
+
+    gw_cmp_engine_free(next);
+    gw_cmp_engine_free(later);
+    t.env->engine = first;
+    free(clean);
+    free(listed);
+    two_cas_close(&t);
+}
+
+/*
+ * An upstream that can tell no status ("check_revocation": false): its certificates authenticate unchecked,
+ * but one revoked through cmpgw is refused. It once renewed and signed on after its holder's rr.
+ */
+static void test_status_revoked_unchecked_upstream(void **state)
+{
+    struct two_cas t;
+    struct gw_upstream_conf *uc = NULL;
+
+    (void)state;
+    two_cas_open(&t, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE);
+    for (size_t i = 0; i < t.env->cfg->n_upstreams; i++)
+        if (strcmp(t.env->cfg->upstreams[i].name, "local") == 0)
+            uc = &t.env->cfg->upstreams[i];
+    uc->check_revocation = false;
+    ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    rr_as(&t, t.x1, t.x1_key, t.ca1);
+    ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+          "the signer certificate (serial ");
+    ir_as(&t, t.x1b, t.x1b_key, t.ca1, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    assert_int_equal(fake.revoke_calls, 1);
+    uc->check_revocation = true;
+    two_cas_close(&t);
+}
+
 /* Where the upstream answers status queries, a certificate of a CA whose CRL it does not serve is asked
  * about. */
 static void test_status_two_cas_query(void **state)
@@ -2508,6 +2609,34 @@ static void test_audit_client_rejects(void **state)
     assert_int_equal(audit_count(e, "confirmed", NULL, NULL, NULL), 0);
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+/*
+ * A certificate the gateway withdrew (its client rejected it) authenticates nothing from then on, though
+ * its CA's status query does not say so yet. It once signed the next request.
+ */
+static void test_withdrawn_refused_as_credential(void **state)
+{
+    struct env *e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .confirm = 1});
+    struct client cl = {.env = e}, cl2 = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0), *ctx2;
+    X509 *withdrawn;
+
+    (void)state;
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE | GW_UP_CERT_STATUS, FK_PLAIN);
+    OSSL_CMP_CTX_set_certConf_cb(ctx, reject_cert);
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_int_equal(revoke_calls(e), 1);
+    assert_non_null(withdrawn = OSSL_CMP_CTX_get0_newCert(ctx));
+    ctx2 = client_new(&cl2, SIG, withdrawn, OSSL_CMP_CTX_get0_newPkey(ctx, 1), NULL, NULL, 0);
+    assert_null(OSSL_CMP_exec_IR_ses(ctx2));
+    assert_status(ctx2, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+                  "the signer certificate (serial ");
+    client_cleanup(&cl);
+    client_cleanup(&cl2);
+    OSSL_CMP_CTX_free(ctx);
+    OSSL_CMP_CTX_free(ctx2);
     env_free(e);
 }
 
@@ -4238,12 +4367,15 @@ int main(void)
         cmocka_unit_test(test_kur_expired),
         cmocka_unit_test(test_status_two_cas_crl),
         cmocka_unit_test(test_status_two_cas_query),
+        cmocka_unit_test(test_status_revoked_across_generations),
+        cmocka_unit_test(test_status_revoked_unchecked_upstream),
         cmocka_unit_test(test_status_trust_intermediate),
         cmocka_unit_test(test_status_trust_intermediate_crl),
         cmocka_unit_test(test_status_trust_upstream_entry_wins),
         cmocka_unit_test(test_status_forged_upstream_key_id),
         cmocka_unit_test(test_audit_lines),
         cmocka_unit_test(test_audit_client_rejects),
+        cmocka_unit_test(test_withdrawn_refused_as_credential),
         cmocka_unit_test(test_certconf_other_hash_withdrawn),
         cmocka_unit_test(test_audit_unwritable),
         cmocka_unit_test(test_audit_lost_after_sign),

@@ -1,0 +1,35 @@
+/*
+ * The certificates revoked through this gateway (a holder's or an RA's rr, a withdrawal), known at
+ * once wherever a credential is checked (status.c): in every generation of the configuration (the
+ * set outlives a reload, as the open transactions do) and, with a shared state, on every instance
+ * (cluster.c). A CRL cached before the revocation, or one the CA has not brought up to date yet,
+ * cannot let such a certificate authenticate. Each is kept until it expires.
+ */
+#ifndef GW_CMP_REVOKED_H
+#define GW_CMP_REVOKED_H
+
+#include <time.h>
+#include <openssl/x509.h>
+
+#include "gateway/cmp/cmp_local.h"
+
+struct cmp_revoked;
+
+/* cmp_revoked_new: an empty set; NULL without memory. */
+struct cmp_revoked *cmp_revoked_new(void);
+void cmp_revoked_free(struct cmp_revoked *rs);
+
+/*
+ * cmp_revoked_add: |cert| was revoked at its CA through |e| at |now|. 0; GW_ERR_LIMIT (GW_MAX_REVOKED_KEPT
+ * unexpired ones are kept already, here or in the shared state) or GW_ERR_UNAVAILABLE (the shared
+ * state), with |err|: elsewhere it is then known once the CA's CRL says so.
+ */
+int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err);
+
+/*
+ * cmp_revoked_check: whether |cert| was revoked through this gateway, by any generation or (with a shared
+ * state) any instance: 1 or 0; GW_ERR_UNAVAILABLE with |err| when the shared state cannot say.
+ */
+int cmp_revoked_check(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err);
+
+#endif
