@@ -38,6 +38,7 @@
 
 #define TEXT_ACCEPTS "this server accepts ir, cr, p10cr, kur, rr, genm, certConf, pollReq"
 #define TEXT_NO_TXN "no open transaction with this transactionID: it was completed, expired, or never started"
+#define TEXT_TXN_BUSY "another message of this transaction is being answered now; retry in a moment"
 #define TEXT_BAD_POP                                                                                         \
     "proof of possession failed or missing: sign the request with the private key of the requested "         \
     "public key"
@@ -865,9 +866,8 @@ static struct gw_txn *rebuild_from(struct cmp_call *c, struct gw_txn_record *rec
  */
 static int lease_refused(struct cmp_call *c, int rc, const char *err, struct cmp_refusal *r)
 {
-    if (rc == GW_ERR_BUSY)
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-                          "another instance is answering this transaction now; retry in a moment");
+    if (rc == GW_ERR_BUSY) /* as held_here: which instance holds it is no matter of the client's */
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_TXN_BUSY);
     if (rc != GW_ERR_UNAVAILABLE)
         return 0;
     gw_log_kv(GW_LOG_ERROR, "shared_state_unavailable", "tid", c->rsp->tid, "reason", err, NULL);
@@ -881,8 +881,7 @@ static int held_here(struct cmp_call *c, struct cmp_refusal *r)
 {
     if (!gw_txn_contains(c->e->txns, c->hdr.tid, c->hdr.tid_len))
         return 0;
-    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-                      "another message of this transaction is being answered now; retry in a moment");
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_TXN_BUSY);
 }
 
 /*
@@ -1084,32 +1083,35 @@ static void abort_txn(struct cmp_call *c, struct gw_txn *txn)
 }
 
 /* An error message from the client: answered with pkiconf; closes its transaction if it is open
- * and the message may close it (check_continuing), else refused and the transaction left open. */
+ * and the message may close it (check_continuing), else refused and the transaction left open (so
+ * too while another message holds it, here or on another instance, or its shared record is out of
+ * reach: its client is told to retry). */
 static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
     struct cmp_txn *t = start_authenticated(c, msg);
-    struct cmp_refusal ignored = {.fail_info = -1}, why = {0};
+    struct cmp_refusal why = {.fail_info = -1};
     char err[GW_ERR_LEN] = "";
     OSSL_CMP_MSG *rsp;
     struct gw_txn *txn = NULL;
-    int rebuilt = 0, leased = 0, refused = 0;
+    int rebuilt = 0, leased = 0, rc, refused;
 
     if (t == NULL)
         return;
     rsp = run(t, c, msg, 0);
     /* only a message that passed OpenSSL's protection check may abort a transaction; one another
        instance began is rebuilt here to be closed (its certificate revoked) as there, and a copy of
-       a shared one only once its record is leased (it may have been confirmed elsewhere) */
+       a shared one only once its record is leased (it may have been confirmed elsewhere). One held
+       elsewhere, or whose record cannot be read, is told to retry: nothing was aborted */
     if (rsp != NULL && OSSL_CMP_MSG_get_bodytype(rsp) == GW_CMP_BODY_PKICONF &&
-        (txn = gw_txn_take(c->e->txns, c->hdr.tid, c->hdr.tid_len)) == NULL &&
-        !(refused = held_here(c, &why)) && gw_cluster_keeps_records(c->e->cluster))
-        leased = rebuilt = (txn = rebuild(c, &ignored)) != NULL;
-    else if (txn != NULL && ((struct cmp_txn *)txn->data)->shared &&
-             claim_copy(c, &txn, &leased, &rebuilt, err) != 0)
+        (txn = gw_txn_take(c->e->txns, c->hdr.tid, c->hdr.tid_len)) == NULL && !held_here(c, &why) &&
+        gw_cluster_keeps_records(c->e->cluster)) {
+        leased = rebuilt = (txn = rebuild(c, &why)) != NULL;
+    } else if (txn != NULL && ((struct cmp_txn *)txn->data)->shared &&
+               (rc = claim_copy(c, &txn, &leased, &rebuilt, err)) != 0) {
         txn = NULL; /* closed elsewhere (freed), or held or unreachable (back in the table) */
-    if (txn == NULL && (ignored.fail_info >= 0 || err[0] != '\0'))
-        gw_log_kv(GW_LOG_WARN, "txn_not_aborted", "tid", c->rsp->tid, "reason",
-                  ignored.fail_info >= 0 ? ignored.text : err, NULL);
+        (void)lease_refused(c, rc, err, &why);
+    }
+    refused = why.fail_info >= 0;
     if (txn != NULL) {
         struct gw_cmp_engine *own = c->e;
 

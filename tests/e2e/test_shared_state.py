@@ -314,7 +314,8 @@ class ThreeInstances(TwoInstances):
 
 class Continuation(ThreeInstances):
     """With "mac_key_file", any instance continues a transaction another began: the certConf of an ir
-    answered by the first instance is answered by the second (its context rebuilt from the record)."""
+    answered by the first instance is answered by the second (its context rebuilt from the record), or
+    told to retry later while Redis is down."""
 
     def parked(self, name, flag):
         """An ir answered by the first instance, its certConf held back until |flag| exists; the client."""
@@ -412,6 +413,21 @@ class Continuation(ThreeInstances):
         record = (second + third)[0]
         self.assertIn("the instance that issued it is gone", record["status"])
         self.assertEqual(record["serial"], self.audit(self.gw, "issued", "orphaned")[0]["serial"])
+
+    def test_redis_down_for_a_certconf(self):
+        """Redis stopped while a transaction waits for its certConf: the certConf, on the instance that must
+        read the transaction's record, is refused with systemUnavail, retry later; nothing is closed."""
+        flag = self.gw.dir / "stateless.flag"
+        p = self.parked("stateless", flag)
+        self.redis.stop()
+        try:
+            flag.write_text("")
+            out, err = p.communicate(timeout=60)
+        finally:
+            self.redis.start()
+        self.assertEqual(p.returncode, 2, out + err)
+        self.assertIn(b"the gateway cannot reach its cluster to answer this transaction; retry later", out + err)
+        self.assertEqual(self.everywhere("confirmed", "stateless"), [])
 
     @unittest.skipUnless(shutil.which("haproxy"), "haproxy (deploy/deps.sh installs it)")
     def test_round_robin_through_haproxy(self):

@@ -306,13 +306,14 @@ static OSSL_CMP_MSG *transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
 {
     struct client *cl = OSSL_CMP_CTX_get_transfer_cb_arg(ctx);
     OSSL_CMP_MSG *sent = OSSL_CMP_MSG_dup(req), *rsp = NULL;
-    struct job j = {.env = cl->env};
+    struct job j = {0};
     const unsigned char *p;
     pthread_t th;
     int len;
 
     if (cl->tamper != NULL)
         sent = cl->tamper(ctx, sent, cl);
+    j.env = cl->env; /* a tamper may send the message to another engine */
     if ((len = i2d_OSSL_CMP_MSG(sent, &j.der)) <= 0)
         goto out;
     j.len = (size_t)len;
@@ -4190,8 +4191,11 @@ static int redis_stop(void **state)
     return 0;
 }
 
-/* An engine over the slow adapter whose transactions are shared in the test's Redis (records on). */
-static struct env *env_shared(void)
+/*
+ * An engine over the slow adapter (polling after |poll_after|, NULL: never) whose transactions are
+ * shared in the test's Redis (records on).
+ */
+static struct env *env_shared(const char *poll_after)
 {
     char cmp[512], key_path[128];
     FILE *f;
@@ -4205,7 +4209,7 @@ static struct env *env_shared(void)
              CMP_DEFAULTS ", \"state\": {\"backend\": \"redis\", \"address\": \"127.0.0.1\", \"port\": %u, "
                           "\"mac_key_file\": \"%s\", \"key_prefix\": \"unit%d:\"}",
              redis_port, key_path, (int)getpid());
-    return env_slow_cmp(cmp, "100ms", 0);
+    return env_slow_cmp(cmp, poll_after, 0);
 }
 
 /* The Redis key of the record of |cl|'s transaction (of its first request) into |out|. */
@@ -4239,7 +4243,7 @@ static void test_shared_older_record_kept_out(void **state)
     (void)state;
     if (redis_start() != 0)
         skip();
-    e = env_shared();
+    e = env_shared("100ms");
     cl = (struct client){.env = e};
     ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
     assert_int_equal(poll_step(ctx, &after), -1); /* ir -> waiting, pollReq -> pollRep */
@@ -4271,7 +4275,7 @@ static void test_shared_expiry_withdraws(void **state)
     (void)state;
     if (redis_start() != 0)
         skip();
-    e = env_shared();
+    e = env_shared("100ms");
     slow_revokes();
     cl = (struct client){.env = e};
     ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
@@ -4288,6 +4292,81 @@ static void test_shared_expiry_withdraws(void **state)
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
     env_free(e);
+}
+
+/* The Redis key of the lease on the record of |cl|'s transaction into |out|. */
+static void lease_key(const struct client *cl, char *out, size_t cap)
+{
+    char rec[160];
+
+    record_key(cl, rec, sizeof(rec));
+    snprintf(out, cap, "unit%d:lease:%s", (int)getpid(), strstr(rec, ":rec:") + 5);
+}
+
+static struct env *elsewhere; /* the engine of tamper_error_elsewhere: another instance */
+static int elsewhere_down;    /* ... with Redis stopped, rather than the record leased by a third */
+
+/*
+ * The error message in place of the certConf (tamper_error) goes to |elsewhere|, the transaction's
+ * record leased meanwhile by a third instance (or Redis stopped: |elsewhere_down|).
+ */
+static OSSL_CMP_MSG *tamper_error_elsewhere(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
+{
+    char lease[176], out[64];
+
+    if (OSSL_CMP_MSG_get_bodytype(req) != GW_CMP_BODY_CERTCONF)
+        return req;
+    cl->env = elsewhere;
+    lease_key(cl, lease, sizeof(lease));
+    if (elsewhere_down)
+        (void)redis_stop(NULL);
+    else
+        assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"SET", lease, "third"}), 0);
+    return tamper_error(ctx, req, cl);
+}
+
+/*
+ * A client's error message on another instance than its transaction's, while a third instance holds
+ * the transaction's record (answering another of its messages), or while Redis is down: it aborts
+ * nothing, and the client is told so and to retry (systemUnavail), as on a single instance
+ * (held_here), not answered pkiconf. Its own certConf confirms the certificate after.
+ */
+static void test_shared_error_not_aborted(void **state)
+{
+    (void)state;
+    for (elsewhere_down = 0; elsewhere_down <= 1; elsewhere_down++) {
+        struct env *a, *b;
+        struct client cl, dummy;
+        OSSL_CMP_CTX *ctx;
+        char lease[176], out[64];
+
+        if (redis_start() != 0)
+            skip();
+        a = env_shared(NULL);
+        b = elsewhere = env_shared(NULL);
+        slow_gate(1);
+        cl = (struct client){.env = a, .tamper = tamper_error_elsewhere};
+        dummy = (struct client){.env = a};
+        ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+        cl.other = client_new(&dummy, SIG, client_cert, client_key, NULL, NULL, 0);
+        assert_null(OSSL_CMP_exec_IR_ses(ctx));
+        assert_int_equal(cl.exchanges, 2); /* the ir to |a|, the error to |b| */
+        assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                      elsewhere_down ? "cannot reach its cluster" : "being answered now; retry in a moment");
+        assert_int_equal(audit_count(b, "rejected_by_client", NULL, NULL, NULL), 0);
+        assert_int_equal(gw_cmp_engine_open_transactions(a->engine), 1);
+        if (!elsewhere_down) { /* the third instance done: the client's certConf confirms on |b| */
+            lease_key(&cl, lease, sizeof(lease));
+            assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"DEL", lease}), 0);
+            send_held(&cl, "pkiconf", NULL);
+            assert_int_equal(audit_count(b, "confirmed", NULL, NULL, NULL), 1);
+        }
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(b);
+        env_free(a);
+        (void)redis_stop(NULL);
+    }
 }
 
 /* "poll_after": a duration below the upstream's timeout. */
@@ -4402,6 +4481,7 @@ int main(void)
         cmocka_unit_test(test_poll_config),
         cmocka_unit_test_teardown(test_shared_older_record_kept_out, redis_stop),
         cmocka_unit_test_teardown(test_shared_expiry_withdraws, redis_stop),
+        cmocka_unit_test_teardown(test_shared_error_not_aborted, redis_stop),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
