@@ -64,7 +64,10 @@ static int names_sender(X509 *cert, const struct gw_hdr_info *h)
            memcmp(skid->data, h->sender_kid, h->sender_kid_len) == 0;
 }
 
-/* Adds the certificates of |from| that name the sender to |cands| (no duplicates). 0, or -1 past the cap. */
+/*
+ * Adds the certificates of |from| that name the sender to |cands| (up-referenced, no duplicates). 0, or
+ * -1 past the cap.
+ */
 static int add_candidates(STACK_OF(X509) *cands, const STACK_OF(X509) *from, const struct gw_hdr_info *h)
 {
     for (int i = 0; i < sk_X509_num(from); i++) {
@@ -72,7 +75,8 @@ static int add_candidates(STACK_OF(X509) *cands, const STACK_OF(X509) *from, con
 
         if (!names_sender(x, h) || gw_x509_in_stack(cands, x))
             continue;
-        if (sk_X509_num(cands) >= GW_MAX_SIGNER_CANDIDATES || !sk_X509_push(cands, x))
+        if (sk_X509_num(cands) >= GW_MAX_SIGNER_CANDIDATES ||
+            X509_add_cert(cands, x, X509_ADD_FLAG_UP_REF) != 1)
             return -1;
     }
     return 0;
@@ -92,6 +96,50 @@ static STACK_OF(X509) *anchors_named(X509_STORE *store, const X509_NAME *name)
         found = X509_STORE_CTX_get1_certs(sc, name);
     X509_STORE_CTX_free(sc);
     return found;
+}
+
+/*
+ * The certificates a signer of a message with the header |h| is chosen from on |role|: those of |extra|
+ * (its extraCerts), of the role's intermediates and of its trust anchors that name the sender, each
+ * up-referenced. NULL refused with |r|.
+ */
+static STACK_OF(X509) *candidates(const struct gw_role *role, const STACK_OF(X509) *extra,
+                                  const struct gw_hdr_info *h, struct cmp_refusal *r)
+{
+    STACK_OF(X509) *anchors = anchors_named(role->store, h->sender), *cands = sk_X509_new_null();
+
+    if (cands == NULL) {
+        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure, "internal error: out of memory");
+    } else if (add_candidates(cands, extra, h) != 0 || add_candidates(cands, role->untrusted, h) != 0 ||
+               add_candidates(cands, anchors, h) != 0) {
+        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+                   "more than %d certificates carry the sender's name: send only the signer's certificate "
+                   "and its chain",
+                   GW_MAX_SIGNER_CANDIDATES);
+        sk_X509_pop_free(cands, X509_free);
+        cands = NULL;
+    }
+    sk_X509_pop_free(anchors, X509_free);
+    return cands;
+}
+
+/* The extraCerts of |msg| (decoded from |der|), every key affordable to verify with; NULL refused with |r|.
+ */
+static STACK_OF(X509) *extra_certs(const OSSL_CMP_MSG *msg, const unsigned char *der, size_t len,
+                                   struct cmp_refusal *r)
+{
+    STACK_OF(X509) *extra = gw_shim_get1_extra_certs(msg, der, len);
+
+    if (extra == NULL) {
+        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                   "extraCerts are malformed or hold more than %d certificates or %d bytes",
+                   GW_MAX_EXTRA_CERTS, GW_MAX_EXTRA_CERTS_BYTES);
+    } else if (!all_affordable(extra)) {
+        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "%s", TEXT_KEY_LIMITS);
+        sk_X509_pop_free(extra, X509_free);
+        extra = NULL;
+    }
+    return extra;
 }
 
 /* |extra| and the role's intermediates as the context's untrusted list: what chains are built from. */
@@ -135,6 +183,12 @@ static STACK_OF(X509) *valid_chains(struct cmp_chains *cc, OSSL_CMP_CTX *ctx, X5
     return ok;
 }
 
+/* Whether |msg|'s signature verifies with the key of |x| (pinned on |ctx| for the check). */
+static int signed_by(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *msg, X509 *x)
+{
+    return OSSL_CMP_CTX_set1_srvCert(ctx, x) == 1 && OSSL_CMP_validate_msg(ctx, msg) == 1;
+}
+
 /*
  * Several distinct certificates name the sender and chain to the route's trust (a renewed
  * certificate beside the old one, say): the signature decides. More than one that verifies is
@@ -147,9 +201,7 @@ static int disambiguate(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *msg, const STACK_
     int found = -1, n = 0;
 
     for (int i = 0; i < sk_X509_num(valid); i++) {
-        X509 *x = sk_X509_value(valid, i);
-
-        if (OSSL_CMP_CTX_set1_srvCert(ctx, x) == 1 && OSSL_CMP_validate_msg(ctx, msg) == 1) {
+        if (signed_by(ctx, msg, sk_X509_value(valid, i))) {
             found = i;
             n++;
         }
@@ -196,37 +248,16 @@ int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *
 {
     OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
     X509_STORE *store = t->role->store;
-    STACK_OF(X509) *extra = NULL, *anchors = NULL, *cands = NULL, *chain = NULL;
+    STACK_OF(X509) *extra = NULL, *cands = NULL, *chain = NULL;
     X509 *signer = NULL;
     int refused = 1;
 
     /* PBM: OpenSSL checks the MAC; no trust or no sender name: OpenSSL refuses on its own */
     if (t->pbm || store == NULL || c->hdr.sender == NULL)
         return 0;
-    if ((extra = gw_shim_get1_extra_certs(msg, c->req->der, c->req->len)) == NULL) {
-        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
-                   "extraCerts are malformed or hold more than %d certificates or %d bytes",
-                   GW_MAX_EXTRA_CERTS, GW_MAX_EXTRA_CERTS_BYTES);
+    if ((extra = extra_certs(msg, c->req->der, c->req->len, r)) == NULL ||
+        (cands = candidates(t->role, extra, &c->hdr, r)) == NULL)
         goto out;
-    }
-    if (!all_affordable(extra)) {
-        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "%s", TEXT_KEY_LIMITS);
-        goto out;
-    }
-    anchors = anchors_named(store, c->hdr.sender);
-    if ((cands = sk_X509_new_null()) == NULL) {
-        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure, "internal error: out of memory");
-        goto out;
-    }
-    if (add_candidates(cands, extra, &c->hdr) != 0 ||
-        add_candidates(cands, t->role->untrusted, &c->hdr) != 0 ||
-        add_candidates(cands, anchors, &c->hdr) != 0) {
-        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
-                   "more than %d certificates carry the sender's name: send only the signer's certificate "
-                   "and its chain",
-                   GW_MAX_SIGNER_CANDIDATES);
-        goto out;
-    }
     if (!set_untrusted(ctx, t->role, extra)) {
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure, "internal error: out of memory");
         goto out;
@@ -249,9 +280,8 @@ out:
         gw_log_kv(GW_LOG_INFO, "signer_refused", "tid", c->rsp->tid, "role", t->role->name, "reason", r->text,
                   NULL);
     sk_X509_pop_free(extra, X509_free);
-    sk_X509_pop_free(anchors, X509_free);
     sk_X509_pop_free(chain, X509_free);
-    sk_X509_free(cands);
+    sk_X509_pop_free(cands, X509_free);
     ERR_clear_error(); /* candidates that failed leave noise in the queue */
     return refused;
 }
