@@ -285,3 +285,36 @@ out:
     ERR_clear_error(); /* candidates that failed leave noise in the queue */
     return refused;
 }
+
+int cmp_sender_is(const struct gw_hdr_info *h, int pbm, const unsigned char *kid, size_t kid_len,
+                  const X509_NAME *sender)
+{
+    if (pbm)
+        return h->protection_nid == NID_id_PasswordBasedMAC && h->sender_kid_len == kid_len &&
+               memcmp(h->sender_kid, kid, kid_len) == 0;
+    return h->protection_nid != NID_id_PasswordBasedMAC && h->sender != NULL && sender != NULL &&
+           X509_NAME_cmp(h->sender, sender) == 0;
+}
+
+int cmp_signed_like(struct cmp_txn *t, const struct gw_role *role, const OSSL_CMP_MSG *msg,
+                    const OSSL_CMP_MSG *req, const unsigned char *der, size_t len,
+                    const struct gw_hdr_info *rh)
+{
+    OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
+    STACK_OF(X509) *extra = NULL, *cands = NULL;
+    struct cmp_refusal ignored;
+    int ok = 0;
+
+    if (t->pbm) /* |t| holds the secret of the message's reference, which is the request's */
+        ok = OSSL_CMP_validate_msg(ctx, msg) == 1;
+    else if (role->store != NULL && rh->sender != NULL &&
+             (extra = extra_certs(req, der, len, &ignored)) != NULL &&
+             (cands = candidates(role, extra, rh, &ignored)) != NULL)
+        for (int i = 0; !ok && i < sk_X509_num(cands); i++)
+            ok = signed_by(ctx, msg, sk_X509_value(cands, i));
+    (void)OSSL_CMP_CTX_set1_srvCert(ctx, NULL);
+    sk_X509_pop_free(extra, X509_free);
+    sk_X509_pop_free(cands, X509_free);
+    ERR_clear_error();
+    return ok;
+}

@@ -15,6 +15,8 @@
 #define TEXT_BAD_SIGNATURE                                                                                   \
     "message protection could not be verified: the signature does not match the signer certificate"
 
+#define TEXT_PINNED_SIGNER "message protection could not be verified against the signer of this transaction"
+
 #define TEXT_KEY_LIMITS                                                                                      \
     "a key in this request is above this server's limits: RSA keys up to 8192 bits with a public "           \
     "exponent below 2^32"
@@ -28,5 +30,23 @@ int cmp_key_affordable(const EVP_PKEY *key);
  * left to OpenSSL (PBM, no trust on the role); else refused with |r|.
  */
 int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refusal *r);
+
+/*
+ * cmp_sender_is tells whether the header |h| names the sender a transaction is pinned to: the PBM
+ * reference |kid| (|pbm|), or the directoryName |sender|.
+ */
+int cmp_sender_is(const struct gw_hdr_info *h, int pbm, const unsigned char *kid, size_t kid_len,
+                  const X509_NAME *sender);
+
+/*
+ * cmp_signed_like tells, from its request |req| (decoded from |der|, header |rh|) alone, whether |msg|
+ * can pass the check of a transaction's pinned signer, without building a chain: with a PBM request,
+ * whether it verifies with |t|'s secret (the one of the reference both name: cmp_sender_is); else
+ * whether it is signed with the key of one of the certificates that signer was chosen from on |role|
+ * (cmp_authenticate), which the request brought or |role| holds. 1 or 0. |t| lends its context.
+ */
+int cmp_signed_like(struct cmp_txn *t, const struct gw_role *role, const OSSL_CMP_MSG *msg,
+                    const OSSL_CMP_MSG *req, const unsigned char *der, size_t len,
+                    const struct gw_hdr_info *rh);
 
 #endif

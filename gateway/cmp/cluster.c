@@ -99,14 +99,17 @@ static const char *const scripts[N_SCRIPTS] = {
     [S_PUT] = "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\n"
               "redis.call('ZADD', KEYS[2], tonumber(redis.call('TIME')[1]) + tonumber(ARGV[3]), KEYS[1])\n"
               "return 0\n",
-    /* KEYS: the record and its lease; ARGV: this instance, the lease's seconds, the largest record and
-       result an instance writes. The record and its result (or nil), 1 when another instance holds it,
-       2 when either is larger than an instance writes (neither sent nor leased), or nil */
+    /* KEYS: the record and its lease; ARGV: this instance ("": read without the lease), the lease's
+       seconds, the largest record and result an instance writes. The record and its result (or nil), 1
+       when another instance holds it, 2 when either is larger than an instance writes (neither sent nor
+       leased), or nil */
     [S_TAKE] = "local v = redis.call('GET', KEYS[1])\n"
                "if not v then return nil end\n"
                "local r = redis.call('GET', " LUA_RES_OF("KEYS[1]") ")\n"
                "if #v > tonumber(ARGV[3]) or (r and #r > tonumber(ARGV[4])) then return 2 end\n"
-               "if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end\n"
+               "if ARGV[1] ~= '' and not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then\n"
+               "  return 1\n"
+               "end\n"
                "return {v, r}\n",
     /* KEYS: the record and its lease; ARGV: this instance, the deadlines. 1 if the record was there;
        the lease goes only if this instance holds it */
@@ -966,12 +969,13 @@ int gw_cluster_claim_expired(struct gw_cluster *cl, time_t now, gw_cluster_expir
     return claimed;
 }
 
-int gw_cluster_take_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
-                           struct gw_txn_record *out, char *err)
+/* gw_cluster_take_record, or with |lease| false gw_cluster_read_record */
+static int fetch_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, bool lease,
+                        struct gw_txn_record *out, char *err)
 {
     char k1[KEY_LEN], k2[KEY_LEN], secs[16];
     char max_record[24], max_result[24];
-    const char *args[4] = {cl->owner, secs, max_record, max_result};
+    const char *args[4] = {lease ? cl->owner : "", secs, max_record, max_result};
     redisReply *r;
     int rc;
 
@@ -1000,9 +1004,21 @@ int gw_cluster_take_record(struct gw_cluster *cl, const unsigned char *tid, size
         rc = 0;
     }
     freeReplyObject(r);
-    if (rc == GW_ERR_INVAL)
+    if (rc == GW_ERR_INVAL && lease)
         gw_cluster_unlease(cl, tid, tid_len);
     return rc;
+}
+
+int gw_cluster_read_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                           struct gw_txn_record *out, char *err)
+{
+    return fetch_record(cl, tid, tid_len, false, out, err);
+}
+
+int gw_cluster_take_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                           struct gw_txn_record *out, char *err)
+{
+    return fetch_record(cl, tid, tid_len, true, out, err);
 }
 
 void gw_cluster_unlease(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len)
@@ -1168,12 +1184,18 @@ int gw_cluster_claim_expired(struct gw_cluster *cl, time_t now, gw_cluster_expir
     return 0;
 }
 
-int gw_cluster_take_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+int gw_cluster_read_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
                            struct gw_txn_record *out, char *err)
 {
     (void)cl, (void)tid, (void)tid_len, (void)err;
     memset(out, 0, sizeof(*out));
     return GW_ERR_NOT_FOUND;
+}
+
+int gw_cluster_take_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                           struct gw_txn_record *out, char *err)
+{
+    return gw_cluster_read_record(cl, tid, tid_len, out, err);
 }
 
 void gw_cluster_unlease(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len)

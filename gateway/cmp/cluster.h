@@ -135,6 +135,13 @@ int gw_cluster_claim_expired(struct gw_cluster *cl, time_t now, gw_cluster_expir
 int gw_cluster_take_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
                            struct gw_txn_record *out, char *err);
 
+/*
+ * gw_cluster_read_record is gw_cluster_take_record without the lease (never GW_ERR_BUSY): what a
+ * message for the transaction is checked against before it may hold the record.
+ */
+int gw_cluster_read_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                           struct gw_txn_record *out, char *err);
+
 /* gw_cluster_unlease gives a taken record back (the transaction goes on elsewhere or later). */
 void gw_cluster_unlease(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len);
 

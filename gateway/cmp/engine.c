@@ -292,10 +292,7 @@ static void record_orphan(void *arg, const unsigned char *tid, size_t tid_len,
 
     stored_call(&sub, e, &sreq, &scratch, time(NULL));
     gw_hex(scratch.tid, tid, tid_len);
-    for (size_t i = 0; i < e->cfg.n_roles && sub.role == NULL; i++)
-        if (strcmp(e->cfg.roles[i].name, rec->role) == 0)
-            sub.role = &e->cfg.roles[i];
-    if (sub.role != NULL && replay_stored(NULL, &sub, rec, &t) == 0) {
+    if ((sub.role = cmp_share_role(e, rec->role)) != NULL && replay_stored(NULL, &sub, rec, &t) == 0) {
         cmp_share_expired(e, t, scratch.tid, rec);
         cmp_txn_free(t);
     } else {
@@ -730,23 +727,9 @@ static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     end_slot(c);
 }
 
-/*
- * Whether |h| comes from the sender a transaction is pinned to: the PBM reference |kid| (|pbm|),
- * or the directoryName |sender|.
- */
-static int sender_is(const struct gw_hdr_info *h, int pbm, const unsigned char *kid, size_t kid_len,
-                     const X509_NAME *sender)
-{
-    if (pbm)
-        return h->protection_nid == NID_id_PasswordBasedMAC && h->sender_kid_len == kid_len &&
-               memcmp(h->sender_kid, kid, kid_len) == 0;
-    return h->protection_nid != NID_id_PasswordBasedMAC && h->sender != NULL && sender != NULL &&
-           X509_NAME_cmp(h->sender, sender) == 0;
-}
-
 static int same_sender(const struct cmp_txn *t, const struct cmp_call *c)
 {
-    return sender_is(&c->hdr, t->pbm, t->kid, t->kid_len, t->sender);
+    return cmp_sender_is(&c->hdr, t->pbm, t->kid, t->kid_len, t->sender);
 }
 
 /*
@@ -786,8 +769,8 @@ static int replay_stored(const struct gw_hdr_info *want, struct cmp_call *sub,
     ok = (cert != NULL || waiting) && req != NULL && gw_shim_hdr_info(req, &sub->hdr) == 0 &&
          (want == NULL ||
           (sub->hdr.tid_len == want->tid_len && memcmp(sub->hdr.tid, want->tid, want->tid_len) == 0 &&
-           sender_is(want, sub->hdr.protection_nid == NID_id_PasswordBasedMAC, sub->hdr.sender_kid,
-                     sub->hdr.sender_kid_len, sub->hdr.sender))) && /* before the costly part */
+           cmp_sender_is(want, sub->hdr.protection_nid == NID_id_PasswordBasedMAC, sub->hdr.sender_kid,
+                         sub->hdr.sender_kid_len, sub->hdr.sender))) && /* before the costly part */
          (sub->body = OSSL_CMP_MSG_get_bodytype(req)) >= 0 &&
          sub->body <= GW_CMP_BODY_MAX && bodies[sub->body] == BODY_START &&
          /* a message's route chooses the role (and must be the record's); without one, the record's */
@@ -889,17 +872,18 @@ static int held_here(struct cmp_call *c, struct cmp_refusal *r)
  * "mac_key_file"): a fresh context from the role takes the stored request again, as if it had come
  * here, with the certificate that instance issued (or, for a deferred request, answering "waiting"
  * again) and without any check, upstream call, audit record or metric (they happened there); then
- * the senderNonce the client got is put back. NULL when there is nothing to continue,
- * with |r| set when the answer is other than "no open transaction".
+ * the senderNonce the client got is put back; not for |msg| unless it can pass the checks of the
+ * transaction's pinned signer (cmp_share_take). NULL when there is nothing to continue, with |r| set
+ * when the answer is other than "no open transaction".
  */
-static struct gw_txn *rebuild(struct cmp_call *c, struct cmp_refusal *r)
+static struct gw_txn *rebuild(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refusal *r)
 {
     struct gw_txn_record rec;
     struct gw_txn *txn;
     char err[GW_ERR_LEN] = "";
-    int rc = gw_cluster_take_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, &rec, err);
+    int rc = cmp_share_take(c, msg, &rec, r, err);
 
-    if (lease_refused(c, rc, err, r))
+    if (rc == GW_ERR_FORBIDDEN || lease_refused(c, rc, err, r))
         return NULL;
     if (rc == GW_ERR_INVAL)
         gw_log_kv(GW_LOG_ERROR, "txn_record_invalid", "tid", c->rsp->tid, "reason", err, NULL);
@@ -925,19 +909,58 @@ static void put_back(struct cmp_call *c, struct gw_txn *txn, int rebuilt, int le
 }
 
 /*
+ * Whether |msg| (certConf, pollReq, error) comes from |t|'s sender, signed by its pinned signer (or
+ * with its PBM secret): 0, or refused with |r|. Another trusted certificate with the sender's subject
+ * passes same_sender only.
+ */
+static int check_signer(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *msg, struct cmp_refusal *r)
+{
+    if (!same_sender(t, c))
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "%s", TEXT_OTHER_SENDER);
+    /* before OpenSSL processes the message: OpenSSL closes the transaction on a failed check, so a
+       forged certConf with the right sender name would cancel someone else's transaction; it then
+       skips the signature (run with |verified|) */
+    if (OSSL_CMP_validate_msg(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv), msg) != 1) {
+        ERR_clear_error();
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_PINNED_SIGNER);
+    }
+    return 0;
+}
+
+/* Whether |msg| may continue or close |t|, which stays as it was: 0, or refused with |r|. */
+static int check_continuing(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *msg,
+                            struct cmp_refusal *r)
+{
+    /* its signer, then whether it answers the last answer (OpenSSL closes the transaction on a
+       replay), and only then any upstream status lookup: the TLS side may have changed, a
+       certificate been revoked */
+    return check_signer(c, t, msg, r) != 0 || cmp_check_nonce(t, msg, r) != 0 ||
+           cmp_check_credentials(c, t, r) != 0 || cmp_authorize(c, t, r) != 0;
+}
+
+/*
  * The lease on a shared transaction's record, for its own copy here (*txn), so that one message is
- * answered once across the instances: 0 (leased, or the record does not verify and this copy
+ * answered once across the instances, once |msg| is found to come from its signer (else anyone
+ * naming the transaction would hold it): 0 (leased, or the record does not verify and this copy
  * stands; a copy older than the record, which another instance answered since, is replaced by one
  * rebuilt from it: *rebuilt; a record older than the copy leaves the copy, and the copy's next
- * answer writes the record anew), GW_ERR_NOT_FOUND (another instance closed it: the copy is freed), or
- * GW_ERR_BUSY / GW_ERR_UNAVAILABLE (the copy is back in the table), with |err|.
+ * answer writes the record anew), GW_ERR_NOT_FOUND (another instance closed it: the copy is freed),
+ * or refused with |r| (held elsewhere, Redis out of reach, another signer: the copy is back in the
+ * table).
  */
-static int claim_copy(struct cmp_call *c, struct gw_txn **txnp, int *leased, int *rebuilt, char *err)
+static int claim_copy(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn **txnp, int *leased,
+                      int *rebuilt, struct cmp_refusal *r)
 {
     struct gw_txn *txn = *txnp;
     struct gw_txn_record rec;
-    int rc = gw_cluster_take_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, &rec, err);
+    char err[GW_ERR_LEN] = "";
+    int rc;
 
+    if (check_signer(c, txn->data, msg, r) != 0) {
+        (void)gw_txn_put(c->e->txns, txn);
+        return GW_ERR_FORBIDDEN;
+    }
+    rc = gw_cluster_take_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, &rec, err);
     *leased = rc == 0;
     /* only a record further on replaces the copy: an older one is a late write or one Redis lost */
     if (rc == 0 && rec.step < ((struct cmp_txn *)txn->data)->step)
@@ -964,46 +987,20 @@ static int claim_copy(struct cmp_call *c, struct gw_txn **txnp, int *leased, int
         return rc;
     }
     (void)gw_txn_put(c->e->txns, txn);
+    (void)lease_refused(c, rc, err, r);
     return rc;
 }
 
-/* claim_copy for a certConf or pollReq: 0, go on; 1, answered (closed elsewhere, or held or unreachable). */
+/* claim_copy for a certConf or pollReq: 0, go on; 1, answered (closed elsewhere, or refused). */
 static int claim_shared(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn **txn, int *leased,
                         int *rebuilt)
 {
     struct cmp_refusal why = {OSSL_CMP_PKIFAILUREINFO_badRequest, TEXT_NO_TXN};
-    char err[GW_ERR_LEN] = "";
-    int rc = claim_copy(c, txn, leased, rebuilt, err);
 
-    if (rc == 0)
+    if (claim_copy(c, msg, txn, leased, rebuilt, &why) == 0)
         return 0;
-    /* closed elsewhere (another instance answered its certConf), held, or unreachable */
-    (void)lease_refused(c, rc, err, &why);
     refuse(c, msg, &why);
     return 1;
-}
-
-/*
- * Whether |msg| (certConf, pollReq, error) may continue or close |t|, which stays as it was: 0, or
- * refused with |r|. Another trusted certificate with the sender's subject passes same_sender only.
- */
-static int check_continuing(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *msg,
-                            struct cmp_refusal *r)
-{
-    if (!same_sender(t, c))
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "%s", TEXT_OTHER_SENDER);
-    /* against the pinned signer (or PBM secret), before OpenSSL processes the message: OpenSSL
-       closes the transaction on a failed check, so a forged certConf with the right sender name
-       would cancel someone else's transaction; it then skips the signature (run with |verified|) */
-    if (OSSL_CMP_validate_msg(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv), msg) != 1) {
-        ERR_clear_error();
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
-                          "message protection could not be verified against the signer of this transaction");
-    }
-    /* then whether it answers the last answer (OpenSSL closes the transaction on a replay), and only
-       then any upstream status lookup: the TLS side may have changed, a certificate been revoked */
-    return cmp_check_nonce(t, msg, r) != 0 || cmp_check_credentials(c, t, r) != 0 ||
-           cmp_authorize(c, t, r) != 0;
 }
 
 /* certConf, pollReq: the parked context, checked out exclusively (here, or rebuilt from its record). */
@@ -1019,7 +1016,7 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
         claim_shared(c, msg, &txn, &leased, &rebuilt) != 0)
         return;
     if (txn == NULL && !held_here(c, &why) && gw_cluster_keeps_records(c->e->cluster))
-        leased = rebuilt = (txn = rebuild(c, &why)) != NULL;
+        leased = rebuilt = (txn = rebuild(c, msg, &why)) != NULL;
     if (txn == NULL) {
         refuse(c, msg,
                why.fail_info >= 0 ? &why
@@ -1090,10 +1087,9 @@ static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
     struct cmp_txn *t = start_authenticated(c, msg);
     struct cmp_refusal why = {.fail_info = -1};
-    char err[GW_ERR_LEN] = "";
     OSSL_CMP_MSG *rsp;
     struct gw_txn *txn = NULL;
-    int rebuilt = 0, leased = 0, rc, refused;
+    int rebuilt = 0, leased = 0, refused;
 
     if (t == NULL)
         return;
@@ -1105,11 +1101,10 @@ static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     if (rsp != NULL && OSSL_CMP_MSG_get_bodytype(rsp) == GW_CMP_BODY_PKICONF &&
         (txn = gw_txn_take(c->e->txns, c->hdr.tid, c->hdr.tid_len)) == NULL && !held_here(c, &why) &&
         gw_cluster_keeps_records(c->e->cluster)) {
-        leased = rebuilt = (txn = rebuild(c, &why)) != NULL;
+        leased = rebuilt = (txn = rebuild(c, msg, &why)) != NULL;
     } else if (txn != NULL && ((struct cmp_txn *)txn->data)->shared &&
-               (rc = claim_copy(c, &txn, &leased, &rebuilt, err)) != 0) {
-        txn = NULL; /* closed elsewhere (freed), or held or unreachable (back in the table) */
-        (void)lease_refused(c, rc, err, &why);
+               claim_copy(c, msg, &txn, &leased, &rebuilt, &why) != 0) {
+        txn = NULL; /* closed elsewhere (freed), or refused (back in the table) */
     }
     refused = why.fail_info >= 0;
     if (txn != NULL) {

@@ -4,15 +4,20 @@
  * client holds), and the expiry recorded from a record by whichever instance claims it.
  */
 #include "gateway/cmp/share.h"
+#include "gateway/cmp/auth.h"
 #include "gateway/cmp/cluster.h"
+#include "gateway/cmp/outcome.h"
 #include "gateway/cmp/poll.h"
+#include "gateway/cmp/reasons.h"
 #include "gateway/cmp/record.h"
+#include "gateway/cmp/srv.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "upstream/upstream.h"
 
 #include <stdio.h>
 #include <string.h>
+#include <openssl/err.h>
 
 /*
  * |t|'s record: its request (|req|, or the deferred request it keeps), its certificate or the call
@@ -77,6 +82,60 @@ void cmp_reshare(struct cmp_call *c, struct cmp_txn *t)
     if (put_record(c, t, NULL, 0, 0, err) != 0)
         gw_log_kv(GW_LOG_WARN, "txn_not_shared", "tid", c->rsp->tid, "reason", err, "msg",
                   "another instance may refuse its next message", NULL);
+}
+
+const struct gw_role *cmp_share_role(const struct gw_cmp_engine *e, const char *name)
+{
+    for (size_t i = 0; i < e->cfg.n_roles; i++)
+        if (strcmp(e->cfg.roles[i].name, name) == 0)
+            return &e->cfg.roles[i];
+    return NULL;
+}
+
+/*
+ * 0 when |msg| (of |c|) can pass the checks of the sender and pinned signer of the transaction of |rec|
+ * as far as its request tells (cmp_signed_like), or when the request cannot tell (it does not decode, or
+ * its role is not here: its replay fails); else GW_ERR_FORBIDDEN, refused with |r| as check_continuing
+ * refuses.
+ */
+static int vouched(struct cmp_call *c, const OSSL_CMP_MSG *msg, const struct gw_txn_record *rec,
+                   struct cmp_refusal *r)
+{
+    const unsigned char *p = rec->req;
+    OSSL_CMP_MSG *req = d2i_OSSL_CMP_MSG(NULL, &p, (long)rec->req_len);
+    const struct gw_role *role = cmp_share_role(c->e, rec->role);
+    struct gw_hdr_info rh = {0};
+    struct cmp_txn *t = NULL;
+    int rc = GW_ERR_FORBIDDEN;
+
+    if (req == NULL || role == NULL || gw_shim_hdr_info(req, &rh) != 0)
+        rc = 0;
+    else if (!cmp_sender_is(&c->hdr, rh.protection_nid == NID_id_PasswordBasedMAC, rh.sender_kid,
+                            rh.sender_kid_len, rh.sender))
+        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "%s", TEXT_OTHER_SENDER);
+    else if ((t = cmp_txn_new(c, 0)) == NULL)
+        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure, "internal error: out of memory");
+    else if (!cmp_signed_like(t, role, msg, req, rec->req, rec->req_len, &rh))
+        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_PINNED_SIGNER);
+    else
+        rc = 0;
+    cmp_txn_free(t);
+    gw_shim_hdr_info_cleanup(&rh);
+    OSSL_CMP_MSG_free(req);
+    ERR_clear_error();
+    return rc;
+}
+
+int cmp_share_take(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn_record *rec,
+                   struct cmp_refusal *r, char *err)
+{
+    int rc = gw_cluster_read_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, rec, err);
+
+    if (rc == 0) {
+        rc = vouched(c, msg, rec, r);
+        gw_txn_record_cleanup(rec);
+    }
+    return rc == 0 ? gw_cluster_take_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, rec, err) : rc;
 }
 
 /* The expiry of |t|, rebuilt from its record |rec|: as log_closed and cmp_poll_closed would record it. */

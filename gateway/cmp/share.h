@@ -23,6 +23,20 @@ void cmp_share_txn(struct cmp_call *c, struct cmp_txn *t, time_t ttl);
  */
 void cmp_reshare(struct cmp_call *c, struct cmp_txn *t);
 
+/* cmp_share_role is the role of |e| named |name|, or NULL. */
+const struct gw_role *cmp_share_role(const struct gw_cmp_engine *e, const char *name);
+
+/*
+ * cmp_share_take leases to this instance the record of the transaction |msg| (of |c|) continues (as
+ * gw_cluster_take_record, into |rec|), but only once |msg| is found able to pass the checks of its
+ * sender and pinned signer, from the record's request (cmp_signed_like): anyone may name a
+ * transactionID, and neither the replay of its request here nor the lease, which keeps its client
+ * waiting, may be had for that. gw_cluster_take_record's answers, or GW_ERR_FORBIDDEN refused with
+ * |r|.
+ */
+int cmp_share_take(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn_record *rec,
+                   struct cmp_refusal *r, char *err);
+
 /* cmp_share_expired records the expiry of |t|, rebuilt from its record |rec|, as log_closed would. */
 void cmp_share_expired(struct gw_cmp_engine *e, struct cmp_txn *t, const char *tid,
                        const struct gw_txn_record *rec);

@@ -4,7 +4,8 @@ the per-identity cap of open transactions holds across both; with Redis stopped 
 systemUnavail and /readyz says so, and after a restart (scripts flushed: NOSCRIPT) both serve again; a Redis
 that could evict keys is refused at start; an unshared local store is refused. Continuation ("mac_key_file"):
 the certConf of an ir answered by one instance is answered by the other (context rebuilt from the record),
-also after the first was killed -9; an altered record is refused; an expiry is recorded once (by its owner, or by
+also after the first was killed -9; an altered record is refused; a forged certConf is refused before the
+record is replayed or leased; an expiry is recorded once (by its owner, or by
 one of the others when the owner was killed); `openssl cmp -keep_alive 0` through a real haproxy in round-robin
 over three instances puts every certConf on another instance than its ir, with one "issued" and one "confirmed"
 per enrolment across the three audit logs. PolledContinuation: a request answered `waiting` is polled on
@@ -377,6 +378,40 @@ class Continuation(ThreeInstances):
         self.assertEqual(self.redis.command("EXISTS", "cmpgw:lease:" + tid), ":0")  # not leased either
         self.assertEqual(self.audit(self.gw2, "confirmed", "oversized"), [])
         self.redis.command("DEL", name)  # the tests after this one count the records
+
+    def test_forged_message_neither_replayed_nor_leased(self):
+        """A certConf naming a transaction the first instance answered, from its sender's name but not signed
+        by its key (a real certConf of another transaction, its transactionID changed): the second instance
+        refuses it before it replays the stored request or leases the record, and the first before it leases
+        the record for its copy, so that naming a transaction is not enough to hold it up; a lease another
+        instance holds does not change the answer. The real certConf is answered after."""
+        rc, out = self.enrol("donor", self.gw, self.gw)
+        self.assertEqual(rc, 0, out)
+        donor = (self.gw.dir / "donor.last.der").read_bytes()  # its certConf
+        donor_tid = bytes.fromhex(self.audit(self.gw, "issued", "donor")[0]["tid"])
+        self.assertEqual(donor.count(donor_tid), 1)
+        flag = self.gw.dir / "forged.flag"
+        p = self.parked("forged", flag)
+        tid = self.audit(self.gw, "issued", "forged")[0]["tid"]
+        forged = self.gw.dir / "forged.der"
+        forged.write_bytes(donor.replace(donor_tid, bytes.fromhex(tid)))
+        lease = "cmpgw:lease:" + tid
+        ans = harness.decode_cmp(self.gw2.curl(data=forged).body)
+        self.assert_cmp_error(ans, ("error",), "badMessageCheck", "signer of this transaction")
+        self.assertEqual([l for l in self.gw2.log_lines() if l.get("tid") == tid and
+                          l.get("event") in ("txn_continued", "txn_not_continued")], [])  # nothing replayed
+        self.redis.command("SET", lease, "elsewhere", "EX", "30")
+        try:  # with the lease another instance holds: the same answer, here and on the instance with its copy
+            for gw in (self.gw2, self.gw):
+                ans = harness.decode_cmp(gw.curl(data=forged).body)
+                self.assert_cmp_error(ans, ("error",), "badMessageCheck", "signer of this transaction")
+            self.assertEqual(self.redis.command_lines("GET", lease)[-1], "elsewhere")
+        finally:
+            self.redis.command("DEL", lease)
+        flag.write_text("")
+        out, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 0, out + err)
+        self.assertEqual([r["status"] for r in self.audit(self.gw2, "confirmed", "forged")], ["confirmed"])
 
     def test_owner_killed_after_ip(self):
         flag = self.gw.dir / "killed.flag"
