@@ -1,0 +1,131 @@
+/*
+ * The shared state of a gateway built without hiredis (cluster.h): "cmp.state": "redis" is refused at
+ * load, so none of these is reached with a cluster; each answers as an instance alone would.
+ */
+#include "gateway/cmp/cluster.h"
+#include "base/err.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#ifndef CMPGW_WITH_HIREDIS
+
+struct gw_cluster {
+    int unused;
+};
+
+struct gw_cluster *gw_cluster_new(const struct gw_state_conf *conf, char *err)
+{
+    (void)conf;
+    snprintf(err, GW_ERR_LEN,
+             "\"cmp.state\": \"redis\": this cmpgw was built without hiredis (libhiredis-dev)");
+    return NULL;
+}
+
+void gw_cluster_free(struct gw_cluster *cl)
+{
+    free(cl);
+}
+
+int gw_cluster_seen(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                    const unsigned char *nonce, size_t nonce_len, const char *identity, time_t now,
+                    time_t ttl, unsigned max_recent, char *err)
+{
+    (void)cl, (void)tid, (void)tid_len, (void)nonce, (void)nonce_len, (void)identity, (void)now, (void)ttl,
+        (void)max_recent;
+    snprintf(err, GW_ERR_LEN, "no shared state");
+    return GW_ERR_UNAVAILABLE;
+}
+
+int gw_cluster_reserve(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, const char *identity,
+                       time_t now, time_t ttl, unsigned max_open, char *err)
+{
+    (void)cl, (void)tid, (void)tid_len, (void)identity, (void)now, (void)ttl, (void)max_open;
+    snprintf(err, GW_ERR_LEN, "no shared state");
+    return GW_ERR_UNAVAILABLE;
+}
+
+void gw_cluster_release(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, const char *identity)
+{
+    (void)cl, (void)tid, (void)tid_len, (void)identity;
+}
+
+int gw_cluster_status(struct gw_cluster *cl, char *why, size_t cap)
+{
+    (void)cl, (void)why, (void)cap;
+    return 0;
+}
+
+int gw_cluster_put_revoked(struct gw_cluster *cl, const char *id, time_t now, time_t ttl, char *err)
+{
+    (void)cl, (void)id, (void)now, (void)ttl;
+    snprintf(err, GW_ERR_LEN, "no shared state");
+    return GW_ERR_UNAVAILABLE;
+}
+
+int gw_cluster_revoked(struct gw_cluster *cl, const char *id, char *err)
+{
+    (void)cl, (void)id;
+    snprintf(err, GW_ERR_LEN, "no shared state");
+    return GW_ERR_UNAVAILABLE;
+}
+
+bool gw_cluster_keeps_records(const struct gw_cluster *cl)
+{
+    (void)cl;
+    return false;
+}
+
+int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                          const struct gw_txn_record *rec, time_t ttl, char *err)
+{
+    (void)cl, (void)tid, (void)tid_len, (void)rec, (void)ttl, (void)err;
+    return GW_ERR_INVAL;
+}
+
+int gw_cluster_update_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                             const struct gw_txn_record *rec, char *err)
+{
+    (void)cl, (void)tid, (void)tid_len, (void)rec, (void)err;
+    return GW_ERR_INVAL;
+}
+
+int gw_cluster_put_result(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                          const struct gw_txn_result *res, time_t ttl, char *err)
+{
+    (void)cl, (void)tid, (void)tid_len, (void)res, (void)ttl, (void)err;
+    return GW_ERR_INVAL;
+}
+
+int gw_cluster_claim_expired(struct gw_cluster *cl, time_t now, gw_cluster_expired_fn cb, void *arg)
+{
+    (void)cl, (void)now, (void)cb, (void)arg;
+    return 0;
+}
+
+int gw_cluster_read_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                           struct gw_txn_record *out, char *err)
+{
+    (void)cl, (void)tid, (void)tid_len, (void)err;
+    memset(out, 0, sizeof(*out));
+    return GW_ERR_NOT_FOUND;
+}
+
+int gw_cluster_take_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                           struct gw_txn_record *out, char *err)
+{
+    return gw_cluster_read_record(cl, tid, tid_len, out, err);
+}
+
+void gw_cluster_unlease(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len)
+{
+    (void)cl, (void)tid, (void)tid_len;
+}
+
+int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len)
+{
+    (void)cl, (void)tid, (void)tid_len;
+    return 0;
+}
+
+#endif
