@@ -65,15 +65,20 @@ void cmp_release_slot(struct gw_cmp_engine *e, const unsigned char *tid, size_t 
 
 /*
  * The transaction of |k|, waiting for a certConf nobody can send: closed if it is still open here with
- * the certificate (one that expired meanwhile, or is being answered, is left to that).
+ * the certificate. Without a copy open here (it was answered from its shared record, or it expired or
+ * is being answered meanwhile), its shared record is ended all the same, else the expiry of the record
+ * would put on record as valid the certificate withdrawn; one whose lease another instance holds stays.
  */
 static void close_parked(const struct gw_cmp_carried *k)
 {
     struct gw_txn *txn = gw_txn_take(k->e->txns, k->tid, k->tid_len);
     const struct cmp_txn *t = txn != NULL ? txn->data : NULL;
 
-    if (txn == NULL)
+    if (txn == NULL) {
+        gw_cluster_release(k->e->cluster, k->tid, k->tid_len, k->view.identity);
+        (void)gw_cluster_drop_record(k->e->cluster, k->tid, k->tid_len);
         return;
+    }
     if (t->issued == NULL || X509_cmp(t->issued, k->cert) != 0) { /* another transaction of that ID since */
         (void)gw_txn_put(k->e->txns, txn);
         return;

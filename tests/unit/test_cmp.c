@@ -4369,6 +4369,43 @@ static void test_shared_error_not_aborted(void **state)
     }
 }
 
+/*
+ * A shared deferred request answered here from its record, as an instance without its copy answers it:
+ * the pollReq that collects the certificate, its answer never sent (the client gone), ends the record as
+ * well. Once, the record stayed open, and its expiry recorded as valid ("expired_unconfirmed") the
+ * certificate just withdrawn.
+ */
+static void test_shared_client_gone_from_record(void **state)
+{
+    struct env *e;
+    struct client cl;
+    OSSL_CMP_CTX *ctx;
+    char key[160], deadlines[64], out[256];
+    int after;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    e = env_shared("100ms");
+    slow_revokes();
+    cl = (struct client){.env = e};
+    ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    assert_int_equal(poll_step(ctx, &after), -1); /* ir -> waiting, pollReq -> pollRep */
+    slow_gate(1);
+    slow_wait_completed(e, 1);                           /* the result is beside the record */
+    assert_int_equal(gw_cmp_engine_reset(e->engine), 0); /* this instance's copy gone, the record stays */
+    OSSL_CMP_CTX_set_transfer_cb(ctx, transfer_gone);
+    assert_int_equal(poll_step(ctx, &after), 0); /* pollReq -> ip, never sent */
+    record_key(&cl, key, sizeof(key));
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", key}), 0);
+    assert_string_equal(out, ":0");
+    snprintf(deadlines, sizeof(deadlines), "unit%d:deadlines", (int)getpid());
+    assert_int_equal(redis_cmd(out, sizeof(out), 4, (const char *const[]){"ZADD", deadlines, "0", key}), 0);
+    gw_cmp_engine_expire(e->engine, time(NULL));
+    assert_int_equal(audit_count(e, "expired_unconfirmed", NULL, NULL, NULL), 0);
+    assert_gone_withdrawn_and_free(e, &cl, ctx);
+}
+
 /* "poll_after": a duration below the upstream's timeout. */
 static void test_poll_config(void **state)
 {
@@ -4482,6 +4519,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_older_record_kept_out, redis_stop),
         cmocka_unit_test_teardown(test_shared_expiry_withdraws, redis_stop),
         cmocka_unit_test_teardown(test_shared_error_not_aborted, redis_stop),
+        cmocka_unit_test_teardown(test_shared_client_gone_from_record, redis_stop),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
