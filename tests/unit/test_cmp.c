@@ -643,6 +643,33 @@ static OSSL_CMP_MSG *tamper_certhash(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struc
     return out;
 }
 
+/* A certConf of certReqId 1 (the INTEGER after the certHash), re-protected. */
+static OSSL_CMP_MSG *tamper_certreqid(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
+{
+    ASN1_OCTET_STRING *h;
+    unsigned char *der = NULL, *hit;
+    const unsigned char *p;
+    OSSL_CMP_MSG *out;
+    int len;
+
+    (void)cl;
+    if (OSSL_CMP_MSG_get_bodytype(req) != GW_CMP_BODY_CERTCONF)
+        return req;
+    h = X509_digest_sig(OSSL_CMP_CTX_get0_newCert(ctx), NULL, NULL);
+    len = i2d_OSSL_CMP_MSG(req, &der);
+    assert_non_null(hit = memmem(der, (size_t)len, h->data, (size_t)h->length));
+    hit += h->length;
+    assert_memory_equal(hit, "\x02\x01\x00", 3);
+    hit[2] = 1;
+    p = der;
+    out = d2i_OSSL_CMP_MSG(NULL, &p, len);
+    assert_int_equal(OSSL_CMP_MSG_update_transactionID(ctx, out), 1);
+    ASN1_OCTET_STRING_free(h);
+    OPENSSL_free(der);
+    OSSL_CMP_MSG_free(req);
+    return out;
+}
+
 /* An ir whose certConf |tamper| changes: refused with |fail_bit| and |text|, |open| transactions left. */
 static void certconf_refused(OSSL_CMP_MSG *(*tamper)(OSSL_CMP_CTX *, OSSL_CMP_MSG *, struct client *),
                              int fail_bit, const char *text, int open)
@@ -2671,6 +2698,30 @@ static void test_certconf_other_hash_withdrawn(void **state)
 }
 
 /*
+ * A certConf that OpenSSL refuses (certReqId 1) confirmed nothing: the transaction closes, and the
+ * certificate issued is withdrawn as for a certHash of another certificate (docs/errors.md cert_req_id).
+ */
+static void test_certconf_bad_req_id_withdrawn(void **state)
+{
+    struct env *e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .confirm = 1});
+    struct client cl = {.env = e, .tamper = tamper_certreqid};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+
+    (void)state;
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                  "certReqId must be 0");
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    assert_int_equal(revoke_calls(e), 1);
+    assert_int_equal(audit_count(e, "rejected", NULL, NULL, NULL), 1);
+    assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), 1);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+/*
  * Sends, in place of the message of body |type|, one with the DER PKIBody |body| under its header,
  * protected with |cl->other|'s credentials; the message is kept in |cl->held| to be sent later.
  */
@@ -4493,6 +4544,7 @@ int main(void)
         cmocka_unit_test(test_audit_client_rejects),
         cmocka_unit_test(test_withdrawn_refused_as_credential),
         cmocka_unit_test(test_certconf_other_hash_withdrawn),
+        cmocka_unit_test(test_certconf_bad_req_id_withdrawn),
         cmocka_unit_test(test_audit_unwritable),
         cmocka_unit_test(test_audit_lost_after_sign),
         cmocka_unit_test(test_audit_unopenable),
