@@ -562,19 +562,15 @@ static int on_allowlist(const struct gw_role *role, X509 *signer)
     return found;
 }
 
-/*
- * Whether |cert| chains to what |up| issues under, and its revocation is checked there: an operator
- * certificate that would be refused once revoked, not a vendor one. One of an upstream that says
- * "check_revocation": false authenticates revoked or not, and only the allow-list can stop it.
- */
-static int issued_and_checked(struct cmp_call *c, const char *upstream_name, X509 *cert)
+/* Whether |cert| chains to what |up| issues under: an operator certificate, not a vendor one. */
+static int issued_here(struct cmp_call *c, const char *upstream_name, X509 *cert)
 {
     struct gw_upstream *up = upstream_name != NULL ? gw_upstream_set_get0(c->e->ups, upstream_name) : NULL;
     X509_STORE *store = cmp_issuer_store(c->e, up);
     X509_STORE_CTX *vc;
     int ok = 0;
 
-    if (store == NULL || !gw_upstream_get0_conf(up)->check_revocation || (vc = X509_STORE_CTX_new()) == NULL)
+    if (store == NULL || (vc = X509_STORE_CTX_new()) == NULL)
         return 0;
     if (X509_STORE_CTX_init(vc, store, cert, NULL) == 1)
         ok = X509_verify_cert(vc) == 1;
@@ -612,6 +608,21 @@ static int renews_signer(const OSSL_CRMF_MSG *crm, X509 *signer)
 }
 
 /*
+ * Whether the revocation of |cert| is checked when it authenticates: one of an upstream that says
+ * "check_revocation": false authenticates revoked or not, and only the allow-list can stop it. The
+ * credential check asks the first upstream in the configuration whose CA issued it (status.c), which
+ * need not be the role's: none of them may say so.
+ */
+static int revocation_checked(const struct gw_cmp_engine *e, X509 *cert)
+{
+    for (size_t i = 0; i < e->cfg.n_upstreams; i++)
+        if (!e->cfg.upstreams[i].check_revocation &&
+            cmp_status_upstream_issued(e, gw_upstream_set_get0(e->ups, e->cfg.upstreams[i].name), cert))
+            return 0;
+    return 1;
+}
+
+/*
  * The allow-list (one vendor CA signs base stations of many operators): an ir/cr/p10cr must be
  * signed by a listed device. A kur is signed by the operator certificate it renews
  * (TS 33.310 §9.5.1), which the allow-list does not name: exempt while it asks for that
@@ -630,11 +641,9 @@ static int check_allowlist(struct cmp_call *c, const struct cmp_txn *t, const OS
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
                           "this route accepts signature-protected requests only: sign with the device "
                           "certificate (3GPP TS 33.310)");
-    if (c->body == GW_CMP_BODY_KUR && renews_signer(crm, t->signer) &&
-        (issued_and_checked(c, role->upstream_name, t->signer) ||
-         issued_and_checked(c, role->delegate_name, t->signer) ||
-         (gw_migration_configured(&role->migration) &&
-          issued_and_checked(c, role->migration.to_name, t->signer))))
+    if (c->body == GW_CMP_BODY_KUR && renews_signer(crm, t->signer) && revocation_checked(c->e, t->signer) &&
+        (issued_here(c, role->upstream_name, t->signer) || issued_here(c, role->delegate_name, t->signer) ||
+         (gw_migration_configured(&role->migration) && issued_here(c, role->migration.to_name, t->signer))))
         return 0;
     if (on_allowlist(role, t->signer))
         return 0;

@@ -3304,27 +3304,34 @@ static void test_3gpp_kur_names(void **state)
 }
 
 /*
- * An operator certificate whose revocation the gateway cannot check (its upstream says
+ * An operator certificate whose revocation the gateway cannot check (an upstream whose CA issued it says
  * "check_revocation": false) renews only while the allow-list names it: taking a device off the list
  * is then the one way to stop a revoked one renewing (docs/migration.md). Once, it was exempt as a
- * renewal and renewed whatever the list said.
+ * renewal and renewed whatever the list said; and it still was when the role's upstream checked
+ * revocation but another upstream of the same CA, the one the credential check asks, did not.
  */
 static void test_3gpp_kur_unchecked(void **state)
 {
-    static const char *const lists[] = {"/O=cmpgw demo/CN=demo-client\n",
-                                        "/O=cmpgw demo/CN=demo-client\n/CN=test-device\n"};
+    static const struct {
+        const char *name, *list;
+        int deleg; /* "deleg", a local upstream of the same CA listed before the role's, unchecked */
+    } cases[] = {
+        {"the role's upstream unchecked, not listed", "/O=cmpgw demo/CN=demo-client\n", 0},
+        {"the role's upstream unchecked, listed", "/O=cmpgw demo/CN=demo-client\n/CN=test-device\n", 0},
+        {"another upstream of its CA unchecked, not listed", "/O=cmpgw demo/CN=demo-client\n", 1},
+    };
     char role[512];
 
     (void)state;
-    for (int listed = 0; listed < 2; listed++) {
-        struct tgpp_case tc = {"kur", lists[listed], NULL, SIG, 0, 0, -1, NULL};
-        struct env *e = env_parse(
-            &(struct env_opts){.cmp = CMP_DEFAULTS, .role_extra = tgpp_role(&tc, role, sizeof(role))});
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct tgpp_case tc = {"kur", cases[i].list, NULL, SIG, 0, 0, -1, NULL};
+        struct env *e = env_parse(&(struct env_opts){
+            .cmp = CMP_DEFAULTS, .role_extra = tgpp_role(&tc, role, sizeof(role)), .deleg = cases[i].deleg});
         struct client cl = {.env = e}, cl2 = {.env = e};
         OSSL_CMP_CTX *ctx, *kur;
         X509 *op, *cert;
 
-        print_message("case: the operator certificate %s\n", listed ? "listed" : "not listed");
+        print_message("case: %s\n", cases[i].name);
         e->cfg->upstreams[0].check_revocation = false;
         env_start(e);
         ctx =
@@ -3333,7 +3340,10 @@ static void test_3gpp_kur_unchecked(void **state)
         kur = client_new(&cl2, SIG, op, OSSL_CMP_CTX_get0_newPkey(ctx, 1), NULL, NULL, 0);
         OSSL_CMP_CTX_set1_oldCert(kur, op);
         cert = OSSL_CMP_exec_KUR_ses(kur);
-        expect_listed(kur, cert, listed ? NULL : "device /CN=test-device is not on this route's allow-list");
+        expect_listed(kur, cert,
+                      strstr(cases[i].list, "test-device") != NULL
+                          ? NULL
+                          : "device /CN=test-device is not on this route's allow-list");
         client_cleanup(&cl2);
         OSSL_CMP_CTX_free(kur);
         client_cleanup(&cl);
