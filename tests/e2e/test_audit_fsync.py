@@ -74,7 +74,9 @@ class AuditFsync(harness.GatewayTestCase):
 
         audit_fd = next(int(m.group(1)) for m in (re.search(r'openat\(.*audit\.log".*\) = (\d+)', l) for l in lines)
                         if m)
-        conns = [int(m.group(1)) for m in (re.search(r"accept4?\(.*\) = (\d+)", l) for l in lines) if m]
+        # strace -f splits a call another thread's call interrupts: "<... accept4 resumed>..." ends it
+        conns = [int(m.group(1)) for m in (re.search(r"accept4?(?:\(| resumed>).*\) = (\d+)", l) for l in lines)
+                 if m]
         self.assertTrue(conns, "no accepted connection in the trace")
         issued = next(i for i, l in enumerate(lines)
                       if re.search(r"\bwrite\(%d, .*\\\"event\\\":\\\"issued\\\"" % audit_fd, l))
@@ -83,7 +85,8 @@ class AuditFsync(harness.GatewayTestCase):
         response = next((i for i in range(issued, len(lines))
                          if re.search(r"\b(write|writev|sendto|sendmsg)\((%s)," % "|".join(map(str, conns)),
                                       lines[i])), None)
-        self.assertIsNotNone(response, "no response write after the issued record")
+        self.assertIsNotNone(response, "no response write after the issued record (connections %s):\n%s"
+                             % (conns, "\n".join(l for l in lines if "accept" in l or "write" in l)))
         self.assertLess(synced, response, "the response left before the audit record was on disk:\n%s"
                         % "\n".join(lines[issued:response + 1]))
 
