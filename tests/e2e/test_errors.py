@@ -50,6 +50,7 @@ ELSEWHERE = {
     "rr_ra_outside_role": ("test_rr.py", " may revoke only certificates of its role: "),
     "rr_ra_no_lookup": ("test_rr.py", "an RA may revoke on this route only the certificate it signs with: the CA "),
     "rr_lookup_failed": ("test_rr.py", "the certificate to revoke cannot be looked up at the CA now; retry later"),
+    "rr_revoke_failed": ("test_rr.py", "the CA could not revoke the certificate now "),
     "rr_reason_remove": ("test_rr.py", "revocation reason removeFromCRL releases a certificate from hold, "),
     "genm_unknown": ("test_genm.py", "is not supported: this server answers id-it-caCerts, id-it-rootCaCert, "),
     "genm_root_cert": ("test_genm.py", "the id-it-rootCaCert value is not a certificate: send the root CA "),
@@ -298,6 +299,7 @@ class Errors(Base):
 
     @classmethod
     def edit_config(cls, cfg, gw):
+        harness.keep_store(cfg, gw)  # the rr twin revokes
         base = dict(cfg["roles"]["default"])
         pbm_only = dict(base)
         del pbm_only["trust"]
@@ -590,6 +592,48 @@ class Errors(Base):
 
     def test_tls_san(self):
         self.expect("tls_san", self.ir("tlssan", path="pki/roles/tlssan/cmp"))
+
+    # -- rr: what `openssl cmp -cmd rr` cannot send ---------------------------------------------
+
+    def holder_rr(self, name):
+        """A holder's rr (reason keyCompromise) for a fresh certificate, captured unsent: (rr, holder's key)."""
+        cert, key = self.enrol(name)
+        der = self.gw.make_request("%s-rr" % name, "rr", auth=(cert, key),
+                                   extra=("-oldcert", cert, "-revreason", "1"))
+        return load(der.read_bytes()), key
+
+    def not_revoked(self, name):
+        """No intent to revoke |name|'s certificate is on record: the refusal came before the CA was asked."""
+        self.assertFalse([r for r in harness.audit_records(self.gw, "intent")
+                          if (r["body_type"], r["identity"]) == ("rr", "/CN=%s" % name)])
+
+    def test_rr_reason(self):
+        """Reason 7 is unassigned in RFC 5280 §5.3.1, and two reasons leave the CA to pick one."""
+        m, key = self.holder_rr("rrseven")
+        details = m["body"]["rr"][0]["crlEntryDetails"]
+        details[0]["extnValue"] = details[0]["extnValue"].clone(encoder.encode(univ.Enumerated(7)))
+        self.expect("rr_reason", self.send("rrseven", resign(m, key)))
+        self.not_revoked("rrseven")
+        m, key = self.holder_rr("rrtwo")
+        details = m["body"]["rr"][0]["crlEntryDetails"]
+        details.append(details[0])
+        self.expect("rr_reason", self.send("rrtwo", resign(m, key)))
+        self.not_revoked("rrtwo")
+        # the twin: signed again unchanged, it revokes
+        m, key = self.holder_rr("rrtwin")
+        a = harness.decode_cmp(self.send("rrtwin", resign(m, key)).body)
+        self.assertEqual((a.body_type, a.status), ("rp", 0), a)
+        with self.assertRaises(AssertionError):  # what not_revoked looks for is written
+            self.not_revoked("rrtwin")
+
+    def test_rr_no_cert_id(self):
+        for i, field in enumerate(("issuer", "serialNumber")):
+            with self.subTest(without=field):
+                m, key = self.holder_rr("rrnoid%d" % i)
+                rd = m["body"]["rr"][0]
+                rd["certDetails"] = without(rd["certDetails"], field)
+                self.expect("rr_no_cert_id", self.send("rrnoid%d" % i, resign(m, key)))
+                self.not_revoked("rrnoid%d" % i)
 
     # -- certConf and pollReq ------------------------------------------------------------------
 

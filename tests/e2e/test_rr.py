@@ -217,6 +217,7 @@ class RevocationAtVault(harness.GatewayTestCase):
 
     def test_wrong_issuer_with_a_valid_serial_refused(self):
         victim = self.p10cr("vault-b", "b-1.example.com")
+        mark = self.vault.mark()  # the class's other tests revoke too
         serial = int(harness.serial_hex(victim), 16)
         d = self.gw.dir
         # the mount's second issuer did not issue it: Vault would revoke the serial all the same
@@ -229,22 +230,23 @@ class RevocationAtVault(harness.GatewayTestCase):
         self.assertEqual(self.ra_rr("b-ra-root", root), (2, ["badCertId"], [
             "the certificate was not issued by this route's CA"]))
         self.assertFalse(self.revoked_at_vault(victim))
-        self.assertFalse(self.vault.requests("/revoke"))
+        self.assertFalse(self.vault.since(mark, "/revoke"))
         # the twin: the RA of its own role, the right issuer
         self.assertEqual(self.ra_rr("b-ra-of-b", victim)[0], 0)
         self.assertTrue(self.revoked_at_vault(victim))
         # once more: Vault would revoke it again without a word, and the audit log hold it twice
         self.assertEqual(self.ra_rr("b-ra-again", victim), (2, ["certRevoked"], ["the certificate is already revoked"]))
-        self.assertEqual(len(self.vault.requests("/revoke")), 1)
+        self.assertEqual(len(self.vault.since(mark, "/revoke")), 1)
 
     def test_unknown_serial_refused(self):
         """An RA names a serial the CA never issued, under the CA's own name: nothing goes to Vault's revoke."""
         self.p10cr("vault-b", "b-3.example.com")  # the mount has issued something: the serial below is not it
         d = self.gw.dir
         ghost = named_as(d / "b-ghost.pem", d / "vault-ca.pem", 0x7A11C0DE5EEDF00D)
+        mark = self.vault.mark()
         self.assertEqual(self.ra_rr("b-ra-ghost", ghost), (2, ["badCertId"], [
             "the CA has issued no certificate with serial 7a11c0de5eedf00d: check issuer and serial"]))
-        self.assertFalse(self.vault.requests("/revoke"))
+        self.assertFalse(self.vault.since(mark, "/revoke"))
 
     def test_lookup_failure_refuses(self):
         victim = self.p10cr("vault-b", "b-2.example.com")
@@ -256,6 +258,21 @@ class RevocationAtVault(harness.GatewayTestCase):
         self.assertEqual(got, (2, ["systemUnavail"], [
             "the certificate to revoke cannot be looked up at the CA now; retry later"]))
         self.assertFalse(self.revoked_at_vault(victim))
+
+    def test_revoke_failure_refuses(self):
+        """Vault fails the revocation itself: the client is told to retry, and the audit log says it was not
+        revoked."""
+        victim = self.p10cr("vault-b", "b-4.example.com")
+        self.vault.control({"force_status": 500, "match": "/revoke"})
+        try:
+            status, fails, texts = self.ra_rr("b-ra-revoke-down", victim)
+        finally:
+            self.vault.control({})
+        self.assertEqual((status, fails), (2, ["systemUnavail"]))
+        self.assertRegex(texts[0], r"^the CA could not revoke the certificate now \(.+\); retry later$")
+        self.assertFalse(self.revoked_at_vault(victim))
+        self.assertTrue([r for r in audit(self.gw, "revoke_failed") if int(r.get("serial", "0"), 16) ==
+                         int(harness.serial_hex(victim), 16)])
 
 
 class RevocationAtCfssl(harness.GatewayTestCase):
