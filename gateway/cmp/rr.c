@@ -220,9 +220,6 @@ static int upstream_failed(const struct cmp_txn *t, int rc, const char *err, str
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_certRevoked, TEXT_REVOKED);
     if (rc == GW_ERR_NOT_FOUND)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertId, TEXT_NO_SERIAL, t->serial);
-    if (rc == GW_ERR_INVAL && (gw_upstream_caps(t->up) & GW_UP_REVOKE) == 0)
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
-                          "this route's CA does not revoke certificates");
     return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                       "the CA could not revoke the certificate now (%.150s); retry later", err);
 }
