@@ -579,6 +579,17 @@ static int issued_here(struct cmp_call *c, const char *upstream_name, X509 *cert
 }
 
 /*
+ * Whether |cert| was issued by one of |role|'s upstreams: those rr revokes its certificates through
+ * (rr.c, revokers).
+ */
+static int issued_for_role(struct cmp_call *c, const struct gw_role *role, X509 *cert)
+{
+    return issued_here(c, role->upstream_name, cert) || issued_here(c, role->delegate_name, cert) ||
+           issued_here(c, role->crmf_upstream_name, cert) ||
+           (gw_migration_configured(&role->migration) && issued_here(c, role->migration.to_name, cert));
+}
+
+/*
  * Whether the kur |crm| renews |signer| as it is: its template names the signer's subject (or none)
  * and no subjectAltName the signer does not carry. Anything else asks for another device's names.
  */
@@ -642,8 +653,7 @@ static int check_allowlist(struct cmp_call *c, const struct cmp_txn *t, const OS
                           "this route accepts signature-protected requests only: sign with the device "
                           "certificate (3GPP TS 33.310)");
     if (c->body == GW_CMP_BODY_KUR && renews_signer(crm, t->signer) && revocation_checked(c->e, t->signer) &&
-        (issued_here(c, role->upstream_name, t->signer) || issued_here(c, role->delegate_name, t->signer) ||
-         (gw_migration_configured(&role->migration) && issued_here(c, role->migration.to_name, t->signer))))
+        issued_for_role(c, role, t->signer))
         return 0;
     if (on_allowlist(role, t->signer))
         return 0;

@@ -76,6 +76,7 @@ struct env_opts {
     const char *trust_extra; /* members put first into the demo trust entry, e.g. "crl_file": ... */
     const char *trust_entry; /* another trust entry ("name": {...}); the role trusts it too */
     int entry_first;         /* ... listed before "demo" in the role's "trust" */
+    const char *upstream;    /* another upstream ("name": {...}) */
 };
 
 /* Per-client transfer state. */
@@ -196,6 +197,10 @@ static char *env_json(const struct env_opts *o)
                  (int)strcspn(o->trust_entry + 1, "\""), o->trust_entry + 1);
         json = o->entry_first ? tu_insert_at(json, "\"trust\": [", 1, piece)
                               : tu_insert_at(json, "\"trust\": [\"demo\"", 1, piece);
+    }
+    if (o->upstream != NULL) {
+        snprintf(piece, sizeof(piece), "\n    %s,", o->upstream);
+        json = tu_insert_at(json, "\"upstreams\": {", 1, piece);
     }
     if (o->deleg)
         json = tu_insert_at(json, "\"upstreams\": {", 1,
@@ -3352,6 +3357,58 @@ static void test_3gpp_kur_unchecked(void **state)
     }
 }
 
+/*
+ * An operator certificate of the role's crmf_upstream (where its ir and kur go, under another issuing
+ * CA than the role's upstream) is the role's as much as one of its upstream's: rr revokes through it,
+ * and its kur renews without the allow-list naming it. Once, that kur was checked against the list of
+ * vendor certificates and refused.
+ */
+static void test_3gpp_kur_crmf_upstream(void **state)
+{
+    struct tgpp_case tc = {"kur", "/O=cmpgw demo/CN=demo-client\n", NULL, SIG, 0, 0, -1, NULL};
+    EVP_PKEY *root_key = load_key("ca.key"), *ca_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *ca = cert_under(ca_cert, root_key, ca_key, "cmpgw test crmf CA", 4301, 1), *op, *cert;
+    char role[512], extra[640], path[128], *pem = tu_pem_of(ca);
+    struct env *e;
+    struct client cl, cl2;
+    OSSL_CMP_CTX *ctx, *kur;
+    FILE *f;
+
+    (void)state;
+    write_text("crmf-ca.pem", pem);
+    snprintf(path, sizeof(path), "%s/crmf-ca.key", dir);
+    assert_non_null(f = fopen(path, "w"));
+    assert_int_equal(PEM_write_PrivateKey(f, ca_key, NULL, NULL, 0, NULL, NULL), 1);
+    fclose(f);
+    assert_int_equal(chmod(path, 0600), 0);
+    snprintf(extra, sizeof(extra), "%s, \"crmf_upstream\": \"crmf\"", tgpp_role(&tc, role, sizeof(role)));
+    e = env_open(&(struct env_opts){
+        .cmp = CMP_DEFAULTS,
+        .role_extra = extra,
+        .upstream = "\"crmf\": {\"type\": \"local\", \"cert\": \"crmf-ca.pem\", \"key\": \"crmf-ca.key\", "
+                    "\"chain\": \"ca.pem\"}",
+        .trust_entry = "\"crmf\": {\"ca_file\": \"ca.pem\", \"untrusted_file\": \"crmf-ca.pem\", "
+                       "\"revocation\": \"none\"}"});
+    cl = (struct client){.env = e};
+    cl2 = (struct client){.env = e};
+    ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0); /* the listed vendor certificate */
+    assert_non_null(op = OSSL_CMP_exec_IR_ses(ctx));                    /* the operator certificate */
+    assert_int_equal(X509_NAME_cmp(X509_get_issuer_name(op), X509_get_subject_name(ca)), 0);
+    kur = client_new(&cl2, SIG, op, OSSL_CMP_CTX_get0_newPkey(ctx, 1), NULL, NULL, 0);
+    OSSL_CMP_CTX_set1_oldCert(kur, op);
+    assert_non_null(cert = OSSL_CMP_exec_KUR_ses(kur));
+    assert_int_equal(X509_NAME_cmp(X509_get_issuer_name(cert), X509_get_subject_name(ca)), 0);
+    client_cleanup(&cl2);
+    OSSL_CMP_CTX_free(kur);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+    free(pem);
+    X509_free(ca);
+    EVP_PKEY_free(ca_key);
+    EVP_PKEY_free(root_key);
+}
+
 /* Allow-list files the config refuses, with the line that is wrong. */
 static void test_3gpp_config(void **state)
 {
@@ -4553,6 +4610,7 @@ int main(void)
         cmocka_unit_test(test_3gpp_long_subject),
         cmocka_unit_test(test_3gpp_kur_names),
         cmocka_unit_test(test_3gpp_kur_unchecked),
+        cmocka_unit_test(test_3gpp_kur_crmf_upstream),
         cmocka_unit_test(test_long_identities_apart),
         cmocka_unit_test(test_3gpp_config),
         cmocka_unit_test(test_3gpp_alg_hash_bits),
