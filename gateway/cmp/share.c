@@ -94,9 +94,10 @@ const struct gw_role *cmp_share_role(const struct gw_cmp_engine *e, const char *
 
 /*
  * 0 when |msg| (of |c|) can pass the checks of the sender and pinned signer of the transaction of |rec|
- * as far as its request tells (cmp_signed_like), or when the request cannot tell (it does not decode, or
- * its role is not here: its replay fails); else GW_ERR_FORBIDDEN, refused with |r| as check_continuing
- * refuses.
+ * as far as its request tells (cmp_signed_like), and answers the last answer its client got (the
+ * record's senderNonce: a captured message replayed here does not), or when the request cannot tell (it
+ * does not decode, or its role is not here: its replay fails); else GW_ERR_FORBIDDEN, refused with |r|
+ * as check_continuing refuses.
  */
 static int vouched(struct cmp_call *c, const OSSL_CMP_MSG *msg, const struct gw_txn_record *rec,
                    struct cmp_refusal *r)
@@ -117,7 +118,9 @@ static int vouched(struct cmp_call *c, const OSSL_CMP_MSG *msg, const struct gw_
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure, "internal error: out of memory");
     else if (!cmp_signed_like(t, role, msg, req, rec->req, rec->req_len, &rh))
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_PINNED_SIGNER);
-    else
+    else if (!cmp_txn_set_nonce(t, rec->nonce, rec->nonce_len))
+        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure, "internal error: out of memory");
+    else if (cmp_check_nonce(t, msg, r) == 0)
         rc = 0;
     cmp_txn_free(t);
     gw_shim_hdr_info_cleanup(&rh);

@@ -4488,6 +4488,43 @@ static void test_shared_error_not_aborted(void **state)
 }
 
 /*
+ * A pollReq captured and replayed to another instance (its recipNonce answers an older pollRep) is
+ * refused from the record's senderNonce before that instance leases the record and replays its
+ * request: while a third instance holds the lease, the replay is told its recipNonce is stale, not to
+ * retry. Once, it took the lease first (and, on a free record, kept the client's own next message
+ * waiting), only for the nonce check to refuse it after the replay.
+ */
+static void test_shared_replay_refused_before_lease(void **state)
+{
+    struct env *a, *b;
+    struct client cl;
+    OSSL_CMP_CTX *ctx;
+    char lease[176], out[64];
+    int after;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    a = env_shared("100ms");
+    b = env_shared("100ms");
+    cl = (struct client){.env = a, .tamper = keep_first_pollreq};
+    ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    assert_int_equal(poll_step(ctx, &after), -1); /* ir -> waiting, pollReq -> pollRep */
+    assert_int_equal(poll_step(ctx, &after), -1); /* pollReq -> pollRep: the first one is now old */
+    lease_key(&cl, lease, sizeof(lease));
+    assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"SET", lease, "third"}), 0);
+    cl.env = b;
+    send_held_refused(&cl, OSSL_CMP_PKIFAILUREINFO_badRecipientNonce, TEXT_STALE_NONCE);
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"DEL", lease}), 0);
+    assert_string_equal(out, ":1"); /* the third instance's lease was left alone */
+    cl.env = a;
+    slow_gate(1);
+    slow_wait_completed(a, 1);
+    env_free(b);
+    poll_collect_and_free(a, &cl, ctx); /* the client's own pollReq still collects it */
+}
+
+/*
  * A shared deferred request answered here from its record, as an instance without its copy answers it:
  * the pollReq that collects the certificate, its answer never sent (the client gone), ends the record as
  * well. Once, the record stayed open, and its expiry recorded as valid ("expired_unconfirmed") the
@@ -4631,6 +4668,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_expiry_withdraws, redis_stop),
         cmocka_unit_test_teardown(test_shared_error_not_aborted, redis_stop),
         cmocka_unit_test_teardown(test_shared_client_gone_from_record, redis_stop),
+        cmocka_unit_test_teardown(test_shared_replay_refused_before_lease, redis_stop),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
