@@ -349,27 +349,6 @@ size_t gw_cmp_engine_open_transactions(struct gw_cmp_engine *e)
     return e != NULL ? gw_txn_count(e->txns) : 0;
 }
 
-void gw_cmp_engine_crl(struct gw_cmp_engine *e, const char *upstream, struct gw_cmp_response *rsp)
-{
-    struct gw_upstream *up = gw_upstream_set_get0(e->ups, upstream);
-    char err[GW_ERR_LEN] = "";
-    unsigned char *der = NULL;
-    size_t len = 0;
-    int rc = gw_upstream_crl(up, &der, &len, err);
-
-    if (rc == 0 && (rsp->der = OPENSSL_memdup(der, len)) != NULL) {
-        rsp->len = len;
-        rsp->http_status = 200;
-        snprintf(rsp->outcome, sizeof(rsp->outcome), "crl (%zu bytes)", len);
-    } else {
-        rsp->http_status = up == NULL ? 404 : 500;
-        snprintf(rsp->http_reason, sizeof(rsp->http_reason), "%s",
-                 rsp->http_status == 404 ? "no such CRL" : "the CRL is unavailable; retry later");
-        snprintf(rsp->outcome, sizeof(rsp->outcome), "crl failed: %.200s", rc == 0 ? "out of memory" : err);
-    }
-    free(der);
-}
-
 static void http_error(struct cmp_call *c, int status, const char *reason)
 {
     c->rsp->http_status = status;

@@ -593,3 +593,25 @@ int cmp_check_credentials(struct cmp_call *c, struct cmp_txn *t, struct cmp_refu
              tls.text);
     return 0;
 }
+
+/* The CRL an upstream serves, passed on as it came: the engine's answer to GET <prefix>/crl/<name>. */
+void gw_cmp_engine_crl(struct gw_cmp_engine *e, const char *upstream, struct gw_cmp_response *rsp)
+{
+    struct gw_upstream *up = gw_upstream_set_get0(e->ups, upstream);
+    char err[GW_ERR_LEN] = "";
+    unsigned char *der = NULL;
+    size_t len = 0;
+    int rc = gw_upstream_crl(up, &der, &len, err);
+
+    if (rc == 0 && (rsp->der = OPENSSL_memdup(der, len)) != NULL) {
+        rsp->len = len;
+        rsp->http_status = 200;
+        snprintf(rsp->outcome, sizeof(rsp->outcome), "crl (%zu bytes)", len);
+    } else {
+        rsp->http_status = up == NULL ? 404 : 500;
+        snprintf(rsp->http_reason, sizeof(rsp->http_reason), "%s",
+                 rsp->http_status == 404 ? "no such CRL" : "the CRL is unavailable; retry later");
+        snprintf(rsp->outcome, sizeof(rsp->outcome), "crl failed: %.200s", rc == 0 ? "out of memory" : err);
+    }
+    free(der);
+}
