@@ -56,27 +56,52 @@ void cmp_carry(struct cmp_call *c, const struct cmp_txn *t, int parked)
     c->rsp->carried = k;
 }
 
-void cmp_release_slot(struct gw_cmp_engine *e, const unsigned char *tid, size_t tid_len, const char *identity)
+/* The shared record of |tid| ended on every instance; one whose lease another instance holds stays. */
+static void end_record(struct gw_cmp_engine *e, const unsigned char *tid, size_t tid_len,
+                       const char *identity)
 {
-    gw_txn_release(e->txns, tid, tid_len);
     gw_cluster_release(e->cluster, tid, tid_len, identity);
     (void)gw_cluster_drop_record(e->cluster, tid, tid_len);
 }
 
+void cmp_release_slot(struct gw_cmp_engine *e, const unsigned char *tid, size_t tid_len, const char *identity)
+{
+    gw_txn_release(e->txns, tid, tid_len);
+    end_record(e, tid, tid_len, identity);
+}
+
+void cmp_txn_return(struct cmp_call *c, struct gw_txn *txn)
+{
+    const struct cmp_txn *t = txn->data;
+
+    if (gw_txn_put(c->e->txns, txn) == 0)
+        return;
+    /* its slot was ended while this message held it (close_parked): its certificate is withdrawn and on
+       record so, the transaction closes with no more said */
+    gw_log_kv(
+        GW_LOG_INFO, "txn_closed", "tid", c->rsp->tid, "identity", txn->identity, "serial", t->serial, "msg",
+        "its certificate was withdrawn meanwhile: the answer carrying it never reached the client", NULL);
+    end_record(c->e, txn->tid, txn->tid_len, txn->identity);
+    gw_txn_free(txn);
+}
+
 /*
  * The transaction of |k|, waiting for a certConf nobody can send: closed if it is still open here with
- * the certificate. Without a copy open here (it was answered from its shared record, or it expired or
- * is being answered meanwhile), its shared record is ended all the same, else the expiry of the record
- * would put on record as valid the certificate withdrawn; one whose lease another instance holds stays.
+ * the certificate. One another message holds meanwhile is marked ended, under the table's lock, for
+ * that message to close as it puts it back (cmp_txn_return): open again, it would expire as a
+ * certificate that stays valid. Without a copy here (it was answered from its shared record, or it
+ * expired), its shared record is ended all the same, else the expiry of the record would put on
+ * record as valid the certificate withdrawn.
  */
 static void close_parked(const struct gw_cmp_carried *k)
 {
-    struct gw_txn *txn = gw_txn_take(k->e->txns, k->tid, k->tid_len);
+    int ended;
+    struct gw_txn *txn = gw_txn_take_or_end(k->e->txns, k->tid, k->tid_len, &ended);
     const struct cmp_txn *t = txn != NULL ? txn->data : NULL;
 
     if (txn == NULL) {
-        gw_cluster_release(k->e->cluster, k->tid, k->tid_len, k->view.identity);
-        (void)gw_cluster_drop_record(k->e->cluster, k->tid, k->tid_len);
+        if (!ended)
+            end_record(k->e, k->tid, k->tid_len, k->view.identity);
         return;
     }
     if (t->issued == NULL || X509_cmp(t->issued, k->cert) != 0) { /* another transaction of that ID since */

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include "gateway/cmp/cmp_local.h"
+#include "gateway/cmp/txn.h"
 
 /*
  * cmp_carry: the answer of |c|, built, carries t->issued (if |t| has one) to its client; c->rsp keeps
@@ -18,5 +19,12 @@ void cmp_carry(struct cmp_call *c, const struct cmp_txn *t, int parked);
 /* cmp_release_slot ends the transaction slot of |tid| here and, with a shared state, on every instance. */
 void cmp_release_slot(struct gw_cmp_engine *e, const unsigned char *tid, size_t tid_len,
                       const char *identity);
+
+/*
+ * cmp_txn_return puts |txn|, checked out for the message |c| that does not end it, back where it was
+ * open; if the answer carrying its certificate was lost meanwhile (gw_cmp_undelivered), it is closed
+ * instead: that certificate is withdrawn.
+ */
+void cmp_txn_return(struct cmp_call *c, struct gw_txn *txn);
 
 #endif

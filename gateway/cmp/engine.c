@@ -349,6 +349,11 @@ size_t gw_cmp_engine_open_transactions(struct gw_cmp_engine *e)
     return e != NULL ? gw_txn_count(e->txns) : 0;
 }
 
+struct gw_txn_table *gw_cmp_engine_txns(struct gw_cmp_engine *e)
+{
+    return e->txns;
+}
+
 static void http_error(struct cmp_call *c, int status, const char *reason)
 {
     c->rsp->http_status = status;
@@ -880,7 +885,7 @@ static struct gw_txn *rebuild(struct cmp_call *c, const OSSL_CMP_MSG *msg, struc
 static void put_back(struct cmp_call *c, struct gw_txn *txn, int rebuilt, int leased)
 {
     if (!rebuilt)
-        (void)gw_txn_put(c->e->txns, txn);
+        cmp_txn_return(c, txn);
     else
         gw_txn_free(txn);
     if (leased)
@@ -936,7 +941,7 @@ static int claim_copy(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn
     int rc;
 
     if (check_signer(c, txn->data, msg, r) != 0) {
-        (void)gw_txn_put(c->e->txns, txn);
+        cmp_txn_return(c, txn);
         return GW_ERR_FORBIDDEN;
     }
     rc = gw_cluster_take_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, &rec, err);
@@ -965,7 +970,7 @@ static int claim_copy(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn
         gw_txn_release(c->e->txns, c->hdr.tid, c->hdr.tid_len);
         return rc;
     }
-    (void)gw_txn_put(c->e->txns, txn);
+    cmp_txn_return(c, txn);
     (void)lease_refused(c, rc, err, r);
     return rc;
 }

@@ -10,6 +10,7 @@
 #include <time.h>
 
 struct gw_cmp_engine;
+struct gw_txn_table;
 
 /* gw_cmp_engine_set_clock replaces the engine's clock (messageTime, TTLs); NULL = time(). */
 void gw_cmp_engine_set_clock(struct gw_cmp_engine *e, time_t (*clock)(void));
@@ -27,5 +28,8 @@ bool gw_cmp_engine_calls_running(struct gw_cmp_engine *e);
 
 /* gw_cmp_engine_settle_withdrawals waits until the revocations queued under |e| have ended. */
 void gw_cmp_engine_settle_withdrawals(struct gw_cmp_engine *e);
+
+/* gw_cmp_engine_txns: the table of |e|'s open transactions, for a test to hold one as a message would. */
+struct gw_txn_table *gw_cmp_engine_txns(struct gw_cmp_engine *e);
 
 #endif

@@ -28,6 +28,7 @@ struct slot {
     size_t tid_len;
     char identity[GW_IDENTITY_LEN];
     struct gw_txn *txn; /* OPEN only */
+    int ended;          /* CHECKED_OUT only: ended meanwhile (gw_txn_take_or_end), not to open again */
 };
 
 struct ident {
@@ -244,10 +245,14 @@ int gw_txn_put(struct gw_txn_table *t, struct gw_txn *txn)
     pthread_mutex_lock(&t->lock);
     link = slot_link(t, txn->tid, txn->tid_len);
     s = *link;
-    if (s != NULL && (s->state == SLOT_OPEN || strcmp(s->identity, txn->identity) != 0))
+    if (s != NULL && s->ended) {
+        (void)slot_remove(t, link);
+        rc = GW_ERR_NOT_FOUND;
+    } else if (s != NULL && (s->state == SLOT_OPEN || strcmp(s->identity, txn->identity) != 0)) {
         rc = GW_ERR_EXISTS;
-    else if (s == NULL)
+    } else if (s == NULL) {
         s = slot_add(t, link, txn->tid, txn->tid_len, txn->identity, &rc);
+    }
     if (rc == 0) {
         s->state = SLOT_OPEN;
         s->txn = txn;
@@ -257,7 +262,8 @@ int gw_txn_put(struct gw_txn_table *t, struct gw_txn *txn)
     return rc;
 }
 
-struct gw_txn *gw_txn_take(struct gw_txn_table *t, const unsigned char *tid, size_t tid_len)
+/* |end|: a slot another worker has checked out is marked ended instead (*ended), under the same lock. */
+static struct gw_txn *take(struct gw_txn_table *t, const unsigned char *tid, size_t tid_len, int *ended)
 {
     struct slot *s;
     struct gw_txn *txn = NULL;
@@ -271,9 +277,23 @@ struct gw_txn *gw_txn_take(struct gw_txn_table *t, const unsigned char *tid, siz
         s->txn = NULL;
         s->state = SLOT_CHECKED_OUT;
         t->n_open--;
+    } else if (s != NULL && s->state == SLOT_CHECKED_OUT && ended != NULL) {
+        s->ended = *ended = 1;
     }
     pthread_mutex_unlock(&t->lock);
     return txn;
+}
+
+struct gw_txn *gw_txn_take(struct gw_txn_table *t, const unsigned char *tid, size_t tid_len)
+{
+    return take(t, tid, tid_len, NULL);
+}
+
+struct gw_txn *gw_txn_take_or_end(struct gw_txn_table *t, const unsigned char *tid, size_t tid_len,
+                                  int *ended)
+{
+    *ended = 0;
+    return take(t, tid, tid_len, ended);
 }
 
 void gw_txn_release(struct gw_txn_table *t, const unsigned char *tid, size_t tid_len)

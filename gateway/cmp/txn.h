@@ -59,7 +59,8 @@ int gw_txn_reserve(struct gw_txn_table *t, const unsigned char *tid, size_t tid_
  * gw_txn_put stores |txn| (the table takes ownership on success only): into its reservation or
  * its checked-out slot if there is one (the identity must match), else as a new entry. Returns
  * 0, GW_ERR_EXISTS if the transactionID is already open (or held for another identity), or
- * GW_ERR_LIMIT if a cap is reached, GW_ERR_INVAL for a bad tid.
+ * GW_ERR_LIMIT if a cap is reached, GW_ERR_INVAL for a bad tid, GW_ERR_NOT_FOUND if its checked-out
+ * slot was ended meanwhile (gw_txn_take_or_end): the slot is gone, |txn| is the caller's to close.
  */
 int gw_txn_put(struct gw_txn_table *t, struct gw_txn *txn);
 
@@ -69,6 +70,14 @@ int gw_txn_put(struct gw_txn_table *t, struct gw_txn *txn);
  * still "in use" and counted against the caps: end it with gw_txn_put or gw_txn_release.
  */
 struct gw_txn *gw_txn_take(struct gw_txn_table *t, const unsigned char *tid, size_t tid_len);
+
+/*
+ * gw_txn_take_or_end is gw_txn_take for one who ends the transaction whoever holds it: when another
+ * worker has it checked out, its slot is marked ended instead (*ended set to 1), under the same lock,
+ * so that the holder's gw_txn_put cannot open it again.
+ */
+struct gw_txn *gw_txn_take_or_end(struct gw_txn_table *t, const unsigned char *tid, size_t tid_len,
+                                  int *ended);
 
 /* gw_txn_release ends a reservation or a check-out of |tid| (no-op on an open entry or none). */
 void gw_txn_release(struct gw_txn_table *t, const unsigned char *tid, size_t tid_len);

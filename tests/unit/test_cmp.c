@@ -36,6 +36,8 @@
 #include "gateway/cmp/engine_test.h"
 #include "gateway/cmp/shim.h"
 #include "gateway/cmp/status.h"
+#include "gateway/cmp/txn.h"
+#include "base/err.h"
 #include "gateway/config.h"
 #include "mappings/route.h"
 #include "upstream/upstream.h"
@@ -1594,10 +1596,15 @@ static void test_refused_answer_other_key(void **state)
     }
 }
 
+/* Set: transfer_gone checks the transaction out before the listener's news, as another message would. */
+static int gone_hold;
+static struct gw_txn *gone_held;
+
 /* A transfer whose client goes away before the answer leaves: the listener tells the engine so. */
 static OSSL_CMP_MSG *transfer_gone(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
 {
     struct client *cl = OSSL_CMP_CTX_get_transfer_cb_arg(ctx);
+    const ASN1_OCTET_STRING *tid = OSSL_CMP_HDR_get0_transactionID(OSSL_CMP_MSG_get0_header(req));
     struct gw_cmp_response rsp;
     unsigned char *der = NULL;
     int len = i2d_OSSL_CMP_MSG(req, &der);
@@ -1608,6 +1615,9 @@ static OSSL_CMP_MSG *transfer_gone(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
                    &(struct gw_cmp_request){.der = der, .len = (size_t)len, .route = &cl->env->route}, &rsp);
     assert_int_equal(rsp.http_status, 200);
     assert_non_null(rsp.carried);
+    if (gone_hold)
+        assert_non_null(gone_held =
+                            gw_txn_take(gw_cmp_engine_txns(cl->env->engine), tid->data, (size_t)tid->length));
     gw_cmp_undelivered(&rsp);
     gw_cmp_response_cleanup(&rsp);
     OPENSSL_free(der);
@@ -1656,6 +1666,33 @@ static void test_client_gone(void **state)
         assert_null(OSSL_CMP_exec_IR_ses(ctx));
         assert_gone_withdrawn_and_free(e, &cl, ctx);
     }
+}
+
+/*
+ * As test_client_gone, while another message of the transaction holds it (checked out, to be refused
+ * for its nonce): that message cannot open it again, so it never expires as a certificate that stays
+ * valid.
+ */
+static void test_client_gone_while_held(void **state)
+{
+    struct env *e = env_new(CMP_DEFAULTS);
+    struct client cl = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    int rc;
+
+    (void)state;
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
+    OSSL_CMP_CTX_set_transfer_cb(ctx, transfer_gone);
+    gone_hold = 1;
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    gone_hold = 0;
+    rc = gw_txn_put(gw_cmp_engine_txns(e->engine), gone_held); /* the message done with it */
+    if (rc != 0)
+        gw_txn_free(gone_held);
+    gw_cmp_engine_expire(e->engine, time(NULL) + 24 * 3600);
+    assert_int_equal(audit_count(e, "expired_unconfirmed", NULL, NULL, NULL), 0);
+    assert_int_equal(rc, GW_ERR_NOT_FOUND);
+    assert_gone_withdrawn_and_free(e, &cl, ctx);
 }
 
 static time_t much_later_clock(void)
@@ -4623,6 +4660,7 @@ int main(void)
         cmocka_unit_test(test_result_checks),
         cmocka_unit_test(test_refused_answer_other_key),
         cmocka_unit_test(test_client_gone),
+        cmocka_unit_test(test_client_gone_while_held),
         cmocka_unit_test(test_upstream_grants_upfront),
         cmocka_unit_test(test_verbatim_csr_upfront),
         cmocka_unit_test(test_result_unrevocable),

@@ -54,6 +54,35 @@ static void test_put_take_release(void **state)
     assert_int_equal(freed, 2);
 }
 
+/* Ended while another holds it: that holder's put closes the slot instead of opening it again. */
+static void test_take_or_end(void **state)
+{
+    struct gw_txn_table *t = gw_txn_table_new(10, 0);
+    const unsigned char *a = (const unsigned char *)"a";
+    struct gw_txn *x, *held;
+    int ended = -1;
+
+    (void)state;
+    assert_int_equal(gw_txn_put(t, mk("a", "dev", 10)), 0);
+    x = gw_txn_take_or_end(t, a, 1, &ended); /* open: taken, as gw_txn_take */
+    assert_non_null(x);
+    assert_int_equal(ended, 0);
+    assert_int_equal(gw_txn_put(t, x), 0);
+    held = gw_txn_take(t, a, 1);
+    assert_null(gw_txn_take_or_end(t, a, 1, &ended));
+    assert_int_equal(ended, 1);
+    assert_int_equal(gw_txn_put(t, held), GW_ERR_NOT_FOUND);
+    assert_false(gw_txn_contains(t, a, 1));
+    assert_int_equal(gw_txn_count_identity(t, "dev"), 0);
+    gw_txn_free(held);
+    /* a reservation is a request of its own, not ended */
+    assert_int_equal(gw_txn_reserve(t, a, 1, "dev"), 0);
+    assert_null(gw_txn_take_or_end(t, a, 1, &ended));
+    assert_int_equal(ended, 0);
+    assert_int_equal(gw_txn_put(t, mk("a", "dev", 10)), 0);
+    gw_txn_table_free(t, NULL, NULL);
+}
+
 struct tid_case {
     size_t len;
     int want;
@@ -211,11 +240,9 @@ static void test_threads(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_put_take_release),
-        cmocka_unit_test(test_tid_lengths),
-        cmocka_unit_test(test_caps),
-        cmocka_unit_test(test_expiry_order),
-        cmocka_unit_test(test_clear),
+        cmocka_unit_test(test_put_take_release), cmocka_unit_test(test_take_or_end),
+        cmocka_unit_test(test_tid_lengths),      cmocka_unit_test(test_caps),
+        cmocka_unit_test(test_expiry_order),     cmocka_unit_test(test_clear),
         cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
