@@ -282,16 +282,22 @@ static void outcome_labels(const char *outcome, const char **kind, char *fail, s
     }
 }
 
-/* Counts one answered request; |rsp| NULL: refused before the engine saw it. */
+/*
+ * Counts one answered request; |rsp| NULL: refused before the engine saw it. |gone|: its client left
+ * before the answer was sent; one that carried a certificate is "undelivered", whatever the engine
+ * made of it, for the certificate is withdrawn.
+ */
 static void count_request(const struct reqlog *l, const struct gw_route_match *m, int status,
-                          const struct gw_cmp_response *rsp)
+                          const struct gw_cmp_response *rsp, bool gone)
 {
     char st[12], fail[32] = "";
     const char *kind = "refused", *role = m != NULL && m->role != NULL ? m->role->name : "";
 
     pthread_once(&m_once, metrics_init);
     snprintf(st, sizeof(st), "%d", status);
-    if (rsp != NULL && rsp->outcome[0] != '\0')
+    if (gone && rsp != NULL && rsp->carried != NULL)
+        kind = "undelivered";
+    else if (rsp != NULL && rsp->outcome[0] != '\0')
         outcome_labels(rsp->outcome, &kind, fail, sizeof(fail));
     gw_metric_add(
         m_requests,
@@ -324,9 +330,10 @@ static void log_request(const struct gw_config *cfg, const struct reqlog *l, con
                         int status, const struct gw_cmp_response *rsp, const char *outcome)
 {
     char st[12], dur[24];
+    bool gone = strncmp(outcome, "client gone", 11) == 0;
 
-    count_request(l, m, status, rsp);
-    if (!log_sampled(cfg, status, rsp, strncmp(outcome, "client gone", 11) == 0))
+    count_request(l, m, status, rsp, gone);
+    if (!log_sampled(cfg, status, rsp, gone))
         return;
     snprintf(st, sizeof(st), "%d", status);
     snprintf(dur, sizeof(dur), "%" PRIu64, gw_now_ms() - l->start_ms);

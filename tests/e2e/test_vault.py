@@ -358,6 +358,7 @@ class VaultClientGone(SlowVault):
         of the certificate issued for it."""
         cn = "%s.example.com" % name
         req = self.gw.make_request(name, "p10cr", subject="/CN=" + cn, extra=extra)
+        self.counted_before = self.counted()
         with self.assertRaises(harness.Failure):  # curl gives up after 1 s; Vault answers after 2 s
             self.gw.curl(path="/pki/roles/vault/cmp", data=req, timeout=1, http="--http2")
         issued = harness.settled(lambda: harness.audit_records(self.gw, "issued", cn), len)
@@ -377,6 +378,14 @@ class VaultClientGone(SlowVault):
         self.assertIn("cert_undelivered", [e.get("event") for e in lines], lines)
         self.assertTrue(any(e.get("event") == "request" and e.get("outcome", "").startswith("client gone")
                             and e["outcome"].endswith("; its certificate is withdrawn") for e in lines), lines)
+        # counted as what it was: not as "accepted", a certificate a dashboard would count as delivered
+        undelivered, accepted = self.counted_before
+        self.assertEqual(self.counted(), (undelivered + 1, accepted))
+
+    def counted(self):
+        """The p10cr requests counted undelivered, and accepted."""
+        return tuple(harness.metric(self.gw, "cmpgw_requests_total", 0, body="p10cr", outcome=outcome)
+                     for outcome in ("undelivered", "accepted"))
 
     def test_implicit_confirm(self):
         self.assert_withdrawn(self.leave("gone-implicit", ("-implicit_confirm",)))
