@@ -39,6 +39,7 @@
 #define TEXT_ACCEPTS "this server accepts ir, cr, p10cr, kur, rr, genm, certConf, pollReq"
 #define TEXT_NO_TXN "no open transaction with this transactionID: it was completed, expired, or never started"
 #define TEXT_TXN_BUSY "another message of this transaction is being answered now; retry in a moment"
+#define TEXT_NOT_KEPT "the gateway could not keep this transaction open for its certConf; retry later"
 #define TEXT_BAD_POP                                                                                         \
     "proof of possession failed or missing: sign the request with the private key of the requested "         \
     "public key"
@@ -603,9 +604,10 @@ static void end_slot(struct cmp_call *c)
 
 /*
  * After an ip/cp/kup awaiting certConf: pin the sender, then park the context (docs/design.md O6),
- * with t->nonce the senderNonce of the answer the client got.
+ * with t->nonce the senderNonce of the answer the client got. 1 when it cannot be kept (out of
+ * memory): |t| stays the caller's.
  */
-static void park(struct cmp_call *c, struct cmp_txn *t)
+static int park(struct cmp_call *c, struct cmp_txn *t)
 {
     OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
     time_t ttl = (time_t)c->e->cfg.cmp->transaction_ttl + cmp_poll_extra_ttl(t);
@@ -617,19 +619,16 @@ static void park(struct cmp_call *c, struct cmp_txn *t)
         cmp_carry(c, t, 1);       /* and another worker */
         if (gw_txn_put(c->e->txns, txn) == 0) {
             c->reserved = 0; /* the slot now holds the transaction */
-            return;
+            return 0;
         }
         (void)gw_cluster_drop_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len);
+        txn->free_data = NULL; /* |t| stays the caller's */
     }
     gw_log_kv(GW_LOG_ERROR, "txn_park_failed", "tid", c->rsp->tid, "identity", t->identity, "serial",
-              t->serial, "msg", "certificate issued but the transaction could not be kept; it stays valid",
+              t->serial, "msg", "certificate issued but the transaction could not be kept; it is withdrawn",
               NULL);
-    if (txn != NULL) {
-        txn->free_data = NULL; /* |t| is freed just below */
-        gw_txn_free(txn);
-    }
-    cmp_txn_free(t);
-    end_slot(c);
+    gw_txn_free(txn);
+    return 1;
 }
 
 /*
@@ -701,8 +700,11 @@ static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
            OSSL_CMP_MSG_get_bodytype(rsp) != GW_CMP_BODY_ERROR && t->nonce_len > 0;
     finish(c, t, msg, rsp);
     if (open && c->rsp->http_status == 200) {
-        park(c, t);
-        return;
+        if (park(c, t) == 0)
+            return;
+        /* a certificate no certConf could reach: none goes out, the client may try again */
+        gw_cmp_response_cleanup(c->rsp);
+        refuse(c, msg, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_NOT_KEPT});
     }
     /* implicitConfirm granted, rejected, or error: 3.0 leaves a rejected ip "open" (docs/design.md O10.4) */
     cmp_withdraw_undelivered(c, t);

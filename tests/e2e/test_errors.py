@@ -38,6 +38,7 @@ INTERNALS = re.compile(r"CMP routines|CRMF routines|error:[0-9A-Fa-f]{8}|EVP lib
 # Rows whose situation needs an upstream or a broken disk: (test module, a literal it asserts).
 ELSEWHERE = {
     "audit_down": ("test_audit.py", "the audit log cannot be written; nothing was issued"),
+    "txn_not_kept": ("../unit/test_cmp.c", "the gateway could not keep this transaction open for its certConf; "),
     "txn_state_unavailable": ("test_shared_state.py", "the gateway cannot reach its cluster to answer this "),
     "crmf_to_csr_ca": ("test_vault.py", "send a p10cr"),
     "upstream_busy": ("test_vault.py", "Vault is busy"),

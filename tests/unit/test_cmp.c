@@ -1695,6 +1695,48 @@ static void test_client_gone_while_held(void **state)
     assert_gone_withdrawn_and_free(e, &cl, ctx);
 }
 
+#define NOT_KEPT_TID "a transaction not kept"
+
+/* The slot of the transaction NOT_KEPT_TID lost while its request runs, and held for another identity. */
+static void lose_slot(struct env *e)
+{
+    assert_int_equal(gw_cmp_engine_reset(e->engine), 1);
+    assert_int_equal(gw_txn_reserve(gw_cmp_engine_txns(e->engine), (const unsigned char *)NOT_KEPT_TID,
+                                    strlen(NOT_KEPT_TID), "someone else"),
+                     0);
+}
+
+/*
+ * A certificate issued for a transaction that cannot be kept open for its certConf (out of memory in
+ * production; here its slot lost): no answer carries a certificate no certConf could confirm. The
+ * client is told to retry, the certificate withdrawn.
+ */
+static void test_park_failed(void **state)
+{
+    struct env *e = env_new(CMP_DEFAULTS);
+    struct client cl = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    ASN1_OCTET_STRING *tid = ASN1_OCTET_STRING_new();
+
+    (void)state;
+    assert_int_equal(ASN1_OCTET_STRING_set(tid, (const unsigned char *)NOT_KEPT_TID, strlen(NOT_KEPT_TID)),
+                     1);
+    assert_int_equal(OSSL_CMP_CTX_set1_transactionID(ctx, tid), 1);
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
+    fake.during_sign = lose_slot;
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                  "the gateway could not keep this transaction open for its certConf; retry later");
+    assert_int_equal(audit_count(e, "rejected", NULL, "status", "not delivered"), 1);
+    assert_int_equal(revoke_calls(e), 1);
+    assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), 1);
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    ASN1_OCTET_STRING_free(tid);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
 static time_t much_later_clock(void)
 {
     return time(NULL) + 2 * GW_ROLE_POLICY_TTL + 2;
@@ -4661,6 +4703,7 @@ int main(void)
         cmocka_unit_test(test_refused_answer_other_key),
         cmocka_unit_test(test_client_gone),
         cmocka_unit_test(test_client_gone_while_held),
+        cmocka_unit_test(test_park_failed),
         cmocka_unit_test(test_upstream_grants_upfront),
         cmocka_unit_test(test_verbatim_csr_upfront),
         cmocka_unit_test(test_result_unrevocable),
