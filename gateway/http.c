@@ -283,9 +283,9 @@ static void outcome_labels(const char *outcome, const char **kind, char *fail, s
 }
 
 /*
- * Counts one answered request; |rsp| NULL: refused before the engine saw it. |gone|: its client left
- * before the answer was sent; one that carried a certificate is "undelivered", whatever the engine
- * made of it, for the certificate is withdrawn.
+ * Counts one answered request; |rsp| NULL: refused before the engine saw it. |gone|: the answer was
+ * never sent (log_unsent); one that carried a certificate is "undelivered", whatever the engine made
+ * of it, for the certificate is withdrawn.
  */
 static void count_request(const struct reqlog *l, const struct gw_route_match *m, int status,
                           const struct gw_cmp_response *rsp, bool gone)
@@ -326,11 +326,11 @@ static bool log_sampled(const struct gw_config *cfg, int status, const struct gw
     return !sampled || atomic_fetch_add(&successes, 1) % cfg->log_sample_success == 0;
 }
 
+/* |gone|: the answer never left, its client gone or the gateway stopped (log_unsent). */
 static void log_request(const struct gw_config *cfg, const struct reqlog *l, const struct gw_route_match *m,
-                        int status, const struct gw_cmp_response *rsp, const char *outcome)
+                        int status, const struct gw_cmp_response *rsp, const char *outcome, bool gone)
 {
     char st[12], dur[24];
-    bool gone = strncmp(outcome, "client gone", 11) == 0;
 
     count_request(l, m, status, rsp, gone);
     if (!log_sampled(cfg, status, rsp, gone))
@@ -476,7 +476,7 @@ static void job_undelivered(struct gw_job *j)
 {
     struct http_job *job = H2O_STRUCT_FROM_MEMBER(struct http_job, job, j);
 
-    gw_cmp_undelivered(&job->rsp);
+    gw_cmp_undelivered(&job->rsp, GW_CMP_LOST_CLIENT_GONE);
     h2o_multithread_send_message(&job->owner->done_rx, &job->msg);
 }
 
@@ -591,7 +591,7 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
     if (check_request(lt, req, &match, &r) != 0 || check_budget(lt->server, req, &match, &r) != 0 ||
         submit(lt, req, &match, &log, &r) != 0) {
         /* logged and counted before the answer leaves: a client that reads the metrics next sees it */
-        log_request(lt->gen->cfg, &log, &match, r.status, NULL, r.reason);
+        log_request(lt->gen->cfg, &log, &match, r.status, NULL, r.reason, false);
         send_text(req, r.status, r.hdr, r.retry_after, r.reason);
     }
     return 0;
@@ -623,6 +623,21 @@ static void undelivered(struct http_job *job)
     gw_pool_resume(pool, &job->job);
 }
 
+/* The request line of |job|, whose answer never left because |who| (before the response). */
+static void log_unsent(struct http_job *job, const char *who)
+{
+    const struct gw_cmp_response *rsp = &job->rsp;
+    const char *reason;
+    int status = final_status(rsp, &reason);
+    char line[GW_ERR_LEN + 72]; /* room for the prefix and suffix: truncation only shortens a log value */
+
+    /* "accepted" alone would read as a certificate delivered: one carried is withdrawn instead */
+    snprintf(line, sizeof(line), "%s before the response; %s%s", who,
+             rsp->outcome[0] != '\0' ? rsp->outcome : reason,
+             rsp->carried != NULL ? "; its certificate is withdrawn" : "");
+    log_request(job->gen->cfg, &job->log, &job->match, status, rsp, line, true);
+}
+
 /* loop thread: answer one finished job, or only log it when the client went away. 1: the job went back
  * to a worker (undelivered), and comes back to be freed. */
 static int respond(struct http_job *job)
@@ -630,25 +645,21 @@ static int respond(struct http_job *job)
     const struct gw_cmp_response *rsp = &job->rsp;
     const char *reason;
     int status = final_status(rsp, &reason);
-    const char *outcome = rsp->outcome[0] != '\0' ? rsp->outcome : reason;
-    char gone[GW_ERR_LEN + 72]; /* room for the prefix and suffix: truncation only shortens a log value */
 
     /* counted also when the client went away: resetting the stream must not escape the budget */
     if (rsp->auth_failed)
         gw_guard_auth_failed(job->owner->server->guard, (struct sockaddr *)&job->addr, job->addr_len,
                              time(NULL));
     if (job->req == NULL) {
-        /* "accepted" alone would read as a certificate delivered: one carried is withdrawn instead */
-        snprintf(gone, sizeof(gone), "client gone before the response; %s%s", outcome,
-                 rsp->carried != NULL ? "; its certificate is withdrawn" : "");
-        log_request(job->gen->cfg, &job->log, &job->match, status, rsp, gone);
+        log_unsent(job, "client gone");
         if (rsp->carried == NULL)
             return 0;
         undelivered(job);
         return 1;
     }
     job->ref->job = NULL;
-    log_request(job->gen->cfg, &job->log, &job->match, status, rsp, outcome); /* before it leaves, as above */
+    log_request(job->gen->cfg, &job->log, &job->match, status, rsp,
+                rsp->outcome[0] != '\0' ? rsp->outcome : reason, false); /* before it leaves, as above */
     if (status == 200)
         send_der(job->req, rsp->der, rsp->len, gw_route_is_get(&job->match));
     else
@@ -670,6 +681,27 @@ void gw_http_on_done(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages)
         if (job->job.run != job_undelivered && respond(job) != 0)
             continue;
         job->owner->jobs_inflight--;
+        job_free(job);
+    }
+}
+
+/*
+ * main thread, the workers gone: the answers that came back after |rx|'s loop gave up its drain
+ * (gw_server_stop), which nobody will send. A certificate one carried is withdrawn before the
+ * process ends. h2o has no call that hands over a receiver's pending messages; no thread touches
+ * them any more.
+ */
+void gw_http_abandon(h2o_multithread_receiver_t *rx)
+{
+    while (!h2o_linklist_is_empty(&rx->_messages)) {
+        h2o_multithread_message_t *m =
+            H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, rx->_messages.next);
+        struct http_job *job = H2O_STRUCT_FROM_MEMBER(struct http_job, msg, m);
+
+        h2o_linklist_unlink(&m->link);
+        if (job->job.run != job_undelivered) /* one back from there was logged and withdrawn already */
+            log_unsent(job, "gateway stopped");
+        gw_cmp_undelivered(&job->rsp, GW_CMP_LOST_STOPPED);
         job_free(job);
     }
 }

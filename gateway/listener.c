@@ -895,8 +895,9 @@ void gw_server_stop(struct gw_server *s, bool successor)
     }
     /*
      * A drained loop has no job left in the pool. After a drain timeout, jobs still queued run
-     * now and post to a loop that no longer reads: they and their connections are abandoned to
-     * process exit, as h2o_context_dispose would assert on them. A request whose upstream call runs
+     * now and post to a loop that no longer reads: their answers are taken back here once the pool
+     * is gone (a certificate one carried is withdrawn), their connections abandoned to process
+     * exit, as h2o_context_dispose would assert on them. A request whose upstream call runs
      * without a worker comes back through the pool once the call ends (each has its deadline), and
      * the pool waits for it, so that its certificate is recorded before the engines go (design.md
      * D24).
@@ -904,6 +905,9 @@ void gw_server_stop(struct gw_server *s, bool successor)
     if (undrained != 0)
         gw_log(GW_LOG_INFO, "shutdown", "running the requests still queued or waiting for an upstream");
     gw_pool_free(s->pool);
+    for (size_t t = 0; t < s->n_loops && undrained != 0; t++)
+        if (!s->loops[t].drained)
+            gw_http_abandon(&s->loops[t].done_rx);
     if (undrained != 0) {
         gw_log(GW_LOG_WARN, "shutdown", "%zu loop threads did not drain in time", undrained);
         return;

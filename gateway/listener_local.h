@@ -171,6 +171,9 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req);
 /* Receiver of finished jobs (loop thread). */
 void gw_http_on_done(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages);
 
+/* The answers of a loop that gave up its drain, once the workers are gone (main thread). */
+void gw_http_abandon(h2o_multithread_receiver_t *rx);
+
 static inline struct gw_loop *gw_loop_of(h2o_req_t *req)
 {
     return H2O_STRUCT_FROM_MEMBER(struct gw_loop, ctx, req->conn->ctx);

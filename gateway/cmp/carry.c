@@ -16,7 +16,15 @@
 #include <string.h>
 #include <openssl/x509v3.h>
 
-#define TEXT_GONE "not delivered: the client left before its answer was sent"
+/* Why the answer never left (exchange.h): the audit record's status, and the log line's message. */
+static const struct {
+    const char *status, *msg;
+} lost[] = {
+    [GW_CMP_LOST_CLIENT_GONE] = {"not delivered: the client left before its answer was sent",
+                                 "the client left before its answer was sent; the certificate is withdrawn"},
+    [GW_CMP_LOST_STOPPED] = {"not delivered: the gateway stopped before its answer was sent",
+                             "the gateway stopped before its answer was sent; the certificate is withdrawn"},
+};
 
 struct gw_cmp_carried {
     struct gw_cmp_engine *e; /* the transaction's, held (live): |view| borrows its role and upstream */
@@ -112,7 +120,7 @@ static void close_parked(const struct gw_cmp_carried *k)
     gw_txn_free(txn);
 }
 
-void gw_cmp_undelivered(struct gw_cmp_response *rsp)
+void gw_cmp_undelivered(struct gw_cmp_response *rsp, enum gw_cmp_lost why)
 {
     struct gw_cmp_carried *k = rsp->carried;
 
@@ -120,11 +128,12 @@ void gw_cmp_undelivered(struct gw_cmp_response *rsp)
         return;
     rsp->carried = NULL;
     gw_log_kv(GW_LOG_ERROR, "cert_undelivered", "tid", rsp->tid, "identity", k->view.identity, "serial",
-              k->view.serial, "outcome", rsp->outcome, "msg",
-              "the client left before its answer was sent; the certificate is withdrawn", NULL);
+              k->view.serial, "outcome", rsp->outcome, "msg", lost[why].msg, NULL);
     if (k->parked)
         close_parked(k);
-    (void)cmp_audit_cert(k->e, &k->view, rsp->tid, "rejected", TEXT_GONE, k->cert, 1);
+    (void)cmp_audit_cert(k->e, &k->view, rsp->tid, "rejected", lost[why].status, k->cert, 1);
     cmp_withdraw(k->e, &k->view, rsp->tid, k->cert, CRL_REASON_CESSATION_OF_OPERATION);
+    if (why == GW_CMP_LOST_STOPPED) /* the process ends next: the revocation must not be cut short */
+        cmp_withdrawals_settle(k->e);
     gw_cmp_carried_free(k);
 }

@@ -61,13 +61,21 @@ struct gw_cmp_response {
     struct gw_cmp_carried *carried;     /* set: the answer carries a certificate its client has not had */
 };
 
+/* Why an answer never left the gateway. */
+enum gw_cmp_lost {
+    GW_CMP_LOST_CLIENT_GONE, /* its client went away before it was written */
+    GW_CMP_LOST_STOPPED,     /* the gateway stopped: its loop gave up the drain before the answer came;
+                                the withdrawal is waited for, within its upstream's timeout */
+};
+
 /*
- * gw_cmp_undelivered: the answer in |rsp| never left the gateway (its client went away before it was
- * written). The certificate it carried (rsp->carried) goes on record as not delivered and is
- * withdrawn, and its transaction, if it waits for a certConf nobody can now send, is closed. A no-op
- * for an answer that carries none. Worker: it writes the audit log and may ask the shared state.
+ * gw_cmp_undelivered: the answer in |rsp| never left the gateway, for |why|. The certificate it
+ * carried (rsp->carried) goes on record as not delivered and is withdrawn, and its transaction, if it
+ * waits for a certConf nobody can now send, is closed. A no-op for an answer that carries none.
+ * Worker (or the main thread once the workers are gone): it writes the audit log and may ask the
+ * shared state.
  */
-void gw_cmp_undelivered(struct gw_cmp_response *rsp);
+void gw_cmp_undelivered(struct gw_cmp_response *rsp, enum gw_cmp_lost why);
 
 /* gw_cmp_response_init readies |rsp| for an answer (HTTP 500 until one is written). */
 void gw_cmp_response_init(struct gw_cmp_response *rsp);

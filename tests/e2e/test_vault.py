@@ -428,7 +428,7 @@ class VaultShutdownWhileWaiting(SlowVault):
 class VaultShutdownPastDrain(SlowVault):
     """SIGTERM while a call waits longer than the drain (10 s): the loops give up on the connection, but the
     workers stay until the call ends, so the certificate Vault issued is on record before the gateway
-    exits."""
+    exits; nobody sends its answer, so it is withdrawn (docs/operations.md)."""
 
     LATENCY_S = 12.0
 
@@ -447,8 +447,15 @@ class VaultShutdownPastDrain(SlowVault):
         t.join(harness.CLIENT_TIMEOUT)
         self.gw.check_stderr()
         self.assertIn("running the requests still queued or waiting for an upstream", self.gw.stderr())
-        self.assertEqual(len(harness.audit_records(self.gw, "issued", "late.example.com")), 1, self.gw.stderr()[-3000:])
+        issued = harness.audit_records(self.gw, "issued", "late.example.com")
+        self.assertEqual(len(issued), 1, self.gw.stderr()[-3000:])
         self.assertEqual(rc, 0, self.gw.stderr()[-3000:])
+        serial = issued[0]["serial"]
+        self.assertEqual([r["status"] for r in harness.audit_records(self.gw, "rejected") if r["serial"] == serial],
+                         ["not delivered: the gateway stopped before its answer was sent"])
+        self.assertEqual(len([r for r in harness.audit_records(self.gw, "revoked") if r["serial"] == serial]), 1)
+        revoked = [e for e in self.gw.log_lines() if e.get("event") == "cert_revoked" and e.get("serial") == serial]
+        self.assertEqual([e.get("upstream") for e in revoked], ["vault"], self.gw.stderr()[-3000:])
 
     def p10cr_expecting_nothing(self, name):
         try:

@@ -1618,7 +1618,7 @@ static OSSL_CMP_MSG *transfer_gone(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
     if (gone_hold)
         assert_non_null(gone_held =
                             gw_txn_take(gw_cmp_engine_txns(cl->env->engine), tid->data, (size_t)tid->length));
-    gw_cmp_undelivered(&rsp);
+    gw_cmp_undelivered(&rsp, GW_CMP_LOST_CLIENT_GONE);
     gw_cmp_response_cleanup(&rsp);
     OPENSSL_free(der);
     return NULL;
