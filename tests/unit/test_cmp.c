@@ -38,6 +38,7 @@
 #include "gateway/cmp/status.h"
 #include "gateway/cmp/txn.h"
 #include "base/err.h"
+#include "base/limits.h"
 #include "gateway/config.h"
 #include "mappings/route.h"
 #include "upstream/upstream.h"
@@ -2088,14 +2089,15 @@ struct two_cas {
 /*
  * The "local" upstream as a CRL-publishing adapter of |caps| that issues under two CAs: the demo
  * issuing CA (CA1) and a second one under the same root (CA2); x1 and x1b are CA1's, x2 is CA2's.
+ * |cmp|: the "cmp" section's members.
  */
-static void two_cas_open(struct two_cas *t, unsigned caps)
+static void two_cas_open_cmp(struct two_cas *t, unsigned caps, const char *cmp)
 {
     EVP_PKEY *root_key = load_key("ca.key");
     struct gw_upstream_conf *uc = NULL;
 
     memset(t, 0, sizeof(*t));
-    t->env = env_parse(&(struct env_opts){.cmp = CMP_DEFAULTS});
+    t->env = env_parse(&(struct env_opts){.cmp = cmp});
     for (size_t i = 0; i < t->env->cfg->n_upstreams; i++)
         if (strcmp(t->env->cfg->upstreams[i].name, "local") == 0)
             uc = &t->env->cfg->upstreams[i];
@@ -2119,6 +2121,11 @@ static void two_cas_open(struct two_cas *t, unsigned caps)
     two_ca_now = time(NULL);
     gw_cmp_engine_set_clock(t->env->engine, two_ca_clock);
     EVP_PKEY_free(root_key);
+}
+
+static void two_cas_open(struct two_cas *t, unsigned caps)
+{
+    two_cas_open_cmp(t, caps, CMP_DEFAULTS);
 }
 
 static void two_cas_close(struct two_cas *t)
@@ -4369,13 +4376,10 @@ static int redis_stop(void **state)
     return 0;
 }
 
-/*
- * An engine over the slow adapter (polling after |poll_after|, NULL: never) whose transactions are
- * shared in the test's Redis (records on).
- */
-static struct env *env_shared(const char *poll_after)
+/* The "cmp" section's members that share an engine's state in the test's Redis (records on), into |cmp|. */
+static const char *shared_cmp(char *cmp, size_t cap)
 {
-    char cmp[512], key_path[128];
+    char key_path[128];
     FILE *f;
 
     snprintf(key_path, sizeof(key_path), "%s/state-mac.key", dir);
@@ -4383,11 +4387,22 @@ static struct env *env_shared(const char *poll_after)
     fputs("a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5\n", f);
     fclose(f);
     assert_int_equal(chmod(key_path, 0600), 0);
-    snprintf(cmp, sizeof(cmp),
+    snprintf(cmp, cap,
              CMP_DEFAULTS ", \"state\": {\"backend\": \"redis\", \"address\": \"127.0.0.1\", \"port\": %u, "
                           "\"mac_key_file\": \"%s\", \"key_prefix\": \"unit%d:\"}",
              redis_port, key_path, (int)getpid());
-    return env_slow_cmp(cmp, poll_after, 0);
+    return cmp;
+}
+
+/*
+ * An engine over the slow adapter (polling after |poll_after|, NULL: never) whose transactions are
+ * shared in the test's Redis (records on).
+ */
+static struct env *env_shared(const char *poll_after)
+{
+    char cmp[512];
+
+    return env_slow_cmp(shared_cmp(cmp, sizeof(cmp)), poll_after, 0);
 }
 
 /* The Redis key of the record of |cl|'s transaction (of its first request) into |out|. */
@@ -4632,6 +4647,135 @@ static void test_shared_client_gone_from_record(void **state)
     assert_gone_withdrawn_and_free(e, &cl, ctx);
 }
 
+/* Two CAs (two_cas_open) behind an engine whose state is shared in the test's Redis; CA1's CRL lists none. */
+static unsigned char *two_cas_open_shared(struct two_cas *t, size_t *crl_len)
+{
+    char cmp[512];
+    unsigned char *crl;
+
+    two_cas_open_cmp(t, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_CRL | GW_UP_REVOKE,
+                     shared_cmp(cmp, sizeof(cmp)));
+    crl = crl_of(t->ca1, t->ca1_key, two_ca_now - 60, two_ca_now + 3600, NULL, crl_len);
+    fake.crl = crl, fake.crl_len = *crl_len;
+    return crl;
+}
+
+/* stderr into the test's file from here to log_capture_end, which answers what was written there. */
+static int log_saved = -1;
+
+static void log_capture_start(void)
+{
+    char path[96];
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/stderr.log", dir);
+    fflush(stderr);
+    assert_true((log_saved = dup(STDERR_FILENO)) >= 0);
+    assert_true((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600)) >= 0);
+    assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+    close(fd);
+}
+
+static char *log_capture_end(void)
+{
+    char path[96];
+
+    snprintf(path, sizeof(path), "%s/stderr.log", dir);
+    fflush(stderr);
+    assert_int_equal(dup2(log_saved, STDERR_FILENO), STDERR_FILENO);
+    close(log_saved);
+    return slurp(path, NULL);
+}
+
+/*
+ * A holder's rr whose revocation Redis does not take (a write it refuses, or its set of them full):
+ * the certificate stays revoked at the CA and the rr is answered accepted, revocation_not_kept says
+ * why, and this instance still refuses the certificate, in this generation and the next, while its
+ * CA's CRL does not list it yet: the set in memory holds it.
+ */
+static void test_shared_revocation_not_kept(void **state)
+{
+    static const struct {
+        const char *lua, *reason;
+    } cases[] = {
+        {"return redis.call('SET', KEYS[1], 'not a set')", "refused a command: WRONGTYPE"},
+        {"redis.call('DEL', KEYS[1])\n"
+         "for i = 1, tonumber(ARGV[1]) do redis.call('ZADD', KEYS[1], 9999999999, i) end\n"
+         "return redis.call('ZCARD', KEYS[1])",
+         "the shared state keeps"},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct two_cas t;
+        struct gw_cmp_settings settings;
+        struct gw_cmp_engine *first;
+        char set[64], pattern[64], max[16], serial[64], out[64], kept[64], err[GW_ERR_LEN] = "", *logged;
+        unsigned char *crl;
+        size_t crl_len;
+
+        if (redis_start() != 0)
+            skip();
+        crl = two_cas_open_shared(&t, &crl_len);
+        snprintf(set, sizeof(set), "unit%d:revoked", (int)getpid());
+        snprintf(max, sizeof(max), "%d", GW_MAX_REVOKED_KEPT);
+        assert_int_equal(
+            redis_cmd(out, sizeof(out), 5, (const char *const[]){"EVAL", cases[i].lua, "1", set, max}), 0);
+        assert_true(out[0] == '+' || out[0] == ':');
+        snprintf(pattern, sizeof(pattern), "unit%d:revoked:*", (int)getpid());
+        assert_int_equal(redis_cmd(kept, sizeof(kept), 2, (const char *const[]){"KEYS", pattern}), 0);
+        log_capture_start();
+        rr_as(&t, t.x1, t.x1_key, t.ca1);
+        logged = log_capture_end();
+        assert_int_equal(fake.revoke_calls, 1);
+        serial_of(t.x1, serial, sizeof(serial));
+        if (strstr(logged, "\"event\":\"revocation_not_kept\"") == NULL || strstr(logged, serial) == NULL ||
+            strstr(logged, cases[i].reason) == NULL)
+            fail_msg("case %zu: no revocation_not_kept of %s for \"%s\" in: %s", i, serial, cases[i].reason,
+                     logged);
+        free(logged);
+        assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"KEYS", pattern}), 0);
+        assert_string_equal(out, kept); /* none more in Redis */
+
+        ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+              "the signer certificate (serial ");
+        first = t.env->engine; /* and the next generation, built after it */
+        gw_config_cmp_settings(t.env->cfg, &settings);
+        assert_non_null(t.env->engine = gw_cmp_engine_new(&settings, t.env->ups, first, err));
+        gw_cmp_engine_set_clock(t.env->engine, two_ca_clock);
+        ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+              "the signer certificate (serial ");
+        gw_cmp_engine_free(t.env->engine);
+        t.env->engine = first;
+        assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"DEL", set}), 0);
+        free(crl);
+        two_cas_close(&t);
+        (void)redis_stop(NULL);
+    }
+}
+
+/*
+ * With Redis down, whether a credential was revoked through another instance cannot be looked up: the
+ * request is refused with systemUnavail, though its CA's CRL clears it, never taken as not revoked.
+ */
+static void test_shared_revoked_lookup_down(void **state)
+{
+    struct two_cas t;
+    unsigned char *crl;
+    size_t crl_len;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    crl = two_cas_open_shared(&t, &crl_len);
+    ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    (void)redis_stop(NULL);
+    ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+          "the revocation status of the signer certificate cannot be checked now (");
+    free(crl);
+    two_cas_close(&t);
+}
+
 /* "poll_after": a duration below the upstream's timeout. */
 static void test_poll_config(void **state)
 {
@@ -4750,6 +4894,8 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_error_not_aborted, redis_stop),
         cmocka_unit_test_teardown(test_shared_client_gone_from_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_replay_refused_before_lease, redis_stop),
+        cmocka_unit_test_teardown(test_shared_revocation_not_kept, redis_stop),
+        cmocka_unit_test_teardown(test_shared_revoked_lookup_down, redis_stop),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
