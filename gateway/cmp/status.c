@@ -563,10 +563,11 @@ static int check_one(struct cmp_call *c, X509 *cert, const STACK_OF(X509) *chain
                upstream_status(e, i, up, ca, cert, c->now, &revoked, &reason, note, err) != 0) {
         gw_log_kv(GW_LOG_WARN, "status_unknown", "tid", c->rsp->tid, "certificate", what, "reason", err,
                   NULL);
+        /* where the shared state is and what it answered are the operator's, as for every other use of it */
         return cmp_refuse(
             r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
             "the revocation status of the %s certificate cannot be checked now (%.120s); retry later", what,
-            err);
+            revoked < 0 ? "whether it was revoked through this gateway cannot be looked up" : err);
     }
     if (!revoked)
         return 0;
