@@ -157,27 +157,30 @@ int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
     unsigned char id[ID_LEN];
     char hex[2 * ID_LEN + 1], why[GW_ERR_LEN] = "";
     time_t until = 0;
-    int rc, shared;
+    int rc, missed = 0;
 
     if (gw_asn1_time(X509_get0_notAfter(cert), &until) != 0 || id_of(cert, id) != 0) {
         snprintf(err, GW_ERR_LEN, "its issuer, serial or notAfter cannot be read");
-        return GW_ERR_CRYPTO;
+        return CMP_REVOKED_NOT_HERE | (e->cluster != NULL ? CMP_REVOKED_NOT_SHARED : 0);
     }
     if (until <= now) /* expired: no chain validates with it */
         return 0;
-    if ((rc = keep(e->revoked, id, until, now)) == GW_ERR_LIMIT)
-        snprintf(err, GW_ERR_LEN, "this instance keeps %d unexpired revocations already",
-                 GW_MAX_REVOKED_KEPT);
-    else if (rc != 0)
-        snprintf(err, GW_ERR_LEN, "out of memory");
+    if ((rc = keep(e->revoked, id, until, now)) != 0) {
+        missed |= CMP_REVOKED_NOT_HERE;
+        if (rc == GW_ERR_LIMIT)
+            snprintf(err, GW_ERR_LEN, "this instance keeps %d unexpired revocations already",
+                     GW_MAX_REVOKED_KEPT);
+        else
+            snprintf(err, GW_ERR_LEN, "out of memory");
+    }
     gw_hex(hex, id, ID_LEN);
     /* shared even when not kept here: the other instances are where it is not known otherwise */
-    if (e->cluster != NULL &&
-        (shared = gw_cluster_put_revoked(e->cluster, hex, now, until - now, why)) != 0 && rc == 0) {
-        snprintf(err, GW_ERR_LEN, "%s", why);
-        rc = shared;
+    if (e->cluster != NULL && gw_cluster_put_revoked(e->cluster, hex, now, until - now, why) != 0) {
+        if (missed == 0)
+            snprintf(err, GW_ERR_LEN, "%s", why);
+        missed |= CMP_REVOKED_NOT_SHARED;
     }
-    return rc;
+    return missed;
 }
 
 int cmp_revoked_check(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)

@@ -19,10 +19,13 @@ struct cmp_revoked;
 struct cmp_revoked *cmp_revoked_new(void);
 void cmp_revoked_free(struct cmp_revoked *rs);
 
+#define CMP_REVOKED_NOT_HERE 1   /* not in this instance's set: full (GW_MAX_REVOKED_KEPT), or no memory */
+#define CMP_REVOKED_NOT_SHARED 2 /* not in the shared state: it failed, or keeps GW_MAX_REVOKED_KEPT */
+
 /*
- * cmp_revoked_add: |cert| was revoked at its CA through |e| at |now|. 0; GW_ERR_LIMIT (GW_MAX_REVOKED_KEPT
- * unexpired ones are kept already, here or in the shared state) or GW_ERR_UNAVAILABLE (the shared
- * state), with |err|: elsewhere it is then known once the CA's CRL says so.
+ * cmp_revoked_add: |cert| was revoked at its CA through |e| at |now|. 0 when it is kept wherever |e|
+ * keeps revocations, else the CMP_REVOKED_NOT_* bits of where it is not, with |err| saying why: there it
+ * is known once the CA's CRL says so.
  */
 int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err);
 

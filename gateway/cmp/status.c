@@ -230,15 +230,24 @@ void cmp_status_invalidate(struct gw_cmp_engine *e, const struct gw_upstream *up
 void cmp_status_revoked(struct gw_cmp_engine *e, const struct gw_upstream *up, X509 *cert, const char *tid)
 {
     char err[GW_ERR_LEN] = "", serial[2 * 20 + 1];
+    int missed, shared_only;
+    const char *msg;
 
     cmp_status_invalidate(e, up);
-    if (cmp_revoked_add(e, cert, e->clock != NULL ? e->clock() : time(NULL), err) == 0)
+    missed = cmp_revoked_add(e, cert, e->clock != NULL ? e->clock() : time(NULL), err);
+    if (missed == 0)
         return;
+    /* kept in the shared state alone: every instance still refuses it while Redis answers */
+    shared_only = missed == CMP_REVOKED_NOT_HERE && e->cluster != NULL;
+    if (shared_only)
+        msg = "this instance refuses this certificate through the shared state alone";
+    else if (missed == CMP_REVOKED_NOT_SHARED)
+        msg = "the other instances refuse this certificate only once its CA's CRL lists it";
+    else
+        msg = "no instance refuses this certificate before its CA's CRL lists it";
     gw_x509_cert_serial_hex(cert, serial, sizeof(serial));
-    gw_log_kv(GW_LOG_ERROR, "revocation_not_kept", "tid", tid, "serial", serial, "reason", err, "msg",
-              "other instances and configuration generations refuse this certificate only once its CA's CRL "
-              "lists it",
-              NULL);
+    gw_log_kv(shared_only ? GW_LOG_WARN : GW_LOG_ERROR, "revocation_not_kept", "tid", tid, "serial", serial,
+              "reason", err, "msg", msg, NULL);
 }
 
 static time_t asn1_to_time(const ASN1_TIME *t)
