@@ -913,14 +913,17 @@ static int check_signer(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MS
     return 0;
 }
 
-/* Whether |msg| may continue or close |t|, which stays as it was: 0, or refused with |r|. */
-static int check_continuing(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *msg,
+/*
+ * Whether |msg| may continue or close |t|, which stays as it was: 0, or refused with |r|. |claimed|:
+ * check_signer passed on this very |t| already (claim_copy kept the copy), and is not run again.
+ */
+static int check_continuing(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *msg, int claimed,
                             struct cmp_refusal *r)
 {
     /* its signer, then whether it answers the last answer (OpenSSL closes the transaction on a
        replay), and only then any upstream status lookup: the TLS side may have changed, a
        certificate been revoked */
-    return check_signer(c, t, msg, r) != 0 || cmp_check_nonce(t, msg, r) != 0 ||
+    return (!claimed && check_signer(c, t, msg, r) != 0) || cmp_check_nonce(t, msg, r) != 0 ||
            cmp_check_credentials(c, t, r) != 0 || cmp_authorize(c, t, r) != 0;
 }
 
@@ -996,11 +999,13 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     struct cmp_txn *t;
     OSSL_CMP_MSG *rsp;
     struct cmp_refusal r = {0}, why = {.fail_info = -1};
-    int rebuilt = 0, leased = 0, open;
+    int rebuilt = 0, leased = 0, claimed = 0, open;
 
-    if (txn != NULL && ((struct cmp_txn *)txn->data)->shared &&
-        claim_shared(c, msg, &txn, &leased, &rebuilt) != 0)
-        return;
+    if (txn != NULL && ((struct cmp_txn *)txn->data)->shared) {
+        if (claim_shared(c, msg, &txn, &leased, &rebuilt) != 0)
+            return;
+        claimed = !rebuilt; /* its signer checked on this copy */
+    }
     if (txn == NULL && !held_here(c, &why) && gw_cluster_keeps_records(c->e->cluster))
         leased = rebuilt = (txn = rebuild(c, msg, &why)) != NULL;
     if (txn == NULL) {
@@ -1013,7 +1018,7 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     cmp_call_switch(c, t->e); /* it ends under the configuration it began in */
     snprintf(c->rsp->identity, sizeof(c->rsp->identity), "%s", t->identity);
     snprintf(c->rsp->serial, sizeof(c->rsp->serial), "%s", t->serial);
-    if (check_continuing(c, t, msg, &r) != 0) {
+    if (check_continuing(c, t, msg, claimed, &r) != 0) {
         put_back(c, txn, rebuilt, leased); /* back untouched: still open for its real client */
         refuse(c, msg, &r);
         return;
@@ -1075,7 +1080,7 @@ static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     struct cmp_refusal why = {.fail_info = -1};
     OSSL_CMP_MSG *rsp;
     struct gw_txn *txn = NULL;
-    int rebuilt = 0, leased = 0, refused;
+    int rebuilt = 0, leased = 0, claimed = 0, refused;
 
     if (t == NULL)
         return;
@@ -1088,9 +1093,11 @@ static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
         (txn = gw_txn_take(c->e->txns, c->hdr.tid, c->hdr.tid_len)) == NULL && !held_here(c, &why) &&
         gw_cluster_keeps_records(c->e->cluster)) {
         leased = rebuilt = (txn = rebuild(c, msg, &why)) != NULL;
-    } else if (txn != NULL && ((struct cmp_txn *)txn->data)->shared &&
-               claim_copy(c, msg, &txn, &leased, &rebuilt, &why) != 0) {
-        txn = NULL; /* closed elsewhere (freed), or refused (back in the table) */
+    } else if (txn != NULL && ((struct cmp_txn *)txn->data)->shared) {
+        if (claim_copy(c, msg, &txn, &leased, &rebuilt, &why) != 0)
+            txn = NULL; /* closed elsewhere (freed), or refused (back in the table) */
+        else
+            claimed = !rebuilt; /* its signer checked on this copy */
     }
     refused = why.fail_info >= 0;
     if (txn != NULL) {
@@ -1099,7 +1106,7 @@ static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
         /* OpenSSL verified it against whichever certificate signed it, which may merely carry the
            sender's name: closing the transaction (revoking its certificate) takes what a certConf takes */
         cmp_call_switch(c, ((struct cmp_txn *)txn->data)->e); /* closed under the configuration it began in */
-        if ((refused = check_continuing(c, txn->data, msg, &why)) != 0)
+        if ((refused = check_continuing(c, txn->data, msg, claimed, &why)) != 0)
             put_back(c, txn, rebuilt, leased); /* back untouched: still open for its real client */
         else
             abort_txn(c, txn);
