@@ -674,3 +674,11 @@ void gw_profiles_free(struct gw_profile *profiles, size_t n)
     }
     free(profiles);
 }
+
+void gw_role_issuers(const struct gw_role *r, const char *out[GW_ROLE_ISSUERS])
+{
+    out[0] = r->delegate_name;
+    out[1] = gw_migration_configured(&r->migration) ? r->migration.to_name : NULL;
+    out[2] = r->upstream_name;
+    out[3] = r->crmf_upstream_name;
+}

@@ -211,6 +211,14 @@ int gw_role_p_policy(struct gw_conf_ctx *pc, const char *path, struct json_objec
                      const struct gw_conf_field *f);
 /* The authorization name lists of |r| name only SAN types the role allows. */
 int gw_role_check_authz_sans(struct gw_conf_ctx *pc, const struct gw_role *r);
+
+#define GW_ROLE_ISSUERS 4
+/*
+ * The upstreams that issue |r|'s certificates, by name, NULL where it has none: its delegate, a
+ * migration's "to", its own upstream and its crmf_upstream, in that order (the order an rr looks for
+ * the certificate's issuer in).
+ */
+void gw_role_issuers(const struct gw_role *r, const char *out[GW_ROLE_ISSUERS]);
 void gw_roles_free(struct gw_role *roles, size_t n);
 void gw_labels_free(struct gw_label *labels, size_t n);
 void gw_profiles_free(struct gw_profile *profiles, size_t n);

@@ -578,15 +578,16 @@ static int issued_here(struct cmp_call *c, const char *upstream_name, X509 *cert
     return ok;
 }
 
-/*
- * Whether |cert| was issued by one of |role|'s upstreams: those rr revokes its certificates through
- * (rr.c, revokers).
- */
+/* Whether |cert| was issued by one of |role|'s upstreams: those rr revokes its certificates through. */
 static int issued_for_role(struct cmp_call *c, const struct gw_role *role, X509 *cert)
 {
-    return issued_here(c, role->upstream_name, cert) || issued_here(c, role->delegate_name, cert) ||
-           issued_here(c, role->crmf_upstream_name, cert) ||
-           (gw_migration_configured(&role->migration) && issued_here(c, role->migration.to_name, cert));
+    const char *names[GW_ROLE_ISSUERS];
+
+    gw_role_issuers(role, names);
+    for (size_t i = 0; i < GW_ROLE_ISSUERS; i++)
+        if (issued_here(c, names[i], cert))
+            return 1;
+    return 0;
 }
 
 /*

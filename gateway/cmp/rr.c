@@ -103,15 +103,14 @@ static int authorize_rr(const struct cmp_txn *t, const X509_NAME *issuer, const 
  * that serial. The count.
  */
 static size_t revokers(struct cmp_call *c, const struct gw_role *role, const X509_NAME *issuer,
-                       struct gw_upstream *out[4])
+                       struct gw_upstream *out[GW_ROLE_ISSUERS])
 {
-    const char *names[] = {role->delegate_name,
-                           gw_migration_configured(&role->migration) ? role->migration.to_name : NULL,
-                           role->upstream_name, role->crmf_upstream_name};
+    const char *names[GW_ROLE_ISSUERS];
     struct gw_upstream *up;
     size_t n = 0;
 
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+    gw_role_issuers(role, names);
+    for (size_t i = 0; i < GW_ROLE_ISSUERS; i++) {
         up = names[i] != NULL ? gw_upstream_set_get0(c->e->ups, names[i]) : NULL;
         if (up != NULL && cmp_status_issues_under(c->e, up, issuer))
             out[n++] = up;
@@ -273,7 +272,7 @@ static int revoke(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer
 static int check_rr(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req, const X509_NAME *issuer,
                     const ASN1_INTEGER *serial, int *reason, int *as_ra, X509 **target, struct cmp_refusal *r)
 {
-    struct gw_upstream *ups[4];
+    struct gw_upstream *ups[GW_ROLE_ISSUERS];
     size_t n;
 
     if (cmp_check_request(t, c, r) != 0)
