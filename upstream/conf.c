@@ -413,16 +413,9 @@ int gw_upstream_conf_can(const char *name, const char *what, const char *file, i
 
 int gw_upstream_conf_access(const struct gw_upstream_conf *u, char *err)
 {
-    const struct gw_http_conf *h = u->ops != NULL && u->ops->http != 0 ? u->impl : NULL;
-    const char *key_file = NULL;
-
+    /* tls_ca, tls_cert and tls_key are read at load and handed to libcurl as bytes: only a reload
+       reads them again, and that is the caller's warning, not a reason to refuse the start */
     if (gw_upstream_conf_can(u->name, "store", u->store_dir, W_OK | X_OK, err) != 0)
-        return GW_ERR_IO;
-    if (h != NULL && !gw_pkcs11_is_uri(h->client_key_file))
-        key_file = h->client_key_file; /* a key in a token is no file: nothing on disk to reach */
-    if (h != NULL && (gw_upstream_conf_can(u->name, "tls_ca", h->ca_file, R_OK, err) != 0 ||
-                      gw_upstream_conf_can(u->name, "tls_cert", h->client_cert_file, R_OK, err) != 0 ||
-                      gw_upstream_conf_can(u->name, "tls_key", key_file, R_OK, err) != 0))
         return GW_ERR_IO;
     return u->ops != NULL && u->ops->conf_access != NULL ? u->ops->conf_access(u, err) : 0;
 }

@@ -242,9 +242,9 @@ int gw_upstream_p_conf(struct gw_conf_ctx *pc, const char *path, struct json_obj
 void gw_upstream_conf_cleanup(struct gw_upstream_conf *conf);
 
 /*
- * gw_upstream_conf_access checks, as the process now runs, what |conf| needs after start: its
- * store writable, and the files read again readable (TLS files a reload reads, a Vault token read
- * again on 403; a PKCS#11 key is no file). 0, or GW_ERR_IO with the first problem in |err| (GW_ERR_LEN).
+ * gw_upstream_conf_access checks, as the process now runs, what |conf| needs between reloads: its
+ * store writable, and the files read again readable (a Vault token read again on 403). Files only
+ * a reload reads are not its business. 0, or GW_ERR_IO with the first problem in |err| (GW_ERR_LEN).
  */
 int gw_upstream_conf_access(const struct gw_upstream_conf *conf, char *err);
 

@@ -271,6 +271,29 @@ class Privileges(unittest.TestCase):
         # the demo's keys are root's (0600): it runs, but a reload as nobody could not read them
         self.assertIn("as user nobody, a reload would be refused", check.stderr)
 
+    def test_upstream_tls_files_only_a_reload_reads(self):
+        """An upstream's TLS certificate and key are read at load and handed to libcurl as bytes:
+        one only root may read serves (a reload would be refused, and the check says so), as a
+        listener's key does; it does not stop the start."""
+        if os.geteuid() != 0:
+            self.skipTest("needs root")
+
+        def edit(cfg, gw):
+            cfg.pop("run_as_root")
+            cfg["user"] = "nobody"
+            cfg["upstreams"]["vault"] = {
+                "type": "vault", "url": "https://127.0.0.1:%d" % harness.free_port(), "tls_ca": "ca.pem",
+                "issuer_ca": "ca.pem", "tls_cert": "client.pem", "tls_key": "client.key", "auth": {"cert": {}}}
+        gw = harness.Gateway(self.tmp / "pki", edit)
+        for d in (self.tmp, gw.dir):
+            d.chmod(0o711)
+        self.assertEqual((gw.dir / "client.key").stat().st_mode & 0o077, 0)  # root's alone
+        check = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
+                               capture_output=True, text=True, env=gw.env())
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+        self.assertNotIn("is not readable", check.stderr)
+        self.assertIn("as user nobody, a reload would be refused", check.stderr)
+
     def test_runs_as_user(self):
         if os.geteuid() != 0:
             self.skipTest("needs root")
