@@ -19,6 +19,7 @@ enum gw_err {
     GW_ERR_UPSTREAM = -12, /* upstream answered with an error */
     GW_ERR_FORBIDDEN = -13,
     GW_ERR_UNAVAILABLE = -14, /* a dependency is known to be down: refused without trying */
+    GW_ERR_REFUSED = -15,     /* the upstream refused the request itself: asking again will not help */
 };
 
 /* gw_err_str returns a static name for an error code. */

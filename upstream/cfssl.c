@@ -73,6 +73,7 @@ struct answer {
     int status;    /* 0 or a negative enum gw_err */
     int fail_info; /* OSSL_CMP_PKIFAILUREINFO_* */
     long code;     /* cfssl's errors[0].code, 0 if none */
+    long http;     /* the answer's HTTP status, 0 if none came */
     char reason[GW_ERR_LEN];
     X509 *cert;         /* READ_SIGN, READ_INFO */
     unsigned char *der; /* READ_CRL */
@@ -198,6 +199,7 @@ static void reduce(const struct gw_upstream_conf *conf, const char *endpoint, en
     char why[GW_ERR_LEN];
 
     memset(a, 0, sizeof(*a));
+    a->http = rsp->status;
     if (rc == GW_ERR_TIMEOUT) {
         answer_fail(a, GW_ERR_TIMEOUT, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                     "cfssl %s did not answer %s in time; the outcome is unknown, not retried",
@@ -770,7 +772,11 @@ out:
     return out;
 }
 
-/* One revoke call with |aki|; 0 or a gw_err with |err|; *not_found says cfssl does not know it. */
+/*
+ * One revoke call with |aki|; 0 or a gw_err with |err|; *not_found says cfssl does not know it. A
+ * 4xx is cfssl refusing this revocation (GW_ERR_REFUSED), but for what error_map calls an operator
+ * problem (systemUnavail): fixed, the same request passes.
+ */
 static int revoke_once(struct cfssl *c, const struct gw_upstream_conf *conf, const ASN1_INTEGER *serial,
                        const char *aki, const char *reason, int *not_found, char *err)
 {
@@ -791,8 +797,8 @@ static int revoke_once(struct cfssl *c, const struct gw_upstream_conf *conf, con
         snprintf(err, GW_ERR_LEN, "%s", a.reason);
         if (*not_found)
             rc = GW_ERR_NOT_FOUND;
-        else if (rc == GW_ERR_POLICY)
-            rc = GW_ERR_UPSTREAM;
+        else if (gw_http_status_refuses(a.http) && a.fail_info != OSSL_CMP_PKIFAILUREINFO_systemUnavail)
+            rc = GW_ERR_REFUSED;
     }
     answer_cleanup(&a);
     return rc;
@@ -837,10 +843,11 @@ static void aki_hex(const ASN1_OCTET_STRING *kid, char *aki)
 }
 
 /* worker: the certificate's own AKID says which CA key cfssl recorded. */
-static int cfssl_revoke(struct gw_upstream *up, const X509 *cert, int reason, char *err)
+static int cfssl_revoke(struct gw_upstream *up, const X509 *cert, int reason, int *fail_info, char *err)
 {
     char aki[2 * 64 + 1];
 
+    (void)fail_info; /* cfssl names no failInfo: a refusal is badRequest */
     if (cert == NULL) {
         snprintf(err, GW_ERR_LEN, "cfssl %s: no certificate to revoke",
                  gw_upstream_conf_name(gw_upstream_get0_conf(up)));
@@ -855,12 +862,13 @@ static int cfssl_revoke(struct gw_upstream *up, const X509 *cert, int reason, ch
  * that name (the first one when |issuer| is NULL). No such issuer: cfssl did not issue it.
  */
 static int cfssl_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
-                               int reason, char *err)
+                               int reason, int *fail_info, char *err)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
     X509 *ca = NULL;
     char aki[2 * 64 + 1];
 
+    (void)fail_info;
     for (int i = 0; ca == NULL && i < sk_X509_num(conf->issuer_certs); i++) {
         X509 *x = sk_X509_value(conf->issuer_certs, i);
 

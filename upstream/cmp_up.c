@@ -508,11 +508,35 @@ static int cmp_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_up
     return 0;
 }
 
+#define FAIL_BIT(name) (1 << OSSL_CMP_PKIFAILUREINFO_##name)
+/* The CA's own trouble: the same rr may pass later (RFC 9810 §5.2.3). */
+#define RR_TRANSIENT                                                                                         \
+    (FAIL_BIT(systemUnavail) | FAIL_BIT(systemFailure) | FAIL_BIT(transactionIdInUse) |                      \
+     FAIL_BIT(timeNotAvailable))
+/* A refusal of the revocation asked for (the certificate, the requester, the reason), which the
+ * client may be told; any other is about the gateway's message to the CA, of which it knows nothing. */
+#define RR_CLIENT_SEES                                                                                       \
+    (FAIL_BIT(badRequest) | FAIL_BIT(notAuthorized) | FAIL_BIT(incorrectData) | FAIL_BIT(unacceptedExtension))
+
 /*
- * rr (RFC 9483 §4.2) for |cert| with CRLReason |reason|; the CA's certRevoked and badCertId keep
- * their meaning (upstream.h). Worker, synchronous.
+ * What the failInfo |fi| of a failed rr means (map_failure: systemUnavail when no usable answer
+ * came): the CA's certRevoked and badCertId keep their meaning (upstream.h), its own trouble may
+ * pass, any other rejection is for good, with |fi| where the client may see it.
  */
-static int cmp_revoke(struct gw_upstream *up, const X509 *cert, int reason, char *err)
+static int revoke_outcome(int fi, int status, int *fail_info)
+{
+    if (fi == OSSL_CMP_PKIFAILUREINFO_certRevoked)
+        return GW_ERR_EXISTS;
+    if (fi == OSSL_CMP_PKIFAILUREINFO_badCertId)
+        return GW_ERR_NOT_FOUND;
+    if ((RR_TRANSIENT & (1 << fi)) != 0)
+        return status;
+    *fail_info = (RR_CLIENT_SEES & (1 << fi)) != 0 ? fi : OSSL_CMP_PKIFAILUREINFO_badRequest;
+    return GW_ERR_REFUSED;
+}
+
+/* rr (RFC 9483 §4.2) for |cert| with CRLReason |reason|. Worker, synchronous. */
+static int cmp_revoke(struct gw_upstream *up, const X509 *cert, int reason, int *fail_info, char *err)
 {
     const struct cmp_up *cu = gw_upstream_get0_impl(up);
     struct xfer x = {0};
@@ -534,9 +558,7 @@ static int cmp_revoke(struct gw_upstream *up, const X509 *cert, int reason, char
     map_failure(cu, ctx, &x, &status, &fi, err);
     gw_log_kv(GW_LOG_WARN, "cmp_upstream_failed", "upstream", gw_upstream_conf_name(cu->conf), "url", cu->url,
               "reason", err, NULL);
-    rc = fi == OSSL_CMP_PKIFAILUREINFO_certRevoked ? GW_ERR_EXISTS
-         : fi == OSSL_CMP_PKIFAILUREINFO_badCertId ? GW_ERR_NOT_FOUND
-                                                   : status;
+    rc = revoke_outcome(fi, status, fail_info);
 out:
     ERR_clear_error();
     OSSL_CMP_CTX_free(ctx);

@@ -443,6 +443,12 @@ void gw_http_response_cleanup(struct gw_http_response *rsp)
     memset(rsp, 0, sizeof(*rsp));
 }
 
+bool gw_http_status_refuses(long status)
+{
+    return status >= 400 && status < 500 && status != 401 && status != 403 && status != 408 &&
+           status != 412 && status != 429;
+}
+
 /* ---- asynchronous calls ---- */
 
 static void transfer_free(struct transfer *tr)

@@ -9,6 +9,7 @@
 #ifndef GW_HTTP_CLIENT_H
 #define GW_HTTP_CLIENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <curl/curl.h>
@@ -60,6 +61,13 @@ void gw_http_client_thread_done(struct gw_http_client *c);
 int gw_http_request(struct gw_http_client *c, const char *method, const char *path, const char *body,
                     const char *const *headers, struct gw_http_response *rsp);
 void gw_http_response_cleanup(struct gw_http_response *rsp);
+
+/*
+ * gw_http_status_refuses tells whether an upstream's HTTP |status| refuses the request itself, so
+ * that sending it again will not help: a 4xx, but 401 and 403 (the gateway's credentials, which an
+ * operator fixes), 408 (too slow), 412 (Vault: not on this node yet) and 429 (too many requests).
+ */
+bool gw_http_status_refuses(long status);
 
 /* The end of an asynchronous call: what gw_http_request returns and fills (|rsp| lives for the call). */
 typedef void (*gw_http_done_fn)(void *arg, int rc, const struct gw_http_response *rsp);

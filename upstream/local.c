@@ -446,9 +446,9 @@ static int reason_usable(int reason)
             reason != CRL_REASON_REMOVE_FROM_CRL);
 }
 
-/* worker */
+/* worker: its store refuses nothing for good (GW_ERR_REFUSED) */
 static int local_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
-                               int reason, char *err)
+                               int reason, int *fail_info, char *err)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
     const struct gw_local_conf *lc = conf->impl;
@@ -456,6 +456,7 @@ static int local_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, 
     char hex[2 * 20 + 1] = "";
     int rc;
 
+    (void)fail_info;
     if (lc->store_dir == NULL) {
         snprintf(err, GW_ERR_LEN, "upstream %s keeps no store, so it cannot revoke: configure \"store\"",
                  conf->name);

@@ -778,29 +778,32 @@ static int lacks(const struct gw_upstream *up, unsigned cap, const char *what, c
     return 1;
 }
 
-int gw_upstream_revoke_cert(struct gw_upstream *up, const X509 *cert, int reason, char *err)
+int gw_upstream_revoke_cert(struct gw_upstream *up, const X509 *cert, int reason, int *fail_info, char *err)
 {
+    *fail_info = OSSL_CMP_PKIFAILUREINFO_badRequest; /* unless the upstream names its own */
     if (lacks(up, GW_UP_REVOKE, "revoke certificates", err))
         return GW_ERR_INVAL;
     if (cert == NULL) {
         snprintf(err, GW_ERR_LEN, "upstream %s: no certificate to revoke", gw_upstream_conf_name(up->conf));
         return GW_ERR_INVAL;
     }
-    return up->ops->revoke != NULL ? up->ops->revoke(up, cert, reason, err)
-                                   : up->ops->revoke_serial(up, X509_get_issuer_name(cert),
-                                                            X509_get0_serialNumber(cert), reason, err);
+    return up->ops->revoke != NULL
+               ? up->ops->revoke(up, cert, reason, fail_info, err)
+               : up->ops->revoke_serial(up, X509_get_issuer_name(cert), X509_get0_serialNumber(cert), reason,
+                                        fail_info, err);
 }
 
 int gw_upstream_revoke(struct gw_upstream *up, const X509 *cert, int reason, char *err)
 {
-    int rc = gw_upstream_revoke_cert(up, cert, reason, err);
+    int fail_info, rc = gw_upstream_revoke_cert(up, cert, reason, &fail_info, err);
 
     return rc == GW_ERR_EXISTS ? 0 : rc; /* withdrawn already: what the caller wants */
 }
 
 int gw_upstream_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
-                              int reason, char *err)
+                              int reason, int *fail_info, char *err)
 {
+    *fail_info = OSSL_CMP_PKIFAILUREINFO_badRequest;
     if (lacks(up, GW_UP_REVOKE, "revoke certificates", err))
         return GW_ERR_INVAL;
     if (serial == NULL) {
@@ -812,7 +815,7 @@ int gw_upstream_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, c
                  gw_upstream_conf_name(up->conf), up->ops->dialect);
         return GW_ERR_INVAL;
     }
-    return up->ops->revoke_serial(up, issuer, serial, reason, err);
+    return up->ops->revoke_serial(up, issuer, serial, reason, fail_info, err);
 }
 
 int gw_upstream_crl(struct gw_upstream *up, unsigned char **der, size_t *len, char *err)

@@ -172,15 +172,20 @@ unsigned gw_upstream_caps(const struct gw_upstream *up);
  * gw_upstream_revoke_serial revokes the certificate |issuer| (may be NULL: the upstream's own CA)
  * issued with |serial|, as an RA's rr names it (RFC 9483 §4.2). GW_ERR_NOT_FOUND when the upstream
  * issued no such certificate (answer badCertId); GW_ERR_EXISTS when it knows the certificate was
- * already revoked (answer certRevoked; Vault and cfssl cannot tell and answer 0).
+ * already revoked (answer certRevoked; Vault and cfssl cannot tell and answer 0); GW_ERR_REFUSED when
+ * the upstream refused this revocation itself, so that asking again will not help (an HTTP 4xx but
+ * for the gateway's credentials and the "wait" ones, 408, 412 and 429; a CMP CA's rejection but for
+ * its own trouble), with the failInfo a client may be told in *fail_info: badRequest, or the CMP CA's
+ * own where it speaks of the revocation asked for. Any other failure may pass: the CA unreachable,
+ * late, busy or failing. |err| has the upstream's answer, for the log only.
  * gw_upstream_revoke_cert revokes |cert| itself, the same way: by the certificate where the upstream
  * takes one (a CMP CA's rr carries it; OpenSSL 3.0 builds none from issuer and serial alone), else by
  * its issuer and serial; for its holder's rr. gw_upstream_revoke is gw_upstream_revoke_cert that
  * takes an already revoked certificate as done (0), for a withdrawal. (worker)
  */
 int gw_upstream_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
-                              int reason, char *err);
-int gw_upstream_revoke_cert(struct gw_upstream *up, const X509 *cert, int reason, char *err);
+                              int reason, int *fail_info, char *err);
+int gw_upstream_revoke_cert(struct gw_upstream *up, const X509 *cert, int reason, int *fail_info, char *err);
 int gw_upstream_revoke(struct gw_upstream *up, const X509 *cert, int reason, char *err);
 /*
  * gw_upstream_crl fetches (local: builds or returns the cached) current CRL of |up| as DER into a

@@ -57,12 +57,13 @@ struct gw_upstream_ops {
     void (*cleanup)(struct gw_upstream *up);
     int (*sign)(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done, void *arg);
     /* Optional (NULL unless caps say so). Synchronous; worker threads; bounded by the upstream timeout. */
-    int (*revoke)(struct gw_upstream *up, const X509 *cert, int reason, char *err);
+    /* A refusal for good (GW_ERR_REFUSED) may name its failInfo in *fail_info (else badRequest). */
+    int (*revoke)(struct gw_upstream *up, const X509 *cert, int reason, int *fail_info, char *err);
     int (*role_policy)(struct gw_upstream *up, const char *role, struct gw_role_policy *out, char *err);
     int (*cert_status)(struct gw_upstream *up, const X509 *cert, int *revoked, char *err);
     /* GW_UP_REVOKE: revoke by issuer and serial (rr carries only a CertTemplate). */
     int (*revoke_serial)(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
-                         int reason, char *err);
+                         int reason, int *fail_info, char *err);
     /* GW_UP_CERT_LOOKUP: the certificate it issued with |serial|, into *cert (the caller's). */
     int (*cert_by_serial)(struct gw_upstream *up, const ASN1_INTEGER *serial, X509 **cert, char *err);
     /* GW_UP_CRL: the current CRL, DER, malloc'd (free()). */

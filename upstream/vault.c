@@ -852,10 +852,12 @@ static int serial_text(const ASN1_INTEGER *s, char serial[GW_VAULT_SERIAL_LEN], 
 
 /*
  * POST revoke by serial: Vault takes no reason code (the caller audits it), and revokes by serial
- * within the mount, whatever |issuer| says. Unknown serial: GW_ERR_NOT_FOUND. Worker.
+ * within the mount, whatever |issuer| says. Unknown serial: GW_ERR_NOT_FOUND. A refusal Vault would
+ * repeat (a 4xx, an expired certificate) is GW_ERR_REFUSED with badRequest: Vault names no failInfo.
+ * Worker.
  */
 static int vault_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer,
-                               const ASN1_INTEGER *serial_int, int reason, char *err)
+                               const ASN1_INTEGER *serial_int, int reason, int *fail_info, char *err)
 {
     struct vault *v = gw_upstream_get0_impl(up);
     char path[GW_MAX_PATH_LEN], serial[GW_VAULT_SERIAL_LEN], why[GW_ERR_LEN], when[32];
@@ -867,6 +869,7 @@ static int vault_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer,
 
     (void)issuer;
     (void)reason;
+    (void)fail_info;
     if ((rc = serial_text(serial_int, serial, err)) != 0)
         return rc;
     if ((req = json_object_new_object()) == NULL)
@@ -877,6 +880,8 @@ static int vault_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer,
                      &status, err);
     if (rc != 0 && status == 400 && strstr(err, "not found") != NULL)
         rc = GW_ERR_NOT_FOUND; /* "certificate with serial ... not found." (docs/design.md U1.5) */
+    else if (rc != 0 && rc != GW_ERR_NOT_FOUND && gw_http_status_refuses(status))
+        rc = GW_ERR_REFUSED;
     if (rc != 0)
         goto out;
     if (gw_vault_parse_revoke(rsp.body, rsp.body_len, &rv, why) != 0) {
@@ -885,7 +890,7 @@ static int vault_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer,
         /* 200 with only a warning: the certificate has expired, and Vault puts no expired one on its CRL */
         set_err(err, "Vault did not revoke %s: it has expired (Vault: %.150s)", serial,
                 rv.warnings[0] != '\0' ? rv.warnings : "no data in the answer");
-        rc = GW_ERR_UPSTREAM;
+        rc = GW_ERR_REFUSED;
     } else if (!rv.revoked) {
         set_err(err, "Vault did not confirm the revocation of %s (state \"%s\", revocation_time %lld)",
                 serial, rv.state, (long long)rv.revocation_time);

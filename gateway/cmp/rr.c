@@ -91,6 +91,10 @@ static int authorize_rr(const struct cmp_txn *t, const X509_NAME *issuer, const 
 /* An rr naming a serial its CA does not know (badCertId); %s is the serial. */
 #define TEXT_NO_SERIAL "the CA has issued no certificate with serial %.60s: check issuer and serial"
 #define TEXT_REVOKED "the certificate is already revoked" /* RFC 9810 §5.2.3 certRevoked */
+/* The CA refused the revocation itself; its answer is for the log only. %s is the serial. */
+#define TEXT_REFUSED                                                                                         \
+    "the CA refused to revoke the certificate with serial %.60s; retrying will not help: ask the CA's "      \
+    "operator why"
 
 /*
  * The upstreams that may have issued it, by its issuer name (rr names no key identifier): the
@@ -212,13 +216,22 @@ static int pick_revoker(struct cmp_txn *t, struct cmp_call *c, struct gw_upstrea
     return refused;
 }
 
-/* What the client is told when the upstream did not revoke (RFC 9483 §4.2 failInfo). */
-static int upstream_failed(const struct cmp_txn *t, int rc, const char *err, struct cmp_refusal *r)
+/*
+ * What the client is told when the upstream did not revoke (RFC 9483 §4.2 failInfo; |fail_info| is the
+ * upstream's for a refusal), and in *kind what the audit record and the log say: whether the same rr
+ * may pass later. A client told to retry retries, so only the upstream's own trouble says so.
+ */
+static int upstream_failed(const struct cmp_txn *t, int rc, int fail_info, const char *err, const char **kind,
+                           struct cmp_refusal *r)
 {
+    *kind = "refused for good";
     if (rc == GW_ERR_EXISTS)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_certRevoked, TEXT_REVOKED);
     if (rc == GW_ERR_NOT_FOUND)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertId, TEXT_NO_SERIAL, t->serial);
+    if (rc == GW_ERR_REFUSED)
+        return cmp_refuse(r, fail_info, TEXT_REFUSED, t->serial);
+    *kind = "retry later";
     return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                       "the CA could not revoke the certificate now (%.150s); retry later", err);
 }
@@ -230,9 +243,10 @@ static int upstream_failed(const struct cmp_txn *t, int rc, const char *err, str
 static int revoke(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer, const ASN1_INTEGER *serial,
                   X509 *target, int reason, int as_ra, struct cmp_refusal *refusal)
 {
+    const char *up_name = gw_upstream_conf_name(gw_upstream_get0_conf(t->up)), *kind;
     struct gw_audit_rec r;
     char err[GW_ERR_LEN] = "", status[GW_ERR_LEN];
-    int rc, dropped = t->up != NULL && (gw_upstream_caps(t->up) & GW_UP_REVOKE_REASON) == 0;
+    int rc, fail_info, dropped = t->up != NULL && (gw_upstream_caps(t->up) & GW_UP_REVOKE_REASON) == 0;
     int code = reason == CRL_REASON_NONE ? CRL_REASON_UNSPECIFIED : reason;
 
     snprintf(status, sizeof(status), "revocation requested by the %s; reason %s", as_ra ? "RA" : "holder",
@@ -243,13 +257,17 @@ static int revoke(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer
                           "the audit log cannot be written; nothing was revoked");
     c->audited = 1; /* each outcome below writes its own record */
     /* the holder's is the certificate the rr names (authorize_rr): a CMP CA needs it whole */
-    rc = as_ra ? gw_upstream_revoke_serial(t->up, issuer, serial, code, err)
-               : gw_upstream_revoke_cert(t->up, t->signer, code, err);
+    rc = as_ra ? gw_upstream_revoke_serial(t->up, issuer, serial, code, &fail_info, err)
+               : gw_upstream_revoke_cert(t->up, t->signer, code, &fail_info, err);
     if (rc != 0) {
-        snprintf(status, sizeof(status), "not revoked: %.200s", err);
+        (void)upstream_failed(t, rc, fail_info, err, &kind, refusal);
+        /* the upstream's answer (bounded, control characters replaced by its adapter) stays here */
+        gw_log_kv(GW_LOG_WARN, "rr_revoke_failed", "tid", c->rsp->tid, "upstream", up_name, "serial",
+                  t->serial, "outcome", kind, "reason", err, NULL);
+        snprintf(status, sizeof(status), "not revoked (%s): %.200s", kind, err);
         cmp_audit_rec_init(&r, t, c->rsp->tid, "revoke_failed", status);
         (void)cmp_audit_write(c->e, &r, 1);
-        return upstream_failed(t, rc, err, refusal);
+        return 1;
     }
     cmp_status_revoked(c->e, t->up, target, c->rsp->tid); /* it authenticates nothing from now on */
     /* Vault takes no reason code (docs/design.md U1.5): this record is where it is kept */
@@ -260,8 +278,7 @@ static int revoke(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer
         gw_log_kv(GW_LOG_ERROR, "audit_lost", "tid", c->rsp->tid, "serial", t->serial, "msg",
                   "the certificate was revoked but the audit record could not be written", NULL);
     gw_log_kv(GW_LOG_INFO, "cert_revoked", "tid", c->rsp->tid, "identity", t->identity, "serial", t->serial,
-              "reason", reason_name(reason), "upstream", gw_upstream_conf_name(gw_upstream_get0_conf(t->up)),
-              NULL);
+              "reason", reason_name(reason), "upstream", up_name, NULL);
     return 0;
 }
 

@@ -233,6 +233,37 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
         self.assertEqual([(r.get("upstream"), r["status"]) for r in revoked],
                          [("ca-cmp", "revoked; reason keyCompromise")])
 
+    def holder_rr_rejected(self, name, fail_bit):
+        """The holder's rr of a certificate of the CMP CA, which rejects it with |fail_bit| and its own text:
+        the decoded rp, and what the audit log (revoke_failed) says of it."""
+        key, canned = self.canned(name)
+        self.mock.start(canned, "-pkistatus", "2", "-failure", str(fail_bit), "-statusstring",
+                        "no revocations on Sundays")
+        res = self.gw.cmp("rr", name, auth=(canned, key), path="pki/roles/cmp/cmp", expect_cert=False,
+                          extra=["-oldcert", canned, "-revreason", "1"])
+        self.assertEqual(self.upstream_saw(), ["RR"])
+        serial = int(harness.serial_hex(canned), 16)
+        records = [r["status"] for r in harness.audit_records(self.gw, "revoke_failed")
+                   if int(r.get("serial", "0"), 16) == serial]
+        return harness.rp_status(res.rsp_files[0].read_bytes()), canned, records
+
+    def test_holder_rr_refused_by_the_cmp_ca(self):
+        """The CMP CA rejects the revocation itself (notAuthorized): the client gets that failInfo and is told
+        that retrying will not help, without the CA's text, which the audit log keeps. Once, it was told to
+        retry later, forever."""
+        rp, canned, records = self.holder_rr_rejected("rr-refused", 23)
+        self.assertEqual(rp, (REJECTION, ["notAuthorized"], [
+            "the CA refused to revoke the certificate with serial %s; retrying will not help: ask the CA's "
+            "operator why" % harness.serial_hex(canned)]))
+        self.assertEqual(records, ["not revoked (refused for good): upstream CA: no revocations on Sundays"])
+
+    def test_holder_rr_cmp_ca_unavailable(self):
+        """The twin: the CMP CA says it is unavailable (systemUnavail): the client is told to retry later."""
+        rp, _, records = self.holder_rr_rejected("rr-later", 24)
+        self.assertEqual(rp, (REJECTION, ["systemUnavail"], [
+            "the CA could not revoke the certificate now (upstream CA: no revocations on Sundays); retry later"]))
+        self.assertEqual(records, ["not revoked (retry later): upstream CA: no revocations on Sundays"])
+
     def test_holder_revokes_through_the_crmf_upstream(self):
         # a certificate of the role's crmf_upstream is revoked there, whatever the role's upstream is
         _, rp = self.issued_then_revoked("mix-rr", "mixed")

@@ -52,6 +52,7 @@ ELSEWHERE = {
     "rr_ra_no_lookup": ("test_rr.py", "an RA may revoke on this route only the certificate it signs with: the CA "),
     "rr_lookup_failed": ("test_rr.py", "the certificate to revoke cannot be looked up at the CA now; retry later"),
     "rr_revoke_failed": ("test_rr.py", "the CA could not revoke the certificate now "),
+    "rr_revoke_refused": ("test_rr.py", "the CA refused to revoke the certificate with serial "),
     "rr_reason_remove": ("test_rr.py", "revocation reason removeFromCRL releases a certificate from hold, "),
     "genm_unknown": ("test_genm.py", "is not supported: this server answers id-it-caCerts, id-it-rootCaCert, "),
     "genm_root_cert": ("test_genm.py", "the id-it-rootCaCert value is not a certificate: send the root CA "),

@@ -259,20 +259,50 @@ class RevocationAtVault(harness.GatewayTestCase):
             "the certificate to revoke cannot be looked up at the CA now; retry later"]))
         self.assertFalse(self.revoked_at_vault(victim))
 
-    def test_revoke_failure_refuses(self):
-        """Vault fails the revocation itself: the client is told to retry, and the audit log says it was not
-        revoked."""
-        victim = self.p10cr("vault-b", "b-4.example.com")
-        self.vault.control({"force_status": 500, "match": "/revoke"})
+    def revoke_answered(self, name, status):
+        """An RA's rr for a fresh certificate of vault-b while Vault answers its revoke with HTTP |status|:
+        the decoded rp, then what the audit log (revoke_failed) and the log (rr_revoke_failed) say of it, and
+        how many more rr rejections the metrics count, by failInfo. The certificate stays valid at Vault."""
+        victim = self.p10cr("vault-b", "%s.example.com" % name)
+        counted = self.rr_rejections()
+        self.vault.control({"force_status": status, "match": "/revoke"})
         try:
-            status, fails, texts = self.ra_rr("b-ra-revoke-down", victim)
+            rp = self.ra_rr(name, victim)
         finally:
             self.vault.control({})
+        self.assertFalse(self.revoked_at_vault(victim))
+        serial = int(harness.serial_hex(victim), 16)
+        records = [r["status"] for r in audit(self.gw, "revoke_failed") if int(r.get("serial", "0"), 16) == serial]
+        lines = [(e["outcome"], e["reason"]) for e in self.gw.log_lines()
+                 if e.get("event") == "rr_revoke_failed" and int(e.get("serial", "0"), 16) == serial]
+        more = {k: v - counted[k] for k, v in self.rr_rejections().items() if v != counted[k]}
+        return victim, rp, records, lines, more
+
+    def rr_rejections(self):
+        return {fail: harness.metric(self.gw, "cmpgw_requests_total", 0, role="vault-b", body="rr",
+                                     outcome="rejection", fail_info=fail) for fail in ("badRequest", "systemUnavail")}
+
+    def test_revoke_failure_refuses(self):
+        """Vault fails the revocation itself (500): the client is told to retry, and the audit log, the log and
+        the metrics say that it may pass later."""
+        _, (status, fails, texts), records, lines, more = self.revoke_answered("b-ra-revoke-down", 500)
         self.assertEqual((status, fails), (2, ["systemUnavail"]))
         self.assertRegex(texts[0], r"^the CA could not revoke the certificate now \(.+\); retry later$")
-        self.assertFalse(self.revoked_at_vault(victim))
-        self.assertTrue([r for r in audit(self.gw, "revoke_failed") if int(r.get("serial", "0"), 16) ==
-                         int(harness.serial_hex(victim), 16)])
+        self.assertEqual(records, ["not revoked (retry later): Vault failed: internal error (HTTP 500)"])
+        self.assertEqual(lines, [("retry later", "Vault failed: internal error (HTTP 500)")])
+        self.assertEqual(more, {"systemUnavail": 1})
+
+    def test_revoke_refused_for_good(self):
+        """Vault refuses the revocation itself (400, as for a serial it knows in no form): retrying will not
+        help, and the client is told so (badRequest), without Vault's words, which the audit log and the log
+        keep. Once, the client was told to retry later, forever."""
+        victim, rp, records, lines, more = self.revoke_answered("b-ra-revoke-refused", 400)
+        self.assertEqual(rp, (2, ["badRequest"], [
+            "the CA refused to revoke the certificate with serial %s; retrying will not help: ask the CA's "
+            "operator why" % harness.serial_hex(victim)]))
+        self.assertEqual(records, ["not revoked (refused for good): Vault refused: forced status (HTTP 400)"])
+        self.assertEqual(lines, [("refused for good", "Vault refused: forced status (HTTP 400)")])
+        self.assertEqual(more, {"badRequest": 1})
 
 
 class RevocationAtCfssl(harness.GatewayTestCase):

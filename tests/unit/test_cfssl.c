@@ -1167,20 +1167,43 @@ static void test_revoke_reasons(void **state)
     fixture_cleanup(&f);
 }
 
-/* cfssl without a certificate database has no revoke endpoint. */
-static void test_revoke_down_and_garbage(void **state)
+/*
+ * What cfssl's answer to a revoke means beyond revoked and unknown: a 4xx is cfssl refusing it for
+ * good (GW_ERR_REFUSED: the client is told not to retry), also from a cfssl without a certificate
+ * database, which has no revoke endpoint; its own trouble (5xx, too many requests, an answer that does
+ * not read) may pass. Once, every one of them had the client retry forever.
+ */
+static void test_revoke_refusals(void **state)
 {
+    static const struct {
+        struct reply r;
+        int rc;
+        const char *err; /* in the reason, for the log */
+    } cases[] = {
+        {{404, "text/plain", "404 page not found\n", 0}, GW_ERR_REFUSED, "HTTP 404"},
+        {{400, "text/plain",
+          "{\"success\":false,\"result\":null,\"errors\":[{\"code\":400,\"message\":\"Invalid reason "
+          "code\"}],\"messages\":[]}",
+          0},
+         GW_ERR_REFUSED,
+         "Invalid reason code"},
+        {{429, "text/plain", "too many requests\n", 0}, GW_ERR_UPSTREAM, "HTTP 429"},
+        {{502, "text/html", "<html>bad gateway</html>", 0}, GW_ERR_UPSTREAM, "HTTP 502"},
+        {{200, "application/json", "{\"success\":true,\"result\":{}", 0}, GW_ERR_UPSTREAM, "HTTP 200"},
+    };
     struct fixture f;
     char err[GW_ERR_LEN];
 
     (void)state;
     fixture_init(&f, srv.port, 0);
-    srv.revoke[0] = (struct reply){404, "text/plain", "404 page not found\n", 0};
-    assert_int_equal(gw_upstream_revoke(f.up, leaf, 0, err), GW_ERR_UPSTREAM);
-    assert_non_null(strstr(err, "HTTP 404"));
-    clear_requests();
-    srv.revoke[0] = (struct reply){200, "application/json", "{\"success\":true,\"result\":{}", 0};
-    assert_int_equal(gw_upstream_revoke(f.up, leaf, 0, err), GW_ERR_UPSTREAM);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        clear_requests();
+        srv.revoke[0] = cases[i].r;
+        assert_int_equal(gw_upstream_revoke(f.up, leaf, 0, err), cases[i].rc);
+        assert_int_equal(srv.n_reqs, 1);
+        if (strstr(err, cases[i].err) == NULL)
+            fail_msg("case %zu: \"%s\"", i, err);
+    }
     fixture_cleanup(&f);
 }
 
@@ -1202,7 +1225,7 @@ int main(void)
         cmocka_unit_test(test_init_errors),
         cmocka_unit_test(test_revoke),
         cmocka_unit_test(test_revoke_reasons),
-        cmocka_unit_test(test_revoke_down_and_garbage),
+        cmocka_unit_test(test_revoke_refusals),
         cmocka_unit_test(test_chain_fetch_blocks_nobody),
     };
 

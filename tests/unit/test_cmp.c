@@ -1061,9 +1061,9 @@ static int fake_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_u
     return rc;
 }
 
-static int fake_revoke(struct gw_upstream *up, const X509 *cert, int reason, char *err)
+static int fake_revoke(struct gw_upstream *up, const X509 *cert, int reason, int *fail_info, char *err)
 {
-    (void)up, (void)cert, (void)reason;
+    (void)up, (void)cert, (void)reason, (void)fail_info;
     fake.revoke_calls++;
     if (!fake.revoke_fails)
         return 0;
@@ -3781,7 +3781,7 @@ static struct {
     int entered, released, on_caller;
 } held_revoke = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
-static int held_revoke_fn(struct gw_upstream *up, const X509 *cert, int reason, char *err)
+static int held_revoke_fn(struct gw_upstream *up, const X509 *cert, int reason, int *fail_info, char *err)
 {
     pthread_mutex_lock(&held_revoke.lock);
     if (pthread_equal(pthread_self(), held_revoke.caller)) {
@@ -3793,7 +3793,7 @@ static int held_revoke_fn(struct gw_upstream *up, const X509 *cert, int reason, 
             pthread_cond_wait(&held_revoke.cond, &held_revoke.lock);
     }
     pthread_mutex_unlock(&held_revoke.lock);
-    return fake_revoke(up, cert, reason, err);
+    return fake_revoke(up, cert, reason, fail_info, err);
 }
 
 /* The slow adapter's revocations are held (it revokes: slow_revokes first). */

@@ -182,6 +182,7 @@ struct server {
     X509 *capubs;
     unsigned char rr_named[64]; /* issuer and serial of the last rr, their DER one after the other */
     int rr_named_len;
+    int rr_fail; /* M_REJECT: the failInfo bit that rejects an rr (certRevoked unless server_reject_rr) */
     pthread_mutex_t lock; /* the test changes the protection between exchanges */
 };
 
@@ -215,7 +216,7 @@ static OSSL_CMP_PKISI *srv_rr(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, co
 {
     struct server *s = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
     unsigned char *p = s->rr_named;
-    int n = i2d_X509_NAME(issuer, NULL), m = i2d_ASN1_INTEGER(serial, NULL);
+    int n = i2d_X509_NAME(issuer, NULL), m = i2d_ASN1_INTEGER(serial, NULL), fail;
 
     (void)req;
     if (n > 0 && m > 0 && n + m <= (int)sizeof(s->rr_named)) {
@@ -223,9 +224,12 @@ static OSSL_CMP_PKISI *srv_rr(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, co
         i2d_ASN1_INTEGER(serial, &p);
         s->rr_named_len = n + m;
     }
-    if (s->mode == M_REJECT)
-        return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << OSSL_CMP_PKIFAILUREINFO_certRevoked,
-                                       "already revoked");
+    if (s->mode == M_REJECT) {
+        pthread_mutex_lock(&s->lock);
+        fail = s->rr_fail;
+        pthread_mutex_unlock(&s->lock);
+        return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << fail, "no\nway");
+    }
     return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, NULL);
 }
 
@@ -376,6 +380,7 @@ static void server_start(struct server *s, enum mode mode)
 
     memset(s, 0, sizeof(*s));
     s->mode = mode;
+    s->rr_fail = OSSL_CMP_PKIFAILUREINFO_certRevoked;
     pthread_mutex_init(&s->lock, NULL);
     assert_true((s->fd = socket(AF_INET, SOCK_STREAM, 0)) >= 0);
     assert_int_equal(bind(s->fd, (struct sockaddr *)&a, sizeof(a)), 0);
@@ -403,6 +408,14 @@ static void server_answer_as(struct server *s, X509 *cert, EVP_PKEY *key, const 
     s->rsp_cert = cert;
     s->rsp_key = key;
     s->sender = pbm_sender;
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* From the next rr on (M_REJECT): rejected with failInfo |bit|. */
+static void server_reject_rr(struct server *s, int bit)
+{
+    pthread_mutex_lock(&s->lock);
+    s->rr_fail = bit;
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -860,7 +873,7 @@ static void test_revoke_cert(void **state)
 {
     X509 *x = make_cert("issued", client_key, 0);
     unsigned char want[64], *p = want;
-    int len = i2d_X509_NAME(X509_get_issuer_name(x), &p);
+    int fi, len = i2d_X509_NAME(X509_get_issuer_name(x), &p);
     char err[GW_ERR_LEN] = "";
     struct server s;
     struct run r;
@@ -871,7 +884,7 @@ static void test_revoke_cert(void **state)
         server_start(&s, rejected ? M_REJECT : M_ISSUE);
         run_open(&r, s.port);
         assert_int_equal(gw_upstream_revoke(r.up, x, CRL_REASON_KEY_COMPROMISE, err), 0);
-        assert_int_equal(gw_upstream_revoke_cert(r.up, x, CRL_REASON_KEY_COMPROMISE, err),
+        assert_int_equal(gw_upstream_revoke_cert(r.up, x, CRL_REASON_KEY_COMPROMISE, &fi, err),
                          rejected ? GW_ERR_EXISTS : 0);
         run_close(&r);
         server_stop(&s);
@@ -879,6 +892,63 @@ static void test_revoke_cert(void **state)
         assert_int_equal(s.bodies[0], BODY_RR);
         assert_int_equal(s.rr_named_len, len);
         assert_memory_equal(s.rr_named, want, (size_t)len);
+    }
+    X509_free(x);
+}
+
+/*
+ * A CMP CA's rejection of an rr: its own trouble may pass (the client is told to retry later), any
+ * other is for good, with its failInfo where that speaks of the revocation asked for, else badRequest
+ * (one about the gateway's message to the CA, which the client cannot change). The CA's text is for
+ * the log. Once, every rejection but certRevoked and badCertId had the client retry forever.
+ */
+static void test_revoke_refusals(void **state)
+{
+    static const struct {
+        enum mode mode;
+        int fail; /* M_REJECT: the CA's failInfo bit */
+        int rc;
+        int fail_info; /* GW_ERR_REFUSED: what the client may be told */
+    } cases[] = {
+        {M_REJECT, OSSL_CMP_PKIFAILUREINFO_badCertId, GW_ERR_NOT_FOUND, 0},
+        {M_REJECT, OSSL_CMP_PKIFAILUREINFO_systemUnavail, GW_ERR_UPSTREAM, 0},
+        {M_REJECT, OSSL_CMP_PKIFAILUREINFO_systemFailure, GW_ERR_UPSTREAM, 0},
+        {M_REJECT, OSSL_CMP_PKIFAILUREINFO_transactionIdInUse, GW_ERR_UPSTREAM, 0},
+        {M_REJECT, OSSL_CMP_PKIFAILUREINFO_timeNotAvailable, GW_ERR_UPSTREAM, 0},
+        {M_HTTP500, 0, GW_ERR_UPSTREAM, 0},
+        {M_REJECT, OSSL_CMP_PKIFAILUREINFO_badRequest, GW_ERR_REFUSED, OSSL_CMP_PKIFAILUREINFO_badRequest},
+        {M_REJECT, OSSL_CMP_PKIFAILUREINFO_notAuthorized, GW_ERR_REFUSED,
+         OSSL_CMP_PKIFAILUREINFO_notAuthorized},
+        {M_REJECT, OSSL_CMP_PKIFAILUREINFO_incorrectData, GW_ERR_REFUSED,
+         OSSL_CMP_PKIFAILUREINFO_incorrectData},
+        {M_REJECT, OSSL_CMP_PKIFAILUREINFO_unacceptedExtension, GW_ERR_REFUSED,
+         OSSL_CMP_PKIFAILUREINFO_unacceptedExtension},
+        /* about the gateway's own message: never the client's to see (badMessageCheck would charge it) */
+        {M_REJECT, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, GW_ERR_REFUSED,
+         OSSL_CMP_PKIFAILUREINFO_badRequest},
+        {M_REJECT, OSSL_CMP_PKIFAILUREINFO_signerNotTrusted, GW_ERR_REFUSED,
+         OSSL_CMP_PKIFAILUREINFO_badRequest},
+        {M_REJECT, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, GW_ERR_REFUSED,
+         OSSL_CMP_PKIFAILUREINFO_badRequest},
+    };
+    X509 *x = make_cert("issued", client_key, 0);
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char err[GW_ERR_LEN] = "";
+        struct server s;
+        struct run r;
+        int fi = -1, rc;
+
+        server_start(&s, cases[i].mode);
+        server_reject_rr(&s, cases[i].fail);
+        run_open(&r, s.port);
+        rc = gw_upstream_revoke_cert(r.up, x, CRL_REASON_KEY_COMPROMISE, &fi, err);
+        if (rc != cases[i].rc || (rc == GW_ERR_REFUSED && fi != cases[i].fail_info) ||
+            strstr(err, cases[i].mode == M_REJECT ? "upstream CA: no?way" : "answered HTTP 500") == NULL)
+            fail_msg("case %zu (failInfo bit %d): rc %d failInfo %d \"%s\"", i, cases[i].fail, rc, fi, err);
+        run_close(&r);
+        server_stop(&s);
     }
     X509_free(x);
 }
@@ -901,6 +971,7 @@ int main(void)
         cmocka_unit_test(test_failures),
         cmocka_unit_test(test_down),
         cmocka_unit_test(test_revoke_cert),
+        cmocka_unit_test(test_revoke_refusals),
         cmocka_unit_test(test_sender_default),
         cmocka_unit_test(test_sender_settings),
         cmocka_unit_test(test_capubs_not_planted),

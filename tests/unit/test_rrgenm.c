@@ -986,14 +986,22 @@ static struct {
     int revokes;
     int revoked;  /* what a status query answers */
     X509 *own_ca; /* the local conf's, set aside */
+    int fails;    /* what a revocation returns (with |fail_info| for GW_ERR_REFUSED), and UPSTREAM_SAYS */
+    int fail_info;
 } by_serial;
 
+#define UPSTREAM_SAYS "Vault refused: role devices may not revoke (HTTP 400)"
+
 static int by_serial_revoke(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
-                            int reason, char *err)
+                            int reason, int *fail_info, char *err)
 {
-    (void)up, (void)issuer, (void)serial, (void)reason, (void)err;
+    (void)up, (void)issuer, (void)serial, (void)reason;
     by_serial.revokes++;
-    return 0;
+    if (by_serial.fails == 0)
+        return 0;
+    *fail_info = by_serial.fail_info;
+    snprintf(err, GW_ERR_LEN, UPSTREAM_SAYS);
+    return by_serial.fails;
 }
 
 static int by_serial_lookup(struct gw_upstream *up, const ASN1_INTEGER *serial, X509 **cert, char *err)
@@ -1051,6 +1059,7 @@ static struct env *env_by_serial(const char *role_extra, const struct gw_upstrea
     uc->check_revocation = false; /* the holder's certificate authenticates without a status source */
     by_serial.revokes = 0;
     by_serial.answer = NULL;
+    by_serial.fails = 0;
     assert_non_null(up = gw_upstream_new_ops(uc, ops, NULL, err));
     assert_int_equal(gw_upstream_set_put0(e->ups, up), 0);
     gw_config_cmp_settings(e->cfg, &settings);
@@ -1155,6 +1164,61 @@ static void test_rr_ra_already_revoked(void **state)
     by_serial.revoked = 0; /* the twin: revoked now */
     ra_rr(e, mine, mine, -1, NULL);
     assert_int_equal(by_serial.revokes, 1);
+    X509_free(mine);
+    EVP_PKEY_free(k);
+    env_by_serial_free(e);
+}
+
+/*
+ * The CA did not revoke: told to retry only when the CA's own trouble may pass; a refusal of the
+ * revocation itself is for good, with the upstream's failInfo, and the upstream's words stay in the
+ * audit record. Once, every such refusal had the client retry forever, quoting the upstream.
+ */
+static void test_rr_upstream_refuses(void **state)
+{
+#define REFUSED_5105                                                                                         \
+    "the CA refused to revoke the certificate with serial 5105; retrying will not help: ask the CA's "       \
+    "operator why"
+    static const struct {
+        int fails, fail_info; /* the upstream's */
+        int want_fail;
+        const char *text;  /* the statusString: all of it for a refusal (the upstream's words stay out) */
+        const char *audit; /* in the status of the revoke_failed records, |on_record| of them so far */
+        int on_record;
+    } cases[] = {
+        {GW_ERR_REFUSED, OSSL_CMP_PKIFAILUREINFO_badRequest, OSSL_CMP_PKIFAILUREINFO_badRequest, REFUSED_5105,
+         "not revoked (refused for good): " UPSTREAM_SAYS, 1},
+        {GW_ERR_REFUSED, OSSL_CMP_PKIFAILUREINFO_notAuthorized, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+         REFUSED_5105, "not revoked (refused for good): ", 2},
+        {GW_ERR_BUSY, 0, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+         "the CA could not revoke the certificate now (" UPSTREAM_SAYS "); retry later",
+         "not revoked (retry later): " UPSTREAM_SAYS, 1},
+        {GW_ERR_TIMEOUT, 0, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "; retry later",
+         "not revoked (retry later): ", 2},
+    };
+    struct env *e = env_by_serial(RA_ROLE, &by_serial_ops, NULL, NULL);
+    EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *mine = tu_make_cert(k, issuing_key, issuing_cert, "rr-device-10", 0x5105);
+    OSSL_CMP_CTX *ctx;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        by_serial.fails = cases[i].fails;
+        by_serial.fail_info = cases[i].fail_info;
+        by_serial.answer = mine;
+        rr(e, signer_cert, signer_key, mine, CRL_REASON_SUPERSEDED, &ctx);
+        assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, cases[i].want_fail, cases[i].text);
+        if (cases[i].fails == GW_ERR_REFUSED)
+            assert_int_equal(
+                ASN1_STRING_length(sk_ASN1_UTF8STRING_value(OSSL_CMP_CTX_get0_statusString(ctx), 0)),
+                strlen(REFUSED_5105));
+        OSSL_CMP_CTX_free(ctx);
+        assert_int_equal(audit_count(e, "revoke_failed", "status", cases[i].audit), cases[i].on_record);
+    }
+    assert_int_equal(by_serial.revokes, 4);
+    by_serial.fails = 0; /* the twin: the CA revokes */
+    by_serial.answer = mine;
+    expect_rr(e, signer_cert, signer_key, mine, CRL_REASON_SUPERSEDED, -1, NULL);
     X509_free(mine);
     EVP_PKEY_free(k);
     env_by_serial_free(e);
@@ -1642,6 +1706,7 @@ int main(void)
         cmocka_unit_test(test_rr_ra_by_serial),
         cmocka_unit_test(test_rr_ra_already_revoked),
         cmocka_unit_test(test_rr_ra_without_lookup),
+        cmocka_unit_test(test_rr_upstream_refuses),
         cmocka_unit_test(test_rr_holder_forged_key_id),
         cmocka_unit_test(test_rr_migration_same_ca_name),
         cmocka_unit_test(test_rr_crmf_upstream),

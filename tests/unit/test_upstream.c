@@ -1407,6 +1407,7 @@ static void test_local_revoke_cases(void **state)
     struct gw_upstream_conf conf;
     struct gw_upstream *up;
     char dir[64], err[GW_ERR_LEN];
+    int fi;
     X509 *certs[2];
     X509_NAME *ca_name, *root_name;
     ASN1_INTEGER *odd[4];
@@ -1453,12 +1454,12 @@ static void test_local_revoke_cases(void **state)
         print_message("case: %s\n", cases[i].name);
         err[0] = '\0';
         assert_int_equal(gw_upstream_revoke_serial(up, cases[i].issuer != NULL ? *cases[i].issuer : NULL,
-                                                   serial, cases[i].reason, err),
+                                                   serial, cases[i].reason, &fi, err),
                          cases[i].rc);
         if (cases[i].rc != 0)
             assert_true(err[0] != '\0');
     }
-    assert_int_equal(gw_upstream_revoke_serial(up, NULL, NULL, 0, err), GW_ERR_INVAL);
+    assert_int_equal(gw_upstream_revoke_serial(up, NULL, NULL, 0, &fi, err), GW_ERR_INVAL);
     /* the first revocation stands: keyCompromise, not superseded */
     crl = fetch_crl(up, NULL, NULL);
     check_crl(crl, 2);
@@ -1480,6 +1481,7 @@ static void test_local_crl(void **state)
     struct gw_upstream_conf conf;
     struct gw_upstream *up;
     char dir[64], err[GW_ERR_LEN], path[PATH_MAX];
+    int fi;
     unsigned char *der1, *der2;
     size_t len1, len2;
     X509 *certs[4];
@@ -1509,7 +1511,7 @@ static void test_local_crl(void **state)
     /* revoke two: by serial with a reason, and by certificate (gw_upstream_revoke) */
     assert_int_equal(gw_upstream_revoke_serial(up, X509_get_issuer_name(certs[0]),
                                                X509_get0_serialNumber(certs[0]), CRL_REASON_KEY_COMPROMISE,
-                                               err),
+                                               &fi, err),
                      0);
     assert_int_equal(gw_upstream_revoke(up, certs[1], CRL_REASON_UNSPECIFIED, err), 0);
     crl = fetch_crl(up, NULL, NULL);
@@ -1539,7 +1541,7 @@ static void test_local_crl(void **state)
     assert_int_equal(gw_upstream_cert_status(up, certs[1], &revoked, err), 0);
     assert_int_equal(revoked, 1);
     assert_int_equal(gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(certs[3]),
-                                               CRL_REASON_CESSATION_OF_OPERATION, err),
+                                               CRL_REASON_CESSATION_OF_OPERATION, &fi, err),
                      0);
     crl = fetch_crl(up, NULL, NULL);
     check_crl(crl, 3);
@@ -1551,7 +1553,7 @@ static void test_local_crl(void **state)
     assert_non_null(f = fopen(path, "w"));
     fclose(f);
     assert_int_equal(
-        gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(certs[2]), CRL_REASON_NONE, err), 0);
+        gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(certs[2]), CRL_REASON_NONE, &fi, err), 0);
     crl = fetch_crl(up, NULL, NULL);
     check_crl(crl, 4);
     X509_CRL_free(crl);
@@ -1573,7 +1575,7 @@ static void test_local_crl(void **state)
         X509 *fresh;
 
         issue_n(up, &fresh, 1); /* a new revocation: the cached CRL must be rebuilt */
-        assert_int_equal(gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(fresh), 0, err), 0);
+        assert_int_equal(gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(fresh), 0, &fi, err), 0);
         X509_free(fresh);
         assert_int_equal(gw_upstream_crl(up, &der, &len, err), GW_ERR_IO);
         assert_null(der);
@@ -1631,6 +1633,7 @@ static void test_crl_caps(void **state)
     struct gw_upstream_conf conf;
     struct gw_upstream *up;
     char err[GW_ERR_LEN];
+    int fi;
     unsigned char *der = (unsigned char *)"x";
     size_t len = 7;
     ASN1_INTEGER *one = int_from_hex("01", 0);
@@ -1642,7 +1645,7 @@ static void test_crl_caps(void **state)
     assert_null(der);
     assert_int_equal(len, 0);
     assert_non_null(strstr(err, "CRL"));
-    assert_int_equal(gw_upstream_revoke_serial(up, NULL, one, 0, err), GW_ERR_INVAL);
+    assert_int_equal(gw_upstream_revoke_serial(up, NULL, one, 0, &fi, err), GW_ERR_INVAL);
     assert_int_equal(gw_upstream_crl(NULL, &der, &len, err), GW_ERR_INVAL);
     ASN1_INTEGER_free(one);
     gw_upstream_free(up);
@@ -1854,11 +1857,12 @@ static void test_vault_revoke_crl(void **state)
         {"expired: 200 with only a warning",
          "{\"data\":null,\"warnings\":[\"certificate with serial 0a:0b already expired; refusing to add to "
          "CRL\"]}",
-         200, 0, GW_ERR_UPSTREAM, 1, "it has expired"},
+         200, 0, GW_ERR_REFUSED, 1, "it has expired"},
         {"Vault down", "{\"errors\":[\"internal error\"]}", 500, 0, GW_ERR_UPSTREAM, 1, NULL},
         {"negative serial: never sent", "{}", 200, 1, GW_ERR_NOT_FOUND, 0, NULL},
     };
     char token_path[] = "/tmp/cmpgw-token-XXXXXX", url[64], err[GW_ERR_LEN];
+    int fi;
     struct gw_upstream_conf conf;
     struct gw_upstream *up;
     unsigned char *crl, buf[4096], *der;
@@ -1880,9 +1884,9 @@ static void test_vault_revoke_crl(void **state)
                          strlen(cases[i].answer));
         serial = int_from_hex("0a0b", cases[i].negative);
         err[0] = '\0';
-        assert_int_equal(
-            gw_upstream_revoke_serial(up, X509_get_subject_name(ca), serial, CRL_REASON_KEY_COMPROMISE, err),
-            cases[i].rc);
+        assert_int_equal(gw_upstream_revoke_serial(up, X509_get_subject_name(ca), serial,
+                                                   CRL_REASON_KEY_COMPROMISE, &fi, err),
+                         cases[i].rc);
         ASN1_INTEGER_free(serial);
         assert_int_equal(http_fake.n_reqs, cases[i].requests);
         if (cases[i].requests > 0) {
@@ -1933,6 +1937,7 @@ static void test_cfssl_revoke_crl(void **state)
     struct gw_cfssl_conf cc = {.auth_key = NULL};
     struct gw_upstream *up;
     char url[64], err[GW_ERR_LEN], aki[2 * 64 + 1] = "", expect[512], *b64, *answer;
+    int fi;
     const ASN1_OCTET_STRING *skid = X509_get0_subject_key_id(ca);
     unsigned char *crl, buf[4096], *der;
     size_t crl_len, len;
@@ -1958,20 +1963,22 @@ static void test_cfssl_revoke_crl(void **state)
     /* revoke: decimal serial, the issuer's SKID as AKI, cfssl's reason name */
     http_fake_answer("/api/v1/cfssl/revoke", 200, "application/json", ok, strlen(ok));
     assert_int_equal(
-        gw_upstream_revoke_serial(up, X509_get_subject_name(ca), serial, CRL_REASON_KEY_COMPROMISE, err), 0);
+        gw_upstream_revoke_serial(up, X509_get_subject_name(ca), serial, CRL_REASON_KEY_COMPROMISE, &fi, err),
+        0);
     snprintf(expect, sizeof(expect),
              "{\"serial\":\"2571\",\"authority_key_id\":\"%s\",\"reason\":\"keycompromise\"}", aki);
     assert_string_equal(http_fake.last_body, expect);
     /* unknown: tried with the AKI, then with "" (cfssl 1.2.0 records none), then not found */
     http_fake_answer("/api/v1/cfssl/revoke", 400, "application/json", unknown, strlen(unknown));
-    assert_int_equal(gw_upstream_revoke_serial(up, NULL, serial, CRL_REASON_NONE, err), GW_ERR_NOT_FOUND);
+    assert_int_equal(gw_upstream_revoke_serial(up, NULL, serial, CRL_REASON_NONE, &fi, err),
+                     GW_ERR_NOT_FOUND);
     assert_int_equal(http_fake.n_reqs, 2);
     assert_non_null(strstr(http_fake.last_body, "\"authority_key_id\":\"\",\"reason\":\"unspecified\""));
     /* twins that never reach cfssl: another issuer, reason 7 */
     http_fake_answer("/api/v1/cfssl/revoke", 200, "application/json", ok, strlen(ok));
-    assert_int_equal(gw_upstream_revoke_serial(up, X509_get_subject_name(root), serial, 0, err),
+    assert_int_equal(gw_upstream_revoke_serial(up, X509_get_subject_name(root), serial, 0, &fi, err),
                      GW_ERR_NOT_FOUND);
-    assert_int_equal(gw_upstream_revoke_serial(up, NULL, serial, 7, err), GW_ERR_INVAL);
+    assert_int_equal(gw_upstream_revoke_serial(up, NULL, serial, 7, &fi, err), GW_ERR_INVAL);
     assert_int_equal(http_fake.n_reqs, 0);
 
     /* CRL: base64 DER in "result" */

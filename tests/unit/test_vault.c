@@ -1024,6 +1024,12 @@ static void test_cert_login_refused(void **state)
 
 /* ---- revoke, role policy, cert status ---- */
 
+/*
+ * What Vault's answer to a revoke means: revoked, unknown, refused for good (GW_ERR_REFUSED: the
+ * client is told not to retry), or a failure that may pass (Vault busy, sealed, failing, a 2xx that
+ * confirms nothing, the gateway's token). Once, a 400 and an expired certificate had the client retry
+ * forever.
+ */
 static void test_revoke(void **state)
 {
     static const struct {
@@ -1031,8 +1037,9 @@ static void test_revoke(void **state)
         int rc;
     } cases[] = {
         {{200, "{\"data\":{\"revocation_time\":1433269787,\"state\":\"revoked\"}}", 0}, 0},
+        /* Vault puts no expired certificate on its CRL, however often asked */
         {{200, "{\"data\":null,\"warnings\":[\"certificate already expired; refusing to add to CRL\"]}", 0},
-         GW_ERR_UPSTREAM},
+         GW_ERR_REFUSED},
         /* a 200 that names no revocation is not one: the rr is not confirmed, a withdrawal is revoke_failed
          */
         {{200, "{\"data\":{}}", 0}, GW_ERR_UPSTREAM},
@@ -1041,6 +1048,14 @@ static void test_revoke(void **state)
         {{400, "{\"errors\":[\"certificate with serial 30:39 not found.\"]}", 0}, GW_ERR_NOT_FOUND},
         {{404, "{\"errors\":[]}", 0}, GW_ERR_NOT_FOUND},
         {{200, "nope", 0}, GW_ERR_UPSTREAM},
+        {{400, "{\"errors\":[\"serial number 30:39 is the CA's own: cannot revoke it\"]}", 0},
+         GW_ERR_REFUSED},
+        {{405, "{\"errors\":[]}", 0}, GW_ERR_REFUSED},
+        {{429, "{\"errors\":[\"request path \\\"pki/revoke\\\": rate limit quota exceeded\"]}", 0},
+         GW_ERR_BUSY},
+        {{503, "{\"errors\":[\"Vault is sealed\"]}", 0}, GW_ERR_BUSY},
+        {{500, "{\"errors\":[\"internal error\"]}", 0}, GW_ERR_UPSTREAM},
+        {{403, "{\"errors\":[\"permission denied\"]}", 0}, GW_ERR_FORBIDDEN},
     };
     struct fx f;
     char err[GW_ERR_LEN];
