@@ -5,7 +5,8 @@ serves /pkix/ only, one transaction at a time, and listens on the wildcard addre
 other). Asserted on the decoded answers: an ir forwarded with raVerified and the certificate delivered; a
 p10cr forwarded as p10cr; a role sending CRMF to the CMP CA and p10cr to its JSON (here local) upstream;
 the holder of a certificate of the CMP CA revoking it there (rr), through its role and through one whose
-crmf_upstream the CA is;
+crmf_upstream the CA is, and the CA rejecting that rr for good (the client told not to retry, without the
+CA's text) or for its own trouble (retry later);
 an upstream rejection and an upstream error message passed through with their failInfo and text; a
 certificate for another key refused; the upstream down -> systemUnavail; an answer signed by another
 certificate of the upstream CA than the expected sender's refused. A certificate outside the role

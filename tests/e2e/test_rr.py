@@ -6,7 +6,8 @@ CRL the route serves over genm lists the serial with its reason, and the audit l
 Through the Vault-API test server, which revokes by serial within its mount whatever issuer an rr names
 (as Vault does): an RA of one role cannot revoke a certificate of another role on the same mount, nor a
 certificate named by an issuer that did not issue it or that is no CA of the upstream; each stays valid
-at Vault. Where the CA cannot look a certificate up by serial (cfssl), an RA revokes nothing it does
+at Vault. A revocation Vault fails (500) has the client retry later; one it refuses (400) is answered as
+refused for good, without Vault's words. Where the CA cannot look a certificate up by serial (cfssl), an RA revokes nothing it does
 not hold; the holder still does."""
 import datetime
 import os
@@ -279,6 +280,7 @@ class RevocationAtVault(harness.GatewayTestCase):
         return victim, rp, records, lines, more
 
     def rr_rejections(self):
+        """The rr rejections of role vault-b the metrics count, by failInfo."""
         return {fail: harness.metric(self.gw, "cmpgw_requests_total", 0, role="vault-b", body="rr",
                                      outcome="rejection", fail_info=fail) for fail in ("badRequest", "systemUnavail")}
 
