@@ -142,16 +142,28 @@ static STACK_OF(X509) *extra_certs(const OSSL_CMP_MSG *msg, const unsigned char 
     return extra;
 }
 
-/* |extra| and the role's intermediates as the context's untrusted list: what chains are built from. */
-static int set_untrusted(OSSL_CMP_CTX *ctx, const struct gw_role *role, const STACK_OF(X509) *extra)
+/* |certs| and the role's intermediates (not up-referenced: free the stack alone), or NULL. */
+static STACK_OF(X509) *with_intermediates(const STACK_OF(X509) *certs, const struct gw_role *role)
 {
-    STACK_OF(X509) *all = sk_X509_dup(extra);
+    STACK_OF(X509) *all = sk_X509_dup(certs);
     int ok = all != NULL;
 
     for (int i = 0; ok && i < sk_X509_num(role->untrusted); i++)
         ok = sk_X509_push(all, sk_X509_value(role->untrusted, i)) > 0;
+    if (!ok) {
+        sk_X509_free(all);
+        all = NULL;
+    }
+    return all;
+}
+
+/* |extra| and the role's intermediates as the context's untrusted list: what chains are built from. */
+static int set_untrusted(OSSL_CMP_CTX *ctx, const struct gw_role *role, const STACK_OF(X509) *extra)
+{
+    STACK_OF(X509) *all = with_intermediates(extra, role);
     /* never NULL or empty: that leaves ctx->untrusted NULL and breaks the context */
-    ok = ok && (sk_X509_num(all) == 0 || OSSL_CMP_CTX_set1_untrusted(ctx, all) == 1);
+    int ok = all != NULL && (sk_X509_num(all) == 0 || OSSL_CMP_CTX_set1_untrusted(ctx, all) == 1);
+
     sk_X509_free(all);
     return ok;
 }
@@ -284,6 +296,18 @@ out:
     sk_X509_pop_free(cands, X509_free);
     ERR_clear_error(); /* candidates that failed leave noise in the queue */
     return refused;
+}
+
+STACK_OF(X509) *cmp_signer_chain_on(struct cmp_call *c, const struct cmp_txn *t, const struct gw_role *role)
+{
+    /* the chain it was validated with lends its intermediates; its anchor is no anchor there */
+    STACK_OF(X509) *untrusted = with_intermediates(t->signer_chain, role), *chain = NULL;
+
+    if (untrusted != NULL && role->store != NULL)
+        (void)cmp_chains_valid_chain(c->e->chains, role->store, untrusted, t->signer, &chain);
+    sk_X509_free(untrusted);
+    ERR_clear_error();
+    return chain;
 }
 
 int cmp_sender_is(const struct gw_hdr_info *h, int pbm, const unsigned char *kid, size_t kid_len,

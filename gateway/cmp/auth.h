@@ -32,6 +32,12 @@ int cmp_key_affordable(const EVP_PKEY *key);
 int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refusal *r);
 
 /*
+ * cmp_signer_chain_on validates |t|'s pinned signer again, against |role|'s trust with c->e's chain
+ * cache: its chain (up-referenced, the caller frees it), or NULL when it no longer validates there.
+ */
+STACK_OF(X509) *cmp_signer_chain_on(struct cmp_call *c, const struct cmp_txn *t, const struct gw_role *role);
+
+/*
  * cmp_sender_is tells whether the header |h| names the sender a transaction is pinned to: the PBM
  * reference |kid| (|pbm|), or the directoryName |sender|.
  */

@@ -101,6 +101,8 @@ struct cmp_call {
     int released; /* this pollReq delivered the certificate of a deferred request */
     enum cmp_confirm confirm;
     struct cmp_refusal fail;          /* fail_info >= 0: a callback chose the error's failInfo and text */
+    struct cmp_refusal stale;         /* fail_info >= 0: the configuration in force refuses the sender of the
+                                         transaction this message continues, begun under an older one */
     struct gw_cmp_suspended *suspend; /* first pass: the sign call runs on without this worker */
     struct gw_cmp_suspended *resume;  /* second pass: the suspended call's result (suspend.c) */
     char diag[GW_ERR_LEN];            /* first OpenSSL diagnostic captured by the log cb */

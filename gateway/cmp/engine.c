@@ -264,7 +264,7 @@ static void stored_call(struct cmp_call *sub, struct gw_cmp_engine *e, const str
     sub->req = sreq;
     sub->rsp = scratch;
     sub->now = now;
-    sub->fail.fail_info = -1;
+    sub->fail.fail_info = sub->stale.fail_info = -1;
 }
 
 /* What a call holds once it is answered: the header it read, the requested key it decoded. */
@@ -293,7 +293,7 @@ static void record_orphan(void *arg, const unsigned char *tid, size_t tid_len,
 
     stored_call(&sub, e, &sreq, &scratch, time(NULL));
     gw_hex(scratch.tid, tid, tid_len);
-    if ((sub.role = cmp_share_role(e, rec->role)) != NULL && replay_stored(NULL, &sub, rec, &t) == 0) {
+    if ((sub.role = cmp_role_named(e, rec->role)) != NULL && replay_stored(NULL, &sub, rec, &t) == 0) {
         cmp_share_expired(e, t, scratch.tid, rec);
         cmp_txn_free(t);
     } else {
@@ -995,6 +995,7 @@ static int claim_shared(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_t
 /* certConf, pollReq: the parked context, checked out exclusively (here, or rebuilt from its record). */
 static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
+    struct gw_cmp_engine *now = c->e; /* the configuration in force */
     struct gw_txn *txn = gw_txn_take(c->e->txns, c->hdr.tid, c->hdr.tid_len);
     struct cmp_txn *t;
     OSSL_CMP_MSG *rsp;
@@ -1018,7 +1019,7 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     cmp_call_switch(c, t->e); /* it ends under the configuration it began in */
     snprintf(c->rsp->identity, sizeof(c->rsp->identity), "%s", t->identity);
     snprintf(c->rsp->serial, sizeof(c->rsp->serial), "%s", t->serial);
-    if (check_continuing(c, t, msg, claimed, &r) != 0) {
+    if (check_continuing(c, t, msg, claimed, &r) != 0 || cmp_check_current(c, now, t, &r) != 0) {
         put_back(c, txn, rebuilt, leased); /* back untouched: still open for its real client */
         refuse(c, msg, &r);
         return;
@@ -1159,7 +1160,7 @@ void gw_cmp_process(struct gw_cmp_engine *e, const struct gw_cmp_request *req, s
     c.req = req;
     c.rsp = rsp;
     c.now = e->clock != NULL ? e->clock() : time(NULL);
-    c.fail.fail_info = -1;
+    c.fail.fail_info = c.stale.fail_info = -1;
     c.role = req->route != NULL ? req->route->role : NULL;
     if (rsp->suspended != NULL)
         cmp_suspend_begin(&c);

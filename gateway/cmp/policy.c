@@ -7,6 +7,7 @@
  * log, the issuer stores of local upstreams and the upstream role policies of delegates.
  */
 #include "gateway/cmp/policy.h"
+#include "gateway/cmp/auth.h"
 #include "gateway/cmp/chains.h"
 #include "gateway/cmp/audit.h"
 #include "gateway/cmp/cluster.h"
@@ -27,11 +28,21 @@
 #include <stdlib.h>
 #include <string.h>
 #include <openssl/bn.h>
+#include <openssl/crypto.h>
 #include <openssl/x509v3.h>
 
 #define TEXT_CRMF_REJECT                                                                                     \
     "this route's CA signs PKCS#10 requests only: send a p10cr (openssl cmp -cmd p10cr -csr ...)"
 #define TEXT_P10_REJECT "this route's CA does not sign PKCS#10 requests: send an ir or cr"
+#define TEXT_ROLE_REMOVED                                                                                    \
+    "role %s was removed by a configuration reload after this transaction began: enrol again on a route "    \
+    "that exists"
+#define TEXT_SECRET_CHANGED                                                                                  \
+    "the secret of this PBM reference was changed by a configuration reload after this transaction began: "  \
+    "start a new transaction with the current secret"
+#define TEXT_NO_LONGER_TRUSTED                                                                               \
+    "the signer certificate no longer chains to a CA trusted on this route (the configuration was reloaded " \
+    "after this transaction began): start a new transaction with credentials the route trusts"
 
 static int init_issuer_stores(struct gw_cmp_engine *e, char *err)
 {
@@ -263,6 +274,68 @@ int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal 
 {
     cmp_identify(t, c);
     return cmp_check_credentials(c, t, r) || cmp_authorize(c, t, r) || check_time(c, r) || check_replay(c, r);
+}
+
+const struct gw_role *cmp_role_named(const struct gw_cmp_engine *e, const char *name)
+{
+    for (size_t i = 0; i < e->cfg.n_roles; i++)
+        if (strcmp(e->cfg.roles[i].name, name) == 0)
+            return &e->cfg.roles[i];
+    return NULL;
+}
+
+/* Whether |t|'s PBM reference has the same secret under |now| as under the engine |t| began in. */
+static int pbm_secret_kept(const struct gw_cmp_engine *now, const struct cmp_txn *t)
+{
+    const struct gw_pbm_conf *was = gw_pbm_conf_find(t->e->cfg.pbm, t->e->cfg.n_pbm, t->kid, t->kid_len);
+    const struct gw_pbm_conf *is = gw_pbm_conf_find(now->cfg.pbm, now->cfg.n_pbm, t->kid, t->kid_len);
+
+    return was != NULL && is != NULL && was->secret_len == is->secret_len &&
+           CRYPTO_memcmp(was->secret, is->secret, is->secret_len) == 0;
+}
+
+/* Who |t|'s sender is to the configuration of |c->e|: the checks of a new request, but the message's
+ * protection, which the pinned signer (or secret) checked. 0, or refused with |r|. */
+static int current_sender(struct cmp_call *c, struct cmp_txn *t, struct cmp_refusal *r)
+{
+    const struct gw_role *began = t->role;
+    STACK_OF(X509) *chain = t->signer_chain, *now = NULL;
+    int rc;
+
+    if ((t->role = cmp_role_named(c->e, began->name)) == NULL)
+        rc = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, TEXT_ROLE_REMOVED, began->name);
+    else if (t->pbm && !pbm_secret_kept(c->e, t))
+        rc = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_SECRET_CHANGED);
+    else if (!t->pbm && (now = cmp_signer_chain_on(c, t, t->role)) == NULL)
+        rc = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_NO_LONGER_TRUSTED);
+    else {
+        t->signer_chain = now; /* which trust entries speak for the signer: those of its chain here */
+        rc = cmp_check_credentials(c, t, r) || cmp_authorize(c, t, r);
+    }
+    t->role = began;
+    t->signer_chain = chain;
+    sk_X509_pop_free(now, X509_free);
+    return rc;
+}
+
+int cmp_check_current(struct cmp_call *c, struct gw_cmp_engine *now, struct cmp_txn *t, struct cmp_refusal *r)
+{
+    struct gw_cmp_engine *began = c->e;
+    int rc;
+
+    if (now == t->e)
+        return 0;
+    c->e = now;
+    rc = current_sender(c, t, r);
+    c->e = began;
+    if (rc == 0)
+        return 0;
+    gw_log_kv(GW_LOG_INFO, "txn_sender_refused", "tid", c->rsp->tid, "identity", t->identity, "role",
+              t->role->name, "reason", r->text, NULL);
+    if (r->fail_info == OSSL_CMP_PKIFAILUREINFO_systemUnavail)
+        return 1;  /* not known now: the transaction stays open, its client may try again */
+    c->stale = *r; /* the callbacks answer with it */
+    return 0;
 }
 
 /* Which rules of an upstream role a request is checked against before the upstream is asked. */

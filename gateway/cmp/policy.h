@@ -33,6 +33,21 @@ int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal 
 /* cmp_authorize: both the TLS client certificate and the CMP identity must be allowed on the role. */
 int cmp_authorize(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusal *r);
 
+/* cmp_role_named is the role of |e| named |name|, or NULL. */
+const struct gw_role *cmp_role_named(const struct gw_cmp_engine *e, const char *name);
+
+/*
+ * cmp_check_current holds a message continuing |t| (certConf, pollReq) to the configuration in
+ * force, |now|, when a reload came since |t| began: its role must still be there, its pinned signer
+ * chain to that role's trust (or its PBM reference keep its secret), and its credentials and
+ * authorization pass as for a new request there. What refuses it goes to c->stale, for the certConf
+ * (one that accepts) and pollReq callbacks to answer with: that closes |t|, its certificate
+ * withdrawn through the upstream that issued it. Nonzero, refused with |r| and |t| left open, only
+ * when that cannot be known now (systemUnavail). 0 at once when |t| began under |now|.
+ */
+int cmp_check_current(struct cmp_call *c, struct gw_cmp_engine *now, struct cmp_txn *t,
+                      struct cmp_refusal *r);
+
 /* cmp_check_3gpp: the 3GPP checks of a certificate request (allow-list, min_hash), after authorization. */
 int cmp_check_3gpp(struct cmp_call *c, const struct cmp_txn *t, const OSSL_CRMF_MSG *crm,
                    const X509_REQ *p10cr, struct cmp_refusal *r);

@@ -7,6 +7,7 @@
 #include "gateway/cmp/auth.h"
 #include "gateway/cmp/cluster.h"
 #include "gateway/cmp/outcome.h"
+#include "gateway/cmp/policy.h"
 #include "gateway/cmp/poll.h"
 #include "gateway/cmp/reasons.h"
 #include "gateway/cmp/record.h"
@@ -84,14 +85,6 @@ void cmp_reshare(struct cmp_call *c, struct cmp_txn *t)
                   "another instance may refuse its next message", NULL);
 }
 
-const struct gw_role *cmp_share_role(const struct gw_cmp_engine *e, const char *name)
-{
-    for (size_t i = 0; i < e->cfg.n_roles; i++)
-        if (strcmp(e->cfg.roles[i].name, name) == 0)
-            return &e->cfg.roles[i];
-    return NULL;
-}
-
 /*
  * 0 when |msg| (of |c|) can pass the checks of the sender and pinned signer of the transaction of |rec|
  * as far as its request tells (cmp_signed_like), and answers the last answer its client got (the
@@ -104,7 +97,7 @@ static int vouched(struct cmp_call *c, const OSSL_CMP_MSG *msg, const struct gw_
 {
     const unsigned char *p = rec->req;
     OSSL_CMP_MSG *req = d2i_OSSL_CMP_MSG(NULL, &p, (long)rec->req_len);
-    const struct gw_role *role = cmp_share_role(c->e, rec->role);
+    const struct gw_role *role = cmp_role_named(c->e, rec->role);
     struct gw_hdr_info rh = {0};
     struct cmp_txn *t = NULL;
     int rc = GW_ERR_FORBIDDEN;

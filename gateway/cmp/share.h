@@ -23,9 +23,6 @@ void cmp_share_txn(struct cmp_call *c, struct cmp_txn *t, time_t ttl);
  */
 void cmp_reshare(struct cmp_call *c, struct cmp_txn *t);
 
-/* cmp_share_role is the role of |e| named |name|, or NULL. */
-const struct gw_role *cmp_share_role(const struct gw_cmp_engine *e, const char *name);
-
 /*
  * cmp_share_take leases to this instance the record of the transaction |msg| (of |c|) continues (as
  * gw_cluster_take_record, into |rec|), but only once |msg| is found able to pass the checks of its

@@ -142,6 +142,10 @@ static int certconf_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certR
         cmp_set_outcome(c, "cert_rejected_by_client", NULL);
         return 1;
     }
+    if (c->stale.fail_info >= 0) { /* a reload since took the sender's right away: withdrawn as well */
+        c->confirm = CMP_CONFIRM_FAILED;
+        return cmp_fail(c, &c->stale);
+    }
     c->confirm = CMP_CONFIRM_ACCEPTED;
     cmp_set_outcome(c, "confirmed", NULL);
     return 1;
@@ -159,6 +163,8 @@ static int pollreq_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certRe
     if ((t->pending == NULL && t->remote == NULL) || t->issued != NULL)
         return cmp_fail(t->call,
                         &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badRequest, "nothing to poll for"});
+    if (t->call->stale.fail_info >= 0) /* a reload since took the sender's right away: nothing collected */
+        return cmp_fail(t->call, &t->call->stale);
     if (!cmp_poll_ready(t, check_after)) {
         cmp_set_outcome(t->call, "waiting", NULL); /* pollRep with checkAfter */
         return 1;

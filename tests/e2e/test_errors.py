@@ -39,6 +39,9 @@ INTERNALS = re.compile(r"CMP routines|CRMF routines|error:[0-9A-Fa-f]{8}|EVP lib
 ELSEWHERE = {
     "audit_down": ("test_audit.py", "the audit log cannot be written; nothing was issued"),
     "txn_not_kept": ("../unit/test_cmp.c", "the gateway could not keep this transaction open for its certConf; "),
+    "txn_role_removed": ("../unit/test_cmp.c", " was removed by a configuration reload after this transaction "),
+    "txn_signer_untrusted": ("../unit/test_cmp.c", "the signer certificate no longer chains to a CA trusted on this "),
+    "txn_secret_changed": ("../unit/test_cmp.c", "the secret of this PBM reference was changed by a configuration "),
     "txn_state_unavailable": ("test_shared_state.py", "the gateway cannot reach its cluster to answer this "),
     "crmf_to_csr_ca": ("test_vault.py", "send a p10cr"),
     "upstream_busy": ("test_vault.py", "Vault is busy"),

@@ -80,6 +80,7 @@ struct env_opts {
     const char *trust_entry; /* another trust entry ("name": {...}); the role trusts it too */
     int entry_first;         /* ... listed before "demo" in the role's "trust" */
     const char *upstream;    /* another upstream ("name": {...}) */
+    const char *replace[8];  /* pairs: every replace[2i] of the configuration becomes replace[2i + 1] */
 };
 
 /* Per-client transfer state. */
@@ -179,9 +180,32 @@ static int group_teardown(void **state)
     return system(cmd);
 }
 
+/* |json| with every |from| in it made |to| (|json| is freed). */
+static char *replace_all(char *json, const char *from, const char *to)
+{
+    size_t from_len = strlen(from), to_len = strlen(to), off = 0;
+    char *at, *out;
+
+    while ((at = strstr(json + off, from)) != NULL) {
+        size_t head = (size_t)(at - json), rest = strlen(at + from_len);
+
+        assert_non_null(out = malloc(head + to_len + rest + 1));
+        memcpy(out, json, head);
+        memcpy(out + head, to, to_len);
+        memcpy(out + head + to_len, at + from_len, rest + 1);
+        free(json);
+        json = out;
+        off = head + to_len;
+    }
+    return json;
+}
+
 static char *env_json(const struct env_opts *o)
 {
     char *json = strdup(base_json), piece[2048];
+
+    for (size_t i = 0; i + 1 < sizeof(o->replace) / sizeof(o->replace[0]) && o->replace[i] != NULL; i += 2)
+        json = replace_all(json, o->replace[i], o->replace[i + 1]);
 
     snprintf(piece, sizeof(piece), "\"cmp\": {%s},\n  ", o->cmp != NULL ? o->cmp : "");
     json = tu_insert_at(json, "\"default_path_policy\"", 0, piece);
@@ -232,26 +256,37 @@ static struct env *env_parse(const struct env_opts *o)
     return e;
 }
 
-/* An engine over |cfg|'s settings, as gateway/main.c builds it. */
-static struct gw_cmp_engine *engine_new(const struct gw_config *cfg, struct gw_upstream_set *ups, char *err)
+/* An engine over |cfg|'s settings, as gateway/gen.c builds it (|prev|: the running one, at a reload). */
+static struct gw_cmp_engine *engine_after(const struct gw_config *cfg, struct gw_upstream_set *ups,
+                                          struct gw_cmp_engine *prev, char *err)
 {
     struct gw_cmp_settings settings;
 
     gw_config_cmp_settings(cfg, &settings);
-    return gw_cmp_engine_new(&settings, ups, NULL, err);
+    return gw_cmp_engine_new(&settings, ups, prev, err);
 }
 
-static void env_start(struct env *e)
+static struct gw_cmp_engine *engine_new(const struct gw_config *cfg, struct gw_upstream_set *ups, char *err)
+{
+    return engine_after(cfg, ups, NULL, err);
+}
+
+static void env_start_after(struct env *e, struct gw_cmp_engine *prev)
 {
     char err[GW_ERR_LEN] = "";
 
     if ((e->ups = gw_upstream_set_new(e->cfg->upstreams, e->cfg->n_upstreams, e->cfg->roles, e->cfg->n_roles,
                                       &e->cfg->upstream_signer, err)) == NULL)
         fail_msg("upstreams: %s", err);
-    if ((e->engine = engine_new(e->cfg, e->ups, err)) == NULL)
+    if ((e->engine = engine_after(e->cfg, e->ups, prev, err)) == NULL)
         fail_msg("engine: %s", err);
     e->route.kind = GW_ROUTE_DEFAULT;
     e->route.role = e->cfg->default_path_policy.role;
+}
+
+static void env_start(struct env *e)
+{
+    env_start_after(e, NULL);
 }
 
 static struct env *env_open(const struct env_opts *o)
@@ -259,6 +294,15 @@ static struct env *env_open(const struct env_opts *o)
     struct env *e = env_parse(o);
 
     env_start(e);
+    return e;
+}
+
+/* The configuration |o| loaded by a reload while |prev| runs: its engine shares |prev|'s transactions. */
+static struct env *env_reload(const struct env *prev, const struct env_opts *o)
+{
+    struct env *e = env_parse(o);
+
+    env_start_after(e, prev->engine);
     return e;
 }
 
@@ -4815,6 +4859,177 @@ static void test_poll_config(void **state)
     }
 }
 
+/* The files a reload's configuration points at instead of the demo's (test_reload_continuing). */
+static void write_reload_files(void)
+{
+    EVP_PKEY *ca_key = load_key("ca.key"), *other_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *other = self_signed(other_key, "cmpgw test other CA");
+    char *pem = tu_pem_of(other), path[128];
+    size_t len = 0;
+    unsigned char *crl = crl_of(ca_cert, ca_key, time(NULL) - 60, time(NULL) + 3600, client_cert, &len);
+
+    write_text("other-ca.pem", pem);
+    write_crls("client-crl.pem", &crl, &len, 1);
+    write_text("pbm2.secret", "a rotated secret of the demo-device reference\n");
+    snprintf(path, sizeof(path), "%s/pbm2.secret", dir);
+    assert_int_equal(chmod(path, 0600), 0);
+    free(crl);
+    OPENSSL_free(pem);
+    X509_free(other);
+    EVP_PKEY_free(other_key);
+    EVP_PKEY_free(ca_key);
+}
+
+static struct env *reload_to;
+
+static OSSL_CMP_MSG *certconf_after_reload(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
+{
+    (void)ctx;
+    if (cl->exchanges == 1)
+        cl->env = reload_to;
+    return req;
+}
+
+/*
+ * A reload between an ir and its certConf: the certConf is held to the configuration in force when
+ * it arrives, not the one the ir began under. One that takes the sender's right away is refused and
+ * closes the transaction, its certificate withdrawn through the upstream that issued it; once, each
+ * of these certConfs confirmed the certificate.
+ */
+static void test_reload_continuing(void **state)
+{
+    static const struct {
+        const char *what;
+        enum prot prot;
+        const char *role_extra;
+        const char *replace[8];
+        int fail_bit; /* -1: confirmed */
+        const char *text;
+    } cases[] = {
+        {"nothing changed", SIG, NULL, {NULL}, -1, NULL},
+        {"nothing changed, PBM", PBM, NULL, {NULL}, -1, NULL},
+        {"signer no longer allowed",
+         SIG,
+         "\"authorization\": {\"signer_subjects\": [\"/O=cmpgw demo/CN=another-client\"]}",
+         {NULL},
+         OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+         "is not allowed on role default"},
+        {"trust anchor replaced",
+         SIG,
+         NULL,
+         {"\"ca_file\": \"ca.pem\"", "\"ca_file\": \"other-ca.pem\""},
+         OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+         "the signer certificate no longer chains to a CA trusted on this route (the configuration was "
+         "reloaded after this transaction began): start a new transaction with credentials the route trusts"},
+        {"signer on the trust's new CRL",
+         SIG,
+         NULL,
+         {"\"revocation\": \"none\"", "\"crl_file\": \"client-crl.pem\""},
+         OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+         "the signer certificate no longer chains to a CA trusted on this route (the configuration was "
+         "reloaded after this transaction began): start a new transaction with credentials the route trusts"},
+        {"PBM reference taken off the role",
+         PBM,
+         NULL,
+         {"\"pbm\": [\"demo-device\"],", ""},
+         OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+         "PBM reference"},
+        {"PBM secret rotated",
+         PBM,
+         NULL,
+         {"pbm.secret", "pbm2.secret"},
+         OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+         "the secret of this PBM reference was changed by a configuration reload after this transaction "
+         "began: "
+         "start a new transaction with the current secret"},
+        {"role and its upstream removed",
+         SIG,
+         NULL,
+         {"\"default\": {", "\"renamed\": {", "role:default", "role:renamed", "\"local\": {", "\"other\": {",
+          "\"upstream\": \"local\"", "\"upstream\": \"other\""},
+         OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+         "role default was removed by a configuration reload after this transaction began: enrol again on a "
+         "route that exists"},
+    };
+
+    (void)state;
+    write_reload_files();
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct env *e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .confirm = 1});
+        struct client cl = {.env = e, .tamper = certconf_after_reload};
+        OSSL_CMP_CTX *ctx = cases[i].prot == SIG
+                                ? client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0)
+                                : client_new(&cl, PBM, NULL, NULL, "demo-device", pbm_secret, pbm_secret_len);
+        X509 *cert;
+
+        env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN); /* it counts revocations */
+        reload_to = env_reload(
+            e, &(struct env_opts){.cmp = CMP_DEFAULTS,
+                                  .confirm = 1,
+                                  .role_extra = cases[i].role_extra,
+                                  .replace = {cases[i].replace[0], cases[i].replace[1], cases[i].replace[2],
+                                              cases[i].replace[3], cases[i].replace[4], cases[i].replace[5],
+                                              cases[i].replace[6], cases[i].replace[7]}});
+        cert = OSSL_CMP_exec_IR_ses(ctx);
+        if (cases[i].fail_bit < 0) {
+            if (cert == NULL)
+                fail_msg("%s: not confirmed", cases[i].what);
+            assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+        } else {
+            if (cert != NULL)
+                fail_msg("%s: confirmed", cases[i].what);
+            assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, cases[i].fail_bit, cases[i].text);
+        }
+        assert_int_equal(cl.exchanges, 2);
+        assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+        /* recorded, and withdrawn through the upstream that issued it, by the engine the ir began under */
+        assert_int_equal(audit_count(e, "confirmed", NULL, NULL, NULL), cases[i].fail_bit < 0);
+        assert_int_equal(audit_count(e, "rejected", NULL, NULL, NULL), cases[i].fail_bit >= 0);
+        assert_int_equal(revoke_calls(e), cases[i].fail_bit >= 0);
+        assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), cases[i].fail_bit >= 0);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(reload_to); /* not the last: the transactions stay with the engine they began under */
+        env_free(e);
+    }
+}
+
+/*
+ * A reload while a deferred request waits: the pollReq that would collect its certificate is held to
+ * the configuration in force. One that no longer admits the sender gets nothing, and the certificate
+ * is withdrawn through the upstream that issued it; once, that pollReq collected it.
+ */
+static void test_reload_pollreq(void **state)
+{
+    struct env *e = env_slow("100ms", 0), *now;
+    struct client cl = {.env = e, .new_thread = 1};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    char serial[64];
+    int after;
+
+    (void)state;
+    slow_revokes();
+    assert_int_equal(poll_step(ctx, &after), -1); /* ir -> waiting, pollReq -> pollRep */
+    slow_gate(1);
+    slow_wait_completed(e, 1);
+    cl.env = now = env_reload(
+        e, &(struct env_opts){.cmp = CMP_DEFAULTS,
+                              .confirm = 1,
+                              .role_extra =
+                                  "\"authorization\": {\"signer_subjects\": [\"/CN=another-client\"]}"});
+    assert_int_equal(poll_step(ctx, &after), 0); /* pollReq -> error */
+    assert_null(OSSL_CMP_CTX_get0_newCert(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                  "is not allowed on role default");
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    assert_uncollected_withdrawn(e, serial, sizeof(serial),
+                                 "no pollReq collected it before its transaction closed");
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(now);
+    env_free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -4829,6 +5044,8 @@ int main(void)
         cmocka_unit_test(test_replay),
         cmocka_unit_test(test_engine_reset),
         cmocka_unit_test(test_reload_shares_transactions),
+        cmocka_unit_test(test_reload_continuing),
+        cmocka_unit_test(test_reload_pollreq),
         cmocka_unit_test(test_certconf_wrong_hash),
         cmocka_unit_test(test_certconf_other_sender),
         cmocka_unit_test(test_certconf_forged_signer),
