@@ -2,7 +2,8 @@
 under a cmpload run with 0 failed enrolments; a broken file refused with its JSON path while the
 running configuration keeps serving; a transaction begun before a reload (a polled ir) finishing
 after it; a new TLS server certificate, a new role and a new log level taking effect; a listener
-moved to another port (and a port that cannot be had refused); the reload metrics."""
+moved to another port (and a port that cannot be had refused); the reload metrics; a polling device
+that a reload takes off its role's allow-list collects nothing, its certificate withdrawn."""
 import json
 import signal
 import subprocess
@@ -29,7 +30,8 @@ class Reload(harness.GatewayTestCase):
         # one client identity runs the load: room for its transactions
         cfg["cmp"] = {"max_transactions_per_identity": 64, "max_recent_per_identity": 100000}
         cfg["roles"]["slow"] = dict(cfg["roles"]["default"], poll_after="300ms")
-        cfg["upstreams"]["slow"] = dict(cfg["upstreams"]["local"], delay="2500ms")
+        cfg["upstreams"]["slow"] = dict(cfg["upstreams"]["local"], delay="2500ms", store="slow-store")
+        (gw.dir / "slow-store").mkdir(exist_ok=True)  # it revokes what nobody may collect
         cfg["roles"]["slow"]["upstream"] = "slow"
         cls.base = json.loads(json.dumps(cfg))
 
@@ -162,6 +164,40 @@ class Reload(harness.GatewayTestCase):
         self.assertEqual(kinds[-1], "pkiconf", answers)
         final = [a for a in answers[1:] if a.body_type == "ip"]
         self.assert_issued(cert, key, "CN=spans", [], final[-1].extra_certs_pem())
+
+    def test_device_removed_while_polling_collects_nothing(self):
+        """A reload takes the polling client off its role's allow-list: its next pollReq is refused, and
+        the certificate its upstream issues is withdrawn there, not left valid for a device the
+        operator removed."""
+        import test_polling
+        key = self.newkey("removed")
+        result = {}
+
+        def client():
+            result["r"] = test_polling.cmp_polling(self.gw, "ir", "removed", "pki/roles/slow/cmp",
+                                                   ["-newkey", key, "-subject", "/CN=removed"])
+
+        t = threading.Thread(target=client)
+        t.start()
+        time.sleep(1.0)  # the ir was answered "waiting": the transaction is parked
+        cfg = json.loads(json.dumps(self.base))
+        cfg["roles"]["slow"]["authorization"] = {"signer_subjects": ["/O=cmpgw demo/CN=another-client"]}
+        self.write_config(cfg)
+        self.assertEqual(self.sighup_and_wait()["event"], "reloaded")
+        t.join(harness.CLIENT_TIMEOUT + 20)
+        p, answers, cert = result["r"]
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIsNone(cert)
+        self.assertEqual(answers[0].status, test_polling.WAITING, answers)
+        self.assert_cmp_error(answers[-1], ("error",), "notAuthorized", "is not allowed on role slow")
+        tid = answers[0].header["transactionID"].asOctets().hex()
+        test_polling.wait_revoked(self.gw, tid, 30)  # the call lands 2.5 s after the ir
+        issued = test_polling.of_tid(self.gw, "issued", tid)
+        revoked = test_polling.of_tid(self.gw, "revoked", tid)
+        self.assertEqual(len(issued), 1, issued)
+        self.assertEqual([r["serial"] for r in revoked], [issued[0]["serial"]], revoked)
+        self.assertEqual(test_polling.of_tid(self.gw, "confirmed", tid), [])
+        self.assertTrue([l for l in events(self.gw, "txn_sender_refused") if l.get("tid") == tid])
 
     def test_new_role_log_level_and_tls_certificate(self):
         d = self.gw.dir
