@@ -140,24 +140,32 @@ class Reload(harness.GatewayTestCase):
             socket.create_connection(("127.0.0.1", old_port), timeout=5).close()
         self.assertTrue(any("(added by a reload)" in l.get("msg", "") for l in events(self.gw, "listening")))
 
-    def test_transaction_spans_reload(self):
-        """An ir on the polling role begins under one generation; reloads come while its client polls;
-        pollReq and certConf finish it under the generation it began in."""
+    def polled_across(self, name, reload):
+        """An ir of CN=|name| on the polling role; |reload| runs once its transaction is parked and its
+        client polls. Returns the new key and what test_polling.cmp_polling returns."""
         import test_polling
-        key = self.newkey("spans")
+        key = self.newkey(name)
         result = {}
 
         def client():
-            result["r"] = test_polling.cmp_polling(self.gw, "ir", "spans", "pki/roles/slow/cmp",
-                                                   ["-newkey", key, "-subject", "/CN=spans"])
+            result["r"] = test_polling.cmp_polling(self.gw, "ir", name, "pki/roles/slow/cmp",
+                                                   ["-newkey", key, "-subject", "/CN=" + name])
 
         t = threading.Thread(target=client)
         t.start()
         time.sleep(1.0)  # the ir was answered "waiting": the transaction is parked
-        self.assertEqual(self.sighup_and_wait()["event"], "reloaded")
-        self.assertEqual(admin(self.gw, "/reload", "POST")[0], 200)
+        reload()
         t.join(harness.CLIENT_TIMEOUT + 20)
-        p, answers, cert = result["r"]
+        return (key,) + result["r"]
+
+    def test_transaction_spans_reload(self):
+        """An ir on the polling role begins under one generation; reloads come while its client polls;
+        pollReq and certConf finish it under the generation it began in."""
+        def twice():
+            self.assertEqual(self.sighup_and_wait()["event"], "reloaded")
+            self.assertEqual(admin(self.gw, "/reload", "POST")[0], 200)
+
+        key, p, answers, cert = self.polled_across("spans", twice)
         self.assertEqual(p.returncode, 0, p.stderr.decode(errors="replace")[-3000:])
         kinds = [a.body_type for a in answers]
         self.assertIn("pollRep", kinds)
@@ -170,22 +178,14 @@ class Reload(harness.GatewayTestCase):
         the certificate its upstream issues is withdrawn there, not left valid for a device the
         operator removed."""
         import test_polling
-        key = self.newkey("removed")
-        result = {}
 
-        def client():
-            result["r"] = test_polling.cmp_polling(self.gw, "ir", "removed", "pki/roles/slow/cmp",
-                                                   ["-newkey", key, "-subject", "/CN=removed"])
+        def remove():
+            cfg = json.loads(json.dumps(self.base))
+            cfg["roles"]["slow"]["authorization"] = {"signer_subjects": ["/O=cmpgw demo/CN=another-client"]}
+            self.write_config(cfg)
+            self.assertEqual(self.sighup_and_wait()["event"], "reloaded")
 
-        t = threading.Thread(target=client)
-        t.start()
-        time.sleep(1.0)  # the ir was answered "waiting": the transaction is parked
-        cfg = json.loads(json.dumps(self.base))
-        cfg["roles"]["slow"]["authorization"] = {"signer_subjects": ["/O=cmpgw demo/CN=another-client"]}
-        self.write_config(cfg)
-        self.assertEqual(self.sighup_and_wait()["event"], "reloaded")
-        t.join(harness.CLIENT_TIMEOUT + 20)
-        p, answers, cert = result["r"]
+        _, p, answers, cert = self.polled_across("removed", remove)
         self.assertNotEqual(p.returncode, 0)
         self.assertIsNone(cert)
         self.assertEqual(answers[0].status, test_polling.WAITING, answers)

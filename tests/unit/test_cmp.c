@@ -5030,6 +5030,55 @@ static void test_reload_pollreq(void **state)
     env_free(e);
 }
 
+/*
+ * A reload that turns check_revocation on between an ir and its certConf: the signer, a certificate
+ * of the role's upstream, is checked as a new request's would be. Listed in its CA's CRL, the
+ * certConf is refused and the certificate withdrawn by the engine the ir began under; with no
+ * status to be had, the client is told to retry and the transaction stays open. Once, both
+ * certConfs confirmed it unchecked.
+ */
+static void test_reload_check_revocation(void **state)
+{
+    EVP_PKEY *ca_key = load_key("issuing.key"), *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *ca = load_cert("issuing.pem"), *dev = cert_under(ca, ca_key, key, "device-of-local", 5101, 0);
+    size_t crl_len = 0;
+    unsigned char *crl = crl_of(ca, ca_key, time(NULL) - 60, time(NULL) + 3600, dev, &crl_len);
+
+    (void)state;
+    for (int listed = 0; listed <= 1; listed++) {
+        struct env *e = env_open(&(struct env_opts){
+            .cmp = CMP_DEFAULTS,
+            .confirm = 1,
+            .replace = {"\"chain\": \"ca.pem\" }", "\"chain\": \"ca.pem\", \"check_revocation\": false }"}});
+        struct client cl = {.env = e, .tamper = certconf_after_reload};
+        OSSL_CMP_CTX *ctx = client_new(&cl, SIG, dev, key, NULL, NULL, 0);
+
+        reload_to = env_reload(e, &(struct env_opts){.cmp = CMP_DEFAULTS, .confirm = 1});
+        env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
+        env_fake(reload_to, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE | GW_UP_CRL, FK_PLAIN);
+        fake.crl = listed ? crl : NULL, fake.crl_len = crl_len;
+        assert_null(OSSL_CMP_exec_IR_ses(ctx));
+        if (listed)
+            assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+                          "the signer certificate (serial 13ed) is revoked; authenticate with a valid one");
+        else
+            assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                          "the revocation status of the signer certificate cannot be checked now");
+        assert_int_equal(gw_cmp_engine_open_transactions(e->engine), !listed);
+        assert_int_equal(audit_count(e, "confirmed", NULL, NULL, NULL), 0);
+        assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), listed);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(reload_to);
+        env_free(e);
+    }
+    free(crl);
+    X509_free(dev);
+    X509_free(ca);
+    EVP_PKEY_free(key);
+    EVP_PKEY_free(ca_key);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -5046,6 +5095,7 @@ int main(void)
         cmocka_unit_test(test_reload_shares_transactions),
         cmocka_unit_test(test_reload_continuing),
         cmocka_unit_test(test_reload_pollreq),
+        cmocka_unit_test(test_reload_check_revocation),
         cmocka_unit_test(test_certconf_wrong_hash),
         cmocka_unit_test(test_certconf_other_sender),
         cmocka_unit_test(test_certconf_forged_signer),
