@@ -295,7 +295,8 @@ static int pbm_secret_kept(const struct gw_cmp_engine *now, const struct cmp_txn
 }
 
 /* Who |t|'s sender is to the configuration of |c->e|: the checks of a new request, but the message's
- * protection, which the pinned signer (or secret) checked. 0, or refused with |r|. */
+ * protection, which the pinned signer (or secret) checked. 0, or refused with |r|. The checks read the
+ * role and chain from |t|, lent this call's for their time: the call alone holds |t| checked out. */
 static int current_sender(struct cmp_call *c, struct cmp_txn *t, struct cmp_refusal *r)
 {
     const struct gw_role *began = t->role;
