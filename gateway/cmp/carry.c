@@ -64,12 +64,16 @@ void cmp_carry(struct cmp_call *c, const struct cmp_txn *t, int parked)
     c->rsp->carried = k;
 }
 
-/* The shared record of |tid| ended on every instance; one whose lease another instance holds stays. */
+/*
+ * The shared record of |tid| ended on every instance, also while another instance holds its lease: that
+ * one is answering a message of it, and would otherwise leave the record to be continued or to expire
+ * as open.
+ */
 static void end_record(struct gw_cmp_engine *e, const unsigned char *tid, size_t tid_len,
                        const char *identity)
 {
     gw_cluster_release(e->cluster, tid, tid_len, identity);
-    (void)gw_cluster_drop_record(e->cluster, tid, tid_len);
+    (void)gw_cluster_end_record(e->cluster, tid, tid_len);
 }
 
 void cmp_release_slot(struct gw_cmp_engine *e, const unsigned char *tid, size_t tid_len, const char *identity)
@@ -97,9 +101,10 @@ void cmp_txn_return(struct cmp_call *c, struct gw_txn *txn)
  * The transaction of |k|, waiting for a certConf nobody can send: closed if it is still open here with
  * the certificate. One another message holds meanwhile is marked ended, under the table's lock, for
  * that message to close as it puts it back (cmp_txn_return): open again, it would expire as a
- * certificate that stays valid. Without a copy here (it was answered from its shared record, or it
- * expired), its shared record is ended all the same, else the expiry of the record would put on
- * record as valid the certificate withdrawn.
+ * certificate that stays valid. Its shared record ends now all the same, whoever holds it: that
+ * message may never put it back (claim_copy gives up a copy its record replaces, slot, mark and all).
+ * Without a copy here (it was answered from its shared record, or it expired), the record is ended
+ * too, else its expiry would put on record as valid the certificate withdrawn.
  */
 static void close_parked(const struct gw_cmp_carried *k)
 {
@@ -108,8 +113,7 @@ static void close_parked(const struct gw_cmp_carried *k)
     const struct cmp_txn *t = txn != NULL ? txn->data : NULL;
 
     if (txn == NULL) {
-        if (!ended)
-            end_record(k->e, k->tid, k->tid_len, k->view.identity);
+        end_record(k->e, k->tid, k->tid_len, k->view.identity);
         return;
     }
     if (t->issued == NULL || X509_cmp(t->issued, k->cert) != 0) { /* another transaction of that ID since */

@@ -111,13 +111,14 @@ static const char *const scripts[N_SCRIPTS] = {
                "  return 1\n"
                "end\n"
                "return {v, r}\n",
-    /* KEYS: the record and its lease; ARGV: this instance, the deadlines. 1 if the record was there;
+    /* KEYS: the record and its lease; ARGV: this instance, the deadlines, '1' to end it whoever holds
+       its lease. 1 if the record was there, 2 when another instance holds the lease (and it stays);
        the lease goes only if this instance holds it */
     [S_DROP] = "local l = redis.call('GET', KEYS[2])\n"
-               "if l and l ~= ARGV[1] then return 2 end\n"
+               "if l and l ~= ARGV[1] and ARGV[3] ~= '1' then return 2 end\n"
                "local n = redis.call('DEL', KEYS[1])\n"
                "redis.call('DEL', " LUA_RES_OF("KEYS[1]") ")\n"
-               "if l then redis.call('DEL', KEYS[2]) end\n"
+               "if l == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
                "redis.call('ZREM', ARGV[2], KEYS[1])\n"
                "return n\n",
     [S_UNLEASE] = "if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
@@ -375,15 +376,6 @@ static long long integer_of(struct gw_cluster *cl, redisReply *r, char *err)
                  cl->address, cl->port, r->type);
     freeReplyObject(r);
     return v;
-}
-
-/* Runs script |s| with two keys and two string arguments; its integer answer, or GW_ERR_UNAVAILABLE. */
-static long long run_s(struct gw_cluster *cl, int s, const char *k1, const char *k2, const char *a1,
-                       const char *a2, char *err)
-{
-    const char *args[2] = {a1, a2};
-
-    return integer_of(cl, eval(cl, s, k1, k2, 2, args, err), err);
 }
 
 /* Runs script |s| with two keys and four arguments; its integer answer, or GW_ERR_UNAVAILABLE. */
@@ -1034,9 +1026,11 @@ void gw_cluster_unlease(struct gw_cluster *cl, const unsigned char *tid, size_t 
         gw_log_kv(GW_LOG_WARN, "shared_state_unlease_failed", "reason", err, NULL);
 }
 
-int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len)
+/* gw_cluster_drop_record, or with |whoever| gw_cluster_end_record */
+static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, bool whoever)
 {
     char k1[KEY_LEN], k2[KEY_LEN], dk[KEY_LEN], err[GW_ERR_LEN];
+    const char *args[3] = {NULL, dk, whoever ? "1" : "0"};
     long long n;
 
     if (!gw_cluster_keeps_records(cl) || tid_len == 0 || tid_len > GW_MAX_TID_LEN)
@@ -1044,11 +1038,22 @@ int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size
     key(cl, k1, "rec", tid, tid_len);
     key(cl, k2, "lease", tid, tid_len);
     snprintf(dk, sizeof(dk), "%sdeadlines", cl->prefix);
-    if ((n = run_s(cl, S_DROP, k1, k2, cl->owner, dk, err)) < 0) {
+    args[0] = cl->owner; /* |cl| is not NULL past the check */
+    if ((n = integer_of(cl, eval(cl, S_DROP, k1, k2, 3, args, err), err)) < 0) {
         gw_log_kv(GW_LOG_WARN, "shared_state_drop_failed", "reason", err, NULL);
         return GW_ERR_UNAVAILABLE;
     }
     return n == 2 ? GW_ERR_BUSY : n > 0;
+}
+
+int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len)
+{
+    return drop_record(cl, tid, tid_len, false);
+}
+
+int gw_cluster_end_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len)
+{
+    return drop_record(cl, tid, tid_len, true);
 }
 
 int gw_cluster_status(struct gw_cluster *cl, char *why, size_t cap)

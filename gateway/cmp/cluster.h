@@ -153,6 +153,14 @@ void gw_cluster_unlease(struct gw_cluster *cl, const unsigned char *tid, size_t 
  */
 int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len);
 
+/*
+ * gw_cluster_end_record is gw_cluster_drop_record for a transaction that ended (closed, or its
+ * certificate withdrawn): the record goes even while another instance holds its lease, so that no
+ * instance continues it. That lease is left to its holder, whose rewrite then finds the record gone
+ * (GW_ERR_NOT_FOUND). Never GW_ERR_BUSY.
+ */
+int gw_cluster_end_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len);
+
 void gw_txn_record_cleanup(struct gw_txn_record *rec);
 void gw_txn_result_cleanup(struct gw_txn_result *res);
 

@@ -128,4 +128,10 @@ int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size
     return 0;
 }
 
+int gw_cluster_end_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len)
+{
+    (void)cl, (void)tid, (void)tid_len;
+    return 0;
+}
+
 #endif

@@ -1644,6 +1644,8 @@ static void test_refused_answer_other_key(void **state)
 /* Set: transfer_gone checks the transaction out before the listener's news, as another message would. */
 static int gone_hold;
 static struct gw_txn *gone_held;
+/* Set: transfer_gone calls it before the listener's news (another instance taking the record, say). */
+static void (*gone_before)(struct client *cl);
 
 /* A transfer whose client goes away before the answer leaves: the listener tells the engine so. */
 static OSSL_CMP_MSG *transfer_gone(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
@@ -1655,6 +1657,10 @@ static OSSL_CMP_MSG *transfer_gone(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
     int len = i2d_OSSL_CMP_MSG(req, &der);
 
     assert_true(len > 0);
+    if (cl->exchanges++ == 0) { /* as the usual transfer keeps it (record_key) */
+        cl->first_req = OPENSSL_memdup(der, (size_t)len);
+        cl->first_req_len = (size_t)len;
+    }
     gw_cmp_response_init(&rsp);
     gw_cmp_process(cl->env->engine,
                    &(struct gw_cmp_request){.der = der, .len = (size_t)len, .route = &cl->env->route}, &rsp);
@@ -1663,6 +1669,8 @@ static OSSL_CMP_MSG *transfer_gone(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
     if (gone_hold)
         assert_non_null(gone_held =
                             gw_txn_take(gw_cmp_engine_txns(cl->env->engine), tid->data, (size_t)tid->length));
+    if (gone_before != NULL)
+        gone_before(cl);
     gw_cmp_undelivered(&rsp, GW_CMP_LOST_CLIENT_GONE);
     gw_cmp_response_cleanup(&rsp);
     OPENSSL_free(der);
@@ -4691,6 +4699,64 @@ static void test_shared_client_gone_from_record(void **state)
     assert_gone_withdrawn_and_free(e, &cl, ctx);
 }
 
+/* gone_before: a third instance leases the record, answering another message of the transaction. */
+static void lease_to_third(struct client *cl)
+{
+    char lease[176], out[64];
+
+    lease_key(cl, lease, sizeof(lease));
+    assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"SET", lease, "third"}), 0);
+}
+
+/*
+ * A shared transaction ended (its certificate's answer never sent, the client gone) while another
+ * message holds it: here, its copy checked out and then given up as claim_copy gives up a copy its
+ * record replaces (the slot released, the rebuilt transaction dropped), or on a third instance, the
+ * record leased. Its record ends at once, whoever holds it: once, the mark on the slot went with the
+ * slot, or the lease kept the record, and the transaction lived on for any instance, its expiry
+ * putting on record as valid ("expired_unconfirmed") the certificate just withdrawn.
+ */
+static void test_shared_ended_while_held(void **state)
+{
+    (void)state;
+    for (int third = 0; third <= 1; third++) {
+        struct env *e;
+        struct client cl;
+        OSSL_CMP_CTX *ctx;
+        char key[160], lease[176], out[256];
+
+        print_message("held by %s\n", third ? "a third instance" : "another message here");
+        if (redis_start() != 0)
+            skip();
+        e = env_shared(NULL);
+        slow_revokes();
+        slow_gate(1);
+        cl = (struct client){.env = e};
+        ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+        OSSL_CMP_CTX_set_transfer_cb(ctx, transfer_gone);
+        gone_hold = !third;
+        gone_before = third ? lease_to_third : NULL;
+        assert_null(OSSL_CMP_exec_IR_ses(ctx)); /* ir -> ip, never sent */
+        gone_hold = 0;
+        gone_before = NULL;
+        record_key(&cl, key, sizeof(key));
+        assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", key}), 0);
+        assert_string_equal(out, ":0");
+        if (third) { /* done: its lease, left alone, given back */
+            lease_key(&cl, lease, sizeof(lease));
+            assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"DEL", lease}), 0);
+            assert_string_equal(out, ":1");
+        } else {
+            gw_txn_release(gw_cmp_engine_txns(e->engine), gone_held->tid, gone_held->tid_len);
+            gw_txn_free(gone_held);
+        }
+        expire_record(e, &cl, out, sizeof(out));
+        assert_int_equal(audit_count(e, "expired_unconfirmed", NULL, NULL, NULL), 0);
+        assert_gone_withdrawn_and_free(e, &cl, ctx);
+        (void)redis_stop(NULL);
+    }
+}
+
 /* Two CAs (two_cas_open) behind an engine whose state is shared in the test's Redis; CA1's CRL lists none. */
 static unsigned char *two_cas_open_shared(struct two_cas *t, size_t *crl_len)
 {
@@ -5165,6 +5231,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_expiry_withdraws, redis_stop),
         cmocka_unit_test_teardown(test_shared_error_not_aborted, redis_stop),
         cmocka_unit_test_teardown(test_shared_client_gone_from_record, redis_stop),
+        cmocka_unit_test_teardown(test_shared_ended_while_held, redis_stop),
         cmocka_unit_test_teardown(test_shared_replay_refused_before_lease, redis_stop),
         cmocka_unit_test_teardown(test_shared_revocation_not_kept, redis_stop),
         cmocka_unit_test_teardown(test_shared_revoked_lookup_down, redis_stop),
