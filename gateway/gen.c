@@ -59,7 +59,8 @@ void gw_gen_drop(struct gw_gen *g)
 }
 
 /* Frees |g|; false when an upstream call still running keeps its upstreams (and so its
- * configuration) alive: those are then left to process exit. */
+ * configuration) alive: those are then left to process exit, with the engine when a revocation
+ * runs on it past its deadline. */
 static bool gen_free(struct gw_gen *g)
 {
     bool all;
@@ -67,8 +68,7 @@ static bool gen_free(struct gw_gen *g)
     if (g == NULL)
         return true;
     gw_prober_stop(g->prober);
-    gw_cmp_engine_free(g->engine);
-    all = gw_upstream_set_free(g->ups);
+    all = gw_cmp_engine_free(g->engine) && gw_upstream_set_free(g->ups);
     for (size_t i = 0; i < g->n_ssl_ctx; i++)
         SSL_CTX_free(g->ssl_ctx[i]);
     free(g->ssl_ctx);

@@ -136,8 +136,7 @@ void gw_cmp_undelivered(struct gw_cmp_response *rsp, enum gw_cmp_lost why)
     if (k->parked)
         close_parked(k);
     (void)cmp_audit_cert(k->e, &k->view, rsp->tid, "rejected", lost[why].status, k->cert, 1);
+    /* at shutdown too: the engine's drain waits for it, up to its deadline (cmp_withdrawals_drain) */
     cmp_withdraw(k->e, &k->view, rsp->tid, k->cert, CRL_REASON_CESSATION_OF_OPERATION);
-    if (why == GW_CMP_LOST_STOPPED) /* the process ends next: the revocation must not be cut short */
-        cmp_withdrawals_settle(k->e);
     gw_cmp_carried_free(k);
 }

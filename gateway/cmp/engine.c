@@ -236,12 +236,14 @@ void gw_cmp_engine_settle_withdrawals(struct gw_cmp_engine *e)
         cmp_withdrawals_settle(e);
 }
 
-void gw_cmp_engine_free(struct gw_cmp_engine *e)
+bool gw_cmp_engine_free(struct gw_cmp_engine *e)
 {
     if (e == NULL)
-        return;
-    cmp_poll_detach(e);       /* upstream calls still running write to the audit log and the shared state */
-    cmp_withdrawals_drain(e); /* after the calls, whose late certificates it withdraws */
+        return true;
+    cmp_poll_detach(e); /* upstream calls still running write to the audit log and the shared state */
+    /* after the calls, whose late certificates it withdraws; a revocation still running uses |e| */
+    if (!cmp_withdrawals_drain(e))
+        return false;
     if (e->shared != NULL && atomic_fetch_sub(&e->shared->refs, 1) == 1) {
         /* the last engine: what is still open ends here */
         gw_txn_table_free(e->shared->txns, log_closed, (void *)&abandoned);
@@ -252,6 +254,7 @@ void gw_cmp_engine_free(struct gw_cmp_engine *e)
     }
     cmp_policy_cleanup(e);
     free(e);
+    return true;
 }
 
 /* |sub|, a call of |e| at |now| for the stored request |sreq| whose answer goes nowhere (|scratch|). */

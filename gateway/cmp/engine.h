@@ -44,9 +44,11 @@ void gw_cmp_engine_close_all(struct gw_cmp_engine *e);
 
 /*
  * gw_cmp_engine_free frees the engine; the last of the engines sharing transactions ends those
- * still open, logged as abandoned. NULL-safe.
+ * still open, logged as abandoned. NULL-safe. false: a revocation was still running when its
+ * withdrawals' deadline passed (cmp_withdrawals_drain), and the engine, its upstreams and its
+ * configuration are left to the process exit.
  */
-void gw_cmp_engine_free(struct gw_cmp_engine *e);
+bool gw_cmp_engine_free(struct gw_cmp_engine *e);
 
 /* gw_cmp_process answers one request (worker). Always fills |rsp|; never fails. */
 void gw_cmp_process(struct gw_cmp_engine *e, const struct gw_cmp_request *req, struct gw_cmp_response *rsp);

@@ -137,9 +137,10 @@ struct cmp_withdrawals {
     pthread_cond_t cond;              /* a job queued or ended, or the queue stopping */
     struct withdrawal *head, **tailp; /* FIFO: |tailp| is where the next job goes */
     size_t queued;
-    int running; /* a job the thread took and has not ended yet */
+    int running;                     /* a job the thread took and has not ended yet */
+    const struct withdrawal *asking; /* that job, until its upstream answered */
+    int given_up;                    /* the drain put |asking| on record as not revoked */
     int started, stopping;
-    int cut; /* the drain's deadline passed: what is still queued is logged as not revoked */
     pthread_t thread;
 };
 
@@ -164,13 +165,29 @@ static void not_revoked(struct gw_cmp_engine *e, const struct withdrawal *w, con
               why, "msg", "a certificate that must not be used is still valid: revoke it by hand", NULL);
 }
 
+/* worker: the upstream answered the job it was asking; 1 if the drain gave up on it meanwhile. */
+static int answered(struct cmp_withdrawals *q)
+{
+    int given_up;
+
+    pthread_mutex_lock(&q->lock);
+    q->asking = NULL;
+    given_up = q->given_up;
+    pthread_mutex_unlock(&q->lock);
+    return given_up;
+}
+
 /* worker (the engine's withdrawal thread) */
 static void revoke(struct gw_cmp_engine *e, const struct withdrawal *w)
 {
     const struct cmp_txn *t = &w->view;
     char err[GW_ERR_LEN] = "";
+    /* fails without an upstream (rebuilt) */
+    int rc = gw_upstream_revoke(t->up, w->cert, w->reason, err);
 
-    if (gw_upstream_revoke(t->up, w->cert, w->reason, err) != 0) { /* fails without an upstream (rebuilt) */
+    if (answered(e->withdrawals) && rc != 0) /* on record as not revoked already */
+        return;
+    if (rc != 0) {
         not_revoked(e, w, err);
         return;
     }
@@ -195,6 +212,7 @@ static struct withdrawal *take(struct cmp_withdrawals *q)
             q->tailp = &q->head;
         q->queued--;
         q->running = 1;
+        q->asking = w;
     }
     pthread_mutex_unlock(&q->lock);
     return w;
@@ -205,16 +223,9 @@ static void *withdrawals_main(void *arg)
 {
     struct gw_cmp_engine *e = arg;
     struct withdrawal *w;
-    int cut;
 
     while ((w = take(e->withdrawals)) != NULL) {
-        pthread_mutex_lock(&e->withdrawals->lock);
-        cut = e->withdrawals->cut;
-        pthread_mutex_unlock(&e->withdrawals->lock);
-        if (cut)
-            not_revoked(e, w, "the gateway stopped before the upstream was asked");
-        else
-            revoke(e, w);
+        revoke(e, w);
         withdrawal_free(w);
     }
     return NULL;
@@ -340,13 +351,33 @@ void cmp_withdrawals_settle(struct gw_cmp_engine *e)
     pthread_mutex_unlock(&q->lock);
 }
 
-void cmp_withdrawals_drain(struct gw_cmp_engine *e)
+/*
+ * Past the drain's deadline (lock held): the jobs no upstream was asked for, off the queue for the
+ * caller to put on record, and the one whose upstream has not answered on record now.
+ */
+static struct withdrawal *give_up(struct gw_cmp_engine *e, struct cmp_withdrawals *q)
+{
+    struct withdrawal *left = q->head;
+
+    q->head = NULL;
+    q->tailp = &q->head;
+    q->queued = 0;
+    if (q->asking != NULL) {
+        q->given_up = 1;
+        not_revoked(e, q->asking, "the gateway stopped before the upstream answered; check at the CA");
+    }
+    return left;
+}
+
+bool cmp_withdrawals_drain(struct gw_cmp_engine *e)
 {
     struct cmp_withdrawals *q = e->withdrawals;
+    struct withdrawal *left, *next;
     struct timespec until;
+    bool asking;
 
     if (q == NULL)
-        return;
+        return true;
     clock_gettime(CLOCK_MONOTONIC, &until); /* the condition's clock (cmp_withdrawals_init) */
     until.tv_sec += GW_DRAIN_TIMEOUT_MS / 1000;
     until.tv_nsec += (long)(GW_DRAIN_TIMEOUT_MS % 1000) * 1000000L;
@@ -360,14 +391,25 @@ void cmp_withdrawals_drain(struct gw_cmp_engine *e)
     /* the thread signals |cond| as each job ends (take) */
     while ((q->head != NULL || q->running) && pthread_cond_timedwait(&q->cond, &q->lock, &until) == 0)
         ;
-    q->cut = 1; /* the one running ends within its upstream's timeout; the rest are logged at once */
+    left = give_up(e, q);
+    asking = q->asking != NULL;
     pthread_mutex_unlock(&q->lock);
+    for (; left != NULL; left = next) {
+        next = left->next;
+        not_revoked(e, left, "the gateway stopped before the upstream was asked");
+        withdrawal_free(left);
+    }
+    if (asking) { /* its upstream may answer for as long as its timeout: the process ends first */
+        pthread_detach(q->thread);
+        return false;
+    }
     if (q->started)
         pthread_join(q->thread, NULL);
     pthread_cond_destroy(&q->cond);
     pthread_mutex_destroy(&q->lock);
     free(q);
     e->withdrawals = NULL;
+    return true;
 }
 
 /*

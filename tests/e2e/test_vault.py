@@ -4,9 +4,11 @@ default_path_policy, an issuer_ref route, cert-auth login, CRMF refused with a p
 every Vault failure (400, 403, 412, 429, 503 sealed, 500, timeout, garbage, warnings only) as the exact
 decoded CMP answer (PKIStatus, failInfo, statusString). What Vault received is read from its request log.
 With Vault slow: waiting calls hold no worker or thread, a client that hangs up loses nothing on record,
-and SIGTERM drains a waiting request. A client that leaves before its answer is written (an HTTP/2
-connection closed while its call waits) never gets its certificate: it is withdrawn at Vault, with
-implicitConfirm and with a certConf expected; an answer written to a connection whose client left is not.
+and SIGTERM drains a waiting request; past the drain, the certificate nobody will receive is withdrawn,
+and a revocation Vault does not answer within 10 s is left on record (revoke_failed) for the gateway to
+exit. A client that leaves before its answer is written (an HTTP/2 connection closed while its call
+waits) never gets its certificate: it is withdrawn at Vault, with implicitConfirm and with a certConf
+expected; an answer written to a connection whose client left is not.
 """
 import json
 import ssl
@@ -438,24 +440,34 @@ class VaultShutdownPastDrain(SlowVault):
         cfg["upstreams"]["vault"]["timeout"] = "30s"
 
     def test_certificate_recorded_after_the_drain_gave_up(self):
-        t = threading.Thread(target=lambda: self.p10cr_expecting_nothing("late"))
+        serial = self.stop_during_call("late")
+        self.assertEqual(len([r for r in harness.audit_records(self.gw, "revoked") if r["serial"] == serial]), 1)
+        revoked = [e for e in self.gw.log_lines() if e.get("event") == "cert_revoked" and e.get("serial") == serial]
+        self.assertEqual([e.get("upstream") for e in revoked], ["vault"], self.gw.stderr()[-3000:])
+
+    def before_stop(self):
+        """What happens once the sign call waits at Vault, before SIGTERM."""
+
+    def stop_during_call(self, name):
+        """SIGTERM while the p10cr of |name| waits at Vault: the gateway exits 0 with the certificate on
+        record as issued and not delivered. Its serial."""
+        t = threading.Thread(target=lambda: self.p10cr_expecting_nothing(name))
         t.start()
         time.sleep(1.0)
+        self.before_stop()
         self.gw.signal_stop()
         rc = self.gw.wait_exit()
         self.gw.proc = None
         t.join(harness.CLIENT_TIMEOUT)
         self.gw.check_stderr()
         self.assertIn("running the requests still queued or waiting for an upstream", self.gw.stderr())
-        issued = harness.audit_records(self.gw, "issued", "late.example.com")
+        issued = harness.audit_records(self.gw, "issued", "%s.example.com" % name)
         self.assertEqual(len(issued), 1, self.gw.stderr()[-3000:])
         self.assertEqual(rc, 0, self.gw.stderr()[-3000:])
         serial = issued[0]["serial"]
         self.assertEqual([r["status"] for r in harness.audit_records(self.gw, "rejected") if r["serial"] == serial],
                          ["not delivered: the gateway stopped before its answer was sent"])
-        self.assertEqual(len([r for r in harness.audit_records(self.gw, "revoked") if r["serial"] == serial]), 1)
-        revoked = [e for e in self.gw.log_lines() if e.get("event") == "cert_revoked" and e.get("serial") == serial]
-        self.assertEqual([e.get("upstream") for e in revoked], ["vault"], self.gw.stderr()[-3000:])
+        return serial
 
     def p10cr_expecting_nothing(self, name):
         try:
@@ -463,6 +475,33 @@ class VaultShutdownPastDrain(SlowVault):
         except harness.Failure:
             pass  # the loop gave up on the connection: the client gets no answer
 
+
+class VaultShutdownRevocationPastDeadline(VaultShutdownPastDrain):
+    """As VaultShutdownPastDrain, with Vault answering the revocation after longer than the withdrawals'
+    deadline (10 s): the gateway does not wait for it (an operator's stop timeout would kill it mid-wait,
+    nothing on record): the certificate goes on record as not revoked (`revoke_failed`) and an error
+    line names its serial and upstream for an operator to revoke it by hand; then the gateway exits 0."""
+
+    REVOKE_LATENCY_S = 40.0
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        super().edit_config(cfg, gw)
+        cfg["upstreams"]["vault"]["timeout"] = "60s"
+
+    def before_stop(self):
+        """The sign call's latency is set already; the revocation's is longer than the deadline."""
+        self.vault.control({"latency_ms": int(self.REVOKE_LATENCY_S * 1000), "match": "/revoke"})
+
+    def test_certificate_recorded_after_the_drain_gave_up(self):
+        serial = self.stop_during_call("unrevoked")  # within STOP_TIMEOUT (30 s): not after the revocation
+        self.assertEqual(len(self.vault.requests("/revoke")), 1)  # asked, never answered in time
+        self.assertEqual([r["status"] for r in harness.audit_records(self.gw, "revoke_failed") if r["serial"] == serial],
+                         ["not revoked: the gateway stopped before the upstream answered; check at the CA"])
+        self.assertEqual([r for r in harness.audit_records(self.gw, "revoked") if r["serial"] == serial], [])
+        failed = [e for e in self.gw.log_lines() if e.get("event") == "revoke_failed" and e.get("serial") == serial]
+        self.assertEqual([(e.get("level"), e.get("upstream")) for e in failed], [("error", "vault")],
+                         self.gw.stderr()[-3000:])
 
 if __name__ == "__main__":
     harness.main()
