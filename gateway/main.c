@@ -722,8 +722,12 @@ out:
     gw_handover_stop(r.handover);
     gw_server_stop(r.server, successor); /* drains first: the probes' answers are not needed for it */
     if (!gw_gens_free(r.gens)) {
-        /* a late completion may still read the configuration and the metrics: leave both to exit */
-        return rc;
+        /* A late completion may still read the configuration and the metrics, and runs inside libcurl
+           and OpenSSL: leave all of it to the kernel, since exit()'s handlers (OpenSSL's cleanup
+           among them) would free what that thread is using. Every record is on disk by now. */
+        gw_log(GW_LOG_WARN, "stopped", "an upstream call still runs past the drain: exiting without cleanup");
+        fflush(NULL);
+        _exit(rc);
     }
     gw_metrics_free_all();
     curl_global_cleanup();
