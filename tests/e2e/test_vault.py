@@ -502,6 +502,9 @@ class VaultShutdownRevocationPastDeadline(VaultShutdownPastDrain):
         failed = [e for e in self.gw.log_lines() if e.get("event") == "revoke_failed" and e.get("serial") == serial]
         self.assertEqual([(e.get("level"), e.get("upstream")) for e in failed], [("error", "vault")],
                          self.gw.stderr()[-3000:])
+        # the revocation still runs: the gateway exits without the cleanup that would free its state
+        stopped = [(e.get("level"), e.get("msg")) for e in self.gw.log_lines() if e.get("event") == "stopped"]
+        self.assertEqual(stopped, [("warn", "an upstream call still runs past the drain: exiting without cleanup")])
 
 if __name__ == "__main__":
     harness.main()
