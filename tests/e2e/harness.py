@@ -176,6 +176,14 @@ def genkey(path):
     return Path(path)
 
 
+def tls_bundle(d, cert):
+    """A certificate the demo's issuer issued and that CA in one file, to use as a TLS client
+    certificate (`openssl cmp -tls_cert` and curl send what the file holds)."""
+    out = d / (cert.name + ".tls.pem")
+    out.write_text(cert.read_text() + (d / "issuing.pem").read_text())
+    return out
+
+
 def keep_store(cfg, gw):
     """Gives the demo's local issuer a store (needed to revoke and to list what it issued)."""
     (gw.dir / "store").mkdir(exist_ok=True)

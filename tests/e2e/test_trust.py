@@ -258,13 +258,6 @@ class ForgedSigner(harness.GatewayTestCase):
 
 
 
-def tls_bundle(d, cert):
-    """The certificate and its issuing CA in one file: `openssl cmp -tls_cert` sends what the file holds."""
-    out = d / (cert.name + ".tls.pem")
-    out.write_text(cert.read_text() + (d / "issuing.pem").read_text())
-    return out
-
-
 class RevokedCredentials(harness.GatewayTestCase):
     """The local issuer (with a store) issued the credentials; the holder revokes them with rr."""
 
@@ -379,16 +372,16 @@ class RevokedCredentials(harness.GatewayTestCase):
     def test_revoked_tls_client_certificate(self):
         d = self.gw.dir
         cert, key = self.revoked("rev-tls")
-        res = self.gw.cmp("ir", "rev-tls-ir", tls=(tls_bundle(d, cert), key), newkey=self.newkey("rev-tls-new"),
-                          subject="/CN=rev-tls", extra=("-implicit_confirm",), expect_cert=False)
+        res = self.gw.cmp("ir", "rev-tls-ir", tls=(harness.tls_bundle(d, cert), key),
+                          newkey=self.newkey("rev-tls-new"), subject="/CN=rev-tls", extra=("-implicit_confirm",), expect_cert=False)
         self.assert_revoked_answer(res.first, ("ip",), cert, what="TLS client")
 
     def test_unrevoked_tls_client_certificate(self):
         """The twin: the same path with a valid TLS client certificate of the local issuer is served."""
         d = self.gw.dir
         cert, key = self.enrol("ok-tls")
-        res = self.gw.cmp("ir", "ok-tls-ir", tls=(tls_bundle(d, cert), key), newkey=self.newkey("ok-tls-new"),
-                          subject="/CN=ok-tls", extra=("-implicit_confirm",))
+        res = self.gw.cmp("ir", "ok-tls-ir", tls=(harness.tls_bundle(d, cert), key),
+                          newkey=self.newkey("ok-tls-new"), subject="/CN=ok-tls", extra=("-implicit_confirm",))
         self.assertIsNotNone(res.cert)
 
 
