@@ -320,6 +320,19 @@ int cmp_sender_is(const struct gw_hdr_info *h, int pbm, const unsigned char *kid
            X509_NAME_cmp(h->sender, sender) == 0;
 }
 
+int cmp_check_tls_client(const struct cmp_call *c, const char *bound, struct cmp_refusal *r)
+{
+    if (bound[0] == '\0' ||
+        (strcmp(bound, c->tls_client) == 0 && strcmp(c->tls_client, CMP_TLS_CLIENT_UNKNOWN) != 0))
+        return 0;
+    /* another device sharing the sender's PBM secret or signing key, or the sender over another
+       connection than its own: either way not the client this transaction's answers went to */
+    gw_log_kv(GW_LOG_WARN, "txn_other_tls_client", "tid", c->rsp->tid, "tls_client", c->tls_client,
+              "tls_subject", c->tls_subject, "bound_to", bound, "msg",
+              "refused: the transaction was begun by another TLS client; it stays open for it", NULL);
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "%s", TEXT_OTHER_TLS_CLIENT);
+}
+
 int cmp_signed_like(struct cmp_txn *t, const struct gw_role *role, const OSSL_CMP_MSG *msg,
                     const OSSL_CMP_MSG *req, const unsigned char *der, size_t len,
                     const struct gw_hdr_info *rh)

@@ -16,6 +16,9 @@
     "message protection could not be verified: the signature does not match the signer certificate"
 
 #define TEXT_PINNED_SIGNER "message protection could not be verified against the signer of this transaction"
+#define TEXT_OTHER_TLS_CLIENT                                                                                \
+    "this transaction was begun over a TLS connection with another client certificate (or none): send "      \
+    "certConf, pollReq and error messages over a connection with the TLS client certificate of its request"
 
 #define TEXT_KEY_LIMITS                                                                                      \
     "a key in this request is above this server's limits: RSA keys up to 8192 bits with a public "           \
@@ -43,6 +46,13 @@ STACK_OF(X509) *cmp_signer_chain_on(struct cmp_call *c, const struct cmp_txn *t,
  */
 int cmp_sender_is(const struct gw_hdr_info *h, int pbm, const unsigned char *kid, size_t kid_len,
                   const X509_NAME *sender);
+
+/*
+ * cmp_check_tls_client: whether |c| comes from the TLS client |bound| (a transaction's tls_client, or
+ * its record's) that began the transaction: 0, or refused with |r| (notAuthorized) and logged. A
+ * transaction bound to none ("", rebuilt from a record of an older instance) passes.
+ */
+int cmp_check_tls_client(const struct cmp_call *c, const char *bound, struct cmp_refusal *r);
 
 /*
  * cmp_signed_like tells, from its request |req| (decoded from |der|, header |rh|) alone, whether |msg|

@@ -159,9 +159,12 @@ static const char *const scripts[N_SCRIPTS] = {
 };
 /* clang-format on */
 
-#define RECORD_MAGIC "cmpgw-txn-2"
+/* A record names the TLS client of its transaction since version 3; one of version 2, from an older
+   instance during a rolling upgrade, is still read, bound to none (docs/design.md D26) */
+#define RECORD_MAGIC "cmpgw-txn-3"
+#define RECORD_MAGIC_2 "cmpgw-txn-2"
 #define RESULT_MAGIC "cmpgw-res-1"
-#define RECORD_FIELDS 6
+#define RECORD_FIELDS 7
 #define RESULT_FIELDS 4
 #define RECORD_MAC_LEN 32
 
@@ -725,9 +728,11 @@ static unsigned char *record_encode(const struct gw_cluster *cl, const unsigned 
                                     const struct gw_txn_record *rec, size_t *out_len)
 {
     char meta[96];
-    const void *f[RECORD_FIELDS] = {rec->req, rec->cert, rec->nonce, rec->role, rec->upstream, meta};
-    size_t n[RECORD_FIELDS] = {rec->req_len,      rec->cert_len,         rec->nonce_len,
-                               strlen(rec->role), strlen(rec->upstream), 0};
+    const void *f[RECORD_FIELDS] = {rec->req,      rec->cert, rec->nonce,     rec->role,
+                                    rec->upstream, meta,      rec->tls_client};
+    size_t n[RECORD_FIELDS] = {rec->req_len,           rec->cert_len,         rec->nonce_len,
+                               strlen(rec->role),      strlen(rec->upstream), 0,
+                               strlen(rec->tls_client)};
 
     n[5] = (size_t)snprintf(meta, sizeof(meta), "%u %lld %lld %lld", rec->step, rec->requested_at,
                             rec->deadline_ms, rec->check_after);
@@ -742,7 +747,10 @@ static int record_decode(const struct gw_cluster *cl, const unsigned char *tid, 
     char meta[96];
 
     memset(rec, 0, sizeof(*rec));
-    if (blob_decode(cl, RECORD_MAGIC, tid, tid_len, blob, len, f, n, RECORD_FIELDS) != 0 ||
+    n[6] = 0; /* version 2: no TLS client */
+    if ((blob_decode(cl, RECORD_MAGIC, tid, tid_len, blob, len, f, n, RECORD_FIELDS) != 0 &&
+         blob_decode(cl, RECORD_MAGIC_2, tid, tid_len, blob, len, f, n, RECORD_FIELDS - 1) != 0) ||
+        (n[6] > 0 && field_str(f[6], n[6], rec->tls_client, sizeof(rec->tls_client)) != 0) ||
         n[2] > sizeof(rec->nonce) || field_str(f[3], n[3], rec->role, sizeof(rec->role)) != 0 ||
         field_str(f[4], n[4], rec->upstream, sizeof(rec->upstream)) != 0 ||
         field_str(f[5], n[5], meta, sizeof(meta)) != 0) {

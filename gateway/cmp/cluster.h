@@ -81,6 +81,9 @@ struct gw_txn_record {
     size_t nonce_len;
     char role[GW_MAX_NAME_LEN + 1];
     char upstream[GW_MAX_NAME_LEN + 1];
+    /* the TLS client its messages must come from (cmp_call.tls_client); "" in a record of an older
+       instance, which bound none (docs/operations.md, "Upgrading a cluster") */
+    char tls_client[GW_TLS_CLIENT_LEN];
     unsigned step;          /* bumped by every rewrite */
     long long requested_at; /* when the request came (s since the epoch): its plan is made for then */
     long long deadline_ms;  /* a deferred request: when its upstream call gives up (ms since the epoch) */

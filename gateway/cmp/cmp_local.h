@@ -85,6 +85,9 @@ enum cmp_confirm {
     CMP_CONFIRM_FAILED, /* certHash mismatch */
 };
 
+/* What cmp_call.tls_client holds when its certificate's hash could not be made: it matches nothing. */
+#define CMP_TLS_CLIENT_UNKNOWN "unknown"
+
 /* One request being processed on a worker; lives on that worker's stack. */
 struct cmp_call {
     struct gw_cmp_engine *e;    /* the engine the request runs under: its own, or its transaction's */
@@ -109,6 +112,7 @@ struct cmp_call {
     EVP_PKEY *req_key; /* the key an ir, cr or kur asks for, decoded once (precheck) for the plan */
     char route[GW_MAX_PATH_LEN];
     char tls_subject[GW_IDENTITY_LEN];
+    char tls_client[GW_TLS_CLIENT_LEN]; /* its TLS client: "sha256:<certificate hash>", or "none" */
 };
 
 /* The state of one transaction: its SRV_CTX and who may continue it. Owned by a struct gw_txn. */
@@ -134,6 +138,9 @@ struct cmp_txn {
     /* for the audit records of later messages (certConf, expiry) */
     char route[GW_MAX_PATH_LEN];
     char tls_subject[GW_IDENTITY_LEN];
+    /* the TLS client its first message came from (cmp_call.tls_client): every later message must come
+       from it; "" only when rebuilt from a record of an older instance, which bound none */
+    char tls_client[GW_TLS_CLIENT_LEN];
     char body[16];
     struct cmp_call *call; /* the request in progress, NULL between requests */
     /* poll_after (docs/polling.md): a deferred request waits here for its upstream call */

@@ -792,6 +792,7 @@ static int replay_stored(const struct gw_hdr_info *want, struct cmp_call *sub,
     if (t->issued != NULL)
         gw_x509_cert_serial_hex(t->issued, t->serial, sizeof(t->serial));
     t->step = rec->step;
+    snprintf(t->tls_client, sizeof(t->tls_client), "%s", rec->tls_client); /* not the message's */
     t->shared = 1;
     t->up =
         gw_upstream_set_get0(sub->e->ups, rec->upstream); /* NULL if this instance has none of that name */
@@ -820,7 +821,9 @@ static struct gw_txn *rebuild_from(struct cmp_call *c, struct gw_txn_record *rec
                          c->now + (time_t)c->e->cfg.cmp->transaction_ttl, t, cmp_txn_free);
     if (txn != NULL) {
         gw_log_kv(GW_LOG_INFO, "txn_continued", "tid", c->rsp->tid, "identity", t->identity, "serial",
-                  t->serial, "msg", "begun on another instance", NULL);
+                  t->serial, "tls_client",
+                  t->tls_client[0] != '\0' ? t->tls_client : "unbound (older record)", "msg",
+                  "begun on another instance", NULL);
     } else {
         cmp_txn_free(t);
         gw_cluster_unlease(c->e->cluster, c->hdr.tid, c->hdr.tid_len);
@@ -898,14 +901,17 @@ static void put_back(struct cmp_call *c, struct gw_txn *txn, int rebuilt, int le
 }
 
 /*
- * Whether |msg| (certConf, pollReq, error) comes from |t|'s sender, signed by its pinned signer (or
- * with its PBM secret): 0, or refused with |r|. Another trusted certificate with the sender's subject
- * passes same_sender only.
+ * Whether |msg| (certConf, pollReq, error) comes from |t|'s sender, over a connection of its TLS
+ * client, signed by its pinned signer (or with its PBM secret): 0, or refused with |r|. Another
+ * trusted certificate with the sender's subject passes same_sender only; another device with the
+ * same PBM secret or signing key passes all but the TLS client.
  */
 static int check_signer(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *msg, struct cmp_refusal *r)
 {
     if (!same_sender(t, c))
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "%s", TEXT_OTHER_SENDER);
+    if (cmp_check_tls_client(c, t->tls_client, r) != 0)
+        return 1;
     /* before OpenSSL processes the message: OpenSSL closes the transaction on a failed check, so a
        forged certConf with the right sender name would cancel someone else's transaction; it then
        skips the signature (run with |verified|) */

@@ -40,6 +40,7 @@ static int put_record(struct cmp_call *c, struct cmp_txn *t, const unsigned char
         rec.cert_len = t->issued != NULL ? (size_t)len : 0;
         memcpy(rec.nonce, t->nonce, rec.nonce_len = t->nonce_len);
         snprintf(rec.role, sizeof(rec.role), "%s", t->role->name);
+        snprintf(rec.tls_client, sizeof(rec.tls_client), "%s", t->tls_client);
         snprintf(rec.upstream, sizeof(rec.upstream), "%s",
                  gw_upstream_conf_name(gw_upstream_get0_conf(t->up)));
         rec.requested_at = (long long)t->requested_at;
@@ -86,11 +87,11 @@ void cmp_reshare(struct cmp_call *c, struct cmp_txn *t)
 }
 
 /*
- * 0 when |msg| (of |c|) can pass the checks of the sender and pinned signer of the transaction of |rec|
- * as far as its request tells (cmp_signed_like), and answers the last answer its client got (the
- * record's senderNonce: a captured message replayed here does not), or when the request cannot tell (it
- * does not decode, or its role is not here: its replay fails); else GW_ERR_FORBIDDEN, refused with |r|
- * as check_continuing refuses.
+ * 0 when |msg| (of |c|) can pass the checks of the sender, TLS client and pinned signer of the
+ * transaction of |rec| as far as its request tells (cmp_signed_like), and answers the last answer its
+ * client got (the record's senderNonce: a captured message replayed here does not), or when the request
+ * cannot tell (it does not decode, or its role is not here: its replay fails); else GW_ERR_FORBIDDEN,
+ * refused with |r| as check_continuing refuses.
  */
 static int vouched(struct cmp_call *c, const OSSL_CMP_MSG *msg, const struct gw_txn_record *rec,
                    struct cmp_refusal *r)
@@ -107,6 +108,8 @@ static int vouched(struct cmp_call *c, const OSSL_CMP_MSG *msg, const struct gw_
     else if (!cmp_sender_is(&c->hdr, rh.protection_nid == NID_id_PasswordBasedMAC, rh.sender_kid,
                             rh.sender_kid_len, rh.sender))
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "%s", TEXT_OTHER_SENDER);
+    else if (cmp_check_tls_client(c, rec->tls_client, r) != 0)
+        rc = GW_ERR_FORBIDDEN; /* refused and logged, before the costly signature check */
     else if ((t = cmp_txn_new(c, 0)) == NULL)
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure, "internal error: out of memory");
     else if (!cmp_signed_like(t, role, msg, req, rec->req, rec->req_len, &rh))

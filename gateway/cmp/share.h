@@ -26,11 +26,11 @@ void cmp_reshare(struct cmp_call *c, struct cmp_txn *t);
 /*
  * cmp_share_take leases to this instance the record of the transaction |msg| (of |c|) continues (as
  * gw_cluster_take_record, into |rec|), but only once |msg| is found able to pass the checks of its
- * sender and pinned signer, from the record's request (cmp_signed_like), and to answer the record's
- * senderNonce (a captured message replayed does not): anyone may name a
- * transactionID, and neither the replay of its request here nor the lease, which keeps its client
- * waiting, may be had for that. gw_cluster_take_record's answers, or GW_ERR_FORBIDDEN refused with
- * |r|.
+ * sender, its TLS client (the record's) and its pinned signer, from the record's request
+ * (cmp_signed_like), and to answer the record's senderNonce (a captured message replayed does
+ * not): anyone may name a transactionID, and neither the replay of its request here nor the lease, which
+ * keeps its client waiting, may be had for that. gw_cluster_take_record's answers, or GW_ERR_FORBIDDEN
+ * refused with |r|.
  */
 int cmp_share_take(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn_record *rec,
                    struct cmp_refusal *r, char *err);

@@ -291,6 +291,7 @@ struct cmp_txn *cmp_txn_new(struct cmp_call *c, int refusal)
     t->role = c->role;
     snprintf(t->route, sizeof(t->route), "%s", c->route);
     snprintf(t->tls_subject, sizeof(t->tls_subject), "%s", c->tls_subject);
+    snprintf(t->tls_client, sizeof(t->tls_client), "%s", c->tls_client);
     snprintf(t->body, sizeof(t->body), "%s", gw_shim_body_name(c->body));
     if ((t->srv = OSSL_CMP_SRV_CTX_new(NULL, NULL)) == NULL || !setup_common(t, c->e->cfg.signer))
         goto err;

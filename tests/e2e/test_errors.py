@@ -665,6 +665,21 @@ class Errors(Base):
         conf = self.certconf(ir, ip, hashlib.sha256(cert).digest(), sender=ip.header["sender"])
         self.expect("other_sender", self.send("othersender-conf", conf))
 
+    def test_other_tls_client(self):
+        """The transaction's own certConf, signed with its signer's key, from another device's TLS connection
+        (another TLS client certificate): refused, logged, and the transaction left open for its client,
+        whose own connection then confirms it."""
+        ir, ip, cert = self.open_txn("othertls")
+        tls_cert, tls_key = self.enrol("othertls-device")
+        conf = self.certconf(ir, ip, hashlib.sha256(cert).digest())
+        self.expect("other_tls_client", self.send("othertls-conf", conf,
+                                                  tls=(harness.tls_bundle(self.gw.dir, tls_cert), tls_key)))
+        tid = ip.header["transactionID"].asOctets().hex().upper()
+        logged = [l for l in self.gw.log_lines() if l.get("event") == "txn_other_tls_client"]
+        self.assertTrue(any(l.get("tid", "").upper() == tid for l in logged), logged)
+        a = harness.decode_cmp(self.send("othertls-own", conf).body)
+        self.assertEqual(a.body_type, "pkiconf", a)
+
     def test_pinned_signer(self):
         ir, ip, cert = self.open_txn("pinned")
         conf = self.certconf(ir, ip, hashlib.sha256(cert).digest(), key=self.newkey("pinned-other"))

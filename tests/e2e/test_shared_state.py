@@ -4,8 +4,9 @@ the per-identity cap of open transactions holds across both; with Redis stopped 
 systemUnavail and /readyz says so, and after a restart (scripts flushed: NOSCRIPT) both serve again; a Redis
 that could evict keys is refused at start; an unshared local store is refused. Continuation ("mac_key_file"):
 the certConf of an ir answered by one instance is answered by the other (context rebuilt from the record),
-also after the first was killed -9; an altered record is refused; a forged certConf is refused before the
-record is replayed or leased; an expiry is recorded once (by its owner, or by
+also after the first was killed -9; an altered record is refused; a forged certConf, or one from another TLS
+client, is refused before the record is replayed or leased; a record of an older release (version 2) is
+continued; an expiry is recorded once (by its owner, or by
 one of the others when the owner was killed); `openssl cmp -keep_alive 0` through a real haproxy in round-robin
 over three instances puts every certConf on another instance than its ir, with one "issued" and one "confirmed"
 per enrolment across the three audit logs. PolledContinuation: a request answered `waiting` is polled on
@@ -17,6 +18,8 @@ certificate of a Vault upstream revoked through one instance is refused by the o
 holds a CRL from before the revocation.
 """
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -412,6 +415,82 @@ class Continuation(ThreeInstances):
         out, err = p.communicate(timeout=60)
         self.assertEqual(p.returncode, 0, out + err)
         self.assertEqual([r["status"] for r in self.audit(self.gw2, "confirmed", "forged")], ["confirmed"])
+
+    def held_certconf(self, name):
+        """The certConf the client of parked(|name|) holds back: written before it waits (--reqout)."""
+        f = self.gw.dir / ("%s.last.der" % name)
+
+        def written():
+            try:
+                return harness.decode_cmp(f).body_type == "certConf"
+            except Exception:  # the ir still, or the certConf half written
+                return False
+        self.wait_for(written, watched=(self.gw,))
+        return f
+
+    def test_other_tls_client_neither_replayed_nor_leased(self):
+        """The certConf of a transaction the first instance answered, signed by its signer but sent by another
+        device (another TLS client certificate): the second instance refuses it from the TLS client the record
+        names, before it replays the stored request or leases the record, and the first before it leases the
+        record for its copy. The transaction stays open: the client's own certConf is answered after."""
+        flag = self.gw.dir / "othertls.flag"
+        p = self.parked("othertls", flag)
+        conf = self.held_certconf("othertls")
+        tid = self.audit(self.gw, "issued", "othertls")[0]["tid"]
+        cert, key = self.enrol_tls_client("othertls-device")
+        tls = (harness.tls_bundle(self.gw.dir, cert), key)
+        for gw in (self.gw2, self.gw):
+            ans = harness.decode_cmp(gw.curl(data=conf, tls=tls).body)
+            self.assert_cmp_error(ans, ("error",), "notAuthorized", "another client certificate")
+            self.assertTrue(any(l.get("event") == "txn_other_tls_client" and l.get("tid") == tid
+                                for l in gw.log_lines()), gw.stderr()[-3000:])
+        self.assertEqual([l for l in self.gw2.log_lines() if l.get("tid") == tid and
+                          l.get("event") in ("txn_continued", "txn_not_continued")], [])  # nothing replayed
+        self.assertEqual(self.redis.command("EXISTS", "cmpgw:lease:" + tid), ":0")
+        flag.write_text("")
+        out, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 0, out + err)
+        self.assertEqual([r["status"] for r in self.audit(self.gw2, "confirmed", "othertls")], ["confirmed"])
+
+    def enrol_tls_client(self, name):
+        """A certificate and key from the demo's issuer, for another device's TLS connections."""
+        key = harness.genkey(self.gw.dir / ("%s.key" % name))
+        res = self.gw.cmp("ir", name, newkey=key, subject="/CN=%s" % name)
+        return res.cert, key
+
+    def test_record_of_an_older_instance_continued(self):
+        """A record as an instance of an older release writes it (version 2: no TLS client) is continued by
+        another instance, bound to no TLS client (docs/design.md D26): a rolling upgrade strands no
+        enrolment."""
+        flag = self.gw.dir / "older.flag"
+        p = self.parked("older", flag)
+        self.held_certconf("older")
+        tid = self.audit(self.gw, "issued", "older")[0]["tid"]
+        name = "cmpgw:rec:" + tid
+        rec = bytes.fromhex(self.redis.command_lines(
+            "EVAL", "return (redis.call('GET', KEYS[1]):gsub('.', function(c) "
+            "return string.format('%02x', c:byte()) end))", "1", name)[-1])
+        self.assertEqual(rec[:11], b"cmpgw-txn-3")
+        fields, off = [], 11
+        while off < len(rec) - 32:
+            n = int.from_bytes(rec[off:off + 4], "big")
+            fields.append(rec[off:off + 4 + n])
+            off += 4 + n
+        self.assertEqual(len(fields), 7)
+        self.assertTrue(fields[6][4:].startswith(b"sha256:"), fields[6])  # the client's TLS certificate
+        mac_key = (self.gw.dir / "state.key").read_bytes().rstrip(b"\n")
+        tid_bytes = bytes.fromhex(tid)
+        older = b"cmpgw-txn-2" + b"".join(fields[:6])
+        older += hmac.new(mac_key, len(tid_bytes).to_bytes(4, "big") + tid_bytes + older, hashlib.sha256).digest()
+        self.redis.command("EVAL", "local t = {} for i = 1, #ARGV[1], 2 do "
+                           "t[#t + 1] = string.char(tonumber(ARGV[1]:sub(i, i + 1), 16)) end "
+                           "return redis.call('SET', KEYS[1], table.concat(t), 'KEEPTTL')", "1", name, older.hex())
+        flag.write_text("")
+        out, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 0, out + err)
+        self.assertEqual([r["status"] for r in self.audit(self.gw2, "confirmed", "older")], ["confirmed"])
+        self.assertEqual([l.get("tls_client") for l in self.gw2.log_lines()
+                          if l.get("event") == "txn_continued" and l.get("tid") == tid], ["unbound (older record)"])
 
     def test_owner_killed_after_ip(self):
         flag = self.gw.dir / "killed.flag"

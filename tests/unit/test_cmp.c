@@ -1331,7 +1331,10 @@ static void test_authorization(void **state)
     X509_free(signer_cert);
 }
 
-/* The certConf of a tls_must_be_signer role comes over another TLS certificate: refused, txn kept. */
+/*
+ * The certConf of a tls_must_be_signer role comes over another TLS certificate: refused, txn kept
+ * (by the binding to the ir's TLS client, which comes before the authorization of the role).
+ */
 static void test_authorization_certconf(void **state)
 {
     struct env *e =
@@ -1349,7 +1352,7 @@ static void test_authorization_certconf(void **state)
     OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_IMPLICIT_CONFIRM, 1);
     assert_null(OSSL_CMP_exec_IR_ses(ctx));
     assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
-                  "not the TLS client certificate");
+                  "another client certificate");
     assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1); /* still the real client's */
     assert_int_equal(audit_count(e, "confirmed", NULL, NULL, NULL), 0);
     /* twin: the same over the right TLS certificate is confirmed */
@@ -2975,6 +2978,71 @@ static void test_error_other_sender(void **state)
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
     env_free(e);
+}
+
+/* Keeps a copy of the certConf in |cl->held|, to be sent again over another connection. */
+static OSSL_CMP_MSG *keep_certconf(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
+{
+    int len;
+
+    (void)ctx;
+    if (OSSL_CMP_MSG_get_bodytype(req) == GW_CMP_BODY_CERTCONF) {
+        assert_true((len = i2d_OSSL_CMP_MSG(req, &cl->held)) > 0);
+        cl->held_len = (size_t)len;
+    }
+    return req;
+}
+
+/*
+ * An ir (|prot|) over its TLS client's connection (client_cert), its next message (made by |tamper|,
+ * which keeps the certConf in cl->held) over another TLS client's, as from another device with the
+ * same PBM secret or signing key: refused, and nothing changed, not even by an error message; nor
+ * without a TLS client certificate. The held certConf over the ir's own TLS client then confirms.
+ */
+static void other_tls_client_refused(enum prot prot,
+                                     OSSL_CMP_MSG *(*tamper)(OSSL_CMP_CTX *, OSSL_CMP_MSG *, struct client *))
+{
+    struct env *e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .confirm = 1});
+    struct client cl = {.env = e, .tamper = tamper, .tls_first = client_cert}, dummy = {.env = e};
+    OSSL_CMP_CTX *ctx = prot == PBM
+                            ? client_new(&cl, PBM, NULL, NULL, "demo-device", pbm_secret, pbm_secret_len)
+                            : client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
+    cl.other = client_new(&dummy, SIG, client_cert, client_key, NULL, NULL, 0); /* tamper_error's signer */
+    cl.tls_later = load_cert("signer.pem");
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_int_equal(cl.exchanges, 2);
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                  "begun over a TLS connection with another client certificate");
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1);
+    assert_int_equal(revoke_calls(e), 0);
+    assert_int_equal(audit_count(e, "rejected_by_client", NULL, NULL, NULL), 0);
+    assert_int_equal(audit_count(e, "confirmed", NULL, NULL, NULL), 0);
+    e->tls = NULL; /* a plain listener's */
+    send_held(&cl, "error", "another client certificate (or none)");
+    e->tls = client_cert;
+    send_held(&cl, "pkiconf", NULL);
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    assert_int_equal(audit_count(e, "confirmed", NULL, NULL, NULL), 1);
+    X509_free(cl.tls_later);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+/* Two devices share one PBM secret: the other's certConf for one's transaction (it can make the MAC). */
+static void test_certconf_other_tls_client(void **state)
+{
+    (void)state;
+    other_tls_client_refused(PBM, keep_certconf);
+}
+
+/* Two devices share one signing key: the other's error message, which would abort the transaction. */
+static void test_error_other_tls_client(void **state)
+{
+    (void)state;
+    other_tls_client_refused(SIG, tamper_error);
 }
 
 /* The client's own error message aborts its transaction: on record, and the certificate revoked. */
@@ -5167,6 +5235,8 @@ int main(void)
         cmocka_unit_test(test_certconf_forged_signer),
         cmocka_unit_test(test_error_forged_signer),
         cmocka_unit_test(test_error_other_sender),
+        cmocka_unit_test(test_certconf_other_tls_client),
+        cmocka_unit_test(test_error_other_tls_client),
         cmocka_unit_test(test_error_aborts),
         cmocka_unit_test(test_undelivered_withdrawn),
         cmocka_unit_test(test_certconf_unprotected),
