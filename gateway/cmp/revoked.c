@@ -190,7 +190,7 @@ int cmp_revoked_check(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err
 
     if (id_of(cert, id) != 0) {
         snprintf(err, GW_ERR_LEN, "the certificate's issuer and serial cannot be read");
-        return GW_ERR_UNAVAILABLE;
+        return GW_ERR_CRYPTO;
     }
     if (holds(e->revoked, id, now))
         return 1;

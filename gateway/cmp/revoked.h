@@ -31,7 +31,8 @@ int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err);
 
 /*
  * cmp_revoked_check: whether |cert| was revoked through this gateway, by any generation or (with a shared
- * state) any instance: 1 or 0; GW_ERR_UNAVAILABLE with |err| when the shared state cannot say.
+ * state) any instance: 1 or 0; GW_ERR_UNAVAILABLE with |err| when the shared state cannot say,
+ * GW_ERR_CRYPTO when |cert| cannot be named.
  */
 int cmp_revoked_check(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err);
 

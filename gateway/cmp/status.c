@@ -570,8 +570,10 @@ static int check_one(struct cmp_call *c, X509 *cert, const STACK_OF(X509) *chain
         return 0;
     } else if (revoked < 0 ||
                upstream_status(e, i, up, ca, cert, c->now, &revoked, &reason, note, err) != 0) {
-        gw_log_kv(GW_LOG_WARN, "status_unknown", "tid", c->rsp->tid, "certificate", what, "reason", err,
-                  NULL);
+        /* Redis not answering is an error, logged as every other use of the shared state logs it */
+        gw_log_kv(revoked == GW_ERR_UNAVAILABLE ? GW_LOG_ERROR : GW_LOG_WARN,
+                  revoked == GW_ERR_UNAVAILABLE ? "shared_state_unavailable" : "status_unknown", "tid",
+                  c->rsp->tid, "certificate", what, "reason", err, NULL);
         /* where the shared state is and what it answered are the operator's, as for every other use of it */
         return cmp_refuse(
             r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
