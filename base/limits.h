@@ -74,9 +74,11 @@
 #define GW_STATE_CLAIM_SLACK 5 /* seconds past a shared deadline before another instance records it */
 #define GW_STATE_CLOCK_SKEW_MS 2000 /* an instance gives up on another's upstream call this late */
 #define GW_STATE_PING_SECS 1        /* how often readiness asks the shared state's Redis (PING) */
-/* certificates revoked through the gateway kept until they expire, per instance and in the shared
-   state: whatever their CRLs say meanwhile (gateway/cmp/revoked.c); a full set takes no more */
-#define GW_MAX_REVOKED_KEPT 262144
+/* "cmp.max_revoked": certificates revoked through the gateway kept until they expire, per instance and
+   in the shared state, whatever their CRLs say meanwhile (gateway/cmp/revoked.c); a full set takes no
+   more. Some 24 bytes each in memory, 100 in Redis. */
+#define GW_DEFAULT_MAX_REVOKED 262144
+#define GW_MAX_REVOKED 1048576
 /* a transaction record and a deferred request's result in Redis: what an instance writes fits, and
    a larger value (a Redis writer's) is refused inside Redis, never pulled over and HMAC'd */
 #define GW_STATE_MAX_RECORD (4 * GW_MAX_CMP_BODY)      /* the request, its certificate, a few fields */

@@ -1075,17 +1075,18 @@ int gw_cluster_status(struct gw_cluster *cl, char *why, size_t cap)
 }
 
 /* An entry and its counted set as S_SEEN keeps a transactionID: one revocation twice is one entry. */
-int gw_cluster_put_revoked(struct gw_cluster *cl, const char *id, time_t now, time_t ttl, char *err)
+int gw_cluster_put_revoked(struct gw_cluster *cl, const char *id, time_t now, time_t ttl, uint32_t max,
+                           char *err)
 {
     char k1[KEY_LEN], k2[KEY_LEN];
     long long rc;
 
     snprintf(k1, sizeof(k1), "%srevoked:%s", cl->prefix, id);
     snprintf(k2, sizeof(k2), "%srevoked", cl->prefix);
-    rc = run(cl, S_SEEN, k1, k2, "1", (long long)ttl, (long long)now, GW_MAX_REVOKED_KEPT, err);
+    rc = run(cl, S_SEEN, k1, k2, "1", (long long)ttl, (long long)now, max, err);
     if (rc == 3)
-        snprintf(err, GW_ERR_LEN, "the shared state keeps %d unexpired revocations already",
-                 GW_MAX_REVOKED_KEPT);
+        snprintf(err, GW_ERR_LEN, "the shared state keeps %u unexpired revocations already (cmp.max_revoked)",
+                 max);
     return rc == 0 || rc == 1 ? 0 : rc == 3 ? GW_ERR_LIMIT : GW_ERR_UNAVAILABLE;
 }
 

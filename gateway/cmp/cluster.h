@@ -170,9 +170,10 @@ void gw_txn_result_cleanup(struct gw_txn_result *res);
 /*
  * gw_cluster_put_revoked: the certificate named |id| (hex, revoked.c) was revoked through this instance
  * at |now|; every instance refuses it for |ttl| seconds (until it expires): 0; GW_ERR_LIMIT when
- * GW_MAX_REVOKED_KEPT unexpired ones are kept already, or GW_ERR_UNAVAILABLE, each with |err|.
+ * |max| unexpired ones are kept already, or GW_ERR_UNAVAILABLE, each with |err|.
  */
-int gw_cluster_put_revoked(struct gw_cluster *cl, const char *id, time_t now, time_t ttl, char *err);
+int gw_cluster_put_revoked(struct gw_cluster *cl, const char *id, time_t now, time_t ttl, uint32_t max,
+                           char *err);
 
 /* gw_cluster_revoked: whether an instance revoked the certificate named |id|: 1, 0, or GW_ERR_UNAVAILABLE. */
 int gw_cluster_revoked(struct gw_cluster *cl, const char *id, char *err);

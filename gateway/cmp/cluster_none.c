@@ -56,9 +56,10 @@ int gw_cluster_status(struct gw_cluster *cl, char *why, size_t cap)
     return 0;
 }
 
-int gw_cluster_put_revoked(struct gw_cluster *cl, const char *id, time_t now, time_t ttl, char *err)
+int gw_cluster_put_revoked(struct gw_cluster *cl, const char *id, time_t now, time_t ttl, uint32_t max,
+                           char *err)
 {
-    (void)cl, (void)id, (void)now, (void)ttl;
+    (void)cl, (void)id, (void)now, (void)ttl, (void)max;
     snprintf(err, GW_ERR_LEN, "no shared state");
     return GW_ERR_UNAVAILABLE;
 }

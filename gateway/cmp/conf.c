@@ -265,6 +265,8 @@ static const struct gw_conf_field cmp_fields[] = {
                 .min = GW_MIN_PBM_ITER, .max = GW_MAX_PBM_ITER, .def = GW_DEFAULT_PBM_MAX_ITER),
     GW_CONF_OPT("max_recent_per_identity", gw_conf_p_u32, struct gw_cmp_conf, max_recent_per_identity,
                 .min = 1, .max = GW_REPLAY_MAX_ENTRIES, .def = GW_DEFAULT_REPLAY_PER_IDENTITY),
+    GW_CONF_OPT("max_revoked", gw_conf_p_u32, struct gw_cmp_conf, max_revoked, .min = 1,
+                .max = GW_MAX_REVOKED, .def = GW_DEFAULT_MAX_REVOKED),
     GW_CONF_OPT("revocation_grace", gw_conf_p_dur_s, struct gw_cmp_conf, revocation_grace, .min = 0,
                 .max = GW_MAX_REVOCATION_GRACE, .def = GW_DEFAULT_REVOCATION_GRACE),
     GW_CONF_OPT("state", gw_conf_p_obj, struct gw_cmp_conf, state, .aux = &state_def),

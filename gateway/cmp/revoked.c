@@ -96,24 +96,27 @@ static size_t position(const struct cmp_revoked *rs, const unsigned char *id, in
     return lo;
 }
 
-/* Room for one more entry: the expired ones out, else a larger array up to the cap. Lock held. */
-static int make_room(struct cmp_revoked *rs, time_t now)
+/*
+ * Room for one more entry of at most |max|: the expired ones out, else a larger array. A |max| lowered
+ * by a reload below what is kept drops nothing: no more is taken until enough expire. Lock held.
+ */
+static int make_room(struct cmp_revoked *rs, size_t max, time_t now)
 {
     size_t live = 0, cap;
     struct revoked_entry *v;
 
-    if (rs->n < rs->cap)
+    if (rs->n < rs->cap && rs->n < max)
         return 0;
     for (size_t i = 0; i < rs->n; i++) /* in order: still sorted */
         if (rs->v[i].until > now)
             rs->v[live++] = rs->v[i];
     rs->n = live;
+    if (rs->n >= max)
+        return GW_ERR_LIMIT;
     if (rs->n < rs->cap)
         return 0;
-    if (rs->cap == GW_MAX_REVOKED_KEPT)
-        return GW_ERR_LIMIT;
     cap = rs->cap == 0 ? FIRST_CAP : 2 * rs->cap;
-    cap = cap < GW_MAX_REVOKED_KEPT ? cap : GW_MAX_REVOKED_KEPT;
+    cap = cap < max ? cap : max;
     if ((v = realloc(rs->v, cap * sizeof(*v))) == NULL)
         return GW_ERR_NOMEM;
     rs->v = v;
@@ -121,14 +124,14 @@ static int make_room(struct cmp_revoked *rs, time_t now)
     return 0;
 }
 
-static int keep(struct cmp_revoked *rs, const unsigned char *id, time_t until, time_t now)
+static int keep(struct cmp_revoked *rs, const unsigned char *id, time_t until, size_t max, time_t now)
 {
     int found = 0, rc = 0;
     size_t at;
 
     pthread_mutex_lock(&rs->lock);
     at = position(rs, id, &found);
-    if (!found && (rc = make_room(rs, now)) == 0) {
+    if (!found && (rc = make_room(rs, max, now)) == 0) {
         at = position(rs, id, &found); /* make_room may have moved it */
         memmove(&rs->v[at + 1], &rs->v[at], (rs->n - at) * sizeof(*rs->v));
         memcpy(rs->v[at].id, id, ID_LEN);
@@ -157,6 +160,7 @@ int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
     unsigned char id[ID_LEN];
     char hex[2 * ID_LEN + 1], why[GW_ERR_LEN] = "";
     time_t until = 0;
+    uint32_t max = e->cfg.cmp->max_revoked;
     int rc, missed = 0;
 
     if (gw_asn1_time(X509_get0_notAfter(cert), &until) != 0 || id_of(cert, id) != 0) {
@@ -165,17 +169,17 @@ int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
     }
     if (until <= now) /* expired: no chain validates with it */
         return 0;
-    if ((rc = keep(e->revoked, id, until, now)) != 0) {
+    if ((rc = keep(e->revoked, id, until, max, now)) != 0) {
         missed |= CMP_REVOKED_NOT_HERE;
         if (rc == GW_ERR_LIMIT)
-            snprintf(err, GW_ERR_LEN, "this instance keeps %d unexpired revocations already",
-                     GW_MAX_REVOKED_KEPT);
+            snprintf(err, GW_ERR_LEN,
+                     "this instance keeps %u unexpired revocations already (cmp.max_revoked)", max);
         else
             snprintf(err, GW_ERR_LEN, "out of memory");
     }
     gw_hex(hex, id, ID_LEN);
     /* shared even when not kept here: the other instances are where it is not known otherwise */
-    if (e->cluster != NULL && gw_cluster_put_revoked(e->cluster, hex, now, until - now, why) != 0) {
+    if (e->cluster != NULL && gw_cluster_put_revoked(e->cluster, hex, now, until - now, max, why) != 0) {
         if (missed == 0)
             snprintf(err, GW_ERR_LEN, "%s", why);
         missed |= CMP_REVOKED_NOT_SHARED;

@@ -19,8 +19,8 @@ struct cmp_revoked;
 struct cmp_revoked *cmp_revoked_new(void);
 void cmp_revoked_free(struct cmp_revoked *rs);
 
-#define CMP_REVOKED_NOT_HERE 1   /* not in this instance's set: full (GW_MAX_REVOKED_KEPT), or no memory */
-#define CMP_REVOKED_NOT_SHARED 2 /* not in the shared state: it failed, or keeps GW_MAX_REVOKED_KEPT */
+#define CMP_REVOKED_NOT_HERE 1   /* not in this instance's set: full (cmp.max_revoked), or no memory */
+#define CMP_REVOKED_NOT_SHARED 2 /* not in the shared state: it failed, or keeps cmp.max_revoked */
 
 /*
  * cmp_revoked_add: |cert| was revoked at its CA through |e| at |now|. 0 when it is kept wherever |e|

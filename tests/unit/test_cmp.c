@@ -50,6 +50,9 @@
     "trusted on this route"
 #define TEXT_STALE_NONCE                                                                                     \
     "recipNonce does not match the senderNonce of this server's last message: answer the latest response"
+/* revocation_not_kept where cmp.max_revoked is 1 */
+#define TEXT_ONE_KEPT "this instance keeps 1 unexpired revocations already (cmp.max_revoked)"
+#define TEXT_NONE_REFUSES "no instance refuses this certificate before its CA's CRL lists it"
 #define CMP_DEFAULTS                                                                                         \
     "\"message_time_window\": \"300s\", \"transaction_ttl\": \"300s\", "                                     \
     "\"max_transactions_per_identity\": 100"
@@ -138,6 +141,12 @@ static X509 *self_signed(EVP_PKEY *key, const char *cn)
     return x;
 }
 
+/* The log from here on: |quiet| and above, everything with CMPGW_TEST_DEBUG set. */
+static void log_level(enum gw_log_level quiet)
+{
+    gw_log_set_level(getenv("CMPGW_TEST_DEBUG") != NULL ? GW_LOG_DEBUG : quiet);
+}
+
 static int group_setup(void **state)
 {
     char cmd[256], path[128];
@@ -161,7 +170,7 @@ static int group_setup(void **state)
     memcpy(pbm_secret, s, n);
     pbm_secret_len = n;
     free(s);
-    gw_log_set_level(getenv("CMPGW_TEST_DEBUG") != NULL ? GW_LOG_DEBUG : GW_LOG_ERROR);
+    log_level(GW_LOG_ERROR);
     return 0;
 }
 
@@ -2141,6 +2150,16 @@ struct two_cas {
     EVP_PKEY *ca1_key, *ca2_key, *x1_key, *x1b_key, *x2_key;
 };
 
+/* The configuration of |e|'s "local" upstream. */
+static struct gw_upstream_conf *local_conf(const struct env *e)
+{
+    for (size_t i = 0; i < e->cfg->n_upstreams; i++)
+        if (strcmp(e->cfg->upstreams[i].name, "local") == 0)
+            return &e->cfg->upstreams[i];
+    fail_msg("no upstream \"local\"");
+    return NULL;
+}
+
 /*
  * The "local" upstream as a CRL-publishing adapter of |caps| that issues under two CAs: the demo
  * issuing CA (CA1) and a second one under the same root (CA2); x1 and x1b are CA1's, x2 is CA2's.
@@ -2149,14 +2168,11 @@ struct two_cas {
 static void two_cas_open_cmp(struct two_cas *t, unsigned caps, const char *cmp)
 {
     EVP_PKEY *root_key = load_key("ca.key");
-    struct gw_upstream_conf *uc = NULL;
+    struct gw_upstream_conf *uc;
 
     memset(t, 0, sizeof(*t));
     t->env = env_parse(&(struct env_opts){.cmp = cmp});
-    for (size_t i = 0; i < t->env->cfg->n_upstreams; i++)
-        if (strcmp(t->env->cfg->upstreams[i].name, "local") == 0)
-            uc = &t->env->cfg->upstreams[i];
-    assert_non_null(uc);
+    uc = local_conf(t->env);
     t->ca1 = load_cert("issuing.pem");
     t->ca1_key = load_key("issuing.key");
     t->ca2_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
@@ -2185,12 +2201,7 @@ static void two_cas_open(struct two_cas *t, unsigned caps)
 
 static void two_cas_close(struct two_cas *t)
 {
-    struct gw_upstream_conf *uc = NULL;
-
-    for (size_t i = 0; i < t->env->cfg->n_upstreams; i++)
-        if (strcmp(t->env->cfg->upstreams[i].name, "local") == 0)
-            uc = &t->env->cfg->upstreams[i];
-    uc->own_ca = t->own_ca;
+    local_conf(t->env)->own_ca = t->own_ca;
     env_free(t->env);
     X509_free(t->ca1);
     X509_free(t->ca2);
@@ -2305,6 +2316,50 @@ static void rr_as(struct two_cas *t, X509 *cert, EVP_PKEY *key, X509 *ca)
     OSSL_CMP_CTX_free(ctx);
 }
 
+/* stderr into the test's file from here to log_capture_end, which answers what was written there
+   (warnings included). */
+static int log_saved = -1;
+
+static void log_capture_start(void)
+{
+    char path[96];
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/stderr.log", dir);
+    fflush(stderr);
+    assert_true((log_saved = dup(STDERR_FILENO)) >= 0);
+    assert_true((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600)) >= 0);
+    assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+    close(fd);
+    log_level(GW_LOG_WARN);
+}
+
+static char *log_capture_end(void)
+{
+    char path[96];
+
+    snprintf(path, sizeof(path), "%s/stderr.log", dir);
+    log_level(GW_LOG_ERROR);
+    fflush(stderr);
+    assert_int_equal(dup2(log_saved, STDERR_FILENO), STDERR_FILENO);
+    close(log_saved);
+    return slurp(path, NULL);
+}
+
+/* |logged| has a revocation_not_kept line of |level| for |cert|, with |reason| and |msg|. */
+static void assert_not_kept(const char *logged, const X509 *cert, const char *level, const char *reason,
+                            const char *msg)
+{
+    char head[96], serial[64];
+
+    snprintf(head, sizeof(head), "\"level\":\"%s\",\"event\":\"revocation_not_kept\"", level);
+    serial_of(cert, serial, sizeof(serial));
+    if (strstr(logged, head) == NULL || strstr(logged, serial) == NULL || strstr(logged, reason) == NULL ||
+        strstr(logged, msg) == NULL)
+        fail_msg("no %s revocation_not_kept of %s for \"%s\" (\"%s\") in: %s", level, serial, reason, msg,
+                 logged);
+}
+
 /*
  * A revocation through one engine is seen at once by the engines of every other generation: the next one
  * (built before it, with a CRL of its own cached from before it) and one built after it whose CA's CRL
@@ -2371,21 +2426,45 @@ static void test_status_revoked_across_generations(void **state)
 static void test_status_revoked_unchecked_upstream(void **state)
 {
     struct two_cas t;
-    struct gw_upstream_conf *uc = NULL;
 
     (void)state;
     two_cas_open(&t, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE);
-    for (size_t i = 0; i < t.env->cfg->n_upstreams; i++)
-        if (strcmp(t.env->cfg->upstreams[i].name, "local") == 0)
-            uc = &t.env->cfg->upstreams[i];
-    uc->check_revocation = false;
+    local_conf(t.env)->check_revocation = false;
     ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
     rr_as(&t, t.x1, t.x1_key, t.ca1);
     ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
           "the signer certificate (serial ");
     ir_as(&t, t.x1b, t.x1b_key, t.ca1, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
     assert_int_equal(fake.revoke_calls, 1);
-    uc->check_revocation = true;
+    local_conf(t.env)->check_revocation = true;
+    two_cas_close(&t);
+}
+
+/*
+ * cmp.max_revoked reached without Redis: a further rr is accepted and its revocation stands at the CA,
+ * but no instance refuses the certificate before its CA's CRL lists it (here never: its upstream checks
+ * no revocation), which revocation_not_kept says as an error; the one kept is not dropped for it. The
+ * full set's branch was once never run by any test.
+ */
+static void test_status_revoked_set_full(void **state)
+{
+    struct two_cas t;
+    char *logged;
+
+    (void)state;
+    two_cas_open_cmp(&t, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, CMP_DEFAULTS ", \"max_revoked\": 1");
+    local_conf(t.env)->check_revocation = false;
+    rr_as(&t, t.x1, t.x1_key, t.ca1);
+    log_capture_start();
+    rr_as(&t, t.x1b, t.x1b_key, t.ca1);
+    logged = log_capture_end();
+    assert_int_equal(fake.revoke_calls, 2);
+    assert_not_kept(logged, t.x1b, "error", TEXT_ONE_KEPT, TEXT_NONE_REFUSES);
+    free(logged);
+    ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+          "the signer certificate (serial ");
+    ir_as(&t, t.x1b, t.x1b_key, t.ca1, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    local_conf(t.env)->check_revocation = true;
     two_cas_close(&t);
 }
 
@@ -4838,33 +4917,6 @@ static unsigned char *two_cas_open_shared(struct two_cas *t, size_t *crl_len)
     return crl;
 }
 
-/* stderr into the test's file from here to log_capture_end, which answers what was written there. */
-static int log_saved = -1;
-
-static void log_capture_start(void)
-{
-    char path[96];
-    int fd;
-
-    snprintf(path, sizeof(path), "%s/stderr.log", dir);
-    fflush(stderr);
-    assert_true((log_saved = dup(STDERR_FILENO)) >= 0);
-    assert_true((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600)) >= 0);
-    assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
-    close(fd);
-}
-
-static char *log_capture_end(void)
-{
-    char path[96];
-
-    snprintf(path, sizeof(path), "%s/stderr.log", dir);
-    fflush(stderr);
-    assert_int_equal(dup2(log_saved, STDERR_FILENO), STDERR_FILENO);
-    close(log_saved);
-    return slurp(path, NULL);
-}
-
 /*
  * A holder's rr whose revocation Redis does not take (a write it refuses, or its set of them full):
  * the certificate stays revoked at the CA and the rr is answered accepted, revocation_not_kept says
@@ -4888,7 +4940,7 @@ static void test_shared_revocation_not_kept(void **state)
         struct two_cas t;
         struct gw_cmp_settings settings;
         struct gw_cmp_engine *first;
-        char set[64], pattern[64], max[16], serial[64], out[64], kept[64], err[GW_ERR_LEN] = "", *logged;
+        char set[64], pattern[64], max[16], out[64], kept[64], err[GW_ERR_LEN] = "", *logged;
         unsigned char *crl;
         size_t crl_len;
 
@@ -4896,7 +4948,7 @@ static void test_shared_revocation_not_kept(void **state)
             skip();
         crl = two_cas_open_shared(&t, &crl_len);
         snprintf(set, sizeof(set), "unit%d:revoked", (int)getpid());
-        snprintf(max, sizeof(max), "%d", GW_MAX_REVOKED_KEPT);
+        snprintf(max, sizeof(max), "%d", GW_DEFAULT_MAX_REVOKED);
         assert_int_equal(
             redis_cmd(out, sizeof(out), 5, (const char *const[]){"EVAL", cases[i].lua, "1", set, max}), 0);
         assert_true(out[0] == '+' || out[0] == ':');
@@ -4906,14 +4958,9 @@ static void test_shared_revocation_not_kept(void **state)
         rr_as(&t, t.x1, t.x1_key, t.ca1);
         logged = log_capture_end();
         assert_int_equal(fake.revoke_calls, 1);
-        serial_of(t.x1, serial, sizeof(serial));
         /* this instance keeps it: the other instances are the ones left to the CRL */
-        if (strstr(logged, "\"event\":\"revocation_not_kept\"") == NULL || strstr(logged, serial) == NULL ||
-            strstr(logged, cases[i].reason) == NULL ||
-            strstr(logged, "the other instances refuse this certificate only once its CA's CRL lists it") ==
-                NULL)
-            fail_msg("case %zu: no revocation_not_kept of %s for \"%s\" in: %s", i, serial, cases[i].reason,
-                     logged);
+        assert_not_kept(logged, t.x1, "error", cases[i].reason,
+                        "the other instances refuse this certificate only once its CA's CRL lists it");
         free(logged);
         assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"KEYS", pattern}), 0);
         assert_string_equal(out, kept); /* none more in Redis */
@@ -4933,6 +4980,52 @@ static void test_shared_revocation_not_kept(void **state)
         two_cas_close(&t);
         (void)redis_stop(NULL);
     }
+}
+
+/*
+ * cmp.max_revoked caps this instance's set and Redis's alike. With it at 1, behind an upstream that checks
+ * no revocation: a revocation Redis refused (a broken set) is kept here alone; the next finds this
+ * instance's set full and is kept in Redis alone, which still has every instance refuse it (a warning);
+ * the one after finds both full (an error: no instance refuses it). Each rr is accepted, its revocation
+ * stands at the CA, and none kept is dropped for a later one. The full set's branch was once never run
+ * by any test.
+ */
+static void test_shared_revoked_set_full(void **state)
+{
+    struct two_cas t;
+    char cmp[512], set[64], out[64], *logged;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    shared_cmp(cmp, sizeof(cmp));
+    strncat(cmp, ", \"max_revoked\": 1", sizeof(cmp) - strlen(cmp) - 1);
+    two_cas_open_cmp(&t, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, cmp);
+    local_conf(t.env)->check_revocation = false;
+    snprintf(set, sizeof(set), "unit%d:revoked", (int)getpid());
+    assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"SET", set, "not a set"}), 0);
+    log_capture_start();
+    rr_as(&t, t.x1, t.x1_key, t.ca1);
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"DEL", set}), 0);
+    rr_as(&t, t.x1b, t.x1b_key, t.ca1);
+    rr_as(&t, t.x2, t.x2_key, t.ca2);
+    logged = log_capture_end();
+    assert_int_equal(fake.revoke_calls, 3);
+    assert_not_kept(logged, t.x1b, "warn", TEXT_ONE_KEPT,
+                    "this instance refuses this certificate through the shared state alone");
+    assert_not_kept(logged, t.x2, "error", TEXT_ONE_KEPT, TEXT_NONE_REFUSES);
+    free(logged);
+    /* x1 here, x1b in Redis: both refused; x2 is left to a CRL this upstream does not read */
+    ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+          "the signer certificate (serial ");
+    ir_as(&t, t.x1b, t.x1b_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+          "the signer certificate (serial ");
+    ir_as(&t, t.x2, t.x2_key, t.ca2, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"ZCARD", set}), 0);
+    assert_string_equal(out, ":1");
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"DEL", set}), 0);
+    local_conf(t.env)->check_revocation = true;
+    two_cas_close(&t);
 }
 
 /*
@@ -5273,6 +5366,7 @@ int main(void)
         cmocka_unit_test(test_status_two_cas_query),
         cmocka_unit_test(test_status_revoked_across_generations),
         cmocka_unit_test(test_status_revoked_unchecked_upstream),
+        cmocka_unit_test(test_status_revoked_set_full),
         cmocka_unit_test(test_status_trust_intermediate),
         cmocka_unit_test(test_status_trust_intermediate_crl),
         cmocka_unit_test(test_status_trust_upstream_entry_wins),
@@ -5312,6 +5406,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_ended_while_held, redis_stop),
         cmocka_unit_test_teardown(test_shared_replay_refused_before_lease, redis_stop),
         cmocka_unit_test_teardown(test_shared_revocation_not_kept, redis_stop),
+        cmocka_unit_test_teardown(test_shared_revoked_set_full, redis_stop),
         cmocka_unit_test_teardown(test_shared_revoked_lookup_down, redis_stop),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -1177,6 +1177,12 @@ static const struct bad bad_cases[] = {
     {"revocation not a string",
      {E("\"revocation\": \"none\"", "\"revocation\": false")},
      {"$.trust.demo.revocation: "}},
+    {"no revocations kept",
+     {E("\"audit\": {", "\"cmp\": { \"max_revoked\": 0 },\n  \"audit\": {")},
+     {"$.cmp.max_revoked: "}},
+    {"revocations kept past the bound",
+     {E("\"audit\": {", "\"cmp\": { \"max_revoked\": 1048577 },\n  \"audit\": {")},
+     {"$.cmp.max_revoked: "}},
     {"revocation grace too long",
      {E("\"audit\": {", "\"cmp\": { \"revocation_grace\": \"200h\" },\n  \"audit\": {")},
      {"$.cmp.revocation_grace: "}},
@@ -1284,6 +1290,7 @@ static void test_demo(void **state)
     assert_int_equal(cfg->cmp.pbm_max_iterations, GW_DEFAULT_PBM_MAX_ITER);
     assert_int_equal(cfg->cmp.max_transactions, GW_DEFAULT_MAX_TXNS);
     assert_int_equal(cfg->cmp.max_transactions_per_identity, GW_DEFAULT_MAX_TXNS_PER_IDENTITY);
+    assert_int_equal(cfg->cmp.max_revoked, GW_DEFAULT_MAX_REVOKED);
     assert_false(cfg->cmp.require_message_time);
 
     r = gw_config_role(cfg, "default", 7);
@@ -1323,7 +1330,8 @@ static void test_full(void **state)
          "\"loop_threads\": 4, \"workers\": 8, \"queue_depth\": 32, \"path_prefix\": \"/v1/pki\", "
          "\"log_level\": \"debug\", \"cmp\": {\"message_time_window\": \"2m\", "
          "\"require_message_time\": true, \"transaction_ttl\": 60, \"max_transactions\": 5, "
-         "\"max_transactions_per_identity\": 2, \"pbm_max_iterations\": 100000}, \"limits\": "
+         "\"max_transactions_per_identity\": 2, \"pbm_max_iterations\": 100000, \"max_revoked\": 1048576}, "
+         "\"limits\": "
          "{\"max_requests_in_flight_per_address\": 3, \"ipv6_prefix\": 56, \"send_timeout\": \"30s\"}, "
          "\"signer\":"},
         {"\"chain\": \"ca.pem\" }",
@@ -1348,6 +1356,7 @@ static void test_full(void **state)
     assert_int_equal(cfg->cmp.max_transactions, 5);
     assert_int_equal(cfg->cmp.max_transactions_per_identity, 2);
     assert_int_equal(cfg->cmp.pbm_max_iterations, 100000);
+    assert_int_equal(cfg->cmp.max_revoked, GW_MAX_REVOKED);
     assert_int_equal(cfg->limits.admission.max_requests_per_address, 3);
     assert_int_equal(cfg->limits.admission.ipv6_prefix, 56);
     assert_int_equal(cfg->limits.send_timeout, 30);
