@@ -436,6 +436,7 @@ static void warn_restart_only(const struct gw_config *a, const struct gw_config 
          a->cmp.message_time_window != b->cmp.message_time_window ||
              a->cmp.transaction_ttl != b->cmp.transaction_ttl},
         {"cmp.state", !same_state(&a->cmp.state, &b->cmp.state)},
+        {"cmp.revoked_file", !same_str(a->cmp.revoked_file, b->cmp.revoked_file)},
     };
 
     for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++) {

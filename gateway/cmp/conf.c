@@ -269,6 +269,7 @@ static const struct gw_conf_field cmp_fields[] = {
                 .max = GW_MAX_REVOKED, .def = GW_DEFAULT_MAX_REVOKED),
     GW_CONF_OPT("revocation_grace", gw_conf_p_dur_s, struct gw_cmp_conf, revocation_grace, .min = 0,
                 .max = GW_MAX_REVOCATION_GRACE, .def = GW_DEFAULT_REVOCATION_GRACE),
+    GW_CONF_OPT("revoked_file", gw_conf_p_file, struct gw_cmp_conf, revoked_file),
     GW_CONF_OPT("state", gw_conf_p_obj, struct gw_cmp_conf, state, .aux = &state_def),
 };
 
@@ -284,6 +285,8 @@ void gw_cmp_conf_cleanup(struct gw_cmp_conf *c)
     OPENSSL_clear_free(s->mac_key, GW_MAX_STATE_MAC_KEY + 3);
     free(s->key_prefix);
     memset(s, 0, sizeof(*s));
+    free(c->revoked_file);
+    c->revoked_file = NULL;
 }
 
 const struct gw_conf_obj gw_cmp_conf_def = {cmp_fields, sizeof(cmp_fields) / sizeof(cmp_fields[0]), NULL};

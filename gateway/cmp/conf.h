@@ -75,6 +75,7 @@ struct gw_cmp_conf {
     uint32_t revocation_grace;        /* seconds past a CRL's nextUpdate it may still be used */
     uint32_t max_recent_per_identity; /* replay cache entries one identity may hold */
     uint32_t max_revoked;             /* unexpired revocations through cmpgw kept (revoked.c) */
+    char *revoked_file;               /* "revoked_file": those kept across restarts; NULL: none */
     struct gw_state_conf state;       /* "state" */
 };
 

@@ -5,22 +5,35 @@
  * state one key per certificate that expires with it (cluster.c). Both are bounded: a full set takes
  * no more (the revocation stands at the CA; the CRLs tell of it in time), and is never made room in
  * by dropping a live entry, which would let that certificate authenticate again.
+ *
+ * With cmp.revoked_file each entry is also a line "<id in hex> <notAfter in Unix seconds>" appended to
+ * that file, on disk before the rr is answered, and read back at the next start: a restart does not
+ * let a certificate revoked through cmpgw in again while its CA's CRL does not list it (or is never
+ * read). The start rewrites the file with the unexpired entries alone, so it stays as small as the set.
  */
 #include "gateway/cmp/revoked.h"
 #include "gateway/cmp/cluster.h"
+#include "base/conf.h"
 #include "base/err.h"
 #include "base/limits.h"
 #include "base/log.h"
 #include "base/x509.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #define ID_LEN 16
 #define FIRST_CAP 64
+#define LINE_MAX_LEN (2 * ID_LEN + 1 + 20 + 1) /* id, a space, a time_t in decimal, the newline */
 
 struct revoked_entry {
     unsigned char id[ID_LEN];
@@ -31,25 +44,10 @@ struct cmp_revoked {
     pthread_mutex_t lock;
     struct revoked_entry *v; /* sorted by id */
     size_t n, cap;
+    pthread_mutex_t file_lock; /* one append at a time: a failed one is cut off before the next */
+    int fd;                    /* cmp.revoked_file, O_APPEND; -1 without one */
+    char *file;
 };
-
-struct cmp_revoked *cmp_revoked_new(void)
-{
-    struct cmp_revoked *rs = calloc(1, sizeof(*rs));
-
-    if (rs != NULL)
-        pthread_mutex_init(&rs->lock, NULL);
-    return rs;
-}
-
-void cmp_revoked_free(struct cmp_revoked *rs)
-{
-    if (rs == NULL)
-        return;
-    pthread_mutex_destroy(&rs->lock);
-    free(rs->v);
-    free(rs);
-}
 
 /* |cert|'s name in the set: its issuer name and serial number; 0, or GW_ERR_CRYPTO. */
 static int id_of(X509 *cert, unsigned char id[ID_LEN])
@@ -124,6 +122,7 @@ static int make_room(struct cmp_revoked *rs, size_t max, time_t now)
     return 0;
 }
 
+/* |id| in |rs| until |until|: 1 when it was not there yet, 0 when it was, or GW_ERR_LIMIT or GW_ERR_NOMEM. */
 static int keep(struct cmp_revoked *rs, const unsigned char *id, time_t until, size_t max, time_t now)
 {
     int found = 0, rc = 0;
@@ -135,9 +134,11 @@ static int keep(struct cmp_revoked *rs, const unsigned char *id, time_t until, s
         at = position(rs, id, &found); /* make_room may have moved it */
         memmove(&rs->v[at + 1], &rs->v[at], (rs->n - at) * sizeof(*rs->v));
         memcpy(rs->v[at].id, id, ID_LEN);
+        rs->v[at].until = 0;
         rs->n++;
+        rc = 1;
     }
-    if (rc == 0 && rs->v[at].until < until)
+    if (rc >= 0 && rs->v[at].until < until)
         rs->v[at].until = until;
     pthread_mutex_unlock(&rs->lock);
     return rc;
@@ -155,6 +156,181 @@ static int holds(struct cmp_revoked *rs, const unsigned char *id, time_t now)
     return found;
 }
 
+/* |line| (one of the file's, newline stripped) as an entry: 0, or -1 if it is not one. */
+static int parse_line(const char *line, unsigned char id[ID_LEN], time_t *until)
+{
+    const char *digits = line + 2 * ID_LEN + 1;
+    char hex[2 * ID_LEN + 1], *end;
+    long long t;
+    size_t len = 0;
+
+    if (strlen(line) <= 2 * ID_LEN + 1 || line[2 * ID_LEN] != ' ' || *digits < '0' || *digits > '9')
+        return -1;
+    memcpy(hex, line, 2 * ID_LEN);
+    hex[2 * ID_LEN] = '\0';
+    errno = 0;
+    t = strtoll(digits, &end, 10);
+    if (OPENSSL_hexstr2buf_ex(id, ID_LEN, &len, hex, '\0') != 1 || len != ID_LEN || errno != 0 ||
+        *end != '\0' || t <= 0)
+        return -1;
+    *until = (time_t)t;
+    return 0;
+}
+
+/*
+ * The unexpired entries of |file| into |rs| (an absent file has none). A last line without its
+ * newline is an append a crash cut short, before its rr was answered: dropped. Any other line that is
+ * no entry refuses the start: the file is the gateway's own, and guessing could let a revoked
+ * certificate in. Bounded by GW_MAX_REVOKED, not cmp.max_revoked: a cap lowered since drops nothing.
+ */
+static int load(struct cmp_revoked *rs, const char *file, time_t now, char *err)
+{
+    char line[LINE_MAX_LEN + 2];
+    unsigned char id[ID_LEN];
+    time_t until = 0;
+    unsigned long no = 0;
+    int rc = 0, fd = open(file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    FILE *f = NULL;
+
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return 0;
+        snprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot read \"%s\": %s", file, strerror(errno));
+        return GW_ERR_IO;
+    }
+    /* it is replaced at start: never a link (O_NOFOLLOW above), a device or a directory */
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (f = fdopen(fd, "r")) == NULL) {
+        snprintf(err, GW_ERR_LEN, "cmp.revoked_file: \"%s\" is not a regular file", file);
+        close(fd);
+        return GW_ERR_IO;
+    }
+    while (rc == 0 && fgets(line, sizeof(line), f) != NULL) {
+        size_t len = strlen(line);
+
+        no++;
+        if (line[len - 1] != '\n' && feof(f))
+            break;
+        if (line[len - 1] == '\n')
+            line[len - 1] = '\0';
+        if (parse_line(line, id, &until) != 0) {
+            snprintf(err, GW_ERR_LEN, "cmp.revoked_file: line %lu of \"%s\" is not \"<id> <notAfter>\"", no,
+                     file);
+            rc = GW_ERR_INVAL;
+        } else if (until > now && keep(rs, id, until, GW_MAX_REVOKED, now) < 0) {
+            snprintf(err, GW_ERR_LEN, "cmp.revoked_file: \"%s\" holds more than %d unexpired entries", file,
+                     GW_MAX_REVOKED);
+            rc = GW_ERR_LIMIT;
+        }
+    }
+    if (rc == 0 && ferror(f)) {
+        snprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot read \"%s\"", file);
+        rc = GW_ERR_IO;
+    }
+    fclose(f);
+    return rc;
+}
+
+/* The entries of |rs| into |f|, one line each. 0, or -1. */
+static int write_entries(const struct cmp_revoked *rs, FILE *f)
+{
+    char hex[2 * ID_LEN + 1];
+
+    for (size_t i = 0; i < rs->n; i++) {
+        gw_hex(hex, rs->v[i].id, ID_LEN);
+        if (fprintf(f, "%s %lld\n", hex, (long long)rs->v[i].until) < 0)
+            return -1;
+    }
+    return fflush(f) == 0 && fsync(fileno(f)) == 0 ? 0 : -1;
+}
+
+/*
+ * |file| replaced by the entries of |rs| as a whole (a crash leaves the old file or the new one, never
+ * less), then opened for the appends to come. 0, or GW_ERR_IO with |err|.
+ */
+static int rewrite(struct cmp_revoked *rs, const char *file, char *err)
+{
+    char tmp[PATH_MAX], *dir = gw_conf_dir_of(file);
+    int fd = -1, dfd = dir != NULL ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    FILE *f = NULL;
+    int ok;
+
+    ok = snprintf(tmp, sizeof(tmp), "%s.new", file) < (int)sizeof(tmp) && dfd >= 0 &&
+         (fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600)) >= 0 &&
+         (f = fdopen(fd, "w")) != NULL && write_entries(rs, f) == 0;
+    if (f != NULL)
+        ok = fclose(f) == 0 && ok;
+    else if (fd >= 0)
+        close(fd);
+    ok = ok && rename(tmp, file) == 0 && fsync(dfd) == 0 &&
+         (rs->fd = open(file, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC)) >= 0;
+    if (!ok) {
+        snprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot rewrite \"%s\": %s", file, strerror(errno));
+        (void)unlink(tmp);
+    }
+    if (dfd >= 0)
+        close(dfd);
+    free(dir);
+    return ok ? 0 : GW_ERR_IO;
+}
+
+struct cmp_revoked *cmp_revoked_new(const char *file, time_t now, char *err)
+{
+    struct cmp_revoked *rs = calloc(1, sizeof(*rs));
+
+    snprintf(err, GW_ERR_LEN, "out of memory");
+    if (rs == NULL)
+        return NULL;
+    pthread_mutex_init(&rs->lock, NULL);
+    pthread_mutex_init(&rs->file_lock, NULL);
+    rs->fd = -1;
+    if (file != NULL &&
+        ((rs->file = strdup(file)) == NULL || load(rs, file, now, err) != 0 || rewrite(rs, file, err) != 0)) {
+        cmp_revoked_free(rs);
+        return NULL;
+    }
+    return rs;
+}
+
+void cmp_revoked_free(struct cmp_revoked *rs)
+{
+    if (rs == NULL)
+        return;
+    if (rs->fd >= 0)
+        close(rs->fd);
+    pthread_mutex_destroy(&rs->lock);
+    pthread_mutex_destroy(&rs->file_lock);
+    free(rs->v);
+    free(rs->file);
+    free(rs);
+}
+
+/*
+ * |hex| until |until| appended to the file, on disk, before the rr is answered: 0, or -1 with |err|. A
+ * failed append is cut off, or the next one would run into its half line.
+ */
+static int save(struct cmp_revoked *rs, const char *hex, time_t until, char *err)
+{
+    char line[LINE_MAX_LEN + 1];
+    int len = snprintf(line, sizeof(line), "%s %lld\n", hex, (long long)until), ok;
+    off_t end;
+
+    if (rs->fd < 0)
+        return 0;
+    pthread_mutex_lock(&rs->file_lock);
+    errno = 0;
+    end = lseek(rs->fd, 0, SEEK_END);
+    ok = end >= 0 && write(rs->fd, line, (size_t)len) == len && fsync(rs->fd) == 0;
+    if (!ok) {
+        snprintf(err, GW_ERR_LEN, "cannot append to cmp.revoked_file \"%s\": %s", rs->file,
+                 errno != 0 ? strerror(errno) : "a short write");
+        if (end >= 0)
+            (void)ftruncate(rs->fd, end);
+    }
+    pthread_mutex_unlock(&rs->file_lock);
+    return ok ? 0 : -1;
+}
+
 int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
 {
     unsigned char id[ID_LEN];
@@ -169,7 +345,10 @@ int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
     }
     if (until <= now) /* expired: no chain validates with it */
         return 0;
-    if ((rc = keep(e->revoked, id, until, max, now)) != 0) {
+    gw_hex(hex, id, ID_LEN);
+    if ((rc = keep(e->revoked, id, until, max, now)) == 1 && save(e->revoked, hex, until, err) != 0) {
+        missed |= CMP_REVOKED_NOT_SAVED;
+    } else if (rc < 0) {
         missed |= CMP_REVOKED_NOT_HERE;
         if (rc == GW_ERR_LIMIT)
             snprintf(err, GW_ERR_LEN,
@@ -177,7 +356,6 @@ int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
         else
             snprintf(err, GW_ERR_LEN, "out of memory");
     }
-    gw_hex(hex, id, ID_LEN);
     /* shared even when not kept here: the other instances are where it is not known otherwise */
     if (e->cluster != NULL && gw_cluster_put_revoked(e->cluster, hex, now, until - now, max, why) != 0) {
         if (missed == 0)

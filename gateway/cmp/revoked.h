@@ -3,7 +3,8 @@
  * once wherever a credential is checked (status.c): in every generation of the configuration (the
  * set outlives a reload, as the open transactions do) and, with a shared state, on every instance
  * (cluster.c). A CRL cached before the revocation, or one the CA has not brought up to date yet,
- * cannot let such a certificate authenticate. Each is kept until it expires.
+ * cannot let such a certificate authenticate. Each is kept until it expires, and with cmp.revoked_file
+ * across restarts.
  */
 #ifndef GW_CMP_REVOKED_H
 #define GW_CMP_REVOKED_H
@@ -15,12 +16,17 @@
 
 struct cmp_revoked;
 
-/* cmp_revoked_new: an empty set; NULL without memory. */
-struct cmp_revoked *cmp_revoked_new(void);
+/*
+ * cmp_revoked_new: a set of what |file| (cmp.revoked_file; NULL: none, the set starts empty) kept from
+ * earlier runs, unexpired at |now|; the file is rewritten with that alone and kept open for the
+ * revocations to come. NULL with |err|.
+ */
+struct cmp_revoked *cmp_revoked_new(const char *file, time_t now, char *err);
 void cmp_revoked_free(struct cmp_revoked *rs);
 
 #define CMP_REVOKED_NOT_HERE 1   /* not in this instance's set: full (cmp.max_revoked), or no memory */
 #define CMP_REVOKED_NOT_SHARED 2 /* not in the shared state: it failed, or keeps cmp.max_revoked */
+#define CMP_REVOKED_NOT_SAVED 4  /* in this instance's set, not in cmp.revoked_file: a restart forgets it */
 
 /*
  * cmp_revoked_add: |cert| was revoked at its CA through |e| at |now|. 0 when it is kept wherever |e|

@@ -227,27 +227,37 @@ void cmp_status_invalidate(struct gw_cmp_engine *e, const struct gw_upstream *up
     pthread_mutex_unlock(&e->crls[i].lock);
 }
 
+/* Who refuses a certificate before its CA's CRL lists it, when |missed| (CMP_REVOKED_NOT_*) of it. */
+static const char *left_to_crl(int missed, int shared)
+{
+    if (shared && !(missed & CMP_REVOKED_NOT_SHARED))
+        return missed & CMP_REVOKED_NOT_HERE
+                   ? "this instance refuses this certificate through the shared state alone"
+                   : "this instance refuses this certificate through the shared state alone once it restarts";
+    if (missed & CMP_REVOKED_NOT_HERE)
+        return "no instance refuses this certificate before its CA's CRL lists it";
+    if (!(missed & CMP_REVOKED_NOT_SAVED))
+        return "the other instances refuse this certificate only once its CA's CRL lists it";
+    return shared
+               ? "the other instances refuse this certificate only once its CA's CRL lists it, this one "
+                 "until it restarts"
+               : "this instance refuses this certificate until it restarts, then once its CA's CRL lists it";
+}
+
 void cmp_status_revoked(struct gw_cmp_engine *e, const struct gw_upstream *up, X509 *cert, const char *tid)
 {
     char err[GW_ERR_LEN] = "", serial[2 * 20 + 1];
-    int missed, shared_only;
-    const char *msg;
+    int missed, shared;
 
     cmp_status_invalidate(e, up);
     missed = cmp_revoked_add(e, cert, e->clock != NULL ? e->clock() : time(NULL), err);
     if (missed == 0)
         return;
-    /* kept in the shared state alone: every instance still refuses it while Redis answers */
-    shared_only = missed == CMP_REVOKED_NOT_HERE && e->cluster != NULL;
-    if (shared_only)
-        msg = "this instance refuses this certificate through the shared state alone";
-    else if (missed == CMP_REVOKED_NOT_SHARED)
-        msg = "the other instances refuse this certificate only once its CA's CRL lists it";
-    else
-        msg = "no instance refuses this certificate before its CA's CRL lists it";
+    /* kept in the shared state: every instance still refuses it while Redis answers */
+    shared = e->cluster != NULL && !(missed & CMP_REVOKED_NOT_SHARED);
     gw_x509_cert_serial_hex(cert, serial, sizeof(serial));
-    gw_log_kv(shared_only ? GW_LOG_WARN : GW_LOG_ERROR, "revocation_not_kept", "tid", tid, "serial", serial,
-              "reason", err, "msg", msg, NULL);
+    gw_log_kv(shared ? GW_LOG_WARN : GW_LOG_ERROR, "revocation_not_kept", "tid", tid, "serial", serial,
+              "reason", err, "msg", left_to_crl(missed, e->cluster != NULL), NULL);
 }
 
 static time_t asn1_to_time(const ASN1_TIME *t)

@@ -307,6 +307,47 @@ class RevocationAtVault(harness.GatewayTestCase):
         self.assertEqual(more, {"badRequest": 1})
 
 
+class RevokedAcrossRestart(harness.GatewayTestCase):
+    """With "cmp.revoked_file", a certificate its holder revoked through cmpgw is still refused after a
+    restart for kur, ir and rr, though its upstream checks no revocation (a restart once let it in
+    again). With "cmp.max_revoked" 1 the set is then full: a further revocation stands at the CA, is
+    logged revocation_not_kept, and its certificate is left to a CRL nobody reads."""
+
+    rr = Revocation.rr
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        harness.keep_store(cfg, gw)
+        cfg["upstreams"]["local"]["check_revocation"] = False
+        cfg["cmp"] = {"revoked_file": "revoked.list", "max_revoked": 1}
+
+    def test_revoked_refused_after_restart(self):
+        cert, key = self.enrol("held")
+        other, other_key = self.enrol("other")
+        self.assertEqual(self.rr("held-rr", cert, (cert, key))[0], 0)
+        self.gw.stop()
+        self.gw.start()
+        refused = "the signer certificate (serial %s) is revoked" % harness.serial_hex(cert).lower()
+        kur = self.gw.cmp("kur", "held-kur", auth=(cert, key), newkey=self.newkey("held-new"),
+                          extra=("-implicit_confirm",), expect_cert=False)
+        self.assert_cmp_error(kur.first, ("kup",), "certRevoked", refused)
+        ir = self.gw.cmp("ir", "held-ir", auth=(cert, key), newkey=self.newkey("held-ir"), subject="/CN=held",
+                         extra=("-implicit_confirm",), expect_cert=False)
+        self.assert_rejected(ir, "certRevoked", refused)
+        status, fails, texts = rp_status(self.rr("held-rr-again", cert, (cert, key))[1])
+        self.assertEqual((status, fails), (2, ["certRevoked"]))
+        self.assertIn(refused, texts[0])
+
+        self.assertEqual(self.rr("other-rr", other, (other, other_key))[0], 0)
+        lines = [line for line in self.gw.log_lines() if line.get("event") == "revocation_not_kept"]
+        self.assertEqual([(line["level"], line["serial"], line["reason"], line["msg"]) for line in lines], [(
+            "error", harness.serial_hex(other).lower(),
+            "this instance keeps 1 unexpired revocations already (cmp.max_revoked)",
+            "no instance refuses this certificate before its CA's CRL lists it")])
+        self.gw.cmp("ir", "other-ir", auth=(other, other_key), newkey=self.newkey("other-ir"),
+                    subject="/CN=other", extra=("-implicit_confirm",))
+
+
 class RevocationAtCfssl(harness.GatewayTestCase):
     """cfssl 1.2 revokes by serial and authority key identifier, but cannot hand a certificate out by
     serial: the RA's role cannot be checked, so only the holder revokes."""

@@ -2468,6 +2468,64 @@ static void test_status_revoked_set_full(void **state)
     two_cas_close(&t);
 }
 
+/* |t|'s gateway restarted: an engine that shares nothing with the last one. */
+static void two_cas_restart(struct two_cas *t)
+{
+    char err[GW_ERR_LEN] = "";
+
+    gw_cmp_engine_free(t->env->engine);
+    if ((t->env->engine = engine_new(t->env->cfg, t->env->ups, err)) == NULL)
+        fail_msg("engine: %s", err);
+    gw_cmp_engine_set_clock(t->env->engine, two_ca_clock);
+}
+
+/*
+ * With cmp.revoked_file a certificate revoked through cmpgw is still refused after a restart, though
+ * its upstream checks no revocation; it was once taken again. The start keeps the file's unexpired
+ * entries alone (a last line a crash cut short is dropped); a line that is no entry refuses the start.
+ */
+static void test_status_revoked_across_restart(void **state)
+{
+    struct two_cas t;
+    char cmp[256], file[128], err[GW_ERR_LEN] = "", *text;
+    FILE *f;
+
+    (void)state;
+    snprintf(file, sizeof(file), "%s/revoked.list", dir);
+    snprintf(cmp, sizeof(cmp), CMP_DEFAULTS ", \"revoked_file\": \"%s\"", file);
+    two_cas_open_cmp(&t, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, cmp);
+    local_conf(t.env)->check_revocation = false;
+    rr_as(&t, t.x1, t.x1_key, t.ca1);
+    assert_non_null(f = fopen(file, "a"));
+    fputs("00112233445566778899aabbccddeeff 1000\n0123", f); /* expired; an append cut short */
+    fclose(f);
+    two_cas_restart(&t);
+    ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+          "the signer certificate (serial ");
+    ir_as(&t, t.x1b, t.x1b_key, t.ca1, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    text = slurp(file, NULL);
+    if (strchr(text, '\n') == NULL || strchr(text, '\n')[1] != '\0' || strstr(text, "0011") != NULL)
+        fail_msg("not x1's entry alone: %s", text);
+    free(text);
+
+    assert_non_null(f = fopen(file, "a"));
+    fputs("0123 not an entry\n", f);
+    fclose(f);
+    gw_cmp_engine_free(t.env->engine);
+    assert_null(t.env->engine = engine_new(t.env->cfg, t.env->ups, err));
+    if (strstr(err, "cmp.revoked_file: line 2 of ") == NULL)
+        fail_msg("%s", err);
+    unlink(file);
+    assert_int_equal(mkdir(file, 0700), 0); /* replaced at start: a directory never is */
+    assert_null(engine_new(t.env->cfg, t.env->ups, err));
+    if (strstr(err, "is not a regular file") == NULL)
+        fail_msg("%s", err);
+    rmdir(file);
+    two_cas_restart(&t);
+    local_conf(t.env)->check_revocation = true;
+    two_cas_close(&t);
+}
+
 /* Where the upstream answers status queries, a certificate of a CA whose CRL it does not serve is asked
  * about. */
 static void test_status_two_cas_query(void **state)
@@ -5367,6 +5425,7 @@ int main(void)
         cmocka_unit_test(test_status_revoked_across_generations),
         cmocka_unit_test(test_status_revoked_unchecked_upstream),
         cmocka_unit_test(test_status_revoked_set_full),
+        cmocka_unit_test(test_status_revoked_across_restart),
         cmocka_unit_test(test_status_trust_intermediate),
         cmocka_unit_test(test_status_trust_intermediate_crl),
         cmocka_unit_test(test_status_trust_upstream_entry_wins),
