@@ -45,7 +45,7 @@ struct cmp_revoked {
     struct revoked_entry *v; /* sorted by id */
     size_t n, cap;
     pthread_mutex_t file_lock; /* one append at a time: a failed one is cut off before the next */
-    int fd;                    /* cmp.revoked_file, O_APPEND; -1 without one */
+    int fd;                    /* cmp.revoked_file, O_APPEND; -1 without one, or past a failed append */
     char *file;
 };
 
@@ -307,25 +307,31 @@ void cmp_revoked_free(struct cmp_revoked *rs)
 
 /*
  * |hex| until |until| appended to the file, on disk, before the rr is answered: 0, or -1 with |err|. A
- * failed append is cut off, or the next one would run into its half line.
+ * failed append is cut off, or the next one would run into its half line; where it cannot be, no more
+ * is appended (a last line without its newline is dropped at start).
  */
 static int save(struct cmp_revoked *rs, const char *hex, time_t until, char *err)
 {
     char line[LINE_MAX_LEN + 1];
     int len = snprintf(line, sizeof(line), "%s %lld\n", hex, (long long)until), ok;
-    off_t end;
+    off_t end = -1;
 
-    if (rs->fd < 0)
+    if (rs->file == NULL)
         return 0;
     pthread_mutex_lock(&rs->file_lock);
     errno = 0;
-    end = lseek(rs->fd, 0, SEEK_END);
-    ok = end >= 0 && write(rs->fd, line, (size_t)len) == len && fsync(rs->fd) == 0;
-    if (!ok) {
+    ok = rs->fd >= 0 && (end = lseek(rs->fd, 0, SEEK_END)) >= 0 && write(rs->fd, line, (size_t)len) == len &&
+         fsync(rs->fd) == 0;
+    if (!ok && rs->fd < 0) {
+        snprintf(err, GW_ERR_LEN, "cmp.revoked_file \"%s\" is appended to no more since an append failed",
+                 rs->file);
+    } else if (!ok) {
         snprintf(err, GW_ERR_LEN, "cannot append to cmp.revoked_file \"%s\": %s", rs->file,
                  errno != 0 ? strerror(errno) : "a short write");
-        if (end >= 0)
-            (void)ftruncate(rs->fd, end);
+        if (end < 0 || ftruncate(rs->fd, end) != 0) {
+            close(rs->fd);
+            rs->fd = -1;
+        }
     }
     pthread_mutex_unlock(&rs->file_lock);
     return ok ? 0 : -1;

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -2524,6 +2525,53 @@ static void test_status_revoked_across_restart(void **state)
     two_cas_restart(&t);
     local_conf(t.env)->check_revocation = true;
     two_cas_close(&t);
+}
+
+/*
+ * An append to cmp.revoked_file that fails (here past RLIMIT_FSIZE, which a large file reaches and the
+ * small audit log does not): the rr is accepted, revocation_not_kept says this instance forgets the
+ * certificate when it restarts, and so it does; the file takes the next revocation, which the restart
+ * reads.
+ */
+static void test_status_revoked_not_saved(void **state)
+{
+    struct two_cas t;
+    struct rlimit was, cap;
+    char cmp[256], file[128], *logged;
+    FILE *f;
+
+    (void)state;
+    snprintf(file, sizeof(file), "%s/revoked.full", dir);
+    assert_non_null(f = fopen(file, "w"));
+    for (int i = 0; i < 4000; i++) /* others' revocations, unexpired: some 176 000 bytes */
+        fprintf(f, "%032x %lld\n", i, (long long)time(NULL) + 86400);
+    fclose(f);
+    snprintf(cmp, sizeof(cmp), CMP_DEFAULTS ", \"revoked_file\": \"%s\"", file);
+    two_cas_open_cmp(&t, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, cmp);
+    local_conf(t.env)->check_revocation = false;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &was), 0);
+    cap = (struct rlimit){.rlim_cur = 100000, .rlim_max = was.rlim_max};
+    signal(SIGXFSZ, SIG_IGN);
+    log_capture_start();
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &cap), 0);
+    rr_as(&t, t.x1, t.x1_key, t.ca1);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &was), 0);
+    logged = log_capture_end();
+    signal(SIGXFSZ, SIG_DFL);
+    assert_not_kept(
+        logged, t.x1, "error", "cannot append to cmp.revoked_file",
+        "this instance refuses this certificate until it restarts, then once its CA's CRL lists it");
+    free(logged);
+    ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+          "the signer certificate (serial ");
+    rr_as(&t, t.x1b, t.x1b_key, t.ca1);
+    two_cas_restart(&t);
+    ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    ir_as(&t, t.x1b, t.x1b_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+          "the signer certificate (serial ");
+    local_conf(t.env)->check_revocation = true;
+    two_cas_close(&t);
+    unlink(file);
 }
 
 /* Where the upstream answers status queries, a certificate of a CA whose CRL it does not serve is asked
@@ -5426,6 +5474,7 @@ int main(void)
         cmocka_unit_test(test_status_revoked_unchecked_upstream),
         cmocka_unit_test(test_status_revoked_set_full),
         cmocka_unit_test(test_status_revoked_across_restart),
+        cmocka_unit_test(test_status_revoked_not_saved),
         cmocka_unit_test(test_status_trust_intermediate),
         cmocka_unit_test(test_status_trust_intermediate_crl),
         cmocka_unit_test(test_status_trust_upstream_entry_wins),
