@@ -9,7 +9,8 @@
  * With cmp.revoked_file each entry is also a line "<id in hex> <notAfter in Unix seconds>" appended to
  * that file, on disk before the rr is answered, and read back at the next start: a restart does not
  * let a certificate revoked through cmpgw in again while its CA's CRL does not list it (or is never
- * read). The start rewrites the file with the unexpired entries alone, so it stays as small as the set.
+ * read). The start rewrites the file with the unexpired entries alone, so it stays as small as the set,
+ * unless another gateway still appends to it (a hand-over's predecessor).
  */
 #include "gateway/cmp/revoked.h"
 #include "gateway/cmp/cluster.h"
@@ -26,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <openssl/crypto.h>
@@ -246,7 +248,8 @@ static int write_entries(const struct cmp_revoked *rs, FILE *f)
 
 /*
  * |file| replaced by the entries of |rs| as a whole (a crash leaves the old file or the new one, never
- * less), then opened for the appends to come. 0, or GW_ERR_IO with |err|.
+ * less), and kept open for the appends to come, held shared from before it has its name. 0, or
+ * GW_ERR_IO with |err|.
  */
 static int rewrite(struct cmp_revoked *rs, const char *file, char *err)
 {
@@ -256,22 +259,48 @@ static int rewrite(struct cmp_revoked *rs, const char *file, char *err)
     int ok;
 
     ok = snprintf(tmp, sizeof(tmp), "%s.new", file) < (int)sizeof(tmp) && dfd >= 0 &&
-         (fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600)) >= 0 &&
-         (f = fdopen(fd, "w")) != NULL && write_entries(rs, f) == 0;
+         (fd = open(tmp, O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600)) >= 0 &&
+         flock(fd, LOCK_SH) == 0 && (f = fdopen(dup(fd), "w")) != NULL && write_entries(rs, f) == 0;
     if (f != NULL)
         ok = fclose(f) == 0 && ok;
-    else if (fd >= 0)
-        close(fd);
-    ok = ok && rename(tmp, file) == 0 && fsync(dfd) == 0 &&
-         (rs->fd = open(file, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC)) >= 0;
-    if (!ok) {
+    ok = ok && rename(tmp, file) == 0 && fsync(dfd) == 0;
+    if (ok) {
+        rs->fd = fd;
+    } else {
         snprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot rewrite \"%s\": %s", file, strerror(errno));
         (void)unlink(tmp);
+        if (fd >= 0)
+            close(fd);
     }
     if (dfd >= 0)
         close(dfd);
     free(dir);
     return ok ? 0 : GW_ERR_IO;
+}
+
+/*
+ * |file| open for the appends to come. Every gateway appending to it holds it shared (flock): where
+ * none does it is rewritten; where one does (a predecessor draining after a hand-over, which may still
+ * revoke) it is kept as it is, or what that one appends would go to a file no longer there. 0, or
+ * GW_ERR_IO with |err|.
+ */
+static int take_file(struct cmp_revoked *rs, const char *file, char *err)
+{
+    int fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600), rc;
+
+    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0) {
+        rc = rewrite(rs, file, err);
+        close(fd); /* only now: no other start rewrites it meanwhile */
+        return rc;
+    }
+    if (fd >= 0 && errno == EWOULDBLOCK && flock(fd, LOCK_SH) == 0) {
+        rs->fd = fd;
+        return 0;
+    }
+    snprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot open \"%s\": %s", file, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    return GW_ERR_IO;
 }
 
 struct cmp_revoked *cmp_revoked_new(const char *file, time_t now, char *err)
@@ -284,8 +313,8 @@ struct cmp_revoked *cmp_revoked_new(const char *file, time_t now, char *err)
     pthread_mutex_init(&rs->lock, NULL);
     pthread_mutex_init(&rs->file_lock, NULL);
     rs->fd = -1;
-    if (file != NULL &&
-        ((rs->file = strdup(file)) == NULL || load(rs, file, now, err) != 0 || rewrite(rs, file, err) != 0)) {
+    if (file != NULL && ((rs->file = strdup(file)) == NULL || load(rs, file, now, err) != 0 ||
+                         take_file(rs, file, err) != 0)) {
         cmp_revoked_free(rs);
         return NULL;
     }
