@@ -211,9 +211,9 @@ static int load(struct cmp_revoked *rs, const char *file, time_t now, char *err)
         size_t len = strlen(line);
 
         no++;
-        if (line[len - 1] != '\n' && feof(f))
+        if (len > 0 && line[len - 1] != '\n' && feof(f))
             break;
-        if (line[len - 1] == '\n')
+        if (len > 0 && line[len - 1] == '\n') /* len is 0 where the line begins with a NUL byte */
             line[len - 1] = '\0';
         if (parse_line(line, id, &until) != 0) {
             snprintf(err, GW_ERR_LEN, "cmp.revoked_file: line %lu of \"%s\" is not \"<id> <notAfter>\"", no,

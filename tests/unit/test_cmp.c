@@ -2549,6 +2549,14 @@ static void test_status_revoked_across_restart(void **state)
     assert_null(t.env->engine = engine_new(t.env->cfg, t.env->ups, err));
     if (strstr(err, "cmp.revoked_file: line 3 of ") == NULL)
         fail_msg("%s", err);
+    assert_non_null(f = fopen(file, "w"));
+    fputs(expired, f);
+    fputc('\0', f); /* a line that begins with a NUL byte: no entry, and read within the line */
+    fputs(expired, f);
+    fclose(f);
+    assert_null(engine_new(t.env->cfg, t.env->ups, err));
+    if (strstr(err, "cmp.revoked_file: line 2 of ") == NULL)
+        fail_msg("%s", err);
     unlink(file);
     assert_int_equal(mkdir(file, 0700), 0); /* replaced at start: a directory never is */
     assert_null(engine_new(t.env->cfg, t.env->ups, err));
