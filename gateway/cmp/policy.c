@@ -170,7 +170,7 @@ static void describe_tls_client(struct cmp_call *c)
 
     if (c->req->tls_peer == NULL) {
         snprintf(c->tls_client, sizeof(c->tls_client), "none");
-    } else if (X509_digest(c->req->tls_peer, EVP_sha256(), md, &len) != 1 || len != 32) {
+    } else if (X509_digest(c->req->tls_peer, gw_sha256(), md, &len) != 1 || len != 32) {
         snprintf(c->tls_client, sizeof(c->tls_client), CMP_TLS_CLIENT_UNKNOWN);
     } else {
         memcpy(c->tls_client, "sha256:", 7);
