@@ -454,6 +454,26 @@ int gw_x509_ext_in(const STACK_OF(X509_EXTENSION) *exts, X509_EXTENSION *ext)
     return 0;
 }
 
+int gw_x509_names_issuer(const X509 *cert, X509 *ca)
+{
+    const ASN1_OCTET_STRING *akid = X509_get0_authority_key_id((X509 *)cert);
+    const ASN1_OCTET_STRING *skid = X509_get0_subject_key_id(ca);
+
+    if (X509_NAME_cmp(X509_get_issuer_name(cert), X509_get_subject_name(ca)) != 0)
+        return 0;
+    return akid == NULL || skid == NULL || ASN1_OCTET_STRING_cmp(akid, skid) == 0;
+}
+
+int gw_x509_signed_by(X509 *cert, X509 *ca)
+{
+    if (!gw_x509_names_issuer(cert, ca))
+        return 0;
+    if (X509_verify(cert, X509_get0_pubkey(ca)) == 1)
+        return 1;
+    ERR_clear_error();
+    return 0;
+}
+
 int gw_x509_in_stack(const STACK_OF(X509) *sk, const X509 *x)
 {
     for (int i = 0; i < sk_X509_num(sk); i++)

@@ -110,6 +110,15 @@ X509_PUBKEY *gw_x509_pubkey_d2i(const unsigned char *der, long len);
 int gw_x509_req_extensions(const X509_REQ *req, STACK_OF(X509_EXTENSION) **out, char *err);
 /* gw_x509_ext_in: whether |exts| (NULL: none) holds an extension with the OID and value of |ext|. */
 int gw_x509_ext_in(const STACK_OF(X509_EXTENSION) *exts, X509_EXTENSION *ext);
+/* gw_x509_names_issuer: whether |cert| names |ca| its issuer, by name and by key identifier where both
+ * say one (RFC 5280 §4.2.1.1). What a certificate says only: anyone can write it. */
+int gw_x509_names_issuer(const X509 *cert, X509 *ca);
+/*
+ * gw_x509_signed_by: whether |ca| issued |cert|: it names |ca| (gw_x509_names_issuer) and |ca|'s key
+ * verifies its signature. CAs may share a name (a key rotated under the same subject), and another CA
+ * can write this one's name and key identifier into a certificate of its own.
+ */
+int gw_x509_signed_by(X509 *cert, X509 *ca);
 /* gw_x509_in_stack: whether |x| is one of |sk| (the same certificate, X509_cmp; not one with its name). */
 int gw_x509_in_stack(const STACK_OF(X509) *sk, const X509 *x);
 /*

@@ -607,6 +607,38 @@ static int resolve_crmf_upstream(struct gw_conf_ctx *pc, struct gw_role *r,
     return 0;
 }
 
+/* Whether some other certificate of |certs| names |ca| as its issuer. */
+static int issues_within(const STACK_OF(X509) *certs, X509 *ca)
+{
+    for (int i = 0; i < sk_X509_num(certs); i++) {
+        X509 *x = sk_X509_value(certs, i);
+
+        if (x != ca && X509_NAME_cmp(X509_get_issuer_name(x), X509_get_subject_name(ca)) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+STACK_OF(X509) *gw_upstream_conf_issuing_cas(const struct gw_upstream_conf *uc)
+{
+    STACK_OF(X509) *out = sk_X509_new_null();
+    int ok = out != NULL;
+
+    if (ok && uc->own_ca != NULL)
+        ok = X509_add_cert(out, uc->own_ca, X509_ADD_FLAG_UP_REF) == 1;
+    for (int i = 0; ok && uc->own_ca == NULL && i < sk_X509_num(uc->issuer_certs); i++) {
+        X509 *ca = sk_X509_value(uc->issuer_certs, i);
+
+        if (!issues_within(uc->issuer_certs, ca))
+            ok = X509_add_cert(out, ca, X509_ADD_FLAG_UP_REF) == 1;
+    }
+    if (!ok) {
+        sk_X509_pop_free(out, X509_free);
+        return NULL;
+    }
+    return out;
+}
+
 X509 *gw_upstream_conf_issuing_ca(const struct gw_upstream_conf *uc)
 {
     return uc == NULL ? NULL : uc->own_ca != NULL ? uc->own_ca : sk_X509_value(uc->issuer_certs, 0);

@@ -40,6 +40,7 @@ struct gw_upstream {
     struct gw_upstream_health health;
     void *impl;
     atomic_uint inflight;
+    STACK_OF(X509) *cas; /* the CAs it issues under (gw_upstream_conf_issuing_cas): all it may revoke */
 };
 
 /* One submit: counts the call in flight until the adapter completes it. */
@@ -142,12 +143,18 @@ struct gw_upstream *gw_upstream_new_ops(const struct gw_upstream_conf *conf,
     pthread_mutex_init(&up->health_lock, NULL);
     up->health.up = true; /* until a probe says otherwise */
     atomic_init(&up->inflight, 0);
+    if ((up->cas = gw_upstream_conf_issuing_cas(conf)) == NULL) {
+        snprintf(err, GW_ERR_LEN, "upstream %s: out of memory", gw_upstream_conf_name(conf));
+        goto fail;
+    }
     if (ops->init != NULL && ops->init(up, err) != 0)
         goto fail;
     return up;
 fail:
-    if (up != NULL) /* init failed: nothing else to clean up */
+    if (up != NULL) { /* init failed: nothing else to clean up */
+        sk_X509_pop_free(up->cas, X509_free);
         pthread_mutex_destroy(&up->health_lock);
+    }
     free(up);
     return NULL;
 }
@@ -180,6 +187,7 @@ bool gw_upstream_free(struct gw_upstream *up)
     }
     if (up->ops->cleanup != NULL)
         up->ops->cleanup(up);
+    sk_X509_pop_free(up->cas, X509_free);
     pthread_mutex_destroy(&up->health_lock);
     free(up);
     return true;
@@ -778,6 +786,50 @@ static int lacks(const struct gw_upstream *up, unsigned cap, const char *what, c
     return 1;
 }
 
+/*
+ * A revocation that |up| is not asked for (|issuer| and |serial| name a certificate of no CA of its):
+ * GW_ERR_NOT_FOUND (it issued no such certificate) with what to do by hand in |err|, and an error
+ * logged: whoever asked (a transaction rebuilt from a shared record, an upstream name a reload
+ * pointed at another CA) has a certificate that stays valid until revoked where it was issued.
+ */
+static int not_its_ca(const struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
+                      char *err)
+{
+    char by[256] = "?", hex[2 * 20 + 1];
+
+    if (issuer != NULL)
+        X509_NAME_oneline(issuer, by, sizeof(by)); /* for a person to read only */
+    gw_x509_serial_hex(serial, hex, sizeof(hex));
+    snprintf(err, GW_ERR_LEN, "not the CA of upstream %s: revoke serial %s by hand at its issuer %.120s",
+             gw_upstream_conf_name(up->conf), hex, by);
+    gw_log_kv(GW_LOG_ERROR, "revoke_not_sent", "upstream", gw_upstream_conf_name(up->conf), "serial", hex,
+              "issuer", by, "msg", "the certificate is of another CA; nothing was sent to this upstream",
+              NULL);
+    return GW_ERR_NOT_FOUND;
+}
+
+/*
+ * Whether |up| issues under a CA named |issuer|. Vault and cfssl revoke by serial within their CA
+ * whatever issuer a request names, and a CMP CA may too: asked about another CA's certificate they
+ * would answer "revoked" for nothing, or revoke another holder's certificate of that serial.
+ */
+static int issues_under(const struct gw_upstream *up, const X509_NAME *issuer)
+{
+    for (int i = 0; i < sk_X509_num(up->cas); i++)
+        if (X509_NAME_cmp(issuer, X509_get_subject_name(sk_X509_value(up->cas, i))) == 0)
+            return 1;
+    return 0;
+}
+
+/* Whether a CA of |up| issued |cert|: its name, and its signature, not what |cert| says alone. */
+static int issued_here(const struct gw_upstream *up, const X509 *cert)
+{
+    for (int i = 0; i < sk_X509_num(up->cas); i++)
+        if (gw_x509_signed_by((X509 *)cert, sk_X509_value(up->cas, i)))
+            return 1;
+    return 0;
+}
+
 int gw_upstream_revoke_cert(struct gw_upstream *up, const X509 *cert, int reason, int *fail_info, char *err)
 {
     *fail_info = OSSL_CMP_PKIFAILUREINFO_badRequest; /* unless the upstream names its own */
@@ -787,6 +839,8 @@ int gw_upstream_revoke_cert(struct gw_upstream *up, const X509 *cert, int reason
         snprintf(err, GW_ERR_LEN, "upstream %s: no certificate to revoke", gw_upstream_conf_name(up->conf));
         return GW_ERR_INVAL;
     }
+    if (!issued_here(up, cert))
+        return not_its_ca(up, X509_get_issuer_name(cert), X509_get0_serialNumber(cert), err);
     return up->ops->revoke != NULL
                ? up->ops->revoke(up, cert, reason, fail_info, err)
                : up->ops->revoke_serial(up, X509_get_issuer_name(cert), X509_get0_serialNumber(cert), reason,
@@ -815,6 +869,8 @@ int gw_upstream_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, c
                  gw_upstream_conf_name(up->conf), up->ops->dialect);
         return GW_ERR_INVAL;
     }
+    if (issuer != NULL && !issues_under(up, issuer))
+        return not_its_ca(up, issuer, serial, err);
     return up->ops->revoke_serial(up, issuer, serial, reason, fail_info, err);
 }
 

@@ -107,6 +107,13 @@ const char *gw_upstream_conf_name(const struct gw_upstream_conf *conf);
 /* gw_upstream_conf_issuing_ca: the CA that signs |conf|'s certificates: a local issuer's own, else
  * the first of its "issuer_ca"; NULL-safe. */
 X509 *gw_upstream_conf_issuing_ca(const struct gw_upstream_conf *conf);
+/*
+ * gw_upstream_conf_issuing_cas: the CAs |conf| issues end-entity certificates under, up-ref'd (free
+ * with sk_X509_pop_free; NULL without memory): a local issuer's own certificate, else those of its
+ * issuer_ca that issued no other certificate of that bundle. A root listed only so that chains can be
+ * built does not make the certificates it signed directly the upstream's.
+ */
+STACK_OF(X509) *gw_upstream_conf_issuing_cas(const struct gw_upstream_conf *conf);
 /* gw_upstream_conf_type is the "type" of |conf| ("local", "vault", ...), for messages. */
 const char *gw_upstream_conf_type(const struct gw_upstream_conf *conf);
 
@@ -181,7 +188,11 @@ unsigned gw_upstream_caps(const struct gw_upstream *up);
  * gw_upstream_revoke_cert revokes |cert| itself, the same way: by the certificate where the upstream
  * takes one (a CMP CA's rr carries it; OpenSSL 3.0 builds none from issuer and serial alone), else by
  * its issuer and serial; for its holder's rr. gw_upstream_revoke is gw_upstream_revoke_cert that
- * takes an already revoked certificate as done (0), for a withdrawal. (worker)
+ * takes an already revoked certificate as done (0), for a withdrawal. Each asks the upstream only
+ * about a certificate of its own CAs (gw_upstream_conf_issuing_cas): |cert| signed by one of them,
+ * |issuer| the name of one; else nothing is sent, an error is logged, and the answer is
+ * GW_ERR_NOT_FOUND with "not the CA of upstream X: revoke ... by hand at its issuer ..." in |err|.
+ * (worker)
  */
 int gw_upstream_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
                               int reason, int *fail_info, char *err);

@@ -62,43 +62,6 @@ struct status_note {
     char text[GW_ERR_LEN];
 };
 
-/* Whether some other certificate of |certs| names |ca| as its issuer. */
-static int issues_within(const STACK_OF(X509) *certs, X509 *ca)
-{
-    for (int i = 0; i < sk_X509_num(certs); i++) {
-        X509 *x = sk_X509_value(certs, i);
-
-        if (x != ca && X509_NAME_cmp(X509_get_issuer_name(x), X509_get_subject_name(ca)) == 0)
-            return 1;
-    }
-    return 0;
-}
-
-/*
- * The CAs an upstream issues end-entity certificates under: a local issuer's own certificate, else
- * those of its issuer_ca that issued no other certificate of that bundle. A root listed only so
- * that chains can be built does not make the certificates it signed directly the upstream's.
- */
-static STACK_OF(X509) *issuing_cas(const struct gw_upstream_conf *uc)
-{
-    STACK_OF(X509) *out = sk_X509_new_null();
-    int ok = out != NULL;
-
-    if (ok && uc->own_ca != NULL)
-        ok = X509_add_cert(out, uc->own_ca, X509_ADD_FLAG_UP_REF) == 1;
-    for (int i = 0; ok && uc->own_ca == NULL && i < sk_X509_num(uc->issuer_certs); i++) {
-        X509 *ca = sk_X509_value(uc->issuer_certs, i);
-
-        if (!issues_within(uc->issuer_certs, ca))
-            ok = X509_add_cert(out, ca, X509_ADD_FLAG_UP_REF) == 1;
-    }
-    if (!ok) {
-        sk_X509_pop_free(out, X509_free);
-        return NULL;
-    }
-    return out;
-}
-
 int cmp_status_init(struct gw_cmp_engine *e, char *err)
 {
     if (e->cfg.n_upstreams == 0)
@@ -108,7 +71,7 @@ int cmp_status_init(struct gw_cmp_engine *e, char *err)
     for (size_t i = 0; i < e->cfg.n_upstreams; i++) {
         pthread_mutex_init(&e->crls[i].lock, NULL);
         pthread_cond_init(&e->crls[i].fetched_cond, NULL);
-        if ((e->crls[i].cas = issuing_cas(&e->cfg.upstreams[i])) == NULL)
+        if ((e->crls[i].cas = gw_upstream_conf_issuing_cas(&e->cfg.upstreams[i])) == NULL)
             goto nomem;
         if (sk_X509_num(e->crls[i].cas) > 0 &&
             (e->crls[i].slots = calloc((size_t)sk_X509_num(e->crls[i].cas), sizeof(struct crl_slot))) == NULL)
@@ -134,34 +97,6 @@ void cmp_status_cleanup(struct gw_cmp_engine *e)
     e->crls = NULL;
 }
 
-/* Whether |ca| issued |cert| by name, and by key identifier where both say one (RFC 5280 §4.2.1.1). */
-static int issued_by_ca(const X509 *cert, X509 *ca)
-{
-    const ASN1_OCTET_STRING *akid = X509_get0_authority_key_id((X509 *)cert);
-    const ASN1_OCTET_STRING *skid = X509_get0_subject_key_id(ca);
-
-    if (X509_NAME_cmp(X509_get_issuer_name(cert), X509_get_subject_name(ca)) != 0)
-        return 0;
-    return akid == NULL || skid == NULL || ASN1_OCTET_STRING_cmp(akid, skid) == 0;
-}
-
-/*
- * Whether |ca| of an upstream issued |cert|: by name and key identifier, and by the signature. Its CAs
- * may share a name (a key rotated under the same subject), and a name and key identifier are only what
- * the certificate says: another CA under a trust anchor can write the upstream CA's into a certificate
- * of its own, which would then be checked in the wrong CRL, or revoke at the upstream the serial it
- * names (rr.c).
- */
-static int upstream_ca_issued(X509 *cert, X509 *ca)
-{
-    if (!issued_by_ca(cert, ca))
-        return 0;
-    if (X509_verify(cert, X509_get0_pubkey(ca)) == 1)
-        return 1;
-    ERR_clear_error();
-    return 0;
-}
-
 /* The upstream whose CA (config index |*index|, CA |*ca_index| of its cache) issued |cert|; or NULL. */
 static struct gw_upstream *issuer_upstream(const struct gw_cmp_engine *e, X509 *cert, size_t *index,
                                            int *ca_index)
@@ -170,7 +105,7 @@ static struct gw_upstream *issuer_upstream(const struct gw_cmp_engine *e, X509 *
         struct gw_upstream *up = gw_upstream_set_get0(e->ups, e->cfg.upstreams[i].name);
 
         for (int j = 0; up != NULL && j < sk_X509_num(e->crls[i].cas); j++) {
-            if (!upstream_ca_issued(cert, sk_X509_value(e->crls[i].cas, j)))
+            if (!gw_x509_signed_by(cert, sk_X509_value(e->crls[i].cas, j)))
                 continue;
             *index = i;
             *ca_index = j;
@@ -205,7 +140,7 @@ int cmp_status_upstream_issued(const struct gw_cmp_engine *e, const struct gw_up
         return 0;
     cc = &e->crls[uc - e->cfg.upstreams];
     for (int j = 0; j < sk_X509_num(cc->cas); j++)
-        if (upstream_ca_issued(cert, sk_X509_value(cc->cas, j)))
+        if (gw_x509_signed_by(cert, sk_X509_value(cc->cas, j)))
             return 1;
     return 0;
 }
@@ -505,7 +440,7 @@ static const struct gw_trust_conf *trust_named(const struct gw_cmp_settings *cfg
 static int covers(const struct gw_trust_conf *t, X509 *cert, const STACK_OF(X509) *chain)
 {
     for (int j = 0; j < sk_X509_num(t->cas); j++)
-        if (issued_by_ca(cert, sk_X509_value(t->cas, j)))
+        if (gw_x509_names_issuer(cert, sk_X509_value(t->cas, j)))
             return 1;
     for (int i = 1; i < sk_X509_num(chain); i++)
         if (gw_x509_in_stack(t->cas, sk_X509_value(chain, i)))

@@ -371,6 +371,21 @@ static void fixture_init(struct fixture *f, int port, int with_auth_key)
     assert_string_equal(err, "");
 }
 
+/* fixture_init with "issuer_ca": cfssl's CA, whose certificates alone it is asked to revoke. */
+static void fixture_init_revoking(struct fixture *f, int port)
+{
+    static STACK_OF(X509) *issuer_ca; /* kept for the process; |ca| is borrowed */
+    char err[GW_ERR_LEN] = "";
+
+    fixture_init(f, port, 0);
+    gw_upstream_free(f->up);
+    if (issuer_ca == NULL)
+        sk_X509_push(issuer_ca = sk_X509_new_null(), ca);
+    f->conf.issuer_certs = issuer_ca;
+    clear_requests(); /* the first upstream's info call: the tests count this one's */
+    assert_non_null(f->up = gw_upstream_new(&f->conf, NULL, err));
+}
+
 static void fixture_cleanup(struct fixture *f)
 {
     gw_upstream_free(f->up);
@@ -1097,7 +1112,7 @@ static void test_revoke(void **state)
 
     (void)state;
     ca_aki_hex(aki);
-    fixture_init(&f, srv.port, 0);
+    fixture_init_revoking(&f, srv.port);
     /* found at once */
     srv.revoke[0] = srv.revoke[1] = (struct reply){200, "application/json", revoke_ok, 0};
     assert_int_equal(gw_upstream_revoke(f.up, leaf, CRL_REASON_KEY_COMPROMISE, err), 0);
@@ -1151,7 +1166,7 @@ static void test_revoke_reasons(void **state)
 
     (void)state;
     ca_aki_hex(aki);
-    fixture_init(&f, srv.port, 0);
+    fixture_init_revoking(&f, srv.port);
     srv.revoke[0] = srv.revoke[1] = (struct reply){200, "application/json", revoke_ok, 0};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         clear_requests();
@@ -1195,7 +1210,7 @@ static void test_revoke_refusals(void **state)
     char err[GW_ERR_LEN];
 
     (void)state;
-    fixture_init(&f, srv.port, 0);
+    fixture_init_revoking(&f, srv.port);
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         clear_requests();
         srv.revoke[0] = cases[i].r;

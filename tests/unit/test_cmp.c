@@ -1583,8 +1583,9 @@ static void test_result_checks(void **state)
          OSSL_CMP_PKIFAILUREINFO_systemFailure, "unusable certificate", 0, 1},
         {"CA:TRUE certificate", FK_CA_TRUE, OSSL_CMP_PKISTATUS_rejection,
          OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "outside this route's policy", 1, 0},
+        /* not asked of the upstream: by its serial, it would revoke a certificate of the upstream's own CA */
         {"certificate from another CA", FK_OTHER_CA, OSSL_CMP_PKISTATUS_rejection,
-         OSSL_CMP_PKIFAILUREINFO_systemFailure, "unusable certificate", 1, 0},
+         OSSL_CMP_PKIFAILUREINFO_systemFailure, "unusable certificate", 0, 0},
         {"extendedKeyUsage beyond the role", FK_WIDE, OSSL_CMP_PKISTATUS_rejection,
          OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
          "the CA issued a certificate outside this route's policy (extendedKeyUsage codeSigning is outside "
@@ -1609,6 +1610,9 @@ static void test_result_checks(void **state)
         assert_int_equal(revoke_calls(e), rc->revoked);
         assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), rc->revoked);
         assert_int_equal(audit_count(e, "not_withdrawn", NULL, NULL, NULL), rc->not_withdrawn);
+        assert_int_equal(
+            audit_count(e, "revoke_failed", NULL, "status", "not the CA of upstream local: revoke serial "),
+            rc->mode == FK_OTHER_CA);
         assert_int_equal(audit_count(e, "issued", NULL, NULL, NULL), cert != NULL);
         if (cert == NULL) /* the refused certificate's serial is on record */
             assert_int_equal(audit_count(e, "rejected", NULL, "serial", ""), 1);

@@ -163,6 +163,7 @@ static void conf_init(struct gw_upstream_conf *c, const char *name, X509 *cert, 
     c->max_inflight = 8;
     lc->cert = cert;
     lc->key = key;
+    c->own_ca = cert; /* as its configuration check sets it: the CA it may revoke for */
     lc->chain = sk_X509_new_null();
     if (chain_cert != NULL)
         sk_X509_push(lc->chain, chain_cert);
@@ -1830,7 +1831,8 @@ static size_t mangled(const unsigned char *der, size_t len, int mangle, unsigned
 
 static void vault_conf(struct gw_upstream_conf *c, char *url, size_t cap, const char *token_path)
 {
-    static struct gw_vault_conf vc; /* one vault upstream at a time */
+    static struct gw_vault_conf vc;   /* one vault upstream at a time */
+    static STACK_OF(X509) *issuer_ca; /* its "issuer_ca": the test CA (kept for the process) */
 
     memset(c, 0, sizeof(*c));
     memset(&vc, 0, sizeof(vc));
@@ -1842,6 +1844,25 @@ static void vault_conf(struct gw_upstream_conf *c, char *url, size_t cap, const 
     c->timeout_ms = 3000;
     c->max_inflight = 4;
     vc.token_file = (char *)token_path;
+    if (issuer_ca == NULL)
+        sk_X509_push(issuer_ca = sk_X509_new_null(), ca);
+    c->issuer_certs = issuer_ca;
+}
+
+/* A vault upstream |conf| (token in the new file |token_path|) over a fake Vault, started. */
+static struct gw_upstream *vault_up(struct gw_upstream_conf *conf, char *token_path, char *url, size_t cap)
+{
+    char err[GW_ERR_LEN];
+    struct gw_upstream *up;
+    int fd;
+
+    assert_true((fd = mkstemp(token_path)) >= 0);
+    assert_int_equal(write(fd, "s.test\n", 7), 7);
+    close(fd);
+    http_fake_start();
+    vault_conf(conf, url, cap, token_path);
+    assert_non_null(up = gw_upstream_new(conf, NULL, err));
+    return up;
 }
 
 static void test_vault_revoke_crl(void **state)
@@ -1868,15 +1889,9 @@ static void test_vault_revoke_crl(void **state)
     unsigned char *crl, buf[4096], *der;
     size_t crl_len, len;
     ASN1_INTEGER *serial;
-    int fd;
 
     (void)state;
-    assert_true((fd = mkstemp(token_path)) >= 0);
-    assert_int_equal(write(fd, "s.test\n", 7), 7);
-    close(fd);
-    http_fake_start();
-    vault_conf(&conf, url, sizeof(url), token_path);
-    assert_non_null(up = gw_upstream_new(&conf, NULL, err));
+    up = vault_up(&conf, token_path, url, sizeof(url));
     assert_true((gw_upstream_caps(up) & (GW_UP_REVOKE | GW_UP_CRL)) == (GW_UP_REVOKE | GW_UP_CRL));
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         print_message("vault revoke: %s\n", cases[i].name);
@@ -1914,6 +1929,49 @@ static void test_vault_revoke_crl(void **state)
         }
     }
     free(crl);
+    gw_upstream_free(up);
+    http_fake_stop();
+    unlink(token_path);
+}
+
+/*
+ * A revocation is asked of the CA that issued the certificate only: Vault revokes by serial within its
+ * mount whatever issuer is named, so a certificate of another CA (by its name, or by a signature its
+ * CA's key does not verify) would revoke the mount's certificate of that serial. Nothing is sent.
+ */
+static void test_revoke_other_ca(void **state)
+{
+    static const char revoked[] = "{\"data\":{\"revocation_time\":1,\"state\":\"revoked\"}}";
+    char token_path[] = "/tmp/cmpgw-token-XXXXXX", url[64], err[GW_ERR_LEN];
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    X509 *ours = make_cert("ours", keys[K_P256], ca, ca_key, now - DAY, now + DAY, "CA:FALSE");
+    X509 *root_s = make_cert("root's", keys[K_P256], root, root_key, now - DAY, now + DAY, "CA:FALSE");
+    X509 *forged = make_cert("forged", keys[K_P256], ca, other_key, now - DAY, now + DAY, "CA:FALSE");
+    int fi;
+
+    (void)state;
+    up = vault_up(&conf, token_path, url, sizeof(url));
+    http_fake_answer("/v1/pki/revoke", 200, "application/json", revoked, strlen(revoked));
+    assert_int_equal(gw_upstream_revoke_serial(up, X509_get_subject_name(root), X509_get0_serialNumber(ours),
+                                               CRL_REASON_KEY_COMPROMISE, &fi, err),
+                     GW_ERR_NOT_FOUND);
+    assert_non_null(strstr(err, "not the CA of upstream vault: revoke serial"));
+    assert_non_null(strstr(err, "by hand at its issuer /CN=test root"));
+    assert_int_equal(gw_upstream_revoke(up, root_s, CRL_REASON_NONE, err), GW_ERR_NOT_FOUND);
+    assert_non_null(strstr(err, "not the CA of upstream vault"));
+    assert_int_equal(gw_upstream_revoke_cert(up, forged, CRL_REASON_NONE, &fi, err), GW_ERR_NOT_FOUND);
+    assert_non_null(strstr(err, "by hand at its issuer /CN=test issuing"));
+    assert_int_equal(http_fake.n_reqs, 0);
+    /* its own CA's certificate, by name or whole, is asked for */
+    assert_int_equal(gw_upstream_revoke_serial(up, X509_get_subject_name(ca), X509_get0_serialNumber(ours),
+                                               CRL_REASON_KEY_COMPROMISE, &fi, err),
+                     0);
+    assert_int_equal(gw_upstream_revoke(up, ours, CRL_REASON_NONE, err), 0);
+    assert_int_equal(http_fake.n_reqs, 2);
+    X509_free(ours);
+    X509_free(root_s);
+    X509_free(forged);
     gw_upstream_free(up);
     http_fake_stop();
     unlink(token_path);
@@ -2048,6 +2106,7 @@ int main(void)
         cmocka_unit_test(test_local_crl_no_store),
         cmocka_unit_test(test_crl_caps),
         cmocka_unit_test(test_vault_revoke_crl),
+        cmocka_unit_test(test_revoke_other_ca),
         cmocka_unit_test(test_cfssl_revoke_crl),
     };
 

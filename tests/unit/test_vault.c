@@ -300,6 +300,7 @@ static void write_token(const char *t)
 
 static void fx_init(struct fx *f, uint32_t timeout_ms)
 {
+    static STACK_OF(X509) *issuer_ca; /* kept for the process; |ca_cert| is borrowed */
     GENERAL_NAME *gn;
     ASN1_OCTET_STRING *ip = ASN1_OCTET_STRING_new();
     static const unsigned char lo[4] = {127, 0, 0, 1};
@@ -314,6 +315,9 @@ static void fx_init(struct fx *f, uint32_t timeout_ms)
     f->conf.timeout_ms = timeout_ms;
     f->vc.token_file = token_path;
     f->vc.vault_namespace = "ns1/";
+    if (issuer_ca == NULL) /* "issuer_ca": the mount's CA, whose certificates alone it is asked to revoke */
+        sk_X509_push(issuer_ca = sk_X509_new_null(), ca_cert);
+    f->conf.issuer_certs = issuer_ca;
     f->role.name = "web";
     gw_cert_plan_init(&f->plan);
     f->plan.not_after = time(NULL) + 3600;
