@@ -300,19 +300,7 @@ static void record_orphan(void *arg, const unsigned char *tid, size_t tid_len,
         cmp_share_expired(e, t, scratch.tid, rec);
         cmp_txn_free(t);
     } else {
-        /* an issued certificate, or a deferred request's result */
-        const unsigned char *p = rec->cert_len > 0 ? rec->cert : rec->result.cert;
-        size_t len = rec->cert_len > 0 ? rec->cert_len : rec->result.cert_len;
-        X509 *cert = len > 0 ? d2i_X509(NULL, &p, (long)len) : NULL;
-        char serial[2 * 20 + 1] = "?";
-
-        if (cert != NULL)
-            gw_x509_cert_serial_hex(cert, serial, sizeof(serial));
-        X509_free(cert);
-        gw_log_kv(GW_LOG_ERROR, "txn_expiry_unrecorded", "tid", scratch.tid, "role", rec->role, "serial",
-                  serial, "msg",
-                  "an expired shared transaction could not be replayed here; its \"issued\" record stands",
-                  NULL);
+        cmp_share_unreplayed(e, scratch.tid, rec);
     }
     call_cleanup(&sub);
 }

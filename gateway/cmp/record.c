@@ -177,13 +177,28 @@ static int answered(struct cmp_withdrawals *q)
     return given_up;
 }
 
+/*
+ * A withdrawal with no upstream to ask: its transaction was rebuilt or expired from a shared record
+ * whose upstream the running configuration does not have, nor any of the CA that issued it.
+ */
+static int no_upstream(const X509 *cert, char *err)
+{
+    char by[256];
+
+    X509_NAME_oneline(X509_get_issuer_name(cert), by, sizeof(by)); /* for a person to read only */
+    snprintf(err, GW_ERR_LEN,
+             "no upstream of this configuration has the CA that issued it: revoke it by hand "
+             "at its issuer %.150s",
+             by);
+    return GW_ERR_NOT_FOUND;
+}
+
 /* worker (the engine's withdrawal thread) */
 static void revoke(struct gw_cmp_engine *e, const struct withdrawal *w)
 {
     const struct cmp_txn *t = &w->view;
     char err[GW_ERR_LEN] = "";
-    /* fails without an upstream (rebuilt) */
-    int rc = gw_upstream_revoke(t->up, w->cert, w->reason, err);
+    int rc = t->up != NULL ? gw_upstream_revoke(t->up, w->cert, w->reason, err) : no_upstream(w->cert, err);
 
     if (answered(e->withdrawals) && rc != 0) /* on record as not revoked already */
         return;

@@ -12,13 +12,16 @@
 #include "gateway/cmp/reasons.h"
 #include "gateway/cmp/record.h"
 #include "gateway/cmp/srv.h"
+#include "gateway/cmp/status.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "base/x509.h"
 #include "upstream/upstream.h"
 
 #include <stdio.h>
 #include <string.h>
 #include <openssl/err.h>
+#include <openssl/x509v3.h>
 
 /*
  * |t|'s record: its request (|req|, or the deferred request it keeps), its certificate or the call
@@ -137,10 +140,26 @@ int cmp_share_take(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn_re
     return rc == 0 ? gw_cluster_take_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, rec, err) : rc;
 }
 
+/*
+ * The certificate of |rec|: the one its client got (*collected: issued at once, or taken by a pollReq
+ * on any instance, whose answer rewrote the record), else a deferred request's result beside it that
+ * nobody collected. NULL if none, or if it does not decode.
+ */
+static X509 *record_cert(const struct gw_txn_record *rec, int *collected)
+{
+    const unsigned char *p = (*collected = rec->cert_len > 0) ? rec->cert : rec->result.cert;
+    size_t len = *collected ? rec->cert_len : rec->result.cert_len;
+
+    return len > 0 ? d2i_X509(NULL, &p, (long)len) : NULL;
+}
+
 /* The expiry of |t|, rebuilt from its record |rec|: as log_closed and cmp_poll_closed would record it. */
 void cmp_share_expired(struct gw_cmp_engine *e, struct cmp_txn *t, const char *tid,
                        const struct gw_txn_record *rec)
 {
+    int collected;
+    X509 *cert;
+
     if (t->issued != NULL) {
         gw_log_kv(GW_LOG_WARN, "txn_expired", "tid", tid, "identity", t->identity, "serial", t->serial, "msg",
                   "certificate issued but never confirmed; it stays valid", NULL);
@@ -150,11 +169,43 @@ void cmp_share_expired(struct gw_cmp_engine *e, struct cmp_txn *t, const char *t
                 ? "no certConf within the transaction TTL"
                 : "no certConf within the transaction TTL (the instance that issued it is gone)",
             t->issued, 0);
-    } else if (!cmp_poll_withdraw_uncollected(e, t, tid, "txn_expired_pending", 0)) {
+        return;
+    }
+    /* the upstream of that name may be gone, or another CA's since a reload */
+    cert = record_cert(rec, &collected);
+    t->up = cmp_status_withdrawer(e, t->up, cert);
+    X509_free(cert);
+    if (!cmp_poll_withdraw_uncollected(e, t, tid, "txn_expired_pending", 0))
         gw_log_kv(GW_LOG_INFO, "txn_expired_pending", "tid", tid, "identity", t->identity, "msg",
                   rec->result.present ? "closed with nothing issued"
                                       : "closed without a result from its upstream call; a certificate it "
                                         "returned would be on the audit log of the instance that made it",
                   NULL);
+}
+
+void cmp_share_unreplayed(struct gw_cmp_engine *e, const char *tid, const struct gw_txn_record *rec)
+{
+    int collected;
+    X509 *cert = record_cert(rec, &collected);
+    struct cmp_txn view = {.up = NULL};
+
+    if (cert != NULL)
+        gw_x509_cert_serial_hex(cert, view.serial, sizeof(view.serial));
+    if (cert == NULL || collected) {
+        gw_log_kv(GW_LOG_ERROR, "txn_expiry_unrecorded", "tid", tid, "role", rec->role, "serial",
+                  cert != NULL ? view.serial : "?", "msg",
+                  "an expired shared transaction could not be replayed here; its \"issued\" record stands",
+                  NULL);
+        X509_free(cert);
+        return;
     }
+    view.up = cmp_status_withdrawer(e, NULL, cert);
+    gw_log_kv(
+        GW_LOG_WARN, "txn_expired_pending", "tid", tid, "role", rec->role, "serial", view.serial, "msg",
+        "certificate issued but never collected by a pollReq; withdrawn (its role is not replayed here)",
+        NULL);
+    (void)cmp_audit_cert(e, &view, tid, "expired_undelivered",
+                         "no pollReq collected it before its transaction closed", cert, 1);
+    cmp_withdraw(e, &view, tid, cert, CRL_REASON_CESSATION_OF_OPERATION);
+    X509_free(cert);
 }

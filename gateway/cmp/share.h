@@ -35,8 +35,20 @@ void cmp_reshare(struct cmp_call *c, struct cmp_txn *t);
 int cmp_share_take(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn_record *rec,
                    struct cmp_refusal *r, char *err);
 
-/* cmp_share_expired records the expiry of |t|, rebuilt from its record |rec|, as log_closed would. */
+/*
+ * cmp_share_expired records the expiry of |t|, rebuilt from its record |rec|, as log_closed would; a
+ * certificate no pollReq collected is withdrawn through the upstream of the running configuration
+ * whose CA issued it (cmp_status_withdrawer), whatever upstream the record names.
+ */
 void cmp_share_expired(struct gw_cmp_engine *e, struct cmp_txn *t, const char *tid,
                        const struct gw_txn_record *rec);
+
+/*
+ * cmp_share_unreplayed records the expiry of the record |rec| that cannot be replayed here (its role
+ * is not in the running configuration, or its request does not pass there): a certificate no pollReq
+ * collected is on record as not delivered and withdrawn as by cmp_share_expired; one its client got
+ * stays valid, logged.
+ */
+void cmp_share_unreplayed(struct gw_cmp_engine *e, const char *tid, const struct gw_txn_record *rec);
 
 #endif

@@ -145,6 +145,14 @@ int cmp_status_upstream_issued(const struct gw_cmp_engine *e, const struct gw_up
     return 0;
 }
 
+struct gw_upstream *cmp_status_withdrawer(const struct gw_cmp_engine *e, struct gw_upstream *up, X509 *cert)
+{
+    size_t i;
+    int j;
+
+    return cert == NULL || cmp_status_upstream_issued(e, up, cert) ? up : issuer_upstream(e, cert, &i, &j);
+}
+
 void cmp_status_invalidate(struct gw_cmp_engine *e, const struct gw_upstream *up)
 {
     const struct gw_upstream_conf *uc = up != NULL ? gw_upstream_get0_conf(up) : NULL;

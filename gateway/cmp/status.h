@@ -39,6 +39,13 @@ int cmp_status_issues_under(const struct gw_cmp_engine *e, const struct gw_upstr
  */
 int cmp_status_upstream_issued(const struct gw_cmp_engine *e, const struct gw_upstream *up, X509 *cert);
 
+/*
+ * cmp_status_withdrawer: the upstream of |e| that can withdraw |cert|: |up| if one of its CAs signed
+ * it, else the first of |e| whose CA did (a reload may have removed |up|'s name, or pointed it at
+ * another CA); NULL if none. NULL-safe in |up|.
+ */
+struct gw_upstream *cmp_status_withdrawer(const struct gw_cmp_engine *e, struct gw_upstream *up, X509 *cert);
+
 /* cmp_status_init sets up the CRL caches of every upstream. 0 or GW_ERR_NOMEM with |err|. */
 int cmp_status_init(struct gw_cmp_engine *e, char *err);
 

@@ -4856,6 +4856,90 @@ static void test_shared_expiry_withdraws(void **state)
     env_free(e);
 }
 
+/*
+ * The configuration a reload brings while the shared deferred request of |prev| waits (|replace|: the
+ * changes to its own), records on and the role's poll_after kept, with the slow adapter (revoking) in
+ * place of its upstream |up|.
+ */
+static struct env *env_shared_reload(const struct env *prev, const char *const replace[8], const char *up)
+{
+    char cmp[512], err[GW_ERR_LEN] = "";
+    struct env_opts o = {
+        .cmp = shared_cmp(cmp, sizeof(cmp)), .role_extra = "\"poll_after\": \"100ms\"", .confirm = 1};
+    struct gw_upstream *slow_up = NULL;
+    struct env *e;
+
+    for (size_t i = 0; i < 8 && replace[i] != NULL; i++)
+        o.replace[i] = replace[i];
+    e = env_reload(prev, &o);
+    for (size_t i = 0; i < e->cfg->n_upstreams; i++)
+        if (strcmp(e->cfg->upstreams[i].name, up) == 0)
+            assert_non_null(slow_up = gw_upstream_new_ops(&e->cfg->upstreams[i], &slow_ops, NULL, err));
+    assert_int_equal(gw_upstream_set_put0(e->ups, slow_up), 0);
+    return e;
+}
+
+/*
+ * A shared deferred request whose uncollected certificate expires from its record after a reload
+ * changed what its record names: withdrawn through the upstream of the running configuration whose
+ * CA issued it, whatever it is called now and whether or not its role is still there; never through
+ * an upstream of the record's name that is another CA's now (by serial, it would revoke a certificate
+ * of that CA): on record as not revoked then, with where to revoke it by hand.
+ */
+static void test_shared_expiry_after_reload(void **state)
+{
+    static const struct {
+        const char *name, *replace[8], *up, *event, *status;
+        int revoked;
+    } cases[] = {
+        {"its upstream renamed",
+         {"\"local\": {", "\"moved\": {", "\"upstream\": \"local\"", "\"upstream\": \"moved\""},
+         "moved",
+         "revoked",
+         "revoked upstream",
+         1},
+        {"its role and upstream renamed",
+         {"\"local\": {", "\"moved\": {", "\"upstream\": \"local\"", "\"upstream\": \"moved\"",
+          "\"default\": {", "\"renamed\": {", "role:default", "role:renamed"},
+         "moved",
+         "revoked",
+         "revoked upstream",
+         1},
+        {"its upstream's name another CA's",
+         {"\"cert\": \"issuing.pem\", \"key\": \"issuing.key\"", "\"cert\": \"ca.pem\", \"key\": \"ca.key\""},
+         "local",
+         "revoke_failed",
+         "no upstream of this configuration has the CA that issued it: revoke it by hand at its issuer "
+         "/O=cmpgw demo/CN=cmpgw demo issuing CA",
+         0},
+    };
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct client cl;
+        OSSL_CMP_CTX *ctx;
+        char out[256], serial[64] = "";
+        struct env *e = shared_result_waiting(&cl, &ctx), *next;
+
+        print_message("case: %s\n", cases[i].name);
+        next = env_shared_reload(e, cases[i].replace, cases[i].up);
+        assert_int_equal(audit_serial(e, "issued", serial, sizeof(serial)), 0);
+        expire_record(next, &cl, out, sizeof(out));
+        assert_int_equal(audit_count(next, "expired_undelivered", serial, "status",
+                                     "no pollReq collected it before its transaction closed"),
+                         1);
+        assert_int_equal(audit_count(next, cases[i].event, serial, "status", cases[i].status), 1);
+        assert_int_equal(audit_count(next, "revoked", NULL, NULL, NULL), cases[i].revoked);
+        assert_int_equal(revoke_calls(next), cases[i].revoked);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(next);
+        env_free(e);
+    }
+}
+
 /* The Redis key of the lease on the record of |cl|'s transaction into |out|. */
 static void lease_key(const struct client *cl, char *out, size_t cap)
 {
@@ -5554,6 +5638,7 @@ int main(void)
         cmocka_unit_test(test_poll_config),
         cmocka_unit_test_teardown(test_shared_older_record_kept_out, redis_stop),
         cmocka_unit_test_teardown(test_shared_expiry_withdraws, redis_stop),
+        cmocka_unit_test_teardown(test_shared_expiry_after_reload, redis_stop),
         cmocka_unit_test_teardown(test_shared_error_not_aborted, redis_stop),
         cmocka_unit_test_teardown(test_shared_client_gone_from_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_ended_while_held, redis_stop),
