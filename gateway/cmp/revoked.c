@@ -36,6 +36,7 @@
 #define ID_LEN 16
 #define FIRST_CAP 64
 #define LINE_MAX_LEN (2 * ID_LEN + 1 + 20 + 1) /* id, a space, a time_t in decimal, the newline */
+#define LOCK_TRIES 8 /* starts that may replace the file between this one's open and its lock */
 
 struct revoked_entry {
     unsigned char id[ID_LEN];
@@ -180,10 +181,10 @@ static int parse_line(const char *line, unsigned char id[ID_LEN], time_t *until)
 }
 
 /*
- * The unexpired entries of |file| into |rs| (an absent file has none). A last line without its
- * newline is an append a crash cut short, before its rr was answered: dropped. Any other line that is
- * no entry refuses the start: the file is the gateway's own, and guessing could let a revoked
- * certificate in. Bounded by GW_MAX_REVOKED, not cmp.max_revoked: a cap lowered since drops nothing.
+ * The unexpired entries of |file| into |rs|. A last line without its newline is an append a crash cut
+ * short, before its rr was answered: dropped. Any other line that is no entry refuses the start: the
+ * file is the gateway's own, and guessing could let a revoked certificate in. Bounded by GW_MAX_REVOKED, not
+ * cmp.max_revoked: a cap lowered since drops nothing.
  */
 static int load(struct cmp_revoked *rs, const char *file, time_t now, char *err)
 {
@@ -196,8 +197,6 @@ static int load(struct cmp_revoked *rs, const char *file, time_t now, char *err)
     FILE *f = NULL;
 
     if (fd < 0) {
-        if (errno == ENOENT)
-            return 0;
         snprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot read \"%s\": %s", file, strerror(errno));
         return GW_ERR_IO;
     }
@@ -278,29 +277,67 @@ static int rewrite(struct cmp_revoked *rs, const char *file, char *err)
     return ok ? 0 : GW_ERR_IO;
 }
 
-/*
- * |file| open for the appends to come. Every gateway appending to it holds it shared (flock): where
- * none does it is rewritten; where one does (a predecessor draining after a hand-over, which may still
- * revoke) it is kept as it is, or what that one appends would go to a file no longer there. 0, or
- * GW_ERR_IO with |err|.
- */
-static int take_file(struct cmp_revoked *rs, const char *file, char *err)
+/* Whether |fd| is the file named |file| still: 1, 0 (replaced or removed), or -1 with errno. */
+static int still_named(int fd, const char *file)
 {
-    int fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600), rc;
+    struct stat held, named;
 
-    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0) {
-        rc = rewrite(rs, file, err);
-        close(fd); /* only now: no other start rewrites it meanwhile */
-        return rc;
-    }
-    if (fd >= 0 && errno == EWOULDBLOCK && flock(fd, LOCK_SH) == 0) {
-        rs->fd = fd;
-        return 0;
-    }
-    snprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot open \"%s\": %s", file, strerror(errno));
-    if (fd >= 0)
+    if (fstat(fd, &held) != 0)
+        return -1;
+    if (stat(file, &named) != 0)
+        return errno == ENOENT ? 0 : -1;
+    return held.st_dev == named.st_dev && held.st_ino == named.st_ino;
+}
+
+/*
+ * |file| open for appends and locked: exclusively (*excl) where no other gateway appends to it, else
+ * shared. A lock had on a file another start replaced meanwhile (opened before its rename, locked once
+ * it let the old file go) is on a file no start reads again: the name is opened anew. fd, or -1 with
+ * errno.
+ */
+static int lock_file(const char *file, int *excl)
+{
+    for (int tries = 0; tries < LOCK_TRIES; tries++) {
+        int fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600), named = -1, saved;
+
+        if (fd < 0)
+            return -1;
+        *excl = flock(fd, LOCK_EX | LOCK_NB) == 0;
+        if (*excl || (errno == EWOULDBLOCK && flock(fd, LOCK_SH) == 0))
+            named = still_named(fd, file);
+        if (named == 1)
+            return fd;
+        saved = errno;
         close(fd);
-    return GW_ERR_IO;
+        errno = saved;
+        if (named < 0)
+            return -1;
+    }
+    errno = EAGAIN; /* replaced as often as it was opened */
+    return -1;
+}
+
+/*
+ * |file| read and kept open for the appends to come. Every gateway appending to it holds it shared
+ * (flock): where none does it is rewritten, read under the lock that keeps any from appending
+ * meanwhile; where one does (a predecessor draining after a hand-over, which may still revoke) it is
+ * kept as it is, or what that one appends would go to a file no longer there. 0, or an error with |err|.
+ */
+static int take_file(struct cmp_revoked *rs, const char *file, time_t now, char *err)
+{
+    int excl = 0, rc, fd = lock_file(file, &excl);
+
+    if (fd < 0) {
+        snprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot open \"%s\": %s", file, strerror(errno));
+        return GW_ERR_IO;
+    }
+    if ((rc = load(rs, file, now, err)) == 0 && excl)
+        rc = rewrite(rs, file, err); /* keeps the new file open, shared */
+    if (rc == 0 && !excl)
+        rs->fd = fd;
+    else
+        close(fd); /* only now: no other start rewrites it meanwhile */
+    return rc;
 }
 
 struct cmp_revoked *cmp_revoked_new(const char *file, time_t now, char *err)
@@ -313,8 +350,7 @@ struct cmp_revoked *cmp_revoked_new(const char *file, time_t now, char *err)
     pthread_mutex_init(&rs->lock, NULL);
     pthread_mutex_init(&rs->file_lock, NULL);
     rs->fd = -1;
-    if (file != NULL && ((rs->file = strdup(file)) == NULL || load(rs, file, now, err) != 0 ||
-                         take_file(rs, file, err) != 0)) {
+    if (file != NULL && ((rs->file = strdup(file)) == NULL || take_file(rs, file, now, err) != 0)) {
         cmp_revoked_free(rs);
         return NULL;
     }

@@ -2564,12 +2564,101 @@ static void test_status_revoked_across_restart(void **state)
     unlink(file);
     assert_int_equal(mkdir(file, 0700), 0); /* replaced at start: a directory never is */
     assert_null(engine_new(t.env->cfg, t.env->ups, err));
-    if (strstr(err, "is not a regular file") == NULL)
+    if (strstr(err, "cannot open") == NULL || strstr(err, "Is a directory") == NULL)
         fail_msg("%s", err);
     rmdir(file);
     two_cas_restart(&t);
     local_conf(t.env)->check_revocation = true;
     two_cas_close(&t);
+}
+
+struct engine_start {
+    struct two_cas *t;
+    struct gw_cmp_engine *engine;
+    char err[GW_ERR_LEN];
+};
+
+static void *engine_start_run(void *arg)
+{
+    struct engine_start *s = arg;
+
+    s->engine = engine_new(s->t->env->cfg, s->t->env->ups, s->err);
+    return NULL;
+}
+
+/* Waits until a lock on |fd|'s file waits (/proc/locks: "-> FLOCK ... <dev>:<inode>"). */
+static void await_lock_waiter(int fd)
+{
+    struct stat st;
+    char ino[32], line[256];
+
+    assert_int_equal(fstat(fd, &st), 0);
+    snprintf(ino, sizeof(ino), ":%lu ", (unsigned long)st.st_ino);
+    for (int i = 0; i < 500; i++) {
+        FILE *f = fopen("/proc/locks", "r");
+        int seen = 0;
+
+        assert_non_null(f);
+        while (!seen && fgets(line, sizeof(line), f) != NULL)
+            seen = strstr(line, "-> FLOCK") != NULL && strstr(line, ino) != NULL;
+        fclose(f);
+        if (seen)
+            return;
+        usleep(10000);
+    }
+    fail_msg("no lock waits on %s", ino);
+}
+
+/*
+ * A start that opens cmp.revoked_file just before another start (or the test, here) replaces it, and
+ * gets its lock once that one lets the replaced file go, takes the file by its name again: it once
+ * kept appending to the replaced file, which no start reads, and so forgot the revocations after.
+ */
+static void test_status_revoked_file_replaced(void **state)
+{
+    static const char other[] = "00112233445566778899aabbccddeeff 99999999999\n";
+    struct two_cas t;
+    struct engine_start s = {.t = &t};
+    char cmp[256], file[128], tmp[160], *text;
+    pthread_t th;
+    int before, after;
+    FILE *f;
+
+    (void)state;
+    snprintf(file, sizeof(file), "%s/revoked.replaced", dir);
+    snprintf(tmp, sizeof(tmp), "%s.test", file);
+    snprintf(cmp, sizeof(cmp), CMP_DEFAULTS ", \"revoked_file\": \"%s\"", file);
+    two_cas_open_cmp(&t, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, cmp);
+    local_conf(t.env)->check_revocation = false;
+    gw_cmp_engine_free(t.env->engine);
+    /* another start holds the file exclusively, rewriting it: this one waits for its lock */
+    assert_true((before = open(file, O_RDONLY)) >= 0);
+    assert_int_equal(flock(before, LOCK_EX), 0);
+    assert_int_equal(pthread_create(&th, NULL, engine_start_run, &s), 0);
+    await_lock_waiter(before);
+    assert_non_null(f = fopen(tmp, "w"));
+    fputs(other, f);
+    fclose(f);
+    assert_true((after = open(tmp, O_RDONLY)) >= 0);
+    assert_int_equal(flock(after, LOCK_SH), 0); /* that start appends to its new file */
+    assert_int_equal(rename(tmp, file), 0);
+    close(before);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    if ((t.env->engine = s.engine) == NULL)
+        fail_msg("engine: %s", s.err);
+    gw_cmp_engine_set_clock(t.env->engine, two_ca_clock);
+    rr_as(&t, t.x1, t.x1_key, t.ca1);
+    assert_int_equal(lines_of(file), 2); /* the other start's and x1's, in the file of that name */
+    text = slurp(file, NULL);
+    assert_non_null(strstr(text, other));
+    free(text);
+    close(after);
+    two_cas_restart(&t);
+    ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+          "the signer certificate (serial ");
+    local_conf(t.env)->check_revocation = true;
+    two_cas_close(&t);
+    unlink(file);
 }
 
 /*
@@ -5604,6 +5693,7 @@ int main(void)
         cmocka_unit_test(test_status_revoked_set_full),
         cmocka_unit_test(test_status_revoked_across_restart),
         cmocka_unit_test(test_status_revoked_not_saved),
+        cmocka_unit_test(test_status_revoked_file_replaced),
         cmocka_unit_test(test_status_trust_intermediate),
         cmocka_unit_test(test_status_trust_intermediate_crl),
         cmocka_unit_test(test_status_trust_upstream_entry_wins),
