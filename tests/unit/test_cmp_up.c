@@ -897,10 +897,11 @@ static void test_revoke_cert(void **state)
 }
 
 /*
- * A CMP CA's rejection of an rr: its own trouble may pass (the client is told to retry later), any
- * other is for good, with its failInfo where that speaks of the revocation asked for, else badRequest
- * (one about the gateway's message to the CA, which the client cannot change). The CA's text is for
- * the log. Once, every rejection but certRevoked and badCertId had the client retry forever.
+ * A CMP CA's rejection of an rr: its own trouble, and its refusal of the gateway's message, may pass
+ * (the client is told to retry later); any other is for good, with its failInfo where that speaks of
+ * the revocation asked for, else badRequest (one about what the gateway built of the rr, which the
+ * client cannot change). The CA's text is for the log. Once, every rejection but certRevoked and
+ * badCertId had the client retry forever.
  */
 static void test_revoke_refusals(void **state)
 {
@@ -923,11 +924,13 @@ static void test_revoke_refusals(void **state)
          OSSL_CMP_PKIFAILUREINFO_incorrectData},
         {M_REJECT, OSSL_CMP_PKIFAILUREINFO_unacceptedExtension, GW_ERR_REFUSED,
          OSSL_CMP_PKIFAILUREINFO_unacceptedExtension},
-        /* about the gateway's own message: never the client's to see (badMessageCheck would charge it) */
-        {M_REJECT, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, GW_ERR_REFUSED,
-         OSSL_CMP_PKIFAILUREINFO_badRequest},
-        {M_REJECT, OSSL_CMP_PKIFAILUREINFO_signerNotTrusted, GW_ERR_REFUSED,
-         OSSL_CMP_PKIFAILUREINFO_badRequest},
+        /* the gateway's message not taken (its protection, signer, clock, nonces): the upstream's
+           configuration, which an operator fixes, as an HTTP 403; it was once refused for good */
+        {M_REJECT, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, GW_ERR_UPSTREAM, 0},
+        {M_REJECT, OSSL_CMP_PKIFAILUREINFO_signerNotTrusted, GW_ERR_UPSTREAM, 0},
+        {M_REJECT, OSSL_CMP_PKIFAILUREINFO_wrongAuthority, GW_ERR_UPSTREAM, 0},
+        {M_REJECT, OSSL_CMP_PKIFAILUREINFO_badTime, GW_ERR_UPSTREAM, 0},
+        /* about what the gateway built of the rr: never the client's to see, for good */
         {M_REJECT, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, GW_ERR_REFUSED,
          OSSL_CMP_PKIFAILUREINFO_badRequest},
     };
