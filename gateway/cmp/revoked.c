@@ -192,7 +192,7 @@ static int load(struct cmp_revoked *rs, const char *file, time_t now, char *err)
     unsigned char id[ID_LEN];
     time_t until = 0;
     unsigned long no = 0;
-    int rc = 0, fd = open(file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    int rc = 0, fd = open(file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     struct stat st;
     FILE *f = NULL;
 
@@ -298,7 +298,9 @@ static int still_named(int fd, const char *file)
 static int lock_file(const char *file, int *excl)
 {
     for (int tries = 0; tries < LOCK_TRIES; tries++) {
-        int fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600), named = -1, saved;
+        /* O_NONBLOCK: a FIFO there is refused (ENXIO, or by load), not waited on */
+        int fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600),
+            named = -1, saved;
 
         if (fd < 0)
             return -1;
@@ -328,7 +330,8 @@ static int take_file(struct cmp_revoked *rs, const char *file, time_t now, char 
     int excl = 0, rc, fd = lock_file(file, &excl);
 
     if (fd < 0) {
-        snprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot open \"%s\": %s", file, strerror(errno));
+        snprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot open \"%s\": %s", file,
+                 errno == ENXIO ? "not a regular file (a FIFO)" : strerror(errno));
         return GW_ERR_IO;
     }
     if ((rc = load(rs, file, now, err)) == 0 && excl)
@@ -371,29 +374,43 @@ void cmp_revoked_free(struct cmp_revoked *rs)
 }
 
 /*
+ * After an append at |end| wrote |n| bytes of a |len|-byte line: 1 when the file holds no half line of
+ * it (nothing written, the line whole though its fsync failed, or the half cut off), 0 when the half
+ * must stay. Only this append's bytes are cut: where the file grew by more than them since |end|,
+ * another gateway appended after them (a hand-over's predecessor), and cutting would take its line.
+ */
+static int cut_short_write(int fd, off_t end, ssize_t n, int len)
+{
+    if (n <= 0 || n == len)
+        return 1;
+    return lseek(fd, 0, SEEK_END) == end + n && ftruncate(fd, end) == 0;
+}
+
+/*
  * |hex| until |until| appended to the file, on disk, before the rr is answered: 0, or -1 with |err|. A
- * failed append is cut off, or the next one would run into its half line; where it cannot be, no more
- * is appended (a last line without its newline is dropped at start).
+ * half line a failed append left is cut off, or the next one would run into it; where it cannot be, no
+ * more is appended (a last line without its newline is dropped at start).
  */
 static int save(struct cmp_revoked *rs, const char *hex, time_t until, char *err)
 {
     char line[LINE_MAX_LEN + 1];
     int len = snprintf(line, sizeof(line), "%s %lld\n", hex, (long long)until), ok;
     off_t end = -1;
+    ssize_t n = -1;
 
     if (rs->file == NULL)
         return 0;
     pthread_mutex_lock(&rs->file_lock);
     errno = 0;
-    ok = rs->fd >= 0 && (end = lseek(rs->fd, 0, SEEK_END)) >= 0 && write(rs->fd, line, (size_t)len) == len &&
-         fsync(rs->fd) == 0;
+    ok = rs->fd >= 0 && (end = lseek(rs->fd, 0, SEEK_END)) >= 0 &&
+         (n = write(rs->fd, line, (size_t)len)) == len && fsync(rs->fd) == 0;
     if (!ok && rs->fd < 0) {
         snprintf(err, GW_ERR_LEN, "cmp.revoked_file \"%s\" is appended to no more since an append failed",
                  rs->file);
     } else if (!ok) {
         snprintf(err, GW_ERR_LEN, "cannot append to cmp.revoked_file \"%s\": %s", rs->file,
                  errno != 0 ? strerror(errno) : "a short write");
-        if (end < 0 || ftruncate(rs->fd, end) != 0) {
+        if (!cut_short_write(rs->fd, end, n, len)) {
             close(rs->fd);
             rs->fd = -1;
         }

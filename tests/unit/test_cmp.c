@@ -2567,6 +2567,13 @@ static void test_status_revoked_across_restart(void **state)
     if (strstr(err, "cannot open") == NULL || strstr(err, "Is a directory") == NULL)
         fail_msg("%s", err);
     rmdir(file);
+    assert_int_equal(mkfifo(file, 0600), 0); /* refused at once, not waited on for a reader */
+    alarm(10);
+    assert_null(engine_new(t.env->cfg, t.env->ups, err));
+    alarm(0);
+    if (strstr(err, "not a regular file (a FIFO)") == NULL)
+        fail_msg("%s", err);
+    unlink(file);
     two_cas_restart(&t);
     local_conf(t.env)->check_revocation = true;
     two_cas_close(&t);
