@@ -782,8 +782,7 @@ static int replay_stored(const struct gw_hdr_info *want, struct cmp_call *sub,
     t->step = rec->step;
     snprintf(t->tls_client, sizeof(t->tls_client), "%s", rec->tls_client); /* not the message's */
     t->shared = 1;
-    t->up =
-        gw_upstream_set_get0(sub->e->ups, rec->upstream); /* NULL if this instance has none of that name */
+    t->up = cmp_share_upstream(sub->e, rec); /* whose CA issued it: a reload may have renamed it */
     *out = t;
     return 0;
 }
@@ -803,8 +802,11 @@ static struct gw_txn *rebuild_from(struct cmp_call *c, struct gw_txn_record *rec
     sub.role = c->req->route != NULL ? c->req->route->role : NULL;
     cmp_describe_call(&sub);
     snprintf(scratch.tid, sizeof(scratch.tid), "%s", c->rsp->tid);
-    /* the upstream that issued it answers for it (a rejection revokes there): it must be here too */
-    if (replay_stored(&c->hdr, &sub, rec, &t) == 0 && t->up != NULL)
+    /* the upstream whose CA issued it answers for it (a rejection revokes there): it must be here too */
+    if (replay_stored(&c->hdr, &sub, rec, &t) == 0 && t->up == NULL)
+        snprintf(sub.diag, sizeof(sub.diag),
+                 "no upstream here has its certificate's CA (or the record's name)");
+    else if (t != NULL)
         txn = gw_txn_new(c->hdr.tid, c->hdr.tid_len, t->identity,
                          c->now + (time_t)c->e->cfg.cmp->transaction_ttl, t, cmp_txn_free);
     if (txn != NULL) {

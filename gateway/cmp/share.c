@@ -153,13 +153,30 @@ static X509 *record_cert(const struct gw_txn_record *rec, int *collected)
     return len > 0 ? d2i_X509(NULL, &p, (long)len) : NULL;
 }
 
+/*
+ * The upstream of |e| that withdraws |cert| of |rec| (cmp_share_upstream): the record's own if its CA
+ * signed it, else any whose CA did.
+ */
+static struct gw_upstream *withdrawer(const struct gw_cmp_engine *e, const struct gw_txn_record *rec,
+                                      X509 *cert)
+{
+    return cmp_status_withdrawer(e, gw_upstream_set_get0(e->ups, rec->upstream), cert);
+}
+
+struct gw_upstream *cmp_share_upstream(const struct gw_cmp_engine *e, const struct gw_txn_record *rec)
+{
+    int collected;
+    X509 *cert = record_cert(rec, &collected);
+    struct gw_upstream *up = withdrawer(e, rec, cert);
+
+    X509_free(cert);
+    return up;
+}
+
 /* The expiry of |t|, rebuilt from its record |rec|: as log_closed and cmp_poll_closed would record it. */
 void cmp_share_expired(struct gw_cmp_engine *e, struct cmp_txn *t, const char *tid,
                        const struct gw_txn_record *rec)
 {
-    int collected;
-    X509 *cert;
-
     if (t->issued != NULL) {
         gw_log_kv(GW_LOG_WARN, "txn_expired", "tid", tid, "identity", t->identity, "serial", t->serial, "msg",
                   "certificate issued but never confirmed; it stays valid", NULL);
@@ -171,10 +188,6 @@ void cmp_share_expired(struct gw_cmp_engine *e, struct cmp_txn *t, const char *t
             t->issued, 0);
         return;
     }
-    /* the upstream of that name may be gone, or another CA's since a reload */
-    cert = record_cert(rec, &collected);
-    t->up = cmp_status_withdrawer(e, t->up, cert);
-    X509_free(cert);
     if (!cmp_poll_withdraw_uncollected(e, t, tid, "txn_expired_pending", 0))
         gw_log_kv(GW_LOG_INFO, "txn_expired_pending", "tid", tid, "identity", t->identity, "msg",
                   rec->result.present ? "closed with nothing issued"
@@ -199,7 +212,7 @@ void cmp_share_unreplayed(struct gw_cmp_engine *e, const char *tid, const struct
         X509_free(cert);
         return;
     }
-    view.up = cmp_status_withdrawer(e, NULL, cert);
+    view.up = withdrawer(e, rec, cert);
     gw_log_kv(
         GW_LOG_WARN, "txn_expired_pending", "tid", tid, "role", rec->role, "serial", view.serial, "msg",
         "certificate issued but never collected by a pollReq; withdrawn (its role is not replayed here)",

@@ -36,9 +36,17 @@ int cmp_share_take(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn_re
                    struct cmp_refusal *r, char *err);
 
 /*
- * cmp_share_expired records the expiry of |t|, rebuilt from its record |rec|, as log_closed would; a
- * certificate no pollReq collected is withdrawn through the upstream of the running configuration
- * whose CA issued it (cmp_status_withdrawer), whatever upstream the record names.
+ * cmp_share_upstream: the upstream of |e| that answers for the transaction of |rec|, rebuilt here
+ * (cmp_status_withdrawer): the one whose CA issued the certificate of |rec| (the one its client got,
+ * else a deferred request's result beside it), the record's own first, whatever a reload since
+ * renamed or repointed; NULL if none has that CA. Without a certificate yet, the record's own (NULL
+ * if |e| has none of that name). Every withdrawal of the rebuilt transaction goes through it.
+ */
+struct gw_upstream *cmp_share_upstream(const struct gw_cmp_engine *e, const struct gw_txn_record *rec);
+
+/*
+ * cmp_share_expired records the expiry of |t|, rebuilt from its record |rec| (t->up as
+ * cmp_share_upstream), as log_closed would; a certificate no pollReq collected is withdrawn.
  */
 void cmp_share_expired(struct gw_cmp_engine *e, struct cmp_txn *t, const char *tid,
                        const struct gw_txn_record *rec);
@@ -46,8 +54,8 @@ void cmp_share_expired(struct gw_cmp_engine *e, struct cmp_txn *t, const char *t
 /*
  * cmp_share_unreplayed records the expiry of the record |rec| that cannot be replayed here (its role
  * is not in the running configuration, or its request does not pass there): a certificate no pollReq
- * collected is on record as not delivered and withdrawn as by cmp_share_expired; one its client got
- * stays valid, logged.
+ * collected is on record as not delivered and withdrawn as by cmp_share_expired (through the upstream
+ * cmp_share_upstream names); one its client got stays valid, logged.
  */
 void cmp_share_unreplayed(struct gw_cmp_engine *e, const char *tid, const struct gw_txn_record *rec);
 

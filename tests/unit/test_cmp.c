@@ -5036,6 +5036,131 @@ static void test_shared_expiry_after_reload(void **state)
     }
 }
 
+/*
+ * How the client of test_shared_withdrawals_after_reload ends the transaction whose certificate its
+ * pollReq collects: the records that say so.
+ */
+enum lose_how { LOSE_REJECTED, LOSE_ANSWER, LOSE_ABORTED };
+static const struct {
+    const char *name, *event, *status;
+} lose[] = {
+    [LOSE_REJECTED] = {"its certConf rejects it", "rejected_by_client",
+                       "the client rejected the certificate"},
+    [LOSE_ANSWER] = {"its answer never leaves", "rejected",
+                     "not delivered: the client left before its answer was sent"},
+    [LOSE_ABORTED] = {"an error message aborts it", "rejected_by_client",
+                      "the client aborted the transaction with an error message"},
+};
+
+/* |cl| (of |ctx|) set to lose the certificate its next pollReq collects as |how| says. */
+static void lose_cert(struct client *cl, OSSL_CMP_CTX *ctx, struct client *dummy, enum lose_how how)
+{
+    if (how == LOSE_REJECTED) {
+        OSSL_CMP_CTX_set_certConf_cb(ctx, reject_cert);
+    } else if (how == LOSE_ANSWER) {
+        OSSL_CMP_CTX_set_transfer_cb(ctx, transfer_gone);
+    } else {
+        cl->tamper = tamper_error;
+        cl->other = client_new(dummy, SIG, client_cert, client_key, NULL, NULL, 0); /* its signer */
+    }
+}
+
+/*
+ * A shared deferred request continued from its record on an instance whose reload renamed its
+ * upstream, or pointed that name at another CA and gave the CA that issued it another name: the
+ * certificate a pollReq collects there is withdrawn through the upstream of that instance whose CA
+ * issued it, whether its certConf rejects it, the answer carrying it never leaves, or the client
+ * aborts. Once, the transaction was not continued after the rename, and after the other change the
+ * withdrawal asked the upstream of the record's name, which refused it as not its CA's (revoke_failed).
+ */
+static void test_shared_withdrawals_after_reload(void **state)
+{
+    static const struct {
+        const char *name, *replace[8];
+    } cases[] = {
+        {"its upstream renamed",
+         {"\"local\": {", "\"moved\": {", "\"upstream\": \"local\"", "\"upstream\": \"moved\""}},
+        {"its upstream's name another CA's, its CA under another name",
+         {"\"cert\": \"issuing.pem\", \"key\": \"issuing.key\"", "\"cert\": \"ca.pem\", \"key\": \"ca.key\"",
+          "\"upstreams\": {",
+          "\"upstreams\": {\n    \"moved\": { \"type\": \"local\", \"cert\": \"issuing.pem\", "
+          "\"key\": \"issuing.key\", \"chain\": \"ca.pem\" },"}},
+    };
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        for (enum lose_how how = LOSE_REJECTED; how <= LOSE_ABORTED; how++) {
+            struct client cl, dummy;
+            OSSL_CMP_CTX *ctx;
+            char serial[64] = "";
+            struct env *e = shared_result_waiting(&cl, &ctx), *next;
+            int after;
+
+            print_message("case: %s, %s\n", cases[i].name, lose[how].name);
+            next = env_shared_reload(e, cases[i].replace, "moved");
+            dummy = (struct client){.env = next};
+            assert_int_equal(audit_serial(e, "issued", serial, sizeof(serial)), 0);
+            (void)gw_cmp_engine_reset(e->engine); /* no copy here: the record is all there is */
+            cl.env = next;
+            lose_cert(&cl, ctx, &dummy, how);
+            (void)poll_step(ctx, &after); /* pollReq -> ip, then the certificate is lost */
+            assert_int_equal(audit_count(next, lose[how].event, serial, "status", lose[how].status), 1);
+            assert_int_equal(audit_count(next, "revoked", serial, "upstream", "moved"), 1);
+            assert_int_equal(audit_count(next, "revoke_failed", NULL, NULL, NULL), 0);
+            assert_int_equal(revoke_calls(next), 1);
+            client_cleanup(&cl);
+            OSSL_CMP_CTX_free(ctx);
+            env_free(next);
+            env_free(e);
+        }
+    }
+}
+
+/*
+ * A shared deferred request whose certificate no upstream of the reloaded instance has the CA of (the
+ * name of its record's upstream now another CA's): a pollReq there is told "no open transaction" and
+ * nothing is withdrawn; the record stays for its expiry (test_shared_expiry_after_reload). Once, it
+ * was continued through the upstream of that name, which refused each withdrawal as not its CA's.
+ */
+static void test_shared_not_continued_without_its_ca(void **state)
+{
+    static const char *const replace[8] = {"\"cert\": \"issuing.pem\", \"key\": \"issuing.key\"",
+                                           "\"cert\": \"ca.pem\", \"key\": \"ca.key\""};
+    struct client cl;
+    OSSL_CMP_CTX *ctx;
+    char key[160], out[256], *logged;
+    struct env *e, *next;
+    int after;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    e = shared_result_waiting(&cl, &ctx);
+    next = env_shared_reload(e, replace, "local");
+    (void)gw_cmp_engine_reset(e->engine); /* no copy here: the record is all there is */
+    cl.env = next;
+    OSSL_CMP_CTX_set_certConf_cb(ctx, reject_cert);
+    log_capture_start();
+    assert_int_equal(poll_step(ctx, &after), 0);
+    logged = log_capture_end();
+    assert_non_null(strstr(logged, "\"event\":\"txn_not_continued\""));
+    assert_non_null(strstr(logged, "no upstream here has its certificate's CA"));
+    free(logged);
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                  "no open transaction");
+    assert_int_equal(audit_count(next, "revoke_failed", NULL, NULL, NULL), 0);
+    assert_int_equal(revoke_calls(next), 0);
+    record_key(&cl, key, sizeof(key));
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", key}), 0);
+    assert_string_equal(out, ":1");
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(next);
+    env_free(e);
+}
+
 /* The Redis key of the lease on the record of |cl|'s transaction into |out|. */
 static void lease_key(const struct client *cl, char *out, size_t cap)
 {
@@ -5736,6 +5861,8 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_older_record_kept_out, redis_stop),
         cmocka_unit_test_teardown(test_shared_expiry_withdraws, redis_stop),
         cmocka_unit_test_teardown(test_shared_expiry_after_reload, redis_stop),
+        cmocka_unit_test_teardown(test_shared_withdrawals_after_reload, redis_stop),
+        cmocka_unit_test_teardown(test_shared_not_continued_without_its_ca, redis_stop),
         cmocka_unit_test_teardown(test_shared_error_not_aborted, redis_stop),
         cmocka_unit_test_teardown(test_shared_client_gone_from_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_ended_while_held, redis_stop),
