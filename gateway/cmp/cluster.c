@@ -69,8 +69,9 @@ enum {
     N_SCRIPTS
 };
 
-/* In a script: the result key beside the record key KEYS[1] (or |k|) */
+/* In a script: the result key, or the reservation, of the record key KEYS[1] (or |k|) */
 #define LUA_RES_OF(k) "(string.gsub(" k ", 'rec:(%x+)$', 'res:%1'))"
+#define LUA_TXN_OF(k) "(string.gsub(" k ", 'rec:(%x+)$', 'txn:%1'))"
 
 /*
  * KEYS: the entry and the identity's sorted set; ARGV: value, ttl, now, cap (0: none). Both
@@ -93,10 +94,16 @@ static const char *const scripts[N_SCRIPTS] = {
     [S_RELEASE] = "redis.call('DEL', KEYS[1])\n"
                   "redis.call('ZREM', KEYS[2], KEYS[1])\n"
                   "return 0\n",
-    /* KEYS: the record and the deadlines; ARGV: the record, its seconds, the seconds to its deadline.
-       The record, and its deadline on Redis's clock (for the instance that records its expiry if its
-       own is gone: gw_cluster_claim_expired) */
-    [S_PUT] = "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\n"
+    /* KEYS: the record and the deadlines; ARGV: the record, its seconds, the seconds to its deadline,
+       this instance. The record, its deadline on Redis's clock (for the instance that records its
+       expiry if its own is gone: gw_cluster_claim_expired), and the transactionID's reservation until
+       the record goes, taken again if it ran out (an upstream call longer than it): 0; 2, nothing
+       written, when another instance reserved the transactionID meanwhile */
+    [S_PUT] = "local t = " LUA_TXN_OF("KEYS[1]") "\n"
+              "local o = redis.call('GET', t)\n"
+              "if o and o ~= ARGV[4] then return 2 end\n"
+              "redis.call('SET', t, ARGV[4], 'EX', ARGV[2])\n"
+              "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\n"
               "redis.call('ZADD', KEYS[2], tonumber(redis.call('TIME')[1]) + tonumber(ARGV[3]), KEYS[1])\n"
               "return 0\n",
     /* KEYS: the record and its lease; ARGV: this instance ("": read without the lease), the lease's
@@ -859,11 +866,14 @@ int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_
     snprintf(secs, sizeof(secs), "%lld", (long long)ttl + GW_STATE_GRACE);
     snprintf(deadline, sizeof(deadline), "%lld", (long long)ttl);
     rc = integer_of(cl,
-                    eval_n(cl, S_PUT, k, dk, 3, (const char *const[]){(const char *)blob, secs, deadline},
-                           (const size_t[]){len, strlen(secs), strlen(deadline)}, err),
+                    eval_n(cl, S_PUT, k, dk, 4,
+                           (const char *const[]){(const char *)blob, secs, deadline, cl->owner},
+                           (const size_t[]){len, strlen(secs), strlen(deadline), strlen(cl->owner)}, err),
                     err);
     free(blob);
-    return rc == 0 ? 0 : GW_ERR_UNAVAILABLE;
+    if (rc == 2)
+        snprintf(err, GW_ERR_LEN, "another instance reserved the transactionID meanwhile");
+    return rc == 0 ? 0 : rc == 2 ? GW_ERR_EXISTS : GW_ERR_UNAVAILABLE;
 }
 
 int gw_cluster_update_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,

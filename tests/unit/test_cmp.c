@@ -4822,8 +4822,11 @@ static int redis_stop(void **state)
     return 0;
 }
 
-/* The "cmp" section's members that share an engine's state in the test's Redis (records on), into |cmp|. */
-static const char *shared_cmp(char *cmp, size_t cap)
+/*
+ * The "cmp" section's members |defaults| (CMP_DEFAULTS' keys) with those that share an engine's state in
+ * the test's Redis (records on), into |cmp|.
+ */
+static const char *shared_cmp_with(char *cmp, size_t cap, const char *defaults)
 {
     char key_path[128];
     FILE *f;
@@ -4834,10 +4837,15 @@ static const char *shared_cmp(char *cmp, size_t cap)
     fclose(f);
     assert_int_equal(chmod(key_path, 0600), 0);
     snprintf(cmp, cap,
-             CMP_DEFAULTS ", \"state\": {\"backend\": \"redis\", \"address\": \"127.0.0.1\", \"port\": %u, "
-                          "\"mac_key_file\": \"%s\", \"key_prefix\": \"unit%d:\"}",
-             redis_port, key_path, (int)getpid());
+             "%s, \"state\": {\"backend\": \"redis\", \"address\": \"127.0.0.1\", \"port\": %u, "
+             "\"mac_key_file\": \"%s\", \"key_prefix\": \"unit%d:\"}",
+             defaults, redis_port, key_path, (int)getpid());
     return cmp;
+}
+
+static const char *shared_cmp(char *cmp, size_t cap)
+{
+    return shared_cmp_with(cmp, cap, CMP_DEFAULTS);
 }
 
 /*
@@ -5360,6 +5368,97 @@ static void test_shared_ended_while_held(void **state)
     }
 }
 
+/*
+ * Redis's clock run on |secs| seconds for the test's keys, as while an upstream call or a client takes
+ * its time: each key with a TTL loses |secs| of it, and goes when none is left.
+ */
+static void redis_age(int secs)
+{
+    static const char lua[] =
+        "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do\n"
+        "  local t = redis.call('PTTL', k)\n"
+        "  if t > tonumber(ARGV[2]) then redis.call('PEXPIRE', k, t - tonumber(ARGV[2]))\n"
+        "  elseif t > 0 then redis.call('DEL', k) end\n"
+        "end\n"
+        "return 0\n";
+    char pattern[32], ms[24], out[64];
+
+    snprintf(pattern, sizeof(pattern), "unit%d:*", (int)getpid());
+    snprintf(ms, sizeof(ms), "%d", secs * 1000);
+    assert_int_equal(redis_cmd(out, sizeof(out), 5, (const char *const[]){"EVAL", lua, "0", pattern, ms}), 0);
+    assert_string_equal(out, ":0");
+}
+
+/* fake.during_sign: the upstream call takes 50 s. */
+static void slow_upstream(struct env *e)
+{
+    (void)e;
+    redis_age(50);
+}
+
+/* A replay window (300 s: cmp_replay_ttl) shorter than a shared transaction's record lives. */
+#define SHORT_WINDOW_CMP                                                                                     \
+    "\"message_time_window\": \"10s\", \"transaction_ttl\": \"300s\", \"max_transactions_per_identity\": "   \
+    "100"
+#define REUSED_TID "a transactionID reused"
+
+/* Another client (PBM) starts a transaction on |e| under REUSED_TID: refused, the transactionID in use. */
+static void reuse_refused(struct env *e)
+{
+    struct client cl = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, PBM, NULL, NULL, "demo-device", pbm_secret, pbm_secret_len);
+    ASN1_OCTET_STRING *tid = ASN1_OCTET_STRING_new();
+
+    assert_int_equal(ASN1_OCTET_STRING_set(tid, (const unsigned char *)REUSED_TID, strlen(REUSED_TID)), 1);
+    assert_int_equal(OSSL_CMP_CTX_set1_transactionID(ctx, tid), 1);
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_transactionIdInUse,
+                  "transactionID already in use: start a new transaction with a fresh transactionID");
+    ASN1_OCTET_STRING_free(tid);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+}
+
+/*
+ * A shared transaction whose upstream call took 50 s keeps its transactionID reserved as long as its
+ * record lives: once the reservation ran out up to the upstream call's time before the record, its
+ * replay key gone too, and another client could open a transaction under that transactionID on any
+ * instance, then end or overwrite the record. Such a request is refused (transactionIdInUse) until the
+ * record goes.
+ */
+static void test_shared_tid_reserved_with_record(void **state)
+{
+    char cmp[512], key[160], out[64];
+    struct env *a, *b;
+    struct client cl;
+    OSSL_CMP_CTX *ctx;
+    ASN1_OCTET_STRING *tid = ASN1_OCTET_STRING_new();
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    a = env_open(
+        &(struct env_opts){.cmp = shared_cmp_with(cmp, sizeof(cmp), SHORT_WINDOW_CMP), .confirm = 1});
+    b = env_open(&(struct env_opts){.cmp = cmp, .confirm = 1});
+    env_fake(a, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
+    fake.during_sign = slow_upstream;
+    cl = (struct client){.env = a, .tamper = drop_certconf};
+    ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    assert_int_equal(ASN1_OCTET_STRING_set(tid, (const unsigned char *)REUSED_TID, strlen(REUSED_TID)), 1);
+    assert_int_equal(OSSL_CMP_CTX_set1_transactionID(ctx, tid), 1);
+    assert_null(OSSL_CMP_exec_IR_ses(ctx)); /* issued; its certConf never reaches the gateway */
+    record_key(&cl, key, sizeof(key));
+    redis_age(300 + GW_STATE_GRACE - 50 + 1); /* the replay key gone, and the reservation as it once was */
+    reuse_refused(b);
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", key}), 0);
+    assert_string_equal(out, ":1"); /* the record untouched */
+    ASN1_OCTET_STRING_free(tid);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(b);
+    env_free(a);
+}
+
 /* Two CAs (two_cas_open) behind an engine whose state is shared in the test's Redis; CA1's CRL lists none. */
 static unsigned char *two_cas_open_shared(struct two_cas *t, size_t *crl_len)
 {
@@ -5867,6 +5966,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_client_gone_from_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_ended_while_held, redis_stop),
         cmocka_unit_test_teardown(test_shared_replay_refused_before_lease, redis_stop),
+        cmocka_unit_test_teardown(test_shared_tid_reserved_with_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_revocation_not_kept, redis_stop),
         cmocka_unit_test_teardown(test_shared_revoked_set_full, redis_stop),
         cmocka_unit_test_teardown(test_shared_revoked_lookup_down, redis_stop),
