@@ -72,8 +72,8 @@ void cmp_carry(struct cmp_call *c, const struct cmp_txn *t, int parked)
 static void end_record(struct gw_cmp_engine *e, const unsigned char *tid, size_t tid_len,
                        const char *identity)
 {
-    gw_cluster_release(e->cluster, tid, tid_len, identity);
     (void)gw_cluster_end_record(e->cluster, tid, tid_len);
+    gw_cluster_release(e->cluster, tid, tid_len, identity); /* after: the record gone, so may it */
 }
 
 void cmp_release_slot(struct gw_cmp_engine *e, const unsigned char *tid, size_t tid_len, const char *identity)

@@ -3,7 +3,8 @@
  *
  *   replay:<tid hex>   the senderNonce (hex) that opened the transactionID; TTL: the replay window
  *   recent:<id hash>   sorted set: an identity's live replay keys, scored by expiry
- *   txn:<tid hex>      the instance holding the open transaction; TTL: its deadline + GW_STATE_GRACE
+ *   txn:<tid hex>      the instance holding the open transaction; TTL: its deadline + GW_STATE_GRACE,
+ *                      and at least as long as the transactionID's rec:
  *   open:<id hash>     sorted set: an identity's open transactions, scored by expiry
  *   rec:<tid hex>      a transaction record (cluster.h); TTL: its deadline + GW_STATE_GRACE
  *   res:<tid hex>      a deferred request's upstream result, beside its record
@@ -91,7 +92,12 @@ static const char *const scripts[N_SCRIPTS] = {
     [S_SEEN] = "local v = redis.call('GET', KEYS[1])\n"
                "if v then if v == ARGV[1] then return 1 end return 2 end\n" LUA_COUNTED_SET,
     [S_RESERVE] = "if redis.call('EXISTS', KEYS[1]) == 1 then return 2 end\n" LUA_COUNTED_SET,
-    [S_RELEASE] = "redis.call('DEL', KEYS[1])\n"
+    /* KEYS: the reservation and the identity's sorted set. The identity's count goes down; the
+       reservation stays (until it expires with the record) while a record or lease of the
+       transactionID lives: an instance may still continue, end or rewrite it */
+    [S_RELEASE] = "local r = string.gsub(KEYS[1], 'txn:(%x+)$', 'rec:%1')\n"
+                  "local l = string.gsub(KEYS[1], 'txn:(%x+)$', 'lease:%1')\n"
+                  "if redis.call('EXISTS', r, l) == 0 then redis.call('DEL', KEYS[1]) end\n"
                   "redis.call('ZREM', KEYS[2], KEYS[1])\n"
                   "return 0\n",
     /* KEYS: the record and the deadlines; ARGV: the record, its seconds, the seconds to its deadline,

@@ -47,7 +47,11 @@ int gw_cluster_seen(struct gw_cluster *cl, const unsigned char *tid, size_t tid_
 int gw_cluster_reserve(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, const char *identity,
                        time_t now, time_t ttl, unsigned max_open, char *err);
 
-/* gw_cluster_release ends this instance's reservation of |tid| (best effort: it expires anyway). */
+/*
+ * gw_cluster_release ends this instance's reservation of |tid| (best effort: it expires anyway), counted
+ * against |identity| no more; while a record or lease of |tid| lives, the reservation stays until it
+ * expires with the record (gw_cluster_put_record).
+ */
 void gw_cluster_release(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
                         const char *identity);
 

@@ -5400,23 +5400,61 @@ static void slow_upstream(struct env *e)
 #define SHORT_WINDOW_CMP                                                                                     \
     "\"message_time_window\": \"10s\", \"transaction_ttl\": \"300s\", \"max_transactions_per_identity\": "   \
     "100"
-#define REUSED_TID "a transactionID reused"
 
-/* Another client (PBM) starts a transaction on |e| under REUSED_TID: refused, the transactionID in use. */
-static void reuse_refused(struct env *e)
+/* |ctx| starts its transactions under the transactionID |name| (the test's Redis keeps them across tests). */
+static void use_tid(OSSL_CMP_CTX *ctx, const char *name)
 {
-    struct client cl = {.env = e};
-    OSSL_CMP_CTX *ctx = client_new(&cl, PBM, NULL, NULL, "demo-device", pbm_secret, pbm_secret_len);
     ASN1_OCTET_STRING *tid = ASN1_OCTET_STRING_new();
 
-    assert_int_equal(ASN1_OCTET_STRING_set(tid, (const unsigned char *)REUSED_TID, strlen(REUSED_TID)), 1);
+    assert_int_equal(ASN1_OCTET_STRING_set(tid, (const unsigned char *)name, strlen(name)), 1);
     assert_int_equal(OSSL_CMP_CTX_set1_transactionID(ctx, tid), 1);
+    ASN1_OCTET_STRING_free(tid);
+}
+
+/* A transaction under a transactionID another client tries to reuse, and the instance it tries. */
+struct reuse {
+    const char *tid;
+    struct env *a, *b; /* the transaction's instance, and another */
+    struct client cl;  /* the transaction's client, and its context */
+    OSSL_CMP_CTX *ctx;
+    char cmp[512];
+};
+
+/* |r|'s client on |a| (whose "cmp" members are r->cmp), its messages made by |tamper|, under |tid|. */
+static void reuse_start(struct reuse *r, struct env *a, const char *tid,
+                        OSSL_CMP_MSG *(*tamper)(OSSL_CMP_CTX *, OSSL_CMP_MSG *, struct client *))
+{
+    r->tid = tid;
+    r->a = a;
+    r->b = env_open(&(struct env_opts){.cmp = r->cmp, .confirm = 1});
+    r->cl = (struct client){.env = a, .tamper = tamper};
+    r->ctx = client_new(&r->cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    use_tid(r->ctx, tid);
+}
+
+/*
+ * Another client (PBM) starts a transaction on the other instance under |r|'s transactionID: refused,
+ * in use, the record of |r|'s transaction untouched. Then |r| is freed.
+ */
+static void reuse_refused_and_free(struct reuse *r)
+{
+    struct client cl = {.env = r->b};
+    OSSL_CMP_CTX *ctx = client_new(&cl, PBM, NULL, NULL, "demo-device", pbm_secret, pbm_secret_len);
+    char key[160], out[64];
+
+    use_tid(ctx, r->tid);
     assert_null(OSSL_CMP_exec_IR_ses(ctx));
     assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_transactionIdInUse,
                   "transactionID already in use: start a new transaction with a fresh transactionID");
-    ASN1_OCTET_STRING_free(tid);
+    record_key(&r->cl, key, sizeof(key));
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", key}), 0);
+    assert_string_equal(out, ":1");
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
+    client_cleanup(&r->cl);
+    OSSL_CMP_CTX_free(r->ctx);
+    env_free(r->b);
+    env_free(r->a);
 }
 
 /*
@@ -5428,35 +5466,45 @@ static void reuse_refused(struct env *e)
  */
 static void test_shared_tid_reserved_with_record(void **state)
 {
-    char cmp[512], key[160], out[64];
-    struct env *a, *b;
-    struct client cl;
-    OSSL_CMP_CTX *ctx;
-    ASN1_OCTET_STRING *tid = ASN1_OCTET_STRING_new();
+    struct reuse r;
 
     (void)state;
     if (redis_start() != 0)
         skip();
-    a = env_open(
-        &(struct env_opts){.cmp = shared_cmp_with(cmp, sizeof(cmp), SHORT_WINDOW_CMP), .confirm = 1});
-    b = env_open(&(struct env_opts){.cmp = cmp, .confirm = 1});
-    env_fake(a, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
+    reuse_start(&r,
+                env_open(&(struct env_opts){.cmp = shared_cmp_with(r.cmp, sizeof(r.cmp), SHORT_WINDOW_CMP),
+                                            .confirm = 1}),
+                "reserved with its record", drop_certconf);
+    env_fake(r.a, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
     fake.during_sign = slow_upstream;
-    cl = (struct client){.env = a, .tamper = drop_certconf};
-    ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
-    assert_int_equal(ASN1_OCTET_STRING_set(tid, (const unsigned char *)REUSED_TID, strlen(REUSED_TID)), 1);
-    assert_int_equal(OSSL_CMP_CTX_set1_transactionID(ctx, tid), 1);
-    assert_null(OSSL_CMP_exec_IR_ses(ctx)); /* issued; its certConf never reaches the gateway */
-    record_key(&cl, key, sizeof(key));
+    assert_null(OSSL_CMP_exec_IR_ses(r.ctx)); /* issued; its certConf never reaches the gateway */
     redis_age(300 + GW_STATE_GRACE - 50 + 1); /* the replay key gone, and the reservation as it once was */
-    reuse_refused(b);
-    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", key}), 0);
-    assert_string_equal(out, ":1"); /* the record untouched */
-    ASN1_OCTET_STRING_free(tid);
-    client_cleanup(&cl);
-    OSSL_CMP_CTX_free(ctx);
-    env_free(b);
-    env_free(a);
+    reuse_refused_and_free(&r);
+}
+
+/*
+ * A shared deferred request that expires on its instance while its call runs leaves its record, whose
+ * expiry an instance records once its deadline is past on Redis's clock; its transactionID stays
+ * reserved meanwhile. Once, the instance released the reservation with the transaction, and another
+ * client could open one under that transactionID before the record's expiry was claimed.
+ */
+static void test_shared_tid_reserved_after_local_expiry(void **state)
+{
+    struct reuse r;
+    int after;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    reuse_start(&r, env_slow_cmp(shared_cmp_with(r.cmp, sizeof(r.cmp), SHORT_WINDOW_CMP), "100ms", 0),
+                "reserved after local expiry", NULL);
+    assert_int_equal(poll_step(r.ctx, &after), -1); /* ir -> waiting, pollReq -> pollRep */
+    redis_age(300 + 1); /* the replay key gone; the record lives on (plus the upstream's timeout) */
+    gw_cmp_engine_expire(r.a->engine, time(NULL) + 300 + 10 + 1);
+    assert_int_equal(gw_cmp_engine_open_transactions(r.a->engine), 0);
+    slow_gate(1);
+    slow_wait_completed(r.a, 1);
+    reuse_refused_and_free(&r);
 }
 
 /* Two CAs (two_cas_open) behind an engine whose state is shared in the test's Redis; CA1's CRL lists none. */
@@ -5967,6 +6015,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_ended_while_held, redis_stop),
         cmocka_unit_test_teardown(test_shared_replay_refused_before_lease, redis_stop),
         cmocka_unit_test_teardown(test_shared_tid_reserved_with_record, redis_stop),
+        cmocka_unit_test_teardown(test_shared_tid_reserved_after_local_expiry, redis_stop),
         cmocka_unit_test_teardown(test_shared_revocation_not_kept, redis_stop),
         cmocka_unit_test_teardown(test_shared_revoked_set_full, redis_stop),
         cmocka_unit_test_teardown(test_shared_revoked_lookup_down, redis_stop),
