@@ -4,7 +4,7 @@
  *   replay:<tid hex>   the senderNonce (hex) that opened the transactionID; TTL: the replay window
  *   recent:<id hash>   sorted set: an identity's live replay keys, scored by expiry
  *   txn:<tid hex>      the instance holding the open transaction; TTL: its deadline + GW_STATE_GRACE,
- *                      and at least as long as the transactionID's rec:
+ *                      and at least as long as the transactionID's rec:, res: and lease:
  *   open:<id hash>     sorted set: an identity's open transactions, scored by expiry
  *   rec:<tid hex>      a transaction record (cluster.h); TTL: its deadline + GW_STATE_GRACE
  *   res:<tid hex>      a deferred request's upstream result, beside its record
@@ -86,18 +86,26 @@ enum {
     "if redis.call('TTL', KEYS[2]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[2], ARGV[2]) end\n"    \
     "return 0\n"
 
-/* One line of Lua per line of C: */
 /* clang-format off */
+/* In a script: the reservation of the record KEYS[1] lasts |secs| seconds more at least, as what is
+   written beside the record for that long does (TTL rounds to the second: <= keeps it the longer) */
+#define LUA_HOLD_TXN(secs) \
+    "if redis.call('TTL', " LUA_TXN_OF("KEYS[1]") ") <= tonumber(" secs ") then\n" \
+    "  redis.call('EXPIRE', " LUA_TXN_OF("KEYS[1]") ", " secs ")\n" \
+    "end\n"
+
+/* One line of Lua per line of C: */
 static const char *const scripts[N_SCRIPTS] = {
     [S_SEEN] = "local v = redis.call('GET', KEYS[1])\n"
                "if v then if v == ARGV[1] then return 1 end return 2 end\n" LUA_COUNTED_SET,
     [S_RESERVE] = "if redis.call('EXISTS', KEYS[1]) == 1 then return 2 end\n" LUA_COUNTED_SET,
     /* KEYS: the reservation and the identity's sorted set. The identity's count goes down; the
-       reservation stays (until it expires with the record) while a record or lease of the
-       transactionID lives: an instance may still continue, end or rewrite it */
+       reservation stays (until it expires) while a record, result or lease of the transactionID
+       lives: an instance may still continue, end or rewrite it */
     [S_RELEASE] = "local r = string.gsub(KEYS[1], 'txn:(%x+)$', 'rec:%1')\n"
                   "local l = string.gsub(KEYS[1], 'txn:(%x+)$', 'lease:%1')\n"
-                  "if redis.call('EXISTS', r, l) == 0 then redis.call('DEL', KEYS[1]) end\n"
+                  "local res = string.gsub(KEYS[1], 'txn:(%x+)$', 'res:%1')\n"
+                  "if redis.call('EXISTS', r, l, res) == 0 then redis.call('DEL', KEYS[1]) end\n"
                   "redis.call('ZREM', KEYS[2], KEYS[1])\n"
                   "return 0\n",
     /* KEYS: the record and the deadlines; ARGV: the record, its seconds, the seconds to its deadline,
@@ -115,13 +123,14 @@ static const char *const scripts[N_SCRIPTS] = {
     /* KEYS: the record and its lease; ARGV: this instance ("": read without the lease), the lease's
        seconds, the largest record and result an instance writes. The record and its result (or nil), 1
        when another instance holds it, 2 when either is larger than an instance writes (neither sent nor
-       leased), or nil */
+       leased), or nil; the lease holds the reservation */
     [S_TAKE] = "local v = redis.call('GET', KEYS[1])\n"
                "if not v then return nil end\n"
                "local r = redis.call('GET', " LUA_RES_OF("KEYS[1]") ")\n"
                "if #v > tonumber(ARGV[3]) or (r and #r > tonumber(ARGV[4])) then return 2 end\n"
-               "if ARGV[1] ~= '' and not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then\n"
-               "  return 1\n"
+               "if ARGV[1] ~= '' then\n"
+               "  if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end\n"
+               LUA_HOLD_TXN("ARGV[2]")
                "end\n"
                "return {v, r}\n",
     /* KEYS: the record and its lease; ARGV: this instance, the deadlines, '1' to end it whoever holds
@@ -158,9 +167,11 @@ static const char *const scripts[N_SCRIPTS] = {
         "  end\n"
         "end\n"
         "return out\n",
-    /* KEYS: the record, the result; ARGV: the result, its seconds. 1, or 0 when the record is gone */
+    /* KEYS: the record, the result; ARGV: the result, its seconds. 1, or 0 when the record is gone; the
+       result holds the reservation */
     [S_RESULT] = "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
                  "redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])\n"
+                 LUA_HOLD_TXN("ARGV[2]")
                  "return 1\n",
     /* KEYS: the record, its lease; ARGV: the record, this instance. 1; 0 when the record is gone; 2
        when this instance no longer holds the lease (another may be answering: its rewrite stands) */

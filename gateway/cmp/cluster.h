@@ -49,8 +49,8 @@ int gw_cluster_reserve(struct gw_cluster *cl, const unsigned char *tid, size_t t
 
 /*
  * gw_cluster_release ends this instance's reservation of |tid| (best effort: it expires anyway), counted
- * against |identity| no more; while a record or lease of |tid| lives, the reservation stays until it
- * expires with the record (gw_cluster_put_record).
+ * against |identity| no more; while a record, result or lease of |tid| lives, the reservation stays
+ * until it expires (gw_cluster_put_record).
  */
 void gw_cluster_release(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
                         const char *identity);
@@ -119,8 +119,8 @@ int gw_cluster_update_record(struct gw_cluster *cl, const unsigned char *tid, si
 
 /*
  * gw_cluster_put_result stores a deferred request's result next to its record, for |ttl| +
- * GW_STATE_GRACE seconds: 1, 0 when the record is gone (the transaction was closed: nobody will
- * collect it), GW_ERR_UNAVAILABLE with |err|.
+ * GW_STATE_GRACE seconds, |tid| reserved for as long at least: 1, 0 when the record is gone (the
+ * transaction was closed: nobody will collect it), GW_ERR_UNAVAILABLE with |err|.
  */
 int gw_cluster_put_result(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
                           const struct gw_txn_result *res, time_t ttl, char *err);
@@ -138,10 +138,11 @@ typedef void (*gw_cluster_expired_fn)(void *arg, const unsigned char *tid, size_
 int gw_cluster_claim_expired(struct gw_cluster *cl, time_t now, gw_cluster_expired_fn cb, void *arg);
 
 /*
- * gw_cluster_take_record leases |tid|'s record to this instance (GW_STATE_LEASE_SECS) and fills
- * |out|, with the result of a deferred request if there is one (free with gw_txn_record_cleanup): 0;
- * GW_ERR_NOT_FOUND (no record); GW_ERR_BUSY (another instance holds it); GW_ERR_INVAL (it does not verify);
- * GW_ERR_UNAVAILABLE with |err|.
+ * gw_cluster_take_record leases |tid|'s record to this instance (GW_STATE_LEASE_SECS, |tid| reserved
+ * for as long at least: no transaction under |tid| opens while the lease's holder may rewrite or end
+ * the record) and fills |out|, with the result of a deferred request if there is one (free with
+ * gw_txn_record_cleanup): 0; GW_ERR_NOT_FOUND (no record); GW_ERR_BUSY (another instance holds it);
+ * GW_ERR_INVAL (it does not verify); GW_ERR_UNAVAILABLE with |err|.
  */
 int gw_cluster_take_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
                            struct gw_txn_record *out, char *err);

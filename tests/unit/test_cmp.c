@@ -34,6 +34,7 @@
 #include <openssl/x509v3.h>
 #include <json-c/json.h>
 
+#include "gateway/cmp/cluster.h"
 #include "gateway/cmp/engine.h"
 #include "gateway/cmp/engine_test.h"
 #include "gateway/cmp/shim.h"
@@ -4874,6 +4875,33 @@ static void record_key(const struct client *cl, char *out, size_t cap)
     OSSL_CMP_MSG_free(req);
 }
 
+/* |ctx| starts its transactions under the transactionID |name| (the test's Redis keeps them across tests). */
+static void use_tid(OSSL_CMP_CTX *ctx, const char *name)
+{
+    ASN1_OCTET_STRING *tid = ASN1_OCTET_STRING_new();
+
+    assert_int_equal(ASN1_OCTET_STRING_set(tid, (const unsigned char *)name, strlen(name)), 1);
+    assert_int_equal(OSSL_CMP_CTX_set1_transactionID(ctx, tid), 1);
+    ASN1_OCTET_STRING_free(tid);
+}
+
+/*
+ * A deferred request of |cl|'s client (new) on |e| under the transactionID |tid| (NULL: one of its own),
+ * answered waiting and polled once: its context.
+ */
+static OSSL_CMP_CTX *shared_waiting(struct env *e, struct client *cl, const char *tid)
+{
+    OSSL_CMP_CTX *ctx;
+    int after;
+
+    *cl = (struct client){.env = e};
+    ctx = client_new(cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    if (tid != NULL)
+        use_tid(ctx, tid);
+    assert_int_equal(poll_step(ctx, &after), -1); /* ir -> waiting, pollReq -> pollRep */
+    return ctx;
+}
+
 /*
  * A record older than the instance's own copy (another writer's late write, or writes a failed-over
  * Redis lost) does not replace the copy: the client's next pollReq, which answers the copy's last
@@ -4891,9 +4919,7 @@ static void test_shared_older_record_kept_out(void **state)
     if (redis_start() != 0)
         skip();
     e = env_shared("100ms");
-    cl = (struct client){.env = e};
-    ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
-    assert_int_equal(poll_step(ctx, &after), -1); /* ir -> waiting, pollReq -> pollRep */
+    ctx = shared_waiting(e, &cl, NULL);
     record_key(&cl, key, sizeof(key));
     snprintf(saved, sizeof(saved), "%s:old", key);
     assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"COPY", key, saved}), 0);
@@ -4913,12 +4939,9 @@ static void test_shared_older_record_kept_out(void **state)
 static struct env *shared_result_waiting(struct client *cl, OSSL_CMP_CTX **ctx)
 {
     struct env *e = env_shared("100ms");
-    int after;
 
     slow_revokes();
-    *cl = (struct client){.env = e};
-    *ctx = client_new(cl, SIG, client_cert, client_key, NULL, NULL, 0);
-    assert_int_equal(poll_step(*ctx, &after), -1); /* ir -> waiting, pollReq -> pollRep */
+    *ctx = shared_waiting(e, cl, NULL);
     slow_gate(1);
     slow_wait_completed(e, 1); /* the result is beside the record */
     return e;
@@ -5401,16 +5424,6 @@ static void slow_upstream(struct env *e)
     "\"message_time_window\": \"10s\", \"transaction_ttl\": \"300s\", \"max_transactions_per_identity\": "   \
     "100"
 
-/* |ctx| starts its transactions under the transactionID |name| (the test's Redis keeps them across tests). */
-static void use_tid(OSSL_CMP_CTX *ctx, const char *name)
-{
-    ASN1_OCTET_STRING *tid = ASN1_OCTET_STRING_new();
-
-    assert_int_equal(ASN1_OCTET_STRING_set(tid, (const unsigned char *)name, strlen(name)), 1);
-    assert_int_equal(OSSL_CMP_CTX_set1_transactionID(ctx, tid), 1);
-    ASN1_OCTET_STRING_free(tid);
-}
-
 /* A transaction under a transactionID another client tries to reuse, and the instance it tries. */
 struct reuse {
     const char *tid;
@@ -5505,6 +5518,55 @@ static void test_shared_tid_reserved_after_local_expiry(void **state)
     slow_gate(1);
     slow_wait_completed(r.a, 1);
     reuse_refused_and_free(&r);
+}
+
+/* The milliseconds left to the key |kind| ("txn", "res", "lease") of |cl|'s transaction; -2: none. */
+static long long pttl_of(const struct client *cl, const char *kind)
+{
+    char rec[160], key[176], out[64];
+
+    record_key(cl, rec, sizeof(rec));
+    snprintf(key, sizeof(key), "unit%d:%s:%s", (int)getpid(), kind, strstr(rec, ":rec:") + 5);
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"PTTL", key}), 0);
+    assert_int_equal(out[0], ':');
+    return atoll(out + 1);
+}
+
+/*
+ * What lies beside a shared record, a lease on it and its deferred request's result, keeps the
+ * transactionID reserved while it lives: once, a lease taken when the record had 5 s left outlived the
+ * reservation by 25 s, and the result of a call that returned then by the transaction's whole time; a
+ * transaction opened meanwhile under the same transactionID would have had its record rewritten or
+ * ended by the lease's holder, or been given that result.
+ */
+static void test_shared_nothing_outlives_reservation(void **state)
+{
+    static const char tid[] = "nothing outlives its reservation";
+    struct env *e;
+    struct client cl;
+    OSSL_CMP_CTX *ctx;
+    struct gw_cluster *other;
+    struct gw_txn_record rec;
+    char err[GW_ERR_LEN] = "";
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    e = env_shared("100ms");
+    ctx = shared_waiting(e, &cl, tid);
+    redis_age((int)(pttl_of(&cl, "rec") / 1000) - 5); /* the call runs until the record has 5 s left */
+    assert_non_null(other = gw_cluster_new(&e->cfg->cmp.state, err)); /* another instance */
+    assert_int_equal(gw_cluster_take_record(other, (const unsigned char *)tid, strlen(tid), &rec, err), 0);
+    assert_in_range(pttl_of(&cl, "lease"), 1, pttl_of(&cl, "txn"));
+    gw_txn_record_cleanup(&rec);
+    gw_cluster_unlease(other, (const unsigned char *)tid, strlen(tid));
+    gw_cluster_free(other);
+    slow_gate(1);
+    slow_wait_completed(e, 1); /* the result is beside the record */
+    assert_in_range(pttl_of(&cl, "res"), 1, pttl_of(&cl, "txn"));
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
 }
 
 /* Two CAs (two_cas_open) behind an engine whose state is shared in the test's Redis; CA1's CRL lists none. */
@@ -6016,6 +6078,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_replay_refused_before_lease, redis_stop),
         cmocka_unit_test_teardown(test_shared_tid_reserved_with_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_tid_reserved_after_local_expiry, redis_stop),
+        cmocka_unit_test_teardown(test_shared_nothing_outlives_reservation, redis_stop),
         cmocka_unit_test_teardown(test_shared_revocation_not_kept, redis_stop),
         cmocka_unit_test_teardown(test_shared_revoked_set_full, redis_stop),
         cmocka_unit_test_teardown(test_shared_revoked_lookup_down, redis_stop),
