@@ -5520,6 +5520,64 @@ static void test_shared_tid_reserved_after_local_expiry(void **state)
     reuse_refused_and_free(&r);
 }
 
+#define TAKEN_TID "reserved elsewhere during the call"
+
+/* fake.during_sign: the reservation ran out during the call, and another instance took TAKEN_TID. */
+static void reservation_taken(struct env *e)
+{
+    char key[160], out[64];
+    int n = snprintf(key, sizeof(key), "unit%d:txn:", (int)getpid());
+
+    (void)e;
+    for (size_t i = 0; i < strlen(TAKEN_TID); i++)
+        n += snprintf(key + n, sizeof(key) - (size_t)n, "%02x", (unsigned char)TAKEN_TID[i]);
+    assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"SET", key, "another"}), 0);
+}
+
+/*
+ * A transactionID another instance reserved while the upstream call ran (this one's reservation ran out
+ * meanwhile) is that instance's: no record is written over it, nor the reservation taken back, and the
+ * transaction goes on here alone (txn_not_shared says why).
+ */
+static void test_shared_tid_taken_during_call(void **state)
+{
+    struct env *e;
+    struct client cl;
+    OSSL_CMP_CTX *ctx;
+    char cmp[512], key[160], out[64], *logged;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    e = env_open(&(struct env_opts){.cmp = shared_cmp(cmp, sizeof(cmp)), .confirm = 1});
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
+    fake.during_sign = reservation_taken;
+    cl = (struct client){.env = e, .tamper = drop_certconf};
+    ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    use_tid(ctx, TAKEN_TID);
+    log_capture_start();
+    assert_null(OSSL_CMP_exec_IR_ses(ctx)); /* issued; its certConf never reaches the gateway */
+    logged = log_capture_end();
+    if (strstr(logged, "\"event\":\"txn_not_shared\"") == NULL ||
+        strstr(logged, "another instance reserved the transactionID meanwhile") == NULL)
+        fail_msg("no txn_not_shared for the reservation taken in: %s", logged);
+    free(logged);
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1); /* open here */
+    record_key(&cl, key, sizeof(key));
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", key}), 0);
+    assert_string_equal(out, ":0");
+    memcpy(strstr(key, ":rec:"), ":txn:", 5);
+    assert_int_equal(
+        redis_cmd(out, sizeof(out), 4,
+                  (const char *const[]){"EVAL", "return redis.call('GET', KEYS[1]) == 'another' and 1 or 0",
+                                        "1", key}),
+        0);
+    assert_string_equal(out, ":1");
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
 /* The milliseconds left to the key |kind| ("txn", "res", "lease") of |cl|'s transaction; -2: none. */
 static long long pttl_of(const struct client *cl, const char *kind)
 {
@@ -6078,6 +6136,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_replay_refused_before_lease, redis_stop),
         cmocka_unit_test_teardown(test_shared_tid_reserved_with_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_tid_reserved_after_local_expiry, redis_stop),
+        cmocka_unit_test_teardown(test_shared_tid_taken_during_call, redis_stop),
         cmocka_unit_test_teardown(test_shared_nothing_outlives_reservation, redis_stop),
         cmocka_unit_test_teardown(test_shared_revocation_not_kept, redis_stop),
         cmocka_unit_test_teardown(test_shared_revoked_set_full, redis_stop),
