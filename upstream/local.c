@@ -446,7 +446,10 @@ static int reason_usable(int reason)
             reason != CRL_REASON_REMOVE_FROM_CRL);
 }
 
-/* worker: its store refuses nothing for good (GW_ERR_REFUSED) */
+/*
+ * worker. Without a store, or for a reason no CRL carries, it never revokes: refused for good
+ * (GW_ERR_REFUSED, the caller's badRequest), not a failure that asking again would mend.
+ */
 static int local_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
                                int reason, int *fail_info, char *err)
 {
@@ -460,11 +463,11 @@ static int local_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, 
     if (lc->store_dir == NULL) {
         snprintf(err, GW_ERR_LEN, "upstream %s keeps no store, so it cannot revoke: configure \"store\"",
                  conf->name);
-        return GW_ERR_INVAL;
+        return GW_ERR_REFUSED;
     }
     if (!reason_usable(reason)) {
         snprintf(err, GW_ERR_LEN, "revocation reason %d cannot be put on a CRL", reason);
-        return GW_ERR_INVAL;
+        return GW_ERR_REFUSED;
     }
     if (issuer != NULL && X509_NAME_cmp(issuer, X509_get_subject_name(l->ca)) != 0) {
         snprintf(err, GW_ERR_LEN, "upstream %s did not issue it: the issuer is another CA", conf->name);
