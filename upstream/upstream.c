@@ -809,22 +809,21 @@ static int not_its_ca(const struct gw_upstream *up, const X509_NAME *issuer, con
 }
 
 /*
- * Whether |up| issues under a CA named |issuer|. Vault and cfssl revoke by serial within their CA
- * whatever issuer a request names, and a CMP CA may too: asked about another CA's certificate they
- * would answer "revoked" for nothing, or revoke another holder's certificate of that serial.
+ * Vault and cfssl revoke by serial within their CA whatever issuer a request names, and a CMP CA may
+ * too: asked about another CA's certificate they would answer "revoked" for nothing, or revoke
+ * another holder's certificate of that serial. Hence both checks before any revocation.
  */
-static int issues_under(const struct gw_upstream *up, const X509_NAME *issuer)
+int gw_upstream_issues_under(const struct gw_upstream *up, const X509_NAME *issuer)
 {
-    for (int i = 0; i < sk_X509_num(up->cas); i++)
+    for (int i = 0; up != NULL && issuer != NULL && i < sk_X509_num(up->cas); i++)
         if (X509_NAME_cmp(issuer, X509_get_subject_name(sk_X509_value(up->cas, i))) == 0)
             return 1;
     return 0;
 }
 
-/* Whether a CA of |up| issued |cert|: its name, and its signature, not what |cert| says alone. */
-static int issued_here(const struct gw_upstream *up, const X509 *cert)
+int gw_upstream_issued(const struct gw_upstream *up, const X509 *cert)
 {
-    for (int i = 0; i < sk_X509_num(up->cas); i++)
+    for (int i = 0; up != NULL && cert != NULL && i < sk_X509_num(up->cas); i++)
         if (gw_x509_signed_by((X509 *)cert, sk_X509_value(up->cas, i)))
             return 1;
     return 0;
@@ -839,7 +838,7 @@ int gw_upstream_revoke_cert(struct gw_upstream *up, const X509 *cert, int reason
         snprintf(err, GW_ERR_LEN, "upstream %s: no certificate to revoke", gw_upstream_conf_name(up->conf));
         return GW_ERR_INVAL;
     }
-    if (!issued_here(up, cert))
+    if (!gw_upstream_issued(up, cert))
         return not_its_ca(up, X509_get_issuer_name(cert), X509_get0_serialNumber(cert), err);
     return up->ops->revoke != NULL
                ? up->ops->revoke(up, cert, reason, fail_info, err)
@@ -869,7 +868,7 @@ int gw_upstream_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, c
                  gw_upstream_conf_name(up->conf), up->ops->dialect);
         return GW_ERR_INVAL;
     }
-    if (issuer != NULL && !issues_under(up, issuer))
+    if (issuer != NULL && !gw_upstream_issues_under(up, issuer))
         return not_its_ca(up, issuer, serial, err);
     return up->ops->revoke_serial(up, issuer, serial, reason, fail_info, err);
 }

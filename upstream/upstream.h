@@ -176,6 +176,15 @@ uint32_t gw_upstream_timeout_ms(const struct gw_upstream *up);
  */
 unsigned gw_upstream_caps(const struct gw_upstream *up);
 /*
+ * The CAs an upstream issues under (gw_upstream_conf_issuing_cas: a local issuer's own CA, else those
+ * of its issuer_ca that sign no other certificate of that bundle). gw_upstream_issues_under: one of
+ * them is named |issuer| (an rr names a certificate by issuer and serial only).
+ * gw_upstream_issued: one of them signed |cert| (issuer name, key identifier where both say one, and
+ * the signature: a name and key identifier are only what |cert| says). Both 0 for a NULL argument.
+ */
+int gw_upstream_issues_under(const struct gw_upstream *up, const X509_NAME *issuer);
+int gw_upstream_issued(const struct gw_upstream *up, const X509 *cert);
+/*
  * gw_upstream_revoke_serial revokes the certificate |issuer| (may be NULL: the upstream's own CA)
  * issued with |serial|, as an RA's rr names it (RFC 9483 §4.2). GW_ERR_NOT_FOUND when the upstream
  * issued no such certificate (answer badCertId); GW_ERR_EXISTS when it knows the certificate was

@@ -724,7 +724,7 @@ static int revocation_checked(const struct gw_cmp_engine *e, X509 *cert)
 {
     for (size_t i = 0; i < e->cfg.n_upstreams; i++)
         if (!e->cfg.upstreams[i].check_revocation &&
-            cmp_status_upstream_issued(e, gw_upstream_set_get0(e->ups, e->cfg.upstreams[i].name), cert))
+            gw_upstream_issued(gw_upstream_set_get0(e->ups, e->cfg.upstreams[i].name), cert))
             return 0;
     return 1;
 }

@@ -116,7 +116,7 @@ static size_t revokers(struct cmp_call *c, const struct gw_role *role, const X50
     gw_role_issuers(role, names);
     for (size_t i = 0; i < GW_ROLE_ISSUERS; i++) {
         up = names[i] != NULL ? gw_upstream_set_get0(c->e->ups, names[i]) : NULL;
-        if (up != NULL && cmp_status_issues_under(c->e, up, issuer))
+        if (up != NULL && gw_upstream_issues_under(up, issuer))
             out[n++] = up;
     }
     return n;
@@ -169,8 +169,7 @@ static int check_ra_target(struct cmp_txn *t, struct cmp_call *c, const X509_NAM
         refused = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                              "the certificate to revoke cannot be looked up at the CA now; retry later");
     else if (ASN1_INTEGER_cmp(X509_get0_serialNumber(cert), serial) != 0 ||
-             X509_NAME_cmp(X509_get_issuer_name(cert), issuer) != 0 ||
-             !cmp_status_upstream_issued(c->e, t->up, cert))
+             X509_NAME_cmp(X509_get_issuer_name(cert), issuer) != 0 || !gw_upstream_issued(t->up, cert))
         refused = *elsewhere =
             cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertId,
                        "the certificate with serial %.60s was not issued by the CA the revocation request "
@@ -201,7 +200,7 @@ static int pick_revoker(struct cmp_txn *t, struct cmp_call *c, struct gw_upstrea
     int refused = 1, elsewhere = 1;
 
     for (size_t i = 0; !as_ra && i < n; i++) {
-        if (cmp_status_upstream_issued(c->e, ups[i], t->signer)) {
+        if (gw_upstream_issued(ups[i], t->signer)) {
             t->up = ups[i];
             return 0;
         }

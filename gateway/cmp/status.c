@@ -115,42 +115,12 @@ static struct gw_upstream *issuer_upstream(const struct gw_cmp_engine *e, X509 *
     return NULL;
 }
 
-int cmp_status_issues_under(const struct gw_cmp_engine *e, const struct gw_upstream *up,
-                            const X509_NAME *issuer)
-{
-    const struct gw_upstream_conf *uc = up != NULL ? gw_upstream_get0_conf(up) : NULL;
-    const struct cmp_crl_cache *cc;
-
-    if (uc == NULL || e->crls == NULL || uc < e->cfg.upstreams || uc >= e->cfg.upstreams + e->cfg.n_upstreams)
-        return 0;
-    cc = &e->crls[uc - e->cfg.upstreams];
-    for (int j = 0; j < sk_X509_num(cc->cas); j++)
-        if (X509_NAME_cmp(issuer, X509_get_subject_name(sk_X509_value(cc->cas, j))) == 0)
-            return 1;
-    return 0;
-}
-
-int cmp_status_upstream_issued(const struct gw_cmp_engine *e, const struct gw_upstream *up, X509 *cert)
-{
-    const struct gw_upstream_conf *uc = up != NULL ? gw_upstream_get0_conf(up) : NULL;
-    const struct cmp_crl_cache *cc;
-
-    if (uc == NULL || cert == NULL || e->crls == NULL || uc < e->cfg.upstreams ||
-        uc >= e->cfg.upstreams + e->cfg.n_upstreams)
-        return 0;
-    cc = &e->crls[uc - e->cfg.upstreams];
-    for (int j = 0; j < sk_X509_num(cc->cas); j++)
-        if (gw_x509_signed_by(cert, sk_X509_value(cc->cas, j)))
-            return 1;
-    return 0;
-}
-
 struct gw_upstream *cmp_status_withdrawer(const struct gw_cmp_engine *e, struct gw_upstream *up, X509 *cert)
 {
     size_t i;
     int j;
 
-    return cert == NULL || cmp_status_upstream_issued(e, up, cert) ? up : issuer_upstream(e, cert, &i, &j);
+    return cert == NULL || gw_upstream_issued(up, cert) ? up : issuer_upstream(e, cert, &i, &j);
 }
 
 void cmp_status_invalidate(struct gw_cmp_engine *e, const struct gw_upstream *up)

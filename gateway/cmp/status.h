@@ -26,20 +26,6 @@ void cmp_status_invalidate(struct gw_cmp_engine *e, const struct gw_upstream *up
 void cmp_status_revoked(struct gw_cmp_engine *e, const struct gw_upstream *up, X509 *cert, const char *tid);
 
 /*
- * cmp_status_issues_under: whether |up| issues under a CA named |issuer| (its own CA, or one of its
- * issuer_ca that issues end-entity certificates). rr names a certificate by issuer and serial only.
- */
-int cmp_status_issues_under(const struct gw_cmp_engine *e, const struct gw_upstream *up,
-                            const X509_NAME *issuer);
-
-/*
- * cmp_status_upstream_issued: whether one of the CAs |up| issues under signed |cert| (issuer name, key
- * identifier where both say one, and the signature: a name and key identifier are only what |cert|
- * says). 0 when its CAs are not known.
- */
-int cmp_status_upstream_issued(const struct gw_cmp_engine *e, const struct gw_upstream *up, X509 *cert);
-
-/*
  * cmp_status_withdrawer: the upstream of |e| that can withdraw |cert|: |up| if one of its CAs signed
  * it, else the first of |e| whose CA did (a reload may have removed |up|'s name, or pointed it at
  * another CA); NULL if none. NULL-safe in |up|.
