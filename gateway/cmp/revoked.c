@@ -63,7 +63,7 @@ static int id_of(X509 *cert, unsigned char id[ID_LEN])
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     int ok = ctx != NULL && serial_len > 0 &&
              X509_NAME_get0_der(X509_get_issuer_name(cert), &name, &name_len) == 1 &&
-             EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 && EVP_DigestUpdate(ctx, name, name_len) == 1 &&
+             EVP_DigestInit_ex(ctx, gw_sha256(), NULL) == 1 && EVP_DigestUpdate(ctx, name, name_len) == 1 &&
              EVP_DigestUpdate(ctx, serial, (size_t)serial_len) == 1 &&
              EVP_DigestFinal_ex(ctx, md, &md_len) == 1;
 
