@@ -232,14 +232,21 @@ static int load(struct cmp_revoked *rs, const char *file, time_t now, char *err)
     return rc;
 }
 
+/* The file's line for |hex| until |until|, as parse_line reads it; its length. */
+static int entry_line(char line[LINE_MAX_LEN + 1], const char *hex, time_t until)
+{
+    return snprintf(line, LINE_MAX_LEN + 1, "%s %lld\n", hex, (long long)until);
+}
+
 /* The entries of |rs| into |f|, one line each. 0, or -1. */
 static int write_entries(const struct cmp_revoked *rs, FILE *f)
 {
-    char hex[2 * ID_LEN + 1];
+    char hex[2 * ID_LEN + 1], line[LINE_MAX_LEN + 1];
 
     for (size_t i = 0; i < rs->n; i++) {
         gw_hex(hex, rs->v[i].id, ID_LEN);
-        if (fprintf(f, "%s %lld\n", hex, (long long)rs->v[i].until) < 0)
+        (void)entry_line(line, hex, rs->v[i].until);
+        if (fputs(line, f) < 0)
             return -1;
     }
     return fflush(f) == 0 && fsync(fileno(f)) == 0 ? 0 : -1;
@@ -394,7 +401,7 @@ static int cut_short_write(int fd, off_t end, ssize_t n, int len)
 static int save(struct cmp_revoked *rs, const char *hex, time_t until, char *err)
 {
     char line[LINE_MAX_LEN + 1];
-    int len = snprintf(line, sizeof(line), "%s %lld\n", hex, (long long)until), ok;
+    int len = entry_line(line, hex, until), ok;
     off_t end = -1;
     ssize_t n = -1;
 
