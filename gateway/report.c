@@ -70,14 +70,6 @@ static const char *str(json_object *rec, const char *key)
                : NULL;
 }
 
-static const struct gw_role *conf_role(const struct gw_config *cfg, const char *name)
-{
-    for (size_t i = 0; i < cfg->n_roles; i++)
-        if (strcmp(cfg->roles[i].name, name) == 0)
-            return &cfg->roles[i];
-    return NULL;
-}
-
 /* Whether |upstream| issues for a migrating role's new CA: "to" itself, or a delegate standing in for it. */
 static bool new_side(const struct gw_role *r, const char *upstream)
 {
@@ -103,7 +95,8 @@ static json_object *role_entry(struct report *rp, const char *name)
     e = json_object_new_object();
     json_object_object_add(rp->roles, name, e);
     json_object_object_add(e, "upstreams", json_object_new_object());
-    if ((r = conf_role(rp->cfg, name)) != NULL && gw_migration_configured(&r->migration)) {
+    if ((r = gw_role_named(rp->cfg->roles, rp->cfg->n_roles, name)) != NULL &&
+        gw_migration_configured(&r->migration)) {
         static const char *const modes[] = {"off", "shadow", "live"};
         json_object *m = json_object_new_object();
 
@@ -183,7 +176,7 @@ static void add_record(struct report *rp, json_object *rec)
     else if (strcmp(event, "rejected") == 0)
         bump(json_object_object_get(upstream_entry(e, up), "refused"), fail_info(status, buf, sizeof(buf)));
     /* a device's side is that of the last certificate issued to it (the log is in time order) */
-    if (strcmp(event, "issued") == 0 && (r = conf_role(rp->cfg, role)) != NULL &&
+    if (strcmp(event, "issued") == 0 && (r = gw_role_named(rp->cfg->roles, rp->cfg->n_roles, role)) != NULL &&
         json_object_object_get_ex(rp->devices, role, &devices)) {
         const char *dev = str(rec, "common_name");
 

@@ -675,6 +675,14 @@ void gw_profiles_free(struct gw_profile *profiles, size_t n)
     free(profiles);
 }
 
+const struct gw_role *gw_role_named(const struct gw_role *roles, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(roles[i].name, name) == 0)
+            return &roles[i];
+    return NULL;
+}
+
 void gw_role_issuers(const struct gw_role *r, const char *out[GW_ROLE_ISSUERS])
 {
     out[0] = r->delegate_name;

@@ -219,6 +219,8 @@ int gw_role_check_authz_sans(struct gw_conf_ctx *pc, const struct gw_role *r);
  * the certificate's issuer in).
  */
 void gw_role_issuers(const struct gw_role *r, const char *out[GW_ROLE_ISSUERS]);
+/* The role of |roles| (|n| of them) named |name|, or NULL. */
+const struct gw_role *gw_role_named(const struct gw_role *roles, size_t n, const char *name);
 void gw_roles_free(struct gw_role *roles, size_t n);
 void gw_labels_free(struct gw_label *labels, size_t n);
 void gw_profiles_free(struct gw_profile *profiles, size_t n);

@@ -299,10 +299,7 @@ int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal 
 
 const struct gw_role *cmp_role_named(const struct gw_cmp_engine *e, const char *name)
 {
-    for (size_t i = 0; i < e->cfg.n_roles; i++)
-        if (strcmp(e->cfg.roles[i].name, name) == 0)
-            return &e->cfg.roles[i];
-    return NULL;
+    return gw_role_named(e->cfg.roles, e->cfg.n_roles, name);
 }
 
 /* Whether |t|'s PBM reference has the same secret under |now| as under the engine |t| began in. */
