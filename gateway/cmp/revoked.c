@@ -11,6 +11,11 @@
  * let a certificate revoked through cmpgw in again while its CA's CRL does not list it (or is never
  * read). The start rewrites the file with the unexpired entries alone, so it stays as small as the set,
  * unless another gateway still appends to it (a hand-over's predecessor).
+ *
+ * A hand-over's predecessor drains while its successor serves, and either may revoke. Each reads what
+ * the other appended whenever a lookup finds nothing, before it answers, so that a certificate revoked
+ * on one is refused on the other from its rp on: a timer or a watching thread would leave a window.
+ * That costs such a lookup an fstat, a third of the hash it takes already.
  */
 #include "gateway/cmp/revoked.h"
 #include "gateway/cmp/cluster.h"
@@ -24,6 +29,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +43,7 @@
 #define FIRST_CAP 64
 #define LINE_MAX_LEN (2 * ID_LEN + 1 + 20 + 1) /* id, a space, a time_t in decimal, the newline */
 #define LOCK_TRIES 8 /* starts that may replace the file between this one's open and its lock */
+#define READ_CHUNK 4096
 
 struct revoked_entry {
     unsigned char id[ID_LEN];
@@ -50,6 +57,12 @@ struct cmp_revoked {
     pthread_mutex_t file_lock; /* one append at a time: a failed one is cut off before the next */
     int fd;                    /* cmp.revoked_file, O_APPEND; -1 without one, or past a failed append */
     char *file;
+    pthread_mutex_t read_lock; /* one reader at a time of what the file holds past |at| */
+    int rfd;                   /* the file |fd| appends to, read-only; -1 without one, or past a read error */
+    off_t at;                  /* read up to here: the end of the last whole line read */
+    off_t seen;                /* its size then: a line not whole yet is read again once it grew */
+    unsigned long no;          /* the lines read so far */
+    bool skipping;             /* |at| is within a line no entry, said so already: skipped to its end */
 };
 
 /* |cert|'s name in the set: its issuer name and serial number; 0, or GW_ERR_CRYPTO. */
@@ -180,56 +193,114 @@ static int parse_line(const char *line, unsigned char id[ID_LEN], time_t *until)
     return 0;
 }
 
-/*
- * The unexpired entries of |file| into |rs|. A last line without its newline is an append a crash cut
- * short, before its rr was answered: dropped. Any other line that is no entry refuses the start: the
- * file is the gateway's own, and guessing could let a revoked certificate in. Bounded by GW_MAX_REVOKED, not
- * cmp.max_revoked: a cap lowered since drops nothing.
- */
-static int load(struct cmp_revoked *rs, const char *file, time_t now, char *err)
+/* Line rs->no of the file, |len| bytes without its newline, into |rs|: 0, or an error with |err|. */
+static int take_line(struct cmp_revoked *rs, const char *p, size_t len, time_t now, char *err)
 {
-    char line[LINE_MAX_LEN + 2];
+    char line[LINE_MAX_LEN + 1];
     unsigned char id[ID_LEN];
     time_t until = 0;
-    unsigned long no = 0;
-    int rc = 0, fd = open(file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    struct stat st;
-    FILE *f = NULL;
+    int ok = len < sizeof(line) && memchr(p, '\0', len) == NULL;
 
-    if (fd < 0) {
+    if (ok) {
+        memcpy(line, p, len);
+        line[len] = '\0';
+        ok = parse_line(line, id, &until) == 0;
+    }
+    if (!ok) {
+        snprintf(err, GW_ERR_LEN, "cmp.revoked_file: line %lu of \"%s\" is not \"<id> <notAfter>\"", rs->no,
+                 rs->file);
+        return GW_ERR_INVAL;
+    }
+    /* GW_MAX_REVOKED, not cmp.max_revoked: a cap lowered since drops nothing */
+    if (until > now && keep(rs, id, until, GW_MAX_REVOKED, now) < 0) {
+        snprintf(err, GW_ERR_LEN, "cmp.revoked_file: \"%s\" holds more than %d unexpired entries", rs->file,
+                 GW_MAX_REVOKED);
+        return GW_ERR_LIMIT;
+    }
+    return 0;
+}
+
+/*
+ * The whole lines of |buf| into |rs|; *used: the bytes of them, and of a line skipped. A line without
+ * its newline yet is left for the next read (being appended; at start, one a crash cut short before its
+ * rr was answered), unless it is longer than any entry. 0, or an error with |err| past the line.
+ */
+static int take_lines(struct cmp_revoked *rs, const char *buf, size_t n, size_t *used, time_t now, char *err)
+{
+    const char *p = buf, *end = buf + n, *nl;
+    int rc = 0;
+
+    while (rc == 0 && p < end) {
+        nl = memchr(p, '\n', (size_t)(end - p));
+        if (nl == NULL && !rs->skipping && end - p <= LINE_MAX_LEN)
+            break;
+        if (!rs->skipping) {
+            rs->no++;
+            rc = take_line(rs, p, (size_t)((nl != NULL ? nl : end) - p), now, err);
+        }
+        rs->skipping = nl == NULL; /* past any entry's length: the rest of it is skipped too */
+        p = nl != NULL ? nl + 1 : end;
+    }
+    *used = (size_t)(p - buf);
+    return rc;
+}
+
+/*
+ * The file's entries from rs->at up to |size| into |rs|, read_lock held (or starting). An error with |err|
+ * stops at the line it says, rs->at past it: a start is refused (the file is the gateway's own, and guessing
+ * could let a revoked certificate in); a gateway that serves says so and reads on.
+ */
+static int read_lines(struct cmp_revoked *rs, off_t size, time_t now, char *err)
+{
+    char buf[READ_CHUNK];
+    size_t used = 0;
+    ssize_t got;
+    int rc;
+
+    while (rs->at < size) {
+        got = pread(rs->rfd, buf, (size_t)(size - rs->at < READ_CHUNK ? size - rs->at : READ_CHUNK), rs->at);
+        if (got < 0) {
+            snprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot read \"%s\": %s", rs->file, strerror(errno));
+            return GW_ERR_IO;
+        }
+        rc = take_lines(rs, buf, (size_t)got, &used, now, err);
+        rs->at += (off_t)used;
+        if (rc != 0)
+            return rc;
+        if (used == 0) /* a line not whole yet, or the file cut short since its fstat */
+            return 0;
+    }
+    return 0;
+}
+
+/*
+ * |file| opened to be read, the file |fd| appends to: never a link (O_NOFOLLOW), a device or a
+ * directory, as it is replaced at start. 0, or GW_ERR_IO with |err|.
+ */
+static int open_reader(struct cmp_revoked *rs, const char *file, int fd, off_t *size, char *err)
+{
+    int rfd = open(file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    const char *why = NULL;
+    struct stat st, held;
+
+    if (rfd < 0) {
         snprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot read \"%s\": %s", file, strerror(errno));
         return GW_ERR_IO;
     }
-    /* it is replaced at start: never a link (O_NOFOLLOW above), a device or a directory */
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (f = fdopen(fd, "r")) == NULL) {
-        snprintf(err, GW_ERR_LEN, "cmp.revoked_file: \"%s\" is not a regular file", file);
-        close(fd);
+    if (fstat(rfd, &st) != 0 || !S_ISREG(st.st_mode))
+        why = "is not a regular file";
+    else if (fstat(fd, &held) != 0 || st.st_dev != held.st_dev || st.st_ino != held.st_ino)
+        why = "was replaced as it was opened";
+    if (why != NULL) {
+        snprintf(err, GW_ERR_LEN, "cmp.revoked_file: \"%s\" %s", file, why);
+        close(rfd);
         return GW_ERR_IO;
     }
-    while (rc == 0 && fgets(line, sizeof(line), f) != NULL) {
-        size_t len = strlen(line);
-
-        no++;
-        if (len > 0 && line[len - 1] != '\n' && feof(f))
-            break;
-        if (len > 0 && line[len - 1] == '\n') /* len is 0 where the line begins with a NUL byte */
-            line[len - 1] = '\0';
-        if (parse_line(line, id, &until) != 0) {
-            snprintf(err, GW_ERR_LEN, "cmp.revoked_file: line %lu of \"%s\" is not \"<id> <notAfter>\"", no,
-                     file);
-            rc = GW_ERR_INVAL;
-        } else if (until > now && keep(rs, id, until, GW_MAX_REVOKED, now) < 0) {
-            snprintf(err, GW_ERR_LEN, "cmp.revoked_file: \"%s\" holds more than %d unexpired entries", file,
-                     GW_MAX_REVOKED);
-            rc = GW_ERR_LIMIT;
-        }
-    }
-    if (rc == 0 && ferror(f)) {
-        snprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot read \"%s\"", file);
-        rc = GW_ERR_IO;
-    }
-    fclose(f);
-    return rc;
+    if (rs->rfd >= 0)
+        close(rs->rfd);
+    rs->rfd = rfd;
+    *size = st.st_size;
+    return 0;
 }
 
 /* The file's line for |hex| until |until|, as parse_line reads it; its length. */
@@ -269,9 +340,11 @@ static int rewrite(struct cmp_revoked *rs, const char *file, char *err)
          flock(fd, LOCK_SH) == 0 && (f = fdopen(dup(fd), "w")) != NULL && write_entries(rs, f) == 0;
     if (f != NULL)
         ok = fclose(f) == 0 && ok;
-    ok = ok && rename(tmp, file) == 0 && fsync(dfd) == 0;
+    /* what others append is read from the end of this gateway's own lines on */
+    ok = ok && (rs->at = lseek(fd, 0, SEEK_END)) >= 0 && rename(tmp, file) == 0 && fsync(dfd) == 0;
     if (ok) {
         rs->fd = fd;
+        rs->no = rs->n;
     } else {
         snprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot rewrite \"%s\": %s", file, strerror(errno));
         (void)unlink(tmp);
@@ -327,22 +400,27 @@ static int lock_file(const char *file, int *excl)
 }
 
 /*
- * |file| read and kept open for the appends to come. Every gateway appending to it holds it shared
- * (flock): where none does it is rewritten, read under the lock that keeps any from appending
- * meanwhile; where one does (a predecessor draining after a hand-over, which may still revoke) it is
- * kept as it is, or what that one appends would go to a file no longer there. 0, or an error with |err|.
+ * |file| read and kept open for the appends to come, and to be read on. Every gateway appending to it
+ * holds it shared (flock): where none does it is rewritten, read under the lock that keeps any from
+ * appending meanwhile; where one does (a predecessor draining after a hand-over, which may still
+ * revoke) it is kept as it is, or what that one appends would go to a file no longer there. 0, or an
+ * error with |err|.
  */
 static int take_file(struct cmp_revoked *rs, const char *file, time_t now, char *err)
 {
     int excl = 0, rc, fd = lock_file(file, &excl);
+    off_t size = 0;
 
     if (fd < 0) {
         snprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot open \"%s\": %s", file,
                  errno == ENXIO ? "not a regular file (a FIFO)" : strerror(errno));
         return GW_ERR_IO;
     }
-    if ((rc = load(rs, file, now, err)) == 0 && excl)
-        rc = rewrite(rs, file, err); /* keeps the new file open, shared */
+    if ((rc = open_reader(rs, file, fd, &size, err)) == 0)
+        rc = read_lines(rs, size, now, err);
+    if (rc == 0 && excl && (rc = rewrite(rs, file, err)) == 0) /* keeps the new file open, shared */
+        rc = open_reader(rs, file, rs->fd, &size, err);
+    rs->seen = size;
     if (rc == 0 && !excl)
         rs->fd = fd;
     else
@@ -359,7 +437,9 @@ struct cmp_revoked *cmp_revoked_new(const char *file, time_t now, char *err)
         return NULL;
     pthread_mutex_init(&rs->lock, NULL);
     pthread_mutex_init(&rs->file_lock, NULL);
+    pthread_mutex_init(&rs->read_lock, NULL);
     rs->fd = -1;
+    rs->rfd = -1;
     if (file != NULL && ((rs->file = strdup(file)) == NULL || take_file(rs, file, now, err) != 0)) {
         cmp_revoked_free(rs);
         return NULL;
@@ -373,8 +453,11 @@ void cmp_revoked_free(struct cmp_revoked *rs)
         return;
     if (rs->fd >= 0)
         close(rs->fd);
+    if (rs->rfd >= 0)
+        close(rs->rfd);
     pthread_mutex_destroy(&rs->lock);
     pthread_mutex_destroy(&rs->file_lock);
+    pthread_mutex_destroy(&rs->read_lock);
     free(rs->v);
     free(rs->file);
     free(rs);
@@ -460,6 +543,40 @@ int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
     return missed;
 }
 
+/*
+ * What other gateways appended to the file since it was last read into |rs|: whether there was any. A
+ * line that is no entry is skipped, said at error level (the next start refuses the file until it is
+ * mended); a read that fails ends the reading, as each lookup would fail it again.
+ */
+static bool read_appended(struct cmp_revoked *rs, time_t now)
+{
+    char err[GW_ERR_LEN];
+    struct stat st;
+    bool grew;
+    int rc;
+
+    if (rs->file == NULL)
+        return false;
+    pthread_mutex_lock(&rs->read_lock);
+    grew = rs->rfd >= 0 && fstat(rs->rfd, &st) == 0 && st.st_size != rs->seen;
+    while (grew && (rc = read_lines(rs, st.st_size, now, err)) != 0) {
+        gw_log_kv(GW_LOG_ERROR, "revoked_file_unread", "reason", err, "msg",
+                  rc == GW_ERR_IO
+                      ? "what other gateways revoke is known here from the next start only"
+                      : "that line is skipped; the next start refuses the file until it is mended",
+                  NULL);
+        if (rc == GW_ERR_IO) {
+            close(rs->rfd);
+            rs->rfd = -1;
+            break;
+        }
+    }
+    if (grew)
+        rs->seen = st.st_size;
+    pthread_mutex_unlock(&rs->read_lock);
+    return grew;
+}
+
 int cmp_revoked_check(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
 {
     unsigned char id[ID_LEN];
@@ -469,7 +586,8 @@ int cmp_revoked_check(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err
         snprintf(err, GW_ERR_LEN, "the certificate's issuer and serial cannot be read");
         return GW_ERR_CRYPTO;
     }
-    if (holds(e->revoked, id, now))
+    /* a hand-over's other gateway may have revoked it since the file was last read */
+    if (holds(e->revoked, id, now) || (read_appended(e->revoked, now) && holds(e->revoked, id, now)))
         return 1;
     if (e->cluster == NULL)
         return 0;

@@ -4,7 +4,7 @@
  * set outlives a reload, as the open transactions do) and, with a shared state, on every instance
  * (cluster.c). A CRL cached before the revocation, or one the CA has not brought up to date yet,
  * cannot let such a certificate authenticate. Each is kept until it expires, and with cmp.revoked_file
- * across restarts.
+ * across restarts and from a hand-over's predecessor to its successor and back.
  */
 #ifndef GW_CMP_REVOKED_H
 #define GW_CMP_REVOKED_H
@@ -18,8 +18,9 @@ struct cmp_revoked;
 
 /*
  * cmp_revoked_new: a set of what |file| (cmp.revoked_file; NULL: none, the set starts empty) kept from
- * earlier runs, unexpired at |now|; the file is rewritten with that alone and kept open for the
- * revocations to come. NULL with |err|.
+ * earlier runs, unexpired at |now|; the file is rewritten with that alone (unless another gateway
+ * appends to it) and kept open for the revocations to come, this gateway's and the other's. NULL with
+ * |err|.
  */
 struct cmp_revoked *cmp_revoked_new(const char *file, time_t now, char *err);
 void cmp_revoked_free(struct cmp_revoked *rs);
@@ -36,8 +37,9 @@ void cmp_revoked_free(struct cmp_revoked *rs);
 int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err);
 
 /*
- * cmp_revoked_check: whether |cert| was revoked through this gateway, by any generation or (with a shared
- * state) any instance: 1 or 0; GW_ERR_UNAVAILABLE with |err| when the shared state cannot say,
+ * cmp_revoked_check: whether |cert| was revoked through this gateway, by any generation, by another
+ * gateway appending to the same cmp.revoked_file (a hand-over's other side) or (with a shared state) any
+ * instance: 1 or 0; GW_ERR_UNAVAILABLE with |err| when the shared state cannot say,
  * GW_ERR_CRYPTO when |cert| cannot be named.
  */
 int cmp_revoked_check(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err);

@@ -3,10 +3,12 @@ gateway started with the same "handover_socket" takes the running one's listenin
 first drains and exits 0 while a cmpload run (implicitConfirm: no transaction spans the restart) and
 a client that connects anew for every request see no failure; a would-be successor that takes the
 sockets but never serves leaves the running gateway serving; a process of another user gets nothing;
+a certificate revoked on either side of a hand-over is refused on the other at once (cmp.revoked_file);
 and socket activation (systemd-socket-activate) serves the socket it is given."""
 import json
 import os
 import pwd
+import select
 import shutil
 import signal
 import socket
@@ -139,6 +141,96 @@ class Restart(harness.GatewayTestCase):
         self.assertEqual(p.stdout.strip(), "0", p.stderr)
         self.assertIn("refused a hand-over to uid %d" % nobody.pw_uid, self.gw.stderr())
         self.assertIsNotNone(self.enrol("after-refusal")[0])
+
+
+class Relay:
+    """A loopback port whose one client is piped to |sock|, a connection to the gateway opened earlier:
+    a client run later talks to whichever process accepted that connection."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self.srv.getsockname()[1]
+        self.thread = threading.Thread(target=self.pipe, daemon=True)
+        self.thread.start()
+
+    def pipe(self):
+        with self.srv, self.sock:
+            client, _ = self.srv.accept()
+            with client:
+                ends = {client: self.sock, self.sock: client}
+                while True:
+                    ready, _, _ = select.select(list(ends), [], [], harness.CLIENT_TIMEOUT)
+                    data = ready[0].recv(65536) if ready else b""
+                    if not data:
+                        return
+                    ends[ready[0]].sendall(data)
+
+
+class RevokedDuringHandOver(harness.GatewayTestCase):
+    """With "cmp.revoked_file", a certificate revoked on a connection the draining predecessor still
+    answers is refused by the successor at once, and one revoked on the successor is refused on the
+    predecessor's open connection: each follows what the other appends to the file. Both answer rr
+    before its line is on disk, so nothing a client sees after its rp finds the other unaware.
+    The upstream checks no revocation: only the set can refuse."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        harness.keep_store(cfg, gw)
+        cfg["handover_socket"] = "handover.sock"
+        cfg["upstreams"]["local"]["check_revocation"] = False
+        cfg["cmp"] = {"revoked_file": "revoked.list"}
+
+    def rr(self, name, cert, key, port):
+        res = self.gw.cmp("rr", name, auth=(cert, key), extra=("-oldcert", cert, "-revreason", "1"),
+                          expect_cert=False, port=port)
+        self.assertEqual((res.first.body_type, res.first.status), ("rp", 0), res.stderr)
+
+    def assert_kur_refused(self, name, cert, key, port=None):
+        kur = self.gw.cmp("kur", name, auth=(cert, key), newkey=self.newkey(name), extra=("-implicit_confirm",),
+                          expect_cert=False, port=port)
+        self.assert_cmp_error(kur.first, ("kup",), "certRevoked",
+                              "the signer certificate (serial %s) is revoked" % harness.serial_hex(cert).lower())
+
+    @staticmethod
+    def answered(stderr):
+        return [(r["req_type"], r["identity"]) for r in log_events(stderr, "request")
+                if r.get("req_type") in ("rr", "kur")]
+
+    def test_revocation_reaches_the_other_side(self):
+        d = self.gw.dir
+        old_cert, old_key = self.enrol("rr-on-old")
+        new_cert, new_key = self.enrol("rr-on-new")
+        # connections the old gateway accepts before the hand-over, used once the new one serves
+        kept = [socket.create_connection(("127.0.0.1", self.gw.port)) for _ in range(2)]
+        relays = [Relay(s) for s in kept]
+        time.sleep(0.5)
+        old = self.gw.proc
+        err = open(d / "successor.stderr", "wb")
+        new = subprocess.Popen([str(harness.GATEWAY_BIN), "-c", str(self.gw.config_path)], cwd=d,
+                               stdout=subprocess.DEVNULL, stderr=err, env=self.gw.env())
+        try:
+            self.assertIn("a successor serves the listening sockets",
+                          harness.settled(self.gw.stderr, lambda t: "a successor serves the listening sockets" in t))
+            self.rr("old-rr", old_cert, old_key, relays[0].port)
+            self.assert_kur_refused("old-kur", old_cert, old_key)
+            self.rr("new-rr", new_cert, new_key, None)
+            self.assert_kur_refused("new-kur", new_cert, new_key, relays[1].port)
+            self.assertEqual(old.wait(timeout=30), 0, self.gw.stderr()[-3000:])
+            self.assertIsNone(new.poll(), (d / "successor.stderr").read_text()[-3000:])
+            # each was answered where it was meant to be
+            self.assertEqual(self.answered(self.gw.stderr_path), [("rr", "/CN=rr-on-old"), ("kur", "/CN=rr-on-new")])
+            self.assertEqual(self.answered(d / "successor.stderr"), [("kur", "/CN=rr-on-old"), ("rr", "/CN=rr-on-new")])
+            self.assertEqual(len((d / "revoked.list").read_text().splitlines()), 2)
+        finally:
+            new.send_signal(signal.SIGTERM)
+            self.assertEqual(new.wait(timeout=30), 0)
+            err.close()
+            for mark in harness.SANITIZER_MARKS:
+                self.assertNotIn(mark, (d / "successor.stderr").read_text())
+            self.gw._err.close()
+            self.gw._out.close()
+            self.gw.start()
 
 
 class SocketActivation(unittest.TestCase):

@@ -2669,6 +2669,94 @@ static void test_status_revoked_file_replaced(void **state)
     unlink(file);
 }
 
+/* |cert|'s line in cmp.revoked_file, as another gateway appends it: the id, a far notAfter. */
+static void entry_of(X509 *cert, char line[64])
+{
+    const unsigned char *name = NULL;
+    unsigned char *serial = NULL, *buf, md[32];
+    size_t name_len = 0;
+    int serial_len = i2d_ASN1_INTEGER(X509_get0_serialNumber(cert), &serial);
+
+    assert_int_equal(X509_NAME_get0_der(X509_get_issuer_name(cert), &name, &name_len), 1);
+    assert_non_null(buf = malloc(name_len + (size_t)serial_len));
+    memcpy(buf, name, name_len);
+    memcpy(buf + name_len, serial, (size_t)serial_len);
+    assert_int_equal(EVP_Q_digest(NULL, "SHA256", NULL, buf, name_len + (size_t)serial_len, md, NULL), 1);
+    for (int i = 0; i < 16; i++)
+        sprintf(line + 2 * i, "%02x", md[i]);
+    strcpy(line + 32, " 99999999999\n");
+    free(buf);
+    OPENSSL_free(serial);
+}
+
+static void append_to(const char *file, const char *bytes, size_t len)
+{
+    FILE *f = fopen(file, "a");
+
+    assert_non_null(f);
+    assert_int_equal(fwrite(bytes, 1, len, f), len);
+    fclose(f);
+}
+
+/*
+ * A hand-over's predecessor and successor (two engines over one cmp.revoked_file) each refuse at once
+ * what the other revoked: it once waited for the next start. What another writer appends is read as at
+ * start: a line not whole yet waits for its end, and one that is no entry (a NUL byte, past any
+ * entry's length, not "<id> <notAfter>") is said once and skipped, the lines after it read.
+ */
+static void test_status_revoked_file_followed(void **state)
+{
+    struct two_cas t;
+    struct gw_cmp_engine *before, *after;
+    char cmp[256], file[128], err[GW_ERR_LEN] = "", line[64], *logged, *p, lines[3][32];
+    char nul[] = "\0 not an entry\n", long_line[5000]; /* longer than a read (4 KiB) too */
+    int n = 0;
+
+    (void)state;
+    snprintf(file, sizeof(file), "%s/revoked.followed", dir);
+    snprintf(cmp, sizeof(cmp), CMP_DEFAULTS ", \"revoked_file\": \"%s\"", file);
+    two_cas_open_cmp(&t, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, cmp);
+    local_conf(t.env)->check_revocation = false;
+    before = t.env->engine;
+    assert_non_null(after = engine_new(t.env->cfg, t.env->ups, err));
+    gw_cmp_engine_set_clock(after, two_ca_clock);
+    rr_as(&t, t.x1, t.x1_key, t.ca1); /* on the predecessor */
+    t.env->engine = after;
+    ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+          "the signer certificate (serial ");
+    rr_as(&t, t.x1b, t.x1b_key, t.ca1); /* on the successor */
+    t.env->engine = before;
+    ir_as(&t, t.x1b, t.x1b_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+          "the signer certificate (serial ");
+
+    /* lines 3 to 5 are no entry; line 6, x2's, is appended in two writes */
+    append_to(file, nul, sizeof(nul) - 1);
+    memset(long_line, 'f', sizeof(long_line) - 1);
+    long_line[sizeof(long_line) - 1] = '\n';
+    append_to(file, long_line, sizeof(long_line));
+    append_to(file, "0123 not an entry\n", 18);
+    entry_of(t.x2, line);
+    append_to(file, line, 20);
+    log_capture_start();
+    ir_as(&t, t.x2, t.x2_key, t.ca2, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    append_to(file, line + 20, strlen(line + 20));
+    ir_as(&t, t.x2, t.x2_key, t.ca2, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+          "the signer certificate (serial ");
+    logged = log_capture_end();
+    for (int i = 0; i < 3; i++)
+        snprintf(lines[i], sizeof(lines[i]), "line %d of", i + 3);
+    for (p = logged; (p = strstr(p, "\"event\":\"revoked_file_unread\"")) != NULL; p++)
+        n++;
+    if (n != 3 || strstr(logged, lines[0]) == NULL || strstr(logged, lines[1]) == NULL ||
+        strstr(logged, lines[2]) == NULL || strstr(logged, "that line is skipped") == NULL)
+        fail_msg("not three lines skipped: %s", logged);
+    free(logged);
+    gw_cmp_engine_free(after);
+    local_conf(t.env)->check_revocation = true;
+    two_cas_close(&t);
+    unlink(file);
+}
+
 /*
  * An append to cmp.revoked_file that fails (here past RLIMIT_FSIZE, which a large file reaches and the
  * small audit log does not): the rr is accepted, revocation_not_kept says this instance forgets the
@@ -6093,6 +6181,7 @@ int main(void)
         cmocka_unit_test(test_status_revoked_across_restart),
         cmocka_unit_test(test_status_revoked_not_saved),
         cmocka_unit_test(test_status_revoked_file_replaced),
+        cmocka_unit_test(test_status_revoked_file_followed),
         cmocka_unit_test(test_status_trust_intermediate),
         cmocka_unit_test(test_status_trust_intermediate_crl),
         cmocka_unit_test(test_status_trust_upstream_entry_wins),
