@@ -541,6 +541,7 @@ static int check_config(struct gw_conf_ctx *pc, const char *path, void *base)
     if (cfg->handover_socket != NULL && strlen(cfg->handover_socket) > GW_MAX_UNIX_PATH)
         return gw_conf_fail(pc, "$.handover_socket", "a Unix socket path of at most %d bytes, got %zu",
                             GW_MAX_UNIX_PATH, strlen(cfg->handover_socket));
+    gw_config_warn_handover(pc, cfg);
     /* what the upstreams may use of the gateway: its own key (a cmp upstream signs with it) */
     cfg->upstream_signer.cert = cfg->signer.cert;
     cfg->upstream_signer.key = cfg->signer.key;

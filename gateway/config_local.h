@@ -21,4 +21,10 @@ void gw_config_warn_migration(const struct gw_conf_ctx *pc, const struct gw_role
  */
 void gw_config_warn_free_subjects(struct gw_conf_ctx *pc, const struct gw_config *cfg);
 
+/*
+ * gw_config_warn_handover warns of a handover_socket with neither cmp.revoked_file nor Redis: the
+ * certificates revoked through a predecessor reach its successor through one of them alone.
+ */
+void gw_config_warn_handover(const struct gw_conf_ctx *pc, const struct gw_config *cfg);
+
 #endif

@@ -138,3 +138,15 @@ void gw_config_warn_free_subjects(struct gw_conf_ctx *pc, const struct gw_config
     X509_STORE_free(listener_store);
     ERR_clear_error();
 }
+
+void gw_config_warn_handover(const struct gw_conf_ctx *pc, const struct gw_config *cfg)
+{
+    if (cfg->handover_socket == NULL || cfg->cmp.revoked_file != NULL ||
+        cfg->cmp.state.backend == GW_STATE_REDIS)
+        return;
+    gw_log(GW_LOG_WARN, "config",
+           "%s: $.handover_socket: without cmp.revoked_file (or cmp.state \"redis\") a successor takes the "
+           "certificates revoked through the gateway it takes over from, before or during the hand-over, "
+           "until their CA's CRL lists them: set cmp.revoked_file",
+           pc->name);
+}

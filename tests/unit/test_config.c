@@ -2031,6 +2031,33 @@ static void test_free_subjects_warn(void **state)
     }
 }
 
+/*
+ * A hand-over without cmp.revoked_file (nor Redis) warns: its successor would take what was revoked
+ * through its predecessor. With the file it does not.
+ */
+static void test_handover_without_revoked_file_warns(void **state)
+{
+    static const struct edit bare[] = {E("\"signer\":", "\"handover_socket\": \"h.sock\", \"signer\":")};
+    static const struct edit kept[] = {
+        E("\"signer\":",
+          "\"handover_socket\": \"h.sock\", \"cmp\": {\"revoked_file\": \"r.list\"}, \"signer\":")};
+    struct gw_config *cfg;
+    char *log;
+
+    (void)state;
+    cfg = parse_edits_logged(bare, 1, &log);
+    if (strstr(log,
+               "cmpgw.json: $.handover_socket: without cmp.revoked_file (or cmp.state \\\"redis\\\") a "
+               "successor takes the certificates revoked through the gateway it takes over from") == NULL)
+        fail_msg("no warning: %s", log);
+    gw_config_free(cfg);
+    free(log);
+    cfg = parse_edits_logged(kept, 1, &log);
+    assert_null(strstr(log, "handover_socket"));
+    gw_config_free(cfg);
+    free(log);
+}
+
 /* A "trusted_proxies" range of every address loads with a warning: any client may claim any address. */
 static void test_trusted_everyone_warns(void **state)
 {
@@ -2320,6 +2347,7 @@ int main(void)
         cmocka_unit_test(test_plaintext_upstream),
         cmocka_unit_test(test_free_subjects_warn),
         cmocka_unit_test(test_trusted_everyone_warns),
+        cmocka_unit_test(test_handover_without_revoked_file_warns),
         cmocka_unit_test(test_check_role),
     };
     const size_t nbad = sizeof(bad_cases) / sizeof(bad_cases[0]), nfixed = sizeof(fixed) / sizeof(fixed[0]);
