@@ -605,7 +605,8 @@ static int park(struct cmp_call *c, struct cmp_txn *t)
     struct gw_txn *txn = NULL;
 
     if ((t->pbm || (t->signer != NULL && OSSL_CMP_CTX_set1_srvCert(ctx, t->signer) == 1)) &&
-        (txn = gw_txn_new(c->hdr.tid, c->hdr.tid_len, t->identity, c->now + ttl, t, cmp_txn_free)) != NULL) {
+        (txn = gw_txn_new(c->hdr.tid, c->hdr.tid_len, t->identity, t->identity, c->now + ttl, t,
+                          cmp_txn_free)) != NULL) {
         cmp_share_txn(c, t, ttl); /* before it is open here: another instance may take it */
         cmp_carry(c, t, 1);       /* and another worker */
         if (gw_txn_put(c->e->txns, txn) == 0) {
@@ -807,7 +808,7 @@ static struct gw_txn *rebuild_from(struct cmp_call *c, struct gw_txn_record *rec
         snprintf(sub.diag, sizeof(sub.diag),
                  "no upstream here has its certificate's CA (or the record's name)");
     else if (t != NULL)
-        txn = gw_txn_new(c->hdr.tid, c->hdr.tid_len, t->identity,
+        txn = gw_txn_new(c->hdr.tid, c->hdr.tid_len, t->identity, t->identity,
                          c->now + (time_t)c->e->cfg.cmp->transaction_ttl, t, cmp_txn_free);
     if (txn != NULL) {
         gw_log_kv(GW_LOG_INFO, "txn_continued", "tid", c->rsp->tid, "identity", t->identity, "serial",

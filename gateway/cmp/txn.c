@@ -1,6 +1,6 @@
 /*
- * Transaction table: a chained hash table keyed by transactionID bytes, plus a per-identity count
- * table, both behind one mutex (txn_table.lock).
+ * Transaction table: a chained hash table keyed by transactionID bytes, plus a count table per quota
+ * key, both behind one mutex (txn_table.lock).
  *
  * A slot is in one of three states. OPEN holds a parked transaction (|txn| set). RESERVED was
  * claimed by a worker before its upstream call, CHECKED_OUT was taken by a worker for a
@@ -26,7 +26,7 @@ struct slot {
     enum slot_state state;
     unsigned char tid[GW_MAX_TID_LEN];
     size_t tid_len;
-    char identity[GW_IDENTITY_LEN];
+    char quota[GW_IDENTITY_LEN];
     struct gw_txn *txn; /* OPEN only */
     int ended;          /* CHECKED_OUT only: ended meanwhile (gw_txn_take_or_end), not to open again */
 };
@@ -68,17 +68,18 @@ static int tid_ok(const unsigned char *tid, size_t tid_len)
     return tid != NULL && tid_len > 0 && tid_len <= GW_MAX_TID_LEN;
 }
 
-static void copy_identity(char *dst, const char *src)
+/* |src| (NULL: "") into |dst| of |cap| bytes, cut to fit */
+static void copy_str(char *dst, size_t cap, const char *src)
 {
-    size_t n = src != NULL ? strnlen(src, GW_IDENTITY_LEN - 1) : 0;
+    size_t n = src != NULL ? strnlen(src, cap - 1) : 0;
 
     if (n > 0)
         memcpy(dst, src, n);
     dst[n] = '\0';
 }
 
-struct gw_txn *gw_txn_new(const unsigned char *tid, size_t tid_len, const char *identity, time_t expires,
-                          void *data, void (*free_data)(void *data))
+struct gw_txn *gw_txn_new(const unsigned char *tid, size_t tid_len, const char *identity, const char *quota,
+                          time_t expires, void *data, void (*free_data)(void *data))
 {
     struct gw_txn *txn;
 
@@ -86,7 +87,8 @@ struct gw_txn *gw_txn_new(const unsigned char *tid, size_t tid_len, const char *
         return NULL;
     memcpy(txn->tid, tid, tid_len);
     txn->tid_len = tid_len;
-    copy_identity(txn->identity, identity);
+    copy_str(txn->identity, sizeof(txn->identity), identity);
+    copy_str(txn->quota, sizeof(txn->quota), quota);
     txn->expires = expires;
     txn->data = data;
     txn->free_data = free_data;
@@ -159,7 +161,7 @@ static int ident_inc(struct gw_txn_table *t, const char *name)
     if (*pp == NULL) {
         if ((*pp = calloc(1, sizeof(**pp))) == NULL)
             return GW_ERR_NOMEM;
-        copy_identity((*pp)->name, name);
+        copy_str((*pp)->name, sizeof((*pp)->name), name);
     }
     (*pp)->count++;
     return 0;
@@ -179,12 +181,12 @@ static void ident_dec(struct gw_txn_table *t, const char *name)
 
 /* Inserts a new slot for |tid| after the cap checks (lock held). Returns the slot or NULL with *rc. */
 static struct slot *slot_add(struct gw_txn_table *t, struct slot **link, const unsigned char *tid,
-                             size_t tid_len, const char *identity, int *rc)
+                             size_t tid_len, const char *quota, int *rc)
 {
     struct slot *s;
     char name[GW_IDENTITY_LEN];
 
-    copy_identity(name, identity);
+    copy_str(name, sizeof(name), quota);
     if (t->n_slots >= t->max_total ||
         (t->max_per_identity != 0 && ident_count(t, name) >= t->max_per_identity)) {
         *rc = GW_ERR_LIMIT;
@@ -197,7 +199,7 @@ static struct slot *slot_add(struct gw_txn_table *t, struct slot **link, const u
     }
     memcpy(s->tid, tid, tid_len);
     s->tid_len = tid_len;
-    memcpy(s->identity, name, sizeof(name));
+    memcpy(s->quota, name, sizeof(name));
     *link = s;
     t->n_slots++;
     return s;
@@ -213,12 +215,12 @@ static struct gw_txn *slot_remove(struct gw_txn_table *t, struct slot **link)
     if (s->state == SLOT_OPEN)
         t->n_open--;
     t->n_slots--;
-    ident_dec(t, s->identity);
+    ident_dec(t, s->quota);
     free(s);
     return txn;
 }
 
-int gw_txn_reserve(struct gw_txn_table *t, const unsigned char *tid, size_t tid_len, const char *identity)
+int gw_txn_reserve(struct gw_txn_table *t, const unsigned char *tid, size_t tid_len, const char *quota)
 {
     struct slot **link, *s;
     int rc = 0;
@@ -229,7 +231,7 @@ int gw_txn_reserve(struct gw_txn_table *t, const unsigned char *tid, size_t tid_
     link = slot_link(t, tid, tid_len);
     if (*link != NULL)
         rc = GW_ERR_EXISTS;
-    else if ((s = slot_add(t, link, tid, tid_len, identity, &rc)) != NULL)
+    else if ((s = slot_add(t, link, tid, tid_len, quota, &rc)) != NULL)
         s->state = SLOT_RESERVED;
     pthread_mutex_unlock(&t->lock);
     return rc;
@@ -248,10 +250,10 @@ int gw_txn_put(struct gw_txn_table *t, struct gw_txn *txn)
     if (s != NULL && s->ended) {
         (void)slot_remove(t, link);
         rc = GW_ERR_NOT_FOUND;
-    } else if (s != NULL && (s->state == SLOT_OPEN || strcmp(s->identity, txn->identity) != 0)) {
+    } else if (s != NULL && (s->state == SLOT_OPEN || strcmp(s->quota, txn->quota) != 0)) {
         rc = GW_ERR_EXISTS;
     } else if (s == NULL) {
-        s = slot_add(t, link, txn->tid, txn->tid_len, txn->identity, &rc);
+        s = slot_add(t, link, txn->tid, txn->tid_len, txn->quota, &rc);
     }
     if (rc == 0) {
         s->state = SLOT_OPEN;
@@ -333,14 +335,14 @@ size_t gw_txn_count(struct gw_txn_table *t)
     return n;
 }
 
-size_t gw_txn_count_identity(struct gw_txn_table *t, const char *identity)
+size_t gw_txn_count_quota(struct gw_txn_table *t, const char *quota)
 {
     char name[GW_IDENTITY_LEN];
     size_t n;
 
     if (t == NULL)
         return 0;
-    copy_identity(name, identity);
+    copy_str(name, sizeof(name), quota);
     pthread_mutex_lock(&t->lock);
     n = ident_count(t, name);
     pthread_mutex_unlock(&t->lock);

@@ -23,7 +23,7 @@ static void count_free(void *data)
 
 static struct gw_txn *mk(const char *tid, const char *who, time_t expires)
 {
-    return gw_txn_new((const unsigned char *)tid, strlen(tid), who, expires, NULL, count_free);
+    return gw_txn_new((const unsigned char *)tid, strlen(tid), who, who, expires, NULL, count_free);
 }
 
 static void test_put_take_release(void **state)
@@ -73,7 +73,7 @@ static void test_take_or_end(void **state)
     assert_int_equal(ended, 1);
     assert_int_equal(gw_txn_put(t, held), GW_ERR_NOT_FOUND);
     assert_false(gw_txn_contains(t, a, 1));
-    assert_int_equal(gw_txn_count_identity(t, "dev"), 0);
+    assert_int_equal(gw_txn_count_quota(t, "dev"), 0);
     gw_txn_free(held);
     /* a reservation is a request of its own, not ended */
     assert_int_equal(gw_txn_reserve(t, a, 1, "dev"), 0);
@@ -104,7 +104,7 @@ static void test_tid_lengths(void **state)
         memset(tid, (int)('a' + i), sizeof(tid));
         assert_int_equal(gw_txn_reserve(t, tid, cases[i].len, "x"), cases[i].want);
         if (cases[i].want != 0)
-            assert_null(gw_txn_new(tid, cases[i].len, "x", 0, NULL, NULL));
+            assert_null(gw_txn_new(tid, cases[i].len, "x", "x", 0, NULL, NULL));
     }
     assert_null(gw_txn_take(t, tid, 0));
     assert_false(gw_txn_contains(t, tid, GW_MAX_TID_LEN + 1));
@@ -124,7 +124,7 @@ static void test_caps(void **state)
     x = mk("3", "a", 5);
     assert_int_equal(gw_txn_put(t, x), GW_ERR_LIMIT);
     gw_txn_free(x);
-    assert_int_equal(gw_txn_count_identity(t, "a"), 2);
+    assert_int_equal(gw_txn_count_quota(t, "a"), 2);
     assert_int_equal(gw_txn_reserve(t, (const unsigned char *)"3", 1, "b"), 0);
     assert_int_equal(gw_txn_reserve(t, (const unsigned char *)"4", 1, "c"), GW_ERR_LIMIT); /* total */
     /* a reservation is filled only by its own identity */
@@ -135,7 +135,7 @@ static void test_caps(void **state)
     gw_txn_release(t, (const unsigned char *)"1", 1); /* no-op on an open entry */
     assert_true(gw_txn_contains(t, (const unsigned char *)"1", 1));
     gw_txn_release(t, (const unsigned char *)"3", 1);
-    assert_int_equal(gw_txn_count_identity(t, "b"), 0);
+    assert_int_equal(gw_txn_count_quota(t, "b"), 0);
     assert_int_equal(gw_txn_reserve(t, (const unsigned char *)"4", 1, "c"), 0);
     gw_txn_release(t, (const unsigned char *)"4", 1);
     assert_null(gw_txn_table_new(0, 0));
@@ -169,7 +169,7 @@ static void test_expiry_order(void **state)
     assert_true(seen[0] == 10 && seen[1] == 20 && seen[2] == 30);
     assert_int_equal(gw_txn_expire(t, 1000, on_expired, NULL), 0);
     assert_true(gw_txn_contains(t, (const unsigned char *)"d", 1));
-    assert_int_equal(gw_txn_count_identity(t, "x"), 1);
+    assert_int_equal(gw_txn_count_quota(t, "x"), 1);
     gw_txn_table_free(t, on_expired, NULL);
 }
 
@@ -189,8 +189,8 @@ static void test_clear(void **state)
     assert_int_equal(n_seen, 2);
     assert_true(seen[0] == 10 && seen[1] == 20);
     assert_int_equal(gw_txn_count(t), 0);
-    assert_int_equal(gw_txn_count_identity(t, "x"), 0);
-    assert_int_equal(gw_txn_count_identity(t, "y"), 0);
+    assert_int_equal(gw_txn_count_quota(t, "x"), 0);
+    assert_int_equal(gw_txn_count_quota(t, "y"), 0);
     assert_false(gw_txn_contains(t, (const unsigned char *)"c", 1));
     /* the caps count from zero again */
     assert_int_equal(gw_txn_reserve(t, (const unsigned char *)"c", 1, "x"), 0);
@@ -212,7 +212,7 @@ static void *worker(void *arg)
     for (int i = 0; i < PER_THREAD; i++) {
         snprintf(tid, sizeof(tid), "%p-%d", (void *)&tid, i);
         if (gw_txn_reserve(t, (unsigned char *)tid, strlen(tid), "same") == 0) {
-            struct gw_txn *x = gw_txn_new((unsigned char *)tid, strlen(tid), "same", 1, NULL, NULL);
+            struct gw_txn *x = gw_txn_new((unsigned char *)tid, strlen(tid), "same", "same", 1, NULL, NULL);
             if (gw_txn_put(t, x) != 0)
                 gw_txn_free(x);
             gw_txn_free(gw_txn_take(t, (unsigned char *)tid, strlen(tid)));
@@ -232,7 +232,7 @@ static void test_threads(void **state)
         assert_int_equal(pthread_create(&th[i], NULL, worker, t), 0);
     for (int i = 0; i < THREADS; i++)
         pthread_join(th[i], NULL);
-    assert_int_equal(gw_txn_count_identity(t, "same"), 0);
+    assert_int_equal(gw_txn_count_quota(t, "same"), 0);
     assert_int_equal(gw_txn_count(t), 0);
     gw_txn_table_free(t, NULL, NULL);
 }
