@@ -69,17 +69,16 @@ void cmp_carry(struct cmp_call *c, const struct cmp_txn *t, int parked)
  * one is answering a message of it, and would otherwise leave the record to be continued or to expire
  * as open.
  */
-static void end_record(struct gw_cmp_engine *e, const unsigned char *tid, size_t tid_len,
-                       const char *identity)
+static void end_record(struct gw_cmp_engine *e, const unsigned char *tid, size_t tid_len, const char *quota)
 {
     (void)gw_cluster_end_record(e->cluster, tid, tid_len);
-    gw_cluster_release(e->cluster, tid, tid_len, identity); /* after: the record gone, so may it */
+    gw_cluster_release(e->cluster, tid, tid_len, quota); /* after: the record gone, so may it */
 }
 
-void cmp_release_slot(struct gw_cmp_engine *e, const unsigned char *tid, size_t tid_len, const char *identity)
+void cmp_release_slot(struct gw_cmp_engine *e, const unsigned char *tid, size_t tid_len, const char *quota)
 {
     gw_txn_release(e->txns, tid, tid_len);
-    end_record(e, tid, tid_len, identity);
+    end_record(e, tid, tid_len, quota);
 }
 
 void cmp_txn_return(struct cmp_call *c, struct gw_txn *txn)
@@ -93,7 +92,7 @@ void cmp_txn_return(struct cmp_call *c, struct gw_txn *txn)
     gw_log_kv(
         GW_LOG_INFO, "txn_closed", "tid", c->rsp->tid, "identity", txn->identity, "serial", t->serial, "msg",
         "its certificate was withdrawn meanwhile: the answer carrying it never reached the client", NULL);
-    end_record(c->e, txn->tid, txn->tid_len, txn->identity);
+    end_record(c->e, txn->tid, txn->tid_len, txn->quota);
     gw_txn_free(txn);
 }
 
@@ -120,7 +119,7 @@ static void close_parked(const struct gw_cmp_carried *k)
         (void)gw_txn_put(k->e->txns, txn);
         return;
     }
-    cmp_release_slot(k->e, k->tid, k->tid_len, txn->identity);
+    cmp_release_slot(k->e, k->tid, k->tid_len, txn->quota);
     gw_txn_free(txn);
 }
 

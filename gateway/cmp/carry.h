@@ -16,9 +16,11 @@
  */
 void cmp_carry(struct cmp_call *c, const struct cmp_txn *t, int parked);
 
-/* cmp_release_slot ends the transaction slot of |tid| here and, with a shared state, on every instance. */
-void cmp_release_slot(struct gw_cmp_engine *e, const unsigned char *tid, size_t tid_len,
-                      const char *identity);
+/*
+ * cmp_release_slot ends the transaction slot of |tid| here and, with a shared state, on every instance,
+ * where it counted under |quota| (cmp_quota_key).
+ */
+void cmp_release_slot(struct gw_cmp_engine *e, const unsigned char *tid, size_t tid_len, const char *quota);
 
 /*
  * cmp_txn_return puts |txn|, checked out for the message |c| that does not end it, back where it was

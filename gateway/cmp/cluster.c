@@ -2,10 +2,10 @@
  * The state several instances share, in Redis (cluster.h). Keys, all under the configured prefix:
  *
  *   replay:<tid hex>   the senderNonce (hex) that opened the transactionID; TTL: the replay window
- *   recent:<id hash>   sorted set: an identity's live replay keys, scored by expiry
+ *   recent:<id hash>   sorted set: a share's live replay keys, scored by expiry
  *   txn:<tid hex>      the instance holding the open transaction; TTL: its deadline + GW_STATE_GRACE,
  *                      and at least as long as the transactionID's rec:, res: and lease:
- *   open:<id hash>     sorted set: an identity's open transactions, scored by expiry
+ *   open:<id hash>     sorted set: a share's open transactions, scored by expiry
  *   rec:<tid hex>      a transaction record (cluster.h); TTL: its deadline + GW_STATE_GRACE
  *   res:<tid hex>      a deferred request's upstream result, beside its record
  *   lease:<tid hex>    the instance answering the transaction now; TTL: GW_STATE_LEASE_SECS
@@ -13,7 +13,8 @@
  *   revoked:<id>       a certificate revoked through an instance (revoked.c); TTL: until it expires
  *   revoked            sorted set: those, scored by expiry (their count is capped)
  *
- * An identity is hashed (SHA-256, 128 bits in hex): keys stay short, and Redis holds no subject.
+ * A share of the per-identity caps is named by its quota key (cmp_quota_key: the identity, with its TLS
+ * client), hashed (SHA-256, 128 bits in hex): keys stay short, and Redis holds no subject.
  * Scripts run by EVALSHA, and by EVAL after NOSCRIPT (a restarted or flushed Redis).
  */
 #include "gateway/cmp/cluster.h"
@@ -75,7 +76,7 @@ enum {
 #define LUA_TXN_OF(k) "(string.gsub(" k ", 'rec:(%x+)$', 'txn:%1'))"
 
 /*
- * KEYS: the entry and the identity's sorted set; ARGV: value, ttl, now, cap (0: none). Both
+ * KEYS: the entry and the share's sorted set; ARGV: value, ttl, now, cap (0: none). Both
  * counted steps end alike: expired members out, the cap, then the entry and its member.
  */
 #define LUA_COUNTED_SET                                                                                      \
@@ -99,7 +100,7 @@ static const char *const scripts[N_SCRIPTS] = {
     [S_SEEN] = "local v = redis.call('GET', KEYS[1])\n"
                "if v then if v == ARGV[1] then return 1 end return 2 end\n" LUA_COUNTED_SET,
     [S_RESERVE] = "if redis.call('EXISTS', KEYS[1]) == 1 then return 2 end\n" LUA_COUNTED_SET,
-    /* KEYS: the reservation and the identity's sorted set. The identity's count goes down; the
+    /* KEYS: the reservation and the share's sorted set. The share's count goes down; the
        reservation stays (until it expires) while a record, result or lease of the transactionID
        lives: an instance may still continue, end or rewrite it */
     [S_RELEASE] = "local r = string.gsub(KEYS[1], 'txn:(%x+)$', 'rec:%1')\n"
@@ -568,12 +569,12 @@ static void key(const struct gw_cluster *cl, char *out, const char *kind, const 
     snprintf(out, KEY_LEN, "%s%s:%s", cl->prefix, kind, h);
 }
 
-/* "<prefix><kind>:<first 128 bits of SHA-256(identity), hex>" */
-static int id_key(const struct gw_cluster *cl, char *out, const char *kind, const char *identity, char *err)
+/* "<prefix><kind>:<first 128 bits of SHA-256(quota), hex>" */
+static int id_key(const struct gw_cluster *cl, char *out, const char *kind, const char *quota, char *err)
 {
     char h[65];
 
-    if (digest_hex("SHA256", identity != NULL ? identity : "", identity != NULL ? strlen(identity) : 0, h,
+    if (digest_hex("SHA256", quota != NULL ? quota : "", quota != NULL ? strlen(quota) : 0, h,
                    ID_HASH_HEX / 2) != 0) {
         snprintf(err, GW_ERR_LEN, "shared state: SHA-256 failed");
         return GW_ERR_CRYPTO;
@@ -583,8 +584,8 @@ static int id_key(const struct gw_cluster *cl, char *out, const char *kind, cons
 }
 
 int gw_cluster_seen(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
-                    const unsigned char *nonce, size_t nonce_len, const char *identity, time_t now,
-                    time_t ttl, unsigned max_recent, char *err)
+                    const unsigned char *nonce, size_t nonce_len, const char *quota, time_t now, time_t ttl,
+                    unsigned max_recent, char *err)
 {
     char k1[KEY_LEN], k2[KEY_LEN], n[2 * GW_MAX_TID_LEN + 1];
     long long rc;
@@ -592,7 +593,7 @@ int gw_cluster_seen(struct gw_cluster *cl, const unsigned char *tid, size_t tid_
     if (tid_len == 0 || tid_len > GW_MAX_TID_LEN || nonce_len > GW_MAX_TID_LEN)
         return GW_ERR_INVAL;
     key(cl, k1, "replay", tid, tid_len);
-    if (id_key(cl, k2, "recent", identity, err) != 0)
+    if (id_key(cl, k2, "recent", quota, err) != 0)
         return GW_ERR_UNAVAILABLE;
     gw_hex(n, nonce, nonce_len);
     rc = run(cl, S_SEEN, k1, k2, n, (long long)ttl, (long long)now, max_recent, err);
@@ -603,7 +604,7 @@ int gw_cluster_seen(struct gw_cluster *cl, const unsigned char *tid, size_t tid_
                      : GW_ERR_UNAVAILABLE;
 }
 
-int gw_cluster_reserve(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, const char *identity,
+int gw_cluster_reserve(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, const char *quota,
                        time_t now, time_t ttl, unsigned max_open, char *err)
 {
     char k1[KEY_LEN], k2[KEY_LEN];
@@ -612,14 +613,14 @@ int gw_cluster_reserve(struct gw_cluster *cl, const unsigned char *tid, size_t t
     if (tid_len == 0 || tid_len > GW_MAX_TID_LEN)
         return GW_ERR_INVAL;
     key(cl, k1, "txn", tid, tid_len);
-    if (id_key(cl, k2, "open", identity, err) != 0)
+    if (id_key(cl, k2, "open", quota, err) != 0)
         return GW_ERR_UNAVAILABLE;
     rc =
         run(cl, S_RESERVE, k1, k2, cl->owner, (long long)ttl + GW_STATE_GRACE, (long long)now, max_open, err);
     return rc == 0 ? 0 : rc == 2 ? GW_ERR_EXISTS : rc == 3 ? GW_ERR_LIMIT : GW_ERR_UNAVAILABLE;
 }
 
-void gw_cluster_release(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, const char *identity)
+void gw_cluster_release(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, const char *quota)
 {
     char k1[KEY_LEN], k2[KEY_LEN], err[GW_ERR_LEN];
 
@@ -629,7 +630,7 @@ void gw_cluster_release(struct gw_cluster *cl, const unsigned char *tid, size_t 
             &cl->reachable)) /* best effort: it expires anyway, and no thread waits on a dead Redis */
         return;
     key(cl, k1, "txn", tid, tid_len);
-    if (id_key(cl, k2, "open", identity, err) != 0 || run(cl, S_RELEASE, k1, k2, cl->owner, 0, 0, 0, err) < 0)
+    if (id_key(cl, k2, "open", quota, err) != 0 || run(cl, S_RELEASE, k1, k2, cl->owner, 0, 0, 0, err) < 0)
         gw_log_kv(GW_LOG_WARN, "shared_state_release_failed", "reason", err, "msg",
                   "the transaction's shared reservation ends with its TTL instead", NULL);
 }

@@ -33,27 +33,27 @@ void gw_cluster_free(struct gw_cluster *cl);
 /*
  * gw_cluster_seen records |tid| with |nonce| for |ttl| seconds, as the replay cache does across
  * instances: 0 if new; GW_ERR_REPLAY (same nonce), GW_ERR_EXISTS (another nonce); GW_ERR_LIMIT when
- * |identity| holds |max_recent| live ones; GW_ERR_UNAVAILABLE with |err|.
+ * |max_recent| live ones count under |quota| (the sender's share: cmp_quota_key); GW_ERR_UNAVAILABLE
+ * with |err|.
  */
 int gw_cluster_seen(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
-                    const unsigned char *nonce, size_t nonce_len, const char *identity, time_t now,
-                    time_t ttl, unsigned max_recent, char *err);
+                    const unsigned char *nonce, size_t nonce_len, const char *quota, time_t now, time_t ttl,
+                    unsigned max_recent, char *err);
 
 /*
- * gw_cluster_reserve marks |tid| open for |identity| until |now| + |ttl| + GW_STATE_GRACE: 0,
- * GW_ERR_EXISTS (open on any instance), GW_ERR_LIMIT (|identity| holds |max_open|),
+ * gw_cluster_reserve marks |tid| open under |quota| until |now| + |ttl| + GW_STATE_GRACE: 0,
+ * GW_ERR_EXISTS (open on any instance), GW_ERR_LIMIT (|max_open| count under |quota| already),
  * GW_ERR_UNAVAILABLE with |err|.
  */
-int gw_cluster_reserve(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, const char *identity,
+int gw_cluster_reserve(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, const char *quota,
                        time_t now, time_t ttl, unsigned max_open, char *err);
 
 /*
  * gw_cluster_release ends this instance's reservation of |tid| (best effort: it expires anyway), counted
- * against |identity| no more; while a record, result or lease of |tid| lives, the reservation stays
- * until it expires (gw_cluster_put_record).
+ * under |quota| no more; while a record, result or lease of |tid| lives, the reservation stays until it
+ * expires (gw_cluster_put_record).
  */
-void gw_cluster_release(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
-                        const char *identity);
+void gw_cluster_release(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, const char *quota);
 
 /*
  * Transaction records ("mac_key_file"): what lets another instance continue a transaction whose

@@ -130,6 +130,7 @@ struct cmp_txn {
     X509 *issued;                     /* our reference to the certificate issued */
     struct gw_upstream *up;           /* the upstream that issued it (borrowed from the engine's set) */
     char identity[GW_IDENTITY_LEN];
+    char quota[GW_QUOTA_KEY_LEN]; /* whose share of the per-identity caps it takes (cmp_quota_key) */
     char credential_status[2 * GW_ERR_LEN]; /* how the signer's and TLS certificate's status was known */
     char serial[2 * 20 + 1];
     /* the senderNonce of the last answer its client got: the recipNonce its next message must carry */

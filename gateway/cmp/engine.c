@@ -173,7 +173,7 @@ static void log_closed(void *arg, struct gw_txn *txn)
        deferred request, which other instances may have answered since, expires from its record */
     if (t != NULL && t->shared && (how->leave_to_cluster || t->request != NULL)) {
         if (!how->leave_to_cluster)
-            gw_cluster_release(t->e->cluster, txn->tid, txn->tid_len, txn->identity);
+            gw_cluster_release(t->e->cluster, txn->tid, txn->tid_len, txn->quota);
         cmp_poll_republish(t->e, t->pending); /* a result Redis refused before: the others need it */
         gw_log_kv(GW_LOG_INFO, "txn_left_to_cluster", "tid", tid, "identity", txn->identity, "serial",
                   t->serial, "msg",
@@ -192,7 +192,7 @@ static void log_closed(void *arg, struct gw_txn *txn)
             cmp_poll_closed(t->e, t, tid, how->pending_event);
     }
     if (t != NULL)
-        gw_cluster_release(t->e->cluster, txn->tid, txn->tid_len, txn->identity);
+        gw_cluster_release(t->e->cluster, txn->tid, txn->tid_len, txn->quota);
     /* its record gone: another instance continued and closed it (that one has it on record); or
        another is answering it now (it records the outcome, or leaves the record to be claimed) */
     if (t != NULL && t->shared &&
@@ -586,10 +586,15 @@ static int precheck(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refu
     return 0;
 }
 
+/* The slot this request reserved (issue.c) for its new transaction, whose TLS client is this request's. */
 static void end_slot(struct cmp_call *c)
 {
-    if (c->reserved)
-        cmp_release_slot(c->e, c->hdr.tid, c->hdr.tid_len, c->rsp->identity);
+    char quota[GW_QUOTA_KEY_LEN];
+
+    if (c->reserved) {
+        cmp_quota_key(quota, c->rsp->identity, c->tls_client);
+        cmp_release_slot(c->e, c->hdr.tid, c->hdr.tid_len, quota);
+    }
     c->reserved = 0;
 }
 
@@ -605,7 +610,7 @@ static int park(struct cmp_call *c, struct cmp_txn *t)
     struct gw_txn *txn = NULL;
 
     if ((t->pbm || (t->signer != NULL && OSSL_CMP_CTX_set1_srvCert(ctx, t->signer) == 1)) &&
-        (txn = gw_txn_new(c->hdr.tid, c->hdr.tid_len, t->identity, t->identity, c->now + ttl, t,
+        (txn = gw_txn_new(c->hdr.tid, c->hdr.tid_len, t->identity, t->quota, c->now + ttl, t,
                           cmp_txn_free)) != NULL) {
         cmp_share_txn(c, t, ttl); /* before it is open here: another instance may take it */
         cmp_carry(c, t, 1);       /* and another worker */
@@ -777,11 +782,11 @@ static int replay_stored(const struct gw_hdr_info *want, struct cmp_call *sub,
         cmp_txn_free(t);
         return 1;
     }
-    cmp_identify(t, sub);
+    snprintf(t->tls_client, sizeof(t->tls_client), "%s", rec->tls_client); /* not the message's */
+    cmp_identify(t, sub); /* its share of the caps too, as the instance that began it reserved it */
     if (t->issued != NULL)
         gw_x509_cert_serial_hex(t->issued, t->serial, sizeof(t->serial));
     t->step = rec->step;
-    snprintf(t->tls_client, sizeof(t->tls_client), "%s", rec->tls_client); /* not the message's */
     t->shared = 1;
     t->up = cmp_share_upstream(sub->e, rec); /* whose CA issued it: a reload may have renamed it */
     *out = t;
@@ -808,7 +813,7 @@ static struct gw_txn *rebuild_from(struct cmp_call *c, struct gw_txn_record *rec
         snprintf(sub.diag, sizeof(sub.diag),
                  "no upstream here has its certificate's CA (or the record's name)");
     else if (t != NULL)
-        txn = gw_txn_new(c->hdr.tid, c->hdr.tid_len, t->identity, t->identity,
+        txn = gw_txn_new(c->hdr.tid, c->hdr.tid_len, t->identity, t->quota,
                          c->now + (time_t)c->e->cfg.cmp->transaction_ttl, t, cmp_txn_free);
     if (txn != NULL) {
         gw_log_kv(GW_LOG_INFO, "txn_continued", "tid", c->rsp->tid, "identity", t->identity, "serial",
@@ -1042,7 +1047,7 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
               "outcome", c->rsp->outcome, NULL);
     /* the record goes first: no other instance may answer this transaction while its outcome (a
        revocation at the upstream, say) is being written */
-    cmp_release_slot(c->e, c->hdr.tid, c->hdr.tid_len, t->identity);
+    cmp_release_slot(c->e, c->hdr.tid, c->hdr.tid_len, t->quota);
     if (!c->released) {
         cmp_audit_closed(c, t);
         /* a deferred request ended by a certConf, or a malformed pollReq, before a pollReq collected it */
@@ -1067,7 +1072,7 @@ static void abort_txn(struct cmp_call *c, struct gw_txn *txn)
         cmp_withdraw(c->e, old, c->rsp->tid, old->issued, CRL_REASON_CESSATION_OF_OPERATION);
     }
     cmp_poll_drop_uncollected(c->e, old, c->rsp->tid, 1);
-    cmp_release_slot(c->e, c->hdr.tid, c->hdr.tid_len, txn->identity);
+    cmp_release_slot(c->e, c->hdr.tid, c->hdr.tid_len, txn->quota);
     gw_txn_free(txn);
 }
 

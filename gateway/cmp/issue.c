@@ -54,17 +54,17 @@ static int check_kur(struct cmp_txn *t, struct cmp_call *c, const OSSL_CRMF_MSG 
 
 /*
  * Holds a table slot before the upstream call, so an issued certificate can always be parked; with
- * a shared state, the transactionID is open on every instance and counts against the identity's
- * cap there too.
+ * a shared state, the transactionID is open on every instance and counts against the sender's
+ * share of the cap (t->quota) there too.
  */
 static int reserve(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r)
 {
     const struct gw_cmp_conf *cc = c->e->cfg.cmp;
     char err[GW_ERR_LEN];
-    int rc = gw_txn_reserve(c->e->txns, c->hdr.tid, c->hdr.tid_len, t->identity);
+    int rc = gw_txn_reserve(c->e->txns, c->hdr.tid, c->hdr.tid_len, t->quota);
 
     if (rc == 0 && c->e->cluster != NULL &&
-        (rc = gw_cluster_reserve(c->e->cluster, c->hdr.tid, c->hdr.tid_len, t->identity, c->now,
+        (rc = gw_cluster_reserve(c->e->cluster, c->hdr.tid, c->hdr.tid_len, t->quota, c->now,
                                  (time_t)cc->transaction_ttl + cmp_poll_extra_ttl(t),
                                  cc->max_transactions_per_identity, err)) != 0)
         gw_txn_release(c->e->txns, c->hdr.tid, c->hdr.tid_len);

@@ -237,7 +237,7 @@ time_t cmp_replay_ttl(const struct gw_cmp_conf *cc)
  * RFC 9483 §3.6.4: a transactionID seen before answers transactionIdInUse; with a shared state, one
  * seen by any instance (for the same time, cmp_replay_ttl).
  */
-static int check_replay(struct cmp_call *c, struct cmp_refusal *r)
+static int check_replay(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusal *r)
 {
     const struct gw_cmp_conf *cc = c->e->cfg.cmp;
     char err[GW_ERR_LEN];
@@ -246,11 +246,11 @@ static int check_replay(struct cmp_call *c, struct cmp_refusal *r)
     /* the cluster first: a request it cannot check leaves no trace here, so its retry is not a replay */
     if (c->e->cluster != NULL)
         rc = gw_cluster_seen(c->e->cluster, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
-                             c->hdr.sender_nonce_len, c->rsp->identity, c->now, cmp_replay_ttl(cc),
+                             c->hdr.sender_nonce_len, t->quota, c->now, cmp_replay_ttl(cc),
                              cc->max_recent_per_identity, err);
     if (rc == 0) { /* with a cluster, its caps hold: here only replays its loss window would miss */
         int local = gw_replay_check_add(c->e->replay, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
-                                        c->hdr.sender_nonce_len, c->rsp->identity, c->now);
+                                        c->hdr.sender_nonce_len, t->quota, c->now);
 
         if (c->e->cluster == NULL || local == GW_ERR_REPLAY || local == GW_ERR_EXISTS)
             rc = local;
@@ -278,6 +278,14 @@ static int check_replay(struct cmp_call *c, struct cmp_refusal *r)
     }
 }
 
+void cmp_quota_key(char *out, const char *identity, const char *tls_client)
+{
+    if (strncmp(tls_client, "sha256:", 7) == 0)
+        snprintf(out, GW_QUOTA_KEY_LEN, "%s %s", tls_client, identity);
+    else
+        snprintf(out, GW_QUOTA_KEY_LEN, "%s", identity);
+}
+
 void cmp_identify(struct cmp_txn *t, struct cmp_call *c)
 {
     const X509_NAME *name = t->signer != NULL ? X509_get_subject_name(t->signer) : NULL;
@@ -288,13 +296,15 @@ void cmp_identify(struct cmp_txn *t, struct cmp_call *c)
     } else if (name == NULL || gw_x509_name_identity(name, t->identity) != 0) {
         snprintf(t->identity, sizeof(t->identity), "unknown");
     }
+    cmp_quota_key(t->quota, t->identity, t->tls_client);
     snprintf(c->rsp->identity, sizeof(c->rsp->identity), "%s", t->identity);
 }
 
 int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r)
 {
     cmp_identify(t, c);
-    return cmp_check_credentials(c, t, r) || cmp_authorize(c, t, r) || check_time(c, r) || check_replay(c, r);
+    return cmp_check_credentials(c, t, r) || cmp_authorize(c, t, r) || check_time(c, r) ||
+           check_replay(c, t, r);
 }
 
 const struct gw_role *cmp_role_named(const struct gw_cmp_engine *e, const char *name)

@@ -24,7 +24,22 @@ void cmp_describe_call(struct cmp_call *c);
  * messages fail badTime), at least a transaction TTL. */
 time_t cmp_replay_ttl(const struct gw_cmp_conf *cc);
 
-/* cmp_identify: who sent the request: the authenticated signer's subject (auth.c), or "pbm:<ref>". */
+/*
+ * cmp_quota_key: whose share of the per-identity caps (cmp.max_transactions_per_identity,
+ * max_recent_per_identity) a request of |identity| over |tls_client| (cmp_call.tls_client) takes, into
+ * |out| (GW_QUOTA_KEY_LEN). With a TLS client certificate, "<tls_client> <identity>": devices sharing
+ * a credential (a batch's PBM secret) each have a share, and none can use up another's. Without one,
+ * or when its hash could not be made, the identity alone, as older instances count. A client has one
+ * share per identity and TLS certificate it holds, and nothing else it sends gets it another. No
+ * identity begins with "sha256:" ('/', "pbm:", "unknown") and a tls_client has one length: no key of
+ * one reads as another's.
+ */
+void cmp_quota_key(char *out, const char *identity, const char *tls_client);
+
+/*
+ * cmp_identify: who sent the request: the authenticated signer's subject (auth.c), or "pbm:<ref>";
+ * and, from that and t->tls_client, its share of the caps (t->quota).
+ */
 void cmp_identify(struct cmp_txn *t, struct cmp_call *c);
 
 /* cmp_check_request: who sent it (t->identity), credentials, authorization, messageTime, replay. */

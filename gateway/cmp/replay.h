@@ -4,9 +4,9 @@
  * (same senderNonce) or a transactionID reuse (other nonce); both answer transactionIdInUse
  * (RFC 9483 §3.6.4). The TTL must cover twice the messageTime window: older messages fail badTime.
  * Thread-safe. Bounded: when full of live entries, new ones are refused (GW_ERR_BUSY) rather than
- * forgetting a live one, which would re-open the replay window. So that one identity cannot fill it
- * and lock everyone else out, each identity may hold at most |per_identity| live entries
- * (GW_ERR_LIMIT for that identity alone).
+ * forgetting a live one, which would re-open the replay window. So that one sender cannot fill it
+ * and lock everyone else out, each may hold at most |per_identity| live entries (GW_ERR_LIMIT for it
+ * alone), counted by the key the caller names it with (the engine's: cmp_quota_key).
  */
 #ifndef GW_REPLAY_H
 #define GW_REPLAY_H
@@ -20,8 +20,8 @@ struct gw_replay *gw_replay_new(size_t max_entries, size_t per_identity, time_t 
 void gw_replay_free(struct gw_replay *r);
 
 /*
- * gw_replay_check_add records (tid, nonce) for |identity| (the authenticated sender; NULL counts
- * as one anonymous identity) at |now|. Returns 0 if the tid is new, GW_ERR_REPLAY if the same
+ * gw_replay_check_add records (tid, nonce) for |identity| (the authenticated sender's key; NULL
+ * counts as one anonymous sender) at |now|. Returns 0 if the tid is new, GW_ERR_REPLAY if the same
  * (tid, nonce) was seen, GW_ERR_EXISTS if the tid was seen with another nonce, GW_ERR_LIMIT if
  * |identity| holds its share of live entries, GW_ERR_BUSY if the cache is full of live entries,
  * GW_ERR_INVAL for bad lengths.

@@ -26,14 +26,14 @@ struct slot {
     enum slot_state state;
     unsigned char tid[GW_MAX_TID_LEN];
     size_t tid_len;
-    char quota[GW_IDENTITY_LEN];
+    char quota[GW_QUOTA_KEY_LEN];
     struct gw_txn *txn; /* OPEN only */
     int ended;          /* CHECKED_OUT only: ended meanwhile (gw_txn_take_or_end), not to open again */
 };
 
 struct ident {
     struct ident *next;
-    char name[GW_IDENTITY_LEN];
+    char name[GW_QUOTA_KEY_LEN];
     size_t count;
 };
 
@@ -184,7 +184,7 @@ static struct slot *slot_add(struct gw_txn_table *t, struct slot **link, const u
                              size_t tid_len, const char *quota, int *rc)
 {
     struct slot *s;
-    char name[GW_IDENTITY_LEN];
+    char name[GW_QUOTA_KEY_LEN];
 
     copy_str(name, sizeof(name), quota);
     if (t->n_slots >= t->max_total ||
@@ -337,7 +337,7 @@ size_t gw_txn_count(struct gw_txn_table *t)
 
 size_t gw_txn_count_quota(struct gw_txn_table *t, const char *quota)
 {
-    char name[GW_IDENTITY_LEN];
+    char name[GW_QUOTA_KEY_LEN];
     size_t n;
 
     if (t == NULL)

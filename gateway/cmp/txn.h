@@ -19,7 +19,7 @@ struct gw_txn {
     unsigned char tid[GW_MAX_TID_LEN];
     size_t tid_len;
     char identity[GW_IDENTITY_LEN]; /* for the caller's logs */
-    char quota[GW_IDENTITY_LEN];    /* the key the per-identity cap counts it under */
+    char quota[GW_QUOTA_KEY_LEN];   /* the key the per-identity cap counts it under */
     time_t expires;
     void *data;
     void (*free_data)(void *data); /* may be NULL */

@@ -3806,6 +3806,91 @@ static void test_long_identities_apart(void **state)
     env_free(e);
 }
 
+/* A sender of the quota tests: the demo's signature or PBM secret, over a TLS client (NULL: none). */
+struct quota_sender {
+    const char *name;
+    enum prot prot;
+    X509 *tls;
+};
+
+#define QUOTA_CMP "\"message_time_window\": \"300s\", \"transaction_ttl\": \"300s\", "
+#define QUOTA_OPEN_CMP QUOTA_CMP "\"max_transactions_per_identity\": 2"
+#define QUOTA_RECENT_CMP QUOTA_CMP "\"max_recent_per_identity\": 2"
+
+#define QUOTA_SENDERS 4
+#define QUOTA_SENDERS_TLS 3 /* the first ones, over a TLS client */
+
+/* The senders of the quota tests into |s|, |tls2| a second TLS client. */
+static void quota_senders(struct quota_sender s[QUOTA_SENDERS], X509 *tls2)
+{
+    s[0] = (struct quota_sender){"PBM over TLS client 1", PBM, client_cert};
+    s[1] = (struct quota_sender){"the same PBM secret over TLS client 2", PBM, tls2};
+    s[2] = (struct quota_sender){"TLS client 1 with a signature", SIG, client_cert};
+    s[3] = (struct quota_sender){"the same PBM secret without a TLS client", PBM, NULL};
+}
+
+/*
+ * One ir of |s| on |e|, confirmed implicitly (|implicit|) or never (its transaction stays open):
+ * whether it got its certificate; if not, it must have been refused with systemUnavail and |refusal|.
+ */
+static int ir_quota(struct env *e, const struct quota_sender *s, int implicit, const char *refusal)
+{
+    struct client cl = {.env = e};
+    OSSL_CMP_CTX *ctx = s->prot == SIG
+                            ? client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0)
+                            : client_new(&cl, PBM, NULL, NULL, "demo-device", pbm_secret, pbm_secret_len);
+    X509 *cert;
+
+    e->tls = s->tls;
+    OSSL_CMP_CTX_set_option(ctx, implicit ? OSSL_CMP_OPT_IMPLICIT_CONFIRM : OSSL_CMP_OPT_DISABLE_CONFIRM, 1);
+    if ((cert = OSSL_CMP_exec_IR_ses(ctx)) == NULL)
+        assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail, refusal);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    return cert != NULL;
+}
+
+/*
+ * Each of the |n| senders in turn takes its whole share of a per-identity cap of 2 (open transactions,
+ * or with |implicit| recent transactionIDs): an ir on |a|, one on |b|, and a third, on |a|, refused with
+ * |refusal|. Each begins only once the one before holds its whole share. |a| and |b|: two instances
+ * sharing their state, or one engine twice.
+ */
+static void take_shares(struct env *a, struct env *b, const struct quota_sender *senders, size_t n,
+                        int implicit, const char *refusal)
+{
+    for (size_t i = 0; i < n; i++) {
+        print_message("sender: %s\n", senders[i].name);
+        assert_true(ir_quota(a, &senders[i], implicit, refusal));
+        assert_true(ir_quota(b, &senders[i], implicit, refusal));
+        assert_false(ir_quota(a, &senders[i], implicit, refusal));
+    }
+}
+
+/*
+ * Devices of a batch share one PBM secret, each over its own TLS client certificate: one that holds its
+ * share of max_transactions_per_identity, or of max_recent_per_identity, locks none of the others
+ * out. The share is the identity's over that certificate: one TLS client with another identity (its
+ * signature) has that identity's share, capped all the same; without a TLS client, the identity's.
+ */
+static void test_quota_per_tls_client(void **state)
+{
+    X509 *tls2 = load_cert("signer.pem");
+    struct quota_sender senders[QUOTA_SENDERS];
+    struct env *e = env_open(&(struct env_opts){.cmp = QUOTA_OPEN_CMP, .confirm = 1});
+
+    (void)state;
+    quota_senders(senders, tls2);
+    take_shares(e, e, senders, QUOTA_SENDERS, 0, "too many open transactions for ");
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 2 * QUOTA_SENDERS);
+    env_free(e); /* those left open: freed as abandoned */
+    e = env_new(QUOTA_RECENT_CMP);
+    take_shares(e, e, senders, QUOTA_SENDERS, 1, "too many recent transactions from ");
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    env_free(e);
+    X509_free(tls2);
+}
+
 /* |cert| issued by the request of |ctx|, or (|refusal| set) refused with notAuthorized and |refusal|. */
 static void expect_listed(OSSL_CMP_CTX *ctx, X509 *cert, const char *refusal)
 {
@@ -5794,6 +5879,39 @@ static void test_shared_revocation_not_kept(void **state)
 }
 
 /*
+ * test_quota_per_tls_client across two instances sharing their state: Redis counts a share by the
+ * identity over its TLS client as the instances do (of the senders, those over a TLS client: the
+ * test's Redis keeps what other tests left under an identity alone).
+ */
+static void test_shared_quota_per_tls_client(void **state)
+{
+    struct quota_sender senders[QUOTA_SENDERS];
+    char cmp[512];
+    struct env *a, *b;
+    X509 *tls2;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    quota_senders(senders, tls2 = load_cert("signer.pem"));
+    /* the recent transactionIDs first: the open transactions' stay recent for the replay window */
+    shared_cmp_with(cmp, sizeof(cmp), QUOTA_RECENT_CMP);
+    a = env_open(&(struct env_opts){.cmp = cmp});
+    b = env_open(&(struct env_opts){.cmp = cmp});
+    take_shares(a, b, senders, QUOTA_SENDERS_TLS, 1, "too many recent transactions from ");
+    env_free(a);
+    env_free(b);
+    shared_cmp_with(cmp, sizeof(cmp), QUOTA_OPEN_CMP);
+    a = env_open(&(struct env_opts){.cmp = cmp, .confirm = 1});
+    b = env_open(&(struct env_opts){.cmp = cmp, .confirm = 1});
+    take_shares(a, b, senders, QUOTA_SENDERS_TLS, 0, "too many open transactions for ");
+    assert_int_equal(gw_cmp_engine_open_transactions(a->engine), QUOTA_SENDERS_TLS);
+    env_free(a);
+    env_free(b);
+    X509_free(tls2);
+}
+
+/*
  * cmp.max_revoked caps this instance's set and Redis's alike. With it at 1, behind an upstream that checks
  * no revocation: a revocation Redis refused (a broken set) is kept here alone; the next finds this
  * instance's set full and is kept in Redis alone, which still has every instance refuse it (a warning);
@@ -6199,6 +6317,7 @@ int main(void)
         cmocka_unit_test(test_3gpp_kur_unchecked),
         cmocka_unit_test(test_3gpp_kur_crmf_upstream),
         cmocka_unit_test(test_long_identities_apart),
+        cmocka_unit_test(test_quota_per_tls_client),
         cmocka_unit_test(test_3gpp_config),
         cmocka_unit_test(test_3gpp_alg_hash_bits),
         cmocka_unit_test(test_poll_waiting_then_ip),
@@ -6229,6 +6348,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_nothing_outlives_reservation, redis_stop),
         cmocka_unit_test_teardown(test_shared_revocation_not_kept, redis_stop),
         cmocka_unit_test_teardown(test_shared_revoked_set_full, redis_stop),
+        cmocka_unit_test_teardown(test_shared_quota_per_tls_client, redis_stop),
         cmocka_unit_test_teardown(test_shared_revoked_lookup_down, redis_stop),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
