@@ -96,11 +96,12 @@
 #define GW_REPLAY_SKETCH_WIDTH 65536        /* counters per row of the per-identity count (power of 2) */
 #define GW_MIN_PBM_SECRET_LEN 8
 #define GW_MAX_PBM_SECRET_LEN 1024
-#define GW_MAX_PASSPHRASE_LEN 1024           /* of an encrypted private key, in its passphrase file */
-#define GW_IDENTITY_LEN 256                  /* printable identity (subject DN or PBM reference) */
-#define GW_IDENTITY_PREFIX 180               /* of a subject too long for it: its start, then its hash */
-#define GW_TLS_CLIENT_LEN (7 + 64 + 1)       /* "sha256:" and a TLS client certificate's hash in hex */
-#define GW_QUOTA_KEY_LEN (7 + 64 + 1 + 256)  /* "<TLS client> <identity>": a share of a per-identity cap */
+#define GW_MAX_PASSPHRASE_LEN 1024     /* of an encrypted private key, in its passphrase file */
+#define GW_IDENTITY_LEN 256            /* printable identity (subject DN or PBM reference) */
+#define GW_IDENTITY_PREFIX 180         /* of a subject too long for it: its start, then its hash */
+#define GW_TLS_CLIENT_LEN (7 + 64 + 1) /* "sha256:" and a TLS client certificate's hash in hex */
+/* "<TLS client> <identity>": a share of a per-identity cap */
+#define GW_QUOTA_KEY_LEN (GW_TLS_CLIENT_LEN + GW_IDENTITY_LEN)
 #define GW_MAX_EXTRA_CERTS 16                /* certificates in a request's extraCerts: signer and chain */
 #define GW_MAX_EXTRA_CERTS_BYTES (32 * 1024) /* their DER, of a GW_MAX_CMP_BODY message */
 #define GW_CERT_CACHE_SLOTS 256              /* extraCerts parsed lately, kept to be parsed once */
