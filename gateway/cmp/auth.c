@@ -333,6 +333,22 @@ int cmp_check_tls_client(const struct cmp_call *c, const char *bound, struct cmp
     return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "%s", TEXT_OTHER_TLS_CLIENT);
 }
 
+int cmp_check_pinned(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *msg, struct cmp_refusal *r)
+{
+    if (!cmp_sender_is(&c->hdr, t->pbm, t->kid, t->kid_len, t->sender))
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "%s", TEXT_OTHER_SENDER);
+    if (cmp_check_tls_client(c, t->tls_client, r) != 0)
+        return 1;
+    /* before OpenSSL processes the message: OpenSSL closes the transaction on a failed check, so a
+       forged certConf with the right sender name would cancel someone else's transaction; it then
+       skips the signature (run with |verified|) */
+    if (OSSL_CMP_validate_msg(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv), msg) != 1) {
+        ERR_clear_error();
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_PINNED_SIGNER);
+    }
+    return 0;
+}
+
 int cmp_signed_like(struct cmp_txn *t, const struct gw_role *role, const OSSL_CMP_MSG *msg,
                     const OSSL_CMP_MSG *req, const unsigned char *der, size_t len,
                     const struct gw_hdr_info *rh)

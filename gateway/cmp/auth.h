@@ -15,6 +15,9 @@
 #define TEXT_BAD_SIGNATURE                                                                                   \
     "message protection could not be verified: the signature does not match the signer certificate"
 
+#define TEXT_OTHER_SENDER                                                                                    \
+    "this transaction belongs to another sender: send certConf, pollReq and error messages as the "          \
+    "sender of its request"
 #define TEXT_PINNED_SIGNER "message protection could not be verified against the signer of this transaction"
 #define TEXT_OTHER_TLS_CLIENT                                                                                \
     "this transaction was begun over a TLS connection with another client certificate (or none): send "      \
@@ -53,6 +56,14 @@ int cmp_sender_is(const struct gw_hdr_info *h, int pbm, const unsigned char *kid
  * transaction bound to none ("", rebuilt from a record of an older instance) passes.
  */
 int cmp_check_tls_client(const struct cmp_call *c, const char *bound, struct cmp_refusal *r);
+
+/*
+ * cmp_check_pinned: whether |msg| (certConf, pollReq, error) comes from |t|'s sender, over a
+ * connection of its TLS client, signed by its pinned signer (or with its PBM secret): 0, or refused
+ * with |r|. Another trusted certificate with the sender's subject passes the sender check only;
+ * another device with the same PBM secret or signing key passes all but the TLS client.
+ */
+int cmp_check_pinned(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *msg, struct cmp_refusal *r);
 
 /*
  * cmp_signed_like tells, from its request |req| (decoded from |der|, header |rh|) alone, whether |msg|

@@ -710,11 +710,6 @@ static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     end_slot(c);
 }
 
-static int same_sender(const struct cmp_txn *t, const struct cmp_call *c)
-{
-    return cmp_sender_is(&c->hdr, t->pbm, t->kid, t->kid_len, t->sender);
-}
-
 /*
  * A message continuing a transaction begun under an older engine (before a reload) runs under
  * that engine from here on. The call holds it like a transaction does, until gw_cmp_process
@@ -897,30 +892,8 @@ static void put_back(struct cmp_call *c, struct gw_txn *txn, int rebuilt, int le
 }
 
 /*
- * Whether |msg| (certConf, pollReq, error) comes from |t|'s sender, over a connection of its TLS
- * client, signed by its pinned signer (or with its PBM secret): 0, or refused with |r|. Another
- * trusted certificate with the sender's subject passes same_sender only; another device with the
- * same PBM secret or signing key passes all but the TLS client.
- */
-static int check_signer(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *msg, struct cmp_refusal *r)
-{
-    if (!same_sender(t, c))
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "%s", TEXT_OTHER_SENDER);
-    if (cmp_check_tls_client(c, t->tls_client, r) != 0)
-        return 1;
-    /* before OpenSSL processes the message: OpenSSL closes the transaction on a failed check, so a
-       forged certConf with the right sender name would cancel someone else's transaction; it then
-       skips the signature (run with |verified|) */
-    if (OSSL_CMP_validate_msg(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv), msg) != 1) {
-        ERR_clear_error();
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_PINNED_SIGNER);
-    }
-    return 0;
-}
-
-/*
  * Whether |msg| may continue or close |t|, which stays as it was: 0, or refused with |r|. |claimed|:
- * check_signer passed on this very |t| already (claim_copy kept the copy), and is not run again.
+ * cmp_check_pinned passed on this very |t| already (claim_copy kept the copy), and is not run again.
  */
 static int check_continuing(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *msg, int claimed,
                             struct cmp_refusal *r)
@@ -928,7 +901,7 @@ static int check_continuing(struct cmp_call *c, struct cmp_txn *t, const OSSL_CM
     /* its signer, then whether it answers the last answer (OpenSSL closes the transaction on a
        replay), and only then any upstream status lookup: the TLS side may have changed, a
        certificate been revoked */
-    return (!claimed && check_signer(c, t, msg, r) != 0) || cmp_check_nonce(t, msg, r) != 0 ||
+    return (!claimed && cmp_check_pinned(c, t, msg, r) != 0) || cmp_check_nonce(t, msg, r) != 0 ||
            cmp_check_credentials(c, t, r) != 0 || cmp_authorize(c, t, r) != 0;
 }
 
@@ -950,7 +923,7 @@ static int claim_copy(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn
     char err[GW_ERR_LEN] = "";
     int rc;
 
-    if (check_signer(c, txn->data, msg, r) != 0) {
+    if (cmp_check_pinned(c, txn->data, msg, r) != 0) {
         cmp_txn_return(c, txn);
         return GW_ERR_FORBIDDEN;
     }

@@ -8,9 +8,6 @@
 #include <openssl/cmp.h>
 #include "gateway/cmp/cmp_local.h"
 
-#define TEXT_OTHER_SENDER                                                                                    \
-    "this transaction belongs to another sender: send certConf, pollReq and error messages as the "          \
-    "sender of its request"
 /* One text for every PBM failure, so that a client without the secret cannot probe which references exist. */
 #define TEXT_PBM_FAILED                                                                                      \
     "PBM protection could not be verified: check the reference (senderKID) and the shared secret"
