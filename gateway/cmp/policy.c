@@ -322,9 +322,13 @@ static int pbm_secret_kept(const struct gw_cmp_engine *now, const struct cmp_txn
            CRYPTO_memcmp(was->secret, is->secret, is->secret_len) == 0;
 }
 
-/* Who |t|'s sender is to the configuration of |c->e|: the checks of a new request, but the message's
+/*
+ * Who |t|'s sender is to the configuration of |c->e|: the checks of a new request, but the message's
  * protection, which the pinned signer (or secret) checked. 0, or refused with |r|. The checks read the
- * role and chain from |t|, lent this call's for their time: the call alone holds |t| checked out. */
+ * role and chain from |t|, lent this call's for their time: the call alone holds |t| checked out.
+ * None of these refusals is badMessageCheck: the message is its transaction's own (check_continuing),
+ * and what the operator changed since must not count against its client's address (cmp_set_outcome).
+ */
 static int current_sender(struct cmp_call *c, struct cmp_txn *t, struct cmp_refusal *r)
 {
     const struct gw_role *began = t->role;
@@ -334,9 +338,9 @@ static int current_sender(struct cmp_call *c, struct cmp_txn *t, struct cmp_refu
     if ((t->role = cmp_role_named(c->e, began->name)) == NULL)
         rc = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, TEXT_ROLE_REMOVED, began->name);
     else if (t->pbm && !pbm_secret_kept(c->e, t))
-        rc = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_SECRET_CHANGED);
+        rc = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "%s", TEXT_SECRET_CHANGED);
     else if (!t->pbm && (now = cmp_signer_chain_on(c, t, t->role)) == NULL)
-        rc = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_NO_LONGER_TRUSTED);
+        rc = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_signerNotTrusted, "%s", TEXT_NO_LONGER_TRUSTED);
     else {
         t->signer_chain = now; /* which trust entries speak for the signer: those of its chain here */
         rc = cmp_check_credentials(c, t, r) || cmp_authorize(c, t, r);

@@ -74,6 +74,7 @@ struct env {
     struct gw_route_match route;
     X509 *tls; /* TLS client certificate of the next request */
     char audit_path[160];
+    int auth_failures; /* answers that count against the client's address (gw_cmp_response.auth_failed) */
 };
 
 /* A config variant: the demo's, with these pieces inserted. */
@@ -343,6 +344,7 @@ static unsigned char *exchange(struct env *e, const unsigned char *der, size_t l
                    &(struct gw_cmp_request){.der = der, .len = len, .route = &e->route, .tls_peer = e->tls},
                    &rsp);
     *http = rsp.http_status;
+    e->auth_failures += rsp.auth_failed;
     if (rsp.http_status == 200) {
         out = OPENSSL_memdup(rsp.der, rsp.len);
         *out_len = rsp.len;
@@ -6058,7 +6060,9 @@ static OSSL_CMP_MSG *certconf_after_reload(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req,
  * A reload between an ir and its certConf: the certConf is held to the configuration in force when
  * it arrives, not the one the ir began under. One that takes the sender's right away is refused and
  * closes the transaction, its certificate withdrawn through the upstream that issued it; once, each
- * of these certConfs confirmed the certificate.
+ * of these certConfs confirmed the certificate. The certConf is its transaction's own: a refusal the
+ * operator's reload caused does not count against the client's address (once, a rotated secret or
+ * trust anchor did, badMessageCheck).
  */
 static void test_reload_continuing(void **state)
 {
@@ -6082,14 +6086,14 @@ static void test_reload_continuing(void **state)
          SIG,
          NULL,
          {"\"ca_file\": \"ca.pem\"", "\"ca_file\": \"other-ca.pem\""},
-         OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+         OSSL_CMP_PKIFAILUREINFO_signerNotTrusted,
          "the signer certificate no longer chains to a CA trusted on this route (the configuration was "
          "reloaded after this transaction began): start a new transaction with credentials the route trusts"},
         {"signer on the trust's new CRL",
          SIG,
          NULL,
          {"\"revocation\": \"none\"", "\"crl_file\": \"client-crl.pem\""},
-         OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+         OSSL_CMP_PKIFAILUREINFO_signerNotTrusted,
          "the signer certificate no longer chains to a CA trusted on this route (the configuration was "
          "reloaded after this transaction began): start a new transaction with credentials the route trusts"},
         {"PBM reference taken off the role",
@@ -6102,7 +6106,7 @@ static void test_reload_continuing(void **state)
          PBM,
          NULL,
          {"pbm.secret", "pbm2.secret"},
-         OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+         OSSL_CMP_PKIFAILUREINFO_notAuthorized,
          "the secret of this PBM reference was changed by a configuration reload after this transaction "
          "began: "
          "start a new transaction with the current secret"},
@@ -6151,9 +6155,70 @@ static void test_reload_continuing(void **state)
         assert_int_equal(audit_count(e, "rejected", NULL, NULL, NULL), cases[i].fail_bit >= 0);
         assert_int_equal(revoke_calls(e), cases[i].fail_bit >= 0);
         assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), cases[i].fail_bit >= 0);
+        if (e->auth_failures + reload_to->auth_failures != 0)
+            fail_msg("%s: counted as a failed authentication", cases[i].what);
         client_cleanup(&cl);
         OSSL_CMP_CTX_free(ctx);
         env_free(reload_to); /* not the last: the transactions stay with the engine they began under */
+        env_free(e);
+    }
+}
+
+/* A certConf after the reload, protected with neither the old nor the new secret of its reference. */
+static OSSL_CMP_MSG *forged_after_reload(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
+{
+    static const char guess[] = "a guess at the secret of the demo-device reference";
+
+    if (cl->exchanges != 1)
+        return req;
+    cl->env = reload_to;
+    assert_int_equal(OSSL_CMP_CTX_set1_secretValue(ctx, (const unsigned char *)guess, sizeof(guess) - 1), 1);
+    assert_int_equal(OSSL_CMP_MSG_update_transactionID(ctx, req), 1);
+    return req;
+}
+
+/*
+ * A reload rotates the PBM secret of an open transaction: a certConf that is not the transaction's
+ * own (a guessed secret) is refused as a failed protection, which counts against its address, and
+ * the transaction stays open for its client. Only its own message is excused
+ * (test_reload_continuing).
+ */
+static void test_reload_foreign_continuing(void **state)
+{
+    static const char *const rotated[8] = {"pbm.secret", "pbm2.secret"};
+    static const struct {
+        const char *what;
+        const char *const *replace;
+        const char *text;
+    } cases[] = {
+        {"secret rotated, guessed", rotated, "could not be verified against the signer of this transaction"},
+    };
+
+    (void)state;
+    write_reload_files();
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *const *rp = cases[i].replace;
+        struct env *e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .confirm = 1});
+        struct client cl = {.env = e, .tamper = forged_after_reload};
+        OSSL_CMP_CTX *ctx = client_new(&cl, PBM, NULL, NULL, "demo-device", pbm_secret, pbm_secret_len);
+
+        reload_to = env_reload(
+            e, &(struct env_opts){.cmp = CMP_DEFAULTS,
+                                  .confirm = 1,
+                                  .replace = {rp[0], rp[1], rp[2], rp[3], rp[4], rp[5], rp[6], rp[7]}});
+        if (OSSL_CMP_exec_IR_ses(ctx) != NULL)
+            fail_msg("%s: confirmed", cases[i].what);
+        assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+                      cases[i].text);
+        if (reload_to->auth_failures != 1)
+            fail_msg("%s: %d failed authentications counted, want 1", cases[i].what,
+                     reload_to->auth_failures);
+        assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1);
+        assert_int_equal(audit_count(e, "rejected", NULL, NULL, NULL), 0);
+        gw_cmp_engine_expire(e->engine, time(NULL) + 301);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(reload_to);
         env_free(e);
     }
 }
@@ -6258,6 +6323,7 @@ int main(void)
         cmocka_unit_test(test_engine_reset),
         cmocka_unit_test(test_reload_shares_transactions),
         cmocka_unit_test(test_reload_continuing),
+        cmocka_unit_test(test_reload_foreign_continuing),
         cmocka_unit_test(test_reload_pollreq),
         cmocka_unit_test(test_reload_check_revocation),
         cmocka_unit_test(test_certconf_wrong_hash),
