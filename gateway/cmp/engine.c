@@ -488,32 +488,40 @@ static const struct gw_pbm_conf *pbm_named(const struct gw_cmp_settings *cfg, co
     return NULL;
 }
 
+/* An unknown or foreign PBM reference: the answer of a wrong secret (TEXT_PBM_FAILED); the log says
+   which it was. */
+static int pbm_refused(struct cmp_call *c, const char *why, struct cmp_refusal *r)
+{
+    gw_log_kv(GW_LOG_INFO, "pbm_refused", "tid", c->rsp->tid, "role", c->role->name, "reason", why, NULL);
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_PBM_FAILED);
+}
+
 /*
- * PBM: the senderKID must name a credential of this role, the cost must be capped.
- * An unknown or foreign reference gets the same answer as a wrong secret (TEXT_PBM_FAILED); the
- * log says which it was. A certConf or pollReq belongs to its transaction's role, which a
- * certProfile may have chosen and the message need not name again (RFC 9483 §3.1 puts it into
- * requests): the transaction is pinned to the reference its request was allowed with.
+ * PBM: the senderKID must name a credential of this role, the cost must be capped. A certConf or
+ * pollReq belongs to its transaction's role, which a certProfile may have chosen and the message
+ * need not name again (RFC 9483 §3.1 puts it into requests): the transaction is pinned to the
+ * reference its request was allowed with. One whose reference a reload deleted may still be its
+ * open transaction's, protected with the secret it began with: its transaction decides
+ * (check_signer), not this.
  */
 static int check_pbm(struct cmp_call *c, struct cmp_refusal *r)
 {
     const struct gw_role *role = c->role;
     const struct gw_hdr_info *h = &c->hdr;
     const struct gw_pbm_conf *pbm = pbm_named(&c->e->cfg, h->sender_kid, h->sender_kid_len);
-    const char *why = "unknown PBM reference";
 
-    if (pbm != NULL) {
-        if (bodies[c->body] == BODY_CONTINUE)
-            goto allowed;
-        for (size_t i = 0; i < role->n_pbm; i++) {
-            if (strlen(role->pbm_refs[i]) == h->sender_kid_len &&
-                memcmp(role->pbm_refs[i], h->sender_kid, h->sender_kid_len) == 0)
-                goto allowed;
-        }
-        why = "PBM reference not allowed on this role";
+    if (bodies[c->body] == BODY_CONTINUE) {
+        c->pbm_gone = pbm == NULL;
+        goto allowed;
     }
-    gw_log_kv(GW_LOG_INFO, "pbm_refused", "tid", c->rsp->tid, "role", role->name, "reason", why, NULL);
-    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_PBM_FAILED);
+    if (pbm == NULL)
+        return pbm_refused(c, "unknown PBM reference", r);
+    for (size_t i = 0; i < role->n_pbm; i++) {
+        if (strlen(role->pbm_refs[i]) == h->sender_kid_len &&
+            memcmp(role->pbm_refs[i], h->sender_kid, h->sender_kid_len) == 0)
+            goto allowed;
+    }
+    return pbm_refused(c, "PBM reference not allowed on this role", r);
 allowed:
     c->pbm = pbm;
     if ((uint32_t)h->pbm_iterations <= c->e->cfg.cmp->pbm_max_iterations)
@@ -892,8 +900,23 @@ static void put_back(struct cmp_call *c, struct gw_txn *txn, int rebuilt, int le
 }
 
 /*
+ * cmp_check_pinned; a message whose PBM reference a reload deleted passes only as its own
+ * transaction's (then cmp_check_current tells its client so, which costs its address nothing), any
+ * other is refused as check_pbm refuses an unknown reference: naming one holds no open transaction
+ * hostage and counts as a failed authentication.
+ */
+static int check_signer(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *msg, struct cmp_refusal *r)
+{
+    if (cmp_check_pinned(c, t, msg, r) == 0)
+        return 0;
+    if (c->pbm_gone)
+        (void)pbm_refused(c, "unknown PBM reference", r);
+    return 1;
+}
+
+/*
  * Whether |msg| may continue or close |t|, which stays as it was: 0, or refused with |r|. |claimed|:
- * cmp_check_pinned passed on this very |t| already (claim_copy kept the copy), and is not run again.
+ * check_signer passed on this very |t| already (claim_copy kept the copy), and is not run again.
  */
 static int check_continuing(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *msg, int claimed,
                             struct cmp_refusal *r)
@@ -901,7 +924,7 @@ static int check_continuing(struct cmp_call *c, struct cmp_txn *t, const OSSL_CM
     /* its signer, then whether it answers the last answer (OpenSSL closes the transaction on a
        replay), and only then any upstream status lookup: the TLS side may have changed, a
        certificate been revoked */
-    return (!claimed && cmp_check_pinned(c, t, msg, r) != 0) || cmp_check_nonce(t, msg, r) != 0 ||
+    return (!claimed && check_signer(c, t, msg, r) != 0) || cmp_check_nonce(t, msg, r) != 0 ||
            cmp_check_credentials(c, t, r) != 0 || cmp_authorize(c, t, r) != 0;
 }
 
@@ -923,7 +946,7 @@ static int claim_copy(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn
     char err[GW_ERR_LEN] = "";
     int rc;
 
-    if (cmp_check_pinned(c, txn->data, msg, r) != 0) {
+    if (check_signer(c, txn->data, msg, r) != 0) {
         cmp_txn_return(c, txn);
         return GW_ERR_FORBIDDEN;
     }
@@ -985,7 +1008,10 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
             return;
         claimed = !rebuilt; /* its signer checked on this copy */
     }
-    if (txn == NULL && !held_here(c, &why) && gw_cluster_keeps_records(c->e->cluster))
+    /* a record is replayed under the running configuration, which lacks a deleted reference */
+    if (txn == NULL && c->pbm_gone)
+        (void)pbm_refused(c, "unknown PBM reference", &why);
+    else if (txn == NULL && !held_here(c, &why) && gw_cluster_keeps_records(c->e->cluster))
         leased = rebuilt = (txn = rebuild(c, msg, &why)) != NULL;
     if (txn == NULL) {
         refuse(c, msg,

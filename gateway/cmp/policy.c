@@ -40,6 +40,9 @@
 #define TEXT_SECRET_CHANGED                                                                                  \
     "the secret of this PBM reference was changed by a configuration reload after this transaction began: "  \
     "start a new transaction with the current secret"
+#define TEXT_SECRET_REMOVED                                                                                  \
+    "this PBM reference was removed by a configuration reload after this transaction began: start a new "    \
+    "transaction with a reference the route accepts"
 #define TEXT_NO_LONGER_TRUSTED                                                                               \
     "the signer certificate no longer chains to a CA trusted on this route (the configuration was reloaded " \
     "after this transaction began): start a new transaction with credentials the route trusts"
@@ -312,14 +315,18 @@ const struct gw_role *cmp_role_named(const struct gw_cmp_engine *e, const char *
     return gw_role_named(e->cfg.roles, e->cfg.n_roles, name);
 }
 
-/* Whether |t|'s PBM reference has the same secret under |now| as under the engine |t| began in. */
-static int pbm_secret_kept(const struct gw_cmp_engine *now, const struct cmp_txn *t)
+/* Whether |t|'s PBM reference keeps its secret under |now|: 0, or refused with |r|. */
+static int check_pbm_secret(const struct gw_cmp_engine *now, const struct cmp_txn *t, struct cmp_refusal *r)
 {
     const struct gw_pbm_conf *was = gw_pbm_conf_find(t->e->cfg.pbm, t->e->cfg.n_pbm, t->kid, t->kid_len);
     const struct gw_pbm_conf *is = gw_pbm_conf_find(now->cfg.pbm, now->cfg.n_pbm, t->kid, t->kid_len);
 
-    return was != NULL && is != NULL && was->secret_len == is->secret_len &&
-           CRYPTO_memcmp(was->secret, is->secret, is->secret_len) == 0;
+    if (is == NULL)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "%s", TEXT_SECRET_REMOVED);
+    if (was != NULL && was->secret_len == is->secret_len &&
+        CRYPTO_memcmp(was->secret, is->secret, is->secret_len) == 0)
+        return 0;
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "%s", TEXT_SECRET_CHANGED);
 }
 
 /*
@@ -337,8 +344,8 @@ static int current_sender(struct cmp_call *c, struct cmp_txn *t, struct cmp_refu
 
     if ((t->role = cmp_role_named(c->e, began->name)) == NULL)
         rc = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, TEXT_ROLE_REMOVED, began->name);
-    else if (t->pbm && !pbm_secret_kept(c->e, t))
-        rc = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "%s", TEXT_SECRET_CHANGED);
+    else if (t->pbm && check_pbm_secret(c->e, t, r) != 0)
+        rc = 1;
     else if (!t->pbm && (now = cmp_signer_chain_on(c, t, t->role)) == NULL)
         rc = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_signerNotTrusted, "%s", TEXT_NO_LONGER_TRUSTED);
     else {

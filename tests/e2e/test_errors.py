@@ -42,6 +42,7 @@ ELSEWHERE = {
     "txn_role_removed": ("../unit/test_cmp.c", " was removed by a configuration reload after this transaction "),
     "txn_signer_untrusted": ("../unit/test_cmp.c", "the signer certificate no longer chains to a CA trusted on this "),
     "txn_secret_changed": ("../unit/test_cmp.c", "the secret of this PBM reference was changed by a configuration "),
+    "txn_secret_removed": ("../unit/test_cmp.c", "this PBM reference was removed by a configuration reload after this "),
     "txn_state_unavailable": ("test_shared_state.py", "the gateway cannot reach its cluster to answer this "),
     "crmf_to_csr_ca": ("test_vault.py", "send a p10cr"),
     "upstream_busy": ("test_vault.py", "Vault is busy"),

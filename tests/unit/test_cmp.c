@@ -6062,7 +6062,7 @@ static OSSL_CMP_MSG *certconf_after_reload(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req,
  * closes the transaction, its certificate withdrawn through the upstream that issued it; once, each
  * of these certConfs confirmed the certificate. The certConf is its transaction's own: a refusal the
  * operator's reload caused does not count against the client's address (once, a rotated secret or
- * trust anchor did, badMessageCheck).
+ * trust anchor did, badMessageCheck; a deleted PBM reference did too, and left the transaction open).
  */
 static void test_reload_continuing(void **state)
 {
@@ -6110,6 +6110,14 @@ static void test_reload_continuing(void **state)
          "the secret of this PBM reference was changed by a configuration reload after this transaction "
          "began: "
          "start a new transaction with the current secret"},
+        {"PBM reference deleted",
+         PBM,
+         NULL,
+         {"\"pbm\": [\"demo-device\"],", "", "\"demo-device\": { \"secret_file\": \"pbm.secret\" }",
+          "\"other-device\": { \"secret_file\": \"pbm2.secret\" }"},
+         OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+         "this PBM reference was removed by a configuration reload after this transaction began: start a new "
+         "transaction with a reference the route accepts"},
         {"role and its upstream removed",
          SIG,
          NULL,
@@ -6178,20 +6186,27 @@ static OSSL_CMP_MSG *forged_after_reload(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, s
 }
 
 /*
- * A reload rotates the PBM secret of an open transaction: a certConf that is not the transaction's
- * own (a guessed secret) is refused as a failed protection, which counts against its address, and
- * the transaction stays open for its client. Only its own message is excused
- * (test_reload_continuing).
+ * A reload rotates or deletes the PBM reference of an open transaction: a certConf that is not the
+ * transaction's own (a guessed secret, or the right one over another TLS client's connection) is
+ * refused as a failed protection, which counts against its address, and the transaction stays open
+ * for its client. Only its own message is excused (test_reload_continuing).
  */
 static void test_reload_foreign_continuing(void **state)
 {
+    static const char *const deleted[8] = {"\"pbm\": [\"demo-device\"],", "",
+                                           "\"demo-device\": { \"secret_file\": \"pbm.secret\" }",
+                                           "\"other-device\": { \"secret_file\": \"pbm2.secret\" }"};
     static const char *const rotated[8] = {"pbm.secret", "pbm2.secret"};
     static const struct {
         const char *what;
         const char *const *replace;
+        int other_tls;
         const char *text;
     } cases[] = {
-        {"secret rotated, guessed", rotated, "could not be verified against the signer of this transaction"},
+        {"secret rotated, guessed", rotated, 0,
+         "could not be verified against the signer of this transaction"},
+        {"reference deleted, guessed", deleted, 0, "PBM protection could not be verified"},
+        {"reference deleted, another TLS client", deleted, 1, "PBM protection could not be verified"},
     };
 
     (void)state;
@@ -6199,7 +6214,10 @@ static void test_reload_foreign_continuing(void **state)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const char *const *rp = cases[i].replace;
         struct env *e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .confirm = 1});
-        struct client cl = {.env = e, .tamper = forged_after_reload};
+        struct client cl = {.env = e,
+                            .tamper = cases[i].other_tls ? certconf_after_reload : forged_after_reload,
+                            .tls_first = client_cert,
+                            .tls_later = cases[i].other_tls ? rogue_cert : NULL};
         OSSL_CMP_CTX *ctx = client_new(&cl, PBM, NULL, NULL, "demo-device", pbm_secret, pbm_secret_len);
 
         reload_to = env_reload(
