@@ -3,7 +3,8 @@ under a cmpload run with 0 failed enrolments; a broken file refused with its JSO
 running configuration keeps serving; a transaction begun before a reload (a polled ir) finishing
 after it; a new TLS server certificate, a new role and a new log level taking effect; a listener
 moved to another port (and a port that cannot be had refused); the reload metrics; a polling device
-that a reload takes off its role's allow-list collects nothing, its certificate withdrawn."""
+that a reload takes off its role's allow-list collects nothing, its certificate withdrawn; polling
+devices whose trust anchor a reload removed are refused without their address being blocked."""
 import json
 import signal
 import subprocess
@@ -263,6 +264,51 @@ class Reload(harness.GatewayTestCase):
             if "commonName" in line:
                 return line.split("=", 1)[1].strip()
         return None
+
+
+class ReloadRefusalsUncounted(harness.GatewayTestCase):
+    """A gateway of its own: its address may fail to authenticate twice (a third failure would block it)."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["limits"] = {"auth_failures_per_address": 2, "auth_failure_window": "60s"}
+        cfg["upstreams"]["slow"] = dict(cfg["upstreams"]["local"], delay="2500ms", store="slow-store")
+        (gw.dir / "slow-store").mkdir(exist_ok=True)  # it revokes what nobody may collect
+        cfg["roles"]["slow"] = dict(cfg["roles"]["default"], poll_after="300ms", upstream="slow")
+        ca, _, _ = harness.make_foreign_pki(gw.dir / "foreign")
+        cfg["trust"]["foreign"] = {"ca_file": str(ca), "revocation": "none"}
+        cls.base = json.loads(json.dumps(cfg))
+
+    def test_fleet_refused_after_trust_rotation_keeps_its_address(self):
+        """Two devices behind one address poll for their certificates while a reload gives their role
+        another trust anchor: each pollReq is refused (signerNotTrusted), and neither counts as a failed
+        authentication: the address, whose budget is 2, still enrols on a role that trusts it."""
+        import test_polling
+        results = {}
+
+        def client(name):
+            results[name] = test_polling.cmp_polling(self.gw, "ir", name, "pki/roles/slow/cmp",
+                                                     ["-newkey", self.newkey(name), "-subject", "/CN=" + name])
+
+        threads = [threading.Thread(target=client, args=("fleet%d" % i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)  # both irs were answered "waiting": their transactions are parked
+        cfg = json.loads(json.dumps(self.base))
+        cfg["roles"]["slow"]["trust"] = ["foreign"]
+        self.gw.config_path.write_text(json.dumps(cfg, indent=2))
+        status, body = admin(self.gw, "/reload", "POST")
+        self.assertEqual(status, 200, body)
+        for t in threads:
+            t.join(harness.CLIENT_TIMEOUT + 20)
+        self.assertEqual(sorted(results), ["fleet0", "fleet1"])
+        for name, (p, answers, cert) in results.items():
+            self.assertNotEqual(p.returncode, 0, name)
+            self.assertIsNone(cert, name)
+            self.assert_cmp_error(answers[-1], ("error",), "signerNotTrusted",
+                                  "no longer chains to a CA trusted on this route")
+            self.assertIn(b"PKIFailureInfo: signerNotTrusted", p.stdout, name)  # what `openssl cmp` prints
+        self.assertIsNotNone(self.enrol("after-reload")[0])
 
 
 if __name__ == "__main__":
