@@ -1008,10 +1008,9 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
             return;
         claimed = !rebuilt; /* its signer checked on this copy */
     }
-    /* a record is replayed under the running configuration, which lacks a deleted reference */
-    if (txn == NULL && c->pbm_gone)
-        (void)pbm_refused(c, "unknown PBM reference", &why);
-    else if (txn == NULL && !held_here(c, &why) && gw_cluster_keeps_records(c->e->cluster))
+    /* a record is replayed under the running configuration, which lacks a deleted reference; and
+       "no open transaction" whether the reference is known or not, or the answer tells which are */
+    if (txn == NULL && !held_here(c, &why) && !c->pbm_gone && gw_cluster_keeps_records(c->e->cluster))
         leased = rebuilt = (txn = rebuild(c, msg, &why)) != NULL;
     if (txn == NULL) {
         refuse(c, msg,

@@ -6185,6 +6185,53 @@ static OSSL_CMP_MSG *forged_after_reload(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, s
     return req;
 }
 
+static const char *unknown_txn_ref;
+
+/* A certConf for a transactionID nobody opened, protected with a guess, naming |unknown_txn_ref|. */
+static OSSL_CMP_MSG *certconf_unknown_txn(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
+{
+    static const char guess[] = "a guess at the secret";
+
+    if (cl->exchanges != 1)
+        return req;
+    assert_int_equal(OSSL_CMP_CTX_set1_transactionID(ctx, NULL), 1); /* a fresh one on update */
+    assert_int_equal(OSSL_CMP_CTX_set1_referenceValue(ctx, (const unsigned char *)unknown_txn_ref,
+                                                      strlen(unknown_txn_ref)),
+                     1);
+    assert_int_equal(OSSL_CMP_CTX_set1_secretValue(ctx, (const unsigned char *)guess, sizeof(guess) - 1), 1);
+    assert_int_equal(OSSL_CMP_MSG_update_transactionID(ctx, req), 1);
+    return req;
+}
+
+/*
+ * A certConf or pollReq for no open transaction is answered alike whether its PBM reference is known
+ * or not: else a client without any secret could tell which references exist. Nothing was checked,
+ * so nothing counts against its address.
+ */
+static void test_no_txn_hides_references(void **state)
+{
+    static const char *const refs[] = {"demo-device", "no-such-device"};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(refs) / sizeof(refs[0]); i++) {
+        struct env *e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .confirm = 1});
+        struct client cl = {.env = e, .tamper = certconf_unknown_txn};
+        OSSL_CMP_CTX *ctx = client_new(&cl, PBM, NULL, NULL, "demo-device", pbm_secret, pbm_secret_len);
+
+        unknown_txn_ref = refs[i];
+        if (OSSL_CMP_exec_IR_ses(ctx) != NULL)
+            fail_msg("%s: confirmed", refs[i]);
+        assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                      "no open transaction");
+        if (e->auth_failures != 0)
+            fail_msg("%s: %d failed authentications counted", refs[i], e->auth_failures);
+        gw_cmp_engine_expire(e->engine, time(NULL) + 301);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
+}
+
 /*
  * A reload rotates or deletes the PBM reference of an open transaction: a certConf that is not the
  * transaction's own (a guessed secret, or the right one over another TLS client's connection) is
@@ -6342,6 +6389,7 @@ int main(void)
         cmocka_unit_test(test_reload_shares_transactions),
         cmocka_unit_test(test_reload_continuing),
         cmocka_unit_test(test_reload_foreign_continuing),
+        cmocka_unit_test(test_no_txn_hides_references),
         cmocka_unit_test(test_reload_pollreq),
         cmocka_unit_test(test_reload_check_revocation),
         cmocka_unit_test(test_certconf_wrong_hash),
