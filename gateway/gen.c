@@ -3,6 +3,7 @@
  * nothing holds it (gen.h).
  */
 #include "gateway/gen.h"
+#include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "gateway/cmp/engine.h"
@@ -58,17 +59,17 @@ void gw_gen_drop(struct gw_gen *g)
         atomic_fetch_sub(&g->refs, 1);
 }
 
-/* Frees |g|; false when an upstream call still running keeps its upstreams (and so its
- * configuration) alive: those are then left to process exit, with the engine when a revocation
- * runs on it past its deadline. */
-static bool gen_free(struct gw_gen *g)
+/* Frees |g|, its engine's work bounded by |until_ms| (gw_cmp_engine_free_until); false when an
+ * upstream call still running keeps its upstreams (and so its configuration) alive: those are then
+ * left to process exit, with the engine when a revocation runs on it past the deadline. */
+static bool gen_free(struct gw_gen *g, uint64_t until_ms)
 {
     bool all;
 
     if (g == NULL)
         return true;
     gw_prober_stop(g->prober);
-    all = gw_cmp_engine_free(g->engine) && gw_upstream_set_free(g->ups);
+    all = gw_cmp_engine_free_until(g->engine, until_ms) && gw_upstream_set_free(g->ups);
     for (size_t i = 0; i < g->n_ssl_ctx; i++)
         SSL_CTX_free(g->ssl_ctx[i]);
     free(g->ssl_ctx);
@@ -85,7 +86,7 @@ static bool gen_free(struct gw_gen *g)
 
 void gw_gen_free(struct gw_gen *g)
 {
-    (void)gen_free(g);
+    (void)gen_free(g, gw_now_ms() + GW_DRAIN_TIMEOUT_MS);
 }
 
 struct gw_gens *gw_gens_new(struct gw_gen *first)
@@ -168,13 +169,16 @@ size_t gw_gens_reap(struct gw_gens *gs)
     while ((g = done) != NULL) {
         done = g->next;
         gw_log(GW_LOG_DEBUG, "config_retired", "configuration generation %lu freed", g->id);
-        gen_free(g);
+        gw_gen_free(g); /* idle: nothing to wait for */
     }
     return left;
 }
 
 bool gw_gens_free(struct gw_gens *gs)
 {
+    /* one deadline for every engine's calls and withdrawals, which run side by side meanwhile: one
+       each would make a stop last as long as the reloads before it were many */
+    uint64_t until = gw_now_ms() + GW_DRAIN_TIMEOUT_MS;
     struct gw_gen *g, *next;
     bool all = true;
 
@@ -184,9 +188,9 @@ bool gw_gens_free(struct gw_gens *gs)
     gw_cmp_engine_close_all(gs->current->engine);
     for (g = gs->retired; g != NULL; g = next) {
         next = g->next;
-        all &= gen_free(g);
+        all &= gen_free(g, until);
     }
-    all &= gen_free(gs->current);
+    all &= gen_free(gs->current, until);
     pthread_mutex_destroy(&gs->lock);
     free(gs);
     return all;

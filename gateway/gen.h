@@ -88,7 +88,8 @@ size_t gw_gens_retired(struct gw_gens *gs);
 
 /*
  * gw_gens_free (shutdown, after the server stopped): ends the open transactions of every
- * generation, each logged by the engine it began under, then frees them all. False when an
+ * generation, each logged by the engine it began under, then frees them all, the upstream calls
+ * and withdrawals of all their engines bounded together by one GW_DRAIN_TIMEOUT_MS. False when an
  * upstream call still running kept a configuration alive (left to process exit). NULL-safe.
  */
 bool gw_gens_free(struct gw_gens *gs);

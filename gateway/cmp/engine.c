@@ -22,6 +22,7 @@
 #include "gateway/cmp/srv.h"
 #include "gateway/cmp/status.h"
 #include "gateway/cmp/txn.h"
+#include "base/clock.h"
 #include "base/err.h"
 #include "base/x509.h"
 #include "base/log.h"
@@ -238,11 +239,17 @@ void gw_cmp_engine_settle_withdrawals(struct gw_cmp_engine *e)
 
 bool gw_cmp_engine_free(struct gw_cmp_engine *e)
 {
+    return gw_cmp_engine_free_until(e, gw_now_ms() + GW_DRAIN_TIMEOUT_MS);
+}
+
+bool gw_cmp_engine_free_until(struct gw_cmp_engine *e, uint64_t until_ms)
+{
     if (e == NULL)
         return true;
-    cmp_poll_detach(e); /* upstream calls still running write to the audit log and the shared state */
+    /* upstream calls still running write to the audit log and the shared state */
+    cmp_poll_detach(e, until_ms);
     /* after the calls, whose late certificates it withdraws; a revocation still running uses |e| */
-    if (!cmp_withdrawals_drain(e))
+    if (!cmp_withdrawals_drain(e, until_ms))
         return false;
     if (e->shared != NULL && atomic_fetch_sub(&e->shared->refs, 1) == 1) {
         /* the last engine: what is still open ends here */

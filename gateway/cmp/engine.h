@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <time.h>
 #include "gateway/cmp/conf.h"
 #include "gateway/cmp/exchange.h"
@@ -43,11 +44,13 @@ bool gw_cmp_engine_busy(struct gw_cmp_engine *e);
 void gw_cmp_engine_close_all(struct gw_cmp_engine *e);
 
 /*
- * gw_cmp_engine_free frees the engine; the last of the engines sharing transactions ends those
- * still open, logged as abandoned. NULL-safe. false: a revocation was still running when its
- * withdrawals' deadline passed (cmp_withdrawals_drain), and the engine, its upstreams and its
- * configuration are left to the process exit.
+ * gw_cmp_engine_free_until frees the engine; the last of the engines sharing transactions ends those
+ * still open, logged as abandoned. NULL-safe. Its upstream calls and withdrawals get until |until_ms|
+ * (gw_now_ms), one deadline a stop gives all its engines. false: a revocation was still running when
+ * it passed (cmp_withdrawals_drain), and the engine, its upstreams and its configuration are left to
+ * the process exit. gw_cmp_engine_free gives it GW_DRAIN_TIMEOUT_MS from now.
  */
+bool gw_cmp_engine_free_until(struct gw_cmp_engine *e, uint64_t until_ms);
 bool gw_cmp_engine_free(struct gw_cmp_engine *e);
 
 /* gw_cmp_process answers one request (worker). Always fills |rsp|; never fails. */

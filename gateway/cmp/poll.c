@@ -720,7 +720,6 @@ void cmp_poll_closed(struct gw_cmp_engine *e, const struct cmp_txn *t, const cha
     pthread_mutex_unlock(&p->lock);
 }
 
-/* Waits for running calls to land, up to GW_DRAIN_TIMEOUT_MS; the rest are logged and cut loose. */
 bool cmp_poll_busy(struct gw_cmp_engine *e)
 {
     bool busy;
@@ -731,12 +730,13 @@ bool cmp_poll_busy(struct gw_cmp_engine *e)
     return busy;
 }
 
-void cmp_poll_detach(struct gw_cmp_engine *e)
+/* Waits for running calls to land until the stop's deadline; the rest are logged and cut loose. */
+void cmp_poll_detach(struct gw_cmp_engine *e, uint64_t until_ms)
 {
     struct cmp_pending *p, *next;
     int busy = 1;
 
-    for (unsigned waited = 0; waited < GW_DRAIN_TIMEOUT_MS; waited += DETACH_POLL_MS) {
+    while (gw_now_ms() < until_ms) {
         pthread_mutex_lock(&detach_lock);
         busy = e->pending != NULL;
         pthread_mutex_unlock(&detach_lock);

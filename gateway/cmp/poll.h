@@ -90,7 +90,7 @@ void cmp_poll_release(struct cmp_pending *p);
 /* cmp_poll_busy tells whether upstream calls begun under |e| are still running. */
 bool cmp_poll_busy(struct gw_cmp_engine *e);
 
-/* cmp_poll_detach (shutdown) waits up to GW_DRAIN_TIMEOUT_MS for running calls, then cuts them loose. */
-void cmp_poll_detach(struct gw_cmp_engine *e);
+/* cmp_poll_detach (shutdown) waits until |until_ms| (gw_now_ms) for running calls, then cuts them loose. */
+void cmp_poll_detach(struct gw_cmp_engine *e, uint64_t until_ms);
 
 #endif

@@ -384,22 +384,17 @@ static struct withdrawal *give_up(struct gw_cmp_engine *e, struct cmp_withdrawal
     return left;
 }
 
-bool cmp_withdrawals_drain(struct gw_cmp_engine *e)
+bool cmp_withdrawals_drain(struct gw_cmp_engine *e, uint64_t until_ms)
 {
     struct cmp_withdrawals *q = e->withdrawals;
+    /* gw_now_ms is the condition's clock (cmp_withdrawals_init) */
+    struct timespec until = {.tv_sec = (time_t)(until_ms / 1000),
+                             .tv_nsec = (long)(until_ms % 1000) * 1000000L};
     struct withdrawal *left, *next;
-    struct timespec until;
     bool asking;
 
     if (q == NULL)
         return true;
-    clock_gettime(CLOCK_MONOTONIC, &until); /* the condition's clock (cmp_withdrawals_init) */
-    until.tv_sec += GW_DRAIN_TIMEOUT_MS / 1000;
-    until.tv_nsec += (long)(GW_DRAIN_TIMEOUT_MS % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
     pthread_mutex_lock(&q->lock);
     q->stopping = 1;
     pthread_cond_broadcast(&q->cond);

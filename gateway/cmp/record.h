@@ -6,6 +6,7 @@
 #define GW_CMP_RECORD_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <openssl/x509.h>
 #include "gateway/cmp/audit.h"
 #include "gateway/cmp/cmp_local.h"
@@ -54,15 +55,16 @@ void cmp_withdraw_answered(struct gw_cmp_engine *e, const struct cmp_txn *t, con
 /*
  * The engine's withdrawal queue: cmp_withdrawals_init gives |e| one (0, or GW_ERR_NOMEM; its thread
  * starts with the first job). cmp_withdrawals_busy: jobs are queued or running. cmp_withdrawals_settle
- * waits until none is (tests). cmp_withdrawals_drain (engine free) stops taking jobs and waits up to
- * GW_DRAIN_TIMEOUT_MS for them, never longer: then every withdrawal not done gets "revoke_failed" and a
- * log line with its serial and upstream, the one whose upstream has not answered too. false: that one
- * still runs, and |e| with all it uses must be left to the process exit. NULL-safe on e->withdrawals.
+ * waits until none is (tests). cmp_withdrawals_drain (engine free) stops taking jobs and waits for them
+ * until |until_ms| (gw_now_ms), never longer: a stop gives all its engines one deadline, not one each.
+ * Then every withdrawal not done gets "revoke_failed" and a log line with its serial and upstream, the
+ * one whose upstream has not answered too. false: that one still runs, and |e| with all it uses must
+ * be left to the process exit. NULL-safe on e->withdrawals.
  */
 int cmp_withdrawals_init(struct gw_cmp_engine *e);
 bool cmp_withdrawals_busy(struct gw_cmp_engine *e);
 void cmp_withdrawals_settle(struct gw_cmp_engine *e);
-bool cmp_withdrawals_drain(struct gw_cmp_engine *e);
+bool cmp_withdrawals_drain(struct gw_cmp_engine *e, uint64_t until_ms);
 
 /* cmp_audit_closed writes the record of |t| closing with its certificate issued: confirmed, or
  * rejected (withdrawn when the message closing it is a certConf that does not confirm it). */

@@ -6,7 +6,7 @@ decoded CMP answer (PKIStatus, failInfo, statusString). What Vault received is r
 With Vault slow: waiting calls hold no worker or thread, a client that hangs up loses nothing on record,
 and SIGTERM drains a waiting request; past the drain, the certificate nobody will receive is withdrawn,
 and a revocation Vault does not answer within 10 s is left on record (revoke_failed) for the gateway to
-exit. A client that leaves before its answer is written (an HTTP/2 connection closed while its call
+exit, 10 s for the engines of all configurations still draining after reloads, not 10 s each. A client that leaves before its answer is written (an HTTP/2 connection closed while its call
 waits) never gets its certificate: it is withdrawn at Vault, with implicitConfirm and with a certConf
 expected; an answer written to a connection whose client left is not.
 """
@@ -446,28 +446,44 @@ class VaultShutdownPastDrain(SlowVault):
         self.assertEqual([e.get("upstream") for e in revoked], ["vault"], self.gw.stderr()[-3000:])
 
     def before_stop(self):
-        """What happens once the sign call waits at Vault, before SIGTERM."""
+        """What happens once the sign calls wait at Vault, before SIGTERM."""
+
+    def between_calls(self):
+        """What happens between one sign call and the next, once the first waits at Vault."""
 
     def stop_during_call(self, name):
-        """SIGTERM while the p10cr of |name| waits at Vault: the gateway exits 0 with the certificate on
-        record as issued and not delivered. Its serial."""
-        t = threading.Thread(target=lambda: self.p10cr_expecting_nothing(name))
-        t.start()
-        time.sleep(1.0)
+        """SIGTERM while the p10cr of |name| waits at Vault: the gateway exits 0 (within STOP_TIMEOUT) with
+        the certificate on record as issued and not delivered. Its serial."""
+        return self.stop_during_calls(name)[0]
+
+    def stop_during_calls(self, *names):
+        """stop_during_call for a p10cr of each of |names| at once, between_calls() between them: their
+        serials."""
+        threads = []
+        for name in names:
+            if threads:
+                self.between_calls()
+            threads.append(threading.Thread(target=self.p10cr_expecting_nothing, args=(name,)))
+            threads[-1].start()
+            time.sleep(1.0)
         self.before_stop()
         self.gw.signal_stop()
         rc = self.gw.wait_exit()
         self.gw.proc = None
-        t.join(harness.CLIENT_TIMEOUT)
+        for t in threads:
+            t.join(harness.CLIENT_TIMEOUT)
         self.gw.check_stderr()
         self.assertIn("running the requests still queued or waiting for an upstream", self.gw.stderr())
-        issued = harness.audit_records(self.gw, "issued", "%s.example.com" % name)
-        self.assertEqual(len(issued), 1, self.gw.stderr()[-3000:])
         self.assertEqual(rc, 0, self.gw.stderr()[-3000:])
-        serial = issued[0]["serial"]
-        self.assertEqual([r["status"] for r in harness.audit_records(self.gw, "rejected") if r["serial"] == serial],
-                         ["not delivered: the gateway stopped before its answer was sent"])
-        return serial
+        serials = []
+        for name in names:
+            issued = harness.audit_records(self.gw, "issued", "%s.example.com" % name)
+            self.assertEqual(len(issued), 1, self.gw.stderr()[-3000:])
+            serials.append(issued[0]["serial"])
+            self.assertEqual([r["status"] for r in harness.audit_records(self.gw, "rejected")
+                              if r["serial"] == serials[-1]],
+                             ["not delivered: the gateway stopped before its answer was sent"])
+        return serials
 
     def p10cr_expecting_nothing(self, name):
         try:
@@ -505,6 +521,27 @@ class VaultShutdownRevocationPastDeadline(VaultShutdownPastDrain):
         # the revocation still runs: the gateway exits without the cleanup that would free its state
         stopped = [(e.get("level"), e.get("msg")) for e in self.gw.log_lines() if e.get("event") == "stopped"]
         self.assertEqual(stopped, [("warn", "an upstream call still runs past the drain: exiting without cleanup")])
+
+
+class VaultShutdownRevocationsOfThreeEngines(VaultShutdownRevocationPastDeadline):
+    """As VaultShutdownRevocationPastDeadline with one request begun under each of three configurations
+    (two reloads between them): the two retired engines and the running one each withdraw a certificate
+    at the stop, and their withdrawals share one deadline (10 s), not one each one after the other (30 s,
+    past STOP_TIMEOUT and near the unit's TimeoutStopSec). Each certificate is on record as not revoked."""
+
+    LATENCY_S = 15.0  # the first sign call, begun 3 s before SIGTERM, still waits when the drain gives up
+
+    def between_calls(self):
+        status, body = harness.admin(self.gw, "/reload", "POST")
+        self.assertEqual(status, 200, body)
+
+    def test_certificate_recorded_after_the_drain_gave_up(self):
+        serials = self.stop_during_calls("engine1", "engine2", "engine3")
+        self.assertEqual(len(self.vault.requests("/revoke")), 3)  # each engine asked, none answered in time
+        failed = [r["serial"] for r in harness.audit_records(self.gw, "revoke_failed")
+                  if r["status"] == "not revoked: the gateway stopped before the upstream answered; check at the CA"]
+        self.assertEqual(sorted(failed), sorted(serials))
+        self.assertEqual(harness.audit_records(self.gw, "revoked"), [])
 
 if __name__ == "__main__":
     harness.main()
