@@ -47,6 +47,13 @@ int gw_vault_parse_error(const char *body, size_t len, struct gw_vault_error *ou
 void gw_vault_map_error(long http_status, const char *body, size_t len, int *status, int *fail_info,
                         char *reason);
 
+/*
+ * gw_vault_no_entry: a 404 |body| that is Vault's "nothing there", an empty error list (a read that
+ * found no role or certificate). Vault's router and its engines name a path they do not have
+ * ("no handler for route ...", "unsupported path"): such a 404, or one not Vault's, is not this.
+ */
+bool gw_vault_no_entry(const char *body, size_t len);
+
 /* POST auth/<mount>/login: {"auth": {"client_token", "lease_duration", "renewable"}}. */
 struct gw_vault_login {
     char client_token[GW_MAX_VAULT_TOKEN_LEN + 1]; /* a secret: gw_vault_login_cleanup wipes it */

@@ -801,8 +801,23 @@ static int vault_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_
 /* ---- revoke, role policy, certificate status ---- */
 
 /*
+ * A 404 that is not Vault's "nothing there" (gw_vault_no_entry): no mount at the upstream's "mount",
+ * or no such path on it. Vault answers a revocation of a serial it does not know with a 400 (Vault
+ * and OpenBao alike; Vault's cross-cluster revocation queue, a 200 "pending"), never so: the
+ * gateway's configuration is wrong, which an operator fixes, and a client may retry later. Vault's
+ * words name its paths: they go to the log, not into |err|, which a client may be told.
+ */
+static int no_route(const struct vault *v, const char *method, const char *path, char *err)
+{
+    gw_log_kv(GW_LOG_ERROR, "vault_no_route", "upstream", up_name(v), "method", method, "path", path,
+              "reason", err, "msg", "Vault has no such path: check the upstream's url and mount", NULL);
+    set_err(err, "Vault has no such path (HTTP 404): the gateway's configuration is wrong");
+    return GW_ERR_UPSTREAM;
+}
+
+/*
  * Runs one synchronous call and maps a non-2xx answer into |err|; 0 with the 2xx answer in |rsp|,
- * which the caller parses and cleans up.
+ * which the caller parses and cleans up. GW_ERR_NOT_FOUND: Vault has no such entry.
  */
 static int simple_call(struct vault *v, const char *method, const char *path, const char *body,
                        struct gw_http_response *rsp, long *status, char *err)
@@ -816,7 +831,9 @@ static int simple_call(struct vault *v, const char *method, const char *path, co
     *status = rsp->status;
     if (rsp->status != 200 && rsp->status != 204) {
         gw_vault_map_error(rsp->status, rsp->body, rsp->body_len, &st, &fi, err);
-        rc = rsp->status == 404 ? GW_ERR_NOT_FOUND : st;
+        rc = rsp->status != 404                            ? st
+             : gw_vault_no_entry(rsp->body, rsp->body_len) ? GW_ERR_NOT_FOUND
+                                                           : no_route(v, method, path, err);
     }
 out:
     if (rc != 0)
@@ -854,7 +871,7 @@ static int serial_text(const ASN1_INTEGER *s, char serial[GW_VAULT_SERIAL_LEN], 
  * POST revoke by serial: Vault takes no reason code (the caller audits it), and revokes by serial
  * within the mount, whatever |issuer| says. Unknown serial: GW_ERR_NOT_FOUND. A refusal Vault would
  * repeat (a 4xx, an expired certificate) is GW_ERR_REFUSED with badRequest: Vault names no failInfo.
- * Worker.
+ * A 404 naming a path Vault does not have is the gateway's configuration (no_route). Worker.
  */
 static int vault_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer,
                                const ASN1_INTEGER *serial_int, int reason, int *fail_info, char *err)
@@ -880,7 +897,7 @@ static int vault_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer,
                      &status, err);
     if (rc != 0 && status == 400 && strstr(err, "not found") != NULL)
         rc = GW_ERR_NOT_FOUND; /* "certificate with serial ... not found." (docs/design.md U1.5) */
-    else if (rc != 0 && rc != GW_ERR_NOT_FOUND && gw_http_status_refuses(status))
+    else if (rc != 0 && status != 404 && gw_http_status_refuses(status)) /* 404: no entry, or no route */
         rc = GW_ERR_REFUSED;
     if (rc != 0)
         goto out;

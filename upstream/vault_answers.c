@@ -58,6 +58,14 @@ int gw_vault_parse_error(const char *body, size_t len, struct gw_vault_error *ou
     return rc;
 }
 
+bool gw_vault_no_entry(const char *body, size_t len)
+{
+    struct gw_vault_error e;
+    char why[GW_ERR_LEN];
+
+    return gw_vault_parse_error(body, len, &e, why) == 0 && e.message[0] == '\0';
+}
+
 /* Visible ASCII only: the token goes into an X-Vault-Token header line as it is. */
 static bool token_chars(const char *s, size_t n)
 {

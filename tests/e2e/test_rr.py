@@ -38,6 +38,12 @@ def serial_hex(cert):
     return harness.serial_hex(cert).lstrip("0")
 
 
+def colon_hex(cert):
+    """The serial of a PEM certificate as Vault writes it in its paths: colon-separated octets."""
+    serial = harness.serial_hex(cert)
+    return ":".join(serial[i:i + 2] for i in range(0, len(serial), 2))
+
+
 def crl_entries(gw, name):
     """{serial hex: reason} of the CRL the route serves over genm id-it-crlStatusList (cmpclient)."""
     d = gw.dir
@@ -200,9 +206,7 @@ class RevocationAtVault(harness.GatewayTestCase):
         return rp_status(rsp.read_bytes())
 
     def revoked_at_vault(self, cert):
-        serial = harness.serial_hex(cert).lower()
-        colons = ":".join(serial[i:i + 2] for i in range(0, len(serial), 2))
-        return self.vault.api("GET", "/v1/pki/cert/%s" % colons)["data"]["revocation_time"] != 0
+        return self.vault.api("GET", "/v1/pki/cert/%s" % colon_hex(cert))["data"]["revocation_time"] != 0
 
     def test_ra_of_another_role_refused(self):
         victim = self.p10cr("vault-a", "a-1.example.com")
@@ -250,15 +254,47 @@ class RevocationAtVault(harness.GatewayTestCase):
         self.assertFalse(self.vault.since(mark, "/revoke"))
 
     def test_lookup_failure_refuses(self):
-        victim = self.p10cr("vault-b", "b-2.example.com")
-        self.vault.control({"force_status": 500, "match": "/cert/"})
+        victim = self.lookup_answered("b-2.example.com", 500)
+        self.assertFalse(self.revoked_at_vault(victim))
+
+    def test_lookup_without_route_is_the_gateways(self):
+        """Vault's router answers the lookup 404 (its mount gone or renamed): not a certificate Vault does not
+        know (its own 404 names nothing), but the gateway's configuration: the client retries later."""
+        victim = self.lookup_answered("b-4.example.com", 404)
+        self.assertIn(("error", "vault", "/v1/pki/cert/" + colon_hex(victim)), self.no_route_lines())
+
+    def lookup_answered(self, name, status):
+        """An RA's rr for a fresh certificate |name| of vault-b while Vault answers its lookup with HTTP
+        |status|: refused, the client told to retry later. The certificate."""
+        victim = self.p10cr("vault-b", name)
+        self.vault.control({"force_status": status, "match": "/cert/"})
         try:
-            got = self.ra_rr("b-ra-vault-down", victim)
+            got = self.ra_rr("ra-lookup-" + name, victim)
         finally:
             self.vault.control({})
         self.assertEqual(got, (2, ["systemUnavail"], [
             "the certificate to revoke cannot be looked up at the CA now; retry later"]))
-        self.assertFalse(self.revoked_at_vault(victim))
+        return victim
+
+    def test_revoke_without_route_is_the_gateways(self):
+        """Vault's router answers the revocation 404 (its mount gone or renamed): not an unknown certificate,
+        which Vault answers 400 and a client does not retry, but the gateway's configuration: retry later,
+        without Vault's words (they name its paths), which an error line keeps with the upstream and path."""
+        _, rp, records, lines, more = self.revoke_answered("b-ra-revoke-no-route", 404)
+        why = "Vault has no such path (HTTP 404): the gateway's configuration is wrong"
+        self.assertEqual(rp, (2, ["systemUnavail"], ["the CA could not revoke the certificate now (%s); retry later"
+                                                     % why]))
+        self.assertEqual(records, ["not revoked (retry later): " + why])
+        self.assertEqual(lines, [("retry later", why)])
+        self.assertEqual(more, {"systemUnavail": 1})
+        self.assertIn(("error", "vault", "/v1/pki/revoke"), self.no_route_lines())
+
+    def no_route_lines(self):
+        """(level, upstream, path) of the log's vault_no_route lines, each saying what Vault's router said."""
+        lines = [e for e in self.gw.log_lines() if e.get("event") == "vault_no_route"]
+        for e in lines:
+            self.assertIn("no handler for route", e["reason"])
+        return [(e["level"], e["upstream"], e["path"]) for e in lines]
 
     def revoke_answered(self, name, status):
         """An RA's rr for a fresh certificate of vault-b while Vault answers its revoke with HTTP |status|:

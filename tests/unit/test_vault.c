@@ -1076,6 +1076,35 @@ static void test_revoke(void **state)
     fx_cleanup(&f);
 }
 
+/* Vault's router for a mount the gateway's configuration names and Vault does not have. */
+#define NO_ROUTE "{\"errors\":[\"no handler for route \\\"pki/revoke\\\". route entry not found.\"]}"
+
+/*
+ * A 404 to a revoke that is not Vault's "nothing there": its router (no such mount, a mount without
+ * that path), or not Vault at all. Vault answers an unknown serial with a 400: this is the gateway's
+ * configuration, to retry later, and the client is not told Vault's words. Once, it was "unknown
+ * certificate", which a client does not retry.
+ */
+static void test_revoke_no_route(void **state)
+{
+    static const struct answer cases[] = {
+        {404, NO_ROUTE, 0},
+        {404, "{\"errors\":[\"1 error occurred:\\n\\t* unsupported path\\n\\n\"]}", 0},
+        {404, "<html>404 page not found</html>", 0},
+    };
+    struct fx f;
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    fx_init(&f, 5000);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        fake_script(&cases[i], 1);
+        assert_int_equal(gw_upstream_revoke(f.up, leaf, CRL_REASON_KEY_COMPROMISE, err), GW_ERR_UPSTREAM);
+        assert_string_equal(err, "Vault has no such path (HTTP 404): the gateway's configuration is wrong");
+    }
+    fx_cleanup(&f);
+}
+
 static void test_role_policy(void **state)
 {
     struct answer a = {
@@ -1225,6 +1254,7 @@ static void test_cert_status(void **state)
         {{200, good, 0}, 0, 0},
         {{200, revoked_ans, 0}, 0, 1},
         {{404, "{\"errors\":[]}", 0}, GW_ERR_NOT_FOUND, 0},
+        {{404, NO_ROUTE, 0}, GW_ERR_UPSTREAM, 0}, /* not "unknown": the mount is wrong */
         {{200, "{\"data\":{}}", 0}, GW_ERR_UPSTREAM, 0},
         {{503, "{\"errors\":[\"Vault is sealed\"]}", 0}, GW_ERR_BUSY, 0},
         /* a status Vault did not state is not "not revoked" */
@@ -1412,6 +1442,7 @@ int main(void)
         cmocka_unit_test(test_cert_login_single_flight),
         cmocka_unit_test(test_cert_login_refused),
         cmocka_unit_test(test_revoke),
+        cmocka_unit_test(test_revoke_no_route),
         cmocka_unit_test(test_role_policy),
         cmocka_unit_test(test_role_policy_grants),
         cmocka_unit_test(test_cert_status),

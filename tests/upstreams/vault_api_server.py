@@ -14,8 +14,9 @@ TLS client certificate. Not a Vault: no storage, no ACL language (a token either
 Switches (POST /_control with a JSON object, GET /_control to read; or --state FILE at start):
   latency_ms     int   hold every answer this long (after the work is done: a timeout leaves a
                        certificate issued and the outcome unknown, like a real CA)
-  force_status   int   answer this status instead: 403 permission denied, 412, 429, 500, 503
-                       "Vault is sealed"; with force_count N only the next N requests
+  force_status   int   answer this status instead: 403 permission denied, 404 no handler for route
+                       (the mount gone), 412, 429, 500, 503 "Vault is sealed"; with force_count N only
+                       the next N requests
   warnings_only  bool  sign answers 200 with only warnings and no certificate
   garbage        bool  sign answers 200 with a body that is not JSON
   no_ca_chain    bool  sign answers without ca_chain (issuing_ca only)
@@ -84,6 +85,7 @@ EKU_OIDS = {
 }
 FORCED = {
     403: ["permission denied"],
+    404: ['no handler for route "{path}". route entry not found.'],  # its router: no such mount
     412: ["required index state not present"],
     429: ['request path "{path}": rate limit quota exceeded'],
     500: ["internal error"],
