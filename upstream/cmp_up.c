@@ -513,23 +513,26 @@ static int cmp_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_up
 #define RR_TRANSIENT                                                                                         \
     (FAIL_BIT(systemUnavail) | FAIL_BIT(systemFailure) | FAIL_BIT(transactionIdInUse) |                      \
      FAIL_BIT(timeNotAvailable))
-/* The CA could not take the gateway's message as its own (its protection, its signer, its clock,
- * its nonces): the upstream's configuration, which an operator fixes, as an HTTP 401 or 403; the
- * same rr passes then. */
-#define RR_GATEWAY_MESSAGE                                                                                   \
+/*
+ * The CA could not take the gateway's message as its own (its protection, its signer, its clock, its
+ * nonces), or does not let its sender revoke (notAuthorized, "the sender was not authorized to make
+ * the preceding request", RFC 9810 §5.2.3): the sender is the gateway, whose credentials at the CA
+ * are the upstream's configuration, which an operator fixes, as an HTTP 401 or 403; the same rr
+ * passes then. The client, whom the gateway authorized before asking, can change none of it.
+ */
+#define RR_GATEWAY                                                                                           \
     (FAIL_BIT(badAlg) | FAIL_BIT(badMessageCheck) | FAIL_BIT(badTime) | FAIL_BIT(wrongAuthority) |           \
      FAIL_BIT(signerNotTrusted) | FAIL_BIT(badRecipientNonce) | FAIL_BIT(badSenderNonce) |                   \
-     FAIL_BIT(unsupportedVersion) | FAIL_BIT(wrongIntegrity))
-/* A refusal of the revocation asked for (the certificate, the requester, the reason), which the
- * client may be told; any other is about what the gateway built of it, of which it knows nothing. */
-#define RR_CLIENT_SEES                                                                                       \
-    (FAIL_BIT(badRequest) | FAIL_BIT(notAuthorized) | FAIL_BIT(incorrectData) | FAIL_BIT(unacceptedExtension))
+     FAIL_BIT(unsupportedVersion) | FAIL_BIT(wrongIntegrity) | FAIL_BIT(notAuthorized))
+/* A refusal of the revocation asked for (the certificate, the reason), which the client may be told;
+ * any other is about what the gateway built of it, of which it knows nothing. */
+#define RR_CLIENT_SEES (FAIL_BIT(badRequest) | FAIL_BIT(incorrectData) | FAIL_BIT(unacceptedExtension))
 
 /*
  * What the failInfo |fi| of a failed rr means (map_failure: systemUnavail when no usable answer
  * came): the CA's certRevoked and badCertId keep their meaning (upstream.h), its own trouble and its
- * refusal of the gateway's message may pass, any other rejection is for good, with |fi| where the
- * client may see it.
+ * refusal of the gateway's message or credentials may pass, any other rejection is for good, with
+ * |fi| where the client may see it.
  */
 static int revoke_outcome(int fi, int status, int *fail_info)
 {
@@ -537,7 +540,7 @@ static int revoke_outcome(int fi, int status, int *fail_info)
         return GW_ERR_EXISTS;
     if (fi == OSSL_CMP_PKIFAILUREINFO_badCertId)
         return GW_ERR_NOT_FOUND;
-    if (((RR_TRANSIENT | RR_GATEWAY_MESSAGE) & (1 << fi)) != 0)
+    if (((RR_TRANSIENT | RR_GATEWAY) & (1 << fi)) != 0)
         return status;
     *fail_info = (RR_CLIENT_SEES & (1 << fi)) != 0 ? fi : OSSL_CMP_PKIFAILUREINFO_badRequest;
     return GW_ERR_REFUSED;

@@ -249,14 +249,23 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
         return harness.rp_status(res.rsp_files[0].read_bytes()), canned, records
 
     def test_holder_rr_refused_by_the_cmp_ca(self):
-        """The CMP CA rejects the revocation itself (notAuthorized): the client gets that failInfo and is told
+        """The CMP CA rejects the revocation itself (incorrectData): the client gets that failInfo and is told
         that retrying will not help, without the CA's text, which the audit log keeps. Once, it was told to
         retry later, forever."""
-        rp, canned, records = self.holder_rr_rejected("rr-refused", 23)
-        self.assertEqual(rp, (REJECTION, ["notAuthorized"], [
+        rp, canned, records = self.holder_rr_rejected("rr-refused", 7)
+        self.assertEqual(rp, (REJECTION, ["incorrectData"], [
             "the CA refused to revoke the certificate with serial %s; retrying will not help: ask the CA's "
             "operator why" % harness.serial_hex(canned)]))
         self.assertEqual(records, ["not revoked (refused for good): upstream CA: no revocations on Sundays"])
+
+    def test_holder_rr_gateway_not_authorized_by_the_cmp_ca(self):
+        """The CMP CA does not authorize the rr's sender (notAuthorized): that is the gateway, whose credentials
+        at the CA an operator fixes, not the holder, whom the gateway authorized: the client is told to retry
+        later. Once, it was told that it was not authorized and that retrying would not help."""
+        rp, _, records = self.holder_rr_rejected("rr-gateway-denied", 23)
+        self.assertEqual(rp, (REJECTION, ["systemUnavail"], [
+            "the CA could not revoke the certificate now (upstream CA: no revocations on Sundays); retry later"]))
+        self.assertEqual(records, ["not revoked (retry later): upstream CA: no revocations on Sundays"])
 
     def test_holder_rr_cmp_ca_unavailable(self):
         """The twin: the CMP CA says it is unavailable (systemUnavail): the client is told to retry later."""

@@ -897,11 +897,11 @@ static void test_revoke_cert(void **state)
 }
 
 /*
- * A CMP CA's rejection of an rr: its own trouble, and its refusal of the gateway's message, may pass
- * (the client is told to retry later); any other is for good, with its failInfo where that speaks of
- * the revocation asked for, else badRequest (one about what the gateway built of the rr, which the
- * client cannot change). The CA's text is for the log. Once, every rejection but certRevoked and
- * badCertId had the client retry forever.
+ * A CMP CA's rejection of an rr: its own trouble, and its refusal of the gateway's message or
+ * credentials, may pass (the client is told to retry later); any other is for good, with its failInfo
+ * where that speaks of the revocation asked for, else badRequest (one about what the gateway built of
+ * the rr, which the client cannot change). The CA's text is for the log. Once, every rejection but
+ * certRevoked and badCertId had the client retry forever.
  */
 static void test_revoke_refusals(void **state)
 {
@@ -918,8 +918,6 @@ static void test_revoke_refusals(void **state)
         {M_REJECT, OSSL_CMP_PKIFAILUREINFO_timeNotAvailable, GW_ERR_UPSTREAM, 0},
         {M_HTTP500, 0, GW_ERR_UPSTREAM, 0},
         {M_REJECT, OSSL_CMP_PKIFAILUREINFO_badRequest, GW_ERR_REFUSED, OSSL_CMP_PKIFAILUREINFO_badRequest},
-        {M_REJECT, OSSL_CMP_PKIFAILUREINFO_notAuthorized, GW_ERR_REFUSED,
-         OSSL_CMP_PKIFAILUREINFO_notAuthorized},
         {M_REJECT, OSSL_CMP_PKIFAILUREINFO_incorrectData, GW_ERR_REFUSED,
          OSSL_CMP_PKIFAILUREINFO_incorrectData},
         {M_REJECT, OSSL_CMP_PKIFAILUREINFO_unacceptedExtension, GW_ERR_REFUSED,
@@ -930,6 +928,9 @@ static void test_revoke_refusals(void **state)
         {M_REJECT, OSSL_CMP_PKIFAILUREINFO_signerNotTrusted, GW_ERR_UPSTREAM, 0},
         {M_REJECT, OSSL_CMP_PKIFAILUREINFO_wrongAuthority, GW_ERR_UPSTREAM, 0},
         {M_REJECT, OSSL_CMP_PKIFAILUREINFO_badTime, GW_ERR_UPSTREAM, 0},
+        /* the sender the CA does not authorize is the gateway: its credentials at the CA, the same; it
+           was once refused for good, the client told it was not authorized */
+        {M_REJECT, OSSL_CMP_PKIFAILUREINFO_notAuthorized, GW_ERR_UPSTREAM, 0},
         /* about what the gateway built of the rr: never the client's to see, for good */
         {M_REJECT, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, GW_ERR_REFUSED,
          OSSL_CMP_PKIFAILUREINFO_badRequest},
