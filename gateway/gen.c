@@ -69,7 +69,7 @@ static bool gen_free(struct gw_gen *g, uint64_t until_ms)
     if (g == NULL)
         return true;
     gw_prober_stop(g->prober);
-    all = gw_cmp_engine_free_until(g->engine, until_ms) && gw_upstream_set_free(g->ups);
+    all = gw_cmp_engine_free_until(g->engine, until_ms) && gw_upstream_set_free_until(g->ups, until_ms);
     for (size_t i = 0; i < g->n_ssl_ctx; i++)
         SSL_CTX_free(g->ssl_ctx[i]);
     free(g->ssl_ctx);

@@ -169,17 +169,14 @@ struct gw_upstream *gw_upstream_new(const struct gw_upstream_conf *conf,
     return gw_upstream_new_ops(conf, conf->ops, signer, err);
 }
 
-bool gw_upstream_free(struct gw_upstream *up)
+/* gw_upstream_free, waiting for calls in flight up to |until_ms| (gw_now_ms) at most. */
+static bool free_until(struct gw_upstream *up, uint64_t until_ms)
 {
-    uint64_t waited = 0;
-
     if (up == NULL)
         return true;
     /* A completion still to come would touch |up|: let it land, but never hang shutdown. */
-    while (atomic_load(&up->inflight) != 0 && waited < GW_DRAIN_TIMEOUT_MS) {
+    while (atomic_load(&up->inflight) != 0 && gw_now_ms() < until_ms)
         gw_sleep_ms(DRAIN_POLL_MS);
-        waited += DRAIN_POLL_MS;
-    }
     if (atomic_load(&up->inflight) != 0) {
         gw_log(GW_LOG_ERROR, "upstream_leak", "upstream %s still has %u calls in flight; not freed",
                gw_upstream_conf_name(up->conf), atomic_load(&up->inflight));
@@ -191,6 +188,11 @@ bool gw_upstream_free(struct gw_upstream *up)
     pthread_mutex_destroy(&up->health_lock);
     free(up);
     return true;
+}
+
+bool gw_upstream_free(struct gw_upstream *up)
+{
+    return free_until(up, gw_now_ms() + GW_DRAIN_TIMEOUT_MS);
 }
 
 const struct gw_upstream_conf *gw_upstream_get0_conf(const struct gw_upstream *up)
@@ -736,12 +738,17 @@ fail:
 
 bool gw_upstream_set_free(struct gw_upstream_set *set)
 {
+    return gw_upstream_set_free_until(set, gw_now_ms() + GW_DRAIN_TIMEOUT_MS);
+}
+
+bool gw_upstream_set_free_until(struct gw_upstream_set *set, uint64_t until_ms)
+{
     bool all = true;
 
     if (set == NULL)
         return true;
     for (size_t i = 0; i < set->n; i++)
-        all &= gw_upstream_free(set->ups[i]);
+        all &= free_until(set->ups[i], until_ms);
     free(set->ups);
     free(set);
     return all;

@@ -252,8 +252,10 @@ struct gw_upstream_set;
 struct gw_upstream_set *gw_upstream_set_new(const struct gw_upstream_conf *confs, size_t n,
                                             const struct gw_role *roles, size_t n_roles,
                                             const struct gw_upstream_signer *signer, char *err);
-/* gw_upstream_set_free frees every upstream of |set|; false if one was left alive (gw_upstream_free). */
+/* gw_upstream_set_free frees every upstream of |set|; false if one was left alive (gw_upstream_free).
+ * gw_upstream_set_free_until waits for their calls in flight until |until_ms| (gw_now_ms), all told. */
 bool gw_upstream_set_free(struct gw_upstream_set *set);
+bool gw_upstream_set_free_until(struct gw_upstream_set *set, uint64_t until_ms);
 /* gw_upstream_set_busy tells whether a call to one of |set|'s upstreams is still in flight. */
 bool gw_upstream_set_busy(const struct gw_upstream_set *set);
 struct gw_upstream *gw_upstream_set_get0(const struct gw_upstream_set *set, const char *name);
