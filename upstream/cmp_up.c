@@ -325,6 +325,9 @@ static int set_template(OSSL_CMP_CTX *ctx, const struct gw_cert_plan *plan)
     }
     if (X509_NAME_entry_count(plan->subject) > 0 && OSSL_CMP_CTX_set1_subjectName(ctx, plan->subject) != 1)
         goto out;
+    /* OpenSSL fills a template without subjectAltNames with its signer's: the gateway's own names */
+    if (OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_SUBJECTALTNAME_NODEFAULT, 1) != 1)
+        goto out;
     if ((plan->sans != NULL && !push_ext(exts, NID_subject_alt_name, plan->sans, 0)) ||
         !gw_usage_exts_add(&exts, plan->key_usage, plan->ext_key_usage))
         goto out;

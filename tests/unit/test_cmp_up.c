@@ -39,7 +39,7 @@
 #define BODY_RR 11
 
 static char dir[64];
-static EVP_PKEY *ca_key, *client_key, *other_key, *ra_key;
+static EVP_PKEY *ca_key, *client_key, *other_key, *ra_key, *gw_key;
 static X509 *ca, *ra; /* ra: "cmp upstream RA", issued by |ca|, signs some answers */
 
 /* ---- fixtures ---- */
@@ -112,6 +112,30 @@ static void put_cert(const char *name, X509 *x)
     fclose(fp);
 }
 
+/*
+ * The gateway's signer, "gw.pem" and "gw.key": an RA certificate of |ca| with a name of the gateway's
+ * own, which no certificate it asks for on a client's behalf may carry.
+ */
+static int put_signer(void)
+{
+    X509 *x = make_cert("gateway RA", gw_key = EVP_EC_gen("P-256"), 0);
+    X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, NULL, NID_subject_alt_name, "DNS:gw.example.com");
+    char path[256];
+    FILE *fp;
+    int ok = e != NULL && X509_add_ext(x, e, -1) == 1 && X509_sign(x, ca_key, EVP_sha256()) > 0;
+
+    X509_EXTENSION_free(e);
+    if (ok)
+        put_cert("gw.pem", x);
+    X509_free(x);
+    snprintf(path, sizeof(path), "%s/gw.key", dir);
+    if (!ok || (fp = fopen(path, "w")) == NULL)
+        return -1;
+    ok = fchmod(fileno(fp), 0600) == 0 && PEM_write_PrivateKey(fp, gw_key, NULL, NULL, 0, NULL, NULL) == 1;
+    fclose(fp);
+    return ok ? 0 : -1;
+}
+
 static int group_setup(void **state)
 {
     FILE *fp;
@@ -133,6 +157,8 @@ static int group_setup(void **state)
     fclose(fp);
     put_file("up.secret", SECRET, strlen(SECRET));
     put_cert("ra.pem", ra);
+    if (put_signer() != 0)
+        return -1;
     {
         /* two CAs of two names in one file */
         X509 *ca2 = make_cert_by("another CA", other_key, 1, NULL, NULL);
@@ -155,6 +181,7 @@ static int group_teardown(void **state)
     EVP_PKEY_free(client_key);
     EVP_PKEY_free(other_key);
     EVP_PKEY_free(ra_key);
+    EVP_PKEY_free(gw_key);
     X509_free(ca);
     X509_free(ra);
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
@@ -182,7 +209,8 @@ struct server {
     X509 *capubs;
     unsigned char rr_named[64]; /* issuer and serial of the last rr, their DER one after the other */
     int rr_named_len;
-    int rr_fail; /* M_REJECT: the failInfo bit that rejects an rr (certRevoked unless server_reject_rr) */
+    int rr_fail;   /* M_REJECT: the failInfo bit that rejects an rr (certRevoked unless server_reject_rr) */
+    int tmpl_sans; /* the subjectAltNames in the last ir's template; -1: no such extension */
     pthread_mutex_t lock; /* the test changes the protection between exchanges */
 };
 
@@ -192,7 +220,15 @@ static OSSL_CMP_PKISI *srv_cert_req(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *r
 {
     struct server *s = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
 
-    (void)req, (void)id, (void)crm, (void)p10, (void)chain;
+    (void)req, (void)id, (void)p10, (void)chain;
+    if (crm != NULL) {
+        GENERAL_NAMES *sans =
+            X509V3_get_d2i(OSSL_CRMF_CERTTEMPLATE_get0_extensions(OSSL_CRMF_MSG_get0_tmpl(crm)),
+                           NID_subject_alt_name, NULL, NULL);
+
+        s->tmpl_sans = sk_GENERAL_NAME_num(sans);
+        GENERAL_NAMES_free(sans);
+    }
     pthread_mutex_lock(&s->lock);
     if (s->capubs != NULL && (*capubs = sk_X509_new_null()) != NULL && X509_up_ref(s->capubs) == 1)
         sk_X509_push(*capubs, s->capubs);
@@ -434,7 +470,7 @@ static int dead_port(int *fd)
 /* ---- config ---- */
 
 #define SIGNER_AND_REST                                                                                      \
-    "\"signer\": {\"cert\": \"up-ca.pem\", \"key\": \"up-ca.key\"},"                                         \
+    "\"signer\": {\"cert\": \"gw.pem\", \"key\": \"gw.key\"},"                                               \
     "\"trust\": {\"t\": {\"ca_file\": \"up-ca.pem\", \"revocation\": \"none\"}},"                            \
     "\"default_path_policy\": \"role:r\", \"audit\": {\"file\": \"audit.log\"},"
 
@@ -586,19 +622,27 @@ struct run {
     struct gw_upstream *up;
 };
 
-/* The PBM upstream at |port| answering within |timeout|, with |keys| (", \"trusted\": ..." or "") added. */
-static void run_open_timed(struct run *r, int port, const char *timeout, const char *keys)
+/* The upstream |up| (its JSON object's keys) as "up". */
+static void run_open_up(struct run *r, const char *up)
 {
-    char up[512], all[768], err[GW_ERR_LEN] = "";
+    char err[GW_ERR_LEN] = "";
 
-    snprintf(all, sizeof(all), "%s%s", pbm_upstream(port, timeout, up, sizeof(up)), keys);
-    r->cfg = config(all, "", err);
+    r->cfg = config(up, "", err);
     if (r->cfg == NULL)
         fail_msg("%s", err);
     if ((r->set = gw_upstream_set_new(r->cfg->upstreams, r->cfg->n_upstreams, r->cfg->roles, r->cfg->n_roles,
                                       &r->cfg->upstream_signer, err)) == NULL)
         fail_msg("%s", err);
     assert_non_null(r->up = gw_upstream_set_get0(r->set, "up"));
+}
+
+/* The PBM upstream at |port| answering within |timeout|, with |keys| (", \"trusted\": ..." or "") added. */
+static void run_open_timed(struct run *r, int port, const char *timeout, const char *keys)
+{
+    char up[512], all[768];
+
+    snprintf(all, sizeof(all), "%s%s", pbm_upstream(port, timeout, up, sizeof(up)), keys);
+    run_open_up(r, all);
 }
 
 static void run_open_with(struct run *r, int port, const char *keys)
@@ -957,6 +1001,35 @@ static void test_revoke_refusals(void **state)
     X509_free(x);
 }
 
+/*
+ * An upstream the gateway signs for: OpenSSL 3.0 fills a template that has no subjectAltName with
+ * those of the request's signer, so the CA would be asked to certify the client's key under the
+ * gateway's own names. The template carries the plan's names only.
+ */
+static void test_template_names(void **state)
+{
+    struct server s;
+    struct run r;
+    struct gw_sign_result res;
+    char up[512];
+
+    (void)state;
+    server_start(&s, M_ISSUE);
+    server_answer_as(&s, ca, ca_key, NULL);
+    snprintf(up, sizeof(up),
+             "\"type\": \"cmp\", \"url\": \"http://127.0.0.1:%d\", \"path\": \"/pkix/\", "
+             "\"issuer_ca\": \"up-ca.pem\"" TRUSTED,
+             s.port);
+    run_open_up(&r, up);
+    sign(&r, client_key, &res); /* CN=dev, no subjectAltName */
+    assert_int_equal(res.status, 0);
+    gw_sign_result_cleanup(&res);
+    run_close(&r);
+    server_stop(&s);
+    assert_int_equal(s.bodies[0], BODY_IR);
+    assert_int_equal(s.tmpl_sans, -1);
+}
+
 static void test_caps(void **state)
 {
     (void)state;
@@ -979,6 +1052,7 @@ int main(void)
         cmocka_unit_test(test_sender_default),
         cmocka_unit_test(test_sender_settings),
         cmocka_unit_test(test_capubs_not_planted),
+        cmocka_unit_test(test_template_names),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
