@@ -310,6 +310,21 @@ static int push_ext(X509_EXTENSIONS *exts, int nid, void *value, int crit)
     return ok;
 }
 
+/*
+ * OpenSSL fills what a template leaves out from the certificate that signs the request, the gateway's
+ * own: a template without subjectAltNames would carry the gateway's names, one without an issuer name
+ * the CA of the gateway's certificate. It is told to leave both out (the NULL-DN: no issuer).
+ */
+static int no_defaults(OSSL_CMP_CTX *ctx)
+{
+    X509_NAME *none = X509_NAME_new();
+    int ok = none != NULL && OSSL_CMP_CTX_set1_issuer(ctx, none) == 1 &&
+             OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_SUBJECTALTNAME_NODEFAULT, 1) == 1;
+
+    X509_NAME_free(none);
+    return ok;
+}
+
 /* The plan as an upstream ir template (docs/cmp-relay.md): the CA may still apply its own profile. */
 static int set_template(OSSL_CMP_CTX *ctx, const struct gw_cert_plan *plan)
 {
@@ -317,16 +332,13 @@ static int set_template(OSSL_CMP_CTX *ctx, const struct gw_cert_plan *plan)
     time_t now = time(NULL);
     int ok = 0;
 
-    if (exts == NULL || EVP_PKEY_up_ref(plan->pubkey) != 1)
+    if (exts == NULL || !no_defaults(ctx) || EVP_PKEY_up_ref(plan->pubkey) != 1)
         goto out;
     if (OSSL_CMP_CTX_set0_newPkey(ctx, 0, plan->pubkey) != 1) {
         EVP_PKEY_free(plan->pubkey);
         goto out;
     }
     if (X509_NAME_entry_count(plan->subject) > 0 && OSSL_CMP_CTX_set1_subjectName(ctx, plan->subject) != 1)
-        goto out;
-    /* OpenSSL fills a template without subjectAltNames with its signer's: the gateway's own names */
-    if (OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_SUBJECTALTNAME_NODEFAULT, 1) != 1)
         goto out;
     if ((plan->sans != NULL && !push_ext(exts, NID_subject_alt_name, plan->sans, 0)) ||
         !gw_usage_exts_add(&exts, plan->key_usage, plan->ext_key_usage))

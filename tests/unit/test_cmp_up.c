@@ -209,8 +209,9 @@ struct server {
     X509 *capubs;
     unsigned char rr_named[64]; /* issuer and serial of the last rr, their DER one after the other */
     int rr_named_len;
-    int rr_fail;   /* M_REJECT: the failInfo bit that rejects an rr (certRevoked unless server_reject_rr) */
-    int tmpl_sans; /* the subjectAltNames in the last ir's template; -1: no such extension */
+    int rr_fail;     /* M_REJECT: the failInfo bit that rejects an rr (certRevoked unless server_reject_rr) */
+    int tmpl_sans;   /* the subjectAltNames in the last ir's template; -1: no such extension */
+    int tmpl_issuer; /* whether that template names an issuer */
     pthread_mutex_t lock; /* the test changes the protection between exchanges */
 };
 
@@ -222,11 +223,12 @@ static OSSL_CMP_PKISI *srv_cert_req(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *r
 
     (void)req, (void)id, (void)p10, (void)chain;
     if (crm != NULL) {
+        const OSSL_CRMF_CERTTEMPLATE *tmpl = OSSL_CRMF_MSG_get0_tmpl(crm);
         GENERAL_NAMES *sans =
-            X509V3_get_d2i(OSSL_CRMF_CERTTEMPLATE_get0_extensions(OSSL_CRMF_MSG_get0_tmpl(crm)),
-                           NID_subject_alt_name, NULL, NULL);
+            X509V3_get_d2i(OSSL_CRMF_CERTTEMPLATE_get0_extensions(tmpl), NID_subject_alt_name, NULL, NULL);
 
         s->tmpl_sans = sk_GENERAL_NAME_num(sans);
+        s->tmpl_issuer = OSSL_CRMF_CERTTEMPLATE_get0_issuer(tmpl) != NULL;
         GENERAL_NAMES_free(sans);
     }
     pthread_mutex_lock(&s->lock);
@@ -1002,9 +1004,9 @@ static void test_revoke_refusals(void **state)
 }
 
 /*
- * An upstream the gateway signs for: OpenSSL 3.0 fills a template that has no subjectAltName with
- * those of the request's signer, so the CA would be asked to certify the client's key under the
- * gateway's own names. The template carries the plan's names only.
+ * An upstream the gateway signs for: OpenSSL 3.0 fills what a template leaves out from the request's
+ * signer, the gateway's own certificate: no subjectAltName becomes the gateway's names, no issuer
+ * the CA that issued the gateway's certificate. The template carries the plan only.
  */
 static void test_template_names(void **state)
 {
@@ -1028,6 +1030,7 @@ static void test_template_names(void **state)
     server_stop(&s);
     assert_int_equal(s.bodies[0], BODY_IR);
     assert_int_equal(s.tmpl_sans, -1);
+    assert_false(s.tmpl_issuer);
 }
 
 static void test_caps(void **state)
