@@ -627,18 +627,25 @@ int policy_vault_hostname(const char *s)
 }
 
 /*
- * Whether common name |v| (|len| bytes) is one X509_check_host compares with a host name: it has a dot
- * and no space or control byte. OpenSSL compares the bytes, so a '_' or a byte past ASCII in a label is
- * no way around allowed_dns_names.
+ * Whether common name |v| (|len| bytes, no control byte) is one X509_check_host compares with a host
+ * name: it has a dot and no space. OpenSSL compares the bytes, so a '_' or a byte past ASCII in a label
+ * is no way around allowed_dns_names.
  */
 static int host_like(const char *v, size_t len)
 {
-    if (memchr(v, '.', len) == NULL)
-        return 0;
+    return memchr(v, '.', len) != NULL && memchr(v, ' ', len) == NULL;
+}
+
+/*
+ * A control byte has no place in a name, and a NUL ends it early for a relying party that reads it as a
+ * C string: "www.bank.example\0.example.com" is www.bank.example there.
+ */
+static int has_control(const char *v, size_t len)
+{
     for (size_t i = 0; i < len; i++)
-        if ((unsigned char)v[i] <= ' ' || v[i] == 0x7f)
-            return 0;
-    return 1;
+        if ((unsigned char)v[i] < ' ' || v[i] == 0x7f)
+            return 1;
+    return 0;
 }
 
 /*
@@ -646,7 +653,8 @@ static int host_like(const char *v, size_t len)
  * a certificate has no SAN of the type, OpenSSL's X509_check_email takes a subject emailAddress as its
  * email address (RFC 5280 §4.1.2.6 deprecates it) and X509_check_host a CN as its host name: so an
  * emailAddress is held to the role's email rules, refused where it allows no email, and without
- * allowed_common_names a CN that is a host name with a dot (or a wildcard) to allowed_dns_names.
+ * allowed_common_names a CN that is a host name with a dot (or a wildcard) to allowed_dns_names. Either
+ * with a control byte is refused whatever the patterns (has_control).
  */
 static int check_attrs(const struct gw_role *role, const X509_NAME *subject, int nid, int *fail_info,
                        char *err)
@@ -655,6 +663,7 @@ static int check_attrs(const struct gw_role *role, const X509_NAME *subject, int
     int email = nid == NID_pkcs9_emailAddress, host = !email && a->common_names.n == 0, i = -1, rc;
     const struct gw_patterns *ps = email ? &a->emails : host ? &a->dns_names : &a->common_names;
     const char *what = email ? "subject emailAddress" : host ? "host name in the common name" : "common name";
+    const char *kind = email ? "subject emailAddress" : "common name";
     char buf[SHOWN_LEN], list[GW_ERR_LEN / 2], *v;
     size_t len;
 
@@ -667,7 +676,11 @@ static int check_attrs(const struct gw_role *role, const X509_NAME *subject, int
                               policy_rname(role));
         if ((v = policy_entry_utf8(subject, i, &len)) == NULL)
             return policy_say(fail_info, BADT, err, "the %s cannot be decoded", what);
-        rc = email ? 0 : check_wildcard(role, "common name", v, len, fail_info, err);
+        if (has_control(v, len))
+            rc = policy_say(fail_info, BADT, err, "%s %s holds a control character, which no name may hold",
+                            kind, policy_shown(buf, v, len));
+        else
+            rc = email ? 0 : check_wildcard(role, kind, v, len, fail_info, err);
         if (rc == 0 && ps->n > 0 && (!host || host_like(v, len)) && !match_any(ps, v, len, host))
             rc = policy_say(fail_info, BADT, err, "%s %s is not allowed on role %s (allowed: %s)", what,
                             policy_shown(buf, v, len), policy_rname(role),

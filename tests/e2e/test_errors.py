@@ -578,6 +578,14 @@ class Errors(Base):
         a = self.expect("name_wildcard", self.ir("wildcn", path="pki/roles/names/cmp", subject="/CN=*.EXAMPLE.com."))
         self.assertIn("common name *.EXAMPLE.com. is a wildcard", a.status_strings[0])
 
+    def test_name_control(self):
+        """Whatever the patterns: without allowed_common_names, a CN that X509_check_host reads as no host name
+        would not be held to allowed_dns_names at all, and a C string ends it at a NUL."""
+        a = self.expect("name_control", self.ir("ctl", path="pki/roles/names/cmp",
+                                                subject="/CN=www.bank.example\x01.example.com"))
+        self.assertEqual(a.status_strings, ["common name www.bank.example?.example.com holds a control character, "
+                                            "which no name may hold"])
+
     def test_name_wildcard_label(self):
         a = self.expect("name_wildcard_label", self.ir("wildlabel", path="pki/roles/wild/cmp", subject="/CN=a*.example.com"))
         self.assertIn("common name a*.example.com has a '*'", a.status_strings[0])

@@ -1064,26 +1064,68 @@ static void test_check_request_wildcards(void **state)
     }
 }
 
-/* A CN with an embedded NUL ("dev-1\0evil") matches no pattern, however permissive. */
-static void test_check_request_nul_cn(void **state)
+/*
+ * A name with a control character is refused, whatever the role's patterns: a relying party that reads
+ * a CN as a C string takes "www.bank.example\0.example.com" for www.bank.example, and without
+ * allowed_common_names a CN that is no host name to OpenSSL (the NUL) would not be held to
+ * allowed_dns_names at all. In the subject's emailAddress too.
+ */
+static void test_check_request_control_char(void **state)
 {
     static char *p_star[] = {"dev-1*"};
-    static const unsigned char cn[] = "dev-1\0evil";
-    struct gw_role role = {.name = "iot", .authz = {.common_names = PATS(p_star)}};
+    static const struct {
+        const char *name;
+        struct gw_authz authz;
+        int nid;
+        const char *value;
+        size_t len;
+        const char *want;
+    } cases[] = {
+        {"nul, a cn pattern",
+         {.common_names = PATS(p_star)},
+         NID_commonName,
+         "dev-1\0evil",
+         10,
+         "=common name dev-1?evil holds a control character, which no name may hold"},
+        {"nul, host name outside the dns names",
+         {.dns_names = PATS(p_dnsn)},
+         NID_commonName,
+         "www.bank.example\0.example.com",
+         29,
+         "=common name www.bank.example?.example.com holds a control character, which no name may hold"},
+        {"line feed, any name",
+         {0},
+         NID_commonName,
+         "dev-1\n",
+         6,
+         "=common name dev-1? holds a control character, which no name may hold"},
+        {"delete, emailAddress",
+         {0},
+         NID_pkcs9_emailAddress,
+         "a\x7f@example.com",
+         14,
+         "=subject emailAddress a?@example.com holds a control character, which no name may hold"},
+    };
     struct gw_cert_plan plan;
     char err[GW_ERR_LEN];
     int fi = 0;
 
     (void)state;
-    mkplan(&plan, NULL, NULL, K_P256, DAY);
-    assert_int_equal(X509_NAME_add_entry_by_NID(plan.subject, NID_commonName, V_ASN1_UTF8STRING, cn,
-                                                (int)sizeof(cn) - 1, -1, 0),
-                     1);
-    assert_int_equal(gw_policy_check_request(&role, &plan, &fi, err), GW_ERR_POLICY);
-    assert_int_equal(fi, BT);
-    assert_non_null(strstr(err, "common name dev-1?evil is not allowed"));
-    gw_cert_plan_cleanup(&plan);
-    assert_int_equal(gw_policy_check_request(&role, NULL, &fi, err), GW_ERR_POLICY);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct gw_role role = {.name = "iot", .allowed_san_types = ALL_SANS, .authz = cases[i].authz};
+
+        mkplan(&plan, NULL, NULL, K_P256, DAY);
+        assert_int_equal(X509_NAME_add_entry_by_NID(plan.subject, cases[i].nid, V_ASN1_IA5STRING,
+                                                    (const unsigned char *)cases[i].value, (int)cases[i].len,
+                                                    -1, 0),
+                         1);
+        if (gw_policy_check_request(&role, &plan, &fi, err) != GW_ERR_POLICY || fi != BT)
+            fail_msg("%s: fail_info %d err \"%s\"", cases[i].name, fi, err);
+        check_err(cases[i].name, err, cases[i].want);
+        gw_cert_plan_cleanup(&plan);
+    }
+    assert_int_equal(gw_policy_check_request(&(struct gw_role){.name = "iot"}, NULL, &fi, err),
+                     GW_ERR_POLICY);
     assert_int_equal(fi, OSSL_CMP_PKIFAILUREINFO_badRequest);
 }
 
@@ -2533,7 +2575,7 @@ int main(void)
         cmocka_unit_test(test_authorize_long_list),
         cmocka_unit_test(test_authorize_null),
         cmocka_unit_test(test_check_request),
-        cmocka_unit_test(test_check_request_nul_cn),
+        cmocka_unit_test(test_check_request_control_char),
         cmocka_unit_test(test_check_request_wildcards),
         cmocka_unit_test(test_upstream_role),
         cmocka_unit_test(test_check_issued),
