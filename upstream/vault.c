@@ -500,7 +500,8 @@ static void add_sans(json_object *req, const GENERAL_NAMES *sans)
             const ASN1_IA5STRING *s = gn->d.ia5;
             char name[GW_MAX_PATTERN_LEN + 1];
 
-            /* a name with a comma or NUL would change the list: the route refused those already */
+            /* a name with a comma or NUL would change the list: left out (an email address or URI may
+               hold a comma), and the certificate without it is a change the result check reports */
             if (s->length <= 0 || (size_t)s->length > GW_MAX_PATTERN_LEN ||
                 memchr(s->data, ',', (size_t)s->length) != NULL ||
                 memchr(s->data, 0, (size_t)s->length) != NULL)
