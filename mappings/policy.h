@@ -49,7 +49,8 @@ int gw_policy_check_names(const struct gw_role *role, X509 *cert, int *fail_info
 /*
  * gw_policy_check_upstream_role checks |plan| against an upstream role's own policy (a delegate
  * issuer applies the upstream's rules it issues on behalf of): names (allowed_domains and the
- * allow_* switches, Vault semantics), IP SANs, key type/bits, validity (max_ttl from |now|).
+ * allow_* switches, Vault semantics), IP SANs, URI SANs (allowed_uri_sans), key type/bits, validity
+ * (max_ttl from |now|).
  */
 int gw_policy_check_upstream_role(const struct gw_role_policy *p, const struct gw_cert_plan *plan, time_t now,
                                   int *fail_info, char *err);

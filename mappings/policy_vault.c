@@ -116,6 +116,29 @@ static int vault_check_name(const struct gw_role_policy *p, const char *s, size_
                       policy_shown(buf, s, len), vault_rules(rules, sizeof(rules), p));
 }
 
+/*
+ * Vault's validateURISANs: a URI must match one glob of allowed_uri_sans, none by default. A template
+ * entry is filled in with the identity that calls Vault, the gateway's, so it stands for no client.
+ */
+static int vault_check_uri(const struct gw_role_policy *p, const ASN1_IA5STRING *uri, int *fail_info,
+                           char *err)
+{
+    char buf[SHOWN_LEN], list[GW_ERR_LEN / 2];
+
+    for (size_t i = 0; i < p->allowed_uri_sans.n; i++) {
+        const char *g = p->allowed_uri_sans.v[i];
+
+        if (p->allowed_uri_sans_template && strstr(g, "{{") != NULL)
+            continue;
+        if (policy_glob(g, strlen(g), (const char *)uri->data, (size_t)uri->length, 0))
+            return 0;
+    }
+    return policy_say(
+        fail_info, BADT, err, "URI %s is not allowed by the upstream role (allowed_uri_sans: %s)",
+        policy_shown(buf, (const char *)uri->data, (size_t)uri->length),
+        p->allowed_uri_sans.n > 0 ? policy_join(list, sizeof(list), &p->allowed_uri_sans) : "none");
+}
+
 static int vault_check_san(const struct gw_role_policy *p, const GENERAL_NAME *gn, int *fail_info, char *err)
 {
     switch (gn->type) {
@@ -129,7 +152,7 @@ static int vault_check_san(const struct gw_role_policy *p, const GENERAL_NAME *g
                           "IP subjectAltNames are not allowed by the upstream role "
                           "(allow_ip_sans is false)");
     case GEN_URI:
-        return 0; /* Vault's allowed_uri_sans is not part of the role policy read */
+        return vault_check_uri(p, gn->d.uniformResourceIdentifier, fail_info, err);
     default:
         return policy_say(fail_info, BADT, err,
                           "a subjectAltName of this type is not allowed by the upstream role");
@@ -220,12 +243,18 @@ int gw_policy_check_upstream_role(const struct gw_role_policy *p, const struct g
     return 0;
 }
 
+static void patterns_free(struct gw_patterns *ps)
+{
+    for (size_t i = 0; i < ps->n; i++)
+        free(ps->v[i]);
+    free(ps->v);
+}
+
 void gw_role_policy_cleanup(struct gw_role_policy *p)
 {
     if (p == NULL)
         return;
-    for (size_t i = 0; i < p->allowed_domains.n; i++)
-        free(p->allowed_domains.v[i]);
-    free(p->allowed_domains.v);
+    patterns_free(&p->allowed_domains);
+    patterns_free(&p->allowed_uri_sans);
     memset(p, 0, sizeof(*p));
 }

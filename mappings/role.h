@@ -181,6 +181,8 @@ struct gw_profile {
  */
 struct gw_role_policy {
     struct gw_patterns allowed_domains;
+    struct gw_patterns allowed_uri_sans; /* globs ('*' any run, case counts); none: no URI SAN */
+    bool allowed_uri_sans_template;      /* its entries are templates Vault fills in per caller */
     bool allow_any_name, allow_subdomains, allow_bare_domains, allow_glob_domains, allow_localhost;
     bool allow_ip_sans;
     bool enforce_hostnames;

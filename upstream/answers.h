@@ -115,8 +115,8 @@ int gw_vault_parse_cert_x509(const char *body, size_t len, struct gw_vault_cert 
  * true), and a usage list longer than GW_MAX_ROLE_USAGES reads as granting every usage. Other absent
  * fields: key_type "rsa", switches false, key_bits and max_ttl 0 (Vault's choice, none). max_ttl is an
  * integer or a string of digits, 0 to GW_MAX_CERT_TTL; key_bits 0 to GW_MAX_RSA_BITS; key_type up to
- * GW_MAX_KEY_TYPE_LEN of a-z, 0-9, '-'; allowed_domains at most GW_MAX_PATTERNS of 1 to
- * GW_MAX_PATTERN_LEN bytes, usage names and OIDs 1 to GW_MAX_OID_TEXT. allowed_domains and the usage
+ * GW_MAX_KEY_TYPE_LEN of a-z, 0-9, '-'; allowed_domains and allowed_uri_sans at most GW_MAX_PATTERNS of
+ * 1 to GW_MAX_PATTERN_LEN bytes, usage names and OIDs 1 to GW_MAX_OID_TEXT. Those lists and the usage
  * fields are lists of strings or, as older Vaults answer, one comma-separated string.
  */
 int gw_vault_parse_role(const char *body, size_t len, struct gw_role_policy *out, char *err);

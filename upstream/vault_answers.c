@@ -503,17 +503,17 @@ static int parse_grants(json_object *data, struct gw_role_policy *out, char *err
     return 0;
 }
 
-static int parse_domains(json_object *data, struct gw_patterns *out, char *err)
+/* The patterns of role field |key| (allowed_domains, allowed_uri_sans) into |out|. */
+static int parse_patterns(json_object *data, const char *key, struct gw_patterns *out, char *err)
 {
     const char *names[GW_MAX_PATTERNS];
     size_t lens[GW_MAX_PATTERNS], n, i;
     int rc;
 
-    if ((rc = field_names(data, "allowed_domains", GW_MAX_PATTERN_LEN, names, lens, GW_MAX_PATTERNS, &n,
-                          err)) != 0)
+    if ((rc = field_names(data, key, GW_MAX_PATTERN_LEN, names, lens, GW_MAX_PATTERNS, &n, err)) != 0)
         return rc;
     if (n > GW_MAX_PATTERNS)
-        return gw_field_fail(err, "data.allowed_domains has %zu entries, more than %d", n, GW_MAX_PATTERNS);
+        return gw_field_fail(err, "data.%s has %zu entries, more than %d", key, n, GW_MAX_PATTERNS);
     if (n == 0)
         return 0;
     if ((out->v = calloc(n, sizeof(*out->v))) == NULL)
@@ -560,7 +560,8 @@ int gw_vault_parse_role(const char *body, size_t len, struct gw_role_policy *out
         return GW_ERR_UPSTREAM;
     data = gw_field_member(root, "data");
     if ((rc = gw_field_object(data, "data", err)) != 0 ||
-        (rc = parse_domains(data, &out->allowed_domains, err)) != 0)
+        (rc = parse_patterns(data, "allowed_domains", &out->allowed_domains, err)) != 0 ||
+        (rc = parse_patterns(data, "allowed_uri_sans", &out->allowed_uri_sans, err)) != 0)
         goto out;
     if ((rc = flag(data, "allow_any_name", false, &out->allow_any_name, err)) != 0 ||
         (rc = flag(data, "allow_subdomains", false, &out->allow_subdomains, err)) != 0 ||
@@ -569,6 +570,7 @@ int gw_vault_parse_role(const char *body, size_t len, struct gw_role_policy *out
         (rc = flag(data, "allow_localhost", false, &out->allow_localhost, err)) != 0 ||
         (rc = flag(data, "allow_ip_sans", false, &out->allow_ip_sans, err)) != 0 ||
         (rc = flag(data, "enforce_hostnames", false, &out->enforce_hostnames, err)) != 0 ||
+        (rc = flag(data, "allowed_uri_sans_template", false, &out->allowed_uri_sans_template, err)) != 0 ||
         (rc = flag(data, "allow_wildcard_certificates", true, &wildcards, err)) != 0)
         goto out;
     out->no_wildcards = !wildcards;

@@ -47,6 +47,7 @@ ELSEWHERE = {
     "crmf_to_csr_ca": ("test_vault.py", "send a p10cr"),
     "upstream_busy": ("test_vault.py", "Vault is busy"),
     "delegate_name": ("test_vault.py", " is not allowed by the upstream role ("),
+    "delegate_uri": ("../unit/test_policy.c", " is not allowed by the upstream role (allowed_uri_sans: "),
     "rr_not_holder": ("test_rr.py", "only the holder of a certificate (signing the rr with it) or an RA of role "),
     "rr_pbm": ("test_rr.py", "PBM protection is not accepted for rr"),
     "rr_not_route_ca": ("test_rr.py", "the certificate was not issued by this route's CA"),

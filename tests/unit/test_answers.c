@@ -816,6 +816,11 @@ static void test_vault_role(void **state)
          "data.allowed_domains[0] holds a NUL"},
         {"domains a number", ROLE(",\"allowed_domains\":7"), UP,
          "data.allowed_domains is neither a list nor a string"},
+        {"uri globs a comma string", ROLE(",\"allowed_uri_sans\":\"spiffe://a/*,urn:x\""), 0, NULL},
+        {"uri glob a number", ROLE(",\"allowed_uri_sans\":[\"urn:x\",1]"), UP,
+         "data.allowed_uri_sans[1] is an integer"},
+        {"uri template a string", ROLE(",\"allowed_uri_sans_template\":\"true\""), UP,
+         "data.allowed_uri_sans_template is a string, not true or false"},
         {"usage a number", ROLE(",\"key_usage\":[\"DigitalSignature\",5]"), UP,
          "data.key_usage[1] is an integer"},
         {"usage empty", ROLE(",\"ext_key_usage\":[\"\"]"), UP, "data.ext_key_usage[0] is empty"},
@@ -837,11 +842,15 @@ static void test_vault_role(void **state)
         parse_tmpl(VAULT_ROLE,
                    "{\"data\":{\"allowed_domains\":\"example.com, corp.example\",\"allow_subdomains\":"
                    "true,\"key_type\":\"ec\",\"key_bits\":384,\"max_ttl\":\"7200\",\"key_usage\":["
-                   "\"DigitalSignature\"],\"ext_key_usage\":\"ClientAuth\",\"server_flag\":false}}",
+                   "\"DigitalSignature\"],\"ext_key_usage\":\"ClientAuth\",\"server_flag\":false,"
+                   "\"allowed_uri_sans\":[\"spiffe://example.org/*\"],\"allowed_uri_sans_template\":true}}",
                    &o, err),
         0);
     assert_int_equal(o.role.allowed_domains.n, 2);
     assert_string_equal(o.role.allowed_domains.v[1], "corp.example");
+    assert_int_equal(o.role.allowed_uri_sans.n, 1);
+    assert_string_equal(o.role.allowed_uri_sans.v[0], "spiffe://example.org/*");
+    assert_true(o.role.allowed_uri_sans_template);
     assert_true(o.role.allow_subdomains);
     assert_false(o.role.allow_any_name);
     assert_string_equal(o.role.key_type, "ec");
@@ -857,6 +866,7 @@ static void test_vault_role(void **state)
     assert_int_equal(o.role.key_usage, KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT | KU_KEY_ENCIPHERMENT);
     assert_int_equal(o.role.ext_key_usage, GW_EKU_SERVER_AUTH | GW_EKU_CLIENT_AUTH);
     assert_false(o.role.no_wildcards);
+    assert_int_equal(o.role.allowed_uri_sans.n, 0); /* Vault's default: no URI */
     gw_role_policy_cleanup(&o.role);
     assert_int_equal(parse_tmpl(VAULT_ROLE, "{\"data\":{\"allow_wildcard_certificates\":false}}", &o, err),
                      0);

@@ -1133,6 +1133,8 @@ static void test_check_request_control_char(void **state)
 
 static char *d_example[] = {"example.com"};
 static char *d_glob[] = {"*.example.com"};
+static char *u_spiffe[] = {"spiffe://example.org/*"};
+static char *u_template[] = {"spiffe://example.org/{{identity.entity.name}}"};
 
 static const struct {
     const char *name;
@@ -1291,6 +1293,47 @@ static const struct {
      {PATS(d_example), .allow_bare_domains = true, .allow_ip_sans = true, .key_type = "any"},
      "CN=example.com",
      "IP:10.0.0.1",
+     K_P256,
+     DAY,
+     NULL},
+    /* Vault refuses a URI outside allowed_uri_sans (none by default): a delegate must too */
+    {"uri, no allowed_uri_sans",
+     {.allow_any_name = true, .key_type = "any"},
+     "CN=x",
+     "URI:spiffe://example.org/dev",
+     K_P256,
+     DAY,
+     "=URI spiffe://example.org/dev is not allowed by the upstream role (allowed_uri_sans: none)"},
+    {"uri within allowed_uri_sans",
+     {.allow_any_name = true, .allowed_uri_sans = PATS(u_spiffe), .key_type = "any"},
+     "CN=x",
+     "URI:spiffe://example.org/dev/a.b",
+     K_P256,
+     DAY,
+     NULL},
+    {"uri outside allowed_uri_sans",
+     {.allow_any_name = true, .allowed_uri_sans = PATS(u_spiffe), .key_type = "any"},
+     "CN=x",
+     "URI:spiffe://EXAMPLE.org/dev",
+     K_P256,
+     DAY,
+     "=URI spiffe://EXAMPLE.org/dev is not allowed by the upstream role (allowed_uri_sans: "
+     "spiffe://example.org/*)"},
+    /* a template is filled in with the identity that calls Vault, the gateway's: it names no client */
+    {"uri template",
+     {.allow_any_name = true,
+      .allowed_uri_sans = PATS(u_template),
+      .allowed_uri_sans_template = true,
+      .key_type = "any"},
+     "CN=x",
+     "URI:spiffe://example.org/{{identity.entity.name}}",
+     K_P256,
+     DAY,
+     "is not allowed by the upstream role"},
+    {"uri template off: a plain glob",
+     {.allow_any_name = true, .allowed_uri_sans = PATS(u_template), .key_type = "any"},
+     "CN=x",
+     "URI:spiffe://example.org/{{identity.entity.name}}",
      K_P256,
      DAY,
      NULL},
