@@ -1015,8 +1015,7 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
             return;
         claimed = !rebuilt; /* its signer checked on this copy */
     }
-    /* a record is replayed under the running configuration, which lacks a deleted reference; and
-       "no open transaction" whether the reference is known or not, or the answer tells which are */
+    /* not replayed without the reference; "no open transaction" tells no client which ones exist */
     if (txn == NULL && !held_here(c, &why) && !c->pbm_gone && gw_cluster_keeps_records(c->e->cluster))
         leased = rebuilt = (txn = rebuild(c, msg, &why)) != NULL;
     if (txn == NULL) {
