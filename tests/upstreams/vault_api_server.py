@@ -71,7 +71,15 @@ ROLE_DEFAULTS = {
     "ext_key_usage": [], "ext_key_usage_oids": [], "server_flag": True, "client_flag": True,
     "code_signing_flag": False, "email_protection_flag": False, "issuer_ref": "default",
     "no_store": False, "generate_lease": False, "not_before_duration": 30,
+    "cn_validations": ["email", "hostname"], "allowed_user_ids": [], "allowed_serial_numbers": [],
+    "country": [], "province": [], "locality": [], "street_address": [], "postal_code": [], "organization": [],
+    "ou": [],
 }
+# The role's own subject attributes, in the order Vault (Go's pkix.Name) writes them.
+ROLE_SUBJECT = (("country", NameOID.COUNTRY_NAME), ("province", NameOID.STATE_OR_PROVINCE_NAME),
+                ("locality", NameOID.LOCALITY_NAME), ("street_address", NameOID.STREET_ADDRESS),
+                ("postal_code", NameOID.POSTAL_CODE), ("organization", NameOID.ORGANIZATION_NAME),
+                ("ou", NameOID.ORGANIZATIONAL_UNIT_NAME))
 KU_ARGS = {
     "digitalsignature": "digital_signature", "contentcommitment": "content_commitment",
     "keyencipherment": "key_encipherment", "dataencipherment": "data_encipherment",
@@ -321,6 +329,16 @@ def role_names(role, csr, body):
     return cn, dns + emails, ips, uris
 
 
+def role_subject(role, cn):
+    """The subject sign/<role> writes: the role's attributes (several values of one in one RDN), then the CN,
+    none of the CSR's others."""
+    rdns = [x509.RelativeDistinguishedName([x509.NameAttribute(oid, v) for v in dict.fromkeys(role[key])])
+            for key, oid in ROLE_SUBJECT if role[key]]
+    if cn:
+        rdns.append(x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+    return x509.Name(rdns)
+
+
 def choose_ttl(role, body, issuer, warnings):
     ttl = parse_ttl(body.get("ttl")) or role["ttl"] or MOUNT_DEFAULT_TTL
     max_ttl = role["max_ttl"] or MOUNT_DEFAULT_TTL
@@ -563,7 +581,7 @@ class Handler(BaseHTTPRequestHandler):
                             '"use_csr_common_name" set to true')
         cn, dns, ips, uris = role_names(role, csr, body)
         now, end = choose_ttl(role, body, issuer, warnings)
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)] if cn else [])
+        subject = role_subject(role, cn)
         cert = build_cert(issuer, subject, csr.public_key(), now, end, dns, ips, uris, role["key_usage"],
                           role_ekus(role), backdate=parse_ttl(role["not_before_duration"]))
         return self.answer_signed(cert, issuer, warnings)
