@@ -47,12 +47,19 @@ int gw_policy_check_request(const struct gw_role *role, const struct gw_cert_pla
 int gw_policy_check_names(const struct gw_role *role, X509 *cert, int *fail_info, char *err);
 
 /*
- * gw_policy_check_upstream_role checks |plan| against an upstream role's own policy (a delegate
- * issuer applies the upstream's rules it issues on behalf of): names (allowed_domains and the
- * allow_* switches, Vault semantics), IP SANs, URI SANs (allowed_uri_sans), key type/bits, validity
- * (max_ttl from |now|).
+ * gw_policy_check_upstream_role checks |plan| of |role| against an upstream role's own policy |p| (a
+ * delegate issuer applies the upstream's rules it issues on behalf of), as Vault's sign/<role> does:
+ * the common name it takes (use_csr_common_name, require_cn, cn_validations, with |role|'s
+ * exclude_cn_from_sans), serialNumber (allowed_serial_numbers unless serial_number_source is "json")
+ * and UIDs (allowed_user_ids), names (allowed_domains and the allow_* switches), IP SANs, URI SANs
+ * (allowed_uri_sans), key type/bits, validity (max_ttl from |now|); badCertTemplate naming the rule.
+ * With |subject|, *subject is then the subject Vault would write instead of the requested one (the
+ * caller's to free): the role's country, province, locality, street_address, postal_code,
+ * organization and ou, then the request's last CN and serialNumber where Vault takes them, and its
+ * UIDs; systemUnavail if it cannot be built (a role value OpenSSL cannot encode).
  */
-int gw_policy_check_upstream_role(const struct gw_role_policy *p, const struct gw_cert_plan *plan, time_t now,
+int gw_policy_check_upstream_role(const struct gw_role *role, const struct gw_role_policy *p,
+                                  const struct gw_cert_plan *plan, time_t now, X509_NAME **subject,
                                   int *fail_info, char *err);
 
 /*

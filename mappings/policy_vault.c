@@ -1,12 +1,14 @@
 /*
  * An upstream role's own policy, with Vault's semantics (gw_policy_check_upstream_role,
  * mappings/policy.h): the rules a delegate issuer applies for the Vault role it issues on behalf
- * of. Pure: no I/O. Refusals are worded as policy.c's top comment says.
+ * of, and the subject that role writes. Pure: no I/O. Refusals are worded as policy.c's top comment
+ * says.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
 #include <openssl/x509v3.h>
@@ -159,21 +161,127 @@ static int vault_check_san(const struct gw_role_policy *p, const GENERAL_NAME *g
     }
 }
 
-static int vault_check_names(const struct gw_role_policy *p, const struct gw_cert_plan *plan, int *fail_info,
-                             char *err)
+/*
+ * The last |nid| entry of |name|, -1 if none: Go's pkix.Name, which Vault reads a request into, keeps
+ * the last of a repeated CN or serialNumber.
+ */
+static int last_entry(const X509_NAME *name, int nid)
 {
-    char *cn;
-    size_t len;
-    int i = -1, rc;
+    int i = -1, last = -1;
 
-    while (plan->subject != NULL && (i = X509_NAME_get_index_by_NID(plan->subject, NID_commonName, i)) >= 0) {
-        if ((cn = policy_entry_utf8(plan->subject, i, &len)) == NULL)
-            return policy_say(fail_info, BADT, err, "the common name cannot be decoded");
-        rc = vault_check_name(p, cn, len, fail_info, err);
-        OPENSSL_free(cn);
-        if (rc != 0)
+    while (name != NULL && (i = X509_NAME_get_index_by_NID(name, nid, i)) >= 0)
+        last = i;
+    return last;
+}
+
+/* Whether Vault copies a common name into the DNS names (Vault 1.x: a wildcard first label too). */
+static int vault_cn_hostname(const char *cn)
+{
+    const char *dot = strchr(cn, '.');
+
+    return policy_vault_hostname(cn) ||
+           (dot != NULL && memchr(cn, '*', (size_t)(dot - cn)) != NULL && policy_vault_hostname(dot + 1));
+}
+
+/*
+ * Vault's validateCommonName: the CN's names as any other name, then the kind cn_validations takes
+ * (none listed: either). "disabled" checks nothing but what Vault copies into the subjectAltNames,
+ * unless exclude_cn_from_sans.
+ */
+static int vault_check_cn_text(const struct gw_role *role, const struct gw_role_policy *p, const char *cn,
+                               size_t len, int *fail_info, char *err)
+{
+    char buf[SHOWN_LEN];
+    int email = memchr(cn, '@', len) != NULL, rc;
+
+    if ((p->cn_validations & GW_CN_DISABLED) != 0 && strlen(cn) == len &&
+        (role->exclude_cn_from_sans || !(email || vault_cn_hostname(cn))))
+        return 0;
+    if ((rc = vault_check_name(p, cn, len, fail_info, err)) != 0 || p->cn_validations == 0 ||
+        (p->cn_validations & (GW_CN_DISABLED | (email ? GW_CN_EMAIL : GW_CN_HOSTNAME))) != 0)
+        return rc;
+    return policy_say(fail_info, BADT, err,
+                      "common name %s is %s, which the upstream role does not take (cn_validations: %s)",
+                      policy_shown(buf, cn, len), email ? "an email address" : "a hostname",
+                      email ? "hostname" : "email");
+}
+
+/* The common name Vault writes: the request's, unless use_csr_common_name is false (none is sent). */
+static int vault_check_cn(const struct gw_role *role, const struct gw_role_policy *p,
+                          const struct gw_cert_plan *plan, int *fail_info, char *err)
+{
+    int i = p->no_csr_common_name ? -1 : last_entry(plan->subject, NID_commonName), rc;
+    size_t len;
+    char *cn;
+
+    if (i < 0 && p->cn_optional)
+        return 0;
+    if (i < 0)
+        return policy_say(fail_info, BADT, err, "the upstream role requires a common name (require_cn) %s",
+                          p->no_csr_common_name
+                              ? "and takes none from a request (use_csr_common_name is false)"
+                              : "and the request has none");
+    if ((cn = policy_entry_utf8(plan->subject, i, &len)) == NULL)
+        return policy_say(fail_info, BADT, err, "the common name cannot be decoded");
+    rc = vault_check_cn_text(role, p, cn, len, fail_info, err);
+    OPENSSL_free(cn);
+    return rc;
+}
+
+/* Vault's allowed_serial_numbers (globs) and allowed_user_ids (names, any case, or globs) on |v|. */
+static int vault_value_ok(const struct gw_patterns *ps, const char *v, size_t len, int fold)
+{
+    for (size_t i = 0; i < ps->n; i++) {
+        const char *g = ps->v[i];
+
+        if ((strchr(g, '*') != NULL && policy_glob(g, strlen(g), v, len, 0)) ||
+            (fold ? policy_eq_fold(g, strlen(g), v, len) : strlen(g) == len && memcmp(g, v, len) == 0))
+            return 1;
+    }
+    return 0;
+}
+
+static int vault_check_value(const struct gw_patterns *ps, const X509_NAME *subject, int i, const char *what,
+                             const char *key, int fold, int *fail_info, char *err)
+{
+    char buf[SHOWN_LEN], list[GW_ERR_LEN / 2];
+    size_t len;
+    char *v = policy_entry_utf8(subject, i, &len);
+    int ok = v != NULL && vault_value_ok(ps, v, len, fold);
+
+    if (!ok)
+        policy_say(fail_info, BADT, err, "%s %s is not allowed by the upstream role (%s: %s)", what,
+                   v != NULL ? policy_shown(buf, v, len) : "(undecodable)", key,
+                   ps->n > 0 ? policy_join(list, sizeof(list), ps) : "none");
+    OPENSSL_free(v);
+    return ok ? 0 : GW_ERR_POLICY;
+}
+
+/* The serialNumber and the UIDs Vault takes from a request, each refused unless the role allows it. */
+static int vault_check_ids(const struct gw_role_policy *p, const X509_NAME *subject, int *fail_info,
+                           char *err)
+{
+    int i = p->serial_from_json ? -1 : last_entry(subject, NID_serialNumber), rc;
+
+    if (i >= 0 && (rc = vault_check_value(&p->allowed_serial_numbers, subject, i, "serialNumber",
+                                          "allowed_serial_numbers", 0, fail_info, err)) != 0)
+        return rc;
+    for (i = -1; subject != NULL && (i = X509_NAME_get_index_by_NID(subject, NID_userId, i)) >= 0;) {
+        if ((rc = vault_check_value(&p->allowed_user_ids, subject, i, "user ID", "allowed_user_ids", 1,
+                                    fail_info, err)) != 0)
             return rc;
     }
+    return 0;
+}
+
+static int vault_check_names(const struct gw_role *role, const struct gw_role_policy *p,
+                             const struct gw_cert_plan *plan, int *fail_info, char *err)
+{
+    int i, rc;
+
+    if ((rc = vault_check_cn(role, p, plan, fail_info, err)) != 0 ||
+        (rc = vault_check_ids(p, plan->subject, fail_info, err)) != 0)
+        return rc;
     for (i = 0; i < sk_GENERAL_NAME_num(plan->sans); i++) {
         if ((rc = vault_check_san(p, sk_GENERAL_NAME_value(plan->sans, i), fail_info, err)) != 0)
             return rc;
@@ -217,17 +325,86 @@ static int vault_key_ok(const struct gw_role_policy *p, const EVP_PKEY *pkey)
     return curve == ec_bits_curve(p->key_bits);
 }
 
-int gw_policy_check_upstream_role(const struct gw_role_policy *p, const struct gw_cert_plan *plan, time_t now,
+/* Go's pkix.Name order, which Vault's subject is written in: these, then CN, serialNumber and UIDs. */
+const struct gw_upstream_subject_attr gw_upstream_subject_attrs[GW_UPSTREAM_SUBJECT_ATTRS] = {
+    {"country", NID_countryName},       {"province", NID_stateOrProvinceName},
+    {"locality", NID_localityName},     {"street_address", NID_streetAddress},
+    {"postal_code", NID_postalCode},    {"organization", NID_organizationName},
+    {"ou", NID_organizationalUnitName},
+};
+
+/* A role's values of one attribute, each once, in one RDN (multi-valued when several), as Go writes them. */
+static int add_role_values(X509_NAME *out, const struct gw_patterns *vs, int nid, const char *key, char *err)
+{
+    char buf[SHOWN_LEN];
+    int set = 0; /* the first value opens an RDN, the others join it */
+
+    for (size_t i = 0; i < vs->n; i++) {
+        size_t j = 0;
+
+        while (j < i && strcmp(vs->v[j], vs->v[i]) != 0)
+            j++;
+        if (j < i)
+            continue;
+        if (X509_NAME_add_entry_by_NID(out, nid, MBSTRING_UTF8, (const unsigned char *)vs->v[i], -1, -1,
+                                       set) != 1) {
+            ERR_clear_error();
+            snprintf(err, GW_ERR_LEN, "the upstream role's %s %s cannot be written into a certificate", key,
+                     policy_shown(buf, vs->v[i], strlen(vs->v[i])));
+            return GW_ERR_POLICY;
+        }
+        set = -1;
+    }
+    return 0;
+}
+
+static int add_asked(X509_NAME *out, const X509_NAME *asked, int i)
+{
+    return i < 0 || X509_NAME_add_entry(out, X509_NAME_get_entry(asked, i), -1, 0) == 1;
+}
+
+/*
+ * vault_subject builds the subject sign/<role> writes (generateCreationBundle): the role's own
+ * attributes, the request's CN and serialNumber where Vault takes them, and its UIDs; nothing
+ * else of the request. The checks before it allowed each value taken from the request.
+ */
+static X509_NAME *vault_subject(const struct gw_role_policy *p, const X509_NAME *asked, char *err)
+{
+    X509_NAME *out = X509_NAME_new(), *dup;
+    int i = -1, ok = out != NULL;
+
+    for (size_t a = 0; ok && a < GW_UPSTREAM_SUBJECT_ATTRS; a++) {
+        if (add_role_values(out, &p->subject_values[a], gw_upstream_subject_attrs[a].nid,
+                            gw_upstream_subject_attrs[a].key, err) != 0) {
+            X509_NAME_free(out);
+            return NULL;
+        }
+    }
+    ok = ok && add_asked(out, asked, p->no_csr_common_name ? -1 : last_entry(asked, NID_commonName)) &&
+         add_asked(out, asked, p->serial_from_json ? -1 : last_entry(asked, NID_serialNumber));
+    while (ok && (i = X509_NAME_get_index_by_NID(asked, NID_userId, i)) >= 0)
+        ok = add_asked(out, asked, i);
+    /* its values in the order DER writes a multi-valued RDN, so that the certificate's compares the same */
+    dup = ok ? X509_NAME_dup(out) : NULL;
+    X509_NAME_free(out);
+    if (dup != NULL)
+        return dup;
+    snprintf(err, GW_ERR_LEN, "out of memory building the upstream role's subject");
+    return NULL;
+}
+
+int gw_policy_check_upstream_role(const struct gw_role *role, const struct gw_role_policy *p,
+                                  const struct gw_cert_plan *plan, time_t now, X509_NAME **subject,
                                   int *fail_info, char *err)
 {
     char b1[SHOWN_LEN], b2[SHOWN_LEN], b3[SHOWN_LEN];
     int rc;
 
     err[0] = '\0';
-    if (p == NULL || plan == NULL || plan->pubkey == NULL)
+    if (role == NULL || p == NULL || plan == NULL || plan->pubkey == NULL || plan->subject == NULL)
         return policy_say(fail_info, OSSL_CMP_PKIFAILUREINFO_badRequest, err,
                           "no upstream role or plan to check");
-    if ((rc = vault_check_names(p, plan, fail_info, err)) != 0)
+    if ((rc = vault_check_names(role, p, plan, fail_info, err)) != 0)
         return rc;
     if (!vault_key_ok(p, plan->pubkey))
         return policy_say(fail_info, BADT, err,
@@ -239,6 +416,11 @@ int gw_policy_check_upstream_role(const struct gw_role_policy *p, const struct g
                           "max_ttl of %s; ask for a shorter one",
                           policy_when(b1, plan->not_after),
                           policy_dur(b2, (long long)(plan->not_after - now)), policy_dur(b3, p->max_ttl));
+    /* a role value OpenSSL cannot encode (a country of three letters) is the operator's to fix */
+    if (subject != NULL && (*subject = vault_subject(p, plan->subject, err)) == NULL) {
+        *fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
+        return GW_ERR_POLICY;
+    }
     *fail_info = 0;
     return 0;
 }
@@ -256,5 +438,9 @@ void gw_role_policy_cleanup(struct gw_role_policy *p)
         return;
     patterns_free(&p->allowed_domains);
     patterns_free(&p->allowed_uri_sans);
+    patterns_free(&p->allowed_serial_numbers);
+    patterns_free(&p->allowed_user_ids);
+    for (size_t a = 0; a < GW_UPSTREAM_SUBJECT_ATTRS; a++)
+        patterns_free(&p->subject_values[a]);
     memset(p, 0, sizeof(*p));
 }

@@ -175,6 +175,21 @@ struct gw_profile {
     char *name;
     struct gw_path_policy policy; /* always a role */
 };
+/* Vault's cn_validations: which kinds of common name a role takes. */
+enum gw_cn_validation {
+    GW_CN_EMAIL = 1u << 0,
+    GW_CN_HOSTNAME = 1u << 1,
+    GW_CN_DISABLED = 1u << 2, /* the CN is not checked against the role's names at all */
+};
+
+/* The subject attributes a Vault role writes of its own ("organization", ...), in Vault's order. */
+#define GW_UPSTREAM_SUBJECT_ATTRS 7
+struct gw_upstream_subject_attr {
+    const char *key; /* the role's field */
+    int nid;
+};
+extern const struct gw_upstream_subject_attr gw_upstream_subject_attrs[GW_UPSTREAM_SUBJECT_ATTRS];
+
 /*
  * An upstream role's policy as the upstream states it (Vault GET <mount>/roles/<name>), for a
  * delegate issuer, so it is not written twice. Owned; gw_role_policy_cleanup frees it.
@@ -195,6 +210,17 @@ struct gw_role_policy {
     /* an extendedKeyUsage it grants that no role can allow, as the upstream names it (Vault "Any",
        an OID); "" if none */
     char other_eku[GW_MAX_OID_TEXT + 1];
+
+    /* the subject Vault's sign/<role> writes (mappings/policy_vault.c): the request's last CN (unless
+       no_csr_common_name) and serialNumber (unless serial_from_json), its UIDs, the role's values */
+    bool no_csr_common_name; /* use_csr_common_name false: no CN from the request (the gateway sends none) */
+    bool cn_optional;        /* require_cn false (Vault's default: true) */
+    unsigned cn_validations; /* enum gw_cn_validation bits; 0 = none listed: the CN may be either kind */
+    bool serial_from_json;   /* serial_number_source "json": the request's serialNumber is not taken */
+    struct gw_patterns allowed_serial_numbers; /* globs ('*' any run, case counts); none: no serialNumber */
+    struct gw_patterns allowed_user_ids;       /* case-insensitive names or '*' globs; none: no UID */
+    /* values, not patterns, in the order of gw_upstream_subject_attrs */
+    struct gw_patterns subject_values[GW_UPSTREAM_SUBJECT_ATTRS];
 };
 
 /* gw_role_policy_cleanup frees what |p| holds and zeroes it. NULL-safe. */

@@ -548,6 +548,65 @@ static int parse_key(json_object *data, struct gw_role_policy *out, char *err)
     return 0;
 }
 
+/* Vault's cn_validations; a name it does not know is refused (Vault itself refuses to store one). */
+static int parse_cn_validations(json_object *data, struct gw_role_policy *out, char *err)
+{
+    static const struct gw_vault_usage kinds[] = {
+        {"email", GW_CN_EMAIL}, {"hostname", GW_CN_HOSTNAME}, {"disabled", GW_CN_DISABLED}};
+    const char *names[4];
+    size_t lens[4], n, i;
+    unsigned bit;
+    int rc;
+
+    if ((rc = field_names(data, "cn_validations", GW_MAX_KEY_TYPE_LEN, names, lens, 4, &n, err)) != 0)
+        return rc;
+    if (n > 3)
+        return gw_field_fail(err, "data.cn_validations has %zu entries, more than 3", n);
+    for (i = 0; i < n; i++) {
+        if ((bit = name_bit(names[i], lens[i], kinds, 3)) == 0)
+            return gw_field_fail(err, "data.cn_validations[%zu] is not email, hostname or disabled", i);
+        out->cn_validations |= bit;
+    }
+    if ((out->cn_validations & GW_CN_DISABLED) != 0 && out->cn_validations != GW_CN_DISABLED)
+        return gw_field_fail(err, "data.cn_validations has disabled with another entry");
+    return 0;
+}
+
+/*
+ * What the role writes into a certificate's subject and takes from the request's (Vault's
+ * generateCreationBundle). Absent switches are Vault's defaults; absent lists are empty.
+ */
+static int parse_subject(json_object *data, struct gw_role_policy *out, char *err)
+{
+    json_object *m;
+    const char *src;
+    size_t n;
+    bool csr_cn, require_cn;
+    int rc;
+
+    for (size_t a = 0; a < GW_UPSTREAM_SUBJECT_ATTRS; a++) {
+        if ((rc = parse_patterns(data, gw_upstream_subject_attrs[a].key, &out->subject_values[a], err)) != 0)
+            return rc;
+    }
+    if ((rc = parse_patterns(data, "allowed_serial_numbers", &out->allowed_serial_numbers, err)) != 0 ||
+        (rc = parse_patterns(data, "allowed_user_ids", &out->allowed_user_ids, err)) != 0 ||
+        (rc = flag(data, "use_csr_common_name", true, &csr_cn, err)) != 0 ||
+        (rc = flag(data, "require_cn", true, &require_cn, err)) != 0 ||
+        (rc = parse_cn_validations(data, out, err)) != 0)
+        return rc;
+    out->no_csr_common_name = !csr_cn;
+    out->cn_optional = !require_cn;
+    /* Vault 1.x only; "" is the default, "json-csr" */
+    if ((m = gw_field_member(data, "serial_number_source")) == NULL)
+        return 0;
+    if ((rc = gw_field_string(m, "data.serial_number_source", 0, GW_MAX_KEY_TYPE_LEN, &src, &n, err)) != 0)
+        return rc;
+    if (n != 0 && strcmp(src, "json-csr") != 0 && strcmp(src, "json") != 0)
+        return gw_field_fail(err, "data.serial_number_source is neither json-csr nor json");
+    out->serial_from_json = strcmp(src, "json") == 0;
+    return 0;
+}
+
 int gw_vault_parse_role(const char *body, size_t len, struct gw_role_policy *out, char *err)
 {
     json_object *root, *data, *m;
@@ -581,7 +640,8 @@ int gw_vault_parse_role(const char *body, size_t len, struct gw_role_policy *out
         (rc = gw_field_int(m, "data.max_ttl", GW_FIELD_DIGITS, 0, GW_MAX_CERT_TTL, &max_ttl, err)) != 0)
         goto out;
     out->max_ttl = (uint32_t)max_ttl;
-    rc = parse_grants(data, out, err);
+    if ((rc = parse_subject(data, out, err)) == 0)
+        rc = parse_grants(data, out, err);
 out:
     json_object_put(root);
     if (rc != 0)

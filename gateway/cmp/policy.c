@@ -398,7 +398,7 @@ static const char *urole_name(const struct gw_role *role)
  */
 static int check_cached(struct cmp_call *c, struct cmp_role_policy *rp, struct gw_upstream *up,
                         const struct gw_role *role, const struct gw_cert_plan *plan, enum role_check what,
-                        struct cmp_refusal *r)
+                        X509_NAME **subject, struct cmp_refusal *r)
 {
     char err[GW_ERR_LEN] = "";
     const char *name = urole_name(role);
@@ -433,15 +433,18 @@ static int check_cached(struct cmp_call *c, struct cmp_role_policy *rp, struct g
                   "upstream_role", name, "reason", r->text, NULL);
         return 1;
     }
-    return gw_policy_check_upstream_role(&rp->policy, plan, c->now, &r->fail_info, r->text) != 0;
+    return gw_policy_check_upstream_role(role, &rp->policy, plan, c->now, subject, &r->fail_info, r->text) !=
+           0;
 }
 
 /*
  * Checks a request against the role of the upstream |up| (cached per role, GW_ROLE_POLICY_TTL),
- * where the upstream can describe its roles; one that cannot lets the request go on.
+ * where the upstream can describe its roles; one that cannot lets the request go on (|*subject|
+ * stays NULL). With |subject| (RC_NAMES), the subject that role writes into *subject.
  */
 static int check_upstream_role(struct cmp_call *c, const struct gw_role *role, struct gw_upstream *up,
-                               const struct gw_cert_plan *plan, enum role_check what, struct cmp_refusal *r)
+                               const struct gw_cert_plan *plan, enum role_check what, X509_NAME **subject,
+                               struct cmp_refusal *r)
 {
     struct gw_cmp_engine *e = c->e;
     struct cmp_role_policy scratch, *rp = &scratch;
@@ -463,7 +466,7 @@ static int check_upstream_role(struct cmp_call *c, const struct gw_role *role, s
         pthread_mutex_init(&scratch.lock, NULL);
     }
     pthread_mutex_lock(&rp->lock);
-    refused = check_cached(c, rp, up, role, plan, what, r);
+    refused = check_cached(c, rp, up, role, plan, what, subject, r);
     pthread_mutex_unlock(&rp->lock);
     if (rp == &scratch) {
         gw_role_policy_cleanup(&scratch.policy);
@@ -490,7 +493,7 @@ static int check_grants(struct cmp_call *c, const struct gw_role *role, struct g
         r->fail_info = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
         return p10cr != NULL && gw_policy_check_csr(role, p10cr, &r->fail_info, r->text) != 0;
     }
-    return check_upstream_role(c, role, up, plan, RC_GRANTS, r);
+    return check_upstream_role(c, role, up, plan, RC_GRANTS, NULL, r);
 }
 
 /*
@@ -544,7 +547,7 @@ static void shadow(struct cmp_call *c, const struct cmp_txn *t, const struct gw_
         snprintf(status, sizeof(status), "not checked: upstream %s is not available",
                  role->migration.to_name);
     } else if ((gw_upstream_caps(to) & GW_UP_ROLE_POLICY) != 0) {
-        int refused = check_upstream_role(c, role, to, plan, RC_NAMES, &would);
+        int refused = check_upstream_role(c, role, to, plan, RC_NAMES, NULL, &would);
 
         if (refused && would.fail_info == OSSL_CMP_PKIFAILUREINFO_systemUnavail) {
             result = "unchecked"; /* its policy could not be read */
@@ -552,7 +555,7 @@ static void shadow(struct cmp_call *c, const struct cmp_txn *t, const struct gw_
         } else if (refused) {
             result = "refuse";
             snprintf(status, sizeof(status), "would refuse: %s", would.text);
-        } else if (check_upstream_role(c, role, to, plan, RC_GRANTS, &would) != 0) {
+        } else if (check_upstream_role(c, role, to, plan, RC_GRANTS, NULL, &would) != 0) {
             result = "change";
             snprintf(status, sizeof(status), "would change the usages: %s", would.text);
         } else {
@@ -595,17 +598,31 @@ static const char *migration_upstream(struct cmp_call *c, const struct cmp_txn *
 }
 
 /*
+ * A delegate issues the subject its upstream's role would write (the role's own attributes, not the
+ * client's): a change from the requested one is granted with modifications, and the certificate is
+ * checked against it.
+ */
+static void delegate_subject(struct gw_cert_plan *plan, X509_NAME *subject)
+{
+    if (X509_NAME_cmp(plan->subject, subject) != 0)
+        plan->modified = 1;
+    X509_NAME_free(plan->subject);
+    plan->subject = subject;
+}
+
+/*
  * Which upstream signs (docs/design.md D5): a p10cr goes to the role's upstream (or, for a migrating
  * role's cohort in live mode, to "to") unchanged; CRMF goes there too if it signs bare keys, else
  * the role's crmf setting decides: reject, or the delegate local issuer after the upstream role's
- * policy.
+ * policy, with the subject that role writes.
  */
-int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, const struct gw_cert_plan *plan,
+int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, struct gw_cert_plan *plan,
                       const X509_REQ *p10cr, struct gw_upstream **out, struct cmp_refusal *r)
 {
     const struct gw_role *role = t->role;
     const char *name = migration_upstream(c, t, plan);
     struct gw_upstream *up = gw_upstream_set_get0(c->e->ups, name);
+    X509_NAME *subject = NULL;
     int crmf = p10cr == NULL;
 
     *out = NULL;
@@ -630,10 +647,12 @@ int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, const struct 
                           "this role's delegate issuer is not available");
     /* a delegate issues on the upstream's behalf, so the upstream role's own rules apply; an
      * upstream that cannot state them leaves the role's profile alone */
-    if (check_upstream_role(c, role, up, plan, RC_NAMES, r) != 0) {
+    if (check_upstream_role(c, role, up, plan, RC_NAMES, &subject, r) != 0) {
         *out = NULL;
         return 1;
     }
+    if (subject != NULL)
+        delegate_subject(plan, subject);
     return 0;
 }
 

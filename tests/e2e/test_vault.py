@@ -34,7 +34,9 @@ class VaultFrontDoor(harness.GatewayTestCase):
     @classmethod
     def edit_config(cls, cfg, gw):
         cls.vault = vaultenv.running(cls, gw.dir, extra_roles={
-            "no-wildcards": dict(vaultenv.DEVICES, allow_wildcard_certificates=False)})
+            "no-wildcards": dict(vaultenv.DEVICES, allow_wildcard_certificates=False),
+            "org": dict(vaultenv.DEVICES, organization=["Role Org"], ou=["Devices"], allowed_user_ids=["dev-*"]),
+            "email-cn": dict(vaultenv.DEVICES, cn_validations=["email"])})
         cls.vault.make_delegate()
         common = cls.vault.upstream(namespace=NS)
         cfg["upstreams"].update({
@@ -60,6 +62,10 @@ class VaultFrontDoor(harness.GatewayTestCase):
                                         delegate="vault-delegate", allow_wildcard_certificates=True),
             "vault-delegate-nowild": dict(base, upstream="vault", upstream_role="no-wildcards", crmf="delegate",
                                           delegate="vault-delegate", allow_wildcard_certificates=True),
+            "vault-delegate-org": dict(base, upstream="vault", upstream_role="org", crmf="delegate",
+                                       delegate="vault-delegate"),
+            "vault-delegate-email": dict(base, upstream="vault", upstream_role="email-cn", crmf="delegate",
+                                         delegate="vault-delegate"),
         })
         cfg["path_prefix"] = "/v1/pki"
         cfg["default_path_policy"] = "sign-verbatim"
@@ -193,6 +199,32 @@ class VaultFrontDoor(harness.GatewayTestCase):
         self.assertEqual(res.first.fail_info, ["badCertTemplate"], res.first)
         self.assertTrue(res.first.status_strings[0].startswith(
             "name *.example.com is not allowed by the upstream role ("), res.first)
+
+    def test_crmf_delegate_writes_the_vault_roles_subject(self):
+        """The delegate issues the subject Vault's sign/<role> would write: the Vault role's organization and
+        ou in place of the client's, the client's CN and a UID within allowed_user_ids; a UID outside it is
+        refused, naming the rule."""
+        key = self.newkey("v-org")
+        res = self.gw.cmp("ir", "v-org", path="v1/pki/roles/vault-delegate-org/cmp", newkey=key,
+                          subject="/O=Client Org/OU=Client/CN=org.example.com/UID=dev-7")
+        self.assertEqual(res.first.body_type, "ip", res.answers)
+        self.assertEqual(res.first.status, 1, res.first)  # grantedWithMods: not the subject asked for
+        self.assert_issued(res.cert, key, "UID=dev-7,CN=org.example.com,OU=Devices,O=Role Org", [],
+                           res.first.extra_certs_pem())
+        res = self.gw.cmp("ir", "v-org-uid", path="v1/pki/roles/vault-delegate-org/cmp",
+                          newkey=self.newkey("v-org-uid"), subject="/CN=org.example.com/UID=root", expect_cert=False)
+        self.assert_rejected(res, "badCertTemplate",
+                             "user ID root is not allowed by the upstream role (allowed_user_ids: dev-*)")
+        # what Vault itself writes on a p10cr for that role: the same subject, but for the UID it is given
+        res, key, _ = self.p10cr("vault-delegate-org", "v-org-p10", "/O=Role Org/OU=Devices/CN=org.example.com")
+        self.assert_from_vault(res, key, "CN=org.example.com,OU=Devices,O=Role Org", ["DNS:org.example.com"])
+
+    def test_crmf_delegate_keeps_the_vault_roles_cn_validations(self):
+        """A Vault role whose cn_validations takes email addresses only: the delegate refuses a hostname CN."""
+        res = self.gw.cmp("ir", "v-cnv", path="v1/pki/roles/vault-delegate-email/cmp", newkey=self.newkey("v-cnv"),
+                          subject="/CN=host.example.com", expect_cert=False)
+        self.assert_rejected(res, "badCertTemplate", "common name host.example.com is a hostname, which the "
+                             "upstream role does not take (cn_validations: email)")
 
     # -- negative -------------------------------------------------------------------------------
 

@@ -830,6 +830,23 @@ static void test_vault_role(void **state)
         {"oid in a list too long", ROLE(",\"ext_key_usage\":@COMMAOVER@"), UP,
          "data.ext_key_usage[1] is 65 bytes"},
         {"usage an object", ROLE(",\"key_usage\":{}"), UP, "data.key_usage is neither a list nor a string"},
+        {"cn_validations", ROLE(",\"cn_validations\":[\"email\",\"hostname\"]"), 0, NULL},
+        {"cn_validations unknown", ROLE(",\"cn_validations\":[\"email\",\"ip\"]"), UP,
+         "data.cn_validations[1] is not email, hostname or disabled"},
+        {"cn_validations disabled and more", ROLE(",\"cn_validations\":[\"disabled\",\"email\"]"), UP,
+         "data.cn_validations has disabled with another entry"},
+        {"cn_validations 4", ROLE(",\"cn_validations\":[\"email\",\"email\",\"email\",\"email\"]"), UP,
+         "data.cn_validations has 4 entries, more than 3"},
+        {"use_csr_common_name a string", ROLE(",\"use_csr_common_name\":\"false\""), UP,
+         "data.use_csr_common_name is a string"},
+        {"organization a number", ROLE(",\"organization\":[\"Acme\",1]"), UP,
+         "data.organization[1] is an integer"},
+        {"ou NUL", ROLE(",\"ou\":[\"a\\u0000b\"]"), UP, "data.ou[0] holds a NUL"},
+        {"user ids 257", ROLE(",\"allowed_user_ids\":[@D257@]"), UP,
+         "data.allowed_user_ids has 257 entries, more than 256"},
+        {"serial_number_source odd", ROLE(",\"serial_number_source\":\"csr\""), UP,
+         "data.serial_number_source is neither json-csr nor json"},
+        {"serial_number_source empty", ROLE(",\"serial_number_source\":\"\""), 0, NULL},
         {"data missing", "{}", UP, "data is missing or null"},
         {"trailing data", ROLE("") "}", UP, "trailing data"},
     };
@@ -867,6 +884,36 @@ static void test_vault_role(void **state)
     assert_int_equal(o.role.ext_key_usage, GW_EKU_SERVER_AUTH | GW_EKU_CLIENT_AUTH);
     assert_false(o.role.no_wildcards);
     assert_int_equal(o.role.allowed_uri_sans.n, 0); /* Vault's default: no URI */
+    assert_false(o.role.no_csr_common_name);
+    assert_false(o.role.cn_optional);
+    assert_false(o.role.serial_from_json);
+    assert_int_equal(o.role.cn_validations, 0);
+    assert_int_equal(o.role.allowed_user_ids.n, 0); /* nor a UID, nor a serialNumber */
+    assert_int_equal(o.role.allowed_serial_numbers.n, 0);
+    for (size_t a = 0; a < GW_UPSTREAM_SUBJECT_ATTRS; a++)
+        assert_int_equal(o.role.subject_values[a].n, 0);
+    gw_role_policy_cleanup(&o.role);
+    /* what the role writes into the subject and takes from a request's */
+    assert_int_equal(
+        parse_tmpl(VAULT_ROLE,
+                   "{\"data\":{\"organization\":[\"Acme\"],\"ou\":[\"a\",\"b\"],\"country\":[\"DE\"],"
+                   "\"locality\":[\"L\"],\"province\":[\"P\"],\"street_address\":[\"S\"],"
+                   "\"postal_code\":[\"1\"],\"use_csr_common_name\":false,\"require_cn\":false,"
+                   "\"cn_validations\":[\"disabled\"],\"allowed_user_ids\":[\"dev-*\"],"
+                   "\"allowed_serial_numbers\":[\"SN*\"],\"serial_number_source\":\"json\"}}",
+                   &o, err),
+        0);
+    for (size_t a = 0; a < GW_UPSTREAM_SUBJECT_ATTRS; a++)
+        assert_int_equal(o.role.subject_values[a].n,
+                         strcmp(gw_upstream_subject_attrs[a].key, "ou") == 0 ? 2 : 1);
+    assert_string_equal(o.role.subject_values[5].v[0], "Acme");
+    assert_string_equal(gw_upstream_subject_attrs[5].key, "organization");
+    assert_true(o.role.no_csr_common_name);
+    assert_true(o.role.cn_optional);
+    assert_true(o.role.serial_from_json);
+    assert_int_equal(o.role.cn_validations, GW_CN_DISABLED);
+    assert_string_equal(o.role.allowed_user_ids.v[0], "dev-*");
+    assert_string_equal(o.role.allowed_serial_numbers.v[0], "SN*");
     gw_role_policy_cleanup(&o.role);
     assert_int_equal(parse_tmpl(VAULT_ROLE, "{\"data\":{\"allow_wildcard_certificates\":false}}", &o, err),
                      0);

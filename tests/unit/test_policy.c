@@ -1135,6 +1135,8 @@ static char *d_example[] = {"example.com"};
 static char *d_glob[] = {"*.example.com"};
 static char *u_spiffe[] = {"spiffe://example.org/*"};
 static char *u_template[] = {"spiffe://example.org/{{identity.entity.name}}"};
+static char *uid_dev[] = {"dev-*", "Admin"};
+static char *sn_dev[] = {"SN-*"};
 
 static const struct {
     const char *name;
@@ -1405,6 +1407,125 @@ static const struct {
      K_P256,
      DAY,
      "key_type dsa"},
+    /* Vault's validateCommonName: cn_validations names the kinds of CN, none listed takes either */
+    {"cn_validations email vs a hostname",
+     {PATS(d_example), .allow_subdomains = true, .cn_validations = GW_CN_EMAIL, .key_type = "any"},
+     "CN=a.example.com",
+     NULL,
+     K_P256,
+     DAY,
+     "=common name a.example.com is a hostname, which the upstream role does not take (cn_validations: "
+     "email)"},
+    {"cn_validations hostname vs an email",
+     {PATS(d_example), .allow_bare_domains = true, .cn_validations = GW_CN_HOSTNAME, .key_type = "any"},
+     "CN=bob@example.com",
+     NULL,
+     K_P256,
+     DAY,
+     "is an email address, which the upstream role does not take (cn_validations: hostname)"},
+    {"cn_validations both",
+     {PATS(d_example), .allow_bare_domains = true, .cn_validations = GW_CN_EMAIL | GW_CN_HOSTNAME,
+      .key_type = "any"},
+     "CN=bob@example.com",
+     NULL,
+     K_P256,
+     DAY,
+     NULL},
+    {"cn_validations email, an email outside",
+     {PATS(d_example), .allow_bare_domains = true, .cn_validations = GW_CN_EMAIL, .key_type = "any"},
+     "CN=bob@evil.com",
+     NULL,
+     K_P256,
+     DAY,
+     "name bob@evil.com is not allowed by the upstream role"},
+    /* Go keeps a request's last CN: the one Vault checks and writes */
+    {"last CN outside",
+     {PATS(d_example), .allow_subdomains = true, .key_type = "any"},
+     "CN=a.example.com|CN=evil.org",
+     NULL,
+     K_P256,
+     DAY,
+     "name evil.org is not allowed"},
+    {"an earlier CN is not taken",
+     {PATS(d_example), .allow_subdomains = true, .key_type = "any"},
+     "CN=evil.org|CN=a.example.com",
+     NULL,
+     K_P256,
+     DAY,
+     NULL},
+    {"require_cn, no CN",
+     {PATS(d_example), .allow_subdomains = true, .key_type = "any"},
+     "O=x",
+     "DNS:a.example.com",
+     K_P256,
+     DAY,
+     "=the upstream role requires a common name (require_cn) and the request has none"},
+    {"no CN, require_cn false",
+     {PATS(d_example), .allow_subdomains = true, .cn_optional = true, .key_type = "any"},
+     "O=x",
+     "DNS:a.example.com",
+     K_P256,
+     DAY,
+     NULL},
+    {"use_csr_common_name false, require_cn",
+     {PATS(d_example), .allow_subdomains = true, .no_csr_common_name = true, .key_type = "any"},
+     "CN=a.example.com",
+     NULL,
+     K_P256,
+     DAY,
+     "=the upstream role requires a common name (require_cn) and takes none from a request "
+     "(use_csr_common_name is false)"},
+    {"use_csr_common_name false: the CN is not taken, nor checked",
+     {PATS(d_example), .allow_subdomains = true, .no_csr_common_name = true, .cn_optional = true,
+      .key_type = "any"},
+     "CN=evil.org",
+     NULL,
+     K_P256,
+     DAY,
+     NULL},
+    /* Vault takes a request's UIDs into the subject, each within allowed_user_ids (none: none) */
+    {"UID, no allowed_user_ids",
+     {.allow_any_name = true, .key_type = "any"},
+     "CN=x|UID=dev-1",
+     NULL,
+     K_P256,
+     DAY,
+     "=user ID dev-1 is not allowed by the upstream role (allowed_user_ids: none)"},
+    {"UID glob",
+     {.allow_any_name = true, .allowed_user_ids = PATS(uid_dev), .key_type = "any"},
+     "CN=x|UID=dev-1|UID=ADMIN",
+     NULL,
+     K_P256,
+     DAY,
+     NULL},
+    {"UID glob counts case",
+     {.allow_any_name = true, .allowed_user_ids = PATS(uid_dev), .key_type = "any"},
+     "CN=x|UID=DEV-1",
+     NULL,
+     K_P256,
+     DAY,
+     "=user ID DEV-1 is not allowed by the upstream role (allowed_user_ids: dev-*, Admin)"},
+    {"serialNumber, no allowed_serial_numbers",
+     {.allow_any_name = true, .key_type = "any"},
+     "CN=x|serialNumber=SN-1",
+     NULL,
+     K_P256,
+     DAY,
+     "=serialNumber SN-1 is not allowed by the upstream role (allowed_serial_numbers: none)"},
+    {"serialNumber glob",
+     {.allow_any_name = true, .allowed_serial_numbers = PATS(sn_dev), .key_type = "any"},
+     "CN=x|serialNumber=SN-1",
+     NULL,
+     K_P256,
+     DAY,
+     NULL},
+    {"serialNumber, serial_number_source json",
+     {.allow_any_name = true, .serial_from_json = true, .key_type = "any"},
+     "CN=x|serialNumber=SN-1",
+     NULL,
+     K_P256,
+     DAY,
+     NULL},
     {"max_ttl exact",
      {.allow_any_name = true, .key_type = "any", .max_ttl = DAY},
      "CN=x",
@@ -1423,23 +1544,154 @@ static const struct {
      "for a shorter one"},
 };
 
+/* A plan of |subject| and |sans| checked against |p| for |role|: refused with |want|, or not (NULL). */
+static void check_upstream_row(const char *name, const struct gw_role *role, const struct gw_role_policy *p,
+                               const char *subject, const char *sans, enum key_id key, long to,
+                               const char *want)
+{
+    struct gw_cert_plan plan;
+    char err[GW_ERR_LEN];
+    int fi = -1, rc;
+
+    mkplan(&plan, subject, sans, key, to);
+    rc = gw_policy_check_upstream_role(role, p, &plan, NOW, NULL, &fi, err);
+    gw_cert_plan_cleanup(&plan);
+    if ((rc == 0) != (want == NULL) || fi != (want == NULL ? 0 : BT))
+        fail_msg("%s: rc %d fail_info %d err \"%s\"", name, rc, fi, err);
+    check_err(name, err, want);
+}
+
 static void test_upstream_role(void **state)
 {
-    char err[GW_ERR_LEN];
-    size_t i;
+    const struct gw_role role = {.name = "iot"};
 
     (void)state;
-    for (i = 0; i < sizeof(ur) / sizeof(ur[0]); i++) {
-        struct gw_cert_plan plan;
-        int fi = -1, rc;
+    for (size_t i = 0; i < sizeof(ur) / sizeof(ur[0]); i++)
+        check_upstream_row(ur[i].name, &role, &ur[i].p, ur[i].subject, ur[i].sans, ur[i].key, ur[i].to,
+                           ur[i].want);
+}
 
-        mkplan(&plan, ur[i].subject, ur[i].sans, ur[i].key, ur[i].to);
-        rc = gw_policy_check_upstream_role(&ur[i].p, &plan, NOW, &fi, err);
-        gw_cert_plan_cleanup(&plan);
-        if ((rc == 0) != (ur[i].want == NULL) || fi != (ur[i].want == NULL ? 0 : BT))
-            fail_msg("%s: rc %d fail_info %d err \"%s\"", ur[i].name, rc, fi, err);
-        check_err(ur[i].name, err, ur[i].want);
+/* cn_validations "disabled": the CN is checked only as the subjectAltName Vault copies it into. */
+static void test_upstream_role_cn_disabled(void **state)
+{
+    static const struct {
+        const char *cn;
+        bool exclude;
+        const char *want;
+    } rows[] = {
+        {"CN=Device 42", false, NULL},
+        {"CN=a.evil.org", false, "name a.evil.org is not allowed by the upstream role"},
+        {"CN=*.evil.org", false, "name *.evil.org is not allowed by the upstream role"},
+        {"CN=bob@evil.org", false, "name bob@evil.org is not allowed by the upstream role"},
+        {"CN=a.evil.org", true, NULL},
+    };
+    const struct gw_role_policy p = {PATS(d_example), .allow_subdomains = true,
+                                     .cn_validations = GW_CN_DISABLED, .key_type = "any"};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        const struct gw_role role = {.name = "iot", .exclude_cn_from_sans = rows[i].exclude};
+
+        check_upstream_row(rows[i].cn, &role, &p, rows[i].cn, NULL, K_P256, DAY, rows[i].want);
     }
+}
+
+static struct gw_patterns *role_values(struct gw_role_policy *p, const char *key)
+{
+    for (size_t a = 0; a < GW_UPSTREAM_SUBJECT_ATTRS; a++)
+        if (strcmp(gw_upstream_subject_attrs[a].key, key) == 0)
+            return &p->subject_values[a];
+    fail_msg("no subject attribute %s", key);
+    return NULL;
+}
+
+static char *name_line(const X509_NAME *n)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    char *s, *out;
+    long len;
+
+    assert_non_null(b);
+    assert_true(X509_NAME_print_ex(b, n, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0);
+    len = BIO_get_mem_data(b, &s);
+    out = strndup(s, (size_t)len);
+    BIO_free(b);
+    return out;
+}
+
+/*
+ * The subject a delegate issues is the one Vault's sign/<role> writes: the role's own attributes (in
+ * Go's order, several values of one in one RDN), the request's last CN, its serialNumber and UIDs;
+ * not the request's O, OU, C or emailAddress. The result check takes that certificate and refuses one
+ * that carries the request's O in place of the role's.
+ */
+static void test_upstream_subject(void **state)
+{
+    static char *o[] = {"Role Org"}, *ou[] = {"b", "a", "b"}, *c[] = {"DE"}, *bad_c[] = {"DEU"};
+    static const struct cspec spec = {"", NULL, NULL, "critical,digitalSignature", -60, 7 * DAY, 0};
+    struct gw_role role = {.name = "iot",
+                           .upstream_name = "vault",
+                           .key_usage = KU_DIGITAL_SIGNATURE,
+                           .ext_key_usage = GW_EKU_CLIENT_AUTH,
+                           .max_ttl = 30 * DAY};
+    struct gw_role_policy p = {.allow_any_name = true,
+                               .allowed_user_ids = PATS(uid_dev),
+                               .allowed_serial_numbers = PATS(sn_dev),
+                               .key_type = "any"};
+    struct gw_cert_plan plan;
+    X509_NAME *subject = NULL;
+    char err[GW_ERR_LEN], *line;
+    X509 *cert;
+    int fi = -1;
+
+    (void)state;
+    *role_values(&p, "organization") = (struct gw_patterns)PATS(o);
+    *role_values(&p, "ou") = (struct gw_patterns)PATS(ou);
+    *role_values(&p, "country") = (struct gw_patterns)PATS(c);
+    mkplan(&plan,
+           "C=US|O=Client Org|OU=x|CN=first.example|CN=dev.example.com|serialNumber=SN-1|UID=dev-1|"
+           "emailAddress=x@example.com",
+           NULL, K_P256, DAY);
+    assert_int_equal(gw_policy_check_upstream_role(&role, &p, &plan, NOW, &subject, &fi, err), 0);
+    assert_int_equal(fi, 0);
+    assert_non_null(subject);
+    line = name_line(subject);
+    assert_string_equal(line, "UID=dev-1,serialNumber=SN-1,CN=dev.example.com,OU=b+OU=a,O=Role Org,C=DE");
+    free(line);
+
+    /* what the delegate issues from that subject passes; the client's O in place of the role's does not */
+    X509_NAME_free(plan.subject);
+    plan.subject = subject;
+    cert = mkcert_ext(&spec, "clientAuth", NULL, keys[K_P256], int_ca, keys[K_CA3]);
+    assert_int_equal(X509_set_subject_name(cert, subject), 1);
+    assert_true(X509_sign(cert, keys[K_CA3], EVP_sha256()) > 0);
+    if (gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NULL, NOW, NULL, err) != GW_ISSUED_OK)
+        fail_msg("the delegate's subject: %s", err);
+    X509_free(cert);
+    cert = mkcert_ext(&(struct cspec){"C=DE|O=Client Org|CN=dev.example.com", NULL, NULL,
+                                      "critical,digitalSignature", -60, 7 * DAY, 0},
+                      "clientAuth", NULL, keys[K_P256], int_ca, keys[K_CA3]);
+    assert_int_equal(gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NULL, NOW, NULL, err),
+                     GW_ISSUED_OUTSIDE_POLICY);
+    check_err("client's O", err, "the CA changed the subject to /C=DE/O=Client Org/CN=dev.example.com");
+    X509_free(cert);
+
+    /* serial_number_source json: Vault drops the request's serialNumber */
+    p.serial_from_json = true;
+    assert_int_equal(gw_policy_check_upstream_role(&role, &p, &plan, NOW, &subject, &fi, err), 0);
+    line = name_line(subject);
+    assert_string_equal(line, "UID=dev-1,CN=dev.example.com,OU=b+OU=a,O=Role Org,C=DE");
+    free(line);
+    X509_NAME_free(subject);
+
+    /* a role value OpenSSL cannot write is the operator's to fix, not the client's */
+    *role_values(&p, "country") = (struct gw_patterns)PATS(bad_c);
+    subject = NULL;
+    assert_int_equal(gw_policy_check_upstream_role(&role, &p, &plan, NOW, &subject, &fi, err), GW_ERR_POLICY);
+    assert_int_equal(fi, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
+    assert_null(subject);
+    check_err("country DEU", err, "=the upstream role's country DEU cannot be written into a certificate");
+    gw_cert_plan_cleanup(&plan);
 }
 
 /* ---- gw_policy_check_issued ---- */
@@ -2621,6 +2873,8 @@ int main(void)
         cmocka_unit_test(test_check_request_control_char),
         cmocka_unit_test(test_check_request_wildcards),
         cmocka_unit_test(test_upstream_role),
+        cmocka_unit_test(test_upstream_role_cn_disabled),
+        cmocka_unit_test(test_upstream_subject),
         cmocka_unit_test(test_check_issued),
         cmocka_unit_test(test_check_issued_start_and_wildcard),
         cmocka_unit_test(test_check_issued_path),
