@@ -692,6 +692,33 @@ static int check_attrs(const struct gw_role *role, const X509_NAME *subject, int
     return 0;
 }
 
+/*
+ * Every other attribute of a requested |subject| (O, OU, UID, serialNumber...): no control byte either
+ * (has_control), though no pattern may look at it. Not asked of a certificate issued already, which an
+ * RA may still revoke.
+ */
+static int check_attr_bytes(const X509_NAME *subject, int *fail_info, char *err)
+{
+    char buf[SHOWN_LEN], *v;
+    size_t len;
+    int nid, rc = 0;
+
+    for (int i = 0; rc == 0 && i < X509_NAME_entry_count(subject); i++) {
+        nid = OBJ_obj2nid(X509_NAME_ENTRY_get_object(X509_NAME_get_entry(subject, i)));
+        if (nid == NID_commonName || nid == NID_pkcs9_emailAddress) /* check_attrs names them */
+            continue;
+        if ((v = policy_entry_utf8(subject, i, &len)) == NULL)
+            return policy_say(fail_info, BADT, err, "subject attribute %s cannot be decoded",
+                              nid != NID_undef ? OBJ_nid2sn(nid) : "(unknown type)");
+        if (has_control(v, len))
+            rc = policy_say(fail_info, BADT, err,
+                            "subject attribute %s %s holds a control character, which no name may hold",
+                            nid != NID_undef ? OBJ_nid2sn(nid) : "(unknown type)", policy_shown(buf, v, len));
+        OPENSSL_free(v);
+    }
+    return rc;
+}
+
 int policy_check_names(const struct gw_role *role, const X509_NAME *subject, const GENERAL_NAMES *sans,
                        const X509_NAME *cn_source, int *fail_info, char *err)
 {
@@ -826,6 +853,7 @@ int gw_policy_check_request(const struct gw_role *role, const struct gw_cert_pla
         return rc;
     }
     if ((rc = policy_check_names(role, plan->subject, plan->sans, NULL, fail_info, err)) != 0 ||
+        (rc = check_attr_bytes(plan->subject, fail_info, err)) != 0 ||
         (rc = check_key(role, plan->pubkey, fail_info, err)) != 0)
         return rc;
     *fail_info = 0;

@@ -1068,7 +1068,7 @@ static void test_check_request_wildcards(void **state)
  * A name with a control character is refused, whatever the role's patterns: a relying party that reads
  * a CN as a C string takes "www.bank.example\0.example.com" for www.bank.example, and without
  * allowed_common_names a CN that is no host name to OpenSSL (the NUL) would not be held to
- * allowed_dns_names at all. In the subject's emailAddress too.
+ * allowed_dns_names at all. In the subject's emailAddress and every other attribute of a request too.
  */
 static void test_check_request_control_char(void **state)
 {
@@ -1105,6 +1105,18 @@ static void test_check_request_control_char(void **state)
          "a\x7f@example.com",
          14,
          "=subject emailAddress a?@example.com holds a control character, which no name may hold"},
+        {"nul, an organization no pattern reads",
+         {0},
+         NID_organizationName,
+         "Bank\0Evil",
+         9,
+         "=subject attribute O Bank?Evil holds a control character, which no name may hold"},
+        {"tab, a UID",
+         {0},
+         NID_userId,
+         "dev\t7",
+         5,
+         "=subject attribute UID dev?7 holds a control character, which no name may hold"},
     };
     struct gw_cert_plan plan;
     char err[GW_ERR_LEN];
