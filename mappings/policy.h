@@ -102,7 +102,9 @@ enum gw_issued_verdict {
  * for (plan->csr_exts) that a CSR the CA copies may not carry (gw_policy_check_csr), names within
  * the role's patterns and no name the plan lacks (a copy of a planned CN aside), the planned subject
  * or some of its attributes (the same type and text, each once, in any order; none only if the role
- * does not require a subject), validity within max_ttl, notBefore no earlier than the plan's by more
+ * does not require a subject), validity within max_ttl from its notBefore or, if earlier, the plan's
+ * (never from |now|, the time of the check: a certificate released long after it was issued would
+ * carry the wait on top), notBefore no earlier than the plan's by more
  * than GW_ISSUED_BACKDATE_SLACK (CAs backdate a little: Vault 30 s, cfssl 5 min; the plan's, not |now|,
  * since a deferred certificate is judged when a pollReq collects it). A reduced subject, a dropped name
  * or a shorter validity is GW_ISSUED_MODIFIED. Returns the verdict; |err| says why. With |path|, a

@@ -186,8 +186,19 @@ static const char *subject_outside(const struct gw_role *role, const struct gw_c
     }
 }
 
+/*
+ * Where max_ttl counts from: the certificate's notBefore |nb| (no later than the check: it verified
+ * at that time), but no earlier than the plan's, when the request came (a backdated one is refused on
+ * its own). Not the check's time: a certificate a pollReq collects long after it was issued would
+ * have the wait added to the validity it may carry.
+ */
+static time_t validity_start(const struct gw_cert_plan *plan, time_t nb)
+{
+    return nb > plan->not_before ? nb : plan->not_before;
+}
+
 static enum gw_issued_verdict issued_outside(const struct gw_role *role, const struct gw_cert_plan *plan,
-                                             X509 *cert, time_t now, char *err)
+                                             X509 *cert, char *err)
 {
     time_t max_ttl = role->max_ttl != 0 ? (time_t)role->max_ttl : GW_DEFAULT_MAX_TTL, na = 0, nb = 0;
     char why[GW_ERR_LEN], b1[SHOWN_LEN], b2[SHOWN_LEN], name[GW_ERR_LEN / 2];
@@ -223,16 +234,17 @@ static enum gw_issued_verdict issued_outside(const struct gw_role *role, const s
         snprintf(err, GW_ERR_LEN, "the CA added %s, which the request did not ask for", name);
         return GW_ISSUED_OUTSIDE_POLICY;
     }
-    if (gw_asn1_time(X509_get0_notAfter(cert), &na) != 0 || na > now + max_ttl + GW_ISSUED_TTL_SLACK) {
-        snprintf(err, GW_ERR_LEN,
-                 "the upstream's certificate is valid until %s, beyond role %s's max_ttl of %s",
-                 policy_when(b1, na), policy_rname(role), policy_dur(b2, max_ttl));
-        return GW_ISSUED_OUTSIDE_POLICY;
-    }
     if (gw_asn1_time(X509_get0_notBefore(cert), &nb) != 0 ||
         nb < plan->not_before - GW_ISSUED_BACKDATE_SLACK) {
         snprintf(err, GW_ERR_LEN, "the upstream backdated the certificate to %s (planned: %s)",
                  policy_when(b1, nb), policy_when(b2, plan->not_before));
+        return GW_ISSUED_OUTSIDE_POLICY;
+    }
+    if (gw_asn1_time(X509_get0_notAfter(cert), &na) != 0 ||
+        na > validity_start(plan, nb) + max_ttl + GW_ISSUED_TTL_SLACK) {
+        snprintf(err, GW_ERR_LEN,
+                 "the upstream's certificate is valid until %s, beyond role %s's max_ttl of %s",
+                 policy_when(b1, na), policy_rname(role), policy_dur(b2, max_ttl));
         return GW_ISSUED_OUTSIDE_POLICY;
     }
     return GW_ISSUED_OK;
@@ -303,7 +315,7 @@ enum gw_issued_verdict gw_policy_check_issued(const struct gw_role *role, const 
         return GW_ISSUED_BAD;
     }
     if ((v = issued_bad(role, plan, cert, chain, issuer_store, now, &found, err)) == GW_ISSUED_OK &&
-        (v = issued_outside(role, plan, cert, now, err)) == GW_ISSUED_OK)
+        (v = issued_outside(role, plan, cert, err)) == GW_ISSUED_OK)
         v = issued_modified(role, plan, cert, err);
     if (path != NULL && (v == GW_ISSUED_OK || v == GW_ISSUED_MODIFIED)) {
         X509_free(sk_X509_shift(found));                                  /* the certificate itself */

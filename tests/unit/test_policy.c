@@ -2249,6 +2249,44 @@ static void test_check_issued_start_and_wildcard(void **state)
     }
 }
 
+/*
+ * A certificate a pollReq collects two days after its request: max_ttl counts from the request (or
+ * from a later notBefore), not from the collection, which would let the CA add the wait to it.
+ */
+static void test_check_issued_collected_late(void **state)
+{
+    static const struct {
+        const char *name;
+        long from, to; /* validity, seconds from NOW, when the request came */
+        enum gw_issued_verdict want;
+        const char *want_err;
+    } rows[] = {
+        {"issued at once, max_ttl plus the wait", -60, 32 * DAY, GW_ISSUED_OUTSIDE_POLICY,
+         "beyond role iot's max_ttl of 30d"},
+        {"issued at once, max_ttl", -60, 30 * DAY, GW_ISSUED_OK, "="},
+        {"issued when collected, max_ttl from then", 2 * DAY - 60, 32 * DAY - 60, GW_ISSUED_OK, "="},
+    };
+    struct gw_role role = issued_role();
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        struct cspec spec = {"CN=dev-1.example.com", NULL,       NULL, "critical,digitalSignature",
+                             rows[i].from,           rows[i].to, 0};
+        X509 *cert = mkcert_ext(&spec, "clientAuth", NULL, keys[K_P256], int_ca, keys[K_CA3]);
+        struct gw_cert_plan plan;
+        enum gw_issued_verdict v;
+
+        mkplan(&plan, "CN=dev-1.example.com", NULL, K_P256, 30 * DAY);
+        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NULL, NOW + 2 * DAY, NULL, err);
+        if (v != rows[i].want)
+            fail_msg("%s: verdict %d, want %d; err \"%s\"", rows[i].name, v, rows[i].want, err);
+        check_err(rows[i].name, err, rows[i].want_err);
+        gw_cert_plan_cleanup(&plan);
+        X509_free(cert);
+    }
+}
+
 /* ---- gw_policy_check_issued: the subject, planned or some of its attributes ---- */
 
 #define PLAN_SUBJECT "C=DE|O=Vendor|OU=Radio|CN=dev-1.example.com"
@@ -2889,6 +2927,7 @@ int main(void)
         cmocka_unit_test(test_upstream_subject),
         cmocka_unit_test(test_check_issued),
         cmocka_unit_test(test_check_issued_start_and_wildcard),
+        cmocka_unit_test(test_check_issued_collected_late),
         cmocka_unit_test(test_check_issued_path),
         cmocka_unit_test(test_check_issued_links),
         cmocka_unit_test(test_check_issued_subject),
