@@ -119,6 +119,16 @@ enum gw_issued_verdict gw_policy_check_issued(const struct gw_role *role, const 
                                               char *err);
 
 /*
+ * gw_policy_issued_refusal is what a client is told of a certificate gw_policy_check_issued refused
+ * with verdict |v| (GW_ISSUED_BAD or GW_ISSUED_OUTSIDE_POLICY) and reason |why|: the failInfo bit it
+ * returns and the statusString in |text| (GW_ERR_LEN). Content outside the role's policy is
+ * badCertTemplate, whether the CA derived it from the request or added it (the text names what to
+ * narrow); a certificate for another key, not under issuer_ca or malformed is the CA's fault, not the
+ * request's: systemFailure (RFC 9810 §5.2.3), the client can change nothing to fix it.
+ */
+int gw_policy_issued_refusal(enum gw_issued_verdict v, const char *why, char *text);
+
+/*
  * gw_pattern_match matches |s| (|len| bytes) against glob |pat|: '*' matches any run of characters
  * other than '.', '/' and '='; a '*' that is a whole label or value ("*.example.com", "/CN=*")
  * matches a non-empty one. Exact bytes (the policy checks fold case for DNS names); |s| holding a

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <openssl/asn1.h>
+#include <openssl/cmp.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -325,4 +326,16 @@ enum gw_issued_verdict gw_policy_check_issued(const struct gw_role *role, const 
     }
     sk_X509_pop_free(found, X509_free);
     return v;
+}
+
+int gw_policy_issued_refusal(enum gw_issued_verdict v, const char *why, char *text)
+{
+    if (v == GW_ISSUED_OUTSIDE_POLICY) {
+        snprintf(text, GW_ERR_LEN,
+                 "the CA issued a certificate outside this route's policy (%.170s); it was not released",
+                 why);
+        return OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
+    }
+    snprintf(text, GW_ERR_LEN, "the CA returned an unusable certificate (%.170s); it was not released", why);
+    return OSSL_CMP_PKIFAILUREINFO_systemFailure;
 }

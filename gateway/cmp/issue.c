@@ -175,12 +175,9 @@ static OSSL_CMP_PKISI *refuse_cert(struct cmp_txn *t, struct cmp_call *c, X509 *
 }
 
 /*
- * What the upstream returned is checked before it reaches the client. A certificate
- * that does not certify the requested key or does not chain to the route's CA is the CA's fault,
- * not the request's: systemFailure (RFC 9810 §5.2.3), as the client can change nothing to fix it.
- * Names, usages, extensions or validity outside the role's policy are badCertTemplate: the content
- * is what is refused, whether the CA derived it from the request (a CN copied into the SANs, a CSR's
- * usages copied verbatim) or its own role added it (the statusString names what to narrow).
+ * What the upstream returned is checked before it reaches the client, and refused as
+ * gw_policy_issued_refusal words it: badCertTemplate for content outside the role's policy,
+ * systemFailure for a certificate that is the CA's fault.
  */
 static OSSL_CMP_PKISI *deliver(struct cmp_txn *t, struct cmp_call *c, const struct gw_cert_plan *plan,
                                struct gw_sign_result *res, X509 **certOut, STACK_OF(X509) **chainOut)
@@ -197,25 +194,18 @@ static OSSL_CMP_PKISI *deliver(struct cmp_txn *t, struct cmp_call *c, const stru
     else
         v = gw_policy_check_issued(t->role, plan, res->cert, res->chain, store, c->e->links, c->now, &path,
                                    err);
-    switch (v) {
-    case GW_ISSUED_OK:
-    case GW_ISSUED_MODIFIED:
+    if (v == GW_ISSUED_OK || v == GW_ISSUED_MODIFIED) {
         /* the client gets the chain verified up to issuer_ca, not whatever else the upstream sent */
         sk_X509_pop_free(res->chain, X509_free);
         res->chain = path;
         return accept_cert(t, c, res, v == GW_ISSUED_MODIFIED || plan->modified || res->modified, certOut,
                            chainOut);
-    case GW_ISSUED_OUTSIDE_POLICY:
-        cmp_refuse(&r, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
-                   "the CA issued a certificate outside this route's policy (%.170s); it was not released",
-                   err);
-        return refuse_cert(t, c, res->cert, &r);
-    default:
-        cmp_refuse(&r, OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                   "the CA returned an unusable certificate (%.170s); it was not released", err);
-        /* it may certify another key (another holder's): withdrawn only if it certifies the plan's */
-        return refuse_cert_as(t, c, res->cert, &r, 1, plan->pubkey);
     }
+    r.fail_info = gw_policy_issued_refusal(v, err, r.text);
+    if (v == GW_ISSUED_OUTSIDE_POLICY)
+        return refuse_cert(t, c, res->cert, &r);
+    /* it may certify another key (another holder's): withdrawn only if it certifies the plan's */
+    return refuse_cert_as(t, c, res->cert, &r, 1, plan->pubkey);
 }
 
 /* The request as the role shapes it for the time |at|, then the role's request policy. */
