@@ -8,8 +8,11 @@
  * client ctx holds per-transaction state); the HTTP transfer is libcurl with the upstream's TLS
  * settings and one deadline for the whole exchange, polling included.
  *
- * OpenSSL's client confirms the certificate upstream by itself, before our client has seen it;
- * the engine revokes it here (rr) if our client then rejects it.
+ * Before OpenSSL's client confirms a certificate upstream, the gateway's check of the result
+ * (gw_policy_check_issued, which the engine runs again before release) decides: a certificate the
+ * gateway would never release is rejected in the certConf (RFC 9810), and the CA revokes it or
+ * never publishes it. The engine withdraws it here (rr) only if the CA did not confirm that
+ * rejection, or if our client later rejects a certificate the gateway released.
  */
 #include <stdarg.h>
 #include <stdint.h>
@@ -31,9 +34,13 @@
 #include "base/conf.h"
 #include "base/pem.h"
 #include "base/clock.h"
+#include "mappings/policy.h"
 
 #define CMP_CONTENT_TYPE "application/pkixcmp"
 #define PREFIX "upstream CA: "
+/* PKIBody CHOICE tags (RFC 9810 §5.1.2), which OpenSSL 3.0 keeps internal */
+#define BODY_PKICONF 19
+#define BODY_CERTCONF 24
 
 struct cmp_up {
     const struct gw_upstream_conf *conf;
@@ -46,8 +53,9 @@ struct cmp_up {
 struct xfer {
     const struct cmp_up *cu;
     uint64_t deadline_ms;
-    CURL *curl; /* one handle per exchange: servers keep a transaction to its connection */
-    int failed; /* no usable answer came: the cause is in |err| */
+    CURL *curl;        /* one handle per exchange: servers keep a transaction to its connection */
+    int failed;        /* no usable answer came: the cause is in |err| */
+    int conf_answered; /* our certConf got a pkiconf (not yet verified: see rejection_confirmed) */
     char err[GW_ERR_LEN];
 };
 
@@ -182,6 +190,8 @@ static OSSL_CMP_MSG *transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
         OSSL_CMP_MSG_free(rsp);
         rsp = NULL;
         xfer_fail(x, "its answer is not a PKIMessage");
+    } else if (OSSL_CMP_MSG_get_bodytype(req) == BODY_CERTCONF) {
+        x->conf_answered = OSSL_CMP_MSG_get_bodytype(rsp) == BODY_PKICONF;
     }
 out:
     if (curl != NULL)
@@ -436,10 +446,11 @@ static void map_failure(const struct cmp_up *cu, OSSL_CMP_CTX *ctx, const struct
         return;
     }
     if (OSSL_CMP_CTX_get0_newCert(ctx) != NULL) {
-        /* our certConf callback refused it (wrong key, not under issuer_ca) and said so upstream */
+        /* issued and accepted by our check (check_cert), then the certConf exchange failed */
         *fail_info = OSSL_CMP_PKIFAILUREINFO_systemFailure;
         snprintf(reason, GW_ERR_LEN,
-                 PREFIX "returned an unusable certificate (%.100s); it was rejected there", openssl_reason());
+                 PREFIX "did not confirm the certificate it issued (%.100s); it was not released",
+                 openssl_reason());
         return;
     }
     if (st == OSSL_CMP_PKISTATUS_rejection || OSSL_CMP_CTX_get_failInfoCode(ctx) > 0) {
@@ -455,20 +466,85 @@ static void map_failure(const struct cmp_up *cu, OSSL_CMP_CTX *ctx, const struct
              gw_upstream_conf_name(cu->conf), openssl_reason(), status_name(st));
 }
 
+/* ---- the certificate, before the certConf ---- */
+
+/* What the certConf callback judges a certificate by, and what it found. */
+struct conf_check {
+    const struct cmp_up *cu;
+    const struct gw_sign_req *req;
+    int fail_info;           /* the failInfo bit it rejected the certificate with; -1: none */
+    char reason[GW_ERR_LEN]; /* then why: the statusString to the CA in the certConf, and to our client */
+};
+
+/*
+ * The OSSL_CMP_certConf_cb_t: the check the engine runs before release (the key, the chain to
+ * issuer_ca, the role's policy), run before the certConf. OpenSSL's own finding |fail_info| (a
+ * certificate for another key) is one of the check's.
+ */
+static int check_cert(OSSL_CMP_CTX *ctx, X509 *cert, int fail_info, const char **text)
+{
+    struct conf_check *cc = OSSL_CMP_CTX_get_certConf_cb_arg(ctx);
+    const struct gw_upstream_conf *conf = cc->cu->conf;
+    char why[GW_ERR_LEN];
+    enum gw_issued_verdict v = gw_policy_check_issued(cc->req->role, cc->req->plan, cert, conf->issuer_certs,
+                                                      conf->issuer_store, NULL, time(NULL), NULL, why);
+
+    (void)fail_info;
+    if (v == GW_ISSUED_OK || v == GW_ISSUED_MODIFIED)
+        return 0;
+    cc->fail_info = gw_policy_issued_refusal(v, why, cc->reason);
+    *text = cc->reason;
+    return 1 << cc->fail_info;
+}
+
+/*
+ * Whether the CA confirmed our certConf's rejection (RFC 9810: it then revokes the certificate or
+ * never publishes it): it answered with a pkiconf that OpenSSL verified, as a failure of that
+ * exchange would be on the error queue before "certificate not accepted", the last error OpenSSL
+ * adds. Without a certConf (a CA that granted implicitConfirm unasked) nothing was confirmed.
+ */
+static int rejection_confirmed(const struct xfer *x)
+{
+    unsigned long e = ERR_peek_error();
+
+    return x->conf_answered && ERR_GET_LIB(e) == ERR_LIB_CMP &&
+           ERR_GET_REASON(e) == CMP_R_CERTIFICATE_NOT_ACCEPTED;
+}
+
 /* ---- ops ---- */
+
+/*
+ * A failed exchange into |res|. A certificate our check refused is refused as the engine would
+ * refuse it; with one that was issued, the engine records and withdraws it, unless the CA confirmed
+ * its rejection.
+ */
+static void sign_failed(const struct cmp_up *cu, OSSL_CMP_CTX *ctx, const struct xfer *x,
+                        const struct conf_check *cc, struct gw_sign_result *res)
+{
+    X509 *cert = OSSL_CMP_CTX_get0_newCert(ctx);
+
+    map_failure(cu, ctx, x, &res->status, &res->fail_info, res->reason);
+    if (cc->fail_info >= 0) {
+        res->fail_info = cc->fail_info;
+        snprintf(res->reason, sizeof(res->reason), "%s", cc->reason);
+        res->rejected_to_ca = rejection_confirmed(x);
+    }
+    if (cert != NULL && X509_up_ref(cert) == 1)
+        res->cert = cert;
+}
 
 /* One exchange: ir (CRMF, raVerified) or p10cr (the client's CSR), then the upstream certConf. */
 static void sign_now(const struct cmp_up *cu, const struct gw_sign_req *req, struct gw_sign_result *res)
 {
     struct xfer x = {0};
+    struct conf_check cc = {.cu = cu, .req = req, .fail_info = -1};
     OSSL_CMP_CTX *ctx = new_ctx(cu, &x);
     X509 *cert = NULL;
     int ok;
 
     ERR_clear_error();
-    if (ctx == NULL || OSSL_CMP_CTX_set_certConf_cb(ctx, OSSL_CMP_certConf_cb) != 1 ||
-        /* the default callback checks the key, and with this argument the chain to issuer_ca */
-        OSSL_CMP_CTX_set_certConf_cb_arg(ctx, cu->conf->issuer_store) != 1) {
+    if (ctx == NULL || OSSL_CMP_CTX_set_certConf_cb(ctx, check_cert) != 1 ||
+        OSSL_CMP_CTX_set_certConf_cb_arg(ctx, &cc) != 1) {
         res->status = GW_ERR_CRYPTO;
         res->fail_info = OSSL_CMP_PKIFAILUREINFO_systemFailure;
         snprintf(res->reason, sizeof(res->reason), "upstream CA %s: cannot set up the request",
@@ -488,10 +564,7 @@ static void sign_now(const struct cmp_up *cu, const struct gw_sign_req *req, str
         goto out;
     }
     if (ok) {
-        map_failure(cu, ctx, &x, &res->status, &res->fail_info, res->reason);
-        /* issued, then refused by our certConf callback: the engine records and revokes it too */
-        if ((cert = OSSL_CMP_CTX_get0_newCert(ctx)) != NULL && X509_up_ref(cert) == 1)
-            res->cert = cert;
+        sign_failed(cu, ctx, &x, &cc, res);
     } else {
         res->status = GW_ERR_CRYPTO;
         res->fail_info = OSSL_CMP_PKIFAILUREINFO_systemFailure;
@@ -513,7 +586,8 @@ static int cmp_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_up
     const struct cmp_up *cu = gw_upstream_get0_impl(up);
     struct gw_sign_result *res;
 
-    if (cu == NULL || req == NULL || req->plan == NULL || (req->csr == NULL && req->plan->pubkey == NULL))
+    if (cu == NULL || req == NULL || req->role == NULL || req->plan == NULL ||
+        (req->csr == NULL && req->plan->pubkey == NULL))
         return GW_ERR_INVAL;
     if ((res = malloc(sizeof(*res))) == NULL)
         return GW_ERR_NOMEM;

@@ -72,6 +72,9 @@ struct gw_sign_result {
     int fail_info;           /* OSSL_CMP_PKIFAILUREINFO_* bit to report when status != 0 */
     X509 *cert;              /* issued certificate; with status != 0, one the CA issued in an answer the
                                 adapter refused: the engine records and withdraws it, never delivers it */
+    int rejected_to_ca;      /* with status != 0: |cert| was rejected to the CA in the adapter's certConf,
+                                which the CA confirmed (a CMP CA's pkiconf): it revokes the certificate
+                                or never publishes it, so the engine records it and does not withdraw it */
     int modified;            /* 1 if the adapter changed the plan (e.g. validity clamped to the CA's) */
     STACK_OF(X509) *chain;   /* issuing CA chain (issuer first); may be NULL */
     char reason[GW_ERR_LEN]; /* human-readable reason when status != 0 */

@@ -19,6 +19,9 @@
 #include <openssl/x509v3.h>
 
 #define TEXT_OTHER_KEY "the certificate in the refused answer does not certify the requested key"
+#define TEXT_REJECTED_TO_CA                                                                                  \
+    "the gateway rejected it to the CA in its certConf, which the CA confirmed: the CA revokes it or "       \
+    "never publishes it"
 #define TEXT_UNDELIVERED "not delivered: the answer carrying the certificate could not be built"
 
 /* The fields every record of a transaction carries. */
@@ -308,11 +311,19 @@ void cmp_withdraw(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *
     not_revoked(e, &fallback, why);
 }
 
-void cmp_withdraw_answered(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, X509 *cert,
-                           const EVP_PKEY *want, int reason)
+void cmp_withdraw_answered(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid,
+                           const struct gw_sign_result *res, const EVP_PKEY *want, int reason)
 {
+    X509 *cert = res->cert;
     const EVP_PKEY *pk = X509_get0_pubkey(cert);
+    const char *up = t->up != NULL ? gw_upstream_conf_name(gw_upstream_get0_conf(t->up)) : "?";
 
+    if (res->rejected_to_ca) {
+        (void)cmp_audit_cert(e, t, tid, "rejected_to_ca", "not revoked: " TEXT_REJECTED_TO_CA, cert, 1);
+        gw_log_kv(GW_LOG_WARN, "cert_rejected_to_ca", "tid", tid, "serial", t->serial, "upstream", up,
+                  "reason", TEXT_REJECTED_TO_CA, NULL);
+        return;
+    }
     if (pk != NULL && want != NULL && EVP_PKEY_eq(pk, want) == 1) {
         cmp_withdraw(e, t, tid, cert, reason);
         return;
@@ -320,8 +331,7 @@ void cmp_withdraw_answered(struct gw_cmp_engine *e, const struct cmp_txn *t, con
     /* a broken or hostile CA answering with another certificate (another holder's serial): revoking
        it would revoke that holder's certificate */
     (void)cmp_audit_cert(e, t, tid, "not_withdrawn", "not revoked: " TEXT_OTHER_KEY, cert, 1);
-    gw_log_kv(GW_LOG_ERROR, "cert_not_withdrawn", "tid", tid, "serial", t->serial, "upstream",
-              t->up != NULL ? gw_upstream_conf_name(gw_upstream_get0_conf(t->up)) : "?", "reason",
+    gw_log_kv(GW_LOG_ERROR, "cert_not_withdrawn", "tid", tid, "serial", t->serial, "upstream", up, "reason",
               TEXT_OTHER_KEY, "msg", "check at the CA whose certificate this serial is before revoking it",
               NULL);
 }

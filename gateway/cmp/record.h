@@ -10,6 +10,7 @@
 #include <openssl/x509.h>
 #include "gateway/cmp/audit.h"
 #include "gateway/cmp/cmp_local.h"
+#include "upstream/upstream.h"
 
 /* cmp_audit_rec_init fills |r| with the fields every record of |t| carries. */
 void cmp_audit_rec_init(struct gw_audit_rec *r, const struct cmp_txn *t, const char *tid, const char *event,
@@ -44,13 +45,16 @@ int cmp_audit_cert(struct gw_cmp_engine *e, const struct cmp_txn *t, const char 
 void cmp_withdraw(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, X509 *cert, int reason);
 
 /*
- * cmp_withdraw_answered: a certificate in an upstream answer that was refused (upstream.h), withdrawn
- * as cmp_withdraw only if it certifies |want|, the requested key (may be NULL: then it is not). One
- * that does not may be another holder's certificate (a CA answering with the wrong serial): it is put
- * on record ("not_withdrawn", why) and logged, not revoked. Any thread; never waits for the upstream.
+ * cmp_withdraw_answered: the certificate of an upstream answer |res| that was refused (upstream.h),
+ * withdrawn as cmp_withdraw only if it certifies |want|, the requested key (may be NULL: then it is
+ * not). One that does not may be another holder's certificate (a CA answering with the wrong serial):
+ * it is put on record ("not_withdrawn", why) and logged, not revoked. One the adapter rejected to its
+ * CA already (res->rejected_to_ca) is put on record as such ("rejected_to_ca") and logged: the CA
+ * confirmed the rejection, and revokes it or never publishes it. Any thread; never waits for the
+ * upstream.
  */
-void cmp_withdraw_answered(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, X509 *cert,
-                           const EVP_PKEY *want, int reason);
+void cmp_withdraw_answered(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid,
+                           const struct gw_sign_result *res, const EVP_PKEY *want, int reason);
 
 /*
  * The engine's withdrawal queue: cmp_withdrawals_init gives |e| one (0, or GW_ERR_NOMEM; its thread

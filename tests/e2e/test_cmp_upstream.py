@@ -11,8 +11,8 @@ an upstream rejection and an upstream error message passed through with their fa
 certificate for another key refused; the upstream down -> systemUnavail; an answer signed by another
 certificate of the upstream CA than the expected sender's refused. A certificate outside the role
 (an extension of the CA's own, a pathLenConstraint, a name or a subject nobody asked for, a notBefore a
-month back) refused with its docs/errors.md row, on record and revoked at the CA (rr), each with its twin
-that is released."""
+month back) refused with its docs/errors.md row, rejected in the upstream certConf with that text (no
+rr: the CA confirmed the rejection) and on record as such, each with its twin that is released."""
 import datetime
 import json
 import re
@@ -155,6 +155,11 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
         self.assertIn((self.gw.dir / "signer.pem").read_text().strip().splitlines()[1],
                       res.first.extra_certs_pem().replace("\n", ""))
 
+    def records_of(self, tid):
+        """The audit records of transaction |tid|, oldest first."""
+        lines = (self.gw.dir / "audit.log").read_text().splitlines()
+        return [r for r in (json.loads(l) for l in lines if l.strip()) if r.get("tid") == tid]
+
     def upstream_saw(self):
         """The request body types the mock received in this test, in order (its debug log)."""
         self.mock.log.flush()
@@ -171,8 +176,9 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
         self.assertEqual(res.first.body_type, "ip", res.first)
         self.assert_from_upstream(res, key, canned)
         self.assertEqual(res.returncode, 0, res.stderr)
-        # one ir (raVerified, accepted by -accept_raverified only), then the upstream certConf
+        # one ir (raVerified, accepted by -accept_raverified only), then the upstream certConf accepting it
         self.assertEqual(self.upstream_saw(), ["IR", "CERTCONF"])
+        self.assertEqual(self.certconf_verdicts(), [])
         audit = (self.gw.dir / "audit.log").read_text()
         self.assertIn('"upstream":"ca-cmp"', audit.replace(" ", ""))
 
@@ -299,25 +305,25 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
         self.assertIsNone(res.cert)
 
     def test_certificate_for_another_key(self):
-        # the mock answers with a certificate for some other key: never delivered; refused in the upstream
-        # certConf, and on record; not revoked, as it may be another holder's certificate (a CA answering
-        # with the wrong one): an rr would revoke that holder's (docs/errors.md)
+        # the mock answers with a certificate for some other key: never delivered; rejected in the upstream
+        # certConf, which the CA confirms, and on record as such; no rr, which for a CA answering with
+        # another holder's certificate would revoke that holder's (docs/errors.md)
         _, canned = self.canned("other-owner")
         key = self.newkey("other-client")
         self.mock.start(canned)
         res = self.gw.cmp("ir", "other", newkey=key, subject="/CN=other.example.com", path="pki/roles/cmp/cmp",
                           expect_cert=False)
-        self.assert_rejected(res, "systemFailure", "upstream CA: ")
+        self.assert_rejected(res, "systemFailure", "the CA returned an unusable certificate (the upstream "
+                             "returned a certificate for another public key than requested)")
         tid = res.first.header["transactionID"].asOctets().hex()
-        mine = [r for r in harness.audit_records(self.gw, "not_withdrawn") if r.get("tid") == tid]
-        self.assertEqual(len(mine), 1, mine)
-        self.assertIn("does not certify the requested key", mine[0]["status"])
+        mine = [r["event"] for r in self.records_of(tid)]
+        self.assertEqual(mine, ["intent", "rejected", "rejected_to_ca"])
         self.assertEqual(self.upstream_saw(), ["IR", "CERTCONF"])
 
-    def refused_and_revoked(self, row, name, ext, text, subject="/CN=%s.example.com", backdate_days=0):
+    def refused_in_certconf(self, row, name, ext, text, subject="/CN=%s.example.com", backdate_days=0):
         """The mock answers an ir with a certificate from section |ext| (for |subject|): the client gets the
-        ip rejection of exactly |text| (docs/errors.md |row|), and the CA an rr for it, which the audit log
-        shows."""
+        ip rejection of exactly |text| (docs/errors.md |row|), and the CA a certConf rejecting it with that
+        text, which it confirms (pkiconf): no rr follows, and the audit log says so."""
         key, canned = self.canned(name, subject=subject, ext=ext, backdate_days=backdate_days)
         self.mock.start(canned)
         res = self.gw.cmp("ir", name, newkey=key, subject="/CN=%s.example.com" % name, path="pki/roles/cmp/cmp",
@@ -334,22 +340,27 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
             self.assertRegex(ans.status_strings[0], "^" + pattern + "$")
         else:
             self.assertEqual(ans.status_strings, [text])
-        self.assertEqual(harness.settled(self.upstream_saw, lambda saw: "RR" in saw), ["IR", "CERTCONF", "RR"])
-        self.assert_rejected_and_revoked(ans, canned)
+        self.assertEqual(self.upstream_saw(), ["IR", "CERTCONF"])
+        self.assertEqual(self.certconf_verdicts(), ["certificate rejected by client with PKIStatus: rejection"])
+        self.assert_rejected_to_ca(ans, canned)
 
-    def assert_rejected_and_revoked(self, ans, canned):
-        """The audit log of |ans|'s transaction: |canned| rejected, then revoked at the CA."""
+    def certconf_verdicts(self):
+        """What the mock's log says of the certConfs it received that rejected a certificate."""
+        self.mock.log.flush()
+        return [line.split("CMP info: ", 1)[1].strip() for line in self.mock.log_path.read_text().splitlines()
+                if line.startswith("CMP info: certificate rejected")]
+
+    def assert_rejected_to_ca(self, ans, canned):
+        """The audit log of |ans|'s transaction: |canned| rejected, and rejected to the CA, which confirmed it."""
         tid = ans.header["transactionID"].asOctets().hex()
-        mine = harness.settled(lambda: [json.loads(l) for l in (self.gw.dir / "audit.log").read_text().splitlines()
-                                        if json.loads(l).get("tid") == tid],
-                               lambda rs: any(r["event"] in ("revoked", "revoke_failed") for r in rs))
+        mine = self.records_of(tid)
         serial = harness.run(["openssl", "x509", "-in", canned, "-noout", "-serial"]).stdout.decode()
         serial = serial.strip().split("=", 1)[1].lower().lstrip("0")
         self.assertEqual([(r["event"], r.get("serial", "").lstrip("0")) for r in mine if r["event"] != "intent"],
-                         [("rejected", serial), ("revoked", serial)])
+                         [("rejected", serial), ("rejected_to_ca", serial)])
 
     def test_extension_outside_role(self):
-        self.refused_and_revoked("issued_extension", "odd", "odd",
+        self.refused_in_certconf("issued_extension", "odd", "odd",
                                  "the CA issued a certificate outside this route's policy (extension 1.2.3.4 is "
                                  "outside role cmp (not in its allowed_extensions)); it was not released")
         # twin: the role that lists the OID in allowed_extensions takes the same kind of certificate
@@ -361,7 +372,7 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
         self.assert_from_upstream(res, key, canned)
 
     def test_path_len_constraint(self):
-        self.refused_and_revoked("issued_basic_constraints", "plen", "pathlen",
+        self.refused_in_certconf("issued_basic_constraints", "plen", "pathlen",
                                  "the CA issued a certificate outside this route's policy (basicConstraints with a "
                                  "pathLenConstraint is outside role cmp (end-entity certificates only, "
                                  "RFC 5280 §4.2.1.9)); it was not released")
@@ -369,13 +380,13 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
     def test_backdated(self):
         # valid from a month before it was asked for (and so longer than max_ttl in all); its twin, valid
         # from the moment it is signed, is every released certificate (test_ir_forwarded)
-        self.refused_and_revoked("issued_not_before", "bdate", "leaf",
+        self.refused_in_certconf("issued_not_before", "bdate", "leaf",
                                  "the CA issued a certificate outside this route's policy (the upstream backdated the "
                                  "certificate to {not_before} (planned: {planned})); it was not released",
                                  backdate_days=30)
 
     def test_name_not_asked_for(self):
-        self.refused_and_revoked("issued_san", "xsan", "extra_san",
+        self.refused_in_certconf("issued_san", "xsan", "extra_san",
                                  "the CA issued a certificate outside this route's policy (the CA added DNS name "
                                  "other.example.com, which the request did not ask for); it was not released")
         # twin: the same kind of certificate when the request asked for that name
@@ -387,7 +398,7 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
         self.assert_from_upstream(res, key, canned)
 
     def test_subject_not_asked_for(self):
-        self.refused_and_revoked("issued_subject", "rsub", "leaf",
+        self.refused_in_certconf("issued_subject", "rsub", "leaf",
                                  "the CA issued a certificate outside this route's policy (the CA changed the "
                                  "subject to /O=cmp upstream/CN=rsub.example.com, which the request did not ask "
                                  "for); it was not released", subject="/O=cmp upstream/CN=%s.example.com")

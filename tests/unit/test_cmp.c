@@ -1011,6 +1011,7 @@ static struct {
     void (*during_sign)(struct env *e);
     int break_signing; /* once the certificate is signed, OpenSSL's answer cannot be protected */
     int refuse_answer; /* the adapter refuses the answer but hands its certificate up (upstream.h) */
+    int taken_back;    /* and says the CA confirmed its rejection in the certConf (rejected_to_ca) */
 } fake;
 
 /*
@@ -1082,6 +1083,7 @@ static void fake_done(void *arg, struct gw_sign_result *res)
         res->status = -12; /* GW_ERR_UPSTREAM */
         res->fail_info = OSSL_CMP_PKIFAILUREINFO_systemFailure;
         snprintf(res->reason, sizeof(res->reason), "the test CA's answer has a field out of range");
+        res->rejected_to_ca = fake.taken_back;
     }
     fc->done(fc->arg, res);
 }
@@ -1628,14 +1630,20 @@ static void test_result_checks(void **state)
 /*
  * A refused answer that still carries a certificate: on record, and revoked only if it certifies the
  * requested key. One for another key may be another holder's (a CA answering with the wrong serial):
- * on record as not withdrawn, and the CA is not asked to revoke it.
+ * on record as not withdrawn, and the CA is not asked to revoke it. One the adapter rejected to its CA,
+ * which confirmed that, is on record as rejected to the CA, and not revoked again.
  */
 static void test_refused_answer_other_key(void **state)
 {
     static const struct {
+        const char *name;
         enum fake_mode mode;
-        int revoked;
-    } cases[] = {{FK_PLAIN, 1}, {FK_OTHER_KEY, 0}};
+        int taken_back, revoked;
+    } cases[] = {
+        {"the requested key", FK_PLAIN, 0, 1},
+        {"another key", FK_OTHER_KEY, 0, 0},
+        {"rejected to the CA", FK_PLAIN, 1, 0},
+    };
 
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -1643,9 +1651,10 @@ static void test_refused_answer_other_key(void **state)
         struct client cl = {.env = e};
         OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
 
-        print_message("case: %s\n", cases[i].revoked ? "the requested key" : "another key");
+        print_message("case: %s\n", cases[i].name);
         env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, cases[i].mode);
         fake.refuse_answer = 1;
+        fake.taken_back = cases[i].taken_back;
         assert_null(OSSL_CMP_exec_IR_ses(ctx));
         assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemFailure,
                       "field out of range");
@@ -1654,8 +1663,11 @@ static void test_refused_answer_other_key(void **state)
         assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), cases[i].revoked);
         assert_int_equal(
             audit_count(e, "not_withdrawn", NULL, "status", "does not certify the requested key"),
-            !cases[i].revoked);
+            cases[i].mode == FK_OTHER_KEY);
+        assert_int_equal(audit_count(e, "rejected_to_ca", NULL, "status", "which the CA confirmed"),
+                         cases[i].taken_back);
         fake.refuse_answer = 0;
+        fake.taken_back = 0;
         client_cleanup(&cl);
         OSSL_CMP_CTX_free(ctx);
         env_free(e);

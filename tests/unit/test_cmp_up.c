@@ -190,7 +190,21 @@ static int group_teardown(void **state)
 
 /* ---- the scripted CMP CA ---- */
 
-enum mode { M_ISSUE, M_REJECT, M_WRONG_KEY, M_HTTP500, M_CTYPE, M_GARBAGE, M_TRUNC, M_BIG, M_SILENT };
+/* M_OUTSIDE: issues for a subject the request did not ask for; M_OUTSIDE_UNCONFIRMED: and answers the
+ * certConf with an error */
+enum mode {
+    M_ISSUE,
+    M_REJECT,
+    M_WRONG_KEY,
+    M_OUTSIDE,
+    M_OUTSIDE_UNCONFIRMED,
+    M_HTTP500,
+    M_CTYPE,
+    M_GARBAGE,
+    M_TRUNC,
+    M_BIG,
+    M_SILENT
+};
 
 /*
  * How it protects its answers, read for each connection (one per exchange): PBM under the name
@@ -212,7 +226,8 @@ struct server {
     int rr_fail;     /* M_REJECT: the failInfo bit that rejects an rr (certRevoked unless server_reject_rr) */
     int tmpl_sans;   /* the subjectAltNames in the last ir's template; -1: no such extension */
     int tmpl_issuer; /* whether that template names an issuer */
-    pthread_mutex_t lock; /* the test changes the protection between exchanges */
+    char conf_status[256]; /* the status of the last certConf, as OpenSSL prints it; "" if it had none */
+    pthread_mutex_t lock;  /* the test changes the protection between exchanges */
 };
 
 static OSSL_CMP_PKISI *srv_cert_req(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int id,
@@ -238,15 +253,21 @@ static OSSL_CMP_PKISI *srv_cert_req(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *r
     if (s->mode == M_REJECT)
         return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection,
                                        1 << OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "no such\nprofile");
-    *cert = make_cert("issued", s->mode == M_WRONG_KEY ? other_key : client_key, 0);
+    *cert = make_cert(s->mode == M_OUTSIDE || s->mode == M_OUTSIDE_UNCONFIRMED ? "issued" : "dev",
+                      s->mode == M_WRONG_KEY ? other_key : client_key, 0);
     return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, NULL);
 }
 
 static int srv_certconf(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int id, const ASN1_OCTET_STRING *hash,
                         const OSSL_CMP_PKISI *si)
 {
-    (void)srv, (void)req, (void)id, (void)hash, (void)si;
-    return 1;
+    struct server *s = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
+
+    (void)req, (void)id, (void)hash;
+    s->conf_status[0] = '\0';
+    if (si != NULL)
+        OSSL_CMP_snprint_PKIStatusInfo(si, s->conf_status, sizeof(s->conf_status));
+    return s->mode != M_OUTSIDE_UNCONFIRMED;
 }
 
 static OSSL_CMP_PKISI *srv_rr(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const X509_NAME *issuer,
@@ -747,6 +768,43 @@ static void test_failures(void **state)
     }
 }
 
+/*
+ * A certificate the role refuses (here: a subject the request did not ask for) is rejected in the
+ * certConf, with the failInfo and text the client gets, and handed on with its serial; a CA that
+ * confirmed the rejection (pkiconf) took it back, one that did not leaves it to be withdrawn.
+ */
+static void test_certconf_rejects(void **state)
+{
+    static const enum mode modes[] = {M_OUTSIDE, M_OUTSIDE_UNCONFIRMED};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        struct server s;
+        struct run r;
+        struct gw_sign_result res;
+
+        server_start(&s, modes[i]);
+        run_open(&r, s.port);
+        sign(&r, client_key, &res);
+        if (res.status == 0 || res.fail_info != OSSL_CMP_PKIFAILUREINFO_badCertTemplate ||
+            strstr(res.reason, "outside this route's policy (the CA changed the subject to /CN=issued") ==
+                NULL)
+            fail_msg("mode %d: status %d failInfo %d reason \"%s\"", modes[i], res.status, res.fail_info,
+                     res.reason);
+        assert_non_null(res.cert);
+        assert_int_equal(res.rejected_to_ca, modes[i] == M_OUTSIDE);
+        gw_sign_result_cleanup(&res);
+        run_close(&r);
+        server_stop(&s);
+        assert_int_equal(s.n_requests, 2);
+        assert_int_equal(s.bodies[1], BODY_CERTCONF);
+        if (strstr(s.conf_status, "PKIStatus: rejection") == NULL ||
+            strstr(s.conf_status, "badCertTemplate") == NULL ||
+            strstr(s.conf_status, "the CA changed the subject to /CN=issued") == NULL)
+            fail_msg("mode %d: the certConf said \"%s\"", modes[i], s.conf_status);
+    }
+}
+
 static void test_down(void **state)
 {
     struct run r;
@@ -1049,6 +1107,7 @@ int main(void)
         cmocka_unit_test(test_config_rows),
         cmocka_unit_test(test_issue),
         cmocka_unit_test(test_failures),
+        cmocka_unit_test(test_certconf_rejects),
         cmocka_unit_test(test_down),
         cmocka_unit_test(test_revoke_cert),
         cmocka_unit_test(test_revoke_refusals),
