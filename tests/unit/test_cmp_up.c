@@ -1,7 +1,8 @@
 /*
  * upstream/cmp_up.c (the "cmp" upstream, docs/cmp-relay.md) against a scripted CMP CA on loopback:
  * an OSSL_CMP_SRV_CTX behind a tiny HTTP server (PBM-protected both ways) that issues, rejects with
- * failInfo and text, or issues for the wrong key; and transport twins (HTTP 500, wrong content type,
+ * failInfo and text, issues for the wrong key or outside the role (the certConf rejects those), or
+ * answers the certConf with an error; and transport twins (HTTP 500, wrong content type,
  * garbage, truncated DER, an oversized answer, no answer, nobody listening). Also the config rows of
  * a cmp upstream and of "crmf_upstream", each valid case with its invalid twins.
  */
@@ -190,12 +191,15 @@ static int group_teardown(void **state)
 
 /* ---- the scripted CMP CA ---- */
 
-/* M_OUTSIDE: issues for a subject the request did not ask for; M_OUTSIDE_UNCONFIRMED: and answers the
- * certConf with an error */
+/*
+ * M_UNCONFIRMED: issues as planned, and answers the certConf with an error; M_OUTSIDE: issues for a
+ * subject the request did not ask for; M_OUTSIDE_UNCONFIRMED: and answers the certConf with an error.
+ */
 enum mode {
     M_ISSUE,
     M_REJECT,
     M_WRONG_KEY,
+    M_UNCONFIRMED,
     M_OUTSIDE,
     M_OUTSIDE_UNCONFIRMED,
     M_HTTP500,
@@ -267,7 +271,7 @@ static int srv_certconf(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int id, 
     s->conf_status[0] = '\0';
     if (si != NULL)
         OSSL_CMP_snprint_PKIStatusInfo(si, s->conf_status, sizeof(s->conf_status));
-    return s->mode != M_OUTSIDE_UNCONFIRMED;
+    return s->mode != M_UNCONFIRMED && s->mode != M_OUTSIDE_UNCONFIRMED;
 }
 
 static OSSL_CMP_PKISI *srv_rr(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const X509_NAME *issuer,
@@ -736,6 +740,8 @@ static void test_failures(void **state)
     static const struct fail_case cases[] = {
         {"rejected", M_REJECT, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "upstream CA: no such?profile"},
         {"wrong key", M_WRONG_KEY, OSSL_CMP_PKIFAILUREINFO_systemFailure, "unusable certificate"},
+        {"certConf unanswered", M_UNCONFIRMED, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+         "upstream CA: did not confirm the certificate it issued ("},
         {"http 500", M_HTTP500, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "answered HTTP 500"},
         {"content type", M_CTYPE, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "not application/pkixcmp"},
         {"garbage", M_GARBAGE, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "not a PKIMessage"},
@@ -757,11 +763,12 @@ static void test_failures(void **state)
             strstr(res.reason, cases[i].want) == NULL)
             fail_msg("%s: status %d failInfo %d reason \"%s\"", cases[i].name, res.status, res.fail_info,
                      res.reason);
-        /* a certificate our certConf refused was issued all the same: handed on to be revoked */
-        if (cases[i].mode == M_WRONG_KEY)
+        /* a certificate was issued all the same: handed on, to be revoked unless the CA took it back */
+        if (cases[i].mode == M_WRONG_KEY || cases[i].mode == M_UNCONFIRMED)
             assert_non_null(res.cert);
         else
             assert_null(res.cert);
+        assert_int_equal(res.rejected_to_ca, cases[i].mode == M_WRONG_KEY);
         gw_sign_result_cleanup(&res);
         run_close(&r);
         server_stop(&s);
