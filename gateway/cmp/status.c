@@ -206,10 +206,60 @@ static void name_text(const X509_NAME *name, char *out, size_t cap)
         snprintf(out, cap, "?");
 }
 
+/* Whether |ext| is critical and may narrow what a CRL says (all but authorityKeyIdentifier, cRLNumber). */
+static int unread_critical(X509_EXTENSION *ext, char *oid, size_t cap)
+{
+    int nid = OBJ_obj2nid(X509_EXTENSION_get_object(ext));
+
+    if (!X509_EXTENSION_get_critical(ext) || nid == NID_authority_key_identifier || nid == NID_crl_number)
+        return 0;
+    if (OBJ_obj2txt(oid, (int)cap, X509_EXTENSION_get_object(ext), 1) <= 0)
+        snprintf(oid, cap, "?");
+    return 1;
+}
+
+/*
+ * Whether |crl| lists every revoked certificate of its CA, for every reason: it is no delta CRL
+ * (which lists the revocations since its base only), has no issuingDistributionPoint (a part of the
+ * CA's certificates or reasons, which certificates are not matched against here) and no critical
+ * extension the gateway does not read, on itself or an entry (RFC 5280 §5.2: not to be used). An
+ * upstream can serve any CRL its CA signed: a delta CRL taken for the whole would let in what the
+ * base revoked. 0, or -1 with |err|.
+ */
+static int complete_crl(X509_CRL *crl, char *err)
+{
+    const STACK_OF(X509_REVOKED) *revoked = X509_CRL_get_REVOKED(crl);
+    char oid[64];
+
+    if (X509_CRL_get_ext_by_NID(crl, NID_delta_crl, -1) >= 0) {
+        snprintf(err, GW_ERR_LEN, "it serves a delta CRL, not the full one");
+        return -1;
+    }
+    if (X509_CRL_get_ext_by_NID(crl, NID_issuing_distribution_point, -1) >= 0) {
+        snprintf(err, GW_ERR_LEN, "it serves a partial CRL (issuingDistributionPoint)");
+        return -1;
+    }
+    for (int i = 0; i < X509_CRL_get_ext_count(crl); i++)
+        if (unread_critical(X509_CRL_get_ext(crl, i), oid, sizeof(oid)))
+            goto unread;
+    for (int i = 0; i < sk_X509_REVOKED_num(revoked); i++) {
+        const X509_REVOKED *rev = sk_X509_REVOKED_value(revoked, i);
+
+        for (int j = 0; j < X509_REVOKED_get_ext_count(rev); j++)
+            if (unread_critical(X509_REVOKED_get_ext(rev, j), oid, sizeof(oid)))
+                goto unread;
+    }
+    return 0;
+unread:
+    snprintf(err, GW_ERR_LEN, "its CRL has unknown critical extension %s", oid);
+    return -1;
+}
+
 /*
  * A fetched CRL is taken only if one of |cas| signed it (by name and signature: CAs may share a
- * name), it has a nextUpdate, it is not from the future, and it is not older than the one cached of
- * that CA (a replayed old CRL must not undo a revocation). Returns it with its CA's index in |*ca|.
+ * name), it is complete (complete_crl), has a nextUpdate, is not from the future, and is not older
+ * than the one cached of that CA (a replayed old CRL must not undo a revocation). Returns it with
+ * its CA's index in |*ca|.
  */
 static X509_CRL *verified_crl(const unsigned char *der, size_t len, const struct cmp_crl_cache *cc, int *ca,
                               time_t now, char *err)
@@ -238,6 +288,8 @@ static X509_CRL *verified_crl(const unsigned char *der, size_t len, const struct
         snprintf(err, GW_ERR_LEN, "the CRL (issuer %s) is signed by none of the upstream's CAs", issuer);
         goto err;
     }
+    if (complete_crl(crl, err) != 0)
+        goto err;
     this_update = asn1_to_time(X509_CRL_get0_lastUpdate(crl));
     if (X509_CRL_get0_nextUpdate(crl) == NULL || this_update == 0 || this_update > now + CRL_CLOCK_SKEW) {
         snprintf(err, GW_ERR_LEN, "the CRL has no nextUpdate or a thisUpdate in the future");

@@ -2135,9 +2135,9 @@ static X509 *cert_under(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *key, const char *c
     return x;
 }
 
-/* A CRL of |ca| made at |this_update|, good until |next_update|, revoking |revoked| (may be NULL); DER. */
-static unsigned char *crl_of(X509 *ca, EVP_PKEY *key, time_t this_update, time_t next_update, X509 *revoked,
-                             size_t *len)
+/* crl_of with extension |ext| (may be NULL; taken) on the CRL, or with |on_entry| on |revoked|'s entry. */
+static unsigned char *crl_ext_of(X509 *ca, EVP_PKEY *key, time_t this_update, time_t next_update,
+                                 X509 *revoked, X509_EXTENSION *ext, int on_entry, size_t *len)
 {
     X509_CRL *crl = X509_CRL_new();
     ASN1_TIME *t = ASN1_TIME_set(NULL, this_update), *n = ASN1_TIME_set(NULL, next_update);
@@ -2153,8 +2153,13 @@ static unsigned char *crl_of(X509 *ca, EVP_PKEY *key, time_t this_update, time_t
 
         X509_REVOKED_set_serialNumber(rev, X509_get_serialNumber(revoked));
         X509_REVOKED_set_revocationDate(rev, t);
+        if (on_entry)
+            assert_int_equal(X509_REVOKED_add_ext(rev, ext, -1), 1);
         X509_CRL_add0_revoked(crl, rev);
     }
+    if (ext != NULL && !on_entry)
+        assert_int_equal(X509_CRL_add_ext(crl, ext, -1), 1);
+    X509_EXTENSION_free(ext);
     assert_true(X509_CRL_sort(crl) == 1 && X509_CRL_sign(crl, key, EVP_sha256()) > 0);
     assert_true((l = i2d_X509_CRL(crl, &der)) > 0);
     *len = (size_t)l;
@@ -2162,6 +2167,13 @@ static unsigned char *crl_of(X509 *ca, EVP_PKEY *key, time_t this_update, time_t
     ASN1_TIME_free(n);
     X509_CRL_free(crl);
     return der;
+}
+
+/* A CRL of |ca| made at |this_update|, good until |next_update|, revoking |revoked| (may be NULL); DER. */
+static unsigned char *crl_of(X509 *ca, EVP_PKEY *key, time_t this_update, time_t next_update, X509 *revoked,
+                             size_t *len)
+{
+    return crl_ext_of(ca, key, this_update, next_update, revoked, NULL, 0, len);
 }
 
 struct two_cas {
@@ -2317,6 +2329,62 @@ static void test_status_two_cas_crl(void **state)
     free(crl1);
     free(crl1_old);
     free(crl2);
+    two_cas_close(&t);
+}
+
+/*
+ * Only a complete CRL of the CA says a certificate is not revoked: a delta CRL lists the revocations
+ * since its base only, one with an issuingDistributionPoint a part of the CA's certificates or
+ * reasons, and one with a critical extension the gateway does not read, on itself or on an entry,
+ * may narrow it in a way it cannot tell (RFC 5280 §5.2: not to be used). Each is refused: none of
+ * them lists x1b, which stays refused until a complete CRL says it is revoked.
+ */
+static void test_status_partial_crl(void **state)
+{
+    ASN1_OCTET_STRING *empty = ASN1_OCTET_STRING_new();
+    ASN1_INTEGER *base = ASN1_INTEGER_new();
+    ASN1_OBJECT *unknown = OBJ_txt2obj("1.3.6.1.4.1.99999.1", 1);
+    struct {
+        X509_EXTENSION *ext;
+        int on_entry; /* of x1's entry, not of the CRL */
+        const char *why;
+    } partial[] = {
+        {ASN1_INTEGER_set(base, 1) == 1 ? X509V3_EXT_i2d(NID_delta_crl, 1, base) : NULL, 0,
+         "it serves a delta CRL"},
+        {X509V3_EXT_conf_nid(NULL, NULL, NID_issuing_distribution_point, "critical,onlyuser:TRUE"), 0,
+         "it serves a partial CRL (issuingDistributionPoint)"},
+        {X509_EXTENSION_create_by_OBJ(NULL, unknown, 1, empty), 0,
+         "unknown critical extension 1.3.6.1.4.1.99999.1"},
+        {X509_EXTENSION_create_by_OBJ(NULL, unknown, 1, empty), 1,
+         "unknown critical extension 1.3.6.1.4.1.99999.1"},
+    };
+    struct two_cas t;
+    unsigned char *der;
+    size_t len;
+
+    (void)state;
+    two_cas_open(&t, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_CRL);
+    for (size_t i = 0; i < sizeof(partial) / sizeof(partial[0]); i++) {
+        assert_non_null(partial[i].ext);
+        two_ca_now += GW_STATUS_RETRY_SECS; /* past the wait after the last refused fetch */
+        der = crl_ext_of(t.ca1, t.ca1_key, two_ca_now - 60, two_ca_now + 3600,
+                         partial[i].on_entry ? t.x1 : NULL, partial[i].ext, partial[i].on_entry, &len);
+        fake.crl = der, fake.crl_len = len;
+        ir_as(&t, t.x1b, t.x1b_key, t.ca1, OSSL_CMP_PKISTATUS_rejection,
+              OSSL_CMP_PKIFAILUREINFO_systemUnavail, partial[i].why);
+        assert_int_equal(fake.crl_calls, (int)i + 1);
+        free(der);
+    }
+    two_ca_now += GW_STATUS_RETRY_SECS;
+    der = crl_of(t.ca1, t.ca1_key, two_ca_now - 60, two_ca_now + 3600, t.x1b, &len);
+    fake.crl = der, fake.crl_len = len;
+    ir_as(&t, t.x1b, t.x1b_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+          NULL);
+    fake.crl = NULL;
+    free(der);
+    ASN1_OBJECT_free(unknown);
+    ASN1_INTEGER_free(base);
+    ASN1_OCTET_STRING_free(empty);
     two_cas_close(&t);
 }
 
@@ -6436,6 +6504,7 @@ int main(void)
         cmocka_unit_test(test_kur_revoked),
         cmocka_unit_test(test_kur_expired),
         cmocka_unit_test(test_status_two_cas_crl),
+        cmocka_unit_test(test_status_partial_crl),
         cmocka_unit_test(test_status_two_cas_query),
         cmocka_unit_test(test_status_revoked_across_generations),
         cmocka_unit_test(test_status_revoked_unchecked_upstream),
