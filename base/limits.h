@@ -133,6 +133,7 @@
 #define GW_DEFAULT_UPSTREAM_CONNECTIONS 64
 #define GW_MAX_UPSTREAM_CONNECTIONS 1024
 #define GW_MAX_UPSTREAM_BODY (1024 * 1024) /* an upstream answer (JSON with a certificate chain) */
+#define GW_MAX_UPSTREAM_EXTRA_CERTS 32     /* of a CMP CA's answer: its signer's, the new one's chains */
 #define GW_UPSTREAM_RETRIES 2              /* 412/429/503 retries, only where nothing happened */
 #define GW_UPSTREAM_BACKOFF_MS 200         /* first backoff; doubles */
 #define GW_DEFAULT_PROBE_INTERVAL 10       /* seconds between an upstream's health probes */

@@ -145,6 +145,45 @@ static int answer_ok(CURL *curl, struct xfer *x)
     return 1;
 }
 
+/* The next DER TLV within |end|: *p moves to its content, *len is that content's length. */
+static int der_next(const unsigned char **p, const unsigned char *end, long *len)
+{
+    int tag, cls, ret = ASN1_get_object(p, len, &tag, &cls, end - *p);
+
+    return (ret & 0x80) == 0 && ret != 0x21; /* no error, and no indefinite length (not DER) */
+}
+
+/*
+ * The number of certificates in the extraCerts of the PKIMessage |der| (RFC 9810 §5.1: SEQUENCE {
+ * header, body, protection [0] OPTIONAL, extraCerts [1] OPTIONAL }), -1 if it is not DER. OpenSSL
+ * adds each to the exchange's untrusted certificates (compared with every one before it) and builds
+ * a chain for each that names the answer's sender, before the answer's protection is known good: a
+ * CA's answer needs its signer's chain and the new certificate's there, no more.
+ */
+static int extra_certs(const unsigned char *der, size_t der_len)
+{
+    const unsigned char *p = der, *end = der + der_len, *q, *list_end;
+    long len, n;
+    int count = 0;
+
+    if (!der_next(&p, end, &len))
+        return -1;
+    for (end = p + len; p < end; p += len) {
+        q = p;
+        if (!der_next(&p, end, &len))
+            return -1;
+        if (*q != (V_ASN1_CONTEXT_SPECIFIC | V_ASN1_CONSTRUCTED | 1))
+            continue;
+        q = p;
+        if (!der_next(&q, p + len, &n))
+            return -1;
+        for (list_end = q + n; q < list_end; q += n, count++)
+            if (!der_next(&q, list_end, &n))
+                return -1;
+    }
+    return count;
+}
+
 /* The OSSL_CMP_transfer_cb_t: NULL on any failure, with the reason in the xfer (worker). */
 static OSSL_CMP_MSG *transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
 {
@@ -157,7 +196,7 @@ static OSSL_CMP_MSG *transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
     CURL *curl = x->curl;
     uint64_t now = gw_now_ms();
     CURLcode rc;
-    int len;
+    int len, n_extra;
 
     if (now >= x->deadline_ms) {
         xfer_fail(x, "no answer within %u ms", timeout_of(x->cu->conf));
@@ -186,13 +225,18 @@ static OSSL_CMP_MSG *transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
     if (!answer_ok(curl, x))
         goto out;
     p = sink.buf;
-    if ((rsp = d2i_OSSL_CMP_MSG(NULL, &p, (long)sink.len)) == NULL || p != sink.buf + sink.len) {
-        OSSL_CMP_MSG_free(rsp);
-        rsp = NULL;
-        xfer_fail(x, "its answer is not a PKIMessage");
-    } else if (OSSL_CMP_MSG_get_bodytype(req) == BODY_CERTCONF) {
-        x->conf_answered = OSSL_CMP_MSG_get_bodytype(rsp) == BODY_PKICONF;
+    if ((rsp = d2i_OSSL_CMP_MSG(NULL, &p, (long)sink.len)) == NULL || p != sink.buf + sink.len ||
+        (n_extra = extra_certs(sink.buf, sink.len)) < 0)
+        xfer_fail(x, "its answer is not a PKIMessage in DER");
+    else if (n_extra > GW_MAX_UPSTREAM_EXTRA_CERTS)
+        xfer_fail(x, "its answer carries %d extraCerts, more than %d", n_extra, GW_MAX_UPSTREAM_EXTRA_CERTS);
+    else {
+        if (OSSL_CMP_MSG_get_bodytype(req) == BODY_CERTCONF)
+            x->conf_answered = OSSL_CMP_MSG_get_bodytype(rsp) == BODY_PKICONF;
+        goto out;
     }
+    OSSL_CMP_MSG_free(rsp);
+    rsp = NULL;
 out:
     if (curl != NULL)
         curl_easy_setopt(curl, CURLOPT_HTTPHEADER, NULL);

@@ -194,6 +194,7 @@ static int group_teardown(void **state)
 /*
  * M_UNCONFIRMED: issues as planned, and answers the certConf with an error; M_OUTSIDE: issues for a
  * subject the request did not ask for; M_OUTSIDE_UNCONFIRMED: and answers the certConf with an error.
+ * M_EXTRA: issues, with one extraCert past GW_MAX_UPSTREAM_EXTRA_CERTS in its answers.
  */
 enum mode {
     M_ISSUE,
@@ -207,7 +208,8 @@ enum mode {
     M_GARBAGE,
     M_TRUNC,
     M_BIG,
-    M_SILENT
+    M_SILENT,
+    M_EXTRA
 };
 
 /*
@@ -302,6 +304,20 @@ static int quiet(const char *func, const char *file, int line, OSSL_CMP_severity
     return 1;
 }
 
+/* |n| distinct certificates into the extraCerts of every answer made with |ctx|. */
+static void set_extra_certs(OSSL_CMP_CTX *ctx, int n)
+{
+    STACK_OF(X509) *extra = sk_X509_new_null();
+    char cn[32];
+
+    for (int i = 0; i < n; i++) {
+        snprintf(cn, sizeof(cn), "extra %d", i);
+        assert_true(sk_X509_push(extra, make_cert(cn, other_key, 0)) > 0);
+    }
+    assert_int_equal(OSSL_CMP_CTX_set1_extraCertsOut(ctx, extra), 1);
+    sk_X509_pop_free(extra, X509_free);
+}
+
 static OSSL_CMP_SRV_CTX *new_srv(struct server *s)
 {
     OSSL_CMP_SRV_CTX *srv = OSSL_CMP_SRV_CTX_new(NULL, NULL);
@@ -330,6 +346,8 @@ static OSSL_CMP_SRV_CTX *new_srv(struct server *s)
         X509_NAME_free(sender);
     }
     pthread_mutex_unlock(&s->lock);
+    if (s->mode == M_EXTRA)
+        set_extra_certs(ctx, GW_MAX_UPSTREAM_EXTRA_CERTS + 1);
     return srv;
 }
 
@@ -747,6 +765,7 @@ static void test_failures(void **state)
         {"garbage", M_GARBAGE, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "not a PKIMessage"},
         {"truncated", M_TRUNC, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "not a PKIMessage"},
         {"oversized", M_BIG, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "too large"},
+        {"extraCerts", M_EXTRA, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "extraCerts, more than 32"},
         {"silent", M_SILENT, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "the outcome is unknown"},
     };
 
