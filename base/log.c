@@ -288,6 +288,21 @@ size_t gw_json_escape(char *buf, size_t cap, const char *s)
     return n;
 }
 
+void gw_utf8_scrub(char *s)
+{
+    unsigned char *p = (unsigned char *)s;
+    size_t n;
+
+    while (*p != '\0') {
+        if (*p < 0x80)
+            p++;
+        else if ((n = utf8_len(p)) != 0)
+            p += n;
+        else
+            *p++ = '?';
+    }
+}
+
 void gw_hex(char *out, const unsigned char *in, size_t n)
 {
     static const char hex[] = "0123456789abcdef";

@@ -54,6 +54,13 @@ bool gw_log_pace_due(struct gw_log_pace *p, time_t now, char held[GW_LOG_HELD_LE
    or a UTF-8 sequence); a byte that is not part of valid UTF-8 becomes \ufffd. */
 size_t gw_json_escape(char *buf, size_t cap, const char *s);
 
+/*
+ * gw_utf8_scrub turns every byte of |s| that is not part of well-formed UTF-8 into '?', in place:
+ * text cut to a length may end inside a character, and what a client reads as a UTF8String (a
+ * statusString) must be UTF-8.
+ */
+void gw_utf8_scrub(char *s);
+
 /* Lowercase hex of |n| bytes into |out| (2n+1 bytes). */
 void gw_hex(char *out, const unsigned char *in, size_t n);
 

@@ -4,6 +4,7 @@
  */
 #include "gateway/cmp/outcome.h"
 #include "base/conf.h"
+#include "base/log.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -32,6 +33,8 @@ int cmp_refuse(struct cmp_refusal *r, int fail_info, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(r->text, sizeof(r->text), fmt, ap);
     va_end(ap);
+    /* the statusString: upstream text in it may have been cut inside a character on its way */
+    gw_utf8_scrub(r->text);
     return 1;
 }
 

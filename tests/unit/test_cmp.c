@@ -1009,9 +1009,10 @@ static struct {
     size_t crl_len;
     struct env *env; /* for during_sign */
     void (*during_sign)(struct env *e);
-    int break_signing; /* once the certificate is signed, OpenSSL's answer cannot be protected */
-    int refuse_answer; /* the adapter refuses the answer but hands its certificate up (upstream.h) */
-    int taken_back;    /* and says the CA confirmed its rejection in the certConf (rejected_to_ca) */
+    int break_signing;   /* once the certificate is signed, OpenSSL's answer cannot be protected */
+    int refuse_answer;   /* the adapter refuses the answer but hands its certificate up (upstream.h) */
+    int taken_back;      /* and says the CA confirmed its rejection in the certConf (rejected_to_ca) */
+    const char *refusal; /* the adapter's reason for an answer without a certificate */
 } fake;
 
 /*
@@ -1078,6 +1079,13 @@ static void fake_done(void *arg, struct gw_sign_result *res)
     } else if (res->cert != NULL && fake.mode == FK_OTHER_CA) {
         X509_set_issuer_name(res->cert, X509_get_subject_name(rogue_cert));
         assert_true(X509_sign(res->cert, rogue_key, EVP_sha256()) > 0);
+    }
+    if (fake.refusal != NULL) {
+        X509_free(res->cert);
+        res->cert = NULL;
+        res->status = -12; /* GW_ERR_UPSTREAM */
+        res->fail_info = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
+        snprintf(res->reason, sizeof(res->reason), "%s", fake.refusal);
     }
     if (res->cert != NULL && fake.refuse_answer) {
         res->status = -12; /* GW_ERR_UPSTREAM */
@@ -1672,6 +1680,40 @@ static void test_refused_answer_other_key(void **state)
         OSSL_CMP_CTX_free(ctx);
         env_free(e);
     }
+}
+
+/*
+ * The statusString is a UTF8String. An upstream's text cut to a length inside a character (Vault's
+ * message, quoted up to 160 bytes: a "é" at byte 160 leaves its first byte) reaches the client as
+ * UTF-8 all the same, with what does not read as '?'.
+ */
+static void test_refusal_text_utf8(void **state)
+{
+    struct env *e = env_new(CMP_DEFAULTS);
+    struct client cl = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    char reason[256], cut[160];
+    OSSL_CMP_PKIFREETEXT *ss;
+    const ASN1_UTF8STRING *s;
+
+    (void)state;
+    memset(cut, 'a', sizeof(cut) - 1);
+    cut[sizeof(cut) - 1] = '\0';
+    snprintf(reason, sizeof(reason), "Vault refused: %s\xc3 (HTTP 400)", cut);
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY, FK_PLAIN);
+    fake.refusal = reason;
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    fake.refusal = NULL;
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+                  "aaa? (HTTP 400)");
+    ss = OSSL_CMP_CTX_get0_statusString(ctx);
+    assert_int_equal(sk_ASN1_UTF8STRING_num(ss), 1);
+    s = sk_ASN1_UTF8STRING_value(ss, 0);
+    assert_true(ASN1_mbstring_copy(NULL, ASN1_STRING_get0_data(s), ASN1_STRING_length(s), MBSTRING_UTF8,
+                                   B_ASN1_UTF8STRING) > 0);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
 }
 
 /* Set: transfer_gone checks the transaction out before the listener's news, as another message would. */
@@ -6495,6 +6537,7 @@ int main(void)
         cmocka_unit_test(test_crmf_delegate_policy_down),
         cmocka_unit_test(test_result_checks),
         cmocka_unit_test(test_refused_answer_other_key),
+        cmocka_unit_test(test_refusal_text_utf8),
         cmocka_unit_test(test_client_gone),
         cmocka_unit_test(test_client_gone_while_held),
         cmocka_unit_test(test_park_failed),

@@ -128,6 +128,28 @@ static void test_escape_high_bytes(void **state)
     }
 }
 
+/* Well-formed UTF-8 stays as it is; any other byte from 0x80 up becomes '?', a cut sequence included. */
+static void test_utf8_scrub(void **state)
+{
+    static const char *const cases[][2] = {
+        /* in, out */
+        {"plain", "plain"},
+        {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\x91", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\x91"},
+        {"cut \xc3", "cut ?"},
+        {"cut \xe2\x82 (HTTP 400)", "cut ?? (HTTP 400)"},
+        {"overlong \xc0\xaf, surrogate \xed\xa0\x80", "overlong ??, surrogate ???"},
+        {"lone \x80\xbf", "lone ??"},
+    };
+    char buf[64];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(buf, sizeof(buf), "%s", cases[i][0]);
+        gw_utf8_scrub(buf);
+        assert_string_equal(buf, cases[i][1]);
+    }
+}
+
 /* Every byte value, escaped, parses back as JSON to the same bytes (except invalid UTF-8). */
 static void test_escape_roundtrip(void **state)
 {
@@ -400,6 +422,7 @@ int main(void)
         cmocka_unit_test(test_escape),
         cmocka_unit_test(test_escape_roundtrip),
         cmocka_unit_test(test_escape_high_bytes),
+        cmocka_unit_test(test_utf8_scrub),
         cmocka_unit_test(test_hex),
         cmocka_unit_test(test_err_str),
         cmocka_unit_test(test_log_lines),
