@@ -683,6 +683,14 @@ const struct gw_role *gw_role_named(const struct gw_role *roles, size_t n, const
     return NULL;
 }
 
+bool gw_role_accepts_pbm(const struct gw_role *r, const unsigned char *ref, size_t len)
+{
+    for (size_t i = 0; i < r->n_pbm; i++)
+        if (strlen(r->pbm_refs[i]) == len && memcmp(r->pbm_refs[i], ref, len) == 0)
+            return true;
+    return false;
+}
+
 void gw_role_issuers(const struct gw_role *r, const char *out[GW_ROLE_ISSUERS])
 {
     out[0] = r->delegate_name;

@@ -249,6 +249,8 @@ int gw_role_check_authz_sans(struct gw_conf_ctx *pc, const struct gw_role *r);
 void gw_role_issuers(const struct gw_role *r, const char *out[GW_ROLE_ISSUERS]);
 /* The role of |roles| (|n| of them) named |name|, or NULL. */
 const struct gw_role *gw_role_named(const struct gw_role *roles, size_t n, const char *name);
+/* Whether |r| accepts the PBM reference |ref| (|len| bytes, a senderKID: not NUL-terminated). */
+bool gw_role_accepts_pbm(const struct gw_role *r, const unsigned char *ref, size_t len);
 void gw_roles_free(struct gw_role *roles, size_t n);
 void gw_labels_free(struct gw_label *labels, size_t n);
 void gw_profiles_free(struct gw_profile *profiles, size_t n);

@@ -96,7 +96,8 @@ struct cmp_call {
     struct gw_cmp_response *rsp;
     const struct gw_role *role;
     const struct gw_pbm_conf *pbm; /* PBM: the credential the senderKID names, allowed on the role */
-    int pbm_gone; /* a certConf or pollReq whose PBM reference the running configuration lacks (check_pbm) */
+    int pbm_gone; /* a certConf, pollReq or error whose PBM reference the running configuration lacks
+                     (check_pbm) */
     struct gw_hdr_info hdr;
     int body;
     time_t now;

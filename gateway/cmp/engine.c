@@ -485,16 +485,6 @@ static void refuse(struct cmp_call *c, const OSSL_CMP_MSG *msg, const struct cmp
     cmp_txn_free(t);
 }
 
-/* The PBM credential whose reference is the senderKID |ref|, or NULL. */
-static const struct gw_pbm_conf *pbm_named(const struct gw_cmp_settings *cfg, const unsigned char *ref,
-                                           size_t len)
-{
-    for (size_t i = 0; i < cfg->n_pbm; i++)
-        if (strlen(cfg->pbm[i].reference) == len && memcmp(cfg->pbm[i].reference, ref, len) == 0)
-            return &cfg->pbm[i];
-    return NULL;
-}
-
 /* An unknown or foreign PBM reference: the answer of a wrong secret (TEXT_PBM_FAILED); the log says
    which it was. */
 static int pbm_refused(struct cmp_call *c, const char *why, struct cmp_refusal *r)
@@ -504,31 +494,27 @@ static int pbm_refused(struct cmp_call *c, const char *why, struct cmp_refusal *
 }
 
 /*
- * PBM: the senderKID must name a credential of this role, the cost must be capped. A certConf or
- * pollReq belongs to its transaction's role, which a certProfile may have chosen and the message
- * need not name again (RFC 9483 §3.1 puts it into requests): the transaction is pinned to the
- * reference its request was allowed with. One whose reference a reload deleted may still be its
+ * PBM: the senderKID must name a credential of this role, the cost must be capped. A certConf,
+ * pollReq or error message belongs to its transaction's role, which a certProfile may have chosen and
+ * the message need not name again (RFC 9483 §3.1 puts it into requests): the transaction is pinned to
+ * the reference its request was allowed with. One whose reference a reload deleted may still be its
  * open transaction's, protected with the secret it began with: its transaction decides
  * (check_signer), not this.
  */
 static int check_pbm(struct cmp_call *c, struct cmp_refusal *r)
 {
-    const struct gw_role *role = c->role;
     const struct gw_hdr_info *h = &c->hdr;
-    const struct gw_pbm_conf *pbm = pbm_named(&c->e->cfg, h->sender_kid, h->sender_kid_len);
+    const struct gw_pbm_conf *pbm =
+        gw_pbm_conf_find(c->e->cfg.pbm, c->e->cfg.n_pbm, h->sender_kid, h->sender_kid_len);
 
-    if (bodies[c->body] == BODY_CONTINUE) {
+    if (bodies[c->body] != BODY_START) {
         c->pbm_gone = pbm == NULL;
         goto allowed;
     }
     if (pbm == NULL)
         return pbm_refused(c, "unknown PBM reference", r);
-    for (size_t i = 0; i < role->n_pbm; i++) {
-        if (strlen(role->pbm_refs[i]) == h->sender_kid_len &&
-            memcmp(role->pbm_refs[i], h->sender_kid, h->sender_kid_len) == 0)
-            goto allowed;
-    }
-    return pbm_refused(c, "PBM reference not allowed on this role", r);
+    if (!gw_role_accepts_pbm(c->role, h->sender_kid, h->sender_kid_len))
+        return pbm_refused(c, "PBM reference not allowed on this role", r);
 allowed:
     c->pbm = pbm;
     if ((uint32_t)h->pbm_iterations <= c->e->cfg.cmp->pbm_max_iterations)
@@ -1080,49 +1066,63 @@ static void abort_txn(struct cmp_call *c, struct gw_txn *txn)
     gw_txn_free(txn);
 }
 
-/* An error message from the client: answered with pkiconf; closes its transaction if it is open
- * and the message may close it (check_continuing), else refused and the transaction left open (so
- * too while another message holds it, here or on another instance, or its shared record is out of
- * reach: its client is told to retry). */
+/* An error message for |txn|, open here (or |rebuilt| from its record; a shared copy leased first), judged
+ * as a certConf is, by its pin, not by the running configuration (which may have lost the signer's trust
+ * anchor or PBM reference since): its own aborts it, answered from its context; any other is refused and
+ * leaves it open. false: another instance closed it meanwhile, nothing was answered. */
+static bool abort_own(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn *txn, int rebuilt)
+{
+    struct gw_cmp_engine *own = c->e;
+    struct cmp_refusal why = {.fail_info = -1};
+    int leased = rebuilt, claimed = 0, rc = 0;
+
+    if (!rebuilt && ((struct cmp_txn *)txn->data)->shared) {
+        if ((rc = claim_copy(c, msg, &txn, &leased, &rebuilt, &why)) != 0 && why.fail_info < 0)
+            return false;
+        claimed = !rebuilt; /* its signer checked on this copy */
+    }
+    if (rc == 0) {
+        cmp_call_switch(c, ((struct cmp_txn *)txn->data)->e); /* closed under the configuration it began in */
+        if ((rc = check_continuing(c, txn->data, msg, claimed, &why)) != 0)
+            put_back(c, txn, rebuilt, leased); /* back untouched: still open for its real client */
+    }
+    if (rc == 0) {
+        finish(c, txn->data, msg, run(txn->data, c, msg, 1));
+        abort_txn(c, txn);
+    }
+    c->e = own;
+    if (rc != 0)
+        refuse(c, msg, &why);
+    return true;
+}
+
+/* An error message from the client: answered with pkiconf, closing its open transaction if it is its own
+ * (abort_own). Else its reference and protection are checked as a request's, and only then is one another
+ * instance began rebuilt here to be closed as there. One held by another message, here or elsewhere, or
+ * whose shared record is out of reach, is told to retry: nothing was aborted. */
 static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
-    struct cmp_txn *t = start_authenticated(c, msg);
+    struct gw_txn *txn = gw_txn_take(c->e->txns, c->hdr.tid, c->hdr.tid_len);
     struct cmp_refusal why = {.fail_info = -1};
+    struct cmp_txn *t;
     OSSL_CMP_MSG *rsp;
-    struct gw_txn *txn = NULL;
-    int rebuilt = 0, leased = 0, claimed = 0, refused;
 
-    if (t == NULL)
+    if (txn != NULL && abort_own(c, msg, txn, 0))
+        return;
+    if (c->hdr.protection_nid == NID_id_PasswordBasedMAC &&
+        (c->pbm_gone || !gw_role_accepts_pbm(c->role, c->hdr.sender_kid, c->hdr.sender_kid_len))) {
+        (void)pbm_refused(c, "unknown PBM reference, or not this role's", &why);
+        refuse(c, msg, &why);
+        return;
+    }
+    if ((t = start_authenticated(c, msg)) == NULL)
         return;
     rsp = run(t, c, msg, 0);
-    /* only a message that passed OpenSSL's protection check may abort a transaction; one another
-       instance began is rebuilt here to be closed (its certificate revoked) as there, and a copy of
-       a shared one only once its record is leased (it may have been confirmed elsewhere). One held
-       elsewhere, or whose record cannot be read, is told to retry: nothing was aborted */
-    if (rsp != NULL && OSSL_CMP_MSG_get_bodytype(rsp) == GW_CMP_BODY_PKICONF &&
-        (txn = gw_txn_take(c->e->txns, c->hdr.tid, c->hdr.tid_len)) == NULL && !held_here(c, &why) &&
-        gw_cluster_keeps_records(c->e->cluster)) {
-        leased = rebuilt = (txn = rebuild(c, msg, &why)) != NULL;
-    } else if (txn != NULL && ((struct cmp_txn *)txn->data)->shared) {
-        if (claim_copy(c, msg, &txn, &leased, &rebuilt, &why) != 0)
-            txn = NULL; /* closed elsewhere (freed), or refused (back in the table) */
-        else
-            claimed = !rebuilt; /* its signer checked on this copy */
-    }
-    refused = why.fail_info >= 0;
-    if (txn != NULL) {
-        struct gw_cmp_engine *own = c->e;
-
-        /* OpenSSL verified it against whichever certificate signed it, which may merely carry the
-           sender's name: closing the transaction (revoking its certificate) takes what a certConf takes */
-        cmp_call_switch(c, ((struct cmp_txn *)txn->data)->e); /* closed under the configuration it began in */
-        if ((refused = check_continuing(c, txn->data, msg, claimed, &why)) != 0)
-            put_back(c, txn, rebuilt, leased); /* back untouched: still open for its real client */
-        else
-            abort_txn(c, txn);
-        c->e = own;
-    }
-    if (refused) {
+    if (rsp != NULL && OSSL_CMP_MSG_get_bodytype(rsp) == GW_CMP_BODY_PKICONF && !held_here(c, &why) &&
+        gw_cluster_keeps_records(c->e->cluster) && (txn = rebuild(c, msg, &why)) != NULL) {
+        OSSL_CMP_MSG_free(rsp);
+        (void)abort_own(c, msg, txn, 1);
+    } else if (why.fail_info >= 0) {
         OSSL_CMP_MSG_free(rsp);
         refuse(c, msg, &why);
     } else {

@@ -6410,6 +6410,93 @@ static void test_reload_foreign_continuing(void **state)
     }
 }
 
+/* An error message in place of the certConf, sent after the reload: the client gives its certificate up. */
+static OSSL_CMP_MSG *error_after_reload(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
+{
+    return tamper_error(ctx, certconf_after_reload(ctx, req, cl), cl);
+}
+
+/*
+ * A reload between an ir and the error message its client gives the certificate up with: the message
+ * is judged by its transaction's pin, as a certConf is, not by the running configuration. Its own (the
+ * secret or signer the transaction began with, over its TLS client) aborts it, the certificate
+ * withdrawn, and counts against no one; once, a deleted reference was refused as pbm_failed, and a
+ * rotated secret or a trust anchor taken away failed the protection, all counted and leaving the
+ * transaction to its TTL. Another's (a guessed secret, another TLS client) is refused as ever, counted,
+ * and leaves the transaction open.
+ */
+static void test_reload_error_aborts(void **state)
+{
+    static const char *const deleted[8] = {"\"pbm\": [\"demo-device\"],", "",
+                                           "\"demo-device\": { \"secret_file\": \"pbm.secret\" }",
+                                           "\"other-device\": { \"secret_file\": \"pbm2.secret\" }"};
+    static const char *const rotated[8] = {"pbm.secret", "pbm2.secret"};
+    static const char *const untrusted[8] = {"\"ca_file\": \"ca.pem\"", "\"ca_file\": \"other-ca.pem\""};
+    static const char guess[] = "a guess at the secret of the demo-device reference";
+    static const struct {
+        const char *what;
+        enum prot prot;
+        const char *const *replace;
+        int guessed, other_tls;
+        const char *text; /* NULL: aborted */
+    } cases[] = {
+        {"reference deleted", PBM, deleted, 0, 0, NULL},
+        {"secret rotated", PBM, rotated, 0, 0, NULL},
+        {"trust anchor replaced", SIG, untrusted, 0, 0, NULL},
+        {"reference deleted, guessed", PBM, deleted, 1, 0, "PBM protection could not be verified"},
+        {"reference deleted, another TLS client", PBM, deleted, 0, 1, "PBM protection could not be verified"},
+    };
+
+    (void)state;
+    write_reload_files();
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *const *rp = cases[i].replace;
+        const unsigned char *secret = cases[i].guessed ? (const unsigned char *)guess : pbm_secret;
+        size_t secret_len = cases[i].guessed ? sizeof(guess) - 1 : pbm_secret_len;
+        int aborted = cases[i].text == NULL;
+        struct env *e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .confirm = 1});
+        struct client cl = {.env = e,
+                            .tamper = error_after_reload,
+                            .tls_first = client_cert,
+                            .tls_later = cases[i].other_tls ? rogue_cert : NULL},
+                      dummy = {.env = e};
+        OSSL_CMP_CTX *ctx = cases[i].prot == SIG
+                                ? client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0)
+                                : client_new(&cl, PBM, NULL, NULL, "demo-device", pbm_secret, pbm_secret_len);
+        X509 *cert;
+
+        env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
+        cl.other = cases[i].prot == SIG
+                       ? client_new(&dummy, SIG, client_cert, client_key, NULL, NULL, 0)
+                       : client_new(&dummy, PBM, NULL, NULL, "demo-device", secret, secret_len);
+        reload_to = env_reload(
+            e, &(struct env_opts){.cmp = CMP_DEFAULTS,
+                                  .confirm = 1,
+                                  .replace = {rp[0], rp[1], rp[2], rp[3], rp[4], rp[5], rp[6], rp[7]}});
+        /* the pkiconf answering the error is taken by the client for its certConf's */
+        cert = OSSL_CMP_exec_IR_ses(ctx);
+        assert_int_equal(cl.exchanges, 2);
+        if (aborted && cert == NULL)
+            fail_msg("%s: not aborted", cases[i].what);
+        if (!aborted) {
+            assert_null(cert);
+            assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+                          cases[i].text);
+        }
+        assert_int_equal(gw_cmp_engine_open_transactions(e->engine), !aborted);
+        assert_int_equal(audit_count(e, "rejected_by_client", NULL, NULL, NULL), aborted);
+        assert_int_equal(revoke_calls(e), aborted);
+        if (e->auth_failures + reload_to->auth_failures != !aborted)
+            fail_msg("%s: %d failed authentications counted, want %d", cases[i].what,
+                     e->auth_failures + reload_to->auth_failures, !aborted);
+        gw_cmp_engine_expire(e->engine, time(NULL) + 301);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(reload_to);
+        env_free(e);
+    }
+}
+
 /*
  * A reload while a deferred request waits: the pollReq that would collect its certificate is held to
  * the configuration in force. One that no longer admits the sender gets nothing, and the certificate
@@ -6511,6 +6598,7 @@ int main(void)
         cmocka_unit_test(test_reload_shares_transactions),
         cmocka_unit_test(test_reload_continuing),
         cmocka_unit_test(test_reload_foreign_continuing),
+        cmocka_unit_test(test_reload_error_aborts),
         cmocka_unit_test(test_no_txn_hides_references),
         cmocka_unit_test(test_reload_pollreq),
         cmocka_unit_test(test_reload_check_revocation),
