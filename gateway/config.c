@@ -13,9 +13,11 @@
 #include "base/log.h"
 #include "base/pem.h"
 
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <json-c/json.h>
 #include <openssl/crypto.h>
@@ -677,6 +679,15 @@ const struct gw_role *gw_config_role(const struct gw_config *cfg, const char *na
 
 /* ---- what the CMP layer reads (gateway/cmp/conf.h) ---------------------------------------- */
 
+uid_t gw_config_uid(const struct gw_config *cfg)
+{
+    struct passwd *pw;
+
+    if (geteuid() == 0 && cfg->user != NULL && (pw = getpwnam(cfg->user)) != NULL)
+        return pw->pw_uid;
+    return geteuid();
+}
+
 void gw_config_cmp_settings(const struct gw_config *cfg, struct gw_cmp_settings *out)
 {
     *out = (struct gw_cmp_settings){
@@ -694,5 +705,6 @@ void gw_config_cmp_settings(const struct gw_config *cfg, struct gw_cmp_settings 
         .routes = &cfg->routes,
         .upstreams = cfg->upstreams,
         .n_upstreams = cfg->n_upstreams,
+        .uid = gw_config_uid(cfg),
     };
 }

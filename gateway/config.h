@@ -130,6 +130,9 @@ void gw_config_free(struct gw_config *cfg);
 /* The role of that name (|len| bytes), a borrowed pointer into |cfg|, or NULL. */
 const struct gw_role *gw_config_role(const struct gw_config *cfg, const char *name, size_t len);
 
+/* The uid the gateway serves as: "user"'s when started as root (an unknown one fails later), else its own. */
+uid_t gw_config_uid(const struct gw_config *cfg);
+
 /* gw_config_cmp_settings fills |out| with what the CMP layer reads of |cfg| (borrowed from |cfg|). */
 void gw_config_cmp_settings(const struct gw_config *cfg, struct gw_cmp_settings *out);
 

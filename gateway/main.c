@@ -25,6 +25,7 @@
 #include "base/err.h"
 #include "base/limits.h"
 #include "gateway/cmp/engine.h"
+#include "gateway/cmp/revoked.h"
 #include "gateway/config.h"
 #include "gateway/gen.h"
 #include "gateway/handover.h"
@@ -193,6 +194,13 @@ static int cmd_check(const char *path)
             gw_config_free(cfg);
             return EXIT_FAILURE;
         }
+    }
+    /* no load reads cmp.revoked_file: the start does, and refuses one others may write */
+    if (cfg->cmp.revoked_file != NULL &&
+        cmp_revoked_file_check(cfg->cmp.revoked_file, gw_config_uid(cfg), err) != 0) {
+        fprintf(stderr, "%s: %s\n", path, err);
+        gw_config_free(cfg);
+        return EXIT_FAILURE;
     }
     /* files read or written after start, as the user the gateway will run as */
     if (check_as_user(cfg) != 0) {
@@ -608,16 +616,6 @@ static void metrics_init(struct runner *r)
                                  queued, r->server);
 }
 
-/* The uid this gateway serves as: "user"'s when started as root (an unknown one fails later). */
-static uid_t serving_uid(const struct gw_config *cfg)
-{
-    struct passwd *pw;
-
-    if (geteuid() == 0 && cfg->user != NULL && (pw = getpwnam(cfg->user)) != NULL)
-        return pw->pw_uid;
-    return geteuid();
-}
-
 /*
  * Listening sockets this gateway does not bind: the service manager's (socket activation) or those
  * of the gateway at "handover_socket" (|*peer|: the predecessor, told gw_handover_ready). 0 or -1.
@@ -635,7 +633,7 @@ static int inherit(const struct gw_config *cfg, struct gw_inherited *inh, int *p
         return 0;
     }
     if (cfg->handover_socket != NULL &&
-        gw_handover_take(cfg->handover_socket, serving_uid(cfg), inh, peer, err) != 0) {
+        gw_handover_take(cfg->handover_socket, gw_config_uid(cfg), inh, peer, err) != 0) {
         gw_log(GW_LOG_ERROR, "handover", "%s", err);
         return -1;
     }

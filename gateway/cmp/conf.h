@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include "base/conf.h"
@@ -160,6 +161,7 @@ struct gw_cmp_settings {
     const struct gw_routes *routes;           /* a certProfile chooses the role on the default paths */
     const struct gw_upstream_conf *upstreams; /* issuer stores and CRL caches are kept per upstream */
     size_t n_upstreams;
+    uid_t uid; /* the user the gateway serves as (gw_config_uid): cmp.revoked_file is its or root's */
 };
 
 #endif

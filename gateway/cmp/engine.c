@@ -87,7 +87,7 @@ static struct cmp_shared *shared_new(const struct gw_cmp_settings *cfg, char *er
     sh->replay =
         gw_replay_new(GW_REPLAY_MAX_ENTRIES, cfg->cmp->max_recent_per_identity, cmp_replay_ttl(cfg->cmp));
     if (sh->txns == NULL || sh->replay == NULL ||
-        (sh->revoked = cmp_revoked_new(cfg->cmp->revoked_file, time(NULL), err)) == NULL ||
+        (sh->revoked = cmp_revoked_new(cfg->cmp->revoked_file, cfg->uid, time(NULL), err)) == NULL ||
         (cfg->cmp->state.backend == GW_STATE_REDIS &&
          (sh->cluster = gw_cluster_new(&cfg->cmp->state, err)) == NULL)) {
         gw_txn_table_free(sh->txns, NULL, NULL);

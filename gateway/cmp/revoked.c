@@ -12,6 +12,11 @@
  * read). The start rewrites the file with the unexpired entries alone, so it stays as small as the set,
  * unless another gateway still appends to it (a hand-over's predecessor).
  *
+ * Whoever may write the file decides which certificates authenticate (a line of one's id refuses it)
+ * and whether the next start succeeds (a line that is no entry refuses it): as a secret file is, it is
+ * refused when group or others may write it, and when another user than the gateway's or root owns it
+ * (an owner may chmod it so at will). A hand-over's two gateways run as the same user: either passes.
+ *
  * A hand-over's predecessor drains while its successor serves, and either may revoke. Each reads what
  * the other appended whenever a lookup finds nothing, before it answers, so that a certificate revoked
  * on one is refused on the other from its rp on: a timer or a watching thread would leave a window.
@@ -57,6 +62,7 @@ struct cmp_revoked {
     pthread_mutex_t file_lock; /* one append at a time: a failed one is cut off before the next */
     int fd;                    /* cmp.revoked_file, O_APPEND; -1 without one, or past a failed append */
     char *file;
+    uid_t owner;               /* who may write the file, besides root: the user the gateway serves as */
     pthread_mutex_t read_lock; /* one reader at a time of what the file holds past |at| */
     int rfd;                   /* the file |fd| appends to, read-only; -1 without one, or past a read error */
     off_t at;                  /* read up to here: the end of the last whole line read */
@@ -273,9 +279,45 @@ static int read_lines(struct cmp_revoked *rs, off_t size, time_t now, char *err)
     return 0;
 }
 
+/* 0 when only |owner| or root may write |file|, whose status is |st|; else GW_ERR_FORBIDDEN with |err|. */
+static int check_writers(const char *file, const struct stat *st, uid_t owner, char *err)
+{
+    if ((st->st_mode & (S_IWGRP | S_IWOTH)) != 0)
+        snprintf(err, GW_ERR_LEN,
+                 "cmp.revoked_file: \"%s\" is writable by group or others (mode %03o): make it 0600", file,
+                 (unsigned)(st->st_mode & 0777));
+    else if (st->st_uid != owner && st->st_uid != 0)
+        snprintf(
+            err, GW_ERR_LEN,
+            "cmp.revoked_file: \"%s\" is owned by uid %ld, neither the gateway's user (uid %ld) nor root: "
+            "chown it to the gateway's user",
+            file, (long)st->st_uid, (long)owner);
+    else
+        return 0;
+    return GW_ERR_FORBIDDEN;
+}
+
+int cmp_revoked_file_check(const char *file, uid_t owner, char *err)
+{
+    struct stat st;
+
+    if (lstat(file, &st) != 0) {
+        if (errno == ENOENT) /* the start creates it */
+            return 0;
+        snprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot read \"%s\": %s", file, strerror(errno));
+        return GW_ERR_IO;
+    }
+    if (!S_ISREG(st.st_mode)) { /* a link too: the start opens it with O_NOFOLLOW */
+        snprintf(err, GW_ERR_LEN, "cmp.revoked_file: \"%s\" is not a regular file", file);
+        return GW_ERR_IO;
+    }
+    return check_writers(file, &st, owner, err);
+}
+
 /*
  * |file| opened to be read, the file |fd| appends to: never a link (O_NOFOLLOW), a device or a
- * directory, as it is replaced at start. 0, or GW_ERR_IO with |err|.
+ * directory, as it is replaced at start, nor one others may write (check_writers). 0, or an error
+ * with |err|.
  */
 static int open_reader(struct cmp_revoked *rs, const char *file, int fd, off_t *size, char *err)
 {
@@ -291,8 +333,9 @@ static int open_reader(struct cmp_revoked *rs, const char *file, int fd, off_t *
         why = "is not a regular file";
     else if (fstat(fd, &held) != 0 || st.st_dev != held.st_dev || st.st_ino != held.st_ino)
         why = "was replaced as it was opened";
-    if (why != NULL) {
+    if (why != NULL)
         snprintf(err, GW_ERR_LEN, "cmp.revoked_file: \"%s\" %s", file, why);
+    if (why != NULL || check_writers(file, &st, rs->owner, err) != 0) {
         close(rfd);
         return GW_ERR_IO;
     }
@@ -428,7 +471,7 @@ static int take_file(struct cmp_revoked *rs, const char *file, time_t now, char 
     return rc;
 }
 
-struct cmp_revoked *cmp_revoked_new(const char *file, time_t now, char *err)
+struct cmp_revoked *cmp_revoked_new(const char *file, uid_t owner, time_t now, char *err)
 {
     struct cmp_revoked *rs = calloc(1, sizeof(*rs));
 
@@ -440,6 +483,7 @@ struct cmp_revoked *cmp_revoked_new(const char *file, time_t now, char *err)
     pthread_mutex_init(&rs->read_lock, NULL);
     rs->fd = -1;
     rs->rfd = -1;
+    rs->owner = owner;
     if (file != NULL && ((rs->file = strdup(file)) == NULL || take_file(rs, file, now, err) != 0)) {
         cmp_revoked_free(rs);
         return NULL;
@@ -546,7 +590,8 @@ int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
 /*
  * What other gateways appended to the file since it was last read into |rs|: whether there was any. A
  * line that is no entry is skipped, said at error level (the next start refuses the file until it is
- * mended); a read that fails ends the reading, as each lookup would fail it again.
+ * mended); a read that fails ends the reading, as each lookup would fail it again, and so does a file
+ * others may write by now (its lines are not taken, as at start).
  */
 static bool read_appended(struct cmp_revoked *rs, time_t now)
 {
@@ -559,7 +604,10 @@ static bool read_appended(struct cmp_revoked *rs, time_t now)
         return false;
     pthread_mutex_lock(&rs->read_lock);
     grew = rs->rfd >= 0 && fstat(rs->rfd, &st) == 0 && st.st_size != rs->seen;
-    while (grew && (rc = read_lines(rs, st.st_size, now, err)) != 0) {
+    while (grew && ((rc = check_writers(rs->file, &st, rs->owner, err)) != 0 ||
+                    (rc = read_lines(rs, st.st_size, now, err)) != 0)) {
+        if (rc == GW_ERR_FORBIDDEN)
+            rc = GW_ERR_IO; /* read no more of it: each lookup would find it so again */
         gw_log_kv(GW_LOG_ERROR, "revoked_file_unread", "reason", err, "msg",
                   rc == GW_ERR_IO
                       ? "what other gateways revoke is known here from the next start only"

@@ -10,6 +10,7 @@
 #define GW_CMP_REVOKED_H
 
 #include <time.h>
+#include <sys/types.h>
 #include <openssl/x509.h>
 
 #include "gateway/cmp/cmp_local.h"
@@ -19,10 +20,18 @@ struct cmp_revoked;
 /*
  * cmp_revoked_new: a set of what |file| (cmp.revoked_file; NULL: none, the set starts empty) kept from
  * earlier runs, unexpired at |now|; the file is rewritten with that alone (unless another gateway
- * appends to it) and kept open for the revocations to come, this gateway's and the other's. NULL with
+ * appends to it) and kept open for the revocations to come, this gateway's and the other's. Only
+ * |owner| (the user the gateway serves as) and root may write it (cmp_revoked_file_check). NULL with
  * |err|.
  */
-struct cmp_revoked *cmp_revoked_new(const char *file, time_t now, char *err);
+struct cmp_revoked *cmp_revoked_new(const char *file, uid_t owner, time_t now, char *err);
+
+/*
+ * cmp_revoked_file_check: what a start would refuse of |file| as it stands (`cmpgw check`): 0 when it
+ * is absent (the start creates it) or a regular file only |owner| or root may write, else an error with
+ * |err|. Anyone else could add a line that refuses a certificate, or one that refuses the next start.
+ */
+int cmp_revoked_file_check(const char *file, uid_t owner, char *err);
 void cmp_revoked_free(struct cmp_revoked *rs);
 
 #define CMP_REVOKED_NOT_HERE 1   /* not in this instance's set: full (cmp.max_revoked), or no memory */

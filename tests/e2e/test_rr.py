@@ -383,6 +383,24 @@ class RevokedAcrossRestart(harness.GatewayTestCase):
         self.gw.cmp("ir", "other-ir", auth=(other, other_key), newkey=self.newkey("other-ir"),
                     subject="/CN=other", extra=("-implicit_confirm",))
 
+    def test_writable_file_refused(self):
+        """A revoked_file its group may write is refused by `cmpgw check` and by the start, with the mode and
+        the fix: whoever may write it could refuse any device's certificate, or the next start."""
+        self.gw.stop()
+        listed = self.gw.dir / "revoked.list"
+        listed.chmod(0o660)
+        try:
+            p = harness.run([str(harness.GATEWAY_BIN), "check", "-c", str(self.gw.config_path)], check=False)
+            why = "is writable by group or others (mode 660): make it 0600"
+            self.assertEqual(p.returncode, 1)
+            self.assertIn('cmp.revoked_file: "%s" %s' % (listed, why), p.stderr.decode())
+            rc, err = self.gw.start_refused()
+            self.assertNotEqual(rc, 0)
+            self.assertIn(why, err)  # a JSON log line
+        finally:
+            listed.chmod(0o600)
+            self.gw.start()
+
 
 class RevocationAtCfssl(harness.GatewayTestCase):
     """cfssl 1.2 revokes by serial and authority key identifier, but cannot hand a certificate out by

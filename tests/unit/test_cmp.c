@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +38,7 @@
 #include "gateway/cmp/cluster.h"
 #include "gateway/cmp/engine.h"
 #include "gateway/cmp/engine_test.h"
+#include "gateway/cmp/revoked.h"
 #include "gateway/cmp/shim.h"
 #include "gateway/cmp/status.h"
 #include "gateway/cmp/txn.h"
@@ -2878,6 +2880,88 @@ static void test_status_revoked_file_followed(void **state)
     gw_cmp_engine_free(after);
     local_conf(t.env)->check_revocation = true;
     two_cas_close(&t);
+    unlink(file);
+}
+
+/* An engine over |t|'s configuration fails to start on its cmp.revoked_file, with |want| in its error. */
+static void revoked_file_refused(struct two_cas *t, const char *want)
+{
+    char err[GW_ERR_LEN] = "";
+
+    gw_cmp_engine_free(t->env->engine);
+    assert_null(t->env->engine = engine_new(t->env->cfg, t->env->ups, err));
+    if (strncmp(err, "cmp.revoked_file: \"", 19) != 0 || strstr(err, want) == NULL)
+        fail_msg("error \"%s\" lacks \"%s\"", err, want);
+}
+
+/*
+ * cmp.revoked_file is refused at start, as a secret file is, when its group or others may write it, or
+ * a user other than the gateway's (or root) owns it: they could add a line that refuses a device's
+ * certificate, or one that is no entry and refuses the next start. Once, it was read whoever could
+ * write it. Reading it stays anyone's. One that becomes writable while a hand-over's other gateway
+ * appends to it is read no more: its lines are taken by the next start, once it is mended.
+ */
+static void test_status_revoked_file_writers(void **state)
+{
+    struct two_cas t;
+    struct gw_cmp_engine *other;
+    struct passwd *nobody = getpwnam("nobody");
+    char cmp[256], file[128], err[GW_ERR_LEN] = "", line[64], *logged;
+
+    (void)state;
+    snprintf(file, sizeof(file), "%s/revoked.writers", dir);
+    snprintf(cmp, sizeof(cmp), CMP_DEFAULTS ", \"revoked_file\": \"%s\"", file);
+    two_cas_open_cmp(&t, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, cmp);
+    local_conf(t.env)->check_revocation = false;
+    assert_int_equal(chmod(file, 0620), 0);
+    revoked_file_refused(&t, "is writable by group or others (mode 620): make it 0600");
+    assert_int_equal(chmod(file, 0602), 0);
+    revoked_file_refused(&t, "is writable by group or others (mode 602)");
+    assert_int_equal(chmod(file, 0644), 0);
+    two_cas_restart(&t);
+    if (geteuid() == 0 && nobody != NULL) {
+        assert_int_equal(chown(file, nobody->pw_uid, (gid_t)-1), 0);
+        revoked_file_refused(&t, "neither the gateway's user");
+        t.env->cfg->user = strdup("nobody"); /* started as root, the gateway runs as nobody: its file */
+        two_cas_restart(&t);
+        free(t.env->cfg->user);
+        t.env->cfg->user = NULL;
+        assert_int_equal(chown(file, 0, (gid_t)-1), 0);
+    }
+
+    two_cas_restart(&t);
+    assert_non_null(other = engine_new(t.env->cfg, t.env->ups, err)); /* a hand-over's other side */
+    assert_int_equal(chmod(file, 0660), 0);
+    entry_of(t.x1, line);
+    append_to(file, line, strlen(line));
+    log_capture_start();
+    ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    assert_int_equal(chmod(file, 0600), 0);
+    ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    logged = log_capture_end();
+    if (strstr(logged, "\"event\":\"revoked_file_unread\"") == NULL ||
+        strstr(logged, "is writable by group or others (mode 660)") == NULL)
+        fail_msg("no revoked_file_unread for the writable file: %s", logged);
+    free(logged);
+    two_cas_restart(&t);
+    ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+          "the signer certificate (serial ");
+    gw_cmp_engine_free(other);
+    local_conf(t.env)->check_revocation = true;
+    two_cas_close(&t);
+
+    /* `cmpgw check` says what the start would refuse; a file not there yet the start creates */
+    assert_int_equal(cmp_revoked_file_check(file, geteuid(), err), 0);
+    assert_int_equal(chmod(file, 0620), 0);
+    assert_int_equal(cmp_revoked_file_check(file, geteuid(), err), GW_ERR_FORBIDDEN);
+    if (strstr(err, "is writable by group or others (mode 620): make it 0600") == NULL)
+        fail_msg("%s", err);
+    unlink(file);
+    assert_int_equal(cmp_revoked_file_check(file, geteuid(), err), 0);
+    assert_int_equal(symlink("revoked.list", file), 0);
+    assert_int_not_equal(cmp_revoked_file_check(file, geteuid(), err), 0);
+    if (strstr(err, "is not a regular file") == NULL)
+        fail_msg("%s", err);
     unlink(file);
 }
 
@@ -6644,6 +6728,7 @@ int main(void)
         cmocka_unit_test(test_status_revoked_not_saved),
         cmocka_unit_test(test_status_revoked_file_replaced),
         cmocka_unit_test(test_status_revoked_file_followed),
+        cmocka_unit_test(test_status_revoked_file_writers),
         cmocka_unit_test(test_status_trust_intermediate),
         cmocka_unit_test(test_status_trust_intermediate_crl),
         cmocka_unit_test(test_status_trust_upstream_entry_wins),
