@@ -349,20 +349,32 @@ int cmp_check_pinned(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *
     return 0;
 }
 
+/*
+ * The certificates the signer of the request |req| (decoded from |der|, header |rh|) was chosen from on
+ * |role| (cmp_authenticate), with its extraCerts in *extra (the caller frees both); NULL if none can be.
+ */
+static STACK_OF(X509) *request_candidates(const struct gw_role *role, const OSSL_CMP_MSG *req,
+                                          const unsigned char *der, size_t len, const struct gw_hdr_info *rh,
+                                          STACK_OF(X509) **extra)
+{
+    struct cmp_refusal ignored;
+
+    if (role->store == NULL || rh->sender == NULL || (*extra = extra_certs(req, der, len, &ignored)) == NULL)
+        return NULL;
+    return candidates(role, *extra, rh, &ignored);
+}
+
 int cmp_signed_like(struct cmp_txn *t, const struct gw_role *role, const OSSL_CMP_MSG *msg,
                     const OSSL_CMP_MSG *req, const unsigned char *der, size_t len,
                     const struct gw_hdr_info *rh)
 {
     OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
     STACK_OF(X509) *extra = NULL, *cands = NULL;
-    struct cmp_refusal ignored;
     int ok = 0;
 
     if (t->pbm) /* |t| holds the secret of the message's reference, which is the request's */
         ok = OSSL_CMP_validate_msg(ctx, msg) == 1;
-    else if (role->store != NULL && rh->sender != NULL &&
-             (extra = extra_certs(req, der, len, &ignored)) != NULL &&
-             (cands = candidates(role, extra, rh, &ignored)) != NULL)
+    else if ((cands = request_candidates(role, req, der, len, rh, &extra)) != NULL)
         for (int i = 0; !ok && i < sk_X509_num(cands); i++)
             ok = signed_by(ctx, msg, sk_X509_value(cands, i));
     (void)OSSL_CMP_CTX_set1_srvCert(ctx, NULL);
@@ -370,4 +382,25 @@ int cmp_signed_like(struct cmp_txn *t, const struct gw_role *role, const OSSL_CM
     sk_X509_pop_free(cands, X509_free);
     ERR_clear_error();
     return ok;
+}
+
+int cmp_request_untrusted(struct cmp_call *c, struct cmp_txn *t, const struct gw_role *role,
+                          const OSSL_CMP_MSG *req, const unsigned char *der, size_t len,
+                          const struct gw_hdr_info *rh)
+{
+    STACK_OF(X509) *chains[GW_MAX_SIGNER_CANDIDATES] = {NULL};
+    STACK_OF(X509) *extra = NULL, *valid = NULL;
+    STACK_OF(X509) *cands = request_candidates(role, req, der, len, rh, &extra);
+    OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
+    int untrusted = sk_X509_num(cands) > 0 && set_untrusted(ctx, role, extra) &&
+                    (valid = valid_chains(c->e->chains, ctx, role->store, cands, chains)) != NULL &&
+                    sk_X509_num(valid) == 0;
+
+    for (int i = 0; i < GW_MAX_SIGNER_CANDIDATES; i++)
+        sk_X509_pop_free(chains[i], X509_free);
+    sk_X509_free(valid);
+    sk_X509_pop_free(extra, X509_free);
+    sk_X509_pop_free(cands, X509_free);
+    ERR_clear_error();
+    return untrusted;
 }

@@ -76,4 +76,14 @@ int cmp_signed_like(struct cmp_txn *t, const struct gw_role *role, const OSSL_CM
                     const OSSL_CMP_MSG *req, const unsigned char *der, size_t len,
                     const struct gw_hdr_info *rh);
 
+/*
+ * cmp_request_untrusted tells whether the signer of the request |req| (decoded from |der|, header |rh|)
+ * no longer chains to |role|'s trust: some certificate naming its sender is there to choose from
+ * (cmp_signed_like's), and none validates with c->e's chain cache. 0 as well when that cannot be told.
+ * |t| lends its context.
+ */
+int cmp_request_untrusted(struct cmp_call *c, struct cmp_txn *t, const struct gw_role *role,
+                          const OSSL_CMP_MSG *req, const unsigned char *der, size_t len,
+                          const struct gw_hdr_info *rh);
+
 #endif

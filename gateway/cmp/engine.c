@@ -858,7 +858,8 @@ static int held_here(struct cmp_call *c, struct cmp_refusal *r)
  * again) and without any check, upstream call, audit record or metric (they happened there); then
  * the senderNonce the client got is put back; not for |msg| unless it can pass the checks of the
  * transaction's pinned signer (cmp_share_take). NULL when there is nothing to continue, with |r| set
- * when the answer is other than "no open transaction".
+ * when the answer is other than "no open transaction" (so when cmp_share_take closed it, refused by a
+ * reload here).
  */
 static struct gw_txn *rebuild(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refusal *r)
 {
@@ -867,7 +868,7 @@ static struct gw_txn *rebuild(struct cmp_call *c, const OSSL_CMP_MSG *msg, struc
     char err[GW_ERR_LEN] = "";
     int rc = cmp_share_take(c, msg, &rec, r, err);
 
-    if (rc == GW_ERR_FORBIDDEN || lease_refused(c, rc, err, r))
+    if (rc == GW_ERR_FORBIDDEN || rc == CMP_SHARE_RELOADED || lease_refused(c, rc, err, r))
         return NULL;
     if (rc == GW_ERR_INVAL)
         gw_log_kv(GW_LOG_ERROR, "txn_record_invalid", "tid", c->rsp->tid, "reason", err, NULL);
@@ -1001,8 +1002,7 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
             return;
         claimed = !rebuilt; /* its signer checked on this copy */
     }
-    /* not replayed without the reference; "no open transaction" tells no client which ones exist */
-    if (txn == NULL && !held_here(c, &why) && !c->pbm_gone && gw_cluster_keeps_records(c->e->cluster))
+    if (txn == NULL && !held_here(c, &why) && gw_cluster_keeps_records(c->e->cluster))
         leased = rebuilt = (txn = rebuild(c, msg, &why)) != NULL;
     if (txn == NULL) {
         refuse(c, msg,

@@ -37,15 +37,6 @@
 #define TEXT_ROLE_REMOVED                                                                                    \
     "role %s was removed by a configuration reload after this transaction began: enrol again on a route "    \
     "that exists"
-#define TEXT_SECRET_CHANGED                                                                                  \
-    "the secret of this PBM reference was changed by a configuration reload after this transaction began: "  \
-    "start a new transaction with the current secret"
-#define TEXT_SECRET_REMOVED                                                                                  \
-    "this PBM reference was removed by a configuration reload after this transaction began: start a new "    \
-    "transaction with a reference the route accepts"
-#define TEXT_NO_LONGER_TRUSTED                                                                               \
-    "the signer certificate no longer chains to a CA trusted on this route (the configuration was reloaded " \
-    "after this transaction began): start a new transaction with credentials the route trusts"
 
 static int init_issuer_stores(struct gw_cmp_engine *e, char *err)
 {

@@ -10,6 +10,16 @@
 #include "gateway/cmp/cmp_local.h"
 
 #define TEXT_TID_IN_USE "transactionID already in use: start a new transaction with a fresh transactionID"
+/* What a reload since a transaction began took from its sender (cmp_check_current, cmp_share_take). */
+#define TEXT_SECRET_CHANGED                                                                                  \
+    "the secret of this PBM reference was changed by a configuration reload after this transaction began: "  \
+    "start a new transaction with the current secret"
+#define TEXT_SECRET_REMOVED                                                                                  \
+    "this PBM reference was removed by a configuration reload after this transaction began: start a new "    \
+    "transaction with a reference the route accepts"
+#define TEXT_NO_LONGER_TRUSTED                                                                               \
+    "the signer certificate no longer chains to a CA trusted on this route (the configuration was reloaded " \
+    "after this transaction began): start a new transaction with credentials the route trusts"
 
 /* cmp_policy_init opens the audit log and builds the issuer stores and caches: 0 or a gw_err with |err|. */
 int cmp_policy_init(struct gw_cmp_engine *e, char *err);

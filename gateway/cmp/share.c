@@ -5,6 +5,7 @@
  */
 #include "gateway/cmp/share.h"
 #include "gateway/cmp/auth.h"
+#include "gateway/cmp/carry.h"
 #include "gateway/cmp/cluster.h"
 #include "gateway/cmp/outcome.h"
 #include "gateway/cmp/policy.h"
@@ -90,11 +91,83 @@ void cmp_reshare(struct cmp_call *c, struct cmp_txn *t)
 }
 
 /*
+ * What a reload of this instance since the transaction of |rec| began (its request |req|, header |rh|)
+ * took from its sender, as far as that request shows: its PBM reference deleted (c->pbm_gone) or given
+ * another secret (the request no longer verifies with the one |t| holds), its signer no longer
+ * chaining to the role's trust. 1 with |r| the refusal cmp_check_current gives then, else 0.
+ */
+static int reloaded(struct cmp_call *c, struct cmp_txn *t, const struct gw_role *role,
+                    const OSSL_CMP_MSG *req, const struct gw_txn_record *rec, const struct gw_hdr_info *rh,
+                    struct cmp_refusal *r)
+{
+    if (c->pbm_gone)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "%s", TEXT_SECRET_REMOVED);
+    if (t->pbm && !cmp_signed_like(t, role, req, req, rec->req, rec->req_len, rh))
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "%s", TEXT_SECRET_CHANGED);
+    if (!t->pbm && cmp_request_untrusted(c, t, role, req, rec->req, rec->req_len, rh))
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_signerNotTrusted, "%s", TEXT_NO_LONGER_TRUSTED);
+    return 0;
+}
+
+/*
+ * The check of |msg|'s protection against the transaction of |rec| (cmp_signed_like), from the sender
+ * and TLS client |rec| names: 0, passed; GW_ERR_FORBIDDEN, refused with |r|. A PBM secret the running
+ * configuration does not have, or a signer it verifies but no longer trusts, may be a reload's doing
+ * (reloaded): then, over the TLS client certificate |rec| binds, which TLS authenticated and which no
+ * other client has, |msg| is the transaction's own, CMP_SHARE_RELOADED with |r| the refusal a single
+ * gateway gives it: this instance cannot verify a secret it never had. Bound to none, nothing speaks
+ * for it, and the answer is as before: for a deleted reference "no open transaction"
+ * (GW_ERR_NOT_FOUND), else the pinned signer's.
+ */
+static int check_protection(struct cmp_call *c, struct cmp_txn *t, const struct gw_role *role,
+                            const OSSL_CMP_MSG *msg, const OSSL_CMP_MSG *req, const struct gw_txn_record *rec,
+                            const struct gw_hdr_info *rh, struct cmp_refusal *r)
+{
+    int ok = !c->pbm_gone && cmp_signed_like(t, role, msg, req, rec->req, rec->req_len, rh);
+    int bound = strncmp(rec->tls_client, "sha256:", 7) == 0;
+
+    if (bound && (t->pbm || c->pbm_gone ? !ok : ok) && reloaded(c, t, role, req, rec, rh, r))
+        return CMP_SHARE_RELOADED;
+    if (ok)
+        return 0;
+    if (c->pbm_gone)
+        return GW_ERR_NOT_FOUND;
+    cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_PINNED_SIGNER);
+    return GW_ERR_FORBIDDEN;
+}
+
+/*
+ * Whether |c| comes from the sender of the transaction of |rec| (its request's header |rh|) over its TLS
+ * client: 0, or GW_ERR_FORBIDDEN refused with |r| as cmp_check_pinned refuses; one naming a PBM
+ * reference a reload deleted as check_signer refuses it (naming one holds no transaction hostage).
+ */
+static int from_its_client(struct cmp_call *c, const struct gw_txn_record *rec, const struct gw_hdr_info *rh,
+                           struct cmp_refusal *r)
+{
+    if (!cmp_sender_is(&c->hdr, rh->protection_nid == NID_id_PasswordBasedMAC, rh->sender_kid,
+                       rh->sender_kid_len, rh->sender))
+        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "%s", TEXT_OTHER_SENDER);
+    else if (cmp_check_tls_client(c, rec->tls_client, r) == 0)
+        return 0;
+    if (c->pbm_gone)
+        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_PBM_FAILED);
+    return GW_ERR_FORBIDDEN;
+}
+
+static int out_of_memory(struct cmp_refusal *r)
+{
+    cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure, "internal error: out of memory");
+    return GW_ERR_FORBIDDEN;
+}
+
+/*
  * 0 when |msg| (of |c|) can pass the checks of the sender, TLS client and pinned signer of the
- * transaction of |rec| as far as its request tells (cmp_signed_like), and answers the last answer its
+ * transaction of |rec| as far as its request tells (check_protection), and answers the last answer its
  * client got (the record's senderNonce: a captured message replayed here does not), or when the request
- * cannot tell (it does not decode, or its role is not here: its replay fails); else GW_ERR_FORBIDDEN,
- * refused with |r| as check_continuing refuses.
+ * cannot tell (it does not decode, or its role is not here: its replay fails); CMP_SHARE_RELOADED or
+ * GW_ERR_NOT_FOUND as check_protection says, the senderNonce answered as well; else
+ * GW_ERR_FORBIDDEN, refused with |r| as check_continuing refuses. The sender and TLS client first,
+ * before the costly signature check.
  */
 static int vouched(struct cmp_call *c, const OSSL_CMP_MSG *msg, const struct gw_txn_record *rec,
                    struct cmp_refusal *r)
@@ -104,40 +177,25 @@ static int vouched(struct cmp_call *c, const OSSL_CMP_MSG *msg, const struct gw_
     const struct gw_role *role = cmp_role_named(c->e, rec->role);
     struct gw_hdr_info rh = {0};
     struct cmp_txn *t = NULL;
-    int rc = GW_ERR_FORBIDDEN;
+    int rc = 0;
 
     if (req == NULL || role == NULL || gw_shim_hdr_info(req, &rh) != 0)
-        rc = 0;
-    else if (!cmp_sender_is(&c->hdr, rh.protection_nid == NID_id_PasswordBasedMAC, rh.sender_kid,
-                            rh.sender_kid_len, rh.sender))
-        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "%s", TEXT_OTHER_SENDER);
-    else if (cmp_check_tls_client(c, rec->tls_client, r) != 0)
-        rc = GW_ERR_FORBIDDEN; /* refused and logged, before the costly signature check */
-    else if ((t = cmp_txn_new(c, 0)) == NULL)
-        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure, "internal error: out of memory");
-    else if (!cmp_signed_like(t, role, msg, req, rec->req, rec->req_len, &rh))
-        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_PINNED_SIGNER);
+        ; /* it cannot tell: its replay fails */
+    else if ((rc = from_its_client(c, rec, &rh, r)) != 0)
+        ;                                               /* refused and logged */
+    else if ((t = cmp_txn_new(c, c->pbm_gone)) == NULL) /* without a reference, no secret to set */
+        rc = out_of_memory(r);
+    else if ((rc = check_protection(c, t, role, msg, req, rec, &rh, r)) != 0 && rc != CMP_SHARE_RELOADED)
+        ; /* refused, or as if there were none */
     else if (!cmp_txn_set_nonce(t, rec->nonce, rec->nonce_len))
-        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure, "internal error: out of memory");
-    else if (cmp_check_nonce(t, msg, r) == 0)
-        rc = 0;
+        rc = out_of_memory(r);
+    else if (cmp_check_nonce(t, msg, r) != 0)
+        rc = GW_ERR_FORBIDDEN;
     cmp_txn_free(t);
     gw_shim_hdr_info_cleanup(&rh);
     OSSL_CMP_MSG_free(req);
     ERR_clear_error();
     return rc;
-}
-
-int cmp_share_take(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn_record *rec,
-                   struct cmp_refusal *r, char *err)
-{
-    int rc = gw_cluster_read_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, rec, err);
-
-    if (rc == 0) {
-        rc = vouched(c, msg, rec, r);
-        gw_txn_record_cleanup(rec);
-    }
-    return rc == 0 ? gw_cluster_take_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, rec, err) : rc;
 }
 
 /*
@@ -171,6 +229,89 @@ struct gw_upstream *cmp_share_upstream(const struct gw_cmp_engine *e, const stru
 
     X509_free(cert);
     return up;
+}
+
+/*
+ * The audit view of the transaction of |rec| from its request: who sent it, as cmp_identify names a
+ * transaction's sender, its share of the caps, its body type.
+ */
+static void record_view(struct cmp_txn *v, const struct gw_txn_record *rec)
+{
+    const unsigned char *p = rec->req;
+    OSSL_CMP_MSG *req = d2i_OSSL_CMP_MSG(NULL, &p, (long)rec->req_len);
+    struct gw_hdr_info rh = {0};
+
+    if (req == NULL || gw_shim_hdr_info(req, &rh) != 0 ||
+        (rh.protection_nid != NID_id_PasswordBasedMAC &&
+         (rh.sender == NULL || gw_x509_name_identity(rh.sender, v->identity) != 0)))
+        snprintf(v->identity, sizeof(v->identity), "unknown");
+    else if (rh.protection_nid == NID_id_PasswordBasedMAC)
+        snprintf(v->identity, sizeof(v->identity), "pbm:%.*s", (int)rh.sender_kid_len,
+                 (const char *)rh.sender_kid);
+    if (req != NULL)
+        snprintf(v->body, sizeof(v->body), "%s", gw_shim_body_name(OSSL_CMP_MSG_get_bodytype(req)));
+    cmp_quota_key(v->quota, v->identity, rec->tls_client);
+    gw_shim_hdr_info_cleanup(&rh);
+    OSSL_CMP_MSG_free(req);
+}
+
+/*
+ * The transaction of |rec|, leased here, closed for its own message, which the running configuration
+ * refused with |r| (CMP_SHARE_RELOADED), as continue_txn closes one cmp_check_current refused: the
+ * record ended on every instance first, then the certificate its client got (or a deferred request's
+ * result nobody collected) on record and withdrawn through the upstream whose CA issued it.
+ */
+static void close_reloaded(struct cmp_call *c, const struct gw_txn_record *rec, const struct cmp_refusal *r)
+{
+    struct cmp_txn view = {.role = cmp_role_named(c->e, rec->role)};
+    int collected;
+    X509 *cert = record_cert(rec, &collected);
+
+    record_view(&view, rec);
+    snprintf(c->rsp->identity, sizeof(c->rsp->identity), "%s", view.identity);
+    snprintf(view.route, sizeof(view.route), "%s", c->route);
+    snprintf(view.tls_subject, sizeof(view.tls_subject), "%s", c->tls_subject);
+    if (cert != NULL)
+        gw_x509_cert_serial_hex(cert, view.serial, sizeof(view.serial));
+    cmp_set_outcome(c, "error", r);
+    gw_log_kv(GW_LOG_INFO, "txn_closed", "tid", c->rsp->tid, "identity", view.identity, "serial", view.serial,
+              "outcome", c->rsp->outcome, "msg",
+              "begun on another instance; refused by this one's configuration", NULL);
+    cmp_release_slot(c->e, c->hdr.tid, c->hdr.tid_len, view.quota);
+    if (cert == NULL)
+        return;
+    view.up = withdrawer(c->e, rec, cert);
+    (void)cmp_audit_cert(
+        c->e, &view, c->rsp->tid, collected ? "rejected" : "expired_undelivered",
+        collected ? c->rsp->outcome : "no pollReq collected it before its transaction closed", cert, 1);
+    cmp_withdraw(c->e, &view, c->rsp->tid, cert, CRL_REASON_CESSATION_OF_OPERATION);
+    X509_free(cert);
+}
+
+int cmp_share_take(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn_record *rec,
+                   struct cmp_refusal *r, char *err)
+{
+    int rc = gw_cluster_read_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, rec, err), taken;
+    unsigned step = 0;
+
+    if (rc == 0) {
+        step = rec->step;
+        rc = vouched(c, msg, rec, r);
+        gw_txn_record_cleanup(rec);
+    }
+    if (rc != 0 && rc != CMP_SHARE_RELOADED)
+        return rc;
+    if ((taken = gw_cluster_take_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, rec, err)) != 0 || rc == 0)
+        return taken;
+    /* only the senderNonce |msg| answered may close it: another instance answered it since */
+    if (rec->step != step) {
+        gw_txn_record_cleanup(rec);
+        gw_cluster_unlease(c->e->cluster, c->hdr.tid, c->hdr.tid_len);
+        return GW_ERR_BUSY;
+    }
+    close_reloaded(c, rec, r);
+    gw_txn_record_cleanup(rec);
+    return rc;
 }
 
 /* The expiry of |t|, rebuilt from its record |rec|: as log_closed and cmp_poll_closed would record it. */

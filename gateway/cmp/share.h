@@ -30,8 +30,21 @@ void cmp_reshare(struct cmp_call *c, struct cmp_txn *t);
  * (cmp_signed_like), and to answer the record's senderNonce (a captured message replayed does
  * not): anyone may name a transactionID, and neither the replay of its request here nor the lease, which
  * keeps its client waiting, may be had for that. gw_cluster_take_record's answers, or GW_ERR_FORBIDDEN
- * refused with |r|.
+ * refused with |r|. A message naming a PBM reference the running configuration lacks
+ * (cmp_call.pbm_gone) gets "no open transaction" (GW_ERR_NOT_FOUND) unless the record binds a TLS
+ * client certificate (else, refused as check_signer refuses it).
+ *
+ * A reload of this instance may have taken from the sender what its request was allowed with: the
+ * secret of its PBM reference (changed, or the reference deleted), the trust its signer chained to.
+ * Then the request does not replay here, and a secret this instance never had cannot be checked;
+ * but a message of the record's sender, answering its senderNonce, over the TLS client certificate
+ * the record binds (which TLS authenticated: no other client has it) and, when signed, with the
+ * signer's key, is the transaction's own. It is closed as a single gateway closes it
+ * (cmp_check_current): the record ended, its certificate on record and withdrawn through the
+ * upstream cmp_share_upstream names; CMP_SHARE_RELOADED with |r| the refusal its client gets, which
+ * does not count against its address. A record bound to no TLS client certificate never is.
  */
+#define CMP_SHARE_RELOADED 1
 int cmp_share_take(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn_record *rec,
                    struct cmp_refusal *r, char *err);
 

@@ -6438,6 +6438,12 @@ static void test_no_txn_hides_references(void **state)
     }
 }
 
+/* The replacements of a reload that rotates the secret of the demo-device reference, or deletes it. */
+static const char *const rotated[8] = {"pbm.secret", "pbm2.secret"};
+static const char *const deleted[8] = {"\"pbm\": [\"demo-device\"],", "",
+                                       "\"demo-device\": { \"secret_file\": \"pbm.secret\" }",
+                                       "\"other-device\": { \"secret_file\": \"pbm2.secret\" }"};
+
 /*
  * A reload rotates or deletes the PBM reference of an open transaction: a certConf that is not the
  * transaction's own (a guessed secret, or the right one over another TLS client's connection) is
@@ -6446,10 +6452,6 @@ static void test_no_txn_hides_references(void **state)
  */
 static void test_reload_foreign_continuing(void **state)
 {
-    static const char *const deleted[8] = {"\"pbm\": [\"demo-device\"],", "",
-                                           "\"demo-device\": { \"secret_file\": \"pbm.secret\" }",
-                                           "\"other-device\": { \"secret_file\": \"pbm2.secret\" }"};
-    static const char *const rotated[8] = {"pbm.secret", "pbm2.secret"};
     static const struct {
         const char *what;
         const char *const *replace;
@@ -6578,6 +6580,101 @@ static void test_reload_error_aborts(void **state)
         OSSL_CMP_CTX_free(ctx);
         env_free(reload_to);
         env_free(e);
+    }
+}
+
+/* How a certConf reaches the reloaded instance of test_shared_reload_continuing. */
+enum over_tls { OVER_BOUND, OVER_OTHER, OVER_NONE };
+
+/*
+ * A reload of one instance rotates a PBM secret, deletes a PBM reference or replaces the trust anchor
+ * of a transaction another instance began; its certConf reaches the reloaded instance, which has no
+ * copy of it. Over the TLS client the record binds the transaction to, the message is its own: answered
+ * as on a single gateway (test_reload_continuing), costing its address nothing, the transaction closed
+ * and its certificate withdrawn. Over another TLS client, or when the record binds none (the instance
+ * cannot tell who sends it then), nothing closes and the answer is today's. Once, the rotation was
+ * badMessageCheck (a reload blocked a NAT'd fleet), the deletion "no open transaction", and so was the
+ * trust anchor, the transaction left open to its TTL.
+ */
+static void test_shared_reload_continuing(void **state)
+{
+    static const char *const anchor[8] = {"\"ca_file\": \"ca.pem\"", "\"ca_file\": \"other-ca.pem\""};
+    static const struct {
+        const char *what;
+        enum prot prot;
+        const char *const *replace;
+        int fail_bit;
+        const char *text, *other, *none; /* the answer over the bound TLS client, another, none */
+        int other_counted, none_counted;
+    } cases[] = {
+        {"PBM secret rotated", PBM, rotated, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+         "the secret of this PBM reference was changed by a configuration reload after this transaction "
+         "began: start a new transaction with the current secret",
+         "was begun over a TLS connection with another client certificate",
+         "could not be verified against the signer of this transaction", 0, 1},
+        {"PBM reference deleted", PBM, deleted, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+         "this PBM reference was removed by a configuration reload after this transaction began: start a new "
+         "transaction with a reference the route accepts",
+         "PBM protection could not be verified", "no open transaction", 1, 0},
+        {"trust anchor replaced", SIG, anchor, OSSL_CMP_PKIFAILUREINFO_signerNotTrusted,
+         "the signer certificate no longer chains to a CA trusted on this route (the configuration was "
+         "reloaded after this transaction began): start a new transaction with credentials the route trusts",
+         "was begun over a TLS connection with another client certificate", "no open transaction", 0, 0},
+    };
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    write_reload_files();
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        for (enum over_tls over = OVER_BOUND; over <= OVER_NONE; over++) {
+            const char *const *rp = cases[i].replace;
+            char cmp[512], key[160], out[64];
+            struct env *a = env_open(&(struct env_opts){.cmp = shared_cmp(cmp, sizeof(cmp)), .confirm = 1});
+            struct env *b0 = env_open(&(struct env_opts){.cmp = shared_cmp(cmp, sizeof(cmp)), .confirm = 1});
+            struct client cl = {.env = a,
+                                .tamper = certconf_after_reload,
+                                .tls_first = over != OVER_NONE ? client_cert : NULL,
+                                .tls_later = over == OVER_OTHER ? rogue_cert : NULL};
+            OSSL_CMP_CTX *ctx =
+                cases[i].prot == SIG
+                    ? client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0)
+                    : client_new(&cl, PBM, NULL, NULL, "demo-device", pbm_secret, pbm_secret_len);
+
+            print_message("case: %s, over %s\n", cases[i].what,
+                          over == OVER_BOUND   ? "its TLS client"
+                          : over == OVER_OTHER ? "another"
+                                               : "none");
+            reload_to = env_reload(
+                b0, &(struct env_opts){.cmp = shared_cmp(cmp, sizeof(cmp)),
+                                       .confirm = 1,
+                                       .replace = {rp[0], rp[1], rp[2], rp[3], rp[4], rp[5], rp[6], rp[7]}});
+            env_fake(a, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
+            env_fake(reload_to, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN); /* it counts */
+            if (OSSL_CMP_exec_IR_ses(ctx) != NULL)
+                fail_msg("confirmed");
+            assert_int_equal(cl.exchanges, 2); /* the ir to |a|, the certConf to the reloaded instance */
+            record_key(&cl, key, sizeof(key));
+            assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", key}), 0);
+            if (over == OVER_BOUND) /* its own: closed on every instance, costing its address nothing */
+                assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, cases[i].fail_bit, cases[i].text);
+            else /* still open for its client */
+                assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, -2,
+                              over == OVER_OTHER ? cases[i].other : cases[i].none);
+            assert_string_equal(out, over == OVER_BOUND ? ":0" : ":1");
+            assert_int_equal(reload_to->auth_failures, over == OVER_BOUND   ? 0
+                                                       : over == OVER_OTHER ? cases[i].other_counted
+                                                                            : cases[i].none_counted);
+            assert_int_equal(audit_count(reload_to, "rejected", NULL, "status", cases[i].text),
+                             over == OVER_BOUND);
+            assert_int_equal(audit_count(reload_to, "revoked", NULL, NULL, NULL), over == OVER_BOUND);
+            assert_int_equal(revoke_calls(reload_to), over == OVER_BOUND);
+            OSSL_CMP_CTX_free(ctx);
+            client_cleanup(&cl);
+            env_free(reload_to);
+            env_free(b0);
+            env_free(a);
+        }
     }
 }
 
@@ -6767,6 +6864,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_expiry_after_reload, redis_stop),
         cmocka_unit_test_teardown(test_shared_withdrawals_after_reload, redis_stop),
         cmocka_unit_test_teardown(test_shared_not_continued_without_its_ca, redis_stop),
+        cmocka_unit_test_teardown(test_shared_reload_continuing, redis_stop),
         cmocka_unit_test_teardown(test_shared_error_not_aborted, redis_stop),
         cmocka_unit_test_teardown(test_shared_client_gone_from_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_ended_while_held, redis_stop),
