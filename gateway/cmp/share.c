@@ -126,7 +126,7 @@ static int check_protection(struct cmp_call *c, struct cmp_txn *t, const struct 
     int ok = !c->pbm_gone && cmp_signed_like(t, role, msg, req, rec->req, rec->req_len, rh);
     int bound = strncmp(rec->tls_client, "sha256:", 7) == 0;
 
-    if (bound && (t->pbm || c->pbm_gone ? !ok : ok) && reloaded(c, t, role, req, rec, rh, r))
+    if (bound && ((t->pbm || c->pbm_gone) ? !ok : ok) && reloaded(c, t, role, req, rec, rh, r))
         return CMP_SHARE_RELOADED;
     if (ok)
         return 0;

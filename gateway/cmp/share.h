@@ -31,8 +31,9 @@ void cmp_reshare(struct cmp_call *c, struct cmp_txn *t);
  * not): anyone may name a transactionID, and neither the replay of its request here nor the lease, which
  * keeps its client waiting, may be had for that. gw_cluster_take_record's answers, or GW_ERR_FORBIDDEN
  * refused with |r|. A message naming a PBM reference the running configuration lacks
- * (cmp_call.pbm_gone) gets "no open transaction" (GW_ERR_NOT_FOUND) unless the record binds a TLS
- * client certificate (else, refused as check_signer refuses it).
+ * (cmp_call.pbm_gone) is refused as check_signer refuses it unless it comes from the record's sender
+ * over its TLS client; then, on a record that binds no TLS client certificate, GW_ERR_NOT_FOUND ("no
+ * open transaction": it cannot be replayed).
  *
  * A reload of this instance may have taken from the sender what its request was allowed with: the
  * secret of its PBM reference (changed, or the reference deleted), the trust its signer chained to.

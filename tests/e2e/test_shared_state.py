@@ -452,6 +452,43 @@ class Continuation(ThreeInstances):
         self.assertEqual(p.returncode, 0, out + err)
         self.assertEqual([r["status"] for r in self.audit(self.gw2, "confirmed", "othertls")], ["confirmed"])
 
+    def test_certconf_after_a_reload_of_the_other_instance(self):
+        """A reload of the second instance gives the role another trust anchor while the certConf of a
+        transaction the first instance answered is held back: that instance has no copy and cannot
+        replay the request, yet the certConf, over the TLS client certificate the record binds and signed
+        with the signer's key, is the transaction's own. It is answered as a single gateway answers it
+        (signerNotTrusted, not a failed authentication), the record ends and the certificate is
+        withdrawn there."""
+        flag = self.gw.dir / "reloaded.flag"
+        p = self.parked("reloaded", flag)
+        tid = self.audit(self.gw, "issued", "reloaded")[0]["tid"]
+        base = self.gw2.config_path.read_text()
+        cfg = json.loads(base)
+        ca, _, _ = harness.make_foreign_pki(self.gw2.dir / "foreign")
+        cfg["trust"]["foreign"] = {"ca_file": str(ca), "revocation": "none"}
+        cfg["roles"]["default"]["trust"] = ["foreign"]
+        self.gw2.config_path.write_text(json.dumps(cfg, indent=2))
+        try:
+            status, body = harness.admin(self.gw2, "/reload", "POST")
+            self.assertEqual(status, 200, body)
+            flag.write_text("")
+            out, err = p.communicate(timeout=60)
+            self.assertNotEqual(p.returncode, 0, out + err)
+            self.assertIn(b"no longer chains to a CA trusted on this route", out + err)
+        finally:
+            self.gw2.config_path.write_text(base)
+            status, body = harness.admin(self.gw2, "/reload", "POST")
+            self.assertEqual(status, 200, body)
+        self.assertEqual(self.redis.command("EXISTS", "cmpgw:rec:" + tid), ":0")
+        rejected = self.audit(self.gw2, "rejected", "reloaded")
+        self.assertEqual(len(rejected), 1, rejected)
+        self.assertIn("signerNotTrusted", rejected[0]["status"])
+        # withdrawn through the upstream whose CA issued it: the demo's keeps no store, so on record as failed
+        self.wait_for(lambda: self.audit(self.gw2, "revoke_failed", "reloaded"))
+        outcomes = [l["outcome"] for l in self.gw2.log_lines() if l.get("event") == "request" and l.get("tid") == tid]
+        self.assertEqual(len(outcomes), 1, outcomes)
+        self.assertIn("signerNotTrusted", outcomes[0])  # not badMessageCheck: the address pays nothing
+
     def enrol_tls_client(self, name):
         """A certificate and key from the demo's issuer, for another device's TLS connections."""
         key = harness.genkey(self.gw.dir / ("%s.key" % name))

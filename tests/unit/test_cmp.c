@@ -6438,6 +6438,9 @@ static void test_no_txn_hides_references(void **state)
     }
 }
 
+/* The replacements of a reload that gives the demo trust another anchor (write_reload_files). */
+static const char *const anchor[8] = {"\"ca_file\": \"ca.pem\"", "\"ca_file\": \"other-ca.pem\""};
+
 /* The replacements of a reload that rotates the secret of the demo-device reference, or deletes it. */
 static const char *const rotated[8] = {"pbm.secret", "pbm2.secret"};
 static const char *const deleted[8] = {"\"pbm\": [\"demo-device\"],", "",
@@ -6598,7 +6601,6 @@ enum over_tls { OVER_BOUND, OVER_OTHER, OVER_NONE };
  */
 static void test_shared_reload_continuing(void **state)
 {
-    static const char *const anchor[8] = {"\"ca_file\": \"ca.pem\"", "\"ca_file\": \"other-ca.pem\""};
     static const struct {
         const char *what;
         enum prot prot;
@@ -6676,6 +6678,55 @@ static void test_shared_reload_continuing(void **state)
             env_free(a);
         }
     }
+}
+
+/*
+ * test_shared_reload_continuing for a pollReq: a deferred request's certificate lies uncollected beside
+ * its record when a reload of another instance, which has no copy, replaces its trust anchor. The pollReq
+ * over the bound TLS client collects nothing there (signerNotTrusted, not counted), and the certificate
+ * is on record as not delivered and withdrawn. Once, it was "no open transaction", and the certificate
+ * waited for the record's expiry.
+ */
+static void test_shared_reload_pollreq(void **state)
+{
+    struct env *e, *next;
+    struct client cl;
+    OSSL_CMP_CTX *ctx;
+    char key[160], out[64], serial[64] = "";
+    int after;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    write_reload_files();
+    e = env_shared("100ms");
+    slow_revokes();
+    cl = (struct client){.env = e, .tls_first = client_cert};
+    ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    assert_int_equal(poll_step(ctx, &after), -1); /* ir -> waiting, pollReq -> pollRep */
+    slow_gate(1);
+    slow_wait_completed(e, 1); /* the result is beside the record */
+    next = env_shared_reload(e, anchor, "local");
+    (void)gw_cmp_engine_reset(e->engine); /* no copy here: the record is all there is */
+    cl.env = next;
+    assert_int_equal(poll_step(ctx, &after), 0);
+    assert_null(OSSL_CMP_CTX_get0_newCert(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_signerNotTrusted,
+                  "no longer chains to a CA trusted on this route");
+    assert_int_equal(next->auth_failures, 0);
+    record_key(&cl, key, sizeof(key));
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", key}), 0);
+    assert_string_equal(out, ":0");
+    assert_int_equal(audit_serial(e, "issued", serial, sizeof(serial)), 0);
+    assert_int_equal(audit_count(next, "expired_undelivered", serial, "status",
+                                 "no pollReq collected it before its transaction closed"),
+                     1);
+    assert_int_equal(audit_count(next, "revoked", serial, NULL, NULL), 1);
+    assert_int_equal(revoke_calls(next), 1);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(next);
+    env_free(e);
 }
 
 /*
@@ -6865,6 +6916,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_withdrawals_after_reload, redis_stop),
         cmocka_unit_test_teardown(test_shared_not_continued_without_its_ca, redis_stop),
         cmocka_unit_test_teardown(test_shared_reload_continuing, redis_stop),
+        cmocka_unit_test_teardown(test_shared_reload_pollreq, redis_stop),
         cmocka_unit_test_teardown(test_shared_error_not_aborted, redis_stop),
         cmocka_unit_test_teardown(test_shared_client_gone_from_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_ended_while_held, redis_stop),
