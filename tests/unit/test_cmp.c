@@ -6516,11 +6516,6 @@ static OSSL_CMP_MSG *error_after_reload(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, st
  */
 static void test_reload_error_aborts(void **state)
 {
-    static const char *const deleted[8] = {"\"pbm\": [\"demo-device\"],", "",
-                                           "\"demo-device\": { \"secret_file\": \"pbm.secret\" }",
-                                           "\"other-device\": { \"secret_file\": \"pbm2.secret\" }"};
-    static const char *const rotated[8] = {"pbm.secret", "pbm2.secret"};
-    static const char *const untrusted[8] = {"\"ca_file\": \"ca.pem\"", "\"ca_file\": \"other-ca.pem\""};
     static const char guess[] = "a guess at the secret of the demo-device reference";
     static const struct {
         const char *what;
@@ -6531,7 +6526,7 @@ static void test_reload_error_aborts(void **state)
     } cases[] = {
         {"reference deleted", PBM, deleted, 0, 0, NULL},
         {"secret rotated", PBM, rotated, 0, 0, NULL},
-        {"trust anchor replaced", SIG, untrusted, 0, 0, NULL},
+        {"trust anchor replaced", SIG, anchor, 0, 0, NULL},
         {"reference deleted, guessed", PBM, deleted, 1, 0, "PBM protection could not be verified"},
         {"reference deleted, another TLS client", PBM, deleted, 0, 1, "PBM protection could not be verified"},
     };
