@@ -195,7 +195,7 @@ static int cmd_check(const char *path)
             return EXIT_FAILURE;
         }
     }
-    /* no load reads cmp.revoked_file: the start does, and refuses one others may write */
+    /* no load reads cmp.revoked_file: the start does, and refuses one others may write or plant */
     if (cfg->cmp.revoked_file != NULL &&
         cmp_revoked_file_check(cfg->cmp.revoked_file, gw_config_uid(cfg), err) != 0) {
         fprintf(stderr, "%s: %s\n", path, err);

@@ -15,7 +15,9 @@
  * Whoever may write the file decides which certificates authenticate (a line of one's id refuses it)
  * and whether the next start succeeds (a line that is no entry refuses it): as a secret file is, it is
  * refused when group or others may write it, and when another user than the gateway's or root owns it
- * (an owner may chmod it so at will). A hand-over's two gateways run as the same user: either passes.
+ * (an owner may chmod it so at will). Its directory is refused likewise where others may add names to
+ * it (unless the sticky bit keeps each name to its owner) or another user owns it: they could plant a
+ * link where the start writes. A hand-over's two gateways run as the same user: either passes.
  *
  * A hand-over's predecessor drains while its successor serves, and either may revoke. Each reads what
  * the other appended whenever a lookup finds nothing, before it answers, so that a certificate revoked
@@ -279,28 +281,72 @@ static int read_lines(struct cmp_revoked *rs, off_t size, time_t now, char *err)
     return 0;
 }
 
+/* 0 when |owner| or root owns |path| (|what|: "" or "the directory "), whose status is |st|. */
+static int check_owner(const char *what, const char *path, const struct stat *st, uid_t owner, char *err)
+{
+    if (st->st_uid == owner || st->st_uid == 0)
+        return 0;
+    snprintf(err, GW_ERR_LEN,
+             "cmp.revoked_file: %s\"%s\" is owned by uid %ld, neither the gateway's user (uid %ld) nor root: "
+             "chown it to the gateway's user",
+             what, path, (long)st->st_uid, (long)owner);
+    return GW_ERR_FORBIDDEN;
+}
+
 /* 0 when only |owner| or root may write |file|, whose status is |st|; else GW_ERR_FORBIDDEN with |err|. */
 static int check_writers(const char *file, const struct stat *st, uid_t owner, char *err)
 {
-    if ((st->st_mode & (S_IWGRP | S_IWOTH)) != 0)
-        snprintf(err, GW_ERR_LEN,
-                 "cmp.revoked_file: \"%s\" is writable by group or others (mode %03o): make it 0600", file,
-                 (unsigned)(st->st_mode & 0777));
-    else if (st->st_uid != owner && st->st_uid != 0)
-        snprintf(
-            err, GW_ERR_LEN,
-            "cmp.revoked_file: \"%s\" is owned by uid %ld, neither the gateway's user (uid %ld) nor root: "
-            "chown it to the gateway's user",
-            file, (long)st->st_uid, (long)owner);
-    else
-        return 0;
+    if ((st->st_mode & (S_IWGRP | S_IWOTH)) == 0)
+        return check_owner("", file, st, owner, err);
+    snprintf(err, GW_ERR_LEN,
+             "cmp.revoked_file: \"%s\" is writable by group or others (mode %03o): make it 0600", file,
+             (unsigned)(st->st_mode & 0777));
     return GW_ERR_FORBIDDEN;
+}
+
+/*
+ * 0 when no one but |owner| or root may add a name to |dir|, whose status is |st|, or take one from
+ * it; else GW_ERR_FORBIDDEN with |err|. Whoever may could rename the file away, or plant a link or a
+ * file of their own where the start creates the file or the temporary that replaces it. The sticky
+ * bit leaves each name to its owner: /tmp passes, and there another user may only take a name first,
+ * which refuses the start (the file is not theirs) and writes nowhere else.
+ */
+static int check_dir_writers(const char *dir, const struct stat *st, uid_t owner, char *err)
+{
+    if ((st->st_mode & (S_IWGRP | S_IWOTH)) == 0 || (st->st_mode & S_ISVTX) != 0)
+        return check_owner("the directory ", dir, st, owner, err);
+    snprintf(err, GW_ERR_LEN,
+             "cmp.revoked_file: the directory \"%s\" is writable by group or others without the sticky bit "
+             "(mode %04o): make it 0755",
+             dir, (unsigned)(st->st_mode & 07777));
+    return GW_ERR_FORBIDDEN;
+}
+
+/* |file|'s directory, checked by check_dir_writers: 0, or an error with |err|. */
+static int check_dir(const char *file, uid_t owner, char *err)
+{
+    char *dir = gw_conf_dir_of(file);
+    struct stat st;
+    int rc = GW_ERR_IO;
+
+    if (dir == NULL)
+        snprintf(err, GW_ERR_LEN, "out of memory");
+    else if (stat(dir, &st) != 0)
+        snprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot read the directory \"%s\": %s", dir,
+                 strerror(errno));
+    else
+        rc = check_dir_writers(dir, &st, owner, err);
+    free(dir);
+    return rc;
 }
 
 int cmp_revoked_file_check(const char *file, uid_t owner, char *err)
 {
     struct stat st;
+    int rc = check_dir(file, owner, err);
 
+    if (rc != 0)
+        return rc;
     if (lstat(file, &st) != 0) {
         if (errno == ENOENT) /* the start creates it */
             return 0;
@@ -367,6 +413,20 @@ static int write_entries(const struct cmp_revoked *rs, FILE *f)
 }
 
 /*
+ * |tmp| created for the entries to replace the file with: a new regular file of this gateway's, never
+ * one found there, which is the stale temporary of a start that crashed (a start rewrites only while
+ * it holds the file exclusively) or one planted where the sticky bit lets others add names. unlink
+ * takes the name, never what a link names, and O_EXCL refuses whatever took it again since, a link
+ * too. fd, or -1 with errno.
+ */
+static int create_tmp(const char *tmp)
+{
+    if (unlink(tmp) != 0 && errno != ENOENT)
+        return -1;
+    return open(tmp, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+}
+
+/*
  * |file| replaced by the entries of |rs| as a whole (a crash leaves the old file or the new one, never
  * less), and kept open for the appends to come, held shared from before it has its name. 0, or
  * GW_ERR_IO with |err|.
@@ -379,8 +439,8 @@ static int rewrite(struct cmp_revoked *rs, const char *file, char *err)
     int ok;
 
     ok = snprintf(tmp, sizeof(tmp), "%s.new", file) < (int)sizeof(tmp) && dfd >= 0 &&
-         (fd = open(tmp, O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600)) >= 0 &&
-         flock(fd, LOCK_SH) == 0 && (f = fdopen(dup(fd), "w")) != NULL && write_entries(rs, f) == 0;
+         (fd = create_tmp(tmp)) >= 0 && flock(fd, LOCK_SH) == 0 && (f = fdopen(dup(fd), "w")) != NULL &&
+         write_entries(rs, f) == 0;
     if (f != NULL)
         ok = fclose(f) == 0 && ok;
     /* what others append is read from the end of this gateway's own lines on */
@@ -451,10 +511,12 @@ static int lock_file(const char *file, int *excl)
  */
 static int take_file(struct cmp_revoked *rs, const char *file, time_t now, char *err)
 {
-    int excl = 0, rc, fd = lock_file(file, &excl);
+    int excl = 0, rc, fd;
     off_t size = 0;
 
-    if (fd < 0) {
+    if ((rc = check_dir(file, rs->owner, err)) != 0)
+        return rc;
+    if ((fd = lock_file(file, &excl)) < 0) {
         snprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot open \"%s\": %s", file,
                  errno == ENXIO ? "not a regular file (a FIFO)" : strerror(errno));
         return GW_ERR_IO;

@@ -21,15 +21,17 @@ struct cmp_revoked;
  * cmp_revoked_new: a set of what |file| (cmp.revoked_file; NULL: none, the set starts empty) kept from
  * earlier runs, unexpired at |now|; the file is rewritten with that alone (unless another gateway
  * appends to it) and kept open for the revocations to come, this gateway's and the other's. Only
- * |owner| (the user the gateway serves as) and root may write it (cmp_revoked_file_check). NULL with
- * |err|.
+ * |owner| (the user the gateway serves as) and root may write it, or add names to its directory but
+ * where the sticky bit keeps each name to its owner (cmp_revoked_file_check). NULL with |err|.
  */
 struct cmp_revoked *cmp_revoked_new(const char *file, uid_t owner, time_t now, char *err);
 
 /*
  * cmp_revoked_file_check: what a start would refuse of |file| as it stands (`cmpgw check`): 0 when it
- * is absent (the start creates it) or a regular file only |owner| or root may write, else an error with
- * |err|. Anyone else could add a line that refuses a certificate, or one that refuses the next start.
+ * is absent (the start creates it) or a regular file only |owner| or root may write, in a directory
+ * only they may write or one with the sticky bit, else an error with |err|. Anyone else could add a
+ * line that refuses a certificate, or one that refuses the next start, or plant a link where the start
+ * writes.
  */
 int cmp_revoked_file_check(const char *file, uid_t owner, char *err);
 void cmp_revoked_free(struct cmp_revoked *rs);

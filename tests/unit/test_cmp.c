@@ -2890,7 +2890,7 @@ static void revoked_file_refused(struct two_cas *t, const char *want)
 
     gw_cmp_engine_free(t->env->engine);
     assert_null(t->env->engine = engine_new(t->env->cfg, t->env->ups, err));
-    if (strncmp(err, "cmp.revoked_file: \"", 19) != 0 || strstr(err, want) == NULL)
+    if (strncmp(err, "cmp.revoked_file: ", 18) != 0 || strstr(err, want) == NULL)
         fail_msg("error \"%s\" lacks \"%s\"", err, want);
 }
 
@@ -2963,6 +2963,84 @@ static void test_status_revoked_file_writers(void **state)
     if (strstr(err, "is not a regular file") == NULL)
         fail_msg("%s", err);
     unlink(file);
+}
+
+/* |file| holds |want|, whole. */
+static void holds_text(const char *file, const char *want)
+{
+    char *text = slurp(file, NULL);
+
+    if (strcmp(text, want) != 0)
+        fail_msg("\"%s\" holds \"%s\", not \"%s\"", file, text, want);
+    free(text);
+}
+
+/*
+ * The temporary a start replaces cmp.revoked_file with is a new file of the gateway's: a link planted
+ * at its name (or a stale one a crash left) is taken away, not written through. It was once opened
+ * without O_EXCL, so that a hard link there had the start truncate the file it names, and a symbolic
+ * one refused the start. The file's directory is refused, as the file is, when group or others may
+ * add names to it (they could plant such a link, or rename the file away), unless the sticky bit keeps
+ * each name to its owner, as in /tmp, or when another user owns it.
+ */
+static void test_status_revoked_file_dir(void **state)
+{
+    static const char precious[] = "not the gateway's to write\n";
+    struct two_cas t;
+    struct passwd *nobody = getpwnam("nobody");
+    char sub[96], cmp[256], file[128], tmp[160], victim[128], err[GW_ERR_LEN] = "";
+    struct stat st;
+    FILE *f;
+
+    (void)state;
+    snprintf(sub, sizeof(sub), "%s/revoked.dir", dir);
+    snprintf(file, sizeof(file), "%s/revoked.list", sub);
+    snprintf(tmp, sizeof(tmp), "%s.new", file);
+    snprintf(victim, sizeof(victim), "%s/victim", sub);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    assert_non_null(f = fopen(victim, "w"));
+    fputs(precious, f);
+    fclose(f);
+    snprintf(cmp, sizeof(cmp), CMP_DEFAULTS ", \"revoked_file\": \"%s\"", file);
+    two_cas_open_cmp(&t, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, cmp);
+    local_conf(t.env)->check_revocation = false;
+    rr_as(&t, t.x1, t.x1_key, t.ca1);
+
+    assert_int_equal(symlink(victim, tmp), 0);
+    two_cas_restart(&t);
+    assert_int_equal(link(victim, tmp), 0);
+    two_cas_restart(&t);
+    holds_text(victim, precious);
+    assert_int_equal(lstat(tmp, &st), -1);
+    assert_int_equal(lines_of(file), 1); /* x1's */
+    ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+          "the signer certificate (serial ");
+
+    assert_int_equal(chmod(sub, 0777), 0);
+    revoked_file_refused(&t, "the directory \"");
+    if (cmp_revoked_file_check(file, geteuid(), err) != GW_ERR_FORBIDDEN ||
+        strstr(err, "is writable by group or others without the sticky bit (mode 0777): make it 0755") ==
+            NULL)
+        fail_msg("cmpgw check: %s", err);
+    assert_int_equal(chmod(sub, 0770), 0);
+    revoked_file_refused(&t, "without the sticky bit (mode 0770)");
+    assert_int_equal(chmod(sub, 01777), 0); /* as /tmp */
+    two_cas_restart(&t);
+    assert_int_equal(cmp_revoked_file_check(file, geteuid(), err), 0);
+    assert_int_equal(chmod(sub, 0755), 0);
+    two_cas_restart(&t);
+    if (geteuid() == 0 && nobody != NULL) {
+        assert_int_equal(chown(sub, nobody->pw_uid, (gid_t)-1), 0);
+        revoked_file_refused(&t, "the directory \"");
+        revoked_file_refused(&t, "is owned by uid");
+        assert_int_equal(chown(sub, 0, (gid_t)-1), 0);
+        two_cas_restart(&t);
+    }
+    local_conf(t.env)->check_revocation = true;
+    two_cas_close(&t);
+    unlink(file);
+    unlink(victim);
+    rmdir(sub);
 }
 
 /*
@@ -6872,6 +6950,7 @@ int main(void)
         cmocka_unit_test(test_status_revoked_file_replaced),
         cmocka_unit_test(test_status_revoked_file_followed),
         cmocka_unit_test(test_status_revoked_file_writers),
+        cmocka_unit_test(test_status_revoked_file_dir),
         cmocka_unit_test(test_status_trust_intermediate),
         cmocka_unit_test(test_status_trust_intermediate_crl),
         cmocka_unit_test(test_status_trust_upstream_entry_wins),
