@@ -557,6 +557,38 @@ static int rejection_confirmed(const struct xfer *x)
 
 /* ---- ops ---- */
 
+#define FAIL_BIT(name) (1 << OSSL_CMP_PKIFAILUREINFO_##name)
+/*
+ * The CA could not take the gateway's message as its own (its protection, its signer, its clock, its
+ * nonces, its recipient), or does not let its sender make the request (notAuthorized, "the sender
+ * was not authorized to make the preceding request", RFC 9810 §5.2.3; RFC 9483 §3.5 has a CA check
+ * such things of every message): the sender is the gateway, whose credentials at the CA are the
+ * upstream's configuration, which an operator fixes, as an HTTP 401 or 403; the same request passes
+ * then. The client, whom the gateway authenticated and authorized before asking, can change none of
+ * it. A refusal of what was asked (badCertTemplate, badPOP, badAlg of the client's key, ...) is not.
+ */
+#define GATEWAY_REFUSED                                                                                      \
+    (FAIL_BIT(badMessageCheck) | FAIL_BIT(badTime) | FAIL_BIT(wrongAuthority) | FAIL_BIT(signerNotTrusted) | \
+     FAIL_BIT(badRecipientNonce) | FAIL_BIT(badSenderNonce) | FAIL_BIT(unsupportedVersion) |                 \
+     FAIL_BIT(wrongIntegrity) | FAIL_BIT(notAuthorized))
+
+/*
+ * Whether the failInfo |fi| of a failed exchange is in |gateway|, the CA's refusal of the gateway's
+ * own message: then the operator is told at level error what the CA said, which is for no client.
+ */
+static int refused_gateway(const struct cmp_up *cu, const OSSL_CMP_CTX *ctx, int fi, int gateway)
+{
+    char said[GW_ERR_LEN];
+
+    if ((gateway & (1 << fi)) == 0)
+        return 0;
+    if (OSSL_CMP_CTX_snprint_PKIStatus(ctx, said, sizeof(said)) == NULL)
+        snprintf(said, sizeof(said), "(unprintable)");
+    gw_log_kv(GW_LOG_ERROR, "cmp_upstream_refused_gateway", "upstream", gw_upstream_conf_name(cu->conf),
+              "url", cu->url, "status", said, NULL);
+    return 1;
+}
+
 /*
  * A failed exchange into |res|. A certificate our check refused is refused as the engine would
  * refuse it; with one that was issued, the engine records and withdraws it, unless the CA confirmed
@@ -568,6 +600,15 @@ static void sign_failed(const struct cmp_up *cu, OSSL_CMP_CTX *ctx, const struct
     X509 *cert = OSSL_CMP_CTX_get0_newCert(ctx);
 
     map_failure(cu, ctx, x, &res->status, &res->fail_info, res->reason);
+    if (refused_gateway(cu, ctx, res->fail_info, GATEWAY_REFUSED)) {
+        /* not the client's failInfo: a client told badMessageCheck takes its own credentials for
+           wrong, and its address would pay for a failed authentication */
+        res->fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
+        snprintf(res->reason, sizeof(res->reason),
+                 "upstream CA %.48s did not accept the gateway's own request (its credentials or "
+                 "configuration at the CA); nothing was issued, retry later",
+                 gw_upstream_conf_name(cu->conf));
+    }
     if (cc->fail_info >= 0) {
         res->fail_info = cc->fail_info;
         snprintf(res->reason, sizeof(res->reason), "%s", cc->reason);
@@ -641,30 +682,21 @@ static int cmp_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_up
     return 0;
 }
 
-#define FAIL_BIT(name) (1 << OSSL_CMP_PKIFAILUREINFO_##name)
 /* The CA's own trouble: the same rr may pass later (RFC 9810 §5.2.3). */
 #define RR_TRANSIENT                                                                                         \
     (FAIL_BIT(systemUnavail) | FAIL_BIT(systemFailure) | FAIL_BIT(transactionIdInUse) |                      \
      FAIL_BIT(timeNotAvailable))
-/*
- * The CA could not take the gateway's message as its own (its protection, its signer, its clock, its
- * nonces), or does not let its sender revoke (notAuthorized, "the sender was not authorized to make
- * the preceding request", RFC 9810 §5.2.3): the sender is the gateway, whose credentials at the CA
- * are the upstream's configuration, which an operator fixes, as an HTTP 401 or 403; the same rr
- * passes then. The client, whom the gateway authorized before asking, can change none of it.
- */
-#define RR_GATEWAY                                                                                           \
-    (FAIL_BIT(badAlg) | FAIL_BIT(badMessageCheck) | FAIL_BIT(badTime) | FAIL_BIT(wrongAuthority) |           \
-     FAIL_BIT(signerNotTrusted) | FAIL_BIT(badRecipientNonce) | FAIL_BIT(badSenderNonce) |                   \
-     FAIL_BIT(unsupportedVersion) | FAIL_BIT(wrongIntegrity) | FAIL_BIT(notAuthorized))
+/* An rr carries nothing of the client's that an algorithm could name: its badAlg is about the
+ * gateway's protection too. */
+#define RR_GATEWAY (GATEWAY_REFUSED | FAIL_BIT(badAlg))
 /* A refusal of the revocation asked for (the certificate, the reason), which the client may be told;
  * any other is about what the gateway built of it, of which it knows nothing. */
 #define RR_CLIENT_SEES (FAIL_BIT(badRequest) | FAIL_BIT(incorrectData) | FAIL_BIT(unacceptedExtension))
 
 /*
- * What the failInfo |fi| of a failed rr means (map_failure: systemUnavail when no usable answer
- * came): the CA's certRevoked and badCertId keep their meaning (upstream.h), its own trouble and its
- * refusal of the gateway's message or credentials may pass, any other rejection is for good, with
+ * What the failInfo |fi| of a failed rr that the CA did not refuse as the gateway's (RR_GATEWAY)
+ * means (map_failure: systemUnavail when no usable answer came): the CA's certRevoked and badCertId
+ * keep their meaning (upstream.h), its own trouble may pass, any other rejection is for good, with
  * |fi| where the client may see it.
  */
 static int revoke_outcome(int fi, int status, int *fail_info)
@@ -673,7 +705,7 @@ static int revoke_outcome(int fi, int status, int *fail_info)
         return GW_ERR_EXISTS;
     if (fi == OSSL_CMP_PKIFAILUREINFO_badCertId)
         return GW_ERR_NOT_FOUND;
-    if (((RR_TRANSIENT | RR_GATEWAY) & (1 << fi)) != 0)
+    if ((RR_TRANSIENT & (1 << fi)) != 0)
         return status;
     *fail_info = (RR_CLIENT_SEES & (1 << fi)) != 0 ? fi : OSSL_CMP_PKIFAILUREINFO_badRequest;
     return GW_ERR_REFUSED;
@@ -702,7 +734,7 @@ static int cmp_revoke(struct gw_upstream *up, const X509 *cert, int reason, int 
     map_failure(cu, ctx, &x, &status, &fi, err);
     gw_log_kv(GW_LOG_WARN, "cmp_upstream_failed", "upstream", gw_upstream_conf_name(cu->conf), "url", cu->url,
               "reason", err, NULL);
-    rc = revoke_outcome(fi, status, fail_info);
+    rc = refused_gateway(cu, ctx, fi, RR_GATEWAY) ? status : revoke_outcome(fi, status, fail_info);
 out:
     ERR_clear_error();
     OSSL_CMP_CTX_free(ctx);

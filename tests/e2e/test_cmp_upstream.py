@@ -7,7 +7,8 @@ p10cr forwarded as p10cr; a role sending CRMF to the CMP CA and p10cr to its JSO
 the holder of a certificate of the CMP CA revoking it there (rr), through its role and through one whose
 crmf_upstream the CA is, and the CA rejecting that rr for good (the client told not to retry, without the
 CA's text) or for its own trouble (retry later);
-an upstream rejection and an upstream error message passed through with their failInfo and text; a
+an upstream rejection and an upstream error message passed through with their failInfo and text, but
+a rejection of the gateway's own request (badMessageCheck, notAuthorized) told as retry later; a
 certificate for another key refused; the upstream down -> systemUnavail; an answer signed by another
 certificate of the upstream CA than the expected sender's refused. A certificate outside the role
 (an extension of the CA's own, a pathLenConstraint, a name or a subject nobody asked for, a notBefore a
@@ -294,6 +295,31 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
         res = self.gw.cmp("ir", "rej", newkey=key, subject="/CN=rej.example.com", path="pki/roles/cmp/cmp",
                           expect_cert=False)
         self.assert_rejected(res, "badCertTemplate", "upstream CA: ", "subject not in our RA profile")
+
+    def test_upstream_refuses_the_gateways_request(self):
+        """The CMP CA does not take the gateway's ir as its own (badMessageCheck, a p10cr's notAuthorized): that
+        is the gateway's configuration at the CA, not the client's credentials: the client is told to retry
+        later (systemUnavail, which costs its address nothing), the operator what the CA said. Once, the
+        client got the CA's failInfo, as if its own protection had failed."""
+        for name, cmd, bit, fail in (("gw-bad-check", "ir", 1, "badMessageCheck"),
+                                     ("gw-not-authorized", "p10cr", 23, "notAuthorized")):
+            with self.subTest(failInfo=fail):
+                key, canned = self.canned(name)
+                self.mock.start(canned, "-pkistatus", "2", "-failure", str(bit), "-statusstring", "unknown RA " + name)
+                # the p10cr sends the CSR the canned certificate was made from
+                kw = ({"extra": ["-csr", canned.with_suffix(".csr")]} if cmd == "p10cr"
+                      else {"newkey": key, "subject": "/CN=%s.example.com" % name})
+                res = self.gw.cmp(cmd, name, path="pki/roles/cmp/cmp", expect_cert=False, **kw)
+                self.mock.stop()  # the next case's mock takes its port
+                self.assertIsNone(res.cert, res.answers)
+                ans = self.expect("upstream_refused_gateway", res.first)
+                self.assertEqual(ans.status_strings, [
+                    "upstream CA ca-cmp did not accept the gateway's own request (its credentials or "
+                    "configuration at the CA); nothing was issued, retry later"])
+                said = [line for line in self.gw.log_lines() if line.get("event") == "cmp_upstream_refused_gateway"
+                        and "unknown RA " + name in line.get("status", "")]
+                self.assertEqual([(line["level"], line["upstream"]) for line in said], [("error", "ca-cmp")])
+                self.assertIn("PKIFailureInfo: " + fail, said[0]["status"])
 
     def test_upstream_error_message(self):
         key, canned = self.canned("err")

@@ -229,7 +229,8 @@ struct server {
     X509 *capubs;
     unsigned char rr_named[64]; /* issuer and serial of the last rr, their DER one after the other */
     int rr_named_len;
-    int rr_fail;     /* M_REJECT: the failInfo bit that rejects an rr (certRevoked unless server_reject_rr) */
+    int req_fail;    /* M_REJECT: the failInfo bit that rejects an ir or p10cr (badCertTemplate unless set) */
+    int rr_fail;     /* M_REJECT: the failInfo bit that rejects an rr (certRevoked unless set) */
     int tmpl_sans;   /* the subjectAltNames in the last ir's template; -1: no such extension */
     int tmpl_issuer; /* whether that template names an issuer */
     char conf_status[256]; /* the status of the last certConf, as OpenSSL prints it; "" if it had none */
@@ -241,6 +242,7 @@ static OSSL_CMP_PKISI *srv_cert_req(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *r
                                     STACK_OF(X509) **chain, STACK_OF(X509) **capubs)
 {
     struct server *s = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
+    int fail;
 
     (void)req, (void)id, (void)p10, (void)chain;
     if (crm != NULL) {
@@ -256,9 +258,12 @@ static OSSL_CMP_PKISI *srv_cert_req(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *r
     if (s->capubs != NULL && (*capubs = sk_X509_new_null()) != NULL && X509_up_ref(s->capubs) == 1)
         sk_X509_push(*capubs, s->capubs);
     pthread_mutex_unlock(&s->lock);
-    if (s->mode == M_REJECT)
-        return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection,
-                                       1 << OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "no such\nprofile");
+    if (s->mode == M_REJECT) {
+        pthread_mutex_lock(&s->lock);
+        fail = s->req_fail;
+        pthread_mutex_unlock(&s->lock);
+        return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << fail, "no such\nprofile");
+    }
     *cert = make_cert(s->mode == M_OUTSIDE || s->mode == M_OUTSIDE_UNCONFIRMED ? "issued" : "dev",
                       s->mode == M_WRONG_KEY ? other_key : client_key, 0);
     return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, NULL);
@@ -461,6 +466,7 @@ static void server_start(struct server *s, enum mode mode)
 
     memset(s, 0, sizeof(*s));
     s->mode = mode;
+    s->req_fail = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
     s->rr_fail = OSSL_CMP_PKIFAILUREINFO_certRevoked;
     pthread_mutex_init(&s->lock, NULL);
     assert_true((s->fd = socket(AF_INET, SOCK_STREAM, 0)) >= 0);
@@ -492,11 +498,11 @@ static void server_answer_as(struct server *s, X509 *cert, EVP_PKEY *key, const 
     pthread_mutex_unlock(&s->lock);
 }
 
-/* From the next rr on (M_REJECT): rejected with failInfo |bit|. */
-static void server_reject_rr(struct server *s, int bit)
+/* From the next request on (M_REJECT): |which| (req_fail or rr_fail of |s|) is |bit|. */
+static void server_reject(struct server *s, int *which, int bit)
 {
     pthread_mutex_lock(&s->lock);
-    s->rr_fail = bit;
+    *which = bit;
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -795,6 +801,57 @@ static void test_failures(void **state)
 }
 
 /*
+ * A CMP CA's rejection of an ir: one of the gateway's own message or credentials at the CA is no
+ * failInfo of the client's, but the CA's trouble (retry later), its text for the log only; a refusal
+ * of what was asked keeps the CA's failInfo and text. Once, the client was told badMessageCheck or
+ * notAuthorized, as if its own credentials were wrong, and its address paid for it.
+ */
+static void test_sign_refusals(void **state)
+{
+    static const struct {
+        int fail;      /* the CA's failInfo bit */
+        int fail_info; /* what the client is told */
+    } cases[] = {
+        {OSSL_CMP_PKIFAILUREINFO_badMessageCheck, OSSL_CMP_PKIFAILUREINFO_systemUnavail},
+        {OSSL_CMP_PKIFAILUREINFO_signerNotTrusted, OSSL_CMP_PKIFAILUREINFO_systemUnavail},
+        {OSSL_CMP_PKIFAILUREINFO_notAuthorized, OSSL_CMP_PKIFAILUREINFO_systemUnavail},
+        {OSSL_CMP_PKIFAILUREINFO_wrongAuthority, OSSL_CMP_PKIFAILUREINFO_systemUnavail},
+        {OSSL_CMP_PKIFAILUREINFO_badTime, OSSL_CMP_PKIFAILUREINFO_systemUnavail},
+        {OSSL_CMP_PKIFAILUREINFO_wrongIntegrity, OSSL_CMP_PKIFAILUREINFO_systemUnavail},
+        {OSSL_CMP_PKIFAILUREINFO_badSenderNonce, OSSL_CMP_PKIFAILUREINFO_systemUnavail},
+        {OSSL_CMP_PKIFAILUREINFO_badCertTemplate, OSSL_CMP_PKIFAILUREINFO_badCertTemplate},
+        {OSSL_CMP_PKIFAILUREINFO_badPOP, OSSL_CMP_PKIFAILUREINFO_badPOP},
+        {OSSL_CMP_PKIFAILUREINFO_badRequest, OSSL_CMP_PKIFAILUREINFO_badRequest},
+        {OSSL_CMP_PKIFAILUREINFO_badAlg, OSSL_CMP_PKIFAILUREINFO_badAlg},
+        {OSSL_CMP_PKIFAILUREINFO_duplicateCertReq, OSSL_CMP_PKIFAILUREINFO_duplicateCertReq},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *want = cases[i].fail_info == OSSL_CMP_PKIFAILUREINFO_systemUnavail
+                               ? "upstream CA up did not accept the gateway's own request (its credentials "
+                                 "or configuration at the CA); nothing was issued, retry later"
+                               : "upstream CA: no such?profile";
+        struct server s;
+        struct run r;
+        struct gw_sign_result res;
+
+        server_start(&s, M_REJECT);
+        server_reject(&s, &s.req_fail, cases[i].fail);
+        run_open(&r, s.port);
+        sign(&r, client_key, &res);
+        if (res.status != GW_ERR_UPSTREAM || res.fail_info != cases[i].fail_info ||
+            strcmp(res.reason, want) != 0)
+            fail_msg("failInfo bit %d: status %d failInfo %d reason \"%s\"", cases[i].fail, res.status,
+                     res.fail_info, res.reason);
+        assert_null(res.cert);
+        gw_sign_result_cleanup(&res);
+        run_close(&r);
+        server_stop(&s);
+    }
+}
+
+/*
  * A certificate the role refuses (here: a subject the request did not ask for) is rejected in the
  * certConf, with the failInfo and text the client gets, and handed on with its serial; a CA that
  * confirmed the rejection (pkiconf) took it back, one that did not leaves it to be withdrawn.
@@ -1075,7 +1132,7 @@ static void test_revoke_refusals(void **state)
         int fi = -1, rc;
 
         server_start(&s, cases[i].mode);
-        server_reject_rr(&s, cases[i].fail);
+        server_reject(&s, &s.rr_fail, cases[i].fail);
         run_open(&r, s.port);
         rc = gw_upstream_revoke_cert(r.up, x, CRL_REASON_KEY_COMPROMISE, &fi, err);
         if (rc != cases[i].rc || (rc == GW_ERR_REFUSED && fi != cases[i].fail_info) ||
@@ -1133,6 +1190,7 @@ int main(void)
         cmocka_unit_test(test_config_rows),
         cmocka_unit_test(test_issue),
         cmocka_unit_test(test_failures),
+        cmocka_unit_test(test_sign_refusals),
         cmocka_unit_test(test_certconf_rejects),
         cmocka_unit_test(test_down),
         cmocka_unit_test(test_revoke_cert),
