@@ -101,16 +101,19 @@ static STACK_OF(X509) *anchors_named(X509_STORE *store, const X509_NAME *name)
 /*
  * The certificates a signer of a message with the header |h| is chosen from on |role|: those of |extra|
  * (its extraCerts), of the role's intermediates and of its trust anchors that name the sender, each
- * up-referenced. NULL refused with |r|.
+ * up-referenced; without |role| or its trust, those of |extra| alone. NULL refused with |r|.
  */
 static STACK_OF(X509) *candidates(const struct gw_role *role, const STACK_OF(X509) *extra,
                                   const struct gw_hdr_info *h, struct cmp_refusal *r)
 {
-    STACK_OF(X509) *anchors = anchors_named(role->store, h->sender), *cands = sk_X509_new_null();
+    int trust = role != NULL && role->store != NULL;
+    STACK_OF(X509) *anchors = trust ? anchors_named(role->store, h->sender) : NULL;
+    STACK_OF(X509) *cands = sk_X509_new_null();
 
     if (cands == NULL) {
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure, "internal error: out of memory");
-    } else if (add_candidates(cands, extra, h) != 0 || add_candidates(cands, role->untrusted, h) != 0 ||
+    } else if (add_candidates(cands, extra, h) != 0 ||
+               add_candidates(cands, trust ? role->untrusted : NULL, h) != 0 ||
                add_candidates(cands, anchors, h) != 0) {
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
                    "more than %d certificates carry the sender's name: send only the signer's certificate "
@@ -351,7 +354,8 @@ int cmp_check_pinned(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *
 
 /*
  * The certificates the signer of the request |req| (decoded from |der|, header |rh|) was chosen from on
- * |role| (cmp_authenticate), with its extraCerts in *extra (the caller frees both); NULL if none can be.
+ * |role| (cmp_authenticate; candidates), with its extraCerts in *extra (the caller frees both); NULL if
+ * none can be.
  */
 static STACK_OF(X509) *request_candidates(const struct gw_role *role, const OSSL_CMP_MSG *req,
                                           const unsigned char *der, size_t len, const struct gw_hdr_info *rh,
@@ -359,7 +363,7 @@ static STACK_OF(X509) *request_candidates(const struct gw_role *role, const OSSL
 {
     struct cmp_refusal ignored;
 
-    if (role->store == NULL || rh->sender == NULL || (*extra = extra_certs(req, der, len, &ignored)) == NULL)
+    if (rh->sender == NULL || (*extra = extra_certs(req, der, len, &ignored)) == NULL)
         return NULL;
     return candidates(role, *extra, rh, &ignored);
 }
@@ -370,37 +374,24 @@ int cmp_signed_like(struct cmp_txn *t, const struct gw_role *role, const OSSL_CM
 {
     OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
     STACK_OF(X509) *extra = NULL, *cands = NULL;
+    X509 *signer = NULL;
     int ok = 0;
 
     if (t->pbm) /* |t| holds the secret of the message's reference, which is the request's */
         ok = OSSL_CMP_validate_msg(ctx, msg) == 1;
     else if ((cands = request_candidates(role, req, der, len, rh, &extra)) != NULL)
         for (int i = 0; !ok && i < sk_X509_num(cands); i++)
-            ok = signed_by(ctx, msg, sk_X509_value(cands, i));
+            ok = signed_by(ctx, msg, signer = sk_X509_value(cands, i));
+    if (ok && signer != NULL && X509_up_ref(signer) == 1) {
+        X509_free(t->signer);
+        t->signer = signer;
+        sk_X509_pop_free(t->signer_chain, X509_free);
+        t->signer_chain = extra;
+        extra = NULL;
+    }
     (void)OSSL_CMP_CTX_set1_srvCert(ctx, NULL);
     sk_X509_pop_free(extra, X509_free);
     sk_X509_pop_free(cands, X509_free);
     ERR_clear_error();
     return ok;
-}
-
-int cmp_request_untrusted(struct cmp_call *c, struct cmp_txn *t, const struct gw_role *role,
-                          const OSSL_CMP_MSG *req, const unsigned char *der, size_t len,
-                          const struct gw_hdr_info *rh)
-{
-    STACK_OF(X509) *chains[GW_MAX_SIGNER_CANDIDATES] = {NULL};
-    STACK_OF(X509) *extra = NULL, *valid = NULL;
-    STACK_OF(X509) *cands = request_candidates(role, req, der, len, rh, &extra);
-    OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
-    int untrusted = sk_X509_num(cands) > 0 && set_untrusted(ctx, role, extra) &&
-                    (valid = valid_chains(c->e->chains, ctx, role->store, cands, chains)) != NULL &&
-                    sk_X509_num(valid) == 0;
-
-    for (int i = 0; i < GW_MAX_SIGNER_CANDIDATES; i++)
-        sk_X509_pop_free(chains[i], X509_free);
-    sk_X509_free(valid);
-    sk_X509_pop_free(extra, X509_free);
-    sk_X509_pop_free(cands, X509_free);
-    ERR_clear_error();
-    return untrusted;
 }

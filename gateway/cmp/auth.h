@@ -70,20 +70,13 @@ int cmp_check_pinned(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *
  * can pass the check of a transaction's pinned signer, without building a chain: with a PBM request,
  * whether it verifies with |t|'s secret (the one of the reference both name: cmp_sender_is); else
  * whether it is signed with the key of one of the certificates that signer was chosen from on |role|
- * (cmp_authenticate), which the request brought or |role| holds. 1 or 0. |t| lends its context.
+ * (cmp_authenticate), which the request brought or |role| holds (without |role| or its trust, one the
+ * request brought). 1 or 0. |t| lends its context, and a signed |msg| that passes leaves there the
+ * certificate whose key signed it as t->signer, the request's extraCerts as t->signer_chain: what
+ * cmp_check_record builds its chain from.
  */
 int cmp_signed_like(struct cmp_txn *t, const struct gw_role *role, const OSSL_CMP_MSG *msg,
                     const OSSL_CMP_MSG *req, const unsigned char *der, size_t len,
                     const struct gw_hdr_info *rh);
-
-/*
- * cmp_request_untrusted tells whether the signer of the request |req| (decoded from |der|, header |rh|)
- * no longer chains to |role|'s trust: some certificate naming its sender is there to choose from
- * (cmp_signed_like's), and none validates with c->e's chain cache. 0 as well when that cannot be told.
- * |t| lends its context.
- */
-int cmp_request_untrusted(struct cmp_call *c, struct cmp_txn *t, const struct gw_role *role,
-                          const OSSL_CMP_MSG *req, const unsigned char *der, size_t len,
-                          const struct gw_hdr_info *rh);
 
 #endif

@@ -321,20 +321,20 @@ static int check_pbm_secret(const struct gw_cmp_engine *now, const struct cmp_tx
 }
 
 /*
- * Who |t|'s sender is to the configuration of |c->e|: the checks of a new request, but the message's
- * protection, which the pinned signer (or secret) checked. 0, or refused with |r|. The checks read the
- * role and chain from |t|, lent this call's for their time: the call alone holds |t| checked out.
- * None of these refusals is badMessageCheck: the message is its transaction's own (check_continuing),
- * and what the operator changed since must not count against its client's address (cmp_set_outcome).
+ * The checks of a new request but the message's protection, which the pinned signer (or secret)
+ * checked. They read the role and chain from |t|, lent this call's for their time: the call alone
+ * holds |t| checked out. None of these refusals is badMessageCheck: the message is its
+ * transaction's own (check_continuing), and what the operator changed since must not count against
+ * its client's address (cmp_set_outcome).
  */
-static int current_sender(struct cmp_call *c, struct cmp_txn *t, struct cmp_refusal *r)
+int cmp_check_record(struct cmp_call *c, struct cmp_txn *t, const char *role, struct cmp_refusal *r)
 {
     const struct gw_role *began = t->role;
     STACK_OF(X509) *chain = t->signer_chain, *now = NULL;
     int rc;
 
-    if ((t->role = cmp_role_named(c->e, began->name)) == NULL)
-        rc = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, TEXT_ROLE_REMOVED, began->name);
+    if ((t->role = cmp_role_named(c->e, role)) == NULL)
+        rc = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, TEXT_ROLE_REMOVED, role);
     else if (t->pbm && check_pbm_secret(c->e, t, r) != 0)
         rc = 1;
     else if (!t->pbm && (now = cmp_signer_chain_on(c, t, t->role)) == NULL)
@@ -346,6 +346,9 @@ static int current_sender(struct cmp_call *c, struct cmp_txn *t, struct cmp_refu
     t->role = began;
     t->signer_chain = chain;
     sk_X509_pop_free(now, X509_free);
+    if (rc != 0)
+        gw_log_kv(GW_LOG_INFO, "txn_sender_refused", "tid", c->rsp->tid, "identity", t->identity, "role",
+                  role, "reason", r->text, NULL);
     return rc;
 }
 
@@ -357,12 +360,10 @@ int cmp_check_current(struct cmp_call *c, struct gw_cmp_engine *now, struct cmp_
     if (now == t->e)
         return 0;
     c->e = now;
-    rc = current_sender(c, t, r);
+    rc = cmp_check_record(c, t, t->role->name, r);
     c->e = began;
     if (rc == 0)
         return 0;
-    gw_log_kv(GW_LOG_INFO, "txn_sender_refused", "tid", c->rsp->tid, "identity", t->identity, "role",
-              t->role->name, "reason", r->text, NULL);
     if (r->fail_info == OSSL_CMP_PKIFAILUREINFO_systemUnavail)
         return 1;  /* not known now: the transaction stays open, its client may try again */
     c->stale = *r; /* the callbacks answer with it */

@@ -10,7 +10,7 @@
 #include "gateway/cmp/cmp_local.h"
 
 #define TEXT_TID_IN_USE "transactionID already in use: start a new transaction with a fresh transactionID"
-/* What a reload since a transaction began took from its sender (cmp_check_current, cmp_share_take). */
+/* What a reload since a transaction began took from its sender (cmp_check_current, cmp_check_record). */
 #define TEXT_SECRET_CHANGED                                                                                  \
     "the secret of this PBM reference was changed by a configuration reload after this transaction began: "  \
     "start a new transaction with the current secret"
@@ -72,6 +72,15 @@ const struct gw_role *cmp_role_named(const struct gw_cmp_engine *e, const char *
  */
 int cmp_check_current(struct cmp_call *c, struct gw_cmp_engine *now, struct cmp_txn *t,
                       struct cmp_refusal *r);
+
+/*
+ * cmp_check_record holds the sender of a transaction another instance began, on the role named |role|
+ * (its record's), to the running configuration of c->e, as cmp_check_current holds one begun here: |t|
+ * is its view from the record's request (made under c->e, with the signer found to sign the message
+ * and the request's certificates as its chain), so a PBM secret is compared with none older: the
+ * caller tells a changed one. 0, or refused with |r| (systemUnavail: not known now).
+ */
+int cmp_check_record(struct cmp_call *c, struct cmp_txn *t, const char *role, struct cmp_refusal *r);
 
 /* cmp_check_3gpp: the 3GPP checks of a certificate request (allow-list, min_hash), after authorization. */
 int cmp_check_3gpp(struct cmp_call *c, const struct cmp_txn *t, const OSSL_CRMF_MSG *crm,

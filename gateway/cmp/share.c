@@ -91,43 +91,55 @@ void cmp_reshare(struct cmp_call *c, struct cmp_txn *t)
 }
 
 /*
- * What a reload of this instance since the transaction of |rec| began (its request |req|, header |rh|)
- * took from its sender, as far as that request shows: its PBM reference deleted (c->pbm_gone) or given
- * another secret (the request no longer verifies with the one |t| holds), its signer no longer
- * chaining to the role's trust. 1 with |r| the refusal cmp_check_current gives then, else 0.
+ * What a reload of this instance since the transaction of |rec| began took from its sender, who sent
+ * |msg| (|t| its view: the signer of |msg|, or the PBM reference it names): with a PBM |msg| that does
+ * not verify here (!|verified|), the secret, if the request |req| (header |rh|) no longer verifies
+ * either (else |msg| is no proof of its sender); then as cmp_check_record finds: its role, its PBM
+ * reference, the trust its signer chained to, its credentials, its authorization. 1 with |r| the
+ * refusal a single gateway gives then, else 0.
  */
-static int reloaded(struct cmp_call *c, struct cmp_txn *t, const struct gw_role *role,
-                    const OSSL_CMP_MSG *req, const struct gw_txn_record *rec, const struct gw_hdr_info *rh,
-                    struct cmp_refusal *r)
+static int reloaded(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *req, int verified,
+                    const struct gw_txn_record *rec, const struct gw_hdr_info *rh, struct cmp_refusal *r)
 {
-    if (c->pbm_gone)
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "%s", TEXT_SECRET_REMOVED);
-    if (t->pbm && !cmp_signed_like(t, role, req, req, rec->req, rec->req_len, rh))
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "%s", TEXT_SECRET_CHANGED);
-    if (!t->pbm && cmp_request_untrusted(c, t, role, req, rec->req, rec->req_len, rh))
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_signerNotTrusted, "%s", TEXT_NO_LONGER_TRUSTED);
-    return 0;
+    if (!verified && !c->pbm_gone) {
+        if (cmp_signed_like(t, NULL, req, req, rec->req, rec->req_len, rh))
+            return 0;
+        if (cmp_role_named(c->e, rec->role) != NULL) /* a removed role is told first, as cmp_check_record */
+            return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "%s", TEXT_SECRET_CHANGED);
+    }
+    cmp_identify(t, c);
+    return cmp_check_record(c, t, rec->role, r);
+}
+
+/* Whether |rec| binds its transaction to a TLS client certificate (cmp_call.tls_client). */
+static int bound(const struct gw_txn_record *rec)
+{
+    return strncmp(rec->tls_client, "sha256:", 7) == 0;
 }
 
 /*
- * The check of |msg|'s protection against the transaction of |rec| (cmp_signed_like), from the sender
- * and TLS client |rec| names: 0, passed; GW_ERR_FORBIDDEN, refused with |r|. A PBM secret the running
- * configuration does not have, or a signer it verifies but no longer trusts, may be a reload's doing
- * (reloaded): then, over the TLS client certificate |rec| binds, which TLS authenticated and which no
- * other client has, |msg| is the transaction's own, CMP_SHARE_RELOADED with |r| the refusal a single
- * gateway gives it: this instance cannot verify a secret it never had. Bound to none, nothing speaks
- * for it, and the answer is as before: for a deleted reference "no open transaction"
- * (GW_ERR_NOT_FOUND), else the pinned signer's.
+ * The check of |msg|'s protection against the transaction of |rec| (cmp_signed_like, on its |role|
+ * if this instance has it), from the sender and TLS client |rec| names: 0, passed; GW_ERR_FORBIDDEN,
+ * refused with |r|. Over the TLS client certificate |rec| binds, which TLS authenticated and which no
+ * other client has, a message that passes, or a PBM message this instance cannot verify (a secret it
+ * never had), is the transaction's own: when the running configuration refuses its sender (reloaded),
+ * CMP_SHARE_RELOADED with |r| the refusal a single gateway gives it (GW_ERR_FORBIDDEN when that cannot
+ * be known now: systemUnavail, the transaction open). Bound to none, nothing speaks for it, and the
+ * answer is as before: for a deleted reference "no open transaction" (GW_ERR_NOT_FOUND), else the
+ * pinned signer's.
  */
 static int check_protection(struct cmp_call *c, struct cmp_txn *t, const struct gw_role *role,
                             const OSSL_CMP_MSG *msg, const OSSL_CMP_MSG *req, const struct gw_txn_record *rec,
                             const struct gw_hdr_info *rh, struct cmp_refusal *r)
 {
     int ok = !c->pbm_gone && cmp_signed_like(t, role, msg, req, rec->req, rec->req_len, rh);
-    int bound = strncmp(rec->tls_client, "sha256:", 7) == 0;
 
-    if (bound && ((t->pbm || c->pbm_gone) ? !ok : ok) && reloaded(c, t, role, req, rec, rh, r))
-        return CMP_SHARE_RELOADED;
+    if (c->pbm_gone) { /* no secret to set (cmp_txn_new): the reference, which cmp_check_record finds gone */
+        t->pbm = 1;
+        memcpy(t->kid, c->hdr.sender_kid, t->kid_len = c->hdr.sender_kid_len);
+    }
+    if (bound(rec) && (ok || t->pbm) && reloaded(c, t, req, ok, rec, rh, r))
+        return r->fail_info == OSSL_CMP_PKIFAILUREINFO_systemUnavail ? GW_ERR_FORBIDDEN : CMP_SHARE_RELOADED;
     if (ok)
         return 0;
     if (c->pbm_gone)
@@ -164,10 +176,10 @@ static int out_of_memory(struct cmp_refusal *r)
  * 0 when |msg| (of |c|) can pass the checks of the sender, TLS client and pinned signer of the
  * transaction of |rec| as far as its request tells (check_protection), and answers the last answer its
  * client got (the record's senderNonce: a captured message replayed here does not), or when the request
- * cannot tell (it does not decode, or its role is not here: its replay fails); CMP_SHARE_RELOADED or
- * GW_ERR_NOT_FOUND as check_protection says, the senderNonce answered as well; else
- * GW_ERR_FORBIDDEN, refused with |r| as check_continuing refuses. The sender and TLS client first,
- * before the costly signature check.
+ * cannot tell (it does not decode, or its role is not here and the record binds no TLS client: its
+ * replay fails); CMP_SHARE_RELOADED or GW_ERR_NOT_FOUND as check_protection says, the senderNonce
+ * answered as well; else GW_ERR_FORBIDDEN, refused with |r| as check_continuing refuses. The sender
+ * and TLS client first, before the costly signature check.
  */
 static int vouched(struct cmp_call *c, const OSSL_CMP_MSG *msg, const struct gw_txn_record *rec,
                    struct cmp_refusal *r)
@@ -179,7 +191,7 @@ static int vouched(struct cmp_call *c, const OSSL_CMP_MSG *msg, const struct gw_
     struct cmp_txn *t = NULL;
     int rc = 0;
 
-    if (req == NULL || role == NULL || gw_shim_hdr_info(req, &rh) != 0)
+    if (req == NULL || (role == NULL && !bound(rec)) || gw_shim_hdr_info(req, &rh) != 0)
         ; /* it cannot tell: its replay fails */
     else if ((rc = from_its_client(c, rec, &rh, r)) != 0)
         ;                                               /* refused and logged */

@@ -35,15 +35,17 @@ void cmp_reshare(struct cmp_call *c, struct cmp_txn *t);
  * over its TLS client; then, on a record that binds no TLS client certificate, GW_ERR_NOT_FOUND ("no
  * open transaction": it cannot be replayed).
  *
- * A reload of this instance may have taken from the sender what its request was allowed with: the
- * secret of its PBM reference (changed, or the reference deleted), the trust its signer chained to.
- * Then the request does not replay here, and a secret this instance never had cannot be checked;
- * but a message of the record's sender, answering its senderNonce, over the TLS client certificate
- * the record binds (which TLS authenticated: no other client has it) and, when signed, with the
- * signer's key, is the transaction's own. It is closed as a single gateway closes it
- * (cmp_check_current): the record ended, its certificate on record and withdrawn through the
- * upstream cmp_share_upstream names; CMP_SHARE_RELOADED with |r| the refusal its client gets, which
- * does not count against its address. A record bound to no TLS client certificate never is.
+ * A reload of this instance may have taken from the sender what its request was allowed with: its
+ * role, the secret of its PBM reference (changed, or the reference deleted), the trust its signer
+ * chained to, its authorization. Then the request may not replay here, and a secret this instance
+ * never had cannot be checked; but a message of the record's sender, answering its senderNonce, over
+ * the TLS client certificate the record binds (which TLS authenticated: no other client has it) and,
+ * when signed, with the signer's key, is the transaction's own. Its sender is held to the running
+ * configuration as a single gateway holds it (cmp_check_record, as cmp_check_current), and a refusal
+ * closes it: the record ended, its certificate on record and withdrawn through the upstream
+ * cmp_share_upstream names; CMP_SHARE_RELOADED with |r| the refusal its client gets, which does not
+ * count against its address (one that cannot be known now, systemUnavail, is GW_ERR_FORBIDDEN and
+ * the transaction stays open). A record bound to no TLS client certificate never is.
  */
 #define CMP_SHARE_RELOADED 1
 int cmp_share_take(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn_record *rec,

@@ -6659,18 +6659,28 @@ static void test_reload_error_aborts(void **state)
     }
 }
 
+/*
+ * The replacements of a reload that renames the default role, leaves it no trust, or takes the
+ * demo-device reference off it.
+ */
+static const char *const renamed[8] = {"\"default\": {", "\"renamed\": {", "role:default", "role:renamed"};
+static const char *const untrusting[8] = {"\"trust\": [\"demo\"],", "\"trust\": [],"};
+static const char *const off_role[8] = {"\"pbm\": [\"demo-device\"],", ""};
+static const char *const unchanged[8] = {NULL};
+
 /* How a certConf reaches the reloaded instance of test_shared_reload_continuing. */
 enum over_tls { OVER_BOUND, OVER_OTHER, OVER_NONE };
 
 /*
- * A reload of one instance rotates a PBM secret, deletes a PBM reference or replaces the trust anchor
- * of a transaction another instance began; its certConf reaches the reloaded instance, which has no
- * copy of it. Over the TLS client the record binds the transaction to, the message is its own: answered
- * as on a single gateway (test_reload_continuing), costing its address nothing, the transaction closed
- * and its certificate withdrawn. Over another TLS client, or when the record binds none (the instance
- * cannot tell who sends it then), nothing closes and the answer is today's. Once, the rotation was
- * badMessageCheck (a reload blocked a NAT'd fleet), the deletion "no open transaction", and so was the
- * trust anchor, the transaction left open to its TTL.
+ * A reload of one instance rotates a PBM secret, deletes a PBM reference, replaces the trust anchor,
+ * removes the role, takes the signer or the PBM reference off the role's authorization, or leaves the
+ * role no trust, for a transaction another instance began; its certConf reaches the reloaded instance,
+ * which has no copy of it. Over the TLS client the record binds the transaction to, the message is its
+ * own: answered as on a single gateway (test_reload_continuing), costing its address nothing, the
+ * transaction closed and its certificate withdrawn. Over another TLS client, or when the record binds
+ * none (the instance cannot tell who sends it then), nothing closes and the answer is today's. Once,
+ * the rotation was badMessageCheck (a reload blocked a NAT'd fleet), the no-trust role's too, and every
+ * other "no open transaction", the transaction left open to its TTL.
  */
 static void test_shared_reload_continuing(void **state)
 {
@@ -6678,22 +6688,41 @@ static void test_shared_reload_continuing(void **state)
         const char *what;
         enum prot prot;
         const char *const *replace;
+        const char *role_extra;
         int fail_bit;
         const char *text, *other, *none; /* the answer over the bound TLS client, another, none */
         int other_counted, none_counted;
     } cases[] = {
-        {"PBM secret rotated", PBM, rotated, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+        {"PBM secret rotated", PBM, rotated, NULL, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
          "the secret of this PBM reference was changed by a configuration reload after this transaction "
          "began: start a new transaction with the current secret",
          "was begun over a TLS connection with another client certificate",
          "could not be verified against the signer of this transaction", 0, 1},
-        {"PBM reference deleted", PBM, deleted, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+        {"PBM reference deleted", PBM, deleted, NULL, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
          "this PBM reference was removed by a configuration reload after this transaction began: start a new "
          "transaction with a reference the route accepts",
          "PBM protection could not be verified", "no open transaction", 1, 0},
-        {"trust anchor replaced", SIG, anchor, OSSL_CMP_PKIFAILUREINFO_signerNotTrusted,
+        {"trust anchor replaced", SIG, anchor, NULL, OSSL_CMP_PKIFAILUREINFO_signerNotTrusted,
          "the signer certificate no longer chains to a CA trusted on this route (the configuration was "
          "reloaded after this transaction began): start a new transaction with credentials the route trusts",
+         "was begun over a TLS connection with another client certificate", "no open transaction", 0, 0},
+        {"role removed", SIG, renamed, NULL, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+         "role default was removed by a configuration reload after this transaction began: enrol again on a "
+         "route that exists",
+         "was begun over a TLS connection with another client certificate", "no open transaction", 0, 0},
+        {"role removed, PBM", PBM, renamed, NULL, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+         "role default was removed by a configuration reload after this transaction began",
+         "was begun over a TLS connection with another client certificate", "no open transaction", 0, 0},
+        {"signer no longer allowed", SIG, unchanged,
+         "\"authorization\": {\"signer_subjects\": [\"/O=cmpgw demo/CN=another-client\"]}",
+         OSSL_CMP_PKIFAILUREINFO_notAuthorized, "is not allowed on role default",
+         "was begun over a TLS connection with another client certificate", "is not allowed on role default",
+         0, 0},
+        {"PBM reference taken off the role", PBM, off_role, NULL, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+         "PBM reference", "was begun over a TLS connection with another client certificate",
+         "no open transaction", 0, 0},
+        {"role left no trust", SIG, untrusting, NULL, OSSL_CMP_PKIFAILUREINFO_signerNotTrusted,
+         "the signer certificate no longer chains to a CA trusted on this route",
          "was begun over a TLS connection with another client certificate", "no open transaction", 0, 0},
     };
 
@@ -6723,6 +6752,7 @@ static void test_shared_reload_continuing(void **state)
             reload_to = env_reload(
                 b0, &(struct env_opts){.cmp = shared_cmp(cmp, sizeof(cmp)),
                                        .confirm = 1,
+                                       .role_extra = cases[i].role_extra,
                                        .replace = {rp[0], rp[1], rp[2], rp[3], rp[4], rp[5], rp[6], rp[7]}});
             env_fake(a, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
             env_fake(reload_to, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN); /* it counts */
