@@ -314,14 +314,30 @@ static redisReply *command1(const struct gw_cluster *cl, redisContext *c, int ar
     return command(cl, c, argc, (const char **)argv, argl);
 }
 
+/*
+ * Whether Redis has closed |c| since its last answer (a restart, its idle-client timeout) or sent what
+ * no command asked for. Such a connection would fail the next command; nothing is sent on it yet, so
+ * a new one may carry the command without doubt whether Redis ran it.
+ */
+static bool stale(const redisContext *c)
+{
+    struct pollfd p = {.fd = c->fd, .events = POLLIN | POLLRDHUP};
+
+    return poll(&p, 1, 0) != 0;
+}
+
 /* This thread's connection, authenticated; NULL with |err|. */
 static redisContext *connection(struct gw_cluster *cl, char *err)
 {
     redisContext *c = pthread_getspecific(cl->conn);
     redisReply *r = NULL;
 
-    if (c != NULL)
+    if (c != NULL && !stale(c))
         return c;
+    if (c != NULL) {
+        redisFree(c);
+        pthread_setspecific(cl->conn, NULL);
+    }
     c = redisConnectWithTimeout(cl->address, cl->port, cl->timeout);
     if (c == NULL || c->err) {
         (void)unavailable(cl, c, NULL, err); /* frees |c| */

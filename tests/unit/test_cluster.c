@@ -27,7 +27,7 @@
 #include "base/limits.h"
 #include "gateway/cmp/cluster.h"
 
-enum answer { HUGE, TRICKLE, GARBAGE, ODD };
+enum answer { HUGE, TRICKLE, GARBAGE, ODD, THEN_CLOSE };
 
 struct fake {
     int lfd;
@@ -123,6 +123,9 @@ static void answer(struct conn *c)
         break;
     case ODD: /* an integer no script of the gateway answers */
         (void)send_all(c->fd, ":5\r\n", 4);
+        break;
+    case THEN_CLOSE: /* a whole answer (not revoked), then the connection closed, as a restart closes it */
+        (void)send_all(c->fd, ":0\r\n", 4);
         break;
     }
 }
@@ -279,6 +282,36 @@ static void test_revocation_lookup_fails_closed(void **state)
     }
 }
 
+/*
+ * Redis restarted (or closed an idle client) between two commands of one thread: the second goes out
+ * on a new connection and is answered, not refused because the old one was closed under it.
+ */
+static void test_closed_connection_replaced(void **state)
+{
+    struct gw_state_conf conf = {
+        .backend = GW_STATE_REDIS, .address = "127.0.0.1", .key_prefix = "t:", .timeout_ms = 1000};
+    struct fake f;
+    struct gw_cluster *cl;
+    char err[GW_ERR_LEN] = "";
+
+    (void)state;
+    fake_start(&f, THEN_CLOSE);
+    conf.port = f.port;
+    if ((cl = gw_cluster_new(&conf, err)) == NULL && strstr(err, "without hiredis") != NULL) {
+        fake_stop(&f);
+        skip();
+    }
+    assert_non_null(cl);
+    for (int i = 0; i < 3; i++) {
+        if (gw_cluster_revoked(cl, "00112233445566778899aabbccddeeff", err) != 0)
+            fail_msg("lookup %d: \"%s\"", i, err);
+        while (atomic_load(&f.conns) > 1) /* the pinger's connection stays */
+            gw_sleep_ms(5);
+    }
+    gw_cluster_free(cl);
+    fake_stop(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -286,6 +319,7 @@ int main(void)
         cmocka_unit_test(test_trickled_answer_times_out),
         cmocka_unit_test(test_garbage_refused),
         cmocka_unit_test(test_revocation_lookup_fails_closed),
+        cmocka_unit_test(test_closed_connection_replaced),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
