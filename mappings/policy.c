@@ -640,7 +640,7 @@ static int host_like(const char *v, size_t len)
  * A control byte has no place in a name, and a NUL ends it early for a relying party that reads it as a
  * C string: "www.bank.example\0.example.com" is www.bank.example there.
  */
-static int has_control(const char *v, size_t len)
+int policy_has_control(const char *v, size_t len)
 {
     for (size_t i = 0; i < len; i++)
         if ((unsigned char)v[i] < ' ' || v[i] == 0x7f)
@@ -654,7 +654,7 @@ static int has_control(const char *v, size_t len)
  * email address (RFC 5280 §4.1.2.6 deprecates it) and X509_check_host a CN as its host name: so an
  * emailAddress is held to the role's email rules, refused where it allows no email, and without
  * allowed_common_names a CN that is a host name with a dot (or a wildcard) to allowed_dns_names. Either
- * with a control byte is refused whatever the patterns (has_control).
+ * with a control byte is refused whatever the patterns (policy_has_control).
  */
 static int check_attrs(const struct gw_role *role, const X509_NAME *subject, int nid, int *fail_info,
                        char *err)
@@ -676,7 +676,7 @@ static int check_attrs(const struct gw_role *role, const X509_NAME *subject, int
                               policy_rname(role));
         if ((v = policy_entry_utf8(subject, i, &len)) == NULL)
             return policy_say(fail_info, BADT, err, "the %s cannot be decoded", what);
-        if (has_control(v, len))
+        if (policy_has_control(v, len))
             rc = policy_say(fail_info, BADT, err, "%s %s holds a control character, which no name may hold",
                             kind, policy_shown(buf, v, len));
         else
@@ -694,7 +694,7 @@ static int check_attrs(const struct gw_role *role, const X509_NAME *subject, int
 
 /*
  * Every other attribute of a requested |subject| (O, OU, UID, serialNumber...): no control byte either
- * (has_control), though no pattern may look at it. Not asked of a certificate issued already, which an
+ * (policy_has_control), though no pattern may look at it. Not asked of a certificate issued already, which an
  * RA may still revoke.
  */
 static int check_attr_bytes(const X509_NAME *subject, int *fail_info, char *err)
@@ -710,7 +710,7 @@ static int check_attr_bytes(const X509_NAME *subject, int *fail_info, char *err)
         if ((v = policy_entry_utf8(subject, i, &len)) == NULL)
             return policy_say(fail_info, BADT, err, "subject attribute %s cannot be decoded",
                               nid != NID_undef ? OBJ_nid2sn(nid) : "(unknown type)");
-        if (has_control(v, len))
+        if (policy_has_control(v, len))
             rc = policy_say(fail_info, BADT, err,
                             "subject attribute %s %s holds a control character, which no name may hold",
                             nid != NID_undef ? OBJ_nid2sn(nid) : "(unknown type)", policy_shown(buf, v, len));

@@ -41,6 +41,8 @@ const char *policy_san_text(char buf[GW_ERR_LEN / 2], const GENERAL_NAME *gn);
 int policy_glob(const char *p, size_t pn, const char *s, size_t sn, int fold);
 int policy_eq_fold(const char *a, size_t an, const char *b, size_t bn);
 int policy_vault_hostname(const char *s);
+/* Whether |len| bytes of |v| hold a byte below 0x20 or 0x7f, which no name may hold. */
+int policy_has_control(const char *v, size_t len);
 char *policy_entry_utf8(const X509_NAME *name, int i, size_t *len);
 int policy_cn_copy(const X509_NAME *subject, const GENERAL_NAME *gn);
 int policy_check_names(const struct gw_role *role, const X509_NAME *subject, const GENERAL_NAMES *sans,

@@ -333,7 +333,11 @@ const struct gw_upstream_subject_attr gw_upstream_subject_attrs[GW_UPSTREAM_SUBJ
     {"ou", NID_organizationalUnitName},
 };
 
-/* A role's values of one attribute, each once, in one RDN (multi-valued when several), as Go writes them. */
+/*
+ * A role's values of one attribute, each once, in one RDN (multi-valued when several), as Go writes them.
+ * One with a control byte is refused as a requested attribute is (policy_has_control): the upstream's
+ * answer would otherwise put into a certificate the delegate signs what no client may ask for.
+ */
 static int add_role_values(X509_NAME *out, const struct gw_patterns *vs, int nid, const char *key, char *err)
 {
     char buf[SHOWN_LEN];
@@ -346,7 +350,8 @@ static int add_role_values(X509_NAME *out, const struct gw_patterns *vs, int nid
             j++;
         if (j < i)
             continue;
-        if (X509_NAME_add_entry_by_NID(out, nid, MBSTRING_UTF8, (const unsigned char *)vs->v[i], -1, -1,
+        if (policy_has_control(vs->v[i], strlen(vs->v[i])) ||
+            X509_NAME_add_entry_by_NID(out, nid, MBSTRING_UTF8, (const unsigned char *)vs->v[i], -1, -1,
                                        set) != 1) {
             ERR_clear_error();
             snprintf(err, GW_ERR_LEN, "the upstream role's %s %s cannot be written into a certificate", key,

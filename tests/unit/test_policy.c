@@ -1639,7 +1639,8 @@ static char *name_line(const X509_NAME *n)
  */
 static void test_upstream_subject(void **state)
 {
-    static char *o[] = {"Role Org"}, *ou[] = {"b", "a", "b"}, *c[] = {"DE"}, *bad_c[] = {"DEU"};
+    static char *o[] = {"Role Org"}, *ou[] = {"b", "a", "b"}, *c[] = {"DE"}, *bad_c[] = {"DEU"},
+                *ctl_o[] = {"Role\nOrg"};
     static const struct cspec spec = {"", NULL, NULL, "critical,digitalSignature", -60, 7 * DAY, 0};
     struct gw_role role = {.name = "iot",
                            .upstream_name = "vault",
@@ -1703,6 +1704,17 @@ static void test_upstream_subject(void **state)
     assert_int_equal(fi, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
     assert_null(subject);
     check_err("country DEU", err, "=the upstream role's country DEU cannot be written into a certificate");
+
+    /* nor one holding a control byte, which no requested attribute may hold either: the upstream's
+       answer decides what the delegate signs */
+    *role_values(&p, "country") = (struct gw_patterns)PATS(c);
+    *role_values(&p, "organization") = (struct gw_patterns)PATS(ctl_o);
+    subject = NULL;
+    assert_int_equal(gw_policy_check_upstream_role(&role, &p, &plan, NOW, &subject, &fi, err), GW_ERR_POLICY);
+    assert_int_equal(fi, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
+    assert_null(subject);
+    check_err("organization with a newline", err,
+              "=the upstream role's organization Role?Org cannot be written into a certificate");
     gw_cert_plan_cleanup(&plan);
 }
 
