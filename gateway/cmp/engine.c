@@ -424,7 +424,7 @@ static OSSL_CMP_MSG *run(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_M
 static void rewrite_error(struct cmp_call *c, struct cmp_txn *t, OSSL_CMP_MSG **msg,
                           const struct cmp_refusal *r)
 {
-    OSSL_CMP_PKISI *si = OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << r->fail_info, r->text);
+    OSSL_CMP_PKISI *si = cmp_rejection(r);
     const unsigned char *tid = c->hdr.tid_len > 0 ? c->hdr.tid : NULL;
 
     cmp_set_outcome(c, "error", r);

@@ -33,8 +33,6 @@ int cmp_refuse(struct cmp_refusal *r, int fail_info, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(r->text, sizeof(r->text), fmt, ap);
     va_end(ap);
-    /* the statusString: upstream text in it may have been cut inside a character on its way */
-    gw_utf8_scrub(r->text);
     return 1;
 }
 
@@ -50,10 +48,21 @@ void cmp_set_outcome(struct cmp_call *c, const char *status, const struct cmp_re
                         fail_name(r->fail_info), r->text);
 }
 
+OSSL_CMP_PKISI *cmp_rejection(const struct cmp_refusal *r)
+{
+    char text[sizeof(r->text)];
+
+    /* not every text is cmp_refuse's: the policy writes some itself, with a list of patterns cut to
+       its room, and an upstream's quote may have been cut on its way, either inside a character */
+    snprintf(text, sizeof(text), "%s", r->text);
+    gw_utf8_scrub(text);
+    return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << r->fail_info, text);
+}
+
 OSSL_CMP_PKISI *cmp_reject(struct cmp_call *c, const struct cmp_refusal *r)
 {
     cmp_set_outcome(c, "rejection", r);
-    return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << r->fail_info, r->text);
+    return cmp_rejection(r);
 }
 
 int cmp_fail(struct cmp_call *c, const struct cmp_refusal *r)

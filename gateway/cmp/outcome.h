@@ -20,7 +20,13 @@ __attribute__((format(printf, 3, 4))) int cmp_refuse(struct cmp_refusal *r, int 
 /* cmp_set_outcome notes how the request ended: |status|, and the refusal |r| if there is one (or NULL). */
 void cmp_set_outcome(struct cmp_call *c, const char *status, const struct cmp_refusal *r);
 
-/* cmp_reject returns a rejection PKIStatusInfo saying |r|, the outcome noted (new; NULL on OOM). */
+/*
+ * cmp_rejection returns a rejection PKIStatusInfo saying |r| (new; NULL on OOM), its statusString
+ * UTF-8 whatever the text took in (gw_utf8_scrub): a client may refuse to decode it otherwise.
+ */
+OSSL_CMP_PKISI *cmp_rejection(const struct cmp_refusal *r);
+
+/* cmp_reject returns cmp_rejection(r), the outcome noted. */
 OSSL_CMP_PKISI *cmp_reject(struct cmp_call *c, const struct cmp_refusal *r);
 
 /*

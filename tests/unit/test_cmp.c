@@ -1684,6 +1684,19 @@ static void test_refused_answer_other_key(void **state)
     }
 }
 
+/* The one statusString of |ctx|'s last answer reads as UTF-8, as a strict decoder reads a UTF8String. */
+static void assert_status_utf8(OSSL_CMP_CTX *ctx)
+{
+    OSSL_CMP_PKIFREETEXT *ss = OSSL_CMP_CTX_get0_statusString(ctx);
+    const ASN1_UTF8STRING *s;
+
+    assert_int_equal(sk_ASN1_UTF8STRING_num(ss), 1);
+    s = sk_ASN1_UTF8STRING_value(ss, 0);
+    if (ASN1_mbstring_copy(NULL, ASN1_STRING_get0_data(s), ASN1_STRING_length(s), MBSTRING_UTF8,
+                           B_ASN1_UTF8STRING) <= 0)
+        fail_msg("statusString is not UTF-8: %.*s", ASN1_STRING_length(s), ASN1_STRING_get0_data(s));
+}
+
 /*
  * The statusString is a UTF8String. An upstream's text cut to a length inside a character (Vault's
  * message, quoted up to 160 bytes: a "é" at byte 160 leaves its first byte) reaches the client as
@@ -1695,8 +1708,6 @@ static void test_refusal_text_utf8(void **state)
     struct client cl = {.env = e};
     OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
     char reason[256], cut[160];
-    OSSL_CMP_PKIFREETEXT *ss;
-    const ASN1_UTF8STRING *s;
 
     (void)state;
     memset(cut, 'a', sizeof(cut) - 1);
@@ -1708,11 +1719,38 @@ static void test_refusal_text_utf8(void **state)
     fake.refusal = NULL;
     assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
                   "aaa? (HTTP 400)");
-    ss = OSSL_CMP_CTX_get0_statusString(ctx);
-    assert_int_equal(sk_ASN1_UTF8STRING_num(ss), 1);
-    s = sk_ASN1_UTF8STRING_value(ss, 0);
-    assert_true(ASN1_mbstring_copy(NULL, ASN1_STRING_get0_data(s), ASN1_STRING_length(s), MBSTRING_UTF8,
-                                   B_ASN1_UTF8STRING) > 0);
+    assert_status_utf8(ctx);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+/*
+ * So it is where a refusal's text is written by the policy, not through cmp_refuse: the list of a
+ * role's patterns, cut to its room inside a character ("(allowed: a.example.com, é...") reaches the
+ * client as UTF-8 too.
+ */
+static void test_policy_text_utf8(void **state)
+{
+    char role[512], many[2 * 60 + 1] = "";
+    struct env *e;
+    struct client cl;
+    OSSL_CMP_CTX *ctx;
+
+    (void)state;
+    for (int i = 0; i < 60; i++) /* the list's cut lands inside one of them */
+        strcat(many, "\xc3\xa9");
+    snprintf(role, sizeof(role),
+             "\"authorization\": {\"allowed_dns_names\": [\"a.example.com\", \"%s.example.com\"]}", many);
+    e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .role_extra = role});
+    cl = (struct client){.env = e};
+    ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY, FK_PLAIN);
+    push_dns(ctx, "evil.example.org");
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+                  "(allowed: a.example.com, \xc3\xa9");
+    assert_status_utf8(ctx);
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
     env_free(e);
@@ -6961,6 +6999,7 @@ int main(void)
         cmocka_unit_test(test_result_checks),
         cmocka_unit_test(test_refused_answer_other_key),
         cmocka_unit_test(test_refusal_text_utf8),
+        cmocka_unit_test(test_policy_text_utf8),
         cmocka_unit_test(test_client_gone),
         cmocka_unit_test(test_client_gone_while_held),
         cmocka_unit_test(test_park_failed),
