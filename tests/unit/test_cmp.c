@@ -1015,6 +1015,7 @@ static struct {
     int refuse_answer;   /* the adapter refuses the answer but hands its certificate up (upstream.h) */
     int taken_back;      /* and says the CA confirmed its rejection in the certConf (rejected_to_ca) */
     const char *refusal; /* the adapter's reason for an answer without a certificate */
+    const char *domain;  /* the upstream role's allowed_domains entry; NULL: "example.com" */
 } fake;
 
 /*
@@ -1151,7 +1152,7 @@ static int fake_role_policy(struct gw_upstream *up, const char *role, struct gw_
     }
     memset(out, 0, sizeof(*out));
     out->allowed_domains.v = calloc(1, sizeof(char *));
-    out->allowed_domains.v[0] = strdup("example.com");
+    out->allowed_domains.v[0] = strdup(fake.domain != NULL ? fake.domain : "example.com");
     out->allowed_domains.n = 1;
     out->allow_subdomains = true;
     snprintf(out->key_type, sizeof(out->key_type), "any");
@@ -1547,6 +1548,28 @@ static void test_crmf_delegate(void **state)
     assert_null(OSSL_CMP_exec_IR_ses(ctx));
     assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "sealed");
     assert_int_equal(fake.policy_calls, 2);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+/*
+ * What an upstream says is no more trusted than what a client says: a Vault role's allowed_domains entry
+ * with a control byte (an escape sequence) is quoted to the client with '?' for it, as a CA's message is.
+ */
+static void test_crmf_delegate_text_controls(void **state)
+{
+    struct env *e = env_delegate();
+    struct client cl = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+
+    (void)state;
+    fake.domain = "example.com\x1b[2J\x07";
+    set_cn(ctx, "test-device");
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    fake.domain = NULL;
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+                  "(allowed_domains: example.com?[2J?; allow_subdomains)");
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
     env_free(e);
@@ -6996,6 +7019,7 @@ int main(void)
         cmocka_unit_test(test_crmf_reject),
         cmocka_unit_test(test_crmf_delegate),
         cmocka_unit_test(test_crmf_delegate_policy_down),
+        cmocka_unit_test(test_crmf_delegate_text_controls),
         cmocka_unit_test(test_result_checks),
         cmocka_unit_test(test_refused_answer_other_key),
         cmocka_unit_test(test_refusal_text_utf8),
