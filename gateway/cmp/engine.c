@@ -353,40 +353,6 @@ struct gw_txn_table *gw_cmp_engine_txns(struct gw_cmp_engine *e)
     return e->txns;
 }
 
-static void http_error(struct cmp_call *c, int status, const char *reason)
-{
-    c->rsp->http_status = status;
-    snprintf(c->rsp->http_reason, sizeof(c->rsp->http_reason), "%s", reason);
-    snprintf(c->rsp->outcome, sizeof(c->rsp->outcome), "http %d: %s", status, reason);
-}
-
-/* Step 1: a DER PKIMessage, nothing before or after it (RFC 9811 §3), or an HTTP 400. */
-static OSSL_CMP_MSG *decode(struct cmp_call *c)
-{
-    const unsigned char *p = c->req->der;
-    OSSL_CMP_MSG *msg;
-
-    if (p == NULL || c->req->len == 0) {
-        http_error(c, 400, "empty body: expected a DER-encoded PKIMessage");
-        return NULL;
-    }
-    if (c->req->len > GW_MAX_CMP_BODY) {
-        http_error(c, 413, "request body too large for a PKIMessage");
-        return NULL;
-    }
-    if ((msg = gw_shim_d2i_msg(&p, (long)c->req->len)) == NULL) {
-        ERR_clear_error();
-        http_error(c, 400, "body is not a DER-encoded PKIMessage");
-        return NULL;
-    }
-    if (p != c->req->der + c->req->len) {
-        OSSL_CMP_MSG_free(msg);
-        http_error(c, 400, "trailing bytes after the PKIMessage");
-        return NULL;
-    }
-    return msg;
-}
-
 /* Sends |msg| (consumed) as the answer. */
 static void emit(struct cmp_call *c, OSSL_CMP_MSG *msg)
 {
@@ -395,7 +361,7 @@ static void emit(struct cmp_call *c, OSSL_CMP_MSG *msg)
 
     if (msg == NULL || (len = i2d_OSSL_CMP_MSG(msg, &der)) <= 0) {
         OSSL_CMP_MSG_free(msg);
-        http_error(c, 500, "internal error: could not build the CMP response");
+        gw_cmp_http_error(c->rsp, 500, "internal error: could not build the CMP response");
         return;
     }
     snprintf(c->rsp->rsp_type, sizeof(c->rsp->rsp_type), "%s",
@@ -479,7 +445,7 @@ static void refuse(struct cmp_call *c, const OSSL_CMP_MSG *msg, const struct cmp
     if (rsp != NULL)
         emit(c, rsp);
     else
-        http_error(c, 500, "internal error: could not build the CMP error response");
+        gw_cmp_http_error(c->rsp, 500, "internal error: could not build the CMP error response");
     if (c->rsp->http_status == 200)
         cmp_set_outcome(c, "error", r);
     cmp_txn_free(t);
@@ -639,7 +605,7 @@ static struct cmp_txn *start_authenticated(struct cmp_call *c, const OSSL_CMP_MS
     struct cmp_refusal r = {0};
 
     if (t == NULL) {
-        http_error(c, 500, "internal error: could not set up the CMP transaction");
+        gw_cmp_http_error(c->rsp, 500, "internal error: could not set up the CMP transaction");
         return NULL;
     }
     if (cmp_authenticate(t, c, msg, &r) == 0)
@@ -1175,14 +1141,14 @@ void gw_cmp_process(struct gw_cmp_engine *e, const struct gw_cmp_request *req, s
         cmp_suspend_begin(&c);
     if (c.role != NULL)
         cmp_describe_call(&c);
-    if ((msg = c.resume != NULL ? cmp_suspend_msg(&c) : decode(&c)) == NULL) {
+    if ((msg = c.resume != NULL ? cmp_suspend_msg(&c) : gw_cmp_decode(req, rsp)) == NULL) {
         cmp_suspend_end(&c); /* a second pass always has its message: nothing is left behind */
         return;
     }
     c.body = OSSL_CMP_MSG_get_bodytype(msg);
     snprintf(rsp->req_type, sizeof(rsp->req_type), "%s", gw_shim_body_name(c.body));
     if (c.role == NULL)
-        http_error(&c, 404, "no CMP role serves this path");
+        gw_cmp_http_error(rsp, 404, "no CMP role serves this path");
     else
         dispatch(&c, msg);
     if (c.resume != NULL) {

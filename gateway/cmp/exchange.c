@@ -1,8 +1,12 @@
 /* One exchange's request and response (gateway/cmp/exchange.h). */
 #include "gateway/cmp/exchange.h"
 
+#include "gateway/cmp/shim.h"
+
+#include <stdio.h>
 #include <string.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 
 void gw_cmp_response_init(struct gw_cmp_response *rsp)
 {
@@ -19,4 +23,37 @@ void gw_cmp_response_cleanup(struct gw_cmp_response *rsp)
     rsp->len = 0;
     gw_cmp_carried_free(rsp->carried);
     rsp->carried = NULL;
+}
+
+void gw_cmp_http_error(struct gw_cmp_response *rsp, int status, const char *reason)
+{
+    rsp->http_status = status;
+    snprintf(rsp->http_reason, sizeof(rsp->http_reason), "%s", reason);
+    snprintf(rsp->outcome, sizeof(rsp->outcome), "http %d: %s", status, reason);
+}
+
+OSSL_CMP_MSG *gw_cmp_decode(const struct gw_cmp_request *req, struct gw_cmp_response *rsp)
+{
+    const unsigned char *p = req->der;
+    OSSL_CMP_MSG *msg;
+
+    if (p == NULL || req->len == 0) {
+        gw_cmp_http_error(rsp, 400, "empty body: expected a DER-encoded PKIMessage");
+        return NULL;
+    }
+    if (req->len > GW_MAX_CMP_BODY) {
+        gw_cmp_http_error(rsp, 413, "request body too large for a PKIMessage");
+        return NULL;
+    }
+    if ((msg = gw_shim_d2i_msg(&p, (long)req->len)) == NULL) {
+        ERR_clear_error();
+        gw_cmp_http_error(rsp, 400, "body is not a DER-encoded PKIMessage");
+        return NULL;
+    }
+    if (p != req->der + req->len) {
+        OSSL_CMP_MSG_free(msg);
+        gw_cmp_http_error(rsp, 400, "trailing bytes after the PKIMessage");
+        return NULL;
+    }
+    return msg;
 }

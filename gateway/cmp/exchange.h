@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <openssl/cmp.h>
 #include <openssl/x509.h>
 #include "base/limits.h"
 #include "mappings/route.h"
@@ -81,5 +82,12 @@ void gw_cmp_undelivered(struct gw_cmp_response *rsp, enum gw_cmp_lost why);
 void gw_cmp_response_init(struct gw_cmp_response *rsp);
 /* gw_cmp_response_cleanup frees the DER |rsp| holds and what it keeps of its certificate. NULL-safe. */
 void gw_cmp_response_cleanup(struct gw_cmp_response *rsp);
+
+/* gw_cmp_http_error makes |rsp| an HTTP |status| with the one-line |reason|, no CMP; its outcome says so. */
+void gw_cmp_http_error(struct gw_cmp_response *rsp, int status, const char *reason);
+
+/* gw_cmp_decode: the PKIMessage of |req|, a DER one with nothing before or after it (RFC 9811 §3); else
+ * NULL, |rsp| an HTTP 400 (413 past GW_MAX_CMP_BODY) saying why. */
+OSSL_CMP_MSG *gw_cmp_decode(const struct gw_cmp_request *req, struct gw_cmp_response *rsp);
 
 #endif
