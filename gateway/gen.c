@@ -8,6 +8,7 @@
 #include "base/log.h"
 #include "gateway/cmp/engine.h"
 #include "gateway/probe.h"
+#include "mappings/route.h"
 #include "upstream/upstream.h"
 
 #include <pthread.h>
@@ -134,6 +135,23 @@ void gw_gens_swap(struct gw_gens *gs, struct gw_gen *next)
     gs->retired = old;
     atomic_fetch_add(&gs->n_retired, 1);
     pthread_mutex_unlock(&gs->lock);
+}
+
+struct gw_gen *gw_gens_acquire_retired(struct gw_gens *gs, const char *path, size_t len,
+                                       struct gw_route_match *m)
+{
+    char why[GW_ERR_LEN];
+    struct gw_gen *g;
+
+    pthread_mutex_lock(&gs->lock); /* against gw_gens_reap: a generation held here is not idle */
+    for (g = gs->retired; g != NULL; g = g->next)
+        if (gw_cmp_engine_busy(g->engine) && gw_route_match(&g->cfg->routes, path, len, m, why) == 0 &&
+            !gw_route_is_get(m)) {
+            gw_gen_hold(g);
+            break;
+        }
+    pthread_mutex_unlock(&gs->lock);
+    return g;
 }
 
 size_t gw_gens_retired(struct gw_gens *gs)

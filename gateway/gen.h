@@ -83,6 +83,15 @@ void gw_gens_swap(struct gw_gens *gs, struct gw_gen *next);
  * (main thread, the only one that frees them). */
 size_t gw_gens_reap(struct gw_gens *gs);
 
+/*
+ * gw_gens_acquire_retired: the newest retired generation that still has transactions (or upstream
+ * calls) begun under it and routes |path| (|len| bytes, no query) to a CMP role, held, with |m| its
+ * match borrowed from it; NULL when none does. Its engine answers the open transactions' own messages
+ * on a path a reload took away (any thread).
+ */
+struct gw_gen *gw_gens_acquire_retired(struct gw_gens *gs, const char *path, size_t len,
+                                       struct gw_route_match *m);
+
 /* gw_gens_retired counts the retired generations not yet freed (any thread). */
 size_t gw_gens_retired(struct gw_gens *gs);
 

@@ -57,7 +57,8 @@ struct http_job {
     X509 *peer;                   /* up-ref of the connection's verified client certificate */
     struct sockaddr_storage addr; /* the client's: its failed authentications are counted */
     socklen_t addr_len;
-    bool counted; /* one of its address's requests in flight (gw_guard_req_begin) until freed */
+    bool counted;          /* one of its address's requests in flight (gw_guard_req_begin) until freed */
+    char gone[GW_ERR_LEN]; /* a path only a retired generation serves: the 404 it gets otherwise */
     struct gw_cmp_response rsp;
     bool rsp_inited;
     struct reqlog log;
@@ -376,27 +377,10 @@ static bool draining(struct gw_server *s, h2o_req_t *req)
     return false;
 }
 
-/* loop thread: every check before CMP, in the documented order. 0, or -1 with |r| filled. */
-static int check_request(struct gw_loop *lt, h2o_req_t *req, struct gw_route_match *match, struct refusal *r)
+/* The checks of check_request once the path chose |match|. 0, or -1 with |r| filled. */
+static int check_method(struct gw_server *s, h2o_req_t *req, const struct gw_route_match *match,
+                        struct refusal *r)
 {
-    struct gw_server *s = lt->server;
-    struct gw_conn *c = gw_conn_get0(req);
-    int rc;
-
-    r->reason[0] = '\0';
-    if (c != NULL && (rc = gw_conn_recheck(c)) != 0)
-        return refuse(r, 403, HDR_CLOSE, "%s",
-                      rc == GW_ERR_NOT_FOUND
-                          ? "this listener was removed by a configuration reload"
-                          : "TLS client certificate no longer accepted (expired, or not trusted since "
-                            "the configuration was reloaded): reconnect with one this listener accepts");
-    rc = gw_route_match(&lt->gen->cfg->routes, req->path.base, path_len(req), match, r->reason);
-    if (rc != 0) {
-        r->status = rc == GW_ERR_FORBIDDEN ? 403 : rc == GW_ERR_NOT_FOUND ? 404 : 400;
-        if (r->reason[0] == '\0')
-            snprintf(r->reason, sizeof(r->reason), "path refused: %s", gw_err_str(rc));
-        return -1;
-    }
     if (gw_route_is_get(match)) {
         if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")))
             return refuse(r, 405, HDR_ALLOW_GET, "method %.*s not allowed: a CRL is fetched with GET",
@@ -418,6 +402,29 @@ static int check_request(struct gw_loop *lt, h2o_req_t *req, struct gw_route_mat
     if (draining(s, req))
         return refuse(r, 503, HDR_CLOSE, "shutting down");
     return 0;
+}
+
+/* loop thread: every check before CMP, in the documented order. 0, or -1 with |r| filled. */
+static int check_request(struct gw_loop *lt, h2o_req_t *req, struct gw_route_match *match, struct refusal *r)
+{
+    struct gw_conn *c = gw_conn_get0(req);
+    int rc;
+
+    r->reason[0] = '\0';
+    if (c != NULL && (rc = gw_conn_recheck(c)) != 0)
+        return refuse(r, 403, HDR_CLOSE, "%s",
+                      rc == GW_ERR_NOT_FOUND
+                          ? "this listener was removed by a configuration reload"
+                          : "TLS client certificate no longer accepted (expired, or not trusted since "
+                            "the configuration was reloaded): reconnect with one this listener accepts");
+    rc = gw_route_match(&lt->gen->cfg->routes, req->path.base, path_len(req), match, r->reason);
+    if (rc != 0) {
+        r->status = rc == GW_ERR_FORBIDDEN ? 403 : rc == GW_ERR_NOT_FOUND ? 404 : 400;
+        if (r->reason[0] == '\0')
+            snprintf(r->reason, sizeof(r->reason), "path refused: %s", gw_err_str(rc));
+        return -1;
+    }
+    return check_method(lt->server, req, match, r);
 }
 
 /* An address that failed to authenticate too often waits out its window: HTTP 429 before any work. */
@@ -458,7 +465,8 @@ static struct gw_cmp_request cmp_request_of(const struct http_job *job)
                                    .route = &job->match,
                                    .tls_peer = job->peer,
                                    .path = job->log.path,
-                                   .may_suspend = true};
+                                   .may_suspend = true,
+                                   .gone = job->gone[0] != '\0' ? job->gone : NULL};
 }
 
 /* worker: the second pass of a suspended request, once its upstream call completed. */
@@ -528,8 +536,8 @@ static void on_req_disposed(void *p)
  * at most limits.max_requests_in_flight_per_address requests from here to their answer, across its
  * connections and HTTP/2 streams: past it, HTTP 429 before anything is copied.
  */
-static int submit(struct gw_loop *lt, h2o_req_t *req, const struct gw_route_match *match,
-                  const struct reqlog *log, struct refusal *r)
+static int submit(struct gw_loop *lt, struct gw_gen *gen, h2o_req_t *req, const struct gw_route_match *match,
+                  const struct reqlog *log, const char *gone, struct refusal *r)
 {
     struct http_job *job;
     struct gw_conn *c = gw_conn_get0(req);
@@ -555,8 +563,10 @@ static int submit(struct gw_loop *lt, h2o_req_t *req, const struct gw_route_matc
         job->len = req->entity.len;
     }
     job->job.run = job_run;
-    job->gen = lt->gen;
+    job->gen = gen;
     gw_gen_hold(job->gen);
+    if (gone != NULL)
+        snprintf(job->gone, sizeof(job->gone), "%s", gone);
     job->match = *match;
     job->log = *log;
     if (c != NULL && c->peer != NULL && X509_up_ref(c->peer) == 1)
@@ -577,6 +587,30 @@ static int submit(struct gw_loop *lt, h2o_req_t *req, const struct gw_route_matc
     return 0;
 }
 
+/*
+ * loop thread: a path the running configuration answers 404 (|r|) that a retired one still draining
+ * serves: its engine answers the messages of the transactions begun there (gw_cmp_request.gone).
+ * Refused on the way, or by that engine, it is what the 404 is: the path tells no one it was there.
+ * Only such a path costs more than the 404.
+ */
+static int submit_retired(struct gw_loop *lt, h2o_req_t *req, const struct reqlog *log,
+                          const struct refusal *r)
+{
+    struct gw_route_match match = {.role = NULL};
+    struct refusal ignored = {0};
+    struct gw_gen *g;
+    int rc = -1;
+
+    if (r->status != 404 ||
+        (g = gw_gens_acquire_retired(lt->server->gens, req->path.base, path_len(req), &match)) == NULL)
+        return -1;
+    if (check_method(lt->server, req, &match, &ignored) == 0 &&
+        check_budget(lt->server, req, &match, &ignored) == 0)
+        rc = submit(lt, g, req, &match, log, r->reason, &ignored);
+    gw_gen_drop(g); /* the job holds it */
+    return rc;
+}
+
 /* loop thread */
 int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
 {
@@ -584,12 +618,18 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
     struct gw_route_match match = {.role = NULL};
     struct refusal r = {0};
     struct reqlog log;
+    int rc;
 
     (void)self;
     gw_loop_refresh(lt);
     reqlog_init(&log, req);
-    if (check_request(lt, req, &match, &r) != 0 || check_budget(lt->server, req, &match, &r) != 0 ||
-        submit(lt, req, &match, &log, &r) != 0) {
+    if (check_request(lt, req, &match, &r) != 0)
+        rc = submit_retired(lt, req, &log, &r);
+    else
+        rc = check_budget(lt->server, req, &match, &r) != 0
+                 ? -1
+                 : submit(lt, lt->gen, req, &match, &log, NULL, &r);
+    if (rc != 0) {
         /* logged and counted before the answer leaves: a client that reads the metrics next sees it */
         log_request(lt->gen->cfg, &log, &match, r.status, NULL, r.reason, false);
         send_text(req, r.status, r.hdr, r.retry_after, r.reason);

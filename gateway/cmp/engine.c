@@ -881,11 +881,17 @@ static int check_signer(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MS
 static int check_continuing(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *msg, int claimed,
                             struct cmp_refusal *r)
 {
+    /* on a path that is gone, a transaction of another role is none of the path's (gone_unless_own) */
+    if (c->req->gone != NULL && strcmp(t->role->name, c->role->name) != 0)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, TEXT_NO_TXN);
     /* its signer, then whether it answers the last answer (OpenSSL closes the transaction on a
        replay), and only then any upstream status lookup: the TLS side may have changed, a
        certificate been revoked */
-    return (!claimed && check_signer(c, t, msg, r) != 0) || cmp_check_nonce(t, msg, r) != 0 ||
-           cmp_check_credentials(c, t, r) != 0 || cmp_authorize(c, t, r) != 0;
+    if ((!claimed && check_signer(c, t, msg, r) != 0) || cmp_check_nonce(t, msg, r) != 0 ||
+        cmp_check_credentials(c, t, r) != 0 || cmp_authorize(c, t, r) != 0)
+        return 1;
+    c->own = 1;
+    return 0;
 }
 
 /*
@@ -968,7 +974,8 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
             return;
         claimed = !rebuilt; /* its signer checked on this copy */
     }
-    if (txn == NULL && !held_here(c, &why) && gw_cluster_keeps_records(c->e->cluster))
+    /* a path that is gone serves only the transactions open here, begun on it */
+    if (txn == NULL && c->req->gone == NULL && !held_here(c, &why) && gw_cluster_keeps_records(c->e->cluster))
         leased = rebuilt = (txn = rebuild(c, msg, &why)) != NULL;
     if (txn == NULL) {
         refuse(c, msg,
@@ -1073,7 +1080,7 @@ static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     struct cmp_txn *t;
     OSSL_CMP_MSG *rsp;
 
-    if (txn != NULL && abort_own(c, msg, txn, 0))
+    if ((txn != NULL && abort_own(c, msg, txn, 0)) || c->req->gone != NULL)
         return;
     if (c->hdr.protection_nid == NID_id_PasswordBasedMAC &&
         (c->pbm_gone || !gw_role_accepts_pbm(c->role, c->hdr.sender_kid, c->hdr.sender_kid_len))) {
@@ -1097,6 +1104,20 @@ static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     cmp_txn_free(t);
 }
 
+/*
+ * On a path that is gone (gw_cmp_request.gone) whatever is not an open transaction's own message gets
+ * the answer of an unknown path, and costs its address nothing as that does: the path tells no one
+ * whether it was there, or what was open on it.
+ */
+static void gone_unless_own(struct cmp_call *c)
+{
+    if (c->req->gone == NULL || c->own)
+        return;
+    gw_cmp_response_cleanup(c->rsp);
+    gw_cmp_response_init(c->rsp);
+    gw_cmp_http_error(c->rsp, 404, c->req->gone);
+}
+
 static void dispatch(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
     struct cmp_refusal r = {0};
@@ -1114,7 +1135,8 @@ static void dispatch(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     }
     switch (bodies[c->body]) {
     case BODY_START:
-        start_txn(c, msg);
+        if (c->req->gone == NULL) /* nothing new begins on a path that is gone */
+            start_txn(c, msg);
         break;
     case BODY_CONTINUE:
         continue_txn(c, msg);
@@ -1143,6 +1165,7 @@ void gw_cmp_process(struct gw_cmp_engine *e, const struct gw_cmp_request *req, s
         cmp_describe_call(&c);
     if ((msg = c.resume != NULL ? cmp_suspend_msg(&c) : gw_cmp_decode(req, rsp)) == NULL) {
         cmp_suspend_end(&c); /* a second pass always has its message: nothing is left behind */
+        gone_unless_own(&c);
         return;
     }
     c.body = OSSL_CMP_MSG_get_bodytype(msg);
@@ -1151,6 +1174,7 @@ void gw_cmp_process(struct gw_cmp_engine *e, const struct gw_cmp_request *req, s
         gw_cmp_http_error(rsp, 404, "no CMP role serves this path");
     else
         dispatch(&c, msg);
+    gone_unless_own(&c);
     if (c.resume != NULL) {
         cmp_suspend_end(&c);
         end_slot(&c);

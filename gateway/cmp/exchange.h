@@ -20,6 +20,10 @@ struct gw_cmp_request {
     X509 *tls_peer;   /* verified TLS client certificate, or NULL */
     const char *path; /* request path, for the audit log; NULL = described from |route| */
     bool may_suspend; /* the caller resumes a suspended request (gw_cmp_suspended_arm) */
+    /* set: |route| is a retired configuration's, for a path the running one no longer serves; only an
+       open transaction's own certConf, pollReq or error message is answered (as its role were removed),
+       anything else gets HTTP 404 with this reason, the one an unknown path gets */
+    const char *gone;
 };
 
 /*

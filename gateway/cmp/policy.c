@@ -333,7 +333,8 @@ int cmp_check_record(struct cmp_call *c, struct cmp_txn *t, const char *role, st
     STACK_OF(X509) *chain = t->signer_chain, *now = NULL;
     int rc;
 
-    if ((t->role = cmp_role_named(c->e, role)) == NULL)
+    /* a path a reload took away (gone) is no role's of the running configuration */
+    if (c->req->gone != NULL || (t->role = cmp_role_named(c->e, role)) == NULL)
         rc = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, TEXT_ROLE_REMOVED, role);
     else if (t->pbm && check_pbm_secret(c->e, t, r) != 0)
         rc = 1;
@@ -357,7 +358,7 @@ int cmp_check_current(struct cmp_call *c, struct gw_cmp_engine *now, struct cmp_
     struct gw_cmp_engine *began = c->e;
     int rc;
 
-    if (now == t->e)
+    if (now == t->e && c->req->gone == NULL)
         return 0;
     c->e = now;
     rc = cmp_check_record(c, t, t->role->name, r);

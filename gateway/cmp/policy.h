@@ -68,7 +68,8 @@ const struct gw_role *cmp_role_named(const struct gw_cmp_engine *e, const char *
  * authorization pass as for a new request there. What refuses it goes to c->stale, for the certConf
  * (one that accepts) and pollReq callbacks to answer with: that closes |t|, its certificate
  * withdrawn through the upstream that issued it. Nonzero, refused with |r| and |t| left open, only
- * when that cannot be known now (systemUnavail). 0 at once when |t| began under |now|.
+ * when that cannot be known now (systemUnavail). 0 at once when |t| began under |now|. On a path the
+ * running configuration no longer serves (gw_cmp_request.gone) it is refused as its role were removed.
  */
 int cmp_check_current(struct cmp_call *c, struct gw_cmp_engine *now, struct cmp_txn *t,
                       struct cmp_refusal *r);

@@ -4,7 +4,8 @@ running configuration keeps serving; a transaction begun before a reload (a poll
 after it; a new TLS server certificate, a new role and a new log level taking effect; a listener
 moved to another port (and a port that cannot be had refused); the reload metrics; a polling device
 that a reload takes off its role's allow-list collects nothing, its certificate withdrawn; polling
-devices whose trust anchor a reload removed are refused without their address being blocked."""
+devices whose trust anchor a reload removed are refused without their address being blocked; a polling
+device whose role, and so path, a reload removed is refused at once, its certificate withdrawn."""
 import json
 import signal
 import subprocess
@@ -191,6 +192,12 @@ class Reload(harness.GatewayTestCase):
         self.assertIsNone(cert)
         self.assertEqual(answers[0].status, test_polling.WAITING, answers)
         self.assert_cmp_error(answers[-1], ("error",), "notAuthorized", "is not allowed on role slow")
+        self.assert_withdrawn(answers)
+
+    def assert_withdrawn(self, answers):
+        """The polled transaction of |answers| was refused by a reload: its certificate, issued once its
+        upstream call landed, is revoked there, never confirmed."""
+        import test_polling
         tid = answers[0].header["transactionID"].asOctets().hex()
         test_polling.wait_revoked(self.gw, tid, 30)  # the call lands 2.5 s after the ir
         issued = test_polling.of_tid(self.gw, "issued", tid)
@@ -199,6 +206,31 @@ class Reload(harness.GatewayTestCase):
         self.assertEqual([r["serial"] for r in revoked], [issued[0]["serial"]], revoked)
         self.assertEqual(test_polling.of_tid(self.gw, "confirmed", tid), [])
         self.assertTrue([l for l in events(self.gw, "txn_sender_refused") if l.get("tid") == tid])
+
+    def test_role_removed_while_polling_answered_at_once(self):
+        """A reload removes the polling client's role, and with it its path: the next pollReq, on a path
+        the running configuration no longer serves, reaches the configuration the transaction began under
+        and is refused at once (txn_role_removed), the certificate withdrawn, instead of an HTTP 404 that
+        left the transaction to its TTL. A new ir on that path is answered as on a path that never was."""
+        import test_polling
+        ir = self.gw.make_request("gone-ir")
+
+        def remove():
+            cfg = json.loads(json.dumps(self.base))
+            del cfg["roles"]["slow"]
+            self.write_config(cfg)
+            self.assertEqual(self.sighup_and_wait()["event"], "reloaded")
+
+        _, p, answers, cert = self.polled_across("gone", remove)
+        gone = self.gw.curl(path="/pki/roles/slow/cmp", data=ir)  # its upstream call still runs
+        never = self.gw.curl(path="/pki/roles/never/cmp", data=ir)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIsNone(cert)
+        self.assertEqual(answers[0].status, test_polling.WAITING, answers)
+        self.assert_cmp_error(answers[-1], ("error",), "notAuthorized",
+                              "role slow was removed by a configuration reload after this transaction began")
+        self.assertEqual((gone.status, gone.body), (404, never.body.replace(b"never", b"slow")))
+        self.assert_withdrawn(answers)
 
     def test_new_role_log_level_and_tls_certificate(self):
         d = self.gw.dir

@@ -77,6 +77,8 @@ struct env {
     X509 *tls; /* TLS client certificate of the next request */
     char audit_path[160];
     int auth_failures; /* answers that count against the client's address (gw_cmp_response.auth_failed) */
+    const char *gone;  /* set: |route| is a path the running configuration lost (gw_cmp_request.gone) */
+    int gone_answers;  /* answers that were the HTTP 404 of |gone| */
 };
 
 /* A config variant: the demo's, with these pieces inserted. */
@@ -343,10 +345,12 @@ static unsigned char *exchange(struct env *e, const unsigned char *der, size_t l
 
     gw_cmp_response_init(&rsp);
     gw_cmp_process(e->engine,
-                   &(struct gw_cmp_request){.der = der, .len = len, .route = &e->route, .tls_peer = e->tls},
+                   &(struct gw_cmp_request){
+                       .der = der, .len = len, .route = &e->route, .tls_peer = e->tls, .gone = e->gone},
                    &rsp);
     *http = rsp.http_status;
     e->auth_failures += rsp.auth_failed;
+    e->gone_answers += e->gone != NULL && rsp.http_status == 404 && strcmp(rsp.http_reason, e->gone) == 0;
     if (rsp.http_status == 200) {
         out = OPENSSL_memdup(rsp.der, rsp.len);
         *out_len = rsp.len;
@@ -6370,6 +6374,13 @@ static void test_poll_config(void **state)
     }
 }
 
+/* A client of |cl| that signs with the demo client certificate, or (PBM) uses the demo-device reference. */
+static OSSL_CMP_CTX *demo_client(struct client *cl, enum prot prot)
+{
+    return prot == SIG ? client_new(cl, SIG, client_cert, client_key, NULL, NULL, 0)
+                       : client_new(cl, PBM, NULL, NULL, "demo-device", pbm_secret, pbm_secret_len);
+}
+
 /* The files a reload's configuration points at instead of the demo's (test_reload_continuing). */
 static void write_reload_files(void)
 {
@@ -6478,9 +6489,7 @@ static void test_reload_continuing(void **state)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct env *e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .confirm = 1});
         struct client cl = {.env = e, .tamper = certconf_after_reload};
-        OSSL_CMP_CTX *ctx = cases[i].prot == SIG
-                                ? client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0)
-                                : client_new(&cl, PBM, NULL, NULL, "demo-device", pbm_secret, pbm_secret_len);
+        OSSL_CMP_CTX *ctx = demo_client(&cl, cases[i].prot);
         X509 *cert;
 
         env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN); /* it counts revocations */
@@ -6683,9 +6692,7 @@ static void test_reload_error_aborts(void **state)
                             .tls_first = client_cert,
                             .tls_later = cases[i].other_tls ? rogue_cert : NULL},
                       dummy = {.env = e};
-        OSSL_CMP_CTX *ctx = cases[i].prot == SIG
-                                ? client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0)
-                                : client_new(&cl, PBM, NULL, NULL, "demo-device", pbm_secret, pbm_secret_len);
+        OSSL_CMP_CTX *ctx = demo_client(&cl, cases[i].prot);
         X509 *cert;
 
         env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
@@ -6712,6 +6719,94 @@ static void test_reload_error_aborts(void **state)
         if (e->auth_failures + reload_to->auth_failures != !aborted)
             fail_msg("%s: %d failed authentications counted, want %d", cases[i].what,
                      e->auth_failures + reload_to->auth_failures, !aborted);
+        gw_cmp_engine_expire(e->engine, time(NULL) + 301);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(reload_to);
+        env_free(e);
+    }
+}
+
+/* What test_reload_path_removed sends, and from which exchange on its path is one the reload took away. */
+static OSSL_CMP_MSG *(*gone_path_tamper)(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl);
+static struct env *gone_path_env;
+static int gone_path_at;
+
+#define GONE_404 "unknown path /roles/default/cmp: CMP is served at /cmp"
+
+static OSSL_CMP_MSG *on_gone_path(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
+{
+    if (gone_path_tamper != NULL)
+        req = gone_path_tamper(ctx, req, cl);
+    if (cl->exchanges == gone_path_at) { /* the listener hands it to the retired engine that has the path */
+        cl->env = gone_path_env;
+        gone_path_env->gone = GONE_404;
+    }
+    return req;
+}
+
+/*
+ * A reload takes away the path of a transaction's role: the listener hands what comes on it to the
+ * engine of the retired configuration that still serves it. The transaction's own certConf is refused
+ * as its role were removed, closing it and withdrawing its certificate, its own error message aborts it,
+ * both uncounted; anything else (a new ir, a guessed secret, another TLS client, an unknown
+ * transactionID) gets the 404 of an unknown path, uncounted too, and the transaction stays open for
+ * its client. Once, the listener answered every one of them 404, and the certificate stayed valid.
+ */
+static void test_reload_path_removed(void **state)
+{
+    enum expect { ROLE_REMOVED, ABORTED, NOT_FOUND };
+    static const struct {
+        const char *what;
+        enum prot prot;
+        OSSL_CMP_MSG *(*tamper)(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl);
+        int at, other_tls;
+        enum expect expect;
+    } cases[] = {
+        {"own certConf", SIG, NULL, 1, 0, ROLE_REMOVED},
+        {"own certConf, PBM", PBM, NULL, 1, 0, ROLE_REMOVED},
+        {"own error message", PBM, tamper_error, 1, 0, ABORTED},
+        {"new ir", SIG, NULL, 0, 0, NOT_FOUND},
+        {"guessed secret", PBM, forged_after_reload, 1, 0, NOT_FOUND},
+        {"another TLS client", PBM, NULL, 1, 1, NOT_FOUND},
+        {"unknown transactionID", PBM, certconf_unknown_txn, 1, 0, NOT_FOUND},
+    };
+
+    (void)state;
+    unknown_txn_ref = "demo-device";
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct env *e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .confirm = 1});
+        struct client cl = {.env = e,
+                            .tamper = on_gone_path,
+                            .tls_first = client_cert,
+                            .tls_later = cases[i].other_tls ? rogue_cert : NULL},
+                      dummy = {.env = e};
+        OSSL_CMP_CTX *ctx = demo_client(&cl, cases[i].prot);
+        enum expect want = cases[i].expect;
+        X509 *cert;
+
+        env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
+        if (cases[i].tamper == tamper_error) /* it re-protects the error message */
+            cl.other = client_new(&dummy, PBM, NULL, NULL, "demo-device", pbm_secret, pbm_secret_len);
+        reload_to = env_reload(e, &(struct env_opts){.cmp = CMP_DEFAULTS, .confirm = 1});
+        gone_path_tamper = cases[i].tamper;
+        gone_path_env = e;
+        gone_path_at = cases[i].at;
+        cert = OSSL_CMP_exec_IR_ses(ctx);
+        if ((cert != NULL) != (want == ABORTED)) /* the pkiconf is taken for the certConf's */
+            fail_msg("%s: %s", cases[i].what, cert != NULL ? "confirmed" : "not aborted");
+        if (want == ROLE_REMOVED)
+            assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                          "role default was removed by a configuration reload after this transaction began: "
+                          "enrol again on a route that exists");
+        if (e->gone_answers != (want == NOT_FOUND))
+            fail_msg("%s: %d answers were the 404 of an unknown path", cases[i].what, e->gone_answers);
+        assert_int_equal(gw_cmp_engine_open_transactions(e->engine), want == NOT_FOUND && cases[i].at == 1);
+        assert_int_equal(audit_count(e, "rejected", NULL, NULL, NULL), want == ROLE_REMOVED);
+        assert_int_equal(audit_count(e, "rejected_by_client", NULL, NULL, NULL), want == ABORTED);
+        assert_int_equal(revoke_calls(e), want != NOT_FOUND);
+        if (e->auth_failures + reload_to->auth_failures != 0)
+            fail_msg("%s: counted as a failed authentication", cases[i].what);
         gw_cmp_engine_expire(e->engine, time(NULL) + 301);
         client_cleanup(&cl);
         OSSL_CMP_CTX_free(ctx);
@@ -6993,6 +7088,7 @@ int main(void)
         cmocka_unit_test(test_engine_reset),
         cmocka_unit_test(test_reload_shares_transactions),
         cmocka_unit_test(test_reload_continuing),
+        cmocka_unit_test(test_reload_path_removed),
         cmocka_unit_test(test_reload_foreign_continuing),
         cmocka_unit_test(test_reload_error_aborts),
         cmocka_unit_test(test_no_txn_hides_references),
