@@ -30,7 +30,6 @@
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
-#include "base/clock.h"
 #include "base/err.h"
 #include "base/limits.h"
 #include "base/log.h"
@@ -241,23 +240,22 @@ out:
     }
 }
 
-/* call_as sends |method| to |endpoint|, answered by |deadline| (0: none), and reduces the answer. */
-static void call_as(struct cfssl *c, const struct gw_upstream_conf *conf, uint64_t deadline,
-                    const char *method, const char *endpoint, const char *body, enum reading what,
-                    struct answer *a)
+/* call_as sends |method| to |endpoint| and reduces the answer (worker). */
+static void call_as(struct cfssl *c, const struct gw_upstream_conf *conf, const char *method,
+                    const char *endpoint, const char *body, enum reading what, struct answer *a)
 {
     struct gw_http_response rsp;
-    int rc = gw_http_request(c->http, deadline, method, endpoint, body, NULL, &rsp);
+    int rc = gw_http_request(c->http, method, endpoint, body, NULL, &rsp);
 
     reduce(conf, endpoint, what, rc, &rsp, a);
     gw_http_response_cleanup(&rsp);
 }
 
 /* call POSTs |body| to |endpoint|. */
-static void call(struct cfssl *c, const struct gw_upstream_conf *conf, uint64_t deadline,
-                 const char *endpoint, const char *body, enum reading what, struct answer *a)
+static void call(struct cfssl *c, const struct gw_upstream_conf *conf, const char *endpoint, const char *body,
+                 enum reading what, struct answer *a)
 {
-    call_as(c, conf, deadline, "POST", endpoint, body, what, a);
+    call_as(c, conf, "POST", endpoint, body, what, a);
 }
 
 /* ---- the CA chain (info) ---- */
@@ -286,14 +284,13 @@ err:
     return NULL;
 }
 
-/* Fetches cfssl's CA certificate (by |deadline|) and makes the chain: a call to cfssl, made with no
- * lock held. NULL with the failure in |a|. */
-static STACK_OF(X509) *fetch_chain(struct cfssl *c, const struct gw_upstream_conf *conf, uint64_t deadline,
-                                   struct answer *a)
+/* Fetches cfssl's CA certificate and makes the chain: a call to cfssl, made with no lock held. NULL
+ * with the failure in |a|. */
+static STACK_OF(X509) *fetch_chain(struct cfssl *c, const struct gw_upstream_conf *conf, struct answer *a)
 {
     STACK_OF(X509) *chain;
 
-    call(c, conf, deadline, EP_INFO, "{\"profile\":\"\"}", READ_INFO, a);
+    call(c, conf, EP_INFO, "{\"profile\":\"\"}", READ_INFO, a);
     if (a->status != 0)
         return NULL;
     if ((chain = make_chain(a->cert, conf)) == NULL)
@@ -307,11 +304,11 @@ static STACK_OF(X509) *fetch_chain(struct cfssl *c, const struct gw_upstream_con
  * |refresh| (the CA changed under us). The fetch runs outside the lock, so a slow or hanging
  * cfssl holds up only the calls that need its CA, never every other call through this upstream.
  * Several callers may fetch at once: the first to finish publishes its chain, a later one keeps
- * its own for its call only (both read cfssl's CA after the need arose), within the sign call's
- * |deadline|. NULL with the reason in |a|. Worker, or a thread of the call's own.
+ * its own for its call only (both read cfssl's CA after the need arose). NULL with the reason in
+ * |a|. Worker, or a thread of the call's own.
  */
-static STACK_OF(X509) *get1_chain(struct cfssl *c, const struct gw_upstream_conf *conf, uint64_t deadline,
-                                  int refresh, struct answer *a)
+static STACK_OF(X509) *get1_chain(struct cfssl *c, const struct gw_upstream_conf *conf, int refresh,
+                                  struct answer *a)
 {
     STACK_OF(X509) *out = NULL, *fresh, *old = NULL;
     unsigned long since;
@@ -323,7 +320,7 @@ static STACK_OF(X509) *get1_chain(struct cfssl *c, const struct gw_upstream_conf
         out = X509_chain_up_ref(c->chain);
     since = c->fetches;
     pthread_mutex_unlock(&c->lock);
-    if (!cached && (fresh = fetch_chain(c, conf, deadline, a)) != NULL) {
+    if (!cached && (fresh = fetch_chain(c, conf, a)) != NULL) {
         pthread_mutex_lock(&c->lock);
         if (c->fetches == since) {
             old = c->chain;
@@ -377,7 +374,7 @@ static int cfssl_init(struct gw_upstream *up, char *err)
         return GW_ERR_INVAL;
     }
     /* A cfssl that is down at start is fetched from again on the first sign call. */
-    c->chain = fetch_chain(c, conf, 0, &a);
+    c->chain = fetch_chain(c, conf, &a);
     if (a.status != 0)
         gw_log(GW_LOG_WARN, "upstream_ca", "%s; will retry on the first request", a.reason);
     answer_cleanup(&a);
@@ -571,16 +568,16 @@ static int signed_by(X509 *cert, STACK_OF(X509) *chain)
     return pk != NULL && X509_verify(cert, pk) == 1;
 }
 
-/* The issued certificate |cert| (taken over) and its chain into |res|, by the call's |deadline|. */
-static void take_certificate(struct cfssl *c, const struct gw_upstream_conf *conf, uint64_t deadline,
-                             X509 *cert, STACK_OF(X509) *chain, struct gw_sign_result *res)
+/* The issued certificate |cert| (taken over) and its chain into |res|. */
+static void take_certificate(struct cfssl *c, const struct gw_upstream_conf *conf, X509 *cert,
+                             STACK_OF(X509) *chain, struct gw_sign_result *res)
 {
     struct answer again;
 
     memset(&again, 0, sizeof(again));
     if (!signed_by(cert, chain)) {
         sk_X509_pop_free(chain, X509_free);
-        if ((chain = get1_chain(c, conf, deadline, 1, &again)) == NULL || !signed_by(cert, chain)) {
+        if ((chain = get1_chain(c, conf, 1, &again)) == NULL || !signed_by(cert, chain)) {
             if (again.status == 0)
                 answer_fail(&again, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
                             "cfssl %s: the certificate is not signed by cfssl's CA (info)",
@@ -610,7 +607,6 @@ out:
 struct sign_call {
     struct cfssl *c;
     const struct gw_upstream_conf *conf;
-    uint64_t deadline; /* of the whole call: the upstream's timeout, every request to cfssl included */
     STACK_OF(X509) *chain;
     X509 *cert; /* the answer's, for the thread that checks it against a fetched chain */
     char rid[2 * GW_MAX_TID_LEN + 1];
@@ -638,7 +634,7 @@ static void sign_call_end(struct sign_call *sc)
 /* The certificate |cert| (taken over) and the call's chain into its result. */
 static void sign_call_take(struct sign_call *sc, X509 *cert)
 {
-    take_certificate(sc->c, sc->conf, sc->deadline, cert, sc->chain, sc->res);
+    take_certificate(sc->c, sc->conf, cert, sc->chain, sc->res);
     sc->chain = NULL;
 }
 
@@ -678,11 +674,11 @@ static void sign_call_done(void *arg, int rc, const struct gw_http_response *rsp
 }
 
 /*
- * sign_prepare makes what a sign call sends: the chain (fetched by |deadline| if not yet known) and
- * the body. 0, or the refusal in |a|. Worker.
+ * sign_prepare makes what a sign call sends: the chain (fetched if not yet known) and the body.
+ * 0, or the refusal in |a|. Worker.
  */
-static int sign_prepare(struct cfssl *c, const struct gw_upstream_conf *conf, uint64_t deadline,
-                        const struct gw_sign_req *req, STACK_OF(X509) **chain, char **body, struct answer *a)
+static int sign_prepare(struct cfssl *c, const struct gw_upstream_conf *conf, const struct gw_sign_req *req,
+                        STACK_OF(X509) **chain, char **body, struct answer *a)
 {
     const struct gw_cfssl_conf *cc = conf->impl;
     char *sign_req;
@@ -697,7 +693,7 @@ static int sign_prepare(struct cfssl *c, const struct gw_upstream_conf *conf, ui
         return 1;
     }
     /* the chain first: if cfssl's CA cannot be read, nothing is issued, and the client may retry */
-    if ((*chain = get1_chain(c, conf, deadline, 0, a)) == NULL) {
+    if ((*chain = get1_chain(c, conf, 0, a)) == NULL) {
         char why[GW_ERR_LEN];
 
         snprintf(why, sizeof(why), "%s", a->reason);
@@ -737,19 +733,16 @@ static int cfssl_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_
     gw_sign_result_init(sc->res);
     sc->c = c;
     sc->conf = gw_upstream_get0_conf(up);
-    sc->deadline = gw_now_ms() + gw_upstream_timeout_ms(up);
     sc->done = done;
     sc->arg = arg;
     sc->endpoint = ((const struct gw_cfssl_conf *)sc->conf->impl)->auth_key != NULL ? EP_AUTHSIGN : EP_SIGN;
     snprintf(sc->rid, sizeof(sc->rid), "%s", req->request_id != NULL ? req->request_id : "");
-    if (sign_prepare(c, sc->conf, sc->deadline, req, &sc->chain, &body, &a) != 0) {
+    if (sign_prepare(c, sc->conf, req, &sc->chain, &body, &a) != 0) {
         set_error(sc->res, &a);
         answer_cleanup(&a);
         sign_call_end(sc);
-    } else if (gw_http_request_async(c->http, sc->deadline, "POST", sc->endpoint, body, NULL, sign_call_done,
-                                     sc) != 0) {
-        int rc =
-            gw_http_request(c->http, sc->deadline, "POST", sc->endpoint, body, NULL, &rsp); /* here, then */
+    } else if (gw_http_request_async(c->http, "POST", sc->endpoint, body, NULL, sign_call_done, sc) != 0) {
+        int rc = gw_http_request(c->http, "POST", sc->endpoint, body, NULL, &rsp); /* here, then */
 
         sign_call_done(sc, rc, &rsp);
         gw_http_response_cleanup(&rsp);
@@ -796,7 +789,7 @@ static int revoke_once(struct cfssl *c, const struct gw_upstream_conf *conf, con
         snprintf(err, GW_ERR_LEN, "cfssl %s: out of memory", gw_upstream_conf_name(conf));
         return GW_ERR_NOMEM;
     }
-    call(c, conf, 0, EP_REVOKE, body, READ_ENVELOPE, &a);
+    call(c, conf, EP_REVOKE, body, READ_ENVELOPE, &a);
     free(body);
     rc = a.status;
     if (rc != 0) {
@@ -900,7 +893,7 @@ static int cfssl_probe(struct gw_upstream *up, char *err)
     struct answer a;
     int rc;
 
-    call(c, conf, 0, EP_INFO, "{\"profile\":\"\"}", READ_INFO, &a);
+    call(c, conf, EP_INFO, "{\"profile\":\"\"}", READ_INFO, &a);
     rc = a.status;
     if (rc != 0)
         snprintf(err, GW_ERR_LEN, "%s", a.reason);
@@ -917,7 +910,7 @@ static int cfssl_crl(struct gw_upstream *up, unsigned char **der, size_t *len, c
 
     *der = NULL;
     *len = 0;
-    call_as(c, conf, 0, "GET", EP_CRL, NULL, READ_CRL, &a);
+    call_as(c, conf, "GET", EP_CRL, NULL, READ_CRL, &a);
     if (a.status != 0) {
         snprintf(err, GW_ERR_LEN, "%s", a.reason);
         rc = a.status == GW_ERR_POLICY ? GW_ERR_UPSTREAM : a.status;

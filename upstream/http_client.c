@@ -14,7 +14,6 @@
 #include <string.h>
 #include <curl/curl.h>
 #include <openssl/crypto.h>
-#include "base/clock.h"
 #include "base/err.h"
 #include "base/limits.h"
 #include "upstream/http_client.h"
@@ -309,24 +308,11 @@ CURLcode gw_http_setopt_base(CURL *curl, const char *url, const struct gw_http_c
     return rc;
 }
 
-/*
- * The time a call may take: what is left before |deadline_ms| (0: none), within the client's timeout.
- * At least 1 ms: libcurl reads 0 as no timeout at all.
- */
-static long time_left(const struct gw_http_client *c, uint64_t deadline_ms)
-{
-    uint64_t now = gw_now_ms();
-
-    if (deadline_ms == 0 || deadline_ms >= now + (uint64_t)c->timeout_ms)
-        return c->timeout_ms;
-    return deadline_ms > now ? (long)(deadline_ms - now) : 1;
-}
-
 /* Sets every option of one call; CURLE_OK or the first failure. */
-static CURLcode set_options(struct gw_http_client *c, CURL *curl, uint64_t deadline_ms, const char *method,
-                            const char *url, const char *body, struct curl_slist *hdrs, struct sink *sink)
+static CURLcode set_options(struct gw_http_client *c, CURL *curl, const char *method, const char *url,
+                            const char *body, struct curl_slist *hdrs, struct sink *sink)
 {
-    CURLcode rc = gw_http_setopt_base(curl, url, c->tls, time_left(c, deadline_ms));
+    CURLcode rc = gw_http_setopt_base(curl, url, c->tls, c->timeout_ms);
 
     SET(CURLOPT_HTTPHEADER, hdrs);
     SET(CURLOPT_WRITEFUNCTION, on_body);
@@ -418,8 +404,8 @@ static int finish(CURL *curl, CURLcode rc, struct sink *sink, struct gw_http_res
 }
 
 /* worker */
-int gw_http_request(struct gw_http_client *c, uint64_t deadline_ms, const char *method, const char *path,
-                    const char *body, const char *const *headers, struct gw_http_response *rsp)
+int gw_http_request(struct gw_http_client *c, const char *method, const char *path, const char *body,
+                    const char *const *headers, struct gw_http_response *rsp)
 {
     struct sink sink = {0};
     struct curl_slist *hdrs = NULL;
@@ -437,7 +423,7 @@ int gw_http_request(struct gw_http_client *c, uint64_t deadline_ms, const char *
         goto out;
     }
     curl_easy_reset(curl);
-    if ((rc = set_options(c, curl, deadline_ms, method, url, body, hdrs, &sink)) == CURLE_OK)
+    if ((rc = set_options(c, curl, method, url, body, hdrs, &sink)) == CURLE_OK)
         rc = curl_easy_perform(curl);
     ret = finish(curl, rc, &sink, rsp);
     /* the handle keeps nothing that points at this call's memory */
@@ -585,9 +571,8 @@ static int transfers_submit(struct gw_http_client *c, struct transfer *tr)
     return rc;
 }
 
-int gw_http_request_async(struct gw_http_client *c, uint64_t deadline_ms, const char *method,
-                          const char *path, const char *body, const char *const *headers,
-                          gw_http_done_fn done, void *arg)
+int gw_http_request_async(struct gw_http_client *c, const char *method, const char *path, const char *body,
+                          const char *const *headers, gw_http_done_fn done, void *arg)
 {
     struct transfer *tr;
     CURLcode rc;
@@ -602,7 +587,7 @@ int gw_http_request_async(struct gw_http_client *c, uint64_t deadline_ms, const 
     }
     tr->done = done;
     tr->arg = arg;
-    rc = set_options(c, tr->curl, deadline_ms, method, tr->url, NULL, tr->hdrs, &tr->sink);
+    rc = set_options(c, tr->curl, method, tr->url, NULL, tr->hdrs, &tr->sink);
     if (rc == CURLE_OK && strcmp(method, "GET") != 0) /* the body is copied: |body| need not outlive us */
         rc = curl_easy_setopt(tr->curl, CURLOPT_COPYPOSTFIELDS, body != NULL ? body : "");
     if (rc == CURLE_OK)

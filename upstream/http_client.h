@@ -55,14 +55,11 @@ void gw_http_client_thread_done(struct gw_http_client *c);
 /*
  * gw_http_request performs |method| ("GET", "POST") on |path| (appended to the base URL) with
  * optional JSON |body| and extra |headers| (NULL-terminated "Name: value" strings; secrets are
- * never logged), ending by |deadline_ms| (gw_now_ms; 0: none), at the latest after the client's
- * timeout: a call that retries or asks more than once passes one deadline to each request, so that
- * the whole takes no longer than the upstream's timeout. Fills |rsp| (free with
- * gw_http_response_cleanup). Returns 0 if an HTTP answer came (any status), or GW_ERR_TIMEOUT /
- * GW_ERR_IO.
+ * never logged). Fills |rsp| (free with gw_http_response_cleanup). Returns 0 if an HTTP answer
+ * came (any status), or GW_ERR_TIMEOUT / GW_ERR_IO.
  */
-int gw_http_request(struct gw_http_client *c, uint64_t deadline_ms, const char *method, const char *path,
-                    const char *body, const char *const *headers, struct gw_http_response *rsp);
+int gw_http_request(struct gw_http_client *c, const char *method, const char *path, const char *body,
+                    const char *const *headers, struct gw_http_response *rsp);
 void gw_http_response_cleanup(struct gw_http_response *rsp);
 
 /*
@@ -82,8 +79,7 @@ typedef void (*gw_http_done_fn)(void *arg, int rc, const struct gw_http_response
  * GW_ERR_NOMEM / GW_ERR_INVAL (|done| is not called). gw_http_client_free waits for calls in
  * flight (each is bounded by the client's timeout).
  */
-int gw_http_request_async(struct gw_http_client *c, uint64_t deadline_ms, const char *method,
-                          const char *path, const char *body, const char *const *headers,
-                          gw_http_done_fn done, void *arg);
+int gw_http_request_async(struct gw_http_client *c, const char *method, const char *path, const char *body,
+                          const char *const *headers, gw_http_done_fn done, void *arg);
 
 #endif

