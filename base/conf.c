@@ -1006,6 +1006,65 @@ char *gw_conf_dir_of(const char *path)
     return strndup(path, (size_t)(slash - path));
 }
 
+int gw_conf_check_owner(const char *key, const char *what, const char *path, const struct stat *st,
+                        uid_t owner, char *err)
+{
+    if (st->st_uid == owner || st->st_uid == 0)
+        return 0;
+    snprintf(err, GW_ERR_LEN,
+             "%s: %s\"%s\" is owned by uid %ld, neither the gateway's user (uid %ld) nor root: "
+             "chown it to the gateway's user",
+             key, what, path, (long)st->st_uid, (long)owner);
+    return GW_ERR_FORBIDDEN;
+}
+
+/*
+ * Whoever may add a name to the directory, or take one from it, could rename the file away, or plant
+ * a link or a file of their own where the gateway (perhaps still root) creates or opens it. The sticky
+ * bit leaves each name to its owner: /tmp passes, and there another user may only take a name first,
+ * which the file's own checks refuse.
+ */
+static int check_dir_writers(const char *key, const char *dir, const struct stat *st, uid_t owner, char *err)
+{
+    if ((st->st_mode & (S_IWGRP | S_IWOTH)) == 0 || (st->st_mode & S_ISVTX) != 0)
+        return gw_conf_check_owner(key, "the directory ", dir, st, owner, err);
+    snprintf(err, GW_ERR_LEN,
+             "%s: the directory \"%s\" is writable by group or others without the sticky bit "
+             "(mode %04o): make it 0755",
+             key, dir, (unsigned)(st->st_mode & 07777));
+    return GW_ERR_FORBIDDEN;
+}
+
+int gw_conf_check_dir(const char *key, const char *file, uid_t owner, char *err)
+{
+    char *dir = gw_conf_dir_of(file);
+    struct stat st;
+    int rc = GW_ERR_IO;
+
+    if (dir == NULL)
+        snprintf(err, GW_ERR_LEN, "out of memory");
+    else if (stat(dir, &st) != 0)
+        snprintf(err, GW_ERR_LEN, "%s: cannot read the directory \"%s\": %s", key, dir, strerror(errno));
+    else
+        rc = check_dir_writers(key, dir, &st, owner, err);
+    free(dir);
+    return rc;
+}
+
+int gw_conf_stat_written(const char *key, const char *file, uid_t owner, struct stat *st, char *err)
+{
+    int rc = gw_conf_check_dir(key, file, owner, err);
+
+    if (rc != 0)
+        return rc;
+    if (lstat(file, st) == 0)
+        return 1;
+    if (errno == ENOENT) /* the start creates it */
+        return 0;
+    snprintf(err, GW_ERR_LEN, "%s: cannot read \"%s\": %s", key, file, strerror(errno));
+    return GW_ERR_IO;
+}
+
 /* Reads a whole regular file of at most GW_MAX_CONFIG_SIZE bytes. */
 char *gw_conf_read_file(struct gw_conf_ctx *pc, const char *path, size_t *len)
 {

@@ -180,6 +180,29 @@ struct bio_st *gw_conf_open(struct gw_conf_ctx *pc, const char *path, const char
 /* The directory part of |path| ("." when it has none), as a new string. */
 char *gw_conf_dir_of(const char *path);
 
+struct stat;
+/*
+ * The rule for a file the gateway writes and reads back (|key| names it in errors): 0 when |owner|
+ * (the user the gateway serves as) or root owns |path|, whose status is |st| (|what|: "" or "the
+ * directory "), else GW_ERR_FORBIDDEN with |err| (GW_ERR_LEN bytes): its owner may chmod it at will.
+ */
+int gw_conf_check_owner(const char *key, const char *what, const char *path, const struct stat *st,
+                        uid_t owner, char *err);
+
+/*
+ * 0 when no one but |owner| or root may add names to the directory of |file|, or take them from it,
+ * unless the sticky bit keeps each name to its owner, and |owner| or root owns it; else an error with
+ * |err|: anyone else could plant a link at |file| and have the gateway write through it.
+ */
+int gw_conf_check_dir(const char *key, const char *file, uid_t owner, char *err);
+
+/*
+ * The status of |file| (never followed) that the gateway creates, writes and reads back, once its
+ * directory passed gw_conf_check_dir: 1 with |st|, 0 when it is absent (the start creates it), or an
+ * error with |err|. What a `cmpgw check` of such a file starts with.
+ */
+int gw_conf_stat_written(const char *key, const char *file, uid_t owner, struct stat *st, char *err);
+
 /*
  * Opens secret |file| (a private key, a passphrase, a token...) for reading: its descriptor, or -1
  * with the error set; the one opener of every file that holds a secret. One that others may

@@ -281,78 +281,24 @@ static int read_lines(struct cmp_revoked *rs, off_t size, time_t now, char *err)
     return 0;
 }
 
-/* 0 when |owner| or root owns |path| (|what|: "" or "the directory "), whose status is |st|. */
-static int check_owner(const char *what, const char *path, const struct stat *st, uid_t owner, char *err)
-{
-    if (st->st_uid == owner || st->st_uid == 0)
-        return 0;
-    snprintf(err, GW_ERR_LEN,
-             "cmp.revoked_file: %s\"%s\" is owned by uid %ld, neither the gateway's user (uid %ld) nor root: "
-             "chown it to the gateway's user",
-             what, path, (long)st->st_uid, (long)owner);
-    return GW_ERR_FORBIDDEN;
-}
-
 /* 0 when only |owner| or root may write |file|, whose status is |st|; else GW_ERR_FORBIDDEN with |err|. */
 static int check_writers(const char *file, const struct stat *st, uid_t owner, char *err)
 {
     if ((st->st_mode & (S_IWGRP | S_IWOTH)) == 0)
-        return check_owner("", file, st, owner, err);
+        return gw_conf_check_owner("cmp.revoked_file", "", file, st, owner, err);
     snprintf(err, GW_ERR_LEN,
              "cmp.revoked_file: \"%s\" is writable by group or others (mode %03o): make it 0600", file,
              (unsigned)(st->st_mode & 0777));
     return GW_ERR_FORBIDDEN;
 }
 
-/*
- * 0 when no one but |owner| or root may add a name to |dir|, whose status is |st|, or take one from
- * it; else GW_ERR_FORBIDDEN with |err|. Whoever may could rename the file away, or plant a link or a
- * file of their own where the start creates the file or the temporary that replaces it. The sticky
- * bit leaves each name to its owner: /tmp passes, and there another user may only take a name first,
- * which refuses the start (the file is not theirs) and writes nowhere else.
- */
-static int check_dir_writers(const char *dir, const struct stat *st, uid_t owner, char *err)
-{
-    if ((st->st_mode & (S_IWGRP | S_IWOTH)) == 0 || (st->st_mode & S_ISVTX) != 0)
-        return check_owner("the directory ", dir, st, owner, err);
-    snprintf(err, GW_ERR_LEN,
-             "cmp.revoked_file: the directory \"%s\" is writable by group or others without the sticky bit "
-             "(mode %04o): make it 0755",
-             dir, (unsigned)(st->st_mode & 07777));
-    return GW_ERR_FORBIDDEN;
-}
-
-/* |file|'s directory, checked by check_dir_writers: 0, or an error with |err|. */
-static int check_dir(const char *file, uid_t owner, char *err)
-{
-    char *dir = gw_conf_dir_of(file);
-    struct stat st;
-    int rc = GW_ERR_IO;
-
-    if (dir == NULL)
-        snprintf(err, GW_ERR_LEN, "out of memory");
-    else if (stat(dir, &st) != 0)
-        snprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot read the directory \"%s\": %s", dir,
-                 strerror(errno));
-    else
-        rc = check_dir_writers(dir, &st, owner, err);
-    free(dir);
-    return rc;
-}
-
 int cmp_revoked_file_check(const char *file, uid_t owner, char *err)
 {
     struct stat st;
-    int rc = check_dir(file, owner, err);
+    int rc = gw_conf_stat_written("cmp.revoked_file", file, owner, &st, err);
 
-    if (rc != 0)
+    if (rc <= 0)
         return rc;
-    if (lstat(file, &st) != 0) {
-        if (errno == ENOENT) /* the start creates it */
-            return 0;
-        snprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot read \"%s\": %s", file, strerror(errno));
-        return GW_ERR_IO;
-    }
     if (!S_ISREG(st.st_mode)) { /* a link too: the start opens it with O_NOFOLLOW */
         snprintf(err, GW_ERR_LEN, "cmp.revoked_file: \"%s\" is not a regular file", file);
         return GW_ERR_IO;
@@ -514,7 +460,7 @@ static int take_file(struct cmp_revoked *rs, const char *file, time_t now, char 
     int excl = 0, rc, fd;
     off_t size = 0;
 
-    if ((rc = check_dir(file, rs->owner, err)) != 0)
+    if ((rc = gw_conf_check_dir("cmp.revoked_file", file, rs->owner, err)) != 0)
         return rc;
     if ((fd = lock_file(file, &excl)) < 0) {
         snprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot open \"%s\": %s", file,
