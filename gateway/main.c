@@ -360,6 +360,9 @@ static int block_signals(sigset_t *set)
         return -1;
     /* a peer closing its socket mid-write must not kill the process */
     signal(SIGPIPE, SIG_IGN);
+    /* nor a file size limit (LimitFSIZE=): the write fails (EFBIG), here as on the workers (which
+       block every signal), and an audit record's stops the issuance as a full disk does */
+    signal(SIGXFSZ, SIG_IGN);
     return 0;
 }
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -79,6 +80,33 @@ def audit_records(gw, event, cn=None):
     lines = path.read_text().splitlines() if path.exists() else []
     return [r for r in (json.loads(l) for l in lines if l.strip())
             if r.get("event") == event and (cn is None or r.get("common_name") == cn)]
+
+
+AUDIT_FULL_AT = 64 << 20  # a file size limit far above the gateway's other files (its stderr)
+
+
+def audit_log_full(gw):
+    """Every later write to |gw|'s audit log fails (EFBIG), as on a full disk: the log is moved to
+    audit.log.kept, its reopened successor starts (sparse) past a file size limit that the running
+    gateway is then held to. audit_log_room lifts the limit."""
+    d = gw.dir
+    os.rename(d / "audit.log", d / "audit.log.kept")
+    with open(d / "audit.log", "wb") as f:
+        f.truncate(2 * AUDIT_FULL_AT)
+    def reopens():
+        return len([l for l in gw.log_lines() if l.get("event") == "audit_reopened"])
+
+    before = reopens()
+    gw.proc.send_signal(signal.SIGUSR1)
+    if settled(reopens, lambda n: n > before, 10) == before:  # however busy the machine
+        raise Failure("the audit log was not reopened: %s" % gw.stderr()[-2000:])
+    gw.fsize_was = resource.prlimit(gw.proc.pid, resource.RLIMIT_FSIZE)
+    resource.prlimit(gw.proc.pid, resource.RLIMIT_FSIZE, (AUDIT_FULL_AT, gw.fsize_was[1]))
+
+
+def audit_log_room(gw):
+    """Undoes audit_log_full's limit (the log stays as it is)."""
+    resource.prlimit(gw.proc.pid, resource.RLIMIT_FSIZE, gw.fsize_was)
 
 
 def admin(gw, path, method="GET", token=None):

@@ -3117,7 +3117,6 @@ static void test_status_revoked_file_dir(void **state)
 static void test_status_revoked_not_saved(void **state)
 {
     struct two_cas t;
-    struct rlimit was, cap;
     char cmp[256], file[128], *logged;
     FILE *f;
 
@@ -3130,15 +3129,11 @@ static void test_status_revoked_not_saved(void **state)
     snprintf(cmp, sizeof(cmp), CMP_DEFAULTS ", \"revoked_file\": \"%s\"", file);
     two_cas_open_cmp(&t, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, cmp);
     local_conf(t.env)->check_revocation = false;
-    assert_int_equal(getrlimit(RLIMIT_FSIZE, &was), 0);
-    cap = (struct rlimit){.rlim_cur = 100000, .rlim_max = was.rlim_max};
-    signal(SIGXFSZ, SIG_IGN);
     log_capture_start();
-    assert_int_equal(setrlimit(RLIMIT_FSIZE, &cap), 0);
+    tu_cap_files(100000);
     rr_as(&t, t.x1, t.x1_key, t.ca1);
-    assert_int_equal(setrlimit(RLIMIT_FSIZE, &was), 0);
+    tu_uncap_files();
     logged = log_capture_end();
-    signal(SIGXFSZ, SIG_DFL);
     assert_not_kept(
         logged, t.x1, "error", "cannot append to cmp.revoked_file",
         "this instance refuses this certificate until it restarts, then once its CA's CRL lists it");
@@ -3874,12 +3869,11 @@ static void test_undelivered_withdrawn(void **state)
     }
 }
 
-/* Swaps the audit file for /dev/full: every later write fails. */
-static void audit_to_dev_full(struct env *e)
+/* The disk is full: every later write to the audit log fails (EFBIG), until tu_uncap_files. */
+static void audit_full(struct env *e)
 {
-    unlink(e->audit_path);
-    assert_int_equal(symlink("/dev/full", e->audit_path), 0);
-    assert_int_equal(gw_cmp_engine_reopen_audit(e->engine), 0);
+    (void)e;
+    tu_cap_files(0);
 }
 
 /* No audit record, no certificate: before the upstream call nothing is issued; after it, withdrawn. */
@@ -3892,9 +3886,10 @@ static void test_audit_unwritable(void **state)
     (void)state;
     env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
     assert_non_null(OSSL_CMP_exec_IR_ses(ctx)); /* twin: a writable log */
-    audit_to_dev_full(e);
+    audit_full(e);
     OSSL_CMP_CTX_reinit(ctx);
     assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    tu_uncap_files();
     assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                   "the audit log cannot be written; nothing was issued");
     assert_int_equal(fake.sign_calls, 1);
@@ -3911,8 +3906,9 @@ static void test_audit_lost_after_sign(void **state)
 
     (void)state;
     env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
-    fake.during_sign = audit_to_dev_full; /* the intent is written, the issued record is not */
+    fake.during_sign = audit_full; /* the intent is written, the issued record is not */
     assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    tu_uncap_files();
     assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                   "the audit log cannot be written; the certificate was not released");
     assert_int_equal(fake.sign_calls, 1);

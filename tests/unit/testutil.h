@@ -5,9 +5,11 @@
 #ifndef GW_TESTUTIL_H
 #define GW_TESTUTIL_H
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -108,6 +110,28 @@ static inline char *tu_insert_at(char *json, const char *anchor, int after, cons
     memcpy(out + head + plen, json + head, strlen(json + head) + 1);
     free(json);
     return out;
+}
+
+/*
+ * Writes that would take a file past |bytes| fail with EFBIG from now on (RLIMIT_FSIZE, SIGXFSZ
+ * ignored), until tu_uncap_files: a full disk, for files of the process's own, unprivileged.
+ */
+static struct rlimit tu_fsize_was;
+
+static inline void tu_cap_files(rlim_t bytes)
+{
+    struct rlimit cap;
+
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &tu_fsize_was), 0);
+    cap = (struct rlimit){.rlim_cur = bytes, .rlim_max = tu_fsize_was.rlim_max};
+    signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &cap), 0);
+}
+
+static inline void tu_uncap_files(void)
+{
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &tu_fsize_was), 0);
+    signal(SIGXFSZ, SIG_DFL);
 }
 
 #endif
