@@ -24,6 +24,7 @@
 
 #include "base/err.h"
 #include "base/limits.h"
+#include "gateway/cmp/audit.h"
 #include "gateway/cmp/engine.h"
 #include "gateway/cmp/revoked.h"
 #include "gateway/config.h"
@@ -198,6 +199,13 @@ static int cmd_check(const char *path)
     /* no load reads cmp.revoked_file: the start does, and refuses one others may write or plant */
     if (cfg->cmp.revoked_file != NULL &&
         cmp_revoked_file_check(cfg->cmp.revoked_file, gw_config_uid(cfg), err) != 0) {
+        fprintf(stderr, "%s: %s\n", path, err);
+        gw_config_free(cfg);
+        return EXIT_FAILURE;
+    }
+    /* nor does it open audit.file: the start does, and refuses one planted, or in a directory others may
+     * write */
+    if (gw_audit_file_check(cfg->audit.file, gw_config_uid(cfg), err) != 0) {
         fprintf(stderr, "%s: %s\n", path, err);
         gw_config_free(cfg);
         return EXIT_FAILURE;

@@ -15,6 +15,7 @@
  * whether the fsync that covered its record succeeded; a reopen's fsync of the old file is one.
  */
 #include "gateway/cmp/audit.h"
+#include "base/conf.h"
 #include "base/err.h"
 #include "base/limits.h"
 #include "base/log.h"
@@ -31,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <openssl/evp.h>
@@ -54,6 +56,7 @@ struct gw_audit {
     bool gen_ok[GW_AUDIT_SYNC_RING];
     unsigned long errs_suppressed;
     char *path;
+    uid_t owner;     /* who may own the file and its directory, besides root: the gateway's user */
     unsigned fields; /* enum gw_audit_field */
 };
 
@@ -520,9 +523,55 @@ static void build_line(struct buf *b, const struct gw_audit_rec *r, unsigned fie
 
 /* ---- the file ---- */
 
-static int open_log(const char *path)
+/*
+ * Whoever may add names to the log's directory could plant a symbolic or a hard link at its path,
+ * before a start (perhaps as root) or a reopen, and have records appended to a file of their choice:
+ * the directory is held to gw_conf_check_dir, the path is never followed, and what it names must be
+ * a regular file of the gateway's user or root with no other name. 0, or GW_ERR_FORBIDDEN with |err|.
+ */
+static int check_log(const char *path, const struct stat *st, uid_t owner, char *err)
 {
-    return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+    if (!S_ISREG(st->st_mode))
+        snprintf(err, GW_ERR_LEN, "audit.file: \"%s\" is not a regular file", path);
+    else if (st->st_nlink != 1)
+        snprintf(err, GW_ERR_LEN,
+                 "audit.file: \"%s\" has %lu names (a hard link): give the log a name of its own", path,
+                 (unsigned long)st->st_nlink);
+    else
+        return gw_conf_check_owner("audit.file", "", path, st, owner, err);
+    return GW_ERR_FORBIDDEN;
+}
+
+/* The log at |path| opened to append, as check_log allows: fd, or -1 with |err|. */
+static int open_log(const char *path, uid_t owner, char *err)
+{
+    struct stat st;
+    int fd;
+
+    if (gw_conf_check_dir("audit.file", path, owner, err) != 0)
+        return -1;
+    /* O_NONBLOCK: a FIFO at the path is refused at once (ENXIO, or by check_log), not waited on */
+    fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, 0600);
+    if (fd < 0) {
+        snprintf(err, GW_ERR_LEN, "audit.file: cannot open \"%s\": %s", path,
+                 errno == ELOOP ? "a symbolic link" : strerror(errno));
+        return -1;
+    }
+    if (fstat(fd, &st) != 0) {
+        snprintf(err, GW_ERR_LEN, "audit.file: cannot read \"%s\": %s", path, strerror(errno));
+    } else if (check_log(path, &st, owner, err) == 0) {
+        return fd;
+    }
+    close(fd);
+    return -1;
+}
+
+int gw_audit_file_check(const char *file, uid_t owner, char *err)
+{
+    struct stat st;
+    int rc = gw_conf_stat_written("audit.file", file, owner, &st, err);
+
+    return rc <= 0 ? rc : check_log(file, &st, owner, err);
 }
 
 /* Makes a newly created log's directory entry durable too (fsync(2): the file's own fsync does not). */
@@ -555,7 +604,7 @@ static void log_failure(struct gw_audit *a, const char *what, int errnum)
     a->errs_suppressed = 0;
 }
 
-struct gw_audit *gw_audit_open(const struct gw_audit_conf *conf, char *err)
+struct gw_audit *gw_audit_open(const struct gw_audit_conf *conf, uid_t owner, char *err)
 {
     struct gw_audit *a = NULL;
 
@@ -566,8 +615,8 @@ struct gw_audit *gw_audit_open(const struct gw_audit_conf *conf, char *err)
     if ((a = calloc(1, sizeof(*a))) == NULL || (a->path = strdup(conf->file)) == NULL)
         goto nomem;
     a->fields = conf->fields;
-    if ((a->fd = open_log(a->path)) < 0) {
-        snprintf(err, GW_ERR_LEN, "audit: cannot open %s: %s", conf->file, strerror(errno));
+    a->owner = owner;
+    if ((a->fd = open_log(a->path, owner, err)) < 0) {
         free(a->path);
         free(a);
         return NULL;
@@ -714,16 +763,16 @@ out:
 /* main thread (SIGUSR1) */
 int gw_audit_reopen(struct gw_audit *a)
 {
+    char why[GW_ERR_LEN];
     int fd, old;
 
     if (a == NULL)
         return GW_ERR_IO;
-    if ((fd = open_log(a->path)) < 0) {
-        int e = errno;
+    if ((fd = open_log(a->path, a->owner, why)) < 0) {
         gw_log(GW_LOG_ERROR, "audit_reopen_failed",
-               "audit log %s: cannot reopen (still writing to the old file): %s", a->path, strerror(e));
+               "audit log %s: cannot reopen (still writing to the old file): %s", a->path, why);
         pthread_mutex_lock(&a->lock);
-        snprintf(a->reopen_failed, sizeof(a->reopen_failed), "reopen: %s", strerror(e));
+        gw_conf_bprintf(a->reopen_failed, sizeof(a->reopen_failed), "reopen: %s", why);
         pthread_mutex_unlock(&a->lock);
         return GW_ERR_IO;
     }

@@ -34,8 +34,18 @@ struct gw_audit_rec {
     int exclude_cn_from_sans; /* echoed when configured */
 };
 
-/* gw_audit_open opens (creates, appends, 0600) |conf->file|. NULL with |err| on failure. */
-struct gw_audit *gw_audit_open(const struct gw_audit_conf *conf, char *err);
+/*
+ * gw_audit_open opens (creates, appends, 0600) |conf->file|, a regular file of |owner| (the user the
+ * gateway serves as) or root with one name, never through a link, in a directory only they may add
+ * names to (or one with the sticky bit); a reopen holds it to the same. NULL with |err| on failure.
+ */
+struct gw_audit *gw_audit_open(const struct gw_audit_conf *conf, uid_t owner, char *err);
+
+/*
+ * gw_audit_file_check: what gw_audit_open would refuse of |file| as it stands (`cmpgw check`): 0 when
+ * it is absent (the start creates it) or as gw_audit_open wants it, else an error with |err|.
+ */
+int gw_audit_file_check(const char *file, uid_t owner, char *err);
 
 /* gw_audit_share returns |a| with one more holder if it writes |conf|'s file with its fields (two
  * generations of the configuration then share one log), else NULL. */

@@ -161,7 +161,8 @@ struct gw_cmp_settings {
     const struct gw_routes *routes;           /* a certProfile chooses the role on the default paths */
     const struct gw_upstream_conf *upstreams; /* issuer stores and CRL caches are kept per upstream */
     size_t n_upstreams;
-    uid_t uid; /* the user the gateway serves as (gw_config_uid): cmp.revoked_file is its or root's */
+    /* the user the gateway serves as (gw_config_uid): cmp.revoked_file and audit.file are its or root's */
+    uid_t uid;
 };
 
 #endif

@@ -1,9 +1,11 @@
 """The audit log with a real gateway and `openssl cmp`: one "issued" line per certificate, its
 serial the certificate's and its fields the configured audit_fields; SIGUSR1 reopens the file after a rename
-(rotation); and when the log cannot be written, nothing is issued."""
+(rotation); `cmpgw check` refuses a directory others may write; and when the log cannot be written,
+nothing is issued."""
 import json
 import os
 import signal
+import subprocess
 import time
 import unittest
 
@@ -84,6 +86,21 @@ class Audit(harness.GatewayTestCase):
         self.assertEqual(int(new[0]["serial"], 16), serial_of(res.cert))
         self.assertEqual(old, [])
         self.assertTrue(any(r.get("common_name") == "before-rotation" for r in self.issued(d / "audit.log.1")))
+
+    def test_check_refuses_a_directory_others_may_write(self):
+        """`cmpgw check` refuses what the start and a reopen refuse: a directory where others could plant
+        a link at the log's path."""
+        d = self.gw.dir
+        mode = d.stat().st_mode & 0o7777
+        d.chmod(0o777)
+        try:
+            check = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(self.gw.config_path)],
+                                   capture_output=True, text=True, env=self.gw.env())
+        finally:
+            d.chmod(mode)
+        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        self.assertIn('audit.file: the directory "%s" is writable by group or others without the sticky bit '
+                      '(mode 0777): make it 0755' % d, check.stderr)
 
     def test_zz_unwritable_log_issues_nothing(self):
         # last (zz): the log of this gateway is broken for good afterwards

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include "tests/unit/testutil.h"
 #include <json-c/json.h>
 #include <openssl/evp.h>
 #include <openssl/rsa.h>
@@ -61,7 +62,7 @@ static struct gw_audit *open_log(const char *p, unsigned fields)
 {
     struct gw_audit_conf conf = {.file = (char *)p, .fields = fields};
     char err[GW_ERR_LEN] = "";
-    struct gw_audit *a = gw_audit_open(&conf, err);
+    struct gw_audit *a = gw_audit_open(&conf, geteuid(), err);
 
     if (a == NULL)
         print_message("open: %s\n", err);
@@ -498,10 +499,19 @@ static void test_reopen_failure_keeps_old(void **state)
     assert_int_equal(gw_audit_reopen(NULL), GW_ERR_IO);
 }
 
-/* Unopenable files are refused at open with the path named; a full disk is GW_ERR_IO on write. */
+/*
+ * Unopenable files are refused at open with the path named, and so is anything but a regular file
+ * (a device, a directory); a full disk is GW_ERR_IO on write.
+ */
 static void test_unwritable(void **state)
 {
-    static const char *const bad[] = {"/nonexistent-dir/audit.log", "/tmp", ""};
+    static const struct {
+        const char *file, *named;
+    } bad[] = {{"/nonexistent-dir/audit.log", "\"/nonexistent-dir\""},
+               {"/tmp", "\"/tmp\""},
+               {"/dev/full", "\"/dev/full\" is not a regular file"},
+               {"/dev/null", "\"/dev/null\" is not a regular file"},
+               {"", NULL}};
     struct gw_audit_conf conf = {0};
     struct gw_audit_rec r = {.event = "issued"};
     char err[GW_ERR_LEN];
@@ -510,25 +520,50 @@ static void test_unwritable(void **state)
 
     (void)state;
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        conf.file = (char *)bad[i];
+        conf.file = (char *)bad[i].file;
         err[0] = '\0';
-        assert_null(gw_audit_open(&conf, err));
+        assert_null(gw_audit_open(&conf, geteuid(), err));
         assert_non_null(strstr(err, "audit"));
-        if (bad[i][0] != '\0')
-            assert_non_null(strstr(err, bad[i]));
+        if (bad[i].named != NULL && strstr(err, bad[i].named) == NULL)
+            fail_msg("\"%s\" lacks %s", err, bad[i].named);
     }
-    assert_null(gw_audit_open(NULL, err));
-    /* /dev/full: open works, every write fails with ENOSPC */
-    assert_non_null(a = open_log("/dev/full", 0));
+    assert_null(gw_audit_open(NULL, geteuid(), err));
+    /* the disk full: open works, every write fails (EFBIG) */
+    assert_non_null(a = open_log(fresh("full.log"), 0));
+    tu_cap_files(0);
     assert_int_equal(gw_audit_write(a, &r, 0), GW_ERR_IO);
     assert_int_equal(gw_audit_write(a, &r, 1), GW_ERR_IO);
-    gw_audit_close(a);
-    /* the twin: /dev/null takes writes (and fsync) */
-    assert_non_null(a = open_log("/dev/null", 0));
-    assert_int_equal(gw_audit_write(a, &r, 0), 0);
+    tu_uncap_files();
+    /* the twin: room again, it takes writes (and fsync) */
+    assert_int_equal(gw_audit_write(a, &r, 1), 0);
     gw_audit_close(a);
     assert_int_equal(gw_audit_write(NULL, &r, 1), GW_ERR_IO);
     gw_audit_close(NULL);
+}
+
+/*
+ * A log (fresh, <name>.log) that then writes to a FIFO instead, at |path|, which fsync refuses
+ * (EINVAL) where write works; *rd reads it. The gateway never opens a FIFO as its log: the descriptor
+ * is swapped under it, as the lowest free one, which its open takes.
+ */
+static struct gw_audit *open_on_fifo(const char *name, int *rd)
+{
+    char log[160];
+    struct gw_audit *a;
+    int wr, next;
+
+    snprintf(log, sizeof(log), "%s/%s.log", dir, name);
+    unlink(log);
+    assert_int_equal(mkfifo(fresh(name), 0600), 0);
+    assert_true((*rd = open(path, O_RDONLY | O_NONBLOCK)) >= 0);
+    assert_true((wr = open(path, O_WRONLY)) >= 0);
+    assert_true((next = dup(wr)) >= 0);
+    close(next);
+    assert_non_null(a = open_log(log, 0));
+    assert_int_equal(dup2(wr, next), next);
+    close(wr);
+    unlink(log);
+    return a;
 }
 
 /* The fsync path: on a FIFO, write succeeds and fsync fails (EINVAL), so only sync=1 reports GW_ERR_IO. */
@@ -540,9 +575,7 @@ static void test_fsync_checked(void **state)
     int rd;
 
     (void)state;
-    assert_int_equal(mkfifo(fresh("fifo"), 0600), 0);
-    assert_true((rd = open(path, O_RDONLY | O_NONBLOCK)) >= 0);
-    assert_non_null(a = open_log(path, 0));
+    a = open_on_fifo("fifo", &rd);
     assert_int_equal(gw_audit_write(a, &r, 0), 0);
     assert_int_equal(gw_audit_write(a, &r, 1), GW_ERR_IO);
     assert_true(read(rd, buf, sizeof(buf)) > 0);
@@ -581,9 +614,7 @@ static void test_group_commit_failure_shared(void **state)
     int rd;
 
     (void)state;
-    assert_int_equal(mkfifo(fresh("fifo2"), 0600), 0);
-    assert_true((rd = open(path, O_RDONLY | O_NONBLOCK)) >= 0);
-    assert_non_null(a = open_log(path, 0));
+    a = open_on_fifo("fifo2", &rd);
     fcntl(rd, F_SETFL, 0); /* blocking reads: the drain keeps the writers going */
     assert_int_equal(pthread_create(&d, NULL, drain, &rd), 0);
     for (int i = 0; i < 4; i++)

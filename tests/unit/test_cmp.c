@@ -35,6 +35,7 @@
 #include <openssl/x509v3.h>
 #include <json-c/json.h>
 
+#include "gateway/cmp/audit.h"
 #include "gateway/cmp/cluster.h"
 #include "gateway/cmp/engine.h"
 #include "gateway/cmp/engine_test.h"
@@ -3939,6 +3940,94 @@ static void test_audit_unopenable(void **state)
     env_free(e);
 }
 
+/* No engine starts over |e|'s configuration as it stands: the audit log is refused, |want| in why. */
+static void audit_refused(struct env *e, const char *want)
+{
+    struct gw_upstream_set *ups;
+    char err[GW_ERR_LEN] = "";
+
+    assert_non_null(ups = gw_upstream_set_new(e->cfg->upstreams, e->cfg->n_upstreams, e->cfg->roles,
+                                              e->cfg->n_roles, &e->cfg->upstream_signer, err));
+    if (engine_new(e->cfg, ups, err) != NULL || strstr(err, want) == NULL)
+        fail_msg("audit.file not refused with \"%s\": \"%s\"", want, err);
+    gw_upstream_set_free(ups);
+}
+
+/* Neither a start nor a reopen of |e|'s audit log takes the link at its path: the file it names keeps. */
+static void audit_link_refused(struct env *e, const char *victim, const char *want)
+{
+    audit_refused(e, want);
+    if (e->engine != NULL)
+        assert_int_equal(gw_cmp_engine_reopen_audit(e->engine), GW_ERR_IO);
+    holds_text(victim, "root:x:0:0:root:/root:/bin/sh\n");
+}
+
+/*
+ * Whoever may add names to the audit log's directory could plant a symbolic or a hard link at its path,
+ * before a start (perhaps as root) or after a rotation, and have the records appended to a file of
+ * their choice. Neither is written through: the start is refused, a reopen keeps the rotated file. A
+ * directory its group or others may write, but for the sticky bit, is refused as cmp.revoked_file's is.
+ */
+static void test_audit_planted(void **state)
+{
+    struct env *e = env_parse(&(struct env_opts){.cmp = CMP_DEFAULTS});
+    struct client cl = {.env = e};
+    char sub[96], log[128], victim[128], err[GW_ERR_LEN] = "", want[GW_ERR_LEN];
+    OSSL_CMP_CTX *ctx;
+    FILE *f;
+
+    (void)state;
+    snprintf(sub, sizeof(sub), "%s/audit.dir", dir);
+    snprintf(log, sizeof(log), "%s/audit.log", sub);
+    snprintf(victim, sizeof(victim), "%s/passwd", sub);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    assert_non_null(f = fopen(victim, "w"));
+    fputs("root:x:0:0:root:/root:/bin/sh\n", f);
+    fclose(f);
+    free(e->cfg->audit.file);
+    e->cfg->audit.file = strdup(log);
+    assert_int_equal(symlink(victim, log), 0);
+    audit_link_refused(e, victim, "a symbolic link");
+    assert_int_equal(unlink(log), 0);
+    assert_int_equal(link(victim, log), 0);
+    audit_link_refused(e, victim, "has 2 names (a hard link)");
+    assert_int_equal(unlink(log), 0);
+
+    env_start(e);
+    assert_int_equal(rename(log, e->audit_path), 0); /* rotated: what follows goes to the new file */
+    assert_int_equal(symlink(victim, log), 0);
+    audit_link_refused(e, victim, "a symbolic link");
+    assert_int_equal(unlink(log), 0);
+    assert_int_equal(link(victim, log), 0);
+    audit_link_refused(e, victim, "has 2 names (a hard link)");
+    ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    assert_non_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_int_equal(audit_count(e, "issued", NULL, NULL, NULL), 1); /* in the rotated file */
+    holds_text(victim, "root:x:0:0:root:/root:/bin/sh\n");
+    assert_int_equal(unlink(log), 0);
+
+    snprintf(want, sizeof(want),
+             "audit.file: the directory \"%s\" is writable by group or others without the sticky bit "
+             "(mode 0777): make it 0755",
+             sub);
+    assert_int_equal(chmod(sub, 0777), 0);
+    audit_refused(e, want);
+    assert_int_equal(gw_cmp_engine_reopen_audit(e->engine), GW_ERR_IO);
+    assert_int_equal(gw_audit_file_check(log, geteuid(), err), GW_ERR_FORBIDDEN);
+    assert_string_equal(err, want);
+    assert_int_equal(chmod(sub, 01777), 0); /* as /tmp */
+    assert_int_equal(gw_audit_file_check(log, geteuid(), err), 0);
+    assert_int_equal(gw_cmp_engine_reopen_audit(e->engine), 0);
+    assert_int_equal(chmod(sub, 0700), 0);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    unlink(e->audit_path);
+    env_free(e);
+    unlink(log);
+    unlink(victim);
+    rmdir(sub);
+}
+
 /* ---- 3GPP TS 33.310 (docs/3gpp.md): allow-list, min_hash, caPubs ---- */
 
 struct tgpp_case {
@@ -7147,6 +7236,7 @@ int main(void)
         cmocka_unit_test(test_audit_unwritable),
         cmocka_unit_test(test_audit_lost_after_sign),
         cmocka_unit_test(test_audit_unopenable),
+        cmocka_unit_test(test_audit_planted),
         cmocka_unit_test(test_3gpp_roles),
         cmocka_unit_test(test_3gpp_long_subject),
         cmocka_unit_test(test_3gpp_kur_names),

@@ -192,7 +192,7 @@ static const char *const pki_cmds[] = {
     "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout other.key -out other.pem "
     "-subj '/CN=other' -days 30 -addext basicConstraints=critical,CA:TRUE,pathlen:0 "
     "-addext keyUsage=critical,keyCertSign",
-    "mkdir -p store store2 audit.dir && touch plain.file",
+    "mkdir -p store store2 audit.dir && touch plain.file && ln -s plain.file audit.link",
     /* trust anchors with something else in the file, and with only text between certificates */
     "cat ca.pem other.key > ca-key.pem && cat ca.pem delegate.csr > ca-csr.pem && "
     "openssl x509 -in ca.pem -trustout -out ca-trusted.pem && cat ca.pem crl-ok.pem > ca-crl.pem && "
@@ -1216,6 +1216,9 @@ static const struct bad bad_cases[] = {
     {"audit is a directory",
      {E("\"file\": \"audit.log\"", "\"file\": \"audit.dir\"")},
      {"$.audit.file: \"", "audit.dir\" is not a regular file"}},
+    {"audit is a link", /* the start never writes through one (gw_audit_open) */
+     {E("\"file\": \"audit.log\"", "\"file\": \"audit.link\"")},
+     {"$.audit.file: \"", "audit.link\" is not a regular file"}},
     {"dup listener",
      {E("\"listeners\": [\n    {",
         "\"listeners\": [\n    { \"address\": \"127.0.0.1\", \"port\": 8443, \"tls\": { \"cert\": "
