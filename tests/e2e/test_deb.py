@@ -96,7 +96,7 @@ class Package(unittest.TestCase):
 
     def test_example_configuration_checks(self):
         """The packaged /etc/cmpgw/cmpgw.json, with the files it names, is valid for the packaged gateway.
-        Its absolute paths (the store, the audit log) move into the scratch tree. "user": "cmpgw" goes:
+        Its absolute paths (the store, the revoked file, the audit log) move into the scratch tree. "user": "cmpgw" goes:
         that user exists only where the package is installed, and `cmpgw check` run as root with "user"
         checks as that user; "run_as_root" takes its place, since this test runs as root."""
         pki = self.tmp / "pki"
@@ -112,6 +112,8 @@ class Package(unittest.TestCase):
         self.assertEqual(cfg["upstreams"]["local"]["store"], "/var/lib/cmpgw/local")
         store.mkdir(parents=True)
         cfg["upstreams"]["local"]["store"] = str(store)
+        self.assertEqual(cfg["cmp"]["revoked_file"], "/var/lib/cmpgw/revoked")
+        cfg["cmp"]["revoked_file"] = str(store.parent / "revoked")
         self.assertEqual(cfg["audit"]["file"], "/var/log/cmpgw/audit.log")
         (self.root / "var" / "log" / "cmpgw").mkdir(parents=True)
         cfg["audit"]["file"] = str(self.root / "var" / "log" / "cmpgw" / "audit.log")
