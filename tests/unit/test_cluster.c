@@ -35,7 +35,8 @@ struct fake {
     enum answer answer;
     pthread_t tid;
     atomic_bool stop;
-    atomic_int conns; /* connections still served */
+    atomic_int conns;  /* connections still served */
+    atomic_int closed; /* connections closed after an answer() */
 };
 
 struct conn {
@@ -150,6 +151,8 @@ static void *serve_conn(void *arg)
                 break;
         } else {
             answer(c);
+            shutdown(c->fd, SHUT_RDWR);
+            atomic_fetch_add(&c->f->closed, 1);
             break;
         }
     }
@@ -305,7 +308,7 @@ static void test_closed_connection_replaced(void **state)
     for (int i = 0; i < 3; i++) {
         if (gw_cluster_revoked(cl, "00112233445566778899aabbccddeeff", err) != 0)
             fail_msg("lookup %d: \"%s\"", i, err);
-        while (atomic_load(&f.conns) > 1) /* the pinger's connection stays */
+        while (atomic_load(&f.closed) <= i) /* the lookup's connection closed behind its answer */
             gw_sleep_ms(5);
     }
     gw_cluster_free(cl);
