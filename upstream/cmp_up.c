@@ -565,7 +565,8 @@ static int rejection_confirmed(const struct xfer *x)
  * such things of every message): the sender is the gateway, whose credentials at the CA are the
  * upstream's configuration, which an operator fixes, as an HTTP 401 or 403; the same request passes
  * then. The client, whom the gateway authenticated and authorized before asking, can change none of
- * it. A refusal of what was asked (badCertTemplate, badPOP, badAlg of the client's key, ...) is not.
+ * it. A refusal of what was asked (badCertTemplate, badAlg of the client's key, ...) is not; badPOP
+ * is the gateway's on an ir only (sign_refused_gateway).
  */
 #define GATEWAY_REFUSED                                                                                      \
     (FAIL_BIT(badMessageCheck) | FAIL_BIT(badTime) | FAIL_BIT(wrongAuthority) | FAIL_BIT(signerNotTrusted) | \
@@ -590,6 +591,17 @@ static int refused_gateway(const struct cmp_up *cu, const OSSL_CMP_CTX *ctx, int
 }
 
 /*
+ * What the CA refuses as the gateway's own on a sign: an ir's POPO is the gateway's raVerified
+ * (set_template), so its badPOP is about the gateway's standing as an RA at the CA, its configuration
+ * there; a p10cr's POP is the CSR's own signature, so its badPOP is the client's.
+ */
+static int sign_refused_gateway(const struct cmp_up *cu, const OSSL_CMP_CTX *ctx,
+                                const struct gw_sign_req *req, int fi)
+{
+    return refused_gateway(cu, ctx, fi, GATEWAY_REFUSED | (req->csr == NULL ? FAIL_BIT(badPOP) : 0));
+}
+
+/*
  * A failed exchange into |res|. A certificate our check refused is refused as the engine would
  * refuse it; with one that was issued, the engine records and withdraws it, unless the CA confirmed
  * its rejection.
@@ -600,13 +612,21 @@ static void sign_failed(const struct cmp_up *cu, OSSL_CMP_CTX *ctx, const struct
     X509 *cert = OSSL_CMP_CTX_get0_newCert(ctx);
 
     map_failure(cu, ctx, x, &res->status, &res->fail_info, res->reason);
-    if (refused_gateway(cu, ctx, res->fail_info, GATEWAY_REFUSED)) {
+    if (sign_refused_gateway(cu, ctx, cc->req, res->fail_info)) {
         /* not the client's failInfo: a client told badMessageCheck takes its own credentials for
            wrong, and its address would pay for a failed authentication */
         res->fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
         snprintf(res->reason, sizeof(res->reason),
                  "upstream CA %.48s did not accept the gateway's own request (its credentials or "
                  "configuration at the CA); nothing was issued, retry later",
+                 gw_upstream_conf_name(cu->conf));
+    } else if (res->fail_info == OSSL_CMP_PKIFAILUREINFO_transactionIdInUse) {
+        /* the upstream transactionID is one OpenSSL drew for this exchange (new_ctx sets none), never
+           the client's: a client told transactionIdInUse would start over with a fresh one in vain */
+        res->fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
+        snprintf(res->reason, sizeof(res->reason),
+                 "upstream CA %.48s had the gateway's own transactionID in use; nothing was issued, "
+                 "retry later",
                  gw_upstream_conf_name(cu->conf));
     }
     if (cc->fail_info >= 0) {

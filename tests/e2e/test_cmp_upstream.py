@@ -297,12 +297,14 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
         self.assert_rejected(res, "badCertTemplate", "upstream CA: ", "subject not in our RA profile")
 
     def test_upstream_refuses_the_gateways_request(self):
-        """The CMP CA does not take the gateway's ir as its own (badMessageCheck, a p10cr's notAuthorized): that
-        is the gateway's configuration at the CA, not the client's credentials: the client is told to retry
-        later (systemUnavail, which costs its address nothing), the operator what the CA said. Once, the
-        client got the CA's failInfo, as if its own protection had failed."""
+        """The CMP CA does not take the gateway's ir as its own (badMessageCheck, a p10cr's notAuthorized, an
+        ir's badPOP, whose POPO is the gateway's raVerified): that is the gateway's configuration at the CA,
+        not the client's credentials or key: the client is told to retry later (systemUnavail, which costs
+        its address nothing), the operator what the CA said. Once, the client got the CA's failInfo, as if
+        its own protection or proof of possession had failed."""
         for name, cmd, bit, fail in (("gw-bad-check", "ir", 1, "badMessageCheck"),
-                                     ("gw-not-authorized", "p10cr", 23, "notAuthorized")):
+                                     ("gw-not-authorized", "p10cr", 23, "notAuthorized"),
+                                     ("gw-ra-verified", "ir", 9, "badPOP")):
             with self.subTest(failInfo=fail):
                 key, canned = self.canned(name)
                 self.mock.start(canned, "-pkistatus", "2", "-failure", str(bit), "-statusstring", "unknown RA " + name)
@@ -320,6 +322,18 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
                         and "unknown RA " + name in line.get("status", "")]
                 self.assertEqual([(line["level"], line["upstream"]) for line in said], [("error", "ca-cmp")])
                 self.assertIn("PKIFailureInfo: " + fail, said[0]["status"])
+
+    def test_upstream_tid_in_use(self):
+        """The upstream transactionID is one the gateway drew for its own exchange, not the client's: a CA's
+        transactionIdInUse tells the client to retry later, not to start over with a fresh one in vain."""
+        key, canned = self.canned("tid")
+        self.mock.start(canned, "-pkistatus", "2", "-failure", "21", "-statusstring", "transactionID in use")
+        res = self.gw.cmp("ir", "tid", newkey=key, subject="/CN=tid.example.com", path="pki/roles/cmp/cmp",
+                          expect_cert=False)
+        self.assertIsNone(res.cert, res.answers)
+        ans = self.expect("upstream_tid_in_use", res.first)
+        self.assertEqual(ans.status_strings, [
+            "upstream CA ca-cmp had the gateway's own transactionID in use; nothing was issued, retry later"])
 
     def test_upstream_error_message(self):
         key, canned = self.canned("err")

@@ -38,6 +38,7 @@
 #define BODY_IR 0 /* PKIBody CHOICE tags (RFC 9810 §5.1.2); OpenSSL keeps them internal */
 #define BODY_CERTCONF 24
 #define BODY_RR 11
+#define BODY_P10CR 4
 
 static char dir[64];
 static EVP_PKEY *ca_key, *client_key, *other_key, *ra_key, *gw_key;
@@ -712,7 +713,8 @@ static void run_close(struct run *r)
     gw_config_free(r->cfg);
 }
 
-static void sign(struct run *r, EVP_PKEY *key, struct gw_sign_result *res)
+/* An ir for |key|, or with |csr| a p10cr of it. */
+static void sign_req(struct run *r, EVP_PKEY *key, X509_REQ *csr, struct gw_sign_result *res)
 {
     struct gw_cert_plan plan;
 
@@ -725,8 +727,27 @@ static void sign(struct run *r, EVP_PKEY *key, struct gw_sign_result *res)
     plan.ext_key_usage = GW_EKU_CLIENT_AUTH;
     plan.not_after = time(NULL) + 3 * 86400;
     gw_upstream_sign_wait(
-        r->up, &(struct gw_sign_req){.role = &r->cfg->roles[0], .plan = &plan, .request_id = "t"}, res);
+        r->up, &(struct gw_sign_req){.role = &r->cfg->roles[0], .plan = &plan, .csr = csr, .request_id = "t"},
+        res);
     gw_cert_plan_cleanup(&plan);
+}
+
+static void sign(struct run *r, EVP_PKEY *key, struct gw_sign_result *res)
+{
+    sign_req(r, key, NULL, res);
+}
+
+/* A CSR for /CN=dev, self-signed by |key| (its proof of possession). */
+static X509_REQ *make_csr(EVP_PKEY *key)
+{
+    X509_REQ *csr = X509_REQ_new();
+
+    assert_non_null(csr);
+    assert_true(X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(csr), "CN", MBSTRING_ASC,
+                                           (const unsigned char *)"dev", -1, -1, 0) == 1);
+    assert_true(X509_REQ_set_pubkey(csr, key) == 1);
+    assert_true(X509_REQ_sign(csr, key, EVP_sha256()) > 0);
+    return csr;
 }
 
 static void test_issue(void **state)
@@ -808,30 +829,40 @@ static void test_failures(void **state)
  */
 static void test_sign_refusals(void **state)
 {
+    static const char *const gateway =
+        "upstream CA up did not accept the gateway's own request (its "
+        "credentials or configuration at the CA); nothing was issued, retry later";
+    static const char *const tid = "upstream CA up had the gateway's own transactionID in use; nothing was "
+                                   "issued, retry later";
+    static const char *const quoted = "upstream CA: no such?profile";
     static const struct {
-        int fail;      /* the CA's failInfo bit */
-        int fail_info; /* what the client is told */
+        int fail;         /* the CA's failInfo bit */
+        int p10;          /* whether the request is a p10cr */
+        int fail_info;    /* what the client is told */
+        const char *want; /* and why */
     } cases[] = {
-        {OSSL_CMP_PKIFAILUREINFO_badMessageCheck, OSSL_CMP_PKIFAILUREINFO_systemUnavail},
-        {OSSL_CMP_PKIFAILUREINFO_signerNotTrusted, OSSL_CMP_PKIFAILUREINFO_systemUnavail},
-        {OSSL_CMP_PKIFAILUREINFO_notAuthorized, OSSL_CMP_PKIFAILUREINFO_systemUnavail},
-        {OSSL_CMP_PKIFAILUREINFO_wrongAuthority, OSSL_CMP_PKIFAILUREINFO_systemUnavail},
-        {OSSL_CMP_PKIFAILUREINFO_badTime, OSSL_CMP_PKIFAILUREINFO_systemUnavail},
-        {OSSL_CMP_PKIFAILUREINFO_wrongIntegrity, OSSL_CMP_PKIFAILUREINFO_systemUnavail},
-        {OSSL_CMP_PKIFAILUREINFO_badSenderNonce, OSSL_CMP_PKIFAILUREINFO_systemUnavail},
-        {OSSL_CMP_PKIFAILUREINFO_badCertTemplate, OSSL_CMP_PKIFAILUREINFO_badCertTemplate},
-        {OSSL_CMP_PKIFAILUREINFO_badPOP, OSSL_CMP_PKIFAILUREINFO_badPOP},
-        {OSSL_CMP_PKIFAILUREINFO_badRequest, OSSL_CMP_PKIFAILUREINFO_badRequest},
-        {OSSL_CMP_PKIFAILUREINFO_badAlg, OSSL_CMP_PKIFAILUREINFO_badAlg},
-        {OSSL_CMP_PKIFAILUREINFO_duplicateCertReq, OSSL_CMP_PKIFAILUREINFO_duplicateCertReq},
+        {OSSL_CMP_PKIFAILUREINFO_badMessageCheck, 0, OSSL_CMP_PKIFAILUREINFO_systemUnavail, gateway},
+        {OSSL_CMP_PKIFAILUREINFO_signerNotTrusted, 0, OSSL_CMP_PKIFAILUREINFO_systemUnavail, gateway},
+        {OSSL_CMP_PKIFAILUREINFO_notAuthorized, 0, OSSL_CMP_PKIFAILUREINFO_systemUnavail, gateway},
+        {OSSL_CMP_PKIFAILUREINFO_wrongAuthority, 0, OSSL_CMP_PKIFAILUREINFO_systemUnavail, gateway},
+        {OSSL_CMP_PKIFAILUREINFO_badTime, 0, OSSL_CMP_PKIFAILUREINFO_systemUnavail, gateway},
+        {OSSL_CMP_PKIFAILUREINFO_wrongIntegrity, 0, OSSL_CMP_PKIFAILUREINFO_systemUnavail, gateway},
+        {OSSL_CMP_PKIFAILUREINFO_badSenderNonce, 0, OSSL_CMP_PKIFAILUREINFO_systemUnavail, gateway},
+        {OSSL_CMP_PKIFAILUREINFO_badCertTemplate, 0, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, quoted},
+        /* an ir's POPO is the gateway's raVerified, a p10cr's the client's own CSR signature */
+        {OSSL_CMP_PKIFAILUREINFO_badPOP, 0, OSSL_CMP_PKIFAILUREINFO_systemUnavail, gateway},
+        {OSSL_CMP_PKIFAILUREINFO_badPOP, 1, OSSL_CMP_PKIFAILUREINFO_badPOP, quoted},
+        /* the upstream transactionID is the gateway's, whichever request carries it */
+        {OSSL_CMP_PKIFAILUREINFO_transactionIdInUse, 0, OSSL_CMP_PKIFAILUREINFO_systemUnavail, tid},
+        {OSSL_CMP_PKIFAILUREINFO_transactionIdInUse, 1, OSSL_CMP_PKIFAILUREINFO_systemUnavail, tid},
+        {OSSL_CMP_PKIFAILUREINFO_badRequest, 0, OSSL_CMP_PKIFAILUREINFO_badRequest, quoted},
+        {OSSL_CMP_PKIFAILUREINFO_badAlg, 0, OSSL_CMP_PKIFAILUREINFO_badAlg, quoted},
+        {OSSL_CMP_PKIFAILUREINFO_duplicateCertReq, 0, OSSL_CMP_PKIFAILUREINFO_duplicateCertReq, quoted},
     };
 
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        const char *want = cases[i].fail_info == OSSL_CMP_PKIFAILUREINFO_systemUnavail
-                               ? "upstream CA up did not accept the gateway's own request (its credentials "
-                                 "or configuration at the CA); nothing was issued, retry later"
-                               : "upstream CA: no such?profile";
+        X509_REQ *csr = cases[i].p10 ? make_csr(client_key) : NULL;
         struct server s;
         struct run r;
         struct gw_sign_result res;
@@ -839,13 +870,15 @@ static void test_sign_refusals(void **state)
         server_start(&s, M_REJECT);
         server_reject(&s, &s.req_fail, cases[i].fail);
         run_open(&r, s.port);
-        sign(&r, client_key, &res);
+        sign_req(&r, client_key, csr, &res);
         if (res.status != GW_ERR_UPSTREAM || res.fail_info != cases[i].fail_info ||
-            strcmp(res.reason, want) != 0)
-            fail_msg("failInfo bit %d: status %d failInfo %d reason \"%s\"", cases[i].fail, res.status,
-                     res.fail_info, res.reason);
+            strcmp(res.reason, cases[i].want) != 0)
+            fail_msg("failInfo bit %d, p10cr %d: status %d failInfo %d reason \"%s\"", cases[i].fail,
+                     cases[i].p10, res.status, res.fail_info, res.reason);
         assert_null(res.cert);
+        assert_int_equal(s.bodies[0], cases[i].p10 ? BODY_P10CR : BODY_IR);
         gw_sign_result_cleanup(&res);
+        X509_REQ_free(csr);
         run_close(&r);
         server_stop(&s);
     }
