@@ -12,8 +12,8 @@
 #include "base/limits.h"
 #include "base/log.h"
 #include "base/pem.h"
+#include "base/user.h"
 
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -681,10 +681,11 @@ const struct gw_role *gw_config_role(const struct gw_config *cfg, const char *na
 
 uid_t gw_config_uid(const struct gw_config *cfg)
 {
-    struct passwd *pw;
+    char err[GW_ERR_LEN];
+    uid_t uid;
 
-    if (geteuid() == 0 && cfg->user != NULL && (pw = getpwnam(cfg->user)) != NULL)
-        return pw->pw_uid;
+    if (geteuid() == 0 && cfg->user != NULL && gw_user_ids(cfg->user, &uid, NULL, err) == 0)
+        return uid;
     return geteuid();
 }
 

@@ -6,8 +6,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
-#include <grp.h>
-#include <pwd.h>
+#include <grp.h> /* setgroups */
 #include <unistd.h>
 #include <stdbool.h>
 #include <pthread.h>
@@ -36,6 +35,7 @@
 #include "gateway/report.h"
 #include "base/log.h"
 #include "base/metrics.h"
+#include "base/user.h"
 #include "upstream/store.h"
 #include "upstream/upstream.h"
 
@@ -96,21 +96,20 @@ static int check_openssl(void)
 /* Becomes |cfg|'s user and group for good (the process is root). 0, or -1 with the reason logged. */
 static int become_user(const struct gw_config *cfg)
 {
-    struct passwd *pw;
-    struct group *gr = NULL;
+    char err[GW_ERR_LEN];
+    uid_t uid;
     gid_t gid;
 
-    if ((pw = getpwnam(cfg->user)) == NULL || (cfg->group != NULL && (gr = getgrnam(cfg->group)) == NULL)) {
-        gw_log(GW_LOG_ERROR, "privileges", "unknown %s \"%s\"", pw == NULL ? "user" : "group",
-               pw == NULL ? cfg->user : cfg->group);
+    if (gw_user_ids(cfg->user, &uid, &gid, err) != 0 ||
+        (cfg->group != NULL && gw_group_id(cfg->group, &gid, err) != 0)) {
+        gw_log(GW_LOG_ERROR, "privileges", "%s", err);
         return -1;
     }
-    gid = gr != NULL ? gr->gr_gid : pw->pw_gid;
-    if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || setuid(pw->pw_uid) != 0 || setuid(0) == 0) {
+    if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0 || setuid(0) == 0) {
         gw_log(GW_LOG_ERROR, "privileges", "cannot become user %s: %s", cfg->user, strerror(errno));
         return -1;
     }
-    gw_log(GW_LOG_INFO, "privileges", "running as user %s (uid %ld, gid %ld)", cfg->user, (long)pw->pw_uid,
+    gw_log(GW_LOG_INFO, "privileges", "running as user %s (uid %ld, gid %ld)", cfg->user, (long)uid,
            (long)gid);
     return 0;
 }

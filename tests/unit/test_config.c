@@ -8,6 +8,11 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dlfcn.h>
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +26,7 @@
 #include "gateway/listener_local.h"
 #include "base/err.h"
 #include "base/limits.h"
+#include "base/user.h"
 #include "upstream/upstream.h"
 #include "upstream/upstream_int.h"
 
@@ -2183,6 +2189,76 @@ static void test_oversized(void **state)
     free(big);
 }
 
+/* ---- user and group lookups ---- */
+
+/*
+ * getpwnam and getgrnam share one static entry with every other thread; a reload looks the configured
+ * user up beside workers that may call getpw* or getgr* too. The gateway uses the _r forms only.
+ */
+struct passwd *getpwnam(const char *name)
+{
+    fail_msg("getpwnam(\"%s\"): not thread-safe", name);
+    return NULL;
+}
+
+struct group *getgrnam(const char *name)
+{
+    fail_msg("getgrnam(\"%s\"): not thread-safe", name);
+    return NULL;
+}
+
+static size_t pw_r_needs; /* getpwnam_r answers ERANGE to a smaller buffer */
+static int pw_r_calls;
+
+/* libc's getpwnam_r, but for an entry that needs pw_r_needs bytes */
+int getpwnam_r(const char *name, struct passwd *pw, char *buf, size_t len, struct passwd **res)
+{
+    static int (*real)(const char *, struct passwd *, char *, size_t, struct passwd **);
+
+    if (real == NULL)
+        *(void **)&real = dlsym(RTLD_NEXT, "getpwnam_r");
+    pw_r_calls++;
+    *res = NULL;
+    return len < pw_r_needs ? ERANGE : real(name, pw, buf, len, res);
+}
+
+/*
+ * The configured user's uid, looked up reentrantly, with a buffer grown on ERANGE up to
+ * GW_USER_ENTRY_MAX and no further: an entry larger than that is refused, not read.
+ */
+static void test_user_lookup(void **state)
+{
+    struct gw_config cfg = {.user = "nobody"};
+    char buf[4096], err[GW_ERR_LEN];
+    struct passwd pw, *found = NULL;
+    uid_t uid;
+    gid_t gid;
+
+    (void)state;
+    if (geteuid() != 0 || getpwnam_r("nobody", &pw, buf, sizeof(buf), &found) != 0 || found == NULL)
+        skip();
+    assert_int_equal(gw_config_uid(&cfg), pw.pw_uid);
+
+    pw_r_needs = 64 * 1024;
+    pw_r_calls = 0;
+    assert_int_equal(gw_config_uid(&cfg), pw.pw_uid);
+    assert_true(pw_r_calls > 1);
+
+    pw_r_needs = GW_USER_ENTRY_MAX + 1;
+    pw_r_calls = 0;
+    assert_int_equal(gw_user_ids("nobody", &uid, &gid, err), GW_ERR_IO);
+    assert_string_equal(err, "cannot look up user \"nobody\": its entry is over 1 MiB");
+    assert_true(pw_r_calls <= 12);
+    assert_int_equal(gw_config_uid(&cfg), geteuid());
+    pw_r_needs = 0;
+
+    assert_int_equal(gw_user_ids("no-such-user-here", &uid, NULL, err), GW_ERR_NOT_FOUND);
+    assert_string_equal(err, "unknown user \"no-such-user-here\"");
+    assert_int_equal(gw_group_id("root", &gid, err), 0);
+    assert_int_equal(gid, 0);
+    assert_int_equal(gw_group_id("no-such-group-here", &gid, err), GW_ERR_NOT_FOUND);
+}
+
 static void test_load(void **state)
 {
     char err[GW_ERR_LEN], path[256], cwd[512];
@@ -2337,6 +2413,7 @@ int main(void)
         cmocka_unit_test(test_raw),
         cmocka_unit_test(test_oversized),
         cmocka_unit_test(test_load),
+        cmocka_unit_test(test_user_lookup),
         cmocka_unit_test(test_tls_ctx_keeps_what_was_loaded),
         cmocka_unit_test(test_tls_ctx_keeps_loaded_client_cas),
         cmocka_unit_test(test_upstreams),

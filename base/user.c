@@ -1,0 +1,102 @@
+/* User and group lookups (base/user.h). */
+#include "base/user.h"
+
+#include "base/err.h"
+#include "base/limits.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* One getpwnam_r or getgrnam_r into |ent|, |buf| of |len| bytes holding its strings. */
+typedef int (*lookup_fn)(const char *name, void *ent, char *buf, size_t len, bool *found);
+
+static int passwd_r(const char *name, void *ent, char *buf, size_t len, bool *found)
+{
+    struct passwd *res = NULL;
+    int rc = getpwnam_r(name, ent, buf, len, &res);
+
+    *found = res != NULL;
+    return rc;
+}
+
+static int group_r(const char *name, void *ent, char *buf, size_t len, bool *found)
+{
+    struct group *res = NULL;
+    int rc = getgrnam_r(name, ent, buf, len, &res);
+
+    *found = res != NULL;
+    return rc;
+}
+
+/* What sysconf suggests for |which| (_SC_GETPW_R_SIZE_MAX, _SC_GETGR_R_SIZE_MAX): it may not say. */
+static size_t first_size(int which)
+{
+    long n = sysconf(which);
+
+    return n > 0 && n <= GW_USER_ENTRY_MAX ? (size_t)n : 1024;
+}
+
+/*
+ * |kind| |name| into |ent| by |fn|, its buffer doubled on ERANGE up to GW_USER_ENTRY_MAX. Only the
+ * ids of |ent| stay valid after: its strings were in the buffer, freed here.
+ */
+static int lookup(const char *kind, const char *name, lookup_fn fn, int size_hint, void *ent, char *err)
+{
+    size_t len = first_size(size_hint);
+    char *buf = NULL, *grown;
+    bool found = false;
+    int rc;
+
+    for (;;) {
+        if ((grown = realloc(buf, len)) == NULL) {
+            free(buf);
+            snprintf(err, GW_ERR_LEN, "out of memory looking up %s \"%s\"", kind, name);
+            return GW_ERR_NOMEM;
+        }
+        buf = grown;
+        while ((rc = fn(name, ent, buf, len, &found)) == EINTR)
+            ;
+        if (rc != ERANGE || len >= GW_USER_ENTRY_MAX)
+            break;
+        len = len * 2 < GW_USER_ENTRY_MAX ? len * 2 : GW_USER_ENTRY_MAX;
+    }
+    free(buf);
+    if (rc == 0 && found)
+        return 0;
+    if (rc == 0) {
+        snprintf(err, GW_ERR_LEN, "unknown %s \"%s\"", kind, name);
+        return GW_ERR_NOT_FOUND;
+    }
+    snprintf(err, GW_ERR_LEN, "cannot look up %s \"%s\": %s", kind, name,
+             rc == ERANGE ? "its entry is over 1 MiB" : strerror(rc));
+    return GW_ERR_IO;
+}
+
+int gw_user_ids(const char *name, uid_t *uid, gid_t *gid, char *err)
+{
+    struct passwd pw;
+    int rc = lookup("user", name, passwd_r, _SC_GETPW_R_SIZE_MAX, &pw, err);
+
+    if (rc != 0)
+        return rc;
+    *uid = pw.pw_uid;
+    if (gid != NULL)
+        *gid = pw.pw_gid;
+    return 0;
+}
+
+int gw_group_id(const char *name, gid_t *gid, char *err)
+{
+    struct group gr;
+    int rc = lookup("group", name, group_r, _SC_GETGR_R_SIZE_MAX, &gr, err);
+
+    if (rc == 0)
+        *gid = gr.gr_gid;
+    return rc;
+}
