@@ -176,6 +176,31 @@ static int check_as_user(const struct gw_config *cfg)
     return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
 }
 
+/*
+ * cmp.revoked_file, which no load reads, as the start judges it: a file others may write or plant is
+ * refused. Its owner is judged against the configured "user", whom the gateway runs as when started as
+ * root (its service), whoever runs the check; without one, against the user running it. The output
+ * says which. 0 or -1.
+ */
+static int check_revoked_file(const char *path, const struct gw_config *cfg)
+{
+    char err[GW_ERR_LEN], judged[GW_ERR_LEN];
+    uid_t uid = geteuid();
+
+    if (cfg->user != NULL && gw_user_ids(cfg->user, &uid, NULL, err) != 0) {
+        fprintf(stderr, "%s: $.user: %s\n", path, err);
+        return -1;
+    }
+    snprintf(judged, sizeof(judged), "cmp.revoked_file judged as the file of uid %ld (%s%s)", (long)uid,
+             cfg->user != NULL ? "user " : "the user running this check", cfg->user != NULL ? cfg->user : "");
+    if (cmp_revoked_file_check(cfg->cmp.revoked_file, uid, err) != 0) {
+        fprintf(stderr, "%s: %s\n%s: %s\n", path, err, path, judged);
+        return -1;
+    }
+    printf("%s: %s\n", path, judged);
+    return 0;
+}
+
 /* Validates |path| like a start would, prints "FILE: OK" or the error; returns the exit code. */
 static int cmd_check(const char *path)
 {
@@ -195,10 +220,7 @@ static int cmd_check(const char *path)
             return EXIT_FAILURE;
         }
     }
-    /* no load reads cmp.revoked_file: the start does, and refuses one others may write or plant */
-    if (cfg->cmp.revoked_file != NULL &&
-        cmp_revoked_file_check(cfg->cmp.revoked_file, gw_config_uid(cfg), err) != 0) {
-        fprintf(stderr, "%s: %s\n", path, err);
+    if (cfg->cmp.revoked_file != NULL && check_revoked_file(path, cfg) != 0) {
         gw_config_free(cfg);
         return EXIT_FAILURE;
     }

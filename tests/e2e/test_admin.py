@@ -265,6 +265,45 @@ class Privileges(unittest.TestCase):
         # the demo's keys are root's (0600): it runs, but a reload as nobody could not read them
         self.assertIn("as user nobody, a reload would be refused", check.stderr)
 
+    def test_check_revoked_file_owner_by_user(self):
+        """`cmpgw check` by an operator who is not root judges cmp.revoked_file's owner against the
+        configured "user", whom the service runs as, not against the operator: a file of that user
+        passes, one of the operator's is refused, and the output names the uid it judged against."""
+        if os.geteuid() != 0:
+            self.skipTest("needs root")
+
+        def edit(cfg):
+            cfg.pop("run_as_root")
+            cfg["user"] = "nobody"
+            cfg["cmp"] = {"revoked_file": "revoked.list"}
+        gw = self.gateway(edit)
+        listed = gw.dir / "revoked.list"
+        listed.touch(mode=0o600)
+        nobody, daemon = pwd.getpwnam("nobody").pw_uid, pwd.getpwnam("daemon").pw_uid
+        # the operator "daemon", who may read root's keys (a capability, not root) and write the audit
+        # log (its own: the check asks access(), which judges by the real uid alone)
+        operator = ["setpriv", "--reuid=daemon", "--regid=daemon", "--clear-groups",
+                    "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search", "--"]
+        (gw.dir / "audit.log").touch(mode=0o600)
+        os.chown(gw.dir / "audit.log", daemon, -1)
+        for d in (self.tmp, gw.dir):
+            d.chmod(0o711)
+        judged = "cmp.revoked_file judged as the file of uid %d (user nobody)" % nobody
+
+        os.chown(listed, nobody, -1)
+        check = subprocess.run(operator + [str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
+                               capture_output=True, text=True, env=gw.env())
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+        self.assertIn(judged, check.stdout)
+
+        os.chown(listed, daemon, -1)
+        check = subprocess.run(operator + [str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
+                               capture_output=True, text=True, env=gw.env())
+        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        self.assertIn('"%s" is owned by uid %d, neither the gateway\'s user (uid %d) nor root' %
+                      (listed, daemon, nobody), check.stderr)
+        self.assertIn(judged, check.stderr)
+
     def test_upstream_tls_files_only_a_reload_reads(self):
         """An upstream's TLS certificate and key are read at load and handed to libcurl as bytes:
         one only root may read serves (a reload would be refused, and the check says so), as a
