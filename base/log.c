@@ -252,10 +252,44 @@ static size_t utf8_len(const unsigned char *p)
 }
 
 /*
+ * Whether the |n| bytes of well-formed UTF-8 at |p| are a Unicode bidirectional control (U+061C,
+ * U+200E, U+200F, U+202A..U+202E, U+2066..U+2069): it reorders the text shown around it, so that a
+ * quoted name or CA's message would read, in a log viewer or a client's UI, as something other than
+ * what it says ("Trojan Source"). No text the gateway quotes needs one.
+ */
+static bool bidi_control(const unsigned char *p, size_t n)
+{
+    if (n == 2)
+        return p[0] == 0xd8 && p[1] == 0x9c;
+    if (n != 3 || p[0] != 0xe2)
+        return false;
+    if (p[1] == 0x80)
+        return p[2] == 0x8e || p[2] == 0x8f || (p[2] >= 0xaa && p[2] <= 0xae);
+    return p[1] == 0x81 && p[2] >= 0xa6 && p[2] <= 0xa9;
+}
+
+/* The length of the character at |p| (from 0x80 up) to keep as it is, or 0: not one to keep. */
+static size_t shown_len(const unsigned char *p)
+{
+    size_t n = utf8_len(p);
+
+    return n != 0 && !bidi_control(p, n) ? n : 0;
+}
+
+/* How many bytes at |p| (from 0x80 up) one replacement stands for: a whole character, or one byte. */
+static size_t replaced_len(const unsigned char *p)
+{
+    size_t n = utf8_len(p);
+
+    return n != 0 ? n : 1;
+}
+
+/*
  * Valid UTF-8 is copied, a whole sequence or none of it; every other byte from 0x80 up becomes
  * the escape of U+FFFD, so that what comes out is UTF-8 whatever went in (RFC 8259 8.1): a
  * client's path or a certificate's IA5String reaches the logs, and journald keeps a line that is
- * not UTF-8 as a blob that journalctl does not show, a log shipper drops it.
+ * not UTF-8 as a blob that journalctl does not show, a log shipper drops it. So does a bidirectional
+ * control, whole: its own escape would be one again to whatever shows the decoded value.
  */
 size_t gw_json_escape(char *buf, size_t cap, const char *s)
 {
@@ -271,11 +305,11 @@ size_t gw_json_escape(char *buf, size_t cap, const char *s)
         src = esc;
         if (*p < 0x80) {
             k = escape_byte(esc, *p);
-        } else if ((used = utf8_len(p)) != 0) {
+        } else if ((used = shown_len(p)) != 0) {
             k = used;
             src = (const char *)p;
         } else {
-            used = 1;
+            used = replaced_len(p);
             k = 6;
             memcpy(esc, "\\ufffd", 6);
         }
@@ -290,17 +324,23 @@ size_t gw_json_escape(char *buf, size_t cap, const char *s)
 
 void gw_utf8_scrub(char *s)
 {
-    unsigned char *p = (unsigned char *)s;
+    const unsigned char *p = (const unsigned char *)s;
+    char *out = s;
     size_t n;
 
     while (*p != '\0') {
-        if (*p < 0x80)
-            p++;
-        else if ((n = utf8_len(p)) != 0)
+        if (*p < 0x80) {
+            *out++ = (char)*p++;
+        } else if ((n = shown_len(p)) != 0) {
+            memmove(out, p, n);
+            out += n;
             p += n;
-        else
-            *p++ = '?';
+        } else {
+            p += replaced_len(p); /* before the '?', which may land on it */
+            *out++ = '?';
+        }
     }
+    *out = '\0';
 }
 
 void gw_hex(char *out, const unsigned char *in, size_t n)

@@ -1725,6 +1725,24 @@ static void assert_status_utf8(OSSL_CMP_CTX *ctx)
         fail_msg("statusString is not UTF-8: %.*s", ASN1_STRING_length(s), ASN1_STRING_get0_data(s));
 }
 
+/* An ir the upstream refuses with |reason|: the client is told |want| (in its statusString, UTF-8). */
+static void assert_refusal_text(const char *reason, const char *want)
+{
+    struct env *e = env_new(CMP_DEFAULTS);
+    struct client cl = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY, FK_PLAIN);
+    fake.refusal = reason;
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    fake.refusal = NULL;
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, want);
+    assert_status_utf8(ctx);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
 /*
  * The statusString is a UTF8String. An upstream's text cut to a length inside a character (Vault's
  * message, quoted up to 160 bytes: a "é" at byte 160 leaves its first byte) reaches the client as
@@ -1732,25 +1750,27 @@ static void assert_status_utf8(OSSL_CMP_CTX *ctx)
  */
 static void test_refusal_text_utf8(void **state)
 {
-    struct env *e = env_new(CMP_DEFAULTS);
-    struct client cl = {.env = e};
-    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
     char reason[256], cut[160];
 
     (void)state;
     memset(cut, 'a', sizeof(cut) - 1);
     cut[sizeof(cut) - 1] = '\0';
     snprintf(reason, sizeof(reason), "Vault refused: %s\xc3 (HTTP 400)", cut);
-    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY, FK_PLAIN);
-    fake.refusal = reason;
-    assert_null(OSSL_CMP_exec_IR_ses(ctx));
-    fake.refusal = NULL;
-    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
-                  "aaa? (HTTP 400)");
-    assert_status_utf8(ctx);
-    client_cleanup(&cl);
-    OSSL_CMP_CTX_free(ctx);
-    env_free(e);
+    assert_refusal_text(reason, "aaa? (HTTP 400)");
+}
+
+/*
+ * An upstream's text with Unicode bidirectional controls (valid UTF-8) would read in the client's UI
+ * as other than it says: "\u202emoc.elpmaxe\u202c" shows as "example.com". Each becomes '?'.
+ */
+static void test_refusal_text_bidi(void **state)
+{
+    (void)state;
+    assert_refusal_text("Vault refused: \xe2\x80\xae"
+                        "moc.elpmaxe\xe2\x80\xac is \xe2\x81\xa6"
+                        "allowed\xe2\x81\xa9"
+                        "\xe2\x80\x8f\xd8\x9c (HTTP 400)",
+                        "Vault refused: ?moc.elpmaxe? is ?allowed??? (HTTP 400)");
 }
 
 /*
@@ -7204,6 +7224,7 @@ int main(void)
         cmocka_unit_test(test_result_checks),
         cmocka_unit_test(test_refused_answer_other_key),
         cmocka_unit_test(test_refusal_text_utf8),
+        cmocka_unit_test(test_refusal_text_bidi),
         cmocka_unit_test(test_policy_text_utf8),
         cmocka_unit_test(test_client_gone),
         cmocka_unit_test(test_client_gone_while_held),

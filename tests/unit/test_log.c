@@ -67,6 +67,14 @@ static const struct esc_case esc_cases[] = {
     {"a\xe2\x82\xac", 5, "a\xe2\x82\xac"},
     {"\xf0\x9f\x98\x80z", 5, "\xf0\x9f\x98\x80"},
     {"\xf0\x9f\x98\x80z", 4, ""},
+    /* bidirectional controls, valid UTF-8, are replaced whole: U+202E, U+2066, U+2069, U+200F, U+061C */
+    {"a\xe2\x80\xae"
+     "b",
+     64, "a\\ufffdb"},
+    {"\xe2\x81\xa6x\xe2\x81\xa9\xe2\x80\x8f\xd8\x9c", 64, "\\ufffdx\\ufffd\\ufffd\\ufffd"},
+    {"\xe2\x80\xa9\xe2\x80\xaf\xe2\x81\xa5\xd8\x9b", 64,
+     "\xe2\x80\xa9\xe2\x80\xaf\xe2\x81\xa5\xd8\x9b"}, /* their neighbours */
+    {"a\xe2\x80\xae", 7, "a"},
 };
 
 static void test_escape(void **state)
@@ -139,6 +147,11 @@ static void test_utf8_scrub(void **state)
         {"cut \xe2\x82 (HTTP 400)", "cut ?? (HTTP 400)"},
         {"overlong \xc0\xaf, surrogate \xed\xa0\x80", "overlong ??, surrogate ???"},
         {"lone \x80\xbf", "lone ??"},
+        /* a bidirectional control is one '?': U+202E, U+202A, U+2066..U+2069, U+200E, U+200F, U+061C */
+        {"exe.\xe2\x80\xaetxt", "exe.?txt"},
+        {"\xe2\x80\xaa\xe2\x81\xa6\xe2\x81\xa7\xe2\x81\xa8\xe2\x81\xa9|\xe2\x80\x8e\xe2\x80\x8f\xd8\x9c",
+         "?????|???"},
+        {"U+202F \xe2\x80\xaf, U+2065 \xe2\x81\xa5", "U+202F \xe2\x80\xaf, U+2065 \xe2\x81\xa5"},
     };
     char buf[64];
 
