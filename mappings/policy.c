@@ -525,10 +525,10 @@ static int check_wildcard(const struct gw_role *role, const char *what, const ch
 }
 
 /*
- * check_san: the type must be one the role allows (a DNS/email copy of the CN is exempt when
+ * policy_check_san: the type must be one the role allows (a DNS/email copy of the CN is exempt when
  * |cn_source| is given: Vault adds it unless exclude_cn_from_sans), the value one of its patterns.
  */
-static int check_san(const struct gw_role *role, const GENERAL_NAME *gn, const X509_NAME *cn_source,
+int policy_check_san(const struct gw_role *role, const GENERAL_NAME *gn, const X509_NAME *cn_source,
                      int *fail_info, char *err)
 {
     const struct gw_patterns *ps;
@@ -731,7 +731,7 @@ int policy_check_names(const struct gw_role *role, const X509_NAME *subject, con
         return policy_say(fail_info, BADT, err, "too many subjectAltName entries (%d; the limit is %d)",
                           sk_GENERAL_NAME_num(sans), GW_MAX_SANS);
     for (i = 0; i < sk_GENERAL_NAME_num(sans); i++) {
-        if ((rc = check_san(role, sk_GENERAL_NAME_value(sans, i), cn_source, fail_info, err)) != 0)
+        if ((rc = policy_check_san(role, sk_GENERAL_NAME_value(sans, i), cn_source, fail_info, err)) != 0)
             return rc;
     }
     return 0;

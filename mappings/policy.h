@@ -46,6 +46,13 @@ int gw_policy_check_request(const struct gw_role *role, const struct gw_cert_pla
  */
 int gw_policy_check_names(const struct gw_role *role, X509 *cert, int *fail_info, char *err);
 
+/* What an upstream role writes into a certificate in place of the request's (gw_policy_check_upstream_role).
+ */
+struct gw_upstream_names {
+    X509_NAME *subject;  /* the caller's to free */
+    GENERAL_NAMES *sans; /* the request's and the one the role adds for the CN; NULL: the request's */
+};
+
 /*
  * gw_policy_check_upstream_role checks |plan| of |role| against an upstream role's own policy |p| (a
  * delegate issuer applies the upstream's rules it issues on behalf of), as Vault's sign/<role> does:
@@ -53,13 +60,16 @@ int gw_policy_check_names(const struct gw_role *role, X509 *cert, int *fail_info
  * exclude_cn_from_sans), serialNumber (allowed_serial_numbers unless serial_number_source is "json")
  * and UIDs (allowed_user_ids), names (allowed_domains and the allow_* switches), IP SANs, URI SANs
  * (allowed_uri_sans), key type/bits, validity (max_ttl from |now|); badCertTemplate naming the rule.
- * With |subject|, *subject is then the subject Vault would write instead of the requested one (the
- * caller's to free): the role's country, province, locality, street_address, postal_code,
- * organization and ou, then the request's last CN and serialNumber where Vault takes them, and its
- * UIDs; systemUnavail if it cannot be built (a role value OpenSSL cannot encode).
+ * With |out|, out->subject is then the subject Vault would write instead of the requested one: the
+ * role's country, province, locality, street_address, postal_code, organization and ou, then the
+ * request's last CN and serialNumber where Vault takes them, and its UIDs; systemUnavail if it
+ * cannot be built (a role value OpenSSL cannot encode). And out->sans the request's SANs with the
+ * CN Vault adds unless |role|'s exclude_cn_from_sans (an email address, or a hostname as a DNS name),
+ * where the plan lacks it: badCertTemplate if |role|'s SAN patterns do not allow it (a copy of the
+ * CN needs no allowed_san_types, as in a certificate Vault signed).
  */
 int gw_policy_check_upstream_role(const struct gw_role *role, const struct gw_role_policy *p,
-                                  const struct gw_cert_plan *plan, time_t now, X509_NAME **subject,
+                                  const struct gw_cert_plan *plan, time_t now, struct gw_upstream_names *out,
                                   int *fail_info, char *err);
 
 /*

@@ -45,6 +45,8 @@ int policy_vault_hostname(const char *s);
 int policy_has_control(const char *v, size_t len);
 char *policy_entry_utf8(const X509_NAME *name, int i, size_t *len);
 int policy_cn_copy(const X509_NAME *subject, const GENERAL_NAME *gn);
+int policy_check_san(const struct gw_role *role, const GENERAL_NAME *gn, const X509_NAME *cn_source,
+                     int *fail_info, char *err);
 int policy_check_names(const struct gw_role *role, const X509_NAME *subject, const GENERAL_NAMES *sans,
                        const X509_NAME *cn_source, int *fail_info, char *err);
 

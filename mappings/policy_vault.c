@@ -398,11 +398,101 @@ static X509_NAME *vault_subject(const struct gw_role_policy *p, const X509_NAME 
     return NULL;
 }
 
+/*
+ * The subjectAltName Vault adds for common name |cn| (generateCreationBundle): an email address when
+ * it holds '@', a DNS name when it is a hostname, else none (*gn NULL). An email address must be
+ * ASCII, as Go's IA5String must be, or Vault refuses the request.
+ */
+static int vault_cn_san(const char *cn, GENERAL_NAME **gn, int *fail_info, char *err)
+{
+    int email = strchr(cn, '@') != NULL;
+    char buf[SHOWN_LEN];
+
+    *gn = NULL;
+    if (!email && !vault_cn_hostname(cn))
+        return 0;
+    for (const char *s = cn; email && *s != '\0'; s++) {
+        if ((unsigned char)*s >= 0x80)
+            return policy_say(fail_info, BADT, err,
+                              "common name %s cannot be the email subjectAltName the upstream role adds for "
+                              "it: it is not ASCII",
+                              policy_shown(buf, cn, strlen(cn)));
+    }
+    if ((*gn = GENERAL_NAME_new()) == NULL || (gn[0]->d.ia5 = ASN1_IA5STRING_new()) == NULL ||
+        ASN1_STRING_set(gn[0]->d.ia5, cn, -1) != 1) {
+        GENERAL_NAME_free(*gn);
+        *gn = NULL;
+        return policy_say(fail_info, OSSL_CMP_PKIFAILUREINFO_systemFailure, err, "out of memory");
+    }
+    gn[0]->type = email ? GEN_EMAIL : GEN_DNS;
+    return 0;
+}
+
+/* Whether |sans| hold |gn|'s name, in any case (a DNS name and an email address never match). */
+static int san_has(const GENERAL_NAMES *sans, const GENERAL_NAME *gn)
+{
+    for (int i = 0; i < sk_GENERAL_NAME_num(sans); i++) {
+        const GENERAL_NAME *s = sk_GENERAL_NAME_value(sans, i);
+
+        if (s->type == gn->type && policy_eq_fold((const char *)s->d.ia5->data, (size_t)s->d.ia5->length,
+                                                  (const char *)gn->d.ia5->data, (size_t)gn->d.ia5->length))
+            return 1;
+    }
+    return 0;
+}
+
+/*
+ * vault_sans: the plan's SANs and the CN Vault adds to them unless exclude_cn_from_sans, where the
+ * plan lacks it (*out NULL when nothing is added). The upstream role's rules checked that name
+ * (vault_check_cn_text); the role's own patterns must allow it too, as they must in a certificate
+ * Vault signed (gw_policy_check_issued), where a copy of the CN needs no allowed_san_types.
+ */
+static int vault_sans(const struct gw_role *role, const struct gw_role_policy *p,
+                      const struct gw_cert_plan *plan, GENERAL_NAMES **out, int *fail_info, char *err)
+{
+    int i = p->no_csr_common_name ? -1 : last_entry(plan->subject, NID_commonName), rc;
+    char why[GW_ERR_LEN];
+    GENERAL_NAME *gn = NULL;
+    size_t len;
+    char *cn;
+
+    *out = NULL;
+    if (i < 0 || role->exclude_cn_from_sans)
+        return 0;
+    if ((cn = policy_entry_utf8(plan->subject, i, &len)) == NULL)
+        return policy_say(fail_info, BADT, err, "the common name cannot be decoded");
+    rc = vault_cn_san(cn, &gn, fail_info, err);
+    OPENSSL_free(cn);
+    if (rc != 0 || gn == NULL || san_has(plan->sans, gn)) {
+        GENERAL_NAME_free(gn);
+        return rc;
+    }
+    if ((rc = policy_check_san(role, gn, plan->subject, fail_info, why)) != 0) {
+        GENERAL_NAME_free(gn);
+        /* the role's rule first, whole: the suffix says why a name the client did not list is checked */
+        snprintf(
+            err, GW_ERR_LEN,
+            "%.*s (the CN, which the upstream role adds as a subjectAltName unless exclude_cn_from_sans)",
+            GW_ERR_LEN - 96, why);
+        return rc;
+    }
+    *out = plan->sans != NULL ? sk_GENERAL_NAME_deep_copy(plan->sans, GENERAL_NAME_dup, GENERAL_NAME_free)
+                              : GENERAL_NAMES_new();
+    if (*out == NULL || sk_GENERAL_NAME_push(*out, gn) <= 0) {
+        GENERAL_NAME_free(gn);
+        GENERAL_NAMES_free(*out);
+        *out = NULL;
+        return policy_say(fail_info, OSSL_CMP_PKIFAILUREINFO_systemFailure, err, "out of memory");
+    }
+    return 0;
+}
+
 int gw_policy_check_upstream_role(const struct gw_role *role, const struct gw_role_policy *p,
-                                  const struct gw_cert_plan *plan, time_t now, X509_NAME **subject,
+                                  const struct gw_cert_plan *plan, time_t now, struct gw_upstream_names *out,
                                   int *fail_info, char *err)
 {
     char b1[SHOWN_LEN], b2[SHOWN_LEN], b3[SHOWN_LEN];
+    GENERAL_NAMES *sans = NULL;
     int rc;
 
     err[0] = '\0';
@@ -421,12 +511,20 @@ int gw_policy_check_upstream_role(const struct gw_role *role, const struct gw_ro
                           "max_ttl of %s; ask for a shorter one",
                           policy_when(b1, plan->not_after),
                           policy_dur(b2, (long long)(plan->not_after - now)), policy_dur(b3, p->max_ttl));
+    if ((rc = vault_sans(role, p, plan, &sans, fail_info, err)) != 0)
+        return rc;
+    *fail_info = 0;
+    if (out == NULL) {
+        GENERAL_NAMES_free(sans);
+        return 0;
+    }
     /* a role value OpenSSL cannot encode (a country of three letters) is the operator's to fix */
-    if (subject != NULL && (*subject = vault_subject(p, plan->subject, err)) == NULL) {
+    if ((out->subject = vault_subject(p, plan->subject, err)) == NULL) {
+        GENERAL_NAMES_free(sans);
         *fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
         return GW_ERR_POLICY;
     }
-    *fail_info = 0;
+    out->sans = sans;
     return 0;
 }
 

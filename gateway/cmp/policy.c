@@ -391,7 +391,7 @@ static const char *urole_name(const struct gw_role *role)
  */
 static int check_cached(struct cmp_call *c, struct cmp_role_policy *rp, struct gw_upstream *up,
                         const struct gw_role *role, const struct gw_cert_plan *plan, enum role_check what,
-                        X509_NAME **subject, struct cmp_refusal *r)
+                        struct gw_upstream_names *names, struct cmp_refusal *r)
 {
     char err[GW_ERR_LEN] = "";
     const char *name = urole_name(role);
@@ -426,18 +426,17 @@ static int check_cached(struct cmp_call *c, struct cmp_role_policy *rp, struct g
                   "upstream_role", name, "reason", r->text, NULL);
         return 1;
     }
-    return gw_policy_check_upstream_role(role, &rp->policy, plan, c->now, subject, &r->fail_info, r->text) !=
-           0;
+    return gw_policy_check_upstream_role(role, &rp->policy, plan, c->now, names, &r->fail_info, r->text) != 0;
 }
 
 /*
  * Checks a request against the role of the upstream |up| (cached per role, GW_ROLE_POLICY_TTL),
  * where the upstream can describe its roles; one that cannot lets the request go on (|*subject|
- * stays NULL). With |subject| (RC_NAMES), the subject that role writes into *subject.
+ * stays NULL). With |names| (RC_NAMES), the subject and SANs that role writes into *names.
  */
 static int check_upstream_role(struct cmp_call *c, const struct gw_role *role, struct gw_upstream *up,
-                               const struct gw_cert_plan *plan, enum role_check what, X509_NAME **subject,
-                               struct cmp_refusal *r)
+                               const struct gw_cert_plan *plan, enum role_check what,
+                               struct gw_upstream_names *names, struct cmp_refusal *r)
 {
     struct gw_cmp_engine *e = c->e;
     struct cmp_role_policy scratch, *rp = &scratch;
@@ -459,7 +458,7 @@ static int check_upstream_role(struct cmp_call *c, const struct gw_role *role, s
         pthread_mutex_init(&scratch.lock, NULL);
     }
     pthread_mutex_lock(&rp->lock);
-    refused = check_cached(c, rp, up, role, plan, what, subject, r);
+    refused = check_cached(c, rp, up, role, plan, what, names, r);
     pthread_mutex_unlock(&rp->lock);
     if (rp == &scratch) {
         gw_role_policy_cleanup(&scratch.policy);
@@ -591,16 +590,21 @@ static const char *migration_upstream(struct cmp_call *c, const struct cmp_txn *
 }
 
 /*
- * A delegate issues the subject its upstream's role would write (the role's own attributes, not the
- * client's): a change from the requested one is granted with modifications, and the certificate is
- * checked against it.
+ * A delegate issues the subject and SANs its upstream's role would write (the role's own attributes,
+ * not the client's; the CN among the SANs): a change from the requested ones is granted with
+ * modifications, and the certificate is checked against them.
  */
-static void delegate_subject(struct gw_cert_plan *plan, X509_NAME *subject)
+static void delegate_names(struct gw_cert_plan *plan, struct gw_upstream_names *names)
 {
-    if (X509_NAME_cmp(plan->subject, subject) != 0)
+    if (X509_NAME_cmp(plan->subject, names->subject) != 0)
         plan->modified = 1;
     X509_NAME_free(plan->subject);
-    plan->subject = subject;
+    plan->subject = names->subject;
+    if (names->sans == NULL)
+        return;
+    plan->modified = 1; /* vault_sans adds a name only where the plan lacks it */
+    GENERAL_NAMES_free(plan->sans);
+    plan->sans = names->sans;
 }
 
 /*
@@ -615,7 +619,7 @@ int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, struct gw_cer
     const struct gw_role *role = t->role;
     const char *name = migration_upstream(c, t, plan);
     struct gw_upstream *up = gw_upstream_set_get0(c->e->ups, name);
-    X509_NAME *subject = NULL;
+    struct gw_upstream_names names = {NULL, NULL};
     int crmf = p10cr == NULL;
 
     *out = NULL;
@@ -640,12 +644,12 @@ int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, struct gw_cer
                           "this role's delegate issuer is not available");
     /* a delegate issues on the upstream's behalf, so the upstream role's own rules apply; an
      * upstream that cannot state them leaves the role's profile alone */
-    if (check_upstream_role(c, role, up, plan, RC_NAMES, &subject, r) != 0) {
+    if (check_upstream_role(c, role, up, plan, RC_NAMES, &names, r) != 0) {
         *out = NULL;
         return 1;
     }
-    if (subject != NULL)
-        delegate_subject(plan, subject);
+    if (names.subject != NULL)
+        delegate_names(plan, &names);
     return 0;
 }
 

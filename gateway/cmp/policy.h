@@ -90,7 +90,8 @@ int cmp_check_3gpp(struct cmp_call *c, const struct cmp_txn *t, const OSSL_CRMF_
 /*
  * cmp_pick_upstream chooses the upstream that signs |plan| into |*up|: the role's for a p10cr; for
  * CRMF the role's if it signs bare keys, else as the role's "crmf" says (refused, or its delegate,
- * which issues |plan| with the subject its upstream's role writes: plan->subject is replaced).
+ * which issues |plan| with the subject and SANs its upstream's role writes: plan->subject and
+ * plan->sans are replaced).
  */
 int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, struct gw_cert_plan *plan,
                       const X509_REQ *p10cr, struct gw_upstream **up, struct cmp_refusal *r);

@@ -55,6 +55,8 @@ ELSEWHERE = {
     "delegate_user_id": ("test_vault.py", " is not allowed by the upstream role (allowed_user_ids: "),
     "delegate_serial_number": ("../unit/test_policy.c", " is not allowed by the upstream role (allowed_serial_numbers: "),
     "delegate_role_subject": ("../unit/test_policy.c", "cannot be written into a certificate"),
+    "delegate_cn_san": ("../unit/test_policy.c", "upstream role adds as a subjectAltName unless exclude_cn_from_sans)"),
+    "delegate_cn_email": ("../unit/test_policy.c", "cannot be the email subjectAltName the upstream role adds for it"),
     "rr_not_holder": ("test_rr.py", "only the holder of a certificate (signing the rr with it) or an RA of role "),
     "rr_pbm": ("test_rr.py", "PBM protection is not accepted for rr"),
     "rr_not_route_ca": ("test_rr.py", "the certificate was not issued by this route's CA"),

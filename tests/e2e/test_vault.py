@@ -36,7 +36,8 @@ class VaultFrontDoor(harness.GatewayTestCase):
         cls.vault = vaultenv.running(cls, gw.dir, extra_roles={
             "no-wildcards": dict(vaultenv.DEVICES, allow_wildcard_certificates=False),
             "org": dict(vaultenv.DEVICES, organization=["Role Org"], ou=["Devices"], allowed_user_ids=["dev-*"]),
-            "email-cn": dict(vaultenv.DEVICES, cn_validations=["email"])})
+            "email-cn": dict(vaultenv.DEVICES, cn_validations=["email"]),
+            "cn-san": dict(vaultenv.DEVICES)})
         cls.vault.make_delegate()
         common = cls.vault.upstream(namespace=NS)
         cfg["upstreams"].update({
@@ -66,6 +67,10 @@ class VaultFrontDoor(harness.GatewayTestCase):
                                        delegate="vault-delegate"),
             "vault-delegate-email": dict(base, upstream="vault", upstream_role="email-cn", crmf="delegate",
                                          delegate="vault-delegate"),
+            "vault-delegate-cn": dict(base, upstream="vault", upstream_role="cn-san", crmf="delegate",
+                                      delegate="vault-delegate"),
+            "vault-delegate-nocn": dict(base, upstream="vault", upstream_role="cn-san", crmf="delegate",
+                                        delegate="vault-delegate", exclude_cn_from_sans=True),
         })
         cfg["path_prefix"] = "/v1/pki"
         cfg["default_path_policy"] = "sign-verbatim"
@@ -209,8 +214,8 @@ class VaultFrontDoor(harness.GatewayTestCase):
                           subject="/O=Client Org/OU=Client/CN=org.example.com/UID=dev-7")
         self.assertEqual(res.first.body_type, "ip", res.answers)
         self.assertEqual(res.first.status, 1, res.first)  # grantedWithMods: not the subject asked for
-        self.assert_issued(res.cert, key, "UID=dev-7,CN=org.example.com,OU=Devices,O=Role Org", [],
-                           res.first.extra_certs_pem())
+        self.assert_issued(res.cert, key, "UID=dev-7,CN=org.example.com,OU=Devices,O=Role Org",
+                           ["DNS:org.example.com"], res.first.extra_certs_pem())
         res = self.gw.cmp("ir", "v-org-uid", path="v1/pki/roles/vault-delegate-org/cmp",
                           newkey=self.newkey("v-org-uid"), subject="/CN=org.example.com/UID=root", expect_cert=False)
         self.assert_rejected(res, "badCertTemplate",
@@ -218,6 +223,24 @@ class VaultFrontDoor(harness.GatewayTestCase):
         # what Vault itself writes on a p10cr for that role: the same subject, but for the UID it is given
         res, key, _ = self.p10cr("vault-delegate-org", "v-org-p10", "/O=Role Org/OU=Devices/CN=org.example.com")
         self.assert_from_vault(res, key, "CN=org.example.com,OU=Devices,O=Role Org", ["DNS:org.example.com"])
+
+    def test_crmf_delegate_adds_the_cn_to_the_sans_as_vault_does(self):
+        """Vault adds a hostname CN to the DNS names unless exclude_cn_from_sans: the delegate's certificate
+        carries it as Vault's does (the client told grantedWithMods, having asked for no SAN), and none where
+        the cmpgw role sets exclude_cn_from_sans, which it sends Vault in the sign call."""
+        key = self.newkey("v-cnsan")
+        res = self.gw.cmp("ir", "v-cnsan", path="v1/pki/roles/vault-delegate-cn/cmp", newkey=key,
+                          subject="/CN=cn.example.com")
+        self.assertEqual(res.first.body_type, "ip", res.answers)
+        self.assertEqual(res.first.status, 1, res.first)
+        self.assert_issued(res.cert, key, "CN=cn.example.com", ["DNS:cn.example.com"], res.first.extra_certs_pem())
+        res, key, _ = self.p10cr("vault-delegate-cn", "v-cnsan-p10", "/CN=cn.example.com")
+        self.assert_from_vault(res, key, "CN=cn.example.com", ["DNS:cn.example.com"])
+        key = self.newkey("v-nocn")
+        res = self.gw.cmp("ir", "v-nocn", path="v1/pki/roles/vault-delegate-nocn/cmp", newkey=key,
+                          subject="/CN=cn.example.com")
+        self.assertEqual(res.first.body_type, "ip", res.answers)
+        self.assert_issued(res.cert, key, "CN=cn.example.com", [], res.first.extra_certs_pem())
 
     def test_crmf_delegate_keeps_the_vault_roles_cn_validations(self):
         """A Vault role whose cn_validations takes email addresses only: the delegate refuses a hostname CN."""

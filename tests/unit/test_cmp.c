@@ -1538,8 +1538,16 @@ static void test_crmf_delegate(void **state)
     (void)state;
     set_cn(ctx, "dev.example.com");
     assert_non_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_grantedWithMods, -1, NULL); /* the CN among the SANs */
     assert_int_equal(fake.sign_calls, 0); /* the delegate signed, not the upstream */
     assert_int_equal(audit_count(e, "issued", NULL, "upstream", "deleg"), 1);
+    /* twin: with exclude_cn_from_sans, what was asked for */
+    ((struct gw_role *)e->cfg->default_path_policy.role)->exclude_cn_from_sans = true;
+    OSSL_CMP_CTX_reinit(ctx);
+    set_cn(ctx, "dev.example.com");
+    assert_non_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    ((struct gw_role *)e->cfg->default_path_policy.role)->exclude_cn_from_sans = false;
     OSSL_CMP_CTX_reinit(ctx);
     set_cn(ctx, "test-device"); /* twin: outside the upstream role's allowed_domains */
     assert_null(OSSL_CMP_exec_IR_ses(ctx));

@@ -1575,7 +1575,8 @@ static void check_upstream_row(const char *name, const struct gw_role *role, con
 
 static void test_upstream_role(void **state)
 {
-    const struct gw_role role = {.name = "iot"};
+    /* the gateway's role lets the upstream role's rules decide (a wildcard CN is a wildcard DNS name) */
+    const struct gw_role role = {.name = "iot", .allow_wildcard_certificates = true};
 
     (void)state;
     for (size_t i = 0; i < sizeof(ur) / sizeof(ur[0]); i++)
@@ -1652,7 +1653,7 @@ static void test_upstream_subject(void **state)
                                .allowed_serial_numbers = PATS(sn_dev),
                                .key_type = "any"};
     struct gw_cert_plan plan;
-    X509_NAME *subject = NULL;
+    struct gw_upstream_names names = {NULL, NULL};
     char err[GW_ERR_LEN], *line;
     X509 *cert;
     int fi = -1;
@@ -1665,18 +1666,20 @@ static void test_upstream_subject(void **state)
            "C=US|O=Client Org|OU=x|CN=first.example|CN=dev.example.com|serialNumber=SN-1|UID=dev-1|"
            "emailAddress=x@example.com",
            NULL, K_P256, DAY);
-    assert_int_equal(gw_policy_check_upstream_role(&role, &p, &plan, NOW, &subject, &fi, err), 0);
+    assert_int_equal(gw_policy_check_upstream_role(&role, &p, &plan, NOW, &names, &fi, err), 0);
     assert_int_equal(fi, 0);
-    assert_non_null(subject);
-    line = name_line(subject);
+    assert_non_null(names.subject);
+    assert_int_equal(sk_GENERAL_NAME_num(names.sans), 1); /* the CN, as test_upstream_cn_san checks */
+    GENERAL_NAMES_free(names.sans);
+    line = name_line(names.subject);
     assert_string_equal(line, "UID=dev-1,serialNumber=SN-1,CN=dev.example.com,OU=b+OU=a,O=Role Org,C=DE");
     free(line);
 
     /* what the delegate issues from that subject passes; the client's O in place of the role's does not */
     X509_NAME_free(plan.subject);
-    plan.subject = subject;
+    plan.subject = names.subject;
     cert = mkcert_ext(&spec, "clientAuth", NULL, keys[K_P256], int_ca, keys[K_CA3]);
-    assert_int_equal(X509_set_subject_name(cert, subject), 1);
+    assert_int_equal(X509_set_subject_name(cert, names.subject), 1);
     assert_true(X509_sign(cert, keys[K_CA3], EVP_sha256()) > 0);
     if (gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NULL, NOW, NULL, err) != GW_ISSUED_OK)
         fail_msg("the delegate's subject: %s", err);
@@ -1691,30 +1694,171 @@ static void test_upstream_subject(void **state)
 
     /* serial_number_source json: Vault drops the request's serialNumber */
     p.serial_from_json = true;
-    assert_int_equal(gw_policy_check_upstream_role(&role, &p, &plan, NOW, &subject, &fi, err), 0);
-    line = name_line(subject);
+    assert_int_equal(gw_policy_check_upstream_role(&role, &p, &plan, NOW, &names, &fi, err), 0);
+    line = name_line(names.subject);
     assert_string_equal(line, "UID=dev-1,CN=dev.example.com,OU=b+OU=a,O=Role Org,C=DE");
     free(line);
-    X509_NAME_free(subject);
+    X509_NAME_free(names.subject);
+    GENERAL_NAMES_free(names.sans);
 
     /* a role value OpenSSL cannot write is the operator's to fix, not the client's */
     *role_values(&p, "country") = (struct gw_patterns)PATS(bad_c);
-    subject = NULL;
-    assert_int_equal(gw_policy_check_upstream_role(&role, &p, &plan, NOW, &subject, &fi, err), GW_ERR_POLICY);
+    names.subject = NULL;
+    assert_int_equal(gw_policy_check_upstream_role(&role, &p, &plan, NOW, &names, &fi, err), GW_ERR_POLICY);
     assert_int_equal(fi, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
-    assert_null(subject);
+    assert_null(names.subject);
     check_err("country DEU", err, "=the upstream role's country DEU cannot be written into a certificate");
 
     /* nor one holding a control byte, which no requested attribute may hold either: the upstream's
        answer decides what the delegate signs */
     *role_values(&p, "country") = (struct gw_patterns)PATS(c);
     *role_values(&p, "organization") = (struct gw_patterns)PATS(ctl_o);
-    subject = NULL;
-    assert_int_equal(gw_policy_check_upstream_role(&role, &p, &plan, NOW, &subject, &fi, err), GW_ERR_POLICY);
+    names.subject = NULL;
+    assert_int_equal(gw_policy_check_upstream_role(&role, &p, &plan, NOW, &names, &fi, err), GW_ERR_POLICY);
     assert_int_equal(fi, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
-    assert_null(subject);
+    assert_null(names.subject);
     check_err("organization with a newline", err,
               "=the upstream role's organization Role?Org cannot be written into a certificate");
+    gw_cert_plan_cleanup(&plan);
+}
+
+/* |sans| as "DNS:a, email:b" (GENERAL_NAME_print), "-" for none. */
+static char *sans_line(const GENERAL_NAMES *sans)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    char *s, *out;
+    long len;
+
+    assert_non_null(b);
+    for (int i = 0; i < sk_GENERAL_NAME_num(sans); i++) {
+        assert_true(i == 0 || BIO_puts(b, ", ") > 0);
+        assert_int_equal(GENERAL_NAME_print(b, sk_GENERAL_NAME_value(sans, i)), 1);
+    }
+    if (sans == NULL)
+        assert_true(BIO_puts(b, "-") > 0);
+    len = BIO_get_mem_data(b, &s);
+    out = strndup(s, (size_t)len);
+    BIO_free(b);
+    return out;
+}
+
+static char *cn_dns[] = {"*.example.com"};
+
+/*
+ * Vault adds the common name to the SANs unless exclude_cn_from_sans: an email address as an email
+ * SAN, a hostname as a DNS name, anything else not at all. The delegate adds it as well, once, where
+ * the role's patterns allow it; the client's SANs stay.
+ */
+static void test_upstream_cn_san(void **state)
+{
+    static const struct {
+        const char *name, *subject, *sans;
+        bool exclude, own_patterns, no_csr_cn;
+        const char *want_sans, *want_err;
+    } rows[] = {
+        {"hostname", "O=x|CN=dev.example.com", NULL, false, false, false, "DNS:dev.example.com", NULL},
+        {"after the client's", "CN=dev.example.com", "DNS:a.example.com,IP:10.0.0.1", false, false, false,
+         "DNS:a.example.com, IP Address:10.0.0.1, DNS:dev.example.com", NULL},
+        {"the last CN", "CN=a.example.com|CN=b.example.com", NULL, false, false, false, "DNS:b.example.com",
+         NULL},
+        {"email address", "CN=bob@example.com", NULL, false, false, false, "email:bob@example.com", NULL},
+        {"already asked for, in another case", "CN=Dev.Example.com", "DNS:dev.example.COM", false, false,
+         false, "-", NULL},
+        {"an email SAN is no DNS name", "CN=dev.example.com", "email:dev.example.com", false, false, false,
+         "email:dev.example.com, DNS:dev.example.com", NULL},
+        {"no hostname", "CN=Device 42", NULL, false, false, false, "-", NULL},
+        {"exclude_cn_from_sans", "CN=dev.example.com", NULL, true, false, false, "-", NULL},
+        {"use_csr_common_name false", "CN=dev.example.com", NULL, false, false, true, "-", NULL},
+        {"role's DNS patterns", "CN=dev.example.com", NULL, false, true, false, "DNS:dev.example.com", NULL},
+        {"outside the role's DNS patterns", "CN=dev.example.org", NULL, false, true, false, NULL,
+         "=DNS name dev.example.org is not allowed on role iot (allowed: *.example.com) (the CN, which the "
+         "upstream role adds as a subjectAltName unless exclude_cn_from_sans)"},
+        {"email address not ASCII",
+         "CN=b\xc3\xb6"
+         "b@example.com",
+         NULL, false, false, false, NULL,
+         "=common name b??b@example.com cannot be the email subjectAltName the upstream role adds for it: it "
+         "is not ASCII"},
+    };
+    const struct gw_role_policy base = {
+        .allow_any_name = true, .allow_ip_sans = true, .key_type = "any", .cn_optional = true};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        struct gw_role role = {.name = "iot", .exclude_cn_from_sans = rows[i].exclude};
+        struct gw_role_policy p = base;
+        struct gw_upstream_names names = {NULL, NULL};
+        struct gw_cert_plan plan;
+        char err[GW_ERR_LEN], *line;
+        int fi = -1, rc;
+
+        if (rows[i].own_patterns)
+            role.authz.dns_names = (struct gw_patterns)PATS(cn_dns);
+        p.no_csr_common_name = rows[i].no_csr_cn;
+        mkplan(&plan, rows[i].subject, rows[i].sans, K_P256, DAY);
+        rc = gw_policy_check_upstream_role(&role, &p, &plan, NOW, &names, &fi, err);
+        if ((rc == 0) != (rows[i].want_err == NULL) || fi != (rc == 0 ? 0 : BT))
+            fail_msg("%s: rc %d fail_info %d err \"%s\"", rows[i].name, rc, fi, err);
+        check_err(rows[i].name, err, rows[i].want_err);
+        if (rc == 0) {
+            line = sans_line(names.sans);
+            if (strcmp(line, rows[i].want_sans) != 0)
+                fail_msg("%s: SANs %s, want %s", rows[i].name, line, rows[i].want_sans);
+            free(line);
+        } else {
+            assert_null(names.subject);
+            assert_null(names.sans);
+        }
+        X509_NAME_free(names.subject);
+        GENERAL_NAMES_free(names.sans);
+        gw_cert_plan_cleanup(&plan);
+    }
+}
+
+/*
+ * The result check takes the delegate's certificate, which carries the CN it added to the plan's SANs,
+ * as planned; a name beyond it is still one the request did not ask for.
+ */
+static void test_upstream_cn_san_issued(void **state)
+{
+    static const struct cspec spec = {
+        "CN=dev.example.com", "DNS:dev.example.com", NULL, "critical,digitalSignature", -60, 7 * DAY, 0};
+    static const struct cspec more = {"CN=dev.example.com",
+                                      "DNS:dev.example.com,DNS:other.example.com",
+                                      NULL,
+                                      "critical,digitalSignature",
+                                      -60,
+                                      7 * DAY,
+                                      0};
+    const struct gw_role role = {.name = "iot",
+                                 .upstream_name = "vault",
+                                 .key_usage = KU_DIGITAL_SIGNATURE,
+                                 .ext_key_usage = GW_EKU_CLIENT_AUTH,
+                                 .max_ttl = 30 * DAY,
+                                 .allowed_san_types = GW_SAN_DNS};
+    const struct gw_role_policy p = {.allow_any_name = true, .key_type = "any"};
+    struct gw_upstream_names names = {NULL, NULL};
+    struct gw_cert_plan plan;
+    char err[GW_ERR_LEN];
+    X509 *cert;
+    int fi = -1;
+
+    (void)state;
+    mkplan(&plan, "CN=dev.example.com", NULL, K_P256, 7 * DAY);
+    assert_int_equal(gw_policy_check_upstream_role(&role, &p, &plan, NOW, &names, &fi, err), 0);
+    X509_NAME_free(plan.subject);
+    plan.subject = names.subject;
+    plan.sans = names.sans;
+    cert = mkcert_ext(&spec, "clientAuth", NULL, keys[K_P256], int_ca, keys[K_CA3]);
+    if (gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NULL, NOW, NULL, err) != GW_ISSUED_OK)
+        fail_msg("the delegate's SANs: %s", err);
+    X509_free(cert);
+    cert = mkcert_ext(&more, "clientAuth", NULL, keys[K_P256], int_ca, keys[K_CA3]);
+    assert_int_equal(gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NULL, NOW, NULL, err),
+                     GW_ISSUED_OUTSIDE_POLICY);
+    check_err("a name beyond the CN", err,
+              "=the CA added DNS name other.example.com, which the request did not ask for");
+    X509_free(cert);
     gw_cert_plan_cleanup(&plan);
 }
 
@@ -2937,6 +3081,8 @@ int main(void)
         cmocka_unit_test(test_upstream_role),
         cmocka_unit_test(test_upstream_role_cn_disabled),
         cmocka_unit_test(test_upstream_subject),
+        cmocka_unit_test(test_upstream_cn_san),
+        cmocka_unit_test(test_upstream_cn_san_issued),
         cmocka_unit_test(test_check_issued),
         cmocka_unit_test(test_check_issued_start_and_wildcard),
         cmocka_unit_test(test_check_issued_collected_late),
