@@ -568,9 +568,10 @@ static void shadow(struct cmp_call *c, const struct cmp_txn *t, const struct gw_
     gw_metric_add(m_shadow, (const char *const[]){role->name, result}, 1);
 }
 
-/* The upstream a migrating role's request goes to; shadow mode also checks it against "to". */
+/* The upstream a migrating role's request goes to; shadow mode also checks it against "to", unless |again|.
+ */
 static const char *migration_upstream(struct cmp_call *c, const struct cmp_txn *t,
-                                      const struct gw_cert_plan *plan)
+                                      const struct gw_cert_plan *plan, int again)
 {
     const struct gw_migration *m = &t->role->migration;
     char *key;
@@ -585,7 +586,8 @@ static const char *migration_upstream(struct cmp_call *c, const struct cmp_txn *
         return t->role->upstream_name;
     if (m->mode == GW_MIGRATION_LIVE)
         return m->to_name;
-    shadow(c, t, plan);
+    if (!again)
+        shadow(c, t, plan);
     return t->role->upstream_name;
 }
 
@@ -614,10 +616,10 @@ static void delegate_names(struct gw_cert_plan *plan, struct gw_upstream_names *
  * policy, with the subject that role writes.
  */
 int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, struct gw_cert_plan *plan,
-                      const X509_REQ *p10cr, struct gw_upstream **out, struct cmp_refusal *r)
+                      const X509_REQ *p10cr, int again, struct gw_upstream **out, struct cmp_refusal *r)
 {
     const struct gw_role *role = t->role;
-    const char *name = migration_upstream(c, t, plan);
+    const char *name = migration_upstream(c, t, plan, again);
     struct gw_upstream *up = gw_upstream_set_get0(c->e->ups, name);
     struct gw_upstream_names names = {NULL, NULL};
     int crmf = p10cr == NULL;
@@ -632,7 +634,7 @@ int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, struct gw_cer
     if (!crmf || (gw_upstream_caps(up) & GW_UP_SIGN_KEY) != 0) {
         if (!crmf && (gw_upstream_caps(up) & GW_UP_SIGN_CSR) == 0)
             return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "%s", TEXT_P10_REJECT);
-        if (check_grants(c, role, up, plan, p10cr, r) != 0)
+        if (!again && check_grants(c, role, up, plan, p10cr, r) != 0)
             return 1;
         *out = up;
         return 0;

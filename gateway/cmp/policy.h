@@ -91,10 +91,11 @@ int cmp_check_3gpp(struct cmp_call *c, const struct cmp_txn *t, const OSSL_CRMF_
  * cmp_pick_upstream chooses the upstream that signs |plan| into |*up|: the role's for a p10cr; for
  * CRMF the role's if it signs bare keys, else as the role's "crmf" says (refused, or its delegate,
  * which issues |plan| with the subject and SANs its upstream's role writes: plan->subject and
- * plan->sans are replaced).
+ * plan->sans are replaced). |again|: a deferred request another instance began, planned here as it
+ * was there, without the checks and records that happened there (shadow mode, the usages granted).
  */
 int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, struct gw_cert_plan *plan,
-                      const X509_REQ *p10cr, struct gw_upstream **up, struct cmp_refusal *r);
+                      const X509_REQ *p10cr, int again, struct gw_upstream **up, struct cmp_refusal *r);
 
 /* cmp_issuer_store is what certificates from |up| must chain to, or NULL if nothing is configured. */
 X509_STORE *cmp_issuer_store(const struct gw_cmp_engine *e, const struct gw_upstream *up);

@@ -1010,6 +1010,7 @@ static struct {
     int revoked;                  /* cert_status answer */
     int policy_fails;             /* role_policy fails */
     unsigned grant_ku, grant_eku; /* what role_policy says the upstream role grants */
+    const char *org;              /* the upstream role's organization, which its subject carries */
     int revoke_fails;             /* revoke fails */
     int sign_calls, csr_calls, revoke_calls, policy_calls, status_calls, crl_calls;
     const unsigned char *crl; /* what crl serves (DER, borrowed) */
@@ -1163,6 +1164,13 @@ static int fake_role_policy(struct gw_upstream *up, const char *role, struct gw_
     snprintf(out->key_type, sizeof(out->key_type), "any");
     out->key_usage = fake.grant_ku;
     out->ext_key_usage = fake.grant_eku;
+    for (size_t a = 0; fake.org != NULL && a < GW_UPSTREAM_SUBJECT_ATTRS; a++) {
+        if (strcmp(gw_upstream_subject_attrs[a].key, "organization") == 0) {
+            out->subject_values[a].v = calloc(1, sizeof(char *));
+            out->subject_values[a].v[0] = strdup(fake.org);
+            out->subject_values[a].n = 1;
+        }
+    }
     return 0;
 }
 
@@ -1498,20 +1506,32 @@ static void test_crmf_reject(void **state)
     env_free(e);
 }
 
-/* Makes the default role delegate CRMF to the "deleg" local upstream. */
-static struct env *env_delegate(void)
+/* The configuration of |e|'s upstream |name|. */
+static struct gw_upstream_conf *upstream_conf(struct env *e, const char *name)
 {
-    struct env *e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .deleg = 1});
+    for (size_t i = 0; i < e->cfg->n_upstreams; i++)
+        if (strcmp(e->cfg->upstreams[i].name, name) == 0)
+            return &e->cfg->upstreams[i];
+    fail_msg("no upstream %s", name);
+    return NULL;
+}
+
+/* Makes the default role of |e| (with "deleg") delegate CRMF to the "deleg" local upstream. */
+static struct env *delegating(struct env *e)
+{
     struct gw_role *role = (struct gw_role *)e->cfg->default_path_policy.role;
 
     /* set after the upstreams' own check, which rightly refuses delegate on a local upstream */
     role->crmf = GW_CRMF_DELEGATE;
     role->delegate_name = strdup("deleg");
-    for (size_t i = 0; i < e->cfg->n_upstreams; i++)
-        if (strcmp(e->cfg->upstreams[i].name, "deleg") == 0)
-            role->delegate = &e->cfg->upstreams[i];
+    role->delegate = upstream_conf(e, "deleg");
     env_fake(e, GW_UP_SIGN_CSR | GW_UP_ROLE_POLICY, FK_PLAIN);
     return e;
+}
+
+static struct env *env_delegate(void)
+{
+    return delegating(env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .deleg = 1}));
 }
 
 static void set_cn(OSSL_CMP_CTX *ctx, const char *cn)
@@ -4799,6 +4819,19 @@ static void slow_wait_completed(struct env *e, int n)
     assert_false(gw_cmp_engine_calls_running(e->engine));
 }
 
+/* Replaces the upstream of |uc| in |e| with the slow adapter. */
+static void slow_put(struct env *e, const struct gw_upstream_conf *uc)
+{
+    char err[GW_ERR_LEN] = "";
+    struct gw_upstream *up;
+
+    slow_ops = gw_upstream_local_ops;
+    slow_ops.dialect = "slow";
+    slow_ops.sign = slow_sign;
+    assert_non_null(up = gw_upstream_new_ops(uc, &slow_ops, NULL, err));
+    assert_int_equal(gw_upstream_set_put0(e->ups, up), 0);
+}
+
 /*
  * An engine with the "cmp" members |cmp| whose role polls after |poll_after| (NULL: unset), over
  * the slow adapter; gate closed.
@@ -4807,26 +4840,17 @@ static struct env *env_slow_cmp(const char *cmp, const char *poll_after, uint32_
 {
     char extra[64];
     struct env *e;
-    struct gw_upstream_conf *uc = NULL;
-    struct gw_upstream *up;
-    char err[GW_ERR_LEN] = "";
+    struct gw_upstream_conf *uc;
 
     snprintf(extra, sizeof(extra), "\"poll_after\": \"%s\"", poll_after != NULL ? poll_after : "0s");
     e = env_parse(&(struct env_opts){.cmp = cmp, .role_extra = extra, .confirm = 1});
-    for (size_t i = 0; i < e->cfg->n_upstreams; i++)
-        if (strcmp(e->cfg->upstreams[i].name, "local") == 0)
-            uc = &e->cfg->upstreams[i];
-    assert_non_null(uc);
+    uc = upstream_conf(e, "local");
     if (timeout_ms != 0)
         uc->timeout_ms = timeout_ms;
     env_start(e);
     slow_gate(0);
     slow.fail = slow.calls = slow.completed = slow.hold_record = 0;
-    slow_ops = gw_upstream_local_ops;
-    slow_ops.dialect = "slow";
-    slow_ops.sign = slow_sign;
-    assert_non_null(up = gw_upstream_new_ops(uc, &slow_ops, NULL, err));
-    assert_int_equal(gw_upstream_set_put0(e->ups, up), 0);
+    slow_put(e, uc);
     return e;
 }
 
@@ -7102,6 +7126,72 @@ static void test_shared_reload_pollreq(void **state)
 }
 
 /*
+ * An engine of a cluster (test's Redis) whose role delegates CRMF to "deleg", over the slow adapter,
+ * polling after 100ms; the upstream role's subject has its own O.
+ */
+static struct env *env_shared_delegate(void)
+{
+    char cmp[512];
+    struct env *e = env_open(&(struct env_opts){.cmp = shared_cmp(cmp, sizeof(cmp)),
+                                                .role_extra = "\"poll_after\": \"100ms\"",
+                                                .deleg = 1,
+                                                .confirm = 1});
+
+    delegating(e);
+    fake.org = "Role Org";
+    slow_put(e, upstream_conf(e, "deleg"));
+    return e;
+}
+
+/*
+ * A delegate's deferred request, released on another instance than the one it began on: that
+ * instance plans it again as the first did, with the upstream role's subject (its O) and the CN
+ * among the SANs, and the certificate it collects passes, granted with modifications. Once, the
+ * plan there had the client's subject, and the certificate was refused at release.
+ */
+static void test_shared_delegate_released_elsewhere(void **state)
+{
+    struct env *a, *b;
+    struct client cl;
+    OSSL_CMP_CTX *ctx;
+    X509 *cert;
+    GENERAL_NAMES *sans;
+    char *line;
+    int after;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    a = env_shared_delegate();
+    slow_gate(0);
+    slow.fail = slow.calls = slow.completed = slow.hold_record = 0;
+    cl = (struct client){.env = a};
+    ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    set_cn(ctx, "dev.example.com");
+    assert_int_equal(poll_step(ctx, &after), -1); /* ir -> waiting, pollReq -> pollRep */
+    b = env_shared_delegate();
+    cl.env = b;
+    assert_int_equal(poll_step(ctx, &after), -1); /* pollReq -> pollRep: b planned it again */
+    slow_gate(1);
+    slow_wait_completed(a, 1);
+    assert_int_equal(poll_step(ctx, &after), 1); /* pollReq -> ip on b, certConf -> pkiconf */
+    assert_status(ctx, OSSL_CMP_PKISTATUS_grantedWithMods, -1, NULL);
+    assert_non_null(cert = OSSL_CMP_CTX_get0_newCert(ctx));
+    line = X509_NAME_oneline(X509_get_subject_name(cert), NULL, 0);
+    assert_string_equal(line, "/O=Role Org/CN=dev.example.com");
+    OPENSSL_free(line);
+    sans = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    assert_int_equal(sk_GENERAL_NAME_num(sans), 1);
+    assert_int_equal(sk_GENERAL_NAME_value(sans, 0)->type, GEN_DNS);
+    GENERAL_NAMES_free(sans);
+    assert_int_equal(audit_count(b, "confirmed", NULL, NULL, NULL), 1);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(b);
+    env_free(a);
+}
+
+/*
  * A reload while a deferred request waits: the pollReq that would collect its certificate is held to
  * the configuration in force. One that no longer admits the sender gets nothing, and the certificate
  * is withdrawn through the upstream that issued it; once, that pollReq collected it.
@@ -7295,6 +7385,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_not_continued_without_its_ca, redis_stop),
         cmocka_unit_test_teardown(test_shared_reload_continuing, redis_stop),
         cmocka_unit_test_teardown(test_shared_reload_pollreq, redis_stop),
+        cmocka_unit_test_teardown(test_shared_delegate_released_elsewhere, redis_stop),
         cmocka_unit_test_teardown(test_shared_error_not_aborted, redis_stop),
         cmocka_unit_test_teardown(test_shared_client_gone_from_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_ended_while_held, redis_stop),
