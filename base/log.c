@@ -252,15 +252,16 @@ static size_t utf8_len(const unsigned char *p)
 }
 
 /*
- * Whether the |n| bytes of well-formed UTF-8 at |p| are a Unicode bidirectional control (U+061C,
- * U+200E, U+200F, U+202A..U+202E, U+2066..U+2069): it reorders the text shown around it, so that a
- * quoted name or CA's message would read, in a log viewer or a client's UI, as something other than
- * what it says ("Trojan Source"). No text the gateway quotes needs one.
+ * Whether the |n| bytes of well-formed UTF-8 at |p| are a C1 control (U+0080..U+009F: some terminals
+ * act on them, U+009B opens an escape sequence as ESC [ does) or a Unicode bidirectional control
+ * (U+061C, U+200E, U+200F, U+202A..U+202E, U+2066..U+2069: it reorders the text shown around it, so
+ * that a quoted name or CA's message would read, in a log viewer or a client's UI, as something other
+ * than what it says, "Trojan Source"). No text the gateway quotes needs one.
  */
-static bool bidi_control(const unsigned char *p, size_t n)
+static bool display_control(const unsigned char *p, size_t n)
 {
     if (n == 2)
-        return p[0] == 0xd8 && p[1] == 0x9c;
+        return (p[0] == 0xc2 && p[1] < 0xa0) || (p[0] == 0xd8 && p[1] == 0x9c);
     if (n != 3 || p[0] != 0xe2)
         return false;
     if (p[1] == 0x80)
@@ -273,7 +274,7 @@ static size_t shown_len(const unsigned char *p)
 {
     size_t n = utf8_len(p);
 
-    return n != 0 && !bidi_control(p, n) ? n : 0;
+    return n != 0 && !display_control(p, n) ? n : 0;
 }
 
 /* How many bytes at |p| (from 0x80 up) one replacement stands for: a whole character, or one byte. */
@@ -288,8 +289,8 @@ static size_t replaced_len(const unsigned char *p)
  * Valid UTF-8 is copied, a whole sequence or none of it; every other byte from 0x80 up becomes
  * the escape of U+FFFD, so that what comes out is UTF-8 whatever went in (RFC 8259 8.1): a
  * client's path or a certificate's IA5String reaches the logs, and journald keeps a line that is
- * not UTF-8 as a blob that journalctl does not show, a log shipper drops it. So does a bidirectional
- * control, whole: its own escape would be one again to whatever shows the decoded value.
+ * not UTF-8 as a blob that journalctl does not show, a log shipper drops it. So does a C1 or a
+ * bidirectional control, whole: its own escape would be one again to whatever shows the decoded value.
  */
 size_t gw_json_escape(char *buf, size_t cap, const char *s)
 {

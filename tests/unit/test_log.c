@@ -75,6 +75,10 @@ static const struct esc_case esc_cases[] = {
     {"\xe2\x80\xa9\xe2\x80\xaf\xe2\x81\xa5\xd8\x9b", 64,
      "\xe2\x80\xa9\xe2\x80\xaf\xe2\x81\xa5\xd8\x9b"}, /* their neighbours */
     {"a\xe2\x80\xae", 7, "a"},
+    /* so are C1 controls: U+009B (a terminal's CSI), U+0085, U+0080; not U+00A0 after them */
+    {"\xc2\x9b"
+     "2J\xc2\x85\xc2\x80\xc2\xa0",
+     64, "\\ufffd2J\\ufffd\\ufffd\xc2\xa0"},
 };
 
 static void test_escape(void **state)
@@ -152,6 +156,10 @@ static void test_utf8_scrub(void **state)
         {"\xe2\x80\xaa\xe2\x81\xa6\xe2\x81\xa7\xe2\x81\xa8\xe2\x81\xa9|\xe2\x80\x8e\xe2\x80\x8f\xd8\x9c",
          "?????|???"},
         {"U+202F \xe2\x80\xaf, U+2065 \xe2\x81\xa5", "U+202F \xe2\x80\xaf, U+2065 \xe2\x81\xa5"},
+        /* a C1 control too: U+009B (a terminal's CSI), U+009F; not U+00A0 */
+        {"\xc2\x9b"
+         "31m\xc2\x9f\xc2\xa0",
+         "?31m?\xc2\xa0"},
     };
     char buf[64];
 
