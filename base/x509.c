@@ -46,6 +46,15 @@ char *gw_x509_name_line(const X509_NAME *name)
     return line;
 }
 
+int gw_x509_name_last_index(const X509_NAME *name, int nid)
+{
+    int i = -1, last = -1;
+
+    while (name != NULL && (i = X509_NAME_get_index_by_NID(name, nid, i)) >= 0)
+        last = i;
+    return last;
+}
+
 int gw_x509_name_identity(const X509_NAME *name, char *out)
 {
     static const char hexdig[] = "0123456789abcdef";

@@ -50,6 +50,9 @@ char *gw_x509_name_line(const X509_NAME *name);
  */
 int gw_x509_name_identity(const X509_NAME *name, char *out);
 
+/* gw_x509_name_last_index: the index of |name|'s last entry of type |nid|, -1 if none (or |name| NULL). */
+int gw_x509_name_last_index(const X509_NAME *name, int nid);
+
 /* gw_asn1_time converts |t| to seconds since the epoch into |out|: 0, or -1 if |t| is NULL or unreadable. */
 int gw_asn1_time(const ASN1_TIME *t, time_t *out);
 

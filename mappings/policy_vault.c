@@ -161,19 +161,6 @@ static int vault_check_san(const struct gw_role_policy *p, const GENERAL_NAME *g
     }
 }
 
-/*
- * The last |nid| entry of |name|, -1 if none: Go's pkix.Name, which Vault reads a request into, keeps
- * the last of a repeated CN or serialNumber.
- */
-static int last_entry(const X509_NAME *name, int nid)
-{
-    int i = -1, last = -1;
-
-    while (name != NULL && (i = X509_NAME_get_index_by_NID(name, nid, i)) >= 0)
-        last = i;
-    return last;
-}
-
 /* Whether Vault copies a common name into the DNS names (Vault 1.x: a wildcard first label too). */
 static int vault_cn_hostname(const char *cn)
 {
@@ -206,11 +193,14 @@ static int vault_check_cn_text(const struct gw_role *role, const struct gw_role_
                       email ? "hostname" : "email");
 }
 
-/* The common name Vault writes: the request's, unless use_csr_common_name is false (none is sent). */
+/*
+ * The common name Vault writes: the request's last (Go's pkix.Name, which Vault reads a request into,
+ * keeps the last of a repeated CN or serialNumber), unless use_csr_common_name is false (none is sent).
+ */
 static int vault_check_cn(const struct gw_role *role, const struct gw_role_policy *p,
                           const struct gw_cert_plan *plan, int *fail_info, char *err)
 {
-    int i = p->no_csr_common_name ? -1 : last_entry(plan->subject, NID_commonName), rc;
+    int i = p->no_csr_common_name ? -1 : gw_x509_name_last_index(plan->subject, NID_commonName), rc;
     size_t len;
     char *cn;
 
@@ -261,7 +251,7 @@ static int vault_check_value(const struct gw_patterns *ps, const X509_NAME *subj
 static int vault_check_ids(const struct gw_role_policy *p, const X509_NAME *subject, int *fail_info,
                            char *err)
 {
-    int i = p->serial_from_json ? -1 : last_entry(subject, NID_serialNumber), rc;
+    int i = p->serial_from_json ? -1 : gw_x509_name_last_index(subject, NID_serialNumber), rc;
 
     if (i >= 0 && (rc = vault_check_value(&p->allowed_serial_numbers, subject, i, "serialNumber",
                                           "allowed_serial_numbers", 0, fail_info, err)) != 0)
@@ -385,8 +375,9 @@ static X509_NAME *vault_subject(const struct gw_role_policy *p, const X509_NAME 
             return NULL;
         }
     }
-    ok = ok && add_asked(out, asked, p->no_csr_common_name ? -1 : last_entry(asked, NID_commonName)) &&
-         add_asked(out, asked, p->serial_from_json ? -1 : last_entry(asked, NID_serialNumber));
+    ok = ok &&
+         add_asked(out, asked, p->no_csr_common_name ? -1 : gw_x509_name_last_index(asked, NID_commonName)) &&
+         add_asked(out, asked, p->serial_from_json ? -1 : gw_x509_name_last_index(asked, NID_serialNumber));
     while (ok && (i = X509_NAME_get_index_by_NID(asked, NID_userId, i)) >= 0)
         ok = add_asked(out, asked, i);
     /* its values in the order DER writes a multi-valued RDN, so that the certificate's compares the same */
@@ -450,7 +441,7 @@ static int san_has(const GENERAL_NAMES *sans, const GENERAL_NAME *gn)
 static int vault_sans(const struct gw_role *role, const struct gw_role_policy *p,
                       const struct gw_cert_plan *plan, GENERAL_NAMES **out, int *fail_info, char *err)
 {
-    int i = p->no_csr_common_name ? -1 : last_entry(plan->subject, NID_commonName), rc;
+    int i = p->no_csr_common_name ? -1 : gw_x509_name_last_index(plan->subject, NID_commonName), rc;
     char why[GW_ERR_LEN];
     GENERAL_NAME *gn = NULL;
     size_t len;

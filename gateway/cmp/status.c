@@ -194,11 +194,9 @@ static int plain_text(const ASN1_STRING *s)
 /* |name| for a reason: its last CN where plain text, else its one-line form (non-printables escaped). */
 static void name_text(const X509_NAME *name, char *out, size_t cap)
 {
-    int at = X509_NAME_get_index_by_NID(name, NID_commonName, -1), next;
+    int at = gw_x509_name_last_index(name, NID_commonName);
     const ASN1_STRING *cn;
 
-    while (at >= 0 && (next = X509_NAME_get_index_by_NID(name, NID_commonName, at)) >= 0)
-        at = next;
     cn = at >= 0 ? X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, at)) : NULL;
     if (cn != NULL && plain_text(cn))
         snprintf(out, cap, "\"%.*s\"", ASN1_STRING_length(cn), (const char *)ASN1_STRING_get0_data(cn));
