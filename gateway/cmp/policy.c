@@ -280,16 +280,20 @@ void cmp_quota_key(char *out, const char *identity, const char *tls_client)
         snprintf(out, GW_QUOTA_KEY_LEN, "%s", identity);
 }
 
+void cmp_identity_of(char *out, int pbm, const unsigned char *kid, size_t kid_len, const X509_NAME *name)
+{
+    if (pbm)
+        snprintf(out, GW_IDENTITY_LEN, "pbm:%.*s", (int)kid_len, (const char *)kid);
+    else if (name == NULL || gw_x509_name_identity(name, out) != 0)
+        snprintf(out, GW_IDENTITY_LEN, "unknown");
+}
+
 void cmp_identify(struct cmp_txn *t, struct cmp_call *c)
 {
-    const X509_NAME *name = t->signer != NULL ? X509_get_subject_name(t->signer) : NULL;
-
-    if (t->pbm) {
-        snprintf(t->identity, sizeof(t->identity), "pbm:%.*s", (int)t->kid_len, (const char *)t->kid);
+    cmp_identity_of(t->identity, t->pbm, t->kid, t->kid_len,
+                    t->signer != NULL ? X509_get_subject_name(t->signer) : NULL);
+    if (t->pbm)
         snprintf(t->pbm_ref, sizeof(t->pbm_ref), "%.*s", (int)t->kid_len, (const char *)t->kid);
-    } else if (name == NULL || gw_x509_name_identity(name, t->identity) != 0) {
-        snprintf(t->identity, sizeof(t->identity), "unknown");
-    }
     cmp_quota_key(t->quota, t->identity, t->tls_client);
     snprintf(c->rsp->identity, sizeof(c->rsp->identity), "%s", t->identity);
 }

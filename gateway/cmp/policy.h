@@ -47,6 +47,12 @@ time_t cmp_replay_ttl(const struct gw_cmp_conf *cc);
 void cmp_quota_key(char *out, const char *identity, const char *tls_client);
 
 /*
+ * cmp_identity_of: into |out| (GW_IDENTITY_LEN) the identity of a sender: "pbm:<kid>" for |pbm|, else
+ * |name| as gw_x509_name_identity writes it, or "unknown" without one.
+ */
+void cmp_identity_of(char *out, int pbm, const unsigned char *kid, size_t kid_len, const X509_NAME *name);
+
+/*
  * cmp_identify: who sent the request: the authenticated signer's subject (auth.c), or "pbm:<ref>";
  * and, from that and t->tls_client, its share of the caps (t->quota).
  */

@@ -253,13 +253,11 @@ static void record_view(struct cmp_txn *v, const struct gw_txn_record *rec)
     OSSL_CMP_MSG *req = d2i_OSSL_CMP_MSG(NULL, &p, (long)rec->req_len);
     struct gw_hdr_info rh = {0};
 
-    if (req == NULL || gw_shim_hdr_info(req, &rh) != 0 ||
-        (rh.protection_nid != NID_id_PasswordBasedMAC &&
-         (rh.sender == NULL || gw_x509_name_identity(rh.sender, v->identity) != 0)))
+    if (req == NULL || gw_shim_hdr_info(req, &rh) != 0)
         snprintf(v->identity, sizeof(v->identity), "unknown");
-    else if (rh.protection_nid == NID_id_PasswordBasedMAC)
-        snprintf(v->identity, sizeof(v->identity), "pbm:%.*s", (int)rh.sender_kid_len,
-                 (const char *)rh.sender_kid);
+    else
+        cmp_identity_of(v->identity, rh.protection_nid == NID_id_PasswordBasedMAC, rh.sender_kid,
+                        rh.sender_kid_len, rh.sender);
     if (req != NULL)
         snprintf(v->body, sizeof(v->body), "%s", gw_shim_body_name(OSSL_CMP_MSG_get_bodytype(req)));
     cmp_quota_key(v->quota, v->identity, rec->tls_client);
