@@ -166,14 +166,17 @@ def stuck_pipeliner(gw, request=b"GET /pki/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\n\r
     raise Failure("the gateway took pipelined requests for %d s without waiting to write" % CLIENT_TIMEOUT)
 
 
-def free_port():
+def free_port(avoid=()):
     """A TCP port on 127.0.0.1 that was free a moment ago, drawn from below the kernel's ephemeral range:
     no outgoing connection of any process takes it as its local port, so a gateway killed and started
-    again on its port (while the other tests of a parallel run connect) finds it free."""
+    again on its port (while the other tests of a parallel run connect) finds it free. Never one of
+    |avoid|: a port drawn for the same gateway and not bound yet is free too."""
     with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
         first_ephemeral = int(f.read().split()[0])
     for _ in range(1000):
         port = random.randrange(10000, first_ephemeral)
+        if port in avoid:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind(("127.0.0.1", port))
@@ -391,7 +394,7 @@ class Gateway:
     def __init__(self, workdir, edit_config=None):
         self.dir = Path(workdir)
         self.port = free_port()
-        self.admin_port = free_port()
+        self.admin_port = free_port(avoid=(self.port,))
         env = dict(os.environ, CMPGW_PORT=str(self.port), CMPGW_ADMIN_PORT=str(self.admin_port))
         run(["bash", REPO / "deploy" / "demo-pki.sh", self.dir], env=env)
         self.config_path = self.dir / "cmpgw.json"
@@ -411,7 +414,7 @@ class Gateway:
         shutil.copytree(self.dir, workdir, ignore=shutil.ignore_patterns("audit.log", "gateway.std*"))
         g.dir = Path(workdir)
         g.port = free_port()
-        g.admin_port = free_port()
+        g.admin_port = free_port(avoid=(g.port,))
         g.config = json.loads(json.dumps(self.config))
         g.config["listeners"][0]["port"] = g.port
         if "admin" in g.config:
