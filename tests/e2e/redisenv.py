@@ -60,25 +60,19 @@ class RedisServer:
         return self.command_lines(*args)[0]
 
     def command_lines(self, *args):
-        """One command as the admin user; the lines of the answer (up to 2 s of it)."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+        """One command as the admin user; the lines of its answer, read as RESP to the answer's end
+        (a slow answer, such as an EVAL building megabytes on a busy machine, is waited for: up to 30 s)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as s:
             def send(parts):
                 s.sendall(b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p)
                                                              for p in (x.encode() for x in parts)))
             send(["AUTH", ADMIN, ADMIN_PASSWORD])
             send([str(a) for a in args])
-            s.settimeout(0.3)
-            data = b""
-            try:
-                while True:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-            except socket.timeout:
-                pass
-            lines = data.decode(errors="replace").split("\r\n")
-            return [l for l in lines[1:] if l != ""] or [""]  # lines[0]: +OK of AUTH
+            f = s.makefile("rb")
+            auth = _reply(f)
+            if auth != ["+OK"]:
+                raise harness.Failure("redis AUTH: %s" % auth)
+            return _reply(f)
 
     def stop(self):
         if self.proc is not None:
@@ -86,3 +80,20 @@ class RedisServer:
             self.proc.wait(10)
             self._log.close()
             self.proc = None
+
+
+def _reply(f):
+    """One RESP reply from the file f, flattened to its lines: a bulk string's header and data, an
+    array's header and its elements' lines; a connection closed before its end is a ConnectionError."""
+    line = f.readline()
+    if not line.endswith(b"\r\n"):
+        raise ConnectionError("redis closed the connection mid-answer")
+    line = line[:-2].decode(errors="replace")
+    if line[:1] == "$" and int(line[1:]) >= 0:
+        data = f.read(int(line[1:]) + 2)
+        if len(data) != int(line[1:]) + 2:
+            raise ConnectionError("redis closed the connection mid-answer")
+        return [line, data[:-2].decode(errors="replace")]
+    if line[:1] == "*" and int(line[1:]) > 0:
+        return [line] + [l for _ in range(int(line[1:])) for l in _reply(f)]
+    return [line]
