@@ -314,14 +314,19 @@ static int add_extensions(X509 *x, const struct local *l, const struct gw_cert_p
     return 1;
 }
 
-/* The plan's validity, never outside the CA's own. Returns 0 if nothing is left of it. */
+/*
+ * The plan's validity, never outside the CA's own. Returns 0 if nothing is left of it. A cut is a
+ * modification only past GW_ISSUED_SHORTEN_SLACK, as gw_policy_check_issued judges any CA's: a role
+ * ttl as long as the CA's own validity passes its notAfter by the seconds since the CA was made.
+ */
 static int set_validity(X509 *x, const struct local *l, const struct gw_cert_plan *plan, int *modified)
 {
     time_t nb = plan->not_before, na = plan->not_after;
 
     if (na > l->ca_not_after) {
         na = l->ca_not_after;
-        *modified = 1;
+        if (plan->not_after - na > GW_ISSUED_SHORTEN_SLACK)
+            *modified = 1;
     }
     if (nb < l->ca_not_before)
         nb = l->ca_not_before;

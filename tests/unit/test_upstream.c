@@ -604,6 +604,19 @@ static void test_issue_validity_clamp(void **state)
     assert_int_equal(verifies(res.cert, res.chain, root), 1);
     gw_sign_result_cleanup(&res);
 
+    /* cut by no more than GW_ISSUED_SHORTEN_SLACK: no change, as the issued check judges it */
+    plan.not_after = now + 2 * DAY + GW_ISSUED_SHORTEN_SLACK;
+    sign(up, &plan, &res);
+    assert_int_equal(res.status, 0);
+    assert_int_equal(res.modified, 0);
+    assert_int_equal(ASN1_TIME_compare(X509_get0_notAfter(res.cert), X509_get0_notAfter(leaf_ca_short)), 0);
+    gw_sign_result_cleanup(&res);
+    plan.not_after = now + 2 * DAY + GW_ISSUED_SHORTEN_SLACK + 1;
+    sign(up, &plan, &res);
+    assert_int_equal(res.status, 0);
+    assert_int_equal(res.modified, 1);
+    gw_sign_result_cleanup(&res);
+
     plan.not_before = now + 3 * DAY; /* starts after the CA expires */
     sign(up, &plan, &res);
     assert_int_equal(res.status, GW_ERR_UPSTREAM);
