@@ -71,6 +71,8 @@ class VaultFrontDoor(harness.GatewayTestCase):
                                       delegate="vault-delegate"),
             "vault-delegate-nocn": dict(base, upstream="vault", upstream_role="cn-san", crmf="delegate",
                                         delegate="vault-delegate", exclude_cn_from_sans=True),
+            "vault-delegate-email-nocn": dict(base, upstream="vault", upstream_role="email-cn", crmf="delegate",
+                                              delegate="vault-delegate", exclude_cn_from_sans=True),
         })
         cfg["path_prefix"] = "/v1/pki"
         cfg["default_path_policy"] = "sign-verbatim"
@@ -244,6 +246,28 @@ class VaultFrontDoor(harness.GatewayTestCase):
         # make_delegate (both 720h), a cut the issued check takes for no change (GW_ISSUED_SHORTEN_SLACK)
         self.assertEqual(res.first.status, 0, res.first)
         self.assert_issued(res.cert, key, "CN=cn.example.com", [], res.first.extra_certs_pem())
+
+    def test_crmf_delegate_adds_an_email_cn_to_the_sans_as_vault_does(self):
+        """Vault adds a CN holding an '@' to the email names (rfc822Name), whatever email_protection_flag says:
+        the delegate's certificate carries it as the one Vault signs on a p10cr for the same role; neither
+        does where the cmpgw role sets exclude_cn_from_sans."""
+        key = self.newkey("v-cnmail")
+        res = self.gw.cmp("ir", "v-cnmail", path="v1/pki/roles/vault-delegate-email/cmp", newkey=key,
+                          subject="/CN=dev@mail.example.com")
+        self.assertEqual(res.first.body_type, "ip", res.answers)
+        self.assertEqual(res.first.status, 1, res.first)  # grantedWithMods: a SAN not asked for
+        self.assert_issued(res.cert, key, "CN=dev@mail.example.com", ["email:dev@mail.example.com"],
+                           res.first.extra_certs_pem())
+        res, key, _ = self.p10cr("vault-delegate-email", "v-cnmail-p10", "/CN=dev@mail.example.com")
+        self.assert_from_vault(res, key, "CN=dev@mail.example.com", ["email:dev@mail.example.com"])
+        key = self.newkey("v-nomail")
+        res = self.gw.cmp("ir", "v-nomail", path="v1/pki/roles/vault-delegate-email-nocn/cmp", newkey=key,
+                          subject="/CN=dev@mail.example.com")
+        self.assertEqual(res.first.body_type, "ip", res.answers)
+        self.assertEqual(res.first.status, 0, res.first)
+        self.assert_issued(res.cert, key, "CN=dev@mail.example.com", [], res.first.extra_certs_pem())
+        res, key, _ = self.p10cr("vault-delegate-email-nocn", "v-nomail-p10", "/CN=dev@mail.example.com")
+        self.assert_from_vault(res, key, "CN=dev@mail.example.com", [])
 
     def test_crmf_delegate_keeps_the_vault_roles_cn_validations(self):
         """A Vault role whose cn_validations takes email addresses only: the delegate refuses a hostname CN."""

@@ -3,7 +3,8 @@
 
 Faithful to Vault's JSON (docs/design.md U1): {"errors": [...]} on any status >= 400,
 sign/<role> and issuer/<ref>/sign/<role> that verify the CSR signature and apply the role's name,
-key and TTL rules with Vault's error strings and grant the role's usages (key_usage, ext_key_usage,
+key and TTL rules with Vault's error strings, add the CN to the SANs unless exclude_cn_from_sans (an
+address with an '@' as an email name, else a DNS name) and grant the role's usages (key_usage, ext_key_usage,
 ext_key_usage_oids and the *_flag switches), sign-verbatim[/<role>] that copies every CSR extension but
 basicConstraints into the certificate (and the call's key_usage/ext_key_usage where the CSR names none),
 root/sign-intermediate, serial_number as colon hex,
@@ -324,9 +325,21 @@ def role_names(role, csr, body):
         if not any(fnmatch.fnmatchcase(u, p) for p in role["allowed_uri_sans"]):
             raise VaultError(400, "URI Subject Alternative Names are not allowed in this role, but were provided "
                                   "%s" % u)
-    if cn and not body.get("exclude_cn_from_sans") and "@" not in cn and cn not in dns:
-        dns = [cn] + dns
+    if cn and not body.get("exclude_cn_from_sans"):
+        dns, emails = cn_sans(cn, dns, emails)
     return cn, dns + emails, ips, uris
+
+
+def cn_sans(cn, dns, emails):
+    """(dns, emails) with the CN Vault adds (generateCreationBundle): one holding an '@' to the email names,
+    whatever email_protection_flag says, any other to the DNS names (Vault: only a hostname after IDNA
+    conversion, which is not modelled); names Vault dedups are not repeated. An email name must be an
+    IA5String, or Go's x509.CreateCertificate fails and Vault with it."""
+    if "@" not in cn:
+        return (dns if cn in dns else [cn] + dns), emails
+    if not cn.isascii():
+        raise VaultError(500, 'unable to create certificate: x509: "%s" cannot be encoded as an IA5String' % cn)
+    return dns, (emails if cn in emails else emails + [cn])
 
 
 def role_subject(role, cn):
