@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -251,22 +252,47 @@ static size_t utf8_len(const unsigned char *p)
     return n;
 }
 
-/*
- * Whether the |n| bytes of well-formed UTF-8 at |p| are a C1 control (U+0080..U+009F: some terminals
- * act on them, U+009B opens an escape sequence as ESC [ does) or a Unicode bidirectional control
- * (U+061C, U+200E, U+200F, U+202A..U+202E, U+2066..U+2069: it reorders the text shown around it, so
- * that a quoted name or CA's message would read, in a log viewer or a client's UI, as something other
- * than what it says, "Trojan Source"). No text the gateway quotes needs one.
- */
-static bool display_control(const unsigned char *p, size_t n)
+/* The code point of the |n| bytes of well-formed UTF-8 at |p| (utf8_len said |n|). */
+static uint32_t utf8_decode(const unsigned char *p, size_t n)
 {
-    if (n == 2)
-        return (p[0] == 0xc2 && p[1] < 0xa0) || (p[0] == 0xd8 && p[1] == 0x9c);
-    if (n != 3 || p[0] != 0xe2)
-        return false;
-    if (p[1] == 0x80)
-        return p[2] == 0x8e || p[2] == 0x8f || (p[2] >= 0xaa && p[2] <= 0xae);
-    return p[1] == 0x81 && p[2] >= 0xa6 && p[2] <= 0xa9;
+    static const unsigned char lead_bits[5] = {0, 0, 0x1f, 0x0f, 0x07};
+    uint32_t cp = p[0] & lead_bits[n];
+
+    for (size_t i = 1; i < n; i++)
+        cp = cp << 6 | (p[i] & 0x3f);
+    return cp;
+}
+
+/*
+ * The characters that a person reading a log line, an audit record or a statusString would not see
+ * as themselves, past ASCII: the C1 controls (Cc, U+0080..U+009F: some terminals act on them, U+009B
+ * opens an escape sequence as ESC [ does) and every character of the Unicode general categories Cf
+ * (format), Zl and Zp (line and paragraph separator), as of Unicode 15.1. Cf holds the
+ * bidirectional controls, which reorder the text shown around them ("Trojan Source":
+ * "\u202emoc.elpmaxe" shows as "example.com"), and the invisible ones: zero-width space, joiners,
+ * word joiner, BOM, soft hyphen, the tag characters U+E0001 and U+E0020..U+E007F (invisible text);
+ * U+2028 and U+2029 end a line in many viewers, so that one log line would read as two. A
+ * category, taken whole, is a rule to check against UnicodeData.txt rather than a list picked by
+ * hand; it also takes the few Cf characters that show a sign (U+0600..U+0605), which no text the
+ * gateway quotes needs either. Letters, marks and spaces of every script stay: "M\u00fcller", CJK.
+ * Sorted, so that a look-up stops at the first range above.
+ */
+static const struct {
+    uint32_t lo, hi;
+} hidden_ranges[] = {
+    {0x0080, 0x009f},   {0x00ad, 0x00ad},   {0x0600, 0x0605},   {0x061c, 0x061c},   {0x06dd, 0x06dd},
+    {0x070f, 0x070f},   {0x0890, 0x0891},   {0x08e2, 0x08e2},   {0x180e, 0x180e},   {0x200b, 0x200f},
+    {0x2028, 0x202e},   {0x2060, 0x2064},   {0x2066, 0x206f},   {0xfeff, 0xfeff},   {0xfff9, 0xfffb},
+    {0x110bd, 0x110bd}, {0x110cd, 0x110cd}, {0x13430, 0x1343f}, {0x1bca0, 0x1bca3}, {0x1d173, 0x1d17a},
+    {0xe0001, 0xe0001}, {0xe0020, 0xe007f},
+};
+
+static bool hidden(uint32_t cp)
+{
+    for (size_t i = 0; i < sizeof(hidden_ranges) / sizeof(hidden_ranges[0]) && cp >= hidden_ranges[i].lo; i++)
+        if (cp <= hidden_ranges[i].hi)
+            return true;
+    return false;
 }
 
 /* The length of the character at |p| (from 0x80 up) to keep as it is, or 0: not one to keep. */
@@ -274,7 +300,7 @@ static size_t shown_len(const unsigned char *p)
 {
     size_t n = utf8_len(p);
 
-    return n != 0 && !display_control(p, n) ? n : 0;
+    return n != 0 && !hidden(utf8_decode(p, n)) ? n : 0;
 }
 
 /* How many bytes at |p| (from 0x80 up) one replacement stands for: a whole character, or one byte. */
@@ -289,8 +315,9 @@ static size_t replaced_len(const unsigned char *p)
  * Valid UTF-8 is copied, a whole sequence or none of it; every other byte from 0x80 up becomes
  * the escape of U+FFFD, so that what comes out is UTF-8 whatever went in (RFC 8259 8.1): a
  * client's path or a certificate's IA5String reaches the logs, and journald keeps a line that is
- * not UTF-8 as a blob that journalctl does not show, a log shipper drops it. So does a C1 or a
- * bidirectional control, whole: its own escape would be one again to whatever shows the decoded value.
+ * not UTF-8 as a blob that journalctl does not show, a log shipper drops it. So does a character not
+ * shown as itself (hidden_ranges), whole: its own escape would be one again to whatever shows the
+ * decoded value.
  */
 size_t gw_json_escape(char *buf, size_t cap, const char *s)
 {

@@ -51,15 +51,16 @@ struct gw_log_pace {
 bool gw_log_pace_due(struct gw_log_pace *p, time_t now, char held[GW_LOG_HELD_LEN]);
 
 /* Writes |s| JSON-escaped into |buf| (always NUL-terminated, truncated to |cap|, never inside an escape
-   or a UTF-8 sequence); a byte that is not part of valid UTF-8, and a Unicode bidirectional control
-   (U+061C, U+200E, U+200F, U+202A..U+202E, U+2066..U+2069), become \ufffd. */
+   or a UTF-8 sequence); a byte that is not part of valid UTF-8, and a character that a reader would not
+   see as itself (a C1 control, or a character of the Unicode general categories Cf, Zl or
+   Zp: bidirectional controls, zero-width and other invisible characters, line separators), become \ufffd. */
 size_t gw_json_escape(char *buf, size_t cap, const char *s);
 
 /*
  * gw_utf8_scrub turns every byte of |s| that is not part of well-formed UTF-8 into '?', in place:
  * text cut to a length may end inside a character, and what a client reads as a UTF8String (a
- * statusString) must be UTF-8. A Unicode bidirectional control (as gw_json_escape) becomes one '?'
- * too: a CA's words quoted must read as they say.
+ * statusString) must be UTF-8. A character that a reader would not see as itself (as gw_json_escape)
+ * becomes one '?' too: a CA's words quoted must read as they say.
  */
 void gw_utf8_scrub(char *s);
 

@@ -23,7 +23,8 @@ void cmp_set_outcome(struct cmp_call *c, const char *status, const struct cmp_re
 /*
  * cmp_rejection returns a rejection PKIStatusInfo saying |r| (new; NULL on OOM), its statusString
  * UTF-8 whatever the text took in (gw_utf8_scrub), which a client may refuse to decode otherwise, and
- * without a control byte (each one '?'), which a terminal may act on.
+ * without a control byte or a character not shown as itself (each one '?': gw_utf8_scrub), which a
+ * terminal may act on or a reader misread.
  */
 OSSL_CMP_PKISI *cmp_rejection(const struct cmp_refusal *r);
 

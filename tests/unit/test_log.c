@@ -72,8 +72,7 @@ static const struct esc_case esc_cases[] = {
      "b",
      64, "a\\ufffdb"},
     {"\xe2\x81\xa6x\xe2\x81\xa9\xe2\x80\x8f\xd8\x9c", 64, "\\ufffdx\\ufffd\\ufffd\\ufffd"},
-    {"\xe2\x80\xa9\xe2\x80\xaf\xe2\x81\xa5\xd8\x9b", 64,
-     "\xe2\x80\xa9\xe2\x80\xaf\xe2\x81\xa5\xd8\x9b"}, /* their neighbours */
+    {"\xe2\x80\xaf\xe2\x81\xa5\xd8\x9b", 64, "\xe2\x80\xaf\xe2\x81\xa5\xd8\x9b"}, /* their neighbours */
     {"a\xe2\x80\xae", 7, "a"},
     /* so are C1 controls: U+009B (a terminal's CSI), U+0085, U+0080; not U+00A0 after them */
     {"\xc2\x9b"
@@ -168,6 +167,95 @@ static void test_utf8_scrub(void **state)
         snprintf(buf, sizeof(buf), "%s", cases[i][0]);
         gw_utf8_scrub(buf);
         assert_string_equal(buf, cases[i][1]);
+    }
+}
+
+/*
+ * Each range of characters a reader would not see as themselves (C1, and the general categories Cf, Zl,
+ * Zp of Unicode 15.1), by its edges, and the character just outside each edge, which must stay as it is:
+ * an off-by-one in the table would hide a letter or let an invisible character through.
+ */
+static const struct {
+    uint32_t lo, hi;       /* replaced */
+    uint32_t below, above; /* kept; 0: none kept there (the one below is ASCII, or another range's) */
+} hidden_table[] = {
+    {0x0080, 0x009f, 0, 0x00a0},          {0x00ad, 0x00ad, 0x00ac, 0x00ae},
+    {0x0600, 0x0605, 0x05ff, 0x0606},     {0x061c, 0x061c, 0x061b, 0x061d},
+    {0x06dd, 0x06dd, 0x06dc, 0x06de},     {0x070f, 0x070f, 0x070e, 0x0710},
+    {0x0890, 0x0891, 0x088f, 0x0892},     {0x08e2, 0x08e2, 0x08e1, 0x08e3},
+    {0x180e, 0x180e, 0x180d, 0x180f},     {0x200b, 0x200f, 0x200a, 0x2010},
+    {0x2028, 0x202e, 0x2027, 0x202f},     {0x2060, 0x2064, 0x205f, 0x2065},
+    {0x2066, 0x206f, 0x2065, 0x2070},     {0xfeff, 0xfeff, 0xfefe, 0xff00},
+    {0xfff9, 0xfffb, 0xfff8, 0xfffc},     {0x110bd, 0x110bd, 0x110bc, 0x110be},
+    {0x110cd, 0x110cd, 0x110cc, 0x110ce}, {0x13430, 0x1343f, 0x1342f, 0x13440},
+    {0x1bca0, 0x1bca3, 0x1bc9f, 0x1bca4}, {0x1d173, 0x1d17a, 0x1d172, 0x1d17b},
+    {0xe0001, 0xe0001, 0xe0000, 0xe0002}, {0xe0020, 0xe007f, 0xe001f, 0xe0080},
+};
+
+/* |cp| as UTF-8 into |out| (5 bytes), NUL-terminated. */
+static void utf8_put(char *out, uint32_t cp)
+{
+    size_t n = cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+    static const unsigned char lead[5] = {0, 0, 0xc0, 0xe0, 0xf0};
+
+    for (size_t i = n - 1; i > 0; i--, cp >>= 6)
+        out[i] = (char)(0x80 | (cp & 0x3f));
+    out[0] = (char)(lead[n] | cp);
+    out[n] = '\0';
+}
+
+/* "a" |cp| "b" through the escaper and the scrubber: replaced whole (|hide|), or kept as it is. */
+static void check_hidden(uint32_t cp, int hide)
+{
+    char c[5], in[16], want[32], buf[64];
+
+    utf8_put(c, cp);
+    snprintf(in, sizeof(in), "a%sb", c);
+    snprintf(want, sizeof(want), "a%sb", hide ? "\\ufffd" : c);
+    gw_json_escape(buf, sizeof(buf), in);
+    if (strcmp(buf, want) != 0)
+        fail_msg("U+%04X escaped: got \"%s\", want \"%s\"", (unsigned)cp, buf, want);
+    snprintf(want, sizeof(want), "a%sb", hide ? "?" : c);
+    snprintf(buf, sizeof(buf), "%s", in);
+    gw_utf8_scrub(buf);
+    if (strcmp(buf, want) != 0)
+        fail_msg("U+%04X scrubbed: got \"%s\", want \"%s\"", (unsigned)cp, buf, want);
+}
+
+static void test_hidden_ranges(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(hidden_table) / sizeof(hidden_table[0]); i++) {
+        check_hidden(hidden_table[i].lo, 1);
+        check_hidden(hidden_table[i].hi, 1);
+        check_hidden(hidden_table[i].lo + (hidden_table[i].hi - hidden_table[i].lo) / 2, 1);
+        if (hidden_table[i].below != 0)
+            check_hidden(hidden_table[i].below, 0);
+        if (hidden_table[i].above != 0)
+            check_hidden(hidden_table[i].above, 0);
+    }
+}
+
+/* Ordinary text of any script reads as it is, in a log line and a statusString alike. */
+static void test_hidden_text_kept(void **state)
+{
+    static const char *const kept[] = {
+        "M\xc3\xbcller",                                    /* Müller */
+        "\xe6\x9d\xb1\xe4\xba\xac\xe9\x83\xbd",             /* 東京都 */
+        "\xd9\x85\xd8\xb5\xd8\xb1",                         /* مصر: right-to-left letters, no control */
+        "\xd0\x9c\xd0\xbe\xd1\x81\xd0\xba\xd0\xb2\xd0\xb0", /* Москва */
+        "caf\xc3\xa9\xc2\xa0\xe2\x82\xac 5",                /* a no-break space, the euro sign */
+        "\xf0\x9f\x94\x91 \xef\xbf\xbd \xef\xbf\xbc",       /* U+1F511, U+FFFD, U+FFFC */
+    };
+    char buf[64];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++) {
+        gw_json_escape(buf, sizeof(buf), kept[i]);
+        assert_string_equal(buf, kept[i]);
+        snprintf(buf, sizeof(buf), "%s", kept[i]);
+        gw_utf8_scrub(buf);
+        assert_string_equal(buf, kept[i]);
     }
 }
 
@@ -278,6 +366,26 @@ static const char *field(struct json_object *o, const char *key)
     if (!json_object_object_get_ex(o, key, &v))
         return NULL;
     return json_object_get_string(v);
+}
+
+/* A log line cannot be made to read as two: U+2028, U+2029 and U+0085 (NEL) are escaped like "\n". */
+static void log_separators(void)
+{
+    gw_log_kv(GW_LOG_INFO, "sep", "cn", "a\xe2\x80\xa8{\"level\":\"error\"}\xe2\x80\xa9\xc2\x85z", NULL);
+}
+
+static void test_log_separators(void **state)
+{
+    struct json_object *o;
+
+    (void)state;
+    capture(log_separators);
+    assert_null(strstr(captured, "\xe2\x80\xa8"));
+    assert_null(strstr(captured, "\xe2\x80\xa9"));
+    o = line_json(0);
+    assert_non_null(o);
+    assert_string_equal(field(o, "cn"), "a\xef\xbf\xbd{\"level\":\"error\"}\xef\xbf\xbd\xef\xbf\xbdz");
+    json_object_put(o);
 }
 
 static void log_basic(void)
@@ -444,6 +552,9 @@ int main(void)
         cmocka_unit_test(test_escape_roundtrip),
         cmocka_unit_test(test_escape_high_bytes),
         cmocka_unit_test(test_utf8_scrub),
+        cmocka_unit_test(test_hidden_ranges),
+        cmocka_unit_test(test_hidden_text_kept),
+        cmocka_unit_test(test_log_separators),
         cmocka_unit_test(test_hex),
         cmocka_unit_test(test_err_str),
         cmocka_unit_test(test_log_lines),
