@@ -371,6 +371,22 @@ void gw_utf8_scrub(char *s)
     *out = '\0';
 }
 
+uint32_t gw_utf8_hidden(const char *s, size_t *at)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n;
+
+    for (*at = 1; *p != '\0'; (*at)++, p += n) {
+        n = *p < 0x80 ? 1 : utf8_len(p);
+        if (n == 0)
+            n = 1; /* a byte of no character: one place, as gw_utf8_scrub's '?' */
+        else if (n > 1 && hidden(utf8_decode(p, n)))
+            return utf8_decode(p, n);
+    }
+    *at = 0;
+    return 0;
+}
+
 void gw_hex(char *out, const unsigned char *in, size_t n)
 {
     static const char hex[] = "0123456789abcdef";

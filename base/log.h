@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <time.h>
 
 enum gw_log_level {
@@ -63,6 +64,14 @@ size_t gw_json_escape(char *buf, size_t cap, const char *s);
  * becomes one '?' too: a CA's words quoted must read as they say.
  */
 void gw_utf8_scrub(char *s);
+
+/*
+ * gw_utf8_hidden: the first character of |s| that gw_json_escape and gw_utf8_scrub replace as one a
+ * reader would not see as itself (a C1 control, or one of the general categories Cf, Zl, Zp), or 0 if
+ * none. |*at| is its place, counted in characters from 1 (a byte not part of well-formed UTF-8 counts
+ * as one), or 0. ASCII controls are the caller's to judge.
+ */
+uint32_t gw_utf8_hidden(const char *s, size_t *at);
 
 /* Lowercase hex of |n| bytes into |out| (2n+1 bytes). */
 void gw_hex(char *out, const unsigned char *in, size_t n);

@@ -22,6 +22,7 @@
 #include "base/cidr.h"
 #include "base/err.h"
 #include "base/limits.h"
+#include "base/log.h"
 #include "base/x509.h"
 #include "mappings/policy.h"
 #include "mappings/policy_local.h"
@@ -719,6 +720,47 @@ static int check_attr_bytes(const X509_NAME *subject, int *fail_info, char *err)
     return rc;
 }
 
+/* How a refusal names attribute |nid| of a subject: "common name", "subject attribute O"... */
+static const char *attr_kind(char buf[SHOWN_LEN], int nid)
+{
+    if (nid == NID_commonName)
+        return "common name";
+    if (nid == NID_pkcs9_emailAddress)
+        return "subject emailAddress";
+    snprintf(buf, SHOWN_LEN, "subject attribute %s", nid != NID_undef ? OBJ_nid2sn(nid) : "(unknown type)");
+    return buf;
+}
+
+/*
+ * No attribute of a requested |subject| may hold a character that a reader does not see as itself
+ * (gw_utf8_hidden: a C1 control, a bidirectional control, a zero-width or other invisible format
+ * character, a line separator): a CN "bank\u200b.example" or an O with U+202E reads, to an operator
+ * approving it or a relying party's user, as another name, and no name needs one. The refusal says
+ * which character and where, since the name as shown (policy_shown) cannot. Asked before the patterns,
+ * so that it is the reason given; not asked of a certificate issued already, which an RA may still
+ * revoke.
+ */
+static int check_attr_shown(const X509_NAME *subject, int *fail_info, char *err)
+{
+    char buf[SHOWN_LEN], kind[SHOWN_LEN], *v;
+    size_t len, at;
+    uint32_t cp;
+    int nid, rc = 0;
+
+    for (int i = 0; rc == 0 && i < X509_NAME_entry_count(subject); i++) {
+        nid = OBJ_obj2nid(X509_NAME_ENTRY_get_object(X509_NAME_get_entry(subject, i)));
+        if ((v = policy_entry_utf8(subject, i, &len)) == NULL)
+            continue; /* policy_check_names and check_attr_bytes refuse it, each in its words */
+        if ((cp = gw_utf8_hidden(v, &at)) != 0)
+            rc = policy_say(fail_info, BADT, err,
+                            "%s %s holds U+%04X at character %zu, an invisible, format or control character, "
+                            "which no name may hold",
+                            attr_kind(kind, nid), policy_shown(buf, v, len), (unsigned)cp, at);
+        OPENSSL_free(v);
+    }
+    return rc;
+}
+
 int policy_check_names(const struct gw_role *role, const X509_NAME *subject, const GENERAL_NAMES *sans,
                        const X509_NAME *cn_source, int *fail_info, char *err)
 {
@@ -852,7 +894,8 @@ int gw_policy_check_request(const struct gw_role *role, const struct gw_cert_pla
         *fail_info = BADT;
         return rc;
     }
-    if ((rc = policy_check_names(role, plan->subject, plan->sans, NULL, fail_info, err)) != 0 ||
+    if ((rc = check_attr_shown(plan->subject, fail_info, err)) != 0 ||
+        (rc = policy_check_names(role, plan->subject, plan->sans, NULL, fail_info, err)) != 0 ||
         (rc = check_attr_bytes(plan->subject, fail_info, err)) != 0 ||
         (rc = check_key(role, plan->pubkey, fail_info, err)) != 0)
         return rc;

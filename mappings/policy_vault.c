@@ -13,6 +13,7 @@
 #include <openssl/objects.h>
 #include <openssl/x509v3.h>
 #include "base/err.h"
+#include "base/log.h"
 #include "base/x509.h"
 #include "mappings/policy.h"
 #include "mappings/policy_local.h"
@@ -325,12 +326,14 @@ const struct gw_upstream_subject_attr gw_upstream_subject_attrs[GW_UPSTREAM_SUBJ
 
 /*
  * A role's values of one attribute, each once, in one RDN (multi-valued when several), as Go writes them.
- * One with a control byte is refused as a requested attribute is (policy_has_control): the upstream's
- * answer would otherwise put into a certificate the delegate signs what no client may ask for.
+ * One with a control byte or a character a reader does not see as itself is refused as a requested
+ * attribute is (policy_has_control, gw_utf8_hidden): the upstream's answer would otherwise put into a
+ * certificate the delegate signs what no client may ask for.
  */
 static int add_role_values(X509_NAME *out, const struct gw_patterns *vs, int nid, const char *key, char *err)
 {
     char buf[SHOWN_LEN];
+    size_t at;
     int set = 0; /* the first value opens an RDN, the others join it */
 
     for (size_t i = 0; i < vs->n; i++) {
@@ -340,7 +343,7 @@ static int add_role_values(X509_NAME *out, const struct gw_patterns *vs, int nid
             j++;
         if (j < i)
             continue;
-        if (policy_has_control(vs->v[i], strlen(vs->v[i])) ||
+        if (policy_has_control(vs->v[i], strlen(vs->v[i])) || gw_utf8_hidden(vs->v[i], &at) != 0 ||
             X509_NAME_add_entry_by_NID(out, nid, MBSTRING_UTF8, (const unsigned char *)vs->v[i], -1, -1,
                                        set) != 1) {
             ERR_clear_error();

@@ -596,6 +596,20 @@ class Errors(Base):
         self.assertEqual(a.status_strings, ["common name www.bank.example?.example.com holds a control character, "
                                             "which no name may hold"])
 
+    def test_name_invisible(self):
+        """A zero-width space in a CN the role's pattern matches, a right-to-left override in an O: each sent
+        as UTF-8 by `openssl cmp -subject`, each refused naming the character and its place."""
+        a = self.expect("name_invisible", self.ir("zwsp", path="pki/roles/names/cmp",
+                                                  subject="/CN=bank\u200b.example.com"))
+        self.assertEqual(a.status_strings, ["common name bank???.example.com holds U+200B at character 5, an "
+                                            "invisible, format or control character, which no name may hold"])
+        a = self.expect("name_invisible", self.ir("rlo", subject="/O=Bank \u202eevil/CN=rlo"))
+        self.assertEqual(a.status_strings, ["subject attribute O Bank ???evil holds U+202E at character 6, an "
+                                            "invisible, format or control character, which no name may hold"])
+        # letters of other scripts are no such character
+        res = self.gw.cmp("ir", "muller", newkey=self.newkey("muller"), subject="/O=M\u00fcller \u6771\u4eac/CN=muller")
+        self.assertIsNotNone(res.cert)
+
     def test_name_wildcard_label(self):
         a = self.expect("name_wildcard_label", self.ir("wildlabel", path="pki/roles/wild/cmp", subject="/CN=a*.example.com"))
         self.assertIn("common name a*.example.com has a '*'", a.status_strings[0])

@@ -259,6 +259,40 @@ static void test_hidden_text_kept(void **state)
     }
 }
 
+/* gw_utf8_hidden finds the first character gw_utf8_scrub would replace as hidden, and counts its place
+   in characters: a byte of no character is one, an ASCII control is the caller's to judge. */
+static void test_utf8_hidden(void **state)
+{
+    static const struct {
+        const char *in;
+        uint32_t cp;
+        size_t at;
+    } cases[] = {
+        {"", 0, 0},
+        {"bank.example", 0, 0},
+        {"a\x01\x7f\x1b[2J", 0, 0},
+        {"M\xc3\xbcller \xe6\x9d\xb1\xe4\xba\xac\xc2\xa0", 0, 0},
+        {"bank\xe2\x80\x8b.example", 0x200b, 5},
+        {"\xe2\x80\xae", 0x202e, 1},
+        {"M\xc3\xbcller\xe2\x80\xa8\xe2\x80\xa9", 0x2028, 7},
+        {"\xff\xc0\xaf\xc2\x85", 0x85, 4},                /* three bytes of no character first */
+        {"a\xf3\xa0\x80\x81", 0xe0001, 2},                /* a tag character: four bytes */
+        {"\xf0\x9f\x94\x91\xf3\xa0\x81\xbf", 0xe007f, 2}, /* after an emoji, the cancel tag */
+        {"\xef\xbb\xbf", 0xfeff, 1},
+        {"\xef\xbb\xbe\xef\xbf\xbc", 0, 0}, /* U+FEFE, U+FFFC: just outside */
+    };
+    size_t at;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint32_t cp = gw_utf8_hidden(cases[i].in, &at);
+
+        if (cp != cases[i].cp || at != cases[i].at)
+            fail_msg("case %zu: U+%04X at %zu, want U+%04X at %zu", i, (unsigned)cp, at,
+                     (unsigned)cases[i].cp, cases[i].at);
+    }
+}
+
 /* Every byte value, escaped, parses back as JSON to the same bytes (except invalid UTF-8). */
 static void test_escape_roundtrip(void **state)
 {
@@ -554,6 +588,7 @@ int main(void)
         cmocka_unit_test(test_utf8_scrub),
         cmocka_unit_test(test_hidden_ranges),
         cmocka_unit_test(test_hidden_text_kept),
+        cmocka_unit_test(test_utf8_hidden),
         cmocka_unit_test(test_log_separators),
         cmocka_unit_test(test_hex),
         cmocka_unit_test(test_err_str),

@@ -1141,6 +1141,104 @@ static void test_check_request_control_char(void **state)
     assert_int_equal(fi, OSSL_CMP_PKIFAILUREINFO_badRequest);
 }
 
+/*
+ * A requested name with a character a reader does not see as itself is refused, whatever the role's
+ * patterns and in any attribute: "bank\u200b.example" reads as bank.example, an O with U+202E as
+ * another organization, to an operator or a relying party's user. The text says which character and
+ * where, since the name as shown cannot. Ordinary text of any script is no such character.
+ */
+static void test_check_request_hidden_char(void **state)
+{
+    static char *p_bank[] = {"*.example"};
+    static const struct {
+        const char *name;
+        struct gw_authz authz;
+        int nid;
+        const char *value;
+        const char *want; /* NULL: allowed */
+    } cases[] = {
+        {"zero-width space in a cn its pattern matches",
+         {.common_names = PATS(p_bank)},
+         NID_commonName,
+         "bank\xe2\x80\x8b.example",
+         "=common name bank???.example holds U+200B at character 5, an invisible, format or control "
+         "character, which no name may hold"},
+        {"right-to-left override in an O",
+         {0},
+         NID_organizationName,
+         "Bank \xe2\x80\xae"
+         "evil",
+         "=subject attribute O Bank ???evil holds U+202E at character 6, an invisible, format or control "
+         "character, which no name may hold"},
+        {"line separator in an OU, after a letter of two bytes",
+         {0},
+         NID_organizationalUnitName,
+         "M\xc3\xbcller\xe2\x80\xa8"
+         "x",
+         "=subject attribute OU M??ller???x holds U+2028 at character 7, an invisible, format or control "
+         "character, which no name may hold"},
+        {"tag character in an emailAddress",
+         {0},
+         NID_pkcs9_emailAddress,
+         "a\xf3\xa0\x80\x81@example.com",
+         "=subject emailAddress a????@example.com holds U+E0001 at character 2, an invisible, format or "
+         "control character, which no name may hold"},
+        {"C1 control in a UID",
+         {0},
+         NID_userId,
+         "dev\xc2\x9b"
+         "7",
+         "=subject attribute UID dev??7 holds U+009B at character 4, an invisible, format or control "
+         "character, which no name may hold"},
+        {"soft hyphen in a serialNumber",
+         {0},
+         NID_serialNumber,
+         "\xc2\xad"
+         "42",
+         "=subject attribute serialNumber ??42 holds U+00AD at character 1, an invisible, format or control "
+         "character, which no name may hold"},
+        {"BOM in an L",
+         {0},
+         NID_localityName,
+         "\xef\xbb\xbf"
+         "Berlin",
+         "=subject attribute L ???Berlin holds U+FEFF at character 1, an invisible, format or control "
+         "character, which no name may hold"},
+        /* the characters just outside: a narrow no-break space, U+2065, a no-break space, Cyrillic, CJK */
+        {"narrow no-break space",
+         {0},
+         NID_organizationName,
+         "Bank\xe2\x80\xaf"
+         "AG",
+         NULL},
+        {"U+2065, unassigned", {0}, NID_organizationName, "a\xe2\x81\xa5", NULL},
+        {"letters of other scripts",
+         {0},
+         NID_localityName,
+         "M\xc3\xbcnchen \xd0\x9c\xd0\xbe\xd1\x81\xd0\xba\xd0\xb2\xd0\xb0 \xe6\x9d\xb1\xe4\xba\xac\xc2\xa0",
+         NULL},
+    };
+    struct gw_cert_plan plan;
+    char err[GW_ERR_LEN];
+    int fi = 0, rc;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct gw_role role = {.name = "iot", .allowed_san_types = ALL_SANS, .authz = cases[i].authz};
+
+        mkplan(&plan, NULL, NULL, K_P256, DAY);
+        assert_int_equal(X509_NAME_add_entry_by_NID(plan.subject, cases[i].nid, V_ASN1_UTF8STRING,
+                                                    (const unsigned char *)cases[i].value, -1, -1, 0),
+                         1);
+        rc = gw_policy_check_request(&role, &plan, &fi, err);
+        if ((rc == 0) != (cases[i].want == NULL) || fi != (cases[i].want == NULL ? 0 : BT))
+            fail_msg("%s: rc %d fail_info %d err \"%s\"", cases[i].name, rc, fi, err);
+        if (cases[i].want != NULL)
+            check_err(cases[i].name, err, cases[i].want);
+        gw_cert_plan_cleanup(&plan);
+    }
+}
+
 /* ---- gw_policy_check_upstream_role ---- */
 
 static char *d_example[] = {"example.com"};
@@ -1641,7 +1739,7 @@ static char *name_line(const X509_NAME *n)
 static void test_upstream_subject(void **state)
 {
     static char *o[] = {"Role Org"}, *ou[] = {"b", "a", "b"}, *c[] = {"DE"}, *bad_c[] = {"DEU"},
-                *ctl_o[] = {"Role\nOrg"};
+                *ctl_o[] = {"Role\nOrg"}, *zw_ou[] = {"Ops\xe2\x80\x8b"};
     static const struct cspec spec = {"", NULL, NULL, "critical,digitalSignature", -60, 7 * DAY, 0};
     struct gw_role role = {.name = "iot",
                            .upstream_name = "vault",
@@ -1719,6 +1817,16 @@ static void test_upstream_subject(void **state)
     assert_null(names.subject);
     check_err("organization with a newline", err,
               "=the upstream role's organization Role?Org cannot be written into a certificate");
+
+    /* nor one holding an invisible character (here U+200B), refused in a requested name too */
+    *role_values(&p, "organization") = (struct gw_patterns)PATS(o);
+    *role_values(&p, "ou") = (struct gw_patterns)PATS(zw_ou);
+    names.subject = NULL;
+    assert_int_equal(gw_policy_check_upstream_role(&role, &p, &plan, NOW, &names, &fi, err), GW_ERR_POLICY);
+    assert_int_equal(fi, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
+    assert_null(names.subject);
+    check_err("ou with a zero-width space", err,
+              "=the upstream role's ou Ops??? cannot be written into a certificate");
     gw_cert_plan_cleanup(&plan);
 }
 
@@ -3077,6 +3185,7 @@ int main(void)
         cmocka_unit_test(test_authorize_null),
         cmocka_unit_test(test_check_request),
         cmocka_unit_test(test_check_request_control_char),
+        cmocka_unit_test(test_check_request_hidden_char),
         cmocka_unit_test(test_check_request_wildcards),
         cmocka_unit_test(test_upstream_role),
         cmocka_unit_test(test_upstream_role_cn_disabled),
