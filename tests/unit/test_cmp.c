@@ -1802,6 +1802,18 @@ static void test_refusal_text_bidi(void **state)
 }
 
 /*
+ * So do the invisible ones and the separators: "bank\u200b.example" reads as bank.example, a U+2028
+ * starts a line of its own in many UIs, tag characters carry text no one sees. Letters stay.
+ */
+static void test_refusal_text_invisible(void **state)
+{
+    (void)state;
+    assert_refusal_text("Vault refused: bank\xe2\x80\x8b.example\xe2\x80\xa8"
+                        "OK\xef\xbb\xbf\xc2\xad\xf3\xa0\x81\xa8\xf3\xa0\x81\xa9 M\xc3\xbcller (HTTP 400)",
+                        "Vault refused: bank?.example?OK???? M\xc3\xbcller (HTTP 400)");
+}
+
+/*
  * So it is where a refusal's text is written by the policy, not through cmp_refuse: the list of a
  * role's patterns, cut to its room inside a character ("(allowed: a.example.com, é...") reaches the
  * client as UTF-8 too.
@@ -7323,6 +7335,7 @@ int main(void)
         cmocka_unit_test(test_refused_answer_other_key),
         cmocka_unit_test(test_refusal_text_utf8),
         cmocka_unit_test(test_refusal_text_bidi),
+        cmocka_unit_test(test_refusal_text_invisible),
         cmocka_unit_test(test_policy_text_utf8),
         cmocka_unit_test(test_client_gone),
         cmocka_unit_test(test_client_gone_while_held),
