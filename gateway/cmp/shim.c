@@ -372,6 +372,48 @@ X509_ALGOR **gw_shim_hdr_protection_alg_slot(OSSL_CMP_PKIHEADER *hdr)
     return (X509_ALGOR **)((char *)hdr + tt->offset);
 }
 
+/* Where decoded |hdr| keeps its senderNonce [5] (RFC 9810 §5.1.1), or NULL if this OpenSSL keeps it
+ * otherwise. */
+static ASN1_OCTET_STRING *const *hdr_sender_nonce_slot(const OSSL_CMP_PKIHEADER *hdr)
+{
+    const ASN1_TEMPLATE *tt = gw_asn1_field(ASN1_ITEM_rptr(OSSL_CMP_PKIHEADER), "senderNonce", 5, 0);
+
+    if (hdr == NULL || tt == NULL || (tt->flags & ASN1_TFLG_TAG_MASK) != ASN1_TFLG_EXPTAG ||
+        ASN1_ITEM_ptr(tt->item) != ASN1_ITEM_rptr(ASN1_OCTET_STRING))
+        return NULL;
+    return (ASN1_OCTET_STRING *const *)((const char *)hdr + tt->offset);
+}
+
+int gw_shim_sender_nonce(const OSSL_CMP_MSG *msg, unsigned char *buf, size_t cap, size_t *len)
+{
+    ASN1_OCTET_STRING *const *slot =
+        msg != NULL ? hdr_sender_nonce_slot(OSSL_CMP_MSG_get0_header(msg)) : NULL;
+    const ASN1_OCTET_STRING *os;
+    struct gw_hdr_info h;
+    int rc = GW_ERR_INVAL;
+
+    *len = 0;
+    if (msg == NULL)
+        return GW_ERR_INVAL;
+    if (slot == NULL) { /* the slow way: the whole header encoded and walked */
+        if (gw_shim_hdr_info(msg, &h) == 0 && h.sender_nonce_len <= cap) {
+            memcpy(buf, h.sender_nonce, h.sender_nonce_len);
+            *len = h.sender_nonce_len;
+            rc = 0;
+        }
+        gw_shim_hdr_info_cleanup(&h);
+        return rc;
+    }
+    if ((os = *slot) == NULL)
+        return 0;
+    if (os->length < 0 || (size_t)os->length > cap)
+        return GW_ERR_INVAL;
+    if (os->length > 0)
+        memcpy(buf, os->data, (size_t)os->length);
+    *len = (size_t)os->length;
+    return 0;
+}
+
 X509_PUBKEY **cmp_tmpl_key_slot(const OSSL_CRMF_CERTTEMPLATE *tmpl)
 {
     const ASN1_TEMPLATE *tt = gw_asn1_field(ASN1_ITEM_rptr(OSSL_CRMF_CERTTEMPLATE), "publicKey", 6, 0);

@@ -130,6 +130,14 @@ OSSL_CMP_MSG *gw_shim_d2i_msg(const unsigned char **pp, long len);
  */
 X509_ALGOR **gw_shim_hdr_protection_alg_slot(OSSL_CMP_PKIHEADER *hdr);
 
+/*
+ * gw_shim_sender_nonce copies the senderNonce of |msg|'s header into |buf| (|cap| bytes) and its
+ * length into *len (0: none), as gw_shim_hdr_info reads it, without encoding and walking the whole
+ * header: OpenSSL 3.0 has no getter for it. 0, or GW_ERR_INVAL (no message, a nonce above |cap|),
+ * |buf| then untouched.
+ */
+int gw_shim_sender_nonce(const OSSL_CMP_MSG *msg, unsigned char *buf, size_t cap, size_t *len);
+
 /* gw_shim_pkisi_status returns the PKIStatus of |si| (OSSL_CMP_PKISTATUS_*), or -1 if unreadable. */
 int gw_shim_pkisi_status(const OSSL_CMP_PKISI *si);
 

@@ -52,13 +52,10 @@ void cmp_log_capture_end(void)
 /* Keeps the senderNonce of |rsp|, the answer the client gets (3.0 has no getter on the context). */
 static OSSL_CMP_MSG *answered(struct cmp_txn *t, OSSL_CMP_MSG *rsp)
 {
-    struct gw_hdr_info h = {0};
+    size_t len;
 
-    if (rsp != NULL && gw_shim_hdr_info(rsp, &h) == 0) {
-        memcpy(t->nonce, h.sender_nonce, h.sender_nonce_len);
-        t->nonce_len = h.sender_nonce_len;
-    }
-    gw_shim_hdr_info_cleanup(&h);
+    if (rsp != NULL && gw_shim_sender_nonce(rsp, t->nonce, sizeof(t->nonce), &len) == 0)
+        t->nonce_len = len;
     return rsp;
 }
 

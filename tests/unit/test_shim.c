@@ -197,6 +197,30 @@ static void test_hdr_protection_alg_slot(void **state)
     OSSL_CMP_CTX_free(sig);
 }
 
+/* The senderNonce read in place is the one the header walk finds; one that does not fit is refused. */
+static void test_sender_nonce(void **state)
+{
+    OSSL_CMP_CTX *sig = client(0);
+    OSSL_CMP_MSG *m = make_ir(sig);
+    unsigned char buf[GW_MAX_NONCE_LEN], small[8] = {0};
+    struct gw_hdr_info h;
+    size_t len = 99;
+
+    (void)state;
+    assert_int_equal(gw_shim_hdr_info(m, &h), 0);
+    assert_int_equal(gw_shim_sender_nonce(m, buf, sizeof(buf), &len), 0);
+    assert_int_equal(len, h.sender_nonce_len);
+    assert_int_equal(len, 16);
+    assert_memory_equal(buf, h.sender_nonce, len);
+    gw_shim_hdr_info_cleanup(&h);
+    assert_int_equal(gw_shim_sender_nonce(m, small, sizeof(small), &len), GW_ERR_INVAL);
+    assert_int_equal(len, 0);
+    assert_int_equal(small[0], 0); /* untouched */
+    assert_int_equal(gw_shim_sender_nonce(NULL, buf, sizeof(buf), &len), GW_ERR_INVAL);
+    OSSL_CMP_MSG_free(m);
+    OSSL_CMP_CTX_free(sig);
+}
+
 /* Oversized senderKID (above GW_MAX_KID_LEN): refused, not truncated. */
 static void test_hdr_oversized(void **state)
 {
@@ -1023,6 +1047,7 @@ int main(void)
         cmocka_unit_test(test_hdr_info),
         cmocka_unit_test(test_hdr_oversized),
         cmocka_unit_test(test_hdr_protection_alg_slot),
+        cmocka_unit_test(test_sender_nonce),
         cmocka_unit_test(test_template),
         cmocka_unit_test(test_validity),
         cmocka_unit_test(test_requested_key),
