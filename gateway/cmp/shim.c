@@ -312,6 +312,22 @@ static int general_info_profile(const struct cmp_tlv *tag, char *name, size_t ca
     return p == end ? 0 : GW_ERR_INVAL;
 }
 
+/*
+ * Whether decoded |hdr| has no generalInfo [8] at all, as OpenSSL's template of the header places it
+ * (an OPTIONAL SEQUENCE OF: NULL when absent, a stack, empty or not, when present); 0 also if this
+ * OpenSSL keeps it otherwise.
+ */
+static int hdr_no_general_info(const OSSL_CMP_PKIHEADER *hdr)
+{
+    const ASN1_TEMPLATE *tt =
+        gw_asn1_field(ASN1_ITEM_rptr(OSSL_CMP_PKIHEADER), "generalInfo", 8, ASN1_TFLG_SEQUENCE_OF);
+
+    if (hdr == NULL || tt == NULL || (tt->flags & ASN1_TFLG_TAG_MASK) != ASN1_TFLG_EXPTAG ||
+        (tt->flags & ASN1_TFLG_OPTIONAL) == 0)
+        return 0;
+    return *(void *const *)((const char *)hdr + tt->offset) == NULL;
+}
+
 int gw_shim_cert_profile(const OSSL_CMP_MSG *msg, char *name, size_t cap)
 {
     unsigned char *der = NULL;
@@ -322,6 +338,9 @@ int gw_shim_cert_profile(const OSSL_CMP_MSG *msg, char *name, size_t cap)
     if (name == NULL || cap == 0)
         return GW_ERR_INVAL;
     name[0] = '\0';
+    /* no generalInfo decoded, none in the encoding below: no profile named, without encoding the header */
+    if (msg != NULL && hdr_no_general_info(OSSL_CMP_MSG_get0_header(msg)))
+        return 0;
     if (msg == NULL || (len = i2d_OSSL_CMP_PKIHEADER(OSSL_CMP_MSG_get0_header(msg), &der)) <= 0 ||
         !cmp_der_open_seq(der, len, &p, &end))
         goto out;
