@@ -330,6 +330,13 @@ size_t gw_json_escape(char *buf, size_t cap, const char *s)
         return 0;
     for (; *p != '\0'; p += used) {
         used = 1;
+        if (*p >= 0x20 && *p < 0x7f && *p != '"' && *p != '\\') {
+            /* printable ASCII stands for itself (escape_byte's last case), most of every line */
+            if (n + 2 > cap)
+                break;
+            buf[n++] = (char)*p;
+            continue;
+        }
         src = esc;
         if (*p < 0x80) {
             k = escape_byte(esc, *p);

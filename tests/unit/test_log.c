@@ -53,6 +53,8 @@ static const struct esc_case esc_cases[] = {
     {"a\xff", 7, "a"},                                            /* \ufffd needs 6 */
     {"a\xff", 8, "a\\ufffd"},
     {"/</script>", 64, "/</script>"}, /* '/' needs no escape */
+    /* the edges of printable ASCII, which stands for itself: space and '~' in, DEL and 0x1f out */
+    {" ~\x7f\x1f!", 64, " ~\\u007f\\u001f!"},
     /* truncation: |cap| counts the NUL */
     {"abcdef", 4, "abc"},
     {"abc", 4, "abc"},
