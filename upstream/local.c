@@ -364,6 +364,35 @@ static int set_spki(X509 *x, const X509_PUBKEY *spki)
     return 1;
 }
 
+/*
+ * Keeps the encoding of |x|'s signed TBSCertificate where OpenSSL keeps that of a certificate it
+ * parsed (X509_CINF's ASN1_ENCODING, as its ASN.1 template places it). OpenSSL 3.0's X509_sign
+ * leaves it marked invalid, so every later encoding of the certificate encoded every field of it
+ * again: the answer, the certHash of the certConf, the digests of the audit and the chain check,
+ * some 50 K instructions each. The bytes are the ones the signature covers, made from the fields
+ * as they are, and nothing changes a signed certificate: it is then as one parsed from the wire.
+ * 0 if OpenSSL lays the certificate out otherwise (then it stays as X509_sign left it).
+ */
+static int keep_tbs_encoding(X509 *x)
+{
+    const ASN1_TEMPLATE *ci = gw_asn1_field(ASN1_ITEM_rptr(X509), "cert_info", -1, ASN1_TFLG_EMBED);
+    const ASN1_ITEM *it = ci != NULL ? ASN1_ITEM_ptr(ci->item) : NULL;
+    const ASN1_AUX *aux = it != NULL ? it->funcs : NULL;
+    unsigned char *der = NULL;
+    ASN1_ENCODING *enc;
+    int len;
+
+    if (it != ASN1_ITEM_rptr(X509_CINF) || it->itype != ASN1_ITYPE_SEQUENCE || aux == NULL ||
+        (aux->flags & ASN1_AFLG_ENCODING) == 0 || (len = i2d_re_X509_tbs(x, &der)) <= 0)
+        return 0;
+    enc = (ASN1_ENCODING *)((char *)x + ci->offset + aux->enc_offset);
+    OPENSSL_free(enc->enc);
+    enc->enc = der;
+    enc->len = len;
+    enc->modified = 0;
+    return 1;
+}
+
 /* issue fills |res| with a certificate made from |plan|, or with the reason it could not be. */
 static void issue(const struct local *l, const struct gw_cert_plan *plan, const char *crl_url,
                   struct gw_sign_result *res)
@@ -388,6 +417,7 @@ static void issue(const struct local *l, const struct gw_cert_plan *plan, const 
     }
     if (!add_extensions(x, l, plan, crl_url) || X509_sign(x, l->key, sign_md(l->key)) <= 0)
         goto err;
+    (void)keep_tbs_encoding(x);
     if ((res->chain = X509_chain_up_ref(l->chain)) == NULL)
         goto err;
     res->cert = x;

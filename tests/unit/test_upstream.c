@@ -362,6 +362,59 @@ static X509_PUBKEY *decoded_spki(EVP_PKEY *key, unsigned char **der, int *len)
     return spki;
 }
 
+/*
+ * The local issuer's certificate keeps the encoding it was signed with, as one parsed from the wire
+ * does: its DER is what the signature covers, and a field changed after the signature (which nothing
+ * does) shows in neither, where a certificate left as X509_sign leaves it is encoded anew each time.
+ */
+static void test_issue_keeps_signed_encoding(void **state)
+{
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    struct gw_sign_result res;
+    struct gw_cert_plan plan;
+    unsigned char *der = NULL, *again = NULL, *pder = NULL, *pagain = NULL;
+    const unsigned char *p;
+    char err[GW_ERR_LEN];
+    ASN1_INTEGER *serial = ASN1_INTEGER_new();
+    X509 *parsed;
+    int len, plen;
+
+    (void)state;
+    conf_init(&conf, "local", ca, ca_key, root);
+    assert_non_null(up = gw_upstream_new(&conf, NULL, err));
+    plan_init(&plan, keys[K_P256], "device-1", NULL);
+    sign(up, &plan, &res);
+    check_issued(&res, &plan, ca);
+    assert_int_equal(X509_verify(res.cert, X509_get0_pubkey(ca)), 1);
+    assert_true((len = i2d_X509(res.cert, &der)) > 0);
+    p = der;
+    assert_non_null(parsed = d2i_X509(NULL, &p, len));
+    assert_int_equal(X509_verify(parsed, X509_get0_pubkey(ca)), 1);
+    assert_int_equal(X509_cmp(parsed, res.cert), 0);
+
+    /* the same change to both: neither encoding moves, as neither certificate is signed again */
+    assert_int_equal(ASN1_INTEGER_set(serial, 42), 1);
+    assert_int_equal(X509_set_serialNumber(res.cert, serial), 1);
+    assert_int_equal(X509_set_serialNumber(parsed, serial), 1);
+    assert_int_equal(i2d_X509(res.cert, &again), len);
+    assert_memory_equal(again, der, (size_t)len);
+    assert_true((plen = i2d_X509(parsed, &pder)) > 0);
+    assert_int_equal(i2d_X509(parsed, &pagain), plen);
+    assert_memory_equal(pagain, der, (size_t)len);
+
+    OPENSSL_free(der);
+    OPENSSL_free(again);
+    OPENSSL_free(pder);
+    OPENSSL_free(pagain);
+    ASN1_INTEGER_free(serial);
+    X509_free(parsed);
+    gw_sign_result_cleanup(&res);
+    gw_cert_plan_cleanup(&plan);
+    gw_upstream_free(up);
+    conf_cleanup(&conf);
+}
+
 /* A plan that keeps the request's SubjectPublicKeyInfo: the issuer copies an EC or EdDSA key (its
  * own key object, not the plan's), and the certificate's encoding carries exactly those bytes. Among
  * the keys, a P-256 key whose encoding ends in a zero bit, which a copy that lost the BIT STRING's
@@ -2099,6 +2152,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_issue_each_key_type),
         cmocka_unit_test(test_issue_copies_request_spki),
+        cmocka_unit_test(test_issue_keeps_signed_encoding),
         cmocka_unit_test(test_issue_recodes_lenient_rsa),
         cmocka_unit_test(test_issue_ed25519_ca),
         cmocka_unit_test(test_issue_profile_edges),
