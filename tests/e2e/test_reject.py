@@ -1,9 +1,10 @@
 """What the gateway refuses, and how it says so: CMP errors (untrusted signer, wrong PBM secret, a resent
 ir) decoded from the response DER, and HTTP errors (415, 405, 404) with their one-line reasons; the 413
-of an oversized body is test_errors.py's, against its row in docs/errors.md."""
-import unittest
-
+of an oversized body is test_errors.py's, against its row in docs/errors.md. And how a path's spellings
+reach a role: the role its canonical form names, or an HTTP error before any CMP is read."""
+import socket
 import sys
+import unittest
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
 
@@ -87,6 +88,104 @@ class Reject(harness.GatewayTestCase):
             r = self.gw.curl(data=der, path=path)
             self.assertEqual(r.status, 200, r)
             self.assertEqual(harness.decode_cmp(r.body).body_type, "ip")
+
+
+class PathSpelling(harness.GatewayTestCase):
+    """How a request path reaches a role (mappings/route.c), through h2o and the real gateway: the path is
+    matched as the client sent it, never percent-decoded or dot-resolved, so every spelling of a path either
+    reaches exactly the role its canonical form names, under that role's checks, or is refused with an HTTP
+    error before any CMP is read. Role "narrow" allows one CN that the default role's client does not ask
+    for: reaching it shows as its refusal; a spelling that reached the default role would be issued."""
+
+    NARROW = "/pki/roles/narrow/cmp"
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["roles"]["narrow"] = dict(cfg["roles"]["default"],
+                                      authorization={"allowed_common_names": ["only.example.org"]})
+        cfg["label_to_path_policy"]["shut"] = "forbid"
+
+    def post(self, target, der):
+        """POST |der| to the raw request-target |target| (bytes, sent as they are): (status, headers, body)."""
+        body = der.read_bytes()
+        sock = self.gw.tls_context().wrap_socket(socket.create_connection(("127.0.0.1", self.gw.port)),
+                                                 server_hostname="localhost")
+        with sock:
+            sock.sendall(b"POST %s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/pkixcmp\r\n"
+                         b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (target, len(body), body))
+            data = harness.read_to_eof(sock)
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = dict((k.strip().lower(), v.strip()) for k, _, v in (l.partition(":") for l in lines[1:]))
+        return int(lines[0].split(" ")[1]), headers, rest
+
+    def assert_narrow(self, target):
+        self.fresh += 1
+        der = self.gw.make_request("spell-%d" % self.fresh)
+        status, headers, body = self.post(target, der)
+        self.assertEqual((status, headers.get("content-type")), (200, "application/pkixcmp"),
+                         (target, body[:200]))
+        self.assert_cmp_error(harness.decode_cmp(body), REJECTED_CERT_BODIES, "badCertTemplate",
+                              "only.example.org")
+
+    def assert_refused(self, target, status, reason=None):
+        got, headers, body = self.post(target, self.der)
+        self.assertEqual(got, status, (target, body[:200]))
+        self.assertNotEqual(headers.get("content-type"), "application/pkixcmp", (target, body[:200]))
+        if reason is not None:
+            self.assertIn(reason, body.decode(errors="replace"), target)
+
+    def setUp(self):
+        self.fresh = 0
+        self.der = self.gw.make_request("spell")  # never read: each of its uses is refused before CMP
+
+    def test_canonical_and_equivalent_spellings_reach_the_role(self):
+        """The trailing slash, an operation segment, a query string: the same role, the same checks."""
+        for target in (self.NARROW, self.NARROW + "/", self.NARROW + "?role=default",
+                       self.NARROW + "?x=/pki/cmp", self.NARROW + "/initialization",
+                       self.NARROW + "/initialization/", self.NARROW + "/?a#b"):
+            self.assert_narrow(target.encode())
+        # the control: the default role issues the same request
+        status, _, body = self.post(b"/pki/cmp", self.gw.make_request("spell-default"))
+        self.assertEqual((status, harness.decode_cmp(body).status), (200, 0), body[:200])
+
+    def test_other_spellings_refused_before_cmp(self):
+        """What a proxy or h2o might read as another path is a 404 here, never the role it might mean."""
+        not_found = {
+            b"/pki/roles/narrow/../../cmp": "empty or dot segment",
+            b"/pki/roles/x/../narrow/cmp": "empty or dot segment",
+            b"/pki/./cmp": "empty or dot segment",
+            b"/pki/roles/narrow/cmp/.": "empty or dot segment",
+            b"//pki/cmp": "empty or dot segment",
+            b"/pki//cmp": "empty or dot segment",
+            b"/pki/roles/narrow/cmp//": "empty or dot segment",
+            b"/pki/roles/%6earrow/cmp": "percent-encoded path",
+            b"/pki/roles/narrow%2fcmp": "percent-encoded path",
+            b"/pki/roles/narrow/cmp/%2e%2e/%2e%2e/cmp": "percent-encoded path",
+            b"/pki/%2e/cmp": "percent-encoded path",
+            b"/pki/cmp%00": "percent-encoded path",
+            b"/pki/roles/Narrow/cmp": "unknown role Narrow",
+            b"/PKI/cmp": "unknown path /PKI/cmp",
+            b"/pki/CMP": "unknown path /pki/CMP",
+            b"/pki/roles/narrow/cmp#x": "invalid character in path",
+            b"/pki/roles/narrow/cmp;x": "invalid character in path",
+            b"/pki/roles/narrow\\..\\cmp": "invalid character in path",
+            b"/pki/roles/narrow/cmp/\xc3\xa9": "invalid character in path",
+            b"http://localhost/pki/cmp": "unknown path http://localhost/pki/cmp",
+            b"pki/cmp": "unknown path pki/cmp",
+            b"*": "unknown path *",
+            b"/pki/cmp/" + b"x" * 600: "path too long",
+        }
+        for target, reason in not_found.items():
+            self.assert_refused(target, 404, reason)
+        for target in (b"/pki/cmp\x00", b"/pki/roles/narrow\x01/cmp", b"/pki/cmp\x7f"):
+            self.assert_refused(target, 400)  # the HTTP parser refuses the request line itself
+        # a label whose policy is "forbid": refused however it is spelled, never served by another role
+        for target in (b"/.well-known/cmp/p/shut", b"/.well-known/cmp/p/shut/", b"/.well-known/cmp/p/shut?x",
+                       b"/.well-known/cmp/p/shut/initialization"):
+            self.assert_refused(target, 403, "disabled by policy (forbid)")
+        for target in (b"/.well-known/cmp/p/SHUT", b"/.well-known/cmp/p/%73hut", b"/.well-known/cmp/p/./shut"):
+            self.assert_refused(target, 404)
 
 
 if __name__ == "__main__":
