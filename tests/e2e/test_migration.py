@@ -13,12 +13,16 @@ Vault itself, CRMF by its delegate issuer under Vault's role policy). Each step 
             the 10 % inside the 50 %;
   rollback  mode off: a kur of a new-CA certificate issued by the old CA, and the new CA's certificates
             (delegate's and Vault's own) still revoked where they were issued.
+And across a reload (MigrationAcrossReload): a p10cr answered `waiting` whose client polls while a reload
+moves the role to another step is finished, pollReq and certConf, by the CA it was sent to.
 """
 import hashlib
 import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
@@ -295,6 +299,88 @@ class Migration(harness.GatewayTestCase):
         p = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(self.gw.config_path)], capture_output=True,
                            cwd=self.gw.dir)
         self.assertNotIn(b"does not chain", p.stderr)
+
+
+class MigrationAcrossReload(harness.GatewayTestCase):
+    """A request whose upstream answers after poll_after, and whose role's migration a reload changes while
+    its client polls: pollReq and certConf finish it at the CA it was sent to, whatever the cohort says after
+    (docs/migration.md, "A request in flight stays with its CA"). Both CAs are slow here:
+    the local issuer by its "delay", the Vault-API server by its latency; device "mover" is the cohort."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.vault = vaultenv.running(cls, gw.dir)
+        cfg["upstreams"]["vault"] = cls.vault.upstream()
+        cfg["upstreams"]["local"]["delay"] = "2500ms"
+        (gw.dir / "cohort.txt").write_text("/CN=mover.example.com\n")
+        cfg["roles"]["default"].update({
+            "upstream_role": "devices", "ttl": "24h", "poll_after": "500ms",
+            "migration": {"name": MIGRATION, "from": "local", "to": "vault", "mode": "live",
+                          "cohort": {"allowlist": "cohort.txt", "by": "subject"}}})
+        cls.base = json.loads(json.dumps(cfg))
+
+    def setUp(self):
+        self.vault.control({"latency_ms": 2500, "match": "sign/"})
+
+    def tearDown(self):
+        self.vault.control({})
+
+    def reload(self, mode):
+        cfg = json.loads(json.dumps(self.base))
+        cfg["roles"]["default"]["migration"]["mode"] = mode
+        self.gw.config_path.write_text(json.dumps(cfg, indent=2))
+        status, body = admin(self.gw, "/reload", "POST")
+        self.assertEqual(status, 200, body)
+
+    def polled_across(self, name, mode_then):
+        """A p10cr of CN=mover.example.com (no implicit confirmation: its certConf comes after the reload
+        too); a reload to |mode_then| once it was answered "waiting" and its client polls. Returns the
+        certificate, the answers and the issued record."""
+        import test_polling
+        key = self.newkey(name)
+        csr = self.gw.dir / ("%s.csr" % name)
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=mover.example.com", "-out", csr])
+        result = {}
+
+        def client():
+            result["r"] = test_polling.cmp_polling(self.gw, "p10cr", name, "pki/cmp", ["-csr", csr])
+
+        t = threading.Thread(target=client)
+        t.start()
+        waiting = self.gw.dir / ("%s.rsp00.der" % name)
+        deadline = time.monotonic() + 10
+        while not waiting.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.reload(mode_then)
+        t.join(harness.CLIENT_TIMEOUT + 20)
+        p, answers, cert = result["r"]
+        self.assertEqual(p.returncode, 0, p.stderr.decode(errors="replace")[-3000:])
+        self.assertEqual((answers[0].body_type, answers[0].status), ("cp", test_polling.WAITING), answers)
+        kinds = [a.body_type for a in answers]
+        self.assertIn("pollRep", kinds)
+        self.assertEqual(kinds[-2:], ["cp", "pkiconf"], answers)  # collected, then confirmed
+        tid = answers[0].header["transactionID"].asOctets().hex()
+        issued = test_polling.of_tid(self.gw, "issued", tid)
+        self.assertEqual(len(issued), 1, issued)
+        self.assertEqual(len(test_polling.of_tid(self.gw, "confirmed", tid)), 1)
+        self.assertEqual(test_polling.of_tid(self.gw, "revoked", tid), [])
+        return cert, issued[0]
+
+    def test_moved_device_collects_from_the_new_ca_after_a_rollback(self):
+        self.reload("live")
+        mark = self.vault.mark()
+        cert, issued = self.polled_across("to-off", "off")
+        self.assertEqual(issuer_of(cert), VAULT_ISSUER)
+        self.assertEqual(issued["upstream"], "vault")
+        self.assertEqual(len(self.vault.since(mark, "/sign/devices")), 1)
+
+    def test_device_collects_from_the_old_ca_after_it_moved(self):
+        self.reload("off")
+        mark = self.vault.mark()
+        cert, issued = self.polled_across("off-to-live", "live")
+        self.assertEqual(issuer_of(cert), OLD_ISSUER)
+        self.assertEqual(issued["upstream"], "local")
+        self.assertEqual(self.vault.since(mark, "/sign/"), [])
 
 
 if __name__ == "__main__":
