@@ -729,6 +729,7 @@ static int replay_stored(const struct gw_hdr_info *want, struct cmp_call *sub,
         cert = NULL;
         t->rewait = waiting;
         t->requested_at = (time_t)rec->requested_at;
+        t->up = cmp_share_upstream(sub->e, rec); /* whose CA issues it (a reload may have renamed it) */
         rsp = run(t, sub, req, 0);
         ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
         ok = rsp != NULL && is_cert_response(OSSL_CMP_MSG_get_bodytype(rsp)) &&
@@ -750,7 +751,6 @@ static int replay_stored(const struct gw_hdr_info *want, struct cmp_call *sub,
         gw_x509_cert_serial_hex(t->issued, t->serial, sizeof(t->serial));
     t->step = rec->step;
     t->shared = 1;
-    t->up = cmp_share_upstream(sub->e, rec); /* whose CA issued it: a reload may have renamed it */
     *out = t;
     return 0;
 }

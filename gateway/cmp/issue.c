@@ -352,7 +352,7 @@ static OSSL_CMP_PKISI *issue(struct cmp_txn *t, struct cmp_call *c, const OSSL_C
     gw_cert_plan_init(&is.plan);
     gw_sign_result_init(&is.res);
     if (plan_request(t, c, c->now, crm, &is, &r) != 0 ||
-        cmp_pick_upstream(c, t, &is.plan, p10cr, 0, &t->up, &r) != 0)
+        cmp_pick_upstream(c, t, &is.plan, p10cr, &t->up, &r) != 0)
         si = cmp_reject(c, &r);
     else if (audit_intent(t, c, &is) != 0)
         si = cmp_reject(c, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_DOWN});
@@ -372,9 +372,9 @@ static OSSL_CMP_PKISI *issue(struct cmp_txn *t, struct cmp_call *c, const OSSL_C
 
 /*
  * A deferred request another instance began, rebuilt from its record: planned again for the time
- * it came, for the upstream it went to (a delegate's plan has the subject and SANs of its upstream's
- * role; the certificate is checked against that plan on release), and answered "waiting" again,
- * without the call to sign, the records or the checks of shadow mode and of the usages granted
+ * it came, for the upstream it went to, t->up (a delegate's plan has the subject and SANs of its
+ * upstream's role; the certificate is checked against that plan on release), and answered "waiting"
+ * again, without the call to sign, the records or the checks of shadow mode and of the usages granted
  * (they happened there).
  */
 static OSSL_CMP_PKISI *wait_again(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req,
@@ -382,13 +382,12 @@ static OSSL_CMP_PKISI *wait_again(struct cmp_txn *t, struct cmp_call *c, const O
 {
     struct issuing is = {.p10cr = p10cr};
     struct cmp_refusal r = {0};
-    struct gw_upstream *up; /* the record names it (replay_stored) */
     int rc;
 
     gw_cert_req_init(&is.creq);
     gw_cert_plan_init(&is.plan);
     rc = plan_request(t, c, t->requested_at, crm, &is, &r) != 0 ||
-         cmp_pick_upstream(c, t, &is.plan, p10cr, 1, &up, &r) != 0;
+         cmp_replan_upstream(c, t, &is.plan, t->up, &r) != 0;
     t->rewait = 0;
     if (rc == 0 && (t->request = OSSL_CMP_MSG_dup(req)) != NULL &&
         (t->plan = calloc(1, sizeof(*t->plan))) != NULL) {

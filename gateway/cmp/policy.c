@@ -572,10 +572,9 @@ static void shadow(struct cmp_call *c, const struct cmp_txn *t, const struct gw_
     gw_metric_add(m_shadow, (const char *const[]){role->name, result}, 1);
 }
 
-/* The upstream a migrating role's request goes to; shadow mode also checks it against "to", unless |again|.
- */
+/* The upstream a migrating role's request goes to; shadow mode also checks it against "to". */
 static const char *migration_upstream(struct cmp_call *c, const struct cmp_txn *t,
-                                      const struct gw_cert_plan *plan, int again)
+                                      const struct gw_cert_plan *plan)
 {
     const struct gw_migration *m = &t->role->migration;
     char *key;
@@ -590,8 +589,7 @@ static const char *migration_upstream(struct cmp_call *c, const struct cmp_txn *
         return t->role->upstream_name;
     if (m->mode == GW_MIGRATION_LIVE)
         return m->to_name;
-    if (!again)
-        shadow(c, t, plan);
+    shadow(c, t, plan);
     return t->role->upstream_name;
 }
 
@@ -620,10 +618,10 @@ static void delegate_names(struct gw_cert_plan *plan, struct gw_upstream_names *
  * policy, with the subject that role writes.
  */
 int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, struct gw_cert_plan *plan,
-                      const X509_REQ *p10cr, int again, struct gw_upstream **out, struct cmp_refusal *r)
+                      const X509_REQ *p10cr, struct gw_upstream **out, struct cmp_refusal *r)
 {
     const struct gw_role *role = t->role;
-    const char *name = migration_upstream(c, t, plan, again);
+    const char *name = migration_upstream(c, t, plan);
     struct gw_upstream *up = gw_upstream_set_get0(c->e->ups, name);
     struct gw_upstream_names names = {NULL, NULL};
     int crmf = p10cr == NULL;
@@ -638,7 +636,7 @@ int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, struct gw_cer
     if (!crmf || (gw_upstream_caps(up) & GW_UP_SIGN_KEY) != 0) {
         if (!crmf && (gw_upstream_caps(up) & GW_UP_SIGN_CSR) == 0)
             return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "%s", TEXT_P10_REJECT);
-        if (!again && check_grants(c, role, up, plan, p10cr, r) != 0)
+        if (check_grants(c, role, up, plan, p10cr, r) != 0)
             return 1;
         *out = up;
         return 0;
@@ -654,6 +652,29 @@ int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, struct gw_cer
         *out = NULL;
         return 1;
     }
+    if (names.subject != NULL)
+        delegate_names(plan, &names);
+    return 0;
+}
+
+int cmp_replan_upstream(struct cmp_call *c, const struct cmp_txn *t, struct gw_cert_plan *plan,
+                        struct gw_upstream *up, struct cmp_refusal *r)
+{
+    const struct gw_role *role = t->role;
+    const struct gw_upstream_conf *over = gw_upstream_delegated_for(role);
+    struct gw_upstream_names names = {NULL, NULL};
+
+    if (up == NULL)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                          "no upstream here has its certificate's CA (or the record's name)");
+    if (role->delegate_name == NULL || up != gw_upstream_set_get0(c->e->ups, role->delegate_name))
+        return 0;
+    /* a delegate's plan: the names of the upstream role it stands in for, as cmp_pick_upstream made it */
+    if (over == NULL || (up = gw_upstream_set_get0(c->e->ups, gw_upstream_conf_name(over))) == NULL)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                          "the upstream this role's delegate issuer stands in for is not available");
+    if (check_upstream_role(c, role, up, plan, RC_NAMES, &names, r) != 0)
+        return 1;
     if (names.subject != NULL)
         delegate_names(plan, &names);
     return 0;

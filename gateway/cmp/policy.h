@@ -97,11 +97,21 @@ int cmp_check_3gpp(struct cmp_call *c, const struct cmp_txn *t, const OSSL_CRMF_
  * cmp_pick_upstream chooses the upstream that signs |plan| into |*up|: the role's for a p10cr; for
  * CRMF the role's if it signs bare keys, else as the role's "crmf" says (refused, or its delegate,
  * which issues |plan| with the subject and SANs its upstream's role writes: plan->subject and
- * plan->sans are replaced). |again|: a deferred request another instance began, planned here as it
- * was there, without the checks and records that happened there (shadow mode, the usages granted).
+ * plan->sans are replaced). A migrating role's request goes where its cohort says now.
  */
 int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, struct gw_cert_plan *plan,
-                      const X509_REQ *p10cr, int again, struct gw_upstream **up, struct cmp_refusal *r);
+                      const X509_REQ *p10cr, struct gw_upstream **up, struct cmp_refusal *r);
+
+/*
+ * cmp_replan_upstream plans a deferred request another instance began for |up|, the upstream its record
+ * names (whose call made it), as cmp_pick_upstream planned it there: a delegate's plan gets the subject
+ * and SANs of the upstream role it stands in for. Not for the upstream this configuration would pick now:
+ * a migration's next step, reloaded here first, must not plan for another CA the certificate its record's
+ * upstream issues. Without the checks and records that happened there (shadow mode, the usages granted).
+ * 0, or refused with |r|.
+ */
+int cmp_replan_upstream(struct cmp_call *c, const struct cmp_txn *t, struct gw_cert_plan *plan,
+                        struct gw_upstream *up, struct cmp_refusal *r);
 
 /* cmp_issuer_store is what certificates from |up| must chain to, or NULL if nothing is configured. */
 X509_STORE *cmp_issuer_store(const struct gw_cmp_engine *e, const struct gw_upstream *up);

@@ -15,7 +15,8 @@ upstream call returned, answered pollRep then "did not answer in time" when it w
 an uncollected certificate's expiry is recorded once across the three. LateResultElsewhere: a certificate whose
 upstream call returns after another instance gave up on it at the deadline is withdrawn. RevokedElsewhere: a
 certificate of a Vault upstream revoked through one instance is refused by the other at once, though the other
-holds a CRL from before the revocation.
+holds a CRL from before the revocation. MigrationStepBetweenInstances: a request answered `waiting` by an
+instance at one migration step is collected on one at another (a rolling reload), from the CA it was sent to.
 """
 import contextlib
 import hashlib
@@ -700,6 +701,74 @@ class LateResultElsewhere(ThreeInstances):
         self.wait_for(lambda: [r for e in ("revoked", "revoke_failed") for r in self.audit(self.gw, e)
                                if r.get("serial") == serial], timeout=10, watched=(self.gw,))
         self.assertEqual(self.everywhere("confirmed", "lateelsewhere"), [])
+
+
+class MigrationStepBetweenInstances(TwoInstances):
+    """A rolling reload of a migration step (docs/migration.md): one instance has the role's migration "off",
+    the other already "live", the device in the cohort. A CRMF ir that the first instance sends to its CA,
+    slower than poll_after, is polled for and confirmed on the second, which must plan it for the upstream
+    its record names, not for the one its own step would choose now: the old CA (the local issuer) plans the
+    requested names, Vault's delegate issuer those Vault's role writes (the CN only)."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.redis = cls.keep_running(redisenv.RedisServer(gw.dir)).start()
+        key = gw.dir / "state.key"
+        key.write_bytes(os.urandom(32).hex().encode() + b"\n")
+        key.chmod(0o600)
+        cfg["cmp"] = {"state": dict(cls.redis.state(), mac_key_file="state.key")}
+        cls.vault = vaultenv.running(cls, gw.dir)
+        cls.vault.make_delegate()
+        (gw.dir / "delegate-store").mkdir(exist_ok=True)
+        cfg["upstreams"]["vault"] = cls.vault.upstream()
+        cfg["upstreams"]["vault-delegate"] = {"type": "local", "cert": "vault-delegate.pem",
+                                              "key": "vault-delegate.key", "chain": "vault-delegate-chain.pem",
+                                              "store": "delegate-store", "shared_store": True}
+        for up in ("local", "vault-delegate"):
+            cfg["upstreams"][up].update(delay="2500ms", timeout="6s")
+        (gw.dir / "cohort.txt").write_text("/O=cmpgw e2e/CN=mover1.example.com\n/O=cmpgw e2e/CN=mover2.example.com\n")
+        cfg["roles"]["default"].update({
+            "upstream_role": "devices", "crmf": "delegate", "delegate": "vault-delegate", "ttl": "24h",
+            "poll_after": "500ms", "implicit_confirm": False,
+            "migration": {"from": "local", "to": "vault", "mode": "off",
+                          "cohort": {"allowlist": "cohort.txt", "by": "subject"}}})
+
+    @staticmethod
+    def step(gw, mode):
+        cfg = json.loads(gw.config_path.read_text())
+        cfg["roles"]["default"]["migration"]["mode"] = mode
+        gw.config_path.write_text(json.dumps(cfg, indent=2))
+        status, body = harness.admin(gw, "/reload", "POST")
+        assert status == 200, body
+
+    def polled_elsewhere(self, cn):
+        """cmpclient's ir of /O=cmpgw e2e/CN=|cn| on the first instance, its pollReqs and certConf on the
+        second; the issuer of the certificate it confirmed."""
+        d = self.gw.dir
+        harness.genkey(d / ("%s.key" % cn))
+        argv = [CLIENT_BIN, "--url", self.gw.url(), "--next-url", self.gw2.url(), "--cafile", d / "ca.pem",
+                "--tls-cert", d / "client.pem", "--tls-key", d / "client.key", "--cert", d / "client.pem",
+                "--key", d / "client.key", "ir", "--newkey", d / ("%s.key" % cn), "--subject",
+                "/O=cmpgw e2e/CN=%s" % cn, "--certout", d / ("%s.pem" % cn)]
+        p = subprocess.run([str(a) for a in argv], capture_output=True, timeout=60)
+        self.assertEqual(p.returncode, 0, (p.stdout + p.stderr).decode(errors="replace") + self.gw2.stderr()[-3000:])
+        self.assertEqual(len(self.audit(self.gw, "waiting", cn)), 1)
+        self.assertEqual([r["status"] for r in self.audit(self.gw2, "confirmed", cn)], ["confirmed"])
+        self.assertEqual(self.audit(self.gw2, "revoked", cn), [])
+        return harness.run(["openssl", "x509", "-in", d / ("%s.pem" % cn), "-noout", "-issuer", "-nameopt",
+                            "RFC2253"]).stdout.decode().strip()
+
+    def test_old_ca_request_polled_where_the_device_moved(self):
+        self.step(self.gw, "off")
+        self.step(self.gw2, "live")
+        self.assertEqual(self.polled_elsewhere("mover1.example.com"), "issuer=CN=cmpgw demo issuing CA,O=cmpgw demo")
+        self.assertEqual(self.audit(self.gw, "waiting", "mover1.example.com")[0]["upstream"], "local")
+
+    def test_new_ca_request_polled_where_the_step_is_rolled_back(self):
+        self.step(self.gw, "live")
+        self.step(self.gw2, "off")
+        self.assertEqual(self.polled_elsewhere("mover2.example.com"), "issuer=CN=cmpgw delegate issuer")
+        self.assertEqual(self.audit(self.gw, "waiting", "mover2.example.com")[0]["upstream"], "vault-delegate")
 
 
 if __name__ == "__main__":
