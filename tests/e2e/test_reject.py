@@ -104,6 +104,7 @@ class PathSpelling(harness.GatewayTestCase):
         cfg["roles"]["narrow"] = dict(cfg["roles"]["default"],
                                       authorization={"allowed_common_names": ["only.example.org"]})
         cfg["label_to_path_policy"]["shut"] = "forbid"
+        cfg["listeners"][0]["tls"]["http2"] = True  # HTTP/1.1 unless a client offers h2
 
     def post(self, target, der):
         """POST |der| to the raw request-target |target| (bytes, sent as they are): (status, headers, body)."""
@@ -186,6 +187,17 @@ class PathSpelling(harness.GatewayTestCase):
             self.assert_refused(target, 403, "disabled by policy (forbid)")
         for target in (b"/.well-known/cmp/p/SHUT", b"/.well-known/cmp/p/%73hut", b"/.well-known/cmp/p/./shut"):
             self.assert_refused(target, 404)
+
+    def test_http2_path_alike(self):
+        """HTTP/2's :path, as curl --path-as-is sends it, is matched as HTTP/1's request-target is."""
+        der = self.gw.make_request("spell-h2")
+        for path in ("/pki/roles/narrow/../../cmp", "/pki/./cmp", "/pki//cmp", "/pki/roles/%6earrow/cmp"):
+            r = self.gw.curl("--path-as-is", path=path, data=der, http="--http2")
+            self.assertEqual((r.version, r.status), ("HTTP/2", 404), (path, r))
+        r = self.gw.curl("--path-as-is", path=self.NARROW + "/?x=/pki/cmp", data=der, http="--http2")
+        self.assertEqual((r.version, r.status), ("HTTP/2", 200), r)
+        self.assert_cmp_error(harness.decode_cmp(r.body), REJECTED_CERT_BODIES, "badCertTemplate",
+                              "only.example.org")
 
 
 if __name__ == "__main__":
