@@ -14,7 +14,8 @@ Vault itself, CRMF by its delegate issuer under Vault's role policy). Each step 
   rollback  mode off: a kur of a new-CA certificate issued by the old CA, and the new CA's certificates
             (delegate's and Vault's own) still revoked where they were issued.
 And across a reload (MigrationAcrossReload): a p10cr answered `waiting` whose client polls while a reload
-moves the role to another step is finished, pollReq and certConf, by the CA it was sent to.
+moves the role to another step is finished, pollReq and certConf, by the CA it was sent to. MigrationByPbm: a
+PBM-protected request is placed by the subject it asks for, a signed one by its signer.
 """
 import hashlib
 import json
@@ -381,6 +382,32 @@ class MigrationAcrossReload(harness.GatewayTestCase):
         self.assertEqual(issuer_of(cert), OLD_ISSUER)
         self.assertEqual(issued["upstream"], "local")
         self.assertEqual(self.vault.since(mark, "/sign/"), [])
+
+
+class MigrationByPbm(harness.GatewayTestCase):
+    """"by": "signer_subject" (the default) places a signed request by its signer; a PBM-protected request
+    has none and is placed by the subject it asks for (docs/migration.md), so the holder of a PBM secret
+    chooses its CA among the subjects the role lets it ask for. The same CSR, once each way."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.vault = vaultenv.running(cls, gw.dir)
+        cfg["upstreams"]["vault"] = cls.vault.upstream()
+        (gw.dir / "cohort.txt").write_text("/CN=chosen.example.com\n")
+        cfg["roles"]["default"].update({
+            "upstream_role": "devices", "ttl": "24h",
+            "migration": {"name": MIGRATION, "from": "local", "to": "vault", "mode": "live",
+                          "cohort": {"allowlist": "cohort.txt"}}})
+
+    def test_pbm_placed_by_the_subject_it_asks_for(self):
+        key = self.newkey("chosen")
+        csr = self.gw.dir / "chosen.csr"
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=chosen.example.com", "-out", csr])
+        by_pbm = self.gw.cmp("p10cr", "chosen-pbm", auth="pbm", extra=["-csr", csr, "-implicit_confirm"])
+        self.assertEqual(issuer_of(by_pbm.cert), VAULT_ISSUER)
+        # signed by the demo client, whose subject is not in the cohort: the old CA, whatever it asks for
+        by_signer = self.gw.cmp("p10cr", "chosen-sig", extra=["-csr", csr, "-implicit_confirm"])
+        self.assertEqual(issuer_of(by_signer.cert), OLD_ISSUER)
 
 
 if __name__ == "__main__":
