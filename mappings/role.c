@@ -542,15 +542,21 @@ static const struct gw_conf_field role_fields[] = {
 
 GW_CONF_OBJDEF(role_def, role_fields, check_role);
 
-const struct gw_conf_map gw_role_conf_map = {sizeof(struct gw_role),
-                                             offsetof(struct gw_role, name),
-                                             &gw_conf_names_plain,
-                                             gw_conf_p_obj,
-                                             0,
-                                             &role_def};
+/* A role's or a label's name is a segment of its path, where "." and ".." are refused as dot segments
+ * (mappings/route.c): a role or label of such a name could never be reached on it. */
+static bool path_name_ok(const char *s, size_t len)
+{
+    return gw_conf_name_ok(s, len) && !(len == 1 && s[0] == '.') && !(len == 2 && s[0] == '.' && s[1] == '.');
+}
 
-static const struct gw_conf_names names_label = {gw_conf_name_ok,
-                                                 "a label of 1..64 characters [A-Za-z0-9._-]"};
+static const struct gw_conf_names names_role = {
+    path_name_ok, "a name of 1..64 characters [A-Za-z0-9._-] other than \".\" and \"..\" (a path segment)"};
+
+const struct gw_conf_map gw_role_conf_map = {
+    sizeof(struct gw_role), offsetof(struct gw_role, name), &names_role, gw_conf_p_obj, 0, &role_def};
+
+static const struct gw_conf_names names_label = {
+    path_name_ok, "a label of 1..64 characters [A-Za-z0-9._-] other than \".\" and \"..\" (a path segment)"};
 
 const struct gw_conf_map gw_label_conf_map = {
     sizeof(struct gw_label), offsetof(struct gw_label, label),  &names_label,
