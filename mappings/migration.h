@@ -7,7 +7,8 @@
  *
  * The percentage cohort is a stable hash, the same on every instance and release: a device is in
  * it when the first 8 bytes of SHA-256(name || 0x00 || key), big-endian, mod 10000 are below
- * percent x 100. A device never flips back and forth, and the 10 % cohort is inside the 20 % one.
+ * percent x 100 (at 100, every device, whatever its key). A device never flips back and forth, and
+ * the 10 % cohort is inside the 20 % one.
  */
 #ifndef GW_MIGRATION_H
 #define GW_MIGRATION_H
@@ -57,7 +58,8 @@ static inline bool gw_migration_configured(const struct gw_migration *m)
     return m->to_name != NULL;
 }
 
-/* Whether the device named |key| (a one-line subject) is in |m|'s cohort. */
+/* Whether the device named |key| (a one-line subject; NULL or "" for none) is in |m|'s cohort: at 100 percent
+ * every device is, else one without a key is in none. */
 bool gw_migration_in_cohort(const struct gw_migration *m, const char *key);
 
 void gw_migration_cleanup(struct gw_migration *m);

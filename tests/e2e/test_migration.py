@@ -15,7 +15,8 @@ Vault itself, CRMF by its delegate issuer under Vault's role policy). Each step 
             (delegate's and Vault's own) still revoked where they were issued.
 And across a reload (MigrationAcrossReload): a p10cr answered `waiting` whose client polls while a reload
 moves the role to another step is finished, pollReq and certConf, by the CA it was sent to. MigrationByPbm: a
-PBM-protected request is placed by the subject it asks for, a signed one by its signer.
+PBM-protected request is placed by the subject it asks for, a signed one by its signer. MigrationComplete: at
+100 % a subject with a `/` inside a value moves too.
 """
 import hashlib
 import json
@@ -408,6 +409,33 @@ class MigrationByPbm(harness.GatewayTestCase):
         # signed by the demo client, whose subject is not in the cohort: the old CA, whatever it asks for
         by_signer = self.gw.cmp("p10cr", "chosen-sig", extra=["-csr", csr, "-implicit_confirm"])
         self.assertEqual(issuer_of(by_signer.cert), OLD_ISSUER)
+
+
+class MigrationComplete(harness.GatewayTestCase):
+    """At "percent": 100 every request is in the cohort (docs/migration.md, "Widen" and "Finish"), also one
+    whose subject has no one-line form to hash (a `/` inside a value), which a client chooses as it
+    chooses any subject it asks for: it cannot fall back to the old CA."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.vault = vaultenv.running(cls, gw.dir)
+        cfg["upstreams"]["vault"] = cls.vault.upstream()
+        cfg["roles"]["default"].update({
+            "upstream_role": "devices", "ttl": "24h",
+            "migration": {"name": MIGRATION, "from": "local", "to": "vault", "mode": "live",
+                          "cohort": {"percent": 100, "by": "subject"}}})
+
+    def p10cr(self, name, subject):
+        key = self.newkey(name)
+        csr = self.gw.dir / ("%s.csr" % name)
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", subject, "-out", csr])
+        res = self.gw.cmp("p10cr", name, extra=["-csr", csr, "-implicit_confirm"], expect_cert=False)
+        self.assertIsNotNone(res.cert, res.answers)
+        return issuer_of(res.cert)
+
+    def test_every_subject_moves(self):
+        self.assertEqual(self.p10cr("plain", "/CN=plain.example.com"), VAULT_ISSUER)
+        self.assertEqual(self.p10cr("slashed", "/O=a\\/b/CN=slashed.example.com"), VAULT_ISSUER)
 
 
 if __name__ == "__main__":

@@ -78,12 +78,12 @@ static void test_name_changes_cohort(void **state)
     assert_true(differ > 50);
 }
 
-/* An allow-list cohort is exactly its (sorted) entries; an empty key is in no cohort. */
+/* An allow-list cohort is exactly its (sorted) entries; an empty key is in no cohort but the whole fleet. */
 static void test_allowlist(void **state)
 {
     char *allow[] = {"/CN=a.example.com", "/CN=b.example.com", "/O=x/CN=c"};
     struct gw_migration m = {.name = "l", .to_name = "new", .mode = GW_MIGRATION_LIVE};
-    struct gw_migration all = by_percent("l", 100);
+    struct gw_migration all = by_percent("l", 100), most = by_percent("l", 99);
 
     (void)state;
     m.cohort.allowlist_file = "cohort.txt";
@@ -94,8 +94,11 @@ static void test_allowlist(void **state)
     assert_false(gw_migration_in_cohort(&m, "/CN=b.example.co"));
     assert_false(gw_migration_in_cohort(&m, "/CN=B.example.com"));
     assert_false(gw_migration_in_cohort(&m, ""));
-    assert_false(gw_migration_in_cohort(&all, ""));
-    assert_false(gw_migration_in_cohort(&all, NULL));
+    assert_false(gw_migration_in_cohort(&most, ""));
+    assert_false(gw_migration_in_cohort(&most, NULL));
+    /* at 100 % a subject that cannot be written out (NULL) or none ("") moves too: none stays behind */
+    assert_true(gw_migration_in_cohort(&all, ""));
+    assert_true(gw_migration_in_cohort(&all, NULL));
     m.cohort.n_allow = 0;
     assert_false(gw_migration_in_cohort(&m, "/CN=a.example.com"));
 }
