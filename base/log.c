@@ -219,11 +219,11 @@ static size_t escape_byte(char *out, unsigned char c)
 }
 
 /*
- * The length of the well-formed UTF-8 sequence at |p| (RFC 3629: no overlong form, no UTF-16
- * surrogate, nothing past U+10FFFF), or 0 when |p| starts none. Stops at a NUL, which is no
- * continuation byte.
+ * The length of the well-formed UTF-8 sequence at |p|, of which |left| bytes may be read (RFC 3629:
+ * no overlong form, no UTF-16 surrogate, nothing past U+10FFFF), or 0 when |p| starts none. A NUL
+ * is no continuation byte, so a C string's end stops it too.
  */
-static size_t utf8_len(const unsigned char *p)
+static size_t utf8_len(const unsigned char *p, size_t left)
 {
     unsigned char lo = 0x80, hi = 0xbf; /* the range of the second byte */
     size_t n;
@@ -235,6 +235,8 @@ static size_t utf8_len(const unsigned char *p)
     else if (p[0] >= 0xf0 && p[0] <= 0xf4)
         n = 4;
     else
+        return 0;
+    if (n > left)
         return 0;
     if (p[0] == 0xe0)
         lo = 0xa0; /* below: an overlong form */
@@ -295,40 +297,46 @@ static bool hidden(uint32_t cp)
     return false;
 }
 
-/* The length of the character at |p| (from 0x80 up) to keep as it is, or 0: not one to keep. */
-static size_t shown_len(const unsigned char *p)
+/* The length of the character at |p| (from 0x80 up, |left| bytes readable) to keep as it is, or 0. */
+static size_t shown_len(const unsigned char *p, size_t left)
 {
-    size_t n = utf8_len(p);
+    size_t n = utf8_len(p, left);
 
     return n != 0 && !hidden(utf8_decode(p, n)) ? n : 0;
 }
 
 /* How many bytes at |p| (from 0x80 up) one replacement stands for: a whole character, or one byte. */
-static size_t replaced_len(const unsigned char *p)
+static size_t replaced_len(const unsigned char *p, size_t left)
 {
-    size_t n = utf8_len(p);
+    size_t n = utf8_len(p, left);
 
     return n != 0 ? n : 1;
 }
 
+/* U+FFFD as text, and as the escape of a JSON string */
+#define REPLACEMENT "\xef\xbf\xbd"
+#define REPLACEMENT_ESC "\\ufffd"
+
 /*
- * Valid UTF-8 is copied, a whole sequence or none of it; every other byte from 0x80 up becomes
- * the escape of U+FFFD, so that what comes out is UTF-8 whatever went in (RFC 8259 8.1): a
- * client's path or a certificate's IA5String reaches the logs, and journald keeps a line that is
- * not UTF-8 as a blob that journalctl does not show, a log shipper drops it. So does a character not
- * shown as itself (hidden_ranges), whole: its own escape would be one again to whatever shows the
- * decoded value.
+ * The one escaper of every text a person reads, whoever wrote it (a client's path or name, a CA's
+ * words, a certificate's IA5String): |len| bytes of |s| into |buf|, always NUL-terminated, cut to
+ * |cap| between two whole escapes or characters. Valid UTF-8 is copied, a whole sequence or none of
+ * it; a byte that is not part of one becomes U+FFFD, so that what comes out is UTF-8 whatever went in
+ * (RFC 8259 8.1): journald keeps a line that is not UTF-8 as a blob that journalctl does not show, a
+ * log shipper drops it. So does a character not shown as itself (hidden_ranges), whole. ASCII controls
+ * and the backslash are escaped as in JSON (\n, \u001b, \\), and so is '"' where |json|; there U+FFFD
+ * is written as its escape, for an escape that decoded to a hidden character would be one again to
+ * whatever shows the decoded value.
  */
-size_t gw_json_escape(char *buf, size_t cap, const char *s)
+static size_t escape(char *buf, size_t cap, const unsigned char *p, size_t len, bool json)
 {
-    const unsigned char *p = (const unsigned char *)s;
     char esc[8];
     const char *src;
     size_t n = 0, k, used;
 
     if (cap == 0)
         return 0;
-    for (; *p != '\0'; p += used) {
+    for (size_t i = 0; i < len; i += used) {
         used = 1;
         if (*p >= 0x20 && *p < 0x7f && *p != '"' && *p != '\\') {
             /* printable ASCII stands for itself (escape_byte's last case), most of every line */
@@ -338,15 +346,54 @@ size_t gw_json_escape(char *buf, size_t cap, const char *s)
             continue;
         }
         src = esc;
-        if (*p < 0x80) {
-            k = escape_byte(esc, *p);
-        } else if ((used = shown_len(p)) != 0) {
+        if (p[i] == '"' && !json) {
+            k = 1;
+            esc[0] = '"';
+        } else if (p[i] < 0x80) {
+            k = escape_byte(esc, p[i]);
+        } else if ((used = shown_len(p + i, len - i)) != 0) {
             k = used;
-            src = (const char *)p;
+            src = (const char *)p + i;
         } else {
-            used = replaced_len(p);
-            k = 6;
-            memcpy(esc, "\\ufffd", 6);
+            used = replaced_len(p + i, len - i);
+            src = json ? REPLACEMENT_ESC : REPLACEMENT;
+            k = strlen(src);
+        }
+        if (n + k + 1 > cap)
+            break;
+        memcpy(buf + n, src, k);
+        n += k;
+    }
+    buf[n] = '\0';
+    return n;
+}
+
+size_t gw_json_escape(char *buf, size_t cap, const char *s)
+{
+    return escape(buf, cap, (const unsigned char *)s, strlen(s), true);
+}
+
+size_t gw_text_escape(char *buf, size_t cap, const char *s, size_t len)
+{
+    return escape(buf, cap, (const unsigned char *)s, len, false);
+}
+
+size_t gw_utf8_repair(char *buf, size_t cap, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = 0, k, used, left = strlen(s);
+    const char *src;
+
+    if (cap == 0)
+        return 0;
+    for (; left > 0; p += used, left -= used) {
+        src = (const char *)p;
+        if (*p < 0x80) {
+            k = used = 1;
+        } else if ((k = used = shown_len(p, left)) == 0) {
+            used = replaced_len(p, left);
+            src = REPLACEMENT;
+            k = strlen(REPLACEMENT);
         }
         if (n + k + 1 > cap)
             break;
@@ -360,20 +407,22 @@ size_t gw_json_escape(char *buf, size_t cap, const char *s)
 void gw_utf8_scrub(char *s)
 {
     const unsigned char *p = (const unsigned char *)s;
+    size_t n, left = strlen(s);
     char *out = s;
-    size_t n;
 
-    while (*p != '\0') {
+    while (left > 0) {
         if (*p < 0x80) {
-            *out++ = (char)*p++;
-        } else if ((n = shown_len(p)) != 0) {
+            n = 1;
+            *out++ = (char)*p;
+        } else if ((n = shown_len(p, left)) != 0) {
             memmove(out, p, n);
             out += n;
-            p += n;
         } else {
-            p += replaced_len(p); /* before the '?', which may land on it */
+            n = replaced_len(p, left); /* taken before the '?', which may land on it */
             *out++ = '?';
         }
+        p += n;
+        left -= n;
     }
     *out = '\0';
 }
@@ -381,10 +430,10 @@ void gw_utf8_scrub(char *s)
 uint32_t gw_utf8_hidden(const char *s, size_t *at)
 {
     const unsigned char *p = (const unsigned char *)s;
-    size_t n;
+    size_t n, left = strlen(s);
 
-    for (*at = 1; *p != '\0'; (*at)++, p += n) {
-        n = *p < 0x80 ? 1 : utf8_len(p);
+    for (*at = 1; left > 0; (*at)++, p += n, left -= n) {
+        n = *p < 0x80 ? 1 : utf8_len(p, left);
         if (n == 0)
             n = 1; /* a byte of no character: one place, as gw_utf8_scrub's '?' */
         else if (n > 1 && hidden(utf8_decode(p, n)))

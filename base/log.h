@@ -51,11 +51,31 @@ struct gw_log_pace {
  */
 bool gw_log_pace_due(struct gw_log_pace *p, time_t now, char held[GW_LOG_HELD_LEN]);
 
-/* Writes |s| JSON-escaped into |buf| (always NUL-terminated, truncated to |cap|, never inside an escape
-   or a UTF-8 sequence); a byte that is not part of valid UTF-8, and a character that a reader would not
-   see as itself (a C1 control, or a character of the Unicode general categories Cf, Zl or
-   Zp: bidirectional controls, zero-width and other invisible characters, line separators), become \ufffd. */
+/*
+ * The escaper of every text a person reads that a client or a CA wrote. gw_json_escape writes |s|
+ * JSON-escaped into |buf| (always NUL-terminated, truncated to |cap|, never inside an escape or a
+ * UTF-8 sequence); a byte that is not part of valid UTF-8, and a character that a reader would not
+ * see as itself (a C1 control, or a character of the Unicode general categories Cf, Zl or Zp:
+ * bidirectional controls, zero-width and other invisible characters, line separators), become
+ * \ufffd.
+ */
 size_t gw_json_escape(char *buf, size_t cap, const char *s);
+
+/*
+ * gw_text_escape is gw_json_escape for plain text (a table cell of a subcommand, an HTTP error line):
+ * the |len| bytes of |s|, a NUL among them written \u0000 (an IA5String may hold one); ASCII controls
+ * and '\' escaped as in JSON ("\t", "\u001b", "\\"), '"' kept, and what gw_json_escape writes
+ * \ufffd for written as U+FFFD itself. Needs at most 6 * |len| + 1 bytes. Returns the length.
+ */
+size_t gw_text_escape(char *buf, size_t cap, const char *s, size_t len);
+
+/*
+ * gw_utf8_repair copies |s| into |buf| (|cap| bytes with the NUL), cut between characters, with
+ * U+FFFD for each byte not part of well-formed UTF-8 and each character gw_json_escape replaces:
+ * for text kept as a value (a metric's label, a report's key) that its writer escapes later. ASCII
+ * controls are copied, the writer's to escape. Needs at most 3 * strlen(|s|) + 1. Returns the length.
+ */
+size_t gw_utf8_repair(char *buf, size_t cap, const char *s);
 
 /*
  * gw_utf8_scrub turns every byte of |s| that is not part of well-formed UTF-8 into '?', in place:

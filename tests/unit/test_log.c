@@ -173,6 +173,86 @@ static void test_utf8_scrub(void **state)
 }
 
 /*
+ * gw_text_escape: plain text of a table or an HTTP error line. A C1 control, a bidirectional override,
+ * U+2028 and a byte not UTF-8 each become U+FFFD itself; ASCII controls, a NUL inside the text and the
+ * backslash read as in JSON; '"' stays; a cut never splits an escape or a character.
+ */
+static void test_text_escape(void **state)
+{
+    static const struct {
+        const char *in;
+        size_t len, cap;
+        const char *out;
+    } cases[] = {
+#define T(in, cap, out) {in, sizeof(in) - 1, cap, out}
+        T("plain \"quoted\"", 64, "plain \"quoted\""),
+        T("a\xc2\x9b"
+          "31m\xe2\x80\xae"
+          "gpj.exe\xe2\x80\xa8"
+          "b\xff"
+          "c",
+          64,
+          "a\xef\xbf\xbd"
+          "31m\xef\xbf\xbd"
+          "gpj.exe\xef\xbf\xbd"
+          "b\xef\xbf\xbd"
+          "c"),
+        T("tab\tnl\nesc\x1b[2J del\x7f", 64, "tab\\tnl\\nesc\\u001b[2J del\\u007f"),
+        T("back\\slash", 64, "back\\\\slash"),
+        T("bank.example\0.evil", 64, "bank.example\\u0000.evil"),
+        T("cut \xe2\x82", 64, "cut \xef\xbf\xbd\xef\xbf\xbd"),
+        T("M\xc3\xbcller", 64, "M\xc3\xbcller"),
+        T("ab\xe2\x80\xae", 5, "ab"), /* U+FFFD does not fit whole: nothing of it */
+        T("ab\x1b", 8, "ab"),
+        T("ab\x1b", 9, "ab\\u001b"),
+#undef T
+    };
+    char buf[80];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        memset(buf, 'Z', sizeof(buf));
+        size_t n = gw_text_escape(buf, cases[i].cap, cases[i].in, cases[i].len);
+        if (strcmp(buf, cases[i].out) != 0 || n != strlen(cases[i].out))
+            fail_msg("case %zu: got \"%s\" (%zu), want \"%s\"", i, buf, n, cases[i].out);
+        assert_int_equal(buf[cases[i].cap], 'Z');
+    }
+    /* the worst case fits in 6 bytes a byte */
+    assert_int_equal(gw_text_escape(buf, 6 * 3 + 1, "\x01\x02\x03", 3), 18);
+}
+
+/* gw_utf8_repair: U+FFFD for what gw_json_escape replaces, ASCII (controls too) as it is, cut whole. */
+static void test_utf8_repair(void **state)
+{
+    static const struct {
+        const char *in;
+        size_t cap;
+        const char *out;
+    } cases[] = {
+        {"M\xc3\xbcller", 64, "M\xc3\xbcller"},
+        {"r\xc2\x9b\xe2\x80\xae\xe2\x80\xa8\xff"
+         "x",
+         64,
+         "r\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
+         "x"},
+        {"esc\x1b\"\\", 64, "esc\x1b\"\\"},
+        {"ab\xff", 5, "ab"},
+        {"ab\xff", 6, "ab\xef\xbf\xbd"},
+        {"ab\xc3\xbc", 4, "ab"},
+    };
+    char buf[80];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        memset(buf, 'Z', sizeof(buf));
+        size_t n = gw_utf8_repair(buf, cases[i].cap, cases[i].in);
+        if (strcmp(buf, cases[i].out) != 0 || n != strlen(cases[i].out))
+            fail_msg("case %zu: got \"%s\" (%zu), want \"%s\"", i, buf, n, cases[i].out);
+        assert_int_equal(buf[cases[i].cap], 'Z');
+    }
+}
+
+/*
  * Each range of characters a reader would not see as themselves (C1, and the general categories Cf, Zl,
  * Zp of Unicode 15.1), by its edges, and the character just outside each edge, which must stay as it is:
  * an off-by-one in the table would hide a letter or let an invisible character through.
@@ -257,6 +337,10 @@ static void test_hidden_text_kept(void **state)
         assert_string_equal(buf, kept[i]);
         snprintf(buf, sizeof(buf), "%s", kept[i]);
         gw_utf8_scrub(buf);
+        assert_string_equal(buf, kept[i]);
+        gw_text_escape(buf, sizeof(buf), kept[i], strlen(kept[i]));
+        assert_string_equal(buf, kept[i]);
+        gw_utf8_repair(buf, sizeof(buf), kept[i]);
         assert_string_equal(buf, kept[i]);
     }
 }
@@ -588,6 +672,8 @@ int main(void)
         cmocka_unit_test(test_escape_roundtrip),
         cmocka_unit_test(test_escape_high_bytes),
         cmocka_unit_test(test_utf8_scrub),
+        cmocka_unit_test(test_text_escape),
+        cmocka_unit_test(test_utf8_repair),
         cmocka_unit_test(test_hidden_ranges),
         cmocka_unit_test(test_hidden_text_kept),
         cmocka_unit_test(test_utf8_hidden),
