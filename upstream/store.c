@@ -7,6 +7,7 @@
 #include "upstream/store.h"
 #include "base/err.h"
 #include "base/limits.h"
+#include "base/log.h"
 #include "base/x509.h"
 
 #include <arpa/inet.h>
@@ -141,25 +142,16 @@ out:
 
 /* ---- listing (cmpgw inventory) ---- */
 
-/* Appends |s| (|n| bytes) to the heap string |*out|, control characters and '\' as \xHH. */
+/* Appends |s| (|n| bytes) to the heap string |*out| as the shared escaper writes plain text. */
 static int append(char **out, size_t *len, const char *s, size_t n)
 {
-    size_t i, k = 0;
-    char *p = realloc(*out, *len + 4 * n + 1);
+    size_t room = 6 * n + 1; /* gw_text_escape's worst case */
+    char *p = realloc(*out, *len + room);
 
     if (p == NULL)
         return 0;
     *out = p;
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-
-        if (c < 0x20 || c == 0x7f || c == '\\')
-            k += (size_t)snprintf(p + *len + k, 5, "\\x%02x", c);
-        else
-            p[*len + k++] = (char)c;
-    }
-    *len += k;
-    p[*len] = '\0';
+    *len += gw_text_escape(p + *len, room, s, n);
     return 1;
 }
 
@@ -238,8 +230,11 @@ static char *subject_text(const X509 *x)
     size_t len = 0;
     long n;
 
-    /* RFC 2253 with ASN1_STRFLGS_ESC_CTRL: a tab or newline in a name cannot break the table */
-    if (mem != NULL && X509_NAME_print_ex(mem, X509_get_subject_name(x), 0, XN_FLAG_RFC2253) >= 0) {
+    /* RFC 2253, its characters as UTF-8 and its controls as they are rather than \XX bytes: append()
+       escapes both as it does in the SANs, with one escaper, so a tab or newline cannot break the table */
+    if (mem != NULL &&
+        X509_NAME_print_ex(mem, X509_get_subject_name(x), 0,
+                           XN_FLAG_RFC2253 & ~(ASN1_STRFLGS_ESC_MSB | ASN1_STRFLGS_ESC_CTRL)) >= 0) {
         n = BIO_get_mem_data(mem, &text);
         if ((out = strdup("")) != NULL && !append(&out, &len, n > 0 ? text : "", n > 0 ? (size_t)n : 0)) {
             free(out);

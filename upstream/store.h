@@ -22,8 +22,8 @@ int gw_store_put(const char *dir, const X509 *cert, char *err);
 struct gw_store_entry {
     char serial[2 * 20 + 1]; /* RFC 5280 §4.1.2.2: at most 20 octets */
     time_t not_before, not_after;
-    char *subject; /* RFC 2253 one line, control characters escaped */
-    char *sans;    /* "DNS:a,IP:127.0.0.1,URI:...,email:...", control characters escaped */
+    char *subject; /* RFC 2253 one line, as gw_text_escape writes it */
+    char *sans;    /* "DNS:a,IP:127.0.0.1,URI:...,email:...", as gw_text_escape writes it */
 };
 
 struct gw_store_list {

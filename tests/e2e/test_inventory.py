@@ -1,11 +1,17 @@
 """The local issuer's durable store and `cmpgw inventory`, and audit log rotation with SIGUSR1: every
 certificate issued is on disk as <serial>.pem before the client gets it and is listed by the inventory;
 after the log is renamed and SIGUSR1 sent, new records go to a fresh file and none are lost."""
+import datetime
 import json
 import os
 import signal
 import time
 import unittest
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtensionOID, NameOID
 
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
@@ -20,6 +26,28 @@ def serial_of(cert):
 def norm(serial):
     """Serials as the audit log and the store write them (whole bytes), without leading zeros."""
     return serial.lower().lstrip("0") or "0"
+
+
+# A name a reader would not read as it is: a C1 control (U+009B, a terminal's CSI), a bidi override,
+# a line separator, a tab and a comma (RFC 2253 escapes it); in the dNSName (an IA5String, bytes as they
+# come) also a byte not UTF-8 and a NUL.
+HOSTILE_CN = "x\u009by\u202ez\u2028w\t,v"
+HOSTILE_DNS = b"a\xc2\x9bb\xe2\x80\xaec\xe2\x80\xa8d\xffe\x00f\tg"
+FFFD = "\ufffd"
+
+
+def hostile_cert_pem():
+    """A self-signed certificate with HOSTILE_CN and HOSTILE_DNS, its SAN written byte for byte."""
+    gn = b"\x82" + bytes([len(HOSTILE_DNS)]) + HOSTILE_DNS
+    sans = b"\x30" + bytes([len(gn)]) + gn
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOSTILE_CN)])
+    start = datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(0x5eed).not_valid_before(start).not_valid_after(start + datetime.timedelta(days=1))
+            .add_extension(x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, sans), False)
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def audit_lines(path):
@@ -44,6 +72,18 @@ class StoreAndRotation(harness.GatewayTestCase):
         res = self.gw.cmp("ir", name, newkey=self.newkey(name), subject="/CN=%s" % name,
                           extra=("-implicit_confirm", "-sans", "%s.example" % name))
         return res.cert, serial_of(res.cert)
+
+    def test_hostile_names(self):
+        """A name in the store is printed through the shared escaper: what a reader would not see as itself
+        is U+FFFD, a control reads as in JSON, and the row keeps its six columns."""
+        path = self.gw.dir / "store" / "5eed.pem"
+        path.write_bytes(hostile_cert_pem())
+        self.addCleanup(path.unlink)
+        _, out, _ = self.inventory()
+        rows = [line.split("\t") for line in out[1:] if line.startswith("5eed\t")]
+        self.assertEqual(len(rows), 1, out)
+        self.assertEqual(rows[0][3:], ["CN=x%sy%sz%sw\\t\\\\,v" % (FFFD, FFFD, FFFD),
+                                       "DNS:a%sb%sc%sd%se\\u0000f\\tg" % (FFFD, FFFD, FFFD, FFFD), "local"])
 
     def test_store_inventory_and_rotation(self):
         d = self.gw.dir

@@ -1176,7 +1176,8 @@ static void test_store_list_escapes(void **state)
     assert_int_equal(list.n, 1);
     assert_null(strpbrk(list.v[0].subject, "\t\n"));
     assert_null(strpbrk(list.v[0].sans, "\t\n"));
-    assert_string_equal(list.v[0].sans, "DNS:x\\x09y.example");
+    assert_string_equal(list.v[0].subject, "CN=tab\\there\\nnewline");
+    assert_string_equal(list.v[0].sans, "DNS:x\\ty.example");
     gw_store_list_cleanup(&list);
     gw_sign_result_cleanup(&res);
     gw_cert_plan_cleanup(&plan);
