@@ -98,6 +98,7 @@
 #define GW_MAX_PBM_SECRET_LEN 1024
 #define GW_MAX_PASSPHRASE_LEN 1024     /* of an encrypted private key, in its passphrase file */
 #define GW_IDENTITY_LEN 256            /* printable identity (subject DN or PBM reference) */
+#define GW_REPORT_NAME_LEN 256         /* a role, upstream or failInfo name as `cmpgw report` keeps it */
 #define GW_IDENTITY_PREFIX 180         /* of a subject too long for it: its start, then its hash */
 #define GW_TLS_CLIENT_LEN (7 + 64 + 1) /* "sha256:" and a TLS client certificate's hash in hex */
 /* "<TLS client> <identity>": a share of a per-identity cap */

@@ -1,10 +1,13 @@
 /*
  * `cmpgw report` (report.h). The audit log is read line by line; the counts are kept in a JSON
  * tree, printed as it is with --json or as a table. The log is the gateway's own, but a line is
- * still treated as data: names are printed without control characters, and a line that is not an
- * audit record is counted and skipped.
+ * still treated as data (an older gateway wrote characters the log's escaper now replaces, a JSON
+ * escape decodes to a control): every name is kept repaired (gw_utf8_repair) and printed through the
+ * shared escaper, and a line that is not an audit record is counted and skipped.
  */
 #include "gateway/report.h"
+#include "base/limits.h"
+#include "base/log.h"
 #include "mappings/role.h"
 #include "upstream/upstream.h"
 
@@ -70,6 +73,21 @@ static const char *str(json_object *rec, const char *key)
                : NULL;
 }
 
+/*
+ * |rec|[key] as a name the report keeps (a key of its tree, printed as the table's or the JSON's):
+ * repaired into |buf|, so that no character a reader would not see as itself reaches either; |dflt|
+ * when absent or empty.
+ */
+static const char *name_of(json_object *rec, const char *key, char buf[GW_REPORT_NAME_LEN], const char *dflt)
+{
+    const char *s = str(rec, key);
+
+    if (s == NULL || s[0] == '\0')
+        return dflt;
+    gw_utf8_repair(buf, GW_REPORT_NAME_LEN, s);
+    return buf;
+}
+
 /* Whether |upstream| issues for a migrating role's new CA: "to" itself, or a delegate standing in for it. */
 static bool new_side(const struct gw_role *r, const char *upstream)
 {
@@ -126,36 +144,35 @@ static json_object *upstream_entry(json_object *role, const char *upstream)
     return u;
 }
 
-/* "rejection: <failInfo>: <text>" -> failInfo (into |buf|), or "unknown". */
-static const char *fail_info(const char *status, char *buf, size_t cap)
+/* "rejection: <failInfo>: <text>" -> failInfo (repaired into |buf|), or "unknown". */
+static const char *fail_info(const char *status, char buf[GW_REPORT_NAME_LEN])
 {
     const char *p = status != NULL ? strstr(status, "rejection: ") : NULL;
+    char word[GW_REPORT_NAME_LEN];
     size_t n;
 
     if (p == NULL)
         return "unknown";
     p += strlen("rejection: ");
     n = strcspn(p, ":");
-    if (n == 0 || n >= cap || p[n] != ':')
+    if (n == 0 || n >= sizeof(word) || p[n] != ':')
         return "unknown";
-    memcpy(buf, p, n);
-    buf[n] = '\0';
+    memcpy(word, p, n);
+    word[n] = '\0';
+    gw_utf8_repair(buf, GW_REPORT_NAME_LEN, word);
     return buf;
 }
 
 static void add_record(struct report *rp, json_object *rec)
 {
-    const char *event = str(rec, "event"), *role = str(rec, "role"), *up = str(rec, "upstream");
+    char role_buf[GW_REPORT_NAME_LEN], up_buf[GW_REPORT_NAME_LEN], buf[GW_REPORT_NAME_LEN];
+    const char *event = str(rec, "event"), *role = name_of(rec, "role", role_buf, "-");
+    const char *up = name_of(rec, "upstream", up_buf, "-");
     const char *status = str(rec, "status"), *body = str(rec, "body_type");
     const struct gw_role *r;
     json_object *e, *devices;
-    char buf[64];
 
-    if (role == NULL || role[0] == '\0')
-        role = "-";
     e = role_entry(rp, role);
-    if (up == NULL || up[0] == '\0')
-        up = "-";
     if (strcmp(event, "shadow") == 0) {
         const char *kind = "unchecked";
 
@@ -174,7 +191,7 @@ static void add_record(struct report *rp, json_object *rec)
     else if (strcmp(event, "rejected_by_client") == 0 || strcmp(event, "expired_unconfirmed") == 0)
         bump(upstream_entry(e, up), "unconfirmed");
     else if (strcmp(event, "rejected") == 0)
-        bump(json_object_object_get(upstream_entry(e, up), "refused"), fail_info(status, buf, sizeof(buf)));
+        bump(json_object_object_get(upstream_entry(e, up), "refused"), fail_info(status, buf));
     /* a device's side is that of the last certificate issued to it (the log is in time order) */
     if (strcmp(event, "issued") == 0 && (r = gw_role_named(rp->cfg->roles, rp->cfg->n_roles, role)) != NULL &&
         json_object_object_get_ex(rp->devices, role, &devices)) {
@@ -212,13 +229,16 @@ static void count_devices(struct report *rp)
     }
 }
 
-/* A name from the log, printed without control characters. */
+/* A name, as the shared escaper writes plain text, padded to |width| characters. */
 static void put_name(FILE *out, const char *s, int width)
 {
+    char buf[6 * GW_REPORT_NAME_LEN + 1];
     int n = 0;
 
-    for (; *s != '\0' && n < 64; s++, n++)
-        fputc(isprint((unsigned char)*s) ? *s : '?', out);
+    gw_text_escape(buf, sizeof(buf), s != NULL ? s : "", s != NULL ? strlen(s) : 0);
+    fputs(buf, out);
+    for (const char *p = buf; *p != '\0'; p++)
+        n += ((unsigned char)*p & 0xc0) != 0x80; /* a character starts here */
     for (; n < width; n++)
         fputc(' ', out);
 }
@@ -239,7 +259,11 @@ static void print_role(FILE *out, const char *name, json_object *e)
     if (json_object_object_get_ex(e, "migration", &m)) {
         fprintf(out, ": migration ");
         put_name(out, str(m, "name"), 0);
-        fprintf(out, ", %s -> %s, mode %s", str(m, "from"), str(m, "to"), str(m, "mode"));
+        fprintf(out, ", ");
+        put_name(out, str(m, "from"), 0);
+        fprintf(out, " -> ");
+        put_name(out, str(m, "to"), 0);
+        fprintf(out, ", mode %s", str(m, "mode"));
     }
     fprintf(out, "\n  %-20s %10s %10s %10s %12s %10s\n", "upstream", "requests", "issued", "revoked",
             "unconfirmed", "refused");
@@ -275,9 +299,13 @@ static void print_role(FILE *out, const char *name, json_object *e)
                 "%lld not checked\n",
                 (long long)num(shadow, "issue"), (long long)num(shadow, "refuse"),
                 (long long)num(shadow, "change"), (long long)num(shadow, "unchecked"));
-    if (json_object_object_get_ex(e, "devices", &devs) && m != NULL)
-        fprintf(out, "  devices last issued by %s: %lld; still on %s: %lld\n", str(m, "to"),
-                (long long)num(devs, "on_to"), str(m, "from"), (long long)num(devs, "on_from"));
+    if (json_object_object_get_ex(e, "devices", &devs) && m != NULL) {
+        fprintf(out, "  devices last issued by ");
+        put_name(out, str(m, "to"), 0);
+        fprintf(out, ": %lld; still on ", (long long)num(devs, "on_to"));
+        put_name(out, str(m, "from"), 0);
+        fprintf(out, ": %lld\n", (long long)num(devs, "on_from"));
+    }
 }
 
 int gw_report_run(const struct gw_config *cfg, const struct gw_report_opts *o, FILE *out)

@@ -85,6 +85,34 @@ class StoreAndRotation(harness.GatewayTestCase):
         self.assertEqual(rows[0][3:], ["CN=x%sy%sz%sw\\t\\\\,v" % (FFFD, FFFD, FFFD),
                                        "DNS:a%sb%sc%sd%se\\u0000f\\tg" % (FFFD, FFFD, FFFD, FFFD), "local"])
 
+    def report(self, audit, *extra):
+        """`cmpgw report --audit |audit|`: (exit code, stdout)."""
+        p = harness.run([str(harness.GATEWAY_BIN), "report", "-c", str(self.gw.config_path), "--audit", str(audit)]
+                        + list(extra), cwd=self.gw.dir, check=False, env=self.gw.env())
+        return p.returncode, p.stdout.decode()
+
+    def test_report_hostile_names(self):
+        """`cmpgw report` prints the names of an audit log it did not write (an older gateway's, a JSON
+        escape that decodes to a control) through the shared escaper, in the table and in --json."""
+        role = b"r\xc2\x9b\xe2\x80\xae\xe2\x80\xa8\\u001b\xffx"  # C1, bidi override, U+2028, ESC, not UTF-8
+        audit = self.gw.dir / "hostile-audit.log"
+        audit.write_bytes(b'{"time":"2026-12-01T10:00:00.000Z","event":"rejected","role":"' + role +
+                          b'","upstream":"u\xe2\x80\xa8p","status":"rejection: bad\xe2\x80\xaeTime: no"}\n')
+        self.addCleanup(audit.unlink)
+        rc, out = self.report(audit)
+        self.assertEqual(rc, 0, out)
+        lines = out.split("\n")
+        self.assertIn("role r%s%s%s\\u001b%sx" % (FFFD, FFFD, FFFD, FFFD), lines)
+        self.assertIn("  u%sp%s %10d %10d %10d %12d %10d" % (FFFD, " " * 17, 0, 0, 0, 0, 1), lines)
+        self.assertIn("    refused by failInfo: bad%sTime 1" % FFFD, lines)
+        rc, out = self.report(audit, "--json")
+        self.assertEqual(rc, 0, out)
+        roles = json.loads(out)["roles"]
+        self.assertEqual(list(roles), ["r%s%s%s\x1b%sx" % (FFFD, FFFD, FFFD, FFFD)])
+        up = list(roles.values())[0]["upstreams"]
+        self.assertEqual(list(up), ["u%sp" % FFFD])
+        self.assertEqual(up["u%sp" % FFFD]["refused"], {"bad%sTime" % FFFD: 1})
+
     def test_store_inventory_and_rotation(self):
         d = self.gw.dir
         cert1, serial1 = self.enrol("inv-one")
