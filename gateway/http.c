@@ -124,15 +124,18 @@ __attribute__((format(printf, 4, 5))) static int refuse(struct refusal *r, int s
     return -1;
 }
 
-/* loop thread: |line| + "\n" as text/plain with Content-Length; control bytes become spaces. */
+/*
+ * loop thread: |line| + "\n" as text/plain with Content-Length, written by the shared escaper
+ * (gw_text_escape): what it quotes of the client's (a Content-Type, a path) or a CA's reads as it is,
+ * or as U+FFFD where a reader would not see it as itself, never as a control or a second line.
+ */
 static void send_text(h2o_req_t *req, int status, enum extra_header hdr, uint32_t retry_after,
                       const char *line)
 {
-    size_t len = strlen(line);
-    char *body = h2o_mem_alloc_pool(&req->pool, len + 1);
+    size_t cap = 6 * strlen(line) + 2; /* the escaper's worst case, and the newline */
+    char *body = h2o_mem_alloc_pool(&req->pool, cap);
+    size_t len = gw_text_escape(body, cap - 1, line, strlen(line));
 
-    for (size_t i = 0; i < len; i++)
-        body[i] = ((unsigned char)line[i] < 0x20 || line[i] == 0x7f) ? ' ' : line[i];
     body[len] = '\n';
     req->res.status = status;
     req->res.reason = phrase_of(status);

@@ -349,8 +349,16 @@ class Errors(Base):
         self.expect("http_no_content_type", self.gw.curl("-H", "Content-Type:", data=der, content_type=None))
 
     def test_http_content_type(self):
+        """Refused; the client's Content-Type quoted in the error line goes through the shared escaper: a C1
+        control, a bidi override, U+2028 and a byte not UTF-8 each read as U+FFFD."""
         der = self.gw.make_request("ctype")
         self.expect("http_content_type", self.gw.curl(data=der, content_type="application/octet-stream"))
+        hdr = self.gw.dir / "ctype-hostile.hdr"
+        hdr.write_bytes(b"Content-Type: a\xc2\x9bb\xe2\x80\xaec\xe2\x80\xa8d\xffe\n")
+        r = self.expect("http_content_type", self.gw.curl("-H", "@%s" % hdr, data=der, content_type=None))
+        fffd = "\ufffd"
+        self.assertEqual(r.body.decode("utf-8"), 'unsupported Content-Type "a%sb%sc%sd%se": expected '
+                         "application/pkixcmp\n" % (fffd, fffd, fffd, fffd))
 
     def test_http_too_large(self):
         """Refused on its Content-Length. With "Expect: 100-continue" the body never leaves the client; sent at
