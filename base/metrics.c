@@ -16,6 +16,7 @@
  */
 #include "base/metrics.h"
 #include "base/err.h"
+#include "base/log.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -33,9 +34,6 @@ _Static_assert((HASH_SLOTS & (HASH_SLOTS - 1)) == 0, "HASH_SLOTS must be a power
 #define KEY_MAX (GW_METRIC_MAX_LABELS * (GW_METRIC_MAX_VALUE_LEN + 1))
 #define NUM_LEN 32        /* a rendered number: "%.17g" of a double needs 24 bytes */
 #define RENDER_START 4096 /* the render buffer's first size; it doubles as needed */
-
-/* U+FFFD, which stands for a byte of a label value that is not UTF-8 */
-static const char replacement[] = "\xef\xbf\xbd";
 
 struct series {
     const struct gw_metric *fam;
@@ -141,62 +139,20 @@ static bool ends_with(const char *s, const char *suffix)
     return n >= k && strcmp(s + n - k, suffix) == 0;
 }
 
-static bool is_cont(unsigned char c)
+/* Help text is ours, but the format wants UTF-8: |s| as gw_utf8_repair leaves it. */
+static bool help_text_ok(const char *s)
 {
-    return c >= 0x80 && c <= 0xbf;
+    char copy[3 * GW_METRIC_MAX_HELP_LEN + 1];
+
+    return gw_utf8_repair(copy, sizeof(copy), s) == strlen(s) && strcmp(copy, s) == 0;
 }
 
-/* The length of the well-formed UTF-8 sequence at |p| (NUL-terminated), or 0: no overlong forms,
- * surrogates or code points past U+10FFFF. */
-static size_t utf8_len(const unsigned char *p)
-{
-    unsigned char c = p[0];
-
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf)
-        return is_cont(p[1]) ? 2 : 0;
-    if (c >= 0xe0 && c <= 0xef) {
-        unsigned char lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
-        return p[1] >= lo && p[1] <= hi && is_cont(p[2]) ? 3 : 0;
-    }
-    if (c >= 0xf0 && c <= 0xf4) {
-        unsigned char lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
-        return p[1] >= lo && p[1] <= hi && is_cont(p[2]) && is_cont(p[3]) ? 4 : 0;
-    }
-    return 0;
-}
-
-static bool utf8_ok(const char *s)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    size_t k;
-
-    while (*p != '\0') {
-        if ((k = utf8_len(p)) == 0)
-            return false;
-        p += k;
-    }
-    return true;
-}
-
-/* Copies |src| into |dst| as the format wants it: UTF-8 (a bad byte becomes U+FFFD), at most
- * GW_METRIC_MAX_VALUE_LEN bytes, cut between characters. Returns its length (a NUL follows). */
+/* Copies |src| into |dst| as the format wants it, and as every text a person reads is (gw_utf8_repair):
+ * UTF-8, U+FFFD for a bad byte or a character not shown as itself, at most GW_METRIC_MAX_VALUE_LEN
+ * bytes, cut between characters. Returns its length (a NUL follows). */
 static size_t value_copy(char *dst, const char *src)
 {
-    const unsigned char *p = (const unsigned char *)(src != NULL ? src : "");
-    size_t n = 0;
-
-    while (*p != '\0') {
-        size_t k = utf8_len(p), w = k > 0 ? k : sizeof(replacement) - 1;
-        if (n + w > GW_METRIC_MAX_VALUE_LEN)
-            break;
-        memcpy(dst + n, k > 0 ? (const char *)p : replacement, w);
-        n += w;
-        p += k > 0 ? k : 1;
-    }
-    dst[n] = '\0';
-    return n;
+    return gw_utf8_repair(dst, GW_METRIC_MAX_VALUE_LEN + 1, src != NULL ? src : "");
 }
 
 /* FNV-1a over the family's address and the key: series of different families never compare. */
@@ -425,7 +381,7 @@ static bool family_register(struct gw_metric *m)
 static bool definition_ok(const char *name, const char *help)
 {
     return metric_name_ok(name) && strcmp(name, GW_METRICS_DROPPED_NAME) != 0 && help != NULL &&
-           help[0] != '\0' && strlen(help) <= GW_METRIC_MAX_HELP_LEN && utf8_ok(help);
+           help[0] != '\0' && strlen(help) <= GW_METRIC_MAX_HELP_LEN && help_text_ok(help);
 }
 
 struct gw_metric *gw_metric_new(const char *name, const char *help, enum gw_metric_type type,

@@ -11,7 +11,8 @@
  * GW_MAX_METRIC_SERIES_PER_FAMILY in one family; an update that would need a series past either cap
  * is not applied but counted in cmpgw_metrics_dropped_total, a counter that belongs to no family
  * and is always rendered last. Label values are cut to GW_METRIC_MAX_VALUE_LEN bytes before lookup
- * (never inside a UTF-8 sequence; invalid UTF-8 becomes U+FFFD, which the format requires), so
+ * (never inside a UTF-8 sequence; invalid UTF-8, which the format refuses, and a character a reader
+ * would not see as itself become U+FFFD: gw_utf8_repair), so
  * values that agree on that prefix share a series. A definition is refused past
  * GW_MAX_METRIC_FAMILIES families, GW_METRIC_MAX_LABELS label names, GW_METRIC_MAX_BUCKETS buckets,
  * GW_METRIC_MAX_NAME_LEN bytes of a metric or label name or GW_METRIC_MAX_HELP_LEN bytes of help.

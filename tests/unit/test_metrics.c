@@ -206,8 +206,18 @@ static void test_histogram_text(void **state)
 static void test_escaping(void **state)
 {
     static const char *const values[] = {
-        "back\\slash", "say \"hi\"", "two\nlines", "tab\tstays",
-        "caf\xc3\xa9", "\xff",       "a\xc3",      "\xed\xa0\x80",
+        "back\\slash",
+        "say \"hi\"",
+        "two\nlines",
+        "tab\tstays",
+        "caf\xc3\xa9",
+        "\xff",
+        "a\xc3",
+        "\xed\xa0\x80",
+        /* a C1 control, a bidi override, U+2028: each U+FFFD, as in every text a person reads */
+        "c1\xc2\x9b"
+        "bidi\xe2\x80\xae"
+        "ls\xe2\x80\xa8",
     };
     struct gw_metric *g;
     size_t i;
@@ -230,6 +240,9 @@ static void test_escaping(void **state)
                   "cmpgw_esc{v=\"\xef\xbf\xbd\"} 5\n"                         /* not UTF-8: U+FFFD */
                   "cmpgw_esc{v=\"a\xef\xbf\xbd\"} 6\n"                        /* a cut sequence too */
                   "cmpgw_esc{v=\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"} 7\n" /* a surrogate: 3 bad bytes */
+                  "cmpgw_esc{v=\"c1\xef\xbf\xbd"
+                  "bidi\xef\xbf\xbd"
+                  "ls\xef\xbf\xbd\"} 8\n"
                   "cmpgw_esc{v=\"\"} 9\n" DROPPED_ZERO);
 }
 
@@ -329,6 +342,7 @@ static void test_invalid_definitions(void **state)
     assert_null(gw_metric_new("g", NULL, GW_METRIC_GAUGE, NULL, NULL, 0));
     assert_null(gw_metric_new("g", "", GW_METRIC_GAUGE, NULL, NULL, 0));
     assert_null(gw_metric_new("g", "bad \xff byte", GW_METRIC_GAUGE, NULL, NULL, 0));
+    assert_null(gw_metric_new("g", "bidi \xe2\x80\xae text", GW_METRIC_GAUGE, NULL, NULL, 0));
     assert_null(gw_metric_new("g", long_help, GW_METRIC_GAUGE, NULL, NULL, 0));
     /* labels */
     assert_null(gw_metric_new("g", "h", GW_METRIC_GAUGE, too_many, NULL, 0));
