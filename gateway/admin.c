@@ -55,10 +55,23 @@ static void send_text(h2o_req_t *req, int status, const char *reason, const char
     send_body(req, status, reason, "text/plain; charset=utf-8", text, strlen(text));
 }
 
+/*
+ * A reason of the detail as a JSON string. It may quote a CA's words (a cfssl probe's error message),
+ * and json-c escapes only ASCII controls: what a reader would not see as itself, and bytes that are
+ * not UTF-8, become U+FFFD first (gw_utf8_repair), as in every other text the gateway shows.
+ */
+static struct json_object *reason_string(const char *s)
+{
+    char buf[3 * (GW_ERR_LEN + 64) + 1];
+
+    gw_utf8_repair(buf, sizeof(buf), s);
+    return json_object_new_string(buf);
+}
+
 /* One check of readiness into |checks|: "ok", or why not. Returns whether it passed. */
 static bool check(struct json_object *checks, const char *name, bool ok, const char *why)
 {
-    json_object_object_add(checks, name, json_object_new_string(ok ? "ok" : why));
+    json_object_object_add(checks, name, ok ? json_object_new_string("ok") : reason_string(why));
     return ok;
 }
 
@@ -99,7 +112,7 @@ static bool upstreams(struct json_object *checks, struct json_object *root, cons
         json_object_object_add(o, "last_ok", json_object_new_int64((int64_t)h.last_ok));
         json_object_object_add(o, "failures", json_object_new_int64(h.failures));
         if (h.error[0] != '\0')
-            json_object_object_add(o, "error", json_object_new_string(h.error));
+            json_object_object_add(o, "error", reason_string(h.error));
         json_object_object_add(all, name, o);
         if (required(g->cfg, name)) {
             char key[GW_MAX_NAME_LEN + 16];

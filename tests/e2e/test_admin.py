@@ -3,6 +3,7 @@
 its counters are seen to move with a real `openssl cmp` enrolment; /readyz turns 503 while the audit
 log cannot be written and 200 again once it can; the admin listener serves no CMP and the CMP
 listener no admin path."""
+import http.server
 import json
 import os
 import pwd
@@ -10,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 import urllib.error
@@ -216,6 +218,53 @@ class Probes(harness.GatewayTestCase):
         self.vault.control({})
         self.wait_readyz(200)
         self.assertIsNotNone(self.p10cr("after").cert)
+
+
+class HostileCfssl(http.server.BaseHTTPRequestHandler):
+    """A cfssl that is down, and says why with a C1 control, a bidi override and U+2028 (a byte not UTF-8 would
+    not pass: the gateway's JSON reader refuses it)."""
+    BODY = (b'{"success":false,"result":null,"messages":[],"errors":[{"code":1000,'
+            b'"message":"a\\u009bb\\u202ec\\u2028d"}]}')
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(500)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.BODY)))
+        self.end_headers()
+        self.wfile.write(self.BODY)
+
+    def log_message(self, *args):
+        pass
+
+
+class ProbeText(harness.GatewayTestCase):
+    """A CA's words quoted in /readyz (a cfssl probe's error message) go through the shared repair: JSON
+    that is UTF-8, with U+FFFD for what a reader would not see as itself."""
+    server = None
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HostileCfssl)
+        threading.Thread(target=cls.server.serve_forever, daemon=True).start()
+        cfg["upstreams"]["hostile"] = {"type": "cfssl", "url": "http://127.0.0.1:%d" % cls.server.server_port,
+                                       "issuer_ca": "ca.pem", "timeout": "5s", "probe_interval": 1}
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        cls.server.shutdown()
+
+    def test_probe_error_repaired(self):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            body = get(self.gw, "/readyz")[2]
+            detail = json.loads(body.decode("utf-8"))  # UTF-8, whatever the CA sent
+            if detail["upstreams"]["hostile"].get("error"):
+                break
+            time.sleep(0.2)
+        fffd = "\ufffd"
+        self.assertIn("a%sb%sc%sd" % (fffd, fffd, fffd), detail["upstreams"]["hostile"]["error"])
 
 
 class Privileges(unittest.TestCase):
