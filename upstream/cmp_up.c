@@ -31,6 +31,7 @@
 #include "upstream/upstream.h"
 #include "upstream/upstream_int.h"
 #include "upstream/http_client.h"
+#include "upstream/field.h"
 #include "base/conf.h"
 #include "base/pem.h"
 #include "base/clock.h"
@@ -417,23 +418,27 @@ out:
 
 /* ---- the upstream answer ---- */
 
-/* Appends the upstream's statusString, printable ASCII only (it reaches our client and our log). */
+/*
+ * Appends the upstream's statusString, each text quoted as every upstream's words are (gw_field_text:
+ * a control is '?', a cut never inside a character): a CA's "Zertifikat für ..." reads as it says.
+ * The characters a reader would not see as themselves are left to where it is shown (the statusString
+ * and the log replace them).
+ */
 static void append_status_text(const OSSL_CMP_CTX *ctx, char *buf, size_t cap)
 {
     OSSL_CMP_PKIFREETEXT *texts = OSSL_CMP_CTX_get0_statusString(ctx);
     size_t len = strlen(buf);
-    int i, j;
 
-    for (i = 0; i < sk_ASN1_UTF8STRING_num(texts) && len + 1 < cap; i++) {
+    for (int i = 0; i < sk_ASN1_UTF8STRING_num(texts) && len + 1 < cap; i++) {
         const ASN1_UTF8STRING *s = sk_ASN1_UTF8STRING_value(texts, i);
-        const unsigned char *d = ASN1_STRING_get0_data(s);
 
         if (i > 0 && len + 3 < cap) {
             memcpy(buf + len, "; ", 2);
             len += 2;
         }
-        for (j = 0; j < ASN1_STRING_length(s) && len + 1 < cap; j++)
-            buf[len++] = d[j] >= 0x20 && d[j] < 0x7f ? (char)d[j] : '?';
+        gw_field_text(buf + len, cap - len, (const char *)ASN1_STRING_get0_data(s),
+                      (size_t)ASN1_STRING_length(s));
+        len += strlen(buf + len);
     }
     buf[len] = '\0';
 }

@@ -234,8 +234,9 @@ struct server {
     int rr_fail;     /* M_REJECT: the failInfo bit that rejects an rr (certRevoked unless set) */
     int tmpl_sans;   /* the subjectAltNames in the last ir's template; -1: no such extension */
     int tmpl_issuer; /* whether that template names an issuer */
-    char conf_status[256]; /* the status of the last certConf, as OpenSSL prints it; "" if it had none */
-    pthread_mutex_t lock;  /* the test changes the protection between exchanges */
+    const char *reject_text; /* M_REJECT: the statusString of a rejected ir or p10cr ("no such\nprofile") */
+    char conf_status[256];   /* the status of the last certConf, as OpenSSL prints it; "" if it had none */
+    pthread_mutex_t lock;    /* the test changes the protection between exchanges */
 };
 
 static OSSL_CMP_PKISI *srv_cert_req(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int id,
@@ -243,6 +244,7 @@ static OSSL_CMP_PKISI *srv_cert_req(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *r
                                     STACK_OF(X509) **chain, STACK_OF(X509) **capubs)
 {
     struct server *s = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
+    const char *text;
     int fail;
 
     (void)req, (void)id, (void)p10, (void)chain;
@@ -262,8 +264,9 @@ static OSSL_CMP_PKISI *srv_cert_req(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *r
     if (s->mode == M_REJECT) {
         pthread_mutex_lock(&s->lock);
         fail = s->req_fail;
+        text = s->reject_text != NULL ? s->reject_text : "no such\nprofile";
         pthread_mutex_unlock(&s->lock);
-        return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << fail, "no such\nprofile");
+        return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << fail, text);
     }
     *cert = make_cert(s->mode == M_OUTSIDE || s->mode == M_OUTSIDE_UNCONFIRMED ? "issued" : "dev",
                       s->mode == M_WRONG_KEY ? other_key : client_key, 0);
@@ -885,6 +888,31 @@ static void test_sign_refusals(void **state)
 }
 
 /*
+ * A CMP CA's text is quoted as every upstream's is (gw_field_text): its letters stay ("für Müller"
+ * once read "f??r M??ller"), a control is '?'; the characters a reader would not see as themselves
+ * are the statusString's and the log's to replace, where it is shown.
+ */
+static void test_sign_refusal_text(void **state)
+{
+    struct server s;
+    struct run r;
+    struct gw_sign_result res;
+
+    (void)state;
+    server_start(&s, M_REJECT);
+    pthread_mutex_lock(&s.lock);
+    s.reject_text = "Zertifikat f\xc3\xbcr M\xc3\xbcller\x1b[2J abgelehnt";
+    pthread_mutex_unlock(&s.lock);
+    run_open(&r, s.port);
+    sign_req(&r, client_key, NULL, &res);
+    assert_int_equal(res.status, GW_ERR_UPSTREAM);
+    assert_string_equal(res.reason, "upstream CA: Zertifikat f\xc3\xbcr M\xc3\xbcller?[2J abgelehnt");
+    gw_sign_result_cleanup(&res);
+    run_close(&r);
+    server_stop(&s);
+}
+
+/*
  * A certificate the role refuses (here: a subject the request did not ask for) is rejected in the
  * certConf, with the failInfo and text the client gets, and handed on with its serial; a CA that
  * confirmed the rejection (pkiconf) took it back, one that did not leaves it to be withdrawn.
@@ -1224,6 +1252,7 @@ int main(void)
         cmocka_unit_test(test_issue),
         cmocka_unit_test(test_failures),
         cmocka_unit_test(test_sign_refusals),
+        cmocka_unit_test(test_sign_refusal_text),
         cmocka_unit_test(test_certconf_rejects),
         cmocka_unit_test(test_down),
         cmocka_unit_test(test_revoke_cert),
