@@ -413,7 +413,7 @@ void gw_utf8_scrub(char *s)
     while (left > 0) {
         if (*p < 0x80) {
             n = 1;
-            *out++ = (char)*p;
+            *out++ = *p < 0x20 || *p == 0x7f ? '?' : (char)*p;
         } else if ((n = shown_len(p, left)) != 0) {
             memmove(out, p, n);
             out += n;

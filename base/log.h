@@ -81,7 +81,8 @@ size_t gw_utf8_repair(char *buf, size_t cap, const char *s);
  * gw_utf8_scrub turns every byte of |s| that is not part of well-formed UTF-8 into '?', in place:
  * text cut to a length may end inside a character, and what a client reads as a UTF8String (a
  * statusString) must be UTF-8. A character that a reader would not see as itself (as gw_json_escape)
- * becomes one '?' too: a CA's words quoted must read as they say.
+ * becomes one '?' too: a CA's words quoted must read as they say; and so does an ASCII control
+ * (a statusString has no escapes: a newline or an ESC in it would act on what shows it).
  */
 void gw_utf8_scrub(char *s);
 

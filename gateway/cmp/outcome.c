@@ -56,9 +56,6 @@ OSSL_CMP_PKISI *cmp_rejection(const struct cmp_refusal *r)
        its room (a Vault role's too, whatever bytes it holds), and an upstream's quote may have been
        cut on its way, either inside a character */
     snprintf(text, sizeof(text), "%s", r->text);
-    for (char *p = text; *p != '\0'; p++)
-        if ((unsigned char)*p < ' ' || *p == 0x7f)
-            *p = '?';
     gw_utf8_scrub(text);
     return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << r->fail_info, text);
 }

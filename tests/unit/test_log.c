@@ -161,6 +161,8 @@ static void test_utf8_scrub(void **state)
         {"\xc2\x9b"
          "31m\xc2\x9f\xc2\xa0",
          "?31m?\xc2\xa0"},
+        /* and an ASCII control: a statusString has no escapes */
+        {"two\nlines\x1b[2J\ttab\x7f", "two?lines?[2J?tab?"},
     };
     char buf[64];
 
