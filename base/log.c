@@ -373,6 +373,11 @@ size_t gw_json_escape(char *buf, size_t cap, const char *s)
     return escape(buf, cap, (const unsigned char *)s, strlen(s), true);
 }
 
+size_t gw_json_escape_n(char *buf, size_t cap, const char *s, size_t len)
+{
+    return escape(buf, cap, (const unsigned char *)s, len, true);
+}
+
 size_t gw_text_escape(char *buf, size_t cap, const char *s, size_t len)
 {
     return escape(buf, cap, (const unsigned char *)s, len, false);

@@ -61,6 +61,10 @@ bool gw_log_pace_due(struct gw_log_pace *p, time_t now, char held[GW_LOG_HELD_LE
  */
 size_t gw_json_escape(char *buf, size_t cap, const char *s);
 
+/* gw_json_escape_n: gw_json_escape of the |len| bytes at |s|, a NUL among them written \u0000 (an
+   IA5String may hold one). Needs at most 6 * |len| + 1 bytes. */
+size_t gw_json_escape_n(char *buf, size_t cap, const char *s, size_t len);
+
 /*
  * gw_text_escape is gw_json_escape for plain text (a table cell of a subcommand, an HTTP error line):
  * the |len| bytes of |s|, a NUL among them written \u0000 (an IA5String may hold one); ASCII controls

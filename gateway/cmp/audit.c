@@ -109,26 +109,8 @@ static void put_raw(struct buf *b, const char *s)
 /* Appends |n| bytes of |s| JSON-escaped; an embedded NUL (possible in an IA5String) becomes \u0000. */
 static void put_escaped(struct buf *b, const char *s, size_t n)
 {
-    size_t seg;
-    char *copy;
-
-    while (n > 0) {
-        seg = strnlen(s, n);
-        /* gw_json_escape takes a C string; at most 6 output bytes per input byte (\u00XX, \ufffd) */
-        if (seg > 0 && buf_reserve(b, 6 * seg)) {
-            if ((copy = strndup(s, seg)) == NULL) {
-                b->failed = true;
-                return;
-            }
-            b->len += gw_json_escape(b->p + b->len, b->cap - b->len, copy);
-            free(copy);
-        }
-        if (seg < n)
-            put_raw(b, "\\u0000");
-        seg += seg < n;
-        s += seg;
-        n -= seg;
-    }
+    if (n > 0 && buf_reserve(b, 6 * n)) /* at most 6 output bytes per input byte (\u00XX, \ufffd) */
+        b->len += gw_json_escape_n(b->p + b->len, b->cap - b->len, s, n);
 }
 
 /* Appends the |n| bytes of |s| as a JSON string. */

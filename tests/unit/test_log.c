@@ -100,6 +100,10 @@ static void test_escape(void **state)
     buf[0] = 'Z';
     assert_int_equal(gw_json_escape(buf, 0, "abc"), 0);
     assert_int_equal(buf[0], 'Z');
+    /* with a length: a NUL inside is \u0000, what follows it is escaped as the rest */
+    n = gw_json_escape_n(buf, sizeof(buf), "a\0b\xc2\x9b\xe2\x80\xae\xe2\x80\xa8\xff\"", 13);
+    assert_string_equal(buf, "a\\u0000b\\ufffd\\ufffd\\ufffd\\ufffd\\\"");
+    assert_int_equal(n, strlen(buf));
 }
 
 /* |text| parsed as JSON by a reader that refuses invalid UTF-8; NULL if it does not parse. */
