@@ -320,6 +320,21 @@ static struct gw_store_entry *grow(struct gw_store_list *l, size_t *cap, int *rc
     return &l->v[l->n];
 }
 
+/* |err|: the file |name| of |dir| is no certificate. Any file may lie in a store: its name (at most 64
+   bytes of it) is shown as the table's cells are, through the shared escaper, cut to the room left. */
+static void bad_name(char *err, const char *dir, const char *name)
+{
+    static const char why[] = " is not a readable certificate";
+    int n = snprintf(err, GW_ERR_LEN, "store %s: ", dir);
+    size_t len;
+
+    if (n < 0 || (size_t)n + sizeof(why) >= GW_ERR_LEN)
+        return; /* |dir| alone fills it: cut as snprintf cut it */
+    len = (size_t)n +
+          gw_text_escape(err + n, GW_ERR_LEN - (size_t)n - (sizeof(why) - 1), name, strnlen(name, 64));
+    memcpy(err + len, why, sizeof(why));
+}
+
 int gw_store_list(const char *dir, struct gw_store_list *out, char *err)
 {
     struct gw_store_entry *e;
@@ -343,7 +358,7 @@ int gw_store_list(const char *dir, struct gw_store_list *out, char *err)
         }
         if (read_entry(dirfd(d), de->d_name, e) != 0) {
             out->n_bad++;
-            snprintf(err, GW_ERR_LEN, "store %s: %.64s is not a readable certificate", dir, de->d_name);
+            bad_name(err, dir, de->d_name);
             continue;
         }
         out->n++;

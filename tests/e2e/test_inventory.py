@@ -160,6 +160,13 @@ class StoreAndRotation(harness.GatewayTestCase):
         self.assertIn("broken.pem", err)
         self.assertEqual(len(lines), 3)  # the readable ones are still listed
         (d / "store" / "broken.pem").unlink()
+        # a file's name is shown through the shared escaper too: an ESC sequence, a bidi override
+        hostile = d / "store" / os.fsdecode(b"x\x1b[2J\xe2\x80\xae.pem")
+        hostile.write_text("not a certificate\n")
+        rc, _, err = self.inventory(check=False)
+        hostile.unlink()
+        self.assertEqual(rc, 1)
+        self.assertIn("x\\u001b[2J\ufffd.pem is not a readable certificate", err)
 
 
 if __name__ == "__main__":
