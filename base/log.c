@@ -338,11 +338,11 @@ static size_t escape(char *buf, size_t cap, const unsigned char *p, size_t len, 
         return 0;
     for (size_t i = 0; i < len; i += used) {
         used = 1;
-        if (*p >= 0x20 && *p < 0x7f && *p != '"' && *p != '\\') {
+        if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '"' && p[i] != '\\') {
             /* printable ASCII stands for itself (escape_byte's last case), most of every line */
             if (n + 2 > cap)
                 break;
-            buf[n++] = (char)*p;
+            buf[n++] = (char)p[i];
             continue;
         }
         src = esc;
