@@ -339,15 +339,38 @@ static int answer(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in
                       TEXT_SUPPORTED);
 }
 
+/*
+ * The first infoType |in| names twice, or NULL. An answer is the same however often it is asked for,
+ * but each crlStatusList is a fetch of the whole CRL from the CA on this worker: asked twice, a genm
+ * would cost as many fetches as it has ITAVs.
+ */
+static const ASN1_OBJECT *asked_twice(const STACK_OF(OSSL_CMP_ITAV) *in)
+{
+    for (int i = 1; i < sk_OSSL_CMP_ITAV_num(in); i++)
+        for (int j = 0; j < i; j++)
+            if (OBJ_cmp(OSSL_CMP_ITAV_get0_type(sk_OSSL_CMP_ITAV_value(in, i)),
+                        OSSL_CMP_ITAV_get0_type(sk_OSSL_CMP_ITAV_value(in, j))) == 0)
+                return OSSL_CMP_ITAV_get0_type(sk_OSSL_CMP_ITAV_value(in, i));
+    return NULL;
+}
+
 static int answer_all(struct cmp_txn *t, struct cmp_call *c, const STACK_OF(OSSL_CMP_ITAV) *in,
                       STACK_OF(OSSL_CMP_ITAV) **out, struct cmp_refusal *r)
 {
     int n = sk_OSSL_CMP_ITAV_num(in);
+    const ASN1_OBJECT *twice;
     size_t total = 0;
+    char oid[80];
 
     if (n <= 0 || n > GW_MAX_GENM_ITAVS)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "a genm must ask for 1 to %d infoTypes; %s",
                           GW_MAX_GENM_ITAVS, TEXT_SUPPORTED);
+    if ((twice = asked_twice(in)) != NULL) {
+        if (OBJ_obj2txt(oid, sizeof(oid), twice, 1) <= 0)
+            snprintf(oid, sizeof(oid), "?");
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                          "a genm must ask for each infoType once; %.60s was asked for twice", oid);
+    }
     for (int i = 0; i < n; i++) {
         if (answer(t, c, sk_OSSL_CMP_ITAV_value(in, i), out, r) != 0)
             return 1;

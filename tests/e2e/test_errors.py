@@ -69,6 +69,7 @@ ELSEWHERE = {
     "rr_revoke_refused": ("test_rr.py", "the CA refused to revoke the certificate with serial "),
     "rr_reason_remove": ("test_rr.py", "revocation reason removeFromCRL releases a certificate from hold, "),
     "genm_unknown": ("test_genm.py", "is not supported: this server answers id-it-caCerts, id-it-rootCaCert, "),
+    "genm_twice": ("test_vault.py", "a genm must ask for each infoType once; "),
     "genm_root_cert": ("test_genm.py", "the id-it-rootCaCert value is not a certificate: send the root CA "),
     "device_not_allowed": ("test_3gpp.py", "is not on this route's allow-list"),
     "signature_only_route": ("test_3gpp.py", "this route accepts signature-protected requests only: sign with the "),

@@ -11,6 +11,7 @@ waits) never gets its certificate: it is withdrawn at Vault, with implicitConfir
 expected; an answer written to a connection whose client left is not.
 """
 import json
+import os
 import ssl
 import sys
 import threading
@@ -25,6 +26,8 @@ import vaultenv  # noqa: E402
 from cryptography import x509  # noqa: E402
 
 REJECTION = 2  # PKIStatus rejection (RFC 9810 §5.2.3)
+CLIENT_BIN = os.environ.get("CMPGW_CLIENT_BIN", str(harness.BUILD_DIR / "tests" / "cmpclient"))
+CRL_STATUS, CRLS = "1.3.6.1.5.5.7.4.22", "1.3.6.1.5.5.7.4.23"  # id-it-crlStatusList, id-it-crls
 NS = "e2e"
 
 
@@ -319,6 +322,39 @@ class VaultFrontDoor(harness.GatewayTestCase):
         res, _, _ = self.p10cr("vault-slow", "v-slow", "/CN=slow.example.com", expect_cert=False)
         self.assert_rejected(res, "systemUnavail", "outcome is unknown")
         self.assertEqual(len(self.vault.since(mark, "sign/slow")), 1)
+
+
+    # -- genm crlStatusList (RFC 9483 §4.3.4): the mount's CRL, one GET per genm ------------------
+
+    def genm(self, name, *oids):
+        """cmpclient genm on the vault route; (exit code, stdout lines, decoded answer)."""
+        d = self.gw.dir
+        rspout = d / ("%s.rsp.der" % name)
+        p = harness.run([CLIENT_BIN, "--url", self.gw.url("/v1/pki/roles/vault/cmp"), "--cafile", d / "ca.pem",
+                         "--tls-cert", d / "client.pem", "--tls-key", d / "client.key", "--cert", d / "client.pem",
+                         "--key", d / "client.key", "--rspout", rspout, "genm", "--out", d / name] + list(oids),
+                        check=False)
+        if not rspout.exists():
+            raise harness.Failure("cmpclient exited %d: %s" % (p.returncode, p.stderr.decode(errors="replace")))
+        return p.returncode, p.stdout.decode().splitlines(), harness.decode_cmp(rspout)
+
+    def test_genm_crls_from_vault(self):
+        mark = self.vault.mark()
+        rc, lines, answer = self.genm("v-crls", CRL_STATUS)
+        self.assertEqual((rc, lines[0]), (0, "genp 1"), lines)
+        self.assertEqual(lines[1].split()[:2], ["itav", CRLS])
+        self.assertEqual([e["path"] for e in self.vault.since(mark)], ["/v1/pki/crl"])
+
+    def test_genm_crl_status_list_asked_twice(self):
+        """Each crlStatusList is a GET of the whole CRL at Vault, on a worker: a genm naming one infoType
+        more than once is refused before any is answered, so one message costs one GET at most."""
+        mark = self.vault.mark()
+        rc, _, answer = self.genm("v-crls-twice", *[CRL_STATUS] * 8)
+        self.assertEqual(rc, 2)
+        self.assertEqual((answer.body_type, answer.fail_info), ("error", ["badRequest"]))
+        self.assertEqual(answer.status_strings, ["a genm must ask for each infoType once; %s was asked for twice"
+                                                 % CRL_STATUS])
+        self.assertEqual(self.vault.since(mark, "/crl"), [])
 
 
 class SlowVault(harness.GatewayTestCase):
