@@ -218,6 +218,15 @@ class BoundedWork(harness.GatewayTestCase):
                           extra=("-implicit_confirm",), expect_cert=False)
         self.assert_cmp_error(res.first, ("error",), "badCertTemplate", TEXT_KEY_LIMITS)
 
+    def test_csr_key_with_a_huge_exponent(self):
+        """The p10cr twin: OpenSSL would verify the CSR's self-signature with the key it carries."""
+        d = self.gw.dir
+        harness.run(["openssl", "req", "-new", "-key", huge_exponent_key(d / "huge-e10.key"), "-subj", "/CN=huge-e10",
+                     "-out", d / "huge-e10.csr"])
+        res = self.gw.cmp("p10cr", "huge-e10", extra=("-csr", d / "huge-e10.csr", "-implicit_confirm"),
+                          expect_cert=False)
+        self.assert_cmp_error(res.first, ("error",), "badCertTemplate", TEXT_KEY_LIMITS)
+
 
 
 def h2_frame(ftype, flags, stream, payload):
