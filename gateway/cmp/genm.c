@@ -240,18 +240,24 @@ out:
     return refused;
 }
 
-/* The CRL's thisUpdate; 0 if unreadable. */
-static time_t crl_this_update(const unsigned char *der, size_t len)
+/*
+ * Whether the client's CRL (as its crlStatusList |in| says) is as new as |der|: only a CRLStatus naming the
+ * CRL's issuer speaks of it (a client's CRL of another CA says nothing of this one); 0 if unreadable.
+ */
+static int client_current(const OSSL_CMP_ITAV *in, const unsigned char *der, size_t len)
 {
     const unsigned char *p = der;
     X509_CRL *crl = d2i_X509_CRL(NULL, &p, (long)len);
+    time_t have = 0;
     struct tm tm;
-    time_t when = 0;
+    int current =
+        crl != NULL &&
+        gw_shim_crl_status_time(OSSL_CMP_ITAV_get0_value(in), X509_CRL_get_issuer(crl), &have) == 0 &&
+        have != 0 && ASN1_TIME_to_tm(X509_CRL_get0_lastUpdate(crl), &tm) == 1 && timegm(&tm) <= have;
 
-    if (crl != NULL && ASN1_TIME_to_tm(X509_CRL_get0_lastUpdate(crl), &tm) == 1)
-        when = timegm(&tm);
     X509_CRL_free(crl);
-    return when;
+    ERR_clear_error();
+    return current;
 }
 
 /* The upstream whose CRL this route serves: its own upstream, else its delegate issuer. */
@@ -276,7 +282,7 @@ static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, 
     char err[GW_ERR_LEN] = "";
     int refused;
 
-    if (gw_shim_crl_status_time(OSSL_CMP_ITAV_get0_value(in), &have) != 0)
+    if (gw_shim_crl_status_time(OSSL_CMP_ITAV_get0_value(in), NULL, &have) != 0)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badDataFormat,
                           "the id-it-crlStatusList value is malformed (RFC 9483 §4.3.4)");
     if ((gw_upstream_caps(up) & GW_UP_CRL) == 0)
@@ -293,7 +299,7 @@ static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, 
             len, GW_MAX_RESPONSE / 1024);
     }
     /* the client's CRL is as new as ours: an absent value says so */
-    if (have != 0 && crl_this_update(der, len) <= have)
+    if (client_current(in, der, len))
         refused = push(out, gw_shim_itav_crls(type, NULL, 0), r);
     else
         refused = push(out, gw_shim_itav_crls(type, der, len), r);

@@ -191,9 +191,12 @@ unsigned char *gw_shim_attr(const char *oid, const unsigned char *value, int val
 int gw_shim_itav_cert(const ASN1_TYPE *value, X509 **cert);
 
 /*
- * gw_shim_crl_status_time reads the thisUpdate of the first CRLStatus of an id-it-crlStatusList
- * value (RFC 9483 §4.3.4): 0 with *this_update = 0 when absent, GW_ERR_INVAL if malformed.
+ * gw_shim_crl_status_time reads an id-it-crlStatusList value (RFC 9483 §4.3.4): 0 with *this_update the
+ * thisUpdate the client holds of the CRL of |issuer| (the oldest of the CRLStatus entries whose CRLSource
+ * names it as an issuer directoryName), or 0 when the value is absent, no entry names |issuer| (a
+ * distribution point name is never matched), that entry has no thisUpdate, or |issuer| is NULL;
+ * GW_ERR_INVAL if any entry is malformed.
  */
-int gw_shim_crl_status_time(const ASN1_TYPE *value, time_t *this_update);
+int gw_shim_crl_status_time(const ASN1_TYPE *value, const X509_NAME *issuer, time_t *this_update);
 
 #endif

@@ -15,6 +15,7 @@
 #include <openssl/err.h>
 #include <openssl/objects.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 /* An ITAV of |type| whose value is the DER SEQUENCE |der| (taken over, also on failure); NULL: absent. */
 static OSSL_CMP_ITAV *itav_of(const ASN1_OBJECT *type, unsigned char *der, int len)
@@ -183,25 +184,50 @@ int gw_shim_itav_cert(const ASN1_TYPE *value, X509 **cert)
     return 0;
 }
 
-int gw_shim_crl_status_time(const ASN1_TYPE *value, time_t *this_update)
+/*
+ * Whether CRLSource |source| names |issuer|: an issuer [1] whose GeneralNames hold it as a directoryName.
+ * RFC 9810's module tags explicitly ([1] around the SEQUENCE); an implicit [1] holds the names directly.
+ * A distributionPoint [0] names no issuer the gateway can compare.
+ */
+static int source_names(const struct cmp_tlv *source, const X509_NAME *issuer)
 {
-    const unsigned char *p, *end, *q;
-    struct cmp_tlv status, source, t;
+    const unsigned char *p = source->cont, *end = source->cont + source->len, *q;
+    struct cmp_tlv gn, seq;
+    GENERAL_NAME *g;
+    int found = 0;
+
+    if (issuer == NULL || source->tag != 1)
+        return 0;
+    q = p;
+    if (cmp_tlv_next(&q, end, &seq) && seq.cls == V_ASN1_UNIVERSAL && seq.tag == V_ASN1_SEQUENCE &&
+        q == end) {
+        p = seq.cont;
+        end = seq.cont + seq.len;
+    }
+    while (!found && cmp_tlv_next(&p, end, &gn)) {
+        q = gn.p;
+        g = d2i_GENERAL_NAME(NULL, &q, gn.total);
+        found = g != NULL && q == gn.p + gn.total && g->type == GEN_DIRNAME &&
+                X509_NAME_cmp(g->d.directoryName, issuer) == 0;
+        GENERAL_NAME_free(g);
+    }
+    ERR_clear_error();
+    return found;
+}
+
+/* One CRLStatus { source CRLSource, thisUpdate Time OPTIONAL } in |status|: 0 (*when 0 if no thisUpdate,
+ * *source its CRLSource), or GW_ERR_INVAL. */
+static int read_crl_status(const struct cmp_tlv *status, struct cmp_tlv *source, time_t *when)
+{
+    const unsigned char *p = status->cont, *end = status->cont + status->len, *q;
+    struct cmp_tlv t;
     ASN1_TIME *tm = NULL;
     struct tm parts;
     int rc = GW_ERR_INVAL;
 
-    *this_update = 0;
-    if (value == NULL)
-        return 0; /* RFC 9483 §4.3.4 wants a list, but an absent one asks for the current CRL */
-    /* SEQUENCE SIZE (1..MAX) OF CRLStatus { source CRLSource, thisUpdate Time OPTIONAL } */
-    if (value->type != V_ASN1_SEQUENCE || value->value.sequence == NULL ||
-        !cmp_der_open_seq(value->value.sequence->data, value->value.sequence->length, &p, &end) ||
-        !cmp_tlv_next(&p, end, &status) || status.tag != V_ASN1_SEQUENCE || !status.constructed)
-        return GW_ERR_INVAL;
-    p = status.cont;
-    end = status.cont + status.len;
-    if (!cmp_tlv_next(&p, end, &source) || source.cls != V_ASN1_CONTEXT_SPECIFIC || source.tag > 1)
+    *when = 0;
+    if (status->tag != V_ASN1_SEQUENCE || !status->constructed || !cmp_tlv_next(&p, end, source) ||
+        source->cls != V_ASN1_CONTEXT_SPECIFIC || source->tag > 1)
         return GW_ERR_INVAL;
     if (!cmp_tlv_next(&p, end, &t))
         return p == end ? 0 : GW_ERR_INVAL;
@@ -209,9 +235,36 @@ int gw_shim_crl_status_time(const ASN1_TYPE *value, time_t *this_update)
     if (p != end || (tm = d2i_ASN1_TIME(NULL, &q, t.total)) == NULL || q != t.p + t.total ||
         ASN1_TIME_to_tm(tm, &parts) != 1)
         goto out;
-    *this_update = timegm(&parts);
+    *when = timegm(&parts);
     rc = 0;
 out:
     ASN1_TIME_free(tm);
+    ERR_clear_error();
     return rc;
+}
+
+int gw_shim_crl_status_time(const ASN1_TYPE *value, const X509_NAME *issuer, time_t *this_update)
+{
+    const unsigned char *p, *end;
+    struct cmp_tlv status, source;
+    time_t when;
+    int n = 0;
+
+    *this_update = 0;
+    if (value == NULL)
+        return 0; /* RFC 9483 §4.3.4 wants a list, but an absent one asks for the current CRL */
+    /* SEQUENCE SIZE (1..MAX) OF CRLStatus */
+    if (value->type != V_ASN1_SEQUENCE || value->value.sequence == NULL ||
+        !cmp_der_open_seq(value->value.sequence->data, value->value.sequence->length, &p, &end))
+        return GW_ERR_INVAL;
+    for (; p < end; n++) {
+        if (!cmp_tlv_next(&p, end, &status) || read_crl_status(&status, &source, &when) != 0) {
+            *this_update = 0;
+            return GW_ERR_INVAL;
+        }
+        /* of the statuses naming |issuer|, the oldest: the client is sent the CRL if any is behind */
+        if (source_names(&source, issuer) && (*this_update == 0 || when < *this_update))
+            *this_update = when;
+    }
+    return n > 0 ? 0 : GW_ERR_INVAL;
 }

@@ -111,6 +111,7 @@ static void info_values(const struct elem *content)
     const unsigned char *p = content->cont, *q, *v;
     struct elem itav, type, value;
     ASN1_TYPE *any;
+    X509_NAME *empty = X509_NAME_new(); /* a CRLSource naming the empty Name matches it */
     time_t t;
 
     while (next(&p, content->cont + content->len, &itav)) {
@@ -120,9 +121,10 @@ static void info_values(const struct elem *content)
             continue;
         v = value.start;
         any = d2i_ASN1_TYPE(NULL, &v, value.total);
-        (void)gw_shim_crl_status_time(any, &t);
+        (void)gw_shim_crl_status_time(any, empty, &t);
         ASN1_TYPE_free(any);
     }
+    X509_NAME_free(empty);
 }
 
 /* The point form of EC key |k| ("uncompressed", ...) in |buf|; "" for another key. */

@@ -1627,7 +1627,7 @@ static void test_shim_itavs(void **state)
     ASN1_OBJECT_free(type);
 }
 
-/* crlStatusList values: absent, thisUpdate present, and malformed twins. */
+/* crlStatusList values: absent, thisUpdate present, of this CA or another, and malformed twins. */
 static void test_shim_crl_status(void **state)
 {
     static const struct {
@@ -1665,14 +1665,59 @@ static void test_shim_crl_status(void **state)
          "180f32303235303130313030303030",
          GW_ERR_INVAL, 0},         /* truncated */
         {"3000", GW_ERR_INVAL, 0}, /* SIZE (1..MAX) */
+        /* [1] EXPLICIT, as RFC 9810's module tags it: { SEQUENCE { dirName } } */
+        {"301b"
+         "3019"
+         "a106"
+         "3004"
+         "a4023000"
+         "180f32303235303130313030303030305a",
+         0, 1735689600},
+        /* the client's CRL of another CA (CN=x): it says nothing of this CA's */
+        {"3025"
+         "3023"
+         "a110"
+         "a40e300c310a300806035504030c0178"
+         "180f32303235303130313030303030305a",
+         0, 0},
+        /* a distributionPoint [0] { fullName [0] { dirName } }: not matched */
+        {"301b"
+         "3019"
+         "a006"
+         "a004"
+         "a4023000"
+         "180f32303235303130313030303030305a",
+         0, 0},
+        /* two: another CA's, then this one's */
+        {"3040"
+         "3023"
+         "a110"
+         "a40e300c310a300806035504030c0178"
+         "180f32303235303130313030303030305a"
+         "3019"
+         "a106"
+         "3004"
+         "a4023000"
+         "180f32303234303130313030303030305a",
+         0, 1704067200},
+        /* a malformed second one refuses the whole value */
+        {"300e"
+         "3006"
+         "a104"
+         "a4023000"
+         "3004"
+         "a2023000",
+         GW_ERR_INVAL, 0},
     };
+    X509_NAME *issuer = X509_NAME_new(); /* the empty Name the cases' dirName holds */
     time_t when;
 
     (void)state;
-    assert_int_equal(gw_shim_crl_status_time(NULL, &when), 0);
+    assert_non_null(issuer);
+    assert_int_equal(gw_shim_crl_status_time(NULL, issuer, &when), 0);
     assert_int_equal(when, 0);
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        unsigned char buf[64];
+        unsigned char buf[128];
         long n = 0;
         ASN1_TYPE *v = ASN1_TYPE_new();
         ASN1_STRING *s = ASN1_STRING_new();
@@ -1682,11 +1727,15 @@ static void test_shim_crl_status(void **state)
         memcpy(buf, bytes, (size_t)n);
         ASN1_STRING_set(s, buf, (int)n);
         ASN1_TYPE_set(v, V_ASN1_SEQUENCE, s);
-        assert_int_equal(gw_shim_crl_status_time(v, &when), cases[i].rc);
+        assert_int_equal(gw_shim_crl_status_time(v, issuer, &when), cases[i].rc);
         assert_int_equal(when, cases[i].when);
+        /* no issuer to match: the value is only checked */
+        assert_int_equal(gw_shim_crl_status_time(v, NULL, &when), cases[i].rc);
+        assert_int_equal(when, 0);
         ASN1_TYPE_free(v);
         OPENSSL_free(bytes);
     }
+    X509_NAME_free(issuer);
 }
 
 int main(void)
