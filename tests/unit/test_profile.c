@@ -594,6 +594,32 @@ static void test_req_from_p10(void **state)
 }
 
 /*
+ * Two subjectAltName extensions in the one extensionRequest: OpenSSL's X509V3_get_d2i would give
+ * none, Go's crypto/x509 (Vault, use_csr_sans) keeps the last, which the role's patterns never saw.
+ */
+static void test_req_from_p10_two_sans(void **state)
+{
+    X509_REQ *csr = make_p10(keys[K_P256], "dev9", NULL, NULL);
+    STACK_OF(X509_EXTENSION) *two = sk_X509_EXTENSION_new_null();
+    X509_EXTENSION *a = X509V3_EXT_nconf_nid(NULL, NULL, NID_subject_alt_name, "DNS:dev9.example");
+    X509_EXTENSION *b = X509V3_EXT_nconf_nid(NULL, NULL, NID_subject_alt_name, "DNS:admin.example");
+    struct gw_cert_req req;
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    assert_true(two != NULL && a != NULL && b != NULL);
+    assert_true(sk_X509_EXTENSION_push(two, a) > 0 && sk_X509_EXTENSION_push(two, b) > 0);
+    assert_int_equal(X509_REQ_add_extensions(csr, two), 1);
+    assert_true(X509_REQ_sign(csr, keys[K_P256], EVP_sha256()) > 0);
+    assert_int_equal(gw_cert_req_from_p10(csr, &req, err), GW_ERR_INVAL);
+    assert_string_equal(err, "the request carries more than one subjectAltName extension");
+    assert_null(req.sans);
+    assert_null(req.csr_exts);
+    X509_REQ_free(csr);
+    sk_X509_EXTENSION_pop_free(two, X509_EXTENSION_free);
+}
+
+/*
  * A second extension request: OpenSSL reads the first, Go's crypto/x509 (Vault) every
  * extensionRequest, a Windows CA the Microsoft one. Names the gateway never checked would reach the
  * certificate: refused, as is an attribute with two values.
@@ -650,6 +676,7 @@ int main(void)
         cmocka_unit_test(test_req_from_crmf_der),
         cmocka_unit_test(test_req_from_p10),
         cmocka_unit_test(test_req_from_p10_two_ext_requests),
+        cmocka_unit_test(test_req_from_p10_two_sans),
         cmocka_unit_test(test_plan_bad_args),
     };
 
