@@ -269,27 +269,11 @@ static int match_crl(const struct gw_routes *rt, struct cursor *c, const char *p
     return 0;
 }
 
-/* "a, b, c" of the configured profile names into |out|, cut with "..." where it would not fit. */
-static void profile_names(const struct gw_routes *rt, char *out, size_t cap)
-{
-    size_t used = 0, n;
-
-    snprintf(out, cap, "none");
-    for (size_t i = 0; i < rt->n_profiles; i++) {
-        n = strlen(rt->profiles[i].name) + (i > 0 ? 2 : 0);
-        if (used + n + sizeof(", ...") > cap) {
-            snprintf(out + used, cap - used, ", ...");
-            return;
-        }
-        used += (size_t)snprintf(out + used, cap - used, "%s%s", i > 0 ? ", " : "", rt->profiles[i].name);
-    }
-}
-
 int gw_route_profile(const struct gw_routes *rt, const struct gw_route_match *m, const char *name,
                      const struct gw_role **role, char *err)
 {
     const struct gw_profile *p;
-    char shown[SHOWN_PATH_LEN + 1], known[GW_ERR_LEN / 2];
+    char shown[SHOWN_PATH_LEN + 1];
     size_t len = name != NULL ? strlen(name) : 0;
 
     err[0] = '\0';
@@ -297,17 +281,21 @@ int gw_route_profile(const struct gw_routes *rt, const struct gw_route_match *m,
     if (len == 0)
         return 0;
     show_path(shown, sizeof(shown), name, len);
+    /* the profile decides whose trust checks the signature, so these come before anyone is authenticated:
+       they name no profile or role of the configuration, which would list other routes to anyone */
     if ((p = find_profile(rt, name, len)) == NULL) {
-        profile_names(rt, known, sizeof(known));
-        snprintf(err, GW_ERR_LEN, "unknown certProfile \"%s\"; known profiles: %s", shown, known);
+        snprintf(err, GW_ERR_LEN,
+                 "unknown certProfile \"%s\"; name a profile this server's operator gave you, or leave "
+                 "certProfile out",
+                 shown);
         return GW_ERR_NOT_FOUND;
     }
     /* a role or label path has chosen its role already: a profile can only agree with it */
     if (m != NULL && (m->kind == GW_ROUTE_ROLE || m->kind == GW_ROUTE_LABEL) && p->policy.role != m->role) {
         snprintf(err, GW_ERR_LEN,
-                 "certProfile \"%s\" is for role %s, not role %s that this path serves: send it to "
-                 "%s/cmp or %s, or leave certProfile out",
-                 shown, p->policy.role->name, m->role->name, prefix_of(rt), WELLKNOWN);
+                 "certProfile \"%s\" is not served on this path: send it to %s/cmp or %s, or leave "
+                 "certProfile out",
+                 shown, prefix_of(rt), WELLKNOWN);
         return GW_ERR_POLICY;
     }
     *role = p->policy.role;

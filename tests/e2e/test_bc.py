@@ -94,9 +94,8 @@ class BouncyCastleProfiles(harness.GatewayTestCase):
 
     def test_profile_refused(self):
         for profile, path, text in (
-                ("nope", "/pki/cmp", 'unknown certProfile "nope"; known profiles: tls-server'),
-                ("tls-server", "/pki/roles/default/cmp",
-                 'certProfile "tls-server" is for role tls, not role default that this path serves')):
+                ("nope", "/pki/cmp", 'unknown certProfile "nope"; name a profile this server\'s operator gave you'),
+                ("tls-server", "/pki/roles/default/cmp", 'certProfile "tls-server" is not served on this path')):
             with self.subTest(profile=profile, path=path):
                 rc, err, cert, last = self.enrol("bc-prof-" + profile, "sig", "--profile", profile,
                                                  url=self.gw.url(path), check=False)

@@ -832,16 +832,27 @@ class Profiles(Base):
         cfg["roles"]["names"] = dict(cfg["roles"]["default"], authorization={"allowed_dns_names": ["*.example.com"]})
         cfg["profiles"] = {"device": "role:profiled", "web": "role:default"}
 
+    def assert_names_nothing(self, answer):
+        """The profile is refused before the signature is checked: the answer names no profile or role of
+        the configuration, which anyone, with or without credentials, could otherwise list."""
+        for name in ("device", "web", "profiled", "names", "default"):
+            self.assertNotIn(name, answer.status_strings[0].replace('"device"', ""))
+
     def test_profile_unknown(self):
-        m = add_general_info(self.fresh("profunknown"), PROFILE, profile_value("nope"))
-        a = self.expect("profile_unknown", self.send("profunknown", resign(m, self.key())))
-        self.assertEqual(a.status_strings, ['unknown certProfile "nope"; known profiles: device, web'])
+        for i, key in enumerate((self.key(), self.newkey("profstranger"))):  # trusted, then no credential
+            m = add_general_info(self.fresh("profunknown%d" % i), PROFILE, profile_value("nope"))
+            a = self.expect("profile_unknown", self.send("profunknown%d" % i, resign(m, key)))
+            self.assertEqual(a.status_strings, ['unknown certProfile "nope"; name a profile this server\'s '
+                                                'operator gave you, or leave certProfile out'])
+            self.assert_names_nothing(a)
 
     def test_profile_mismatch(self):
-        m = add_general_info(self.fresh("profmismatch"), PROFILE, profile_value("device"))
-        a = self.expect("profile_mismatch", self.send("profmismatch", resign(m, self.key()),
-                                                      path="/pki/roles/names/cmp"))
-        self.assertIn('"device" is for role profiled, not role names', a.status_strings[0])
+        for i, key in enumerate((self.key(), self.newkey("profstranger2"))):
+            m = add_general_info(self.fresh("profmismatch%d" % i), PROFILE, profile_value("device"))
+            a = self.expect("profile_mismatch", self.send("profmismatch%d" % i, resign(m, key),
+                                                          path="/pki/roles/names/cmp"))
+            self.assertIn('certProfile "device" is not served on this path', a.status_strings[0])
+            self.assert_names_nothing(a)
 
     def test_profile_malformed(self):
         cases = [("an INTEGER", encoder.encode(univ.Integer(7))), ("an empty list", profile_value()),

@@ -432,9 +432,8 @@ class GenmProfiles(GenmCase):
         self.assert_tls_template(r.values[0])
 
     def test_profile_refused(self):
-        cases = [("nope", "/pki/cmp", 'unknown certProfile "nope"; known profiles: tls-server, device'),
-                 ("tls-server", "/pki/roles/default/cmp",
-                  'certProfile "tls-server" is for role tls, not role default that this path serves')]
+        cases = [("nope", "/pki/cmp", 'unknown certProfile "nope"; name a profile this server\'s operator gave you'),
+                 ("tls-server", "/pki/roles/default/cmp", 'certProfile "tls-server" is not served on this path')]
         for profile, path, text in cases:
             with self.subTest(profile=profile, path=path):
                 rc, _, values, answer = self.genm("prof-refused-" + profile, TEMPLATE, profile=profile, path=path,
