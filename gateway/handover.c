@@ -260,7 +260,13 @@ static void *handover_main(void *arg)
     return NULL;
 }
 
-/* Binds |h->path| through a temporary name renamed over it, so that it never points nowhere. */
+/*
+ * Binds |h->path| through a temporary name renamed over it, so that it never points nowhere. The
+ * file is 0600 from its creation: Linux gives the file bind() creates the mode of the socket's own
+ * inode (less the umask), so fchmod before bind leaves no moment with the umask's mode, and no
+ * chmod by name follows whatever another process put at that name meanwhile. A process-wide umask
+ * would do the same but this runs beside the workers, which create files of their own.
+ */
 static int bind_path(struct gw_handover *h, char *err)
 {
     struct sockaddr_un a;
@@ -273,9 +279,9 @@ static int bind_path(struct gw_handover *h, char *err)
         return GW_ERR_INVAL;
     }
     (void)unlink(tmp);
-    if ((h->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
-        bind(h->fd, (struct sockaddr *)&a, sizeof(a)) != 0 || chmod(tmp, 0600) != 0 ||
-        listen(h->fd, 4) != 0 || rename(tmp, h->path) != 0 || stat(h->path, &st) != 0) {
+    if ((h->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 || fchmod(h->fd, 0600) != 0 ||
+        bind(h->fd, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(h->fd, 4) != 0 ||
+        rename(tmp, h->path) != 0 || lstat(h->path, &st) != 0) {
         snprintf(err, GW_ERR_LEN, "handover_socket %s: %s", h->path, strerror(errno));
         (void)unlink(tmp);
         return GW_ERR_IO;
@@ -339,7 +345,7 @@ void gw_handover_stop(struct gw_handover *h)
     if (h->fd >= 0)
         close(h->fd);
     /* a successor renamed its own socket over the path: that one stays */
-    if (h->ino != 0 && stat(h->path, &st) == 0 && st.st_dev == h->dev && st.st_ino == h->ino)
+    if (h->ino != 0 && lstat(h->path, &st) == 0 && st.st_dev == h->dev && st.st_ino == h->ino)
         (void)unlink(h->path);
     pthread_mutex_destroy(&h->lock);
     free(h->path);

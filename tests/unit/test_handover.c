@@ -1,16 +1,22 @@
-/* The new gateway's side of the hand-over: whom it takes listening sockets from. */
+/*
+ * The hand-over: whom the new gateway takes listening sockets from, and the running gateway's socket
+ * file, private from the moment it exists.
+ */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,6 +25,37 @@
 #include "gateway/handover.h"
 
 #define NOBODY_UID 65534
+
+/* What the file a bind() named was as bind returned (mode 0: no bind seen), and a name to swap in there. */
+static struct {
+    mode_t mode;
+    const char *swap_in;
+} bound;
+
+/*
+ * bind(2) as libc does it, and then a look at the file it made, before the caller can do anything
+ * to it: what another process could connect to, or put in its place, at that moment. With
+ * |bound.swap_in| set, that process does: a symbolic link to it takes the socket's name.
+ */
+int bind(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    int (*real)(int, const struct sockaddr *, socklen_t) =
+        (int (*)(int, const struct sockaddr *, socklen_t))dlsym(RTLD_NEXT, "bind");
+    const struct sockaddr_un *a = (const struct sockaddr_un *)addr;
+    char link[sizeof(a->sun_path) + 8];
+    struct stat st;
+    int rc = real(fd, addr, len);
+
+    if (rc != 0 || a->sun_family != AF_UNIX || lstat(a->sun_path, &st) != 0)
+        return rc;
+    bound.mode = st.st_mode;
+    if (bound.swap_in != NULL) {
+        snprintf(link, sizeof(link), "%s.swap", a->sun_path);
+        if (symlink(bound.swap_in, link) != 0 || rename(link, a->sun_path) != 0)
+            fail_msg("cannot put a link at %s", a->sun_path);
+    }
+    return rc;
+}
 
 struct fake {
     char dir[64], path[96];
@@ -149,12 +186,69 @@ static void test_other_user_refused(void **state)
     assert_int_equal(fake_end(&f), 5); /* it was never told "ready" */
 }
 
+/*
+ * The running gateway's socket is 0600 from its bind on, whatever the umask: its file never has the
+ * umask's mode, not even before the mode is set.
+ */
+static void test_serve_private_from_bind(void **state)
+{
+    char dir[] = "/tmp/cmpgw-handover-XXXXXX", path[64], err[GW_ERR_LEN] = "";
+    struct gw_handover *h;
+    struct stat st;
+    mode_t old = umask(0);
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/handover.sock", dir);
+    bound.mode = 0;
+    h = gw_handover_serve(path, NULL, err);
+    umask(old);
+    assert_non_null(h);
+    assert_true(S_ISSOCK(bound.mode));
+    assert_int_equal(bound.mode & 07777, 0600);
+    assert_int_equal(lstat(path, &st), 0);
+    assert_true(S_ISSOCK(st.st_mode));
+    assert_int_equal(st.st_mode & 07777, 0600);
+    gw_handover_stop(h);
+    assert_int_equal(lstat(path, &st), -1); /* its own socket is removed with it */
+    assert_int_equal(rmdir(dir), 0);
+}
+
+/*
+ * Another process that replaces the new socket's name with a link, between bind and whatever comes
+ * next, changes nothing the link points at: the socket's mode is never set by name.
+ */
+static void test_serve_follows_no_name(void **state)
+{
+    char dir[] = "/tmp/cmpgw-handover-XXXXXX", path[64], victim[64], err[GW_ERR_LEN] = "";
+    struct gw_handover *h;
+    struct stat st;
+    int fd;
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/handover.sock", dir);
+    snprintf(victim, sizeof(victim), "%s/victim", dir);
+    assert_true((fd = open(victim, O_WRONLY | O_CREAT | O_EXCL, 0644)) >= 0);
+    assert_int_equal(fchmod(fd, 0644), 0);
+    close(fd);
+    bound.swap_in = victim;
+    h = gw_handover_serve(path, NULL, err);
+    bound.swap_in = NULL;
+    assert_int_equal(stat(victim, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0644);
+    gw_handover_stop(h);
+    unlink(path);
+    assert_int_equal(unlink(victim), 0);
+    assert_int_equal(rmdir(dir), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_nobody_there),
-        cmocka_unit_test(test_same_user),
-        cmocka_unit_test(test_other_user_refused),
+        cmocka_unit_test(test_nobody_there),          cmocka_unit_test(test_same_user),
+        cmocka_unit_test(test_other_user_refused),    cmocka_unit_test(test_serve_private_from_bind),
+        cmocka_unit_test(test_serve_follows_no_name),
     };
 
     signal(SIGPIPE, SIG_IGN);
