@@ -176,14 +176,25 @@ static int check_as_user(const struct gw_config *cfg)
     return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
 }
 
+/* A file the gateway writes and reads back, and its check of what a start would refuse of it. */
+struct written_file {
+    const char *key;
+    const char *file;
+    int (*check)(const char *file, uid_t owner, char *err);
+};
+
 /*
- * cmp.revoked_file, which no load reads, as the start judges it: a file others may write or plant is
- * refused. Its owner is judged against the configured "user", whom the gateway runs as when started as
- * root (its service), whoever runs the check; without one, against the user running it. The output
- * says which. 0 or -1.
+ * The files the gateway writes, which no load opens (cmp.revoked_file, audit.file), as the start
+ * judges them: one others may write or plant is refused. Their owner is judged against the
+ * configured "user", whom the gateway runs as when started as root (its service), whoever runs the
+ * check; without one, against the user running it. The output says which, for each. 0 or -1.
  */
-static int check_revoked_file(const char *path, const struct gw_config *cfg)
+static int check_written_files(const char *path, const struct gw_config *cfg)
 {
+    const struct written_file files[] = {
+        {"cmp.revoked_file", cfg->cmp.revoked_file, cmp_revoked_file_check},
+        {"audit.file", cfg->audit.file, gw_audit_file_check},
+    };
     char err[GW_ERR_LEN], judged[GW_ERR_LEN];
     uid_t uid = geteuid();
 
@@ -191,13 +202,18 @@ static int check_revoked_file(const char *path, const struct gw_config *cfg)
         fprintf(stderr, "%s: $.user: %s\n", path, err);
         return -1;
     }
-    snprintf(judged, sizeof(judged), "cmp.revoked_file judged as the file of uid %ld (%s%s)", (long)uid,
-             cfg->user != NULL ? "user " : "the user running this check", cfg->user != NULL ? cfg->user : "");
-    if (cmp_revoked_file_check(cfg->cmp.revoked_file, uid, err) != 0) {
-        fprintf(stderr, "%s: %s\n%s: %s\n", path, err, path, judged);
-        return -1;
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        if (files[i].file == NULL)
+            continue;
+        snprintf(judged, sizeof(judged), "%s judged as the file of uid %ld (%s%s)", files[i].key, (long)uid,
+                 cfg->user != NULL ? "user " : "the user running this check",
+                 cfg->user != NULL ? cfg->user : "");
+        if (files[i].check(files[i].file, uid, err) != 0) {
+            fprintf(stderr, "%s: %s\n%s: %s\n", path, err, path, judged);
+            return -1;
+        }
+        printf("%s: %s\n", path, judged);
     }
-    printf("%s: %s\n", path, judged);
     return 0;
 }
 
@@ -220,14 +236,7 @@ static int cmd_check(const char *path)
             return EXIT_FAILURE;
         }
     }
-    if (cfg->cmp.revoked_file != NULL && check_revoked_file(path, cfg) != 0) {
-        gw_config_free(cfg);
-        return EXIT_FAILURE;
-    }
-    /* nor does it open audit.file: the start does, and refuses one planted, or in a directory others may
-     * write */
-    if (gw_audit_file_check(cfg->audit.file, gw_config_uid(cfg), err) != 0) {
-        fprintf(stderr, "%s: %s\n", path, err);
+    if (check_written_files(path, cfg) != 0) {
         gw_config_free(cfg);
         return EXIT_FAILURE;
     }

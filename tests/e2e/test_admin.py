@@ -314,6 +314,47 @@ class Privileges(unittest.TestCase):
         # the demo's keys are root's (0600): it runs, but a reload as nobody could not read them
         self.assertIn("as user nobody, a reload would be refused", check.stderr)
 
+    def operator(self, gw):
+        """The command prefix of the operator "daemon", who may read root's keys (a capability, not
+        root) and write the audit log: nobody's (the gateway's user's), which daemon's group may write,
+        as the check asks access(), which judges by the real uid and gid alone."""
+        log = gw.dir / "audit.log"
+        log.touch(mode=0o600)
+        os.chown(log, pwd.getpwnam("nobody").pw_uid, pwd.getpwnam("daemon").pw_gid)
+        log.chmod(0o660)
+        for d in (self.tmp, gw.dir):
+            d.chmod(0o711)
+        return ["setpriv", "--reuid=daemon", "--regid=daemon", "--clear-groups",
+                "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search", "--"]
+
+    def test_check_audit_file_owner_by_user(self):
+        """audit.file's owner is judged by `cmpgw check` as cmp.revoked_file's is: against the
+        configured "user", whoever runs the check, with the uid judged against in the output."""
+        if os.geteuid() != 0:
+            self.skipTest("needs root")
+
+        def edit(cfg):
+            cfg.pop("run_as_root")
+            cfg["user"] = "nobody"
+        gw = self.gateway(edit)
+        log = gw.dir / "audit.log"
+        operator = self.operator(gw)
+        nobody, daemon = pwd.getpwnam("nobody").pw_uid, pwd.getpwnam("daemon").pw_uid
+        judged = "audit.file judged as the file of uid %d (user nobody)" % nobody
+
+        check = subprocess.run(operator + [str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
+                               capture_output=True, text=True, env=gw.env())
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+        self.assertIn(judged, check.stdout)
+
+        os.chown(log, daemon, -1)  # the operator's own: the service, as nobody, would refuse it
+        check = subprocess.run(operator + [str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
+                               capture_output=True, text=True, env=gw.env())
+        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        self.assertIn('"%s" is owned by uid %d, neither the gateway\'s user (uid %d) nor root' %
+                      (log, daemon, nobody), check.stderr)
+        self.assertIn(judged, check.stderr)
+
     def test_check_revoked_file_owner_by_user(self):
         """`cmpgw check` by an operator who is not root judges cmp.revoked_file's owner against the
         configured "user", whom the service runs as, not against the operator: a file of that user
@@ -329,14 +370,7 @@ class Privileges(unittest.TestCase):
         listed = gw.dir / "revoked.list"
         listed.touch(mode=0o600)
         nobody, daemon = pwd.getpwnam("nobody").pw_uid, pwd.getpwnam("daemon").pw_uid
-        # the operator "daemon", who may read root's keys (a capability, not root) and write the audit
-        # log (its own: the check asks access(), which judges by the real uid alone)
-        operator = ["setpriv", "--reuid=daemon", "--regid=daemon", "--clear-groups",
-                    "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search", "--"]
-        (gw.dir / "audit.log").touch(mode=0o600)
-        os.chown(gw.dir / "audit.log", daemon, -1)
-        for d in (self.tmp, gw.dir):
-            d.chmod(0o711)
+        operator = self.operator(gw)
         judged = "cmp.revoked_file judged as the file of uid %d (user nobody)" % nobody
 
         os.chown(listed, nobody, -1)
