@@ -1051,6 +1051,26 @@ int gw_conf_check_dir(const char *key, const char *file, uid_t owner, char *err)
     return rc;
 }
 
+int gw_conf_check_own_dir(const char *key, const char *dir, uid_t owner, char *err)
+{
+    struct stat st;
+
+    if (stat(dir, &st) != 0) {
+        snprintf(err, GW_ERR_LEN, "%s: cannot read the directory \"%s\": %s", key, dir, strerror(errno));
+        return GW_ERR_IO;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        snprintf(err, GW_ERR_LEN, "%s: \"%s\" is not a directory", key, dir);
+        return GW_ERR_IO;
+    }
+    if ((st.st_mode & (S_IWGRP | S_IWOTH)) == 0)
+        return gw_conf_check_owner(key, "the directory ", dir, &st, owner, err);
+    snprintf(err, GW_ERR_LEN,
+             "%s: the directory \"%s\" is writable by group or others (mode %04o): make it 0750", key, dir,
+             (unsigned)(st.st_mode & 07777));
+    return GW_ERR_FORBIDDEN;
+}
+
 int gw_conf_stat_written(const char *key, const char *file, uid_t owner, struct stat *st, char *err)
 {
     int rc = gw_conf_check_dir(key, file, owner, err);

@@ -197,6 +197,13 @@ int gw_conf_check_owner(const char *key, const char *what, const char *path, con
 int gw_conf_check_dir(const char *key, const char *file, uid_t owner, char *err);
 
 /*
+ * 0 when |dir| (followed) is a directory of |owner| or root that no one else may write, sticky bit or
+ * not, else an error with |err|. For a directory whose files the gateway trusts for being there (a
+ * local issuer's store: a revocation record revokes): a name anyone else may add is itself the harm.
+ */
+int gw_conf_check_own_dir(const char *key, const char *dir, uid_t owner, char *err);
+
+/*
  * The status of |file| (never followed) that the gateway creates, writes and reads back, once its
  * directory passed gw_conf_check_dir: 1 with |st|, 0 when it is absent (the start creates it), or an
  * error with |err|. What a `cmpgw check` of such a file starts with.

@@ -533,6 +533,7 @@ static int check_config(struct gw_conf_ctx *pc, const char *path, void *base)
 {
     struct gw_config *cfg = base;
     char lpath[GW_CONF_PATH_LEN];
+    uid_t owner;
     size_t i;
     int rc;
 
@@ -544,6 +545,10 @@ static int check_config(struct gw_conf_ctx *pc, const char *path, void *base)
         return gw_conf_fail(pc, "$.handover_socket", "a Unix socket path of at most %d bytes, got %zu",
                             GW_MAX_UNIX_PATH, strlen(cfg->handover_socket));
     gw_config_warn_handover(pc, cfg);
+    /* whom a local issuer's store must belong to (or root): the user the gateway will serve as */
+    owner = gw_config_uid(cfg);
+    for (i = 0; i < cfg->n_upstreams; i++)
+        cfg->upstreams[i].owner = owner;
     /* what the upstreams may use of the gateway: its own key (a cmp upstream signs with it) */
     cfg->upstream_signer.cert = cfg->signer.cert;
     cfg->upstream_signer.key = cfg->signer.key;

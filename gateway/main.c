@@ -21,6 +21,7 @@
 #include <h2o/version.h>
 #include <openssl/crypto.h>
 
+#include "base/conf.h"
 #include "base/err.h"
 #include "base/limits.h"
 #include "gateway/cmp/audit.h"
@@ -183,9 +184,21 @@ struct written_file {
     int (*check)(const char *file, uid_t owner, char *err);
 };
 
+/* |key|'s check (|rc|, with |err|) and which uid it judged by, for check_written_files. 0 or -1. */
+static int judged(const char *path, const struct gw_config *cfg, const char *key, const char *what, uid_t uid,
+                  int rc, const char *err)
+{
+    if (rc != 0)
+        fprintf(stderr, "%s: %s\n", path, err);
+    fprintf(rc != 0 ? stderr : stdout, "%s: %s judged as the %s of uid %ld (%s%s)\n", path, key, what,
+            (long)uid, cfg->user != NULL ? "user " : "the user running this check",
+            cfg->user != NULL ? cfg->user : "");
+    return rc != 0 ? -1 : 0;
+}
+
 /*
- * The files the gateway writes, which no load opens (cmp.revoked_file, audit.file), as the start
- * judges them: one others may write or plant is refused. Their owner is judged against the
+ * What the gateway writes, which no load opens (cmp.revoked_file, audit.file, a local issuer's store),
+ * as the start judges it: one others may write or plant is refused. The owner is judged against the
  * configured "user", whom the gateway runs as when started as root (its service), whoever runs the
  * check; without one, against the user running it. The output says which, for each. 0 or -1.
  */
@@ -195,7 +208,7 @@ static int check_written_files(const char *path, const struct gw_config *cfg)
         {"cmp.revoked_file", cfg->cmp.revoked_file, cmp_revoked_file_check},
         {"audit.file", cfg->audit.file, gw_audit_file_check},
     };
-    char err[GW_ERR_LEN], judged[GW_ERR_LEN];
+    char err[GW_ERR_LEN], key[GW_CONF_PATH_LEN];
     uid_t uid = geteuid();
 
     if (cfg->user != NULL && gw_user_ids(cfg->user, &uid, NULL, err) != 0) {
@@ -203,16 +216,17 @@ static int check_written_files(const char *path, const struct gw_config *cfg)
         return -1;
     }
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
-        if (files[i].file == NULL)
-            continue;
-        snprintf(judged, sizeof(judged), "%s judged as the file of uid %ld (%s%s)", files[i].key, (long)uid,
-                 cfg->user != NULL ? "user " : "the user running this check",
-                 cfg->user != NULL ? cfg->user : "");
-        if (files[i].check(files[i].file, uid, err) != 0) {
-            fprintf(stderr, "%s: %s\n%s: %s\n", path, err, path, judged);
+        if (files[i].file != NULL &&
+            judged(path, cfg, files[i].key, "file", uid, files[i].check(files[i].file, uid, err), err) != 0)
             return -1;
-        }
-        printf("%s: %s\n", path, judged);
+    }
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        if (cfg->upstreams[i].store_dir == NULL)
+            continue;
+        gw_conf_bprintf(key, sizeof(key), "upstreams.%s.store", cfg->upstreams[i].name);
+        if (judged(path, cfg, key, "directory", uid,
+                   gw_store_check(key, cfg->upstreams[i].store_dir, uid, err), err) != 0)
+            return -1;
     }
     return 0;
 }

@@ -361,6 +361,7 @@ int gw_upstream_p_conf(struct gw_conf_ctx *pc, const char *path, struct json_obj
     if ((ops = parse_type(pc, path, v)) == NULL)
         return GW_ERR_INVAL;
     u->ops = ops;
+    u->owner = geteuid();
     if ((u->impl = calloc(1, ops->conf_size)) == NULL)
         return GW_ERR_NOMEM;
     if ((rc = parse_section(pc, path, v, ops, &common_def, u)) != 0 ||

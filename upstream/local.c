@@ -126,6 +126,16 @@ static int store_usable(const char *dir, char *err, const char *name)
     return 0;
 }
 
+/* Only the gateway's user or root may change what the store holds (gw_store_check). 1, or 0 with |err|. */
+static int store_private(const struct gw_upstream_conf *conf, char *err)
+{
+    const struct gw_local_conf *lc = conf->impl;
+    char key[GW_CONF_PATH_LEN];
+
+    gw_conf_bprintf(key, sizeof(key), "upstreams.%s.store", conf->name);
+    return gw_store_check(key, lc->store_dir, conf->owner, err) == 0;
+}
+
 /* Temporary files a crash left in the store would otherwise stay forever. 1, or 0 with |err|. */
 static int store_sweep(const struct gw_upstream_conf *conf, char *err)
 {
@@ -161,7 +171,8 @@ static int local_init(struct gw_upstream *up, char *err)
         snprintf(err, GW_ERR_LEN, "upstream %s: the certificate is not a CA certificate", conf->name);
         return GW_ERR_INVAL;
     }
-    if (lc->store_dir != NULL && (!store_usable(lc->store_dir, err, conf->name) || !store_sweep(conf, err)))
+    if (lc->store_dir != NULL && (!store_usable(lc->store_dir, err, conf->name) ||
+                                  !store_private(conf, err) || !store_sweep(conf, err)))
         return GW_ERR_INVAL;
     if ((l = calloc(1, sizeof(*l))) == NULL)
         goto nomem;

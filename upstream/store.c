@@ -5,6 +5,7 @@
  * link(2), not rename(2): a serial already recorded is an error, never silently overwritten.
  */
 #include "upstream/store.h"
+#include "base/conf.h"
 #include "base/err.h"
 #include "base/limits.h"
 #include "base/log.h"
@@ -15,6 +16,7 @@
 #include <stdatomic.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,6 +140,24 @@ out:
         close(dirfd);
     BIO_free(mem);
     return rc;
+}
+
+int gw_store_check(const char *key, const char *dir, uid_t owner, char *err)
+{
+    char revoked[PATH_MAX];
+    struct stat st;
+    int rc;
+
+    if ((rc = gw_conf_check_dir(key, dir, owner, err)) != 0 ||
+        (rc = gw_conf_check_own_dir(key, dir, owner, err)) != 0)
+        return rc;
+    if (snprintf(revoked, sizeof(revoked), "%s/" GW_STORE_REVOKED_DIR, dir) >= (int)sizeof(revoked)) {
+        snprintf(err, GW_ERR_LEN, "%s: the path \"%s\" is too long", key, dir);
+        return GW_ERR_INVAL;
+    }
+    if (lstat(revoked, &st) != 0 && errno == ENOENT) /* created when the first revocation is */
+        return 0;
+    return gw_conf_check_own_dir(key, revoked, owner, err);
 }
 
 /* ---- listing (cmpgw inventory) ---- */

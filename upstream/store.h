@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
+#include <sys/types.h>
 #include <openssl/x509.h>
 
 /*
@@ -18,6 +19,17 @@
  * in |err| (GW_ERR_LEN). On failure nothing is left under the final name. (worker)
  */
 int gw_store_put(const char *dir, const X509 *cert, char *err);
+
+/*
+ * gw_store_check: 0 when only |owner| (the user the gateway serves as) or root may change what |dir|
+ * holds, else an error with |err| (|key| names the setting). Its names are trusted for being there:
+ * whoever may add or remove one could revoke a certificate (a record in revoked/), let a revoked one
+ * authenticate again (its record removed), answer a lookup by serial with a certificate of their own,
+ * or set the CRL number back. So |dir| and its revoked/ are held to gw_conf_check_own_dir (the sticky
+ * bit is no help there), and |dir|'s own directory to gw_conf_check_dir: the store is opened by name
+ * at every use, and whoever could rename it could put another in its place. (start-up, `cmpgw check`)
+ */
+int gw_store_check(const char *key, const char *dir, uid_t owner, char *err);
 
 struct gw_store_entry {
     char serial[2 * 20 + 1]; /* RFC 5280 §4.1.2.2: at most 20 octets */

@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
+#include <sys/types.h>
 #include <openssl/x509.h>
 #include "base/limits.h"
 #include "mappings/profile.h"
@@ -46,6 +47,7 @@ struct gw_upstream_conf {
     X509_STORE *issuer_store;     /* the same, as a store (partial chains); never NULL once checked */
     const char *store_dir;        /* its durable inventory of issued certificates, or NULL */
     bool shared_store;            /* "shared_store": every instance of a cluster sees the same store */
+    uid_t owner;                  /* the gateway's user (the process's, unless set): its store's owner */
 };
 
 /*

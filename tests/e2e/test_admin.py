@@ -387,6 +387,35 @@ class Privileges(unittest.TestCase):
                       (listed, daemon, nobody), check.stderr)
         self.assertIn(judged, check.stderr)
 
+    def test_store_others_may_change(self):
+        """A local issuer's store its group may write is refused by `cmpgw check` and by the start:
+        a revocation record planted there would revoke, one removed would let a revoked certificate
+        authenticate again. The check says whose it judged the store to be."""
+        def edit(cfg):
+            cfg["upstreams"]["local"]["store"] = "store"
+        (self.tmp / "pki").mkdir(parents=True)
+        store = self.tmp / "pki" / "store"
+        store.mkdir()
+        store.chmod(0o770)
+        gw = self.gateway(edit)
+        why = 'upstreams.local.store: the directory "%s" is writable by group or others (mode 0770)' % store
+        judged = "upstreams.local.store judged as the directory of uid %d (the user running this check)" % \
+            os.geteuid()
+        check = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
+                               capture_output=True, text=True, env=gw.env())
+        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        self.assertIn(why, check.stderr)
+        self.assertIn(judged, check.stderr)
+        rc, err = gw.start_refused()
+        self.assertNotEqual(rc, 0)
+        self.assertIn(json.dumps(why)[1:-1], err)  # in the JSON log line
+
+        store.chmod(0o750)
+        check = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
+                               capture_output=True, text=True, env=gw.env())
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+        self.assertIn(judged, check.stdout)
+
     def test_upstream_tls_files_only_a_reload_reads(self):
         """An upstream's TLS certificate and key are read at load and handed to libcurl as bytes:
         one only root may read serves (a reload would be refused, and the check says so), as a

@@ -163,7 +163,8 @@ static void conf_init(struct gw_upstream_conf *c, const char *name, X509 *cert, 
     c->max_inflight = 8;
     lc->cert = cert;
     lc->key = key;
-    c->own_ca = cert; /* as its configuration check sets it: the CA it may revoke for */
+    c->own_ca = cert;     /* as its configuration check sets it: the CA it may revoke for */
+    c->owner = geteuid(); /* as the configuration's parser sets it */
     lc->chain = sk_X509_new_null();
     if (chain_cert != NULL)
         sk_X509_push(lc->chain, chain_cert);
@@ -1233,6 +1234,85 @@ static void test_store_sweep(void **state)
     assert_int_equal(gw_store_sweep(dir, t0, &removed, err), GW_ERR_IO); /* no store at all */
 }
 
+/*
+ * Who may change what a store holds: only the gateway's user or root, in the store, in its revoked/
+ * and in the directory that holds it (but for the sticky bit there). Each directory's mode and owner
+ * per case (mode 0: revoked/ absent; uid -1: this process's; a case with another uid needs root).
+ */
+static void test_store_check(void **state)
+{
+    static const struct {
+        mode_t parent, store, revoked;
+        long store_uid;
+        int rc;
+        const char *why;
+    } cases[] = {
+        {0700, 0700, 0, -1, 0, NULL},
+        {0755, 0750, 0755, -1, 0, NULL},
+        {01777, 0700, 0700, -1, 0, NULL}, /* /tmp: nobody else may take the store's name */
+        {0700, 0770, 0, -1, GW_ERR_FORBIDDEN, "store\" is writable by group or others (mode 0770)"},
+        {0700, 01777, 0, -1, GW_ERR_FORBIDDEN, "store\" is writable by group or others (mode 1777)"},
+        {0700, 0700, 0777, -1, GW_ERR_FORBIDDEN, "revoked\" is writable by group or others (mode 0777)"},
+        {0700, 0700, 01733, -1, GW_ERR_FORBIDDEN, "revoked\" is writable by group or others (mode 1733)"},
+        {0777, 0700, 0, -1, GW_ERR_FORBIDDEN, "without the sticky bit (mode 0777)"},
+        {0700, 0700, 0, 65534, GW_ERR_FORBIDDEN, "store\" is owned by uid 65534"},
+    };
+    char base[64], store[96], rev[128], err[GW_ERR_LEN];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (cases[i].store_uid >= 0 && geteuid() != 0)
+            continue;
+        make_store(base, sizeof(base));
+        snprintf(store, sizeof(store), "%s/store", base);
+        snprintf(rev, sizeof(rev), "%s/" GW_STORE_REVOKED_DIR, store);
+        assert_int_equal(mkdir(store, 0700), 0);
+        if (cases[i].revoked != 0)
+            assert_int_equal(mkdir(rev, 0700) == 0 && chmod(rev, cases[i].revoked) == 0, 1);
+        assert_int_equal(chmod(store, cases[i].store), 0);
+        assert_int_equal(chmod(base, cases[i].parent), 0);
+        if (cases[i].store_uid >= 0)
+            assert_int_equal(chown(store, (uid_t)cases[i].store_uid, (gid_t)-1), 0);
+        err[0] = '\0';
+        assert_int_equal(gw_store_check("upstreams.x.store", store, geteuid(), err), cases[i].rc);
+        if (cases[i].why != NULL && strstr(err, cases[i].why) == NULL)
+            fail_msg("case %zu: %s", i, err);
+        if (cases[i].rc != 0)
+            assert_non_null(strstr(err, "upstreams.x.store: "));
+        remove_tree(base);
+    }
+    /* not a directory, and no store at all */
+    make_store(base, sizeof(base));
+    snprintf(store, sizeof(store), "%s/store", base);
+    touch(base, "store", time(NULL));
+    assert_int_equal(gw_store_check("upstreams.x.store", store, geteuid(), err), GW_ERR_IO);
+    assert_non_null(strstr(err, "is not a directory"));
+    remove_tree(base);
+    assert_int_equal(gw_store_check("upstreams.x.store", store, geteuid(), err), GW_ERR_IO);
+}
+
+/* A local issuer whose store others may change does not start (nor load again at a reload). */
+static void test_store_others_may_write(void **state)
+{
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    char dir[64], err[GW_ERR_LEN] = "";
+
+    (void)state;
+    make_store(dir, sizeof(dir));
+    assert_int_equal(chmod(dir, 0770), 0);
+    conf_init(&conf, "delegate", ca, ca_key, root);
+    LOCAL(&conf)->store_dir = dir;
+    assert_null(gw_upstream_new(&conf, NULL, err));
+    assert_non_null(strstr(err, "upstreams.delegate.store: the directory"));
+    assert_non_null(strstr(err, "is writable by group or others (mode 0770)"));
+    assert_int_equal(chmod(dir, 0700), 0);
+    assert_non_null(up = gw_upstream_new(&conf, NULL, err));
+    gw_upstream_free(up);
+    conf_cleanup(&conf);
+    remove_tree(dir);
+}
+
 /* The CRL state round-trips; a missing file is "none yet"; a damaged one is an error, never a guess. */
 static void test_store_crl_state(void **state)
 {
@@ -2170,6 +2250,8 @@ int main(void)
         cmocka_unit_test(test_store_failing),
         cmocka_unit_test(test_store_sweep),
         cmocka_unit_test(test_store_crl_state),
+        cmocka_unit_test(test_store_check),
+        cmocka_unit_test(test_store_others_may_write),
         cmocka_unit_test(test_local_revoke_cases),
         cmocka_unit_test(test_local_crl),
         cmocka_unit_test(test_local_crl_no_store),
