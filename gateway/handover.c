@@ -6,6 +6,7 @@
  *   successor -> predecessor   "ready\n" once it serves them (or it closes: the predecessor serves on)
  */
 #include "gateway/handover.h"
+#include "base/conf.h"
 #include "base/err.h"
 #include "base/limits.h"
 #include "base/log.h"
@@ -56,6 +57,16 @@ static void set_timeout(int fd, int secs)
 
     (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+/*
+ * Whoever may add names to the socket's directory could rename the running gateway's socket away
+ * and put one of their own at its name, or take the name first: the rule of the files the gateway
+ * writes (gw_conf_check_dir) keeps the directory to |owner| and root, or to each name's owner.
+ */
+int gw_handover_check(const char *path, uid_t owner, char *err)
+{
+    return gw_conf_check_dir("handover_socket", path, owner, err);
 }
 
 /* ---- the successor's side ---- */
@@ -306,7 +317,7 @@ struct gw_handover *gw_handover_serve(const char *path, struct gw_server *server
     h->conn = -1;
     h->server = server;
     pthread_mutex_init(&h->lock, NULL);
-    if (bind_path(h, err) != 0) {
+    if (gw_handover_check(path, geteuid(), err) != 0 || bind_path(h, err) != 0) {
         gw_handover_stop(h);
         return NULL;
     }

@@ -17,6 +17,14 @@
 #include "gateway/listener.h"
 
 /*
+ * gw_handover_check: 0 when no one but |owner| (the user the gateway serves as) or root may add names
+ * to the directory of |path|, or the sticky bit keeps each name to its owner; else an error with |err|.
+ * The start runs it before it asks for any socket, gw_handover_serve before it binds, and `cmpgw
+ * check` as well; gw_handover_take itself judges who listens, not the file.
+ */
+int gw_handover_check(const char *path, uid_t owner, char *err);
+
+/*
  * The new gateway's side. gw_handover_take asks the gateway serving |path| for its listening
  * sockets: 0 with |out| filled (a new array, the caller's) and |*peer| the connection to answer
  * with gw_handover_ready; 0 with out->n == 0 and |*peer| -1 when no gateway serves |path| (start

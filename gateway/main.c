@@ -177,9 +177,9 @@ static int check_as_user(const struct gw_config *cfg)
     return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
 }
 
-/* A file the gateway writes and reads back, and its check of what a start would refuse of it. */
+/* A file the gateway writes (|what| it is), and its check of what a start would refuse of it. */
 struct written_file {
-    const char *key;
+    const char *key, *what;
     const char *file;
     int (*check)(const char *file, uid_t owner, char *err);
 };
@@ -197,16 +197,18 @@ static int judged(const char *path, const struct gw_config *cfg, const char *key
 }
 
 /*
- * What the gateway writes, which no load opens (cmp.revoked_file, audit.file, a local issuer's store),
- * as the start judges it: one others may write or plant is refused. The owner is judged against the
- * configured "user", whom the gateway runs as when started as root (its service), whoever runs the
- * check; without one, against the user running it. The output says which, for each. 0 or -1.
+ * What the gateway writes, which no load opens (cmp.revoked_file, audit.file, handover_socket, a
+ * local issuer's store), as the start judges it: one others may write, plant or rename is refused.
+ * The owner is judged against the configured "user", whom the gateway runs as when started as root
+ * (its service), whoever runs the check; without one, against the user running it. The output says
+ * which, for each. 0 or -1.
  */
 static int check_written_files(const char *path, const struct gw_config *cfg)
 {
     const struct written_file files[] = {
-        {"cmp.revoked_file", cfg->cmp.revoked_file, cmp_revoked_file_check},
-        {"audit.file", cfg->audit.file, gw_audit_file_check},
+        {"cmp.revoked_file", "file", cfg->cmp.revoked_file, cmp_revoked_file_check},
+        {"audit.file", "file", cfg->audit.file, gw_audit_file_check},
+        {"handover_socket", "socket", cfg->handover_socket, gw_handover_check},
     };
     char err[GW_ERR_LEN], key[GW_CONF_PATH_LEN];
     uid_t uid = geteuid();
@@ -216,8 +218,8 @@ static int check_written_files(const char *path, const struct gw_config *cfg)
         return -1;
     }
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
-        if (files[i].file != NULL &&
-            judged(path, cfg, files[i].key, "file", uid, files[i].check(files[i].file, uid, err), err) != 0)
+        if (files[i].file != NULL && judged(path, cfg, files[i].key, files[i].what, uid,
+                                            files[i].check(files[i].file, uid, err), err) != 0)
             return -1;
     }
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
@@ -678,10 +680,16 @@ static void metrics_init(struct runner *r)
 static int inherit(const struct gw_config *cfg, struct gw_inherited *inh, int *peer)
 {
     char err[GW_ERR_LEN];
-    int n = gw_notify_listen_fds(&inh->fds);
+    int n;
 
     *peer = -1;
-    if (n > 0) {
+    /* before anything is taken: a successor that could not serve the socket would not start */
+    if (cfg->handover_socket != NULL &&
+        gw_handover_check(cfg->handover_socket, gw_config_uid(cfg), err) != 0) {
+        gw_log(GW_LOG_ERROR, "handover", "%s", err);
+        return -1;
+    }
+    if ((n = gw_notify_listen_fds(&inh->fds)) > 0) {
         inh->n = (size_t)n;
         gw_log(GW_LOG_INFO, "listening", "socket activation: %d listening sockets from the service manager",
                n);

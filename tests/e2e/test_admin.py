@@ -416,6 +416,30 @@ class Privileges(unittest.TestCase):
         self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
         self.assertIn(judged, check.stdout)
 
+    def test_check_handover_socket_directory(self):
+        """A handover_socket in a directory others may write without the sticky bit is refused by
+        `cmpgw check`, as the start refuses to bind it there: whoever may add names there could rename
+        the socket away and put their own at its name. With the sticky bit it passes."""
+        def edit(cfg):
+            cfg["handover_socket"] = "run/handover.sock"
+        (self.tmp / "pki" / "run").mkdir(parents=True)
+        run = self.tmp / "pki" / "run"
+        run.chmod(0o777)
+        gw = self.gateway(edit)
+        judged = "handover_socket judged as the socket of uid %d (the user running this check)" % os.geteuid()
+        check = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
+                               capture_output=True, text=True, env=gw.env())
+        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        self.assertIn('handover_socket: the directory "%s" is writable by group or others without the sticky '
+                      'bit (mode 0777)' % run, check.stderr)
+        self.assertIn(judged, check.stderr)
+
+        run.chmod(0o1777)
+        check = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
+                               capture_output=True, text=True, env=gw.env())
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+        self.assertIn(judged, check.stdout)
+
     def test_upstream_tls_files_only_a_reload_reads(self):
         """An upstream's TLS certificate and key are read at load and handed to libcurl as bytes:
         one only root may read serves (a reload would be refused, and the check says so), as a

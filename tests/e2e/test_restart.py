@@ -126,6 +126,33 @@ class Restart(harness.GatewayTestCase):
         self.assertIsNone(self.gw.proc.poll())
         self.assertIsNotNone(self.enrol("still-serving")[0])
 
+    def test_successor_in_open_directory_takes_nothing(self):
+        """A successor whose handover_socket directory others may write (no sticky bit) would refuse
+        to serve the socket there: it refuses before it asks for the sockets (here through a link in
+        such a directory to the running gateway's socket), which hands nothing over and serves on."""
+        d = self.gw.dir
+        (d / "open").mkdir()
+        (d / "open").chmod(0o777)
+        (d / "open" / "handover.sock").symlink_to(d / "handover.sock")
+        cfg = json.loads(self.gw.config_path.read_text())
+        cfg["handover_socket"] = "open/handover.sock"
+        (d / "open.json").write_text(json.dumps(cfg))
+        with open(d / "open.stderr", "wb") as err:
+            new = subprocess.Popen([str(harness.GATEWAY_BIN), "-c", str(d / "open.json")], cwd=d,
+                                   stdout=subprocess.DEVNULL, stderr=err, env=self.gw.env())
+            try:
+                rc = new.wait(timeout=30)
+            finally:
+                shutil.rmtree(d / "open")
+        self.assertNotEqual(rc, 0)
+        text = (d / "open.stderr").read_text()
+        self.assertIn("handover_socket: the directory", text)
+        self.assertIn("without the sticky bit (mode 0777)", text)
+        self.assertNotIn("took", text)
+        self.assertNotIn("sent to pid %d" % new.pid, self.gw.stderr())
+        self.assertIsNone(self.gw.proc.poll())
+        self.assertIsNotNone(self.enrol("after-open-directory")[0])
+
     def test_other_user_gets_nothing(self):
         if os.geteuid() != 0:
             self.skipTest("needs root to be another user")

@@ -243,12 +243,36 @@ static void test_serve_follows_no_name(void **state)
     assert_int_equal(rmdir(dir), 0);
 }
 
+/*
+ * A socket directory others may add names to, without the sticky bit: they could rename the socket
+ * away and put their own at its name. Nothing is bound there; the sticky bit (each name its owner's)
+ * passes.
+ */
+static void test_serve_refuses_open_directory(void **state)
+{
+    char dir[] = "/tmp/cmpgw-handover-XXXXXX", path[64], err[GW_ERR_LEN] = "";
+    struct gw_handover *h;
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/handover.sock", dir);
+    assert_int_equal(chmod(dir, 0777), 0);
+    assert_null(gw_handover_serve(path, NULL, err));
+    assert_non_null(strstr(err, "handover_socket: the directory"));
+    assert_non_null(strstr(err, "without the sticky bit (mode 0777)"));
+    assert_int_equal(access(path, F_OK), -1);
+    assert_int_equal(chmod(dir, 01777), 0);
+    assert_non_null(h = gw_handover_serve(path, NULL, err));
+    gw_handover_stop(h);
+    assert_int_equal(rmdir(dir), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nobody_there),          cmocka_unit_test(test_same_user),
         cmocka_unit_test(test_other_user_refused),    cmocka_unit_test(test_serve_private_from_bind),
-        cmocka_unit_test(test_serve_follows_no_name),
+        cmocka_unit_test(test_serve_follows_no_name), cmocka_unit_test(test_serve_refuses_open_directory),
     };
 
     signal(SIGPIPE, SIG_IGN);
