@@ -175,6 +175,37 @@ static int append(char **out, size_t *len, const char *s, size_t n)
     return 1;
 }
 
+/* Appends |n| bytes of |s| as they are: what the listing itself writes between escaped values. */
+static int append_raw(char **out, size_t *len, const char *s, size_t n)
+{
+    char *p = realloc(*out, *len + n + 1);
+
+    if (p == NULL)
+        return 0;
+    memcpy(p + *len, s, n);
+    *len += n;
+    p[*len] = '\0';
+    *out = p;
+    return 1;
+}
+
+/* Appends one SAN's text, escaped, its own commas as \u002c: a URI holding ",DNS:x" cannot read as a
+   second entry of the comma-joined list. (',' is never a byte of a longer UTF-8 sequence.) */
+static int append_san_text(char **out, size_t *len, const char *s, size_t n)
+{
+    const char *comma;
+    size_t k;
+
+    while ((comma = memchr(s, ',', n)) != NULL) {
+        k = (size_t)(comma - s);
+        if (!append(out, len, s, k) || !append_raw(out, len, "\\u002c", 6))
+            return 0;
+        s += k + 1;
+        n -= k + 1;
+    }
+    return append(out, len, s, n);
+}
+
 static const char *san_prefix(int type)
 {
     switch (type) {
@@ -207,8 +238,8 @@ static int append_san(char **out, size_t *len, const GENERAL_NAME *gn)
         const char *pfx = san_prefix(gn->type);
 
         return append(out, len, pfx, strlen(pfx)) &&
-               append(out, len, (const char *)ASN1_STRING_get0_data(gn->d.ia5),
-                      (size_t)ASN1_STRING_length(gn->d.ia5));
+               append_san_text(out, len, (const char *)ASN1_STRING_get0_data(gn->d.ia5),
+                               (size_t)ASN1_STRING_length(gn->d.ia5));
     }
     if (gn->type == GEN_IPADD && (ASN1_STRING_length(gn->d.ip) == 4 || ASN1_STRING_length(gn->d.ip) == 16)) {
         char ip[INET6_ADDRSTRLEN];
@@ -220,7 +251,7 @@ static int append_san(char **out, size_t *len, const GENERAL_NAME *gn)
     if ((mem = BIO_new(BIO_s_mem())) == NULL)
         return 0;
     ok = GENERAL_NAME_print(mem, (GENERAL_NAME *)gn) == 1 && (n = BIO_get_mem_data(mem, &text)) > 0 &&
-         append(out, len, text, (size_t)n);
+         append_san_text(out, len, text, (size_t)n);
     BIO_free(mem);
     return ok;
 }

@@ -1156,6 +1156,25 @@ static void test_store_records(void **state)
 }
 
 /* A subject or SAN with a tab or newline cannot break the inventory's table. */
+/* Adds the URI |uri| to |sans|. */
+static int add_uri(GENERAL_NAMES *sans, const char *uri)
+{
+    GENERAL_NAME *gn = GENERAL_NAME_new();
+    ASN1_IA5STRING *s = ASN1_IA5STRING_new();
+
+    if (gn == NULL || s == NULL || ASN1_STRING_set(s, uri, -1) != 1) {
+        GENERAL_NAME_free(gn);
+        ASN1_IA5STRING_free(s);
+        return 0;
+    }
+    GENERAL_NAME_set0_value(gn, GEN_URI, s);
+    if (sk_GENERAL_NAME_push(sans, gn) <= 0) {
+        GENERAL_NAME_free(gn);
+        return 0;
+    }
+    return 1;
+}
+
 static void test_store_list_escapes(void **state)
 {
     struct gw_upstream_conf conf;
@@ -1179,6 +1198,20 @@ static void test_store_list_escapes(void **state)
     assert_null(strpbrk(list.v[0].sans, "\t\n"));
     assert_string_equal(list.v[0].subject, "CN=tab\\there\\nnewline");
     assert_string_equal(list.v[0].sans, "DNS:x\\ty.example");
+    gw_store_list_cleanup(&list);
+    gw_sign_result_cleanup(&res);
+    gw_cert_plan_cleanup(&plan);
+    /* a SAN's own comma is escaped: a URI holding ",DNS:..." does not read as a second entry */
+    plan_init(&plan, keys[K_P256], "comma", NULL);
+    assert_non_null(plan.sans = GENERAL_NAMES_new());
+    assert_true(add_uri(plan.sans, "https://a.example/x,DNS:bank.example"));
+    sign(up, &plan, &res);
+    assert_int_equal(res.status, 0);
+    assert_int_equal(gw_store_list(dir, &list, err), 0);
+    assert_int_equal(list.n, 2);
+    assert_true(strcmp(list.v[0].subject, "CN=comma") == 0 || strcmp(list.v[1].subject, "CN=comma") == 0);
+    assert_string_equal(list.v[strcmp(list.v[0].subject, "CN=comma") == 0 ? 0 : 1].sans,
+                        "URI:https://a.example/x\\u002cDNS:bank.example");
     gw_store_list_cleanup(&list);
     gw_sign_result_cleanup(&res);
     gw_cert_plan_cleanup(&plan);
