@@ -53,9 +53,10 @@ struct http_job {
     struct gw_gen *gen; /* held: the configuration the request began in, to its end */
     unsigned char *der; /* owned copy of the body */
     size_t len;
-    struct gw_route_match match;  /* role borrowed from the config snapshot */
-    X509 *peer;                   /* up-ref of the connection's verified client certificate */
-    struct sockaddr_storage addr; /* the client's: its failed authentications are counted */
+    struct gw_route_match match;        /* role borrowed from the config snapshot */
+    X509 *peer;                         /* up-ref of the connection's verified client certificate */
+    char tls_client[GW_TLS_CLIENT_LEN]; /* the connection's description of |peer| (gw_conn), or "" */
+    struct sockaddr_storage addr;       /* the client's: its failed authentications are counted */
     socklen_t addr_len;
     bool counted;          /* one of its address's requests in flight (gw_guard_req_begin) until freed */
     char gone[GW_ERR_LEN]; /* a path only a retired generation serves: the 404 it gets otherwise */
@@ -463,13 +464,15 @@ static void job_free(struct http_job *job)
 /* The request of |job| as the engine sees it: the job's owned copies, never h2o objects. */
 static struct gw_cmp_request cmp_request_of(const struct http_job *job)
 {
-    return (struct gw_cmp_request){.der = job->der,
-                                   .len = job->len,
-                                   .route = &job->match,
-                                   .tls_peer = job->peer,
-                                   .path = job->log.path,
-                                   .may_suspend = true,
-                                   .gone = job->gone[0] != '\0' ? job->gone : NULL};
+    return (struct gw_cmp_request){
+        .der = job->der,
+        .len = job->len,
+        .route = &job->match,
+        .tls_peer = job->peer,
+        .tls_client = job->peer != NULL && job->tls_client[0] != '\0' ? job->tls_client : NULL,
+        .path = job->log.path,
+        .may_suspend = true,
+        .gone = job->gone[0] != '\0' ? job->gone : NULL};
 }
 
 /* worker: the second pass of a suspended request, once its upstream call completed. */
@@ -572,8 +575,10 @@ static int submit(struct gw_loop *lt, struct gw_gen *gen, h2o_req_t *req, const 
         snprintf(job->gone, sizeof(job->gone), "%s", gone);
     job->match = *match;
     job->log = *log;
-    if (c != NULL && c->peer != NULL && X509_up_ref(c->peer) == 1)
+    if (c != NULL && c->peer != NULL && X509_up_ref(c->peer) == 1) {
         job->peer = c->peer;
+        memcpy(job->tls_client, c->tls_client, sizeof(job->tls_client));
+    }
     if (c != NULL) {
         job->addr = c->addr;
         job->addr_len = c->addr_len;

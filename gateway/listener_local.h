@@ -27,15 +27,16 @@ struct gw_conn {
     struct gw_loop *loop;
     struct sockaddr_storage addr; /* the client's, counted in the server's guard */
     socklen_t addr_len;
-    bool admin;                    /* on the admin listener: outside the CMP admission limits */
-    bool handshaken;               /* its TLS handshake completed (counted once) */
-    unsigned listener;             /* the id of its listener's socket (struct gw_listen_key) */
-    unsigned long gen;             /* the generation whose client CAs verified |peer| */
-    X509 *peer;                    /* verified TLS client certificate, or NULL */
-    bool peer_expired;             /* a resumed session's certificate, out of its validity: not kept */
-    bool peer_required;            /* ... on a listener that requires one: requests refused */
-    STACK_OF(X509) *peer_chain;    /* what the client sent with it, for gw_conn_recheck */
-    char subject[GW_IDENTITY_LEN]; /* its subject, X509_NAME_oneline form, or "" */
+    bool admin;                         /* on the admin listener: outside the CMP admission limits */
+    bool handshaken;                    /* its TLS handshake completed (counted once) */
+    unsigned listener;                  /* the id of its listener's socket (struct gw_listen_key) */
+    unsigned long gen;                  /* the generation whose client CAs verified |peer| */
+    X509 *peer;                         /* verified TLS client certificate, or NULL */
+    bool peer_expired;                  /* a resumed session's certificate, out of its validity: not kept */
+    bool peer_required;                 /* ... on a listener that requires one: requests refused */
+    STACK_OF(X509) *peer_chain;         /* what the client sent with it, for gw_conn_recheck */
+    char tls_client[GW_TLS_CLIENT_LEN]; /* gw_cmp_tls_client of |peer|, or "" (none, or not made) */
+    char subject[GW_IDENTITY_LEN];      /* its subject, X509_NAME_oneline form, or "" */
     /* the send sweep (sweep.c) */
     h2o_socket_t *sock;     /* borrowed: this state is freed as it closes */
     h2o_linklist_t link;    /* loop->conns */

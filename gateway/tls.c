@@ -3,6 +3,7 @@
  * connection, captured when its handshake completes (docs/design.md H3, H4).
  */
 #include "gateway/listener_local.h"
+#include "gateway/cmp/exchange.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/metrics.h"
@@ -170,6 +171,13 @@ static void on_ssl_info(const SSL *ssl, int where, int ret)
     }
     c->peer = peer;
     c->peer_chain = X509_chain_up_ref(SSL_get_peer_cert_chain(ssl)); /* NULL: recheck with the leaf */
+    /* what binds a transaction to its TLS client, made once for the connection's requests: its
+       certificate cannot change after the handshake, renegotiation being off (SSL_OP_NO_RENEGOTIATION)
+       and TLS 1.3 post-handshake authentication never requested (no SSL_VERIFY_POST_HANDSHAKE); were
+       either allowed, this would have to be made again with each new certificate. Only dropped with
+       |peer| (gw_conn_recheck); not made (out of memory): each request makes it */
+    if (gw_cmp_tls_client(peer, c->tls_client) != 0)
+        c->tls_client[0] = '\0';
     /* the same one-line form as the engine's CMP identity, so that log lines compare */
     if (X509_NAME_oneline(X509_get_subject_name(peer), c->subject, sizeof(c->subject)) == NULL)
         c->subject[0] = '\0';
@@ -214,6 +222,7 @@ int gw_conn_recheck(struct gw_conn *c)
     X509_free(c->peer);
     c->peer = NULL;
     c->subject[0] = '\0';
+    c->tls_client[0] = '\0';
     return (mode & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) != 0 ? GW_ERR_FORBIDDEN : 0;
 }
 

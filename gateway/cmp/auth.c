@@ -326,7 +326,7 @@ int cmp_sender_is(const struct gw_hdr_info *h, int pbm, const unsigned char *kid
 int cmp_check_tls_client(const struct cmp_call *c, const char *bound, struct cmp_refusal *r)
 {
     if (bound[0] == '\0' ||
-        (strcmp(bound, c->tls_client) == 0 && strcmp(c->tls_client, CMP_TLS_CLIENT_UNKNOWN) != 0))
+        (strcmp(bound, c->tls_client) == 0 && strcmp(c->tls_client, GW_CMP_TLS_CLIENT_UNKNOWN) != 0))
         return 0;
     /* another device sharing the sender's PBM secret or signing key, or the sender over another
        connection than its own: either way not the client this transaction's answers went to */

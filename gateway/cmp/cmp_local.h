@@ -85,9 +85,6 @@ enum cmp_confirm {
     CMP_CONFIRM_FAILED, /* certHash mismatch */
 };
 
-/* What cmp_call.tls_client holds when its certificate's hash could not be made: it matches nothing. */
-#define CMP_TLS_CLIENT_UNKNOWN "unknown"
-
 /* One request being processed on a worker; lives on that worker's stack. */
 struct cmp_call {
     struct gw_cmp_engine *e;    /* the engine the request runs under: its own, or its transaction's */

@@ -2,11 +2,32 @@
 #include "gateway/cmp/exchange.h"
 
 #include "gateway/cmp/shim.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "base/x509.h"
 
 #include <stdio.h>
 #include <string.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+
+int gw_cmp_tls_client(const X509 *peer, char *out)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+
+    if (peer == NULL) {
+        snprintf(out, GW_TLS_CLIENT_LEN, "none");
+        return 0;
+    }
+    if (X509_digest(peer, gw_sha256(), md, &len) != 1 || len != 32) {
+        snprintf(out, GW_TLS_CLIENT_LEN, GW_CMP_TLS_CLIENT_UNKNOWN);
+        return GW_ERR_CRYPTO;
+    }
+    memcpy(out, "sha256:", 7);
+    gw_hex(out + 7, md, len);
+    return 0;
+}
 
 void gw_cmp_response_init(struct gw_cmp_response *rsp)
 {

@@ -17,7 +17,9 @@ struct gw_cmp_request {
     const unsigned char *der;
     size_t len;
     const struct gw_route_match *route;
-    X509 *tls_peer;   /* verified TLS client certificate, or NULL */
+    X509 *tls_peer; /* verified TLS client certificate, or NULL */
+    /* gw_cmp_tls_client of |tls_peer|, made once for its connection; NULL: made here for the request */
+    const char *tls_client;
     const char *path; /* request path, for the audit log; NULL = described from |route| */
     bool may_suspend; /* the caller resumes a suspended request (gw_cmp_suspended_arm) */
     /* set: |route| is a retired configuration's, for a path the running one no longer serves; only an
@@ -25,6 +27,18 @@ struct gw_cmp_request {
        anything else gets HTTP 404 with this reason, the one an unknown path gets */
     const char *gone;
 };
+
+/*
+ * gw_cmp_tls_client writes the TLS client a transaction is bound to (GW_TLS_CLIENT_LEN bytes into
+ * |out|): "sha256:" and the hash of the whole certificate |peer| in hex, not its subject (a CA may
+ * issue several certificates with one name); "none" without one (a plain listener, a TLS one that
+ * asks for none). Returns 0, or GW_ERR_CRYPTO when the hash could not be made (out of memory): |out|
+ * then holds "unknown", which matches no transaction.
+ */
+int gw_cmp_tls_client(const X509 *peer, char *out);
+
+/* What gw_cmp_tls_client writes when the hash could not be made: it matches nothing. */
+#define GW_CMP_TLS_CLIENT_UNKNOWN "unknown"
 
 /*
  * A request whose upstream call is still running (docs/design.md D24): gw_cmp_process returned

@@ -152,24 +152,13 @@ static void describe_route(struct cmp_call *c)
     }
 }
 
-/*
- * The TLS client a transaction is bound to: the hash of the whole certificate, not its subject (a
- * CA may issue several certificates with one name). "none" without one (a plain listener, a TLS one
- * that asks for none); one whose hash cannot be made (out of memory) matches no transaction.
- */
+/* The TLS client a transaction is bound to (gw_cmp_tls_client): its connection's, when made there. */
 static void describe_tls_client(struct cmp_call *c)
 {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-
-    if (c->req->tls_peer == NULL) {
-        snprintf(c->tls_client, sizeof(c->tls_client), "none");
-    } else if (X509_digest(c->req->tls_peer, gw_sha256(), md, &len) != 1 || len != 32) {
-        snprintf(c->tls_client, sizeof(c->tls_client), CMP_TLS_CLIENT_UNKNOWN);
-    } else {
-        memcpy(c->tls_client, "sha256:", 7);
-        gw_hex(c->tls_client + 7, md, len);
-    }
+    if (c->req->tls_peer != NULL && c->req->tls_client != NULL)
+        snprintf(c->tls_client, sizeof(c->tls_client), "%s", c->req->tls_client);
+    else
+        (void)gw_cmp_tls_client(c->req->tls_peer, c->tls_client);
 }
 
 /* Fills what the audit records of this request say about where it came from. */

@@ -75,7 +75,8 @@ struct env {
     struct gw_upstream_set *ups;
     struct gw_cmp_engine *engine;
     struct gw_route_match route;
-    X509 *tls; /* TLS client certificate of the next request */
+    X509 *tls;              /* TLS client certificate of the next request */
+    const char *tls_client; /* its connection's description of it (gw_cmp_request.tls_client), or NULL */
     char audit_path[160];
     int auth_failures; /* answers that count against the client's address (gw_cmp_response.auth_failed) */
     const char *gone;  /* set: |route| is a path the running configuration lost (gw_cmp_request.gone) */
@@ -346,8 +347,12 @@ static unsigned char *exchange(struct env *e, const unsigned char *der, size_t l
 
     gw_cmp_response_init(&rsp);
     gw_cmp_process(e->engine,
-                   &(struct gw_cmp_request){
-                       .der = der, .len = len, .route = &e->route, .tls_peer = e->tls, .gone = e->gone},
+                   &(struct gw_cmp_request){.der = der,
+                                            .len = len,
+                                            .route = &e->route,
+                                            .tls_peer = e->tls,
+                                            .tls_client = e->tls_client,
+                                            .gone = e->gone},
                    &rsp);
     *http = rsp.http_status;
     e->auth_failures += rsp.auth_failed;
@@ -3853,6 +3858,61 @@ static void other_tls_client_refused(enum prot prot,
     env_free(e);
 }
 
+/* Keeps the certConf (keep_certconf); the connections after the ir's have no description of their own. */
+static OSSL_CMP_MSG *keep_certconf_undescribed(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
+{
+    if (OSSL_CMP_MSG_get_bodytype(req) == GW_CMP_BODY_CERTCONF)
+        cl->env->tls_client = NULL;
+    return keep_certconf(ctx, req, cl);
+}
+
+/*
+ * The TLS client a transaction is bound to is its connection's description (made once per connection
+ * by the listener) when the request carries one, not made again from the certificate: an ir whose
+ * connection says "signer.pem" over client.pem is bound to signer.pem's hash, so its certConf over
+ * client.pem, described from the certificate here, is another TLS client's; over the ir's
+ * description, it confirms. gw_cmp_tls_client's forms: "sha256:" and the certificate's hash, "none".
+ */
+static void test_tls_client_of_connection(void **state)
+{
+    struct env *e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .confirm = 1});
+    struct client cl = {.env = e, .tamper = keep_certconf_undescribed, .tls_first = client_cert};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    X509 *signer = load_cert("signer.pem");
+    char mine[GW_TLS_CLIENT_LEN], other[GW_TLS_CLIENT_LEN], want[GW_TLS_CLIENT_LEN];
+    unsigned char md[32];
+    unsigned int n = 0;
+
+    (void)state;
+    assert_int_equal(gw_cmp_tls_client(NULL, mine), 0);
+    assert_string_equal(mine, "none");
+    assert_int_equal(X509_digest(client_cert, EVP_sha256(), md, &n), 1);
+    memcpy(want, "sha256:", 7);
+    gw_hex(want + 7, md, n);
+    assert_int_equal(gw_cmp_tls_client(client_cert, mine), 0);
+    assert_string_equal(mine, want);
+    assert_int_equal(gw_cmp_tls_client(signer, other), 0);
+    assert_string_not_equal(other, mine);
+
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
+    e->tls_client = other;
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_int_equal(cl.exchanges, 2);
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                  "begun over a TLS connection with another client certificate");
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1);
+    e->tls_client = mine; /* the certificate's own description: still not the ir's connection's */
+    send_held(&cl, "error", "another client certificate");
+    e->tls_client = other;
+    send_held(&cl, "pkiconf", NULL);
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    assert_int_equal(audit_count(e, "confirmed", NULL, NULL, NULL), 1);
+    X509_free(signer);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
 /* Two devices share one PBM secret: the other's certConf for one's transaction (it can make the MAC). */
 static void test_certconf_other_tls_client(void **state)
 {
@@ -7315,6 +7375,7 @@ int main(void)
         cmocka_unit_test(test_error_forged_signer),
         cmocka_unit_test(test_error_other_sender),
         cmocka_unit_test(test_certconf_other_tls_client),
+        cmocka_unit_test(test_tls_client_of_connection),
         cmocka_unit_test(test_error_other_tls_client),
         cmocka_unit_test(test_error_aborts),
         cmocka_unit_test(test_undelivered_withdrawn),
