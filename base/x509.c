@@ -204,6 +204,75 @@ X509 *gw_x509_d2i_exact(const unsigned char *der, long len)
     return x;
 }
 
+/* Where a certificate parsed by gw_x509_parse_cached keeps the SHA-256 of its DER (ex_data). */
+static int sha256_idx = -1;
+static pthread_once_t sha256_idx_once = PTHREAD_ONCE_INIT;
+
+static void sha256_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+    (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+    OPENSSL_free(ptr);
+}
+
+static void sha256_index(void)
+{
+    sha256_idx = X509_get_ex_new_index(0, NULL, NULL, NULL, sha256_free);
+}
+
+/* Records |h| on |x| as its SHA-256: 0, or GW_ERR_NOMEM (nothing recorded). */
+static int sha256_set(X509 *x, const unsigned char h[32])
+{
+    unsigned char *copy;
+
+    pthread_once(&sha256_idx_once, sha256_index);
+    if (sha256_idx < 0 || (copy = OPENSSL_memdup(h, 32)) == NULL)
+        return GW_ERR_NOMEM;
+    if (X509_set_ex_data(x, sha256_idx, copy) != 1) {
+        OPENSSL_free(copy);
+        return GW_ERR_NOMEM;
+    }
+    return 0;
+}
+
+/*
+ * Records |h|, the SHA-256 of |der|, on |x| parsed from it, before |x| is shared. Only if |x| encodes
+ * to exactly |der| (X509_digest hashes that encoding); else nothing.
+ */
+static void sha256_keep(X509 *x, const unsigned char *der, long len, const unsigned char h[32])
+{
+    unsigned char *enc = NULL;
+    int n = i2d_X509(x, &enc);
+
+    if (n == len && memcmp(enc, der, (size_t)len) == 0)
+        (void)sha256_set(x, h);
+    OPENSSL_free(enc);
+}
+
+int gw_x509_sha256_keep(X509 *x)
+{
+    unsigned char h[32];
+    unsigned int n = 0;
+
+    if (X509_digest(x, gw_sha256(), h, &n) != 1 || n != sizeof(h))
+        return GW_ERR_CRYPTO;
+    return sha256_set(x, h);
+}
+
+int gw_x509_sha256(const X509 *x, unsigned char out[32])
+{
+    const unsigned char *kept = NULL;
+    unsigned int n = 0;
+
+    pthread_once(&sha256_idx_once, sha256_index);
+    if (sha256_idx >= 0)
+        kept = X509_get_ex_data(x, sha256_idx);
+    if (kept != NULL) {
+        memcpy(out, kept, 32);
+        return 0;
+    }
+    return X509_digest(x, gw_sha256(), out, &n) == 1 && n == 32 ? 0 : GW_ERR_CRYPTO;
+}
+
 X509 *gw_x509_parse_cached(const unsigned char *der, long len)
 {
     unsigned char h[32];
@@ -222,6 +291,8 @@ X509 *gw_x509_parse_cached(const unsigned char *der, long len)
     }
     if ((x = gw_x509_d2i_exact(der, len)) == NULL)
         return NULL;
+    if (s != NULL)
+        sha256_keep(x, der, len, h);
     if (s != NULL && X509_up_ref(x) == 1) {
         X509 *old;
 

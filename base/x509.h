@@ -73,6 +73,22 @@ X509 *gw_x509_d2i_exact(const unsigned char *der, long len);
 X509 *gw_x509_parse_cached(const unsigned char *der, long len);
 
 /*
+ * gw_x509_sha256 writes into |out| the SHA-256 of |x|'s DER, as X509_digest makes it: the one
+ * gw_x509_parse_cached recorded when it parsed |x| (whose DER it was) or gw_x509_sha256_keep
+ * recorded, else made now. 0, or
+ * GW_ERR_CRYPTO. Thread-safe.
+ */
+int gw_x509_sha256(const X509 *x, unsigned char out[32]);
+
+/*
+ * gw_x509_sha256_keep records on |x| its SHA-256 (X509_digest), for gw_x509_sha256 to read it
+ * without making it again: for a certificate kept and used many times, such as a configuration's.
+ * Before |x| is shared between threads, which read it without a lock; |x| must not change after.
+ * 0, or GW_ERR_CRYPTO / GW_ERR_NOMEM (nothing recorded: gw_x509_sha256 makes it each time).
+ */
+int gw_x509_sha256_keep(X509 *x);
+
+/*
  * gw_asn1_field returns the template of field |name| of SEQUENCE type |it|, tagged |tag| (-1:
  * untagged), whose ASN1_TFLG_SK_MASK and ASN1_TFLG_EMBED bits are |flags|, as OpenSSL's own ASN.1
  * template for the type describes it (<openssl/asn1t.h>): where an object of the type keeps a field

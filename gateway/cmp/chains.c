@@ -49,20 +49,23 @@ void cmp_chains_free(struct cmp_chains *cc)
     free(cc);
 }
 
-/* SHA-256 of the store's address and the SHA-256 of the certificate and of each intermediate; 0, or -1. */
+/*
+ * SHA-256 of the store's address and the SHA-256 of the certificate and of each intermediate; 0, or -1.
+ * A certificate's own SHA-256 is the one recorded when it was parsed, where it was (gw_x509_sha256):
+ * a signer's extraCerts are the same parsed certificates with each message.
+ */
 static int cache_key(const X509_STORE *store, const X509 *cert, const STACK_OF(X509) *untrusted,
                      unsigned char key[32])
 {
-    unsigned char d[EVP_MAX_MD_SIZE];
-    unsigned int n = 0, kn = 0;
+    unsigned char d[32];
+    unsigned int kn = 0;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     int ok = ctx != NULL && EVP_DigestInit_ex(ctx, gw_sha256(), NULL) == 1 &&
-             EVP_DigestUpdate(ctx, &store, sizeof(store)) == 1 &&
-             X509_digest(cert, gw_sha256(), d, &n) == 1 && EVP_DigestUpdate(ctx, d, n) == 1;
+             EVP_DigestUpdate(ctx, &store, sizeof(store)) == 1 && gw_x509_sha256(cert, d) == 0 &&
+             EVP_DigestUpdate(ctx, d, sizeof(d)) == 1;
 
     for (int i = 0; ok && i < sk_X509_num(untrusted); i++)
-        ok = X509_digest(sk_X509_value(untrusted, i), gw_sha256(), d, &n) == 1 &&
-             EVP_DigestUpdate(ctx, d, n) == 1;
+        ok = gw_x509_sha256(sk_X509_value(untrusted, i), d) == 0 && EVP_DigestUpdate(ctx, d, sizeof(d)) == 1;
     ok = ok && EVP_DigestFinal_ex(ctx, key, &kn) == 1 && kn == 32;
     EVP_MD_CTX_free(ctx);
     return ok ? 0 : -1;

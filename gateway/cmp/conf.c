@@ -8,6 +8,7 @@
 #include "base/limits.h"
 #include "base/log.h"
 #include "base/pem.h"
+#include "base/x509.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -101,6 +102,9 @@ static int check_trust(struct gw_conf_ctx *pc, const char *path, void *base)
     gw_conf_join_key(fpath, path, "untrusted_file");
     if (t->untrusted_file != NULL && gw_pem_load_certs(pc, fpath, t->untrusted_file, &t->untrusted) != 0)
         goto out;
+    /* each one is in the key of every chain validated on this trust (chains.c): its SHA-256 made once */
+    for (int i = 0; i < sk_X509_num(t->untrusted); i++)
+        (void)gw_x509_sha256_keep(sk_X509_value(t->untrusted, i));
     gw_conf_join_key(fpath, path, "crl_file");
     if (t->crl_file != NULL && load_crls(pc, fpath, t, anchors) != 0)
         goto out;

@@ -11,6 +11,7 @@
 #include <openssl/x509v3.h>
 
 #include "gateway/cmp/chains.h"
+#include "base/x509.h"
 #include "testutil.h"
 
 static EVP_PKEY *root_key, *mid_key, *leaf_key, *other_key;
@@ -93,6 +94,73 @@ static void test_remembered_for_its_store(void **state)
     cmp_chains_free(cc);
 }
 
+/* |x| parsed again from its DER by gw_x509_parse_cached (the caller frees it); the DER in *der. */
+static X509 *parsed_again(X509 *x, unsigned char **der, int *len)
+{
+    X509 *y;
+
+    *der = NULL;
+    assert_true((*len = i2d_X509(x, der)) > 0);
+    assert_non_null(y = gw_x509_parse_cached(*der, *len));
+    return y;
+}
+
+/*
+ * A certificate's SHA-256 in the key is what X509_digest makes, whether recorded when it was parsed or
+ * made at the look-up: the same certificates parsed again (as a signer's extraCerts are with each
+ * message) find the answer remembered for the first ones. Twins: one byte of the leaf's signature
+ * changed is another key, verified afresh and refused; a DER whose outer length is not minimal (BER a
+ * parse accepts) records nothing, and its SHA-256 is still that of the certificate's encoding.
+ */
+static void test_key_of_parsed_certs(void **state)
+{
+    struct cmp_chains *cc = cmp_chains_new();
+    X509_STORE *s = store_of_root();
+    STACK_OF(X509) *u = with_mid(), *u2 = sk_X509_new_null();
+    unsigned char *der_leaf, *der_mid, *ber, want[32], got[32], of_ber[32];
+    int len_leaf, len_mid;
+    unsigned int n = 0;
+    X509 *leaf2 = parsed_again(leaf, &der_leaf, &len_leaf), *mid2 = parsed_again(mid, &der_mid, &len_mid),
+         *bad, *x;
+
+    (void)state;
+    assert_int_equal(X509_digest(leaf, EVP_sha256(), want, &n), 1);
+    assert_int_equal(gw_x509_sha256(leaf2, got), 0);
+    assert_memory_equal(got, want, 32);
+    assert_int_equal(gw_x509_sha256(leaf, got), 0); /* not parsed here: made now */
+    assert_memory_equal(got, want, 32);
+    assert_int_equal(gw_x509_sha256_keep(mid), 0); /* a configuration's, recorded */
+    assert_int_equal(X509_digest(mid, EVP_sha256(), of_ber, &n), 1);
+    assert_int_equal(gw_x509_sha256(mid, got), 0);
+    assert_memory_equal(got, of_ber, 32);
+    sk_X509_push(u2, mid2);
+    assert_int_equal(cmp_chains_valid(cc, s, u, leaf), 1);
+    der_leaf[len_leaf - 1] ^= 1; /* the last byte of the signature */
+    assert_non_null(bad = gw_x509_parse_cached(der_leaf, len_leaf));
+    assert_int_equal(cmp_chains_valid(cc, s, u2, bad), 0);
+    X509_OBJECT_free(sk_X509_OBJECT_pop(X509_STORE_get0_objects(s))); /* the root gone from the store */
+    assert_int_equal(cmp_chains_valid(cc, s, u2, leaf2), 1);          /* remembered */
+    assert_int_equal(cmp_chains_valid(cc, s, u2, bad), 0);
+    der_leaf[len_leaf - 1] ^= 1;
+
+    /* 30 82 LL LL ... as 30 83 00 LL LL ... */
+    assert_true(der_leaf[1] == 0x82);
+    assert_non_null(ber = OPENSSL_malloc((size_t)len_leaf + 1));
+    ber[0] = 0x30, ber[1] = 0x83, ber[2] = 0x00;
+    memcpy(ber + 3, der_leaf + 2, (size_t)len_leaf - 2);
+    assert_non_null(x = gw_x509_parse_cached(ber, len_leaf + 1));
+    assert_int_equal(EVP_Digest(ber, (size_t)len_leaf + 1, of_ber, &n, EVP_sha256(), NULL), 1);
+    assert_int_equal(gw_x509_sha256(x, got), 0);
+    assert_memory_equal(got, want, 32);
+    assert_memory_not_equal(got, of_ber, 32);
+
+    X509_free(x), X509_free(bad), X509_free(leaf2), X509_free(mid2);
+    OPENSSL_free(ber), OPENSSL_free(der_leaf), OPENSSL_free(der_mid);
+    sk_X509_free(u), sk_X509_free(u2);
+    X509_STORE_free(s);
+    cmp_chains_free(cc);
+}
+
 static void test_failure_never_remembered(void **state)
 {
     struct cmp_chains *cc = cmp_chains_new();
@@ -145,6 +213,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_remembered_for_its_store),
+        cmocka_unit_test(test_key_of_parsed_certs),
         cmocka_unit_test(test_failure_never_remembered),
         cmocka_unit_test(test_fixed_time_store_not_remembered),
         cmocka_unit_test(test_expired_leaf),
