@@ -738,6 +738,7 @@ static int replay_stored(const struct gw_hdr_info *want, struct cmp_call *sub,
              (t->pbm || (t->signer != NULL && OSSL_CMP_CTX_set1_srvCert(ctx, t->signer) == 1));
     }
     OSSL_CMP_MSG_free(rsp);
+    gw_shim_hdr_info_cleanup(&sub->hdr); /* its sender may be |req|'s own */
     OSSL_CMP_MSG_free(req);
     X509_free(cert);
     ERR_clear_error();

@@ -10,6 +10,7 @@
 #include "base/x509.h"
 
 #include <limits.h>
+#include <pthread.h>
 #include <string.h>
 #include <openssl/asn1.h>
 #include <openssl/asn1t.h>
@@ -185,7 +186,7 @@ static int get_sender(const struct cmp_tlv *t, struct gw_hdr_info *h)
         return GW_ERR_INVAL;
     /* another type: OpenSSL refuses it later with a protected error */
     if (gn->type == GEN_DIRNAME) {
-        h->sender = gn->d.directoryName; /* taken out of the decoded name, not copied */
+        h->sender = h->own_sender = gn->d.directoryName; /* taken out of the decoded name, not copied */
         gn->d.directoryName = NULL;
     }
     GENERAL_NAME_free(gn);
@@ -214,16 +215,15 @@ static int hdr_optional(const struct cmp_tlv *t, struct gw_hdr_info *h)
     }
 }
 
-int gw_shim_hdr_info(const OSSL_CMP_MSG *msg, struct gw_hdr_info *out)
+/* The header of |msg| encoded and walked: what the fields read in place (below) must equal. */
+static int hdr_walk(const OSSL_CMP_MSG *msg, struct gw_hdr_info *out)
 {
     unsigned char *der = NULL;
     const unsigned char *p, *end;
     struct cmp_tlv t;
     int len, rc = GW_ERR_INVAL;
 
-    memset(out, 0, sizeof(*out));
-    out->protection_nid = NID_undef;
-    if (msg == NULL || (len = i2d_OSSL_CMP_PKIHEADER(OSSL_CMP_MSG_get0_header(msg), &der)) <= 0)
+    if ((len = i2d_OSSL_CMP_PKIHEADER(OSSL_CMP_MSG_get0_header(msg), &der)) <= 0)
         goto out;
     /* pvno, sender, recipient */
     if (!cmp_der_open_seq(der, len, &p, &end) || !cmp_tlv_next(&p, end, &t) || t.tag != V_ASN1_INTEGER ||
@@ -237,7 +237,126 @@ int gw_shim_hdr_info(const OSSL_CMP_MSG *msg, struct gw_hdr_info *out)
     rc = 0;
 out:
     OPENSSL_free(der);
+    return rc;
+}
+
+/*
+ * Where OpenSSL's decoded header keeps the fields the walk reads (its ASN.1 template: RFC 9810
+ * §5.1.1's SEQUENCE, each optional field EXPLICIT-tagged); |ok| 0 if this OpenSSL keeps them
+ * otherwise. Found once.
+ */
+static struct {
+    int ok;
+    size_t sender, message_time, protection_alg, sender_kid, tid, sender_nonce;
+} hdr_layout;
+static pthread_once_t hdr_layout_once = PTHREAD_ONCE_INIT;
+
+/* The offset of |name| [tag] (-1: untagged; else EXPLICIT) holding an |item| in the header; 0 if none. */
+static size_t hdr_offset(const char *name, long tag, const ASN1_ITEM *item)
+{
+    const ASN1_TEMPLATE *tt = gw_asn1_field(ASN1_ITEM_rptr(OSSL_CMP_PKIHEADER), name, tag, 0);
+
+    if (tt == NULL || ASN1_ITEM_ptr(tt->item) != item ||
+        (tag >= 0 && (tt->flags & ASN1_TFLG_TAG_MASK) != ASN1_TFLG_EXPTAG) || tt->offset == 0)
+        return 0;
+    return (size_t)tt->offset;
+}
+
+static void hdr_layout_find(void)
+{
+    hdr_layout.sender = hdr_offset("sender", -1, ASN1_ITEM_rptr(GENERAL_NAME));
+    hdr_layout.message_time = hdr_offset("messageTime", 0, ASN1_ITEM_rptr(ASN1_GENERALIZEDTIME));
+    hdr_layout.protection_alg = hdr_offset("protectionAlg", 1, ASN1_ITEM_rptr(X509_ALGOR));
+    hdr_layout.sender_kid = hdr_offset("senderKID", 2, ASN1_ITEM_rptr(ASN1_OCTET_STRING));
+    hdr_layout.tid = hdr_offset("transactionID", 4, ASN1_ITEM_rptr(ASN1_OCTET_STRING));
+    hdr_layout.sender_nonce = hdr_offset("senderNonce", 5, ASN1_ITEM_rptr(ASN1_OCTET_STRING));
+    hdr_layout.ok = hdr_layout.sender != 0 && hdr_layout.message_time != 0 &&
+                    hdr_layout.protection_alg != 0 && hdr_layout.sender_kid != 0 && hdr_layout.tid != 0 &&
+                    hdr_layout.sender_nonce != 0;
+}
+
+/* The pointer decoded |hdr| keeps at |offset| (hdr_layout). */
+static const void *hdr_field(const OSSL_CMP_PKIHEADER *hdr, size_t offset)
+{
+    return *(const void *const *)((const char *)hdr + offset);
+}
+
+/* An OCTET STRING read in place as get_octets reads it (NULL: absent, left at 0 bytes). */
+static int copy_octets(const ASN1_OCTET_STRING *os, unsigned char *buf, size_t cap, size_t *out_len)
+{
+    if (os == NULL)
+        return 0;
+    if (os->length < 0 || (size_t)os->length > cap)
+        return GW_ERR_INVAL;
+    if (os->length > 0)
+        memcpy(buf, os->data, (size_t)os->length);
+    *out_len = (size_t)os->length;
+    return 0;
+}
+
+/*
+ * The fields of decoded |hdr| read where they are, as the walk of its encoding reads them: the same
+ * values (the walk decodes each from its encoding again, to what OpenSSL decoded), the same caps and
+ * refusals, the sender the header's own. Neither the encoding nor the sender's second decoding
+ * (an X509_NAME's, the costliest part) is made.
+ */
+static int hdr_in_place(const OSSL_CMP_PKIHEADER *hdr, struct gw_hdr_info *out)
+{
+    const GENERAL_NAME *sender = hdr_field(hdr, hdr_layout.sender);
+    const ASN1_GENERALIZEDTIME *time = hdr_field(hdr, hdr_layout.message_time);
+    const X509_ALGOR *alg = hdr_field(hdr, hdr_layout.protection_alg);
+    struct tm tm;
+
+    if (sender == NULL) /* required: a header without one does not encode */
+        return GW_ERR_INVAL;
+    if (sender->type == GEN_DIRNAME)
+        out->sender = sender->d.directoryName;
+    if (time != NULL) {
+        out->has_message_time = 1;
+        if (ASN1_TIME_to_tm(time, &tm) != 1)
+            return GW_ERR_INVAL;
+        out->message_time = timegm(&tm);
+    }
+    if (alg != NULL) {
+        out->protection_nid = OBJ_obj2nid(alg->algorithm);
+        out->protection_hash_bits = gw_shim_alg_hash_bits(alg);
+        if (out->protection_nid == NID_id_PasswordBasedMAC && pbm_iterations(alg, &out->pbm_iterations) != 0)
+            return GW_ERR_INVAL;
+    }
+    if (copy_octets(hdr_field(hdr, hdr_layout.sender_kid), out->sender_kid, sizeof(out->sender_kid),
+                    &out->sender_kid_len) != 0 ||
+        copy_octets(hdr_field(hdr, hdr_layout.tid), out->tid, sizeof(out->tid), &out->tid_len) != 0 ||
+        copy_octets(hdr_field(hdr, hdr_layout.sender_nonce), out->sender_nonce, sizeof(out->sender_nonce),
+                    &out->sender_nonce_len) != 0)
+        return GW_ERR_INVAL;
+    return 0;
+}
+
+int gw_shim_hdr_info(const OSSL_CMP_MSG *msg, struct gw_hdr_info *out)
+{
+    const OSSL_CMP_PKIHEADER *hdr = msg != NULL ? OSSL_CMP_MSG_get0_header(msg) : NULL;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    out->protection_nid = NID_undef;
+    if (hdr == NULL)
+        return GW_ERR_INVAL;
+    pthread_once(&hdr_layout_once, hdr_layout_find);
+    rc = hdr_layout.ok ? hdr_in_place(hdr, out) : hdr_walk(msg, out);
     if (rc != 0)
+        gw_shim_hdr_info_cleanup(out);
+    return rc;
+}
+
+int cmp_hdr_walk(const OSSL_CMP_MSG *msg, struct gw_hdr_info *out)
+{
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    out->protection_nid = NID_undef;
+    if (msg == NULL || OSSL_CMP_MSG_get0_header(msg) == NULL)
+        return GW_ERR_INVAL;
+    if ((rc = hdr_walk(msg, out)) != 0)
         gw_shim_hdr_info_cleanup(out);
     return rc;
 }
@@ -246,7 +365,8 @@ void gw_shim_hdr_info_cleanup(struct gw_hdr_info *h)
 {
     if (h == NULL)
         return;
-    X509_NAME_free(h->sender);
+    X509_NAME_free(h->own_sender);
+    h->own_sender = NULL;
     h->sender = NULL;
 }
 

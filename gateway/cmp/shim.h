@@ -40,7 +40,8 @@ const char *gw_shim_body_name(int type);
 
 /* Header fields with no getter in 3.0. */
 struct gw_hdr_info {
-    X509_NAME *sender; /* owned; NULL unless the sender is a directoryName */
+    const X509_NAME *sender; /* NULL unless the sender is a directoryName; the message's, or |own_sender| */
+    X509_NAME *own_sender;   /* owned: the sender decoded apart (a header walked), else NULL */
     int has_message_time;
     time_t message_time;
     int protection_nid;       /* NID of protectionAlg, NID_undef if unprotected */
@@ -54,7 +55,12 @@ struct gw_hdr_info {
     size_t tid_len;
 };
 
-/* gw_shim_hdr_info walks the header of |msg|. 0, or GW_ERR_INVAL if malformed/oversized fields. */
+/*
+ * gw_shim_hdr_info reads the header of |msg|: from where OpenSSL's decoded header keeps its fields,
+ * or, on an OpenSSL that keeps them otherwise, by encoding it and walking the DER. |out->sender| may
+ * be |msg|'s own: use it while |msg| lives, and clean |out| up before freeing |msg|. 0, or
+ * GW_ERR_INVAL if malformed/oversized fields.
+ */
 int gw_shim_hdr_info(const OSSL_CMP_MSG *msg, struct gw_hdr_info *out);
 void gw_shim_hdr_info_cleanup(struct gw_hdr_info *h);
 

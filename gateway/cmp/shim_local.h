@@ -55,6 +55,12 @@ X509_PUBKEY **cmp_tmpl_key_slot(const OSSL_CRMF_CERTTEMPLATE *tmpl);
  */
 int cmp_crm_tmpl_key(const struct cmp_tlv *msgs, struct cmp_tlv up[3], struct cmp_tlv *key);
 
+/*
+ * gw_shim_hdr_info the slow way, whatever the OpenSSL: the header of |msg| encoded and its DER
+ * walked, the sender decoded apart (owned). What the fields read in place must equal (test_shim).
+ */
+int cmp_hdr_walk(const OSSL_CMP_MSG *msg, struct gw_hdr_info *out);
+
 /* The [6] IMPLICIT SubjectPublicKeyInfo |t| of a template, from gw_x509_pubkey_d2i; NULL if it is not one. */
 X509_PUBKEY *cmp_tmpl_spki(const struct cmp_tlv *t);
 

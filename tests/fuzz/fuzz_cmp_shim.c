@@ -4,7 +4,7 @@
  * walk is reached, not only those an authenticated request gets to). The input is one PKIMessage;
  * the parts OpenSSL hands the engine's callbacks (CertReqMsg, PKIStatusInfo, ITAV values) are cut
  * out of it here as OpenSSL would pass them. gw_shim_d2i_msg, which decodes a request in parts, must
- * decode every input as d2i_OSSL_CMP_MSG does.
+ * decode every input as d2i_OSSL_CMP_MSG does, and the header read in place say what its walk says.
  */
 #include "tests/fuzz/fuzz.h"
 
@@ -18,6 +18,7 @@
 #include <openssl/x509v3.h>
 
 #include "gateway/cmp/shim.h"
+#include "gateway/cmp/shim_local.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -172,6 +173,30 @@ static void same_decoding(const uint8_t *data, size_t size, const OSSL_CMP_MSG *
     ERR_clear_error();
 }
 
+/* gw_shim_hdr_info (the header read in place) against the walk of its encoding: the same answer. */
+static void same_header(const OSSL_CMP_MSG *msg)
+{
+    struct gw_hdr_info a, b;
+    int ra = gw_shim_hdr_info(msg, &a), rb = cmp_hdr_walk(msg, &b);
+
+    if (ra != rb)
+        fuzz_die("the header read in place %s what its walk %s", ra == 0 ? "accepted" : "refused",
+                 rb == 0 ? "accepted" : "refused");
+    if (ra == 0 &&
+        ((a.sender == NULL) != (b.sender == NULL) ||
+         (a.sender != NULL && X509_NAME_cmp(a.sender, b.sender) != 0) ||
+         a.has_message_time != b.has_message_time || a.message_time != b.message_time ||
+         a.protection_nid != b.protection_nid || a.pbm_iterations != b.pbm_iterations ||
+         a.protection_hash_bits != b.protection_hash_bits || a.sender_kid_len != b.sender_kid_len ||
+         memcmp(a.sender_kid, b.sender_kid, a.sender_kid_len) != 0 || a.tid_len != b.tid_len ||
+         memcmp(a.tid, b.tid, a.tid_len) != 0 || a.sender_nonce_len != b.sender_nonce_len ||
+         memcmp(a.sender_nonce, b.sender_nonce, a.sender_nonce_len) != 0))
+        fuzz_die("the header read in place differs from its walk");
+    gw_shim_hdr_info_cleanup(&a);
+    gw_shim_hdr_info_cleanup(&b);
+    ERR_clear_error();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const unsigned char *p = data;
@@ -187,6 +212,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     (void)gw_shim_body_name(OSSL_CMP_MSG_get_bodytype(msg));
     if (gw_shim_hdr_info(msg, &hdr) == 0)
         gw_shim_hdr_info_cleanup(&hdr);
+    same_header(msg);
     sk_X509_pop_free(gw_shim_get1_extra_certs(msg, NULL, 0), X509_free);
     sk_X509_pop_free(gw_shim_get1_extra_certs(msg, data, (size_t)(p - data)), X509_free);
     (void)gw_shim_rr_reason(msg, &reason);

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <string.h>
+#include <openssl/asn1t.h>
 #include <openssl/cmp.h>
 #include <openssl/core_names.h>
 #include <openssl/crmf.h>
@@ -17,6 +18,7 @@
 #include <openssl/x509v3.h>
 
 #include "gateway/cmp/shim.h"
+#include "gateway/cmp/shim_local.h"
 #include "base/err.h"
 #include "base/x509.h"
 
@@ -165,6 +167,114 @@ static void test_hdr_info(void **state)
     gw_shim_hdr_info_cleanup(NULL);
     OSSL_CMP_MSG_free(a);
     OSSL_CMP_MSG_free(b);
+    OSSL_CMP_CTX_free(sig);
+    OSSL_CMP_CTX_free(pbm);
+}
+
+/* |m| as a request reaches the engine: decoded from its DER. */
+static OSSL_CMP_MSG *from_wire(OSSL_CMP_MSG *m)
+{
+    unsigned char *der = NULL;
+    const unsigned char *p;
+    int len = i2d_OSSL_CMP_MSG(m, &der);
+    OSSL_CMP_MSG *out;
+
+    assert_true(len > 0);
+    p = der;
+    assert_non_null(out = d2i_OSSL_CMP_MSG(NULL, &p, len));
+    OPENSSL_free(der);
+    OSSL_CMP_MSG_free(m);
+    return out;
+}
+
+/* Where |m|'s decoded header keeps its field |name| [tag] (-1: untagged). */
+static void **hdr_slot(OSSL_CMP_MSG *m, const char *name, long tag)
+{
+    const ASN1_TEMPLATE *tt = gw_asn1_field(ASN1_ITEM_rptr(OSSL_CMP_PKIHEADER), name, tag, 0);
+
+    assert_non_null(tt);
+    return (void **)((char *)OSSL_CMP_MSG_get0_header(m) + tt->offset);
+}
+
+/* gw_shim_hdr_info of |m| says what the walk of its encoding says, its sender |m|'s own; returns rc. */
+static int same_as_walk(OSSL_CMP_MSG *m)
+{
+    struct gw_hdr_info in, walked;
+    int rc = gw_shim_hdr_info(m, &in);
+
+    assert_int_equal(cmp_hdr_walk(m, &walked), rc);
+    assert_null(in.own_sender); /* read in place: not decoded apart */
+    if (rc == 0) {
+        assert_true((in.sender == NULL) == (walked.sender == NULL));
+        if (in.sender != NULL)
+            assert_int_equal(X509_NAME_cmp(in.sender, walked.sender), 0);
+        assert_int_equal(in.has_message_time, walked.has_message_time);
+        assert_true(in.message_time == walked.message_time);
+        assert_int_equal(in.protection_nid, walked.protection_nid);
+        assert_int_equal(in.pbm_iterations, walked.pbm_iterations);
+        assert_int_equal(in.protection_hash_bits, walked.protection_hash_bits);
+        assert_int_equal(in.sender_kid_len, walked.sender_kid_len);
+        assert_memory_equal(in.sender_kid, walked.sender_kid, in.sender_kid_len);
+        assert_int_equal(in.sender_nonce_len, walked.sender_nonce_len);
+        assert_memory_equal(in.sender_nonce, walked.sender_nonce, in.sender_nonce_len);
+        assert_int_equal(in.tid_len, walked.tid_len);
+        assert_memory_equal(in.tid, walked.tid, in.tid_len);
+    }
+    gw_shim_hdr_info_cleanup(&in);
+    gw_shim_hdr_info_cleanup(&walked);
+    return rc;
+}
+
+/*
+ * The header read in place equals its walk, field by field, refusals included: signature and PBM
+ * requests, one without messageTime or protection, a sender that is no directoryName, an unreadable
+ * messageTime, a senderKID and a transactionID over their caps.
+ */
+static void test_hdr_in_place(void **state)
+{
+    OSSL_CMP_CTX *sig = client(0), *pbm = client(1);
+    OSSL_CMP_MSG *m = from_wire(make_ir(sig));
+    unsigned char big[GW_MAX_KID_LEN + GW_MAX_TID_LEN + 1];
+    ASN1_OCTET_STRING *os;
+    GENERAL_NAME *dns, *was;
+    void **slot, *kept;
+
+    (void)state;
+    memset(big, 't', sizeof(big));
+    assert_int_equal(same_as_walk(m), 0);
+    slot = hdr_slot(m, "protectionAlg", 1), kept = *slot, *slot = NULL;
+    assert_int_equal(same_as_walk(m), 0);
+    *slot = kept;
+    slot = hdr_slot(m, "messageTime", 0), kept = *slot, *slot = NULL;
+    assert_int_equal(same_as_walk(m), 0);
+    *slot = kept;
+    assert_int_equal(ASN1_STRING_set(kept, "20261305010203Z", -1), 1); /* month 13 */
+    assert_int_equal(same_as_walk(m), GW_ERR_INVAL);
+    OSSL_CMP_MSG_free(m);
+
+    m = from_wire(make_ir(sig));
+    slot = hdr_slot(m, "sender", -1), was = *slot;
+    assert_non_null(dns = GENERAL_NAME_new());
+    assert_non_null(os = ASN1_IA5STRING_new());
+    assert_int_equal(ASN1_STRING_set(os, "device.example", -1), 1);
+    GENERAL_NAME_set0_value(dns, GEN_DNS, os);
+    *slot = dns;
+    assert_int_equal(same_as_walk(m), 0);
+    *slot = was;
+    GENERAL_NAME_free(dns);
+    os = *(ASN1_OCTET_STRING **)hdr_slot(m, "transactionID", 4);
+    assert_int_equal(ASN1_OCTET_STRING_set(os, big, GW_MAX_TID_LEN), 1); /* at the cap */
+    assert_int_equal(same_as_walk(m), 0);
+    assert_int_equal(ASN1_OCTET_STRING_set(os, big, sizeof(big)), 1);
+    assert_int_equal(same_as_walk(m), GW_ERR_INVAL);
+    OSSL_CMP_MSG_free(m);
+
+    m = from_wire(make_ir(pbm));
+    assert_int_equal(same_as_walk(m), 0);
+    os = *(ASN1_OCTET_STRING **)hdr_slot(m, "senderKID", 2);
+    assert_int_equal(ASN1_OCTET_STRING_set(os, big, GW_MAX_KID_LEN + 1), 1);
+    assert_int_equal(same_as_walk(m), GW_ERR_INVAL);
+    OSSL_CMP_MSG_free(m);
     OSSL_CMP_CTX_free(sig);
     OSSL_CMP_CTX_free(pbm);
 }
@@ -1048,6 +1158,7 @@ int main(void)
         cmocka_unit_test(test_hdr_oversized),
         cmocka_unit_test(test_hdr_protection_alg_slot),
         cmocka_unit_test(test_sender_nonce),
+        cmocka_unit_test(test_hdr_in_place),
         cmocka_unit_test(test_template),
         cmocka_unit_test(test_validity),
         cmocka_unit_test(test_requested_key),
