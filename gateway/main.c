@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <curl/curl.h>
@@ -182,7 +183,19 @@ struct written_file {
     const char *key, *what;
     const char *file;
     int (*check)(const char *file, uid_t owner, char *err);
+    bool dir_made_at_start; /* its directory may be the service manager's, made as the service starts */
 };
+
+/* Whether the directory of |file| is not there at all. */
+static bool dir_absent(const char *file)
+{
+    char *dir = gw_conf_dir_of(file);
+    struct stat st;
+    bool absent = dir != NULL && lstat(dir, &st) != 0 && errno == ENOENT;
+
+    free(dir);
+    return absent;
+}
 
 /* |key|'s check (|rc|, with |err|) and which uid it judged by, for check_written_files. 0 or -1. */
 static int judged(const char *path, const struct gw_config *cfg, const char *key, const char *what, uid_t uid,
@@ -206,9 +219,10 @@ static int judged(const char *path, const struct gw_config *cfg, const char *key
 static int check_written_files(const char *path, const struct gw_config *cfg)
 {
     const struct written_file files[] = {
-        {"cmp.revoked_file", "file", cfg->cmp.revoked_file, cmp_revoked_file_check},
-        {"audit.file", "file", cfg->audit.file, gw_audit_file_check},
-        {"handover_socket", "socket", cfg->handover_socket, gw_handover_check},
+        {"cmp.revoked_file", "file", cfg->cmp.revoked_file, cmp_revoked_file_check, false},
+        {"audit.file", "file", cfg->audit.file, gw_audit_file_check, false},
+        /* the service's RuntimeDirectory (/run/cmpgw) is made as it starts, where the start judges it */
+        {"handover_socket", "socket", cfg->handover_socket, gw_handover_check, true},
     };
     char err[GW_ERR_LEN], key[GW_CONF_PATH_LEN];
     uid_t uid = geteuid();
@@ -218,6 +232,11 @@ static int check_written_files(const char *path, const struct gw_config *cfg)
         return -1;
     }
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        if (files[i].file != NULL && files[i].dir_made_at_start && dir_absent(files[i].file)) {
+            printf("%s: %s: its directory is not there yet; the gateway judges it when it starts\n", path,
+                   files[i].key);
+            continue;
+        }
         if (files[i].file != NULL && judged(path, cfg, files[i].key, files[i].what, uid,
                                             files[i].check(files[i].file, uid, err), err) != 0)
             return -1;

@@ -440,6 +440,16 @@ class Privileges(unittest.TestCase):
         self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
         self.assertIn(judged, check.stdout)
 
+        # a directory not there yet (the service's RuntimeDirectory, made as it starts) is judged at start
+        cfg = json.loads(gw.config_path.read_text())
+        cfg["handover_socket"] = str(self.tmp / "pki" / "not-yet" / "handover.sock")
+        gw.config_path.write_text(json.dumps(cfg))
+        check = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
+                               capture_output=True, text=True, env=gw.env())
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+        self.assertIn("handover_socket: its directory is not there yet; the gateway judges it when it starts",
+                      check.stdout)
+
     def test_upstream_tls_files_only_a_reload_reads(self):
         """An upstream's TLS certificate and key are read at load and handed to libcurl as bytes:
         one only root may read serves (a reload would be refused, and the check says so), as a
