@@ -901,13 +901,15 @@ static int cfssl_probe(struct gw_upstream *up, char *err)
     return rc;
 }
 
-static int cfssl_crl(struct gw_upstream *up, unsigned char **der, size_t *len, char *err)
+static int cfssl_crl(struct gw_upstream *up, const char *issuer_ref, unsigned char **der, size_t *len,
+                     char *err)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
     struct cfssl *c = gw_upstream_get0_impl(up);
     struct answer a;
     int rc = 0;
 
+    (void)issuer_ref; /* always NULL: cfssl takes no issuer_ref */
     *der = NULL;
     *len = 0;
     call_as(c, conf, "GET", EP_CRL, NULL, READ_CRL, &a);

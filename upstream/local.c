@@ -693,13 +693,15 @@ out:
 }
 
 /* The cached CRL, rebuilt after a revocation, when older than GW_CRL_REFRESH_SECS, or the clock went back. */
-static int local_crl(struct gw_upstream *up, unsigned char **der, size_t *len, char *err)
+static int local_crl(struct gw_upstream *up, const char *issuer_ref, unsigned char **der, size_t *len,
+                     char *err)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
     struct local *l = gw_upstream_get0_impl(up);
     time_t now = time(NULL);
     int rc = 0;
 
+    (void)issuer_ref; /* always NULL: one CA, no issuer_ref */
     pthread_mutex_lock(&l->crl.crl_lock);
     if (l->crl.der == NULL || l->crl.dirty || now < l->crl.built || now - l->crl.built >= GW_CRL_REFRESH_SECS)
         rc = crl_rebuild(l, conf, now, err);

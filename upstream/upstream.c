@@ -880,7 +880,8 @@ int gw_upstream_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, c
     return up->ops->revoke_serial(up, issuer, serial, reason, fail_info, err);
 }
 
-int gw_upstream_crl(struct gw_upstream *up, unsigned char **der, size_t *len, char *err)
+int gw_upstream_crl(struct gw_upstream *up, const char *issuer_ref, unsigned char **der, size_t *len,
+                    char *err)
 {
     if (der != NULL)
         *der = NULL;
@@ -892,7 +893,10 @@ int gw_upstream_crl(struct gw_upstream *up, unsigned char **der, size_t *len, ch
         snprintf(err, GW_ERR_LEN, "upstream %s: no place for the CRL", gw_upstream_conf_name(up->conf));
         return GW_ERR_INVAL;
     }
-    return up->ops->crl(up, der, len, err);
+    /* a role's issuer_ref may be meant for its migration's Vault: an upstream of one issuer has no other */
+    if ((up->ops->role_keys & GW_ROLE_KEY_ISSUER_REF) == 0)
+        issuer_ref = NULL;
+    return up->ops->crl(up, issuer_ref, der, len, err);
 }
 
 int gw_upstream_role_policy(struct gw_upstream *up, const char *role, struct gw_role_policy *out, char *err)

@@ -215,9 +215,13 @@ int gw_upstream_revoke(struct gw_upstream *up, const X509 *cert, int reason, cha
 /*
  * gw_upstream_crl fetches (local: builds or returns the cached) current CRL of |up| as DER into a
  * malloc'd *der of *len bytes (caller free()s); *der is NULL on failure. GW_ERR_INVAL without
- * GW_UP_CRL. (worker; the local issuer's is also fine on a loop thread: no network I/O)
+ * GW_UP_CRL. |issuer_ref| names which of the upstream's issuers (a role's "issuer_ref": a Vault
+ * mount's issuer); NULL is its default issuer, and an upstream that takes no issuer_ref has only
+ * that one (|issuer_ref| is not used).
+ * (worker; the local issuer's is also fine on a loop thread: no network I/O)
  */
-int gw_upstream_crl(struct gw_upstream *up, unsigned char **der, size_t *len, char *err);
+int gw_upstream_crl(struct gw_upstream *up, const char *issuer_ref, unsigned char **der, size_t *len,
+                    char *err);
 int gw_upstream_role_policy(struct gw_upstream *up, const char *role, struct gw_role_policy *out, char *err);
 int gw_upstream_cert_status(struct gw_upstream *up, const X509 *cert, int *revoked, char *err);
 /*

@@ -66,8 +66,8 @@ struct gw_upstream_ops {
                          int reason, int *fail_info, char *err);
     /* GW_UP_CERT_LOOKUP: the certificate it issued with |serial|, into *cert (the caller's). */
     int (*cert_by_serial)(struct gw_upstream *up, const ASN1_INTEGER *serial, X509 **cert, char *err);
-    /* GW_UP_CRL: the current CRL, DER, malloc'd (free()). */
-    int (*crl)(struct gw_upstream *up, unsigned char **der, size_t *len, char *err);
+    /* GW_UP_CRL: the current CRL of issuer |issuer_ref| (NULL: the default), DER, malloc'd (free()). */
+    int (*crl)(struct gw_upstream *up, const char *issuer_ref, unsigned char **der, size_t *len, char *err);
     /* Optional: is the upstream serving? 0, or a gw_err with why in |err|; cheap, no state changed. */
     int (*probe)(struct gw_upstream *up, char *err);
 };

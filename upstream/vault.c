@@ -924,7 +924,6 @@ out:
     return rc;
 }
 
-/* GET <mount>/crl: the mount's CRL, DER (docs/design.md U1.6). Worker. */
 /*
  * GET sys/health, unauthenticated: 200 from an active node, and from a standby too with the two
  * flags (a standby forwards requests; by default it would answer 429 or 473). Sealed, uninitialised
@@ -949,7 +948,13 @@ static int vault_probe(struct gw_upstream *up, char *err)
     return rc;
 }
 
-static int vault_crl(struct gw_upstream *up, unsigned char **der, size_t *len, char *err)
+/*
+ * GET <mount>/crl: the default issuer's complete CRL, DER (docs/design.md U1.6); with |issuer_ref|,
+ * GET <mount>/issuer/<ref>/crl/der: that issuer's (Vault's multi-issuer mounts keep one CRL per
+ * issuer, and a certificate is on its own issuer's only). Worker.
+ */
+static int vault_crl(struct gw_upstream *up, const char *issuer_ref, unsigned char **der, size_t *len,
+                     char *err)
 {
     struct vault *v = gw_upstream_get0_impl(up);
     struct gw_http_response rsp;
@@ -958,7 +963,14 @@ static int vault_crl(struct gw_upstream *up, unsigned char **der, size_t *len, c
     char path[GW_MAX_PATH_LEN];
     int rc;
 
-    snprintf(path, sizeof(path), "/v1/%s/crl", v->mount);
+    if (issuer_ref != NULL && !safe_segment(issuer_ref)) {
+        set_err(err, "upstream %s: issuer_ref %.64s is not a plain name", up_name(v), issuer_ref);
+        return GW_ERR_INVAL;
+    }
+    if (issuer_ref != NULL)
+        snprintf(path, sizeof(path), "/v1/%s/issuer/%s/crl/der", v->mount, issuer_ref);
+    else
+        snprintf(path, sizeof(path), "/v1/%s/crl", v->mount);
     if ((rc = vault_call(v, "GET", path, NULL, &rsp, err)) != 0) {
         set_err(err, "upstream %s: GET %s: %.120s", up_name(v), path, err);
         goto out;

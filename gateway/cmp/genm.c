@@ -287,7 +287,7 @@ static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, 
                           "the id-it-crlStatusList value is malformed (RFC 9483 §4.3.4)");
     if ((gw_upstream_caps(up) & GW_UP_CRL) == 0)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "this route's CA publishes no CRL over CMP");
-    if (gw_upstream_crl(up, &der, &len, err) != 0)
+    if (gw_upstream_crl(up, t->role->issuer_ref, &der, &len, err) != 0)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                           "the CA's CRL could not be fetched now (%.150s); retry later", err);
     if (len > GW_MAX_GENP_VALUE) {

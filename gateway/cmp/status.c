@@ -329,7 +329,7 @@ static void refresh(struct cmp_crl_cache *cc, struct gw_upstream *up, int want, 
     X509_CRL *crl = NULL;
     int ca = -1;
 
-    if (gw_upstream_crl(up, &der, &len, err) == 0)
+    if (gw_upstream_crl(up, NULL, &der, &len, err) == 0)
         crl = verified_crl(der, len, cc, &ca, now, err);
     free(der);
     if (crl != NULL && ca != want) {
@@ -586,7 +586,7 @@ void gw_cmp_engine_crl(struct gw_cmp_engine *e, const char *upstream, struct gw_
     char err[GW_ERR_LEN] = "";
     unsigned char *der = NULL;
     size_t len = 0;
-    int rc = gw_upstream_crl(up, &der, &len, err);
+    int rc = gw_upstream_crl(up, NULL, &der, &len, err);
 
     if (rc == 0 && (rsp->der = OPENSSL_memdup(der, len)) != NULL) {
         rsp->len = len;

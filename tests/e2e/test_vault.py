@@ -31,6 +31,22 @@ CRL_STATUS, CRLS = "1.3.6.1.5.5.7.4.22", "1.3.6.1.5.5.7.4.23"  # id-it-crlStatus
 NS = "e2e"
 
 
+def der_tlv(tag, body):
+    """One DER TLV: |tag| byte, definite length, |body|."""
+    n, size = len(body), (len(body).bit_length() + 7) // 8
+    length = bytes([n]) if n < 0x80 else bytes([0x80 | size]) + n.to_bytes(size, "big")
+    return bytes([tag]) + length + body
+
+
+def crl_of(path):
+    """The one CRL of the id-it-crls value (SEQUENCE OF CertificateList) cmpclient wrote to |path|."""
+    value = path.read_bytes()
+    assert value[0] == 0x30, value[:4]
+    n = value[1]
+    start = 2 if n < 0x80 else 2 + (n & 0x7f)
+    return x509.load_der_x509_crl(value[start:])
+
+
 class VaultFrontDoor(harness.GatewayTestCase):
     vault = None
 
@@ -324,13 +340,13 @@ class VaultFrontDoor(harness.GatewayTestCase):
         self.assertEqual(len(self.vault.since(mark, "sign/slow")), 1)
 
 
-    # -- genm crlStatusList (RFC 9483 §4.3.4): the mount's CRL, one GET per genm ------------------
+    # -- genm crlStatusList (RFC 9483 §4.3.4): the route's issuer's CRL, one GET per genm ----------
 
-    def genm(self, name, *oids):
-        """cmpclient genm on the vault route; (exit code, stdout lines, decoded answer)."""
+    def genm(self, name, *oids, role="vault"):
+        """cmpclient genm on |role|'s route; (exit code, stdout lines, decoded answer)."""
         d = self.gw.dir
         rspout = d / ("%s.rsp.der" % name)
-        p = harness.run([CLIENT_BIN, "--url", self.gw.url("/v1/pki/roles/vault/cmp"), "--cafile", d / "ca.pem",
+        p = harness.run([CLIENT_BIN, "--url", self.gw.url("/v1/pki/roles/%s/cmp" % role), "--cafile", d / "ca.pem",
                          "--tls-cert", d / "client.pem", "--tls-key", d / "client.key", "--cert", d / "client.pem",
                          "--key", d / "client.key", "--rspout", rspout, "genm", "--out", d / name] + list(oids),
                         check=False)
@@ -344,6 +360,31 @@ class VaultFrontDoor(harness.GatewayTestCase):
         self.assertEqual((rc, lines[0]), (0, "genp 1"), lines)
         self.assertEqual(lines[1].split()[:2], ["itav", CRLS])
         self.assertEqual([e["path"] for e in self.vault.since(mark)], ["/v1/pki/crl"])
+
+    def crl_status(self, name, source_pem, this_update):
+        """A genm argument asking for crlStatusList with one CRLStatus: the CRL of the CA of |source_pem|
+        (its subject as the CRLSource's issuer, RFC 9810 §5.3.19.16), of |this_update| (GeneralizedTime)."""
+        issuer = x509.load_pem_x509_certificate((self.gw.dir / source_pem).read_bytes()).subject.public_bytes()
+        source = der_tlv(0xa1, der_tlv(0x30, der_tlv(0xa4, issuer)))
+        f = self.gw.dir / ("%s.value.der" % name)
+        f.write_bytes(der_tlv(0x30, der_tlv(0x30, source + der_tlv(0x18, this_update.encode()))))
+        return "%s:der:%s" % (CRL_STATUS, f)
+
+    def test_genm_crls_of_the_routes_issuer(self):
+        """A route that signs with a named issuer (issuer_ref) serves that issuer's CRL, not the default
+        issuer's: the certificates it issues are on no other CRL."""
+        mark = self.vault.mark()
+        rc, lines, _ = self.genm("v-crls-issuer", CRL_STATUS, role="vault-issuer")
+        self.assertEqual((rc, lines[0]), (0, "genp 1"), lines)
+        self.assertEqual([e["path"] for e in self.vault.since(mark)], ["/v1/pki/issuer/second/crl/der"])
+        crl = crl_of(self.gw.dir / "v-crls-issuer.0.der")
+        second = x509.load_pem_x509_certificate((self.gw.dir / "vault-ca2.pem").read_bytes())
+        self.assertEqual(crl.issuer, second.subject)
+        self.assertTrue(crl.is_signature_valid(second.public_key()))
+        # and a client holding that issuer's CRL is told it is current
+        rc, lines, _ = self.genm("v-crls-issuer-current", self.crl_status("v-crls-issuer-current", "vault-ca2.pem",
+                                                                          "20991231000000Z"), role="vault-issuer")
+        self.assertEqual((rc, lines), (0, ["genp 1", "itav %s absent" % CRLS]))
 
     def test_genm_crl_status_list_asked_twice(self):
         """Each crlStatusList is a GET of the whole CRL at Vault, on a worker: a genm naming one infoType

@@ -1187,9 +1187,10 @@ static int fake_cert_status(struct gw_upstream *up, const X509 *cert, int *revok
     return 0;
 }
 
-static int fake_crl(struct gw_upstream *up, unsigned char **der, size_t *len, char *err)
+static int fake_crl(struct gw_upstream *up, const char *issuer_ref, unsigned char **der, size_t *len,
+                    char *err)
 {
-    (void)up;
+    (void)up, (void)issuer_ref;
     fake.crl_calls++;
     if (fake.crl == NULL) {
         snprintf(err, GW_ERR_LEN, "the test CA serves no CRL");

@@ -758,9 +758,10 @@ static int fake_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_u
     return GW_ERR_INVAL;
 }
 
-static int fake_crl(struct gw_upstream *up, unsigned char **der, size_t *len, char *err)
+static int fake_crl(struct gw_upstream *up, const char *issuer_ref, unsigned char **der, size_t *len,
+                    char *err)
 {
-    (void)up;
+    (void)up, (void)issuer_ref;
     if (fake_crl_mode == 1) {
         snprintf(err, GW_ERR_LEN, "connection refused");
         return GW_ERR_IO;

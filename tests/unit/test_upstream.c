@@ -1450,7 +1450,7 @@ static X509_CRL *fetch_crl(struct gw_upstream *up, unsigned char **der_out, size
     size_t len = 0;
     X509_CRL *crl;
 
-    assert_int_equal(gw_upstream_crl(up, &der, &len, err), 0);
+    assert_int_equal(gw_upstream_crl(up, NULL, &der, &len, err), 0);
     assert_non_null(der);
     p = der;
     assert_non_null(crl = d2i_X509_CRL(NULL, &p, (long)len));
@@ -1758,7 +1758,7 @@ static void test_local_crl(void **state)
         issue_n(up, &fresh, 1); /* a new revocation: the cached CRL must be rebuilt */
         assert_int_equal(gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(fresh), 0, &fi, err), 0);
         X509_free(fresh);
-        assert_int_equal(gw_upstream_crl(up, &der, &len, err), GW_ERR_IO);
+        assert_int_equal(gw_upstream_crl(up, NULL, &der, &len, err), GW_ERR_IO);
         assert_null(der);
         assert_non_null(strstr(err, "abcdef"));
     }
@@ -1823,12 +1823,12 @@ static void test_crl_caps(void **state)
     (void)state;
     conf_init(&conf, "bare", ca, ca_key, NULL);
     assert_non_null(up = gw_upstream_new_ops(&conf, &bare, NULL, err));
-    assert_int_equal(gw_upstream_crl(up, &der, &len, err), GW_ERR_INVAL);
+    assert_int_equal(gw_upstream_crl(up, NULL, &der, &len, err), GW_ERR_INVAL);
     assert_null(der);
     assert_int_equal(len, 0);
     assert_non_null(strstr(err, "CRL"));
     assert_int_equal(gw_upstream_revoke_serial(up, NULL, one, 0, &fi, err), GW_ERR_INVAL);
-    assert_int_equal(gw_upstream_crl(NULL, &der, &len, err), GW_ERR_INVAL);
+    assert_int_equal(gw_upstream_crl(NULL, NULL, &der, &len, err), GW_ERR_INVAL);
     ASN1_INTEGER_free(one);
     gw_upstream_free(up);
     conf_cleanup(&conf);
@@ -1972,7 +1972,7 @@ static unsigned char *sample_crl(size_t *len)
 
     conf_init(&conf, "sample", ca, ca_key, NULL);
     assert_non_null(up = gw_upstream_new(&conf, NULL, err));
-    assert_int_equal(gw_upstream_crl(up, &der, len, err), 0);
+    assert_int_equal(gw_upstream_crl(up, NULL, &der, len, err), 0);
     gw_upstream_free(up);
     conf_cleanup(&conf);
     return der;
@@ -2100,7 +2100,7 @@ static void test_vault_revoke_crl(void **state)
         len = mangled(crl, crl_len, crl_answers[i].mangle, buf);
         http_fake_answer("/v1/pki/crl", crl_answers[i].status, "application/pkix-crl", buf, len);
         der = (unsigned char *)"x";
-        assert_int_equal(gw_upstream_crl(up, &der, &len, err), crl_answers[i].rc);
+        assert_int_equal(gw_upstream_crl(up, NULL, &der, &len, err), crl_answers[i].rc);
         assert_string_equal(http_fake.last_method, "GET");
         if (crl_answers[i].rc == 0) {
             assert_true(len == crl_len && memcmp(der, crl, len) == 0);
@@ -2233,7 +2233,7 @@ static void test_cfssl_revoke_crl(void **state)
         http_fake_answer("/api/v1/cfssl/crl", crl_answers[i].status, "application/json", answer,
                          strlen(answer));
         der = (unsigned char *)"x";
-        assert_int_equal(gw_upstream_crl(up, &der, &len, err) != 0, crl_answers[i].rc != 0);
+        assert_int_equal(gw_upstream_crl(up, NULL, &der, &len, err) != 0, crl_answers[i].rc != 0);
         assert_string_equal(http_fake.last_method, "GET");
         if (crl_answers[i].rc == 0) {
             assert_true(len == crl_len && memcmp(der, crl, len) == 0);
@@ -2251,7 +2251,7 @@ static void test_cfssl_revoke_crl(void **state)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         http_fake_answer("/api/v1/cfssl/crl", 200, "application/json", bad[i], strlen(bad[i]));
         der = (unsigned char *)"x";
-        assert_int_not_equal(gw_upstream_crl(up, &der, &len, err), 0);
+        assert_int_not_equal(gw_upstream_crl(up, NULL, &der, &len, err), 0);
         assert_null(der);
     }
     free(crl);

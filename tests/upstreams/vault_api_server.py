@@ -8,7 +8,8 @@ address with an '@' as an email name, else a DNS name) and grant the role's usag
 ext_key_usage_oids and the *_flag switches), sign-verbatim[/<role>] that copies every CSR extension but
 basicConstraints into the certificate (and the call's key_usage/ext_key_usage where the CSR names none),
 root/sign-intermediate, serial_number as colon hex,
-numeric expiration, ca_chain, cert/<serial>, revoke, crl (DER, the default issuer's revocations),
+numeric expiration, ca_chain, cert/<serial>, revoke, crl and crl/der (DER, the default issuer's
+revocations), issuer/<ref>/crl/der (DER, that issuer's revocations, as Vault's multi-issuer mounts serve),
 roles/<name>, auth/<mount>/login with the
 TLS client certificate. Not a Vault: no storage, no ACL language (a token either exists or not).
 
@@ -548,7 +549,9 @@ class Handler(BaseHTTPRequestHandler):
         if method == "GET" and len(parts) == 2 and parts[0] == "cert":
             return self.cert_read(parts[1])  # unauthenticated in Vault
         if method == "GET" and parts in (["crl"], ["crl", "der"]):
-            return self.crl()  # unauthenticated in Vault
+            return self.crl(None)  # unauthenticated in Vault
+        if method == "GET" and len(parts) == 4 and parts[0] == "issuer" and parts[2:] == ["crl", "der"]:
+            return self.crl(parts[1])  # unauthenticated in Vault
         self.check_token()
         issuer_ref = None
         if len(parts) >= 3 and parts[0] == "issuer":
@@ -686,10 +689,11 @@ class Handler(BaseHTTPRequestHandler):
         rfc = datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         return 200, self.envelope({"revocation_time": t, "revocation_time_rfc3339": rfc, "state": "revoked"})
 
-    def crl(self):
-        """The default issuer's CRL, DER, as GET <mount>/crl serves it: every revoked certificate it issued."""
+    def crl(self, ref):
+        """The CRL of issuer |ref| (None: the default), DER, as GET <mount>/crl and
+        <mount>/issuer/<ref>/crl/der serve it: every revoked certificate that issuer issued."""
         v = self.vault()
-        i = v.issuer(None)
+        i = v.issuer(ref)
         now = datetime.datetime.now(datetime.timezone.utc)
         this_update, next_update = now - datetime.timedelta(minutes=1), now + datetime.timedelta(hours=72)
         if v.state.get("crl_stale"):
