@@ -9,6 +9,7 @@
 #include "gateway/cmp/cmp_local.h"
 #include "gateway/cmp/outcome.h"
 #include "gateway/cmp/policy.h"
+#include "gateway/cmp/status.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "mappings/profile.h"
@@ -241,23 +242,41 @@ out:
 }
 
 /*
- * Whether the client's CRL (as its crlStatusList |in| says) is as new as |der|: only a CRLStatus naming the
+ * Whether the client's CRL (as its crlStatusList |in| says) is as new as |crl|: only a CRLStatus naming the
  * CRL's issuer speaks of it (a client's CRL of another CA says nothing of this one); 0 if unreadable.
  */
-static int client_current(const OSSL_CMP_ITAV *in, const unsigned char *der, size_t len)
+static int client_current(const OSSL_CMP_ITAV *in, const X509_CRL *crl)
 {
-    const unsigned char *p = der;
-    X509_CRL *crl = d2i_X509_CRL(NULL, &p, (long)len);
     time_t have = 0;
     struct tm tm;
     int current =
-        crl != NULL &&
         gw_shim_crl_status_time(OSSL_CMP_ITAV_get0_value(in), X509_CRL_get_issuer(crl), &have) == 0 &&
         have != 0 && ASN1_TIME_to_tm(X509_CRL_get0_lastUpdate(crl), &tm) == 1 && timegm(&tm) <= have;
 
-    X509_CRL_free(crl);
     ERR_clear_error();
     return current;
+}
+
+/*
+ * |der| parsed, if it is a CRL to pass on from |up|: one the gateway's revocation check would take
+ * (cmp_status_check_crl), of one of the CAs |up| issues under. A CA serving another key's CRL, a
+ * delta or partial one, or one from the future is the upstream's trouble: logged, and NULL.
+ */
+static X509_CRL *crl_to_relay(struct cmp_txn *t, struct cmp_call *c, struct gw_upstream *up,
+                              const unsigned char *der, size_t len)
+{
+    STACK_OF(X509) *cas = gw_upstream_conf_issuing_cas(gw_upstream_get0_conf(up));
+    char err[GW_ERR_LEN] = "out of memory";
+    X509_CRL *crl = NULL;
+    int ca = -1;
+
+    if (cas != NULL)
+        crl = cmp_status_check_crl(der, len, cas, c->now, &ca, err);
+    sk_X509_pop_free(cas, X509_free);
+    if (crl == NULL)
+        gw_log_kv(GW_LOG_ERROR, "genm_crl_refused", "tid", c->rsp->tid, "role", t->role->name, "upstream",
+                  gw_upstream_conf_name(gw_upstream_get0_conf(up)), "reason", err, NULL);
+    return crl;
 }
 
 /* The upstream whose CRL this route serves: its own upstream, else its delegate issuer. */
@@ -270,13 +289,17 @@ static struct gw_upstream *crl_source(struct cmp_call *c, const struct gw_role *
     return up;
 }
 
-/* RFC 9483 §4.3.4: crlStatusList -> crls with the CA's current CRL, or an absent value if the client's is
- * current. */
+/*
+ * RFC 9483 §4.3.4: crlStatusList -> crls with the current CRL of the CA that signs for the route (its
+ * issuer_ref's on a Vault mount of several), once it passed crl_to_relay, or an absent value if the
+ * client's is current.
+ */
 static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, const ASN1_OBJECT *type,
                 STACK_OF(OSSL_CMP_ITAV) **out, struct cmp_refusal *r)
 {
     struct gw_upstream *up = crl_source(c, t->role);
     unsigned char *der = NULL;
+    X509_CRL *crl = NULL;
     size_t len = 0;
     time_t have = 0;
     char err[GW_ERR_LEN] = "";
@@ -298,14 +321,21 @@ static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, 
             "CA's CRL distribution point",
             len, GW_MAX_RESPONSE / 1024);
     }
+    if ((crl = crl_to_relay(t, c, up, der, len)) == NULL) {
+        free(der);
+        return cmp_refuse(
+            r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+            "the CA's CRL did not pass this gateway's checks and was not passed on; retry later");
+    }
     /* the client's CRL is as new as ours: an absent value says so */
-    if (client_current(in, der, len))
+    if (client_current(in, crl))
         refused = push(out, gw_shim_itav_crls(type, NULL, 0), r);
     else
         refused = push(out, gw_shim_itav_crls(type, der, len), r);
     if (refused)
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure,
                    "the CA's CRL is unreadable; it was not passed on");
+    X509_CRL_free(crl);
     free(der);
     return refused;
 }

@@ -253,18 +253,11 @@ unread:
     return -1;
 }
 
-/*
- * A fetched CRL is taken only if one of |cas| signed it (by name and signature: CAs may share a
- * name), it is complete (complete_crl), has a nextUpdate, is not from the future, and is not older
- * than the one cached of that CA (a replayed old CRL must not undo a revocation). Returns it with
- * its CA's index in |*ca|.
- */
-static X509_CRL *verified_crl(const unsigned char *der, size_t len, const struct cmp_crl_cache *cc, int *ca,
-                              time_t now, char *err)
+X509_CRL *cmp_status_check_crl(const unsigned char *der, size_t len, const STACK_OF(X509) *cas, time_t now,
+                               int *ca, char *err)
 {
     const unsigned char *p = der;
     X509_CRL *crl = len <= GW_MAX_UPSTREAM_BODY ? d2i_X509_CRL(NULL, &p, (long)len) : NULL;
-    const X509_CRL *cached;
     time_t this_update;
 
     *ca = -1;
@@ -272,8 +265,9 @@ static X509_CRL *verified_crl(const unsigned char *der, size_t len, const struct
         snprintf(err, GW_ERR_LEN, "the CRL is not DER");
         goto err;
     }
-    for (int j = 0; j < sk_X509_num(cc->cas) && *ca < 0; j++) {
-        X509 *x = sk_X509_value(cc->cas, j);
+    /* by name and signature: CAs may share a name */
+    for (int j = 0; j < sk_X509_num(cas) && *ca < 0; j++) {
+        X509 *x = sk_X509_value(cas, j);
 
         if (X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_subject_name(x)) == 0 &&
             X509_CRL_verify(crl, X509_get0_pubkey(x)) == 1)
@@ -293,15 +287,30 @@ static X509_CRL *verified_crl(const unsigned char *der, size_t len, const struct
         snprintf(err, GW_ERR_LEN, "the CRL has no nextUpdate or a thisUpdate in the future");
         goto err;
     }
-    cached = cc->slots[*ca].crl;
-    if (cached != NULL && this_update < asn1_to_time(X509_CRL_get0_lastUpdate(cached))) {
-        snprintf(err, GW_ERR_LEN, "the CRL is older than the one already seen");
-        goto err;
-    }
     return crl;
 err:
     X509_CRL_free(crl);
     ERR_clear_error();
+    *ca = -1;
+    return NULL;
+}
+
+/*
+ * A fetched CRL is taken only if it passes cmp_status_check_crl against the upstream's CAs and is
+ * not older than the one cached of its CA (a replayed old CRL must not undo a revocation). Returns
+ * it with its CA's index in |*ca|.
+ */
+static X509_CRL *verified_crl(const unsigned char *der, size_t len, const struct cmp_crl_cache *cc, int *ca,
+                              time_t now, char *err)
+{
+    X509_CRL *crl = cmp_status_check_crl(der, len, cc->cas, now, ca, err);
+    const X509_CRL *cached = crl != NULL ? cc->slots[*ca].crl : NULL;
+
+    if (cached == NULL ||
+        asn1_to_time(X509_CRL_get0_lastUpdate(crl)) >= asn1_to_time(X509_CRL_get0_lastUpdate(cached)))
+        return crl;
+    snprintf(err, GW_ERR_LEN, "the CRL is older than the one already seen");
+    X509_CRL_free(crl);
     *ca = -1;
     return NULL;
 }

@@ -32,6 +32,17 @@ void cmp_status_revoked(struct gw_cmp_engine *e, const struct gw_upstream *up, X
  */
 struct gw_upstream *cmp_status_withdrawer(const struct gw_cmp_engine *e, struct gw_upstream *up, X509 *cert);
 
+/*
+ * cmp_status_check_crl: |der| as a CRL an upstream may be taken at its word for, with the index in |cas|
+ * of the CA that signed it in *ca: one DER CRL of at most GW_MAX_UPSTREAM_BODY bytes, whose issuer
+ * is one of |cas| by name and signature, complete (no delta CRL, no issuingDistributionPoint, no
+ * critical extension the gateway does not read: it lists every revoked certificate of its CA, RFC
+ * 5280 §5.2), with a nextUpdate and a thisUpdate not ahead of |now| by more than the clock skew.
+ * The caller frees it. NULL with why in |err| (GW_ERR_LEN), which names no file of the gateway.
+ */
+X509_CRL *cmp_status_check_crl(const unsigned char *der, size_t len, const STACK_OF(X509) *cas, time_t now,
+                               int *ca, char *err);
+
 /* cmp_status_init sets up the CRL caches of every upstream. 0 or GW_ERR_NOMEM with |err|. */
 int cmp_status_init(struct gw_cmp_engine *e, char *err);
 

@@ -386,6 +386,32 @@ class VaultFrontDoor(harness.GatewayTestCase):
                                                                           "20991231000000Z"), role="vault-issuer")
         self.assertEqual((rc, lines), (0, ["genp 1", "itav %s absent" % CRLS]))
 
+    def refused_crl_lines(self):
+        return [e for e in self.gw.log_lines() if e.get("event") == "genm_crl_refused"]
+
+    def test_genm_crl_refused(self):
+        """A CRL the route's CA did not sign, a delta CRL or one from the future is not passed on: the
+        client is told to retry later, the log says what was wrong with the CA's CRL."""
+        cases = [("crl_forged", "signed by none of the upstream's CAs"),
+                 ("crl_delta", "it serves a delta CRL, not the full one"),
+                 ("crl_future", "a thisUpdate in the future")]
+        for i, (switch, why) in enumerate(cases):
+            for role in ("vault", "vault-issuer"):
+                with self.subTest(switch=switch, role=role):
+                    self.vault.control({switch: True})
+                    name = "v-crl-refused-%d-%s" % (i, role)
+                    before = len(self.refused_crl_lines())
+                    rc, lines, answer = self.genm(name, CRL_STATUS, role=role)
+                    self.assertEqual(rc, 2, lines)
+                    self.assertEqual((answer.body_type, answer.fail_info), ("error", ["systemUnavail"]))
+                    self.assertEqual(answer.status_strings, ["the CA's CRL did not pass this gateway's checks and "
+                                                             "was not passed on; retry later"])
+                    self.assertFalse((self.gw.dir / ("%s.0.der" % name)).exists())
+                    logged = self.refused_crl_lines()[before:]
+                    self.assertEqual([(e["level"], e["role"], e["upstream"]) for e in logged],
+                                     [("error", role, "vault")], logged)
+                    self.assertIn(why, logged[0]["reason"])
+
     def test_genm_crl_status_list_asked_twice(self):
         """Each crlStatusList is a GET of the whole CRL at Vault, on a worker: a genm naming one infoType
         more than once is refused before any is answered, so one message costs one GET at most."""

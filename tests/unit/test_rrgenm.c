@@ -748,8 +748,34 @@ static void test_genm_refusals(void **state)
     env_free(e);
 }
 
-/* An upstream whose CRL is too large for a CMP response, or that cannot deliver one. */
-static int fake_crl_mode; /* 0: too large, 1: upstream down */
+/* An upstream whose CRL is too large for a CMP response, cannot deliver one, or serves a bad one. */
+static int fake_crl_mode; /* 0: too large, 1: upstream down, 2: signed by another key, 3: from the future,
+                             4: the issuing CA's own */
+
+/* A CRL under the issuing CA's name, signed by another key (mode 2), dated an hour ahead (mode 3), or
+ * as the CA makes it (mode 4). */
+static int bad_crl(unsigned char **der, size_t *len)
+{
+    X509_CRL *crl = X509_CRL_new();
+    EVP_PKEY *other = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    ASN1_TIME *t1 = ASN1_TIME_adj(NULL, time(NULL), 0, fake_crl_mode == 3 ? 3600 : -60);
+    ASN1_TIME *t2 = ASN1_TIME_adj(NULL, time(NULL), 1, 0);
+    int n;
+
+    X509_CRL_set_version(crl, 1);
+    X509_CRL_set_issuer_name(crl, X509_get_subject_name(issuing_cert));
+    X509_CRL_set1_lastUpdate(crl, t1);
+    X509_CRL_set1_nextUpdate(crl, t2);
+    X509_CRL_sign(crl, fake_crl_mode == 2 ? other : issuing_key, EVP_sha256());
+    *der = NULL;
+    n = i2d_X509_CRL(crl, der);
+    *len = n > 0 ? (size_t)n : 0;
+    ASN1_TIME_free(t1);
+    ASN1_TIME_free(t2);
+    EVP_PKEY_free(other);
+    X509_CRL_free(crl);
+    return n > 0 ? 0 : GW_ERR_NOMEM;
+}
 
 static int fake_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done,
                      void *arg)
@@ -765,6 +791,16 @@ static int fake_crl(struct gw_upstream *up, const char *issuer_ref, unsigned cha
     if (fake_crl_mode == 1) {
         snprintf(err, GW_ERR_LEN, "connection refused");
         return GW_ERR_IO;
+    }
+    if (fake_crl_mode >= 2) {
+        unsigned char *d = NULL;
+        int rc = bad_crl(&d, len);
+
+        *der = rc == 0 ? malloc(*len) : NULL; /* the caller free()s */
+        if (*der != NULL)
+            memcpy(*der, d, *len);
+        OPENSSL_free(d);
+        return *der != NULL ? 0 : GW_ERR_NOMEM;
     }
     *len = GW_MAX_RESPONSE; /* never parsed: the size check comes first */
     *der = calloc(1, *len);
@@ -782,6 +818,9 @@ static void test_genm_crl_limits(void **state)
     } cases[] = {
         {0, OSSL_CMP_PKIFAILUREINFO_badRequest, "does not fit in a CMP response (at most 100 KiB)"},
         {1, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "could not be fetched now (connection refused)"},
+        {2, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "the CA's CRL did not pass this gateway's checks"},
+        {3, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "the CA's CRL did not pass this gateway's checks"},
+        {4, -1, NULL}, /* their twin: the CA's own CRL is passed on */
     };
     const char *oids[] = {OID_CRLSTATUS};
 
@@ -796,8 +835,16 @@ static void test_genm_crl_limits(void **state)
         assert_int_equal(gw_upstream_set_put0(e->ups, up), 0);
         fake_crl_mode = cases[i].mode;
         ctx = client_new(e, client_cert, client_key);
-        assert_null(genm(e, ctx, oids, 1, NULL));
-        assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, cases[i].fail_bit, cases[i].text);
+        if (cases[i].fail_bit < 0) {
+            STACK_OF(OSSL_CMP_ITAV) *out = genm(e, ctx, oids, 1, NULL);
+
+            assert_int_equal(sk_OSSL_CMP_ITAV_num(out), 1);
+            assert_non_null(OSSL_CMP_ITAV_get0_value(sk_OSSL_CMP_ITAV_value(out, 0)));
+            sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
+        } else {
+            assert_null(genm(e, ctx, oids, 1, NULL));
+            assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, cases[i].fail_bit, cases[i].text);
+        }
         OSSL_CMP_CTX_free(ctx);
         env_free(e);
     }

@@ -24,6 +24,10 @@ Switches (POST /_control with a JSON object, GET /_control to read; or --state F
   no_ca_chain    bool  sign answers without ca_chain (issuing_ca only)
   crl_stale      bool  crl answers a CRL whose nextUpdate passed two hours ago (an issuer that
                        stopped publishing); applies whatever "match" says
+  crl_forged     bool  a CRL answer is signed with a key of its own, under the issuer's name (a CRL
+                       the issuer did not make); applies whatever "match" says
+  crl_delta      bool  a CRL answer is a delta CRL (deltaCRLIndicator), as crl/delta serves
+  crl_future     bool  a CRL answer's thisUpdate is an hour ahead of the clock
   login_lease    any   the cert login answer's auth.lease_duration is this JSON value (-1, 2**32,
                        "3600") instead of the role's token_ttl; the token itself lives token_ttl
   sign_data      obj   its members replace those of a sign answer's data ({"expiration": -1})
@@ -698,15 +702,20 @@ class Handler(BaseHTTPRequestHandler):
         this_update, next_update = now - datetime.timedelta(minutes=1), now + datetime.timedelta(hours=72)
         if v.state.get("crl_stale"):
             this_update, next_update = now - datetime.timedelta(days=3), now - datetime.timedelta(hours=2)
+        if v.state.get("crl_future"):
+            this_update = now + datetime.timedelta(hours=1)
         b = (x509.CertificateRevocationListBuilder().issuer_name(i.cert.subject)
              .last_update(this_update).next_update(next_update))
+        if v.state.get("crl_delta"):
+            b = b.add_extension(x509.DeltaCRLIndicator(1), critical=True)
         with v.lock:
             revoked = [(serial, rt) for serial, (cert, issuer, rt) in v.certs.items() if rt and issuer is i]
         for serial, rt in revoked:
             b = b.add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(
                 datetime.datetime.fromtimestamp(rt, datetime.timezone.utc)).build())
-        algo = None if isinstance(i.key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)) else hashes.SHA256()
-        return 200, b.sign(i.key, algo).public_bytes(serialization.Encoding.DER)
+        key = ec.generate_private_key(ec.SECP256R1()) if v.state.get("crl_forged") else i.key
+        algo = None if isinstance(key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)) else hashes.SHA256()
+        return 200, b.sign(key, algo).public_bytes(serialization.Encoding.DER)
 
     def cert_read(self, serial_text):
         v = self.vault()
