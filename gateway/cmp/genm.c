@@ -310,9 +310,13 @@ static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, 
                           "the id-it-crlStatusList value is malformed (RFC 9483 §4.3.4)");
     if ((gw_upstream_caps(up) & GW_UP_CRL) == 0)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "this route's CA publishes no CRL over CMP");
-    if (gw_upstream_crl(up, t->role->issuer_ref, &der, &len, err) != 0)
+    if (gw_upstream_crl(up, t->role->issuer_ref, &der, &len, err) != 0) {
+        /* what failed names the upstream's address and path: the operator's to read, not the client's */
+        gw_log_kv(GW_LOG_ERROR, "genm_crl_unavailable", "tid", c->rsp->tid, "role", t->role->name, "upstream",
+                  gw_upstream_conf_name(gw_upstream_get0_conf(up)), "reason", err, NULL);
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-                          "the CA's CRL could not be fetched now (%.150s); retry later", err);
+                          "the CA's CRL could not be fetched now; retry later");
+    }
     if (len > GW_MAX_GENP_VALUE) {
         free(der);
         return cmp_refuse(

@@ -70,6 +70,7 @@ ELSEWHERE = {
     "rr_reason_remove": ("test_rr.py", "revocation reason removeFromCRL releases a certificate from hold, "),
     "genm_unknown": ("test_genm.py", "is not supported: this server answers id-it-caCerts, id-it-rootCaCert, "),
     "genm_twice": ("test_vault.py", "a genm must ask for each infoType once; "),
+    "genm_crl_unavailable": ("test_vault.py", "the CA's CRL could not be fetched now; retry later"),
     "genm_crl_refused": ("test_vault.py", "the CA's CRL did not pass this gateway's checks and "),
     "genm_root_cert": ("test_genm.py", "the id-it-rootCaCert value is not a certificate: send the root CA "),
     "device_not_allowed": ("test_3gpp.py", "is not on this route's allow-list"),

@@ -386,8 +386,11 @@ class VaultFrontDoor(harness.GatewayTestCase):
                                                                           "20991231000000Z"), role="vault-issuer")
         self.assertEqual((rc, lines), (0, ["genp 1", "itav %s absent" % CRLS]))
 
+    def event_lines(self, event):
+        return [e for e in self.gw.log_lines() if e.get("event") == event]
+
     def refused_crl_lines(self):
-        return [e for e in self.gw.log_lines() if e.get("event") == "genm_crl_refused"]
+        return self.event_lines("genm_crl_refused")
 
     def test_genm_crl_refused(self):
         """A CRL the route's CA did not sign, a delta CRL or one from the future is not passed on: the
@@ -411,6 +414,23 @@ class VaultFrontDoor(harness.GatewayTestCase):
                     self.assertEqual([(e["level"], e["role"], e["upstream"]) for e in logged],
                                      [("error", role, "vault")], logged)
                     self.assertIn(why, logged[0]["reason"])
+
+    def test_genm_crl_unavailable(self):
+        """A CRL Vault does not serve now: the client is told to retry later, without the upstream's
+        address or path, which the log line gives the operator."""
+        self.vault.control({"force_status": 503, "match": "/crl"})
+        try:
+            before = len(self.event_lines("genm_crl_unavailable"))
+            rc, _, answer = self.genm("v-crl-unavailable", CRL_STATUS)
+        finally:
+            self.vault.control({})
+        self.assertEqual(rc, 2)
+        self.assertEqual((answer.body_type, answer.fail_info), ("error", ["systemUnavail"]))
+        self.assertEqual(answer.status_strings, ["the CA's CRL could not be fetched now; retry later"])
+        logged = self.event_lines("genm_crl_unavailable")[before:]
+        self.assertEqual([(e["level"], e["role"], e["upstream"]) for e in logged], [("error", "vault", "vault")],
+                         logged)
+        self.assertIn("503", logged[0]["reason"])
 
     def test_genm_crl_status_list_asked_twice(self):
         """Each crlStatusList is a GET of the whole CRL at Vault, on a worker: a genm naming one infoType
