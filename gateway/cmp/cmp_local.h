@@ -110,6 +110,7 @@ struct cmp_call {
     struct gw_cmp_suspended *resume;  /* second pass: the suspended call's result (suspend.c) */
     char diag[GW_ERR_LEN];            /* first OpenSSL diagnostic captured by the log cb */
     EVP_PKEY *req_key; /* the key an ir, cr or kur asks for, decoded once (precheck) for the plan */
+    char profile[GW_MAX_PROFILE_NAME_LEN + 1]; /* the certProfile the message names (choose_role), or "" */
     char route[GW_MAX_PATH_LEN];
     char tls_subject[GW_IDENTITY_LEN];
     char tls_client[GW_TLS_CLIENT_LEN]; /* its TLS client: "sha256:<certificate hash>", or "none" */
@@ -139,6 +140,9 @@ struct cmp_txn {
     /* for the audit records of later messages (certConf, expiry) */
     char route[GW_MAX_PATH_LEN];
     char tls_subject[GW_IDENTITY_LEN];
+    /* the certProfile its request named, or "": the path of a later message must choose |role| with it
+       (cmp_check_path) */
+    char profile[GW_MAX_PROFILE_NAME_LEN + 1];
     /* the TLS client its first message came from (cmp_call.tls_client): every later message must come
        from it; "" only when rebuilt from a record of an older instance, which bound none */
     char tls_client[GW_TLS_CLIENT_LEN];

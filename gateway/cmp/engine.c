@@ -527,6 +527,7 @@ static int choose_role(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_r
     r->fail_info = OSSL_CMP_PKIFAILUREINFO_badRequest;
     if (gw_route_profile(c->e->cfg.routes, c->req->route, name, &role, r->text) != 0)
         return 1;
+    snprintf(c->profile, sizeof(c->profile), "%s", name);
     if (role != c->role)
         gw_log_kv(GW_LOG_DEBUG, "profile_role", "tid", c->rsp->tid, "profile", name, "role", role->name,
                   NULL);
@@ -875,20 +876,27 @@ static int check_signer(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MS
     return 1;
 }
 
+/* check_signer, then cmp_check_path (|now| matched the path): only |t|'s sender learns its path is wrong. */
+static int check_own(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *msg,
+                     const struct gw_cmp_engine *now, struct cmp_refusal *r)
+{
+    return check_signer(c, t, msg, r) != 0 || cmp_check_path(c, now, t->role->name, t->profile, r) != 0;
+}
+
 /*
  * Whether |msg| may continue or close |t|, which stays as it was: 0, or refused with |r|. |claimed|:
- * check_signer passed on this very |t| already (claim_copy kept the copy), and is not run again.
+ * check_own passed on this very |t| already (claim_copy kept the copy), and is not run again.
  */
 static int check_continuing(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *msg, int claimed,
-                            struct cmp_refusal *r)
+                            const struct gw_cmp_engine *now, struct cmp_refusal *r)
 {
     /* on a path that is gone, a transaction of another role is none of the path's (gone_unless_own) */
     if (c->req->gone != NULL && strcmp(t->role->name, c->role->name) != 0)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, TEXT_NO_TXN);
-    /* its signer, then whether it answers the last answer (OpenSSL closes the transaction on a
-       replay), and only then any upstream status lookup: the TLS side may have changed, a
+    /* its signer and path, then whether it answers the last answer (OpenSSL closes the transaction
+       on a replay), and only then any upstream status lookup: the TLS side may have changed, a
        certificate been revoked */
-    if ((!claimed && check_signer(c, t, msg, r) != 0) || cmp_check_nonce(t, msg, r) != 0 ||
+    if ((!claimed && check_own(c, t, msg, now, r) != 0) || cmp_check_nonce(t, msg, r) != 0 ||
         cmp_check_credentials(c, t, r) != 0 || cmp_authorize(c, t, r) != 0)
         return 1;
     c->own = 1;
@@ -897,9 +905,9 @@ static int check_continuing(struct cmp_call *c, struct cmp_txn *t, const OSSL_CM
 
 /*
  * The lease on a shared transaction's record, for its own copy here (*txn), so that one message is
- * answered once across the instances, once |msg| is found to come from its signer (else anyone
- * naming the transaction would hold it): 0 (leased, or the record does not verify and this copy
- * stands; a copy older than the record, which another instance answered since, is replaced by one
+ * answered once across the instances, once |msg| is found to come from its signer, on its path
+ * (check_own; else anyone naming the transaction would hold it): 0 (leased, or the record does not verify and
+ * this copy stands; a copy older than the record, which another instance answered since, is replaced by one
  * rebuilt from it: *rebuilt; a record older than the copy leaves the copy, and the copy's next
  * answer writes the record anew), GW_ERR_NOT_FOUND (another instance closed it: the copy is freed),
  * or refused with |r| (held elsewhere, Redis out of reach, another signer: the copy is back in the
@@ -913,7 +921,7 @@ static int claim_copy(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn
     char err[GW_ERR_LEN] = "";
     int rc;
 
-    if (check_signer(c, txn->data, msg, r) != 0) {
+    if (check_own(c, txn->data, msg, c->e, r) != 0) {
         cmp_txn_return(c, txn);
         return GW_ERR_FORBIDDEN;
     }
@@ -973,7 +981,7 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     if (txn != NULL && ((struct cmp_txn *)txn->data)->shared) {
         if (claim_shared(c, msg, &txn, &leased, &rebuilt) != 0)
             return;
-        claimed = !rebuilt; /* its signer checked on this copy */
+        claimed = !rebuilt; /* its signer and path checked on this copy */
     }
     /* a path that is gone serves only the transactions open here, begun on it */
     if (txn == NULL && c->req->gone == NULL && !held_here(c, &why) && gw_cluster_keeps_records(c->e->cluster))
@@ -988,7 +996,7 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     cmp_call_switch(c, t->e); /* it ends under the configuration it began in */
     snprintf(c->rsp->identity, sizeof(c->rsp->identity), "%s", t->identity);
     snprintf(c->rsp->serial, sizeof(c->rsp->serial), "%s", t->serial);
-    if (check_continuing(c, t, msg, claimed, &r) != 0 || cmp_check_current(c, now, t, &r) != 0) {
+    if (check_continuing(c, t, msg, claimed, now, &r) != 0 || cmp_check_current(c, now, t, &r) != 0) {
         put_back(c, txn, rebuilt, leased); /* back untouched: still open for its real client */
         refuse(c, msg, &r);
         return;
@@ -1053,11 +1061,11 @@ static bool abort_own(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn
     if (!rebuilt && ((struct cmp_txn *)txn->data)->shared) {
         if ((rc = claim_copy(c, msg, &txn, &leased, &rebuilt, &why)) != 0 && why.fail_info < 0)
             return false;
-        claimed = !rebuilt; /* its signer checked on this copy */
+        claimed = !rebuilt; /* its signer and path checked on this copy */
     }
     if (rc == 0) {
         cmp_call_switch(c, ((struct cmp_txn *)txn->data)->e); /* closed under the configuration it began in */
-        if ((rc = check_continuing(c, txn->data, msg, claimed, &why)) != 0)
+        if ((rc = check_continuing(c, txn->data, msg, claimed, own, &why)) != 0)
             put_back(c, txn, rebuilt, leased); /* back untouched: still open for its real client */
     }
     if (rc == 0) {

@@ -20,6 +20,7 @@
 #include "base/metrics.h"
 #include "base/x509.h"
 #include "mappings/policy.h"
+#include "mappings/route.h"
 #include "upstream/upstream.h"
 
 #include <pthread.h>
@@ -344,6 +345,23 @@ int cmp_check_record(struct cmp_call *c, struct cmp_txn *t, const char *role, st
         gw_log_kv(GW_LOG_INFO, "txn_sender_refused", "tid", c->rsp->tid, "identity", t->identity, "role",
                   role, "reason", r->text, NULL);
     return rc;
+}
+
+int cmp_check_path(struct cmp_call *c, const struct gw_cmp_engine *now, const char *role, const char *profile,
+                   struct cmp_refusal *r)
+{
+    const struct gw_role *served = NULL;
+    char err[GW_ERR_LEN];
+    int rc;
+
+    if (c->req->gone != NULL || cmp_role_named(now, role) == NULL)
+        return 0;
+    rc = gw_route_profile(now->cfg.routes, c->req->route, profile, &served, err);
+    if (rc == 0 && served != NULL && strcmp(served->name, role) == 0)
+        return 0;
+    gw_log_kv(GW_LOG_INFO, "txn_other_path", "tid", c->rsp->tid, "role", role, "path_role",
+              rc == 0 && served != NULL ? served->name : "none", "route", c->route, NULL);
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "%s", TEXT_OTHER_PATH);
 }
 
 int cmp_check_current(struct cmp_call *c, struct gw_cmp_engine *now, struct cmp_txn *t, struct cmp_refusal *r)

@@ -20,6 +20,10 @@
 #define TEXT_NO_LONGER_TRUSTED                                                                               \
     "the signer certificate no longer chains to a CA trusted on this route (the configuration was reloaded " \
     "after this transaction began): start a new transaction with credentials the route trusts"
+/* A transaction's later message on a path that does not serve its role (cmp_check_path). */
+#define TEXT_OTHER_PATH                                                                                      \
+    "this transaction was begun on a path of another role: send its certConf, pollReq and error messages "   \
+    "to the path of its request"
 
 /* cmp_policy_init opens the audit log and builds the issuer stores and caches: 0 or a gw_err with |err|. */
 int cmp_policy_init(struct gw_cmp_engine *e, char *err);
@@ -79,6 +83,19 @@ const struct gw_role *cmp_role_named(const struct gw_cmp_engine *e, const char *
  */
 int cmp_check_current(struct cmp_call *c, struct gw_cmp_engine *now, struct cmp_txn *t,
                       struct cmp_refusal *r);
+
+/*
+ * cmp_check_path: whether the path |c| came on serves the transaction of the role named |role| whose
+ * request named the certProfile |profile| ("" for none), under the configuration of |now|, which
+ * matched the path: the role that path gives that request must be |role|. RFC 9483 clients send every
+ * message of a transaction to the path of its request; the paths that give it its role (the role's, a
+ * label's, a default path's) are one, since they trust and authorize alike. 0, or refused with |r|
+ * (badRequest, which costs the address nothing) and logged txn_other_path: the transaction is its own
+ * sender's, and stays open for its message on its path. A role |now| lacks and a path it lost
+ * (gw_cmp_request.gone) pass: cmp_check_current and the engine answer them as a reload's.
+ */
+int cmp_check_path(struct cmp_call *c, const struct gw_cmp_engine *now, const char *role, const char *profile,
+                   struct cmp_refusal *r);
 
 /*
  * cmp_check_record holds the sender of a transaction another instance began, on the role named |role|

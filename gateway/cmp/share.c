@@ -173,11 +173,25 @@ static int out_of_memory(struct cmp_refusal *r)
 }
 
 /*
+ * cmp_check_path for the transaction of |rec|, its request |req|: 1, refused with |r|. A certProfile
+ * that does not read is its replay's to refuse.
+ */
+static int on_other_path(struct cmp_call *c, const OSSL_CMP_MSG *req, const struct gw_txn_record *rec,
+                         struct cmp_refusal *r)
+{
+    char profile[GW_MAX_PROFILE_NAME_LEN + 1];
+
+    return gw_shim_cert_profile(req, profile, sizeof(profile)) == 0 &&
+           cmp_check_path(c, c->e, rec->role, profile, r) != 0;
+}
+
+/*
  * 0 when |msg| (of |c|) can pass the checks of the sender, TLS client and pinned signer of the
- * transaction of |rec| as far as its request tells (check_protection), and answers the last answer its
- * client got (the record's senderNonce: a captured message replayed here does not), or when the request
- * cannot tell (it does not decode, or its role is not here and the record binds no TLS client: its
- * replay fails); CMP_SHARE_RELOADED or GW_ERR_NOT_FOUND as check_protection says, the senderNonce
+ * transaction of |rec| as far as its request tells (check_protection), comes on a path of its role
+ * (on_other_path, before a refusal of a reload closes it, as check_continuing comes first), and answers the
+ * last answer its client got (the record's senderNonce: a captured message replayed here does not), or when
+ * the request cannot tell (it does not decode, or its role is not here and the record binds no TLS client:
+ * its replay fails); CMP_SHARE_RELOADED or GW_ERR_NOT_FOUND as check_protection says, the senderNonce
  * answered as well; else GW_ERR_FORBIDDEN, refused with |r| as check_continuing refuses. The sender
  * and TLS client first, before the costly signature check.
  */
@@ -199,6 +213,8 @@ static int vouched(struct cmp_call *c, const OSSL_CMP_MSG *msg, const struct gw_
         rc = out_of_memory(r);
     else if ((rc = check_protection(c, t, role, msg, req, rec, &rh, r)) != 0 && rc != CMP_SHARE_RELOADED)
         ; /* refused, or as if there were none */
+    else if (on_other_path(c, req, rec, r))
+        rc = GW_ERR_FORBIDDEN;
     else if (!cmp_txn_set_nonce(t, rec->nonce, rec->nonce_len))
         rc = out_of_memory(r);
     else if (cmp_check_nonce(t, msg, r) != 0)

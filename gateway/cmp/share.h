@@ -27,11 +27,11 @@ void cmp_reshare(struct cmp_call *c, struct cmp_txn *t);
  * cmp_share_take leases to this instance the record of the transaction |msg| (of |c|) continues (as
  * gw_cluster_take_record, into |rec|), but only once |msg| is found able to pass the checks of its
  * sender, its TLS client (the record's) and its pinned signer, from the record's request
- * (cmp_signed_like), and to answer the record's senderNonce (a captured message replayed does
- * not): anyone may name a transactionID, and neither the replay of its request here nor the lease, which
- * keeps its client waiting, may be had for that. gw_cluster_take_record's answers, or GW_ERR_FORBIDDEN
- * refused with |r|. A message naming a PBM reference the running configuration lacks
- * (cmp_call.pbm_gone) is refused as check_signer refuses it unless it comes from the record's sender
+ * (cmp_signed_like), to come on a path of its role (cmp_check_path), and to answer the record's senderNonce
+ * (a captured message replayed does not): anyone may name a transactionID, and neither the replay of its
+ * request here nor the lease, which keeps its client waiting, may be had for that. gw_cluster_take_record's
+ * answers, or GW_ERR_FORBIDDEN refused with |r|. A message naming a PBM reference the running configuration
+ * lacks (cmp_call.pbm_gone) is refused as check_signer refuses it unless it comes from the record's sender
  * over its TLS client; then, on a record that binds no TLS client certificate, GW_ERR_NOT_FOUND ("no
  * open transaction": it cannot be replayed).
  *

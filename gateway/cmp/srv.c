@@ -287,6 +287,7 @@ struct cmp_txn *cmp_txn_new(struct cmp_call *c, int refusal)
     atomic_fetch_add(&t->e->live, 1);
     t->role = c->role;
     snprintf(t->route, sizeof(t->route), "%s", c->route);
+    snprintf(t->profile, sizeof(t->profile), "%s", c->profile);
     snprintf(t->tls_subject, sizeof(t->tls_subject), "%s", c->tls_subject);
     snprintf(t->tls_client, sizeof(t->tls_client), "%s", c->tls_client);
     snprintf(t->body, sizeof(t->body), "%s", gw_shim_body_name(c->body));

@@ -729,6 +729,38 @@ class Errors(Base):
         conf = self.certconf(ir, ip, hashlib.sha256(cert).digest(), key=self.newkey("pinned-other"))
         self.expect("pinned_signer", self.send("pinned-conf", conf))
 
+    def test_txn_other_path(self):
+        """The transaction's own certConf, pollReq and error message, signed with its signer's key over its TLS
+        client, sent to the paths of roles that do not trust its signer or do not authorize it: refused, logged,
+        and the transaction left as it was, open for its certConf on the path of its request. Once, each was
+        answered under the transaction's role, and the error message aborted it."""
+        ir, ip, cert = self.open_txn("otherpath")
+        digest = hashlib.sha256(cert).digest()
+        tid = ip.header["transactionID"].asOctets().hex().upper()
+        sent = [("conf", self.certconf(ir, ip, digest), "/pki/roles/pbmonly/cmp"),
+                ("poll", pollreq(load(encoder.encode(ir)), self.key()), "/pki/roles/signer/cmp/"),
+                ("error", error_msg(load(encoder.encode(ir)), self.key()), "/pki/roles/tlssubj/cmp")]
+        for name, msg, path in sent:
+            with self.subTest(message=name):
+                self.expect("txn_other_path", self.send("otherpath-" + name, msg, path=path))
+        logged = [l for l in self.gw.log_lines() if l.get("event") == "txn_other_path" and
+                  l.get("tid", "").upper() == tid]
+        self.assertEqual(len(logged), 3, logged)
+        self.assertEqual(logged[0].get("role"), "default", logged)
+        a = harness.decode_cmp(self.send("otherpath-own", self.certconf(ir, ip, digest)).body)
+        self.assertEqual(a.body_type, "pkiconf", a)
+
+    def test_txn_other_path_twin(self):
+        """The paths that give a transaction its role are one: its certConf on the role's label path, on the
+        well-known default path and, with an operation segment, on the role's own path is answered."""
+        for i, path in enumerate(("/.well-known/cmp/p/default", "/.well-known/cmp", "/pki/roles/default/cmp",
+                                  "/pki/cmp/certification")):
+            with self.subTest(path=path):
+                ir, ip, cert = self.open_txn("samerole%d" % i)
+                conf = self.certconf(ir, ip, hashlib.sha256(cert).digest())
+                a = harness.decode_cmp(self.send("samerole%d-conf" % i, conf, path=path).body)
+                self.assertEqual(a.body_type, "pkiconf", a)
+
     def test_cert_hash(self):
         ir, ip, cert = self.open_txn("hash")
         conf = self.certconf(ir, ip, hashlib.sha256(cert + b"x").digest())
@@ -903,7 +935,8 @@ class Table(unittest.TestCase):
     def test_every_refusal_test_has_a_row(self):
         tests = {name[len("test_"):] for cls in (Errors, Limits, Busy, Profiles) for name in dir(cls)
                  if name.startswith("test_")}
-        self.assertEqual(sorted(tests - set(ROWS) - {"confirm_twin", "crafted_twin", "profile_twin"}), [])
+        self.assertEqual(sorted(tests - set(ROWS) - {"confirm_twin", "crafted_twin", "profile_twin",
+                                                     "txn_other_path_twin"}), [])
 
     def test_rows_tested_elsewhere(self):
         for rid, (module, literal) in ELSEWHERE.items():

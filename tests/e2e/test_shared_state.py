@@ -322,6 +322,11 @@ class Continuation(ThreeInstances):
     answered by the first instance is answered by the second (its context rebuilt from the record), or
     told to retry later while Redis is down."""
 
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        super().edit_config(cfg, gw)
+        cfg["roles"]["pbmonly"] = {k: v for k, v in cfg["roles"]["default"].items() if k != "trust"}
+
     def parked(self, name, flag):
         """An ir answered by the first instance, its certConf held back until |flag| exists; the client."""
         p = self.enrol(name, self.gw, self.gw2, before_next=flag, wait=False)
@@ -452,6 +457,30 @@ class Continuation(ThreeInstances):
         out, err = p.communicate(timeout=60)
         self.assertEqual(p.returncode, 0, out + err)
         self.assertEqual([r["status"] for r in self.audit(self.gw2, "confirmed", "othertls")], ["confirmed"])
+
+    def test_certconf_on_another_roles_path(self):
+        """The certConf of a transaction the first instance answered, from its own client but sent to the path
+        of another role (one that trusts no signer): the second instance, without a copy, refuses it as the
+        first, with its copy, does, before either replays the stored request or leases the record. The
+        transaction stays open: the client's certConf on the path of its request is answered after. Once,
+        the second instance answered "no open transaction" and the first confirmed the certificate."""
+        flag = self.gw.dir / "otherpath.flag"
+        p = self.parked("otherpath", flag)
+        conf = self.held_certconf("otherpath")
+        tid = self.audit(self.gw, "issued", "otherpath")[0]["tid"]
+        for gw in (self.gw2, self.gw):
+            ans = harness.decode_cmp(gw.curl(data=conf, path="/pki/roles/pbmonly/cmp").body)
+            self.assert_cmp_error(ans, ("error",), "badRequest", "begun on a path of another role")
+            self.assertTrue(any(l.get("event") == "txn_other_path" and l.get("tid") == tid
+                                for l in gw.log_lines()), gw.stderr()[-3000:])
+        self.assertEqual([l for l in self.gw2.log_lines() if l.get("tid") == tid and
+                          l.get("event") in ("txn_continued", "txn_not_continued")], [])  # nothing replayed
+        self.assertEqual(self.redis.command("EXISTS", "cmpgw:lease:" + tid), ":0")
+        self.assertEqual(self.audit(self.gw, "confirmed", "otherpath"), [])
+        flag.write_text("")
+        out, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 0, out + err)
+        self.assertEqual([r["status"] for r in self.audit(self.gw2, "confirmed", "otherpath")], ["confirmed"])
 
     def test_certconf_after_a_reload_of_the_other_instance(self):
         """A reload of the second instance gives the role another trust anchor while the certConf of a
