@@ -173,16 +173,20 @@ void cmp_describe_call(struct cmp_call *c)
         snprintf(c->tls_subject, sizeof(c->tls_subject), "unknown");
 }
 
-/* docs/design.md D7: both the TLS client certificate and the CMP identity, deny by default. */
+/*
+ * docs/design.md D7: both the TLS client certificate and the CMP identity, deny by default. |r| is
+ * written on refusal only: a caller's refusal left unset (failInfo -1) must not read as one.
+ */
 int cmp_authorize(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusal *r)
 {
     struct gw_identity id = {.tls_peer = c->req->tls_peer,
                              .signer = t->pbm ? NULL : t->signer,
                              .pbm_ref = t->pbm ? t->pbm_ref : NULL};
+    struct cmp_refusal why = {.fail_info = OSSL_CMP_PKIFAILUREINFO_notAuthorized};
 
-    r->fail_info = OSSL_CMP_PKIFAILUREINFO_notAuthorized;
-    if (gw_policy_authorize(t->role, &id, c->now, &r->fail_info, r->text) == 0)
+    if (gw_policy_authorize(t->role, &id, c->now, &why.fail_info, why.text) == 0)
         return 0;
+    *r = why;
     gw_log_kv(GW_LOG_INFO, "not_authorized", "tid", c->rsp->tid, "role", t->role->name, "identity",
               t->identity, "tls_subject", c->tls_subject, "reason", r->text, NULL);
     return 1;

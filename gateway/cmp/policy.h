@@ -65,7 +65,8 @@ void cmp_identify(struct cmp_txn *t, struct cmp_call *c);
 /* cmp_check_request: who sent it (t->identity), credentials, authorization, messageTime, replay. */
 int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r);
 
-/* cmp_authorize: both the TLS client certificate and the CMP identity must be allowed on the role. */
+/* cmp_authorize: both the TLS client certificate and the CMP identity must be allowed on the role: 0, or
+ * refused with |r|, which is written only then. */
 int cmp_authorize(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusal *r);
 
 /* cmp_role_named is the role of |e| named |name|, or NULL. */

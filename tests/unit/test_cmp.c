@@ -5887,12 +5887,15 @@ static void test_shared_withdrawals_after_reload(void **state)
  * A shared deferred request whose certificate no upstream of the reloaded instance has the CA of (the
  * name of its record's upstream now another CA's): a pollReq there is told "no open transaction" and
  * nothing is withdrawn; the record stays for its expiry (test_shared_expiry_after_reload). Once, it
- * was continued through the upstream of that name, which refused each withdrawal as not its CA's.
+ * was continued through the upstream of that name, which refused each withdrawal as not its CA's. Over
+ * a TLS client certificate the record binds, the same: once, that pollReq was answered with failInfo
+ * badAlg and no text, what the authorization of its sender, which passed, left in the refusal.
  */
 static void test_shared_not_continued_without_its_ca(void **state)
 {
     static const char *const replace[8] = {"\"cert\": \"issuing.pem\", \"key\": \"issuing.key\"",
                                            "\"cert\": \"ca.pem\", \"key\": \"ca.key\""};
+    X509 *const tls[] = {NULL, client_cert};
     struct client cl;
     OSSL_CMP_CTX *ctx;
     char key[160], out[256], *logged;
@@ -5902,28 +5905,37 @@ static void test_shared_not_continued_without_its_ca(void **state)
     (void)state;
     if (redis_start() != 0)
         skip();
-    e = shared_result_waiting(&cl, &ctx);
-    next = env_shared_reload(e, replace, "local");
-    (void)gw_cmp_engine_reset(e->engine); /* no copy here: the record is all there is */
-    cl.env = next;
-    OSSL_CMP_CTX_set_certConf_cb(ctx, reject_cert);
-    log_capture_start();
-    assert_int_equal(poll_step(ctx, &after), 0);
-    logged = log_capture_end();
-    assert_non_null(strstr(logged, "\"event\":\"txn_not_continued\""));
-    assert_non_null(strstr(logged, "no upstream here has its certificate's CA"));
-    free(logged);
-    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
-                  "no open transaction");
-    assert_int_equal(audit_count(next, "revoke_failed", NULL, NULL, NULL), 0);
-    assert_int_equal(revoke_calls(next), 0);
-    record_key(&cl, key, sizeof(key));
-    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", key}), 0);
-    assert_string_equal(out, ":1");
-    client_cleanup(&cl);
-    OSSL_CMP_CTX_free(ctx);
-    env_free(next);
-    env_free(e);
+    for (size_t i = 0; i < sizeof(tls) / sizeof(tls[0]); i++) {
+        e = env_shared("100ms");
+        slow_revokes();
+        e->tls = tls[i]; /* the record binds it */
+        ctx = shared_waiting(e, &cl, NULL);
+        slow_gate(1);
+        slow_wait_completed(e, 1); /* the result is beside the record */
+        next = env_shared_reload(e, replace, "local");
+        next->tls = tls[i];
+        (void)gw_cmp_engine_reset(e->engine); /* no copy here: the record is all there is */
+        cl.env = next;
+        OSSL_CMP_CTX_set_certConf_cb(ctx, reject_cert);
+        log_capture_start();
+        assert_int_equal(poll_step(ctx, &after), 0);
+        logged = log_capture_end();
+        assert_non_null(strstr(logged, "\"event\":\"txn_not_continued\""));
+        assert_non_null(strstr(logged, "no upstream here has its certificate's CA"));
+        free(logged);
+        assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                      "no open transaction");
+        assert_int_equal(audit_count(next, "revoke_failed", NULL, NULL, NULL), 0);
+        assert_int_equal(revoke_calls(next), 0);
+        record_key(&cl, key, sizeof(key));
+        assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", key}), 0);
+        assert_string_equal(out, ":1");
+        assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"DEL", key}), 0);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(next);
+        env_free(e);
+    }
 }
 
 /* The Redis key of the lease on the record of |cl|'s transaction into |out|. */
