@@ -5,9 +5,9 @@
  * responses); the engine adds what OpenSSL 3.0 leaves out (docs/design.md D3): a body-type
  * allow-list before OpenSSL sees the message, PBM secret selection by senderKID and an iteration
  * cap, the messageTime window, replay and transactionID-reuse detection, kur only by the holder
- * of the old certificate, certConf/pollReq only from the transaction's sender and TLS client,
- * certHash checked, caps on open transactions. One SRV_CTX per transaction lives in the transaction
- * table between the request and its certConf.
+ * of the old certificate, certConf/pollReq only from the transaction's sender and TLS client and
+ * on a path of its role, certHash checked, caps on open transactions. One SRV_CTX per transaction lives in
+ * the transaction table between the request and its certConf.
  */
 #ifndef GW_CMP_ENGINE_H
 #define GW_CMP_ENGINE_H
