@@ -817,7 +817,7 @@ static void test_genm_crl_limits(void **state)
         const char *text;
     } cases[] = {
         {0, OSSL_CMP_PKIFAILUREINFO_badRequest, "does not fit in a CMP response (at most 100 KiB)"},
-        {1, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "could not be fetched now (connection refused)"},
+        {1, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "the CA's CRL could not be fetched now; retry later"},
         {2, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "the CA's CRL did not pass this gateway's checks"},
         {3, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "the CA's CRL did not pass this gateway's checks"},
         {4, -1, NULL}, /* their twin: the CA's own CRL is passed on */
