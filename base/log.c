@@ -317,18 +317,21 @@ static size_t replaced_len(const unsigned char *p, size_t left)
 #define REPLACEMENT "\xef\xbf\xbd"
 #define REPLACEMENT_ESC "\\ufffd"
 
+/* What escape() does with ASCII: JSON's escapes, the same but for '"' (plain text), or nothing. */
+enum escape_mode { ESCAPE_JSON, ESCAPE_TEXT, ESCAPE_NONE };
+
 /*
  * The one escaper of every text a person reads, whoever wrote it (a client's path or name, a CA's
  * words, a certificate's IA5String): |len| bytes of |s| into |buf|, always NUL-terminated, cut to
  * |cap| between two whole escapes or characters. Valid UTF-8 is copied, a whole sequence or none of
  * it; a byte that is not part of one becomes U+FFFD, so that what comes out is UTF-8 whatever went in
  * (RFC 8259 8.1): journald keeps a line that is not UTF-8 as a blob that journalctl does not show, a
- * log shipper drops it. So does a character not shown as itself (hidden_ranges), whole. ASCII controls
- * and the backslash are escaped as in JSON (\n, \u001b, \\), and so is '"' where |json|; there U+FFFD
- * is written as its escape, for an escape that decoded to a hidden character would be one again to
- * whatever shows the decoded value.
+ * log shipper drops it. So does a character not shown as itself (hidden_ranges), whole. Unless
+ * ESCAPE_NONE, ASCII controls and the backslash are escaped as in JSON (\n, \u001b, \\), and so is
+ * '"' with ESCAPE_JSON; there U+FFFD is written as its escape, for an escape that decoded to a hidden
+ * character would be one again to whatever shows the decoded value.
  */
-static size_t escape(char *buf, size_t cap, const unsigned char *p, size_t len, bool json)
+static size_t escape(char *buf, size_t cap, const unsigned char *p, size_t len, enum escape_mode mode)
 {
     char esc[8];
     const char *src;
@@ -338,7 +341,8 @@ static size_t escape(char *buf, size_t cap, const unsigned char *p, size_t len, 
         return 0;
     for (size_t i = 0; i < len; i += used) {
         used = 1;
-        if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '"' && p[i] != '\\') {
+        if ((p[i] >= 0x20 && p[i] < 0x7f && p[i] != '"' && p[i] != '\\') ||
+            (p[i] < 0x80 && mode == ESCAPE_NONE)) {
             /* printable ASCII stands for itself (escape_byte's last case), most of every line */
             if (n + 2 > cap)
                 break;
@@ -346,7 +350,7 @@ static size_t escape(char *buf, size_t cap, const unsigned char *p, size_t len, 
             continue;
         }
         src = esc;
-        if (p[i] == '"' && !json) {
+        if (p[i] == '"' && mode == ESCAPE_TEXT) {
             k = 1;
             esc[0] = '"';
         } else if (p[i] < 0x80) {
@@ -356,7 +360,7 @@ static size_t escape(char *buf, size_t cap, const unsigned char *p, size_t len, 
             src = (const char *)p + i;
         } else {
             used = replaced_len(p + i, len - i);
-            src = json ? REPLACEMENT_ESC : REPLACEMENT;
+            src = mode == ESCAPE_JSON ? REPLACEMENT_ESC : REPLACEMENT;
             k = strlen(src);
         }
         if (n + k + 1 > cap)
@@ -370,43 +374,22 @@ static size_t escape(char *buf, size_t cap, const unsigned char *p, size_t len, 
 
 size_t gw_json_escape(char *buf, size_t cap, const char *s)
 {
-    return escape(buf, cap, (const unsigned char *)s, strlen(s), true);
+    return escape(buf, cap, (const unsigned char *)s, strlen(s), ESCAPE_JSON);
 }
 
 size_t gw_json_escape_n(char *buf, size_t cap, const char *s, size_t len)
 {
-    return escape(buf, cap, (const unsigned char *)s, len, true);
+    return escape(buf, cap, (const unsigned char *)s, len, ESCAPE_JSON);
 }
 
 size_t gw_text_escape(char *buf, size_t cap, const char *s, size_t len)
 {
-    return escape(buf, cap, (const unsigned char *)s, len, false);
+    return escape(buf, cap, (const unsigned char *)s, len, ESCAPE_TEXT);
 }
 
 size_t gw_utf8_repair(char *buf, size_t cap, const char *s)
 {
-    const unsigned char *p = (const unsigned char *)s;
-    size_t n = 0, k, used, left = strlen(s);
-    const char *src;
-
-    if (cap == 0)
-        return 0;
-    for (; left > 0; p += used, left -= used) {
-        src = (const char *)p;
-        if (*p < 0x80) {
-            k = used = 1;
-        } else if ((k = used = shown_len(p, left)) == 0) {
-            used = replaced_len(p, left);
-            src = REPLACEMENT;
-            k = strlen(REPLACEMENT);
-        }
-        if (n + k + 1 > cap)
-            break;
-        memcpy(buf + n, src, k);
-        n += k;
-    }
-    buf[n] = '\0';
-    return n;
+    return escape(buf, cap, (const unsigned char *)s, strlen(s), ESCAPE_NONE);
 }
 
 void gw_utf8_scrub(char *s)

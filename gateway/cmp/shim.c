@@ -527,7 +527,6 @@ int gw_shim_sender_nonce(const OSSL_CMP_MSG *msg, unsigned char *buf, size_t cap
 {
     ASN1_OCTET_STRING *const *slot =
         msg != NULL ? hdr_sender_nonce_slot(OSSL_CMP_MSG_get0_header(msg)) : NULL;
-    const ASN1_OCTET_STRING *os;
     struct gw_hdr_info h;
     int rc = GW_ERR_INVAL;
 
@@ -543,14 +542,7 @@ int gw_shim_sender_nonce(const OSSL_CMP_MSG *msg, unsigned char *buf, size_t cap
         gw_shim_hdr_info_cleanup(&h);
         return rc;
     }
-    if ((os = *slot) == NULL)
-        return 0;
-    if (os->length < 0 || (size_t)os->length > cap)
-        return GW_ERR_INVAL;
-    if (os->length > 0)
-        memcpy(buf, os->data, (size_t)os->length);
-    *len = (size_t)os->length;
-    return 0;
+    return copy_octets(*slot, buf, cap, len);
 }
 
 X509_PUBKEY **cmp_tmpl_key_slot(const OSSL_CRMF_CERTTEMPLATE *tmpl)
