@@ -259,8 +259,12 @@ static int client_current(const OSSL_CMP_ITAV *in, const X509_CRL *crl)
 
 /*
  * |der| parsed, if it is a CRL to pass on from |up|: one the gateway's revocation check would take
- * (cmp_status_check_crl), of one of the CAs |up| issues under. A CA serving another key's CRL, a
- * delta or partial one, or one from the future is the upstream's trouble: logged, and NULL.
+ * (cmp_status_check_crl), of one of the CAs |up| issues under, and current. A CA serving another
+ * key's CRL, a delta or partial one, one from the future or one past its nextUpdate is the
+ * upstream's trouble: logged, and NULL. The revocation check goes on using a CRL for
+ * cmp.revocation_grace past its nextUpdate, as the gateway's own choice between refusing every
+ * certificate of a CA that is late to publish and a bounded delay; a client handed that CRL would
+ * find it expired and could not use it (RFC 5280 §6.3.3 (a)), so none is relayed.
  */
 static X509_CRL *crl_to_relay(struct cmp_txn *t, struct cmp_call *c, struct gw_upstream *up,
                               const unsigned char *der, size_t len)
@@ -273,6 +277,12 @@ static X509_CRL *crl_to_relay(struct cmp_txn *t, struct cmp_call *c, struct gw_u
     if (cas != NULL)
         crl = cmp_status_check_crl(der, len, cas, c->now, &ca, err);
     sk_X509_pop_free(cas, X509_free);
+    if (crl != NULL && X509_cmp_time(X509_CRL_get0_nextUpdate(crl), &c->now) <= 0) {
+        snprintf(err, GW_ERR_LEN, "its nextUpdate passed");
+        X509_CRL_free(crl);
+        crl = NULL;
+        ERR_clear_error();
+    }
     if (crl == NULL)
         gw_log_kv(GW_LOG_ERROR, "genm_crl_refused", "tid", c->rsp->tid, "role", t->role->name, "upstream",
                   gw_upstream_conf_name(gw_upstream_get0_conf(up)), "reason", err, NULL);

@@ -393,11 +393,13 @@ class VaultFrontDoor(harness.GatewayTestCase):
         return self.event_lines("genm_crl_refused")
 
     def test_genm_crl_refused(self):
-        """A CRL the route's CA did not sign, a delta CRL or one from the future is not passed on: the
-        client is told to retry later, the log says what was wrong with the CA's CRL."""
+        """A CRL the route's CA did not sign, a delta CRL, one from the future or one past its nextUpdate
+        (which the revocation check still uses within cmp.revocation_grace, but a client cannot) is not
+        passed on: the client is told to retry later, the log says what was wrong with the CA's CRL."""
         cases = [("crl_forged", "signed by none of the upstream's CAs"),
                  ("crl_delta", "it serves a delta CRL, not the full one"),
-                 ("crl_future", "a thisUpdate in the future")]
+                 ("crl_future", "a thisUpdate in the future"),
+                 ("crl_stale", "its nextUpdate passed")]
         for i, (switch, why) in enumerate(cases):
             for role in ("vault", "vault-issuer"):
                 with self.subTest(switch=switch, role=role):
