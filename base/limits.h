@@ -154,8 +154,9 @@
 #define GW_MAX_UPSTREAM_TIME 253402300799LL       /* a Unix time: 9999-12-31T23:59:59Z (RFC 5280 §4.1.2.5) */
 #define GW_MAX_CFSSL_CODE 99999                   /* cfssl error codes: category * 1000 + reason */
 #define GW_MAX_KEY_TYPE_LEN 15                    /* an upstream role's key_type ("rsa", "ec", "ed25519") */
-#define GW_MAX_SERIAL_OCTETS 20                   /* a certificate serial number (RFC 5280 §4.1.2.2) */
-#define GW_MAX_CHECK_AFTER 60 /* seconds: the longest checkAfter a pollRep asks (polling) */
+#define GW_MAX_ISSUER_REF_LEN 128 /* an upstream role's issuer_ref (Vault: an issuer's id or name) */
+#define GW_MAX_SERIAL_OCTETS 20   /* a certificate serial number (RFC 5280 §4.1.2.2) */
+#define GW_MAX_CHECK_AFTER 60     /* seconds: the longest checkAfter a pollRep asks (polling) */
 
 /* certificates */
 #define GW_SERIAL_BITS 159 /* random serials; RFC 5280 caps at 20 octets */

@@ -210,6 +210,9 @@ struct gw_role_policy {
     /* an extendedKeyUsage it grants that no role can allow, as the upstream names it (Vault "Any",
        an OID); "" if none */
     char other_eku[GW_MAX_OID_TEXT + 1];
+    /* the issuer it signs with when the call names none (Vault's issuer_ref: an issuer's id or name,
+       a plain path segment); "" = the upstream's default issuer */
+    char issuer_ref[GW_MAX_ISSUER_REF_LEN + 1];
 
     /* the subject Vault's sign/<role> writes (mappings/policy_vault.c): the request's last CN (unless
        no_csr_common_name) and serialNumber (unless serial_from_json), its UIDs, the role's values */

@@ -607,6 +607,30 @@ static int parse_subject(json_object *data, struct gw_role_policy *out, char *er
     return 0;
 }
 
+/*
+ * issuer_ref: the issuer sign/<role> and sign-verbatim/<role> use (Vault 1.11 on), to be put into a
+ * path: a plain name or "" ("default" and an absent one are the mount's default issuer).
+ */
+static int parse_issuer_ref(json_object *data, struct gw_role_policy *out, char *err)
+{
+    json_object *m = gw_field_member(data, "issuer_ref");
+    const char *ref;
+    size_t n;
+    int rc;
+
+    if (m == NULL)
+        return 0;
+    if ((rc = gw_field_string(m, "data.issuer_ref", 0, GW_MAX_ISSUER_REF_LEN, &ref, &n, err)) != 0)
+        return rc;
+    if (n == 0 || strcmp(ref, "default") == 0)
+        return 0;
+    if (strcmp(ref, ".") == 0 || strcmp(ref, "..") == 0 ||
+        strspn(ref, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != n)
+        return gw_field_fail(err, "data.issuer_ref is not a plain name");
+    memcpy(out->issuer_ref, ref, n + 1);
+    return 0;
+}
+
 int gw_vault_parse_role(const char *body, size_t len, struct gw_role_policy *out, char *err)
 {
     json_object *root, *data, *m;
@@ -640,8 +664,8 @@ int gw_vault_parse_role(const char *body, size_t len, struct gw_role_policy *out
         (rc = gw_field_int(m, "data.max_ttl", GW_FIELD_DIGITS, 0, GW_MAX_CERT_TTL, &max_ttl, err)) != 0)
         goto out;
     out->max_ttl = (uint32_t)max_ttl;
-    if ((rc = parse_subject(data, out, err)) == 0)
-        rc = parse_grants(data, out, err);
+    if ((rc = parse_subject(data, out, err)) == 0 && (rc = parse_grants(data, out, err)) == 0)
+        rc = parse_issuer_ref(data, out, err);
 out:
     json_object_put(root);
     if (rc != 0)

@@ -300,14 +300,17 @@ static struct gw_upstream *crl_source(struct cmp_call *c, const struct gw_role *
 }
 
 /*
- * RFC 9483 §4.3.4: crlStatusList -> crls with the current CRL of the CA that signs for the route (its
- * issuer_ref's on a Vault mount of several), once it passed crl_to_relay, or an absent value if the
- * client's is current.
+ * RFC 9483 §4.3.4: crlStatusList -> crls with the current CRL of the CA that signs for the route (on a
+ * Vault mount of several issuers, the one its sign call takes: cmp_policy_signing_issuer), once it
+ * passed crl_to_relay, or an absent value if the client's is current. A delegate issuer's CRL is its
+ * own: no issuer_ref applies.
  */
 static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, const ASN1_OBJECT *type,
                 STACK_OF(OSSL_CMP_ITAV) **out, struct cmp_refusal *r)
 {
     struct gw_upstream *up = crl_source(c, t->role);
+    char ref_buf[GW_MAX_ISSUER_REF_LEN + 1];
+    const char *ref = NULL;
     unsigned char *der = NULL;
     X509_CRL *crl = NULL;
     size_t len = 0;
@@ -320,7 +323,9 @@ static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, 
                           "the id-it-crlStatusList value is malformed (RFC 9483 §4.3.4)");
     if ((gw_upstream_caps(up) & GW_UP_CRL) == 0)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "this route's CA publishes no CRL over CMP");
-    if (gw_upstream_crl(up, t->role->issuer_ref, &der, &len, err) != 0) {
+    if (up == gw_upstream_set_get0(c->e->ups, t->role->upstream_name))
+        ref = cmp_policy_signing_issuer(c, t->role, up, ref_buf);
+    if (gw_upstream_crl(up, ref, &der, &len, err) != 0) {
         /* what failed names the upstream's address and path: the operator's to read, not the client's */
         gw_log_kv(GW_LOG_ERROR, "genm_crl_unavailable", "tid", c->rsp->tid, "role", t->role->name, "upstream",
                   gw_upstream_conf_name(gw_upstream_get0_conf(up)), "reason", err, NULL);

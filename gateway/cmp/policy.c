@@ -398,11 +398,38 @@ static const char *urole_name(const struct gw_role *role)
 }
 
 /*
+ * |rp| made current: |up|'s policy of role |name|, read again when older than GW_ROLE_POLICY_TTL.
+ * Lock held. 0 when rp->policy may be used; 1 when the last read failed less than GW_ROLE_POLICY_TTL
+ * ago and |retry| is not set (a Vault policy without read on roles/ would otherwise cost a refused
+ * call, and a token re-read or re-login, on every request); a gw_err with |err| when the read failed.
+ */
+static int fresh_policy(struct cmp_call *c, struct cmp_role_policy *rp, struct gw_upstream *up,
+                        const char *name, int retry, char *err)
+{
+    int rc;
+
+    if (rp->valid && c->now - rp->fetched < GW_ROLE_POLICY_TTL && c->now >= rp->fetched)
+        return 0;
+    if (!retry && rp->failed != 0 && c->now >= rp->failed && c->now - rp->failed < GW_ROLE_POLICY_TTL)
+        return 1;
+    gw_role_policy_cleanup(&rp->policy);
+    rp->valid = 0;
+    if ((rc = gw_upstream_role_policy(up, name, &rp->policy, err)) != 0) {
+        gw_role_policy_cleanup(&rp->policy);
+        rp->failed = c->now;
+        return rc;
+    }
+    rp->valid = 1;
+    rp->fetched = c->now;
+    rp->failed = 0;
+    return 0;
+}
+
+/*
  * Checks the cached policy of |up|'s role, fetching it when stale. Lock held. A policy that cannot
  * be read refuses a delegate (it would issue unchecked), but not a request the upstream signs
  * itself: that certificate is checked when it comes back (deliver), so the read is only a shortcut,
- * and it is not tried again before GW_ROLE_POLICY_TTL (a Vault policy without read on roles/ would
- * otherwise cost a refused call, and a token re-read or re-login, on every request).
+ * and it is not tried again before GW_ROLE_POLICY_TTL.
  */
 static int check_cached(struct cmp_call *c, struct cmp_role_policy *rp, struct gw_upstream *up,
                         const struct gw_role *role, const struct gw_cert_plan *plan, enum role_check what,
@@ -410,29 +437,19 @@ static int check_cached(struct cmp_call *c, struct cmp_role_policy *rp, struct g
 {
     char err[GW_ERR_LEN] = "";
     const char *name = urole_name(role);
+    int rc = fresh_policy(c, rp, up, name, what == RC_NAMES, err);
 
-    if (!rp->valid || c->now - rp->fetched >= GW_ROLE_POLICY_TTL || c->now < rp->fetched) {
-        if (what == RC_GRANTS && rp->failed != 0 && c->now >= rp->failed &&
-            c->now - rp->failed < GW_ROLE_POLICY_TTL)
-            return 0;
-        gw_role_policy_cleanup(&rp->policy);
-        rp->valid = 0;
-        if (gw_upstream_role_policy(up, name, &rp->policy, err) != 0) {
-            gw_role_policy_cleanup(&rp->policy);
-            rp->failed = c->now;
-            if (what == RC_GRANTS) {
-                gw_log_kv(GW_LOG_WARN, "upstream_role_unread", "tid", c->rsp->tid, "role", role->name,
-                          "upstream_role", name, "reason", err, "msg",
-                          "its usages are checked on the certificate only", NULL);
-                return 0;
-            }
-            return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-                              "the policy of upstream role %.40s could not be read: %.150s", name, err);
-        }
-        rp->valid = 1;
-        rp->fetched = c->now;
-        rp->failed = 0;
+    if (rc == 1)
+        return 0;
+    if (rc != 0 && what == RC_GRANTS) {
+        gw_log_kv(GW_LOG_WARN, "upstream_role_unread", "tid", c->rsp->tid, "role", role->name,
+                  "upstream_role", name, "reason", err, "msg",
+                  "its usages are checked on the certificate only", NULL);
+        return 0;
     }
+    if (rc != 0)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                          "the policy of upstream role %.40s could not be read: %.150s", name, err);
     r->fail_info = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
     if (what == RC_GRANTS) {
         if (gw_policy_check_upstream_grants(role, name, &rp->policy, &r->fail_info, r->text) == 0)
@@ -449,29 +466,37 @@ static int check_cached(struct cmp_call *c, struct cmp_role_policy *rp, struct g
  * where the upstream can describe its roles; one that cannot lets the request go on (|*subject|
  * stays NULL). With |names| (RC_NAMES), the subject and SANs that role writes into *names.
  */
+/*
+ * The cache of the policy of |up|'s role for |role|: two slots per role, its own upstream's and its
+ * migration's "to"; else |scratch|, set up empty (not one of the snapshot's roles: cannot happen).
+ */
+static struct cmp_role_policy *policy_slot(struct gw_cmp_engine *e, const struct gw_role *role,
+                                           const struct gw_upstream *up, struct cmp_role_policy *scratch)
+{
+    size_t i = (size_t)(role - e->cfg.roles);
+
+    if (role >= e->cfg.roles && i < e->cfg.n_roles && e->role_policies != NULL &&
+        up == gw_upstream_set_get0(e->ups, role->upstream_name))
+        return &e->role_policies[2 * i];
+    if (role >= e->cfg.roles && i < e->cfg.n_roles && e->role_policies != NULL &&
+        gw_migration_configured(&role->migration) &&
+        up == gw_upstream_set_get0(e->ups, role->migration.to_name))
+        return &e->role_policies[2 * i + 1];
+    memset(scratch, 0, sizeof(*scratch));
+    pthread_mutex_init(&scratch->lock, NULL);
+    return scratch;
+}
+
 static int check_upstream_role(struct cmp_call *c, const struct gw_role *role, struct gw_upstream *up,
                                const struct gw_cert_plan *plan, enum role_check what,
                                struct gw_upstream_names *names, struct cmp_refusal *r)
 {
-    struct gw_cmp_engine *e = c->e;
-    struct cmp_role_policy scratch, *rp = &scratch;
-    size_t i = (size_t)(role - e->cfg.roles);
+    struct cmp_role_policy scratch, *rp;
     int refused;
 
     if ((gw_upstream_caps(up) & GW_UP_ROLE_POLICY) == 0)
         return 0;
-    /* two slots per role: its own upstream's policy, and its migration's "to" */
-    if (role >= e->cfg.roles && i < e->cfg.n_roles && e->role_policies != NULL &&
-        up == gw_upstream_set_get0(e->ups, role->upstream_name)) {
-        rp = &e->role_policies[2 * i];
-    } else if (role >= e->cfg.roles && i < e->cfg.n_roles && e->role_policies != NULL &&
-               gw_migration_configured(&role->migration) &&
-               up == gw_upstream_set_get0(e->ups, role->migration.to_name)) {
-        rp = &e->role_policies[2 * i + 1];
-    } else { /* not one of the snapshot's roles (cannot happen): no cache */
-        memset(&scratch, 0, sizeof(scratch));
-        pthread_mutex_init(&scratch.lock, NULL);
-    }
+    rp = policy_slot(c->e, role, up, &scratch);
     pthread_mutex_lock(&rp->lock);
     refused = check_cached(c, rp, up, role, plan, what, names, r);
     pthread_mutex_unlock(&rp->lock);
@@ -888,4 +913,47 @@ int cmp_check_3gpp(struct cmp_call *c, const struct cmp_txn *t, const OSSL_CRMF_
                    const X509_REQ *p10cr, struct cmp_refusal *r)
 {
     return check_allowlist(c, t, crm, r) || check_min_hash(c, t, crm, p10cr, r);
+}
+
+/*
+ * The upstream role whose issuer_ref a sign call of |role| takes, as the Vault adapter's sign path
+ * names it: sign/<upstream_role>, sign-verbatim/<upstream_role>; plain sign-verbatim (no
+ * upstream_role, or "sign-verbatim") names none and signs with the default issuer: NULL.
+ */
+static const char *signing_role(const struct gw_role *role)
+{
+    if (role->sign_policy != GW_SIGN_VERBATIM)
+        return urole_name(role);
+    if (role->upstream_role == NULL || strcmp(role->upstream_role, "sign-verbatim") == 0)
+        return NULL;
+    return role->upstream_role;
+}
+
+const char *cmp_policy_signing_issuer(struct cmp_call *c, const struct gw_role *role, struct gw_upstream *up,
+                                      char *ref)
+{
+    struct cmp_role_policy scratch, *rp;
+    const char *name = signing_role(role);
+    char err[GW_ERR_LEN] = "";
+    int rc;
+
+    ref[0] = '\0';
+    if (role->issuer_ref != NULL)
+        return role->issuer_ref;
+    if ((gw_upstream_caps(up) & GW_UP_ROLE_POLICY) == 0 || name == NULL)
+        return NULL;
+    rp = policy_slot(c->e, role, up, &scratch);
+    pthread_mutex_lock(&rp->lock);
+    if ((rc = fresh_policy(c, rp, up, name, 0, err)) == 0)
+        snprintf(ref, GW_MAX_ISSUER_REF_LEN + 1, "%s", rp->policy.issuer_ref);
+    pthread_mutex_unlock(&rp->lock);
+    if (rp == &scratch) {
+        gw_role_policy_cleanup(&scratch.policy);
+        pthread_mutex_destroy(&scratch.lock);
+    }
+    if (rc < 0)
+        gw_log_kv(GW_LOG_WARN, "upstream_role_unread", "tid", c->rsp->tid, "role", role->name,
+                  "upstream_role", name, "reason", err, "msg", "the CRL served is the default issuer's",
+                  NULL);
+    return ref[0] != '\0' ? ref : NULL;
 }

@@ -56,7 +56,8 @@ class VaultFrontDoor(harness.GatewayTestCase):
             "no-wildcards": dict(vaultenv.DEVICES, allow_wildcard_certificates=False),
             "org": dict(vaultenv.DEVICES, organization=["Role Org"], ou=["Devices"], allowed_user_ids=["dev-*"]),
             "email-cn": dict(vaultenv.DEVICES, cn_validations=["email"]),
-            "cn-san": dict(vaultenv.DEVICES)})
+            "cn-san": dict(vaultenv.DEVICES),
+            "second-issuer": dict(vaultenv.DEVICES, issuer_ref="second")})
         cls.vault.make_delegate()
         common = cls.vault.upstream(namespace=NS)
         cfg["upstreams"].update({
@@ -71,6 +72,9 @@ class VaultFrontDoor(harness.GatewayTestCase):
         cfg["roles"].update({
             "vault": dict(base, upstream="vault", upstream_role="devices"),
             "vault-issuer": dict(base, upstream="vault", upstream_role="devices", issuer_ref="second"),
+            "vault-role-issuer": dict(base, upstream="vault", upstream_role="second-issuer"),
+            "vault-role-unread": dict(base, upstream="vault", upstream_role="second-issuer"),
+            "verbatim-role-issuer": dict(base, upstream="vault", upstream_role="second-issuer", sign="verbatim"),
             "sign-verbatim": dict(base, upstream="vault", sign="verbatim"),
             "vault-login": dict(base, upstream="vault-login", upstream_role="devices"),
             "vault-flaky": dict(base, upstream="vault", upstream_role="flaky"),
@@ -359,7 +363,9 @@ class VaultFrontDoor(harness.GatewayTestCase):
         rc, lines, answer = self.genm("v-crls", CRL_STATUS)
         self.assertEqual((rc, lines[0]), (0, "genp 1"), lines)
         self.assertEqual(lines[1].split()[:2], ["itav", CRLS])
-        self.assertEqual([e["path"] for e in self.vault.since(mark)], ["/v1/pki/crl"])
+        # the Vault role "devices" names the default issuer: its CRL (the role read is cached 60 s)
+        paths = [e["path"] for e in self.vault.since(mark)]
+        self.assertIn(paths, (["/v1/pki/crl"], ["/v1/pki/roles/devices", "/v1/pki/crl"]))
 
     def crl_status(self, name, source_pem, this_update):
         """A genm argument asking for crlStatusList with one CRLStatus: the CRL of the CA of |source_pem|
@@ -385,6 +391,43 @@ class VaultFrontDoor(harness.GatewayTestCase):
         rc, lines, _ = self.genm("v-crls-issuer-current", self.crl_status("v-crls-issuer-current", "vault-ca2.pem",
                                                                           "20991231000000Z"), role="vault-issuer")
         self.assertEqual((rc, lines), (0, ["genp 1", "itav %s absent" % CRLS]))
+
+    def test_genm_crls_of_the_vault_roles_issuer(self):
+        """A route without issuer_ref whose Vault role has one is signed by that issuer (Vault applies
+        the role's issuer_ref when the sign call names none): it serves that issuer's CRL, read from the
+        Vault role as its grants are, not the default issuer's, which does not list its certificates."""
+        for role in ("vault-role-issuer", "verbatim-role-issuer"):
+            with self.subTest(role=role):
+                mark = self.vault.mark()
+                name = "v-crls-%s" % role
+                rc, lines, _ = self.genm(name, CRL_STATUS, role=role)
+                self.assertEqual((rc, lines[0]), (0, "genp 1"), lines)
+                paths = [e["path"] for e in self.vault.since(mark)]
+                self.assertEqual([p for p in paths if "crl" in p], ["/v1/pki/issuer/second/crl/der"], paths)
+                crl = crl_of(self.gw.dir / ("%s.0.der" % name))
+                second = x509.load_pem_x509_certificate((self.gw.dir / "vault-ca2.pem").read_bytes())
+                self.assertEqual(crl.issuer, second.subject)
+                self.assertTrue(crl.is_signature_valid(second.public_key()))
+        # the Vault role was read once, for both routes' first genm, and is cached like its grants
+        mark = self.vault.mark()
+        rc, lines, _ = self.genm("v-crls-role-issuer-again", CRL_STATUS, role="vault-role-issuer")
+        self.assertEqual([e["path"] for e in self.vault.since(mark)], ["/v1/pki/issuer/second/crl/der"])
+
+    def test_genm_crls_when_the_vault_role_is_unread(self):
+        """A Vault role the gateway cannot read (a policy without read on roles/): the default issuer's
+        CRL, as before, and the log says why (upstream_role_unread)."""
+        self.vault.control({"force_status": 403, "match": "/roles/"})
+        try:
+            mark = self.vault.mark()
+            before = len(self.event_lines("upstream_role_unread"))
+            rc, lines, _ = self.genm("v-crls-role-unread", CRL_STATUS, role="vault-role-unread")
+        finally:
+            self.vault.control({})
+        self.assertEqual((rc, lines[0]), (0, "genp 1"), lines)
+        self.assertEqual([e["path"] for e in self.vault.since(mark) if "crl" in e["path"]], ["/v1/pki/crl"])
+        logged = self.event_lines("upstream_role_unread")[before:]
+        self.assertEqual([(e["role"], e["msg"]) for e in logged],
+                         [("vault-role-unread", "the CRL served is the default issuer's")], logged)
 
     def event_lines(self, event):
         return [e for e in self.gw.log_lines() if e.get("event") == event]

@@ -243,6 +243,10 @@ static int setup(void **state)
     memset(big, 'd', GW_MAX_PATTERN_LEN + 1);
     tag_quoted("@DOMOVER@", big, GW_MAX_PATTERN_LEN + 1);
     free(big);
+    big = calloc(1, GW_MAX_ISSUER_REF_LEN + 2);
+    memset(big, 'r', GW_MAX_ISSUER_REF_LEN + 1);
+    tag_quoted("@REFOVER@", big, GW_MAX_ISSUER_REF_LEN + 1);
+    free(big);
     big = calloc(1, GW_MAX_OID_TEXT + 2);
     memset(big, '1', GW_MAX_OID_TEXT + 1);
     memcpy(big, "1.3.6.1.5.5.7.3.", 16);
@@ -847,6 +851,15 @@ static void test_vault_role(void **state)
         {"serial_number_source odd", ROLE(",\"serial_number_source\":\"csr\""), UP,
          "data.serial_number_source is neither json-csr nor json"},
         {"serial_number_source empty", ROLE(",\"serial_number_source\":\"\""), 0, NULL},
+        {"issuer_ref default", ROLE(",\"issuer_ref\":\"default\""), 0, NULL},
+        {"issuer_ref empty", ROLE(",\"issuer_ref\":\"\""), 0, NULL},
+        {"issuer_ref a number", ROLE(",\"issuer_ref\":7"), UP, "data.issuer_ref is an integer"},
+        {"issuer_ref a path", ROLE(",\"issuer_ref\":\"a/../crl\""), UP,
+         "data.issuer_ref is not a plain name"},
+        {"issuer_ref dot dot", ROLE(",\"issuer_ref\":\"..\""), UP, "data.issuer_ref is not a plain name"},
+        {"issuer_ref query", ROLE(",\"issuer_ref\":\"a?b\""), UP, "data.issuer_ref is not a plain name"},
+        {"issuer_ref NUL", ROLE(",\"issuer_ref\":\"a\\u0000b\""), UP, "data.issuer_ref holds a NUL"},
+        {"issuer_ref too long", ROLE(",\"issuer_ref\":@REFOVER@"), UP, "data.issuer_ref is 129 bytes"},
         {"data missing", "{}", UP, "data is missing or null"},
         {"trailing data", ROLE("") "}", UP, "trailing data"},
     };
@@ -918,6 +931,16 @@ static void test_vault_role(void **state)
     assert_int_equal(parse_tmpl(VAULT_ROLE, "{\"data\":{\"allow_wildcard_certificates\":false}}", &o, err),
                      0);
     assert_true(o.role.no_wildcards);
+    gw_role_policy_cleanup(&o.role);
+    /* the issuer its sign calls take: a name, or "" for the default issuer however Vault says it */
+    assert_int_equal(parse_tmpl(VAULT_ROLE, ROLE(",\"issuer_ref\":\"second-2.b_c\""), &o, err), 0);
+    assert_string_equal(o.role.issuer_ref, "second-2.b_c");
+    gw_role_policy_cleanup(&o.role);
+    assert_int_equal(parse_tmpl(VAULT_ROLE, ROLE(",\"issuer_ref\":\"default\""), &o, err), 0);
+    assert_string_equal(o.role.issuer_ref, "");
+    gw_role_policy_cleanup(&o.role);
+    assert_int_equal(parse_tmpl(VAULT_ROLE, ROLE(""), &o, err), 0);
+    assert_string_equal(o.role.issuer_ref, "");
     gw_role_policy_cleanup(&o.role);
     /* refused: the domains read so far are freed, nothing is left */
     assert_int_equal(parse_tmpl(VAULT_ROLE, ROLE(",\"allowed_domains\":[\"a\",\"b\",1]"), &o, err), UP);
