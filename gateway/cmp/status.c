@@ -338,6 +338,10 @@ static void refresh(struct cmp_crl_cache *cc, struct gw_upstream *up, int want, 
     X509_CRL *crl = NULL;
     int ca = -1;
 
+    /*
+     * The default issuer's: a Vault ref names an issuer by id or name, and which one is the CA |want|
+     * is not known without listing the mount's issuers; cert/<serial> answers for the others.
+     */
     if (gw_upstream_crl(up, NULL, &der, &len, err) == 0)
         crl = verified_crl(der, len, cc, &ca, now, err);
     free(der);
