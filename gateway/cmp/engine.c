@@ -136,23 +136,6 @@ fail:
     return NULL;
 }
 
-int gw_cmp_engine_audit_status(struct gw_cmp_engine *e, char *why, size_t cap)
-{
-    return gw_audit_status(e != NULL ? e->audit : NULL, why, cap);
-}
-
-int gw_cmp_engine_state_status(struct gw_cmp_engine *e, char *why, size_t cap)
-{
-    return e != NULL ? gw_cluster_status(e->cluster, why, cap) : 0;
-}
-
-int gw_cmp_engine_reopen_audit(struct gw_cmp_engine *e)
-{
-    if (e == NULL || e->audit == NULL)
-        return GW_ERR_INVAL;
-    return gw_audit_reopen(e->audit);
-}
-
 /* How a parked transaction ended without its client: the log event and the audit status. */
 struct closing {
     const char *event;
@@ -219,22 +202,6 @@ void gw_cmp_engine_close_all(struct gw_cmp_engine *e)
 {
     if (e != NULL)
         (void)gw_txn_table_clear(e->txns, log_closed, (void *)&abandoned);
-}
-
-bool gw_cmp_engine_busy(struct gw_cmp_engine *e)
-{
-    return e != NULL && (atomic_load(&e->live) != 0 || cmp_poll_busy(e) || cmp_withdrawals_busy(e));
-}
-
-bool gw_cmp_engine_calls_running(struct gw_cmp_engine *e)
-{
-    return cmp_poll_busy(e);
-}
-
-void gw_cmp_engine_settle_withdrawals(struct gw_cmp_engine *e)
-{
-    if (e != NULL)
-        cmp_withdrawals_settle(e);
 }
 
 bool gw_cmp_engine_free(struct gw_cmp_engine *e)
@@ -335,22 +302,6 @@ size_t gw_cmp_engine_reset(struct gw_cmp_engine *e)
     held = gw_txn_table_clear(e->txns, log_closed, &how);
     gw_replay_clear(e->replay);
     return held;
-}
-
-void gw_cmp_engine_set_clock(struct gw_cmp_engine *e, time_t (*clock)(void))
-{
-    if (e != NULL)
-        e->clock = clock;
-}
-
-size_t gw_cmp_engine_open_transactions(struct gw_cmp_engine *e)
-{
-    return e != NULL ? gw_txn_count(e->txns) : 0;
-}
-
-struct gw_txn_table *gw_cmp_engine_txns(struct gw_cmp_engine *e)
-{
-    return e->txns;
 }
 
 /* Sends |msg| (consumed) as the answer. */
