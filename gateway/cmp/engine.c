@@ -776,16 +776,16 @@ static int held_here(struct cmp_call *c, struct cmp_refusal *r)
  * here, with the certificate that instance issued (or, for a deferred request, answering "waiting"
  * again) and without any check, upstream call, audit record or metric (they happened there); then
  * the senderNonce the client got is put back; not for |msg| unless it can pass the checks of the
- * transaction's pinned signer (cmp_share_take). NULL when there is nothing to continue, with |r| set
- * when the answer is other than "no open transaction" (so when cmp_share_take closed it, refused by a
- * reload here).
+ * transaction's pinned signer (cmp_share_take, whose result is *rcp). NULL when there is nothing to
+ * continue, with |r| set when the answer is other than "no open transaction" (so when cmp_share_take
+ * closed it, refused by a reload here).
  */
-static struct gw_txn *rebuild(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refusal *r)
+static struct gw_txn *rebuild(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refusal *r, int *rcp)
 {
     struct gw_txn_record rec;
     struct gw_txn *txn;
     char err[GW_ERR_LEN] = "";
-    int rc = cmp_share_take(c, msg, &rec, r, err);
+    int rc = *rcp = cmp_share_take(c, msg, &rec, r, err);
 
     if (rc == GW_ERR_FORBIDDEN || rc == CMP_SHARE_RELOADED || lease_refused(c, rc, err, r))
         return NULL;
@@ -927,7 +927,7 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     struct cmp_txn *t;
     OSSL_CMP_MSG *rsp;
     struct cmp_refusal r = {0}, why = {.fail_info = -1};
-    int rebuilt = 0, leased = 0, claimed = 0, open;
+    int rebuilt = 0, leased = 0, claimed = 0, open, rc;
 
     if (txn != NULL && ((struct cmp_txn *)txn->data)->shared) {
         if (claim_shared(c, msg, &txn, &leased, &rebuilt) != 0)
@@ -936,7 +936,7 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     }
     /* a path that is gone serves only the transactions open here, begun on it */
     if (txn == NULL && c->req->gone == NULL && !held_here(c, &why) && gw_cluster_keeps_records(c->e->cluster))
-        leased = rebuilt = (txn = rebuild(c, msg, &why)) != NULL;
+        leased = rebuilt = (txn = rebuild(c, msg, &why, &rc)) != NULL;
     if (txn == NULL) {
         refuse(c, msg,
                why.fail_info >= 0 ? &why
@@ -1029,8 +1029,40 @@ static bool abort_own(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn
     return true;
 }
 
-/* An error message from the client: answered with pkiconf, closing its open transaction if it is its own
- * (abort_own). Else its reference and protection are checked as a request's, and only then is one another
+/*
+ * An error message for a transaction this instance knows from its shared record only (none held here by
+ * another message: a single gateway tells that after authenticating it, held_here): judged by the record
+ * and then by its pin, as a certConf is, not first as a request on the path's role, which would refuse its
+ * own sender on another role's path as one that role does not trust (counted) where the instance with its
+ * copy says txn_other_path. true when answered. false with *again when the message is to be authenticated
+ * first and the record asked after, as ever: Redis out of reach, or another sender or TLS client, which the
+ * record refuses before it checks the protection (a forgery's failed authentication counts against its
+ * address; those are the only notAuthorized refusals cmp_share_take gives as GW_ERR_FORBIDDEN).
+ */
+static bool abort_shared(struct cmp_call *c, const OSSL_CMP_MSG *msg, bool *again)
+{
+    struct cmp_refusal why = {.fail_info = -1};
+    struct gw_txn *txn;
+    int rc;
+
+    *again = true;
+    if (!gw_cluster_keeps_records(c->e->cluster) || gw_txn_contains(c->e->txns, c->hdr.tid, c->hdr.tid_len))
+        return false;
+    if ((txn = rebuild(c, msg, &why, &rc)) != NULL)
+        return abort_own(c, msg, txn, 1);
+    if (rc == GW_ERR_UNAVAILABLE ||
+        (rc == GW_ERR_FORBIDDEN && why.fail_info == OSSL_CMP_PKIFAILUREINFO_notAuthorized))
+        return false;
+    *again = false; /* none, or one that does not replay here */
+    if (why.fail_info < 0)
+        return false;
+    refuse(c, msg, &why);
+    return true;
+}
+
+/* An error message from the client: answered with pkiconf, closing its open transaction if it is its own,
+ * here (abort_own) or, in a cluster, known from its shared record (abort_shared). Else its reference and
+ * protection are checked as a request's, and only then, if abort_shared asks for it, is one another
  * instance began rebuilt here to be closed as there. One held by another message, here or elsewhere, or
  * whose shared record is out of reach, is told to retry: nothing was aborted. */
 static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
@@ -1039,8 +1071,10 @@ static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     struct cmp_refusal why = {.fail_info = -1};
     struct cmp_txn *t;
     OSSL_CMP_MSG *rsp;
+    bool again;
+    int rc;
 
-    if ((txn != NULL && abort_own(c, msg, txn, 0)) || c->req->gone != NULL)
+    if ((txn != NULL && abort_own(c, msg, txn, 0)) || c->req->gone != NULL || abort_shared(c, msg, &again))
         return;
     if (c->hdr.protection_nid == NID_id_PasswordBasedMAC &&
         (c->pbm_gone || !gw_role_accepts_pbm(c->role, c->hdr.sender_kid, c->hdr.sender_kid_len))) {
@@ -1052,7 +1086,7 @@ static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
         return;
     rsp = run(t, c, msg, 0);
     if (rsp != NULL && OSSL_CMP_MSG_get_bodytype(rsp) == GW_CMP_BODY_PKICONF && !held_here(c, &why) &&
-        gw_cluster_keeps_records(c->e->cluster) && (txn = rebuild(c, msg, &why)) != NULL) {
+        again && gw_cluster_keeps_records(c->e->cluster) && (txn = rebuild(c, msg, &why, &rc)) != NULL) {
         OSSL_CMP_MSG_free(rsp);
         (void)abort_own(c, msg, txn, 1);
     } else if (why.fail_info >= 0) {

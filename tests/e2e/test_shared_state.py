@@ -33,6 +33,7 @@ import unittest
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
 import redisenv  # noqa: E402
+import test_errors  # noqa: E402
 import test_polling  # noqa: E402
 import vaultenv  # noqa: E402
 
@@ -625,6 +626,51 @@ class Continuation(ThreeInstances):
                 self.assertEqual((len(issued), len(confirmed)), (1, 1), (issued, confirmed))
         # three instances in turn, two messages per enrolment: every certConf on another instance
         self.assertEqual(len(self.events("txn_continued")) - before, 6)
+
+
+class ErrorOnAnotherRolesPath(ThreeInstances):
+    """A class of its own, whose address is over budget after one failed authentication (HTTP 429 to
+    everything after): test_certconf_on_another_roles_path for an error message, the client aborting."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        super().edit_config(cfg, gw)
+        cfg["roles"]["pbmonly"] = {k: v for k, v in cfg["roles"]["default"].items() if k != "trust"}
+        cfg["limits"] = {"auth_failures_per_address": 1, "auth_failure_window": "60s"}
+
+    parked = Continuation.parked
+    held_certconf = Continuation.held_certconf
+
+    def test_error_on_another_roles_path(self):
+        """The error message of a transaction the first instance answered, from its own client (its signer,
+        answering the ip) but sent to the path of another role (one that trusts no signer): the second
+        instance, without a copy, refuses it as the first, with its copy, does, before either replays the
+        stored request or leases the record, and neither counts it against the address. Nothing is
+        aborted: the client's certConf on the path of its request is answered after, by the second
+        instance, which an address over its budget would have been refused. Once, the second instance
+        authenticated it as a request of that role first and refused its signature as not accepted
+        there (badMessageCheck), counted."""
+        flag = self.gw.dir / "errpath.flag"
+        p = self.parked("errpath", flag)
+        conf = self.held_certconf("errpath")
+        tid = self.audit(self.gw, "issued", "errpath")[0]["tid"]
+        err = self.gw.dir / "errpath.error.der"
+        msg = test_errors.error_msg(test_errors.load(conf.read_bytes()), self.gw.dir / "client.key")
+        err.write_bytes(test_errors.encoder.encode(msg))
+        for gw in (self.gw2, self.gw):
+            ans = harness.decode_cmp(gw.curl(data=err, path="/pki/roles/pbmonly/cmp").body)
+            self.assert_cmp_error(ans, ("error",), "badRequest", "begun on a path of another role")
+            self.assertTrue(any(l.get("event") == "txn_other_path" and l.get("tid") == tid
+                                for l in gw.log_lines()), gw.stderr()[-3000:])
+        self.assertEqual([l for l in self.gw2.log_lines() if l.get("tid") == tid and
+                          l.get("event") in ("txn_continued", "txn_not_continued")], [])  # nothing replayed
+        self.assertEqual(self.redis.command("EXISTS", "cmpgw:lease:" + tid), ":0")
+        self.assertEqual(self.everywhere("rejected_by_client", "errpath"), [])  # nothing aborted
+        self.assertEqual(self.gw.curl(data=err, path="/pki/roles/pbmonly/cmp").status, 200)  # not over budget
+        flag.write_text("")
+        out, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 0, out + err)
+        self.assertEqual([r["status"] for r in self.audit(self.gw2, "confirmed", "errpath")], ["confirmed"])
 
 
 class PolledContinuation(ThreeInstances):

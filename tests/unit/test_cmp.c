@@ -7162,6 +7162,76 @@ static void test_shared_reload_continuing(void **state)
 }
 
 /*
+ * test_shared_reload_continuing for an error message: the client gives its certificate up after a reload
+ * of the instance its message reaches, which has no copy of the transaction. Over the TLS client the
+ * record binds, the message is the transaction's own, and that instance, which cannot verify what the
+ * reload took away, answers it as it answers the certConf: the reload's refusal, costing the address
+ * nothing, the record ended and the certificate withdrawn. Once, it was authenticated as a new request
+ * of the running configuration first, which refused it, counted, and left the transaction to its TTL.
+ */
+static void test_shared_reload_error(void **state)
+{
+    static const struct {
+        const char *what;
+        enum prot prot;
+        const char *const *replace;
+        int fail_bit;
+        const char *text;
+    } cases[] = {
+        {"PBM secret rotated", PBM, rotated, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+         "the secret of this PBM reference was changed by a configuration reload"},
+        {"PBM reference deleted", PBM, deleted, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+         "this PBM reference was removed by a configuration reload"},
+        {"trust anchor replaced", SIG, anchor, OSSL_CMP_PKIFAILUREINFO_signerNotTrusted,
+         "the signer certificate no longer chains to a CA trusted on this route"},
+    };
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    write_reload_files();
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *const *rp = cases[i].replace;
+        char cmp[512], key[160], out[64];
+        struct env *a = env_open(&(struct env_opts){.cmp = shared_cmp(cmp, sizeof(cmp)), .confirm = 1});
+        struct env *b0 = env_open(&(struct env_opts){.cmp = shared_cmp(cmp, sizeof(cmp)), .confirm = 1});
+        struct client cl = {.env = a, .tamper = error_after_reload, .tls_first = client_cert},
+                      dummy = {.env = a};
+        OSSL_CMP_CTX *ctx = cases[i].prot == SIG
+                                ? client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0)
+                                : client_new(&cl, PBM, NULL, NULL, "demo-device", pbm_secret, pbm_secret_len);
+
+        print_message("case: %s\n", cases[i].what);
+        cl.other = cases[i].prot == SIG
+                       ? client_new(&dummy, SIG, client_cert, client_key, NULL, NULL, 0)
+                       : client_new(&dummy, PBM, NULL, NULL, "demo-device", pbm_secret, pbm_secret_len);
+        reload_to = env_reload(
+            b0, &(struct env_opts){.cmp = shared_cmp(cmp, sizeof(cmp)),
+                                   .confirm = 1,
+                                   .replace = {rp[0], rp[1], rp[2], rp[3], rp[4], rp[5], rp[6], rp[7]}});
+        env_fake(a, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
+        env_fake(reload_to, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN); /* it counts */
+        if (OSSL_CMP_exec_IR_ses(ctx) != NULL)
+            fail_msg("%s: answered pkiconf", cases[i].what);
+        assert_int_equal(cl.exchanges, 2); /* the ir to |a|, the error message to the reloaded instance */
+        assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, cases[i].fail_bit, cases[i].text);
+        record_key(&cl, key, sizeof(key)); /* closed on every instance */
+        assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", key}), 0);
+        assert_string_equal(out, ":0");
+        if (reload_to->auth_failures != 0)
+            fail_msg("%s: %d failed authentications counted", cases[i].what, reload_to->auth_failures);
+        assert_int_equal(audit_count(reload_to, "rejected", NULL, "status", cases[i].text), 1);
+        assert_int_equal(audit_count(reload_to, "revoked", NULL, NULL, NULL), 1);
+        assert_int_equal(revoke_calls(reload_to), 1);
+        OSSL_CMP_CTX_free(ctx);
+        client_cleanup(&cl);
+        env_free(reload_to);
+        env_free(b0);
+        env_free(a);
+    }
+}
+
+/*
  * test_shared_reload_continuing for a pollReq: a deferred request's certificate lies uncollected beside
  * its record when a reload of another instance, which has no copy, replaces its trust anchor. The pollReq
  * over the bound TLS client collects nothing there (signerNotTrusted, not counted), and the certificate
@@ -7471,6 +7541,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_withdrawals_after_reload, redis_stop),
         cmocka_unit_test_teardown(test_shared_not_continued_without_its_ca, redis_stop),
         cmocka_unit_test_teardown(test_shared_reload_continuing, redis_stop),
+        cmocka_unit_test_teardown(test_shared_reload_error, redis_stop),
         cmocka_unit_test_teardown(test_shared_reload_pollreq, redis_stop),
         cmocka_unit_test_teardown(test_shared_delegate_released_elsewhere, redis_stop),
         cmocka_unit_test_teardown(test_shared_error_not_aborted, redis_stop),
