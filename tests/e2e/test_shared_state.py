@@ -5,7 +5,8 @@ systemUnavail and /readyz says so, and after a restart (scripts flushed: NOSCRIP
 that could evict keys is refused at start; an unshared local store is refused. Continuation ("mac_key_file"):
 the certConf of an ir answered by one instance is answered by the other (context rebuilt from the record),
 also after the first was killed -9; an altered record is refused; a forged certConf, or one from another TLS
-client, is refused before the record is replayed or leased; a record of an older release (version 2) is
+client, is refused before the record is replayed or leased; so is one on another role's path, an error message
+too, which costs the address nothing while a forged one is counted; a record of an older release (version 2) is
 continued; an expiry is recorded once (by its owner, or by
 one of the others when the owner was killed); `openssl cmp -keep_alive 0` through a real haproxy in round-robin
 over three instances puts every certConf on another instance than its ir, with one "issued" and one "confirmed"
@@ -671,6 +672,32 @@ class ErrorOnAnotherRolesPath(ThreeInstances):
         out, err = p.communicate(timeout=60)
         self.assertEqual(p.returncode, 0, out + err)
         self.assertEqual([r["status"] for r in self.audit(self.gw2, "confirmed", "errpath")], ["confirmed"])
+
+    def test_forged_error_counted(self):
+        """The twins: an error message naming that transaction on the path of its request, but forged, is
+        refused by an instance without its copy and counted against the address as before (the next
+        request from it is HTTP 429): from another sender, not signed by it (the record refuses it before
+        checking any protection: it is authenticated first), or with the sender's name and another key
+        (pinned_signer). Runs after test_error_on_another_roles_path: it leaves the address over budget."""
+        flag = self.gw.dir / "forgederr.flag"
+        p = self.parked("forgederr", flag)
+        try:
+            conf = test_errors.load(self.held_certconf("forgederr").read_bytes())
+            other = test_errors.load(test_errors.encoder.encode(conf))
+            other["header"]["sender"] = other["header"]["recipient"]  # the gateway's name
+            key = harness.genkey(self.gw.dir / "forgederr-other.key")
+            sent = [(self.gw2, other, "message protection could not be verified"),
+                    (self.gw3, conf, "signer of this transaction")]
+            for i, (gw, msg, text) in enumerate(sent):
+                f = self.gw.dir / ("forgederr-%d.der" % i)
+                f.write_bytes(test_errors.encoder.encode(test_errors.error_msg(msg, key)))
+                ans = harness.decode_cmp(gw.curl(data=f).body)
+                self.assert_cmp_error(ans, ("error",), "badMessageCheck", text)
+                self.assertEqual(gw.curl(data=f).status, 429)
+            self.assertEqual(self.everywhere("rejected_by_client", "forgederr"), [])
+        finally:
+            p.kill()
+            p.communicate(timeout=10)
 
 
 class PolledContinuation(ThreeInstances):
