@@ -111,6 +111,7 @@
 #define GW_CHAIN_CACHE_SLOTS 1024        /* validated client chains remembered per configuration generation */
 #define GW_CHAIN_CACHE_SECS 300          /* how long one is: a trust change takes a reload anyway */
 #define GW_X509_LINK_SLOTS 16            /* upstream chain links found signed, per generation (x509.c) */
+#define GW_X509_LINK_DER_INLINE 8192     /* a link looked up: its two certificates' DER on the stack */
 #define GW_MAX_SIGNER_CANDIDATES 4       /* certificates naming the sender that are tried as signer */
 #define GW_MAX_VERIFY_KEY_BITS 8192      /* keys of anything verified for a client (signer, chain, POPO) */
 #define GW_MAX_RSA_EXPONENT_BITS 32      /* their RSA public exponent: below 2^32 */

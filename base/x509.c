@@ -5,6 +5,7 @@
 #include "base/err.h"
 #include "base/limits.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -562,11 +563,16 @@ int gw_x509_in_stack(const STACK_OF(X509) *sk, const X509 *x)
     return 0;
 }
 
+/* A link: its certificate's DER, then its signer's, in one block. */
+struct link {
+    unsigned char *der;
+    int cert_len, signer_len;
+};
+
 struct gw_x509_links {
     pthread_mutex_t lock;
-    X509 *cert[GW_X509_LINK_SLOTS];   /* up-referenced, as is its signer */
-    X509 *signer[GW_X509_LINK_SLOTS]; /* whose key verified cert[i]'s signature */
-    size_t next;                      /* the slot the next link takes: the oldest */
+    struct link slot[GW_X509_LINK_SLOTS]; /* der owned; NULL: none yet */
+    size_t next;                          /* the slot the next link takes: the oldest */
 };
 
 struct gw_x509_links *gw_x509_links_new(void)
@@ -582,76 +588,95 @@ void gw_x509_links_free(struct gw_x509_links *l)
 {
     if (l == NULL)
         return;
-    for (size_t i = 0; i < GW_X509_LINK_SLOTS; i++) {
-        X509_free(l->cert[i]);
-        X509_free(l->signer[i]);
-    }
+    for (size_t i = 0; i < GW_X509_LINK_SLOTS; i++)
+        OPENSSL_free(l->slot[i].der);
     pthread_mutex_destroy(&l->lock);
     free(l);
 }
 
 /*
- * Whether |a| and |b| are the same certificate, byte for byte: X509_cmp compares the to-be-signed
- * part and a SHA-1 of the whole, the signature is compared as well so that nothing rests on SHA-1.
+ * Encodes the link from |x| to |signer| into |*k|: in |buf| (|cap| bytes) when it fits, else allocated.
+ * 0, or -1 with k->der NULL. A parsed certificate keeps its to-be-signed part's encoding, so this is
+ * mostly copying; and what it compares is all X509_verify reads: the to-be-signed bytes, the algorithm,
+ * the signature's bits and unused-bits count, and the signer's key in its own to-be-signed bytes.
  */
-static int same_cert(const X509 *a, const X509 *b)
+static int link_encode(X509 *x, X509 *signer, unsigned char *buf, size_t cap, struct link *k)
 {
-    const ASN1_BIT_STRING *sa, *sb;
-    const X509_ALGOR *aa, *ab;
+    int xl = i2d_X509(x, NULL), sl = i2d_X509(signer, NULL);
+    unsigned char *p;
 
-    if (a == b)
-        return 1;
-    if (X509_cmp(a, b) != 0)
-        return 0;
-    X509_get0_signature(&sa, &aa, a);
-    X509_get0_signature(&sb, &ab, b);
-    return ASN1_STRING_cmp(sa, sb) == 0 && X509_ALGOR_cmp(aa, ab) == 0;
+    k->der = NULL;
+    if (xl <= 0 || sl <= 0 || xl > INT_MAX - sl)
+        return -1;
+    k->der = (size_t)xl + (size_t)sl <= cap ? buf : OPENSSL_malloc((size_t)xl + (size_t)sl);
+    if (k->der == NULL)
+        return -1;
+    p = k->der;
+    if (i2d_X509(x, &p) != xl || i2d_X509(signer, &p) != sl) {
+        if (k->der != buf)
+            OPENSSL_free(k->der);
+        k->der = NULL;
+        return -1;
+    }
+    k->cert_len = xl;
+    k->signer_len = sl;
+    return 0;
 }
 
-static int link_known(struct gw_x509_links *l, const X509 *x, const X509 *signer)
+/* Whether |a| and |b| are the same link: both certificates the same, byte for byte. */
+static int same_link(const struct link *a, const struct link *b)
+{
+    return a->der != NULL && a->cert_len == b->cert_len && a->signer_len == b->signer_len &&
+           memcmp(a->der, b->der, (size_t)a->cert_len + (size_t)a->signer_len) == 0;
+}
+
+static int link_known(struct gw_x509_links *l, const struct link *k)
 {
     int known = 0;
 
     pthread_mutex_lock(&l->lock);
-    for (size_t i = 0; !known && i < GW_X509_LINK_SLOTS && l->cert[i] != NULL; i++)
-        known = same_cert(l->cert[i], x) && same_cert(l->signer[i], signer);
+    for (size_t i = 0; !known && i < GW_X509_LINK_SLOTS; i++)
+        known = same_link(&l->slot[i], k);
     pthread_mutex_unlock(&l->lock);
     return known;
 }
 
-static void link_keep(struct gw_x509_links *l, X509 *x, X509 *signer)
+static void link_keep(struct gw_x509_links *l, const struct link *k)
 {
-    X509 *old_cert, *old_signer;
+    struct link kept = *k;
+    unsigned char *old;
     size_t i;
 
-    if (X509_up_ref(x) != 1)
+    kept.der = OPENSSL_memdup(k->der, (size_t)k->cert_len + (size_t)k->signer_len);
+    if (kept.der == NULL)
         return;
-    if (X509_up_ref(signer) != 1) {
-        X509_free(x);
-        return;
-    }
     pthread_mutex_lock(&l->lock);
     i = l->next++ % GW_X509_LINK_SLOTS;
-    old_cert = l->cert[i];
-    old_signer = l->signer[i];
-    l->cert[i] = x;
-    l->signer[i] = signer;
+    old = l->slot[i].der;
+    l->slot[i] = kept;
     pthread_mutex_unlock(&l->lock);
-    X509_free(old_cert);
-    X509_free(old_signer);
+    OPENSSL_free(old);
 }
 
 /* Whether |signer|'s key verifies |x|'s signature; a link remembered in |links| (NULL: none) is not
  * verified again, one verified now is remembered. */
 static int link_signed(struct gw_x509_links *links, X509 *x, X509 *signer)
 {
-    if (links != NULL && link_known(links, x, signer))
-        return 1;
-    if (X509_verify(x, X509_get0_pubkey(signer)) != 1)
-        return 0;
+    unsigned char buf[GW_X509_LINK_DER_INLINE];
+    struct link k = {NULL, 0, 0};
+    int ok;
+
     if (links != NULL)
-        link_keep(links, x, signer);
-    return 1;
+        (void)link_encode(x, signer, buf, sizeof(buf), &k); /* not encoded: verified, not remembered */
+    ok = k.der != NULL && link_known(links, &k);
+    if (!ok && X509_verify(x, X509_get0_pubkey(signer)) == 1) {
+        ok = 1;
+        if (k.der != NULL)
+            link_keep(links, &k);
+    }
+    if (k.der != buf)
+        OPENSSL_free(k.der);
+    return ok;
 }
 
 void gw_x509_chain_extend(STACK_OF(X509) *chain, STACK_OF(X509) *from, int max, struct gw_x509_links *links)

@@ -144,9 +144,10 @@ int gw_x509_in_stack(const STACK_OF(X509) *sk, const X509 *x);
  * struct gw_x509_links remembers the links of a chain gw_x509_chain_extend found signed: a certificate
  * and the one whose key verified its signature. An upstream sends the same CAs with every answer and
  * a signature that verified once verifies again, so each link is verified once, not per request.
- * Only links that verified are kept, under both certificates whole (signature included): nothing an
- * upstream sends makes a link pass that would fail. GW_X509_LINK_SLOTS of them, the oldest replaced;
- * thread-safe.
+ * Only links that verified are kept, as both certificates' DER, and a link is known again only if both
+ * are the same byte for byte (signature and its unused-bits count included, nothing resting on a hash):
+ * nothing an upstream sends makes a link pass that would fail. GW_X509_LINK_SLOTS of them, the oldest
+ * replaced; thread-safe.
  */
 struct gw_x509_links;
 

@@ -2401,8 +2401,8 @@ static void test_check_issued_path(void **state)
     X509_free(cert);
 }
 
-/* Checks of int_ca's signature, counted by libcrypto's X509_verify interposed here. */
-static int int_ca_verified;
+/* Checks of int_ca's signature, and of any, counted by libcrypto's X509_verify interposed here. */
+static int int_ca_verified, any_verified;
 
 int X509_verify(X509 *x, EVP_PKEY *key)
 {
@@ -2410,6 +2410,7 @@ int X509_verify(X509 *x, EVP_PKEY *key)
 
     if (int_ca != NULL && X509_cmp(x, int_ca) == 0)
         int_ca_verified++;
+    any_verified++;
     if (real == NULL)
         *(void **)&real = dlsym(RTLD_NEXT, "X509_verify");
     return real(x, key);
@@ -2467,6 +2468,112 @@ static void test_check_issued_links(void **state)
     gw_cert_plan_cleanup(&plan);
     sk_X509_pop_free(sent, X509_free);
     X509_free(cert);
+}
+
+/* |x| parsed again from its DER: the same certificate, another object. */
+static X509 *copy_of(X509 *x)
+{
+    unsigned char *der = NULL;
+    const unsigned char *p;
+    int len = i2d_X509(x, &der);
+    X509 *y;
+
+    assert_true(len > 0);
+    p = der;
+    y = d2i_X509(NULL, &p, len);
+    OPENSSL_free(der);
+    assert_non_null(y);
+    return y;
+}
+
+/* A copy of |x| whose DER says its signature has one unused bit (its last byte's lowest bit is 0). */
+static X509 *unused_bit_der(X509 *x)
+{
+    unsigned char *der = NULL;
+    const unsigned char *p;
+    const ASN1_BIT_STRING *sig;
+    int len = i2d_X509(x, &der);
+    X509 *y;
+
+    assert_true(len > 0);
+    X509_get0_signature(&sig, NULL, x);
+    assert_int_equal(der[len - ASN1_STRING_length(sig) - 1], 0); /* the unused-bits byte */
+    der[len - ASN1_STRING_length(sig) - 1] = 1;
+    der[len - 1] &= 0xfe;
+    p = der;
+    y = d2i_X509(NULL, &p, len);
+    OPENSSL_free(der);
+    assert_non_null(y);
+    return y;
+}
+
+/*
+ * A copy of |x| changed after it was parsed, as libcrypto's caches (the certificate's SHA-1, its
+ * to-be-signed encoding) do not see: one unused bit in its signature, or the signature's last byte.
+ */
+static X509 *changed_after_parse(X509 *x, int unused_bit)
+{
+    X509 *y = copy_of(x);
+    const ASN1_BIT_STRING *sig;
+    ASN1_BIT_STRING *s;
+    unsigned char last;
+
+    assert_int_equal(X509_check_purpose(y, -1, 0), 1); /* its SHA-1 cached, as the first X509_cmp does */
+    X509_get0_signature(&sig, NULL, y);
+    s = (ASN1_BIT_STRING *)sig; /* the test's own object */
+    if (unused_bit) {
+        s->flags = ASN1_STRING_FLAG_BITS_LEFT | 1;
+        return y;
+    }
+    last = s->data[s->length - 1] ^ 0x80;
+    s->data[s->length - 1] = last;
+    return y;
+}
+
+/*
+ * A remembered link is known again only for the same two certificates byte for byte: a copy is, one
+ * whose signature differs only in its unused-bits count or its bytes is verified (and fails), however
+ * it was made.
+ */
+static void test_links_byte_for_byte(void **state)
+{
+    struct {
+        const char *what;
+        X509 *top;
+        int known;
+    } cases[] = {
+        {"a copy parsed again", copy_of(int_ca), 1},
+        {"one unused bit, parsed so", unused_bit_der(int_ca), 0},
+        {"one unused bit, set after parsing", changed_after_parse(int_ca, 1), 0},
+        {"another signature byte, parsed so", resigned(int_ca), 0},
+        {"another signature byte, set after parsing", changed_after_parse(int_ca, 0), 0},
+    };
+    struct gw_x509_links *links = gw_x509_links_new();
+    STACK_OF(X509) *from = sk_X509_new_null(), *chain;
+
+    (void)state;
+    assert_non_null(links);
+    assert_int_equal(X509_add_cert(from, ca, X509_ADD_FLAG_UP_REF), 1);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        for (int pass = 0; pass < 2; pass++) {
+            chain = sk_X509_new_null();
+            assert_int_equal(X509_add_cert(chain, int_ca, X509_ADD_FLAG_UP_REF), 1); /* the link remembered */
+            gw_x509_chain_extend(chain, from, GW_MAX_UPSTREAM_CHAIN, links);
+            assert_int_equal(sk_X509_num(chain), 2);
+            sk_X509_pop_free(chain, X509_free);
+            chain = sk_X509_new_null();
+            assert_int_equal(X509_add_cert(chain, cases[i].top, X509_ADD_FLAG_UP_REF), 1);
+            any_verified = 0;
+            gw_x509_chain_extend(chain, from, GW_MAX_UPSTREAM_CHAIN, links);
+            if (sk_X509_num(chain) != 1 + cases[i].known || any_verified != 1 - cases[i].known)
+                fail_msg("%s (pass %d): %d certificates, %d verifications", cases[i].what, pass,
+                         sk_X509_num(chain), any_verified);
+            sk_X509_pop_free(chain, X509_free);
+        }
+        X509_free(cases[i].top);
+    }
+    gw_x509_links_free(links);
+    sk_X509_pop_free(from, X509_free);
 }
 
 /*
@@ -3197,6 +3304,7 @@ int main(void)
         cmocka_unit_test(test_check_issued_collected_late),
         cmocka_unit_test(test_check_issued_path),
         cmocka_unit_test(test_check_issued_links),
+        cmocka_unit_test(test_links_byte_for_byte),
         cmocka_unit_test(test_check_issued_subject),
         cmocka_unit_test(test_check_issued_subject_encoding),
         cmocka_unit_test(test_check_issued_null),
