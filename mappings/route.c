@@ -269,6 +269,18 @@ static int match_crl(const struct gw_routes *rt, struct cursor *c, const char *p
     return 0;
 }
 
+/*
+ * The profile decides whose trust checks the signature, so its refusals come before anyone is
+ * authenticated: one answer for an unknown profile and for one of another role, naming no profile or
+ * role of the configuration, so that no one learns on a role or label path which profiles there are;
+ * |rc| tells the caller's log which it was.
+ */
+static int profile_not_served(char *err, const char *shown, int rc)
+{
+    snprintf(err, GW_ERR_LEN, GW_TEXT_PROFILE_NOT_SERVED, shown);
+    return rc;
+}
+
 int gw_route_profile(const struct gw_routes *rt, const struct gw_route_match *m, const char *name,
                      const struct gw_role **role, char *err)
 {
@@ -281,23 +293,11 @@ int gw_route_profile(const struct gw_routes *rt, const struct gw_route_match *m,
     if (len == 0)
         return 0;
     show_path(shown, sizeof(shown), name, len);
-    /* the profile decides whose trust checks the signature, so these come before anyone is authenticated:
-       they name no profile or role of the configuration, which would list other routes to anyone */
-    if ((p = find_profile(rt, name, len)) == NULL) {
-        snprintf(err, GW_ERR_LEN,
-                 "unknown certProfile \"%s\"; name a profile this server's operator gave you, or leave "
-                 "certProfile out",
-                 shown);
-        return GW_ERR_NOT_FOUND;
-    }
+    if ((p = find_profile(rt, name, len)) == NULL)
+        return profile_not_served(err, shown, GW_ERR_NOT_FOUND);
     /* a role or label path has chosen its role already: a profile can only agree with it */
-    if (m != NULL && (m->kind == GW_ROUTE_ROLE || m->kind == GW_ROUTE_LABEL) && p->policy.role != m->role) {
-        snprintf(err, GW_ERR_LEN,
-                 "certProfile \"%s\" is not served on this path: send it to %s/cmp or %s, or leave "
-                 "certProfile out",
-                 shown, prefix_of(rt), WELLKNOWN);
-        return GW_ERR_POLICY;
-    }
+    if (m != NULL && (m->kind == GW_ROUTE_ROLE || m->kind == GW_ROUTE_LABEL) && p->policy.role != m->role)
+        return profile_not_served(err, shown, GW_ERR_POLICY);
     *role = p->policy.role;
     return 0;
 }

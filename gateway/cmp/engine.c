@@ -476,7 +476,7 @@ static int choose_role(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_r
                           "the certProfile in generalInfo is malformed: send one id-it-certProfile holding a "
                           "SEQUENCE OF UTF8String (RFC 9483 §3.1)");
     r->fail_info = OSSL_CMP_PKIFAILUREINFO_badRequest;
-    if (gw_route_profile(c->e->cfg.routes, c->req->route, name, &role, r->text) != 0)
+    if (cmp_route_profile(c, name, &role, r->text) != 0)
         return 1;
     snprintf(c->profile, sizeof(c->profile), "%s", name);
     if (role != c->role)

@@ -351,6 +351,16 @@ int cmp_check_record(struct cmp_call *c, struct cmp_txn *t, const char *role, st
     return rc;
 }
 
+int cmp_route_profile(struct cmp_call *c, const char *name, const struct gw_role **role, char *text)
+{
+    int rc = gw_route_profile(c->e->cfg.routes, c->req->route, name, role, text);
+
+    if (rc != 0)
+        gw_log_kv(GW_LOG_INFO, "profile_refused", "tid", c->rsp->tid, "profile", name, "reason",
+                  rc == GW_ERR_POLICY ? "profile_mismatch" : "profile_unknown", "route", c->route, NULL);
+    return rc;
+}
+
 int cmp_check_path(struct cmp_call *c, const struct gw_cmp_engine *now, const char *role, const char *profile,
                    struct cmp_refusal *r)
 {

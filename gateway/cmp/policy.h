@@ -97,6 +97,13 @@ int cmp_check_current(struct cmp_call *c, struct gw_cmp_engine *now, struct cmp_
                       struct cmp_refusal *r);
 
 /*
+ * cmp_route_profile: gw_route_profile for the request of |c| naming the certProfile |name|, |*role| set
+ * on 0; a refusal's statusString goes to |text| (GW_ERR_LEN) and is logged as profile_refused with
+ * which it was (profile_unknown, profile_mismatch), since the client's answer is one for both.
+ */
+int cmp_route_profile(struct cmp_call *c, const char *name, const struct gw_role **role, char *text);
+
+/*
  * cmp_check_path: whether the path |c| came on serves the transaction of the role named |role| whose
  * request named the certProfile |profile| ("" for none), under the configuration of |now|, which
  * matched the path: the role that path gives that request must be |role|. RFC 9483 clients send every

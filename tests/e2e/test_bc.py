@@ -94,7 +94,8 @@ class BouncyCastleProfiles(harness.GatewayTestCase):
 
     def test_profile_refused(self):
         for profile, path, text in (
-                ("nope", "/pki/cmp", 'unknown certProfile "nope"; name a profile this server\'s operator gave you'),
+                ("nope", "/pki/cmp", 'certProfile "nope" is not served on this path: name a profile this server\'s '
+                 'operator gave you for this path'),
                 ("tls-server", "/pki/roles/default/cmp", 'certProfile "tls-server" is not served on this path')):
             with self.subTest(profile=profile, path=path):
                 rc, err, cert, last = self.enrol("bc-prof-" + profile, "sig", "--profile", profile,

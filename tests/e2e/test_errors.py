@@ -872,21 +872,39 @@ class Profiles(Base):
         for name in ("device", "web", "profiled", "names", "default"):
             self.assertNotIn(name, answer.status_strings[0].replace('"device"', ""))
 
+    NOT_SERVED = ('certProfile "%s" is not served on this path: name a profile this server\'s operator gave you '
+                  'for this path, or leave certProfile out')
+
+    def profile_refused(self, name, path):
+        """The reason of the last log line refusing certProfile |name| on |path|."""
+        logged = [l for l in self.gw.log_lines() if l.get("event") == "profile_refused" and
+                  l.get("profile") == name and l.get("route") == path]
+        self.assertTrue(logged, name)
+        return logged[-1].get("reason")
+
     def test_profile_unknown(self):
         for i, key in enumerate((self.key(), self.newkey("profstranger"))):  # trusted, then no credential
-            m = add_general_info(self.fresh("profunknown%d" % i), PROFILE, profile_value("nope"))
+            m = add_general_info(self.fresh("profunknown%d" % i), PROFILE, profile_value("nope%d" % i))
             a = self.expect("profile_unknown", self.send("profunknown%d" % i, resign(m, key)))
-            self.assertEqual(a.status_strings, ['unknown certProfile "nope"; name a profile this server\'s '
-                                                'operator gave you, or leave certProfile out'])
+            self.assertEqual(a.status_strings, [self.NOT_SERVED % ("nope%d" % i)])
             self.assert_names_nothing(a)
+            self.assertEqual(self.profile_refused("nope%d" % i, "/pki/cmp"), "profile_unknown")
 
     def test_profile_mismatch(self):
+        """On a role path a profile of another role and one that does not exist are answered alike (but for
+        the name echoed): a client without credentials cannot probe which profiles there are. The log
+        tells the operator which it was."""
         for i, key in enumerate((self.key(), self.newkey("profstranger2"))):
-            m = add_general_info(self.fresh("profmismatch%d" % i), PROFILE, profile_value("device"))
-            a = self.expect("profile_mismatch", self.send("profmismatch%d" % i, resign(m, key),
-                                                          path="/pki/roles/names/cmp"))
-            self.assertIn('certProfile "device" is not served on this path', a.status_strings[0])
-            self.assert_names_nothing(a)
+            answers = []
+            for name, reason in (("device", "profile_mismatch"), ("devicf%d" % i, "profile_unknown")):
+                m = add_general_info(self.fresh("profmismatch%d%s" % (i, name)), PROFILE, profile_value(name))
+                a = self.expect(reason, self.send("profmismatch%d%s" % (i, name), resign(m, key),
+                                                  path="/pki/roles/names/cmp"))
+                self.assertEqual(a.status_strings, [self.NOT_SERVED % name])
+                self.assert_names_nothing(a)
+                self.assertEqual(self.profile_refused(name, "/pki/roles/names/cmp"), reason)
+                answers.append((a.body_type, a.status, a.fail_info, a.status_strings[0].replace(name, "X")))
+            self.assertEqual(answers[0], answers[1])
 
     def test_profile_malformed(self):
         cases = [("an INTEGER", encoder.encode(univ.Integer(7))), ("an empty list", profile_value()),

@@ -432,7 +432,8 @@ class GenmProfiles(GenmCase):
         self.assert_tls_template(r.values[0])
 
     def test_profile_refused(self):
-        cases = [("nope", "/pki/cmp", 'unknown certProfile "nope"; name a profile this server\'s operator gave you'),
+        cases = [("nope", "/pki/cmp", 'certProfile "nope" is not served on this path: name a profile this server\'s '
+                  'operator gave you for this path'),
                  ("tls-server", "/pki/roles/default/cmp", 'certProfile "tls-server" is not served on this path')]
         for profile, path, text in cases:
             with self.subTest(profile=profile, path=path):

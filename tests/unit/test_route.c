@@ -303,15 +303,15 @@ static void test_route_profile(void **state)
         {"/.well-known/cmp/p/iot", "tls-server", 0, "iot"},
         {"/pki/roles/iot/cmp", "", 0, "iot"},
         {"/pki/roles/a.b_c-1/cmp", "tls-server", GW_ERR_POLICY,
-         "certProfile \"tls-server\" is not served on this path: send it to /pki/cmp or /.well-known/cmp, or "
-         "leave certProfile out"},
+         "certProfile \"tls-server\" is not served on this path: name a profile this server's operator gave "
+         "you for this path, or leave certProfile out"},
         {"/.well-known/cmp/p/default", "tls-server", GW_ERR_POLICY, "is not served on this path"},
         /* unknown anywhere; what is echoed is printable */
         {"/pki/cmp", "nope", GW_ERR_NOT_FOUND,
-         "unknown certProfile \"nope\"; name a profile this server's operator gave you, or leave certProfile "
-         "out"},
-        {"/pki/roles/iot/cmp", "Tls-server", GW_ERR_NOT_FOUND, "unknown certProfile \"Tls-server\""},
-        {"/pki/cmp", "a\tb\xc3\xa9", GW_ERR_NOT_FOUND, "unknown certProfile \"a?b??\""},
+         "certProfile \"nope\" is not served on this path: name a profile this server's operator gave you "
+         "for this path, or leave certProfile out"},
+        {"/pki/roles/iot/cmp", "Tls-server", GW_ERR_NOT_FOUND, "certProfile \"Tls-server\" is not served"},
+        {"/pki/cmp", "a\tb\xc3\xa9", GW_ERR_NOT_FOUND, "certProfile \"a?b??\" is not served"},
     };
     char got[GW_ERR_LEN];
 
@@ -324,10 +324,30 @@ static void test_route_profile(void **state)
     }
     /* no profiles configured: every name is unknown */
     assert_int_equal(profile_role(&cfg_v1, "/v1/pki/roles/iot/cmp", "tls-server", got), GW_ERR_NOT_FOUND);
-    assert_string_equal(got,
-                        "unknown certProfile \"tls-server\"; name a profile this server's operator gave you, "
-                        "or leave certProfile out");
+    assert_string_equal(got, "certProfile \"tls-server\" is not served on this path: name a profile this "
+                             "server's operator gave you for this path, or leave certProfile out");
     assert_int_equal(profile_role(&cfg_v1, "/v1/pki/roles/iot/cmp", "", got), 0);
+}
+
+/*
+ * On a role or label path a profile of another role and one that does not exist get the same answer
+ * but for the name echoed, so a client without credentials cannot probe which profiles there are.
+ */
+static void test_route_profile_probe(void **state)
+{
+    static const char *const paths[] = {"/pki/roles/a.b_c-1/cmp", "/pki/roles/default/cmp",
+                                        "/.well-known/cmp/p/default"};
+    char other[GW_ERR_LEN], unknown[GW_ERR_LEN];
+    size_t n = strlen("certProfile \"tls-server\"");
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        assert_int_equal(profile_role(&cfg_pki, paths[i], "tls-server", other), GW_ERR_POLICY);
+        assert_int_equal(profile_role(&cfg_pki, paths[i], "tls-sender", unknown), GW_ERR_NOT_FOUND);
+        assert_true(strncmp(other, "certProfile \"tls-server\"", n) == 0);
+        assert_true(strncmp(unknown, "certProfile \"tls-sender\"", n) == 0);
+        assert_string_equal(other + n, unknown + n);
+    }
 }
 
 /* Many profiles: an unknown name is refused without naming any of them, and the last still selects. */
@@ -443,6 +463,7 @@ int main(void)
         cmocka_unit_test(test_route_policy_without_role),
         cmocka_unit_test(test_route_crl),
         cmocka_unit_test(test_route_profile),
+        cmocka_unit_test(test_route_profile_probe),
         cmocka_unit_test(test_route_profile_list),
     };
 

@@ -691,8 +691,10 @@ static void test_genm_profile(void **state)
     ctx = client_new(e, client_cert, client_key);
     name_profile(ctx, "nope");
     assert_null(genm(e, ctx, oids, 1, NULL));
-    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
-                  "unknown certProfile \"nope\"; name a profile this server's operator gave you");
+    assert_status(
+        ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
+        "certProfile \"nope\" is not served on this path: name a profile this server's operator gave "
+        "you for this path");
     OSSL_CMP_CTX_free(ctx);
 
     /* a role path: the profile must agree with it */
