@@ -84,19 +84,27 @@ void *gw_conf_at(void *base, size_t off)
 
 /* ---- names ---------------------------------------------------------------------------- */
 
-bool gw_conf_name_ok(const char *s, size_t len)
+/* Whether the |len| bytes at |s| are all of [A-Za-z0-9._-]. */
+static bool plain_chars(const char *s, size_t len)
 {
-    size_t i;
-
-    if (len == 0 || len > GW_MAX_NAME_LEN)
-        return false;
-    for (i = 0; i < len; i++) {
+    for (size_t i = 0; i < len; i++) {
         char c = s[i];
         if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
               c == '_' || c == '-'))
             return false;
     }
     return true;
+}
+
+bool gw_conf_name_ok(const char *s, size_t len)
+{
+    return len != 0 && len <= GW_MAX_NAME_LEN && plain_chars(s, len);
+}
+
+bool gw_conf_segment_ok(const char *s, size_t len)
+{
+    return len != 0 && plain_chars(s, len) && !(len == 1 && s[0] == '.') &&
+           !(len == 2 && s[0] == '.' && s[1] == '.');
 }
 
 const struct gw_conf_names gw_conf_names_plain = {gw_conf_name_ok,

@@ -111,6 +111,9 @@ const struct gw_conf_enum *gw_conf_enum_find(const struct gw_conf_enum *e, const
 
 /* Names: 1..GW_MAX_NAME_LEN characters [A-Za-z0-9._-]. */
 bool gw_conf_name_ok(const char *s, size_t len);
+/* Whether |s| (|len| bytes) is a plain segment of a path: 1 or more of [A-Za-z0-9._-], neither "." nor
+ * "..", so that it names itself wherever it is put into a path (a role's, an upstream's API). */
+bool gw_conf_segment_ok(const char *s, size_t len);
 extern const struct gw_conf_names gw_conf_names_plain;
 /* References: a senderKID (RFC 9810 §5.1.1), 1..GW_MAX_KID_LEN printable ASCII bytes. */
 extern const struct gw_conf_names gw_conf_names_kid;

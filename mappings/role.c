@@ -546,7 +546,7 @@ GW_CONF_OBJDEF(role_def, role_fields, check_role);
  * (mappings/route.c): a role or label of such a name could never be reached on it. */
 static bool path_name_ok(const char *s, size_t len)
 {
-    return gw_conf_name_ok(s, len) && !(len == 1 && s[0] == '.') && !(len == 2 && s[0] == '.' && s[1] == '.');
+    return gw_conf_name_ok(s, len) && gw_conf_segment_ok(s, len);
 }
 
 static const struct gw_conf_names names_role = {

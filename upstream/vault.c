@@ -410,9 +410,7 @@ static int vault_call(struct vault *v, const char *method, const char *path, con
 
 static int safe_segment(const char *s)
 {
-    if (s == NULL || s[0] == '\0' || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
-        return 0;
-    return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == strlen(s);
+    return s != NULL && gw_conf_segment_ok(s, strlen(s));
 }
 
 /* A mount path: plain names separated by single slashes ("pki", "pki/int"). */

@@ -14,6 +14,7 @@
 #include <openssl/err.h>
 #include <openssl/objects.h>
 #include <openssl/x509v3.h>
+#include "base/conf.h"
 #include "base/err.h"
 #include "base/limits.h"
 #include "mappings/profile.h"
@@ -624,8 +625,7 @@ static int parse_issuer_ref(json_object *data, struct gw_role_policy *out, char 
         return rc;
     if (n == 0 || strcmp(ref, "default") == 0)
         return 0;
-    if (strcmp(ref, ".") == 0 || strcmp(ref, "..") == 0 ||
-        strspn(ref, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != n)
+    if (!gw_conf_segment_ok(ref, n))
         return gw_field_fail(err, "data.issuer_ref is not a plain name");
     memcpy(out->issuer_ref, ref, n + 1);
     return 0;
