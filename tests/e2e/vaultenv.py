@@ -111,14 +111,15 @@ class VaultApi:
 
     def make_delegate(self, name="vault-delegate", domains=("example.com",)):
         """The delegate issuer for CRMF, as docs/vault.md obtains it: a key and CSR here, then
-        pki/root/sign-intermediate with max_path_length=0 and permitted_dns_domains. Writes |name|.key,
-        |name|.pem and |name|-chain.pem (Vault's CA chain) in the work dir."""
+        pki/root/sign-intermediate with max_path_length=0 and permitted_dns_domains, for 768h (Vault's
+        longest lease), so that a role's 720h max_ttl fits within it however long a test class runs.
+        Writes |name|.key, |name|.pem and |name|-chain.pem (Vault's CA chain) in the work dir."""
         d = self.dir
         harness.genkey(d / ("%s.key" % name))
         harness.run(["openssl", "req", "-new", "-key", d / ("%s.key" % name), "-subj",
                      "/O=cmpgw e2e/CN=cmpgw delegate issuer", "-out", d / ("%s.csr" % name)])
         ans = self.api("POST", "/v1/pki/root/sign-intermediate", {
-            "csr": (d / ("%s.csr" % name)).read_text(), "common_name": "cmpgw delegate issuer", "ttl": "720h",
+            "csr": (d / ("%s.csr" % name)).read_text(), "common_name": "cmpgw delegate issuer", "ttl": "768h",
             "max_path_length": 0, "permitted_dns_domains": ",".join(domains), "format": "pem"})
         (d / ("%s.pem" % name)).write_text(ans["data"]["certificate"] + "\n")
         (d / ("%s-chain.pem" % name)).write_text("\n".join(ans["data"]["ca_chain"]) + "\n")
