@@ -793,6 +793,26 @@ static int issued_for_role(struct cmp_call *c, const struct gw_role *role, X509 
 }
 
 /*
+ * Whether a role holding no device allow-list, or another one, has an upstream whose CA issued |cert|:
+ * that role may have issued it to anyone its own rules admit (a PBM secret holder, under the subject
+ * of a station |role|'s list does not name), so it is no operator certificate of |role|'s stations.
+ * Roles naming one allow-list file admit the same stations.
+ */
+static int issued_for_other_list(struct cmp_call *c, const struct gw_role *role, X509 *cert)
+{
+    for (size_t i = 0; i < c->e->cfg.n_roles; i++) {
+        const struct gw_role *o = &c->e->cfg.roles[i];
+
+        if (o == role || (o->device_allowlist_file != NULL &&
+                          strcmp(o->device_allowlist_file, role->device_allowlist_file) == 0))
+            continue;
+        if (issued_for_role(c, o, cert))
+            return 1;
+    }
+    return 0;
+}
+
+/*
  * Whether the kur |crm| renews |signer| as it is: its template names the signer's subject (or none)
  * and no subjectAltName the signer does not carry. Anything else asks for another device's names.
  */
@@ -841,8 +861,9 @@ static int revocation_checked(const struct gw_cmp_engine *e, X509 *cert)
  * signed by a listed device. A kur is signed by the operator certificate it renews
  * (TS 33.310 §9.5.1), which the allow-list does not name: exempt while it asks for that
  * certificate's own subject and names, and a revoked one is refused. A kur signed by anything else,
- * asking for other names (a device taken off the list would get any name the role allows), or
- * signed by a certificate whose revocation is not checked, is still checked.
+ * asking for other names (a device taken off the list would get any name the role allows), signed by
+ * a certificate whose revocation is not checked, or by one whose CA also issues for a role without
+ * this list, is still checked.
  */
 static int check_allowlist(struct cmp_call *c, const struct cmp_txn *t, const OSSL_CRMF_MSG *crm,
                            struct cmp_refusal *r)
@@ -856,7 +877,7 @@ static int check_allowlist(struct cmp_call *c, const struct cmp_txn *t, const OS
                           "this route accepts signature-protected requests only: sign with the device "
                           "certificate (3GPP TS 33.310)");
     if (c->body == GW_CMP_BODY_KUR && renews_signer(crm, t->signer) && revocation_checked(c->e, t->signer) &&
-        issued_for_role(c, role, t->signer))
+        issued_for_role(c, role, t->signer) && !issued_for_other_list(c, role, t->signer))
         return 0;
     if (on_allowlist(role, t->signer))
         return 0;

@@ -97,6 +97,8 @@ class ThreeGpp(harness.GatewayTestCase):
         for k in ("subject_from_signer", "ca_pubs", "min_hash"):
             del plain[k]
         cfg["roles"]["bs-plain"] = plain
+        # the demo role's upstream has the operator CA: its certificates renew here only if it holds the list
+        cfg["roles"]["default"]["device_allowlist"] = "bs.allow"
 
     def ir(self, out, device, *, path=ROUTE, digest=None, untrusted=True, sans=None, **kw):
         d = self.gw.dir
@@ -220,6 +222,43 @@ class ThreeGpp(harness.GatewayTestCase):
         # twin: the same operator certificate renewing its own subject
         same = self.gw.cmp("kur", "renew-same", auth=(res.cert, key), newkey=self.newkey("rs"), path=ROUTE)
         self.assertEqual(same.first.status, 0, same.first)
+
+    def test_kur_with_certificate_of_a_role_with_the_list(self):
+        """An operator certificate of another role holding the same allow-list renews here: not listed itself
+        (its station is listed by its vendor certificate's serial), it is exempt as this role's own are."""
+        res, key = self.ir("plain-station", "bs2", path=ROUTE_PLAIN)
+        self.assertEqual(res.first.status, 0, res.first)
+        renewed = self.gw.cmp("kur", "renew-plain-station", auth=(res.cert, key), newkey=self.newkey("rpl"),
+                              path=ROUTE)
+        self.assertEqual(renewed.first.status, 0, renewed.first)
+
+
+class ThreeGppSharedCa(harness.GatewayTestCase):
+    """The demo role, with PBM and no allow-list, shares the operator CA with a 3GPP role."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        ThreeGpp.edit_config.__func__(cls, cfg, gw)
+        del cfg["roles"]["default"]["device_allowlist"]
+
+    def test_kur_with_certificate_of_a_role_without_the_list(self):
+        """A certificate the demo role issued to a PBM secret holder, under the subject of a station that is
+        not listed, is no operator certificate to renew on the 3GPP route."""
+        key = self.newkey("pbm-station")
+        res = self.gw.cmp("ir", "pbm-station", auth="pbm", newkey=key, subject=STRANGER)
+        self.assertEqual(res.first.status, 0, res.first)
+        kur = self.gw.cmp("kur", "renew-pbm-station", auth=(res.cert, key), newkey=self.newkey("rps"),
+                          path=ROUTE, expect_cert=False)
+        self.assertIsNone(kur.cert)
+        self.assert_cmp_error(kur.first, ("kup",), "notAuthorized",
+                              "device %s is not on this route's allow-list" % STRANGER)
+        # twin: one of that role under a listed subject is checked against the list, and passes it (the
+        # load warns of this pair of roles: the demo role sets no allowed_subjects)
+        listed = self.gw.cmp("ir", "pbm-listed", auth="pbm", newkey=self.newkey("pbm-listed"), subject=ALLOWED)
+        self.assertEqual(listed.first.status, 0, listed.first)
+        ok = self.gw.cmp("kur", "renew-pbm-listed", auth=(listed.cert, self.gw.dir / "pbm-listed.key"),
+                         newkey=self.newkey("rpbl"), path=ROUTE)
+        self.assertEqual(ok.first.status, 0, ok.first)
 
 
 if __name__ == "__main__":
