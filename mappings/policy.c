@@ -906,8 +906,12 @@ int gw_policy_check_request(const struct gw_role *role, const struct gw_cert_pla
 int gw_policy_check_names(const struct gw_role *role, X509 *cert, int *fail_info, char *err)
 {
     int crit = -1, rc;
-    GENERAL_NAMES *sans = X509_get_ext_d2i(cert, NID_subject_alt_name, &crit, NULL);
+    const char *ca = policy_issued_ca(cert);
+    GENERAL_NAMES *sans;
 
+    if (ca != NULL) /* a subordinate CA its CA signed, whatever its names */
+        return policy_say(fail_info, DENY, err, "it is %s, which no role issues", ca);
+    sans = X509_get_ext_d2i(cert, NID_subject_alt_name, &crit, NULL);
     if (sans == NULL && crit != -1)
         return policy_say(fail_info, DENY, err, "its subjectAltName extension is malformed or repeated");
     rc = policy_check_names(role, X509_get_subject_name(cert), sans, X509_get_subject_name(cert), fail_info,

@@ -41,8 +41,9 @@ int gw_policy_check_request(const struct gw_role *role, const struct gw_cert_pla
  * gw_policy_check_names checks the names of an existing certificate |cert| (its subject's common
  * names and its subjectAltNames) against |role|'s patterns and SAN types, as gw_policy_check_request
  * checks a request's: whether the role could have issued a certificate with these names (an RA
- * revokes only certificates of its role). A role without name patterns allows any. 0, or
- * notAuthorized with |err| naming the first name outside the role.
+ * revokes only certificates of its role). A role without name patterns allows any; a CA certificate
+ * (gw_policy_check_issued refuses one from every upstream) is no role's. 0, or notAuthorized with
+ * |err| naming the first name outside the role, or what makes it a CA certificate.
  */
 int gw_policy_check_names(const struct gw_role *role, X509 *cert, int *fail_info, char *err);
 

@@ -50,8 +50,9 @@ static enum gw_issued_verdict issued_bad(const struct gw_role *role, const struc
     return GW_ISSUED_OK;
 }
 
-/* issued_ca: basicConstraints cA TRUE (or the extension twice or malformed), keyCertSign or cRLSign. */
-static const char *issued_ca(X509 *cert)
+/* policy_issued_ca: basicConstraints cA TRUE (or the extension twice or malformed), keyCertSign or cRLSign.
+ */
+const char *policy_issued_ca(X509 *cert)
 {
     BASIC_CONSTRAINTS *bc;
     int crit = -1, ca;
@@ -208,7 +209,7 @@ static enum gw_issued_verdict issued_outside(const struct gw_role *role, const s
     GENERAL_NAMES *sans;
     int crit = -1, fi, rc;
 
-    if ((what = issued_ca(cert)) != NULL) {
+    if ((what = policy_issued_ca(cert)) != NULL) {
         snprintf(err, GW_ERR_LEN, "the upstream returned %s; role %s issues end-entity certificates only",
                  what, policy_rname(role));
         return GW_ISSUED_OUTSIDE_POLICY;

@@ -55,6 +55,9 @@ int policy_verify(X509_STORE *store, X509 *cert, STACK_OF(X509) *untrusted, time
                   int issued, int *code, int *depth, STACK_OF(X509) **path);
 const char *policy_verify_why(int code, int depth);
 
+/* What makes |cert| a CA certificate, which no role issues (policy_issued.c); NULL for an end entity. */
+const char *policy_issued_ca(X509 *cert);
+
 /* Extensions (policy_exts.c). */
 int policy_exts_malformed(const STACK_OF(X509_EXTENSION) *exts, char *why);
 int policy_exts_outside(const struct gw_role *role, const STACK_OF(X509_EXTENSION) *exts,

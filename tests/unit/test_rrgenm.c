@@ -1195,6 +1195,53 @@ static void test_rr_ra_by_serial(void **state)
     env_by_serial_free(e);
 }
 
+/* |x| with |ext| (as openssl's config syntax writes it) added, signed again by |signer|. */
+static X509 *with_ext(X509 *x, int nid, const char *ext, EVP_PKEY *signer)
+{
+    X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, NULL, nid, ext);
+
+    assert_non_null(e);
+    assert_int_equal(X509_add_ext(x, e, -1), 1);
+    X509_EXTENSION_free(e);
+    assert_true(X509_sign(x, signer, EVP_sha256()) > 0);
+    return x;
+}
+
+/*
+ * A CA certificate is no certificate of a role (none issues one: gw_policy_check_issued), whatever its
+ * names: a lookup by serial may find a subordinate CA the upstream's CA signed, and an RA of the role
+ * would have revoked a whole branch of the PKI. Once, one named as the role allows was.
+ */
+static void test_rr_ra_ca_certificate(void **state)
+{
+    struct env *e = env_by_serial(RA_ROLE, &by_serial_ops, NULL, NULL);
+    EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *sub_ca = with_ext(tu_make_cert(k, issuing_key, issuing_cert, "rr-sub-ca", 0x5111),
+                            NID_basic_constraints, "critical,CA:TRUE", issuing_key);
+    X509 *cert_sign = with_ext(tu_make_cert(k, issuing_key, issuing_cert, "rr-crl-signer", 0x5112),
+                               NID_key_usage, "critical,digitalSignature,cRLSign", issuing_key);
+    X509 *mine = with_ext(tu_make_cert(k, issuing_key, issuing_cert, "rr-device-12", 0x5113),
+                          NID_basic_constraints, "critical,CA:FALSE", issuing_key);
+
+    (void)state;
+    ra_rr(e, sub_ca, sub_ca, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+          "an RA of role default may revoke only certificates of its role: it is a CA certificate "
+          "(basicConstraints cA TRUE), which no role issues");
+    ra_rr(e, cert_sign, cert_sign, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+          "an RA of role default may revoke only certificates of its role: it is a certificate with "
+          "keyCertSign or cRLSign, which no role issues");
+    assert_int_equal(by_serial.revokes, 0);
+    assert_int_equal(audit_count(e, "intent", NULL, NULL), 0);
+    /* the twin: an end-entity certificate of the role */
+    ra_rr(e, mine, mine, -1, NULL);
+    assert_int_equal(by_serial.revokes, 1);
+    X509_free(sub_ca);
+    X509_free(cert_sign);
+    X509_free(mine);
+    EVP_PKEY_free(k);
+    env_by_serial_free(e);
+}
+
 /*
  * An RA's rr for a certificate the CA has revoked already is certRevoked, and the CA is not asked:
  * Vault revokes it again without a word. Once, it was accepted, and the audit log held a second
@@ -1803,6 +1850,7 @@ int main(void)
         cmocka_unit_test(test_rr_ra),
         cmocka_unit_test(test_rr_unknown),
         cmocka_unit_test(test_rr_ra_by_serial),
+        cmocka_unit_test(test_rr_ra_ca_certificate),
         cmocka_unit_test(test_rr_ra_already_revoked),
         cmocka_unit_test(test_rr_ra_without_lookup),
         cmocka_unit_test(test_rr_upstream_refuses),
