@@ -50,8 +50,8 @@ static enum gw_issued_verdict issued_bad(const struct gw_role *role, const struc
     return GW_ISSUED_OK;
 }
 
-/* policy_issued_ca: basicConstraints cA TRUE (or the extension twice or malformed), keyCertSign or cRLSign.
- */
+/* What makes |cert| a CA: basicConstraints cA TRUE (or the extension twice or malformed), keyCertSign
+ * or cRLSign. */
 const char *policy_issued_ca(X509 *cert)
 {
     BASIC_CONSTRAINTS *bc;
