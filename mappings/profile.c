@@ -239,7 +239,6 @@ static int plan_key(const struct gw_cert_req *req, struct gw_cert_plan *out, int
         return GW_ERR_NOMEM;
     }
     out->pubkey = req->pubkey;
-    out->spki = gw_x509_pubkey_copy(req->spki); /* NULL: the issuer encodes the key itself */
     return 0;
 }
 
@@ -275,7 +274,7 @@ static int plan_validity(const struct gw_role *role, const struct gw_cert_req *r
     return 0;
 }
 
-int gw_cert_plan_make(const struct gw_role *role, const struct gw_cert_req *req, time_t now,
+int gw_cert_plan_make(const struct gw_role *role, struct gw_cert_req *req, time_t now,
                       struct gw_cert_plan *out, int *fail_info, char *err)
 {
     int rc = GW_ERR_INVAL;
@@ -303,6 +302,9 @@ int gw_cert_plan_make(const struct gw_role *role, const struct gw_cert_req *req,
         snprintf(err, GW_ERR_LEN, "out of memory");
         goto out;
     }
+    /* the request's copy is not read again (NULL: the issuer encodes the key itself) */
+    out->spki = req->spki;
+    req->spki = NULL;
     *fail_info = 0;
 out:
     if (rc == GW_ERR_NOMEM)

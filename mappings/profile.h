@@ -29,7 +29,8 @@ struct gw_cert_req {
     X509_NAME *subject;  /* NULL if the template has none */
     GENERAL_NAMES *sans; /* NULL if none requested */
     EVP_PKEY *pubkey;    /* always set on success */
-    X509_PUBKEY *spki;   /* pubkey as the request carried it (gw_x509_pubkey_copy); NULL: not kept */
+    X509_PUBKEY *spki;   /* pubkey as the request carried it (gw_x509_pubkey_copy); NULL: not kept,
+                            or handed to a plan (gw_cert_plan_make) */
     time_t not_before;   /* 0 = not requested */
     time_t not_after;    /* 0 = not requested */
     int other_exts;      /* requested extensions other than subjectAltName (never copied) */
@@ -42,7 +43,7 @@ struct gw_cert_plan {
     X509_NAME *subject;  /* never NULL after gw_cert_plan_make; empty if none was asked */
     GENERAL_NAMES *sans; /* NULL = no SAN extension */
     EVP_PKEY *pubkey;
-    X509_PUBKEY *spki; /* |pubkey| as the request carried it (gw_x509_pubkey_copy; NULL: not kept) */
+    X509_PUBKEY *spki; /* |pubkey| as the request carried it (the request's own; NULL: not kept) */
     time_t not_before;
     time_t not_after;
     unsigned key_usage;     /* KU_* bits; never keyCertSign or cRLSign (the issued cert is CA:FALSE) */
@@ -60,9 +61,10 @@ void gw_cert_plan_cleanup(struct gw_cert_plan *p);
 /*
  * gw_cert_plan_make applies |role| to |req| at time |now|. Returns 0, or GW_ERR_POLICY with a
  * reason fit for a CMP statusString in |err| (e.g. "subjectAltName type email is not allowed on
- * role iot"). |fail_info| gets the OSSL_CMP_PKIFAILUREINFO_* bit number to report.
+ * role iot"). |fail_info| gets the OSSL_CMP_PKIFAILUREINFO_* bit number to report. On success the
+ * plan takes |req->spki| (set to NULL) instead of a copy, which would duplicate the key.
  */
-int gw_cert_plan_make(const struct gw_role *role, const struct gw_cert_req *req, time_t now,
+int gw_cert_plan_make(const struct gw_role *role, struct gw_cert_req *req, time_t now,
                       struct gw_cert_plan *out, int *fail_info, char *err);
 
 /*

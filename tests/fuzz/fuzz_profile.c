@@ -18,6 +18,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include "base/x509.h"
 #include "mappings/policy.h"
 #include "mappings/profile.h"
 #include "gateway/cmp/cert_req.h"
@@ -132,13 +133,16 @@ static void issue(const struct gw_role *role, const struct gw_cert_plan *plan, c
     gw_sign_result_cleanup(&res);
 }
 
-static void plan_for(const char *role_name, const struct gw_cert_req *req, const X509_REQ *csr)
+/* A plan takes the request's key copy: each role's plan is given one of its own. */
+static void plan_for(const char *role_name, struct gw_cert_req *req, const X509_REQ *csr)
 {
     const struct gw_role *role = gw_config_role(cfg, role_name, strlen(role_name));
     struct gw_cert_plan plan;
+    X509_PUBKEY *kept = req->spki;
     char err[GW_ERR_LEN] = "";
     int fail_info;
 
+    req->spki = gw_x509_pubkey_copy(kept);
     if (gw_cert_plan_make(role, req, now, &plan, &fail_info, err) == 0) {
         check_plan(role, &plan);
         if (gw_policy_check_request(role, &plan, &fail_info, err) == 0)
@@ -147,10 +151,12 @@ static void plan_for(const char *role_name, const struct gw_cert_req *req, const
         fuzz_die("role %s: a refused plan without a reason", role_name);
     }
     gw_cert_plan_cleanup(&plan);
+    X509_PUBKEY_free(req->spki); /* NULL unless the plan was refused */
+    req->spki = kept;
 }
 
 /* |csr|: the p10cr the request was read from, else NULL */
-static void plan_all(const struct gw_cert_req *req, const X509_REQ *csr)
+static void plan_all(struct gw_cert_req *req, const X509_REQ *csr)
 {
     plan_for("default", req, csr);
     plan_for("strict", req, csr);

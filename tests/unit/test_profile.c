@@ -469,6 +469,41 @@ static void test_plan_san_values(void **state)
     gw_cert_req_cleanup(&req);
 }
 
+/*
+ * A plan takes the request's copy of the key's SubjectPublicKeyInfo instead of copying it again (a
+ * copy duplicates the EVP_PKEY); a refused plan leaves it to the request.
+ */
+static void test_plan_takes_spki(void **state)
+{
+    X509_REQ *csr = make_p10(keys[K_P256], "dev1", NULL, NULL);
+    struct gw_cert_req req;
+    struct gw_cert_plan plan;
+    char err[GW_ERR_LEN];
+    X509_PUBKEY *spki;
+    int fail_info;
+
+    (void)state;
+    assert_int_equal(gw_cert_req_from_p10(csr, &req, err), 0);
+    assert_non_null(spki = req.spki);
+    assert_int_equal(gw_cert_plan_make(&role_web, &req, NOW, &plan, &fail_info, err), 0);
+    assert_ptr_equal(plan.spki, spki);
+    assert_null(req.spki);
+    assert_int_equal(EVP_PKEY_eq(X509_PUBKEY_get0(plan.spki), keys[K_P256]), 1);
+    gw_cert_plan_cleanup(&plan);
+    gw_cert_req_cleanup(&req);
+
+    /* refused (a name type outside the role): the request keeps its copy, the plan holds none */
+    X509_REQ_free(csr);
+    csr = make_p10(keys[K_P256], "dev1", "DNS:a.example,email:a@example.com", NULL);
+    assert_int_equal(gw_cert_req_from_p10(csr, &req, err), 0);
+    assert_non_null(spki = req.spki);
+    assert_int_equal(gw_cert_plan_make(&role_iot, &req, NOW, &plan, &fail_info, err), GW_ERR_POLICY);
+    assert_ptr_equal(req.spki, spki);
+    assert_null(plan.spki);
+    gw_cert_req_cleanup(&req);
+    X509_REQ_free(csr);
+}
+
 /* CRMF reading: fields land in the request; no public key, duplicate or garbage SAN are errors. */
 static void test_req_from_crmf(void **state)
 {
@@ -574,12 +609,12 @@ static void test_req_from_p10(void **state)
     assert_int_equal(OBJ_obj2nid(X509_EXTENSION_get_object(sk_X509_EXTENSION_value(req.csr_exts, 0))),
                      NID_basic_constraints);
     X509_REQ_free(csr); /* what the request read is its own */
+    assert_non_null(req.spki);
     assert_int_equal(gw_cert_plan_make(&role_web, &req, NOW, &plan, &fail_info, err), 0);
     assert_int_equal(sk_X509_EXTENSION_num(plan.csr_exts), 1);
     gw_cert_plan_cleanup(&plan);
     assert_int_equal(EVP_PKEY_eq(req.pubkey, keys[K_P384]), 1);
     assert_int_equal(X509_NAME_entry_count(req.subject), 1);
-    assert_non_null(req.spki);
     gw_cert_req_cleanup(&req);
     assert_int_equal(gw_cert_req_from_p10(NULL, &req, err), GW_ERR_INVAL);
 
@@ -675,6 +710,7 @@ int main(void)
         cmocka_unit_test(test_req_from_crmf),
         cmocka_unit_test(test_req_from_crmf_der),
         cmocka_unit_test(test_req_from_p10),
+        cmocka_unit_test(test_plan_takes_spki),
         cmocka_unit_test(test_req_from_p10_two_ext_requests),
         cmocka_unit_test(test_req_from_p10_two_sans),
         cmocka_unit_test(test_plan_bad_args),
