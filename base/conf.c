@@ -1002,16 +1002,24 @@ static struct json_object *parse_json(struct gw_conf_ctx *pc, const char *json, 
     return root;
 }
 
-/* The directory part of |path| ("." when it has none), as a new string. */
+/*
+ * As dirname(3), without touching |path|: the directory that holds the name of the last segment.
+ * Trailing slashes belong to that segment ("/a/store/" is held by "/a", not by itself), and the
+ * slashes between the directory and the segment to neither ("/a//b": "/a").
+ */
 char *gw_conf_dir_of(const char *path)
 {
-    const char *slash = strrchr(path, '/');
+    size_t end = strlen(path);
 
-    if (slash == NULL)
+    while (end > 1 && path[end - 1] == '/') /* the segment's trailing slashes */
+        end--;
+    while (end > 0 && path[end - 1] != '/') /* the segment */
+        end--;
+    if (end == 0)
         return strdup(".");
-    if (slash == path)
-        return strdup("/");
-    return strndup(path, (size_t)(slash - path));
+    while (end > 1 && path[end - 1] == '/') /* the slashes before it */
+        end--;
+    return strndup(path, end);
 }
 
 int gw_conf_check_owner(const char *key, const char *what, const char *path, const struct stat *st,

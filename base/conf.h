@@ -180,7 +180,10 @@ char *gw_conf_read_file(struct gw_conf_ctx *pc, const char *path, size_t *len);
  */
 struct bio_st *gw_conf_open(struct gw_conf_ctx *pc, const char *path, const char *file);
 
-/* The directory part of |path| ("." when it has none), as a new string. */
+/*
+ * The directory that holds the last segment of |path|, as dirname(3) names it ("." when it has none,
+ * "/a" for "/a/b/"), as a new string, or NULL.
+ */
 char *gw_conf_dir_of(const char *path);
 
 struct stat;

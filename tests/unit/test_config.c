@@ -23,6 +23,7 @@
 #include <openssl/x509v3.h>
 
 #include "gateway/config.h"
+#include "base/conf.h"
 #include "gateway/listener_local.h"
 #include "base/err.h"
 #include "base/limits.h"
@@ -2109,6 +2110,41 @@ static void test_trusted_everyone_warns(void **state)
     }
 }
 
+/*
+ * The directory that holds a path's last name, which the checks of the files the gateway writes judge:
+ * a trailing slash is part of that name ("store/" is held by its parent, not by itself).
+ */
+static void test_dir_of(void **state)
+{
+    static const struct {
+        const char *path, *dir;
+    } cases[] = {
+        {"/var/lib/cmpgw/store", "/var/lib/cmpgw"},
+        {"/var/lib/cmpgw/store/", "/var/lib/cmpgw"},
+        {"/var/lib/cmpgw/store//", "/var/lib/cmpgw"},
+        {"/var/lib/cmpgw//store", "/var/lib/cmpgw"},
+        {"/store/", "/"},
+        {"/store", "/"},
+        {"///store", "/"},
+        {"/", "/"},
+        {"//", "/"},
+        {"store", "."},
+        {"store/", "."},
+        {"a/store/", "a"},
+        {"./store", "."},
+        {"", "."},
+    };
+    char *got;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_non_null(got = gw_conf_dir_of(cases[i].path));
+        if (strcmp(got, cases[i].dir) != 0)
+            fail_msg("\"%s\": \"%s\", not \"%s\"", cases[i].path, got, cases[i].dir);
+        free(got);
+    }
+}
+
 /* gw_upstream_check_role: the caps rules, on the parsed baseline and on hand-made twins. */
 static void test_check_role(void **state)
 {
@@ -2439,6 +2475,7 @@ int main(void)
         cmocka_unit_test(test_trusted_everyone_warns),
         cmocka_unit_test(test_handover_without_revoked_file_warns),
         cmocka_unit_test(test_check_role),
+        cmocka_unit_test(test_dir_of),
     };
     const size_t nbad = sizeof(bad_cases) / sizeof(bad_cases[0]), nfixed = sizeof(fixed) / sizeof(fixed[0]);
     struct CMUnitTest *tests = calloc(nbad + nfixed, sizeof(*tests));

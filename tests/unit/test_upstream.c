@@ -1322,6 +1322,13 @@ static void test_store_check(void **state)
     assert_non_null(strstr(err, "is not a directory"));
     remove_tree(base);
     assert_int_equal(gw_store_check("upstreams.x.store", store, geteuid(), err), GW_ERR_IO);
+    /* "store/" names the store as "store" does: its parent is judged, not the store twice */
+    make_store(base, sizeof(base));
+    snprintf(store, sizeof(store), "%s/store/", base);
+    assert_int_equal(mkdir(store, 0700) == 0 && chmod(base, 0777) == 0, 1);
+    assert_int_equal(gw_store_check("upstreams.x.store", store, geteuid(), err), GW_ERR_FORBIDDEN);
+    assert_non_null(strstr(err, "without the sticky bit (mode 0777)"));
+    remove_tree(base);
 }
 
 /* A local issuer whose store others may change does not start (nor load again at a reload). */
