@@ -509,7 +509,9 @@ static void build_line(struct buf *b, const struct gw_audit_rec *r, unsigned fie
  * Whoever may add names to the log's directory could plant a symbolic or a hard link at its path,
  * before a start (perhaps as root) or a reopen, and have records appended to a file of their choice:
  * the directory is held to gw_conf_check_dir, the path is never followed, and what it names must be
- * a regular file of the gateway's user or root with no other name. 0, or GW_ERR_FORBIDDEN with |err|.
+ * a regular file of the gateway's user or root with no other name. Whoever else may write the file
+ * could append forged records or cut it short: group and others may not. 0, or GW_ERR_FORBIDDEN with
+ * |err|.
  */
 static int check_log(const char *path, const struct stat *st, uid_t owner, char *err)
 {
@@ -519,6 +521,10 @@ static int check_log(const char *path, const struct stat *st, uid_t owner, char 
         snprintf(err, GW_ERR_LEN,
                  "audit.file: \"%s\" has %lu names (a hard link): give the log a name of its own", path,
                  (unsigned long)st->st_nlink);
+    else if ((st->st_mode & (S_IWGRP | S_IWOTH)) != 0)
+        snprintf(err, GW_ERR_LEN,
+                 "audit.file: \"%s\" is writable by group or others (mode %04o): make it 0600", path,
+                 (unsigned)(st->st_mode & 07777));
     else
         return gw_conf_check_owner("audit.file", "", path, st, owner, err);
     return GW_ERR_FORBIDDEN;
@@ -616,10 +622,23 @@ nomem:
     return NULL;
 }
 
+/*
+ * Whether the log |a| writes still passes what open_log asks of a log (a reload judges it as a start
+ * does); a chmod or a chown since it was opened fails it.
+ */
+static bool still_fit(struct gw_audit *a)
+{
+    char err[GW_ERR_LEN];
+    struct stat st;
+
+    return fstat(a->fd, &st) == 0 && check_log(a->path, &st, a->owner, err) == 0 &&
+           gw_conf_check_dir("audit.file", a->path, a->owner, err) == 0;
+}
+
 struct gw_audit *gw_audit_share(struct gw_audit *a, const struct gw_audit_conf *conf)
 {
     if (a == NULL || conf == NULL || conf->file == NULL || strcmp(a->path, conf->file) != 0 ||
-        a->fields != conf->fields)
+        a->fields != conf->fields || !still_fit(a))
         return NULL;
     atomic_fetch_add(&a->refs, 1);
     return a;

@@ -36,8 +36,9 @@ struct gw_audit_rec {
 
 /*
  * gw_audit_open opens (creates, appends, 0600) |conf->file|, a regular file of |owner| (the user the
- * gateway serves as) or root with one name, never through a link, in a directory only they may add
- * names to (or one with the sticky bit); a reopen holds it to the same. NULL with |err| on failure.
+ * gateway serves as) or root with one name that group and others may not write, never through a
+ * link, in a directory only they may add names to (or one with the sticky bit); a reopen holds it to
+ * the same. NULL with |err| on failure.
  */
 struct gw_audit *gw_audit_open(const struct gw_audit_conf *conf, uid_t owner, char *err);
 
@@ -47,8 +48,9 @@ struct gw_audit *gw_audit_open(const struct gw_audit_conf *conf, uid_t owner, ch
  */
 int gw_audit_file_check(const char *file, uid_t owner, char *err);
 
-/* gw_audit_share returns |a| with one more holder if it writes |conf|'s file with its fields (two
- * generations of the configuration then share one log), else NULL. */
+/* gw_audit_share returns |a| with one more holder if it writes |conf|'s file with its fields and that
+ * file and its directory still pass what gw_audit_open asks (two generations of the configuration
+ * then share one log), else NULL: the reload opens the log anew, and so says what is wrong. */
 struct gw_audit *gw_audit_share(struct gw_audit *a, const struct gw_audit_conf *conf);
 
 /* gw_audit_close lets go of one holder; the last one syncs and closes the file. NULL-safe. */

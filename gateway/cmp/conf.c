@@ -138,7 +138,9 @@ static int check_pbm(struct gw_conf_ctx *pc, const char *path, void *base)
 
 /*
  * "audit.file": appendable now, or creatable in its directory; `cmpgw check` creates nothing. lstat: a
- * link at the path is refused, as the start refuses to write through one (gw_audit_open).
+ * link at the path is refused, as the start refuses to write through one (gw_audit_open). Whether the
+ * file is appendable is asked only by its owner: anyone else could append only through the group or
+ * others bits, which gw_audit_open refuses, and is not who writes it (root at a start, or the owner).
  */
 static int check_audit(struct gw_conf_ctx *pc, const char *path, void *base)
 {
@@ -151,7 +153,7 @@ static int check_audit(struct gw_conf_ctx *pc, const char *path, void *base)
     if (lstat(a->file, &st) == 0) {
         if (!S_ISREG(st.st_mode))
             return gw_conf_fail(pc, fpath, "\"%s\" is not a regular file", a->file);
-        if (access(a->file, W_OK) != 0)
+        if (st.st_uid == getuid() && access(a->file, W_OK) != 0)
             return gw_conf_fail(pc, fpath, "\"%s\" is not writable: %s", a->file, strerror(errno));
         return 0;
     }

@@ -91,7 +91,8 @@ def audit_log_full(gw):
     gateway is then held to. audit_log_room lifts the limit."""
     d = gw.dir
     os.rename(d / "audit.log", d / "audit.log.kept")
-    with open(d / "audit.log", "wb") as f:
+    # 0600 whatever the umask: a log its group or others may write is refused
+    with os.fdopen(os.open(d / "audit.log", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
         f.truncate(2 * AUDIT_FULL_AT)
     def reopens():
         return len([l for l in gw.log_lines() if l.get("event") == "audit_reopened"])

@@ -316,12 +316,12 @@ class Privileges(unittest.TestCase):
 
     def operator(self, gw):
         """The command prefix of the operator "daemon", who may read root's keys (a capability, not
-        root) and write the audit log: nobody's (the gateway's user's), which daemon's group may write,
-        as the check asks access(), which judges by the real uid and gid alone."""
+        root). The audit log is nobody's (the gateway's user's) and theirs alone to write: the check
+        asks whether it may be appended to only when its owner runs it."""
         log = gw.dir / "audit.log"
         log.touch(mode=0o600)
         os.chown(log, pwd.getpwnam("nobody").pw_uid, pwd.getpwnam("daemon").pw_gid)
-        log.chmod(0o660)
+        log.chmod(0o640)
         for d in (self.tmp, gw.dir):
             d.chmod(0o711)
         return ["setpriv", "--reuid=daemon", "--regid=daemon", "--clear-groups",
@@ -346,6 +346,14 @@ class Privileges(unittest.TestCase):
                                capture_output=True, text=True, env=gw.env())
         self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
         self.assertIn(judged, check.stdout)
+
+        log.chmod(0o660)  # the group could append forged records, or cut the log short
+        check = subprocess.run(operator + [str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
+                               capture_output=True, text=True, env=gw.env())
+        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        self.assertIn('audit.file: "%s" is writable by group or others (mode 0660): make it 0600' % log,
+                      check.stderr)
+        log.chmod(0o640)
 
         os.chown(log, daemon, -1)  # the operator's own: the service, as nobody, would refuse it
         check = subprocess.run(operator + [str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],

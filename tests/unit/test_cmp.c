@@ -4084,6 +4084,67 @@ static void audit_link_refused(struct env *e, const char *victim, const char *wa
 }
 
 /*
+ * Whoever may write the audit log itself could append forged records or cut it short: a log its
+ * group or others may write, or one of another owner, is refused by a start, a reload, a reopen and
+ * `cmpgw check` alike. A log the start creates is 0600; a group may be given reading (0640).
+ */
+static void test_audit_file_writers(void **state)
+{
+    static const struct {
+        mode_t mode;
+        long uid; /* -1: this process's; another needs root */
+        const char *why;
+    } cases[] = {
+        {0600, -1, NULL},
+        {0640, -1, NULL},
+        {0644, -1, NULL},
+        {0620, -1, "is writable by group or others (mode 0620): make it 0600"},
+        {0602, -1, "is writable by group or others (mode 0602): make it 0600"},
+        {0666, -1, "is writable by group or others (mode 0666): make it 0600"},
+        {0600, 65534, "is owned by uid 65534"},
+    };
+    struct env *e = env_parse(&(struct env_opts){.cmp = CMP_DEFAULTS});
+    char err[GW_ERR_LEN], want[GW_ERR_LEN];
+    struct gw_cmp_engine *next;
+    struct stat st;
+    mode_t mask = umask(0);
+
+    (void)state;
+    env_start(e);
+    umask(mask);
+    assert_int_equal(stat(e->audit_path, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0600);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (cases[i].uid >= 0 && geteuid() != 0)
+            continue;
+        assert_int_equal(chmod(e->audit_path, cases[i].mode), 0);
+        if (cases[i].uid >= 0)
+            assert_int_equal(chown(e->audit_path, (uid_t)cases[i].uid, (gid_t)-1), 0);
+        err[0] = '\0';
+        next = engine_after(e->cfg, e->ups, e->engine, err);
+        if (cases[i].why == NULL) {
+            if (next == NULL || gw_audit_file_check(e->audit_path, geteuid(), err) != 0 ||
+                gw_cmp_engine_reopen_audit(e->engine) != 0)
+                fail_msg("case %zu refused: %s", i, err);
+            gw_cmp_engine_free(next);
+            continue;
+        }
+        snprintf(want, sizeof(want), "audit.file: \"%s\" %s", e->audit_path, cases[i].why);
+        if (next != NULL || strstr(err, want) == NULL)
+            fail_msg("case %zu: not refused by a reload: %s", i, err);
+        assert_int_equal(gw_audit_file_check(e->audit_path, geteuid(), err), GW_ERR_FORBIDDEN);
+        assert_non_null(strstr(err, want));
+        assert_int_equal(gw_cmp_engine_reopen_audit(e->engine), GW_ERR_IO);
+        audit_refused(e, want);
+        if (cases[i].uid >= 0)
+            assert_int_equal(chown(e->audit_path, geteuid(), (gid_t)-1), 0);
+    }
+    assert_int_equal(chmod(e->audit_path, 0600), 0);
+    unlink(e->audit_path);
+    env_free(e);
+}
+
+/*
  * Whoever may add names to the audit log's directory could plant a symbolic or a hard link at its path,
  * before a start (perhaps as root) or after a rotation, and have the records appended to a file of
  * their choice. Neither is written through: the start is refused, a reopen keeps the rotated file. A
@@ -7513,6 +7574,7 @@ int main(void)
         cmocka_unit_test(test_audit_lost_after_sign),
         cmocka_unit_test(test_audit_unopenable),
         cmocka_unit_test(test_audit_planted),
+        cmocka_unit_test(test_audit_file_writers),
         cmocka_unit_test(test_3gpp_roles),
         cmocka_unit_test(test_3gpp_long_subject),
         cmocka_unit_test(test_3gpp_kur_names),
