@@ -142,13 +142,43 @@ out:
     return rc;
 }
 
+/*
+ * A link named as the store is judged nowhere: the checks follow it to a directory whose own parent
+ * is not the link's, and whoever may replace the link (a writer of its directory, or its owner where
+ * the sticky bit is set) points the store elsewhere between two uses. The store is named as the
+ * directory itself. Trailing slashes are left out: lstat would follow the link through them. 0, or
+ * an error with |err|.
+ */
+static int check_not_link(const char *key, const char *dir, char *err)
+{
+    char name[PATH_MAX], *real;
+    size_t len = strlen(dir);
+    struct stat st;
+
+    while (len > 1 && dir[len - 1] == '/')
+        len--;
+    if (len >= sizeof(name)) {
+        snprintf(err, GW_ERR_LEN, "%s: the path \"%s\" is too long", key, dir);
+        return GW_ERR_INVAL;
+    }
+    memcpy(name, dir, len);
+    name[len] = '\0';
+    if (lstat(name, &st) != 0 || !S_ISLNK(st.st_mode))
+        return 0; /* what is not there is refused by the checks of the directory */
+    real = realpath(name, NULL);
+    snprintf(err, GW_ERR_LEN, "%s: \"%s\" is a symbolic link%s%s%s: name the directory itself", key, dir,
+             real != NULL ? " to \"" : "", real != NULL ? real : "", real != NULL ? "\"" : "");
+    free(real);
+    return GW_ERR_FORBIDDEN;
+}
+
 int gw_store_check(const char *key, const char *dir, uid_t owner, char *err)
 {
     char revoked[PATH_MAX];
     struct stat st;
     int rc;
 
-    if ((rc = gw_conf_check_dir(key, dir, owner, err)) != 0 ||
+    if ((rc = check_not_link(key, dir, err)) != 0 || (rc = gw_conf_check_dir(key, dir, owner, err)) != 0 ||
         (rc = gw_conf_check_own_dir(key, dir, owner, err)) != 0)
         return rc;
     if (snprintf(revoked, sizeof(revoked), "%s/" GW_STORE_REVOKED_DIR, dir) >= (int)sizeof(revoked)) {
@@ -157,6 +187,8 @@ int gw_store_check(const char *key, const char *dir, uid_t owner, char *err)
     }
     if (lstat(revoked, &st) != 0 && errno == ENOENT) /* created when the first revocation is */
         return 0;
+    if ((rc = check_not_link(key, revoked, err)) != 0)
+        return rc;
     return gw_conf_check_own_dir(key, revoked, owner, err);
 }
 

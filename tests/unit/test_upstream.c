@@ -1331,6 +1331,48 @@ static void test_store_check(void **state)
     remove_tree(base);
 }
 
+/*
+ * A store named by a symbolic link is refused, with or without a trailing slash, as is a revoked/ that
+ * is one: whoever may replace the link could point it elsewhere, and no check would look at what it
+ * leads to from where the link stands. A directory above the store that is a link is judged where it
+ * leads: the directory that holds the store's name.
+ */
+static void test_store_symlink(void **state)
+{
+    char base[64], real[96], link[96], want[GW_ERR_LEN], err[GW_ERR_LEN], path[160], *resolved;
+
+    (void)state;
+    make_store(base, sizeof(base));
+    snprintf(real, sizeof(real), "%s/real", base);
+    snprintf(link, sizeof(link), "%s/store", base);
+    assert_int_equal(mkdir(real, 0700) == 0 && symlink(real, link) == 0, 1);
+    assert_non_null(resolved = realpath(real, NULL));
+    assert_int_equal(gw_store_check("upstreams.x.store", real, geteuid(), err), 0);
+    for (int slash = 0; slash < 2; slash++) {
+        snprintf(path, sizeof(path), "%s%s", link, slash ? "/" : "");
+        snprintf(want, sizeof(want),
+                 "upstreams.x.store: \"%s\" is a symbolic link to \"%s\": name the directory itself", path,
+                 resolved);
+        assert_int_equal(gw_store_check("upstreams.x.store", path, geteuid(), err), GW_ERR_FORBIDDEN);
+        assert_string_equal(err, want);
+    }
+    /* revoked/ a link to a directory of the gateway's own */
+    snprintf(path, sizeof(path), "%s/" GW_STORE_REVOKED_DIR, real);
+    assert_int_equal(symlink(base, path), 0);
+    assert_int_equal(gw_store_check("upstreams.x.store", real, geteuid(), err), GW_ERR_FORBIDDEN);
+    assert_non_null(strstr(err, "/" GW_STORE_REVOKED_DIR "\" is a symbolic link to \""));
+    assert_int_equal(unlink(path), 0);
+    /* the parent through a link: the directory it leads to holds the store's name, and is judged */
+    assert_int_equal(unlink(link) == 0 && symlink(base, link) == 0, 1);
+    snprintf(path, sizeof(path), "%s/real", link);
+    assert_int_equal(gw_store_check("upstreams.x.store", path, geteuid(), err), 0);
+    assert_int_equal(chmod(base, 0777), 0);
+    assert_int_equal(gw_store_check("upstreams.x.store", path, geteuid(), err), GW_ERR_FORBIDDEN);
+    assert_non_null(strstr(err, "without the sticky bit (mode 0777)"));
+    free(resolved);
+    remove_tree(base);
+}
+
 /* A local issuer whose store others may change does not start (nor load again at a reload). */
 static void test_store_others_may_write(void **state)
 {
@@ -2291,6 +2333,7 @@ int main(void)
         cmocka_unit_test(test_store_sweep),
         cmocka_unit_test(test_store_crl_state),
         cmocka_unit_test(test_store_check),
+        cmocka_unit_test(test_store_symlink),
         cmocka_unit_test(test_store_others_may_write),
         cmocka_unit_test(test_local_revoke_cases),
         cmocka_unit_test(test_local_crl),
