@@ -212,6 +212,15 @@ static int check_subject(const struct gw_role *role, const struct gw_patterns *p
     return rc;
 }
 
+/* Read as the subject allow-lists read a signer's: else a client could ask for another role's OU. */
+int policy_check_allowed_subject(const struct gw_role *role, const char *who, const X509_NAME *subject,
+                                 int *fail_info, char *err)
+{
+    if (X509_NAME_entry_count(subject) == 0) /* left to require_subject */
+        return 0;
+    return check_subject(role, &role->authz.subjects, "allowed_subjects", who, subject, fail_info, err);
+}
+
 /*
  * TLS SANs: one DNS, URI or email name matching one pattern of its type authorizes (DNS names fold case).
  * A pattern with a '@' is an email's, with a ':' a URI's, else a DNS name's: across types, the email
@@ -887,10 +896,7 @@ int gw_policy_check_request(const struct gw_role *role, const struct gw_cert_pla
     if (role == NULL || plan == NULL || plan->pubkey == NULL)
         return policy_say(fail_info, OSSL_CMP_PKIFAILUREINFO_badRequest, err,
                           "no role or certificate plan to check");
-    /* read as the subject allow-lists read a signer's: else a client could ask for another role's OU */
-    if (X509_NAME_entry_count(plan->subject) > 0 &&
-        (rc = check_subject(role, &role->authz.subjects, "allowed_subjects", "requested", plan->subject,
-                            fail_info, err)) != 0) {
+    if ((rc = policy_check_allowed_subject(role, "requested", plan->subject, fail_info, err)) != 0) {
         *fail_info = BADT;
         return rc;
     }

@@ -220,6 +220,11 @@ static enum gw_issued_verdict issued_outside(const struct gw_role *role, const s
     }
     if ((what = subject_outside(role, plan, X509_get_subject_name(cert), err)) != NULL)
         return GW_ISSUED_OUTSIDE_POLICY;
+    /* the plan may hold what the upstream's role wrote (a delegate's), a reduction what no request may */
+    if (policy_check_allowed_subject(role, "the certificate's", X509_get_subject_name(cert), &fi, why) != 0) {
+        snprintf(err, GW_ERR_LEN, "%s", why);
+        return GW_ISSUED_OUTSIDE_POLICY;
+    }
     sans = X509_get_ext_d2i(cert, NID_subject_alt_name, &crit, NULL);
     if (sans == NULL && crit != -1)
         rc = policy_say(&fi, BADT, why, "its subjectAltName extension is malformed or repeated");

@@ -49,6 +49,12 @@ int policy_check_san(const struct gw_role *role, const GENERAL_NAME *gn, const X
                      int *fail_info, char *err);
 int policy_check_names(const struct gw_role *role, const X509_NAME *subject, const GENERAL_NAMES *sans,
                        const X509_NAME *cn_source, int *fail_info, char *err);
+/*
+ * policy_check_allowed_subject: |subject| (|who|'s: "requested") within the role's allowed_subjects,
+ * read as one line; an empty one passes (require_subject judges it). 0, or GW_ERR_POLICY with |err|.
+ */
+int policy_check_allowed_subject(const struct gw_role *role, const char *who, const X509_NAME *subject,
+                                 int *fail_info, char *err);
 
 /* Chains (policy.c). */
 int policy_verify(X509_STORE *store, X509 *cert, STACK_OF(X509) *untrusted, time_t now, int purpose,

@@ -100,6 +100,7 @@ ELSEWHERE = {
     "issued_basic_constraints": ("test_cmp_upstream.py", "pathLenConstraint is outside role "),
     "issued_san": ("test_cmp_upstream.py", ", which the request did not ask for); it was not released"),
     "issued_subject": ("test_cmp_upstream.py", "outside this route's policy (the CA changed the "),
+    "issued_subject_not_allowed": ("test_vault.py", "outside this route's policy (the certificate's subject "),
 }
 
 

@@ -2733,6 +2733,60 @@ static void test_check_issued_subject(void **state)
     }
 }
 
+/*
+ * allowed_subjects bounds the certificate's subject as it bounds the request's: a plan the upstream's
+ * role rewrote (a delegate writes the Vault role's O and OU) or a subject the CA cut down (Vault
+ * keeps the CN) may be one the role would refuse to a request, and another role may trust it.
+ */
+static char *i_subjects[] = {"/C=DE/O=Vendor/OU=Radio/CN=dev-*.example.com"};
+
+static const struct {
+    const char *name;
+    const char *plan; /* the planned subject (mkname syntax) */
+    const char *got;  /* what the CA put in */
+    enum gw_issued_verdict want;
+    const char *want_err;
+} subj_allowed[] = {
+    {"as planned", PLAN_SUBJECT, PLAN_SUBJECT, GW_ISSUED_OK, "="},
+    {"a delegate's plan with the Vault role's O and OU", "O=Role Org|OU=Devices|CN=dev-1.example.com",
+     "O=Role Org|OU=Devices|CN=dev-1.example.com", GW_ISSUED_OUTSIDE_POLICY,
+     "=the certificate's subject /O=Role Org/OU=Devices/CN=dev-1.example.com is not allowed on role iot "
+     "(allowed: /C=DE/O=Vendor/OU=Radio/CN=dev-*.example.com)"},
+    {"CN only (Vault)", PLAN_SUBJECT, "CN=dev-1.example.com", GW_ISSUED_OUTSIDE_POLICY,
+     "=the certificate's subject /CN=dev-1.example.com is not allowed on role iot "
+     "(allowed: /C=DE/O=Vendor/OU=Radio/CN=dev-*.example.com)"},
+    {"reordered", PLAN_SUBJECT, "CN=dev-1.example.com|OU=Radio|O=Vendor|C=DE", GW_ISSUED_OUTSIDE_POLICY,
+     "the certificate's subject /CN=dev-1.example.com/OU=Radio/O=Vendor/C=DE is not allowed"},
+    /* an empty subject is left to require_subject, as in a request */
+    {"nothing left", PLAN_SUBJECT, "", GW_ISSUED_MODIFIED, "left out or reordered"},
+};
+
+static void test_check_issued_allowed_subjects(void **state)
+{
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(subj_allowed) / sizeof(subj_allowed[0]); i++) {
+        struct gw_role role = issued_role();
+        struct cspec spec = {
+            subj_allowed[i].got, "DNS:a.example.com", NULL, "critical,digitalSignature", -60, 7 * DAY, 0};
+        struct gw_cert_plan plan;
+        X509 *cert;
+        enum gw_issued_verdict v;
+
+        role.authz.subjects = (struct gw_patterns)PATS(i_subjects);
+        cert = mkcert_ext(&spec, "clientAuth", NULL, keys[K_P256], int_ca, keys[K_CA3]);
+        mkplan(&plan, subj_allowed[i].plan, "DNS:a.example.com", K_P256, 7 * DAY);
+        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NULL, NOW, NULL, err);
+        if (v != subj_allowed[i].want)
+            fail_msg("%s: verdict %d, want %d; err \"%s\"", subj_allowed[i].name, v, subj_allowed[i].want,
+                     err);
+        check_err(subj_allowed[i].name, err, subj_allowed[i].want_err);
+        gw_cert_plan_cleanup(&plan);
+        X509_free(cert);
+    }
+}
+
 /* The same value in another string type is the same subject (cfssl writes PrintableString). */
 static void test_check_issued_subject_encoding(void **state)
 {
@@ -3306,6 +3360,7 @@ int main(void)
         cmocka_unit_test(test_check_issued_links),
         cmocka_unit_test(test_links_byte_for_byte),
         cmocka_unit_test(test_check_issued_subject),
+        cmocka_unit_test(test_check_issued_allowed_subjects),
         cmocka_unit_test(test_check_issued_subject_encoding),
         cmocka_unit_test(test_check_issued_null),
         cmocka_unit_test(test_check_issued_exts),
