@@ -520,6 +520,7 @@ static void map_failure(const struct cmp_up *cu, OSSL_CMP_CTX *ctx, const struct
 /* What the certConf callback judges a certificate by, and what it found. */
 struct conf_check {
     const struct cmp_up *cu;
+    const struct gw_upstream *up;
     const struct gw_sign_req *req;
     int fail_info;           /* the failInfo bit it rejected the certificate with; -1: none */
     char reason[GW_ERR_LEN]; /* then why: the statusString to the CA in the certConf, and to our client */
@@ -527,8 +528,8 @@ struct conf_check {
 
 /*
  * The OSSL_CMP_certConf_cb_t: the check the engine runs before release (the key, the chain to
- * issuer_ca, the role's policy), run before the certConf. OpenSSL's own finding |fail_info| (a
- * certificate for another key) is one of the check's.
+ * issuer_ca and the CA that signed it, the role's policy), run before the certConf. OpenSSL's own finding
+ * |fail_info| (a certificate for another key) is one of the check's.
  */
 static int check_cert(OSSL_CMP_CTX *ctx, X509 *cert, int fail_info, const char **text)
 {
@@ -539,6 +540,8 @@ static int check_cert(OSSL_CMP_CTX *ctx, X509 *cert, int fail_info, const char *
                                                       conf->issuer_store, NULL, time(NULL), NULL, why);
 
     (void)fail_info;
+    if ((v == GW_ISSUED_OK || v == GW_ISSUED_MODIFIED) && gw_upstream_check_signer(cc->up, cert, why) != 0)
+        v = GW_ISSUED_BAD;
     if (v == GW_ISSUED_OK || v == GW_ISSUED_MODIFIED)
         return 0;
     cc->fail_info = gw_policy_issued_refusal(v, why, cc->reason);
@@ -644,10 +647,11 @@ static void sign_failed(const struct cmp_up *cu, OSSL_CMP_CTX *ctx, const struct
 }
 
 /* One exchange: ir (CRMF, raVerified) or p10cr (the client's CSR), then the upstream certConf. */
-static void sign_now(const struct cmp_up *cu, const struct gw_sign_req *req, struct gw_sign_result *res)
+static void sign_now(const struct gw_upstream *up, const struct cmp_up *cu, const struct gw_sign_req *req,
+                     struct gw_sign_result *res)
 {
     struct xfer x = {0};
-    struct conf_check cc = {.cu = cu, .req = req, .fail_info = -1};
+    struct conf_check cc = {.cu = cu, .up = up, .req = req, .fail_info = -1};
     OSSL_CMP_CTX *ctx = new_ctx(cu, &x);
     X509 *cert = NULL;
     int ok;
@@ -702,7 +706,7 @@ static int cmp_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_up
     if ((res = malloc(sizeof(*res))) == NULL)
         return GW_ERR_NOMEM;
     gw_sign_result_init(res);
-    sign_now(cu, req, res);
+    sign_now(up, cu, req, res);
     done(arg, res);
     return 0;
 }

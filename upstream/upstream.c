@@ -836,6 +836,21 @@ int gw_upstream_issued(const struct gw_upstream *up, const X509 *cert)
     return 0;
 }
 
+int gw_upstream_check_signer(const struct gw_upstream *up, const X509 *cert, char *err)
+{
+    char by[128] = "?";
+
+    if (gw_upstream_issued(up, cert))
+        return 0;
+    if (cert != NULL)
+        X509_NAME_oneline(X509_get_issuer_name(cert), by, sizeof(by)); /* for a person to read only */
+    snprintf(
+        err, GW_ERR_LEN,
+        "the certificate upstream %.48s returned is signed by %s, not by a CA it issues under (issuer_ca)",
+        up != NULL ? gw_upstream_conf_name(up->conf) : "?", by);
+    return GW_ERR_POLICY;
+}
+
 int gw_upstream_revoke_cert(struct gw_upstream *up, const X509 *cert, int reason, int *fail_info, char *err)
 {
     *fail_info = OSSL_CMP_PKIFAILUREINFO_badRequest; /* unless the upstream names its own */

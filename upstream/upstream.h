@@ -190,6 +190,13 @@ unsigned gw_upstream_caps(const struct gw_upstream *up);
 int gw_upstream_issues_under(const struct gw_upstream *up, const X509_NAME *issuer);
 int gw_upstream_issued(const struct gw_upstream *up, const X509 *cert);
 /*
+ * gw_upstream_check_signer: 0 if one of |up|'s CAs signed |cert| (gw_upstream_issued), else
+ * GW_ERR_POLICY with the reason in |err| (GW_ERR_LEN). A certificate that chains to issuer_ca through
+ * another CA under the same root is not one the upstream issues: it could neither withdraw nor
+ * revoke it.
+ */
+int gw_upstream_check_signer(const struct gw_upstream *up, const X509 *cert, char *err);
+/*
  * gw_upstream_revoke_serial revokes the certificate |issuer| (may be NULL: the upstream's own CA)
  * issued with |serial|, as an RA's rr names it (RFC 9483 §4.2). GW_ERR_NOT_FOUND when the upstream
  * issued no such certificate (answer badCertId); GW_ERR_EXISTS when it knows the certificate was

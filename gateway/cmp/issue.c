@@ -196,6 +196,13 @@ static OSSL_CMP_PKISI *deliver(struct cmp_txn *t, struct cmp_call *c, const stru
     else
         v = gw_policy_check_issued(t->role, plan, res->cert, res->chain, store, c->e->links, c->now, &path,
                                    err);
+    /* chaining to issuer_ca is not enough: another CA under its root is not the upstream's to revoke */
+    if ((v == GW_ISSUED_OK || v == GW_ISSUED_MODIFIED) &&
+        gw_upstream_check_signer(t->up, res->cert, err) != 0) {
+        sk_X509_pop_free(path, X509_free);
+        path = NULL;
+        v = GW_ISSUED_BAD;
+    }
     if (v == GW_ISSUED_OK || v == GW_ISSUED_MODIFIED) {
         /* the client gets the chain verified up to issuer_ca, not whatever else the upstream sent */
         sk_X509_pop_free(res->chain, X509_free);

@@ -11,7 +11,8 @@
   the whole JSON object before them) is on the audit log as "rejected" with its serial and revoked at
   Vault.
 
-A ca_chain holding a CA that did not sign the certificate reaches the client without it.
+A ca_chain holding a CA that did not sign the certificate reaches the client without it. A certificate
+signed by another CA under the root of issuer_ca, one Vault does not issue under, is not released.
 
 Each is asserted on the decoded CMP answer (PKIStatus rejection, failInfo, statusString) next to its twin
 that issues once the switch is cleared.
@@ -113,6 +114,40 @@ class VaultAnswers(harness.GatewayTestCase):
         self.assertIn(body["vault-ca.pem"], sent)
         self.assertIn(body["ca.pem"], sent)
         self.assertNotIn(body["vault-ca2.pem"], sent)
+
+    def test_sign_answer_by_a_ca_outside_issuer_ca(self):
+        """A certificate for the requested key and names, valid and within the role, but signed by another CA
+        under the root of issuer_ca (the demo's local issuing CA), which Vault sends in ca_chain: it chains to
+        issuer_ca, yet Vault does not issue under that CA and could neither withdraw nor revoke it. Not
+        released: systemFailure naming its issuer, on record as rejected, and nothing sent to Vault's revoke
+        (revoke_failed: to revoke by hand at its issuer). Twin: the same request answered by Vault issues."""
+        d = self.gw.dir
+        key = self.newkey("foreign")
+        csr = d / "foreign.csr"
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=foreign.example.com", "-out", csr])
+        (d / "foreign.ext").write_text("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                                       "extendedKeyUsage=clientAuth\nsubjectAltName=DNS:foreign.example.com\n")
+        harness.run(["openssl", "x509", "-req", "-in", csr, "-CA", d / "issuing.pem", "-CAkey", d / "issuing.key",
+                     "-days", "1", "-sha256", "-extfile", d / "foreign.ext", "-out", d / "foreign.pem"])
+        self.vault.control({"sign_data": {"certificate": (d / "foreign.pem").read_text(),
+                                          "ca_chain": [(d / "issuing.pem").read_text()]}, "match": "/sign/"})
+        mark = self.vault.mark()
+        res = self.gw.cmp("p10cr", "foreign", path="pki/roles/vault/cmp", extra=["-csr", csr], expect_cert=False)
+        self.assert_rejected(res, "systemFailure")
+        self.assertEqual(res.first.status_strings, [
+            "the CA returned an unusable certificate (the certificate upstream vault returned is signed by "
+            "/O=cmpgw demo/CN=cmpgw demo issuing CA, not by a CA it issues under (issuer_ca)); it was not "
+            "released"])
+        tid = res.first.header["transactionID"].asOctets().hex()
+        self.assertNotIn(tid, self.issued_tids())
+        serial = harness.run(["openssl", "x509", "-in", d / "foreign.pem", "-noout", "-serial"]).stdout.decode()
+        serial = serial.strip().split("=", 1)[1].lower().lstrip("0")
+        recs = harness.settled(lambda: self.records(tid), lambda rs: len(rs) >= 2)
+        self.assertEqual([(e, s.lstrip("0")) for e, s in recs], [("rejected", serial), ("revoke_failed", serial)])
+        self.assertEqual(self.vault.since(mark, "/revoke"), [])
+        self.vault.control({})
+        res = self.gw.cmp("p10cr", "foreign-ok", path="pki/roles/vault/cmp", extra=["-csr", csr])
+        self.assertIn(res.first.status, (0, 1), res.first)
 
 
 if __name__ == "__main__":

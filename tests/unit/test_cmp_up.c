@@ -949,6 +949,51 @@ static void test_certconf_rejects(void **state)
     }
 }
 
+/*
+ * issuer_ca holding the CA and a sub-CA it signed: the upstream issues under the sub-CA (the one that
+ * signs no other certificate of the file), so a certificate the CA signed itself chains to issuer_ca
+ * but is none the upstream could withdraw or revoke: rejected in the certConf, systemFailure.
+ */
+static void test_certconf_rejects_another_signer(void **state)
+{
+    X509 *sub = make_cert_by("cmp upstream sub CA", other_key, 1, ca, ca_key);
+    char up[512], path[256];
+    struct gw_sign_result res;
+    struct server s;
+    struct run r;
+    FILE *fp;
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/up-ca-sub.pem", dir);
+    assert_non_null(fp = fopen(path, "w"));
+    assert_int_equal(PEM_write_X509(fp, ca), 1);
+    assert_int_equal(PEM_write_X509(fp, sub), 1);
+    fclose(fp);
+    X509_free(sub);
+    server_start(&s, M_ISSUE);
+    snprintf(up, sizeof(up),
+             "\"type\": \"cmp\", \"url\": \"http://127.0.0.1:%d\", \"path\": \"/pkix/\", \"ref\": \"" REF
+             "\", \"secret_file\": \"up.secret\", \"issuer_ca\": \"up-ca-sub.pem\", \"timeout\": \"10s\", "
+             "\"expected_sender\": \"/CN=cmp upstream test CA\"",
+             s.port);
+    run_open_up(&r, up);
+    sign(&r, client_key, &res);
+    if (res.status == 0 || res.fail_info != OSSL_CMP_PKIFAILUREINFO_systemFailure ||
+        strstr(res.reason,
+               "the certificate upstream up returned is signed by /CN=cmp upstream test CA, not by a "
+               "CA it issues under (issuer_ca)") == NULL)
+        fail_msg("status %d failInfo %d reason \"%s\"", res.status, res.fail_info, res.reason);
+    assert_non_null(res.cert);
+    assert_int_equal(res.rejected_to_ca, 1);
+    gw_sign_result_cleanup(&res);
+    run_close(&r);
+    server_stop(&s);
+    assert_int_equal(s.n_requests, 2);
+    if (strstr(s.conf_status, "PKIStatus: rejection") == NULL ||
+        strstr(s.conf_status, "systemFailure") == NULL)
+        fail_msg("the certConf said \"%s\"", s.conf_status);
+}
+
 static void test_down(void **state)
 {
     struct run r;
@@ -1254,6 +1299,7 @@ int main(void)
         cmocka_unit_test(test_sign_refusals),
         cmocka_unit_test(test_sign_refusal_text),
         cmocka_unit_test(test_certconf_rejects),
+        cmocka_unit_test(test_certconf_rejects_another_signer),
         cmocka_unit_test(test_down),
         cmocka_unit_test(test_revoke_cert),
         cmocka_unit_test(test_revoke_refusals),
