@@ -344,9 +344,10 @@ X509 *gw_field_issued_cert(json_object *root, const char *obj, const char *key)
     X509 *cert = NULL;
 
     snprintf(name, sizeof(name), "%s.%s", obj, key);
-    if (gw_field_object(o, obj, why) == 0 && (one = sk_X509_new_null()) != NULL &&
-        gw_field_certs(gw_field_member(o, key), name, one, 1, 0, NULL, why) == 0)
-        cert = sk_X509_shift(one);
+    if (gw_field_object(o, obj, why) == 0 && (one = sk_X509_new_null()) != NULL) {
+        (void)gw_field_certs(gw_field_member(o, key), name, one, 1, 0, NULL, why);
+        cert = sk_X509_shift(one); /* the first, even when more follow (refused: the caller's answer is) */
+    }
     sk_X509_pop_free(one, X509_free);
     return cert;
 }

@@ -34,9 +34,10 @@ json_object *gw_field_parse_object(const char *body, size_t len, char *err);
 json_object *gw_field_parse_leading(const char *body, size_t len, json_object **leading, char *err);
 
 /*
- * gw_field_issued_cert: the one certificate at member |key| of the object at member |obj| of |root|
- * (data.certificate, result.certificate) of an answer refused whole, read with gw_field_certs' checks;
- * NULL if there is none (the caller's). For the record and the withdrawal only, never to deliver it.
+ * gw_field_issued_cert: the certificate at member |key| of the object at member |obj| of |root|
+ * (data.certificate, result.certificate) of an answer refused whole, read with gw_field_certs' checks:
+ * the first, also when more follow it; NULL if there is none (the caller's). For the record and the
+ * withdrawal only, never to deliver it.
  */
 X509 *gw_field_issued_cert(json_object *root, const char *obj, const char *key);
 

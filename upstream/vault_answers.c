@@ -231,10 +231,10 @@ int gw_vault_parse_sign(const char *body, size_t len, struct gw_vault_signed *ou
         rc = GW_ERR_NOMEM;
         goto out;
     }
-    if ((rc = gw_field_certs(gw_field_member(data, "certificate"), "data.certificate", one, 1, 0, NULL,
-                             err)) != 0)
+    rc = gw_field_certs(gw_field_member(data, "certificate"), "data.certificate", one, 1, 0, NULL, err);
+    out->cert = sk_X509_shift(one); /* the first even when more follow: issued, the answer refused */
+    if (rc != 0)
         goto out;
-    out->cert = sk_X509_shift(one);
     if ((rc = read_chain(data, &out->chain, err)) != 0 ||
         (rc = read_serial(data, out->serial_number, err)) != 0)
         goto out;

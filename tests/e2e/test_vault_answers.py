@@ -4,8 +4,8 @@
 - a cert-auth login answer whose lease_duration is negative (the token would never be renewed) or
   2^32 (it would wrap to 0, "never expires"): no sign call is made, the client gets systemUnavail naming
   the field;
-- a sign answer with a certificate but an expiration of -1, a ca_chain entry that is not a string, or
-  bytes after the JSON document: the certificate is not delivered, the client gets systemFailure naming
+- a sign answer with a certificate but an expiration of -1, a ca_chain entry that is not a string,
+  bytes after the JSON document, or a second certificate after it in data.certificate: the certificate is not delivered, the client gets systemFailure naming
   the field, and the audit log has no "issued" record for the transaction; the certificate the gateway
   reads out of the refused answer (Vault issued it all the same; with bytes after the document, from
   the whole JSON object before them) is on the audit log as "rejected" with its serial and revoked at
@@ -75,6 +75,9 @@ class VaultAnswers(harness.GatewayTestCase):
             ({"sign_data": {"expiration": -1}}, "data.expiration is -1, not 1 to 253402300799"),
             ({"sign_data": {"ca_chain": [42]}}, "data.ca_chain[0] is an integer, not a string"),
             ({"trailing": "\n{\"data\":{}}"}, "not Vault JSON: trailing data after the JSON document"),
+            # the certificate issued first, another after it: the one issued is still on record
+            ({"certificate_after": (self.vault.dir / "vault-ca2.pem").read_text()},
+             "data.certificate holds more than 1 certificate"),
         ]
         for i, (state, text) in enumerate(cases):
             with self.subTest(state=state):

@@ -682,6 +682,13 @@ static void test_vault_sign(void **state)
     assert_int_equal(X509_cmp(o.sign.cert, leaf), 0);
     assert_null(o.sign.chain);
     gw_vault_signed_cleanup(&o.sign);
+    /* another certificate after the one issued: refused, the first kept to be recorded and revoked */
+    assert_int_equal(parse_tmpl(VAULT_SIGN, CERT_IS("@TWO@"), &o, err), UP);
+    assert_non_null(strstr(err, "data.certificate holds more than 1 certificate"));
+    assert_non_null(o.sign.cert);
+    assert_int_equal(X509_cmp(o.sign.cert, leaf), 0);
+    assert_null(o.sign.chain);
+    gw_vault_signed_cleanup(&o.sign);
     assert_int_equal(parse_tmpl(VAULT_SIGN, "{\"data\":{\"certificate\":@LEAF@", &o, err), UP);
     assert_null(o.sign.cert);
     assert_int_equal(parse_tmpl(VAULT_SIGN, "[" SIGNED("") "] x", &o, err), UP);
@@ -1046,9 +1053,11 @@ static void test_cfssl_sign_info(void **state)
     assert_int_equal(o.ccert.env.code, 9002);
     assert_null(o.ccert.cert);
     /* a sign answer refused whole that says it issued keeps the certificate, to be recorded and revoked:
-       bytes after the document, an errors entry out of shape; info keeps none, nor does a failure */
+       bytes after the document, an errors entry out of shape, another certificate after it; info keeps
+       none, nor does a failure */
     static const char *const issued[] = {
-        CFSIGN("@LEAF@") "x", "{\"success\":true,\"result\":{\"certificate\":@LEAF@},\"errors\":[1]}"};
+        CFSIGN("@LEAF@") "x", "{\"success\":true,\"result\":{\"certificate\":@LEAF@},\"errors\":[1]}",
+        CFSIGN("@TWO@")};
     for (size_t i = 0; i < sizeof(issued) / sizeof(issued[0]); i++) {
         assert_int_equal(parse_tmpl(CFSSL_SIGN, issued[i], &o, err), UP);
         assert_non_null(o.ccert.cert);

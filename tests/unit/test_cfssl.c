@@ -797,8 +797,9 @@ static void test_sign_answers(void **state)
 
 /*
  * A success answer is taken only as cfssl writes it: one envelope, "success" a boolean, one
- * certificate. Each twin of the issuing answer is refused and nothing is delivered; the one that
- * still says it issued (success true, bytes after it) hands its certificate on to be withdrawn.
+ * certificate. Each twin of the issuing answer is refused and nothing is delivered; those that
+ * still say they issued (success true, bytes after it, or a second certificate after the one issued)
+ * hand that certificate on to be withdrawn.
  */
 static void test_sign_envelope_strict(void **state)
 {
@@ -833,7 +834,7 @@ static void test_sign_envelope_strict(void **state)
         } else {
             assert_int_equal(res->status, GW_ERR_UPSTREAM);
             assert_int_equal(res->fail_info, OSSL_CMP_PKIFAILUREINFO_systemFailure);
-            if (i == 1)
+            if (i == 1 || i == 4)
                 assert_true(res->cert != NULL && X509_cmp(res->cert, leaf) == 0);
             else
                 assert_null(res->cert);

@@ -31,6 +31,8 @@ Switches (POST /_control with a JSON object, GET /_control to read; or --state F
   login_lease    any   the cert login answer's auth.lease_duration is this JSON value (-1, 2**32,
                        "3600") instead of the role's token_ttl; the token itself lives token_ttl
   sign_data      obj   its members replace those of a sign answer's data ({"expiration": -1})
+  certificate_after str appended to a sign answer's data.certificate after its PEM (a second
+                       certificate, text): the certificate issued stays first
   trailing       str   appended after the JSON document of every answer, as bytes after the document
   close          bool  every answer closes its connection (Connection: close), so the next request
                        opens a new one with a fresh TLS handshake
@@ -586,6 +588,8 @@ class Handler(BaseHTTPRequestHandler):
                 "expiration": int(not_after(cert).timestamp())}
         if not v.switch(path, "no_ca_chain"):
             data["ca_chain"] = [pem(issuer.cert)] + [pem(c) for c in issuer.chain]
+        if v.switch(path, "certificate_after"):
+            data["certificate"] += "\n" + v.switch(path, "certificate_after")
         data.update(v.switch(path, "sign_data") or {})
         return 200, self.envelope(data, warnings)
 
