@@ -39,7 +39,6 @@
 
 #define TEXT_ACCEPTS "this server accepts ir, cr, p10cr, kur, rr, genm, certConf, pollReq"
 #define TEXT_NO_TXN "no open transaction with this transactionID: it was completed, expired, or never started"
-#define TEXT_TXN_BUSY "another message of this transaction is being answered now; retry in a moment"
 #define TEXT_NOT_KEPT "the gateway could not keep this transaction open for its certConf; retry later"
 #define TEXT_BAD_POP                                                                                         \
     "proof of possession failed or missing: sign the request with the private key of the requested "         \
@@ -745,24 +744,8 @@ static struct gw_txn *rebuild_from(struct cmp_call *c, struct gw_txn_record *rec
     return txn;
 }
 
-/*
- * A shared record this instance could not lease (|rc| of gw_cluster_take_record, |err|): the
- * answer the message gets, in |r|, when another instance holds it or Redis cannot be asked. 1, or
- * 0 for any other |rc|.
- */
-static int lease_refused(struct cmp_call *c, int rc, const char *err, struct cmp_refusal *r)
-{
-    if (rc == GW_ERR_BUSY) /* as held_here: which instance holds it is no matter of the client's */
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_TXN_BUSY);
-    if (rc != GW_ERR_UNAVAILABLE)
-        return 0;
-    gw_log_kv(GW_LOG_ERROR, "shared_state_unavailable", "tid", c->rsp->tid, "reason", err, NULL);
-    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-                      "the gateway cannot reach its cluster to answer this transaction; retry later");
-}
-
 /* 1 with |r| when the transaction is here but another of its messages holds it: "no open
-   transaction" would have its client give up on one that goes on. */
+   transaction" would have its client give up on one that goes on (as cmp_share_refused). */
 static int held_here(struct cmp_call *c, struct cmp_refusal *r)
 {
     if (!gw_txn_contains(c->e->txns, c->hdr.tid, c->hdr.tid_len))
@@ -787,7 +770,7 @@ static struct gw_txn *rebuild(struct cmp_call *c, const OSSL_CMP_MSG *msg, struc
     char err[GW_ERR_LEN] = "";
     int rc = *rcp = cmp_share_take(c, msg, &rec, r, err);
 
-    if (rc == GW_ERR_FORBIDDEN || rc == CMP_SHARE_RELOADED || lease_refused(c, rc, err, r))
+    if (rc == GW_ERR_FORBIDDEN || rc == CMP_SHARE_RELOADED || cmp_share_refused(c, rc, err, r))
         return NULL;
     if (rc == GW_ERR_INVAL)
         gw_log_kv(GW_LOG_ERROR, "txn_record_invalid", "tid", c->rsp->tid, "reason", err, NULL);
@@ -903,7 +886,7 @@ static int claim_copy(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn
         return rc;
     }
     cmp_txn_return(c, txn);
-    (void)lease_refused(c, rc, err, r);
+    (void)cmp_share_refused(c, rc, err, r);
     return rc;
 }
 

@@ -314,6 +314,17 @@ static void close_reloaded(struct cmp_call *c, const struct gw_txn_record *rec, 
     X509_free(cert);
 }
 
+int cmp_share_refused(struct cmp_call *c, int rc, const char *err, struct cmp_refusal *r)
+{
+    if (rc == GW_ERR_BUSY)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_TXN_BUSY);
+    if (rc != GW_ERR_UNAVAILABLE)
+        return 0;
+    gw_log_kv(GW_LOG_ERROR, "shared_state_unavailable", "tid", c->rsp->tid, "reason", err, NULL);
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                      "the gateway cannot reach its cluster to answer this transaction; retry later");
+}
+
 int cmp_share_take(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn_record *rec,
                    struct cmp_refusal *r, char *err)
 {

@@ -51,6 +51,17 @@ void cmp_reshare(struct cmp_call *c, struct cmp_txn *t);
 int cmp_share_take(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn_record *rec,
                    struct cmp_refusal *r, char *err);
 
+/* Another message of the transaction holds it, on this instance or another (which is no matter of the
+ * client's). */
+#define TEXT_TXN_BUSY "another message of this transaction is being answered now; retry in a moment"
+
+/*
+ * cmp_share_refused: the answer, in |r|, to a message whose transaction's record this instance could not
+ * lease (|rc| of gw_cluster_take_record, |err|): another instance holds it, or Redis cannot be asked
+ * (logged). 1, or 0 for any other |rc|.
+ */
+int cmp_share_refused(struct cmp_call *c, int rc, const char *err, struct cmp_refusal *r);
+
 /*
  * cmp_share_upstream: the upstream of |e| that answers for the transaction of |rec|, rebuilt here
  * (cmp_status_withdrawer): the one whose CA issued the certificate of |rec| (the one its client got,
