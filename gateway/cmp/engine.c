@@ -761,7 +761,7 @@ static int held_here(struct cmp_call *c, struct cmp_refusal *r)
  * the senderNonce the client got is put back; not for |msg| unless it can pass the checks of the
  * transaction's pinned signer (cmp_share_take, whose result is *rcp). NULL when there is nothing to
  * continue, with |r| set when the answer is other than "no open transaction" (so when cmp_share_take
- * closed it, refused by a reload here).
+ * closed it, refused by a reload here; not when its own error message closed it, CMP_SHARE_ABORTED).
  */
 static struct gw_txn *rebuild(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refusal *r, int *rcp)
 {
@@ -770,7 +770,8 @@ static struct gw_txn *rebuild(struct cmp_call *c, const OSSL_CMP_MSG *msg, struc
     char err[GW_ERR_LEN] = "";
     int rc = *rcp = cmp_share_take(c, msg, &rec, r, err);
 
-    if (rc == GW_ERR_FORBIDDEN || rc == CMP_SHARE_RELOADED || cmp_share_refused(c, rc, err, r))
+    if (rc == GW_ERR_FORBIDDEN || rc == CMP_SHARE_RELOADED || rc == CMP_SHARE_ABORTED ||
+        cmp_share_refused(c, rc, err, r))
         return NULL;
     if (rc == GW_ERR_INVAL)
         gw_log_kv(GW_LOG_ERROR, "txn_record_invalid", "tid", c->rsp->tid, "reason", err, NULL);
@@ -1012,15 +1013,31 @@ static bool abort_own(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn
     return true;
 }
 
+/* The pkiconf to an error message that closed its transaction from its shared record (CMP_SHARE_ABORTED),
+ * from a context of the gateway's signer alone, as a refusal's: this instance may lack the trust or the
+ * secret the message's transaction began with. true. */
+static bool confirm_abort(struct cmp_call *c, const OSSL_CMP_MSG *msg)
+{
+    struct cmp_txn *t = cmp_txn_new(c, 1);
+
+    if (t != NULL)
+        finish(c, t, msg, run(t, c, msg, 1));
+    else
+        gw_cmp_http_error(c->rsp, 500, "internal error: could not set up the CMP transaction");
+    cmp_txn_free(t);
+    return true;
+}
+
 /*
  * An error message for a transaction this instance knows from its shared record only (none held here by
  * another message: a single gateway tells that after authenticating it, held_here): judged by the record
  * and then by its pin, as a certConf is, not first as a request on the path's role, which would refuse its
  * own sender on another role's path as one that role does not trust (counted) where the instance with its
- * copy says txn_other_path. true when answered. false with *again when the message is to be authenticated
- * first and the record asked after, as ever: Redis out of reach, or another sender or TLS client, which the
- * record refuses before it checks the protection (a forgery's failed authentication counts against its
- * address; those are the only notAuthorized refusals cmp_share_take gives as GW_ERR_FORBIDDEN).
+ * copy says txn_other_path; one a reload here refuses the sender of is closed as its client asked, as on a
+ * single gateway (CMP_SHARE_ABORTED). true when answered. false with *again when the message is to be
+ * authenticated first and the record asked after, as ever: Redis out of reach, or another sender or TLS
+ * client, which the record refuses before it checks the protection (a forgery's failed authentication counts
+ * against its address; those are the only notAuthorized refusals cmp_share_take gives as GW_ERR_FORBIDDEN).
  */
 static bool abort_shared(struct cmp_call *c, const OSSL_CMP_MSG *msg, bool *again)
 {
@@ -1033,6 +1050,8 @@ static bool abort_shared(struct cmp_call *c, const OSSL_CMP_MSG *msg, bool *agai
         return false;
     if ((txn = rebuild(c, msg, &why, &rc)) != NULL)
         return abort_own(c, msg, txn, 1);
+    if (rc == CMP_SHARE_ABORTED)
+        return confirm_abort(c, msg);
     if (rc == GW_ERR_UNAVAILABLE ||
         (rc == GW_ERR_FORBIDDEN && why.fail_info == OSSL_CMP_PKIFAILUREINFO_notAuthorized))
         return false;

@@ -285,11 +285,15 @@ static void record_view(struct cmp_txn *v, const struct gw_txn_record *rec)
  * The transaction of |rec|, leased here, closed for its own message, which the running configuration
  * refused with |r| (CMP_SHARE_RELOADED), as continue_txn closes one cmp_check_current refused: the
  * record ended on every instance first, then the certificate its client got (or a deferred request's
- * result nobody collected) on record and withdrawn through the upstream whose CA issued it.
+ * result nobody collected) on record and withdrawn through the upstream whose CA issued it. Its own error
+ * message (CMP_SHARE_ABORTED) closes it as abort_txn does, whatever the running configuration says of its
+ * sender: a single gateway holds no error message to it, the transaction ends either way.
  */
-static void close_reloaded(struct cmp_call *c, const struct gw_txn_record *rec, const struct cmp_refusal *r)
+static int close_reloaded(struct cmp_call *c, const struct gw_txn_record *rec, const struct cmp_refusal *r)
 {
     struct cmp_txn view = {.role = cmp_role_named(c->e, rec->role)};
+    bool aborted = c->body == GW_CMP_BODY_ERROR;
+    const char *status;
     int collected;
     X509 *cert = record_cert(rec, &collected);
 
@@ -299,19 +303,33 @@ static void close_reloaded(struct cmp_call *c, const struct gw_txn_record *rec, 
     snprintf(view.tls_subject, sizeof(view.tls_subject), "%s", c->tls_subject);
     if (cert != NULL)
         gw_x509_cert_serial_hex(cert, view.serial, sizeof(view.serial));
-    cmp_set_outcome(c, "error", r);
-    gw_log_kv(GW_LOG_INFO, "txn_closed", "tid", c->rsp->tid, "identity", view.identity, "serial", view.serial,
-              "outcome", c->rsp->outcome, "msg",
-              "begun on another instance; refused by this one's configuration", NULL);
+    if (aborted) {
+        gw_log_kv(GW_LOG_INFO, "txn_aborted_by_client", "tid", c->rsp->tid, "identity", view.identity,
+                  "serial", view.serial, "msg",
+                  "begun on another instance, whose request this one's configuration refuses", NULL);
+    } else {
+        cmp_set_outcome(c, "error", r);
+        gw_log_kv(GW_LOG_INFO, "txn_closed", "tid", c->rsp->tid, "identity", view.identity, "serial",
+                  view.serial, "outcome", c->rsp->outcome, "msg",
+                  "begun on another instance; refused by this one's configuration", NULL);
+    }
     cmp_release_slot(c->e, c->hdr.tid, c->hdr.tid_len, view.quota);
     if (cert == NULL)
-        return;
+        return aborted ? CMP_SHARE_ABORTED : CMP_SHARE_RELOADED;
+    if (!collected)
+        status = aborted ? "the client aborted the transaction before a pollReq collected it"
+                         : "no pollReq collected it before its transaction closed";
+    else
+        status = aborted ? "the client aborted the transaction with an error message" : c->rsp->outcome;
     view.up = withdrawer(c->e, rec, cert);
-    (void)cmp_audit_cert(
-        c->e, &view, c->rsp->tid, collected ? "rejected" : "expired_undelivered",
-        collected ? c->rsp->outcome : "no pollReq collected it before its transaction closed", cert, 1);
+    (void)cmp_audit_cert(c->e, &view, c->rsp->tid,
+                         !collected ? "expired_undelivered"
+                         : aborted  ? "rejected_by_client"
+                                    : "rejected",
+                         status, cert, 1);
     cmp_withdraw(c->e, &view, c->rsp->tid, cert, CRL_REASON_CESSATION_OF_OPERATION);
     X509_free(cert);
+    return aborted ? CMP_SHARE_ABORTED : CMP_SHARE_RELOADED;
 }
 
 int cmp_share_refused(struct cmp_call *c, int rc, const char *err, struct cmp_refusal *r)
@@ -346,7 +364,8 @@ int cmp_share_take(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn_re
         gw_cluster_unlease(c->e->cluster, c->hdr.tid, c->hdr.tid_len);
         return GW_ERR_BUSY;
     }
-    close_reloaded(c, rec, r);
+    if ((rc = close_reloaded(c, rec, r)) == CMP_SHARE_ABORTED)
+        r->fail_info = -1; /* closed as its client asked: nothing is refused */
     gw_txn_record_cleanup(rec);
     return rc;
 }

@@ -45,9 +45,13 @@ void cmp_reshare(struct cmp_call *c, struct cmp_txn *t);
  * closes it: the record ended, its certificate on record and withdrawn through the upstream
  * cmp_share_upstream names; CMP_SHARE_RELOADED with |r| the refusal its client gets, which does not
  * count against its address (one that cannot be known now, systemUnavail, is GW_ERR_FORBIDDEN and
- * the transaction stays open). A record bound to no TLS client certificate never is.
+ * the transaction stays open). A record bound to no TLS client certificate never is. Its own error
+ * message is not refused (a single gateway holds none to its running configuration): it closes the
+ * transaction as its client asked, the certificate on record as rejected_by_client (or expired_undelivered)
+ * and withdrawn the same way; CMP_SHARE_ABORTED, |r| refusing nothing (fail_info -1): answer a pkiconf.
  */
 #define CMP_SHARE_RELOADED 1
+#define CMP_SHARE_ABORTED 2
 int cmp_share_take(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn_record *rec,
                    struct cmp_refusal *r, char *err);
 

@@ -6,8 +6,9 @@ that could evict keys is refused at start; an unshared local store is refused. C
 the certConf of an ir answered by one instance is answered by the other (context rebuilt from the record),
 also after the first was killed -9; an altered record is refused; a forged certConf, or one from another TLS
 client, is refused before the record is replayed or leased; so is one on another role's path, an error message
-too, which costs the address nothing while a forged one is counted; a record of an older release (version 2) is
-continued; an expiry is recorded once (by its owner, or by
+too, which costs the address nothing while a forged one is counted; the client's error message after a reload
+that took its signer's trust anchor aborts its transaction (pkiconf, rejected_by_client) on an instance without
+its copy as on the one with it; a record of an older release (version 2) is continued; an expiry is recorded once (by its owner, or by
 one of the others when the owner was killed); `openssl cmp -keep_alive 0` through a real haproxy in round-robin
 over three instances puts every certConf on another instance than its ir, with one "issued" and one "confirmed"
 per enrolment across the three audit logs. PolledContinuation: a request answered `waiting` is polled on
@@ -520,6 +521,50 @@ class Continuation(ThreeInstances):
         outcomes = [l["outcome"] for l in self.gw2.log_lines() if l.get("event") == "request" and l.get("tid") == tid]
         self.assertEqual(len(outcomes), 1, outcomes)
         self.assertIn("signerNotTrusted", outcomes[0])  # not badMessageCheck: the address pays nothing
+
+    def test_error_after_a_reload_answered_as_by_a_single_gateway(self):
+        """The twin for an error message: both instances reloaded with another trust anchor for the role, the
+        client's own error message aborting its transaction. A single gateway does not hold an error message
+        to its running configuration (its transaction is closed either way): the first instance, with its
+        copy, answers pkiconf and records rejected_by_client. So does the second one, without a copy and
+        unable to replay the request, for the error message of another transaction: not the reload's
+        refusal, nor a `rejected` record; the record ends and the certificate is withdrawn there."""
+        flags = {n: self.gw.dir / ("%s.flag" % n) for n in ("abortcopy", "abortrec")}
+        clients = {n: self.parked(n, f) for n, f in flags.items()}
+        errors = {}
+        for n in flags:
+            conf = test_errors.load(self.held_certconf(n).read_bytes())
+            errors[n] = self.gw.dir / ("%s.error.der" % n)
+            errors[n].write_bytes(test_errors.encoder.encode(test_errors.error_msg(conf, self.gw.dir / "client.key")))
+        tid = self.audit(self.gw, "issued", "abortrec")[0]["tid"]
+        ca, _, _ = harness.make_foreign_pki(self.gw2.dir / "foreign")
+        bases = {}
+        try:
+            for gw in (self.gw, self.gw2):
+                bases[gw] = gw.config_path.read_text()
+                cfg = json.loads(bases[gw])
+                cfg["trust"]["foreign"] = {"ca_file": str(ca), "revocation": "none"}
+                cfg["roles"]["default"]["trust"] = ["foreign"]
+                gw.config_path.write_text(json.dumps(cfg, indent=2))
+                status, body = harness.admin(gw, "/reload", "POST")
+                self.assertEqual(status, 200, body)
+            for n, gw in (("abortcopy", self.gw), ("abortrec", self.gw2)):
+                ans = harness.decode_cmp(gw.curl(data=errors[n]).body)
+                self.assertEqual((ans.body_type, ans.status), ("pkiconf", None), (n, ans))
+                self.assertEqual(len(self.audit(gw, "rejected_by_client", n)), 1, (n, gw.stderr()[-3000:]))
+                self.assertEqual(self.everywhere("rejected", n), [], n)
+        finally:
+            for gw, base in bases.items():
+                gw.config_path.write_text(base)
+                status, body = harness.admin(gw, "/reload", "POST")
+                self.assertEqual(status, 200, body)
+            for p in clients.values():
+                p.kill()
+                p.communicate(timeout=10)
+        self.assertEqual(self.redis.command("EXISTS", "cmpgw:rec:" + tid), ":0")
+        self.wait_for(lambda: self.audit(self.gw2, "revoke_failed", "abortrec"))  # withdrawn: no store here
+        outcomes = [l["outcome"] for l in self.gw2.log_lines() if l.get("event") == "request" and l.get("tid") == tid]
+        self.assertEqual(outcomes, ["client_error"])
 
     def enrol_tls_client(self, name):
         """A certificate and key from the demo's issuer, for another device's TLS connections."""
