@@ -770,8 +770,8 @@ static struct gw_txn *rebuild(struct cmp_call *c, const OSSL_CMP_MSG *msg, struc
     char err[GW_ERR_LEN] = "";
     int rc = *rcp = cmp_share_take(c, msg, &rec, r, err);
 
-    if (rc == GW_ERR_FORBIDDEN || rc == CMP_SHARE_RELOADED || rc == CMP_SHARE_ABORTED ||
-        cmp_share_refused(c, rc, err, r))
+    if (rc == GW_ERR_FORBIDDEN || rc == CMP_SHARE_OTHER_CLIENT || rc == CMP_SHARE_RELOADED ||
+        rc == CMP_SHARE_ABORTED || cmp_share_refused(c, rc, err, r))
         return NULL;
     if (rc == GW_ERR_INVAL)
         gw_log_kv(GW_LOG_ERROR, "txn_record_invalid", "tid", c->rsp->tid, "reason", err, NULL);
@@ -1036,8 +1036,8 @@ static bool confirm_abort(struct cmp_call *c, const OSSL_CMP_MSG *msg)
  * copy says txn_other_path; one a reload here refuses the sender of is closed as its client asked, as on a
  * single gateway (CMP_SHARE_ABORTED). true when answered. false with *again when the message is to be
  * authenticated first and the record asked after, as ever: Redis out of reach, or another sender or TLS
- * client, which the record refuses before it checks the protection (a forgery's failed authentication counts
- * against its address; those are the only notAuthorized refusals cmp_share_take gives as GW_ERR_FORBIDDEN).
+ * client, which the record refuses before it checks the protection (CMP_SHARE_OTHER_CLIENT: a forgery's
+ * failed authentication counts against its address).
  */
 static bool abort_shared(struct cmp_call *c, const OSSL_CMP_MSG *msg, bool *again)
 {
@@ -1052,8 +1052,7 @@ static bool abort_shared(struct cmp_call *c, const OSSL_CMP_MSG *msg, bool *agai
         return abort_own(c, msg, txn, 1);
     if (rc == CMP_SHARE_ABORTED)
         return confirm_abort(c, msg);
-    if (rc == GW_ERR_UNAVAILABLE ||
-        (rc == GW_ERR_FORBIDDEN && why.fail_info == OSSL_CMP_PKIFAILUREINFO_notAuthorized))
+    if (rc == GW_ERR_UNAVAILABLE || rc == CMP_SHARE_OTHER_CLIENT)
         return false;
     *again = false; /* none, or one that does not replay here */
     if (why.fail_info < 0)

@@ -150,8 +150,9 @@ static int check_protection(struct cmp_call *c, struct cmp_txn *t, const struct 
 
 /*
  * Whether |c| comes from the sender of the transaction of |rec| (its request's header |rh|) over its TLS
- * client: 0, or GW_ERR_FORBIDDEN refused with |r| as cmp_check_pinned refuses; one naming a PBM
- * reference a reload deleted as check_signer refuses it (naming one holds no transaction hostage).
+ * client: 0, or CMP_SHARE_OTHER_CLIENT refused with |r| as cmp_check_pinned refuses; one naming a PBM
+ * reference a reload deleted GW_ERR_FORBIDDEN, as check_signer refuses it (naming one holds no transaction
+ * hostage).
  */
 static int from_its_client(struct cmp_call *c, const struct gw_txn_record *rec, const struct gw_hdr_info *rh,
                            struct cmp_refusal *r)
@@ -161,8 +162,9 @@ static int from_its_client(struct cmp_call *c, const struct gw_txn_record *rec, 
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "%s", TEXT_OTHER_SENDER);
     else if (cmp_check_tls_client(c, rec->tls_client, r) == 0)
         return 0;
-    if (c->pbm_gone)
-        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_PBM_FAILED);
+    if (!c->pbm_gone)
+        return CMP_SHARE_OTHER_CLIENT;
+    cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_PBM_FAILED);
     return GW_ERR_FORBIDDEN;
 }
 
@@ -192,7 +194,8 @@ static int on_other_path(struct cmp_call *c, const OSSL_CMP_MSG *req, const stru
  * last answer its client got (the record's senderNonce: a captured message replayed here does not), or when
  * the request cannot tell (it does not decode, or its role is not here and the record binds no TLS client:
  * its replay fails); CMP_SHARE_RELOADED or GW_ERR_NOT_FOUND as check_protection says, the senderNonce
- * answered as well; else GW_ERR_FORBIDDEN, refused with |r| as check_continuing refuses. The sender
+ * answered as well; CMP_SHARE_OTHER_CLIENT as from_its_client says; else GW_ERR_FORBIDDEN, refused with
+ * |r| as check_continuing refuses. The sender
  * and TLS client first, before the costly signature check.
  */
 static int vouched(struct cmp_call *c, const OSSL_CMP_MSG *msg, const struct gw_txn_record *rec,

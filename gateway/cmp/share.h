@@ -30,10 +30,12 @@ void cmp_reshare(struct cmp_call *c, struct cmp_txn *t);
  * (cmp_signed_like), to come on a path of its role (cmp_check_path), and to answer the record's senderNonce
  * (a captured message replayed does not): anyone may name a transactionID, and neither the replay of its
  * request here nor the lease, which keeps its client waiting, may be had for that. gw_cluster_take_record's
- * answers, or GW_ERR_FORBIDDEN refused with |r|. A message naming a PBM reference the running configuration
- * lacks (cmp_call.pbm_gone) is refused as check_signer refuses it unless it comes from the record's sender
- * over its TLS client; then, on a record that binds no TLS client certificate, GW_ERR_NOT_FOUND ("no
- * open transaction": it cannot be replayed).
+ * answers, or GW_ERR_FORBIDDEN refused with |r|; CMP_SHARE_OTHER_CLIENT refused with |r| as from another
+ * sender or TLS client than the record's, found before any protection was checked (an error message is then
+ * authenticated first: a forgery's failure counts against its address). A message naming a PBM reference the
+ * running configuration lacks (cmp_call.pbm_gone) is refused as check_signer refuses it (GW_ERR_FORBIDDEN)
+ * unless it comes from the record's sender over its TLS client; then, on a record that binds no TLS client
+ * certificate, GW_ERR_NOT_FOUND ("no open transaction": it cannot be replayed).
  *
  * A reload of this instance may have taken from the sender what its request was allowed with: its
  * role, the secret of its PBM reference (changed, or the reference deleted), the trust its signer
@@ -50,8 +52,11 @@ void cmp_reshare(struct cmp_call *c, struct cmp_txn *t);
  * transaction as its client asked, the certificate on record as rejected_by_client (or expired_undelivered)
  * and withdrawn the same way; CMP_SHARE_ABORTED, |r| refusing nothing (fail_info -1): answer a pkiconf.
  */
-#define CMP_SHARE_RELOADED 1
-#define CMP_SHARE_ABORTED 2
+enum cmp_share_rc {
+    CMP_SHARE_RELOADED = 1, /* refused by this instance's configuration, closed */
+    CMP_SHARE_ABORTED,      /* its own error message closed it */
+    CMP_SHARE_OTHER_CLIENT, /* refused: another sender or TLS client */
+};
 int cmp_share_take(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn_record *rec,
                    struct cmp_refusal *r, char *err);
 
