@@ -1034,48 +1034,41 @@ static bool confirm_abort(struct cmp_call *c, const OSSL_CMP_MSG *msg)
  * and then by its pin, as a certConf is, not first as a request on the path's role, which would refuse its
  * own sender on another role's path as one that role does not trust (counted) where the instance with its
  * copy says txn_other_path; one a reload here refuses the sender of is closed as its client asked, as on a
- * single gateway (CMP_SHARE_ABORTED). true when answered. false with *again when the message is to be
- * authenticated first and the record asked after, as ever: Redis out of reach, or another sender or TLS
- * client, which the record refuses before it checks the protection (CMP_SHARE_OTHER_CLIENT: a forgery's
- * failed authentication counts against its address).
+ * single gateway (CMP_SHARE_ABORTED). true when answered. false when the message is to be authenticated
+ * first, then answered |*later| if that is set: held here by another message, Redis out of reach, or another
+ * sender or TLS client, which the record refuses before it checks the protection (CMP_SHARE_OTHER_CLIENT: a
+ * forgery's failed authentication counts against its address). The record is read once for the message.
  */
-static bool abort_shared(struct cmp_call *c, const OSSL_CMP_MSG *msg, bool *again)
+static bool abort_shared(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refusal *later)
 {
-    struct cmp_refusal why = {.fail_info = -1};
     struct gw_txn *txn;
     int rc;
 
-    *again = true;
-    if (!gw_cluster_keeps_records(c->e->cluster) || gw_txn_contains(c->e->txns, c->hdr.tid, c->hdr.tid_len))
+    if (!gw_cluster_keeps_records(c->e->cluster) || held_here(c, later))
         return false;
-    if ((txn = rebuild(c, msg, &why, &rc)) != NULL)
+    if ((txn = rebuild(c, msg, later, &rc)) != NULL)
         return abort_own(c, msg, txn, 1);
     if (rc == CMP_SHARE_ABORTED)
         return confirm_abort(c, msg);
-    if (rc == GW_ERR_UNAVAILABLE || rc == CMP_SHARE_OTHER_CLIENT)
-        return false;
-    *again = false; /* none, or one that does not replay here */
-    if (why.fail_info < 0)
-        return false;
-    refuse(c, msg, &why);
+    if (rc == GW_ERR_UNAVAILABLE || rc == CMP_SHARE_OTHER_CLIENT || later->fail_info < 0)
+        return false; /* |later| once authenticated; or none, or one that does not replay here */
+    refuse(c, msg, later);
     return true;
 }
 
 /* An error message from the client: answered with pkiconf, closing its open transaction if it is its own,
  * here (abort_own) or, in a cluster, known from its shared record (abort_shared). Else its reference and
- * protection are checked as a request's, and only then, if abort_shared asks for it, is one another
- * instance began rebuilt here to be closed as there. One held by another message, here or elsewhere, or
- * whose shared record is out of reach, is told to retry: nothing was aborted. */
+ * protection are checked as a request's, and only then is it given the answer abort_shared found. One held
+ * by another message, here or elsewhere, or whose shared record is out of reach, is told to retry: nothing
+ * was aborted. */
 static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
     struct gw_txn *txn = gw_txn_take(c->e->txns, c->hdr.tid, c->hdr.tid_len);
-    struct cmp_refusal why = {.fail_info = -1};
+    struct cmp_refusal why = {.fail_info = -1}, later = {.fail_info = -1};
     struct cmp_txn *t;
     OSSL_CMP_MSG *rsp;
-    bool again;
-    int rc;
 
-    if ((txn != NULL && abort_own(c, msg, txn, 0)) || c->req->gone != NULL || abort_shared(c, msg, &again))
+    if ((txn != NULL && abort_own(c, msg, txn, 0)) || c->req->gone != NULL || abort_shared(c, msg, &later))
         return;
     if (c->hdr.protection_nid == NID_id_PasswordBasedMAC &&
         (c->pbm_gone || !gw_role_accepts_pbm(c->role, c->hdr.sender_kid, c->hdr.sender_kid_len))) {
@@ -1086,11 +1079,9 @@ static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     if ((t = start_authenticated(c, msg)) == NULL)
         return;
     rsp = run(t, c, msg, 0);
-    if (rsp != NULL && OSSL_CMP_MSG_get_bodytype(rsp) == GW_CMP_BODY_PKICONF && !held_here(c, &why) &&
-        again && gw_cluster_keeps_records(c->e->cluster) && (txn = rebuild(c, msg, &why, &rc)) != NULL) {
-        OSSL_CMP_MSG_free(rsp);
-        (void)abort_own(c, msg, txn, 1);
-    } else if (why.fail_info >= 0) {
+    if (!held_here(c, &why))
+        why = later;
+    if (rsp != NULL && OSSL_CMP_MSG_get_bodytype(rsp) == GW_CMP_BODY_PKICONF && why.fail_info >= 0) {
         OSSL_CMP_MSG_free(rsp);
         refuse(c, msg, &why);
     } else {

@@ -8,7 +8,8 @@ also after the first was killed -9; an altered record is refused; a forged certC
 client, is refused before the record is replayed or leased; so is one on another role's path, an error message
 too, which costs the address nothing while a forged one is counted; the client's error message after a reload
 that took its signer's trust anchor aborts its transaction (pkiconf, rejected_by_client) on an instance without
-its copy as on the one with it; a record of an older release (version 2) is continued; an expiry is recorded once (by its owner, or by
+its copy as on the one with it; one from another TLS client, or while Redis is down, is refused there after its
+record was read once (one log line); a record of an older release (version 2) is continued; an expiry is recorded once (by its owner, or by
 one of the others when the owner was killed); `openssl cmp -keep_alive 0` through a real haproxy in round-robin
 over three instances puts every certConf on another instance than its ir, with one "issued" and one "confirmed"
 per enrolment across the three audit logs. PolledContinuation: a request answered `waiting` is polled on
@@ -461,6 +462,29 @@ class Continuation(ThreeInstances):
         self.assertEqual(p.returncode, 0, out + err)
         self.assertEqual([r["status"] for r in self.audit(self.gw2, "confirmed", "othertls")], ["confirmed"])
 
+    def test_error_from_other_tls_client_looked_up_once(self):
+        """The error message of a transaction the first instance answered, signed by its signer but sent by
+        another device, to the second instance (no copy): the record refuses it from the TLS client it binds,
+        after the message was authenticated as a request (the record is read before, once: one
+        txn_other_tls_client line for the one message; once, the record was read again after the
+        authentication, and logged twice). Nothing is aborted: the client's own certConf confirms after."""
+        flag = self.gw.dir / "othertlserr.flag"
+        p = self.parked("othertlserr", flag)
+        conf = test_errors.load(self.held_certconf("othertlserr").read_bytes())
+        tid = self.audit(self.gw, "issued", "othertlserr")[0]["tid"]
+        err = self.gw.dir / "othertlserr.error.der"
+        err.write_bytes(test_errors.encoder.encode(test_errors.error_msg(conf, self.gw.dir / "client.key")))
+        cert, key = self.enrol_tls_client("othertlserr-device")
+        ans = harness.decode_cmp(self.gw2.curl(data=err, tls=(harness.tls_bundle(self.gw.dir, cert), key)).body)
+        self.assert_cmp_error(ans, ("error",), "notAuthorized", "another client certificate")
+        lines = [l for l in self.gw2.log_lines() if l.get("event") == "txn_other_tls_client" and l.get("tid") == tid]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertEqual(self.everywhere("rejected_by_client", "othertlserr"), [])
+        flag.write_text("")
+        out, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 0, out + err)
+        self.assertEqual([r["status"] for r in self.audit(self.gw2, "confirmed", "othertlserr")], ["confirmed"])
+
     def test_certconf_on_another_roles_path(self):
         """The certConf of a transaction the first instance answered, from its own client but sent to the path
         of another role (one that trusts no signer): the second instance, without a copy, refuses it as the
@@ -656,6 +680,28 @@ class Continuation(ThreeInstances):
         self.assertEqual(p.returncode, 2, out + err)
         self.assertIn(b"the gateway cannot reach its cluster to answer this transaction; retry later", out + err)
         self.assertEqual(self.everywhere("confirmed", "stateless"), [])
+
+    def test_redis_down_for_an_error_message(self):
+        """The twin for the client's error message: on the instance without its copy it aborts nothing and is
+        told to retry, its record asked once (one shared_state_unavailable line; once, asked again after the
+        message was authenticated, and logged twice)."""
+        flag = self.gw.dir / "statelesserr.flag"
+        p = self.parked("statelesserr", flag)
+        conf = test_errors.load(self.held_certconf("statelesserr").read_bytes())
+        tid = self.audit(self.gw, "issued", "statelesserr")[0]["tid"]
+        err = self.gw.dir / "statelesserr.error.der"
+        err.write_bytes(test_errors.encoder.encode(test_errors.error_msg(conf, self.gw.dir / "client.key")))
+        self.redis.stop()
+        try:
+            ans = harness.decode_cmp(self.gw2.curl(data=err).body)
+        finally:
+            self.redis.start()
+        self.assert_cmp_error(ans, ("error",), "systemUnavail", "cannot reach its cluster")
+        lines = [l for l in self.gw2.log_lines() if l.get("event") == "shared_state_unavailable" and l.get("tid") == tid]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertEqual(self.everywhere("rejected_by_client", "statelesserr"), [])
+        p.kill()
+        p.communicate(timeout=10)
 
     @unittest.skipUnless(shutil.which("haproxy"), "haproxy (deploy/deps.sh installs it)")
     def test_round_robin_through_haproxy(self):
