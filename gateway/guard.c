@@ -3,7 +3,8 @@
  * bytes, an IPv6 prefix as 16 with the bits past it zero), probed linearly from a keyed hash so
  * that addresses cannot be picked to collide. An entry with no connection, no request in flight and
  * no live failure window is free to be taken again; lookups go on past such entries until a
- * never-used slot, so an address is never counted twice.
+ * never-used slot, so an address is never counted twice, and those right before that slot become
+ * never-used again (trim_before), so that chains stay as short as the addresses they hold.
  */
 #include "gateway/guard.h"
 #include "base/err.h"
@@ -172,6 +173,23 @@ static bool idle(const struct gw_guard *g, const struct slot *s, time_t now)
 enum make { LOOKUP, CREATE, CREATE_EVICTING };
 
 /*
+ * The idle slots right before the never-used slot |end| become never-used again: a lookup that got
+ * past one of them would also have to get past |end|, where every lookup stops, so none needs them.
+ * Without this every slot would in time be one ever used (more addresses come over a process's life
+ * than the table has slots), and each lookup of an address not in it a scan of the whole table under
+ * the lock. Lock held.
+ */
+static void trim_before(struct gw_guard *g, size_t end, time_t now)
+{
+    size_t i = (end - 1) & (g->cap - 1);
+
+    for (size_t n = 1; n < g->cap && g->slots[i].used && idle(g, &g->slots[i], now); n++) {
+        memset(&g->slots[i], 0, sizeof(g->slots[i]));
+        i = (i - 1) & (g->cap - 1);
+    }
+}
+
+/*
  * The slot of |a|; LOOKUP: NULL if absent. CREATE takes a never-used or idle slot; CREATE_EVICTING
  * (a connection) may also take one that holds only failures: addresses that merely failed, however
  * many an attacker has, must not keep real connections out. NULL if there is no room. Lock held.
@@ -185,6 +203,8 @@ static struct slot *find(struct gw_guard *g, const uint8_t *a, size_t n, enum ma
         struct slot *s = &g->slots[i];
 
         if (!s->used) {
+            /* |a| is absent: a |spare| among the idle slots trimmed is now the first free one on its way */
+            trim_before(g, i, now);
             spare = spare != NULL ? spare : s;
             break;
         }

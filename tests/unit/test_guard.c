@@ -13,6 +13,7 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/err.h"
 #include "gateway/guard.h"
@@ -373,6 +374,59 @@ static void test_address_key(void **state)
     gw_guard_free(g);
 }
 
+/*
+ * A fleet of clients that each connect once: many more addresses over time than the table has slots.
+ * A slot once taken was never given back to the probe chains, so once every slot had held an address,
+ * each new address searched the whole table under the lock (a full scan per connection, of 32 768
+ * slots here, millions with a large max_connections). Slots no lookup needs go back as it passes.
+ */
+static void test_many_addresses_over_time(void **state)
+{
+    struct gw_guard_conf conf = {.max_connections = 4096,
+                                 .max_connections_per_address = 64,
+                                 .max_requests_per_address = 64,
+                                 .auth_failures = 50,
+                                 .auth_failure_window = 60,
+                                 .ipv6_prefix = 64};
+    struct gw_guard *g = gw_guard_new(&conf);
+    socklen_t l, lh;
+    struct sockaddr_storage x, held = v4("192.0.2.1", 1, &lh);
+    struct timespec t0, t1;
+    time_t now = time(NULL); /* the conn and req calls take the clock's */
+    uint32_t wait = 0;
+    double cpu;
+    char ip[32];
+
+    (void)state;
+    assert_non_null(g);
+    assert_int_equal(gw_guard_conn_open(g, SA(held), lh), 0);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t0);
+    for (int i = 0; i < 400000; i++) {
+        snprintf(ip, sizeof(ip), "10.%d.%d.%d", i >> 16, (i >> 8) & 0xff, i & 0xff);
+        x = v4(ip, 1, &l);
+        assert_int_equal(gw_guard_conn_open(g, SA(x), l), 0);
+        assert_int_equal(gw_guard_req_begin(g, SA(x), l), 0);
+        gw_guard_req_end(g, SA(x), l);
+        gw_guard_conn_close(g, SA(x), l);
+        if (i % 1000 == 0) /* some fail too: their windows keep their slots for a while */
+            gw_guard_auth_failed(g, SA(x), l, now);
+    }
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t1);
+    cpu = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    assert_true(cpu < 2.0); /* some 0.1 s; a full scan each took minutes */
+    /* what is held is still found */
+    assert_int_equal(gw_guard_conn_open(g, SA(held), lh), 0);
+    for (int i = 2; i < 64; i++)
+        assert_int_equal(gw_guard_conn_open(g, SA(held), lh), 0);
+    assert_int_equal(gw_guard_conn_open(g, SA(held), lh), GW_ERR_BUSY);
+    x = v4("10.0.0.0", 1, &l); /* failed first of all: its window lives, wherever its slot went */
+    for (int i = 1; i < 50; i++)
+        gw_guard_auth_failed(g, SA(x), l, now);
+    assert_int_equal(gw_guard_auth_check(g, SA(x), l, now, &wait), GW_ERR_LIMIT);
+    assert_int_equal(wait, 60);
+    gw_guard_free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -383,6 +437,7 @@ int main(void)
         cmocka_unit_test(test_orphaned_requests_leave_room),
         cmocka_unit_test(test_max_requests_reloaded),
         cmocka_unit_test(test_address_key),
+        cmocka_unit_test(test_many_addresses_over_time),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
