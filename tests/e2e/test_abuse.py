@@ -528,6 +528,43 @@ class Admission(harness.GatewayTestCase):
         self.assertFalse([e for e in self.gw.log_lines() if e.get("event") == "http2_connection_closed" and
                           e.get("peer") == peer])
 
+    def test_http2_body_over_the_limit_reset_and_the_connection_served_on(self):
+        """libh2o ends an HTTP/2 body past GW_MAX_CMP_BODY itself, before the gateway sees the request: the
+        stream is reset (REFUSED_STREAM), with no 413 and no request line, and the connection serves its next
+        stream (docs/errors.md, http_too_large)."""
+        body = b"\x30" * 70000
+        block = (h2_literal(b":method", b"POST") + h2_literal(b":scheme", b"https") +
+                 h2_literal(b":path", b"/pki/cmp") + h2_literal(b":authority", b"127.0.0.1") +
+                 h2_literal(b"content-type", b"application/pkixcmp") +
+                 h2_literal(b"content-length", str(len(body)).encode()))
+        chunks = [body[i:i + 16384] for i in range(0, len(body), 16384)]  # SETTINGS_MAX_FRAME_SIZE
+        sock = h2_connect(self.gw)
+        try:
+            sock.sendall(h2_frame(1, 0x4, 1, block) +
+                         b"".join(h2_frame(0, 0x1 if c is chunks[-1] else 0, 1, c) for c in chunks))
+            buf, reset, deadline = b"", None, time.monotonic() + 5 * harness.SLOW
+            while reset is None and time.monotonic() < deadline:
+                try:
+                    data = sock.recv(65536)
+                except socket.timeout:
+                    continue
+                self.assertNotEqual(data, b"", "the connection closed")
+                frames, buf = h2_frames(buf + data)
+                for ftype, flags, stream, payload in frames:
+                    self.assertNotIn((ftype, stream), ((1, 1), (7, 0)), "an answer or a GOAWAY")
+                    if ftype == 4 and not flags & 1:
+                        sock.sendall(h2_frame(4, 1, 0, b""))
+                    if ftype == 3 and stream == 1 and reset is None:
+                        reset = int.from_bytes(payload, "big")
+            self.assertEqual(reset, 7)  # REFUSED_STREAM (RFC 9113 §7)
+            sock.sendall(h2_post(3, b""))
+            answer = h2_answers(sock, (3,), time.monotonic() + 5 * harness.SLOW)
+            self.assertEqual(answer.get(3), (400, b"empty body: expected a DER-encoded PKIMessage\n"))
+        finally:
+            sock.close()
+        lines = [e for e in self.gw.log_lines() if e.get("event") == "request" and e.get("status") == "413"]
+        self.assertEqual(lines, [])
+
     def test_http2_on_where_asked(self):
         der = self.gw.make_request("h2")
         r = self.gw.curl(data=der, http="--http2")
