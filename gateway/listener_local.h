@@ -44,6 +44,7 @@ struct gw_conn {
     uint64_t stalled_since; /* ms: output pending, and none delivered, since then; 0: none pending */
     bool moved;             /* output delivered since the last sweep (HTTP/2 streams wait behind it) */
     bool ended;             /* shut down by a sweep: libh2o closes it */
+    bool evicted;           /* ... or to make room on the admin listener (tls.c), and counted so */
 };
 
 /*
@@ -73,6 +74,7 @@ struct gw_loop {
     atomic_ulong seen;               /* the id of the generation it took up (gw_server_apply waits) */
     size_t num_conns, jobs_inflight; /* loop thread only */
     size_t admin_conns;              /* of num_conns, on the admin listener */
+    size_t admin_evicted;            /* of admin_conns, shut down to make room and not yet closed */
     h2o_linklist_t proxy_pending;    /* connections of trusted proxies awaiting their PROXY header */
     size_t n_proxy_pending;
     h2o_linklist_t conns; /* its gw_conns, for the sweep */
@@ -118,8 +120,9 @@ SSL_CTX *gw_tls_ctx_new(const struct gw_listener_conf *lc, char *err);
 /*
  * gw_conn_attach admits an accepted socket of the listener whose key id is |listener| (the server's
  * connection limits, by the client's address; on the admin listener, its own GW_MAX_ADMIN_CONNECTIONS per
- * loop thread) and hangs a new gw_conn on it. 0, or GW_ERR_LIMIT / GW_ERR_BUSY (refused: close it) or
- * GW_ERR_NOMEM (loop thread).
+ * loop thread, at which the oldest admin connection with nothing to send is shut down to make room) and
+ * hangs a new gw_conn on it. 0, or GW_ERR_LIMIT / GW_ERR_BUSY (refused: close it) or GW_ERR_NOMEM (loop
+ * thread).
  */
 int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock, unsigned listener, bool admin);
 

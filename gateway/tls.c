@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
@@ -29,6 +30,8 @@ static void conn_on_close(void *data)
     h2o_linklist_unlink(&c->link);
     if (c->admin)
         c->loop->admin_conns--;
+    if (c->evicted)
+        c->loop->admin_evicted--;
     else
         gw_guard_conn_close(c->loop->server->guard, (struct sockaddr *)&c->addr, c->addr_len);
     X509_free(c->peer);
@@ -36,13 +39,49 @@ static void conn_on_close(void *data)
     free(c);
 }
 
+_Static_assert(GW_MAX_ADMIN_CONNECTIONS == 16,
+               "admin_connection_evicted's text names the admin listener's cap");
+
+/*
+ * loop thread: room for one more connection on the admin listener, at its cap. Whoever reaches the
+ * listener (any local account, on loopback) could otherwise fill it with connections that send nothing
+ * and, connecting again as libh2o's request timeout closes them, keep /healthz refused for good. The
+ * oldest connection with nothing to send (idle, or its request still arriving) is shut down (libh2o
+ * closes it), so that holding the cap takes a new connection for every one that comes. false if every
+ * one has an answer on its way.
+ */
+static bool admin_make_room(struct gw_loop *loop)
+{
+    static struct gw_log_pace pace = GW_LOG_PACE_INIT; /* anyone who reaches the listener causes it */
+    char held[GW_LOG_HELD_LEN];
+
+    for (h2o_linklist_t *n = loop->conns.next; n != &loop->conns; n = n->next) { /* oldest first */
+        struct gw_conn *o = H2O_STRUCT_FROM_MEMBER(struct gw_conn, link, n);
+        int fd = o->admin && !o->ended && !h2o_socket_is_writing(o->sock) ? h2o_socket_get_fd(o->sock) : -1;
+
+        if (fd < 0 || shutdown(fd, SHUT_RDWR) != 0)
+            continue;
+        o->ended = o->evicted = true;
+        loop->admin_evicted++;
+        if (gw_log_pace_due(&pace, time(NULL), held))
+            gw_log_kv(
+                GW_LOG_WARN, "admin_connection_evicted", "reason",
+                "the admin listener holds its 16 connections (per loop thread): the oldest with nothing "
+                "to send was closed for a new one",
+                "suppressed", held, (const char *)NULL);
+        return true;
+    }
+    return false;
+}
+
 int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock, unsigned listener, bool admin)
 {
     struct gw_conn *c;
     int rc;
 
-    /* the admin listener has a small cap of its own: a CMP flood must not hide /healthz */
-    if (admin && loop->admin_conns >= GW_MAX_ADMIN_CONNECTIONS)
+    /* the admin listener has a small cap of its own: a CMP flood must not hide /healthz, nor an admin one */
+    if (admin && loop->admin_conns - loop->admin_evicted >= GW_MAX_ADMIN_CONNECTIONS &&
+        !admin_make_room(loop))
         return GW_ERR_LIMIT;
     if ((c = calloc(1, sizeof(*c))) == NULL)
         return GW_ERR_NOMEM;

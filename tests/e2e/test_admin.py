@@ -143,6 +143,31 @@ class Admin(harness.GatewayTestCase):
         # the CMP listener serves no admin path
         self.assertEqual(self.gw.curl(path="/metrics", method="GET").status, 404)
 
+    def test_idle_connections_do_not_hide_healthz(self):
+        """Any local account reaches a loopback admin listener. Connections that send nothing filled its cap
+        (16 per loop thread) and /healthz was refused until libh2o's request timeout closed them, which a
+        client that connects again at once never lets come: a liveness probe failing restarts the gateway.
+        The oldest connection with nothing to send now makes room for the new one."""
+        import socket
+        held = [socket.create_connection(("127.0.0.1", self.gw.admin_port), timeout=5) for _ in range(64)]
+        try:
+            time.sleep(0.3)  # every one accepted
+            for _ in range(5):
+                status, _, body = get(self.gw, "/healthz")
+                self.assertEqual((status, body), (200, b"ok\n"))
+            ended = 0
+            for s in held:
+                s.settimeout(0.5)
+                try:
+                    ended += s.recv(1) == b""
+                except (socket.timeout, OSError):
+                    pass
+            self.assertGreaterEqual(ended, 64 - 32)  # at most 16 a loop thread (2) kept
+        finally:
+            for s in held:
+                s.close()
+        self.assertTrue(any(e.get("event") == "admin_connection_evicted" for e in self.gw.log_lines()))
+
     def test_zz_readyz_follows_the_audit_log(self):
         # last (zz): it breaks the audit log for a while
         status, _, body = get(self.gw, "/readyz")
