@@ -298,6 +298,10 @@ void gw_admin_on_reloaded(h2o_multithread_receiver_t *rx, h2o_linklist_t *messag
         h2o_linklist_unlink(&m->link);
         call->loop->jobs_inflight--;
         if (call->req != NULL) {
+            struct gw_conn *gc = gw_conn_get0(call->req);
+
+            if (gc != NULL)
+                gc->answer_owed = false;
             call->ref->call = NULL;
             snprintf(text, sizeof(text), "%s%s\n", call->rc == 0 ? "" : "reload refused: ", call->err);
             send_text(call->req, call->rc == 0 ? 200 : 500, call->rc == 0 ? "OK" : "Internal Server Error",
@@ -310,6 +314,7 @@ void gw_admin_on_reloaded(h2o_multithread_receiver_t *rx, h2o_linklist_t *messag
 static void reload(h2o_req_t *req, struct gw_loop *lt)
 {
     struct reload_call *call;
+    struct gw_conn *gc;
     pthread_attr_t attr;
     pthread_t tid;
     int rc;
@@ -344,6 +349,8 @@ static void reload(h2o_req_t *req, struct gw_loop *lt)
         return;
     }
     lt->jobs_inflight++; /* a drain waits for the answer */
+    if ((gc = gw_conn_get0(req)) != NULL)
+        gc->answer_owed = true; /* the reload's answer is not dropped to make room (tls.c) */
 }
 
 int gw_admin_on_req(h2o_handler_t *self, h2o_req_t *req)

@@ -45,6 +45,7 @@ struct gw_conn {
     bool moved;             /* output delivered since the last sweep (HTTP/2 streams wait behind it) */
     bool ended;             /* shut down by a sweep: libh2o closes it */
     bool evicted;           /* ... or to make room on the admin listener (tls.c), and counted so */
+    bool answer_owed;       /* admin: its POST /reload runs, and it is not one to make room with */
 };
 
 /*

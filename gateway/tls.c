@@ -28,11 +28,10 @@ static void conn_on_close(void *data)
 
     c->loop->num_conns--;
     h2o_linklist_unlink(&c->link);
-    if (c->admin)
+    if (c->admin) { /* never counted in the guard */
         c->loop->admin_conns--;
-    if (c->evicted)
-        c->loop->admin_evicted--;
-    else
+        c->loop->admin_evicted -= c->evicted;
+    } else
         gw_guard_conn_close(c->loop->server->guard, (struct sockaddr *)&c->addr, c->addr_len);
     X509_free(c->peer);
     sk_X509_pop_free(c->peer_chain, X509_free);
@@ -57,7 +56,9 @@ static bool admin_make_room(struct gw_loop *loop)
 
     for (h2o_linklist_t *n = loop->conns.next; n != &loop->conns; n = n->next) { /* oldest first */
         struct gw_conn *o = H2O_STRUCT_FROM_MEMBER(struct gw_conn, link, n);
-        int fd = o->admin && !o->ended && !h2o_socket_is_writing(o->sock) ? h2o_socket_get_fd(o->sock) : -1;
+        int fd = o->admin && !o->ended && !o->answer_owed && !h2o_socket_is_writing(o->sock)
+                     ? h2o_socket_get_fd(o->sock)
+                     : -1;
 
         if (fd < 0 || shutdown(fd, SHUT_RDWR) != 0)
             continue;

@@ -337,6 +337,24 @@ class Admission(harness.GatewayTestCase):
                     raise
                 time.sleep(0.1)
 
+    def test_admin_connections_leave_the_count_alone(self):
+        """Connections to the admin listener are outside the per-address count: closing them gave back
+        none of the CMP listener's, or a client of that address (every local account, on loopback) could
+        open connections past its limit by closing admin ones in between."""
+        held = [self.connect() for _ in range(4)]
+        try:
+            for _ in range(3):
+                self.assertEqual(harness.admin(self.gw, "/healthz")[0], 200)
+            time.sleep(0.3)  # the gateway has seen those closes
+            with self.assertRaises((ssl.SSLError, OSError)):
+                extra = self.connect()
+                extra.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                if not extra.recv(1):
+                    raise OSError("closed")
+        finally:
+            for c in held:
+                c.close()
+
     def h2_trickle(self):
         """An HTTP/2 POST whose body comes one byte every 1.5 s: (seconds until the gateway ended it, bytes sent)."""
         ctx = self.gw.tls_context()
