@@ -39,7 +39,7 @@ struct cmp_revoked;     /* revoked.c */
 struct cmp_shared;      /* engine.c */
 struct cmp_pending;     /* poll.c */
 struct cmp_remote;      /* poll.c */
-struct cmp_role_policy; /* policy.c */
+struct cmp_role_policy; /* urole.h */
 
 struct gw_cluster;
 struct gw_x509_links;

@@ -10,6 +10,7 @@
 #include "gateway/cmp/outcome.h"
 #include "gateway/cmp/policy.h"
 #include "gateway/cmp/status.h"
+#include "gateway/cmp/urole.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "mappings/profile.h"
@@ -301,7 +302,7 @@ static struct gw_upstream *crl_source(struct cmp_call *c, const struct gw_role *
 
 /*
  * RFC 9483 §4.3.4: crlStatusList -> crls with the current CRL of the CA that signs for the route (on a
- * Vault mount of several issuers, the one its sign call takes: cmp_policy_signing_issuer), once it
+ * Vault mount of several issuers, the one its sign call takes: cmp_urole_signing_issuer), once it
  * passed crl_to_relay, or an absent value if the client's is current. A delegate issuer's CRL is its
  * own: no issuer_ref applies.
  */
@@ -324,7 +325,7 @@ static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, 
     if ((gw_upstream_caps(up) & GW_UP_CRL) == 0)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "this route's CA publishes no CRL over CMP");
     if (up == gw_upstream_set_get0(c->e->ups, t->role->upstream_name))
-        ref = cmp_policy_signing_issuer(c, t->role, up, ref_buf);
+        ref = cmp_urole_signing_issuer(c, t->role, up, ref_buf);
     if (gw_upstream_crl(up, ref, &der, &len, err) != 0) {
         /* what failed names the upstream's address and path: the operator's to read, not the client's */
         gw_log_kv(GW_LOG_ERROR, "genm_crl_unavailable", "tid", c->rsp->tid, "role", t->role->name, "upstream",

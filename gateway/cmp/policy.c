@@ -15,6 +15,7 @@
 #include "gateway/cmp/record.h"
 #include "gateway/cmp/replay.h"
 #include "gateway/cmp/status.h"
+#include "gateway/cmp/urole.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/metrics.h"
@@ -62,29 +63,6 @@ nomem:
     return GW_ERR_NOMEM;
 }
 
-/* An upstream role's policy, read for a delegate issuer or for the usages it grants, and kept
- * GW_ROLE_POLICY_TTL seconds. */
-struct cmp_role_policy {
-    pthread_mutex_t lock; /* held across a fetch: one fetch per role at a time, not one per request */
-    int valid;
-    time_t fetched;
-    time_t failed; /* when the last read failed; 0 after a success */
-    struct gw_role_policy policy;
-};
-
-static int init_role_policies(struct gw_cmp_engine *e, char *err)
-{
-    if (e->cfg.n_roles == 0)
-        return 0;
-    if ((e->role_policies = calloc(2 * e->cfg.n_roles, sizeof(*e->role_policies))) == NULL) {
-        snprintf(err, GW_ERR_LEN, "CMP engine: out of memory");
-        return GW_ERR_NOMEM;
-    }
-    for (size_t i = 0; i < 2 * e->cfg.n_roles; i++)
-        pthread_mutex_init(&e->role_policies[i].lock, NULL);
-    return 0;
-}
-
 /* Opens the audit log, the issuer stores and the role policy cache. 0 or a gw_err with |err|. */
 int cmp_policy_init(struct gw_cmp_engine *e, char *err)
 {
@@ -98,7 +76,7 @@ int cmp_policy_init(struct gw_cmp_engine *e, char *err)
         snprintf(err, GW_ERR_LEN, "CMP engine: %.200s", why);
         return GW_ERR_IO;
     }
-    if (init_issuer_stores(e, err) != 0 || init_role_policies(e, err) != 0 || cmp_status_init(e, err) != 0)
+    if (init_issuer_stores(e, err) != 0 || cmp_urole_init(e, err) != 0 || cmp_status_init(e, err) != 0)
         return GW_ERR_NOMEM;
     e->chains = cmp_chains_new();   /* NULL: every chain is verified each time */
     e->links = gw_x509_links_new(); /* NULL: every link likewise */
@@ -112,12 +90,7 @@ void cmp_policy_cleanup(struct gw_cmp_engine *e)
         X509_STORE_free(e->issuer_stores[i]);
     free(e->issuer_stores);
     e->issuer_stores = NULL;
-    for (size_t i = 0; e->role_policies != NULL && i < 2 * e->cfg.n_roles; i++) {
-        gw_role_policy_cleanup(&e->role_policies[i].policy);
-        pthread_mutex_destroy(&e->role_policies[i].lock);
-    }
-    free(e->role_policies);
-    e->role_policies = NULL;
+    cmp_urole_cleanup(e);
     cmp_status_cleanup(e);
     cmp_chains_free(e->chains);
     e->chains = NULL;
@@ -402,39 +375,6 @@ enum role_check {
     RC_GRANTS, /* the upstream signs: the usages it grants every certificate must be the role's */
 };
 
-static const char *urole_name(const struct gw_role *role)
-{
-    return role->upstream_role != NULL ? role->upstream_role : role->name;
-}
-
-/*
- * |rp| made current: |up|'s policy of role |name|, read again when older than GW_ROLE_POLICY_TTL.
- * Lock held. 0 when rp->policy may be used; 1 when the last read failed less than GW_ROLE_POLICY_TTL
- * ago and |retry| is not set (a Vault policy without read on roles/ would otherwise cost a refused
- * call, and a token re-read or re-login, on every request); a gw_err with |err| when the read failed.
- */
-static int fresh_policy(struct cmp_call *c, struct cmp_role_policy *rp, struct gw_upstream *up,
-                        const char *name, int retry, char *err)
-{
-    int rc;
-
-    if (rp->valid && c->now - rp->fetched < GW_ROLE_POLICY_TTL && c->now >= rp->fetched)
-        return 0;
-    if (!retry && rp->failed != 0 && c->now >= rp->failed && c->now - rp->failed < GW_ROLE_POLICY_TTL)
-        return 1;
-    gw_role_policy_cleanup(&rp->policy);
-    rp->valid = 0;
-    if ((rc = gw_upstream_role_policy(up, name, &rp->policy, err)) != 0) {
-        gw_role_policy_cleanup(&rp->policy);
-        rp->failed = c->now;
-        return rc;
-    }
-    rp->valid = 1;
-    rp->fetched = c->now;
-    rp->failed = 0;
-    return 0;
-}
-
 /*
  * Checks the cached policy of |up|'s role, fetching it when stale. Lock held. A policy that cannot
  * be read refuses a delegate (it would issue unchecked), but not a request the upstream signs
@@ -446,8 +386,8 @@ static int check_cached(struct cmp_call *c, struct cmp_role_policy *rp, struct g
                         struct gw_upstream_names *names, struct cmp_refusal *r)
 {
     char err[GW_ERR_LEN] = "";
-    const char *name = urole_name(role);
-    int rc = fresh_policy(c, rp, up, name, what == RC_NAMES, err);
+    const char *name = cmp_urole_name(role);
+    int rc = cmp_urole_fresh(c, rp, up, name, what == RC_NAMES, err);
 
     if (rc == 1)
         return 0;
@@ -476,27 +416,6 @@ static int check_cached(struct cmp_call *c, struct cmp_role_policy *rp, struct g
  * where the upstream can describe its roles; one that cannot lets the request go on (|*subject|
  * stays NULL). With |names| (RC_NAMES), the subject and SANs that role writes into *names.
  */
-/*
- * The cache of the policy of |up|'s role for |role|: two slots per role, its own upstream's and its
- * migration's "to"; else |scratch|, set up empty (not one of the snapshot's roles: cannot happen).
- */
-static struct cmp_role_policy *policy_slot(struct gw_cmp_engine *e, const struct gw_role *role,
-                                           const struct gw_upstream *up, struct cmp_role_policy *scratch)
-{
-    size_t i = (size_t)(role - e->cfg.roles);
-
-    if (role >= e->cfg.roles && i < e->cfg.n_roles && e->role_policies != NULL &&
-        up == gw_upstream_set_get0(e->ups, role->upstream_name))
-        return &e->role_policies[2 * i];
-    if (role >= e->cfg.roles && i < e->cfg.n_roles && e->role_policies != NULL &&
-        gw_migration_configured(&role->migration) &&
-        up == gw_upstream_set_get0(e->ups, role->migration.to_name))
-        return &e->role_policies[2 * i + 1];
-    memset(scratch, 0, sizeof(*scratch));
-    pthread_mutex_init(&scratch->lock, NULL);
-    return scratch;
-}
-
 static int check_upstream_role(struct cmp_call *c, const struct gw_role *role, struct gw_upstream *up,
                                const struct gw_cert_plan *plan, enum role_check what,
                                struct gw_upstream_names *names, struct cmp_refusal *r)
@@ -506,14 +425,11 @@ static int check_upstream_role(struct cmp_call *c, const struct gw_role *role, s
 
     if ((gw_upstream_caps(up) & GW_UP_ROLE_POLICY) == 0)
         return 0;
-    rp = policy_slot(c->e, role, up, &scratch);
+    rp = cmp_urole_slot(c->e, role, up, &scratch);
     pthread_mutex_lock(&rp->lock);
     refused = check_cached(c, rp, up, role, plan, what, names, r);
     pthread_mutex_unlock(&rp->lock);
-    if (rp == &scratch) {
-        gw_role_policy_cleanup(&scratch.policy);
-        pthread_mutex_destroy(&scratch.lock);
-    }
+    cmp_urole_release(rp, &scratch);
     return refused;
 }
 
@@ -944,47 +860,4 @@ int cmp_check_3gpp(struct cmp_call *c, const struct cmp_txn *t, const OSSL_CRMF_
                    const X509_REQ *p10cr, struct cmp_refusal *r)
 {
     return check_allowlist(c, t, crm, r) || check_min_hash(c, t, crm, p10cr, r);
-}
-
-/*
- * The upstream role whose issuer_ref a sign call of |role| takes, as the Vault adapter's sign path
- * names it: sign/<upstream_role>, sign-verbatim/<upstream_role>; plain sign-verbatim (no
- * upstream_role, or "sign-verbatim") names none and signs with the default issuer: NULL.
- */
-static const char *signing_role(const struct gw_role *role)
-{
-    if (role->sign_policy != GW_SIGN_VERBATIM)
-        return urole_name(role);
-    if (role->upstream_role == NULL || strcmp(role->upstream_role, "sign-verbatim") == 0)
-        return NULL;
-    return role->upstream_role;
-}
-
-const char *cmp_policy_signing_issuer(struct cmp_call *c, const struct gw_role *role, struct gw_upstream *up,
-                                      char *ref)
-{
-    struct cmp_role_policy scratch, *rp;
-    const char *name = signing_role(role);
-    char err[GW_ERR_LEN] = "";
-    int rc;
-
-    ref[0] = '\0';
-    if (role->issuer_ref != NULL)
-        return role->issuer_ref;
-    if ((gw_upstream_caps(up) & GW_UP_ROLE_POLICY) == 0 || name == NULL)
-        return NULL;
-    rp = policy_slot(c->e, role, up, &scratch);
-    pthread_mutex_lock(&rp->lock);
-    if ((rc = fresh_policy(c, rp, up, name, 0, err)) == 0)
-        snprintf(ref, GW_MAX_ISSUER_REF_LEN + 1, "%s", rp->policy.issuer_ref);
-    pthread_mutex_unlock(&rp->lock);
-    if (rp == &scratch) {
-        gw_role_policy_cleanup(&scratch.policy);
-        pthread_mutex_destroy(&scratch.lock);
-    }
-    if (rc < 0)
-        gw_log_kv(GW_LOG_WARN, "upstream_role_unread", "tid", c->rsp->tid, "role", role->name,
-                  "upstream_role", name, "reason", err, "msg", "the CRL served is the default issuer's",
-                  NULL);
-    return ref[0] != '\0' ? ref : NULL;
 }

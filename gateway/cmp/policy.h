@@ -69,17 +69,6 @@ int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal 
  * refused with |r|, which is written only then. */
 int cmp_authorize(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusal *r);
 
-/*
- * cmp_policy_signing_issuer: the issuer |up| signs |role|'s certificates with, as the name the
- * upstream takes (gw_upstream_crl): the role's issuer_ref; else, where |up| describes its roles
- * (Vault), the issuer_ref of the upstream role its sign call names, read like the role's grants
- * (cached GW_ROLE_POLICY_TTL, a failed read not tried again before then, logged
- * upstream_role_unread); NULL for the upstream's default issuer, or when the upstream role cannot
- * be read. Borrowed from |role| or written into |ref| (GW_MAX_ISSUER_REF_LEN + 1). Worker.
- */
-const char *cmp_policy_signing_issuer(struct cmp_call *c, const struct gw_role *role, struct gw_upstream *up,
-                                      char *ref);
-
 /* cmp_role_named is the role of |e| named |name|, or NULL. */
 const struct gw_role *cmp_role_named(const struct gw_cmp_engine *e, const char *name);
 

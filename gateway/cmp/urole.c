@@ -1,0 +1,128 @@
+/*
+ * The upstream roles' policies, cached per cmpgw role (urole.h): read from an upstream that
+ * describes its roles (Vault roles/<name>), kept GW_ROLE_POLICY_TTL seconds, one read per role at a
+ * time. What a route's sign call names decides which Vault issuer signs for it.
+ */
+#include "gateway/cmp/urole.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "upstream/upstream.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int cmp_urole_init(struct gw_cmp_engine *e, char *err)
+{
+    if (e->cfg.n_roles == 0)
+        return 0;
+    if ((e->role_policies = calloc(2 * e->cfg.n_roles, sizeof(*e->role_policies))) == NULL) {
+        snprintf(err, GW_ERR_LEN, "CMP engine: out of memory");
+        return GW_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < 2 * e->cfg.n_roles; i++)
+        pthread_mutex_init(&e->role_policies[i].lock, NULL);
+    return 0;
+}
+
+void cmp_urole_cleanup(struct gw_cmp_engine *e)
+{
+    for (size_t i = 0; e->role_policies != NULL && i < 2 * e->cfg.n_roles; i++) {
+        gw_role_policy_cleanup(&e->role_policies[i].policy);
+        pthread_mutex_destroy(&e->role_policies[i].lock);
+    }
+    free(e->role_policies);
+    e->role_policies = NULL;
+}
+
+const char *cmp_urole_name(const struct gw_role *role)
+{
+    return role->upstream_role != NULL ? role->upstream_role : role->name;
+}
+
+int cmp_urole_fresh(struct cmp_call *c, struct cmp_role_policy *rp, struct gw_upstream *up, const char *name,
+                    int retry, char *err)
+{
+    int rc;
+
+    if (rp->valid && c->now - rp->fetched < GW_ROLE_POLICY_TTL && c->now >= rp->fetched)
+        return 0;
+    if (!retry && rp->failed != 0 && c->now >= rp->failed && c->now - rp->failed < GW_ROLE_POLICY_TTL)
+        return 1;
+    gw_role_policy_cleanup(&rp->policy);
+    rp->valid = 0;
+    if ((rc = gw_upstream_role_policy(up, name, &rp->policy, err)) != 0) {
+        gw_role_policy_cleanup(&rp->policy);
+        rp->failed = c->now;
+        return rc;
+    }
+    rp->valid = 1;
+    rp->fetched = c->now;
+    rp->failed = 0;
+    return 0;
+}
+
+struct cmp_role_policy *cmp_urole_slot(struct gw_cmp_engine *e, const struct gw_role *role,
+                                       const struct gw_upstream *up, struct cmp_role_policy *scratch)
+{
+    size_t i = (size_t)(role - e->cfg.roles);
+
+    if (role >= e->cfg.roles && i < e->cfg.n_roles && e->role_policies != NULL &&
+        up == gw_upstream_set_get0(e->ups, role->upstream_name))
+        return &e->role_policies[2 * i];
+    if (role >= e->cfg.roles && i < e->cfg.n_roles && e->role_policies != NULL &&
+        gw_migration_configured(&role->migration) &&
+        up == gw_upstream_set_get0(e->ups, role->migration.to_name))
+        return &e->role_policies[2 * i + 1];
+    memset(scratch, 0, sizeof(*scratch));
+    pthread_mutex_init(&scratch->lock, NULL);
+    return scratch;
+}
+
+void cmp_urole_release(struct cmp_role_policy *rp, struct cmp_role_policy *scratch)
+{
+    if (rp != scratch)
+        return;
+    gw_role_policy_cleanup(&scratch->policy);
+    pthread_mutex_destroy(&scratch->lock);
+}
+
+/*
+ * The upstream role whose issuer_ref a sign call of |role| takes, as the Vault adapter's sign path
+ * names it: sign/<upstream_role>, sign-verbatim/<upstream_role>; plain sign-verbatim (no
+ * upstream_role, or "sign-verbatim") names none and signs with the default issuer: NULL.
+ */
+static const char *signing_role(const struct gw_role *role)
+{
+    if (role->sign_policy != GW_SIGN_VERBATIM)
+        return cmp_urole_name(role);
+    if (role->upstream_role == NULL || strcmp(role->upstream_role, "sign-verbatim") == 0)
+        return NULL;
+    return role->upstream_role;
+}
+
+const char *cmp_urole_signing_issuer(struct cmp_call *c, const struct gw_role *role, struct gw_upstream *up,
+                                     char *ref)
+{
+    struct cmp_role_policy scratch, *rp;
+    const char *name = signing_role(role);
+    char err[GW_ERR_LEN] = "";
+    int rc;
+
+    ref[0] = '\0';
+    if (role->issuer_ref != NULL)
+        return role->issuer_ref;
+    if ((gw_upstream_caps(up) & GW_UP_ROLE_POLICY) == 0 || name == NULL)
+        return NULL;
+    rp = cmp_urole_slot(c->e, role, up, &scratch);
+    pthread_mutex_lock(&rp->lock);
+    if ((rc = cmp_urole_fresh(c, rp, up, name, 0, err)) == 0)
+        snprintf(ref, GW_MAX_ISSUER_REF_LEN + 1, "%s", rp->policy.issuer_ref);
+    pthread_mutex_unlock(&rp->lock);
+    cmp_urole_release(rp, &scratch);
+    if (rc < 0)
+        gw_log_kv(GW_LOG_WARN, "upstream_role_unread", "tid", c->rsp->tid, "role", role->name,
+                  "upstream_role", name, "reason", err, "msg", "the CRL served is the default issuer's",
+                  NULL);
+    return ref[0] != '\0' ? ref : NULL;
+}
