@@ -118,9 +118,10 @@
 #define GW_MAX_CHAIN_DEPTH 8             /* certificates between a client's and its trust anchor */
 #define GW_DEFAULT_REVOCATION_GRACE 3600 /* seconds a CRL past its nextUpdate still answers */
 #define GW_MAX_REVOCATION_GRACE (7 * 24 * 3600)
-#define GW_STATUS_REFRESH_SECS 300 /* an upstream's CRL is fetched again at least this often */
-#define GW_STATUS_RETRY_SECS 5     /* and not sooner than this after a fetch failed */
-#define GW_MAX_GENM_ITAVS 8        /* infoTypes one genm may ask for (RFC 9483 §4.3 asks one) */
+#define GW_STATUS_REFRESH_SECS 300  /* an upstream's CRL is fetched again at least this often */
+#define GW_STATUS_RETRY_SECS 5      /* and not sooner than this after a fetch failed */
+#define GW_MAX_STATUS_ISSUER_REFS 8 /* issuers' CRLs (Vault issuer/<ref>) one such fetch may try */
+#define GW_MAX_GENM_ITAVS 8         /* infoTypes one genm may ask for (RFC 9483 §4.3 asks one) */
 #define GW_MAX_GENP_VALUE (GW_MAX_RESPONSE - 16 * 1024) /* genp values: room left for header, extraCerts */
 #define GW_MAX_GENERAL_INFO                                                                                  \
     16 /* generalInfo entries read from a request header (RFC 9483 §3.1 uses three)                         \

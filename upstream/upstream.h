@@ -97,6 +97,7 @@ enum gw_upstream_cap {
         1u << 6, /* cert_status answers from local state without network: ask it every time */
     GW_UP_REVOKE_REASON = 1u << 7, /* records the CRLReason a revocation gives (Vault takes none) */
     GW_UP_CERT_LOOKUP = 1u << 8,   /* finds a certificate it issued by its serial (an RA's rr) */
+    GW_UP_ISSUER_CRLS = 1u << 9,   /* serves each issuer's CRL by its issuer_ref (gw_upstream_crl) */
 };
 
 /* gw_upstream_new creates the upstream described by |conf| with the gateway's |signer| (both

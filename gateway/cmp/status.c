@@ -8,8 +8,10 @@
  * upstreams by their CRL, fetched, verified against the one of the upstream's CAs that signed it,
  * cached for that CA and read again every GW_STATUS_REFRESH_SECS or at once after a revocation
  * through cmpgw; Vault's cert/<serial> where no CRL of the certificate's CA can be had. An upstream
- * serves one CRL, though it may issue under several CAs (a Vault mount during a rotation): a
- * certificate is never looked up in the CRL of a CA that did not issue it. A status that cannot be
+ * may issue under several CAs (a Vault mount during a rotation, or of several issuers): its default
+ * CRL is one CA's, and a Vault mount's other issuers' CRLs are had by the refs the routes sign with;
+ * each CRL counts for the CA that signed it, and a certificate is never looked up in the CRL of a CA
+ * that did not issue it. A status that cannot be
  * known fails closed: a CRL serves until its nextUpdate plus cmp.revocation_grace, no longer. A
  * certificate under a trust entry that no upstream issued (signed by one of the entry's CAs, or by an
  * intermediate the client sent, whose validated chain leads to them) is covered by that entry's
@@ -19,6 +21,7 @@
 #include "gateway/cmp/status.h"
 #include "gateway/cmp/outcome.h"
 #include "gateway/cmp/revoked.h"
+#include "gateway/cmp/urole.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/x509.h"
@@ -45,6 +48,8 @@ struct crl_slot {
     time_t failed;        /* when one last did not (0: the last did): not tried again for a while */
     int stale;            /* a revocation through cmpgw happened since */
     char why[GW_ERR_LEN]; /* why the last fetch gave none of this CA's, told until the next */
+    /* the issuer_ref whose CRL was last this CA's ("": the default issuer's), tried first next time */
+    char ref[GW_MAX_ISSUER_REF_LEN + 1];
 };
 
 /* One upstream's CRLs as last fetched and verified; |crl| is written only by the fetching worker. */
@@ -326,46 +331,100 @@ static int due(const struct crl_slot *s, time_t now)
 }
 
 /*
- * Fetches the upstream's CRL for a certificate of its CA |want| and files it under the CA that
- * signed it; lock not held. Keeps the cached ones if the new one is not good. |revocations| is the
- * count when the fetch began: a CRL fetched across a revocation through cmpgw may predate it.
+ * One CRL of |up| (of issuer |ref|; NULL: the default issuer's) fetched, verified and filed under
+ * the CA that signed it, whichever that is; lock not held. |revocations|: as for refresh. The CA's
+ * index, or -1 with |err| (the cached CRLs stay).
  */
-static void refresh(struct cmp_crl_cache *cc, struct gw_upstream *up, int want, unsigned long revocations,
-                    time_t now, char *err)
+static int fetch_one(struct cmp_crl_cache *cc, struct gw_upstream *up, const char *ref,
+                     unsigned long revocations, time_t now, char *err)
 {
     unsigned char *der = NULL;
     size_t len = 0;
     X509_CRL *crl = NULL;
+    struct crl_slot *s;
     int ca = -1;
 
-    /*
-     * The default issuer's: a Vault ref names an issuer by id or name, and which one is the CA |want|
-     * is not known without listing the mount's issuers; cert/<serial> answers for the others.
-     */
-    if (gw_upstream_crl(up, NULL, &der, &len, err) == 0)
+    if (gw_upstream_crl(up, ref, &der, &len, err) == 0)
         crl = verified_crl(der, len, cc, &ca, now, err);
     free(der);
-    if (crl != NULL && ca != want) {
-        char got[96];
+    if (crl == NULL)
+        return -1;
+    pthread_mutex_lock(&cc->lock);
+    s = &cc->slots[ca];
+    X509_CRL_free(s->crl);
+    s->crl = crl;
+    s->fetched = now;
+    s->failed = 0;
+    if (revocations == cc->revocations)
+        s->stale = 0;
+    snprintf(s->ref, sizeof(s->ref), "%s", ref != NULL ? ref : "");
+    pthread_mutex_unlock(&cc->lock);
+    return ca;
+}
 
-        name_text(X509_get_subject_name(sk_X509_value(cc->cas, ca)), got, sizeof(got));
-        snprintf(err, GW_ERR_LEN, "it serves the CRL of its CA %s only", got);
+/*
+ * Whether the issuers' CRLs of |up| were tried for a certificate of its CA |want| and none was its
+ * CA's: the issuers the configuration's routes sign with (cmp_urole_issuer_refs), each but |tried|
+ * fetched until one is. A CRL is matched to the CA by its verified signer (cmp_status_check_crl:
+ * name and signature), never by the ref it came from: which CA a Vault ref names is not known
+ * without listing the mount's issuers, and need not be. *ca: the CA of the last CRL had, or -1;
+ * |err| the first failure.
+ */
+static int issuer_crls(struct cmp_call *c, struct cmp_crl_cache *cc, struct gw_upstream *up, int want,
+                       const char *tried, unsigned long revocations, int *ca, char *err)
+{
+    char refs[GW_MAX_STATUS_ISSUER_REFS][GW_MAX_ISSUER_REF_LEN + 1], why[GW_ERR_LEN];
+    size_t n = 0;
+    int got;
+
+    if ((gw_upstream_caps(up) & GW_UP_ISSUER_CRLS) != 0)
+        n = cmp_urole_issuer_refs(c, up, refs, GW_MAX_STATUS_ISSUER_REFS);
+    for (size_t k = 0; k < n && *ca != want; k++) {
+        if (strcmp(refs[k], tried) == 0)
+            continue;
+        if ((got = fetch_one(cc, up, refs[k], revocations, c->now, why)) >= 0)
+            *ca = got;
+        else if (err[0] == '\0')
+            snprintf(err, GW_ERR_LEN, "%s", why);
+    }
+    return n > 0;
+}
+
+/*
+ * Fetches the upstream's CRLs for a certificate of its CA |want|, each filed under the CA that
+ * signed it; lock not held. First the CRL that was this CA's last time (one fetch while that
+ * holds), then the default issuer's, then those of the issuers the routes sign with. Keeps the
+ * cached ones where no new one is good. |revocations| is the count when the fetch began: a CRL
+ * fetched across a revocation through cmpgw may predate it.
+ */
+static void refresh(struct cmp_call *c, struct cmp_crl_cache *cc, struct gw_upstream *up, int want,
+                    unsigned long revocations, char *err)
+{
+    char tried[GW_MAX_ISSUER_REF_LEN + 1], why[GW_ERR_LEN] = "", got_name[96];
+    int ca = -1, refs = 0;
+
+    snprintf(tried, sizeof(tried), "%s", cc->slots[want].ref); /* written by the fetching worker only */
+    if (tried[0] != '\0' && (ca = fetch_one(cc, up, tried, revocations, c->now, why)) == want)
+        goto done;
+    if ((ca = fetch_one(cc, up, NULL, revocations, c->now, err)) < 0 && why[0] == '\0')
+        snprintf(why, sizeof(why), "%s", err);
+    if (ca != want)
+        refs = issuer_crls(c, cc, up, want, tried, revocations, &ca, why);
+    if (ca == want)
+        goto done;
+    if (why[0] != '\0') {
+        snprintf(err, GW_ERR_LEN, "%s", why);
+    } else {
+        name_text(X509_get_subject_name(sk_X509_value(cc->cas, ca)), got_name, sizeof(got_name));
+        snprintf(err, GW_ERR_LEN, "it serves the CRL of its CA %s only%s", got_name,
+                 refs ? ", and those of the issuers its routes sign with are of other CAs" : "");
     }
     pthread_mutex_lock(&cc->lock);
-    if (crl != NULL) {
-        struct crl_slot *s = &cc->slots[ca];
-
-        X509_CRL_free(s->crl);
-        s->crl = crl;
-        s->fetched = now;
-        s->failed = 0;
-        if (revocations == cc->revocations)
-            s->stale = 0;
-    }
-    if (ca != want) {
-        cc->slots[want].failed = now;
-        snprintf(cc->slots[want].why, sizeof(cc->slots[want].why), "%s", err);
-    }
+    cc->slots[want].failed = c->now;
+    snprintf(cc->slots[want].why, sizeof(cc->slots[want].why), "%s", err);
+    pthread_mutex_unlock(&cc->lock);
+done:
+    pthread_mutex_lock(&cc->lock);
     cc->fetching = 0;
     pthread_cond_broadcast(&cc->fetched_cond);
     pthread_mutex_unlock(&cc->lock);
@@ -385,10 +444,12 @@ static int reason_of(const X509_REVOKED *rev)
  * *reason), or GW_ERR_UPSTREAM when no CRL of that CA newer than its nextUpdate plus the grace can
  * be had; |err| says why, |note| what was used.
  */
-static int crl_status(struct gw_cmp_engine *e, size_t i, struct gw_upstream *up, int ca, X509 *cert,
-                      time_t now, int *revoked, int *reason, struct status_note *note, char *err)
+static int crl_status(struct cmp_call *c, size_t i, struct gw_upstream *up, int ca, X509 *cert, int *revoked,
+                      int *reason, struct status_note *note, char *err)
 {
+    struct gw_cmp_engine *e = c->e;
     struct cmp_crl_cache *cc = &e->crls[i];
+    time_t now = c->now;
     struct crl_slot *s = &cc->slots[ca];
     const char *name = gw_upstream_get0_conf(up)->name;
     X509_REVOKED *rev = NULL;
@@ -401,7 +462,7 @@ static int crl_status(struct gw_cmp_engine *e, size_t i, struct gw_upstream *up,
 
         cc->fetching = 1;
         pthread_mutex_unlock(&cc->lock);
-        refresh(cc, up, ca, revocations, now, why);
+        refresh(c, cc, up, ca, revocations, why);
         pthread_mutex_lock(&cc->lock);
     }
     while ((s->crl == NULL || s->stale) && cc->fetching) /* nothing usable until it lands */
@@ -430,9 +491,10 @@ static int crl_status(struct gw_cmp_engine *e, size_t i, struct gw_upstream *up,
 }
 
 /* The status of |cert| at the upstream |up| whose CA |ca| issued it, by the best source it offers. */
-static int upstream_status(struct gw_cmp_engine *e, size_t i, struct gw_upstream *up, int ca, X509 *cert,
-                           time_t now, int *revoked, int *reason, struct status_note *note, char *err)
+static int upstream_status(struct cmp_call *c, size_t i, struct gw_upstream *up, int ca, X509 *cert,
+                           int *revoked, int *reason, struct status_note *note, char *err)
 {
+    struct gw_cmp_engine *e = c->e;
     unsigned caps = gw_upstream_caps(up);
     const char *name = gw_upstream_get0_conf(up)->name;
     char crl_err[GW_ERR_LEN] = "";
@@ -445,7 +507,7 @@ static int upstream_status(struct gw_cmp_engine *e, size_t i, struct gw_upstream
         return gw_upstream_cert_status(up, cert, revoked, err);
     }
     if ((caps & GW_UP_CRL) != 0 && e->crls != NULL &&
-        (rc = crl_status(e, i, up, ca, cert, now, revoked, reason, note, crl_err)) == 0)
+        (rc = crl_status(c, i, up, ca, cert, revoked, reason, note, crl_err)) == 0)
         return 0;
     if ((caps & GW_UP_CERT_STATUS) != 0) {
         snprintf(note->text, sizeof(note->text), "status query at upstream %s", name);
@@ -554,8 +616,7 @@ static int check_one(struct cmp_call *c, X509 *cert, const STACK_OF(X509) *chain
         snprintf(note->text, sizeof(note->text), "not checked (upstream %s: check_revocation false)",
                  gw_upstream_get0_conf(up)->name);
         return 0;
-    } else if (revoked < 0 ||
-               upstream_status(e, i, up, ca, cert, c->now, &revoked, &reason, note, err) != 0) {
+    } else if (revoked < 0 || upstream_status(c, i, up, ca, cert, &revoked, &reason, note, err) != 0) {
         /* Redis not answering is an error, logged as every other use of the shared state logs it */
         gw_log_kv(revoked == GW_ERR_UNAVAILABLE ? GW_LOG_ERROR : GW_LOG_WARN,
                   revoked == GW_ERR_UNAVAILABLE ? "shared_state_unavailable" : "status_unknown", "tid",

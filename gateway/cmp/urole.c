@@ -101,28 +101,72 @@ static const char *signing_role(const struct gw_role *role)
     return role->upstream_role;
 }
 
-const char *cmp_urole_signing_issuer(struct cmp_call *c, const struct gw_role *role, struct gw_upstream *up,
-                                     char *ref)
+/* cmp_urole_signing_issuer's ref, |err| saying why a Vault role could not be read (rc < 0). */
+static const char *signing_issuer(struct cmp_call *c, const struct gw_role *role, struct gw_upstream *up,
+                                  char *ref, int *rc, char *err)
 {
     struct cmp_role_policy scratch, *rp;
     const char *name = signing_role(role);
-    char err[GW_ERR_LEN] = "";
-    int rc;
 
     ref[0] = '\0';
+    *rc = 0;
     if (role->issuer_ref != NULL)
         return role->issuer_ref;
     if ((gw_upstream_caps(up) & GW_UP_ROLE_POLICY) == 0 || name == NULL)
         return NULL;
     rp = cmp_urole_slot(c->e, role, up, &scratch);
     pthread_mutex_lock(&rp->lock);
-    if ((rc = cmp_urole_fresh(c, rp, up, name, 0, err)) == 0)
+    if ((*rc = cmp_urole_fresh(c, rp, up, name, 0, err)) == 0)
         snprintf(ref, GW_MAX_ISSUER_REF_LEN + 1, "%s", rp->policy.issuer_ref);
     pthread_mutex_unlock(&rp->lock);
     cmp_urole_release(rp, &scratch);
+    return ref[0] != '\0' ? ref : NULL;
+}
+
+const char *cmp_urole_signing_issuer(struct cmp_call *c, const struct gw_role *role, struct gw_upstream *up,
+                                     char *ref)
+{
+    char err[GW_ERR_LEN] = "";
+    int rc = 0;
+    const char *got = signing_issuer(c, role, up, ref, &rc, err);
+
     if (rc < 0)
         gw_log_kv(GW_LOG_WARN, "upstream_role_unread", "tid", c->rsp->tid, "role", role->name,
-                  "upstream_role", name, "reason", err, "msg", "the CRL served is the default issuer's",
-                  NULL);
-    return ref[0] != '\0' ? ref : NULL;
+                  "upstream_role", signing_role(role), "reason", err, "msg",
+                  "the CRL served is the default issuer's", NULL);
+    return got;
+}
+
+/* Whether |ref| is among the first |n| of |refs|. */
+static int listed(char (*refs)[GW_MAX_ISSUER_REF_LEN + 1], size_t n, const char *ref)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(refs[i], ref) == 0)
+            return 1;
+    return 0;
+}
+
+size_t cmp_urole_issuer_refs(struct cmp_call *c, struct gw_upstream *up,
+                             char (*refs)[GW_MAX_ISSUER_REF_LEN + 1], size_t cap)
+{
+    const struct gw_cmp_engine *e = c->e;
+    char ref[GW_MAX_ISSUER_REF_LEN + 1], err[GW_ERR_LEN];
+    const char *got;
+    size_t n = 0;
+    int rc;
+
+    for (size_t i = 0; i < e->cfg.n_roles && n < cap; i++) {
+        const struct gw_role *role = &e->cfg.roles[i];
+
+        if (up != gw_upstream_set_get0(e->ups, role->upstream_name) &&
+            (!gw_migration_configured(&role->migration) ||
+             up != gw_upstream_set_get0(e->ups, role->migration.to_name)))
+            continue;
+        /* the default issuer's is the mount's own CRL: fetched anyway */
+        if ((got = signing_issuer(c, role, up, ref, &rc, err)) == NULL || strcmp(got, "default") == 0 ||
+            strlen(got) > GW_MAX_ISSUER_REF_LEN || listed(refs, n, got))
+            continue;
+        snprintf(refs[n++], GW_MAX_ISSUER_REF_LEN + 1, "%s", got);
+    }
+    return n;
 }

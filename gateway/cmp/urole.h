@@ -1,7 +1,7 @@
 /*
  * The upstream roles' policies (a Vault role's grants, names rules and issuer_ref), read from the
  * upstream and cached per cmpgw role GW_ROLE_POLICY_TTL seconds: for the policy checks of a request,
- * and for which issuer signs a route's certificates (genm's CRL).
+ * and for which issuer signs a route's certificates (genm's CRL, the revocation check's CRLs).
  */
 #ifndef GW_CMP_UROLE_H
 #define GW_CMP_UROLE_H
@@ -60,5 +60,15 @@ int cmp_urole_fresh(struct cmp_call *c, struct cmp_role_policy *rp, struct gw_up
  */
 const char *cmp_urole_signing_issuer(struct cmp_call *c, const struct gw_role *role, struct gw_upstream *up,
                                      char *ref);
+
+/*
+ * cmp_urole_issuer_refs: the issuers |up| signs the configuration's roles with, as
+ * cmp_urole_signing_issuer names them (a role's issuer_ref, else its Vault role's), for the roles
+ * of |up| and those migrating to it; each once, neither "default" nor the default issuer (NULL), at
+ * most |cap| into |refs|. A Vault role that cannot be read names none (not logged: the caller says
+ * what it missed). Their count. Worker.
+ */
+size_t cmp_urole_issuer_refs(struct cmp_call *c, struct gw_upstream *up,
+                             char (*refs)[GW_MAX_ISSUER_REF_LEN + 1], size_t cap);
 
 #endif

@@ -9,7 +9,9 @@ Also: more certificates naming the sender than the cap, and two valid ones that 
 
 Revoked credentials: a certificate revoked through cmpgw (keyCompromise) no longer authenticates an ir,
 p10cr, rr, genm or certConf, nor as the TLS client certificate; a certificate of the Vault-API test
-server is checked against its CRL; a CRL past nextUpdate plus the grace fails closed.
+server is checked against its issuer's CRL (the default issuer's, or that of the issuer a route's or its
+Vault role's issuer_ref names, with no cert/<serial> per request; one that issuer did not sign counts
+for nothing); a CRL past nextUpdate plus the grace fails closed.
 """
 import datetime
 import hashlib
@@ -430,6 +432,71 @@ class RevokedAtVault(VaultCase):
                               "the signer " + TEXT_REVOKED % harness.serial_hex(first.cert))
         self.assertTrue(self.vault.requests("/v1/pki/crl"))
 
+
+
+class RevokedAtVaultOfTheVaultRolesIssuer(VaultCase):
+    """Certificates of the mount's second issuer, which the route's Vault role names (its issuer_ref):
+    their status comes from that issuer's CRL (issuer/second/crl/der), fetched once and cached as the
+    default issuer's is, not from a cert/<serial> on every check."""
+
+    route = {"upstream_role": "second-issuer"}
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.vault = vaultenv.running(cls, gw.dir, extra_roles={
+            "second-issuer": dict(vaultenv.DEVICES, issuer_ref="second")})
+        cfg["upstreams"]["vault"] = cls.vault.upstream()
+        cfg["roles"]["default"].update(upstream="vault", allowed_san_types=["dns", "ip"], **cls.route)
+
+    def test_issuer_crl_says_good_then_revoked(self):
+        holder, key = self.p10cr("v2-holder")
+        victim, victim_key = self.p10cr("v2-victim")
+        self.assertEqual(load_cert(holder.cert).issuer, load_cert(self.gw.dir / "vault-ca2.pem").subject)
+        # revoked at Vault itself, not through cmpgw: only that issuer's CRL tells of it
+        self.vault.api("POST", "/v1/pki/revoke", {"serial_number": "%x" % load_cert(victim.cert).serial_number})
+        mark = self.vault.mark()
+        for n in range(3):
+            served, _ = self.p10cr("v2-good-%d" % n, auth=(holder.cert, key))
+            self.assertIsNotNone(served.cert, served.answers)
+        refused, _ = self.p10cr("v2-refused", auth=(victim.cert, victim_key))
+        self.assert_cmp_error(refused.first, ("cp",), "certRevoked",
+                              "the signer " + TEXT_REVOKED % harness.serial_hex(victim.cert))
+        paths = [e["path"] for e in self.vault.since(mark)]
+        self.assertEqual([p for p in paths if "/cert/" in p], [], paths)
+        self.assertEqual([p for p in paths if "crl" in p], ["/v1/pki/crl", "/v1/pki/issuer/second/crl/der"], paths)
+        logged = [e for e in self.gw.log_lines() if e.get("event") == "credential_revoked"]
+        self.assertEqual([e["source"] for e in logged], ["CRL of upstream vault"], logged)
+
+
+class RevokedAtVaultOfTheRoutesIssuer(RevokedAtVaultOfTheVaultRolesIssuer):
+    """The same for the issuer the route's own issuer_ref names."""
+
+    route = {"upstream_role": "devices", "issuer_ref": "second"}
+
+
+class ForgedIssuerCrlAtVault(RevokedAtVaultOfTheVaultRolesIssuer):
+    """A CRL served as issuer/second's that the second issuer did not sign (its name, another key)
+    counts for no CA: cert/<serial> answers for that issuer's certificates, and a revoked one is
+    refused all the same."""
+
+    route = {"upstream_role": "devices", "issuer_ref": "second"}
+
+    def test_issuer_crl_says_good_then_revoked(self):
+        holder, key = self.p10cr("v2f-holder")
+        victim, victim_key = self.p10cr("v2f-victim")
+        self.vault.api("POST", "/v1/pki/revoke", {"serial_number": "%x" % load_cert(victim.cert).serial_number})
+        self.vault.control({"crl_forged": True, "match": "/issuer/second/crl"})
+        mark = self.vault.mark()
+        served, _ = self.p10cr("v2f-good", auth=(holder.cert, key))
+        self.assertIsNotNone(served.cert, served.answers)
+        refused, _ = self.p10cr("v2f-refused", auth=(victim.cert, victim_key))
+        self.assert_cmp_error(refused.first, ("cp",), "certRevoked",
+                              "the signer " + TEXT_REVOKED % harness.serial_hex(victim.cert))
+        paths = [e["path"] for e in self.vault.since(mark)]
+        self.assertIn("/v1/pki/issuer/second/crl/der", paths)
+        self.assertEqual(len([p for p in paths if "/cert/" in p]), 2, paths)
+        logged = [e for e in self.gw.log_lines() if e.get("event") == "credential_revoked"]
+        self.assertEqual([e["source"] for e in logged], ["status query at upstream vault"], logged)
 
 
 class StaleCrlAtVault(VaultCase):

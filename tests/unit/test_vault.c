@@ -1287,7 +1287,8 @@ static void test_cert_status(void **state)
         assert_string_equal(fake.reqs[0].path, "/v1/pki/cert/30:39");
     }
     assert_int_equal(gw_upstream_caps(f.up), GW_UP_SIGN_CSR | GW_UP_REVOKE | GW_UP_ROLE_POLICY |
-                                                 GW_UP_CERT_STATUS | GW_UP_CRL | GW_UP_CERT_LOOKUP);
+                                                 GW_UP_CERT_STATUS | GW_UP_CRL | GW_UP_CERT_LOOKUP |
+                                                 GW_UP_ISSUER_CRLS);
     fx_cleanup(&f);
     X509_free(other);
     EVP_PKEY_free(k);
