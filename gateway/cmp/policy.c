@@ -696,8 +696,7 @@ static int issued_here(struct cmp_call *c, const char *upstream_name, X509 *cert
     return ok;
 }
 
-/* Whether |cert| was issued by one of |role|'s upstreams: those rr revokes its certificates through. */
-static int issued_for_role(struct cmp_call *c, const struct gw_role *role, X509 *cert)
+int cmp_issued_for_role(struct cmp_call *c, const struct gw_role *role, X509 *cert)
 {
     const char *names[GW_ROLE_ISSUERS];
 
@@ -722,7 +721,7 @@ static int issued_for_other_list(struct cmp_call *c, const struct gw_role *role,
         if (o == role || (o->device_allowlist_file != NULL &&
                           strcmp(o->device_allowlist_file, role->device_allowlist_file) == 0))
             continue;
-        if (issued_for_role(c, o, cert))
+        if (cmp_issued_for_role(c, o, cert))
             return 1;
     }
     return 0;
@@ -793,7 +792,7 @@ static int check_allowlist(struct cmp_call *c, const struct cmp_txn *t, const OS
                           "this route accepts signature-protected requests only: sign with the device "
                           "certificate (3GPP TS 33.310)");
     if (c->body == GW_CMP_BODY_KUR && renews_signer(crm, t->signer) && revocation_checked(c->e, t->signer) &&
-        issued_for_role(c, role, t->signer) && !issued_for_other_list(c, role, t->signer))
+        cmp_issued_for_role(c, role, t->signer) && !issued_for_other_list(c, role, t->signer))
         return 0;
     if (on_allowlist(role, t->signer))
         return 0;

@@ -73,6 +73,14 @@ int cmp_authorize(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusa
 const struct gw_role *cmp_role_named(const struct gw_cmp_engine *e, const char *name);
 
 /*
+ * cmp_issued_for_role tells whether one of |role|'s upstreams (gw_role_issuers: those rr revokes its
+ * certificates through) issued |cert|: a CA it issues under, or one above that in its configuration
+ * (issuer_certs: a local issuer's cert and chain, issuer_ca), signed it. An operator's certificate, not
+ * a vendor's.
+ */
+int cmp_issued_for_role(struct cmp_call *c, const struct gw_role *role, X509 *cert);
+
+/*
  * cmp_check_current holds a message continuing |t| (certConf, pollReq) to the configuration in
  * force, |now|, when a reload came since |t| began: its role must still be there, its pinned signer
  * chain to that role's trust (or its PBM reference keep its secret), and its credentials and
