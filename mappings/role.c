@@ -350,6 +350,33 @@ static int check_role_3gpp(struct gw_conf_ctx *pc, const char *path, struct gw_r
     return 0;
 }
 
+/*
+ * "ra_trust" widens who may be an RA of the role to certificates of some of the role's own trust
+ * entries: one it does not trust at all could never authenticate an rr, and without ra_subjects the
+ * role has no RA.
+ */
+static int check_ra_trust(struct gw_conf_ctx *pc, const char *path, const struct gw_role *r)
+{
+    char kpath[GW_CONF_PATH_LEN], ipath[GW_CONF_PATH_LEN];
+    bool found;
+
+    gw_conf_bprintf(kpath, sizeof(kpath), "%s.authorization.ra_trust", path);
+    if (r->authz.n_ra_trust > 0 && r->authz.ra_subjects.n == 0)
+        return gw_conf_fail(pc, kpath, "set, but \"ra_subjects\" is not: the role has no RA");
+    for (size_t i = 0; i < r->authz.n_ra_trust; i++) {
+        found = false;
+        for (size_t j = 0; j < r->n_trust && !found; j++)
+            found = strcmp(r->authz.ra_trust_names[i], r->trust_names[j]) == 0;
+        gw_conf_join_index(ipath, kpath, i);
+        if (!found)
+            return gw_conf_fail(pc, ipath,
+                                "\"%s\" is not in the role's \"trust\": an RA signs with a "
+                                "certificate the role trusts",
+                                r->authz.ra_trust_names[i]);
+    }
+    return 0;
+}
+
 static int check_role(struct gw_conf_ctx *pc, const char *path, void *base)
 {
     struct gw_role *r = base;
@@ -379,6 +406,8 @@ static int check_role(struct gw_conf_ctx *pc, const char *path, void *base)
         if (r->migration.name == NULL && (r->migration.name = strdup(r->name)) == NULL)
             return GW_ERR_NOMEM;
     }
+    if (check_ra_trust(pc, path, r) != 0)
+        return GW_ERR_INVAL;
     return check_role_3gpp(pc, path, r);
 }
 
@@ -442,6 +471,8 @@ static const struct gw_conf_field authz_fields[] = {
     GW_CONF_OPT("allowed_key_types", p_key_types, struct gw_authz, key_rules,
                 .off_n = offsetof(struct gw_authz, n_key_rules)),
     GW_CONF_OPT("ra_subjects", p_patterns, struct gw_authz, ra_subjects, .aux = &names_pattern),
+    GW_CONF_OPT("ra_trust", gw_conf_p_names, struct gw_authz, ra_trust_names,
+                .off_n = offsetof(struct gw_authz, n_ra_trust), .aux = &gw_conf_names_plain),
 };
 
 GW_CONF_OBJDEF(authz_def, authz_fields, NULL);
@@ -619,6 +650,7 @@ static void free_authz(struct gw_authz *a)
     free_patterns(&a->ip_ranges);
     free(a->key_rules);
     free_patterns(&a->ra_subjects);
+    gw_conf_free_strings(a->ra_trust_names, a->n_ra_trust);
 }
 
 void gw_root_update_cleanup(struct gw_root_update *u)

@@ -75,6 +75,10 @@ struct gw_authz {
     size_t n_key_rules;
     /* rr (RFC 9483 §4.2): besides the holder, signers matching these that carry the id-kp-cmcRA EKU */
     struct gw_patterns ra_subjects; /* "ra_subjects": patterns on the RA signer's one-line subject */
+    /* "ra_trust": trust entries of the role's "trust" whose certificates may be RAs besides those a CA of
+       the role's upstreams issued (docs/security.md, "Revocation") */
+    char **ra_trust_names;
+    size_t n_ra_trust;
 };
 
 /*

@@ -313,6 +313,17 @@ STACK_OF(X509) *cmp_signer_chain_on(struct cmp_call *c, const struct cmp_txn *t,
     return chain;
 }
 
+int cmp_signer_chains_to(struct cmp_call *c, const struct cmp_txn *t, X509_STORE *store)
+{
+    STACK_OF(X509) *untrusted = with_intermediates(t->signer_chain, t->role);
+    int ok = untrusted != NULL && store != NULL &&
+             cmp_chains_valid(c->e->chains, store, untrusted, t->signer) == 1;
+
+    sk_X509_free(untrusted);
+    ERR_clear_error();
+    return ok;
+}
+
 int cmp_sender_is(const struct gw_hdr_info *h, int pbm, const unsigned char *kid, size_t kid_len,
                   const X509_NAME *sender)
 {

@@ -44,6 +44,12 @@ int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *
 STACK_OF(X509) *cmp_signer_chain_on(struct cmp_call *c, const struct cmp_txn *t, const struct gw_role *role);
 
 /*
+ * cmp_signer_chains_to tells whether |t|'s pinned signer chains to |store| (one trust entry's), with the
+ * intermediates it was validated with and those of its role: 1 or 0.
+ */
+int cmp_signer_chains_to(struct cmp_call *c, const struct cmp_txn *t, X509_STORE *store);
+
+/*
  * cmp_sender_is tells whether the header |h| names the sender a transaction is pinned to: the PBM
  * reference |kid| (|pbm|), or the directoryName |sender|.
  */

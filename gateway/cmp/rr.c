@@ -5,6 +5,7 @@
  * upstream takes one, and into the audit record in every case (docs/design.md D8).
  */
 #include "gateway/cmp/rr.h"
+#include "gateway/cmp/auth.h"
 #include "gateway/cmp/cmp_local.h"
 #include "gateway/cmp/outcome.h"
 #include "gateway/cmp/policy.h"
@@ -64,9 +65,52 @@ static int has_cmc_ra(X509 *cert)
     return found;
 }
 
+/* Whether |name| is one of the role's ra_trust entries. */
+static int in_ra_trust(const struct gw_role *role, const char *name)
+{
+    for (size_t i = 0; i < role->authz.n_ra_trust; i++)
+        if (strcmp(role->authz.ra_trust_names[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+/*
+ * An RA revokes every certificate of its role, so its certificate must come from the role's own PKI
+ * (docs/security.md, "Revocation"): a CA of the role's upstreams signed it, or it chains to a trust
+ * entry the role names in ra_trust. Any other entry of the role's trust (a vendor's or bootstrap CA,
+ * trusted for enrolment) could mint a certificate with an RA's subject and id-kp-cmcRA. 0, or refused
+ * with |r|; the log names the first trust entry of the role the RA chains to.
+ */
+static int check_ra_issuer(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r)
+{
+    const struct gw_role *role = t->role;
+    const struct gw_trust_conf *entry;
+    const char *chained = NULL;
+
+    if (cmp_issued_for_role(c, role, t->signer))
+        return 0;
+    for (size_t i = 0; i < role->n_trust; i++) {
+        entry = gw_trust_conf_find(c->e->cfg.trust, c->e->cfg.n_trust, role->trust_names[i]);
+        if (entry == NULL || !cmp_signer_chains_to(c, t, entry->store))
+            continue;
+        if (in_ra_trust(role, entry->name))
+            return 0;
+        if (chained == NULL)
+            chained = entry->name;
+    }
+    gw_log_kv(GW_LOG_WARN, "rr_ra_untrusted", "tid", c->rsp->tid, "role", role->name, "identity", t->identity,
+              "trust", chained != NULL ? chained : "none", "msg",
+              "an RA certificate of a CA that is neither the role's upstreams' nor in its ra_trust", NULL);
+    return cmp_refuse(
+        r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+        "the RA certificate was not issued by a CA of role %.64s's upstreams, nor does it chain to "
+        "a trust entry the role names in ra_trust",
+        role->name);
+}
+
 /* The holder (signer is the certificate named) or an RA of the role. */
-static int authorize_rr(const struct cmp_txn *t, const X509_NAME *issuer, const ASN1_INTEGER *serial,
-                        int *as_ra, struct cmp_refusal *r)
+static int authorize_rr(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer,
+                        const ASN1_INTEGER *serial, int *as_ra, struct cmp_refusal *r)
 {
     const struct gw_patterns *ras = &t->role->authz.ra_subjects;
 
@@ -79,6 +123,8 @@ static int authorize_rr(const struct cmp_txn *t, const X509_NAME *issuer, const 
         ASN1_INTEGER_cmp(serial, X509_get0_serialNumber(t->signer)) == 0)
         return 0;
     if (ras->n > 0 && ra_subject_matches(ras, X509_get_subject_name(t->signer)) && has_cmc_ra(t->signer)) {
+        if (check_ra_issuer(t, c, r) != 0)
+            return 1;
         *as_ra = 1;
         return 0;
     }
@@ -298,7 +344,7 @@ static int check_rr(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *r
                           "the revocation request must name the certificate's issuer and serial number");
     gw_x509_serial_hex(serial, t->serial, sizeof(t->serial));
     snprintf(c->rsp->serial, sizeof(c->rsp->serial), "%s", t->serial);
-    if (authorize_rr(t, issuer, serial, as_ra, r) != 0)
+    if (authorize_rr(t, c, issuer, serial, as_ra, r) != 0)
         return 1;
     if (gw_shim_rr_reason(req, reason) != 0)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,

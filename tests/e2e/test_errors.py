@@ -58,6 +58,7 @@ ELSEWHERE = {
     "delegate_cn_san": ("../unit/test_policy.c", "upstream role adds as a subjectAltName unless exclude_cn_from_sans)"),
     "delegate_cn_email": ("../unit/test_policy.c", "cannot be the email subjectAltName the upstream role adds for it"),
     "rr_not_holder": ("test_rr.py", "only the holder of a certificate (signing the rr with it) or an RA of role "),
+    "rr_ra_untrusted": ("test_rr.py", "the RA certificate was not issued by a CA of role "),
     "rr_pbm": ("test_rr.py", "PBM protection is not accepted for rr"),
     "rr_not_route_ca": ("test_rr.py", "the certificate was not issued by this route's CA"),
     "rr_wrong_issuer": ("test_rr.py", " was not issued by the CA the revocation request names: check issuer "),

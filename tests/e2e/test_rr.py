@@ -1,7 +1,9 @@
 """Revocation (RFC 9483 §4.2) over TLS with the real gateway: the holder revokes with `openssl cmp -cmd rr
 -revreason`, another client is refused (notAuthorized), an RA identity (ra_subjects + id-kp-cmcRA) revokes,
-and a PBM-protected rr is refused. Every answer is decoded independently (pyasn1 rp); after a revocation the
-CRL the route serves over genm lists the serial with its reason, and the audit log keeps the reason.
+and a PBM-protected rr is refused. An RA certificate that a second CA the role trusts (a vendor's) minted,
+with an RA's subject and id-kp-cmcRA, revokes nothing unless the role names that CA's trust entry in
+ra_trust. Every answer is decoded independently (pyasn1 rp); after a revocation the CRL the route serves
+over genm lists the serial with its reason, and the audit log keeps the reason.
 
 Through the Vault-API test server, which revokes by serial within its mount whatever issuer an rr names
 (as Vault does): an RA of one role cannot revoke a certificate of another role on the same mount, nor a
@@ -400,6 +402,95 @@ class RevokedAcrossRestart(harness.GatewayTestCase):
         finally:
             listed.chmod(0o600)
             self.gw.start()
+
+
+def make_ra(d, name, subject, issuer):
+    """An RA certificate (digitalSignature, id-kp-cmcRA) for |subject| that the CA |issuer| (a file stem in
+    |d|) signs: |name|.pem and |name|.key."""
+    harness.genkey(d / ("%s.key" % name))
+    harness.run(["openssl", "req", "-new", "-key", d / ("%s.key" % name), "-subj", subject, "-out",
+                 d / ("%s.csr" % name)])
+    (d / ("%s.ext" % name)).write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                                       "extendedKeyUsage=1.3.6.1.5.5.7.3.28\nsubjectKeyIdentifier=hash\n"
+                                       "authorityKeyIdentifier=keyid\n")
+    harness.run(["openssl", "x509", "-req", "-in", d / ("%s.csr" % name), "-CA", d / ("%s.pem" % issuer), "-CAkey",
+                 d / ("%s.key" % issuer), "-days", "30", "-extfile", d / ("%s.ext" % name), "-out",
+                 d / ("%s.pem" % name)])
+    return d / ("%s.pem" % name), d / ("%s.key" % name)
+
+
+def make_vendor(d):
+    """A second CA the role trusts for enrolment (a vendor's or bootstrap CA: vendor.pem/.key), and an RA
+    certificate it minted with a subject the role's ra_subjects admit and the id-kp-cmcRA usage."""
+    harness.genkey(d / "vendor.key")
+    harness.run(["openssl", "req", "-new", "-x509", "-key", d / "vendor.key", "-subj", "/O=vendor/CN=vendor root",
+                 "-days", "30", "-addext", "basicConstraints=critical,CA:TRUE", "-addext",
+                 "keyUsage=critical,keyCertSign,cRLSign", "-out", d / "vendor.pem"])
+    return make_ra(d, "vendor-ra", VENDOR_RA_SUBJECT, "vendor")
+
+
+VENDOR_RA_SUBJECT = "/O=cmpgw demo/CN=ra-minted"
+TEXT_RA_UNTRUSTED = ("the RA certificate was not issued by a CA of role default's upstreams, nor does it chain to a "
+                     "trust entry the role names in ra_trust")
+
+
+class RaOfAnotherCa(harness.GatewayTestCase):
+    """A role that also trusts a vendor's CA (initial enrolment) does not give that CA its RAs: an RA
+    certificate the vendor minted, with a subject ra_subjects admit and id-kp-cmcRA, revokes nothing (once
+    it revoked any certificate of the role). RAs issued by a CA of the role's upstream (its issuing CA, the
+    root above it) still revoke."""
+
+    rr = Revocation.rr
+    ra_trust = None
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        harness.keep_store(cfg, gw)
+        make_vendor(gw.dir)
+        make_ra(gw.dir, "own-ra", "/O=cmpgw demo/CN=ra-own", "issuing")
+        cfg["trust"]["vendor"] = {"ca_file": "vendor.pem", "revocation": "none"}
+        role = cfg["roles"]["default"]
+        role["trust"] = ["demo", "vendor"]
+        role["authorization"] = {"ra_subjects": [RA_SUBJECT, "/O=cmpgw demo/CN=ra-*"]}
+        if cls.ra_trust is not None:
+            role["authorization"]["ra_trust"] = cls.ra_trust
+
+    def vendor_rr(self, name):
+        """A device's certificate, and the rp of the vendor-minted RA's rr for it."""
+        d = self.gw.dir
+        cert, _ = self.enrol(name)
+        return cert, rp_status(self.rr(name + "-rr", cert, (d / "vendor-ra.pem", d / "vendor-ra.key"))[1])
+
+    def test_vendor_ra(self):
+        victim, rp = self.vendor_rr("vendor-victim")
+        self.assertEqual(rp, (2, ["notAuthorized"], [TEXT_RA_UNTRUSTED]))
+        self.assertNotIn(serial_hex(victim), crl_entries(self.gw, "vendor"))
+        self.assertFalse([r for r in audit(self.gw, "intent") if int(r.get("serial", "0"), 16) ==
+                          int(serial_hex(victim), 16)])
+        lines = [(e["role"], e["trust"]) for e in self.gw.log_lines() if e.get("event") == "rr_ra_untrusted"]
+        self.assertEqual(lines, [("default", "vendor")])
+
+    def test_own_ras_revoke(self):
+        """The twins: an RA the upstream's issuing CA signed, and one the root above it signed."""
+        d = self.gw.dir
+        for name, ra in (("own", (d / "own-ra.pem", d / "own-ra.key")),
+                         ("root", (d / "signer.pem", d / "signer.key"))):
+            cert, _ = self.enrol("%s-ra-victim" % name)
+            self.assertEqual(rp_status(self.rr("%s-ra-rr" % name, cert, ra)[1])[0], 0)
+            self.assertEqual(crl_entries(self.gw, "%s-ra" % name).get(serial_hex(cert)), 1)
+
+
+class RaTrustNamed(RaOfAnotherCa):
+    """With "ra_trust" naming the vendor's entry, the operator says that CA issues RAs: its RA revokes."""
+
+    ra_trust = ["vendor"]
+
+    def test_vendor_ra(self):
+        """The vendor's RA revokes; nothing is logged as refused."""
+        victim, rp = self.vendor_rr("vendor-named-victim")
+        self.assertEqual(rp[0], 0)
+        self.assertEqual(crl_entries(self.gw, "vendor-named").get(serial_hex(victim)), 1)
+        self.assertFalse([e for e in self.gw.log_lines() if e.get("event") == "rr_ra_untrusted"])
 
 
 class RevocationAtCfssl(harness.GatewayTestCase):

@@ -1100,6 +1100,16 @@ static const struct bad bad_cases[] = {
     {"tls_trust not array",
      {UPS, ROLES, AUTHZ("\"tls_trust\": \"demo\"")},
      {"$.roles.rv.authorization.tls_trust: expected an array of names, got \"demo\""}},
+    {"ra_trust without ra_subjects",
+     {UPS, ROLES, AUTHZ("\"ra_trust\": [\"demo\"]")},
+     {"$.roles.rv.authorization.ra_trust: set, but \"ra_subjects\" is not: the role has no RA"}},
+    {"ra_trust not the role's",
+     {UPS, ROLES, AUTHZ("\"ra_subjects\": [\"/CN=ra\"], \"ra_trust\": [\"demo\", \"nope\"]")},
+     {"$.roles.rv.authorization.ra_trust[1]: \"nope\" is not in the role's \"trust\": an RA signs with a "
+      "certificate the role trusts"}},
+    {"ra_trust not array",
+     {UPS, ROLES, AUTHZ("\"ra_subjects\": [\"/CN=ra\"], \"ra_trust\": \"demo\"")},
+     {"$.roles.rv.authorization.ra_trust: expected an array of names, got \"demo\""}},
     {"tls_must_be_signer string",
      {UPS, ROLES, AUTHZ("\"tls_must_be_signer\": \"yes\"")},
      {"$.roles.rv.authorization.tls_must_be_signer: expected true or false"}},
@@ -1589,7 +1599,7 @@ static void test_upstreams_full(void **state)
               "[\"*.example.com\"], "
               "\"tls_must_be_signer\": true, \"signer_subjects\": [\"/CN=dev-*\"], \"allowed_common_names\": "
               "[\"dev-*\", \"d\\u00e9v\"], \"allowed_uris\": [\"spiffe://example/*\"], \"allowed_emails\": "
-              "[\"*@example.com\"]"),
+              "[\"*@example.com\"], \"ra_subjects\": [\"/CN=ra\"], \"ra_trust\": [\"demo\"]"),
         E("[\"dns\", \"ip\"]", "[\"dns\", \"ip\", \"uri\", \"email\"]"),
         E("[\"10.0.0.0/8\"]",
           "[\"10.0.0.0/8\", \"127.0.0.1/32\", \"0.0.0.0/0\", \"::1/128\", \"fd00::/8\", \"::/0\"]"),
@@ -1629,6 +1639,8 @@ static void test_upstreams_full(void **state)
     assert_int_equal(a->emails.n, 1);
     assert_int_equal(a->ip_ranges.n, 6);
     assert_int_equal(a->n_key_rules, 6);
+    assert_int_equal(a->n_ra_trust, 1);
+    assert_string_equal(a->ra_trust_names[0], "demo");
     assert_int_equal(a->key_rules[0].pkey_type, EVP_PKEY_RSA);
     assert_int_equal(a->key_rules[0].min_bits, 2048);
     assert_int_equal(a->key_rules[3].curve_nid, NID_secp521r1);
