@@ -55,6 +55,25 @@ void gw_cert_plan_cleanup(struct gw_cert_plan *p)
     gw_cert_plan_init(p);
 }
 
+int gw_cert_plan_copy(const struct gw_cert_plan *src, struct gw_cert_plan *dst)
+{
+    *dst = *src;
+    dst->subject = NULL;
+    dst->sans = NULL;
+    dst->spki = NULL;
+    dst->csr_exts = NULL;
+    if (dst->pubkey != NULL && EVP_PKEY_up_ref(dst->pubkey) != 1)
+        dst->pubkey = NULL;
+    else if ((src->subject == NULL || (dst->subject = X509_NAME_dup(src->subject)) != NULL) &&
+             (src->sans == NULL ||
+              (dst->sans = ASN1_item_dup(ASN1_ITEM_rptr(GENERAL_NAMES), (void *)src->sans)) != NULL) &&
+             (src->csr_exts == NULL || (dst->csr_exts = sk_X509_EXTENSION_deep_copy(
+                                            src->csr_exts, X509_EXTENSION_dup, X509_EXTENSION_free)) != NULL))
+        return 0;
+    gw_cert_plan_cleanup(dst);
+    return GW_ERR_NOMEM;
+}
+
 /* ---- the plan ---- */
 
 static int refuse(int *fail_info, char *err, const char *what)

@@ -184,25 +184,13 @@ static OSSL_CMP_PKISI *refuse_cert(struct cmp_txn *t, struct cmp_call *c, X509 *
 static OSSL_CMP_PKISI *deliver(struct cmp_txn *t, struct cmp_call *c, const struct gw_cert_plan *plan,
                                struct gw_sign_result *res, X509 **certOut, STACK_OF(X509) **chainOut)
 {
-    X509_STORE *store = cmp_issuer_store(c->e, t->up);
     STACK_OF(X509) *path = NULL;
     char err[GW_ERR_LEN] = "";
     struct cmp_refusal r = {0};
-    enum gw_issued_verdict v = GW_ISSUED_BAD;
+    enum gw_issued_verdict v;
 
     gw_x509_cert_serial_hex(res->cert, t->serial, sizeof(t->serial));
-    if (store == NULL)
-        snprintf(err, sizeof(err), "no issuer CA is configured to check it against");
-    else
-        v = gw_policy_check_issued(t->role, plan, res->cert, res->chain, store, c->e->links, c->now, &path,
-                                   err);
-    /* chaining to issuer_ca is not enough: another CA under its root is not the upstream's to revoke */
-    if ((v == GW_ISSUED_OK || v == GW_ISSUED_MODIFIED) &&
-        gw_upstream_check_signer(t->up, res->cert, err) != 0) {
-        sk_X509_pop_free(path, X509_free);
-        path = NULL;
-        v = GW_ISSUED_BAD;
-    }
+    v = cmp_check_issued(c->e, t->role, t->up, plan, res->cert, res->chain, c->now, &path, err);
     if (v == GW_ISSUED_OK || v == GW_ISSUED_MODIFIED) {
         /* the client gets the chain verified up to issuer_ca, not whatever else the upstream sent */
         sk_X509_pop_free(res->chain, X509_free);

@@ -654,6 +654,33 @@ X509_STORE *cmp_issuer_store(const struct gw_cmp_engine *e, const struct gw_upst
     return i < e->cfg.n_upstreams ? e->issuer_stores[i] : NULL;
 }
 
+enum gw_issued_verdict cmp_check_issued(const struct gw_cmp_engine *e, const struct gw_role *role,
+                                        const struct gw_upstream *up, const struct gw_cert_plan *plan,
+                                        X509 *cert, STACK_OF(X509) *chain, time_t now, STACK_OF(X509) **path,
+                                        char *err)
+{
+    X509_STORE *store = cmp_issuer_store(e, up);
+    STACK_OF(X509) *found = NULL;
+    enum gw_issued_verdict v;
+
+    if (path != NULL)
+        *path = NULL;
+    if (store == NULL) {
+        snprintf(err, GW_ERR_LEN, "no issuer CA is configured to check it against");
+        return GW_ISSUED_BAD;
+    }
+    v = gw_policy_check_issued(role, plan, cert, chain, store, e->links, now, &found, err);
+    /* chaining to issuer_ca is not enough: another CA under its root is not the upstream's to revoke */
+    if ((v == GW_ISSUED_OK || v == GW_ISSUED_MODIFIED) && gw_upstream_check_signer(up, cert, err) != 0)
+        v = GW_ISSUED_BAD;
+    if (path != NULL && (v == GW_ISSUED_OK || v == GW_ISSUED_MODIFIED)) {
+        *path = found;
+        found = NULL;
+    }
+    sk_X509_pop_free(found, X509_free);
+    return v;
+}
+
 /* ---- 3GPP TS 33.310 base-station enrolment (docs/3gpp.md) ------------------------------- */
 
 /*

@@ -149,4 +149,16 @@ int cmp_replan_upstream(struct cmp_call *c, const struct cmp_txn *t, struct gw_c
 /* cmp_issuer_store is what certificates from |up| must chain to, or NULL if nothing is configured. */
 X509_STORE *cmp_issuer_store(const struct gw_cmp_engine *e, const struct gw_upstream *up);
 
+/*
+ * cmp_check_issued: the verdict on |cert| (and the |chain| sent with it) that |up| returned for
+ * |plan|, a request to |role|, at |now|: gw_policy_check_issued against |up|'s issuer_ca, then
+ * whether |up| signed it itself (gw_upstream_check_signer). Worker or call thread, with |e| alive.
+ * On GW_ISSUED_OK or GW_ISSUED_MODIFIED *path (unless |path| is NULL) gets the chain verified up to
+ * issuer_ca (the caller's); otherwise the reason is in |err| (GW_ERR_LEN).
+ */
+enum gw_issued_verdict cmp_check_issued(const struct gw_cmp_engine *e, const struct gw_role *role,
+                                        const struct gw_upstream *up, const struct gw_cert_plan *plan,
+                                        X509 *cert, STACK_OF(X509) *chain, time_t now, STACK_OF(X509) **path,
+                                        char *err);
+
 #endif

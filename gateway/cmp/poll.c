@@ -7,10 +7,11 @@
  *
  * A call is shared by the worker (then the parked transaction) and its completion, and freed by
  * whichever lets go last (refs), so a completion that arrives after the transaction expired lands
- * on live memory. A completion that arrives after the worker stopped waiting writes the "issued"
- * record itself, fsync'd, before the result becomes visible to a pollReq: a certificate issued
- * upstream meanwhile is on record even if the client never polls again or the gateway stops
- * (docs/design.md D8).
+ * on live memory. A completion that arrives after the worker stopped waiting checks the certificate
+ * as deliver() would (check_arrival) and writes its record itself, fsync'd, before the result becomes
+ * visible to a pollReq: a certificate issued upstream meanwhile is on record even if the client never
+ * polls again or the gateway stops (docs/design.md D8), as "issued" if it passed the checks, else as
+ * "rejected" and withdrawn at once.
  *
  * The call's deadline and its completion agree under the call's lock: whichever comes first wins.
  * A completion that comes first holds the result (|landing|) while it writes the record, and a
@@ -25,11 +26,13 @@
  */
 #include "gateway/cmp/poll.h"
 #include "gateway/cmp/cluster.h"
+#include "gateway/cmp/policy.h"
 #include "gateway/cmp/record.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/clock.h"
 #include "base/x509.h"
+#include "mappings/policy.h"
 
 #include <errno.h>
 #include <sys/time.h>
@@ -59,6 +62,7 @@ struct cmp_pending {
     int64_t check_after;  /* seconds: what a pollRep asks for while the call runs */
     struct gw_sign_result *res;
     EVP_PKEY *want; /* the requested key: a refused answer's certificate is withdrawn only if for it */
+    struct gw_cert_plan plan; /* a copy of the request's, for check_arrival */
     /* guarded by detach_lock */
     struct gw_cmp_engine *e; /* NULL once the engine is gone */
     struct cmp_pending *prev, *next;
@@ -102,6 +106,7 @@ static struct cmp_pending *pending_new(const struct cmp_txn *t, const struct cmp
 
     if (p == NULL)
         return NULL;
+    gw_cert_plan_init(&p->plan);
     pthread_mutex_init(&p->lock, NULL);
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
@@ -138,6 +143,7 @@ void cmp_poll_release(struct cmp_pending *p)
         free(p->res);
     }
     EVP_PKEY_free(p->want);
+    gw_cert_plan_cleanup(&p->plan);
     pthread_cond_destroy(&p->cond);
     pthread_mutex_destroy(&p->lock);
     free(p);
@@ -337,6 +343,28 @@ static void withdraw_refused(struct cmp_pending *p, struct gw_sign_result *res)
     res->chain = NULL;
 }
 
+/*
+ * What deliver() checks (issue.c), on a certificate that came after the client was told to poll: one
+ * that fails becomes a refused answer here, on record and withdrawn at once (withdraw_refused), not
+ * when a pollReq that may never come collects it. The pollReq gets the refusal. Call thread.
+ */
+static void check_arrival(struct cmp_pending *p, struct gw_sign_result *res)
+{
+    struct gw_cmp_engine *e;
+    char err[GW_ERR_LEN] = "";
+    enum gw_issued_verdict v;
+
+    if (res->status != 0 || res->cert == NULL || (e = hold_engine(p)) == NULL)
+        return; /* no engine: the gateway stopped, and record_issue says the certificate is not delivered */
+    v = cmp_check_issued(e, p->view.role, p->view.up, &p->plan, res->cert, res->chain,
+                         e->clock != NULL ? e->clock() : time(NULL), NULL, err);
+    let_engine_go();
+    if (v == GW_ISSUED_OK || v == GW_ISSUED_MODIFIED)
+        return;
+    res->status = GW_ERR_POLICY;
+    res->fail_info = gw_policy_issued_refusal(v, err, res->reason);
+}
+
 /* The completion of a deferrable call (call thread). */
 static void pending_done(void *arg, struct gw_sign_result *res)
 {
@@ -361,6 +389,8 @@ static void pending_done(void *arg, struct gw_sign_result *res)
         late = p->gave_up ? TEXT_AFTER_DEADLINE : TEXT_AFTER_CLOSE;
     p->landing = late == NULL; /* else this result is the transaction's, whenever the next pollReq comes */
     pthread_mutex_unlock(&p->lock);
+    if (late == NULL) /* else withdrawn below in any case */
+        check_arrival(p, res);
     withdraw_refused(p, res);
     /* on disk before a pollReq can see it (docs/design.md D8) */
     pthread_mutex_lock(&detach_lock);
@@ -434,8 +464,14 @@ int cmp_poll_sign(struct cmp_txn *t, struct cmp_call *c, const struct gw_sign_re
         gw_upstream_refusal(t->up, GW_ERR_NOMEM, out);
         return 0;
     }
-    if (req->plan != NULL && req->plan->pubkey != NULL && EVP_PKEY_up_ref(req->plan->pubkey) == 1)
-        p->want = req->plan->pubkey;
+    if (req->plan == NULL || gw_cert_plan_copy(req->plan, &p->plan) != 0) {
+        p->refs = 1;
+        cmp_poll_release(p);
+        gw_upstream_refusal(t->up, GW_ERR_NOMEM, out);
+        return 0;
+    }
+    if (p->plan.pubkey != NULL && EVP_PKEY_up_ref(p->plan.pubkey) == 1)
+        p->want = p->plan.pubkey;
     link_call(c->e, p);
     if ((rc = gw_upstream_sign_async(t->up, req, pending_done, p)) != 0) {
         unlink_call(p);

@@ -203,6 +203,55 @@ class PollingVault(harness.GatewayTestCase):
         self.assertEqual(mine[:2], [("rejected", serial), ("revoked", serial)])
 
 
+class PollingVaultOutside(harness.GatewayTestCase):
+    """Vault answers after 2.5 s with a certificate outside the role's policy (its Vault role writes an
+    organization the request did not ask for): checked when it comes, not when a pollReq collects it,
+    so a client that stops polling leaves no valid certificate on record as issued."""
+    vault = None
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.vault = vaultenv.running(cls, gw.dir,
+                                     {"devices-org": dict(vaultenv.DEVICES, organization=["Elsewhere"])})
+        base = dict(cfg["roles"]["default"])
+        base["allowed_san_types"] = ["dns"]
+        cfg["upstreams"]["vault"] = cls.vault.upstream(namespace="e2e")
+        cfg["roles"]["vault-org"] = dict(base, upstream="vault", upstream_role="devices-org", poll_after="500ms")
+
+    def _p10cr(self, name, timeout=harness.CLIENT_TIMEOUT):
+        self.vault.control({"latency_ms": 2500, "match": "sign/"})
+        key = self.newkey(name)
+        csr = self.gw.dir / ("%s.csr" % name)
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=%s.example.com" % name, "-out", csr])
+        p, answers, cert = cmp_polling(self.gw, "p10cr", name, "pki/roles/vault-org/cmp", ["-csr", csr],
+                                       timeout=timeout)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIsNone(cert)
+        self.assertEqual((answers[0].body_type, answers[0].status), ("cp", WAITING), answers)
+        return answers, answers[0].header["transactionID"].asOctets().hex()
+
+    def assert_withdrawn_at_arrival(self, tid):
+        self.assertEqual(of_tid(self.gw, "issued", tid), [])
+        rejected = [r for r in of_tid(self.gw, "rejected", tid) if r.get("serial")]  # not the pollReq's
+        self.assertEqual(len(rejected), 1, rejected)
+        self.assertIn("the CA changed the subject", rejected[0].get("status", ""), rejected)
+        serial = rejected[0]["serial"].lower()
+        self.assertEqual([r.get("serial", "").lower() for r in of_tid(self.gw, "revoked", tid)], [serial])
+        self.assertTrue(revoked_at_vault(self.vault, serial))
+
+    def test_unpolled_certificate_withdrawn_when_it_comes(self):
+        # the client stops after 1 s; the transaction lives on for minutes, the check must not wait for it
+        _, tid = self._p10cr("orgquit", timeout=1)
+        wait_revoked(self.gw, tid, 20)
+        self.assert_withdrawn_at_arrival(tid)
+
+    def test_pollreq_gets_the_refusal(self):
+        answers, tid = self._p10cr("orgpoll")
+        self.assert_cmp_error(answers[-1], ("cp",), "badCertTemplate", "outside this route's policy")
+        harness.settled(lambda: of_tid(self.gw, "revoked", tid), bool)
+        self.assert_withdrawn_at_arrival(tid)
+
+
 class PollingAbandoned(harness.GatewayTestCase):
     """The client gives up polling before Vault answers (2.5 s); the certificate comes within the
     upstream's timeout, nobody collects it, and the transaction expires (transaction_ttl 1 s plus the
