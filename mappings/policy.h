@@ -67,7 +67,8 @@ struct gw_upstream_names {
  * cannot be built (a role value OpenSSL cannot encode). And out->sans the request's SANs with the
  * CN Vault adds unless |role|'s exclude_cn_from_sans (an email address, or a hostname as a DNS name),
  * where the plan lacks it: badCertTemplate if |role|'s SAN patterns do not allow it (a copy of the
- * CN needs no allowed_san_types, as in a certificate Vault signed).
+ * CN needs no allowed_san_types, as in a certificate Vault signed). That subject must be within
+ * |role|'s allowed_subjects, as the certificate's is (badCertTemplate, gw_policy_check_issued's reason).
  */
 int gw_policy_check_upstream_role(const struct gw_role *role, const struct gw_role_policy *p,
                                   const struct gw_cert_plan *plan, time_t now, struct gw_upstream_names *out,

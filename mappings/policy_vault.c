@@ -518,6 +518,15 @@ int gw_policy_check_upstream_role(const struct gw_role *role, const struct gw_ro
         *fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
         return GW_ERR_POLICY;
     }
+    /* held to allowed_subjects before the delegate signs, as the certificate is after (policy_issued.c):
+       a subject from the upstream role's organization or ou outside the role is refused, not issued */
+    if (policy_check_allowed_subject(role, "the certificate's", out->subject, fail_info, err) != 0) {
+        X509_NAME_free(out->subject);
+        out->subject = NULL;
+        GENERAL_NAMES_free(sans);
+        *fail_info = BADT;
+        return GW_ERR_POLICY;
+    }
     out->sans = sans;
     return 0;
 }

@@ -53,6 +53,7 @@ ELSEWHERE = {
     "delegate_cn_kind": ("test_vault.py", "upstream role does not take (cn_validations: "),
     "delegate_cn_required": ("../unit/test_policy.c", "the upstream role requires a common name (require_cn) "),
     "delegate_user_id": ("test_vault.py", " is not allowed by the upstream role (allowed_user_ids: "),
+    "delegate_subject_not_allowed": ("test_vault.py", "the certificate's subject "),
     "delegate_serial_number": ("../unit/test_policy.c", " is not allowed by the upstream role (allowed_serial_numbers: "),
     "delegate_role_subject": ("../unit/test_policy.c", "cannot be written into a certificate"),
     "delegate_cn_san": ("../unit/test_policy.c", "upstream role adds as a subjectAltName unless exclude_cn_from_sans)"),

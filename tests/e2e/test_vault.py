@@ -91,6 +91,8 @@ class VaultFrontDoor(harness.GatewayTestCase):
             "vault-org-subj": dict(base, upstream="vault", upstream_role="org", crmf="delegate",
                                    delegate="vault-delegate",
                                    authorization={"allowed_subjects": ["/O=Client Org/OU=Client/CN=*.example.com"]}),
+            "vault-cut-subj": dict(base, upstream="vault", upstream_role="devices",
+                                   authorization={"allowed_subjects": ["/O=Client Org/CN=*.example.com"]}),
             "vault-org-subj-ok": dict(base, upstream="vault", upstream_role="org", crmf="delegate",
                                       delegate="vault-delegate",
                                       authorization={"allowed_subjects": ["/O=Role Org/OU=Devices/CN=*.example.com"]}),
@@ -257,23 +259,19 @@ class VaultFrontDoor(harness.GatewayTestCase):
 
     def test_crmf_delegate_held_to_the_roles_allowed_subjects(self):
         """The subject a delegate writes from the Vault role (its organization and ou, read from Vault) is held
-        to the cmpgw role's allowed_subjects as a requested one is: a role for O=Client Org/OU=Client devices
-        releases no certificate naming O=Role Org/OU=Devices; it is on record and revoked in the delegate's
-        store. Twin: the role whose allowed_subjects admit the Vault role's subject takes it."""
+        to the cmpgw role's allowed_subjects as a requested one is, before the delegate signs: a role for
+        O=Client Org/OU=Client devices is refused a certificate naming O=Role Org/OU=Devices, and none is
+        issued (nothing to revoke). Twin: the role whose allowed_subjects admit the Vault role's subject
+        takes it."""
         cn = "orgsubj.example.com"
         res = self.gw.cmp("ir", "v-orgsubj", path="v1/pki/roles/vault-org-subj/cmp", newkey=self.newkey("v-orgsubj"),
                           subject="/O=Client Org/OU=Client/CN=%s" % cn, expect_cert=False)
         self.assert_rejected(res, "badCertTemplate")
         self.assertEqual(res.first.status_strings, [
-            "the CA issued a certificate outside this route's policy (the certificate's subject "
-            "/O=Role Org/OU=Devices/CN=orgsubj.example.com is not allowed on role vault-org-subj (allowed: "
-            "/O=Client Org/OU=Client/CN=*.example.com)); it was not released"])
-        rejected = harness.audit_records(self.gw, "rejected", cn)
-        self.assertEqual(len(rejected), 1, self.gw.stderr()[-3000:])
-        serial = rejected[0]["serial"]
-        revoked = harness.settled(lambda: [r for r in harness.audit_records(self.gw, "revoked")
-                                           if r["serial"] == serial], len)
-        self.assertEqual(len(revoked), 1, self.gw.stderr()[-3000:])
+            "the certificate's subject /O=Role Org/OU=Devices/CN=orgsubj.example.com is not allowed on role "
+            "vault-org-subj (allowed: /O=Client Org/OU=Client/CN=*.example.com)"])
+        self.assertEqual(harness.audit_records(self.gw, "intent", cn), [])  # refused before the signer is asked
+        self.assertEqual([r for r in harness.audit_records(self.gw, "rejected", cn) if r.get("serial")], [])
         self.assertEqual(harness.audit_records(self.gw, "issued", cn), [])
         key = self.newkey("v-orgsubj-ok")
         res = self.gw.cmp("ir", "v-orgsubj-ok", path="v1/pki/roles/vault-org-subj-ok/cmp", newkey=key,
@@ -281,6 +279,24 @@ class VaultFrontDoor(harness.GatewayTestCase):
         self.assertEqual(res.first.body_type, "ip", res.answers)
         self.assert_issued(res.cert, key, "CN=orgok.example.com,OU=Devices,O=Role Org", ["DNS:orgok.example.com"],
                            res.first.extra_certs_pem())
+
+    def test_subject_vault_cut_down_held_to_allowed_subjects(self):
+        """Vault's sign/<role> keeps only the CN of a requested /O=Client Org/CN=...: a subject the role's
+        allowed_subjects do not admit, though the requested one was within them. Checked when it comes back:
+        refused, on record and revoked at Vault."""
+        cn = "cut.example.com"
+        res, _, _ = self.p10cr("vault-cut-subj", "v-cutsubj", "/O=Client Org/CN=%s" % cn, expect_cert=False)
+        self.assert_rejected(res, "badCertTemplate")
+        self.assertEqual(res.first.status_strings, [
+            "the CA issued a certificate outside this route's policy (the certificate's subject "
+            "/CN=cut.example.com is not allowed on role vault-cut-subj (allowed: /O=Client Org/CN=*.example.com)); "
+            "it was not released"])
+        rejected = [r for r in harness.audit_records(self.gw, "rejected", cn) if r.get("serial")]
+        self.assertEqual(len(rejected), 1, rejected)
+        serial = rejected[0]["serial"]
+        revoked = harness.settled(lambda: [r for r in harness.audit_records(self.gw, "revoked")
+                                           if r["serial"] == serial], len)
+        self.assertEqual(len(revoked), 1, self.gw.stderr()[-3000:])
 
     def test_crmf_delegate_adds_the_cn_to_the_sans_as_vault_does(self):
         """Vault adds a hostname CN to the DNS names unless exclude_cn_from_sans: the delegate's certificate

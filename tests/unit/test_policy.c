@@ -2787,6 +2787,43 @@ static void test_check_issued_allowed_subjects(void **state)
     }
 }
 
+/*
+ * The subject a delegate would write is held to allowed_subjects before it signs, with the reason the
+ * issued check gives: nothing outside the role is issued, then revoked. Twin: a role that admits the
+ * Vault role's O and OU gets the names.
+ */
+static void test_upstream_subject_allowed_subjects(void **state)
+{
+    static char *o[] = {"Role Org"}, *ou[] = {"Devices"}, *vendor[] = {"/O=Vendor/CN=*.example.com"},
+                *role_org[] = {"/O=Role Org/OU=Devices/CN=*.example.com"};
+    struct gw_role role = issued_role();
+    struct gw_role_policy p = {.allow_any_name = true, .key_type = "any"};
+    struct gw_upstream_names names = {NULL, NULL};
+    struct gw_cert_plan plan;
+    char err[GW_ERR_LEN];
+    int fi = -1;
+
+    (void)state;
+    *role_values(&p, "organization") = (struct gw_patterns)PATS(o);
+    *role_values(&p, "ou") = (struct gw_patterns)PATS(ou);
+    mkplan(&plan, "O=Vendor|CN=dev.example.com", NULL, K_P256, DAY);
+    role.authz.subjects = (struct gw_patterns)PATS(vendor);
+    assert_int_equal(gw_policy_check_request(&role, &plan, &fi, err), 0); /* the request is within */
+    assert_int_not_equal(gw_policy_check_upstream_role(&role, &p, &plan, NOW, &names, &fi, err), 0);
+    assert_int_equal(fi, OSSL_CMP_PKIFAILUREINFO_badCertTemplate);
+    check_err("Vault role's O", err,
+              "=the certificate's subject /O=Role Org/OU=Devices/CN=dev.example.com is not allowed on role "
+              "iot (allowed: /O=Vendor/CN=*.example.com)");
+    assert_null(names.subject);
+    assert_null(names.sans);
+    role.authz.subjects = (struct gw_patterns)PATS(role_org);
+    assert_int_equal(gw_policy_check_upstream_role(&role, &p, &plan, NOW, &names, &fi, err), 0);
+    assert_non_null(names.subject);
+    X509_NAME_free(names.subject);
+    GENERAL_NAMES_free(names.sans);
+    gw_cert_plan_cleanup(&plan);
+}
+
 /* The same value in another string type is the same subject (cfssl writes PrintableString). */
 static void test_check_issued_subject_encoding(void **state)
 {
@@ -3361,6 +3398,7 @@ int main(void)
         cmocka_unit_test(test_links_byte_for_byte),
         cmocka_unit_test(test_check_issued_subject),
         cmocka_unit_test(test_check_issued_allowed_subjects),
+        cmocka_unit_test(test_upstream_subject_allowed_subjects),
         cmocka_unit_test(test_check_issued_subject_encoding),
         cmocka_unit_test(test_check_issued_null),
         cmocka_unit_test(test_check_issued_exts),
