@@ -169,6 +169,10 @@
 #define GW_ISSUED_TTL_SLACK 300      /* an upstream's notAfter may pass now + max_ttl by this (rounding) */
 #define GW_ISSUED_SHORTEN_SLACK 300  /* a notAfter this much before the planned one is not a change */
 #define GW_ISSUED_BACKDATE_SLACK 600 /* an upstream's notBefore may precede the plan's by this */
+/* OpenSSL's security level for an upstream's chain (X509_VERIFY_PARAM_set_auth_level): 112 bits,
+   so no SHA-1 or MD5 signature (63 and 39 bits in OpenSSL 3.0) and no RSA key under 2048 bits, as
+   the gateway's TLS client chains at the distribution default and the keys it lets clients request */
+#define GW_ISSUED_AUTH_LEVEL 2
 #define GW_CRL_NEXT_UPDATE_SECS (24 * 3600) /* local issuer's CRL: nextUpdate = thisUpdate + this */
 #define GW_CRL_REFRESH_SECS 3600            /* its cached CRL is re-signed at least this often */
 #define GW_MAX_CERT_EXTS 64                 /* extensions of an issued certificate (compared pairwise) */

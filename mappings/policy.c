@@ -277,6 +277,14 @@ static const struct {
      "cannot be checked: a CRL of a CA above it is not yet valid"},
     {X509_V_ERR_INVALID_PURPOSE, "is not for TLS client authentication (extendedKeyUsage)",
      "chains to a CA certificate not for TLS client authentication"},
+    /* the security level (GW_ISSUED_AUTH_LEVEL): CA_MD_TOO_WEAK is any signature in the chain, the leaf's too
+     */
+    {X509_V_ERR_CA_MD_TOO_WEAK, "is signed with a hash under 112 bits of security (SHA-1, MD5)",
+     "chains through a CA certificate signed with a hash under 112 bits of security (SHA-1, MD5)"},
+    {X509_V_ERR_CA_KEY_TOO_SMALL, "chains to a CA key under 112 bits of security (RSA under 2048 bits)",
+     "chains to a CA key under 112 bits of security (RSA under 2048 bits)"},
+    {X509_V_ERR_EE_KEY_TOO_SMALL, "certifies a key under 112 bits of security (RSA under 2048 bits)",
+     "certifies a key under 112 bits of security (RSA under 2048 bits)"},
 };
 
 /* policy_verify_why says why X509_verify_cert failed with |code| at |depth|, in words a person can act on. */
@@ -316,7 +324,8 @@ static int issued_verify_cb(int ok, X509_STORE_CTX *ctx)
  * policy_verify runs X509_verify_cert of |cert| against |store| at |now|. |purpose| 0 = any. |issued|
  * is for what an upstream returned: every certificate in |store| is an anchor (an issuing CA need
  * not be a root), and X509_STRICT is off, because a certificate with CA:TRUE or keyCertSign must
- * come out as outside policy (revoked upstream), not as foreign (dropped and left valid). Returns
+ * come out as outside policy (revoked upstream), not as foreign (dropped and left valid); and it is
+ * verified at GW_ISSUED_AUTH_LEVEL, which OpenSSL leaves unset (any hash, any key) outside TLS. Returns
  * 1 if it verifies (with |path|, the chain found into *path, leaf first), else 0 with the error and
  * its depth.
  */
@@ -337,8 +346,10 @@ int policy_verify(X509_STORE *store, X509 *cert, STACK_OF(X509) *untrusted, time
         (X509_VERIFY_PARAM_set_flags(X509_STORE_CTX_get0_param(ctx), X509_V_FLAG_PARTIAL_CHAIN) != 1 ||
          X509_VERIFY_PARAM_clear_flags(X509_STORE_CTX_get0_param(ctx), X509_V_FLAG_X509_STRICT) != 1))
         goto out;
-    if (issued)
+    if (issued) {
+        X509_VERIFY_PARAM_set_auth_level(X509_STORE_CTX_get0_param(ctx), GW_ISSUED_AUTH_LEVEL);
         X509_STORE_CTX_set_verify_cb(ctx, issued_verify_cb);
+    }
     ok = X509_verify_cert(ctx) == 1;
     *code = X509_STORE_CTX_get_error(ctx);
     *depth = X509_STORE_CTX_get_error_depth(ctx);

@@ -12,7 +12,8 @@
   Vault.
 
 A ca_chain holding a CA that did not sign the certificate reaches the client without it. A certificate
-signed by another CA under the root of issuer_ca, one Vault does not issue under, is not released.
+signed by another CA under the root of issuer_ca, one Vault does not issue under, is not released; nor
+is one Vault signed with SHA-1 (switch sign_hash).
 
 Each is asserted on the decoded CMP answer (PKIStatus rejection, failInfo, statusString) next to its twin
 that issues once the switch is cleared.
@@ -150,6 +151,26 @@ class VaultAnswers(harness.GatewayTestCase):
         self.assertEqual(self.vault.since(mark, "/revoke"), [])
         self.vault.control({})
         res = self.gw.cmp("p10cr", "foreign-ok", path="pki/roles/vault/cmp", extra=["-csr", csr])
+        self.assertIn(res.first.status, (0, 1), res.first)
+
+    def test_sign_answer_signed_with_sha1(self):
+        """A certificate Vault signed with SHA-1 (63 bits of security in OpenSSL 3.0, under the 112 of level 2
+        the issued chain is verified at): not released, systemFailure naming the weak hash, on record as
+        rejected and revoked at Vault. Twin: the same request signed with SHA-256 issues."""
+        self.vault.control({"sign_hash": "sha1", "match": "/sign/"})
+        mark = self.vault.mark()
+        res = self.p10cr("vault", "sha1", expect_cert=False)
+        self.assert_rejected(res, "systemFailure")
+        self.assertEqual(res.first.status_strings, [
+            "the CA returned an unusable certificate (the certificate upstream vault returned is signed with a "
+            "hash under 112 bits of security (SHA-1, MD5) (issuer_ca)); it was not released"])
+        tid = res.first.header["transactionID"].asOctets().hex()
+        self.assertNotIn(tid, self.issued_tids())
+        recs = harness.settled(lambda: self.records(tid), lambda rs: len(rs) >= 2)
+        self.assertEqual([e for e, _ in recs], ["rejected", "revoked"])
+        self.assertEqual(len(self.vault.since(mark, "/revoke")), 1)
+        self.vault.control({})
+        res = self.p10cr("vault", "sha1-ok", expect_cert=True)
         self.assertIn(res.first.status, (0, 1), res.first)
 
 

@@ -2355,6 +2355,34 @@ static X509 *issued_dev1(struct gw_cert_plan *plan)
 }
 
 /*
+ * An upstream's certificate is verified at GW_ISSUED_AUTH_LEVEL: one signed with SHA-1 (63 bits of
+ * security in OpenSSL 3.0) is unusable, named as such; the same one signed with SHA-256 is as planned.
+ */
+static void test_check_issued_weak_signature(void **state)
+{
+    struct gw_role role = issued_role();
+    struct gw_cert_plan plan;
+    X509 *cert = issued_dev1(&plan);
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    assert_true(X509_sign(cert, keys[K_CA3], EVP_sha1()) > 0);
+    assert_int_equal(gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NULL, NOW, NULL, err),
+                     GW_ISSUED_BAD);
+    check_err("SHA-1", err,
+              "=the certificate upstream vault returned is signed with a hash under 112 bits of security "
+              "(SHA-1, MD5) (issuer_ca)");
+    X509_free(cert);
+    gw_cert_plan_cleanup(&plan);
+    cert = issued_dev1(&plan); /* a new one: OpenSSL caches what it read of the signature */
+    assert_true(X509_sign(cert, keys[K_CA3], EVP_sha256()) > 0);
+    if (gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NULL, NOW, NULL, err) != GW_ISSUED_OK)
+        fail_msg("SHA-256: %s", err);
+    X509_free(cert);
+    gw_cert_plan_cleanup(&plan);
+}
+
+/*
  * The chain a released certificate goes out with is the one it was verified on, up to the issuer
  * store's CA and on with the upstream's certificates that signed it, without what else the upstream
  * put beside it (another CA's certificate, the leaf again); a refused certificate has none.
@@ -3399,6 +3427,7 @@ int main(void)
         cmocka_unit_test(test_check_issued_subject),
         cmocka_unit_test(test_check_issued_allowed_subjects),
         cmocka_unit_test(test_upstream_subject_allowed_subjects),
+        cmocka_unit_test(test_check_issued_weak_signature),
         cmocka_unit_test(test_check_issued_subject_encoding),
         cmocka_unit_test(test_check_issued_null),
         cmocka_unit_test(test_check_issued_exts),

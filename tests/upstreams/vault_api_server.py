@@ -31,6 +31,8 @@ Switches (POST /_control with a JSON object, GET /_control to read; or --state F
   login_lease    any   the cert login answer's auth.lease_duration is this JSON value (-1, 2**32,
                        "3600") instead of the role's token_ttl; the token itself lives token_ttl
   sign_data      obj   its members replace those of a sign answer's data ({"expiration": -1})
+  sign_hash      str   "sha1": sign/<role> and sign-verbatim sign the certificate with SHA-1 (a CA
+                       that still does), not SHA-256
   certificate_after str appended to a sign answer's data.certificate after its PEM (a second
                        certificate, text): the certificate issued stays first
   trailing       str   appended after the JSON document of every answer, as bytes after the document
@@ -374,7 +376,8 @@ def choose_ttl(role, body, issuer, warnings):
     return now, end
 
 
-def build_cert(issuer, subject, pub, now, end, dns, ips, uris, ku_names, eku_oids, copied=(), backdate=30):
+def build_cert(issuer, subject, pub, now, end, dns, ips, uris, ku_names, eku_oids, copied=(), backdate=30,
+               sha1=False):
     """A certificate as Vault's Go code makes it; |copied| are CSR extensions (sign-verbatim), which, as
     Go's x509.CreateCertificate does with ExtraExtensions, replace the ones of the same OID; its notBefore
     is |backdate| seconds before now (the role's not_before_duration)."""
@@ -403,7 +406,8 @@ def build_cert(issuer, subject, pub, now, end, dns, ips, uris, ku_names, eku_oid
          .not_valid_before(now - datetime.timedelta(seconds=backdate)).not_valid_after(end))
     for v, c in exts:
         b = b.add_extension(v, critical=c)
-    algo = None if isinstance(issuer.key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)) else hashes.SHA256()
+    algo = None if isinstance(issuer.key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)) else \
+        hashes.SHA1() if sha1 else hashes.SHA256()
     return b.sign(issuer.key, algo)
 
 
@@ -607,7 +611,8 @@ class Handler(BaseHTTPRequestHandler):
         now, end = choose_ttl(role, body, issuer, warnings)
         subject = role_subject(role, cn)
         cert = build_cert(issuer, subject, csr.public_key(), now, end, dns, ips, uris, role["key_usage"],
-                          role_ekus(role), backdate=parse_ttl(role["not_before_duration"]))
+                          role_ekus(role), backdate=parse_ttl(role["not_before_duration"]),
+                          sha1=v.switch(self.path, "sign_hash") == "sha1")
         return self.answer_signed(cert, issuer, warnings)
 
     def sign_verbatim(self, role_name, issuer_ref, body):
@@ -636,7 +641,8 @@ class Handler(BaseHTTPRequestHandler):
         # UseCSRValues copies them into ExtraExtensions, which replace what the template made)
         copied = [e for e in csr.extensions if e.oid != ExtensionOID.BASIC_CONSTRAINTS]
         cert = build_cert(issuer, csr.subject, csr.public_key(), now, end, dns + emails, ips, uris, ku_names, ekus,
-                          copied, backdate=parse_ttl(role["not_before_duration"]))
+                          copied, backdate=parse_ttl(role["not_before_duration"]),
+                          sha1=v.switch(self.path, "sign_hash") == "sha1")
         return self.answer_signed(cert, issuer, warnings)
 
     def sign_intermediate(self, issuer_ref, body):
