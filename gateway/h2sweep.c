@@ -16,6 +16,13 @@
  * looked at. libh2o 2.2.5 keeps no start time for an HTTP/2 request and exposes no stream reset
  * outside its internal headers, so the sweep remembers when it first saw each request in either state
  * (and how much of its answer was sent), and ends the connection the way a peer's close would.
+ *
+ * The same walk bounds the bodies a connection makes the gateway hold: libh2o buffers each stream's
+ * body up to GW_MAX_CMP_BODY before the handler sees it, for up to 100 streams a connection, and offers
+ * no lower limit on them (its max_concurrent_requests_per_connection counts requests in the handler
+ * only). A CMP client sends one request at a time, so a connection found with more than
+ * GW_MAX_H2_ARRIVING requests arriving or queued is ended: beyond that, a client holds only what it can
+ * send within one sweep.
  */
 #include "gateway/listener_local.h"
 
@@ -119,6 +126,21 @@ static void shut_late(struct seen *v, size_t n, uint64_t now, uint32_t body_s, u
     }
 }
 
+_Static_assert(GW_MAX_H2_ARRIVING == 4, "shut_crowded's text names the bound");
+
+/* Shuts down each connection with more than GW_MAX_H2_ARRIVING requests not answered in |v| (sorted). */
+static void shut_crowded(const struct seen *v, size_t n)
+{
+    for (size_t i = 0, arriving = 0; i < n; i++) {
+        arriving = i > 0 && v[i].conn_id == v[i - 1].conn_id ? arriving : 0;
+        arriving += !v[i].answered;
+        if (arriving > GW_MAX_H2_ARRIVING && v[i].gc != NULL)
+            gw_sweep_end(v[i].gc, "streams", 0,
+                         "more HTTP/2 requests arriving at once than a CMP client sends (at most 4 a "
+                         "connection)");
+    }
+}
+
 /* loop thread */
 void gw_h2sweep_run(struct gw_loop *lt, uint64_t now)
 {
@@ -129,6 +151,7 @@ void gw_h2sweep_run(struct gw_loop *lt, uint64_t now)
     shut_late(st.v, st.n, st.now, lim->body_timeout, lim->send_timeout);
     if (st.n > 1)
         qsort(st.v, st.n, sizeof(*st.v), by_key);
+    shut_crowded(st.v, st.n);
     free(lt->h2_seen);
     lt->h2_seen = st.v;
     lt->n_h2_seen = st.n;

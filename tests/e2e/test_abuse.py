@@ -400,6 +400,30 @@ class Admission(harness.GatewayTestCase):
             self.assertLess(time.monotonic(), deadline, "no http2_connection_closed line")
             time.sleep(0.1)
 
+    def h2_arriving(self, count):
+        """|count| HTTP/2 POSTs on one connection whose bodies keep arriving (60000 bytes declared, 1000 sent):
+        the log lines of the gateway ending that connection within 2.5 s (body_timeout is 3 s)."""
+        sock = h2_connect(self.gw)
+        peer = "127.0.0.1:%d" % sock.getsockname()[1]
+        block = (h2_literal(b":method", b"POST") + h2_literal(b":scheme", b"https") +
+                 h2_literal(b":path", b"/pki/cmp") + h2_literal(b":authority", b"127.0.0.1") +
+                 h2_literal(b"content-type", b"application/pkixcmp") + h2_literal(b"content-length", b"60000"))
+        try:
+            sock.sendall(b"".join(h2_frame(1, 0x4, 2 * i + 1, block) + h2_frame(0, 0, 2 * i + 1, b"0" * 1000)
+                                  for i in range(count)))
+            time.sleep(2.5)
+        finally:
+            sock.close()
+        return [e for e in self.gw.log_lines() if e.get("event") == "http2_connection_closed" and e.get("peer") == peer]
+
+    def test_http2_streams_arriving_at_once_bounded(self):
+        """libh2o buffers up to 64 KiB of each of 100 streams a connection before the gateway sees them: a
+        connection with more requests arriving than a CMP client sends is ended at the next sweep; one with
+        as many as it may have is left to body_timeout."""
+        ended = self.h2_arriving(20)
+        self.assertEqual([e.get("timeout") for e in ended], ["streams"], ended)
+        self.assertEqual(self.h2_arriving(4), [])
+
     def test_http2_window_never_opened_ended_within_the_send_timeout(self):
         """SETTINGS_INITIAL_WINDOW_SIZE 0 and no WINDOW_UPDATE: the answer (a 400) can never be sent, and its
         stream would live as long as the connection. The gateway ends the connection and says so. The PINGs the
