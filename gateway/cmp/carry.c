@@ -27,8 +27,9 @@ static const struct {
 };
 
 struct gw_cmp_carried {
-    struct gw_cmp_engine *e; /* the transaction's, held (live): |view| borrows its role and upstream */
-    struct cmp_txn view;     /* the transaction's audit fields */
+    struct gw_cmp_engine *e;      /* the transaction's, held (live): |view| borrows its role and upstream */
+    struct cmp_txn view;          /* the transaction's audit fields */
+    char quota[GW_QUOTA_KEY_LEN]; /* its share of the per-identity caps (cmp_quota_key), not its identity's */
     X509 *cert;
     unsigned char tid[GW_MAX_TID_LEN];
     size_t tid_len;
@@ -59,6 +60,7 @@ void cmp_carry(struct cmp_call *c, const struct cmp_txn *t, int parked)
     k->e = t->e;
     atomic_fetch_add(&k->e->live, 1);
     cmp_audit_view(&k->view, t);
+    memcpy(k->quota, t->quota, sizeof(k->quota));
     memcpy(k->tid, c->hdr.tid, k->tid_len = c->hdr.tid_len);
     k->parked = parked;
     c->rsp->carried = k;
@@ -112,7 +114,7 @@ static void close_parked(const struct gw_cmp_carried *k)
     const struct cmp_txn *t = txn != NULL ? txn->data : NULL;
 
     if (txn == NULL) {
-        end_record(k->e, k->tid, k->tid_len, k->view.identity);
+        end_record(k->e, k->tid, k->tid_len, k->quota);
         return;
     }
     if (t->issued == NULL || X509_cmp(t->issued, k->cert) != 0) { /* another transaction of that ID since */

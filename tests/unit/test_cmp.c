@@ -1872,7 +1872,9 @@ static OSSL_CMP_MSG *transfer_gone(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
     }
     gw_cmp_response_init(&rsp);
     gw_cmp_process(cl->env->engine,
-                   &(struct gw_cmp_request){.der = der, .len = (size_t)len, .route = &cl->env->route}, &rsp);
+                   &(struct gw_cmp_request){
+                       .der = der, .len = (size_t)len, .route = &cl->env->route, .tls_peer = cl->env->tls},
+                   &rsp);
     assert_int_equal(rsp.http_status, 200);
     assert_non_null(rsp.carried);
     if (gone_hold)
@@ -6140,6 +6142,49 @@ static void test_shared_client_gone_from_record(void **state)
     assert_gone_withdrawn_and_free(e, &cl, ctx);
 }
 
+/*
+ * A shared deferred request of a client over a TLS client certificate, whose certificate another instance
+ * releases from the record to a pollReq whose answer never leaves (the client gone): that instance ends
+ * the transaction, and its count in the sender's share of max_transactions_per_identity with it, the
+ * share being the identity's over that TLS client (cmp_quota_key). Once, it released the share of the
+ * identity alone: the client's next transaction was refused as one too many until the first's
+ * reservation ran out.
+ */
+static void test_shared_client_gone_quota(void **state)
+{
+    struct quota_sender sender = {"TLS client 1 with a signature", SIG, client_cert};
+    struct env *a, *b;
+    struct client cl;
+    OSSL_CMP_CTX *ctx;
+    char cmp[512], out[64];
+    int after;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    /* the share starts empty: transactions of this sender that earlier tests left open stay in Redis */
+    assert_int_equal(redis_cmd(out, sizeof(out), 1, (const char *const[]){"FLUSHALL"}), 0);
+    a = env_slow_cmp(shared_cmp_with(cmp, sizeof(cmp), QUOTA_CMP "\"max_transactions_per_identity\": 1"),
+                     "100ms", 0);
+    b = env_slow_cmp(cmp, "100ms", 0);
+    slow_revokes();
+    a->tls = b->tls = client_cert;
+    ctx = shared_waiting(a, &cl, NULL);
+    slow_gate(1);
+    slow_wait_completed(a, 1); /* the result is beside the record */
+    cl.env = b;
+    OSSL_CMP_CTX_set_transfer_cb(ctx, transfer_gone);
+    assert_int_equal(poll_step(ctx, &after), 0); /* pollReq -> ip on b, never sent */
+    assert_int_equal(audit_count(b, "rejected", NULL, "status",
+                                 "not delivered: the client left before its answer was sent"),
+                     1);
+    assert_true(ir_quota(b, &sender, 1, "too many open transactions for "));
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(b);
+    env_free(a);
+}
+
 /* gone_before: a third instance leases the record, answering another message of the transaction. */
 static void lease_to_third(struct client *cl)
 {
@@ -7607,6 +7652,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_delegate_released_elsewhere, redis_stop),
         cmocka_unit_test_teardown(test_shared_error_not_aborted, redis_stop),
         cmocka_unit_test_teardown(test_shared_client_gone_from_record, redis_stop),
+        cmocka_unit_test_teardown(test_shared_client_gone_quota, redis_stop),
         cmocka_unit_test_teardown(test_shared_ended_while_held, redis_stop),
         cmocka_unit_test_teardown(test_shared_replay_refused_before_lease, redis_stop),
         cmocka_unit_test_teardown(test_shared_tid_reserved_with_record, redis_stop),
