@@ -55,6 +55,17 @@ struct gw_upstream_names {
 };
 
 /*
+ * gw_policy_check_cn_copy checks the name an upstream that copies the common name into the
+ * subjectAltNames (Vault, unless |role|'s exclude_cn_from_sans) adds for |plan|'s last CN (an email
+ * address as an email name, a hostname as a DNS name; none when the plan lists it already) as a
+ * requested one: its type in |role|'s allowed_san_types, its value within the role's patterns, an
+ * email address in ASCII. badCertTemplate otherwise: such a certificate would come back with a name
+ * the role does not issue.
+ */
+int gw_policy_check_cn_copy(const struct gw_role *role, const struct gw_cert_plan *plan, int *fail_info,
+                            char *err);
+
+/*
  * gw_policy_check_upstream_role checks |plan| of |role| against an upstream role's own policy |p| (a
  * delegate issuer applies the upstream's rules it issues on behalf of), as Vault's sign/<role> does:
  * the common name it takes (use_csr_common_name, require_cn, cn_validations, with |role|'s
@@ -66,9 +77,9 @@ struct gw_upstream_names {
  * request's last CN and serialNumber where Vault takes them, and its UIDs; systemUnavail if it
  * cannot be built (a role value OpenSSL cannot encode). And out->sans the request's SANs with the
  * CN Vault adds unless |role|'s exclude_cn_from_sans (an email address, or a hostname as a DNS name),
- * where the plan lacks it: badCertTemplate if |role|'s SAN patterns do not allow it (a copy of the
- * CN needs no allowed_san_types, as in a certificate Vault signed). That subject must be within
- * |role|'s allowed_subjects, as the certificate's is (badCertTemplate, gw_policy_check_issued's reason).
+ * where the plan lacks it: badCertTemplate if |role|'s SAN types or patterns do not allow it
+ * (gw_policy_check_cn_copy). That subject must be within |role|'s allowed_subjects, as the
+ * certificate's is (badCertTemplate, gw_policy_check_issued's reason).
  */
 int gw_policy_check_upstream_role(const struct gw_role *role, const struct gw_role_policy *p,
                                   const struct gw_cert_plan *plan, time_t now, struct gw_upstream_names *out,

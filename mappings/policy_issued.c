@@ -229,7 +229,9 @@ static enum gw_issued_verdict issued_outside(const struct gw_role *role, const s
     if (sans == NULL && crit != -1)
         rc = policy_say(&fi, BADT, why, "its subjectAltName extension is malformed or repeated");
     else
-        rc = policy_check_names(role, X509_get_subject_name(cert), sans, plan->subject, &fi, why);
+        /* a copy of the CN too: its type is one the role allows, or the request was refused
+           (gw_policy_check_cn_copy) */
+        rc = policy_check_names(role, X509_get_subject_name(cert), sans, NULL, &fi, why);
     if (rc == 0 && (added = san_added(plan, sans)) != NULL)
         policy_san_text(name, added);
     GENERAL_NAMES_free(sans);

@@ -436,40 +436,80 @@ static int san_has(const GENERAL_NAMES *sans, const GENERAL_NAME *gn)
 }
 
 /*
- * vault_sans: the plan's SANs and the CN Vault adds to them unless exclude_cn_from_sans, where the
- * plan lacks it (*out NULL when nothing is added). The upstream role's rules checked that name
- * (vault_check_cn_text); the role's own patterns must allow it too, as they must in a certificate
- * Vault signed (gw_policy_check_issued), where a copy of the CN needs no allowed_san_types.
+ * The CN Vault adds to |plan|'s SANs unless exclude_cn_from_sans (*gn NULL when none: no CN at index
+ * |i|, one neither an email address nor a hostname, or one the plan lists already), checked as a
+ * name the client asked for: its type must be one of the role's allowed_san_types, else the role
+ * would issue a name of a type it never grants, and the role's patterns must allow it.
  */
-static int vault_sans(const struct gw_role *role, const struct gw_role_policy *p,
-                      const struct gw_cert_plan *plan, GENERAL_NAMES **out, int *fail_info, char *err)
+static int cn_copy(const struct gw_role *role, const struct gw_cert_plan *plan, int i, GENERAL_NAME **gn,
+                   int *fail_info, char *err)
 {
-    int i = p->no_csr_common_name ? -1 : gw_x509_name_last_index(plan->subject, NID_commonName), rc;
-    char why[GW_ERR_LEN];
-    GENERAL_NAME *gn = NULL;
+    char why[GW_ERR_LEN], buf[SHOWN_LEN];
     size_t len;
     char *cn;
+    int rc, email;
 
-    *out = NULL;
+    *gn = NULL;
     if (i < 0 || role->exclude_cn_from_sans)
         return 0;
     if ((cn = policy_entry_utf8(plan->subject, i, &len)) == NULL)
         return policy_say(fail_info, BADT, err, "the common name cannot be decoded");
-    rc = vault_cn_san(cn, &gn, fail_info, err);
+    rc = vault_cn_san(cn, gn, fail_info, err);
     OPENSSL_free(cn);
-    if (rc != 0 || gn == NULL || san_has(plan->sans, gn)) {
-        GENERAL_NAME_free(gn);
+    if (rc != 0 || *gn == NULL || san_has(plan->sans, *gn)) {
+        GENERAL_NAME_free(*gn);
+        *gn = NULL;
         return rc;
     }
-    if ((rc = policy_check_san(role, gn, plan->subject, fail_info, why)) != 0) {
-        GENERAL_NAME_free(gn);
+    email = gn[0]->type == GEN_EMAIL;
+    if ((role->allowed_san_types & (email ? GW_SAN_EMAIL : GW_SAN_DNS)) == 0)
+        rc = policy_say(fail_info, BADT, err,
+                        "common name %s would become %s subjectAltName (the CA adds it), a type role %s does "
+                        "not allow: set exclude_cn_from_sans on the role, or \"%s\" in its allowed_san_types",
+                        policy_shown(buf, (const char *)gn[0]->d.ia5->data, (size_t)gn[0]->d.ia5->length),
+                        email ? "an email" : "a DNS", policy_rname(role), email ? "email" : "dns");
+    else if ((rc = policy_check_san(role, *gn, NULL, fail_info, why)) != 0)
         /* the role's rule first, whole: the suffix says why a name the client did not list is checked */
         snprintf(
             err, GW_ERR_LEN,
             "%.*s (the CN, which the upstream role adds as a subjectAltName unless exclude_cn_from_sans)",
             GW_ERR_LEN - 96, why);
-        return rc;
+    if (rc != 0) {
+        GENERAL_NAME_free(*gn);
+        *gn = NULL;
     }
+    return rc;
+}
+
+int gw_policy_check_cn_copy(const struct gw_role *role, const struct gw_cert_plan *plan, int *fail_info,
+                            char *err)
+{
+    GENERAL_NAME *gn;
+    int rc;
+
+    err[0] = '\0';
+    if (plan->subject == NULL)
+        return 0;
+    rc = cn_copy(role, plan, gw_x509_name_last_index(plan->subject, NID_commonName), &gn, fail_info, err);
+    GENERAL_NAME_free(gn);
+    return rc;
+}
+
+/*
+ * vault_sans: the plan's SANs and the CN Vault adds to them unless exclude_cn_from_sans, where the
+ * plan lacks it (*out NULL when nothing is added). The upstream role's rules checked that name
+ * (vault_check_cn_text); the role's own SAN types and patterns must allow it too (cn_copy), as they
+ * must in a certificate Vault signed (gw_policy_check_issued).
+ */
+static int vault_sans(const struct gw_role *role, const struct gw_role_policy *p,
+                      const struct gw_cert_plan *plan, GENERAL_NAMES **out, int *fail_info, char *err)
+{
+    int i = p->no_csr_common_name ? -1 : gw_x509_name_last_index(plan->subject, NID_commonName), rc;
+    GENERAL_NAME *gn;
+
+    *out = NULL;
+    if ((rc = cn_copy(role, plan, i, &gn, fail_info, err)) != 0 || gn == NULL)
+        return rc;
     *out = plan->sans != NULL ? sk_GENERAL_NAME_deep_copy(plan->sans, GENERAL_NAME_dup, GENERAL_NAME_free)
                               : GENERAL_NAMES_new();
     if (*out == NULL || sk_GENERAL_NAME_push(*out, gn) <= 0) {

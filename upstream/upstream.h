@@ -98,6 +98,7 @@ enum gw_upstream_cap {
     GW_UP_REVOKE_REASON = 1u << 7, /* records the CRLReason a revocation gives (Vault takes none) */
     GW_UP_CERT_LOOKUP = 1u << 8,   /* finds a certificate it issued by its serial (an RA's rr) */
     GW_UP_ISSUER_CRLS = 1u << 9,   /* serves each issuer's CRL by its issuer_ref (gw_upstream_crl) */
+    GW_UP_CN_IN_SANS = 1u << 10,   /* adds an email or hostname CN to the SANs unless exclude_cn_from_sans */
 };
 
 /* gw_upstream_new creates the upstream described by |conf| with the gateway's |signer| (both

@@ -1140,7 +1140,7 @@ static void vault_cleanup(struct gw_upstream *up)
 const struct gw_upstream_ops gw_upstream_vault_ops = {
     .dialect = "vault",
     .caps = GW_UP_SIGN_CSR | GW_UP_REVOKE | GW_UP_ROLE_POLICY | GW_UP_CERT_STATUS | GW_UP_CRL |
-            GW_UP_CERT_LOOKUP | GW_UP_ISSUER_CRLS,
+            GW_UP_CERT_LOOKUP | GW_UP_ISSUER_CRLS | GW_UP_CN_IN_SANS,
     .role_keys = GW_ROLE_KEY_UPSTREAM_ROLE | GW_ROLE_KEY_SIGN | GW_ROLE_KEY_ISSUER_REF |
                  GW_ROLE_KEY_EXCLUDE_CN | GW_ROLE_KEY_CRMF | GW_ROLE_KEY_DELEGATE,
     .conf_size = sizeof(struct gw_vault_conf),

@@ -436,9 +436,10 @@ static int check_upstream_role(struct cmp_call *c, const struct gw_role *role, s
 /*
  * What the role's upstream will put into the certificate beyond the plan, refused before it signs
  * where it can be known, so that a CA whose role grants more does not issue and revoke on every
- * request (the certificate is checked when it comes back in any case): the usages a Vault role
- * grants every certificate, and the extensions of a CSR that sign-verbatim copies (its Vault role's
- * usages do not apply there: the call's do, and they are the plan's).
+ * request (the certificate is checked when it comes back in any case): the copy of the common name
+ * an upstream adds to the subjectAltNames (Vault, unless exclude_cn_from_sans), the usages a Vault
+ * role grants every certificate, and the extensions of a CSR that sign-verbatim copies (its Vault
+ * role's usages do not apply there: the call's do, and they are the plan's).
  */
 static int check_grants(struct cmp_call *c, const struct gw_role *role, struct gw_upstream *up,
                         const struct gw_cert_plan *plan, const X509_REQ *p10cr, struct cmp_refusal *r)
@@ -447,6 +448,10 @@ static int check_grants(struct cmp_call *c, const struct gw_role *role, struct g
         (!gw_migration_configured(&role->migration) ||
          up != gw_upstream_set_get0(c->e->ups, role->migration.to_name)))
         return 0; /* a crmf_upstream: it signs the plan's template */
+    r->fail_info = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
+    if ((gw_upstream_caps(up) & GW_UP_CN_IN_SANS) != 0 &&
+        gw_policy_check_cn_copy(role, plan, &r->fail_info, r->text) != 0)
+        return 1;
     if (role->sign_policy == GW_SIGN_VERBATIM) {
         r->fail_info = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
         return p10cr != NULL && gw_policy_check_csr(role, p10cr, &r->fail_info, r->text) != 0;

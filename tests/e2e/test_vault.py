@@ -97,7 +97,9 @@ class VaultFrontDoor(harness.GatewayTestCase):
                                       delegate="vault-delegate",
                                       authorization={"allowed_subjects": ["/O=Role Org/OU=Devices/CN=*.example.com"]}),
             "vault-delegate-email": dict(base, upstream="vault", upstream_role="email-cn", crmf="delegate",
-                                         delegate="vault-delegate"),
+                                         delegate="vault-delegate", allowed_san_types=["dns", "ip", "email"]),
+            "vault-delegate-email-nosan": dict(base, upstream="vault", upstream_role="email-cn", crmf="delegate",
+                                               delegate="vault-delegate"),
             "vault-delegate-cn": dict(base, upstream="vault", upstream_role="cn-san", crmf="delegate",
                                       delegate="vault-delegate"),
             "vault-delegate-nocn": dict(base, upstream="vault", upstream_role="cn-san", crmf="delegate",
@@ -339,6 +341,24 @@ class VaultFrontDoor(harness.GatewayTestCase):
         self.assert_issued(res.cert, key, "CN=dev@mail.example.com", [], res.first.extra_certs_pem())
         res, key, _ = self.p10cr("vault-delegate-email-nocn", "v-nomail-p10", "/CN=dev@mail.example.com")
         self.assert_from_vault(res, key, "CN=dev@mail.example.com", [])
+
+    def test_cn_copy_of_a_type_the_role_does_not_allow(self):
+        """On a role whose allowed_san_types lacks "email", a CN holding an '@' that Vault would copy into an
+        email subjectAltName is refused before Vault is asked, on a p10cr and on a delegated ir alike, the
+        statusString naming the two ways out; nothing is issued. Once, Vault issued it and the certificate
+        went out with an email name the role never grants."""
+        mark = self.vault.mark()
+        text = ("common name someone@mail.example.com would become an email subjectAltName (the CA adds it), a "
+                "type role vault-delegate-email-nosan does not allow: set exclude_cn_from_sans on the role, or "
+                "\"email\" in its allowed_san_types")
+        res, _, _ = self.p10cr("vault-delegate-email-nosan", "v-cnmail-nosan-p10", "/CN=someone@mail.example.com",
+                               expect_cert=False)
+        self.assert_rejected(res, "badCertTemplate", text)
+        res = self.gw.cmp("ir", "v-cnmail-nosan", path="v1/pki/roles/vault-delegate-email-nosan/cmp",
+                          newkey=self.newkey("v-cnmail-nosan"), subject="/CN=someone@mail.example.com",
+                          expect_cert=False)
+        self.assert_rejected(res, "badCertTemplate", text)
+        self.assertEqual(self.vault.since(mark, "sign"), [])
 
     def test_crmf_delegate_keeps_the_vault_roles_cn_validations(self):
         """A Vault role whose cn_validations takes email addresses only: the delegate refuses a hostname CN."""

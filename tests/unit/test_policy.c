@@ -1674,7 +1674,8 @@ static void check_upstream_row(const char *name, const struct gw_role *role, con
 static void test_upstream_role(void **state)
 {
     /* the gateway's role lets the upstream role's rules decide (a wildcard CN is a wildcard DNS name) */
-    const struct gw_role role = {.name = "iot", .allow_wildcard_certificates = true};
+    const struct gw_role role = {
+        .name = "iot", .allowed_san_types = ALL_SANS, .allow_wildcard_certificates = true};
 
     (void)state;
     for (size_t i = 0; i < sizeof(ur) / sizeof(ur[0]); i++)
@@ -1745,6 +1746,7 @@ static void test_upstream_subject(void **state)
                            .upstream_name = "vault",
                            .key_usage = KU_DIGITAL_SIGNATURE,
                            .ext_key_usage = GW_EKU_CLIENT_AUTH,
+                           .allowed_san_types = GW_SAN_DNS,
                            .max_ttl = 30 * DAY};
     struct gw_role_policy p = {.allow_any_name = true,
                                .allowed_user_ids = PATS(uid_dev),
@@ -1893,7 +1895,9 @@ static void test_upstream_cn_san(void **state)
 
     (void)state;
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
-        struct gw_role role = {.name = "iot", .exclude_cn_from_sans = rows[i].exclude};
+        struct gw_role role = {.name = "iot",
+                               .allowed_san_types = GW_SAN_DNS | GW_SAN_EMAIL,
+                               .exclude_cn_from_sans = rows[i].exclude};
         struct gw_role_policy p = base;
         struct gw_upstream_names names = {NULL, NULL};
         struct gw_cert_plan plan;
@@ -1920,6 +1924,64 @@ static void test_upstream_cn_san(void **state)
         X509_NAME_free(names.subject);
         GENERAL_NAMES_free(names.sans);
         gw_cert_plan_cleanup(&plan);
+    }
+}
+
+/*
+ * A common name Vault would copy into the SANs (unless exclude_cn_from_sans) is refused before the
+ * upstream signs where its type is not in the role's allowed_san_types: an email CN on a role without
+ * email SANs would else come back with one (refused and revoked). The same for a delegate, which
+ * adds it as Vault does. The type the role allows, the copy passes; a CN that is neither an email
+ * address nor a hostname is not copied, and one the request lists already is checked as its SAN.
+ */
+static void test_cn_copy_san_type(void **state)
+{
+    static const struct {
+        const char *name, *subject, *sans;
+        unsigned types;
+        bool exclude;
+        const char *want_err;
+    } rows[] = {
+        {"hostname, DNS allowed", "CN=dev.example.com", NULL, GW_SAN_DNS, false, NULL},
+        {"hostname, DNS not allowed", "CN=dev.example.com", NULL, GW_SAN_EMAIL | GW_SAN_IP, false,
+         "=common name dev.example.com would become a DNS subjectAltName (the CA adds it), a type role iot "
+         "does "
+         "not allow: set exclude_cn_from_sans on the role, or \"dns\" in its allowed_san_types"},
+        {"email address, email allowed", "CN=someone@example.com", NULL, GW_SAN_EMAIL, false, NULL},
+        {"email address, email not allowed", "CN=someone@example.com", NULL, GW_SAN_DNS, false,
+         "=common name someone@example.com would become an email subjectAltName (the CA adds it), a type "
+         "role "
+         "iot does not allow: set exclude_cn_from_sans on the role, or \"email\" in its allowed_san_types"},
+        {"email address, no SAN type at all", "CN=someone@example.com", NULL, 0, false,
+         "would become an email subjectAltName"},
+        {"email address, exclude_cn_from_sans", "CN=someone@example.com", NULL, GW_SAN_DNS, true, NULL},
+        {"the last CN is the one copied", "CN=someone@example.com|CN=dev.example.com", NULL, GW_SAN_DNS,
+         false, NULL},
+        {"the last CN is the one copied, an email", "CN=dev.example.com|CN=someone@example.com", NULL,
+         GW_SAN_DNS, false, "would become an email subjectAltName"},
+        {"not a hostname: not copied", "CN=Device 42", NULL, 0, false, NULL},
+        {"listed already: checked as the request's", "CN=dev.example.com", "DNS:dev.example.com", 0, false,
+         NULL},
+    };
+    const struct gw_role_policy p = {
+        .allow_any_name = true, .allow_ip_sans = true, .key_type = "any", .cn_optional = true};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        const struct gw_role role = {
+            .name = "iot", .allowed_san_types = rows[i].types, .exclude_cn_from_sans = rows[i].exclude};
+        struct gw_cert_plan plan;
+        char err[GW_ERR_LEN];
+        int fi = -1, rc;
+
+        mkplan(&plan, rows[i].subject, rows[i].sans, K_P256, DAY);
+        rc = gw_policy_check_cn_copy(&role, &plan, &fi, err);
+        if ((rc == 0) != (rows[i].want_err == NULL) || (rc != 0 && fi != BT))
+            fail_msg("%s: rc %d fail_info %d err \"%s\"", rows[i].name, rc, fi, err);
+        check_err(rows[i].name, err, rows[i].want_err);
+        gw_cert_plan_cleanup(&plan);
+        check_upstream_row(rows[i].name, &role, &p, rows[i].subject, rows[i].sans, K_P256, DAY,
+                           rows[i].want_err);
     }
 }
 
@@ -2256,9 +2318,22 @@ static const struct {
      0,
      NULL,
      false,
-     0,
+     GW_SAN_DNS,
      GW_ISSUED_OK,
      "="},
+    /* gw_policy_check_cn_copy refuses such a request: one the CA signed anyway is outside the role */
+    {"CN copied to SANs of a type the role does not allow",
+     {"CN=dev-1.example.com", "DNS:dev-1.example.com", NULL, NULL, -60, 7 * DAY, 0},
+     K_P256,
+     I_INT,
+     ST_INT,
+     0,
+     NULL,
+     false,
+     GW_SAN_EMAIL,
+     GW_ISSUED_OUTSIDE_POLICY,
+     "=the upstream's certificate is outside role policy: subjectAltName type DNS name is not allowed on "
+     "role iot"},
     {"CN copied despite exclude_cn_from_sans",
      {"CN=dev-1.example.com", "DNS:dev-1.example.com", NULL, NULL, -60, 7 * DAY, 0},
      K_P256,
@@ -2267,7 +2342,7 @@ static const struct {
      0,
      NULL,
      true,
-     0,
+     GW_SAN_DNS,
      GW_ISSUED_MODIFIED,
      "subjectAltNames"},
     {"validity cut",
@@ -3417,6 +3492,7 @@ int main(void)
         cmocka_unit_test(test_upstream_role_cn_disabled),
         cmocka_unit_test(test_upstream_subject),
         cmocka_unit_test(test_upstream_cn_san),
+        cmocka_unit_test(test_cn_copy_san_type),
         cmocka_unit_test(test_upstream_cn_san_issued),
         cmocka_unit_test(test_check_issued),
         cmocka_unit_test(test_check_issued_start_and_wildcard),

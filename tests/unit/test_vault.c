@@ -1288,7 +1288,7 @@ static void test_cert_status(void **state)
     }
     assert_int_equal(gw_upstream_caps(f.up), GW_UP_SIGN_CSR | GW_UP_REVOKE | GW_UP_ROLE_POLICY |
                                                  GW_UP_CERT_STATUS | GW_UP_CRL | GW_UP_CERT_LOOKUP |
-                                                 GW_UP_ISSUER_CRLS);
+                                                 GW_UP_ISSUER_CRLS | GW_UP_CN_IN_SANS);
     fx_cleanup(&f);
     X509_free(other);
     EVP_PKEY_free(k);
