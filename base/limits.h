@@ -202,7 +202,8 @@
 #define GW_MAX_HMAC_KEY_LEN 64
 #define GW_DELEGATE_MAX_DAYS 397              /* a delegate issuer's validity above this is warned about */
 #define GW_MAX_ALLOWLIST_ENTRIES 100000       /* lines of a role's "device_allowlist" (3GPP) */
-#define GW_MAX_ALLOWLIST_LINE GW_IDENTITY_LEN /* one entry: a one-line subject or "serial:<hex>" */
+#define GW_MAX_ALLOWLIST_LINE GW_IDENTITY_LEN /* one line: [trust:<name> ] subject or "serial:<hex>" */
+#define GW_MAX_ALLOWLIST_TRUST 16             /* trust entries its lines name ("trust:<name> ...") */
 #define GW_MAX_ALLOWED_EXTS 32                /* entries in a role's "allowed_extensions" */
 #define GW_MAX_OID_TEXT 64                    /* a dotted OID in the config or an upstream role ("1.2.3.4") */
 

@@ -411,6 +411,31 @@ static int trust_union(struct gw_conf_ctx *pc, const struct gw_config *cfg, cons
     return 0;
 }
 
+/*
+ * The trust entries lines of the role's device allow-list name: unknown is an error; one the role does
+ * not trust admits no device there (another role naming the same file may trust it).
+ */
+static int resolve_allow_scopes(struct gw_conf_ctx *pc, const struct gw_config *cfg, struct gw_role *r)
+{
+    char path[GW_CONF_PATH_LEN];
+    const struct gw_trust_conf *t;
+    struct gw_allow_scope *sc;
+
+    for (size_t i = 0; i < r->n_allow_scopes; i++) {
+        sc = &r->allow_scopes[i];
+        if ((t = gw_trust_conf_find(cfg->trust, cfg->n_trust, sc->trust_name)) == NULL) {
+            gw_conf_bprintf(path, sizeof(path), "$.roles.%s.device_allowlist", r->name);
+            return gw_conf_fail(pc, path, "\"%s\" line %ld: unknown trust \"%s\"", r->device_allowlist_file,
+                                sc->line, sc->trust_name);
+        }
+        sc->store = NULL;
+        for (size_t j = 0; j < r->n_trust && sc->store == NULL; j++)
+            if (strcmp(r->trust_names[j], t->name) == 0)
+                sc->store = t->store;
+    }
+    return 0;
+}
+
 static int resolve_role(struct gw_conf_ctx *pc, struct gw_config *cfg, struct gw_role *r)
 {
     char path[GW_CONF_PATH_LEN];
@@ -420,7 +445,8 @@ static int resolve_role(struct gw_conf_ctx *pc, struct gw_config *cfg, struct gw
     if ((rc = gw_upstream_resolve_role(pc, r, cfg->upstreams, cfg->n_upstreams)) != 0)
         return rc;
     gw_conf_bprintf(path, sizeof(path), "$.roles.%s.trust", r->name);
-    if ((rc = trust_union(pc, cfg, path, r->trust_names, r->n_trust, &r->store, &r->untrusted)) != 0)
+    if ((rc = trust_union(pc, cfg, path, r->trust_names, r->n_trust, &r->store, &r->untrusted)) != 0 ||
+        (rc = resolve_allow_scopes(pc, cfg, r)) != 0)
         return rc;
     gw_config_warn_migration(pc, r);
     for (i = 0; i < r->n_pbm; i++) {

@@ -262,35 +262,83 @@ static BIGNUM *allow_serial(const char *s)
     return NULL;
 }
 
+/*
+ * The "trust:<name> " a line of a device allow-list starts with, at *|s| (moved past it): its index
+ * in |r|'s allow_scopes (added at its first line) into *|scope|, or -1 without one. A bare line is
+ * ambiguous on a role trusting several CAs: any of them can write a subject and choose a serial.
+ */
+static int allow_scope(struct gw_conf_ctx *pc, const char *fpath, const char *file, long lineno,
+                       const char **s, struct gw_role *r, int *scope)
+{
+    const char *name = *s + 6;
+    size_t len = strcspn(name, " \t");
+
+    *scope = -1;
+    if (strncmp(*s, "trust:", 6) != 0) {
+        if (r->n_trust <= 1)
+            return 0;
+        return gw_conf_fail(pc, fpath,
+                            "\"%s\" line %ld: \"%.40s\" names no trust entry, and the role trusts %zu: "
+                            "each of their CAs can write any subject and serial number; write \"trust:<name> "
+                            "%.40s\", <name> the entry its device certificate chains to",
+                            file, lineno, *s, r->n_trust, *s);
+    }
+    if (!gw_conf_names_plain.ok(name, len) || name[len] == '\0')
+        return gw_conf_fail(pc, fpath,
+                            "\"%s\" line %ld: expected \"trust:<name> \" and an entry, got \"%.48s\"", file,
+                            lineno, *s);
+    for (size_t i = 0; i < r->n_allow_scopes && *scope < 0; i++)
+        if (strlen(r->allow_scopes[i].trust_name) == len &&
+            strncmp(r->allow_scopes[i].trust_name, name, len) == 0)
+            *scope = (int)i;
+    if (*scope < 0) {
+        if (r->n_allow_scopes >= GW_MAX_ALLOWLIST_TRUST)
+            return gw_conf_fail(pc, fpath, "\"%s\" line %ld: names more than %d trust entries", file, lineno,
+                                GW_MAX_ALLOWLIST_TRUST);
+        if ((r->allow_scopes[r->n_allow_scopes].trust_name = strndup(name, len)) == NULL)
+            return GW_ERR_NOMEM;
+        r->allow_scopes[r->n_allow_scopes].line = lineno;
+        *scope = (int)r->n_allow_scopes++;
+    }
+    for (*s = name + len; **s == ' ' || **s == '\t'; (*s)++)
+        ;
+    return 0;
+}
+
 /* One non-comment line of a device allow-list into |r|. */
 static int allow_entry(struct gw_conf_ctx *pc, const char *fpath, const char *file, long lineno,
                        const char *s, struct gw_role *r)
 {
-    size_t *n = strncmp(s, "serial:", 7) == 0 ? &r->n_allow_serials : &r->n_allow_subjects;
-    void **tmp;
+    struct gw_allow_entry *e;
+    int scope, rc;
 
-    if (r->n_allow_serials + r->n_allow_subjects >= GW_MAX_ALLOWLIST_ENTRIES)
+    if (r->n_allow >= GW_MAX_ALLOWLIST_ENTRIES)
         return gw_conf_fail(pc, fpath, "\"%s\": more than %d entries", file, GW_MAX_ALLOWLIST_ENTRIES);
-    if (n == &r->n_allow_subjects && s[0] != '/')
+    if ((rc = allow_scope(pc, fpath, file, lineno, &s, r, &scope)) != 0)
+        return rc;
+    if (strncmp(s, "serial:", 7) != 0 && s[0] != '/')
         return gw_conf_fail(pc, fpath,
                             "\"%s\" line %ld: expected a one-line subject (\"/O=.../CN=...\") or "
                             "\"serial:<hex>\", got \"%.40s\"",
                             file, lineno, s);
-    tmp = n == &r->n_allow_serials ? (void **)r->allow_serials : (void **)r->allow_subjects;
-    if ((tmp = realloc(tmp, (*n + 1) * sizeof(*tmp))) == NULL)
+    if ((e = realloc(r->allow, (r->n_allow + 1) * sizeof(*e))) == NULL)
         return GW_ERR_NOMEM;
-    if (n == &r->n_allow_serials) {
-        r->allow_serials = (BIGNUM **)tmp;
-        if ((r->allow_serials[*n] = allow_serial(s + 7)) == NULL)
+    r->allow = e;
+    e = &r->allow[r->n_allow];
+    memset(e, 0, sizeof(*e));
+    e->scope = scope;
+    if (s[0] == '/') {
+        if ((e->subject = strdup(s)) == NULL)
+            return GW_ERR_NOMEM;
+        r->n_allow_subjects++;
+    } else {
+        if ((e->serial = allow_serial(s + 7)) == NULL)
             return gw_conf_fail(
                 pc, fpath, "\"%s\" line %ld: expected \"serial:<hex>\" of at most 20 octets, got \"%.48s\"",
                 file, lineno, s);
-    } else {
-        r->allow_subjects = (char **)tmp;
-        if ((r->allow_subjects[*n] = strdup(s)) == NULL)
-            return GW_ERR_NOMEM;
+        r->n_allow_serials++;
     }
-    (*n)++;
+    r->n_allow++;
     return 0;
 }
 
@@ -331,7 +379,7 @@ static int load_allowlist(struct gw_conf_ctx *pc, const char *path, struct gw_ro
             rc = allow_entry(pc, fpath, r->device_allowlist_file, lineno, s, r);
     }
     BIO_free(bio);
-    if (rc == 0 && r->n_allow_subjects + r->n_allow_serials == 0)
+    if (rc == 0 && r->n_allow == 0)
         gw_log(GW_LOG_WARN, "config", "%s: %s: \"%s\" lists no device: every request is refused", pc->name,
                fpath, r->device_allowlist_file);
     return rc;
@@ -683,10 +731,13 @@ void gw_roles_free(struct gw_role *roles, size_t n)
             ASN1_OBJECT_free(roles[i].allowed_exts[j]);
         free(roles[i].allowed_exts);
         free(roles[i].device_allowlist_file);
-        gw_conf_free_strings(roles[i].allow_subjects, roles[i].n_allow_subjects);
-        for (size_t j = 0; j < roles[i].n_allow_serials; j++)
-            BN_free(roles[i].allow_serials[j]);
-        free(roles[i].allow_serials);
+        for (size_t j = 0; j < roles[i].n_allow; j++) {
+            free(roles[i].allow[j].subject);
+            BN_free(roles[i].allow[j].serial);
+        }
+        free(roles[i].allow);
+        for (size_t j = 0; j < roles[i].n_allow_scopes; j++)
+            free(roles[i].allow_scopes[j].trust_name);
         free(roles[i].ca_pubs_file);
         sk_X509_pop_free(roles[i].ca_pubs, X509_free);
         gw_root_update_cleanup(&roles[i].root_update);

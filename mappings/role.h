@@ -102,6 +102,26 @@ enum gw_crmf_mode {
     GW_CRMF_DELEGATE,   /* issue from the role's delegate local issuer */
 };
 
+/*
+ * One "device_allowlist" line (docs/3gpp.md): a CMP signer certificate by its one-line subject or its
+ * serial number, and the trust entry that certificate must chain to. Neither says which CA made the
+ * certificate (a serial number is unique per CA, a subject is what a CA writes), so on a role that
+ * trusts several CAs each line names its trust entry ("trust:<name> ...").
+ */
+struct gw_allow_entry {
+    char *subject;  /* "/O=Vendor/CN=bs-1", as X509_NAME_oneline; NULL for a serial */
+    BIGNUM *serial; /* "serial:<hex>"; NULL for a subject */
+    int scope;      /* index in the role's allow_scopes; -1: none (a role with at most one trust entry) */
+};
+
+/* A trust entry that lines of a role's allow-list name ("trust:<name>"). */
+struct gw_allow_scope {
+    char *trust_name;
+    long line;         /* the first line naming it, for a load error */
+    X509_STORE *store; /* the trust entry's (borrowed; set when the role is resolved); NULL where the role
+                          does not trust it, and its lines admit no one */
+};
+
 /* A role: what a route issues, through which upstream, for whom. */
 struct gw_role {
     char *name;
@@ -142,11 +162,13 @@ struct gw_role {
     struct gw_authz authz;                        /* "authorization" */
     struct gw_root_update root_update;            /* "root_ca_update"; unset = the top-level one */
     /* 3GPP TS 33.310 base-station enrolment (docs/3gpp.md) */
-    char *device_allowlist_file; /* "device_allowlist": one CMP signer per line, read at (re)load */
-    char **allow_subjects;       /* its one-line subjects ("/O=Vendor/CN=bs-1"), as X509_NAME_oneline */
-    size_t n_allow_subjects;
-    BIGNUM **allow_serials; /* its "serial:<hex>" entries */
-    size_t n_allow_serials;
+    char *device_allowlist_file;  /* "device_allowlist": one CMP signer per line, read at (re)load */
+    struct gw_allow_entry *allow; /* its entries, in file order */
+    size_t n_allow;
+    size_t n_allow_subjects;                                    /* of which one-line subjects */
+    size_t n_allow_serials;                                     /* of which "serial:<hex>" */
+    struct gw_allow_scope allow_scopes[GW_MAX_ALLOWLIST_TRUST]; /* the trust entries its lines name */
+    size_t n_allow_scopes;
     bool subject_from_signer; /* "subject_from_signer": an empty template subject takes the signer's */
     char *ca_pubs_file;       /* "ca_pubs": PEM bundle sent as caPubs in ip (RFC 9810 §5.3.2) */
     STACK_OF(X509) *ca_pubs;  /* loaded; NULL if none */

@@ -689,25 +689,42 @@ enum gw_issued_verdict cmp_check_issued(const struct gw_cmp_engine *e, const str
 /* ---- 3GPP TS 33.310 base-station enrolment (docs/3gpp.md) ------------------------------- */
 
 /*
- * Whether |signer| is on |role|'s device allow-list, by its whole one-line subject (gw_x509_name_line:
- * cut to a buffer, "/O=Vendor/CN=bs-0001/OU=<long>" would be the listed "/O=Vendor/CN=bs-0001") or by
- * serial number.
+ * Whether the entry of trust scope |scope| may name |t|'s signer: a bare one on a role with at most one
+ * trust entry (which the signer chains to), else one whose trust entry the signer chains to. |chains|
+ * remembers the answer per scope (0 not asked, 1 yes, -1 no).
  */
-static int on_allowlist(const struct gw_role *role, X509 *signer)
+static int in_scope(struct cmp_call *c, const struct cmp_txn *t, int scope, signed char *chains)
 {
-    char *subject = gw_x509_name_line(X509_get_subject_name(signer));
-    BIGNUM *serial;
+    if (scope < 0)
+        return 1;
+    if (chains[scope] == 0)
+        chains[scope] = cmp_signer_chains_to(c, t, t->role->allow_scopes[scope].store) ? 1 : -1;
+    return chains[scope] > 0;
+}
+
+/*
+ * Whether |t|'s signer is on its role's device allow-list, by its whole one-line subject
+ * (gw_x509_name_line: cut to a buffer, "/O=Vendor/CN=bs-0001/OU=<long>" would be the listed
+ * "/O=Vendor/CN=bs-0001") or by serial number, each chaining to the trust entry its line names.
+ */
+static int on_allowlist(struct cmp_call *c, const struct cmp_txn *t)
+{
+    const struct gw_role *role = t->role;
+    char *subject = gw_x509_name_line(X509_get_subject_name(t->signer));
+    BIGNUM *serial =
+        role->n_allow_serials > 0 ? ASN1_INTEGER_to_BN(X509_get0_serialNumber(t->signer), NULL) : NULL;
+    signed char chains[GW_MAX_ALLOWLIST_TRUST] = {0};
+    const struct gw_allow_entry *e;
     int found = 0;
 
-    for (size_t i = 0; subject != NULL && i < role->n_allow_subjects && !found; i++)
-        found = strcmp(role->allow_subjects[i], subject) == 0;
+    for (size_t i = 0; i < role->n_allow && !found; i++) {
+        e = &role->allow[i];
+        if (e->subject != NULL ? subject == NULL || strcmp(e->subject, subject) != 0
+                               : serial == NULL || BN_cmp(e->serial, serial) != 0)
+            continue;
+        found = in_scope(c, t, e->scope, chains);
+    }
     OPENSSL_free(subject);
-    if (found || role->n_allow_serials == 0)
-        return found;
-    if ((serial = ASN1_INTEGER_to_BN(X509_get0_serialNumber(signer), NULL)) == NULL)
-        return 0;
-    for (size_t i = 0; i < role->n_allow_serials && !found; i++)
-        found = BN_cmp(role->allow_serials[i], serial) == 0;
     BN_free(serial);
     return found;
 }
@@ -826,7 +843,7 @@ static int check_allowlist(struct cmp_call *c, const struct cmp_txn *t, const OS
     if (c->body == GW_CMP_BODY_KUR && renews_signer(crm, t->signer) && revocation_checked(c->e, t->signer) &&
         cmp_issued_for_role(c, role, t->signer) && !issued_for_other_list(c, role, t->signer))
         return 0;
-    if (on_allowlist(role, t->signer))
+    if (on_allowlist(c, t))
         return 0;
     gw_log_kv(GW_LOG_INFO, "not_authorized", "tid", c->rsp->tid, "role", role->name, "identity", t->identity,
               "reason", "device_allowlist", NULL);

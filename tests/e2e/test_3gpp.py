@@ -6,6 +6,9 @@ its intermediate in extraCerts (-untrusted), the gateway holds only the vendor r
 an allowed device is issued (ir/ip/certConf/pkiconf, Annex G), one not on the allow-list gets notAuthorized,
 a PBM request on the route gets notAuthorized, a SHA-1-signed ir gets badAlg, and the operator certificate
 renews by kur (its own subject only) while a vendor certificate not on the list cannot.
+
+With a second vendor CA the role trusts, each allow-list line names the trust entry its device chains to:
+the first vendor cannot mint a certificate with the second's listed subject or serial and enrol as its device.
 """
 import subprocess
 import sys
@@ -36,14 +39,14 @@ def make_ca(d, name, subject, issuer=None, pathlen=None):
     harness.run(argv)
 
 
-def make_device(d, name, subject, serial):
-    """A base-station vendor certificate from the vendor intermediate."""
+def make_device(d, name, subject, serial, issuer="vint"):
+    """A base-station vendor certificate from the vendor intermediate (or the CA |issuer|)."""
     key = harness.genkey(d / ("%s.key" % name))
     harness.run(["openssl", "req", "-new", "-key", key, "-subj", subject, "-out", d / ("%s.csr" % name)])
     (d / ("%s.ext" % name)).write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
                                        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n")
-    harness.run(["openssl", "x509", "-req", "-in", d / ("%s.csr" % name), "-CA", d / "vint.pem", "-CAkey",
-                 d / "vint.key", "-days", "30", "-sha256", "-extfile", d / ("%s.ext" % name),
+    harness.run(["openssl", "x509", "-req", "-in", d / ("%s.csr" % name), "-CA", d / ("%s.pem" % issuer),
+                 "-CAkey", d / ("%s.key" % issuer), "-days", "30", "-sha256", "-extfile", d / ("%s.ext" % name),
                  "-set_serial", serial, "-out", d / ("%s.pem" % name)])
     return d / ("%s.pem" % name), key
 
@@ -73,7 +76,9 @@ class ThreeGpp(harness.GatewayTestCase):
         make_device(d, "bs1", ALLOWED, "0x1C0FFEE1")
         make_device(d, "bs2", BY_SERIAL, SERIAL2)
         make_device(d, "bs666", STRANGER, "0x1C0FF666")
-        (d / "bs.allow").write_text("# base stations of this operator\n%s\n\n  serial:1c:0f:fe:e2  \n" % ALLOWED)
+        # the role trusts two CAs (the vendor's, the operator's for kur): each line names the one it is of
+        (d / "bs.allow").write_text("# base stations of this operator\ntrust:vendor %s\n\n  trust:vendor\t "
+                                    "serial:1c:0f:fe:e2  \n" % ALLOWED)
         cfg["signer"]["chain"] = "ca.pem"  # the operator root: the gateway must put it in extraCerts
         cfg["trust"]["vendor"] = {"ca_file": "vroot.pem", "revocation": "none"}  # the intermediate comes from the device
         cfg["trust"]["operator"] = {"ca_file": "ca.pem", "untrusted_file": "issuing.pem", "revocation": "none"}
@@ -240,6 +245,10 @@ class ThreeGppSharedCa(harness.GatewayTestCase):
     def edit_config(cls, cfg, gw):
         ThreeGpp.edit_config.__func__(cls, cfg, gw)
         del cfg["roles"]["default"]["device_allowlist"]
+        # a station the operator also lists under its own CA: a certificate of the demo role under its subject
+        # passes the list
+        with open(gw.dir / "bs.allow", "a") as f:
+            f.write("trust:operator %s\n" % ALLOWED)
 
     def test_kur_with_certificate_of_a_role_without_the_list(self):
         """A certificate the demo role issued to a PBM secret holder, under the subject of a station that is
@@ -252,13 +261,66 @@ class ThreeGppSharedCa(harness.GatewayTestCase):
         self.assertIsNone(kur.cert)
         self.assert_cmp_error(kur.first, ("kup",), "notAuthorized",
                               "device %s is not on this route's allow-list" % STRANGER)
-        # twin: one of that role under a listed subject is checked against the list, and passes it (the
-        # load warns of this pair of roles: the demo role sets no allowed_subjects)
+        # twin: one of that role under a subject listed for the operator CA is checked against the list, and
+        # passes it (the load warns of this pair of roles: the demo role sets no allowed_subjects)
         listed = self.gw.cmp("ir", "pbm-listed", auth="pbm", newkey=self.newkey("pbm-listed"), subject=ALLOWED)
         self.assertEqual(listed.first.status, 0, listed.first)
         ok = self.gw.cmp("kur", "renew-pbm-listed", auth=(listed.cert, self.gw.dir / "pbm-listed.key"),
                          newkey=self.newkey("rpbl"), path=ROUTE)
         self.assertEqual(ok.first.status, 0, ok.first)
+
+
+B_SUBJECT = "/O=Vendor B/CN=bs-b-0001"  # listed by subject
+B_SERIAL = "0x2B0002"  # listed by serial
+FORGED_SERIAL_SUBJECT = "/O=Vendor Inc/CN=bs-0777"
+
+
+class ThreeGppTwoVendors(harness.GatewayTestCase):
+    """The operator buys base stations from two vendors, and the role trusts both vendor roots. A serial
+    number is unique only per CA and a subject is what a CA writes: the list says of which vendor each is."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        ThreeGpp.edit_config.__func__(cls, cfg, gw)
+        d = gw.dir
+        make_ca(d, "broot", "/O=Vendor B/CN=Vendor B Root CA")
+        make_device(d, "bsb1", B_SUBJECT, "0x2B0001", issuer="broot")
+        make_device(d, "bsb2", "/O=Vendor B/CN=bs-b-0002", B_SERIAL, issuer="broot")
+        # vendor A's devices named as vendor B's: B's listed subject, B's listed serial
+        make_device(d, "forged-subject", B_SUBJECT, "0x1C0FF001")
+        make_device(d, "forged-serial", FORGED_SERIAL_SUBJECT, B_SERIAL)
+        cfg["trust"]["vendor-b"] = {"ca_file": "broot.pem", "revocation": "none"}
+        (d / "bs.allow").write_text("trust:vendor %s\ntrust:vendor serial:1c0ffee2\n# vendor B\n"
+                                    "trust:vendor-b %s\ntrust:vendor-b serial:%s\n"
+                                    % (ALLOWED, B_SUBJECT, B_SERIAL[2:]))
+        for role in ("bs", "bs-plain"):
+            cfg["roles"][role]["trust"] = ["vendor", "vendor-b", "operator"]
+
+    ir = ThreeGpp.ir
+
+    def test_forged_subject_refused(self):
+        res, _ = self.ir("ir-forged-subject", "forged-subject", expect_cert=False)
+        self.assertIsNone(res.cert)
+        self.assert_cmp_error(res.first, ("ip",), "notAuthorized")
+        self.assertEqual(res.first.status_strings, ["device %s is not on this route's allow-list" % B_SUBJECT])
+
+    def test_forged_serial_refused(self):
+        res, _ = self.ir("ir-forged-serial", "forged-serial", expect_cert=False)
+        self.assertIsNone(res.cert)
+        self.assert_cmp_error(res.first, ("ip",), "notAuthorized",
+                              "device %s is not on this route's allow-list" % FORGED_SERIAL_SUBJECT)
+
+    def test_vendor_b_devices_enrol(self):
+        for device in ("bsb1", "bsb2"):
+            res, _ = self.ir("b-" + device, device)
+            self.assertEqual(res.first.status, 0, res.first)
+
+    def test_vendor_a_devices_enrol(self):
+        for device in ("bs1", "bs2"):
+            res, _ = self.ir("a-" + device, device)
+            self.assertEqual(res.first.status, 0, res.first)
+        res, _ = self.ir("a-stranger", "bs666", expect_cert=False)
+        self.assert_cmp_error(res.first, ("ip",), "notAuthorized", "is not on this route's allow-list")
 
 
 if __name__ == "__main__":

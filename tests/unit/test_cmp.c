@@ -2303,7 +2303,7 @@ static X509 *cert_under(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *key, const char *c
         {NID_authority_key_identifier, "keyid:always", "keyid:always"},
     };
 
-    X509V3_set_ctx(&v3, ca, x, NULL, NULL, 0);
+    X509V3_set_ctx(&v3, ca != NULL ? ca : x, x, NULL, NULL, 0); /* no |ca|: self-signed */
     for (size_t i = 0; i < sizeof(exts) / sizeof(exts[0]); i++) {
         assert_non_null(ext = X509V3_EXT_conf_nid(NULL, &v3, exts[i].nid, is_ca ? exts[i].ca : exts[i].ee));
         X509_add_ext(x, ext, -1);
@@ -4221,7 +4221,7 @@ struct tgpp_case {
     enum prot prot;
     int digest_nid, mac_nid; /* the client's protection/POPO digest and PBM MAC; 0 = OpenSSL's default */
     int fail_bit;            /* -1: issued */
-    const char *text;
+    const char *text;        /* a name with "trust entry": the role trusts "other" too (TGPP_OTHER) */
 };
 
 static void write_text(const char *name, const char *text)
@@ -4249,6 +4249,24 @@ static char *tgpp_role(const struct tgpp_case *tc, char *buf, size_t cap)
     return n > 0 ? buf : NULL;
 }
 
+/* A second trust entry: a CA of its own, which could write the demo client's subject and serial. */
+#define TGPP_OTHER "\"other\": {\"ca_file\": \"tgpp-other.pem\", \"revocation\": \"none\"}"
+
+static void write_other_ca(void)
+{
+    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *ca = cert_under(NULL, key, key, "cmpgw test other vendor CA", 4301, 1);
+    char path[128];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/tgpp-other.pem", dir);
+    assert_non_null(f = fopen(path, "w"));
+    assert_int_equal(PEM_write_X509(f, ca), 1);
+    fclose(f);
+    X509_free(ca);
+    EVP_PKEY_free(key);
+}
+
 static void test_3gpp_roles(void **state)
 {
     static const struct tgpp_case cases[] = {
@@ -4269,29 +4287,44 @@ static void test_3gpp_roles(void **state)
         {"PBM with hmac-sha1", NULL, "sha256", PBM, 0, NID_hmac_sha1, OSSL_CMP_PKIFAILUREINFO_badAlg,
          "SHA-1 is not accepted"},
         {"PBM with hmac-sha256", NULL, "sha256", PBM, 0, NID_hmacWithSHA256, -1, NULL},
+        /* a line names the trust entry its device chains to: another entry's CA may write the same names */
+        {"listed with its trust entry", "trust:demo /O=cmpgw demo/CN=demo-client\n", NULL, SIG, 0, 0, -1,
+         NULL},
+        {"listed for another trust entry", "trust:other /O=cmpgw demo/CN=demo-client\n", NULL, SIG, 0, 0,
+         OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+         "device /O=cmpgw demo/CN=demo-client is not on this route's allow-list"},
+        {"serial listed for another trust entry", NULL, NULL, SIG, 0, 0,
+         OSSL_CMP_PKIFAILUREINFO_notAuthorized, "is not on this route's allow-list"},
+        {"serial listed with its trust entry", NULL, NULL, SIG, 0, 0, -1, NULL},
     };
-    char role[512], serial_list[128];
+    char role[512], serial_list[160];
 
     (void)state;
+    write_other_ca();
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct tgpp_case tc = cases[i];
+        const char *other = strstr(tc.name, "trust entry") != NULL ? TGPP_OTHER : NULL;
         struct env *e;
         struct client cl;
         OSSL_CMP_CTX *ctx;
         X509 *cert;
 
         print_message("case: %s\n", tc.name);
-        if (strcmp(tc.name, "listed by serial") == 0) {
+        if (strstr(tc.name, "serial") != NULL) {
             BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(client_cert), NULL);
             char *hex = BN_bn2hex(bn);
+            const char *scope = other == NULL                        ? ""
+                                : strstr(tc.name, "another") != NULL ? "trust:other "
+                                                                     : "trust:demo ";
 
-            snprintf(serial_list, sizeof(serial_list), "/O=other/CN=x\n  serial:%s\r\n", hex);
+            snprintf(serial_list, sizeof(serial_list), "%s/O=other/CN=x\n  %sserial:%s\r\n", scope, scope,
+                     hex);
             tc.allowlist = serial_list;
             OPENSSL_free(hex);
             BN_free(bn);
         }
-        e = env_open(
-            &(struct env_opts){.cmp = CMP_DEFAULTS, .role_extra = tgpp_role(&tc, role, sizeof(role))});
+        e = env_open(&(struct env_opts){
+            .cmp = CMP_DEFAULTS, .role_extra = tgpp_role(&tc, role, sizeof(role)), .trust_entry = other});
         cl = (struct client){.env = e};
         ctx = tc.prot == SIG ? client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0)
                              : client_new(&cl, PBM, NULL, NULL, "demo-device", pbm_secret, pbm_secret_len);
@@ -4691,7 +4724,8 @@ static void test_3gpp_kur_unchecked(void **state)
  */
 static void test_3gpp_kur_crmf_upstream(void **state)
 {
-    struct tgpp_case tc = {"kur", "/O=cmpgw demo/CN=demo-client\n", NULL, SIG, 0, 0, -1, NULL};
+    /* the role trusts "crmf" too: the line names the entry of the vendor certificate */
+    struct tgpp_case tc = {"kur", "trust:demo /O=cmpgw demo/CN=demo-client\n", NULL, SIG, 0, 0, -1, NULL};
     EVP_PKEY *root_key = load_key("ca.key"), *ca_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     X509 *ca = cert_under(ca_cert, root_key, ca_key, "cmpgw test crmf CA", 4301, 1), *op, *cert;
     char role[512], extra[640], path[128], *pem = tu_pem_of(ca);
@@ -4735,6 +4769,8 @@ static void test_3gpp_kur_crmf_upstream(void **state)
     EVP_PKEY_free(root_key);
 }
 
+#define ALLOW_KEY "\"device_allowlist\": \"tgpp.allow\""
+
 /* Allow-list files the config refuses, with the line that is wrong. */
 static void test_3gpp_config(void **state)
 {
@@ -4752,10 +4788,29 @@ static void test_3gpp_config(void **state)
         {"", "\"subject_from_signer\": \"yes\"", "subject_from_signer"},
         {"", "\"ca_pubs\": \"tgpp.allow\"", "no PEM certificate"},
     };
+    /* a role trusting two CAs ("demo", "other"): a bare line could be of either */
+    static const char *const two[][2] = {
+        {"trust:demo serial:0a\nserial:0b\n",
+         "line 2: \"serial:0b\" names no trust entry, and the role trusts 2"},
+        {"# c\n/O=cmpgw demo/CN=demo-client\n",
+         "line 2: \"/O=cmpgw demo/CN=demo-client\" names no trust entry"},
+        {"trust:demo serial:0a\n\ntrust:nope serial:0b\n", "tgpp.allow\" line 3: unknown trust \"nope\""},
+        {"trust:de/mo serial:0a\n", "line 1: expected \"trust:<name> \" and an entry"},
+        {"trust:demo\n", "line 1: expected \"trust:<name> \" and an entry"},
+        {"trust: serial:0a\n", "line 1: expected \"trust:<name> \" and an entry"},
+        {"trust:demo CN=x\n", "line 1: expected a one-line subject"},
+        {"trust:t1 serial:1\ntrust:t2 serial:1\ntrust:t3 serial:1\ntrust:t4 serial:1\ntrust:t5 serial:1\n"
+         "trust:t6 serial:1\ntrust:t7 serial:1\ntrust:t8 serial:1\ntrust:t9 serial:1\ntrust:t10 serial:1\n"
+         "trust:t11 serial:1\ntrust:t12 serial:1\ntrust:t13 serial:1\ntrust:t14 serial:1\ntrust:t15 "
+         "serial:1\n"
+         "trust:t16 serial:1\ntrust:t16 serial:2\ntrust:t17 serial:1\n",
+         "line 18: names more than 16 trust entries"},
+    };
     char *json, err[GW_ERR_LEN];
     struct gw_config *cfg;
 
     (void)state;
+    write_other_ca();
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         print_message("case: %s\n", cases[i].want);
         write_text("tgpp.allow", cases[i].file);
@@ -4768,6 +4823,19 @@ static void test_3gpp_config(void **state)
         if (strstr(err, cases[i].want) == NULL)
             fail_msg("error \"%s\" lacks \"%s\"", err, cases[i].want);
     }
+    for (size_t i = 0; i < sizeof(two) / sizeof(two[0]); i++) {
+        print_message("case: %s\n", two[i][1]);
+        write_text("tgpp.allow", two[i][0]);
+        json = env_json(
+            &(struct env_opts){.cmp = CMP_DEFAULTS, .role_extra = ALLOW_KEY, .trust_entry = TGPP_OTHER});
+        err[0] = '\0';
+        cfg = gw_config_parse(json, strlen(json), dir, "test.json", err);
+        free(json);
+        if (cfg != NULL)
+            fail_msg("accepted: %s", two[i][0]);
+        if (strstr(err, two[i][1]) == NULL)
+            fail_msg("error \"%s\" lacks \"%s\"", err, two[i][1]);
+    }
     /* the twin: a long line of 20 octets with colons and comments is fine */
     write_text("tgpp.allow", "# c\n\n serial:01:02:03:04:05:06:07:08:09:0a:0b:0c:0d:0e:0f:10:11:12:13:14 \n");
     json = env_json(&(struct env_opts){
@@ -4778,6 +4846,20 @@ static void test_3gpp_config(void **state)
         fail_msg("refused: %s", err);
     assert_int_equal(cfg->default_path_policy.role->n_allow_serials, 1);
     assert_int_equal(cfg->default_path_policy.role->min_hash_bits, 512);
+    gw_config_free(cfg);
+    /* and on a role trusting two CAs, lines naming their trust entry, blanks between */
+    write_text("tgpp.allow", "trust:demo serial:0a\ntrust:other\t /O=x/CN=y\n  trust:demo  /O=x/CN=y\n");
+    json =
+        env_json(&(struct env_opts){.cmp = CMP_DEFAULTS, .role_extra = ALLOW_KEY, .trust_entry = TGPP_OTHER});
+    cfg = gw_config_parse(json, strlen(json), dir, "test.json", err);
+    free(json);
+    if (cfg == NULL)
+        fail_msg("refused: %s", err);
+    assert_int_equal(cfg->default_path_policy.role->n_allow, 3);
+    assert_int_equal(cfg->default_path_policy.role->n_allow_scopes, 2);
+    assert_string_equal(cfg->default_path_policy.role->allow[1].subject, "/O=x/CN=y");
+    assert_int_equal(cfg->default_path_policy.role->allow[2].scope, 0);
+    assert_non_null(cfg->default_path_policy.role->allow_scopes[1].store);
     gw_config_free(cfg);
 }
 
