@@ -277,11 +277,11 @@ static int allow_scope(struct gw_conf_ctx *pc, const char *fpath, const char *fi
     if (strncmp(*s, "trust:", 6) != 0) {
         if (r->n_trust <= 1)
             return 0;
-        return gw_conf_fail(pc, fpath,
-                            "\"%s\" line %ld: \"%.40s\" names no trust entry, and the role trusts %zu: "
-                            "each of their CAs can write any subject and serial number; write \"trust:<name> "
-                            "%.40s\", <name> the entry its device certificate chains to",
-                            file, lineno, *s, r->n_trust, *s);
+        return gw_conf_fail(
+            pc, fpath,
+            "\"%s\" line %ld: no \"trust:<name> \" before \"%.40s\", and the role trusts %zu entries: "
+            "name the one its device chains to",
+            file, lineno, *s, r->n_trust);
     }
     if (!gw_conf_names_plain.ok(name, len) || name[len] == '\0')
         return gw_conf_fail(pc, fpath,

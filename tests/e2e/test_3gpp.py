@@ -10,6 +10,7 @@ renews by kur (its own subject only) while a vendor certificate not on the list 
 With a second vendor CA the role trusts, each allow-list line names the trust entry its device chains to:
 the first vendor cannot mint a certificate with the second's listed subject or serial and enrol as its device.
 """
+import json
 import subprocess
 import sys
 
@@ -314,6 +315,19 @@ class ThreeGppTwoVendors(harness.GatewayTestCase):
         for device in ("bsb1", "bsb2"):
             res, _ = self.ir("b-" + device, device)
             self.assertEqual(res.first.status, 0, res.first)
+
+    def test_bare_line_refused_at_load(self):
+        """A line naming no trust entry could be of either vendor: the start refuses it, naming the line."""
+        def bare(cfg, gw):
+            ThreeGppTwoVendors.edit_config.__func__(ThreeGppTwoVendors, cfg, gw)
+            (gw.dir / "bs.allow").write_text("trust:vendor %s\n# vendor B\nserial:%s\n" % (ALLOWED, B_SERIAL[2:]))
+
+        rc, err = harness.refused_start(bare)
+        self.assertNotEqual(rc, 0)
+        msgs = [json.loads(line).get("msg", "") for line in err.splitlines() if line.startswith("{")]
+        want = ('bs.allow" line 3: no "trust:<name> " before "serial:2B0002", and the role trusts 3 entries: name '
+                'the one its device chains to')
+        self.assertTrue(any(want in m for m in msgs), err)
 
     def test_vendor_a_devices_enrol(self):
         for device in ("bs1", "bs2"):

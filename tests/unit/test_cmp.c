@@ -4791,9 +4791,9 @@ static void test_3gpp_config(void **state)
     /* a role trusting two CAs ("demo", "other"): a bare line could be of either */
     static const char *const two[][2] = {
         {"trust:demo serial:0a\nserial:0b\n",
-         "line 2: \"serial:0b\" names no trust entry, and the role trusts 2"},
+         "line 2: no \"trust:<name> \" before \"serial:0b\", and the role trusts 2 entries"},
         {"# c\n/O=cmpgw demo/CN=demo-client\n",
-         "line 2: \"/O=cmpgw demo/CN=demo-client\" names no trust entry"},
+         "line 2: no \"trust:<name> \" before \"/O=cmpgw demo/CN=demo-client\""},
         {"trust:demo serial:0a\n\ntrust:nope serial:0b\n", "tgpp.allow\" line 3: unknown trust \"nope\""},
         {"trust:de/mo serial:0a\n", "line 1: expected \"trust:<name> \" and an entry"},
         {"trust:demo\n", "line 1: expected \"trust:<name> \" and an entry"},
