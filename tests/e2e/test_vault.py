@@ -645,11 +645,14 @@ class VaultLatencyHidden(SlowVault):
             time.sleep(0.1)
         issued = harness.audit_records(self.gw, "issued", "gone.example.com")
         self.assertEqual(len(issued), 1)
-        while time.monotonic() < deadline and issued[0]["tid"] not in self.gw.stderr():
+        def lines():
+            return [json.loads(l) for l in self.gw.stderr().splitlines() if issued[0]["tid"] in l]
+
+        # the request line comes after the adapter's vault_issued, once the answer is written
+        while time.monotonic() < deadline and not any(l.get("event") == "request" for l in lines()):
             time.sleep(0.1)
-        lines = [json.loads(l) for l in self.gw.stderr().splitlines() if issued[0]["tid"] in l]
         self.assertIn(("request", "p10cr", "accepted"),
-                      [(l.get("event"), l.get("req_type"), l.get("outcome")) for l in lines], lines)
+                      [(l.get("event"), l.get("req_type"), l.get("outcome")) for l in lines()], lines())
         # written to the socket: it may have reached the client (HTTP/1 reads nothing while it answers)
         time.sleep(0.5)
         self.assertEqual(harness.audit_records(self.gw, "rejected", "gone.example.com"), [])
