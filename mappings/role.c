@@ -606,6 +606,7 @@ static const struct gw_conf_field role_fields[] = {
     GW_CONF_OPT("crmf_upstream", gw_conf_p_name, struct gw_role, crmf_upstream_name,
                 .aux = &gw_conf_names_plain),
     GW_CONF_OPT("authorization", gw_conf_p_obj, struct gw_role, authz, .aux = &authz_def),
+    GW_CONF_OPT("kur_any_signer", gw_conf_p_bool, struct gw_role, kur_any_signer, .def = false),
     GW_CONF_OPT("root_ca_update", gw_conf_p_opt_obj, struct gw_role, root_update,
                 .aux = &gw_root_update_conf_def),
     /* 3GPP TS 33.310 (docs/3gpp.md) */

@@ -161,6 +161,7 @@ struct gw_role {
     const struct gw_upstream_conf *crmf_upstream; /* resolved; NULL if none */
     struct gw_authz authz;                        /* "authorization" */
     struct gw_root_update root_update;            /* "root_ca_update"; unset = the top-level one */
+    bool kur_any_signer; /* "kur_any_signer": a kur may renew any certificate `trust` admits */
     /* 3GPP TS 33.310 base-station enrolment (docs/3gpp.md) */
     char *device_allowlist_file;  /* "device_allowlist": one CMP signer per line, read at (re)load */
     struct gw_allow_entry *allow; /* its entries, in file order */

@@ -28,7 +28,24 @@
 #include <string.h>
 #include <openssl/x509v3.h>
 
-/* docs/design.md D7: kur only by the holder of the certificate being updated. */
+/*
+ * RFC 9483 §4.1.3: a kur updates a certificate the PKI issued. One that no upstream of the role issued
+ * (a vendor's or a bootstrap CA's, which `trust` admits to enrol with) is enrolled with, not renewed,
+ * unless the role says "kur_any_signer". Its holder passed every check an ir of it would: say so.
+ */
+static int check_kur_issued(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r)
+{
+    if (t->role->kur_any_signer || cmp_issued_for_role(c, t->role, t->signer))
+        return 0;
+    gw_log_kv(GW_LOG_INFO, "not_authorized", "tid", c->rsp->tid, "role", t->role->name, "identity",
+              t->identity, "reason", "kur_not_issued", NULL);
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertId,
+                      "key update renews a certificate a CA of this route issued, and %.150s's was not: "
+                      "enrol with it instead (ir, cr or p10cr)",
+                      t->identity);
+}
+
+/* docs/design.md D7: kur only by the holder of the certificate being updated, one the PKI issued. */
 static int check_kur(struct cmp_txn *t, struct cmp_call *c, const OSSL_CRMF_MSG *crm, struct cmp_refusal *r)
 {
     const OSSL_CRMF_CERTID *old;
@@ -41,12 +58,12 @@ static int check_kur(struct cmp_txn *t, struct cmp_call *c, const OSSL_CRMF_MSG 
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
                           "key update must be signed with the certificate being updated, not PBM-protected");
     if (crm == NULL || (old = OSSL_CRMF_MSG_get0_regCtrl_oldCertID(crm)) == NULL)
-        return 0; /* RFC 9483 §4.1.3: without oldCertID the signer's certificate is the one updated */
+        return check_kur_issued(t, c, r); /* RFC 9483 §4.1.3: without oldCertID, the signer's is updated */
     issuer = OSSL_CRMF_CERTID_get0_issuer(old);
     serial = OSSL_CRMF_CERTID_get0_serialNumber(old);
     if (issuer != NULL && serial != NULL && X509_NAME_cmp(issuer, X509_get_issuer_name(t->signer)) == 0 &&
         ASN1_INTEGER_cmp(serial, X509_get0_serialNumber(t->signer)) == 0)
-        return 0;
+        return check_kur_issued(t, c, r);
     return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
                       "key update must be signed with the certificate it updates; "
                       "oldCertID names another certificate");

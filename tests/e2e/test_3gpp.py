@@ -21,10 +21,13 @@ from pyasn1.codec.der import encoder as der_encoder  # noqa: E402
 
 ROUTE = "pki/roles/bs/cmp"
 ROUTE_PLAIN = "pki/roles/bs-plain/cmp"
+ROUTE_ANY = "pki/roles/bs-any/cmp"
 ALLOWED = "/O=Vendor Inc/CN=bs-0001"
 BY_SERIAL = "/O=Vendor Inc/CN=bs-0002"
 STRANGER = "/O=Vendor Inc/CN=bs-0666"
 SERIAL2 = "0x1C0FFEE2"
+TEXT_KUR_NOT_ISSUED = ("key update renews a certificate a CA of this route issued, and %s's was not: enrol with "
+                       "it instead (ir, cr or p10cr)")
 
 
 def make_ca(d, name, subject, issuer=None, pathlen=None):
@@ -103,6 +106,7 @@ class ThreeGpp(harness.GatewayTestCase):
         for k in ("subject_from_signer", "ca_pubs", "min_hash"):
             del plain[k]
         cfg["roles"]["bs-plain"] = plain
+        cfg["roles"]["bs-any"] = dict(role, kur_any_signer=True)
         # the demo role's upstream has the operator CA: its certificates renew here only if it holds the list
         cfg["roles"]["default"]["device_allowlist"] = "bs.allow"
 
@@ -215,6 +219,23 @@ class ThreeGpp(harness.GatewayTestCase):
                           path=ROUTE, extra=["-untrusted", d / "vint.pem"], expect_cert=False)
         self.assertIsNone(bad.cert)
         self.assert_cmp_error(bad.first, ("kup",), "notAuthorized", "is not on this route's allow-list")
+
+    def test_kur_with_vendor_certificate(self):
+        """RFC 9483 §4.1.3: a kur updates a certificate this PKI issued. The listed vendor certificate, which
+        the role trusts to enrol with and no upstream of the role issued, gets an ir's answer, not a renewal."""
+        d = self.gw.dir
+        kur = self.gw.cmp("kur", "renew-vendor", auth=(d / "bs1.pem", d / "bs1.key"), newkey=self.newkey("rv"),
+                          path=ROUTE, extra=["-untrusted", d / "vint.pem"], expect_cert=False)
+        self.assertIsNone(kur.cert)
+        self.assert_cmp_error(kur.first, ("kup",), "badCertId", TEXT_KUR_NOT_ISSUED % ALLOWED)
+        # twins: the operator certificate an ir of it gets renews (test_kur_with_operator_certificate); and a
+        # role that says "kur_any_signer" takes the vendor certificate's kur as its ir
+        res, _ = self.ir("vendor-first", "bs1")
+        self.assertEqual(res.first.status, 0, res.first)
+        ok = self.gw.cmp("kur", "renew-vendor-any", auth=(d / "bs1.pem", d / "bs1.key"), newkey=self.newkey("rva"),
+                         path=ROUTE_ANY, extra=["-untrusted", d / "vint.pem"])
+        self.assertEqual(ok.first.body_type, "kup")
+        self.assertEqual(ok.first.status, 0, ok.first)
 
     def test_kur_other_subject(self):
         """The operator certificate renews itself: asking for another station's subject is an enrolment."""

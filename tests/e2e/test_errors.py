@@ -77,6 +77,7 @@ ELSEWHERE = {
     "genm_crl_refused": ("test_vault.py", "the CA's CRL did not pass this gateway's checks and "),
     "genm_root_cert": ("test_genm.py", "the id-it-rootCaCert value is not a certificate: send the root CA "),
     "device_not_allowed": ("test_3gpp.py", "is not on this route's allow-list"),
+    "kur_not_issued": ("test_3gpp.py", "key update renews a certificate a CA of this route issued, and "),
     "signature_only_route": ("test_3gpp.py", "this route accepts signature-protected requests only: sign with the "),
     "weak_hash": ("test_3gpp.py", " is not accepted on this route: sign with SHA-"),
     "extra_certs": ("test_trust.py", "extraCerts are malformed or hold more than 16 certificates or 32768 bytes"),

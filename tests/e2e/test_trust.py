@@ -36,6 +36,8 @@ ANCHOR_SUBJECT = "/O=cmpgw demo/CN=anchored-device"
 ALLOWED_SERIAL = 0x7A11CE  # the allow-listed device V of the "fleet" role
 TEXT_RR = "only the holder of a certificate (signing the rr with it) or an RA of role default may revoke it"
 TEXT_KUR = "key update must be signed with the certificate it updates; oldCertID names another certificate"
+TEXT_KUR_NOT_ISSUED = ("key update renews a certificate a CA of this route issued, and %s's was not: enrol with "
+                       "it instead (ir, cr or p10cr)")
 TEXT_REVOKED = "certificate (serial %s) is revoked; authenticate with a valid one"
 
 
@@ -192,6 +194,21 @@ class ForgedSigner(harness.GatewayTestCase):
                           extra=("-oldcert", victim, "-implicit_confirm"), expect_cert=False)
         self.assert_cmp_error(res.first, ("kup",), "notAuthorized", TEXT_KUR)
         self.assertIsNone(res.cert)
+
+    def test_kur_of_a_certificate_no_upstream_issued(self):
+        """RFC 9483 §4.1.3: the anchored device's certificate is trusted on the route, but no upstream of it
+        issued it: its kur renews nothing (once it was issued as an ir would be)."""
+        d = self.gw.dir
+        res = self.gw.cmp("kur", "kur-anchored", auth=(d / "anchor.pem", d / "anchor.key"),
+                          newkey=self.newkey("kur-anchored"), extra=("-implicit_confirm",), expect_cert=False)
+        self.assert_cmp_error(res.first, ("kup",), "badCertId", TEXT_KUR_NOT_ISSUED % ANCHOR_SUBJECT)
+        self.assertIsNone(res.cert)
+        # twin: the certificate its ir gets renews
+        cert, key = self.enrol("kur-anchored-ir", auth=(d / "anchor.pem", d / "anchor.key"))
+        ok = self.gw.cmp("kur", "kur-anchored-renew", auth=(cert, key), newkey=self.newkey("kur-anchored-new"),
+                         extra=("-implicit_confirm",))
+        self.assertEqual(ok.first.body_type, "kup")
+        self.assertEqual(ok.first.status, 0, ok.first)
 
     # -- allow-list by serial -------------------------------------------------------------------
 
