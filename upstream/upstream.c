@@ -836,6 +836,14 @@ int gw_upstream_issued(const struct gw_upstream *up, const X509 *cert)
     return 0;
 }
 
+int gw_upstream_is_own_ca(const struct gw_upstream *up, const X509 *ca)
+{
+    for (int i = 0; up != NULL && ca != NULL && i < sk_X509_num(up->cas); i++)
+        if (sk_X509_value(up->cas, i) == ca) /* the object, not a certificate alike */
+            return 1;
+    return 0;
+}
+
 int gw_upstream_check_signer(const struct gw_upstream *up, const X509 *cert, char *err)
 {
     char by[128] = "?";

@@ -199,6 +199,12 @@ int gw_upstream_issued(const struct gw_upstream *up, const X509 *cert);
  */
 int gw_upstream_check_signer(const struct gw_upstream *up, const X509 *cert, char *err);
 /*
+ * gw_upstream_is_own_ca: whether |ca| is one of the very certificate objects |up| issues under (its
+ * issuer_ca's, which its issuer store holds): a chain OpenSSL verified through that store, whose first
+ * CA is |ca|, was signed by one of |up|'s CAs, and gw_upstream_check_signer need not verify it again.
+ */
+int gw_upstream_is_own_ca(const struct gw_upstream *up, const X509 *ca);
+/*
  * gw_upstream_revoke_serial revokes the certificate |issuer| (may be NULL: the upstream's own CA)
  * issued with |serial|, as an RA's rr names it (RFC 9483 §4.2). GW_ERR_NOT_FOUND when the upstream
  * issued no such certificate (answer badCertId); GW_ERR_EXISTS when it knows the certificate was

@@ -675,8 +675,12 @@ enum gw_issued_verdict cmp_check_issued(const struct gw_cmp_engine *e, const str
         return GW_ISSUED_BAD;
     }
     v = gw_policy_check_issued(role, plan, cert, chain, store, e->links, now, &found, err);
-    /* chaining to issuer_ca is not enough: another CA under its root is not the upstream's to revoke */
-    if ((v == GW_ISSUED_OK || v == GW_ISSUED_MODIFIED) && gw_upstream_check_signer(up, cert, err) != 0)
+    /*
+     * chaining to issuer_ca is not enough: another CA under its root is not the upstream's to revoke.
+     * Where the verified path's first CA is one of the upstream's own, its signature was just verified.
+     */
+    if ((v == GW_ISSUED_OK || v == GW_ISSUED_MODIFIED) &&
+        !gw_upstream_is_own_ca(up, sk_X509_value(found, 0)) && gw_upstream_check_signer(up, cert, err) != 0)
         v = GW_ISSUED_BAD;
     if (path != NULL && (v == GW_ISSUED_OK || v == GW_ISSUED_MODIFIED)) {
         *path = found;

@@ -350,6 +350,30 @@ static void test_issue_each_key_type(void **state)
     conf_cleanup(&conf);
 }
 
+/*
+ * gw_upstream_is_own_ca answers for the very objects the upstream issues under, which its issuer store
+ * holds: a copy alike is some certificate an upstream sent, whose signer is verified, not assumed.
+ */
+static void test_own_ca_is_the_object(void **state)
+{
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    char err[GW_ERR_LEN];
+    X509 *copy;
+
+    (void)state;
+    conf_init(&conf, "local", ca, ca_key, root);
+    assert_non_null(up = gw_upstream_new(&conf, NULL, err));
+    assert_non_null(copy = X509_dup(gw_upstream_conf_issuing_ca(&conf)));
+    assert_true(gw_upstream_is_own_ca(up, gw_upstream_conf_issuing_ca(&conf)));
+    assert_false(gw_upstream_is_own_ca(up, copy));
+    assert_false(gw_upstream_is_own_ca(up, root));
+    assert_false(gw_upstream_is_own_ca(up, NULL));
+    X509_free(copy);
+    gw_upstream_free(up);
+    conf_cleanup(&conf);
+}
+
 /* |key| as a request carries it: a SubjectPublicKeyInfo as OpenSSL decodes it (its DER in *der). */
 static X509_PUBKEY *decoded_spki(EVP_PKEY *key, unsigned char **der, int *len)
 {
@@ -2314,6 +2338,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_issue_each_key_type),
+        cmocka_unit_test(test_own_ca_is_the_object),
         cmocka_unit_test(test_issue_copies_request_spki),
         cmocka_unit_test(test_issue_keeps_signed_encoding),
         cmocka_unit_test(test_issue_recodes_lenient_rsa),
