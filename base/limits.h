@@ -174,6 +174,9 @@
    so no SHA-1 or MD5 signature (63 and 39 bits in OpenSSL 3.0) and no RSA key under 2048 bits, as
    the gateway's TLS client chains at the distribution default and the keys it lets clients request */
 #define GW_ISSUED_AUTH_LEVEL 2
+/* The same for a client's signer chain (the ir/cr/kur/p10cr/rr/genm/certConf signer, an RA): no SHA-1 or
+   MD5 signature below the trust anchor, no RSA key under 2048 bits in the chain */
+#define GW_SIGNER_AUTH_LEVEL 2
 #define GW_CRL_NEXT_UPDATE_SECS (24 * 3600) /* local issuer's CRL: nextUpdate = thisUpdate + this */
 #define GW_CRL_REFRESH_SECS 3600            /* its cached CRL is re-signed at least this often */
 #define GW_MAX_CERT_EXTS 64                 /* extensions of an issued certificate (compared pairwise) */

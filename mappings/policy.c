@@ -308,6 +308,14 @@ const char *policy_verify_why(int code, int depth)
     }
 }
 
+const char *gw_policy_weak_why(int code, int depth)
+{
+    if (code != X509_V_ERR_CA_MD_TOO_WEAK && code != X509_V_ERR_CA_KEY_TOO_SMALL &&
+        code != X509_V_ERR_EE_KEY_TOO_SMALL)
+        return NULL;
+    return policy_verify_why(code, depth);
+}
+
 /*
  * For what an upstream returned, a critical extension OpenSSL does not know is the role's to judge
  * (its allowed_extensions, else outside policy and revoked), not a broken chain.

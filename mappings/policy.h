@@ -142,6 +142,13 @@ enum gw_issued_verdict gw_policy_check_issued(const struct gw_role *role, const 
                                               char *err);
 
 /*
+ * gw_policy_weak_why says why a chain fails OpenSSL's security level (X509_verify_cert's error |code|
+ * at |depth|: a signature or key under 112 bits of security), in the words of an upstream's refused
+ * chain ("is signed with a hash under 112 bits of security (SHA-1, MD5)"); NULL for any other error.
+ */
+const char *gw_policy_weak_why(int code, int depth);
+
+/*
  * gw_policy_issued_refusal is what a client is told of a certificate gw_policy_check_issued refused
  * with verdict |v| (GW_ISSUED_BAD or GW_ISSUED_OUTSIDE_POLICY) and reason |why|: the failInfo bit it
  * returns and the statusString in |text| (GW_ERR_LEN). Content outside the role's policy is

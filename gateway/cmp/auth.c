@@ -18,6 +18,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "base/x509.h"
+#include "mappings/policy.h"
 #include "mappings/role.h"
 
 #include <stdio.h>
@@ -174,19 +175,25 @@ static int set_untrusted(OSSL_CMP_CTX *ctx, const struct gw_role *role, const ST
 /*
  * Keeps the candidates whose chain validates against |store|, with the context's untrusted list (the
  * message's extraCerts and the role's intermediates); a chain validated lately is not built again.
- * chains[i] is the chain found for the i-th one kept (the caller frees them).
+ * chains[i] is the chain found for the i-th one kept (the caller frees them). *weak says why the first
+ * candidate that chains but under the security level failed (gw_policy_weak_why), else NULL.
  */
 static STACK_OF(X509) *valid_chains(struct cmp_chains *cc, OSSL_CMP_CTX *ctx, X509_STORE *store,
-                                    const STACK_OF(X509) *cands, STACK_OF(X509) *chains[])
+                                    const STACK_OF(X509) *cands, STACK_OF(X509) *chains[], const char **weak)
 {
     STACK_OF(X509) *ok = sk_X509_new_null();
+    int code, depth;
 
+    *weak = NULL;
     for (int i = 0; ok != NULL && i < sk_X509_num(cands); i++) {
         X509 *x = sk_X509_value(cands, i);
         STACK_OF(X509) *chain = NULL;
 
-        if (cmp_chains_valid_chain(cc, store, OSSL_CMP_CTX_get0_untrusted(ctx), x, &chain) != 1)
+        if (cmp_chains_verify(cc, store, OSSL_CMP_CTX_get0_untrusted(ctx), x, &chain, &code, &depth) != 1) {
+            if (*weak == NULL)
+                *weak = gw_policy_weak_why(code, depth);
             continue;
+        }
         if (!sk_X509_push(ok, x)) { /* |chain| is nobody else's yet */
             sk_X509_pop_free(chain, X509_free);
             sk_X509_free(ok);
@@ -231,17 +238,25 @@ static int disambiguate(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *msg, const STACK_
     return -1;
 }
 
-/* The signer among |cands| with its validated chain (*chain, the caller's), or NULL refused with |r|. */
+/*
+ * The signer among |cands| with its validated chain (*chain, the caller's), or NULL refused with |r|;
+ * *weak is set when the only chains found fail the security level (GW_SIGNER_AUTH_LEVEL), which the
+ * client is told: its certificate would verify but for a SHA-1 signature or a short key.
+ */
 static X509 *choose(struct cmp_chains *cc, OSSL_CMP_CTX *ctx, X509_STORE *store, const OSSL_CMP_MSG *msg,
-                    const STACK_OF(X509) *cands, STACK_OF(X509) **chain, struct cmp_refusal *r)
+                    const STACK_OF(X509) *cands, STACK_OF(X509) **chain, int *weak, struct cmp_refusal *r)
 {
     STACK_OF(X509) *chains[GW_MAX_SIGNER_CANDIDATES] = {NULL};
-    STACK_OF(X509) *valid = valid_chains(cc, ctx, store, cands, chains);
+    const char *why = NULL;
+    STACK_OF(X509) *valid = valid_chains(cc, ctx, store, cands, chains, &why);
     X509 *signer = NULL;
     int at = -1;
 
+    *weak = 0;
     if (valid == NULL)
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "internal error: out of memory");
+    else if (sk_X509_num(valid) == 0 && why != NULL)
+        *weak = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s %s", TEXT_WEAK_SIGNER, why);
     else if (sk_X509_num(valid) == 0)
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_UNTRUSTED);
     else if (sk_X509_num(valid) == 1)
@@ -265,7 +280,7 @@ int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *
     X509_STORE *store = t->role->store;
     STACK_OF(X509) *extra = NULL, *cands = NULL, *chain = NULL;
     X509 *signer = NULL;
-    int refused = 1;
+    int refused = 1, weak = 0;
 
     /* PBM: OpenSSL checks the MAC; no trust or no sender name: OpenSSL refuses on its own */
     if (t->pbm || store == NULL || c->hdr.sender == NULL)
@@ -277,7 +292,7 @@ int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure, "internal error: out of memory");
         goto out;
     }
-    if ((signer = choose(c->e->chains, ctx, store, msg, cands, &chain, r)) == NULL)
+    if ((signer = choose(c->e->chains, ctx, store, msg, cands, &chain, &weak, r)) == NULL)
         goto out;
     if (OSSL_CMP_CTX_set1_srvCert(ctx, signer) != 1 || X509_up_ref(signer) != 1) {
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure, "internal error: out of memory");
@@ -292,8 +307,8 @@ int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *
     refused = 0;
 out:
     if (refused)
-        gw_log_kv(GW_LOG_INFO, "signer_refused", "tid", c->rsp->tid, "role", t->role->name, "reason", r->text,
-                  NULL);
+        gw_log_kv(GW_LOG_INFO, weak ? "weak_signer" : "signer_refused", "tid", c->rsp->tid, "role",
+                  t->role->name, "reason", r->text, NULL);
     sk_X509_pop_free(extra, X509_free);
     sk_X509_pop_free(chain, X509_free);
     sk_X509_pop_free(cands, X509_free);

@@ -12,6 +12,8 @@
 #define TEXT_UNTRUSTED                                                                                       \
     "message protection could not be verified: the signer certificate is not issued by a CA "                \
     "trusted on this route"
+/* followed by gw_policy_weak_why's reason */
+#define TEXT_WEAK_SIGNER "message protection could not be verified: the signer certificate"
 #define TEXT_BAD_SIGNATURE                                                                                   \
     "message protection could not be verified: the signature does not match the signer certificate"
 

@@ -72,23 +72,34 @@ static int cache_key(const X509_STORE *store, const X509 *cert, const STACK_OF(X
 }
 
 /*
- * X509_verify_cert as OSSL_CMP_validate_cert_path runs it; 1 with the chain's common validity and the
- * chain itself (*chain, the caller's).
+ * X509_verify_cert as OSSL_CMP_validate_cert_path runs it, at GW_SIGNER_AUTH_LEVEL: outside TLS OpenSSL
+ * sets no level, and would accept a chain signed with SHA-1 or MD5 or through an RSA key of 1024 bits.
+ * 1 with the chain's common validity and the chain itself (*chain, the caller's); else 0 with the error
+ * and its depth.
  */
 static int verify(X509_STORE *store, STACK_OF(X509) *untrusted, X509 *cert, time_t *nb, time_t *na,
-                  STACK_OF(X509) **found)
+                  STACK_OF(X509) **found, int *code, int *depth)
 {
     X509_STORE_CTX *csc = X509_STORE_CTX_new();
     STACK_OF(X509) *chain;
-    int ok =
-        csc != NULL && X509_STORE_CTX_init(csc, store, cert, untrusted) == 1 && X509_verify_cert(csc) == 1;
+    int ok = csc != NULL && X509_STORE_CTX_init(csc, store, cert, untrusted) == 1;
 
     *nb = 0;
     *na = 0;
     *found = NULL;
+    *code = X509_V_ERR_OUT_OF_MEM;
+    *depth = 0;
+    if (ok) {
+        X509_VERIFY_PARAM_set_auth_level(X509_STORE_CTX_get0_param(csc), GW_SIGNER_AUTH_LEVEL);
+        ok = X509_verify_cert(csc) == 1;
+        *code = X509_STORE_CTX_get_error(csc);
+        *depth = X509_STORE_CTX_get_error_depth(csc);
+    }
     chain = ok ? X509_STORE_CTX_get0_chain(csc) : NULL;
-    if (ok && (*found = X509_chain_up_ref(chain)) == NULL)
+    if (ok && (*found = X509_chain_up_ref(chain)) == NULL) {
         ok = 0;
+        *code = X509_V_ERR_OUT_OF_MEM;
+    }
     for (int i = 0; ok && i < sk_X509_num(chain); i++) {
         X509 *x = sk_X509_value(chain, i);
         time_t b, a;
@@ -112,6 +123,14 @@ int cmp_chains_valid(struct cmp_chains *cc, X509_STORE *store, STACK_OF(X509) *u
 int cmp_chains_valid_chain(struct cmp_chains *cc, X509_STORE *store, STACK_OF(X509) *untrusted, X509 *cert,
                            STACK_OF(X509) **chain)
 {
+    int code, depth;
+
+    return cmp_chains_verify(cc, store, untrusted, cert, chain, &code, &depth);
+}
+
+int cmp_chains_verify(struct cmp_chains *cc, X509_STORE *store, STACK_OF(X509) *untrusted, X509 *cert,
+                      STACK_OF(X509) **chain, int *code, int *depth)
+{
     unsigned long flags = X509_VERIFY_PARAM_get_flags(X509_STORE_get0_param(store));
     int cacheable = cc != NULL && (flags & (X509_V_FLAG_CRL_CHECK | X509_V_FLAG_USE_CHECK_TIME)) == 0;
     unsigned char key[32];
@@ -122,6 +141,8 @@ int cmp_chains_valid_chain(struct cmp_chains *cc, X509_STORE *store, STACK_OF(X5
 
     if (chain != NULL)
         *chain = NULL;
+    *code = X509_V_OK;
+    *depth = 0;
     if (cacheable && cache_key(store, cert, untrusted, key) == 0) {
         s = &cc->slots[(key[0] | (size_t)key[1] << 8) % GW_CHAIN_CACHE_SLOTS];
         pthread_mutex_lock(&cc->lock);
@@ -133,7 +154,7 @@ int cmp_chains_valid_chain(struct cmp_chains *cc, X509_STORE *store, STACK_OF(X5
         if (hit)
             return 1;
     }
-    if (!verify(store, untrusted, cert, &nb, &na, &found))
+    if (!verify(store, untrusted, cert, &nb, &na, &found, code, depth))
         return 0;
     if (s != NULL && na > now) {
         pthread_mutex_lock(&cc->lock);

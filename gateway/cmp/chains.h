@@ -16,10 +16,11 @@ void cmp_chains_free(struct cmp_chains *cc);
 
 /*
  * cmp_chains_valid tells whether |cert| chains to |store| (with |untrusted| as intermediates), as
- * X509_verify_cert decides: 1 or 0. A positive answer is remembered for GW_CHAIN_CACHE_SECS, for
- * the same store, certificate and intermediates (in order), and reused only while every certificate
- * of the chain it found is within its validity; never for a store that checks CRLs (a CRL can
- * expire or be replaced) or verifies at a fixed time, or when |cc| is NULL.
+ * X509_verify_cert decides at security level GW_SIGNER_AUTH_LEVEL (every signature below the trust
+ * anchor and every key of the chain 112 bits of security or more): 1 or 0. A positive answer is remembered
+ * for GW_CHAIN_CACHE_SECS, for the same store, certificate and intermediates (in order), and reused only
+ * while every certificate of the chain it found is within its validity; never for a store that checks CRLs (a
+ * CRL can expire or be replaced) or verifies at a fixed time, or when |cc| is NULL.
  */
 int cmp_chains_valid(struct cmp_chains *cc, X509_STORE *store, STACK_OF(X509) *untrusted, X509 *cert);
 
@@ -30,5 +31,13 @@ int cmp_chains_valid(struct cmp_chains *cc, X509_STORE *store, STACK_OF(X509) *u
  */
 int cmp_chains_valid_chain(struct cmp_chains *cc, X509_STORE *store, STACK_OF(X509) *untrusted, X509 *cert,
                            STACK_OF(X509) **chain);
+
+/*
+ * cmp_chains_verify is cmp_chains_valid_chain (|chain| may be NULL) that also says why |cert| does not
+ * validate: X509_verify_cert's error in *code and the depth it was found at in *depth (X509_V_OK and 0
+ * when it validates).
+ */
+int cmp_chains_verify(struct cmp_chains *cc, X509_STORE *store, STACK_OF(X509) *untrusted, X509 *cert,
+                      STACK_OF(X509) **chain, int *code, int *depth);
 
 #endif

@@ -81,6 +81,7 @@ ELSEWHERE = {
     "signature_only_route": ("test_3gpp.py", "this route accepts signature-protected requests only: sign with the "),
     "weak_hash": ("test_3gpp.py", " is not accepted on this route: sign with SHA-"),
     "extra_certs": ("test_trust.py", "extraCerts are malformed or hold more than 16 certificates or 32768 bytes"),
+    "weak_signer": ("test_trust.py", "message protection could not be verified: the signer certificate is "),
     "signer_candidates": ("test_trust.py", "more than 4 certificates carry the sender's name: send only the "),
     "signer_ambiguous": ("test_trust.py", "message protection is ambiguous: several valid certificates with the "),
     "http_auth_budget": ("test_abuse.py", "too many failed authentications from this address"),

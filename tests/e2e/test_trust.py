@@ -24,7 +24,7 @@ sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
 import vaultenv  # noqa: E402
 from pyasn1.codec.der import encoder  # noqa: E402
-from test_errors import certconf, load  # noqa: E402
+from test_errors import RowAssertions, certconf, load  # noqa: E402
 
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -275,6 +275,38 @@ class ForgedSigner(harness.GatewayTestCase):
         self.assertIsNone(res.cert)
 
 
+
+
+class WeakSigner(RowAssertions, harness.GatewayTestCase):
+    """Security level 2 for what authenticates a request: a signer certificate the trusted demo issuing CA
+    signed with SHA-1 is refused with its row of docs/errors.md; its twin, signed with SHA-256, issues."""
+
+    def signer(self, name, digest):
+        """A device certificate of the demo issuing CA (trusted on the default role), signed with |digest|."""
+        d = self.gw.dir
+        harness.genkey(d / ("%s.key" % name))
+        harness.run(["openssl", "req", "-new", "-key", d / ("%s.key" % name), "-subj", "/O=vendor/CN=%s" % name,
+                     "-out", d / ("%s.csr" % name)])
+        (d / "weak.ext").write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                                    "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n")
+        harness.run(["openssl", "x509", "-req", "-%s" % digest, "-in", d / ("%s.csr" % name), "-CA",
+                     d / "issuing.pem", "-CAkey", d / "issuing.key", "-days", "30", "-extfile", d / "weak.ext",
+                     "-set_serial", "0x%x" % (0x5EC0 + len(name)), "-out", d / ("%s.pem" % name)])
+        return d / ("%s.pem" % name), d / ("%s.key" % name)
+
+    def test_weak_signer(self):
+        cert, key = self.signer("sha1-signer", "sha1")
+        res = self.gw.cmp("ir", "weak-signer", auth=(cert, key), newkey=self.newkey("weak-signer"),
+                          subject="/CN=weak-signer", expect_cert=False)
+        self.assertIsNone(res.cert)
+        a = self.expect("weak_signer", res.last)
+        self.assertEqual(a.status_strings, ["message protection could not be verified: the signer certificate is "
+                                            "signed with a hash under 112 bits of security (SHA-1, MD5)"])
+        self.assertTrue(any(e.get("event") == "weak_signer" for e in self.gw.log_lines()))
+        cert, key = self.signer("sha256-signer", "sha256")
+        res = self.gw.cmp("ir", "weak-signer-twin", auth=(cert, key), newkey=self.newkey("weak-signer-twin"),
+                          subject="/CN=weak-signer-twin")
+        self.assertEqual(res.first.status, 0, res.first)
 
 
 class RevokedCredentials(harness.GatewayTestCase):

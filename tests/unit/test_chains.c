@@ -209,6 +209,76 @@ static void test_expired_leaf(void **state)
     cmp_chains_free(cc);
 }
 
+/* A certificate of |key| under |issuer| (NULL: self-signed), signed with |md|; a CA if |ca|. */
+static X509 *signed_with(EVP_PKEY *key, EVP_PKEY *signer, X509 *issuer, const char *cn, int ca,
+                         const EVP_MD *md)
+{
+    X509 *x = tu_make_cert(key, signer, issuer, cn, 10);
+
+    if (ca)
+        make_ca(x, signer);
+    assert_true(X509_sign(x, signer, md) > 0);
+    return x;
+}
+
+/*
+ * Verified at GW_SIGNER_AUTH_LEVEL (112 bits): a SHA-1 signature on the signer or on an intermediate,
+ * an RSA key of 1024 bits in either, fails with the error that says so and its depth; the trust
+ * anchor's own SHA-1 signature is not checked (OpenSSL's rule), and the same chain signed with SHA-256
+ * validates.
+ */
+static void test_security_level(void **state)
+{
+    EVP_PKEY *rsa1024 = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)1024);
+    X509 *sha1_root = signed_with(root_key, root_key, NULL, "chains root", 1, EVP_sha1());
+    X509 *sha1_mid = signed_with(mid_key, root_key, root, "chains intermediate", 1, EVP_sha1());
+    X509 *small_mid = signed_with(rsa1024, root_key, root, "chains intermediate", 1, EVP_sha256());
+    struct {
+        const char *name;
+        X509 *anchor, *mid;
+        EVP_PKEY *mid_key, *leaf_key;
+        const EVP_MD *leaf_md;
+        int code, depth;
+    } cases[] = {
+        {"SHA-256 throughout", root, mid, mid_key, leaf_key, EVP_sha256(), X509_V_OK, 0},
+        {"leaf signed with SHA-1", root, mid, mid_key, leaf_key, EVP_sha1(), X509_V_ERR_CA_MD_TOO_WEAK, 0},
+        {"intermediate signed with SHA-1", root, sha1_mid, mid_key, leaf_key, EVP_sha256(),
+         X509_V_ERR_CA_MD_TOO_WEAK, 1},
+        {"leaf key RSA 1024", root, mid, mid_key, rsa1024, EVP_sha256(), X509_V_ERR_EE_KEY_TOO_SMALL, 0},
+        {"intermediate key RSA 1024", root, small_mid, rsa1024, leaf_key, EVP_sha256(),
+         X509_V_ERR_CA_KEY_TOO_SMALL, 1},
+        {"anchor self-signed with SHA-1", sha1_root, mid, mid_key, leaf_key, EVP_sha256(), X509_V_OK, 0},
+    };
+
+    (void)state;
+    assert_non_null(rsa1024);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct cmp_chains *cc = cmp_chains_new();
+        X509_STORE *s = X509_STORE_new();
+        STACK_OF(X509) *u = sk_X509_new_null(), *chain = NULL;
+        X509 *x = signed_with(cases[i].leaf_key, cases[i].mid_key, cases[i].mid, "chains leaf", 0,
+                              cases[i].leaf_md);
+        int code = -1, depth = -1, ok;
+
+        print_message("case: %s\n", cases[i].name);
+        assert_int_equal(X509_STORE_add_cert(s, cases[i].anchor), 1);
+        sk_X509_push(u, cases[i].mid);
+        ok = cmp_chains_verify(cc, s, u, x, &chain, &code, &depth);
+        assert_int_equal(ok, cases[i].code == X509_V_OK);
+        assert_int_equal(code, cases[i].code);
+        assert_int_equal(depth, cases[i].depth);
+        assert_int_equal(chain != NULL, ok);
+        assert_int_equal(cmp_chains_valid(cc, s, u, x), ok); /* a refusal is never remembered as valid */
+        sk_X509_pop_free(chain, X509_free);
+        X509_free(x);
+        sk_X509_free(u);
+        X509_STORE_free(s);
+        cmp_chains_free(cc);
+    }
+    X509_free(sha1_root), X509_free(sha1_mid), X509_free(small_mid);
+    EVP_PKEY_free(rsa1024);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -217,6 +287,7 @@ int main(void)
         cmocka_unit_test(test_failure_never_remembered),
         cmocka_unit_test(test_fixed_time_store_not_remembered),
         cmocka_unit_test(test_expired_leaf),
+        cmocka_unit_test(test_security_level),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -2313,6 +2313,90 @@ static X509 *cert_under(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *key, const char *c
     return x;
 }
 
+/*
+ * A signer's chain is verified at security level 2 (GW_SIGNER_AUTH_LEVEL): a signer certificate the
+ * trusted CA signed with SHA-1, one under an intermediate signed with SHA-1 that the client sends in
+ * extraCerts, and one for an RSA key of 1024 bits authenticate no ir nor kur, each refused naming why.
+ * Twins: the same certificates signed with SHA-256, and an RSA key of 2048 bits, issue.
+ */
+static void test_weak_signer(void **state)
+{
+    EVP_PKEY *ca_key = load_key("ca.key"), *mid_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    EVP_PKEY *rsa1024 = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)1024);
+    EVP_PKEY *rsa2048 = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    X509 *mid = cert_under(ca_cert, ca_key, mid_key, "weak intermediate", 0x5EC1, 1);
+    struct {
+        const char *name;
+        X509 *issuer;  /* NULL: the demo root */
+        EVP_PKEY *key; /* the signer's */
+        const EVP_MD *md, *mid_md;
+        int digest_nid; /* the client's protection digest; 0 = SHA-256 */
+        int fail_bit;   /* -1: issued */
+        const char *text;
+    } cases[] = {
+        {"signer signed with SHA-1", NULL, client_key, EVP_sha1(), NULL, 0,
+         OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+         "message protection could not be verified: the signer certificate is signed with a hash under 112 "
+         "bits of security (SHA-1, MD5)"},
+        {"signer signed with SHA-256", NULL, client_key, EVP_sha256(), NULL, 0, -1, NULL},
+        {"intermediate signed with SHA-1", mid, client_key, EVP_sha256(), EVP_sha1(), 0,
+         OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+         "message protection could not be verified: the signer certificate chains through a CA certificate "
+         "signed with a hash under 112 bits of security (SHA-1, MD5)"},
+        {"intermediate signed with SHA-256", mid, client_key, EVP_sha256(), EVP_sha256(), 0, -1, NULL},
+        {"signer key RSA 1024", NULL, rsa1024, EVP_sha256(), NULL, 0, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+         "message protection could not be verified: the signer certificate certifies a key under 112 bits of "
+         "security (RSA under 2048 bits)"},
+        {"signer key RSA 2048", NULL, rsa2048, EVP_sha256(), NULL, 0, -1, NULL},
+    };
+
+    (void)state;
+    assert_true(ca_key != NULL && mid_key != NULL && rsa1024 != NULL && rsa2048 != NULL);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct env *e = env_new(CMP_DEFAULTS);
+        EVP_PKEY *by = cases[i].issuer != NULL ? mid_key : ca_key;
+        X509 *signer = cert_under(cases[i].issuer != NULL ? cases[i].issuer : ca_cert, by, cases[i].key,
+                                  "weak-signer", 0x5EC2 + (long)i, 0);
+        STACK_OF(X509) *chain = sk_X509_new_null();
+
+        print_message("case: %s\n", cases[i].name);
+        assert_true(X509_sign(signer, by, cases[i].md) > 0);
+        if (cases[i].issuer != NULL) {
+            assert_true(X509_sign(mid, ca_key, cases[i].mid_md) > 0);
+            assert_int_equal(sk_X509_push(chain, mid), 1);
+        }
+        for (int kur = 0; kur < 2; kur++) {
+            struct client cl = {.env = e};
+            OSSL_CMP_CTX *ctx = client_new(&cl, SIG, signer, cases[i].key, NULL, NULL, 0);
+            X509 *got;
+
+            /* never an empty stack: 3.0 then leaves the context's untrusted list NULL */
+            if (sk_X509_num(chain) > 0)
+                assert_int_equal(OSSL_CMP_CTX_set1_untrusted(ctx, chain), 1);
+            if (cases[i].digest_nid != 0)
+                assert_int_equal(
+                    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_DIGEST_ALGNID, cases[i].digest_nid), 1);
+            if (kur)
+                assert_int_equal(OSSL_CMP_CTX_set1_oldCert(ctx, signer), 1);
+            got = kur ? OSSL_CMP_exec_KUR_ses(ctx) : OSSL_CMP_exec_IR_ses(ctx);
+            if (cases[i].fail_bit < 0) {
+                assert_non_null(got);
+            } else {
+                assert_null(got);
+                assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, cases[i].fail_bit, cases[i].text);
+                assert_int_equal(audit_count(e, "intent", NULL, NULL, NULL), 0);
+            }
+            client_cleanup(&cl);
+            OSSL_CMP_CTX_free(ctx);
+        }
+        sk_X509_free(chain);
+        X509_free(signer);
+        env_free(e);
+    }
+    X509_free(mid);
+    EVP_PKEY_free(ca_key), EVP_PKEY_free(mid_key), EVP_PKEY_free(rsa1024), EVP_PKEY_free(rsa2048);
+}
+
 /* crl_of with extension |ext| (may be NULL; taken) on the CRL, or with |on_entry| on |revoked|'s entry. */
 static unsigned char *crl_ext_of(X509 *ca, EVP_PKEY *key, time_t this_update, time_t next_update,
                                  X509 *revoked, X509_EXTENSION *ext, int on_entry, size_t *len)
@@ -7676,6 +7760,7 @@ int main(void)
         cmocka_unit_test(test_result_unrevocable),
         cmocka_unit_test(test_kur_revoked),
         cmocka_unit_test(test_kur_expired),
+        cmocka_unit_test(test_weak_signer),
         cmocka_unit_test(test_status_two_cas_crl),
         cmocka_unit_test(test_status_partial_crl),
         cmocka_unit_test(test_status_two_cas_query),
