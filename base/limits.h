@@ -177,6 +177,9 @@
 /* The same for a client's signer chain (the ir/cr/kur/p10cr/rr/genm/certConf signer, an RA): no SHA-1 or
    MD5 signature below the trust anchor, no RSA key under 2048 bits in the chain */
 #define GW_SIGNER_AUTH_LEVEL 2
+/* the hash of a signature protecting a message, in bits of output: SHA-224 (112 bits of security) or
+   more; SHA-1 (63 in OpenSSL 3.0) and MD5 are what level 2 refuses in a certificate */
+#define GW_MIN_PROTECTION_HASH_BITS 224
 #define GW_CRL_NEXT_UPDATE_SECS (24 * 3600) /* local issuer's CRL: nextUpdate = thisUpdate + this */
 #define GW_CRL_REFRESH_SECS 3600            /* its cached CRL is re-signed at least this often */
 #define GW_MAX_CERT_EXTS 64                 /* extensions of an issued certificate (compared pairwise) */

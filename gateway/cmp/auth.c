@@ -339,6 +339,21 @@ int cmp_signer_chains_to(struct cmp_call *c, const struct cmp_txn *t, X509_STORE
     return ok;
 }
 
+int cmp_check_protection_hash(const struct cmp_call *c, struct cmp_refusal *r)
+{
+    int bits = c->hdr.protection_hash_bits;
+
+    /* 0: a hash gw_shim_alg_hash_bits does not know, which OpenSSL cannot verify either */
+    if (c->hdr.protection_nid == NID_id_PasswordBasedMAC || bits <= 0 || bits >= GW_MIN_PROTECTION_HASH_BITS)
+        return 0;
+    gw_log_kv(GW_LOG_INFO, "weak_protection", "tid", c->rsp->tid, "algorithm",
+              OBJ_nid2ln(c->hdr.protection_nid), NULL);
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badAlg,
+                      "message protection is signed with a hash under 112 bits of security (%s): sign with "
+                      "SHA-256 or stronger",
+                      OBJ_nid2ln(c->hdr.protection_nid));
+}
+
 int cmp_sender_is(const struct gw_hdr_info *h, int pbm, const unsigned char *kid, size_t kid_len,
                   const X509_NAME *sender)
 {

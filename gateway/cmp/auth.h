@@ -52,6 +52,13 @@ STACK_OF(X509) *cmp_signer_chain_on(struct cmp_call *c, const struct cmp_txn *t,
 int cmp_signer_chains_to(struct cmp_call *c, const struct cmp_txn *t, X509_STORE *store);
 
 /*
+ * cmp_check_protection_hash refuses a message signed (not PBM-protected) with a hash under
+ * GW_MIN_PROTECTION_HASH_BITS (SHA-1, MD5): OpenSSL 3.0's OSSL_CMP_validate_msg verifies any
+ * signature algorithm it knows. 0, or refused with |r| (badAlg) and logged.
+ */
+int cmp_check_protection_hash(const struct cmp_call *c, struct cmp_refusal *r);
+
+/*
  * cmp_sender_is tells whether the header |h| names the sender a transaction is pinned to: the PBM
  * reference |kid| (|pbm|), or the directoryName |sender|.
  */

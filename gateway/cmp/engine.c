@@ -497,6 +497,8 @@ static int precheck(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refu
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
                           "message is not protected: sign it with a certificate or protect it with a "
                           "PBM secret");
+    if (cmp_check_protection_hash(c, r) != 0)
+        return 1;
     if (check_requested_key(c, msg, r) != 0 || choose_role(c, msg, r) != 0)
         return 1;
     if (c->hdr.protection_nid == NID_id_PasswordBasedMAC)

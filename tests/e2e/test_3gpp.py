@@ -183,19 +183,30 @@ class ThreeGpp(harness.GatewayTestCase):
                          ["this route accepts signature-protected requests only: sign with the device "
                           "certificate (3GPP TS 33.310)"])
 
-    def test_sha1_refused(self):
-        res, _ = self.ir("sha1", "bs1", digest="sha1", expect_cert=False)
+    def test_sha224_refused(self):
+        res, _ = self.ir("sha224", "bs1", digest="sha224", expect_cert=False)
         self.assertIsNone(res.cert)
         self.assert_cmp_error(res.first, ("ip",), "badAlg")
         self.assertEqual(res.first.status_strings,
-                         ["SHA-1 is not accepted on this route: sign with SHA-256 or stronger (3GPP TS 33.310)"])
+                         ["SHA-224 is not accepted on this route: sign with SHA-256 or stronger (3GPP TS 33.310)"])
+
+    def test_sha1_refused_on_every_route(self):
+        """SHA-1 protection is under 112 bits of security: refused with or without min_hash (weak_protection)."""
+        for path in (ROUTE, ROUTE_PLAIN):
+            with self.subTest(path=path):
+                res, _ = self.ir("sha1-" + path.split("/")[-2], "bs1", path=path, digest="sha1", expect_cert=False)
+                self.assertIsNone(res.cert)
+                self.assert_cmp_error(res.first, ("error",), "badAlg")
+                self.assertEqual(res.first.status_strings,
+                                 ["message protection is signed with a hash under 112 bits of security "
+                                  "(ecdsa-with-SHA1): sign with SHA-256 or stronger"])
 
     def test_sha384_accepted(self):
         res, _ = self.ir("sha384", "bs1", digest="sha384")
         self.assertEqual(res.first.status, 0, res.first)
 
-    def test_sha1_accepted_without_min_hash(self):
-        res, _ = self.ir("sha1-plain", "bs1", path=ROUTE_PLAIN, digest="sha1")
+    def test_sha224_accepted_without_min_hash(self):
+        res, _ = self.ir("sha224-plain", "bs1", path=ROUTE_PLAIN, digest="sha224")
         self.assertEqual(res.first.status, 0, res.first)
 
     def test_vendor_intermediate_required(self):

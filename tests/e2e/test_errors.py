@@ -82,6 +82,7 @@ ELSEWHERE = {
     "weak_hash": ("test_3gpp.py", " is not accepted on this route: sign with SHA-"),
     "extra_certs": ("test_trust.py", "extraCerts are malformed or hold more than 16 certificates or 32768 bytes"),
     "weak_signer": ("test_trust.py", "message protection could not be verified: the signer certificate is "),
+    "weak_protection": ("test_trust.py", "message protection is signed with a hash under 112 bits of security "),
     "signer_candidates": ("test_trust.py", "more than 4 certificates carry the sender's name: send only the "),
     "signer_ambiguous": ("test_trust.py", "message protection is ambiguous: several valid certificates with the "),
     "http_auth_budget": ("test_abuse.py", "too many failed authentications from this address"),

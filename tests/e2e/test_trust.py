@@ -279,7 +279,8 @@ class ForgedSigner(harness.GatewayTestCase):
 
 class WeakSigner(RowAssertions, harness.GatewayTestCase):
     """Security level 2 for what authenticates a request: a signer certificate the trusted demo issuing CA
-    signed with SHA-1 is refused with its row of docs/errors.md; its twin, signed with SHA-256, issues."""
+    signed with SHA-1, or a message protected with a SHA-1 signature, is refused with its row of
+    docs/errors.md; each twin, the same with SHA-256, issues."""
 
     def signer(self, name, digest):
         """A device certificate of the demo issuing CA (trusted on the default role), signed with |digest|."""
@@ -306,6 +307,18 @@ class WeakSigner(RowAssertions, harness.GatewayTestCase):
         cert, key = self.signer("sha256-signer", "sha256")
         res = self.gw.cmp("ir", "weak-signer-twin", auth=(cert, key), newkey=self.newkey("weak-signer-twin"),
                           subject="/CN=weak-signer-twin")
+        self.assertEqual(res.first.status, 0, res.first)
+
+    def test_weak_protection(self):
+        res = self.gw.cmp("ir", "weak-prot", newkey=self.newkey("weak-prot"), subject="/CN=weak-prot",
+                          extra=("-digest", "sha1"), expect_cert=False)
+        self.assertIsNone(res.cert)
+        a = self.expect("weak_protection", res.last)
+        self.assertEqual(a.status_strings, ["message protection is signed with a hash under 112 bits of security "
+                                            "(ecdsa-with-SHA1): sign with SHA-256 or stronger"])
+        self.assertTrue(any(e.get("event") == "weak_protection" for e in self.gw.log_lines()))
+        res = self.gw.cmp("ir", "weak-prot-twin", newkey=self.newkey("weak-prot-twin"),
+                          subject="/CN=weak-prot-twin", extra=("-digest", "sha256"))
         self.assertEqual(res.first.status, 0, res.first)
 
 

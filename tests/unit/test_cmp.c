@@ -2316,8 +2316,9 @@ static X509 *cert_under(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *key, const char *c
 /*
  * A signer's chain is verified at security level 2 (GW_SIGNER_AUTH_LEVEL): a signer certificate the
  * trusted CA signed with SHA-1, one under an intermediate signed with SHA-1 that the client sends in
- * extraCerts, and one for an RSA key of 1024 bits authenticate no ir nor kur, each refused naming why.
- * Twins: the same certificates signed with SHA-256, and an RSA key of 2048 bits, issue.
+ * extraCerts, and one for an RSA key of 1024 bits authenticate no ir nor kur, each refused naming why;
+ * and a message protected with a SHA-1 signature is refused whatever signed it. Twins: the same
+ * certificates signed with SHA-256, and the demo client's SHA-256 protection, issue.
  */
 static void test_weak_signer(void **state)
 {
@@ -2348,6 +2349,11 @@ static void test_weak_signer(void **state)
          "message protection could not be verified: the signer certificate certifies a key under 112 bits of "
          "security (RSA under 2048 bits)"},
         {"signer key RSA 2048", NULL, rsa2048, EVP_sha256(), NULL, 0, -1, NULL},
+        {"protection signed with SHA-1", NULL, client_key, EVP_sha256(), NULL, NID_sha1,
+         OSSL_CMP_PKIFAILUREINFO_badAlg,
+         "message protection is signed with a hash under 112 bits of security (ecdsa-with-SHA1): sign with "
+         "SHA-256 or stronger"},
+        {"protection signed with SHA-224", NULL, client_key, EVP_sha256(), NULL, NID_sha224, -1, NULL},
     };
 
     (void)state;
@@ -4362,12 +4368,17 @@ static void test_3gpp_roles(void **state)
         {"empty list", "# nobody\n", NULL, SIG, 0, 0, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "allow-list"},
         {"PBM on a listed route", "/O=cmpgw demo/CN=demo-client\n", NULL, PBM, 0, 0,
          OSSL_CMP_PKIFAILUREINFO_notAuthorized, "signature-protected requests only"},
+        /* SHA-1 is under the floor of every route (GW_MIN_PROTECTION_HASH_BITS), refused before min_hash */
         {"SHA-1 signature", NULL, "sha256", SIG, NID_sha1, 0, OSSL_CMP_PKIFAILUREINFO_badAlg,
-         "SHA-1 is not accepted on this route: sign with SHA-256 or stronger (3GPP TS 33.310)"},
+         "message protection is signed with a hash under 112 bits of security (ecdsa-with-SHA1)"},
+        {"SHA-224 signature", NULL, "sha256", SIG, NID_sha224, 0, OSSL_CMP_PKIFAILUREINFO_badAlg,
+         "SHA-224 is not accepted on this route: sign with SHA-256 or stronger (3GPP TS 33.310)"},
         {"SHA-256 under sha384", NULL, "sha384", SIG, NID_sha256, 0, OSSL_CMP_PKIFAILUREINFO_badAlg,
          "SHA-256 is not accepted on this route: sign with SHA-384 or stronger"},
         {"SHA-512 signature", NULL, "sha256", SIG, NID_sha512, 0, -1, NULL},
-        {"SHA-1 without min_hash", NULL, NULL, SIG, NID_sha1, 0, -1, NULL},
+        {"SHA-1 without min_hash", NULL, NULL, SIG, NID_sha1, 0, OSSL_CMP_PKIFAILUREINFO_badAlg,
+         "message protection is signed with a hash under 112 bits of security (ecdsa-with-SHA1)"},
+        {"SHA-224 without min_hash", NULL, NULL, SIG, NID_sha224, 0, -1, NULL},
         {"PBM with hmac-sha1", NULL, "sha256", PBM, 0, NID_hmac_sha1, OSSL_CMP_PKIFAILUREINFO_badAlg,
          "SHA-1 is not accepted"},
         {"PBM with hmac-sha256", NULL, "sha256", PBM, 0, NID_hmacWithSHA256, -1, NULL},
