@@ -174,8 +174,9 @@
    so no SHA-1 or MD5 signature (63 and 39 bits in OpenSSL 3.0) and no RSA key under 2048 bits, as
    the gateway's TLS client chains at the distribution default and the keys it lets clients request */
 #define GW_ISSUED_AUTH_LEVEL 2
-/* The same for a client's signer chain (the ir/cr/kur/p10cr/rr/genm/certConf signer, an RA): no SHA-1 or
-   MD5 signature below the trust anchor, no RSA key under 2048 bits in the chain */
+/* The same for a client's signer chain (the ir/cr/kur/p10cr/rr/genm/certConf signer, an RA) and a TLS
+   client certificate held to a role's tls_trust: no SHA-1 or MD5 signature below the trust anchor, no
+   RSA key under 2048 bits in the chain */
 #define GW_SIGNER_AUTH_LEVEL 2
 /* the hash of a signature protecting a message, in bits of output: SHA-224 (112 bits of security) or
    more; SHA-1 (63 in OpenSSL 3.0) and MD5 are what level 2 refuses in a certificate */

@@ -333,7 +333,8 @@ static int issued_verify_cb(int ok, X509_STORE_CTX *ctx)
  * is for what an upstream returned: every certificate in |store| is an anchor (an issuing CA need
  * not be a root), and X509_STRICT is off, because a certificate with CA:TRUE or keyCertSign must
  * come out as outside policy (revoked upstream), not as foreign (dropped and left valid); and it is
- * verified at GW_ISSUED_AUTH_LEVEL, which OpenSSL leaves unset (any hash, any key) outside TLS. Returns
+ * verified at GW_ISSUED_AUTH_LEVEL, which OpenSSL leaves unset (any hash, any key) outside TLS; a client's
+ * certificate (tls_trust) at GW_SIGNER_AUTH_LEVEL, as a CMP signer's chain. Returns
  * 1 if it verifies (with |path|, the chain found into *path, leaf first), else 0 with the error and
  * its depth.
  */
@@ -354,10 +355,10 @@ int policy_verify(X509_STORE *store, X509 *cert, STACK_OF(X509) *untrusted, time
         (X509_VERIFY_PARAM_set_flags(X509_STORE_CTX_get0_param(ctx), X509_V_FLAG_PARTIAL_CHAIN) != 1 ||
          X509_VERIFY_PARAM_clear_flags(X509_STORE_CTX_get0_param(ctx), X509_V_FLAG_X509_STRICT) != 1))
         goto out;
-    if (issued) {
-        X509_VERIFY_PARAM_set_auth_level(X509_STORE_CTX_get0_param(ctx), GW_ISSUED_AUTH_LEVEL);
+    X509_VERIFY_PARAM_set_auth_level(X509_STORE_CTX_get0_param(ctx),
+                                     issued ? GW_ISSUED_AUTH_LEVEL : GW_SIGNER_AUTH_LEVEL);
+    if (issued)
         X509_STORE_CTX_set_verify_cb(ctx, issued_verify_cb);
-    }
     ok = X509_verify_cert(ctx) == 1;
     *code = X509_STORE_CTX_get_error(ctx);
     *depth = X509_STORE_CTX_get_error_depth(ctx);

@@ -612,6 +612,34 @@ static void test_authorize(void **state)
     }
 }
 
+/*
+ * A TLS client certificate is held to tls_trust at GW_SIGNER_AUTH_LEVEL, as a CMP signer is: one its CA
+ * signed with SHA-1 is refused, named as such; the same certificate signed with SHA-256 passes.
+ */
+static void test_authorize_tls_weak(void **state)
+{
+    struct gw_role role = {.name = "iot", .pbm_refs = p_pbm, .n_pbm = 1};
+    X509 *peer = X509_dup(tls[C_DEV1]);
+    struct gw_identity id = {peer, NULL, "dev-ref"};
+    char err[GW_ERR_LEN];
+    int fi = -1;
+
+    (void)state;
+    role.authz.tls_store = st_tls;
+    assert_true(X509_sign(peer, keys[K_CA1], EVP_sha1()) > 0);
+    assert_int_equal(gw_policy_authorize(&role, &id, NOW, &fi, err), GW_ERR_POLICY);
+    check_err(
+        "SHA-1", err,
+        "=TLS client certificate /O=x/CN=dev-1 is signed with a hash under 112 bits of security (SHA-1, MD5) "
+        "(tls_trust of role iot)");
+    X509_free(peer);
+    id.tls_peer = peer = X509_dup(tls[C_DEV1]); /* a new one: OpenSSL caches what it read of the signature */
+    assert_true(X509_sign(peer, keys[K_CA1], EVP_sha256()) > 0);
+    if (gw_policy_authorize(&role, &id, NOW, &fi, err) != 0)
+        fail_msg("SHA-256: %s", err);
+    X509_free(peer);
+}
+
 /* A long allowed list is cut with "...": the reason stays one NUL-terminated line of GW_ERR_LEN. */
 static void test_authorize_long_list(void **state)
 {
@@ -3482,6 +3510,7 @@ int main(void)
         cmocka_unit_test(test_pattern),
         cmocka_unit_test(test_pattern_no_blowup),
         cmocka_unit_test(test_authorize),
+        cmocka_unit_test(test_authorize_tls_weak),
         cmocka_unit_test(test_authorize_long_list),
         cmocka_unit_test(test_authorize_null),
         cmocka_unit_test(test_check_request),
