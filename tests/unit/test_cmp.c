@@ -2359,7 +2359,9 @@ static void test_weak_signer(void **state)
     (void)state;
     assert_true(ca_key != NULL && mid_key != NULL && rsa1024 != NULL && rsa2048 != NULL);
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        struct env *e = env_new(CMP_DEFAULTS);
+        /* kur_any_signer: a signer under the test's intermediate is no certificate the upstream issued */
+        struct env *e =
+            env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .role_extra = "\"kur_any_signer\": true"});
         EVP_PKEY *by = cases[i].issuer != NULL ? mid_key : ca_key;
         X509 *signer = cert_under(cases[i].issuer != NULL ? cases[i].issuer : ca_cert, by, cases[i].key,
                                   "weak-signer", 0x5EC2 + (long)i, 0);
