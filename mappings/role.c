@@ -270,8 +270,8 @@ static BIGNUM *allow_serial(const char *s)
 static int allow_scope(struct gw_conf_ctx *pc, const char *fpath, const char *file, long lineno,
                        const char **s, struct gw_role *r, int *scope)
 {
-    const char *name = *s + 6;
-    size_t len = strcspn(name, " \t");
+    const char *name;
+    size_t len;
 
     *scope = -1;
     if (strncmp(*s, "trust:", 6) != 0) {
@@ -283,6 +283,8 @@ static int allow_scope(struct gw_conf_ctx *pc, const char *fpath, const char *fi
             "name the one its device chains to",
             file, lineno, *s, r->n_trust);
     }
+    name = *s + 6; /* past "trust:", which the line holds */
+    len = strcspn(name, " \t");
     if (!gw_conf_names_plain.ok(name, len) || name[len] == '\0')
         return gw_conf_fail(pc, fpath,
                             "\"%s\" line %ld: expected \"trust:<name> \" and an entry, got \"%.48s\"", file,
