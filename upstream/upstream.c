@@ -852,10 +852,10 @@ int gw_upstream_check_signer(const struct gw_upstream *up, const X509 *cert, cha
         return 0;
     if (cert != NULL)
         X509_NAME_oneline(X509_get_issuer_name(cert), by, sizeof(by)); /* for a person to read only */
-    snprintf(
-        err, GW_ERR_LEN,
-        "the certificate upstream %.48s returned is signed by %s, not by a CA it issues under (issuer_ca)",
-        up != NULL ? gw_upstream_conf_name(up->conf) : "?", by);
+    snprintf(err, GW_ERR_LEN,
+             "the certificate upstream %.48s returned is signed by %.110s, not by a CA it issues under "
+             "(issuer_ca)",
+             up != NULL ? gw_upstream_conf_name(up->conf) : "?", by);
     return GW_ERR_POLICY;
 }
 
