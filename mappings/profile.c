@@ -64,7 +64,8 @@ int gw_cert_plan_copy(const struct gw_cert_plan *src, struct gw_cert_plan *dst)
     dst->csr_exts = NULL;
     if (dst->pubkey != NULL && EVP_PKEY_up_ref(dst->pubkey) != 1)
         dst->pubkey = NULL;
-    else if ((src->subject == NULL || (dst->subject = X509_NAME_dup(src->subject)) != NULL) &&
+    else if ((src->spki == NULL || (dst->spki = gw_x509_pubkey_copy(src->spki)) != NULL) &&
+             (src->subject == NULL || (dst->subject = X509_NAME_dup(src->subject)) != NULL) &&
              (src->sans == NULL ||
               (dst->sans = ASN1_item_dup(ASN1_ITEM_rptr(GENERAL_NAMES), (void *)src->sans)) != NULL) &&
              (src->csr_exts == NULL || (dst->csr_exts = sk_X509_EXTENSION_deep_copy(

@@ -57,8 +57,8 @@ void gw_cert_req_init(struct gw_cert_req *r);
 void gw_cert_req_cleanup(struct gw_cert_req *r);
 void gw_cert_plan_init(struct gw_cert_plan *p);
 void gw_cert_plan_cleanup(struct gw_cert_plan *p);
-/* gw_cert_plan_copy: |dst| (uninitialised) a copy of |src| without its spki (the key up-ref'd), for
- * a check that outlives the request; 0 or GW_ERR_NOMEM (|dst| then empty). Clean up with
+/* gw_cert_plan_copy: |dst| (uninitialised) a deep copy of |src| (the key up-ref'd), for a call or a
+ * check that outlives the request; 0 or GW_ERR_NOMEM (|dst| then empty). Clean up with
  * gw_cert_plan_cleanup. */
 int gw_cert_plan_copy(const struct gw_cert_plan *src, struct gw_cert_plan *dst);
 

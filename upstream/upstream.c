@@ -495,27 +495,6 @@ static void async_free(struct async_call *a)
     free(a);
 }
 
-/* Deep copy: the plan's objects are the worker's and go away when it answers the client. */
-static int plan_copy(struct gw_cert_plan *to, const struct gw_cert_plan *from)
-{
-    *to = *from;
-    to->subject = NULL;
-    to->sans = NULL;
-    to->pubkey = NULL;
-    to->spki = NULL;
-    if (from->spki != NULL && (to->spki = gw_x509_pubkey_copy(from->spki)) == NULL)
-        return GW_ERR_NOMEM;
-    if (from->subject != NULL && (to->subject = X509_NAME_dup(from->subject)) == NULL)
-        return GW_ERR_NOMEM;
-    if (from->sans != NULL &&
-        (to->sans = ASN1_item_dup(ASN1_ITEM_rptr(GENERAL_NAMES), (void *)from->sans)) == NULL)
-        return GW_ERR_NOMEM;
-    if (from->pubkey != NULL && EVP_PKEY_up_ref(from->pubkey) != 1)
-        return GW_ERR_NOMEM;
-    to->pubkey = from->pubkey;
-    return 0;
-}
-
 static struct async_call *async_new(struct gw_upstream *up, const struct gw_sign_req *req,
                                     gw_upstream_done_fn done, void *arg)
 {
@@ -527,7 +506,8 @@ static struct async_call *async_new(struct gw_upstream *up, const struct gw_sign
     a->up = up;
     a->done = done;
     a->arg = arg;
-    if (plan_copy(&a->plan, req->plan) != 0 ||
+    /* the plan's objects are the worker's, and go away when it answers its client */
+    if (gw_cert_plan_copy(req->plan, &a->plan) != 0 ||
         (req->csr != NULL && (a->csr = X509_REQ_dup(req->csr)) == NULL)) {
         async_free(a);
         return NULL;

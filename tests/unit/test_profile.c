@@ -504,6 +504,35 @@ static void test_plan_takes_spki(void **state)
     X509_REQ_free(csr);
 }
 
+/*
+ * A plan copied for a call or a check that outlives the request owns every object of its own: the key
+ * as the request carried it and the CSR's other extensions included (a shared one was freed twice).
+ */
+static void test_plan_copy_deep(void **state)
+{
+    X509_REQ *csr = make_p10(keys[K_P256], "dev1", "DNS:dev1.example.com", "CA:FALSE");
+    struct gw_cert_req req;
+    struct gw_cert_plan plan, copy;
+    char err[GW_ERR_LEN];
+    int fail_info;
+
+    (void)state;
+    assert_int_equal(gw_cert_req_from_p10(csr, &req, err), 0);
+    assert_int_equal(gw_cert_plan_make(&role_web, &req, NOW, &plan, &fail_info, err), 0);
+    assert_true(plan.spki != NULL && sk_X509_EXTENSION_num(plan.csr_exts) == 1);
+    assert_int_equal(gw_cert_plan_copy(&plan, &copy), 0);
+    assert_true(copy.spki != NULL && copy.spki != plan.spki);
+    assert_true(copy.csr_exts != NULL && copy.csr_exts != plan.csr_exts);
+    assert_true(copy.subject != plan.subject && copy.sans != plan.sans);
+    assert_ptr_equal(copy.pubkey, plan.pubkey);
+    gw_cert_plan_cleanup(&plan);
+    gw_cert_req_cleanup(&req);
+    assert_int_equal(EVP_PKEY_eq(X509_PUBKEY_get0(copy.spki), keys[K_P256]), 1);
+    assert_int_equal(sk_X509_EXTENSION_num(copy.csr_exts), 1);
+    gw_cert_plan_cleanup(&copy);
+    X509_REQ_free(csr);
+}
+
 /* CRMF reading: fields land in the request; no public key, duplicate or garbage SAN are errors. */
 static void test_req_from_crmf(void **state)
 {
@@ -711,6 +740,7 @@ int main(void)
         cmocka_unit_test(test_req_from_crmf_der),
         cmocka_unit_test(test_req_from_p10),
         cmocka_unit_test(test_plan_takes_spki),
+        cmocka_unit_test(test_plan_copy_deep),
         cmocka_unit_test(test_req_from_p10_two_ext_requests),
         cmocka_unit_test(test_req_from_p10_two_sans),
         cmocka_unit_test(test_plan_bad_args),
