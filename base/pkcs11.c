@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <openssl/engine.h>
 #include <openssl/err.h>
 
@@ -28,6 +29,22 @@ bool gw_pkcs11_is_uri(const char *s)
     return s != NULL && strncmp(s, "pkcs11:", 7) == 0;
 }
 
+/*
+ * Whether |uri| names a PIN in any of its attributes. libp11 splits the URI at every ';', '?' and '&'
+ * and logs in with a "pin-value" it finds among the path attributes as well as in the query
+ * (RFC 7512 puts it in the query only): both are looked for, so that no PIN sits in a configuration
+ * file others may read, nor in the error lines that quote the URI.
+ */
+static bool names_pin(const char *uri)
+{
+    for (const char *a = uri + strlen("pkcs11:"); *a != '\0'; a += strcspn(a, ";?&")) {
+        a += strspn(a, ";?&");
+        if (strncasecmp(a, "pin-value=", 10) == 0 || strncasecmp(a, "pin-source=", 11) == 0)
+            return true;
+    }
+    return false;
+}
+
 /* Splits |uri| into what libp11 reads (|path|) and the module it names ("" = libp11's default). */
 static int split_uri(const char *uri, char *path, char *module, char *err, size_t cap)
 {
@@ -37,6 +54,10 @@ static int split_uri(const char *uri, char *path, char *module, char *err, size_
     module[0] = '\0';
     if (strlen(uri) >= GW_PKCS11_MAX_URI) {
         snprintf(err, cap, "the PKCS#11 URI is longer than %d bytes", GW_PKCS11_MAX_URI - 1);
+        return GW_ERR_INVAL;
+    }
+    if (names_pin(uri)) {
+        snprintf(err, cap, "a PIN in the PKCS#11 URI is refused: put it in the key's passphrase file");
         return GW_ERR_INVAL;
     }
     memcpy(path, uri, n);
@@ -49,9 +70,6 @@ static int split_uri(const char *uri, char *path, char *module, char *err, size_
             len -= strlen(MODULE_PATH_ATTR);
             memcpy(module, v + strlen(MODULE_PATH_ATTR), len);
             module[len] = '\0';
-        } else if (strncmp(v, "pin-value=", 10) == 0 || strncmp(v, "pin-source=", 11) == 0) {
-            snprintf(err, cap, "a PIN in the PKCS#11 URI is refused: put it in the key's passphrase file");
-            return GW_ERR_INVAL;
         }
     }
     return 0;

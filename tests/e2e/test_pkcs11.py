@@ -3,8 +3,8 @@ local issuer's CA key and the TLS listener's key are imported into a SoftHSM tok
 disk; the configuration names them by PKCS#11 URI with the PIN in a passphrase file. A real `openssl
 cmp` enrols over TLS signed in the token and verifies the response signed in the token and a
 certificate issued with the token's CA key; a reload logs in again; a wrong PIN stops the start with
-an error that never shows the PIN; with "user", an upstream's tls_key in the token is not looked for
-on disk."""
+an error that never shows the PIN, as does a PIN in the URI (its path or its query); with "user", an
+upstream's tls_key in the token is not looked for on disk."""
 import os
 import shutil
 import signal
@@ -90,6 +90,29 @@ class WrongPin(unittest.TestCase):
         self.assertIn("or the PIN is wrong", text)
         self.assertNotIn("0000", text)
         self.assertNotIn(PIN, text)
+
+
+class PinInUri(unittest.TestCase):
+    """RFC 7512 has "pin-value" in the query; libp11 logs in with one among the path attributes too. Either
+    is refused before the token is asked, and the PIN is quoted nowhere."""
+
+    def refused(self, key):
+        def edit(cfg, gw):
+            make_token(gw.dir)
+            use_token(cfg)
+            cfg["listeners"][0]["tls"]["key"] = key
+            del cfg["listeners"][0]["tls"]["key_passphrase_file"]
+        rc, text = harness.refused_start(edit)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("$.listeners[0].tls.key", text)
+        self.assertIn("a PIN in the PKCS#11 URI is refused", text)
+        self.assertNotIn(PIN, text)
+
+    def test_in_the_path(self):
+        self.refused("pkcs11:token=cmpgw;pin-value=%s;object=server;type=private?module-path=%s" % (PIN, MODULE))
+
+    def test_in_the_query(self):
+        self.refused(uri("server") + "&pin-value=" + PIN)
 
 
 class AsUser(unittest.TestCase):
