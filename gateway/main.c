@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -95,6 +96,22 @@ static int check_openssl(void)
     return -1;
 }
 
+/*
+ * Keeps the secrets in this process's memory (keys, the Vault token, PBM secrets, passphrases) out of
+ * a core file and away from other processes of its user (ptrace, /proc/<pid>/mem): a crash would
+ * otherwise write them to disk, and a process of the same user could read them. The kernel makes a
+ * process dumpable again when it changes its user (fs.suid_dumpable decides then, 2 where
+ * systemd-coredump is installed): called again after setuid.
+ */
+static int not_dumpable(void)
+{
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0)
+        return 0;
+    fprintf(stderr, "cmpgw: cannot keep the process from dumping core (prctl PR_SET_DUMPABLE): %s\n",
+            strerror(errno));
+    return -1;
+}
+
 /* Becomes |cfg|'s user and group for good (the process is root). 0, or -1 with the reason logged. */
 static int become_user(const struct gw_config *cfg)
 {
@@ -111,6 +128,8 @@ static int become_user(const struct gw_config *cfg)
         gw_log(GW_LOG_ERROR, "privileges", "cannot become user %s: %s", cfg->user, strerror(errno));
         return -1;
     }
+    if (not_dumpable() != 0)
+        return -1;
     gw_log(GW_LOG_INFO, "privileges", "running as user %s (uid %ld, gid %ld)", cfg->user, (long)uid,
            (long)gid);
     return 0;
@@ -839,7 +858,7 @@ int main(int argc, char **argv)
        upstream TLS session to the file this names, and with them whoever recorded the traffic reads
        the Vault token in it; like a proxy in the environment, not the gateway's to honour */
     unsetenv("SSLKEYLOGFILE");
-    if (check_openssl() != 0)
+    if (not_dumpable() != 0 || check_openssl() != 0)
         return EXIT_FAILURE;
     if (argc > 1 && (strcmp(argv[1], "check") == 0 || strcmp(argv[1], "inventory") == 0 ||
                      strcmp(argv[1], "report") == 0)) {

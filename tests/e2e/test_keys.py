@@ -3,11 +3,17 @@ keys encrypted (PKCS#8, AES-256) with passphrase files, read through OSSL_STORE 
 `openssl cmp` enrols over TLS with the encrypted server key and gets a response signed with the
 encrypted signer key and a certificate issued with the encrypted CA key; a wrong passphrase stops
 the start with an error that names the files and never the passphrase. A key file others may read
-stops the start too, naming the file, its mode and the chmod that fixes it."""
+stops the start too, naming the file, its mode and the chmod that fixes it. A crash leaves no core
+file holding them."""
 import json
 import os
 import re
+import resource
+import shutil
+import signal
+import tempfile
 import unittest
+from pathlib import Path
 
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
@@ -96,6 +102,35 @@ class KeyFileMode(unittest.TestCase):
 
     def test_issuer_key_writable_by_others(self):
         self.refused("$.upstreams.local.key", "issuing.key", 0o602)
+
+
+class NoCoreDump(unittest.TestCase):
+    """The keys, passphrases and tokens the gateway holds in memory stay out of a core file: a gateway
+    that crashes (SIGQUIT here), where the limit and the kernel's core_pattern would write one into its
+    working directory, leaves none."""
+
+    def setUp(self):
+        self.tmp = Path(tempfile.mkdtemp(prefix="cmpgw-e2e-"))
+        self.limit = resource.getrlimit(resource.RLIMIT_CORE)
+
+    def tearDown(self):
+        resource.setrlimit(resource.RLIMIT_CORE, self.limit)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def test_crash_writes_no_core(self):
+        pattern = Path("/proc/sys/kernel/core_pattern").read_text().strip()
+        if pattern.startswith("|") or "/" in pattern:
+            self.skipTest("core_pattern %r does not write into the working directory" % pattern)
+        if harness.SANITIZE:
+            self.skipTest("the sanitizers turn core files off themselves")
+        resource.setrlimit(resource.RLIMIT_CORE, (self.limit[1], self.limit[1]))  # inherited by the gateway
+        gw = harness.Gateway(self.tmp / "pki")
+        gw.start()
+        gw.proc.send_signal(signal.SIGQUIT)  # its default action dumps core
+        self.assertEqual(gw.proc.wait(30), -signal.SIGQUIT)
+        gw._err.close()
+        gw._out.close()
+        self.assertEqual([p.name for p in gw.dir.iterdir() if p.name.startswith("core")], [])
 
 
 class GroupReadableKey(harness.GatewayTestCase):
