@@ -1916,6 +1916,7 @@ struct canned {
     const char *ctype;
     const unsigned char *body;
     size_t len;
+    const char *location; /* a "Location:" header, or NULL */
 };
 
 static struct {
@@ -1926,6 +1927,7 @@ static struct {
     size_t n_answers;
     int n_reqs;
     char last_method[8], last_path[256], last_body[2048];
+    bool last_token; /* the last request carried an X-Vault-Token */
 } http_fake;
 
 /* Reads one request (headers, then Content-Length bytes) into |buf|; returns the body start or NULL. */
@@ -1951,7 +1953,7 @@ static char *read_request(int fd, char *buf, size_t cap, size_t *total)
 
 static void serve_one(int fd)
 {
-    char buf[8192], head[256], ctype[64] = "", *body, *sp, *copy = NULL;
+    char buf[8192], head[512], ctype[64] = "", location[256] = "", *body, *sp, *copy = NULL;
     size_t total, i, len = 0;
     int status = 0;
 
@@ -1963,6 +1965,7 @@ static void serve_one(int fd)
     snprintf(http_fake.last_method, sizeof(http_fake.last_method), "%.*s", (int)(sp - buf), buf);
     snprintf(http_fake.last_path, sizeof(http_fake.last_path), "%.*s", (int)strcspn(sp + 1, " "), sp + 1);
     snprintf(http_fake.last_body, sizeof(http_fake.last_body), "%.*s", (int)(buf + total - body), body);
+    http_fake.last_token = strcasestr(buf, "\r\nx-vault-token:") != NULL;
     for (i = 0; i < http_fake.n_answers; i++) {
         const struct canned *a = &http_fake.answers[i];
         if (strcmp(a->path, http_fake.last_path) != 0)
@@ -1970,6 +1973,8 @@ static void serve_one(int fd)
         /* a private copy: the test frees its answer as soon as the client has read it */
         status = a->status;
         snprintf(ctype, sizeof(ctype), "%s", a->ctype);
+        if (a->location != NULL)
+            snprintf(location, sizeof(location), "Location: %s\r\n", a->location);
         len = a->len;
         free(copy); /* the last match wins */
         copy = len > 0 ? malloc(len) : NULL;
@@ -1984,8 +1989,8 @@ static void serve_one(int fd)
         return;
     }
     snprintf(head, sizeof(head),
-             "HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n", status,
-             ctype, len);
+             "HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%sConnection: close\r\n\r\n",
+             status, ctype, len, location);
     if (write(fd, head, strlen(head)) >= 0 && len > 0)
         (void)!write(fd, copy, len);
     free(copy);
@@ -2028,7 +2033,7 @@ static void http_fake_stop(void)
 static void http_fake_answer(const char *path, int status, const char *ctype, const void *body, size_t len)
 {
     pthread_mutex_lock(&http_fake.lock);
-    http_fake.answers[0] = (struct canned){path, status, ctype, body, len};
+    http_fake.answers[0] = (struct canned){path, status, ctype, body, len, NULL};
     http_fake.n_answers = 1;
     http_fake.n_reqs = 0;
     http_fake.last_path[0] = http_fake.last_body[0] = '\0';
@@ -2231,6 +2236,43 @@ static void test_revoke_other_ca(void **state)
     unlink(token_path);
 }
 
+/*
+ * A redirect is not followed: libcurl would send the headers the gateway set, X-Vault-Token among them,
+ * to whatever host the Location names (it strips only Authorization and Cookie, and only across
+ * hosts). The answer is the upstream's error, and the one request made is the one that was asked.
+ */
+static void test_vault_redirect_not_followed(void **state)
+{
+    static const char revoked[] = "{\"data\":{\"revocation_time\":1,\"state\":\"revoked\"}}";
+    char token_path[] = "/tmp/cmpgw-token-XXXXXX", url[64], err[GW_ERR_LEN], elsewhere[96];
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    ASN1_INTEGER *serial = int_from_hex("0a0b", 0);
+    int fi;
+
+    (void)state;
+    up = vault_up(&conf, token_path, url, sizeof(url));
+    /* another host name for the same fake, whose path answers as Vault would */
+    snprintf(elsewhere, sizeof(elsewhere), "http://localhost:%d/v1/elsewhere", http_fake.port);
+    http_fake_answer("/v1/pki/revoke", 307, "application/json", "", 0);
+    pthread_mutex_lock(&http_fake.lock);
+    http_fake.answers[0].location = elsewhere;
+    http_fake.answers[1] = (struct canned){
+        "/v1/elsewhere", 200, "application/json", (const unsigned char *)revoked, strlen(revoked), NULL};
+    http_fake.n_answers = 2;
+    pthread_mutex_unlock(&http_fake.lock);
+    assert_int_not_equal(
+        gw_upstream_revoke_serial(up, X509_get_subject_name(ca), serial, CRL_REASON_KEY_COMPROMISE, &fi, err),
+        0);
+    assert_int_equal(http_fake.n_reqs, 1);
+    assert_string_equal(http_fake.last_path, "/v1/pki/revoke");
+    assert_true(http_fake.last_token); /* what a followed redirect would have carried away */
+    ASN1_INTEGER_free(serial);
+    gw_upstream_free(up);
+    http_fake_stop();
+    unlink(token_path);
+}
+
 static char *b64_of(const unsigned char *der, size_t len)
 {
     char *out = malloc(4 * ((len + 2) / 3) + 1);
@@ -2366,6 +2408,7 @@ int main(void)
         cmocka_unit_test(test_crl_caps),
         cmocka_unit_test(test_vault_revoke_crl),
         cmocka_unit_test(test_revoke_other_ca),
+        cmocka_unit_test(test_vault_redirect_not_followed),
         cmocka_unit_test(test_cfssl_revoke_crl),
     };
 
