@@ -300,63 +300,133 @@ static struct gw_upstream *crl_source(struct cmp_call *c, const struct gw_role *
     return up;
 }
 
-/*
- * RFC 9483 §4.3.4: crlStatusList -> crls with the current CRL of the CA that signs for the route (on a
- * Vault mount of several issuers, the one its sign call takes: cmp_urole_signing_issuer), once it
- * passed crl_to_relay, or an absent value if the client's is current. A delegate issuer's CRL is its
- * own: no issuer_ref applies.
- */
-static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, const ASN1_OBJECT *type,
-                STACK_OF(OSSL_CMP_ITAV) **out, struct cmp_refusal *r)
+_Static_assert(GW_ROLE_ISSUERS <= GW_SHIM_MAX_CRLS, "a crls answer holds a CRL of each of a role's issuers");
+
+/* Whether an entry of crlStatusList |in| names one of the CAs |up| issues under as its source. */
+static int names_ca_of(const ASN1_TYPE *in, const struct gw_upstream *up)
 {
-    struct gw_upstream *up = crl_source(c, t->role);
+    STACK_OF(X509) *cas = gw_upstream_conf_issuing_cas(gw_upstream_get0_conf(up));
+    int named = 0;
+
+    for (int i = 0; !named && i < sk_X509_num(cas); i++)
+        named = gw_shim_crl_status_names(in, X509_get_subject_name(sk_X509_value(cas, i)));
+    sk_X509_pop_free(cas, X509_free);
+    return named;
+}
+
+/*
+ * The upstreams a crlStatusList |in| of |role| is answered from, each once, into |out|: of the role's
+ * issuers (gw_role_issuers: its delegate, its migration's "to" in any mode, its upstream, its
+ * crmf_upstream), those that publish a CRL and under one of whose CAs an entry of |in| names its
+ * source; when no entry names one (a list that names the CRLs it has by distribution point, another
+ * CA's, or no list), the route's own (crl_source), as one CRL answers one entry (RFC 9483 §4.3.4).
+ * Returns how many (1 to GW_ROLE_ISSUERS).
+ */
+static int crl_sources(struct cmp_call *c, const struct gw_role *role, const ASN1_TYPE *in,
+                       struct gw_upstream *out[GW_ROLE_ISSUERS])
+{
+    const char *names[GW_ROLE_ISSUERS];
+    int n = 0, seen;
+
+    gw_role_issuers(role, names);
+    for (int i = 0; i < GW_ROLE_ISSUERS; i++) {
+        struct gw_upstream *up = names[i] != NULL ? gw_upstream_set_get0(c->e->ups, names[i]) : NULL;
+
+        seen = 0;
+        for (int j = 0; j < n; j++)
+            seen |= out[j] == up;
+        if (up != NULL && !seen && (gw_upstream_caps(up) & GW_UP_CRL) != 0 && names_ca_of(in, up))
+            out[n++] = up;
+    }
+    if (n == 0)
+        out[n++] = crl_source(c, role);
+    return n;
+}
+
+/*
+ * The current CRL of |up| for |t|'s role into *der, *len, once it passed crl_to_relay: on a Vault mount
+ * of several issuers, of the one the role's sign call takes there (cmp_urole_signing_issuer; the
+ * role's upstream and its migration's "to" sign for it by that name); a delegate issuer's is its own.
+ * 0, else refused.
+ */
+static int fetch_crl(struct cmp_txn *t, struct cmp_call *c, struct gw_upstream *up, unsigned char **der,
+                     size_t *len, X509_CRL **crl, struct cmp_refusal *r)
+{
+    const struct gw_role *role = t->role;
     char ref_buf[GW_MAX_ISSUER_REF_LEN + 1];
     const char *ref = NULL;
-    unsigned char *der = NULL;
-    X509_CRL *crl = NULL;
-    size_t len = 0;
-    time_t have = 0;
     char err[GW_ERR_LEN] = "";
-    int refused;
 
-    if (gw_shim_crl_status_time(OSSL_CMP_ITAV_get0_value(in), NULL, &have) != 0)
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badDataFormat,
-                          "the id-it-crlStatusList value is malformed (RFC 9483 §4.3.4)");
     if ((gw_upstream_caps(up) & GW_UP_CRL) == 0)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "this route's CA publishes no CRL over CMP");
-    if (up == gw_upstream_set_get0(c->e->ups, t->role->upstream_name))
-        ref = cmp_urole_signing_issuer(c, t->role, up, ref_buf);
-    if (gw_upstream_crl(up, ref, &der, &len, err) != 0) {
+    if (up == gw_upstream_set_get0(c->e->ups, role->upstream_name) ||
+        (gw_migration_configured(&role->migration) &&
+         up == gw_upstream_set_get0(c->e->ups, role->migration.to_name)))
+        ref = cmp_urole_signing_issuer(c, role, up, ref_buf);
+    if (gw_upstream_crl(up, ref, der, len, err) != 0) {
         /* what failed names the upstream's address and path: the operator's to read, not the client's */
-        gw_log_kv(GW_LOG_ERROR, "genm_crl_unavailable", "tid", c->rsp->tid, "role", t->role->name, "upstream",
+        gw_log_kv(GW_LOG_ERROR, "genm_crl_unavailable", "tid", c->rsp->tid, "role", role->name, "upstream",
                   gw_upstream_conf_name(gw_upstream_get0_conf(up)), "reason", err, NULL);
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                           "the CA's CRL could not be fetched now; retry later");
     }
-    if (len > GW_MAX_GENP_VALUE) {
-        free(der);
+    if (*len > GW_MAX_GENP_VALUE)
         return cmp_refuse(
             r, OSSL_CMP_PKIFAILUREINFO_badRequest,
             "the CRL (%zu bytes) does not fit in a CMP response (at most %d KiB): fetch it from the "
             "CA's CRL distribution point",
-            len, GW_MAX_RESPONSE / 1024);
-    }
-    if ((crl = crl_to_relay(t, c, up, der, len)) == NULL) {
-        free(der);
+            *len, GW_MAX_RESPONSE / 1024);
+    if ((*crl = crl_to_relay(t, c, up, *der, *len)) == NULL)
         return cmp_refuse(
             r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
             "the CA's CRL did not pass this gateway's checks and was not passed on; retry later");
+    return 0;
+}
+
+/*
+ * RFC 9483 §4.3.4: crlStatusList -> crls with the current CRL of each CA crl_sources picks whose CRL
+ * the client does not hold as new (client_current), or an absent value if it holds them all. During a
+ * migration, and on a role with a delegate issuer, a device's certificate may come from another CA
+ * than the route's upstream: a client naming that CA's CRL gets that CRL. Any CRL that cannot be
+ * fetched or is refused refuses the whole answer: a client told nothing of one of the CRLs it asked
+ * for would take the others as all there is.
+ */
+static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, const ASN1_OBJECT *type,
+                STACK_OF(OSSL_CMP_ITAV) **out, struct cmp_refusal *r)
+{
+    struct gw_upstream *ups[GW_ROLE_ISSUERS];
+    unsigned char *der[GW_ROLE_ISSUERS] = {NULL}, *send[GW_ROLE_ISSUERS];
+    size_t len[GW_ROLE_ISSUERS] = {0}, send_len[GW_ROLE_ISSUERS], total = 0;
+    int n, n_send = 0, refused = 0;
+    time_t have = 0;
+
+    if (gw_shim_crl_status_time(OSSL_CMP_ITAV_get0_value(in), NULL, &have) != 0)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badDataFormat,
+                          "the id-it-crlStatusList value is malformed (RFC 9483 §4.3.4)");
+    n = crl_sources(c, t->role, OSSL_CMP_ITAV_get0_value(in), ups);
+    for (int i = 0; i < n && !refused; i++) {
+        X509_CRL *crl = NULL;
+
+        refused = fetch_crl(t, c, ups[i], &der[i], &len[i], &crl, r);
+        /* the client's CRL is as new as ours: that one is not sent */
+        if (!refused && !client_current(in, crl)) {
+            send[n_send] = der[i];
+            send_len[n_send++] = len[i];
+            total += len[i];
+        }
+        X509_CRL_free(crl);
     }
-    /* the client's CRL is as new as ours: an absent value says so */
-    if (client_current(in, crl))
-        refused = push(out, gw_shim_itav_crls(type, NULL, 0), r);
-    else
-        refused = push(out, gw_shim_itav_crls(type, der, len), r);
-    if (refused)
-        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                   "the CA's CRL is unreadable; it was not passed on");
-    X509_CRL_free(crl);
-    free(der);
+    if (!refused && total > GW_MAX_GENP_VALUE)
+        refused = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                             "the CRLs (%zu bytes) do not fit in a CMP response (at most %d KiB): ask for "
+                             "one CRL per genm, or fetch them from the CAs' CRL distribution points",
+                             total, GW_MAX_RESPONSE / 1024);
+    /* every CRL the client holds is as new as ours: an absent value says so */
+    if (!refused && push(out, gw_shim_itav_crls(type, send, send_len, n_send), r) != 0)
+        refused = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                             "the CA's CRL is unreadable; it was not passed on");
+    for (int i = 0; i < n; i++)
+        free(der[i]);
     return refused;
 }
 

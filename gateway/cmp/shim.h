@@ -178,8 +178,11 @@ int gw_shim_rr_reason(const OSSL_CMP_MSG *msg, int *reason);
 OSSL_CMP_ITAV *gw_shim_itav_certs(const ASN1_OBJECT *type, const STACK_OF(X509) *certs);
 /* RootCaKeyUpdateContent (id-it-rootCaKeyUpdate); |nwn| NULL = absent value */
 OSSL_CMP_ITAV *gw_shim_itav_root_update(const ASN1_OBJECT *type, X509 *nwn, X509 *nwo, X509 *own);
-/* SEQUENCE SIZE (1..MAX) OF CertificateList (id-it-crls); |der| is one DER CRL, NULL = absent */
-OSSL_CMP_ITAV *gw_shim_itav_crls(const ASN1_OBJECT *type, const unsigned char *der, size_t len);
+/* SEQUENCE SIZE (1..MAX) OF CertificateList (id-it-crls) of the |n| DER CRLs |ders| (|lens| bytes each),
+ * at most GW_SHIM_MAX_CRLS; none (n 0) = absent */
+#define GW_SHIM_MAX_CRLS 4
+OSSL_CMP_ITAV *gw_shim_itav_crls(const ASN1_OBJECT *type, unsigned char *const *ders, const size_t *lens,
+                                 int n);
 /*
  * CertReqTemplateContent (id-it-certReqTemplate): a CertTemplate holding only |exts| ([9], may be
  * NULL), and keySpec Controls of |n_spec| AttributeTypeAndValue DER blobs (may be 0).
@@ -200,9 +203,12 @@ int gw_shim_itav_cert(const ASN1_TYPE *value, X509 **cert);
  * gw_shim_crl_status_time reads an id-it-crlStatusList value (RFC 9483 §4.3.4): 0 with *this_update the
  * thisUpdate the client holds of the CRL of |issuer| (the oldest of the CRLStatus entries whose CRLSource
  * names it as an issuer directoryName), or 0 when the value is absent, no entry names |issuer| (a
- * distribution point name is never matched), that entry has no thisUpdate, or |issuer| is NULL;
+ * distribution point name is never matched), an entry naming it has no thisUpdate, or |issuer| is NULL;
  * GW_ERR_INVAL if any entry is malformed.
  */
 int gw_shim_crl_status_time(const ASN1_TYPE *value, const X509_NAME *issuer, time_t *this_update);
+/* gw_shim_crl_status_names: whether an entry of crlStatusList |value| names |issuer| as its CRLSource (as
+ * gw_shim_crl_status_time matches it); 0 for an absent or malformed value. */
+int gw_shim_crl_status_names(const ASN1_TYPE *value, const X509_NAME *issuer);
 
 #endif

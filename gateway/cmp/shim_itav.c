@@ -98,24 +98,31 @@ out:
     return itav;
 }
 
-OSSL_CMP_ITAV *gw_shim_itav_crls(const ASN1_OBJECT *type, const unsigned char *der, size_t len)
+OSSL_CMP_ITAV *gw_shim_itav_crls(const ASN1_OBJECT *type, unsigned char *const *ders, const size_t *lens,
+                                 int n)
 {
-    const unsigned char *q = der;
-    X509_CRL *crl = NULL;
-    unsigned char *part = (unsigned char *)der, *seq;
-    int plen = (int)len, slen = 0;
+    int plens[GW_SHIM_MAX_CRLS], slen = 0;
+    unsigned char *seq;
 
-    if (der == NULL)
+    if (n == 0)
         return itav_of(type, NULL, 0);
-    /* a CRL that does not parse is not passed on, whatever the upstream sent */
-    if (len == 0 || len > INT32_MAX / 2 || (crl = d2i_X509_CRL(NULL, &q, (long)len)) == NULL ||
-        q != der + len) {
-        X509_CRL_free(crl);
-        ERR_clear_error();
+    if (n < 0 || n > GW_SHIM_MAX_CRLS)
         return NULL;
+    /* a CRL that does not parse is not passed on, whatever the upstream sent */
+    for (int i = 0; i < n; i++) {
+        const unsigned char *q = ders[i];
+        X509_CRL *crl = NULL;
+
+        if (lens[i] == 0 || lens[i] > INT32_MAX / (2 * GW_SHIM_MAX_CRLS) ||
+            (crl = d2i_X509_CRL(NULL, &q, (long)lens[i])) == NULL || q != ders[i] + lens[i]) {
+            X509_CRL_free(crl);
+            ERR_clear_error();
+            return NULL;
+        }
+        X509_CRL_free(crl);
+        plens[i] = (int)lens[i];
     }
-    X509_CRL_free(crl);
-    seq = cmp_der_wrap(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, &part, &plen, 1, &slen);
+    seq = cmp_der_wrap(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, ders, plens, n, &slen);
     return seq != NULL ? itav_of(type, seq, slen) : NULL;
 }
 
@@ -243,14 +250,20 @@ out:
     return rc;
 }
 
-int gw_shim_crl_status_time(const ASN1_TYPE *value, const X509_NAME *issuer, time_t *this_update)
+/*
+ * Reads crlStatusList |value|: of the entries naming |issuer| (none when NULL), whether any does
+ * (*named) and the oldest thisUpdate among them (*oldest, 0 if none has one); GW_ERR_INVAL if any entry
+ * is malformed or the list is empty.
+ */
+static int scan_crl_statuses(const ASN1_TYPE *value, const X509_NAME *issuer, int *named, time_t *oldest)
 {
     const unsigned char *p, *end;
     struct cmp_tlv status, source;
     time_t when;
     int n = 0;
 
-    *this_update = 0;
+    *named = 0;
+    *oldest = 0;
     if (value == NULL)
         return 0; /* RFC 9483 §4.3.4 wants a list, but an absent one asks for the current CRL */
     /* SEQUENCE SIZE (1..MAX) OF CRLStatus */
@@ -259,12 +272,31 @@ int gw_shim_crl_status_time(const ASN1_TYPE *value, const X509_NAME *issuer, tim
         return GW_ERR_INVAL;
     for (; p < end; n++) {
         if (!cmp_tlv_next(&p, end, &status) || read_crl_status(&status, &source, &when) != 0) {
-            *this_update = 0;
+            *named = 0;
+            *oldest = 0;
             return GW_ERR_INVAL;
         }
+        if (!source_names(&source, issuer))
+            continue;
         /* of the statuses naming |issuer|, the oldest: the client is sent the CRL if any is behind */
-        if (source_names(&source, issuer) && (*this_update == 0 || when < *this_update))
-            *this_update = when;
+        if (!*named || when < *oldest) /* no thisUpdate (0): the client has none, the oldest of all */
+            *oldest = when;
+        *named = 1;
     }
     return n > 0 ? 0 : GW_ERR_INVAL;
+}
+
+int gw_shim_crl_status_time(const ASN1_TYPE *value, const X509_NAME *issuer, time_t *this_update)
+{
+    int named;
+
+    return scan_crl_statuses(value, issuer, &named, this_update);
+}
+
+int gw_shim_crl_status_names(const ASN1_TYPE *value, const X509_NAME *issuer)
+{
+    time_t oldest;
+    int named;
+
+    return scan_crl_statuses(value, issuer, &named, &oldest) == 0 && named;
 }

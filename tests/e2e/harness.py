@@ -296,6 +296,28 @@ def der_to_pem(der, label="CERTIFICATE"):
 # CMP messages (decoded independently of OpenSSL, with pyasn1-modules' RFC 4210 module)
 # ---------------------------------------------------------------------------------------------
 
+def der_tlv(tag, body):
+    """One DER TLV: |tag| byte, definite length, |body|."""
+    n, size = len(body), (len(body).bit_length() + 7) // 8
+    length = bytes([n]) if n < 0x80 else bytes([0x80 | size]) + n.to_bytes(size, "big")
+    return bytes([tag]) + length + body
+
+
+def crl_status_list(d, name, sources, this_update=None):
+    """A file |name|.value.der in |d| holding a crlStatusList value (RFC 9483 §4.3.4): one CRLStatus per PEM
+    certificate of |sources| (file names in |d|), naming its subject as the CRLSource's issuer ([1] EXPLICIT
+    GeneralNames, RFC 9810 §5.3.19.16), with thisUpdate |this_update| (GeneralizedTime text), or none."""
+    from cryptography import x509
+    entries = b""
+    for pem in sources:
+        issuer = x509.load_pem_x509_certificate((d / pem).read_bytes()).subject.public_bytes()
+        source = der_tlv(0xa1, der_tlv(0x30, der_tlv(0xa4, issuer)))
+        entries += der_tlv(0x30, source + (der_tlv(0x18, this_update.encode()) if this_update else b""))
+    f = d / ("%s.value.der" % name)
+    f.write_bytes(der_tlv(0x30, entries))
+    return f
+
+
 def tlv(buf, off=0):
     """(tag byte, content start, content end) of the DER TLV at |off|."""
     tag, n = buf[off], buf[off + 1]

@@ -13,7 +13,6 @@ import warnings
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
-from cryptography import x509  # noqa: E402
 from pyasn1.codec.der import decoder as der_decoder  # noqa: E402
 from pyasn1.codec.der import encoder as der_encoder  # noqa: E402
 from pyasn1.type import namedtype, tag, univ  # noqa: E402
@@ -68,13 +67,6 @@ def seq_body(der, tag_byte=0x30):
     if off + n != len(der):
         raise harness.Failure("SEQUENCE length %d does not match %d bytes" % (n, len(der) - off))
     return der[off:]
-
-
-def der_tlv(tag, body):
-    """One DER TLV: |tag| byte, definite length, |body|."""
-    n, size = len(body), (len(body).bit_length() + 7) // 8
-    length = bytes([n]) if n < 0x80 else bytes([0x80 | size]) + n.to_bytes(size, "big")
-    return bytes([tag]) + length + body
 
 
 def genp_itavs(answer):
@@ -325,11 +317,7 @@ class Genm(GenmCase):
     def crl_status(self, name, source_pem, this_update):
         """A file with a crlStatusList value: one CRLStatus naming the subject of |source_pem| as its issuer
         CRLSource ([1] EXPLICIT GeneralNames, RFC 9810 §5.3.19.16) with thisUpdate |this_update|."""
-        issuer = x509.load_pem_x509_certificate((self.gw.dir / source_pem).read_bytes()).subject.public_bytes()
-        source = der_tlv(0xa1, der_tlv(0x30, der_tlv(0xa4, issuer)))
-        f = self.gw.dir / ("%s.value.der" % name)
-        f.write_bytes(der_tlv(0x30, der_tlv(0x30, source + der_tlv(0x18, this_update.encode()))))
-        return f
+        return harness.crl_status_list(self.gw.dir, name, [source_pem], this_update)
 
     def test_crls_current_for_another_ca(self):
         """The client's CRL of another CA says nothing of this CA's: an absent value ("yours is current")

@@ -29,9 +29,11 @@ import time
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
 import vaultenv  # noqa: E402
+from cryptography import x509  # noqa: E402
 
 CLIENT_BIN = os.environ.get("CMPGW_CLIENT_BIN", str(harness.BUILD_DIR / "tests" / "cmpclient"))
 CA_CERTS = "1.3.6.1.5.5.7.4.17"
+CRL_STATUS = "1.3.6.1.5.5.7.4.22"
 MIGRATION = "fleet-2026"
 OLD_ISSUER = "CN=cmpgw demo issuing CA,O=cmpgw demo"
 DELEGATE_ISSUER = "CN=cmpgw delegate issuer"  # as Vault signed it
@@ -140,6 +142,23 @@ class Migration(harness.GatewayTestCase):
                          "genm", "--out", d / name, CA_CERTS])
         return [l.strip()[len("cert "):] for l in p.stdout.decode().splitlines() if l.startswith("  cert ")]
 
+    def crl_issuers(self, name, *sources):
+        """The issuers of the CRLs genm crlStatusList (RFC 9483 §4.3.4) answers, for a list naming the CAs of
+        the PEM files |sources| as the CRLs' issuers, with no thisUpdate (the client holds none of them)."""
+        d = self.gw.dir
+        value = harness.crl_status_list(d, name, sources)
+        harness.run([CLIENT_BIN, "--url", self.gw.url(), "--cafile", d / "ca.pem", "--tls-cert", d / "client.pem",
+                     "--tls-key", d / "client.key", "--cert", d / "client.pem", "--key", d / "client.key",
+                     "genm", "--out", d / name, "%s:der:%s" % (CRL_STATUS, value)])
+        der = (d / ("%s.0.der" % name)).read_bytes()
+        _, off, end = harness.tlv(der)  # SEQUENCE OF CertificateList
+        issuers = []
+        while off < end:
+            _, _, nxt = harness.tlv(der, off)
+            issuers.append(x509.load_der_x509_crl(der[off:nxt]).issuer.rfc4514_string())
+            off = nxt
+        return sorted(issuers)
+
     def shadow_metric(self, result):
         _, text = admin(self.gw, "/metrics")
         for line in text.splitlines():
@@ -217,6 +236,16 @@ class Migration(harness.GatewayTestCase):
                           expect_cert=False)
         self.assert_cmp_error(res.first, ("kup", "error"), "certRevoked", "is revoked")
         self.assertIsNone(res.cert)
+
+    def test_3a_genm_crls_of_each_ca(self):
+        """While devices hold certificates of three CAs (the old one, Vault, Vault's delegate), a client
+        naming one CA's CRL gets that CA's, one naming all gets each; one naming none of them (the root's)
+        gets the route's own, one CRL for its one entry (RFC 9483 §4.3.4)."""
+        self.assertEqual(self.crl_issuers("crls-vault", "vault-ca.pem"), [VAULT_ISSUER])
+        self.assertEqual(self.crl_issuers("crls-delegate", "vault-delegate.pem"), [DELEGATE_ISSUER])
+        self.assertEqual(self.crl_issuers("crls-all", "issuing.pem", "vault-ca.pem", "vault-delegate.pem"),
+                         sorted([OLD_ISSUER, VAULT_ISSUER, DELEGATE_ISSUER]))
+        self.assertEqual(self.crl_issuers("crls-root", "ca.pem"), [OLD_ISSUER])
 
     def test_4_percent_cohort_nested(self):
         names = ["pct%d" % i for i in range(400)]

@@ -31,13 +31,6 @@ CRL_STATUS, CRLS = "1.3.6.1.5.5.7.4.22", "1.3.6.1.5.5.7.4.23"  # id-it-crlStatus
 NS = "e2e"
 
 
-def der_tlv(tag, body):
-    """One DER TLV: |tag| byte, definite length, |body|."""
-    n, size = len(body), (len(body).bit_length() + 7) // 8
-    length = bytes([n]) if n < 0x80 else bytes([0x80 | size]) + n.to_bytes(size, "big")
-    return bytes([tag]) + length + body
-
-
 def crl_of(path):
     """The one CRL of the id-it-crls value (SEQUENCE OF CertificateList) cmpclient wrote to |path|."""
     value = path.read_bytes()
@@ -438,11 +431,7 @@ class VaultFrontDoor(harness.GatewayTestCase):
     def crl_status(self, name, source_pem, this_update):
         """A genm argument asking for crlStatusList with one CRLStatus: the CRL of the CA of |source_pem|
         (its subject as the CRLSource's issuer, RFC 9810 §5.3.19.16), of |this_update| (GeneralizedTime)."""
-        issuer = x509.load_pem_x509_certificate((self.gw.dir / source_pem).read_bytes()).subject.public_bytes()
-        source = der_tlv(0xa1, der_tlv(0x30, der_tlv(0xa4, issuer)))
-        f = self.gw.dir / ("%s.value.der" % name)
-        f.write_bytes(der_tlv(0x30, der_tlv(0x30, source + der_tlv(0x18, this_update.encode()))))
-        return "%s:der:%s" % (CRL_STATUS, f)
+        return "%s:der:%s" % (CRL_STATUS, harness.crl_status_list(self.gw.dir, name, [source_pem], this_update))
 
     def test_genm_crls_of_the_routes_issuer(self):
         """A route that signs with a named issuer (issuer_ref) serves that issuer's CRL, not the default

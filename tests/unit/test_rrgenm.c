@@ -1697,18 +1697,27 @@ static void test_shim_itavs(void **state)
 
     (void)state;
     assert_true(len > 0);
-    assert_non_null(itav = gw_shim_itav_crls(type, der, (size_t)len));
+    unsigned char *two[2] = {der, der}, *bad[2] = {der, (unsigned char *)"\x30\x03\x02\x01\x01"};
+    size_t lens[2] = {(size_t)len, (size_t)len}, short_len = (size_t)len - 1, no_len = 0;
+
+    assert_non_null(itav = gw_shim_itav_crls(type, &der, lens, 1));
     assert_int_equal(seq_count(OSSL_CMP_ITAV_get0_value(itav), V_ASN1_SEQUENCE), 1);
     OSSL_CMP_ITAV_free(itav);
-    assert_null(gw_shim_itav_crls(type, der, (size_t)len - 1)); /* truncated */
+    assert_non_null(itav = gw_shim_itav_crls(type, two, lens, 2)); /* one per CA asked for */
+    assert_int_equal(seq_count(OSSL_CMP_ITAV_get0_value(itav), V_ASN1_SEQUENCE), 2);
+    OSSL_CMP_ITAV_free(itav);
+    assert_null(gw_shim_itav_crls(type, &der, &short_len, 1)); /* truncated */
     longer = OPENSSL_malloc((size_t)len + 1);
     memcpy(longer, der, (size_t)len);
     longer[len] = 0;
-    assert_null(gw_shim_itav_crls(type, longer, (size_t)len + 1)); /* trailing byte */
-    assert_null(gw_shim_itav_crls(type, (const unsigned char *)"\x30\x03\x02\x01\x01", 5)); /* not a CRL */
-    assert_null(gw_shim_itav_crls(type, der, 0));
+    lens[1] = (size_t)len + 1;
+    assert_null(gw_shim_itav_crls(type, &longer, &lens[1], 1)); /* trailing byte */
+    lens[1] = 5;
+    assert_null(gw_shim_itav_crls(type, bad, lens, 2)); /* the second is not a CRL */
+    assert_null(gw_shim_itav_crls(type, &der, &no_len, 1));
+    assert_null(gw_shim_itav_crls(type, two, lens, GW_SHIM_MAX_CRLS + 1));
     /* absent values */
-    assert_non_null(itav = gw_shim_itav_crls(type, NULL, 0));
+    assert_non_null(itav = gw_shim_itav_crls(type, NULL, NULL, 0));
     assert_null(OSSL_CMP_ITAV_get0_value(itav));
     OSSL_CMP_ITAV_free(itav);
     assert_non_null(itav = gw_shim_itav_root_update(type, NULL, NULL, NULL));
@@ -1722,6 +1731,66 @@ static void test_shim_itavs(void **state)
     OPENSSL_free(der);
     X509_CRL_free(crl);
     ASN1_OBJECT_free(type);
+}
+
+/* Which CAs a crlStatusList names: a directoryName source only; an entry without thisUpdate is the oldest. */
+static void test_shim_crl_status_names(void **state)
+{
+    static const struct {
+        const char *hex;
+        int named;
+        time_t when;
+    } cases[] = {
+        /* this CA's without thisUpdate, then this CA's of 2025: the client has none of one */
+        {"3021"
+         "3006"
+         "a104"
+         "a4023000"
+         "3017"
+         "a104"
+         "a4023000"
+         "180f32303235303130313030303030305a",
+         1, 0},
+        /* another CA's (CN=x) only */
+        {"3014"
+         "3012"
+         "a110"
+         "a40e300c310a300806035504030c0178",
+         0, 0},
+        /* a distributionPoint [0] naming the empty Name: not an issuer */
+        {"301b"
+         "3019"
+         "a006"
+         "a004"
+         "a4023000"
+         "180f32303235303130313030303030305a",
+         0, 0},
+        {"3000", 0, 0}, /* malformed */
+    };
+    X509_NAME *issuer = X509_NAME_new();
+    time_t when;
+
+    (void)state;
+    assert_non_null(issuer);
+    assert_false(gw_shim_crl_status_names(NULL, issuer));
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        long n = 0;
+        ASN1_TYPE *v = ASN1_TYPE_new();
+        ASN1_STRING *str = ASN1_STRING_new();
+        unsigned char *bytes = OPENSSL_hexstr2buf(cases[i].hex, &n);
+
+        assert_non_null(bytes);
+        ASN1_STRING_set(str, bytes, (int)n);
+        ASN1_TYPE_set(v, V_ASN1_SEQUENCE, str);
+        assert_int_equal(gw_shim_crl_status_names(v, issuer), cases[i].named);
+        if (cases[i].named) {
+            assert_int_equal(gw_shim_crl_status_time(v, issuer, &when), 0);
+            assert_int_equal(when, cases[i].when);
+        }
+        ASN1_TYPE_free(v);
+        OPENSSL_free(bytes);
+    }
+    X509_NAME_free(issuer);
 }
 
 /* crlStatusList values: absent, thisUpdate present, of this CA or another, and malformed twins. */
@@ -1861,6 +1930,7 @@ int main(void)
         cmocka_unit_test(test_shim_rr_reason),
         cmocka_unit_test(test_shim_itavs),
         cmocka_unit_test(test_shim_crl_status),
+        cmocka_unit_test(test_shim_crl_status_names),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
