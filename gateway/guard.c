@@ -16,12 +16,14 @@
 #include <string.h>
 #include <openssl/rand.h>
 
+/* What a slot holds, each under a cap in all and a cap per address. */
+enum held { HELD_CONNS, HELD_REQS /* in flight */, HELD_KINDS };
+
 struct slot {
     bool used; /* ever taken: lookups continue past it */
     uint8_t len;
     uint8_t addr[16];
-    uint32_t conns;
-    uint32_t reqs; /* in flight */
+    uint32_t held[HELD_KINDS];
     uint32_t failures;
     time_t window_start;
 };
@@ -30,9 +32,8 @@ struct gw_guard {
     pthread_mutex_t lock;
     struct gw_guard_conf conf;
     uint64_t key;
-    uint32_t conns; /* in total */
-    uint32_t reqs;  /* in flight, in total */
-    size_t cap;     /* power of two */
+    uint32_t held[HELD_KINDS]; /* in total */
+    size_t cap;                /* power of two */
     struct slot *slots;
 };
 
@@ -167,7 +168,7 @@ static bool window_live(const struct gw_guard *g, const struct slot *s, time_t n
 
 static bool idle(const struct gw_guard *g, const struct slot *s, time_t now)
 {
-    return s->conns == 0 && s->reqs == 0 && !window_live(g, s, now);
+    return s->held[HELD_CONNS] == 0 && s->held[HELD_REQS] == 0 && !window_live(g, s, now);
 }
 
 enum make { LOOKUP, CREATE, CREATE_EVICTING };
@@ -212,7 +213,7 @@ static struct slot *find(struct gw_guard *g, const uint8_t *a, size_t n, enum ma
             return s;
         if (spare == NULL && idle(g, s, now))
             spare = s;
-        if (victim == NULL && s->conns == 0 && s->reqs == 0)
+        if (victim == NULL && s->held[HELD_CONNS] == 0 && s->held[HELD_REQS] == 0)
             victim = s;
     }
     if (spare == NULL && make == CREATE_EVICTING)
@@ -226,7 +227,17 @@ static struct slot *find(struct gw_guard *g, const uint8_t *a, size_t n, enum ma
     return spare;
 }
 
-int gw_guard_conn_open(struct gw_guard *g, const struct sockaddr *sa, socklen_t len)
+/* The cap on |h| in all, or per address. */
+static uint32_t cap_of(const struct gw_guard *g, enum held h, bool per_address)
+{
+    if (h == HELD_CONNS)
+        return per_address ? g->conf.max_connections_per_address : g->conf.max_connections;
+    return per_address ? g->conf.max_requests_per_address : g->conf.max_requests;
+}
+
+/* Takes one |h| for |sa|'s address: 0, GW_ERR_LIMIT (the cap in all), GW_ERR_BUSY (the address's cap, or
+ * no slot to take), GW_ERR_INVAL (no address). */
+static int take(struct gw_guard *g, const struct sockaddr *sa, socklen_t len, enum held h)
 {
     uint8_t a[16];
     size_t n = addr_of(g, sa, len, a);
@@ -236,73 +247,54 @@ int gw_guard_conn_open(struct gw_guard *g, const struct sockaddr *sa, socklen_t 
     if (n == 0)
         return GW_ERR_INVAL;
     pthread_mutex_lock(&g->lock);
-    if (g->conns >= g->conf.max_connections)
+    /* the caps in all are what the table was sized for; a request finds the slot its connection holds */
+    if (g->held[h] >= cap_of(g, h, false))
         rc = GW_ERR_LIMIT;
-    else if ((s = find(g, a, n, CREATE_EVICTING, time(NULL))) == NULL ||
-             s->conns >= g->conf.max_connections_per_address)
+    else if ((s = find(g, a, n, CREATE_EVICTING, time(NULL))) == NULL || s->held[h] >= cap_of(g, h, true))
         rc = GW_ERR_BUSY;
     else {
-        s->conns++;
-        g->conns++;
+        s->held[h]++;
+        g->held[h]++;
     }
     pthread_mutex_unlock(&g->lock);
     return rc;
+}
+
+/* Gives back one |h| take() took for |sa|'s address. */
+static void give_back(struct gw_guard *g, const struct sockaddr *sa, socklen_t len, enum held h)
+{
+    uint8_t a[16];
+    size_t n = addr_of(g, sa, len, a);
+    struct slot *s;
+
+    if (n == 0)
+        return;
+    pthread_mutex_lock(&g->lock);
+    if ((s = find(g, a, n, LOOKUP, time(NULL))) != NULL && s->held[h] > 0) {
+        s->held[h]--;
+        g->held[h]--;
+    }
+    pthread_mutex_unlock(&g->lock);
+}
+
+int gw_guard_conn_open(struct gw_guard *g, const struct sockaddr *sa, socklen_t len)
+{
+    return take(g, sa, len, HELD_CONNS);
 }
 
 void gw_guard_conn_close(struct gw_guard *g, const struct sockaddr *sa, socklen_t len)
 {
-    uint8_t a[16];
-    size_t n = addr_of(g, sa, len, a);
-    struct slot *s;
-
-    if (n == 0)
-        return;
-    pthread_mutex_lock(&g->lock);
-    if ((s = find(g, a, n, LOOKUP, time(NULL))) != NULL && s->conns > 0) {
-        s->conns--;
-        g->conns--;
-    }
-    pthread_mutex_unlock(&g->lock);
+    give_back(g, sa, len, HELD_CONNS);
 }
 
 int gw_guard_req_begin(struct gw_guard *g, const struct sockaddr *sa, socklen_t len)
 {
-    uint8_t a[16];
-    size_t n = addr_of(g, sa, len, a);
-    struct slot *s;
-    int rc = 0;
-
-    if (n == 0)
-        return GW_ERR_INVAL;
-    pthread_mutex_lock(&g->lock);
-    /* the request's connection holds the slot of its address: found, made only if it is not */
-    if (g->reqs >= g->conf.max_requests)
-        rc = GW_ERR_LIMIT; /* what the table was sized for */
-    else if ((s = find(g, a, n, CREATE_EVICTING, time(NULL))) == NULL ||
-             s->reqs >= g->conf.max_requests_per_address)
-        rc = GW_ERR_BUSY;
-    else {
-        s->reqs++;
-        g->reqs++;
-    }
-    pthread_mutex_unlock(&g->lock);
-    return rc;
+    return take(g, sa, len, HELD_REQS);
 }
 
 void gw_guard_req_end(struct gw_guard *g, const struct sockaddr *sa, socklen_t len)
 {
-    uint8_t a[16];
-    size_t n = addr_of(g, sa, len, a);
-    struct slot *s;
-
-    if (n == 0)
-        return;
-    pthread_mutex_lock(&g->lock);
-    if ((s = find(g, a, n, LOOKUP, time(NULL))) != NULL && s->reqs > 0) {
-        s->reqs--;
-        g->reqs--;
-    }
-    pthread_mutex_unlock(&g->lock);
+    give_back(g, sa, len, HELD_REQS);
 }
 
 int gw_guard_auth_check(struct gw_guard *g, const struct sockaddr *sa, socklen_t len, time_t now,
