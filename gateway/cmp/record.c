@@ -433,11 +433,12 @@ bool cmp_withdrawals_drain(struct gw_cmp_engine *e, uint64_t until_ms)
 }
 
 /*
- * The record of a transaction that closes with a certificate issued. A certConf that does not
- * confirm it leaves it to no one: the client rejects it (in 3.0 an empty CertStatus list, the
- * client's rejection, is answered without the callback: docs/design.md O4), or its certHash names
- * another certificate, or OpenSSL refuses the certConf (a wrong certReqId). It is revoked where the
- * upstream can.
+ * The record of a transaction that closes with a certificate issued. A message that closes it without
+ * confirming it leaves it to no one: a certConf whose client rejects it (in 3.0 an empty CertStatus
+ * list, the client's rejection, is answered without the callback: docs/design.md O4), or whose
+ * certHash names another certificate, or that OpenSSL refuses (a wrong certReqId); or a pollReq where
+ * the certConf was due, which the client sends only once it has the certificate (its recipNonce
+ * answers the ip). It is revoked where the upstream can.
  */
 void cmp_audit_closed(struct cmp_call *c, struct cmp_txn *t)
 {
@@ -450,11 +451,7 @@ void cmp_audit_closed(struct cmp_call *c, struct cmp_txn *t)
         (void)cmp_audit_cert(c->e, t, c->rsp->tid, "confirmed", c->rsp->outcome, t->issued, 0);
         return;
     }
-    if (c->body != GW_CMP_BODY_CERTCONF) {
-        (void)cmp_audit_cert(c->e, t, c->rsp->tid, "rejected", c->rsp->outcome, t->issued, 0);
-        return;
-    }
-    if (rejected)
+    if (rejected && c->body == GW_CMP_BODY_CERTCONF)
         (void)cmp_audit_cert(c->e, t, c->rsp->tid, "rejected_by_client",
                              "the client rejected the certificate", t->issued, 1);
     else

@@ -71,7 +71,7 @@ void cmp_withdrawals_settle(struct gw_cmp_engine *e);
 bool cmp_withdrawals_drain(struct gw_cmp_engine *e, uint64_t until_ms);
 
 /* cmp_audit_closed writes the record of |t| closing with its certificate issued: confirmed, or
- * rejected (withdrawn when the message closing it is a certConf that does not confirm it). */
+ * rejected and withdrawn (the certConf or pollReq closing it does not confirm it). */
 void cmp_audit_closed(struct cmp_call *c, struct cmp_txn *t);
 
 /*

@@ -307,6 +307,17 @@ class Base(RowAssertions, harness.GatewayTestCase):
     def key(self):
         return self.gw.dir / "client.key"
 
+    def open_txn(self, name):
+        """An ir answered with a certificate whose certConf the client never sent: (ir, ip, cert DER)."""
+        res = self.gw.cmp("ir", name, newkey=self.newkey(name), subject="/CN=%s" % name,
+                          extra=("-disable_confirm",))
+        self.assertFalse(res.first.implicit_confirm(), res.first)
+        cert = ssl.PEM_cert_to_DER_cert(res.cert.read_text())
+        return load(res.req_files[0].read_bytes()), res.first, cert
+
+    def certconf(self, ir, ip, cert_hash, key=None, recip=None, sender=None):
+        return certconf(ir, ip, cert_hash, key or self.key(), recip=recip, sender=sender)
+
     def ir(self, name, **kw):
         """`openssl cmp -cmd ir` expected to be refused; returns its last decoded answer."""
         kw.setdefault("newkey", self.newkey(name))
@@ -693,17 +704,6 @@ class Errors(Base):
 
     # -- certConf and pollReq ------------------------------------------------------------------
 
-    def open_txn(self, name):
-        """An ir answered with a certificate whose certConf the client never sent: (ir, ip, cert DER)."""
-        res = self.gw.cmp("ir", name, newkey=self.newkey(name), subject="/CN=%s" % name,
-                          extra=("-disable_confirm",))
-        self.assertFalse(res.first.implicit_confirm(), res.first)
-        cert = ssl.PEM_cert_to_DER_cert(res.cert.read_text())
-        return load(res.req_files[0].read_bytes()), res.first, cert
-
-    def certconf(self, ir, ip, cert_hash, key=None, recip=None, sender=None):
-        return certconf(ir, ip, cert_hash, key or self.key(), recip=recip, sender=sender)
-
     def test_no_txn(self):
         done = self.gw.cmp("ir", "closed", newkey=self.newkey("closed"), subject="/CN=closed")
         self.assertEqual([a.body_type for a in done.answers], ["ip", "pkiconf"])
@@ -783,6 +783,22 @@ class Errors(Base):
         ir, ip, cert = self.open_txn("twin")
         a = harness.decode_cmp(self.send("twin-conf", self.certconf(ir, ip, hashlib.sha256(cert).digest())).body)
         self.assertEqual(a.body_type, "pkiconf", a)
+
+    def test_poll_nothing(self):
+        """A pollReq answering the ip, where the certConf was due, closes the transaction without confirming its
+        certificate: the certificate is revoked, as after a certConf that does not confirm it, not left valid
+        behind a "rejected" record."""
+        ir, ip, cert = self.open_txn("pollconf")
+        serial = harness.serial_hex(self.gw.dir / "pollconf.cert.pem")
+        m = load(encoder.encode(ir))
+        set_octets(m["header"], "recipNonce", ip.header["senderNonce"].asOctets())
+        self.expect("poll_nothing", self.send("pollconf-poll", pollreq(m, self.key())))
+        self.expect("no_txn", self.send("pollconf-conf", self.certconf(ir, ip, hashlib.sha256(cert).digest())))
+        revoked = harness.settled(lambda: [r for r in harness.audit_records(self.gw, "revoked")
+                                           if r.get("serial") == serial], bool)
+        self.assertEqual(len(revoked), 1, revoked)
+        rejected = [r for r in harness.audit_records(self.gw, "rejected") if r.get("serial") == serial]
+        self.assertEqual(len(rejected), 1, rejected)
 
     def test_crafted_twin(self):
         """A captured ir signed again unchanged is issued: what the crafted rows change is what is refused."""
