@@ -134,7 +134,9 @@ static int certconf_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certR
                                                  "certHash does not match the certificate issued in this "
                                                  "transaction"});
     }
-    if (si != NULL && gw_shim_pkisi_status(si) == OSSL_CMP_PKISTATUS_rejection) {
+    /* RFC 9483 §4.1.1: a certConf's status is accepted or rejection. Any other, or one that does not
+       read, confirms nothing: OpenSSL takes it for a rejection too, and so does the engine. */
+    if (si != NULL && gw_shim_pkisi_status(si) != OSSL_CMP_PKISTATUS_accepted) {
         c->confirm = CMP_CONFIRM_REJECTED; /* the engine revokes it once the answer is built */
         cmp_set_outcome(c, "cert_rejected_by_client", NULL);
         return 1;

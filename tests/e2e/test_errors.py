@@ -166,14 +166,17 @@ def resign(msg, key_path):
     return msg
 
 
-def certconf(ir, ip, cert_hash, key, recip=None, sender=None):
-    """A certConf in |ir|'s transaction (answered by |ip|) confirming |cert_hash|, signed with |key|."""
+def certconf(ir, ip, cert_hash, key, recip=None, sender=None, status=None):
+    """A certConf in |ir|'s transaction (answered by |ip|) confirming |cert_hash|, signed with |key|; with a
+    statusInfo of |status| if given."""
     m = ir
     body = m["body"].clone()
     cc = body.componentType["certConf"].asn1Object.clone()
     cs = rfc4210.CertStatus()
     cs["certHash"] = cert_hash
     cs["certReqId"] = 0
+    if status is not None:
+        cs["statusInfo"]["status"] = status
     cc.append(cs)
     body["certConf"] = cc
     m["body"] = body
@@ -315,8 +318,8 @@ class Base(RowAssertions, harness.GatewayTestCase):
         cert = ssl.PEM_cert_to_DER_cert(res.cert.read_text())
         return load(res.req_files[0].read_bytes()), res.first, cert
 
-    def certconf(self, ir, ip, cert_hash, key=None, recip=None, sender=None):
-        return certconf(ir, ip, cert_hash, key or self.key(), recip=recip, sender=sender)
+    def certconf(self, ir, ip, cert_hash, key=None, recip=None, sender=None, status=None):
+        return certconf(ir, ip, cert_hash, key or self.key(), recip=recip, sender=sender, status=status)
 
     def ir(self, name, **kw):
         """`openssl cmp -cmd ir` expected to be refused; returns its last decoded answer."""
@@ -804,6 +807,36 @@ class Errors(Base):
         """A captured ir signed again unchanged is issued: what the crafted rows change is what is refused."""
         a = harness.decode_cmp(self.send("twin-ir", resign(self.fresh("twinir"), self.key())).body)
         self.assertEqual((a.body_type, a.status), ("ip", 0), a)
+
+
+# ---------------------------------------------------------------------------------------------
+# What a certConf that is answered (no refusal) does to its certificate
+# ---------------------------------------------------------------------------------------------
+
+class Confirmations(Base):
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        harness.keep_store(cfg, gw)  # a certificate not confirmed is revoked
+
+    def test_certconf_status_not_accepted_withdraws(self):
+        """A certConf whose status is neither accepted nor rejection (RFC 9483 §4.1.1 allows no other), here
+        waiting (3) and an undefined 7, confirms nothing: its certificate is on record as rejected by its
+        client and revoked, as OpenSSL itself reads it, not confirmed. Its twin, status accepted (0), confirms."""
+        for name, status in (("ccwaiting", 3), ("ccundefined", 7), ("ccaccepted", 0)):
+            with self.subTest(status=status):
+                ir, ip, cert = self.open_txn(name)
+                serial = harness.serial_hex(self.gw.dir / ("%s.cert.pem" % name))
+                conf = self.certconf(ir, ip, hashlib.sha256(cert).digest(), status=status)
+                a = harness.decode_cmp(self.send(name + "-conf", conf).body)
+                self.assertEqual(a.body_type, "pkiconf", a)
+                event = "confirmed" if status == 0 else "rejected_by_client"
+                self.assertEqual([r.get("serial") for r in harness.audit_records(self.gw, event)
+                                  if r.get("serial") == serial], [serial])
+                revoked = harness.settled(lambda: [r for r in harness.audit_records(self.gw, "revoked")
+                                                   if r.get("serial") == serial], bool,
+                                          timeout=2 if status == 0 else 20)
+                self.assertEqual(len(revoked), 0 if status == 0 else 1, revoked)
 
 
 # ---------------------------------------------------------------------------------------------
