@@ -11,6 +11,7 @@
 #include "base/err.h"
 #include "base/limits.h"
 #include "base/log.h"
+#include "base/names.h"
 #include "base/pem.h"
 #include "base/user.h"
 
@@ -428,10 +429,7 @@ static int resolve_allow_scopes(struct gw_conf_ctx *pc, const struct gw_config *
             return gw_conf_fail(pc, path, "\"%s\" line %ld: unknown trust \"%s\"", r->device_allowlist_file,
                                 sc->line, sc->trust_name);
         }
-        sc->store = NULL;
-        for (size_t j = 0; j < r->n_trust && sc->store == NULL; j++)
-            if (strcmp(r->trust_names[j], t->name) == 0)
-                sc->store = t->store;
+        sc->store = gw_names_has(r->trust_names, r->n_trust, t->name) ? t->store : NULL;
     }
     return 0;
 }

@@ -10,6 +10,7 @@
 #include "base/err.h"
 #include "base/limits.h"
 #include "base/log.h"
+#include "base/names.h"
 #include "base/pem.h"
 
 #include <arpa/inet.h>
@@ -408,17 +409,13 @@ static int check_role_3gpp(struct gw_conf_ctx *pc, const char *path, struct gw_r
 static int check_ra_trust(struct gw_conf_ctx *pc, const char *path, const struct gw_role *r)
 {
     char kpath[GW_CONF_PATH_LEN], ipath[GW_CONF_PATH_LEN];
-    bool found;
 
     gw_conf_bprintf(kpath, sizeof(kpath), "%s.authorization.ra_trust", path);
     if (r->authz.n_ra_trust > 0 && r->authz.ra_subjects.n == 0)
         return gw_conf_fail(pc, kpath, "set, but \"ra_subjects\" is not: the role has no RA");
     for (size_t i = 0; i < r->authz.n_ra_trust; i++) {
-        found = false;
-        for (size_t j = 0; j < r->n_trust && !found; j++)
-            found = strcmp(r->authz.ra_trust_names[i], r->trust_names[j]) == 0;
         gw_conf_join_index(ipath, kpath, i);
-        if (!found)
+        if (!gw_names_has(r->trust_names, r->n_trust, r->authz.ra_trust_names[i]))
             return gw_conf_fail(pc, ipath,
                                 "\"%s\" is not in the role's \"trust\": an RA signs with a "
                                 "certificate the role trusts",

@@ -13,6 +13,7 @@
 #include "gateway/cmp/status.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "base/names.h"
 #include "base/x509.h"
 #include "mappings/policy.h"
 #include "upstream/upstream.h"
@@ -66,14 +67,6 @@ static int has_cmc_ra(X509 *cert)
 }
 
 /* Whether |name| is one of the role's ra_trust entries. */
-static int in_ra_trust(const struct gw_role *role, const char *name)
-{
-    for (size_t i = 0; i < role->authz.n_ra_trust; i++)
-        if (strcmp(role->authz.ra_trust_names[i], name) == 0)
-            return 1;
-    return 0;
-}
-
 /*
  * An RA revokes every certificate of its role, so its certificate must come from the role's own PKI
  * (docs/security.md, "Revocation"): a CA of the role's upstreams signed it, or it chains to a trust
@@ -93,7 +86,7 @@ static int check_ra_issuer(struct cmp_txn *t, struct cmp_call *c, struct cmp_ref
         entry = gw_trust_conf_find(c->e->cfg.trust, c->e->cfg.n_trust, role->trust_names[i]);
         if (entry == NULL || !cmp_signer_chains_to(c, t, entry->store))
             continue;
-        if (in_ra_trust(role, entry->name))
+        if (gw_names_has(role->authz.ra_trust_names, role->authz.n_ra_trust, entry->name))
             return 0;
         if (chained == NULL)
             chained = entry->name;

@@ -27,6 +27,7 @@
 #include "gateway/listener_local.h"
 #include "base/err.h"
 #include "base/limits.h"
+#include "base/names.h"
 #include "base/user.h"
 #include "upstream/upstream.h"
 #include "upstream/upstream_int.h"
@@ -2157,6 +2158,26 @@ static void test_dir_of(void **state)
     }
 }
 
+/* gw_names_has: a whole, exact name of the list; a prefix, an extension or another case is not one. */
+static void test_names_has(void **state)
+{
+    static char *const names[] = {"demo", "vendor-a", "Vendor"};
+    static const struct {
+        const char *name;
+        size_t n; /* how many of |names| the list holds */
+        bool has;
+    } cases[] = {
+        {"demo", 3, true},      {"Vendor", 3, true},  {"vendor-a", 3, true},
+        {"vendor-a", 1, false}, {"vendor", 3, false}, {"dem", 3, false},
+        {"demo.", 3, false},    {"", 3, false},       {"demo", 0, false},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        if (gw_names_has(names, cases[i].n, cases[i].name) != cases[i].has)
+            fail_msg("\"%s\" in %zu names: %d", cases[i].name, cases[i].n, !cases[i].has);
+}
+
 /* gw_upstream_check_role: the caps rules, on the parsed baseline and on hand-made twins. */
 static void test_check_role(void **state)
 {
@@ -2488,6 +2509,7 @@ int main(void)
         cmocka_unit_test(test_handover_without_revoked_file_warns),
         cmocka_unit_test(test_check_role),
         cmocka_unit_test(test_dir_of),
+        cmocka_unit_test(test_names_has),
     };
     const size_t nbad = sizeof(bad_cases) / sizeof(bad_cases[0]), nfixed = sizeof(fixed) / sizeof(fixed[0]);
     struct CMUnitTest *tests = calloc(nbad + nfixed, sizeof(*tests));
