@@ -61,8 +61,9 @@ struct cmp_pending {
     uint64_t deadline_ms; /* the upstream's timeout from the start of the call */
     int64_t check_after;  /* seconds: what a pollRep asks for while the call runs */
     struct gw_sign_result *res;
-    EVP_PKEY *want; /* the requested key: a refused answer's certificate is withdrawn only if for it */
-    struct gw_cert_plan plan; /* a copy of the request's, for check_arrival */
+    /* a copy of the request's, for check_arrival; its pubkey is the requested key: a refused answer's
+       certificate is withdrawn only if for it */
+    struct gw_cert_plan plan;
     /* guarded by detach_lock */
     struct gw_cmp_engine *e; /* NULL once the engine is gone */
     struct cmp_pending *prev, *next;
@@ -142,7 +143,6 @@ void cmp_poll_release(struct cmp_pending *p)
         gw_sign_result_cleanup(p->res);
         free(p->res);
     }
-    EVP_PKEY_free(p->want);
     gw_cert_plan_cleanup(&p->plan);
     pthread_cond_destroy(&p->cond);
     pthread_mutex_destroy(&p->lock);
@@ -331,7 +331,7 @@ static void withdraw_refused(struct cmp_pending *p, struct gw_sign_result *res)
         return;
     if ((e = hold_engine(p)) != NULL) {
         (void)cmp_audit_cert(e, &p->view, p->tid, "rejected", res->reason, res->cert, 1);
-        cmp_withdraw_answered(e, &p->view, p->tid, res, p->want, CRL_REASON_UNSPECIFIED);
+        cmp_withdraw_answered(e, &p->view, p->tid, res, p->plan.pubkey, CRL_REASON_UNSPECIFIED);
         let_engine_go();
     } else {
         gw_log_kv(GW_LOG_WARN, "late_issue", "tid", p->tid, "serial", p->view.serial, "upstream", p->upstream,
@@ -470,8 +470,6 @@ int cmp_poll_sign(struct cmp_txn *t, struct cmp_call *c, const struct gw_sign_re
         gw_upstream_refusal(t->up, GW_ERR_NOMEM, out);
         return 0;
     }
-    if (p->plan.pubkey != NULL && EVP_PKEY_up_ref(p->plan.pubkey) == 1)
-        p->want = p->plan.pubkey;
     link_call(c->e, p);
     if ((rc = gw_upstream_sign_async(t->up, req, pending_done, p)) != 0) {
         unlink_call(p);

@@ -1110,6 +1110,14 @@ static void fake_done(void *arg, struct gw_sign_result *res)
     fc->done(fc->arg, res);
 }
 
+/* |plan| (a shallow copy) for a new key in place of the requested one: the key, for the caller to free. */
+static EVP_PKEY *plan_other_key(struct gw_cert_plan *plan)
+{
+    plan->pubkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    plan->spki = NULL; /* the request's, which the issuer would copy */
+    return plan->pubkey;
+}
+
 static int fake_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done,
                      void *arg)
 {
@@ -1122,10 +1130,8 @@ static int fake_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_u
 
     fake.sign_calls++;
     fake.csr_calls += req->csr != NULL;
-    if (fake.mode == FK_OTHER_KEY) {
-        plan.pubkey = other = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-        plan.spki = NULL; /* the request's, which the issuer would copy */
-    }
+    if (fake.mode == FK_OTHER_KEY)
+        other = plan_other_key(&plan);
     if (fake.mode == FK_RENAME) {
         name = X509_NAME_new();
         X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"renamed-device", -1, -1,
@@ -5001,6 +5007,7 @@ static struct {
     pthread_cond_t cond;
     int open, fail, calls, completed;
     int hold_record; /* the completion's "issued" record waits in its fsync until hold_release */
+    int refuse; /* the answer is refused but carries its certificate: 1 of the requested key, 2 another */
 } slow = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 static struct gw_upstream_ops slow_ops;
@@ -5068,6 +5075,11 @@ static void slow_done(void *arg, struct gw_sign_result *res)
 {
     struct slow_call *sc = arg;
 
+    if (res->cert != NULL && slow.refuse) {
+        res->status = -12; /* GW_ERR_UPSTREAM */
+        res->fail_info = OSSL_CMP_PKIFAILUREINFO_systemFailure;
+        snprintf(res->reason, sizeof(res->reason), "the test CA's answer has a field out of range");
+    }
     if (slow.hold_record) {
         pthread_mutex_lock(&hold.lock);
         hold.armed = 1;
@@ -5096,8 +5108,13 @@ static int slow_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_u
         done(arg, res);
     } else {
         struct slow_call sc = {done, arg};
+        struct gw_cert_plan plan = *req->plan; /* shallow: the local issuer only reads it */
+        struct gw_sign_req r = *req;
+        EVP_PKEY *other = slow.refuse == 2 ? plan_other_key(&plan) : NULL;
 
-        rc = gw_upstream_local_ops.sign(up, req, slow_done, &sc); /* completes before it returns */
+        r.plan = &plan;
+        rc = gw_upstream_local_ops.sign(up, &r, slow_done, &sc); /* completes before it returns */
+        EVP_PKEY_free(other);
     }
     pthread_mutex_lock(&slow.lock);
     slow.completed++; /* after |done|: the completion has stored (and recorded) the result */
@@ -5164,7 +5181,7 @@ static struct env *env_slow_cmp(const char *cmp, const char *poll_after, uint32_
         uc->timeout_ms = timeout_ms;
     env_start(e);
     slow_gate(0);
-    slow.fail = slow.calls = slow.completed = slow.hold_record = 0;
+    slow.fail = slow.calls = slow.completed = slow.hold_record = slow.refuse = 0;
     slow_put(e, uc);
     return e;
 }
@@ -5425,6 +5442,51 @@ static void test_poll_undelivered_withdrawn(void **state)
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
     env_free(e);
+}
+
+/*
+ * A refused answer that carries a certificate, come after the client was told to poll: on record and
+ * revoked at the CA when it certifies the requested key, which the deferred call kept; for another
+ * key (another holder's, perhaps) on record as not withdrawn and left alone. The pollReq gets the
+ * refusal either way.
+ */
+static void test_poll_refused_answer_withdrawn(void **state)
+{
+    static const struct {
+        const char *name;
+        int refuse, revoked;
+    } cases[] = {
+        {"the requested key", 1, 1},
+        {"another key", 2, 0},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct env *e = env_slow("100ms", 0);
+        struct client cl = {.env = e};
+        OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+        int after;
+
+        print_message("case: %s\n", cases[i].name);
+        slow_revokes();
+        slow.refuse = cases[i].refuse;
+        assert_int_equal(poll_step(ctx, &after), -1);
+        slow_gate(1);
+        slow_wait_completed(e, 1);
+        assert_int_equal(revoke_calls(e), cases[i].revoked);
+        assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), cases[i].revoked);
+        assert_int_equal(
+            audit_count(e, "not_withdrawn", NULL, "status", "does not certify the requested key"),
+            !cases[i].revoked);
+        assert_int_equal(poll_step(ctx, &after), 0);
+        assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                      "field out of range");
+        assert_int_equal(audit_count(e, "issued", NULL, NULL, NULL), 0);
+        assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
 }
 
 /* Twins of the waiting case: a fast answer, or poll_after unset, never polls. */
@@ -7603,7 +7665,7 @@ static void test_shared_delegate_released_elsewhere(void **state)
         skip();
     a = env_shared_delegate();
     slow_gate(0);
-    slow.fail = slow.calls = slow.completed = slow.hold_record = 0;
+    slow.fail = slow.calls = slow.completed = slow.hold_record = slow.refuse = 0;
     cl = (struct client){.env = a};
     ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
     set_cn(ctx, "dev.example.com");
@@ -7812,6 +7874,7 @@ int main(void)
         cmocka_unit_test(test_poll_release_client_gone),
         cmocka_unit_test(test_poll_replayed_pollreq),
         cmocka_unit_test(test_poll_undelivered_withdrawn),
+        cmocka_unit_test(test_poll_refused_answer_withdrawn),
         cmocka_unit_test(test_poll_not_needed),
         cmocka_unit_test(test_poll_upstream_failure),
         cmocka_unit_test(test_poll_deadline),
