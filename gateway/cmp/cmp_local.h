@@ -110,6 +110,7 @@ struct cmp_call {
     struct gw_cmp_suspended *resume;  /* second pass: the suspended call's result (suspend.c) */
     char diag[GW_ERR_LEN];            /* first OpenSSL diagnostic captured by the log cb */
     EVP_PKEY *req_key; /* the key an ir, cr or kur asks for, decoded once (precheck) for the plan */
+    int signer_issued; /* cmp_signer_issued's answer for this message: 0 not asked yet, 1 yes, -1 no */
     char profile[GW_MAX_PROFILE_NAME_LEN + 1]; /* the certProfile the message names (choose_role), or "" */
     char route[GW_MAX_PATH_LEN];
     char tls_subject[GW_IDENTITY_LEN];

@@ -35,7 +35,7 @@
  */
 static int check_kur_issued(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r)
 {
-    if (t->role->kur_any_signer || cmp_issued_for_role(c, t->role, t->signer))
+    if (t->role->kur_any_signer || cmp_signer_issued(c, t))
         return 0;
     gw_log_kv(GW_LOG_INFO, "not_authorized", "tid", c->rsp->tid, "role", t->role->name, "identity",
               t->identity, "reason", "kur_not_issued", NULL);

@@ -760,6 +760,13 @@ int cmp_issued_for_role(struct cmp_call *c, const struct gw_role *role, X509 *ce
     return 0;
 }
 
+int cmp_signer_issued(struct cmp_call *c, const struct cmp_txn *t)
+{
+    if (c->signer_issued == 0)
+        c->signer_issued = cmp_issued_for_role(c, t->role, t->signer) ? 1 : -1;
+    return c->signer_issued > 0;
+}
+
 /*
  * Whether a role holding no device allow-list, or another one, has an upstream whose CA issued |cert|:
  * that role may have issued it to anyone its own rules admit (a PBM secret holder, under the subject
@@ -845,7 +852,7 @@ static int check_allowlist(struct cmp_call *c, const struct cmp_txn *t, const OS
                           "this route accepts signature-protected requests only: sign with the device "
                           "certificate (3GPP TS 33.310)");
     if (c->body == GW_CMP_BODY_KUR && renews_signer(crm, t->signer) && revocation_checked(c->e, t->signer) &&
-        cmp_issued_for_role(c, role, t->signer) && !issued_for_other_list(c, role, t->signer))
+        cmp_signer_issued(c, t) && !issued_for_other_list(c, role, t->signer))
         return 0;
     if (on_allowlist(c, t))
         return 0;

@@ -81,6 +81,13 @@ const struct gw_role *cmp_role_named(const struct gw_cmp_engine *e, const char *
 int cmp_issued_for_role(struct cmp_call *c, const struct gw_role *role, X509 *cert);
 
 /*
+ * cmp_signer_issued is cmp_issued_for_role(c, t->role, t->signer), chains verified once a message
+ * (kept in c->signer_issued): a kur on a route with a device allow-list asks it for the list's
+ * exemption and again for the kur rule. |t| is the one transaction of |c|, its signer set.
+ */
+int cmp_signer_issued(struct cmp_call *c, const struct cmp_txn *t);
+
+/*
  * cmp_check_current holds a message continuing |t| (certConf, pollReq) to the configuration in
  * force, |now|, when a reload came since |t| began: its role must still be there, its pinned signer
  * chain to that role's trust (or its PBM reference keep its secret), and its credentials and

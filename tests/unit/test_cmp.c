@@ -39,6 +39,7 @@
 #include "gateway/cmp/cluster.h"
 #include "gateway/cmp/engine.h"
 #include "gateway/cmp/engine_test.h"
+#include "gateway/cmp/policy.h"
 #include "gateway/cmp/revoked.h"
 #include "gateway/cmp/shim.h"
 #include "gateway/cmp/status.h"
@@ -4770,6 +4771,54 @@ static void test_3gpp_kur_names(void **state)
     env_free(e);
 }
 
+/* The successful chain verifications of |issuer_checked| against the store counting them. */
+static X509 *issuer_checked;
+static int issuer_checks;
+
+static int count_issuer_checks(int ok, X509_STORE_CTX *ctx)
+{
+    if (ok == 1 && X509_STORE_CTX_get_error_depth(ctx) == 0 &&
+        X509_cmp(X509_STORE_CTX_get_current_cert(ctx), issuer_checked) == 0)
+        issuer_checks++;
+    return ok;
+}
+
+/*
+ * A kur of an operator certificate on a route with an allow-list asks twice whether the role's CA
+ * issued its signer (for the list's exemption, then for the kur rule): the chain is verified against
+ * the role's issuer store once. Twin: the same kur on a route without a list asks once all the same.
+ */
+static void test_3gpp_kur_verified_once(void **state)
+{
+    (void)state;
+    for (int listed = 1; listed >= 0; listed--) {
+        struct tgpp_case tc = {"kur", listed ? "/O=cmpgw demo/CN=demo-client\n" : NULL, NULL, SIG, 0, 0, -1,
+                               NULL};
+        char role[512];
+        struct env *e = env_open(
+            &(struct env_opts){.cmp = CMP_DEFAULTS, .role_extra = tgpp_role(&tc, role, sizeof(role))});
+        struct client cl = {.env = e}, cl2 = {.env = e};
+        OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0), *kur;
+        X509_STORE *store = cmp_issuer_store(e->engine, gw_upstream_set_get0(e->ups, "local"));
+
+        print_message("case: %s\n", listed ? "an allow-list" : "no allow-list");
+        assert_non_null(store);
+        assert_non_null(issuer_checked = OSSL_CMP_exec_IR_ses(ctx)); /* the operator certificate */
+        X509_STORE_set_verify_cb(store, count_issuer_checks);
+        issuer_checks = 0;
+        kur = client_new(&cl2, SIG, issuer_checked, OSSL_CMP_CTX_get0_newPkey(ctx, 1), NULL, NULL, 0);
+        OSSL_CMP_CTX_set1_oldCert(kur, issuer_checked);
+        assert_non_null(OSSL_CMP_exec_KUR_ses(kur));
+        assert_int_equal(issuer_checks, 1);
+        X509_STORE_set_verify_cb(store, NULL);
+        client_cleanup(&cl2);
+        OSSL_CMP_CTX_free(kur);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
+}
+
 /*
  * An operator certificate whose revocation the gateway cannot check (an upstream whose CA issued it says
  * "check_revocation": false) renews only while the allow-list names it: taking a device off the list
@@ -7864,6 +7913,7 @@ int main(void)
         cmocka_unit_test(test_3gpp_roles),
         cmocka_unit_test(test_3gpp_long_subject),
         cmocka_unit_test(test_3gpp_kur_names),
+        cmocka_unit_test(test_3gpp_kur_verified_once),
         cmocka_unit_test(test_3gpp_kur_unchecked),
         cmocka_unit_test(test_3gpp_kur_crmf_upstream),
         cmocka_unit_test(test_long_identities_apart),
