@@ -66,7 +66,6 @@ static int has_cmc_ra(X509 *cert)
     return found;
 }
 
-/* Whether |name| is one of the role's ra_trust entries. */
 /*
  * An RA revokes every certificate of its role, so its certificate must come from the role's own PKI
  * (docs/security.md, "Revocation"): a CA of the role's upstreams signed it, or it chains to a trust
