@@ -356,7 +356,11 @@ class Errors(Base):
             "p384": dict(base, authorization={"allowed_key_types": ["ec:P-384"]}),
             "subjects": dict(base, authorization={"allowed_subjects": ["/O=cmpgw demo/CN=dev-*"]}),
             "tlssan": dict(base, authorization={"tls_sans": ["*.example.com"]}),
+            "tlstrust": dict(base, authorization={"tls_trust": ["foreign"]}),
         })
+        # a CA the listener's client_ca does not hold: the demo client passes the handshake, not tls_trust
+        fca, _, _ = harness.make_foreign_pki(gw.dir / "foreign")
+        cfg["trust"]["foreign"] = {"ca_file": str(fca), "revocation": "none"}
 
     # -- HTTP ----------------------------------------------------------------------------------
 
@@ -662,6 +666,17 @@ class Errors(Base):
 
     def test_tls_san(self):
         self.expect("tls_san", self.ir("tlssan", path="pki/roles/tlssan/cmp"))
+
+    def test_tls_trust(self):
+        """A TLS client certificate the listener verified (its client_ca) that does not chain to the role's
+        tls_trust: refused in the CMP answer, and logged as an authorization refusal naming the role."""
+        a = self.expect("tls_trust", self.ir("tlstrust", path="pki/roles/tlstrust/cmp"))
+        text = ("TLS client certificate /O=cmpgw demo/CN=demo-client does not chain to a trusted CA "
+                "(tls_trust of role tlstrust)")
+        self.assertEqual(a.status_strings, [text])
+        logged = [l for l in self.gw.log_lines() if l.get("event") == "not_authorized" and l.get("role") == "tlstrust"]
+        self.assertEqual([(l.get("tls_subject"), l.get("reason")) for l in logged],
+                         [("/O=cmpgw demo/CN=demo-client", text)])
 
     # -- rr: what `openssl cmp -cmd rr` cannot send ---------------------------------------------
 
