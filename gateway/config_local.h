@@ -17,7 +17,8 @@ void gw_config_warn_migration(const struct gw_conf_ctx *pc, const struct gw_role
 /*
  * gw_config_warn_free_subjects warns, once per pair of roles, of a role without allowed_subjects
  * whose upstream's CA another role trusts while it admits clients by subject (signer_subjects,
- * tls_subjects, ra_subjects, device_allowlist). Needs the roles resolved (their trust stores built).
+ * tls_subjects, ra_subjects, the subject lines of a device_allowlist under the trust entries they name).
+ * Needs the roles resolved (their trust stores built).
  */
 void gw_config_warn_free_subjects(struct gw_conf_ctx *pc, const struct gw_config *cfg);
 

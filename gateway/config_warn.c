@@ -3,6 +3,7 @@
  * load, reload and `cmpgw check`, never a refusal (the operator may be mid-change).
  */
 #include "gateway/config_local.h"
+#include "base/limits.h"
 #include "base/log.h"
 #include "base/pem.h"
 #include "upstream/upstream.h"
@@ -71,6 +72,39 @@ struct by_subject {
     STACK_OF(X509) *untrusted;
 };
 
+/*
+ * The upstream of |free| whose certificates a subject line of |by|'s device allow-list admits, or
+ * NULL; the line's key into |key|. A bare line admits under the role's trust (it has at most one
+ * entry), a "trust:<name>" line under that entry alone (none where the role does not trust it), and
+ * a serial line by no subject.
+ */
+static const struct gw_upstream_conf *allowlist_upstream(const struct gw_role *free, const struct gw_role *by,
+                                                         char *key, size_t keylen)
+{
+    bool bare = false, named[GW_MAX_ALLOWLIST_TRUST] = {false};
+    const struct gw_upstream_conf *u;
+
+    for (size_t i = 0; i < by->n_allow; i++) {
+        if (by->allow[i].subject == NULL)
+            continue;
+        if (by->allow[i].scope < 0)
+            bare = true;
+        else
+            named[by->allow[i].scope] = true;
+    }
+    if (bare && (u = trusted_upstream(free, by->store, by->untrusted)) != NULL) {
+        snprintf(key, keylen, "device_allowlist");
+        return u;
+    }
+    for (size_t s = 0; s < by->n_allow_scopes; s++) {
+        if (!named[s] || (u = trusted_upstream(free, by->allow_scopes[s].store, by->untrusted)) == NULL)
+            continue;
+        snprintf(key, keylen, "device_allowlist, trust:%s", by->allow_scopes[s].trust_name);
+        return u;
+    }
+    return NULL;
+}
+
 /* Warns when role |free| (no allowed_subjects) issues under a CA that |by| admits by subject. */
 static void warn_pair(const struct gw_conf_ctx *pc, const struct gw_role *free, const struct gw_role *by,
                       X509_STORE *listener_store)
@@ -78,25 +112,26 @@ static void warn_pair(const struct gw_conf_ctx *pc, const struct gw_role *free, 
     const struct by_subject lists[] = {
         {"signer_subjects", by->authz.signer_subjects.n > 0, by->store, by->untrusted},
         {"ra_subjects", by->authz.ra_subjects.n > 0, by->store, by->untrusted},
-        {"device_allowlist", by->n_allow_subjects > 0, by->store, by->untrusted},
         /* without tls_trust, any certificate a listener verified */
         {"tls_subjects", by->authz.tls_subjects.n > 0,
          by->authz.tls_store != NULL ? by->authz.tls_store : listener_store, by->authz.tls_untrusted},
     };
-    const struct gw_upstream_conf *u;
+    char key[sizeof("device_allowlist, trust:") + GW_MAX_NAME_LEN];
+    const struct gw_upstream_conf *u = NULL;
 
-    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
-        if (!lists[i].set || (u = trusted_upstream(free, lists[i].store, lists[i].untrusted)) == NULL)
-            continue;
-        gw_log(GW_LOG_WARN, "config",
-               "%s: $.roles.%s.authorization.allowed_subjects: unset, so role \"%s\" issues any subject a "
-               "client asks for under the CA of upstream \"%s\", which role \"%s\" trusts and admits by "
-               "subject (%s): a client of \"%s\" could get a certificate \"%s\" admits; set allowed_subjects "
-               "on \"%s\"",
-               pc->name, free->name, free->name, u->name, by->name, lists[i].key, free->name, by->name,
-               free->name);
-        return; /* once per pair */
-    }
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]) && u == NULL; i++)
+        if (lists[i].set && (u = trusted_upstream(free, lists[i].store, lists[i].untrusted)) != NULL)
+            snprintf(key, sizeof(key), "%s", lists[i].key);
+    if (u == NULL && by->n_allow_subjects > 0)
+        u = allowlist_upstream(free, by, key, sizeof(key));
+    if (u == NULL)
+        return;
+    gw_log(GW_LOG_WARN, "config",
+           "%s: $.roles.%s.authorization.allowed_subjects: unset, so role \"%s\" issues any subject a "
+           "client asks for under the CA of upstream \"%s\", which role \"%s\" trusts and admits by "
+           "subject (%s): a client of \"%s\" could get a certificate \"%s\" admits; set allowed_subjects "
+           "on \"%s\"",
+           pc->name, free->name, free->name, u->name, by->name, key, free->name, by->name, free->name);
 }
 
 /* The CAs of every listener's client_ca as loaded (config.c, check_tls), as one store; NULL if none. */

@@ -2011,22 +2011,33 @@ static void test_plaintext_upstream(void **state)
 /*
  * A role without allowed_subjects lets a client choose its subject; another role that trusts the same
  * CA and admits by subject would take such a certificate. Warned at load, once per pair, naming both
- * roles and the key; not when allowed_subjects is set, nor when the other role trusts another CA.
+ * roles and the key; not when allowed_subjects is set, nor when the other role trusts another CA. An
+ * allow-list line that names its trust entry admits that entry's certificates alone: warned only of
+ * the entries its subject lines name (with the entry), and of none for serial lines.
  */
 static void test_free_subjects_warn(void **state)
 {
     static const struct {
         const char *authz, *trust, *default_authz, *by; /* by NULL: no warning */
+        const char *allow;                              /* the "device_allowlist" file; NULL: none */
     } cases[] = {
-        {"\"signer_subjects\": [\"/O=Corp/CN=*\"]", "demo", "", "signer_subjects"},
-        {"\"tls_subjects\": [\"/O=Corp/CN=*\"]", "demo", "", "tls_subjects"},
-        {"\"tls_subjects\": [\"/O=Corp/CN=*\"], \"tls_trust\": [\"demo\"]", "demo", "", "tls_subjects"},
-        {"\"ra_subjects\": [\"/O=Corp/CN=ra-*\"]", "demo", "", "ra_subjects"},
+        {"\"signer_subjects\": [\"/O=Corp/CN=*\"]", "demo", "", "signer_subjects", NULL},
+        {"\"tls_subjects\": [\"/O=Corp/CN=*\"]", "demo", "", "tls_subjects", NULL},
+        {"\"tls_subjects\": [\"/O=Corp/CN=*\"], \"tls_trust\": [\"demo\"]", "demo", "", "tls_subjects", NULL},
+        {"\"ra_subjects\": [\"/O=Corp/CN=ra-*\"]", "demo", "", "ra_subjects", NULL},
         {"\"signer_subjects\": [\"/O=Corp/CN=*\"]", "demo",
-         ", \"authorization\": { \"allowed_subjects\": [\"/CN=*\"] }", NULL},
-        {"\"signer_subjects\": [\"/O=Corp/CN=*\"]", "oth", "", NULL},
-        {"\"tls_subjects\": [\"/O=Corp/CN=*\"], \"tls_trust\": [\"oth\"]", "demo", "", NULL},
-        {"\"tls_client\": \"require\"", "demo", "", NULL},
+         ", \"authorization\": { \"allowed_subjects\": [\"/CN=*\"] }", NULL, NULL},
+        {"\"signer_subjects\": [\"/O=Corp/CN=*\"]", "oth", "", NULL, NULL},
+        {"\"tls_subjects\": [\"/O=Corp/CN=*\"], \"tls_trust\": [\"oth\"]", "demo", "", NULL, NULL},
+        {"\"tls_client\": \"require\"", "demo", "", NULL, NULL},
+        /* an allow-list's subject lines admit under the trust entry they name, not the role's whole trust */
+        {"", "demo", "", "device_allowlist", "/O=Corp/CN=bs-1\n"},
+        {"", "demo", "", "device_allowlist, trust:demo", "trust:demo /O=Corp/CN=bs-1\n"},
+        {"", "demo\", \"oth", "", "device_allowlist, trust:demo",
+         "trust:oth /O=Corp/CN=bs-1\ntrust:demo /O=Corp/CN=bs-2\n"},
+        {"", "demo\", \"oth", "", NULL, "trust:oth /O=Corp/CN=bs-1\n"},
+        {"", "demo\", \"oth", "", NULL, "trust:demo serial:01\ntrust:oth /O=Corp/CN=bs-1\n"},
+        {"", "oth", "", NULL, "trust:demo /O=Corp/CN=bs-1\n"}, /* an entry the role does not trust */
     };
     char role[512], def[256], want[512], *log;
     struct gw_config *cfg;
@@ -2040,10 +2051,13 @@ static void test_free_subjects_warn(void **state)
             {"\"implicit_confirm\": true", def},
         };
 
+        if (cases[i].allow != NULL)
+            put_file("gated.allow", cases[i].allow, strlen(cases[i].allow), 0644);
         snprintf(role, sizeof(role),
                  "\"roles\": { \"gated\": { \"upstream\": \"local\", \"trust\": [\"%s\"], \"authorization\": "
-                 "{ %s } },",
-                 cases[i].trust, cases[i].authz);
+                 "{ %s }%s },",
+                 cases[i].trust, cases[i].authz,
+                 cases[i].allow != NULL ? ", \"device_allowlist\": \"gated.allow\"" : "");
         snprintf(def, sizeof(def), "\"implicit_confirm\": true%s", cases[i].default_authz);
         cfg = parse_edits_logged(e, 3, &log);
         snprintf(want, sizeof(want),
