@@ -70,6 +70,12 @@ def ca_pubs(answer):
     return [der_encoder.encode(c) for c in body["caPubs"]] if body["caPubs"].isValue else []
 
 
+def refusal_reasons(gw, identity):
+    """The reasons of the not_authorized log lines about |identity| (docs/errors.md names them per row)."""
+    return [l.get("reason") for l in gw.log_lines() if l.get("event") == "not_authorized" and
+            l.get("identity") == identity]
+
+
 class ThreeGpp(harness.GatewayTestCase):
 
     @classmethod
@@ -169,6 +175,7 @@ class ThreeGpp(harness.GatewayTestCase):
         self.assertIsNone(res.cert)
         self.assert_cmp_error(res.first, ("ip",), "notAuthorized")
         self.assertEqual(res.first.status_strings, ["device %s is not on this route's allow-list" % STRANGER])
+        self.assertIn("device_allowlist", refusal_reasons(self.gw, STRANGER))  # docs/errors.md device_not_allowed
 
     def test_device_on_plain_route_needs_list_too(self):
         res, _ = self.ir("stranger-plain", "bs666", path=ROUTE_PLAIN, expect_cert=False)
@@ -239,6 +246,7 @@ class ThreeGpp(harness.GatewayTestCase):
                           path=ROUTE, extra=["-untrusted", d / "vint.pem"], expect_cert=False)
         self.assertIsNone(kur.cert)
         self.assert_cmp_error(kur.first, ("kup",), "badCertId", TEXT_KUR_NOT_ISSUED % ALLOWED)
+        self.assertIn("kur_not_issued", refusal_reasons(self.gw, ALLOWED))  # docs/errors.md kur_not_issued
         # twins: the operator certificate an ir of it gets renews (test_kur_with_operator_certificate); and a
         # role that says "kur_any_signer" takes the vendor certificate's kur as its ir
         res, _ = self.ir("vendor-first", "bs1")
