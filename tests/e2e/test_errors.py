@@ -91,6 +91,8 @@ ELSEWHERE = {
     "requested_key_limits": ("test_abuse.py", "a key in this request is above this server's limits: RSA keys up to "),
     "replay_share": ("test_abuse.py", "too many recent transactions from "),
     "rr_already_revoked": ("test_abuse.py", "the certificate is already revoked"),
+    "http_client_cert_dropped": ("test_reload.py", "TLS client certificate no longer accepted (expired, or not "),
+    "http_listener_removed": ("test_reload.py", "this listener was removed by a configuration reload"),
     "credential_revoked": ("test_trust.py", "is revoked; authenticate with a valid one"),
     "credential_status_unknown": ("test_trust.py", "certificate cannot be checked now ("),
     "credential_issuer_unchecked": ("test_trust.py", "accepts certificates of its upstreams only"),

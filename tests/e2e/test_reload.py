@@ -117,8 +117,15 @@ class Reload(harness.GatewayTestCase):
     def test_listener_moves_to_a_new_port(self):
         """A changed port: the new socket is bound and accepting before the old one closes; a port
         that cannot be had refuses the reload and the running listener serves on."""
+        import http.client
         import socket
         old_port, new_port = self.gw.port, harness.free_port()
+        # a keep-alive connection to the old listener: answered before the move
+        conn = http.client.HTTPSConnection("127.0.0.1", old_port, context=self.gw.tls_context(), timeout=10)
+        conn.request("POST", "/pki/cmp", body=b"x", headers={"Content-Type": "text/plain"})
+        rsp = conn.getresponse()
+        rsp.read()
+        self.assertEqual(rsp.status, 415)
         cfg = json.loads(json.dumps(self.base))
         with socket.socket() as taken:  # someone else's port: the reload must be refused
             taken.bind(("127.0.0.1", 0))
@@ -140,6 +147,13 @@ class Reload(harness.GatewayTestCase):
             self.gw.port = old_port
         with self.assertRaises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", old_port), timeout=5).close()
+        # and refused on its next request, closed (docs/errors.md http_listener_removed)
+        conn.request("POST", "/pki/cmp", body=b"x", headers={"Content-Type": "text/plain"})
+        rsp = conn.getresponse()
+        text = rsp.read().decode()
+        self.assertEqual((rsp.status, text.strip()), (403, "this listener was removed by a configuration reload"))
+        self.assertEqual(rsp.getheader("Connection"), "close")
+        conn.close()
         self.assertTrue(any("(added by a reload)" in l.get("msg", "") for l in events(self.gw, "listening")))
 
     def polled_across(self, name, reload):
@@ -279,7 +293,8 @@ class Reload(harness.GatewayTestCase):
         rsp = conn.getresponse()
         text = rsp.read().decode()
         self.assertEqual(rsp.status, 403, text)
-        self.assertIn("not trusted since the configuration was reloaded", text)
+        self.assertEqual(text.strip(), "TLS client certificate no longer accepted (expired, or not trusted since the "
+                         "configuration was reloaded): reconnect with one this listener accepts")
         self.assertEqual(rsp.getheader("Connection"), "close")
         conn.close()
         self.assertTrue(events(self.gw, "tls_peer_dropped"))
