@@ -93,6 +93,8 @@ ELSEWHERE = {
     "rr_already_revoked": ("test_abuse.py", "the certificate is already revoked"),
     "http_client_cert_dropped": ("test_reload.py", "TLS client certificate no longer accepted (expired, or not "),
     "http_listener_removed": ("test_reload.py", "this listener was removed by a configuration reload"),
+    "http_forbidden_path": ("test_reject.py", " is disabled by policy (forbid)"),
+    "http_path_too_long": ("test_reject.py", "path too long ("),
     "credential_revoked": ("test_trust.py", "is revoked; authenticate with a valid one"),
     "credential_status_unknown": ("test_trust.py", "certificate cannot be checked now ("),
     "credential_issuer_unchecked": ("test_trust.py", "accepts certificates of its upstreams only"),

@@ -175,7 +175,7 @@ class PathSpelling(harness.GatewayTestCase):
             b"http://localhost/pki/cmp": "unknown path http://localhost/pki/cmp",
             b"pki/cmp": "unknown path pki/cmp",
             b"*": "unknown path *",
-            b"/pki/cmp/" + b"x" * 600: "path too long",
+            b"/pki/cmp/" + b"x" * 600: "path too long (609 bytes; the limit is 512)",
         }
         for target, reason in not_found.items():
             self.assert_refused(target, 404, reason)
@@ -184,7 +184,7 @@ class PathSpelling(harness.GatewayTestCase):
         # a label whose policy is "forbid": refused however it is spelled, never served by another role
         for target in (b"/.well-known/cmp/p/shut", b"/.well-known/cmp/p/shut/", b"/.well-known/cmp/p/shut?x",
                        b"/.well-known/cmp/p/shut/initialization"):
-            self.assert_refused(target, 403, "disabled by policy (forbid)")
+            self.assert_refused(target, 403, "CMP on this label is disabled by policy (forbid)")
         for target in (b"/.well-known/cmp/p/SHUT", b"/.well-known/cmp/p/%73hut", b"/.well-known/cmp/p/./shut"):
             self.assert_refused(target, 404)
 
