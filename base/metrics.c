@@ -54,7 +54,7 @@ struct gw_metric {
     char *labels[GW_METRIC_MAX_LABELS];
     double *buckets;
     size_t n_buckets;
-    double (*fn)(void *arg); /* a gauge read when rendered; it has no series */
+    double (*fn)(void *arg); /* a gauge or counter read when rendered; it has no series */
     void *arg;
     _Atomic(struct series *) head;
     struct series *tail; /* under reg_lock, as is n_series */
@@ -421,14 +421,15 @@ struct gw_metric *gw_metric_new(const char *name, const char *help, enum gw_metr
     return m;
 }
 
-struct gw_metric *gw_metric_new_gauge_fn(const char *name, const char *help, double (*fn)(void *arg),
-                                         void *arg)
+/* An unlabelled gauge or counter whose value is |fn(arg)| when rendered. */
+static struct gw_metric *new_fn(const char *name, const char *help, enum gw_metric_type type,
+                                double (*fn)(void *arg), void *arg)
 {
     struct gw_metric *m;
 
-    if (!definition_ok(name, help) || fn == NULL)
+    if (!definition_ok(name, help) || fn == NULL || (type == GW_METRIC_COUNTER && !ends_with(name, "_total")))
         return NULL;
-    if ((m = family_new(name, help, GW_METRIC_GAUGE, NULL, 0, NULL, 0)) == NULL)
+    if ((m = family_new(name, help, type, NULL, 0, NULL, 0)) == NULL)
         return NULL;
     m->fn = fn;
     m->arg = arg;
@@ -437,6 +438,18 @@ struct gw_metric *gw_metric_new_gauge_fn(const char *name, const char *help, dou
         return NULL;
     }
     return m;
+}
+
+struct gw_metric *gw_metric_new_gauge_fn(const char *name, const char *help, double (*fn)(void *arg),
+                                         void *arg)
+{
+    return new_fn(name, help, GW_METRIC_GAUGE, fn, arg);
+}
+
+struct gw_metric *gw_metric_new_counter_fn(const char *name, const char *help, double (*fn)(void *arg),
+                                           void *arg)
+{
+    return new_fn(name, help, GW_METRIC_COUNTER, fn, arg);
 }
 
 /* The render buffer: grows by doubling; after a failed allocation it takes nothing more. */

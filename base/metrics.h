@@ -58,6 +58,20 @@ struct gw_metric *gw_metric_new(const char *name, const char *help, enum gw_metr
  * gw_metrics_render; |fn| must not call into this module. NULL as gw_metric_new. */
 struct gw_metric *gw_metric_new_gauge_fn(const char *name, const char *help, double (*fn)(void *arg),
                                          void *arg);
+/* The same for a counter (|name| ending in _total): |fn| must not go down but across a restart. */
+struct gw_metric *gw_metric_new_counter_fn(const char *name, const char *help, double (*fn)(void *arg),
+                                           void *arg);
+
+/*
+ * Registers the process's own families, as Prometheus' client libraries name them:
+ * process_cpu_seconds_total, process_resident_memory_bytes, process_virtual_memory_bytes,
+ * process_open_fds, process_max_fds and process_start_time_seconds (now, as the caller is starting).
+ * Read from getrusage, getrlimit and /proc/self when scraped (NaN where /proc is not there): what
+ * an operator watches for a leak, and what a process kept from being traced (prctl
+ * PR_SET_DUMPABLE 0) no longer shows to its own user under /proc/<pid>. 0, or GW_ERR_INVAL if one
+ * could not be registered (out of memory, its name taken, the cap on families reached).
+ */
+int gw_metrics_register_process(void);
 
 /* Counter: adds |v| (ignored unless v >= 0); gauge: adds |v| (any sign). |values| has one value per
  * label name (any bytes; NULL for an unlabelled family). Thread-safe, lock-free once the series

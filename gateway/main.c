@@ -709,6 +709,7 @@ static void metrics_init(struct runner *r)
                                  retired, r->gens);
     (void)gw_metric_new_gauge_fn("cmpgw_worker_queue_jobs", "Requests waiting for a worker (503 when full).",
                                  queued, r->server);
+    (void)gw_metrics_register_process();
 }
 
 /*

@@ -3,7 +3,8 @@
 each with the demo client certificate and one request answered (as a keep-alive client between two
 messages), and reads the gateway's VmRSS before and after. Fails if the gateway closed any of them
 before the reading (its keep-alive timeout, say): the figure would be per connection it no longer
-holds. Prints one JSON line.
+holds; it counts them in /proc/<pid>/fd, which only root reads of a gateway (it is not dumpable).
+Prints one JSON line.
 
     idle_conns.py PID PORT PKI_DIR N
 """

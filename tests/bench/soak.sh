@@ -5,7 +5,8 @@
 # keeps each transactionID for twice message_time_window or transaction_ttl: 30 s each here, so that
 # it holds a minute's worth, about 12 000, and stops growing within the warm-up) both must stay
 # within 5 % of their mean; the script prints the samples and exits 1 otherwise, or on any failed
-# enrolment.
+# enrolment. The descriptors are read from /proc/<pid>/fd, which only root reads of a gateway (it is
+# not dumpable): run it as root (the gateway's /metrics has them as process_open_fds too).
 #
 #   tests/bench/soak.sh BUILD_DIR
 set -euo pipefail

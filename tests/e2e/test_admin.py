@@ -101,6 +101,23 @@ class Admin(harness.GatewayTestCase):
                          total(s1, "cmpgw_requests_total", status="404", outcome="refused"), 1)
         self.assertFalse(any("nowhere" in v for (_, ls) in s2 for (_, v) in ls))
 
+    def test_process_metrics(self):
+        """The process's own families, as Prometheus' client libraries name them: the descriptors and memory
+        an operator watches for a leak, which /proc/<pid> no longer shows to the gateway's own user."""
+        text = self.scrape()
+        s = {n: float(v) for (n, v) in (l.split(" ") for l in text.splitlines() if l.startswith("process_"))}
+        self.assertEqual(sorted(s), ["process_cpu_seconds_total", "process_max_fds", "process_open_fds",
+                                     "process_resident_memory_bytes", "process_start_time_seconds",
+                                     "process_virtual_memory_bytes"])
+        fds = len(os.listdir("/proc/%d/fd" % self.gw.proc.pid)) if os.geteuid() == 0 else None
+        # the listeners, the log, the audit file, the event loops' own: a handful at the least
+        self.assertGreater(s["process_open_fds"], 5)
+        if fds is not None:  # root reads /proc/<pid>/fd still; the scrape's connection comes and goes
+            self.assertLessEqual(abs(s["process_open_fds"] - fds), 2, (s, fds))
+        self.assertGreater(s["process_resident_memory_bytes"], 1 << 20)
+        self.assertGreater(s["process_cpu_seconds_total"], 0)
+        self.assertTrue(time.time() - 3600 < s["process_start_time_seconds"] <= time.time(), s)
+
     def test_log_sampling(self):
         for i in range(3):
             self.gw.cmp("ir", "sampled%d" % i, newkey=self.newkey("sampled%d" % i), subject="/CN=sampled-%d" % i,

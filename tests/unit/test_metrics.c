@@ -1,7 +1,8 @@
 /*
  * Metrics: the exact text each type renders, escaping and UTF-8 repair, histogram buckets, gauges
  * read at render time, definitions refused, the family and series caps (and the dropped counter),
- * exact totals under concurrent updates, and, where promtool is installed, its verdict on a render.
+ * exact totals under concurrent updates, the process's own families, and, where promtool is installed,
+ * its verdict on a render.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,8 +15,11 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <dirent.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/err.h"
@@ -564,6 +568,65 @@ static void test_threads(void **state)
     free(got);
 }
 
+/* The value of unlabelled |name| in |text|, or NAN. */
+static double value_in(const char *text, const char *name)
+{
+    char key[128];
+    const char *at;
+
+    snprintf(key, sizeof(key), "\n%s ", name);
+    return (at = strstr(text, key)) != NULL ? strtod(at + strlen(key), NULL) : NAN;
+}
+
+static double seconds_used(void *arg)
+{
+    return *(double *)arg;
+}
+
+static void test_counter_fn(void **state)
+{
+    double used = 1.5;
+
+    (void)state;
+    assert_null(gw_metric_new_counter_fn("cmpgw_used_seconds", "Seconds.", seconds_used, &used)); /* _total */
+    assert_non_null(gw_metric_new_counter_fn("cmpgw_used_seconds_total", "Seconds.", seconds_used, &used));
+    assert_render("# HELP cmpgw_used_seconds_total Seconds.\n"
+                  "# TYPE cmpgw_used_seconds_total counter\n"
+                  "cmpgw_used_seconds_total 1.5\n" DROPPED_ZERO);
+}
+
+/* The process's families: what the process holds now, as it reads them itself. */
+static void test_process(void **state)
+{
+    struct timespec now;
+    struct rlimit rl;
+    struct dirent *e;
+    DIR *d;
+    double fds = 0;
+    char *text;
+
+    (void)state;
+    assert_int_equal(gw_metrics_register_process(), 0);
+    assert_int_equal(gw_metrics_register_process(), GW_ERR_INVAL); /* each name once */
+    text = render();
+    assert_non_null(strstr(text, "# TYPE process_cpu_seconds_total counter\n"));
+    assert_non_null(strstr(text, "# TYPE process_open_fds gauge\n"));
+    assert_non_null(d = opendir("/proc/self/fd"));
+    while ((e = readdir(d)) != NULL)
+        fds += e->d_name[0] != '.';
+    closedir(d);
+    assert_true(value_in(text, "process_open_fds") == fds - 1); /* less this listing's own */
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    assert_true(value_in(text, "process_max_fds") == (double)rl.rlim_cur);
+    assert_true(value_in(text, "process_resident_memory_bytes") > 0);
+    assert_true(value_in(text, "process_virtual_memory_bytes") >=
+                value_in(text, "process_resident_memory_bytes"));
+    assert_true(value_in(text, "process_cpu_seconds_total") >= 0); /* not NaN */
+    clock_gettime(CLOCK_REALTIME, &now);
+    assert_true(fabs(value_in(text, "process_start_time_seconds") - (double)now.tv_sec) < 60);
+    free(text);
+}
+
 static double three(void *arg)
 {
     (void)arg;
@@ -589,6 +652,7 @@ static void test_promtool(void **state)
         depth = gw_metric_new("cmpgw_test_queue_depth", "Jobs queued.", GW_METRIC_GAUGE, NULL, NULL, 0));
     assert_non_null(
         gw_metric_new_gauge_fn("cmpgw_test_open_transactions", "Open transactions.", three, NULL));
+    assert_int_equal(gw_metrics_register_process(), 0);
     assert_non_null(gw_metric_new("cmpgw_test_unused_total", "Never updated.", GW_METRIC_COUNTER,
                                   (const char *const[]){"x", NULL}, NULL, 0));
     gw_metric_add(req, (const char *const[]){"ra\\1", "say \"200\"\n"}, 3);
@@ -632,6 +696,8 @@ int main(void)
         cmocka_unit_test_teardown(test_family_cap, teardown),
         cmocka_unit_test_teardown(test_series_cap, teardown),
         cmocka_unit_test_teardown(test_threads, teardown),
+        cmocka_unit_test_teardown(test_counter_fn, teardown),
+        cmocka_unit_test_teardown(test_process, teardown),
         cmocka_unit_test_teardown(test_promtool, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
