@@ -369,8 +369,12 @@ class Errors(Base):
     # -- HTTP ----------------------------------------------------------------------------------
 
     def test_http_unknown_path(self):
-        self.expect("http_unknown_path", self.send("path", self.gw.make_request("path").read_bytes(),
-                                                   path="/nowhere/cmp"))
+        der = self.gw.make_request("path").read_bytes()
+        for path, why in (("/nowhere/cmp", "unknown path /nowhere/cmp"), ("/pki/roles/nobody/cmp", "unknown role"),
+                          ("/pki/%63mp", "percent-encoded path"), ("/pki//cmp", "empty or dot segment in path"),
+                          ("/.well-known/cmp/p/nolabel", "unknown label")):
+            r = self.expect("http_unknown_path", self.send("path", der, path=path))
+            self.assertTrue(r.body.decode().startswith(why), (path, r))
 
     def test_http_method(self):
         r = self.expect("http_method", self.gw.curl(method="GET"))
