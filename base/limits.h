@@ -181,6 +181,9 @@
 /* the hash of a signature protecting a message, in bits of output: SHA-224 (112 bits of security) or
    more; SHA-1 (63 in OpenSSL 3.0) and MD5 are what level 2 refuses in a certificate */
 #define GW_MIN_PROTECTION_HASH_BITS 224
+/* the same for a request's POPO signature and a p10cr's CSR signature: the key the CA certifies is
+   bound to its holder by that signature alone */
+#define GW_MIN_POPO_HASH_BITS 224
 #define GW_CRL_NEXT_UPDATE_SECS (24 * 3600) /* local issuer's CRL: nextUpdate = thisUpdate + this */
 #define GW_CRL_REFRESH_SECS 3600            /* its cached CRL is re-signed at least this often */
 #define GW_MAX_CERT_EXTS 64                 /* extensions of an issued certificate (compared pairwise) */

@@ -129,9 +129,28 @@ int cmp_check_path(struct cmp_call *c, const struct gw_cmp_engine *now, const ch
  */
 int cmp_check_record(struct cmp_call *c, struct cmp_txn *t, const char *role, struct cmp_refusal *r);
 
-/* cmp_check_3gpp: the 3GPP checks of a certificate request (allow-list, min_hash), after authorization. */
-int cmp_check_3gpp(struct cmp_call *c, const struct cmp_txn *t, const OSSL_CRMF_MSG *crm,
-                   const X509_REQ *p10cr, struct cmp_refusal *r);
+/*
+ * cmp_check_allowlist: a 3GPP route's device allow-list (TS 33.310 §9.5), part of the authorization of
+ * the ir/cr/kur |crm| or the p10cr: 0 when the role has none or the signer passes it, or refused with
+ * |r| (notAuthorized) and logged.
+ */
+int cmp_check_allowlist(struct cmp_call *c, const struct cmp_txn *t, const OSSL_CRMF_MSG *crm,
+                        struct cmp_refusal *r);
+
+/*
+ * cmp_check_popo_hash refuses, on every route, a POPO signature of the ir/cr/kur |crm| or the
+ * self-signature of the p10cr's CSR |p10cr| whose hash is under GW_MIN_POPO_HASH_BITS (SHA-1, MD5),
+ * which OpenSSL 3.0 verifies as any other: 0, or refused with |r| (badAlg) and logged weak_popo.
+ */
+int cmp_check_popo_hash(struct cmp_call *c, const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr,
+                        struct cmp_refusal *r);
+
+/*
+ * cmp_check_min_hash holds the request's protection and its POPO or CSR signature to the role's
+ * "min_hash" (3GPP TS 33.310 §9.5), the stricter floor of a route: 0, or refused with |r| (badAlg).
+ */
+int cmp_check_min_hash(struct cmp_call *c, const struct cmp_txn *t, const OSSL_CRMF_MSG *crm,
+                       const X509_REQ *p10cr, struct cmp_refusal *r);
 
 /*
  * cmp_pick_upstream chooses the upstream that signs |plan| into |*up|: the role's for a p10cr; for

@@ -596,6 +596,44 @@ class Errors(Base):
     def test_no_name(self):
         self.expect("no_name", self.p10cr("noname", "pki/cmp", "/"))
 
+    def test_weak_popo(self):
+        """A SHA-1 POPO or CSR signature under a protection that passes (SHA-256, or a PBM MAC) is refused on a
+        route without min_hash, before the CA is asked; each twin with SHA-256 issues."""
+        text = ("the %s signature uses a hash under 112 bits of security (SHA-1): sign the %s with SHA-256 or "
+                "stronger")
+        # p10cr: the CSR made with `openssl req -sha1`, the message signed with SHA-256 (openssl cmp's default)
+        for digest in ("sha1", "sha256"):
+            key, csr = self.newkey("weakcsr-" + digest), self.gw.dir / ("weakcsr-%s.csr" % digest)
+            harness.run(["openssl", "req", "-new", "-%s" % digest, "-key", key, "-subj", "/CN=weakcsr-" + digest,
+                         "-out", csr])
+            res = self.gw.cmp("p10cr", "weakcsr-" + digest, extra=("-csr", csr, "-implicit_confirm"),
+                              expect_cert=digest != "sha1")
+            if digest == "sha1":
+                self.assertIsNone(res.cert)
+                a = self.expect("weak_popo", res.first)
+                self.assertEqual((a.body_type, a.status_strings), ("cp", [text % ("CSR's", "CSR")]))
+            else:
+                self.assertEqual((res.first.body_type, res.first.status), ("cp", 0), res.first)
+        # ir: openssl cmp signs its POPO with the -digest of its protection, which PBM does not hash with
+        for digest in ("sha1", "sha256"):
+            res = self.gw.cmp("ir", "weakpopo-" + digest, auth="pbm", newkey=self.newkey("weakpopo-" + digest),
+                              subject="/CN=weakpopo-" + digest,
+                              extra=("-digest", digest, "-mac", "hmacWithSHA256", "-implicit_confirm"),
+                              expect_cert=digest != "sha1")
+            if digest == "sha1":
+                self.assertIsNone(res.cert)
+                a = self.expect("weak_popo", res.first)
+                self.assertEqual((a.body_type, a.status_strings),
+                                 ("ip", [text % ("proof-of-possession", "request")]))
+            else:
+                self.assertEqual((res.first.body_type, res.first.status), ("ip", 0), res.first)
+        # ir signed with SHA-256 around a SHA-1 POPO: captured with -digest sha1, its protection made again
+        m = self.fresh("weakpopo-sig", extra=("-digest", "sha1", "-implicit_confirm"))
+        m["header"]["protectionAlg"]["algorithm"] = univ.ObjectIdentifier("1.2.840.10045.4.3.2")  # ecdsa-with-SHA256
+        a = self.expect("weak_popo", self.send("weakpopo-sig", resign(m, self.key())))
+        self.assertEqual(a.status_strings, [text % ("proof-of-possession", "request")])
+        self.assertEqual(len([e for e in self.gw.log_lines() if e.get("event") == "weak_popo"]), 3)
+
     def test_san_type_not_allowed(self):
         a = self.expect("san_type_not_allowed", self.ir("santype", path="pki/roles/dnsonly/cmp",
                                                         extra=("-sans", "127.0.0.1")))

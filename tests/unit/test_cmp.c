@@ -4391,6 +4391,17 @@ static void test_3gpp_roles(void **state)
         {"PBM with hmac-sha1", NULL, "sha256", PBM, 0, NID_hmac_sha1, OSSL_CMP_PKIFAILUREINFO_badAlg,
          "SHA-1 is not accepted"},
         {"PBM with hmac-sha256", NULL, "sha256", PBM, 0, NID_hmacWithSHA256, -1, NULL},
+        /* the POPO's hash has a floor on every route too (GW_MIN_POPO_HASH_BITS), checked before min_hash;
+           OpenSSL signs the POPO with the digest of its protection, which PBM leaves out of its MAC */
+        {"SHA-1 POPO under PBM without min_hash", NULL, NULL, PBM, NID_sha1, NID_hmacWithSHA256,
+         OSSL_CMP_PKIFAILUREINFO_badAlg,
+         "the proof-of-possession signature uses a hash under 112 bits of security (SHA-1): sign the request "
+         "with SHA-256 or stronger"},
+        {"SHA-1 POPO under PBM", NULL, "sha256", PBM, NID_sha1, NID_hmacWithSHA256,
+         OSSL_CMP_PKIFAILUREINFO_badAlg,
+         "the proof-of-possession signature uses a hash under 112 bits of security (SHA-1)"},
+        {"SHA-224 POPO under PBM without min_hash", NULL, NULL, PBM, NID_sha224, NID_hmacWithSHA256, -1,
+         NULL},
         /* a line names the trust entry its device chains to: another entry's CA may write the same names */
         {"listed with its trust entry", "trust:demo /O=cmpgw demo/CN=demo-client\n", NULL, SIG, 0, 0, -1,
          NULL},
