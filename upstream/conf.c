@@ -15,6 +15,7 @@
 #include "base/log.h"
 #include "base/pem.h"
 #include "base/pkcs11.h"
+#include "mappings/policy.h"
 #include "mappings/role.h"
 
 #include <errno.h>
@@ -499,16 +500,27 @@ static int check_role_keys(struct gw_conf_ctx *pc, struct gw_role *r)
     return 0;
 }
 
-/* 1 if |cert| chains (with |untrusted|) to |store|; else 0 with OpenSSL's reason in |why|. */
+/*
+ * 1 if |cert| chains (with |untrusted|) to |store| at GW_ISSUED_AUTH_LEVEL, the level every certificate
+ * an upstream returns is held to; else 0 with OpenSSL's reason in |why|, or -1 with what falls short of
+ * that level (gw_policy_weak_why) there.
+ */
 static int chains_to(X509_STORE *store, X509 *cert, STACK_OF(X509) *untrusted, const char **why)
 {
     X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+    const char *weak;
     int ok = 0;
 
     *why = "out of memory";
     if (ctx != NULL && X509_STORE_CTX_init(ctx, store, cert, untrusted) == 1) {
+        X509_VERIFY_PARAM_set_auth_level(X509_STORE_CTX_get0_param(ctx), GW_ISSUED_AUTH_LEVEL);
         ok = X509_verify_cert(ctx) == 1;
         *why = X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx));
+        weak = gw_policy_weak_why(X509_STORE_CTX_get_error(ctx), X509_STORE_CTX_get_error_depth(ctx));
+        if (!ok && weak != NULL) {
+            *why = weak;
+            ok = -1;
+        }
     }
     X509_STORE_CTX_free(ctx);
     ERR_clear_error();
@@ -525,7 +537,7 @@ static int check_delegate_cert(struct gw_conf_ctx *pc, const char *path, const s
                                const struct gw_upstream_conf *d)
 {
     const char *why;
-    int days = 0, secs = 0;
+    int days = 0, secs = 0, rc;
 
     if (X509_get_pathlen(d->own_ca) != 0)
         return gw_conf_fail(
@@ -533,7 +545,12 @@ static int check_delegate_cert(struct gw_conf_ctx *pc, const char *path, const s
             "the certificate of \"%s\" must have basicConstraints pathlen:0: a delegate issuer "
             "must not issue CA certificates",
             d->name);
-    if (!chains_to(up->issuer_store, d->own_ca, d->issuer_certs, &why))
+    if ((rc = chains_to(up->issuer_store, d->own_ca, d->issuer_certs, &why)) < 0)
+        return gw_conf_fail(pc, path,
+                            "the certificate of \"%s\" %s: a delegate issuer's chain must pass the security "
+                            "level the upstream's own answers are held to",
+                            d->name, why);
+    if (rc == 0)
         return gw_conf_fail(pc, path,
                             "the certificate of \"%s\" does not chain to the issuer_ca of \"%s\": %s",
                             d->name, up->name, why);

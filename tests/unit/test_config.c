@@ -197,6 +197,9 @@ static const char *const pki_cmds[] = {
     "openssl x509 -req -in delegate.csr -CA ca.pem -CAkey ca.key -set_serial 7 -days 90 -extfile "
     "delegate.ext "
     "-out delegate.pem",
+    /* the same delegate, signed with SHA-1: under the security level of what an upstream returns */
+    "openssl x509 -req -sha1 -in delegate.csr -CA ca.pem -CAkey ca.key -set_serial 8 -days 90 -extfile "
+    "delegate.ext -out delegate-sha1.pem",
     "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout other.key -out other.pem "
     "-subj '/CN=other' -days 30 -addext basicConstraints=critical,CA:TRUE,pathlen:0 "
     "-addext keyUsage=critical,keyCertSign",
@@ -1072,6 +1075,10 @@ static const struct bad bad_cases[] = {
       E("\"cert\": \"delegate.pem\", \"key\": \"delegate.key\"",
         "\"cert\": \"other.pem\", \"key\": \"other.key\"")},
      {"$.roles.rv.delegate: the certificate of \"deleg\" does not chain to the issuer_ca of \"vault\""}},
+    {"delegate signed with SHA-1",
+     {UPS, ROLES, E("\"cert\": \"delegate.pem\"", "\"cert\": \"delegate-sha1.pem\"")},
+     {"$.roles.rv.delegate: the certificate of \"deleg\" is signed with a hash under 112 bits of security "
+      "(SHA-1, MD5): a delegate issuer's chain must pass the security level"}},
     {"delegate name invalid",
      {UPS, ROLES, E("\"delegate\": \"deleg\"", "\"delegate\": \"de leg\"")},
      {"$.roles.rv.delegate: expected a name"}},
