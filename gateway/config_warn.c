@@ -12,10 +12,11 @@
 #include <openssl/x509_vfy.h>
 
 /*
- * X509_V_OK when CA certificate |ca| chains to |store| (with |untrusted|) under the store's own flags,
- * else why not; -1 when there is nothing to check. Its revocation status is not the question.
+ * X509_V_OK when CA certificate |ca| chains to |store| (with |untrusted|) under the store's own flags
+ * at security level |level| (0: none), else why not; -1 when there is nothing to check. Its revocation
+ * status is not the question.
  */
-static int chain_error(X509 *ca, X509_STORE *store, STACK_OF(X509) *untrusted)
+static int chain_error(X509 *ca, X509_STORE *store, STACK_OF(X509) *untrusted, int level)
 {
     X509_STORE_CTX *vc;
     int err = -1;
@@ -25,6 +26,7 @@ static int chain_error(X509 *ca, X509_STORE *store, STACK_OF(X509) *untrusted)
     if (X509_STORE_CTX_init(vc, store, ca, untrusted) == 1) {
         X509_VERIFY_PARAM_clear_flags(X509_STORE_CTX_get0_param(vc),
                                       X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+        X509_VERIFY_PARAM_set_auth_level(X509_STORE_CTX_get0_param(vc), level);
         err = X509_verify_cert(vc) == 1 ? X509_V_OK : X509_STORE_CTX_get_error(vc);
     }
     X509_STORE_CTX_free(vc);
@@ -34,7 +36,10 @@ static int chain_error(X509 *ca, X509_STORE *store, STACK_OF(X509) *untrusted)
 
 void gw_config_warn_migration(const struct gw_conf_ctx *pc, const struct gw_role *r)
 {
-    int err = chain_error(gw_upstream_conf_issuing_ca(r->migration.to), r->store, r->untrusted);
+    /* at the level the signers it would warn about are held to: a chain only a weak path completes
+       (a CA signed with SHA-1 above the new CA) would leave its devices as unable to sign here */
+    int err = chain_error(gw_upstream_conf_issuing_ca(r->migration.to), r->store, r->untrusted,
+                          GW_SIGNER_AUTH_LEVEL);
 
     if (err > X509_V_OK)
         gw_log(GW_LOG_WARN, "config",
@@ -43,11 +48,15 @@ void gw_config_warn_migration(const struct gw_conf_ctx *pc, const struct gw_role
                pc->name, r->name, r->migration.to->name, X509_verify_cert_error_string(err));
 }
 
-/* Whether a CA that |u| issues under chains to |store|. */
+/*
+ * Whether a CA that |u| issues under chains to |store|, at no security level: a certificate it issues
+ * that a weak link keeps from authenticating is no risk, but a TLS listener at OpenSSL's level 1 may
+ * still admit one by subject, and a warning too many costs less than one missed.
+ */
 static bool issues_under(const struct gw_upstream_conf *u, X509_STORE *store, STACK_OF(X509) *untrusted)
 {
     for (int i = 0; u != NULL && i < sk_X509_num(u->issuer_certs); i++)
-        if (chain_error(sk_X509_value(u->issuer_certs, i), store, untrusted) == X509_V_OK)
+        if (chain_error(sk_X509_value(u->issuer_certs, i), store, untrusted, 0) == X509_V_OK)
             return true;
     return false;
 }

@@ -2086,6 +2086,38 @@ static void test_free_subjects_warn(void **state)
 }
 
 /*
+ * A migrating role whose new CA chains to its trust only through a SHA-1 signature warns as one that
+ * does not chain at all: the chains of the devices it issues would be verified at GW_SIGNER_AUTH_LEVEL.
+ * Its twin, the same CA and key signed with SHA-256, does not.
+ */
+static void test_migration_weak_chain_warns(void **state)
+{
+    static const char *const certs[] = {"delegate-sha1.pem", "delegate.pem"};
+    char ups[256], *log;
+    struct gw_config *cfg;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(certs) / sizeof(certs[0]); i++) {
+        const struct edit e[] = {
+            {"\"upstreams\": {", ups},
+            {"\"implicit_confirm\": true",
+             "\"implicit_confirm\": true, \"migration\": { \"from\": \"local\", \"to\": \"next\", "
+             "\"cohort\": { \"percent\": 5 } }"},
+        };
+
+        snprintf(ups, sizeof(ups),
+                 "\"upstreams\": { \"next\": { \"type\": \"local\", \"cert\": \"%s\", \"key\": "
+                 "\"delegate.key\" },",
+                 certs[i]);
+        cfg = parse_edits_logged(e, 2, &log);
+        if ((strstr(log, "$.roles.default.migration: the CA of \\\"next\\\"") != NULL) != (i == 0))
+            fail_msg("%s: %s", certs[i], log);
+        gw_config_free(cfg);
+        free(log);
+    }
+}
+
+/*
  * A hand-over without cmp.revoked_file (nor Redis) warns: its successor would take what was revoked
  * through its predecessor. With the file it does not.
  */
@@ -2527,6 +2559,7 @@ int main(void)
         cmocka_unit_test(test_plaintext_upstream),
         cmocka_unit_test(test_free_subjects_warn),
         cmocka_unit_test(test_trusted_everyone_warns),
+        cmocka_unit_test(test_migration_weak_chain_warns),
         cmocka_unit_test(test_handover_without_revoked_file_warns),
         cmocka_unit_test(test_check_role),
         cmocka_unit_test(test_dir_of),
