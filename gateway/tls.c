@@ -223,13 +223,20 @@ static void on_ssl_info(const SSL *ssl, int where, int ret)
         c->subject[0] = '\0';
 }
 
-/* |peer| (with what the client sent beside it) verifies against |ctx|'s client CAs, as a handshake would. */
+/*
+ * |peer| (with what the client sent beside it) verifies against |ctx|'s client CAs, as a handshake would:
+ * libssl verifies a client's chain at the context's security level, which X509_verify_cert alone leaves
+ * unset (any hash, any key).
+ */
 static bool verifies(SSL_CTX *ctx, X509 *peer, STACK_OF(X509) *chain)
 {
     X509_STORE_CTX *sc = X509_STORE_CTX_new();
     bool ok = sc != NULL && X509_STORE_CTX_init(sc, SSL_CTX_get_cert_store(ctx), peer, chain) == 1 &&
-              X509_STORE_CTX_set_default(sc, "ssl_client") == 1 && X509_verify_cert(sc) == 1;
+              X509_STORE_CTX_set_default(sc, "ssl_client") == 1;
 
+    if (ok)
+        X509_VERIFY_PARAM_set_auth_level(X509_STORE_CTX_get0_param(sc), SSL_CTX_get_security_level(ctx));
+    ok = ok && X509_verify_cert(sc) == 1;
     X509_STORE_CTX_free(sc);
     ERR_clear_error();
     return ok;

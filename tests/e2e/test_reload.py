@@ -299,6 +299,49 @@ class Reload(harness.GatewayTestCase):
         conn.close()
         self.assertTrue(events(self.gw, "tls_peer_dropped"))
 
+    def test_open_connection_rechecked_at_security_level(self):
+        """The recheck holds the client's chain to the listener's security level, as a handshake does: a new
+        client_ca that completes the client's chain only through a CA certificate signed with SHA-1 (a
+        cross-certificate of the demo root's key under another root) drops the connection; its twin, the same
+        cross-certificate signed with SHA-256, keeps it."""
+        import http.client
+        d = self.gw.dir
+        harness.genkey(d / "xroot.key")
+        harness.run(["openssl", "req", "-x509", "-new", "-key", d / "xroot.key", "-subj", "/O=elsewhere/CN=cross root",
+                     "-days", "30", "-addext", "basicConstraints=critical,CA:TRUE", "-addext",
+                     "keyUsage=critical,keyCertSign,cRLSign", "-out", d / "xroot.pem"])
+        subject = harness.run(["openssl", "x509", "-in", d / "ca.pem", "-noout", "-subject", "-nameopt",
+                               "compat"]).stdout.decode().strip().split("=", 1)[1]
+        harness.run(["openssl", "x509", "-in", d / "ca.pem", "-noout", "-pubkey", "-out", d / "ca.pub"])
+        (d / "cross.ext").write_text("basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n"
+                                     "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n")
+        for serial, (digest, want) in enumerate((("sha1", 403), ("sha256", 415))):
+            with self.subTest(digest=digest):
+                cross = d / ("cross-%s.pem" % digest)
+                harness.run(["openssl", "x509", "-new", "-subj", subject, "-force_pubkey", d / "ca.pub", "-CA",
+                             d / "xroot.pem", "-CAkey", d / "xroot.key", "-%s" % digest, "-days", "30",
+                             "-set_serial", str(serial + 1), "-extfile", d / "cross.ext", "-out", cross])
+                bundle = d / ("xca-%s.pem" % digest)
+                bundle.write_text(cross.read_text() + (d / "xroot.pem").read_text())
+                conn = http.client.HTTPSConnection("127.0.0.1", self.gw.port, context=self.gw.tls_context(),
+                                                   timeout=10)
+                conn.request("POST", "/pki/cmp", body=b"x", headers={"Content-Type": "text/plain"})
+                rsp = conn.getresponse()
+                rsp.read()
+                self.assertEqual(rsp.status, 415)
+                cfg = json.loads(json.dumps(self.base))
+                cfg["listeners"][0]["tls"].update(client_ca=str(bundle), client_auth="require")
+                self.write_config(cfg)
+                status, body = admin(self.gw, "/reload", "POST")
+                self.assertEqual(status, 200, body)
+                conn.request("POST", "/pki/cmp", body=b"x", headers={"Content-Type": "text/plain"})
+                rsp = conn.getresponse()
+                text = rsp.read().decode()
+                conn.close()
+                self.write_config(self.base)
+                self.assertEqual(admin(self.gw, "/reload", "POST")[0], 200)
+                self.assertEqual(rsp.status, want, text)
+
     def server_cn(self):
         import socket
         with socket.create_connection(("127.0.0.1", self.gw.port), timeout=5) as s:
