@@ -4402,6 +4402,9 @@ static void test_3gpp_roles(void **state)
          "the proof-of-possession signature uses a hash under 112 bits of security (SHA-1)"},
         {"SHA-224 POPO under PBM without min_hash", NULL, NULL, PBM, NID_sha224, NID_hmacWithSHA256, -1,
          NULL},
+        /* authorization first: a client the route does not take learns nothing of its algorithm rules */
+        {"SHA-1 POPO under PBM on a listed route", "/O=cmpgw demo/CN=demo-client\n", "sha256", PBM, NID_sha1,
+         NID_hmacWithSHA256, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "signature-protected requests only"},
         /* a line names the trust entry its device chains to: another entry's CA may write the same names */
         {"listed with its trust entry", "trust:demo /O=cmpgw demo/CN=demo-client\n", NULL, SIG, 0, 0, -1,
          NULL},
