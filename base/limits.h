@@ -204,7 +204,7 @@
 #define GW_MAX_PATTERN_LEN (GW_MAX_NAME_LEN * 4) /* one authorization pattern or CIDR */
 #define GW_MAX_PATTERNS 256                      /* entries in one pattern list */
 #define GW_MAX_KEY_RULES 16                      /* entries in allowed_key_types */
-#define GW_MIN_RSA_BITS 2048                     /* allowed_key_types "rsa:<bits>" floor */
+#define GW_MIN_RSA_BITS 2048                     /* any requested RSA key, allowed_key_types */
 #define GW_MAX_RSA_BITS 16384
 #define GW_MAX_URL_LEN 256     /* upstream base URL */
 #define GW_MAX_MOUNT_LEN 128   /* vault mount path, namespace */

@@ -19,8 +19,6 @@
 #include "base/x509.h"
 #include "mappings/profile.h"
 
-#define MIN_RSA_BITS 2048
-
 void gw_cert_req_init(struct gw_cert_req *r)
 {
     memset(r, 0, sizeof(*r));
@@ -234,7 +232,7 @@ static int key_ok(const EVP_PKEY *pkey)
 {
     switch (EVP_PKEY_get_base_id(pkey)) {
     case EVP_PKEY_RSA:
-        return EVP_PKEY_get_bits(pkey) >= MIN_RSA_BITS &&
+        return EVP_PKEY_get_bits(pkey) >= GW_MIN_RSA_BITS &&
                EVP_PKEY_get_bits(pkey) <= OPENSSL_RSA_MAX_MODULUS_BITS;
     case EVP_PKEY_EC:
         return ec_curve_ok(pkey);
