@@ -423,6 +423,20 @@ class Errors(Base):
         m["header"] = without(m["header"], "transactionID")
         self.expect("no_tid", self.send("notid", resign(m, self.key())))
 
+    def test_no_sender_nonce(self):
+        """A request without senderNonce is refused: its answer could carry no recipNonce (RFC 9483 §3.1). So is a
+        certConf without one, which leaves the transaction open: the client's own certConf then confirms."""
+        m = self.fresh("nononce")
+        m["header"] = without(m["header"], "senderNonce")
+        self.expect("no_sender_nonce", self.send("nononce", resign(m, self.key())))
+        ir, ip, cert = self.open_txn("nononceconf")
+        conf = self.certconf(ir, ip, hashlib.sha256(cert).digest())
+        bare = load(encoder.encode(conf))
+        bare["header"] = without(bare["header"], "senderNonce")
+        self.expect("no_sender_nonce", self.send("nononceconf-bare", resign(bare, self.key())))
+        a = harness.decode_cmp(self.send("nononceconf-conf", conf).body)
+        self.assertEqual(a.body_type, "pkiconf", a)
+
     def test_not_a_request(self):
         m = self.fresh("pkiconf")
         body = m["body"].clone()
