@@ -967,15 +967,16 @@ out:
     return ret;
 }
 
-/* Opens the body of an error message: |body| is the [23] TLV, [*pp, *end) its ErrorMsgContent. */
-static int error_body(const unsigned char *der, long len, struct cmp_tlv *hdr, struct cmp_tlv *body,
-                      const unsigned char **pp, const unsigned char **end)
+/* Opens the body of a PKIMessage of body |type|: |body| is its [type] TLV, [*pp, *end) the content of
+   the SEQUENCE (OF) inside, e.g. an error's ErrorMsgContent. */
+static int open_body(const unsigned char *der, long len, int type, struct cmp_tlv *hdr, struct cmp_tlv *body,
+                     const unsigned char **pp, const unsigned char **end)
 {
     const unsigned char *p, *e;
     struct cmp_tlv content;
 
     if (!cmp_der_open_seq(der, len, &p, &e) || !cmp_tlv_next(&p, e, hdr) || hdr->tag != V_ASN1_SEQUENCE ||
-        !cmp_tlv_next(&p, e, body) || body->cls != V_ASN1_CONTEXT_SPECIFIC || body->tag != GW_CMP_BODY_ERROR)
+        !cmp_tlv_next(&p, e, body) || body->cls != V_ASN1_CONTEXT_SPECIFIC || body->tag != type)
         return 0;
     p = body->cont;
     if (!cmp_tlv_next(&p, body->cont + body->len, &content) || content.tag != V_ASN1_SEQUENCE)
@@ -997,7 +998,7 @@ long gw_shim_error_code(const OSSL_CMP_MSG *msg)
     /* ErrorMsgContent ::= SEQUENCE { pKIStatusInfo, errorCode INTEGER OPTIONAL, errorDetails OPTIONAL } */
     if (msg == NULL || OSSL_CMP_MSG_get_bodytype(msg) != GW_CMP_BODY_ERROR ||
         (len = i2d_OSSL_CMP_MSG((OSSL_CMP_MSG *)msg, &der)) <= 0 ||
-        !error_body(der, len, &hdr, &body, &p, &end) || !cmp_tlv_next(&p, end, &t) ||
+        !open_body(der, len, GW_CMP_BODY_ERROR, &hdr, &body, &p, &end) || !cmp_tlv_next(&p, end, &t) ||
         !cmp_tlv_next(&p, end, &t) || t.tag != V_ASN1_INTEGER || t.cls != V_ASN1_UNIVERSAL)
         goto out;
     q = t.p;
@@ -1075,7 +1076,8 @@ int gw_shim_error_set_status(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG **msg, const OSSL_C
     if (ctx == NULL || msg == NULL || *msg == NULL || si == NULL || (tid != NULL && tid_len == 0) ||
         tid_len > GW_MAX_TID_LEN || OSSL_CMP_MSG_get_bodytype(*msg) != GW_CMP_BODY_ERROR)
         return GW_ERR_INVAL;
-    if ((len = i2d_OSSL_CMP_MSG(*msg, &der)) <= 0 || !error_body(der, len, &hdr, &body, &p, &end) ||
+    if ((len = i2d_OSSL_CMP_MSG(*msg, &der)) <= 0 ||
+        !open_body(der, len, GW_CMP_BODY_ERROR, &hdr, &body, &p, &end) ||
         (si_len = i2d_OSSL_CMP_PKISI(si, &si_der)) <= 0)
         goto out;
     has_prot = find_protection(der, len, &prot);
@@ -1135,23 +1137,16 @@ int gw_shim_rr_reason(const OSSL_CMP_MSG *msg, int *reason)
 {
     unsigned char *der = NULL;
     const unsigned char *p, *end;
-    struct cmp_tlv hdr, body, content, details, tmpl, ext;
+    struct cmp_tlv hdr, body, details, tmpl, ext;
     int len, rc = GW_ERR_INVAL;
 
     *reason = CRL_REASON_NONE;
     /* [11] RevReqContent ::= SEQUENCE OF RevDetails
      *     { certDetails CertTemplate, crlEntryDetails Extensions OPTIONAL } */
     if (msg == NULL || OSSL_CMP_MSG_get_bodytype(msg) != GW_CMP_BODY_RR ||
-        (len = i2d_OSSL_CMP_MSG((OSSL_CMP_MSG *)msg, &der)) <= 0 || !cmp_der_open_seq(der, len, &p, &end) ||
-        !cmp_tlv_next(&p, end, &hdr) || !cmp_tlv_next(&p, end, &body) ||
-        body.cls != V_ASN1_CONTEXT_SPECIFIC || body.tag != GW_CMP_BODY_RR)
-        goto out;
-    p = body.cont;
-    if (!cmp_tlv_next(&p, body.cont + body.len, &content) || content.tag != V_ASN1_SEQUENCE)
-        goto out;
-    p = content.cont;
-    end = content.cont + content.len;
-    if (!cmp_tlv_next(&p, end, &details) || details.tag != V_ASN1_SEQUENCE || !details.constructed)
+        (len = i2d_OSSL_CMP_MSG((OSSL_CMP_MSG *)msg, &der)) <= 0 ||
+        !open_body(der, len, GW_CMP_BODY_RR, &hdr, &body, &p, &end) || !cmp_tlv_next(&p, end, &details) ||
+        details.tag != V_ASN1_SEQUENCE || !details.constructed)
         goto out;
     p = details.cont;
     end = details.cont + details.len;
@@ -1169,4 +1164,20 @@ out:
         *reason = CRL_REASON_NONE;
     OPENSSL_free(der);
     return rc;
+}
+
+int gw_shim_body_count(const OSSL_CMP_MSG *msg)
+{
+    unsigned char *der = NULL;
+    const unsigned char *p = NULL, *end = NULL;
+    struct cmp_tlv hdr, body, t;
+    int len, n = 0;
+
+    if (msg == NULL || (len = i2d_OSSL_CMP_MSG((OSSL_CMP_MSG *)msg, &der)) <= 0 ||
+        !open_body(der, len, OSSL_CMP_MSG_get_bodytype(msg), &hdr, &body, &p, &end))
+        n = -1;
+    while (n >= 0 && p < end)
+        n = cmp_tlv_next(&p, end, &t) ? n + 1 : -1;
+    OPENSSL_free(der);
+    return n;
 }

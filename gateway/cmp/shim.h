@@ -169,6 +169,13 @@ int gw_shim_error_set_status(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG **msg, const OSSL_C
 int gw_shim_rr_reason(const OSSL_CMP_MSG *msg, int *reason);
 
 /*
+ * gw_shim_body_count returns how many entries the SEQUENCE OF in |msg|'s body holds (the CertStatus
+ * of a certConf, the RevDetails of an rr, ...), which 3.0 has no getter for: its certConf callback
+ * sees the first CertStatus only. -1 if |msg| is NULL or its body is not a SEQUENCE that reads.
+ */
+int gw_shim_body_count(const OSSL_CMP_MSG *msg);
+
+/*
  * ITAV builders for genp (RFC 9483 §4.3); 3.2+ has typed ones (OSSL_CMP_ITAV_new_caCerts,
  * OSSL_CMP_ITAV_new_rootCaKeyUpdate, OSSL_CMP_ITAV_new0_certReqTemplate, OSSL_CMP_ITAV_new_crls).
  * Each returns a new ITAV or NULL; |type| is borrowed (copied). A NULL value input gives an

@@ -120,9 +120,16 @@ static int certconf_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certR
     ASN1_OCTET_STRING *digest = t->issued != NULL ? X509_digest_sig(t->issued, NULL, NULL) : NULL;
     int match = digest != NULL && certHash != NULL && ASN1_OCTET_STRING_cmp(digest, certHash) == 0;
 
-    (void)req;
     (void)certReqId;
     ASN1_OCTET_STRING_free(digest);
+    /* RFC 9483 §4.1.1: a certConf holds exactly one CertStatus. OpenSSL reads the first only: one that
+       also rejects the certificate in another would have it confirmed, so such a message confirms nothing. */
+    if (gw_shim_body_count(req) != 1) {
+        c->confirm = CMP_CONFIRM_FAILED;
+        return cmp_fail(c, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badRequest,
+                                                 "a certConf confirms one certificate: send exactly one "
+                                                 "CertStatus"});
+    }
     /*
      * badCertId: "no certificate could be found matching the provided criteria" (RFC 9810 §5.2.3).
      * The certHash is how a certConf names the certificate it confirms; a hash of anything other

@@ -851,6 +851,24 @@ class Errors(Base):
         conf = self.certconf(ir, ip, hashlib.sha256(cert + b"x").digest())
         self.expect("cert_hash", self.send("hash-conf", conf))
 
+    def test_cert_status_count(self):
+        """A certConf that accepts the certificate in its first CertStatus and rejects it in a second (RFC 9483
+        §4.1.1 allows one) is refused, not read as its first: the certificate is revoked, the transaction closed."""
+        ir, ip, cert = self.open_txn("ccstatuses")
+        serial = harness.serial_hex(self.gw.dir / "ccstatuses.cert.pem")
+        conf = self.certconf(ir, ip, hashlib.sha256(cert).digest())
+        rejecting = rfc4210.CertStatus()
+        rejecting["certHash"] = hashlib.sha256(cert).digest()
+        rejecting["certReqId"] = 0
+        rejecting["statusInfo"]["status"] = 2
+        conf["body"]["certConf"].append(rejecting)
+        self.expect("cert_status_count", self.send("ccstatuses-conf", resign(conf, self.key())))
+        self.expect("no_txn", self.send("ccstatuses-own", self.certconf(ir, ip, hashlib.sha256(cert).digest())))
+        self.assertFalse([r for r in harness.audit_records(self.gw, "confirmed") if r.get("serial") == serial])
+        revoked = harness.settled(lambda: [r for r in harness.audit_records(self.gw, "revoked")
+                                           if r.get("serial") == serial], bool)
+        self.assertEqual(len(revoked), 1, revoked)
+
     def test_recip_nonce(self):
         ir, ip, cert = self.open_txn("recip")
         conf = self.certconf(ir, ip, hashlib.sha256(cert).digest(), recip=os.urandom(16))

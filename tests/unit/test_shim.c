@@ -747,6 +747,60 @@ static void test_d2i_msg(void **state)
     OSSL_CMP_MSG_free(req);
 }
 
+/* |m| (an ir) with its one CertReqMsg |n| times in its body, all else as it was (its protection too). */
+static OSSL_CMP_MSG *ir_times(const OSSL_CMP_MSG *m, int n)
+{
+    unsigned char *der = NULL, *out, *q;
+    const unsigned char *p, *end, *in;
+    struct cmp_tlv hdr, body, seq;
+    int len = i2d_OSSL_CMP_MSG(m, &der), seq_len, body_len, total;
+    OSSL_CMP_MSG *ret;
+
+    assert_true(cmp_der_open_seq(der, len, &p, &end) && cmp_tlv_next(&p, end, &hdr) &&
+                cmp_tlv_next(&p, end, &body));
+    in = body.cont;
+    assert_true(cmp_tlv_next(&in, body.cont + body.len, &seq));
+    seq_len = n * (int)seq.len;
+    body_len = ASN1_object_size(1, seq_len, V_ASN1_SEQUENCE);
+    total = ASN1_object_size(1, (int)hdr.total + ASN1_object_size(1, body_len, 0) + (int)(end - p),
+                             V_ASN1_SEQUENCE);
+    q = out = OPENSSL_malloc(total);
+    assert_non_null(out);
+    ASN1_put_object(&q, 1, (int)hdr.total + ASN1_object_size(1, body_len, 0) + (int)(end - p),
+                    V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+    memcpy(q, hdr.p, hdr.total);
+    q += hdr.total;
+    ASN1_put_object(&q, 1, body_len, 0, V_ASN1_CONTEXT_SPECIFIC);
+    ASN1_put_object(&q, 1, seq_len, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+    for (int i = 0; i < n; i++, q += seq.len)
+        memcpy(q, seq.cont, seq.len);
+    memcpy(q, p, end - p);
+    in = out;
+    ret = d2i_OSSL_CMP_MSG(NULL, &in, total);
+    OPENSSL_free(out);
+    OPENSSL_free(der);
+    assert_non_null(ret);
+    return ret;
+}
+
+/* The entries of a body's SEQUENCE OF: one, several, and nothing to count. */
+static void test_body_count(void **state)
+{
+    OSSL_CMP_CTX *cl = client(0);
+    OSSL_CMP_MSG *req = make_ir(cl);
+
+    (void)state;
+    assert_int_equal(gw_shim_body_count(req), 1);
+    for (int n = 2; n <= 3; n++) {
+        OSSL_CMP_MSG *m = ir_times(req, n);
+        assert_int_equal(gw_shim_body_count(m), n);
+        OSSL_CMP_MSG_free(m);
+    }
+    assert_int_equal(gw_shim_body_count(NULL), -1);
+    OSSL_CMP_MSG_free(req);
+    OSSL_CMP_CTX_free(cl);
+}
+
 /* Every truncation of a valid message either fails to decode or walks cleanly. */
 static void test_truncated_and_garbage(void **state)
 {
@@ -767,6 +821,7 @@ static void test_truncated_and_garbage(void **state)
         if (gw_shim_hdr_info(m, &h) == 0)
             gw_shim_hdr_info_cleanup(&h);
         (void)gw_shim_error_code(m);
+        (void)gw_shim_body_count(m);
         OSSL_CMP_MSG_free(m);
     }
     assert_int_equal(decoded, 0);
@@ -778,6 +833,7 @@ static void test_truncated_and_garbage(void **state)
         if ((m = d2i_OSSL_CMP_MSG(NULL, &p, len)) != NULL) {
             if (gw_shim_hdr_info(m, &h) == 0)
                 gw_shim_hdr_info_cleanup(&h);
+            (void)gw_shim_body_count(m);
             OSSL_CMP_MSG_free(m);
         }
         der[i] ^= 0x01;
@@ -1165,6 +1221,7 @@ int main(void)
         cmocka_unit_test(test_requested_key_decoded),
         cmocka_unit_test(test_error_set_status),
         cmocka_unit_test(test_get1_extra_certs),
+        cmocka_unit_test(test_body_count),
         cmocka_unit_test(test_truncated_and_garbage),
         cmocka_unit_test(test_body_names),
         cmocka_unit_test(test_cert_profile),
