@@ -163,7 +163,7 @@ static int pollreq_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certRe
     struct cmp_txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
 
     (void)req;
-    (void)certReqId;
+    (void)certReqId; /* any but the request's (0) OpenSSL refuses itself (RFC 9483 §4.4) */
     *certReq = NULL;
     *check_after = 0;
     if ((t->pending == NULL && t->remote == NULL) || t->issued != NULL)

@@ -987,7 +987,9 @@ class Busy(Base):
 
     @classmethod
     def edit_config(cls, cfg, gw):
+        harness.keep_store(cfg, gw)  # a certificate no pollReq collected is revoked
         cfg["upstreams"]["local"]["delay"] = "%ds" % (3 * harness.SLOW)
+        cfg["roles"]["polled"] = dict(cfg["roles"]["default"], poll_after="300ms")
 
     def test_txn_busy(self):
         """A pollReq and an error message while the ir runs: told to retry, and the ir goes on to its ip."""
@@ -1001,6 +1003,29 @@ class Busy(Base):
         running.join(harness.CLIENT_TIMEOUT)
         a = harness.decode_cmp(answers[0].body)
         self.assertEqual((a.body_type, a.status), ("ip", 0), a)
+
+    def test_cert_req_id(self):
+        """The pollReq of the row (OpenSSL 3.0.22 checks its certReqId, RFC 9483 §4.4): certReqId 1 in a deferred
+        transaction is refused and closes it; the certificate that comes later is revoked, no pollReq collects
+        it."""
+        ir = self.fresh("pollid")
+        a = harness.decode_cmp(self.send("pollid-ir", ir, path="/pki/roles/polled/cmp").body)
+        self.assertEqual((a.body_type, a.status), ("ip", 3), a)  # waiting
+        tid = a.header["transactionID"].asOctets().hex()
+
+        def poll(req_id, recip):
+            def entry(preq):
+                e = preq.componentType.clone()
+                e["certReqId"] = req_id
+                preq.append(e)
+            m = load(encoder.encode(ir))
+            set_octets(m["header"], "recipNonce", recip.header["senderNonce"].asOctets())
+            return rebody(m, "pollReq", entry, self.key())
+        refused = self.expect("cert_req_id", self.send("pollid-poll", poll(1, a), path="/pki/roles/polled/cmp"))
+        self.expect("no_txn", self.send("pollid-poll0", poll(0, refused), path="/pki/roles/polled/cmp"))
+        revoked = harness.settled(lambda: [r for r in harness.audit_records(self.gw, "revoked")
+                                           if r.get("tid", "").lower() == tid], bool, timeout=10 * harness.SLOW)
+        self.assertEqual(len(revoked), 1, revoked)
 
 
 # ---------------------------------------------------------------------------------------------
