@@ -1166,18 +1166,25 @@ out:
     return rc;
 }
 
-int gw_shim_body_count(const OSSL_CMP_MSG *msg)
+int gw_shim_body_count(const OSSL_CMP_MSG *msg, const unsigned char *der, size_t der_len)
 {
-    unsigned char *der = NULL;
+    unsigned char *own = NULL;
     const unsigned char *p = NULL, *end = NULL;
     struct cmp_tlv hdr, body, t;
     int len, n = 0;
 
-    if (msg == NULL || (len = i2d_OSSL_CMP_MSG((OSSL_CMP_MSG *)msg, &der)) <= 0 ||
+    /* the bytes |msg| was decoded from, when given: a certConf encoded again costs more than its walk */
+    if (der == NULL || der_len > INT_MAX) {
+        len = msg != NULL ? i2d_OSSL_CMP_MSG((OSSL_CMP_MSG *)msg, &own) : 0;
+        der = own;
+    } else {
+        len = (int)der_len;
+    }
+    if (msg == NULL || len <= 0 ||
         !open_body(der, len, OSSL_CMP_MSG_get_bodytype(msg), &hdr, &body, &p, &end))
         n = -1;
     while (n >= 0 && p < end)
         n = cmp_tlv_next(&p, end, &t) ? n + 1 : -1;
-    OPENSSL_free(der);
+    OPENSSL_free(own);
     return n;
 }

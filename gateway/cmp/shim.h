@@ -171,9 +171,11 @@ int gw_shim_rr_reason(const OSSL_CMP_MSG *msg, int *reason);
 /*
  * gw_shim_body_count returns how many entries the SEQUENCE OF in |msg|'s body holds (the CertStatus
  * of a certConf, the RevDetails of an rr, ...), which 3.0 has no getter for: its certConf callback
- * sees the first CertStatus only. -1 if |msg| is NULL or its body is not a SEQUENCE that reads.
+ * sees the first CertStatus only. Read from |der| (|der_len| bytes) when given, the bytes |msg| was
+ * decoded from, else from |msg| encoded again. -1 if |msg| is NULL or its body is not a SEQUENCE that
+ * reads (or |der| holds another body than |msg|).
  */
-int gw_shim_body_count(const OSSL_CMP_MSG *msg);
+int gw_shim_body_count(const OSSL_CMP_MSG *msg, const unsigned char *der, size_t der_len);
 
 /*
  * ITAV builders for genp (RFC 9483 §4.3); 3.2+ has typed ones (OSSL_CMP_ITAV_new_caCerts,

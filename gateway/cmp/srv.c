@@ -124,7 +124,7 @@ static int certconf_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certR
     ASN1_OCTET_STRING_free(digest);
     /* RFC 9483 §4.1.1: a certConf holds exactly one CertStatus. OpenSSL reads the first only: one that
        also rejects the certificate in another would have it confirmed, so such a message confirms nothing. */
-    if (gw_shim_body_count(req) != 1) {
+    if (gw_shim_body_count(req, c->req->der, c->req->len) != 1) {
         c->confirm = CMP_CONFIRM_FAILED;
         return cmp_fail(c, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badRequest,
                                                  "a certConf confirms one certificate: send exactly one "

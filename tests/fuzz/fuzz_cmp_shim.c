@@ -217,7 +217,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     sk_X509_pop_free(gw_shim_get1_extra_certs(msg, data, (size_t)(p - data)), X509_free);
     (void)gw_shim_rr_reason(msg, &reason);
     (void)gw_shim_error_code(msg);
-    (void)gw_shim_body_count(msg);
+    (void)gw_shim_body_count(msg, NULL, 0);
+    (void)gw_shim_body_count(msg, data, (size_t)(p - data));
     {
         int has_key; /* read in place from the fuzzer's bytes, which need not be DER */
 
