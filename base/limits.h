@@ -107,8 +107,13 @@
 #define GW_MAX_EXTRA_CERTS 16                /* certificates in a request's extraCerts: signer and chain */
 #define GW_MAX_EXTRA_CERTS_BYTES (32 * 1024) /* their DER, of a GW_MAX_CMP_BODY message */
 #define GW_CERT_CACHE_SLOTS 256              /* extraCerts parsed lately, kept to be parsed once */
-#define GW_CURVE_KEYS 128                /* > OpenSSL 3.0's 82 named curves: a key kept for each (x509.c) */
-#define GW_EC_POINT_MAX 145              /* an uncompressed point of the largest built-in curve (sect571) */
+/* public keys (SubjectPublicKeyInfo) one request may hold before OpenSSL decodes it: its extraCerts' and
+   the request's own (a template, its POPO, a CSR), with room; OpenSSL 3.0 spends some 0.2 ms on each,
+   and 64 KiB of them (300) cost 60-100 ms of CPU before any check */
+#define GW_MAX_MSG_KEYS (GW_MAX_EXTRA_CERTS + 8)
+#define GW_DER_SCAN_DEPTH 64 /* levels walked for them: OpenSSL decodes 30 items, each up to two levels */
+#define GW_CURVE_KEYS 128    /* > OpenSSL 3.0's 82 named curves: a key kept for each (x509.c) */
+#define GW_EC_POINT_MAX 145  /* an uncompressed point of the largest built-in curve (sect571) */
 #define GW_CHAIN_CACHE_SLOTS 1024        /* validated client chains remembered per configuration generation */
 #define GW_CHAIN_CACHE_SECS 300          /* how long one is: a trust change takes a reload anyway */
 #define GW_X509_LINK_SLOTS 16            /* upstream chain links found signed, per generation (x509.c) */

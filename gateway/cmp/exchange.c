@@ -56,7 +56,8 @@ void gw_cmp_http_error(struct gw_cmp_response *rsp, int status, const char *reas
 OSSL_CMP_MSG *gw_cmp_decode(const struct gw_cmp_request *req, struct gw_cmp_response *rsp)
 {
     const unsigned char *p = req->der;
-    OSSL_CMP_MSG *msg;
+    OSSL_CMP_MSG *msg = NULL;
+    int keys;
 
     if (p == NULL || req->len == 0) {
         gw_cmp_http_error(rsp, 400, "empty body: expected a DER-encoded PKIMessage");
@@ -66,7 +67,18 @@ OSSL_CMP_MSG *gw_cmp_decode(const struct gw_cmp_request *req, struct gw_cmp_resp
         gw_cmp_http_error(rsp, 413, "request body too large for a PKIMessage");
         return NULL;
     }
-    if ((msg = gw_shim_d2i_msg(&p, (long)req->len)) == NULL) {
+    if ((keys = gw_shim_der_keys(p, req->len)) > GW_MAX_MSG_KEYS) {
+        char why[160];
+
+        /* before OpenSSL decodes them: a 64 KiB message of keys cost up to 100 ms before any check */
+        snprintf(why, sizeof(why),
+                 "the PKIMessage holds more than %d public keys (certificates, templates): send at most %d "
+                 "extraCerts and one request",
+                 GW_MAX_MSG_KEYS, GW_MAX_EXTRA_CERTS);
+        gw_cmp_http_error(rsp, 400, why);
+        return NULL;
+    }
+    if (keys < 0 || (msg = gw_shim_d2i_msg(&p, (long)req->len)) == NULL) {
         ERR_clear_error();
         gw_cmp_http_error(rsp, 400, "body is not a DER-encoded PKIMessage");
         return NULL;

@@ -8,6 +8,7 @@
  */
 #include "gateway/cmp/shim.h"
 #include "gateway/cmp/shim_local.h"
+#include "base/err.h"
 #include "base/limits.h"
 #include "base/x509.h"
 
@@ -19,6 +20,51 @@
 #include <openssl/crmf.h>
 #include <openssl/err.h>
 #include <openssl/x509.h>
+
+/* Whether constructed |t| holds an AlgorithmIdentifier (an OID first), then a BIT STRING, and nothing else.
+ */
+static int spki_shaped(const struct cmp_tlv *t)
+{
+    const unsigned char *p = t->cont, *end = t->cont + t->len, *q;
+    struct cmp_tlv alg, key, id;
+
+    if (!cmp_next_seq(&p, end, &alg) || !cmp_tlv_next(&p, end, &key) || p != end ||
+        key.tag != V_ASN1_BIT_STRING || key.cls != V_ASN1_UNIVERSAL || key.constructed)
+        return 0;
+    q = alg.cont;
+    return cmp_tlv_next(&q, alg.cont + alg.len, &id) && id.tag == V_ASN1_OBJECT && id.cls == V_ASN1_UNIVERSAL;
+}
+
+/* gw_shim_der_keys for the elements of [p, end), |depth| levels down: adds to *n; 1, or 0 if not DER. */
+static int count_keys(const unsigned char *p, const unsigned char *end, int depth, long *n)
+{
+    struct cmp_tlv t;
+
+    while (cmp_tlv_next(&p, end, &t)) {
+        if (!t.constructed)
+            continue;
+        *n += spki_shaped(&t);
+        if (depth < GW_DER_SCAN_DEPTH && !count_keys(t.cont, t.cont + t.len, depth + 1, n))
+            return 0;
+    }
+    return p == end;
+}
+
+int gw_shim_der_keys(const unsigned char *der, size_t len)
+{
+    const unsigned char *p = der;
+    struct cmp_tlv t;
+    long n = 0;
+
+    if (der == NULL || len > INT_MAX || !cmp_tlv_next(&p, der + len, &t))
+        return GW_ERR_INVAL;
+    if (!t.constructed)
+        return 0;
+    n = spki_shaped(&t);
+    if (!count_keys(t.cont, t.cont + t.len, 1, &n))
+        return GW_ERR_INVAL;
+    return n > INT_MAX ? INT_MAX : (int)n;
+}
 
 /* Appends the certificates of extraCerts |tagged| ([1] EXPLICIT SEQUENCE OF CMPCertificate) to |out|;
  * 1, or 0 if malformed or past the caps. */

@@ -807,6 +807,64 @@ static void test_body_count(void **state)
     OSSL_CMP_CTX_free(cl);
 }
 
+/* The keys a request holds are counted before OpenSSL decodes it: each certificate of extraCerts, the
+ * template's and its POPO's; a message with an indefinite length (which would hide them) or truncated is
+ * not DER; a key nested below GW_DER_SCAN_DEPTH levels (inside an ANY, which OpenSSL leaves undecoded) is
+ * not looked for. */
+static void test_der_keys(void **state)
+{
+    STACK_OF(X509) *sent = NULL;
+    OSSL_CMP_MSG *req = ir_with_extra(0, &sent);
+    unsigned char *der = NULL, *ber, *deep, *q;
+    int len = i2d_OSSL_CMP_MSG(req, &der), base = gw_shim_der_keys(der, (size_t)len), spki_len;
+    const int levels = GW_DER_SCAN_DEPTH + 1;
+
+    (void)state;
+    assert_true(base >= 2); /* the template's key, its POPO (and the signer's certificate) */
+    /* the same message with an indefinite outer length, and end-of-contents after it */
+    assert_non_null(ber = OPENSSL_malloc((size_t)len + 4));
+    q = der;
+    assert_int_equal(ASN1_get_object((const unsigned char **)&q, &(long){0}, &(int){0}, &(int){0}, len),
+                     0x20);
+    ber[0] = 0x30, ber[1] = 0x80;
+    memcpy(ber + 2, q, (size_t)(der + len - q));
+    memset(ber + 2 + (der + len - q), 0, 2);
+    assert_int_equal(gw_shim_der_keys(ber, (size_t)(der + len - q) + 4), GW_ERR_INVAL);
+    assert_int_equal(gw_shim_der_keys(der, (size_t)len - 1), GW_ERR_INVAL);
+    assert_int_equal(gw_shim_der_keys(der, 0), GW_ERR_INVAL);
+    OPENSSL_free(ber);
+    sk_X509_pop_free(sent, X509_free);
+    OPENSSL_free(der);
+    der = NULL;
+    OSSL_CMP_MSG_free(req);
+
+    for (int n = 1; n <= GW_MAX_MSG_KEYS; n += GW_MAX_MSG_KEYS - 1) {
+        req = ir_with_extra(n, &sent);
+        len = i2d_OSSL_CMP_MSG(req, &der);
+        assert_int_equal(gw_shim_der_keys(der, (size_t)len), base + n);
+        sk_X509_pop_free(sent, X509_free);
+        OPENSSL_free(der);
+        der = NULL;
+        OSSL_CMP_MSG_free(req);
+    }
+
+    /* one SubjectPublicKeyInfo at the deepest level looked into, then one level further down */
+    spki_len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der);
+    for (int depth = GW_DER_SCAN_DEPTH; depth <= levels; depth++) {
+        assert_non_null(deep = OPENSSL_malloc((size_t)spki_len + 4 * (size_t)depth));
+        q = deep + 4 * depth;
+        memcpy(q, der, (size_t)spki_len);
+        for (int i = 0, inner = spki_len; i < depth; i++, inner += 4) {
+            q -= 4;
+            q[0] = 0x30, q[1] = 0x82, q[2] = (unsigned char)(inner >> 8), q[3] = (unsigned char)inner;
+        }
+        assert_int_equal(gw_shim_der_keys(deep, (size_t)spki_len + 4 * (size_t)depth),
+                         depth == GW_DER_SCAN_DEPTH ? 1 : 0);
+        OPENSSL_free(deep);
+    }
+    OPENSSL_free(der);
+}
+
 /* Every truncation of a valid message either fails to decode or walks cleanly. */
 static void test_truncated_and_garbage(void **state)
 {
@@ -1233,6 +1291,7 @@ int main(void)
         cmocka_unit_test(test_cert_profile),
         cmocka_unit_test(test_itav_cert),
         cmocka_unit_test(test_d2i_msg),
+        cmocka_unit_test(test_der_keys),
         cmocka_unit_test(test_pubkey_d2i),
         cmocka_unit_test(test_name_identity_escapes),
         cmocka_unit_test(test_name_line_escapes),
