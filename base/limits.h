@@ -37,8 +37,11 @@
 #define GW_TICKET_KEY_LEN 80        /* one ticket key: name 16, AES-256 key 32, HMAC-SHA256 key 32 */
 #define GW_TLS_SESSION_SECS 3600    /* how long a TLS session (ticket or cached) may be resumed */
 #define GW_TLS_SESSION_CACHE 4096   /* TLS sessions a listener caches (clients without tickets) */
-#define GW_MAX_LOG_SAMPLE 1000000   /* "log_sample_success": at most 1 request line in a million */
-#define GW_DEFAULT_BODY_TIMEOUT 10  /* seconds an HTTP/2 request may take to arrive whole */
+/* a TLS client's Certificate message: its certificate and chain, some 2 KiB each for RSA-4096, with room
+   for eight; OpenSSL's default is 100 KiB, 400 small certificates it decodes before verifying any */
+#define GW_MAX_TLS_CLIENT_CHAIN (16 * 1024)
+#define GW_MAX_LOG_SAMPLE 1000000  /* "log_sample_success": at most 1 request line in a million */
+#define GW_DEFAULT_BODY_TIMEOUT 10 /* seconds an HTTP/2 request may take to arrive whole */
 #define GW_MAX_BODY_TIMEOUT 300
 #define GW_DEFAULT_SEND_TIMEOUT 10 /* seconds a connection's pending output may go without progress */
 #define GW_MAX_SEND_TIMEOUT 300

@@ -458,6 +458,9 @@ static int set_client_auth(SSL_CTX *ctx, const struct gw_listener_conf *lc, char
     if (lc->client_auth == GW_CLIENT_AUTH_REQUIRE)
         mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
     SSL_CTX_set_verify(ctx, mode, NULL);
+    /* OpenSSL decodes every certificate of the client's chain before it verifies one, some 0.2 ms each
+       in 3.0: its default of 100 KiB let a client without credentials spend 65 ms a handshake */
+    SSL_CTX_set_max_cert_list(ctx, GW_MAX_TLS_CLIENT_CHAIN);
     return 0;
 }
 
