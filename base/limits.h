@@ -114,6 +114,9 @@
    the request's own (a template, its POPO, a CSR), with room; OpenSSL 3.0 spends some 0.2 ms on each,
    and 64 KiB of them (300) cost 60-100 ms of CPU before any check */
 #define GW_MAX_MSG_KEYS (GW_MAX_EXTRA_CERTS + 8)
+/* ASN.1 elements (TLVs) of one request, the same way: 16 certificates of some 100 each, a request, room;
+   OpenSSL spends some 0.5 us on each, and 64 KiB of small ones (20 000) cost 11 ms */
+#define GW_MAX_MSG_ELEMENTS 4096
 #define GW_DER_SCAN_DEPTH 64 /* levels walked for them: OpenSSL decodes 30 items, each up to two levels */
 #define GW_CURVE_KEYS 128    /* > OpenSSL 3.0's 82 named curves: a key kept for each (x509.c) */
 #define GW_EC_POINT_MAX 145  /* an uncompressed point of the largest built-in curve (sect571) */

@@ -57,7 +57,7 @@ OSSL_CMP_MSG *gw_cmp_decode(const struct gw_cmp_request *req, struct gw_cmp_resp
 {
     const unsigned char *p = req->der;
     OSSL_CMP_MSG *msg = NULL;
-    int keys;
+    int keys, elements, rc;
 
     if (p == NULL || req->len == 0) {
         gw_cmp_http_error(rsp, 400, "empty body: expected a DER-encoded PKIMessage");
@@ -67,18 +67,26 @@ OSSL_CMP_MSG *gw_cmp_decode(const struct gw_cmp_request *req, struct gw_cmp_resp
         gw_cmp_http_error(rsp, 413, "request body too large for a PKIMessage");
         return NULL;
     }
-    if ((keys = gw_shim_der_keys(p, req->len)) > GW_MAX_MSG_KEYS) {
+    if ((rc = gw_shim_der_count(p, req->len, &keys, &elements)) == 0 &&
+        (keys > GW_MAX_MSG_KEYS || elements > GW_MAX_MSG_ELEMENTS)) {
         char why[160];
 
-        /* before OpenSSL decodes them: a 64 KiB message of keys cost up to 100 ms before any check */
-        snprintf(why, sizeof(why),
-                 "the PKIMessage holds more than %d public keys (certificates, templates): send at most %d "
-                 "extraCerts and one request",
-                 GW_MAX_MSG_KEYS, GW_MAX_EXTRA_CERTS);
+        /* before OpenSSL decodes them: 64 KiB of keys cost up to 100 ms, of small elements 11 ms */
+        if (keys > GW_MAX_MSG_KEYS)
+            snprintf(why, sizeof(why),
+                     "the PKIMessage holds more than %d public keys (certificates, templates): send at most "
+                     "%d extraCerts and one request",
+                     GW_MAX_MSG_KEYS, GW_MAX_EXTRA_CERTS);
+        else
+            snprintf(
+                why, sizeof(why),
+                "the PKIMessage holds more than %d ASN.1 elements: send the signer's certificate and its "
+                "chain and one request",
+                GW_MAX_MSG_ELEMENTS);
         gw_cmp_http_error(rsp, 400, why);
         return NULL;
     }
-    if (keys < 0 || (msg = gw_shim_d2i_msg(&p, (long)req->len)) == NULL) {
+    if (rc != 0 || (msg = gw_shim_d2i_msg(&p, (long)req->len)) == NULL) {
         ERR_clear_error();
         gw_cmp_http_error(rsp, 400, "body is not a DER-encoded PKIMessage");
         return NULL;

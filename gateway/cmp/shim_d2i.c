@@ -35,35 +35,44 @@ static int spki_shaped(const struct cmp_tlv *t)
     return cmp_tlv_next(&q, alg.cont + alg.len, &id) && id.tag == V_ASN1_OBJECT && id.cls == V_ASN1_UNIVERSAL;
 }
 
-/* gw_shim_der_keys for the elements of [p, end), |depth| levels down: adds to *n; 1, or 0 if not DER. */
-static int count_keys(const unsigned char *p, const unsigned char *end, int depth, long *n)
+/* What gw_shim_der_count counts. */
+struct der_count {
+    long keys, elements;
+};
+
+/* gw_shim_der_count for the elements of [p, end), |depth| levels down: adds to *n; 1, or 0 if not DER. */
+static int count_in(const unsigned char *p, const unsigned char *end, int depth, struct der_count *n)
 {
     struct cmp_tlv t;
 
     while (cmp_tlv_next(&p, end, &t)) {
+        n->elements++;
         if (!t.constructed)
             continue;
-        *n += spki_shaped(&t);
-        if (depth < GW_DER_SCAN_DEPTH && !count_keys(t.cont, t.cont + t.len, depth + 1, n))
+        n->keys += spki_shaped(&t);
+        if (depth < GW_DER_SCAN_DEPTH && !count_in(t.cont, t.cont + t.len, depth + 1, n))
             return 0;
     }
     return p == end;
 }
 
-int gw_shim_der_keys(const unsigned char *der, size_t len)
+int gw_shim_der_count(const unsigned char *der, size_t len, int *keys, int *elements)
 {
     const unsigned char *p = der;
     struct cmp_tlv t;
-    long n = 0;
+    struct der_count n = {0, 1};
 
+    *keys = *elements = 0;
     if (der == NULL || len > INT_MAX || !cmp_tlv_next(&p, der + len, &t))
         return GW_ERR_INVAL;
-    if (!t.constructed)
-        return 0;
-    n = spki_shaped(&t);
-    if (!count_keys(t.cont, t.cont + t.len, 1, &n))
-        return GW_ERR_INVAL;
-    return n > INT_MAX ? INT_MAX : (int)n;
+    if (t.constructed) {
+        n.keys = spki_shaped(&t);
+        if (!count_in(t.cont, t.cont + t.len, 1, &n))
+            return GW_ERR_INVAL;
+    }
+    *keys = (int)n.keys; /* at most one a byte of |len| */
+    *elements = (int)n.elements;
+    return 0;
 }
 
 /* Appends the certificates of extraCerts |tagged| ([1] EXPLICIT SEQUENCE OF CMPCertificate) to |out|;

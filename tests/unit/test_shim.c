@@ -807,16 +807,24 @@ static void test_body_count(void **state)
     OSSL_CMP_CTX_free(cl);
 }
 
-/* The keys a request holds are counted before OpenSSL decodes it: each certificate of extraCerts, the
- * template's and its POPO's; a message with an indefinite length (which would hide them) or truncated is
- * not DER; a key nested below GW_DER_SCAN_DEPTH levels (inside an ANY, which OpenSSL leaves undecoded) is
- * not looked for. */
+/* The keys gw_shim_der_count finds in |der|, or GW_ERR_INVAL. */
+static int keys_of(const unsigned char *der, size_t len)
+{
+    int keys = -1, elements = -1, rc = gw_shim_der_count(der, len, &keys, &elements);
+
+    return rc != 0 ? rc : keys;
+}
+
+/* The keys and elements a request holds are counted before OpenSSL decodes it: each certificate of
+ * extraCerts, the template's and its POPO's; a message with an indefinite length (which would hide them) or
+ * truncated is not DER; a key nested below GW_DER_SCAN_DEPTH levels (inside an ANY, which OpenSSL leaves
+ * undecoded) is not looked for. */
 static void test_der_keys(void **state)
 {
     STACK_OF(X509) *sent = NULL;
     OSSL_CMP_MSG *req = ir_with_extra(0, &sent);
     unsigned char *der = NULL, *ber, *deep, *q;
-    int len = i2d_OSSL_CMP_MSG(req, &der), base = gw_shim_der_keys(der, (size_t)len), spki_len;
+    int len = i2d_OSSL_CMP_MSG(req, &der), base = keys_of(der, (size_t)len), spki_len;
     const int levels = GW_DER_SCAN_DEPTH + 1;
 
     (void)state;
@@ -829,9 +837,9 @@ static void test_der_keys(void **state)
     ber[0] = 0x30, ber[1] = 0x80;
     memcpy(ber + 2, q, (size_t)(der + len - q));
     memset(ber + 2 + (der + len - q), 0, 2);
-    assert_int_equal(gw_shim_der_keys(ber, (size_t)(der + len - q) + 4), GW_ERR_INVAL);
-    assert_int_equal(gw_shim_der_keys(der, (size_t)len - 1), GW_ERR_INVAL);
-    assert_int_equal(gw_shim_der_keys(der, 0), GW_ERR_INVAL);
+    assert_int_equal(keys_of(ber, (size_t)(der + len - q) + 4), GW_ERR_INVAL);
+    assert_int_equal(keys_of(der, (size_t)len - 1), GW_ERR_INVAL);
+    assert_int_equal(keys_of(der, 0), GW_ERR_INVAL);
     OPENSSL_free(ber);
     sk_X509_pop_free(sent, X509_free);
     OPENSSL_free(der);
@@ -841,7 +849,7 @@ static void test_der_keys(void **state)
     for (int n = 1; n <= GW_MAX_MSG_KEYS; n += GW_MAX_MSG_KEYS - 1) {
         req = ir_with_extra(n, &sent);
         len = i2d_OSSL_CMP_MSG(req, &der);
-        assert_int_equal(gw_shim_der_keys(der, (size_t)len), base + n);
+        assert_int_equal(keys_of(der, (size_t)len), base + n);
         sk_X509_pop_free(sent, X509_free);
         OPENSSL_free(der);
         der = NULL;
@@ -858,11 +866,23 @@ static void test_der_keys(void **state)
             q -= 4;
             q[0] = 0x30, q[1] = 0x82, q[2] = (unsigned char)(inner >> 8), q[3] = (unsigned char)inner;
         }
-        assert_int_equal(gw_shim_der_keys(deep, (size_t)spki_len + 4 * (size_t)depth),
+        assert_int_equal(keys_of(deep, (size_t)spki_len + 4 * (size_t)depth),
                          depth == GW_DER_SCAN_DEPTH ? 1 : 0);
         OPENSSL_free(deep);
     }
     OPENSSL_free(der);
+    /* its elements: a SEQUENCE of 100 NULLs is 101, and one element of nothing else, whatever follows */
+    assert_non_null(deep = OPENSSL_zalloc(3 + 200 + 1));
+    deep[0] = 0x30, deep[1] = 0x81, deep[2] = 200;
+    for (int i = 0; i < 100; i++)
+        deep[3 + 2 * i] = 0x05;
+    assert_int_equal(gw_shim_der_count(deep, 203, &(int){0}, &spki_len), 0);
+    assert_int_equal(spki_len, 101);
+    assert_int_equal(gw_shim_der_count(deep, 204, &(int){0}, &spki_len), 0);
+    assert_int_equal(spki_len, 101);
+    deep[1] = 0x80; /* indefinite */
+    assert_int_equal(gw_shim_der_count(deep, 204, &(int){0}, &spki_len), GW_ERR_INVAL);
+    OPENSSL_free(deep);
 }
 
 /* Every truncation of a valid message either fails to decode or walks cleanly. */
