@@ -197,6 +197,28 @@ static void same_header(const OSSL_CMP_MSG *msg)
     ERR_clear_error();
 }
 
+/*
+ * gw_shim_der_count on the input, which need not be DER: refused, or counted without reading past it. One
+ * counted and decoded is counted again as OpenSSL encodes it (an ANY keeps what came, an indefinite length
+ * too, so one refused may be encoded so again).
+ */
+static void counted(const uint8_t *data, size_t size, const OSSL_CMP_MSG *msg)
+{
+    unsigned char *der = NULL;
+    int keys, elements, len, rc;
+
+    if (gw_shim_der_count(data, size, &keys, &elements) != 0)
+        return;
+    if (elements < 1 || keys > elements)
+        fuzz_die("gw_shim_der_count: %d keys in %d elements", keys, elements);
+    if (msg == NULL || (len = i2d_OSSL_CMP_MSG(msg, &der)) <= 0)
+        return;
+    rc = gw_shim_der_count(der, (size_t)len, &keys, &elements);
+    OPENSSL_free(der);
+    if (rc != 0)
+        fuzz_die("gw_shim_der_count refused OpenSSL's encoding of what it counted");
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const unsigned char *p = data;
@@ -207,6 +229,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int len, reason;
 
     same_decoding(data, size, msg, p);
+    counted(data, size, msg);
     if (msg == NULL)
         goto out;
     (void)gw_shim_body_name(OSSL_CMP_MSG_get_bodytype(msg));
