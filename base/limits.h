@@ -107,9 +107,10 @@
 #define GW_TLS_CLIENT_LEN (7 + 64 + 1) /* "sha256:" and a TLS client certificate's hash in hex */
 /* "<TLS client> <identity>": a share of a per-identity cap */
 #define GW_QUOTA_KEY_LEN (GW_TLS_CLIENT_LEN + GW_IDENTITY_LEN)
-#define GW_MAX_EXTRA_CERTS 16                /* certificates in a request's extraCerts: signer and chain */
-#define GW_MAX_EXTRA_CERTS_BYTES (32 * 1024) /* their DER, of a GW_MAX_CMP_BODY message */
-#define GW_CERT_CACHE_SLOTS 256              /* extraCerts parsed lately, kept to be parsed once */
+#define GW_MAX_EXTRA_CERTS 16                   /* certificates in a request's extraCerts: signer and chain */
+#define GW_MAX_EXTRA_CERTS_BYTES (32 * 1024)    /* their DER, of a GW_MAX_CMP_BODY message */
+#define GW_MAX_EXTRA_CERTS_EXT_BYTES (8 * 1024) /* of it, their extensions' values: parsed once looked at */
+#define GW_CERT_CACHE_SLOTS 256                 /* extraCerts parsed lately, kept to be parsed once */
 /* public keys (SubjectPublicKeyInfo) one request may hold before OpenSSL decodes it: its extraCerts' and
    the request's own (a template, its POPO, a CSR), with room; OpenSSL 3.0 spends some 0.2 ms on each,
    and 64 KiB of them (300) cost 60-100 ms of CPU before any check */

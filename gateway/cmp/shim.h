@@ -135,6 +135,13 @@ STACK_OF(X509) *gw_shim_get1_extra_certs(const OSSL_CMP_MSG *msg, const unsigned
 int gw_shim_der_count(const unsigned char *der, size_t len, int *keys, int *elements);
 
 /*
+ * gw_shim_swap_extra_certs sets the extraCerts of decoded |msg| to |certs| (NULL: none; taken over) and
+ * returns those it had (the caller's now); 3.0 has no setter. *ok is 0, and nothing changes, where this
+ * OpenSSL keeps them elsewhere.
+ */
+STACK_OF(X509) *gw_shim_swap_extra_certs(OSSL_CMP_MSG *msg, STACK_OF(X509) *certs, int *ok);
+
+/*
  * gw_shim_d2i_msg is d2i_OSSL_CMP_MSG(NULL, pp, len), the same message accepted or refused, but the
  * certificates of its extraCerts come from those parsed lately instead of being parsed again, and
  * the key of an ir's, cr's or kur's first template from gw_x509_pubkey_d2i.

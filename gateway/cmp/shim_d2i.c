@@ -134,6 +134,18 @@ static STACK_OF(X509) **extra_certs_slot(OSSL_CMP_MSG *msg)
     return (STACK_OF(X509) **)((char *)msg + tt->offset);
 }
 
+STACK_OF(X509) *gw_shim_swap_extra_certs(OSSL_CMP_MSG *msg, STACK_OF(X509) *certs, int *ok)
+{
+    STACK_OF(X509) **slot = extra_certs_slot(msg), *old;
+
+    *ok = slot != NULL;
+    if (slot == NULL)
+        return NULL;
+    old = *slot;
+    *slot = certs;
+    return old;
+}
+
 /* The levels down to a cut: the message, its body, CertReqMessages, CertReqMsg, CertRequest,
  * CertTemplate. */
 #define CUT_LEVELS 6

@@ -88,6 +88,7 @@ ELSEWHERE = {
     "signer_ambiguous": ("test_trust.py", "message protection is ambiguous: several valid certificates with the "),
     "http_auth_budget": ("test_abuse.py", "too many failed authentications from this address"),
     "http_in_flight": ("test_abuse.py", "too many requests in flight from this address: retry once one is answered"),
+    "extra_certs_extensions": ("test_abuse.py", "the certificates in extraCerts carry more than "),
     "extra_certs_key": ("test_abuse.py", "a key in this request is above this server's limits: RSA keys up to "),
     "requested_key_limits": ("test_abuse.py", "a key in this request is above this server's limits: RSA keys up to "),
     "replay_share": ("test_abuse.py", "too many recent transactions from "),

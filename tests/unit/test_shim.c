@@ -885,6 +885,30 @@ static void test_der_keys(void **state)
     OPENSSL_free(deep);
 }
 
+/* extraCerts taken out of a decoded message and put back: it encodes without them, then as it was. */
+static void test_swap_extra_certs(void **state)
+{
+    STACK_OF(X509) *sent = NULL, *taken;
+    OSSL_CMP_MSG *req = ir_with_extra(3, &sent);
+    unsigned char *before = NULL, *without = NULL, *after = NULL;
+    int lb = i2d_OSSL_CMP_MSG(req, &before), lw, la, ok = 0;
+
+    (void)state;
+    taken = gw_shim_swap_extra_certs(req, NULL, &ok);
+    assert_true(ok);
+    assert_true(sk_X509_num(taken) >= 3);
+    lw = i2d_OSSL_CMP_MSG(req, &without);
+    assert_true(lw > 0 && lw < lb);
+    assert_null(gw_shim_swap_extra_certs(req, NULL, &ok)); /* none while out */
+    assert_null(gw_shim_swap_extra_certs(req, taken, &ok));
+    la = i2d_OSSL_CMP_MSG(req, &after);
+    assert_int_equal(la, lb);
+    assert_memory_equal(after, before, (size_t)lb);
+    OPENSSL_free(before), OPENSSL_free(without), OPENSSL_free(after);
+    sk_X509_pop_free(sent, X509_free);
+    OSSL_CMP_MSG_free(req);
+}
+
 /* Every truncation of a valid message either fails to decode or walks cleanly. */
 static void test_truncated_and_garbage(void **state)
 {
@@ -1312,6 +1336,7 @@ int main(void)
         cmocka_unit_test(test_itav_cert),
         cmocka_unit_test(test_d2i_msg),
         cmocka_unit_test(test_der_keys),
+        cmocka_unit_test(test_swap_extra_certs),
         cmocka_unit_test(test_pubkey_d2i),
         cmocka_unit_test(test_name_identity_escapes),
         cmocka_unit_test(test_name_line_escapes),
