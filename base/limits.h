@@ -177,8 +177,11 @@
 #define GW_SERIAL_BITS 159 /* random serials; RFC 5280 caps at 20 octets */
 #define GW_DEFAULT_TTL (30 * 24 * 3600)
 #define GW_DEFAULT_MAX_TTL (90 * 24 * 3600)
-#define GW_BACKDATE_SECS 60          /* notBefore backdated against client clock skew */
-#define GW_MAX_SANS 100              /* subjectAltName entries one request may ask for */
+#define GW_BACKDATE_SECS 60 /* notBefore backdated against client clock skew */
+#define GW_MAX_SANS 100     /* subjectAltName entries one request may ask for */
+/* their DER, all entries together: what the gateway issues stays within what it accepts from a client
+   (GW_MAX_EXTRA_CERTS_EXT_BYTES of extensions in extraCerts, GW_MAX_TLS_CLIENT_CHAIN) */
+#define GW_MAX_SAN_BYTES 4096
 #define GW_ISSUED_TTL_SLACK 300      /* an upstream's notAfter may pass now + max_ttl by this (rounding) */
 #define GW_ISSUED_SHORTEN_SLACK 300  /* a notAfter this much before the planned one is not a change */
 #define GW_ISSUED_BACKDATE_SLACK 600 /* an upstream's notBefore may precede the plan's by this */

@@ -801,6 +801,9 @@ int policy_check_names(const struct gw_role *role, const X509_NAME *subject, con
     if (sk_GENERAL_NAME_num(sans) > GW_MAX_SANS)
         return policy_say(fail_info, BADT, err, "too many subjectAltName entries (%d; the limit is %d)",
                           sk_GENERAL_NAME_num(sans), GW_MAX_SANS);
+    if (sans != NULL && (rc = i2d_GENERAL_NAMES((GENERAL_NAMES *)sans, NULL)) > GW_MAX_SAN_BYTES)
+        return policy_say(fail_info, BADT, err, "subjectAltName entries of %d bytes in all (the limit is %d)",
+                          rc, GW_MAX_SAN_BYTES);
     for (i = 0; i < sk_GENERAL_NAME_num(sans); i++) {
         if ((rc = policy_check_san(role, sk_GENERAL_NAME_value(sans, i), cn_source, fail_info, err)) != 0)
             return rc;

@@ -707,6 +707,16 @@ class Errors(Base):
         a = self.expect("too_many_sans", self.ir("sans101", extra=("-sans", sans)))
         self.assertEqual(a.status_strings, ["too many subjectAltName entries (101; the limit is 100)"])
 
+    def test_san_bytes(self):
+        """Within the count, but more bytes than a certificate the gateway issues may carry: one such would
+        be refused later as a kur's signer or a TLS client certificate."""
+        sans = ",".join("%s%02d.example.com" % ("h" * 58, i) for i in range(60))
+        a = self.expect("san_bytes", self.ir("sanbytes", extra=("-sans", sans)))
+        self.assertRegex(a.status_strings[0], r"^subjectAltName entries of \d+ bytes in all \(the limit is 4096\)$")
+        ok = ",".join("%s%02d.example.com" % ("h" * 58, i) for i in range(50))  # its twin, under the limit
+        self.assertIsNotNone(self.gw.cmp("ir", "sanbytes-ok", newkey=self.newkey("sanbytes-ok"), subject="/CN=sanbytes-ok",
+                                         extra=("-sans", ok, "-implicit_confirm")).cert)
+
     def test_key_not_allowed(self):
         key = self.gw.dir / "weak-rsa1024.key"  # not <name>.key: ir() makes that one
         harness.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024", "-out", key])
