@@ -317,13 +317,13 @@ static int names_ca_of(const ASN1_TYPE *in, const struct gw_upstream *up)
 /*
  * The upstreams a crlStatusList |in| of |role| is answered from, each once, into |out|: of the role's
  * issuers (gw_role_issuers: its delegate, its migration's "to" in any mode, its upstream, its
- * crmf_upstream), those that publish a CRL and under one of whose CAs an entry of |in| names its
- * source; when no entry names one (a list that names the CRLs it has by distribution point, another
- * CA's, or no list), the route's own (crl_source), as one CRL answers one entry (RFC 9483 §4.3.4).
- * Returns how many (1 to GW_ROLE_ISSUERS).
+ * crmf_upstream), those under one of whose CAs an entry of |in| names its source (*named 1; one that
+ * publishes no CRL refuses the answer); when no entry names one (a list that names the CRLs it has by
+ * distribution point, another CA's, or no list), the route's own (crl_source), as one CRL answers one
+ * entry (RFC 9483 §4.3.4). Returns how many (1 to GW_ROLE_ISSUERS).
  */
 static int crl_sources(struct cmp_call *c, const struct gw_role *role, const ASN1_TYPE *in,
-                       struct gw_upstream *out[GW_ROLE_ISSUERS])
+                       struct gw_upstream *out[GW_ROLE_ISSUERS], int *named)
 {
     const char *names[GW_ROLE_ISSUERS];
     int n = 0, seen;
@@ -335,9 +335,10 @@ static int crl_sources(struct cmp_call *c, const struct gw_role *role, const ASN
         seen = 0;
         for (int j = 0; j < n; j++)
             seen |= out[j] == up;
-        if (up != NULL && !seen && (gw_upstream_caps(up) & GW_UP_CRL) != 0 && names_ca_of(in, up))
+        if (up != NULL && !seen && names_ca_of(in, up))
             out[n++] = up;
     }
+    *named = n > 0;
     if (n == 0)
         out[n++] = crl_source(c, role);
     return n;
@@ -397,17 +398,25 @@ static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, 
     struct gw_upstream *ups[GW_ROLE_ISSUERS];
     unsigned char *der[GW_ROLE_ISSUERS] = {NULL}, *send[GW_ROLE_ISSUERS];
     size_t len[GW_ROLE_ISSUERS] = {0}, send_len[GW_ROLE_ISSUERS], total = 0;
-    int n, n_send = 0, refused = 0;
+    int n, n_send = 0, refused = 0, named;
     time_t have = 0;
 
     if (gw_shim_crl_status_time(OSSL_CMP_ITAV_get0_value(in), NULL, &have) != 0)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badDataFormat,
                           "the id-it-crlStatusList value is malformed (RFC 9483 §4.3.4)");
-    n = crl_sources(c, t->role, OSSL_CMP_ITAV_get0_value(in), ups);
+    n = crl_sources(c, t->role, OSSL_CMP_ITAV_get0_value(in), ups, &named);
     for (int i = 0; i < n && !refused; i++) {
         X509_CRL *crl = NULL;
 
         refused = fetch_crl(t, c, ups[i], &der[i], &len[i], &crl, r);
+        /* an upstream of several CAs serves the CRL of the one it signs this role's certificates with:
+           a client that named another of them is not handed this one as if it were that */
+        if (!refused && named &&
+            !gw_shim_crl_status_names(OSSL_CMP_ITAV_get0_value(in), X509_CRL_get_issuer(crl)))
+            refused =
+                cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                           "the CRL of a CA named in the id-it-crlStatusList is not served over CMP here: "
+                           "fetch it from its CRL distribution point");
         /* the client's CRL is as new as ours: that one is not sent */
         if (!refused && !client_current(in, crl)) {
             send[n_send] = der[i];

@@ -449,6 +449,21 @@ class VaultFrontDoor(harness.GatewayTestCase):
                                                                           "20991231000000Z"), role="vault-issuer")
         self.assertEqual((rc, lines), (0, ["genp 1", "itav %s absent" % CRLS]))
 
+    def test_genm_crls_of_another_issuer_of_the_mount(self):
+        """A route signs with one issuer of a mount of two: a client naming the other's CRL is not handed this
+        one's as if it were that, but told where to fetch it; naming this one's gets it."""
+        rc, lines, answer = self.genm("v-crls-other", self.crl_status("v-crls-other", "vault-ca2.pem",
+                                                                      "20200101000000Z"))
+        self.assertEqual(rc, 2, lines)
+        self.assertEqual((answer.body_type, answer.fail_info), ("error", ["badRequest"]))
+        self.assertEqual(answer.status_strings, ["the CRL of a CA named in the id-it-crlStatusList is not served "
+                                                 "over CMP here: fetch it from its CRL distribution point"])
+        rc, lines, _ = self.genm("v-crls-own", self.crl_status("v-crls-own", "vault-ca.pem", "20200101000000Z"))
+        self.assertEqual((rc, lines[0]), (0, "genp 1"), lines)
+        crl = crl_of(self.gw.dir / "v-crls-own.0.der")
+        own = x509.load_pem_x509_certificate((self.gw.dir / "vault-ca.pem").read_bytes())
+        self.assertEqual(crl.issuer, own.subject)
+
     def test_genm_crls_of_the_vault_roles_issuer(self):
         """A route without issuer_ref whose Vault role has one is signed by that issuer (Vault applies
         the role's issuer_ref when the sign call names none): it serves that issuer's CRL, read from the
