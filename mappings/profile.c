@@ -190,13 +190,6 @@ static int plan_sans(const struct gw_role *role, const struct gw_cert_req *req, 
         snprintf(why, sizeof(why), "too many subjectAltName entries (%d; the limit is %d)", n, GW_MAX_SANS);
         return refuse(fail_info, err, why);
     }
-    if ((rc = i2d_GENERAL_NAMES(req->sans, NULL)) > GW_MAX_SAN_BYTES) {
-        char why[GW_ERR_LEN];
-
-        snprintf(why, sizeof(why), "subjectAltName entries of %d bytes in all (the limit is %d)", rc,
-                 GW_MAX_SAN_BYTES);
-        return refuse(fail_info, err, why);
-    }
     for (i = 0; i < n; i++) {
         if ((rc = check_san(role, sk_GENERAL_NAME_value(req->sans, i), fail_info, err)) != 0)
             return rc;
