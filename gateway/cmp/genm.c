@@ -360,9 +360,7 @@ static int fetch_crl(struct cmp_txn *t, struct cmp_call *c, struct gw_upstream *
 
     if ((gw_upstream_caps(up) & GW_UP_CRL) == 0)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "this route's CA publishes no CRL over CMP");
-    if (up == gw_upstream_set_get0(c->e->ups, role->upstream_name) ||
-        (gw_migration_configured(&role->migration) &&
-         up == gw_upstream_set_get0(c->e->ups, role->migration.to_name)))
+    if (cmp_urole_signs_for(c->e, role, up))
         ref = cmp_urole_signing_issuer(c, role, up, ref_buf);
     if (gw_upstream_crl(up, ref, der, len, err) != 0) {
         /* what failed names the upstream's address and path: the operator's to read, not the client's */

@@ -444,9 +444,7 @@ static int check_upstream_role(struct cmp_call *c, const struct gw_role *role, s
 static int check_grants(struct cmp_call *c, const struct gw_role *role, struct gw_upstream *up,
                         const struct gw_cert_plan *plan, const X509_REQ *p10cr, struct cmp_refusal *r)
 {
-    if (up != gw_upstream_set_get0(c->e->ups, role->upstream_name) &&
-        (!gw_migration_configured(&role->migration) ||
-         up != gw_upstream_set_get0(c->e->ups, role->migration.to_name)))
+    if (!cmp_urole_signs_for(c->e, role, up))
         return 0; /* a crmf_upstream: it signs the plan's template */
     r->fail_info = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
     if ((gw_upstream_caps(up) & GW_UP_CN_IN_SANS) != 0 &&

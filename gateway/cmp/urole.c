@@ -62,6 +62,14 @@ int cmp_urole_fresh(struct cmp_call *c, struct cmp_role_policy *rp, struct gw_up
     return 0;
 }
 
+bool cmp_urole_signs_for(const struct gw_cmp_engine *e, const struct gw_role *role,
+                         const struct gw_upstream *up)
+{
+    return up == gw_upstream_set_get0(e->ups, role->upstream_name) ||
+           (gw_migration_configured(&role->migration) &&
+            up == gw_upstream_set_get0(e->ups, role->migration.to_name));
+}
+
 struct cmp_role_policy *cmp_urole_slot(struct gw_cmp_engine *e, const struct gw_role *role,
                                        const struct gw_upstream *up, struct cmp_role_policy *scratch)
 {
@@ -158,9 +166,7 @@ size_t cmp_urole_issuer_refs(struct cmp_call *c, struct gw_upstream *up,
     for (size_t i = 0; i < e->cfg.n_roles && n < cap; i++) {
         const struct gw_role *role = &e->cfg.roles[i];
 
-        if (up != gw_upstream_set_get0(e->ups, role->upstream_name) &&
-            (!gw_migration_configured(&role->migration) ||
-             up != gw_upstream_set_get0(e->ups, role->migration.to_name)))
+        if (!cmp_urole_signs_for(e, role, up))
             continue;
         /* the default issuer's is the mount's own CRL: fetched anyway */
         if ((got = signing_issuer(c, role, up, ref, &rc, err)) == NULL || strcmp(got, "default") == 0 ||

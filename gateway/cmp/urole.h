@@ -10,6 +10,7 @@
 #include "mappings/role.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <time.h>
 
@@ -30,6 +31,14 @@ void cmp_urole_cleanup(struct gw_cmp_engine *e);
 
 /* cmp_urole_name: the upstream role |role| names (its upstream_role, else its own name). */
 const char *cmp_urole_name(const struct gw_role *role);
+
+/*
+ * cmp_urole_signs_for: whether |up| signs |role|'s certificates under the role's upstream role (its
+ * grants, issuer_ref): the role's upstream or its migration's "to"; a delegate or a crmf_upstream
+ * signs the plan's template.
+ */
+bool cmp_urole_signs_for(const struct gw_cmp_engine *e, const struct gw_role *role,
+                         const struct gw_upstream *up);
 
 /*
  * cmp_urole_slot: the cache of the policy of |up|'s role for |role|: its own upstream's or its
