@@ -555,11 +555,11 @@ static int check_wildcard(const struct gw_role *role, const char *what, const ch
 }
 
 /*
- * policy_check_san: the type must be one the role allows (a DNS/email copy of the CN is exempt when
- * |cn_source| is given: Vault adds it unless exclude_cn_from_sans), the value one of its patterns.
+ * policy_check_san: the type must be one the role allows, the value one of its patterns. A copy of a
+ * common name is held to both like any other name: the role issues none of a type it does not allow
+ * (gw_policy_check_cn_copy refuses the request, gw_policy_check_issued the certificate).
  */
-int policy_check_san(const struct gw_role *role, const GENERAL_NAME *gn, const X509_NAME *cn_source,
-                     int *fail_info, char *err)
+int policy_check_san(const struct gw_role *role, const GENERAL_NAME *gn, int *fail_info, char *err)
 {
     const struct gw_patterns *ps;
     char buf[SHOWN_LEN], list[GW_ERR_LEN / 2];
@@ -578,7 +578,7 @@ int policy_check_san(const struct gw_role *role, const GENERAL_NAME *gn, const X
     if (k == sizeof(name_kinds) / sizeof(name_kinds[0]))
         return policy_say(fail_info, BADT, err, "a subjectAltName of this type is not allowed on role %s",
                           policy_rname(role));
-    if ((role->allowed_san_types & name_kinds[k].bit) == 0 && !policy_cn_copy(cn_source, gn))
+    if ((role->allowed_san_types & name_kinds[k].bit) == 0)
         return policy_say(fail_info, BADT, err, "subjectAltName type %s is not allowed on role %s",
                           name_kinds[k].what, policy_rname(role));
     if (gn->type == GEN_DNS && check_wildcard(role, name_kinds[k].what, (const char *)gn->d.ia5->data,
@@ -791,7 +791,7 @@ static int check_attr_shown(const X509_NAME *subject, int *fail_info, char *err)
 }
 
 int policy_check_names(const struct gw_role *role, const X509_NAME *subject, const GENERAL_NAMES *sans,
-                       const X509_NAME *cn_source, int *fail_info, char *err)
+                       int *fail_info, char *err)
 {
     int i, rc;
 
@@ -805,7 +805,7 @@ int policy_check_names(const struct gw_role *role, const X509_NAME *subject, con
         return policy_say(fail_info, BADT, err, "subjectAltName entries of %d bytes in all (the limit is %d)",
                           rc, GW_MAX_SAN_BYTES);
     for (i = 0; i < sk_GENERAL_NAME_num(sans); i++) {
-        if ((rc = policy_check_san(role, sk_GENERAL_NAME_value(sans, i), cn_source, fail_info, err)) != 0)
+        if ((rc = policy_check_san(role, sk_GENERAL_NAME_value(sans, i), fail_info, err)) != 0)
             return rc;
     }
     return 0;
@@ -924,7 +924,7 @@ int gw_policy_check_request(const struct gw_role *role, const struct gw_cert_pla
         return rc;
     }
     if ((rc = check_attr_shown(plan->subject, fail_info, err)) != 0 ||
-        (rc = policy_check_names(role, plan->subject, plan->sans, NULL, fail_info, err)) != 0 ||
+        (rc = policy_check_names(role, plan->subject, plan->sans, fail_info, err)) != 0 ||
         (rc = check_attr_bytes(plan->subject, fail_info, err)) != 0 ||
         (rc = check_key(role, plan->pubkey, fail_info, err)) != 0)
         return rc;
@@ -932,7 +932,7 @@ int gw_policy_check_request(const struct gw_role *role, const struct gw_cert_pla
     return 0;
 }
 
-int gw_policy_check_names(const struct gw_role *role, X509 *cert, int *fail_info, char *err)
+int gw_policy_check_names(const struct gw_role *role, X509 *cert, int cn_in_sans, int *fail_info, char *err)
 {
     int crit = -1, rc;
     const char *ca = policy_issued_ca(cert);
@@ -943,8 +943,9 @@ int gw_policy_check_names(const struct gw_role *role, X509 *cert, int *fail_info
     sans = X509_get_ext_d2i(cert, NID_subject_alt_name, &crit, NULL);
     if (sans == NULL && crit != -1)
         return policy_say(fail_info, DENY, err, "its subjectAltName extension is malformed or repeated");
-    rc = policy_check_names(role, X509_get_subject_name(cert), sans, X509_get_subject_name(cert), fail_info,
-                            err);
+    rc = policy_check_names(role, X509_get_subject_name(cert), sans, fail_info, err);
+    if (rc == 0 && cn_in_sans && !role->exclude_cn_from_sans)
+        rc = policy_check_cn_as_san(role, X509_get_subject_name(cert), fail_info, err);
     GENERAL_NAMES_free(sans);
     *fail_info = rc != 0 ? DENY : 0;
     return rc;

@@ -231,7 +231,7 @@ static enum gw_issued_verdict issued_outside(const struct gw_role *role, const s
     else
         /* a copy of the CN too: its type is one the role allows, or the request was refused
            (gw_policy_check_cn_copy) */
-        rc = policy_check_names(role, X509_get_subject_name(cert), sans, NULL, &fi, why);
+        rc = policy_check_names(role, X509_get_subject_name(cert), sans, &fi, why);
     if (rc == 0 && (added = san_added(plan, sans)) != NULL)
         policy_san_text(name, added);
     GENERAL_NAMES_free(sans);

@@ -45,10 +45,15 @@ int policy_vault_hostname(const char *s);
 int policy_has_control(const char *v, size_t len);
 char *policy_entry_utf8(const X509_NAME *name, int i, size_t *len);
 int policy_cn_copy(const X509_NAME *subject, const GENERAL_NAME *gn);
-int policy_check_san(const struct gw_role *role, const GENERAL_NAME *gn, const X509_NAME *cn_source,
-                     int *fail_info, char *err);
+int policy_check_san(const struct gw_role *role, const GENERAL_NAME *gn, int *fail_info, char *err);
 int policy_check_names(const struct gw_role *role, const X509_NAME *subject, const GENERAL_NAMES *sans,
-                       const X509_NAME *cn_source, int *fail_info, char *err);
+                       int *fail_info, char *err);
+/*
+ * policy_check_cn_as_san (policy_vault.c): |subject|'s last common name as the subjectAltName an upstream
+ * that copies it adds (an email address, a hostname; none for another CN), held to |role|'s SAN types
+ * and patterns (policy_check_san). 0, or GW_ERR_POLICY with |err| saying the CN is that copy.
+ */
+int policy_check_cn_as_san(const struct gw_role *role, const X509_NAME *subject, int *fail_info, char *err);
 /*
  * policy_check_allowed_subject: |subject| (|who|'s: "requested") within the role's allowed_subjects,
  * read as one line; an empty one passes (require_subject judges it). 0, or GW_ERR_POLICY with |err|.

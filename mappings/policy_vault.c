@@ -468,7 +468,7 @@ static int cn_copy(const struct gw_role *role, const struct gw_cert_plan *plan, 
                         "not allow: set exclude_cn_from_sans on the role, or \"%s\" in its allowed_san_types",
                         policy_shown(buf, (const char *)gn[0]->d.ia5->data, (size_t)gn[0]->d.ia5->length),
                         email ? "an email" : "a DNS", policy_rname(role), email ? "email" : "dns");
-    else if ((rc = policy_check_san(role, *gn, NULL, fail_info, why)) != 0)
+    else if ((rc = policy_check_san(role, *gn, fail_info, why)) != 0)
         /* the role's rule first, whole: the suffix says why a name the client did not list is checked */
         snprintf(
             err, GW_ERR_LEN,
@@ -491,6 +491,32 @@ int gw_policy_check_cn_copy(const struct gw_role *role, const struct gw_cert_pla
     if (plan->subject == NULL)
         return 0;
     rc = cn_copy(role, plan, gw_x509_name_last_index(plan->subject, NID_commonName), &gn, fail_info, err);
+    GENERAL_NAME_free(gn);
+    return rc;
+}
+
+/*
+ * Of a certificate issued already (gw_policy_check_names): its CN as the name the upstream copied, or
+ * would have copied, into its SANs, whether the certificate carries that copy or not. A role that
+ * refuses the copy never issued that CN there (cn_copy), so a certificate holding it is another
+ * role's, which an RA of this one may not revoke.
+ */
+int policy_check_cn_as_san(const struct gw_role *role, const X509_NAME *subject, int *fail_info, char *err)
+{
+    char why[GW_ERR_LEN], *cn;
+    GENERAL_NAME *gn = NULL;
+    size_t len;
+    int i = gw_x509_name_last_index(subject, NID_commonName), rc;
+
+    if (i < 0)
+        return 0;
+    if ((cn = policy_entry_utf8(subject, i, &len)) == NULL)
+        return policy_say(fail_info, BADT, err, "the common name cannot be decoded");
+    rc = vault_cn_san(cn, &gn, fail_info, err);
+    OPENSSL_free(cn);
+    if (rc == 0 && gn != NULL && (rc = policy_check_san(role, gn, fail_info, why)) != 0)
+        snprintf(err, GW_ERR_LEN, "%.*s (the common name, which the CA copies into the subjectAltNames)",
+                 GW_ERR_LEN - 80, why);
     GENERAL_NAME_free(gn);
     return rc;
 }

@@ -11,6 +11,7 @@
 #include "gateway/cmp/policy.h"
 #include "gateway/cmp/record.h"
 #include "gateway/cmp/status.h"
+#include "gateway/cmp/urole.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/names.h"
@@ -175,6 +176,15 @@ static int revoked_already(struct gw_upstream *up, const X509 *cert)
 }
 
 /*
+ * Whether t->up, signing for the role, adds the common name to the subjectAltNames (Vault), as
+ * check_grants asks before it signs: a certificate it issued for the role carries the copy.
+ */
+static int copies_cn(struct cmp_call *c, const struct cmp_txn *t)
+{
+    return (gw_upstream_caps(t->up) & GW_UP_CN_IN_SANS) != 0 && cmp_urole_signs_for(c->e, t->role, t->up);
+}
+
+/*
  * An RA revokes certificates of its role only (docs/security.md, "Revocation"). An rr names issuer
  * and serial, and Vault revokes by serial alone: so the certificate is looked up at the upstream
  * first, and it must be the one the rr names (that serial, signed by a CA of the upstream's with the
@@ -213,7 +223,7 @@ static int check_ra_target(struct cmp_txn *t, struct cmp_call *c, const X509_NAM
                        "the certificate with serial %.60s was not issued by the CA the revocation request "
                        "names: check issuer and serial",
                        t->serial);
-    else if (gw_policy_check_names(t->role, cert, &fi, why) != 0)
+    else if (gw_policy_check_names(t->role, cert, copies_cn(c, t), &fi, why) != 0)
         refused = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
                              "an RA of role %.64s may revoke only certificates of its role: %.200s",
                              t->role->name, why);

@@ -345,6 +345,60 @@ class RevocationAtVault(harness.GatewayTestCase):
         self.assertEqual(more, {"badRequest": 1})
 
 
+class RaNamesAtVault(harness.GatewayTestCase):
+    """Three roles on one Vault mount, each with the demo RA: servers (DNS names only), servers-bare (the
+    same, exclude_cn_from_sans: a certificate with its host name in the CN alone) and people (email addresses
+    only). A certificate's names are judged by the RA's role as that role would have issued them: a DNS
+    name that copies the CN is a DNS name all the same, which people never issues (once a copy of the CN
+    passed whatever the SAN types said, and the RA of people revoked any server certificate of the mount),
+    and a host name CN is the DNS name Vault copies it to for people, carried or not."""
+
+    ra_rr = RevocationAtVault.ra_rr
+    revoked_at_vault = RevocationAtVault.revoked_at_vault
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.vault = vaultenv.running(cls, gw.dir)
+        cfg["upstreams"]["vault"] = cls.vault.upstream()
+        base = dict(cfg["roles"]["default"], upstream="vault", upstream_role="devices")
+        servers = {"allowed_dns_names": ["*.example.com"], "ra_subjects": [RA_SUBJECT]}
+        cfg["roles"]["servers"] = dict(base, allowed_san_types=["dns"], authorization=servers)
+        cfg["roles"]["servers-bare"] = dict(base, allowed_san_types=["dns"], exclude_cn_from_sans=True,
+                                            authorization=servers)
+        cfg["roles"]["people"] = dict(base, allowed_san_types=["email"], authorization={
+            "allowed_emails": ["*@example.com"], "ra_subjects": [RA_SUBJECT]})
+
+    def p10cr(self, role, name, san=True):
+        key = self.newkey(name)
+        csr = self.gw.dir / ("%s.csr" % name)
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=%s" % name, "-out", csr] +
+                    (["-addext", "subjectAltName=DNS:%s" % name] if san else []))
+        return self.gw.cmp("p10cr", name, path="pki/roles/%s/cmp" % role, extra=["-csr", csr]).cert
+
+    def assert_refused_then_twin(self, victim, why):
+        """The RA of people is refused |why| and nothing goes to Vault's revoke; the RA of servers revokes."""
+        mark = self.vault.mark()
+        name = x509.load_pem_x509_certificate(victim.read_bytes()).subject.rfc4514_string()[3:]
+        self.assertEqual(self.ra_rr("people-ra-" + name, victim, role="people"), (2, ["notAuthorized"], [
+            "an RA of role people may revoke only certificates of its role: " + why]))
+        self.assertFalse(self.vault.since(mark, "/revoke"))
+        self.assertFalse(self.revoked_at_vault(victim))
+        self.assertEqual(self.ra_rr("servers-ra-" + name, victim, role="servers")[0], 0)
+        self.assertTrue(self.revoked_at_vault(victim))
+
+    def test_dns_copy_of_the_cn(self):
+        victim = self.p10cr("servers", "www-1.example.com")
+        self.assert_refused_then_twin(victim, "subjectAltName type DNS name is not allowed on role people")
+
+    def test_host_name_cn_without_its_copy(self):
+        victim = self.p10cr("servers-bare", "www-2.example.com", san=False)
+        with self.assertRaises(x509.ExtensionNotFound):  # Vault copied nothing: the CN alone names it
+            x509.load_pem_x509_certificate(victim.read_bytes()).extensions.get_extension_for_class(
+                x509.SubjectAlternativeName)
+        self.assert_refused_then_twin(victim, "subjectAltName type DNS name is not allowed on role people (the "
+                                      "common name, which the CA copies into the subjectAltNames)")
+
+
 class RevokedAcrossRestart(harness.GatewayTestCase):
     """With "cmp.revoked_file", a certificate its holder revoked through cmpgw is still refused after a
     restart for kur, ir and rr, though its upstream checks no revocation (a restart once let it in

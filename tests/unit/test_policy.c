@@ -1000,6 +1000,187 @@ static void test_check_request(void **state)
 }
 
 /*
+ * gw_policy_check_names (an RA's rr): the names of a certificate issued already, checked as the role
+ * would check them when it issued. A subjectAltName that copies a common name is held to the role's
+ * SAN types like any other (once a DNS or email copy of a CN passed whatever the types said, so an
+ * RA of an email-only role revoked every server certificate of its CA); where the upstream copies
+ * the CN into the SANs (Vault, unless exclude_cn_from_sans), the CN is checked as that copy too,
+ * carried or not. Each refused row has an accepted twin.
+ */
+static const struct {
+    const char *name;
+    struct gw_authz authz;
+    unsigned san_types;
+    int cn_in_sans;
+    bool exclude;
+    const char *subject, *sans;
+    const char *want; /* NULL = accepted; else a substring, or the exact text after '=' */
+} held[] = {
+    {"DNS copy of the CN, DNS not allowed",
+     {.emails = PATS(p_mail)},
+     GW_SAN_EMAIL,
+     0,
+     false,
+     "CN=www.example.com",
+     "DNS:www.example.com",
+     "=subjectAltName type DNS name is not allowed on role iot"},
+    {"DNS copy of the CN, DNS allowed",
+     {.dns_names = PATS(p_dnsn)},
+     GW_SAN_DNS,
+     0,
+     false,
+     "CN=www.example.com",
+     "DNS:www.example.com",
+     NULL},
+    {"DNS copy of the CN in another case",
+     {.emails = PATS(p_mail)},
+     GW_SAN_EMAIL,
+     0,
+     false,
+     "CN=WWW.example.com",
+     "DNS:www.example.com",
+     "type DNS name is not allowed"},
+    {"email copy of the CN, email not allowed",
+     {.dns_names = PATS(p_dnsn)},
+     GW_SAN_DNS,
+     0,
+     false,
+     "CN=alice@corp",
+     "email:alice@corp",
+     "=subjectAltName type email address is not allowed on role iot"},
+    {"email copy of the CN, email allowed",
+     {.emails = PATS(p_mail)},
+     GW_SAN_EMAIL,
+     0,
+     false,
+     "CN=alice@example.com",
+     "email:alice@example.com",
+     NULL},
+    {"email copy of the CN outside the email patterns",
+     {.emails = PATS(p_mail)},
+     GW_SAN_EMAIL,
+     0,
+     false,
+     "CN=alice@corp",
+     "email:alice@corp",
+     "email address alice@corp is not allowed on role iot"},
+    {"IP copy of the CN, IP not allowed",
+     {.emails = PATS(p_mail)},
+     GW_SAN_DNS,
+     0,
+     false,
+     "CN=10.1.2.3",
+     "IP:10.1.2.3",
+     "=subjectAltName type ip is not allowed on role iot"},
+    {"URI copy of the CN, URI not allowed",
+     {.dns_names = PATS(p_dnsn)},
+     GW_SAN_DNS,
+     0,
+     false,
+     "CN=urn:x:y",
+     "URI:urn:x:y",
+     "=subjectAltName type URI is not allowed on role iot"},
+    /* no copy carried: judged as the upstream would have copied it */
+    {"hostname CN, copied, DNS not allowed",
+     {.emails = PATS(p_mail)},
+     GW_SAN_EMAIL,
+     1,
+     false,
+     "CN=www.example.com",
+     NULL,
+     "=subjectAltName type DNS name is not allowed on role iot (the common name, which the CA copies into "
+     "the "
+     "subjectAltNames)"},
+    {"hostname CN, not copied",
+     {.emails = PATS(p_mail)},
+     GW_SAN_EMAIL,
+     0,
+     false,
+     "CN=www.example.com",
+     NULL,
+     NULL},
+    {"hostname CN, copied, exclude_cn_from_sans",
+     {.emails = PATS(p_mail)},
+     GW_SAN_EMAIL,
+     1,
+     true,
+     "CN=www.example.com",
+     NULL,
+     NULL},
+    {"email CN, copied, email not allowed",
+     {.dns_names = PATS(p_dnsn)},
+     GW_SAN_DNS,
+     1,
+     false,
+     "CN=alice@corp",
+     NULL,
+     "type email address is not allowed on role iot (the common name"},
+    {"email CN, copied, email allowed",
+     {.emails = PATS(p_mail)},
+     GW_SAN_EMAIL,
+     1,
+     false,
+     "CN=alice@example.com",
+     NULL,
+     NULL},
+    {"email CN, copied, outside the email patterns",
+     {.emails = PATS(p_mail)},
+     GW_SAN_EMAIL,
+     1,
+     false,
+     "CN=alice@corp",
+     NULL,
+     "alice@corp is not allowed on role iot (allowed: *@example.com) (the common name"},
+    {"the last CN is the one copied",
+     {.emails = PATS(p_mail)},
+     GW_SAN_EMAIL,
+     1,
+     false,
+     "CN=www.example.com|CN=alice@example.com",
+     "email:alice@example.com",
+     NULL},
+    {"the last CN is the one copied, a hostname",
+     {.emails = PATS(p_mail)},
+     GW_SAN_EMAIL,
+     1,
+     false,
+     "CN=alice@example.com|CN=www.example.com",
+     NULL,
+     "type DNS name is not allowed on role iot (the common"},
+    {"a CN that is no name is not copied",
+     {.emails = PATS(p_mail)},
+     GW_SAN_EMAIL,
+     1,
+     false,
+     "CN=Device 42",
+     NULL,
+     NULL},
+};
+
+static void test_check_names(void **state)
+{
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(held) / sizeof(held[0]); i++) {
+        struct gw_role role = {.name = "iot",
+                               .allowed_san_types = held[i].san_types,
+                               .exclude_cn_from_sans = held[i].exclude,
+                               .authz = held[i].authz};
+        struct cspec spec = {held[i].subject, held[i].sans, NULL, NULL, -3600, 30 * DAY, 4242};
+        X509 *cert = mkcert(&spec, keys[K_P256], ca, keys[K_CA1]);
+        int fi = -1, rc;
+
+        err[0] = '\0';
+        rc = gw_policy_check_names(&role, cert, held[i].cn_in_sans, &fi, err);
+        X509_free(cert);
+        if ((rc == 0) != (held[i].want == NULL) || fi != (held[i].want == NULL ? 0 : NA))
+            fail_msg("%s: rc %d fail_info %d err \"%s\"", held[i].name, rc, fi, err);
+        check_err(held[i].name, err, held[i].want);
+    }
+}
+
+/*
  * A '*' in a DNS name or CN asks for a wildcard certificate: refused unless the role allows them,
  * even where a pattern's own '*' would match it, in every spelling; allowed, only in the first label.
  */
@@ -3517,6 +3698,7 @@ int main(void)
         cmocka_unit_test(test_check_request_control_char),
         cmocka_unit_test(test_check_request_hidden_char),
         cmocka_unit_test(test_check_request_wildcards),
+        cmocka_unit_test(test_check_names),
         cmocka_unit_test(test_upstream_role),
         cmocka_unit_test(test_upstream_role_cn_disabled),
         cmocka_unit_test(test_upstream_subject),
