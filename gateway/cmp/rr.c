@@ -162,9 +162,11 @@ static size_t revokers(struct cmp_call *c, const struct gw_role *role, const X50
 }
 
 /*
- * Whether |up| says |cert| is revoked, for an RA's rr: Vault revokes a revoked certificate again
- * without saying so, and the audit log would get a second revocation with another reason. A status
- * it cannot tell lets the revocation go ahead.
+ * Whether |up| says |cert| is revoked, asked before every rr (an RA's, the holder's): Vault answers the
+ * revocation of a revoked certificate as it answers the first, cfssl records it again, and the audit
+ * log would get a second revocation with another reason. The holder's credential check does not
+ * tell: it reads no status where the upstream says "check_revocation": false, and a CRL up to
+ * GW_STATUS_REFRESH_SECS old where it does. A status it cannot tell lets the revocation go ahead.
  */
 static int revoked_already(struct gw_upstream *up, const X509 *cert)
 {
@@ -357,7 +359,12 @@ static int check_rr(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *r
                           "revocation reason removeFromCRL releases a certificate from hold, which this "
                           "server does not do: ask the CA's operator");
     n = revokers(c, t->role, issuer, ups);
-    return pick_revoker(t, c, ups, n, issuer, serial, *as_ra, target, r);
+    if (pick_revoker(t, c, ups, n, issuer, serial, *as_ra, target, r) != 0)
+        return 1;
+    /* an RA's target was asked already (check_ra_target) */
+    if (!*as_ra && revoked_already(t->up, t->signer))
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_certRevoked, TEXT_REVOKED);
+    return 0;
 }
 
 OSSL_CMP_PKISI *cmp_rr_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const X509_NAME *issuer,

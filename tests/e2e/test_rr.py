@@ -10,7 +10,10 @@ Through the Vault-API test server, which revokes by serial within its mount what
 certificate named by an issuer that did not issue it or that is no CA of the upstream; each stays valid
 at Vault. A revocation Vault fails (500) has the client retry later; one it refuses (400) is answered as
 refused for good, without Vault's words. Where the CA cannot look a certificate up by serial (cfssl), an RA revokes nothing it does
-not hold; the holder still does."""
+not hold; the holder still does. An RA's role judges a certificate's names as it would have issued them: a
+subjectAltName copying the CN is held to the role's SAN types, and on Vault the CN is judged as the name
+Vault copies it to. A holder's rr for a certificate Vault has revoked already (its operator's doing) is
+certRevoked, Vault not asked to revoke it again, whatever check_revocation says."""
 import datetime
 import os
 
@@ -397,6 +400,74 @@ class RaNamesAtVault(harness.GatewayTestCase):
                 x509.SubjectAlternativeName)
         self.assert_refused_then_twin(victim, "subjectAltName type DNS name is not allowed on role people (the "
                                       "common name, which the CA copies into the subjectAltNames)")
+
+
+class HolderRevokedAtVault(harness.GatewayTestCase):
+    """The holder's rr for a certificate Vault has revoked already, through its own API or a CRL the
+    gateway read before that: Vault answers a revocation of a revoked serial as it answers the first
+    (200, the first revocation_time), so the client was told "accepted" and the audit log got a second
+    revocation, with the client's reason, of a certificate the CA had revoked with another. It is now
+    answered certRevoked from the upstream's status, and Vault is not asked to revoke. A certificate
+    revoked through the gateway is refused from the gateway's own record, as the signer of any request
+    is, without a word to Vault. With "check_revocation" false here (nothing is read about a signer's
+    status), and in the subclass true (a CRL read before the revocation, kept for minutes)."""
+
+    check_revocation = False
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.vault = vaultenv.running(cls, gw.dir)
+        cfg["upstreams"]["vault"] = cls.vault.upstream(check_revocation=cls.check_revocation)
+        cfg["roles"]["vault-h"] = dict(cfg["roles"]["default"], upstream="vault", upstream_role="devices",
+                                       allowed_san_types=["dns"])
+
+    def issue(self, name, auth="sig"):
+        """A certificate of role vault-h for /CN=|name| and its key; the p10cr signed by |auth|."""
+        key = self.newkey(name)
+        csr = self.gw.dir / ("%s.csr" % name)
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=%s" % name, "-out", csr])
+        extra = ["-csr", csr] + (["-extracerts", self.gw.dir / "vault-ca.pem"] if auth != "sig" else [])
+        return self.gw.cmp("p10cr", name, auth=auth, path="pki/roles/vault-h/cmp", extra=extra).cert, key
+
+    def holder(self, name, cert, key):
+        """The rr signed by |cert| itself on role vault-h's path: (status, failInfo, texts)."""
+        first = self.gw.cmp("rr", name, auth=(cert, key), path="pki/roles/vault-h/cmp", expect_cert=False,
+                            extra=["-extracerts", self.gw.dir / "vault-ca.pem", "-oldcert", cert, "-revreason",
+                                   "1"]).first  # keyCompromise
+        return first.status, first.fail_info, first.status_strings
+
+    def records(self, cert, kind):
+        return [r for r in audit(self.gw, kind) if int(r.get("serial", "0"), 16) == int(harness.serial_hex(cert), 16)]
+
+    def test_revoked_at_vault(self):
+        cert, key = self.issue("h-1.example.com")
+        self.issue("h-1-next.example.com", auth=(cert, key))  # where its status is checked, the CRL read now
+        self.vault.api("POST", "/v1/pki/revoke", {"serial_number": colon_hex(cert)})  # the CA's operator
+        mark = self.vault.mark()
+        self.assertEqual(self.holder("h-1-rr", cert, key), (2, ["certRevoked"], ["the certificate is already "
+                                                                                  "revoked"]))
+        self.assertFalse(self.vault.since(mark, "/revoke"))
+        self.assertFalse(self.records(cert, "intent"))
+        self.assertFalse(self.records(cert, "revoked"))
+        self.assertEqual(len(self.records(cert, "rejected")), 1)
+
+    def test_revoked_through_the_gateway(self):
+        """The twin: a certificate Vault has not revoked is revoked, once; its holder asking again is refused
+        from the gateway's own record of it, and Vault hears of it no more."""
+        cert, key = self.issue("h-2.example.com")
+        mark = self.vault.mark()
+        self.assertEqual(self.holder("h-2-rr", cert, key), (0, [], []))
+        self.assertEqual(len(self.vault.since(mark, "/revoke")), 1)
+        status, fails, texts = self.holder("h-2-rr-again", cert, key)
+        self.assertEqual((status, fails, texts), (2, ["certRevoked"], [
+            "the signer certificate (serial %s) is revoked; authenticate with a valid one" %
+            harness.serial_hex(cert)]))
+        self.assertEqual(len(self.vault.since(mark, "/revoke")), 1)
+        self.assertEqual(len(self.records(cert, "revoked")), 1)
+
+
+class HolderRevokedAtVaultChecked(HolderRevokedAtVault):
+    check_revocation = True
 
 
 class RevokedAcrossRestart(harness.GatewayTestCase):
