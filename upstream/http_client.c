@@ -26,7 +26,11 @@ struct handle {
     struct handle *prev, *next;
 };
 
-/* The body being received; capped at GW_MAX_UPSTREAM_BODY (curl: every buffer has a cap). */
+/*
+ * The body being received; capped at GW_MAX_UPSTREAM_BODY (curl: every buffer has a cap). It may hold
+ * a secret (a Vault login's token), also when it ends early (cut off, too large, too late): it is
+ * OpenSSL's memory, grown by copying, and every copy is wiped before it is freed (sink_free).
+ */
 struct sink {
     char *buf;
     size_t len, cap;
@@ -190,6 +194,15 @@ static CURL *thread_handle(struct gw_http_client *c)
     return h->curl;
 }
 
+/* Wipes and frees what |s| holds (every byte written to it: the body and its NUL). */
+static void sink_free(struct sink *s)
+{
+    if (s->buf != NULL)
+        OPENSSL_clear_free(s->buf, s->len + 1);
+    s->buf = NULL;
+    s->cap = 0;
+}
+
 static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 {
     struct sink *s = arg;
@@ -207,15 +220,12 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
             cap *= 2;
         if (cap > GW_MAX_UPSTREAM_BODY + 1)
             cap = GW_MAX_UPSTREAM_BODY + 1;
-        /* not realloc: an answer may hold a secret (a Vault login's token), and realloc would free
-           the old copy as it is */
-        if ((p = malloc(cap)) == NULL)
+        /* not realloc: that would free the old copy as it is */
+        if ((p = OPENSSL_malloc(cap)) == NULL)
             return 0;
-        if (s->buf != NULL) {
+        if (s->buf != NULL)
             memcpy(p, s->buf, s->len);
-            OPENSSL_cleanse(s->buf, s->len);
-            free(s->buf);
-        }
+        sink_free(s);
         s->buf = p;
         s->cap = cap;
     }
@@ -397,7 +407,7 @@ static int finish(CURL *curl, CURLcode rc, struct sink *sink, struct gw_http_res
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &rsp->status);
     if (curl_easy_getinfo(curl, CURLINFO_CONTENT_TYPE, &ct) == CURLE_OK && ct != NULL)
         snprintf(rsp->content_type, sizeof(rsp->content_type), "%s", ct);
-    rsp->body = sink->buf != NULL ? sink->buf : strdup("");
+    rsp->body = sink->buf != NULL ? sink->buf : OPENSSL_zalloc(1);
     rsp->body_len = sink->len;
     sink->buf = NULL;
     return rsp->body != NULL ? 0 : GW_ERR_NOMEM;
@@ -431,7 +441,7 @@ int gw_http_request(struct gw_http_client *c, const char *method, const char *pa
 out:
     headers_free(hdrs);
     free(url);
-    free(sink.buf);
+    sink_free(&sink); /* what came of an answer that failed (cut off, too large, too late) */
     return ret;
 }
 
@@ -439,7 +449,8 @@ void gw_http_response_cleanup(struct gw_http_response *rsp)
 {
     if (rsp == NULL)
         return;
-    free(rsp->body);
+    if (rsp->body != NULL)
+        OPENSSL_clear_free(rsp->body, rsp->body_len + 1);
     memset(rsp, 0, sizeof(*rsp));
 }
 
@@ -458,7 +469,7 @@ static void transfer_free(struct transfer *tr)
     curl_easy_cleanup(tr->curl);
     headers_free(tr->hdrs);
     free(tr->url);
-    free(tr->sink.buf);
+    sink_free(&tr->sink);
     free(tr);
 }
 

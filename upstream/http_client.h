@@ -60,6 +60,12 @@ void gw_http_client_thread_done(struct gw_http_client *c);
  */
 int gw_http_request(struct gw_http_client *c, const char *method, const char *path, const char *body,
                     const char *const *headers, struct gw_http_response *rsp);
+
+/*
+ * gw_http_response_cleanup wipes |rsp|'s body before it frees it: an answer may carry a secret (a
+ * Vault login's token). What came of an answer that failed (cut off, too large, too late) is wiped
+ * as well, inside the client, and so is every copy left behind as the body grew.
+ */
 void gw_http_response_cleanup(struct gw_http_response *rsp);
 
 /*

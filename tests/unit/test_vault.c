@@ -3,7 +3,7 @@
  * (plain HTTP on 127.0.0.1, one thread per connection, answers chosen by each test): paths and
  * fields sent, Vault's error statuses as CMP failInfo, retries only where nothing happened,
  * token re-read and cert-login single flight, revoke / role policy / cert status, token header
- * lines wiped before libcurl frees them.
+ * lines wiped before libcurl frees them, answers wiped before the HTTP client frees them.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <time.h>
@@ -23,6 +24,7 @@
 #include <curl/curl.h>
 #include <json-c/json.h>
 #include <openssl/cmp.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
@@ -64,6 +66,10 @@ static struct {
     int n_reqs, n_logins;
     struct seen reqs[MAX_REQS];
     char *big; /* an oversized body when set */
+    /* an answer with this body gets only |cut| bytes of it, then |stall_ms| of silence, then the end */
+    const char *cut_body;
+    size_t cut;
+    int stall_ms;
 } fake;
 
 static X509 *ca_cert, *leaf;
@@ -131,8 +137,12 @@ static void send_answer(int fd, const struct answer *a)
         a->status, len);
     if (write(fd, head, strlen(head)) < 0)
         return;
+    if (body == fake.cut_body && fake.cut < len)
+        len = fake.cut;
     while (off < len && (n = write(fd, body + off, len - off)) > 0)
         off += (size_t)n;
+    if (body == fake.cut_body && fake.stall_ms > 0)
+        usleep((useconds_t)fake.stall_ms * 1000);
 }
 
 static void *conn_main(void *arg)
@@ -1371,6 +1381,136 @@ static void test_token_header_wiped(void **state)
     pthread_mutex_unlock(&watched.lock);
 }
 
+/*
+ * OpenSSL's allocator, hooked (CRYPTO_set_mem_functions, first thing in main): the HTTP client keeps
+ * what it receives in OpenSSL's memory, and no block freed through it may still hold SECRET_TOKEN (a
+ * realloc frees the old block as it is, so it counts as a free). New blocks are filled first, so
+ * that what an earlier owner left in one is not taken for this one's.
+ */
+#define SECRET_TOKEN "hvs.wipe-me-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+static struct {
+    pthread_mutex_t lock;
+    size_t client_frees; /* blocks freed by upstream/http_client.c */
+    size_t unwiped;      /* blocks freed with SECRET_TOKEN in them */
+} ossl_mem = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void ossl_mem_freed(void *p, const char *file)
+{
+    if (p == NULL)
+        return;
+    pthread_mutex_lock(&ossl_mem.lock);
+    if (file != NULL && strstr(file, "http_client.c") != NULL)
+        ossl_mem.client_frees++;
+    if (memmem(p, malloc_usable_size(p), SECRET_TOKEN, strlen(SECRET_TOKEN)) != NULL)
+        ossl_mem.unwiped++;
+    pthread_mutex_unlock(&ossl_mem.lock);
+}
+
+static void *ossl_malloc(size_t num, const char *file, int line)
+{
+    void *p = malloc(num);
+
+    (void)file;
+    (void)line;
+    if (p != NULL)
+        memset(p, 0x5a, malloc_usable_size(p));
+    return p;
+}
+
+static void *ossl_realloc(void *addr, size_t num, const char *file, int line)
+{
+    size_t old = addr != NULL ? malloc_usable_size(addr) : 0, now;
+    void *p;
+
+    (void)line;
+    ossl_mem_freed(addr, file);
+    if ((p = realloc(addr, num)) != NULL && (now = malloc_usable_size(p)) > old)
+        memset((char *)p + old, 0x5a, now - old);
+    return p;
+}
+
+static void ossl_free(void *addr, const char *file, int line)
+{
+    (void)line;
+    ossl_mem_freed(addr, file);
+    free(addr);
+}
+
+/* Runs |f|'s sign against |login| (the cert login's answer) and |script|, then frees the client (its
+ * transfer thread is done with every answer): none may be left unwiped, and the client freed some. */
+static void sign_then_check(struct fx *f, const struct answer *login, const struct answer *script, int n,
+                            const char *what)
+{
+    struct gw_sign_result res;
+    size_t frees, unwiped;
+
+    pthread_mutex_lock(&ossl_mem.lock);
+    ossl_mem.client_frees = ossl_mem.unwiped = 0;
+    pthread_mutex_unlock(&ossl_mem.lock);
+    fx_restart(f);
+    fake.login = *login;
+    fake_script(script, n);
+    for (int i = 0; i < (n > 1 ? 2 : 1); i++) { /* the second with the token in hand: the transfer thread's */
+        sign(f, &res);
+        gw_sign_result_cleanup(&res);
+    }
+    fx_restart(f);
+    pthread_mutex_lock(&ossl_mem.lock);
+    frees = ossl_mem.client_frees;
+    unwiped = ossl_mem.unwiped;
+    pthread_mutex_unlock(&ossl_mem.lock);
+    if (unwiped != 0)
+        fail_msg("%s: %zu blocks freed with the token in them", what, unwiped);
+    if (frees == 0)
+        fail_msg("%s: the HTTP client freed no answer of OpenSSL's memory", what);
+}
+
+/*
+ * What the HTTP client received is wiped before it is freed, however the answer ended: a cert
+ * login's answer (a token inside) cut off, too late, too large, refused or complete, on the caller's
+ * thread; a sign answer cut off or refused, on the transfer thread.
+ */
+static void test_answer_wiped(void **state)
+{
+    static const char login_ok[] =
+        "{\"auth\":{\"client_token\":\"" SECRET_TOKEN "\",\"lease_duration\":3600}}";
+    static const char refused[] = "{\"errors\":[\"" SECRET_TOKEN "\"]}";
+    static const char login_cut[] =
+        "{\"auth\":{\"client_token\":\"" SECRET_TOKEN "\",\"lease_duration\":3600}}";
+    const struct answer ok = {200, NULL, 0}, good_login = {200, login_ok, 0}, cut = {200, login_cut, 0};
+    struct answer big_login = {200, NULL, 0};
+    char *big = malloc(GW_MAX_UPSTREAM_BODY + 64);
+    struct fx f;
+
+    (void)state;
+    fake.cut_body = login_cut;
+    fake.cut = sizeof(login_cut) - 10; /* past the token */
+    assert_non_null(big);
+    /* the token first, then more than the cap: the buffer grows a few times before it overflows */
+    snprintf(big, GW_MAX_UPSTREAM_BODY + 64, "%.*s,\"pad\":\"", (int)strlen(login_ok) - 1, login_ok);
+    memset(big + strlen(big), 'a', GW_MAX_UPSTREAM_BODY + 64 - strlen(big) - 3);
+    memcpy(big + GW_MAX_UPSTREAM_BODY + 64 - 3, "\"}", 3);
+    big_login.body = big;
+    fx_init(&f, 500);
+    f.vc.token_file = NULL;
+    f.vc.auth_cert_mount = "cert";
+    sign_then_check(&f, &cut, &ok, 1, "login cut off");
+    fake.stall_ms = 1500;
+    sign_then_check(&f, &cut, &ok, 1, "login too late");
+    fake.stall_ms = 0;
+    sign_then_check(&f, &big_login, &ok, 1, "login too large");
+    sign_then_check(&f, &(struct answer){403, refused, 0}, &ok, 1, "login refused");
+    sign_then_check(&f, &good_login, &ok, 1, "login");
+    assert_string_equal(fake.reqs[0].token, SECRET_TOKEN);
+    sign_then_check(&f, &good_login, (struct answer[]){ok, cut}, 2, "sign cut off");
+    sign_then_check(&f, &good_login, (struct answer[]){ok, {500, refused, 0}}, 2, "sign refused");
+    assert_int_equal(fake.n_reqs, 2);
+    fx_cleanup(&f);
+    fake.cut_body = NULL;
+    free(big);
+}
+
 /* GET cert/<serial> for an RA's rr: the certificate itself, exactly one, or nothing. */
 static void test_cert_by_serial(void **state)
 {
@@ -1448,8 +1588,11 @@ int main(void)
         cmocka_unit_test(test_role_policy_grants),
         cmocka_unit_test(test_cert_status),
         cmocka_unit_test(test_token_header_wiped),
+        cmocka_unit_test(test_answer_wiped),
     };
 
+    if (CRYPTO_set_mem_functions(ossl_malloc, ossl_realloc, ossl_free) != 1)
+        return 1; /* OpenSSL allocated before: the hooks would see only part of its blocks */
     if (curl_global_init_mem(CURL_GLOBAL_DEFAULT, malloc, hook_free, realloc, hook_strdup, calloc) !=
         CURLE_OK)
         return 1;
