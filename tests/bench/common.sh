@@ -33,3 +33,14 @@ if sys.argv[2]:
 json.dump(cfg, open(sys.argv[1], "w"), indent=2)
 PY
 }
+
+# gw_usage ADMIN_PORT: "<resident KiB> <open descriptors>" of the cmpgw whose admin listener is on
+# ADMIN_PORT, from its /metrics (process_resident_memory_bytes, process_open_fds): /proc/<pid>/fd of a
+# gateway is root's alone to read (the gateway is not dumpable), and its own figures are anyone's who
+# may reach the admin listener. The descriptor of the scrape's own connection is not counted: the
+# figures are what /proc/<pid>/status and /proc/<pid>/fd show between scrapes.
+gw_usage() {
+    curl -fsS --noproxy '*' "http://127.0.0.1:$1/metrics" |
+        awk '$1 == "process_resident_memory_bytes" { rss = $2 } $1 == "process_open_fds" { fds = $2 }
+             END { if (rss == "" || fds == "") exit 1; printf "%d %d\n", rss / 1024, fds - 1 }'
+}

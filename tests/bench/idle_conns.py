@@ -1,31 +1,40 @@
 #!/usr/bin/env python3
 """Resident memory of idle TLS connections (tests/bench/run.sh): opens N connections to a cmpgw listener,
 each with the demo client certificate and one request answered (as a keep-alive client between two
-messages), and reads the gateway's VmRSS before and after. Fails if the gateway closed any of them
-before the reading (its keep-alive timeout, say): the figure would be per connection it no longer
-holds; it counts them in /proc/<pid>/fd, which only root reads of a gateway (it is not dumpable).
-Prints one JSON line.
+messages), and reads the gateway's resident memory before and after. Fails if the gateway closed any
+of them before the reading (its keep-alive timeout, say): the figure would be per connection it no
+longer holds. Both figures come from the gateway's /metrics on its admin listener
+(process_resident_memory_bytes, process_open_fds), as any user may read them: only root reads
+/proc/<pid>/fd of a gateway, which is not dumpable. Prints one JSON line.
 
-    idle_conns.py PID PORT PKI_DIR N
+    idle_conns.py ADMIN_PORT PORT PKI_DIR N
 """
 import concurrent.futures
 import json
-import os
 import socket
 import ssl
 import sys
 import time
+import urllib.request
 
 
 OPENERS = 4  # connections being opened at once
 
 
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS for pid %d" % pid)
+def usage(admin_port):
+    """The gateway's resident KiB and open descriptors, as /proc/<pid>/status (VmRSS) and /proc/<pid>/fd
+    would show them: the descriptor of this scrape's own connection is not counted."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
+    with opener.open("http://127.0.0.1:%d/metrics" % admin_port, timeout=10) as r:
+        text = r.read().decode()
+    got = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in ("process_resident_memory_bytes", "process_open_fds"):
+            got[parts[0]] = float(parts[1])
+    if len(got) != 2:
+        raise RuntimeError("the gateway's /metrics lacks process_resident_memory_bytes or process_open_fds")
+    return int(got["process_resident_memory_bytes"]) // 1024, int(got["process_open_fds"]) - 1
 
 
 def open_one(ctx, port):
@@ -44,10 +53,10 @@ def open_one(ctx, port):
 
 
 def main():
-    pid, port, pki, n = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    admin_port, port, pki, n = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     ctx = ssl.create_default_context(cafile=pki + "/ca.pem")
     ctx.load_cert_chain(pki + "/client.pem", pki + "/client.key")
-    before, fds_before = rss_kib(pid), len(os.listdir("/proc/%d/fd" % pid))
+    before, fds_before = usage(admin_port)
     conns = []
     started = time.monotonic()
     try:
@@ -59,8 +68,8 @@ def main():
                 conns.append(f.result())
         opened_s = time.monotonic() - started
         time.sleep(0.5)
-        after = rss_kib(pid)
-        held = len(os.listdir("/proc/%d/fd" % pid)) - fds_before
+        after, fds_after = usage(admin_port)
+        held = fds_after - fds_before
         if held < n:
             raise RuntimeError("the gateway holds %d of the %d connections at the reading (opened in %.1f s): "
                                "it closed some" % (held, n, opened_s))

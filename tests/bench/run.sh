@@ -371,15 +371,19 @@ for n in 1 "$threads"; do
     done
 done
 
-# solo_config NAME PORT: $pki/cmpgw-NAME.json, the demo configuration with its TLS listener alone on
-# PORT, no admin listener and an audit log of its own: a second gateway beside the first.
+# solo_config NAME PORT [ADMIN_PORT]: $pki/cmpgw-NAME.json, the demo configuration with its TLS
+# listener alone on PORT, its admin listener on ADMIN_PORT (none without), and an audit log of its
+# own: a second gateway beside the first.
 solo_config() {
-    python3 - "$pki/cmpgw.json" "$pki/cmpgw-$1.json" "$2" "audit-$1.log" <<'PY'
+    python3 - "$pki/cmpgw.json" "$pki/cmpgw-$1.json" "$2" "audit-$1.log" "${3:-}" <<'PY'
 import json, sys
 cfg = json.load(open(sys.argv[1]))
 cfg["listeners"] = cfg["listeners"][:1]
 cfg["listeners"][0]["port"] = int(sys.argv[3])
-cfg.pop("admin", None)
+if sys.argv[5]:
+    cfg["admin"]["port"] = int(sys.argv[5])
+else:
+    cfg.pop("admin", None)
 cfg["audit"]["file"] = sys.argv[4]
 json.dump(cfg, open(sys.argv[2], "w"), indent=2)
 PY
@@ -399,15 +403,17 @@ print(max(1, int(max(rates, default=0) / 2)))' "$tmp/results.jsonl")
 fi
 
 # Resident memory per idle TLS connection (BENCH_IDLE_CONNS, 0: not measured), on a cmpgw of its own
-# just started: one that served the load before would place the connections in memory it freed.
+# just started: one that served the load before would place the connections in memory it freed. Its
+# admin listener tells its memory and descriptors (/metrics).
 if [[ -n $gw_pid && $idle_conns -gt 0 ]]; then
     idle_port=$(free_port)
-    solo_config idle "$idle_port"
+    idle_admin_port=$(free_port)
+    solo_config idle "$idle_port" "$idle_admin_port"
     (cd "$pki" && exec "${srv_pin[@]}" "$gw" -c "$pki/cmpgw-idle.json" >"$tmp/cmpgw-idle.log" 2>&1) &
     idle_pid=$!
     pids+=("$idle_pid")
-    if wait_listen "$idle_port" "$idle_pid"; then
-        python3 "$root/tests/bench/idle_conns.py" "$idle_pid" "$idle_port" "$pki" "$idle_conns" \
+    if wait_listen "$idle_port" "$idle_pid" && wait_listen "$idle_admin_port" "$idle_pid"; then
+        python3 "$root/tests/bench/idle_conns.py" "$idle_admin_port" "$idle_port" "$pki" "$idle_conns" \
             >"$tmp/idle.json" 2>>"$tmp/load.err" ||
             echo "bench: the idle-connection measurement failed (see its error above)" >&2
     fi

@@ -5,8 +5,8 @@
 # keeps each transactionID for twice message_time_window or transaction_ttl: 30 s each here, so that
 # it holds a minute's worth, about 12 000, and stops growing within the warm-up) both must stay
 # within 5 % of their mean; the script prints the samples and exits 1 otherwise, or on any failed
-# enrolment. The descriptors are read from /proc/<pid>/fd, which only root reads of a gateway (it is
-# not dumpable): run it as root (the gateway's /metrics has them as process_open_fds too).
+# enrolment. Both are read from the gateway's /metrics (gw_usage in common.sh), as any user may: only
+# root reads /proc/<pid>/fd of a gateway, which is not dumpable.
 #
 #   tests/bench/soak.sh BUILD_DIR
 set -euo pipefail
@@ -33,8 +33,9 @@ trap 'exit 130' INT TERM
 . "$root/tests/bench/common.sh"
 
 port=$(free_port)
+admin_port=$(free_port)
 pki=$tmp/pki
-bench_pki "$pki" "$port" "$(free_port)"
+bench_pki "$pki" "$port" "$admin_port"
 python3 - "$pki/cmpgw.json" <<'PY'
 import json, sys
 cfg = json.load(open(sys.argv[1]))
@@ -71,8 +72,8 @@ echo "|---:|---:|---:|"
 for ((t = 10; t <= seconds; t += 10)); do
     sleep 10
     kill -0 "$gw_pid" 2>/dev/null || { echo "soak: the gateway died" >&2; tail -5 "$tmp/cmpgw.log" >&2; exit 1; }
-    rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$gw_pid/status")
-    fds=$(find "/proc/$gw_pid/fd" -mindepth 1 -maxdepth 1 | wc -l)
+    usage=$(gw_usage "$admin_port") || { echo "soak: cannot read the gateway's /metrics" >&2; exit 1; }
+    read -r rss fds <<<"$usage"
     echo "| $t | $rss | $fds |"
     echo "$t $rss $fds" >>"$tmp/samples"
 done
