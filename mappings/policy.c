@@ -377,12 +377,20 @@ static int tls_constrained(const struct gw_authz *a)
            a->tls_must_be_signer;
 }
 
+/* Always |rc|: a refusal of the authorization, named |code| for the log (gw_policy_authorize). */
+static int refused(const char **why, const char *code, int rc)
+{
+    *why = code;
+    return rc;
+}
+
 /*
  * authorize_tls: deny by default, so a role that constrains TLS client certificates in any way
  * (tls_trust, tls_subjects, tls_sans, tls_must_be_signer) refuses a connection without one, even
  * with "tls_client": "optional".
  */
-static int authorize_tls(const struct gw_role *role, X509 *peer, time_t now, int *fail_info, char *err)
+static int authorize_tls(const struct gw_role *role, X509 *peer, time_t now, int *fail_info, char *err,
+                         const char **why)
 {
     const struct gw_authz *a = &role->authz;
     char buf[SHOWN_LEN];
@@ -392,8 +400,10 @@ static int authorize_tls(const struct gw_role *role, X509 *peer, time_t now, int
     if (peer == NULL) {
         if (!tls_constrained(a))
             return 0;
-        return policy_say(fail_info, DENY, err, "role %s requires a TLS client certificate; connect with one",
-                          policy_rname(role));
+        return refused(why, "tls_required",
+                       policy_say(fail_info, DENY, err,
+                                  "role %s requires a TLS client certificate; connect with one",
+                                  policy_rname(role)));
     }
     if (a->tls_store != NULL && !policy_verify(a->tls_store, peer, a->tls_untrusted, now,
                                                X509_PURPOSE_SSL_CLIENT, 0, &code, &depth, NULL)) {
@@ -402,12 +412,14 @@ static int authorize_tls(const struct gw_role *role, X509 *peer, time_t now, int
                         line != NULL ? policy_shown(buf, line, strlen(line)) : "?",
                         policy_verify_why(code, depth), policy_rname(role));
         OPENSSL_free(line);
-        return rc;
+        return refused(why, "tls_trust", rc);
     }
     if ((rc = check_subject(role, &a->tls_subjects, "tls_subjects", "TLS client certificate",
                             X509_get_subject_name(peer), fail_info, err)) != 0)
-        return rc;
-    return check_tls_sans(role, peer, fail_info, err);
+        return refused(why, "tls_subject", rc);
+    if ((rc = check_tls_sans(role, peer, fail_info, err)) != 0)
+        return refused(why, "tls_san", rc);
+    return 0;
 }
 
 static int pbm_accepted(const struct gw_role *role, const char *ref)
@@ -421,49 +433,61 @@ static int pbm_accepted(const struct gw_role *role, const char *ref)
     return 0;
 }
 
-static int authorize_cmp(const struct gw_role *role, const struct gw_identity *id, int *fail_info, char *err)
+/* An unprotected request, and a signed one on a role without trust, the engine refuses before this. */
+static int authorize_cmp(const struct gw_role *role, const struct gw_identity *id, int *fail_info, char *err,
+                         const char **why)
 {
     const struct gw_authz *a = &role->authz;
     char buf[SHOWN_LEN];
+    int rc;
 
     if (id->signer == NULL && id->pbm_ref == NULL)
-        return policy_say(fail_info, DENY, err,
-                          "the request is not protected; role %s needs a signature or PBM",
-                          policy_rname(role));
+        return refused(why, "unprotected",
+                       policy_say(fail_info, DENY, err,
+                                  "the request is not protected; role %s needs a signature or PBM",
+                                  policy_rname(role)));
     if (a->tls_must_be_signer && id->signer == NULL)
-        return policy_say(fail_info, DENY, err,
-                          "role %s requires the CMP request to be signed with the TLS client "
-                          "certificate's key; password-based MAC is not accepted",
-                          policy_rname(role));
+        return refused(why, "tls_signer_pbm",
+                       policy_say(fail_info, DENY, err,
+                                  "role %s requires the CMP request to be signed with the TLS client "
+                                  "certificate's key; password-based MAC is not accepted",
+                                  policy_rname(role)));
     if (a->tls_must_be_signer && X509_cmp(id->tls_peer, id->signer) != 0)
-        return policy_say(fail_info, DENY, err,
-                          "the CMP signer certificate is not the TLS client certificate; role %s "
-                          "requires them to be the same certificate",
-                          policy_rname(role));
+        return refused(why, "tls_signer_other",
+                       policy_say(fail_info, DENY, err,
+                                  "the CMP signer certificate is not the TLS client certificate; role %s "
+                                  "requires them to be the same certificate",
+                                  policy_rname(role)));
     if (id->signer == NULL) {
         if (pbm_accepted(role, id->pbm_ref))
             return 0;
-        return policy_say(fail_info, DENY, err, "PBM reference %s is not accepted on role %s",
-                          policy_shown(buf, id->pbm_ref, strlen(id->pbm_ref)), policy_rname(role));
+        return refused(why, "pbm_not_accepted",
+                       policy_say(fail_info, DENY, err, "PBM reference %s is not accepted on role %s",
+                                  policy_shown(buf, id->pbm_ref, strlen(id->pbm_ref)), policy_rname(role)));
     }
     if (role->store == NULL)
-        return policy_say(fail_info, DENY, err,
-                          "role %s accepts no signed requests (it names no trust); use PBM",
-                          policy_rname(role));
-    return check_subject(role, &a->signer_subjects, "signer_subjects", "CMP signer certificate",
-                         X509_get_subject_name(id->signer), fail_info, err);
+        return refused(why, "signature_not_accepted",
+                       policy_say(fail_info, DENY, err,
+                                  "role %s accepts no signed requests (it names no trust); use PBM",
+                                  policy_rname(role)));
+    if ((rc = check_subject(role, &a->signer_subjects, "signer_subjects", "CMP signer certificate",
+                            X509_get_subject_name(id->signer), fail_info, err)) != 0)
+        return refused(why, "signer_subject", rc);
+    return 0;
 }
 
 int gw_policy_authorize(const struct gw_role *role, const struct gw_identity *id, time_t now, int *fail_info,
-                        char *err)
+                        char *err, const char **code)
 {
     int rc;
 
     err[0] = '\0';
+    *code = NULL;
     if (role == NULL || id == NULL)
-        return policy_say(fail_info, DENY, err, "no role or identity to authorize");
-    if ((rc = authorize_tls(role, id->tls_peer, now, fail_info, err)) != 0 ||
-        (rc = authorize_cmp(role, id, fail_info, err)) != 0)
+        return refused(code, "no_identity",
+                       policy_say(fail_info, DENY, err, "no role or identity to authorize"));
+    if ((rc = authorize_tls(role, id->tls_peer, now, fail_info, err, code)) != 0 ||
+        (rc = authorize_cmp(role, id, fail_info, err, code)) != 0)
         return rc;
     *fail_info = 0;
     return 0;

@@ -24,10 +24,13 @@ struct gw_identity {
 /*
  * gw_policy_authorize checks |id| against |role|'s authorization at |now|: TLS client certificate
  * required / chaining to tls_trust (with CRLs) / subject and SAN patterns, TLS certificate equal to
- * the CMP signer, signer subject patterns. notAuthorized on failure.
+ * the CMP signer, signer subject patterns. notAuthorized on failure, with *|code| a static snake_case
+ * name of the check that refused (docs/errors.md's row: "tls_subject", "signer_subject", ...) for the
+ * log, which a text with the client's names and the role's patterns cannot be searched by; NULL on
+ * success.
  */
 int gw_policy_authorize(const struct gw_role *role, const struct gw_identity *id, time_t now, int *fail_info,
-                        char *err);
+                        char *err, const char **code);
 
 /*
  * gw_policy_check_request checks what a request asks for (|plan|, after the profile) against the

@@ -156,12 +156,13 @@ int cmp_authorize(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusa
                              .signer = t->pbm ? NULL : t->signer,
                              .pbm_ref = t->pbm ? t->pbm_ref : NULL};
     struct cmp_refusal why = {.fail_info = OSSL_CMP_PKIFAILUREINFO_notAuthorized};
+    const char *code = NULL;
 
-    if (gw_policy_authorize(t->role, &id, c->now, &why.fail_info, why.text) == 0)
+    if (gw_policy_authorize(t->role, &id, c->now, &why.fail_info, why.text, &code) == 0)
         return 0;
     *r = why;
     gw_log_kv(GW_LOG_INFO, "not_authorized", "tid", c->rsp->tid, "role", t->role->name, "identity",
-              t->identity, "tls_subject", c->tls_subject, "reason", r->text, NULL);
+              t->identity, "tls_subject", c->tls_subject, "reason", code, "msg", r->text, NULL);
     return 1;
 }
 

@@ -44,6 +44,7 @@ ELSEWHERE = {
     "txn_signer_untrusted": ("../unit/test_cmp.c", "the signer certificate no longer chains to a CA trusted on this "),
     "txn_secret_changed": ("../unit/test_cmp.c", "the secret of this PBM reference was changed by a configuration "),
     "txn_secret_removed": ("../unit/test_cmp.c", "this PBM reference was removed by a configuration reload after this "),
+    "pbm_not_accepted": ("../unit/test_cmp.c", " is not accepted on role "),
     "txn_state_unavailable": ("test_shared_state.py", "the gateway cannot reach its cluster to answer this "),
     "crmf_to_csr_ca": ("test_vault.py", "send a p10cr"),
     "upstream_busy": ("test_vault.py", "Vault is busy"),
@@ -584,16 +585,26 @@ class Errors(Base):
         m["body"]["p10cr"]["signature"] = flip_last(m["body"]["p10cr"]["signature"])
         self.expect("bad_pop", self.send("badcsr", resign(m, self.key())))
 
+    def assert_not_authorized(self, rid, role, answer):
+        """|answer|, a refusal by |role|'s authorization, is logged not_authorized with |rid| as its reason and
+        the statusString as its msg (docs/errors.md)."""
+        logged = [l.get("reason") for l in self.gw.log_lines() if l.get("event") == "not_authorized" and
+                  l.get("role") == role and l.get("msg") == answer.status_strings[0]]
+        self.assertEqual(logged, [rid])
+
     def test_tls_subject(self):
         a = self.expect("tls_subject", self.ir("tlssubj", path="pki/roles/tlssubj/cmp"))
         self.assertEqual(a.status_strings, ["TLS client certificate subject /O=cmpgw demo/CN=demo-client is not "
                                             "allowed on role tlssubj (allowed: /O=cmpgw demo/CN=nobody)"])
+        self.assert_not_authorized("tls_subject", "tlssubj", a)
 
     def test_tls_required(self):
-        self.expect("tls_required", self.ir("tlsreq", path="pki/roles/tlsreq/cmp", tls=(None, None)))
+        a = self.expect("tls_required", self.ir("tlsreq", path="pki/roles/tlsreq/cmp", tls=(None, None)))
+        self.assert_not_authorized("tls_required", "tlsreq", a)
 
     def test_signer_subject(self):
-        self.expect("signer_subject", self.ir("signer", path="pki/roles/signer/cmp"))
+        a = self.expect("signer_subject", self.ir("signer", path="pki/roles/signer/cmp"))
+        self.assert_not_authorized("signer_subject", "signer", a)
 
     def test_kur_pbm(self):
         self.expect("kur_pbm", self.gw.cmp("kur", "kurpbm", auth="pbm", newkey=self.newkey("kurpbm"),
@@ -630,11 +641,13 @@ class Errors(Base):
                                             "(allowed: *.example.com)"])
 
     def test_tls_signer_pbm(self):
-        self.expect("tls_signer_pbm", self.ir("tlspbm", path="pki/roles/tlssigner/cmp", auth="pbm"))
+        a = self.expect("tls_signer_pbm", self.ir("tlspbm", path="pki/roles/tlssigner/cmp", auth="pbm"))
+        self.assert_not_authorized("tls_signer_pbm", "tlssigner", a)
 
     def test_tls_signer_other(self):
         cert, key = self.enrol("tlsother")
-        self.expect("tls_signer_other", self.ir("tlsother2", path="pki/roles/tlssigner/cmp", auth=(cert, key)))
+        a = self.expect("tls_signer_other", self.ir("tlsother2", path="pki/roles/tlssigner/cmp", auth=(cert, key)))
+        self.assert_not_authorized("tls_signer_other", "tlssigner", a)
 
     def p10cr(self, name, path, subject, sans=None):
         """`openssl cmp -cmd p10cr` with a CSR for |subject| (and DNS |sans|), expected to be refused."""
@@ -778,7 +791,8 @@ class Errors(Base):
                                             "role subjects (allowed: /O=cmpgw demo/CN=dev-*)"])
 
     def test_tls_san(self):
-        self.expect("tls_san", self.ir("tlssan", path="pki/roles/tlssan/cmp"))
+        a = self.expect("tls_san", self.ir("tlssan", path="pki/roles/tlssan/cmp"))
+        self.assert_not_authorized("tls_san", "tlssan", a)
 
     def test_tls_trust(self):
         """A TLS client certificate the listener verified (its client_ca) that does not chain to the role's
@@ -788,8 +802,8 @@ class Errors(Base):
                 "(tls_trust of role tlstrust)")
         self.assertEqual(a.status_strings, [text])
         logged = [l for l in self.gw.log_lines() if l.get("event") == "not_authorized" and l.get("role") == "tlstrust"]
-        self.assertEqual([(l.get("tls_subject"), l.get("reason")) for l in logged],
-                         [("/O=cmpgw demo/CN=demo-client", text)])
+        self.assertEqual([(l.get("tls_subject"), l.get("reason"), l.get("msg")) for l in logged],
+                         [("/O=cmpgw demo/CN=demo-client", "tls_trust", text)])
 
     # -- rr: what `openssl cmp -cmd rr` cannot send ---------------------------------------------
 

@@ -2712,6 +2712,22 @@ static char *log_capture_end(void)
     return slurp(path, NULL);
 }
 
+/* Whether |logged| has a line of |event| whose reason is |reason|. */
+static bool logged_reason(const char *logged, const char *event, const char *reason)
+{
+    char ev[96], why[96];
+
+    snprintf(ev, sizeof(ev), "\"event\":\"%s\"", event);
+    snprintf(why, sizeof(why), "\"reason\":\"%s\"", reason);
+    for (const char *p = logged; (p = strstr(p, ev)) != NULL; p++) {
+        const char *end = strchr(p, '\n'), *at = strstr(p, why);
+
+        if (at != NULL && (end == NULL || at < end))
+            return true;
+    }
+    return false;
+}
+
 /* |logged| has a revocation_not_kept line of |level| for |cert|, with |reason| and |msg|. */
 static void assert_not_kept(const char *logged, const X509 *cert, const char *level, const char *reason,
                             const char *msg)
@@ -7061,35 +7077,40 @@ static void test_reload_continuing(void **state)
         const char *replace[8];
         int fail_bit; /* -1: confirmed */
         const char *text;
+        const char *logged; /* the reason of its not_authorized log line, if it has one */
     } cases[] = {
-        {"nothing changed", SIG, NULL, {NULL}, -1, NULL},
-        {"nothing changed, PBM", PBM, NULL, {NULL}, -1, NULL},
+        {"nothing changed", SIG, NULL, {NULL}, -1, NULL, NULL},
+        {"nothing changed, PBM", PBM, NULL, {NULL}, -1, NULL, NULL},
         {"signer no longer allowed",
          SIG,
          "\"authorization\": {\"signer_subjects\": [\"/O=cmpgw demo/CN=another-client\"]}",
          {NULL},
          OSSL_CMP_PKIFAILUREINFO_notAuthorized,
-         "is not allowed on role default"},
+         "is not allowed on role default",
+         "signer_subject"},
         {"trust anchor replaced",
          SIG,
          NULL,
          {"\"ca_file\": \"ca.pem\"", "\"ca_file\": \"other-ca.pem\""},
          OSSL_CMP_PKIFAILUREINFO_signerNotTrusted,
          "the signer certificate no longer chains to a CA trusted on this route (the configuration was "
-         "reloaded after this transaction began): start a new transaction with credentials the route trusts"},
+         "reloaded after this transaction began): start a new transaction with credentials the route trusts",
+         NULL},
         {"signer on the trust's new CRL",
          SIG,
          NULL,
          {"\"revocation\": \"none\"", "\"crl_file\": \"client-crl.pem\""},
          OSSL_CMP_PKIFAILUREINFO_signerNotTrusted,
          "the signer certificate no longer chains to a CA trusted on this route (the configuration was "
-         "reloaded after this transaction began): start a new transaction with credentials the route trusts"},
+         "reloaded after this transaction began): start a new transaction with credentials the route trusts",
+         NULL},
         {"PBM reference taken off the role",
          PBM,
          NULL,
          {"\"pbm\": [\"demo-device\"],", ""},
          OSSL_CMP_PKIFAILUREINFO_notAuthorized,
-         "PBM reference"},
+         "PBM reference demo-device is not accepted on role default",
+         "pbm_not_accepted"},
         {"PBM secret rotated",
          PBM,
          NULL,
@@ -7097,7 +7118,8 @@ static void test_reload_continuing(void **state)
          OSSL_CMP_PKIFAILUREINFO_notAuthorized,
          "the secret of this PBM reference was changed by a configuration reload after this transaction "
          "began: "
-         "start a new transaction with the current secret"},
+         "start a new transaction with the current secret",
+         NULL},
         {"PBM reference deleted",
          PBM,
          NULL,
@@ -7105,7 +7127,8 @@ static void test_reload_continuing(void **state)
           "\"other-device\": { \"secret_file\": \"pbm2.secret\" }"},
          OSSL_CMP_PKIFAILUREINFO_notAuthorized,
          "this PBM reference was removed by a configuration reload after this transaction began: start a new "
-         "transaction with a reference the route accepts"},
+         "transaction with a reference the route accepts",
+         NULL},
         {"role and its upstream removed",
          SIG,
          NULL,
@@ -7113,7 +7136,8 @@ static void test_reload_continuing(void **state)
           "\"upstream\": \"local\"", "\"upstream\": \"other\""},
          OSSL_CMP_PKIFAILUREINFO_notAuthorized,
          "role default was removed by a configuration reload after this transaction began: enrol again on a "
-         "route that exists"},
+         "route that exists",
+         NULL},
     };
 
     (void)state;
@@ -7123,6 +7147,7 @@ static void test_reload_continuing(void **state)
         struct client cl = {.env = e, .tamper = certconf_after_reload};
         OSSL_CMP_CTX *ctx = demo_client(&cl, cases[i].prot);
         X509 *cert;
+        char *logged;
 
         env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN); /* it counts revocations */
         reload_to = env_reload(
@@ -7132,7 +7157,14 @@ static void test_reload_continuing(void **state)
                                   .replace = {cases[i].replace[0], cases[i].replace[1], cases[i].replace[2],
                                               cases[i].replace[3], cases[i].replace[4], cases[i].replace[5],
                                               cases[i].replace[6], cases[i].replace[7]}});
+        log_capture_start();
+        log_level(GW_LOG_INFO);
         cert = OSSL_CMP_exec_IR_ses(ctx);
+        logged = log_capture_end();
+        if (cases[i].logged != NULL && !logged_reason(logged, "not_authorized", cases[i].logged))
+            fail_msg("%s: no not_authorized line with reason %s in: %s", cases[i].what, cases[i].logged,
+                     logged);
+        free(logged);
         if (cases[i].fail_bit < 0) {
             if (cert == NULL)
                 fail_msg("%s: not confirmed", cases[i].what);

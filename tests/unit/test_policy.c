@@ -416,8 +416,9 @@ static const struct {
     const char *pbm;
     int want_ok;
     const char *want; /* substring of err, or exact when starting with '=' */
+    const char *code; /* the log's name of the refusal (docs/errors.md's row) */
 } az[] = {
-    {"pbm ok", {0}, S_NONE, 0, C_NONE, C_NONE, "dev-ref", 1, NULL},
+    {"pbm ok", {0}, S_NONE, 0, C_NONE, C_NONE, "dev-ref", 1, NULL, NULL},
     {"pbm other ref",
      {0},
      S_NONE,
@@ -426,10 +427,20 @@ static const struct {
      C_NONE,
      "other-ref",
      0,
-     "=PBM reference other-ref is not accepted on role iot"},
-    {"unprotected", {0}, S_NONE, 1, C_NONE, C_NONE, NULL, 0, "is not protected"},
-    {"signature, role without trust", {0}, S_NONE, 0, C_NONE, C_DEV1, NULL, 0, "accepts no signed requests"},
-    {"signature ok", {0}, S_NONE, 1, C_NONE, C_DEV1, NULL, 1, NULL},
+     "=PBM reference other-ref is not accepted on role iot",
+     "pbm_not_accepted"},
+    {"unprotected", {0}, S_NONE, 1, C_NONE, C_NONE, NULL, 0, "is not protected", "unprotected"},
+    {"signature, role without trust",
+     {0},
+     S_NONE,
+     0,
+     C_NONE,
+     C_DEV1,
+     NULL,
+     0,
+     "accepts no signed requests",
+     "signature_not_accepted"},
+    {"signature ok", {0}, S_NONE, 1, C_NONE, C_DEV1, NULL, 1, NULL, NULL},
     {"tls required, none",
      {.tls_required = true},
      S_NONE,
@@ -438,9 +449,10 @@ static const struct {
      C_NONE,
      "dev-ref",
      0,
-     "requires a TLS client certificate"},
-    {"tls required, given", {.tls_required = true}, S_NONE, 0, C_DEV1, C_NONE, "dev-ref", 1, NULL},
-    {"tls trust ok", {0}, S_TLS, 0, C_DEV1, C_NONE, "dev-ref", 1, NULL},
+     "requires a TLS client certificate",
+     "tls_required"},
+    {"tls required, given", {.tls_required = true}, S_NONE, 0, C_DEV1, C_NONE, "dev-ref", 1, NULL, NULL},
+    {"tls trust ok", {0}, S_TLS, 0, C_DEV1, C_NONE, "dev-ref", 1, NULL, NULL},
     {"tls trust, optional, none",
      {0},
      S_TLS,
@@ -449,7 +461,8 @@ static const struct {
      C_NONE,
      "dev-ref",
      0,
-     "requires a TLS client certificate"},
+     "requires a TLS client certificate",
+     "tls_required"},
     {"tls revoked",
      {0},
      S_TLS,
@@ -458,11 +471,30 @@ static const struct {
      C_NONE,
      "dev-ref",
      0,
-     "=TLS client certificate /O=x/CN=dev-3 is revoked (tls_trust of role iot)"},
-    {"tls expired", {0}, S_TLS, 0, C_EXPIRED, C_NONE, "dev-ref", 0, "/O=x/CN=dev-4 has expired"},
-    {"tls other CA", {0}, S_TLS, 0, C_OTHER_CA, C_NONE, "dev-ref", 0, "does not chain to a trusted CA"},
-    {"tls stale CRL", {0}, S_STALE, 0, C_DEV1, C_NONE, "dev-ref", 0, "the CRL of its issuer has expired"},
-    {"tls subject ok", {.tls_subjects = PATS(p_dev)}, S_NONE, 0, C_DEV1, C_NONE, "dev-ref", 1, NULL},
+     "=TLS client certificate /O=x/CN=dev-3 is revoked (tls_trust of role iot)",
+     "tls_trust"},
+    {"tls expired", {0}, S_TLS, 0, C_EXPIRED, C_NONE, "dev-ref", 0, "/O=x/CN=dev-4 has expired", "tls_trust"},
+    {"tls other CA",
+     {0},
+     S_TLS,
+     0,
+     C_OTHER_CA,
+     C_NONE,
+     "dev-ref",
+     0,
+     "does not chain to a trusted CA",
+     "tls_trust"},
+    {"tls stale CRL",
+     {0},
+     S_STALE,
+     0,
+     C_DEV1,
+     C_NONE,
+     "dev-ref",
+     0,
+     "the CRL of its issuer has expired",
+     "tls_trust"},
+    {"tls subject ok", {.tls_subjects = PATS(p_dev)}, S_NONE, 0, C_DEV1, C_NONE, "dev-ref", 1, NULL, NULL},
     {"tls subject refused",
      {.tls_subjects = PATS(p_dev)},
      S_NONE,
@@ -471,7 +503,8 @@ static const struct {
      C_NONE,
      "dev-ref",
      0,
-     "=TLS client certificate subject /O=x/CN=admin is not allowed on role iot (allowed: /O=x/CN=dev-*)"},
+     "=TLS client certificate subject /O=x/CN=admin is not allowed on role iot (allowed: /O=x/CN=dev-*)",
+     "tls_subject"},
     {"tls subject with '/' in a value",
      {.tls_subjects = PATS(p_dev)},
      S_NONE,
@@ -480,7 +513,8 @@ static const struct {
      C_NONE,
      "dev-ref",
      0,
-     "has a '/' or a backslash in an attribute value"},
+     "has a '/' or a backslash in an attribute value",
+     "tls_subject"},
     {"tls subject with a backslash in a value",
      {.tls_subjects = PATS(p_dev)},
      S_NONE,
@@ -489,7 +523,8 @@ static const struct {
      C_NONE,
      "dev-ref",
      0,
-     "has a '/' or a backslash in an attribute value"},
+     "has a '/' or a backslash in an attribute value",
+     "tls_subject"},
     {"tls subjects, none",
      {.tls_subjects = PATS(p_dev)},
      S_NONE,
@@ -498,9 +533,19 @@ static const struct {
      C_NONE,
      "dev-ref",
      0,
-     "requires a TLS client certificate"},
-    {"tls DNS SAN folds case", {.tls_sans = PATS(p_dns)}, S_NONE, 0, C_DEV1, C_NONE, "dev-ref", 1, NULL},
-    {"tls URI SAN", {.tls_sans = PATS(p_dns)}, S_NONE, 0, C_DEV2, C_NONE, "dev-ref", 1, NULL},
+     "requires a TLS client certificate",
+     "tls_required"},
+    {"tls DNS SAN folds case",
+     {.tls_sans = PATS(p_dns)},
+     S_NONE,
+     0,
+     C_DEV1,
+     C_NONE,
+     "dev-ref",
+     1,
+     NULL,
+     NULL},
+    {"tls URI SAN", {.tls_sans = PATS(p_dns)}, S_NONE, 0, C_DEV2, C_NONE, "dev-ref", 1, NULL, NULL},
     {"tls SAN refused",
      {.tls_sans = PATS(p_dns)},
      S_NONE,
@@ -509,11 +554,30 @@ static const struct {
      C_NONE,
      "dev-ref",
      0,
-     "has no subjectAltName allowed on role iot (allowed: *.example.com, spiffe://example.org/*)"},
-    {"tls no SAN", {.tls_sans = PATS(p_dns)}, S_NONE, 0, C_NOSAN, C_NONE, "dev-ref", 0, "no subjectAltName"},
+     "has no subjectAltName allowed on role iot (allowed: *.example.com, spiffe://example.org/*)",
+     "tls_san"},
+    {"tls no SAN",
+     {.tls_sans = PATS(p_dns)},
+     S_NONE,
+     0,
+     C_NOSAN,
+     C_NONE,
+     "dev-ref",
+     0,
+     "no subjectAltName",
+     "tls_san"},
     /* a pattern is for one SAN type: a scheme (':' before any '@') a URI, else '@' an email, else a DNS
        name */
-    {"tls URI SAN with an '@'", {.tls_sans = PATS(p_sip)}, S_NONE, 0, C_URI_AT, C_NONE, "dev-ref", 1, NULL},
+    {"tls URI SAN with an '@'",
+     {.tls_sans = PATS(p_sip)},
+     S_NONE,
+     0,
+     C_URI_AT,
+     C_NONE,
+     "dev-ref",
+     1,
+     NULL,
+     NULL},
     {"tls email SAN vs a DNS pattern",
      {.tls_sans = PATS(p_dns)},
      S_NONE,
@@ -522,7 +586,8 @@ static const struct {
      C_NONE,
      "dev-ref",
      0,
-     "no subjectAltName allowed"},
+     "no subjectAltName allowed",
+     "tls_san"},
     {"tls email SAN vs a URI pattern",
      {.tls_sans = PATS(p_dns)},
      S_NONE,
@@ -531,8 +596,9 @@ static const struct {
      C_NONE,
      "dev-ref",
      0,
-     "no subjectAltName allowed"},
-    {"must be signer ok", {.tls_must_be_signer = true}, S_NONE, 1, C_DEV1, C_DEV1, NULL, 1, NULL},
+     "no subjectAltName allowed",
+     "tls_san"},
+    {"must be signer ok", {.tls_must_be_signer = true}, S_NONE, 1, C_DEV1, C_DEV1, NULL, 1, NULL, NULL},
     {"must be signer, other",
      {.tls_must_be_signer = true},
      S_NONE,
@@ -541,7 +607,8 @@ static const struct {
      C_DEV2,
      NULL,
      0,
-     "is not the TLS client certificate"},
+     "is not the TLS client certificate",
+     "tls_signer_other"},
     {"must be signer, PBM",
      {.tls_must_be_signer = true},
      S_NONE,
@@ -550,7 +617,8 @@ static const struct {
      C_NONE,
      "dev-ref",
      0,
-     "password-based MAC is not accepted"},
+     "password-based MAC is not accepted",
+     "tls_signer_pbm"},
     {"must be signer, no TLS",
      {.tls_must_be_signer = true},
      S_NONE,
@@ -559,8 +627,9 @@ static const struct {
      C_DEV1,
      NULL,
      0,
-     "requires a TLS client certificate"},
-    {"signer subject ok", {.signer_subjects = PATS(p_dev)}, S_NONE, 1, C_NONE, C_DEV2, NULL, 1, NULL},
+     "requires a TLS client certificate",
+     "tls_required"},
+    {"signer subject ok", {.signer_subjects = PATS(p_dev)}, S_NONE, 1, C_NONE, C_DEV2, NULL, 1, NULL, NULL},
     {"signer subject refused",
      {.signer_subjects = PATS(p_dev)},
      S_NONE,
@@ -569,7 +638,8 @@ static const struct {
      C_ADMIN,
      NULL,
      0,
-     "=CMP signer certificate subject /O=x/CN=admin is not allowed on role iot (allowed: /O=x/CN=dev-*)"},
+     "=CMP signer certificate subject /O=x/CN=admin is not allowed on role iot (allowed: /O=x/CN=dev-*)",
+     "signer_subject"},
     {"signer subjects do not bind PBM",
      {.signer_subjects = PATS(p_dev)},
      S_NONE,
@@ -578,6 +648,7 @@ static const struct {
      C_NONE,
      "dev-ref",
      1,
+     NULL,
      NULL},
 };
 
@@ -593,6 +664,7 @@ static void test_authorize(void **state)
 {
     X509_STORE *stores[] = {[S_NONE] = NULL, [S_TLS] = st_tls, [S_STALE] = st_tls_stale_crl};
     char err[GW_ERR_LEN];
+    const char *code;
     size_t i;
 
     (void)state;
@@ -603,12 +675,15 @@ static void test_authorize(void **state)
 
         role.authz.tls_store = stores[az[i].store];
         role.store = az[i].role_store ? st_tls : NULL;
-        rc = gw_policy_authorize(&role, &id, NOW, &fi, err);
+        rc = gw_policy_authorize(&role, &id, NOW, &fi, err, &code);
         if ((rc == 0) != az[i].want_ok || fi != (az[i].want_ok ? 0 : NA))
             fail_msg("%s: rc %d fail_info %d err \"%s\"", az[i].name, rc, fi, err);
         if (!az[i].want_ok)
             assert_int_equal(rc, GW_ERR_POLICY);
         check_err(az[i].name, err, az[i].want);
+        if (az[i].want_ok ? code != NULL : code == NULL || strcmp(code, az[i].code) != 0)
+            fail_msg("%s: code \"%s\", want \"%s\"", az[i].name, code != NULL ? code : "(none)",
+                     az[i].want_ok ? "(none)" : az[i].code);
     }
 }
 
@@ -622,12 +697,14 @@ static void test_authorize_tls_weak(void **state)
     X509 *peer = X509_dup(tls[C_DEV1]);
     struct gw_identity id = {peer, NULL, "dev-ref"};
     char err[GW_ERR_LEN];
+    const char *code;
     int fi = -1;
 
     (void)state;
     role.authz.tls_store = st_tls;
     assert_true(X509_sign(peer, keys[K_CA1], EVP_sha1()) > 0);
-    assert_int_equal(gw_policy_authorize(&role, &id, NOW, &fi, err), GW_ERR_POLICY);
+    assert_int_equal(gw_policy_authorize(&role, &id, NOW, &fi, err, &code), GW_ERR_POLICY);
+    assert_string_equal(code, "tls_trust");
     check_err(
         "SHA-1", err,
         "=TLS client certificate /O=x/CN=dev-1 is signed with a hash under 112 bits of security (SHA-1, MD5) "
@@ -635,7 +712,7 @@ static void test_authorize_tls_weak(void **state)
     X509_free(peer);
     id.tls_peer = peer = X509_dup(tls[C_DEV1]); /* a new one: OpenSSL caches what it read of the signature */
     assert_true(X509_sign(peer, keys[K_CA1], EVP_sha256()) > 0);
-    if (gw_policy_authorize(&role, &id, NOW, &fi, err) != 0)
+    if (gw_policy_authorize(&role, &id, NOW, &fi, err, &code) != 0)
         fail_msg("SHA-256: %s", err);
     X509_free(peer);
 }
@@ -649,6 +726,7 @@ static void test_authorize_long_list(void **state)
         .name = "iot", .pbm_refs = p_pbm, .n_pbm = 1, .authz = {.tls_subjects = PATS(many)}};
     struct gw_identity id = {tls[C_ADMIN], NULL, "dev-ref"};
     char err[GW_ERR_LEN + 1];
+    const char *code;
     int fi = 0;
     size_t i;
 
@@ -658,7 +736,7 @@ static void test_authorize_long_list(void **state)
         many[i] = pat[i];
     }
     memset(err, 'Z', sizeof(err));
-    assert_int_equal(gw_policy_authorize(&role, &id, NOW, &fi, err), GW_ERR_POLICY);
+    assert_int_equal(gw_policy_authorize(&role, &id, NOW, &fi, err, &code), GW_ERR_POLICY);
     assert_int_equal(err[GW_ERR_LEN], 'Z');
     assert_true(strlen(err) < GW_ERR_LEN);
     assert_non_null(strstr(err, "(allowed: /O=x/CN=device-0-*, /O=x/CN=device-1-*"));
@@ -670,12 +748,14 @@ static void test_authorize_null(void **state)
     struct gw_role role = {.name = "iot"};
     struct gw_identity id = {0};
     char err[GW_ERR_LEN];
+    const char *code;
     int fi = 0;
 
     (void)state;
-    assert_int_equal(gw_policy_authorize(NULL, &id, NOW, &fi, err), GW_ERR_POLICY);
+    assert_int_equal(gw_policy_authorize(NULL, &id, NOW, &fi, err, &code), GW_ERR_POLICY);
     assert_int_equal(fi, NA);
-    assert_int_equal(gw_policy_authorize(&role, NULL, NOW, &fi, err), GW_ERR_POLICY);
+    assert_string_equal(code, "no_identity");
+    assert_int_equal(gw_policy_authorize(&role, NULL, NOW, &fi, err, &code), GW_ERR_POLICY);
 }
 
 /* ---- plans ---- */
