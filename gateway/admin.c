@@ -24,6 +24,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "base/metrics.h"
+#include "base/names.h"
 #include "gateway/cmp/engine.h"
 #include "upstream/upstream.h"
 
@@ -75,15 +76,6 @@ static bool check(struct json_object *checks, const char *name, bool ok, const c
     return ok;
 }
 
-/* Whether |name| is one of the upstreams the configuration's "ready_requires" lists. */
-static bool required(const struct gw_config *cfg, const char *name)
-{
-    for (size_t i = 0; i < cfg->admin.n_ready_requires; i++)
-        if (strcmp(cfg->admin.ready_requires[i], name) == 0)
-            return true;
-    return false;
-}
-
 /*
  * Every upstream's last probe in the detail ("upstreams"); only those in "ready_requires" can make
  * the gateway not ready: one CA down must not take every instance out of a balancer.
@@ -114,7 +106,7 @@ static bool upstreams(struct json_object *checks, struct json_object *root, cons
         if (h.error[0] != '\0')
             json_object_object_add(o, "error", reason_string(h.error));
         json_object_object_add(all, name, o);
-        if (required(g->cfg, name)) {
+        if (gw_names_has(g->cfg->admin.ready_requires, g->cfg->admin.n_ready_requires, name)) {
             char key[GW_MAX_NAME_LEN + 16];
             snprintf(key, sizeof(key), "upstream:%s", name);
             snprintf(why, sizeof(why), "upstream %s is down: %s", name, h.error);

@@ -23,6 +23,7 @@
 #include "base/err.h"
 #include "base/limits.h"
 #include "base/log.h"
+#include "base/names.h"
 #include "base/x509.h"
 #include "mappings/policy.h"
 #include "mappings/policy_local.h"
@@ -422,17 +423,6 @@ static int authorize_tls(const struct gw_role *role, X509 *peer, time_t now, int
     return 0;
 }
 
-static int pbm_accepted(const struct gw_role *role, const char *ref)
-{
-    size_t i;
-
-    for (i = 0; i < role->n_pbm; i++) {
-        if (role->pbm_refs[i] != NULL && strcmp(role->pbm_refs[i], ref) == 0)
-            return 1;
-    }
-    return 0;
-}
-
 /* An unprotected request, and a signed one on a role without trust, the engine refuses before this. */
 static int authorize_cmp(const struct gw_role *role, const struct gw_identity *id, int *fail_info, char *err,
                          const char **why)
@@ -459,7 +449,7 @@ static int authorize_cmp(const struct gw_role *role, const struct gw_identity *i
                                   "requires them to be the same certificate",
                                   policy_rname(role)));
     if (id->signer == NULL) {
-        if (pbm_accepted(role, id->pbm_ref))
+        if (gw_names_has(role->pbm_refs, role->n_pbm, id->pbm_ref))
             return 0;
         return refused(why, "pbm_not_accepted",
                        policy_say(fail_info, DENY, err, "PBM reference %s is not accepted on role %s",
