@@ -400,9 +400,8 @@ static int check_method(struct gw_server *s, h2o_req_t *req, const struct gw_rou
         return -1;
     if (req->entity.base == NULL || req->entity.len == 0)
         return refuse(r, 400, HDR_NONE, "empty body: expected a DER-encoded PKIMessage");
-    if (req->entity.len > GW_MAX_CMP_BODY)
-        return refuse(r, 413, HDR_NONE, "body of %zu bytes exceeds the limit of %d bytes", req->entity.len,
-                      GW_MAX_CMP_BODY);
+    if (req->entity.len > GW_MAX_CMP_BODY) /* libh2o refuses it first (max_request_entity_size) */
+        return refuse(r, 413, HDR_NONE, "%s", GW_CMP_TEXT_TOO_LARGE);
     if (draining(s, req))
         return refuse(r, 503, HDR_CLOSE, "shutting down");
     return 0;

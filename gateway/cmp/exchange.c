@@ -64,7 +64,7 @@ OSSL_CMP_MSG *gw_cmp_decode(const struct gw_cmp_request *req, struct gw_cmp_resp
         return NULL;
     }
     if (req->len > GW_MAX_CMP_BODY) {
-        gw_cmp_http_error(rsp, 413, "request body too large for a PKIMessage");
+        gw_cmp_http_error(rsp, 413, GW_CMP_TEXT_TOO_LARGE);
         return NULL;
     }
     if ((rc = gw_shim_der_count(p, req->len, &keys, &elements)) == 0 &&

@@ -41,6 +41,13 @@ int gw_cmp_tls_client(const X509 *peer, char *out);
 #define GW_CMP_TLS_CLIENT_UNKNOWN "unknown"
 
 /*
+ * The HTTP 413 line for a body over GW_MAX_CMP_BODY: libh2o's own words, as it answers such a body on
+ * its Content-Length (max_request_entity_size) before the gateway sees the request; the gateway's own
+ * checks behind it say the same, so a client reads one text whichever refused.
+ */
+#define GW_CMP_TEXT_TOO_LARGE "request entity is too large"
+
+/*
  * A request whose upstream call is still running (docs/design.md D24): gw_cmp_process returned
  * without an answer and with |rsp->suspended| set, and the worker is free. The caller arms it,
  * and once the call completes, calls gw_cmp_process again with the same request and response: that
