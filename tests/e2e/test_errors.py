@@ -97,6 +97,10 @@ ELSEWHERE = {
     "http_client_cert_dropped": ("test_reload.py", "TLS client certificate no longer accepted (expired, or not "),
     "http_listener_removed": ("test_reload.py", "this listener was removed by a configuration reload"),
     "http_forbidden_path": ("test_reject.py", " is disabled by policy (forbid)"),
+    "http_shutting_down": ("test_shutdown.py", "shutting down"),
+    "admin_no_token": ("test_admin_token.py", 'unauthorized: send "Authorization: Bearer <the token of admin.token_file>"'),
+    "admin_wrong_token": ("test_admin_token.py", "unauthorized: wrong admin token"),
+    "admin_no_token_file": ("test_admin_token.py", "admin token_file not configured; use SIGHUP"),
     "http_path_too_long": ("test_reject.py", "path too long ("),
     "credential_revoked": ("test_trust.py", "is revoked; authenticate with a valid one"),
     "credential_status_unknown": ("test_trust.py", "certificate cannot be checked now ("),
@@ -378,6 +382,20 @@ class Errors(Base):
                           ("/.well-known/cmp/p/nolabel", "unknown label")):
             r = self.expect("http_unknown_path", self.send("path", der, path=path))
             self.assertTrue(r.body.decode().startswith(why), (path, r))
+
+    def test_http_path_refused(self):
+        """The fallback for a path refused without a reason of its own: the route match names the cause of each
+        refusal, so a path wrong in each way it can be gets its own row's answer, never this one."""
+        der = self.gw.make_request("fallback").read_bytes()
+        own = [ROWS[rid]["regex"] for rid in ("http_unknown_path", "http_forbidden_path", "http_path_too_long")]
+        for path in ("/nowhere/cmp", "/pki", "/pki/roles", "/pki/roles/x", "/pki/roles/a~b/cmp", "/pki/roles/x/y",
+                     "/pki/cmp/nope", "/pki/cmp/ir/more", "/.well-known/cmp/p", "/.well-known/cmp/p/a~b",
+                     "/" + "a" * 600):
+            r = self.send("fallback", der, path=path)
+            text = r.body.decode("utf-8", errors="replace").strip()
+            self.assertNotRegex(text, ROWS["http_path_refused"]["regex"], (path, r))
+            self.assertTrue(any(re.match(rx, text) for rx in own), (path, r))
+            self.assertIn(r.status, (403, 404), (path, r))
 
     def test_http_method(self):
         r = self.expect("http_method", self.gw.curl(method="GET"))

@@ -48,6 +48,34 @@ class ShutdownInFlight(harness.GatewayTestCase):
 
 
 
+class ShutdownKeptConnection(harness.GatewayTestCase):
+
+    def test_request_while_draining(self):
+        """A request on a keep-alive connection opened before SIGTERM, sent while the gateway drains, is
+        answered 503 "shutting down" and its connection closed (docs/errors.md, http_shutting_down); the
+        gateway then exits 0."""
+        der = self.gw.make_request("drained", subject="/CN=drained").read_bytes()
+        raw = socket.create_connection(("127.0.0.1", self.gw.port), timeout=5)
+        sock = self.gw.tls_context().wrap_socket(raw, server_hostname="127.0.0.1")
+        try:
+            self.gw.signal_stop()
+            time.sleep(0.5)  # draining: the listening socket is closed, this connection idles on
+            sock.sendall(b"POST /pki/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/pkixcmp\r\n"
+                         b"Content-Length: %d\r\n\r\n" % len(der) + der)
+            answer = harness.read_to_eof(sock)
+        finally:
+            sock.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").lower().split("\r\n")
+        self.assertTrue(lines[0].startswith("http/1.1 503 "), head)
+        self.assertIn("connection: close", lines[1:], head)
+        self.assertEqual(body, b"shutting down\n")
+        rc = self.gw.wait_exit()
+        self.gw.proc = None
+        self.gw.check_stderr()
+        self.assertEqual(rc, 0, self.gw.stderr()[-3000:])
+
+
 class ShutdownStuckReader(harness.GatewayTestCase):
 
     @classmethod
