@@ -243,19 +243,19 @@ out:
 }
 
 /*
- * Whether the client's CRL (as its crlStatusList |in| says) is as new as |crl|: only a CRLStatus naming the
- * CRL's issuer speaks of it (a client's CRL of another CA says nothing of this one); 0 if unreadable.
+ * What the client's crlStatusList |in| says of |crl|, in one read of it: whether a CRLStatus names the
+ * CRL's issuer (*named), and whether the client's CRL is as new as |crl| (*current): only a CRLStatus
+ * naming the issuer speaks of it (a client's CRL of another CA says nothing of this one); 0 if unreadable.
  */
-static int client_current(const OSSL_CMP_ITAV *in, const X509_CRL *crl)
+static void client_holds(const OSSL_CMP_ITAV *in, const X509_CRL *crl, int *named, int *current)
 {
     time_t have = 0;
     struct tm tm;
-    int current =
-        gw_shim_crl_status_time(OSSL_CMP_ITAV_get0_value(in), X509_CRL_get_issuer(crl), &have) == 0 &&
-        have != 0 && ASN1_TIME_to_tm(X509_CRL_get0_lastUpdate(crl), &tm) == 1 && timegm(&tm) <= have;
 
+    *current =
+        gw_shim_crl_status(OSSL_CMP_ITAV_get0_value(in), X509_CRL_get_issuer(crl), named, &have) == 0 &&
+        have != 0 && ASN1_TIME_to_tm(X509_CRL_get0_lastUpdate(crl), &tm) == 1 && timegm(&tm) <= have;
     ERR_clear_error();
-    return current;
 }
 
 /*
@@ -384,7 +384,7 @@ static int fetch_crl(struct cmp_txn *t, struct cmp_call *c, struct gw_upstream *
 
 /*
  * RFC 9483 §4.3.4: crlStatusList -> crls with the current CRL of each CA crl_sources picks whose CRL
- * the client does not hold as new (client_current), or an absent value if it holds them all. During a
+ * the client does not hold as new (client_holds), or an absent value if it holds them all. During a
  * migration, and on a role with a delegate issuer, a device's certificate may come from another CA
  * than the route's upstream: a client naming that CA's CRL gets that CRL. Any CRL that cannot be
  * fetched or is refused refuses the whole answer: a client told nothing of one of the CRLs it asked
@@ -405,18 +405,19 @@ static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, 
     n = crl_sources(c, t->role, OSSL_CMP_ITAV_get0_value(in), ups, &named);
     for (int i = 0; i < n && !refused; i++) {
         X509_CRL *crl = NULL;
+        int names_it = 0, current = 0;
 
-        refused = fetch_crl(t, c, ups[i], &der[i], &len[i], &crl, r);
+        if ((refused = fetch_crl(t, c, ups[i], &der[i], &len[i], &crl, r)) == 0)
+            client_holds(in, crl, &names_it, &current);
         /* an upstream of several CAs serves the CRL of the one it signs this role's certificates with:
            a client that named another of them is not handed this one as if it were that */
-        if (!refused && named &&
-            !gw_shim_crl_status_names(OSSL_CMP_ITAV_get0_value(in), X509_CRL_get_issuer(crl)))
+        if (!refused && named && !names_it)
             refused =
                 cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
                            "the CRL of a CA named in the id-it-crlStatusList is not served over CMP here: "
                            "fetch it from its CRL distribution point");
         /* the client's CRL is as new as ours: that one is not sent */
-        if (!refused && !client_current(in, crl)) {
+        if (!refused && !current) {
             send[n_send] = der[i];
             send_len[n_send++] = len[i];
             total += len[i];

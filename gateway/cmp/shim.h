@@ -238,5 +238,11 @@ int gw_shim_crl_status_time(const ASN1_TYPE *value, const X509_NAME *issuer, tim
 /* gw_shim_crl_status_names: whether an entry of crlStatusList |value| names |issuer| as its CRLSource (as
  * gw_shim_crl_status_time matches it); 0 for an absent or malformed value. */
 int gw_shim_crl_status_names(const ASN1_TYPE *value, const X509_NAME *issuer);
+/*
+ * gw_shim_crl_status reads crlStatusList |value| once for both: *named, whether an entry names |issuer|
+ * as its CRLSource (gw_shim_crl_status_names), and *this_update as gw_shim_crl_status_time gives it;
+ * returns as gw_shim_crl_status_time does (GW_ERR_INVAL, with both 0, if any entry is malformed).
+ */
+int gw_shim_crl_status(const ASN1_TYPE *value, const X509_NAME *issuer, int *named, time_t *this_update);
 
 #endif

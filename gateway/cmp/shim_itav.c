@@ -286,6 +286,11 @@ static int scan_crl_statuses(const ASN1_TYPE *value, const X509_NAME *issuer, in
     return n > 0 ? 0 : GW_ERR_INVAL;
 }
 
+int gw_shim_crl_status(const ASN1_TYPE *value, const X509_NAME *issuer, int *named, time_t *this_update)
+{
+    return scan_crl_statuses(value, issuer, named, this_update);
+}
+
 int gw_shim_crl_status_time(const ASN1_TYPE *value, const X509_NAME *issuer, time_t *this_update)
 {
     int named;
