@@ -125,12 +125,14 @@ STACK_OF(X509) *gw_shim_get1_extra_certs(const OSSL_CMP_MSG *msg, const unsigned
 /*
  * gw_shim_der_count counts, in the first element of |der| (a request body, before OpenSSL decodes it),
  * its elements (TLVs, itself included) and those shaped as a SubjectPublicKeyInfo (any tag around an
- * AlgorithmIdentifier SEQUENCE that begins with an OID, then a BIT STRING): upper bounds on what
- * d2i_OSSL_CMP_MSG would decode, some 0.5 us an element and 0.2 ms a key in OpenSSL 3.0 (certificates,
- * templates, CSRs and proofs of possession), before any check. Elements below GW_DER_SCAN_DEPTH levels
- * are not looked into (only an ANY holds them, which OpenSSL does not decode). 0 with *keys and
- * *elements, or GW_ERR_INVAL if the element is not DER (indefinite lengths included, which would hide
- * its contents from this walk).
+ * AlgorithmIdentifier SEQUENCE that begins with an OID, then a BIT STRING, whole or in pieces): upper bounds
+ * on what d2i_OSSL_CMP_MSG would decode, some 0.5 us an element and 0.2 ms a key in OpenSSL 3.0
+ * (certificates, templates, CSRs and proofs of possession), before any check. Elements below
+ * GW_DER_SCAN_DEPTH levels are not looked into (only an ANY holds them, which OpenSSL does not decode). 0
+ * with *keys and *elements, or GW_ERR_INVAL if its elements do not read as TLVs of definite length, each
+ * within the one around it (an indefinite length, BER, would hide its contents from this walk; the other
+ * forms of BER OpenSSL decodes, a string in pieces or a length in more bytes than needed, are walked and
+ * counted).
  */
 int gw_shim_der_count(const unsigned char *der, size_t len, int *keys, int *elements);
 

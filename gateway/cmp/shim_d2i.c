@@ -21,7 +21,9 @@
 #include <openssl/err.h>
 #include <openssl/x509.h>
 
-/* Whether constructed |t| holds an AlgorithmIdentifier (an OID first), then a BIT STRING, and nothing else.
+/*
+ * Whether constructed |t| holds an AlgorithmIdentifier (an OID first), then a BIT STRING, and nothing else.
+ * The BIT STRING may be constructed (in pieces, BER): OpenSSL joins them and decodes the key all the same.
  */
 static int spki_shaped(const struct cmp_tlv *t)
 {
@@ -29,7 +31,7 @@ static int spki_shaped(const struct cmp_tlv *t)
     struct cmp_tlv alg, key, id;
 
     if (!cmp_next_seq(&p, end, &alg) || !cmp_tlv_next(&p, end, &key) || p != end ||
-        key.tag != V_ASN1_BIT_STRING || key.cls != V_ASN1_UNIVERSAL || key.constructed)
+        key.tag != V_ASN1_BIT_STRING || key.cls != V_ASN1_UNIVERSAL)
         return 0;
     q = alg.cont;
     return cmp_tlv_next(&q, alg.cont + alg.len, &id) && id.tag == V_ASN1_OBJECT && id.cls == V_ASN1_UNIVERSAL;

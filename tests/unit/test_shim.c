@@ -815,17 +815,43 @@ static int keys_of(const unsigned char *der, size_t len)
     return rc != 0 ? rc : keys;
 }
 
+/* SubjectPublicKeyInfo |spki| (|len| bytes) with its BIT STRING in one piece of a constructed one (BER),
+ * OPENSSL_malloc'ed into *out_len bytes. */
+static unsigned char *spki_in_pieces(const unsigned char *spki, int len, int *out_len)
+{
+    const unsigned char *cont = spki, *alg_end;
+    unsigned char *out, *w;
+    long n;
+    int tag, cls, bits, inner;
+
+    assert_int_equal(ASN1_get_object(&cont, &n, &tag, &cls, len), V_ASN1_CONSTRUCTED);
+    alg_end = cont;
+    assert_int_equal(ASN1_get_object(&alg_end, &n, &tag, &cls, spki + len - cont), V_ASN1_CONSTRUCTED);
+    alg_end += n;
+    bits = (int)(spki + len - alg_end);
+    inner = (int)(alg_end - cont) + ASN1_object_size(1, bits, V_ASN1_BIT_STRING);
+    *out_len = ASN1_object_size(1, inner, V_ASN1_SEQUENCE);
+    assert_non_null(w = out = OPENSSL_malloc((size_t)*out_len));
+    ASN1_put_object(&w, 1, inner, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+    memcpy(w, cont, (size_t)(alg_end - cont));
+    w += alg_end - cont;
+    ASN1_put_object(&w, 1, bits, V_ASN1_BIT_STRING, V_ASN1_UNIVERSAL);
+    memcpy(w, alg_end, (size_t)bits);
+    return out;
+}
+
 /* The keys and elements a request holds are counted before OpenSSL decodes it: each certificate of
  * extraCerts, the template's and its POPO's; a message with an indefinite length (which would hide them) or
- * truncated is not DER; a key nested below GW_DER_SCAN_DEPTH levels (inside an ANY, which OpenSSL leaves
- * undecoded) is not looked for. */
+ * truncated is not DER; a key whose BIT STRING comes in pieces (BER) counts; a key nested below
+ * GW_DER_SCAN_DEPTH levels (inside an ANY, which OpenSSL leaves undecoded) is not looked for. */
 static void test_der_keys(void **state)
 {
     STACK_OF(X509) *sent = NULL;
     OSSL_CMP_MSG *req = ir_with_extra(0, &sent);
-    unsigned char *der = NULL, *ber, *deep, *q;
-    int len = i2d_OSSL_CMP_MSG(req, &der), base = keys_of(der, (size_t)len), spki_len;
+    unsigned char *der = NULL, *ber, *deep, *q, *pieces;
+    int len = i2d_OSSL_CMP_MSG(req, &der), base = keys_of(der, (size_t)len), spki_len, pieces_len;
     const int levels = GW_DER_SCAN_DEPTH + 1;
+    EVP_PKEY *pub;
 
     (void)state;
     assert_true(base >= 2); /* the template's key, its POPO (and the signer's certificate) */
@@ -856,8 +882,17 @@ static void test_der_keys(void **state)
         OSSL_CMP_MSG_free(req);
     }
 
-    /* one SubjectPublicKeyInfo at the deepest level looked into, then one level further down */
+    /* a SubjectPublicKeyInfo whose key is in a BIT STRING in pieces: OpenSSL decodes it all the same */
     spki_len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der);
+    pieces = spki_in_pieces(der, spki_len, &pieces_len);
+    q = pieces;
+    assert_non_null(pub = d2i_PUBKEY(NULL, (const unsigned char **)&q, pieces_len));
+    assert_int_equal(EVP_PKEY_eq(pub, X509_get0_pubkey(cert)), 1);
+    assert_int_equal(keys_of(der, (size_t)spki_len), 1);
+    assert_int_equal(keys_of(pieces, (size_t)pieces_len), 1);
+    EVP_PKEY_free(pub);
+    OPENSSL_free(pieces);
+    /* one SubjectPublicKeyInfo at the deepest level looked into, then one level further down */
     for (int depth = GW_DER_SCAN_DEPTH; depth <= levels; depth++) {
         assert_non_null(deep = OPENSSL_malloc((size_t)spki_len + 4 * (size_t)depth));
         q = deep + 4 * depth;
