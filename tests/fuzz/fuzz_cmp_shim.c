@@ -5,6 +5,9 @@
  * the parts OpenSSL hands the engine's callbacks (CertReqMsg, PKIStatusInfo, ITAV values) are cut
  * out of it here as OpenSSL would pass them. gw_shim_d2i_msg, which decodes a request in parts, must
  * decode every input as d2i_OSSL_CMP_MSG does, and the header read in place say what its walk says.
+ * What the engine reads in the received bytes before or beside OpenSSL must agree with what OpenSSL
+ * decoded: the counts of gw_shim_der_count bound it, gw_shim_body_count finds as many entries in the
+ * bytes as in OpenSSL's encoding, and a crlStatusList names the demo CAs as its own reading says.
  */
 #include "tests/fuzz/fuzz.h"
 
@@ -15,16 +18,49 @@
 #include <openssl/core_names.h>
 #include <openssl/crmf.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 #include "gateway/cmp/shim.h"
 #include "gateway/cmp/shim_local.h"
+
+/* The names a crlStatusList is read against: the empty Name, the demo's root and issuing CAs. */
+#define N_ISSUERS 3
+static X509_NAME *issuers[N_ISSUERS];
+
+static void free_issuers(void)
+{
+    for (int i = 0; i < N_ISSUERS; i++)
+        X509_NAME_free(issuers[i]);
+}
+
+/* The subject of the PEM certificate |name| of the fuzzing PKI. */
+static X509_NAME *pki_subject(const char *name)
+{
+    size_t len;
+    char *pem = fuzz_pki_file(name, &len);
+    BIO *bio = BIO_new_mem_buf(pem, (int)len);
+    X509 *x = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    X509_NAME *subject = x != NULL ? X509_NAME_dup(X509_get_subject_name(x)) : NULL;
+
+    if (subject == NULL)
+        fuzz_die("cannot read the subject of %s", name);
+    X509_free(x);
+    BIO_free(bio);
+    free(pem);
+    return subject;
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
     fuzz_quiet();
+    if ((issuers[0] = X509_NAME_new()) == NULL)
+        fuzz_die("out of memory");
+    issuers[1] = pki_subject("ca.pem");
+    issuers[2] = pki_subject("issuing.pem");
+    atexit(free_issuers);
     return 0;
 }
 
@@ -105,6 +141,31 @@ static void error_status(const struct elem *content)
         status_info(&si);
 }
 
+/*
+ * A crlStatusList value (or any other: each is read as one) against each issuer: whether it is malformed
+ * does not depend on the issuer; one naming an issuer is well-formed; the thisUpdate of an issuer it does
+ * not name is 0, and without an issuer nothing is named.
+ */
+static void crl_statuses(const ASN1_TYPE *any)
+{
+    time_t t = 1;
+    int rc = gw_shim_crl_status_time(any, NULL, &t), rc_i, named;
+
+    if (rc > 0 || (rc == 0 && t != 0))
+        fuzz_die("gw_shim_crl_status_time: %d, thisUpdate %lld for no issuer", rc, (long long)t);
+    for (int i = 0; i < N_ISSUERS; i++) {
+        rc_i = gw_shim_crl_status_time(any, issuers[i], &t);
+        named = gw_shim_crl_status_names(any, issuers[i]);
+        if (rc_i != rc)
+            fuzz_die("gw_shim_crl_status_time: %d for issuer %d, %d for none", rc_i, i, rc);
+        if (named && rc != 0)
+            fuzz_die("gw_shim_crl_status_names: issuer %d named in a list refused as malformed", i);
+        if (!named && t != 0)
+            fuzz_die("gw_shim_crl_status_time: thisUpdate %lld of issuer %d, which is not named",
+                     (long long)t, i);
+    }
+}
+
 /* genm: SEQUENCE OF InfoTypeAndValue { infoType OID, infoValue ANY OPTIONAL }, values as OpenSSL holds them
  */
 static void info_values(const struct elem *content)
@@ -112,8 +173,6 @@ static void info_values(const struct elem *content)
     const unsigned char *p = content->cont, *q, *v;
     struct elem itav, type, value;
     ASN1_TYPE *any;
-    X509_NAME *empty = X509_NAME_new(); /* a CRLSource naming the empty Name matches it */
-    time_t t;
 
     while (next(&p, content->cont + content->len, &itav)) {
         q = itav.cont;
@@ -122,10 +181,9 @@ static void info_values(const struct elem *content)
             continue;
         v = value.start;
         any = d2i_ASN1_TYPE(NULL, &v, value.total);
-        (void)gw_shim_crl_status_time(any, empty, &t);
+        crl_statuses(any);
         ASN1_TYPE_free(any);
     }
-    X509_NAME_free(empty);
 }
 
 /* The point form of EC key |k| ("uncompressed", ...) in |buf|; "" for another key. */
@@ -200,12 +258,13 @@ static void same_header(const OSSL_CMP_MSG *msg)
 /*
  * gw_shim_der_count on the input, which need not be DER: refused, or counted without reading past it. One
  * counted and decoded is counted again as OpenSSL encodes it (an ANY keeps what came, an indefinite length
- * too, so one refused may be encoded so again).
+ * too, so one refused may be encoded so again), and the counts of the input bound those of the encoding:
+ * they are the caps on what OpenSSL decodes, and OpenSSL encodes a part in pieces (BER) whole.
  */
 static void counted(const uint8_t *data, size_t size, const OSSL_CMP_MSG *msg)
 {
     unsigned char *der = NULL;
-    int keys, elements, len, rc;
+    int keys, elements, enc_keys, enc_elements, len, rc;
 
     if (gw_shim_der_count(data, size, &keys, &elements) != 0)
         return;
@@ -213,10 +272,23 @@ static void counted(const uint8_t *data, size_t size, const OSSL_CMP_MSG *msg)
         fuzz_die("gw_shim_der_count: %d keys in %d elements", keys, elements);
     if (msg == NULL || (len = i2d_OSSL_CMP_MSG(msg, &der)) <= 0)
         return;
-    rc = gw_shim_der_count(der, (size_t)len, &keys, &elements);
+    rc = gw_shim_der_count(der, (size_t)len, &enc_keys, &enc_elements);
     OPENSSL_free(der);
     if (rc != 0)
         fuzz_die("gw_shim_der_count refused OpenSSL's encoding of what it counted");
+    if (enc_keys > keys || enc_elements > elements)
+        fuzz_die("gw_shim_der_count: %d keys and %d elements in the input, %d and %d in what OpenSSL decoded",
+                 keys, elements, enc_keys, enc_elements);
+}
+
+/* gw_shim_body_count read in the received bytes (as the engine does) and in OpenSSL's encoding: the same. */
+static void body_counted(const OSSL_CMP_MSG *msg, const uint8_t *der, size_t len)
+{
+    int in_bytes = gw_shim_body_count(msg, der, len), encoded = gw_shim_body_count(msg, NULL, 0);
+
+    if (in_bytes != encoded)
+        fuzz_die("gw_shim_body_count: %d entries in the %s's bytes, %d in its encoding", in_bytes,
+                 gw_shim_body_name(OSSL_CMP_MSG_get_bodytype(msg)), encoded);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -240,8 +312,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     sk_X509_pop_free(gw_shim_get1_extra_certs(msg, data, (size_t)(p - data)), X509_free);
     (void)gw_shim_rr_reason(msg, &reason);
     (void)gw_shim_error_code(msg);
-    (void)gw_shim_body_count(msg, NULL, 0);
-    (void)gw_shim_body_count(msg, data, (size_t)(p - data));
+    body_counted(msg, data, (size_t)(p - data));
     {
         int has_key; /* read in place from the fuzzer's bytes, which need not be DER */
 

@@ -11,9 +11,10 @@
 # PKI and the seeds go together, regenerate and commit both. The grown corpora of fuzz_cmp_request
 # and fuzz_cmp_signed are removed: their inputs derive from the old seeds and PKI.
 #
-# The error message is crafted (no client sends one on its own): craft_error.py. Sequence seeds
-# (*.seq) hold several requests joined by the separator fuzz_cmp_request splits on, so that a
-# certConf, pollReq or error meets the transaction its ir opened.
+# The error message and the genms with a crlStatusList value are crafted (no client sends them on its
+# own): craft_error.py, craft_crl_status.py. Sequence seeds (*.seq) hold several requests joined by the
+# separator fuzz_cmp_request splits on, so that a certConf, pollReq or error meets the transaction its
+# ir opened.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -128,9 +129,16 @@ for oid in caCerts:1.3.6.1.5.5.7.4.17 rootCaKeyUpdate:1.3.6.1.5.5.7.4.18 certReq
         >>client.log 2>&1 || true
 done
 /usr/bin/python3 "$repo/tests/fuzz/craft_error.py" ir-confirm.der client.key error.der
+# crlStatusList values (no client sends one): the issuing CA's CRL held since before the capture; a list
+# naming a distribution point, the root CA without thisUpdate, and the issuing CA's CRL as current
+craft_crl() { /usr/bin/python3 -B "$repo/tests/fuzz/craft_crl_status.py" genm-crlStatusList.der client.key "$@"; }
+craft_crl genm-crlStatusList-issuer.der "issuer:issuing.pem:$(date -u -d @$(($(cat capture_time) - 86400)) +%Y%m%d%H%M%SZ)"
+craft_crl genm-crlStatusList-sources.der dp:https://127.0.0.1/crl/issuing.crl issuer:ca.pem \
+    "issuer:issuing.pem:$(date -u -d @$(($(cat capture_time) + 86400)) +%Y%m%d%H%M%SZ)"
 
 singles=(ir-sig ir-sans ir-rsa ir-pbm cr p10cr kur rr genm-empty genm-caCerts genm-rootCaKeyUpdate
-    genm-certReqTemplate genm-crlStatusList ir-unprotected ir-confirm certconf ir-poll pollreq error)
+    genm-certReqTemplate genm-crlStatusList genm-crlStatusList-issuer genm-crlStatusList-sources ir-unprotected
+    ir-confirm certconf ir-poll pollreq error)
 for s in "${singles[@]}"; do
     if [[ ! -s $s.der ]]; then
         echo "make_seeds: no $s request was captured; the clients said:" >&2
