@@ -130,9 +130,10 @@ STACK_OF(X509) *gw_shim_get1_extra_certs(const OSSL_CMP_MSG *msg, const unsigned
  * (certificates, templates, CSRs and proofs of possession), before any check. Elements below
  * GW_DER_SCAN_DEPTH levels are not looked into (only an ANY holds them, which OpenSSL does not decode). 0
  * with *keys and *elements, or GW_ERR_INVAL if its elements do not read as TLVs of definite length, each
- * within the one around it (an indefinite length, BER, would hide its contents from this walk; the other
- * forms of BER OpenSSL decodes, a string in pieces or a length in more bytes than needed, are walked and
- * counted).
+ * within the one around it, or one is a SEQUENCE or SET sent primitive (either would hide its contents from
+ * this walk, and OpenSSL decodes both). The other forms of BER OpenSSL decodes, a string in pieces or a
+ * length in more bytes than needed, are walked and counted; a primitive element under a tag not universal,
+ * which may be an IMPLICIT SEQUENCE OF sent primitive, counts as many elements as its contents could hold.
  */
 int gw_shim_der_count(const unsigned char *der, size_t len, int *keys, int *elements);
 

@@ -42,19 +42,36 @@ struct der_count {
     long keys, elements;
 };
 
-/* gw_shim_der_count for the elements of [p, end), |depth| levels down: adds to *n; 1, or 0 if not DER. */
+static int count_in(const unsigned char *p, const unsigned char *end, int depth, struct der_count *n);
+
+/* gw_shim_der_count for element |t| and what it holds, |depth| levels down: adds to *n; 1, or 0 if not DER.
+ */
+static int count_one(const struct cmp_tlv *t, int depth, struct der_count *n)
+{
+    n->elements++;
+    if (!t->constructed) {
+        /* a SEQUENCE or SET is constructed (X.690 §8.9.1, §8.11.1), but OpenSSL decodes a SEQUENCE OF or
+           SET OF sent primitive, contents this walk does not look into */
+        if (t->cls == V_ASN1_UNIVERSAL && (t->tag == V_ASN1_SEQUENCE || t->tag == V_ASN1_SET))
+            return 0;
+        /* so is one under an IMPLICIT tag (a template's extensions, a CSR's attributes): as many elements
+           as its contents could hold, two bytes each at least (none holds a key) */
+        if (t->cls != V_ASN1_UNIVERSAL)
+            n->elements += t->len / 2;
+        return 1;
+    }
+    n->keys += spki_shaped(t);
+    return depth >= GW_DER_SCAN_DEPTH || count_in(t->cont, t->cont + t->len, depth + 1, n);
+}
+
+/* count_one for each element of [p, end), |depth| levels down; 1, or 0 if not DER. */
 static int count_in(const unsigned char *p, const unsigned char *end, int depth, struct der_count *n)
 {
     struct cmp_tlv t;
 
-    while (cmp_tlv_next(&p, end, &t)) {
-        n->elements++;
-        if (!t.constructed)
-            continue;
-        n->keys += spki_shaped(&t);
-        if (depth < GW_DER_SCAN_DEPTH && !count_in(t.cont, t.cont + t.len, depth + 1, n))
+    while (cmp_tlv_next(&p, end, &t))
+        if (!count_one(&t, depth, n))
             return 0;
-    }
     return p == end;
 }
 
@@ -62,16 +79,11 @@ int gw_shim_der_count(const unsigned char *der, size_t len, int *keys, int *elem
 {
     const unsigned char *p = der;
     struct cmp_tlv t;
-    struct der_count n = {0, 1};
+    struct der_count n = {0, 0};
 
     *keys = *elements = 0;
-    if (der == NULL || len > INT_MAX || !cmp_tlv_next(&p, der + len, &t))
+    if (der == NULL || len > INT_MAX || !cmp_tlv_next(&p, der + len, &t) || !count_one(&t, 0, &n))
         return GW_ERR_INVAL;
-    if (t.constructed) {
-        n.keys = spki_shaped(&t);
-        if (!count_in(t.cont, t.cont + t.len, 1, &n))
-            return GW_ERR_INVAL;
-    }
     *keys = (int)n.keys; /* at most one a byte of |len| */
     *elements = (int)n.elements;
     return 0;

@@ -450,13 +450,20 @@ class Errors(Base):
         self.expect("http_empty", self.send("empty", b""))
 
     def test_http_not_der(self):
-        """PEM, truncated, not a SEQUENCE; and the request itself in an indefinite length (BER), which OpenSSL
-        decodes and which would hide its contents from the count of its keys (http_too_many_keys)."""
+        """PEM, truncated, not a SEQUENCE; and, which OpenSSL decodes and which would hide contents from the
+        count of its keys (http_too_many_keys), the request itself in an indefinite length (BER), or its
+        extraCerts' SEQUENCE OF sent primitive (X.690 has a SEQUENCE constructed)."""
         der = self.gw.make_request("notder").read_bytes()
         _, start, end = harness.tlv(der)
         indefinite = b"\x30\x80" + der[start:end] + b"\x00\x00"
+        off = start
+        while der[off] != 0xa1:  # extraCerts [1]: its content, a SEQUENCE, primitive
+            off = harness.tlv(der, off)[2]
+        inner = harness.tlv(der, off)[1]
+        self.assertEqual(der[inner], 0x30)
+        primitive = der[:inner] + b"\x10" + der[inner + 1:]
         for i, body in enumerate([harness.der_to_pem(der, "PKIMESSAGE").encode(), der[:-7], b"\x04\x02ab",
-                                  indefinite]):
+                                  indefinite, primitive]):
             with self.subTest(i=i):
                 self.expect("http_not_der", self.send("notder%d" % i, body))
 

@@ -255,11 +255,31 @@ static void same_header(const OSSL_CMP_MSG *msg)
     ERR_clear_error();
 }
 
+/* The elements of [p, end) and of the constructed ones among them, |depth| levels down as gw_shim_der_count
+ * looks; -1 if they do not read. */
+static long elements_in(const unsigned char *p, const unsigned char *end, int depth)
+{
+    struct elem e;
+    long n = 0, inner;
+
+    while (next(&p, end, &e)) {
+        n++;
+        if ((e.start[0] & V_ASN1_CONSTRUCTED) != 0 && depth < GW_DER_SCAN_DEPTH) {
+            if ((inner = elements_in(e.cont, e.cont + e.len, depth + 1)) < 0)
+                return -1;
+            n += inner;
+        }
+    }
+    return p == end ? n : -1;
+}
+
 /*
  * gw_shim_der_count on the input, which need not be DER: refused, or counted without reading past it. One
  * counted and decoded is counted again as OpenSSL encodes it (an ANY keeps what came, an indefinite length
- * too, so one refused may be encoded so again), and the counts of the input bound those of the encoding:
- * they are the caps on what OpenSSL decodes, and OpenSSL encodes a part in pieces (BER) whole.
+ * too, so one refused may be encoded so again), and the counts of the input bound what OpenSSL decoded:
+ * the keys it counts in the encoding, the elements of the encoding (each SEQUENCE OF constructed there).
+ * They are the caps on what OpenSSL decodes, which takes a part in pieces (BER) or a SEQUENCE OF sent
+ * primitive as well.
  */
 static void counted(const uint8_t *data, size_t size, const OSSL_CMP_MSG *msg)
 {
@@ -273,8 +293,9 @@ static void counted(const uint8_t *data, size_t size, const OSSL_CMP_MSG *msg)
     if (msg == NULL || (len = i2d_OSSL_CMP_MSG(msg, &der)) <= 0)
         return;
     rc = gw_shim_der_count(der, (size_t)len, &enc_keys, &enc_elements);
+    enc_elements = (int)elements_in(der, der + len, 0);
     OPENSSL_free(der);
-    if (rc != 0)
+    if (rc != 0 || enc_elements < 0)
         fuzz_die("gw_shim_der_count refused OpenSSL's encoding of what it counted");
     if (enc_keys > keys || enc_elements > elements)
         fuzz_die("gw_shim_der_count: %d keys and %d elements in the input, %d and %d in what OpenSSL decoded",

@@ -920,6 +920,62 @@ static void test_der_keys(void **state)
     OPENSSL_free(deep);
 }
 
+/* The DER of |msg| with the SEQUENCE OF inside its extraCerts ([1]) sent primitive, into *len bytes. */
+static unsigned char *extra_certs_primitive(const OSSL_CMP_MSG *msg, int *len)
+{
+    unsigned char *der = NULL;
+    const unsigned char *p, *end;
+    long n;
+    int tag, cls;
+
+    assert_true((*len = i2d_OSSL_CMP_MSG(msg, &der)) > 0);
+    p = der;
+    assert_int_equal(ASN1_get_object(&p, &n, &tag, &cls, *len), V_ASN1_CONSTRUCTED);
+    for (end = p + n; p < end; p += n) {
+        assert_int_equal(ASN1_get_object(&p, &n, &tag, &cls, end - p) & 0x80, 0);
+        if (cls == V_ASN1_CONTEXT_SPECIFIC && tag == 1) {
+            assert_int_equal(*p, 0x30);
+            der[p - der] = V_ASN1_SEQUENCE; /* the constructed bit off */
+            return der;
+        }
+    }
+    fail_msg("no extraCerts");
+    return NULL;
+}
+
+/* A SEQUENCE or SET must be constructed (X.690 §8.9.1), but OpenSSL decodes a SEQUENCE OF sent primitive:
+ * extraCerts so, whose certificates the walk would not see, are not DER; under an IMPLICIT tag such a
+ * primitive counts as many elements as its contents could hold; a primitive string counts once. */
+static void test_der_primitive(void **state)
+{
+    STACK_OF(X509) *sent = NULL;
+    OSSL_CMP_MSG *req = ir_with_extra(3, &sent), *decoded;
+    unsigned char *der;
+    const unsigned char *p;
+    /* SEQUENCE { [9] IMPLICIT, primitive, of SEQUENCE { OID, OCTET STRING } }, its twin as an OCTET STRING */
+    unsigned char implicit[] = {0x30, 0x0a, 0x89, 0x08, 0x30, 0x06, 0x06, 0x01, 0x2a, 0x04, 0x01, 0x00};
+    unsigned char octets[] = {0x30, 0x0a, 0x04, 0x08, 0x30, 0x06, 0x06, 0x01, 0x2a, 0x04, 0x01, 0x00};
+    int len, keys, elements;
+
+    (void)state;
+    der = extra_certs_primitive(req, &len);
+    p = der;
+    assert_non_null(decoded = d2i_OSSL_CMP_MSG(NULL, &p, len)); /* what OpenSSL takes */
+    assert_int_equal(gw_shim_der_count(der, (size_t)len, &keys, &elements), GW_ERR_INVAL);
+    assert_int_equal(gw_shim_der_count(implicit, sizeof(implicit), &keys, &elements), 0);
+    assert_int_equal(elements, 2 + 8 / 2);
+    assert_int_equal(gw_shim_der_count(octets, sizeof(octets), &keys, &elements), 0);
+    assert_int_equal(elements, 2);
+    octets[4] = V_ASN1_SEQUENCE; /* inside the OCTET STRING: not looked into */
+    assert_int_equal(gw_shim_der_count(octets, sizeof(octets), &keys, &elements), 0);
+    octets[2] = V_ASN1_SEQUENCE;
+    assert_int_equal(gw_shim_der_count(octets, sizeof(octets), &keys, &elements), GW_ERR_INVAL);
+    OSSL_CMP_MSG_free(decoded);
+    OPENSSL_free(der);
+    sk_X509_pop_free(sent, X509_free);
+    OSSL_CMP_MSG_free(req);
+}
+
 /* extraCerts taken out of a decoded message and put back: it encodes without them, then as it was. */
 static void test_swap_extra_certs(void **state)
 {
@@ -1371,6 +1427,7 @@ int main(void)
         cmocka_unit_test(test_itav_cert),
         cmocka_unit_test(test_d2i_msg),
         cmocka_unit_test(test_der_keys),
+        cmocka_unit_test(test_der_primitive),
         cmocka_unit_test(test_swap_extra_certs),
         cmocka_unit_test(test_pubkey_d2i),
         cmocka_unit_test(test_name_identity_escapes),
