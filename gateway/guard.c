@@ -318,14 +318,15 @@ int gw_guard_auth_check(struct gw_guard *g, const struct sockaddr *sa, socklen_t
     return rc;
 }
 
-void gw_guard_auth_failed(struct gw_guard *g, const struct sockaddr *sa, socklen_t len, time_t now)
+bool gw_guard_auth_failed(struct gw_guard *g, const struct sockaddr *sa, socklen_t len, time_t now)
 {
     uint8_t a[16];
     size_t n = addr_of(g, sa, len, a);
     struct slot *s;
+    bool crossed = false;
 
     if (n == 0 || g->conf.auth_failures == 0)
-        return;
+        return false;
     pthread_mutex_lock(&g->lock);
     if ((s = find(g, a, n, CREATE, now)) != NULL) {
         if (!window_live(g, s, now)) {
@@ -334,6 +335,8 @@ void gw_guard_auth_failed(struct gw_guard *g, const struct sockaddr *sa, socklen
         }
         if (s->failures < UINT32_MAX)
             s->failures++;
+        crossed = s->failures == g->conf.auth_failures;
     }
     pthread_mutex_unlock(&g->lock);
+    return crossed;
 }

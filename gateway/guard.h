@@ -9,6 +9,7 @@
 #ifndef GW_GUARD_H
 #define GW_GUARD_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -62,10 +63,12 @@ void gw_guard_req_end(struct gw_guard *g, const struct sockaddr *sa, socklen_t l
 
 /*
  * gw_guard_auth_check: 0 if |sa| may still try to authenticate at |now|, else GW_ERR_LIMIT with
- * *retry_after the seconds until its window ends. gw_guard_auth_failed counts one failure.
+ * *retry_after the seconds until its window ends. gw_guard_auth_failed counts one failure: true for
+ * the one that uses up the address's budget (once a window, however many come after), so that the
+ * caller says so once and not at every refusal that follows.
  */
 int gw_guard_auth_check(struct gw_guard *g, const struct sockaddr *sa, socklen_t len, time_t now,
                         uint32_t *retry_after);
-void gw_guard_auth_failed(struct gw_guard *g, const struct sockaddr *sa, socklen_t len, time_t now);
+bool gw_guard_auth_failed(struct gw_guard *g, const struct sockaddr *sa, socklen_t len, time_t now);
 
 #endif

@@ -695,8 +695,8 @@ static int respond(struct http_job *job)
 
     /* counted also when the client went away: resetting the stream must not escape the budget */
     if (rsp->auth_failed)
-        gw_guard_auth_failed(job->owner->server->guard, (struct sockaddr *)&job->addr, job->addr_len,
-                             time(NULL));
+        gw_server_auth_failed(job->owner->server, (struct sockaddr *)&job->addr, job->addr_len,
+                              rsp->outcome[0] != '\0' ? rsp->outcome : rsp->http_reason);
     if (job->req == NULL) {
         log_unsent(job, "client gone");
         if (rsp->carried == NULL)

@@ -256,6 +256,21 @@ static void log_refused(const char *why)
 
 _Static_assert(GW_MAX_ADMIN_CONNECTIONS == 16, "connection_refused's text names the admin listener's cap");
 
+void gw_server_auth_failed(struct gw_server *s, const struct sockaddr *sa, socklen_t len, const char *what)
+{
+    /* one line an address and window already; paced too, for an attacker has as many as addresses */
+    static struct gw_log_pace pace = GW_LOG_PACE_INIT;
+    char peer[INET6_ADDRSTRLEN + 8], held[GW_LOG_HELD_LEN];
+
+    if (!gw_guard_auth_failed(s->guard, sa, len, time(NULL)) || !gw_log_pace_due(&pace, time(NULL), held))
+        return;
+    gw_sockaddr_string(sa, peer, sizeof(peer));
+    gw_log_kv(GW_LOG_WARN, "auth_budget_exhausted", "peer", peer, "last", what, "reason",
+              "this address failed to authenticate limits.auth_failures_per_address times within "
+              "limits.auth_failure_window: its requests get HTTP 429 until the window ends",
+              "suppressed", held, (const char *)NULL);
+}
+
 /* loop thread: admits |sock| by its client's address, then TLS and HTTP take it. */
 static void admit(struct gw_listen *l, h2o_socket_t *sock)
 {

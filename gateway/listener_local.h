@@ -113,6 +113,14 @@ struct gw_server {
 /* listener.c: takes up the current generation if it changed (loop thread) */
 void gw_loop_refresh(struct gw_loop *lt);
 
+/*
+ * gw_server_auth_failed counts one failure of the client at |sa| against its address's budget of
+ * failed authentications (gw_guard_auth_failed) and logs the failure that uses the budget up as
+ * auth_budget_exhausted, with |what| failed: one line an address and window, never one a refusal
+ * (loop thread).
+ */
+void gw_server_auth_failed(struct gw_server *s, const struct sockaddr *sa, socklen_t len, const char *what);
+
 /* tls.c */
 
 /* gw_tls_ctx_new builds the SSL_CTX of one listener conf. NULL with |err| on failure. */

@@ -669,6 +669,12 @@ class AuthFailureBudget(harness.GatewayTestCase):
         self.assertEqual(r.status, 429, r)
         self.assertGreater(int(r.headers.get("retry-after", "0")), 0, r)
         self.assertIn(b"too many failed authentications from this address", r.body)
+        self.assertEqual(self.gw.curl(data=der).status, 429)
+        # the operator is told once, at the failure that used the budget up, not at each refusal after it
+        lines = [e for e in self.gw.log_lines() if e.get("event") == "auth_budget_exhausted"]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertTrue(lines[0]["peer"].startswith("127.0.0.1"), lines)
+        self.assertIn("badMessageCheck", lines[0]["last"])
 
 
 class AuthFailureBudgetReset(harness.GatewayTestCase):

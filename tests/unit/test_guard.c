@@ -96,20 +96,24 @@ static void test_auth_budget(void **state)
     (void)state;
     assert_int_equal(gw_guard_auth_check(g, SA(a), la, 1000, &wait), 0);
     assert_int_equal(wait, 0);
+    /* the third failure uses the budget up, and only it says so: not those before, nor those after */
     for (int i = 0; i < 3; i++)
-        gw_guard_auth_failed(g, SA(a), la, 1000 + i);
+        assert_int_equal(gw_guard_auth_failed(g, SA(a), la, 1000 + i), i == 2);
+    assert_false(gw_guard_auth_failed(g, SA(a), la, 1005));
     assert_int_equal(gw_guard_auth_check(g, SA(a), la, 1010, &wait), GW_ERR_LIMIT);
     assert_int_equal(wait, 50);                                          /* the window opened at 1000 */
     assert_int_equal(gw_guard_auth_check(g, SA(b), lb, 1010, &wait), 0); /* another address */
     assert_int_equal(gw_guard_auth_check(g, SA(a), la, 1060, &wait), 0); /* the window ended */
-    gw_guard_auth_failed(g, SA(a), la, 1060);                            /* a new window */
+    assert_false(gw_guard_auth_failed(g, SA(a), la, 1060));              /* a new window ... */
     assert_int_equal(gw_guard_auth_check(g, SA(a), la, 1061, &wait), 0);
+    assert_false(gw_guard_auth_failed(g, SA(a), la, 1061));
+    assert_true(gw_guard_auth_failed(g, SA(a), la, 1062)); /* ... used up again, and said again */
     gw_guard_free(g);
 
     conf.auth_failures = 0; /* no budget */
     g = gw_guard_new(&conf);
     for (int i = 0; i < 10; i++)
-        gw_guard_auth_failed(g, SA(a), la, 1000);
+        assert_false(gw_guard_auth_failed(g, SA(a), la, 1000));
     assert_int_equal(gw_guard_auth_check(g, SA(a), la, 1000, &wait), 0);
     gw_guard_free(g);
 }
