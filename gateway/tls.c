@@ -140,6 +140,25 @@ static void count_handshake(const struct gw_conn *c, const char *result, const c
     gw_metric_add(m_handshakes, (const char *const[]){c->admin ? "admin" : "cmp", result, reason}, 1);
 }
 
+/*
+ * A handshake the gateway ended with a fatal alert: a client chain that does not verify costs up to
+ * some 12 ms (GW_MAX_TLS_CLIENT_CHAIN), and a client could repeat it as fast as it connects. So it
+ * counts as a failed authentication of its address, whose budget, once used up, closes the address's
+ * next connections before their handshake (listener.c). Not on the admin listener, which the guard
+ * does not count.
+ */
+static void handshake_refused(struct gw_conn *c, int alert)
+{
+    char what[64];
+
+    c->refused = true;
+    count_handshake(c, "failed", SSL_alert_desc_string_long(alert));
+    if (c->admin)
+        return;
+    snprintf(what, sizeof(what), "TLS handshake: %s", SSL_alert_desc_string_long(alert));
+    gw_server_auth_failed(c->loop->server, (struct sockaddr *)&c->addr, c->addr_len, what);
+}
+
 static bool valid_at(const X509 *x, time_t now)
 {
     return X509_cmp_time(X509_get0_notBefore(x), &now) < 0 && X509_cmp_time(X509_get0_notAfter(x), &now) > 0;
@@ -189,8 +208,8 @@ static void on_ssl_info(const SSL *ssl, int where, int ret)
     c = sock->on_close.data;
     if ((where & SSL_CB_ALERT) != 0) {
         /* a fatal alert we send before the handshake is done ends it: its description is the reason */
-        if ((where & SSL_CB_WRITE) != 0 && (ret >> 8) == SSL3_AL_FATAL && !c->handshaken)
-            count_handshake(c, "failed", SSL_alert_desc_string_long(ret));
+        if ((where & SSL_CB_WRITE) != 0 && (ret >> 8) == SSL3_AL_FATAL && !c->handshaken && !c->refused)
+            handshake_refused(c, ret);
         return;
     }
     if (!c->handshaken) { /* TLS 1.3 reports HANDSHAKE_DONE again after sending tickets */

@@ -16,7 +16,8 @@ tried each; it is now refused from the count of public keys in its DER, before O
 bits, exponent of 2^32 or more) are refused wherever the gateway would verify with them.
 
 Connections are bounded per client address, HTTP/2 is offered only where a listener asks for it, and an
-address that keeps failing to authenticate gets HTTP 429 with Retry-After before any CMP work.
+address that keeps failing to authenticate (a failed TLS handshake counts too) gets HTTP 429 with Retry-After
+before any CMP work, and its new TLS connections are closed at accept, before any handshake.
 
 An HTTP/2 client that never opens its flow-control window once its request is answered held its
 connection, and the stream's memory, forever: its connection is now ended after limits.send_timeout.
@@ -650,26 +651,55 @@ class Admission(harness.GatewayTestCase):
 
 
 
+def post(conn, der):
+    """(status, Retry-After, body) of a CMP POST of |der| on the kept-alive http.client connection |conn|."""
+    conn.request("POST", "/pki/cmp", body=der, headers={"Content-Type": "application/pkixcmp"})
+    r = conn.getresponse()
+    return r.status, r.getheader("Retry-After"), r.read()
+
+
 class AuthFailureBudget(harness.GatewayTestCase):
-    """A class of its own: once its address is over budget, this gateway answers it nothing else."""
+    """A class of its own: once its address is over budget, this gateway answers it nothing else. A plain HTTP
+    listener on loopback beside the TLS one: there the address gets HTTP 429 on new connections too."""
 
     @classmethod
     def edit_config(cls, cfg, gw):
         cfg["limits"] = {"auth_failures_per_address": 3, "auth_failure_window": "60s"}
+        gw.plain_port = harness.free_port(avoid=(gw.port, gw.admin_port))
+        cfg["listeners"].append({"address": "127.0.0.1", "port": gw.plain_port, "plain_http": True})
 
     def test_failed_authentications_then_429(self):
+        import http.client
         d = self.gw.dir
         _, fcert, fkey = harness.make_foreign_pki(d / "foreign")
+        der = self.gw.make_request("after-budget").read_bytes()  # even a good request waits out the window
+        # a connection kept alive from before the budget was used up
+        kept = http.client.HTTPSConnection("127.0.0.1", self.gw.port, timeout=harness.CLIENT_TIMEOUT,
+                                           context=self.gw.tls_context())
+        kept.connect()
         for i in range(3):
             res = self.gw.cmp("ir", "stranger%d" % i, auth=(fcert, fkey), newkey=self.newkey("stranger%d" % i),
                               subject="/CN=stranger", expect_cert=False)
             self.assert_cmp_error(res.first, ("error",), "badMessageCheck")
-        der = self.gw.make_request("after-budget")  # even a good request waits out the window
-        r = self.gw.curl(data=der)
-        self.assertEqual(r.status, 429, r)
-        self.assertGreater(int(r.headers.get("retry-after", "0")), 0, r)
-        self.assertIn(b"too many failed authentications from this address", r.body)
-        self.assertEqual(self.gw.curl(data=der).status, 429)
+        status, retry, body = post(kept, der)
+        kept.close()
+        self.assertEqual(status, 429, body)
+        self.assertGreater(int(retry or "0"), 0)
+        self.assertIn(b"too many failed authentications from this address", body)
+        plain = http.client.HTTPConnection("127.0.0.1", self.gw.plain_port, timeout=harness.CLIENT_TIMEOUT)
+        status, retry, body = post(plain, der)
+        plain.close()
+        self.assertEqual(status, 429, body)
+        self.assertGreater(int(retry or "0"), 0)
+        # a new TLS connection is closed before its handshake: no handshake is counted, failed or not
+        handshakes = harness.metric(self.gw, "cmpgw_tls_handshakes_total", 0, listener="cmp", result="ok")
+        self.assertFalse(self.gw.handshake())
+        self.assertEqual(harness.metric(self.gw, "cmpgw_tls_handshakes_total", 0, listener="cmp", result="ok"),
+                         handshakes)
+        # another address still enrols
+        r = self.gw.curl("--interface", "127.0.0.2", data=self.gw.dir / "after-budget.der")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(harness.decode_cmp(r.body).body_type, "ip")
         # the operator is told once, at the failure that used the budget up, not at each refusal after it
         lines = [e for e in self.gw.log_lines() if e.get("event") == "auth_budget_exhausted"]
         self.assertEqual(len(lines), 1, lines)
@@ -716,9 +746,41 @@ class AuthFailureBudgetReset(harness.GatewayTestCase):
                     self.assertLess(time.monotonic(), deadline,
                                     "no line for the reset stream:\n" + self.gw.stderr()[-3000:])
                     time.sleep(0.1)
-        r = self.gw.curl(data=self.gw.make_request("after-resets"))
-        self.assertEqual(r.status, 429, r)
-        self.assertIn(b"too many failed authentications from this address", r.body)
+        self.assertFalse(self.gw.handshake())  # over budget: closed at accept
+
+
+class FailedHandshakeBudget(harness.GatewayTestCase):
+    """A gateway of its own: its address is over budget after three failed TLS handshakes."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["limits"] = {"auth_failures_per_address": 3, "auth_failure_window": "60s"}
+
+    def handshakes(self, result):
+        return harness.metric(self.gw, "cmpgw_tls_handshakes_total", 0, listener="cmp", result=result)
+
+    def test_failed_handshakes_count_then_closed_at_accept(self):
+        """A client certificate of a CA the listener does not trust ends each handshake with the gateway's
+        alert (unknown CA), the client chain decoded and verified each time: one address repeated it as
+        fast as it connected, counted in a metric only. Now each counts against the address's budget of
+        failed authentications: past it, its connections are closed at accept, before any TLS, and the
+        operator gets one line for it. Another address is not affected: it enrols meanwhile."""
+        _, fcert, fkey = harness.make_foreign_pki(self.gw.dir / "foreign")
+        self.assertTrue(self.gw.handshake())  # the twin: a trusted client certificate, not counted
+        for i in range(3):
+            self.assertFalse(self.gw.handshake(cert=fcert, key=fkey))
+            self.assertEqual(self.handshakes("failed"), i + 1)
+        ok = self.handshakes("ok")
+        for cert, key in ((fcert, fkey), ("client.pem", "client.key")):
+            self.assertFalse(self.gw.handshake(cert=cert, key=key))
+        self.assertEqual((self.handshakes("failed"), self.handshakes("ok")), (3, ok))  # no handshake at all
+        lines = [e for e in self.gw.log_lines() if e.get("event") == "auth_budget_exhausted"]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertEqual(lines[0]["last"], "TLS handshake: unknown CA")
+        self.assertTrue(self.gw.handshake(source="127.0.0.2"))
+        r = self.gw.curl("--interface", "127.0.0.2", data=self.gw.make_request("other-address"))
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(harness.decode_cmp(r.body).body_type, "ip")
 
 
 class RequestsInFlightPerAddress(harness.GatewayTestCase):
