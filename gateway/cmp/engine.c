@@ -939,6 +939,9 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     if (txn == NULL && c->req->gone == NULL && !held_here(c, &why) && gw_cluster_keeps_records(c->e->cluster))
         leased = rebuilt = (txn = rebuild(c, msg, &why, &rc)) != NULL;
     if (txn == NULL) {
+        /* none anywhere, its sender not even looked at: as dispatch's refusals (a record another instance
+           keeps may be one this one cannot continue since a reload: its own client's, not counted) */
+        c->rsp->auth_failed = why.fail_info < 0 && !gw_cluster_keeps_records(c->e->cluster);
         refuse(c, msg,
                why.fail_info >= 0 ? &why
                                   : &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badRequest, TEXT_NO_TXN});
@@ -1123,16 +1126,16 @@ static void gone_unless_own(struct cmp_call *c)
 
 static void dispatch(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
-    struct cmp_refusal r = {0};
+    struct cmp_refusal r = {OSSL_CMP_PKIFAILUREINFO_badRequest,
+                            "malformed PKIHeader: a field is oversized or of the wrong type"};
+    int malformed = gw_shim_hdr_info(msg, &c->hdr) != 0;
 
-    if (gw_shim_hdr_info(msg, &c->hdr) != 0) {
-        refuse(c, msg,
-               &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badRequest,
-                                     "malformed PKIHeader: a field is oversized or of the wrong type"});
-        return;
-    }
-    gw_hex(c->rsp->tid, c->hdr.tid, c->hdr.tid_len);
-    if (precheck(c, msg, &r) != 0) {
+    if (!malformed)
+        gw_hex(c->rsp->tid, c->hdr.tid, c->hdr.tid_len);
+    if (malformed || precheck(c, msg, &r) != 0) {
+        /* refused before its sender is known: as unauthenticated as a failed signature, and as costly to
+           repeat (the decoding, up to some 6 ms), it counts against the address as one */
+        c->rsp->auth_failed = true;
         refuse(c, msg, &r);
         return;
     }
@@ -1167,6 +1170,7 @@ void gw_cmp_process(struct gw_cmp_engine *e, const struct gw_cmp_request *req, s
     if (c.role != NULL)
         cmp_describe_call(&c);
     if ((msg = c.resume != NULL ? cmp_suspend_msg(&c) : gw_cmp_decode(req, rsp)) == NULL) {
+        rsp->auth_failed = rsp->http_status == 400; /* no PKIMessage, from no one known: as dispatch's */
         cmp_suspend_end(&c); /* a second pass always has its message: nothing is left behind */
         gone_unless_own(&c);
         return;

@@ -783,6 +783,40 @@ class FailedHandshakeBudget(harness.GatewayTestCase):
         self.assertEqual(harness.decode_cmp(r.body).body_type, "ip")
 
 
+class UndecodableBodyBudget(harness.GatewayTestCase):
+    """A gateway of its own: its address is over budget after three messages refused before their sender
+    is known."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["limits"] = {"auth_failures_per_address": 3, "auth_failure_window": "60s"}
+
+    def test_refused_before_authentication_counts(self):
+        """A body that does not decode as a PKIMessage (HTTP 400) and a PKIMessage refused before its
+        protection is checked (an answer sent back as a request, badRequest) cost their decoding, up to
+        some 6 ms with 24 keys, and counted against nothing: one address could repeat them as fast as it
+        could send. Now each counts as a failed authentication: after three, the address's connections are
+        closed at accept. A request that enrols counts nothing (the twin), and another address enrols."""
+        r = self.gw.curl(data=self.gw.make_request("first"))
+        self.assertEqual(r.status, 200, r)
+        ip = self.gw.dir / "first-ip.der"
+        ip.write_bytes(r.body)
+        ans = harness.decode_cmp(self.gw.curl(data=ip).body)
+        self.assert_cmp_error(ans, ("error",), "badRequest", "PKIBody type ip is not a request")
+        garbage = self.gw.dir / "garbage.der"
+        garbage.write_bytes(b"\x30\x03\x02\x01")  # truncated: no PKIMessage
+        for _ in range(2):
+            r = self.gw.curl(data=garbage)
+            self.assertEqual((r.status, r.body), (400, b"body is not a DER-encoded PKIMessage\n"))
+        self.assertFalse(self.gw.handshake())
+        lines = [e for e in self.gw.log_lines() if e.get("event") == "auth_budget_exhausted"]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertEqual(lines[0]["last"], "http 400: body is not a DER-encoded PKIMessage")  # its outcome
+        r = self.gw.curl("--interface", "127.0.0.2", data=self.gw.make_request("other-address"))
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(harness.decode_cmp(r.body).body_type, "ip")
+
+
 class RequestsInFlightPerAddress(harness.GatewayTestCase):
     """A slow CA holds each request; one address may have 2 of them in flight, whatever it multiplexes."""
 
