@@ -379,6 +379,43 @@ int cmp_check_protection_hash(const struct cmp_call *c, struct cmp_refusal *r)
                       OBJ_nid2ln(c->hdr.protection_nid));
 }
 
+/* RFC 9481 §6.1.1: PBM's owf is SHA-256 or stronger; SHA-3 and SHAKE cost several times SHA-256 an
+   iteration. Its mac: HMAC-SHA1 too, OpenSSL 3.0's client default, whose strength as a MAC does not rest
+   on SHA-1's collision resistance (a route's min_hash may refuse it). */
+static const int pbm_owfs[] = {NID_sha256, NID_sha384, NID_sha512};
+static const int pbm_macs[] = {NID_hmac_sha1, NID_hmacWithSHA1, NID_hmacWithSHA256, NID_hmacWithSHA384,
+                               NID_hmacWithSHA512};
+
+static int listed(const int *nids, size_t n, int nid)
+{
+    for (size_t i = 0; i < n; i++)
+        if (nids[i] == nid)
+            return 1;
+    return 0;
+}
+
+/* The name of |nid| for a log line or statusString; "unknown" for one OpenSSL does not know. */
+static const char *alg_name(int nid)
+{
+    const char *name = nid != NID_undef ? OBJ_nid2ln(nid) : NULL;
+
+    return name != NULL ? name : "unknown";
+}
+
+int cmp_check_pbm_algs(const struct cmp_call *c, struct cmp_refusal *r)
+{
+    const char *owf = alg_name(c->hdr.pbm_owf_nid), *mac = alg_name(c->hdr.pbm_mac_nid);
+
+    if (listed(pbm_owfs, sizeof(pbm_owfs) / sizeof(pbm_owfs[0]), c->hdr.pbm_owf_nid) &&
+        listed(pbm_macs, sizeof(pbm_macs) / sizeof(pbm_macs[0]), c->hdr.pbm_mac_nid))
+        return 0;
+    gw_log_kv(GW_LOG_INFO, "pbm_alg", "tid", c->rsp->tid, "owf", owf, "mac", mac, NULL);
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badAlg,
+                      "PBM protection with owf %s and mac %s is not accepted: use owf SHA-256, SHA-384 or "
+                      "SHA-512 and mac HMAC-SHA1, HMAC-SHA256, HMAC-SHA384 or HMAC-SHA512",
+                      owf, mac);
+}
+
 int cmp_sender_is(const struct gw_hdr_info *h, int pbm, const unsigned char *kid, size_t kid_len,
                   const X509_NAME *sender)
 {

@@ -59,6 +59,13 @@ int cmp_signer_chains_to(struct cmp_call *c, const struct cmp_txn *t, X509_STORE
 int cmp_check_protection_hash(const struct cmp_call *c, struct cmp_refusal *r);
 
 /*
+ * cmp_check_pbm_algs refuses a PBM-protected message whose owf or mac is not on the allow-list (RFC 9481
+ * §6.1.1), before its key is derived: the owf is iterated, and its cost is the sender's to choose. 0, or
+ * refused with |r| (badAlg) and logged.
+ */
+int cmp_check_pbm_algs(const struct cmp_call *c, struct cmp_refusal *r);
+
+/*
  * cmp_sender_is tells whether the header |h| names the sender a transaction is pinned to: the PBM
  * reference |kid| (|pbm|), or the directoryName |sender|.
  */

@@ -434,6 +434,8 @@ static int check_pbm(struct cmp_call *c, struct cmp_refusal *r)
     const struct gw_pbm_conf *pbm =
         gw_pbm_conf_find(c->e->cfg.pbm, c->e->cfg.n_pbm, h->sender_kid, h->sender_kid_len);
 
+    if (cmp_check_pbm_algs(c, r) != 0) /* before the reference: its answer tells no one which exist */
+        return 1;
     if (bodies[c->body] != BODY_START) {
         c->pbm_gone = pbm == NULL;
         goto allowed;

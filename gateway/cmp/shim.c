@@ -126,18 +126,33 @@ out:
     return rc;
 }
 
+/* The AlgorithmIdentifier TLV |t| decoded; NULL if malformed. */
+static X509_ALGOR *algor_at(const struct cmp_tlv *t)
+{
+    const unsigned char *p = t->p;
+    X509_ALGOR *alg = d2i_X509_ALGOR(NULL, &p, t->total);
+
+    if (alg != NULL && p != t->p + t->total) {
+        X509_ALGOR_free(alg);
+        return NULL;
+    }
+    return alg;
+}
+
 /*
  * PBMParameter ::= SEQUENCE { salt OCTET STRING, owf AlgorithmIdentifier, iterationCount INTEGER,
  * mac AlgorithmIdentifier } (RFC 9810 §5.1.3.1). Read before OpenSSL sees the message: a wrong
- * parameter type crashed 3.0 < 3.0.22 (CVE-2026-63076), and the count is the cost an
- * unauthenticated sender can make the server pay.
+ * parameter type crashed 3.0 < 3.0.22 (CVE-2026-63076), and the count and the owf are the cost an
+ * unauthenticated sender can make the server pay. An owf or mac that is absent, malformed or unknown
+ * is NID_undef, for the engine to refuse.
  */
-static int pbm_iterations(const X509_ALGOR *alg, int *out)
+static int pbm_params(const X509_ALGOR *alg, struct gw_hdr_info *h)
 {
     const ASN1_TYPE *param = alg->parameter;
     const unsigned char *p, *end;
-    struct cmp_tlv salt, owf, it;
+    struct cmp_tlv salt, owf, it, mac;
     ASN1_INTEGER *n = NULL;
+    X509_ALGOR *a_owf = NULL, *a_mac = NULL;
     int64_t v;
     int rc = GW_ERR_INVAL;
 
@@ -148,14 +163,20 @@ static int pbm_iterations(const X509_ALGOR *alg, int *out)
         !cmp_tlv_next(&p, end, &owf) || owf.tag != V_ASN1_SEQUENCE || !cmp_tlv_next(&p, end, &it) ||
         it.tag != V_ASN1_INTEGER || it.cls != V_ASN1_UNIVERSAL)
         return GW_ERR_INVAL;
+    if ((a_owf = algor_at(&owf)) != NULL)
+        h->pbm_owf_nid = OBJ_obj2nid(a_owf->algorithm);
+    if (cmp_tlv_next(&p, end, &mac) && (a_mac = algor_at(&mac)) != NULL)
+        h->pbm_mac_nid = OBJ_obj2nid(a_mac->algorithm);
     p = it.p;
     if ((n = d2i_ASN1_INTEGER(NULL, &p, it.total)) == NULL || ASN1_INTEGER_get_int64(&v, n) != 1 || v < 0 ||
         v > INT32_MAX)
         goto out;
-    *out = (int)v;
+    h->pbm_iterations = (int)v;
     rc = 0;
 out:
     ASN1_INTEGER_free(n);
+    X509_ALGOR_free(a_owf);
+    X509_ALGOR_free(a_mac);
     return rc;
 }
 
@@ -171,7 +192,7 @@ static int get_protection_alg(const struct cmp_tlv *tag, struct gw_hdr_info *h)
     h->protection_hash_bits = gw_shim_alg_hash_bits(alg);
     rc = 0;
     if (h->protection_nid == NID_id_PasswordBasedMAC)
-        rc = pbm_iterations(alg, &h->pbm_iterations);
+        rc = pbm_params(alg, h);
 out:
     X509_ALGOR_free(alg);
     return rc;
@@ -320,7 +341,7 @@ static int hdr_in_place(const OSSL_CMP_PKIHEADER *hdr, struct gw_hdr_info *out)
     if (alg != NULL) {
         out->protection_nid = OBJ_obj2nid(alg->algorithm);
         out->protection_hash_bits = gw_shim_alg_hash_bits(alg);
-        if (out->protection_nid == NID_id_PasswordBasedMAC && pbm_iterations(alg, &out->pbm_iterations) != 0)
+        if (out->protection_nid == NID_id_PasswordBasedMAC && pbm_params(alg, out) != 0)
             return GW_ERR_INVAL;
     }
     if (copy_octets(hdr_field(hdr, hdr_layout.sender_kid), out->sender_kid, sizeof(out->sender_kid),
@@ -765,19 +786,6 @@ static int hmac_bits(int nid)
         if (macs[i].hmac == nid)
             return md_bits(macs[i].md);
     return 0;
-}
-
-/* The AlgorithmIdentifier TLV |t| decoded; NULL if malformed. */
-static X509_ALGOR *algor_at(const struct cmp_tlv *t)
-{
-    const unsigned char *p = t->p;
-    X509_ALGOR *alg = d2i_X509_ALGOR(NULL, &p, t->total);
-
-    if (alg != NULL && p != t->p + t->total) {
-        X509_ALGOR_free(alg);
-        return NULL;
-    }
-    return alg;
 }
 
 /* PBMParameter (RFC 9810 §5.1.3.1): the weaker of owf and mac. */

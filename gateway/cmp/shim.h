@@ -46,6 +46,8 @@ struct gw_hdr_info {
     time_t message_time;
     int protection_nid;       /* NID of protectionAlg, NID_undef if unprotected */
     int pbm_iterations;       /* PBM only: iterationCount, else 0 */
+    int pbm_owf_nid;          /* PBM only: the owf's NID, NID_undef if absent, malformed or unknown */
+    int pbm_mac_nid;          /* PBM only: the mac's NID, likewise */
     int protection_hash_bits; /* weakest hash in protectionAlg (gw_shim_alg_hash_bits), 0 if unknown */
     unsigned char sender_kid[GW_MAX_KID_LEN];
     size_t sender_kid_len; /* 0 if absent */

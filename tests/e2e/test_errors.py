@@ -9,6 +9,7 @@ so the gateway sees a well-protected message that is wrong in exactly one way. N
 OpenSSL internals (reason strings, "CMP routines", packed error codes).
 """
 import hashlib
+import hmac
 import os
 import re
 import ssl
@@ -263,6 +264,37 @@ def without(seq, *names):
 
 def set_octets(hdr, name, value):
     hdr[name] = hdr.componentType[name].asn1Object.clone(value)
+
+
+# PBM's owf and mac (RFC 9810 §5.1.3.1) by OID, as hashlib names the hash of each
+PBM_OWF = {"1.3.14.3.2.26": "sha1", "2.16.840.1.101.3.4.2.1": "sha256", "2.16.840.1.101.3.4.2.3": "sha512"}
+PBM_MAC = {"1.3.6.1.5.5.8.1.2": "sha1", "1.2.840.113549.2.9": "sha256", "1.2.840.113549.2.11": "sha512"}
+
+
+def set_pbm_algs(msg, owf=None, mac=None):
+    """|msg|'s PBMParameter with the owf and/or mac OIDs given (its MAC left as it was)."""
+    alg = msg["header"]["protectionAlg"]
+    par, _ = decoder.decode(alg["parameters"].asOctets(), asn1Spec=rfc4211.PBMParameter())
+    if owf:
+        par["owf"]["algorithm"] = univ.ObjectIdentifier(owf)
+    if mac:
+        par["mac"]["algorithm"] = univ.ObjectIdentifier(mac)
+    alg["parameters"] = alg["parameters"].clone(univ.Any(encoder.encode(par)))
+    return msg
+
+
+def remac(msg, secret):
+    """Protects |msg| again with PBM under |secret| and the parameters in its header (RFC 4211 §4.4)."""
+    par, _ = decoder.decode(msg["header"]["protectionAlg"]["parameters"].asOctets(),
+                            asn1Spec=rfc4211.PBMParameter())
+    owf = PBM_OWF[str(par["owf"]["algorithm"])]
+    key = hashlib.new(owf, secret + par["salt"].asOctets()).digest()
+    for _ in range(int(par["iterationCount"]) - 1):
+        key = hashlib.new(owf, key).digest()
+    part = der_seq(encoder.encode(msg["header"]) + encoder.encode(msg["body"]))  # ProtectedPart
+    mac = hmac.new(key, part, PBM_MAC[str(par["mac"]["algorithm"])]).digest()
+    msg["protection"] = bits(msg.componentType["protection"].asn1Object, mac)
+    return msg
 
 
 PROFILE = "1.3.6.1.5.5.7.4.21"  # id-it-certProfile (RFC 9483 §3.1)
@@ -568,6 +600,35 @@ class Errors(Base):
         a = self.expect("pbm_iterations", self.send("pbmiter", m))
         self.assertEqual(a.status_strings, ["PBM iterationCount 10001 is above this server's cap of 10000"])
 
+    def test_pbm_alg(self):
+        """PBM's owf and mac come from an allow-list (RFC 9481 §6.1.1), checked before the key is derived and
+        before the reference is looked up: `openssl cmp -digest` under PBM is its owf too, so sha1 and
+        sha3-512 are refused; so are a crafted MD5 or unknown owf and an HMAC-MD5 mac, whoever's reference
+        they name. Twins: openssl cmp's default (owf sha256, mac hmac-sha1) and owf sha512 with mac
+        hmacWithSHA512 are issued."""
+        accepts = ("is not accepted: use owf SHA-256, SHA-384 or SHA-512 and mac HMAC-SHA1, HMAC-SHA256, "
+                   "HMAC-SHA384 or HMAC-SHA512")
+        for digest in ("sha1", "sha3-512"):
+            with self.subTest(digest=digest):
+                a = self.expect("pbm_alg", self.ir("pbmalg-" + digest, auth="pbm", extra=("-digest", digest)))
+                self.assertEqual(a.status_strings, ["PBM protection with owf %s and mac hmac-sha1 %s" % (digest, accepts)])
+        crafted = (("md5", "1.2.840.113549.2.5", None, "owf md5 and mac hmac-sha1"),
+                   ("unknown", "1.3.6.1.4.1.55555.1", None, "owf unknown and mac hmac-sha1"),
+                   ("hmac-md5", None, "1.3.6.1.5.5.8.1.1", "owf sha256 and mac hmac-md5"))
+        for what, owf, mac, names in crafted:
+            with self.subTest(crafted=what):
+                m = set_pbm_algs(self.fresh("pbmalg-" + what, auth="pbm"), owf, mac)
+                a = self.expect("pbm_alg", self.send("pbmalg-" + what, m))
+                self.assertEqual(a.status_strings, ["PBM protection with %s %s" % (names, accepts)])
+                set_octets(m["header"], "senderKID", b"no-such-device")
+                self.expect("pbm_alg", self.send("pbmalg-%s-unknown" % what, m))
+        self.assertGreaterEqual(len([e for e in self.gw.log_lines() if e.get("event") == "pbm_alg"]), 7)
+        for name, extra in (("pbmalg-default", ()), ("pbmalg-sha512", ("-digest", "sha512", "-mac", "hmacWithSHA512"))):
+            with self.subTest(twin=name):
+                res = self.gw.cmp("ir", name, auth="pbm", newkey=self.newkey(name), subject="/CN=" + name,
+                                  extra=extra + ("-implicit_confirm",))
+                self.assertEqual((res.first.body_type, res.first.status), ("ip", 0), res.first)
+
     # -- refused by OpenSSL's checks, rewritten by the engine (error body) ----------------------
 
     def test_untrusted_signer(self):
@@ -736,19 +797,18 @@ class Errors(Base):
                 self.assertEqual((a.body_type, a.status_strings), ("cp", [text % ("CSR's", "CSR")]))
             else:
                 self.assertEqual((res.first.body_type, res.first.status), ("cp", 0), res.first)
-        # ir: openssl cmp signs its POPO with the -digest of its protection, which PBM does not hash with
-        for digest in ("sha1", "sha256"):
-            res = self.gw.cmp("ir", "weakpopo-" + digest, auth="pbm", newkey=self.newkey("weakpopo-" + digest),
-                              subject="/CN=weakpopo-" + digest,
-                              extra=("-digest", digest, "-mac", "hmacWithSHA256", "-implicit_confirm"),
-                              expect_cert=digest != "sha1")
-            if digest == "sha1":
-                self.assertIsNone(res.cert)
-                a = self.expect("weak_popo", res.first)
-                self.assertEqual((a.body_type, a.status_strings),
-                                 ("ip", [text % ("proof-of-possession", "request")]))
-            else:
-                self.assertEqual((res.first.body_type, res.first.status), ("ip", 0), res.first)
+        # ir under PBM: openssl cmp signs its POPO with its -digest, which is its PBM owf too (a SHA-1 owf is
+        # pbm_alg): captured with -digest sha1, the owf made SHA-256 and the MAC made again; the twin as it sends
+        m = set_pbm_algs(self.fresh("weakpopo-sha1", auth="pbm", extra=("-digest", "sha1", "-mac",
+                                                                        "hmacWithSHA256", "-implicit_confirm")),
+                         owf="2.16.840.1.101.3.4.2.1")
+        secret = (self.gw.dir / "pbm.secret").read_bytes().rstrip(b"\r\n")
+        a = self.expect("weak_popo", self.send("weakpopo-sha1", remac(m, secret)))
+        self.assertEqual((a.body_type, a.status_strings), ("ip", [text % ("proof-of-possession", "request")]))
+        res = self.gw.cmp("ir", "weakpopo-sha256", auth="pbm", newkey=self.newkey("weakpopo-sha256"),
+                          subject="/CN=weakpopo-sha256",
+                          extra=("-digest", "sha256", "-mac", "hmacWithSHA256", "-implicit_confirm"))
+        self.assertEqual((res.first.body_type, res.first.status), ("ip", 0), res.first)
         # ir signed with SHA-256 around a SHA-1 POPO: captured with -digest sha1, its protection made again
         m = self.fresh("weakpopo-sig", extra=("-digest", "sha1", "-implicit_confirm"))
         m["header"]["protectionAlg"]["algorithm"] = univ.ObjectIdentifier("1.2.840.10045.4.3.2")  # ecdsa-with-SHA256
