@@ -62,7 +62,9 @@
 #define GW_QUEUE_WAIT_MS 10000 /* a job older than this when a worker picks it up is refused */
 
 /* CMP */
-#define GW_MAX_TID_LEN 64 /* transactionID; RFC 9483 says 128 bits */
+#define GW_MIN_TID_LEN 16 /* transactionID: RFC 9483 §3.1, 128 bits of random data */
+#define GW_MAX_TID_LEN 64
+#define GW_MIN_NONCE_LEN 16 /* senderNonce: RFC 9483 §3.1, at least 128 bits */
 #define GW_MAX_NONCE_LEN 64
 #define GW_MAX_KID_LEN 128               /* senderKID (PBM reference or SKID) */
 #define GW_DEFAULT_MSGTIME_WINDOW 300    /* seconds either side of now */

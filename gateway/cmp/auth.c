@@ -16,6 +16,7 @@
 #include "gateway/cmp/chains.h"
 #include "gateway/cmp/outcome.h"
 #include "base/err.h"
+#include "base/limits.h"
 #include "base/log.h"
 #include "base/x509.h"
 #include "mappings/policy.h"
@@ -377,6 +378,35 @@ int cmp_check_protection_hash(const struct cmp_call *c, struct cmp_refusal *r)
                       "message protection is signed with a hash under 112 bits of security (%s): sign with "
                       "SHA-256 or stronger",
                       OBJ_nid2ln(c->hdr.protection_nid));
+}
+
+/*
+ * RFC 9483 §3.1: 128 random bits at least in each. A shorter transactionID meets other clients' in the
+ * gateway's transactions and replay cache, a shorter senderNonce weakens the replay check; OpenSSL 3.0
+ * answers a message without a senderNonce with no recipNonce, which ties the answer to nothing the client
+ * sent. The caps are the header reader's (malformed_header).
+ */
+int cmp_check_ids(const struct cmp_call *c, struct cmp_refusal *r)
+{
+    const struct gw_hdr_info *h = &c->hdr;
+
+    if (h->tid_len == 0)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "transactionID is missing");
+    if (h->tid_len < GW_MIN_TID_LEN)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                          "transactionID of %zu bytes is too short: start the transaction with a random "
+                          "transactionID of %d bytes or more (RFC 9483 §3.1)",
+                          h->tid_len, GW_MIN_TID_LEN);
+    if (h->sender_nonce_len == 0)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badSenderNonce,
+                          "senderNonce is missing: send a fresh random 128-bit senderNonce in every message");
+    if (h->sender_nonce_len < GW_MIN_NONCE_LEN)
+        return cmp_refuse(
+            r, OSSL_CMP_PKIFAILUREINFO_badSenderNonce,
+            "senderNonce of %zu bytes is too short: send a fresh random senderNonce of %d bytes "
+            "or more in every message (RFC 9483 §3.1)",
+            h->sender_nonce_len, GW_MIN_NONCE_LEN);
+    return 0;
 }
 
 /* RFC 9481 §6.1.1: PBM's owf is SHA-256 or stronger; SHA-3 and SHAKE cost several times SHA-256 an

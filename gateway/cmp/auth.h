@@ -59,6 +59,13 @@ int cmp_signer_chains_to(struct cmp_call *c, const struct cmp_txn *t, X509_STORE
 int cmp_check_protection_hash(const struct cmp_call *c, struct cmp_refusal *r);
 
 /*
+ * cmp_check_ids refuses a message whose transactionID (badRequest) or senderNonce (badSenderNonce) is
+ * missing or shorter than 16 bytes (GW_MIN_TID_LEN, GW_MIN_NONCE_LEN), before any transaction state is
+ * looked up. 0, or refused with |r|.
+ */
+int cmp_check_ids(const struct cmp_call *c, struct cmp_refusal *r);
+
+/*
  * cmp_check_pbm_algs refuses a PBM-protected message whose owf or mac is not on the allow-list (RFC 9481
  * §6.1.1), before its key is derived: the owf is iterated, and its cost is the sender's to choose. 0, or
  * refused with |r| (badAlg) and logged.

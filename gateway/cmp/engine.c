@@ -37,8 +37,6 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
-#define TEXT_NO_SENDER_NONCE                                                                                 \
-    "senderNonce is missing: send a fresh random 128-bit senderNonce in every message"
 #define TEXT_ACCEPTS "this server accepts ir, cr, p10cr, kur, rr, genm, certConf, pollReq"
 #define TEXT_NO_TXN "no open transaction with this transactionID: it was completed, expired, or never started"
 #define TEXT_NOT_KEPT "the gateway could not keep this transaction open for its certConf; retry later"
@@ -501,12 +499,8 @@ static int choose_role(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_r
 /* Step 2: what is refused before OpenSSL sees the message. */
 static int precheck(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refusal *r)
 {
-    if (c->hdr.tid_len == 0)
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "transactionID is missing");
-    /* RFC 9483 §3.1: every message has a senderNonce, which the answer returns as its recipNonce; OpenSSL
-       3.0 answers one without it with no recipNonce, which ties the answer to nothing the client sent */
-    if (c->hdr.sender_nonce_len == 0)
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badSenderNonce, "%s", TEXT_NO_SENDER_NONCE);
+    if (cmp_check_ids(c, r) != 0)
+        return 1;
     if (c->body < 0 || c->body > GW_CMP_BODY_MAX || bodies[c->body] == BODY_REFUSE)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
                           "PKIBody type %s is not a request; " TEXT_ACCEPTS, gw_shim_body_name(c->body));

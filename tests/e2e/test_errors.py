@@ -565,6 +565,45 @@ class Errors(Base):
         a = harness.decode_cmp(self.send("nononceconf-conf", conf).body)
         self.assertEqual(a.body_type, "pkiconf", a)
 
+    def test_short_tid(self):
+        """RFC 9483 §3.1: a transactionID of 128 random bits. A shorter one is refused in an ir, a p10cr and an
+        error message alike, before any transaction is looked up or begun; the twin of 16 bytes is issued."""
+        text = ("transactionID of %d bytes is too short: start the transaction with a random transactionID of 16 "
+                "bytes or more (RFC 9483 §3.1)")
+        for what, n in (("ir", 1), ("ir", 15), ("p10cr", 8), ("error", 4)):
+            with self.subTest(what=what, n=n):
+                name = "shorttid-%s-%d" % (what, n)
+                m = load(self.gw.make_request(name, "p10cr" if what == "p10cr" else "ir",
+                                              subject="/CN=" + name).read_bytes())
+                set_octets(m["header"], "transactionID", os.urandom(n))
+                m = error_msg(m, self.key()) if what == "error" else resign(m, self.key())
+                a = self.expect("short_tid", self.send(name, m))
+                self.assertEqual(a.status_strings, [text % n])
+        m = self.fresh("shorttid-twin")
+        set_octets(m["header"], "transactionID", os.urandom(16))
+        a = harness.decode_cmp(self.send("shorttid-twin", resign(m, self.key())).body)
+        self.assertEqual((a.body_type, a.status), ("ip", 0), a)
+
+    def test_short_sender_nonce(self):
+        """RFC 9483 §3.1: a senderNonce of at least 128 bits in every message. A shorter one is refused in an ir,
+        and in a certConf, which leaves its transaction as it was: the client's own certConf then confirms."""
+        text = ("senderNonce of %d bytes is too short: send a fresh random senderNonce of 16 bytes or more in every "
+                "message (RFC 9483 §3.1)")
+        for n in (1, 15):
+            with self.subTest(n=n):
+                m = self.fresh("shortnonce%d" % n)
+                set_octets(m["header"], "senderNonce", os.urandom(n))
+                a = self.expect("short_sender_nonce", self.send("shortnonce%d" % n, resign(m, self.key())))
+                self.assertEqual(a.status_strings, [text % n])
+        ir, ip, cert = self.open_txn("shortnonceconf")
+        conf = self.certconf(ir, ip, hashlib.sha256(cert).digest())
+        short = load(encoder.encode(conf))
+        set_octets(short["header"], "senderNonce", os.urandom(8))
+        a = self.expect("short_sender_nonce", self.send("shortnonceconf-short", resign(short, self.key())))
+        self.assertEqual(a.status_strings, [text % 8])
+        a = harness.decode_cmp(self.send("shortnonceconf-conf", conf).body)
+        self.assertEqual(a.body_type, "pkiconf", a)
+
     def test_not_a_request(self):
         m = self.fresh("pkiconf")
         body = m["body"].clone()
