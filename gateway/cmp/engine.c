@@ -40,6 +40,9 @@
 #define TEXT_ACCEPTS "this server accepts ir, cr, p10cr, kur, rr, genm, certConf, pollReq"
 #define TEXT_NO_TXN "no open transaction with this transactionID: it was completed, expired, or never started"
 #define TEXT_NOT_KEPT "the gateway could not keep this transaction open for its certConf; retry later"
+#define TEXT_CENTRAL_KEYGEN                                                                                  \
+    "the certTemplate has no public key: central key generation (RFC 9483 §4.1.6) is not supported; "       \
+    "generate the key pair and send its public key"
 #define TEXT_BAD_POP                                                                                         \
     "proof of possession failed or missing: sign the request with the private key of the requested "         \
     "public key"
@@ -451,7 +454,8 @@ allowed:
                       c->e->cfg.cmp->pbm_max_iterations);
 }
 
-/* OpenSSL verifies the proof of possession with the requested key: its cost must be bounded first. */
+/* OpenSSL verifies the proof of possession with the requested key: its cost must be bounded first. A
+   template without one asks for central key generation, which OpenSSL would refuse as a failed POPO. */
 static int check_requested_key(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refusal *r)
 {
     int has_key = 0;
@@ -462,6 +466,8 @@ static int check_requested_key(struct cmp_call *c, const OSSL_CMP_MSG *msg, stru
     c->req_key = c->body != GW_CMP_BODY_P10CR ? key : NULL; /* the template's: the plan's too */
     if (c->req_key == NULL)
         EVP_PKEY_free(key);
+    if (gw_shim_central_keygen(msg))
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "%s", TEXT_CENTRAL_KEYGEN);
     if (ok)
         return 0;
     return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "%s", TEXT_KEY_LIMITS);

@@ -147,6 +147,13 @@ int gw_shim_der_count(const unsigned char *der, size_t len, int *keys, int *elem
 STACK_OF(X509) *gw_shim_swap_extra_certs(OSSL_CMP_MSG *msg, STACK_OF(X509) *certs, int *ok);
 
 /*
+ * gw_shim_central_keygen tells whether |msg| is an ir, cr or kur whose first template asks for central key
+ * generation (RFC 9483 §4.1.6): no publicKey, or one with an empty subjectPublicKey. 1 or 0 (also when
+ * this OpenSSL keeps the template where the shim does not look).
+ */
+int gw_shim_central_keygen(const OSSL_CMP_MSG *msg);
+
+/*
  * gw_shim_d2i_msg is d2i_OSSL_CMP_MSG(NULL, pp, len), the same message accepted or refused, but the
  * certificates of its extraCerts come from those parsed lately instead of being parsed again, and
  * the key of an ir's, cr's or kur's first template from gw_x509_pubkey_d2i.

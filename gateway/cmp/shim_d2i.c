@@ -226,6 +226,18 @@ static X509_PUBKEY **msg_key_slot(const OSSL_CMP_MSG *msg, int body)
                : NULL;
 }
 
+int gw_shim_central_keygen(const OSSL_CMP_MSG *msg)
+{
+    int body = msg != NULL ? OSSL_CMP_MSG_get_bodytype(msg) : -1, len = -1;
+    X509_PUBKEY **slot;
+    const unsigned char *bits = NULL;
+
+    if ((body != GW_CMP_BODY_IR && body != GW_CMP_BODY_CR && body != GW_CMP_BODY_KUR) ||
+        (slot = msg_key_slot(msg, body)) == NULL)
+        return 0;
+    return *slot == NULL || (X509_PUBKEY_get0_param(NULL, &bits, &len, NULL, *slot) == 1 && len == 0);
+}
+
 /*
  * The extraCerts of a request are mostly the same few certificates (a device's own, its CA's): they
  * are set from the certificates parsed lately (gw_x509_parse_cached: the same DER, so the same

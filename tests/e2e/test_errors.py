@@ -744,6 +744,27 @@ class Errors(Base):
                   l.get("role") == role and l.get("msg") == answer.status_strings[0]]
         self.assertEqual(logged, [rid])
 
+    def test_central_keygen(self):
+        """An ir or cr whose certTemplate has no publicKey, or one with an empty subjectPublicKey, asks for central
+        key generation (RFC 9483 §4.1.6): refused as such, not as a failed proof of possession. The twin with its
+        key but without a POPO is still bad_pop."""
+        for cmd, form in (("ir", "absent"), ("ir", "empty"), ("cr", "absent")):
+            with self.subTest(cmd=cmd, form=form):
+                name = "ckg-%s-%s" % (cmd, form)
+                m = load(self.gw.make_request(name, cmd, subject="/CN=" + name).read_bytes())
+                crm = m["body"][cmd][0]
+                tmpl = crm["certReq"]["certTemplate"]
+                if form == "absent":
+                    crm["certReq"]["certTemplate"] = without(tmpl, "publicKey")
+                else:
+                    key = tmpl["publicKey"]["subjectPublicKey"]
+                    tmpl["publicKey"]["subjectPublicKey"] = key.clone(univ.BitString(()))
+                m["body"][cmd][0] = without(crm, "pop")  # nothing to prove possession of
+                self.expect("central_keygen", self.send(name, resign(m, self.key())))
+        m = self.fresh("ckg-twin")
+        m["body"]["ir"][0] = without(m["body"]["ir"][0], "pop")
+        self.expect("bad_pop", self.send("ckg-twin", resign(m, self.key())))
+
     def test_tls_subject(self):
         a = self.expect("tls_subject", self.ir("tlssubj", path="pki/roles/tlssubj/cmp"))
         self.assertEqual(a.status_strings, ["TLS client certificate subject /O=cmpgw demo/CN=demo-client is not "
