@@ -54,7 +54,8 @@ int cmp_signer_chains_to(struct cmp_call *c, const struct cmp_txn *t, X509_STORE
 /*
  * cmp_check_protection_hash refuses a message signed (not PBM-protected) with a hash under
  * GW_MIN_PROTECTION_HASH_BITS (SHA-1, MD5): OpenSSL 3.0's OSSL_CMP_validate_msg verifies any
- * signature algorithm it knows. 0, or refused with |r| (badAlg) and logged.
+ * signature algorithm it knows; and one protected by neither PasswordBasedMac nor a signature
+ * algorithm OpenSSL knows (PBMAC1). 0, or refused with |r| (badAlg) and logged.
  */
 int cmp_check_protection_hash(const struct cmp_call *c, struct cmp_refusal *r);
 

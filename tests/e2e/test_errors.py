@@ -668,6 +668,19 @@ class Errors(Base):
                                   extra=extra + ("-implicit_confirm",))
                 self.assertEqual((res.first.body_type, res.first.status), ("ip", 0), res.first)
 
+    def test_protection_alg(self):
+        """A protectionAlg that is neither PasswordBasedMac nor a signature algorithm OpenSSL knows (PBMAC1, RFC 9481
+        §6.1.2; DHBasedMac) is refused as such, on a route with trust and on a PBM-only one, not as an untrusted
+        signer."""
+        for name, oid in (("PBMAC1", "1.2.840.113549.1.5.14"), ("Diffie-Hellman based MAC", "1.2.840.113533.7.66.30")):
+            for path in ("/pki/cmp", "/pki/roles/pbmonly/cmp"):
+                with self.subTest(alg=name, path=path):
+                    m = self.fresh("protalg", auth="pbm")
+                    m["header"]["protectionAlg"]["algorithm"] = univ.ObjectIdentifier(oid)
+                    a = self.expect("protection_alg", self.send("protalg", m, path=path))
+                    self.assertTrue(a.status_strings[0].startswith("message protection %s is not" % name), a)
+        self.assertTrue(any(e.get("event") == "protection_alg" for e in self.gw.log_lines()))
+
     # -- refused by OpenSSL's checks, rewritten by the engine (error body) ----------------------
 
     def test_untrusted_signer(self):
