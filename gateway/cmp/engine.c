@@ -435,8 +435,13 @@ static int check_pbm(struct cmp_call *c, struct cmp_refusal *r)
     const struct gw_pbm_conf *pbm =
         gw_pbm_conf_find(c->e->cfg.pbm, c->e->cfg.n_pbm, h->sender_kid, h->sender_kid_len);
 
-    if (cmp_check_pbm_algs(c, r) != 0) /* before the reference: its answer tells no one which exist */
+    /* the cost before the reference: these answers tell no one which references exist */
+    if (cmp_check_pbm_algs(c, r) != 0)
         return 1;
+    if ((uint32_t)h->pbm_iterations > c->e->cfg.cmp->pbm_max_iterations)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+                          "PBM iterationCount %d is above this server's cap of %u", h->pbm_iterations,
+                          c->e->cfg.cmp->pbm_max_iterations);
     if (bodies[c->body] != BODY_START) {
         c->pbm_gone = pbm == NULL;
         goto allowed;
@@ -447,11 +452,7 @@ static int check_pbm(struct cmp_call *c, struct cmp_refusal *r)
         return pbm_refused(c, "PBM reference not allowed on this role", r);
 allowed:
     c->pbm = pbm;
-    if ((uint32_t)h->pbm_iterations <= c->e->cfg.cmp->pbm_max_iterations)
-        return 0;
-    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
-                      "PBM iterationCount %d is above this server's cap of %u", h->pbm_iterations,
-                      c->e->cfg.cmp->pbm_max_iterations);
+    return 0;
 }
 
 /* OpenSSL verifies the proof of possession with the requested key: its cost must be bounded first. A

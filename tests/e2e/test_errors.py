@@ -638,6 +638,9 @@ class Errors(Base):
         alg["parameters"] = alg["parameters"].clone(univ.Any(encoder.encode(par)))
         a = self.expect("pbm_iterations", self.send("pbmiter", m))
         self.assertEqual(a.status_strings, ["PBM iterationCount 10001 is above this server's cap of 10000"])
+        # checked before the reference is looked up: an unknown one gets the same answer, so none is probed
+        set_octets(m["header"], "senderKID", b"no-such-device")
+        self.expect("pbm_iterations", self.send("pbmiter-unknown", m))
 
     def test_pbm_alg(self):
         """PBM's owf and mac come from an allow-list (RFC 9481 §6.1.1), checked before the key is derived and
