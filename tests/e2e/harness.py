@@ -2,8 +2,9 @@
 
 Each test module subclasses GatewayTestCase; the class starts one gateway on a free loopback port
 (setUpClass) and stops it with SIGTERM (tearDownClass), asserting exit status 0 and, under
-CMPGW_SANITIZE=ON, a stderr free of sanitizer reports. Every helper raises Failure carrying the
-client's stderr when a client does not do what the helper was asked for.
+CMPGW_SANITIZE=ON, a stderr free of sanitizer reports; under CMPGW_SANITIZE=thread (ThreadSanitizer,
+make build-tsan), no report file tsan.<pid> in the gateway's directory. Every helper raises Failure
+carrying the client's stderr when a client does not do what the helper was asked for.
 
 Environment (set by ctest): CMPGW_BIN, CMPGW_BUILD_DIR, CMPGW_SANITIZE, CMPGW_LOAD_BIN.
 Set CMPGW_E2E_KEEP=1 to keep the temporary directories for inspection.
@@ -33,13 +34,17 @@ REPO = Path(__file__).resolve().parents[2]
 BUILD_DIR = Path(os.environ.get("CMPGW_BUILD_DIR", REPO / "build")).resolve()
 GATEWAY_BIN = Path(os.environ.get("CMPGW_BIN", BUILD_DIR / "cmpgw")).resolve()
 LOAD_BIN = os.environ.get("CMPGW_LOAD_BIN")  # cmpload, for tests that put a gateway under load
-SANITIZE = os.environ.get("CMPGW_SANITIZE", "OFF").upper() in ("ON", "1", "TRUE", "YES")
+SANITIZE = os.environ.get("CMPGW_SANITIZE", "OFF").upper() in ("ON", "1", "TRUE", "YES", "THREAD")
+TSAN = os.environ.get("CMPGW_SANITIZE", "OFF").upper() == "THREAD"
 # "redis": every GatewayTestCase runs with "cmp.state" in a redis-server of its own (tests/CMakeLists.txt)
 STATE = os.environ.get("CMPGW_E2E_STATE", "memory")
 LSAN_SUPP = REPO / "tests" / "lsan.supp"
+TSAN_SUPP = REPO / "tests" / "tsan.supp"
 BC_SOURCE = Path(__file__).resolve().parent / "bc" / "BcCmpClient.java"
 BC_JARS = ":".join("/usr/share/java/%s.jar" % j for j in ("bcprov", "bcpkix", "bcutil"))
-SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error")
+SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "ThreadSanitizer", "runtime error")
+if TSAN:  # the helpers of that build (cmpload, cmpclient) report to their stderr, with the same suppressions
+    os.environ.setdefault("TSAN_OPTIONS", "suppressions=%s" % TSAN_SUPP)
 
 # Sanitizer builds are several times slower to start and to answer.
 SLOW = 4 if SANITIZE else 1
@@ -452,7 +457,12 @@ class Gateway:
 
     def env(self):
         env = dict(os.environ)
-        if SANITIZE:
+        if TSAN:
+            # Every report, each in a file of its own process (a gateway, its `cmpgw check`): the gateway's
+            # stderr is its log, and a report cut into it by a test that reads the log would be lost.
+            env["TSAN_OPTIONS"] = "halt_on_error=0:second_deadlock_stack=1:suppressions=%s:log_path=%s" % (
+                TSAN_SUPP, self.dir / "tsan")
+        elif SANITIZE:
             env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0"
             if LSAN_SUPP.exists():
                 env["LSAN_OPTIONS"] = "suppressions=%s" % LSAN_SUPP
@@ -585,6 +595,8 @@ class Gateway:
         for mark in SANITIZER_MARKS:
             if mark in text:
                 raise Failure("gateway stderr contains %r:\n%s" % (mark, text[-8000:]))
+        for report in sorted(self.dir.glob("tsan.*")):
+            raise Failure("ThreadSanitizer reported (%s):\n%s" % (report, report.read_text(errors="replace")[:8000]))
 
     # -- clients --------------------------------------------------------------------------------
 
