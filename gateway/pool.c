@@ -131,8 +131,11 @@ void gw_pool_resume(struct gw_pool *p, struct gw_job *job)
     if (p->tail == NULL)
         p->tail = job;
     p->queued++;
-    pthread_mutex_unlock(&p->lock);
+    /* under the lock, unlike submit's: this may be the job gw_pool_free waits for, on a thread it does
+       not join (an upstream's), and once the lock is let go a worker may run it, the pool end and free
+       |p| before a signal sent after the unlock touched it */
     pthread_cond_signal(&p->cond);
+    pthread_mutex_unlock(&p->lock);
 }
 
 size_t gw_pool_queued(struct gw_pool *p)
