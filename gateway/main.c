@@ -796,8 +796,10 @@ static int cmd_run(const char *path)
     /* bound and loaded: root is given up before anything is served or probed */
     if (drop_privileges(cfg) != 0)
         goto out;
-    if (gw_server_run(r.server, err) != 0 ||
-        (first->prober = gw_prober_start(cfg, first->ups, err)) == NULL ||
+    /* the prober before the loop threads: a POST /reload on one of them swaps it out with its generation
+       (gw_gens_swap), so it must be in place before any of them can start a reload */
+    if ((first->prober = gw_prober_start(cfg, first->ups, err)) == NULL ||
+        gw_server_run(r.server, err) != 0 ||
         (cfg->handover_socket != NULL &&
          (r.handover = gw_handover_serve(cfg->handover_socket, r.server, err)) == NULL)) {
         gw_log(GW_LOG_ERROR, "startup", "%s", err);

@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 import unittest
+from pathlib import Path
 
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
@@ -113,6 +114,20 @@ class Reload(harness.GatewayTestCase):
         status, body = admin(self.gw, "/reload", "POST")
         self.assertEqual(status, 200, body)
         self.assertEqual(metric(self.gw, "cmpgw_config_last_reload_success"), 1)
+
+    def test_reload_the_moment_it_serves(self):
+        """A POST /reload as soon as a gateway serves: the generation it retires has its health prober
+        already, which the reload stops (a prober set after the loop threads start was a data race with
+        the reload thread's gw_gens_swap, which ThreadSanitizer reports at the stop below)."""
+        twin = self.gw.twin(Path(self.tmp) / "at-once")
+        twin.start()
+        try:
+            status, body = admin(twin, "/reload", "POST")
+            self.assertEqual(status, 200, body)
+            self.assertIn("configuration generation 2 ", body)
+            self.assertEqual(metric(twin, "cmpgw_config_generation"), 2)
+        finally:
+            twin.stop()
 
     def test_listener_moves_to_a_new_port(self):
         """A changed port: the new socket is bound and accepting before the old one closes; a port
