@@ -624,14 +624,20 @@ nomem:
 
 /*
  * Whether the log |a| writes still passes what open_log asks of a log (a reload judges it as a start
- * does); a chmod or a chown since it was opened fails it.
+ * does); a chmod or a chown since it was opened fails it. The descriptor is read under the lock: a
+ * reopen (SIGUSR1, on the main thread) replaces it while a reload (POST /reload, a thread of its own)
+ * runs this.
  */
 static bool still_fit(struct gw_audit *a)
 {
     char err[GW_ERR_LEN];
     struct stat st;
+    bool stat_ok;
 
-    return fstat(a->fd, &st) == 0 && check_log(a->path, &st, a->owner, err) == 0 &&
+    pthread_mutex_lock(&a->lock);
+    stat_ok = fstat(a->fd, &st) == 0;
+    pthread_mutex_unlock(&a->lock);
+    return stat_ok && check_log(a->path, &st, a->owner, err) == 0 &&
            gw_conf_check_dir("audit.file", a->path, a->owner, err) == 0;
 }
 

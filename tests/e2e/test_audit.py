@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import unittest
 
@@ -86,6 +87,24 @@ class Audit(harness.GatewayTestCase):
         self.assertEqual(int(new[0]["serial"], 16), serial_of(res.cert))
         self.assertEqual(old, [])
         self.assertTrue(any(r.get("common_name") == "before-rotation" for r in self.issued(d / "audit.log.1")))
+
+    def test_sigusr1_during_reloads(self):
+        """SIGUSR1 while reloads run (POST /reload, on a thread of its own): each reload keeps the open log
+        (it checks the descriptor a reopen replaces, under the log's lock), each reopen takes, and every
+        record lands in the file at the path. ThreadSanitizer reported the unlocked check (at the stop)."""
+        d = self.gw.dir
+        for i in range(6):
+            done = {}
+            t = threading.Thread(target=lambda: done.update(r=harness.admin(self.gw, "/reload", "POST")))
+            t.start()
+            for _ in range(4):
+                self.gw.proc.send_signal(signal.SIGUSR1)
+                time.sleep(0.02)
+            t.join(60)
+            self.assertEqual(done["r"][0], 200, done)
+        res = self.gw.cmp("ir", "usr1", newkey=self.newkey("usr1"), subject="/CN=after-reopens")
+        new = [r for r in self.issued(d / "audit.log") if r.get("common_name") == "after-reopens"]
+        self.assertEqual([int(r["serial"], 16) for r in new], [serial_of(res.cert)])
 
     def test_check_refuses_a_directory_others_may_write(self):
         """`cmpgw check` refuses what the start and a reopen refuse: a directory where others could plant
