@@ -96,6 +96,7 @@
 #define GW_MAX_TXNS 1000000
 #define GW_DEFAULT_PBM_MAX_ITER 10000       /* BouncyCastle sends 10 000; OpenSSL allows 100 000 */
 #define GW_MIN_PBM_ITER 100                 /* OpenSSL's own floor (crmf_pbm.c) */
+#define GW_PBM_SPEND_SALT_LEN 16            /* the salt of cmp_pbm_spend's key: what OpenSSL's client sends */
 #define GW_REPLAY_MAX_ENTRIES 100000        /* transactionIDs remembered for replay detection */
 #define GW_REPLAY_INITIAL_SLOTS 1024        /* the replay cache's ring at first; it doubles up to the max */
 #define GW_DEFAULT_REPLAY_PER_IDENTITY 2000 /* of them, one identity's (per 2 x messageTime window) */

@@ -26,6 +26,7 @@
 #include <string.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
+#include <openssl/crmf.h>
 #include <openssl/err.h>
 
 int cmp_key_affordable(const EVP_PKEY *key)
@@ -453,6 +454,21 @@ int cmp_check_pbm_algs(const struct cmp_call *c, struct cmp_refusal *r)
                       "PBM protection with owf %s and mac %s is not accepted: use owf SHA-256, SHA-384 or "
                       "SHA-512 and mac HMAC-SHA1, HMAC-SHA256, HMAC-SHA384 or HMAC-SHA512",
                       owf, mac);
+}
+
+void cmp_pbm_spend(const struct cmp_call *c)
+{
+    static const unsigned char none[] = "the secret of no PBM reference";
+    OSSL_CRMF_PBMPARAMETER *pbmp = OSSL_CRMF_pbmp_new(NULL, GW_PBM_SPEND_SALT_LEN, c->hdr.pbm_owf_nid,
+                                                      c->hdr.pbm_iterations, c->hdr.pbm_mac_nid);
+    unsigned char *mac = NULL;
+    size_t len = 0;
+
+    if (pbmp != NULL && OSSL_CRMF_pbm_new(NULL, NULL, pbmp, c->req->der, c->req->len, none, sizeof(none) - 1,
+                                          &mac, &len) == 1)
+        OPENSSL_free(mac);
+    OSSL_CRMF_PBMPARAMETER_free(pbmp);
+    ERR_clear_error();
 }
 
 int cmp_sender_is(const struct gw_hdr_info *h, int pbm, const unsigned char *kid, size_t kid_len,

@@ -74,6 +74,14 @@ int cmp_check_ids(const struct cmp_call *c, struct cmp_refusal *r);
 int cmp_check_pbm_algs(const struct cmp_call *c, struct cmp_refusal *r);
 
 /*
+ * cmp_pbm_spend derives and throws away a key as OpenSSL derives the one it verifies |c|'s PBM message
+ * with (its owf, mac and iterationCount, already within the allow-list and the cap), from a secret no
+ * reference has: a message refused for its reference then takes as long as one with a wrong secret, and
+ * the time of the answer tells no more than its text which references exist.
+ */
+void cmp_pbm_spend(const struct cmp_call *c);
+
+/*
  * cmp_sender_is tells whether the header |h| names the sender a transaction is pinned to: the PBM
  * reference |kid| (|pbm|), or the directoryName |sender|.
  */

@@ -413,10 +413,10 @@ static void refuse(struct cmp_call *c, const OSSL_CMP_MSG *msg, const struct cmp
     cmp_txn_free(t);
 }
 
-/* An unknown or foreign PBM reference: the answer of a wrong secret (TEXT_PBM_FAILED); the log says
-   which it was. */
+/* An unknown or foreign PBM reference: a wrong secret's answer (TEXT_PBM_FAILED) and time; logged so. */
 static int pbm_refused(struct cmp_call *c, const char *why, struct cmp_refusal *r)
 {
+    cmp_pbm_spend(c);
     gw_log_kv(GW_LOG_INFO, "pbm_refused", "tid", c->rsp->tid, "role", c->role->name, "reason", why, NULL);
     return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_PBM_FAILED);
 }

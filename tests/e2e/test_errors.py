@@ -1238,6 +1238,42 @@ class Limits(Base):
 
 
 # ---------------------------------------------------------------------------------------------
+# PBM at the highest iteration cap, where the key derivation takes long enough to be timed
+# ---------------------------------------------------------------------------------------------
+
+class PbmTiming(Base):
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["cmp"] = {"pbm_max_iterations": 100000}
+        cfg.setdefault("limits", {})["auth_failures_per_address"] = 0
+
+    def test_pbm_reference_timing(self):
+        """A PBM message under a reference this route does not accept costs the gateway what one under an
+        accepted reference costs (its key derived with the message's iterationCount), so that the time of
+        the answer tells no more than its text (pbm_failed) which references exist. Each at the cap, with a
+        MAC no secret makes; the gateway's own duration_ms of each, the fastest of five."""
+        m = self.fresh("pbmtime", auth="pbm")
+        alg = m["header"]["protectionAlg"]
+        par, _ = decoder.decode(alg["parameters"].asOctets(), asn1Spec=rfc4211.PBMParameter())
+        par["iterationCount"] = 100000
+        alg["parameters"] = alg["parameters"].clone(univ.Any(encoder.encode(par)))
+
+        def fastest(ref):
+            set_octets(m["header"], "senderKID", ref)
+            before = len(self.gw.log_lines())
+            for i in range(5):
+                self.expect("pbm_failed", self.send("pbmtime-%d" % i, m))
+            lines = [e for e in self.gw.log_lines()[before:] if e.get("event") == "request"]
+            self.assertEqual(len(lines), 5, lines)
+            return min(int(e["duration_ms"]) for e in lines)
+
+        known, unknown = fastest(b"demo-device"), fastest(b"no-such-device")
+        self.assertGreaterEqual(known, 6, "the key derivation is too fast here to tell anything")
+        self.assertGreaterEqual(unknown * 2, known, (known, unknown))
+
+
+# ---------------------------------------------------------------------------------------------
 # A transaction whose request is still running: each sign call takes 3 s
 # ---------------------------------------------------------------------------------------------
 
