@@ -12,10 +12,10 @@ CRLSource naming a distribution point, [0] DistributionPointName fullName).
 import sys
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from craft_error import encode, tlv
+from craft_error import encode, resigned
 
 CRL_STATUS_LIST = bytes.fromhex("06082b06010505070416")  # 1.3.6.1.5.5.7.4.22
 
@@ -39,20 +39,9 @@ def main():
     key = serialization.load_pem_private_key(open(key_path, "rb").read(), password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not entries:
         sys.exit("usage: craft_crl_status.py GENM.der EC-KEY.pem OUT.der ENTRY...")
-    _, p, end = tlv(der, 0)
-    _, _, h_end = tlv(der, p)
-    header = der[p:h_end]
-    q, extra = h_end, b""
-    while q < end:  # body, protection [0], extraCerts [1]
-        tag, _, e = tlv(der, q)
-        if tag == 0xA1:
-            extra = der[q:e]
-        q = e
     value = encode(0x30, b"".join(crl_status(e) for e in entries))
     body = encode(0xA0 | 21, encode(0x30, encode(0x30, CRL_STATUS_LIST + value)))
-    sig = key.sign(encode(0x30, header + body), ec.ECDSA(hashes.SHA256()))
-    protection = encode(0xA0, encode(0x03, b"\x00" + sig))
-    open(out, "wb").write(encode(0x30, header + body + protection + extra))
+    open(out, "wb").write(resigned(der, key, body))
 
 
 if __name__ == "__main__":

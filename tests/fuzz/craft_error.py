@@ -31,12 +31,9 @@ def encode(tag, content):
     return bytes([tag]) + head + content
 
 
-def main():
-    req, key_path, out = sys.argv[1:4]
-    der = open(req, "rb").read()
-    key = serialization.load_pem_private_key(open(key_path, "rb").read(), password=None)
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        sys.exit("craft_error: %s is not an EC key (the request's protectionAlg is ECDSA)" % key_path)
+def resigned(der, key, body):
+    """The PKIMessage |der| (a captured signature-protected request) with |body|, DER of a PKIBody, for its
+    own: its header as it is, signed anew with the ECDSA |key|, its extraCerts kept."""
     _, p, end = tlv(der, 0)
     _, _, h_end = tlv(der, p)
     header = der[p:h_end]
@@ -46,13 +43,22 @@ def main():
         if tag == 0xA1:
             extra = der[q:e]
         q = e
+    sig = key.sign(encode(0x30, header + body), ec.ECDSA(hashes.SHA256()))
+    protection = encode(0xA0, encode(0x03, b"\x00" + sig))
+    return encode(0x30, header + body + protection + extra)
+
+
+def main():
+    req, key_path, out = sys.argv[1:4]
+    der = open(req, "rb").read()
+    key = serialization.load_pem_private_key(open(key_path, "rb").read(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        sys.exit("craft_error: %s is not an EC key (the request's protectionAlg is ECDSA)" % key_path)
     text = encode(0x0C, b"fuzz seed: the client aborts the transaction")
     bad_request = encode(0x03, b"\x05\x20")  # failInfo with bit 2 set
     status = encode(0x30, encode(0x02, b"\x02") + encode(0x30, text) + bad_request)  # rejection
     body = encode(0xA0 | 23, encode(0x30, status))
-    sig = key.sign(encode(0x30, header + body), ec.ECDSA(hashes.SHA256()))
-    protection = encode(0xA0, encode(0x03, b"\x00" + sig))
-    open(out, "wb").write(encode(0x30, header + body + protection + extra))
+    open(out, "wb").write(resigned(der, key, body))
 
 
 if __name__ == "__main__":
