@@ -160,6 +160,17 @@ out:
     return rc;
 }
 
+int gw_guard_set_auth_budget(struct gw_guard *g, uint32_t auth_failures, uint32_t auth_failure_window)
+{
+    if (auth_failures != 0 && auth_failure_window == 0)
+        return GW_ERR_INVAL;
+    pthread_mutex_lock(&g->lock);
+    g->conf.auth_failures = auth_failures;
+    g->conf.auth_failure_window = auth_failure_window;
+    pthread_mutex_unlock(&g->lock);
+    return 0;
+}
+
 static bool window_live(const struct gw_guard *g, const struct slot *s, time_t now)
 {
     return s->failures > 0 && now >= s->window_start &&
@@ -306,10 +317,10 @@ int gw_guard_auth_check(struct gw_guard *g, const struct sockaddr *sa, socklen_t
     int rc = 0;
 
     *retry_after = 0;
-    if (n == 0 || g->conf.auth_failures == 0)
+    if (n == 0)
         return 0;
     pthread_mutex_lock(&g->lock);
-    if ((s = find(g, a, n, LOOKUP, now)) != NULL && window_live(g, s, now) &&
+    if (g->conf.auth_failures != 0 && (s = find(g, a, n, LOOKUP, now)) != NULL && window_live(g, s, now) &&
         s->failures >= g->conf.auth_failures) {
         *retry_after = (uint32_t)(s->window_start + (time_t)g->conf.auth_failure_window - now);
         rc = GW_ERR_LIMIT;
@@ -325,10 +336,10 @@ bool gw_guard_auth_failed(struct gw_guard *g, const struct sockaddr *sa, socklen
     struct slot *s;
     bool crossed = false;
 
-    if (n == 0 || g->conf.auth_failures == 0)
+    if (n == 0)
         return false;
     pthread_mutex_lock(&g->lock);
-    if ((s = find(g, a, n, CREATE, now)) != NULL) {
+    if (g->conf.auth_failures != 0 && (s = find(g, a, n, CREATE, now)) != NULL) {
         if (!window_live(g, s, now)) {
             s->failures = 0;
             s->window_start = now;

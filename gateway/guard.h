@@ -45,6 +45,14 @@ void gw_guard_free(struct gw_guard *g);
 int gw_guard_set_max_requests(struct gw_guard *g, uint32_t max_requests);
 
 /*
+ * gw_guard_set_auth_budget sets auth_failures and auth_failure_window, as a reload changes them:
+ * neither sizes the table. A window already open keeps its start and its failures and is judged by
+ * the new values from then on. GW_ERR_INVAL with nothing changed on a budget without a window. Any
+ * thread.
+ */
+int gw_guard_set_auth_budget(struct gw_guard *g, uint32_t auth_failures, uint32_t auth_failure_window);
+
+/*
  * gw_guard_conn_open counts a new connection from |sa|: 0, or GW_ERR_LIMIT (the total is reached),
  * GW_ERR_BUSY (this address holds its share, or the table has no room for another address),
  * GW_ERR_INVAL (not an IPv4 or IPv6 address). Only a 0 is to be closed with gw_guard_conn_close.

@@ -832,6 +832,9 @@ int gw_server_apply(struct gw_server *s, struct gw_gen *g)
     /* upstreams and their max_inflight change at a reload: so does what the requests in flight may be */
     if (gw_guard_set_max_requests(s->guard, admission_of(s, g->cfg).max_requests) != 0)
         gw_log(GW_LOG_WARN, "reload", "out of memory: requests in flight stay bounded as before the reload");
+    /* the budget of failed authentications sizes nothing, so a reload applies it (its window is never 0) */
+    (void)gw_guard_set_auth_budget(s->guard, g->cfg->limits.admission.auth_failures,
+                                   g->cfg->limits.admission.auth_failure_window);
     gw_server_wake(s);
     while (t < s->n_loops && gw_now_ms() < deadline) {
         if (atomic_load(&s->loops[t].seen) >= g->id)

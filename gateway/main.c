@@ -516,6 +516,14 @@ static bool same_state(const struct gw_state_conf *a, const struct gw_state_conf
            (a->mac_key_len == 0 || CRYPTO_memcmp(a->mac_key, b->mac_key, a->mac_key_len) == 0);
 }
 
+/* The admission limits that size the guard's table, so that only a restart applies them. */
+static bool same_sizing(const struct gw_guard_conf *a, const struct gw_guard_conf *b)
+{
+    return a->max_connections == b->max_connections &&
+           a->max_connections_per_address == b->max_connections_per_address &&
+           a->max_requests_per_address == b->max_requests_per_address && a->ipv6_prefix == b->ipv6_prefix;
+}
+
 /* What a reload reads but only a restart applies: said once per reload, so nobody waits for it. */
 static void warn_restart_only(const struct gw_config *a, const struct gw_config *b)
 {
@@ -530,7 +538,8 @@ static void warn_restart_only(const struct gw_config *a, const struct gw_config 
         {"loop_threads", a->loop_threads != b->loop_threads},
         {"user", !same_str(a->user, b->user)},
         {"group", !same_str(a->group, b->group)},
-        {"limits", memcmp(&a->limits.admission, &b->limits.admission, sizeof(a->limits.admission)) != 0},
+        {"limits (but for the failed authentications' budget)",
+         !same_sizing(&a->limits.admission, &b->limits.admission)},
         {"cmp.max_transactions",
          a->cmp.max_transactions != b->cmp.max_transactions ||
              a->cmp.max_transactions_per_identity != b->cmp.max_transactions_per_identity},

@@ -5,7 +5,8 @@ after it; a new TLS server certificate, a new role and a new log level taking ef
 moved to another port (and a port that cannot be had refused); the reload metrics; a polling device
 that a reload takes off its role's allow-list collects nothing, its certificate withdrawn; polling
 devices whose trust anchor a reload removed are refused without their address being blocked; a polling
-device whose role, and so path, a reload removed is refused at once, its certificate withdrawn."""
+device whose role, and so path, a reload removed is refused at once, its certificate withdrawn; a new
+budget of failed authentications taking effect on an address mid-window."""
 import json
 import signal
 import subprocess
@@ -414,6 +415,35 @@ class ReloadRefusalsUncounted(harness.GatewayTestCase):
                                   "no longer chains to a CA trusted on this route")
             self.assertIn(b"PKIFailureInfo: signerNotTrusted", p.stdout, name)  # what `openssl cmp` prints
         self.assertIsNotNone(self.enrol("after-reload")[0])
+
+
+class ReloadAuthBudget(harness.GatewayTestCase):
+    """A gateway of its own: its address uses up a budget of 2 failed authentications."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["limits"] = {"auth_failures_per_address": 2, "auth_failure_window": "60s"}
+        cls.base = json.loads(json.dumps(cfg))
+
+    def test_reload_applies_the_budget_mid_window(self):
+        """Over a budget of 2 the address's connections are closed at accept; a reload that raises the
+        budget to 10 lets it in again within the same window (its 2 failures still counted: 8 to go),
+        and the reload does not call the budget a restart-only change."""
+        _, fcert, fkey = harness.make_foreign_pki(self.gw.dir / "foreign")
+        for i in range(2):
+            res = self.gw.cmp("ir", "stranger%d" % i, auth=(fcert, fkey), newkey=self.newkey("stranger%d" % i),
+                              subject="/CN=stranger", expect_cert=False)
+            self.assert_cmp_error(res.first, ("error",), "badMessageCheck")
+        self.assertFalse(self.gw.handshake())
+        cfg = json.loads(json.dumps(self.base))
+        cfg["limits"]["auth_failures_per_address"] = 10
+        self.gw.config_path.write_text(json.dumps(cfg, indent=2))
+        status, body = admin(self.gw, "/reload", "POST")
+        self.assertEqual(status, 200, body)
+        self.assertTrue(self.gw.handshake())
+        self.assertIsNotNone(self.enrol("after-reload")[0])
+        restart_only = [l for l in self.gw.log_lines() if "applied only at the next restart" in l.get("msg", "")]
+        self.assertEqual(restart_only, [])
 
 
 if __name__ == "__main__":

@@ -118,6 +118,40 @@ static void test_auth_budget(void **state)
     gw_guard_free(g);
 }
 
+/* A reload's budget applies at once: an open window keeps its start and failures, judged by the new values.
+ */
+static void test_auth_budget_reloaded(void **state)
+{
+    struct gw_guard_conf conf = {.max_connections = 8,
+                                 .max_connections_per_address = 8,
+                                 .max_requests_per_address = 1,
+                                 .auth_failures = 2,
+                                 .auth_failure_window = 60,
+                                 .ipv6_prefix = 64};
+    struct gw_guard *g = gw_guard_new(&conf);
+    socklen_t la;
+    struct sockaddr_storage a = v4("10.0.0.1", 1, &la);
+    uint32_t wait;
+
+    (void)state;
+    assert_false(gw_guard_auth_failed(g, SA(a), la, 1000));
+    assert_true(gw_guard_auth_failed(g, SA(a), la, 1001));
+    assert_int_equal(gw_guard_auth_check(g, SA(a), la, 1010, &wait), GW_ERR_LIMIT);
+    assert_int_equal(gw_guard_set_auth_budget(g, 5, 60), 0); /* raised: in again, 3 to go */
+    assert_int_equal(gw_guard_auth_check(g, SA(a), la, 1010, &wait), 0);
+    assert_false(gw_guard_auth_failed(g, SA(a), la, 1011));
+    assert_false(gw_guard_auth_failed(g, SA(a), la, 1012));
+    assert_true(gw_guard_auth_failed(g, SA(a), la, 1013));
+    assert_int_equal(gw_guard_set_auth_budget(g, 5, 20), 0); /* shorter: the window opened at 1000 ended */
+    assert_int_equal(gw_guard_auth_check(g, SA(a), la, 1020, &wait), 0);
+    assert_int_equal(gw_guard_set_auth_budget(g, 5, 0), GW_ERR_INVAL); /* a budget needs a window */
+    assert_int_equal(gw_guard_set_auth_budget(g, 0, 0), 0);            /* none */
+    for (int i = 0; i < 10; i++)
+        assert_false(gw_guard_auth_failed(g, SA(a), la, 1030));
+    assert_int_equal(gw_guard_auth_check(g, SA(a), la, 1030, &wait), 0);
+    gw_guard_free(g);
+}
+
 /* Addresses that only failed, many more than the table holds, do not crowd out a new connection. */
 static void test_table_reuse(void **state)
 {
@@ -436,6 +470,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_connections),
         cmocka_unit_test(test_auth_budget),
+        cmocka_unit_test(test_auth_budget_reloaded),
         cmocka_unit_test(test_table_reuse),
         cmocka_unit_test(test_requests_in_flight),
         cmocka_unit_test(test_orphaned_requests_leave_room),
