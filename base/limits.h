@@ -199,6 +199,8 @@
 /* the hash of a signature protecting a message, in bits of output: SHA-224 (112 bits of security) or
    more; SHA-1 (63 in OpenSSL 3.0) and MD5 are what level 2 refuses in a certificate */
 #define GW_MIN_PROTECTION_HASH_BITS 224
+/* a protectionAlg OpenSSL does not know, named in its refusal in dotted form: a longer one is cut */
+#define GW_OID_TEXT_LEN 80
 /* the same for a request's POPO signature and a p10cr's CSR signature: the key the CA certifies is
    bound to its holder by that signature alone */
 #define GW_MIN_POPO_HASH_BITS 224

@@ -369,15 +369,18 @@ int cmp_signer_chains_to(struct cmp_call *c, const struct cmp_txn *t, X509_STORE
 int cmp_check_protection_hash(const struct cmp_call *c, struct cmp_refusal *r)
 {
     int bits = c->hdr.protection_hash_bits, nid = c->hdr.protection_nid, md = NID_undef, pk = NID_undef;
+    /* an OID OpenSSL has no name for is named in dotted form: digits and dots only */
+    const char *name = nid != NID_undef ? OBJ_nid2ln(nid) : c->hdr.protection_oid;
 
     /* OpenSSL 3.0 verifies PasswordBasedMac and takes anything else for a signature, so a MAC it does not
-       implement (PBMAC1, RFC 9481 §6.1.2; DHBasedMac) would be refused as an untrusted signer */
+       implement (PBMAC1, RFC 9481 §6.1.2; DHBasedMac) would be refused as an untrusted signer, and an
+       algorithm it does not know at all as no protection */
     if (nid != NID_id_PasswordBasedMAC && nid != NID_rsassaPss && OBJ_find_sigid_algs(nid, &md, &pk) != 1) {
-        gw_log_kv(GW_LOG_INFO, "protection_alg", "tid", c->rsp->tid, "algorithm", OBJ_nid2ln(nid), NULL);
+        gw_log_kv(GW_LOG_INFO, "protection_alg", "tid", c->rsp->tid, "algorithm", name, NULL);
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badAlg,
                           "message protection %s is not supported: sign with a certificate, or protect with "
                           "PasswordBasedMac (RFC 9810 §5.1.3.1)",
-                          OBJ_nid2ln(nid));
+                          name);
     }
     /* 0: a hash gw_shim_alg_hash_bits does not know, which OpenSSL cannot verify either */
     if (c->hdr.protection_nid == NID_id_PasswordBasedMAC || bits <= 0 || bits >= GW_MIN_PROTECTION_HASH_BITS)

@@ -511,7 +511,7 @@ static int precheck(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refu
     if (c->body < 0 || c->body > GW_CMP_BODY_MAX || bodies[c->body] == BODY_REFUSE)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
                           "PKIBody type %s is not a request; " TEXT_ACCEPTS, gw_shim_body_name(c->body));
-    if (c->hdr.protection_nid == NID_undef)
+    if (c->hdr.protection_oid[0] == '\0')
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
                           "message is not protected: sign it with a certificate or protect it with a "
                           "PBM secret");

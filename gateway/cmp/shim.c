@@ -189,6 +189,7 @@ static int get_protection_alg(const struct cmp_tlv *tag, struct gw_hdr_info *h)
     if (alg == NULL || p != tag->cont + tag->len)
         goto out;
     h->protection_nid = OBJ_obj2nid(alg->algorithm);
+    (void)OBJ_obj2txt(h->protection_oid, sizeof(h->protection_oid), alg->algorithm, 1);
     h->protection_hash_bits = gw_shim_alg_hash_bits(alg);
     rc = 0;
     if (h->protection_nid == NID_id_PasswordBasedMAC)
@@ -340,6 +341,7 @@ static int hdr_in_place(const OSSL_CMP_PKIHEADER *hdr, struct gw_hdr_info *out)
     }
     if (alg != NULL) {
         out->protection_nid = OBJ_obj2nid(alg->algorithm);
+        (void)OBJ_obj2txt(out->protection_oid, sizeof(out->protection_oid), alg->algorithm, 1);
         out->protection_hash_bits = gw_shim_alg_hash_bits(alg);
         if (out->protection_nid == NID_id_PasswordBasedMAC && pbm_params(alg, out) != 0)
             return GW_ERR_INVAL;

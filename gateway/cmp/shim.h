@@ -44,8 +44,9 @@ struct gw_hdr_info {
     X509_NAME *own_sender;   /* owned: the sender decoded apart (a header walked), else NULL */
     int has_message_time;
     time_t message_time;
-    int protection_nid;       /* NID of protectionAlg, NID_undef if unprotected */
-    int pbm_iterations;       /* PBM only: iterationCount, else 0 */
+    int protection_nid; /* NID of protectionAlg, NID_undef if unprotected or unknown to OpenSSL */
+    char protection_oid[GW_OID_TEXT_LEN]; /* protectionAlg in dotted form, "" if unprotected */
+    int pbm_iterations;                   /* PBM only: iterationCount, else 0 */
     int pbm_owf_nid;          /* PBM only: the owf's NID, NID_undef if absent, malformed or unknown */
     int pbm_mac_nid;          /* PBM only: the mac's NID, likewise */
     int protection_hash_bits; /* weakest hash in protectionAlg (gw_shim_alg_hash_bits), 0 if unknown */

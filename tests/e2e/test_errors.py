@@ -677,8 +677,9 @@ class Errors(Base):
     def test_protection_alg(self):
         """A protectionAlg that is neither PasswordBasedMac nor a signature algorithm OpenSSL knows (PBMAC1, RFC 9481
         §6.1.2; DHBasedMac) is refused as such, on a route with trust and on a PBM-only one, not as an untrusted
-        signer."""
-        for name, oid in (("PBMAC1", "1.2.840.113549.1.5.14"), ("Diffie-Hellman based MAC", "1.2.840.113533.7.66.30")):
+        signer; one OpenSSL does not know at all likewise, named in dotted form, not as a message not protected."""
+        for name, oid in (("PBMAC1", "1.2.840.113549.1.5.14"), ("Diffie-Hellman based MAC", "1.2.840.113533.7.66.30"),
+                          ("1.3.6.1.4.1.55555.7.1", "1.3.6.1.4.1.55555.7.1")):
             for path in ("/pki/cmp", "/pki/roles/pbmonly/cmp"):
                 with self.subTest(alg=name, path=path):
                     m = self.fresh("protalg", auth="pbm")

@@ -211,6 +211,7 @@ static int same_as_walk(OSSL_CMP_MSG *m)
         assert_int_equal(in.has_message_time, walked.has_message_time);
         assert_true(in.message_time == walked.message_time);
         assert_int_equal(in.protection_nid, walked.protection_nid);
+        assert_string_equal(in.protection_oid, walked.protection_oid);
         assert_int_equal(in.pbm_iterations, walked.pbm_iterations);
         assert_int_equal(in.protection_hash_bits, walked.protection_hash_bits);
         assert_int_equal(in.sender_kid_len, walked.sender_kid_len);
@@ -298,6 +299,7 @@ static void test_hdr_protection_alg_slot(void **state)
     *slot = NULL;
     assert_int_equal(gw_shim_hdr_info(m, &h), 0);
     assert_int_equal(h.protection_nid, NID_undef);
+    assert_string_equal(h.protection_oid, ""); /* unprotected */
     gw_shim_hdr_info_cleanup(&h);
     *slot = alg; /* back: the signature verifies again */
     assert_int_equal(OSSL_CMP_CTX_set1_srvCert(sig, cert), 1);
