@@ -148,22 +148,30 @@ void cmp_describe_call(struct cmp_call *c)
 
 /*
  * docs/design.md D7: both the TLS client certificate and the CMP identity, deny by default. |r| is
- * written on refusal only: a caller's refusal left unset (failInfo -1) must not read as one.
+ * written on refusal only: a caller's refusal left unset (failInfo -1) must not read as one; *code
+ * is then the docs/errors.md row that refused (a static string).
  */
-int cmp_authorize(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusal *r)
+static int authorize(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusal *r, const char **code)
 {
     struct gw_identity id = {.tls_peer = c->req->tls_peer,
                              .signer = t->pbm ? NULL : t->signer,
                              .pbm_ref = t->pbm ? t->pbm_ref : NULL};
     struct cmp_refusal why = {.fail_info = OSSL_CMP_PKIFAILUREINFO_notAuthorized};
-    const char *code = NULL;
 
-    if (gw_policy_authorize(t->role, &id, c->now, &why.fail_info, why.text, &code) == 0)
+    *code = NULL;
+    if (gw_policy_authorize(t->role, &id, c->now, &why.fail_info, why.text, code) == 0)
         return 0;
     *r = why;
     gw_log_kv(GW_LOG_INFO, "not_authorized", "tid", c->rsp->tid, "role", t->role->name, "identity",
-              t->identity, "tls_subject", c->tls_subject, "reason", code, "msg", r->text, NULL);
+              t->identity, "tls_subject", c->tls_subject, "reason", *code, "msg", r->text, NULL);
     return 1;
+}
+
+int cmp_authorize(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusal *r)
+{
+    const char *code;
+
+    return authorize(c, t, r, &code);
 }
 
 /* RFC 9483 §3.1: messageTime lets the receiver bound replays; 3.0 never looks at it. */
@@ -278,12 +286,14 @@ const struct gw_role *cmp_role_named(const struct gw_cmp_engine *e, const char *
     return gw_role_named(e->cfg.roles, e->cfg.n_roles, name);
 }
 
-/* Whether |t|'s PBM reference keeps its secret under |now|: 0, or refused with |r|. */
-static int check_pbm_secret(const struct gw_cmp_engine *now, const struct cmp_txn *t, struct cmp_refusal *r)
+/* Whether |t|'s PBM reference keeps its secret under |now|: 0, or refused with |r| and its *code. */
+static int check_pbm_secret(const struct gw_cmp_engine *now, const struct cmp_txn *t, struct cmp_refusal *r,
+                            const char **code)
 {
     const struct gw_pbm_conf *was = gw_pbm_conf_find(t->e->cfg.pbm, t->e->cfg.n_pbm, t->kid, t->kid_len);
     const struct gw_pbm_conf *is = gw_pbm_conf_find(now->cfg.pbm, now->cfg.n_pbm, t->kid, t->kid_len);
 
+    *code = is == NULL ? "txn_secret_removed" : "txn_secret_changed";
     if (is == NULL)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "%s", TEXT_SECRET_REMOVED);
     if (was != NULL && was->secret_len == is->secret_len &&
@@ -303,25 +313,30 @@ int cmp_check_record(struct cmp_call *c, struct cmp_txn *t, const char *role, st
 {
     const struct gw_role *began = t->role;
     STACK_OF(X509) *chain = t->signer_chain, *now = NULL;
+    const char *code = "txn_role_removed"; /* the docs/errors.md row of the refusal, for the log */
     int rc;
 
     /* a path a reload took away (gone) is no role's of the running configuration */
     if (c->req->gone != NULL || (t->role = cmp_role_named(c->e, role)) == NULL)
         rc = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, TEXT_ROLE_REMOVED, role);
-    else if (t->pbm && check_pbm_secret(c->e, t, r) != 0)
+    else if (t->pbm && check_pbm_secret(c->e, t, r, &code) != 0)
         rc = 1;
-    else if (!t->pbm && (now = cmp_signer_chain_on(c, t, t->role)) == NULL)
+    else if (!t->pbm && (now = cmp_signer_chain_on(c, t, t->role)) == NULL) {
+        code = "txn_signer_untrusted";
         rc = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_signerNotTrusted, "%s", TEXT_NO_LONGER_TRUSTED);
-    else {
+    } else {
         t->signer_chain = now; /* which trust entries speak for the signer: those of its chain here */
-        rc = cmp_check_credentials(c, t, r) || cmp_authorize(c, t, r);
+        if ((rc = cmp_check_credentials(c, t, r)) != 0)
+            code = cmp_credentials_code(r);
+        else
+            rc = authorize(c, t, r, &code);
     }
     t->role = began;
     t->signer_chain = chain;
     sk_X509_pop_free(now, X509_free);
     if (rc != 0)
         gw_log_kv(GW_LOG_INFO, "txn_sender_refused", "tid", c->rsp->tid, "identity", t->identity, "role",
-                  role, "reason", r->text, NULL);
+                  role, "reason", code, "msg", r->text, NULL);
     return rc;
 }
 

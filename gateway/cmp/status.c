@@ -653,6 +653,20 @@ int cmp_check_credentials(struct cmp_call *c, struct cmp_txn *t, struct cmp_refu
     return 0;
 }
 
+const char *cmp_credentials_code(const struct cmp_refusal *r)
+{
+    switch (r->fail_info) {
+    case OSSL_CMP_PKIFAILUREINFO_certRevoked:
+        return "credential_revoked";
+    case OSSL_CMP_PKIFAILUREINFO_systemUnavail:
+        return "credential_status_unknown";
+    case OSSL_CMP_PKIFAILUREINFO_notAuthorized:
+        return "credential_issuer_unchecked";
+    default:
+        return "internal_error";
+    }
+}
+
 /* The CRL an upstream serves, passed on as it came: the engine's answer to GET <prefix>/crl/<name>. */
 void gw_cmp_engine_crl(struct gw_cmp_engine *e, const char *upstream, struct gw_cmp_response *rsp)
 {

@@ -15,6 +15,13 @@
  */
 int cmp_check_credentials(struct cmp_call *c, struct cmp_txn *t, struct cmp_refusal *r);
 
+/*
+ * cmp_credentials_code names the docs/errors.md row of |r|, a refusal of cmp_check_credentials, for a
+ * log line's reason: credential_revoked, credential_status_unknown, credential_issuer_unchecked, or
+ * internal_error (a chain that ends at no trust entry of the role). A static string.
+ */
+const char *cmp_credentials_code(const struct cmp_refusal *r);
+
 /* cmp_status_invalidate: after a revocation at |up| through cmpgw, its next check reads a fresh CRL. */
 void cmp_status_invalidate(struct gw_cmp_engine *e, const struct gw_upstream *up);
 

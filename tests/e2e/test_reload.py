@@ -222,11 +222,12 @@ class Reload(harness.GatewayTestCase):
         self.assertIsNone(cert)
         self.assertEqual(answers[0].status, test_polling.WAITING, answers)
         self.assert_cmp_error(answers[-1], ("error",), "notAuthorized", "is not allowed on role slow")
-        self.assert_withdrawn(answers)
+        self.assert_withdrawn(answers, "signer_subject")
 
-    def assert_withdrawn(self, answers):
+    def assert_withdrawn(self, answers, reason):
         """The polled transaction of |answers| was refused by a reload: its certificate, issued once its
-        upstream call landed, is revoked there, never confirmed."""
+        upstream call landed, is revoked there, never confirmed. The log says so with |reason|, the code
+        of the refusal's docs/errors.md row, and the statusString as msg."""
         import test_polling
         tid = answers[0].header["transactionID"].asOctets().hex()
         test_polling.wait_revoked(self.gw, tid, 30)  # the call lands 2.5 s after the ir
@@ -235,7 +236,9 @@ class Reload(harness.GatewayTestCase):
         self.assertEqual(len(issued), 1, issued)
         self.assertEqual([r["serial"] for r in revoked], [issued[0]["serial"]], revoked)
         self.assertEqual(test_polling.of_tid(self.gw, "confirmed", tid), [])
-        self.assertTrue([l for l in events(self.gw, "txn_sender_refused") if l.get("tid") == tid])
+        lines = [l for l in events(self.gw, "txn_sender_refused") if l.get("tid") == tid]
+        self.assertEqual([(l.get("reason"), l.get("msg")) for l in lines],
+                         [(reason, str(answers[-1].status_strings[0]))], lines)
 
     def test_role_removed_while_polling_answered_at_once(self):
         """A reload removes the polling client's role, and with it its path: the next pollReq, on a path
@@ -260,7 +263,7 @@ class Reload(harness.GatewayTestCase):
         self.assert_cmp_error(answers[-1], ("error",), "notAuthorized",
                               "role slow was removed by a configuration reload after this transaction began")
         self.assertEqual((gone.status, gone.body), (404, never.body.replace(b"never", b"slow")))
-        self.assert_withdrawn(answers)
+        self.assert_withdrawn(answers, "txn_role_removed")
 
     def test_new_role_log_level_and_tls_certificate(self):
         d = self.gw.dir
@@ -414,6 +417,11 @@ class ReloadRefusalsUncounted(harness.GatewayTestCase):
             self.assert_cmp_error(answers[-1], ("error",), "signerNotTrusted",
                                   "no longer chains to a CA trusted on this route")
             self.assertIn(b"PKIFailureInfo: signerNotTrusted", p.stdout, name)  # what `openssl cmp` prints
+        refused = events(self.gw, "txn_sender_refused")
+        self.assertEqual(len(refused), 2, refused)
+        for line in refused:
+            self.assertEqual(line.get("reason"), "txn_signer_untrusted", line)
+            self.assertIn("no longer chains to a CA trusted on this route", line.get("msg", ""))
         self.assertIsNotNone(self.enrol("after-reload")[0])
 
 

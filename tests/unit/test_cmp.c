@@ -7109,16 +7109,18 @@ static void test_reload_continuing(void **state)
         const char *replace[8];
         int fail_bit; /* -1: confirmed */
         const char *text;
-        const char *logged; /* the reason of its not_authorized log line, if it has one */
+        const char *logged;  /* the reason of its not_authorized log line, if it has one */
+        const char *refused; /* the reason of its txn_sender_refused log line, if refused */
     } cases[] = {
-        {"nothing changed", SIG, NULL, {NULL}, -1, NULL, NULL},
-        {"nothing changed, PBM", PBM, NULL, {NULL}, -1, NULL, NULL},
+        {"nothing changed", SIG, NULL, {NULL}, -1, NULL, NULL, NULL},
+        {"nothing changed, PBM", PBM, NULL, {NULL}, -1, NULL, NULL, NULL},
         {"signer no longer allowed",
          SIG,
          "\"authorization\": {\"signer_subjects\": [\"/O=cmpgw demo/CN=another-client\"]}",
          {NULL},
          OSSL_CMP_PKIFAILUREINFO_notAuthorized,
          "is not allowed on role default",
+         "signer_subject",
          "signer_subject"},
         {"trust anchor replaced",
          SIG,
@@ -7127,7 +7129,8 @@ static void test_reload_continuing(void **state)
          OSSL_CMP_PKIFAILUREINFO_signerNotTrusted,
          "the signer certificate no longer chains to a CA trusted on this route (the configuration was "
          "reloaded after this transaction began): start a new transaction with credentials the route trusts",
-         NULL},
+         NULL,
+         "txn_signer_untrusted"},
         {"signer on the trust's new CRL",
          SIG,
          NULL,
@@ -7135,13 +7138,15 @@ static void test_reload_continuing(void **state)
          OSSL_CMP_PKIFAILUREINFO_signerNotTrusted,
          "the signer certificate no longer chains to a CA trusted on this route (the configuration was "
          "reloaded after this transaction began): start a new transaction with credentials the route trusts",
-         NULL},
+         NULL,
+         "txn_signer_untrusted"},
         {"PBM reference taken off the role",
          PBM,
          NULL,
          {"\"pbm\": [\"demo-device\"],", ""},
          OSSL_CMP_PKIFAILUREINFO_notAuthorized,
          "PBM reference demo-device is not accepted on role default",
+         "pbm_not_accepted",
          "pbm_not_accepted"},
         {"PBM secret rotated",
          PBM,
@@ -7151,7 +7156,8 @@ static void test_reload_continuing(void **state)
          "the secret of this PBM reference was changed by a configuration reload after this transaction "
          "began: "
          "start a new transaction with the current secret",
-         NULL},
+         NULL,
+         "txn_secret_changed"},
         {"PBM reference deleted",
          PBM,
          NULL,
@@ -7160,7 +7166,8 @@ static void test_reload_continuing(void **state)
          OSSL_CMP_PKIFAILUREINFO_notAuthorized,
          "this PBM reference was removed by a configuration reload after this transaction began: start a new "
          "transaction with a reference the route accepts",
-         NULL},
+         NULL,
+         "txn_secret_removed"},
         {"role and its upstream removed",
          SIG,
          NULL,
@@ -7169,7 +7176,8 @@ static void test_reload_continuing(void **state)
          OSSL_CMP_PKIFAILUREINFO_notAuthorized,
          "role default was removed by a configuration reload after this transaction began: enrol again on a "
          "route that exists",
-         NULL},
+         NULL,
+         "txn_role_removed"},
     };
 
     (void)state;
@@ -7195,6 +7203,9 @@ static void test_reload_continuing(void **state)
         logged = log_capture_end();
         if (cases[i].logged != NULL && !logged_reason(logged, "not_authorized", cases[i].logged))
             fail_msg("%s: no not_authorized line with reason %s in: %s", cases[i].what, cases[i].logged,
+                     logged);
+        if (cases[i].refused != NULL && !logged_reason(logged, "txn_sender_refused", cases[i].refused))
+            fail_msg("%s: no txn_sender_refused line with reason %s in: %s", cases[i].what, cases[i].refused,
                      logged);
         free(logged);
         if (cases[i].fail_bit < 0) {
