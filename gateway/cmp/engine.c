@@ -435,9 +435,7 @@ static int check_pbm(struct cmp_call *c, struct cmp_refusal *r)
     const struct gw_pbm_conf *pbm =
         gw_pbm_conf_find(c->e->cfg.pbm, c->e->cfg.n_pbm, h->sender_kid, h->sender_kid_len);
 
-    /* the cost before the reference: these answers tell no one which references exist */
-    if (cmp_check_pbm_algs(c, r) != 0)
-        return 1;
+    /* the cost before the reference (its algorithms were checked in precheck): no answer tells which exist */
     if ((uint32_t)h->pbm_iterations > c->e->cfg.cmp->pbm_max_iterations)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
                           "PBM iterationCount %d is above this server's cap of %u", h->pbm_iterations,
@@ -503,9 +501,12 @@ static int choose_role(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_r
     return 0;
 }
 
-/* Step 2: what is refused before OpenSSL sees the message. */
+/* Step 2: what is refused before OpenSSL sees the message. A form no conforming client sends counts against
+   the address as a failed signature (and costs as much); what one may ask for (a key, a certProfile, central
+   key generation) does not, or a fleet behind one address would pay for it. */
 static int precheck(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refusal *r)
 {
+    c->rsp->auth_failed = true;
     if (cmp_check_ids(c, r) != 0)
         return 1;
     if (c->body < 0 || c->body > GW_CMP_BODY_MAX || bodies[c->body] == BODY_REFUSE)
@@ -515,8 +516,10 @@ static int precheck(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refu
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
                           "message is not protected: sign it with a certificate or protect it with a "
                           "PBM secret");
-    if (cmp_check_protection_hash(c, r) != 0)
+    if (cmp_check_protection_hash(c, r) != 0 ||
+        (c->hdr.protection_nid == NID_id_PasswordBasedMAC && cmp_check_pbm_algs(c, r) != 0))
         return 1;
+    c->rsp->auth_failed = false;
     if (check_requested_key(c, msg, r) != 0 || choose_role(c, msg, r) != 0)
         return 1;
     if (c->hdr.protection_nid == NID_id_PasswordBasedMAC)
@@ -942,9 +945,8 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     if (txn == NULL && c->req->gone == NULL && !held_here(c, &why) && gw_cluster_keeps_records(c->e->cluster))
         leased = rebuilt = (txn = rebuild(c, msg, &why, &rc)) != NULL;
     if (txn == NULL) {
-        /* none anywhere, its sender not even looked at: as dispatch's refusals (a record another instance
-           keeps may be one this one cannot continue since a reload: its own client's, not counted) */
-        c->rsp->auth_failed = why.fail_info < 0 && !gw_cluster_keeps_records(c->e->cluster);
+        /* none anywhere: not counted against the address, since after a restart, a transaction's expiry or
+           a reload (with cmp.state, another instance's record) it is its own client's certConf or pollReq */
         refuse(c, msg,
                why.fail_info >= 0 ? &why
                                   : &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badRequest, TEXT_NO_TXN});
@@ -1136,9 +1138,7 @@ static void dispatch(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     if (!malformed)
         gw_hex(c->rsp->tid, c->hdr.tid, c->hdr.tid_len);
     if (malformed || precheck(c, msg, &r) != 0) {
-        /* refused before its sender is known: as unauthenticated as a failed signature, and as costly to
-           repeat (the decoding, up to some 6 ms), it counts against the address as one */
-        c->rsp->auth_failed = true;
+        c->rsp->auth_failed |= malformed; /* as precheck's refusals of a form */
         refuse(c, msg, &r);
         return;
     }

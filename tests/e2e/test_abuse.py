@@ -817,6 +817,28 @@ class UndecodableBodyBudget(harness.GatewayTestCase):
         self.assertEqual(harness.decode_cmp(r.body).body_type, "ip")
 
 
+class AskedForUncounted(harness.GatewayTestCase):
+    """A gateway of its own, with a budget of three failed authentications an address."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["limits"] = {"auth_failures_per_address": 3, "auth_failure_window": "60s"}
+
+    def test_refused_for_what_it_asks_counts_nothing(self):
+        """A request refused before its protection is checked for what a conforming client may ask for (here a
+        key over the limits; a certProfile, central key generation) is no failed authentication: four of them
+        leave the address its budget (a fleet behind one address would lose it), where three refusals of a
+        form no client sends use it up (UndecodableBodyBudget)."""
+        key = huge_exponent_key(self.gw.dir / "asked.key")
+        for i in range(4):
+            res = self.gw.cmp("ir", "asked%d" % i, newkey=key, subject="/CN=asked%d" % i,
+                              extra=("-implicit_confirm",), expect_cert=False)
+            self.assert_cmp_error(res.first, ("error",), "badCertTemplate", TEXT_KEY_LIMITS)
+        self.assertTrue(self.gw.handshake())
+        self.assertEqual([e for e in self.gw.log_lines() if e.get("event") == "auth_budget_exhausted"], [])
+        self.gw.cmp("ir", "asked-twin", subject="/CN=asked-twin", extra=("-implicit_confirm",))
+
+
 class RequestsInFlightPerAddress(harness.GatewayTestCase):
     """A slow CA holds each request; one address may have 2 of them in flight, whatever it multiplexes."""
 

@@ -7267,9 +7267,8 @@ static OSSL_CMP_MSG *certconf_unknown_txn(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, 
 /*
  * A certConf or pollReq for no open transaction is answered alike whether its PBM reference is known
  * or not: else a client without any secret could tell which references exist. Nothing was checked,
- * and it counts against its address as any message refused before its sender is known, alike too: once
- * it counted for neither, and a certConf carrying 24 keys cost its decoding (some 6 ms) again and
- * again.
+ * and it counts against its address for neither: after a restart, the transaction's expiry or a reload
+ * it is its own client's, and a fleet behind one address must not lose its budget to them.
  */
 static void test_no_txn_hides_references(void **state)
 {
@@ -7286,8 +7285,8 @@ static void test_no_txn_hides_references(void **state)
             fail_msg("%s: confirmed", refs[i]);
         assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
                       "no open transaction");
-        if (e->auth_failures != 1)
-            fail_msg("%s: %d failed authentications counted, not 1", refs[i], e->auth_failures);
+        if (e->auth_failures != 0)
+            fail_msg("%s: %d failed authentications counted", refs[i], e->auth_failures);
         gw_cmp_engine_expire(e->engine, time(NULL) + 301);
         client_cleanup(&cl);
         OSSL_CMP_CTX_free(ctx);
