@@ -5,7 +5,8 @@
  * may include it without closing an include cycle.
  *
  * The modules, each including only the ones after it (engine.h is the public API):
- *   engine           decode, refuse what OpenSSL must not see, dispatch, rewrite OpenSSL's errors
+ *   engine           decode, dispatch, rewrite OpenSSL's errors
+ *   precheck         refuse what OpenSSL must not see (step 2), what each body type gets
  *   srv              one OSSL_CMP_SRV_CTX per transaction; the certConf, pollReq and error callbacks
  *   issue, rr, genm  the cert-request, rr and genm callbacks
  *   poll             upstream calls that outlive their request
@@ -94,7 +95,7 @@ struct cmp_call {
     const struct gw_role *role;
     const struct gw_pbm_conf *pbm; /* PBM: the credential the senderKID names, allowed on the role */
     int pbm_gone; /* a certConf, pollReq or error whose PBM reference the running configuration lacks
-                     (check_pbm) */
+                     (cmp_check_pbm) */
     struct gw_hdr_info hdr;
     int body;
     time_t now;
@@ -109,9 +110,9 @@ struct cmp_call {
     struct gw_cmp_suspended *suspend; /* first pass: the sign call runs on without this worker */
     struct gw_cmp_suspended *resume;  /* second pass: the suspended call's result (suspend.c) */
     char diag[GW_ERR_LEN];            /* first OpenSSL diagnostic captured by the log cb */
-    EVP_PKEY *req_key; /* the key an ir, cr or kur asks for, decoded once (precheck) for the plan */
+    EVP_PKEY *req_key; /* the key an ir, cr or kur asks for, decoded once (cmp_precheck) for the plan */
     int signer_issued; /* cmp_signer_issued's answer for this message: 0 not asked yet, 1 yes, -1 no */
-    char profile[GW_MAX_PROFILE_NAME_LEN + 1]; /* the certProfile the message names (choose_role), or "" */
+    char profile[GW_MAX_PROFILE_NAME_LEN + 1]; /* the certProfile the message names (cmp_precheck), or "" */
     char route[GW_MAX_PATH_LEN];
     char tls_subject[GW_IDENTITY_LEN];
     char tls_client[GW_TLS_CLIENT_LEN]; /* its TLS client: "sha256:<certificate hash>", or "none" */

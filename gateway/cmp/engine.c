@@ -1,5 +1,5 @@
 /*
- * The CMP engine: decode, refuse what OpenSSL must never see (docs/design.md O10.1),
+ * The CMP engine: decode, refuse what OpenSSL must never see (precheck.c, docs/design.md O10.1),
  * dispatch by body type to a fresh or a parked SRV_CTX, and rewrite OpenSSL's error messages
  * (always badRequest plus OpenSSL internals in 3.0) into a failInfo and a statusString in plain
  * words. After decoding, every answer is a protected PKIMessage with HTTP 200 (docs/design.md D13).
@@ -13,6 +13,7 @@
 #include "gateway/cmp/outcome.h"
 #include "gateway/cmp/reasons.h"
 #include "gateway/cmp/policy.h"
+#include "gateway/cmp/precheck.h"
 #include "gateway/cmp/poll.h"
 #include "gateway/cmp/record.h"
 #include "gateway/cmp/replay.h"
@@ -37,36 +38,11 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
-#define TEXT_ACCEPTS "this server accepts ir, cr, p10cr, kur, rr, genm, certConf, pollReq"
 #define TEXT_NO_TXN "no open transaction with this transactionID: it was completed, expired, or never started"
 #define TEXT_NOT_KEPT "the gateway could not keep this transaction open for its certConf; retry later"
-#define TEXT_CENTRAL_KEYGEN                                                                                  \
-    "the certTemplate has no public key: central key generation (RFC 9483 §4.1.6) is not supported; "       \
-    "generate the key pair and send its public key"
 #define TEXT_BAD_POP                                                                                         \
     "proof of possession failed or missing: sign the request with the private key of the requested "         \
     "public key"
-
-/* What a body type gets before OpenSSL sees it. */
-enum body_action {
-    BODY_REFUSE = 0,
-    BODY_START,    /* starts a transaction: fresh SRV_CTX */
-    BODY_CONTINUE, /* continues a parked transaction */
-    BODY_ERROR,    /* the client aborts its transaction */
-};
-
-/* What each body does; one not listed is refused before OpenSSL (docs/design.md O10). */
-static const enum body_action bodies[GW_CMP_BODY_MAX + 1] = {
-    [GW_CMP_BODY_IR] = BODY_START,
-    [GW_CMP_BODY_CR] = BODY_START,
-    [GW_CMP_BODY_P10CR] = BODY_START,
-    [GW_CMP_BODY_KUR] = BODY_START,
-    [GW_CMP_BODY_CERTCONF] = BODY_CONTINUE,
-    [GW_CMP_BODY_POLLREQ] = BODY_CONTINUE,
-    [GW_CMP_BODY_ERROR] = BODY_ERROR,
-    [GW_CMP_BODY_RR] = BODY_START,   /* RFC 9483 §4.2: answered at once, nothing parked */
-    [GW_CMP_BODY_GENM] = BODY_START, /* RFC 9483 §4.3 */
-};
 
 /* What the engines of successive configurations share: open transactions, replay cache, revocations. */
 struct cmp_shared {
@@ -413,120 +389,6 @@ static void refuse(struct cmp_call *c, const OSSL_CMP_MSG *msg, const struct cmp
     cmp_txn_free(t);
 }
 
-/* An unknown or foreign PBM reference: a wrong secret's answer (TEXT_PBM_FAILED) and time; logged so. */
-static int pbm_refused(struct cmp_call *c, const char *why, struct cmp_refusal *r)
-{
-    cmp_pbm_spend(c);
-    gw_log_kv(GW_LOG_INFO, "pbm_refused", "tid", c->rsp->tid, "role", c->role->name, "reason", why, NULL);
-    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_PBM_FAILED);
-}
-
-/*
- * PBM: the senderKID must name a credential of this role, the cost must be capped. A certConf,
- * pollReq or error message belongs to its transaction's role, which a certProfile may have chosen and
- * the message need not name again (RFC 9483 §3.1 puts it into requests): the transaction is pinned to
- * the reference its request was allowed with. One whose reference a reload deleted may still be its
- * open transaction's, protected with the secret it began with: its transaction decides
- * (check_signer), not this.
- */
-static int check_pbm(struct cmp_call *c, struct cmp_refusal *r)
-{
-    const struct gw_hdr_info *h = &c->hdr;
-    const struct gw_pbm_conf *pbm =
-        gw_pbm_conf_find(c->e->cfg.pbm, c->e->cfg.n_pbm, h->sender_kid, h->sender_kid_len);
-
-    /* the cost before the reference (its algorithms were checked in precheck): no answer tells which exist */
-    if ((uint32_t)h->pbm_iterations > c->e->cfg.cmp->pbm_max_iterations)
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
-                          "PBM iterationCount %d is above this server's cap of %u", h->pbm_iterations,
-                          c->e->cfg.cmp->pbm_max_iterations);
-    if (bodies[c->body] != BODY_START) {
-        c->pbm_gone = pbm == NULL;
-        goto allowed;
-    }
-    if (pbm == NULL)
-        return pbm_refused(c, "unknown PBM reference", r);
-    if (!gw_role_accepts_pbm(c->role, h->sender_kid, h->sender_kid_len))
-        return pbm_refused(c, "PBM reference not allowed on this role", r);
-allowed:
-    c->pbm = pbm;
-    return 0;
-}
-
-/* OpenSSL verifies the proof of possession with the requested key: its cost must be bounded first. A
-   template without one asks for central key generation, which OpenSSL would refuse as a failed POPO. */
-static int check_requested_key(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refusal *r)
-{
-    int has_key = 0;
-    EVP_PKEY *key = gw_shim_get1_requested_key(msg, c->req->der, c->req->len, &has_key);
-    int ok = !has_key || key == NULL || cmp_key_affordable(key);
-
-    EVP_PKEY_free(c->req_key);
-    c->req_key = c->body != GW_CMP_BODY_P10CR ? key : NULL; /* the template's: the plan's too */
-    if (c->req_key == NULL)
-        EVP_PKEY_free(key);
-    if (gw_shim_central_keygen(msg))
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "%s", TEXT_CENTRAL_KEYGEN);
-    if (ok)
-        return 0;
-    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "%s", TEXT_KEY_LIMITS);
-}
-
-/*
- * The role of this request: the path's, or the one its certProfile selects (RFC 9483 §3.1, the
- * configuration's "profiles"); a profile that does not fit is a badRequest.
- */
-static int choose_role(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refusal *r)
-{
-    char name[GW_MAX_PROFILE_NAME_LEN + 1];
-    const struct gw_role *role = NULL;
-    int rc = gw_shim_cert_profile(msg, name, sizeof(name));
-
-    if (rc == GW_ERR_LIMIT)
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
-                          "generalInfo holds more than %d entries or a certProfile name longer than %d bytes",
-                          GW_MAX_GENERAL_INFO, GW_MAX_PROFILE_NAME_LEN);
-    if (rc != 0)
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
-                          "the certProfile in generalInfo is malformed: send one id-it-certProfile holding a "
-                          "SEQUENCE OF UTF8String (RFC 9483 §3.1)");
-    r->fail_info = OSSL_CMP_PKIFAILUREINFO_badRequest;
-    if (cmp_route_profile(c, name, &role, r->text) != 0)
-        return 1;
-    snprintf(c->profile, sizeof(c->profile), "%s", name);
-    if (role != c->role)
-        gw_log_kv(GW_LOG_DEBUG, "profile_role", "tid", c->rsp->tid, "profile", name, "role", role->name,
-                  NULL);
-    c->role = role;
-    return 0;
-}
-
-/* Step 2: what is refused before OpenSSL sees the message. A form no conforming client sends counts against
-   the address as a failed signature (and costs as much); what one may ask for (a key, a certProfile, central
-   key generation) does not, or a fleet behind one address would pay for it. */
-static int precheck(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refusal *r)
-{
-    c->rsp->auth_failed = true;
-    if (cmp_check_ids(c, r) != 0)
-        return 1;
-    if (c->body < 0 || c->body > GW_CMP_BODY_MAX || bodies[c->body] == BODY_REFUSE)
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
-                          "PKIBody type %s is not a request; " TEXT_ACCEPTS, gw_shim_body_name(c->body));
-    if (c->hdr.protection_oid[0] == '\0')
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
-                          "message is not protected: sign it with a certificate or protect it with a "
-                          "PBM secret");
-    if (cmp_check_protection_hash(c, r) != 0 ||
-        (c->hdr.protection_nid == NID_id_PasswordBasedMAC && cmp_check_pbm_algs(c, r) != 0))
-        return 1;
-    c->rsp->auth_failed = false;
-    if (check_requested_key(c, msg, r) != 0 || choose_role(c, msg, r) != 0)
-        return 1;
-    if (c->hdr.protection_nid == NID_id_PasswordBasedMAC)
-        return check_pbm(c, r);
-    return 0;
-}
-
 /* The slot this request reserved (issue.c) for its new transaction, whose TLS client is this request's. */
 static void end_slot(struct cmp_call *c)
 {
@@ -691,11 +553,11 @@ static int replay_stored(const struct gw_hdr_info *want, struct cmp_call *sub,
            cmp_sender_is(want, sub->hdr.protection_nid == NID_id_PasswordBasedMAC, sub->hdr.sender_kid,
                          sub->hdr.sender_kid_len, sub->hdr.sender))) && /* before the costly part */
          (sub->body = OSSL_CMP_MSG_get_bodytype(req)) >= 0 &&
-         sub->body <= GW_CMP_BODY_MAX && bodies[sub->body] == BODY_START &&
+         sub->body <= GW_CMP_BODY_MAX && cmp_bodies[sub->body] == CMP_ACT_START &&
          /* a message's route chooses the role (and must be the record's); without one, the record's */
          (want != NULL
-              ? precheck(sub, req, &ignored) == 0
-              : sub->hdr.protection_nid != NID_id_PasswordBasedMAC || check_pbm(sub, &ignored) == 0) &&
+              ? cmp_precheck(sub, req, &ignored) == 0
+              : sub->hdr.protection_nid != NID_id_PasswordBasedMAC || cmp_check_pbm(sub, &ignored) == 0) &&
          sub->role != NULL && strcmp(sub->role->name, rec->role) == 0 && (t = cmp_txn_new(sub, 0)) != NULL &&
          cmp_authenticate(t, sub, req, &ignored) == 0;
     if (ok) {
@@ -822,7 +684,7 @@ static void put_back(struct cmp_call *c, struct gw_txn *txn, int rebuilt, int le
 /*
  * cmp_check_pinned; a message whose PBM reference a reload deleted passes only as its own
  * transaction's (then cmp_check_current tells its client so, which costs its address nothing), any
- * other is refused as check_pbm refuses an unknown reference: naming one holds no open transaction
+ * other is refused as cmp_check_pbm refuses an unknown reference: naming one holds no open transaction
  * hostage and counts as a failed authentication.
  */
 static int check_signer(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *msg, struct cmp_refusal *r)
@@ -830,7 +692,7 @@ static int check_signer(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MS
     if (cmp_check_pinned(c, t, msg, r) == 0)
         return 0;
     if (c->pbm_gone)
-        (void)pbm_refused(c, "unknown PBM reference", r);
+        (void)cmp_pbm_refused(c, "unknown PBM reference", r);
     return 1;
 }
 
@@ -1097,7 +959,7 @@ static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
         return;
     if (c->hdr.protection_nid == NID_id_PasswordBasedMAC &&
         (c->pbm_gone || !gw_role_accepts_pbm(c->role, c->hdr.sender_kid, c->hdr.sender_kid_len))) {
-        (void)pbm_refused(c, "unknown PBM reference, or not this role's", &why);
+        (void)cmp_pbm_refused(c, "unknown PBM reference, or not this role's", &why);
         refuse(c, msg, &why);
         return;
     }
@@ -1137,17 +999,17 @@ static void dispatch(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 
     if (!malformed)
         gw_hex(c->rsp->tid, c->hdr.tid, c->hdr.tid_len);
-    if (malformed || precheck(c, msg, &r) != 0) {
-        c->rsp->auth_failed |= malformed; /* as precheck's refusals of a form */
+    if (malformed || cmp_precheck(c, msg, &r) != 0) {
+        c->rsp->auth_failed |= malformed; /* as cmp_precheck's refusals of a form */
         refuse(c, msg, &r);
         return;
     }
-    switch (bodies[c->body]) {
-    case BODY_START:
+    switch (cmp_bodies[c->body]) {
+    case CMP_ACT_START:
         if (c->req->gone == NULL) /* nothing new begins on a path that is gone */
             start_txn(c, msg);
         break;
-    case BODY_CONTINUE:
+    case CMP_ACT_CONTINUE:
         continue_txn(c, msg);
         break;
     default:
