@@ -1,7 +1,7 @@
 /*
- * The DER walk the OpenSSL 3.0 shim's files share (shim.c, shim_itav.c, shim_d2i.c): bounded TLV
- * reads over public i2d output and received bytes, one TLV built around parts, and where OpenSSL
- * keeps the parts of a decoded message it has no getter or setter for.
+ * The DER walk the OpenSSL 3.0 shim's files share (shim.c, shim_hdr.c, shim_itav.c, shim_d2i.c):
+ * bounded TLV reads over public i2d output and received bytes, one TLV built around parts, and where
+ * OpenSSL keeps the parts of a decoded message it has no getter or setter for.
  */
 #ifndef GW_CMP_SHIM_LOCAL_H
 #define GW_CMP_SHIM_LOCAL_H
@@ -25,6 +25,9 @@ int cmp_next_seq(const unsigned char **pp, const unsigned char *end, struct cmp_
 
 /* Opens the outer SEQUENCE of |der|: on success [*pp, *end) is its content and nothing trails it. */
 int cmp_der_open_seq(const unsigned char *der, long len, const unsigned char **pp, const unsigned char **end);
+
+/* The AlgorithmIdentifier TLV |t| decoded (new); NULL if malformed. */
+X509_ALGOR *cmp_algor_at(const struct cmp_tlv *t);
 
 /* One TLV around |n| concatenated |parts| (each |lens| bytes; a NULL part is skipped). OPENSSL_malloc'ed. */
 unsigned char *cmp_der_wrap(int tag, int cls, unsigned char *const *parts, const int *lens, int n,

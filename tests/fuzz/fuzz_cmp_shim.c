@@ -1,5 +1,5 @@
 /*
- * fuzz_cmp_shim: the DER walks of gateway/cmp/shim.c on whatever OpenSSL decodes, without the
+ * fuzz_cmp_shim: the DER walks of gateway/cmp/shim*.c on whatever OpenSSL decodes, without the
  * engine's signature checks in front of them (cheaper per input than fuzz_cmp_request, and every
  * walk is reached, not only those an authenticated request gets to). The input is one PKIMessage;
  * the parts OpenSSL hands the engine's callbacks (CertReqMsg, PKIStatusInfo, ITAV values) are cut
