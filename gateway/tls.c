@@ -129,8 +129,9 @@ static void metrics_init(void)
 
     m_handshakes =
         gw_metric_new("cmpgw_tls_handshakes_total",
-                      "TLS handshakes by listener (cmp, admin) and result; a failed one by the TLS "
-                      "alert the gateway sent (e.g. \"unknown CA\").",
+                      "TLS handshakes by listener (cmp, admin) and result; a failed one by the fatal "
+                      "alert OpenSSL chose for it (e.g. \"unknown CA\"), which the client does not read: "
+                      "the listener closes the connection.",
                       GW_METRIC_COUNTER, labels, NULL, 0);
 }
 
@@ -141,8 +142,9 @@ static void count_handshake(const struct gw_conn *c, const char *result, const c
 }
 
 /*
- * A handshake the gateway ended with a fatal alert: a client chain that does not verify costs up to
- * some 12 ms (GW_MAX_TLS_CLIENT_CHAIN), and a client could repeat it as fast as it connects. So it
+ * A handshake the gateway ended with a fatal alert (the one OpenSSL chose; libh2o closes the
+ * connection without sending it): a client chain that does not verify costs up to some 12 ms
+ * (GW_MAX_TLS_CLIENT_CHAIN), and a client could repeat it as fast as it connects. So it
  * counts as a failed authentication of its address, whose budget, once used up, closes the address's
  * next connections before their handshake (listener.c). Not on the admin listener, which the guard
  * does not count.
@@ -207,7 +209,7 @@ static void on_ssl_info(const SSL *ssl, int where, int ret)
         return;
     c = sock->on_close.data;
     if ((where & SSL_CB_ALERT) != 0) {
-        /* a fatal alert we send before the handshake is done ends it: its description is the reason */
+        /* a fatal alert OpenSSL writes before the handshake is done ends it: its description is the reason */
         if ((where & SSL_CB_WRITE) != 0 && (ret >> 8) == SSL3_AL_FATAL && !c->handshaken && !c->refused)
             handshake_refused(c, ret);
         return;
