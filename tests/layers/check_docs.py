@@ -1,0 +1,506 @@
+#!/usr/bin/env python3
+"""Check that the documentation names what the code has, and nothing it no longer has.
+
+A maintainer has only README.md, docs/ and docs/man to go by. Four cross-checks, each by regular
+expressions over the sources (nothing is built or run):
+
+1. Configuration keys. Every key of a parser table (GW_CONF_REQ / GW_CONF_OPT rows, and
+   {.key = "..."} rows, in the `static const struct gw_conf_field x[]` tables of base/, mappings/,
+   upstream/ and gateway/) is the first cell of a row of a key table in docs/configuration.md, under
+   the heading SECTIONS gives its table; and every key such a row names is one of those tables'.
+   Every key the summary in docs/man/cmpgw.json.5 names is one the parser takes.
+2. Metrics. Every family gw_metric_new*() registers (and the dropped-updates counter) has a row in
+   the metrics table of docs/operations.md, with the label names it is registered with; and every
+   metric or label name a row gives is the code's.
+3. The command line. Every option and command that usage() in gateway/main.c prints, and every
+   long option getopt_long takes, is in docs/man/cmpgw.8 and in README.md's "Running it" block; and
+   every option those two name is one cmpgw takes.
+4. Log reasons. Every code the gateway logs as the `reason` of a refusal (not_authorized,
+   txn_sender_refused, profile_refused) is a row id of the table in docs/errors.md or named there
+   as `reason `...``, and a test asserts it; every event or reason docs/errors.md says is logged is
+   one the code logs. (tests/e2e/test_errors.py checks the table's rows against the answers and
+   the tests; this checks what it cannot see: the log codes in the source.)
+
+Usage: check_docs.py [REPO_ROOT]   (default: two directories above this file)
+Prints one "path:line: what is missing where" per problem and exits 1 if there is any.
+"""
+
+import glob
+import os
+import re
+import sys
+
+LAYERS = ("base", "mappings", "upstream", "gateway")
+
+# --------------------------------------------------------------------------------------------
+# 1. Configuration keys
+# --------------------------------------------------------------------------------------------
+
+# Parser table ("path:array") -> the headings of docs/configuration.md under which its keys have
+# rows. A new table must be added here, and its keys documented under the heading named.
+SECTIONS = {
+    "gateway/config.c:top_fields": ("Top level",),
+    "gateway/config.c:listener_fields": ("listeners",),
+    "gateway/config.c:tls_fields": ("listeners",),
+    "gateway/config.c:admin_fields": ("admin",),
+    "gateway/config.c:limits_fields": ("limits",),
+    "gateway/cmp/conf.c:signer_fields": ("signer",),
+    "gateway/cmp/conf.c:trust_fields": ("trust",),
+    "gateway/cmp/conf.c:pbm_fields": ("pbm",),
+    "gateway/cmp/conf.c:cmp_fields": ("cmp",),
+    "gateway/cmp/conf.c:state_fields": ("cmp",),
+    "gateway/cmp/conf.c:audit_fields": ("audit",),
+    "mappings/role.c:role_fields": ("roles", "3GPP base-station keys"),
+    "mappings/role.c:authz_fields": ("authorization",),
+    "mappings/role.c:root_update_fields": ("root_ca_update",),
+    "mappings/migration.c:migration_fields": ("migration",),
+    "mappings/migration.c:cohort_fields": ("migration",),
+    "upstream/conf.c:common_fields": ("upstreams",),
+    "upstream/conf.c:http_fields": ("upstreams",),
+    "upstream/local.c:local_fields": ("upstreams",),
+    "upstream/vault_conf.c:vault_fields": ("upstreams",),
+    "upstream/vault_conf.c:upstream_auth_fields": ("upstreams",),
+    "upstream/vault_conf.c:upstream_auth_cert_fields": ("upstreams",),
+    "upstream/cfssl.c:cfssl_fields": ("upstreams",),
+    "upstream/cmp_up.c:cmp_fields": ("upstreams",),
+}
+# Keys read outside the tables: an upstream's "type" picks its adapter (upstream/conf.c parse_type).
+EXTRA_KEYS = {"upstreams": {"type"}}
+
+TABLE = re.compile(r"static\s+const\s+struct\s+gw_conf_field\s+(\w+)\s*\[\]\s*=\s*\{(.*?)\n\};", re.S)
+FIELD_KEY = re.compile(r'GW_CONF_(?:REQ|OPT)\(\s*"([^"]+)"|\{\s*\.key\s*=\s*"([^"]+)"')
+HEADING = re.compile(r"^(#+)\s+(.*?)\s*$")
+CODE_SPAN = re.compile(r"`([^`]+)`")
+
+
+def read(root, path):
+    with open(os.path.join(root, path), encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+def line_of(text, pos):
+    return text.count("\n", 0, pos) + 1
+
+
+def product_sources(root):
+    """Every .c under the layer folders, as sorted repository-relative paths."""
+    found = []
+    for top in LAYERS:
+        found += glob.glob(os.path.join(root, top, "**", "*.c"), recursive=True)
+    return sorted(os.path.relpath(p, root).replace(os.sep, "/") for p in found)
+
+
+def code_tables(root):
+    """{"path:array": (line, [keys])} of every configuration parser table."""
+    tables = {}
+    for path in product_sources(root):
+        text = read(root, path)
+        for m in TABLE.finditer(text):
+            keys = [a or b for a, b in FIELD_KEY.findall(m.group(2))]
+            tables[f"{path}:{m.group(1)}"] = (line_of(text, m.start()), keys)
+    return tables
+
+
+def cells(line):
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def doc_key_rows(text):
+    """[(heading, line, [keys])]: the first cells of the rows of every table whose header's first
+    cell is "key", under the heading they follow."""
+    rows, heading, in_keys, prev_table = [], "", False, False
+    for number, line in enumerate(text.splitlines(), 1):
+        m = HEADING.match(line)
+        if m:
+            heading = m.group(2)
+        is_table = line.startswith("|")
+        if is_table and not prev_table:
+            in_keys = cells(line)[0] == "key"
+        elif is_table and in_keys and not re.fullmatch(r"[|\s:-]+", line):
+            rows.append((heading, number, CODE_SPAN.findall(cells(line)[0])))
+        prev_table = is_table
+    return rows
+
+
+def check_config(root):
+    problems = []
+    doc_path = "docs/configuration.md"
+    tables = code_tables(root)
+    doc_rows = doc_key_rows(read(root, doc_path))
+    documented = {}  # heading -> keys with a row there
+    for heading, _, keys in doc_rows:
+        documented.setdefault(heading, set()).update(keys)
+
+    for name, (line, keys) in sorted(tables.items()):
+        path = name.split(":")[0]
+        if name not in SECTIONS:
+            problems.append(f"{path}:{line}: configuration table {name.split(':')[1]} is not in SECTIONS "
+                            f"of tests/layers/check_docs.py: name the {doc_path} heading its keys are under")
+            continue
+        where = SECTIONS[name]
+        have = set().union(*(documented.get(h, set()) for h in where))
+        for key in keys:
+            if key not in have:
+                shown = " or ".join(f'"{h}"' for h in where)
+                problems.append(f'{path}:{line}: key "{key}" ({name.split(":")[1]}) has no row in '
+                                f'{doc_path} under {shown}')
+    for name in sorted(set(SECTIONS) - set(tables)):
+        problems.append(f"tests/layers/check_docs.py:1: SECTIONS names {name}, which is no "
+                        f"configuration table of the sources")
+
+    accepted = {}  # heading -> keys the code takes there
+    for name, headings in SECTIONS.items():
+        for h in headings:
+            accepted.setdefault(h, set()).update(tables.get(name, (0, []))[1])
+            accepted[h] |= EXTRA_KEYS.get(h, set())
+    for heading, line, keys in doc_rows:
+        if heading not in accepted:
+            problems.append(f'{doc_path}:{line}: key table under "{heading}", which no configuration '
+                            f"table of SECTIONS in tests/layers/check_docs.py maps to")
+            continue
+        for key in keys:
+            if key not in accepted[heading]:
+                problems.append(f'{doc_path}:{line}: key "{key}" under "{heading}" is not one the '
+                                f"parser takes there")
+    return problems + check_man_keys(root, tables)
+
+
+def man_keys(text):
+    """[(line, word)]: the bold words that begin each .TP entry of a roff page (.B key, or the
+    bold ones of .BR key ", " key " (required)")."""
+    found, lines = [], text.splitlines()
+    for number, (tp, entry) in enumerate(zip(lines, lines[1:]), 2):
+        if tp != ".TP":
+            continue
+        m = re.match(r"\.(B|BR) (.*)$", entry)
+        if not m:
+            continue
+        args = re.findall(r'"[^"]*"|\S+', m.group(2))
+        bold = args if m.group(1) == "B" else args[::2]
+        found += [(number, w.strip('"')) for w in bold if re.fullmatch(r'"?[a-z_]+"?', w)]
+    return found
+
+
+def check_man_keys(root, tables):
+    """Every key the summary in cmpgw.json(5) names is one the parser takes somewhere (an upstream
+    type, the value of "type", is named there too)."""
+    man_path = "docs/man/cmpgw.json.5"
+    keys = set().union(*(k for _, k in tables.values())) | set().union(*EXTRA_KEYS.values())
+    for path in product_sources(root):
+        keys.update(re.findall(r'\.dialect\s*=\s*"([a-z]+)"', read(root, path)))
+    return [f"{man_path}:{line}: key {word} is not one the parser takes (nor an upstream type)"
+            for line, word in man_keys(read(root, man_path)) if word not in keys]
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Metrics
+# --------------------------------------------------------------------------------------------
+
+METRIC_NEW = re.compile(r'gw_metric_new(_gauge_fn|_counter_fn)?\(\s*"([a-z_:][a-z0-9_:]*)"')
+METRIC_TYPE_LABELS = re.compile(r"GW_METRIC_(?:COUNTER|GAUGE|HISTOGRAM)\s*,\s*(\w+)")
+LABEL_ARRAY = re.compile(r"static\s+const\s+char\s*\*\s*const\s+(\w+)\s*\[\]\s*=\s*\{([^}]*)\}")
+DROPPED = re.compile(r'#define\s+GW_METRICS_DROPPED_NAME\s+"([a-z_]+)"')
+
+
+def call_args(text, start):
+    """The text of a call's arguments, from the "(" at or after |start| to its ")"; string
+    literals (which may hold parentheses) are skipped whole."""
+    i, depth = text.index("(", start), 0
+    while i < len(text):
+        ch = text[i]
+        if ch == '"':
+            i += 1
+            while text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                return text[start:i]
+        i += 1
+    return text[start:]
+
+
+def code_metrics(root):
+    """{metric name: (path, line, [label names])} of every family the gateway registers."""
+    metrics = {}
+    for path in product_sources(root):
+        text = read(root, path)
+        for m in METRIC_NEW.finditer(text):
+            labels = []
+            t = METRIC_TYPE_LABELS.search(call_args(text, m.start()))
+            if m.group(1) is None and t and t.group(1) != "NULL":
+                # the last array of that name before the call: the names repeat between functions
+                arrays = [a for a in LABEL_ARRAY.finditer(text, 0, m.start()) if a.group(1) == t.group(1)]
+                if arrays:
+                    labels = re.findall(r'"([^"]+)"', arrays[-1].group(2))
+                else:
+                    labels = [f"?{t.group(1)}"]
+            metrics[m.group(2)] = (path, line_of(text, m.start()), labels)
+    header = read(root, "base/metrics.h")
+    d = DROPPED.search(header)
+    if d:
+        metrics[d.group(1)] = ("base/metrics.h", line_of(header, d.start()), [])
+    return metrics
+
+
+def strip_parens(s):
+    """|s| without its parenthesized parts (nested ones too): what is left of a labels cell is
+    the label names, the values they take being in parentheses after them."""
+    while True:
+        t = re.sub(r"\([^()]*\)", "", s)
+        if t == s:
+            return t
+        s = t
+
+
+def doc_metric_rows(text):
+    """[(line, [metric names], [label names])] of the table whose header starts "| metric |"."""
+    rows, inside = [], False
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.startswith("|"):
+            inside = False
+            continue
+        c = cells(line)
+        if c[0] == "metric":
+            inside = True
+            continue
+        if inside and not re.fullmatch(r"[|\s:-]+", line):
+            rows.append((number, CODE_SPAN.findall(c[0]), CODE_SPAN.findall(strip_parens(c[1]))))
+    return rows
+
+
+def check_metrics(root):
+    problems = []
+    doc_path = "docs/operations.md"
+    metrics = code_metrics(root)
+    rows = doc_metric_rows(read(root, doc_path))
+    if not rows:
+        return [f'{doc_path}:1: no metrics table (a table whose header starts "| metric |")']
+    by_name = {}
+    for line, names, labels in rows:
+        for name in names:
+            by_name[name] = (line, labels)
+    for name, (path, line, labels) in sorted(metrics.items()):
+        if name not in by_name:
+            problems.append(f"{path}:{line}: metric {name} has no row in the metrics table of {doc_path}")
+            continue
+        doc_line, doc_labels = by_name[name]
+        for label in labels:
+            if label not in doc_labels:
+                problems.append(f"{doc_path}:{doc_line}: metric {name}: label `{label}` ({path}:{line}) "
+                                f"is not in the row's labels")
+        for label in doc_labels:
+            if label not in labels:
+                problems.append(f"{doc_path}:{doc_line}: metric {name}: label `{label}` is not one "
+                                f"{path}:{line} registers")
+    for name in sorted(set(by_name) - set(metrics)):
+        problems.append(f"{doc_path}:{by_name[name][0]}: metric {name} is not one the gateway exports")
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+# 3. The command line
+# --------------------------------------------------------------------------------------------
+
+USAGE = re.compile(r"static void usage\(FILE \*out\)\s*\{(.*?)\n\}", re.S)
+LONG_OPT = re.compile(r'\{"([a-z][a-z-]*)",\s*(?:no|required|optional)_argument')
+COMMAND = re.compile(r'strcmp\(argv\[1\],\s*"([a-z]+)"\)')
+OPTION = re.compile(r"(?<![\w-])(--[a-z][a-z-]*|-[a-zA-Z])(?![\w-])")
+ALIAS = re.compile(r"(?<![\w-])(-[a-zA-Z]), (--[a-z][a-z-]*)")
+
+
+def code_cli(root):
+    """(options usage() prints, {short: long} of those it prints as "-c, --config", long options
+    getopt_long takes, commands)."""
+    text = read(root, "gateway/main.c")
+    u = USAGE.search(text)
+    printed = "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', u.group(1))) if u else ""
+    return (set(OPTION.findall(printed)), dict(ALIAS.findall(printed)), set(LONG_OPT.findall(text)),
+            set(COMMAND.findall(text)))
+
+
+def man_text(text):
+    """The roff source as text: escapes undone, comments dropped."""
+    plain = text.replace("\\-", "-")
+    for font in ("\\fR", "\\fP", "\\fB", "\\fI"):
+        plain = plain.replace(font, " ")
+    return "\n".join(l for l in plain.splitlines() if not l.startswith('.\\"'))
+
+
+def man_options(text):
+    """Options the man page gives cmpgw: those of its SYNOPSIS and OPTIONS sections, and of the
+    lines that run cmpgw elsewhere (the EXAMPLES also run systemctl, whose options are its own)."""
+    found, section = set(), ""
+    for line in text.splitlines():
+        if line.startswith(".SH "):
+            section = line[4:].strip()
+        elif section in ("SYNOPSIS", "OPTIONS") or line.startswith("cmpgw "):
+            found.update(OPTION.findall(line))
+    return found
+
+
+def readme_running(text):
+    """(line, the lines that run cmpgw) of the first code block after the heading "## Running it"
+    (the block also shows kill and curl, whose options are their own)."""
+    m = re.search(r"^## Running it\n.*?^```[a-z]*\n(.*?)^```", text, re.S | re.M)
+    if not m:
+        return 0, ""
+    return line_of(text, m.start(1)), "\n".join(l for l in m.group(1).splitlines() if l.startswith("cmpgw "))
+
+
+def check_cli(root):
+    problems = []
+    printed, alias, longs, commands = code_cli(root)
+    for opt in sorted(longs):
+        if f"--{opt}" not in printed:
+            problems.append(f"gateway/main.c:1: long option --{opt} is not in usage()'s text")
+    takes = printed | {f"--{o}" for o in longs}
+    man_path = "docs/man/cmpgw.8"
+    man = man_text(read(root, man_path))
+    in_man = man_options(man)
+    readme_path = "README.md"
+    line, block = readme_running(read(root, readme_path))
+    if not block:
+        problems.append(f'{readme_path}:1: no code block after "## Running it" listing the command line')
+    shown = set(OPTION.findall(block))
+    also = {long: short for short, long in alias.items()}
+    for opt in sorted(printed):
+        if opt not in in_man:
+            problems.append(f"{man_path}:1: option {opt} (gateway/main.c usage()) is not in the man page's "
+                            f"SYNOPSIS or OPTIONS")
+        # the block is a summary: an option shown by its short or its long name is there
+        if opt.startswith("--") and opt not in shown and also.get(opt) not in shown:
+            problems.append(f'{readme_path}:{line}: option {opt} (gateway/main.c usage()) is not in the '
+                            f'"Running it" block')
+    for opt in sorted(in_man - takes):
+        problems.append(f"{man_path}:1: option {opt} is not one cmpgw takes (gateway/main.c)")
+    for opt in sorted(shown - takes):
+        problems.append(f'{readme_path}:{line}: option {opt} in the "Running it" block is not one cmpgw '
+                        f"takes (gateway/main.c)")
+    for cmd in sorted(commands):
+        if not re.search(rf"^\.BI? \"?cmpgw {cmd}\b", man, re.M):
+            problems.append(f"{man_path}:1: command cmpgw {cmd} has no entry in the man page")
+        if not re.search(rf"^cmpgw {cmd}\b", block, re.M):
+            problems.append(f'{readme_path}:{line}: command cmpgw {cmd} is not in the "Running it" block')
+    for cmd in sorted(set(re.findall(r"^cmpgw ([a-z]+)\b", block, re.M)) - commands):
+        problems.append(f'{readme_path}:{line}: command cmpgw {cmd} in the "Running it" block is not '
+                        f"one cmpgw has")
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+# 4. Log reasons
+# --------------------------------------------------------------------------------------------
+
+# The codes a refusal is logged with: policy's refused(why, "code", ...), a literal assigned to a
+# code, and a literal "reason" (or either of a ?: pair) in the log line of a refusal event.
+REFUSAL_EVENTS = ("not_authorized", "txn_sender_refused", "profile_refused")
+REASON_CODES = (
+    re.compile(r'\brefused\(\s*\w+,\s*"([a-z0-9_]+)"'),
+    re.compile(r'\bcode\s*=\s*"([a-z0-9_]+)"'),
+)
+LOG_KV = re.compile(r'gw_log_kv\(\s*\w+,\s*"([a-z0-9_]+)"')
+LOGGED_REASON = re.compile(r'"reason",\s*(?:[^,;]*\?\s*)?"([a-z0-9_]+)"(?:\s*:\s*"([a-z0-9_]+)")?')
+CODE_FN = re.compile(r"const char \*\w+_code\([^)]*\)\s*\{(.*?)\n\}", re.S)
+# Codes no client can cause, so no row of errors.md: a caller's or the gateway's own bug.
+NO_ROW = {
+    "no_identity": "gw_policy_authorize called without a role or identity",
+    "internal_error": "a signer chain that ends at no trust entry of the role (operations.md says so)",
+}
+# What docs/errors.md says is logged: "logged `x`", "the log says `x`", "log line `x`", "reason `x`".
+DOC_LOGGED = re.compile(r"(?:logged(?: as)?|the log says|log line|logs?|reason)\s+`([a-z0-9_]+)`")
+
+
+def code_reasons(root):
+    """{code: (path, line)} of every refusal code the gateway logs as a reason."""
+    found = {}
+    for path in product_sources(root):
+        text = read(root, path)
+        for pattern in REASON_CODES:
+            for m in pattern.finditer(text):
+                found.setdefault(m.group(1), (path, line_of(text, m.start())))
+        for m in LOG_KV.finditer(text):
+            if m.group(1) not in REFUSAL_EVENTS:
+                continue
+            for r in LOGGED_REASON.finditer(call_args(text, m.start())):
+                for code in filter(None, r.groups()):
+                    found.setdefault(code, (path, line_of(text, m.start())))
+        for m in CODE_FN.finditer(text):
+            for r in re.finditer(r'return\s+"([a-z0-9_]+)"', m.group(1)):
+                found.setdefault(r.group(1), (path, line_of(text, m.start(1) + r.start())))
+    return found
+
+
+def errors_rows(text):
+    """{row id: row line} of the errors-table of docs/errors.md."""
+    rows, inside = {}, False
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith("<!-- errors-table"):
+            inside = True
+        elif line.startswith("<!-- end errors-table"):
+            break
+        elif inside and line.startswith("| `"):
+            rows[cells(line)[0].strip("`")] = (number, line)
+    return rows
+
+
+def tests_text(root):
+    out = []
+    for pattern in ("tests/e2e/*.py", "tests/unit/*.c"):
+        for p in sorted(glob.glob(os.path.join(root, pattern))):
+            with open(p, encoding="utf-8", errors="replace") as f:
+                out.append(f.read())
+    return "\n".join(out)
+
+
+def check_reasons(root):
+    problems = []
+    doc_path = "docs/errors.md"
+    doc = read(root, doc_path)
+    rows = errors_rows(doc)
+    named = set(DOC_LOGGED.findall(doc))
+    tests = tests_text(root)
+    codes = code_reasons(root)
+    for code, (path, line) in sorted(codes.items()):
+        if code in NO_ROW:
+            continue
+        if code not in rows and code not in named:
+            problems.append(f"{path}:{line}: log reason {code} is neither a row of {doc_path} nor named "
+                            f"there as reason `{code}`")
+        if f'"{code}"' not in tests and f"test_{code}" not in tests:
+            problems.append(f"{path}:{line}: log reason {code} is asserted by no test in tests/e2e or "
+                            f"tests/unit")
+    for code in sorted(set(NO_ROW) - set(codes)):
+        problems.append(f"tests/layers/check_docs.py:1: NO_ROW names {code}, which the sources no longer log")
+    literals = set()
+    for path in product_sources(root):
+        literals.update(re.findall(r'"([a-z0-9_]+)"', read(root, path)))
+    for m in DOC_LOGGED.finditer(doc):
+        if m.group(1) not in literals:
+            problems.append(f"{doc_path}:{line_of(doc, m.start())}: `{m.group(1)}` is said to be logged, "
+                            f"but no source file logs it")
+    return problems
+
+
+def check(root):
+    return check_config(root) + check_metrics(root) + check_cli(root) + check_reasons(root)
+
+
+def main(argv):
+    if len(argv) > 2:
+        sys.exit(f"usage: {argv[0]} [REPO_ROOT]")
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.abspath(argv[1] if len(argv) == 2 else os.path.join(here, "..", ".."))
+    problems = check(root)
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{len(problems)} place(s) where the documentation and the code disagree", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

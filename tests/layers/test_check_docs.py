@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Test check_docs.py: on a copy of the repository it passes, and each way the documentation can
+fall behind the code, made in that copy, fails with the message that names what is missing where.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CHECKER = os.path.join(HERE, "check_docs.py")
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+# What the checker reads: the product sources, the documentation, the tests it looks for codes in.
+COPY = ("base", "mappings", "upstream", "gateway", "docs", "README.md", "tests/e2e", "tests/unit")
+
+
+def run(root):
+    """(exit code, stdout lines) of the checker on the tree at root."""
+    done = subprocess.run([sys.executable, CHECKER, root], capture_output=True, text=True, timeout=60)
+    return done.returncode, done.stdout.splitlines()
+
+
+class CheckDocs(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.clean = os.path.join(cls.tmp.name, "clean")
+        for part in COPY:
+            src, dst = os.path.join(REPO, part), os.path.join(cls.clean, part)
+            if os.path.isdir(src):
+                shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.o", "__pycache__"))
+            else:
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                shutil.copy(src, dst)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def setUp(self):
+        self.root = os.path.join(self.tmp.name, self.id().rsplit(".", 1)[-1])
+        # hard links: each test writes only the files it edits, and edit() unlinks those first
+        shutil.copytree(self.clean, self.root, copy_function=os.link)
+
+    def edit(self, path, old, new, count=1):
+        """Replaces |old| (a regular expression) with |new| in the copy's |path|, |count| times."""
+        full = os.path.join(self.root, path)
+        with open(full, encoding="utf-8") as f:
+            text = f.read()
+        text, n = re.subn(old, new, text, count=count, flags=re.M)
+        self.assertEqual(n, count, f"{old!r} not found in {path}")
+        os.unlink(full)  # not through the link into the clean copy
+        with open(full, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    def expect(self, *patterns):
+        """The checker fails on the copy, and each of |patterns| matches one of its lines."""
+        code, lines = run(self.root)
+        self.assertEqual(code, 1, "\n".join(lines) or "(no output)")
+        for p in patterns:
+            self.assertTrue(any(re.search(p, line) for line in lines),
+                            f"no line matches {p!r} in:\n" + "\n".join(lines))
+
+    def test_the_repository_passes(self):
+        self.assertEqual(run(self.clean), (0, []))
+
+    def test_key_without_a_row(self):
+        self.edit("docs/configuration.md", r"^\| `queue_depth` .*\n", "")
+        self.expect(r'^gateway/config\.c:\d+: key "queue_depth" \(top_fields\) has no row in '
+                    r'docs/configuration\.md under "Top level"$')
+
+    def test_key_documented_in_the_wrong_section(self):
+        self.edit("docs/configuration.md", r"^\| `timeout` \| duration \| `\"1s\"`",
+                  "| `deadline` | duration | `\"1s\"`")
+        self.expect(r'^gateway/cmp/conf\.c:\d+: key "timeout" \(state_fields\) has no row .* under "cmp"$',
+                    r'^docs/configuration\.md:\d+: key "deadline" under "cmp" is not one the parser takes '
+                    r"there$")
+
+    def test_row_of_a_removed_key(self):
+        self.edit("mappings/role.c", r'^\s*GW_CONF_OPT\("kur_any_signer".*\n', "")
+        self.expect(r'^docs/configuration\.md:\d+: key "kur_any_signer" under "roles" is not one the parser '
+                    r"takes there$")
+
+    def test_table_not_mapped(self):
+        self.edit("upstream/cfssl.c", r"cfssl_fields", "cfssl_keys", count=2)
+        self.expect(r"^upstream/cfssl\.c:\d+: configuration table cfssl_keys is not in SECTIONS",
+                    r"^tests/layers/check_docs\.py:1: SECTIONS names upstream/cfssl\.c:cfssl_fields")
+
+    def test_man_page_key_the_parser_does_not_take(self):
+        self.edit("docs/man/cmpgw.json.5", r"^\.B kur_any_signer$", ".B kur_any_signers")
+        self.expect(r"^docs/man/cmpgw\.json\.5:\d+: key kur_any_signers is not one the parser takes")
+
+    def test_metric_without_a_row(self):
+        self.edit("docs/operations.md", r"^\| `cmpgw_upstream_up` .*\n", "")
+        self.expect(r"^upstream/upstream\.c:\d+: metric cmpgw_upstream_up has no row in the metrics table of "
+                    r"docs/operations\.md$")
+
+    def test_metric_label_not_documented(self):
+        self.edit("gateway/sweep.c", r'\{"protocol", "timeout", NULL\}',
+                  '{"protocol", "timeout", "peer", NULL}')
+        self.expect(r"^docs/operations\.md:\d+: metric cmpgw_slow_connections_ended_total: label `peer` "
+                    r"\(gateway/sweep\.c:\d+\) is not in the row's labels$")
+
+    def test_row_of_a_removed_metric(self):
+        self.edit("gateway/main.c", r"cmpgw_config_generations_retired", "cmpgw_generations_retired")
+        self.expect(r"^docs/operations\.md:\d+: metric cmpgw_config_generations_retired is not one the "
+                    r"gateway exports$",
+                    r"^gateway/main\.c:\d+: metric cmpgw_generations_retired has no row")
+
+    def test_option_missing_from_the_man_page(self):
+        self.edit("docs/man/cmpgw.8", r'^\.RB \[ \\-\\-audit\n\.IR LOG \]\n', "")
+        self.edit("docs/man/cmpgw.8", r'^\.TP\n\.BI "\\-\\-audit " LOG\n', "")
+        self.expect(r"^docs/man/cmpgw\.8:1: option --audit \(gateway/main\.c usage\(\)\) is not in the man "
+                    r"page")
+
+    def test_option_cmpgw_does_not_take(self):
+        self.edit("README.md", r"^cmpgw --help \| --version$", "cmpgw --help | --version | --verbose")
+        self.expect(r'^README\.md:\d+: option --verbose in the "Running it" block is not one cmpgw takes')
+
+    def test_option_missing_from_the_readme(self):
+        self.edit("README.md", r" \[--audit LOG\]$", "")
+        self.expect(r'^README\.md:\d+: option --audit \(gateway/main\.c usage\(\)\) is not in the '
+                    r'"Running it" block$')
+
+    def test_command_missing(self):
+        self.edit("README.md", r"^cmpgw inventory ", "cmpgw list ")
+        self.expect(r'^README\.md:\d+: command cmpgw inventory is not in the "Running it" block$',
+                    r'^README\.md:\d+: command cmpgw list in the "Running it" block is not one cmpgw has$')
+
+    def test_reason_without_a_row(self):
+        self.edit("docs/errors.md", r"logged `not_authorized` with reason `device_allowlist`",
+                  "logged `not_authorized`")
+        self.expect(r"^gateway/cmp/policy\.c:\d+: log reason device_allowlist is neither a row of "
+                    r"docs/errors\.md nor named there as reason `device_allowlist`$")
+
+    def test_reason_without_a_test(self):
+        self.edit("mappings/policy.c", r'"tls_san"', '"tls_san_refused"')
+        self.expect(r"^mappings/policy\.c:\d+: log reason tls_san_refused is neither a row",
+                    r"^mappings/policy\.c:\d+: log reason tls_san_refused is asserted by no test")
+
+    def test_logged_event_the_code_no_longer_logs(self):
+        self.edit("gateway/cmp/record.c", r'"cert_not_withdrawn"', '"cert_kept"')
+        self.expect(r"^docs/errors\.md:\d+: `cert_not_withdrawn` is said to be logged, but no source file "
+                    r"logs it$")
+
+
+if __name__ == "__main__":
+    unittest.main()
