@@ -20,12 +20,17 @@ expressions over the sources (nothing is built or run):
    as `reason `...``, and a test asserts it; every event or reason docs/errors.md says is logged is
    one the code logs. (tests/e2e/test_errors.py checks the table's rows against the answers and
    the tests; this checks what it cannot see: the log codes in the source.)
+5. Links and names. Every relative link of README.md and docs/ leads to a file, and to a heading
+   of it where it names one; every repository path and gw_/cmp_/policy_ function() they name
+   exists; every page of docs/ is in README.md's "## Documentation" list; every ```json block
+   parses (alone or as an object's members), and every curl to /reload carries the bearer token.
 
 Usage: check_docs.py [REPO_ROOT]   (default: two directories above this file)
 Prints one "path:line: what is missing where" per problem and exits 1 if there is any.
 """
 
 import glob
+import json
 import os
 import re
 import sys
@@ -484,8 +489,95 @@ def check_reasons(root):
     return problems
 
 
+# --------------------------------------------------------------------------------------------
+# 5. Links and names
+# --------------------------------------------------------------------------------------------
+
+FENCE = re.compile(r"^ *```.*?^ *```", re.S | re.M)
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+REPO_PATH = re.compile(r"(?<![\w/.-])((?:base|mappings|upstream|gateway|deploy|tests|docs)/[\w./-]*\w)")
+FUNCTION = re.compile(r"(?<![\w.])((?:gw|cmp|policy)_\w+)\(\)")
+JSON_BLOCK = re.compile(r"^ *```json\n(.*?)^ *```", re.S | re.M)
+# a curl command up to the URL of the admin listener's reload (it may span lines)
+RELOAD_CURL = re.compile(r"curl (?:[^`\n]|\n(?!\n))*?/reload\b")
+
+
+def parses_as_json(body):
+    """Whether |body| is JSON, or the members of an object ("admin": {...}, as the examples show a
+    part of a configuration)."""
+    for text in (body, "{" + body + "}"):
+        try:
+            json.loads(text)
+            return True
+        except ValueError:
+            pass
+    return False
+
+
+def doc_files(root):
+    """README.md and every page of docs/ and docs/man, as repository-relative paths."""
+    found = [os.path.join(root, "README.md")] + glob.glob(os.path.join(root, "docs", "*.md"))
+    found += glob.glob(os.path.join(root, "docs", "man", "*.[0-9]"))
+    return sorted(os.path.relpath(p, root).replace(os.sep, "/") for p in found)
+
+
+def anchors(text):
+    """The anchors GitHub gives the headings of a Markdown text: lower case, punctuation but "-"
+    and "_" dropped, spaces as "-", "-1", "-2"... after a repeated one."""
+    out = set()
+    for m in re.finditer(HEADING.pattern, FENCE.sub("", text), re.M):
+        base = re.sub(r"[^\w\- ]", "", m.group(2).lower()).replace(" ", "-")
+        name, n = base, 0
+        while name in out:
+            n += 1
+            name = f"{base}-{n}"
+        out.add(name)
+    return out
+
+
+def check_links(root):
+    problems = []
+    sources = "\n".join(read(root, p) for p in product_sources(root))
+    for path in doc_files(root):
+        text = read(root, path)
+        for m in LINK.finditer(FENCE.sub(lambda f: "\n" * f.group(0).count("\n"), text)):
+            link = m.group(1)
+            if re.match(r"[a-z]+:", link):
+                continue
+            target, _, frag = link.partition("#")
+            target = os.path.normpath(os.path.join(os.path.dirname(path), target)) if target else path
+            line = line_of(text, m.start())
+            if not os.path.exists(os.path.join(root, target)):
+                problems.append(f"{path}:{line}: link {link}: there is no {target}")
+            elif frag and target.endswith(".md") and frag not in anchors(read(root, target)):
+                problems.append(f"{path}:{line}: link {link}: {target} has no heading #{frag}")
+        for m in REPO_PATH.finditer(text):
+            if not os.path.exists(os.path.join(root, m.group(1))):
+                problems.append(f"{path}:{line_of(text, m.start())}: {m.group(1)} does not exist")
+        for m in JSON_BLOCK.finditer(text):
+            if not parses_as_json(m.group(1)):
+                problems.append(f"{path}:{line_of(text, m.start())}: this json block is not JSON, nor the "
+                                f"members of one object: a reader who pastes it gets a parse error")
+        for m in RELOAD_CURL.finditer(text):
+            if "Authorization: Bearer" not in m.group(0):
+                problems.append(f"{path}:{line_of(text, m.start())}: POST /reload without the bearer token "
+                                f"of admin.token_file is refused (HTTP 401 or 403)")
+        for m in FUNCTION.finditer(text):
+            if not re.search(rf"\b{m.group(1)}\(", sources):
+                problems.append(f"{path}:{line_of(text, m.start())}: {m.group(1)}() is no function of the "
+                                f"sources")
+    readme = read(root, "README.md")
+    index = re.search(r"^## Documentation\n(.*?)(?=^## |\Z)", readme, re.S | re.M)
+    listed = set(LINK.findall(index.group(1))) if index else set()
+    for page in doc_files(root):
+        if page.startswith("docs/") and page.endswith(".md") and page not in listed:
+            problems.append(f'README.md:1: {page} is not in the list under "## Documentation"')
+    return problems
+
+
 def check(root):
-    return check_config(root) + check_metrics(root) + check_cli(root) + check_reasons(root)
+    return (check_config(root) + check_metrics(root) + check_cli(root) + check_reasons(root) +
+            check_links(root))
 
 
 def main(argv):

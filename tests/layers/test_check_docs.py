@@ -14,8 +14,8 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHECKER = os.path.join(HERE, "check_docs.py")
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
-# What the checker reads: the product sources, the documentation, the tests it looks for codes in.
-COPY = ("base", "mappings", "upstream", "gateway", "docs", "README.md", "tests/e2e", "tests/unit")
+# What the copy leaves out: build trees, the repository's history, caches.
+SKIP = shutil.ignore_patterns(".git", "build", "build-*", "*.o", "__pycache__")
 
 
 def run(root):
@@ -29,13 +29,8 @@ class CheckDocs(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
         cls.clean = os.path.join(cls.tmp.name, "clean")
-        for part in COPY:
-            src, dst = os.path.join(REPO, part), os.path.join(cls.clean, part)
-            if os.path.isdir(src):
-                shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.o", "__pycache__"))
-            else:
-                os.makedirs(os.path.dirname(dst), exist_ok=True)
-                shutil.copy(src, dst)
+        # the documentation names files anywhere in the tree (deploy/, tests/fuzz/...): copy it all
+        shutil.copytree(REPO, cls.clean, ignore=SKIP, symlinks=True)
 
     @classmethod
     def tearDownClass(cls):
@@ -146,6 +141,36 @@ class CheckDocs(unittest.TestCase):
         self.edit("gateway/cmp/record.c", r'"cert_not_withdrawn"', '"cert_kept"')
         self.expect(r"^docs/errors\.md:\d+: `cert_not_withdrawn` is said to be logged, but no source file "
                     r"logs it$")
+
+    def test_link_to_a_missing_heading(self):
+        self.edit("README.md", r"docs/operations\.md#several-instances",
+                  "docs/operations.md#several-instance")
+        self.expect(r"^README\.md:\d+: link docs/operations\.md#several-instance: docs/operations\.md has no "
+                    r"heading #several-instance$")
+
+    def test_link_and_path_to_a_missing_file(self):
+        self.edit("docs/3gpp.md", r"deploy/examples/3gpp\.json", "deploy/examples/5g.json", count=2)
+        self.expect(r"^docs/3gpp\.md:\d+: link \.\./deploy/examples/5g\.json: there is no "
+                    r"deploy/examples/5g\.json$",
+                    r"^docs/3gpp\.md:\d+: deploy/examples/5g\.json does not exist$")
+
+    def test_function_the_sources_no_longer_have(self):
+        self.edit("docs/architecture.md", r"\bgw_cmp_process\(\)", "gw_cmp_run()")
+        self.expect(r"^docs/architecture\.md:\d+: gw_cmp_run\(\) is no function of the sources$")
+
+    def test_page_not_in_the_index(self):
+        self.edit("README.md", r"^- \[docs/polling\.md\].*\n", "")
+        self.expect(r'^README\.md:1: docs/polling\.md is not in the list under "## Documentation"$')
+
+    def test_json_example_that_does_not_parse(self):
+        self.edit("docs/configuration.md", r'"device": "role:default" \}', '"device": "role:default", ... }')
+        self.expect(r"^docs/configuration\.md:\d+: this json block is not JSON")
+
+    def test_reload_without_the_token(self):
+        self.edit("docs/operations.md",
+                  r'curl -X POST -H "Authorization: Bearer \$\(cat /etc/cmpgw/admin\.token\)" ',
+                  "curl -X POST ")
+        self.expect(r"^docs/operations\.md:\d+: POST /reload without the bearer token")
 
 
 if __name__ == "__main__":
