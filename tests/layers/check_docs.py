@@ -24,6 +24,8 @@ expressions over the sources (nothing is built or run):
    of it where it names one; every repository path and gw_/cmp_/policy_ function() they name
    exists; every page of docs/ is in README.md's "## Documentation" list; every ```json block
    parses (alone or as an object's members), and every curl to /reload carries the bearer token.
+   Every .c file of the layers has a row in docs/architecture.md's module table, and every file
+   that table names exists.
 
 Usage: check_docs.py [REPO_ROOT]   (default: two directories above this file)
 Prints one "path:line: what is missing where" per problem and exits 1 if there is any.
@@ -575,9 +577,34 @@ def check_links(root):
     return problems
 
 
+def check_modules(root):
+    """Every .c file of the layers has a row in docs/architecture.md's "## Modules" table (folder in
+    the first cell, or empty for the row above's; files as code spans), and every file named exists."""
+    problems, doc_path = [], "docs/architecture.md"
+    text = read(root, doc_path)
+    named, folder = set(), None
+    for number, line in enumerate(text.splitlines(), 1):
+        c = cells(line) if line.startswith("| ") else []
+        if len(c) < 3:
+            continue
+        m = re.fullmatch(r"`((?:base|mappings|upstream|gateway)/(?:\w+/)?)`", c[0])
+        if m:
+            folder = m.group(1)
+        elif c[0] or folder is None:
+            continue
+        for name in re.findall(r"`(\w+\.[ch])`", c[1] + " " + c[2]):
+            if not os.path.exists(os.path.join(root, folder + name)):
+                problems.append(f"{doc_path}:{number}: {folder}{name} does not exist")
+            named.add(folder + name)
+    for path in product_sources(root):
+        if path not in named:
+            problems.append(f'{doc_path}:1: {path} is in no row of the "## Modules" table')
+    return problems
+
+
 def check(root):
     return (check_config(root) + check_metrics(root) + check_cli(root) + check_reasons(root) +
-            check_links(root))
+            check_links(root) + check_modules(root))
 
 
 def main(argv):

@@ -172,6 +172,12 @@ class CheckDocs(unittest.TestCase):
                   "curl -X POST ")
         self.expect(r"^docs/operations\.md:\d+: POST /reload without the bearer token")
 
+    def test_source_file_not_in_the_module_table(self):
+        self.edit("docs/architecture.md", r"`engine_info\.c`", "`engine_query.c`")
+        self.expect(r'^docs/architecture\.md:1: gateway/cmp/engine_info\.c is in no row of the "## Modules" '
+                    r"table$",
+                    r"^docs/architecture\.md:\d+: gateway/cmp/engine_query\.c does not exist$")
+
 
 if __name__ == "__main__":
     unittest.main()
