@@ -25,7 +25,7 @@ expressions over the sources (nothing is built or run):
    exists; every page of docs/ is in README.md's "## Documentation" list; every ```json block
    parses (alone or as an object's members), and every curl to /reload carries the bearer token.
    Every .c file of the layers has a row in docs/architecture.md's module table, and every file
-   that table names exists.
+   that table names exists. Every library CMakeLists.txt looks for is in README.md's requirements.
 
 Usage: check_docs.py [REPO_ROOT]   (default: two directories above this file)
 Prints one "path:line: what is missing where" per problem and exits 1 if there is any.
@@ -602,9 +602,22 @@ def check_modules(root):
     return problems
 
 
+def check_requirements(root):
+    """Every library CMakeLists.txt looks for (pkg-config modules, find_package but for CMake's own
+    helpers) is named in README.md's "## Requirements", so a new user knows what to install."""
+    cmake = read(root, "CMakeLists.txt")
+    readme = read(root, "README.md")
+    m = re.search(r"^## Requirements\n(.*?)(?=^## |\Z)", readme, re.S | re.M)
+    section = m.group(1).lower() if m else ""
+    wanted = re.findall(r"pkg_check_modules\(\w+ (?:REQUIRED )?IMPORTED_TARGET ([\w.-]+)\)", cmake)
+    wanted += [n for n in re.findall(r"find_package\((\w+)", cmake) if n not in ("PkgConfig", "Threads")]
+    return [f'README.md:1: {name} (CMakeLists.txt) is not named under "## Requirements"'
+            for name in wanted if name.lower() not in section]
+
+
 def check(root):
     return (check_config(root) + check_metrics(root) + check_cli(root) + check_reasons(root) +
-            check_links(root) + check_modules(root))
+            check_links(root) + check_modules(root) + check_requirements(root))
 
 
 def main(argv):

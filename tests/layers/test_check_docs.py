@@ -178,6 +178,10 @@ class CheckDocs(unittest.TestCase):
                     r"table$",
                     r"^docs/architecture\.md:\d+: gateway/cmp/engine_query\.c does not exist$")
 
+    def test_library_not_in_the_requirements(self):
+        self.edit("README.md", r"hiredis for a shared state", "a shared state")
+        self.expect(r'^README\.md:1: hiredis \(CMakeLists\.txt\) is not named under "## Requirements"$')
+
 
 if __name__ == "__main__":
     unittest.main()
