@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Check that the documentation names what the code has, and nothing it no longer has.
 
-A maintainer has only README.md, docs/ and docs/man to go by. Four cross-checks, each by regular
-expressions over the sources (nothing is built or run):
+A maintainer has only README.md, docs/ and docs/man to go by. Five groups of checks, each by
+regular expressions over the sources (nothing is built or run):
 
 1. Configuration keys. Every key of a parser table (GW_CONF_REQ / GW_CONF_OPT rows, and
    {.key = "..."} rows, in the `static const struct gw_conf_field x[]` tables of base/, mappings/,
@@ -115,9 +115,11 @@ def cells(line):
 def doc_key_rows(text):
     """[(heading, line, [keys])]: the first cells of the rows of every table whose header's first
     cell is "key", under the heading they follow."""
-    rows, heading, in_keys, prev_table = [], "", False, False
+    rows, heading, in_keys, prev_table, fenced = [], "", False, False, False
     for number, line in enumerate(text.splitlines(), 1):
-        m = HEADING.match(line)
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        m = HEADING.match(line) if not fenced else None
         if m:
             heading = m.group(2)
         is_table = line.startswith("|")

@@ -63,6 +63,10 @@ class CheckDocs(unittest.TestCase):
     def test_the_repository_passes(self):
         self.assertEqual(run(self.clean), (0, []))
 
+    def test_comment_in_a_code_block_is_no_heading(self):
+        self.edit("docs/configuration.md", r"^`tls`:$", "```sh\n# a shell comment\n```\n\n`tls`:")
+        self.assertEqual(run(self.root), (0, []))
+
     def test_key_without_a_row(self):
         self.edit("docs/configuration.md", r"^\| `queue_depth` .*\n", "")
         self.expect(r'^gateway/config\.c:\d+: key "queue_depth" \(top_fields\) has no row in '
