@@ -422,12 +422,17 @@ int cmp_check_ids(const struct cmp_call *c, struct cmp_refusal *r)
     return 0;
 }
 
-/* RFC 9481 §6.1.1: PBM's owf is SHA-256 or stronger; SHA-3 and SHAKE cost several times SHA-256 an
-   iteration. Its mac: HMAC-SHA1 too, OpenSSL 3.0's client default, whose strength as a MAC does not rest
-   on SHA-1's collision resistance (a route's min_hash may refuse it). */
-static const int pbm_owfs[] = {NID_sha256, NID_sha384, NID_sha512};
-static const int pbm_macs[] = {NID_hmac_sha1, NID_hmacWithSHA1, NID_hmacWithSHA256, NID_hmacWithSHA384,
-                               NID_hmacWithSHA512};
+/*
+ * PBM's owf is one of RFC 9481 §2's digests (SHA-1 and MD5 are not), its mac one of §6.2.1's HMACs
+ * (a route's min_hash may refuse SHA-224). SHAKE is not: §2.2 wants 256 bits of SHAKE128 and 512 of
+ * SHAKE256, and OpenSSL 3.0's PBM (OSSL_CRMF_pbm_new) finalizes each with EVP_DigestFinal_ex, at its
+ * default length, half of that, so a conforming client's MAC would not verify. SHA-3, which §2 does not
+ * list, costs several times SHA-256 an iteration. The mac HMAC-SHA1 too, OpenSSL 3.0's client default,
+ * whose strength as a MAC does not rest on SHA-1's collision resistance.
+ */
+static const int pbm_owfs[] = {NID_sha224, NID_sha256, NID_sha384, NID_sha512};
+static const int pbm_macs[] = {NID_hmac_sha1,      NID_hmacWithSHA1,   NID_hmacWithSHA224,
+                               NID_hmacWithSHA256, NID_hmacWithSHA384, NID_hmacWithSHA512};
 
 static int listed(const int *nids, size_t n, int nid)
 {
@@ -454,8 +459,9 @@ int cmp_check_pbm_algs(const struct cmp_call *c, struct cmp_refusal *r)
         return 0;
     gw_log_kv(GW_LOG_INFO, "pbm_alg", "tid", c->rsp->tid, "owf", owf, "mac", mac, NULL);
     return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badAlg,
-                      "PBM protection with owf %s and mac %s is not accepted: use owf SHA-256, SHA-384 or "
-                      "SHA-512 and mac HMAC-SHA1, HMAC-SHA256, HMAC-SHA384 or HMAC-SHA512",
+                      "PBM protection with owf %s and mac %s is not accepted: use owf SHA-224, SHA-256, "
+                      "SHA-384 or SHA-512 and mac HMAC-SHA1, HMAC-SHA224, HMAC-SHA256, HMAC-SHA384 or "
+                      "HMAC-SHA512",
                       owf, mac);
 }
 

@@ -646,18 +646,21 @@ class Errors(Base):
         self.expect("pbm_iterations", self.send("pbmiter-unknown", m))
 
     def test_pbm_alg(self):
-        """PBM's owf and mac come from an allow-list (RFC 9481 §6.1.1), checked before the key is derived and
-        before the reference is looked up: `openssl cmp -digest` under PBM is its owf too, so sha1 and
-        sha3-512 are refused; so are a crafted MD5 or unknown owf and an HMAC-MD5 mac, whoever's reference
-        they name. Twins: openssl cmp's default (owf sha256, mac hmac-sha1) and owf sha512 with mac
-        hmacWithSHA512 are issued."""
-        accepts = ("is not accepted: use owf SHA-256, SHA-384 or SHA-512 and mac HMAC-SHA1, HMAC-SHA256, "
-                   "HMAC-SHA384 or HMAC-SHA512")
+        """PBM's owf and mac come from an allow-list (RFC 9481 §2, §6.2.1), checked before the key is derived
+        and before the reference is looked up: `openssl cmp -digest` under PBM is its owf too, so sha1 and
+        sha3-512 are refused; so are a crafted MD5, SHAKE128, SHAKE256 or unknown owf (OpenSSL 3.0 derives a
+        SHAKE PBM key at half the length RFC 9481 §2.2 requires) and an HMAC-MD5 mac, whoever's reference
+        they name. Twins: openssl cmp's default (owf sha256, mac hmac-sha1), owf sha512 with mac
+        hmacWithSHA512, owf sha224 (`-digest sha224`) and mac hmacWithSHA224 are issued."""
+        accepts = ("is not accepted: use owf SHA-224, SHA-256, SHA-384 or SHA-512 and mac HMAC-SHA1, "
+                   "HMAC-SHA224, HMAC-SHA256, HMAC-SHA384 or HMAC-SHA512")
         for digest in ("sha1", "sha3-512"):
             with self.subTest(digest=digest):
                 a = self.expect("pbm_alg", self.ir("pbmalg-" + digest, auth="pbm", extra=("-digest", digest)))
                 self.assertEqual(a.status_strings, ["PBM protection with owf %s and mac hmac-sha1 %s" % (digest, accepts)])
         crafted = (("md5", "1.2.840.113549.2.5", None, "owf md5 and mac hmac-sha1"),
+                   ("shake128", "2.16.840.1.101.3.4.2.11", None, "owf shake128 and mac hmac-sha1"),
+                   ("shake256", "2.16.840.1.101.3.4.2.12", None, "owf shake256 and mac hmac-sha1"),
                    ("unknown", "1.3.6.1.4.1.55555.1", None, "owf unknown and mac hmac-sha1"),
                    ("hmac-md5", None, "1.3.6.1.5.5.8.1.1", "owf sha256 and mac hmac-md5"))
         for what, owf, mac, names in crafted:
@@ -667,8 +670,9 @@ class Errors(Base):
                 self.assertEqual(a.status_strings, ["PBM protection with %s %s" % (names, accepts)])
                 set_octets(m["header"], "senderKID", b"no-such-device")
                 self.expect("pbm_alg", self.send("pbmalg-%s-unknown" % what, m))
-        self.assertGreaterEqual(len([e for e in self.gw.log_lines() if e.get("event") == "pbm_alg"]), 7)
-        for name, extra in (("pbmalg-default", ()), ("pbmalg-sha512", ("-digest", "sha512", "-mac", "hmacWithSHA512"))):
+        self.assertGreaterEqual(len([e for e in self.gw.log_lines() if e.get("event") == "pbm_alg"]), 11)
+        for name, extra in (("pbmalg-default", ()), ("pbmalg-sha512", ("-digest", "sha512", "-mac", "hmacWithSHA512")),
+                            ("pbmalg-sha224", ("-digest", "sha224")), ("pbmalg-hmac224", ("-mac", "hmacWithSHA224"))):
             with self.subTest(twin=name):
                 res = self.gw.cmp("ir", name, auth="pbm", newkey=self.newkey(name), subject="/CN=" + name,
                                   extra=extra + ("-implicit_confirm",))

@@ -4439,6 +4439,13 @@ static void test_3gpp_roles(void **state)
         {"PBM with hmac-sha1", NULL, "sha256", PBM, 0, NID_hmac_sha1, OSSL_CMP_PKIFAILUREINFO_badAlg,
          "SHA-1 is not accepted"},
         {"PBM with hmac-sha256", NULL, "sha256", PBM, 0, NID_hmacWithSHA256, -1, NULL},
+        /* SHA-224 is on PBM's allow-list (RFC 9481 §2, §6.2.1): min_hash refuses it as a signature's */
+        {"PBM with owf SHA-224", NULL, "sha256", PBM, 0, NID_hmacWithSHA256, OSSL_CMP_PKIFAILUREINFO_badAlg,
+         "SHA-224 is not accepted on this route: sign with SHA-256 or stronger (3GPP TS 33.310)"},
+        {"PBM with owf SHA-224 without min_hash", NULL, NULL, PBM, 0, NID_hmacWithSHA256, -1, NULL},
+        {"PBM with hmac-sha224", NULL, "sha256", PBM, 0, NID_hmacWithSHA224, OSSL_CMP_PKIFAILUREINFO_badAlg,
+         "SHA-224 is not accepted on this route"},
+        {"PBM with hmac-sha224 without min_hash", NULL, NULL, PBM, 0, NID_hmacWithSHA224, -1, NULL},
         /* the POPO's hash has a floor on every route too (GW_MIN_POPO_HASH_BITS), checked before min_hash;
            OpenSSL signs the POPO with the digest of its protection, which PBM leaves out of its MAC */
         {"SHA-1 POPO under PBM without min_hash", NULL, NULL, PBM, NID_sha1, NID_hmacWithSHA256,
@@ -4498,6 +4505,8 @@ static void test_3gpp_roles(void **state)
             assert_int_equal(OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_DIGEST_ALGNID, tc.digest_nid), 1);
         if (tc.mac_nid != 0)
             assert_int_equal(OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_MAC_ALGNID, tc.mac_nid), 1);
+        if (strstr(tc.name, "owf SHA-224") != NULL)
+            assert_int_equal(OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_OWF_ALGNID, NID_sha224), 1);
         cert = OSSL_CMP_exec_IR_ses(ctx);
         if (tc.fail_bit < 0) {
             assert_non_null(cert);
