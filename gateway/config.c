@@ -447,6 +447,7 @@ static int resolve_role(struct gw_conf_ctx *pc, struct gw_config *cfg, struct gw
         (rc = resolve_allow_scopes(pc, cfg, r)) != 0)
         return rc;
     gw_config_warn_migration(pc, r);
+    gw_config_warn_any_host(pc, r);
     for (i = 0; i < r->n_pbm; i++) {
         gw_conf_bprintf(path, sizeof(path), "$.roles.%s.pbm[%zu]", r->name, i);
         if (gw_pbm_conf_find(cfg->pbm, cfg->n_pbm, (const unsigned char *)r->pbm_refs[i],

@@ -15,6 +15,12 @@
 void gw_config_warn_migration(const struct gw_conf_ctx *pc, const struct gw_role *r);
 
 /*
+ * gw_config_warn_any_host warns of a role that lets a request name any host, in its CN or a DNS SAN:
+ * one without allowed_dns_names, allowed_common_names and allowed_subjects.
+ */
+void gw_config_warn_any_host(const struct gw_conf_ctx *pc, const struct gw_role *r);
+
+/*
  * gw_config_warn_free_subjects warns, once per pair of roles, of a role without allowed_subjects
  * whose upstream's CA another role trusts while it admits clients by subject (signer_subjects,
  * tls_subjects, ra_subjects, the subject lines of a device_allowlist under the trust entries they name).

@@ -48,6 +48,26 @@ void gw_config_warn_migration(const struct gw_conf_ctx *pc, const struct gw_role
                pc->name, r->name, r->migration.to->name, X509_verify_cert_error_string(err));
 }
 
+void gw_config_warn_any_host(const struct gw_conf_ctx *pc, const struct gw_role *r)
+{
+    const struct gw_authz *a = &r->authz;
+
+    /*
+     * Also where the upstream copies a host-name CN into the DNS SANs (Vault), which a role without "dns"
+     * in allowed_san_types then refuses: Vault copies only what its own host-name check passes, and
+     * X509_check_host compares any CN with a dot ("a_b.example.org"). An allowed_subjects pattern's '*'
+     * matches no '.': it names the host names it lets through.
+     */
+    if (a->common_names.n > 0 || a->dns_names.n > 0 || a->subjects.n > 0)
+        return;
+    gw_log(GW_LOG_WARN, "config",
+           "%s: $.roles.%s.authorization: neither allowed_dns_names nor allowed_common_names is set, so role "
+           "\"%s\" issues certificates naming any host a client asks for, in the common name (which TLS "
+           "clients take as the host name of a certificate without DNS SANs) or as a DNS SAN: set "
+           "allowed_dns_names (a host-name CN is held to it too) or allowed_common_names on \"%s\"",
+           pc->name, r->name, r->name, r->name);
+}
+
 /*
  * Whether a CA that |u| issues under chains to |store|, at no security level: a certificate it issues
  * that a weak link keeps from authenticating is no risk, but a TLS listener at OpenSSL's level 1 may

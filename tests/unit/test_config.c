@@ -2118,6 +2118,59 @@ static void test_migration_weak_chain_warns(void **state)
 }
 
 /*
+ * A role that bounds neither the DNS names nor the CNs a request may ask for (nor its whole subject)
+ * warns, once, naming itself and what to set: it issues certificates naming any host. Its twins, a
+ * role with any of the three, load without it; a second role of each kind is warned of by its own name.
+ */
+static void test_any_host_role_warns(void **state)
+{
+    static const struct {
+        const char *authz; /* the default role's "authorization", or "" */
+        bool warns;
+    } cases[] = {
+        {"", true},
+        {", \"authorization\": { \"tls_client\": \"optional\" }", true},
+        {", \"authorization\": { \"allowed_dns_names\": [\"*.devices.example.com\"] }", false},
+        {", \"authorization\": { \"allowed_common_names\": [\"dev-*\"] }", false},
+        {", \"authorization\": { \"allowed_subjects\": [\"/O=acme/CN=dev-*\"] }", false},
+    };
+    static const char *const want =
+        "cmpgw.json: $.roles.default.authorization: neither allowed_dns_names nor allowed_common_names is "
+        "set, so role \\\"default\\\" issues certificates naming any host a client asks for";
+    static const char *const other = "$.roles.other.authorization: neither allowed_dns_names";
+    char def[256], *log, *at;
+    struct gw_config *cfg;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct edit e[] = {
+            {"\"implicit_confirm\": true", def},
+            {"\"roles\": {",
+             "\"roles\": { \"other\": { \"upstream\": \"local\", \"trust\": [\"demo\"], \"authorization\": "
+             "{ \"allowed_subjects\": [\"/CN=x\"] } }, \"free\": { \"upstream\": \"local\", "
+             "\"trust\": [\"demo\"] },"},
+        };
+
+        snprintf(def, sizeof(def), "\"implicit_confirm\": true%s", cases[i].authz);
+        cfg = parse_edits_logged(e, 2, &log);
+        at = strstr(log, want);
+        if ((at != NULL) != cases[i].warns)
+            fail_msg("case %zu: %s", i, log);
+        if (at != NULL && strstr(at + 1, want) != NULL)
+            fail_msg("case %zu: warned more than once: %s", i, log);
+        if (at != NULL && strstr(log, "set allowed_dns_names (a host-name CN is held to it too) or "
+                                      "allowed_common_names on \\\"default\\\"") == NULL)
+            fail_msg("case %zu: no advice: %s", i, log);
+        /* the other roles: one free of any name list warns by its own name, one with allowed_subjects not */
+        if (strstr(log, "$.roles.free.authorization: neither allowed_dns_names") == NULL ||
+            strstr(log, other) != NULL)
+            fail_msg("case %zu: %s", i, log);
+        gw_config_free(cfg);
+        free(log);
+    }
+}
+
+/*
  * A hand-over without cmp.revoked_file (nor Redis) warns: its successor would take what was revoked
  * through its predecessor. With the file it does not.
  */
@@ -2560,6 +2613,7 @@ int main(void)
         cmocka_unit_test(test_free_subjects_warn),
         cmocka_unit_test(test_trusted_everyone_warns),
         cmocka_unit_test(test_migration_weak_chain_warns),
+        cmocka_unit_test(test_any_host_role_warns),
         cmocka_unit_test(test_handover_without_revoked_file_warns),
         cmocka_unit_test(test_check_role),
         cmocka_unit_test(test_dir_of),
