@@ -112,6 +112,21 @@ class Revocation(harness.GatewayTestCase):
         self.assertTrue(any(int(r.get("serial", "0"), 16) == int(serial, 16) and "keyCompromise" in r["status"]
                             for r in audit(self.gw, "revoked")))
 
+    def test_holder_revokes_without_reason(self):
+        """An rr without crlEntryDetails (`openssl cmp` sends none without -revreason; RFC 9810 makes them
+        optional) revokes as unspecified: the local issuer's CRL lists the certificate with no reasonCode
+        (RFC 5280 §5.3.1), and the audit record says none was given."""
+        cert, key = self.enrol("noreason")
+        serial = serial_hex(cert)
+        rc, rp = self.rr("noreason-rr", cert, (cert, key), reason=None)
+        self.assertEqual(rc, 0)
+        self.assertEqual(rp_status(rp), (0, [], []))
+        entries = crl_entries(self.gw, "noreason")
+        self.assertIn(serial, entries)
+        self.assertIsNone(entries[serial])
+        self.assertTrue(any(int(r.get("serial", "0"), 16) == int(serial, 16) and r["status"] == "revoked; reason none"
+                            for r in audit(self.gw, "revoked")))
+
     def test_other_client_not_authorized(self):
         cert, _ = self.enrol("victim")
         d = self.gw.dir

@@ -1038,6 +1038,7 @@ static struct {
     X509 *own_ca; /* the local conf's, set aside */
     int fails;    /* what a revocation returns (with |fail_info| for GW_ERR_REFUSED), and UPSTREAM_SAYS */
     int fail_info;
+    int reason; /* the CRLReason the last revocation was asked with */
 } by_serial;
 
 #define UPSTREAM_SAYS "Vault refused: role devices may not revoke (HTTP 400)"
@@ -1045,8 +1046,9 @@ static struct {
 static int by_serial_revoke(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
                             int reason, int *fail_info, char *err)
 {
-    (void)up, (void)issuer, (void)serial, (void)reason;
+    (void)up, (void)issuer, (void)serial;
     by_serial.revokes++;
+    by_serial.reason = reason;
     if (by_serial.fails == 0)
         return 0;
     *fail_info = by_serial.fail_info;
@@ -1185,7 +1187,15 @@ static void test_rr_ra_by_serial(void **state)
     /* the twin: a certificate of the role, as the rr names it */
     ra_rr(e, mine, mine, -1, NULL);
     assert_int_equal(by_serial.revokes, 1);
+    assert_int_equal(by_serial.reason, CRL_REASON_SUPERSEDED);
     assert_int_equal(audit_count(e, "revoked", "status", "reason superseded"), 1);
+    /* an rr without a reasonCode (RFC 9810 makes it optional): every adapter is asked for unspecified */
+    by_serial.answer = named;
+    expect_rr(e, signer_cert, signer_key, named, CRL_REASON_NONE, -1, NULL);
+    by_serial.answer = NULL;
+    assert_int_equal(by_serial.revokes, 2);
+    assert_int_equal(by_serial.reason, CRL_REASON_UNSPECIFIED);
+    assert_int_equal(audit_count(e, "revoked", "status", "reason none"), 1);
     X509_free(mine);
     X509_free(other_role);
     X509_free(named);
