@@ -58,8 +58,19 @@ void gw_config_warn_any_host(const struct gw_conf_ctx *pc, const struct gw_role 
      * X509_check_host compares any CN with a dot ("a_b.example.org"). An allowed_subjects pattern's '*'
      * matches no '.': it names the host names it lets through.
      */
-    if (a->common_names.n > 0 || a->dns_names.n > 0 || a->subjects.n > 0)
+    if (a->dns_names.n > 0)
         return;
+    if (a->common_names.n > 0 || a->subjects.n > 0) {
+        /* the subject is bounded, a DNS SAN is not */
+        if (r->allowed_san_types & GW_SAN_DNS)
+            gw_log(
+                GW_LOG_WARN, "config",
+                "%s: $.roles.%s.authorization: allowed_san_types has \"dns\" but allowed_dns_names is not "
+                "set, so role \"%s\" issues certificates naming any host a client asks for as a DNS SAN: set "
+                "allowed_dns_names on \"%s\"",
+                pc->name, r->name, r->name, r->name);
+        return;
+    }
     gw_log(GW_LOG_WARN, "config",
            "%s: $.roles.%s.authorization: neither allowed_dns_names nor allowed_common_names is set, so role "
            "\"%s\" issues certificates naming any host a client asks for, in the common name (which TLS "

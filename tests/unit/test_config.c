@@ -2171,6 +2171,48 @@ static void test_any_host_role_warns(void **state)
 }
 
 /*
+ * A role that bounds its subject but copies DNS SANs without allowed_dns_names warns that any host may be
+ * named as a DNS SAN; with allowed_dns_names, or without "dns" in allowed_san_types, it does not.
+ */
+static void test_any_dns_san_role_warns(void **state)
+{
+    static const struct {
+        const char *san_types; /* the default role's allowed_san_types */
+        const char *authz;     /* and its authorization */
+        bool warns;
+    } cases[] = {
+        {"[\"dns\"]", "{ \"allowed_common_names\": [\"dev-*\"] }", true},
+        {"[\"dns\", \"ip\"]", "{ \"allowed_subjects\": [\"/CN=dev-*\"] }", true},
+        {"[\"ip\"]", "{ \"allowed_common_names\": [\"dev-*\"] }", false},
+        {"[\"dns\"]", "{ \"allowed_common_names\": [\"dev-*\"], \"allowed_dns_names\": [\"*.example.com\"] }",
+         false},
+    };
+    static const char *const want =
+        "cmpgw.json: $.roles.default.authorization: allowed_san_types has \\\"dns\\\" but allowed_dns_names "
+        "is "
+        "not set, so role \\\"default\\\" issues certificates naming any host a client asks for as a DNS SAN";
+    char types[128], authz[256], *log, *at;
+    struct gw_config *cfg;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct edit e[] = {{"\"allowed_san_types\": [\"dns\", \"ip\", \"uri\"]", types},
+                                 {"\"implicit_confirm\": true", authz}};
+
+        snprintf(types, sizeof(types), "\"allowed_san_types\": %s", cases[i].san_types);
+        snprintf(authz, sizeof(authz), "\"implicit_confirm\": true, \"authorization\": %s", cases[i].authz);
+        cfg = parse_edits_logged(e, 2, &log);
+        at = strstr(log, want);
+        if ((at != NULL) != cases[i].warns || (at != NULL && strstr(at + 1, want) != NULL))
+            fail_msg("case %zu: %s", i, log);
+        if (strstr(log, "$.roles.default.authorization: neither allowed_dns_names") != NULL)
+            fail_msg("case %zu: warned as a role of any name: %s", i, log);
+        gw_config_free(cfg);
+        free(log);
+    }
+}
+
+/*
  * A hand-over without cmp.revoked_file (nor Redis) warns: its successor would take what was revoked
  * through its predecessor. With the file it does not.
  */
@@ -2614,6 +2656,7 @@ int main(void)
         cmocka_unit_test(test_trusted_everyone_warns),
         cmocka_unit_test(test_migration_weak_chain_warns),
         cmocka_unit_test(test_any_host_role_warns),
+        cmocka_unit_test(test_any_dns_san_role_warns),
         cmocka_unit_test(test_handover_without_revoked_file_warns),
         cmocka_unit_test(test_check_role),
         cmocka_unit_test(test_dir_of),
