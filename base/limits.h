@@ -85,6 +85,10 @@
    more. Some 24 bytes each in memory, 100 in Redis. */
 #define GW_DEFAULT_MAX_REVOKED 262144
 #define GW_MAX_REVOKED 1048576
+/* revocations through the gateway under way at once (an rr, a withdrawal), each certificate's marked so
+   that a second is not sent meanwhile (gateway/cmp/revoked.c): one per worker and withdrawal thread
+   would do; a revocation past them waits for one to end, at most its upstream's timeout */
+#define GW_MAX_REVOKING 256
 /* a transaction record and a deferred request's result in Redis: what an instance writes fits, and
    a larger value (a Redis writer's) is refused inside Redis, never pulled over and HMAC'd */
 #define GW_STATE_MAX_RECORD (4 * GW_MAX_CMP_BODY)      /* the request, its certificate, a few fields */

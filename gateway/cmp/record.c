@@ -4,6 +4,7 @@
  * upstream where the upstream can, and on record either way.
  */
 #include "gateway/cmp/record.h"
+#include "gateway/cmp/revoked.h"
 #include "gateway/cmp/status.h"
 #include "base/err.h"
 #include "base/clock.h"
@@ -196,20 +197,44 @@ static int no_upstream(const X509 *cert, char *err)
     return GW_ERR_NOT_FOUND;
 }
 
-/* worker (the engine's withdrawal thread) */
+/* A withdrawal of a certificate the gateway revoked already (its holder's rr, an RA's): not sent again. */
+static void not_repeated(struct gw_cmp_engine *e, const struct withdrawal *w)
+{
+    const struct cmp_txn *t = &w->view;
+
+    (void)answered(e->withdrawals);
+    gw_log_kv(GW_LOG_INFO, "revoke_not_repeated", "tid", w->tid, "serial", t->serial, "upstream",
+              gw_upstream_conf_name(gw_upstream_get0_conf(t->up)), "msg",
+              "revoked through this gateway already: the CA is not asked again", NULL);
+}
+
+/*
+ * worker (the engine's withdrawal thread). A revocation of the certificate under way (its holder's rr)
+ * is waited for, at most the upstream's timeout, and one that ended found; one that did not end by then,
+ * or a shared state that cannot say, lets this one go on: a second revocation at worst, never none.
+ */
 static void revoke(struct gw_cmp_engine *e, const struct withdrawal *w)
 {
     const struct cmp_txn *t = &w->view;
     char err[GW_ERR_LEN] = "";
-    int rc = t->up != NULL ? gw_upstream_revoke(t->up, w->cert, w->reason, err) : no_upstream(w->cert, err);
+    int mine = t->up != NULL ? cmp_revoked_begin(e, w->cert, gw_upstream_timeout_ms(t->up), err) : -1;
+    int rc;
 
+    if (mine == 1) {
+        not_repeated(e, w);
+        return;
+    }
+    rc = t->up != NULL ? gw_upstream_revoke(t->up, w->cert, w->reason, err) : no_upstream(w->cert, err);
+    if (rc == 0)
+        cmp_status_revoked(e, t->up, w->cert, w->tid);
+    if (mine == 0)
+        cmp_revoked_end(e, w->cert);         /* after cmp_status_revoked: who waited finds it revoked */
     if (answered(e->withdrawals) && rc != 0) /* on record as not revoked already */
         return;
     if (rc != 0) {
         not_revoked(e, w, err);
         return;
     }
-    cmp_status_revoked(e, t->up, w->cert, w->tid);
     (void)cmp_audit_cert(e, t, w->tid, "revoked", "revoked upstream", w->cert, 1);
     gw_log_kv(GW_LOG_WARN, "cert_revoked", "tid", w->tid, "serial", t->serial, "upstream",
               gw_upstream_conf_name(gw_upstream_get0_conf(t->up)), NULL);

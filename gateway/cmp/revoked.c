@@ -23,6 +23,13 @@
  * the other appended whenever a lookup finds nothing, before it answers, so that a certificate revoked
  * on one is refused on the other from its rp on: a timer or a watching thread would leave a window.
  * That costs such a lookup an fstat, a third of the hash it takes already.
+ *
+ * A revocation under way (an rr, a withdrawal) marks its certificate, under the set's lock, from before
+ * it asks the set until its entry is in: a second one (the holder's rr while the gateway withdraws the
+ * certificate, two rrs at once) waits for it and then finds it revoked, rather than pass the lookup
+ * in between and have the CA revoke it twice (cfssl would record the second's reason and time over the
+ * first's, and the audit log would hold two revocations). The marks are as many as revocations run at
+ * once, at most GW_MAX_REVOKING.
  */
 #include "gateway/cmp/revoked.h"
 #include "gateway/cmp/cluster.h"
@@ -61,6 +68,9 @@ struct cmp_revoked {
     pthread_mutex_t lock;
     struct revoked_entry *v; /* sorted by id */
     size_t n, cap;
+    unsigned char revoking[GW_MAX_REVOKING][ID_LEN]; /* the certificates being revoked now */
+    size_t n_revoking;
+    pthread_cond_t ended;      /* a revocation under way ended: its mark is gone */
     pthread_mutex_t file_lock; /* one append at a time: a failed one is cut off before the next */
     int fd;                    /* cmp.revoked_file, O_APPEND; -1 without one, or past a failed append */
     char *file;
@@ -482,11 +492,19 @@ static int take_file(struct cmp_revoked *rs, const char *file, time_t now, char 
 struct cmp_revoked *cmp_revoked_new(const char *file, uid_t owner, time_t now, char *err)
 {
     struct cmp_revoked *rs = calloc(1, sizeof(*rs));
+    pthread_condattr_t attr;
 
     snprintf(err, GW_ERR_LEN, "out of memory");
     if (rs == NULL)
         return NULL;
     pthread_mutex_init(&rs->lock, NULL);
+    if (pthread_condattr_init(&attr) != 0 || pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) != 0 ||
+        pthread_cond_init(&rs->ended, &attr) != 0) {
+        pthread_mutex_destroy(&rs->lock);
+        free(rs);
+        return NULL;
+    }
+    pthread_condattr_destroy(&attr);
     pthread_mutex_init(&rs->file_lock, NULL);
     pthread_mutex_init(&rs->read_lock, NULL);
     rs->fd = -1;
@@ -508,6 +526,7 @@ void cmp_revoked_free(struct cmp_revoked *rs)
     if (rs->rfd >= 0)
         close(rs->rfd);
     pthread_mutex_destroy(&rs->lock);
+    pthread_cond_destroy(&rs->ended);
     pthread_mutex_destroy(&rs->file_lock);
     pthread_mutex_destroy(&rs->read_lock);
     free(rs->v);
@@ -649,4 +668,87 @@ int cmp_revoked_check(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err
         return 0;
     gw_hex(hex, id, ID_LEN);
     return gw_cluster_revoked(e->cluster, hex, err);
+}
+
+/* Where |id| is among the revocations under way, or rs->n_revoking. Lock held. */
+static size_t revoking_at(const struct cmp_revoked *rs, const unsigned char *id)
+{
+    size_t i = 0;
+
+    while (i < rs->n_revoking && memcmp(rs->revoking[i], id, ID_LEN) != 0)
+        i++;
+    return i;
+}
+
+/*
+ * |id| marked as under way, once no other revocation of it is and a mark is free, waiting at most until
+ * |deadline| (CLOCK_MONOTONIC): 0, or GW_ERR_BUSY.
+ */
+static int mark(struct cmp_revoked *rs, const unsigned char *id, const struct timespec *deadline)
+{
+    int late = 0, rc = GW_ERR_BUSY;
+
+    pthread_mutex_lock(&rs->lock);
+    while (revoking_at(rs, id) < rs->n_revoking || rs->n_revoking >= GW_MAX_REVOKING) {
+        if (late)
+            break;
+        late = pthread_cond_timedwait(&rs->ended, &rs->lock, deadline) == ETIMEDOUT;
+    }
+    if (revoking_at(rs, id) == rs->n_revoking && rs->n_revoking < GW_MAX_REVOKING) {
+        memcpy(rs->revoking[rs->n_revoking++], id, ID_LEN);
+        rc = 0;
+    }
+    pthread_mutex_unlock(&rs->lock);
+    return rc;
+}
+
+static void unmark(struct cmp_revoked *rs, const unsigned char *id)
+{
+    size_t at;
+
+    pthread_mutex_lock(&rs->lock);
+    if ((at = revoking_at(rs, id)) < rs->n_revoking) {
+        memcpy(rs->revoking[at], rs->revoking[rs->n_revoking - 1], ID_LEN);
+        rs->n_revoking--;
+        pthread_cond_broadcast(&rs->ended);
+    }
+    pthread_mutex_unlock(&rs->lock);
+}
+
+int cmp_revoked_begin(struct gw_cmp_engine *e, X509 *cert, uint32_t wait_ms, char *err)
+{
+    unsigned char id[ID_LEN];
+    struct timespec deadline;
+    time_t now;
+    int rc;
+
+    if (id_of(cert, id) != 0) {
+        snprintf(err, GW_ERR_LEN, "the certificate's issuer and serial cannot be read");
+        return GW_ERR_CRYPTO;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += (time_t)(wait_ms / 1000);
+    deadline.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    if (mark(e->revoked, id, &deadline) != 0) {
+        snprintf(err, GW_ERR_LEN, "another revocation of it, or %d revocations, did not end within %u ms",
+                 GW_MAX_REVOKING, wait_ms);
+        return GW_ERR_BUSY;
+    }
+    /* asked once marked: what a revocation that ended meanwhile put in, what other gateways did */
+    now = e->clock != NULL ? e->clock() : time(NULL);
+    if ((rc = cmp_revoked_check(e, cert, now, err)) != 0)
+        unmark(e->revoked, id);
+    return rc;
+}
+
+void cmp_revoked_end(struct gw_cmp_engine *e, X509 *cert)
+{
+    unsigned char id[ID_LEN];
+
+    if (id_of(cert, id) == 0)
+        unmark(e->revoked, id);
 }

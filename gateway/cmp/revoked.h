@@ -9,6 +9,7 @@
 #ifndef GW_CMP_REVOKED_H
 #define GW_CMP_REVOKED_H
 
+#include <stdint.h>
 #include <time.h>
 #include <sys/types.h>
 #include <openssl/x509.h>
@@ -54,5 +55,16 @@ int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err);
  * GW_ERR_CRYPTO when |cert| cannot be named.
  */
 int cmp_revoked_check(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err);
+
+/*
+ * cmp_revoked_begin: |cert| is to be revoked at its CA through |e| (an rr, a withdrawal). 0: it is marked
+ * as under way, and no other revocation of it begins until the caller, once the CA answered (and after
+ * cmp_status_revoked where it revoked), calls cmp_revoked_end. 1: revoked through this gateway already
+ * (cmp_revoked_check): nothing is to be sent. Another revocation of it under way is waited for first, at
+ * most |wait_ms|: GW_ERR_BUSY with |err| when it has not ended by then (or GW_MAX_REVOKING are under way).
+ * GW_ERR_UNAVAILABLE and GW_ERR_CRYPTO with |err| as cmp_revoked_check. Unmarked but for 0. (worker)
+ */
+int cmp_revoked_begin(struct gw_cmp_engine *e, X509 *cert, uint32_t wait_ms, char *err);
+void cmp_revoked_end(struct gw_cmp_engine *e, X509 *cert);
 
 #endif

@@ -10,6 +10,7 @@
 #include "gateway/cmp/outcome.h"
 #include "gateway/cmp/policy.h"
 #include "gateway/cmp/record.h"
+#include "gateway/cmp/revoked.h"
 #include "gateway/cmp/status.h"
 #include "gateway/cmp/urole.h"
 #include "base/err.h"
@@ -287,10 +288,11 @@ static int upstream_failed(const struct cmp_txn *t, int rc, int fail_info, const
 
 /*
  * Intent on record, the upstream call, the outcome on disk before the rp leaves (docs/design.md D8).
- * |target|: the certificate revoked (the holder's, or the one an RA's lookup found).
+ * |target|: the certificate revoked (the holder's, or the one an RA's lookup found), marked as under way.
  */
-static int revoke(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer, const ASN1_INTEGER *serial,
-                  X509 *target, int reason, int as_ra, struct cmp_refusal *refusal)
+static int revoke_marked(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer,
+                         const ASN1_INTEGER *serial, X509 *target, int reason, int as_ra,
+                         struct cmp_refusal *refusal)
 {
     const char *up_name = gw_upstream_conf_name(gw_upstream_get0_conf(t->up)), *kind;
     struct gw_audit_rec r;
@@ -329,6 +331,33 @@ static int revoke(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer
     gw_log_kv(GW_LOG_INFO, "cert_revoked", "tid", c->rsp->tid, "identity", t->identity, "serial", t->serial,
               "reason", reason_name(reason), "upstream", up_name, NULL);
     return 0;
+}
+
+/*
+ * |target| revoked unless the gateway revoked it already (its holder's rr, an RA's, a withdrawal): the
+ * CA is not asked twice. cfssl and a CMP CA cannot say so, and cfssl would record the second's reason
+ * and time over the first's; one under way (a withdrawal of the certificate) is waited for, at most this
+ * upstream's timeout, so that it is not sent in the meantime either.
+ */
+static int revoke(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer, const ASN1_INTEGER *serial,
+                  X509 *target, int reason, int as_ra, struct cmp_refusal *refusal)
+{
+    char err[GW_ERR_LEN] = "";
+    int rc = cmp_revoked_begin(c->e, target, gw_upstream_timeout_ms(t->up), err);
+
+    if (rc == 1)
+        return cmp_refuse(refusal, OSSL_CMP_PKIFAILUREINFO_certRevoked, TEXT_REVOKED);
+    if (rc != 0) {
+        gw_log_kv(GW_LOG_WARN, "rr_not_begun", "tid", c->rsp->tid, "serial", t->serial, "reason", err, NULL);
+        /* where the shared state is and what it answered are the operator's (docs/security.md) */
+        return cmp_refuse(
+            refusal, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+            "the gateway cannot begin this revocation now (%.150s); retry later",
+            rc == GW_ERR_BUSY ? err : "whether it was revoked through this gateway cannot be looked up");
+    }
+    rc = revoke_marked(t, c, issuer, serial, target, reason, as_ra, refusal);
+    cmp_revoked_end(c->e, target); /* after cmp_status_revoked: who waited finds it revoked */
+    return rc;
 }
 
 /*

@@ -3,11 +3,13 @@ authsign, role paths, a CSR the cfssl profile refuses, a wrong auth key, cfssl d
 upstream, and rr revoking in cfssl's certificate database. Every negative case asserts the decoded CMP
 answer (PKIStatus, failInfo, statusString)."""
 import sys
+import time
 import unittest
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
 import cfsslenv  # noqa: E402
+import test_errors  # noqa: E402
 
 
 
@@ -132,6 +134,39 @@ class CfsslFrontDoor(harness.GatewayTestCase):
         self.assertEqual(rr.first.body_type, "rp", rr.answers)
         self.assertEqual(rr.first.status, 0, rr.first)
         self.assertEqual(rr.returncode, 0, rr.stderr)
+        self.assertEqual(self.cfssl.record(res.cert), ("revoked", 1))
+
+    def test_withdrawal_after_rr_not_repeated(self):
+        """A certificate its holder revoked before its transaction ended, then withdrawn by the client's
+        error message: cfssl cannot say it is revoked and would record the withdrawal's reason and time over
+        the rr's, so the gateway's own record answers and cfssl is not asked again (one `revoked` record)."""
+        key, csr = self.csr("cf-wd", "/O=cmpgw e2e/CN=wd.example.com", ["DNS:wd.example.com"])
+        res = self.gw.cmp("p10cr", "cf-wd", path="pki/roles/cfssl/cmp", extra=["-csr", csr, "-disable_confirm"])
+        serial = harness.serial_hex(res.cert)
+        chain = self.gw.dir / "cf-wd.chain.pem"
+        chain.write_text(res.first.extra_certs_pem())
+        rr = self.gw.cmp("rr", "cf-wd-rr", auth=(res.cert, key), path="pki/roles/cfssl/cmp", expect_cert=False,
+                         extra=["-oldcert", res.cert, "-revreason", "1", "-untrusted", chain])
+        self.assertEqual((rr.first.body_type, rr.first.status), ("rp", 0), rr.first)
+        self.assertEqual(self.cfssl.record(res.cert), ("revoked", 1))
+        # the client gives the certificate up: the gateway withdraws it
+        req = test_errors.load(res.req_files[0].read_bytes())
+        test_errors.set_octets(req["header"], "recipNonce", res.first.header["senderNonce"].asOctets())
+        err = self.gw.dir / "cf-wd.error.der"
+        err.write_bytes(test_errors.encoder.encode(test_errors.error_msg(req, self.gw.dir / "client.key")))
+        self.assertEqual(self.gw.curl(data=err, path="/pki/roles/cfssl/cmp").status, 200)
+
+        def revoked():
+            return [r for r in harness.audit_records(self.gw, "revoked") if r.get("serial") == serial]
+
+        def ended():
+            return len(revoked()) > 1 or any(l.get("event") == "revoke_not_repeated" and l.get("serial") == serial
+                                             for l in self.gw.log_lines())
+        deadline = time.monotonic() + 20
+        while not ended() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertTrue(ended(), "the withdrawal did not end")
+        self.assertEqual(len(revoked()), 1, revoked())
         self.assertEqual(self.cfssl.record(res.cert), ("revoked", 1))
 
 

@@ -95,6 +95,7 @@ ELSEWHERE = {
     "requested_key_limits": ("test_abuse.py", "a key in this request is above this server's limits: RSA keys up to "),
     "replay_share": ("test_abuse.py", "too many recent transactions from "),
     "rr_already_revoked": ("test_abuse.py", "the certificate is already revoked"),
+    "rr_not_begun": ("../unit/test_rrgenm.c", "the gateway cannot begin this revocation now ("),
     "http_client_cert_dropped": ("test_reload.py", "TLS client certificate no longer accepted (expired, or not "),
     "http_listener_removed": ("test_reload.py", "this listener was removed by a configuration reload"),
     "http_forbidden_path": ("test_reject.py", " is disabled by policy (forbid)"),

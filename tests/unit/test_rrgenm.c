@@ -27,6 +27,9 @@
 #include <json-c/json.h>
 
 #include "gateway/cmp/engine.h"
+#include "gateway/cmp/engine_test.h"
+#include "gateway/cmp/record.h"
+#include "gateway/cmp/cmp_local.h"
 #include "gateway/cmp/shim.h"
 #include "gateway/config.h"
 #include "base/err.h"
@@ -1038,7 +1041,8 @@ static struct {
     X509 *own_ca; /* the local conf's, set aside */
     int fails;    /* what a revocation returns (with |fail_info| for GW_ERR_REFUSED), and UPSTREAM_SAYS */
     int fail_info;
-    int reason; /* the CRLReason the last revocation was asked with */
+    int reason;            /* the CRLReason the last revocation was asked with */
+    void (*during)(int n); /* called by revocation |n| (1, 2, ...) before it answers, on its thread */
 } by_serial;
 
 #define UPSTREAM_SAYS "Vault refused: role devices may not revoke (HTTP 400)"
@@ -1046,9 +1050,12 @@ static struct {
 static int by_serial_revoke(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
                             int reason, int *fail_info, char *err)
 {
+    int n = __atomic_add_fetch(&by_serial.revokes, 1, __ATOMIC_SEQ_CST); /* a withdrawal's thread too */
+
     (void)up, (void)issuer, (void)serial;
-    by_serial.revokes++;
-    by_serial.reason = reason;
+    __atomic_store_n(&by_serial.reason, reason, __ATOMIC_SEQ_CST);
+    if (by_serial.during != NULL)
+        by_serial.during(n);
     if (by_serial.fails == 0)
         return 0;
     *fail_info = by_serial.fail_info;
@@ -1112,6 +1119,7 @@ static struct env *env_by_serial(const char *role_extra, const struct gw_upstrea
     by_serial.revokes = 0;
     by_serial.answer = NULL;
     by_serial.fails = 0;
+    by_serial.during = NULL;
     assert_non_null(up = gw_upstream_new_ops(uc, ops, NULL, err));
     assert_int_equal(gw_upstream_set_put0(e->ups, up), 0);
     gw_config_cmp_settings(e->cfg, &settings);
@@ -1617,6 +1625,114 @@ static void test_rr_remove_from_crl(void **state)
     env_by_serial_free(e);
 }
 
+/*
+ * A withdrawal of the certificate |race.cert| (as a certConf rejecting it, or its transaction's expiry,
+ * queues one) while its holder's rr is at the CA, and the other way round.
+ */
+static struct {
+    struct env *env;
+    X509 *cert;
+    int waits_ms; /* how long the first revocation stays at the CA */
+} race;
+
+static void withdraw_race_cert(void)
+{
+    struct cmp_txn view;
+
+    memset(&view, 0, sizeof(view));
+    view.up = gw_upstream_set_get0(race.env->ups, race.env->cfg->upstreams[0].name);
+    snprintf(view.serial, sizeof(view.serial), "race");
+    cmp_withdraw(race.env->engine, &view, "00", race.cert, CRL_REASON_CESSATION_OF_OPERATION);
+}
+
+/* The first revocation, at the CA: a withdrawal of the same certificate is queued meanwhile. */
+static void withdraw_during(int n)
+{
+    if (n != 1)
+        return;
+    withdraw_race_cert();
+    /* time for the withdrawal's thread to reach the CA, unless something holds it back */
+    for (int i = 0; i < race.waits_ms / 10 && __atomic_load_n(&by_serial.revokes, __ATOMIC_SEQ_CST) < 2; i++)
+        usleep(10 * 1000);
+}
+
+/* The first revocation (a withdrawal's) stays at the CA for race.waits_ms. */
+static void stay_during(int n)
+{
+    if (n == 1)
+        usleep((useconds_t)race.waits_ms * 1000);
+}
+
+/*
+ * The holder's rr while the gateway withdraws the same certificate: one revocation reaches the CA, one
+ * `revoked` is on record, and the withdrawal that found the rr's under way does not send its own. Once,
+ * the withdrawal's thread passed the gateway's record before the rr's entry was in and revoked it a
+ * second time (cfssl then records the second reason and time over the first).
+ */
+static void test_rr_during_withdrawal(void **state)
+{
+    EVP_PKEY *k = NULL;
+    X509 *held = NULL;
+    struct env *e = env_by_serial(NULL, &no_lookup_ops, &held, &k);
+
+    (void)state;
+    race.env = e;
+    race.cert = held;
+    race.waits_ms = 1000;
+    by_serial.during = withdraw_during;
+    expect_rr(e, held, k, held, CRL_REASON_KEY_COMPROMISE, -1, NULL);
+    gw_cmp_engine_settle_withdrawals(e->engine);
+    by_serial.during = NULL;
+    assert_int_equal(by_serial.revokes, 1);
+    assert_int_equal(audit_count(e, "revoked", NULL, NULL), 1);
+    assert_int_equal(audit_count(e, "revoked", "status", "reason keyCompromise"), 1);
+    /* the twin: a withdrawal once the rr ended is not sent either */
+    withdraw_race_cert();
+    gw_cmp_engine_settle_withdrawals(e->engine);
+    assert_int_equal(by_serial.revokes, 1);
+    assert_int_equal(audit_count(e, "revoked", NULL, NULL), 1);
+    X509_free(held);
+    EVP_PKEY_free(k);
+    env_by_serial_free(e);
+}
+
+/*
+ * The other way round: the holder's rr while a withdrawal is at the CA waits for it, at most the
+ * upstream's timeout, and is told to retry when it has not ended by then; nothing is sent meanwhile.
+ * Once the withdrawal revoked it, the holder's certificate authenticates nothing.
+ */
+static void test_rr_waits_for_withdrawal(void **state)
+{
+    EVP_PKEY *k = NULL;
+    X509 *held = NULL;
+    struct env *e = env_by_serial(NULL, &no_lookup_ops, &held, &k);
+    uint32_t timeout_ms = e->cfg->upstreams[0].timeout_ms;
+
+    (void)state;
+    e->cfg->upstreams[0].timeout_ms = 500; /* how long the rr waits for the withdrawal */
+    race.env = e;
+    race.cert = held;
+    race.waits_ms = 1500;
+    by_serial.during = stay_during;
+    withdraw_race_cert();
+    while (__atomic_load_n(&by_serial.revokes, __ATOMIC_SEQ_CST) < 1)
+        usleep(10 * 1000);
+    expect_rr(e, held, k, held, CRL_REASON_KEY_COMPROMISE, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+              "the gateway cannot begin this revocation now (");
+    assert_int_equal(by_serial.revokes, 1);
+    assert_int_equal(audit_count(e, "intent", "body_type", "rr"), 0);
+    gw_cmp_engine_settle_withdrawals(e->engine);
+    by_serial.during = NULL;
+    assert_int_equal(audit_count(e, "revoked", NULL, NULL), 1);
+    expect_rr(e, held, k, held, CRL_REASON_KEY_COMPROMISE, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+              "is revoked; authenticate with a valid one");
+    assert_int_equal(by_serial.revokes, 1);
+    e->cfg->upstreams[0].timeout_ms = timeout_ms;
+    X509_free(held);
+    EVP_PKEY_free(k);
+    env_by_serial_free(e);
+}
+
 /* ---- shim ------------------------------------------------------------------------------------ */
 
 /* An rr as the client builds it (not sent), with |reason|. */
@@ -1943,6 +2059,8 @@ int main(void)
         cmocka_unit_test(test_rr_migration_same_ca_name),
         cmocka_unit_test(test_rr_crmf_upstream),
         cmocka_unit_test(test_rr_remove_from_crl),
+        cmocka_unit_test(test_rr_during_withdrawal),
+        cmocka_unit_test(test_rr_waits_for_withdrawal),
         cmocka_unit_test(test_shim_rr_reason),
         cmocka_unit_test(test_shim_itavs),
         cmocka_unit_test(test_shim_crl_status),
