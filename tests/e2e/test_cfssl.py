@@ -3,7 +3,6 @@ authsign, role paths, a CSR the cfssl profile refuses, a wrong auth key, cfssl d
 upstream, and rr revoking in cfssl's certificate database. Every negative case asserts the decoded CMP
 answer (PKIStatus, failInfo, statusString)."""
 import sys
-import time
 import unittest
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
@@ -162,9 +161,7 @@ class CfsslFrontDoor(harness.GatewayTestCase):
         def ended():
             return len(revoked()) > 1 or any(l.get("event") == "revoke_not_repeated" and l.get("serial") == serial
                                              for l in self.gw.log_lines())
-        deadline = time.monotonic() + 20
-        while not ended() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        harness.settled(ended, bool)
         self.assertTrue(ended(), "the withdrawal did not end")
         self.assertEqual(len(revoked()), 1, revoked())
         self.assertEqual(self.cfssl.record(res.cert), ("revoked", 1))

@@ -24,6 +24,7 @@ import time
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
+import test_errors  # noqa: E402
 from test_errors import RowAssertions  # noqa: E402
 
 REJECTION = 2  # PKIStatus rejection (RFC 9810 §5.2.3)
@@ -240,6 +241,36 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
                    if int(r.get("serial", "0"), 16) == int(harness.serial_hex(canned), 16)]
         self.assertEqual([(r.get("upstream"), r["status"]) for r in revoked],
                          [("ca-cmp", "revoked; reason keyCompromise")])
+
+    def test_withdrawal_after_rr_not_repeated(self):
+        """The holder revokes its certificate before confirming it, then its client aborts the transaction:
+        the withdrawal finds it revoked through the gateway and sends the CMP CA no second rr (a CA that
+        answers certRevoked to it was taken as done, and the audit log held two `revoked` records)."""
+        key, canned = self.canned("wd-rr")
+        self.mock.start(canned)
+        res = self.gw.cmp("ir", "wd-rr", newkey=key, subject="/CN=wd-rr.example.com", path="pki/roles/cmp/cmp",
+                          extra=["-disable_confirm"])
+        self.assert_from_upstream(res, key, canned)
+        rr = self.gw.cmp("rr", "wd-rr-rr", auth=(canned, key), path="pki/roles/cmp/cmp", expect_cert=False,
+                         extra=["-oldcert", canned, "-revreason", "1"])
+        self.assertEqual(harness.rp_status(rr.rsp_files[0].read_bytes()), (0, [], []))
+        ir = test_errors.load(res.req_files[0].read_bytes())
+        test_errors.set_octets(ir["header"], "recipNonce", res.first.header["senderNonce"].asOctets())
+        err = self.gw.dir / "wd-rr.error.der"
+        err.write_bytes(test_errors.encoder.encode(test_errors.error_msg(ir, self.gw.dir / "client.key")))
+        self.assertEqual(self.gw.curl(data=err, path="/pki/roles/cmp/cmp").status, 200)
+        serial = int(harness.serial_hex(canned), 16)
+
+        def revoked():
+            return [r["status"] for r in harness.audit_records(self.gw, "revoked")
+                    if int(r.get("serial", "0"), 16) == serial]
+
+        def ended():
+            return len(revoked()) > 1 or any(l.get("event") == "revoke_not_repeated" for l in self.gw.log_lines())
+        harness.settled(ended, bool)
+        self.assertTrue(ended(), "the withdrawal did not end")
+        self.assertEqual(revoked(), ["revoked; reason keyCompromise"])
+        self.assertEqual(self.upstream_saw().count("RR"), 1, self.upstream_saw())
 
     def holder_rr_rejected(self, name, fail_bit):
         """The holder's rr of a certificate of the CMP CA, which rejects it with |fail_bit| and its own text:
