@@ -811,7 +811,8 @@ int gw_server_prepare(struct gw_server *s, struct gw_gen *next, char *err)
     next->n_ssl_ctx = n;
     for (size_t i = 0; i < n; i++) {
         const struct gw_listener_conf *lc = gw_listener_conf(cfg, i);
-        if (lc->tls_cert != NULL && (next->ssl_ctx[i] = gw_tls_ctx_new(lc, err)) == NULL)
+        if (lc->tls_cert != NULL &&
+            (next->ssl_ctx[i] = gw_tls_ctx_new(lc, i == cfg->n_listeners, err)) == NULL)
             return GW_ERR_CRYPTO;
     }
     return s->running ? bind_new(s, next, err) : 0;

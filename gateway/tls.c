@@ -516,7 +516,7 @@ static int set_session_id_context(SSL_CTX *ctx, const struct gw_listener_conf *l
     return ok ? 0 : GW_ERR_CRYPTO;
 }
 
-SSL_CTX *gw_tls_ctx_new(const struct gw_listener_conf *lc, char *err)
+SSL_CTX *gw_tls_ctx_new(const struct gw_listener_conf *lc, bool secrets, char *err)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 
@@ -526,6 +526,14 @@ SSL_CTX *gw_tls_ctx_new(const struct gw_listener_conf *lc, char *err)
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    /* OpenSSL keeps a record's plaintext in its read buffer after h2o has read it, until the next
+       record overwrites it: the admin listener's carry the bearer token of POST /reload, so each is
+       wiped once read, and the buffer when the connection ends. Not on a CMP listener, whose
+       plaintext holds no secret of the gateway's (a PBM-protected request carries a MAC, never the
+       secret, RFC 9481 §6.1; central key generation, which would send a private key back, is
+       refused): there it would be a pass over every request for nothing. */
+    if (secrets)
+        SSL_CTX_set_options(ctx, SSL_OP_CLEANSE_PLAINTEXT);
     /* an idle connection holds no record buffers (about 34 KiB each otherwise): see docs/performance.md */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     /* the certificates and key the configuration loaded and checked (a key decrypted, or in a token):

@@ -369,7 +369,8 @@ static int cfssl_init(struct gw_upstream *up, char *err)
         return GW_ERR_NOMEM;
     }
     pthread_mutex_init(&c->lock, NULL);
-    if ((c->http = gw_http_client_new(conf->name, conf->impl, conf->timeout_ms, err)) == NULL) {
+    /* no GW_HTTP_SECRETS: an authsign call carries the auth key's HMAC of that one request, never the key */
+    if ((c->http = gw_http_client_new(conf->name, conf->impl, conf->timeout_ms, 0, err)) == NULL) {
         cfssl_free(c);
         return GW_ERR_INVAL;
     }

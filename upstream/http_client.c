@@ -14,6 +14,7 @@
 #include <string.h>
 #include <curl/curl.h>
 #include <openssl/crypto.h>
+#include <openssl/ssl.h>
 #include "base/err.h"
 #include "base/limits.h"
 #include "upstream/http_client.h"
@@ -52,6 +53,7 @@ struct gw_http_client {
     char *base_url;
     const struct gw_http_conf *tls; /* borrowed: tls_ca, tls_cert, tls_key */
     long timeout_ms;
+    unsigned flags; /* enum gw_http_flag */
     pthread_key_t key;
     pthread_mutex_t lock; /* guards |handles| and the transfer thread's fields below */
     struct handle *handles;
@@ -94,7 +96,7 @@ static void handle_destroy(void *arg)
 }
 
 struct gw_http_client *gw_http_client_new(const char *name, const struct gw_http_conf *conf,
-                                          uint32_t timeout_ms, char *err)
+                                          uint32_t timeout_ms, unsigned flags, char *err)
 {
     struct gw_http_client *c = NULL;
 
@@ -117,6 +119,7 @@ struct gw_http_client *gw_http_client_new(const char *name, const struct gw_http
     while (strlen(c->base_url) > 0 && c->base_url[strlen(c->base_url) - 1] == '/')
         c->base_url[strlen(c->base_url) - 1] = '\0';
     c->timeout_ms = timeout_ms != 0 ? (long)timeout_ms : GW_DEFAULT_UPSTREAM_TIMEOUT_MS;
+    c->flags = flags;
     if (pthread_key_create(&c->key, handle_destroy) != 0) {
         snprintf(err, GW_ERR_LEN, "upstream %s: no thread key left", name);
         goto fail;
@@ -318,6 +321,22 @@ CURLcode gw_http_setopt_base(CURL *curl, const char *url, const struct gw_http_c
     return rc;
 }
 
+/*
+ * CURLOPT_SSL_CTX_FUNCTION, for each new connection (libcurl with OpenSSL: |ssl_ctx| is its SSL_CTX,
+ * before its SSL is made). OpenSSL keeps what it decrypted in its read buffer after libcurl read it,
+ * until the next record overwrites it: a login's answer, the token in it, stayed there for as long as
+ * the connection lived. With SSL_OP_CLEANSE_PLAINTEXT each record is wiped once read, and the buffer
+ * when the connection ends. What is sent needs nothing: OpenSSL encrypts a record in place in its
+ * write buffer, so the X-Vault-Token line does not stay there as it was.
+ */
+static CURLcode cleanse_plaintext(CURL *curl, void *ssl_ctx, void *arg)
+{
+    (void)curl;
+    (void)arg;
+    SSL_CTX_set_options(ssl_ctx, SSL_OP_CLEANSE_PLAINTEXT);
+    return CURLE_OK;
+}
+
 /* Sets every option of one call; CURLE_OK or the first failure. */
 static CURLcode set_options(struct gw_http_client *c, CURL *curl, const char *method, const char *url,
                             const char *body, struct curl_slist *hdrs, struct sink *sink)
@@ -327,6 +346,9 @@ static CURLcode set_options(struct gw_http_client *c, CURL *curl, const char *me
     SET(CURLOPT_HTTPHEADER, hdrs);
     SET(CURLOPT_WRITEFUNCTION, on_body);
     SET(CURLOPT_WRITEDATA, sink);
+    /* every connection of the client's handles has it: they share no connection with another client */
+    if ((c->flags & GW_HTTP_SECRETS) != 0)
+        SET(CURLOPT_SSL_CTX_FUNCTION, cleanse_plaintext);
     if (strcmp(method, "GET") == 0) {
         SET(CURLOPT_HTTPGET, 1L);
     } else {

@@ -30,10 +30,18 @@ struct gw_http_response {
     char error[GW_ERR_LEN]; /* transport error, "" if an answer came */
 };
 
+/* What an upstream's calls carry: gw_http_client_new's |flags|. */
+enum gw_http_flag {
+    /* A secret travels in the calls or their answers (Vault's token, a login's answer): OpenSSL wipes
+       each TLS record it decrypted once libcurl has read it, and a connection's buffers when it ends. */
+    GW_HTTP_SECRETS = 1u << 0,
+};
+
 /* gw_http_client_new: for upstream |name|'s API |conf| (url, tls_ca, tls_cert/key; borrowed, it must
- * outlive the client) with calls of at most |timeout_ms| (0: the default). NULL with |err|. */
+ * outlive the client) with calls of at most |timeout_ms| (0: the default) and |flags| (enum
+ * gw_http_flag). NULL with |err|. */
 struct gw_http_client *gw_http_client_new(const char *name, const struct gw_http_conf *conf,
-                                          uint32_t timeout_ms, char *err);
+                                          uint32_t timeout_ms, unsigned flags, char *err);
 
 /*
  * gw_http_setopt_base sets what every call to an upstream sets on |curl|: the URL, no proxy (none

@@ -1120,7 +1120,7 @@ static int vault_init(struct gw_upstream *up, char *err)
                 vc->auth_cert_mount);
         goto fail;
     }
-    if ((v->http = gw_http_client_new(conf->name, &vc->http, conf->timeout_ms, err)) == NULL)
+    if ((v->http = gw_http_client_new(conf->name, &vc->http, conf->timeout_ms, GW_HTTP_SECRETS, err)) == NULL)
         goto fail;
     gw_upstream_set0_impl(up, v);
     return 0;

@@ -2538,7 +2538,7 @@ static SSL_CTX *ctx_after_swap(const struct edit *e, const char *src, const char
     if (*cfg == NULL)
         fail_msg("%s", err);
     copy_file(src, dst, 0644);
-    if ((ctx = gw_tls_ctx_new(&(*cfg)->listeners[0], err)) == NULL)
+    if ((ctx = gw_tls_ctx_new(&(*cfg)->listeners[0], false, err)) == NULL)
         fail_msg("%s", err);
     return ctx;
 }
@@ -2579,6 +2579,30 @@ static void test_tls_ctx_keeps_what_was_loaded(void **state)
     free(root);
     X509_free(server);
     X509_free(ca);
+}
+
+/*
+ * The admin listener's TLS records carry the bearer token of POST /reload: OpenSSL wipes each once it
+ * was read. A CMP listener's carry no secret of the gateway's, and are left as OpenSSL keeps them.
+ */
+static void test_tls_ctx_cleanses_admin_records(void **state)
+{
+    char err[GW_ERR_LEN] = "", *text = edited(NULL, 0);
+    struct gw_config *cfg = parse_text(text, strlen(text), err);
+    SSL_CTX *admin, *cmp;
+
+    (void)state;
+    free(text);
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    if ((admin = gw_tls_ctx_new(&cfg->listeners[0], true, err)) == NULL ||
+        (cmp = gw_tls_ctx_new(&cfg->listeners[0], false, err)) == NULL)
+        fail_msg("%s", err);
+    assert_true((SSL_CTX_get_options(admin) & SSL_OP_CLEANSE_PLAINTEXT) != 0);
+    assert_true((SSL_CTX_get_options(cmp) & SSL_OP_CLEANSE_PLAINTEXT) == 0);
+    SSL_CTX_free(admin);
+    SSL_CTX_free(cmp);
+    gw_config_free(cfg);
 }
 
 /* Whether the subject names of |names| are those of |certs|, in their order. */
@@ -2642,6 +2666,7 @@ int main(void)
         cmocka_unit_test(test_load),
         cmocka_unit_test(test_user_lookup),
         cmocka_unit_test(test_tls_ctx_keeps_what_was_loaded),
+        cmocka_unit_test(test_tls_ctx_cleanses_admin_records),
         cmocka_unit_test(test_tls_ctx_keeps_loaded_client_cas),
         cmocka_unit_test(test_upstreams),
         cmocka_unit_test(test_upstreams_full),

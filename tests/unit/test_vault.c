@@ -1,9 +1,10 @@
 /*
  * Unit tests for upstream/vault.c and upstream/http_client.c against an in-process fake Vault
- * (plain HTTP on 127.0.0.1, one thread per connection, answers chosen by each test): paths and
- * fields sent, Vault's error statuses as CMP failInfo, retries only where nothing happened,
+ * (plain HTTP on 127.0.0.1, or TLS, one thread per connection, answers chosen by each test): paths
+ * and fields sent, Vault's error statuses as CMP failInfo, retries only where nothing happened,
  * token re-read and cert-login single flight, revoke / role policy / cert status, token header
- * lines wiped before libcurl frees them, answers wiped before the HTTP client frees them.
+ * lines wiped before libcurl frees them, answers wiped before the HTTP client frees them, and the
+ * TLS records OpenSSL decrypted wiped before it frees them.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -27,6 +28,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include "base/err.h"
 #include "base/limits.h"
@@ -70,7 +72,24 @@ static struct {
     const char *cut_body;
     size_t cut;
     int stall_ms;
+    SSL_CTX *tls; /* set: the fake speaks TLS */
 } fake;
+
+/* One connection of the fake: its socket, and its TLS session when the fake speaks TLS. */
+struct fconn {
+    int fd;
+    SSL *ssl;
+};
+
+static ssize_t fc_read(struct fconn *c, void *buf, size_t n)
+{
+    return c->ssl != NULL ? SSL_read(c->ssl, buf, (int)n) : read(c->fd, buf, n);
+}
+
+static ssize_t fc_write(struct fconn *c, const void *buf, size_t n)
+{
+    return c->ssl != NULL ? SSL_write(c->ssl, buf, (int)n) : write(c->fd, buf, n);
+}
 
 static X509 *ca_cert, *leaf;
 static EVP_PKEY *ca_key, *leaf_key;
@@ -122,7 +141,7 @@ static void record(const char *req, const char *body, struct answer *a)
     pthread_mutex_unlock(&fake.lock);
 }
 
-static void send_answer(int fd, const struct answer *a)
+static void send_answer(struct fconn *fc, const struct answer *a)
 {
     const char *body = a->body != NULL ? a->body : ok_body;
     char head[256];
@@ -135,11 +154,11 @@ static void send_answer(int fd, const struct answer *a)
         head, sizeof(head),
         "HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
         a->status, len);
-    if (write(fd, head, strlen(head)) < 0)
+    if (fc_write(fc, head, strlen(head)) <= 0)
         return;
     if (body == fake.cut_body && fake.cut < len)
         len = fake.cut;
-    while (off < len && (n = write(fd, body + off, len - off)) > 0)
+    while (off < len && (n = fc_write(fc, body + off, len - off)) > 0)
         off += (size_t)n;
     if (body == fake.cut_body && fake.stall_ms > 0)
         usleep((useconds_t)fake.stall_ms * 1000);
@@ -147,13 +166,22 @@ static void send_answer(int fd, const struct answer *a)
 
 static void *conn_main(void *arg)
 {
-    int fd = (int)(intptr_t)arg;
+    struct fconn fc = {(int)(intptr_t)arg, NULL};
     char *buf = calloc(1, REQ_MAX + 1), *end, cl[32];
     size_t got = 0, want;
     ssize_t n;
     struct answer a;
+    SSL_CTX *tls;
 
-    while (buf != NULL && got < REQ_MAX && (n = read(fd, buf + got, REQ_MAX - got)) > 0) {
+    pthread_mutex_lock(&fake.lock);
+    tls = fake.tls;
+    pthread_mutex_unlock(&fake.lock);
+    if (tls != NULL &&
+        ((fc.ssl = SSL_new(tls)) == NULL || SSL_set_fd(fc.ssl, fc.fd) != 1 || SSL_accept(fc.ssl) != 1)) {
+        free(buf);
+        buf = NULL; /* the handshake failed: the connection is closed */
+    }
+    while (buf != NULL && got < REQ_MAX && (n = fc_read(&fc, buf + got, REQ_MAX - got)) > 0) {
         got += (size_t)n;
         buf[got] = '\0';
         if ((end = strstr(buf, "\r\n\r\n")) == NULL)
@@ -166,10 +194,11 @@ static void *conn_main(void *arg)
         record(buf, end + 4, &a);
         if (a.status == -1) /* drop the connection: a transport error */
             break;
-        send_answer(fd, &a);
+        send_answer(&fc, &a);
         break;
     }
-    close(fd);
+    SSL_free(fc.ssl);
+    close(fc.fd);
     free(buf);
     return NULL;
 }
@@ -847,7 +876,7 @@ static void test_oversized_answer(void **state)
     big.body = fake.big;
     fx_init(&f, 5000);
     fake_script(&big, 1);
-    assert_non_null(c = gw_http_client_new(f.conf.name, &f.vc.http, f.conf.timeout_ms, err));
+    assert_non_null(c = gw_http_client_new(f.conf.name, &f.vc.http, f.conf.timeout_ms, GW_HTTP_SECRETS, err));
     assert_int_equal(gw_http_request(c, "GET", "/v1/x", NULL, NULL, &rsp), GW_ERR_IO);
     assert_non_null(strstr(rsp.error, "larger than"));
     assert_null(rsp.body);
@@ -862,7 +891,7 @@ static void test_oversized_answer(void **state)
     gw_http_client_free(c);
     /* no URL: refused at creation */
     f.vc.http.url = NULL;
-    assert_null(gw_http_client_new(f.conf.name, &f.vc.http, f.conf.timeout_ms, err));
+    assert_null(gw_http_client_new(f.conf.name, &f.vc.http, f.conf.timeout_ms, GW_HTTP_SECRETS, err));
     fx_cleanup(&f);
 }
 
@@ -1511,6 +1540,64 @@ static void test_answer_wiped(void **state)
     free(big);
 }
 
+/* A TLS server context for the fake, its certificate self-signed for 127.0.0.1; its PEM into |pem|. */
+static SSL_CTX *fake_tls_new(char **pem)
+{
+    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *x = tu_make_cert(key, key, NULL, "127.0.0.1", 7);
+    X509_EXTENSION *san = X509V3_EXT_conf_nid(NULL, NULL, NID_subject_alt_name, "IP:127.0.0.1");
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+
+    assert_non_null(san);
+    assert_int_equal(X509_add_ext(x, san, -1), 1);
+    assert_true(X509_sign(x, key, EVP_sha256()) > 0);
+    assert_non_null(ctx);
+    assert_int_equal(SSL_CTX_use_certificate(ctx, x), 1);
+    assert_int_equal(SSL_CTX_use_PrivateKey(ctx, key), 1);
+    /* the fake's own records hold the token too: they must not be taken for the client's */
+    SSL_CTX_set_options(ctx, SSL_OP_CLEANSE_PLAINTEXT);
+    *pem = tu_pem_of(x);
+    X509_EXTENSION_free(san);
+    X509_free(x);
+    EVP_PKEY_free(key);
+    return ctx;
+}
+
+/*
+ * Over TLS, what OpenSSL decrypted for the client is wiped too: a login's answer, the token inside,
+ * stayed in the read buffer of the connection's SSL (OpenSSL's memory, freed when the connection
+ * ends) unless its records are cleansed once read. The sign call after it sends the token: what
+ * OpenSSL encrypts is not left behind as it was either.
+ */
+static void test_tls_records_wiped(void **state)
+{
+    static const char login_ok[] =
+        "{\"auth\":{\"client_token\":\"" SECRET_TOKEN "\",\"lease_duration\":3600}}";
+    const struct answer ok = {200, NULL, 0}, good_login = {200, login_ok, 0};
+    char *pem = NULL;
+    struct fx f;
+
+    (void)state;
+    fx_init(&f, 5000);
+    pthread_mutex_lock(&fake.lock);
+    fake.tls = fake_tls_new(&pem);
+    pthread_mutex_unlock(&fake.lock);
+    snprintf(f.url, sizeof(f.url), "https://127.0.0.1:%u", fake.port);
+    f.vc.http.ca_pem = (unsigned char *)pem;
+    f.vc.http.ca_pem_len = strlen(pem);
+    f.vc.token_file = NULL;
+    f.vc.auth_cert_mount = "cert";
+    sign_then_check(&f, &good_login, (struct answer[]){ok, ok}, 2, "over TLS");
+    assert_string_equal(fake.reqs[0].token, SECRET_TOKEN);
+    assert_int_equal(fake.n_logins, 1);
+    fx_cleanup(&f);
+    pthread_mutex_lock(&fake.lock);
+    SSL_CTX_free(fake.tls);
+    fake.tls = NULL;
+    pthread_mutex_unlock(&fake.lock);
+    free(pem);
+}
+
 /* GET cert/<serial> for an RA's rr: the certificate itself, exactly one, or nothing. */
 static void test_cert_by_serial(void **state)
 {
@@ -1589,6 +1676,7 @@ int main(void)
         cmocka_unit_test(test_cert_status),
         cmocka_unit_test(test_token_header_wiped),
         cmocka_unit_test(test_answer_wiped),
+        cmocka_unit_test(test_tls_records_wiped),
     };
 
     if (CRYPTO_set_mem_functions(ossl_malloc, ossl_realloc, ossl_free) != 1)
