@@ -15,9 +15,9 @@
  * What only reads (/healthz, /readyz, /metrics) is open to whoever reaches the listener, as a
  * Prometheus scraper or a balancer's probe expects. What changes the gateway (POST /reload: it reads
  * every file and key again) needs "Authorization: Bearer <token>" with the token of
- * "admin.token_file": wrong or missing is 401, counted and logged without the token; without a
- * token_file it is 403, and SIGHUP stays the way to reload. One reload runs at a time: another
- * POST /reload meanwhile is 409.
+ * "admin.token_file" (its value wiped once compared, over HTTP/1): wrong or missing is 401, counted
+ * and logged without the token; without a token_file it is 403, and SIGHUP stays the way to reload.
+ * One reload runs at a time: another POST /reload meanwhile is 409.
  */
 #include "gateway/listener_local.h"
 #include "base/cidr.h"
@@ -206,23 +206,48 @@ static bool bearer_matches(const h2o_iovec_t *v, const unsigned char *want, bool
 }
 
 /*
+ * Over HTTP/1 a header value is h2o's one copy of it above TLS: the bytes picohttpparser parsed in
+ * place in the connection's input buffer, or, for a request with a body, h2o's copy of them in the
+ * request's pool (the input buffer may move as the body arrives). Nothing reads it after the
+ * handler: the gateway gives h2o no access log, and the answer is made of the response's headers.
+ * Over HTTP/2 the value may be an entry of the connection's HPACK table too, which a later request
+ * on the connection refers to instead of sending the token again: wiped, it would arrive as zeros.
+ */
+void gw_admin_wipe_authorization(h2o_req_t *req)
+{
+    if (req->version >= 0x200)
+        return;
+    for (ssize_t i = -1; (i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, i)) != -1;)
+        OPENSSL_cleanse(req->headers.entries[i].value.base, req->headers.entries[i].value.len);
+}
+
+bool gw_admin_bearer_ok(h2o_req_t *req, const unsigned char *want, bool *missing)
+{
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    bool ok = bearer_matches(i >= 0 ? &req->headers.entries[i].value : NULL, want, missing);
+
+    gw_admin_wipe_authorization(req);
+    return ok;
+}
+
+/*
  * Whether |req| may change the gateway; otherwise it is answered (403 without a token_file, 401
  * for a missing or wrong token: counted, and logged with the client's address, never the token).
  */
 static bool authorized(h2o_req_t *req, struct gw_loop *lt, const char *what)
 {
     const struct gw_admin_conf *ac = &lt->gen->cfg->admin;
-    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
     static struct gw_log_pace pace = GW_LOG_PACE_INIT; /* the token is not known yet: paced */
     struct sockaddr_storage ss;
     char peer[64] = "", held[GW_LOG_HELD_LEN];
     bool missing;
 
     if (ac->token_file == NULL) {
+        gw_admin_wipe_authorization(req); /* compared with nothing, but a token all the same */
         send_text(req, 403, "Forbidden", "admin token_file not configured; use SIGHUP\n");
         return false;
     }
-    if (bearer_matches(i >= 0 ? &req->headers.entries[i].value : NULL, ac->token_sha256, &missing))
+    if (gw_admin_bearer_ok(req, ac->token_sha256, &missing))
         return true;
     pthread_once(&m_once, metrics_init);
     gw_metric_add(m_auth_failures, (const char *const[]){missing ? "missing" : "wrong"}, 1);
