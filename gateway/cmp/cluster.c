@@ -47,6 +47,7 @@ void gw_txn_record_cleanup(struct gw_txn_record *rec)
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
 #include <hiredis/hiredis.h>
@@ -260,6 +261,13 @@ static int unavailable(struct gw_cluster *cl, redisContext *c, const redisReply 
     return mark_down(cl, err);
 }
 
+static redisReply *answer(const struct gw_cluster *cl, redisContext *c, uint64_t until);
+
+static uint64_t deadline(const struct gw_cluster *cl)
+{
+    return gw_now_ms() + (uint64_t)cl->timeout.tv_sec * 1000 + (uint64_t)cl->timeout.tv_usec / 1000;
+}
+
 /*
  * One command on |c| and its answer, or NULL with c->err set (the caller drops |c|). Bounded as
  * hiredis's own redisCommandArgv is not: the whole answer within the timeout (its socket timeout
@@ -269,9 +277,7 @@ static int unavailable(struct gw_cluster *cl, redisContext *c, const redisReply 
 static redisReply *command(const struct gw_cluster *cl, redisContext *c, int argc, const char **argv,
                            const size_t *argl)
 {
-    uint64_t until = gw_now_ms() + (uint64_t)cl->timeout.tv_sec * 1000 + (uint64_t)cl->timeout.tv_usec / 1000;
-    void *reply = NULL;
-    size_t got = 0;
+    uint64_t until = deadline(cl);
     int done = 0;
 
     if (redisAppendCommandArgv(c, argc, argv, argl) != REDIS_OK)
@@ -279,6 +285,15 @@ static redisReply *command(const struct gw_cluster *cl, redisContext *c, int arg
     while (!done)
         if (redisBufferWrite(c, &done) != REDIS_OK) /* each write within the socket's timeout */
             return NULL;
+    return answer(cl, c, until);
+}
+
+/* The answer to what was sent on |c|, whole by |until|: command's bounds. NULL with c->err set. */
+static redisReply *answer(const struct gw_cluster *cl, redisContext *c, uint64_t until)
+{
+    void *reply = NULL;
+    size_t got = 0;
+
     while (redisGetReplyFromReader(c, &reply) == REDIS_OK && reply == NULL) {
         struct pollfd p = {.fd = c->fd, .events = POLLIN};
         uint64_t now = gw_now_ms();
@@ -326,6 +341,44 @@ static bool stale(const redisContext *c)
     return poll(&p, 1, 0) != 0;
 }
 
+/*
+ * AUTH [username] password on the new connection |c|, written to its socket by the gateway: hiredis
+ * would format the command in a buffer of its own and copy it into its output buffer, both freed with
+ * the password in them. This buffer is wiped once sent. The answer, or NULL with c->err set.
+ */
+static redisReply *auth(const struct gw_cluster *cl, redisContext *c)
+{
+    uint64_t until = deadline(cl);
+    size_t ulen = cl->username != NULL ? strlen(cl->username) : 0, cap = 96 + ulen + cl->password_len;
+    size_t len, off = 0;
+    char *buf = OPENSSL_malloc(cap);
+    ssize_t n = 0;
+    int e;
+
+    if (buf == NULL) {
+        c->err = REDIS_ERR_OOM;
+        snprintf(c->errstr, sizeof(c->errstr), "AUTH not sent: out of memory");
+        return NULL;
+    }
+    len = (size_t)snprintf(buf, cap, "*%d\r\n$4\r\nAUTH\r\n", cl->username != NULL ? 3 : 2);
+    if (cl->username != NULL)
+        len += (size_t)snprintf(buf + len, cap - len, "$%zu\r\n%s\r\n", ulen, cl->username);
+    len += (size_t)snprintf(buf + len, cap - len, "$%zu\r\n", cl->password_len);
+    memcpy(buf + len, cl->password, cl->password_len);
+    memcpy(buf + len + cl->password_len, "\r\n", 2);
+    len += cl->password_len + 2;
+    while (off < len &&
+           ((n = send(c->fd, buf + off, len - off, MSG_NOSIGNAL)) > 0 || (n < 0 && errno == EINTR)))
+        off += n > 0 ? (size_t)n : 0; /* each send within the socket's timeout */
+    e = errno;
+    OPENSSL_clear_free(buf, cap);
+    if (off == len)
+        return answer(cl, c, until);
+    c->err = REDIS_ERR_IO;
+    snprintf(c->errstr, sizeof(c->errstr), "AUTH not sent: %s", n < 0 ? strerror(e) : "closed");
+    return NULL;
+}
+
 /* This thread's connection, authenticated; NULL with |err|. */
 static redisContext *connection(struct gw_cluster *cl, char *err)
 {
@@ -345,12 +398,7 @@ static redisContext *connection(struct gw_cluster *cl, char *err)
     }
     (void)redisSetTimeout(c, cl->timeout);
     if (cl->password != NULL) {
-        const char *argv[3] = {"AUTH", cl->username, (const char *)cl->password};
-        size_t argl[3] = {4, cl->username != NULL ? strlen(cl->username) : 0, cl->password_len};
-
-        if (cl->username == NULL) /* the default user: AUTH <password> */
-            argv[1] = argv[2], argl[1] = argl[2];
-        r = command(cl, c, cl->username != NULL ? 3 : 2, argv, argl);
+        r = auth(cl, c);
         if (r == NULL || r->type == REDIS_REPLY_ERROR) {
             snprintf(err, GW_ERR_LEN, "Redis at %s:%d refused the gateway's AUTH: %.120s", cl->address,
                      cl->port, r != NULL ? r->str : c->errstr);

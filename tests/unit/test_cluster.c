@@ -4,7 +4,7 @@
  * the way a peer on the path to Redis, or a broken Redis, could: an answer larger than any the
  * gateway takes, one trickled a byte at a time so that no single read times out, garbage. Each
  * must leave the check refused (fail closed) with the reason, never the thread held or the memory
- * filled.
+ * filled. With a password, each connection authenticates, the password never in hiredis's buffers.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <dlfcn.h>
 
 #include "base/clock.h"
 #include "base/err.h"
@@ -37,7 +38,34 @@ struct fake {
     atomic_bool stop;
     atomic_int conns;  /* connections still served */
     atomic_int closed; /* connections closed after an answer() */
+    atomic_int auths;  /* AUTH commands that named PASSWORD (and USERNAME, with three arguments) */
 };
+
+#define PASSWORD "pw-0123456789-only-the-gateway-knows"
+#define USERNAME "cmpgw"
+
+/*
+ * Commands the gateway handed to hiredis that held PASSWORD: hiredis formats each into a buffer of
+ * its own and copies it into its output buffer, both freed as they are. The test binary's definition
+ * comes before libhiredis's, for cluster.c's calls too, and passes each on.
+ */
+static atomic_int handed_password;
+
+#if __has_include(<hiredis/hiredis.h>)
+#include <hiredis/hiredis.h>
+
+int redisAppendCommandArgv(redisContext *c, int argc, const char **argv, const size_t *argvlen)
+{
+    int (*real)(redisContext *, int, const char **, const size_t *) =
+        (int (*)(redisContext *, int, const char **, const size_t *))dlsym(RTLD_NEXT,
+                                                                           "redisAppendCommandArgv");
+
+    for (int i = 0; i < argc; i++)
+        if (memmem(argv[i], argvlen[i], PASSWORD, strlen(PASSWORD)) != NULL)
+            atomic_fetch_add(&handed_password, 1);
+    return real(c, argc, argv, argvlen);
+}
+#endif
 
 struct conn {
     struct fake *f;
@@ -139,7 +167,14 @@ static void *serve_conn(void *arg)
 
     memset(argv, 0, sizeof(argv));
     while ((argc = read_command(c->fd, argv, 4)) > 0) {
-        if (strcmp(argv[0], "CONFIG") == 0) {
+        if (strcmp(argv[0], "AUTH") == 0) { /* AUTH [username] password, as Redis 6 reads it */
+            bool ok = strcmp(argv[argc - 1], PASSWORD) == 0 && (argc == 2 || strcmp(argv[1], USERNAME) == 0);
+
+            atomic_fetch_add(&c->f->auths, ok);
+            if (!send_all(c->fd, ok ? "+OK\r\n" : "-WRONGPASS invalid username-password pair\r\n",
+                          ok ? 5 : 43))
+                break;
+        } else if (strcmp(argv[0], "CONFIG") == 0) {
             const char *v = strcmp(argv[2], "appendonly") == 0 ? "yes" : "noeviction";
             char out[128];
             int n = snprintf(out, sizeof(out), "*2\r\n$%zu\r\n%s\r\n$%zu\r\n%s\r\n", strlen(argv[2]), argv[2],
@@ -315,6 +350,60 @@ static void test_closed_connection_replaced(void **state)
     fake_stop(&f);
 }
 
+/*
+ * Each new connection authenticates with the password, as the default user or as |username|: what
+ * Redis reads is AUTH [username] password, and a wrong password is refused with Redis's reason. The
+ * password never passes through hiredis's command buffers: the gateway writes that command itself,
+ * from a buffer it wipes.
+ */
+static void test_auth_bypasses_hiredis_buffers(void **state)
+{
+    static const struct {
+        const char *username, *password;
+        int rc;
+    } cases[] = {
+        {NULL, PASSWORD, 0},
+        {USERNAME, PASSWORD, 0},
+        {NULL, "wrong", GW_ERR_UNAVAILABLE},
+        {"someone", PASSWORD, GW_ERR_UNAVAILABLE},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct gw_state_conf conf = {
+            .backend = GW_STATE_REDIS, .address = "127.0.0.1", .key_prefix = "t:", .timeout_ms = 1000};
+        struct fake f;
+        struct gw_cluster *cl;
+        char err[GW_ERR_LEN] = "";
+
+        fake_start(&f, THEN_CLOSE);
+        conf.port = f.port;
+        conf.username = (char *)cases[i].username;
+        conf.password = (unsigned char *)cases[i].password;
+        conf.password_len = strlen(cases[i].password);
+        atomic_store(&handed_password, 0);
+        cl = gw_cluster_new(&conf, err);
+        if (cl == NULL && strstr(err, "without hiredis") != NULL) {
+            fake_stop(&f);
+            skip();
+        }
+        if (cases[i].rc == 0) {
+            if (cl == NULL)
+                fail_msg("case %zu: %s", i, err);
+            if (gw_cluster_revoked(cl, "00112233445566778899aabbccddeeff", err) != 0)
+                fail_msg("case %zu: lookup: \"%s\"", i, err);
+            assert_true(atomic_load(&f.auths) >= 1);
+        } else if (cl != NULL) {
+            assert_int_equal(gw_cluster_revoked(cl, "00112233445566778899aabbccddeeff", err), cases[i].rc);
+        }
+        if (cases[i].rc != 0 && strstr(err, "refused the gateway's AUTH: WRONGPASS") == NULL)
+            fail_msg("case %zu: \"%s\"", i, err);
+        assert_int_equal(atomic_load(&handed_password), 0);
+        gw_cluster_free(cl);
+        fake_stop(&f);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -323,6 +412,7 @@ int main(void)
         cmocka_unit_test(test_garbage_refused),
         cmocka_unit_test(test_revocation_lookup_fails_closed),
         cmocka_unit_test(test_closed_connection_replaced),
+        cmocka_unit_test(test_auth_bypasses_hiredis_buffers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
