@@ -22,6 +22,7 @@
 #include <curl/curl.h>
 #include <h2o/version.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #include "base/conf.h"
 #include "base/err.h"
@@ -38,6 +39,7 @@
 #include "gateway/report.h"
 #include "base/log.h"
 #include "base/metrics.h"
+#include "base/x509.h"
 #include "base/user.h"
 #include "upstream/store.h"
 #include "upstream/upstream.h"
@@ -476,6 +478,19 @@ static void listeners_str(const struct gw_config *cfg, char *buf, size_t cap)
     }
 }
 
+/*
+ * What runs of the settings a reload reads but only a restart applies: those the process started
+ * with, however many reloads came since. Strings and secrets are kept as digests: no copy of a
+ * password outlives the configuration it came in.
+ */
+struct restart_only {
+    uint32_t workers, queue_depth, loop_threads;
+    struct gw_guard_conf admission;
+    uint32_t max_transactions, max_transactions_per_identity, max_recent_per_identity;
+    uint32_t message_time_window, transaction_ttl;
+    unsigned char user[32], group[32], state[32], revoked_file[32];
+};
+
 /* The running gateway as main sees it: its configuration generations, server and reload metrics. */
 struct runner {
     const char *path;
@@ -485,6 +500,7 @@ struct runner {
     struct gw_server *server;
     struct gw_handover *handover; /* "handover_socket": the sockets to a successor */
     struct gw_metric *generation, *reloads, *reload_ok, *reload_time, *loaded;
+    struct restart_only running; /* what a reload leaves as it found it */
 };
 
 /* SIGUSR1: the audit log was rotated (logrotate's postrotate, docs/audit.md). A failure is logged by the
@@ -500,20 +516,59 @@ static void reopen_audit(struct runner *r)
     gw_gen_drop(g);
 }
 
-static bool same_str(const char *a, const char *b)
+/* Feeds |len| bytes at |p| to |md| after their length, so that no two sequences of fields digest alike. */
+static bool feed(EVP_MD_CTX *md, const void *p, size_t len)
 {
-    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+    uint64_t n = len;
+
+    return EVP_DigestUpdate(md, &n, sizeof(n)) == 1 && (len == 0 || EVP_DigestUpdate(md, p, len) == 1);
 }
 
-/* The shared state is kept across reloads (its connections, its key): a change waits for a restart. */
-static bool same_state(const struct gw_state_conf *a, const struct gw_state_conf *b)
+/* Feeds |s| to |md|, NULL apart from "". */
+static bool feed_str(EVP_MD_CTX *md, const char *s)
 {
-    return a->backend == b->backend && a->port == b->port && a->timeout_ms == b->timeout_ms &&
-           same_str(a->address, b->address) && same_str(a->username, b->username) &&
-           same_str(a->key_prefix, b->key_prefix) && a->password_len == b->password_len &&
-           (a->password_len == 0 || CRYPTO_memcmp(a->password, b->password, a->password_len) == 0) &&
-           a->mac_key_len == b->mac_key_len &&
-           (a->mac_key_len == 0 || CRYPTO_memcmp(a->mac_key, b->mac_key, a->mac_key_len) == 0);
+    unsigned char set = s != NULL;
+
+    return EVP_DigestUpdate(md, &set, 1) == 1 && feed(md, s, s != NULL ? strlen(s) : 0);
+}
+
+/* Digests the string |a| (or NULL), then |st| unless NULL, into |out|: all zero bytes, said in the log,
+   if the digest fails (a change then goes unmentioned). */
+static void digest(const char *a, const struct gw_state_conf *st, unsigned char out[32])
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    unsigned int len = 0;
+    bool ok = md != NULL && EVP_DigestInit_ex(md, gw_sha256(), NULL) == 1 && feed_str(md, a);
+
+    if (ok && st != NULL) /* the shared state: its connection and its key */
+        ok = feed(md, &st->backend, sizeof(st->backend)) && feed(md, &st->port, sizeof(st->port)) &&
+             feed(md, &st->timeout_ms, sizeof(st->timeout_ms)) && feed_str(md, st->address) &&
+             feed_str(md, st->username) && feed_str(md, st->key_prefix) &&
+             feed(md, st->password, st->password_len) && feed(md, st->mac_key, st->mac_key_len);
+    if (!ok || EVP_DigestFinal_ex(md, out, &len) != 1 || len != 32) {
+        memset(out, 0, 32);
+        gw_log(GW_LOG_WARN, "reload", "out of memory: a change to a restart-only setting may go unmentioned");
+    }
+    EVP_MD_CTX_free(md);
+}
+
+static void restart_only_of(const struct gw_config *c, struct restart_only *out)
+{
+    *out = (struct restart_only){
+        .workers = c->workers,
+        .queue_depth = c->queue_depth,
+        .loop_threads = c->loop_threads,
+        .admission = c->limits.admission,
+        .max_transactions = c->cmp.max_transactions,
+        .max_transactions_per_identity = c->cmp.max_transactions_per_identity,
+        .max_recent_per_identity = c->cmp.max_recent_per_identity,
+        .message_time_window = c->cmp.message_time_window,
+        .transaction_ttl = c->cmp.transaction_ttl,
+    };
+    digest(c->user, NULL, out->user);
+    digest(c->group, NULL, out->group);
+    digest(NULL, &c->cmp.state, out->state);
+    digest(c->cmp.revoked_file, NULL, out->revoked_file);
 }
 
 /* The admission limits that size the guard's table, so that only a restart applies them. */
@@ -524,8 +579,11 @@ static bool same_sizing(const struct gw_guard_conf *a, const struct gw_guard_con
            a->max_requests_per_address == b->max_requests_per_address && a->ipv6_prefix == b->ipv6_prefix;
 }
 
-/* What a reload reads but only a restart applies: said once per reload, so nobody waits for it. */
-static void warn_restart_only(const struct gw_config *a, const struct gw_config *b)
+/*
+ * What a reload reads but only a restart applies, where |b| (loaded from |path|) differs from |a|, what
+ * runs: said at each reload until a restart applies it or a reload puts it back, so nobody waits for it.
+ */
+static void warn_restart_only(const struct restart_only *a, const struct restart_only *b, const char *path)
 {
     char keys[512] = "";
     size_t len = 0;
@@ -536,19 +594,16 @@ static void warn_restart_only(const struct gw_config *a, const struct gw_config 
         {"workers", a->workers != b->workers},
         {"queue_depth", a->queue_depth != b->queue_depth},
         {"loop_threads", a->loop_threads != b->loop_threads},
-        {"user", !same_str(a->user, b->user)},
-        {"group", !same_str(a->group, b->group)},
-        {"limits (but for the failed authentications' budget)",
-         !same_sizing(&a->limits.admission, &b->limits.admission)},
-        {"cmp.max_transactions",
-         a->cmp.max_transactions != b->cmp.max_transactions ||
-             a->cmp.max_transactions_per_identity != b->cmp.max_transactions_per_identity},
-        {"cmp.max_recent_per_identity", a->cmp.max_recent_per_identity != b->cmp.max_recent_per_identity},
+        {"user", memcmp(a->user, b->user, sizeof(a->user)) != 0},
+        {"group", memcmp(a->group, b->group, sizeof(a->group)) != 0},
+        {"limits (but for the failed authentications' budget)", !same_sizing(&a->admission, &b->admission)},
+        {"cmp.max_transactions", a->max_transactions != b->max_transactions ||
+                                     a->max_transactions_per_identity != b->max_transactions_per_identity},
+        {"cmp.max_recent_per_identity", a->max_recent_per_identity != b->max_recent_per_identity},
         {"the replay window (cmp.message_time_window, cmp.transaction_ttl)",
-         a->cmp.message_time_window != b->cmp.message_time_window ||
-             a->cmp.transaction_ttl != b->cmp.transaction_ttl},
-        {"cmp.state", !same_state(&a->cmp.state, &b->cmp.state)},
-        {"cmp.revoked_file", !same_str(a->cmp.revoked_file, b->cmp.revoked_file)},
+         a->message_time_window != b->message_time_window || a->transaction_ttl != b->transaction_ttl},
+        {"cmp.state", memcmp(a->state, b->state, sizeof(a->state)) != 0},
+        {"cmp.revoked_file", memcmp(a->revoked_file, b->revoked_file, sizeof(a->revoked_file)) != 0},
     };
 
     for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++) {
@@ -561,7 +616,7 @@ static void warn_restart_only(const struct gw_config *a, const struct gw_config 
         len += (size_t)n;
     }
     if (len > 0)
-        gw_log(GW_LOG_WARN, "reload", "%s: changed but applied only at the next restart: %s", b->path, keys);
+        gw_log(GW_LOG_WARN, "reload", "%s: changed but applied only at the next restart: %s", path, keys);
 }
 
 /* After a reload, applied or not: the metrics, the log and the service manager. */
@@ -591,6 +646,7 @@ static int reload(void *arg, char *err)
 {
     struct runner *r = arg;
     struct gw_gen *cur, *next = NULL;
+    struct restart_only loaded;
     int rc = GW_ERR_UNAVAILABLE;
 
     pthread_mutex_lock(&r->lock);
@@ -612,7 +668,8 @@ static int reload(void *arg, char *err)
         pthread_mutex_unlock(&r->lock);
         return rc;
     }
-    warn_restart_only(cur->cfg, next->cfg);
+    restart_only_of(next->cfg, &loaded);
+    warn_restart_only(&r->running, &loaded, next->cfg->path);
     gw_gen_drop(cur);
     gw_log_set_level(next->cfg->log_level);
     gw_gens_swap(r->gens, next);
@@ -787,6 +844,7 @@ static int cmd_run(const char *path)
         goto out;
     }
     cfg = first->cfg;
+    restart_only_of(cfg, &r.running);
     gw_log_set_level(cfg->log_level);
     if ((r.gens = gw_gens_new(first)) == NULL) {
         gw_gen_free(first);

@@ -6,7 +6,8 @@ moved to another port (and a port that cannot be had refused); the reload metric
 that a reload takes off its role's allow-list collects nothing, its certificate withdrawn; polling
 devices whose trust anchor a reload removed are refused without their address being blocked; a polling
 device whose role, and so path, a reload removed is refused at once, its certificate withdrawn; a new
-budget of failed authentications taking effect on an address mid-window."""
+budget of failed authentications taking effect on an address mid-window; a change that only a restart
+applies said at each reload until one puts it back."""
 import json
 import signal
 import subprocess
@@ -452,6 +453,38 @@ class ReloadAuthBudget(harness.GatewayTestCase):
         self.assertIsNotNone(self.enrol("after-reload")[0])
         restart_only = [l for l in self.gw.log_lines() if "applied only at the next restart" in l.get("msg", "")]
         self.assertEqual(restart_only, [])
+
+
+class ReloadRestartOnly(harness.GatewayTestCase):
+    """A gateway of its own: reloads that change a setting only a restart applies."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["workers"] = 2
+        cls.base = json.loads(json.dumps(cfg))
+
+    def reload_warnings(self, cfg):
+        """Reloads |cfg| by POST /reload; the restart-only warnings it logged."""
+        def warnings():
+            return [l for l in self.gw.log_lines() if "applied only at the next restart" in l.get("msg", "")]
+
+        before = len(warnings())
+        self.gw.config_path.write_text(json.dumps(cfg, indent=2))
+        status, body = admin(self.gw, "/reload", "POST")
+        self.assertEqual(status, 200, body)
+        return warnings()[before:]
+
+    def test_warned_against_the_running_configuration(self):
+        """A reload that changes workers says it waits for a restart; so does a second reload of the same
+        file, for the running gateway still has the workers it started with; one that puts the value back
+        says nothing."""
+        cfg = json.loads(json.dumps(self.base))
+        cfg["workers"] = 3
+        for _ in range(2):
+            said = self.reload_warnings(cfg)
+            self.assertEqual(len(said), 1, said)
+            self.assertTrue(said[0]["msg"].endswith("applied only at the next restart: workers"), said)
+        self.assertEqual(self.reload_warnings(self.base), [])
 
 
 if __name__ == "__main__":
