@@ -160,11 +160,48 @@ out:
     return rc;
 }
 
-int gw_guard_set_auth_budget(struct gw_guard *g, uint32_t auth_failures, uint32_t auth_failure_window)
+/* Whether |s| is shut out at |now| by a budget of |failures| a |window|: its window open, and used up. */
+static bool shut_out(const struct slot *s, uint32_t failures, uint32_t window, time_t now)
 {
+    return failures != 0 && s->failures >= failures && now >= s->window_start &&
+           now - s->window_start < (time_t)window;
+}
+
+/* The address of |s| as a socket address: an IPv4 one, or an IPv6 prefix with the bits past it zero. */
+static socklen_t sockaddr_of(const struct slot *s, struct sockaddr_storage *ss)
+{
+    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+    memset(ss, 0, sizeof(*ss));
+    if (s->len == 4) {
+        sin->sin_family = AF_INET;
+        memcpy(&sin->sin_addr, s->addr, 4);
+        return sizeof(*sin);
+    }
+    sin6->sin6_family = AF_INET6;
+    memcpy(&sin6->sin6_addr, s->addr, 16);
+    return sizeof(*sin6);
+}
+
+int gw_guard_set_auth_budget(struct gw_guard *g, uint32_t auth_failures, uint32_t auth_failure_window,
+                             time_t now,
+                             void (*on_shut_out)(void *arg, const struct sockaddr *sa, socklen_t len),
+                             void *arg)
+{
+    struct sockaddr_storage ss;
+
     if (auth_failures != 0 && auth_failure_window == 0)
         return GW_ERR_INVAL;
     pthread_mutex_lock(&g->lock);
+    for (size_t i = 0; on_shut_out != NULL && i < g->cap; i++) {
+        const struct slot *s = &g->slots[i];
+
+        /* said as when a failure uses the budget up: once, for the failures after it never equal it */
+        if (s->used && !shut_out(s, g->conf.auth_failures, g->conf.auth_failure_window, now) &&
+            shut_out(s, auth_failures, auth_failure_window, now))
+            on_shut_out(arg, (struct sockaddr *)&ss, sockaddr_of(s, &ss));
+    }
     g->conf.auth_failures = auth_failures;
     g->conf.auth_failure_window = auth_failure_window;
     pthread_mutex_unlock(&g->lock);

@@ -47,10 +47,15 @@ int gw_guard_set_max_requests(struct gw_guard *g, uint32_t max_requests);
 /*
  * gw_guard_set_auth_budget sets auth_failures and auth_failure_window, as a reload changes them:
  * neither sizes the table. A window already open keeps its start and its failures and is judged by
- * the new values from then on. GW_ERR_INVAL with nothing changed on a budget without a window. Any
- * thread.
+ * the new values from then on. Each address the new values shut out at |now| and the old ones did not
+ * (a lower budget than its failures) is passed to |on_shut_out| (NULL: none is) as its IPv4 address or
+ * its IPv6 prefix, the bits past it zero, with the guard's lock held: it must not call the guard.
+ * GW_ERR_INVAL with nothing changed on a budget without a window. Any thread.
  */
-int gw_guard_set_auth_budget(struct gw_guard *g, uint32_t auth_failures, uint32_t auth_failure_window);
+int gw_guard_set_auth_budget(struct gw_guard *g, uint32_t auth_failures, uint32_t auth_failure_window,
+                             time_t now,
+                             void (*on_shut_out)(void *arg, const struct sockaddr *sa, socklen_t len),
+                             void *arg);
 
 /*
  * gw_guard_conn_open counts a new connection from |sa|: 0, or GW_ERR_LIMIT (the total is reached),

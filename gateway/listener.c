@@ -256,20 +256,53 @@ static void log_refused(const char *why)
 
 _Static_assert(GW_MAX_ADMIN_CONNECTIONS == 16, "connection_refused's text names the admin listener's cap");
 
-void gw_server_auth_failed(struct gw_server *s, const struct sockaddr *sa, socklen_t len, const char *what)
-{
-    /* one line an address and window already; paced too, for an attacker has as many as addresses */
-    static struct gw_log_pace pace = GW_LOG_PACE_INIT;
-    char peer[INET6_ADDRSTRLEN + 8], held[GW_LOG_HELD_LEN];
+/* one line an address and window already; paced too, for an attacker has as many as addresses */
+static struct gw_log_pace exhausted_pace = GW_LOG_PACE_INIT;
 
-    if (!gw_guard_auth_failed(s->guard, sa, len, time(NULL)) || !gw_log_pace_due(&pace, time(NULL), held))
+/* Says that the address |peer| used up its budget of failed authentications, |what| the last (any thread). */
+static void log_exhausted(const char *peer, const char *what)
+{
+    char held[GW_LOG_HELD_LEN];
+
+    if (!gw_log_pace_due(&exhausted_pace, time(NULL), held))
         return;
-    gw_sockaddr_string(sa, peer, sizeof(peer));
     gw_log_kv(GW_LOG_WARN, "auth_budget_exhausted", "peer", peer, "last", what, "reason",
               "this address failed to authenticate limits.auth_failures_per_address times within "
               "limits.auth_failure_window: until the window ends, its new connections to a TLS listener "
               "are closed at accept and its requests get HTTP 429",
               "suppressed", held, (const char *)NULL);
+}
+
+void gw_server_auth_failed(struct gw_server *s, const struct sockaddr *sa, socklen_t len, const char *what)
+{
+    char peer[INET6_ADDRSTRLEN + 8];
+
+    if (!gw_guard_auth_failed(s->guard, sa, len, time(NULL)))
+        return;
+    gw_sockaddr_string(sa, peer, sizeof(peer));
+    log_exhausted(peer, what);
+}
+
+/*
+ * An address a reload's lower budget shuts out within its open window: said as one whose failure used
+ * the budget up is, by its address alone (an IPv6 one by its prefix, as the guard counts it), for no
+ * connection of it is at hand. Under the guard's lock (the reloading thread).
+ */
+static void reload_shut_out(void *arg, const struct sockaddr *sa, socklen_t len)
+{
+    const struct gw_config *cfg = arg;
+    char addr[INET6_ADDRSTRLEN] = "", peer[INET6_ADDRSTRLEN + 8];
+    const void *a = sa->sa_family == AF_INET ? (const void *)&((const struct sockaddr_in *)sa)->sin_addr
+                                             : (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
+
+    (void)len;
+    (void)inet_ntop(sa->sa_family, a, addr, sizeof(addr));
+    if (sa->sa_family == AF_INET6)
+        snprintf(peer, sizeof(peer), "%s/%u", addr, (unsigned)cfg->limits.admission.ipv6_prefix);
+    else
+        snprintf(peer, sizeof(peer), "%s", addr);
+    log_exhausted(peer, "a reload lowered limits.auth_failures_per_address under the failures this address "
+                        "made in its window");
 }
 
 /*
@@ -835,7 +868,8 @@ int gw_server_apply(struct gw_server *s, struct gw_gen *g)
         gw_log(GW_LOG_WARN, "reload", "out of memory: requests in flight stay bounded as before the reload");
     /* the budget of failed authentications sizes nothing, so a reload applies it (its window is never 0) */
     (void)gw_guard_set_auth_budget(s->guard, g->cfg->limits.admission.auth_failures,
-                                   g->cfg->limits.admission.auth_failure_window);
+                                   g->cfg->limits.admission.auth_failure_window, time(NULL), reload_shut_out,
+                                   g->cfg);
     gw_server_wake(s);
     while (t < s->n_loops && gw_now_ms() < deadline) {
         if (atomic_load(&s->loops[t].seen) >= g->id)

@@ -6,8 +6,8 @@ moved to another port (and a port that cannot be had refused); the reload metric
 that a reload takes off its role's allow-list collects nothing, its certificate withdrawn; polling
 devices whose trust anchor a reload removed are refused without their address being blocked; a polling
 device whose role, and so path, a reload removed is refused at once, its certificate withdrawn; a new
-budget of failed authentications taking effect on an address mid-window; a change that only a restart
-applies said at each reload until one puts it back."""
+budget of failed authentications taking effect on an address mid-window, and a lower one that shuts an
+address out said once; a change that only a restart applies said at each reload until one puts it back."""
 import json
 import signal
 import subprocess
@@ -453,6 +453,42 @@ class ReloadAuthBudget(harness.GatewayTestCase):
         self.assertIsNotNone(self.enrol("after-reload")[0])
         restart_only = [l for l in self.gw.log_lines() if "applied only at the next restart" in l.get("msg", "")]
         self.assertEqual(restart_only, [])
+
+
+class ReloadLowersAuthBudget(harness.GatewayTestCase):
+    """A gateway of its own: its address fails 3 times under a budget of 10, which a reload lowers to 2."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["limits"] = {"auth_failures_per_address": 10, "auth_failure_window": "60s"}
+        cls.base = json.loads(json.dumps(cfg))
+
+    def test_address_shut_out_by_the_reload_logged_once(self):
+        """A reload that lowers the budget under the failures an address made in its open window shuts it
+        out at once, and says so once, as a failure that uses the budget up would: it shut the address out
+        without a word. Another address with fewer failures than the new budget is not named."""
+        _, fcert, fkey = harness.make_foreign_pki(self.gw.dir / "foreign")
+        for i in range(3):
+            res = self.gw.cmp("ir", "stranger%d" % i, auth=(fcert, fkey), newkey=self.newkey("stranger%d" % i),
+                              subject="/CN=stranger", expect_cert=False)
+            self.assert_cmp_error(res.first, ("error",), "badMessageCheck")
+        self.assertFalse(self.gw.handshake(source="127.0.0.2", cert=fcert, key=fkey))  # one failure: under 2
+        self.assertTrue(self.gw.handshake())
+        self.assertEqual(events(self.gw, "auth_budget_exhausted"), [])
+        cfg = json.loads(json.dumps(self.base))
+        cfg["limits"]["auth_failures_per_address"] = 2
+        self.gw.config_path.write_text(json.dumps(cfg, indent=2))
+        status, body = admin(self.gw, "/reload", "POST")
+        self.assertEqual(status, 200, body)
+        lines = events(self.gw, "auth_budget_exhausted")
+        self.assertEqual(len(lines), 1, lines)
+        self.assertEqual(lines[0]["peer"], "127.0.0.1")
+        self.assertIn("a reload lowered limits.auth_failures_per_address", lines[0]["last"])
+        self.assertFalse(self.gw.handshake())
+        self.assertTrue(self.gw.handshake(source="127.0.0.2"))
+        status, body = admin(self.gw, "/reload", "POST")  # the same budget again: said already
+        self.assertEqual(status, 200, body)
+        self.assertEqual(len(events(self.gw, "auth_budget_exhausted")), 1)
 
 
 class ReloadRestartOnly(harness.GatewayTestCase):

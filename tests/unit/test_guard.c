@@ -137,18 +137,85 @@ static void test_auth_budget_reloaded(void **state)
     assert_false(gw_guard_auth_failed(g, SA(a), la, 1000));
     assert_true(gw_guard_auth_failed(g, SA(a), la, 1001));
     assert_int_equal(gw_guard_auth_check(g, SA(a), la, 1010, &wait), GW_ERR_LIMIT);
-    assert_int_equal(gw_guard_set_auth_budget(g, 5, 60), 0); /* raised: in again, 3 to go */
+    assert_int_equal(gw_guard_set_auth_budget(g, 5, 60, 1010, NULL, NULL), 0); /* raised: in again, 3 to go */
     assert_int_equal(gw_guard_auth_check(g, SA(a), la, 1010, &wait), 0);
     assert_false(gw_guard_auth_failed(g, SA(a), la, 1011));
     assert_false(gw_guard_auth_failed(g, SA(a), la, 1012));
     assert_true(gw_guard_auth_failed(g, SA(a), la, 1013));
-    assert_int_equal(gw_guard_set_auth_budget(g, 5, 20), 0); /* shorter: the window opened at 1000 ended */
+    assert_int_equal(gw_guard_set_auth_budget(g, 5, 20, 1020, NULL, NULL),
+                     0); /* shorter: the window opened at 1000 ended */
     assert_int_equal(gw_guard_auth_check(g, SA(a), la, 1020, &wait), 0);
-    assert_int_equal(gw_guard_set_auth_budget(g, 5, 0), GW_ERR_INVAL); /* a budget needs a window */
-    assert_int_equal(gw_guard_set_auth_budget(g, 0, 0), 0);            /* none */
+    assert_int_equal(gw_guard_set_auth_budget(g, 5, 0, 1020, NULL, NULL),
+                     GW_ERR_INVAL);                                           /* a budget needs a window */
+    assert_int_equal(gw_guard_set_auth_budget(g, 0, 0, 1020, NULL, NULL), 0); /* none */
     for (int i = 0; i < 10; i++)
         assert_false(gw_guard_auth_failed(g, SA(a), la, 1030));
     assert_int_equal(gw_guard_auth_check(g, SA(a), la, 1030, &wait), 0);
+    gw_guard_free(g);
+}
+
+/* The addresses a reload's budget shut out, as gw_sockaddr_string would not: address alone. */
+struct shut {
+    int n;
+    char addr[4][INET6_ADDRSTRLEN];
+};
+
+static void on_shut_out(void *arg, const struct sockaddr *sa, socklen_t len)
+{
+    struct shut *sh = arg;
+    const void *a = sa->sa_family == AF_INET ? (const void *)&((const struct sockaddr_in *)sa)->sin_addr
+                                             : (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
+
+    assert_true(sh->n < 4);
+    assert_int_equal(len,
+                     sa->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6));
+    assert_non_null(inet_ntop(sa->sa_family, a, sh->addr[sh->n++], INET6_ADDRSTRLEN));
+}
+
+/*
+ * A reload that lowers the budget under an address's failures in its open window shuts it out, and says
+ * so once, as the failure that uses a budget up does: not for an address already out, one under the new
+ * budget, or one whose window ended; nor again at its next failure.
+ */
+static void test_auth_budget_lowered(void **state)
+{
+    struct gw_guard_conf conf = {.max_connections = 8,
+                                 .max_connections_per_address = 8,
+                                 .max_requests_per_address = 1,
+                                 .auth_failures = 5,
+                                 .auth_failure_window = 60,
+                                 .ipv6_prefix = 64};
+    struct gw_guard *g = gw_guard_new(&conf);
+    socklen_t la, lb, lc, ld, le;
+    struct sockaddr_storage a = v4("10.0.0.1", 1, &la), b = v4("10.0.0.2", 1, &lb),
+                            c = v6("2001:db8::1", &lc), d = v4("10.0.0.4", 1, &ld),
+                            e = v4("10.0.0.5", 1, &le);
+    struct shut sh = {0};
+    uint32_t wait;
+
+    (void)state;
+    for (int i = 0; i < 4; i++) {
+        assert_false(gw_guard_auth_failed(g, SA(a), la, 1000));
+        assert_false(gw_guard_auth_failed(g, SA(c), lc, 1000)); /* on its /64 */
+        assert_false(gw_guard_auth_failed(g, SA(d), ld, 900));  /* a window ended by 1010 */
+        assert_false(gw_guard_auth_failed(g, SA(e), le, 1000));
+    }
+    assert_true(gw_guard_auth_failed(g, SA(e), le, 1000));  /* its fifth: out, and said */
+    assert_false(gw_guard_auth_failed(g, SA(b), lb, 1000)); /* 1 */
+    assert_int_equal(gw_guard_auth_check(g, SA(a), la, 1010, &wait), 0);
+    assert_int_equal(gw_guard_set_auth_budget(g, 3, 60, 1010, on_shut_out, &sh), 0);
+    assert_int_equal(sh.n, 2);
+    assert_true((strcmp(sh.addr[0], "10.0.0.1") == 0 && strcmp(sh.addr[1], "2001:db8::") == 0) ||
+                (strcmp(sh.addr[1], "10.0.0.1") == 0 && strcmp(sh.addr[0], "2001:db8::") == 0));
+    assert_int_equal(gw_guard_auth_check(g, SA(a), la, 1010, &wait), GW_ERR_LIMIT);
+    assert_int_equal(gw_guard_auth_check(g, SA(b), lb, 1010, &wait), 0);
+    assert_false(gw_guard_auth_failed(g, SA(a), la, 1011)); /* said already */
+    sh.n = 0;
+    assert_int_equal(gw_guard_set_auth_budget(g, 2, 60, 1012, on_shut_out, &sh), 0); /* out already */
+    assert_int_equal(sh.n, 0);
+    assert_int_equal(gw_guard_set_auth_budget(g, 1, 60, 1013, on_shut_out, &sh), 0); /* b now too */
+    assert_int_equal(sh.n, 1);
+    assert_string_equal(sh.addr[0], "10.0.0.2");
     gw_guard_free(g);
 }
 
@@ -471,6 +538,7 @@ int main(void)
         cmocka_unit_test(test_connections),
         cmocka_unit_test(test_auth_budget),
         cmocka_unit_test(test_auth_budget_reloaded),
+        cmocka_unit_test(test_auth_budget_lowered),
         cmocka_unit_test(test_table_reuse),
         cmocka_unit_test(test_requests_in_flight),
         cmocka_unit_test(test_orphaned_requests_leave_room),
