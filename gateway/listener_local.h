@@ -30,6 +30,7 @@ struct gw_conn {
     bool admin;                         /* on the admin listener: outside the CMP admission limits */
     bool handshaken;                    /* its TLS handshake completed (counted once) */
     bool refused;                       /* ... or ended by the gateway's fatal alert (counted once) */
+    bool flight_sent;                   /* its handshake flight for the ClientHello went out (tls.c) */
     unsigned listener;                  /* the id of its listener's socket (struct gw_listen_key) */
     unsigned long gen;                  /* the generation whose client CAs verified |peer| */
     X509 *peer;                         /* verified TLS client certificate, or NULL */

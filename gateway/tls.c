@@ -22,10 +22,14 @@
 /* What the session id context is computed from first: a new form of it resumes nothing made before. */
 static const char sid_ctx_tag[] = "cmpgw TLS session 2";
 
+static void handshake_abandoned(struct gw_conn *c);
+
 static void conn_on_close(void *data)
 {
     struct gw_conn *c = data;
 
+    if (c->flight_sent && !c->handshaken && !c->refused)
+        handshake_abandoned(c);
     c->loop->num_conns--;
     h2o_linklist_unlink(&c->link);
     if (c->admin) { /* never counted in the guard */
@@ -129,7 +133,8 @@ static void metrics_init(void)
 
     m_handshakes =
         gw_metric_new("cmpgw_tls_handshakes_total",
-                      "TLS handshakes by listener (cmp, admin) and result; a failed one by the fatal "
+                      "TLS handshakes by listener (cmp, admin) and result (ok, failed, abandoned: ended "
+                      "by the client or a timeout after the listener's flight); a failed one by the fatal "
                       "alert OpenSSL chose for it (e.g. \"unknown CA\"), which the client does not read: "
                       "the listener closes the connection.",
                       GW_METRIC_COUNTER, labels, NULL, 0);
@@ -159,6 +164,22 @@ static void handshake_refused(struct gw_conn *c, int alert)
         return;
     snprintf(what, sizeof(what), "TLS handshake: %s", SSL_alert_desc_string_long(alert));
     gw_server_auth_failed(c->loop->server, (struct sockaddr *)&c->addr, c->addr_len, what);
+}
+
+/*
+ * A handshake that ended (the client's close or reset, the handshake timeout, a stalled send) after the
+ * gateway sent its flight for a ClientHello, and before it completed: the flight's signature costs some
+ * 0.8 ms, which a client without credentials could otherwise have the gateway make as fast as it
+ * connects and leaves. So it counts as a failed authentication of its address, as a refused one does.
+ * A connection closed before a whole ClientHello (a balancer's TCP check, a port scan) made no flight:
+ * it does not count. Not on the admin listener, which the guard does not count.
+ */
+static void handshake_abandoned(struct gw_conn *c)
+{
+    count_handshake(c, "abandoned", "");
+    if (!c->admin)
+        gw_server_auth_failed(c->loop->server, (struct sockaddr *)&c->addr, c->addr_len,
+                              "TLS handshake: left unfinished after the gateway's flight");
 }
 
 static bool valid_at(const X509 *x, time_t now)
@@ -195,19 +216,40 @@ static void refuse_resumed(SSL *ssl, struct gw_conn *c, X509 *peer)
     (void)SSL_set_num_tickets(ssl, 0);
 }
 
+/*
+ * Whether |ssl|'s server has just written the last message of its flight for the client's: Finished,
+ * after the signature of a full handshake's CertificateVerify (TLS 1.3) or ServerHelloDone, after its
+ * ServerKeyExchange (TLS 1.2). A HelloRetryRequest is not a flight: the client's ClientHello comes again.
+ */
+static bool flight_written(const SSL *ssl, int where)
+{
+    OSSL_HANDSHAKE_STATE st;
+
+    if (where != SSL_CB_ACCEPT_LOOP)
+        return false;
+    st = SSL_get_state(ssl);
+    return st == TLS_ST_SW_FINISHED || st == TLS_ST_SW_SRVR_DONE;
+}
+
 static void on_ssl_info(const SSL *ssl, int where, int ret)
 {
     h2o_socket_t *sock;
     struct gw_conn *c;
     X509 *peer;
+    bool flight = flight_written(ssl, where);
 
-    if ((where & (SSL_CB_HANDSHAKE_DONE | SSL_CB_ALERT)) == 0)
+    /* called at each state of each handshake: anything else returns here, at the cost of a compare */
+    if ((where & (SSL_CB_HANDSHAKE_DONE | SSL_CB_ALERT)) == 0 && !flight)
         return;
     /* libh2o 2.2.5 sets the h2o_socket_t as the BIO data (lib/common/socket.c setup_bio) */
     sock = BIO_get_data(SSL_get_rbio(ssl));
     if (sock == NULL || sock->on_close.cb != conn_on_close)
         return;
     c = sock->on_close.data;
+    if (flight) {
+        c->flight_sent = true;
+        return;
+    }
     if ((where & SSL_CB_ALERT) != 0) {
         /* a fatal alert OpenSSL writes before the handshake is done ends it: its description is the reason */
         if ((where & SSL_CB_WRITE) != 0 && (ret >> 8) == SSL3_AL_FATAL && !c->handshaken && !c->refused)

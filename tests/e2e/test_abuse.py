@@ -16,8 +16,9 @@ tried each; it is now refused from the count of public keys in its DER, before O
 bits, exponent of 2^32 or more) are refused wherever the gateway would verify with them.
 
 Connections are bounded per client address, HTTP/2 is offered only where a listener asks for it, and an
-address that keeps failing to authenticate (a failed TLS handshake counts too) gets HTTP 429 with Retry-After
-before any CMP work, and its new TLS connections are closed at accept, before any handshake.
+address that keeps failing to authenticate (a failed TLS handshake counts too, and so does one the client
+leaves unfinished after the gateway's signed flight) gets HTTP 429 with Retry-After before any CMP work,
+and its new TLS connections are closed at accept, before any handshake.
 
 An HTTP/2 client that never opens its flow-control window once its request is answered held its
 connection, and the stream's memory, forever: its connection is now ended after limits.send_timeout.
@@ -37,6 +38,7 @@ import datetime
 import re
 import socket
 import ssl
+import struct
 import sys
 import threading
 import time
@@ -798,6 +800,88 @@ class FailedHandshakeBudget(harness.GatewayTestCase):
         r = self.gw.curl("--interface", "127.0.0.2", data=self.gw.make_request("other-address"))
         self.assertEqual(r.status, 200, r)
         self.assertEqual(harness.decode_cmp(r.body).body_type, "ip")
+
+
+class AbandonedHandshakeBudget(harness.GatewayTestCase):
+    """A gateway of its own: its address is over budget after three handshakes it leaves after the gateway's
+    flight."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["limits"] = {"auth_failures_per_address": 3, "auth_failure_window": "60s"}
+
+    def client_hello(self, tls12=False):
+        """A TLS client (trusting the gateway, with no certificate of its own) and its ClientHello."""
+        ctx = ssl.create_default_context(cafile=str(self.gw.dir / "ca.pem"))
+        if tls12:
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = ctx.wrap_bio(inc, out, server_hostname="127.0.0.1")
+        with self.assertRaises(ssl.SSLWantReadError):
+            tls.do_handshake()
+        return tls, inc, out, out.read()
+
+    def leave_after_flight(self, end, tls12=False):
+        """Sends a whole ClientHello, reads the gateway's flight until the client has its own ready, and sends
+        none of it: the connection then ends by the client's close ("close"), its reset ("reset"), or the
+        gateway's handshake timeout ("wait")."""
+        tls, inc, out, hello = self.client_hello(tls12)
+        s = socket.create_connection(("127.0.0.1", self.gw.port), timeout=harness.CLIENT_TIMEOUT)
+        try:
+            s.sendall(hello)
+            while not out.pending:
+                data = s.recv(65536)
+                self.assertNotEqual(data, b"", "the gateway closed before its flight")
+                inc.write(data)
+                try:
+                    tls.do_handshake()  # TLS 1.3: the client's side is done with the server's Finished
+                except ssl.SSLWantReadError:
+                    pass
+            if end == "reset":
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            if end == "wait":
+                s.settimeout(30)
+                self.assertEqual(harness.read_to_eof(s), b"")  # closed by the gateway, some 10 s on
+        finally:
+            s.close()
+
+    def abandoned(self, expect):
+        """Waits until the gateway counted |expect| abandoned handshakes (it sees a close after the client
+        made it); the count."""
+        deadline = time.monotonic() + 5
+        while True:
+            n = harness.metric(self.gw, "cmpgw_tls_handshakes_total", 0, listener="cmp", result="abandoned")
+            if n >= expect or time.monotonic() > deadline:
+                return n
+            time.sleep(0.05)
+
+    def test_handshakes_left_after_the_flight_count(self):
+        """A client without credentials that sends a ClientHello, takes the gateway's signed flight and
+        leaves had it sign (some 0.8 ms) as fast as it connected, counted nowhere. Now a handshake that ends
+        unfinished after the flight, whether the client closes, resets, or lets it time out, over TLS 1.3
+        or 1.2, counts against its address's budget: past it, its connections are closed at accept. Its
+        twins count nothing: a connection closed without a byte or before a whole ClientHello (a
+        balancer's TCP check, a port scan), and a completed handshake."""
+        _, _, _, hello = self.client_hello()
+        for _ in range(5):
+            socket.create_connection(("127.0.0.1", self.gw.port), timeout=5).close()
+            with socket.create_connection(("127.0.0.1", self.gw.port), timeout=5) as s:
+                s.sendall(hello[:len(hello) // 2])
+            self.assertTrue(self.gw.handshake())
+        self.assertEqual(self.abandoned(1), 0)  # waited for: nothing comes
+        self.leave_after_flight("close")
+        self.assertEqual(self.abandoned(1), 1)
+        self.leave_after_flight("reset", tls12=True)
+        self.assertEqual(self.abandoned(2), 2)
+        self.assertTrue(self.gw.handshake())  # two of three
+        self.assertEqual([e for e in self.gw.log_lines() if e.get("event") == "auth_budget_exhausted"], [])
+        self.leave_after_flight("wait")
+        self.assertEqual(self.abandoned(3), 3)
+        self.assertFalse(self.gw.handshake())  # over budget: closed at accept
+        lines = [e for e in self.gw.log_lines() if e.get("event") == "auth_budget_exhausted"]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertEqual(lines[0]["last"], "TLS handshake: left unfinished after the gateway's flight")
+        self.assertTrue(self.gw.handshake(source="127.0.0.2"))
 
 
 class UndecodableBodyBudget(harness.GatewayTestCase):
