@@ -37,12 +37,10 @@ static int check_kur_issued(struct cmp_txn *t, struct cmp_call *c, struct cmp_re
 {
     if (t->role->kur_any_signer || cmp_signer_issued(c, t))
         return 0;
-    gw_log_kv(GW_LOG_INFO, "not_authorized", "tid", c->rsp->tid, "role", t->role->name, "identity",
-              t->identity, "reason", "kur_not_issued", NULL);
-    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertId,
-                      "key update renews a certificate a CA of this route issued, and %.150s's was not: "
-                      "enrol with it instead (ir, cr or p10cr)",
-                      t->identity);
+    return cmp_deny(c, t, "kur_not_issued", r, OSSL_CMP_PKIFAILUREINFO_badCertId,
+                    "key update renews a certificate a CA of this route issued, and %.150s's was not: "
+                    "enrol with it instead (ir, cr or p10cr)",
+                    t->identity);
 }
 
 /* docs/design.md D7: kur only by the holder of the certificate being updated, one the PKI issued. */
@@ -55,8 +53,8 @@ static int check_kur(struct cmp_txn *t, struct cmp_call *c, const OSSL_CRMF_MSG 
     if (c->body != GW_CMP_BODY_KUR)
         return 0;
     if (t->pbm || t->signer == NULL)
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
-                          "key update must be signed with the certificate being updated, not PBM-protected");
+        return cmp_deny(c, t, "kur_pbm", r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                        "key update must be signed with the certificate being updated, not PBM-protected");
     if (crm == NULL || (old = OSSL_CRMF_MSG_get0_regCtrl_oldCertID(crm)) == NULL)
         return check_kur_issued(t, c, r); /* RFC 9483 §4.1.3: without oldCertID, the signer's is updated */
     issuer = OSSL_CRMF_CERTID_get0_issuer(old);
@@ -64,9 +62,9 @@ static int check_kur(struct cmp_txn *t, struct cmp_call *c, const OSSL_CRMF_MSG 
     if (issuer != NULL && serial != NULL && X509_NAME_cmp(issuer, X509_get_issuer_name(t->signer)) == 0 &&
         ASN1_INTEGER_cmp(serial, X509_get0_serialNumber(t->signer)) == 0)
         return check_kur_issued(t, c, r);
-    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
-                      "key update must be signed with the certificate it updates; "
-                      "oldCertID names another certificate");
+    return cmp_deny(c, t, "kur_other_cert", r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                    "key update must be signed with the certificate it updates; "
+                    "oldCertID names another certificate");
 }
 
 /*

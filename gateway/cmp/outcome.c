@@ -25,15 +25,40 @@ static const char *fail_name(int bit)
     return bit >= 0 && bit <= OSSL_CMP_PKIFAILUREINFO_MAX ? fail_names[bit] : "none";
 }
 
+__attribute__((format(printf, 3, 0))) static void vrefuse(struct cmp_refusal *r, int fail_info,
+                                                          const char *fmt, va_list ap)
+{
+    r->fail_info = fail_info;
+    vsnprintf(r->text, sizeof(r->text), fmt, ap);
+}
+
 int cmp_refuse(struct cmp_refusal *r, int fail_info, const char *fmt, ...)
 {
     va_list ap;
 
-    r->fail_info = fail_info;
     va_start(ap, fmt);
-    vsnprintf(r->text, sizeof(r->text), fmt, ap);
+    vrefuse(r, fail_info, fmt, ap);
     va_end(ap);
     return 1;
+}
+
+int cmp_deny(const struct cmp_call *c, const struct cmp_txn *t, const char *code, struct cmp_refusal *r,
+             int fail_info, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vrefuse(r, fail_info, fmt, ap);
+    va_end(ap);
+    cmp_log_denied(c, t, code, r);
+    return 1;
+}
+
+void cmp_log_denied(const struct cmp_call *c, const struct cmp_txn *t, const char *code,
+                    const struct cmp_refusal *r)
+{
+    gw_log_kv(GW_LOG_INFO, "not_authorized", "tid", c->rsp->tid, "role", t->role->name, "identity",
+              t->identity, "tls_subject", c->tls_subject, "reason", code, "msg", r->text, NULL);
 }
 
 void cmp_set_outcome(struct cmp_call *c, const char *status, const struct cmp_refusal *r)

@@ -17,6 +17,23 @@
 __attribute__((format(printf, 3, 4))) int cmp_refuse(struct cmp_refusal *r, int fail_info, const char *fmt,
                                                      ...);
 
+/*
+ * cmp_deny is cmp_refuse for a refusal of who sent |t|'s message (an authorization refusal: notAuthorized,
+ * or what a kur or rr may not do), logged by cmp_log_denied as the docs/errors.md row |code|. Returns 1.
+ */
+__attribute__((format(printf, 6, 7))) int cmp_deny(const struct cmp_call *c, const struct cmp_txn *t,
+                                                   const char *code, struct cmp_refusal *r, int fail_info,
+                                                   const char *fmt, ...);
+
+/*
+ * cmp_log_denied writes the not_authorized log line of the refusal |r| of |t|'s sender: who was refused
+ * (its identity, TLS client subject and role, and the tid that ties it to the request line with its
+ * address), why (|code|, a static docs/errors.md row id, as "reason") and what it was told ("msg", the
+ * statusString). Every such refusal is logged through here, so that operators find them by one event.
+ */
+void cmp_log_denied(const struct cmp_call *c, const struct cmp_txn *t, const char *code,
+                    const struct cmp_refusal *r);
+
 /* cmp_set_outcome notes how the request ended: |status|, and the refusal |r| if there is one (or NULL). */
 void cmp_set_outcome(struct cmp_call *c, const char *status, const struct cmp_refusal *r);
 

@@ -162,8 +162,7 @@ static int authorize(struct cmp_call *c, const struct cmp_txn *t, struct cmp_ref
     if (gw_policy_authorize(t->role, &id, c->now, &why.fail_info, why.text, code) == 0)
         return 0;
     *r = why;
-    gw_log_kv(GW_LOG_INFO, "not_authorized", "tid", c->rsp->tid, "role", t->role->name, "identity",
-              t->identity, "tls_subject", c->tls_subject, "reason", *code, "msg", r->text, NULL);
+    cmp_log_denied(c, t, *code, r);
     return 1;
 }
 
@@ -862,18 +861,16 @@ int cmp_check_allowlist(struct cmp_call *c, const struct cmp_txn *t, const OSSL_
     if (role->device_allowlist_file == NULL)
         return 0;
     if (t->pbm || t->signer == NULL)
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
-                          "this route accepts signature-protected requests only: sign with the device "
-                          "certificate (3GPP TS 33.310)");
+        return cmp_deny(c, t, "signature_only_route", r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                        "this route accepts signature-protected requests only: sign with the device "
+                        "certificate (3GPP TS 33.310)");
     if (c->body == GW_CMP_BODY_KUR && renews_signer(crm, t->signer) && revocation_checked(c->e, t->signer) &&
         cmp_signer_issued(c, t) && !issued_for_other_list(c, role, t->signer))
         return 0;
     if (on_allowlist(c, t))
         return 0;
-    gw_log_kv(GW_LOG_INFO, "not_authorized", "tid", c->rsp->tid, "role", role->name, "identity", t->identity,
-              "reason", "device_allowlist", NULL);
-    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
-                      "device %.150s is not on this route's allow-list", t->identity);
+    return cmp_deny(c, t, "device_allowlist", r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                    "device %.150s is not on this route's allow-list", t->identity);
 }
 
 /* A readable name for a weak hash: what the device operator must change. */

@@ -95,8 +95,8 @@ static int check_ra_issuer(struct cmp_txn *t, struct cmp_call *c, struct cmp_ref
     gw_log_kv(GW_LOG_WARN, "rr_ra_untrusted", "tid", c->rsp->tid, "role", role->name, "identity", t->identity,
               "trust", chained != NULL ? chained : "none", "msg",
               "an RA certificate of a CA that is neither the role's upstreams' nor in its ra_trust", NULL);
-    return cmp_refuse(
-        r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+    return cmp_deny(
+        c, t, "rr_ra_untrusted", r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
         "the RA certificate was not issued by a CA of role %.64s's upstreams, nor does it chain to "
         "a trust entry the role names in ra_trust",
         role->name);
@@ -110,9 +110,9 @@ static int authorize_rr(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *
 
     *as_ra = 0;
     if (t->pbm || t->signer == NULL)
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
-                          "a revocation request must be signed by the certificate to revoke or by an RA "
-                          "certificate; PBM protection is not accepted for rr");
+        return cmp_deny(c, t, "rr_pbm", r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                        "a revocation request must be signed by the certificate to revoke or by an RA "
+                        "certificate; PBM protection is not accepted for rr");
     if (X509_NAME_cmp(issuer, X509_get_issuer_name(t->signer)) == 0 &&
         ASN1_INTEGER_cmp(serial, X509_get0_serialNumber(t->signer)) == 0)
         return 0;
@@ -122,10 +122,10 @@ static int authorize_rr(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *
         *as_ra = 1;
         return 0;
     }
-    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
-                      "only the holder of a certificate (signing the rr with it) or an RA of role %.64s may "
-                      "revoke it",
-                      t->role->name);
+    return cmp_deny(c, t, "rr_not_holder", r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                    "only the holder of a certificate (signing the rr with it) or an RA of role %.64s may "
+                    "revoke it",
+                    t->role->name);
 }
 
 /* An rr naming a serial its CA does not know (badCertId); %s is the serial. */
@@ -212,10 +212,9 @@ static int check_ra_target(struct cmp_txn *t, struct cmp_call *c, const X509_NAM
     if (rc == GW_ERR_NOT_FOUND)
         refused = *elsewhere = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertId, TEXT_NO_SERIAL, t->serial);
     else if (rc == GW_ERR_INVAL)
-        refused =
-            cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
-                       "an RA may revoke on this route only the certificate it signs with: the CA cannot "
-                       "look a certificate up by its serial");
+        refused = cmp_deny(c, t, "rr_ra_no_lookup", r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                           "an RA may revoke on this route only the certificate it signs with: the CA cannot "
+                           "look a certificate up by its serial");
     else if (rc != 0)
         refused = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                              "the certificate to revoke cannot be looked up at the CA now; retry later");
@@ -227,9 +226,9 @@ static int check_ra_target(struct cmp_txn *t, struct cmp_call *c, const X509_NAM
                        "names: check issuer and serial",
                        t->serial);
     else if (gw_policy_check_names(t->role, cert, copies_cn(c, t), &fi, why) != 0)
-        refused = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
-                             "an RA of role %.64s may revoke only certificates of its role: %.200s",
-                             t->role->name, why);
+        refused = cmp_deny(c, t, "rr_ra_outside_role", r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                           "an RA of role %.64s may revoke only certificates of its role: %.200s",
+                           t->role->name, why);
     else if (revoked_already(t->up, cert))
         refused = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_certRevoked, TEXT_REVOKED);
     if (refused)

@@ -563,6 +563,12 @@ class Gateway:
                 out.append(obj)
         return out
 
+    def denials(self, reason):
+        """(role, identity, msg) of each not_authorized log line whose reason is |reason| (a docs/errors.md row):
+        who was refused, and the statusString it was told."""
+        return [(l.get("role"), l.get("identity"), l.get("msg")) for l in self.log_lines()
+                if l.get("event") == "not_authorized" and l.get("reason") == reason]
+
     def signal_stop(self):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

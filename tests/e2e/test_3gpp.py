@@ -70,12 +70,6 @@ def ca_pubs(answer):
     return [der_encoder.encode(c) for c in body["caPubs"]] if body["caPubs"].isValue else []
 
 
-def refusal_reasons(gw, identity):
-    """The reasons of the not_authorized log lines about |identity| (docs/errors.md names them per row)."""
-    return [l.get("reason") for l in gw.log_lines() if l.get("event") == "not_authorized" and
-            l.get("identity") == identity]
-
-
 class ThreeGpp(harness.GatewayTestCase):
 
     @classmethod
@@ -175,7 +169,8 @@ class ThreeGpp(harness.GatewayTestCase):
         self.assertIsNone(res.cert)
         self.assert_cmp_error(res.first, ("ip",), "notAuthorized")
         self.assertEqual(res.first.status_strings, ["device %s is not on this route's allow-list" % STRANGER])
-        self.assertIn("device_allowlist", refusal_reasons(self.gw, STRANGER))  # docs/errors.md device_not_allowed
+        # docs/errors.md device_not_allowed: logged, with what the device was told
+        self.assertIn(("bs", STRANGER, res.first.status_strings[0]), self.gw.denials("device_allowlist"))
 
     def test_device_on_plain_route_needs_list_too(self):
         res, _ = self.ir("stranger-plain", "bs666", path=ROUTE_PLAIN, expect_cert=False)
@@ -189,6 +184,8 @@ class ThreeGpp(harness.GatewayTestCase):
         self.assertEqual(res.first.status_strings,
                          ["this route accepts signature-protected requests only: sign with the device "
                           "certificate (3GPP TS 33.310)"])
+        self.assertEqual(self.gw.denials("signature_only_route"),
+                         [("bs", "pbm:demo-device", res.first.status_strings[0])])
 
     def test_sha224_refused(self):
         res, _ = self.ir("sha224", "bs1", digest="sha224", expect_cert=False)
@@ -246,7 +243,7 @@ class ThreeGpp(harness.GatewayTestCase):
                           path=ROUTE, extra=["-untrusted", d / "vint.pem"], expect_cert=False)
         self.assertIsNone(kur.cert)
         self.assert_cmp_error(kur.first, ("kup",), "badCertId", TEXT_KUR_NOT_ISSUED % ALLOWED)
-        self.assertIn("kur_not_issued", refusal_reasons(self.gw, ALLOWED))  # docs/errors.md kur_not_issued
+        self.assertIn(("bs", ALLOWED, TEXT_KUR_NOT_ISSUED % ALLOWED), self.gw.denials("kur_not_issued"))
         # twins: the operator certificate an ir of it gets renews (test_kur_with_operator_certificate); and a
         # role that says "kur_any_signer" takes the vendor certificate's kur as its ir
         res, _ = self.ir("vendor-first", "bs1")

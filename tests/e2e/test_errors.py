@@ -805,14 +805,17 @@ class Errors(Base):
         self.assert_not_authorized("signer_subject", "signer", a)
 
     def test_kur_pbm(self):
-        self.expect("kur_pbm", self.gw.cmp("kur", "kurpbm", auth="pbm", newkey=self.newkey("kurpbm"),
-                                           extra=("-oldcert", self.gw.dir / "client.pem"), expect_cert=False).last)
+        a = self.expect("kur_pbm", self.gw.cmp("kur", "kurpbm", auth="pbm", newkey=self.newkey("kurpbm"),
+                                               extra=("-oldcert", self.gw.dir / "client.pem"), expect_cert=False).last)
+        self.assertEqual(self.gw.denials("kur_pbm"), [("default", "pbm:demo-device", a.status_strings[0])])
 
     def test_kur_other_cert(self):
         other = self.gw.cmp("ir", "kurold", newkey=self.newkey("kurold"), subject="/CN=kurold").cert
         res = self.gw.cmp("kur", "kurother", newkey=self.newkey("kurother"), extra=("-oldcert", other),
                           expect_cert=False)
-        self.expect("kur_other_cert", res.last)
+        a = self.expect("kur_other_cert", res.last)
+        self.assertEqual(self.gw.denials("kur_other_cert"),
+                         [("default", "/O=cmpgw demo/CN=demo-client", a.status_strings[0])])
 
     def test_message_time(self):
         for name, when in (("past", "20200101000000Z"), ("future", "20990101000000Z")):

@@ -136,6 +136,7 @@ class Revocation(harness.GatewayTestCase):
         self.assertEqual((status, fails), (2, ["notAuthorized"]))
         self.assertEqual(texts, ["only the holder of a certificate (signing the rr with it) or an RA of role "
                                  "default may revoke it"])
+        self.assertEqual(self.gw.denials("rr_not_holder"), [("default", "/O=cmpgw demo/CN=demo-client", texts[0])])
         self.assertNotIn(serial_hex(cert), crl_entries(self.gw, "thief"))
 
     def test_ra_revokes(self):
@@ -166,6 +167,7 @@ class Revocation(harness.GatewayTestCase):
         status, fails, texts = rp_status(rp)
         self.assertEqual((status, fails), (2, ["notAuthorized"]))
         self.assertIn("PBM protection is not accepted for rr", texts[0])
+        self.assertEqual(self.gw.denials("rr_pbm"), [("default", "pbm:demo-device", texts[0])])
 
     def test_client_rr_with_reason(self):
         """The project's client (OpenSSL's API, OSSL_CMP_OPT_REVOCATION_REASON) revokes its own certificate."""
@@ -230,9 +232,10 @@ class RevocationAtVault(harness.GatewayTestCase):
 
     def test_ra_of_another_role_refused(self):
         victim = self.p10cr("vault-a", "a-1.example.com")
-        self.assertEqual(self.ra_rr("b-ra-of-a", victim), (2, ["notAuthorized"], [
-            "an RA of role vault-b may revoke only certificates of its role: common name a-1.example.com is not "
-            "allowed on role vault-b (allowed: b-*.example.com)"]))
+        text = ("an RA of role vault-b may revoke only certificates of its role: common name a-1.example.com is not "
+                "allowed on role vault-b (allowed: b-*.example.com)")
+        self.assertEqual(self.ra_rr("b-ra-of-a", victim), (2, ["notAuthorized"], [text]))
+        self.assertIn(("vault-b", RA_SUBJECT, text), self.gw.denials("rr_ra_outside_role"))
         self.assertFalse(self.revoked_at_vault(victim))
         refused = [r for r in audit(self.gw, "rejected") if int(r.get("serial", "0"), 16) ==
                    int(harness.serial_hex(victim), 16)]
@@ -609,6 +612,7 @@ class RaOfAnotherCa(harness.GatewayTestCase):
                           int(serial_hex(victim), 16)])
         lines = [(e["role"], e["trust"]) for e in self.gw.log_lines() if e.get("event") == "rr_ra_untrusted"]
         self.assertEqual(lines, [("default", "vendor")])
+        self.assertEqual(self.gw.denials("rr_ra_untrusted"), [("default", VENDOR_RA_SUBJECT, TEXT_RA_UNTRUSTED)])
 
     def test_own_ras_revoke(self):
         """The twins: an RA the upstream's issuing CA signed, and one the root above it signed."""
@@ -631,6 +635,7 @@ class RaTrustNamed(RaOfAnotherCa):
         self.assertEqual(rp[0], 0)
         self.assertEqual(crl_entries(self.gw, "vendor-named").get(serial_hex(victim)), 1)
         self.assertFalse([e for e in self.gw.log_lines() if e.get("event") == "rr_ra_untrusted"])
+        self.assertFalse(self.gw.denials("rr_ra_untrusted"))
 
 
 class RevocationAtCfssl(harness.GatewayTestCase):
@@ -661,9 +666,10 @@ class RevocationAtCfssl(harness.GatewayTestCase):
         harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=c-1.example.com", "-addext",
                      "subjectAltName=DNS:c-1.example.com", "-out", csr])
         cert = self.gw.cmp("p10cr", "c-1", path="pki/roles/cfssl/cmp", extra=["-csr", csr]).cert
-        self.assertEqual(self.rr("c-ra", cert, d / "signer.pem", d / "signer.key"), (2, ["notAuthorized"], [
-            "an RA may revoke on this route only the certificate it signs with: the CA cannot look a certificate "
-            "up by its serial"]))
+        text = ("an RA may revoke on this route only the certificate it signs with: the CA cannot look a certificate "
+                "up by its serial")
+        self.assertEqual(self.rr("c-ra", cert, d / "signer.pem", d / "signer.key"), (2, ["notAuthorized"], [text]))
+        self.assertEqual(self.gw.denials("rr_ra_no_lookup"), [("cfssl", RA_SUBJECT, text)])
         self.assertFalse([r for r in audit(self.gw, "intent") if int(r.get("serial", "0"), 16) ==
                           int(harness.serial_hex(cert), 16)])
         self.assertEqual(self.rr("c-holder", cert, cert, key)[0], 0)
