@@ -397,7 +397,7 @@ int cmp_check_protection_hash(const struct cmp_call *c, struct cmp_refusal *r)
  * RFC 9483 §3.1: 128 random bits at least in each. A shorter transactionID meets other clients' in the
  * gateway's transactions and replay cache, a shorter senderNonce weakens the replay check; OpenSSL 3.0
  * answers a message without a senderNonce with no recipNonce, which ties the answer to nothing the client
- * sent. The caps are the header reader's (malformed_header).
+ * sent. The caps are the header reader's (cmp_refuse_header).
  */
 int cmp_check_ids(const struct cmp_call *c, struct cmp_refusal *r)
 {
@@ -420,6 +420,22 @@ int cmp_check_ids(const struct cmp_call *c, struct cmp_refusal *r)
             "or more in every message (RFC 9483 §3.1)",
             h->sender_nonce_len, GW_MIN_NONCE_LEN);
     return 0;
+}
+
+int cmp_refuse_header(const struct gw_hdr_info *h, int rc, struct cmp_refusal *r)
+{
+    if (rc == GW_ERR_LIMIT && h->over == GW_HDR_TID)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                          "transactionID of %zu bytes is too long: start the transaction with a random "
+                          "transactionID of %d to %d bytes (RFC 9483 §3.1)",
+                          h->over_len, GW_MIN_TID_LEN, GW_MAX_TID_LEN);
+    if (rc == GW_ERR_LIMIT && h->over == GW_HDR_SENDER_NONCE)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badSenderNonce,
+                          "senderNonce of %zu bytes is too long: send a fresh random senderNonce of %d to %d "
+                          "bytes in every message (RFC 9483 §3.1)",
+                          h->over_len, GW_MIN_NONCE_LEN, GW_MAX_NONCE_LEN);
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                      "malformed PKIHeader: a field is oversized or of the wrong type");
 }
 
 /*

@@ -67,6 +67,14 @@ int cmp_check_protection_hash(const struct cmp_call *c, struct cmp_refusal *r);
 int cmp_check_ids(const struct cmp_call *c, struct cmp_refusal *r);
 
 /*
+ * cmp_refuse_header fills |r| for a header gw_shim_hdr_info could not read, its |rc| and what it read
+ * into |h|: a transactionID (badRequest) or senderNonce (badSenderNonce) over its cap (GW_MAX_TID_LEN,
+ * GW_MAX_NONCE_LEN) is told the limit, as a short one is (cmp_check_ids); anything else (a senderKID
+ * over GW_MAX_KID_LEN, a field of the wrong type) is a malformed header (badRequest). Returns 1.
+ */
+int cmp_refuse_header(const struct gw_hdr_info *h, int rc, struct cmp_refusal *r);
+
+/*
  * cmp_check_pbm_algs refuses a PBM-protected message whose owf or mac is not on the allow-list (RFC 9481
  * §6.1.1), before its key is derived: the owf is iterated, and its cost is the sender's to choose. 0, or
  * refused with |r| (badAlg) and logged.

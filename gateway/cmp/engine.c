@@ -993,14 +993,17 @@ static void gone_unless_own(struct cmp_call *c)
 
 static void dispatch(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
-    struct cmp_refusal r = {OSSL_CMP_PKIFAILUREINFO_badRequest,
-                            "malformed PKIHeader: a field is oversized or of the wrong type"};
-    int malformed = gw_shim_hdr_info(msg, &c->hdr) != 0;
+    struct cmp_refusal r;
+    int rc = gw_shim_hdr_info(msg, &c->hdr);
 
-    if (!malformed)
-        gw_hex(c->rsp->tid, c->hdr.tid, c->hdr.tid_len);
-    if (malformed || cmp_precheck(c, msg, &r) != 0) {
-        c->rsp->auth_failed |= malformed; /* as cmp_precheck's refusals of a form */
+    if (rc != 0) {
+        c->rsp->auth_failed = true; /* as cmp_precheck's refusals of a form */
+        (void)cmp_refuse_header(&c->hdr, rc, &r);
+        refuse(c, msg, &r);
+        return;
+    }
+    gw_hex(c->rsp->tid, c->hdr.tid, c->hdr.tid_len);
+    if (cmp_precheck(c, msg, &r) != 0) {
         refuse(c, msg, &r);
         return;
     }

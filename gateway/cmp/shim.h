@@ -38,6 +38,14 @@ enum gw_cmp_body {
 /* gw_shim_body_name returns the RFC name of a PKIBody type ("ir", "certConf", ...) or "unknown". */
 const char *gw_shim_body_name(int type);
 
+/* The header fields gw_shim_hdr_info caps (GW_MAX_KID_LEN, GW_MAX_TID_LEN, GW_MAX_NONCE_LEN). */
+enum gw_hdr_field {
+    GW_HDR_NONE = 0,
+    GW_HDR_SENDER_KID,
+    GW_HDR_TID,
+    GW_HDR_SENDER_NONCE,
+};
+
 /* Header fields with no getter in 3.0. */
 struct gw_hdr_info {
     const X509_NAME *sender; /* NULL unless the sender is a directoryName; the message's, or |own_sender| */
@@ -56,13 +64,16 @@ struct gw_hdr_info {
     size_t sender_nonce_len;
     unsigned char tid[GW_MAX_TID_LEN];
     size_t tid_len;
+    enum gw_hdr_field over; /* GW_ERR_LIMIT: the field over its cap (the first, in header order) */
+    size_t over_len;        /* and its length */
 };
 
 /*
  * gw_shim_hdr_info reads the header of |msg|: from where OpenSSL's decoded header keeps its fields,
  * or, on an OpenSSL that keeps them otherwise, by encoding it and walking the DER. |out->sender| may
- * be |msg|'s own: use it while |msg| lives, and clean |out| up before freeing |msg|. 0, or
- * GW_ERR_INVAL if malformed/oversized fields.
+ * be |msg|'s own: use it while |msg| lives, and clean |out| up before freeing |msg|. 0; GW_ERR_LIMIT
+ * if the senderKID, transactionID or senderNonce is over its cap (|out->over| names it, |out->over_len|
+ * is its length); GW_ERR_INVAL if a field is malformed.
  */
 int gw_shim_hdr_info(const OSSL_CMP_MSG *msg, struct gw_hdr_info *out);
 void gw_shim_hdr_info_cleanup(struct gw_hdr_info *h);

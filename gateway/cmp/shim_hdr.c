@@ -23,20 +23,58 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-/* Copies an OCTET STRING TLV (the content of an EXPLICIT tag) into |buf|; 0 or GW_ERR_INVAL. */
-static int get_octets(const struct cmp_tlv *tag, unsigned char *buf, size_t cap, size_t *out_len)
+/* An OCTET STRING into |buf| (NULL: absent, left at 0 bytes): 0, GW_ERR_LIMIT over |cap|, else GW_ERR_INVAL.
+ */
+static int copy_octets(const ASN1_OCTET_STRING *os, unsigned char *buf, size_t cap, size_t *out_len)
+{
+    if (os == NULL)
+        return 0;
+    if (os->length < 0)
+        return GW_ERR_INVAL;
+    if ((size_t)os->length > cap)
+        return GW_ERR_LIMIT;
+    if (os->length > 0)
+        memcpy(buf, os->data, (size_t)os->length);
+    *out_len = (size_t)os->length;
+    return 0;
+}
+
+/*
+ * |os| into the header field |f| of |h| (copy_octets). One over its cap is noted in |h| (over,
+ * over_len), for the engine to tell the client which field and how long: an RFC 9483 §3.1 client
+ * sends 16 bytes, and one that sends more is told the limit, as one that sends fewer is.
+ */
+static int put_field(struct gw_hdr_info *h, enum gw_hdr_field f, const ASN1_OCTET_STRING *os)
+{
+    int rc;
+
+    switch (f) {
+    case GW_HDR_SENDER_KID:
+        rc = copy_octets(os, h->sender_kid, sizeof(h->sender_kid), &h->sender_kid_len);
+        break;
+    case GW_HDR_TID:
+        rc = copy_octets(os, h->tid, sizeof(h->tid), &h->tid_len);
+        break;
+    default:
+        rc = copy_octets(os, h->sender_nonce, sizeof(h->sender_nonce), &h->sender_nonce_len);
+        break;
+    }
+    if (rc == GW_ERR_LIMIT) {
+        h->over = f;
+        h->over_len = (size_t)os->length;
+    }
+    return rc;
+}
+
+/* An OCTET STRING TLV (the content of an EXPLICIT tag) into the header field |f| of |h| (put_field). */
+static int get_octets(const struct cmp_tlv *tag, struct gw_hdr_info *h, enum gw_hdr_field f)
 {
     const unsigned char *p = tag->cont;
     ASN1_OCTET_STRING *os = d2i_ASN1_OCTET_STRING(NULL, &p, tag->len);
     int rc = GW_ERR_INVAL;
 
-    if (os == NULL || p != tag->cont + tag->len || os->length < 0 || (size_t)os->length > cap)
-        goto out;
-    if (os->length > 0)
-        memcpy(buf, os->data, (size_t)os->length);
-    *out_len = (size_t)os->length;
-    rc = 0;
-out:
+    if (os != NULL && p == tag->cont + tag->len)
+        rc = put_field(h, f, os);
     ASN1_OCTET_STRING_free(os);
     return rc;
 }
@@ -145,11 +183,11 @@ static int hdr_optional(const struct cmp_tlv *t, struct gw_hdr_info *h)
     case 1:
         return get_protection_alg(t, h);
     case 2:
-        return get_octets(t, h->sender_kid, sizeof(h->sender_kid), &h->sender_kid_len);
+        return get_octets(t, h, GW_HDR_SENDER_KID);
     case 4:
-        return get_octets(t, h->tid, sizeof(h->tid), &h->tid_len);
+        return get_octets(t, h, GW_HDR_TID);
     case 5:
-        return get_octets(t, h->sender_nonce, sizeof(h->sender_nonce), &h->sender_nonce_len);
+        return get_octets(t, h, GW_HDR_SENDER_NONCE);
     default:
         return 0; /* recipKID, recipNonce, freeText, generalInfo: not needed here */
     }
@@ -170,11 +208,9 @@ static int hdr_walk(const OSSL_CMP_MSG *msg, struct gw_hdr_info *out)
         !cmp_tlv_next(&p, end, &t) || get_sender(&t, out) != 0 || !cmp_tlv_next(&p, end, &t))
         goto out;
     while (cmp_tlv_next(&p, end, &t))
-        if (hdr_optional(&t, out) != 0)
+        if ((rc = hdr_optional(&t, out)) != 0)
             goto out;
-    if (p != end)
-        goto out;
-    rc = 0;
+    rc = p == end ? 0 : GW_ERR_INVAL;
 out:
     OPENSSL_free(der);
     return rc;
@@ -221,19 +257,6 @@ static const void *hdr_field(const OSSL_CMP_PKIHEADER *hdr, size_t offset)
     return *(const void *const *)((const char *)hdr + offset);
 }
 
-/* An OCTET STRING read in place as get_octets reads it (NULL: absent, left at 0 bytes). */
-static int copy_octets(const ASN1_OCTET_STRING *os, unsigned char *buf, size_t cap, size_t *out_len)
-{
-    if (os == NULL)
-        return 0;
-    if (os->length < 0 || (size_t)os->length > cap)
-        return GW_ERR_INVAL;
-    if (os->length > 0)
-        memcpy(buf, os->data, (size_t)os->length);
-    *out_len = (size_t)os->length;
-    return 0;
-}
-
 /*
  * The fields of decoded |hdr| read where they are, as the walk of its encoding reads them: the same
  * values (the walk decodes each from its encoding again, to what OpenSSL decoded), the same caps and
@@ -246,6 +269,7 @@ static int hdr_in_place(const OSSL_CMP_PKIHEADER *hdr, struct gw_hdr_info *out)
     const ASN1_GENERALIZEDTIME *time = hdr_field(hdr, hdr_layout.message_time);
     const X509_ALGOR *alg = hdr_field(hdr, hdr_layout.protection_alg);
     struct tm tm;
+    int rc;
 
     if (sender == NULL) /* required: a header without one does not encode */
         return GW_ERR_INVAL;
@@ -264,13 +288,11 @@ static int hdr_in_place(const OSSL_CMP_PKIHEADER *hdr, struct gw_hdr_info *out)
         if (out->protection_nid == NID_id_PasswordBasedMAC && pbm_params(alg, out) != 0)
             return GW_ERR_INVAL;
     }
-    if (copy_octets(hdr_field(hdr, hdr_layout.sender_kid), out->sender_kid, sizeof(out->sender_kid),
-                    &out->sender_kid_len) != 0 ||
-        copy_octets(hdr_field(hdr, hdr_layout.tid), out->tid, sizeof(out->tid), &out->tid_len) != 0 ||
-        copy_octets(hdr_field(hdr, hdr_layout.sender_nonce), out->sender_nonce, sizeof(out->sender_nonce),
-                    &out->sender_nonce_len) != 0)
-        return GW_ERR_INVAL;
-    return 0;
+    /* in the walk's order: the first field over its cap is the one noted */
+    if ((rc = put_field(out, GW_HDR_SENDER_KID, hdr_field(hdr, hdr_layout.sender_kid))) != 0 ||
+        (rc = put_field(out, GW_HDR_TID, hdr_field(hdr, hdr_layout.tid))) != 0)
+        return rc;
+    return put_field(out, GW_HDR_SENDER_NONCE, hdr_field(hdr, hdr_layout.sender_nonce));
 }
 
 int gw_shim_hdr_info(const OSSL_CMP_MSG *msg, struct gw_hdr_info *out)
@@ -459,5 +481,5 @@ int gw_shim_sender_nonce(const OSSL_CMP_MSG *msg, unsigned char *buf, size_t cap
         gw_shim_hdr_info_cleanup(&h);
         return rc;
     }
-    return copy_octets(*slot, buf, cap, len);
+    return copy_octets(*slot, buf, cap, len) == 0 ? 0 : GW_ERR_INVAL;
 }

@@ -616,12 +616,56 @@ class Errors(Base):
         a = self.expect("not_a_request", self.send("pkiconf", resign(m, self.key())))
         self.assertIn("pkiconf is not a request", a.status_strings[0])
 
+    def test_long_tid(self):
+        """Over 64 bytes (GW_MAX_TID_LEN) the client is told the limit, as under 16: refused as the header is read,
+        in an ir and an error message alike; the twin of 64 bytes is issued."""
+        text = ("transactionID of %d bytes is too long: start the transaction with a random transactionID of 16 to 64 "
+                "bytes (RFC 9483 §3.1)")
+        for what, n in (("ir", 65), ("ir", 1000), ("error", 100)):
+            with self.subTest(what=what, n=n):
+                name = "longtid-%s-%d" % (what, n)
+                m = self.fresh(name)
+                set_octets(m["header"], "transactionID", os.urandom(n))
+                m = error_msg(m, self.key()) if what == "error" else resign(m, self.key())
+                a = self.expect("long_tid", self.send(name, m))
+                self.assertEqual(a.status_strings, [text % n])
+        m = self.fresh("longtid-twin")
+        set_octets(m["header"], "transactionID", os.urandom(64))
+        a = harness.decode_cmp(self.send("longtid-twin", resign(m, self.key())).body)
+        self.assertEqual((a.body_type, a.status), ("ip", 0), a)
+
+    def test_long_sender_nonce(self):
+        """Over 64 bytes (GW_MAX_NONCE_LEN), in an ir, and in a certConf, which leaves its transaction as it was:
+        the client's own certConf then confirms. The twin of 64 bytes is issued."""
+        text = ("senderNonce of %d bytes is too long: send a fresh random senderNonce of 16 to 64 bytes in every "
+                "message (RFC 9483 §3.1)")
+        for n in (65, 1000):
+            with self.subTest(n=n):
+                m = self.fresh("longnonce%d" % n)
+                set_octets(m["header"], "senderNonce", os.urandom(n))
+                a = self.expect("long_sender_nonce", self.send("longnonce%d" % n, resign(m, self.key())))
+                self.assertEqual(a.status_strings, [text % n])
+        ir, ip, cert = self.open_txn("longnonceconf")
+        conf = self.certconf(ir, ip, hashlib.sha256(cert).digest())
+        over = load(encoder.encode(conf))
+        set_octets(over["header"], "senderNonce", os.urandom(80))
+        a = self.expect("long_sender_nonce", self.send("longnonceconf-long", resign(over, self.key())))
+        self.assertEqual(a.status_strings, [text % 80])
+        a = harness.decode_cmp(self.send("longnonceconf-conf", conf).body)
+        self.assertEqual(a.body_type, "pkiconf", a)
+        m = self.fresh("longnonce-twin")
+        set_octets(m["header"], "senderNonce", os.urandom(64))
+        a = harness.decode_cmp(self.send("longnonce-twin", resign(m, self.key())).body)
+        self.assertEqual((a.body_type, a.status), ("ip", 0), a)
+
     def test_malformed_header(self):
-        for field, size in (("transactionID", 100), ("senderNonce", 65)):
-            with self.subTest(field=field):
-                m = self.fresh("hdr%s" % field)
-                set_octets(m["header"], field, b"x" * size)
-                self.expect("malformed_header", self.send("hdr" + field, resign(m, self.key())))
+        """A senderKID over 128 bytes (GW_MAX_KID_LEN), signed or PBM-protected (the PBM one refused before its
+        reference is looked up)."""
+        for auth in ("sig", "pbm"):
+            with self.subTest(auth=auth):
+                m = self.fresh("hdrkid-%s" % auth, **({"auth": "pbm"} if auth == "pbm" else {}))
+                set_octets(m["header"], "senderKID", b"k" * 129)
+                self.expect("malformed_header", self.send("hdrkid-" + auth, resign(m, self.key()) if auth == "sig" else m))
 
     def test_unprotected(self):
         m = self.fresh("unprot")

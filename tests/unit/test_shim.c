@@ -204,6 +204,9 @@ static int same_as_walk(OSSL_CMP_MSG *m)
 
     assert_int_equal(cmp_hdr_walk(m, &walked), rc);
     assert_null(in.own_sender); /* read in place: not decoded apart */
+    assert_int_equal(in.over, walked.over);
+    assert_int_equal(in.over_len, walked.over_len);
+    assert_int_equal(in.over != GW_HDR_NONE, rc == GW_ERR_LIMIT);
     if (rc == 0) {
         assert_true((in.sender == NULL) == (walked.sender == NULL));
         if (in.sender != NULL)
@@ -226,10 +229,23 @@ static int same_as_walk(OSSL_CMP_MSG *m)
     return rc;
 }
 
+/* The header of |m| is over the cap of |field|, |len| bytes long, in place and walked alike. */
+static void assert_hdr_over(OSSL_CMP_MSG *m, enum gw_hdr_field field, size_t len)
+{
+    struct gw_hdr_info h;
+
+    assert_int_equal(same_as_walk(m), GW_ERR_LIMIT);
+    assert_int_equal(gw_shim_hdr_info(m, &h), GW_ERR_LIMIT);
+    assert_int_equal(h.over, field);
+    assert_int_equal(h.over_len, len);
+    gw_shim_hdr_info_cleanup(&h);
+}
+
 /*
  * The header read in place equals its walk, field by field, refusals included: signature and PBM
  * requests, one without messageTime or protection, a sender that is no directoryName, an unreadable
- * messageTime, a senderKID and a transactionID over their caps.
+ * messageTime, a senderKID, a transactionID and a senderNonce over their caps (each named, with its
+ * length, for the engine's answer).
  */
 static void test_hdr_in_place(void **state)
 {
@@ -267,14 +283,20 @@ static void test_hdr_in_place(void **state)
     assert_int_equal(ASN1_OCTET_STRING_set(os, big, GW_MAX_TID_LEN), 1); /* at the cap */
     assert_int_equal(same_as_walk(m), 0);
     assert_int_equal(ASN1_OCTET_STRING_set(os, big, sizeof(big)), 1);
-    assert_int_equal(same_as_walk(m), GW_ERR_INVAL);
+    assert_hdr_over(m, GW_HDR_TID, sizeof(big));
+    assert_int_equal(ASN1_OCTET_STRING_set(os, big, GW_MAX_TID_LEN), 1);
+    os = *(ASN1_OCTET_STRING **)hdr_slot(m, "senderNonce", 5);
+    assert_int_equal(ASN1_OCTET_STRING_set(os, big, GW_MAX_NONCE_LEN), 1); /* at the cap */
+    assert_int_equal(same_as_walk(m), 0);
+    assert_int_equal(ASN1_OCTET_STRING_set(os, big, GW_MAX_NONCE_LEN + 1), 1);
+    assert_hdr_over(m, GW_HDR_SENDER_NONCE, GW_MAX_NONCE_LEN + 1);
     OSSL_CMP_MSG_free(m);
 
     m = from_wire(make_ir(pbm));
     assert_int_equal(same_as_walk(m), 0);
     os = *(ASN1_OCTET_STRING **)hdr_slot(m, "senderKID", 2);
     assert_int_equal(ASN1_OCTET_STRING_set(os, big, GW_MAX_KID_LEN + 1), 1);
-    assert_int_equal(same_as_walk(m), GW_ERR_INVAL);
+    assert_hdr_over(m, GW_HDR_SENDER_KID, GW_MAX_KID_LEN + 1);
     OSSL_CMP_MSG_free(m);
     OSSL_CMP_CTX_free(sig);
     OSSL_CMP_CTX_free(pbm);
@@ -345,7 +367,8 @@ static void test_hdr_oversized(void **state)
     memset(big, 'k', sizeof(big));
     OSSL_CMP_CTX_set1_referenceValue(ctx, big, sizeof(big));
     m = make_ir(ctx);
-    assert_int_equal(gw_shim_hdr_info(m, &h), GW_ERR_INVAL);
+    assert_int_equal(gw_shim_hdr_info(m, &h), GW_ERR_LIMIT);
+    assert_int_equal(h.over, GW_HDR_SENDER_KID);
     assert_null(h.sender);
     OSSL_CMP_CTX_set1_referenceValue(ctx, big, GW_MAX_KID_LEN); /* twin: exactly at the cap */
     OSSL_CMP_MSG_free(m);
