@@ -161,7 +161,10 @@ class Admin(harness.GatewayTestCase):
                            total(s0, "cmpgw_tls_handshakes_total", listener="cmp", result="ok"))
 
     def test_only_admin_paths(self):
-        self.assertEqual(get(self.gw, "/pki/cmp", method="POST", data=b"x")[0], 404)
+        status, _, body = get(self.gw, "/pki/cmp", method="POST", data=b"x")
+        # docs/errors.md admin_not_found
+        self.assertEqual((status, body), (404, b"not found: the admin listener serves /healthz, /readyz, /metrics and "
+                                               b"POST /reload\n"))
         status, headers, _ = get(self.gw, "/metrics", method="POST", data=b"x")
         self.assertEqual((status, headers["Allow"]), (405, "GET"))
         # the CMP listener serves no admin path

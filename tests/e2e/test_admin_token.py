@@ -132,6 +132,26 @@ class AdminToken(harness.GatewayTestCase):
         self.assertEqual(admin(self.gw, "/reload", "POST")[0], 200)  # and the next one runs
 
 
+class AdminReloadWhileStopping(harness.GatewayTestCase):
+    """A POST /reload with the right token on an admin connection opened before SIGTERM, sent while the
+    gateway drains: 503, nothing reloaded (docs/errors.md admin_stopping); the gateway then exits 0."""
+
+    def test_reload_while_stopping(self):
+        s, req = raw_post(self.gw.admin_port, (self.gw.dir / "admin.token").read_text().strip())
+        with s:
+            self.gw.signal_stop()
+            time.sleep(0.5)  # draining: this connection idles on
+            s.sendall(req)
+            answer = harness.read_to_eof(s).decode(errors="replace")
+        self.assertTrue(answer.startswith("HTTP/1.1 503 "), answer)
+        self.assertTrue(answer.endswith("\r\n\r\nreload is not available: the gateway is stopping\n"), answer)
+        self.assertEqual(events(self.gw, "reloading"), [])
+        rc = self.gw.wait_exit()
+        self.gw.proc = None
+        self.gw.check_stderr()
+        self.assertEqual(rc, 0, self.gw.stderr()[-3000:])
+
+
 class NoTokenFile(harness.GatewayTestCase):
     """An admin listener without a token_file: POST /reload is refused, SIGHUP still reloads."""
 

@@ -92,22 +92,24 @@ class CrlOverHttp(harness.GatewayTestCase):
         self.assertEqual(self.verify(kept, crl).returncode, 0)
 
     def test_refusals(self):
+        """Each answer is the one line docs/errors.md gives: crl_method, crl_unknown_path."""
+        served = b": a local issuer's CRL is served at /pki/crl/<upstream>[.crl]\n"
         cases = [
-            # (path, method, status, Allow, text in the body)
-            ("/pki/crl/local", "POST", 405, "GET", b"a CRL is fetched with GET"),
-            ("/pki/crl/local", "PUT", 405, "GET", b"method PUT not allowed"),
-            ("/pki/cmp", "GET", 405, "POST", b"CMP requests use POST"),
-            ("/pki/crl/nope", "GET", 404, None, b"unknown upstream nope"),
-            ("/pki/crl/remote", "GET", 404, None, b"not a local issuer"),
-            ("/pki/crl", "GET", 404, None, b"unknown path"),
-            ("/pki/crl/local/x", "GET", 404, None, b"unknown path"),
+            # (path, method, status, Allow, the body)
+            ("/pki/crl/local", "POST", 405, "GET", b"method POST not allowed: a CRL is fetched with GET\n"),
+            ("/pki/crl/local", "PUT", 405, "GET", b"method PUT not allowed: a CRL is fetched with GET\n"),
+            ("/pki/cmp", "GET", 405, "POST", b"method GET not allowed: CMP requests use POST\n"),
+            ("/pki/crl/nope", "GET", 404, None, b"unknown upstream nope" + served),
+            ("/pki/crl/remote", "GET", 404, None, b"not a local issuer (ask the CA itself for its CRL): remote" + served),
+            ("/pki/crl", "GET", 404, None, b"unknown path /pki/crl" + served),
+            ("/pki/crl/local/x", "GET", 404, None, b"unknown path /pki/crl/local/x" + served),
         ]
-        for path, method, status, allow, text in cases:
+        for path, method, status, allow, body in cases:
             with self.subTest(path=path, method=method):
                 r = self.gw.curl(path=path, method=method, tls=None)
                 self.assertEqual(r.status, status, r)
                 self.assertEqual(r.headers.get("allow"), allow)
-                self.assertIn(text, r.body)
+                self.assertEqual(r.body, body)
                 self.assertTrue(r.headers.get("content-type", "").startswith("text/plain"), r)
 
 
