@@ -125,9 +125,22 @@
 /* ASN.1 elements (TLVs) of one request, the same way: 16 certificates of some 100 each, a request, room;
    OpenSSL spends some 0.5 us on each, and 64 KiB of small ones (20 000) cost 11 ms */
 #define GW_MAX_MSG_ELEMENTS 4096
-#define GW_DER_SCAN_DEPTH 64 /* levels walked for them: OpenSSL decodes 30 items, each up to two levels */
-#define GW_CURVE_KEYS 128    /* > OpenSSL 3.0's 82 named curves: a key kept for each (x509.c) */
-#define GW_EC_POINT_MAX 145  /* an uncompressed point of the largest built-in curve (sect571) */
+/*
+ * Levels walked for them (the message's own TLV is level 0): what lies deeper OpenSSL 3.0 leaves undecoded
+ * in an ANY, or refuses. It nests at most 30 items (ASN1_MAX_CONSTRUCTED_NEST), and an item spans up to
+ * three levels (its own tag, an EXPLICIT tag, a SEQUENCE OF: extraCerts' [1] EXPLICIT SEQUENCE OF), so
+ * the 30 items alone would allow 90; the CMP schema does not. Its one recursion is a nested PKIMessage,
+ * as the body's nested (three levels for three items) or a generalInfo ITAV's origPKIMessage (header,
+ * [8], SEQUENCE OF, ITAV, SEQUENCE OF: six levels for four items). The deepest PKIMessage whose header
+ * still decodes is the 7th, item 25 at level 36 (an 8th, item 29, would have its sender at item 31).
+ * In the five items left, the deepest path is a generalInfo ITAV's caProtEncCert certificate (levels 37
+ * to 42, items 26 to 29) and its subject, an X509_NAME (item 30, an EXTERN that decodes its SEQUENCE, SET,
+ * AttributeTypeAndValue and string with a count of its own), its string at level 46 in pieces six levels
+ * more (ASN1_MAX_STRING_NEST 5): level 52, every other path ending above it.
+ */
+#define GW_DER_SCAN_DEPTH 64
+#define GW_CURVE_KEYS 128                /* > OpenSSL 3.0's 82 named curves: a key kept for each (x509.c) */
+#define GW_EC_POINT_MAX 145              /* an uncompressed point of the largest built-in curve (sect571) */
 #define GW_CHAIN_CACHE_SLOTS 1024        /* validated client chains remembered per configuration generation */
 #define GW_CHAIN_CACHE_SECS 300          /* how long one is: a trust change takes a reload anyway */
 #define GW_X509_LINK_SLOTS 16            /* upstream chain links found signed, per generation (x509.c) */

@@ -142,7 +142,7 @@ STACK_OF(X509) *gw_shim_get1_extra_certs(const OSSL_CMP_MSG *msg, const unsigned
  * AlgorithmIdentifier SEQUENCE that begins with an OID, then a BIT STRING, whole or in pieces): upper bounds
  * on what d2i_OSSL_CMP_MSG would decode, some 0.5 us an element and 0.2 ms a key in OpenSSL 3.0
  * (certificates, templates, CSRs and proofs of possession), before any check. Elements below
- * GW_DER_SCAN_DEPTH levels are not looked into (only an ANY holds them, which OpenSSL does not decode). 0
+ * GW_DER_SCAN_DEPTH levels are not looked into (OpenSSL leaves them in an ANY undecoded, or refuses). 0
  * with *keys and *elements, or GW_ERR_INVAL if its elements do not read as TLVs of definite length, each
  * within the one around it, or one is a SEQUENCE or SET sent primitive (either would hide its contents from
  * this walk, and OpenSSL decodes both). The other forms of BER OpenSSL decodes, a string in pieces or a
