@@ -7,14 +7,14 @@
  * and completes there (docs/design.md D24); without one (the first call, a renewal) it runs on the
  * calling thread. Every other call is synchronous.
  *
- * Authentication: a token from token_file (re-read once on 403), or a cert-auth login with the
- * gateway's TLS client certificate whose token is cached and re-obtained
+ * Authentication (vault_token.c): a token from token_file (re-read once on 403), or a cert-auth
+ * login with the gateway's TLS client certificate whose token is cached and re-obtained
  * GW_VAULT_TOKEN_RENEW_MARGIN seconds before its lease ends, one login at a time (the others wait
  * for it). The token never reaches a log.
  *
- * Retries: only answers that guarantee nothing happened (412, 429, 503) are retried, with doubling
- * backoff, inside the upstream's deadline. A timeout or transport error on sign has an unknown
- * outcome and is reported as such, never repeated.
+ * Retries (vault_token.c): only answers that guarantee nothing happened (412, 429, 503) are
+ * retried, with doubling backoff, inside the upstream's deadline. A timeout or transport error on
+ * sign has an unknown outcome and is reported as such, never repeated.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -43,365 +43,25 @@
 #include "upstream/http_client.h"
 #include "upstream/upstream.h"
 #include "upstream/upstream_int.h"
+#include "upstream/vault_local.h"
 #include "base/conf.h"
 #include "base/clock.h"
 #include "base/x509.h"
 
 #define SAN_LIST_LEN (GW_MAX_SANS * 80) /* one comma-separated SAN list of a request */
 
-struct vault {
-    const struct gw_upstream_conf *conf;
-    const struct gw_vault_conf *vc;
-    struct gw_http_client *http;
-    const char *mount;
-    uint32_t timeout_ms;
-    pthread_mutex_t lock; /* guards the token state below */
-    pthread_cond_t cond;  /* a login or token re-read finished */
-    char *token;          /* NULL until obtained; never logged */
-    time_t refresh_at;    /* re-obtain at this time; 0 = only when Vault says 403 */
-    unsigned gen;         /* bumped on every new token */
-    int refreshing;       /* one refresh at a time (single flight) */
-    unsigned attempts;    /* refreshes finished, so that waiters see the outcome of theirs */
-    int last_rc;
-    char last_err[GW_ERR_LEN];
-};
-
-static const char *up_name(const struct vault *v)
+const char *vault_up_name(const struct vault *v)
 {
     return v->conf->name != NULL ? v->conf->name : "vault";
 }
 
-static void set_err(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void set_err(char *err, const char *fmt, ...)
+void vault_set_err(char *err, const char *fmt, ...)
 {
     va_list ap;
 
     va_start(ap, fmt);
     vsnprintf(err, GW_ERR_LEN, fmt, ap);
     va_end(ap);
-}
-
-static void free_token(char *t)
-{
-    if (t != NULL)
-        OPENSSL_clear_free(t, strlen(t));
-}
-
-/* ---- token state ---- */
-
-/*
- * The token of |path| into a new *out. Through the opener of every secret at each read, the re-read
- * after a 403 too: a token file others may read is refused then as at start.
- */
-static int read_token_file(const char *path, char **out, char *err)
-{
-    char why[GW_ERR_LEN] = "";
-    struct gw_conf_ctx pc = {.name = "vault", .err = why};
-    unsigned char *buf = NULL;
-    size_t n = 0;
-    int rc = GW_ERR_IO;
-
-    /* |err| reaches the client: the file's path and mode go to the log only */
-    if (gw_conf_read_secret(&pc, "token_file", path, GW_MAX_VAULT_TOKEN_LEN, &buf, &n) != 0) {
-        gw_log_kv(GW_LOG_WARN, "vault_token_file", "path", path, "error", why, NULL);
-        set_err(err, "cannot read the gateway's token_file (missing, unreadable, or open to others: the log "
-                     "says which)");
-        return GW_ERR_IO;
-    }
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
-        n--;
-    if (n == 0 || n > GW_MAX_VAULT_TOKEN_LEN || memchr(buf, '\n', n) != NULL ||
-        memchr(buf, '\r', n) != NULL || memchr(buf, '\0', n) != NULL) {
-        gw_log_kv(GW_LOG_WARN, "vault_token_file", "path", path, "error", "not one token", NULL);
-        set_err(err, "the gateway's token_file: expected one token of 1 to %d characters",
-                GW_MAX_VAULT_TOKEN_LEN);
-        goto out;
-    }
-    rc = (*out = strndup((const char *)buf, n)) != NULL ? 0 : GW_ERR_NOMEM;
-out:
-    OPENSSL_clear_free(buf, GW_MAX_VAULT_TOKEN_LEN + 3);
-    return rc;
-}
-
-static int add_namespace(const struct vault *v, char *hdr, size_t cap, const char **headers, size_t *n)
-{
-    if (v->vc->vault_namespace == NULL)
-        return 0;
-    if ((size_t)snprintf(hdr, cap, "X-Vault-Namespace: %s", v->vc->vault_namespace) >= cap)
-        return GW_ERR_INVAL;
-    headers[(*n)++] = hdr;
-    return 0;
-}
-
-/* POST auth/<mount>/login with the TLS client certificate (docs/design.md U1.7). */
-static int cert_login(struct vault *v, char **token, uint32_t *lease, char *err)
-{
-    char path[GW_MAX_PATH_LEN], ns[GW_MAX_MOUNT_LEN + 32], why[GW_ERR_LEN];
-    const char *headers[2] = {NULL, NULL};
-    struct gw_http_response rsp;
-    struct gw_vault_login login;
-    struct gw_vault_error e;
-    json_object *req = json_object_new_object();
-    size_t nh = 0;
-    int rc = GW_ERR_UPSTREAM;
-
-    memset(&rsp, 0, sizeof(rsp));
-    memset(&login, 0, sizeof(login));
-    if (req == NULL || add_namespace(v, ns, sizeof(ns), headers, &nh) != 0) {
-        set_err(err, "Vault cert login: cannot build the request");
-        goto out;
-    }
-    if (v->vc->auth_cert_role != NULL)
-        json_object_object_add(req, "name", json_object_new_string(v->vc->auth_cert_role));
-    snprintf(path, sizeof(path), "/v1/auth/%s/login", v->vc->auth_cert_mount);
-    if ((rc = gw_http_request(v->http, "POST", path,
-                              json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN), headers, &rsp)) !=
-        0) {
-        set_err(err, "Vault cert login: %s", rsp.error);
-        goto out;
-    }
-    if (rsp.status != 200) {
-        if (gw_vault_parse_error(rsp.body, rsp.body_len, &e, why) != 0)
-            snprintf(e.message, sizeof(e.message), "%s", why);
-        set_err(err, "Vault cert login refused the gateway (HTTP %ld): %s", rsp.status,
-                e.message[0] != '\0' ? e.message : "no error message");
-        rc = rsp.status == 403 || rsp.status == 400 ? GW_ERR_FORBIDDEN : GW_ERR_UPSTREAM;
-        goto out;
-    }
-    if ((rc = gw_vault_parse_login(rsp.body, rsp.body_len, &login, why)) != 0) {
-        set_err(err, "Vault cert login: the answer is refused: %s", why);
-        goto out;
-    }
-    *lease = login.lease_duration;
-    rc = (*token = strdup(login.client_token)) != NULL ? 0 : GW_ERR_NOMEM;
-out:
-    gw_vault_login_cleanup(&login);
-    json_object_put(req);
-    gw_http_response_cleanup(&rsp); /* the token is inside: the answer is wiped */
-    return rc;
-}
-
-/* When to fetch a new token for one that lives |lease| seconds: the margin before it ends, or halfway. */
-static time_t refresh_time(uint32_t lease)
-{
-    if (lease == 0)
-        return 0; /* root-like token without expiry */
-    if (lease > 2 * GW_VAULT_TOKEN_RENEW_MARGIN)
-        return time(NULL) + lease - GW_VAULT_TOKEN_RENEW_MARGIN;
-    return time(NULL) + lease / 2;
-}
-
-/* Obtains a new token (file or login) outside the lock. */
-static int obtain_token(struct vault *v, char **token, time_t *refresh_at, char *err)
-{
-    uint32_t lease = 0;
-    int rc;
-
-    *token = NULL;
-    *refresh_at = 0;
-    if (v->vc->auth_cert_mount != NULL) {
-        if ((rc = cert_login(v, token, &lease, err)) == 0)
-            *refresh_at = refresh_time(lease);
-        if (rc == 0)
-            gw_log(GW_LOG_INFO, "vault_login", "upstream %s: cert login, token lease %u s", up_name(v),
-                   lease);
-        return rc;
-    }
-    if (v->vc->token_file != NULL)
-        return read_token_file(v->vc->token_file, token, err);
-    return 0; /* no authentication configured */
-}
-
-static int token_usable(const struct vault *v)
-{
-    return v->token != NULL && (v->refresh_at == 0 || time(NULL) < v->refresh_at);
-}
-
-/*
- * token_get copies the current token into |*out| (NULL: none configured), obtaining a new one
- * first if needed. One refresh at a time; callers arriving meanwhile wait and share its outcome.
- */
-static int token_get(struct vault *v, char **out, unsigned *gen, char *err)
-{
-    char *fresh = NULL;
-    time_t refresh_at = 0;
-    unsigned attempt;
-    int rc;
-
-    *out = NULL;
-    if (v->vc->auth_cert_mount == NULL && v->vc->token_file == NULL)
-        return 0;
-    pthread_mutex_lock(&v->lock);
-    while (!token_usable(v) && v->refreshing) {
-        attempt = v->attempts;
-        while (v->refreshing && v->attempts == attempt)
-            pthread_cond_wait(&v->cond, &v->lock);
-        if (v->attempts != attempt && v->last_rc != 0) {
-            rc = v->last_rc;
-            set_err(err, "%s", v->last_err);
-            goto out;
-        }
-    }
-    if (!token_usable(v)) {
-        v->refreshing = 1;
-        pthread_mutex_unlock(&v->lock);
-        rc = obtain_token(v, &fresh, &refresh_at, err);
-        pthread_mutex_lock(&v->lock);
-        v->refreshing = 0;
-        v->attempts++;
-        v->last_rc = rc;
-        snprintf(v->last_err, sizeof(v->last_err), "%s", rc != 0 ? err : "");
-        pthread_cond_broadcast(&v->cond);
-        if (rc != 0)
-            goto out;
-        free_token(v->token);
-        v->token = fresh;
-        v->refresh_at = refresh_at;
-        v->gen++;
-    }
-    rc = (*out = strdup(v->token)) != NULL ? 0 : GW_ERR_NOMEM;
-    *gen = v->gen;
-out:
-    pthread_mutex_unlock(&v->lock);
-    return rc;
-}
-
-/* Vault said 403 to token generation |gen|: the next token_get fetches a new one (once per generation). */
-static void token_invalidate(struct vault *v, unsigned gen)
-{
-    pthread_mutex_lock(&v->lock);
-    if (v->gen == gen && v->token != NULL) {
-        free_token(v->token);
-        v->token = NULL;
-    }
-    pthread_mutex_unlock(&v->lock);
-}
-
-/* ---- one API call with authentication and retries ---- */
-
-static int retryable(long status)
-{
-    /* 412 (eventual consistency), 429 (quota), 503 (sealed, standby): nothing was done */
-    return status == 412 || status == 429 || status == 503;
-}
-
-/* The headers a call sends beside its body. */
-struct call_headers {
-    char ns[GW_MAX_MOUNT_LEN + 32];
-    char *tok_hdr; /* a secret: free_token */
-    const char *list[3];
-};
-
-/*
- * Fills |h| with the namespace and the token |tok| (NULL: none) for a call: 0, or GW_ERR_INVAL /
- * GW_ERR_NOMEM with |err|. headers_cleanup in every case.
- */
-static int headers_make(const struct vault *v, const char *tok, struct call_headers *h, char *err)
-{
-    size_t nh = 0, len;
-
-    memset(h, 0, sizeof(*h));
-    if (add_namespace(v, h->ns, sizeof(h->ns), h->list, &nh) != 0) {
-        set_err(err, "namespace too long");
-        return GW_ERR_INVAL;
-    }
-    if (tok != NULL) {
-        len = strlen(tok) + sizeof("X-Vault-Token: ");
-        if ((h->tok_hdr = malloc(len)) == NULL)
-            return GW_ERR_NOMEM;
-        snprintf(h->tok_hdr, len, "X-Vault-Token: %s", tok);
-        h->list[nh++] = h->tok_hdr;
-    }
-    return 0;
-}
-
-static void headers_cleanup(struct call_headers *h)
-{
-    free_token(h->tok_hdr);
-    h->tok_hdr = NULL;
-}
-
-/* Sends one request with the current token. */
-static int send_once(struct vault *v, const char *method, const char *path, const char *body,
-                     struct gw_http_response *rsp, unsigned *gen, char *err)
-{
-    struct call_headers h;
-    char *tok = NULL;
-    int rc;
-
-    memset(rsp, 0, sizeof(*rsp));
-    if ((rc = token_get(v, &tok, gen, err)) != 0) /* nothing was sent: not an unknown outcome */
-        return rc == GW_ERR_FORBIDDEN || rc == GW_ERR_NOMEM ? rc : GW_ERR_UPSTREAM;
-    if ((rc = headers_make(v, tok, &h, err)) == 0 &&
-        (rc = gw_http_request(v->http, method, path, body, h.list, rsp)) != 0)
-        set_err(err, "%s", rsp->error);
-    headers_cleanup(&h);
-    free_token(tok);
-    return rc;
-}
-
-/* Where a call stands in its attempts: the deadline, the next backoff, what was tried. */
-struct attempts {
-    uint64_t deadline, backoff;
-    int retries, reauth;
-    unsigned gen; /* the token generation last sent */
-};
-
-static struct attempts attempts_start(const struct vault *v)
-{
-    return (struct attempts){.deadline = gw_now_ms() + v->timeout_ms, .backoff = GW_UPSTREAM_BACKOFF_MS};
-}
-
-/*
- * Whether the answer |status| to |path| is to be sent again: a 403 fetches a new token and tries
- * once more; 412, 429 and 503 are retried after *sleep_ms while the deadline allows.
- */
-static int send_again(struct vault *v, struct attempts *a, const char *path, long status, uint64_t *sleep_ms)
-{
-    *sleep_ms = 0;
-    if (status == 403 && !a->reauth && (v->vc->token_file != NULL || v->vc->auth_cert_mount != NULL)) {
-        a->reauth = 1;
-        token_invalidate(v, a->gen);
-        return 1;
-    }
-    if (!retryable(status) || a->retries >= GW_UPSTREAM_RETRIES || gw_now_ms() + a->backoff >= a->deadline)
-        return 0;
-    gw_log(GW_LOG_WARN, "vault_retry", "upstream %s: HTTP %ld on %s; retry in %llu ms", up_name(v), status,
-           path, (unsigned long long)a->backoff);
-    *sleep_ms = a->backoff;
-    a->backoff *= 2;
-    a->retries++;
-    return 1;
-}
-
-/*
- * vault_call_on performs |method| on |path| from where |a| stands (send_again). Returns 0 when an
- * HTTP answer is in |rsp| (any status), else a gw_err with |err| (timeout: outcome unknown, never
- * retried).
- */
-static int vault_call_on(struct vault *v, const char *method, const char *path, const char *body,
-                         struct gw_http_response *rsp, char *err, struct attempts *a)
-{
-    uint64_t sleep_ms;
-    int rc;
-
-    for (;;) {
-        if ((rc = send_once(v, method, path, body, rsp, &a->gen, err)) != 0)
-            return rc;
-        if (!send_again(v, a, path, rsp->status, &sleep_ms))
-            return 0;
-        gw_http_response_cleanup(rsp);
-        gw_sleep_ms(sleep_ms);
-    }
-}
-
-static int vault_call(struct vault *v, const char *method, const char *path, const char *body,
-                      struct gw_http_response *rsp, char *err)
-{
-    struct attempts a = attempts_start(v);
-
-    return vault_call_on(v, method, path, body, rsp, err, &a);
 }
 
 /* ---- sign ---- */
@@ -440,7 +100,7 @@ static int sign_path(const struct vault *v, const struct gw_role *role, char *pa
 
     if (role->issuer_ref != NULL) {
         if (!safe_segment(role->issuer_ref)) {
-            set_err(err, "issuer_ref %.64s is not a plain name", role->issuer_ref);
+            vault_set_err(err, "issuer_ref %.64s is not a plain name", role->issuer_ref);
             return GW_ERR_INVAL;
         }
         snprintf(issuer, sizeof(issuer), "issuer/%.64s/", role->issuer_ref);
@@ -465,12 +125,12 @@ static int sign_path(const struct vault *v, const struct gw_role *role, char *pa
         n = snprintf(path, cap, "/v1/%s/%ssign/%s", v->mount, issuer, urole);
     }
     if (n < 0 || (size_t)n >= cap) {
-        set_err(err, "sign path too long");
+        vault_set_err(err, "sign path too long");
         return GW_ERR_INVAL;
     }
     return 0;
 bad_role:
-    set_err(err, "upstream role %.64s is not a plain name", urole);
+    vault_set_err(err, "upstream role %.64s is not a plain name", urole);
     return GW_ERR_INVAL;
 }
 
@@ -566,11 +226,11 @@ static char *sign_body(const struct gw_sign_req *req, char *err)
     time_t ttl = req->plan->not_after - time(NULL);
 
     if (o == NULL || pem == NULL) {
-        set_err(err, "cannot encode the CSR");
+        vault_set_err(err, "cannot encode the CSR");
         goto out;
     }
     if (ttl <= 0) {
-        set_err(err, "the planned validity has already ended");
+        vault_set_err(err, "the planned validity has already ended");
         goto out;
     }
     json_object_object_add(o, "csr", json_object_new_string(pem));
@@ -582,7 +242,7 @@ static char *sign_body(const struct gw_sign_req *req, char *err)
     if (req->role->sign_policy == GW_SIGN_VERBATIM)
         add_usages(o, req->plan);
     if ((out = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN))) == NULL)
-        set_err(err, "out of memory");
+        vault_set_err(err, "out of memory");
 out:
     free(pem);
     json_object_put(o);
@@ -598,12 +258,12 @@ static void log_issued(const struct vault *v, const char *rid, const struct gw_v
     if (gw_x509_serial_hex_colons(X509_get0_serialNumber(sig->cert), want, sizeof(want)) != 0)
         want[0] = '\0';
     if (sig->serial_number[0] != '\0' && strcasecmp(sig->serial_number, want) != 0)
-        gw_log_kv(GW_LOG_WARN, "vault_serial_mismatch", "upstream", up_name(v), "request_id", rid,
+        gw_log_kv(GW_LOG_WARN, "vault_serial_mismatch", "upstream", vault_up_name(v), "request_id", rid,
                   "serial_number", sig->serial_number, "certificate_serial", want, NULL);
     if (sig->warnings[0] != '\0')
-        gw_log_kv(GW_LOG_WARN, "vault_warning", "upstream", up_name(v), "request_id", rid, "warnings",
+        gw_log_kv(GW_LOG_WARN, "vault_warning", "upstream", vault_up_name(v), "request_id", rid, "warnings",
                   sig->warnings, NULL);
-    gw_log_kv(GW_LOG_INFO, "vault_issued", "upstream", up_name(v), "request_id", rid, "serial", want,
+    gw_log_kv(GW_LOG_INFO, "vault_issued", "upstream", vault_up_name(v), "request_id", rid, "serial", want,
               "expiration", exp, NULL);
 }
 
@@ -659,8 +319,8 @@ static void sign_answer(const struct vault *v, const char *rid, const char *path
         gw_vault_map_error(rsp->status, rsp->body, rsp->body_len, &res->status, &res->fail_info, res->reason);
     }
     if (res->status != 0)
-        gw_log_kv(GW_LOG_WARN, "vault_sign_failed", "upstream", up_name(v), "request_id", rid, "path", path,
-                  "reason", res->reason, "error", err != NULL ? err : "", NULL);
+        gw_log_kv(GW_LOG_WARN, "vault_sign_failed", "upstream", vault_up_name(v), "request_id", rid, "path",
+                  path, "reason", res->reason, "error", err != NULL ? err : "", NULL);
 }
 
 /*
@@ -716,26 +376,10 @@ static void sign_call_done(void *arg, int rc, const struct gw_http_response *rsp
 {
     struct sign_call *sc = arg;
 
-    if (rc == 0 && send_again(sc->v, &sc->a, sc->path, rsp->status, &sc->sleep_ms) &&
+    if (rc == 0 && vault_send_again(sc->v, &sc->a, sc->path, rsp->status, &sc->sleep_ms) &&
         gw_upstream_detach(sign_call_retry, sc) == 0)
         return;
     sign_call_end(sc, rc, rsp, rsp->error);
-}
-
-/* The current token without waiting: 0 with it (or NULL: none configured), else -1 (one must be had). */
-static int token_peek(struct vault *v, char **out, unsigned *gen)
-{
-    int rc = 0;
-
-    *out = NULL;
-    if (v->vc->auth_cert_mount == NULL && v->vc->token_file == NULL)
-        return 0;
-    pthread_mutex_lock(&v->lock);
-    if (!token_usable(v) || (*out = strdup(v->token)) == NULL)
-        rc = -1;
-    *gen = v->gen;
-    pthread_mutex_unlock(&v->lock);
-    return rc;
 }
 
 /*
@@ -748,13 +392,13 @@ static int sign_call_submit(struct sign_call *sc)
     char *tok = NULL, err[GW_ERR_LEN];
     int rc = -1;
 
-    if (token_peek(sc->v, &tok, &sc->a.gen) != 0)
+    if (vault_token_peek(sc->v, &tok, &sc->a.gen) != 0)
         return -1;
-    if (headers_make(sc->v, tok, &h, err) == 0 &&
+    if (vault_headers_make(sc->v, tok, &h, err) == 0 &&
         gw_http_request_async(sc->v->http, "POST", sc->path, sc->body, h.list, sign_call_done, sc) == 0)
         rc = 0;
-    headers_cleanup(&h);
-    free_token(tok);
+    vault_headers_cleanup(&h);
+    vault_free_token(tok);
     return rc;
 }
 
@@ -774,16 +418,16 @@ static int vault_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_
     }
     gw_sign_result_init(sc->res);
     sc->v = v;
-    sc->a = attempts_start(v);
+    sc->a = vault_attempts_start(v);
     sc->done = done;
     sc->arg = arg;
     snprintf(sc->rid, sizeof(sc->rid), "%s", req->request_id != NULL ? req->request_id : "");
     if (sign_path(v, req->role, sc->path, sizeof(sc->path), err) != 0 ||
         (sc->body = sign_body(req, err)) == NULL) {
         gw_sign_result_fail(sc->res, GW_ERR_INVAL, OSSL_CMP_PKIFAILUREINFO_systemFailure, "upstream %s: %s",
-                            up_name(v), err);
-        gw_log_kv(GW_LOG_WARN, "vault_sign_failed", "upstream", up_name(v), "request_id", sc->rid, "path",
-                  sc->path, "reason", sc->res->reason, NULL);
+                            vault_up_name(v), err);
+        gw_log_kv(GW_LOG_WARN, "vault_sign_failed", "upstream", vault_up_name(v), "request_id", sc->rid,
+                  "path", sc->path, "reason", sc->res->reason, NULL);
         done(arg, sc->res);
         free(sc);
         return 0;
@@ -806,9 +450,9 @@ static int vault_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_
  */
 static int no_route(const struct vault *v, const char *method, const char *path, char *err)
 {
-    gw_log_kv(GW_LOG_ERROR, "vault_no_route", "upstream", up_name(v), "method", method, "path", path,
+    gw_log_kv(GW_LOG_ERROR, "vault_no_route", "upstream", vault_up_name(v), "method", method, "path", path,
               "reason", err, "msg", "Vault has no such path: check the upstream's url and mount", NULL);
-    set_err(err, "Vault has no such path (HTTP 404): the gateway's configuration is wrong");
+    vault_set_err(err, "Vault has no such path (HTTP 404): the gateway's configuration is wrong");
     return GW_ERR_UPSTREAM;
 }
 
@@ -822,7 +466,7 @@ static int simple_call(struct vault *v, const char *method, const char *path, co
     int st, fi, rc;
 
     if ((rc = vault_call(v, method, path, body, rsp, err)) != 0) {
-        set_err(err, "upstream %s: %s %s: %.120s", up_name(v), method, path, err);
+        vault_set_err(err, "upstream %s: %s %s: %.120s", vault_up_name(v), method, path, err);
         goto out;
     }
     *status = rsp->status;
@@ -841,14 +485,15 @@ out:
 /* The reason for a 2xx answer of |path| that its parser refused (|why|). */
 static int refused(const struct vault *v, const char *method, const char *path, const char *why, char *err)
 {
-    set_err(err, "upstream %s: %s %s: the answer is refused: %.150s", up_name(v), method, path, why);
+    vault_set_err(err, "upstream %s: %s %s: the answer is refused: %.150s", vault_up_name(v), method, path,
+                  why);
     return GW_ERR_UPSTREAM;
 }
 
 static int cert_serial(const X509 *cert, char *hex, size_t cap, char *err)
 {
     if (cert == NULL || gw_x509_serial_hex_colons(X509_get0_serialNumber(cert), hex, cap) != 0) {
-        set_err(err, "certificate has no usable serial number");
+        vault_set_err(err, "certificate has no usable serial number");
         return GW_ERR_INVAL;
     }
     return 0;
@@ -860,7 +505,7 @@ static int serial_text(const ASN1_INTEGER *s, char serial[GW_VAULT_SERIAL_LEN], 
     if (s != NULL && ASN1_STRING_type(s) != V_ASN1_NEG_INTEGER &&
         gw_x509_serial_hex_colons(s, serial, GW_VAULT_SERIAL_LEN) == 0)
         return 0;
-    set_err(err, "not a serial number Vault issues");
+    vault_set_err(err, "not a serial number Vault issues");
     return GW_ERR_NOT_FOUND;
 }
 
@@ -902,17 +547,17 @@ static int vault_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer,
         rc = refused(v, "POST", path, why, err);
     } else if (!rv.has_data) {
         /* 200 with only a warning: the certificate has expired, and Vault puts no expired one on its CRL */
-        set_err(err, "Vault did not revoke %s: it has expired (Vault: %.150s)", serial,
-                rv.warnings[0] != '\0' ? rv.warnings : "no data in the answer");
+        vault_set_err(err, "Vault did not revoke %s: it has expired (Vault: %.150s)", serial,
+                      rv.warnings[0] != '\0' ? rv.warnings : "no data in the answer");
         rc = GW_ERR_REFUSED;
     } else if (!rv.revoked) {
-        set_err(err, "Vault did not confirm the revocation of %s (state \"%s\", revocation_time %lld)",
-                serial, rv.state, (long long)rv.revocation_time);
+        vault_set_err(err, "Vault did not confirm the revocation of %s (state \"%s\", revocation_time %lld)",
+                      serial, rv.state, (long long)rv.revocation_time);
         rc = GW_ERR_UPSTREAM;
     } else {
         snprintf(when, sizeof(when), "%lld", (long long)rv.revocation_time);
-        gw_log_kv(GW_LOG_INFO, "vault_revoked", "upstream", up_name(v), "serial", serial, "revocation_time",
-                  when, NULL);
+        gw_log_kv(GW_LOG_INFO, "vault_revoked", "upstream", vault_up_name(v), "serial", serial,
+                  "revocation_time", when, NULL);
     }
     gw_http_response_cleanup(&rsp);
 out:
@@ -933,12 +578,12 @@ static int vault_probe(struct gw_upstream *up, char *err)
     int rc;
 
     if ((rc = gw_http_request(v->http, "GET", path, NULL, NULL, &rsp)) != 0)
-        set_err(err, "GET /v1/sys/health: %.150s", rsp.error[0] != '\0' ? rsp.error : gw_err_str(rc));
+        vault_set_err(err, "GET /v1/sys/health: %.150s", rsp.error[0] != '\0' ? rsp.error : gw_err_str(rc));
     else if (rsp.status != 200)
-        set_err(err, "GET /v1/sys/health: HTTP %ld%s", rsp.status,
-                rsp.status == 503   ? " (sealed)"
-                : rsp.status == 501 ? " (not initialised)"
-                                    : "");
+        vault_set_err(err, "GET /v1/sys/health: HTTP %ld%s", rsp.status,
+                      rsp.status == 503   ? " (sealed)"
+                      : rsp.status == 501 ? " (not initialised)"
+                                          : "");
     rc = rc != 0 ? rc : rsp.status == 200 ? 0 : GW_ERR_UPSTREAM;
     gw_http_response_cleanup(&rsp);
     return rc;
@@ -960,7 +605,7 @@ static int vault_crl(struct gw_upstream *up, const char *issuer_ref, unsigned ch
     int rc;
 
     if (issuer_ref != NULL && !safe_segment(issuer_ref)) {
-        set_err(err, "upstream %s: issuer_ref %.64s is not a plain name", up_name(v), issuer_ref);
+        vault_set_err(err, "upstream %s: issuer_ref %.64s is not a plain name", vault_up_name(v), issuer_ref);
         return GW_ERR_INVAL;
     }
     if (issuer_ref != NULL)
@@ -968,18 +613,18 @@ static int vault_crl(struct gw_upstream *up, const char *issuer_ref, unsigned ch
     else
         snprintf(path, sizeof(path), "/v1/%s/crl", v->mount);
     if ((rc = vault_call(v, "GET", path, NULL, &rsp, err)) != 0) {
-        set_err(err, "upstream %s: GET %s: %.120s", up_name(v), path, err);
+        vault_set_err(err, "upstream %s: GET %s: %.120s", vault_up_name(v), path, err);
         goto out;
     }
     rc = GW_ERR_UPSTREAM;
     if (rsp.status != 200) {
-        set_err(err, "upstream %s: GET %s: HTTP %ld", up_name(v), path, rsp.status);
+        vault_set_err(err, "upstream %s: GET %s: HTTP %ld", vault_up_name(v), path, rsp.status);
         goto out;
     }
     p = (const unsigned char *)rsp.body;
     if (rsp.body_len == 0 || (crl = d2i_X509_CRL(NULL, &p, (long)rsp.body_len)) == NULL ||
         p != (const unsigned char *)rsp.body + rsp.body_len) {
-        set_err(err, "upstream %s: GET %s: the answer is not a DER CRL", up_name(v), path);
+        vault_set_err(err, "upstream %s: GET %s: the answer is not a DER CRL", vault_up_name(v), path);
         goto out;
     }
     if ((*der = malloc(rsp.body_len)) == NULL) {
@@ -1006,7 +651,7 @@ static int vault_role_policy(struct gw_upstream *up, const char *role, struct gw
 
     memset(out, 0, sizeof(*out));
     if (!safe_segment(role)) {
-        set_err(err, "upstream role %.64s is not a plain name", role != NULL ? role : "(null)");
+        vault_set_err(err, "upstream role %.64s is not a plain name", role != NULL ? role : "(null)");
         return GW_ERR_INVAL;
     }
     snprintf(path, sizeof(path), "/v1/%s/roles/%s", v->mount, role);
@@ -1035,7 +680,7 @@ static int read_cert(struct vault *v, const char *serial, const X509 *want, stru
     snprintf(path, sizeof(path), "/v1/%s/cert/%s", v->mount, serial);
     if ((rc = simple_call(v, "GET", path, NULL, &rsp, &status, err)) != 0) {
         if (rc == GW_ERR_NOT_FOUND)
-            set_err(err, "Vault does not know certificate %s", serial);
+            vault_set_err(err, "Vault does not know certificate %s", serial);
         return rc;
     }
     rc = gw_vault_parse_cert_x509(rsp.body, rsp.body_len, c, x, why);
@@ -1086,7 +731,7 @@ static void vault_free(struct vault *v)
     if (v == NULL)
         return;
     gw_http_client_free(v->http);
-    free_token(v->token);
+    vault_free_token(v->token);
     pthread_cond_destroy(&v->cond);
     pthread_mutex_destroy(&v->lock);
     free(v);
@@ -1099,7 +744,7 @@ static int vault_init(struct gw_upstream *up, char *err)
     struct vault *v;
 
     if ((v = calloc(1, sizeof(*v))) == NULL) {
-        set_err(err, "upstream %s: out of memory", conf->name);
+        vault_set_err(err, "upstream %s: out of memory", conf->name);
         return GW_ERR_NOMEM;
     }
     pthread_mutex_init(&v->lock, NULL);
@@ -1109,15 +754,15 @@ static int vault_init(struct gw_upstream *up, char *err)
     v->mount = vc->mount != NULL ? vc->mount : "pki";
     v->timeout_ms = conf->timeout_ms != 0 ? conf->timeout_ms : GW_DEFAULT_UPSTREAM_TIMEOUT_MS;
     if (!safe_mount(v->mount)) {
-        set_err(err, "upstream %s: mount %.64s is not a plain path", conf->name, v->mount);
+        vault_set_err(err, "upstream %s: mount %.64s is not a plain path", conf->name, v->mount);
         goto fail;
     }
     if (vc->auth_cert_mount == NULL && vc->token_file != NULL &&
-        read_token_file(vc->token_file, &v->token, err) != 0)
+        vault_read_token_file(vc->token_file, &v->token, err) != 0)
         goto fail;
     if (vc->auth_cert_mount != NULL && !safe_segment(vc->auth_cert_mount)) {
-        set_err(err, "upstream %s: auth cert mount %.64s is not a plain name", conf->name,
-                vc->auth_cert_mount);
+        vault_set_err(err, "upstream %s: auth cert mount %.64s is not a plain name", conf->name,
+                      vc->auth_cert_mount);
         goto fail;
     }
     if ((v->http = gw_http_client_new(conf->name, &vc->http, conf->timeout_ms, GW_HTTP_SECRETS, err)) == NULL)

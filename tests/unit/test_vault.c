@@ -1,6 +1,6 @@
 /*
- * Unit tests for upstream/vault.c and upstream/http_client.c against an in-process fake Vault
- * (plain HTTP on 127.0.0.1, or TLS, one thread per connection, answers chosen by each test): paths
+ * Unit tests for upstream/vault.c, vault_token.c and upstream/http_client.c against an in-process
+ * fake Vault (plain HTTP on 127.0.0.1, or TLS, one thread per connection, answers chosen by each test): paths
  * and fields sent, Vault's error statuses as CMP failInfo, retries only where nothing happened,
  * token re-read and cert-login single flight, revoke / role policy / cert status, token header
  * lines wiped before libcurl frees them, answers wiped before the HTTP client frees them, and the

@@ -1,0 +1,348 @@
+/*
+ * The vault adapter's token and its authenticated calls (vault_local.h): a token from token_file
+ * (re-read once on 403), or a cert-auth login with the gateway's TLS client certificate whose token
+ * is cached and re-obtained GW_VAULT_TOKEN_RENEW_MARGIN seconds before its lease ends, one login at
+ * a time (the others wait for it); and one API call that sends it, retried only on the answers that
+ * guarantee nothing happened (412, 429, 503). The token never reaches a log.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <json-c/json.h>
+#include <openssl/crypto.h>
+#include "base/clock.h"
+#include "base/conf.h"
+#include "base/err.h"
+#include "base/limits.h"
+#include "base/log.h"
+#include "upstream/answers.h"
+#include "upstream/http_client.h"
+#include "upstream/upstream_int.h"
+#include "upstream/vault_local.h"
+
+void vault_free_token(char *t)
+{
+    if (t != NULL)
+        OPENSSL_clear_free(t, strlen(t));
+}
+
+/* ---- token state ---- */
+
+/*
+ * The token of |path| into a new *out. Through the opener of every secret at each read, the re-read
+ * after a 403 too: a token file others may read is refused then as at start.
+ */
+int vault_read_token_file(const char *path, char **out, char *err)
+{
+    char why[GW_ERR_LEN] = "";
+    struct gw_conf_ctx pc = {.name = "vault", .err = why};
+    unsigned char *buf = NULL;
+    size_t n = 0;
+    int rc = GW_ERR_IO;
+
+    /* |err| reaches the client: the file's path and mode go to the log only */
+    if (gw_conf_read_secret(&pc, "token_file", path, GW_MAX_VAULT_TOKEN_LEN, &buf, &n) != 0) {
+        gw_log_kv(GW_LOG_WARN, "vault_token_file", "path", path, "error", why, NULL);
+        vault_set_err(err,
+                      "cannot read the gateway's token_file (missing, unreadable, or open to others: the log "
+                      "says which)");
+        return GW_ERR_IO;
+    }
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+        n--;
+    if (n == 0 || n > GW_MAX_VAULT_TOKEN_LEN || memchr(buf, '\n', n) != NULL ||
+        memchr(buf, '\r', n) != NULL || memchr(buf, '\0', n) != NULL) {
+        gw_log_kv(GW_LOG_WARN, "vault_token_file", "path", path, "error", "not one token", NULL);
+        vault_set_err(err, "the gateway's token_file: expected one token of 1 to %d characters",
+                      GW_MAX_VAULT_TOKEN_LEN);
+        goto out;
+    }
+    rc = (*out = strndup((const char *)buf, n)) != NULL ? 0 : GW_ERR_NOMEM;
+out:
+    OPENSSL_clear_free(buf, GW_MAX_VAULT_TOKEN_LEN + 3);
+    return rc;
+}
+
+static int add_namespace(const struct vault *v, char *hdr, size_t cap, const char **headers, size_t *n)
+{
+    if (v->vc->vault_namespace == NULL)
+        return 0;
+    if ((size_t)snprintf(hdr, cap, "X-Vault-Namespace: %s", v->vc->vault_namespace) >= cap)
+        return GW_ERR_INVAL;
+    headers[(*n)++] = hdr;
+    return 0;
+}
+
+/* POST auth/<mount>/login with the TLS client certificate (docs/design.md U1.7). */
+static int cert_login(struct vault *v, char **token, uint32_t *lease, char *err)
+{
+    char path[GW_MAX_PATH_LEN], ns[GW_MAX_MOUNT_LEN + 32], why[GW_ERR_LEN];
+    const char *headers[2] = {NULL, NULL};
+    struct gw_http_response rsp;
+    struct gw_vault_login login;
+    struct gw_vault_error e;
+    json_object *req = json_object_new_object();
+    size_t nh = 0;
+    int rc = GW_ERR_UPSTREAM;
+
+    memset(&rsp, 0, sizeof(rsp));
+    memset(&login, 0, sizeof(login));
+    if (req == NULL || add_namespace(v, ns, sizeof(ns), headers, &nh) != 0) {
+        vault_set_err(err, "Vault cert login: cannot build the request");
+        goto out;
+    }
+    if (v->vc->auth_cert_role != NULL)
+        json_object_object_add(req, "name", json_object_new_string(v->vc->auth_cert_role));
+    snprintf(path, sizeof(path), "/v1/auth/%s/login", v->vc->auth_cert_mount);
+    if ((rc = gw_http_request(v->http, "POST", path,
+                              json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN), headers, &rsp)) !=
+        0) {
+        vault_set_err(err, "Vault cert login: %s", rsp.error);
+        goto out;
+    }
+    if (rsp.status != 200) {
+        if (gw_vault_parse_error(rsp.body, rsp.body_len, &e, why) != 0)
+            snprintf(e.message, sizeof(e.message), "%s", why);
+        vault_set_err(err, "Vault cert login refused the gateway (HTTP %ld): %s", rsp.status,
+                      e.message[0] != '\0' ? e.message : "no error message");
+        rc = rsp.status == 403 || rsp.status == 400 ? GW_ERR_FORBIDDEN : GW_ERR_UPSTREAM;
+        goto out;
+    }
+    if ((rc = gw_vault_parse_login(rsp.body, rsp.body_len, &login, why)) != 0) {
+        vault_set_err(err, "Vault cert login: the answer is refused: %s", why);
+        goto out;
+    }
+    *lease = login.lease_duration;
+    rc = (*token = strdup(login.client_token)) != NULL ? 0 : GW_ERR_NOMEM;
+out:
+    gw_vault_login_cleanup(&login);
+    json_object_put(req);
+    gw_http_response_cleanup(&rsp); /* the token is inside: the answer is wiped */
+    return rc;
+}
+
+/* When to fetch a new token for one that lives |lease| seconds: the margin before it ends, or halfway. */
+static time_t refresh_time(uint32_t lease)
+{
+    if (lease == 0)
+        return 0; /* root-like token without expiry */
+    if (lease > 2 * GW_VAULT_TOKEN_RENEW_MARGIN)
+        return time(NULL) + lease - GW_VAULT_TOKEN_RENEW_MARGIN;
+    return time(NULL) + lease / 2;
+}
+
+/* Obtains a new token (file or login) outside the lock. */
+static int obtain_token(struct vault *v, char **token, time_t *refresh_at, char *err)
+{
+    uint32_t lease = 0;
+    int rc;
+
+    *token = NULL;
+    *refresh_at = 0;
+    if (v->vc->auth_cert_mount != NULL) {
+        if ((rc = cert_login(v, token, &lease, err)) == 0)
+            *refresh_at = refresh_time(lease);
+        if (rc == 0)
+            gw_log(GW_LOG_INFO, "vault_login", "upstream %s: cert login, token lease %u s", vault_up_name(v),
+                   lease);
+        return rc;
+    }
+    if (v->vc->token_file != NULL)
+        return vault_read_token_file(v->vc->token_file, token, err);
+    return 0; /* no authentication configured */
+}
+
+static int token_usable(const struct vault *v)
+{
+    return v->token != NULL && (v->refresh_at == 0 || time(NULL) < v->refresh_at);
+}
+
+/*
+ * token_get copies the current token into |*out| (NULL: none configured), obtaining a new one
+ * first if needed. One refresh at a time; callers arriving meanwhile wait and share its outcome.
+ */
+static int token_get(struct vault *v, char **out, unsigned *gen, char *err)
+{
+    char *fresh = NULL;
+    time_t refresh_at = 0;
+    unsigned attempt;
+    int rc;
+
+    *out = NULL;
+    if (v->vc->auth_cert_mount == NULL && v->vc->token_file == NULL)
+        return 0;
+    pthread_mutex_lock(&v->lock);
+    while (!token_usable(v) && v->refreshing) {
+        attempt = v->attempts;
+        while (v->refreshing && v->attempts == attempt)
+            pthread_cond_wait(&v->cond, &v->lock);
+        if (v->attempts != attempt && v->last_rc != 0) {
+            rc = v->last_rc;
+            vault_set_err(err, "%s", v->last_err);
+            goto out;
+        }
+    }
+    if (!token_usable(v)) {
+        v->refreshing = 1;
+        pthread_mutex_unlock(&v->lock);
+        rc = obtain_token(v, &fresh, &refresh_at, err);
+        pthread_mutex_lock(&v->lock);
+        v->refreshing = 0;
+        v->attempts++;
+        v->last_rc = rc;
+        snprintf(v->last_err, sizeof(v->last_err), "%s", rc != 0 ? err : "");
+        pthread_cond_broadcast(&v->cond);
+        if (rc != 0)
+            goto out;
+        vault_free_token(v->token);
+        v->token = fresh;
+        v->refresh_at = refresh_at;
+        v->gen++;
+    }
+    rc = (*out = strdup(v->token)) != NULL ? 0 : GW_ERR_NOMEM;
+    *gen = v->gen;
+out:
+    pthread_mutex_unlock(&v->lock);
+    return rc;
+}
+
+/* Vault said 403 to token generation |gen|: the next token_get fetches a new one (once per generation). */
+static void token_invalidate(struct vault *v, unsigned gen)
+{
+    pthread_mutex_lock(&v->lock);
+    if (v->gen == gen && v->token != NULL) {
+        vault_free_token(v->token);
+        v->token = NULL;
+    }
+    pthread_mutex_unlock(&v->lock);
+}
+
+/* ---- one API call with authentication and retries ---- */
+
+static int retryable(long status)
+{
+    /* 412 (eventual consistency), 429 (quota), 503 (sealed, standby): nothing was done */
+    return status == 412 || status == 429 || status == 503;
+}
+
+/*
+ * Fills |h| with the namespace and the token |tok| (NULL: none) for a call: 0, or GW_ERR_INVAL /
+ * GW_ERR_NOMEM with |err|. headers_cleanup in every case.
+ */
+int vault_headers_make(const struct vault *v, const char *tok, struct call_headers *h, char *err)
+{
+    size_t nh = 0, len;
+
+    memset(h, 0, sizeof(*h));
+    if (add_namespace(v, h->ns, sizeof(h->ns), h->list, &nh) != 0) {
+        vault_set_err(err, "namespace too long");
+        return GW_ERR_INVAL;
+    }
+    if (tok != NULL) {
+        len = strlen(tok) + sizeof("X-Vault-Token: ");
+        if ((h->tok_hdr = malloc(len)) == NULL)
+            return GW_ERR_NOMEM;
+        snprintf(h->tok_hdr, len, "X-Vault-Token: %s", tok);
+        h->list[nh++] = h->tok_hdr;
+    }
+    return 0;
+}
+
+void vault_headers_cleanup(struct call_headers *h)
+{
+    vault_free_token(h->tok_hdr);
+    h->tok_hdr = NULL;
+}
+
+/* Sends one request with the current token. */
+static int send_once(struct vault *v, const char *method, const char *path, const char *body,
+                     struct gw_http_response *rsp, unsigned *gen, char *err)
+{
+    struct call_headers h;
+    char *tok = NULL;
+    int rc;
+
+    memset(rsp, 0, sizeof(*rsp));
+    if ((rc = token_get(v, &tok, gen, err)) != 0) /* nothing was sent: not an unknown outcome */
+        return rc == GW_ERR_FORBIDDEN || rc == GW_ERR_NOMEM ? rc : GW_ERR_UPSTREAM;
+    if ((rc = vault_headers_make(v, tok, &h, err)) == 0 &&
+        (rc = gw_http_request(v->http, method, path, body, h.list, rsp)) != 0)
+        vault_set_err(err, "%s", rsp->error);
+    vault_headers_cleanup(&h);
+    vault_free_token(tok);
+    return rc;
+}
+
+struct attempts vault_attempts_start(const struct vault *v)
+{
+    return (struct attempts){.deadline = gw_now_ms() + v->timeout_ms, .backoff = GW_UPSTREAM_BACKOFF_MS};
+}
+
+/*
+ * Whether the answer |status| to |path| is to be sent again: a 403 fetches a new token and tries
+ * once more; 412, 429 and 503 are retried after *sleep_ms while the deadline allows.
+ */
+int vault_send_again(struct vault *v, struct attempts *a, const char *path, long status, uint64_t *sleep_ms)
+{
+    *sleep_ms = 0;
+    if (status == 403 && !a->reauth && (v->vc->token_file != NULL || v->vc->auth_cert_mount != NULL)) {
+        a->reauth = 1;
+        token_invalidate(v, a->gen);
+        return 1;
+    }
+    if (!retryable(status) || a->retries >= GW_UPSTREAM_RETRIES || gw_now_ms() + a->backoff >= a->deadline)
+        return 0;
+    gw_log(GW_LOG_WARN, "vault_retry", "upstream %s: HTTP %ld on %s; retry in %llu ms", vault_up_name(v),
+           status, path, (unsigned long long)a->backoff);
+    *sleep_ms = a->backoff;
+    a->backoff *= 2;
+    a->retries++;
+    return 1;
+}
+
+/*
+ * vault_call_on performs |method| on |path| from where |a| stands (send_again). Returns 0 when an
+ * HTTP answer is in |rsp| (any status), else a gw_err with |err| (timeout: outcome unknown, never
+ * retried).
+ */
+int vault_call_on(struct vault *v, const char *method, const char *path, const char *body,
+                  struct gw_http_response *rsp, char *err, struct attempts *a)
+{
+    uint64_t sleep_ms;
+    int rc;
+
+    for (;;) {
+        if ((rc = send_once(v, method, path, body, rsp, &a->gen, err)) != 0)
+            return rc;
+        if (!vault_send_again(v, a, path, rsp->status, &sleep_ms))
+            return 0;
+        gw_http_response_cleanup(rsp);
+        gw_sleep_ms(sleep_ms);
+    }
+}
+
+int vault_call(struct vault *v, const char *method, const char *path, const char *body,
+               struct gw_http_response *rsp, char *err)
+{
+    struct attempts a = vault_attempts_start(v);
+
+    return vault_call_on(v, method, path, body, rsp, err, &a);
+}
+
+/* The current token without waiting: 0 with it (or NULL: none configured), else -1 (one must be had). */
+int vault_token_peek(struct vault *v, char **out, unsigned *gen)
+{
+    int rc = 0;
+
+    *out = NULL;
+    if (v->vc->auth_cert_mount == NULL && v->vc->token_file == NULL)
+        return 0;
+    pthread_mutex_lock(&v->lock);
+    if (!token_usable(v) || (*out = strdup(v->token)) == NULL)
+        rc = -1;
+    *gen = v->gen;
+    pthread_mutex_unlock(&v->lock);
+    return rc;
+}
