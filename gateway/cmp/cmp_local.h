@@ -5,7 +5,8 @@
  * may include it without closing an include cycle.
  *
  * The modules, each including only the ones after it (engine.h is the public API):
- *   engine           decode, dispatch, rewrite OpenSSL's errors
+ *   engine           decode, dispatch, rewrite OpenSSL's errors; engine_rebuild: a transaction
+ *                    begun on another instance, from its record
  *   precheck         refuse what OpenSSL must not see (step 2), what each body type gets
  *   srv              one OSSL_CMP_SRV_CTX per transaction; the certConf, pollReq and error callbacks
  *   issue, rr, genm  the cert-request, rr and genm callbacks
@@ -157,7 +158,7 @@ struct cmp_txn {
     int release;                 /* pollReq found the result: the next cert-request callback delivers it */
     int on_record;               /* the completion wrote the "issued" record */
     X509 *rebuilt; /* rebuilding a transaction another instance began: the certificate it issued, which
-                      the cert-request callback hands OpenSSL again without any check (engine.c) */
+                      the cert-request callback hands OpenSSL again without any check (engine_rebuild.c) */
     int rewait;    /* rebuilding a deferred request: the cert-request callback plans it and answers waiting */
     struct cmp_remote *remote; /* rebuilt deferred request: its call runs (or ran) on another instance */
     time_t requested_at;       /* when the request came: a deferred request is planned for that time again */

@@ -3,12 +3,14 @@
  * dispatch by body type to a fresh or a parked SRV_CTX, and rewrite OpenSSL's error messages
  * (always badRequest plus OpenSSL internals in 3.0) into a failInfo and a statusString in plain
  * words. After decoding, every answer is a protected PKIMessage with HTTP 200 (docs/design.md D13).
+ * A transaction another instance began is rebuilt from its record in engine_rebuild.c.
  */
 #include "gateway/cmp/engine.h"
 #include "gateway/cmp/auth.h"
 #include "gateway/cmp/carry.h"
 #include "gateway/cmp/cmp_local.h"
 #include "gateway/cmp/cluster.h"
+#include "gateway/cmp/engine_local.h"
 #include "gateway/cmp/engine_test.h"
 #include "gateway/cmp/outcome.h"
 #include "gateway/cmp/reasons.h"
@@ -209,52 +211,12 @@ bool gw_cmp_engine_free_until(struct gw_cmp_engine *e, uint64_t until_ms)
     return true;
 }
 
-/* |sub|, a call of |e| at |now| for the stored request |sreq| whose answer goes nowhere (|scratch|). */
-static void stored_call(struct cmp_call *sub, struct gw_cmp_engine *e, const struct gw_cmp_request *sreq,
-                        struct gw_cmp_response *scratch, time_t now)
-{
-    memset(scratch, 0, sizeof(*scratch));
-    memset(sub, 0, sizeof(*sub));
-    sub->e = e;
-    sub->req = sreq;
-    sub->rsp = scratch;
-    sub->now = now;
-    sub->fail.fail_info = sub->stale.fail_info = -1;
-}
-
 /* What a call holds once it is answered: the header it read, the requested key it decoded. */
-static void call_cleanup(struct cmp_call *c)
+void cmp_call_cleanup(struct cmp_call *c)
 {
     gw_shim_hdr_info_cleanup(&c->hdr);
     EVP_PKEY_free(c->req_key);
     c->req_key = NULL;
-}
-
-static int replay_stored(const struct gw_hdr_info *want, struct cmp_call *sub,
-                         const struct gw_txn_record *rec, struct cmp_txn **out);
-
-/*
- * A shared transaction whose deadline passed on no instance (the one that issued it is gone), or a
- * deferred request (whose record is the whole story): its expiry is recorded here, from its record.
- */
-static void record_orphan(void *arg, const unsigned char *tid, size_t tid_len,
-                          const struct gw_txn_record *rec)
-{
-    struct gw_cmp_engine *e = arg;
-    struct gw_cmp_request sreq = {.der = rec->req, .len = rec->req_len};
-    struct gw_cmp_response scratch;
-    struct cmp_call sub;
-    struct cmp_txn *t = NULL;
-
-    stored_call(&sub, e, &sreq, &scratch, time(NULL));
-    gw_hex(scratch.tid, tid, tid_len);
-    if ((sub.role = cmp_role_named(e, rec->role)) != NULL && replay_stored(NULL, &sub, rec, &t) == 0) {
-        cmp_share_expired(e, t, scratch.tid, rec);
-        cmp_txn_free(t);
-    } else {
-        cmp_share_unreplayed(e, scratch.tid, rec);
-    }
-    call_cleanup(&sub);
 }
 
 void gw_cmp_engine_expire(struct gw_cmp_engine *e, time_t now)
@@ -266,7 +228,7 @@ void gw_cmp_engine_expire(struct gw_cmp_engine *e, time_t now)
         return;
     (void)gw_txn_expire(e->txns, now, log_closed, &how);
     /* those of instances that are gone, some seconds after their own tick would have come */
-    (void)gw_cluster_claim_expired(e->cluster, now, record_orphan, e);
+    (void)gw_cluster_claim_expired(e->cluster, now, cmp_record_orphan, e);
 }
 
 size_t gw_cmp_engine_reset(struct gw_cmp_engine *e)
@@ -302,7 +264,7 @@ static void emit(struct cmp_call *c, OSSL_CMP_MSG *msg)
 }
 
 /* |verified| as cmp_process: |msg|'s signature was verified already against |t|'s pinned signer. */
-static OSSL_CMP_MSG *run(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *msg, int verified)
+OSSL_CMP_MSG *cmp_run(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *msg, int verified)
 {
     OSSL_CMP_MSG *rsp;
 
@@ -370,7 +332,7 @@ static void refuse(struct cmp_call *c, const OSSL_CMP_MSG *msg, const struct cmp
     STACK_OF(X509) *extra = gw_shim_swap_extra_certs(own, NULL, &swapped);
 
     if (t != NULL)
-        rsp = run(t, c, msg, 0);
+        rsp = cmp_run(t, c, msg, 0);
     if (swapped)
         sk_X509_pop_free(gw_shim_swap_extra_certs(own, extra, &swapped), X509_free);
 
@@ -452,14 +414,14 @@ static struct cmp_txn *start_authenticated(struct cmp_call *c, const OSSL_CMP_MS
     return NULL;
 }
 
-static int is_cert_response(int body)
+int cmp_is_cert_response(int body)
 {
     return body == GW_CMP_BODY_IP || body == GW_CMP_BODY_CP || body == GW_CMP_BODY_KUP;
 }
 
 /*
  * A second pass whose signer is the first pass's: OpenSSL verified this message's signature against
- * it before the first pass's callback ran (the one that suspended), so run() need not again.
+ * it before the first pass's callback ran (the one that suspended), so cmp_run() need not again.
  */
 static int verified_before(const struct cmp_call *c, const struct cmp_txn *t)
 {
@@ -478,13 +440,13 @@ static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 
     if (t == NULL)
         return;
-    rsp = run(t, c, msg, verified_before(c, t));
+    rsp = cmp_run(t, c, msg, verified_before(c, t));
     if (c->suspend != NULL) { /* no answer yet: the second pass gives it (suspend.h) */
         OSSL_CMP_MSG_free(rsp);
         cmp_suspend_park(c, t, cmp_txn_free);
         return;
     }
-    if (rsp != NULL && !c->audited && is_cert_response(OSSL_CMP_MSG_get_bodytype(rsp))) {
+    if (rsp != NULL && !c->audited && cmp_is_cert_response(OSSL_CMP_MSG_get_bodytype(rsp))) {
         /* no callback ran: OpenSSL refused the POPO itself, quoting its own reason (docs/design.md
          * O4) */
         OSSL_CMP_MSG_free(rsp);
@@ -529,106 +491,6 @@ static void cmp_call_switch(struct cmp_call *c, struct gw_cmp_engine *owner)
     c->e = owner;
 }
 
-/*
- * A stored request (of the transaction |want| names, when a message asks), replayed through |t| as it ran on
- * the instance that began the transaction, with the certificate that instance issued; the answer is dropped.
- * 0 when |t| waits for the certConf.
- */
-static int replay_stored(const struct gw_hdr_info *want, struct cmp_call *sub,
-                         const struct gw_txn_record *rec, struct cmp_txn **out)
-{
-    const unsigned char *p = rec->cert;
-    struct cmp_refusal ignored = {0};
-    OSSL_CMP_MSG *req, *rsp = NULL;
-    OSSL_CMP_CTX *ctx;
-    struct cmp_txn *t = NULL;
-    X509 *cert = d2i_X509(NULL, &p, (long)rec->cert_len);
-    int ok, waiting = rec->cert_len == 0; /* a deferred request: its call runs, or ran, elsewhere */
-
-    p = rec->req;
-    req = d2i_OSSL_CMP_MSG(NULL, &p, (long)rec->req_len);
-    ok = (cert != NULL || waiting) && req != NULL && gw_shim_hdr_info(req, &sub->hdr) == 0 &&
-         (want == NULL ||
-          (sub->hdr.tid_len == want->tid_len && memcmp(sub->hdr.tid, want->tid, want->tid_len) == 0 &&
-           cmp_sender_is(want, sub->hdr.protection_nid == NID_id_PasswordBasedMAC, sub->hdr.sender_kid,
-                         sub->hdr.sender_kid_len, sub->hdr.sender))) && /* before the costly part */
-         (sub->body = OSSL_CMP_MSG_get_bodytype(req)) >= 0 &&
-         sub->body <= GW_CMP_BODY_MAX && cmp_bodies[sub->body] == CMP_ACT_START &&
-         /* a message's route chooses the role (and must be the record's); without one, the record's */
-         (want != NULL
-              ? cmp_precheck(sub, req, &ignored) == 0
-              : sub->hdr.protection_nid != NID_id_PasswordBasedMAC || cmp_check_pbm(sub, &ignored) == 0) &&
-         sub->role != NULL && strcmp(sub->role->name, rec->role) == 0 && (t = cmp_txn_new(sub, 0)) != NULL &&
-         cmp_authenticate(t, sub, req, &ignored) == 0;
-    if (ok) {
-        t->rebuilt = cert;
-        cert = NULL;
-        t->rewait = waiting;
-        t->requested_at = (time_t)rec->requested_at;
-        t->up = cmp_share_upstream(sub->e, rec); /* whose CA issues it (a reload may have renamed it) */
-        rsp = run(t, sub, req, 0);
-        ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
-        ok = rsp != NULL && is_cert_response(OSSL_CMP_MSG_get_bodytype(rsp)) &&
-             (waiting ? t->plan != NULL && (t->remote = cmp_poll_remote(rec)) != NULL : t->issued != NULL) &&
-             OSSL_CMP_CTX_get_status(ctx) != -1 && cmp_txn_set_nonce(t, rec->nonce, rec->nonce_len) &&
-             (t->pbm || (t->signer != NULL && OSSL_CMP_CTX_set1_srvCert(ctx, t->signer) == 1));
-    }
-    OSSL_CMP_MSG_free(rsp);
-    gw_shim_hdr_info_cleanup(&sub->hdr); /* its sender may be |req|'s own */
-    OSSL_CMP_MSG_free(req);
-    X509_free(cert);
-    ERR_clear_error();
-    if (!ok) {
-        cmp_txn_free(t);
-        return 1;
-    }
-    snprintf(t->tls_client, sizeof(t->tls_client), "%s", rec->tls_client); /* not the message's */
-    cmp_identify(t, sub); /* its share of the caps too, as the instance that began it reserved it */
-    if (t->issued != NULL)
-        gw_x509_cert_serial_hex(t->issued, t->serial, sizeof(t->serial));
-    t->step = rec->step;
-    t->shared = 1;
-    *out = t;
-    return 0;
-}
-
-/* The transaction of |rec|, whose lease this instance holds (given back when it cannot be rebuilt). */
-static struct gw_txn *rebuild_from(struct cmp_call *c, struct gw_txn_record *rec)
-{
-    struct gw_cmp_request sreq = *c->req;
-    struct gw_cmp_response scratch;
-    struct cmp_call sub;
-    struct cmp_txn *t = NULL;
-    struct gw_txn *txn = NULL;
-
-    sreq.der = rec->req;
-    sreq.len = rec->req_len;
-    stored_call(&sub, c->e, &sreq, &scratch, c->now);
-    sub.role = c->req->route != NULL ? c->req->route->role : NULL;
-    cmp_describe_call(&sub);
-    snprintf(scratch.tid, sizeof(scratch.tid), "%s", c->rsp->tid);
-    /* the upstream whose CA issued it answers for it (a rejection revokes there): it must be here too */
-    if (replay_stored(&c->hdr, &sub, rec, &t) == 0 && t->up == NULL)
-        snprintf(sub.diag, sizeof(sub.diag),
-                 "no upstream here has its certificate's CA (or the record's name)");
-    else if (t != NULL)
-        txn = gw_txn_new(c->hdr.tid, c->hdr.tid_len, t->identity, t->quota,
-                         c->now + (time_t)c->e->cfg.cmp->transaction_ttl, t, cmp_txn_free);
-    if (txn != NULL) {
-        gw_log_kv(GW_LOG_INFO, "txn_continued", "tid", c->rsp->tid, "identity", t->identity, "serial",
-                  t->serial, "tls_client",
-                  t->tls_client[0] != '\0' ? t->tls_client : "unbound (older record)", "msg",
-                  "begun on another instance", NULL);
-    } else {
-        cmp_txn_free(t);
-        gw_cluster_unlease(c->e->cluster, c->hdr.tid, c->hdr.tid_len);
-        gw_log_kv(GW_LOG_WARN, "txn_not_continued", "tid", c->rsp->tid, "reason",
-                  sub.diag[0] != '\0' ? sub.diag : "its stored request does not run here", NULL);
-    }
-    call_cleanup(&sub);
-    return txn;
-}
-
 /* 1 with |r| when the transaction is here but another of its messages holds it: "no open
    transaction" would have its client give up on one that goes on (as cmp_share_refused). */
 static int held_here(struct cmp_call *c, struct cmp_refusal *r)
@@ -636,35 +498,6 @@ static int held_here(struct cmp_call *c, struct cmp_refusal *r)
     if (!gw_txn_contains(c->e->txns, c->hdr.tid, c->hdr.tid_len))
         return 0;
     return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_TXN_BUSY);
-}
-
-/*
- * A message (certConf, pollReq, error) for a transaction another instance began (its record:
- * "mac_key_file"): a fresh context from the role takes the stored request again, as if it had come
- * here, with the certificate that instance issued (or, for a deferred request, answering "waiting"
- * again) and without any check, upstream call, audit record or metric (they happened there); then
- * the senderNonce the client got is put back; not for |msg| unless it can pass the checks of the
- * transaction's pinned signer (cmp_share_take, whose result is *rcp). NULL when there is nothing to
- * continue, with |r| set when the answer is other than "no open transaction" (so when cmp_share_take
- * closed it, refused by a reload here; not when its own error message closed it, CMP_SHARE_ABORTED).
- */
-static struct gw_txn *rebuild(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refusal *r, int *rcp)
-{
-    struct gw_txn_record rec;
-    struct gw_txn *txn;
-    char err[GW_ERR_LEN] = "";
-    int rc = *rcp = cmp_share_take(c, msg, &rec, r, err);
-
-    if (rc == GW_ERR_FORBIDDEN || rc == CMP_SHARE_OTHER_CLIENT || rc == CMP_SHARE_RELOADED ||
-        rc == CMP_SHARE_ABORTED || cmp_share_refused(c, rc, err, r))
-        return NULL;
-    if (rc == GW_ERR_INVAL)
-        gw_log_kv(GW_LOG_ERROR, "txn_record_invalid", "tid", c->rsp->tid, "reason", err, NULL);
-    if (rc != 0)
-        return NULL;
-    txn = rebuild_from(c, &rec);
-    gw_txn_record_cleanup(&rec);
-    return txn;
 }
 
 /*
@@ -757,7 +590,7 @@ static int claim_copy(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn
         cmp_poll_republish(c->e, ((struct cmp_txn *)txn->data)->pending); /* a result Redis refused before */
         gw_txn_free(txn);
         gw_txn_release(c->e->txns, c->hdr.tid, c->hdr.tid_len);
-        *leased = *rebuilt = (*txnp = rebuild_from(c, &rec)) != NULL;
+        *leased = *rebuilt = (*txnp = cmp_rebuild_from(c, &rec)) != NULL;
         rc = *txnp != NULL ? 0 : GW_ERR_NOT_FOUND;
         gw_txn_record_cleanup(&rec);
         return rc;
@@ -805,7 +638,7 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     }
     /* a path that is gone serves only the transactions open here, begun on it */
     if (txn == NULL && c->req->gone == NULL && !held_here(c, &why) && gw_cluster_keeps_records(c->e->cluster))
-        leased = rebuilt = (txn = rebuild(c, msg, &why, &rc)) != NULL;
+        leased = rebuilt = (txn = cmp_rebuild(c, msg, &why, &rc)) != NULL;
     if (txn == NULL) {
         /* none anywhere: not counted against the address, since after a restart, a transaction's expiry or
            a reload (with cmp.state, another instance's record) it is its own client's certConf or pollReq */
@@ -824,7 +657,7 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
         return;
     }
     cmp_set_outcome(c, "closed without certificate status", NULL);
-    rsp = run(t, c, msg, 1);
+    rsp = cmp_run(t, c, msg, 1);
     /* still waiting (pollRep), or the released certificate now awaits its certConf */
     open = rsp != NULL && OSSL_CMP_CTX_get_status(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv)) != -1 &&
            (OSSL_CMP_MSG_get_bodytype(rsp) == GW_CMP_BODY_POLLREP || c->released);
@@ -891,7 +724,7 @@ static bool abort_own(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn
             put_back(c, txn, rebuilt, leased); /* back untouched: still open for its real client */
     }
     if (rc == 0) {
-        finish(c, txn->data, msg, run(txn->data, c, msg, 1));
+        finish(c, txn->data, msg, cmp_run(txn->data, c, msg, 1));
         abort_txn(c, txn);
     }
     c->e = own;
@@ -908,7 +741,7 @@ static bool confirm_abort(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     struct cmp_txn *t = cmp_txn_new(c, 1);
 
     if (t != NULL)
-        finish(c, t, msg, run(t, c, msg, 1));
+        finish(c, t, msg, cmp_run(t, c, msg, 1));
     else
         gw_cmp_http_error(c->rsp, 500, "internal error: could not set up the CMP transaction");
     cmp_txn_free(t);
@@ -933,7 +766,7 @@ static bool abort_shared(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp
 
     if (!gw_cluster_keeps_records(c->e->cluster) || held_here(c, later))
         return false;
-    if ((txn = rebuild(c, msg, later, &rc)) != NULL)
+    if ((txn = cmp_rebuild(c, msg, later, &rc)) != NULL)
         return abort_own(c, msg, txn, 1);
     if (rc == CMP_SHARE_ABORTED)
         return confirm_abort(c, msg);
@@ -965,7 +798,7 @@ static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     }
     if ((t = start_authenticated(c, msg)) == NULL)
         return;
-    rsp = run(t, c, msg, 0);
+    rsp = cmp_run(t, c, msg, 0);
     if (!held_here(c, &why))
         why = later;
     if (rsp != NULL && OSSL_CMP_MSG_get_bodytype(rsp) == GW_CMP_BODY_PKICONF && why.fail_info >= 0) {
@@ -1054,7 +887,7 @@ void gw_cmp_process(struct gw_cmp_engine *e, const struct gw_cmp_request *req, s
         cmp_suspend_end(&c);
         end_slot(&c);
     }
-    call_cleanup(&c);
+    cmp_call_cleanup(&c);
     if (rsp->suspended != NULL) /* the second pass runs on the message decoded here */
         cmp_suspend_keep_msg(rsp->suspended, msg);
     else
