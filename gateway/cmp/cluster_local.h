@@ -1,0 +1,36 @@
+/*
+ * Internal sharing of the shared-state module: cluster.c (Redis: keys, scripts, connections) and
+ * cluster_record.c (a transaction record and a deferred request's result as the bytes kept in
+ * Redis, MAC'ed under the shared "mac_key_file" key).
+ */
+#ifndef GW_CMP_CLUSTER_LOCAL_H
+#define GW_CMP_CLUSTER_LOCAL_H
+
+#include <stddef.h>
+
+struct gw_txn_record;
+struct gw_txn_result;
+
+/*
+ * |rec| of transactionID |tid| as one blob (malloc'ed, *out_len bytes) MAC'ed under |key|; NULL when
+ * out of memory or the MAC cannot be made.
+ */
+unsigned char *cluster_record_encode(const unsigned char *key, size_t key_len, const unsigned char *tid,
+                                     size_t tid_len, const struct gw_txn_record *rec, size_t *out_len);
+
+/*
+ * The record of transactionID |tid| from |blob| (a version 3 or 2 record whose MAC under |key| holds)
+ * into |rec| (gw_txn_record_cleanup); GW_ERR_INVAL, |rec| zeroed, when it is not ours.
+ */
+int cluster_record_decode(const unsigned char *key, size_t key_len, const unsigned char *tid, size_t tid_len,
+                          const unsigned char *blob, size_t len, struct gw_txn_record *rec);
+
+/* |res| of transactionID |tid| as one blob, as cluster_record_encode. */
+unsigned char *cluster_result_encode(const unsigned char *key, size_t key_len, const unsigned char *tid,
+                                     size_t tid_len, const struct gw_txn_result *res, size_t *out_len);
+
+/* The result of transactionID |tid| from |blob| into |res| (present set), as cluster_record_decode. */
+int cluster_result_decode(const unsigned char *key, size_t key_len, const unsigned char *tid, size_t tid_len,
+                          const unsigned char *blob, size_t len, struct gw_txn_result *res);
+
+#endif
