@@ -4,6 +4,7 @@ counted and logged without the token, and nothing is reloaded; with the right on
 token_file it is 403 and SIGHUP still reloads. A token file others may read refuses the start. One
 reload runs at a time: the others sent meanwhile are 409. What only reads stays open."""
 import os
+import re
 import signal
 import socket
 import time
@@ -139,6 +140,18 @@ class AdminReloadWhileStopping(harness.GatewayTestCase):
     def test_reload_while_stopping(self):
         s, req = raw_post(self.gw.admin_port, (self.gw.dir / "admin.token").read_text().strip())
         with s:
+            # a connection still in the listen queue at SIGTERM is reset when the listener closes: have
+            # the gateway accept it (and answer on it, kept alive) first
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = s.recv(4096)
+                self.assertTrue(chunk, head)
+                head += chunk
+            self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head)
+            length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))
+            while len(head) - head.index(b"\r\n\r\n") - 4 < length:
+                head += s.recv(4096)
             self.gw.signal_stop()
             time.sleep(0.5)  # draining: this connection idles on
             s.sendall(req)
