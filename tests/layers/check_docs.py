@@ -403,11 +403,13 @@ def check_cli(root):
 # 4. Log reasons
 # --------------------------------------------------------------------------------------------
 
-# The codes a refusal is logged with: policy's refused(why, "code", ...), a literal assigned to a
-# code, and a literal "reason" (or either of a ?: pair) in the log line of a refusal event.
+# The codes a refusal is logged with: policy's refused(why, "code", ...), the engine's
+# cmp_deny(c, t, "code", ...), a literal assigned to a code, and a literal "reason" (or either of a
+# ?: pair) in the log line of a refusal event.
 REFUSAL_EVENTS = ("not_authorized", "txn_sender_refused", "profile_refused")
 REASON_CODES = (
     re.compile(r'\brefused\(\s*\w+,\s*"([a-z0-9_]+)"'),
+    re.compile(r'\bcmp_deny\(\s*\w+,\s*\w+,\s*"([a-z0-9_]+)"'),
     re.compile(r'\bcode\s*=\s*"([a-z0-9_]+)"'),
 )
 LOG_KV = re.compile(r'gw_log_kv\(\s*\w+,\s*"([a-z0-9_]+)"')
