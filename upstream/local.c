@@ -519,7 +519,7 @@ static int local_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, 
         snprintf(err, GW_ERR_LEN, "upstream %s did not issue it: the issuer is another CA", conf->name);
         return GW_ERR_NOT_FOUND;
     }
-    rc = gw_store_revoke(lc->store_dir, serial, reason, time(NULL), err);
+    rc = gw_store_revoke(lc->store_dir, serial, reason, gw_upstream_now(up), err);
     (void)gw_x509_serial_hex_checked(serial, hex, sizeof(hex));
     if (rc == GW_ERR_EXISTS) { /* the first revocation stands; a concurrent one lost the race */
         gw_log_kv(GW_LOG_INFO, "local_revoked", "upstream", conf->name, "serial", hex, "msg",
@@ -698,7 +698,7 @@ static int local_crl(struct gw_upstream *up, const char *issuer_ref, unsigned ch
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
     struct local *l = gw_upstream_get0_impl(up);
-    time_t now = time(NULL);
+    time_t now = gw_upstream_now(up);
     int rc = 0;
 
     (void)issuer_ref; /* always NULL: one CA, no issuer_ref */

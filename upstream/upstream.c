@@ -40,7 +40,8 @@ struct gw_upstream {
     struct gw_upstream_health health;
     void *impl;
     atomic_uint inflight;
-    STACK_OF(X509) *cas; /* the CAs it issues under (gw_upstream_conf_issuing_cas): all it may revoke */
+    STACK_OF(X509) *cas;   /* the CAs it issues under (gw_upstream_conf_issuing_cas): all it may revoke */
+    time_t (*clock)(void); /* its wall clock (gw_upstream_now): NULL = time(); set by tests only */
 };
 
 /* One submit: counts the call in flight until the adapter completes it. */
@@ -218,6 +219,11 @@ void *gw_upstream_get0_impl(const struct gw_upstream *up)
 void gw_upstream_set0_impl(struct gw_upstream *up, void *impl)
 {
     up->impl = impl;
+}
+
+time_t gw_upstream_now(const struct gw_upstream *up)
+{
+    return up->clock != NULL ? up->clock() : time(NULL);
 }
 
 /* Takes one of |up|'s in-flight slots: 0, or GW_ERR_BUSY at its max_inflight. */
@@ -942,6 +948,12 @@ int gw_upstream_set_put0(struct gw_upstream_set *set, struct gw_upstream *up)
     set->ups = grown;
     set->ups[set->n++] = up;
     return 0;
+}
+
+void gw_upstream_set_clock(struct gw_upstream_set *set, time_t (*clock)(void))
+{
+    for (size_t i = 0; set != NULL && i < set->n; i++)
+        set->ups[i]->clock = clock;
 }
 
 void gw_sign_result_fail(struct gw_sign_result *r, int status, int fail_info, const char *fmt, ...)

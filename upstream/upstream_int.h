@@ -171,6 +171,10 @@ int gw_upstream_conf_can(const char *name, const char *what, const char *file, i
 void *gw_upstream_get0_impl(const struct gw_upstream *up);
 void gw_upstream_set0_impl(struct gw_upstream *up, void *impl);
 
+/* The wall clock of |up|'s dates (a CRL's thisUpdate): time(), unless a test set another
+ * (gw_upstream_set_clock). */
+time_t gw_upstream_now(const struct gw_upstream *up);
+
 /* The gateway's signing credential |up| was created with; NULL if none was given. */
 const struct gw_upstream_signer *gw_upstream_get0_signer(const struct gw_upstream *up);
 

@@ -17,4 +17,8 @@ struct gw_upstream *gw_upstream_new_ops(const struct gw_upstream_conf *conf,
  * adding it. Takes |up| over on success only. 0 or GW_ERR_NOMEM / GW_ERR_INVAL. */
 int gw_upstream_set_put0(struct gw_upstream_set *set, struct gw_upstream *up);
 
+/* Gives every upstream of |set| |clock| for the dates it makes (gw_upstream_now; NULL = time()), so
+ * that a test running the engine at a fixed time gets a CRL of that time. Only while no call runs. */
+void gw_upstream_set_clock(struct gw_upstream_set *set, time_t (*clock)(void));
+
 #endif

@@ -1871,6 +1871,66 @@ static void test_local_crl_no_store(void **state)
     conf_cleanup(&conf);
 }
 
+static time_t fixed_now;
+
+static time_t fixed_clock(void)
+{
+    return fixed_now;
+}
+
+/* The time |t| says, as seconds since the epoch. */
+static time_t asn1_secs(const ASN1_TIME *t)
+{
+    struct tm tm;
+
+    assert_int_equal(ASN1_TIME_to_tm(t, &tm), 1);
+    return timegm(&tm);
+}
+
+/*
+ * The clock a test gives the upstreams of a set (gw_upstream_set_clock) dates the local issuer's CRL
+ * and its revocations: an engine run at a fixed time behind the wall clock (the fuzz targets) gets a
+ * CRL it does not refuse as from the future. Without it, the wall clock.
+ */
+static void test_local_crl_clock(void **state)
+{
+    struct gw_upstream_conf conf;
+    struct gw_upstream_set *set;
+    struct gw_upstream *up;
+    char dir[64], err[GW_ERR_LEN];
+    X509 *cert;
+    X509_CRL *crl;
+    X509_REVOKED *revoked;
+    time_t before = time(NULL);
+
+    (void)state;
+    make_store(dir, sizeof(dir));
+    conf_init(&conf, "delegate", ca, ca_key, root);
+    LOCAL(&conf)->store_dir = dir;
+    assert_non_null(set = gw_upstream_set_new(NULL, 0, NULL, 0, NULL, err));
+    assert_non_null(up = gw_upstream_new(&conf, NULL, err));
+    assert_int_equal(gw_upstream_set_put0(set, up), 0);
+    issue_n(up, &cert, 1);
+    fixed_now = before - 3 * 86400;
+    gw_upstream_set_clock(set, fixed_clock);
+    assert_int_equal(gw_upstream_revoke(up, cert, CRL_REASON_KEY_COMPROMISE, err), 0);
+    crl = fetch_crl(up, NULL, NULL);
+    check_crl(crl, 1);
+    assert_int_equal(asn1_secs(X509_CRL_get0_lastUpdate(crl)), fixed_now);
+    revoked = sk_X509_REVOKED_value(X509_CRL_get_REVOKED(crl), 0);
+    assert_int_equal(asn1_secs(X509_REVOKED_get0_revocationDate(revoked)), fixed_now);
+    X509_CRL_free(crl);
+    /* the twin: without a clock, the wall clock (a CRL built at fixed_now is days old: rebuilt) */
+    gw_upstream_set_clock(set, NULL);
+    crl = fetch_crl(up, NULL, NULL);
+    assert_true(asn1_secs(X509_CRL_get0_lastUpdate(crl)) >= before);
+    X509_CRL_free(crl);
+    X509_free(cert);
+    gw_upstream_set_free(set);
+    conf_cleanup(&conf);
+    remove_tree(dir);
+}
+
 static int nop_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done,
                     void *arg)
 {
@@ -2405,6 +2465,7 @@ int main(void)
         cmocka_unit_test(test_local_revoke_cases),
         cmocka_unit_test(test_local_crl),
         cmocka_unit_test(test_local_crl_no_store),
+        cmocka_unit_test(test_local_crl_clock),
         cmocka_unit_test(test_crl_caps),
         cmocka_unit_test(test_vault_revoke_crl),
         cmocka_unit_test(test_revoke_other_ca),
