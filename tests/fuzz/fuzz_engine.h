@@ -8,9 +8,10 @@
  *
  * One engine serves the whole run. After each input it is reset (gw_cmp_engine_reset) and the
  * audit log truncated, so that an input is answered alike whatever ran before it: a crash
- * reproduces from its one input. The engine's clock and the trust stores' verification time are
- * the seeds' capture time, so the seeds pass the messageTime window and certificate validity
- * whenever this runs, and get as far as a real client's requests do.
+ * reproduces from its one input. The engine's clock, the local issuer's (its CRL's dates) and the
+ * trust stores' verification time are the seeds' capture time, so the seeds pass the messageTime
+ * window and certificate validity whenever this runs, and get as far as a real client's requests do
+ * (a crlStatusList is answered with a CRL, not refused as one from the future).
  *
  * Beyond the sanitizers, an input fails when the engine breaks a promise of gateway/cmp/engine.h: an HTTP
  * 200 that is not one DER PKIMessage, an internal error (5xx), or a transaction slot still held
@@ -32,6 +33,7 @@
 #include "gateway/cmp/engine_test.h"
 #include "mappings/route.h"
 #include "upstream/upstream.h"
+#include "upstream/upstream_test.h"
 
 #define FUZZ_SEPARATOR "-CMPGW-NEXT-MESSAGE-" /* also in make_seeds.sh and fuzz_cmp_*.dict */
 #define FUZZ_MAX_MESSAGES 4
@@ -119,6 +121,7 @@ static inline void fuzz_engine_init(void)
         (fz.engine = gw_cmp_engine_new(&settings, fz.ups, NULL, err)) == NULL)
         fuzz_die("engine: %s", err);
     gw_cmp_engine_set_clock(fz.engine, fuzz_clock);
+    gw_upstream_set_clock(fz.ups, fuzz_clock); /* the local issuer's CRL: not from the engine's future */
     fz.route.kind = GW_ROUTE_DEFAULT;
     fz.route.role = fz.cfg->default_path_policy.role;
     fz.tls_peer = fuzz_pki_cert("client.pem");

@@ -129,15 +129,18 @@ for oid in caCerts:1.3.6.1.5.5.7.4.17 rootCaKeyUpdate:1.3.6.1.5.5.7.4.18 certReq
         >>client.log 2>&1 || true
 done
 /usr/bin/python3 "$repo/tests/fuzz/craft_error.py" ir-confirm.der client.key error.der
-# crlStatusList values (no client sends one): the issuing CA's CRL held since before the capture; a list
-# naming a distribution point, the root CA without thisUpdate, and the issuing CA's CRL as current
+# crlStatusList values (no client sends one): the issuing CA's CRL held since before the capture; one
+# held from the capture itself, as new as the CRL the local issuer makes then (the engine's clock); a
+# list naming a distribution point, the root CA without thisUpdate, and the issuing CA's CRL as current
 craft_crl() { /usr/bin/python3 -B "$repo/tests/fuzz/craft_crl_status.py" genm-crlStatusList.der client.key "$@"; }
 craft_crl genm-crlStatusList-issuer.der "issuer:issuing.pem:$(date -u -d @$(($(cat capture_time) - 86400)) +%Y%m%d%H%M%SZ)"
+craft_crl genm-crlStatusList-current.der "issuer:issuing.pem:$(date -u -d @"$(cat capture_time)" +%Y%m%d%H%M%SZ)"
 craft_crl genm-crlStatusList-sources.der dp:https://127.0.0.1/crl/issuing.crl issuer:ca.pem \
     "issuer:issuing.pem:$(date -u -d @$(($(cat capture_time) + 86400)) +%Y%m%d%H%M%SZ)"
 
 singles=(ir-sig ir-sans ir-rsa ir-pbm cr p10cr kur rr genm-empty genm-caCerts genm-rootCaKeyUpdate
-    genm-certReqTemplate genm-crlStatusList genm-crlStatusList-issuer genm-crlStatusList-sources ir-unprotected
+    genm-certReqTemplate genm-crlStatusList genm-crlStatusList-issuer genm-crlStatusList-current
+    genm-crlStatusList-sources ir-unprotected
     ir-confirm certconf ir-poll pollreq error)
 for s in "${singles[@]}"; do
     if [[ ! -s $s.der ]]; then
