@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
@@ -127,12 +128,21 @@ struct request {
     char *body;
 };
 
+/*
+ * The test's thread and the server's threads meet only through the socket, an ordering
+ * ThreadSanitizer does not see: the replies and the requests are read and written under |lock| alone,
+ * the test's side through srv_set, srv_n_reqs, srv_req and clear_requests. The replies' bodies are
+ * the server's copies, replaced once no connection thread is left (srv_settle): a connection thread
+ * never reads the test's buffers, which the test rewrites or leaves on its stack.
+ */
 static struct {
     pthread_mutex_t lock;
+    pthread_cond_t idle; /* |active| fell to 0 */
     pthread_t thread;
     int fd;
     int port;
-    volatile int stop;
+    atomic_int stop;
+    int active; /* connection threads not yet ended */
     struct reply sign, info, revoke[2];
     struct reply sign_foreign; /* for a sign request with "profile": "foreign", when set */
     int n_revoke;
@@ -161,6 +171,47 @@ static void clear_requests(void)
     srv.n_reqs = 0;
     srv.n_revoke = 0;
     pthread_mutex_unlock(&srv.lock);
+}
+
+/* Waits, lock held, until every connection thread has ended: none reads a reply any more. */
+static void srv_settle(void)
+{
+    while (srv.active > 0)
+        pthread_cond_wait(&srv.idle, &srv.lock);
+}
+
+/* |reply| (srv.sign, srv.info, ...) becomes a copy of |r| for the requests from now on. */
+static void srv_set(struct reply *reply, struct reply r)
+{
+    pthread_mutex_lock(&srv.lock);
+    srv_settle();
+    free((char *)reply->body);
+    *reply = r;
+    if (r.body != NULL)
+        assert_non_null(reply->body = strdup(r.body));
+    pthread_mutex_unlock(&srv.lock);
+}
+
+static int srv_n_reqs(void)
+{
+    int n;
+
+    pthread_mutex_lock(&srv.lock);
+    n = srv.n_reqs;
+    pthread_mutex_unlock(&srv.lock);
+    return n;
+}
+
+/* A copy of the |i|th request the server saw; its body is the server's until clear_requests. */
+static const struct request *srv_req(int i)
+{
+    static struct request copy[MAX_REQS]; /* the test's thread's alone */
+
+    assert_true(i >= 0 && i < MAX_REQS);
+    pthread_mutex_lock(&srv.lock);
+    copy[i] = srv.reqs[i];
+    pthread_mutex_unlock(&srv.lock);
+    return &copy[i];
 }
 
 static struct reply pick(const char *path, const char *body)
@@ -218,11 +269,8 @@ static void *serve_one(void *arg)
     char *body = buf != NULL ? read_request(fd, buf, REQ_MAX, path, sizeof(path)) : NULL;
     struct reply r;
 
-    if (body == NULL) {
-        free(buf);
-        close(fd);
-        return NULL;
-    }
+    if (body == NULL)
+        goto out;
     record(path, body);
     r = pick(path, body);
     if (r.delay_ms > 0)
@@ -232,15 +280,20 @@ static void *serve_one(void *arg)
              r.status, r.ctype, strlen(r.body));
     send(fd, head, strlen(head), MSG_NOSIGNAL);
     send(fd, r.body, strlen(r.body), MSG_NOSIGNAL);
+out:
     free(buf);
     close(fd);
+    pthread_mutex_lock(&srv.lock);
+    if (--srv.active == 0)
+        pthread_cond_broadcast(&srv.idle);
+    pthread_mutex_unlock(&srv.lock);
     return NULL;
 }
 
 static void *serve(void *arg)
 {
     (void)arg;
-    while (!srv.stop) {
+    while (!atomic_load(&srv.stop)) {
         struct pollfd p = {.fd = srv.fd, .events = POLLIN};
         int c;
 
@@ -250,10 +303,17 @@ static void *serve(void *arg)
 
         if ((c = accept(srv.fd, NULL, NULL)) < 0)
             continue;
-        if (pthread_create(&t, NULL, serve_one, (void *)(intptr_t)c) == 0)
+        pthread_mutex_lock(&srv.lock);
+        srv.active++;
+        pthread_mutex_unlock(&srv.lock);
+        if (pthread_create(&t, NULL, serve_one, (void *)(intptr_t)c) == 0) {
             pthread_detach(t);
-        else
-            close(c);
+            continue;
+        }
+        close(c);
+        pthread_mutex_lock(&srv.lock);
+        srv.active--;
+        pthread_mutex_unlock(&srv.lock);
     }
     return NULL;
 }
@@ -311,8 +371,9 @@ static int setup(void **state)
     sign_foreign_body = envelope_ok(foreign_leaf_pem);
 
     pthread_mutex_init(&srv.lock, NULL);
+    pthread_cond_init(&srv.idle, NULL);
     srv.fd = bound_socket(&srv.port, 1);
-    srv.info = (struct reply){200, "application/json", info_ok_body, 0};
+    srv_set(&srv.info, (struct reply){200, "application/json", info_ok_body, 0});
     assert_int_equal(pthread_create(&srv.thread, NULL, serve, NULL), 0);
     return 0;
 }
@@ -320,10 +381,16 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    srv.stop = 1;
+    atomic_store(&srv.stop, 1);
     pthread_join(srv.thread, NULL);
     close(srv.fd);
     clear_requests();
+    pthread_mutex_lock(&srv.lock);
+    srv_settle(); /* no connection thread sends a reply any more */
+    free((char *)srv.sign.body), free((char *)srv.info.body), free((char *)srv.sign_foreign.body);
+    free((char *)srv.revoke[0].body), free((char *)srv.revoke[1].body);
+    pthread_mutex_unlock(&srv.lock);
+    pthread_cond_destroy(&srv.idle);
     pthread_mutex_destroy(&srv.lock);
     X509_free(ca), X509_free(other_ca), X509_free(leaf), X509_free(foreign_leaf);
     X509_REQ_free(csr);
@@ -364,7 +431,7 @@ static void fixture_init(struct fixture *f, int port, int with_auth_key)
     gw_cert_plan_init(&f->plan);
     f->plan.pubkey = leaf_key;
     f->plan.subject = NULL;
-    srv.info = (struct reply){200, "application/json", info_ok_body, 0};
+    srv_set(&srv.info, (struct reply){200, "application/json", info_ok_body, 0});
     clear_requests();
     f->up = gw_upstream_new(&f->conf, NULL, err);
     assert_non_null(f->up);
@@ -447,8 +514,8 @@ static json_object *request_json(int i)
 {
     json_object *o;
 
-    assert_true(i < srv.n_reqs);
-    assert_non_null(o = json_tokener_parse(srv.reqs[i].body));
+    assert_true(i < srv_n_reqs());
+    assert_non_null(o = json_tokener_parse(srv_req(i)->body));
     return o;
 }
 
@@ -481,7 +548,7 @@ static void test_sign_ok_request_bytes(void **state)
     static const char *const want_hosts[] = {"a.example.com", "192.0.2.1", "2001:db8::1", "x@example.com"};
 
     (void)state;
-    srv.sign = (struct reply){200, "application/json", sign_ok_body, 0};
+    srv_set(&srv.sign, (struct reply){200, "application/json", sign_ok_body, 0});
     fixture_init(&f, srv.port, 0);
     add_san(&f, GEN_DNS, "a.example.com");
     add_san(&f, GEN_IPADD, "192.0.2.1");
@@ -493,9 +560,9 @@ static void test_sign_ok_request_bytes(void **state)
     assert_int_equal(sk_X509_num(res->chain), 1);
     assert_int_equal(X509_cmp(sk_X509_value(res->chain, 0), ca), 0);
     /* requests: info at init, then sign */
-    assert_int_equal(srv.n_reqs, 2);
-    assert_string_equal(srv.reqs[0].path, "/api/v1/cfssl/info");
-    assert_string_equal(srv.reqs[1].path, "/api/v1/cfssl/sign");
+    assert_int_equal(srv_n_reqs(), 2);
+    assert_string_equal(srv_req(0)->path, "/api/v1/cfssl/info");
+    assert_string_equal(srv_req(1)->path, "/api/v1/cfssl/sign");
     req = request_json(1);
     assert_string_equal(jstr(req, "certificate_request"), csr_pem_str);
     assert_string_equal(jstr(req, "profile"), "client");
@@ -516,7 +583,7 @@ static void test_sign_no_sans_sends_empty_hosts(void **state)
     json_object *req, *hosts;
 
     (void)state;
-    srv.sign = (struct reply){200, "application/json", sign_ok_body, 0};
+    srv_set(&srv.sign, (struct reply){200, "application/json", sign_ok_body, 0});
     fixture_init(&f, srv.port, 0);
     f.role.upstream_role = NULL; /* the profile defaults to the role name */
     res = sign(&f, csr);
@@ -545,7 +612,7 @@ static void test_sign_uri_san_refused(void **state)
     assert_int_equal(res->status, GW_ERR_POLICY);
     assert_int_equal(res->fail_info, OSSL_CMP_PKIFAILUREINFO_badCertTemplate);
     assert_non_null(strstr(res->reason, "only DNS names, IP addresses and email"));
-    assert_int_equal(srv.n_reqs, 1); /* info only */
+    assert_int_equal(srv_n_reqs(), 1); /* info only */
     assert_null(res->cert);
     result_free(res);
     fixture_cleanup(&f);
@@ -562,7 +629,7 @@ static void test_sign_crmf_refused(void **state)
     res = sign(&f, NULL);
     assert_int_equal(res->fail_info, OSSL_CMP_PKIFAILUREINFO_badRequest);
     assert_non_null(strstr(res->reason, "send p10cr"));
-    assert_int_equal(srv.n_reqs, 1);
+    assert_int_equal(srv_n_reqs(), 1);
     result_free(res);
     fixture_cleanup(&f);
 }
@@ -579,12 +646,12 @@ static void test_authsign_token(void **state)
     const char *req_b64, *tok_b64;
 
     (void)state;
-    srv.sign = (struct reply){200, "application/json", sign_ok_body, 0};
+    srv_set(&srv.sign, (struct reply){200, "application/json", sign_ok_body, 0});
     fixture_init(&f, srv.port, 1);
     add_san(&f, GEN_DNS, "s.example.com");
     res = sign(&f, csr);
     assert_int_equal(res->status, 0);
-    assert_string_equal(srv.reqs[1].path, "/api/v1/cfssl/authsign");
+    assert_string_equal(srv_req(1)->path, "/api/v1/cfssl/authsign");
     outer = request_json(1);
     req_b64 = jstr(outer, "request");
     tok_b64 = jstr(outer, "token");
@@ -602,7 +669,7 @@ static void test_authsign_token(void **state)
     assert_string_equal(jstr(inner, "profile"), "client");
     assert_string_equal(jstr(inner, "certificate_request"), csr_pem_str);
     /* the key itself is not in the request */
-    assert_null(strstr(srv.reqs[1].body, "00112233445566778899aabbccddeeff"));
+    assert_null(strstr(srv_req(1)->body, "00112233445566778899aabbccddeeff"));
     json_object_put(inner);
     json_object_put(outer);
     result_free(res);
@@ -774,7 +841,7 @@ static void test_sign_answers(void **state)
         struct gw_sign_result *res;
 
         print_message("case %s\n", answers[i].name);
-        srv.sign = answers[i].reply;
+        srv_set(&srv.sign, answers[i].reply);
         fixture_init(&f, srv.port, 0);
         res = sign(&f, csr);
         assert_int_equal(res->status, answers[i].status);
@@ -788,7 +855,7 @@ static void test_sign_answers(void **state)
         /* a timed-out sign call is never repeated */
         if (answers[i].status == GW_ERR_TIMEOUT) {
             usleep(4 * TIMEOUT_MS * 1000);
-            assert_int_equal(srv.n_reqs, 2);
+            assert_int_equal(srv_n_reqs(), 2);
         }
         result_free(res);
         fixture_cleanup(&f);
@@ -825,7 +892,7 @@ static void test_sign_envelope_strict(void **state)
         struct fixture f;
         struct gw_sign_result *res;
 
-        srv.sign = (struct reply){200, "application/json", bodies[i], 0};
+        srv_set(&srv.sign, (struct reply){200, "application/json", bodies[i], 0});
         fixture_init(&f, srv.port, 0);
         res = sign(&f, csr);
         if (reasons[i] == NULL) {
@@ -857,15 +924,15 @@ static void test_sign_foreign_issuer(void **state)
     struct gw_sign_result *res;
 
     (void)state;
-    srv.sign = (struct reply){200, "application/json", sign_foreign_body, 0};
+    srv_set(&srv.sign, (struct reply){200, "application/json", sign_foreign_body, 0});
     fixture_init(&f, srv.port, 0);
     res = sign(&f, csr);
     assert_int_equal(res->fail_info, OSSL_CMP_PKIFAILUREINFO_systemFailure);
     assert_non_null(strstr(res->reason, "not signed by cfssl's CA"));
     assert_non_null(res->cert); /* refused, and handed on to be recorded and revoked */
     assert_null(res->chain);
-    assert_int_equal(srv.n_reqs, 3);
-    assert_string_equal(srv.reqs[2].path, "/api/v1/cfssl/info");
+    assert_int_equal(srv_n_reqs(), 3);
+    assert_string_equal(srv_req(2)->path, "/api/v1/cfssl/info");
     result_free(res);
     fixture_cleanup(&f);
 }
@@ -950,14 +1017,14 @@ static void test_chain_fetch_blocks_nobody(void **state)
     char err[GW_ERR_LEN];
 
     (void)state;
-    srv.sign = (struct reply){200, "application/json", sign_ok_body, 0};
-    srv.sign_foreign = (struct reply){200, "application/json", sign_foreign_body, 0};
+    srv_set(&srv.sign, (struct reply){200, "application/json", sign_ok_body, 0});
+    srv_set(&srv.sign_foreign, (struct reply){200, "application/json", sign_foreign_body, 0});
     fixture_init(&f, srv.port, 0);
     gw_upstream_free(f.up);
     f.conf.timeout_ms = 5000;
     clear_requests();
     assert_non_null(f.up = gw_upstream_new(&f.conf, NULL, err)); /* info at once: the chain is known */
-    srv.info = (struct reply){200, "application/json", info_ok_body, 3000};
+    srv_set(&srv.info, (struct reply){200, "application/json", info_ok_body, 3000});
     overlapping_start(&a, &f, "foreign");
     for (int i = 0; i < 400 && count_path("/api/v1/cfssl/info") < 2; i++)
         usleep(5000);
@@ -972,7 +1039,7 @@ static void test_chain_fetch_blocks_nobody(void **state)
     assert_non_null(strstr(res->reason, "not signed by cfssl's CA"));
     assert_non_null(res->cert);
     result_free(res);
-    srv.sign_foreign = (struct reply){0};
+    srv_set(&srv.sign_foreign, (struct reply){0});
     fixture_cleanup(&f);
 }
 
@@ -984,10 +1051,10 @@ static void test_info_lazy_retry(void **state)
     char err[GW_ERR_LEN];
 
     (void)state;
-    srv.sign = (struct reply){200, "application/json", sign_ok_body, 0};
+    srv_set(&srv.sign, (struct reply){200, "application/json", sign_ok_body, 0});
     fixture_init(&f, srv.port, 0);
     gw_upstream_free(f.up);
-    srv.info = (struct reply){503, "text/plain", "starting", 0};
+    srv_set(&srv.info, (struct reply){503, "text/plain", "starting", 0});
     clear_requests();
     assert_non_null(f.up = gw_upstream_new(&f.conf, NULL, err));
     res = sign(&f, csr);
@@ -995,17 +1062,17 @@ static void test_info_lazy_retry(void **state)
     assert_int_equal(res->fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
     assert_non_null(strstr(res->reason, "cannot read cfssl's CA certificate"));
     assert_non_null(strstr(res->reason, "HTTP 503"));
-    assert_int_equal(srv.n_reqs, 2); /* info twice, no sign */
-    assert_string_equal(srv.reqs[1].path, "/api/v1/cfssl/info");
+    assert_int_equal(srv_n_reqs(), 2); /* info twice, no sign */
+    assert_string_equal(srv_req(1)->path, "/api/v1/cfssl/info");
     result_free(res);
     /* info answers but holds no certificate */
-    srv.info =
-        (struct reply){200, "application/json", "{\"success\":true,\"result\":{\"certificate\":\"\"}}", 0};
+    srv_set(&srv.info, (struct reply){200, "application/json",
+                                      "{\"success\":true,\"result\":{\"certificate\":\"\"}}", 0});
     res = sign(&f, csr);
     assert_non_null(
         strstr(res->reason, "the info answer (HTTP 200) is refused: result.certificate is empty"));
     result_free(res);
-    srv.info = (struct reply){200, "application/json", info_ok_body, 0};
+    srv_set(&srv.info, (struct reply){200, "application/json", info_ok_body, 0});
     res = sign(&f, csr);
     assert_int_equal(res->status, 0);
     assert_int_equal(X509_cmp(sk_X509_value(res->chain, 0), ca), 0);
@@ -1021,7 +1088,7 @@ static void test_chain_with_issuer_ca(void **state)
     char err[GW_ERR_LEN];
 
     (void)state;
-    srv.sign = (struct reply){200, "application/json", sign_ok_body, 0};
+    srv_set(&srv.sign, (struct reply){200, "application/json", sign_ok_body, 0});
     fixture_init(&f, srv.port, 0);
     gw_upstream_free(f.up);
     f.conf.issuer_certs = sk_X509_new_null();
@@ -1086,7 +1153,7 @@ static void expect_revoke_body(int i, const char *aki, const char *reason)
 {
     json_object *o = request_json(i);
 
-    assert_string_equal(srv.reqs[i].path, "/api/v1/cfssl/revoke");
+    assert_string_equal(srv_req(i)->path, "/api/v1/cfssl/revoke");
     assert_string_equal(jstr(o, "serial"), "78187493520"); /* 0x1234567890 in decimal */
     assert_string_equal(jstr(o, "authority_key_id"), aki);
     assert_string_equal(jstr(o, "reason"), reason);
@@ -1115,30 +1182,32 @@ static void test_revoke(void **state)
     ca_aki_hex(aki);
     fixture_init_revoking(&f, srv.port);
     /* found at once */
-    srv.revoke[0] = srv.revoke[1] = (struct reply){200, "application/json", revoke_ok, 0};
+    srv_set(&srv.revoke[0], (struct reply){200, "application/json", revoke_ok, 0});
+    srv_set(&srv.revoke[1], (struct reply){200, "application/json", revoke_ok, 0});
     assert_int_equal(gw_upstream_revoke(f.up, leaf, CRL_REASON_KEY_COMPROMISE, err), 0);
     expect_revoke_body(1, aki, "keycompromise");
     /* cfssl 1.2.0 recorded an empty AKI: one retry with "" */
     clear_requests();
-    srv.revoke[0] = (struct reply){400, "text/plain", revoke_not_found, 0};
+    srv_set(&srv.revoke[0], (struct reply){400, "text/plain", revoke_not_found, 0});
     assert_int_equal(gw_upstream_revoke(f.up, leaf, CRL_REASON_SUPERSEDED, err), 0);
-    assert_int_equal(srv.n_reqs, 2);
+    assert_int_equal(srv_n_reqs(), 2);
     expect_revoke_body(0, aki, "superseded");
     expect_revoke_body(1, "", "superseded");
     /* unknown either way */
     clear_requests();
-    srv.revoke[0] = srv.revoke[1] = (struct reply){400, "text/plain", revoke_not_found, 0};
+    srv_set(&srv.revoke[0], (struct reply){400, "text/plain", revoke_not_found, 0});
+    srv_set(&srv.revoke[1], (struct reply){400, "text/plain", revoke_not_found, 0});
     assert_int_equal(gw_upstream_revoke(f.up, leaf, CRL_REASON_NONE, err), GW_ERR_NOT_FOUND);
     assert_non_null(strstr(err, "certificate not found"));
     expect_revoke_body(1, "", "unspecified");
     /* other failures are not retried */
     clear_requests();
-    srv.revoke[0] = (struct reply){500, "text/plain",
-                                   "{\"success\":false,\"errors\":[{\"code\":11000,"
-                                   "\"message\":\"database locked\"}]}",
-                                   0};
+    srv_set(&srv.revoke[0], (struct reply){500, "text/plain",
+                                           "{\"success\":false,\"errors\":[{\"code\":11000,"
+                                           "\"message\":\"database locked\"}]}",
+                                           0});
     assert_int_equal(gw_upstream_revoke(f.up, leaf, CRL_REASON_CESSATION_OF_OPERATION, err), GW_ERR_UPSTREAM);
-    assert_int_equal(srv.n_reqs, 1);
+    assert_int_equal(srv_n_reqs(), 1);
     assert_non_null(strstr(err, "database locked"));
     expect_revoke_body(0, aki, "cessationofoperation");
     fixture_cleanup(&f);
@@ -1168,12 +1237,13 @@ static void test_revoke_reasons(void **state)
     (void)state;
     ca_aki_hex(aki);
     fixture_init_revoking(&f, srv.port);
-    srv.revoke[0] = srv.revoke[1] = (struct reply){200, "application/json", revoke_ok, 0};
+    srv_set(&srv.revoke[0], (struct reply){200, "application/json", revoke_ok, 0});
+    srv_set(&srv.revoke[1], (struct reply){200, "application/json", revoke_ok, 0});
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         clear_requests();
         if (cases[i].name == NULL) {
             assert_int_equal(gw_upstream_revoke(f.up, leaf, cases[i].reason, err), GW_ERR_INVAL);
-            assert_int_equal(srv.n_reqs, 0);
+            assert_int_equal(srv_n_reqs(), 0);
             continue;
         }
         assert_int_equal(gw_upstream_revoke(f.up, leaf, cases[i].reason, err), 0);
@@ -1214,9 +1284,9 @@ static void test_revoke_refusals(void **state)
     fixture_init_revoking(&f, srv.port);
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         clear_requests();
-        srv.revoke[0] = cases[i].r;
+        srv_set(&srv.revoke[0], cases[i].r);
         assert_int_equal(gw_upstream_revoke(f.up, leaf, 0, err), cases[i].rc);
-        assert_int_equal(srv.n_reqs, 1);
+        assert_int_equal(srv_n_reqs(), 1);
         if (strstr(err, cases[i].err) == NULL)
             fail_msg("case %zu: \"%s\"", i, err);
     }

@@ -8,6 +8,7 @@
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,15 +57,30 @@ struct answer {
     int delay_ms;
 };
 
+/* The fake's copy of an answer; |cut|: its body is the one fake_set_cut names. */
+struct scripted {
+    struct answer a;
+    bool cut;
+};
+
+/*
+ * The test's thread and the fake's connection threads meet only through the socket, an ordering
+ * ThreadSanitizer does not see: everything below |thread| is read and written under |lock| alone,
+ * the test's side through fake_script, fake_set_login, fake_set_cut, fake_n_reqs and fake_req. The
+ * answers are the fake's copies, freed once no connection thread is left (fake_settle): a
+ * connection thread never reads the test's buffers, which the test rewrites or leaves on its stack.
+ */
 static struct {
     pthread_mutex_t lock;
+    pthread_cond_t idle; /* |active| fell to 0 */
     int fd;
     uint16_t port;
     pthread_t thread;
+    int active; /* connection threads not yet ended */
     /* per test */
-    struct answer script[8]; /* answers in order; the last one repeats */
+    struct scripted script[8]; /* answers in order; the last one repeats */
     int n_script;
-    struct answer login; /* for /v1/auth/... */
+    struct scripted login; /* for /v1/auth/... */
     int n_reqs, n_logins;
     struct seen reqs[MAX_REQS];
     char *big; /* an oversized body when set */
@@ -111,19 +127,26 @@ static void header_value(const char *req, const char *name, char *out, size_t ca
     snprintf(out, cap, "%.*s", (int)(e != NULL ? e - p : (ptrdiff_t)strlen(p)), p);
 }
 
-static void record(const char *req, const char *body, struct answer *a)
+/* How an answer ends: if |on|, after |len| bytes and |stall_ms| of silence (fake_set_cut). */
+struct cut {
+    bool on;
+    size_t len;
+    int stall_ms;
+};
+
+static void record(const char *req, const char *body, struct answer *a, struct cut *cut)
 {
+    const struct scripted *sc;
     struct seen *s;
     int is_login;
 
     pthread_mutex_lock(&fake.lock);
     is_login = strstr(req, " /v1/auth/") != NULL;
-    if (is_login) {
+    if (is_login)
         fake.n_logins++;
-        *a = fake.login;
-    } else {
-        *a = fake.script[fake.n_reqs < fake.n_script ? fake.n_reqs : fake.n_script - 1];
-    }
+    sc = is_login ? &fake.login : &fake.script[fake.n_reqs < fake.n_script ? fake.n_reqs : fake.n_script - 1];
+    *a = sc->a;
+    *cut = (struct cut){sc->cut, fake.cut, fake.stall_ms};
     if (fake.n_reqs < MAX_REQS) {
         s = &fake.reqs[fake.n_reqs];
         const char *sp = strchr(req, ' '), *sp2 = sp != NULL ? strchr(sp + 1, ' ') : NULL;
@@ -141,7 +164,7 @@ static void record(const char *req, const char *body, struct answer *a)
     pthread_mutex_unlock(&fake.lock);
 }
 
-static void send_answer(struct fconn *fc, const struct answer *a)
+static void send_answer(struct fconn *fc, const struct answer *a, const struct cut *cut)
 {
     const char *body = a->body != NULL ? a->body : ok_body;
     char head[256];
@@ -156,12 +179,12 @@ static void send_answer(struct fconn *fc, const struct answer *a)
         a->status, len);
     if (fc_write(fc, head, strlen(head)) <= 0)
         return;
-    if (body == fake.cut_body && fake.cut < len)
-        len = fake.cut;
+    if (cut->on && cut->len < len)
+        len = cut->len;
     while (off < len && (n = fc_write(fc, body + off, len - off)) > 0)
         off += (size_t)n;
-    if (body == fake.cut_body && fake.stall_ms > 0)
-        usleep((useconds_t)fake.stall_ms * 1000);
+    if (cut->on && cut->stall_ms > 0)
+        usleep((useconds_t)cut->stall_ms * 1000);
 }
 
 static void *conn_main(void *arg)
@@ -172,6 +195,7 @@ static void *conn_main(void *arg)
     ssize_t n;
     struct answer a;
     SSL_CTX *tls;
+    struct cut cut;
 
     pthread_mutex_lock(&fake.lock);
     tls = fake.tls;
@@ -191,15 +215,19 @@ static void *conn_main(void *arg)
         if (got < want)
             continue;
         *end = '\0';
-        record(buf, end + 4, &a);
+        record(buf, end + 4, &a, &cut);
         if (a.status == -1) /* drop the connection: a transport error */
             break;
-        send_answer(&fc, &a);
+        send_answer(&fc, &a, &cut);
         break;
     }
     SSL_free(fc.ssl);
     close(fc.fd);
     free(buf);
+    pthread_mutex_lock(&fake.lock);
+    if (--fake.active == 0)
+        pthread_cond_broadcast(&fake.idle);
+    pthread_mutex_unlock(&fake.lock);
     return NULL;
 }
 
@@ -210,10 +238,17 @@ static void *accept_main(void *arg)
 
     (void)arg;
     while ((fd = accept(fake.fd, NULL, NULL)) >= 0) {
-        if (pthread_create(&t, NULL, conn_main, (void *)(intptr_t)fd) == 0)
+        pthread_mutex_lock(&fake.lock);
+        fake.active++;
+        pthread_mutex_unlock(&fake.lock);
+        if (pthread_create(&t, NULL, conn_main, (void *)(intptr_t)fd) == 0) {
             pthread_detach(t);
-        else
-            close(fd);
+            continue;
+        }
+        close(fd);
+        pthread_mutex_lock(&fake.lock);
+        fake.active--;
+        pthread_mutex_unlock(&fake.lock);
     }
     return NULL;
 }
@@ -225,6 +260,7 @@ static void fake_start(void)
     int one = 1;
 
     pthread_mutex_init(&fake.lock, NULL);
+    pthread_cond_init(&fake.idle, NULL);
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     assert_true((fake.fd = socket(AF_INET, SOCK_STREAM, 0)) >= 0);
     setsockopt(fake.fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -235,15 +271,85 @@ static void fake_start(void)
     assert_int_equal(pthread_create(&fake.thread, NULL, accept_main, NULL), 0);
 }
 
+/* Waits, lock held, until every connection thread has ended: none reads an answer any more. */
+static void fake_settle(void)
+{
+    while (fake.active > 0)
+        pthread_cond_wait(&fake.idle, &fake.lock);
+}
+
+/* The fake's copy of |a| into |to|, freeing the copy |to| held. Lock held, settled. */
+static void answer_set(struct scripted *to, const struct answer *a)
+{
+    free((char *)to->a.body);
+    to->a = *a;
+    to->cut = a->body != NULL && a->body == fake.cut_body;
+    if (a->body != NULL)
+        assert_non_null(to->a.body = strdup(a->body));
+}
+
 static void fake_script(const struct answer *a, int n)
 {
     pthread_mutex_lock(&fake.lock);
-    memcpy(fake.script, a, (size_t)n * sizeof(*a));
+    fake_settle();
+    for (int i = 0; i < n; i++)
+        answer_set(&fake.script[i], &a[i]);
     fake.n_script = n;
     fake.n_reqs = 0;
     fake.n_logins = 0;
     memset(fake.reqs, 0, sizeof(fake.reqs));
     pthread_mutex_unlock(&fake.lock);
+}
+
+/* The answer to the logins from now on. */
+static void fake_set_login(struct answer login)
+{
+    pthread_mutex_lock(&fake.lock);
+    fake_settle();
+    answer_set(&fake.login, &login);
+    pthread_mutex_unlock(&fake.lock);
+}
+
+/* An answer with |body| scripted from now on gets only |len| bytes of it, then |stall_ms| of silence. */
+static void fake_set_cut(const char *body, size_t len, int stall_ms)
+{
+    pthread_mutex_lock(&fake.lock);
+    fake.cut_body = body;
+    fake.cut = len;
+    fake.stall_ms = stall_ms;
+    pthread_mutex_unlock(&fake.lock);
+}
+
+static int fake_n_reqs(void)
+{
+    int n;
+
+    pthread_mutex_lock(&fake.lock);
+    n = fake.n_reqs;
+    pthread_mutex_unlock(&fake.lock);
+    return n;
+}
+
+static int fake_n_logins(void)
+{
+    int n;
+
+    pthread_mutex_lock(&fake.lock);
+    n = fake.n_logins;
+    pthread_mutex_unlock(&fake.lock);
+    return n;
+}
+
+/* A copy of the |i|th request the fake saw (a login's until the next request takes its place). */
+static const struct seen *fake_req(int i)
+{
+    static struct seen copy[MAX_REQS]; /* the test's thread's alone */
+
+    assert_true(i >= 0 && i < MAX_REQS);
+    pthread_mutex_lock(&fake.lock);
+    copy[i] = fake.reqs[i];
+    pthread_mutex_unlock(&fake.lock);
+    return &copy[i];
 }
 
 /* ---- certificates ---- */
@@ -303,6 +409,12 @@ static int global_teardown(void **state)
     shutdown(fake.fd, SHUT_RDWR);
     close(fake.fd);
     pthread_join(fake.thread, NULL);
+    pthread_mutex_lock(&fake.lock);
+    fake_settle(); /* no connection thread sends ok_body or a copy any more */
+    for (int i = 0; i < (int)(sizeof(fake.script) / sizeof(fake.script[0])); i++)
+        free((char *)fake.script[i].a.body);
+    free((char *)fake.login.a.body);
+    pthread_mutex_unlock(&fake.lock);
     X509_free(ca_cert);
     X509_free(leaf);
     X509_REQ_free(csr);
@@ -415,13 +527,13 @@ static void test_sign_role(void **state)
     assert_int_equal(X509_cmp(res.cert, leaf), 0);
     assert_int_equal(sk_X509_num(res.chain), 1);
     assert_int_equal(X509_cmp(sk_X509_value(res.chain, 0), ca_cert), 0);
-    assert_int_equal(fake.n_reqs, 1);
-    assert_string_equal(fake.reqs[0].method, "POST");
-    assert_string_equal(fake.reqs[0].path, "/v1/pki/sign/web");
-    assert_string_equal(fake.reqs[0].token, "hvs.first");
-    assert_string_equal(fake.reqs[0].ns, "ns1/");
+    assert_int_equal(fake_n_reqs(), 1);
+    assert_string_equal(fake_req(0)->method, "POST");
+    assert_string_equal(fake_req(0)->path, "/v1/pki/sign/web");
+    assert_string_equal(fake_req(0)->token, "hvs.first");
+    assert_string_equal(fake_req(0)->ns, "ns1/");
     /* the CSR goes unchanged; fields as Vault names them */
-    assert_non_null(body = json_tokener_parse(fake.reqs[0].body));
+    assert_non_null(body = json_tokener_parse(fake_req(0)->body));
     {
         BIO *b = BIO_new(BIO_s_mem());
         char *d = NULL;
@@ -481,8 +593,8 @@ static void test_sign_verbatim_usages(void **state)
         fake_script(&ok, 1);
         sign(&f, &res);
         assert_int_equal(res.status, 0);
-        assert_string_equal(fake.reqs[0].path, "/v1/pki/sign-verbatim");
-        assert_non_null(body = json_tokener_parse(fake.reqs[0].body));
+        assert_string_equal(fake_req(0)->path, "/v1/pki/sign-verbatim");
+        assert_non_null(body = json_tokener_parse(fake_req(0)->body));
         assert_string_equal(
             json_object_to_json_string_ext(json_object_object_get(body, "key_usage"), JSON_C_TO_STRING_PLAIN),
             cases[i].key_usage);
@@ -533,9 +645,9 @@ static void test_sign_paths(void **state)
         fake_script(&ok, 1);
         sign(&f, &res);
         assert_int_equal(res.status, 0);
-        assert_string_equal(fake.reqs[0].path, cases[i].path);
+        assert_string_equal(fake_req(0)->path, cases[i].path);
         if (cases[i].exclude_cn)
-            assert_non_null(strstr(fake.reqs[0].body, "\"exclude_cn_from_sans\":true"));
+            assert_non_null(strstr(fake_req(0)->body, "\"exclude_cn_from_sans\":true"));
         gw_sign_result_cleanup(&res);
     }
     fx_cleanup(&f);
@@ -559,13 +671,13 @@ static void test_sign_bad_names(void **state)
         sign(&f, &res);
         assert_int_not_equal(res.status, 0);
         assert_non_null(strstr(res.reason, "not a plain name"));
-        assert_int_equal(fake.n_reqs, 0);
+        assert_int_equal(fake_n_reqs(), 0);
         gw_sign_result_cleanup(&res);
         f.role.upstream_role = NULL;
         f.role.issuer_ref = (char *)bad[i];
         sign(&f, &res);
         assert_int_not_equal(res.status, 0);
-        assert_int_equal(fake.n_reqs, 0);
+        assert_int_equal(fake_n_reqs(), 0);
         gw_sign_result_cleanup(&res);
         f.role.issuer_ref = NULL;
     }
@@ -575,7 +687,7 @@ static void test_sign_bad_names(void **state)
     req.plan = &f.plan;
     gw_upstream_sign_wait(f.up, &req, &res);
     assert_int_not_equal(res.status, 0);
-    assert_int_equal(fake.n_reqs, 0);
+    assert_int_equal(fake_n_reqs(), 0);
     gw_sign_result_cleanup(&res);
     fx_cleanup(&f);
 }
@@ -690,7 +802,7 @@ static void test_sign_errors(void **state)
         assert_null(res.cert);
         assert_int_equal(res.fail_info, cases[i].fail_info);
         assert_non_null(strstr(res.reason, cases[i].reason));
-        assert_int_equal(fake.n_reqs, cases[i].requests);
+        assert_int_equal(fake_n_reqs(), cases[i].requests);
         gw_sign_result_cleanup(&res);
     }
     fx_cleanup(&f);
@@ -733,8 +845,7 @@ static void test_sign_answer_out_of_range(void **state)
         {"root", "warnings", "\"careful\"", "warnings is a string, not an array"},
         {"root", "warnings", "[1]", "warnings[0] is an integer, not a string"},
     };
-    /* one body per case, alive after the test: the fake server keeps the answer's body pointer */
-    static char bodies[sizeof(cases) / sizeof(cases[0])][2048];
+    char body[2048];
     struct gw_sign_result res;
     struct answer a = {200, NULL, 0};
     struct fx f;
@@ -743,7 +854,7 @@ static void test_sign_answer_out_of_range(void **state)
     (void)state;
     fx_init(&f, 5000);
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        a.body = edited_body(cases[i].obj, cases[i].key, cases[i].value, bodies[i], sizeof(bodies[i]));
+        a.body = edited_body(cases[i].obj, cases[i].key, cases[i].value, body, sizeof(body));
         fake_script(&a, 1);
         sign(&f, &res);
         if (cases[i].reason == NULL) {
@@ -762,12 +873,12 @@ static void test_sign_answer_out_of_range(void **state)
                 strstr(res.reason, "Vault's answer (HTTP 200) is refused: ") != res.reason)
                 fail_msg("case %zu: reason \"%s\"", i, res.reason);
         }
-        assert_int_equal(fake.n_reqs, 1); /* refused, not asked again */
+        assert_int_equal(fake_n_reqs(), 1); /* refused, not asked again */
         gw_sign_result_cleanup(&res);
     }
     /* bytes after the whole answer: refused, and its certificate handed on to be recorded and revoked */
-    snprintf(bodies[0], sizeof(bodies[0]), "%s\n{\"data\":null}", ok_body);
-    a.body = bodies[0];
+    snprintf(body, sizeof(body), "%s\n{\"data\":null}", ok_body);
+    a.body = body;
     fake_script(&a, 1);
     sign(&f, &res);
     assert_int_equal(res.status, GW_ERR_UPSTREAM);
@@ -792,7 +903,7 @@ static void test_sign_retry_then_ok(void **state)
     fake_script(script, 2);
     sign(&f, &res);
     assert_int_equal(res.status, 0);
-    assert_int_equal(fake.n_reqs, 2);
+    assert_int_equal(fake_n_reqs(), 2);
     gw_sign_result_cleanup(&res);
     fx_cleanup(&f);
 }
@@ -811,13 +922,13 @@ static void test_sign_timeout_not_retried(void **state)
     assert_int_equal(res.status, GW_ERR_TIMEOUT);
     assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
     assert_non_null(strstr(res.reason, "outcome is unknown"));
-    assert_int_equal(fake.n_reqs, 1);
+    assert_int_equal(fake_n_reqs(), 1);
     gw_sign_result_cleanup(&res);
     fake_script(&drop, 1);
     sign(&f, &res);
     assert_int_equal(res.status, GW_ERR_IO);
     assert_non_null(strstr(res.reason, "outcome is unknown"));
-    assert_int_equal(fake.n_reqs, 1);
+    assert_int_equal(fake_n_reqs(), 1);
     gw_sign_result_cleanup(&res);
     usleep(1300 * 1000); /* let the slow answer finish before the next test */
     fx_cleanup(&f);
@@ -831,12 +942,12 @@ static void test_sign_retry_bounded_by_deadline(void **state)
     struct fx f;
 
     (void)state;
-    fx_init(&f, 300); /* room for the first backoff (200 ms), not the second (400 ms) */
+    fx_init(&f, 550); /* room for the first backoff (200 ms) and two slow answers, not the second (400 ms) */
     fake_script(&sealed, 1);
     sign(&f, &res);
     assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
     assert_non_null(strstr(res.reason, "Vault is sealed"));
-    assert_int_equal(fake.n_reqs, 2);
+    assert_int_equal(fake_n_reqs(), 2);
     gw_sign_result_cleanup(&res);
     fx_cleanup(&f);
 }
@@ -881,8 +992,9 @@ static void test_oversized_answer(void **state)
     assert_non_null(strstr(rsp.error, "larger than"));
     assert_null(rsp.body);
     gw_http_response_cleanup(&rsp);
-    /* exactly the cap is fine */
+    /* exactly the cap is fine (scripted anew: the fake answers its copy) */
     fake.big[GW_MAX_UPSTREAM_BODY] = '\0';
+    fake_script(&big, 1);
     assert_int_equal(gw_http_request(c, "GET", "/v1/x", NULL, NULL, &rsp), 0);
     assert_int_equal(rsp.status, 200);
     assert_int_equal(rsp.body_len, GW_MAX_UPSTREAM_BODY);
@@ -919,16 +1031,16 @@ static void test_token_reread_on_403(void **state)
             assert_int_equal(chmod(token_path, 0644), 0);
         fake_script(script, 2);
         sign(&f, &res);
-        assert_string_equal(fake.reqs[0].token, "hvs.first");
+        assert_string_equal(fake_req(0)->token, "hvs.first");
         if (cases[i] == REWRITE) {
             assert_int_equal(res.status, 0);
-            assert_int_equal(fake.n_reqs, 2);
-            assert_string_equal(fake.reqs[1].token, "hvs.second");
+            assert_int_equal(fake_n_reqs(), 2);
+            assert_string_equal(fake_req(1)->token, "hvs.second");
         } else {
             assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
             assert_non_null(strstr(res.reason, "token_file"));
             assert_null(strstr(res.reason, token_path)); /* the file's path is the log's only */
-            assert_int_equal(fake.n_reqs, 1);            /* the token of a refused file is never sent */
+            assert_int_equal(fake_n_reqs(), 1);          /* the token of a refused file is never sent */
         }
         gw_sign_result_cleanup(&res);
         write_token("hvs.first\n");
@@ -989,8 +1101,8 @@ static void test_cert_login_single_flight(void **state)
     f.vc.auth_cert_mount = "cert";
     f.vc.auth_cert_role = "cmpgw";
     fx_restart(&f);
-    fake.login =
-        (struct answer){200, "{\"auth\":{\"client_token\":\"hvb.login\",\"lease_duration\":3600}}", 300};
+    fake_set_login(
+        (struct answer){200, "{\"auth\":{\"client_token\":\"hvb.login\",\"lease_duration\":3600}}", 300});
     fake_script(&ok, 1);
     for (i = 0; i < 6; i++) {
         args[i].f = &f;
@@ -1000,16 +1112,17 @@ static void test_cert_login_single_flight(void **state)
         pthread_join(t[i], NULL);
         assert_int_equal(args[i].status, 0);
     }
-    assert_int_equal(fake.n_logins, 1);
-    assert_int_equal(fake.n_reqs, 6);
-    assert_string_equal(fake.reqs[0].token, "hvb.login");
+    assert_int_equal(fake_n_logins(), 1);
+    assert_int_equal(fake_n_reqs(), 6);
+    assert_string_equal(fake_req(0)->token, "hvb.login");
     /* a lease inside the renewal margin is re-obtained on the next call */
-    fake.login = (struct answer){200, "{\"auth\":{\"client_token\":\"hvb.short\",\"lease_duration\":1}}", 0};
+    fake_set_login(
+        (struct answer){200, "{\"auth\":{\"client_token\":\"hvb.short\",\"lease_duration\":1}}", 0});
     fx_restart(&f);
     fake_script(&ok, 1);
     signer_main(&args[0]);
     signer_main(&args[1]);
-    assert_int_equal(fake.n_logins, 2);
+    assert_int_equal(fake_n_logins(), 2);
     fx_cleanup(&f);
 }
 
@@ -1050,7 +1163,7 @@ static void test_cert_login_refused(void **state)
     f.vc.auth_cert_mount = "cert";
     for (i = 0; i < sizeof(logins) / sizeof(logins[0]); i++) {
         fx_restart(&f);
-        fake.login = logins[i].a;
+        fake_set_login(logins[i].a);
         fake_script(&ok, 1);
         sign(&f, &res);
         assert_int_not_equal(res.status, 0);
@@ -1058,8 +1171,8 @@ static void test_cert_login_refused(void **state)
         assert_non_null(strstr(res.reason, "login"));
         if (strstr(res.reason, logins[i].reason) == NULL)
             fail_msg("case %zu: reason \"%s\"", i, res.reason);
-        assert_int_equal(fake.n_reqs, 0);
-        assert_int_equal(fake.n_logins, 1);
+        assert_int_equal(fake_n_reqs(), 0);
+        assert_int_equal(fake_n_logins(), 1);
         gw_sign_result_cleanup(&res);
     }
     fx_cleanup(&f);
@@ -1109,8 +1222,8 @@ static void test_revoke(void **state)
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         fake_script(&cases[i].a, 1);
         assert_int_equal(gw_upstream_revoke(f.up, leaf, CRL_REASON_KEY_COMPROMISE, err), cases[i].rc);
-        assert_string_equal(fake.reqs[0].path, "/v1/pki/revoke");
-        assert_string_equal(fake.reqs[0].body, "{\"serial_number\":\"30:39\"}");
+        assert_string_equal(fake_req(0)->path, "/v1/pki/revoke");
+        assert_string_equal(fake_req(0)->body, "{\"serial_number\":\"30:39\"}");
     }
     fx_cleanup(&f);
 }
@@ -1164,8 +1277,8 @@ static void test_role_policy(void **state)
     fx_init(&f, 5000);
     fake_script(&a, 1);
     assert_int_equal(gw_upstream_role_policy(f.up, "servers", &p, err), 0);
-    assert_string_equal(fake.reqs[0].method, "GET");
-    assert_string_equal(fake.reqs[0].path, "/v1/pki/roles/servers");
+    assert_string_equal(fake_req(0)->method, "GET");
+    assert_string_equal(fake_req(0)->path, "/v1/pki/roles/servers");
     assert_int_equal(p.allowed_domains.n, 2);
     assert_string_equal(p.allowed_domains.v[1], "corp.example");
     assert_true(p.allow_subdomains);
@@ -1191,7 +1304,7 @@ static void test_role_policy(void **state)
     assert_non_null(strstr(err, "data.key_bits is a string, not an integer"));
     fake_script(&a, 1);
     assert_int_equal(gw_upstream_role_policy(f.up, "../sys/raw", &p, err), GW_ERR_INVAL);
-    assert_int_equal(fake.n_reqs, 0);
+    assert_int_equal(fake_n_reqs(), 0);
     fx_cleanup(&f);
 }
 
@@ -1245,7 +1358,7 @@ static void test_role_policy_grants(void **state)
     };
     struct gw_role_policy p;
     struct fx f;
-    static char body[2048]; /* the fake server keeps the answer's body pointer beyond this test */
+    char body[2048];
     char err[GW_ERR_LEN];
     size_t i;
 
@@ -1323,7 +1436,7 @@ static void test_cert_status(void **state)
         if (gw_upstream_cert_status(f.up, leaf, &revoked, err) != cases[i].rc)
             fail_msg("case %zu: %s", i, err);
         assert_int_equal(revoked, cases[i].revoked);
-        assert_string_equal(fake.reqs[0].path, "/v1/pki/cert/30:39");
+        assert_string_equal(fake_req(0)->path, "/v1/pki/cert/30:39");
     }
     assert_int_equal(gw_upstream_caps(f.up), GW_UP_SIGN_CSR | GW_UP_REVOKE | GW_UP_ROLE_POLICY |
                                                  GW_UP_CERT_STATUS | GW_UP_CRL | GW_UP_CERT_LOOKUP |
@@ -1396,14 +1509,14 @@ static void test_token_header_wiped(void **state)
     f.vc.token_file = NULL;
     f.vc.auth_cert_mount = "cert";
     fx_restart(&f);
-    fake.login =
-        (struct answer){200, "{\"auth\":{\"client_token\":\"hvb.wiped\",\"lease_duration\":3600}}", 0};
+    fake_set_login(
+        (struct answer){200, "{\"auth\":{\"client_token\":\"hvb.wiped\",\"lease_duration\":3600}}", 0});
     fake_script(&ok, 1);
     sign(&f, &res);
     assert_int_equal(res.status, 0);
     gw_sign_result_cleanup(&res);
     fx_cleanup(&f); /* the transfer thread has freed what it held */
-    assert_string_equal(fake.reqs[fake.n_reqs - 1].token, "hvb.wiped");
+    assert_string_equal(fake_req(fake_n_reqs() - 1)->token, "hvb.wiped");
     pthread_mutex_lock(&watched.lock);
     assert_true(watched.seen >= 2);
     assert_int_equal(watched.unwiped, 0);
@@ -1478,7 +1591,7 @@ static void sign_then_check(struct fx *f, const struct answer *login, const stru
     ossl_mem.client_frees = ossl_mem.unwiped = 0;
     pthread_mutex_unlock(&ossl_mem.lock);
     fx_restart(f);
-    fake.login = *login;
+    fake_set_login(*login);
     fake_script(script, n);
     for (int i = 0; i < (n > 1 ? 2 : 1); i++) { /* the second with the token in hand: the transfer thread's */
         sign(f, &res);
@@ -1513,8 +1626,7 @@ static void test_answer_wiped(void **state)
     struct fx f;
 
     (void)state;
-    fake.cut_body = login_cut;
-    fake.cut = sizeof(login_cut) - 10; /* past the token */
+    fake_set_cut(login_cut, sizeof(login_cut) - 10, 0); /* past the token */
     assert_non_null(big);
     /* the token first, then more than the cap: the buffer grows a few times before it overflows */
     snprintf(big, GW_MAX_UPSTREAM_BODY + 64, "%.*s,\"pad\":\"", (int)strlen(login_ok) - 1, login_ok);
@@ -1525,18 +1637,18 @@ static void test_answer_wiped(void **state)
     f.vc.token_file = NULL;
     f.vc.auth_cert_mount = "cert";
     sign_then_check(&f, &cut, &ok, 1, "login cut off");
-    fake.stall_ms = 1500;
+    fake_set_cut(login_cut, sizeof(login_cut) - 10, 1500);
     sign_then_check(&f, &cut, &ok, 1, "login too late");
-    fake.stall_ms = 0;
+    fake_set_cut(login_cut, sizeof(login_cut) - 10, 0);
     sign_then_check(&f, &big_login, &ok, 1, "login too large");
     sign_then_check(&f, &(struct answer){403, refused, 0}, &ok, 1, "login refused");
     sign_then_check(&f, &good_login, &ok, 1, "login");
-    assert_string_equal(fake.reqs[0].token, SECRET_TOKEN);
+    assert_string_equal(fake_req(0)->token, SECRET_TOKEN);
     sign_then_check(&f, &good_login, (struct answer[]){ok, cut}, 2, "sign cut off");
     sign_then_check(&f, &good_login, (struct answer[]){ok, {500, refused, 0}}, 2, "sign refused");
-    assert_int_equal(fake.n_reqs, 2);
+    assert_int_equal(fake_n_reqs(), 2);
     fx_cleanup(&f);
-    fake.cut_body = NULL;
+    fake_set_cut(NULL, 0, 0);
     free(big);
 }
 
@@ -1633,7 +1745,7 @@ static void test_cert_by_serial(void **state)
         fake_script(&cases[i].a, 1);
         if (gw_upstream_cert_by_serial(f.up, serial, &got, err) != cases[i].rc)
             fail_msg("case %zu: %s", i, err);
-        assert_string_equal(fake.reqs[0].path, "/v1/pki/cert/30:39");
+        assert_string_equal(fake_req(0)->path, "/v1/pki/cert/30:39");
         if (cases[i].rc == 0)
             assert_int_equal(X509_cmp(got, leaf), 0);
         else
