@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,9 +80,10 @@ struct env {
     X509 *tls;              /* TLS client certificate of the next request */
     const char *tls_client; /* its connection's description of it (gw_cmp_request.tls_client), or NULL */
     char audit_path[160];
-    int auth_failures; /* answers that count against the client's address (gw_cmp_response.auth_failed) */
-    const char *gone;  /* set: |route| is a path the running configuration lost (gw_cmp_request.gone) */
-    int gone_answers;  /* answers that were the HTTP 404 of |gone| */
+    const char *gone; /* set: |route| is a path the running configuration lost (gw_cmp_request.gone) */
+    /* Counts of answers, atomic as concurrent requests (job_run) add to them: those that count against
+       the client's address (gw_cmp_response.auth_failed), and those that were the HTTP 404 of |gone|. */
+    atomic_int auth_failures, gone_answers;
 };
 
 /* A config variant: the demo's, with these pieces inserted. */
