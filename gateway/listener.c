@@ -285,12 +285,13 @@ void gw_server_auth_failed(struct gw_server *s, const struct sockaddr *sa, sockl
 
 /*
  * An address a reload's lower budget shuts out within its open window: said as one whose failure used
- * the budget up is, by its address alone (an IPv6 one by its prefix, as the guard counts it), for no
- * connection of it is at hand. Under the guard's lock (the reloading thread).
+ * the budget up is, by its address alone (an IPv6 one by its prefix, as the guard counts it: the one it
+ * started with, not the reloaded file's), for no connection of it is at hand. Under the guard's lock
+ * (the reloading thread).
  */
 static void reload_shut_out(void *arg, const struct sockaddr *sa, socklen_t len)
 {
-    const struct gw_config *cfg = arg;
+    const struct gw_server *s = arg;
     char addr[INET6_ADDRSTRLEN] = "", peer[INET6_ADDRSTRLEN + 8];
     const void *a = sa->sa_family == AF_INET ? (const void *)&((const struct sockaddr_in *)sa)->sin_addr
                                              : (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
@@ -298,7 +299,7 @@ static void reload_shut_out(void *arg, const struct sockaddr *sa, socklen_t len)
     (void)len;
     (void)inet_ntop(sa->sa_family, a, addr, sizeof(addr));
     if (sa->sa_family == AF_INET6)
-        snprintf(peer, sizeof(peer), "%s/%u", addr, (unsigned)cfg->limits.admission.ipv6_prefix);
+        snprintf(peer, sizeof(peer), "%s/%u", addr, (unsigned)s->ipv6_prefix);
     else
         snprintf(peer, sizeof(peer), "%s", addr);
     log_exhausted(peer, "a reload lowered limits.auth_failures_per_address under the failures this address "
@@ -869,7 +870,7 @@ int gw_server_apply(struct gw_server *s, struct gw_gen *g)
     /* the budget of failed authentications sizes nothing, so a reload applies it (its window is never 0) */
     (void)gw_guard_set_auth_budget(s->guard, g->cfg->limits.admission.auth_failures,
                                    g->cfg->limits.admission.auth_failure_window, time(NULL), reload_shut_out,
-                                   g->cfg);
+                                   s);
     gw_server_wake(s);
     while (t < s->n_loops && gw_now_ms() < deadline) {
         if (atomic_load(&s->loops[t].seen) >= g->id)
@@ -913,6 +914,7 @@ struct gw_server *gw_server_start(struct gw_gens *gens, int (*reload)(void *arg,
         goto err;
     }
     admission = admission_of(s, cfg);
+    s->ipv6_prefix = admission.ipv6_prefix;
     if ((s->guard = gw_guard_new(&admission)) == NULL) {
         snprintf(err, GW_ERR_LEN, "listener: out of memory for the connection table");
         goto err;

@@ -7,9 +7,11 @@ that a reload takes off its role's allow-list collects nothing, its certificate 
 devices whose trust anchor a reload removed are refused without their address being blocked; a polling
 device whose role, and so path, a reload removed is refused at once, its certificate withdrawn; a new
 budget of failed authentications taking effect on an address mid-window, and a lower one that shuts an
-address out said once; a change that only a restart applies said at each reload until one puts it back."""
+address out said once (an IPv6 one by the prefix the gateway started with); a change that only a restart applies said at each reload until one puts it back."""
 import json
 import signal
+import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -489,6 +491,53 @@ class ReloadLowersAuthBudget(harness.GatewayTestCase):
         status, body = admin(self.gw, "/reload", "POST")  # the same budget again: said already
         self.assertEqual(status, 200, body)
         self.assertEqual(len(events(self.gw, "auth_budget_exhausted")), 1)
+
+
+class ReloadLowersAuthBudgetIpv6(harness.GatewayTestCase):
+    """A gateway of its own, with a second listener on ::1: that address fails 3 TLS handshakes under a
+    budget of 10, which a reload lowers to 2 while it also changes ipv6_prefix, a restart-only setting."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["limits"] = {"auth_failures_per_address": 10, "auth_failure_window": "60s", "ipv6_prefix": 64}
+        cls.v6_port = harness.free_port(avoid=(gw.port, gw.admin_port))
+        v6 = json.loads(json.dumps(cfg["listeners"][0]))
+        v6.update(address="::1", port=cls.v6_port)
+        cfg["listeners"].append(v6)
+        cls.base = json.loads(json.dumps(cfg))
+
+    def v6_handshake(self, cert, key):
+        """Whether a TLS connection from ::1 with |cert| is served (harness.Gateway.handshake, over IPv6)."""
+        ctx = ssl.create_default_context(cafile=str(self.gw.dir / "ca.pem"))
+        ctx.load_cert_chain(str(cert), str(key))
+        raw = socket.create_connection(("::1", self.v6_port), timeout=harness.CLIENT_TIMEOUT)
+        try:
+            with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                s.sendall(b"GET /pki/cmp HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                return s.recv(1) != b""
+        except (ssl.SSLError, ConnectionError, EOFError):
+            return False
+        finally:
+            raw.close()
+
+    def test_prefix_shut_out_named_as_counted(self):
+        """The address a reload's lower budget shuts out is named by the prefix the guard counts it by,
+        the one the gateway started with: a reload does not apply ipv6_prefix, and the line named the
+        prefix of the file just read."""
+        _, fcert, fkey = harness.make_foreign_pki(self.gw.dir / "foreign")
+        for _ in range(3):
+            self.assertFalse(self.v6_handshake(fcert, fkey))
+        self.assertTrue(self.v6_handshake(self.gw.dir / "client.pem", self.gw.dir / "client.key"))
+        self.assertEqual(events(self.gw, "auth_budget_exhausted"), [])
+        cfg = json.loads(json.dumps(self.base))
+        cfg["limits"].update(auth_failures_per_address=2, ipv6_prefix=56)
+        self.gw.config_path.write_text(json.dumps(cfg, indent=2))
+        status, body = admin(self.gw, "/reload", "POST")
+        self.assertEqual(status, 200, body)
+        lines = events(self.gw, "auth_budget_exhausted")
+        self.assertEqual([l["peer"] for l in lines], ["::/64"], lines)
+        self.assertFalse(self.v6_handshake(self.gw.dir / "client.pem", self.gw.dir / "client.key"))
+        self.assertTrue(self.gw.handshake())
 
 
 class ReloadRestartOnly(harness.GatewayTestCase):
