@@ -15,9 +15,10 @@
  * What only reads (/healthz, /readyz, /metrics) is open to whoever reaches the listener, as a
  * Prometheus scraper or a balancer's probe expects. What changes the gateway (POST /reload: it reads
  * every file and key again) needs "Authorization: Bearer <token>" with the token of
- * "admin.token_file" (its value wiped once compared, over HTTP/1): wrong or missing is 401, counted
- * and logged without the token; without a token_file it is 403, and SIGHUP stays the way to reload.
- * One reload runs at a time: another POST /reload meanwhile is 409.
+ * "admin.token_file" (its value wiped once compared, over HTTP/1, and one any other request sends, at
+ * once): wrong or missing is 401, counted and logged without the token; without a token_file it is
+ * 403, and SIGHUP stays the way to reload. One reload runs at a time: another POST /reload meanwhile
+ * is 409.
  */
 #include "gateway/listener_local.h"
 #include "base/cidr.h"
@@ -381,8 +382,13 @@ int gw_admin_on_req(h2o_handler_t *self, h2o_req_t *req)
     int rc;
 
     (void)self;
+    /* a token where none is compared (a scraper's GET /metrics, a GET /reload) is a token all the same:
+       only POST /reload reads it, and authorized() wipes it once compared */
+    if (!is_reload || !post)
+        gw_admin_wipe_authorization(req);
     gw_loop_refresh(lt);
     if (c != NULL && (rc = gw_conn_recheck(c)) != 0) {
+        gw_admin_wipe_authorization(req); /* a POST /reload's, never compared */
         req->http1_is_persistent = 0;
         send_text(req, 403, "Forbidden",
                   rc == GW_ERR_NOT_FOUND

@@ -2,7 +2,8 @@
 POST /reload needs the bearer token of admin.token_file; without one, or with a wrong one, it is 401,
 counted and logged without the token, and nothing is reloaded; with the right one it reloads. Without a
 token_file it is 403 and SIGHUP still reloads. A token file others may read refuses the start. One
-reload runs at a time: the others sent meanwhile are 409. What only reads stays open."""
+reload runs at a time: the others sent meanwhile are 409. What only reads stays open. A token sent with
+any admin request over HTTP/1 is wiped from the gateway's memory, compared or not."""
 import os
 import re
 import signal
@@ -131,6 +132,53 @@ class AdminToken(harness.GatewayTestCase):
         self.assertTrue(conflict.endswith("\r\n\r\na reload is already in progress; retry once it has ended\n"),
                         conflict)
         self.assertEqual(admin(self.gw, "/reload", "POST")[0], 200)  # and the next one runs
+
+
+def held(pid, secret):
+    """How many times |secret| is in the writable memory of process |pid|. Skips where this process may not
+    read it: the gateway is not dumpable, so /proc/PID/mem takes CAP_SYS_PTRACE."""
+    hits = 0
+    try:
+        with open("/proc/%d/maps" % pid) as maps, open("/proc/%d/mem" % pid, "rb", 0) as mem:
+            for line in maps:
+                fields = line.split()
+                if not fields[1].startswith("rw"):
+                    continue
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                try:
+                    mem.seek(start)
+                    hits += mem.read(end - start).count(secret)
+                except (OSError, ValueError):  # a mapping the kernel will not read ([vvar])
+                    continue
+    except PermissionError:
+        raise unittest.SkipTest("the gateway's memory cannot be read here (CAP_SYS_PTRACE)")
+    return hits
+
+
+class AdminTokenInMemory(harness.GatewayTestCase):
+    """A gateway of its own: where its memory holds the admin token after requests that send it."""
+
+    def send(self, method, path, token):
+        """The status line of the answer to |method| |path| with |token| as bearer and no body."""
+        with socket.create_connection(("127.0.0.1", self.gw.admin_port), timeout=60) as s:
+            s.sendall(b"%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n"
+                      b"Connection: close\r\n\r\n" % (method, path, token))
+            return harness.read_to_eof(s).split(b"\r\n", 1)[0]
+
+    def test_token_wiped_where_not_compared(self):
+        """A bearer token sent with a request that compares none (a scraper configured with it for
+        GET /metrics, a GET /reload answered 405, a path the listener does not serve) stayed in h2o's input
+        buffer, freed as it was, for the life of the process: it is wiped at once, as the token a
+        POST /reload presents is once compared. The twin: a POST /reload without a body leaves none."""
+        token = (self.gw.dir / "admin.token").read_text().strip().encode()
+        pid = self.gw.proc.pid
+        self.assertEqual(held(pid, token), 0)
+        self.assertEqual(self.send(b"POST", b"/reload", token), b"HTTP/1.1 200 OK")
+        self.assertEqual(held(pid, token), 0)
+        for method, path, status in ((b"GET", b"/metrics", 200), (b"GET", b"/reload", 405),
+                                     (b"GET", b"/nothing", 404), (b"HEAD", b"/healthz", 200)):
+            self.assertTrue(self.send(method, path, token).startswith(b"HTTP/1.1 %d " % status), path)
+            self.assertEqual(held(pid, token), 0, (method, path))
 
 
 class AdminReloadWhileStopping(harness.GatewayTestCase):
