@@ -197,12 +197,18 @@ static int no_upstream(const X509 *cert, char *err)
     return GW_ERR_NOT_FOUND;
 }
 
-/* A withdrawal of a certificate the gateway revoked already (its holder's rr, an RA's): not sent again. */
+/*
+ * A withdrawal of a certificate the gateway revoked already (its holder's rr, an RA's): not sent again.
+ * One the drain gave up on while it waited for that revocation is on record as not revoked, to check at
+ * the CA, which is what was known when the process could end: it says nothing more, and the revocation
+ * it found is on record as its maker's own.
+ */
 static void not_repeated(struct gw_cmp_engine *e, const struct withdrawal *w)
 {
     const struct cmp_txn *t = &w->view;
 
-    (void)answered(e->withdrawals);
+    if (answered(e->withdrawals))
+        return;
     gw_log_kv(GW_LOG_INFO, "revoke_not_repeated", "tid", w->tid, "serial", t->serial, "upstream",
               gw_upstream_conf_name(gw_upstream_get0_conf(t->up)), "msg",
               "revoked through this gateway already: the CA is not asked again", NULL);

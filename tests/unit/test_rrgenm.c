@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <openssl/cmp.h>
 #include <openssl/bn.h>
@@ -32,6 +33,7 @@
 #include "gateway/cmp/cmp_local.h"
 #include "gateway/cmp/shim.h"
 #include "gateway/config.h"
+#include "base/clock.h"
 #include "base/err.h"
 #include "base/x509.h"
 #include "mappings/route.h"
@@ -1733,6 +1735,62 @@ static void test_rr_waits_for_withdrawal(void **state)
     env_by_serial_free(e);
 }
 
+/* The holder's rr at the CA, a withdrawal of its certificate waiting for it, and the drain giving up. */
+static void drain_during(int n)
+{
+    if (n != 1)
+        return;
+    withdraw_race_cert();
+    usleep(200 * 1000); /* the withdrawal's thread waits for the rr's mark by now */
+    assert_false(cmp_withdrawals_drain(race.env->engine, gw_now_ms() + 100));
+}
+
+/*
+ * A shutdown gives up on a withdrawal that waits for the holder's rr of the same certificate: it is on
+ * record as not revoked, to check at the CA, and nothing else is said of it once the rr ended. Before,
+ * the log said both revoke_failed (revoke it by hand) and revoke_not_repeated for it. Run in a child:
+ * a drain that gave up leaves its engine to the process's end.
+ */
+static void test_drain_gives_up_on_withdrawal_waiting_for_rr(void **state)
+{
+    EVP_PKEY *k = NULL;
+    X509 *held = NULL;
+    struct env *e = env_by_serial(NULL, &no_lookup_ops, &held, &k);
+    char path[] = "/tmp/cmpgw-rr-log-XXXXXX", logged[8192] = "";
+    int fd = mkstemp(path), status = -1;
+    ssize_t n;
+    pid_t pid;
+
+    (void)state;
+    assert_true(fd >= 0);
+    race.env = e;
+    race.cert = held;
+    fflush(NULL);
+    if ((pid = fork()) == 0) {
+        dup2(fd, STDERR_FILENO);
+        gw_log_set_level(GW_LOG_INFO);
+        by_serial.during = drain_during;
+        expect_rr(e, held, k, held, CRL_REASON_KEY_COMPROMISE, -1, NULL);
+        gw_cmp_engine_settle_withdrawals(e->engine); /* the thread has seen the rr end */
+        fflush(stderr);
+        _exit(0);
+    }
+    assert_true(pid > 0);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_true((n = pread(fd, logged, sizeof(logged) - 1, 0)) >= 0);
+    logged[n] = '\0';
+    close(fd);
+    unlink(path);
+    assert_non_null(strstr(logged, "revoke_failed"));
+    assert_null(strstr(logged, "revoke_not_repeated"));
+    assert_int_equal(audit_count(e, "revoke_failed", NULL, NULL), 1);
+    assert_int_equal(audit_count(e, "revoked", "status", "reason keyCompromise"), 1);
+    X509_free(held);
+    EVP_PKEY_free(k);
+    env_by_serial_free(e);
+}
+
 /* ---- shim ------------------------------------------------------------------------------------ */
 
 /* An rr as the client builds it (not sent), with |reason|. */
@@ -2061,6 +2119,7 @@ int main(void)
         cmocka_unit_test(test_rr_remove_from_crl),
         cmocka_unit_test(test_rr_during_withdrawal),
         cmocka_unit_test(test_rr_waits_for_withdrawal),
+        cmocka_unit_test(test_drain_gives_up_on_withdrawal_waiting_for_rr),
         cmocka_unit_test(test_shim_rr_reason),
         cmocka_unit_test(test_shim_itavs),
         cmocka_unit_test(test_shim_crl_status),
