@@ -165,8 +165,14 @@ class Admin(harness.GatewayTestCase):
         # docs/errors.md admin_not_found
         self.assertEqual((status, body), (404, b"not found: the admin listener serves /healthz, /readyz, /metrics and "
                                                b"POST /reload\n"))
-        status, headers, _ = get(self.gw, "/metrics", method="POST", data=b"x")
-        self.assertEqual((status, headers["Allow"]), (405, "GET"))
+        # docs/errors.md admin_method: the method the path takes, in the line and in Allow
+        for path, method, allowed in (("/metrics", "POST", "GET"), ("/healthz", "PUT", "GET"),
+                                      ("/readyz", "DELETE", "GET"), ("/reload", "GET", "POST")):
+            with self.subTest(path=path, method=method):
+                status, headers, body = get(self.gw, path, method=method,
+                                            data=b"x" if method in ("POST", "PUT") else None)
+                self.assertEqual((status, headers["Allow"], body),
+                                 (405, allowed, b"method not allowed: use %s\n" % allowed.encode()))
         # the CMP listener serves no admin path
         self.assertEqual(self.gw.curl(path="/metrics", method="GET").status, 404)
 

@@ -106,6 +106,7 @@ ELSEWHERE = {
     "admin_reload_busy": ("test_admin_token.py", "a reload is already in progress; retry once it has ended"),
     "admin_stopping": ("test_admin_token.py", "reload is not available: the gateway is stopping"),
     "admin_not_found": ("test_admin.py", "not found: the admin listener serves /healthz, /readyz, /metrics and "),
+    "admin_method": ("test_admin.py", "method not allowed: use "),
     "crl_unknown_path": ("test_crl.py", ": a local issuer's CRL is served at "),
     "crl_method": ("test_crl.py", " not allowed: a CRL is fetched with GET"),
     "http_path_too_long": ("test_reject.py", "path too long ("),
