@@ -5,7 +5,8 @@ Content-Type application/pkix-crl and Content-Length; issued certificates point 
 point from "crl_url"); after an `openssl cmp -cmd rr` by the holder the CRL lists the serial with its
 reason and `openssl verify -crl_check` refuses the certificate while another one still verifies. The
 twins: POST on the CRL path (405, Allow: GET), GET on a CMP path (405, Allow: POST), unknown upstream
-(404), a CRL path that is not a local issuer's (404)."""
+(404), a CRL path that is not a local issuer's (404), a store that cannot be read when the CRL is due
+(500)."""
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
@@ -111,6 +112,37 @@ class CrlOverHttp(harness.GatewayTestCase):
                 self.assertEqual(r.headers.get("allow"), allow)
                 self.assertEqual(r.body, body)
                 self.assertTrue(r.headers.get("content-type", "").startswith("text/plain"), r)
+
+
+class CrlUnavailable(harness.GatewayTestCase):
+    """A local issuer whose store cannot be read when its CRL is due: the one line of crl_unavailable, and
+    the CRL again once the store is repaired."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        harness.keep_store(cfg, gw)
+
+    def test_store_unreadable(self):
+        store = self.gw.dir / "store"
+        revoked, away = store / "revoked", store / "revoked.away"
+        if revoked.exists():
+            revoked.rename(away)
+        revoked.write_bytes(b"")  # not a directory: the revocations cannot be listed
+        try:
+            r = self.gw.curl(path="/pki/crl/local", tls=None)
+        finally:
+            revoked.unlink()
+            if away.exists():
+                away.rename(revoked)
+        # docs/errors.md crl_unavailable
+        self.assertEqual((r.status, r.body), (500, b"the CRL is unavailable; retry later\n"))
+        self.assertTrue(r.headers.get("content-type", "").startswith("text/plain"), r)
+        # the twin: the store repaired, the same GET has the CRL
+        r = self.gw.curl(path="/pki/crl/local", tls=None)
+        self.assertEqual((r.status, r.headers.get("content-type")), (200, "application/pkix-crl"))
+        out = self.gw.dir / "repaired.crl.der"
+        out.write_bytes(r.body)
+        crl_text(out)
 
 
 if __name__ == "__main__":

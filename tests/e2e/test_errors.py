@@ -109,6 +109,7 @@ ELSEWHERE = {
     "admin_method": ("test_admin.py", "method not allowed: use "),
     "crl_unknown_path": ("test_crl.py", ": a local issuer's CRL is served at "),
     "crl_method": ("test_crl.py", " not allowed: a CRL is fetched with GET"),
+    "crl_unavailable": ("test_crl.py", "the CRL is unavailable; retry later"),
     "http_path_too_long": ("test_reject.py", "path too long ("),
     "credential_revoked": ("test_trust.py", "is revoked; authenticate with a valid one"),
     "credential_status_unknown": ("test_trust.py", "certificate cannot be checked now ("),
