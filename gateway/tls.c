@@ -168,9 +168,10 @@ static void handshake_refused(struct gw_conn *c, int alert)
 
 /*
  * A handshake that ended (the client's close or reset, the handshake timeout, a stalled send) after the
- * gateway sent its flight for a ClientHello, and before it completed: the flight's signature costs some
- * 0.8 ms, which a client without credentials could otherwise have the gateway make as fast as it
- * connects and leaves. So it counts as a failed authentication of its address, as a refused one does.
+ * gateway sent its flight for a ClientHello, and before it completed: a full handshake's flight carries a
+ * signature, some 0.8 ms, which a client without credentials could otherwise have the gateway make as fast
+ * as it connects and leaves. So it counts as a failed authentication of its address, as a refused one does;
+ * so does a resumed session's flight, which carries none.
  * A connection closed before a whole ClientHello (a balancer's TCP check, a port scan) made no flight:
  * it does not count. Not on the admin listener, which the guard does not count.
  */
