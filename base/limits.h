@@ -133,10 +133,13 @@
  * as the body's nested (three levels for three items) or a generalInfo ITAV's origPKIMessage (header,
  * [8], SEQUENCE OF, ITAV, SEQUENCE OF: six levels for four items). The deepest PKIMessage whose header
  * still decodes is the 7th, item 25 at level 36 (an 8th, item 29, would have its sender at item 31).
- * In the five items left, the deepest path is a generalInfo ITAV's caProtEncCert certificate (levels 37
- * to 42, items 26 to 29) and its subject, an X509_NAME (item 30, an EXTERN that decodes its SEQUENCE, SET,
- * AttributeTypeAndValue and string with a count of its own), its string at level 46 in pieces six levels
- * more (ASN1_MAX_STRING_NEST 5): level 52, every other path ending above it.
+ * In the five items left, a generalInfo ITAV's caProtEncCert no longer decodes (its AlgorithmIdentifier's
+ * OID would be item 31): the deepest path is an rp body's revCerts (the body, item 26: its [12],
+ * RevRepContent item 27, [0], SEQUENCE OF: levels 37 to 40), a CertId (item 28, level 41), its issuer a
+ * GeneralName (item 29) directoryName ([4], level 42), an X509_NAME (item 30 at level 43, an EXTERN that
+ * decodes its SEQUENCE, SET, AttributeTypeAndValue and string with a count of its own), its string at level
+ * 46 in pieces six levels more (ASN1_MAX_STRING_NEST 5): level 52, every other path ending above it
+ * (test_shim.c builds it, and a string in one more layer, and an 8th PKIMessage, which OpenSSL refuses).
  */
 #define GW_DER_SCAN_DEPTH 64
 #define GW_CURVE_KEYS 128                /* > OpenSSL 3.0's 82 named curves: a key kept for each (x509.c) */

@@ -1001,6 +1001,160 @@ static void test_der_primitive(void **state)
     OSSL_CMP_MSG_free(req);
 }
 
+/* DER (or BER) the deepest message below is built of. */
+struct der {
+    unsigned char *p;
+    int len;
+};
+
+/* A copy of the |len| bytes at |p|. */
+static struct der der_of(const void *p, int len)
+{
+    struct der out = {OPENSSL_malloc((size_t)len + 1), len};
+
+    assert_non_null(out.p);
+    memcpy(out.p, p, (size_t)len);
+    return out;
+}
+
+/* |in| (freed) as the contents of a TLV of one-byte tag |tag|, its length in DER. */
+static struct der der_wrap(unsigned char tag, struct der in)
+{
+    int hdr = in.len < 0x80 ? 2 : in.len < 0x100 ? 3 : 4;
+    struct der out = {OPENSSL_malloc((size_t)(hdr + in.len)), hdr + in.len};
+
+    assert_non_null(out.p);
+    assert_true(in.len < 0x10000);
+    out.p[0] = tag;
+    if (hdr == 2)
+        out.p[1] = (unsigned char)in.len;
+    else if (hdr == 3)
+        out.p[1] = 0x81, out.p[2] = (unsigned char)in.len;
+    else
+        out.p[1] = 0x82, out.p[2] = (unsigned char)(in.len >> 8), out.p[3] = (unsigned char)in.len;
+    memcpy(out.p + hdr, in.p, (size_t)in.len);
+    OPENSSL_free(in.p);
+    return out;
+}
+
+/* |a| then |b| (both freed). */
+static struct der der_cat(struct der a, struct der b)
+{
+    struct der out = {OPENSSL_realloc(a.p, (size_t)(a.len + b.len) + 1), a.len + b.len};
+
+    assert_non_null(out.p);
+    memcpy(out.p + a.len, b.p, (size_t)b.len);
+    OPENSSL_free(b.p);
+    return out;
+}
+
+/* A Name of one CN whose UTF8String comes in |pieces| constructed layers (BER), the last one primitive. */
+static struct der name_in_pieces(int pieces)
+{
+    static const unsigned char cn[] = {0x06, 0x03, 0x55, 0x04, 0x03};
+    struct der s = der_wrap(V_ASN1_UTF8STRING, der_of("deep", 4));
+
+    for (int i = 0; i < pieces; i++)
+        s = der_wrap(V_ASN1_UTF8STRING | V_ASN1_CONSTRUCTED, s);
+    return der_wrap(0x30, der_wrap(0x31, der_wrap(0x30, der_cat(der_of(cn, sizeof(cn)), s))));
+}
+
+/* A PKIMessage: pvno 2, sender and recipient the empty directoryName, header fields |more| (freed, may be
+ * empty), body |body| (freed). */
+static struct der pkimessage(struct der more, struct der body)
+{
+    static const unsigned char start[] = {0x02, 0x01, 0x02, 0xa4, 0x02, 0x30, 0x00, 0xa4, 0x02, 0x30, 0x00};
+
+    return der_wrap(0x30, der_cat(der_wrap(0x30, der_cat(der_of(start, sizeof(start)), more)), body));
+}
+
+/* An rp [12] (RFC 9810 §5.3.10) revoking one certificate, its CertId's issuer |issuer| (freed). */
+static struct der rp_of(struct der issuer)
+{
+    static const unsigned char status[] = {0x30, 0x05, 0x30, 0x03, 0x02, 0x01, 0x00}; /* accepted */
+    static const unsigned char serial[] = {0x02, 0x01, 0x01};
+    /* revCerts [0] SEQUENCE OF CertId { issuer GeneralName (directoryName [4]), serialNumber } */
+    struct der cert_id = der_wrap(0x30, der_cat(der_wrap(0xa4, issuer), der_of(serial, sizeof(serial))));
+
+    return der_wrap(0xac, der_wrap(0x30, der_cat(der_of(status, sizeof(status)),
+                                                 der_wrap(0xa0, der_wrap(0x30, cert_id)))));
+}
+
+/* |msgs| PKIMessages, each but the first in the generalInfo origPKIMessage (id-it 15, RFC 9810 §5.1.1.3)
+ * of a pkiconf before it, the last an rp whose CertId names an issuer in name_in_pieces(|pieces|). */
+static struct der nested_msgs(int msgs, int pieces)
+{
+    static const unsigned char orig[] = {0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x04, 0x0f};
+    static const unsigned char pkiconf[] = {0xb3, 0x02, 0x05, 0x00};
+    struct der m = pkimessage(der_of("", 0), rp_of(name_in_pieces(pieces))), itav;
+
+    for (int i = 1; i < msgs; i++) {
+        itav = der_wrap(0x30, der_cat(der_of(orig, sizeof(orig)), der_wrap(0x30, m)));
+        m = pkimessage(der_wrap(0xa8, der_wrap(0x30, itav)), der_of(pkiconf, sizeof(pkiconf)));
+    }
+    return m;
+}
+
+/* The deepest level among the elements of [p, end), theirs |depth|, each looked into (counted in *n). */
+static int deepest(const unsigned char *p, const unsigned char *end, int depth, int *n)
+{
+    int max = -1;
+
+    while (p < end) {
+        long len;
+        int tag, cls, inner, r = ASN1_get_object(&p, &len, &tag, &cls, end - p);
+
+        assert_int_equal(r & 0x81, 0); /* no error, no indefinite length */
+        (*n)++;
+        max = depth > max ? depth : max;
+        if ((r & V_ASN1_CONSTRUCTED) != 0 && (inner = deepest(p, p + len, depth + 1, n)) > max)
+            max = inner;
+        p += len;
+    }
+    return max;
+}
+
+/*
+ * The pre-scan looks GW_DER_SCAN_DEPTH levels down (base/limits.h): the deepest element OpenSSL 3.0
+ * decodes in a PKIMessage is at level 52, in the 7th PKIMessage of a generalInfo origPKIMessage chain, an
+ * rp whose CertId's issuer has its string in pieces six layers deep (ASN1_MAX_STRING_NEST). That message
+ * decodes and the pre-scan counts each of its elements; a layer more, or an 8th PKIMessage (past the 30
+ * items of ASN1_MAX_CONSTRUCTED_NEST), OpenSSL refuses. A cap under 52, or an OpenSSL that decodes
+ * deeper, fails here.
+ */
+static void test_der_deepest(void **state)
+{
+    static const struct {
+        int msgs, pieces, decodes;
+    } cases[] = {
+        {7, 6, 1},
+        {7, 7, 0},
+        {8, 0, 0},
+        {8, 6, 0},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct der m = nested_msgs(cases[i].msgs, cases[i].pieces);
+        const unsigned char *p = m.p;
+        OSSL_CMP_MSG *msg = d2i_OSSL_CMP_MSG(NULL, &p, m.len);
+        int n = 0, keys, elements, depth = deepest(m.p, m.p + m.len, 0, &n);
+
+        ERR_clear_error();
+        /* each PKIMessage 6 levels below the one before, the issuer's string 10 below the last, in pieces */
+        assert_int_equal(depth, 6 * (cases[i].msgs - 1) + 10 + cases[i].pieces);
+        if ((msg != NULL) != cases[i].decodes)
+            fail_msg("case %zu (level %d): %s", i, depth, msg != NULL ? "decoded" : "refused");
+        assert_int_equal(gw_shim_der_count(m.p, (size_t)m.len, &keys, &elements), 0);
+        if (msg != NULL) {
+            assert_int_equal(elements, n); /* every element looked into */
+            assert_int_equal(depth, 52);
+        }
+        OSSL_CMP_MSG_free(msg);
+        OPENSSL_free(m.p);
+    }
+}
+
 /* extraCerts taken out of a decoded message and put back: it encodes without them, then as it was. */
 static void test_swap_extra_certs(void **state)
 {
@@ -1453,6 +1607,7 @@ int main(void)
         cmocka_unit_test(test_d2i_msg),
         cmocka_unit_test(test_der_keys),
         cmocka_unit_test(test_der_primitive),
+        cmocka_unit_test(test_der_deepest),
         cmocka_unit_test(test_swap_extra_certs),
         cmocka_unit_test(test_pubkey_d2i),
         cmocka_unit_test(test_name_identity_escapes),
