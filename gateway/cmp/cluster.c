@@ -357,6 +357,50 @@ static redisReply *auth(const struct gw_cluster *cl, redisContext *c)
     return NULL;
 }
 
+/* The codes of the errors Redis refuses an AUTH with: WRONGPASS from Redis 6 on, ERR before (or when no
+   password is set), NOAUTH. */
+static const char *const auth_codes[] = {"WRONGPASS", "NOAUTH", "ERR"};
+
+/* Whether |r|, the answer to the gateway's AUTH, accepts it: +OK, and nothing else. */
+static bool auth_accepted(const redisReply *r)
+{
+    return r != NULL && r->type == REDIS_REPLY_STATUS && r->len == 2 && memcmp(r->str, "OK", 2) == 0;
+}
+
+/*
+ * Why the gateway's AUTH on |c| was not accepted (|r| its answer, NULL: |c|'s error) into |err|, which is
+ * logged and shown by readiness. What answers at Redis's address need not be Redis: one that echoes what it
+ * read, or a Redis that quotes an unknown command's arguments (a renamed AUTH), hands back the password.
+ * So of an error only its code is quoted, one of Redis's, and never the text after it; of anything else,
+ * nothing.
+ */
+static void auth_refused(const struct gw_cluster *cl, const redisContext *c, const redisReply *r, char *err)
+{
+    const char *code = NULL;
+
+    if (r == NULL) {
+        snprintf(err, GW_ERR_LEN, "Redis at %s:%d refused the gateway's AUTH: %.120s", cl->address, cl->port,
+                 c->errstr);
+        return;
+    }
+    for (size_t i = 0; r->type == REDIS_REPLY_ERROR && i < sizeof(auth_codes) / sizeof(auth_codes[0]); i++) {
+        size_t n = strlen(auth_codes[i]);
+
+        if (r->len >= n && memcmp(r->str, auth_codes[i], n) == 0 && (r->len == n || r->str[n] == ' '))
+            code = auth_codes[i];
+    }
+    if (code != NULL)
+        snprintf(err, GW_ERR_LEN,
+                 "Redis at %s:%d refused the gateway's AUTH: %s (the rest of its answer is not quoted: it "
+                 "could repeat the password)",
+                 cl->address, cl->port, code);
+    else
+        snprintf(err, GW_ERR_LEN,
+                 "Redis at %s:%d answered the gateway's AUTH with %s other than OK (not quoted: it could "
+                 "repeat the password)",
+                 cl->address, cl->port, r->type == REDIS_REPLY_ERROR ? "an error" : "something");
+}
+
 /* This thread's connection, authenticated; NULL with |err|. */
 static redisContext *connection(struct gw_cluster *cl, char *err)
 {
@@ -377,9 +421,8 @@ static redisContext *connection(struct gw_cluster *cl, char *err)
     (void)redisSetTimeout(c, cl->timeout);
     if (cl->password != NULL) {
         r = auth(cl, c);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            snprintf(err, GW_ERR_LEN, "Redis at %s:%d refused the gateway's AUTH: %.120s", cl->address,
-                     cl->port, r != NULL ? r->str : c->errstr);
+        if (!auth_accepted(r)) {
+            auth_refused(cl, c, r, err);
             freeReplyObject(r);
             redisFree(c);
             (void)mark_down(cl, err);

@@ -4,7 +4,8 @@
  * the way a peer on the path to Redis, or a broken Redis, could: an answer larger than any the
  * gateway takes, one trickled a byte at a time so that no single read times out, garbage. Each
  * must leave the check refused (fail closed) with the reason, never the thread held or the memory
- * filled. With a password, each connection authenticates, the password never in hiredis's buffers.
+ * filled. With a password, each connection authenticates, the password never in hiredis's buffers, nor in
+ * the reason given when what answers echoes it.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -39,7 +40,15 @@ struct fake {
     atomic_int conns;  /* connections still served */
     atomic_int closed; /* connections closed after an answer() */
     atomic_int auths;  /* AUTH commands that named PASSWORD (and USERNAME, with three arguments) */
+    atomic_int auth;   /* how AUTH is answered: enum auth_answer */
 };
+
+/*
+ * How the fake answers AUTH: as Redis does (+OK for PASSWORD, else WRONGPASS); with the command echoed
+ * as an error, as Redis does an unknown command's arguments (a renamed AUTH); or with its bytes echoed
+ * back, as a service that is no Redis could (hiredis reads them as an array).
+ */
+enum auth_answer { AUTH_CHECK, AUTH_ECHO_ERROR, AUTH_ECHO_RAW };
 
 #define PASSWORD "pw-0123456789-only-the-gateway-knows"
 #define USERNAME "cmpgw"
@@ -159,6 +168,21 @@ static void answer(struct conn *c)
     }
 }
 
+/* AUTH and its |argc| - 1 arguments |argv| sent back: as the command was, or quoted in an error. */
+static bool echo_auth(int fd, char argv[][256], int argc, bool raw)
+{
+    char out[1024];
+    int n = raw ? snprintf(out, sizeof(out), "*%d\r\n", argc)
+                : snprintf(out, sizeof(out), "-ERR unknown command 'AUTH', with args beginning with:");
+
+    for (int i = raw ? 0 : 1; i < argc && i < 4; i++)
+        n += raw ? snprintf(out + n, sizeof(out) - (size_t)n, "$%zu\r\n%s\r\n", strlen(argv[i]), argv[i])
+                 : snprintf(out + n, sizeof(out) - (size_t)n, " '%s'", argv[i]);
+    if (!raw)
+        n += snprintf(out + n, sizeof(out) - (size_t)n, "\r\n");
+    return send_all(fd, out, (size_t)n);
+}
+
 static void *serve_conn(void *arg)
 {
     struct conn *c = arg;
@@ -167,7 +191,10 @@ static void *serve_conn(void *arg)
 
     memset(argv, 0, sizeof(argv));
     while ((argc = read_command(c->fd, argv, 4)) > 0) {
-        if (strcmp(argv[0], "AUTH") == 0) { /* AUTH [username] password, as Redis 6 reads it */
+        if (strcmp(argv[0], "AUTH") == 0 && atomic_load(&c->f->auth) != AUTH_CHECK) {
+            if (!echo_auth(c->fd, argv, argc, atomic_load(&c->f->auth) == AUTH_ECHO_RAW))
+                break;
+        } else if (strcmp(argv[0], "AUTH") == 0) { /* AUTH [username] password, as Redis 6 reads it */
             bool ok = strcmp(argv[argc - 1], PASSWORD) == 0 && (argc == 2 || strcmp(argv[1], USERNAME) == 0);
 
             atomic_fetch_add(&c->f->auths, ok);
@@ -404,6 +431,71 @@ static void test_auth_bypasses_hiredis_buffers(void **state)
     }
 }
 
+/* Whether |s| holds PASSWORD, or a piece of it (its first eight bytes) as a cut echo would. */
+static bool holds_password(const char *s)
+{
+    return strstr(s, PASSWORD) != NULL || strstr(s, "pw-01234") != NULL;
+}
+
+/*
+ * What answers the gateway's AUTH at Redis's address may echo it: a Redis quoting a renamed AUTH's
+ * arguments in its error, a service that is no Redis sending the bytes back. Either is refused, at start
+ * and on a later connection, and the reason, which the gateway logs and readiness shows, says so
+ * without the password.
+ */
+static void test_auth_echo_not_quoted(void **state)
+{
+    static const struct {
+        enum auth_answer auth;
+        const char *username;
+    } cases[] = {
+        {AUTH_ECHO_ERROR, NULL},
+        {AUTH_ECHO_ERROR, USERNAME},
+        {AUTH_ECHO_RAW, NULL},
+        {AUTH_ECHO_RAW, USERNAME},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct gw_state_conf conf = {.backend = GW_STATE_REDIS,
+                                     .address = "127.0.0.1",
+                                     .key_prefix = "t:",
+                                     .timeout_ms = 1000,
+                                     .username = (char *)cases[i].username,
+                                     .password = (unsigned char *)PASSWORD,
+                                     .password_len = strlen(PASSWORD)};
+        struct fake f;
+        struct gw_cluster *cl;
+        char err[GW_ERR_LEN] = "", why[GW_ERR_LEN] = "";
+        int rc = 0;
+
+        fake_start(&f, THEN_CLOSE);
+        conf.port = f.port;
+        atomic_store(&f.auth, cases[i].auth);
+        cl = gw_cluster_new(&conf, err);
+        if (cl == NULL && strstr(err, "without hiredis") != NULL) {
+            fake_stop(&f);
+            skip();
+        }
+        if (cl != NULL || strstr(err, "AUTH") == NULL || holds_password(err))
+            fail_msg("case %zu at start: \"%s\"", i, err);
+        /* the first connection authenticates; the next, once the fake closed it, meets the echo (a command
+           sent before the close is seen fails on its own) */
+        atomic_store(&f.auth, AUTH_CHECK);
+        if ((cl = gw_cluster_new(&conf, err)) == NULL)
+            fail_msg("case %zu: %s", i, err);
+        atomic_store(&f.auth, cases[i].auth);
+        for (int n = 0; n < 5 && (rc == 0 || strstr(err, "AUTH") == NULL); n++)
+            rc = gw_cluster_revoked(cl, "00112233445566778899aabbccddeeff", err);
+        assert_int_equal(rc, GW_ERR_UNAVAILABLE);
+        assert_int_equal(gw_cluster_status(cl, why, sizeof(why)), GW_ERR_UNAVAILABLE);
+        if (strstr(err, "AUTH") == NULL || holds_password(err) || holds_password(why))
+            fail_msg("case %zu later: \"%s\", readiness \"%s\"", i, err, why);
+        gw_cluster_free(cl);
+        fake_stop(&f);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -413,6 +505,7 @@ int main(void)
         cmocka_unit_test(test_revocation_lookup_fails_closed),
         cmocka_unit_test(test_closed_connection_replaced),
         cmocka_unit_test(test_auth_bypasses_hiredis_buffers),
+        cmocka_unit_test(test_auth_echo_not_quoted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
