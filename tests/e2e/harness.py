@@ -509,15 +509,17 @@ class Gateway:
             ctx.load_cert_chain(str(self.dir / cert), str(self.dir / key))
         return ctx
 
-    def handshake(self, source="127.0.0.1", cert="client.pem", key="client.key"):
-        """Whether a TLS connection from |source| with the client certificate |cert| (a path, or a file of
-        the work dir) is served: a request line on it gets an answer. With TLS 1.3 the client's side of the
+    def handshake(self, source="127.0.0.1", cert="client.pem", key="client.key", server=None):
+        """Whether a TLS connection from |source| to |server| (host, port; the first listener by default)
+        with the client certificate |cert| (a path, or a file of the work dir) is served: a request line
+        on it gets an answer. With TLS 1.3 the client's side of the
         handshake completes before the gateway has verified the client's certificate, and a refusal closes
         the connection without its alert reaching the client: only the gateway's metrics tell a failed
         handshake (cmpgw_tls_handshakes_total) from a connection closed before any TLS."""
         ctx = ssl.create_default_context(cafile=str(self.dir / "ca.pem"))
         ctx.load_cert_chain(str(self.dir / cert), str(self.dir / key))
-        raw = socket.create_connection(("127.0.0.1", self.port), timeout=CLIENT_TIMEOUT, source_address=(source, 0))
+        raw = socket.create_connection(server or ("127.0.0.1", self.port), timeout=CLIENT_TIMEOUT,
+                                       source_address=(source, 0))
         try:
             with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
                 s.sendall(b"GET /pki/cmp HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")

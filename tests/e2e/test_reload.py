@@ -11,7 +11,6 @@ address out said once (an IPv6 one by the prefix the gateway started with); a ch
 import json
 import signal
 import socket
-import ssl
 import subprocess
 import threading
 import time
@@ -518,18 +517,8 @@ class ReloadLowersAuthBudgetIpv6(harness.GatewayTestCase):
         cls.base = json.loads(json.dumps(cfg))
 
     def v6_handshake(self, cert, key):
-        """Whether a TLS connection from ::1 with |cert| is served (harness.Gateway.handshake, over IPv6)."""
-        ctx = ssl.create_default_context(cafile=str(self.gw.dir / "ca.pem"))
-        ctx.load_cert_chain(str(cert), str(key))
-        raw = socket.create_connection(("::1", self.v6_port), timeout=harness.CLIENT_TIMEOUT)
-        try:
-            with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
-                s.sendall(b"GET /pki/cmp HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-                return s.recv(1) != b""
-        except (ssl.SSLError, ConnectionError, EOFError):
-            return False
-        finally:
-            raw.close()
+        """Whether a TLS connection from ::1 with |cert| is served."""
+        return self.gw.handshake(source="::1", cert=str(cert), key=str(key), server=("::1", self.v6_port))
 
     def test_prefix_shut_out_named_as_counted(self):
         """The address a reload's lower budget shuts out is named by the prefix the guard counts it by,
