@@ -84,6 +84,10 @@ struct env {
     /* Counts of answers, atomic as concurrent requests (job_run) add to them: those that count against
        the client's address (gw_cmp_response.auth_failed), and those that were the HTTP 404 of |gone|. */
     atomic_int auth_failures, gone_answers;
+    /* The slow adapter (slow_put) of this engine's upstream, which borrows it: each engine has its own,
+       as the calls of another (a second instance of a test, or a test before) may still be reading
+       theirs while this one is written. */
+    struct gw_upstream_ops slow_ops;
 };
 
 /* A config variant: the demo's, with these pieces inserted. */
@@ -5132,8 +5136,6 @@ static struct {
     int refuse; /* the answer is refused but carries its certificate: 1 of the requested key, 2 another */
 } slow = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
-static struct gw_upstream_ops slow_ops;
-
 /*
  * An fsync held: once armed, the next fsync off the client's thread waits until released (the
  * "issued" record of a completion, between the call's result and a pollReq seeing it).
@@ -5279,10 +5281,10 @@ static void slow_put(struct env *e, const struct gw_upstream_conf *uc)
     char err[GW_ERR_LEN] = "";
     struct gw_upstream *up;
 
-    slow_ops = gw_upstream_local_ops;
-    slow_ops.dialect = "slow";
-    slow_ops.sign = slow_sign;
-    assert_non_null(up = gw_upstream_new_ops(uc, &slow_ops, NULL, err));
+    e->slow_ops = gw_upstream_local_ops;
+    e->slow_ops.dialect = "slow";
+    e->slow_ops.sign = slow_sign;
+    assert_non_null(up = gw_upstream_new_ops(uc, &e->slow_ops, NULL, err));
     assert_int_equal(gw_upstream_set_put0(e->ups, up), 0);
 }
 
@@ -5313,12 +5315,12 @@ static struct env *env_slow(const char *poll_after, uint32_t timeout_ms)
     return env_slow_cmp(CMP_DEFAULTS, poll_after, timeout_ms);
 }
 
-/* The slow adapter revokes, each call counted in fake.revoke_calls. */
-static void slow_revokes(void)
+/* |e|'s slow adapter revokes, each call counted in fake.revoke_calls. Before |e|'s first request. */
+static void slow_revokes(struct env *e)
 {
     memset(&fake, 0, sizeof(fake));
-    slow_ops.caps |= GW_UP_REVOKE;
-    slow_ops.revoke = fake_revoke;
+    e->slow_ops.caps |= GW_UP_REVOKE;
+    e->slow_ops.revoke = fake_revoke;
 }
 
 /* The one certificate issued under |e| (its serial into |serial|) is on record as not delivered,
@@ -5358,10 +5360,10 @@ static int held_revoke_fn(struct gw_upstream *up, const X509 *cert, int reason, 
     return fake_revoke(up, cert, reason, fail_info, err);
 }
 
-/* The slow adapter's revocations are held (it revokes: slow_revokes first). */
-static void held_revokes(void)
+/* |e|'s slow adapter's revocations are held (it revokes: slow_revokes first). */
+static void held_revokes(struct env *e)
 {
-    slow_ops.revoke = held_revoke_fn;
+    e->slow_ops.revoke = held_revoke_fn;
     held_revoke.caller = pthread_self();
     held_revoke.entered = held_revoke.released = held_revoke.on_caller = 0;
 }
@@ -5460,7 +5462,7 @@ static void test_poll_release_client_gone(void **state)
         print_message("implicitConfirm: %d\n", implicit);
         ((struct gw_role *)e->cfg->default_path_policy.role)->implicit_confirm = implicit;
         OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_IMPLICIT_CONFIRM, implicit);
-        slow_revokes();
+        slow_revokes(e);
         assert_int_equal(poll_step(ctx, &after), -1);
         slow_gate(1);
         slow_wait_completed(e, 1);
@@ -5549,7 +5551,7 @@ static void test_poll_undelivered_withdrawn(void **state)
     int after;
 
     (void)state;
-    slow_revokes();
+    slow_revokes(e);
     assert_int_equal(poll_step(ctx, &after), -1);
     slow_gate(1);
     slow_wait_completed(e, 1);
@@ -5590,7 +5592,7 @@ static void test_poll_refused_answer_withdrawn(void **state)
         int after;
 
         print_message("case: %s\n", cases[i].name);
-        slow_revokes();
+        slow_revokes(e);
         slow.refuse = cases[i].refuse;
         assert_int_equal(poll_step(ctx, &after), -1);
         slow_gate(1);
@@ -5668,7 +5670,7 @@ static void test_poll_deadline(void **state)
     int after;
 
     (void)state;
-    slow_revokes();
+    slow_revokes(e);
     assert_int_equal(poll_step(ctx, &after), -1);
     usleep(700 * 1000);
     assert_int_equal(poll_step(ctx, &after), 0);
@@ -5700,7 +5702,7 @@ static void test_poll_deadline_race(void **state)
     int after, held, during, late_after;
 
     (void)state;
-    slow_revokes();
+    slow_revokes(e);
     signing_thread = pthread_self(); /* the client's: its fsyncs are not held */
     assert_int_equal(poll_step(ctx, &after), -1);
     slow.hold_record = 1;
@@ -5740,8 +5742,8 @@ static void test_poll_expiry(void **state)
     int after;
 
     (void)state;
-    slow_revokes();
-    held_revokes();
+    slow_revokes(e);
+    held_revokes(e);
     assert_int_equal(poll_step(ctx, &after), -1);
     slow_gate(1);
     slow_wait_completed(e, 1);
@@ -5803,7 +5805,7 @@ static void test_poll_closed_while_call_runs(void **state)
         int after;
 
         print_message("closed by %s\n", hows[how]);
-        slow_revokes();
+        slow_revokes(e);
         assert_int_equal(poll_step(ctx, &after), -1); /* ir -> waiting, pollReq -> pollRep */
         if (how > 0) {
             cl.other = client_new(&dummy, SIG, client_cert, client_key, NULL, NULL, 0);
@@ -5842,7 +5844,7 @@ static void test_poll_aborted_after_result(void **state)
         char serial[64] = "";
         int after;
 
-        slow_revokes();
+        slow_revokes(e);
         assert_int_equal(poll_step(ctx, &after), -1); /* ir -> waiting, pollReq -> pollRep */
         slow_gate(1);
         slow_wait_completed(e, 1);
@@ -6100,7 +6102,7 @@ static struct env *shared_result_waiting(struct client *cl, OSSL_CMP_CTX **ctx)
 {
     struct env *e = env_shared("100ms");
 
-    slow_revokes();
+    slow_revokes(e);
     *ctx = shared_waiting(e, cl, NULL);
     slow_gate(1);
     slow_wait_completed(e, 1); /* the result is beside the record */
@@ -6145,8 +6147,8 @@ static void test_shared_expiry_withdraws(void **state)
 
 /*
  * The configuration a reload brings while the shared deferred request of |prev| waits (|replace|: the
- * changes to its own), records on and the role's poll_after kept, with the slow adapter (revoking) in
- * place of its upstream |up|.
+ * changes to its own), records on and the role's poll_after kept, with |prev|'s slow adapter (revoking)
+ * in place of its upstream |up|.
  */
 static struct env *env_shared_reload(const struct env *prev, const char *const replace[8], const char *up)
 {
@@ -6159,9 +6161,10 @@ static struct env *env_shared_reload(const struct env *prev, const char *const r
     for (size_t i = 0; i < 8 && replace[i] != NULL; i++)
         o.replace[i] = replace[i];
     e = env_reload(prev, &o);
+    e->slow_ops = prev->slow_ops;
     for (size_t i = 0; i < e->cfg->n_upstreams; i++)
         if (strcmp(e->cfg->upstreams[i].name, up) == 0)
-            assert_non_null(slow_up = gw_upstream_new_ops(&e->cfg->upstreams[i], &slow_ops, NULL, err));
+            assert_non_null(slow_up = gw_upstream_new_ops(&e->cfg->upstreams[i], &e->slow_ops, NULL, err));
     assert_int_equal(gw_upstream_set_put0(e->ups, slow_up), 0);
     return e;
 }
@@ -6333,7 +6336,7 @@ static void test_shared_not_continued_without_its_ca(void **state)
         skip();
     for (size_t i = 0; i < sizeof(tls) / sizeof(tls[0]); i++) {
         e = env_shared("100ms");
-        slow_revokes();
+        slow_revokes(e);
         e->tls = tls[i]; /* the record binds it */
         ctx = shared_waiting(e, &cl, NULL);
         slow_gate(1);
@@ -6530,7 +6533,8 @@ static void test_shared_client_gone_quota(void **state)
     a = env_slow_cmp(shared_cmp_with(cmp, sizeof(cmp), QUOTA_CMP "\"max_transactions_per_identity\": 1"),
                      "100ms", 0);
     b = env_slow_cmp(cmp, "100ms", 0);
-    slow_revokes();
+    slow_revokes(a);
+    slow_revokes(b);
     a->tls = b->tls = client_cert;
     ctx = shared_waiting(a, &cl, NULL);
     slow_gate(1);
@@ -6578,7 +6582,7 @@ static void test_shared_ended_while_held(void **state)
         if (redis_start() != 0)
             skip();
         e = env_shared(NULL);
-        slow_revokes();
+        slow_revokes(e);
         slow_gate(1);
         cl = (struct client){.env = e};
         ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
@@ -7747,7 +7751,7 @@ static void test_shared_reload_pollreq(void **state)
         skip();
     write_reload_files();
     e = env_shared("100ms");
-    slow_revokes();
+    slow_revokes(e);
     cl = (struct client){.env = e, .tls_first = client_cert};
     ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
     assert_int_equal(poll_step(ctx, &after), -1); /* ir -> waiting, pollReq -> pollRep */
@@ -7856,7 +7860,7 @@ static void test_reload_pollreq(void **state)
     int after;
 
     (void)state;
-    slow_revokes();
+    slow_revokes(e);
     assert_int_equal(poll_step(ctx, &after), -1); /* ir -> waiting, pollReq -> pollRep */
     slow_gate(1);
     slow_wait_completed(e, 1);
