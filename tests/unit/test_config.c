@@ -2589,7 +2589,7 @@ static void test_tls_ctx_cleanses_admin_records(void **state)
 {
     char err[GW_ERR_LEN] = "", *text = edited(NULL, 0);
     struct gw_config *cfg = parse_text(text, strlen(text), err);
-    SSL_CTX *admin, *cmp;
+    SSL_CTX *admin = NULL, *cmp = NULL;
 
     (void)state;
     free(text);
