@@ -9,6 +9,7 @@ carrying the client's stderr when a client does not do what the helper was asked
 Environment (set by ctest): CMPGW_BIN, CMPGW_BUILD_DIR, CMPGW_SANITIZE, CMPGW_LOAD_BIN.
 Set CMPGW_E2E_KEEP=1 to keep the temporary directories for inspection.
 """
+import fcntl
 import hashlib
 import json
 import os
@@ -172,16 +173,38 @@ def stuck_pipeliner(gw, request=b"GET /pki/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\n\r
     raise Failure("the gateway took pipelined requests for %d s without waiting to write" % CLIENT_TIMEOUT)
 
 
+# The ports this test process drew, each held by a lock on a file of its own until the process ends.
+PORT_LOCKS = {}
+PORT_LOCK_DIR = Path(tempfile.gettempdir()) / "cmpgw-e2e-ports"
+
+
+def claim_port(port):
+    """Whether |port| is now this process's to bind: no other test process of a parallel run drew it. Two
+    processes that drew the same free port before either bound it would otherwise both start on it."""
+    if port in PORT_LOCKS:
+        return False
+    PORT_LOCK_DIR.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(PORT_LOCK_DIR / str(port), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    PORT_LOCKS[port] = fd
+    return True
+
+
 def free_port(avoid=()):
     """A TCP port on 127.0.0.1 that was free a moment ago, drawn from below the kernel's ephemeral range:
     no outgoing connection of any process takes it as its local port, so a gateway killed and started
     again on its port (while the other tests of a parallel run connect) finds it free. Never one of
-    |avoid|: a port drawn for the same gateway and not bound yet is free too."""
+    |avoid|: a port drawn for the same gateway and not bound yet is free too; nor one another test process
+    drew (claim_port)."""
     with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
         first_ephemeral = int(f.read().split()[0])
     for _ in range(1000):
         port = random.randrange(10000, first_ephemeral)
-        if port in avoid:
+        if port in avoid or not claim_port(port):
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
