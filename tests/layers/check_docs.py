@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Check that the documentation names what the code has, and nothing it no longer has.
 
-A maintainer has only README.md, docs/ and docs/man to go by. Five groups of checks, each by
+A maintainer has only README.md, docs/ and docs/man to go by. Six groups of checks, each by
 regular expressions over the sources (nothing is built or run):
 
 1. Configuration keys. Every key of a parser table (GW_CONF_REQ / GW_CONF_OPT rows, and
@@ -20,7 +20,11 @@ regular expressions over the sources (nothing is built or run):
    as `reason `...``, and a test asserts it; every event or reason docs/errors.md says is logged is
    one the code logs. (tests/e2e/test_errors.py checks the table's rows against the answers and
    the tests; this checks what it cannot see: the log codes in the source.)
-5. Links and names. Every relative link of README.md and docs/ leads to a file, and to a heading
+5. Log events. Every event gw_log() and gw_log_kv() write (a literal of the event argument, or
+   what EVENT_VARIABLES says a variable holds) has a row in the events table of
+   docs/operations.md, whose level cell gives the levels it is logged at; and every event and
+   level a row gives is the code's.
+6. Links and names. Every relative link of README.md and docs/ leads to a file, and to a heading
    of it where it names one; every repository path and gw_/cmp_/policy_ function() they name
    exists; every page of docs/ is in README.md's "## Documentation" list; every ```json block
    parses (alone or as an object's members), and every curl to /reload carries the bearer token.
@@ -496,7 +500,139 @@ def check_reasons(root):
 
 
 # --------------------------------------------------------------------------------------------
-# 5. Links and names
+# 5. Log events
+# --------------------------------------------------------------------------------------------
+
+LOG_CALL = re.compile(r"\bgw_log(?:_kv)?\(")
+LEVEL = re.compile(r"\bGW_LOG_(DEBUG|INFO|WARN|ERROR)\b")
+# An event passed in a variable, not as a literal of the call: "path:expression" -> where its
+# values are written (patterns over every source file, group 1 an event name). A call with a
+# variable event not named here fails the check, so that no event escapes it.
+EVENT_VARIABLES = {
+    # how a parked transaction closed: struct closing {event, audit status, pending_event, ...}
+    "gateway/cmp/engine.c:how->event": (r'struct closing \w+ = \{\s*"([a-z0-9_]+)"',),
+    # a deferred request closed without its pollReq: its callers' literal, or a closing's pending_event
+    "gateway/cmp/poll.c:event": (
+        r'cmp_poll_(?:withdraw_uncollected|closed)\(\s*[^,]+,[^,]+,[^,]+,\s*"([a-z0-9_]+)"',
+        r'struct closing \w+ = \{\s*"[a-z0-9_]+",\s*"(?:[^"\\]|\\.)*",\s*"([a-z0-9_]+)"',
+    ),
+}
+
+
+def top_args(args):
+    """The top-level arguments of a call's argument text (from its "("), as stripped strings."""
+    out, depth, cur, i = [], 0, "", args.index("(") + 1
+    while i < len(args):
+        ch = args[i]
+        if ch == '"':
+            j = i + 1
+            while args[j] != '"':
+                j += 2 if args[j] == "\\" else 1
+            cur += args[i:j + 1]
+            i = j + 1
+            continue
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+        i += 1
+    return out + [cur.strip()]
+
+
+def paired(level, event):
+    """{event: {level}} when the level and the event are picked by one condition ("c ? GW_LOG_ERROR :
+    GW_LOG_WARN, c ? "a" : "b""), else {}."""
+    fork = re.compile(r'(.+?)\s*\?\s*(\S+)\s*:\s*(\S+)$')
+    lv, ev = fork.fullmatch(level), fork.fullmatch(event)
+    if not lv or not ev or lv.group(1) != ev.group(1):
+        return {}
+    return {ev.group(i).strip('"'): {v.lower() for v in LEVEL.findall(lv.group(i))} for i in (2, 3)}
+
+
+def code_events(root):
+    """({event: (path, line, {levels})}, [problems]) of every event gw_log() and gw_log_kv() write:
+    the literals of the event argument (either of a ?: pair), or what EVENT_VARIABLES says a
+    variable holds, at the levels of the level argument (every one a ?: may pick)."""
+    events, problems, used = {}, [], set()
+    texts = {path: read(root, path) for path in product_sources(root)}
+
+    def add(name, path, line, levels):
+        events.setdefault(name, (path, line, set()))[2].update(levels)
+
+    for path, text in texts.items():
+        for m in LOG_CALL.finditer(text):
+            args = top_args(call_args(text, m.start()))
+            if len(args) < 2 or text[max(0, m.start() - 5):m.start()] == "void ":
+                continue  # the declarations and definitions in base/log.[ch]
+            line, levels = line_of(text, m.start()), {v.lower() for v in LEVEL.findall(args[0])} or {"?"}
+            names = re.findall(r'"([a-z0-9_]+)"', args[1])
+            pairs = paired(args[0], args[1])
+            for name in names:
+                add(name, path, line, pairs.get(name, levels))
+            if names:
+                continue
+            key = f"{path}:{args[1]}"
+            if key not in EVENT_VARIABLES:
+                problems.append(f"{path}:{line}: event {args[1]} is a variable that EVENT_VARIABLES of "
+                                f"tests/layers/check_docs.py does not name: say where its values are written")
+                continue
+            used.add(key)
+            for pattern in EVENT_VARIABLES[key]:
+                for t in texts.values():
+                    for v in re.finditer(pattern, t):
+                        add(v.group(1), path, line, levels)
+    for key in sorted(set(EVENT_VARIABLES) - used):
+        problems.append(f"tests/layers/check_docs.py:1: EVENT_VARIABLES names {key}, which no log call of "
+                        f"the sources passes as its event")
+    return events, problems
+
+
+def doc_event_rows(text):
+    """{event: (line, [levels])} of the table whose header starts "| event |"."""
+    rows, inside = {}, False
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.startswith("|"):
+            inside = False
+            continue
+        c = cells(line)
+        if c[0] == "event":
+            inside = True
+            continue
+        if inside and not re.fullmatch(r"[|\s:-]+", line):
+            for name in CODE_SPAN.findall(c[0]):
+                rows[name] = (number, CODE_SPAN.findall(c[1]) if len(c) > 1 else [])
+    return rows
+
+
+def check_events(root):
+    """Every event the gateway logs has a row in the events table of docs/operations.md, with the
+    levels it is logged at; every event and level a row gives is the code's."""
+    doc_path = "docs/operations.md"
+    events, problems = code_events(root)
+    rows = doc_event_rows(read(root, doc_path))
+    if not rows:
+        return problems + [f'{doc_path}:1: no log events table (a table whose header starts "| event |")']
+    for name, (path, line, levels) in sorted(events.items()):
+        if name not in rows:
+            problems.append(f"{path}:{line}: log event {name} has no row in the events table of {doc_path}")
+            continue
+        doc_line, doc_levels = rows[name]
+        if set(doc_levels) != levels:
+            shown = ", ".join(f"`{v}`" for v in sorted(levels))
+            problems.append(f"{doc_path}:{doc_line}: log event {name}: the row's levels are not {shown} "
+                            f"({path}:{line} and the event's other log calls)")
+    for name in sorted(set(rows) - set(events)):
+        problems.append(f"{doc_path}:{rows[name][0]}: log event {name} is not one the gateway logs")
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+# 6. Links and names
 # --------------------------------------------------------------------------------------------
 
 FENCE = re.compile(r"^ *```.*?^ *```", re.S | re.M)
@@ -621,7 +757,7 @@ def check_requirements(root):
 
 def check(root):
     return (check_config(root) + check_metrics(root) + check_cli(root) + check_reasons(root) +
-            check_links(root) + check_modules(root) + check_requirements(root))
+            check_events(root) + check_links(root) + check_modules(root) + check_requirements(root))
 
 
 def main(argv):

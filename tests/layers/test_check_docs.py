@@ -146,6 +146,37 @@ class CheckDocs(unittest.TestCase):
         self.expect(r"^docs/errors\.md:\d+: `cert_not_withdrawn` is said to be logged, but no source file "
                     r"logs it$")
 
+    def test_event_without_a_row(self):
+        self.edit("docs/operations.md", r"^\| `vault_login` .*\n", "")
+        self.expect(r"^upstream/vault_token\.c:\d+: log event vault_login has no row in the events table of "
+                    r"docs/operations\.md$")
+
+    def test_row_of_an_event_no_longer_logged(self):
+        self.edit("upstream/vault_token.c", r'"vault_login"', '"vault_cert_login"')
+        self.expect(r"^docs/operations\.md:\d+: log event vault_login is not one the gateway logs$",
+                    r"^upstream/vault_token\.c:\d+: log event vault_cert_login has no row")
+
+    def test_event_logged_at_another_level(self):
+        self.edit("upstream/vault_token.c", r'GW_LOG_INFO, "vault_login"', 'GW_LOG_WARN, "vault_login"')
+        self.expect(r"^docs/operations\.md:\d+: log event vault_login: the row's levels are not `warn` "
+                    r"\(upstream/vault_token\.c:\d+")
+
+    def test_level_and_event_picked_together(self):
+        # status.c picks (error, shared_state_unavailable) or (warn, status_unknown) by one condition
+        self.edit("gateway/cmp/status.c", r"GW_LOG_ERROR : GW_LOG_WARN,", "GW_LOG_WARN : GW_LOG_ERROR,")
+        self.expect(r"^docs/operations\.md:\d+: log event status_unknown: the row's levels are not `error`")
+
+    def test_event_held_in_a_variable(self):
+        # the closings' events are found where they are written, and renaming one is seen
+        self.edit("gateway/cmp/engine.c", r'"txn_abandoned_pending"', '"txn_dropped_pending"', count=2)
+        self.expect(r"^gateway/cmp/poll\.c:\d+: log event txn_dropped_pending has no row",
+                    r"^docs/operations\.md:\d+: log event txn_abandoned_pending is not one the gateway logs$")
+
+    def test_event_in_a_variable_the_check_does_not_know(self):
+        self.edit("gateway/cmp/engine.c", r"gw_log_kv\(GW_LOG_WARN, how->event,", "gw_log_kv(GW_LOG_WARN, how->name,")
+        self.expect(r"^gateway/cmp/engine\.c:\d+: event how->name is a variable that EVENT_VARIABLES",
+                    r"^tests/layers/check_docs\.py:1: EVENT_VARIABLES names gateway/cmp/engine\.c:how->event")
+
     def test_link_to_a_missing_heading(self):
         self.edit("README.md", r"docs/operations\.md#several-instances",
                   "docs/operations.md#several-instance")
