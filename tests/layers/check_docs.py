@@ -9,6 +9,10 @@ regular expressions over the sources (nothing is built or run):
    upstream/ and gateway/) is the first cell of a row of a key table in docs/configuration.md, under
    the heading SECTIONS gives its table; and every key such a row names is one of those tables'.
    Every key the summary in docs/man/cmpgw.json.5 names is one the parser takes.
+   Defaults: the default cell of each such row is the value the table's row writes when the key is
+   absent (.def or .sdef, macros of the headers worked out), but for COMPUTED_DEFAULTS; a key with
+   a default has a default cell; and every default cmpgw.json(5) gives next to a key is one
+   docs/configuration.md gives it.
 2. Metrics. Every family gw_metric_new*() registers (and the dropped-updates counter) has a row in
    the metrics table of docs/operations.md, with the label names it is registered with; and every
    metric or label name a row gives is the code's.
@@ -203,6 +207,314 @@ def check_man_keys(root, tables):
         keys.update(re.findall(r'\.dialect\s*=\s*"([a-z]+)"', read(root, path)))
     return [f"{man_path}:{line}: key {word} is not one the parser takes (nor an upstream type)"
             for line, word in man_keys(read(root, man_path)) if word not in keys]
+
+
+# Defaults. What a parser writes when its key is absent: .sdef (a string), or .def (numbers,
+# durations in the parser's unit, bools, enum values, flag sets; 0 when not given); every other
+# parser writes nothing, so the key has no default value ("none").
+NUMBER_PARSERS = ("gw_conf_p_u32", "gw_conf_p_port")
+DURATION_PARSERS = {"gw_conf_p_dur_ms": 1, "gw_conf_p_dur_s": 1000}  # ms per unit of .def
+ENUM_PARSERS = ("gw_conf_p_enum", "gw_conf_p_enum_bool")
+DURATION_UNITS = {"ms": 1, "s": 1000, "m": 60000, "h": 3600000, "d": 86400000}  # as base/conf_value.c
+# What a default cell says for "no value": the key absent is the key empty.
+NO_VALUE = ("", "none", "`[]`", "`{}`", "all defaults")
+# Keys whose default the code computes rather than states in its table, "table:key" -> what it is.
+# The docs' default cell of these says what the code does, in words or in its value; a string
+# value must be a literal of the table's file.
+COMPUTED_DEFAULTS = {
+    "gateway/config.c:admin_fields:address": "\"127.0.0.1\", set by check_admin",
+    "gateway/config.c:top_fields:group": "the user's group, looked up at start",
+    "gateway/cmp/conf.c:cmp_fields:state": "an object: the cell names its keys' defaults",
+    "gateway/cmp/conf.c:state_fields:key_prefix": "\"cmpgw:\", set by check_state",
+    "upstream/vault_conf.c:vault_fields:mount": "\"pki\", set by gw_vault_conf_check",
+    "upstream/conf.c:http_fields:tls_ca": "the system CAs: libcurl's own",
+    "upstream/cmp_up.c:cmp_fields:expected_sender": "the subject of issuer_ca, taken by check_cmp",
+    "mappings/role.c:role_fields:upstream_role": "the role's name, taken by the vault and cfssl adapters",
+    "mappings/role.c:role_fields:root_ca_update": "the top-level root_ca_update",
+    "mappings/role.c:authz_fields:allowed_key_types": "builtin_rules of mappings/policy.c",
+    "mappings/migration.c:migration_fields:name": "the role's name, set by the roles' check",
+    "mappings/migration.c:cohort_fields:percent": "PERCENT_UNSET: no percent, told apart from 0",
+}
+FIELD_ROW = re.compile(r'GW_CONF_(?:REQ|OPT)\((?:[^()"]|"(?:[^"\\]|\\.)*"|\([^()]*\))*\)'
+                       r'|\{\s*\.key\s*=(?:[^{}"]|"(?:[^"\\]|\\.)*")*\}')
+DEFINE = re.compile(r"^#define[ \t]+(\w+)[ \t]+((?:[^\n\\]|\\\n)+)", re.M)
+ENUM_TABLE = re.compile(r"static\s+const\s+struct\s+gw_conf_enum\s+(\w+)\s*\[\]\s*=\s*\{(.*?)\};", re.S)
+
+
+def defines(root):
+    """{NAME: value text} of every object-like #define of the layers (the first one of a name)."""
+    found = {}
+    for top in LAYERS:
+        for p in sorted(glob.glob(os.path.join(root, top, "**", "*.[ch]"), recursive=True)):
+            with open(p, encoding="utf-8", errors="replace") as f:
+                for m in DEFINE.finditer(f.read()):
+                    value = re.sub(r"/\*.*?(\*/|$)", " ", m.group(2).replace("\\\n", " "))
+                    found.setdefault(m.group(1), " ".join(value.split()))
+    return found
+
+
+def evaluate(expr, defs, depth=0):
+    """The integer a constant expression of literals, macros, + - * / | and parentheses is, or None."""
+    if depth > 8:
+        return None
+    parts = []
+    for token in re.findall(r"\w+|\S", expr):
+        if re.fullmatch(r"\d+[uUlL]*", token):
+            parts.append(token.rstrip("uUlL"))
+        elif token in defs:
+            value = evaluate(defs[token], defs, depth + 1)
+            if value is None:
+                return None
+            parts.append(f"({value})")
+        elif token in "+-*/|()":
+            parts.append("//" if token == "/" else token)
+        else:
+            return None
+    try:
+        return int(eval("".join(parts), {"__builtins__": {}}))  # digits and operators only
+    except (SyntaxError, ZeroDivisionError):
+        return None
+
+
+def field_attr(text, name):
+    m = re.search(rf"\.{name}\s*=\s*((?:\"(?:[^\"\\]|\\.)*\"|\([^()]*\)|[^,(){{}}])+)", text)
+    return m.group(1).strip() if m else None
+
+
+def enum_tables(text):
+    """{array: [(name, value text)]} of the gw_conf_enum arrays of a source file."""
+    return {m.group(1): re.findall(r'\{\s*"([^"]+)",\s*([^,]+),', m.group(2)) for m in ENUM_TABLE.finditer(text)}
+
+
+def code_default(text, row, defs):
+    """(parser kind, default) of one parser table row: the value a key absent is given, as the docs
+    write it (an int, a bool, milliseconds, a name, a set of names, a string), or None for none;
+    ("?", text) when the row's default is no value this can work out."""
+    parse = re.search(r'GW_CONF_(?:REQ|OPT)\(\s*"[^"]+",\s*(\w+)|\.parse\s*=\s*(\w+)', row)
+    parse = parse.group(1) or parse.group(2)
+    d, sdef, aux = field_attr(row, "def"), field_attr(row, "sdef"), field_attr(row, "aux")
+    if row.startswith("GW_CONF_REQ") or field_attr(row, "required") == "true":
+        return "required", None
+    if sdef is not None:
+        return "str", json.loads(sdef)
+    if parse in NUMBER_PARSERS or parse in DURATION_PARSERS:
+        n = evaluate(d or "0", defs)
+        if n is None:
+            return "?", d
+        return ("ms", n * DURATION_PARSERS[parse]) if parse in DURATION_PARSERS else ("int", n)
+    if parse == "gw_conf_p_bool":
+        return "bool", d not in (None, "false", "0")
+    if parse in ENUM_PARSERS or parse == "gw_conf_p_flags":
+        names = enum_tables(text).get(aux or "", [])
+        if parse == "gw_conf_p_flags":  # an OR of the names' values
+            symbols = set(re.findall(r"\w+", defs.get(d, d) if d else ""))
+            return "set", {name for name, v in names if v.strip() in symbols}
+        want = evaluate(d or "0", defs)
+        for name, v in names:
+            if v.strip() == (d or "0") or (want is not None and evaluate(v, defs) == want):
+                return "name", name
+        return "none", None  # a value that is no name: "not set", for a check to tell apart
+    return "none", None
+
+
+def doc_default(cell):
+    """(kind, value) of a default cell: the JSON value of its first code span, a number written in
+    words (2, 1 000 000), or the cell's text."""
+    m = re.match(r"`([^`]+)`", cell)
+    if m:
+        try:
+            return "json", json.loads(m.group(1))
+        except ValueError:
+            return "text", cell
+    m = re.fullmatch(r"(\d[\d ]*)(?:\s*\(.*\))?", cell)
+    if m:
+        return "json", int(m.group(1).replace(" ", ""))
+    return "text", cell
+
+
+def duration_ms(value):
+    m = re.fullmatch(r"(\d+)(ms|s|m|h|d)", value) if isinstance(value, str) else None
+    return int(m.group(1)) * DURATION_UNITS[m.group(2)] if m else None
+
+
+def same_default(kind, want, doc_cell):
+    """Whether a default cell says the code's default (kind, want)."""
+    how, value = doc_default(doc_cell)
+    if kind == "none":  # "none", or "none (any)": what no value means may follow
+        return re.sub(r"\s*\(.*\)$", "", doc_cell) in NO_VALUE
+    if how != "json":
+        return False
+    if kind == "ms":  # a duration, or a number of seconds (base/conf_value.c takes both)
+        return duration_ms(value) == want or (type(value) is int and value * 1000 == want)
+    if kind == "set":
+        return isinstance(value, list) and set(value) == want
+    if kind == "int":
+        return type(value) is int and value == want
+    return type(value) is type(want) and value == want
+
+
+def doc_default_rows(text):
+    """[(heading, line, [keys], keys of its table, default cell)] of the key tables of
+    docs/configuration.md that have a "default" column."""
+    rows, heading, column, prev_table, fenced, table = [], "", None, False, False, []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        m = HEADING.match(line) if not fenced else None
+        if m:
+            heading = m.group(2)
+        is_table = line.startswith("|")
+        if is_table and not prev_table:
+            header = cells(line)
+            column = header.index("default") if header[0] == "key" and "default" in header else None
+            table = []
+        elif is_table and column is not None and not re.fullmatch(r"[|\s:-]+", line):
+            c = cells(line)
+            keys = CODE_SPAN.findall(c[0])
+            table.extend(keys)  # the list grows as the table is read: every row sees all of it at the end
+            rows.append((heading, number, keys, table, c[column] if column < len(c) else ""))
+        prev_table = is_table
+    return rows
+
+
+def code_defaults(root):
+    """{"path:array": {key: (line, kind, default)}} of the tables of SECTIONS."""
+    defs, found = defines(root), {}
+    for path in product_sources(root):
+        text = read(root, path)
+        for m in TABLE.finditer(text):
+            fields = {}
+            for r in FIELD_ROW.finditer(m.group(2)):
+                key = re.search(r'"([^"]+)"', r.group(0)).group(1)
+                fields[key] = (line_of(text, m.start(2) + r.start()),) + code_default(text, r.group(0), defs)
+            found[f"{path}:{m.group(1)}"] = fields
+    return found
+
+
+def check_defaults(root):
+    """The default each row of docs/configuration.md gives a key is the one its parser table
+    writes, but for COMPUTED_DEFAULTS; a row's table is the one of SECTIONS under its heading
+    that has that key and the most keys of the row's docs table."""
+    problems, doc_path = [], "docs/configuration.md"
+    tables, stated = code_defaults(root), set()
+    for heading, line, keys, doc_table, cell in doc_default_rows(read(root, doc_path)):
+        stated.update((heading, key) for key in keys)
+        for key in keys:
+            names = [n for n, hs in SECTIONS.items() if heading in hs and key in tables.get(n, {})]
+            if not names:
+                continue  # check_config says so
+            best = max(len(set(doc_table) & set(tables[n])) for n in names)
+            names = [n for n in names if len(set(doc_table) & set(tables[n])) == best]
+            computed = [n for n in names if f"{n}:{key}" in COMPUTED_DEFAULTS]
+            how, value = doc_default(cell)
+            if computed and how == "json" and isinstance(value, str):
+                # a string the code sets elsewhere: at least the file of the table has it
+                path = computed[0].split(":")[0]
+                if json.dumps(value) not in read(root, path):
+                    problems.append(f'{doc_path}:{line}: key "{key}" under "{heading}": the default cell says '
+                                    f'"{cell}", which {path} (COMPUTED_DEFAULTS) does not set')
+            if computed:
+                continue
+            said = [(n,) + tables[n][key] for n in names]
+            if any(kind == "required" for _, _, kind, _ in said):
+                continue
+            if any(kind == "?" for _, _, kind, _ in said):
+                problems += [f"{n.split(':')[0]}:{at}: the default of key \"{key}\" ({d}) is no value "
+                             f"tests/layers/check_docs.py can work out: add it to COMPUTED_DEFAULTS"
+                             for n, at, kind, d in said if kind == "?"]
+                continue
+            if not any(same_default(kind, want, cell) for _, _, kind, want in said):
+                n, at, kind, want = said[0]
+                problems.append(f'{doc_path}:{line}: key "{key}" under "{heading}": the default cell says '
+                                f'"{cell}", the code ({n.split(":")[0]}:{at}) {shown_default(kind, want)}')
+    for name, fields in sorted(tables.items()):
+        for key, (at, kind, want) in fields.items():
+            if (kind not in ("none", "required") and f"{name}:{key}" not in COMPUTED_DEFAULTS and
+                    not any((h, key) in stated for h in SECTIONS.get(name, ()))):
+                problems.append(f'{name.split(":")[0]}:{at}: key "{key}" has a default '
+                                f"({shown_default(kind, want)}) that no default cell of {doc_path} gives")
+    for name in sorted(COMPUTED_DEFAULTS):
+        table, key = name.rsplit(":", 1)
+        if key not in tables.get(table, {}):
+            problems.append(f"tests/layers/check_docs.py:1: COMPUTED_DEFAULTS names {name}, which is no key "
+                            f"of a configuration table")
+    return problems
+
+
+# What cmpgw.json(5) says a key's default is: a bold key (.B, .BR or \fB...\fP) followed by
+# "(default V", "(V" or "V (default)", V a value: a \(dq-quoted string, a number or duration, a bool.
+MAN_VALUE = r"(\\\(dq[^\\\n]*\\\(dq|\d[\d.]*[a-z]*|true|false)"
+# (a list of values, "(\(dqlocal\(dq, \(dqvault\(dq ...", names none as the default)
+MAN_AFTER = (re.compile(rf"^\s*\((?:default )?{MAN_VALUE}(?=[),;:])(?!, \\\(dq)"),
+             re.compile(rf"^\s*{MAN_VALUE} \(default\)"))
+MAN_NEXT = (re.compile(rf"\bdefault {MAN_VALUE}(?=[),;:.])"), re.compile(rf"{MAN_VALUE} \(default\)"))
+
+
+def man_defaults(text, keys):
+    """[(line, key, value)] of the defaults cmpgw.json(5) gives next to one of |keys|, the value as
+    written (\\(dq as ")."""
+    found, lines = [], text.splitlines()
+    for number, line in enumerate(lines, 1):
+        pairs = []  # (bold key, the text after it)
+        m = re.match(r"\.BR (.*)$", line)
+        if m:
+            args = [a.strip('"') for a in re.findall(r'"(?:[^"\\]|\\.)*"|\S+', m.group(1))]
+            pairs += [(args[i], args[i + 1] if i + 1 < len(args) else "") for i in range(0, len(args), 2)]
+        pairs += re.findall(r"\\fB([a-z_]+)\\fP([^\n]*)", line)
+        m = re.match(r"\.B ([a-z_]+)$", line)
+        if m and number < len(lines):
+            pairs.append((m.group(1), lines[number]))
+        for key, after in pairs:
+            if key not in keys:
+                continue
+            patterns = MAN_AFTER + (MAN_NEXT if after is not None and line.startswith(".B ") else ())
+            for p in patterns:
+                v = p.search(after)
+                # on the next line, not past another key's name
+                if v and (v.start() == 0 or p in MAN_NEXT and "\\fB" not in after[:v.start()]):
+                    found.append((number, key, v.group(1).replace("\\(dq", '"')))
+                    break
+    return found
+
+
+def same_value(a, b):
+    """Whether two default cells (of configuration.md, or a man page's value as a cell) say the same:
+    equal values, or the same duration (a number being seconds)."""
+    (how_a, va), (how_b, vb) = doc_default(a), doc_default(b)
+    if how_a != how_b:
+        return False
+    if how_a == "text" or type(va) is type(vb) and va == vb:
+        return va == vb
+    ms = [duration_ms(v) if isinstance(v, str) else v * 1000 if type(v) is int else None for v in (va, vb)]
+    return None not in ms and ms[0] == ms[1]
+
+
+def check_man_defaults(root):
+    """Every default cmpgw.json(5) gives next to a key is the one a row of docs/configuration.md
+    gives that key (which check_defaults holds to the code)."""
+    man_path, doc_path = "docs/man/cmpgw.json.5", "docs/configuration.md"
+    cells_of = {}
+    for _, _, keys, _, cell in doc_default_rows(read(root, doc_path)):
+        for key in keys:
+            cells_of.setdefault(key, []).append(cell)
+    problems = []
+    keys = set().union(*(fields for fields in code_defaults(root).values()))
+    for line, key, value in man_defaults(read(root, man_path), keys):
+        as_cell = value if value.startswith('"') or not re.fullmatch(r"\d+[a-z]+", value) else f'"{value}"'
+        if not any(same_value(f"`{as_cell}`", c) for c in cells_of.get(key, [])):
+            said = " or ".join(f'"{c}"' for c in cells_of.get(key, [])) or "no default"
+            problems.append(f"{man_path}:{line}: default {value} of key {key}: {doc_path} says {said}")
+    return problems
+
+
+def shown_default(kind, want):
+    if kind == "none":
+        return "has none"
+    if kind == "ms":
+        return f"{want} ms" if want % 1000 else f'"{want // 1000}s"'
+    if kind == "set":
+        return json.dumps(sorted(want))
+    return json.dumps(want)
 
 
 # --------------------------------------------------------------------------------------------
@@ -756,8 +1068,9 @@ def check_requirements(root):
 
 
 def check(root):
-    return (check_config(root) + check_metrics(root) + check_cli(root) + check_reasons(root) +
-            check_events(root) + check_links(root) + check_modules(root) + check_requirements(root))
+    return (check_config(root) + check_defaults(root) + check_man_defaults(root) + check_metrics(root) +
+            check_cli(root) + check_reasons(root) + check_events(root) + check_links(root) + check_modules(root) +
+            check_requirements(root))
 
 
 def main(argv):

@@ -93,6 +93,68 @@ class CheckDocs(unittest.TestCase):
         self.edit("docs/man/cmpgw.json.5", r"^\.B kur_any_signer$", ".B kur_any_signers")
         self.expect(r"^docs/man/cmpgw\.json\.5:\d+: key kur_any_signers is not one the parser takes")
 
+    def test_default_the_code_does_not_have(self):
+        self.edit("docs/configuration.md", r"^(\| `queue_depth` \| integer \| no \| )256 ", r"\g<1>128 ")
+        self.expect(r'^docs/configuration\.md:\d+: key "queue_depth" under "Top level": the default cell says '
+                    r'"128", the code \(gateway/config\.c:\d+\) 256$')
+
+    def test_default_changed_in_a_header(self):
+        # the default is a macro of base/limits.h, with a comment after its value
+        self.edit("base/limits.h", r"^(#define GW_DEFAULT_TXN_TTL) 300 ", r"\1 600 ")
+        self.expect(r'^docs/configuration\.md:\d+: key "transaction_ttl" under "cmp": the default cell says '
+                    r'"`300`", the code \(gateway/cmp/conf\.c:\d+\) "600s"$')
+
+    def test_default_duration(self):
+        self.edit("docs/configuration.md", r'^(\| `timeout` \| duration \| no \| )`"10s"`', r'\1`"10m"`')
+        self.expect(r'^docs/configuration\.md:\d+: key "timeout" under "upstreams": the default cell says '
+                    r'"`"10m"` \(10000 ms\)", the code \(upstream/conf\.c:\d+\) "10s"$')
+
+    def test_default_enum_and_string(self):
+        self.edit("gateway/config.c", r"\.def = GW_CLIENT_AUTH_REQUIRE,", ".def = GW_CLIENT_AUTH_OPTIONAL,")
+        self.edit("gateway/config.c", r'\.sdef = "/pki"', '.sdef = "/cmp"')
+        self.expect(r'^docs/configuration\.md:\d+: key "client_auth" under "listeners": .* the code '
+                    r'\(gateway/config\.c:\d+\) "optional"$',
+                    r'^docs/configuration\.md:\d+: key "path_prefix" under "Top level": .* "/cmp"$')
+
+    def test_default_flags(self):
+        self.edit("gateway/cmp/conf.c", r" \| GW_AUDIT_URI_SANS\)", ")")
+        self.expect(r'^docs/configuration\.md:\d+: key "audit_fields" under "audit": .* the code '
+                    r'\(gateway/cmp/conf\.c:\d+\) \["alt_names", "common_name", "ip_sans"\]$')
+
+    def test_default_of_a_key_that_has_none(self):
+        self.edit("docs/configuration.md", r"^(\| `ticket_keys_file` \| file \| no \| )none ", r'\1`"tickets.key"` ')
+        self.expect(r'^docs/configuration\.md:\d+: key "ticket_keys_file" under "listeners": the default cell '
+                    r'says "`"tickets\.key"`", the code \(gateway/config\.c:\d+\) has none$')
+
+    def test_default_no_docs_cell_gives(self):
+        # the trust table has no default column: a key of it given a default is not documented
+        self.edit("gateway/cmp/conf.c", r"\.def = GW_REVOCATION_UNSET,", ".def = GW_REVOCATION_NONE,")
+        self.expect(r'^gateway/cmp/conf\.c:\d+: key "revocation" has a default \("none"\) that no default cell '
+                    r"of docs/configuration\.md gives$")
+
+    def test_default_the_check_cannot_work_out(self):
+        self.edit("gateway/config.c", r"\.def = GW_DEFAULT_QUEUE_DEPTH\)", ".def = queue_default())")
+        self.expect(r'^gateway/config\.c:\d+: the default of key "queue_depth" \(queue_default\(\)\) is no value '
+                    r"tests/layers/check_docs\.py can work out: add it to COMPUTED_DEFAULTS$")
+
+    def test_computed_default_of_a_removed_key(self):
+        self.edit("upstream/cmp_up.c", r'GW_CONF_OPT\("expected_sender"', 'GW_CONF_OPT("sender"')
+        self.expect(r"^tests/layers/check_docs\.py:1: COMPUTED_DEFAULTS names upstream/cmp_up\.c:cmp_fields:"
+                    r"expected_sender, which is no key of a configuration table$")
+
+    def test_computed_default_the_code_does_not_set(self):
+        self.edit("docs/configuration.md", r'^(\| `key_prefix` \| string \| )`"cmpgw:"`', r'\1`"cmpgw-"`')
+        self.expect(r'^docs/configuration\.md:\d+: key "key_prefix" under "cmp": the default cell says '
+                    r'"`"cmpgw-"`", which gateway/cmp/conf\.c \(COMPUTED_DEFAULTS\) does not set$')
+
+    def test_man_page_default(self):
+        self.edit("docs/man/cmpgw.json.5", r"^\(default 10s\),$", "(default 30s),")
+        self.edit("docs/man/cmpgw.json.5", r'^(\.BR transaction_ttl " \()\\\(dq300s', r"\g<1>\\(dq600s")
+        self.expect(r'^docs/man/cmpgw\.json\.5:\d+: default 30s of key timeout: docs/configuration\.md says '
+                    r'"`"10s"` \(10000 ms\)" or "`"1s"`"$',
+                    r'^docs/man/cmpgw\.json\.5:\d+: default "600s" of key transaction_ttl: docs/configuration\.md '
+                    r'says "`300`"$')
+
     def test_metric_without_a_row(self):
         self.edit("docs/operations.md", r"^\| `cmpgw_upstream_up` .*\n", "")
         self.expect(r"^upstream/upstream\.c:\d+: metric cmpgw_upstream_up has no row in the metrics table of "
