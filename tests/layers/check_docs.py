@@ -39,6 +39,7 @@ Usage: check_docs.py [REPO_ROOT]   (default: two directories above this file)
 Prints one "path:line: what is missing where" per problem and exits 1 if there is any.
 """
 
+import functools
 import glob
 import json
 import os
@@ -88,9 +89,18 @@ HEADING = re.compile(r"^(#+)\s+(.*?)\s*$")
 CODE_SPAN = re.compile(r"`([^`]+)`")
 
 
+# What one run of check() has read and worked out: each file is read once a run, and what is
+# parsed out of a text (functools.lru_cache on the text) once for all runs of a process, which the
+# fixtures of test_check_docs.py make by the dozen on trees that differ in a file or two.
+RUN = {}
+
+
 def read(root, path):
-    with open(os.path.join(root, path), encoding="utf-8", errors="replace") as f:
-        return f.read()
+    key = ("read", root, path)
+    if key not in RUN:
+        with open(os.path.join(root, path), encoding="utf-8", errors="replace") as f:
+            RUN[key] = f.read()
+    return RUN[key]
 
 
 def line_of(text, pos):
@@ -99,10 +109,13 @@ def line_of(text, pos):
 
 def product_sources(root):
     """Every .c under the layer folders, as sorted repository-relative paths."""
-    found = []
-    for top in LAYERS:
-        found += glob.glob(os.path.join(root, top, "**", "*.c"), recursive=True)
-    return sorted(os.path.relpath(p, root).replace(os.sep, "/") for p in found)
+    key = ("sources", root)
+    if key not in RUN:
+        found = []
+        for top in LAYERS:
+            found += glob.glob(os.path.join(root, top, "**", "*.c"), recursive=True)
+        RUN[key] = sorted(os.path.relpath(p, root).replace(os.sep, "/") for p in found)
+    return RUN[key]
 
 
 def code_tables(root):
@@ -241,15 +254,20 @@ DEFINE = re.compile(r"^#define[ \t]+(\w+)[ \t]+((?:[^\n\\]|\\\n)+)", re.M)
 ENUM_TABLE = re.compile(r"static\s+const\s+struct\s+gw_conf_enum\s+(\w+)\s*\[\]\s*=\s*\{(.*?)\};", re.S)
 
 
+@functools.lru_cache(maxsize=None)
+def text_defines(text):
+    """((NAME, value text)) of the object-like #defines of a text, comments dropped."""
+    return tuple((m.group(1), " ".join(re.sub(r"/\*.*?(\*/|$)", " ", m.group(2).replace("\\\n", " ")).split()))
+                 for m in DEFINE.finditer(text))
+
+
 def defines(root):
     """{NAME: value text} of every object-like #define of the layers (the first one of a name)."""
     found = {}
     for top in LAYERS:
         for p in sorted(glob.glob(os.path.join(root, top, "**", "*.[ch]"), recursive=True)):
-            with open(p, encoding="utf-8", errors="replace") as f:
-                for m in DEFINE.finditer(f.read()):
-                    value = re.sub(r"/\*.*?(\*/|$)", " ", m.group(2).replace("\\\n", " "))
-                    found.setdefault(m.group(1), " ".join(value.split()))
+            for name, value in text_defines(read(root, os.path.relpath(p, root))):
+                found.setdefault(name, value)
     return found
 
 
@@ -379,7 +397,9 @@ def doc_default_rows(text):
 
 def code_defaults(root):
     """{"path:array": {key: (line, kind, default)}} of the tables of SECTIONS."""
-    defs, found = defines(root), {}
+    if ("defaults", root) in RUN:
+        return RUN[("defaults", root)]
+    defs, found = defines(root), RUN.setdefault(("defaults", root), {})
     for path in product_sources(root):
         text = read(root, path)
         for m in TABLE.finditer(text):
@@ -740,23 +760,30 @@ NO_ROW = {
 DOC_LOGGED = re.compile(r"(?:logged(?: as)?|the log says|log line|logs?|reason)\s+`([a-z0-9_]+)`")
 
 
+@functools.lru_cache(maxsize=None)
+def text_reasons(text):
+    """((code, line)) of the refusal codes a source text logs as a reason, in the order
+    code_reasons takes them."""
+    found = []
+    for pattern in REASON_CODES:
+        found += [(m.group(1), line_of(text, m.start())) for m in pattern.finditer(text)]
+    for m in LOG_KV.finditer(text):
+        if m.group(1) not in REFUSAL_EVENTS:
+            continue
+        for r in LOGGED_REASON.finditer(call_args(text, m.start())):
+            found += [(code, line_of(text, m.start())) for code in filter(None, r.groups())]
+    for m in CODE_FN.finditer(text):
+        for r in re.finditer(r'return\s+"([a-z0-9_]+)"', m.group(1)):
+            found.append((r.group(1), line_of(text, m.start(1) + r.start())))
+    return tuple(found)
+
+
 def code_reasons(root):
     """{code: (path, line)} of every refusal code the gateway logs as a reason."""
     found = {}
     for path in product_sources(root):
-        text = read(root, path)
-        for pattern in REASON_CODES:
-            for m in pattern.finditer(text):
-                found.setdefault(m.group(1), (path, line_of(text, m.start())))
-        for m in LOG_KV.finditer(text):
-            if m.group(1) not in REFUSAL_EVENTS:
-                continue
-            for r in LOGGED_REASON.finditer(call_args(text, m.start())):
-                for code in filter(None, r.groups()):
-                    found.setdefault(code, (path, line_of(text, m.start())))
-        for m in CODE_FN.finditer(text):
-            for r in re.finditer(r'return\s+"([a-z0-9_]+)"', m.group(1)):
-                found.setdefault(r.group(1), (path, line_of(text, m.start(1) + r.start())))
+        for code, line in text_reasons(read(root, path)):
+            found.setdefault(code, (path, line))
     return found
 
 
@@ -866,6 +893,17 @@ def paired(level, event):
     return {ev.group(i).strip('"'): {v.lower() for v in LEVEL.findall(lv.group(i))} for i in (2, 3)}
 
 
+@functools.lru_cache(maxsize=None)
+def log_calls(text):
+    """((line, (level argument, event argument))) of the gw_log() and gw_log_kv() calls of a text."""
+    found = []
+    for m in LOG_CALL.finditer(text):
+        args = top_args(call_args(text, m.start()))
+        if len(args) >= 2 and text[max(0, m.start() - 5):m.start()] != "void ":  # not base/log.[ch]'s own
+            found.append((line_of(text, m.start()), tuple(args[:2])))
+    return tuple(found)
+
+
 def code_events(root):
     """({event: (path, line, {levels})}, [problems]) of every event gw_log() and gw_log_kv() write:
     the literals of the event argument (either of a ?: pair), or what EVENT_VARIABLES says a
@@ -877,11 +915,8 @@ def code_events(root):
         events.setdefault(name, (path, line, set()))[2].update(levels)
 
     for path, text in texts.items():
-        for m in LOG_CALL.finditer(text):
-            args = top_args(call_args(text, m.start()))
-            if len(args) < 2 or text[max(0, m.start() - 5):m.start()] == "void ":
-                continue  # the declarations and definitions in base/log.[ch]
-            line, levels = line_of(text, m.start()), {v.lower() for v in LEVEL.findall(args[0])} or {"?"}
+        for line, args in log_calls(text):
+            levels = {v.lower() for v in LEVEL.findall(args[0])} or {"?"}
             names = re.findall(r'"([a-z0-9_]+)"', args[1])
             pairs = paired(args[0], args[1])
             for name in names:
@@ -975,6 +1010,7 @@ def doc_files(root):
     return sorted(os.path.relpath(p, root).replace(os.sep, "/") for p in found)
 
 
+@functools.lru_cache(maxsize=None)
 def anchors(text):
     """The anchors GitHub gives the headings of a Markdown text: lower case, punctuation but "-"
     and "_" dropped, spaces as "-", "-1", "-2"... after a repeated one."""
@@ -986,12 +1022,14 @@ def anchors(text):
             n += 1
             name = f"{base}-{n}"
         out.add(name)
-    return out
+    return frozenset(out)
 
 
 def check_links(root):
     problems = []
-    sources = "\n".join(read(root, p) for p in product_sources(root))
+    functions = set()  # every name a source file calls or defines
+    for p in product_sources(root):
+        functions.update(re.findall(r"\b(\w+)\(", read(root, p)))
     for path in doc_files(root):
         text = read(root, path)
         for m in LINK.finditer(FENCE.sub(lambda f: "\n" * f.group(0).count("\n"), text)):
@@ -1017,7 +1055,7 @@ def check_links(root):
                 problems.append(f"{path}:{line_of(text, m.start())}: POST /reload without the bearer token "
                                 f"of admin.token_file is refused (HTTP 401 or 403)")
         for m in FUNCTION.finditer(text):
-            if not re.search(rf"\b{m.group(1)}\(", sources):
+            if m.group(1) not in functions:
                 problems.append(f"{path}:{line_of(text, m.start())}: {m.group(1)}() is no function of the "
                                 f"sources")
     readme = read(root, "README.md")
@@ -1068,6 +1106,7 @@ def check_requirements(root):
 
 
 def check(root):
+    RUN.clear()
     return (check_config(root) + check_defaults(root) + check_man_defaults(root) + check_metrics(root) +
             check_cli(root) + check_reasons(root) + check_events(root) + check_links(root) + check_modules(root) +
             check_requirements(root))

@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Test check_docs.py: on a copy of the repository it passes, and each way the documentation can
 fall behind the code, made in that copy, fails with the message that names what is missing where.
+
+The tree is copied once; each test edits a few of its files, runs the checker in this process
+(check_docs.check, which main prints), and puts the files back. Two tests run the command itself.
 """
 
 import os
@@ -13,15 +16,23 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHECKER = os.path.join(HERE, "check_docs.py")
+sys.path.insert(0, HERE)
+import check_docs  # noqa: E402  (beside this file)
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 # What the copy leaves out: build trees, the repository's history, caches.
 SKIP = shutil.ignore_patterns(".git", "build", "build-*", "*.o", "__pycache__")
 
 
 def run(root):
-    """(exit code, stdout lines) of the checker on the tree at root."""
+    """(exit code, stdout lines) of the checker command on the tree at root."""
     done = subprocess.run([sys.executable, CHECKER, root], capture_output=True, text=True, timeout=60)
     return done.returncode, done.stdout.splitlines()
+
+
+def check(root):
+    """(exit code, lines) as run() gives them, from the checker run in this process."""
+    lines = check_docs.check(root)
+    return (1 if lines else 0), lines
 
 
 class CheckDocs(unittest.TestCase):
@@ -37,24 +48,28 @@ class CheckDocs(unittest.TestCase):
         cls.tmp.cleanup()
 
     def setUp(self):
-        self.root = os.path.join(self.tmp.name, self.id().rsplit(".", 1)[-1])
-        # hard links: each test writes only the files it edits, and edit() unlinks those first
-        shutil.copytree(self.clean, self.root, copy_function=os.link)
+        self.root = self.clean
 
     def edit(self, path, old, new, count=1):
-        """Replaces |old| (a regular expression) with |new| in the copy's |path|, |count| times."""
+        """Replaces |old| (a regular expression) with |new| in the copy's |path|, |count| times, until
+        the test ends."""
         full = os.path.join(self.root, path)
         with open(full, encoding="utf-8") as f:
-            text = f.read()
-        text, n = re.subn(old, new, text, count=count, flags=re.M)
+            before = f.read()
+        text, n = re.subn(old, new, before, count=count, flags=re.M)
         self.assertEqual(n, count, f"{old!r} not found in {path}")
-        os.unlink(full)  # not through the link into the clean copy
+        self.addCleanup(self.write, full, before)
+        self.write(full, text)
+
+    @staticmethod
+    def write(full, text):
         with open(full, "w", encoding="utf-8") as f:
             f.write(text)
 
-    def expect(self, *patterns):
-        """The checker fails on the copy, and each of |patterns| matches one of its lines."""
-        code, lines = run(self.root)
+    def expect(self, *patterns, command=False):
+        """The checker (the command, or check_docs.check) fails on the copy, and each of |patterns|
+        matches one of its lines."""
+        code, lines = (run if command else check)(self.root)
         self.assertEqual(code, 1, "\n".join(lines) or "(no output)")
         for p in patterns:
             self.assertTrue(any(re.search(p, line) for line in lines),
@@ -62,15 +77,16 @@ class CheckDocs(unittest.TestCase):
 
     def test_the_repository_passes(self):
         self.assertEqual(run(self.clean), (0, []))
+        self.assertEqual(check(self.clean), (0, []))
 
     def test_comment_in_a_code_block_is_no_heading(self):
         self.edit("docs/configuration.md", r"^`tls`:$", "```sh\n# a shell comment\n```\n\n`tls`:")
-        self.assertEqual(run(self.root), (0, []))
+        self.assertEqual(check(self.root), (0, []))
 
     def test_key_without_a_row(self):
         self.edit("docs/configuration.md", r"^\| `queue_depth` .*\n", "")
         self.expect(r'^gateway/config\.c:\d+: key "queue_depth" \(top_fields\) has no row in '
-                    r'docs/configuration\.md under "Top level"$')
+                    r'docs/configuration\.md under "Top level"$', command=True)
 
     def test_key_documented_in_the_wrong_section(self):
         self.edit("docs/configuration.md", r"^\| `timeout` \| duration \| `\"1s\"`",
