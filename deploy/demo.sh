@@ -2,11 +2,15 @@
 # `make demo`: a demo PKI in build/demo (made once, reused after), ready-to-paste `openssl cmp`
 # commands, then the gateway in the foreground (Ctrl-C stops it).
 #
-#   deploy/demo.sh BUILD_DIR      BUILD_DIR holds the cmpgw binary (default: build)
+#   deploy/demo.sh BUILD_DIR [DEMO_DIR]
+#       BUILD_DIR holds the cmpgw binary (default: build); DEMO_DIR the PKI and configuration
+#       (default: build/demo, relative to the repository root)
 set -euo pipefail
 
 build=${1:-build}
 [[ $build == /* ]] || build="$PWD/$build"
+demo=${2:-build/demo}
+[[ $demo == /* || -z ${2:-} ]] || demo="$PWD/$demo"
 cd "$(dirname "$0")/.."
 
 if [[ ! -x $build/cmpgw ]]; then
@@ -14,7 +18,6 @@ if [[ ! -x $build/cmpgw ]]; then
     exit 1
 fi
 
-demo=build/demo
 deploy/demo-pki.sh "$demo"
 port=$(sed -n 's/^ *"port": *\([0-9][0-9]*\).*/\1/p' "$demo/cmpgw.json" | head -n 1)
 admin=$(sed -n 's/^ *"admin": {.*"port": *\([0-9][0-9]*\).*/\1/p' "$demo/cmpgw.json" | head -n 1)
