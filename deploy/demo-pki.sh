@@ -11,7 +11,10 @@
 #   admin.token       the bearer token of POST /reload on the admin listener (mode 0600)
 #   cmpgw.json        the gateway configuration (port from CMPGW_PORT, default 8443; the admin
 #                     listener's from CMPGW_ADMIN_PORT, default 8444); its audit log goes to
-#                     audit.log beside it
+#                     audit.log beside it. Its one role issues what a device of the demo needs and
+#                     no more: a subject "/O=cmpgw demo/CN=<a name without a dot>", DNS SANs
+#                     under demo.example (a name reserved for examples, RFC 2606), no IP or URI
+#                     SANs
 #
 # Keys are EC P-256. Nothing here is fit for production: the keys sit unencrypted on disk.
 set -euo pipefail
@@ -102,10 +105,14 @@ cat > cmpgw.json <<JSON
       "pbm": ["demo-device"],
       "key_usage": ["digitalSignature", "keyAgreement"],
       "ext_key_usage": ["clientAuth", "serverAuth"],
-      "allowed_san_types": ["dns", "ip", "uri"],
+      "allowed_san_types": ["dns"],
       "ttl": "720h",
       "max_ttl": "2160h",
-      "implicit_confirm": true
+      "implicit_confirm": true,
+      "authorization": {
+        "allowed_subjects": ["/O=cmpgw demo/CN=*"],
+        "allowed_dns_names": ["*.demo.example"]
+      }
     }
   },
   "default_path_policy": "role:default",

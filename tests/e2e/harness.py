@@ -439,10 +439,22 @@ def decode_cmp(path_or_der):
 # The gateway process
 # ---------------------------------------------------------------------------------------------
 
-class Gateway:
-    """One cmpgw process over a demo PKI in |workdir|."""
+def widen_demo_role(cfg):
+    """The demo's role "default" with no bounds on the names it issues, as the suite needs it. The demo
+    bounds them, as a deployment should (the subject "/O=cmpgw demo/CN=...", DNS SANs under demo.example,
+    no IP or URI SANs); the suite enrols whatever subjects and SANs a test is about (IP and URI SANs, names
+    outside demo.example) and tests the bounds on roles of its own. Tests of the demo itself keep its
+    configuration (Gateway(..., widen=False))."""
+    role = cfg["roles"]["default"]
+    role["allowed_san_types"] = ["dns", "ip", "uri"]
+    role.pop("authorization")
 
-    def __init__(self, workdir, edit_config=None):
+
+class Gateway:
+    """One cmpgw process over a demo PKI in |workdir|; its role "default" widened (widen_demo_role)
+    unless |widen| is False."""
+
+    def __init__(self, workdir, edit_config=None, widen=True):
         self.dir = Path(workdir)
         self.port = free_port()
         self.admin_port = free_port(avoid=(self.port,))
@@ -450,8 +462,11 @@ class Gateway:
         run(["bash", REPO / "deploy" / "demo-pki.sh", self.dir], env=env)
         self.config_path = self.dir / "cmpgw.json"
         self.config = json.loads(self.config_path.read_text())
+        if widen:
+            widen_demo_role(self.config)
         if edit_config:
             edit_config(self.config, self)
+        if widen or edit_config:
             self.config_path.write_text(json.dumps(self.config, indent=2))
         self.pbm_secret = (self.dir / "pbm.secret").read_text().strip()
         self.proc = None

@@ -176,7 +176,7 @@ static int group_setup(void **state)
     snprintf(cmd, sizeof(cmd), "../../deploy/demo-pki.sh %s >/dev/null 2>&1", dir);
     assert_int_equal(system(cmd), 0);
     snprintf(path, sizeof(path), "%s/cmpgw.json", dir);
-    base_json = slurp(path, NULL);
+    base_json = tu_widen_demo(slurp(path, NULL));
     client_cert = load_cert("client.pem");
     ca_cert = load_cert("ca.pem");
     client_key = load_key("client.key");

@@ -31,6 +31,7 @@
 #include "base/user.h"
 #include "upstream/upstream.h"
 #include "upstream/upstream_int.h"
+#include "testutil.h"
 
 /* An upstream's own section, by adapter. */
 #define LOCAL(u) ((const struct gw_local_conf *)(u)->impl)
@@ -57,8 +58,9 @@ static const struct gw_label *label_named(const struct gw_config *cfg, const cha
 
 #define HMAC_HEX "00112233445566778899aAbBcCdDeEfF" /* cfssl auth key: 16 bytes in hex, mixed case */
 
-static char dir[64]; /* the temporary PKI directory */
-static char *demo;   /* the demo cmpgw.json text */
+static char dir[64];   /* the temporary PKI directory */
+static char *demo_raw; /* the demo cmpgw.json text */
+static char *demo;     /* the same with its role unbounded (tu_widen_demo): the base of every variant */
 static const char secret_short[] = "abc1234";
 
 /* ---- fixtures ---- */
@@ -270,8 +272,9 @@ static int group_setup(void **state)
     if (system(cmd) != 0)
         return -1;
     snprintf(path, sizeof(path), "%s/cmpgw.json", dir);
-    if ((demo = slurp(path, NULL)) == NULL)
+    if ((demo_raw = slurp(path, NULL)) == NULL)
         return -1;
+    demo = tu_widen_demo(strdup(demo_raw));
     put_file("garbage.pem", "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n",
              71, 0644);
     put_file("empty.pem", "", 0, 0644);
@@ -295,6 +298,7 @@ static int group_teardown(void **state)
     char cmd[256];
 
     (void)state;
+    free(demo_raw);
     free(demo);
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     return system(cmd) == 0 ? 0 : -1;
@@ -1290,7 +1294,7 @@ static void test_bad(void **state)
 static void test_demo(void **state)
 {
     char err[GW_ERR_LEN] = "";
-    struct gw_config *cfg = parse_text(demo, strlen(demo), err);
+    struct gw_config *cfg = parse_text(demo_raw, strlen(demo_raw), err);
     const struct gw_role *r;
     const struct gw_pbm_conf *p;
     const struct gw_label *l;
@@ -1340,7 +1344,12 @@ static void test_demo(void **state)
     assert_int_equal(r->max_ttl, 2160 * 3600);
     assert_int_equal(r->key_usage, KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT);
     assert_int_equal(r->ext_key_usage, GW_EKU_CLIENT_AUTH | GW_EKU_SERVER_AUTH);
-    assert_int_equal(r->allowed_san_types, GW_SAN_DNS | GW_SAN_IP | GW_SAN_URI);
+    assert_int_equal(r->allowed_san_types, GW_SAN_DNS);
+    assert_int_equal(r->authz.subjects.n, 1);
+    assert_string_equal(r->authz.subjects.v[0], "/O=cmpgw demo/CN=*");
+    assert_int_equal(r->authz.dns_names.n, 1);
+    assert_string_equal(r->authz.dns_names.v[0], "*.demo.example");
+    assert_int_equal(r->authz.common_names.n, 0);
     assert_true(r->implicit_confirm);
     assert_false(r->require_subject);
     assert_non_null(r->store);

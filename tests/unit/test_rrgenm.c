@@ -87,7 +87,7 @@ static int group_setup(void **state)
     snprintf(cmd, sizeof(cmd), "../root-update-pki.sh %s", dir);
     assert_int_equal(system(cmd), 0);
     snprintf(path, sizeof(path), "%s/cmpgw.json", dir);
-    base_json = slurp(path, NULL);
+    base_json = tu_widen_demo(slurp(path, NULL));
     client_cert = load_cert("client.pem");
     ca_cert = load_cert("ca.pem");
     issuing_cert = load_cert("issuing.pem");

@@ -112,6 +112,42 @@ static inline char *tu_insert_at(char *json, const char *anchor, int after, cons
     return out;
 }
 
+/* |json| (taken) with its one |find| replaced by |repl|; the test fails if |find| is not there once. */
+static inline char *tu_replace(char *json, const char *find, const char *repl)
+{
+    char *at = strstr(json, find), *out;
+    size_t head, flen = strlen(find), rlen = strlen(repl);
+
+    assert_non_null(at);
+    assert_null(strstr(at + flen, find));
+    head = (size_t)(at - json);
+    assert_non_null(out = calloc(1, strlen(json) - flen + rlen + 1));
+    memcpy(out, json, head);
+    memcpy(out + head, repl, rlen);
+    memcpy(out + head + rlen, at + flen, strlen(at + flen) + 1);
+    free(json);
+    return out;
+}
+
+/*
+ * The demo configuration |json| (taken) with no bounds on the names its role "default" issues. The
+ * demo bounds them as a deployment should (its "authorization", DNS SANs only); the tests ask for
+ * whatever subjects and SANs they are about, and bound roles of their own. Fails the test where
+ * deploy/demo-pki.sh writes the role otherwise.
+ */
+static inline char *tu_widen_demo(char *json)
+{
+    json = tu_replace(json, "\"allowed_san_types\": [\"dns\"],",
+                      "\"allowed_san_types\": [\"dns\", \"ip\", \"uri\"],");
+    return tu_replace(json,
+                      "\"implicit_confirm\": true,\n"
+                      "      \"authorization\": {\n"
+                      "        \"allowed_subjects\": [\"/O=cmpgw demo/CN=*\"],\n"
+                      "        \"allowed_dns_names\": [\"*.demo.example\"]\n"
+                      "      }\n",
+                      "\"implicit_confirm\": true\n");
+}
+
 /*
  * Writes that would take a file past |bytes| fail with EFBIG from now on (RLIMIT_FSIZE, SIGXFSZ
  * ignored), until tu_uncap_files: a full disk, for files of the process's own, unprivileged.

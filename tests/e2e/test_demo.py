@@ -1,0 +1,174 @@
+"""make demo as a new user meets it: deploy/demo.sh over a fresh demo directory starts the gateway with a
+configuration that loads without a warning (at its start and in `cmpgw check`), and every command it
+prints runs and issues; the role's bounds hold (a DNS SAN outside demo.example, an IP SAN, another
+subject and a host name as the CN are refused). The configuration is the demo's as deploy/demo-pki.sh
+writes it, never the suite's widened copy (harness.widen_demo_role)."""
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import unittest
+from pathlib import Path
+
+import sys
+sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+import harness  # noqa: E402
+
+
+def warnings(log_text):
+    """The log lines of |log_text| at level warn or error."""
+    out = []
+    for line in log_text.splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and obj.get("level") in ("warn", "error"):
+            out.append(line)
+    return out
+
+
+class Demo(unittest.TestCase):
+    """deploy/demo.sh in the foreground, as `make demo` runs it, over a demo directory of its own."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = Path(tempfile.mkdtemp(prefix="cmpgw-e2e-"))
+        cls.demo = cls.tmp / "demo"
+        cls.port = harness.free_port()
+        cls.admin_port = harness.free_port(avoid=(cls.port,))
+        env = dict(os.environ, CMPGW_PORT=str(cls.port), CMPGW_ADMIN_PORT=str(cls.admin_port))
+        cls.out_path = cls.tmp / "demo.stdout"
+        cls.err_path = cls.tmp / "demo.stderr"
+        with open(cls.out_path, "wb") as out, open(cls.err_path, "wb") as err:
+            # demo.sh execs the gateway: this process is the gateway once it prints the commands
+            cls.proc = subprocess.Popen(["bash", str(harness.REPO / "deploy" / "demo.sh"), str(harness.BUILD_DIR),
+                                         str(cls.demo)], cwd=harness.REPO, stdout=out, stderr=err, env=env)
+        try:
+            cls.wait_ready()
+        except BaseException:
+            cls.stop()
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+            raise
+
+    @classmethod
+    def wait_ready(cls):
+        deadline = time.monotonic() + harness.START_TIMEOUT + 30  # demo-pki.sh first makes the PKI
+        last = None
+        while time.monotonic() < deadline:
+            if cls.proc.poll() is not None:
+                raise harness.Failure("demo.sh exited %d:\n%s" % (cls.proc.returncode, cls.err_path.read_text()))
+            try:
+                ctx = ssl.create_default_context(cafile=str(cls.demo / "ca.pem"))
+                with socket.create_connection(("127.0.0.1", cls.port), timeout=2) as s:
+                    with ctx.wrap_socket(s, server_hostname="127.0.0.1"):
+                        return
+            except (OSError, ssl.SSLError) as e:
+                last = e
+                time.sleep(0.2)
+        raise harness.Failure("the demo did not serve on port %d (%s):\n%s" % (cls.port, last,
+                                                                                cls.err_path.read_text()))
+
+    @classmethod
+    def stop(cls):
+        if cls.proc.poll() is None:
+            cls.proc.send_signal(signal.SIGTERM)
+        return cls.proc.wait(harness.STOP_TIMEOUT)
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            rc = cls.stop()
+            if rc != 0:
+                raise harness.Failure("the demo gateway exited %d:\n%s" % (rc, cls.err_path.read_text()))
+        finally:
+            if not os.environ.get("CMPGW_E2E_KEEP"):
+                shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def printed_commands(self):
+        """The numbered command blocks demo.sh prints ("# 1. ..." up to a blank line), in order."""
+        text = self.out_path.read_text()
+        blocks = re.findall(r"(?ms)^# \d+\. .*?(?=^$)", text)
+        self.assertGreaterEqual(len(blocks), 4, text)
+        return blocks
+
+    def paste(self, block):
+        """Runs |block| as a user pasting it into a shell at the repository root would."""
+        return subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=harness.REPO, capture_output=True,
+                              text=True, timeout=harness.CLIENT_TIMEOUT * 2)
+
+    def test_1_starts_without_a_warning(self):
+        """Before the demo's role named the hosts it may issue for, every start warned that it issues
+        certificates naming any host a client asks for."""
+        text = self.err_path.read_text()
+        self.assertIn('"level":"info"', text)  # the start's log is there to read
+        self.assertEqual(warnings(text), [])
+
+    def test_2_check_finds_no_warning(self):
+        p = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(self.demo / "cmpgw.json")],
+                           cwd=self.demo, capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("OK", p.stdout)
+        self.assertEqual(warnings(p.stderr), [], p.stderr)
+
+    def test_3_printed_commands_issue(self):
+        """Each printed command runs in order (the kur renews the certificate of the first) and issues
+        what it asks for; then the printed `openssl x509` shows the first one."""
+        for block in self.printed_commands():
+            p = self.paste(block)
+            self.assertEqual(p.returncode, 0, "%s\n%s%s" % (block, p.stdout, p.stderr))
+        want = {"device1": ["DNS:device1.demo.example"], "device2": [], "device3": [],
+                "device1-new": ["DNS:device1.demo.example"]}
+        for name, sans in want.items():
+            subject, got = harness.cert_info(self.demo / ("%s.pem" % name))
+            cn = name.split("-")[0]
+            self.assertEqual((subject, sorted(got)), ("CN=%s,O=cmpgw demo" % cn, sans))
+            harness.verify_chain(self.demo / ("%s.pem" % name), self.demo / "ca.pem", self.demo / "issuing.pem")
+        look = re.search(r"(?m)^# Look at a result:\n(.*)$", self.out_path.read_text())
+        self.assertIsNotNone(look)
+        p = self.paste(look.group(1))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("DNS:device1.demo.example", p.stdout)
+
+    def enrol_outside(self, name, subject, sans):
+        d = self.demo
+        harness.genkey(d / ("%s.key" % name))
+        return subprocess.run(
+            ["openssl", "cmp", "-cmd", "ir", "-server", "127.0.0.1:%d" % self.port, "-path", "pki/cmp",
+             "-trusted", d / "ca.pem", "-tls_used", "-tls_trusted", d / "ca.pem", "-tls_cert", d / "client.pem",
+             "-tls_key", d / "client.key", "-cert", d / "client.pem", "-key", d / "client.key",
+             "-newkey", d / ("%s.key" % name), "-subject", subject, "-sans", sans,
+             "-certout", d / ("%s.pem" % name)], capture_output=True, text=True, timeout=harness.CLIENT_TIMEOUT)
+
+    def test_4_names_outside_the_bounds_are_refused(self):
+        """The twins of the printed first command, one name each outside the role's bounds."""
+        cases = [("outside-dns", "/O=cmpgw demo/CN=outside-dns", "device1.example",
+                  "DNS name device1.example is not allowed on role default (allowed: *.demo.example)"),
+                 ("outside-ip", "/O=cmpgw demo/CN=outside-ip", "192.0.2.1",
+                  "subjectAltName type ip is not allowed on role default"),
+                 ("outside-subject", "/O=other/CN=outside-subject", "outside-subject.demo.example",
+                  "requested subject /O=other/CN=outside-subject is not allowed on role default"),
+                 # a host name as the CN, which TLS clients would take as the host of a certificate
+                 ("outside-cn", "/O=cmpgw demo/CN=host.demo.example", "host.demo.example",
+                  "requested subject /O=cmpgw demo/CN=host.demo.example is not allowed on role default")]
+        for name, subject, sans, why in cases:
+            with self.subTest(name):
+                p = self.enrol_outside(name, subject, sans)
+                out = p.stdout + p.stderr  # openssl cmp prints the server's answer to either
+                self.assertNotEqual(p.returncode, 0, out)
+                self.assertIn("badCertTemplate", out)
+                self.assertIn(why, out)
+                self.assertFalse((self.demo / ("%s.pem" % name)).exists())
+        # and the same request inside the bounds issues: the refusals above are for the names alone
+        p = self.enrol_outside("inside", "/O=cmpgw demo/CN=inside", "inside.demo.example")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
