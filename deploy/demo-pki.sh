@@ -26,12 +26,12 @@ mkdir -p "$dir"
 cd "$dir"
 
 # A configuration from before the admin listener's token (and "run_as_root", which a demo started
-# as root needs) is rewritten; the PKI is kept.
+# as root needs), or before the role's bounds on the names it issues, is rewritten; the PKI is kept.
 have_pki=0
 if [[ -f ca.pem && -f client.pem && -f pbm.secret && -f issuing.key ]]; then
     have_pki=1
     if [[ -f cmpgw.json && -f admin.token ]] && grep -q '"run_as_root"' cmpgw.json &&
-        grep -q '"token_file": "admin.token"' cmpgw.json; then
+        grep -q '"token_file": "admin.token"' cmpgw.json && grep -q '"allowed_dns_names"' cmpgw.json; then
         exit 0
     fi
 fi

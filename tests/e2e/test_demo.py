@@ -1,7 +1,8 @@
 """make demo as a new user meets it: deploy/demo.sh over a fresh demo directory starts the gateway with a
 configuration that loads without a warning (at its start and in `cmpgw check`), and every command it
 prints runs and issues; the role's bounds hold (a DNS SAN outside demo.example, an IP SAN, another
-subject and a host name as the CN are refused). The configuration is the demo's as deploy/demo-pki.sh
+subject and a host name as the CN are refused); and deploy/demo-pki.sh rewrites the configuration of a
+demo from before those bounds, keeping its PKI. The configuration is the demo's as deploy/demo-pki.sh
 writes it, never the suite's widened copy (harness.widen_demo_role)."""
 import json
 import os
@@ -168,6 +169,30 @@ class Demo(unittest.TestCase):
         # and the same request inside the bounds issues: the refusals above are for the names alone
         p = self.enrol_outside("inside", "/O=cmpgw demo/CN=inside", "inside.demo.example")
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+
+
+class OlderDemo(unittest.TestCase):
+
+    def test_rewrites_the_configuration_of_an_older_demo(self):
+        """A build/demo from before the role's bounds gets the new configuration over the same PKI, so
+        that the printed commands and the configuration agree."""
+        with tempfile.TemporaryDirectory(prefix="cmpgw-e2e-") as tmp:
+            d = Path(tmp) / "demo"
+            script = harness.REPO / "deploy" / "demo-pki.sh"
+            harness.run(["bash", script, d])
+            ca = (d / "ca.pem").read_bytes()
+            cfg = json.loads((d / "cmpgw.json").read_text())
+            cfg["roles"]["default"].pop("authorization")
+            (d / "cmpgw.json").write_text(json.dumps(cfg, indent=2))
+            harness.run(["bash", script, d])
+            self.assertEqual((d / "ca.pem").read_bytes(), ca)
+            role = json.loads((d / "cmpgw.json").read_text())["roles"]["default"]
+            self.assertEqual(role["authorization"]["allowed_dns_names"], ["*.demo.example"])
+            # and a current one is left as it is
+            (d / "cmpgw.json").write_text((d / "cmpgw.json").read_text() + "\n")
+            before = (d / "cmpgw.json").read_text()
+            harness.run(["bash", script, d])
+            self.assertEqual((d / "cmpgw.json").read_text(), before)
 
 
 if __name__ == "__main__":
