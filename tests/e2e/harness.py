@@ -9,6 +9,7 @@ carrying the client's stderr when a client does not do what the helper was asked
 Environment (set by ctest): CMPGW_BIN, CMPGW_BUILD_DIR, CMPGW_SANITIZE, CMPGW_LOAD_BIN.
 Set CMPGW_E2E_KEEP=1 to keep the temporary directories for inspection.
 """
+import atexit
 import fcntl
 import hashlib
 import json
@@ -173,25 +174,53 @@ def stuck_pipeliner(gw, request=b"GET /pki/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\n\r
     raise Failure("the gateway took pipelined requests for %d s without waiting to write" % CLIENT_TIMEOUT)
 
 
-# The ports this test process drew, each held by a lock on a file of its own until the process ends.
+# The ports this test process drew, each held by a lock on a file of its own until the process ends; the
+# file goes with the lock (release_port), so that the files of finished runs do not pile up.
 PORT_LOCKS = {}
 PORT_LOCK_DIR = Path(tempfile.gettempdir()) / "cmpgw-e2e-ports"
+PORT_LOCK_OWNER = os.getpid()  # a forked child leaves its parent's claims alone (release_ports)
 
 
 def claim_port(port):
     """Whether |port| is now this process's to bind: no other test process of a parallel run drew it. Two
-    processes that drew the same free port before either bound it would otherwise both start on it."""
+    processes that drew the same free port before either bound it would otherwise both start on it. The lock
+    counts only if the file still has its name once locked: a holder letting go removes the file before it
+    unlocks, and a lock on the removed file, which the next claimer creates anew, claims nothing."""
     if port in PORT_LOCKS:
         return False
     PORT_LOCK_DIR.mkdir(mode=0o700, exist_ok=True)
-    fd = os.open(PORT_LOCK_DIR / str(port), os.O_RDWR | os.O_CREAT, 0o600)
+    path = PORT_LOCK_DIR / str(port)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+        locked, named = os.fstat(fd), os.stat(path)
+    except OSError:  # held by another process, or its file removed since it was opened here
+        os.close(fd)
+        return False
+    if (locked.st_dev, locked.st_ino) != (named.st_dev, named.st_ino):  # removed, and created again since
         os.close(fd)
         return False
     PORT_LOCKS[port] = fd
     return True
+
+
+def release_port(port):
+    """Lets go of a port claim_port gave this process, its file first, then the lock: whoever opened the
+    file meanwhile and locks it after finds it has no name (claim_port)."""
+    fd = PORT_LOCKS.pop(port)
+    try:
+        os.unlink(PORT_LOCK_DIR / str(port))
+    finally:
+        os.close(fd)
+
+
+@atexit.register
+def release_ports():
+    """The ports this process still holds, let go as it ends (a process killed leaves its files behind: the
+    next process to draw such a port claims the file and removes it when it ends)."""
+    if os.getpid() == PORT_LOCK_OWNER:
+        for port in list(PORT_LOCKS):
+            release_port(port)
 
 
 def free_port(avoid=()):
@@ -209,7 +238,8 @@ def free_port(avoid=()):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind(("127.0.0.1", port))
-            except OSError:
+            except OSError:  # in use, though no test process claims it: claimed for nothing
+                release_port(port)
                 continue
             return port
     raise Failure("no free port below %d" % first_ephemeral)

@@ -1,0 +1,105 @@
+"""The harness's port claims (harness.claim_port): a port one test process holds is drawn by no other, its
+file goes when its holder lets go or ends, and a lock taken on a file its holder removed meanwhile claims
+nothing. No gateway: the claims' own logic, in a lock directory of the test's own, with real processes."""
+import fcntl
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+from unittest import mock
+
+sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+import harness  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+REAL_FLOCK = fcntl.flock
+
+
+class PortClaims(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix="cmpgw-e2e-harness-")
+        self.addCleanup(self.tmp.cleanup)
+        self.dir = Path(self.tmp.name) / "cmpgw-e2e-ports"  # where harness puts it under this TMPDIR
+        patch = mock.patch.object(harness, "PORT_LOCK_DIR", self.dir)
+        patch.start()
+        self.addCleanup(patch.stop)
+        self.addCleanup(self.release_all)
+
+    @staticmethod
+    def release_all():
+        for port in list(harness.PORT_LOCKS):
+            harness.release_port(port)
+
+    def holder(self, code):
+        """Another test process (python, harness imported, TMPDIR the test's) running |code|, then printing
+        "ready" and waiting for its stdin to close."""
+        p = subprocess.Popen([sys.executable, "-B", "-c", "import sys, harness\n%s\nprint('ready', flush=True)\n"
+                              "sys.stdin.read()\n" % code], cwd=HERE, env=dict(os.environ, TMPDIR=self.tmp.name),
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(self.end, p)
+        self.assertEqual(p.stdout.readline(), "ready\n", p.stderr.read() if p.poll() is not None else "")
+        return p
+
+    @staticmethod
+    def end(p):
+        """|p| told to end (its stdin closed): its exit status and stderr."""
+        if p.returncode is None:
+            _, err = p.communicate("", timeout=30)
+            p.stderr_text = err
+        return p.returncode, p.stderr_text
+
+    def test_port_another_process_holds_not_claimed(self):
+        p = self.holder("assert harness.claim_port(10001)")
+        self.assertFalse(harness.claim_port(10001))
+        self.assertEqual(self.end(p), (0, ""))
+        self.assertTrue(harness.claim_port(10001))  # its holder ended
+
+    def test_files_go_when_their_holder_ends(self):
+        """Drawn ports' files are there while their process runs, and go when it ends: before, one file
+        stayed for each port ever drawn, run after run."""
+        p = self.holder("ports = [harness.free_port() for _ in range(3)]")
+        self.assertEqual(len(list(self.dir.iterdir())), 3)
+        self.assertEqual(self.end(p), (0, ""))
+        self.assertEqual(list(self.dir.iterdir()), [])
+
+    def test_file_of_a_killed_holder_claimed_then_removed(self):
+        """A holder killed -9 leaves its file, but not its lock: the next claim takes the file over and
+        removes it when it lets go."""
+        p = self.holder("assert harness.claim_port(10002)")
+        p.kill()
+        self.assertEqual(self.end(p)[0], -9)
+        self.assertEqual([f.name for f in self.dir.iterdir()], ["10002"])
+        self.assertTrue(harness.claim_port(10002))
+        harness.release_port(10002)
+        self.assertEqual(list(self.dir.iterdir()), [])
+        self.assertTrue(harness.claim_port(10002))
+
+    def test_lock_on_a_removed_file_claims_nothing(self):
+        """The race the file's removal opens: this process opens the port's file, its holder lets go (removes
+        the file, then unlocks), and this process's lock succeeds, on a file without its name. Another
+        process may by then have created the file anew and claimed the port through it: the lock is no
+        claim, whether or not that happened."""
+        for created_again in (False, True):
+            with self.subTest(created_again=created_again):
+                port = 10003 + created_again
+                held = self.holder("assert harness.claim_port(%d)" % port)
+                others = []
+
+                def holder_lets_go_first(fd, op):
+                    self.assertEqual(self.end(held), (0, ""))  # between this process's open and its lock
+                    if created_again:
+                        others.append(self.holder("assert harness.claim_port(%d)" % port))
+                    return REAL_FLOCK(fd, op)
+
+                with mock.patch.object(harness.fcntl, "flock", side_effect=holder_lets_go_first):
+                    self.assertFalse(harness.claim_port(port))
+                self.assertNotIn(port, harness.PORT_LOCKS)
+                for other in others:
+                    self.assertEqual(self.end(other), (0, ""))
+                self.assertTrue(harness.claim_port(port))  # once no one holds it
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
