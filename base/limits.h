@@ -89,6 +89,12 @@
    that a second is not sent meanwhile (gateway/cmp/revoked.c): one per worker and withdrawal thread
    would do; a revocation past them waits for one to end, at most its upstream's timeout */
 #define GW_MAX_REVOKING 256
+/* a revocation's mark in the shared state, which keeps a second instance from revoking the certificate
+   meanwhile (gateway/cmp/revoked.c): it lasts the upstream's timeout and this much more (the audit records,
+   the revoked set and file around the call), and goes by itself should its end never reach Redis; a
+   revocation waiting for another instance's asks again this often */
+#define GW_STATE_REVOKING_SLACK_MS 15000
+#define GW_STATE_REVOKING_POLL_MS 50
 /* a transaction record and a deferred request's result in Redis: what an instance writes fits, and
    a larger value (a Redis writer's) is refused inside Redis, never pulled over and HMAC'd */
 #define GW_STATE_MAX_RECORD (4 * GW_MAX_CMP_BODY)      /* the request, its certificate, a few fields */

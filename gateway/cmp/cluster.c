@@ -12,6 +12,8 @@
  *   deadlines          sorted set: the records, scored by deadline on Redis's clock
  *   revoked:<id>       a certificate revoked through an instance (revoked.c); TTL: until it expires
  *   revoked            sorted set: those, scored by expiry (their count is capped)
+ *   revoking:<id>      the instance revoking that certificate now; TTL: its upstream's timeout and
+ *                      GW_STATE_REVOKING_SLACK_MS
  *
  * A share of the per-identity caps is named by its quota key (cmp_quota_key: the identity, with its TLS
  * client), hashed (SHA-256, 128 bits in hex): keys stay short, and Redis holds no subject.
@@ -56,6 +58,7 @@ enum {
     S_RESULT,
     S_UPDATE,
     S_REVOKED,
+    S_REVOKING,
     N_SCRIPTS
 };
 
@@ -132,6 +135,7 @@ static const char *const scripts[N_SCRIPTS] = {
                "if l == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
                "redis.call('ZREM', ARGV[2], KEYS[1])\n"
                "return n\n",
+    /* KEYS[2] (a record's lease, a revocation's mark) goes if this instance holds it */
     [S_UNLEASE] = "if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
                   "return 0\n",
     /* readiness: scripts run (an ACL that forbids them, or a Redis that refuses writes, shows) */
@@ -169,6 +173,16 @@ static const char *const scripts[N_SCRIPTS] = {
                  "redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')\n"
                  "return 1\n",
     [S_REVOKED] = "return redis.call('EXISTS', KEYS[1])\n",
+    /* KEYS: a certificate's revoked: entry and its revoking: mark; ARGV: this instance, the mark's
+       milliseconds. 2 when an instance revoked it (nothing marked); 1 when another instance's mark
+       holds; else 0, marked. A mark of this instance's own is taken again: its revocations of one
+       certificate run one at a time (revoked.c), so that one is left over (its end, or the answer
+       to its taking, was lost) */
+    [S_REVOKING] = "if redis.call('EXISTS', KEYS[1]) == 1 then return 2 end\n"
+                   "local m = redis.call('GET', KEYS[2])\n"
+                   "if m and m ~= ARGV[1] then return 1 end\n"
+                   "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])\n"
+                   "return 0\n",
 };
 /* clang-format on */
 
@@ -1029,6 +1043,33 @@ int gw_cluster_revoked(struct gw_cluster *cl, const char *id, char *err)
     if (rc != GW_ERR_UNAVAILABLE) /* not EXISTS's answer: not taken as "not revoked" */
         snprintf(err, GW_ERR_LEN, "the shared state answered %lld to a revocation lookup", rc);
     return GW_ERR_UNAVAILABLE;
+}
+
+int gw_cluster_mark_revoking(struct gw_cluster *cl, const char *id, uint32_t ttl_ms, char *err)
+{
+    char k1[KEY_LEN], k2[KEY_LEN], ms[16];
+    long long rc;
+
+    snprintf(k1, sizeof(k1), "%srevoked:%s", cl->prefix, id);
+    snprintf(k2, sizeof(k2), "%srevoking:%s", cl->prefix, id);
+    snprintf(ms, sizeof(ms), "%u", ttl_ms > 0 ? ttl_ms : 1);
+    rc = integer_of(cl, eval(cl, S_REVOKING, k1, k2, 2, (const char *const[]){cl->owner, ms}, err), err);
+    if (rc == 0 || rc == 1 || rc == 2)
+        return rc == 0 ? 0 : rc == 2 ? 1 : GW_ERR_BUSY;
+    if (rc != GW_ERR_UNAVAILABLE) /* no answer of the script's: not taken as marked, nor as revoked */
+        snprintf(err, GW_ERR_LEN, "the shared state answered %lld to a revocation's mark", rc);
+    return GW_ERR_UNAVAILABLE;
+}
+
+void gw_cluster_unmark_revoking(struct gw_cluster *cl, const char *id)
+{
+    char k1[KEY_LEN], k2[KEY_LEN], err[GW_ERR_LEN];
+
+    snprintf(k1, sizeof(k1), "%srevoked:%s", cl->prefix, id);
+    snprintf(k2, sizeof(k2), "%srevoking:%s", cl->prefix, id);
+    if (run(cl, S_UNLEASE, k1, k2, cl->owner, 0, 0, 0, err) < 0) /* else it goes with its TTL */
+        gw_log_kv(GW_LOG_WARN, "shared_state_unmark_failed", "reason", err, "msg",
+                  "another instance's revocation of the certificate waits until the mark expires", NULL);
 }
 
 #endif /* CMPGW_WITH_HIREDIS: cluster_none.c stands in without it */

@@ -71,6 +71,18 @@ int gw_cluster_revoked(struct gw_cluster *cl, const char *id, char *err)
     return GW_ERR_UNAVAILABLE;
 }
 
+int gw_cluster_mark_revoking(struct gw_cluster *cl, const char *id, uint32_t ttl_ms, char *err)
+{
+    (void)cl, (void)id, (void)ttl_ms;
+    snprintf(err, GW_ERR_LEN, "no shared state");
+    return GW_ERR_UNAVAILABLE;
+}
+
+void gw_cluster_unmark_revoking(struct gw_cluster *cl, const char *id)
+{
+    (void)cl, (void)id;
+}
+
 bool gw_cluster_keeps_records(const struct gw_cluster *cl)
 {
     (void)cl;

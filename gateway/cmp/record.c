@@ -215,9 +215,11 @@ static void not_repeated(struct gw_cmp_engine *e, const struct withdrawal *w)
 }
 
 /*
- * worker (the engine's withdrawal thread). A revocation of the certificate under way (its holder's rr)
- * is waited for, at most the upstream's timeout, and one that ended found; one that did not end by then,
- * or a shared state that cannot say, lets this one go on: a second revocation at worst, never none.
+ * worker (the engine's withdrawal thread). A revocation of the certificate under way (its holder's rr,
+ * here or on another instance of the cluster) is waited for, at most the upstream's timeout, and one that
+ * ended found; one that did not end by then, or a shared state that cannot say or mark it, lets this one
+ * go on unmarked: a second revocation at worst, never none. Unlike an rr, nobody would ask again: the
+ * certificate the client never took would stay valid.
  */
 static void revoke(struct gw_cmp_engine *e, const struct withdrawal *w)
 {
@@ -230,6 +232,9 @@ static void revoke(struct gw_cmp_engine *e, const struct withdrawal *w)
         not_repeated(e, w);
         return;
     }
+    if (mine < 0 && t->up != NULL)
+        gw_log_kv(GW_LOG_WARN, "revoke_not_marked", "tid", w->tid, "serial", t->serial, "reason", err, "msg",
+                  "withdrawn all the same: another revocation of it may reach the CA too", NULL);
     rc = t->up != NULL ? gw_upstream_revoke(t->up, w->cert, w->reason, err) : no_upstream(w->cert, err);
     if (rc == 0)
         cmp_status_revoked(e, t->up, w->cert, w->tid);

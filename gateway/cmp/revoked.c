@@ -30,10 +30,21 @@
  * in between and have the CA revoke it twice (cfssl would record the second's reason and time over the
  * first's, and the audit log would hold two revocations). The marks are as many as revocations run at
  * once, at most GW_MAX_REVOKING.
+ *
+ * With a shared state the mark is taken in Redis too, once this instance's is held (cluster.c: a key per
+ * certificate naming the instance, set only where none is, in the same script that finds whether an
+ * instance revoked it): a revocation on another instance meanwhile waits for it as one here does, asking
+ * again every GW_STATE_REVOKING_POLL_MS, and then finds the certificate in the shared revoked set, which
+ * the first put in before it let its mark go. The mark expires with the upstream's timeout and
+ * GW_STATE_REVOKING_SLACK_MS, and its end deletes it only where it is still this instance's: a mark
+ * whose end never reached Redis (an instance killed during its call, Redis gone meanwhile) holds the
+ * certificate no longer than that, and one that ran out is never taken from the instance that holds it
+ * since. A mark that cannot be taken (Redis unreachable) begins nothing (revoked.h).
  */
 #include "gateway/cmp/revoked.h"
 #include "gateway/cmp/cluster.h"
 #include "base/conf.h"
+#include "base/clock.h"
 #include "base/err.h"
 #include "base/limits.h"
 #include "base/log.h"
@@ -652,6 +663,13 @@ static bool read_appended(struct cmp_revoked *rs, time_t now)
     return grew;
 }
 
+/* Whether |id| was revoked through this instance, or through another gateway appending to its file. */
+static bool revoked_here(struct cmp_revoked *rs, const unsigned char *id, time_t now)
+{
+    /* a hand-over's other gateway may have revoked it since the file was last read */
+    return holds(rs, id, now) || (read_appended(rs, now) && holds(rs, id, now));
+}
+
 int cmp_revoked_check(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
 {
     unsigned char id[ID_LEN];
@@ -661,8 +679,7 @@ int cmp_revoked_check(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err
         snprintf(err, GW_ERR_LEN, "the certificate's issuer and serial cannot be read");
         return GW_ERR_CRYPTO;
     }
-    /* a hand-over's other gateway may have revoked it since the file was last read */
-    if (holds(e->revoked, id, now) || (read_appended(e->revoked, now) && holds(e->revoked, id, now)))
+    if (revoked_here(e->revoked, id, now))
         return 1;
     if (e->cluster == NULL)
         return 0;
@@ -715,12 +732,43 @@ static void unmark(struct cmp_revoked *rs, const unsigned char *id)
     pthread_mutex_unlock(&rs->lock);
 }
 
+/* Whether CLOCK_MONOTONIC passed |deadline|. */
+static bool past(const struct timespec *deadline)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec > deadline->tv_sec ||
+           (now.tv_sec == deadline->tv_sec && now.tv_nsec >= deadline->tv_nsec);
+}
+
+/*
+ * |id| marked in the shared state as well, once no other instance's revocation of it holds the mark,
+ * waited for until |deadline|: 0; 1 when an instance revoked it (nothing marked); GW_ERR_BUSY or
+ * GW_ERR_UNAVAILABLE with |err|. The mark outlives the upstream's timeout |wait_ms| by
+ * GW_STATE_REVOKING_SLACK_MS at most. (worker)
+ */
+static int mark_shared(struct gw_cmp_engine *e, const unsigned char *id, uint32_t wait_ms,
+                       const struct timespec *deadline, char *err)
+{
+    char hex[2 * ID_LEN + 1];
+    uint32_t ttl_ms = wait_ms + GW_STATE_REVOKING_SLACK_MS;
+    int rc;
+
+    gw_hex(hex, id, ID_LEN);
+    while ((rc = gw_cluster_mark_revoking(e->cluster, hex, ttl_ms, err)) == GW_ERR_BUSY && !past(deadline))
+        gw_sleep_ms(GW_STATE_REVOKING_POLL_MS);
+    if (rc == GW_ERR_BUSY)
+        snprintf(err, GW_ERR_LEN, "another instance's revocation of it did not end within %u ms", wait_ms);
+    return rc;
+}
+
 int cmp_revoked_begin(struct gw_cmp_engine *e, X509 *cert, uint32_t wait_ms, char *err)
 {
     unsigned char id[ID_LEN];
     struct timespec deadline;
     time_t now;
-    int rc;
+    int rc = 0;
 
     if (id_of(cert, id) != 0) {
         snprintf(err, GW_ERR_LEN, "the certificate's issuer and serial cannot be read");
@@ -738,9 +786,14 @@ int cmp_revoked_begin(struct gw_cmp_engine *e, X509 *cert, uint32_t wait_ms, cha
                  GW_MAX_REVOKING, wait_ms);
         return GW_ERR_BUSY;
     }
-    /* asked once marked: what a revocation that ended meanwhile put in, what other gateways did */
+    /* asked once marked: what a revocation that ended meanwhile put in, what other gateways did (the
+       shared state's answer comes with its mark) */
     now = e->clock != NULL ? e->clock() : time(NULL);
-    if ((rc = cmp_revoked_check(e, cert, now, err)) != 0)
+    if (revoked_here(e->revoked, id, now))
+        rc = 1;
+    else if (e->cluster != NULL)
+        rc = mark_shared(e, id, wait_ms, &deadline, err);
+    if (rc != 0)
         unmark(e->revoked, id);
     return rc;
 }
@@ -748,7 +801,15 @@ int cmp_revoked_begin(struct gw_cmp_engine *e, X509 *cert, uint32_t wait_ms, cha
 void cmp_revoked_end(struct gw_cmp_engine *e, X509 *cert)
 {
     unsigned char id[ID_LEN];
+    char hex[2 * ID_LEN + 1];
 
-    if (id_of(cert, id) == 0)
-        unmark(e->revoked, id);
+    if (id_of(cert, id) != 0)
+        return;
+    /* the shared mark first, while this instance's holds: a revocation of it here that began in between
+       would take the mark as its own (cluster.c), and this end would delete it */
+    if (e->cluster != NULL) {
+        gw_hex(hex, id, ID_LEN);
+        gw_cluster_unmark_revoking(e->cluster, hex);
+    }
+    unmark(e->revoked, id);
 }

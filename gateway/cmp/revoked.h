@@ -57,12 +57,14 @@ int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err);
 int cmp_revoked_check(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err);
 
 /*
- * cmp_revoked_begin: |cert| is to be revoked at its CA through |e| (an rr, a withdrawal). 0: it is marked
- * as under way, and no other revocation of it begins until the caller, once the CA answered (and after
- * cmp_status_revoked where it revoked), calls cmp_revoked_end. 1: revoked through this gateway already
- * (cmp_revoked_check): nothing is to be sent. Another revocation of it under way is waited for first, at
- * most |wait_ms|: GW_ERR_BUSY with |err| when it has not ended by then (or GW_MAX_REVOKING are under way).
- * GW_ERR_UNAVAILABLE and GW_ERR_CRYPTO with |err| as cmp_revoked_check. Unmarked but for 0. (worker)
+ * cmp_revoked_begin: |cert| is to be revoked at its CA through |e| (an rr, a withdrawal), whose upstream's
+ * timeout is |wait_ms|. 0: it is marked as under way (with a shared state, on every instance), and no other
+ * revocation of it begins until the caller, once the CA answered (and after cmp_status_revoked where it
+ * revoked), calls cmp_revoked_end. 1: revoked through this gateway already (cmp_revoked_check): nothing is
+ * to be sent. Another revocation of it under way, here or on another instance, is waited for first, at most
+ * |wait_ms|: GW_ERR_BUSY with |err| when it has not ended by then (or GW_MAX_REVOKING are under way).
+ * GW_ERR_UNAVAILABLE with |err| when the shared state cannot say whether it was revoked or take the mark;
+ * GW_ERR_CRYPTO with |err| as cmp_revoked_check. Unmarked but for 0. (worker)
  */
 int cmp_revoked_begin(struct gw_cmp_engine *e, X509 *cert, uint32_t wait_ms, char *err);
 void cmp_revoked_end(struct gw_cmp_engine *e, X509 *cert);

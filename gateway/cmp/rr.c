@@ -335,8 +335,9 @@ static int revoke_marked(struct cmp_txn *t, struct cmp_call *c, const X509_NAME 
 /*
  * |target| revoked unless the gateway revoked it already (its holder's rr, an RA's, a withdrawal): the
  * CA is not asked twice. cfssl and a CMP CA cannot say so, and cfssl would record the second's reason
- * and time over the first's; one under way (a withdrawal of the certificate) is waited for, at most this
- * upstream's timeout, so that it is not sent in the meantime either.
+ * and time over the first's; one under way (a withdrawal of the certificate, an rr on another instance of
+ * the cluster) is waited for, at most this upstream's timeout, so that it is not sent in the meantime
+ * either. Where the cluster's shared state cannot say or mark it, nothing is sent (fail closed).
  */
 static int revoke(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer, const ASN1_INTEGER *serial,
                   X509 *target, int reason, int as_ra, struct cmp_refusal *refusal)
@@ -349,10 +350,13 @@ static int revoke(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer
     if (rc != 0) {
         gw_log_kv(GW_LOG_WARN, "rr_not_begun", "tid", c->rsp->tid, "serial", t->serial, "reason", err, NULL);
         /* where the shared state is and what it answered are the operator's (docs/security.md) */
-        return cmp_refuse(
-            refusal, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-            "the gateway cannot begin this revocation now (%.150s); retry later",
-            rc == GW_ERR_BUSY ? err : "whether it was revoked through this gateway cannot be looked up");
+        return cmp_refuse(refusal, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                          "the gateway cannot begin this revocation now (%.150s); retry later",
+                          rc == GW_ERR_BUSY ? err
+                          : rc == GW_ERR_UNAVAILABLE
+                              ? "the cluster's shared state cannot say whether it was revoked, nor mark it "
+                                "as under way"
+                              : "whether it was revoked through this gateway cannot be looked up");
     }
     rc = revoke_marked(t, c, issuer, serial, target, reason, as_ra, refusal);
     cmp_revoked_end(c->e, target); /* after cmp_status_revoked: who waited finds it revoked */

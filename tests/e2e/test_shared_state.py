@@ -19,9 +19,12 @@ upstream call returned, answered pollRep then "did not answer in time" when it w
 an uncollected certificate's expiry is recorded once across the three. LateResultElsewhere: a certificate whose
 upstream call returns after another instance gave up on it at the deadline is withdrawn. RevokedElsewhere: a
 certificate of a Vault upstream revoked through one instance is refused by the other at once, though the other
-holds a CRL from before the revocation. MigrationStepBetweenInstances: a request answered `waiting` by an
+holds a CRL from before the revocation. RevokedOnceAcrossInstances: one certificate of cfssl revoked through both
+instances at the same moment is revoked at cfssl once, the second rr answered certRevoked.
+MigrationStepBetweenInstances: a request answered `waiting` by an
 instance at one migration step is collected on one at another (a rolling reload), from the CA it was sent to.
 """
+import concurrent.futures
 import contextlib
 import hashlib
 import hmac
@@ -31,10 +34,12 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import unittest
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+import cfsslenv  # noqa: E402
 import harness  # noqa: E402
 import redisenv  # noqa: E402
 import test_errors  # noqa: E402
@@ -198,6 +203,107 @@ class RevokedElsewhere(TwoInstances):
 
 CLIENT_BIN = os.environ.get("CMPGW_CLIENT_BIN", str(harness.BUILD_DIR / "tests" / "cmpclient"))
 GW_STATE_CLAIM_SLACK = 5  # base/limits.h
+
+
+class SlowRelay:
+    """A TCP relay on loopback to |port|: once slow(seconds) is called, the next chunk a client sends on each
+    connection waits that long before it goes on, as to a slow CA (once: a TLS handshake and a request sent
+    in pieces take it once too). Bytes pass untouched (TLS ends at the CA)."""
+
+    def __init__(self, port):
+        self.target, self.delay, self.armed = port, 0, 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.relay, args=(client,), daemon=True).start()
+
+    def relay(self, client):
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+        except OSError:
+            client.close()
+            return
+        threading.Thread(target=self.pump, args=(upstream, client, False), daemon=True).start()
+        self.pump(client, upstream, True)
+
+    def slow(self, seconds):
+        self.delay, self.armed = seconds, self.armed + 1
+
+    def pump(self, src, dst, slow):
+        waited = 0  # the slow() whose delay this connection took
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if slow and self.delay and waited != self.armed:
+                    waited = self.armed
+                    time.sleep(self.delay)
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+        src.close()  # each socket is the source of one pump
+
+    def stop(self):
+        self.sock.close()
+
+
+class RevokedOnceAcrossInstances(TwoInstances):
+    """The holder's rr of one certificate of cfssl through each instance at the same moment: cfssl cannot say
+    a certificate is revoked and records a second revocation's reason and time over the first's, so one
+    instance revokes it and the other waits for that one's mark in Redis, then answers certRevoked. Each
+    revocation takes 2 s at cfssl (a relay holds what the gateways send), so both rrs are in while the first
+    is at the CA; before the mark was shared, both reached cfssl."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.redis = cls.keep_running(redisenv.RedisServer(gw.dir)).start()
+        cls.cfssl = cfsslenv.running(cls, gw.dir)
+        cls.relay = cls.keep_running(SlowRelay(cls.cfssl.port))
+        cfg["upstreams"]["cfssl"] = cls.cfssl.upstream(check_revocation=False,
+                                                       url="https://127.0.0.1:%d" % cls.relay.port)
+        role = dict(cfg["roles"]["default"], upstream="cfssl", upstream_role="devices", allowed_san_types=["dns"])
+        cfg["roles"]["cfssl"] = role
+        cfg["cmp"] = {"state": cls.redis.state()}
+
+    def rr(self, gw, name, cert, key, chain, reason):
+        return gw.cmp("rr", name, auth=(cert, key), path="pki/roles/cfssl/cmp", expect_cert=False,
+                      extra=["-oldcert", cert, "-revreason", reason, "-untrusted", chain])
+
+    def test_revoked_once_at_the_ca(self):
+        d = self.gw.dir
+        key = self.newkey("once")
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/O=cmpgw e2e/CN=once.example.com", "-addext",
+                     "subjectAltName=DNS:once.example.com", "-out", d / "once.csr"])
+        res = self.gw.cmp("p10cr", "once", path="pki/roles/cfssl/cmp",
+                          extra=["-csr", d / "once.csr", "-implicit_confirm"])
+        chain = d / "once.chain.pem"
+        chain.write_text(res.first.extra_certs_pem())
+        serial = harness.serial_hex(res.cert)
+        self.relay.slow(2)
+        try:
+            with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                asked = [pool.submit(self.rr, gw, name, res.cert, key, chain, reason)
+                         for gw, name, reason in ((self.gw, "once-rr1", "1"), (self.gw2, "once-rr2", "4"))]
+                rps = [harness.rp_status(f.result().rsp_files[0].read_bytes()) for f in asked]
+        finally:
+            self.relay.slow(0)
+        self.assertEqual(sorted(rps), [(0, [], []), (2, ["certRevoked"], ["the certificate is already revoked"])])
+        revoked = [r for gw in (self.gw, self.gw2) for r in self.audit(gw, "revoked") if r.get("serial") == serial]
+        self.assertEqual(len(revoked), 1, revoked)
+        # cfssl holds the reason of the rr that was accepted, not the other's written over it
+        reason = 1 if rps[0][0] == 0 else 4
+        self.assertEqual(self.cfssl.record(res.cert), ("revoked", reason))
 
 
 class ThreeInstances(TwoInstances):

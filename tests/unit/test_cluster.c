@@ -315,14 +315,17 @@ static void test_garbage_refused(void **state)
 
 /*
  * A revocation lookup (revoked.c) that gets no answer, or one EXISTS never gives, is refused: never
- * read as "not revoked".
+ * read as "not revoked". So is a revocation's mark: neither taken as marked (two instances would revoke
+ * the certificate) nor as revoked (a certificate nobody revoked would be answered so).
  */
 static void test_revocation_lookup_fails_closed(void **state)
 {
     static const struct {
         enum answer a;
-        const char *want;
-    } cases[] = {{GARBAGE, "unreachable"}, {ODD, "answered 5 to a revocation lookup"}};
+        const char *want, *want_mark;
+    } cases[] = {{GARBAGE, "unreachable", "unreachable"},
+                 {ODD, "answered 5 to a revocation lookup", "answered 5 to a revocation's mark"},
+                 {TRICKLE, "no whole answer within 200 ms", "no whole answer within 200 ms"}};
     struct gw_state_conf conf = {.backend = GW_STATE_REDIS, .address = "127.0.0.1", .key_prefix = "t:"};
 
     (void)state;
@@ -333,7 +336,7 @@ static void test_revocation_lookup_fails_closed(void **state)
 
         fake_start(&f, cases[i].a);
         conf.port = f.port;
-        conf.timeout_ms = 1000;
+        conf.timeout_ms = cases[i].a == TRICKLE ? 200 : 1000;
         if ((cl = gw_cluster_new(&conf, err)) == NULL && strstr(err, "without hiredis") != NULL) {
             fake_stop(&f);
             skip();
@@ -342,6 +345,16 @@ static void test_revocation_lookup_fails_closed(void **state)
         assert_int_equal(gw_cluster_revoked(cl, "00112233445566778899aabbccddeeff", err), GW_ERR_UNAVAILABLE);
         if (strstr(err, cases[i].want) == NULL)
             fail_msg("reason \"%s\", want \"%s\"", err, cases[i].want);
+        err[0] = '\0';
+        while (atomic_load(&f.closed) < 1) /* the lookup's connection gone: the mark goes out on a new one */
+            gw_sleep_ms(5);
+        assert_int_equal(gw_cluster_mark_revoking(cl, "00112233445566778899aabbccddeeff", 60000, err),
+                         GW_ERR_UNAVAILABLE);
+        if (strstr(err, cases[i].want_mark) == NULL)
+            fail_msg("mark: reason \"%s\", want \"%s\"", err, cases[i].want_mark);
+        while (atomic_load(&f.closed) < 2)
+            gw_sleep_ms(5);
+        gw_cluster_unmark_revoking(cl, "00112233445566778899aabbccddeeff"); /* returns: it fails, logged */
         gw_cluster_free(cl);
         fake_stop(&f);
     }

@@ -1066,6 +1066,7 @@ static struct {
     int taken_back;      /* and says the CA confirmed its rejection in the certConf (rejected_to_ca) */
     const char *refusal; /* the adapter's reason for an answer without a certificate */
     const char *domain;  /* the upstream role's allowed_domains entry; NULL: "example.com" */
+    void (*during_revoke)(void); /* called as the test CA revokes */
 } fake;
 
 /*
@@ -1192,6 +1193,8 @@ static int fake_revoke(struct gw_upstream *up, const X509 *cert, int reason, int
 {
     (void)up, (void)cert, (void)reason, (void)fail_info;
     fake.revoke_calls++;
+    if (fake.during_revoke != NULL)
+        fake.during_revoke();
     if (!fake.revoke_fails)
         return 0;
     snprintf(err, GW_ERR_LEN, "the test CA refuses to revoke");
@@ -7024,6 +7027,275 @@ static void test_shared_revoked_set_full(void **state)
     two_cas_close(&t);
 }
 
+/* ---- a revocation's mark across the instances of a cluster (revoked.c, cluster.c) ---- */
+
+/* The Redis key of the mark of a revocation of |cert| under way: revoking:<issuer and serial hashed>. */
+static void revoking_key(const X509 *cert, char *out, size_t cap)
+{
+    unsigned char *serial = NULL, md[EVP_MAX_MD_SIZE];
+    const unsigned char *name = NULL;
+    size_t name_len = 0;
+    unsigned int md_len = 0;
+    int serial_len = i2d_ASN1_INTEGER(X509_get0_serialNumber(cert), &serial), n;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+
+    assert_true(serial_len > 0);
+    assert_int_equal(X509_NAME_get0_der(X509_get_issuer_name(cert), &name, &name_len), 1);
+    assert_int_equal(EVP_DigestInit_ex(ctx, EVP_sha256(), NULL), 1);
+    assert_int_equal(EVP_DigestUpdate(ctx, name, name_len), 1);
+    assert_int_equal(EVP_DigestUpdate(ctx, serial, (size_t)serial_len), 1);
+    assert_int_equal(EVP_DigestFinal_ex(ctx, md, &md_len), 1);
+    EVP_MD_CTX_free(ctx);
+    OPENSSL_free(serial);
+    n = snprintf(out, cap, "unit%d:revoking:", (int)getpid());
+    for (int i = 0; i < 16; i++)
+        n += snprintf(out + n, cap - (size_t)n, "%02x", md[i]);
+}
+
+/* The holder's rr of |cert| (its CA sent along), answered |status| with |fail_bit| and |text|. */
+static void rr_answered(struct two_cas *t, X509 *cert, EVP_PKEY *key, X509 *ca, int status, int fail_bit,
+                        const char *text)
+{
+    struct client cl = {.env = t->env};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, cert, key, NULL, NULL, 0);
+    STACK_OF(X509) *chain = sk_X509_new_null();
+
+    sk_X509_push(chain, ca);
+    assert_int_equal(OSSL_CMP_CTX_set1_untrusted(ctx, chain), 1);
+    assert_int_equal(OSSL_CMP_CTX_set1_oldCert(ctx, cert), 1);
+    (void)OSSL_CMP_exec_RR_ses(ctx);
+    assert_status(ctx, status, fail_bit, text);
+    sk_X509_free(chain);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+}
+
+/* Two CAs behind an upstream that revokes and checks no revocation, shared in the test's Redis (emptied);
+   each revocation waits 500 ms at most for another. */
+static void revoking_open(struct two_cas *t)
+{
+    char cmp[512], out[64];
+
+    /* the test Redis keeps its keys across the tests (append-only): what an earlier one revoked, out */
+    assert_int_equal(redis_cmd(out, sizeof(out), 1, (const char *const[]){"FLUSHALL"}), 0);
+    two_cas_open_cmp(t, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, shared_cmp(cmp, sizeof(cmp)));
+    local_conf(t->env)->check_revocation = false;
+    local_conf(t->env)->timeout_ms = 500;
+}
+
+static char revoking_at[160]; /* the mark of the revocation the other instance ends, revoked */
+
+/* Another instance ends its revocation 300 ms from now: the certificate in the revoked set, then its mark
+ * gone. */
+static void *other_instance_ends(void *arg)
+{
+    char revoked[160], out[64];
+
+    (void)arg;
+    usleep(300 * 1000);
+    snprintf(revoked, sizeof(revoked), "unit%d:revoked:%s", (int)getpid(), strrchr(revoking_at, ':') + 1);
+    assert_int_equal(redis_cmd(out, sizeof(out), 5, (const char *const[]){"SET", revoked, "1", "EX", "600"}),
+                     0);
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"DEL", revoking_at}), 0);
+    return NULL;
+}
+
+/*
+ * A revocation another instance holds the mark of is waited for: told to retry when that one does not end
+ * within the upstream's timeout, answered certRevoked when it ends with the certificate revoked, and sent
+ * once the mark of an instance that never ended it (killed during its call) expires. None is sent while the
+ * mark holds. Before the mark was shared, each was sent at once, and two instances could revoke one
+ * certificate twice.
+ */
+static void test_shared_revoking_waits_for_other_instance(void **state)
+{
+    struct two_cas t;
+    char key[160], out[64];
+    pthread_t th;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    revoking_open(&t);
+    revoking_key(t.x1, key, sizeof(key));
+    assert_int_equal(
+        redis_cmd(out, sizeof(out), 5, (const char *const[]){"SET", key, "another", "PX", "60000"}), 0);
+    rr_answered(
+        &t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+        "the gateway cannot begin this revocation now (another instance's revocation of it did not end "
+        "within 500 ms); retry later");
+    assert_int_equal(fake.revoke_calls, 0);
+    assert_int_equal(audit_count(t.env, "intent", NULL, NULL, NULL), 0);
+    /* the other instance revokes it meanwhile */
+    snprintf(revoking_at, sizeof(revoking_at), "%s", key);
+    local_conf(t.env)->timeout_ms = 5000;
+    assert_int_equal(pthread_create(&th, NULL, other_instance_ends, NULL), 0);
+    rr_answered(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+                "the certificate is already revoked");
+    pthread_join(th, NULL);
+    assert_int_equal(fake.revoke_calls, 0);
+    /* the other instance's mark of x1b outlives it by 300 ms */
+    revoking_key(t.x1b, key, sizeof(key));
+    assert_int_equal(
+        redis_cmd(out, sizeof(out), 5, (const char *const[]){"SET", key, "another", "PX", "300"}), 0);
+    rr_as(&t, t.x1b, t.x1b_key, t.ca1);
+    assert_int_equal(fake.revoke_calls, 1);
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", key}), 0);
+    assert_string_equal(out, ":0");
+    two_cas_close(&t);
+}
+
+static char mark_key[160], mark_len[16], mark_ttl[32];
+
+/* As the test CA revokes: the mark's length (RESP: "$32" for an instance's name) and time left, and a copy.
+ */
+static void read_mark(void)
+{
+    char saved[176], out[64];
+
+    snprintf(saved, sizeof(saved), "%s-saved", mark_key);
+    assert_int_equal(redis_cmd(mark_len, sizeof(mark_len), 2, (const char *const[]){"GET", mark_key}), 0);
+    assert_int_equal(redis_cmd(mark_ttl, sizeof(mark_ttl), 2, (const char *const[]){"PTTL", mark_key}), 0);
+    assert_int_equal(
+        redis_cmd(out, sizeof(out), 4, (const char *const[]){"COPY", mark_key, saved, "REPLACE"}), 0);
+}
+
+/* As the test CA revokes: the mark ran out, and another instance took it. */
+static void mark_taken(void)
+{
+    char out[64];
+
+    assert_int_equal(
+        redis_cmd(out, sizeof(out), 5, (const char *const[]){"SET", mark_key, "another", "PX", "60000"}), 0);
+}
+
+/* Whether the mark |key| holds |value|: ":1" or ":0" into |out|. */
+static void mark_is(const char *key, const char *value, char *out, size_t cap)
+{
+    assert_int_equal(
+        redis_cmd(out, cap, 5,
+                  (const char *const[]){"EVAL", "return redis.call('GET', KEYS[1]) == ARGV[1] and 1 or 0",
+                                        "1", key, value}),
+        0);
+}
+
+/*
+ * The mark of this instance's revocation: taken before the CA is asked, naming the instance, with a TTL of
+ * the upstream's timeout and GW_STATE_REVOKING_SLACK_MS at most (an instance that dies during its call holds
+ * the certificate no longer), and deleted at its end only while it is still this instance's. A mark of its
+ * own left over (its end never reached Redis) is taken again, not waited for.
+ */
+static void test_shared_revoking_mark_own(void **state)
+{
+    struct two_cas t;
+    char out[64], saved[176];
+    long ttl;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    revoking_open(&t);
+    revoking_key(t.x1, mark_key, sizeof(mark_key));
+    fake.during_revoke = read_mark;
+    rr_as(&t, t.x1, t.x1_key, t.ca1);
+    assert_int_equal(fake.revoke_calls, 1);
+    assert_string_equal(mark_len, "$32");
+    ttl = mark_ttl[0] == ':' ? strtol(mark_ttl + 1, NULL, 10) : -1;
+    if (ttl <= 0 || ttl > 500 + GW_STATE_REVOKING_SLACK_MS)
+        fail_msg("the mark's TTL is %s ms", mark_ttl);
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", mark_key}), 0);
+    assert_string_equal(out, ":0");
+    /* another instance took the mark meanwhile: it stays that one's */
+    revoking_key(t.x1b, mark_key, sizeof(mark_key));
+    fake.during_revoke = mark_taken;
+    rr_as(&t, t.x1b, t.x1b_key, t.ca1);
+    mark_is(mark_key, "another", out, sizeof(out));
+    assert_string_equal(out, ":1");
+    /* x2's revocation fails at the CA, and its end does not reach Redis: its own mark is taken again */
+    revoking_key(t.x2, mark_key, sizeof(mark_key));
+    snprintf(saved, sizeof(saved), "%s-saved", mark_key);
+    fake.during_revoke = read_mark;
+    fake.revoke_fails = 1;
+    rr_answered(&t, t.x2, t.x2_key, t.ca2, OSSL_CMP_PKISTATUS_rejection, -1, NULL);
+    fake.revoke_fails = 0;
+    fake.during_revoke = NULL;
+    assert_int_equal(
+        redis_cmd(out, sizeof(out), 4, (const char *const[]){"COPY", saved, mark_key, "REPLACE"}), 0);
+    assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"PEXPIRE", mark_key, "60000"}), 0);
+    rr_as(&t, t.x2, t.x2_key, t.ca2);
+    assert_int_equal(fake.revoke_calls, 4);
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", mark_key}), 0);
+    assert_string_equal(out, ":0");
+    two_cas_close(&t);
+}
+
+/* The test Redis's default user may use the test's keys but the revocations' marks, or again all keys. */
+static void marks_forbidden(bool forbidden)
+{
+    char a[64], b[64], c[64], out[128];
+    int pid = (int)getpid();
+
+    snprintf(a, sizeof(a), "~unit%d:[^r]*", pid);
+    snprintf(b, sizeof(b), "~unit%d:re[^v]*", pid);
+    snprintf(c, sizeof(c), "~unit%d:revoked*", pid);
+    if (forbidden)
+        assert_int_equal(redis_cmd(out, sizeof(out), 6,
+                                   (const char *const[]){"ACL", "SETUSER", "default", "resetkeys", a, b}),
+                         0);
+    if (forbidden)
+        assert_int_equal(
+            redis_cmd(out, sizeof(out), 4, (const char *const[]){"ACL", "SETUSER", "default", c}), 0);
+    else
+        assert_int_equal(
+            redis_cmd(out, sizeof(out), 4, (const char *const[]){"ACL", "SETUSER", "default", "allkeys"}), 0);
+    assert_string_equal(out, "+OK");
+}
+
+/*
+ * Where the shared state does not let the mark be taken (here its ACL refuses the key; as well Redis gone
+ * between the credential's lookup and the mark), the holder's rr sends nothing and is told to retry
+ * (systemUnavail), and a withdrawal goes ahead all the same, logged: the certificate its client never took
+ * must not stay valid, and nobody would ask again. Before, both were sent unmarked.
+ */
+static void test_shared_revoking_unmarkable(void **state)
+{
+    struct two_cas t;
+    struct env *e;
+    struct client cl;
+    OSSL_CMP_CTX *ctx;
+    char cmp[512], *logged;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    revoking_open(&t);
+    marks_forbidden(true);
+    rr_answered(
+        &t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+        "the gateway cannot begin this revocation now (the cluster's shared state cannot say whether it "
+        "was revoked, nor mark it as under way); retry later");
+    assert_int_equal(fake.revoke_calls, 0);
+    assert_int_equal(audit_count(t.env, "intent", NULL, NULL, NULL), 0);
+    two_cas_close(&t);
+    e = env_open(&(struct env_opts){.cmp = shared_cmp(cmp, sizeof(cmp)), .confirm = 1});
+    cl = (struct client){.env = e};
+    ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
+    OSSL_CMP_CTX_set_certConf_cb(ctx, reject_cert);
+    log_capture_start();
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_int_equal(revoke_calls(e), 1);
+    logged = log_capture_end();
+    marks_forbidden(false);
+    if (strstr(logged, "\"event\":\"revoke_not_marked\"") == NULL)
+        fail_msg("no revoke_not_marked in: %s", logged);
+    assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), 1);
+    free(logged);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
 /*
  * With Redis down, whether a credential was revoked through another instance cannot be looked up: the
  * request is refused with systemUnavail, though its CA's CRL clears it, never taken as not revoked. The
@@ -8083,6 +8355,9 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_revoked_set_full, redis_stop),
         cmocka_unit_test_teardown(test_shared_quota_per_tls_client, redis_stop),
         cmocka_unit_test_teardown(test_shared_revoked_lookup_down, redis_stop),
+        cmocka_unit_test_teardown(test_shared_revoking_waits_for_other_instance, redis_stop),
+        cmocka_unit_test_teardown(test_shared_revoking_mark_own, redis_stop),
+        cmocka_unit_test_teardown(test_shared_revoking_unmarkable, redis_stop),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
