@@ -504,18 +504,23 @@ struct cmp_revoked *cmp_revoked_new(const char *file, uid_t owner, time_t now, c
 {
     struct cmp_revoked *rs = calloc(1, sizeof(*rs));
     pthread_condattr_t attr;
+    bool ok;
 
     snprintf(err, GW_ERR_LEN, "out of memory");
     if (rs == NULL)
         return NULL;
     pthread_mutex_init(&rs->lock, NULL);
-    if (pthread_condattr_init(&attr) != 0 || pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) != 0 ||
-        pthread_cond_init(&rs->ended, &attr) != 0) {
+    ok = pthread_condattr_init(&attr) == 0;
+    if (ok) { /* destroyed whether or not the condition was made of it */
+        ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
+             pthread_cond_init(&rs->ended, &attr) == 0;
+        pthread_condattr_destroy(&attr);
+    }
+    if (!ok) {
         pthread_mutex_destroy(&rs->lock);
         free(rs);
         return NULL;
     }
-    pthread_condattr_destroy(&attr);
     pthread_mutex_init(&rs->file_lock, NULL);
     pthread_mutex_init(&rs->read_lock, NULL);
     rs->fd = -1;

@@ -1,0 +1,106 @@
+/*
+ * Unit tests for the set of certificates revoked through the gateway (gateway/cmp/revoked.c): what its
+ * construction leaves behind when a step of it fails. The condition attributes are this executable's
+ * own, which count what is made of them and fail where a case says, and forward to the C library's.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "base/err.h"
+#include "gateway/cmp/revoked.h"
+
+static struct {
+    bool fail_setclock, fail_cond_init;
+    int attrs_live; /* condition attributes initialized and not destroyed */
+} shim;
+
+int pthread_condattr_init(pthread_condattr_t *attr)
+{
+    static int (*real)(pthread_condattr_t *);
+    int rc;
+
+    if (real == NULL)
+        *(void **)&real = dlsym(RTLD_NEXT, "pthread_condattr_init");
+    if ((rc = real(attr)) == 0)
+        shim.attrs_live++;
+    return rc;
+}
+
+int pthread_condattr_destroy(pthread_condattr_t *attr)
+{
+    static int (*real)(pthread_condattr_t *);
+
+    if (real == NULL)
+        *(void **)&real = dlsym(RTLD_NEXT, "pthread_condattr_destroy");
+    shim.attrs_live--;
+    return real(attr);
+}
+
+int pthread_condattr_setclock(pthread_condattr_t *attr, clockid_t clock)
+{
+    static int (*real)(pthread_condattr_t *, clockid_t);
+
+    if (real == NULL)
+        *(void **)&real = dlsym(RTLD_NEXT, "pthread_condattr_setclock");
+    return shim.fail_setclock ? EINVAL : real(attr, clock);
+}
+
+int pthread_cond_init(pthread_cond_t *cond, const pthread_condattr_t *attr)
+{
+    static int (*real)(pthread_cond_t *, const pthread_condattr_t *);
+
+    if (real == NULL)
+        *(void **)&real = dlsym(RTLD_NEXT, "pthread_cond_init");
+    return shim.fail_cond_init ? ENOMEM : real(cond, attr);
+}
+
+/*
+ * Whichever step of making the set's condition fails, its attributes are destroyed as when none does.
+ * Once, a clock that could not be set (or a condition that could not be made) left them.
+ */
+static void test_new_destroys_the_condattr(void **state)
+{
+    static const struct {
+        const char *name;
+        bool fail_setclock, fail_cond_init, made;
+    } cases[] = {
+        {"every step passes", false, false, true},
+        {"the clock cannot be set", true, false, false},
+        {"the condition cannot be made", false, true, false},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char err[GW_ERR_LEN] = "";
+        struct cmp_revoked *rs;
+
+        shim.attrs_live = 0;
+        shim.fail_setclock = cases[i].fail_setclock;
+        shim.fail_cond_init = cases[i].fail_cond_init;
+        rs = cmp_revoked_new(NULL, getuid(), 0, err);
+        shim.fail_setclock = shim.fail_cond_init = false;
+        if ((rs != NULL) != cases[i].made || shim.attrs_live != 0)
+            fail_msg("%s: set %s, %d condition attributes left", cases[i].name,
+                     rs != NULL ? "made" : "not made", shim.attrs_live);
+        cmp_revoked_free(rs);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_new_destroys_the_condattr),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
