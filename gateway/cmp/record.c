@@ -143,6 +143,7 @@ struct cmp_withdrawals {
     size_t queued;
     int running;                     /* a job the thread took and has not ended yet */
     const struct withdrawal *asking; /* that job, until its upstream answered */
+    int asked;                       /* |asking| was sent to its upstream (not waiting to begin still) */
     int given_up;                    /* the drain put |asking| on record as not revoked */
     int started, stopping;
     pthread_t thread;
@@ -167,6 +168,14 @@ static void not_revoked(struct gw_cmp_engine *e, const struct withdrawal *w, con
     (void)cmp_audit_cert(e, t, w->tid, "revoke_failed", status, w->cert, 1);
     gw_log_kv(GW_LOG_ERROR, "revoke_failed", "tid", w->tid, "serial", t->serial, "upstream", up, "reason",
               why, "msg", "a certificate that must not be used is still valid: revoke it by hand", NULL);
+}
+
+/* worker: the job it is asking goes to its upstream now (it waited to begin until then). */
+static void sending(struct cmp_withdrawals *q)
+{
+    pthread_mutex_lock(&q->lock);
+    q->asked = 1;
+    pthread_mutex_unlock(&q->lock);
 }
 
 /* worker: the upstream answered the job it was asking; 1 if the drain gave up on it meanwhile. */
@@ -235,6 +244,7 @@ static void revoke(struct gw_cmp_engine *e, const struct withdrawal *w)
     if (mine < 0 && t->up != NULL)
         gw_log_kv(GW_LOG_WARN, "revoke_not_marked", "tid", w->tid, "serial", t->serial, "reason", err, "msg",
                   "withdrawn all the same: another revocation of it may reach the CA too", NULL);
+    sending(e->withdrawals);
     rc = t->up != NULL ? gw_upstream_revoke(t->up, w->cert, w->reason, err) : no_upstream(w->cert, err);
     if (rc == 0)
         cmp_status_revoked(e, t->up, w->cert, w->tid);
@@ -267,6 +277,7 @@ static struct withdrawal *take(struct cmp_withdrawals *q)
         q->queued--;
         q->running = 1;
         q->asking = w;
+        q->asked = 0;
     }
     pthread_mutex_unlock(&q->lock);
     return w;
@@ -412,6 +423,12 @@ void cmp_withdrawals_settle(struct gw_cmp_engine *e)
     pthread_mutex_unlock(&q->lock);
 }
 
+/* Why a withdrawal the drain gave up on did not revoke: its upstream was asked, or it waited to begin. */
+#define TEXT_STOPPED_ASKED "the gateway stopped before the upstream answered; check at the CA"
+#define TEXT_STOPPED_WAITING                                                                                 \
+    "the gateway stopped before the upstream was asked, while the withdrawal waited for another revocation " \
+    "under way to end; check at the CA"
+
 /*
  * Past the drain's deadline (lock held): the jobs no upstream was asked for, off the queue for the
  * caller to put on record, and the one whose upstream has not answered on record now.
@@ -425,7 +442,8 @@ static struct withdrawal *give_up(struct gw_cmp_engine *e, struct cmp_withdrawal
     q->queued = 0;
     if (q->asking != NULL) {
         q->given_up = 1;
-        not_revoked(e, q->asking, "the gateway stopped before the upstream answered; check at the CA");
+        /* one still waiting to begin (cmp_revoked_begin) never asked: the rr it waits for may revoke it */
+        not_revoked(e, q->asking, q->asked ? TEXT_STOPPED_ASKED : TEXT_STOPPED_WAITING);
     }
     return left;
 }

@@ -1791,6 +1791,11 @@ static void test_rr_waits_for_withdrawal(void **state)
     env_by_serial_free(e);
 }
 
+/* revoke_failed of a withdrawal the drain gave up on while it waited for another revocation */
+#define TEXT_STOPPED_WAITING                                                                                 \
+    "the gateway stopped before the upstream was asked, while the withdrawal waited for another revocation " \
+    "under way to end; check at the CA"
+
 /* The holder's rr at the CA, a withdrawal of its certificate waiting for it, and the drain giving up. */
 static void drain_during(int n)
 {
@@ -1808,7 +1813,8 @@ static struct env *left_env;
 /*
  * A shutdown gives up on a withdrawal that waits for the holder's rr of the same certificate: it is on
  * record as not revoked, to check at the CA, and nothing else is said of it once the rr ended. Before,
- * the log said both revoke_failed (revoke it by hand) and revoke_not_repeated for it.
+ * the log said both revoke_failed (revoke it by hand) and revoke_not_repeated for it; and later, that
+ * the gateway stopped before the upstream answered, which this withdrawal never asked.
  */
 static void test_drain_gives_up_on_withdrawal_waiting_for_rr(void **state)
 {
@@ -1832,6 +1838,10 @@ static void test_drain_gives_up_on_withdrawal_waiting_for_rr(void **state)
     assert_non_null(strstr(logged, "revoke_failed"));
     assert_null(strstr(logged, "revoke_not_repeated"));
     assert_int_equal(audit_count(e, "revoke_failed", NULL, NULL), 1);
+    /* it never asked the CA: the record and the line say so, not that the CA did not answer */
+    assert_int_equal(audit_count(e, "revoke_failed", "status", "not revoked: " TEXT_STOPPED_WAITING), 1);
+    assert_non_null(strstr(logged, TEXT_STOPPED_WAITING));
+    assert_null(strstr(logged, "before the upstream answered"));
     assert_int_equal(audit_count(e, "revoked", "status", "reason keyCompromise"), 1);
     X509_free(held);
     EVP_PKEY_free(k);
