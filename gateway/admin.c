@@ -214,7 +214,7 @@ static bool bearer_matches(const h2o_iovec_t *v, const unsigned char *want, bool
  * Over HTTP/2 the value may be an entry of the connection's HPACK table too, which a later request
  * on the connection refers to instead of sending the token again: wiped, it would arrive as zeros.
  */
-void gw_admin_wipe_authorization(h2o_req_t *req)
+static void wipe_authorization(h2o_req_t *req)
 {
     if (req->version >= 0x200)
         return;
@@ -225,30 +225,32 @@ void gw_admin_wipe_authorization(h2o_req_t *req)
 bool gw_admin_bearer_ok(h2o_req_t *req, const unsigned char *want, bool *missing)
 {
     ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
-    bool ok = bearer_matches(i >= 0 ? &req->headers.entries[i].value : NULL, want, missing);
+    bool ok = false;
 
-    gw_admin_wipe_authorization(req);
+    *missing = true;
+    if (want != NULL)
+        ok = bearer_matches(i >= 0 ? &req->headers.entries[i].value : NULL, want, missing);
+    wipe_authorization(req);
     return ok;
 }
 
 /*
- * Whether |req| may change the gateway; otherwise it is answered (403 without a token_file, 401
- * for a missing or wrong token: counted, and logged with the client's address, never the token).
+ * Whether |req| may change the gateway, given what its token was found to be (|token_ok|, |missing|);
+ * otherwise it is answered (403 without a token_file, 401 for a missing or wrong token: counted, and
+ * logged with the client's address, never the token).
  */
-static bool authorized(h2o_req_t *req, struct gw_loop *lt, const char *what)
+static bool authorized(h2o_req_t *req, struct gw_loop *lt, const char *what, bool token_ok, bool missing)
 {
     const struct gw_admin_conf *ac = &lt->gen->cfg->admin;
     static struct gw_log_pace pace = GW_LOG_PACE_INIT; /* the token is not known yet: paced */
     struct sockaddr_storage ss;
     char peer[64] = "", held[GW_LOG_HELD_LEN];
-    bool missing;
 
     if (ac->token_file == NULL) {
-        gw_admin_wipe_authorization(req); /* compared with nothing, but a token all the same */
         send_text(req, 403, "Forbidden", "admin token_file not configured; use SIGHUP\n");
         return false;
     }
-    if (gw_admin_bearer_ok(req, ac->token_sha256, &missing))
+    if (token_ok)
         return true;
     pthread_once(&m_once, metrics_init);
     gw_metric_add(m_auth_failures, (const char *const[]){missing ? "missing" : "wrong"}, 1);
@@ -378,17 +380,19 @@ int gw_admin_on_req(h2o_handler_t *self, h2o_req_t *req)
     bool get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) ||
                h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
     bool post = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"));
-    bool is_reload = path_is(req, "/reload");
+    bool is_reload = path_is(req, "/reload"), token_ok, missing;
+    const struct gw_admin_conf *ac;
     int rc;
 
     (void)self;
-    /* a token where none is compared (a scraper's GET /metrics, a GET /reload) is a token all the same:
-       only POST /reload reads it, and authorized() wipes it once compared */
-    if (!is_reload || !post)
-        gw_admin_wipe_authorization(req);
     gw_loop_refresh(lt);
+    /* The one place the Authorization value is read, and wiped, before anything answers, whatever the
+       request: a token where none is compared (a scraper's GET /metrics, a GET /reload, a POST /reload
+       on a connection refused below) is a token all the same. Only POST /reload compares it. */
+    ac = is_reload && post ? &lt->gen->cfg->admin : NULL;
+    token_ok =
+        gw_admin_bearer_ok(req, ac != NULL && ac->token_file != NULL ? ac->token_sha256 : NULL, &missing);
     if (c != NULL && (rc = gw_conn_recheck(c)) != 0) {
-        gw_admin_wipe_authorization(req); /* a POST /reload's, never compared */
         req->http1_is_persistent = 0;
         send_text(req, 403, "Forbidden",
                   rc == GW_ERR_NOT_FOUND
@@ -410,7 +414,7 @@ int gw_admin_on_req(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     }
     if (is_reload) {
-        if (authorized(req, lt, "POST /reload"))
+        if (authorized(req, lt, "POST /reload", token_ok, missing))
             reload(req, lt);
     } else if (path_is(req, "/healthz"))
         send_text(req, 200, "OK", "ok\n");

@@ -180,16 +180,12 @@ int gw_admin_on_req(h2o_handler_t *self, h2o_req_t *req);
 
 /*
  * gw_admin_bearer_ok tells whether |req| carries "Authorization: Bearer <token>" with the token whose
- * SHA-256 is |want|; |*missing| when it carries no bearer token at all. Then it wipes the request's
- * Authorization values where h2o holds them, over HTTP/1 (gw_admin_wipe_authorization).
+ * SHA-256 is |want|; |*missing| when it carries no bearer token at all. |want| NULL compares nothing:
+ * false, |*missing| true. Either way it then wipes every Authorization value of |req| where h2o holds
+ * it, over HTTP/1; over HTTP/2 it leaves them, as HPACK may share their bytes with the connection's
+ * header table. The admin handler calls it once for every request, before it answers.
  */
 bool gw_admin_bearer_ok(h2o_req_t *req, const unsigned char *want, bool *missing);
-
-/*
- * gw_admin_wipe_authorization wipes every Authorization value of |req| over HTTP/1; over HTTP/2 it
- * leaves them, as HPACK may share their bytes with the connection's header table.
- */
-void gw_admin_wipe_authorization(h2o_req_t *req);
 
 /* admin.c: receiver of finished reloads (loop thread) */
 void gw_admin_on_reloaded(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages);

@@ -73,22 +73,39 @@ static void test_bearer_checked_then_wiped(void **state)
     }
 }
 
-/* Every Authorization value of an HTTP/1 request is wiped, not the first alone. */
+/*
+ * Every Authorization value of an HTTP/1 request is wiped, not the first alone, whether a token is
+ * compared (POST /reload) or not (any other request: no digest to compare with); over HTTP/2 none is.
+ */
 static void test_every_authorization_wiped(void **state)
 {
-    char first[] = "Bearer one", second[] = "Bearer two";
-    h2o_req_t req;
+    static const struct {
+        int version;
+        bool compared, wiped;
+    } wipes[] = {{0x101, true, true}, {0x101, false, true}, {0x200, false, false}};
+    unsigned char want[SHA256_DIGEST_LENGTH];
 
     (void)state;
-    memset(&req, 0, sizeof(req));
-    h2o_mem_init_pool(&req.pool);
-    req.version = 0x101;
-    h2o_add_header(&req.pool, &req.headers, H2O_TOKEN_AUTHORIZATION, NULL, first, strlen(first));
-    h2o_add_header(&req.pool, &req.headers, H2O_TOKEN_AUTHORIZATION, NULL, second, strlen(second));
-    gw_admin_wipe_authorization(&req);
-    assert_true(all_zero(first, strlen("Bearer one")));
-    assert_true(all_zero(second, strlen("Bearer two")));
-    h2o_mem_clear_pool(&req.pool);
+    assert_non_null(SHA256((const unsigned char *)TOKEN, strlen(TOKEN), want));
+    for (size_t i = 0; i < sizeof(wipes) / sizeof(wipes[0]); i++) {
+        char first[] = "Bearer " TOKEN, second[] = "Bearer two";
+        bool missing = false;
+        h2o_req_t req;
+
+        memset(&req, 0, sizeof(req));
+        h2o_mem_init_pool(&req.pool);
+        req.version = wipes[i].version;
+        h2o_add_header(&req.pool, &req.headers, H2O_TOKEN_AUTHORIZATION, NULL, first, strlen(first));
+        h2o_add_header(&req.pool, &req.headers, H2O_TOKEN_AUTHORIZATION, NULL, second, strlen(second));
+        /* only the right token passes, and only where it is compared */
+        assert_int_equal(gw_admin_bearer_ok(&req, wipes[i].compared ? want : NULL, &missing),
+                         wipes[i].compared);
+        assert_int_equal(missing, !wipes[i].compared);
+        if (all_zero(first, strlen("Bearer " TOKEN)) != wipes[i].wiped ||
+            all_zero(second, strlen("Bearer two")) != wipes[i].wiped)
+            fail_msg("case %zu: the values are %s", i, wipes[i].wiped ? "not wiped" : "wiped");
+        h2o_mem_clear_pool(&req.pool);
+    }
 }
 
 int main(void)
