@@ -102,6 +102,13 @@ static int check_ra_issuer(struct cmp_txn *t, struct cmp_call *c, struct cmp_ref
         role->name);
 }
 
+/* Whether the rr names the certificate that signed it (|issuer| and |serial| are not NULL). */
+static int names_signer(const struct cmp_txn *t, const X509_NAME *issuer, const ASN1_INTEGER *serial)
+{
+    return !t->pbm && t->signer != NULL && X509_NAME_cmp(issuer, X509_get_issuer_name(t->signer)) == 0 &&
+           ASN1_INTEGER_cmp(serial, X509_get0_serialNumber(t->signer)) == 0;
+}
+
 /* The holder (signer is the certificate named) or an RA of the role. */
 static int authorize_rr(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer,
                         const ASN1_INTEGER *serial, int *as_ra, struct cmp_refusal *r)
@@ -113,8 +120,7 @@ static int authorize_rr(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *
         return cmp_deny(c, t, "rr_pbm", r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
                         "a revocation request must be signed by the certificate to revoke or by an RA "
                         "certificate; PBM protection is not accepted for rr");
-    if (X509_NAME_cmp(issuer, X509_get_issuer_name(t->signer)) == 0 &&
-        ASN1_INTEGER_cmp(serial, X509_get0_serialNumber(t->signer)) == 0)
+    if (names_signer(t, issuer, serial))
         return 0;
     if (ras->n > 0 && ra_subject_matches(ras, X509_get_subject_name(t->signer)) && has_cmc_ra(t->signer)) {
         if (check_ra_issuer(t, c, r) != 0)
@@ -364,6 +370,23 @@ static int revoke(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer
 }
 
 /*
+ * The request's checks refused it (|r|). Its holder asking again to revoke its own certificate, revoked
+ * already (through the gateway, or found so at its CA), was refused for its signer's revocation; it is
+ * told what it asked about instead, as every rr for a revoked certificate is (the same failInfo, and
+ * nothing its signer's refusal would not have told it). Only then: the request was checked no further,
+ * and no other certificate is revoked, nor the CA asked, on the word of a revoked credential. 1.
+ */
+static int refused(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer, const ASN1_INTEGER *serial,
+                   struct cmp_refusal *r)
+{
+    if (!t->signer_revoked || issuer == NULL || serial == NULL || !names_signer(t, issuer, serial))
+        return 1;
+    gw_x509_serial_hex(serial, t->serial, sizeof(t->serial));
+    snprintf(c->rsp->serial, sizeof(c->rsp->serial), "%s", t->serial);
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_certRevoked, TEXT_REVOKED);
+}
+
+/*
  * Who asks, which certificate (an RA's in *target, the caller's to free), why, and which upstream
  * revokes it.
  */
@@ -374,7 +397,7 @@ static int check_rr(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *r
     size_t n;
 
     if (cmp_check_request(t, c, r) != 0)
-        return 1;
+        return refused(t, c, issuer, serial, r);
     if (issuer == NULL || serial == NULL)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertId,
                           "the revocation request must name the certificate's issuer and serial number");

@@ -642,9 +642,12 @@ int cmp_check_credentials(struct cmp_call *c, struct cmp_txn *t, struct cmp_refu
     const struct gw_authz *a = &t->role->authz;
     struct status_note signer = {"none"}, tls = {"none"};
 
+    t->signer_revoked = 0;
     if (t->signer != NULL && check_one(c, t->signer, t->signer_chain, t->role->trust_names, t->role->n_trust,
-                                       "signer", &signer, r) != 0)
+                                       "signer", &signer, r) != 0) {
+        t->signer_revoked = r->fail_info == OSSL_CMP_PKIFAILUREINFO_certRevoked;
         return 1;
+    }
     if (c->req->tls_peer != NULL &&
         check_one(c, c->req->tls_peer, NULL, a->tls_trust_names, a->n_tls_trust, "TLS client", &tls, r) != 0)
         return 1;

@@ -409,10 +409,19 @@ class RevokedCredentials(harness.GatewayTestCase):
         self.assert_revoked_answer(res.first, ("cp",), cert)
 
     def test_revoked_signer_rr(self):
+        """The revoked signer's rr for another certificate is refused for its signer, and revokes nothing;
+        its rr for itself (its holder asking again) is told that certificate is revoked already."""
         cert, key = self.revoked("rev-rr")
-        res = self.gw.cmp("rr", "rev-rr-again", auth=(cert, key), extra=("-oldcert", cert, "-revreason", "1"),
+        other, _ = self.enrol("rev-rr-next")
+        res = self.gw.cmp("rr", "rev-rr-next-rr", auth=(cert, key), extra=("-oldcert", other, "-revreason", "1"),
                           expect_cert=False)
         self.assert_revoked_answer(res.first, ("rp",), cert)
+        self.assertFalse([r for r in audit(self.gw, "intent") if int(r.get("serial", "0"), 16) ==
+                          load_cert(other).serial_number])
+        res = self.gw.cmp("rr", "rev-rr-again", auth=(cert, key), extra=("-oldcert", cert, "-revreason", "1"),
+                          expect_cert=False)
+        self.assert_cmp_error(res.first, ("rp",), "certRevoked")
+        self.assertEqual(res.first.status_strings, ["the certificate is already revoked"])
 
     def test_revoked_signer_genm(self):
         cert, key = self.revoked("rev-genm")
