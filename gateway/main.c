@@ -23,6 +23,8 @@
 #include <h2o/version.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/params.h>
+#include <openssl/rand.h>
 
 #include "base/conf.h"
 #include "base/err.h"
@@ -39,7 +41,6 @@
 #include "gateway/report.h"
 #include "base/log.h"
 #include "base/metrics.h"
-#include "base/x509.h"
 #include "base/user.h"
 #include "upstream/store.h"
 #include "upstream/upstream.h"
@@ -478,17 +479,25 @@ static void listeners_str(const struct gw_config *cfg, char *buf, size_t cap)
     }
 }
 
+/* The length of the key and of the value of restart_only's HMAC-SHA256. */
+#define RESTART_MAC_LEN 32
+
 /*
  * What runs of the settings a reload reads but only a restart applies: those the process started
- * with, however many reloads came since. Strings and secrets are kept as digests: no copy of a
- * password outlives the configuration it came in.
+ * with, however many reloads came since. The names are copies, for the warning to say what runs.
+ * The shared state, whose Redis password and MAC key no copy may outlive the configuration they came
+ * in, is kept as an HMAC-SHA256 under a key of the process's own (struct runner): unlike a plain
+ * digest, it cannot be tested against a guessed password offline, from a core file or from memory a
+ * flaw sends out.
  */
 struct restart_only {
     uint32_t workers, queue_depth, loop_threads;
     struct gw_guard_conf admission;
     uint32_t max_transactions, max_transactions_per_identity, max_recent_per_identity;
     uint32_t message_time_window, transaction_ttl;
-    unsigned char user[32], group[32], state[32], revoked_file[32];
+    char *user, *group, *revoked_file; /* copies; NULL where unset */
+    unsigned char state[RESTART_MAC_LEN];
+    bool whole; /* every copy and the MAC were made: else a change to them goes unmentioned */
 };
 
 /* The running gateway as main sees it: its configuration generations, server and reload metrics. */
@@ -500,7 +509,8 @@ struct runner {
     struct gw_server *server;
     struct gw_handover *handover; /* "handover_socket": the sockets to a successor */
     struct gw_metric *generation, *reloads, *reload_ok, *reload_time, *loaded;
-    struct restart_only running; /* what a reload leaves as it found it */
+    struct restart_only running;              /* what a reload leaves as it found it */
+    unsigned char state_key[RESTART_MAC_LEN]; /* restart_only's HMAC key: drawn at start, wiped at exit */
 };
 
 /* SIGUSR1: the audit log was rotated (logrotate's postrotate, docs/audit.md). A failure is logged by the
@@ -516,43 +526,60 @@ static void reopen_audit(struct runner *r)
     gw_gen_drop(g);
 }
 
-/* Feeds |len| bytes at |p| to |md| after their length, so that no two sequences of fields digest alike. */
-static bool feed(EVP_MD_CTX *md, const void *p, size_t len)
+/* Feeds |len| bytes at |p| to |mac| after their length, so that no two sequences of fields MAC alike. */
+static bool feed(EVP_MAC_CTX *mac, const void *p, size_t len)
 {
     uint64_t n = len;
 
-    return EVP_DigestUpdate(md, &n, sizeof(n)) == 1 && (len == 0 || EVP_DigestUpdate(md, p, len) == 1);
+    return EVP_MAC_update(mac, (const unsigned char *)&n, sizeof(n)) == 1 &&
+           (len == 0 || EVP_MAC_update(mac, p, len) == 1);
 }
 
-/* Feeds |s| to |md|, NULL apart from "". */
-static bool feed_str(EVP_MD_CTX *md, const char *s)
+/* Feeds |s| to |mac|, NULL apart from "". */
+static bool feed_str(EVP_MAC_CTX *mac, const char *s)
 {
     unsigned char set = s != NULL;
 
-    return EVP_DigestUpdate(md, &set, 1) == 1 && feed(md, s, s != NULL ? strlen(s) : 0);
+    return EVP_MAC_update(mac, &set, 1) == 1 && feed(mac, s, s != NULL ? strlen(s) : 0);
 }
 
-/* Digests the string |a| (or NULL), then |st| unless NULL, into |out|: all zero bytes, said in the log,
-   if the digest fails (a change then goes unmentioned). */
-static void digest(const char *a, const struct gw_state_conf *st, unsigned char out[32])
+/* The shared state's connection and keys as an HMAC-SHA256 under |key| into |out|: false if it failed. */
+static bool state_mac(const struct gw_state_conf *st, const unsigned char *key, unsigned char *out)
 {
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    unsigned int len = 0;
-    bool ok = md != NULL && EVP_DigestInit_ex(md, gw_sha256(), NULL) == 1 && feed_str(md, a);
+    EVP_MAC *hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    EVP_MAC_CTX *m = hmac != NULL ? EVP_MAC_CTX_new(hmac) : NULL;
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", "SHA256", 0),
+                           OSSL_PARAM_construct_end()};
+    size_t len = 0;
+    bool ok = m != NULL && EVP_MAC_init(m, key, RESTART_MAC_LEN, params) == 1 &&
+              feed(m, &st->backend, sizeof(st->backend)) && feed(m, &st->port, sizeof(st->port)) &&
+              feed(m, &st->timeout_ms, sizeof(st->timeout_ms)) && feed_str(m, st->address) &&
+              feed_str(m, st->username) && feed_str(m, st->key_prefix) &&
+              feed(m, st->password, st->password_len) && feed(m, st->mac_key, st->mac_key_len) &&
+              EVP_MAC_final(m, out, &len, RESTART_MAC_LEN) == 1 && len == RESTART_MAC_LEN;
 
-    if (ok && st != NULL) /* the shared state: its connection and its key */
-        ok = feed(md, &st->backend, sizeof(st->backend)) && feed(md, &st->port, sizeof(st->port)) &&
-             feed(md, &st->timeout_ms, sizeof(st->timeout_ms)) && feed_str(md, st->address) &&
-             feed_str(md, st->username) && feed_str(md, st->key_prefix) &&
-             feed(md, st->password, st->password_len) && feed(md, st->mac_key, st->mac_key_len);
-    if (!ok || EVP_DigestFinal_ex(md, out, &len) != 1 || len != 32) {
-        memset(out, 0, 32);
-        gw_log(GW_LOG_WARN, "reload", "out of memory: a change to a restart-only setting may go unmentioned");
-    }
-    EVP_MD_CTX_free(md);
+    EVP_MAC_CTX_free(m);
+    EVP_MAC_free(hmac);
+    return ok;
 }
 
-static void restart_only_of(const struct gw_config *c, struct restart_only *out)
+/* A copy of |s| into |*out| (NULL stays NULL): false without memory. */
+static bool copy_str(const char *s, char **out)
+{
+    *out = s != NULL ? strdup(s) : NULL;
+    return s == NULL || *out != NULL;
+}
+
+static void restart_only_cleanup(struct restart_only *ro)
+{
+    free(ro->user);
+    free(ro->group);
+    free(ro->revoked_file);
+    OPENSSL_cleanse(ro, sizeof(*ro));
+}
+
+/* |c|'s restart-only settings into |out| (restart_only_cleanup frees them), the state MACed under |key|. */
+static void restart_only_of(const struct gw_config *c, const unsigned char *key, struct restart_only *out)
 {
     *out = (struct restart_only){
         .workers = c->workers,
@@ -565,10 +592,17 @@ static void restart_only_of(const struct gw_config *c, struct restart_only *out)
         .message_time_window = c->cmp.message_time_window,
         .transaction_ttl = c->cmp.transaction_ttl,
     };
-    digest(c->user, NULL, out->user);
-    digest(c->group, NULL, out->group);
-    digest(NULL, &c->cmp.state, out->state);
-    digest(c->cmp.revoked_file, NULL, out->revoked_file);
+    out->whole = copy_str(c->user, &out->user) && copy_str(c->group, &out->group) &&
+                 copy_str(c->cmp.revoked_file, &out->revoked_file) &&
+                 state_mac(&c->cmp.state, key, out->state);
+    if (!out->whole)
+        gw_log(GW_LOG_WARN, "reload", "out of memory: a change to a restart-only setting may go unmentioned");
+}
+
+/* Whether the strings |a| and |b| (either NULL) differ. */
+static bool differ(const char *a, const char *b)
+{
+    return (a == NULL) != (b == NULL) || (a != NULL && strcmp(a, b) != 0);
 }
 
 /* The admission limits that size the guard's table, so that only a restart applies them. */
@@ -581,36 +615,50 @@ static bool same_sizing(const struct gw_guard_conf *a, const struct gw_guard_con
 
 /*
  * What a reload reads but only a restart applies, where |b| (loaded from |path|) differs from |a|, what
- * runs: said at each reload until a restart applies it or a reload puts it back, so nobody waits for it.
+ * runs: said at each reload until a restart applies it or a reload puts it back, so nobody waits for it;
+ * a name with the value that runs.
  */
 static void warn_restart_only(const struct restart_only *a, const struct restart_only *b, const char *path)
 {
-    char keys[512] = "";
+    bool whole = a->whole && b->whole;
+    char keys[1024] = "", was[256];
     size_t len = 0;
     const struct {
         const char *name;
-        bool changed;
+        bool changed, named; /* |named|: a name, whose running value |was| the warning says */
+        const char *was;
     } k[] = {
-        {"workers", a->workers != b->workers},
-        {"queue_depth", a->queue_depth != b->queue_depth},
-        {"loop_threads", a->loop_threads != b->loop_threads},
-        {"user", memcmp(a->user, b->user, sizeof(a->user)) != 0},
-        {"group", memcmp(a->group, b->group, sizeof(a->group)) != 0},
-        {"limits (but for the failed authentications' budget)", !same_sizing(&a->admission, &b->admission)},
-        {"cmp.max_transactions", a->max_transactions != b->max_transactions ||
-                                     a->max_transactions_per_identity != b->max_transactions_per_identity},
-        {"cmp.max_recent_per_identity", a->max_recent_per_identity != b->max_recent_per_identity},
+        {"workers", a->workers != b->workers, false, NULL},
+        {"queue_depth", a->queue_depth != b->queue_depth, false, NULL},
+        {"loop_threads", a->loop_threads != b->loop_threads, false, NULL},
+        {"user", whole && differ(a->user, b->user), true, a->user},
+        {"group", whole && differ(a->group, b->group), true, a->group},
+        {"limits (but for the failed authentications' budget)", !same_sizing(&a->admission, &b->admission),
+         false, NULL},
+        {"cmp.max_transactions",
+         a->max_transactions != b->max_transactions ||
+             a->max_transactions_per_identity != b->max_transactions_per_identity,
+         false, NULL},
+        {"cmp.max_recent_per_identity", a->max_recent_per_identity != b->max_recent_per_identity, false,
+         NULL},
         {"the replay window (cmp.message_time_window, cmp.transaction_ttl)",
-         a->message_time_window != b->message_time_window || a->transaction_ttl != b->transaction_ttl},
-        {"cmp.state", memcmp(a->state, b->state, sizeof(a->state)) != 0},
-        {"cmp.revoked_file", memcmp(a->revoked_file, b->revoked_file, sizeof(a->revoked_file)) != 0},
+         a->message_time_window != b->message_time_window || a->transaction_ttl != b->transaction_ttl, false,
+         NULL},
+        {"cmp.state", whole && CRYPTO_memcmp(a->state, b->state, sizeof(a->state)) != 0, false, NULL},
+        {"cmp.revoked_file", whole && differ(a->revoked_file, b->revoked_file), true, a->revoked_file},
     };
 
     for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++) {
         int n;
+
         if (!k[i].changed)
             continue;
-        n = snprintf(keys + len, sizeof(keys) - len, "%s%s", len > 0 ? ", " : "", k[i].name);
+        was[0] = '\0';
+        if (k[i].named && k[i].was != NULL)
+            snprintf(was, sizeof(was), " (still \"%.200s\")", k[i].was);
+        else if (k[i].named)
+            snprintf(was, sizeof(was), " (still unset)");
+        n = snprintf(keys + len, sizeof(keys) - len, "%s%s%s", len > 0 ? ", " : "", k[i].name, was);
         if (n < 0 || (size_t)n >= sizeof(keys) - len)
             break;
         len += (size_t)n;
@@ -668,8 +716,9 @@ static int reload(void *arg, char *err)
         pthread_mutex_unlock(&r->lock);
         return rc;
     }
-    restart_only_of(next->cfg, &loaded);
+    restart_only_of(next->cfg, r->state_key, &loaded);
     warn_restart_only(&r->running, &loaded, next->cfg->path);
+    restart_only_cleanup(&loaded);
     gw_gen_drop(cur);
     gw_log_set_level(next->cfg->log_level);
     gw_gens_swap(r->gens, next);
@@ -839,12 +888,16 @@ static int cmd_run(const char *path)
         return EXIT_FAILURE;
     }
     pthread_mutex_init(&r.lock, NULL);
+    if (RAND_priv_bytes(r.state_key, sizeof(r.state_key)) != 1) {
+        gw_log(GW_LOG_ERROR, "startup", "the random generator failed");
+        goto out;
+    }
     if ((first = gw_gen_load(path, NULL, err)) == NULL) {
         gw_log(GW_LOG_ERROR, "config", "%s", err);
         goto out;
     }
     cfg = first->cfg;
-    restart_only_of(cfg, &r.running);
+    restart_only_of(cfg, r.state_key, &r.running);
     gw_log_set_level(cfg->log_level);
     if ((r.gens = gw_gens_new(first)) == NULL) {
         gw_gen_free(first);
@@ -888,6 +941,9 @@ out:
     pthread_mutex_lock(&r.lock);
     r.closed = true;
     pthread_mutex_unlock(&r.lock);
+    /* no reload compares with them any more */
+    restart_only_cleanup(&r.running);
+    OPENSSL_cleanse(r.state_key, sizeof(r.state_key));
     successor = gw_handover_done(r.handover);
     gw_handover_stop(r.handover);
     gw_server_stop(r.server, successor); /* drains first: the probes' answers are not needed for it */

@@ -7,7 +7,9 @@ that a reload takes off its role's allow-list collects nothing, its certificate 
 devices whose trust anchor a reload removed are refused without their address being blocked; a polling
 device whose role, and so path, a reload removed is refused at once, its certificate withdrawn; a new
 budget of failed authentications taking effect on an address mid-window, and a lower one that shuts an
-address out said once (an IPv6 one by the prefix the gateway started with); a change that only a restart applies said at each reload until one puts it back."""
+address out said once (an IPv6 one by the prefix the gateway started with); a change that only a restart applies said at each reload until one puts it back, a file's name
+with the one that runs, and no digest of the shared state's password in the gateway's memory."""
+import hashlib
 import json
 import signal
 import socket
@@ -20,6 +22,8 @@ from pathlib import Path
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
+import redisenv  # noqa: E402
+from test_admin_token import held  # noqa: E402
 
 admin = harness.admin
 metric = harness.metric
@@ -546,6 +550,7 @@ class ReloadRestartOnly(harness.GatewayTestCase):
     @classmethod
     def edit_config(cls, cfg, gw):
         cfg["workers"] = 2
+        cfg.setdefault("cmp", {})["revoked_file"] = str(gw.dir / "revoked.list")
         cls.base = json.loads(json.dumps(cfg))
 
     def reload_warnings(self, cfg):
@@ -570,6 +575,61 @@ class ReloadRestartOnly(harness.GatewayTestCase):
             self.assertEqual(len(said), 1, said)
             self.assertTrue(said[0]["msg"].endswith("applied only at the next restart: workers"), said)
         self.assertEqual(self.reload_warnings(self.base), [])
+
+    def test_file_named_with_the_one_that_runs(self):
+        """A reload naming another cmp.revoked_file says so with the file that stays in use until a
+        restart, and says it again at the next reload; the twin, one that puts it back, says nothing."""
+        running = str(self.gw.dir / "revoked.list")
+        cfg = json.loads(json.dumps(self.base))
+        cfg["cmp"]["revoked_file"] = str(self.gw.dir / "revoked-next.list")
+        for _ in range(2):
+            said = self.reload_warnings(cfg)
+            self.assertEqual(len(said), 1, said)
+            self.assertTrue(said[0]["msg"].endswith('applied only at the next restart: cmp.revoked_file (still "%s")'
+                                                    % running), said)
+        self.assertEqual(self.reload_warnings(self.base), [])
+
+
+def unsalted_state_digest(state, password):
+    """The SHA-256 over the shared state's settings, its Redis password among them, that the gateway kept of
+    the running configuration before it kept an HMAC under a key of its own: each field after its length
+    (64 bits, little-endian), a string after a byte that says it is set."""
+    def field(b):
+        return len(b).to_bytes(8, "little") + b
+
+    def string(s):
+        return b"\x00" + field(b"") if s is None else b"\x01" + field(s.encode())
+
+    return hashlib.sha256(string(None) + field((1).to_bytes(4, "little"))  # the revoked_file (none), "redis"
+                          + field(state["port"].to_bytes(2, "little")) + field((500).to_bytes(4, "little"))
+                          + string(state["address"]) + string(state["username"]) + string(state["key_prefix"])
+                          + field(password.encode()) + field(b"")).digest()  # no mac_key_file
+
+
+class ReloadRestartOnlyState(harness.GatewayTestCase):
+    """A gateway of its own on a Redis with a password: what it keeps of the running shared state to tell a
+    reload's change of it."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.redis = cls.keep_running(redisenv.RedisServer(gw.dir)).start()
+        cfg["cmp"] = {"state": cls.redis.state()}
+        cls.base = json.loads(json.dumps(cfg))
+
+    reload_warnings = ReloadRestartOnly.reload_warnings
+
+    def test_state_change_said_without_a_digest_of_the_password(self):
+        """A reload that changes cmp.state says it waits for a restart, one that puts it back says nothing:
+        what the gateway keeps of the running state still tells. But it is no plain SHA-256 of the settings
+        and the password, which anyone reading the memory could test guessed passwords against offline:
+        an HMAC under a key of the process's own, drawn at start."""
+        cfg = json.loads(json.dumps(self.base))
+        cfg["cmp"]["state"]["timeout"] = "600ms"
+        said = self.reload_warnings(cfg)
+        self.assertEqual([l["msg"].rsplit(": ", 1)[-1] for l in said], ["cmp.state"])
+        self.assertEqual(self.reload_warnings(self.base), [])
+        digest = unsalted_state_digest(self.redis.state(), redisenv.PASSWORD)
+        self.assertEqual(held(self.gw.proc.pid, digest), 0)
 
 
 if __name__ == "__main__":
