@@ -207,19 +207,41 @@ static bool bearer_matches(const h2o_iovec_t *v, const unsigned char *want, bool
 }
 
 /*
- * Over HTTP/1 a header value is h2o's one copy of it above TLS: the bytes picohttpparser parsed in
- * place in the connection's input buffer, or, for a request with a body, h2o's copy of them in the
- * request's pool (the input buffer may move as the body arrives). Nothing reads it after the
- * handler: the gateway gives h2o no access log, and the answer is made of the response's headers.
- * Over HTTP/2 the value may be an entry of the connection's HPACK table too, which a later request
- * on the connection refers to instead of sending the token again: wiped, it would arrive as zeros.
+ * Over HTTP/1 a header value is the bytes picohttpparser parsed in place in the connection's input
+ * buffer. For a request with a body (a Content-Length, even of 0, or chunked) libh2o 2.2.5 copies the
+ * head's strings into the request's pool before it reads the body, and the values point there; the
+ * bytes it parsed stay at the start of the input buffer, the body right after them (req->entity), until
+ * the answer is sent and the buffer is given back to its allocator as it is. Nothing reads either after
+ * the handler: the gateway gives h2o no access log, the strings h2o still uses are its copies, and the
+ * answer is made of the response's headers.
+ */
+static void wipe_parsed_head(h2o_req_t *req)
+{
+    h2o_socket_t *sock = req->conn != NULL ? req->conn->callbacks->get_socket(req->conn) : NULL;
+    h2o_buffer_t *in = sock != NULL ? sock->input : NULL;
+
+    if (req->entity.base == NULL || in == NULL || in->bytes == NULL)
+        return;
+    /* the body of this request, read whole before the handler ran (docs/design.md H5): its head before it */
+    if (req->entity.base < in->bytes || req->entity.base > in->bytes + in->size)
+        return;
+    OPENSSL_cleanse(in->bytes, (size_t)(req->entity.base - in->bytes));
+}
+
+/*
+ * Over HTTP/2 the value may be an entry of the connection's HPACK table too, which a later request on
+ * the connection refers to instead of sending the token again: wiped, it would arrive as zeros.
  */
 static void wipe_authorization(h2o_req_t *req)
 {
+    bool any = false;
+
     if (req->version >= 0x200)
         return;
-    for (ssize_t i = -1; (i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, i)) != -1;)
+    for (ssize_t i = -1; (i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, i)) != -1; any = true)
         OPENSSL_cleanse(req->headers.entries[i].value.base, req->headers.entries[i].value.len);
+    if (any)
+        wipe_parsed_head(req);
 }
 
 bool gw_admin_bearer_ok(h2o_req_t *req, const unsigned char *want, bool *missing)

@@ -164,11 +164,15 @@ def held(pid, secret):
 class AdminTokenInMemory(harness.GatewayTestCase):
     """A gateway of its own: where its memory holds the admin token after requests that send it."""
 
-    def send(self, method, path, token, header="Authorization: Bearer"):
-        """The status line of the answer to |method| |path| with |token| in |header| and no body."""
+    def send(self, method, path, token, header="Authorization: Bearer", body=None, chunked=False):
+        """The status line of the answer to |method| |path| with |token| in |header|, and |body| if any
+        (with its Content-Length, or as it is after Transfer-Encoding: chunked)."""
+        framing = b"" if body is None else b"Content-Length: %d\r\n" % len(body)
+        if chunked:
+            framing = b"Transfer-Encoding: chunked\r\n"
         with socket.create_connection(("127.0.0.1", self.gw.admin_port), timeout=60) as s:
-            s.sendall(b"%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s %s\r\n"
-                      b"Connection: close\r\n\r\n" % (method, path, header.encode(), token))
+            s.sendall(b"%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s %s\r\n%sConnection: close\r\n\r\n%s"
+                      % (method, path, header.encode(), token, framing, body or b""))
             return harness.read_to_eof(s).split(b"\r\n", 1)[0]
 
     def test_token_wiped_where_not_compared(self):
@@ -189,6 +193,24 @@ class AdminTokenInMemory(harness.GatewayTestCase):
                                      (b"GET", b"/nothing", 404), (b"HEAD", b"/healthz", 200)):
             self.assertTrue(self.send(method, path, token).startswith(b"HTTP/1.1 %d " % status), path)
             self.assertEqual(held(pid, token), 0, (method, path))
+
+    def test_token_wiped_with_a_body(self):
+        """A request with a body (Content-Length: 0 as curl -d '' or Python's urllib sends it, a body,
+        a chunked one): libh2o copies its head's strings into the request's pool, which the handler
+        wipes, and leaves the bytes it parsed at the start of the connection's input buffer, which it
+        wiped too. Its twin: the body right after them stays, and the search finds it."""
+        token = (self.gw.dir / "admin.token").read_text().strip().encode()
+        pid = self.gw.proc.pid
+        marker = os.urandom(16).hex().encode()
+        for method, path, body, chunked, status in (
+                (b"POST", b"/reload", b"", False, 200), (b"GET", b"/metrics", b"x" * 64, False, 200),
+                (b"GET", b"/reload", b"", False, 405), (b"POST", b"/reload", b"0\r\n\r\n", True, 200),
+                (b"POST", b"/reload", marker, False, 200)):
+            what = (method, path, body, chunked)
+            self.assertTrue(self.send(method, path, token, body=body, chunked=chunked)
+                            .startswith(b"HTTP/1.1 %d " % status), what)
+            self.assertEqual(held(pid, token), 0, what)
+        self.assertGreater(held(pid, marker), 0)
 
 
 class AdminReloadWhileStopping(harness.GatewayTestCase):
