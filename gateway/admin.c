@@ -15,10 +15,10 @@
  * What only reads (/healthz, /readyz, /metrics) is open to whoever reaches the listener, as a
  * Prometheus scraper or a balancer's probe expects. What changes the gateway (POST /reload: it reads
  * every file and key again) needs "Authorization: Bearer <token>" with the token of
- * "admin.token_file" (its value wiped once compared, over HTTP/1, and one any other request sends, at
- * once): wrong or missing is 401, counted and logged without the token; without a token_file it is
- * 403, and SIGHUP stays the way to reload. One reload runs at a time: another POST /reload meanwhile
- * is 409.
+ * "admin.token_file" (its value wiped once compared, and one any other request sends, at once; the
+ * listener speaks HTTP/1 only): wrong or missing is 401, counted and logged without the token; without a
+ * token_file it is 403, and SIGHUP stays the way to reload. One reload runs at a time: another POST /reload
+ * meanwhile is 409.
  */
 #include "gateway/listener_local.h"
 #include "base/cidr.h"
@@ -230,7 +230,8 @@ static void wipe_parsed_head(h2o_req_t *req)
 
 /*
  * Over HTTP/2 the value may be an entry of the connection's HPACK table too, which a later request on
- * the connection refers to instead of sending the token again: wiped, it would arrive as zeros.
+ * the connection refers to instead of sending the token again: wiped, it would arrive as zeros. The
+ * admin listener never offers HTTP/2 ("http2" in "admin.tls" fails the load): left as it is, if ever.
  */
 static void wipe_authorization(h2o_req_t *req)
 {

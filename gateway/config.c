@@ -184,7 +184,8 @@ GW_CONF_OBJDEF(listener_def, listener_fields, check_listener);
 /*
  * "admin": health, readiness and metrics, never CMP. Loopback and plain HTTP by default; on any
  * other address only over TLS with a required client certificate: what it tells is for the
- * operator alone.
+ * operator alone. Never HTTP/2: the bearer token of POST /reload is wiped where h2o holds it only
+ * over HTTP/1, as HPACK may keep it in the connection's header table for later requests to refer to.
  */
 /*
  * "admin.token_file": the bearer token that POST /reload must carry. Only its owner may read the
@@ -218,7 +219,7 @@ static int check_admin(struct gw_conf_ctx *pc, const char *path, void *base)
 {
     struct gw_admin_conf *ac = base;
     struct gw_listener_conf *a = &ac->listen;
-    char apath[GW_CONF_PATH_LEN];
+    char apath[GW_CONF_PATH_LEN], hpath[GW_CONF_PATH_LEN];
 
     if (a->address == NULL && (a->address = strdup("127.0.0.1")) == NULL)
         return GW_ERR_NOMEM;
@@ -227,6 +228,11 @@ static int check_admin(struct gw_conf_ctx *pc, const char *path, void *base)
         return gw_conf_fail(pc, apath,
                             "required on a non-loopback address, with \"client_auth\": \"require\": the "
                             "admin listener is for operators only");
+    gw_conf_join_key(hpath, apath, "http2");
+    if (a->http2)
+        return gw_conf_fail(pc, hpath,
+                            "the admin listener speaks HTTP/1 only: its bearer token cannot be wiped "
+                            "from memory over HTTP/2; remove \"http2\"");
     return ac->token_file != NULL ? read_admin_token(pc, path, ac) : 0;
 }
 

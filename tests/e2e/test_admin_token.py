@@ -3,7 +3,8 @@ POST /reload needs the bearer token of admin.token_file; without one, or with a 
 counted and logged without the token, and nothing is reloaded; with the right one it reloads. Without a
 token_file it is 403 and SIGHUP still reloads. A token file others may read refuses the start. One
 reload runs at a time: the others sent meanwhile are 409. What only reads stays open. A token sent with
-any admin request over HTTP/1 is wiped from the gateway's memory, compared or not."""
+any admin request is wiped from the gateway's memory, compared or not; the admin listener speaks HTTP/1
+only, where it can be."""
 import os
 import re
 import signal
@@ -300,6 +301,16 @@ class TokenFileChecked(unittest.TestCase):
         self.assertIn("$.admin.token_file: ", err)
         self.assertIn("is readable or writable by group or others (mode 644): make it 0600 or 0400", err)
         self.assertNotIn(seen["token"], err)
+
+    def test_http2_refused(self):
+        """An admin listener that would offer HTTP/2 (ALPN h2) refuses the start: over HTTP/2 the token is
+        not wiped (HPACK may keep it in the connection's header table)."""
+        def edit(cfg, gw):
+            cfg["admin"]["tls"] = dict(cfg["listeners"][0]["tls"], http2=True)
+
+        rc, err = harness.refused_start(edit)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("$.admin.tls.http2: the admin listener speaks HTTP/1 only", err)
 
     def test_short_token_refused(self):
         def edit(cfg, gw):

@@ -427,6 +427,10 @@ static const struct bad bad_cases[] = {
     {"admin on a CMP port",
      {E("\"port\": 8444", "\"port\": 8443")},
      {"$.admin: same address and port as $.listeners[0]"}},
+    {"admin over HTTP/2",
+     {E("\"port\": 8444", "\"port\": 8444, \"tls\": {\"cert\": \"server.pem\", \"key\": \"server.key\", "
+                          "\"client_ca\": \"ca.pem\", \"http2\": true}")},
+     {"$.admin.tls.http2: the admin listener speaks HTTP/1 only"}},
     {"admin unknown key",
      {E("\"port\": 8444", "\"port\": 8444, \"path\": \"/x\"")},
      {"$.admin.path: unknown key"}},
