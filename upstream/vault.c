@@ -337,6 +337,7 @@ struct sign_call {
     struct attempts a;
     uint64_t sleep_ms;          /* before the call is sent again */
     bool on_caller;             /* repeated on the caller's thread, not a thread of its own */
+    char *tok;                  /* the token the asynchronous call sent (vault_free_token), or NULL */
     struct gw_sign_result *res; /* allocated up front: a completion cannot fail to report */
     gw_upstream_done_fn done;
     void *arg;
@@ -349,6 +350,7 @@ static void sign_call_end(struct sign_call *sc, int rc, const struct gw_http_res
     void *arg = sc->arg;
 
     sign_answer(sc->v, sc->rid, sc->path, rc, rsp, err, res);
+    vault_free_token(sc->tok);
     free(sc->body);
     free(sc);
     done(arg, res);
@@ -376,6 +378,8 @@ static void sign_call_done(void *arg, int rc, const struct gw_http_response *rsp
 {
     struct sign_call *sc = arg;
 
+    if (sc->tok != NULL)
+        vault_mask_token(rsp, sc->tok);
     if (rc == 0 && vault_send_again(sc->v, &sc->a, sc->path, rsp->status, &sc->sleep_ms) &&
         gw_upstream_detach(sign_call_retry, sc) == 0)
         return;
@@ -394,11 +398,15 @@ static int sign_call_submit(struct sign_call *sc)
 
     if (vault_token_peek(sc->v, &tok, &sc->a.gen) != 0)
         return -1;
+    sc->tok = tok; /* the answer is masked of it (vault_mask_token) */
     if (vault_headers_make(sc->v, tok, &h, err) == 0 &&
         gw_http_request_async(sc->v->http, "POST", sc->path, sc->body, h.list, sign_call_done, sc) == 0)
         rc = 0;
     vault_headers_cleanup(&h);
-    vault_free_token(tok);
+    if (rc != 0) {
+        vault_free_token(tok);
+        sc->tok = NULL;
+    }
     return rc;
 }
 

@@ -68,6 +68,10 @@ int vault_token_peek(struct vault *v, char **out, unsigned *gen);
 int vault_headers_make(const struct vault *v, const char *tok, struct call_headers *h, char *err);
 void vault_headers_cleanup(struct call_headers *h);
 
+/* Every copy of the token |tok| in the body of the answer |rsp| becomes asterisks: before anything reads it.
+ */
+void vault_mask_token(const struct gw_http_response *rsp, const char *tok);
+
 /* A call's first attempt: its deadline the upstream's timeout from now. */
 struct attempts vault_attempts_start(const struct vault *v);
 

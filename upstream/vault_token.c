@@ -3,7 +3,7 @@
  * (re-read once on 403), or a cert-auth login with the gateway's TLS client certificate whose token
  * is cached and re-obtained GW_VAULT_TOKEN_RENEW_MARGIN seconds before its lease ends, one login at
  * a time (the others wait for it); and one API call that sends it, retried only on the answers that
- * guarantee nothing happened (412, 429, 503). The token never reaches a log.
+ * guarantee nothing happened (412, 429, 503). The token never reaches a log, not even quoted by an answer.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -256,6 +256,24 @@ void vault_headers_cleanup(struct call_headers *h)
     h->tok_hdr = NULL;
 }
 
+/*
+ * No answer to a call has a reason to hold the token it was sent with, but one that echoes the request
+ * (an error message quoting the X-Vault-Token header, from a plugin or a proxy in front of Vault) would
+ * carry it into the log and, through the failure's reason, into a CMP client's statusString.
+ */
+void vault_mask_token(const struct gw_http_response *rsp, const char *tok)
+{
+    size_t n = strlen(tok);
+    char *p = rsp->body, *end = rsp->body != NULL ? rsp->body + rsp->body_len : NULL;
+
+    if (n == 0)
+        return;
+    while (p != NULL && (size_t)(end - p) >= n && (p = memmem(p, (size_t)(end - p), tok, n)) != NULL) {
+        memset(p, '*', n);
+        p += n;
+    }
+}
+
 /* Sends one request with the current token. */
 static int send_once(struct vault *v, const char *method, const char *path, const char *body,
                      struct gw_http_response *rsp, unsigned *gen, char *err)
@@ -270,6 +288,8 @@ static int send_once(struct vault *v, const char *method, const char *path, cons
     if ((rc = vault_headers_make(v, tok, &h, err)) == 0 &&
         (rc = gw_http_request(v->http, method, path, body, h.list, rsp)) != 0)
         vault_set_err(err, "%s", rsp->error);
+    if (tok != NULL)
+        vault_mask_token(rsp, tok);
     vault_headers_cleanup(&h);
     vault_free_token(tok);
     return rc;

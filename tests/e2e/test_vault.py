@@ -397,6 +397,31 @@ class VaultFrontDoor(harness.GatewayTestCase):
                 self.assert_rejected(res, bit, *texts)
                 self.assertEqual(len(self.vault.since(mark, "sign/flaky")), calls)
 
+    def test_token_echoed_by_an_answer_masked(self):
+        """An answer that quotes the X-Vault-Token it was sent (a plugin or a proxy in front of Vault echoing
+        the request) has the token masked before the gateway reads it: the client's statusString, the log
+        and the audit log show asterisks in its place. Two calls a route, the file's token and a login's:
+        the first may wait for its token (the synchronous call), the second has it in hand (the
+        asynchronous one)."""
+        self.vault.control({"force_status": 400, "force_message": "bad request for token {token}",
+                            "match": "/sign/"})
+        mark = self.vault.mark()
+        texts = []
+        for role in ("vault-flaky", "vault-login"):
+            for i in range(2):
+                res, _, _ = self.p10cr(role, "v-echo-%s%d" % (role, i), "/CN=echo%d.example.com" % i,
+                                       expect_cert=False)
+                self.assert_rejected(res, "badCertTemplate", "Vault refused: bad request for token ****")
+                texts.append(" ".join(res.first.status_strings))
+        tokens = {e["token"] for e in self.vault.since(mark, "/sign/")}
+        self.assertIn(vaultenv.TOKEN, tokens)
+        self.assertEqual(len(tokens), 2, tokens)  # the file's and the login's
+        audit = (self.gw.dir / "audit.log").read_text()
+        for tok in tokens:
+            for where in texts + [self.gw.stderr(), audit]:
+                self.assertNotIn(tok, where)
+        self.assertIn("bad request for token " + "*" * len(vaultenv.TOKEN), self.gw.stderr())
+
     def test_timeout_is_not_retried(self):
         self.vault.control({"latency_ms": 3000, "match": "sign/slow"})
         mark = self.vault.mark()

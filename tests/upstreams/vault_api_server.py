@@ -19,6 +19,8 @@ Switches (POST /_control with a JSON object, GET /_control to read; or --state F
   force_status   int   answer this status instead: 403 permission denied, 404 no handler for route
                        (the mount gone), 412, 429, 500, 503 "Vault is sealed"; with force_count N only
                        the next N requests
+  force_message  str   the forced answer's error message instead, "{token}" in it replaced by the
+                       request's X-Vault-Token (a plugin or a proxy that echoes the request)
   warnings_only  bool  sign answers 200 with only warnings and no certificate
   garbage        bool  sign answers 200 with a body that is not JSON
   no_ca_chain    bool  sign answers without ca_chain (issuing_ca only)
@@ -520,6 +522,9 @@ class Handler(BaseHTTPRequestHandler):
             forced = v.take_forced(self.path)
             if forced:
                 msgs = [m.format(path=self.path[4:]) for m in FORCED.get(forced, ["forced status"])]
+                if v.switch(self.path, "force_message"):
+                    msgs = [v.switch(self.path, "force_message").replace(
+                        "{token}", self.headers.get("X-Vault-Token") or "")]
                 raise VaultError(forced, *msgs)
             status, obj = self.route(method, self.path.split("?")[0], body, peer)
         except VaultError as e:
