@@ -37,6 +37,9 @@
 #define GW_TICKET_KEY_LEN 80        /* one ticket key: name 16, AES-256 key 32, HMAC-SHA256 key 32 */
 #define GW_TLS_SESSION_SECS 3600    /* how long a TLS session (ticket or cached) may be resumed */
 #define GW_TLS_SESSION_CACHE 4096   /* TLS sessions a listener caches (clients without tickets) */
+/* an admin connection's input buffer, allocated whole as input arrives: libh2o 2.2.5's largest request
+   head (H2O_MAX_REQLEN), the largest body it reads (GW_MAX_CMP_BODY) and the 4 KiB each read asks */
+#define GW_ADMIN_INPUT_BUFFER ((8192 + 4096 * 100) + GW_MAX_CMP_BODY + 4096)
 /* a TLS client's Certificate message: its certificate and chain, some 2 KiB each for RSA-4096, with room
    for eight; OpenSSL's default is 100 KiB, 400 small certificates it decodes before verifying any */
 #define GW_MAX_TLS_CLIENT_CHAIN (16 * 1024)

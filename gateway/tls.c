@@ -79,6 +79,20 @@ static bool admin_make_room(struct gw_loop *loop)
     return false;
 }
 
+_Static_assert(GW_ADMIN_INPUT_BUFFER >= H2O_MAX_REQLEN + GW_MAX_CMP_BODY + 4096,
+               "an admin request h2o takes whole fits its input buffer with room for a read");
+
+/*
+ * The admin listener's input buffers (loop thread). libh2o moves a request that outgrows its input
+ * buffer to one twice as large and frees the first as it is, the bearer token of a POST /reload in it,
+ * out of gw_admin_wipe_authorization's reach: from h2o's default 8 KiB, any request of more than
+ * 4 KiB arriving in more than one read (a long token, a padded header). Allocated at once as large as
+ * the largest request h2o takes, none is moved; kept by no allocator list, each is freed once the
+ * request in it was answered, its head wiped.
+ */
+static __thread h2o_buffer_prototype_t admin_input = {.allocator = {.max = 0},
+                                                      ._initial_buf = {.capacity = GW_ADMIN_INPUT_BUFFER}};
+
 int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock, unsigned listener, bool admin)
 {
     struct gw_conn *c;
@@ -106,6 +120,8 @@ int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock, unsigned listener, 
     loop->admin_conns += admin;
     sock->on_close.cb = conn_on_close;
     sock->on_close.data = c;
+    if (admin)
+        h2o_buffer_set_prototype(&sock->input, &admin_input);
     return 0;
 }
 

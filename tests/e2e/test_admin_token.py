@@ -188,6 +188,23 @@ class AdminTokenInMemory(harness.GatewayTestCase):
         marker = os.urandom(16).hex().encode()
         self.assertTrue(self.send(b"GET", b"/metrics", marker, header="X-Test-Marker:").startswith(b"HTTP/1.1 200 "))
         self.assertGreater(held(pid, marker), 0)
+
+    def test_token_wiped_when_the_request_arrives_in_pieces(self):
+        """A request of more than 4 KiB that arrives in more than one read (a long header, a body): libh2o
+        moved it to a larger input buffer as the second part came, and freed the first as it was, token
+        included. The admin listener's input buffers are allocated large enough at once."""
+        token = (self.gw.dir / "admin.token").read_text().strip().encode()
+        pid = self.gw.proc.pid
+        head = b"POST /reload HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n" % token
+        for first, rest in (
+                (head + b"X-Pad: " + b"p" * 5000, b"\r\nConnection: close\r\n\r\n"),
+                (head + b"Content-Length: 6000\r\nConnection: close\r\n\r\n" + b"b" * 4500, b"b" * 1500)):
+            with socket.create_connection(("127.0.0.1", self.gw.admin_port), timeout=60) as s:
+                s.sendall(first)
+                time.sleep(0.5)  # read apart
+                s.sendall(rest)
+                self.assertTrue(harness.read_to_eof(s).startswith(b"HTTP/1.1 200 "))
+            self.assertEqual(held(pid, token), 0, len(first + rest))
         self.assertEqual(self.send(b"POST", b"/reload", token), b"HTTP/1.1 200 OK")
         self.assertEqual(held(pid, token), 0)
         for method, path, status in ((b"GET", b"/metrics", 200), (b"GET", b"/reload", 405),
