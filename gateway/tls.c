@@ -85,7 +85,7 @@ _Static_assert(GW_ADMIN_INPUT_BUFFER >= H2O_MAX_REQLEN + GW_MAX_CMP_BODY + 4096,
 /*
  * The admin listener's input buffers (loop thread). libh2o moves a request that outgrows its input
  * buffer to one twice as large and frees the first as it is, the bearer token of a POST /reload in it,
- * out of gw_admin_wipe_authorization's reach: from h2o's default 8 KiB, any request of more than
+ * out of the reach of admin.c's wipe: from h2o's default 8 KiB, any request of more than
  * 4 KiB arriving in more than one read (a long token, a padded header). Allocated at once as large as
  * the largest request h2o takes, none is moved; kept by no allocator list, each is freed once the
  * request in it was answered, its head wiped.
