@@ -147,7 +147,9 @@ STACK_OF(X509) *gw_shim_get1_extra_certs(const OSSL_CMP_MSG *msg, const unsigned
  * within the one around it, or one is a SEQUENCE or SET sent primitive (either would hide its contents from
  * this walk, and OpenSSL decodes both). The other forms of BER OpenSSL decodes, a string in pieces or a
  * length in more bytes than needed, are walked and counted; a primitive element under a tag not universal,
- * which may be an IMPLICIT SEQUENCE OF sent primitive, counts as many elements as its contents could hold.
+ * which may be an IMPLICIT SEQUENCE OF sent primitive, counts as many elements as its contents could hold,
+ * and so does the value of an extension OpenSSL decodes with its CRL (issuingDistributionPoint,
+ * authorityKeyIdentifier, certificateIssuer: GeneralNames in an OCTET STRING, which the walk does not open).
  */
 int gw_shim_der_count(const unsigned char *der, size_t len, int *keys, int *elements);
 

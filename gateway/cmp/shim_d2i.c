@@ -37,6 +37,39 @@ static int spki_shaped(const struct cmp_tlv *t)
     return cmp_tlv_next(&q, alg.cont + alg.len, &id) && id.tag == V_ASN1_OBJECT && id.cls == V_ASN1_UNIVERSAL;
 }
 
+/*
+ * The extensions OpenSSL 3.0 decodes as it decodes a CRL (a crlann's, a genm ITAV's currentCRL, an rp's),
+ * before any check: the CRL's issuingDistributionPoint and authorityKeyIdentifier, each entry's
+ * certificateIssuer (id-ce 28, 35, 29). Their GeneralNames lie in an OCTET STRING, which the walk does not
+ * look into, yet cost as much as elements outside one: 60 KiB of them, 30 000 names, 90 000 allocations
+ * where a message at GW_MAX_MSG_ELEMENTS has some 6000. Other extensions stay undecoded until asked for,
+ * a certificate's too.
+ */
+static const unsigned char decoded_ext_ids[][3] = {
+    {0x55, 0x1d, 0x1c}, {0x55, 0x1d, 0x23}, {0x55, 0x1d, 0x1d}};
+
+/*
+ * Whether constructed |t| is an Extension (RFC 5280 §4.1: extnID, critical BOOLEAN or none, extnValue OCTET
+ * STRING) of decoded_ext_ids: 1 with its extnValue in *val, else 0.
+ */
+static int decoded_ext(const struct cmp_tlv *t, struct cmp_tlv *val)
+{
+    const unsigned char *p = t->cont, *end = t->cont + t->len;
+    struct cmp_tlv id;
+
+    if (t->tag != V_ASN1_SEQUENCE || t->cls != V_ASN1_UNIVERSAL || !cmp_tlv_next(&p, end, &id) ||
+        id.tag != V_ASN1_OBJECT || id.cls != V_ASN1_UNIVERSAL || id.len != 3 || !cmp_tlv_next(&p, end, val))
+        return 0;
+    if (val->tag == V_ASN1_BOOLEAN && val->cls == V_ASN1_UNIVERSAL && !cmp_tlv_next(&p, end, val))
+        return 0;
+    if (p != end || val->tag != V_ASN1_OCTET_STRING || val->cls != V_ASN1_UNIVERSAL)
+        return 0;
+    for (size_t i = 0; i < sizeof(decoded_ext_ids) / sizeof(decoded_ext_ids[0]); i++)
+        if (memcmp(id.cont, decoded_ext_ids[i], sizeof(decoded_ext_ids[i])) == 0)
+            return 1;
+    return 0;
+}
+
 /* What gw_shim_der_count counts. */
 struct der_count {
     long keys, elements;
@@ -48,6 +81,8 @@ static int count_in(const unsigned char *p, const unsigned char *end, int depth,
  */
 static int count_one(const struct cmp_tlv *t, int depth, struct der_count *n)
 {
+    struct cmp_tlv val;
+
     n->elements++;
     if (!t->constructed) {
         /* a SEQUENCE or SET is constructed (X.690 §8.9.1, §8.11.1), but OpenSSL decodes a SEQUENCE OF or
@@ -61,6 +96,10 @@ static int count_one(const struct cmp_tlv *t, int depth, struct der_count *n)
         return 1;
     }
     n->keys += spki_shaped(t);
+    /* an extension OpenSSL decodes with its CRL: as many elements as its value could hold, two bytes each
+       at least, whole or in pieces (BER), whatever GeneralName they are */
+    if (decoded_ext(t, &val))
+        n->elements += val.len / 2;
     return depth >= GW_DER_SCAN_DEPTH || count_in(t->cont, t->cont + t->len, depth + 1, n);
 }
 

@@ -551,6 +551,24 @@ class Errors(Base):
         for _ in range(1000):
             add_general_info(m, "1.2.3.4")
         self.expect("general_info_limits", self.send("elems-twin", resign(m, self.key())))
+        # OpenSSL 3.0 decodes a CRL entry's certificateIssuer as it decodes the CRL, before any check: 30 000
+        # GeneralNames in its OCTET STRING (60 KiB) cost 90 000 allocations, 15 times a message at the cap. They
+        # count as elements, as many as the value could hold; the same names in a subjectAltName, which OpenSSL
+        # leaves undecoded, count as one, and that message is decoded (and refused as no request)
+        self.expect("http_too_many_elements", self.send("crl-issuer", self.crlann("crl-issuer", 29, 30000)))
+        a = self.expect("not_a_request", self.send("crl-san", self.crlann("crl-san", 17, 30000)))
+        self.assertIn("crlann is not a request", a.status_strings[0])
+
+    def crlann(self, name, ext_id, names):
+        """The header of a fresh ir over a crlann body (RFC 9810 §5.3.20, unprotected: the engine refuses its body
+        type first) of one CRL whose one entry has the extension id-ce |ext_id| holding |names| empty dNSNames."""
+        t, alg = harness.der_tlv(0x17, b"250101000000Z"), bytes.fromhex("300d06092a864886f70d01010b0500")
+        gns = harness.der_tlv(0x30, b"\x82\x00" * names)
+        ext = harness.der_tlv(0x30, bytes.fromhex("0603551d") + bytes([ext_id]) + harness.der_tlv(0x04, gns))
+        entry = harness.der_tlv(0x30, bytes.fromhex("020107") + t + harness.der_tlv(0x30, ext))
+        tbs = harness.der_tlv(0x30, bytes.fromhex("020101") + alg + b"\x30\x00" + t + harness.der_tlv(0x30, entry))
+        crl = harness.der_tlv(0x30, tbs + alg + b"\x03\x01\x00")
+        return der_seq(encoder.encode(self.fresh(name)["header"]) + harness.der_tlv(0xb2, harness.der_tlv(0x30, crl)))
 
     def test_http_trailing(self):
         self.expect("http_trailing", self.send("trailing", self.gw.make_request("trailing").read_bytes() + b"\0"))

@@ -1155,6 +1155,135 @@ static void test_der_deepest(void **state)
     }
 }
 
+/* Where crl_with puts its extension, and how it shapes the extension's value around GeneralNames. */
+enum crl_ext_at { ON_CRL, ON_ENTRY };
+enum crl_ext_shape { GNS, AKID, IDP };
+
+/* GeneralNames of |n| empty dNSNames, two bytes each, shaped as |shape|: itself (certificateIssuer), an
+ * AuthorityKeyIdentifier's authorityCertIssuer ([1]), an IssuingDistributionPoint's fullName ([0] [0]). */
+static struct der names_shaped(int n, enum crl_ext_shape shape)
+{
+    struct der gns = der_of("", 0);
+
+    for (int i = 0; i < n; i++)
+        gns = der_cat(gns, der_of("\x82\x00", 2));
+    if (shape == AKID)
+        return der_wrap(0x30, der_wrap(0xa1, gns));
+    if (shape == IDP)
+        return der_wrap(0x30, der_wrap(0xa0, der_wrap(0xa0, gns)));
+    return der_wrap(0x30, gns);
+}
+
+/*
+ * A CRL (RFC 5280 §5.1, unsigned: OpenSSL decodes it all the same) of one revoked entry, with one extension
+ * of id-ce |id| (2.5.29.|id|), critical if |critical|, on the CRL or on its entry, its value |names|
+ * GeneralNames shaped as |shape|; the extnValue in one piece of a constructed OCTET STRING if |pieces|.
+ */
+static struct der crl_with(int id, int critical, enum crl_ext_at at, enum crl_ext_shape shape, int names,
+                           int pieces)
+{
+    static const unsigned char alg[] = {
+        0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86,
+        0xf7, 0x0d, 0x01, 0x01, 0x0b, 0x05, 0x00};           /* sha256WithRSAEncryption */
+    static const unsigned char start[] = {0x02, 0x01, 0x01}; /* v2 */
+    static const unsigned char serial[] = {0x02, 0x01, 0x07}, crit[] = {0x01, 0x01, 0xff},
+                               sig[] = {0x03, 0x01, 0x00};
+    static const char time[] = "\x17\x0d"
+                               "250101000000Z";
+    unsigned char oid[] = {0x06, 0x03, 0x55, 0x1d, (unsigned char)id};
+    struct der value = der_wrap(V_ASN1_OCTET_STRING, names_shaped(names, shape)), ext, entry, tbs;
+
+    if (pieces)
+        value = der_wrap(V_ASN1_OCTET_STRING | V_ASN1_CONSTRUCTED, value);
+    ext = der_wrap(
+        0x30, der_cat(der_cat(der_of(oid, sizeof(oid)), der_of(crit, critical ? sizeof(crit) : 0)), value));
+    entry = der_cat(der_of(serial, sizeof(serial)), der_of(time, 15));
+    if (at == ON_ENTRY)
+        entry = der_cat(entry, der_wrap(0x30, ext));
+    tbs = der_cat(der_cat(der_of(start, sizeof(start)), der_of(alg, sizeof(alg))), der_of("\x30\x00", 2));
+    tbs = der_cat(der_cat(tbs, der_of(time, 15)), der_wrap(0x30, der_wrap(0x30, entry)));
+    if (at == ON_CRL)
+        tbs = der_cat(tbs, der_wrap(0xa0, der_wrap(0x30, ext)));
+    return der_wrap(
+        0x30, der_cat(der_cat(der_wrap(0x30, tbs), der_of(alg, sizeof(alg))), der_of(sig, sizeof(sig))));
+}
+
+/* The elements gw_shim_der_count finds in |m| (freed), which OpenSSL must decode (as a whole). */
+static int elements_decoded(struct der m)
+{
+    const unsigned char *p = m.p;
+    OSSL_CMP_MSG *msg = d2i_OSSL_CMP_MSG(NULL, &p, m.len);
+    int keys, elements;
+
+    assert_non_null(msg);
+    assert_int_equal(gw_shim_der_count(m.p, (size_t)m.len, &keys, &elements), 0);
+    OSSL_CMP_MSG_free(msg);
+    OPENSSL_free(m.p);
+    return elements;
+}
+
+/*
+ * OpenSSL 3.0 decodes a CRL's issuingDistributionPoint and authorityKeyIdentifier, and each entry's
+ * certificateIssuer, as it decodes the CRL (a crlann's, a genm ITAV's currentCRL), before any check: 60 KiB
+ * of GeneralNames in one cost 90 000 allocations, 15 times a message at GW_MAX_MSG_ELEMENTS. The pre-scan
+ * counts such a value as the elements it could hold, critical or not, in pieces or not, in a crlann or a
+ * genm; 20 000 names are over the cap. The twins: the same names in an extension OpenSSL leaves undecoded
+ * (a CRL entry's subjectAltName, a CRL's issuerAltName) count as one element.
+ */
+static void test_der_crl_extensions(void **state)
+{
+    static const unsigned char current_crl[] = {0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x04, 0x06};
+    static const struct {
+        int id, critical;
+        enum crl_ext_at at;
+        enum crl_ext_shape shape;
+        int pieces, counted;
+    } cases[] = {
+        {29, 0, ON_ENTRY, GNS, 0, 1}, /* certificateIssuer */
+        {29, 1, ON_ENTRY, GNS, 0, 1}, /* critical, as RFC 5280 §5.3.3 has it */
+        {29, 1, ON_ENTRY, GNS, 1, 1}, /* its value in pieces (BER), which OpenSSL joins */
+        {35, 0, ON_CRL, AKID, 0, 1},  /* authorityKeyIdentifier */
+        {28, 1, ON_CRL, IDP, 0, 1},   /* issuingDistributionPoint */
+        {17, 0, ON_ENTRY, GNS, 0, 0}, /* subjectAltName: left undecoded, one element */
+        {18, 1, ON_CRL, GNS, 0, 0},   /* issuerAltName of the CRL (RFC 5280 §5.2.2): the same */
+        /* where OpenSSL leaves them undecoded, counted all the same: the walk knows the extension, not
+           its place (a bound, and no conforming request carries a CRL) */
+        {29, 0, ON_CRL, GNS, 0, 1},
+        {35, 0, ON_ENTRY, AKID, 0, 1},
+    };
+    const int names = 1000;
+    int base = elements_decoded(
+        pkimessage(der_of("", 0), der_wrap(0xb2, der_wrap(0x30, crl_with(17, 0, ON_ENTRY, GNS, 0, 0)))));
+    struct der crl, big;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int n, in_genm, hidden = cases[i].counted ? names : 0;
+
+        for (in_genm = 0; in_genm <= 1; in_genm++) {
+            crl =
+                crl_with(cases[i].id, cases[i].critical, cases[i].at, cases[i].shape, names, cases[i].pieces);
+            /* crlann [18] CRLAnnContent, or genm [21] SEQUENCE OF InfoTypeAndValue { id-it-currentCRL, CRL }
+             */
+            if (in_genm)
+                crl = der_wrap(
+                    0xb5,
+                    der_wrap(0x30, der_wrap(0x30, der_cat(der_of(current_crl, sizeof(current_crl)), crl))));
+            else
+                crl = der_wrap(0xb2, der_wrap(0x30, crl));
+            n = elements_decoded(pkimessage(der_of("", 0), crl));
+            /* the names, and the few elements by which the extension's place and form differ */
+            if (n < base + hidden || n > base + hidden + 16)
+                fail_msg("case %zu%s: %d elements, %d without", i, in_genm ? " in a genm" : "", n, base);
+        }
+    }
+    /* 20 000 names, 40 KiB: over the cap where decoded, not where left undecoded */
+    big = pkimessage(der_of("", 0), der_wrap(0xb2, der_wrap(0x30, crl_with(29, 0, ON_ENTRY, GNS, 20000, 0))));
+    assert_true(elements_decoded(big) > GW_MAX_MSG_ELEMENTS);
+    big = pkimessage(der_of("", 0), der_wrap(0xb2, der_wrap(0x30, crl_with(17, 0, ON_ENTRY, GNS, 20000, 0))));
+    assert_true(elements_decoded(big) < 100);
+}
+
 /* extraCerts taken out of a decoded message and put back: it encodes without them, then as it was. */
 static void test_swap_extra_certs(void **state)
 {
@@ -1608,6 +1737,7 @@ int main(void)
         cmocka_unit_test(test_der_keys),
         cmocka_unit_test(test_der_primitive),
         cmocka_unit_test(test_der_deepest),
+        cmocka_unit_test(test_der_crl_extensions),
         cmocka_unit_test(test_swap_extra_certs),
         cmocka_unit_test(test_pubkey_d2i),
         cmocka_unit_test(test_name_identity_escapes),
