@@ -104,6 +104,7 @@ struct cmp_call {
     int audited;  /* the outcome record of this request is written */
     int released; /* this pollReq delivered the certificate of a deferred request */
     int own;      /* passed check_continuing: its transaction's own message */
+    int hash_alg; /* a certConf decoded without its hashAlg (gw_cmp_decode): refused by cmp_precheck */
     enum cmp_confirm confirm;
     struct cmp_refusal fail;          /* fail_info >= 0: a callback chose the error's failInfo and text */
     struct cmp_refusal stale;         /* fail_info >= 0: the configuration in force refuses the sender of the

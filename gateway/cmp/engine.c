@@ -870,7 +870,7 @@ void gw_cmp_process(struct gw_cmp_engine *e, const struct gw_cmp_request *req, s
         cmp_suspend_begin(&c);
     if (c.role != NULL)
         cmp_describe_call(&c);
-    if ((msg = c.resume != NULL ? cmp_suspend_msg(&c) : gw_cmp_decode(req, rsp)) == NULL) {
+    if ((msg = c.resume != NULL ? cmp_suspend_msg(&c) : gw_cmp_decode(req, rsp, &c.hash_alg)) == NULL) {
         rsp->auth_failed = rsp->http_status == 400; /* no PKIMessage, from no one known: as dispatch's */
         cmp_suspend_end(&c); /* a second pass always has its message: nothing is left behind */
         gone_unless_own(&c);

@@ -112,7 +112,8 @@ void gw_cmp_response_cleanup(struct gw_cmp_response *rsp);
 void gw_cmp_http_error(struct gw_cmp_response *rsp, int status, const char *reason);
 
 /* gw_cmp_decode: the PKIMessage of |req|, a DER one with nothing before or after it (RFC 9811 §3); else
- * NULL, |rsp| an HTTP 400 (413 past GW_MAX_CMP_BODY) saying why. */
-OSSL_CMP_MSG *gw_cmp_decode(const struct gw_cmp_request *req, struct gw_cmp_response *rsp);
+ * NULL, |rsp| an HTTP 400 (413 past GW_MAX_CMP_BODY) saying why. *hash_alg is 1 for a certConf decoded
+ * without the hashAlg OpenSSL 3.0 cannot read (gw_shim_d2i_hash_alg), to be refused; else 0. */
+OSSL_CMP_MSG *gw_cmp_decode(const struct gw_cmp_request *req, struct gw_cmp_response *rsp, int *hash_alg);
 
 #endif

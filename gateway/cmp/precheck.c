@@ -17,6 +17,9 @@
 #include <openssl/objects.h>
 
 #define TEXT_ACCEPTS "this server accepts ir, cr, p10cr, kur, rr, genm, certConf, pollReq"
+#define TEXT_HASH_ALG                                                                                        \
+    "certConf hashAlg (CMP version 3, RFC 9810 §5.3.18) is not supported: send pvno 2 and no hashAlg, the " \
+    "certHash made with the hash of the certificate's signature (SHA-512 for Ed25519)"
 #define TEXT_CENTRAL_KEYGEN                                                                                  \
     "the certTemplate has no public key: central key generation (RFC 9483 §4.1.6) is not supported; "       \
     "generate the key pair and send its public key"
@@ -140,6 +143,10 @@ int cmp_precheck(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refusal
         (c->hdr.protection_nid == NID_id_PasswordBasedMAC && cmp_check_pbm_algs(c, r) != 0))
         return 1;
     c->rsp->auth_failed = false;
+    /* what a CMP version 3 client sends, before its transaction is looked at: its protection does not verify
+       without the hashAlg, so the refusal changes nothing there */
+    if (c->hash_alg)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_unsupportedVersion, "%s", TEXT_HASH_ALG);
     if (check_requested_key(c, msg, r) != 0 || choose_role(c, msg, r) != 0)
         return 1;
     if (c->hdr.protection_nid == NID_id_PasswordBasedMAC)

@@ -175,6 +175,14 @@ int gw_shim_central_keygen(const OSSL_CMP_MSG *msg);
 OSSL_CMP_MSG *gw_shim_d2i_msg(const unsigned char **pp, long len);
 
 /*
+ * gw_shim_d2i_hash_alg decodes |der| (|len| bytes, one DER PKIMessage) if it is a certConf that OpenSSL 3.0
+ * refuses for the hashAlg of its first CertStatus (RFC 9810 §5.3.18, CMP version 3; later OpenSSL versions
+ * decode it): the message without that hashAlg, to be refused with a CMP error (its protection no longer
+ * verifies). NULL for any other message, or one that does not decode without it either.
+ */
+OSSL_CMP_MSG *gw_shim_d2i_hash_alg(const unsigned char *der, long len);
+
+/*
  * gw_shim_hdr_protection_alg_slot returns where decoded |hdr| keeps its protectionAlg, for the engine
  * to hide a signature it has verified from OpenSSL's second check of it (docs/design.md O12); no
  * OpenSSL version has a setter. NULL if this OpenSSL keeps it otherwise.

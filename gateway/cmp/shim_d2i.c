@@ -278,6 +278,56 @@ int gw_shim_central_keygen(const OSSL_CMP_MSG *msg)
 }
 
 /*
+ * A certConf whose first CertStatus ends in hashAlg ([0], RFC 9810 §5.3.18, CMP version 3), which OpenSSL
+ * 3.0's CertStatus lacks: the message is decoded without it (the lengths around it written anew), as
+ * gw_shim_d2i_msg decodes without extraCerts. Its protection, over the bytes as sent, cannot be verified so.
+ */
+OSSL_CMP_MSG *gw_shim_d2i_hash_alg(const unsigned char *der, long len)
+{
+    const unsigned char *p, *end, *q;
+    struct cmp_tlv up[4], t = {0}, last = {0};
+    OSSL_CMP_MSG *msg = NULL;
+    unsigned char *buf = NULL;
+    int buf_len, n = 0;
+
+    ERR_set_mark();
+    if (der == NULL || len > INT_MAX || !cmp_der_open_seq(der, len, &p, &end))
+        goto out;
+    up[0] = (struct cmp_tlv){.p = der,
+                             .cont = p,
+                             .len = end - p,
+                             .total = len,
+                             .tag = V_ASN1_SEQUENCE,
+                             .cls = V_ASN1_UNIVERSAL,
+                             .constructed = 1};
+    /* PKIMessage { header, body [24] CertConfirmContent ::= SEQUENCE OF CertStatus, ... } */
+    if (!cmp_tlv_next(&p, end, &t) || !cmp_tlv_next(&p, end, &up[1]) ||
+        up[1].cls != V_ASN1_CONTEXT_SPECIFIC || up[1].tag != GW_CMP_BODY_CERTCONF || !up[1].constructed)
+        goto out;
+    p = up[1].cont;
+    if (!cmp_next_seq(&p, up[1].cont + up[1].len, &up[2]))
+        goto out;
+    p = up[2].cont;
+    if (!cmp_next_seq(&p, up[2].cont + up[2].len, &up[3]))
+        goto out;
+    /* CertStatus { certHash, certReqId, statusInfo OPTIONAL, hashAlg [0] OPTIONAL }: [0] comes last */
+    for (p = up[3].cont; n < 5 && cmp_tlv_next(&p, up[3].cont + up[3].len, &t); n++)
+        last = t;
+    if (n < 3 || n > 4 || p != up[3].cont + up[3].len || last.cls != V_ASN1_CONTEXT_SPECIFIC ||
+        last.tag != 0 || (buf = der_cut(up, 4, &last, &buf_len)) == NULL)
+        goto out;
+    q = buf;
+    if ((msg = d2i_OSSL_CMP_MSG(NULL, &q, buf_len)) != NULL && q != buf + buf_len) {
+        OSSL_CMP_MSG_free(msg);
+        msg = NULL;
+    }
+out:
+    OPENSSL_free(buf);
+    ERR_pop_to_mark();
+    return msg;
+}
+
+/*
  * The extraCerts of a request are mostly the same few certificates (a device's own, its CA's): they
  * are set from the certificates parsed lately (gw_x509_parse_cached: the same DER, so the same
  * certificates). The template's key is new with each request: gw_x509_pubkey_d2i reads an EC key

@@ -35,6 +35,7 @@ One address holds at most limits.max_requests_in_flight_per_address requests in 
 connections and HTTP/2 streams: 100 streams on each of a few connections filled the work queue.
 """
 import datetime
+import hashlib
 import re
 import socket
 import ssl
@@ -945,6 +946,28 @@ class AskedForUncounted(harness.GatewayTestCase):
         self.assertTrue(self.gw.handshake())
         self.assertEqual([e for e in self.gw.log_lines() if e.get("event") == "auth_budget_exhausted"], [])
         self.gw.cmp("ir", "asked-twin", subject="/CN=asked-twin", extra=("-implicit_confirm",))
+
+    def test_cert_conf_hash_alg_counts_nothing(self):
+        """A certConf with hashAlg (RFC 9810 §5.3.18), which a CMP version 3 client sends for a certificate signed
+        without a hash, is refused (unsupportedVersion) before its protection could be verified: no failed
+        authentication, four of them leave the address its budget, and its transaction open."""
+        from pyasn1.codec.der import encoder
+        from test_errors import certconf, load, with_hash_alg
+        res = self.gw.cmp("ir", "hashalg", newkey=self.newkey("hashalg"), subject="/CN=hashalg",
+                          extra=("-disable_confirm",))
+        ir, ip = load(res.req_files[0].read_bytes()), res.first
+        digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(res.cert.read_text())).digest()
+        key = self.gw.dir / "client.key"
+        for i in range(4):
+            f = self.gw.dir / ("hashalg-conf%d.der" % i)
+            f.write_bytes(with_hash_alg(certconf(load(encoder.encode(ir)), ip, digest, key), key))
+            self.assert_cmp_error(harness.decode_cmp(self.gw.curl(data=f).body), ("error",), "unsupportedVersion",
+                                  "certConf hashAlg (CMP version 3, RFC 9810 §5.3.18) is not supported")
+        self.assertTrue(self.gw.handshake())
+        self.assertEqual([e for e in self.gw.log_lines() if e.get("event") == "auth_budget_exhausted"], [])
+        f = self.gw.dir / "hashalg-conf.der"
+        f.write_bytes(encoder.encode(certconf(ir, ip, digest, key)))
+        self.assertEqual(harness.decode_cmp(self.gw.curl(data=f).body).body_type, "pkiconf")
 
 
 class RequestsInFlightPerAddress(harness.GatewayTestCase):

@@ -207,6 +207,26 @@ def certconf(ir, ip, cert_hash, key, recip=None, sender=None, status=None):
     return resign(m, key)
 
 
+SHA256_ALG = bytes.fromhex("300b0609608648016503040201")  # AlgorithmIdentifier id-sha256, no parameters
+
+
+def with_hash_alg(conf, key_path, pvno=3, alg=SHA256_ALG):
+    """The DER of certConf |conf| (one CertStatus) with pvno |pvno| and hashAlg [0] |alg| after its
+    CertStatus's fields (RFC 9810 §5.3.18, the CMP module's EXPLICIT tags), which rfc4210's CertStatus and
+    OpenSSL 3.0's lack, signed again with the EC key at |key_path|."""
+    conf["header"]["pvno"] = pvno
+    hdr, body = encoder.encode(conf["header"]), encoder.encode(conf["body"])
+    _, start, _ = harness.tlv(body)  # certConf [24]
+    _, start, _ = harness.tlv(body, start)  # CertConfirmContent
+    _, start, end = harness.tlv(body, start)  # its CertStatus
+    status = harness.der_tlv(0x30, body[start:end] + harness.der_tlv(0xa0, alg))
+    body = harness.der_tlv(0xb8, harness.der_tlv(0x30, status))
+    key = serialization.load_pem_private_key(Path(key_path).read_bytes(), None)
+    sig = key.sign(der_seq(hdr + body), ec.ECDSA(hashes.SHA256()))
+    extra = encoder.encode(conf["extraCerts"]) if conf["extraCerts"].isValue else b""
+    return der_seq(hdr + body + harness.der_tlv(0xa0, harness.der_tlv(0x03, b"\0" + sig)) + extra)
+
+
 def rebody(msg, kind, content, key):
     """|msg| with the body |kind| built by |content| from its empty one, a fresh senderNonce, signed with |key|."""
     body = msg["body"].clone()
@@ -1204,6 +1224,23 @@ class Errors(Base):
         revoked = harness.settled(lambda: [r for r in harness.audit_records(self.gw, "revoked")
                                            if r.get("serial") == serial], bool)
         self.assertEqual(len(revoked), 1, revoked)
+
+    def test_cert_conf_hash_alg(self):
+        """A certConf whose CertStatus carries hashAlg (RFC 9810 §5.3.18, pvno 3: a certificate signed without a
+        hash, e.g. Ed25519), which OpenSSL 3.0's CertStatus lacks, is refused with a signed error that says what
+        to send instead (with pvno 2 too), not HTTP 400: the transaction stays open, and its certConf without
+        hashAlg is confirmed."""
+        ir, ip, cert = self.open_txn("hashalg")
+        digest = hashlib.sha256(cert).digest()
+        for pvno in (3, 2):
+            with self.subTest(pvno=pvno):
+                conf = self.certconf(ir, ip, digest)
+                nonce = conf["header"]["senderNonce"].asOctets()
+                a = self.expect("cert_conf_hash_alg", self.send("hashalg-conf%d" % pvno,
+                                                                with_hash_alg(conf, self.key(), pvno=pvno)))
+                self.assertEqual(a.header["recipNonce"].asOctets(), nonce)  # an answer to this message
+        a = harness.decode_cmp(self.send("hashalg-own", self.certconf(ir, ip, digest)).body)
+        self.assertEqual(a.body_type, "pkiconf", a)
 
     def test_recip_nonce(self):
         ir, ip, cert = self.open_txn("recip")

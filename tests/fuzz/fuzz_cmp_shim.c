@@ -312,6 +312,17 @@ static void body_counted(const OSSL_CMP_MSG *msg, const uint8_t *der, size_t len
                  gw_shim_body_name(OSSL_CMP_MSG_get_bodytype(msg)), encoded);
 }
 
+/* gw_shim_d2i_hash_alg on the input: a certConf, and only where d2i_OSSL_CMP_MSG refused it (|plain|). */
+static void hash_alg_cut(const uint8_t *data, size_t size, const OSSL_CMP_MSG *plain)
+{
+    OSSL_CMP_MSG *cut = gw_shim_d2i_hash_alg(data, (long)size);
+
+    if (cut != NULL && (plain != NULL || OSSL_CMP_MSG_get_bodytype(cut) != GW_CMP_BODY_CERTCONF))
+        fuzz_die("gw_shim_d2i_hash_alg decoded a message d2i_OSSL_CMP_MSG %s, of body %d",
+                 plain != NULL ? "decoded" : "refused", OSSL_CMP_MSG_get_bodytype(cut));
+    OSSL_CMP_MSG_free(cut);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const unsigned char *p = data;
@@ -323,6 +334,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     same_decoding(data, size, msg, p);
     counted(data, size, msg);
+    hash_alg_cut(data, size, msg);
     if (msg == NULL)
         goto out;
     (void)gw_shim_body_name(OSSL_CMP_MSG_get_bodytype(msg));

@@ -985,13 +985,13 @@ static void test_too_large(void **state)
     assert_non_null(buf);
     buf[0] = 0x30;
     gw_cmp_response_init(&rsp);
-    assert_null(gw_cmp_decode(&(struct gw_cmp_request){.der = buf, .len = n}, &rsp));
+    assert_null(gw_cmp_decode(&(struct gw_cmp_request){.der = buf, .len = n}, &rsp, &(int){0}));
     assert_int_equal(rsp.http_status, 413);
     assert_string_equal(rsp.http_reason, "request entity is too large");
     gw_cmp_response_cleanup(&rsp);
     /* its twin at the limit is read, and refused as what it is: not DER */
     gw_cmp_response_init(&rsp);
-    assert_null(gw_cmp_decode(&(struct gw_cmp_request){.der = buf, .len = n - 1}, &rsp));
+    assert_null(gw_cmp_decode(&(struct gw_cmp_request){.der = buf, .len = n - 1}, &rsp, &(int){0}));
     assert_int_equal(rsp.http_status, 400);
     gw_cmp_response_cleanup(&rsp);
     free(buf);

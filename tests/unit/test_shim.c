@@ -1284,6 +1284,97 @@ static void test_der_crl_extensions(void **state)
     assert_true(elements_decoded(big) < 100);
 }
 
+/* A protected certConf [24] of CertStatus |statuses| (freed): the header as pkimessage's, protection [0]
+ * after the body. */
+static struct der certconf_of(struct der statuses)
+{
+    static const unsigned char start[] = {0x02, 0x01, 0x02, 0xa4, 0x02, 0x30, 0x00, 0xa4, 0x02, 0x30, 0x00};
+    static const unsigned char protection[] = {0xa0, 0x03, 0x03, 0x01, 0x00};
+
+    return der_wrap(0x30, der_cat(der_cat(der_wrap(0x30, der_of(start, sizeof(start))),
+                                          der_wrap(0xb8, der_wrap(0x30, statuses))),
+                                  der_of(protection, sizeof(protection))));
+}
+
+/*
+ * A certConf of a CMP version 3 client (RFC 9810 §5.3.18: hashAlg [0] after certHash, certReqId and
+ * statusInfo), which OpenSSL 3.0 refuses, is decoded without its hashAlg: the same message as one sent
+ * without it, protection and all. Its twins are left to the plain decoding: no hashAlg, a [1], hashAlg twice,
+ * hashAlg in the second CertStatus only, another body, truncated or trailing bytes.
+ */
+static void test_d2i_hash_alg(void **state)
+{
+    static const unsigned char hash[] = {0x04, 0x02, 0xab, 0xcd}, req_id[] = {0x02, 0x01, 0x00};
+    static const unsigned char status[] = {0x30, 0x03, 0x02, 0x01, 0x00}; /* accepted */
+    static const unsigned char sha512[] = {0xa0, 0x0d, 0x30, 0x0b, 0x06, 0x09, 0x60, 0x86,
+                                           0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03};
+    static const unsigned char other[] = {0xa1, 0x02, 0x05, 0x00};
+    static const struct {
+        int status, hash_algs, other, second, decodes;
+    } cases[] = {
+        {0, 1, 0, 0, 1}, {1, 1, 0, 0, 1}, /* hashAlg, with statusInfo or without */
+        {1, 0, 0, 0, 0},                  /* none: OpenSSL decodes it (not this) */
+        {1, 0, 1, 0, 0},                  /* [1] instead */
+        {1, 2, 0, 0, 0},                  /* hashAlg twice */
+        {1, 0, 0, 1, 0},                  /* in the second CertStatus only */
+    };
+    struct der rp;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct der plain = der_cat(der_of(hash, sizeof(hash)), der_of(req_id, sizeof(req_id))), sent, without;
+        OSSL_CMP_MSG *msg, *direct;
+        unsigned char *enc = NULL;
+        const unsigned char *p;
+        int len;
+
+        if (cases[i].status)
+            plain = der_cat(plain, der_of(status, sizeof(status)));
+        sent = der_of(plain.p, plain.len);
+        for (int k = 0; k < cases[i].hash_algs; k++)
+            sent = der_cat(sent, der_of(sha512, sizeof(sha512)));
+        if (cases[i].other)
+            sent = der_cat(sent, der_of(other, sizeof(other)));
+        sent = der_wrap(0x30, sent);
+        if (cases[i].second) {
+            OPENSSL_free(sent.p);
+            sent =
+                der_cat(der_wrap(0x30, der_of(plain.p, plain.len)),
+                        der_wrap(0x30, der_cat(der_of(plain.p, plain.len), der_of(sha512, sizeof(sha512)))));
+        }
+        sent = certconf_of(sent);
+        without = certconf_of(der_wrap(0x30, plain));
+        p = sent.p;
+        direct = d2i_OSSL_CMP_MSG(NULL, &p, sent.len);
+        ERR_clear_error();
+        msg = gw_shim_d2i_hash_alg(sent.p, sent.len);
+        if ((msg != NULL) != cases[i].decodes)
+            fail_msg("case %zu: %s", i, msg != NULL ? "decoded" : "not decoded");
+        assert_int_equal(ERR_peek_error(), 0);
+        if (msg != NULL) {
+            assert_null(direct); /* what OpenSSL 3.0 refuses */
+            assert_int_equal(OSSL_CMP_MSG_get_bodytype(msg), GW_CMP_BODY_CERTCONF);
+            assert_int_equal(len = i2d_OSSL_CMP_MSG(msg, &enc), without.len);
+            assert_memory_equal(enc, without.p, (size_t)len);
+            assert_null(gw_shim_d2i_hash_alg(sent.p, sent.len - 1));
+            OPENSSL_free(enc);
+            enc = OPENSSL_realloc(sent.p, (size_t)sent.len + 1);
+            assert_non_null(sent.p = enc);
+            sent.p[sent.len] = 0;
+            assert_null(gw_shim_d2i_hash_alg(sent.p, sent.len + 1));
+        }
+        OSSL_CMP_MSG_free(msg);
+        OSSL_CMP_MSG_free(direct);
+        OPENSSL_free(sent.p);
+        OPENSSL_free(without.p);
+    }
+    /* another body: an rp */
+    rp = pkimessage(der_of("", 0), rp_of(name_in_pieces(0)));
+    assert_null(gw_shim_d2i_hash_alg(rp.p, rp.len));
+    assert_null(gw_shim_d2i_hash_alg(NULL, 0));
+    OPENSSL_free(rp.p);
+}
+
 /* extraCerts taken out of a decoded message and put back: it encodes without them, then as it was. */
 static void test_swap_extra_certs(void **state)
 {
@@ -1738,6 +1829,7 @@ int main(void)
         cmocka_unit_test(test_der_primitive),
         cmocka_unit_test(test_der_deepest),
         cmocka_unit_test(test_der_crl_extensions),
+        cmocka_unit_test(test_d2i_hash_alg),
         cmocka_unit_test(test_swap_extra_certs),
         cmocka_unit_test(test_pubkey_d2i),
         cmocka_unit_test(test_name_identity_escapes),
