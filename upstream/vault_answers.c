@@ -217,8 +217,10 @@ int gw_vault_parse_sign(const char *body, size_t len, struct gw_vault_signed *ou
         return GW_ERR_UPSTREAM;
     }
     if ((rc = gw_field_messages(gw_field_member(root, "warnings"), "warnings", out->warnings,
-                                sizeof(out->warnings), err)) != 0)
+                                sizeof(out->warnings), err)) != 0) {
+        out->cert = gw_field_issued_cert(root, "data", "certificate"); /* issued all the same */
         goto out;
+    }
     if ((data = gw_field_member(root, "data")) == NULL) {
         gw_field_fail(err, "Vault issued no certificate: %.200s",
                       out->warnings[0] != '\0' ? out->warnings : "the answer has no data");

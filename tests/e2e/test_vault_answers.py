@@ -1,11 +1,12 @@
 """A Vault answer out of range is refused whole, through the real gateway and the Vault-API test server
-(tests/upstreams/vault_api_server.py, switches login_lease, sign_data and trailing):
+(tests/upstreams/vault_api_server.py, switches login_lease, sign_data, sign_warnings and trailing):
 
 - a cert-auth login answer whose lease_duration is negative (the token would never be renewed) or
   2^32 (it would wrap to 0, "never expires"): no sign call is made, the client gets systemUnavail naming
   the field;
 - a sign answer with a certificate but an expiration of -1, a ca_chain entry that is not a string,
-  bytes after the JSON document, or a second certificate after it in data.certificate: the certificate is not delivered, the client gets systemFailure naming
+  bytes after the JSON document, a second certificate after it in data.certificate, or 17 warnings
+  (switch sign_warnings): the certificate is not delivered, the client gets systemFailure naming
   the field, and the audit log has no "issued" record for the transaction; the certificate the gateway
   reads out of the refused answer (Vault issued it all the same; with bytes after the document, from
   the whole JSON object before them) is on the audit log as "rejected" with its serial and revoked at
@@ -79,6 +80,8 @@ class VaultAnswers(harness.GatewayTestCase):
             # the certificate issued first, another after it: the one issued is still on record
             ({"certificate_after": (self.vault.dir / "vault-ca2.pem").read_text()},
              "data.certificate holds more than 1 certificate"),
+            # warnings out of range beside a good certificate: Vault issued it all the same
+            ({"sign_warnings": ["w%d" % n for n in range(17)]}, "warnings has 17 entries, more than 16"),
         ]
         for i, (state, text) in enumerate(cases):
             with self.subTest(state=state):

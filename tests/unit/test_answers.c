@@ -693,11 +693,21 @@ static void test_vault_sign(void **state)
     assert_null(o.sign.cert);
     assert_int_equal(parse_tmpl(VAULT_SIGN, "[" SIGNED("") "] x", &o, err), UP);
     assert_null(o.sign.cert);
-    /* refused before the certificate is read: nothing left to free */
+    /* warnings out of range beside a certificate: refused, the certificate Vault issued kept all the same */
     assert_int_equal(parse_tmpl(VAULT_SIGN, "{\"data\":{\"certificate\":@LEAF@},\"warnings\":[1]}", &o, err),
                      UP);
-    assert_null(o.sign.cert);
+    assert_non_null(strstr(err, "warnings[0] is an integer"));
+    assert_non_null(o.sign.cert);
+    assert_int_equal(X509_cmp(o.sign.cert, leaf), 0);
     assert_null(o.sign.chain);
+    gw_vault_signed_cleanup(&o.sign);
+    assert_int_equal(
+        parse_tmpl(VAULT_SIGN, "{\"data\":{\"certificate\":@LEAF@},\"warnings\":[@S17@]}", &o, err), UP);
+    assert_int_equal(X509_cmp(o.sign.cert, leaf), 0);
+    gw_vault_signed_cleanup(&o.sign);
+    /* and none where there is none */
+    assert_int_equal(parse_tmpl(VAULT_SIGN, "{\"data\":null,\"warnings\":[1]}", &o, err), UP);
+    assert_null(o.sign.cert);
 }
 
 static void test_vault_revoke(void **state)

@@ -33,6 +33,7 @@ Switches (POST /_control with a JSON object, GET /_control to read; or --state F
   login_lease    any   the cert login answer's auth.lease_duration is this JSON value (-1, 2**32,
                        "3600") instead of the role's token_ttl; the token itself lives token_ttl
   sign_data      obj   its members replace those of a sign answer's data ({"expiration": -1})
+  sign_warnings  any   a sign answer's warnings are this JSON value (17 strings, [1]) instead of Vault's
   sign_hash      str   "sha1": sign/<role> and sign-verbatim sign the certificate with SHA-1 (a CA
                        that still does), not SHA-256
   certificate_after str appended to a sign answer's data.certificate after its PEM (a second
@@ -600,7 +601,10 @@ class Handler(BaseHTTPRequestHandler):
         if v.switch(path, "certificate_after"):
             data["certificate"] += "\n" + v.switch(path, "certificate_after")
         data.update(v.switch(path, "sign_data") or {})
-        return 200, self.envelope(data, warnings)
+        answer = self.envelope(data, warnings)
+        if v.switch(path, "sign_warnings") is not None:
+            answer["warnings"] = v.switch(path, "sign_warnings")
+        return 200, answer
 
     def sign_role(self, role_name, issuer_ref, body):
         v = self.vault()
