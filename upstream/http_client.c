@@ -38,11 +38,19 @@ struct sink {
     int overflow;
 };
 
+/* The body of a call as libcurl reads it (on_send), and how much of it it has read. */
+struct source {
+    const char *data;
+    size_t len, off;
+};
+
 /* One gw_http_request_async call: an easy handle of its own, and what it points at. */
 struct transfer {
     CURL *curl;
     struct curl_slist *hdrs;
     char *url;
+    char *body; /* |src|'s data: a copy, the caller's need not outlive the call */
+    struct source src;
     struct sink sink;
     gw_http_done_fn done;
     void *arg;
@@ -238,6 +246,32 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
+static size_t on_send(char *buf, size_t size, size_t nitems, void *arg)
+{
+    struct source *s = arg;
+    size_t n = s->len - s->off;
+
+    if (n > size * nitems)
+        n = size * nitems;
+    memcpy(buf, s->data + s->off, n);
+    s->off += n;
+    return n;
+}
+
+/*
+ * CURLOPT_SEEKFUNCTION. libcurl rewinds a body only to send its request again, and does so by itself
+ * when a kept-alive connection it reused closes before any answer, even after the whole request went
+ * out: the upstream may have acted on it (Vault issued a certificate, which a second one would leave
+ * valid and unknown). So a body once read is never rewound: the call fails (CURLE_SEND_FAIL_REWIND)
+ * and its outcome is unknown, as after a timeout.
+ */
+static int no_resend(void *arg, curl_off_t offset, int origin)
+{
+    const struct source *s = arg;
+
+    return offset == 0 && origin == SEEK_SET && s->off == 0 ? CURL_SEEKFUNC_OK : CURL_SEEKFUNC_CANTSEEK;
+}
+
 /*
  * Frees a header list made by make_headers. curl_slist_append copied each line, "X-Vault-Token:
  * <token>" among them, and curl_slist_free_all would free the copies as they are: each is wiped first.
@@ -337,9 +371,9 @@ static CURLcode cleanse_plaintext(CURL *curl, void *ssl_ctx, void *arg)
     return CURLE_OK;
 }
 
-/* Sets every option of one call; CURLE_OK or the first failure. */
+/* Sets every option of one call (|src|: its body, unless a GET); CURLE_OK or the first failure. */
 static CURLcode set_options(struct gw_http_client *c, CURL *curl, const char *method, const char *url,
-                            const char *body, struct curl_slist *hdrs, struct sink *sink)
+                            struct source *src, struct curl_slist *hdrs, struct sink *sink)
 {
     CURLcode rc = gw_http_setopt_base(curl, url, c->tls, c->timeout_ms);
 
@@ -352,8 +386,13 @@ static CURLcode set_options(struct gw_http_client *c, CURL *curl, const char *me
     if (strcmp(method, "GET") == 0) {
         SET(CURLOPT_HTTPGET, 1L);
     } else {
+        SET(CURLOPT_POST, 1L);
         SET(CURLOPT_CUSTOMREQUEST, method);
-        SET(CURLOPT_POSTFIELDS, body != NULL ? body : "");
+        SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)src->len);
+        SET(CURLOPT_READFUNCTION, on_send);
+        SET(CURLOPT_READDATA, src);
+        SET(CURLOPT_SEEKFUNCTION, no_resend);
+        SET(CURLOPT_SEEKDATA, src);
     }
 #undef SET
     return rc;
@@ -440,6 +479,7 @@ int gw_http_request(struct gw_http_client *c, const char *method, const char *pa
                     const char *const *headers, struct gw_http_response *rsp)
 {
     struct sink sink = {0};
+    struct source src = {body != NULL ? body : "", body != NULL ? strlen(body) : 0, 0};
     struct curl_slist *hdrs = NULL;
     char *url = NULL;
     CURL *curl;
@@ -455,7 +495,7 @@ int gw_http_request(struct gw_http_client *c, const char *method, const char *pa
         goto out;
     }
     curl_easy_reset(curl);
-    if ((rc = set_options(c, curl, method, url, body, hdrs, &sink)) == CURLE_OK)
+    if ((rc = set_options(c, curl, method, url, &src, hdrs, &sink)) == CURLE_OK)
         rc = curl_easy_perform(curl);
     ret = finish(curl, rc, &sink, rsp);
     /* the handle keeps nothing that points at this call's memory */
@@ -491,6 +531,7 @@ static void transfer_free(struct transfer *tr)
     curl_easy_cleanup(tr->curl);
     headers_free(tr->hdrs);
     free(tr->url);
+    free(tr->body);
     sink_free(&tr->sink);
     free(tr);
 }
@@ -614,15 +655,15 @@ int gw_http_request_async(struct gw_http_client *c, const char *method, const ch
     if (c == NULL || method == NULL || path == NULL || done == NULL)
         return GW_ERR_INVAL;
     if ((tr = calloc(1, sizeof(*tr))) == NULL || (tr->curl = curl_easy_init()) == NULL ||
-        (tr->url = join_url(c, path)) == NULL || (tr->hdrs = make_headers(body, headers)) == NULL) {
+        (tr->url = join_url(c, path)) == NULL || (tr->hdrs = make_headers(body, headers)) == NULL ||
+        (tr->body = strdup(body != NULL ? body : "")) == NULL) {
         transfer_free(tr);
         return GW_ERR_NOMEM;
     }
     tr->done = done;
     tr->arg = arg;
-    rc = set_options(c, tr->curl, method, tr->url, NULL, tr->hdrs, &tr->sink);
-    if (rc == CURLE_OK && strcmp(method, "GET") != 0) /* the body is copied: |body| need not outlive us */
-        rc = curl_easy_setopt(tr->curl, CURLOPT_COPYPOSTFIELDS, body != NULL ? body : "");
+    tr->src = (struct source){tr->body, strlen(tr->body), 0};
+    rc = set_options(c, tr->curl, method, tr->url, &tr->src, tr->hdrs, &tr->sink);
     if (rc == CURLE_OK)
         rc = curl_easy_setopt(tr->curl, CURLOPT_PRIVATE, (char *)tr);
     if (rc != CURLE_OK) {

@@ -2,9 +2,10 @@
  * The upstream HTTP client (libcurl), shared by the JSON adapters. One easy handle per worker
  * thread and upstream, reused so connections stay alive (docs/design.md H6); CURLOPT_NOSIGNAL, a
  * total timeout on every call, TLS verification with the upstream's CA bundle, optional client
- * certificate. No retries here: a sign call that timed out has an unknown outcome and is never
- * repeated blindly (the caller decides; only idempotent reads and 412/429/503 answers that
- * guarantee nothing happened are retried, with backoff, by the adapter).
+ * certificate. No retries here: a sign call that timed out, or whose connection closed before the
+ * answer, has an unknown outcome and is never repeated blindly, not even by libcurl on a new
+ * connection (a body is never read twice); the caller decides: only idempotent reads and
+ * 412/429/503 answers that guarantee nothing happened are retried, with backoff, by the adapter.
  */
 #ifndef GW_HTTP_CLIENT_H
 #define GW_HTTP_CLIENT_H

@@ -22,6 +22,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <cmocka.h>
 #include <curl/curl.h>
 #include <json-c/json.h>
@@ -88,7 +89,8 @@ static struct {
     const char *cut_body;
     size_t cut;
     int stall_ms;
-    SSL_CTX *tls; /* set: the fake speaks TLS */
+    SSL_CTX *tls;    /* set: the fake speaks TLS */
+    bool keep_alive; /* a connection answers request after request, as Vault's does (fake_set_keep_alive) */
 } fake;
 
 /* One connection of the fake: its socket, and its TLS session when the fake speaks TLS. */
@@ -164,7 +166,7 @@ static void record(const char *req, const char *body, struct answer *a, struct c
     pthread_mutex_unlock(&fake.lock);
 }
 
-static void send_answer(struct fconn *fc, const struct answer *a, const struct cut *cut)
+static void send_answer(struct fconn *fc, const struct answer *a, const struct cut *cut, bool keep)
 {
     const char *body = a->body != NULL ? a->body : ok_body;
     char head[256];
@@ -175,8 +177,8 @@ static void send_answer(struct fconn *fc, const struct answer *a, const struct c
         usleep((useconds_t)a->delay_ms * 1000);
     snprintf(
         head, sizeof(head),
-        "HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
-        a->status, len);
+        "HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: %s\r\n\r\n",
+        a->status, len, keep ? "keep-alive" : "close");
     if (fc_write(fc, head, strlen(head)) <= 0)
         return;
     if (cut->on && cut->len < len)
@@ -196,10 +198,14 @@ static void *conn_main(void *arg)
     struct answer a;
     SSL_CTX *tls;
     struct cut cut;
+    bool keep;
 
     pthread_mutex_lock(&fake.lock);
     tls = fake.tls;
+    keep = fake.keep_alive;
     pthread_mutex_unlock(&fake.lock);
+    if (keep) /* an idle connection ends by itself: a test that failed before closing its own settles */
+        setsockopt(fc.fd, SOL_SOCKET, SO_RCVTIMEO, &(struct timeval){3, 0}, sizeof(struct timeval));
     if (tls != NULL &&
         ((fc.ssl = SSL_new(tls)) == NULL || SSL_set_fd(fc.ssl, fc.fd) != 1 || SSL_accept(fc.ssl) != 1)) {
         free(buf);
@@ -218,8 +224,10 @@ static void *conn_main(void *arg)
         record(buf, end + 4, &a, &cut);
         if (a.status == -1) /* drop the connection: a transport error */
             break;
-        send_answer(&fc, &a, &cut);
-        break;
+        send_answer(&fc, &a, &cut, keep);
+        if (!keep)
+            break;
+        got = 0; /* the next request on this connection (the client sends one at a time) */
     }
     SSL_free(fc.ssl);
     close(fc.fd);
@@ -295,6 +303,7 @@ static void fake_script(const struct answer *a, int n)
     for (int i = 0; i < n; i++)
         answer_set(&fake.script[i], &a[i]);
     fake.n_script = n;
+    fake.keep_alive = false;
     fake.n_reqs = 0;
     fake.n_logins = 0;
     memset(fake.reqs, 0, sizeof(fake.reqs));
@@ -317,6 +326,15 @@ static void fake_set_cut(const char *body, size_t len, int stall_ms)
     fake.cut_body = body;
     fake.cut = len;
     fake.stall_ms = stall_ms;
+    pthread_mutex_unlock(&fake.lock);
+}
+
+/* Whether connections stay open for the next request from now on, until fake_script (the client
+ * closes them, or they end after 3 s idle). */
+static void fake_set_keep_alive(bool on)
+{
+    pthread_mutex_lock(&fake.lock);
+    fake.keep_alive = on;
     pthread_mutex_unlock(&fake.lock);
 }
 
@@ -928,6 +946,54 @@ static void test_sign_timeout_not_retried(void **state)
     assert_int_equal(fake_n_reqs(), 1);
     gw_sign_result_cleanup(&res);
     usleep(1300 * 1000); /* let the slow answer finish before the next test */
+    fx_cleanup(&f);
+}
+
+/*
+ * A kept-alive connection that dies after the whole request went out, before any answer (Vault
+ * issued, then crashed; a proxy cut it): libcurl would send the request again on a new connection
+ * by itself, and a second certificate would be issued while the first one is valid at Vault, known
+ * to nobody. Sent once: the outcome is unknown, as after a timeout. Through the sign calls (the
+ * asynchronous client) and a synchronous call alike.
+ */
+static void test_sign_not_resent_on_a_reused_connection(void **state)
+{
+    struct answer script[] = {{200, NULL, 0}, {200, NULL, 0}, {-1, NULL, 0}, {200, NULL, 0}};
+    struct gw_http_response rsp;
+    struct gw_http_client *c;
+    struct gw_sign_result res;
+    char err[GW_ERR_LEN];
+    struct fx f;
+
+    (void)state;
+    fx_init(&f, 3000);
+    fake_script(script, 4);
+    fake_set_keep_alive(true);
+    for (int i = 0; i < 2; i++) { /* the second at least is asynchronous, its connection kept */
+        sign(&f, &res);
+        assert_int_equal(res.status, 0);
+        gw_sign_result_cleanup(&res);
+    }
+    sign(&f, &res); /* on that connection, which dies */
+    assert_int_equal(res.status, GW_ERR_IO);
+    assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
+    assert_non_null(strstr(res.reason, "outcome is unknown"));
+    assert_null(res.cert);
+    assert_int_equal(fake_n_reqs(), 3);
+    gw_sign_result_cleanup(&res);
+    fx_cleanup(&f); /* its connections closed: the fake's threads end */
+    fx_init(&f, 3000);
+    fake_script(script + 1, 3);
+    fake_set_keep_alive(true);
+    assert_non_null(c = gw_http_client_new(f.conf.name, &f.vc.http, f.conf.timeout_ms, 0, err));
+    assert_int_equal(gw_http_request(c, "POST", "/v1/pki/sign/web", "{}", NULL, &rsp), 0);
+    assert_int_equal(rsp.status, 200);
+    gw_http_response_cleanup(&rsp);
+    assert_int_equal(gw_http_request(c, "POST", "/v1/pki/sign/web", "{}", NULL, &rsp), GW_ERR_IO);
+    assert_int_equal(rsp.not_sent, 0);
+    gw_http_response_cleanup(&rsp);
+    assert_int_equal(fake_n_reqs(), 2);
+    gw_http_client_free(c);
     fx_cleanup(&f);
 }
 
@@ -1771,6 +1837,7 @@ int main(void)
         cmocka_unit_test(test_sign_answer_out_of_range),
         cmocka_unit_test(test_sign_retry_then_ok),
         cmocka_unit_test(test_sign_timeout_not_retried),
+        cmocka_unit_test(test_sign_not_resent_on_a_reused_connection),
         cmocka_unit_test(test_sign_retry_bounded_by_deadline),
         cmocka_unit_test(test_connection_refused),
         cmocka_unit_test(test_oversized_answer),
