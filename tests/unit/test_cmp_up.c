@@ -195,7 +195,9 @@ static int group_teardown(void **state)
 /*
  * M_UNCONFIRMED: issues as planned, and answers the certConf with an error; M_OUTSIDE: issues for a
  * subject the request did not ask for; M_OUTSIDE_UNCONFIRMED: and answers the certConf with an error.
- * M_EXTRA: issues, with one extraCert past GW_MAX_UPSTREAM_EXTRA_CERTS in its answers.
+ * M_EXTRA: issues, with one extraCert past GW_MAX_UPSTREAM_EXTRA_CERTS in its answers. M_OTHER_TID:
+ * issues, in an ip of another transactionID, protected as every answer (a CA mixing up its
+ * transactions, or a replay of another's answer).
  */
 enum mode {
     M_ISSUE,
@@ -210,7 +212,8 @@ enum mode {
     M_TRUNC,
     M_BIG,
     M_SILENT,
-    M_EXTRA
+    M_EXTRA,
+    M_OTHER_TID
 };
 
 /*
@@ -410,7 +413,14 @@ static void serve_cmp(struct server *s, OSSL_CMP_SRV_CTX *srv, int c, const unsi
 
     if (req != NULL && s->n_requests < 4)
         s->bodies[s->n_requests++] = OSSL_CMP_MSG_get_bodytype(req);
-    if (req != NULL && (rsp = OSSL_CMP_SRV_process_request(srv, req)) != NULL)
+    if (req != NULL && (rsp = OSSL_CMP_SRV_process_request(srv, req)) != NULL && s->mode == M_OTHER_TID) {
+        OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(srv);
+
+        /* none in the context: a fresh random one, the answer protected anew */
+        assert_int_equal(OSSL_CMP_CTX_set1_transactionID(ctx, NULL), 1);
+        assert_int_equal(OSSL_CMP_MSG_update_transactionID(ctx, rsp), 1);
+    }
+    if (rsp != NULL)
         n = i2d_OSSL_CMP_MSG(rsp, &der);
     answer(c, "200 OK", "application/pkixcmp", der, n > 0 ? (size_t)n : 0);
     OPENSSL_free(der);
@@ -797,6 +807,8 @@ static void test_failures(void **state)
         {"oversized", M_BIG, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "too large"},
         {"extraCerts", M_EXTRA, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "extraCerts, more than 32"},
         {"silent", M_SILENT, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "the outcome is unknown"},
+        {"another transactionID", M_OTHER_TID, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+         "gave no usable answer (transactionid unmatched"},
     };
 
     (void)state;
