@@ -211,9 +211,16 @@ static void reduce(const struct gw_upstream_conf *conf, const char *endpoint, en
         gw_log_kv(GW_LOG_WARN, "cfssl_unavailable", "upstream", gw_upstream_conf_name(conf), "url",
                   ((const struct gw_http_conf *)conf->impl)->url, "endpoint", endpoint, "error",
                   rsp->error[0] ? rsp->error : gw_err_str(rc), NULL);
-        answer_fail(a, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-                    "cfssl %s could not be reached, it is unavailable: %s", gw_upstream_conf_name(conf),
-                    rsp->error[0] ? rsp->error : gw_err_str(rc));
+        /* a sign that went out (then its connection closed, or the answer was too large): cfssl may
+           have issued the certificate, which "could not be reached" would deny */
+        if (what == READ_SIGN && !rsp->not_sent)
+            answer_fail(a, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                        "cfssl %s did not answer %s (%s); the outcome is unknown, not retried",
+                        gw_upstream_conf_name(conf), endpoint, rsp->error[0] ? rsp->error : gw_err_str(rc));
+        else
+            answer_fail(a, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                        "cfssl %s could not be reached, it is unavailable: %s", gw_upstream_conf_name(conf),
+                        rsp->error[0] ? rsp->error : gw_err_str(rc));
         goto out;
     }
     rc = read_answer(rsp, what, &env, a, why);

@@ -273,6 +273,8 @@ static void *serve_one(void *arg)
         goto out;
     record(path, body);
     r = pick(path, body);
+    if (r.status == -1) /* the request read, the connection closed without an answer */
+        goto out;
     if (r.delay_ms > 0)
         usleep((useconds_t)r.delay_ms * 1000);
     snprintf(head, sizeof(head),
@@ -831,6 +833,13 @@ static const struct {
      OSSL_CMP_PKIFAILUREINFO_systemUnavail,
      "outcome is unknown",
      "not retried"},
+    /* it reached cfssl, which may have issued: not "could not be reached" */
+    {"closed after the request",
+     {-1, "application/json", "", 0},
+     GW_ERR_IO,
+     OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+     "did not answer /api/v1/cfssl/sign (",
+     "); the outcome is unknown, not retried"},
 };
 
 static void test_sign_answers(void **state)
