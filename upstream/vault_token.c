@@ -257,6 +257,22 @@ void vault_headers_cleanup(struct call_headers *h)
 }
 
 /*
+ * A token at least this long is masked wherever it stands: that its characters occur by chance in an
+ * answer of GW_MAX_UPSTREAM_BODY bytes is out of the question (Vault's own are some 26 to 100). A
+ * shorter one, which an operator may choose (Vault's dev mode: "root"), is masked only where it is not
+ * part of a longer run of letters, digits, "+" and "/": there it is a piece of a certificate's base64, a
+ * serial or a number, which masking would break.
+ */
+#define MASK_ANYWHERE_LEN 16
+
+/* Whether |c| may continue a run of data a short token's characters stand in by chance: base64 (a
+   certificate's PEM, its lines joined by "\n"), hex, a number. */
+static bool word_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
+}
+
+/*
  * No answer to a call has a reason to hold the token it was sent with, but one that echoes the request
  * (an error message quoting the X-Vault-Token header, from a plugin or a proxy in front of Vault) would
  * carry it into the log and, through the failure's reason, into a CMP client's statusString.
@@ -269,8 +285,13 @@ void vault_mask_token(const struct gw_http_response *rsp, const char *tok)
     if (n == 0)
         return;
     while (p != NULL && (size_t)(end - p) >= n && (p = memmem(p, (size_t)(end - p), tok, n)) != NULL) {
-        memset(p, '*', n);
-        p += n;
+        if (n >= MASK_ANYWHERE_LEN ||
+            ((p == rsp->body || !word_char(p[-1])) && (p + n == end || !word_char(p[n])))) {
+            memset(p, '*', n);
+            p += n;
+        } else {
+            p++;
+        }
     }
 }
 
