@@ -486,7 +486,9 @@ class Admission(harness.GatewayTestCase):
         as many as it may have is left to body_timeout."""
         ended = self.h2_arriving(20)
         self.assertEqual([e.get("timeout") for e in ended], ["streams"], ended)
-        self.assertEqual(self.h2_arriving(4), [])
+        # ended only by body_timeout, if the log is read late (a loaded machine): never by the sweep of streams
+        ended = self.h2_arriving(4)
+        self.assertEqual([e for e in ended if e.get("timeout") != "body_timeout"], [], ended)
 
     def test_http2_window_never_opened_ended_within_the_send_timeout(self):
         """SETTINGS_INITIAL_WINDOW_SIZE 0 and no WINDOW_UPDATE: the answer (a 400) can never be sent, and its
