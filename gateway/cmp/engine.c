@@ -104,8 +104,12 @@ struct gw_cmp_engine *gw_cmp_engine_new(const struct gw_cmp_settings *cfg, struc
     e->replay = e->shared->replay;
     e->cluster = e->shared->cluster;
     e->revoked = e->shared->revoked;
-    if (cmp_withdrawals_init(e) != 0)
-        goto nomem;
+    if (cmp_withdrawals_init(e) != 0) {
+        snprintf(err, GW_ERR_LEN,
+                 "CMP engine: its withdrawal queue cannot be made (out of memory, or no "
+                 "condition on CLOCK_MONOTONIC)");
+        goto fail;
+    }
     if (cmp_policy_init(e, err) != 0)
         goto fail;
     return e;

@@ -57,13 +57,14 @@ void cmp_withdraw_answered(struct gw_cmp_engine *e, const struct cmp_txn *t, con
                            const struct gw_sign_result *res, const EVP_PKEY *want, int reason);
 
 /*
- * The engine's withdrawal queue: cmp_withdrawals_init gives |e| one (0, or GW_ERR_NOMEM; its thread
- * starts with the first job). cmp_withdrawals_busy: jobs are queued or running. cmp_withdrawals_settle
- * waits until none is (tests). cmp_withdrawals_drain (engine free) stops taking jobs and waits for them
- * until |until_ms| (gw_now_ms), never longer: a stop gives all its engines one deadline, not one each.
- * Then every withdrawal not done gets "revoke_failed" and a log line with its serial and upstream, the
- * one whose upstream has not answered too. false: that one still runs, and |e| with all it uses must
- * be left to the process exit. NULL-safe on e->withdrawals.
+ * The engine's withdrawal queue: cmp_withdrawals_init gives |e| one (0; its thread starts with the
+ * first job), or none (GW_ERR_NOMEM: out of memory, or its condition cannot wait on CLOCK_MONOTONIC).
+ * cmp_withdrawals_busy: jobs are queued or running. cmp_withdrawals_settle waits until none is (tests).
+ * cmp_withdrawals_drain (engine free) stops taking jobs and waits for them until |until_ms|
+ * (gw_now_ms), never longer: a stop gives all its engines one deadline, not one each. Then every
+ * withdrawal not done gets "revoke_failed" and a log line with its serial and upstream, the one whose
+ * upstream has not answered too. false: that one still runs, and |e| with all it uses must be left to
+ * the process exit. NULL-safe on e->withdrawals.
  */
 int cmp_withdrawals_init(struct gw_cmp_engine *e);
 bool cmp_withdrawals_busy(struct gw_cmp_engine *e);

@@ -1,7 +1,9 @@
 /*
- * Unit tests for the set of certificates revoked through the gateway (gateway/cmp/revoked.c): what its
- * construction leaves behind when a step of it fails. The condition attributes are this executable's
- * own, which count what is made of them and fail where a case says, and forward to the C library's.
+ * Unit tests for the set of certificates revoked through the gateway (gateway/cmp/revoked.c) and the
+ * engine's withdrawal queue (gateway/cmp/record.c), the two conditions whose waits run on
+ * CLOCK_MONOTONIC: what their construction leaves behind when a step of it fails. The condition
+ * attributes are this executable's own, which count what is made of them and fail where a case says,
+ * and forward to the C library's.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,7 +18,10 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "base/err.h"
+#include "gateway/cmp/cmp_local.h"
+#include "gateway/cmp/record.h"
 #include "gateway/cmp/revoked.h"
 
 static struct {
@@ -96,10 +101,47 @@ static void test_new_destroys_the_condattr(void **state)
     }
 }
 
+/*
+ * The withdrawal queue is made only with a condition on CLOCK_MONOTONIC, its attributes destroyed on
+ * every path. Once, a clock that could not be set left the drain's deadline on the realtime clock (and a
+ * condition that could not be made was waited on all the same), and the engine was made regardless.
+ */
+static void test_withdrawals_init_checks_the_condition(void **state)
+{
+    static const struct {
+        const char *name;
+        bool fail_setclock, fail_cond_init, made;
+    } cases[] = {
+        {"every step passes", false, false, true},
+        {"the clock cannot be set", true, false, false},
+        {"the condition cannot be made", false, true, false},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct gw_cmp_engine e = {0};
+        int rc;
+
+        shim.attrs_live = 0;
+        shim.fail_setclock = cases[i].fail_setclock;
+        shim.fail_cond_init = cases[i].fail_cond_init;
+        rc = cmp_withdrawals_init(&e);
+        shim.fail_setclock = shim.fail_cond_init = false;
+        if ((rc == 0) != cases[i].made || (e.withdrawals != NULL) != cases[i].made || shim.attrs_live != 0)
+            fail_msg("%s: init %d, queue %s, %d condition attributes left", cases[i].name, rc,
+                     e.withdrawals != NULL ? "made" : "not made", shim.attrs_live);
+        if (rc != 0 && rc != GW_ERR_NOMEM)
+            fail_msg("%s: init %d, not GW_ERR_NOMEM", cases[i].name, rc);
+        assert_true(cmp_withdrawals_drain(&e, gw_now_ms())); /* frees the queue, if any; NULL-safe */
+        assert_null(e.withdrawals);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_new_destroys_the_condattr),
+        cmocka_unit_test(test_withdrawals_init_checks_the_condition),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
