@@ -481,9 +481,32 @@ out:
 
 /* ---- calls on a thread of their own (polling) ---- */
 
-/* One gw_upstream_sign_async call: owned copies of the request, for the call thread. */
+/* How many more allocations of asynchronous calls succeed: -1 all (gw_upstream_test_fail_async_allocs). */
+static atomic_int async_allocs_left = -1;
+
+void gw_upstream_test_fail_async_allocs(int n)
+{
+    atomic_store(&async_allocs_left, n);
+}
+
+/* calloc for an asynchronous call's own memory, failing where a test says. (worker) */
+static void *async_alloc(size_t size)
+{
+    int left = atomic_load(&async_allocs_left);
+
+    while (left > 0 && !atomic_compare_exchange_weak(&async_allocs_left, &left, left - 1))
+        ;
+    return left == 0 ? NULL : calloc(1, size);
+}
+
+/*
+ * One gw_upstream_sign_async call: owned copies of the request, for the call thread, and what that
+ * thread needs to answer, made before it starts: out of memory there, the request would get no answer.
+ */
 struct async_call {
     struct gw_upstream *up;
+    struct call *call; /* the adapter's completion context, call_done's once the adapter takes it */
+    struct gw_sign_result *spare; /* the refusal's, where the adapter does not take it */
     struct gw_sign_req req;
     struct gw_cert_plan plan;
     X509_REQ *csr;
@@ -498,13 +521,15 @@ static void async_free(struct async_call *a)
         return;
     gw_cert_plan_cleanup(&a->plan);
     X509_REQ_free(a->csr);
+    free(a->call);
+    free(a->spare);
     free(a);
 }
 
 static struct async_call *async_new(struct gw_upstream *up, const struct gw_sign_req *req,
                                     gw_upstream_done_fn done, void *arg)
 {
-    struct async_call *a = calloc(1, sizeof(*a));
+    struct async_call *a = async_alloc(sizeof(*a));
 
     if (a == NULL)
         return NULL;
@@ -513,7 +538,8 @@ static struct async_call *async_new(struct gw_upstream *up, const struct gw_sign
     a->done = done;
     a->arg = arg;
     /* the plan's objects are the worker's, and go away when it answers its client */
-    if (gw_cert_plan_copy(req->plan, &a->plan) != 0 ||
+    if ((a->call = async_alloc(sizeof(*a->call))) == NULL ||
+        (a->spare = async_alloc(sizeof(*a->spare))) == NULL || gw_cert_plan_copy(req->plan, &a->plan) != 0 ||
         (req->csr != NULL && (a->csr = X509_REQ_dup(req->csr)) == NULL)) {
         async_free(a);
         return NULL;
@@ -549,18 +575,17 @@ static void async_result_done(void *arg, struct gw_sign_result *res)
 static void *async_run(void *arg)
 {
     struct async_call *a = arg;
-    struct gw_sign_result *res = NULL;
     struct async_result r = {.res = NULL};
-    struct call *c = malloc(sizeof(*c));
-    int rc = GW_ERR_NOMEM;
+    struct gw_sign_result *res;
+    int rc;
 
     pthread_mutex_init(&r.lock, NULL);
     pthread_cond_init(&r.cond, NULL);
-    if (c != NULL) {
-        *c = (struct call){a->up, async_result_done, &r, 0};
-        rc = call_sign(c, &a->req);
-    }
-    if (rc == 0) { /* the adapter completes within its timeout: its |done| is called exactly once */
+    *a->call = (struct call){a->up, async_result_done, &r, 0};
+    rc = call_sign(a->call, &a->req);
+    /* the adapter completes within its timeout: its |done| is called exactly once, and frees the call */
+    if (rc == 0) {
+        a->call = NULL;
         pthread_mutex_lock(&r.lock);
         while (r.res == NULL)
             pthread_cond_wait(&r.cond, &r.lock);
@@ -570,15 +595,12 @@ static void *async_run(void *arg)
     pthread_cond_destroy(&r.cond);
     pthread_mutex_destroy(&r.lock);
     if (rc != 0) { /* |done| was not called: the slot is still ours */
-        free(c);
         /* the refusal reads |a->up|, which gw_upstream_free may free once the slot is released */
-        if ((res = malloc(sizeof(*res))) != NULL)
-            gw_upstream_refusal(a->up, rc, res);
+        res = a->spare;
+        a->spare = NULL;
+        gw_upstream_refusal(a->up, rc, res);
         atomic_fetch_sub(&a->up->inflight, 1);
-        if (res != NULL)
-            a->done(a->arg, res);
-        else
-            gw_log(GW_LOG_ERROR, "upstream_call_lost", "request %s: out of memory", a->request_id);
+        a->done(a->arg, res);
     }
     async_free(a);
     return NULL;

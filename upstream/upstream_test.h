@@ -21,4 +21,8 @@ int gw_upstream_set_put0(struct gw_upstream_set *set, struct gw_upstream *up);
  * that a test running the engine at a fixed time gets a CRL of that time. Only while no call runs. */
 void gw_upstream_set_clock(struct gw_upstream_set *set, time_t (*clock)(void));
 
+/* From now on the first |n| allocations of gw_upstream_sign_async calls (the call's copies, its
+ * answer) succeed, and every one after fails, as when memory runs out; -1: none fails. */
+void gw_upstream_test_fail_async_allocs(int n);
+
 #endif

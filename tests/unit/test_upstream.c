@@ -950,6 +950,65 @@ static void test_async_refused(void **state)
     pthread_mutex_destroy(&cap.lock);
 }
 
+/*
+ * Memory running out at any allocation of an asynchronous call still answers its request: at once (the
+ * call is refused, |done| not called) or through |done| with a refusal. Once, the call thread's own
+ * allocations failing lost the refusal too: |done| was never called, and the CMP request waited for
+ * an answer until its client gave up.
+ */
+static void test_async_out_of_memory(void **state)
+{
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    struct gw_cert_plan plan;
+    struct gw_sign_req req = {.plan = &plan, .request_id = "ab"};
+    struct captured cap = {.res = NULL};
+    char err[GW_ERR_LEN];
+    int rc, n;
+
+    (void)state;
+    pthread_mutex_init(&cap.lock, NULL);
+    pthread_cond_init(&cap.cond, NULL);
+    conf_init(&conf, "refusing", NULL, NULL, NULL);
+    conf.max_inflight = 1;
+    plan_init(&plan, keys[K_P256], "x", NULL);
+    assert_non_null(up = gw_upstream_new_ops(&conf, &refuse_ops, NULL, err));
+    for (n = 0; n < 8; n++) { /* the first n allocations succeed, then memory runs out */
+        struct timespec until;
+        struct gw_sign_result *res = NULL;
+
+        gw_upstream_test_fail_async_allocs(n);
+        rc = gw_upstream_sign_async(up, &req, capture_done, &cap);
+        if (rc == 0) {
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += 10;
+            pthread_mutex_lock(&cap.lock);
+            while (cap.res == NULL && pthread_cond_timedwait(&cap.cond, &cap.lock, &until) == 0)
+                ;
+            res = cap.res;
+            cap.res = NULL;
+            pthread_mutex_unlock(&cap.lock);
+        }
+        gw_upstream_test_fail_async_allocs(-1);
+        if (rc == 0 && res == NULL)
+            fail_msg("%d allocations, then none: accepted, but never answered", n);
+        if (rc != 0) {
+            assert_int_equal(rc, GW_ERR_NOMEM);
+            continue;
+        }
+        assert_int_not_equal(res->status, 0);
+        assert_int_equal(res->fail_info, OSSL_CMP_PKIFAILUREINFO_systemFailure);
+        assert_non_null(strstr(res->reason, "upstream refusing refused the request"));
+        gw_sign_result_cleanup(res);
+        free(res);
+    }
+    assert_true(gw_upstream_free(up)); /* every slot came back */
+    gw_cert_plan_cleanup(&plan);
+    conf_cleanup(&conf);
+    pthread_cond_destroy(&cap.cond);
+    pthread_mutex_destroy(&cap.lock);
+}
+
 /* A completion after the deadline (from another thread) lands safely and is disposed of. */
 static void test_timeout_late_async(void **state)
 {
@@ -2451,6 +2510,7 @@ int main(void)
         cmocka_unit_test(test_local_init_errors),
         cmocka_unit_test(test_inflight_cap),
         cmocka_unit_test(test_async_refused),
+        cmocka_unit_test(test_async_out_of_memory),
         cmocka_unit_test(test_timeout_late_async),
         cmocka_unit_test(test_timeout_local_delay),
         cmocka_unit_test(test_upstream_set),
