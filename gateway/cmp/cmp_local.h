@@ -138,6 +138,9 @@ struct cmp_txn {
     char quota[GW_QUOTA_KEY_LEN]; /* whose share of the per-identity caps it takes (cmp_quota_key) */
     char credential_status[2 * GW_ERR_LEN]; /* how the signer's and TLS certificate's status was known */
     int signer_revoked; /* cmp_check_credentials refused the signer for its revocation (certRevoked) */
+    /* an rr naming its signer's own certificate (rr.c): a revoked signer is that rr's answer, and is
+       logged as it (rr_already_revoked), not as a credential refused (credential_revoked) */
+    int signer_named;
     char serial[2 * 20 + 1];
     /* the senderNonce of the last answer its client got: the recipNonce its next message must carry */
     unsigned char nonce[GW_MAX_NONCE_LEN];

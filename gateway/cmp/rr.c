@@ -373,13 +373,13 @@ static int revoke(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer
  * The request's checks refused it (|r|). Its holder asking again to revoke its own certificate, revoked
  * already (through the gateway, or found so at its CA), was refused for its signer's revocation; it is
  * told what it asked about instead, as every rr for a revoked certificate is (the same failInfo, and
- * nothing its signer's refusal would not have told it). Only then: the request was checked no further,
- * and no other certificate is revoked, nor the CA asked, on the word of a revoked credential. 1.
+ * nothing its signer's refusal would not have told it), and the log says so (t->signer_named). Only then:
+ * the request was checked no further, and no other certificate is revoked, nor the CA asked, on the word
+ * of a revoked credential. 1.
  */
-static int refused(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer, const ASN1_INTEGER *serial,
-                   struct cmp_refusal *r)
+static int refused(struct cmp_txn *t, struct cmp_call *c, const ASN1_INTEGER *serial, struct cmp_refusal *r)
 {
-    if (!t->signer_revoked || issuer == NULL || serial == NULL || !names_signer(t, issuer, serial))
+    if (!t->signer_revoked || !t->signer_named)
         return 1;
     gw_x509_serial_hex(serial, t->serial, sizeof(t->serial));
     snprintf(c->rsp->serial, sizeof(c->rsp->serial), "%s", t->serial);
@@ -396,8 +396,10 @@ static int check_rr(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *r
     struct gw_upstream *ups[GW_ROLE_ISSUERS];
     size_t n;
 
+    /* the credential check logs a revoked signer as what refused() answers */
+    t->signer_named = issuer != NULL && serial != NULL && names_signer(t, issuer, serial);
     if (cmp_check_request(t, c, r) != 0)
-        return refused(t, c, issuer, serial, r);
+        return refused(t, c, serial, r);
     if (issuer == NULL || serial == NULL)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertId,
                           "the revocation request must name the certificate's issuer and serial number");

@@ -596,9 +596,12 @@ static int entry_status(const struct gw_cmp_settings *cfg, char *const *names, s
     return 0;
 }
 
-/* One authenticating certificate: 0 if it may be used (|note| says how that was known), else refused. */
+/*
+ * One authenticating certificate: 0 if it may be used (|note| says how that was known), else refused.
+ * |named|: it is the certificate the request (an rr) asks about, whose revocation is its answer.
+ */
 static int check_one(struct cmp_call *c, X509 *cert, const STACK_OF(X509) *chain, char *const *names,
-                     size_t n, const char *what, struct status_note *note, struct cmp_refusal *r)
+                     size_t n, const char *what, bool named, struct status_note *note, struct cmp_refusal *r)
 {
     struct gw_cmp_engine *e = c->e;
     char err[GW_ERR_LEN] = "", serial[2 * 20 + 1];
@@ -630,8 +633,8 @@ static int check_one(struct cmp_call *c, X509 *cert, const STACK_OF(X509) *chain
     if (!revoked)
         return 0;
     gw_x509_cert_serial_hex(cert, serial, sizeof(serial));
-    gw_log_kv(GW_LOG_INFO, "credential_revoked", "tid", c->rsp->tid, "certificate", what, "serial", serial,
-              "source", note->text, NULL);
+    gw_log_kv(GW_LOG_INFO, named ? "rr_already_revoked" : "credential_revoked", "tid", c->rsp->tid,
+              "certificate", what, "serial", serial, "source", note->text, NULL);
     return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_certRevoked,
                       "the %s certificate (serial %s) is revoked; authenticate with a valid one", what,
                       serial);
@@ -644,12 +647,12 @@ int cmp_check_credentials(struct cmp_call *c, struct cmp_txn *t, struct cmp_refu
 
     t->signer_revoked = 0;
     if (t->signer != NULL && check_one(c, t->signer, t->signer_chain, t->role->trust_names, t->role->n_trust,
-                                       "signer", &signer, r) != 0) {
+                                       "signer", t->signer_named, &signer, r) != 0) {
         t->signer_revoked = r->fail_info == OSSL_CMP_PKIFAILUREINFO_certRevoked;
         return 1;
     }
-    if (c->req->tls_peer != NULL &&
-        check_one(c, c->req->tls_peer, NULL, a->tls_trust_names, a->n_tls_trust, "TLS client", &tls, r) != 0)
+    if (c->req->tls_peer != NULL && check_one(c, c->req->tls_peer, NULL, a->tls_trust_names, a->n_tls_trust,
+                                              "TLS client", false, &tls, r) != 0)
         return 1;
     snprintf(t->credential_status, sizeof(t->credential_status), "signer: %.200s; tls: %.200s", signer.text,
              tls.text);

@@ -254,6 +254,16 @@ static void assert_status(OSSL_CMP_CTX *ctx, int status, int fail_bit, const cha
         fail_msg("statusString \"%s\" lacks \"%s\"", got, text);
 }
 
+/* How often |needle| is in |hay|. */
+static int occurrences(const char *hay, const char *needle)
+{
+    int n = 0;
+
+    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+        n++;
+    return n;
+}
+
 /* The log (stderr) while a test captures it (log_capture), and stderr itself meanwhile; -1 otherwise. */
 static int captured_fd = -1, saved_stderr = -1;
 
@@ -1758,7 +1768,9 @@ static void test_rr_during_withdrawal(void **state)
  * The other way round: the holder's rr while a withdrawal is at the CA waits for it, at most the
  * upstream's timeout, and is told to retry when it has not ended by then; nothing is sent meanwhile.
  * Once the withdrawal revoked it, the holder asking again is told it is revoked already, and nothing
- * is sent either.
+ * is sent either; its log line says what it was told (rr_already_revoked), where it once said that a
+ * revoked signer was refused (credential_revoked). The twin: that signer's rr for another certificate
+ * is refused for its signer, and logged so.
  */
 static void test_rr_waits_for_withdrawal(void **state)
 {
@@ -1766,6 +1778,7 @@ static void test_rr_waits_for_withdrawal(void **state)
     X509 *held = NULL;
     struct env *e = env_by_serial(NULL, &no_lookup_ops, &held, &k);
     uint32_t timeout_ms = e->cfg->upstreams[0].timeout_ms;
+    char logged[8192] = "";
 
     (void)state;
     e->cfg->upstreams[0].timeout_ms = 500; /* how long the rr waits for the withdrawal */
@@ -1783,8 +1796,18 @@ static void test_rr_waits_for_withdrawal(void **state)
     gw_cmp_engine_settle_withdrawals(e->engine);
     by_serial.during = NULL;
     assert_int_equal(audit_count(e, "revoked", NULL, NULL), 1);
+    log_capture(GW_LOG_INFO);
     expect_rr(e, held, k, held, CRL_REASON_KEY_COMPROMISE, OSSL_CMP_PKIFAILUREINFO_certRevoked,
               "the certificate is already revoked");
+    assert_int_equal(log_release_into(logged, sizeof(logged)), 0);
+    assert_int_equal(occurrences(logged, "\"event\":\"rr_already_revoked\""), 1);
+    assert_int_equal(occurrences(logged, "\"event\":\"credential_revoked\""), 0);
+    log_capture(GW_LOG_INFO);
+    expect_rr(e, held, k, client_cert, CRL_REASON_KEY_COMPROMISE, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+              "the signer certificate (serial ");
+    assert_int_equal(log_release_into(logged, sizeof(logged)), 0);
+    assert_int_equal(occurrences(logged, "\"event\":\"rr_already_revoked\""), 0);
+    assert_int_equal(occurrences(logged, "\"event\":\"credential_revoked\""), 1);
     assert_int_equal(by_serial.revokes, 1);
     e->cfg->upstreams[0].timeout_ms = timeout_ms;
     X509_free(held);
@@ -2175,7 +2198,7 @@ int main(void)
         cmocka_unit_test(test_rr_crmf_upstream),
         cmocka_unit_test(test_rr_remove_from_crl),
         cmocka_unit_test(test_rr_during_withdrawal),
-        cmocka_unit_test(test_rr_waits_for_withdrawal),
+        cmocka_unit_test_teardown(test_rr_waits_for_withdrawal, log_release),
         cmocka_unit_test_teardown(test_drain_gives_up_on_withdrawal_waiting_for_rr, log_release),
         cmocka_unit_test(test_shim_rr_reason),
         cmocka_unit_test(test_shim_itavs),
