@@ -3,7 +3,9 @@ configuration that loads without a warning (at its start and in `cmpgw check`), 
 prints runs and issues; the role's bounds hold (a DNS SAN outside demo.example, an IP SAN, another
 subject and a host name as the CN are refused); and deploy/demo-pki.sh rewrites the configuration of a
 demo from before those bounds, keeping its PKI. The configuration is the demo's as deploy/demo-pki.sh
-writes it, never the suite's widened copy (harness.widen_demo_role)."""
+writes it, never the suite's widened copy (harness.widen_demo_role). The example the Debian package
+installs as /etc/cmpgw/cmpgw.json (deploy/examples/cmpgw.json) passes `cmpgw check` without a warning
+too, over the demo's PKI."""
 import json
 import os
 import re
@@ -193,6 +195,38 @@ class OlderDemo(unittest.TestCase):
             before = (d / "cmpgw.json").read_text()
             harness.run(["bash", script, d])
             self.assertEqual((d / "cmpgw.json").read_text(), before)
+
+
+class PackagedExample(unittest.TestCase):
+
+    def test_check_finds_no_warning(self):
+        """deploy/examples/cmpgw.json, with the files it names made by deploy/demo-pki.sh, as
+        tests/e2e/test_deb.py checks the packaged copy: its absolute paths (the store, the revoked file,
+        the audit log) move into the scratch directory, and "run_as_root" takes the place of "user":
+        "cmpgw", a user that exists only where the package is installed. Before its role named the
+        hosts it may issue for, every start of a packaged gateway warned that the role issues
+        certificates naming any host a client asks for."""
+        with tempfile.TemporaryDirectory(prefix="cmpgw-e2e-") as tmp:
+            etc = Path(tmp) / "etc"
+            harness.run(["bash", harness.REPO / "deploy" / "demo-pki.sh", etc])
+            cfg = json.loads((harness.REPO / "deploy" / "examples" / "cmpgw.json").read_text())
+            self.assertEqual(cfg.pop("user"), "cmpgw")
+            cfg["run_as_root"] = True
+            var = Path(tmp) / "var"
+            (var / "local").mkdir(parents=True)
+            self.assertEqual(cfg["upstreams"]["local"]["store"], "/var/lib/cmpgw/local")
+            cfg["upstreams"]["local"]["store"] = str(var / "local")
+            self.assertEqual(cfg["cmp"]["revoked_file"], "/var/lib/cmpgw/revoked")
+            cfg["cmp"]["revoked_file"] = str(var / "revoked")
+            self.assertEqual(cfg["audit"]["file"], "/var/log/cmpgw/audit.log")
+            cfg["audit"]["file"] = str(var / "audit.log")
+            config = etc / "cmpgw.json"
+            config.write_text(json.dumps(cfg, indent=2))
+            p = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(config)], cwd=etc,
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            self.assertIn("%s: OK" % config, p.stdout)
+            self.assertEqual(warnings(p.stderr), [], p.stderr)
 
 
 if __name__ == "__main__":
