@@ -600,20 +600,26 @@ def strip_parens(s):
         s = t
 
 
-def doc_metric_rows(text):
-    """[(line, [metric names], [label names])] of the table whose header starts "| metric |"."""
+def table_rows(text, first):
+    """[(line, cells)] of the body rows of the tables whose header's first cell is |first|."""
     rows, inside = [], False
     for number, line in enumerate(text.splitlines(), 1):
         if not line.startswith("|"):
             inside = False
             continue
         c = cells(line)
-        if c[0] == "metric":
+        if c[0] == first:
             inside = True
             continue
         if inside and not re.fullmatch(r"[|\s:-]+", line):
-            rows.append((number, CODE_SPAN.findall(c[0]), CODE_SPAN.findall(strip_parens(c[1]))))
+            rows.append((number, c))
     return rows
+
+
+def doc_metric_rows(text):
+    """[(line, [metric names], [label names])] of the table whose header starts "| metric |"."""
+    return [(number, CODE_SPAN.findall(c[0]), CODE_SPAN.findall(strip_parens(c[1])))
+            for number, c in table_rows(text, "metric")]
 
 
 def check_metrics(root):
@@ -941,18 +947,10 @@ def code_events(root):
 
 def doc_event_rows(text):
     """{event: (line, [levels])} of the table whose header starts "| event |"."""
-    rows, inside = {}, False
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.startswith("|"):
-            inside = False
-            continue
-        c = cells(line)
-        if c[0] == "event":
-            inside = True
-            continue
-        if inside and not re.fullmatch(r"[|\s:-]+", line):
-            for name in CODE_SPAN.findall(c[0]):
-                rows[name] = (number, CODE_SPAN.findall(c[1]) if len(c) > 1 else [])
+    rows = {}
+    for number, c in table_rows(text, "event"):
+        for name in CODE_SPAN.findall(c[0]):
+            rows[name] = (number, CODE_SPAN.findall(c[1]) if len(c) > 1 else [])
     return rows
 
 
