@@ -277,6 +277,19 @@ int gw_shim_central_keygen(const OSSL_CMP_MSG *msg)
     return *slot == NULL || (X509_PUBKEY_get0_param(NULL, &bits, &len, NULL, *slot) == 1 && len == 0);
 }
 
+/* The PKIMessage at |der| (|len| bytes) as der_cut's outermost level, its contents |cont|..|end|. */
+static struct cmp_tlv whole_message(const unsigned char *der, long len, const unsigned char *cont,
+                                    const unsigned char *end)
+{
+    return (struct cmp_tlv){.p = der,
+                            .cont = cont,
+                            .len = end - cont,
+                            .total = len,
+                            .tag = V_ASN1_SEQUENCE,
+                            .cls = V_ASN1_UNIVERSAL,
+                            .constructed = 1};
+}
+
 /*
  * A certConf whose first CertStatus ends in hashAlg ([0], RFC 9810 §5.3.18, CMP version 3), which OpenSSL
  * 3.0's CertStatus lacks: the message is decoded without it (the lengths around it written anew), as
@@ -293,13 +306,7 @@ OSSL_CMP_MSG *gw_shim_d2i_hash_alg(const unsigned char *der, long len)
     ERR_set_mark();
     if (der == NULL || len > INT_MAX || !cmp_der_open_seq(der, len, &p, &end))
         goto out;
-    up[0] = (struct cmp_tlv){.p = der,
-                             .cont = p,
-                             .len = end - p,
-                             .total = len,
-                             .tag = V_ASN1_SEQUENCE,
-                             .cls = V_ASN1_UNIVERSAL,
-                             .constructed = 1};
+    up[0] = whole_message(der, len, p, end);
     /* PKIMessage { header, body [24] CertConfirmContent ::= SEQUENCE OF CertStatus, ... } */
     if (!cmp_tlv_next(&p, end, &t) || !cmp_tlv_next(&p, end, &up[1]) ||
         up[1].cls != V_ASN1_CONTEXT_SPECIFIC || up[1].tag != GW_CMP_BODY_CERTCONF || !up[1].constructed)
@@ -349,13 +356,7 @@ OSSL_CMP_MSG *gw_shim_d2i_msg(const unsigned char **pp, long len)
     if (len > INT_MAX || !cmp_der_open_seq(*pp, len, &p, &end)) /* der_cut counts in int */
         goto plain;
     /* PKIMessage ::= SEQUENCE { header, body, protection [0] OPTIONAL, extraCerts [1] OPTIONAL } */
-    up[0] = (struct cmp_tlv){.p = *pp,
-                             .cont = p,
-                             .len = end - p,
-                             .total = len,
-                             .tag = V_ASN1_SEQUENCE,
-                             .cls = V_ASN1_UNIVERSAL,
-                             .constructed = 1};
+    up[0] = whole_message(*pp, len, p, end);
     while (n < 5 && cmp_tlv_next(&p, end, &el[n]))
         n++;
     if (p != end || n < 2 || n > 4)
