@@ -69,21 +69,22 @@ int pthread_cond_init(pthread_cond_t *cond, const pthread_condattr_t *attr)
     return shim.fail_cond_init ? ENOMEM : real(cond, attr);
 }
 
+/* The steps of making a condition on CLOCK_MONOTONIC, each failing in turn; whether the object is made. */
+static const struct {
+    const char *name;
+    bool fail_setclock, fail_cond_init, made;
+} cases[] = {
+    {"every step passes", false, false, true},
+    {"the clock cannot be set", true, false, false},
+    {"the condition cannot be made", false, true, false},
+};
+
 /*
  * Whichever step of making the set's condition fails, its attributes are destroyed as when none does.
  * Once, a clock that could not be set (or a condition that could not be made) left them.
  */
 static void test_new_destroys_the_condattr(void **state)
 {
-    static const struct {
-        const char *name;
-        bool fail_setclock, fail_cond_init, made;
-    } cases[] = {
-        {"every step passes", false, false, true},
-        {"the clock cannot be set", true, false, false},
-        {"the condition cannot be made", false, true, false},
-    };
-
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char err[GW_ERR_LEN] = "";
@@ -108,15 +109,6 @@ static void test_new_destroys_the_condattr(void **state)
  */
 static void test_withdrawals_init_checks_the_condition(void **state)
 {
-    static const struct {
-        const char *name;
-        bool fail_setclock, fail_cond_init, made;
-    } cases[] = {
-        {"every step passes", false, false, true},
-        {"the clock cannot be set", true, false, false},
-        {"the condition cannot be made", false, true, false},
-    };
-
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct gw_cmp_engine e = {0};
