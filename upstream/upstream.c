@@ -1,11 +1,13 @@
 /*
  * Upstream CAs behind one interface (upstream/upstream.h): creation by adapter, in-flight cap, and
- * the synchronous wait a CMP worker uses. The adapters and their configuration: upstream/conf.c.
+ * the synchronous wait of in-process callers (tests). The adapters and their configuration:
+ * upstream/conf.c.
  *
  * The waiter is shared by the waiting worker and the completion and freed by whichever lets go
  * last, so a completion that arrives after the deadline lands on live memory. Such a late
  * certificate exists at the CA but reaches no client: it is logged ("late_issue") so that it can
- * be found and revoked (docs/design.md D8: nothing issued is lost).
+ * be found and revoked by hand. It is not audited nor withdrawn here (this layer has neither), which
+ * is why no request the gateway serves waits this way (upstream.h).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -445,7 +447,7 @@ void gw_upstream_refusal(const struct gw_upstream *up, int rc, struct gw_sign_re
                             "upstream %s refused the request: %s", name, gw_err_str(rc));
 }
 
-/* worker */
+/* worker; in-process callers only: a late certificate is only logged (upstream.h) */
 void gw_upstream_sign_wait(struct gw_upstream *up, const struct gw_sign_req *req, struct gw_sign_result *out)
 {
     const char *name = up != NULL ? gw_upstream_conf_name(up->conf) : "?";

@@ -3,9 +3,9 @@
  *
  * Calls complete asynchronously: gw_upstream_sign_submit() hands the request over and returns;
  * the adapter calls |done| exactly once, on any thread, possibly before submit returns (the local
- * issuer does). gw_upstream_sign_wait() is the synchronous wrapper a CMP worker uses today; it
- * waits at most the upstream's timeout, and a late completion is disposed of safely (and logged:
- * a certificate issued after the deadline is never silently dropped).
+ * issuer does). The gateway's requests take the completion without waiting for it (a suspended
+ * request, gateway/cmp/suspend.h; a polling role's call, gw_upstream_sign_async). The blocking
+ * wrapper gw_upstream_sign_wait() is for in-process callers only (below).
  *
  * Each upstream caps its calls in flight (max_inflight); at the cap, submit fails with
  * GW_ERR_BUSY at once.
@@ -132,6 +132,10 @@ int gw_upstream_sign_submit(struct gw_upstream *up, const struct gw_sign_req *re
 /*
  * gw_upstream_sign_wait submits and waits up to the upstream's timeout (worker). |out| is
  * always filled: status 0 with a certificate, or an error with fail_info and reason.
+ * In-process callers only (unit tests, fuzzers, the engine of a caller that cannot resume a request):
+ * a certificate that completes after the deadline is only logged ("late_issue", with the request id),
+ * neither audited nor withdrawn, as this layer has no audit log. No request the gateway serves waits
+ * here: the HTTP path suspends (gw_cmp_request.may_suspend), a polling role calls gw_upstream_sign_async.
  */
 void gw_upstream_sign_wait(struct gw_upstream *up, const struct gw_sign_req *req, struct gw_sign_result *out);
 

@@ -21,7 +21,10 @@ struct gw_cmp_request {
     /* gw_cmp_tls_client of |tls_peer|, made once for its connection; NULL: made here for the request */
     const char *tls_client;
     const char *path; /* request path, for the audit log; NULL = described from |route| */
-    bool may_suspend; /* the caller resumes a suspended request (gw_cmp_suspended_arm) */
+    /* the caller resumes a suspended request (gw_cmp_suspended_arm), as gateway/http.c always does.
+       false (in-process callers: tests, fuzzers): a role without poll_after holds the worker in
+       gw_upstream_sign_wait, whose certificate after the deadline is only logged, not withdrawn */
+    bool may_suspend;
     /* set: |route| is a retired configuration's, for a path the running one no longer serves; only an
        open transaction's own certConf, pollReq or error message is answered (as its role were removed),
        anything else gets HTTP 404 with this reason, the one an unknown path gets */

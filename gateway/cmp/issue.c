@@ -321,7 +321,8 @@ enum signed_how { SIGNED_NOW, SIGNED_DEFERRED, SIGNED_SUSPENDED };
 
 /*
  * Asks the upstream: with poll_after, maybe deferred; else suspended when the caller can resume
- * the request and the upstream does not answer at once; else blocking up to its timeout.
+ * the request and the upstream does not answer at once; else blocking up to its timeout, for
+ * in-process callers only (may_suspend): a certificate after that deadline is only logged there.
  */
 static enum signed_how sign(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req,
                             struct issuing *is)

@@ -1054,6 +1054,86 @@ static void test_timeout_late_async(void **state)
     conf_cleanup(&conf);
 }
 
+/* Runs |fn| with stderr (the log) going to a file; returns what was written (the caller frees it). */
+static char *logged_by(void (*fn)(void *), void *arg)
+{
+    FILE *f = tmpfile();
+    int saved;
+    long len;
+    char *text;
+
+    assert_non_null(f);
+    fflush(stderr);
+    assert_true((saved = dup(STDERR_FILENO)) >= 0);
+    assert_int_equal(dup2(fileno(f), STDERR_FILENO), STDERR_FILENO);
+    fn(arg);
+    fflush(stderr);
+    assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+    close(saved);
+    assert_true((len = ftell(f)) >= 0);
+    assert_non_null(text = calloc(1, (size_t)len + 1));
+    rewind(f);
+    assert_int_equal(fread(text, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    return text;
+}
+
+struct late_wait {
+    struct gw_upstream *up;
+    const struct gw_sign_req *req;
+    struct gw_sign_result res;
+};
+
+static void late_wait_run(void *arg)
+{
+    struct late_wait *lw = arg;
+
+    gw_upstream_sign_wait(lw->up, lw->req, &lw->res);
+    gw_upstream_free(lw->up); /* waits for the late completion */
+    pthread_join(late_threads[0], NULL);
+}
+
+/*
+ * What the blocking wait does with a certificate that comes after its deadline, all it does: the caller
+ * gets a timeout, and the certificate is named on the log (late_issue: serial, upstream, request id),
+ * neither audited nor revoked. No production path waits so (upstream.h): this pins the reason why none
+ * may, and that a test's late certificate is at least not silent.
+ */
+static void test_sign_wait_late_only_logged(void **state)
+{
+    struct gw_upstream_conf conf;
+    struct gw_cert_plan plan;
+    struct gw_sign_req req = {.plan = &plan, .request_id = "0badc0de"};
+    struct late_wait lw = {.req = &req};
+    char err[GW_ERR_LEN], serial[2 * 20 + 1], want[160], *logged, *line, *end;
+
+    (void)state;
+    conf_init(&conf, "slow", NULL, NULL, NULL);
+    conf.timeout_ms = 30;
+    hold.n = 0;
+    hold.delay_ms = 150;
+    hold.cert = root;
+    plan_init(&plan, keys[K_P256], "x", NULL);
+    assert_non_null(lw.up = gw_upstream_new_ops(&conf, &hold_ops, NULL, err));
+    logged = logged_by(late_wait_run, &lw);
+    assert_int_equal(lw.res.status, GW_ERR_TIMEOUT);
+    assert_null(lw.res.cert);
+    assert_non_null(line = strstr(logged, "\"level\":\"warn\",\"event\":\"late_issue\""));
+    if ((end = strchr(line, '\n')) != NULL)
+        *end = '\0';
+    gw_x509_cert_serial_hex(root, serial, sizeof(serial));
+    snprintf(want, sizeof(want), "\"serial\":\"%s\",\"upstream\":\"slow\",\"request_id\":\"0badc0de\"",
+             serial);
+    assert_non_null(strstr(line, want));
+    /* only logged: no other line, no withdrawal */
+    assert_true(end == NULL || end[1] == '\0');
+    free(logged);
+    hold.cert = NULL;
+    hold.delay_ms = 0;
+    gw_cert_plan_cleanup(&plan);
+    conf_cleanup(&conf);
+}
+
 /* The local issuer's delay knob past the timeout: timeout reported, the late certificate disposed of. */
 static void test_timeout_local_delay(void **state)
 {
@@ -2512,6 +2592,7 @@ int main(void)
         cmocka_unit_test(test_async_refused),
         cmocka_unit_test(test_async_out_of_memory),
         cmocka_unit_test(test_timeout_late_async),
+        cmocka_unit_test(test_sign_wait_late_only_logged),
         cmocka_unit_test(test_timeout_local_delay),
         cmocka_unit_test(test_upstream_set),
         cmocka_unit_test(test_store_records),
