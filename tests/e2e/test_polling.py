@@ -73,12 +73,16 @@ def vault_poll_role(cls, cfg, gw, **upstream):
 
 
 class PollingLocal(harness.GatewayTestCase):
-    """The local issuer held 2.5 s per call; role "slow" polls after 500 ms, the default role blocks."""
+    """The local issuer held 2.5 s per call; role "slow" polls after 500 ms, the default role blocks.
+    Role "overdue" blocks on a local issuer held past its 1 s timeout."""
 
     @classmethod
     def edit_config(cls, cfg, gw):
         cfg["upstreams"]["local"]["delay"] = "2500ms"
         cfg["roles"]["slow"] = dict(cfg["roles"]["default"], poll_after="500ms")
+        cfg["upstreams"]["overdue"] = dict(cfg["upstreams"]["local"], timeout="1s", store="overdue-store")
+        (gw.dir / "overdue-store").mkdir(exist_ok=True)
+        cfg["roles"]["overdue"] = dict(cfg["roles"]["default"], upstream="overdue")
 
     def test_ir_waiting_pollrep_then_ip(self):
         key = self.newkey("polled")
@@ -145,6 +149,21 @@ class PollingLocal(harness.GatewayTestCase):
         self.assertEqual(p.returncode, 0, p.stderr.decode(errors="replace")[-3000:])
         self.assertEqual([a.body_type for a in answers], ["ip", "pkiconf"], answers)
         self.assertEqual(answers[0].status, ACCEPTED, answers)
+
+    def test_served_request_has_no_late_certificate(self):
+        """A served request without poll_after never waits in the blocking sign wait, whose certificate after
+        the deadline is only logged (late_issue): its answer comes in the same pass however long the issuer
+        took, and the certificate is delivered, on the audit log as issued and confirmed."""
+        key = self.newkey("overdue")
+        p, answers, cert = cmp_polling(self.gw, "ir", "overdue", "pki/roles/overdue/cmp",
+                                       ["-newkey", key, "-subject", "/CN=overdue"])
+        self.assertEqual(p.returncode, 0, p.stderr.decode(errors="replace")[-3000:])
+        self.assertEqual([(a.body_type, a.status) for a in answers][:1], [("ip", ACCEPTED)], answers)
+        self.assert_issued(cert, key, "CN=overdue", [], answers[0].extra_certs_pem())
+        tid = answers[0].header["transactionID"].asOctets().hex()
+        self.assertEqual(len(of_tid(self.gw, "issued", tid)), 1)
+        self.assertEqual(len(of_tid(self.gw, "confirmed", tid)), 1)
+        self.assertNotIn("late_issue", [l.get("event") for l in self.gw.log_lines()])
 
 
 class PollingVault(harness.GatewayTestCase):
