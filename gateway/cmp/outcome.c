@@ -5,6 +5,7 @@
 #include "gateway/cmp/outcome.h"
 #include "base/conf.h"
 #include "base/log.h"
+#include "base/x509.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -59,6 +60,16 @@ void cmp_log_denied(const struct cmp_call *c, const struct cmp_txn *t, const cha
 {
     gw_log_kv(GW_LOG_INFO, "not_authorized", "tid", c->rsp->tid, "role", t->role->name, "identity",
               t->identity, "tls_subject", c->tls_subject, "reason", code, "msg", r->text, NULL);
+}
+
+void cmp_log_already_revoked(const struct cmp_call *c, const char *serial, const X509_NAME *issuer,
+                             const char *source, const char *how)
+{
+    char *line = issuer != NULL ? gw_x509_name_line(issuer) : NULL;
+
+    gw_log_kv(GW_LOG_INFO, "rr_already_revoked", "tid", c->rsp->tid, "reason", "rr_already_revoked", "serial",
+              serial, "issuer", line != NULL ? line : "unknown", "source", source, "status", how, NULL);
+    OPENSSL_free(line);
 }
 
 void cmp_set_outcome(struct cmp_call *c, const char *status, const struct cmp_refusal *r)

@@ -31,6 +31,17 @@ __attribute__((format(printf, 6, 7))) int cmp_deny(const struct cmp_call *c, con
  * address), why (|code|, a static docs/errors.md row id, as "reason") and what it was told ("msg", the
  * statusString). Every such refusal is logged through here, so that operators find them by one event.
  */
+/*
+ * cmp_log_already_revoked writes the one info line of an rr answered certRevoked (docs/errors.md
+ * rr_already_revoked), whichever check found it revoked: the tid, the certificate's |serial| (hex) and
+ * |issuer|, which |source| said so ("gateway": its own record of what it revoked; "upstream": the CA's
+ * status of the holder's certificate, or its answer to the revocation; "ra_target": the CA's status of
+ * the certificate an RA's lookup found) and |how| it was known. Without it, the answer would be in the
+ * request line's outcome only.
+ */
+void cmp_log_already_revoked(const struct cmp_call *c, const char *serial, const X509_NAME *issuer,
+                             const char *source, const char *how);
+
 void cmp_log_denied(const struct cmp_call *c, const struct cmp_txn *t, const char *code,
                     const struct cmp_refusal *r);
 

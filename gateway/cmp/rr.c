@@ -137,6 +137,17 @@ static int authorize_rr(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *
 /* An rr naming a serial its CA does not know (badCertId); %s is the serial. */
 #define TEXT_NO_SERIAL "the CA has issued no certificate with serial %.60s: check issuer and serial"
 #define TEXT_REVOKED "the certificate is already revoked" /* RFC 9810 §5.2.3 certRevoked */
+/*
+ * The rr's answer when a check found the certificate named (issuer |issuer|, serial t->serial) revoked
+ * already, logged through cmp_log_already_revoked with |source| and |how|, as every such answer is. 1.
+ */
+static int already_revoked(const struct cmp_txn *t, const struct cmp_call *c, const X509_NAME *issuer,
+                           const char *source, const char *how, struct cmp_refusal *r)
+{
+    cmp_log_already_revoked(c, t->serial, issuer, source, how);
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_certRevoked, TEXT_REVOKED);
+}
+
 /* The CA refused the revocation itself; its answer is for the log only. %s is the serial. */
 #define TEXT_REFUSED                                                                                         \
     "the CA refused to revoke the certificate with serial %.60s; retrying will not help: ask the CA's "      \
@@ -236,7 +247,7 @@ static int check_ra_target(struct cmp_txn *t, struct cmp_call *c, const X509_NAM
                            "an RA of role %.64s may revoke only certificates of its role: %.200s",
                            t->role->name, why);
     else if (revoked_already(t->up, cert))
-        refused = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_certRevoked, TEXT_REVOKED);
+        refused = already_revoked(t, c, issuer, "ra_target", "the CA's status of the certificate", r);
     if (refused)
         X509_free(cert);
     else
@@ -317,6 +328,8 @@ static int revoke_marked(struct cmp_txn *t, struct cmp_call *c, const X509_NAME 
                : gw_upstream_revoke_cert(t->up, t->signer, code, &fail_info, err);
     if (rc != 0) {
         (void)upstream_failed(t, rc, fail_info, err, &kind, refusal);
+        if (rc == GW_ERR_EXISTS)
+            cmp_log_already_revoked(c, t->serial, issuer, "upstream", "the CA's answer to the revocation");
         /* the upstream's answer (bounded, control characters replaced by its adapter) stays here */
         gw_log_kv(GW_LOG_WARN, "rr_revoke_failed", "tid", c->rsp->tid, "upstream", up_name, "serial",
                   t->serial, "outcome", kind, "reason", err, NULL);
@@ -352,7 +365,7 @@ static int revoke(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer
     int rc = cmp_revoked_begin(c->e, target, gw_upstream_timeout_ms(t->up), err);
 
     if (rc == 1)
-        return cmp_refuse(refusal, OSSL_CMP_PKIFAILUREINFO_certRevoked, TEXT_REVOKED);
+        return already_revoked(t, c, issuer, "gateway", "revoked through cmpgw", refusal);
     if (rc != 0) {
         gw_log_kv(GW_LOG_WARN, "rr_not_begun", "tid", c->rsp->tid, "serial", t->serial, "reason", err, NULL);
         /* where the shared state is and what it answered are the operator's (docs/security.md) */
@@ -373,7 +386,8 @@ static int revoke(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer
  * The request's checks refused it (|r|). Its holder asking again to revoke its own certificate, revoked
  * already (through the gateway, or found so at its CA), was refused for its signer's revocation; it is
  * told what it asked about instead, as every rr for a revoked certificate is (the same failInfo, and
- * nothing its signer's refusal would not have told it), and the log says so (t->signer_named). Only then:
+ * nothing its signer's refusal would not have told it), logged as such by the credential check
+ * (cmp_log_already_revoked, as t->signer_named asks). Only then:
  * the request was checked no further, and no other certificate is revoked, nor the CA asked, on the word
  * of a revoked credential. 1.
  */
@@ -420,7 +434,7 @@ static int check_rr(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *r
         return 1;
     /* an RA's target was asked already (check_ra_target) */
     if (!*as_ra && revoked_already(t->up, t->signer))
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_certRevoked, TEXT_REVOKED);
+        return already_revoked(t, c, issuer, "upstream", "the CA's status of the certificate", r);
     return 0;
 }
 

@@ -609,11 +609,13 @@ static int check_one(struct cmp_call *c, X509 *cert, const STACK_OF(X509) *chain
     int ca = 0;
     struct gw_upstream *up = issuer_upstream(e, cert, &i, &ca);
     int revoked = 0, reason = CRL_REASON_NONE;
+    bool by_gateway = false;
 
     if (up == NULL)
         return entry_status(&e->cfg, names, n, cert, chain, what, note, r);
     /* first what cmpgw revoked itself: a CRL held since, or one the CA has not updated, does not know */
     if ((revoked = cmp_revoked_check(e, cert, c->now, err)) == 1) {
+        by_gateway = true;
         snprintf(note->text, sizeof(note->text), "revoked through cmpgw");
     } else if (revoked == 0 && !gw_upstream_get0_conf(up)->check_revocation) {
         snprintf(note->text, sizeof(note->text), "not checked (upstream %s: check_revocation false)",
@@ -633,8 +635,12 @@ static int check_one(struct cmp_call *c, X509 *cert, const STACK_OF(X509) *chain
     if (!revoked)
         return 0;
     gw_x509_cert_serial_hex(cert, serial, sizeof(serial));
-    gw_log_kv(GW_LOG_INFO, named ? "rr_already_revoked" : "credential_revoked", "tid", c->rsp->tid,
-              "certificate", what, "serial", serial, "source", note->text, NULL);
+    if (named) /* the rr's own answer (rr.c refused()) */
+        cmp_log_already_revoked(c, serial, X509_get_issuer_name(cert), by_gateway ? "gateway" : "upstream",
+                                note->text);
+    else
+        gw_log_kv(GW_LOG_INFO, "credential_revoked", "tid", c->rsp->tid, "certificate", what, "serial",
+                  serial, "source", note->text, NULL);
     return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_certRevoked,
                       "the %s certificate (serial %s) is revoked; authenticate with a valid one", what,
                       serial);

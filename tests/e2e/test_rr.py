@@ -13,7 +13,9 @@ refused for good, without Vault's words. Where the CA cannot look a certificate 
 not hold; the holder still does. An RA's role judges a certificate's names as it would have issued them: a
 subjectAltName copying the CN is held to the role's SAN types, and on Vault the CN is judged as the name
 Vault copies it to. A holder's rr for a certificate Vault has revoked already (its operator's doing) is
-certRevoked, Vault not asked to revoke it again, whatever check_revocation says."""
+certRevoked, Vault not asked to revoke it again, whatever check_revocation says. Each certRevoked answer
+to an rr writes one rr_already_revoked log line that names the certificate and what told (the gateway's
+record, the upstream's status of the holder's certificate, or of an RA's target)."""
 import datetime
 import os
 
@@ -73,6 +75,28 @@ def crl_entries(gw, name):
                 if str(ext["extnID"]) == "2.5.29.21":
                     reason = int(der_decoder.decode(bytes(ext["extnValue"]), asn1Spec=rfc5280.CRLReason())[0])
         out["%x" % int(entry["userCertificate"])] = reason
+    return out
+
+
+def issuer_line(cert):
+    """The issuer of a PEM certificate as the gateway's log writes names: "/O=x/CN=y"."""
+    out = harness.run(["openssl", "x509", "-in", cert, "-noout", "-issuer", "-nameopt", "compat"]).stdout.decode()
+    return out.strip().split("=", 1)[1]
+
+
+def already_revoked_sources(gw, cert):
+    """The source of each rr_already_revoked log line for |cert|, in order. Each must carry the reason, the
+    certificate's issuer, and the tid of a request line whose outcome is certRevoked (that rr's answer)."""
+    lines = gw.log_lines()
+    answered = {l.get("tid") for l in lines if l.get("event") == "request" and "certRevoked" in l.get("outcome", "")}
+    out = []
+    for l in lines:
+        if l.get("event") != "rr_already_revoked" or int(l.get("serial") or "0", 16) != int(serial_hex(cert), 16):
+            continue
+        if l.get("reason") != "rr_already_revoked" or l.get("issuer") != issuer_line(cert) or \
+                l.get("tid") not in answered or not l.get("tid"):
+            raise harness.Failure("rr_already_revoked line without its fields: %r" % l)
+        out.append(l.get("source"))
     return out
 
 
@@ -289,6 +313,8 @@ class RevocationAtVault(harness.GatewayTestCase):
         # once more: Vault would revoke it again without a word, and the audit log hold it twice
         self.assertEqual(self.ra_rr("b-ra-again", victim), (2, ["certRevoked"], ["the certificate is already revoked"]))
         self.assertEqual(len(self.vault.since(mark, "/revoke")), 1)
+        # its one log line says so, and that Vault's status of the certificate the RA named told
+        self.assertEqual(already_revoked_sources(self.gw, victim), ["ra_target"])
 
     def test_unknown_serial_refused(self):
         """An RA names a serial the CA never issued, under the CA's own name: nothing goes to Vault's revoke."""
@@ -492,6 +518,7 @@ class HolderRevokedAtVault(harness.GatewayTestCase):
         self.assertFalse(self.records(cert, "intent"))
         self.assertFalse(self.records(cert, "revoked"))
         self.assertEqual(len(self.records(cert, "rejected")), 1)
+        self.assertEqual(already_revoked_sources(self.gw, cert), ["upstream"])  # Vault's status told
 
     def test_revoked_through_the_gateway(self):
         """The twin: a certificate Vault has not revoked is revoked, once; its holder asking again is told it
@@ -504,6 +531,7 @@ class HolderRevokedAtVault(harness.GatewayTestCase):
         self.assertEqual((status, fails, texts), (2, ["certRevoked"], ["the certificate is already revoked"]))
         self.assertEqual(len(self.vault.since(mark, "/revoke")), 1)
         self.assertEqual(len(self.records(cert, "revoked")), 1)
+        self.assertEqual(already_revoked_sources(self.gw, cert), ["gateway"])  # its own record told
 
 
 class HolderRevokedAtVaultChecked(HolderRevokedAtVault):
