@@ -157,8 +157,9 @@ static void withdrawal_free(struct withdrawal *w)
     free(w);
 }
 
-/* The record of a withdrawal that did not revoke: the certificate stays valid until revoked by hand. */
-static void not_revoked(struct gw_cmp_engine *e, const struct withdrawal *w, const char *why)
+/* The record of a withdrawal not revoked (yet), and the log line's advice |msg| to its operator. */
+static void not_revoked_said(struct gw_cmp_engine *e, const struct withdrawal *w, const char *why,
+                             const char *msg)
 {
     const struct cmp_txn *t = &w->view;
     const char *up = t->up != NULL ? gw_upstream_conf_name(gw_upstream_get0_conf(t->up)) : "?";
@@ -167,7 +168,13 @@ static void not_revoked(struct gw_cmp_engine *e, const struct withdrawal *w, con
     snprintf(status, sizeof(status), "not revoked: %.200s", why);
     (void)cmp_audit_cert(e, t, w->tid, "revoke_failed", status, w->cert, 1);
     gw_log_kv(GW_LOG_ERROR, "revoke_failed", "tid", w->tid, "serial", t->serial, "upstream", up, "reason",
-              why, "msg", "a certificate that must not be used is still valid: revoke it by hand", NULL);
+              why, "msg", msg, NULL);
+}
+
+/* The record of a withdrawal that did not revoke: the certificate stays valid until revoked by hand. */
+static void not_revoked(struct gw_cmp_engine *e, const struct withdrawal *w, const char *why)
+{
+    not_revoked_said(e, w, why, "a certificate that must not be used is still valid: revoke it by hand");
 }
 
 /* worker: the job it is asking goes to its upstream now (it waited to begin until then). */
@@ -433,11 +440,20 @@ void cmp_withdrawals_settle(struct gw_cmp_engine *e)
     pthread_mutex_unlock(&q->lock);
 }
 
-/* Why a withdrawal the drain gave up on did not revoke: its upstream was asked, or it waited to begin. */
+/*
+ * Why a withdrawal the drain gave up on did not revoke: its upstream was asked, it waited to begin, or
+ * it was still queued. The drain is an engine's end, at a shutdown or once a reload retired its
+ * configuration generation, and cannot tell which. One waiting to begin goes on once its wait ends:
+ * the revocation it waited for may revoke the certificate, or this withdrawal may reach the CA after
+ * all (its "revoked" record then follows this one).
+ */
 #define TEXT_STOPPED_ASKED "the gateway stopped before the upstream answered; check at the CA"
-#define TEXT_STOPPED_WAITING                                                                                 \
-    "the gateway stopped before the upstream was asked, while the withdrawal waited for another revocation " \
-    "under way to end; check at the CA"
+#define TEXT_GAVE_UP_WAITING                                                                                 \
+    "the drain gave up on it while it waited for another revocation of it to end, before the upstream was "  \
+    "asked (the gateway stopping or its configuration retired); it may still be revoked: check at the CA"
+#define TEXT_GAVE_UP_QUEUED                                                                                  \
+    "the drain gave up on it before the upstream was asked (the gateway stopping or its configuration "      \
+    "retired)"
 
 /*
  * Past the drain's deadline (lock held): the jobs no upstream was asked for, off the queue for the
@@ -452,8 +468,14 @@ static struct withdrawal *give_up(struct gw_cmp_engine *e, struct cmp_withdrawal
     q->queued = 0;
     if (q->asking != NULL) {
         q->given_up = 1;
-        /* one still waiting to begin (cmp_revoked_begin) never asked: the rr it waits for may revoke it */
-        not_revoked(e, q->asking, q->asked ? TEXT_STOPPED_ASKED : TEXT_STOPPED_WAITING);
+        /* one still waiting to begin (cmp_revoked_begin) never asked: the rr it waits for may revoke it,
+           or it may ask once that ends (revoke) */
+        if (q->asked)
+            not_revoked(e, q->asking, TEXT_STOPPED_ASKED);
+        else
+            not_revoked_said(e, q->asking, TEXT_GAVE_UP_WAITING,
+                             "a certificate that must not be used may still be valid: check at the CA and "
+                             "revoke it by hand if it is not revoked");
     }
     return left;
 }
@@ -480,7 +502,7 @@ bool cmp_withdrawals_drain(struct gw_cmp_engine *e, uint64_t until_ms)
     pthread_mutex_unlock(&q->lock);
     for (; left != NULL; left = next) {
         next = left->next;
-        not_revoked(e, left, "the gateway stopped before the upstream was asked");
+        not_revoked(e, left, TEXT_GAVE_UP_QUEUED);
         withdrawal_free(left);
     }
     if (asking) { /* its upstream may answer for as long as its timeout: the process ends first */

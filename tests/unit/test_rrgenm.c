@@ -354,6 +354,25 @@ static int audit_count(const struct env *e, const char *event, const char *field
     return n;
 }
 
+/* Whether the last record of the audit log is an |event|. */
+static int audit_last(const struct env *e, const char *event)
+{
+    FILE *f = fopen(e->audit_path, "r");
+    char line[16384], last[16384] = "";
+    struct json_object *o, *v;
+    int is;
+
+    if (f == NULL)
+        return 0;
+    while (fgets(line, sizeof(line), f) != NULL)
+        memcpy(last, line, sizeof(last));
+    fclose(f);
+    assert_non_null(o = json_tokener_parse(last));
+    is = json_object_object_get_ex(o, "event", &v) && strcmp(json_object_get_string(v), event) == 0;
+    json_object_put(o);
+    return is;
+}
+
 /* ---- genm ---------------------------------------------------------------------------------- */
 
 /* Sends a genm asking for |oids| (with a NULL value each, or |value| for the first); returns the genp ITAVs.
@@ -1815,10 +1834,13 @@ static void test_rr_waits_for_withdrawal(void **state)
     env_by_serial_free(e);
 }
 
-/* revoke_failed of a withdrawal the drain gave up on while it waited for another revocation */
-#define TEXT_STOPPED_WAITING                                                                                 \
-    "the gateway stopped before the upstream was asked, while the withdrawal waited for another revocation " \
-    "under way to end; check at the CA"
+/*
+ * revoke_failed of a withdrawal the drain gave up on while it waited for another revocation: not "the
+ * gateway stopped" (a reload's drain of a retired generation says it too), and not as if it were over.
+ */
+#define TEXT_GAVE_UP_WAITING                                                                                 \
+    "the drain gave up on it while it waited for another revocation of it to end, before the upstream was "  \
+    "asked (the gateway stopping or its configuration retired); it may still be revoked: check at the CA"
 
 /* The holder's rr at the CA, a withdrawal of its certificate waiting for it, and the drain giving up. */
 static void drain_during(int n)
@@ -1863,10 +1885,60 @@ static void test_drain_gives_up_on_withdrawal_waiting_for_rr(void **state)
     assert_null(strstr(logged, "revoke_not_repeated"));
     assert_int_equal(audit_count(e, "revoke_failed", NULL, NULL), 1);
     /* it never asked the CA: the record and the line say so, not that the CA did not answer */
-    assert_int_equal(audit_count(e, "revoke_failed", "status", "not revoked: " TEXT_STOPPED_WAITING), 1);
-    assert_non_null(strstr(logged, TEXT_STOPPED_WAITING));
+    assert_int_equal(audit_count(e, "revoke_failed", "status", "not revoked: " TEXT_GAVE_UP_WAITING), 1);
+    assert_non_null(strstr(logged, TEXT_GAVE_UP_WAITING));
+    assert_non_null(strstr(logged, "may still be valid: check at the CA"));
     assert_null(strstr(logged, "before the upstream answered"));
+    assert_null(strstr(logged, "the gateway stopped"));
     assert_int_equal(audit_count(e, "revoked", "status", "reason keyCompromise"), 1);
+    X509_free(held);
+    EVP_PKEY_free(k);
+}
+
+/* The drain gives up as drain_during does; the withdrawal's own revocation, once it is sent, succeeds. */
+static void drain_then_revoke_during(int n)
+{
+    if (n == 1)
+        drain_during(n);
+    else
+        __atomic_store_n(&by_serial.fails, 0, __ATOMIC_SEQ_CST);
+}
+
+/* as left_env: this drain gave up too */
+static struct env *left_env_refused;
+
+/*
+ * The twin where the withdrawal goes on after the drain gave up: the holder's rr is refused at the CA,
+ * so the withdrawal, its wait over, revokes the certificate itself. Its revoke_failed record said that it
+ * may still be revoked; the revoked record that follows says it was, and it is the last word.
+ */
+static void test_drain_gives_up_then_withdrawal_revokes(void **state)
+{
+    EVP_PKEY *k = NULL;
+    X509 *held = NULL;
+    struct env *e = env_by_serial(NULL, &no_lookup_ops, &held, &k);
+    char logged[8192] = "";
+
+    (void)state;
+    race.env = e;
+    race.cert = held;
+    e->cfg->upstreams[0].own_ca = by_serial.own_ca;
+    left_env_refused = e;
+    by_serial.fails = GW_ERR_REFUSED;
+    by_serial.fail_info = OSSL_CMP_PKIFAILUREINFO_notAuthorized;
+    log_capture(GW_LOG_INFO);
+    by_serial.during = drain_then_revoke_during;
+    expect_rr(e, held, k, held, CRL_REASON_KEY_COMPROMISE, OSSL_CMP_PKIFAILUREINFO_notAuthorized, NULL);
+    gw_cmp_engine_settle_withdrawals(e->engine); /* the withdrawal has revoked by now */
+    by_serial.during = NULL;
+    assert_int_equal(log_release_into(logged, sizeof(logged)), 0);
+    assert_int_equal(by_serial.revokes, 2);
+    assert_int_equal(by_serial.reason, CRL_REASON_CESSATION_OF_OPERATION); /* the withdrawal's */
+    assert_int_equal(audit_count(e, "revoke_failed", "status", "not revoked: " TEXT_GAVE_UP_WAITING), 1);
+    assert_int_equal(audit_count(e, "revoked", "status", "revoked upstream"), 1);
+    assert_non_null(strstr(logged, "\"event\":\"cert_revoked\""));
+    /* the record's order: the revocation follows the drain's word */
+    assert_true(audit_last(e, "revoked"));
     X509_free(held);
     EVP_PKEY_free(k);
 }
@@ -2200,6 +2272,7 @@ int main(void)
         cmocka_unit_test(test_rr_during_withdrawal),
         cmocka_unit_test_teardown(test_rr_waits_for_withdrawal, log_release),
         cmocka_unit_test_teardown(test_drain_gives_up_on_withdrawal_waiting_for_rr, log_release),
+        cmocka_unit_test_teardown(test_drain_gives_up_then_withdrawal_revokes, log_release),
         cmocka_unit_test(test_shim_rr_reason),
         cmocka_unit_test(test_shim_itavs),
         cmocka_unit_test(test_shim_crl_status),
