@@ -15,6 +15,7 @@
 #include <curl/curl.h>
 #include <openssl/crypto.h>
 #include <openssl/ssl.h>
+#include "base/clock.h"
 #include "base/err.h"
 #include "base/limits.h"
 #include "upstream/http_client.h"
@@ -373,9 +374,9 @@ static CURLcode cleanse_plaintext(CURL *curl, void *ssl_ctx, void *arg)
 
 /* Sets every option of one call (|src|: its body, unless a GET); CURLE_OK or the first failure. */
 static CURLcode set_options(struct gw_http_client *c, CURL *curl, const char *method, const char *url,
-                            struct source *src, struct curl_slist *hdrs, struct sink *sink)
+                            struct source *src, struct curl_slist *hdrs, struct sink *sink, long timeout_ms)
 {
-    CURLcode rc = gw_http_setopt_base(curl, url, c->tls, c->timeout_ms);
+    CURLcode rc = gw_http_setopt_base(curl, url, c->tls, timeout_ms);
 
     SET(CURLOPT_HTTPHEADER, hdrs);
     SET(CURLOPT_WRITEFUNCTION, on_body);
@@ -478,10 +479,19 @@ static int finish(CURL *curl, CURLcode rc, struct sink *sink, struct gw_http_res
 int gw_http_request(struct gw_http_client *c, const char *method, const char *path, const char *body,
                     const char *const *headers, struct gw_http_response *rsp)
 {
+    return gw_http_request_by(c, method, path, body, headers, 0, rsp);
+}
+
+/* worker */
+int gw_http_request_by(struct gw_http_client *c, const char *method, const char *path, const char *body,
+                       const char *const *headers, uint64_t deadline_ms, struct gw_http_response *rsp)
+{
     struct sink sink = {0};
     struct source src = {body != NULL ? body : "", body != NULL ? strlen(body) : 0, 0};
     struct curl_slist *hdrs = NULL;
     char *url = NULL;
+    uint64_t now = gw_now_ms();
+    long timeout_ms;
     CURL *curl;
     CURLcode rc;
     int ret = GW_ERR_NOMEM;
@@ -489,13 +499,21 @@ int gw_http_request(struct gw_http_client *c, const char *method, const char *pa
     memset(rsp, 0, sizeof(*rsp));
     if (c == NULL || method == NULL || path == NULL)
         return GW_ERR_INVAL;
+    timeout_ms = c->timeout_ms;
+    if (deadline_ms != 0 && deadline_ms <= now) { /* libcurl reads a timeout of 0 as none */
+        rsp->not_sent = 1;
+        snprintf(rsp->error, sizeof(rsp->error), "no time left within the timeout");
+        return GW_ERR_IO;
+    }
+    if (deadline_ms != 0 && deadline_ms - now < (uint64_t)timeout_ms)
+        timeout_ms = (long)(deadline_ms - now);
     if ((curl = thread_handle(c)) == NULL || (url = join_url(c, path)) == NULL ||
         (hdrs = make_headers(body, headers)) == NULL) {
         snprintf(rsp->error, sizeof(rsp->error), "out of memory");
         goto out;
     }
     curl_easy_reset(curl);
-    if ((rc = set_options(c, curl, method, url, &src, hdrs, &sink)) == CURLE_OK)
+    if ((rc = set_options(c, curl, method, url, &src, hdrs, &sink, timeout_ms)) == CURLE_OK)
         rc = curl_easy_perform(curl);
     ret = finish(curl, rc, &sink, rsp);
     /* the handle keeps nothing that points at this call's memory */
@@ -663,7 +681,7 @@ int gw_http_request_async(struct gw_http_client *c, const char *method, const ch
     tr->done = done;
     tr->arg = arg;
     tr->src = (struct source){tr->body, strlen(tr->body), 0};
-    rc = set_options(c, tr->curl, method, tr->url, &tr->src, tr->hdrs, &tr->sink);
+    rc = set_options(c, tr->curl, method, tr->url, &tr->src, tr->hdrs, &tr->sink, c->timeout_ms);
     if (rc == CURLE_OK)
         rc = curl_easy_setopt(tr->curl, CURLOPT_PRIVATE, (char *)tr);
     if (rc != CURLE_OK) {

@@ -71,6 +71,14 @@ int gw_http_request(struct gw_http_client *c, const char *method, const char *pa
                     const char *const *headers, struct gw_http_response *rsp);
 
 /*
+ * gw_http_request_by is gw_http_request within |deadline_ms| (gw_now_ms; 0: none) as well as the
+ * client's timeout: the attempts of one call share its deadline. Past it, nothing is sent: rsp->not_sent
+ * and GW_ERR_IO.
+ */
+int gw_http_request_by(struct gw_http_client *c, const char *method, const char *path, const char *body,
+                       const char *const *headers, uint64_t deadline_ms, struct gw_http_response *rsp);
+
+/*
  * gw_http_response_cleanup wipes |rsp|'s body before it frees it: an answer may carry a secret (a
  * Vault login's token). What came of an answer that failed (cut off, too large, too late) is wiped
  * as well, inside the client, and so is every copy left behind as the body grew.

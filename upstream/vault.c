@@ -427,6 +427,7 @@ static int vault_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_
     gw_sign_result_init(sc->res);
     sc->v = v;
     sc->a = vault_attempts_start(v);
+    sc->a.whole_sends = true;
     sc->done = done;
     sc->arg = arg;
     snprintf(sc->rid, sizeof(sc->rid), "%s", req->request_id != NULL ? req->request_id : "");

@@ -7,6 +7,7 @@
 #define GW_UPSTREAM_VAULT_LOCAL_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
 #include "base/limits.h"
@@ -45,6 +46,9 @@ struct attempts {
     uint64_t deadline, backoff;
     int retries, reauth;
     unsigned gen; /* the token generation last sent */
+    /* a sign's: an attempt sent before the deadline has the client's whole timeout, so that a
+       certificate Vault issues late is still heard of (recorded, withdrawn), not forgotten */
+    bool whole_sends;
 };
 
 /* The upstream's name for logs and errors: its configured name, else "vault". */

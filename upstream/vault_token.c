@@ -76,7 +76,7 @@ static int add_namespace(const struct vault *v, char *hdr, size_t cap, const cha
 }
 
 /* POST auth/<mount>/login with the TLS client certificate (docs/design.md U1.7). */
-static int cert_login(struct vault *v, char **token, uint32_t *lease, char *err)
+static int cert_login(struct vault *v, uint64_t deadline, char **token, uint32_t *lease, char *err)
 {
     char path[GW_MAX_PATH_LEN], ns[GW_MAX_MOUNT_LEN + 32], why[GW_ERR_LEN];
     const char *headers[2] = {NULL, NULL};
@@ -96,9 +96,9 @@ static int cert_login(struct vault *v, char **token, uint32_t *lease, char *err)
     if (v->vc->auth_cert_role != NULL)
         json_object_object_add(req, "name", json_object_new_string(v->vc->auth_cert_role));
     snprintf(path, sizeof(path), "/v1/auth/%s/login", v->vc->auth_cert_mount);
-    if ((rc = gw_http_request(v->http, "POST", path,
-                              json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN), headers, &rsp)) !=
-        0) {
+    if ((rc = gw_http_request_by(v->http, "POST", path,
+                                 json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN), headers,
+                                 deadline, &rsp)) != 0) {
         vault_set_err(err, "Vault cert login: %s", rsp.error);
         goto out;
     }
@@ -133,8 +133,8 @@ static time_t refresh_time(uint32_t lease)
     return time(NULL) + lease / 2;
 }
 
-/* Obtains a new token (file or login) outside the lock. */
-static int obtain_token(struct vault *v, char **token, time_t *refresh_at, char *err)
+/* Obtains a new token (file or login, by |deadline|) outside the lock. */
+static int obtain_token(struct vault *v, uint64_t deadline, char **token, time_t *refresh_at, char *err)
 {
     uint32_t lease = 0;
     int rc;
@@ -142,7 +142,7 @@ static int obtain_token(struct vault *v, char **token, time_t *refresh_at, char 
     *token = NULL;
     *refresh_at = 0;
     if (v->vc->auth_cert_mount != NULL) {
-        if ((rc = cert_login(v, token, &lease, err)) == 0)
+        if ((rc = cert_login(v, deadline, token, &lease, err)) == 0)
             *refresh_at = refresh_time(lease);
         if (rc == 0)
             gw_log(GW_LOG_INFO, "vault_login", "upstream %s: cert login, token lease %u s", vault_up_name(v),
@@ -161,9 +161,10 @@ static int token_usable(const struct vault *v)
 
 /*
  * token_get copies the current token into |*out| (NULL: none configured), obtaining a new one
- * first if needed. One refresh at a time; callers arriving meanwhile wait and share its outcome.
+ * first if needed, by |deadline|. One refresh at a time; callers arriving meanwhile wait and share its
+ * outcome: a wait as long as the deadline of the call that began the refresh.
  */
-static int token_get(struct vault *v, char **out, unsigned *gen, char *err)
+static int token_get(struct vault *v, uint64_t deadline, char **out, unsigned *gen, char *err)
 {
     char *fresh = NULL;
     time_t refresh_at = 0;
@@ -187,7 +188,7 @@ static int token_get(struct vault *v, char **out, unsigned *gen, char *err)
     if (!token_usable(v)) {
         v->refreshing = 1;
         pthread_mutex_unlock(&v->lock);
-        rc = obtain_token(v, &fresh, &refresh_at, err);
+        rc = obtain_token(v, deadline, &fresh, &refresh_at, err);
         pthread_mutex_lock(&v->lock);
         v->refreshing = 0;
         v->attempts++;
@@ -295,19 +296,27 @@ void vault_mask_token(const struct gw_http_response *rsp, const char *tok)
     }
 }
 
-/* Sends one request with the current token. */
+/* The deadline of an attempt sent now: the call's, or for whole_sends the client's timeout from now if the
+   call's has not passed (gw_http_request_by: past it, nothing is sent). */
+static uint64_t send_by(const struct attempts *a)
+{
+    return a->whole_sends && gw_now_ms() < a->deadline ? 0 : a->deadline;
+}
+
+/* Sends one request with the current token, both by |a|'s deadline: what is left of the call's timeout. */
 static int send_once(struct vault *v, const char *method, const char *path, const char *body,
-                     struct gw_http_response *rsp, unsigned *gen, char *err)
+                     struct gw_http_response *rsp, struct attempts *a, char *err)
 {
     struct call_headers h;
     char *tok = NULL;
     int rc;
 
     memset(rsp, 0, sizeof(*rsp));
-    if ((rc = token_get(v, &tok, gen, err)) != 0) /* nothing was sent: not an unknown outcome */
+    if ((rc = token_get(v, a->deadline, &tok, &a->gen, err)) !=
+        0) /* nothing was sent: not an unknown outcome */
         return rc == GW_ERR_FORBIDDEN || rc == GW_ERR_NOMEM ? rc : GW_ERR_UPSTREAM;
     if ((rc = vault_headers_make(v, tok, &h, err)) == 0 &&
-        (rc = gw_http_request(v->http, method, path, body, h.list, rsp)) != 0)
+        (rc = gw_http_request_by(v->http, method, path, body, h.list, send_by(a), rsp)) != 0)
         vault_set_err(err, "%s", rsp->error);
     if (tok != NULL)
         vault_mask_token(rsp, tok);
@@ -355,7 +364,7 @@ int vault_call_on(struct vault *v, const char *method, const char *path, const c
     int rc;
 
     for (;;) {
-        if ((rc = send_once(v, method, path, body, rsp, &a->gen, err)) != 0)
+        if ((rc = send_once(v, method, path, body, rsp, a, err)) != 0)
             return rc;
         if (!vault_send_again(v, a, path, rsp->status, &sleep_ms))
             return 0;
