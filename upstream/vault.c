@@ -267,7 +267,12 @@ static void log_issued(const struct vault *v, const char *rid, const struct gw_v
               "expiration", exp, NULL);
 }
 
-/* parse_signed turns a 200/204 answer into |res|: anything out of range refuses the whole answer. */
+/*
+ * parse_signed turns a 2xx answer into |res|: anything out of range refuses the whole answer, and so
+ * does a status other than 200 and 204, which Vault's sign never answers (a 201 or 202 is a proxy's,
+ * or an API that is not Vault's sign): its certificate, if any, is refused and handed on like any
+ * other refused answer's (recorded, revoked), never delivered, never dropped.
+ */
 static void parse_signed(const struct vault *v, const char *rid, const struct gw_http_response *rsp,
                          struct gw_sign_result *res)
 {
@@ -278,6 +283,10 @@ static void parse_signed(const struct vault *v, const char *rid, const struct gw
     if ((rc = gw_vault_parse_sign(rsp->body, rsp->body_len, &sig, why)) == GW_ERR_NOT_FOUND) {
         gw_sign_result_fail(res, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure, "%s", why);
         return;
+    }
+    if (rc == 0 && rsp->status != 200 && rsp->status != 204) {
+        snprintf(why, sizeof(why), "Vault's sign answers HTTP 200");
+        rc = GW_ERR_UPSTREAM;
     }
     if (rc != 0) {
         gw_sign_result_fail(res, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
@@ -313,7 +322,8 @@ static void sign_answer(const struct vault *v, const char *rid, const char *path
     } else if (rc != 0) {
         gw_sign_result_fail(res, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "Vault could not be asked: %s",
                             err);
-    } else if (rsp->status == 200 || rsp->status == 204) {
+    } else if (rsp->status >= 200 &&
+               rsp->status < 300) { /* a certificate in any 2xx is kept (parse_signed) */
         parse_signed(v, rid, rsp, res);
     } else {
         gw_vault_map_error(rsp->status, rsp->body, rsp->body_len, &res->status, &res->fail_info, res->reason);

@@ -908,6 +908,42 @@ static void test_sign_answer_out_of_range(void **state)
     fx_cleanup(&f);
 }
 
+/*
+ * Vault signs with HTTP 200. Another 2xx (201, 202: a proxy's, or no answer of Vault's sign) with a
+ * certificate is refused, and the certificate handed on to be recorded and revoked: as an error it
+ * was dropped, the certificate issued and forgotten. One without a certificate is refused as well.
+ */
+static void test_sign_other_2xx(void **state)
+{
+    static const int statuses[] = {201, 202, 206, 299};
+    struct gw_sign_result res;
+    char want[64];
+    struct fx f;
+
+    (void)state;
+    fx_init(&f, 5000);
+    for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++) {
+        fake_script(&(struct answer){statuses[i], NULL, 0}, 1);
+        sign(&f, &res);
+        assert_int_equal(res.status, GW_ERR_UPSTREAM);
+        assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemFailure);
+        assert_non_null(res.cert);
+        assert_int_equal(X509_cmp(res.cert, leaf), 0);
+        assert_null(res.chain);
+        snprintf(want, sizeof(want), "Vault's answer (HTTP %d) is refused: ", statuses[i]);
+        if (strstr(res.reason, want) != res.reason || strstr(res.reason, "HTTP 200") == NULL)
+            fail_msg("HTTP %d: reason \"%s\"", statuses[i], res.reason);
+        assert_int_equal(fake_n_reqs(), 1);
+        gw_sign_result_cleanup(&res);
+    }
+    fake_script(&(struct answer){201, "{\"data\":{}}", 0}, 1);
+    sign(&f, &res);
+    assert_int_not_equal(res.status, 0);
+    assert_null(res.cert);
+    gw_sign_result_cleanup(&res);
+    fx_cleanup(&f);
+}
+
 /* 412 then 200: the retry succeeds; 200 with warnings and a certificate is a success. */
 static void test_sign_retry_then_ok(void **state)
 {
@@ -1972,6 +2008,7 @@ int main(void)
         cmocka_unit_test(test_sign_chain_parsed_once),
         cmocka_unit_test(test_sign_errors),
         cmocka_unit_test(test_sign_answer_out_of_range),
+        cmocka_unit_test(test_sign_other_2xx),
         cmocka_unit_test(test_sign_retry_then_ok),
         cmocka_unit_test(test_sign_timeout_not_retried),
         cmocka_unit_test(test_sign_not_resent_on_a_reused_connection),
