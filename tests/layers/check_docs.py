@@ -133,10 +133,10 @@ def cells(line):
     return [c.strip() for c in line.strip().strip("|").split("|")]
 
 
-def doc_key_rows(text):
-    """[(heading, line, [keys])]: the first cells of the rows of every table whose header's first
-    cell is "key", under the heading they follow."""
-    rows, heading, in_keys, prev_table, fenced = [], "", False, False, False
+def key_table_rows(text):
+    """(heading, line, header cells, cells) of the body rows of every table whose header's first cell is
+    "key", under the heading they follow (headings inside fenced code do not count)."""
+    heading, header, prev_table, fenced = "", None, False, False
     for number, line in enumerate(text.splitlines(), 1):
         if line.lstrip().startswith("```"):
             fenced = not fenced
@@ -145,11 +145,16 @@ def doc_key_rows(text):
             heading = m.group(2)
         is_table = line.startswith("|")
         if is_table and not prev_table:
-            in_keys = cells(line)[0] == "key"
-        elif is_table and in_keys and not re.fullmatch(r"[|\s:-]+", line):
-            rows.append((heading, number, CODE_SPAN.findall(cells(line)[0])))
+            header = cells(line)
+        elif is_table and header[0] == "key" and not re.fullmatch(r"[|\s:-]+", line):
+            yield heading, number, header, cells(line)
         prev_table = is_table
-    return rows
+
+
+def doc_key_rows(text):
+    """[(heading, line, [keys])]: the first cells of the rows of every table whose header's first
+    cell is "key", under the heading they follow."""
+    return [(heading, number, CODE_SPAN.findall(c[0])) for heading, number, _, c in key_table_rows(text)]
 
 
 def check_config(root):
@@ -374,24 +379,16 @@ def same_default(kind, want, doc_cell):
 def doc_default_rows(text):
     """[(heading, line, [keys], keys of its table, default cell)] of the key tables of
     docs/configuration.md that have a "default" column."""
-    rows, heading, column, prev_table, fenced, table = [], "", None, False, False, []
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.lstrip().startswith("```"):
-            fenced = not fenced
-        m = HEADING.match(line) if not fenced else None
-        if m:
-            heading = m.group(2)
-        is_table = line.startswith("|")
-        if is_table and not prev_table:
-            header = cells(line)
-            column = header.index("default") if header[0] == "key" and "default" in header else None
-            table = []
-        elif is_table and column is not None and not re.fullmatch(r"[|\s:-]+", line):
-            c = cells(line)
-            keys = CODE_SPAN.findall(c[0])
-            table.extend(keys)  # the list grows as the table is read: every row sees all of it at the end
-            rows.append((heading, number, keys, table, c[column] if column < len(c) else ""))
-        prev_table = is_table
+    rows, header, table = [], None, []
+    for heading, number, head, c in key_table_rows(text):
+        if "default" not in head:
+            continue
+        if head is not header:
+            header, table = head, []
+        column = head.index("default")
+        keys = CODE_SPAN.findall(c[0])
+        table.extend(keys)  # the list grows as the table is read: every row sees all of it at the end
+        rows.append((heading, number, keys, table, c[column] if column < len(c) else ""))
     return rows
 
 
