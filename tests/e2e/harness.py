@@ -480,6 +480,22 @@ def widen_demo_role(cfg):
     role.pop("authorization")
 
 
+def sanitizer_env(env, workdir):
+    """|env| with what a gateway of a sanitizer build runs under (of a release build, as it is): the
+    suppressions of what libh2o keeps to the process's end, and, under TSan, a report file per process in
+    |workdir|."""
+    if TSAN:
+        # Every report, each in a file of its own process (a gateway, its `cmpgw check`): the gateway's
+        # stderr is its log, and a report cut into it by a test that reads the log would be lost.
+        env["TSAN_OPTIONS"] = "halt_on_error=0:second_deadlock_stack=1:suppressions=%s:log_path=%s" % (
+            TSAN_SUPP, Path(workdir) / "tsan")
+    elif SANITIZE:
+        env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0"
+        if LSAN_SUPP.exists():
+            env["LSAN_OPTIONS"] = "suppressions=%s" % LSAN_SUPP
+    return env
+
+
 class Gateway:
     """One cmpgw process over a demo PKI in |workdir|; its role "default" widened (widen_demo_role)
     unless |widen| is False."""
@@ -524,17 +540,7 @@ class Gateway:
         return g
 
     def env(self):
-        env = dict(os.environ)
-        if TSAN:
-            # Every report, each in a file of its own process (a gateway, its `cmpgw check`): the gateway's
-            # stderr is its log, and a report cut into it by a test that reads the log would be lost.
-            env["TSAN_OPTIONS"] = "halt_on_error=0:second_deadlock_stack=1:suppressions=%s:log_path=%s" % (
-                TSAN_SUPP, self.dir / "tsan")
-        elif SANITIZE:
-            env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0"
-            if LSAN_SUPP.exists():
-                env["LSAN_OPTIONS"] = "suppressions=%s" % LSAN_SUPP
-        return env
+        return sanitizer_env(dict(os.environ), self.dir)
 
     def start(self, extra_env=None):
         """Starts the gateway (again, after stop()); |extra_env| adds variables, e.g. a faked clock."""

@@ -46,7 +46,9 @@ class Demo(unittest.TestCase):
         cls.demo = cls.tmp / "demo"
         cls.port = harness.free_port()
         cls.admin_port = harness.free_port(avoid=(cls.port,))
-        env = dict(os.environ, CMPGW_PORT=str(cls.port), CMPGW_ADMIN_PORT=str(cls.admin_port))
+        # the gateway demo.sh execs runs as the harness runs one (a sanitizer build's suppressions)
+        env = harness.sanitizer_env(dict(os.environ, CMPGW_PORT=str(cls.port), CMPGW_ADMIN_PORT=str(cls.admin_port)),
+                                    cls.tmp)
         cls.out_path = cls.tmp / "demo.stdout"
         cls.err_path = cls.tmp / "demo.stderr"
         with open(cls.out_path, "wb") as out, open(cls.err_path, "wb") as err:
@@ -115,7 +117,8 @@ class Demo(unittest.TestCase):
 
     def test_2_check_finds_no_warning(self):
         p = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(self.demo / "cmpgw.json")],
-                           cwd=self.demo, capture_output=True, text=True, timeout=60)
+                           cwd=self.demo, capture_output=True, text=True, timeout=60,
+                           env=harness.sanitizer_env(dict(os.environ), self.tmp))
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         self.assertIn("OK", p.stdout)
         self.assertEqual(warnings(p.stderr), [], p.stderr)
@@ -223,7 +226,8 @@ class PackagedExample(unittest.TestCase):
             config = etc / "cmpgw.json"
             config.write_text(json.dumps(cfg, indent=2))
             p = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(config)], cwd=etc,
-                               capture_output=True, text=True, timeout=60)
+                               capture_output=True, text=True, timeout=60,
+                               env=harness.sanitizer_env(dict(os.environ), etc))
             self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
             self.assertIn("%s: OK" % config, p.stdout)
             self.assertEqual(warnings(p.stderr), [], p.stderr)
