@@ -11,8 +11,8 @@ regular expressions over the sources (nothing is built or run):
    Every key the summary in docs/man/cmpgw.json.5 names is one the parser takes.
    Defaults: the default cell of each such row is the value the table's row writes when the key is
    absent (.def or .sdef, macros of the headers worked out), but for COMPUTED_DEFAULTS; a key with
-   a default has a default cell; and every default cmpgw.json(5) gives next to a key is one
-   docs/configuration.md gives it.
+   a default has a default cell. Every default docs/man/cmpgw.json.5 says in its prose (after a key,
+   or one each after keys named together) is the one that key's parser table writes.
 2. Metrics. Every family gw_metric_new*() registers (and the dropped-updates counter) has a row in
    the metrics table of docs/operations.md, with the label names it is registered with; and every
    metric or label name a row gives is the code's.
@@ -458,73 +458,138 @@ def check_defaults(root):
     return problems
 
 
-# What cmpgw.json(5) says a key's default is: a bold key (.B, .BR or \fB...\fP) followed by
-# "(default V", "(V" or "V (default)", V a value: a \(dq-quoted string, a number or duration, a bool.
-MAN_VALUE = r"(\\\(dq[^\\\n]*\\\(dq|\d[\d.]*[a-z]*|true|false)"
-# (a list of values, "(\(dqlocal\(dq, \(dqvault\(dq ...", names none as the default)
-MAN_AFTER = (re.compile(rf"^\s*\((?:default )?{MAN_VALUE}(?=[),;:])(?!, \\\(dq)"),
-             re.compile(rf"^\s*{MAN_VALUE} \(default\)"))
-MAN_NEXT = (re.compile(rf"\bdefault {MAN_VALUE}(?=[),;:.])"), re.compile(rf"{MAN_VALUE} \(default\)"))
+# What cmpgw.json(5) says a key's default is, in its prose. The page is read as text in which each
+# bold word that can be a key is marked «key» (roff's requests and escapes undone), cut into its
+# entries (.SH, .TP, .PP and .IP each begin one). V being a value (a "string", a [list], a number
+# or duration, a bool; a word, "none" or "the user's", is none), a default is said
+#   at a key:     «key» (default V     «key» (V     «key» V (default)     (not «name»(8), a page)
+#   after a key:  default V     V (default)     V, the default     V by default
+# or, after keys named together ("«ttl», «max_ttl»"), by a (V of the text that follows them. One
+# said after a key is that key's; the n-th said after keys named together is the n-th one's.
+MAN_SECTIONS = {  # section of cmpgw.json(5) -> the headings of SECTIONS its keys are under
+    "TOP LEVEL": ("Top level",), "LISTENERS": ("listeners",), "ADMIN": ("admin",), "SIGNER": ("signer",),
+    "TRUST": ("trust",), "PBM": ("pbm",), "UPSTREAMS": ("upstreams",), "CMP": ("cmp",), "LIMITS": ("limits",),
+    "AUDIT": ("audit",), "ROLES": ("roles", "3GPP base-station keys", "authorization", "migration"),
+}
+MAN_VALUE = r'("[^"\n]*"|\[[^\]\n]*\]|\d+(?:\.\d+)?[a-z]*(?![\w.])|true\b|false\b)'
+MAN_DEFAULT = re.compile(
+    rf"«(?P<key>\w+)»(?:\s+\((?:default\s+)?{MAN_VALUE}(?=[),;:])(?!, \")|{MAN_VALUE}\s*\(default\))"
+    rf"|\b[Dd]efault\s+{MAN_VALUE}"
+    rf"|{MAN_VALUE}(?:\s*\(default\)|, the default\b|\s+by default\b)"
+    rf"|(?P<paren>\(){MAN_VALUE}(?=[),;:])(?!, \")")
+KEYS_TOGETHER = re.compile(r"\s*(?:,|,?\s*(?:and|or))?\s*")  # what stands between keys named together
+ROFF_ESCAPES = {"\\(dq": '"', "\\(oq": "'", "\\(cq": "'", "\\(->": "->", "\\(sc": "§", "\\(bu": "*",
+                "\\-": "-", "\\~": " ", "\\ ": " ", "\\fB": "", "\\fI": "", "\\fR": "", "\\fP": ""}
 
 
-def man_defaults(text, keys):
-    """[(line, key, value)] of the defaults cmpgw.json(5) gives next to one of |keys|, the value as
-    written (\\(dq as ")."""
-    found, lines = [], text.splitlines()
-    for number, line in enumerate(lines, 1):
-        pairs = []  # (bold key, the text after it)
-        m = re.match(r"\.BR (.*)$", line)
-        if m:
-            args = [a.strip('"') for a in re.findall(r'"(?:[^"\\]|\\.)*"|\S+', m.group(1))]
-            pairs += [(args[i], args[i + 1] if i + 1 < len(args) else "") for i in range(0, len(args), 2)]
-        pairs += re.findall(r"\\fB([a-z_]+)\\fP([^\n]*)", line)
-        m = re.match(r"\.B ([a-z_]+)$", line)
-        if m and number < len(lines):
-            pairs.append((m.group(1), lines[number]))
-        for key, after in pairs:
-            if key not in keys:
+def roff_text(line):
+    """A line of a roff page as text, with its bold words that can be keys marked «word»."""
+    def bold(word):
+        return f"«{word}»" if re.fullmatch(r"[a-z][a-z0-9_]*", word) else word
+
+    m = re.match(r"\.(B|I|BR|RB|BI|IB|IR|RI)\s+(.*)$", line)
+    if m:  # .B: all bold; .BR, .RB...: the arguments take the two fonts in turn
+        args = [a[1:-1] if a.startswith('"') else a for a in re.findall(r'"(?:[^"\\]|\\.)*"|\S+', m.group(2))]
+        fonts = m.group(1) * len(args)
+        line = ("" if len(m.group(1)) == 2 else " ").join(bold(a) if fonts[i] == "B" else a
+                                                           for i, a in enumerate(args))
+    elif line.startswith("."):
+        return ""
+    line = re.sub(r"\\fB([^\\]*)\\f[PR]", lambda b: bold(b.group(1)), line)
+    for escape, plain in ROFF_ESCAPES.items():
+        line = line.replace(escape, plain)
+    return line
+
+
+@functools.lru_cache(maxsize=None)
+def man_entries(text):
+    """((section, text, ((offset, line), ...))) of the entries of a roff page: each as text (roff_text
+    of its lines), with where in it each of its lines begins."""
+    entries, section, body, starts = [], "", "", []
+    for number, line in enumerate(text.splitlines(), 1):
+        if re.match(r"\.(SH|TP|PP|IP)\b", line):
+            entries.append((section, body, tuple(starts)))
+            section = line[4:].strip().strip('"') if line.startswith(".SH") else section
+            body, starts = "", []
+        else:
+            starts.append((len(body), number))
+            body += roff_text(line) + " "
+    return tuple(entries + [(section, body, tuple(starts))])
+
+
+def keys_before(body, keys, pos):
+    """The keys named together last before |pos| of an entry's text: [] or the last key, with those
+    before it that only commas, "and" and "or" part from it, as (start, end, key)."""
+    group = [k for k in keys if k[1] <= pos][-1:]
+    while group and group[0] != keys[0]:
+        k = keys[keys.index(group[0]) - 1]
+        if not KEYS_TOGETHER.fullmatch(body[k[1]:group[0][0]]):
+            break
+        group.insert(0, k)
+    return group
+
+
+def man_defaults(text):
+    """[(section, line, key, value)] of the defaults cmpgw.json(5) says, each with the key it is said
+    of (None when that cannot be told: no key before it, or more said than keys named together)."""
+    found = []
+    for section, body, starts in man_entries(text):
+        keys = [(k.start(), k.end(), k.group(1)) for k in re.finditer(r"«(\w+)»", body)]
+        counted = {}  # the last of keys named together -> how many defaults were said after them
+        for m in MAN_DEFAULT.finditer(body):
+            line = max(n for offset, n in starts if offset <= m.start())
+            value = next(v for v in m.groups()[1:] if v not in (None, "("))
+            if m.group("key"):
+                found.append((section, line, m.group("key"), value))
                 continue
-            patterns = MAN_AFTER + (MAN_NEXT if after is not None and line.startswith(".B ") else ())
-            for p in patterns:
-                v = p.search(after)
-                # on the next line, not past another key's name
-                if v and (v.start() == 0 or p in MAN_NEXT and "\\fB" not in after[:v.start()]):
-                    found.append((number, key, v.group(1).replace("\\(dq", '"')))
-                    break
+            group = keys_before(body, keys, m.start())
+            if m.group("paren") and len(group) < 2:
+                continue  # after one key, "(64" is some other number: a default there is read at the key
+            last = group[-1] if group else None
+            n = counted[last] = counted.get(last, 0) + 1
+            key = group[n - 1][2] if n <= len(group) else group[0][2] if len(group) == 1 else None
+            found.append((section, line, key, value))
     return found
 
 
-def same_value(a, b):
-    """Whether two default cells (of configuration.md, or a man page's value as a cell) say the same:
-    equal values, or the same duration (a number being seconds)."""
-    (how_a, va), (how_b, vb) = doc_default(a), doc_default(b)
-    if how_a != how_b:
-        return False
-    if how_a == "text" or type(va) is type(vb) and va == vb:
-        return va == vb
-    ms = [duration_ms(v) if isinstance(v, str) else v * 1000 if type(v) is int else None for v in (va, vb)]
-    return None not in ms and ms[0] == ms[1]
-
-
 def check_man_defaults(root):
-    """Every default cmpgw.json(5) gives next to a key is the one a row of docs/configuration.md
-    gives that key (which check_defaults holds to the code)."""
-    man_path, doc_path = "docs/man/cmpgw.json.5", "docs/configuration.md"
-    cells_of = {}
-    for _, _, keys, _, cell in doc_default_rows(read(root, doc_path)):
-        for key in keys:
-            cells_of.setdefault(key, []).append(cell)
-    problems = []
-    keys = set().union(*(fields for fields in code_defaults(root).values()))
-    for line, key, value in man_defaults(read(root, man_path), keys):
-        as_cell = value if value.startswith('"') or not re.fullmatch(r"\d+[a-z]+", value) else f'"{value}"'
-        if not any(same_value(f"`{as_cell}`", c) for c in cells_of.get(key, [])):
-            said = " or ".join(f'"{c}"' for c in cells_of.get(key, [])) or "no default"
-            problems.append(f"{man_path}:{line}: default {value} of key {key}: {doc_path} says {said}")
+    """Every default cmpgw.json(5) says of a key is the one the key's parser table writes (but for
+    COMPUTED_DEFAULTS, of which a string must be a literal of the table's file), the table being one
+    of SECTIONS under the headings MAN_SECTIONS gives the page's section."""
+    man_path, problems = "docs/man/cmpgw.json.5", []
+    tables = code_defaults(root)
+    for section, line, key, value in man_defaults(read(root, man_path)):
+        said = f"{man_path}:{line}: default {value}"
+        if key is None:
+            problems.append(f"{said}: of which key? Say it after one key, or one after each of keys named "
+                            f"together")
+            continue
+        names = [n for n, hs in SECTIONS.items()
+                 if set(hs) & set(MAN_SECTIONS.get(section, ())) and key in tables.get(n, {})]
+        if not names:
+            problems.append(f'{said} of key {key}: no parser table of SECTIONS takes {key} under section '
+                            f'"{section}" (MAN_SECTIONS of tests/layers/check_docs.py)')
+            continue
+        computed = [n for n in names if f"{n}:{key}" in COMPUTED_DEFAULTS]
+        if computed:
+            path = computed[0].split(":")[0]
+            if value.startswith('"') and value not in read(root, path):
+                problems.append(f"{said} of key {key}: {path} (COMPUTED_DEFAULTS) does not set it")
+            continue
+        code = [(n,) + tables[n][key] for n in names]
+        if any(kind == "?" for _, _, kind, _ in code):
+            continue  # check_defaults tells of a default it cannot work out
+        cell = f'`"{value}"`' if re.fullmatch(r"\d+[a-z]+", value) else f"`{value}`"  # 10s: "10s"
+        if any(same_default(kind, want, cell) for _, _, kind, want in code):
+            continue
+        n, at, kind, want = code[0]
+        problems.append(f"{said} of key {key}: the code ({n.split(':')[0]}:{at}) {shown_default(kind, want)}")
     return problems
 
 
 def shown_default(kind, want):
+    if kind == "required":
+        return "requires it"
     if kind == "none":
         return "has none"
     if kind == "ms":

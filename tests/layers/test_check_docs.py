@@ -166,10 +166,39 @@ class CheckDocs(unittest.TestCase):
     def test_man_page_default(self):
         self.edit("docs/man/cmpgw.json.5", r"^\(default 10s\),$", "(default 30s),")
         self.edit("docs/man/cmpgw.json.5", r'^(\.BR transaction_ttl " \()\\\(dq300s', r"\g<1>\\(dq600s")
-        self.expect(r'^docs/man/cmpgw\.json\.5:\d+: default 30s of key timeout: docs/configuration\.md says '
-                    r'"`"10s"` \(10000 ms\)" or "`"1s"`"$',
-                    r'^docs/man/cmpgw\.json\.5:\d+: default "600s" of key transaction_ttl: docs/configuration\.md '
-                    r'says "`300`"$')
+        self.expect(r'^docs/man/cmpgw\.json\.5:\d+: default 30s of key timeout: the code \(upstream/conf\.c:\d+\) '
+                    r'"10s"$',
+                    r'^docs/man/cmpgw\.json\.5:\d+: default "600s" of key transaction_ttl: the code '
+                    r'\(gateway/cmp/conf\.c:\d+\) "300s"$')
+
+    def test_man_page_default_in_prose(self):
+        # said after the key, capitalized, or one each after keys named together ("loop_threads,
+        # workers, queue_depth ... (default 2, ...), worker threads (16, ...)"), or "64 by default"
+        self.edit("docs/man/cmpgw.json.5", r"^Default \\\(dq/pki\\\(dq:", r"Default \\(dq/cmp\\(dq:")
+        self.edit("docs/man/cmpgw.json.5", r"worker threads \(16, ", "worker threads (32, ")
+        self.edit("docs/man/cmpgw.json.5", r"\(\\\(dq2160h\\\(dq\);", r"(\\(dq4320h\\(dq);")
+        self.edit("docs/man/cmpgw.json.5", r"^bits, 64 by default,", "bits, 56 by default,")
+        self.expect(r'^docs/man/cmpgw\.json\.5:\d+: default "/cmp" of key path_prefix: the code '
+                    r'\(gateway/config\.c:\d+\) "/pki"$',
+                    r"^docs/man/cmpgw\.json\.5:\d+: default 32 of key workers: the code \(gateway/config\.c:\d+\) 16$",
+                    r'^docs/man/cmpgw\.json\.5:\d+: default "4320h" of key max_ttl: the code '
+                    r'\(mappings/role\.c:\d+\) "7776000s"$',
+                    r"^docs/man/cmpgw\.json\.5:\d+: default 56 of key ipv6_prefix: the code "
+                    r"\(gateway/config\.c:\d+\) 64$")
+
+    def test_man_page_default_of_the_key_in_its_section(self):
+        # the state's timeout is 1s; 10s, an upstream's, is no default of it
+        self.edit("docs/man/cmpgw.json.5", r"\\fBtimeout\\fP \(\\\(dq1s\\\(dq\)", r"\\fBtimeout\\fP (\\(dq10s\\(dq)")
+        self.expect(r'^docs/man/cmpgw\.json\.5:\d+: default "10s" of key timeout: the code '
+                    r'\(gateway/cmp/conf\.c:\d+\) "1s"$')
+
+    def test_man_page_default_of_no_key(self):
+        self.edit("docs/man/cmpgw.json.5", r"its cap \(\\\(dq2160h\\\(dq\);",
+                  r"its cap (\\(dq2160h\\(dq), renewal (2d);")
+        self.edit("docs/man/cmpgw.json.5", r"^at most 1\\~MiB\.$", r"at most 1\\~MiB (default 1048576 bytes).")
+        self.expect(r"^docs/man/cmpgw\.json\.5:\d+: default 2d: of which key\? Say it after one key, or one "
+                    r"after each of keys named together$",
+                    r"^docs/man/cmpgw\.json\.5:\d+: default 1048576: of which key\?")
 
     def test_metric_without_a_row(self):
         self.edit("docs/operations.md", r"^\| `cmpgw_upstream_up` .*\n", "")
