@@ -16,9 +16,10 @@ regular expressions over the sources (nothing is built or run):
 2. Metrics. Every family gw_metric_new*() registers (and the dropped-updates counter) has a row in
    the metrics table of docs/operations.md, with the label names it is registered with; and every
    metric or label name a row gives is the code's.
-3. The command line. Every option and command that usage() in gateway/main.c prints, and every
-   long option getopt_long takes, is in docs/man/cmpgw.8 and in README.md's "Running it" block; and
-   every option those two name is one cmpgw takes.
+3. The command line. usage() in gateway/main.c (what `cmpgw --help` prints; test_check_docs.py
+   holds the two together) prints every option getopt_long takes and no other; every option and
+   command it prints is in docs/man/cmpgw.8 and in README.md's "Running it" block; and every option
+   those two name is one getopt_long takes.
 4. Log reasons. Every code the gateway logs as the `reason` of a refusal (not_authorized,
    txn_sender_refused, profile_refused) is a row id of the table in docs/errors.md or named there
    as `reason `...``, and a test asserts it; every event or reason docs/errors.md says is logged is
@@ -719,19 +720,21 @@ def check_metrics(root):
 
 USAGE = re.compile(r"static void usage\(FILE \*out\)\s*\{(.*?)\n\}", re.S)
 LONG_OPT = re.compile(r'\{"([a-z][a-z-]*)",\s*(?:no|required|optional)_argument')
+SHORT_OPTS = re.compile(r'getopt_long\([^,]+,[^,]+,\s*"([^"]*)"')
 COMMAND = re.compile(r'strcmp\(argv\[1\],\s*"([a-z]+)"\)')
 OPTION = re.compile(r"(?<![\w-])(--[a-z][a-z-]*|-[a-zA-Z])(?![\w-])")
 ALIAS = re.compile(r"(?<![\w-])(-[a-zA-Z]), (--[a-z][a-z-]*)")
 
 
 def code_cli(root):
-    """(options usage() prints, {short: long} of those it prints as "-c, --config", long options
-    getopt_long takes, commands)."""
+    """(options usage() prints, {short: long} of those it prints as "-c, --config", options
+    getopt_long takes (its short ones, --its long ones), commands)."""
     text = read(root, "gateway/main.c")
     u = USAGE.search(text)
     printed = "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', u.group(1))) if u else ""
-    return (set(OPTION.findall(printed)), dict(ALIAS.findall(printed)), set(LONG_OPT.findall(text)),
-            set(COMMAND.findall(text)))
+    shorts = "".join(SHORT_OPTS.findall(text))
+    takes = {f"-{c}" for c in shorts if c.isalnum()} | {f"--{o}" for o in LONG_OPT.findall(text)}
+    return set(OPTION.findall(printed)), dict(ALIAS.findall(printed)), takes, set(COMMAND.findall(text))
 
 
 def man_text(text):
@@ -765,11 +768,11 @@ def readme_running(text):
 
 def check_cli(root):
     problems = []
-    printed, alias, longs, commands = code_cli(root)
-    for opt in sorted(longs):
-        if f"--{opt}" not in printed:
-            problems.append(f"gateway/main.c:1: long option --{opt} is not in usage()'s text")
-    takes = printed | {f"--{o}" for o in longs}
+    printed, alias, takes, commands = code_cli(root)
+    for opt in sorted(takes - printed):
+        problems.append(f"gateway/main.c:1: option {opt} (getopt_long) is not in usage()'s text")
+    for opt in sorted(printed - takes):
+        problems.append(f"gateway/main.c:1: usage() prints option {opt}, which getopt_long does not take")
     man_path = "docs/man/cmpgw.8"
     man = man_text(read(root, man_path))
     in_man = man_options(man)

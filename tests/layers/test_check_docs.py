@@ -232,6 +232,27 @@ class CheckDocs(unittest.TestCase):
         self.expect(r'^README\.md:\d+: option --audit \(gateway/main\.c usage\(\)\) is not in the '
                     r'"Running it" block$')
 
+    def test_option_missing_from_usage(self):
+        self.edit("gateway/main.c", r'"\+c:hVu:"', '"+c:hVu:v"')
+        self.expect(r"^gateway/main\.c:1: option -v \(getopt_long\) is not in usage\(\)'s text$")
+
+    def test_documented_option_cmpgw_does_not_take(self):
+        # usage() and the man page name -u, but getopt_long no longer takes it (--upstream only)
+        self.edit("gateway/main.c", r'"\+c:hVu:"', '"+c:hV"')
+        self.expect(r"^gateway/main\.c:1: usage\(\) prints option -u, which getopt_long does not take$",
+                    r"^docs/man/cmpgw\.8:1: option -u is not one cmpgw takes")
+
+    def test_help_is_the_usage_the_check_reads(self):
+        # the options and commands check_cli reads in usage()'s source are those `cmpgw --help` prints
+        binary = os.environ.get("CMPGW_BINARY")
+        if not binary:
+            self.skipTest("CMPGW_BINARY (set by ctest) names no cmpgw to run")
+        done = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        printed, _, _, commands = check_docs.code_cli(REPO)
+        self.assertEqual(set(check_docs.OPTION.findall(done.stdout)), printed)
+        self.assertEqual(set(re.findall(r"^(?:usage:)? +cmpgw ([a-z]+)\b", done.stdout, re.M)), commands)
+
     def test_command_missing(self):
         self.edit("README.md", r"^cmpgw inventory ", "cmpgw list ")
         self.expect(r'^README\.md:\d+: command cmpgw inventory is not in the "Running it" block$',
