@@ -462,8 +462,9 @@ def check_defaults(root):
 # What cmpgw.json(5) says a key's default is, in its prose. The page is read as text in which each
 # bold word that can be a key is marked «key» (roff's requests and escapes undone), cut into its
 # entries (.SH, .TP, .PP and .IP each begin one). V being a value (a "string", a [list], a number
-# or duration, a bool; a word, "none" or "the user's", is none), a default is said
-#   at a key:     «key» (default V     «key» (V     «key» V (default)     (not «name»(8), a page)
+# or duration, a bool; words, "default none" or "default the user's", are left to the reader), a
+# default is said
+#   at a key:     «key» (default V     «key» (V     «key» V (default)     (no page: «cmpgw»(8))
 #   after a key:  default V     V (default)     V, the default     V by default
 # or, after keys named together ("«ttl», «max_ttl»"), by a (V of the text that follows them. One
 # said after a key is that key's; the n-th said after keys named together is the n-th one's.
@@ -489,11 +490,11 @@ def roff_text(line):
         return f"«{word}»" if re.fullmatch(r"[a-z][a-z0-9_]*", word) else word
 
     m = re.match(r"\.(B|I|BR|RB|BI|IB|IR|RI)\s+(.*)$", line)
-    if m:  # .B: all bold; .BR, .RB...: the arguments take the two fonts in turn
+    if m:  # .B: all bold, spaced; .BR, .RB...: the arguments take the two fonts in turn, unspaced
+        fonts = m.group(1)
         args = [a[1:-1] if a.startswith('"') else a for a in re.findall(r'"(?:[^"\\]|\\.)*"|\S+', m.group(2))]
-        fonts = m.group(1) * len(args)
-        line = ("" if len(m.group(1)) == 2 else " ").join(bold(a) if fonts[i] == "B" else a
-                                                           for i, a in enumerate(args))
+        words = [bold(a) if fonts[i % len(fonts)] == "B" else a for i, a in enumerate(args)]
+        line = (" " if len(fonts) == 1 else "").join(words)
     elif line.startswith("."):
         return ""
     line = re.sub(r"\\fB([^\\]*)\\f[PR]", lambda b: bold(b.group(1)), line)
