@@ -474,6 +474,8 @@ static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     }
     /* implicitConfirm granted, rejected, or error: 3.0 leaves a rejected ip "open" (docs/design.md O10.4) */
     cmp_withdraw_undelivered(c, t);
+    /* a deferred request not parked: no pollReq can collect what its call returns */
+    cmp_poll_drop_uncollected(c->e, t, c->rsp->tid, 0);
     cmp_carry(c, t, 0);
     cmp_txn_free(t);
     end_slot(c);

@@ -5137,6 +5137,8 @@ static struct {
     int open, fail, calls, completed;
     int hold_record; /* the completion's "issued" record waits in its fsync until hold_release */
     int refuse; /* the answer is refused but carries its certificate: 1 of the requested key, 2 another */
+    void (*during)(struct env *e); /* run on the call thread before it waits at the gate */
+    struct env *env;
 } slow = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 /*
@@ -5222,6 +5224,8 @@ static int slow_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_u
     struct gw_sign_result *res;
     int rc = 0;
 
+    if (slow.during != NULL)
+        slow.during(slow.env);
     pthread_mutex_lock(&slow.lock);
     slow.calls++;
     while (!slow.open)
@@ -5309,6 +5313,8 @@ static struct env *env_slow_cmp(const char *cmp, const char *poll_after, uint32_
     env_start(e);
     slow_gate(0);
     slow.fail = slow.calls = slow.completed = slow.hold_record = slow.refuse = 0;
+    slow.during = NULL;
+    slow.env = e;
     slow_put(e, uc);
     return e;
 }
@@ -5830,6 +5836,61 @@ static void test_poll_closed_while_call_runs(void **state)
         OSSL_CMP_CTX_free(ctx);
         env_free(e);
     }
+}
+
+/*
+ * A deferred request whose transaction cannot be kept open for its pollReq (out of memory in
+ * production; here its slot lost while the worker waited): the client is told to retry, and the
+ * certificate its call returns later, which no pollReq can collect, is on record as not delivered
+ * and withdrawn at the CA.
+ */
+static struct {
+    size_t held;
+    int reserved;
+} lost;
+
+/* lose_slot on the call thread, its findings kept for the test's thread to check (no assert there). */
+static void lose_slot_on_call(struct env *e)
+{
+    lost.held = gw_cmp_engine_reset(e->engine);
+    lost.reserved = gw_txn_reserve(gw_cmp_engine_txns(e->engine), (const unsigned char *)NOT_KEPT_TID,
+                                   strlen(NOT_KEPT_TID), "someone else");
+}
+
+static void test_poll_park_failed(void **state)
+{
+    /* poll_after well past the call thread's start: the slot is lost while the worker still waits */
+    struct env *e = env_slow("500ms", 0);
+    struct client cl = {.env = e, .new_thread = 1};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    ASN1_OCTET_STRING *tid = ASN1_OCTET_STRING_new();
+    char serial[64] = "";
+    int after;
+
+    (void)state;
+    assert_int_equal(ASN1_OCTET_STRING_set(tid, (const unsigned char *)NOT_KEPT_TID, strlen(NOT_KEPT_TID)),
+                     1);
+    assert_int_equal(OSSL_CMP_CTX_set1_transactionID(ctx, tid), 1);
+    slow_revokes(e);
+    slow.during = lose_slot_on_call;
+    lost.held = 0;
+    lost.reserved = -1;
+    assert_int_equal(poll_step(ctx, &after), 0);
+    assert_int_equal(lost.held, 1);
+    assert_int_equal(lost.reserved, 0);
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                  "the gateway could not keep this transaction open for its certConf; retry later");
+    slow_gate(1);
+    slow_wait_completed(e, 1);
+    assert_int_equal(
+        audit_count(e, "issued", NULL, "status", "after its transaction was closed; not delivered"), 1);
+    assert_int_equal(audit_serial(e, "issued", serial, sizeof(serial)), 0);
+    assert_int_equal(audit_count(e, "revoked", serial, NULL, NULL), 1);
+    assert_int_equal(revoke_calls(e), 1);
+    ASN1_OCTET_STRING_free(tid);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
 }
 
 /*
@@ -8331,6 +8392,7 @@ int main(void)
         cmocka_unit_test(test_poll_expiry),
         cmocka_unit_test(test_poll_closed_while_call_runs),
         cmocka_unit_test(test_poll_aborted_after_result),
+        cmocka_unit_test(test_poll_park_failed),
         cmocka_unit_test(test_poll_shutdown),
         cmocka_unit_test(test_poll_config),
         cmocka_unit_test_teardown(test_shared_older_record_kept_out, redis_stop),
