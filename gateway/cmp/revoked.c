@@ -704,17 +704,20 @@ static size_t revoking_at(const struct cmp_revoked *rs, const unsigned char *id)
 
 /*
  * |id| marked as under way, once no other revocation of it is and a mark is free, waiting at most until
- * |deadline| (CLOCK_MONOTONIC): 0, or GW_ERR_BUSY.
+ * |until_ms| (gw_now_ms): 0, or GW_ERR_BUSY.
  */
-static int mark(struct cmp_revoked *rs, const unsigned char *id, const struct timespec *deadline)
+static int mark(struct cmp_revoked *rs, const unsigned char *id, uint64_t until_ms)
 {
+    /* gw_now_ms is the condition's clock (cmp_revoked_new) */
+    struct timespec until = {.tv_sec = (time_t)(until_ms / 1000),
+                             .tv_nsec = (long)(until_ms % 1000) * 1000000L};
     int late = 0, rc = GW_ERR_BUSY;
 
     pthread_mutex_lock(&rs->lock);
     while (revoking_at(rs, id) < rs->n_revoking || rs->n_revoking >= GW_MAX_REVOKING) {
         if (late)
             break;
-        late = pthread_cond_timedwait(&rs->ended, &rs->lock, deadline) == ETIMEDOUT;
+        late = pthread_cond_timedwait(&rs->ended, &rs->lock, &until) == ETIMEDOUT;
     }
     if (revoking_at(rs, id) == rs->n_revoking && rs->n_revoking < GW_MAX_REVOKING) {
         memcpy(rs->revoking[rs->n_revoking++], id, ID_LEN);
@@ -737,31 +740,22 @@ static void unmark(struct cmp_revoked *rs, const unsigned char *id)
     pthread_mutex_unlock(&rs->lock);
 }
 
-/* Whether CLOCK_MONOTONIC passed |deadline|. */
-static bool past(const struct timespec *deadline)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return now.tv_sec > deadline->tv_sec ||
-           (now.tv_sec == deadline->tv_sec && now.tv_nsec >= deadline->tv_nsec);
-}
-
 /*
  * |id| marked in the shared state as well, once no other instance's revocation of it holds the mark,
- * waited for until |deadline|: 0; 1 when an instance revoked it (nothing marked); GW_ERR_BUSY or
- * GW_ERR_UNAVAILABLE with |err|. The mark outlives the upstream's timeout |wait_ms| by
+ * waited for until |until_ms| (gw_now_ms): 0; 1 when an instance revoked it (nothing marked);
+ * GW_ERR_BUSY or GW_ERR_UNAVAILABLE with |err|. The mark outlives the upstream's timeout |wait_ms| by
  * GW_STATE_REVOKING_SLACK_MS at most. (worker)
  */
-static int mark_shared(struct gw_cmp_engine *e, const unsigned char *id, uint32_t wait_ms,
-                       const struct timespec *deadline, char *err)
+static int mark_shared(struct gw_cmp_engine *e, const unsigned char *id, uint32_t wait_ms, uint64_t until_ms,
+                       char *err)
 {
     char hex[2 * ID_LEN + 1];
     uint32_t ttl_ms = wait_ms + GW_STATE_REVOKING_SLACK_MS;
     int rc;
 
     gw_hex(hex, id, ID_LEN);
-    while ((rc = gw_cluster_mark_revoking(e->cluster, hex, ttl_ms, err)) == GW_ERR_BUSY && !past(deadline))
+    while ((rc = gw_cluster_mark_revoking(e->cluster, hex, ttl_ms, err)) == GW_ERR_BUSY &&
+           gw_now_ms() < until_ms)
         gw_sleep_ms(GW_STATE_REVOKING_POLL_MS);
     if (rc == GW_ERR_BUSY)
         snprintf(err, GW_ERR_LEN, "another instance's revocation of it did not end within %u ms", wait_ms);
@@ -771,7 +765,7 @@ static int mark_shared(struct gw_cmp_engine *e, const unsigned char *id, uint32_
 int cmp_revoked_begin(struct gw_cmp_engine *e, X509 *cert, uint32_t wait_ms, char *err)
 {
     unsigned char id[ID_LEN];
-    struct timespec deadline;
+    uint64_t until_ms = gw_now_ms() + wait_ms;
     time_t now;
     int rc = 0;
 
@@ -779,14 +773,7 @@ int cmp_revoked_begin(struct gw_cmp_engine *e, X509 *cert, uint32_t wait_ms, cha
         snprintf(err, GW_ERR_LEN, "the certificate's issuer and serial cannot be read");
         return GW_ERR_CRYPTO;
     }
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += (time_t)(wait_ms / 1000);
-    deadline.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
-    if (mark(e->revoked, id, &deadline) != 0) {
+    if (mark(e->revoked, id, until_ms) != 0) {
         snprintf(err, GW_ERR_LEN, "another revocation of it, or %d revocations, did not end within %u ms",
                  GW_MAX_REVOKING, wait_ms);
         return GW_ERR_BUSY;
@@ -797,7 +784,7 @@ int cmp_revoked_begin(struct gw_cmp_engine *e, X509 *cert, uint32_t wait_ms, cha
     if (revoked_here(e->revoked, id, now))
         rc = 1;
     else if (e->cluster != NULL)
-        rc = mark_shared(e, id, wait_ms, &deadline, err);
+        rc = mark_shared(e, id, wait_ms, until_ms, err);
     if (rc != 0)
         unmark(e->revoked, id);
     return rc;
