@@ -1045,13 +1045,20 @@ int gw_cluster_revoked(struct gw_cluster *cl, const char *id, char *err)
     return GW_ERR_UNAVAILABLE;
 }
 
+/* The keys of S_REVOKING and of the mark's end: the certificate |id|'s revoked: entry and revoking: mark. */
+static void revocation_keys(const struct gw_cluster *cl, const char *id, char revoked[KEY_LEN],
+                            char revoking[KEY_LEN])
+{
+    snprintf(revoked, KEY_LEN, "%srevoked:%s", cl->prefix, id);
+    snprintf(revoking, KEY_LEN, "%srevoking:%s", cl->prefix, id);
+}
+
 int gw_cluster_mark_revoking(struct gw_cluster *cl, const char *id, uint32_t ttl_ms, char *err)
 {
     char k1[KEY_LEN], k2[KEY_LEN], ms[16];
     long long rc;
 
-    snprintf(k1, sizeof(k1), "%srevoked:%s", cl->prefix, id);
-    snprintf(k2, sizeof(k2), "%srevoking:%s", cl->prefix, id);
+    revocation_keys(cl, id, k1, k2);
     snprintf(ms, sizeof(ms), "%u", ttl_ms > 0 ? ttl_ms : 1);
     rc = integer_of(cl, eval(cl, S_REVOKING, k1, k2, 2, (const char *const[]){cl->owner, ms}, err), err);
     if (rc == 0 || rc == 1 || rc == 2)
@@ -1065,8 +1072,7 @@ void gw_cluster_unmark_revoking(struct gw_cluster *cl, const char *id)
 {
     char k1[KEY_LEN], k2[KEY_LEN], err[GW_ERR_LEN];
 
-    snprintf(k1, sizeof(k1), "%srevoked:%s", cl->prefix, id);
-    snprintf(k2, sizeof(k2), "%srevoking:%s", cl->prefix, id);
+    revocation_keys(cl, id, k1, k2);
     if (run(cl, S_UNLEASE, k1, k2, cl->owner, 0, 0, 0, err) < 0) /* else it goes with its TTL */
         gw_log_kv(GW_LOG_WARN, "shared_state_unmark_failed", "reason", err, "msg",
                   "another instance's revocation of the certificate waits until the mark expires", NULL);
