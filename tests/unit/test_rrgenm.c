@@ -1852,9 +1852,60 @@ static void drain_during(int n)
     assert_false(cmp_withdrawals_drain(race.env->engine, gw_now_ms() + 100));
 }
 
-/* The env of a drain that gave up: its engine, upstreams and configuration are left to the process's end
- * (gw_cmp_engine_free_until), as the gateway leaves them; kept here, they are left on purpose, not lost. */
-static struct env *left_env;
+/*
+ * A test of a drain that gives up: an env whose holder enrolled |held| (key |k|), the race on that
+ * certificate, and the log captured at info level until the test reads it into |logged|.
+ */
+struct gave_up {
+    struct env *e;
+    X509 *held;
+    EVP_PKEY *k;
+    char logged[8192];
+};
+
+/*
+ * The envs of the drains that gave up: their engines, upstreams and configurations are left to the
+ * process's end (gw_cmp_engine_free_until), as the gateway leaves them; kept here, they are left on
+ * purpose, not lost.
+ */
+static struct env *left_envs[4];
+static size_t n_left;
+
+static int gave_up_setup(void **state)
+{
+    struct gave_up *g = calloc(1, sizeof(*g));
+
+    assert_non_null(g);
+    assert_true(n_left < sizeof(left_envs) / sizeof(left_envs[0]));
+    g->e = env_by_serial(NULL, &no_lookup_ops, &g->held, &g->k);
+    race.env = g->e;
+    race.cert = g->held;
+    /* its engine can no longer be freed once its drain gave up: the env is not either */
+    g->e->cfg->upstreams[0].own_ca = by_serial.own_ca;
+    left_envs[n_left++] = g->e;
+    log_capture(GW_LOG_INFO);
+    *state = g;
+    return 0;
+}
+
+static int gave_up_teardown(void **state)
+{
+    struct gave_up *g = *state;
+
+    by_serial.during = NULL;
+    (void)log_release(state); /* a test that failed before it read the log */
+    X509_free(g->held);
+    EVP_PKEY_free(g->k);
+    free(g);
+    return 0;
+}
+
+/* The test's log so far into g->logged, and the log back. */
+static void gave_up_read_log(struct gave_up *g)
+{
+    by_serial.during = NULL;
+    assert_int_equal(log_release_into(g->logged, sizeof(g->logged)), 0);
+}
 
 /*
  * A shutdown gives up on a withdrawal that waits for the holder's rr of the same certificate: it is on
@@ -1864,35 +1915,23 @@ static struct env *left_env;
  */
 static void test_drain_gives_up_on_withdrawal_waiting_for_rr(void **state)
 {
-    EVP_PKEY *k = NULL;
-    X509 *held = NULL;
-    struct env *e = env_by_serial(NULL, &no_lookup_ops, &held, &k);
-    char logged[8192] = "";
+    struct gave_up *g = *state;
+    struct env *e = g->e;
 
-    (void)state;
-    race.env = e;
-    race.cert = held;
-    /* its engine can no longer be freed once its drain gave up: the env is not either */
-    e->cfg->upstreams[0].own_ca = by_serial.own_ca;
-    left_env = e;
-    log_capture(GW_LOG_INFO);
     by_serial.during = drain_during;
-    expect_rr(e, held, k, held, CRL_REASON_KEY_COMPROMISE, -1, NULL);
+    expect_rr(e, g->held, g->k, g->held, CRL_REASON_KEY_COMPROMISE, -1, NULL);
     gw_cmp_engine_settle_withdrawals(e->engine); /* the thread has seen the rr end */
-    by_serial.during = NULL;
-    assert_int_equal(log_release_into(logged, sizeof(logged)), 0);
-    assert_non_null(strstr(logged, "revoke_failed"));
-    assert_null(strstr(logged, "revoke_not_repeated"));
+    gave_up_read_log(g);
+    assert_non_null(strstr(g->logged, "revoke_failed"));
+    assert_null(strstr(g->logged, "revoke_not_repeated"));
     assert_int_equal(audit_count(e, "revoke_failed", NULL, NULL), 1);
     /* it never asked the CA: the record and the line say so, not that the CA did not answer */
     assert_int_equal(audit_count(e, "revoke_failed", "status", "not revoked: " TEXT_GAVE_UP_WAITING), 1);
-    assert_non_null(strstr(logged, TEXT_GAVE_UP_WAITING));
-    assert_non_null(strstr(logged, "may still be valid: check at the CA"));
-    assert_null(strstr(logged, "before the upstream answered"));
-    assert_null(strstr(logged, "the gateway stopped"));
+    assert_non_null(strstr(g->logged, TEXT_GAVE_UP_WAITING));
+    assert_non_null(strstr(g->logged, "may still be valid: check at the CA"));
+    assert_null(strstr(g->logged, "before the upstream answered"));
+    assert_null(strstr(g->logged, "the gateway stopped"));
     assert_int_equal(audit_count(e, "revoked", "status", "reason keyCompromise"), 1);
-    X509_free(held);
-    EVP_PKEY_free(k);
 }
 
 /* The drain gives up as drain_during does; the withdrawal's own revocation, once it is sent, succeeds. */
@@ -1904,9 +1943,6 @@ static void drain_then_revoke_during(int n)
         __atomic_store_n(&by_serial.fails, 0, __ATOMIC_SEQ_CST);
 }
 
-/* as left_env: this drain gave up too */
-static struct env *left_env_refused;
-
 /*
  * The twin where the withdrawal goes on after the drain gave up: the holder's rr is refused at the CA,
  * so the withdrawal, its wait over, revokes the certificate itself. Its revoke_failed record said that it
@@ -1914,33 +1950,23 @@ static struct env *left_env_refused;
  */
 static void test_drain_gives_up_then_withdrawal_revokes(void **state)
 {
-    EVP_PKEY *k = NULL;
-    X509 *held = NULL;
-    struct env *e = env_by_serial(NULL, &no_lookup_ops, &held, &k);
-    char logged[8192] = "";
+    struct gave_up *g = *state;
+    struct env *e = g->e;
 
-    (void)state;
-    race.env = e;
-    race.cert = held;
-    e->cfg->upstreams[0].own_ca = by_serial.own_ca;
-    left_env_refused = e;
     by_serial.fails = GW_ERR_REFUSED;
     by_serial.fail_info = OSSL_CMP_PKIFAILUREINFO_notAuthorized;
-    log_capture(GW_LOG_INFO);
     by_serial.during = drain_then_revoke_during;
-    expect_rr(e, held, k, held, CRL_REASON_KEY_COMPROMISE, OSSL_CMP_PKIFAILUREINFO_notAuthorized, NULL);
+    expect_rr(e, g->held, g->k, g->held, CRL_REASON_KEY_COMPROMISE, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+              NULL);
     gw_cmp_engine_settle_withdrawals(e->engine); /* the withdrawal has revoked by now */
-    by_serial.during = NULL;
-    assert_int_equal(log_release_into(logged, sizeof(logged)), 0);
+    gave_up_read_log(g);
     assert_int_equal(by_serial.revokes, 2);
     assert_int_equal(by_serial.reason, CRL_REASON_CESSATION_OF_OPERATION); /* the withdrawal's */
     assert_int_equal(audit_count(e, "revoke_failed", "status", "not revoked: " TEXT_GAVE_UP_WAITING), 1);
     assert_int_equal(audit_count(e, "revoked", "status", "revoked upstream"), 1);
-    assert_non_null(strstr(logged, "\"event\":\"cert_revoked\""));
+    assert_non_null(strstr(g->logged, "\"event\":\"cert_revoked\""));
     /* the record's order: the revocation follows the drain's word */
     assert_true(audit_last(e, "revoked"));
-    X509_free(held);
-    EVP_PKEY_free(k);
 }
 
 /* ---- shim ------------------------------------------------------------------------------------ */
@@ -2271,8 +2297,10 @@ int main(void)
         cmocka_unit_test(test_rr_remove_from_crl),
         cmocka_unit_test(test_rr_during_withdrawal),
         cmocka_unit_test_teardown(test_rr_waits_for_withdrawal, log_release),
-        cmocka_unit_test_teardown(test_drain_gives_up_on_withdrawal_waiting_for_rr, log_release),
-        cmocka_unit_test_teardown(test_drain_gives_up_then_withdrawal_revokes, log_release),
+        cmocka_unit_test_setup_teardown(test_drain_gives_up_on_withdrawal_waiting_for_rr, gave_up_setup,
+                                        gave_up_teardown),
+        cmocka_unit_test_setup_teardown(test_drain_gives_up_then_withdrawal_revokes, gave_up_setup,
+                                        gave_up_teardown),
         cmocka_unit_test(test_shim_rr_reason),
         cmocka_unit_test(test_shim_itavs),
         cmocka_unit_test(test_shim_crl_status),
