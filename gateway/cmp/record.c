@@ -443,17 +443,23 @@ void cmp_withdrawals_settle(struct gw_cmp_engine *e)
 /*
  * Why a withdrawal the drain gave up on did not revoke: its upstream was asked, it waited to begin, or
  * it was still queued. The drain is an engine's end, at a shutdown or once a reload retired its
- * configuration generation, and cannot tell which. One waiting to begin goes on once its wait ends:
- * the revocation it waited for may revoke the certificate, or this withdrawal may reach the CA after
- * all (its "revoked" record then follows this one).
+ * configuration generation, and cannot tell which. One asked goes on until its upstream answers: the
+ * CA may revoke the certificate (its "revoked" record then follows this one) or not. One waiting to
+ * begin goes on once its wait ends: the revocation it waited for may revoke the certificate, or this
+ * withdrawal may reach the CA after all.
  */
-#define TEXT_STOPPED_ASKED "the gateway stopped before the upstream answered; check at the CA"
+#define TEXT_GAVE_UP_ASKED                                                                                   \
+    "the drain gave up on it after the upstream was asked, before it answered (the gateway stopping or its " \
+    "configuration retired); it may or may not be revoked: check at the CA"
 #define TEXT_GAVE_UP_WAITING                                                                                 \
     "the drain gave up on it while it waited for another revocation of it to end, before the upstream was "  \
     "asked (the gateway stopping or its configuration retired); it may still be revoked: check at the CA"
 #define TEXT_GAVE_UP_QUEUED                                                                                  \
     "the drain gave up on it before the upstream was asked (the gateway stopping or its configuration "      \
     "retired)"
+#define TEXT_CHECK_AT_CA                                                                                     \
+    "a certificate that must not be used may still be valid: check at the CA and revoke it by hand if it "   \
+    "is not revoked"
 
 /*
  * Past the drain's deadline (lock held): the jobs no upstream was asked for, off the queue for the
@@ -468,14 +474,10 @@ static struct withdrawal *give_up(struct gw_cmp_engine *e, struct cmp_withdrawal
     q->queued = 0;
     if (q->asking != NULL) {
         q->given_up = 1;
-        /* one still waiting to begin (cmp_revoked_begin) never asked: the rr it waits for may revoke it,
-           or it may ask once that ends (revoke) */
-        if (q->asked)
-            not_revoked(e, q->asking, TEXT_STOPPED_ASKED);
-        else
-            not_revoked_said(e, q->asking, TEXT_GAVE_UP_WAITING,
-                             "a certificate that must not be used may still be valid: check at the CA and "
-                             "revoke it by hand if it is not revoked");
+        /* either may end revoked: one asked by its upstream's answer yet; one still waiting to begin
+           (cmp_revoked_begin) by the rr it waits for, or by asking once that ends (revoke) */
+        not_revoked_said(e, q->asking, q->asked ? TEXT_GAVE_UP_ASKED : TEXT_GAVE_UP_WAITING,
+                         TEXT_CHECK_AT_CA);
     }
     return left;
 }

@@ -332,7 +332,9 @@ static int log_release(void **state)
     return 0;
 }
 
-static int audit_count(const struct env *e, const char *event, const char *field, const char *value)
+/* The records of |event| on the audit log whose |field| holds |value| (is |value| where |exact|). */
+static int audit_count_by(const struct env *e, const char *event, const char *field, const char *value,
+                          bool exact)
 {
     FILE *f = fopen(e->audit_path, "r");
     char line[16384];
@@ -345,13 +347,19 @@ static int audit_count(const struct env *e, const char *event, const char *field
 
         assert_non_null(o);
         if (json_object_object_get_ex(o, "event", &v) && strcmp(json_object_get_string(v), event) == 0 &&
-            (field == NULL ||
-             (json_object_object_get_ex(o, field, &v) && strstr(json_object_get_string(v), value) != NULL)))
+            (field == NULL || (json_object_object_get_ex(o, field, &v) &&
+                               (exact ? strcmp(json_object_get_string(v), value) == 0
+                                      : strstr(json_object_get_string(v), value) != NULL))))
             n++;
         json_object_put(o);
     }
     fclose(f);
     return n;
+}
+
+static int audit_count(const struct env *e, const char *event, const char *field, const char *value)
+{
+    return audit_count_by(e, event, field, value, false);
 }
 
 /* Whether the last record of the audit log is an |event|. */
@@ -1842,6 +1850,15 @@ static void test_rr_waits_for_withdrawal(void **state)
     "the drain gave up on it while it waited for another revocation of it to end, before the upstream was "  \
     "asked (the gateway stopping or its configuration retired); it may still be revoked: check at the CA"
 
+/*
+ * revoke_failed of a withdrawal the drain gave up on once its upstream was asked: whether the CA revoked it
+ * is not known then. Not "the gateway stopped" (a reload's drain of a retired generation gives up too), nor
+ * "revoke it by hand" as if it were known not to be revoked.
+ */
+#define TEXT_GAVE_UP_ASKED                                                                                   \
+    "the drain gave up on it after the upstream was asked, before it answered (the gateway stopping or its " \
+    "configuration retired); it may or may not be revoked: check at the CA"
+
 /* The holder's rr at the CA, a withdrawal of its certificate waiting for it, and the drain giving up. */
 static void drain_during(int n)
 {
@@ -1868,7 +1885,7 @@ struct gave_up {
  * process's end (gw_cmp_engine_free_until), as the gateway leaves them; kept here, they are left on
  * purpose, not lost.
  */
-static struct env *left_envs[4];
+static struct env *left_envs[8];
 static size_t n_left;
 
 static int gave_up_setup(void **state)
@@ -1911,7 +1928,7 @@ static void gave_up_read_log(struct gave_up *g)
  * A shutdown gives up on a withdrawal that waits for the holder's rr of the same certificate: it is on
  * record as not revoked, to check at the CA, and nothing else is said of it once the rr ended. Before,
  * the log said both revoke_failed (revoke it by hand) and revoke_not_repeated for it; and later, that
- * the gateway stopped before the upstream answered, which this withdrawal never asked.
+ * the CA had not answered, which this withdrawal never asked.
  */
 static void test_drain_gives_up_on_withdrawal_waiting_for_rr(void **state)
 {
@@ -1929,7 +1946,7 @@ static void test_drain_gives_up_on_withdrawal_waiting_for_rr(void **state)
     assert_int_equal(audit_count(e, "revoke_failed", "status", "not revoked: " TEXT_GAVE_UP_WAITING), 1);
     assert_non_null(strstr(g->logged, TEXT_GAVE_UP_WAITING));
     assert_non_null(strstr(g->logged, "may still be valid: check at the CA"));
-    assert_null(strstr(g->logged, "before the upstream answered"));
+    assert_null(strstr(g->logged, TEXT_GAVE_UP_ASKED));
     assert_null(strstr(g->logged, "the gateway stopped"));
     assert_int_equal(audit_count(e, "revoked", "status", "reason keyCompromise"), 1);
 }
@@ -1967,6 +1984,74 @@ static void test_drain_gives_up_then_withdrawal_revokes(void **state)
     assert_non_null(strstr(g->logged, "\"event\":\"cert_revoked\""));
     /* the record's order: the revocation follows the drain's word */
     assert_true(audit_last(e, "revoked"));
+}
+
+static int let_go; /* the revocation that stay_until_let_go holds at the CA may answer */
+
+/* The first revocation stays at the CA until the test lets it go (5 s at most). */
+static void stay_until_let_go(int n)
+{
+    for (int i = 0; n == 1 && i < 500 && !__atomic_load_n(&let_go, __ATOMIC_SEQ_CST); i++)
+        usleep(10 * 1000);
+}
+
+/*
+ * A withdrawal of race.cert at the CA (answering |fails| once let go), then the drain giving up on it,
+ * then the CA's answer; the log read.
+ */
+static void drain_gives_up_at_the_ca(struct gave_up *g, int fails)
+{
+    by_serial.fails = fails;
+    by_serial.fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
+    __atomic_store_n(&let_go, 0, __ATOMIC_SEQ_CST);
+    by_serial.during = stay_until_let_go;
+    withdraw_race_cert();
+    for (int i = 0; i < 500 && __atomic_load_n(&by_serial.revokes, __ATOMIC_SEQ_CST) < 1; i++)
+        usleep(10 * 1000);
+    assert_int_equal(__atomic_load_n(&by_serial.revokes, __ATOMIC_SEQ_CST), 1);
+    assert_false(cmp_withdrawals_drain(g->e->engine, gw_now_ms() + 100));
+    __atomic_store_n(&let_go, 1, __ATOMIC_SEQ_CST);
+    gw_cmp_engine_settle_withdrawals(g->e->engine); /* the CA answered by now */
+    gave_up_read_log(g);
+}
+
+/* What the drain said of the withdrawal at the CA: its record and its line. */
+static void assert_gave_up_asked(struct gave_up *g)
+{
+    assert_int_equal(audit_count(g->e, "revoke_failed", NULL, NULL), 1);
+    assert_int_equal(
+        audit_count_by(g->e, "revoke_failed", "status", "not revoked: " TEXT_GAVE_UP_ASKED, true), 1);
+    assert_int_equal(occurrences(g->logged, "\"event\":\"revoke_failed\""), 1);
+    assert_non_null(strstr(g->logged, "\"reason\":\"" TEXT_GAVE_UP_ASKED "\""));
+    assert_non_null(strstr(g->logged, "may still be valid: check at the CA"));
+    assert_null(strstr(g->logged, "the gateway stopped"));
+    assert_null(strstr(g->logged, "is still valid: revoke it by hand"));
+}
+
+/*
+ * A drain (a shutdown's, a reload's) gives up on a withdrawal whose CA has not answered yet: it is on
+ * record as not revoked, with a word that it may be, to check at the CA. The CA revoking it after that
+ * has its revoked record follow, the last word.
+ */
+static void test_drain_gives_up_on_withdrawal_at_the_ca(void **state)
+{
+    struct gave_up *g = *state;
+
+    drain_gives_up_at_the_ca(g, 0);
+    assert_gave_up_asked(g);
+    assert_int_equal(audit_count(g->e, "revoked", "status", "revoked upstream"), 1);
+    assert_true(audit_last(g->e, "revoked"));
+}
+
+/* The twin where the CA then fails: nothing more is said of it, its record says to check at the CA. */
+static void test_drain_gives_up_on_withdrawal_the_ca_fails(void **state)
+{
+    struct gave_up *g = *state;
+
+    drain_gives_up_at_the_ca(g, GW_ERR_UNAVAILABLE);
+    assert_gave_up_asked(g);
+    assert_int_equal(audit_count(g->e, "revoked", NULL, NULL), 0);
+    assert_true(audit_last(g->e, "revoke_failed"));
 }
 
 /* ---- shim ------------------------------------------------------------------------------------ */
@@ -2300,6 +2385,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_drain_gives_up_on_withdrawal_waiting_for_rr, gave_up_setup,
                                         gave_up_teardown),
         cmocka_unit_test_setup_teardown(test_drain_gives_up_then_withdrawal_revokes, gave_up_setup,
+                                        gave_up_teardown),
+        cmocka_unit_test_setup_teardown(test_drain_gives_up_on_withdrawal_at_the_ca, gave_up_setup,
+                                        gave_up_teardown),
+        cmocka_unit_test_setup_teardown(test_drain_gives_up_on_withdrawal_the_ca_fails, gave_up_setup,
                                         gave_up_teardown),
         cmocka_unit_test(test_shim_rr_reason),
         cmocka_unit_test(test_shim_itavs),
