@@ -1995,6 +1995,17 @@ static void stay_until_let_go(int n)
         usleep(10 * 1000);
 }
 
+/* A withdrawal of race.cert at the CA, held there until the test lets it go. */
+static void withdrawal_at_the_ca(void)
+{
+    __atomic_store_n(&let_go, 0, __ATOMIC_SEQ_CST);
+    by_serial.during = stay_until_let_go;
+    withdraw_race_cert();
+    for (int i = 0; i < 500 && __atomic_load_n(&by_serial.revokes, __ATOMIC_SEQ_CST) < 1; i++)
+        usleep(10 * 1000);
+    assert_int_equal(__atomic_load_n(&by_serial.revokes, __ATOMIC_SEQ_CST), 1);
+}
+
 /*
  * A withdrawal of race.cert at the CA (answering |fails| once let go), then the drain giving up on it,
  * then the CA's answer; the log read.
@@ -2003,12 +2014,7 @@ static void drain_gives_up_at_the_ca(struct gave_up *g, int fails)
 {
     by_serial.fails = fails;
     by_serial.fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
-    __atomic_store_n(&let_go, 0, __ATOMIC_SEQ_CST);
-    by_serial.during = stay_until_let_go;
-    withdraw_race_cert();
-    for (int i = 0; i < 500 && __atomic_load_n(&by_serial.revokes, __ATOMIC_SEQ_CST) < 1; i++)
-        usleep(10 * 1000);
-    assert_int_equal(__atomic_load_n(&by_serial.revokes, __ATOMIC_SEQ_CST), 1);
+    withdrawal_at_the_ca();
     assert_false(cmp_withdrawals_drain(g->e->engine, gw_now_ms() + 100));
     __atomic_store_n(&let_go, 1, __ATOMIC_SEQ_CST);
     gw_cmp_engine_settle_withdrawals(g->e->engine); /* the CA answered by now */
@@ -2052,6 +2058,63 @@ static void test_drain_gives_up_on_withdrawal_the_ca_fails(void **state)
     assert_gave_up_asked(g);
     assert_int_equal(audit_count(g->e, "revoked", NULL, NULL), 0);
     assert_true(audit_last(g->e, "revoke_failed"));
+}
+
+/*
+ * revoke_failed of a withdrawal the drain gave up on while it was still queued: its upstream was never
+ * asked, and nothing will ask it.
+ */
+#define TEXT_GAVE_UP_QUEUED                                                                                  \
+    "the drain gave up on it before the upstream was asked (the gateway stopping or its configuration "      \
+    "retired)"
+
+/* The log line of |hay| holding |needle| into |line| (|cap| bytes); NULL when none does. */
+static const char *line_with(const char *hay, const char *needle, char *line, size_t cap)
+{
+    const char *at = strstr(hay, needle), *start, *end;
+
+    if (at == NULL)
+        return NULL;
+    for (start = at; start > hay && start[-1] != '\n'; start--)
+        ;
+    if ((end = strchr(at, '\n')) == NULL)
+        end = at + strlen(at);
+    snprintf(line, cap, "%.*s", (int)(end - start), start);
+    return line;
+}
+
+/*
+ * A drain (a shutdown's, a reload's) gives up on a withdrawal still queued behind one at the CA: it is
+ * never sent, and it is on record as not revoked, its upstream never asked, with a line that says to
+ * revoke it by hand. The one at the CA is on record as drain_gives_up_at_the_ca says.
+ */
+static void test_drain_gives_up_on_queued_withdrawal(void **state)
+{
+    struct gave_up *g = *state;
+    struct cmp_txn view;
+    char line[2048];
+
+    withdrawal_at_the_ca();
+    /* another certificate's withdrawal, queued behind the one at the CA */
+    memset(&view, 0, sizeof(view));
+    view.up = gw_upstream_set_get0(g->e->ups, g->e->cfg->upstreams[0].name);
+    snprintf(view.serial, sizeof(view.serial), "queued");
+    cmp_withdraw(g->e->engine, &view, "0f0f", client_cert, CRL_REASON_CESSATION_OF_OPERATION);
+    assert_false(cmp_withdrawals_drain(g->e->engine, gw_now_ms() + 100));
+    __atomic_store_n(&let_go, 1, __ATOMIC_SEQ_CST);
+    gw_cmp_engine_settle_withdrawals(g->e->engine); /* the thread ended: nothing was left to send */
+    gave_up_read_log(g);
+    assert_int_equal(by_serial.revokes, 1); /* the queued one never reached the CA */
+    assert_int_equal(audit_count(g->e, "revoke_failed", NULL, NULL), 2);
+    assert_int_equal(
+        audit_count_by(g->e, "revoke_failed", "status", "not revoked: " TEXT_GAVE_UP_QUEUED, true), 1);
+    assert_int_equal(
+        audit_count_by(g->e, "revoke_failed", "status", "not revoked: " TEXT_GAVE_UP_ASKED, true), 1);
+    assert_non_null(line_with(g->logged, "\"reason\":\"" TEXT_GAVE_UP_QUEUED "\"", line, sizeof(line)));
+    assert_non_null(strstr(line, "\"event\":\"revoke_failed\""));
+    assert_non_null(strstr(line, "\"tid\":\"0f0f\""));
+    assert_non_null(strstr(line, "\"serial\":\"queued\""));
+    assert_non_null(strstr(line, "a certificate that must not be used is still valid: revoke it by hand"));
 }
 
 /* ---- shim ------------------------------------------------------------------------------------ */
@@ -2389,6 +2452,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_drain_gives_up_on_withdrawal_at_the_ca, gave_up_setup,
                                         gave_up_teardown),
         cmocka_unit_test_setup_teardown(test_drain_gives_up_on_withdrawal_the_ca_fails, gave_up_setup,
+                                        gave_up_teardown),
+        cmocka_unit_test_setup_teardown(test_drain_gives_up_on_queued_withdrawal, gave_up_setup,
                                         gave_up_teardown),
         cmocka_unit_test(test_shim_rr_reason),
         cmocka_unit_test(test_shim_itavs),
