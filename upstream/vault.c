@@ -760,6 +760,7 @@ static int vault_init(struct gw_upstream *up, char *err)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
     const struct gw_vault_conf *vc = conf->impl;
+    pthread_condattr_t attr;
     struct vault *v;
 
     if ((v = calloc(1, sizeof(*v))) == NULL) {
@@ -767,7 +768,10 @@ static int vault_init(struct gw_upstream *up, char *err)
         return GW_ERR_NOMEM;
     }
     pthread_mutex_init(&v->lock, NULL);
-    pthread_cond_init(&v->cond, NULL);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC); /* a login is waited for until gw_now_ms deadlines */
+    pthread_cond_init(&v->cond, &attr);
+    pthread_condattr_destroy(&attr);
     v->conf = conf;
     v->vc = vc;
     v->mount = vc->mount != NULL ? vc->mount : "pki";

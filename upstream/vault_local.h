@@ -24,11 +24,11 @@ struct vault {
     const char *mount;
     uint32_t timeout_ms;
     pthread_mutex_t lock; /* guards the token state below */
-    pthread_cond_t cond;  /* a login or token re-read finished */
+    pthread_cond_t cond;  /* a login or token re-read finished (CLOCK_MONOTONIC: waits end at deadlines) */
     char *token;          /* NULL until obtained; never logged */
     time_t refresh_at;    /* re-obtain at this time; 0 = only when Vault says 403 */
     unsigned gen;         /* bumped on every new token */
-    int refreshing;       /* one refresh at a time (single flight) */
+    int refreshing;       /* one refresh at a time (single flight); a login's runs on the transfer thread */
     unsigned attempts;    /* refreshes finished, so that waiters see the outcome of theirs */
     int last_rc;
     char last_err[GW_ERR_LEN];

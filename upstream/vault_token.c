@@ -5,6 +5,7 @@
  * a time (the others wait for it); and one API call that sends it, retried only on the answers that
  * guarantee nothing happened (412, 429, 503). The token never reaches a log, not even quoted by an answer.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,54 +76,6 @@ static int add_namespace(const struct vault *v, char *hdr, size_t cap, const cha
     return 0;
 }
 
-/* POST auth/<mount>/login with the TLS client certificate (docs/design.md U1.7). */
-static int cert_login(struct vault *v, uint64_t deadline, char **token, uint32_t *lease, char *err)
-{
-    char path[GW_MAX_PATH_LEN], ns[GW_MAX_MOUNT_LEN + 32], why[GW_ERR_LEN];
-    const char *headers[2] = {NULL, NULL};
-    struct gw_http_response rsp;
-    struct gw_vault_login login;
-    struct gw_vault_error e;
-    json_object *req = json_object_new_object();
-    size_t nh = 0;
-    int rc = GW_ERR_UPSTREAM;
-
-    memset(&rsp, 0, sizeof(rsp));
-    memset(&login, 0, sizeof(login));
-    if (req == NULL || add_namespace(v, ns, sizeof(ns), headers, &nh) != 0) {
-        vault_set_err(err, "Vault cert login: cannot build the request");
-        goto out;
-    }
-    if (v->vc->auth_cert_role != NULL)
-        json_object_object_add(req, "name", json_object_new_string(v->vc->auth_cert_role));
-    snprintf(path, sizeof(path), "/v1/auth/%s/login", v->vc->auth_cert_mount);
-    if ((rc = gw_http_request_by(v->http, "POST", path,
-                                 json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN), headers,
-                                 deadline, &rsp)) != 0) {
-        vault_set_err(err, "Vault cert login: %s", rsp.error);
-        goto out;
-    }
-    if (rsp.status != 200) {
-        if (gw_vault_parse_error(rsp.body, rsp.body_len, &e, why) != 0)
-            snprintf(e.message, sizeof(e.message), "%s", why);
-        vault_set_err(err, "Vault cert login refused the gateway (HTTP %ld): %s", rsp.status,
-                      e.message[0] != '\0' ? e.message : "no error message");
-        rc = rsp.status == 403 || rsp.status == 400 ? GW_ERR_FORBIDDEN : GW_ERR_UPSTREAM;
-        goto out;
-    }
-    if ((rc = gw_vault_parse_login(rsp.body, rsp.body_len, &login, why)) != 0) {
-        vault_set_err(err, "Vault cert login: the answer is refused: %s", why);
-        goto out;
-    }
-    *lease = login.lease_duration;
-    rc = (*token = strdup(login.client_token)) != NULL ? 0 : GW_ERR_NOMEM;
-out:
-    gw_vault_login_cleanup(&login);
-    json_object_put(req);
-    gw_http_response_cleanup(&rsp); /* the token is inside: the answer is wiped */
-    return rc;
-}
-
 /* When to fetch a new token for one that lives |lease| seconds: the margin before it ends, or halfway. */
 static time_t refresh_time(uint32_t lease)
 {
@@ -133,25 +86,114 @@ static time_t refresh_time(uint32_t lease)
     return time(NULL) + lease / 2;
 }
 
-/* Obtains a new token (file or login, by |deadline|) outside the lock. */
-static int obtain_token(struct vault *v, uint64_t deadline, char **token, time_t *refresh_at, char *err)
+/* A refresh ended with |rc|: its token |fresh| (taken over) or its failure |err| for every waiter. */
+static void refresh_end(struct vault *v, int rc, char *fresh, time_t refresh_at, const char *err)
 {
+    pthread_mutex_lock(&v->lock);
+    v->refreshing = 0;
+    v->attempts++;
+    v->last_rc = rc;
+    snprintf(v->last_err, sizeof(v->last_err), "%s", rc != 0 ? err : "");
+    if (rc == 0) {
+        vault_free_token(v->token);
+        v->token = fresh;
+        fresh = NULL;
+        v->refresh_at = refresh_at;
+        v->gen++;
+    }
+    pthread_cond_broadcast(&v->cond);
+    pthread_mutex_unlock(&v->lock);
+    vault_free_token(fresh);
+}
+
+/* What the answer to a cert login says: 0 with a new *token and its |lease|, else a gw_err with |err|. */
+static int login_answer(int rc, const struct gw_http_response *rsp, char **token, uint32_t *lease, char *err)
+{
+    char why[GW_ERR_LEN];
+    struct gw_vault_login login;
+    struct gw_vault_error e;
+
+    memset(&login, 0, sizeof(login));
+    if (rc != 0) {
+        vault_set_err(err, "Vault cert login: %s", rsp->error);
+        goto out;
+    }
+    rc = GW_ERR_UPSTREAM;
+    if (rsp->status != 200) {
+        if (gw_vault_parse_error(rsp->body, rsp->body_len, &e, why) != 0)
+            snprintf(e.message, sizeof(e.message), "%s", why);
+        vault_set_err(err, "Vault cert login refused the gateway (HTTP %ld): %s", rsp->status,
+                      e.message[0] != '\0' ? e.message : "no error message");
+        rc = rsp->status == 403 || rsp->status == 400 ? GW_ERR_FORBIDDEN : GW_ERR_UPSTREAM;
+        goto out;
+    }
+    if ((rc = gw_vault_parse_login(rsp->body, rsp->body_len, &login, why)) != 0) {
+        vault_set_err(err, "Vault cert login: the answer is refused: %s", why);
+        goto out;
+    }
+    *lease = login.lease_duration;
+    rc = (*token = strdup(login.client_token)) != NULL ? 0 : GW_ERR_NOMEM;
+out:
+    gw_vault_login_cleanup(&login);
+    return rc;
+}
+
+/* The end of a cert login: its answer (wiped by the HTTP client, the token inside) read. Transfer thread. */
+static void login_done(void *arg, int rc, const struct gw_http_response *rsp)
+{
+    struct vault *v = arg;
+    char err[GW_ERR_LEN] = "", *token = NULL;
     uint32_t lease = 0;
+
+    if ((rc = login_answer(rc, rsp, &token, &lease, err)) == 0)
+        gw_log(GW_LOG_INFO, "vault_login", "upstream %s: cert login, token lease %u s", vault_up_name(v),
+               lease);
+    refresh_end(v, rc, token, rc == 0 ? refresh_time(lease) : 0, err);
+}
+
+/*
+ * POST auth/<mount>/login with the TLS client certificate (docs/design.md U1.7), on the HTTP client's
+ * transfer thread with a whole timeout of its own: the login is shared, so it does not end with the time
+ * left to the call that happened to start it, and that call, like every other waiting for it, can leave
+ * at its own deadline while the login goes on. 0, or a gw_err with |err| (login_done is not called).
+ */
+static int login_start(struct vault *v, char *err)
+{
+    char path[GW_MAX_PATH_LEN], ns[GW_MAX_MOUNT_LEN + 32];
+    const char *headers[2] = {NULL, NULL};
+    json_object *req = json_object_new_object();
+    size_t nh = 0;
+    int rc = GW_ERR_UPSTREAM;
+
+    if (req == NULL || add_namespace(v, ns, sizeof(ns), headers, &nh) != 0) {
+        vault_set_err(err, "Vault cert login: cannot build the request");
+        goto out;
+    }
+    if (v->vc->auth_cert_role != NULL)
+        json_object_object_add(req, "name", json_object_new_string(v->vc->auth_cert_role));
+    snprintf(path, sizeof(path), "/v1/auth/%s/login", v->vc->auth_cert_mount);
+    if ((rc = gw_http_request_async(v->http, "POST", path,
+                                    json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN), headers,
+                                    login_done, v)) != 0)
+        vault_set_err(err, "Vault cert login: cannot send it (%s)", gw_err_str(rc));
+out:
+    json_object_put(req);
+    return rc;
+}
+
+/* Begins a refresh (refreshing set): a cert login in flight, or the token file read; refresh_end ends it. */
+static void refresh_start(struct vault *v)
+{
+    char err[GW_ERR_LEN] = "", *token = NULL;
     int rc;
 
-    *token = NULL;
-    *refresh_at = 0;
     if (v->vc->auth_cert_mount != NULL) {
-        if ((rc = cert_login(v, deadline, token, &lease, err)) == 0)
-            *refresh_at = refresh_time(lease);
-        if (rc == 0)
-            gw_log(GW_LOG_INFO, "vault_login", "upstream %s: cert login, token lease %u s", vault_up_name(v),
-                   lease);
-        return rc;
+        if ((rc = login_start(v, err)) != 0)
+            refresh_end(v, rc, NULL, 0, err);
+        return;
     }
-    if (v->vc->token_file != NULL)
-        return vault_read_token_file(v->vc->token_file, token, err);
-    return 0; /* no authentication configured */
+    rc = vault_read_token_file(v->vc->token_file, &token, err);
+    refresh_end(v, rc, token, 0, err);
 }
 
 static int token_usable(const struct vault *v)
@@ -160,47 +202,58 @@ static int token_usable(const struct vault *v)
 }
 
 /*
- * token_get copies the current token into |*out| (NULL: none configured), obtaining a new one
- * first if needed, by |deadline|. One refresh at a time; callers arriving meanwhile wait and share its
- * outcome: a wait as long as the deadline of the call that began the refresh.
+ * Waits, lock held, for the refresh after |attempt| to end, until |deadline|: 0 when it brought a token,
+ * else its failure, or GW_ERR_TIMEOUT when the deadline came first (the refresh goes on for the others).
+ */
+static int refresh_wait(struct vault *v, unsigned attempt, uint64_t deadline, char *err)
+{
+    struct timespec until = {.tv_sec = (time_t)(deadline / 1000),
+                             .tv_nsec = (long)(deadline % 1000) * 1000000};
+
+    while (v->refreshing && v->attempts == attempt) {
+        if (pthread_cond_timedwait(&v->cond, &v->lock, &until) == ETIMEDOUT && v->attempts == attempt) {
+            vault_set_err(err, "Vault cert login: no token within the call's timeout");
+            return GW_ERR_TIMEOUT;
+        }
+    }
+    if (v->attempts != attempt && v->last_rc != 0) {
+        vault_set_err(err, "%s", v->last_err);
+        return v->last_rc;
+    }
+    return 0;
+}
+
+/*
+ * token_get copies the current token into |*out| (NULL: none configured), obtaining a new one first if
+ * needed. One refresh at a time; callers arriving meanwhile share its outcome. Each waits at most until
+ * its own |deadline|.
  */
 static int token_get(struct vault *v, uint64_t deadline, char **out, unsigned *gen, char *err)
 {
-    char *fresh = NULL;
-    time_t refresh_at = 0;
     unsigned attempt;
-    int rc;
+    int rc = 0;
 
     *out = NULL;
     if (v->vc->auth_cert_mount == NULL && v->vc->token_file == NULL)
         return 0;
     pthread_mutex_lock(&v->lock);
-    while (!token_usable(v) && v->refreshing) {
-        attempt = v->attempts;
-        while (v->refreshing && v->attempts == attempt)
-            pthread_cond_wait(&v->cond, &v->lock);
-        if (v->attempts != attempt && v->last_rc != 0) {
-            rc = v->last_rc;
-            vault_set_err(err, "%s", v->last_err);
+    for (int round = 0; !token_usable(v); round++) {
+        if (round > 0 && gw_now_ms() >= deadline) { /* new tokens refused one after the other */
+            vault_set_err(err, "no usable Vault token within the call's timeout");
+            rc = GW_ERR_TIMEOUT;
             goto out;
         }
-    }
-    if (!token_usable(v)) {
-        v->refreshing = 1;
-        pthread_mutex_unlock(&v->lock);
-        rc = obtain_token(v, deadline, &fresh, &refresh_at, err);
-        pthread_mutex_lock(&v->lock);
-        v->refreshing = 0;
-        v->attempts++;
-        v->last_rc = rc;
-        snprintf(v->last_err, sizeof(v->last_err), "%s", rc != 0 ? err : "");
-        pthread_cond_broadcast(&v->cond);
-        if (rc != 0)
+        attempt = v->attempts;
+        if (!v->refreshing) {
+            v->refreshing = 1;
+            pthread_mutex_unlock(&v->lock); /* never held across a file read or a request */
+            refresh_start(v);
+            pthread_mutex_lock(&v->lock);
+        }
+        if ((rc = refresh_wait(v, attempt, deadline, err)) != 0)
             goto out;
-        vault_free_token(v->token);
-        v->token = fresh;
-        v->refresh_at = refresh_at;
-        v->gen++;
+        if (v->token != NULL) /* the token just had, even one whose lease is short of the margin */
+            break;
     }
     rc = (*out = strdup(v->token)) != NULL ? 0 : GW_ERR_NOMEM;
     *gen = v->gen;

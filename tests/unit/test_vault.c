@@ -1326,6 +1326,65 @@ static void test_cert_login_single_flight(void **state)
     fx_cleanup(&f);
 }
 
+struct timed_signer {
+    struct fx *f;
+    int status;
+    uint64_t end_ms;
+    char reason[GW_ERR_LEN];
+};
+
+static void *timed_signer_main(void *arg)
+{
+    struct timed_signer *a = arg;
+    struct gw_sign_result res;
+
+    sign(a->f, &res);
+    a->end_ms = gw_now_ms();
+    a->status = res.status;
+    snprintf(a->reason, sizeof(a->reason), "%s", res.reason);
+    gw_sign_result_cleanup(&res);
+    return NULL;
+}
+
+/*
+ * A login is shared, so it does not end with the time of the call that happened to start it: A's token
+ * is refused (403) with 400 ms of A's 2 s left, A starts a login that takes 700 ms, and B, arriving with
+ * its whole timeout, waits for that login. A leaves at its own deadline, the login goes on, and B signs
+ * with its token. Once, the login had only A's 400 ms and failed for B too.
+ */
+static void test_cert_login_outlives_its_starter(void **state)
+{
+    struct answer script[2] = {{403, "{\"errors\":[\"permission denied\"]}", 900}, {200, NULL, 0}};
+    struct timed_signer a = {0}, b = {0};
+    pthread_t ta;
+    struct fx f;
+
+    (void)state;
+    fx_init(&f, 2000);
+    f.vc.token_file = NULL;
+    f.vc.auth_cert_mount = "cert";
+    fx_restart(&f);
+    fake_set_login(
+        (struct answer){200, "{\"auth\":{\"client_token\":\"hvb.login\",\"lease_duration\":3600}}", 700});
+    fake_script(script, 2);
+    a.f = b.f = &f;
+    assert_int_equal(pthread_create(&ta, NULL, timed_signer_main, &a), 0);
+    for (int i = 0; i < 500 && fake_n_logins() < 2; i++) /* until A's second login has reached Vault */
+        gw_sleep_ms(10);
+    assert_int_equal(fake_n_logins(), 2);
+    timed_signer_main(&b);
+    pthread_join(ta, NULL);
+    if (b.status != 0)
+        fail_msg("B: %s", b.reason);
+    assert_int_not_equal(a.status, 0);
+    assert_non_null(strstr(a.reason, "login"));
+    assert_true(a.end_ms < b.end_ms); /* A did not wait for the login beyond its own deadline */
+    assert_int_equal(fake_n_logins(), 2);
+    assert_int_equal(fake_n_reqs(), 2);
+    assert_string_equal(fake_req(1)->token, "hvb.login");
+    fx_cleanup(&f);
+}
+
 /*
  * A refused login is an operator problem; waiting callers share its outcome, nothing is signed. A login
  * answer out of range is refused whole: a negative lease would never be renewed, a huge one wraps.
@@ -2020,6 +2079,7 @@ int main(void)
         cmocka_unit_test(test_token_reread_on_403),
         cmocka_unit_test(test_token_file_bad),
         cmocka_unit_test(test_cert_login_single_flight),
+        cmocka_unit_test(test_cert_login_outlives_its_starter),
         cmocka_unit_test(test_cert_login_refused),
         cmocka_unit_test(test_revoke),
         cmocka_unit_test(test_revoke_no_route),
