@@ -19,6 +19,7 @@
 #include "base/limits.h"
 #include "base/log.h"
 #include "upstream/answers.h"
+#include "upstream/field.h"
 #include "upstream/http_client.h"
 #include "upstream/upstream_int.h"
 #include "upstream/vault_local.h"
@@ -106,10 +107,31 @@ static void refresh_end(struct vault *v, int rc, char *fresh, time_t refresh_at,
     vault_free_token(fresh);
 }
 
-/* What the answer to a cert login says: 0 with a new *token and its |lease|, else a gw_err with |err|. */
-static int login_answer(int rc, const struct gw_http_response *rsp, char **token, uint32_t *lease, char *err)
+/*
+ * The text of a login Vault refused goes into the reason, the log and a client's statusString as a sign
+ * answer's errors do (gw_vault_map_error): masked of the token the gateway holds (one renewed before its
+ * lease ends is still good), and cut short enough that the reason keeps what it tells the operator.
+ */
+#define LOGIN_MESSAGE_LEN 150
+
+static void mask_held_token(struct vault *v, const struct gw_http_response *rsp)
 {
-    char why[GW_ERR_LEN];
+    char *held = NULL;
+
+    pthread_mutex_lock(&v->lock);
+    if (v->token != NULL)
+        held = strdup(v->token);
+    pthread_mutex_unlock(&v->lock);
+    if (held != NULL)
+        vault_mask_token(rsp, held);
+    vault_free_token(held);
+}
+
+/* What the answer to a cert login says: 0 with a new *token and its |lease|, else a gw_err with |err|. */
+static int login_answer(struct vault *v, int rc, const struct gw_http_response *rsp, char **token,
+                        uint32_t *lease, char *err)
+{
+    char why[GW_ERR_LEN], msg[LOGIN_MESSAGE_LEN + 1];
     struct gw_vault_login login;
     struct gw_vault_error e;
 
@@ -120,10 +142,12 @@ static int login_answer(int rc, const struct gw_http_response *rsp, char **token
     }
     rc = GW_ERR_UPSTREAM;
     if (rsp->status != 200) {
+        mask_held_token(v, rsp);
         if (gw_vault_parse_error(rsp->body, rsp->body_len, &e, why) != 0)
             snprintf(e.message, sizeof(e.message), "%s", why);
+        gw_field_text(msg, sizeof(msg), e.message, strlen(e.message)); /* cut between UTF-8 characters */
         vault_set_err(err, "Vault cert login refused the gateway (HTTP %ld): %s", rsp->status,
-                      e.message[0] != '\0' ? e.message : "no error message");
+                      msg[0] != '\0' ? msg : "no error message");
         rc = rsp->status == 403 || rsp->status == 400 ? GW_ERR_FORBIDDEN : GW_ERR_UPSTREAM;
         goto out;
     }
@@ -145,7 +169,7 @@ static void login_done(void *arg, int rc, const struct gw_http_response *rsp)
     char err[GW_ERR_LEN] = "", *token = NULL;
     uint32_t lease = 0;
 
-    if ((rc = login_answer(rc, rsp, &token, &lease, err)) == 0)
+    if ((rc = login_answer(v, rc, rsp, &token, &lease, err)) == 0)
         gw_log(GW_LOG_INFO, "vault_login", "upstream %s: cert login, token lease %u s", vault_up_name(v),
                lease);
     refresh_end(v, rc, token, rc == 0 ? refresh_time(lease) : 0, err);

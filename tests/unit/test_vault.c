@@ -1437,6 +1437,46 @@ static void test_cert_login_refused(void **state)
     fx_cleanup(&f);
 }
 
+/*
+ * A refused login's message is treated like a sign answer's error: capped, so that the reason keeps what
+ * it tells the operator, and masked of the token the gateway holds (one renewed before its lease ends is
+ * still good), which would otherwise reach the log and the client's statusString.
+ */
+static void test_cert_login_refusal_masked(void **state)
+{
+    static const char held[] = "hvb.HeldTokenOfTheGatewayE2E";
+    struct answer ok = {200, NULL, 0};
+    char body[1024], msg[600];
+    struct gw_sign_result res;
+    struct fx f;
+
+    (void)state;
+    fx_init(&f, 5000);
+    f.vc.token_file = NULL;
+    f.vc.auth_cert_mount = "cert";
+    fx_restart(&f);
+    /* a lease of 1 s: the token is renewed at the next call, and held meanwhile */
+    snprintf(body, sizeof(body), "{\"auth\":{\"client_token\":\"%s\",\"lease_duration\":1}}", held);
+    fake_set_login((struct answer){200, body, 0});
+    fake_script(&ok, 1);
+    sign(&f, &res);
+    assert_int_equal(res.status, 0);
+    gw_sign_result_cleanup(&res);
+    memset(msg, 'x', 300);
+    msg[300] = '\0';
+    snprintf(body, sizeof(body), "{\"errors\":[\"permission denied: %s is expiring; %s\"]}", held, msg);
+    fake_set_login((struct answer){403, body, 0});
+    fake_script(&ok, 1);
+    sign(&f, &res);
+    assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
+    if (strstr(res.reason, "HeldToken") != NULL || strstr(res.reason, "permission denied: ****") == NULL)
+        fail_msg("reason \"%s\"", res.reason);
+    assert_non_null(strstr(res.reason, "xxx: an operator must fix the gateway's Vault login"));
+    assert_int_equal(fake_n_reqs(), 0);
+    gw_sign_result_cleanup(&res);
+    fx_cleanup(&f);
+}
+
 /* ---- revoke, role policy, cert status ---- */
 
 /*
@@ -2081,6 +2121,7 @@ int main(void)
         cmocka_unit_test(test_cert_login_single_flight),
         cmocka_unit_test(test_cert_login_outlives_its_starter),
         cmocka_unit_test(test_cert_login_refused),
+        cmocka_unit_test(test_cert_login_refusal_masked),
         cmocka_unit_test(test_revoke),
         cmocka_unit_test(test_revoke_no_route),
         cmocka_unit_test(test_role_policy),
