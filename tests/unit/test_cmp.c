@@ -7144,6 +7144,27 @@ static void revoking_open(struct two_cas *t)
     local_conf(t->env)->timeout_ms = 500;
 }
 
+static struct two_cas revoking_cas;
+
+/* The fixture of the cases of a revocation's mark: the test's Redis, and revoking_open's CAs in *state
+   (NULL without a redis-server: the case skips). */
+static int revoking_setup(void **state)
+{
+    *state = NULL;
+    if (redis_start() != 0)
+        return 0;
+    revoking_open(&revoking_cas);
+    *state = &revoking_cas;
+    return 0;
+}
+
+static int revoking_teardown(void **state)
+{
+    if (*state != NULL)
+        two_cas_close(*state);
+    return redis_stop(state);
+}
+
 static char revoking_at[160]; /* the mark of the revocation the other instance ends, revoked */
 
 /* Another instance ends its revocation 300 ms from now: the certificate in the revoked set, then its mark
@@ -7170,40 +7191,37 @@ static void *other_instance_ends(void *arg)
  */
 static void test_shared_revoking_waits_for_other_instance(void **state)
 {
-    struct two_cas t;
+    struct two_cas *t = *state;
     char key[160], out[64];
     pthread_t th;
 
-    (void)state;
-    if (redis_start() != 0)
+    if (t == NULL)
         skip();
-    revoking_open(&t);
-    revoking_key(t.x1, key, sizeof(key));
+    revoking_key(t->x1, key, sizeof(key));
     assert_int_equal(
         redis_cmd(out, sizeof(out), 5, (const char *const[]){"SET", key, "another", "PX", "60000"}), 0);
     rr_answered(
-        &t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+        t, t->x1, t->x1_key, t->ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
         "the gateway cannot begin this revocation now (another instance's revocation of it did not end "
         "within 500 ms); retry later");
     assert_int_equal(fake.revoke_calls, 0);
-    assert_int_equal(audit_count(t.env, "intent", NULL, NULL, NULL), 0);
+    assert_int_equal(audit_count(t->env, "intent", NULL, NULL, NULL), 0);
     /* the other instance revokes it meanwhile */
     snprintf(revoking_at, sizeof(revoking_at), "%s", key);
-    local_conf(t.env)->timeout_ms = 5000;
+    local_conf(t->env)->timeout_ms = 5000;
     assert_int_equal(pthread_create(&th, NULL, other_instance_ends, NULL), 0);
-    rr_answered(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
-                "the certificate is already revoked");
+    rr_answered(t, t->x1, t->x1_key, t->ca1, OSSL_CMP_PKISTATUS_rejection,
+                OSSL_CMP_PKIFAILUREINFO_certRevoked, "the certificate is already revoked");
     pthread_join(th, NULL);
     assert_int_equal(fake.revoke_calls, 0);
     /* the other instance's mark of x1b outlives it by 300 ms */
-    revoking_key(t.x1b, key, sizeof(key));
+    revoking_key(t->x1b, key, sizeof(key));
     assert_int_equal(
         redis_cmd(out, sizeof(out), 5, (const char *const[]){"SET", key, "another", "PX", "300"}), 0);
-    rr_as(&t, t.x1b, t.x1b_key, t.ca1);
+    rr_as(t, t->x1b, t->x1b_key, t->ca1);
     assert_int_equal(fake.revoke_calls, 1);
     assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", key}), 0);
     assert_string_equal(out, ":0");
-    two_cas_close(&t);
 }
 
 static char mark_key[160], mark_len[16], mark_ttl[32];
@@ -7248,17 +7266,15 @@ static void mark_is(const char *key, const char *value, char *out, size_t cap)
  */
 static void test_shared_revoking_mark_own(void **state)
 {
-    struct two_cas t;
+    struct two_cas *t = *state;
     char out[64], saved[176];
     long ttl;
 
-    (void)state;
-    if (redis_start() != 0)
+    if (t == NULL)
         skip();
-    revoking_open(&t);
-    revoking_key(t.x1, mark_key, sizeof(mark_key));
+    revoking_key(t->x1, mark_key, sizeof(mark_key));
     fake.during_revoke = read_mark;
-    rr_as(&t, t.x1, t.x1_key, t.ca1);
+    rr_as(t, t->x1, t->x1_key, t->ca1);
     assert_int_equal(fake.revoke_calls, 1);
     assert_string_equal(mark_len, "$32");
     ttl = mark_ttl[0] == ':' ? strtol(mark_ttl + 1, NULL, 10) : -1;
@@ -7267,27 +7283,26 @@ static void test_shared_revoking_mark_own(void **state)
     assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", mark_key}), 0);
     assert_string_equal(out, ":0");
     /* another instance took the mark meanwhile: it stays that one's */
-    revoking_key(t.x1b, mark_key, sizeof(mark_key));
+    revoking_key(t->x1b, mark_key, sizeof(mark_key));
     fake.during_revoke = mark_taken;
-    rr_as(&t, t.x1b, t.x1b_key, t.ca1);
+    rr_as(t, t->x1b, t->x1b_key, t->ca1);
     mark_is(mark_key, "another", out, sizeof(out));
     assert_string_equal(out, ":1");
     /* x2's revocation fails at the CA, and its end does not reach Redis: its own mark is taken again */
-    revoking_key(t.x2, mark_key, sizeof(mark_key));
+    revoking_key(t->x2, mark_key, sizeof(mark_key));
     snprintf(saved, sizeof(saved), "%s-saved", mark_key);
     fake.during_revoke = read_mark;
     fake.revoke_fails = 1;
-    rr_answered(&t, t.x2, t.x2_key, t.ca2, OSSL_CMP_PKISTATUS_rejection, -1, NULL);
+    rr_answered(t, t->x2, t->x2_key, t->ca2, OSSL_CMP_PKISTATUS_rejection, -1, NULL);
     fake.revoke_fails = 0;
     fake.during_revoke = NULL;
     assert_int_equal(
         redis_cmd(out, sizeof(out), 4, (const char *const[]){"COPY", saved, mark_key, "REPLACE"}), 0);
     assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"PEXPIRE", mark_key, "60000"}), 0);
-    rr_as(&t, t.x2, t.x2_key, t.ca2);
+    rr_as(t, t->x2, t->x2_key, t->ca2);
     assert_int_equal(fake.revoke_calls, 4);
     assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", mark_key}), 0);
     assert_string_equal(out, ":0");
-    two_cas_close(&t);
 }
 
 /* The test Redis's default user may use the test's keys but the revocations' marks, or again all keys. */
@@ -7320,24 +7335,21 @@ static void marks_forbidden(bool forbidden)
  */
 static void test_shared_revoking_unmarkable(void **state)
 {
-    struct two_cas t;
+    struct two_cas *t = *state;
     struct env *e;
     struct client cl;
     OSSL_CMP_CTX *ctx;
     char cmp[512], *logged;
 
-    (void)state;
-    if (redis_start() != 0)
+    if (t == NULL)
         skip();
-    revoking_open(&t);
     marks_forbidden(true);
     rr_answered(
-        &t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+        t, t->x1, t->x1_key, t->ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
         "the gateway cannot begin this revocation now (the cluster's shared state cannot say whether it "
         "was revoked, nor mark it as under way); retry later");
     assert_int_equal(fake.revoke_calls, 0);
-    assert_int_equal(audit_count(t.env, "intent", NULL, NULL, NULL), 0);
-    two_cas_close(&t);
+    assert_int_equal(audit_count(t->env, "intent", NULL, NULL, NULL), 0);
     e = env_open(&(struct env_opts){.cmp = shared_cmp(cmp, sizeof(cmp)), .confirm = 1});
     cl = (struct client){.env = e};
     ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
@@ -8417,9 +8429,10 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_revoked_set_full, redis_stop),
         cmocka_unit_test_teardown(test_shared_quota_per_tls_client, redis_stop),
         cmocka_unit_test_teardown(test_shared_revoked_lookup_down, redis_stop),
-        cmocka_unit_test_teardown(test_shared_revoking_waits_for_other_instance, redis_stop),
-        cmocka_unit_test_teardown(test_shared_revoking_mark_own, redis_stop),
-        cmocka_unit_test_teardown(test_shared_revoking_unmarkable, redis_stop),
+        cmocka_unit_test_setup_teardown(test_shared_revoking_waits_for_other_instance, revoking_setup,
+                                        revoking_teardown),
+        cmocka_unit_test_setup_teardown(test_shared_revoking_mark_own, revoking_setup, revoking_teardown),
+        cmocka_unit_test_setup_teardown(test_shared_revoking_unmarkable, revoking_setup, revoking_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
