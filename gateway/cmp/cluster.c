@@ -12,7 +12,8 @@
  *   deadlines          sorted set: the records, scored by deadline on Redis's clock
  *   revoked:<id>       a certificate revoked through an instance (revoked.c); TTL: until it expires
  *   revoked            sorted set: those, scored by expiry (their count is capped)
- *   revoking:<id>      the instance revoking that certificate now; TTL: its upstream's timeout and
+ *   revoking:<id>      the instance revoking that certificate now, or "done" once it revoked it where
+ *                      revoked:<id> could not be written; TTL: its upstream's timeout and
  *                      GW_STATE_REVOKING_SLACK_MS
  *
  * A share of the per-identity caps is named by its quota key (cmp_quota_key: the identity, with its TLS
@@ -59,6 +60,7 @@ enum {
     S_UPDATE,
     S_REVOKED,
     S_REVOKING,
+    S_UNMARK,
     N_SCRIPTS
 };
 
@@ -135,7 +137,7 @@ static const char *const scripts[N_SCRIPTS] = {
                "if l == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
                "redis.call('ZREM', ARGV[2], KEYS[1])\n"
                "return n\n",
-    /* KEYS[2] (a record's lease, a revocation's mark) goes if this instance holds it */
+    /* KEYS[2], a record's lease, goes if this instance holds it */
     [S_UNLEASE] = "if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
                   "return 0\n",
     /* readiness: scripts run (an ACL that forbids them, or a Redis that refuses writes, shows) */
@@ -174,15 +176,23 @@ static const char *const scripts[N_SCRIPTS] = {
                  "return 1\n",
     [S_REVOKED] = "return redis.call('EXISTS', KEYS[1])\n",
     /* KEYS: a certificate's revoked: entry and its revoking: mark; ARGV: this instance, the mark's
-       milliseconds. 2 when an instance revoked it (nothing marked); 1 when another instance's mark
-       holds; else 0, marked. A mark of this instance's own is taken again: its revocations of one
-       certificate run one at a time (revoked.c), so that one is left over (its end, or the answer
-       to its taking, was lost) */
+       milliseconds. 2 when an instance revoked it (nothing marked), in the revoked set or by a mark
+       left "done"; 1 when another instance's mark holds; else 0, marked. A mark of this instance's
+       own is taken again: its revocations of one certificate run one at a time (revoked.c), so that
+       one is left over (its end, or the answer to its taking, was lost) */
     [S_REVOKING] = "if redis.call('EXISTS', KEYS[1]) == 1 then return 2 end\n"
                    "local m = redis.call('GET', KEYS[2])\n"
+                   "if m == 'done' then return 2 end\n"
                    "if m and m ~= ARGV[1] then return 1 end\n"
                    "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])\n"
                    "return 0\n",
+    /* KEYS: a certificate's revoked: entry and its revoking: mark; ARGV: this instance, '1' when it
+       revoked the certificate but the revoked set did not take it. The mark, while this instance's,
+       goes; or in that case stays for its TTL as "done": who waited for it finds the revocation */
+    [S_UNMARK] = "if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end\n"
+                 "if ARGV[2] == '1' then redis.call('SET', KEYS[2], 'done', 'KEEPTTL') return 1 end\n"
+                 "redis.call('DEL', KEYS[2])\n"
+                 "return 0\n",
 };
 /* clang-format on */
 
@@ -1068,12 +1078,12 @@ int gw_cluster_mark_revoking(struct gw_cluster *cl, const char *id, uint32_t ttl
     return GW_ERR_UNAVAILABLE;
 }
 
-void gw_cluster_unmark_revoking(struct gw_cluster *cl, const char *id)
+void gw_cluster_unmark_revoking(struct gw_cluster *cl, const char *id, bool unshared)
 {
     char k1[KEY_LEN], k2[KEY_LEN], err[GW_ERR_LEN];
 
     revocation_keys(cl, id, k1, k2);
-    if (run(cl, S_UNLEASE, k1, k2, cl->owner, 0, 0, 0, err) < 0) /* else it goes with its TTL */
+    if (run(cl, S_UNMARK, k1, k2, cl->owner, unshared ? 1 : 0, 0, 0, err) < 0) /* else it goes with its TTL */
         gw_log_kv(GW_LOG_WARN, "shared_state_unmark_failed", "reason", err, "msg",
                   "another instance's revocation of the certificate waits until the mark expires", NULL);
 }

@@ -191,17 +191,20 @@ int gw_cluster_revoked(struct gw_cluster *cl, const char *id, char *err);
  * gw_cluster_mark_revoking: the certificate named |id| (hex, revoked.c) is to be revoked through this
  * instance, which holds its own mark of it (its revocations of one certificate run one at a time). 0: marked
  * across the cluster for |ttl_ms| at most (should its end never reach Redis); 1: an instance revoked it
- * (gw_cluster_put_revoked), nothing marked; GW_ERR_BUSY: another instance's revocation of it holds the
- * mark; GW_ERR_UNAVAILABLE with |err|, also for an answer the script never gives (not taken as either).
+ * (gw_cluster_put_revoked, or a mark it left "done": gw_cluster_unmark_revoking), nothing marked;
+ * GW_ERR_BUSY: another instance's revocation of it holds the mark; GW_ERR_UNAVAILABLE with |err|, also for
+ * an answer the script never gives (not taken as either).
  */
 int gw_cluster_mark_revoking(struct gw_cluster *cl, const char *id, uint32_t ttl_ms, char *err);
 
 /*
  * gw_cluster_unmark_revoking ends this instance's mark of |id|, after the revocation's outcome is in (with
  * gw_cluster_put_revoked): a compare-and-delete, which leaves another instance's mark (this one's ran out)
- * in place. Best effort: a mark not ended expires.
+ * in place. With |unshared| (the certificate was revoked, but gw_cluster_put_revoked failed) the mark is
+ * not deleted but left "done" until it expires: gw_cluster_mark_revoking answers 1 to whoever waited for
+ * it, which would find no revocation otherwise and send one again. Best effort: a mark not ended expires.
  */
-void gw_cluster_unmark_revoking(struct gw_cluster *cl, const char *id);
+void gw_cluster_unmark_revoking(struct gw_cluster *cl, const char *id, bool unshared);
 
 /*
  * gw_cluster_status: 0 while Redis answers (the last command of any thread, or the PING sent every

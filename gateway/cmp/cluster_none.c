@@ -78,9 +78,9 @@ int gw_cluster_mark_revoking(struct gw_cluster *cl, const char *id, uint32_t ttl
     return GW_ERR_UNAVAILABLE;
 }
 
-void gw_cluster_unmark_revoking(struct gw_cluster *cl, const char *id)
+void gw_cluster_unmark_revoking(struct gw_cluster *cl, const char *id, bool unshared)
 {
-    (void)cl, (void)id;
+    (void)cl, (void)id, (void)unshared;
 }
 
 bool gw_cluster_keeps_records(const struct gw_cluster *cl)

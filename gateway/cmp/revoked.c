@@ -40,6 +40,14 @@
  * whose end never reached Redis (an instance killed during its call, Redis gone meanwhile) holds the
  * certificate no longer than that, and one that ran out is never taken from the instance that holds it
  * since. A mark that cannot be taken (Redis unreachable) begins nothing (revoked.h).
+ *
+ * A revocation the shared revoked set could not keep (cmp.max_revoked reached there, a write Redis
+ * refused) is not found there by the one that waited for its mark, which would then send it again: its
+ * end leaves the mark as "done" instead, which the waiter takes as revoked. That marker lives out the
+ * mark's TTL and no longer: past cmp.max_revoked, Redis keeps only the marks of the revocations of that
+ * last while. The mark's slot here notes it (unshared) from cmp_revoked_add to cmp_revoked_end, whose one
+ * script either deletes the mark or leaves it "done": an end that does not reach Redis leaves the mark
+ * to expire, never deleted while the certificate is in no set.
  */
 #include "gateway/cmp/revoked.h"
 #include "gateway/cmp/cluster.h"
@@ -80,6 +88,7 @@ struct cmp_revoked {
     struct revoked_entry *v; /* sorted by id */
     size_t n, cap;
     unsigned char revoking[GW_MAX_REVOKING][ID_LEN]; /* the certificates being revoked now */
+    bool unshared[GW_MAX_REVOKING];                  /* ... revoked at the CA, not kept in the shared state */
     size_t n_revoking;
     pthread_cond_t ended;      /* a revocation under way ended: its mark is gone */
     pthread_mutex_t file_lock; /* one append at a time: a failed one is cut off before the next */
@@ -596,6 +605,27 @@ static int save(struct cmp_revoked *rs, const char *hex, time_t until, char *err
     return ok ? 0 : -1;
 }
 
+/* Where |id| is among the revocations under way, or rs->n_revoking. Lock held. */
+static size_t revoking_at(const struct cmp_revoked *rs, const unsigned char *id)
+{
+    size_t i = 0;
+
+    while (i < rs->n_revoking && memcmp(rs->revoking[i], id, ID_LEN) != 0)
+        i++;
+    return i;
+}
+
+/* The revocation of |id| under way, if any, reached the CA but not the shared state (cmp_revoked_end). */
+static void set_unshared(struct cmp_revoked *rs, const unsigned char *id)
+{
+    size_t at;
+
+    pthread_mutex_lock(&rs->lock);
+    if ((at = revoking_at(rs, id)) < rs->n_revoking)
+        rs->unshared[at] = true;
+    pthread_mutex_unlock(&rs->lock);
+}
+
 int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
 {
     unsigned char id[ID_LEN];
@@ -626,6 +656,7 @@ int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
         if (missed == 0)
             snprintf(err, GW_ERR_LEN, "%s", why);
         missed |= CMP_REVOKED_NOT_SHARED;
+        set_unshared(e->revoked, id);
     }
     return missed;
 }
@@ -692,16 +723,6 @@ int cmp_revoked_check(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err
     return gw_cluster_revoked(e->cluster, hex, err);
 }
 
-/* Where |id| is among the revocations under way, or rs->n_revoking. Lock held. */
-static size_t revoking_at(const struct cmp_revoked *rs, const unsigned char *id)
-{
-    size_t i = 0;
-
-    while (i < rs->n_revoking && memcmp(rs->revoking[i], id, ID_LEN) != 0)
-        i++;
-    return i;
-}
-
 /*
  * |id| marked as under way, once no other revocation of it is and a mark is free, waiting at most until
  * |until_ms| (gw_now_ms): 0, or GW_ERR_BUSY.
@@ -720,6 +741,7 @@ static int mark(struct cmp_revoked *rs, const unsigned char *id, uint64_t until_
         late = pthread_cond_timedwait(&rs->ended, &rs->lock, &until) == ETIMEDOUT;
     }
     if (revoking_at(rs, id) == rs->n_revoking && rs->n_revoking < GW_MAX_REVOKING) {
+        rs->unshared[rs->n_revoking] = false;
         memcpy(rs->revoking[rs->n_revoking++], id, ID_LEN);
         rc = 0;
     }
@@ -734,6 +756,7 @@ static void unmark(struct cmp_revoked *rs, const unsigned char *id)
     pthread_mutex_lock(&rs->lock);
     if ((at = revoking_at(rs, id)) < rs->n_revoking) {
         memcpy(rs->revoking[at], rs->revoking[rs->n_revoking - 1], ID_LEN);
+        rs->unshared[at] = rs->unshared[rs->n_revoking - 1];
         rs->n_revoking--;
         pthread_cond_broadcast(&rs->ended);
     }
@@ -790,6 +813,19 @@ int cmp_revoked_begin(struct gw_cmp_engine *e, X509 *cert, uint32_t wait_ms, cha
     return rc;
 }
 
+/* Whether the revocation of |id| under way reached the CA but not the shared state (set_unshared). */
+static bool unshared(struct cmp_revoked *rs, const unsigned char *id)
+{
+    size_t at;
+    bool v = false;
+
+    pthread_mutex_lock(&rs->lock);
+    if ((at = revoking_at(rs, id)) < rs->n_revoking)
+        v = rs->unshared[at];
+    pthread_mutex_unlock(&rs->lock);
+    return v;
+}
+
 void cmp_revoked_end(struct gw_cmp_engine *e, X509 *cert)
 {
     unsigned char id[ID_LEN];
@@ -801,7 +837,7 @@ void cmp_revoked_end(struct gw_cmp_engine *e, X509 *cert)
        would take the mark as its own (cluster.c), and this end would delete it */
     if (e->cluster != NULL) {
         gw_hex(hex, id, ID_LEN);
-        gw_cluster_unmark_revoking(e->cluster, hex);
+        gw_cluster_unmark_revoking(e->cluster, hex, unshared(e->revoked, id));
     }
     unmark(e->revoked, id);
 }

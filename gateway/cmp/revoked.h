@@ -67,6 +67,12 @@ int cmp_revoked_check(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err
  * GW_ERR_CRYPTO with |err| as cmp_revoked_check. Unmarked but for 0. (worker)
  */
 int cmp_revoked_begin(struct gw_cmp_engine *e, X509 *cert, uint32_t wait_ms, char *err);
+
+/*
+ * cmp_revoked_end: the revocation cmp_revoked_begin marked ended. Its shared mark goes, or where
+ * cmp_revoked_add could not put the certificate in the shared state meanwhile, stays as "done" until it
+ * expires (gw_cluster_unmark_revoking): another instance waiting for it finds it revoked all the same.
+ */
 void cmp_revoked_end(struct gw_cmp_engine *e, X509 *cert);
 
 #endif

@@ -20,7 +20,8 @@ an uncollected certificate's expiry is recorded once across the three. LateResul
 upstream call returns after another instance gave up on it at the deadline is withdrawn. RevokedElsewhere: a
 certificate of a Vault upstream revoked through one instance is refused by the other at once, though the other
 holds a CRL from before the revocation. RevokedOnceAcrossInstances: one certificate of cfssl revoked through both
-instances at the same moment is revoked at cfssl once, the second rr answered certRevoked.
+instances at the same moment is revoked at cfssl once, the second rr answered certRevoked, also when the shared
+revoked set is full (cmp.max_revoked) and cannot keep that revocation.
 MigrationStepBetweenInstances: a request answered `waiting` by an
 instance at one migration step is collected on one at another (a rolling reload), from the CA it was sent to.
 """
@@ -263,7 +264,10 @@ class RevokedOnceAcrossInstances(TwoInstances):
     a certificate is revoked and records a second revocation's reason and time over the first's, so one
     instance revokes it and the other waits for that one's mark in Redis, then answers certRevoked. Each
     revocation takes 2 s at cfssl (a relay holds what the gateways send), so both rrs are in while the first
-    is at the CA; before the mark was shared, both reached cfssl."""
+    is at the CA; before the mark was shared, both reached cfssl. cmp.max_revoked is small, so that a test
+    can fill the shared revoked set."""
+
+    MAX_REVOKED = 8
 
     @classmethod
     def edit_config(cls, cfg, gw):
@@ -274,36 +278,72 @@ class RevokedOnceAcrossInstances(TwoInstances):
                                                        url="https://127.0.0.1:%d" % cls.relay.port)
         role = dict(cfg["roles"]["default"], upstream="cfssl", upstream_role="devices", allowed_san_types=["dns"])
         cfg["roles"]["cfssl"] = role
-        cfg["cmp"] = {"state": cls.redis.state()}
+        cfg["cmp"] = {"state": cls.redis.state(), "max_revoked": cls.MAX_REVOKED}
 
     def rr(self, gw, name, cert, key, chain, reason):
         return gw.cmp("rr", name, auth=(cert, key), path="pki/roles/cfssl/cmp", expect_cert=False,
                       extra=["-oldcert", cert, "-revreason", reason, "-untrusted", chain])
 
-    def test_revoked_once_at_the_ca(self):
+    def enrolled(self, name):
+        """A certificate of cfssl for |name|: its CmpResult, key and chain file."""
         d = self.gw.dir
-        key = self.newkey("once")
-        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/O=cmpgw e2e/CN=once.example.com", "-addext",
-                     "subjectAltName=DNS:once.example.com", "-out", d / "once.csr"])
-        res = self.gw.cmp("p10cr", "once", path="pki/roles/cfssl/cmp",
-                          extra=["-csr", d / "once.csr", "-implicit_confirm"])
-        chain = d / "once.chain.pem"
+        key = self.newkey(name)
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/O=cmpgw e2e/CN=%s.example.com" % name,
+                     "-addext", "subjectAltName=DNS:%s.example.com" % name, "-out", d / ("%s.csr" % name)])
+        res = self.gw.cmp("p10cr", name, path="pki/roles/cfssl/cmp",
+                          extra=["-csr", d / ("%s.csr" % name), "-implicit_confirm"])
+        chain = d / ("%s.chain.pem" % name)
         chain.write_text(res.first.extra_certs_pem())
-        serial = harness.serial_hex(res.cert)
+        return res, key, chain
+
+    def revoked_at_once(self, name, res, key, chain):
+        """The rrs of |res|'s certificate through both instances at once, each 2 s at cfssl: their rp
+        statuses, sorted, and the audit's revoked records of it."""
         self.relay.slow(2)
         try:
             with concurrent.futures.ThreadPoolExecutor(2) as pool:
-                asked = [pool.submit(self.rr, gw, name, res.cert, key, chain, reason)
-                         for gw, name, reason in ((self.gw, "once-rr1", "1"), (self.gw2, "once-rr2", "4"))]
+                asked = [pool.submit(self.rr, gw, rr_name, res.cert, key, chain, reason)
+                         for gw, rr_name, reason in ((self.gw, name + "-rr1", "1"), (self.gw2, name + "-rr2", "4"))]
                 rps = [harness.rp_status(f.result().rsp_files[0].read_bytes()) for f in asked]
         finally:
             self.relay.slow(0)
-        self.assertEqual(sorted(rps), [(0, [], []), (2, ["certRevoked"], ["the certificate is already revoked"])])
+        serial = harness.serial_hex(res.cert)
         revoked = [r for gw in (self.gw, self.gw2) for r in self.audit(gw, "revoked") if r.get("serial") == serial]
+        return rps, revoked
+
+    def test_revoked_once_at_the_ca(self):
+        res, key, chain = self.enrolled("once")
+        rps, revoked = self.revoked_at_once("once", res, key, chain)
+        self.assertEqual(sorted(rps), [(0, [], []), (2, ["certRevoked"], ["the certificate is already revoked"])])
         self.assertEqual(len(revoked), 1, revoked)
         # cfssl holds the reason of the rr that was accepted, not the other's written over it
         reason = 1 if rps[0][0] == 0 else 4
         self.assertEqual(self.cfssl.record(res.cert), ("revoked", reason))
+
+    def test_revoked_once_when_the_shared_set_is_full(self):
+        """The shared revoked set full: the first instance's revocation is not kept there
+        (revocation_not_kept), so the one that waited for its mark does not find it in the set. It finds the
+        mark left "done" instead, and answers certRevoked; before, it revoked the certificate again once the
+        mark was deleted (two revoked records, two accepted rrs, cfssl holding the second's reason)."""
+        res, key, chain = self.enrolled("full")
+        now = int(time.time())
+        room = self.MAX_REVOKED - int(self.redis.command("ZCARD", "cmpgw:revoked")[1:])
+        filler = ["cmpgw:revoked:filler%d" % i for i in range(room)]  # live entries of no certificate
+        for member in filler:
+            self.redis.command("ZADD", "cmpgw:revoked", now + 3600, member)
+        self.addCleanup(lambda: self.redis.command("ZREM", "cmpgw:revoked", *filler) if filler else None)
+        rps, revoked = self.revoked_at_once("full", res, key, chain)
+        self.assertEqual(len(revoked), 1, revoked)
+        self.assertEqual(sorted(rps), [(0, [], []), (2, ["certRevoked"], ["the certificate is already revoked"])])
+        reason = 1 if rps[0][0] == 0 else 4
+        self.assertEqual(self.cfssl.record(res.cert), ("revoked", reason))
+        first, other = (self.gw, self.gw2) if reason == 1 else (self.gw2, self.gw)
+        serial = harness.serial_hex(res.cert).lower()
+        self.assertTrue(any(l.get("event") == "revocation_not_kept" and "cmp.max_revoked" in l.get("reason", "")
+                            for l in first.log_lines()), first.stderr()[-3000:])
+        self.assertTrue(any(l.get("event") == "rr_already_revoked" and l.get("source") == "gateway" and
+                            l.get("serial", "").lower() == serial for l in other.log_lines()),
+                        other.stderr()[-3000:])
 
 
 class ThreeInstances(TwoInstances):

@@ -354,7 +354,7 @@ static void test_revocation_lookup_fails_closed(void **state)
             fail_msg("mark: reason \"%s\", want \"%s\"", err, cases[i].want_mark);
         while (atomic_load(&f.closed) < 2)
             gw_sleep_ms(5);
-        gw_cluster_unmark_revoking(cl, "00112233445566778899aabbccddeeff"); /* returns: it fails, logged */
+        gw_cluster_unmark_revoking(cl, "00112233445566778899aabbccddeeff", true); /* it fails, logged */
         gw_cluster_free(cl);
         fake_stop(&f);
     }

@@ -6973,6 +6973,9 @@ static void test_shared_revocation_not_kept(void **state)
 
         if (redis_start() != 0)
             skip();
+        /* the test Redis keeps its keys (append-only): the last case's revocation of x1, which the set did
+           not take, left its mark "done" */
+        assert_int_equal(redis_cmd(out, sizeof(out), 1, (const char *const[]){"FLUSHALL"}), 0);
         crl = two_cas_open_shared(&t, &crl_len);
         snprintf(set, sizeof(set), "unit%d:revoked", (int)getpid());
         snprintf(max, sizeof(max), "%d", GW_DEFAULT_MAX_REVOKED);
@@ -7058,6 +7061,8 @@ static void test_shared_revoked_set_full(void **state)
     (void)state;
     if (redis_start() != 0)
         skip();
+    /* as test_shared_revocation_not_kept's cases: its last revocation of x1 left its mark "done" */
+    assert_int_equal(redis_cmd(out, sizeof(out), 1, (const char *const[]){"FLUSHALL"}), 0);
     shared_cmp(cmp, sizeof(cmp));
     strncat(cmp, ", \"max_revoked\": 1", sizeof(cmp) - strlen(cmp) - 1);
     two_cas_open_cmp(&t, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, cmp);
@@ -7168,13 +7173,17 @@ static int revoking_teardown(void **state)
 static char revoking_at[160]; /* the mark of the revocation the other instance ends, revoked */
 
 /* Another instance ends its revocation 300 ms from now: the certificate in the revoked set, then its mark
- * gone. */
+ * gone; or, with |arg| (its revoked set full), its mark left "done". */
 static void *other_instance_ends(void *arg)
 {
     char revoked[160], out[64];
 
-    (void)arg;
     usleep(300 * 1000);
+    if (arg != NULL) {
+        assert_int_equal(
+            redis_cmd(out, sizeof(out), 4, (const char *const[]){"SET", revoking_at, "done", "KEEPTTL"}), 0);
+        return NULL;
+    }
     snprintf(revoked, sizeof(revoked), "unit%d:revoked:%s", (int)getpid(), strrchr(revoking_at, ':') + 1);
     assert_int_equal(redis_cmd(out, sizeof(out), 5, (const char *const[]){"SET", revoked, "1", "EX", "600"}),
                      0);
@@ -7303,6 +7312,62 @@ static void test_shared_revoking_mark_own(void **state)
     assert_int_equal(fake.revoke_calls, 4);
     assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", mark_key}), 0);
     assert_string_equal(out, ":0");
+}
+
+/*
+ * A revocation the shared revoked set cannot keep (cmp.max_revoked reached there) leaves its mark "done" for
+ * the rest of its TTL rather than deleting it, and a revocation of the certificate that waited for that mark
+ * is answered certRevoked, the CA not asked. Before, the mark went, and the one that waited found nothing
+ * in the set and revoked the certificate again. A revocation the CA refused leaves no "done" (the next may
+ * revoke it), and one whose mark another instance took meanwhile leaves that mark as it is.
+ */
+static void test_shared_revoking_done_when_not_kept(void **state)
+{
+    struct two_cas *t = *state;
+    char set[64], key[160], out[64];
+    pthread_t th;
+    long ttl;
+
+    if (t == NULL)
+        skip();
+    t->env->cfg->cmp.max_revoked = 1;
+    snprintf(set, sizeof(set), "unit%d:revoked", (int)getpid());
+    assert_int_equal(
+        redis_cmd(out, sizeof(out), 4, (const char *const[]){"ZADD", set, "9999999999", "filler"}), 0);
+    revoking_key(t->x1, mark_key, sizeof(mark_key));
+    rr_as(t, t->x1, t->x1_key, t->ca1);
+    assert_int_equal(fake.revoke_calls, 1);
+    mark_is(mark_key, "done", out, sizeof(out));
+    assert_string_equal(out, ":1");
+    assert_int_equal(redis_cmd(mark_ttl, sizeof(mark_ttl), 2, (const char *const[]){"PTTL", mark_key}), 0);
+    ttl = mark_ttl[0] == ':' ? strtol(mark_ttl + 1, NULL, 10) : -1;
+    if (ttl <= 0 || ttl > 500 + GW_STATE_REVOKING_SLACK_MS)
+        fail_msg("the done mark's TTL is %s ms", mark_ttl);
+    /* the CA refuses x1b: its mark goes */
+    revoking_key(t->x1b, mark_key, sizeof(mark_key));
+    fake.revoke_fails = 1;
+    rr_answered(t, t->x1b, t->x1b_key, t->ca1, OSSL_CMP_PKISTATUS_rejection, -1, NULL);
+    fake.revoke_fails = 0;
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", mark_key}), 0);
+    assert_string_equal(out, ":0");
+    /* x1b revoked, while another instance took the mark: it stays that one's */
+    fake.during_revoke = mark_taken;
+    rr_as(t, t->x1b, t->x1b_key, t->ca1);
+    fake.during_revoke = NULL;
+    assert_int_equal(fake.revoke_calls, 3);
+    mark_is(mark_key, "another", out, sizeof(out));
+    assert_string_equal(out, ":1");
+    /* x2: another instance's revocation, which its revoked set did not keep, ends while this one waits */
+    revoking_key(t->x2, key, sizeof(key));
+    assert_int_equal(
+        redis_cmd(out, sizeof(out), 5, (const char *const[]){"SET", key, "another", "PX", "60000"}), 0);
+    snprintf(revoking_at, sizeof(revoking_at), "%s", key);
+    local_conf(t->env)->timeout_ms = 5000;
+    assert_int_equal(pthread_create(&th, NULL, other_instance_ends, "done"), 0);
+    rr_answered(t, t->x2, t->x2_key, t->ca2, OSSL_CMP_PKISTATUS_rejection,
+                OSSL_CMP_PKIFAILUREINFO_certRevoked, "the certificate is already revoked");
+    pthread_join(th, NULL);
+    assert_int_equal(fake.revoke_calls, 3);
 }
 
 /* The test Redis's default user may use the test's keys but the revocations' marks, or again all keys. */
@@ -8432,6 +8497,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_shared_revoking_waits_for_other_instance, revoking_setup,
                                         revoking_teardown),
         cmocka_unit_test_setup_teardown(test_shared_revoking_mark_own, revoking_setup, revoking_teardown),
+        cmocka_unit_test_setup_teardown(test_shared_revoking_done_when_not_kept, revoking_setup,
+                                        revoking_teardown),
         cmocka_unit_test_setup_teardown(test_shared_revoking_unmarkable, revoking_setup, revoking_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
