@@ -235,6 +235,18 @@ class AdminTokenInMemory(harness.GatewayTestCase):
         self.assertGreater(held(pid, marker), 0)
 
 
+class BoundAtStart(unittest.TestCase):
+    """The gateway binary binds every symbol it calls at start (-z now): bound lazily, a symbol's first call
+    on a loop thread runs the dynamic linker's trampoline, which saves the vector registers, an admin token
+    a string function just went over in them, on the thread's stack (docs/security.md, "Secrets in
+    memory")."""
+
+    def test_bind_now(self):
+        dynamic = harness.run(["readelf", "-d", harness.GATEWAY_BIN]).stdout.decode()
+        flags = [l for l in dynamic.splitlines() if "(FLAGS" in l]
+        self.assertTrue(any("BIND_NOW" in l for l in flags) and any(" NOW" in l for l in flags), flags)
+
+
 class AdminReloadWhileStopping(harness.GatewayTestCase):
     """A POST /reload with the right token on an admin connection opened before SIGTERM, sent while the
     gateway drains: 503, nothing reloaded (docs/errors.md admin_stopping); the gateway then exits 0."""
