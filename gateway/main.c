@@ -115,6 +115,31 @@ static int not_dumpable(void)
     return -1;
 }
 
+/*
+ * Runs the process again, the same binary with the same arguments, with LD_BIND_NOW set, unless it is
+ * set: every symbol of every library, libc's included, is then bound at start. Bound lazily, a symbol's
+ * first call runs the dynamic linker's trampoline, which saves the vector registers on the calling
+ * thread's stack and leaves them there, below the stack pointer, as no wipe sees them. On a loop thread
+ * they may hold the admin bearer token a string function just went over: libc's own first call of
+ * _dl_allocate_tls_init, when a reload's thread is created on a stack an earlier one left, did that.
+ * The binary itself is linked -z now; the libraries it loads are not all so. Without /proc (a chroot)
+ * the gateway runs on as it is, and says so.
+ */
+static void bind_symbols_now(char **argv)
+{
+    const char *set = getenv("LD_BIND_NOW");
+
+    if (set != NULL && *set != '\0')
+        return;
+    if (setenv("LD_BIND_NOW", "1", 1) == 0)
+        execv("/proc/self/exe", argv);
+    fprintf(stderr,
+            "cmpgw: cannot run again with every symbol bound at start (%s): an admin token may stay in "
+            "a thread's stack (docs/security.md, \"Secrets in memory\")\n",
+            strerror(errno));
+    unsetenv("LD_BIND_NOW");
+}
+
 /* Becomes |cfg|'s user and group for good (the process is root). 0, or -1 with the reason logged. */
 static int become_user(const struct gw_config *cfg)
 {
@@ -984,6 +1009,7 @@ int main(int argc, char **argv)
        upstream TLS session to the file this names, and with them whoever recorded the traffic reads
        the Vault token in it; like a proxy in the environment, not the gateway's to honour */
     unsetenv("SSLKEYLOGFILE");
+    bind_symbols_now(argv);
     if (not_dumpable() != 0 || check_openssl() != 0)
         return EXIT_FAILURE;
     if (argc > 1 && (strcmp(argv[1], "check") == 0 || strcmp(argv[1], "inventory") == 0 ||
