@@ -441,7 +441,8 @@ count_instructions() {
         shift
     done
     shift
-    (cd "$pki" && exec valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.%p" "${server[@]}" \
+    # LD_BIND_NOW set: cmpgw would otherwise run itself again to get it, out of valgrind's hands
+    (cd "$pki" && LD_BIND_NOW=1 exec valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.%p" "${server[@]}" \
         >"$tmp/cg-$port.log" 2>&1) &
     vpid=$!
     pids+=("$vpid")
