@@ -36,6 +36,9 @@ Switches (POST /_control with a JSON object, GET /_control to read; or --state F
   sign_warnings  any   a sign answer's warnings are this JSON value (17 strings, [1]) instead of Vault's
   sign_hash      str   "sha1": sign/<role> and sign-verbatim sign the certificate with SHA-1 (a CA
                        that still does), not SHA-256
+  serial_number  str   sign/<role> and sign-verbatim issue the certificate with this serial (colon hex,
+                       as Vault writes it) instead of a random one: a CA that issues a serial again
+                       (the one certificate kept under it is the new one, its revocation the old one's)
   certificate_after str appended to a sign answer's data.certificate after its PEM (a second
                        certificate, text): the certificate issued stays first
   trailing       str   appended after the JSON document of every answer, as bytes after the document
@@ -380,10 +383,10 @@ def choose_ttl(role, body, issuer, warnings):
 
 
 def build_cert(issuer, subject, pub, now, end, dns, ips, uris, ku_names, eku_oids, copied=(), backdate=30,
-               sha1=False):
+               sha1=False, serial=None):
     """A certificate as Vault's Go code makes it; |copied| are CSR extensions (sign-verbatim), which, as
     Go's x509.CreateCertificate does with ExtraExtensions, replace the ones of the same OID; its notBefore
-    is |backdate| seconds before now (the role's not_before_duration)."""
+    is |backdate| seconds before now (the role's not_before_duration); |serial| (int) replaces the random one."""
     exts = [(x509.BasicConstraints(ca=False, path_length=None), True),
             (x509.SubjectKeyIdentifier.from_public_key(pub), False),
             (x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), False)]
@@ -405,7 +408,7 @@ def build_cert(issuer, subject, pub, now, end, dns, ips, uris, ku_names, eku_oid
     for e in copied:
         exts = [(v, c) for v, c in exts if v.oid != e.oid] + [(e.value, e.critical)]
     b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer.cert.subject).public_key(pub)
-         .serial_number(int.from_bytes(secrets.token_bytes(19), "big") | 1)
+         .serial_number(serial or int.from_bytes(secrets.token_bytes(19), "big") | 1)
          .not_valid_before(now - datetime.timedelta(seconds=backdate)).not_valid_after(end))
     for v, c in exts:
         b = b.add_extension(v, critical=c)
@@ -587,8 +590,8 @@ class Handler(BaseHTTPRequestHandler):
     def answer_signed(self, cert, issuer, warnings):
         v = self.vault()
         path = self.path
-        with v.lock:
-            v.certs[cert.serial_number] = [cert, issuer, 0]
+        with v.lock:  # a serial issued again keeps its revocation, as the CA's CRL does
+            v.certs[cert.serial_number] = [cert, issuer, v.certs.get(cert.serial_number, [0, 0, 0])[2]]
         if v.switch(path, "garbage"):
             return 200, GARBAGE
         if v.switch(path, "warnings_only"):
@@ -606,6 +609,11 @@ class Handler(BaseHTTPRequestHandler):
             answer["warnings"] = v.switch(path, "sign_warnings")
         return 200, answer
 
+    def forced_serial(self):
+        """The serial_number switch as an int, or None."""
+        s = self.vault().switch(self.path, "serial_number")
+        return int(s.replace(":", "").replace("-", ""), 16) if s else None
+
     def sign_role(self, role_name, issuer_ref, body):
         v = self.vault()
         role = v.role(role_name)
@@ -621,7 +629,7 @@ class Handler(BaseHTTPRequestHandler):
         subject = role_subject(role, cn)
         cert = build_cert(issuer, subject, csr.public_key(), now, end, dns, ips, uris, role["key_usage"],
                           role_ekus(role), backdate=parse_ttl(role["not_before_duration"]),
-                          sha1=v.switch(self.path, "sign_hash") == "sha1")
+                          sha1=v.switch(self.path, "sign_hash") == "sha1", serial=self.forced_serial())
         return self.answer_signed(cert, issuer, warnings)
 
     def sign_verbatim(self, role_name, issuer_ref, body):
@@ -651,7 +659,7 @@ class Handler(BaseHTTPRequestHandler):
         copied = [e for e in csr.extensions if e.oid != ExtensionOID.BASIC_CONSTRAINTS]
         cert = build_cert(issuer, csr.subject, csr.public_key(), now, end, dns + emails, ips, uris, ku_names, ekus,
                           copied, backdate=parse_ttl(role["not_before_duration"]),
-                          sha1=v.switch(self.path, "sign_hash") == "sha1")
+                          sha1=v.switch(self.path, "sign_hash") == "sha1", serial=self.forced_serial())
         return self.answer_signed(cert, issuer, warnings)
 
     def sign_intermediate(self, issuer_ref, body):
