@@ -192,9 +192,27 @@ static OSSL_CMP_PKISI *refuse_cert(struct cmp_txn *t, struct cmp_call *c, X509 *
 }
 
 /*
+ * A certificate with the serial of one revoked through this gateway (cmp_check_serial_reused): on
+ * record with its serial, and not withdrawn. That serial is revoked already, at the CA and here:
+ * asking again would only repeat that revocation (cfssl would write this one's reason and time over
+ * the first's), and the CA's operator has to learn why it reused the serial (the log line says so).
+ */
+static OSSL_CMP_PKISI *refuse_reused(struct cmp_txn *t, struct cmp_call *c, X509 *cert,
+                                     const struct cmp_refusal *r)
+{
+    OSSL_CMP_PKISI *si = cmp_reject(c, r);
+
+    c->audited = 1;
+    (void)cmp_audit_cert(c->e, t, c->rsp->tid, "rejected", c->rsp->outcome, cert, 1);
+    t->serial[0] = '\0';
+    return si;
+}
+
+/*
  * What the upstream returned is checked before it reaches the client, and refused as
  * gw_policy_issued_refusal words it: badCertTemplate for content outside the role's policy,
- * systemFailure for a certificate that is the CA's fault.
+ * systemFailure for a certificate that is the CA's fault, a serial of a certificate revoked through
+ * this gateway included.
  */
 static OSSL_CMP_PKISI *deliver(struct cmp_txn *t, struct cmp_call *c, const struct gw_cert_plan *plan,
                                struct gw_sign_result *res, X509 **certOut, STACK_OF(X509) **chainOut)
@@ -203,9 +221,18 @@ static OSSL_CMP_PKISI *deliver(struct cmp_txn *t, struct cmp_call *c, const stru
     char err[GW_ERR_LEN] = "";
     struct cmp_refusal r = {0};
     enum gw_issued_verdict v;
+    int reused = 0;
 
     gw_x509_cert_serial_hex(res->cert, t->serial, sizeof(t->serial));
     v = cmp_check_issued(c->e, t->role, t->up, plan, res->cert, res->chain, c->now, &path, err);
+    if ((v == GW_ISSUED_OK || v == GW_ISSUED_MODIFIED) &&
+        (reused = cmp_check_serial_reused(c->e, t->up, res->cert, c->now, c->rsp->tid, &r.fail_info,
+                                          r.text)) != 0) {
+        sk_X509_pop_free(path, X509_free);
+        /* one that cannot be checked is withdrawn as any certificate not released */
+        return reused == CMP_SERIAL_REUSED ? refuse_reused(t, c, res->cert, &r)
+                                           : refuse_cert(t, c, res->cert, &r);
+    }
     if (v == GW_ISSUED_OK || v == GW_ISSUED_MODIFIED) {
         /* the client gets the chain verified up to issuer_ca, not whatever else the upstream sent */
         sk_X509_pop_free(res->chain, X509_free);

@@ -14,6 +14,7 @@
 #include "gateway/cmp/outcome.h"
 #include "gateway/cmp/record.h"
 #include "gateway/cmp/replay.h"
+#include "gateway/cmp/revoked.h"
 #include "gateway/cmp/status.h"
 #include "gateway/cmp/urole.h"
 #include "base/err.h"
@@ -701,6 +702,43 @@ enum gw_issued_verdict cmp_check_issued(const struct gw_cmp_engine *e, const str
     }
     sk_X509_pop_free(found, X509_free);
     return v;
+}
+
+int cmp_check_serial_reused(struct gw_cmp_engine *e, const struct gw_upstream *up, X509 *cert, time_t now,
+                            const char *tid, int *fail_info, char *text)
+{
+    char serial[2 * 20 + 1], issuer[256], err[GW_ERR_LEN] = ""; /* RFC 5280 §4.1.2.2: 20 octets at most */
+    int rc = cmp_revoked_check(e, cert, now, err);
+
+    if (rc == 0)
+        return 0;
+    gw_x509_cert_serial_hex(cert, serial, sizeof(serial));
+    if (rc < 0) { /* as a credential's lookup: a certificate that may be revoked is not released */
+        gw_log_kv(rc == GW_ERR_UNAVAILABLE ? GW_LOG_ERROR : GW_LOG_WARN,
+                  rc == GW_ERR_UNAVAILABLE ? "shared_state_unavailable" : "status_unknown", "tid", tid,
+                  "certificate", "issued", "serial", serial, "reason", err, NULL);
+        *fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
+        snprintf(
+            text, GW_ERR_LEN,
+            "whether the CA issued serial %s before, to a certificate revoked through this gateway, cannot "
+            "be checked now; it was not released: retry later",
+            serial);
+        return CMP_SERIAL_UNCHECKED;
+    }
+    X509_NAME_oneline(X509_get_issuer_name(cert), issuer, sizeof(issuer)); /* for a person to read only */
+    gw_log_kv(
+        GW_LOG_ERROR, "cert_serial_reused", "tid", tid, "upstream",
+        gw_upstream_conf_name(gw_upstream_get0_conf(up)), "issuer", issuer, "serial", serial, "msg",
+        "the CA issued the serial of a certificate revoked through cmpgw again: the new certificate was "
+        "not released, nor revoked again (the serial is revoked already); find out at the CA why it "
+        "reused the serial and which certificates carry it: revoking one revokes all of them",
+        NULL);
+    *fail_info = OSSL_CMP_PKIFAILUREINFO_systemFailure;
+    snprintf(text, GW_ERR_LEN,
+             "the CA issued serial %s again, that of a certificate revoked through this gateway: the new "
+             "certificate is revoked with it and was not released; report this to the PKI's operator",
+             serial);
+    return CMP_SERIAL_REUSED;
 }
 
 /* ---- 3GPP TS 33.310 base-station enrolment (docs/3gpp.md) ------------------------------- */

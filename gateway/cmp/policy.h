@@ -187,4 +187,18 @@ enum gw_issued_verdict cmp_check_issued(const struct gw_cmp_engine *e, const str
                                         X509 *cert, STACK_OF(X509) *chain, time_t now, STACK_OF(X509) **path,
                                         char *err);
 
+/*
+ * cmp_check_serial_reused: whether |cert|, which |up| returned in the transaction |tid| and
+ * cmp_check_issued released, has the issuer and serial of a certificate revoked through this gateway
+ * (cmp_revoked_check, the shared set included): its CA issued that serial again, and wherever
+ * revocation goes by issuer and serial the new certificate is revoked on arrival. 0: it has not.
+ * CMP_SERIAL_REUSED: it has, logged cert_serial_reused. CMP_SERIAL_UNCHECKED: it cannot be told (the
+ * shared state does not answer), logged. Either way *fail_info and |text| (GW_ERR_LEN) say what the
+ * client is told. Worker or call thread, with |e| alive.
+ */
+#define CMP_SERIAL_REUSED 1
+#define CMP_SERIAL_UNCHECKED 2
+int cmp_check_serial_reused(struct gw_cmp_engine *e, const struct gw_upstream *up, X509 *cert, time_t now,
+                            const char *tid, int *fail_info, char *text);
+
 #endif

@@ -344,22 +344,45 @@ static void withdraw_refused(struct cmp_pending *p, struct gw_sign_result *res)
 }
 
 /*
+ * A certificate with the serial of one revoked through this gateway (cmp_check_serial_reused), |e|
+ * held: on record, and dropped from |res| so that it is not withdrawn (the serial is revoked already:
+ * issue.c refuse_reused) nor recorded as issued. Call thread.
+ */
+static void drop_reused(struct gw_cmp_engine *e, struct cmp_pending *p, struct gw_sign_result *res)
+{
+    (void)cmp_audit_cert(e, &p->view, p->tid, "rejected", res->reason, res->cert, 1);
+    X509_free(res->cert);
+    res->cert = NULL;
+    sk_X509_pop_free(res->chain, X509_free);
+    res->chain = NULL;
+}
+
+/*
  * What deliver() checks (issue.c), on a certificate that came after the client was told to poll: one
  * that fails becomes a refused answer here, on record and withdrawn at once (withdraw_refused), not
- * when a pollReq that may never come collects it. The pollReq gets the refusal. Call thread.
+ * when a pollReq that may never come collects it; one with the serial of a certificate revoked through
+ * this gateway is on record only. The pollReq gets the refusal. Call thread.
  */
 static void check_arrival(struct cmp_pending *p, struct gw_sign_result *res)
 {
     struct gw_cmp_engine *e;
     char err[GW_ERR_LEN] = "";
     enum gw_issued_verdict v;
+    time_t now;
+    int reused = 0;
 
     if (res->status != 0 || res->cert == NULL || (e = hold_engine(p)) == NULL)
         return; /* no engine: the gateway stopped, and record_issue says the certificate is not delivered */
-    v = cmp_check_issued(e, p->view.role, p->view.up, &p->plan, res->cert, res->chain,
-                         e->clock != NULL ? e->clock() : time(NULL), NULL, err);
-    let_engine_go();
+    now = e->clock != NULL ? e->clock() : time(NULL);
+    v = cmp_check_issued(e, p->view.role, p->view.up, &p->plan, res->cert, res->chain, now, NULL, err);
     if (v == GW_ISSUED_OK || v == GW_ISSUED_MODIFIED)
+        reused = cmp_check_serial_reused(e, p->view.up, res->cert, now, p->tid, &res->fail_info, res->reason);
+    if (reused != 0)
+        res->status = reused == CMP_SERIAL_REUSED ? GW_ERR_POLICY : GW_ERR_UNAVAILABLE;
+    if (reused == CMP_SERIAL_REUSED)
+        drop_reused(e, p, res);
+    let_engine_go();
+    if (reused != 0 || v == GW_ISSUED_OK || v == GW_ISSUED_MODIFIED)
         return;
     res->status = GW_ERR_POLICY;
     res->fail_info = gw_policy_issued_refusal(v, err, res->reason);

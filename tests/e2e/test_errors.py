@@ -50,6 +50,8 @@ ELSEWHERE = {
     "crmf_to_csr_ca": ("test_vault.py", "send a p10cr"),
     "upstream_busy": ("test_vault.py", "Vault is busy"),
     "upstream_refused_gateway": ("test_cmp_upstream.py", " did not accept the gateway's own request (its "),
+    "issued_serial_revoked": ("test_vault_answers.py", " again, that of a certificate revoked through this "),
+    "issued_serial_unchecked": ("../unit/test_cmp.c", " before, to a certificate revoked through this gateway, "),
     "upstream_tid_in_use": ("test_cmp_upstream.py", " had the gateway's own transactionID in use; nothing was "),
     "delegate_name": ("test_vault.py", " is not allowed by the upstream role ("),
     "delegate_uri": ("../unit/test_policy.c", " is not allowed by the upstream role (allowed_uri_sans: "),

@@ -16,6 +16,10 @@ A ca_chain holding a CA that did not sign the certificate reaches the client wit
 signed by another CA under the root of issuer_ca, one Vault does not issue under, is not released; nor
 is one Vault signed with SHA-1 (switch sign_hash).
 
+A certificate whose serial is that of one revoked through the gateway (switch serial_number: a CA that
+issues a serial again) is revoked on arrival wherever revocation goes by issuer and serial: it is not
+released, and not revoked again.
+
 Each is asserted on the decoded CMP answer (PKIStatus rejection, failInfo, statusString) next to its twin
 that issues once the switch is cleared.
 """
@@ -175,6 +179,44 @@ class VaultAnswers(harness.GatewayTestCase):
         self.vault.control({})
         res = self.p10cr("vault", "sha1-ok", expect_cert=True)
         self.assertIn(res.first.status, (0, 1), res.first)
+
+    def test_issued_serial_revoked(self):
+        """Vault issues the serial of a certificate its holder revoked through the gateway again: the new
+        certificate is revoked with it (Vault's CRL lists the serial; the gateway's own revoked set would
+        refuse it as a credential). Not released: systemFailure saying so, on record as rejected with that
+        serial, logged cert_serial_reused naming the upstream and serial, and Vault is not asked to revoke
+        it again (cfssl would write the new revocation's reason and time over the first's). Twin: the same
+        request with a serial of its own issues."""
+        d = self.gw.dir
+        first = self.p10cr("vault", "reused-first", expect_cert=True).cert
+        rr = self.gw.cmp("rr", "reused-rr", auth=(first, d / "reused-first.key"), path="pki/roles/vault/cmp",
+                         expect_cert=False, extra=["-extracerts", d / "vault-ca.pem", "-oldcert", first,
+                                                   "-revreason", "1"]).first
+        self.assertEqual(rr.status, 0, rr)
+        serial = harness.serial_hex(first)
+        self.vault.control({"serial_number": ":".join(serial[i:i + 2] for i in range(0, len(serial), 2)),
+                            "match": "/sign/"})
+        mark = self.vault.mark()
+        res = self.p10cr("vault", "reused", expect_cert=False)
+        self.assert_rejected(res, "systemFailure")
+        self.assertEqual(res.first.status_strings, [
+            "the CA issued serial %s again, that of a certificate revoked through this gateway: the new "
+            "certificate is revoked with it and was not released; report this to the PKI's operator" % serial])
+        self.assertEqual(len(self.vault.since(mark, "/sign/")), 1)
+        tid = res.first.header["transactionID"].asOctets().hex()
+        self.assertNotIn(tid, self.issued_tids())
+        logged = [e for e in self.gw.log_lines() if e.get("event") == "cert_serial_reused"]
+        self.assertEqual([(e.get("tid"), e.get("upstream"), e.get("serial")) for e in logged],
+                         [(tid, "vault", serial)])
+        # the twin: a serial of its own
+        self.vault.control({})
+        res = self.p10cr("vault", "reused-twin", expect_cert=True)
+        self.assertIn(res.first.status, (0, 1), res.first)
+        recs = harness.settled(lambda: self.records(tid), lambda rs: len(rs) >= 2, timeout=2)
+        self.assertEqual(recs, [("rejected", serial)])
+        self.assertEqual(self.vault.since(mark, "/revoke"), [])
+        # not even queued for a withdrawal (which would find the serial revoked and skip the CA)
+        self.assertEqual([e for e in self.gw.log_lines() if e.get("event") == "revoke_not_repeated"], [])
 
 
 if __name__ == "__main__":

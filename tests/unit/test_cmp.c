@@ -1067,6 +1067,8 @@ static struct {
     const char *refusal; /* the adapter's reason for an answer without a certificate */
     const char *domain;  /* the upstream role's allowed_domains entry; NULL: "example.com" */
     void (*during_revoke)(void); /* called as the test CA revokes */
+    int revoked_first; /* the certificate's issuer and serial are revoked through the gateway before it
+                          is handed up: a CA issuing the serial of a revoked certificate again */
 } fake;
 
 /*
@@ -1133,6 +1135,11 @@ static void fake_done(void *arg, struct gw_sign_result *res)
     } else if (res->cert != NULL && fake.mode == FK_OTHER_CA) {
         X509_set_issuer_name(res->cert, X509_get_subject_name(rogue_cert));
         assert_true(X509_sign(res->cert, rogue_key, EVP_sha256()) > 0);
+    }
+    if (res->cert != NULL && fake.revoked_first) {
+        char err[GW_ERR_LEN] = "";
+
+        assert_int_equal(cmp_revoked_add(fake.env->engine, res->cert, time(NULL), err), 0);
     }
     if (fake.refusal != NULL) {
         X509_free(res->cert);
@@ -2781,6 +2788,48 @@ static void assert_not_kept(const char *logged, const X509 *cert, const char *le
         strstr(logged, msg) == NULL)
         fail_msg("no %s revocation_not_kept of %s for \"%s\" (\"%s\") in: %s", level, serial, reason, msg,
                  logged);
+}
+
+/*
+ * A certificate with the issuer and serial of one revoked through the gateway (the CA issued a revoked
+ * serial again): revoked on arrival, so not released (systemFailure, logged cert_serial_reused), on record
+ * as rejected with its serial, and not revoked again. Twin: the same answer with a serial of its own.
+ */
+static void test_issued_serial_revoked(void **state)
+{
+    (void)state;
+    for (int reused = 0; reused <= 1; reused++) {
+        struct env *e = env_new(CMP_DEFAULTS);
+        struct client cl = {.env = e};
+        OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+        X509 *cert;
+        char *logged;
+
+        print_message("case: %s\n", reused ? "a revoked serial" : "a serial of its own");
+        env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
+        fake.revoked_first = reused;
+        log_capture_start();
+        cert = OSSL_CMP_exec_IR_ses(ctx);
+        assert_int_equal(revoke_calls(e), 0);
+        logged = log_capture_end();
+        assert_int_equal(cert == NULL, reused);
+        if (reused) {
+            assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                          "the CA issued serial ");
+            assert_status(
+                ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                " again, that of a certificate revoked through this gateway: the new certificate is "
+                "revoked with it and was not released; report this to the PKI's operator");
+        }
+        assert_int_equal(audit_count(e, "rejected", NULL, "serial", ""), reused);
+        assert_int_equal(audit_count(e, "issued", NULL, NULL, NULL), !reused);
+        assert_int_equal(strstr(logged, "\"event\":\"cert_serial_reused\"") != NULL, reused);
+        assert_null(strstr(logged, "revoke_not_repeated"));
+        free(logged);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
 }
 
 /*
@@ -5139,6 +5188,8 @@ static struct {
     int refuse; /* the answer is refused but carries its certificate: 1 of the requested key, 2 another */
     void (*during)(struct env *e); /* run on the call thread before it waits at the gate */
     struct env *env;
+    void (*before_done)(struct gw_sign_result *res); /* called with the issuer's result */
+    struct gw_cmp_engine *engine;                    /* of the env the adapter serves */
 } slow = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 /*
@@ -5209,6 +5260,8 @@ static void slow_done(void *arg, struct gw_sign_result *res)
         res->fail_info = OSSL_CMP_PKIFAILUREINFO_systemFailure;
         snprintf(res->reason, sizeof(res->reason), "the test CA's answer has a field out of range");
     }
+    if (slow.before_done != NULL)
+        slow.before_done(res);
     if (slow.hold_record) {
         pthread_mutex_lock(&hold.lock);
         hold.armed = 1;
@@ -5315,6 +5368,8 @@ static struct env *env_slow_cmp(const char *cmp, const char *poll_after, uint32_
     slow.fail = slow.calls = slow.completed = slow.hold_record = slow.refuse = 0;
     slow.during = NULL;
     slow.env = e;
+    slow.before_done = NULL;
+    slow.engine = e->engine;
     slow_put(e, uc);
     return e;
 }
@@ -5411,6 +5466,46 @@ static void poll_collect_and_free(struct env *e, struct client *cl, OSSL_CMP_CTX
     assert_int_equal(audit_count(e, "confirmed", NULL, NULL, NULL), 1);
     assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
     client_cleanup(cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+/* slow.before_done: the result's certificate revoked through the gateway before it is handed up. */
+static void revoked_first(struct gw_sign_result *res)
+{
+    char err[GW_ERR_LEN] = "";
+
+    if (res->cert != NULL)
+        assert_int_equal(cmp_revoked_add(slow.engine, res->cert, time(NULL), err), 0);
+}
+
+/*
+ * A certificate that lands after the client was told to poll, with the issuer and serial of one revoked
+ * through the gateway: on record as rejected when it lands, neither issued nor revoked again, and the
+ * pollReq gets the refusal.
+ */
+static void test_poll_serial_revoked(void **state)
+{
+    struct env *e = env_slow("100ms", 0);
+    struct client cl = {.env = e, .new_thread = 1};
+    OSSL_CMP_CTX *ctx;
+    int after;
+
+    (void)state;
+    slow_revokes(e);
+    slow.before_done = revoked_first;
+    ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    assert_int_equal(poll_step(ctx, &after), -1);
+    slow_gate(1);
+    slow_wait_completed(e, 1);
+    assert_int_equal(audit_count(e, "rejected", NULL, "serial", ""), 1);
+    assert_int_equal(audit_count(e, "issued", NULL, NULL, NULL), 0);
+    assert_int_equal(poll_step(ctx, &after), 0);
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                  " again, that of a certificate revoked through this gateway: the new certificate is ");
+    assert_int_equal(revoke_calls(e), 0);
+    assert_int_equal(audit_count(e, "issued", NULL, NULL, NULL), 0);
+    client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
     env_free(e);
 }
@@ -7466,6 +7561,54 @@ static void test_shared_revoked_lookup_down(void **state)
     two_cas_close(&t);
 }
 
+/* slow.before_done: the shared state goes away while the CA signs. */
+static void redis_gone(struct gw_sign_result *res)
+{
+    (void)res;
+    (void)redis_stop(NULL);
+}
+
+/*
+ * The shared state gone after the transaction was opened, as the CA signs: whether the certificate's
+ * serial is one revoked through the cluster cannot be looked up, so it is not released (systemUnavail,
+ * retry later) and is withdrawn as any certificate not released.
+ */
+static void test_shared_serial_unchecked(void **state)
+{
+    struct env *e;
+    struct client cl;
+    OSSL_CMP_CTX *ctx;
+    char *logged;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    e = env_shared(NULL);
+    cl = (struct client){.env = e};
+    slow_revokes(e);
+    slow.before_done = redis_gone;
+    slow_gate(1);
+    ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    log_capture_start();
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    logged = log_capture_end();
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                  "whether the CA issued serial ");
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                  " before, to a certificate revoked through this gateway, cannot be checked now; it was not "
+                  "released: retry later");
+    if (strstr(logged, "\"event\":\"shared_state_unavailable\"") == NULL ||
+        strstr(logged, "\"certificate\":\"issued\"") == NULL)
+        fail_msg("no shared_state_unavailable error for the serial's lookup in: %s", logged);
+    free(logged);
+    assert_int_equal(audit_count(e, "rejected", NULL, "serial", ""), 1);
+    assert_int_equal(audit_count(e, "issued", NULL, NULL, NULL), 0);
+    assert_int_equal(revoke_calls(e), 1);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
 /* "poll_after": a duration below the upstream's timeout. */
 static void test_poll_config(void **state)
 {
@@ -8409,6 +8552,7 @@ int main(void)
         cmocka_unit_test(test_crmf_delegate_text_controls),
         cmocka_unit_test(test_result_checks),
         cmocka_unit_test(test_refused_answer_other_key),
+        cmocka_unit_test(test_issued_serial_revoked),
         cmocka_unit_test(test_refusal_text_utf8),
         cmocka_unit_test(test_refusal_text_bidi),
         cmocka_unit_test(test_refusal_text_invisible),
@@ -8458,6 +8602,7 @@ int main(void)
         cmocka_unit_test(test_3gpp_config),
         cmocka_unit_test(test_3gpp_alg_hash_bits),
         cmocka_unit_test(test_poll_waiting_then_ip),
+        cmocka_unit_test(test_poll_serial_revoked),
         cmocka_unit_test(test_poll_release_client_gone),
         cmocka_unit_test(test_poll_replayed_pollreq),
         cmocka_unit_test(test_poll_undelivered_withdrawn),
@@ -8494,6 +8639,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_revoked_set_full, redis_stop),
         cmocka_unit_test_teardown(test_shared_quota_per_tls_client, redis_stop),
         cmocka_unit_test_teardown(test_shared_revoked_lookup_down, redis_stop),
+        cmocka_unit_test_teardown(test_shared_serial_unchecked, redis_stop),
         cmocka_unit_test_setup_teardown(test_shared_revoking_waits_for_other_instance, revoking_setup,
                                         revoking_teardown),
         cmocka_unit_test_setup_teardown(test_shared_revoking_mark_own, revoking_setup, revoking_teardown),
