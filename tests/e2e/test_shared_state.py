@@ -19,7 +19,8 @@ upstream call returned, answered pollRep then "did not answer in time" when it w
 an uncollected certificate's expiry is recorded once across the three. LateResultElsewhere: a certificate whose
 upstream call returns after another instance gave up on it at the deadline is withdrawn. RevokedElsewhere: a
 certificate of a Vault upstream revoked through one instance is refused by the other at once, though the other
-holds a CRL from before the revocation. RevokedOnceAcrossInstances: one certificate of cfssl revoked through both
+holds a CRL from before the revocation, and a certificate Vault issues under the serial of one revoked through
+one instance is not released by the other. RevokedOnceAcrossInstances: one certificate of cfssl revoked through both
 instances at the same moment is revoked at cfssl once, the second rr answered certRevoked, also when the shared
 revoked set is full (cmp.max_revoked) and cannot keep that revocation.
 MigrationStepBetweenInstances: a request answered `waiting` by an
@@ -200,6 +201,34 @@ class RevokedElsewhere(TwoInstances):
                              harness.serial_hex(cert).lower())
         self.assertTrue(any(line.get("event") == "credential_revoked" and line.get("source") == "revoked through cmpgw"
                             for line in self.gw2.log_lines()))
+
+    def test_serial_revoked_through_one_not_released_by_the_other(self):
+        """Vault issues the serial of a certificate revoked through one instance again, to a request through
+        the other: that one finds the serial in the shared revoked set, and does not release the certificate
+        (issued_serial_revoked in docs/errors.md). Twin: a serial of its own issues there."""
+        d = self.gw.dir
+        res, key = self.p10cr(self.gw, "s-1.example.com")
+        cert = res.cert
+        self.assertIsNotNone(cert, res.answers)
+        rsp = d / "s-1-rr.rsp.der"
+        harness.run(["openssl", "cmp", "-cmd", "rr", "-server", "127.0.0.1:%d" % self.gw.port, "-path",
+                     "pki/roles/vault/cmp", "-trusted", d / "ca.pem", "-tls_used", "-tls_trusted", d / "ca.pem",
+                     "-tls_cert", d / "client.pem", "-tls_key", d / "client.key", "-cert", cert, "-key", key,
+                     "-untrusted", d / "vault-ca.pem", "-oldcert", cert, "-revreason", "1", "-rspout", rsp],
+                    cwd=d)
+        self.assertEqual(harness.decode_cmp(rsp.read_bytes()).status, 0)
+        serial = harness.serial_hex(cert)
+        self.vault.control({"serial_number": ":".join(serial[i:i + 2] for i in range(0, len(serial), 2)),
+                            "match": "/sign/"})
+        try:
+            res = self.p10cr(self.gw2, "s-2.example.com")[0]
+        finally:
+            self.vault.control({})
+        self.assert_rejected(res, "systemFailure", "the CA issued serial %s again, that of a certificate revoked "
+                             "through this gateway" % serial)
+        self.assertEqual([line.get("serial") for line in self.gw2.log_lines()
+                          if line.get("event") == "cert_serial_reused"], [serial])
+        self.assertIsNotNone(self.p10cr(self.gw2, "s-3.example.com")[0].cert)
 
 
 CLIENT_BIN = os.environ.get("CMPGW_CLIENT_BIN", str(harness.BUILD_DIR / "tests" / "cmpclient"))
