@@ -198,6 +198,7 @@
 #define GW_MAX_UPSTREAM_CHAIN 16                  /* CA certificates of one answer's chain */
 #define GW_MAX_UPSTREAM_MESSAGES 16               /* entries of an answer's errors, warnings or messages */
 #define GW_MAX_UPSTREAM_MESSAGE (4 * 1024)        /* one of them, bytes */
+#define GW_MAX_VAULT_QUOTE 150                    /* bytes of Vault's error message a reason quotes */
 #define GW_MAX_UPSTREAM_TIME 253402300799LL       /* a Unix time: 9999-12-31T23:59:59Z (RFC 5280 §4.1.2.5) */
 #define GW_MAX_CFSSL_CODE 99999                   /* cfssl error codes: category * 1000 + reason */
 #define GW_MAX_KEY_TYPE_LEN 15                    /* an upstream role's key_type ("rsa", "ec", "ed25519") */

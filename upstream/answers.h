@@ -42,7 +42,8 @@ int gw_vault_parse_error(const char *body, size_t len, struct gw_vault_error *ou
 
 /*
  * gw_vault_map_error: what a client is told of Vault's non-success answer |http_status| with |body|:
- * a gw_err in |status|, the failInfo bit and a one-line |reason| (GW_ERR_LEN) naming Vault's message.
+ * a gw_err in |status|, the failInfo bit and a one-line |reason| (GW_ERR_LEN) naming Vault's message,
+ * cut between UTF-8 characters to GW_MAX_VAULT_QUOTE bytes or less, so that the words after it fit.
  */
 void gw_vault_map_error(long http_status, const char *body, size_t len, int *status, int *fail_info,
                         char *reason);

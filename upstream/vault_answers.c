@@ -698,9 +698,9 @@ void gw_vault_map_error(long http_status, const char *body, size_t len, int *sta
                         char *reason)
 {
     struct gw_vault_error e;
-    char msg[GW_ERR_LEN];
+    char msg[GW_ERR_LEN], quote[GW_MAX_VAULT_QUOTE + 1], tail[GW_ERR_LEN];
     long st = http_status;
-    size_t i;
+    size_t i, words, room;
 
     /* an error answer that is not Vault's is still the status's error: the reason says what is wrong */
     if (gw_vault_parse_error(body, len, &e, msg) == 0)
@@ -715,6 +715,11 @@ void gw_vault_map_error(long http_status, const char *body, size_t len, int *sta
         i--;
     *status = vault_errors[i].status;
     *fail_info = vault_errors[i].fail_info;
-    snprintf(reason, GW_ERR_LEN, "%s: %.160s (HTTP %ld)%s", vault_errors[i].prefix, msg, http_status,
-             vault_errors[i].suffix);
+    /* the reason's own words, after the message too, tell the operator what to do: the message gives way,
+       cut between characters (the reason becomes a statusString, a UTF8String) */
+    snprintf(tail, sizeof(tail), " (HTTP %ld)%s", http_status, vault_errors[i].suffix);
+    words = strlen(vault_errors[i].prefix) + strlen(": ") + strlen(tail);
+    room = words < GW_ERR_LEN - 1 ? GW_ERR_LEN - 1 - words : 0;
+    gw_field_text(quote, (room < GW_MAX_VAULT_QUOTE ? room : GW_MAX_VAULT_QUOTE) + 1, msg, strlen(msg));
+    snprintf(reason, GW_ERR_LEN, "%s: %s%s", vault_errors[i].prefix, quote, tail);
 }

@@ -110,9 +110,9 @@ static void refresh_end(struct vault *v, int rc, char *fresh, time_t refresh_at,
 /*
  * The text of a login Vault refused goes into the reason, the log and a client's statusString as a sign
  * answer's errors do (gw_vault_map_error): masked of the token the gateway holds (one renewed before its
- * lease ends is still good), and cut short enough that the reason keeps what it tells the operator.
+ * lease ends is still good), and cut short enough (GW_MAX_VAULT_QUOTE) that the reason keeps what it
+ * tells the operator.
  */
-#define LOGIN_MESSAGE_LEN 150
 
 static void mask_held_token(struct vault *v, const struct gw_http_response *rsp)
 {
@@ -131,7 +131,7 @@ static void mask_held_token(struct vault *v, const struct gw_http_response *rsp)
 static int login_answer(struct vault *v, int rc, const struct gw_http_response *rsp, char **token,
                         uint32_t *lease, char *err)
 {
-    char why[GW_ERR_LEN], msg[LOGIN_MESSAGE_LEN + 1];
+    char why[GW_ERR_LEN], msg[GW_MAX_VAULT_QUOTE + 1];
     struct gw_vault_login login;
     struct gw_vault_error e;
 

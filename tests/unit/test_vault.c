@@ -35,6 +35,8 @@
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/limits.h"
+#include "base/log.h"
+#include "upstream/answers.h"
 #include "upstream/http_client.h"
 #include "upstream/upstream.h"
 #include "upstream/upstream_test.h"
@@ -826,6 +828,50 @@ static void test_sign_errors(void **state)
         gw_sign_result_cleanup(&res);
     }
     fx_cleanup(&f);
+}
+
+/*
+ * A long error message from Vault is cut so that the reason keeps the words after it, which tell the
+ * operator what to do (the 403's and the 404's), and cut between characters: the reason becomes a
+ * statusString, a UTF8String. Once, a 403's message of 160 bytes or more pushed "an operator must fix
+ * it" out of the reason, and a two-byte character was cut in half.
+ */
+static void test_map_error_long_message(void **state)
+{
+    static const struct {
+        long status;
+        const char *end;
+    } cases[] = {
+        {400, " (HTTP 400)"},
+        {403, " (HTTP 403); the gateway's token or policy is wrong: an operator must fix it"},
+        {404, " (HTTP 404); the gateway's configuration names a role or mount Vault does not have"},
+        {429, " (HTTP 429); retry later"},
+        {503, " (HTTP 503); retry later"},
+        {500, " (HTTP 500)"},
+        {405, " (HTTP 405)"},
+    };
+    char body[1024], reason[GW_ERR_LEN], repaired[GW_ERR_LEN];
+    int status, fail_info;
+    size_t i, n, off;
+
+    (void)state;
+    for (off = 0; off < 2; off++) {
+        /* "a" (or not), then 150 "é" of two bytes each: every cut at an even length splits one, or odd */
+        n = (size_t)snprintf(body, sizeof(body), "{\"errors\":[\"%s", off ? "a" : "");
+        for (i = 0; i < 150; i++)
+            n += (size_t)snprintf(body + n, sizeof(body) - n, "\xc3\xa9");
+        snprintf(body + n, sizeof(body) - n, "\"]}");
+        for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+            gw_vault_map_error(cases[i].status, body, strlen(body), &status, &fail_info, reason);
+            print_message("%ld: %s\n", cases[i].status, reason);
+            n = strlen(reason);
+            if (n < strlen(cases[i].end) || strcmp(reason + n - strlen(cases[i].end), cases[i].end) != 0)
+                fail_msg("%ld: \"%s\" does not end with \"%s\"", cases[i].status, reason, cases[i].end);
+            if (gw_utf8_repair(repaired, sizeof(repaired), reason) != n || strcmp(repaired, reason) != 0)
+                fail_msg("%ld: \"%s\" is not whole UTF-8", cases[i].status, reason);
+            assert_non_null(strstr(reason, "\xc3\xa9\xc3\xa9\xc3\xa9"));
+        }
+    }
 }
 
 /* The success answer with |key| of |obj| ("data" or the root) set to the JSON |value|, into |out|. */
@@ -2106,6 +2152,7 @@ int main(void)
         cmocka_unit_test(test_sign_chain_from_issuing_ca),
         cmocka_unit_test(test_sign_chain_parsed_once),
         cmocka_unit_test(test_sign_errors),
+        cmocka_unit_test(test_map_error_long_message),
         cmocka_unit_test(test_sign_answer_out_of_range),
         cmocka_unit_test(test_sign_other_2xx),
         cmocka_unit_test(test_sign_retry_then_ok),
