@@ -48,6 +48,13 @@
  * last while. The mark's slot here notes it (unshared) from cmp_revoked_add to cmp_revoked_end, whose one
  * script either deletes the mark or leaves it "done": an end that does not reach Redis leaves the mark
  * to expire, never deleted while the certificate is in no set.
+ *
+ * A revocation this instance's set could not keep (cmp.max_revoked reached, no memory) would likewise not
+ * be found here by the one that waited for its mark: without a shared state, nothing else stops that one.
+ * Its slot notes it (unkept), and its end, in the same hold of the lock that lets the mark go, remembers
+ * it for as long as a shared mark lives (done); cmp_revoked_begin takes what is remembered as revoked.
+ * Those are GW_MAX_REVOKED_UNKEPT at most, the one that ends first forgotten first: a second revocation
+ * of it at worst, as before.
  */
 #include "gateway/cmp/revoked.h"
 #include "gateway/cmp/cluster.h"
@@ -83,13 +90,28 @@ struct revoked_entry {
     time_t until; /* the certificate's notAfter: no use after it */
 };
 
+/* A revocation under way (its mark), and where cmp_revoked_add could not keep it. */
+struct revoking {
+    unsigned char id[ID_LEN];
+    uint32_t wait_ms; /* its upstream's timeout */
+    bool unshared;    /* revoked at the CA, not kept in the shared state */
+    bool unkept;      /* revoked at the CA, not kept in this instance's set: remembered once it ends */
+};
+
+/* A revocation this instance's set did not keep, remembered for a second one of it (remember). */
+struct done_entry {
+    unsigned char id[ID_LEN];
+    time_t until;
+};
+
 struct cmp_revoked {
     pthread_mutex_t lock;
     struct revoked_entry *v; /* sorted by id */
     size_t n, cap;
-    unsigned char revoking[GW_MAX_REVOKING][ID_LEN]; /* the certificates being revoked now */
-    bool unshared[GW_MAX_REVOKING];                  /* ... revoked at the CA, not kept in the shared state */
+    struct revoking revoking[GW_MAX_REVOKING]; /* the certificates being revoked now */
     size_t n_revoking;
+    struct done_entry done[GW_MAX_REVOKED_UNKEPT]; /* unkept revocations that ended lately, unsorted */
+    size_t n_done;
     pthread_cond_t ended;      /* a revocation under way ended: its mark is gone */
     pthread_mutex_t file_lock; /* one append at a time: a failed one is cut off before the next */
     int fd;                    /* cmp.revoked_file, O_APPEND; -1 without one, or past a failed append */
@@ -610,20 +632,71 @@ static size_t revoking_at(const struct cmp_revoked *rs, const unsigned char *id)
 {
     size_t i = 0;
 
-    while (i < rs->n_revoking && memcmp(rs->revoking[i], id, ID_LEN) != 0)
+    while (i < rs->n_revoking && memcmp(rs->revoking[i].id, id, ID_LEN) != 0)
         i++;
     return i;
 }
 
-/* The revocation of |id| under way, if any, reached the CA but not the shared state (cmp_revoked_end). */
-static void set_unshared(struct cmp_revoked *rs, const unsigned char *id)
+/*
+ * The revocation of |id| under way, if any, reached the CA but not the shared state (|not_shared|) or
+ * this instance's set (|not_kept|): cmp_revoked_end leaves a trace of it instead.
+ */
+static void set_missed(struct cmp_revoked *rs, const unsigned char *id, bool not_shared, bool not_kept)
 {
     size_t at;
 
     pthread_mutex_lock(&rs->lock);
-    if ((at = revoking_at(rs, id)) < rs->n_revoking)
-        rs->unshared[at] = true;
+    if ((at = revoking_at(rs, id)) < rs->n_revoking) {
+        rs->revoking[at].unshared |= not_shared;
+        rs->revoking[at].unkept |= not_kept;
+    }
     pthread_mutex_unlock(&rs->lock);
+}
+
+/*
+ * Where to remember |id|: its own entry, an expired one, a new one, or where all are live the one that
+ * ends first (a second revocation of that one may then reach the CA again, as before it was remembered).
+ * Lock held.
+ */
+static size_t done_slot(struct cmp_revoked *rs, const unsigned char *id, time_t now)
+{
+    size_t first = 0;
+
+    for (size_t i = 0; i < rs->n_done; i++)
+        if (memcmp(rs->done[i].id, id, ID_LEN) == 0)
+            return i;
+    for (size_t i = 0; i < rs->n_done; i++) {
+        if (rs->done[i].until <= now)
+            return i;
+        if (rs->done[i].until < rs->done[first].until)
+            first = i;
+    }
+    return rs->n_done < GW_MAX_REVOKED_UNKEPT ? rs->n_done++ : first;
+}
+
+/*
+ * |id|, revoked at the CA but not kept in the set, remembered from |now| for as long as a shared mark
+ * lives (its upstream's timeout |wait_ms| and GW_STATE_REVOKING_SLACK_MS): a revocation of it that waited
+ * for this one's mark, or begins meanwhile, finds it revoked (remembered). Lock held.
+ */
+static void remember(struct cmp_revoked *rs, const unsigned char *id, uint32_t wait_ms, time_t now)
+{
+    size_t at = done_slot(rs, id, now);
+
+    memcpy(rs->done[at].id, id, ID_LEN);
+    rs->done[at].until = now + (time_t)((wait_ms + GW_STATE_REVOKING_SLACK_MS + 999) / 1000);
+}
+
+/* Whether a revocation of |id| this instance's set did not keep ended lately (remember). */
+static bool remembered(struct cmp_revoked *rs, const unsigned char *id, time_t now)
+{
+    bool found = false;
+
+    pthread_mutex_lock(&rs->lock);
+    for (size_t i = 0; i < rs->n_done && !found; i++)
+        found = memcmp(rs->done[i].id, id, ID_LEN) == 0 && rs->done[i].until > now;
+    pthread_mutex_unlock(&rs->lock);
+    return found;
 }
 
 int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
@@ -645,6 +718,7 @@ int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
         missed |= CMP_REVOKED_NOT_SAVED;
     } else if (rc < 0) {
         missed |= CMP_REVOKED_NOT_HERE;
+        set_missed(e->revoked, id, false, true);
         if (rc == GW_ERR_LIMIT)
             snprintf(err, GW_ERR_LEN,
                      "this instance keeps %u unexpired revocations already (cmp.max_revoked)", max);
@@ -656,7 +730,7 @@ int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
         if (missed == 0)
             snprintf(err, GW_ERR_LEN, "%s", why);
         missed |= CMP_REVOKED_NOT_SHARED;
-        set_unshared(e->revoked, id);
+        set_missed(e->revoked, id, true, false);
     }
     return missed;
 }
@@ -727,7 +801,7 @@ int cmp_revoked_check(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err
  * |id| marked as under way, once no other revocation of it is and a mark is free, waiting at most until
  * |until_ms| (gw_now_ms): 0, or GW_ERR_BUSY.
  */
-static int mark(struct cmp_revoked *rs, const unsigned char *id, uint64_t until_ms)
+static int mark(struct cmp_revoked *rs, const unsigned char *id, uint32_t wait_ms, uint64_t until_ms)
 {
     /* gw_now_ms is the condition's clock (cmp_revoked_new) */
     struct timespec until = {.tv_sec = (time_t)(until_ms / 1000),
@@ -741,22 +815,25 @@ static int mark(struct cmp_revoked *rs, const unsigned char *id, uint64_t until_
         late = pthread_cond_timedwait(&rs->ended, &rs->lock, &until) == ETIMEDOUT;
     }
     if (revoking_at(rs, id) == rs->n_revoking && rs->n_revoking < GW_MAX_REVOKING) {
-        rs->unshared[rs->n_revoking] = false;
-        memcpy(rs->revoking[rs->n_revoking++], id, ID_LEN);
+        rs->revoking[rs->n_revoking] = (struct revoking){.wait_ms = wait_ms};
+        memcpy(rs->revoking[rs->n_revoking++].id, id, ID_LEN);
         rc = 0;
     }
     pthread_mutex_unlock(&rs->lock);
     return rc;
 }
 
-static void unmark(struct cmp_revoked *rs, const unsigned char *id)
+/* The mark of |id| taken off at |now|; a revocation the set did not keep remembered first. */
+static void unmark(struct cmp_revoked *rs, const unsigned char *id, time_t now)
 {
     size_t at;
 
     pthread_mutex_lock(&rs->lock);
     if ((at = revoking_at(rs, id)) < rs->n_revoking) {
-        memcpy(rs->revoking[at], rs->revoking[rs->n_revoking - 1], ID_LEN);
-        rs->unshared[at] = rs->unshared[rs->n_revoking - 1];
+        /* in the same hold of the lock: a revocation of it waiting for the mark finds it remembered */
+        if (rs->revoking[at].unkept)
+            remember(rs, id, rs->revoking[at].wait_ms, now);
+        rs->revoking[at] = rs->revoking[rs->n_revoking - 1];
         rs->n_revoking--;
         pthread_cond_broadcast(&rs->ended);
     }
@@ -796,7 +873,7 @@ int cmp_revoked_begin(struct gw_cmp_engine *e, X509 *cert, uint32_t wait_ms, cha
         snprintf(err, GW_ERR_LEN, "the certificate's issuer and serial cannot be read");
         return GW_ERR_CRYPTO;
     }
-    if (mark(e->revoked, id, until_ms) != 0) {
+    if (mark(e->revoked, id, wait_ms, until_ms) != 0) {
         snprintf(err, GW_ERR_LEN, "another revocation of it, or %d revocations, did not end within %u ms",
                  GW_MAX_REVOKING, wait_ms);
         return GW_ERR_BUSY;
@@ -804,16 +881,16 @@ int cmp_revoked_begin(struct gw_cmp_engine *e, X509 *cert, uint32_t wait_ms, cha
     /* asked once marked: what a revocation that ended meanwhile put in, what other gateways did (the
        shared state's answer comes with its mark) */
     now = e->clock != NULL ? e->clock() : time(NULL);
-    if (revoked_here(e->revoked, id, now))
+    if (revoked_here(e->revoked, id, now) || remembered(e->revoked, id, now))
         rc = 1;
     else if (e->cluster != NULL)
         rc = mark_shared(e, id, wait_ms, until_ms, err);
     if (rc != 0)
-        unmark(e->revoked, id);
+        unmark(e->revoked, id, now);
     return rc;
 }
 
-/* Whether the revocation of |id| under way reached the CA but not the shared state (set_unshared). */
+/* Whether the revocation of |id| under way reached the CA but not the shared state (set_missed). */
 static bool unshared(struct cmp_revoked *rs, const unsigned char *id)
 {
     size_t at;
@@ -821,7 +898,7 @@ static bool unshared(struct cmp_revoked *rs, const unsigned char *id)
 
     pthread_mutex_lock(&rs->lock);
     if ((at = revoking_at(rs, id)) < rs->n_revoking)
-        v = rs->unshared[at];
+        v = rs->revoking[at].unshared;
     pthread_mutex_unlock(&rs->lock);
     return v;
 }
@@ -839,5 +916,5 @@ void cmp_revoked_end(struct gw_cmp_engine *e, X509 *cert)
         gw_hex(hex, id, ID_LEN);
         gw_cluster_unmark_revoking(e->cluster, hex, unshared(e->revoked, id));
     }
-    unmark(e->revoked, id);
+    unmark(e->revoked, id, e->clock != NULL ? e->clock() : time(NULL));
 }

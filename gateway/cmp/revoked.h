@@ -60,11 +60,12 @@ int cmp_revoked_check(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err
  * cmp_revoked_begin: |cert| is to be revoked at its CA through |e| (an rr, a withdrawal), whose upstream's
  * timeout is |wait_ms|. 0: it is marked as under way (with a shared state, on every instance), and no other
  * revocation of it begins until the caller, once the CA answered (and after cmp_status_revoked where it
- * revoked), calls cmp_revoked_end. 1: revoked through this gateway already (cmp_revoked_check): nothing is
- * to be sent. Another revocation of it under way, here or on another instance, is waited for first, at most
- * |wait_ms|: GW_ERR_BUSY with |err| when it has not ended by then (or GW_MAX_REVOKING are under way).
- * GW_ERR_UNAVAILABLE with |err| when the shared state cannot say whether it was revoked or take the mark;
- * GW_ERR_CRYPTO with |err| as cmp_revoked_check. Unmarked but for 0. (worker)
+ * revoked), calls cmp_revoked_end. 1: revoked through this gateway already (cmp_revoked_check, or a
+ * revocation of it this instance's set could not keep ended lately): nothing is to be sent. Another
+ * revocation of it under way, here or on another instance, is waited for first, at most |wait_ms|:
+ * GW_ERR_BUSY with |err| when it has not ended by then (or GW_MAX_REVOKING are under way). GW_ERR_UNAVAILABLE
+ * with |err| when the shared state cannot say whether it was revoked or take the mark; GW_ERR_CRYPTO with
+ * |err| as cmp_revoked_check. Unmarked but for 0. (worker)
  */
 int cmp_revoked_begin(struct gw_cmp_engine *e, X509 *cert, uint32_t wait_ms, char *err);
 
@@ -72,6 +73,8 @@ int cmp_revoked_begin(struct gw_cmp_engine *e, X509 *cert, uint32_t wait_ms, cha
  * cmp_revoked_end: the revocation cmp_revoked_begin marked ended. Its shared mark goes, or where
  * cmp_revoked_add could not put the certificate in the shared state meanwhile, stays as "done" until it
  * expires (gw_cluster_unmark_revoking): another instance waiting for it finds it revoked all the same.
+ * Where cmp_revoked_add could not keep it in this instance's set, this instance remembers it for as long
+ * (GW_MAX_REVOKED_UNKEPT such at most), for a revocation of it here that waited likewise.
  */
 void cmp_revoked_end(struct gw_cmp_engine *e, X509 *cert);
 

@@ -15,7 +15,10 @@ subjectAltName copying the CN is held to the role's SAN types, and on Vault the 
 Vault copies it to. A holder's rr for a certificate Vault has revoked already (its operator's doing) is
 certRevoked, Vault not asked to revoke it again, whatever check_revocation says. Each certRevoked answer
 to an rr writes one rr_already_revoked log line that names the certificate and what told (the gateway's
-record, the upstream's status of the holder's certificate, or of an RA's target)."""
+record, the upstream's status of the holder's certificate, or of an RA's target). RevokedOnceWhenTheSetIsFull:
+with this instance's revoked set full (cmp.max_revoked), two rrs of one cfssl certificate at once still
+reach cfssl once, the second answered certRevoked."""
+import concurrent.futures
 import datetime
 import os
 
@@ -23,6 +26,7 @@ import sys
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import cfsslenv  # noqa: E402
 import harness  # noqa: E402
+import test_shared_state  # noqa: E402
 import vaultenv  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -722,6 +726,65 @@ class RevocationAtCfssl(harness.GatewayTestCase):
         self.assertFalse([r for r in audit(self.gw, "intent") if int(r.get("serial", "0"), 16) ==
                           int(harness.serial_hex(cert), 16)])
         self.assertEqual(self.rr("c-holder", cert, cert, key)[0], 0)
+
+
+class RevokedOnceWhenTheSetIsFull(harness.GatewayTestCase):
+    """One instance, its revoked set full (cmp.max_revoked 1): the holder's two rrs of one cfssl certificate
+    at once (each 2 s at cfssl, a relay holding what the gateway sends) reach cfssl once. The first's
+    revocation is not kept (revocation_not_kept); the second, which waited for its mark, is answered
+    certRevoked all the same, the gateway remembering the first for a while. Before, it found nothing in the
+    set and revoked the certificate again (two revoked records, two accepted rps, cfssl holding the
+    second's reason)."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.cfssl = cfsslenv.running(cls, gw.dir)
+        cls.relay = cls.keep_running(test_shared_state.SlowRelay(cls.cfssl.port))
+        cfg["upstreams"]["cfssl"] = cls.cfssl.upstream(check_revocation=False,
+                                                       url="https://127.0.0.1:%d" % cls.relay.port)
+        cfg["roles"]["cfssl"] = dict(cfg["roles"]["default"], upstream="cfssl", upstream_role="devices",
+                                     allowed_san_types=["dns"])
+        cfg["cmp"] = {"max_revoked": 1}
+
+    def enrolled(self, name):
+        """A certificate of cfssl for |name|: its CmpResult, key and chain file."""
+        d = self.gw.dir
+        key = self.newkey(name)
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/O=cmpgw e2e/CN=%s.example.com" % name,
+                     "-addext", "subjectAltName=DNS:%s.example.com" % name, "-out", d / ("%s.csr" % name)])
+        res = self.gw.cmp("p10cr", name, path="pki/roles/cfssl/cmp",
+                          extra=["-csr", d / ("%s.csr" % name), "-implicit_confirm"])
+        chain = d / ("%s.chain.pem" % name)
+        chain.write_text(res.first.extra_certs_pem())
+        return res, key, chain
+
+    def rr(self, name, res, key, chain, reason):
+        """The holder's rr of |res|'s certificate: its rp's status."""
+        out = self.gw.cmp("rr", name, auth=(res.cert, key), path="pki/roles/cfssl/cmp", expect_cert=False,
+                          extra=["-oldcert", res.cert, "-revreason", reason, "-untrusted", chain])
+        return rp_status(out.rsp_files[0].read_bytes())
+
+    def test_revoked_once(self):
+        filler = self.enrolled("filler")
+        self.assertEqual(self.rr("filler-rr", *filler, "1")[0], 0)  # the set is full from now on
+        res, key, chain = self.enrolled("once")
+        self.relay.slow(2)
+        try:
+            with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                asked = [pool.submit(self.rr, name, res, key, chain, reason)
+                         for name, reason in (("once-rr1", "1"), ("once-rr2", "4"))]
+                rps = [f.result() for f in asked]
+        finally:
+            self.relay.slow(0)
+        serial = harness.serial_hex(res.cert)
+        revoked = [r for r in audit(self.gw, "revoked") if r.get("serial") == serial]
+        self.assertEqual(len(revoked), 1, revoked)
+        self.assertEqual(sorted(rps), [(0, [], []), (2, ["certRevoked"], ["the certificate is already revoked"])])
+        reason = 1 if rps[0][0] == 0 else 4
+        self.assertEqual(self.cfssl.record(res.cert), ("revoked", reason))
+        self.assertTrue(any(l.get("event") == "revocation_not_kept" and
+                            l.get("serial", "").lower() == serial.lower() for l in self.gw.log_lines()),
+                        self.gw.stderr()[-3000:])
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
  * engine's withdrawal queue (gateway/cmp/record.c), the two conditions whose waits run on
  * CLOCK_MONOTONIC: what their construction leaves behind when a step of it fails. The condition
  * attributes are this executable's own, which count what is made of them and fail where a case says,
- * and forward to the C library's.
+ * and forward to the C library's. Then the marks of the revocations under way, on an engine that holds
+ * the set alone (no shared state): what a revocation the set could not keep leaves for the next.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,11 +17,17 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
 
 #include "base/clock.h"
 #include "base/err.h"
+#include "base/limits.h"
 #include "gateway/cmp/cmp_local.h"
+#include "gateway/cmp/conf.h"
 #include "gateway/cmp/record.h"
 #include "gateway/cmp/revoked.h"
 
@@ -129,11 +136,170 @@ static void test_withdrawals_init_checks_the_condition(void **state)
     }
 }
 
+/* ---- the marks of revocations under way ---------------------------------------------------------- */
+
+#define NOW 1800000000 /* the engine's clock at the start of each case */
+#define WAIT_MS 1000   /* the upstream's timeout each revocation is begun with */
+/* how long a revocation the set did not keep is remembered, in the engine clock's seconds */
+#define REMEMBERED_SECS ((WAIT_MS + GW_STATE_REVOKING_SLACK_MS + 999) / 1000)
+
+static time_t now_is = NOW;
+
+static time_t test_clock(void)
+{
+    return now_is;
+}
+
+/* An engine with only a revoked set, of cmp.max_revoked |max|, and no shared state. */
+struct marks {
+    struct gw_cmp_conf conf;
+    struct gw_cmp_engine e;
+    EVP_PKEY *key;
+};
+
+static void marks_open(struct marks *m, uint32_t max)
+{
+    char err[GW_ERR_LEN] = "";
+
+    memset(m, 0, sizeof(*m));
+    now_is = NOW;
+    m->conf.max_revoked = max;
+    m->e.cfg.cmp = &m->conf;
+    m->e.clock = test_clock;
+    assert_non_null(m->e.revoked = cmp_revoked_new(NULL, getuid(), NOW, err));
+    assert_non_null(m->key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256"));
+}
+
+static void marks_close(struct marks *m)
+{
+    cmp_revoked_free(m->e.revoked);
+    EVP_PKEY_free(m->key);
+}
+
+/* A certificate of serial |serial| good until |not_after| (the engine's clock). */
+static X509 *cert_until(struct marks *m, long serial, time_t not_after)
+{
+    X509 *x = X509_new();
+    X509_NAME *n = X509_NAME_new();
+
+    assert_non_null(x);
+    assert_non_null(n);
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"revoked-test", -1, -1, 0);
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), serial);
+    X509_set_subject_name(x, n);
+    X509_set_issuer_name(x, n);
+    ASN1_TIME_set(X509_getm_notBefore(x), NOW - 86400);
+    ASN1_TIME_set(X509_getm_notAfter(x), not_after);
+    X509_set_pubkey(x, m->key);
+    assert_true(X509_sign(x, m->key, EVP_sha256()) > 0);
+    X509_NAME_free(n);
+    return x;
+}
+
+/* A revocation of |x| that reached the CA: begun, added (what cmp_revoked_add says), ended. */
+static int revoked_at_ca(struct marks *m, X509 *x)
+{
+    char err[GW_ERR_LEN] = "";
+    int missed;
+
+    assert_int_equal(cmp_revoked_begin(&m->e, x, WAIT_MS, err), 0);
+    missed = cmp_revoked_add(&m->e, x, now_is, err);
+    cmp_revoked_end(&m->e, x);
+    return missed;
+}
+
+/* What cmp_revoked_begin says of |x| now; a revocation it marked ended without reaching the CA. */
+static int begins(struct marks *m, X509 *x)
+{
+    char err[GW_ERR_LEN] = "";
+    int rc = cmp_revoked_begin(&m->e, x, WAIT_MS, err);
+
+    if (rc == 0)
+        cmp_revoked_end(&m->e, x);
+    return rc;
+}
+
+/* A second revocation of a certificate, begun on its own thread while the first holds the mark. */
+struct second {
+    struct marks *m;
+    X509 *x;
+    int rc;
+};
+
+static void *second_begins(void *arg)
+{
+    struct second *s = arg;
+    char err[GW_ERR_LEN] = "";
+
+    s->rc = cmp_revoked_begin(&s->m->e, s->x, 5000, err);
+    if (s->rc == 0)
+        cmp_revoked_end(&s->m->e, s->x);
+    return NULL;
+}
+
+/*
+ * Without a shared state, a revocation the full set (cmp.max_revoked) did not keep is remembered for as
+ * long as a shared mark lives: the second revocation of that certificate, which waited for the first's
+ * mark, finds it revoked (1) rather than revoke it again, and so does one begun meanwhile. Before, it
+ * found nothing in the set and the CA was asked again. The adversarial twins: a revocation the CA refused
+ * (never added) leaves nothing, so the next may revoke; once the time is past, it is forgotten; and past
+ * GW_MAX_REVOKED_UNKEPT remembered the one that ends first goes, so memory stays bounded.
+ */
+static void test_unkept_revocation_remembered(void **state)
+{
+    struct marks m;
+    struct second s;
+    pthread_t th;
+    char err[GW_ERR_LEN] = "";
+    X509 *kept, *unkept, *refused, *many[GW_MAX_REVOKED_UNKEPT + 1];
+
+    (void)state;
+    marks_open(&m, 1);
+    kept = cert_until(&m, 1, NOW + 86400);
+    unkept = cert_until(&m, 2, NOW + 86400);
+    refused = cert_until(&m, 3, NOW + 86400);
+    assert_int_equal(revoked_at_ca(&m, kept), 0);
+    assert_int_equal(begins(&m, kept), 1);
+    /* the set is full: the second revocation of |unkept| waits for the first's mark, then finds it */
+    assert_int_equal(cmp_revoked_begin(&m.e, unkept, WAIT_MS, err), 0);
+    s = (struct second){.m = &m, .x = unkept, .rc = -100};
+    assert_int_equal(pthread_create(&th, NULL, second_begins, &s), 0);
+    usleep(200 * 1000); /* the second waits for the mark by now */
+    assert_int_equal(cmp_revoked_add(&m.e, unkept, now_is, err), CMP_REVOKED_NOT_HERE);
+    cmp_revoked_end(&m.e, unkept);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(s.rc, 1);
+    now_is += REMEMBERED_SECS - 1;
+    assert_int_equal(begins(&m, unkept), 1);
+    now_is += 1; /* the time a shared mark lives is past */
+    assert_int_equal(begins(&m, unkept), 0);
+    /* the CA refused it: not revoked, nothing remembered */
+    assert_int_equal(cmp_revoked_begin(&m.e, refused, WAIT_MS, err), 0);
+    cmp_revoked_end(&m.e, refused);
+    assert_int_equal(begins(&m, refused), 0);
+    /* one more than are remembered: the first, which ends first, is forgotten, the others are not */
+    for (size_t i = 0; i <= GW_MAX_REVOKED_UNKEPT; i++) {
+        many[i] = cert_until(&m, 100 + (long)i, NOW + 86400);
+        assert_int_equal(revoked_at_ca(&m, many[i]), CMP_REVOKED_NOT_HERE);
+    }
+    assert_int_equal(begins(&m, many[0]), 0);
+    assert_int_equal(begins(&m, many[1]), 1);
+    assert_int_equal(begins(&m, many[GW_MAX_REVOKED_UNKEPT]), 1);
+    for (size_t i = 0; i <= GW_MAX_REVOKED_UNKEPT; i++)
+        X509_free(many[i]);
+    X509_free(kept);
+    X509_free(unkept);
+    X509_free(refused);
+    marks_close(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_new_destroys_the_condattr),
         cmocka_unit_test(test_withdrawals_init_checks_the_condition),
+        cmocka_unit_test(test_unkept_revocation_remembered),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
