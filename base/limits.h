@@ -92,9 +92,9 @@
    that a second is not sent meanwhile (gateway/cmp/revoked.c): one per worker and withdrawal thread
    would do; a revocation past them waits for one to end, at most its upstream's timeout */
 #define GW_MAX_REVOKING 256
-/* revocations this instance's set could not keep (cmp.max_revoked reached, no memory) remembered, each for
-   as long as a shared mark lives (below), so that a second revocation of one, which waited for its mark,
-   is not sent again (gateway/cmp/revoked.c); past them the one that ends first is forgotten first */
+/* revocations this instance's set could not keep (cmp.max_revoked reached, no memory, expired) remembered,
+   each for as long as a shared mark lives (below), so that a second revocation of one, which waited for its
+   mark, is not sent again (gateway/cmp/revoked.c); past them the one that ends first is forgotten first */
 #define GW_MAX_REVOKED_UNKEPT 256
 /* a revocation's mark in the shared state, which keeps a second instance from revoking the certificate
    meanwhile (gateway/cmp/revoked.c): it lasts the upstream's timeout and this much more (the audit records,

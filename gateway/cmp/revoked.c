@@ -49,12 +49,14 @@
  * script either deletes the mark or leaves it "done": an end that does not reach Redis leaves the mark
  * to expire, never deleted while the certificate is in no set.
  *
- * A revocation this instance's set could not keep (cmp.max_revoked reached, no memory) would likewise not
- * be found here by the one that waited for its mark: without a shared state, nothing else stops that one.
- * Its slot notes it (unkept), and its end, in the same hold of the lock that lets the mark go, remembers
- * it for as long as a shared mark lives (done); cmp_revoked_begin takes what is remembered as revoked.
- * Those are GW_MAX_REVOKED_UNKEPT at most, the one that ends first forgotten first: a second revocation
- * of it at worst, as before.
+ * A revocation this instance's set could not keep (cmp.max_revoked reached, no memory), or need not (the
+ * certificate expired, before its rr or while at the CA: neither set holds an expired one), would likewise
+ * not be found here by the one that waited for its mark: without a shared state, nothing else stops that
+ * one. Its slot notes it (unkept), and its end, in the same hold of the lock that lets the mark go,
+ * remembers it for as long as a shared mark lives (done); cmp_revoked_begin takes what is remembered as
+ * revoked. Those are GW_MAX_REVOKED_UNKEPT at most, the one that ends first forgotten first: a second
+ * revocation of it at worst, as before. An expired one also leaves its shared mark "done", as one the
+ * shared set did not keep.
  */
 #include "gateway/cmp/revoked.h"
 #include "gateway/cmp/cluster.h"
@@ -711,8 +713,12 @@ int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
         snprintf(err, GW_ERR_LEN, "its issuer, serial or notAfter cannot be read");
         return CMP_REVOKED_NOT_HERE | (e->cluster != NULL ? CMP_REVOKED_NOT_SHARED : 0);
     }
-    if (until <= now) /* expired: no chain validates with it */
+    /* expired (before its rr, or while at the CA): no chain validates with it, so the set need not keep
+       it; but a revocation of it waiting for this one's mark would find it nowhere, and send it again */
+    if (until <= now) {
+        set_missed(e->revoked, id, e->cluster != NULL, true);
         return 0;
+    }
     gw_hex(hex, id, ID_LEN);
     if ((rc = keep(e->revoked, id, until, max, now)) == 1 && save(e->revoked, hex, until, err) != 0) {
         missed |= CMP_REVOKED_NOT_SAVED;

@@ -43,8 +43,9 @@ void cmp_revoked_free(struct cmp_revoked *rs);
 
 /*
  * cmp_revoked_add: |cert| was revoked at its CA through |e| at |now|. 0 when it is kept wherever |e|
- * keeps revocations, else the CMP_REVOKED_NOT_* bits of where it is not, with |err| saying why: there it
- * is known once the CA's CRL says so.
+ * keeps revocations (or expired by |now|: kept nowhere, as it authenticates nothing), else the
+ * CMP_REVOKED_NOT_* bits of where it is not, with |err| saying why: there it is known once the CA's CRL says
+ * so. What is not kept is noted on the revocation's mark, for cmp_revoked_end.
  */
 int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err);
 

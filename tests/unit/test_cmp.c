@@ -7468,6 +7468,52 @@ static void test_shared_revoking_done_when_not_kept(void **state)
     assert_int_equal(fake.revoke_calls, 3);
 }
 
+static time_t expires_at; /* the notAfter of the certificate whose revocation cert_expires runs out */
+
+/* As the test CA revokes: the engine's clock passes the certificate's notAfter. */
+static void cert_expires(void)
+{
+    two_ca_now = expires_at;
+}
+
+/*
+ * A certificate that expires while its revocation is at the CA is kept in no revoked set (it authenticates
+ * nothing), but its mark is left "done" as one the shared set could not keep, and this instance remembers
+ * it: a revocation of it that waited for that mark, here or on another instance, is not sent again. Once,
+ * the mark was deleted and the certificate found nowhere. The twin: one still valid goes into the set,
+ * its mark deleted.
+ */
+static void test_shared_revoking_done_when_expired(void **state)
+{
+    struct two_cas *t = *state;
+    char out[64];
+    time_t was = two_ca_now;
+    struct tm tm;
+
+    if (t == NULL)
+        skip();
+    assert_int_equal(ASN1_TIME_to_tm(X509_get0_notAfter(t->x1), &tm), 1);
+    expires_at = timegm(&tm) + 1;
+    revoking_key(t->x1, mark_key, sizeof(mark_key));
+    fake.during_revoke = cert_expires;
+    rr_as(t, t->x1, t->x1_key, t->ca1);
+    fake.during_revoke = NULL;
+    two_ca_now = was;
+    assert_int_equal(fake.revoke_calls, 1);
+    mark_is(mark_key, "done", out, sizeof(out));
+    assert_string_equal(out, ":1");
+    /* this instance remembers it too: its holder asking again is answered, the CA not asked */
+    rr_answered(t, t->x1, t->x1_key, t->ca1, OSSL_CMP_PKISTATUS_rejection,
+                OSSL_CMP_PKIFAILUREINFO_certRevoked, "the certificate is already revoked");
+    assert_int_equal(fake.revoke_calls, 1);
+    /* the twin: x1b, valid, kept in the shared set; its mark deleted */
+    revoking_key(t->x1b, mark_key, sizeof(mark_key));
+    rr_as(t, t->x1b, t->x1b_key, t->ca1);
+    assert_int_equal(fake.revoke_calls, 2);
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", mark_key}), 0);
+    assert_string_equal(out, ":0");
+}
+
 /* The test Redis's default user may use the test's keys but the revocations' marks, or again all keys. */
 static void marks_forbidden(bool forbidden)
 {
@@ -8647,6 +8693,8 @@ int main(void)
                                         revoking_teardown),
         cmocka_unit_test_setup_teardown(test_shared_revoking_mark_own, revoking_setup, revoking_teardown),
         cmocka_unit_test_setup_teardown(test_shared_revoking_done_when_not_kept, revoking_setup,
+                                        revoking_teardown),
+        cmocka_unit_test_setup_teardown(test_shared_revoking_done_when_expired, revoking_setup,
                                         revoking_teardown),
         cmocka_unit_test_setup_teardown(test_shared_revoking_unmarkable, revoking_setup, revoking_teardown),
     };

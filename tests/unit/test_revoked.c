@@ -294,12 +294,56 @@ static void test_unkept_revocation_remembered(void **state)
     marks_close(&m);
 }
 
+/*
+ * An expired certificate is kept in no set (it authenticates nothing), so cmp_revoked_add says 0 of it; but
+ * its revocation is remembered like one the set could not keep. Once, it left no trace, and a second
+ * revocation (an RA's rr of an expired certificate racing another, or one whose certificate expired
+ * while the first was at the CA) found nothing once the mark went, and asked the CA again.
+ */
+static void test_expired_revocation_remembered(void **state)
+{
+    struct marks m;
+    struct second s;
+    pthread_t th;
+    char err[GW_ERR_LEN] = "";
+    X509 *expired, *expiring, *valid;
+
+    (void)state;
+    marks_open(&m, 8);
+    expired = cert_until(&m, 1, NOW - 60);
+    expiring = cert_until(&m, 2, NOW + 5);
+    valid = cert_until(&m, 3, NOW + 86400);
+    assert_int_equal(revoked_at_ca(&m, expired), 0);
+    assert_int_equal(begins(&m, expired), 1);
+    /* expiring while at the CA: the second, which waited for the mark, finds it revoked */
+    assert_int_equal(cmp_revoked_begin(&m.e, expiring, WAIT_MS, err), 0);
+    s = (struct second){.m = &m, .x = expiring, .rc = -100};
+    assert_int_equal(pthread_create(&th, NULL, second_begins, &s), 0);
+    usleep(200 * 1000); /* the second waits for the mark by now */
+    now_is = NOW + 10;
+    assert_int_equal(cmp_revoked_add(&m.e, expiring, now_is, err), 0);
+    cmp_revoked_end(&m.e, expiring);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(s.rc, 1);
+    /* the twin: a valid one kept in the set, found there; remembered ones forgotten in time */
+    assert_int_equal(revoked_at_ca(&m, valid), 0);
+    now_is += REMEMBERED_SECS;
+    assert_int_equal(begins(&m, valid), 1);
+    assert_int_equal(begins(&m, expired), 0);
+    assert_int_equal(begins(&m, expiring), 0);
+    X509_free(expired);
+    X509_free(expiring);
+    X509_free(valid);
+    marks_close(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_new_destroys_the_condattr),
         cmocka_unit_test(test_withdrawals_init_checks_the_condition),
         cmocka_unit_test(test_unkept_revocation_remembered),
+        cmocka_unit_test(test_expired_revocation_remembered),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

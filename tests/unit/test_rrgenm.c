@@ -1843,6 +1843,37 @@ static void test_rr_waits_for_withdrawal(void **state)
 }
 
 /*
+ * An RA's rr of a certificate that has expired passes every check (the CA's lookup finds it, its names
+ * are the role's) and reaches the CA; a withdrawal of it meanwhile waits for the rr's mark and then does not
+ * send its own: one revocation at the CA, one `revoked` on record. Once, the expired certificate was kept
+ * nowhere (no set holds one), and the withdrawal revoked it again once the rr's mark went.
+ */
+static void test_rr_ra_expired_during_withdrawal(void **state)
+{
+    struct env *e = env_by_serial(RA_ROLE, &by_serial_ops, NULL, NULL);
+    EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *expired = tu_make_cert(k, issuing_key, issuing_cert, "rr-device-20", 0x5120);
+
+    (void)state;
+    X509_gmtime_adj(X509_getm_notBefore(expired), -7200);
+    X509_gmtime_adj(X509_getm_notAfter(expired), -3600);
+    assert_true(X509_sign(expired, issuing_key, EVP_sha256()) > 0);
+    race.env = e;
+    race.cert = expired;
+    race.waits_ms = 1000;
+    by_serial.during = withdraw_during;
+    ra_rr(e, expired, expired, -1, NULL);
+    gw_cmp_engine_settle_withdrawals(e->engine);
+    by_serial.during = NULL;
+    assert_int_equal(by_serial.revokes, 1);
+    assert_int_equal(audit_count(e, "revoked", NULL, NULL), 1);
+    assert_int_equal(audit_count(e, "revoked", "status", "reason superseded"), 1);
+    X509_free(expired);
+    EVP_PKEY_free(k);
+    env_by_serial_free(e);
+}
+
+/*
  * revoke_failed of a withdrawal the drain gave up on while it waited for another revocation: not "the
  * gateway stopped" (a reload's drain of a retired generation says it too), and not as if it were over.
  */
@@ -2444,6 +2475,7 @@ int main(void)
         cmocka_unit_test(test_rr_crmf_upstream),
         cmocka_unit_test(test_rr_remove_from_crl),
         cmocka_unit_test(test_rr_during_withdrawal),
+        cmocka_unit_test(test_rr_ra_expired_during_withdrawal),
         cmocka_unit_test_teardown(test_rr_waits_for_withdrawal, log_release),
         cmocka_unit_test_setup_teardown(test_drain_gives_up_on_withdrawal_waiting_for_rr, gave_up_setup,
                                         gave_up_teardown),
