@@ -912,42 +912,88 @@ static struct gw_sign_result *captured_wait(struct captured *c)
     return res;
 }
 
+/* A call to an upstream whose adapter is one of the fakes above, and what it was answered. */
+struct fake_call {
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    struct gw_cert_plan plan;
+    struct gw_sign_req req;
+    struct gw_sign_result res; /* a blocking wait's answer */
+    struct captured cap;       /* an asynchronous call's */
+};
+
+/* |f|: upstream |name| of adapter |ops|, with |timeout_ms| and |max_inflight| (0: conf_init's), and
+ * a call to it of request id |rid|. */
+static void fake_call_init(struct fake_call *f, const char *name, const struct gw_upstream_ops *ops,
+                           uint32_t timeout_ms, uint32_t max_inflight, const char *rid)
+{
+    char err[GW_ERR_LEN];
+
+    memset(f, 0, sizeof(*f));
+    pthread_mutex_init(&f->cap.lock, NULL);
+    pthread_cond_init(&f->cap.cond, NULL);
+    conf_init(&f->conf, name, NULL, NULL, NULL);
+    if (timeout_ms != 0)
+        f->conf.timeout_ms = timeout_ms;
+    if (max_inflight != 0)
+        f->conf.max_inflight = max_inflight;
+    plan_init(&f->plan, keys[K_P256], "x", NULL);
+    f->req = (struct gw_sign_req){.plan = &f->plan, .request_id = rid};
+    assert_non_null(f->up = gw_upstream_new_ops(&f->conf, ops, NULL, err));
+}
+
+static void fake_call_cleanup(struct fake_call *f)
+{
+    gw_upstream_free(f->up);
+    gw_cert_plan_cleanup(&f->plan);
+    conf_cleanup(&f->conf);
+    pthread_cond_destroy(&f->cap.cond);
+    pthread_mutex_destroy(&f->cap.lock);
+}
+
+/* Upstream "refusing": one slot, its adapter refusing every call. */
+static void refusing_init(struct fake_call *f)
+{
+    fake_call_init(f, "refusing", &refuse_ops, 0, 1, "ab");
+}
+
+/* Frees |f|, asserting that every slot came back. */
+static void refusing_cleanup(struct fake_call *f)
+{
+    assert_true(gw_upstream_free(f->up));
+    f->up = NULL;
+    fake_call_cleanup(f);
+}
+
+/* |res| is the refusal of upstream "refusing" that its adapter's refusal becomes; frees it. */
+static void assert_refusing_refused(struct gw_sign_result *res)
+{
+    assert_int_not_equal(res->status, 0);
+    assert_int_equal(res->fail_info, OSSL_CMP_PKIFAILUREINFO_systemFailure);
+    assert_non_null(strstr(res->reason, "upstream refusing refused the request"));
+    gw_sign_result_cleanup(res);
+    free(res);
+}
+
 /*
  * An adapter's refusal of an asynchronous call reaches |done| as a refusal naming the upstream, and
  * the call's slot is free again by then (the refusal is built while the slot still holds |up|).
  */
 static void test_async_refused(void **state)
 {
-    struct gw_upstream_conf conf;
-    struct gw_upstream *up;
-    struct gw_cert_plan plan;
-    struct gw_sign_req req = {.plan = &plan, .request_id = "ab"};
     struct gw_sign_result *res;
-    struct captured cap = {.res = NULL};
-    char err[GW_ERR_LEN];
+    struct fake_call r;
 
     (void)state;
-    pthread_mutex_init(&cap.lock, NULL);
-    pthread_cond_init(&cap.cond, NULL);
-    conf_init(&conf, "refusing", NULL, NULL, NULL);
-    conf.max_inflight = 1;
-    plan_init(&plan, keys[K_P256], "x", NULL);
-    assert_non_null(up = gw_upstream_new_ops(&conf, &refuse_ops, NULL, err));
+    refusing_init(&r);
     for (int i = 0; i < 2; i++) { /* the second call gets the one slot again */
-        assert_int_equal(gw_upstream_sign_async(up, &req, capture_done, &cap), 0);
-        res = captured_wait(&cap);
+        assert_int_equal(gw_upstream_sign_async(r.up, &r.req, capture_done, &r.cap), 0);
+        res = captured_wait(&r.cap);
         assert_int_equal(res->status, GW_ERR_UPSTREAM);
-        assert_int_equal(res->fail_info, OSSL_CMP_PKIFAILUREINFO_systemFailure);
-        assert_non_null(strstr(res->reason, "upstream refusing refused the request"));
         assert_null(res->cert);
-        gw_sign_result_cleanup(res);
-        free(res);
+        assert_refusing_refused(res);
     }
-    assert_true(gw_upstream_free(up));
-    gw_cert_plan_cleanup(&plan);
-    conf_cleanup(&conf);
-    pthread_cond_destroy(&cap.cond);
-    pthread_mutex_destroy(&cap.lock);
+    refusing_cleanup(&r);
 }
 
 /*
@@ -958,36 +1004,26 @@ static void test_async_refused(void **state)
  */
 static void test_async_out_of_memory(void **state)
 {
-    struct gw_upstream_conf conf;
-    struct gw_upstream *up;
-    struct gw_cert_plan plan;
-    struct gw_sign_req req = {.plan = &plan, .request_id = "ab"};
-    struct captured cap = {.res = NULL};
-    char err[GW_ERR_LEN];
+    struct fake_call r;
     int rc, n;
 
     (void)state;
-    pthread_mutex_init(&cap.lock, NULL);
-    pthread_cond_init(&cap.cond, NULL);
-    conf_init(&conf, "refusing", NULL, NULL, NULL);
-    conf.max_inflight = 1;
-    plan_init(&plan, keys[K_P256], "x", NULL);
-    assert_non_null(up = gw_upstream_new_ops(&conf, &refuse_ops, NULL, err));
+    refusing_init(&r);
     for (n = 0; n < 8; n++) { /* the first n allocations succeed, then memory runs out */
         struct timespec until;
         struct gw_sign_result *res = NULL;
 
         gw_upstream_test_fail_async_allocs(n);
-        rc = gw_upstream_sign_async(up, &req, capture_done, &cap);
+        rc = gw_upstream_sign_async(r.up, &r.req, capture_done, &r.cap);
         if (rc == 0) {
             clock_gettime(CLOCK_REALTIME, &until);
             until.tv_sec += 10;
-            pthread_mutex_lock(&cap.lock);
-            while (cap.res == NULL && pthread_cond_timedwait(&cap.cond, &cap.lock, &until) == 0)
+            pthread_mutex_lock(&r.cap.lock);
+            while (r.cap.res == NULL && pthread_cond_timedwait(&r.cap.cond, &r.cap.lock, &until) == 0)
                 ;
-            res = cap.res;
-            cap.res = NULL;
-            pthread_mutex_unlock(&cap.lock);
+            res = r.cap.res;
+            r.cap.res = NULL;
+            pthread_mutex_unlock(&r.cap.lock);
         }
         gw_upstream_test_fail_async_allocs(-1);
         if (rc == 0 && res == NULL)
@@ -996,62 +1032,69 @@ static void test_async_out_of_memory(void **state)
             assert_int_equal(rc, GW_ERR_NOMEM);
             continue;
         }
-        assert_int_not_equal(res->status, 0);
-        assert_int_equal(res->fail_info, OSSL_CMP_PKIFAILUREINFO_systemFailure);
-        assert_non_null(strstr(res->reason, "upstream refusing refused the request"));
-        gw_sign_result_cleanup(res);
-        free(res);
+        assert_refusing_refused(res);
     }
-    assert_true(gw_upstream_free(up)); /* every slot came back */
-    gw_cert_plan_cleanup(&plan);
-    conf_cleanup(&conf);
-    pthread_cond_destroy(&cap.cond);
-    pthread_mutex_destroy(&cap.lock);
+    refusing_cleanup(&r);
+}
+
+/*
+ * Upstream "slow", a 30 ms timeout, its adapter answering with |root| (a "late" certificate: logged,
+ * then freed) 150 ms after the call, from a thread of its own (hold).
+ */
+static void late_init(struct fake_call *f)
+{
+    hold.n = 0;
+    hold.delay_ms = 150;
+    hold.cert = root;
+    fake_call_init(f, "slow", &hold_ops, 30, 0, "0badc0de");
+}
+
+/* The blocking wait for |arg|'s (a struct fake_call) call, into its |res|; then its upstream freed,
+ * which waits for the late completion. */
+static void late_wait_run(void *arg)
+{
+    struct fake_call *l = arg;
+
+    gw_upstream_sign_wait(l->up, &l->req, &l->res);
+    gw_upstream_free(l->up);
+    l->up = NULL;
+    pthread_join(late_threads[0], NULL);
+}
+
+static void late_cleanup(struct fake_call *l)
+{
+    hold.cert = NULL;
+    hold.delay_ms = 0;
+    fake_call_cleanup(l);
 }
 
 /* A completion after the deadline (from another thread) lands safely and is disposed of. */
 static void test_timeout_late_async(void **state)
 {
-    struct gw_upstream_conf conf;
-    struct gw_upstream *up;
-    struct gw_cert_plan plan;
-    struct gw_sign_req req = {.plan = &plan, .request_id = "0badc0de"};
-    struct gw_sign_result res;
     char err[GW_ERR_LEN];
+    struct fake_call l;
 
     (void)state;
-    conf_init(&conf, "slow", NULL, NULL, NULL);
-    conf.timeout_ms = 30;
-    hold.n = 0;
-    hold.delay_ms = 150;
-    hold.cert = root; /* a "late" certificate: logged, then freed */
-    plan_init(&plan, keys[K_P256], "x", NULL);
-    assert_non_null(up = gw_upstream_new_ops(&conf, &hold_ops, NULL, err));
-    gw_upstream_sign_wait(up, &req, &res);
-    assert_int_equal(res.status, GW_ERR_TIMEOUT);
-    assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
+    late_init(&l);
+    late_wait_run(&l);
+    assert_int_equal(l.res.status, GW_ERR_TIMEOUT);
+    assert_int_equal(l.res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
     assert_string_equal(
-        res.reason,
+        l.res.reason,
         "upstream slow did not answer within 30 ms; the outcome is unknown, do not retry blindly");
-    assert_null(res.cert);
-    gw_upstream_free(up); /* waits for the late completion */
-    pthread_join(late_threads[0], NULL);
+    assert_null(l.res.cert);
 
     /* the twin: the same adapter answering in time delivers the certificate */
-    conf.timeout_ms = 2000;
+    l.conf.timeout_ms = 2000;
     hold.n = 0;
     hold.delay_ms = 10;
-    assert_non_null(up = gw_upstream_new_ops(&conf, &hold_ops, NULL, err));
-    gw_upstream_sign_wait(up, &req, &res);
+    assert_non_null(l.up = gw_upstream_new_ops(&l.conf, &hold_ops, NULL, err));
+    gw_upstream_sign_wait(l.up, &l.req, &l.res);
     pthread_join(late_threads[0], NULL);
-    assert_int_equal(res.status, 0);
-    assert_ptr_equal(res.cert, root);
-    gw_sign_result_cleanup(&res);
-    gw_upstream_free(up);
-    hold.cert = NULL;
-    hold.delay_ms = 0;
-    gw_cert_plan_cleanup(&plan);
-    conf_cleanup(&conf);
+    assert_int_equal(l.res.status, 0);
+    assert_ptr_equal(l.res.cert, root);
+    gw_sign_result_cleanup(&l.res);
+    late_cleanup(&l);
 }
 
 /* Runs |fn| with stderr (the log) going to a file; returns what was written (the caller frees it). */
@@ -1078,21 +1121,6 @@ static char *logged_by(void (*fn)(void *), void *arg)
     return text;
 }
 
-struct late_wait {
-    struct gw_upstream *up;
-    const struct gw_sign_req *req;
-    struct gw_sign_result res;
-};
-
-static void late_wait_run(void *arg)
-{
-    struct late_wait *lw = arg;
-
-    gw_upstream_sign_wait(lw->up, lw->req, &lw->res);
-    gw_upstream_free(lw->up); /* waits for the late completion */
-    pthread_join(late_threads[0], NULL);
-}
-
 /*
  * What the blocking wait does with a certificate that comes after its deadline, all it does: the caller
  * gets a timeout, and the certificate is named on the log (late_issue: serial, upstream, request id),
@@ -1101,23 +1129,14 @@ static void late_wait_run(void *arg)
  */
 static void test_sign_wait_late_only_logged(void **state)
 {
-    struct gw_upstream_conf conf;
-    struct gw_cert_plan plan;
-    struct gw_sign_req req = {.plan = &plan, .request_id = "0badc0de"};
-    struct late_wait lw = {.req = &req};
-    char err[GW_ERR_LEN], serial[2 * 20 + 1], want[160], *logged, *line, *end;
+    char serial[2 * 20 + 1], want[160], *logged, *line, *end;
+    struct fake_call l;
 
     (void)state;
-    conf_init(&conf, "slow", NULL, NULL, NULL);
-    conf.timeout_ms = 30;
-    hold.n = 0;
-    hold.delay_ms = 150;
-    hold.cert = root;
-    plan_init(&plan, keys[K_P256], "x", NULL);
-    assert_non_null(lw.up = gw_upstream_new_ops(&conf, &hold_ops, NULL, err));
-    logged = logged_by(late_wait_run, &lw);
-    assert_int_equal(lw.res.status, GW_ERR_TIMEOUT);
-    assert_null(lw.res.cert);
+    late_init(&l);
+    logged = logged_by(late_wait_run, &l);
+    assert_int_equal(l.res.status, GW_ERR_TIMEOUT);
+    assert_null(l.res.cert);
     assert_non_null(line = strstr(logged, "\"level\":\"warn\",\"event\":\"late_issue\""));
     if ((end = strchr(line, '\n')) != NULL)
         *end = '\0';
@@ -1128,10 +1147,7 @@ static void test_sign_wait_late_only_logged(void **state)
     /* only logged: no other line, no withdrawal */
     assert_true(end == NULL || end[1] == '\0');
     free(logged);
-    hold.cert = NULL;
-    hold.delay_ms = 0;
-    gw_cert_plan_cleanup(&plan);
-    conf_cleanup(&conf);
+    late_cleanup(&l);
 }
 
 /* The local issuer's delay knob past the timeout: timeout reported, the late certificate disposed of. */
