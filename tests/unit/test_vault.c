@@ -523,6 +523,15 @@ static void fx_cleanup(struct fx *f)
     gw_cert_plan_cleanup(&f->plan);
 }
 
+/* |f| with a timeout of |timeout_ms|, the fake answering |script| (|n| answers) on connections it keeps
+ * open for the next request, as Vault does. */
+static void fx_init_kept_alive(struct fx *f, uint32_t timeout_ms, const struct answer *script, int n)
+{
+    fx_init(f, timeout_ms);
+    fake_script(script, n);
+    fake_set_keep_alive(true);
+}
+
 static void sign(struct fx *f, struct gw_sign_result *res)
 {
     struct gw_sign_req req = {.role = &f->role, .plan = &f->plan, .csr = csr, .request_id = "0011"};
@@ -1050,9 +1059,7 @@ static void test_sign_not_resent_on_a_reused_connection(void **state)
     struct fx f;
 
     (void)state;
-    fx_init(&f, 3000);
-    fake_script(script, 4);
-    fake_set_keep_alive(true);
+    fx_init_kept_alive(&f, 3000, script, 4);
     for (int i = 0; i < 2; i++) { /* the second at least is asynchronous, its connection kept */
         sign(&f, &res);
         assert_int_equal(res.status, 0);
@@ -1066,9 +1073,7 @@ static void test_sign_not_resent_on_a_reused_connection(void **state)
     assert_int_equal(fake_n_reqs(), 3);
     gw_sign_result_cleanup(&res);
     fx_cleanup(&f); /* its connections closed: the fake's threads end */
-    fx_init(&f, 3000);
-    fake_script(script + 1, 3);
-    fake_set_keep_alive(true);
+    fx_init_kept_alive(&f, 3000, script + 1, 3);
     assert_non_null(c = gw_http_client_new(f.conf.name, &f.vc.http, f.conf.timeout_ms, 0, err));
     assert_int_equal(gw_http_request(c, "POST", "/v1/pki/sign/web", "{}", NULL, &rsp), 0);
     assert_int_equal(rsp.status, 200);
