@@ -33,6 +33,23 @@ def events(gw, event):
     return [l for l in gw.log_lines() if l.get("event") == event]
 
 
+def wait_events(gw, event, n, what):
+    """Waits until |gw| logged more than |n| lines of |event|; fails saying |what| did not happen."""
+    lines = harness.settled(lambda: events(gw, event), lambda l: len(l) > n)
+    if len(lines) <= n:
+        raise harness.Failure("%s: no new %s line\n%s" % (what, event, gw.stderr()[-3000:]))
+    return len(lines)
+
+
+def wait_parked(gw, *names):
+    """Waits until the `openssl cmp` of each of |names| (test_polling.cmp_polling) wrote its first answer,
+    the ir's "waiting": its transaction is parked and its client polls."""
+    firsts = [gw.dir / ("%s.rsp00.der" % name) for name in names]
+    missing = harness.settled(lambda: [f.name for f in firsts if not f.exists()], lambda m: not m)
+    if missing:
+        raise harness.Failure("no first answer in %s\n%s" % (missing, gw.stderr()[-3000:]))
+
+
 class Reload(harness.GatewayTestCase):
 
     @classmethod
@@ -74,7 +91,7 @@ class Reload(harness.GatewayTestCase):
                                 stderr=subprocess.PIPE)
         gen0 = metric(self.gw, "cmpgw_config_generation")
         try:
-            time.sleep(1)
+            wait_events(self.gw, "request", len(events(self.gw, "request")), "the load did not start")
             for i in range(20):
                 if i % 2 == 0:
                     line = self.sighup_and_wait()
@@ -83,6 +100,7 @@ class Reload(harness.GatewayTestCase):
                     status, body = admin(self.gw, "/reload", "POST")
                     self.assertEqual(status, 200, body)
                     self.assertIn("reloaded: configuration generation", body)
+                # not a condition: spreads the reloads over the load's run, as an operator's would come
                 time.sleep(0.2)
             self.assertIsNone(load.poll(), "the load ran through every reload")
         finally:
@@ -95,10 +113,9 @@ class Reload(harness.GatewayTestCase):
         self.assertGreater(result["enrolments"], 20, result)
         print("load through 20 reloads:", result, file=sys.stderr)
         # the old generations are freed once their requests ended
-        deadline = time.monotonic() + 10
-        while metric(self.gw, "cmpgw_config_generations_retired") != 0 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        self.assertEqual(metric(self.gw, "cmpgw_config_generations_retired"), 0)
+        retired = harness.settled(lambda: metric(self.gw, "cmpgw_config_generations_retired"), lambda n: n == 0,
+                                  timeout=10)
+        self.assertEqual(retired, 0, "generations still retired 10 s after the load ended")
 
     def test_broken_file_refused_running_one_serves(self):
         cfg = json.loads(json.dumps(self.base))
@@ -180,7 +197,7 @@ class Reload(harness.GatewayTestCase):
 
     def polled_across(self, name, reload):
         """An ir of CN=|name| on the polling role; |reload| runs once its transaction is parked and its
-        client polls. Returns the new key and what test_polling.cmp_polling returns."""
+        client polls (wait_parked). Returns the new key and what test_polling.cmp_polling returns."""
         import test_polling
         key = self.newkey(name)
         result = {}
@@ -191,7 +208,7 @@ class Reload(harness.GatewayTestCase):
 
         t = threading.Thread(target=client)
         t.start()
-        time.sleep(1.0)  # the ir was answered "waiting": the transaction is parked
+        wait_parked(self.gw, name)
         reload()
         t.join(harness.CLIENT_TIMEOUT + 20)
         return (key,) + result["r"]
@@ -405,10 +422,11 @@ class ReloadRefusalsUncounted(harness.GatewayTestCase):
             results[name] = test_polling.cmp_polling(self.gw, "ir", name, "pki/roles/slow/cmp",
                                                      ["-newkey", self.newkey(name), "-subject", "/CN=" + name])
 
-        threads = [threading.Thread(target=client, args=("fleet%d" % i,)) for i in range(2)]
+        names = ["fleet%d" % i for i in range(2)]
+        threads = [threading.Thread(target=client, args=(name,)) for name in names]
         for t in threads:
             t.start()
-        time.sleep(1.0)  # both irs were answered "waiting": their transactions are parked
+        wait_parked(self.gw, *names)
         cfg = json.loads(json.dumps(self.base))
         cfg["roles"]["slow"]["trust"] = ["foreign"]
         self.gw.config_path.write_text(json.dumps(cfg, indent=2))

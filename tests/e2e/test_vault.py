@@ -609,6 +609,13 @@ class SlowVault(harness.GatewayTestCase):
         """Vault answers sign calls after LATENCY_S."""
         self.vault.control({"latency_ms": int(self.LATENCY_S * 1000), "match": "/sign/"})
 
+    def held_at_vault(self, mark, n=1):
+        """Waits until Vault received |n| sign calls since |mark| (VaultApi.mark): each is held there from
+        then on, LATENCY_S as it arrived, whatever the switches say later."""
+        calls = harness.settled(lambda: self.vault.since(mark, "/sign/"), lambda c: len(c) >= n)
+        self.assertGreaterEqual(len(calls), n, "%d sign call(s) of %d reached Vault:\n%s"
+                                % (len(calls), n, self.gw.stderr()[-3000:]))
+
     def p10cr(self, name):
         key = self.newkey(name)
         csr = self.gw.dir / ("%s.csr" % name)
@@ -762,9 +769,10 @@ class VaultShutdownWhileWaiting(SlowVault):
             except Exception as e:  # reported below, on the test thread
                 out["error"] = e
 
+        mark = self.vault.mark()
         t = threading.Thread(target=enrol)
         t.start()
-        time.sleep(1.0)  # the p10cr now waits at Vault, its worker free
+        self.held_at_vault(mark)  # the p10cr now waits at Vault, its worker free
         self.assertTrue(t.is_alive(), out)
         self.gw.signal_stop()
         t.join(harness.CLIENT_TIMEOUT)
@@ -813,9 +821,10 @@ class VaultShutdownPastDrain(SlowVault):
         for name in names:
             if threads:
                 self.between_calls()
+            mark = self.vault.mark()
             threads.append(threading.Thread(target=self.p10cr_expecting_nothing, args=(name,)))
             threads[-1].start()
-            time.sleep(1.0)
+            self.held_at_vault(mark)
         self.before_stop()
         self.gw.signal_stop()
         rc = self.gw.wait_exit()
@@ -884,7 +893,7 @@ class VaultShutdownRevocationsOfThreeEngines(VaultShutdownRevocationPastDeadline
     at the stop, and their withdrawals share one deadline (10 s), not one each one after the other (30 s,
     past STOP_TIMEOUT and near the unit's TimeoutStopSec). Each certificate is on record as not revoked."""
 
-    LATENCY_S = 15.0  # the first sign call, begun 3 s before SIGTERM, still waits when the drain gives up
+    LATENCY_S = 14.0  # the first sign call, begun before the reloads and SIGTERM, still waits when the drain ends
 
     def between_calls(self):
         status, body = harness.admin(self.gw, "/reload", "POST")

@@ -15,7 +15,9 @@ TLS client certificate. Not a Vault: no storage, no ACL language (a token either
 
 Switches (POST /_control with a JSON object, GET /_control to read; or --state FILE at start):
   latency_ms     int   hold every answer this long (after the work is done: a timeout leaves a
-                       certificate issued and the outcome unknown, like a real CA)
+                       certificate issued and the outcome unknown, like a real CA); read as the
+                       request arrives, before it is logged, so that a test that saw it in the log
+                       may change the switches without changing how long it is held
   force_status   int   answer this status instead: 403 permission denied, 404 no handler for route
                        (the mount gone), 412, 429, 500, 503 "Vault is sealed"; with force_count N only
                        the next N requests
@@ -479,9 +481,8 @@ class Handler(BaseHTTPRequestHandler):
         plain = self.path.startswith("/_control") or self.path.startswith("/v1/sys/health")
         if raw is None and not plain and self.vault().switch(self.path, "trailing"):
             data += self.vault().switch(self.path, "trailing").encode()
-        latency = None if plain else self.vault().switch(self.path, "latency_ms")
-        if latency:
-            time.sleep(latency / 1000.0)
+        if not plain and self.hold_ms:
+            time.sleep(self.hold_ms / 1000.0)
         try:
             self.send_response(status)
             self.send_header("Content-Type", ctype)
@@ -506,6 +507,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def handle_any(self, method):
         v = self.vault()
+        self.hold_ms = v.switch(self.path, "latency_ms")  # this request's, whatever later switches say
         body, raw = {}, b""
         try:
             body, raw = self.read_body()
