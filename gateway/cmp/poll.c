@@ -54,7 +54,8 @@ struct cmp_pending {
     int deferred;         /* the worker stopped waiting: the completion writes the record */
     int on_record;        /* the completion wrote the "issued" record */
     int gave_up;          /* the deadline passed first: a later certificate is not delivered */
-    int closed;           /* its transaction closed while the call ran: a later certificate neither */
+    int closed;           /* its transaction closed while the call ran, or its certificate was withdrawn
+                             uncollected: a later certificate is neither delivered nor shared */
     int landing;          /* the completion came first and writes the record: the deadline is past it */
     int published;        /* the result is beside the shared record (or being put there) */
     int put_failed;       /* a try to put it there failed: it may have got there all the same */
@@ -247,7 +248,7 @@ fail:
  */
 static int to_publish(struct cmp_pending *p, struct gw_txn_result *sr)
 {
-    if (p->cl == NULL || !p->done || p->res == NULL || p->gave_up || p->published ||
+    if (p->cl == NULL || !p->done || p->res == NULL || p->gave_up || p->closed || p->published ||
         shared_result(p->res, p->on_record, sr) != 0)
         return 0;
     p->published = 1;
@@ -262,15 +263,17 @@ static int to_publish(struct cmp_pending *p, struct gw_txn_result *sr)
 static void publish(struct cmp_pending *p, struct gw_cmp_engine *e, struct gw_txn_result *sr)
 {
     char err[GW_ERR_LEN] = "";
-    int rc = gw_cluster_put_result(p->cl, p->tid_raw, p->tid_len, sr, p->ttl, err), unseen;
+    int rc = gw_cluster_put_result(p->cl, p->tid_raw, p->tid_len, sr, p->ttl, err), unseen, withdrawn;
 
     /* never shared before, nor taken by a pollReq here (which came before the record went, if at all):
        no client can have it. A try that failed may have reached Redis all the same, and a client
        through another instance: then it stays valid, on record */
     pthread_mutex_lock(&p->lock);
     unseen = !p->put_failed && p->res != NULL;
+    withdrawn = p->closed; /* by its transaction's close here (uncollected), which dropped the record */
     pthread_mutex_unlock(&p->lock);
-    if (rc == 0 && sr->cert_len > 0) { /* another instance gave up on it at the deadline, or it was aborted */
+    /* another instance gave up on it at the deadline, or it was aborted */
+    if (rc == 0 && sr->cert_len > 0 && !withdrawn) {
         const unsigned char *q = sr->cert;
         X509 *cert = d2i_X509(NULL, &q, (long)sr->cert_len);
 
@@ -695,8 +698,10 @@ void cmp_poll_abandon(struct cmp_pending *p)
 {
     if (p == NULL)
         return;
+    /* shared too: its transaction closes here, and the record its result would go beside is being
+       dropped with it; put there before the drop, it would go with the record, never withdrawn */
     pthread_mutex_lock(&p->lock);
-    if (!p->done && p->cl == NULL) /* shared, its result goes beside the record (publish) */
+    if (!p->done)
         p->closed = 1;
     pthread_mutex_unlock(&p->lock);
 }
@@ -720,8 +725,11 @@ static X509 *uncollected(struct cmp_txn *t, struct cmp_txn **view)
         return cert;
     }
     pthread_mutex_lock(&p->lock);
-    if (p->done && p->res != NULL && p->res->cert != NULL && !p->gave_up && X509_up_ref(p->res->cert) == 1)
+    if (p->done && p->res != NULL && p->res->cert != NULL && !p->gave_up && !p->closed &&
+        X509_up_ref(p->res->cert) == 1) {
         cert = p->res->cert;
+        p->closed = 1; /* withdrawn here: not shared, nor withdrawn again by a publish that finds no record */
+    }
     pthread_mutex_unlock(&p->lock);
     *view = &p->view;
     return cert;

@@ -54,9 +54,10 @@ void cmp_poll_remote_free(struct cmp_remote *r);
 time_t cmp_poll_extra_ttl(const struct cmp_txn *t);
 
 /*
- * cmp_poll_abandon: the transaction of |p| closes while its call still runs (expiry, reset, the
- * client's abort), and no other instance can collect the result (not shared): a certificate the call
- * returns is then on record as not delivered and withdrawn, as after the deadline. NULL-safe.
+ * cmp_poll_abandon: the transaction of |p| closes here for good while its call still runs (expiry, the
+ * client's abort, a certConf or malformed pollReq, a failure to park it), shared or not: a certificate the
+ * call returns is then on record as not delivered and withdrawn, as after the deadline, and never put beside
+ * the shared record (which goes with the transaction). NULL-safe.
  */
 void cmp_poll_abandon(struct cmp_pending *p);
 

@@ -6308,6 +6308,61 @@ static void test_shared_expiry_withdraws(void **state)
 }
 
 /*
+ * A shared deferred request whose transaction this instance closes (the client's error message, or a
+ * certConf in place of its pollReq) before its call's certificate is on record: the call's result
+ * goes beside a record that is being dropped, where nobody would find it. Whether the certificate
+ * comes after the close or is being recorded during it (its "issued" record held in its fsync), it is
+ * withdrawn here, once, and never said to be closed by another instance.
+ */
+static void test_shared_closed_while_call_runs(void **state)
+{
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    for (int i = 0; i < 4; i++) {
+        int conf = i & 1, landing = i >> 1;
+        struct env *e = env_shared("100ms");
+        struct client cl, dummy = {.env = e};
+        OSSL_CMP_CTX *ctx;
+        char serial[64] = "";
+        int after, held = 1;
+
+        print_message("closed by %s, %s\n", conf ? "a certConf" : "the client's error message",
+                      landing ? "while its certificate is recorded" : "before its certificate came");
+        slow_revokes(e);
+        signing_thread = pthread_self(); /* the client's: its fsyncs are not held */
+        ctx = shared_waiting(e, &cl, NULL);
+        cl.other = client_new(&dummy, SIG, client_cert, client_key, NULL, NULL, 0);
+        cl.tamper = conf ? tamper_poll_certconf : tamper_poll_error;
+        if (landing) {
+            slow.hold_record = 1;
+            slow_gate(1);
+            held = hold_wait();
+        }
+        (void)poll_step(ctx, &after); /* its next pollReq goes as that message */
+        if (landing)
+            hold_release(); /* before any assertion: the completion holds detach_lock */
+        else
+            slow_gate(1);
+        assert_true(held);
+        assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+        slow_wait_completed(e, 1);
+        assert_int_equal(audit_count(e, "issued", NULL, "status",
+                                     landing ? "awaiting the client's pollReq"
+                                             : "issued after its transaction was closed; not delivered"),
+                         1);
+        assert_int_equal(audit_serial(e, "issued", serial, sizeof(serial)), 0);
+        assert_int_equal(audit_count(e, "expired_undelivered", NULL, NULL, NULL), 0);
+        assert_int_equal(audit_count(e, "revoked", serial, NULL, NULL), 1);
+        assert_int_equal(revoke_calls(e), 1);
+        client_cleanup(&cl);
+        client_cleanup(&dummy);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
+}
+
+/*
  * The configuration a reload brings while the shared deferred request of |prev| waits (|replace|: the
  * changes to its own), records on and the role's poll_after kept, with |prev|'s slow adapter (revoking)
  * in place of its upstream |up|.
@@ -8668,6 +8723,7 @@ int main(void)
         cmocka_unit_test(test_poll_config),
         cmocka_unit_test_teardown(test_shared_older_record_kept_out, redis_stop),
         cmocka_unit_test_teardown(test_shared_expiry_withdraws, redis_stop),
+        cmocka_unit_test_teardown(test_shared_closed_while_call_runs, redis_stop),
         cmocka_unit_test_teardown(test_shared_expiry_after_reload, redis_stop),
         cmocka_unit_test_teardown(test_shared_withdrawals_after_reload, redis_stop),
         cmocka_unit_test_teardown(test_shared_not_continued_without_its_ca, redis_stop),
