@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/auxv.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -123,21 +124,28 @@ static int not_dumpable(void)
  * they may hold the admin bearer token a string function just went over: libc's own first call of
  * _dl_allocate_tls_init, when a reload's thread is created on a stack an earlier one left, did that.
  * The binary itself is linked -z now; the libraries it loads are not all so. Without /proc (a chroot)
- * the gateway runs on as it is, and says so.
+ * the gateway runs on as it is, and says so. So too when the dynamic linker was run as the program
+ * (ld.so cmpgw ...: no interpreter was loaded, AT_BASE is 0): /proc/self/exe is the linker then, which
+ * would take the gateway's first argument for the program to run.
  */
 static void bind_symbols_now(char **argv)
 {
-    const char *set = getenv("LD_BIND_NOW");
+    const char *set = getenv("LD_BIND_NOW"), *why;
 
     if (set != NULL && *set != '\0')
         return;
-    if (setenv("LD_BIND_NOW", "1", 1) == 0)
-        execv("/proc/self/exe", argv);
+    if (getauxval(AT_BASE) == 0) {
+        why = "run by the dynamic linker: set LD_BIND_NOW=1 first";
+    } else {
+        if (setenv("LD_BIND_NOW", "1", 1) == 0)
+            execv("/proc/self/exe", argv);
+        why = strerror(errno);
+        unsetenv("LD_BIND_NOW");
+    }
     fprintf(stderr,
             "cmpgw: cannot run again with every symbol bound at start (%s): an admin token may stay in "
             "a thread's stack (docs/security.md, \"Secrets in memory\")\n",
-            strerror(errno));
-    unsetenv("LD_BIND_NOW");
+            why);
 }
 
 /* Becomes |cfg|'s user and group for good (the process is root). 0, or -1 with the reason logged. */

@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import socket
+import tempfile
 import time
 import unittest
 import urllib.error
@@ -255,6 +256,19 @@ class BoundAtStart(unittest.TestCase):
         dynamic = harness.run(["readelf", "-d", harness.GATEWAY_BIN]).stdout.decode()
         flags = [l for l in dynamic.splitlines() if "(FLAGS" in l]
         self.assertTrue(any("BIND_NOW" in l for l in flags) and any(" NOW" in l for l in flags), flags)
+
+    def test_run_by_the_dynamic_linker(self):
+        """Started as the dynamic linker's argument (ld.so cmpgw ...), /proc/self/exe is the linker: run
+        again through it with the gateway's arguments, the linker would take the first of them as the
+        program to run (`ld.so cmpgw check -c FILE` ran a file named check in the working directory).
+        The gateway runs on as it is instead, and says so."""
+        headers = harness.run(["readelf", "-l", harness.GATEWAY_BIN]).stdout.decode()
+        interp = re.search(r"program interpreter: ([^\]]+)\]", headers).group(1)
+        env = {k: v for k, v in os.environ.items() if k != "LD_BIND_NOW"}
+        with tempfile.TemporaryDirectory() as tmp:
+            p = harness.run([interp, harness.GATEWAY_BIN, "--version"], env=harness.sanitizer_env(env, tmp))
+        self.assertTrue(p.stdout.startswith(b"cmpgw "), p.stdout[:200])
+        self.assertIn(b"run by the dynamic linker", p.stderr)
 
 
 class AdminReloadWhileStopping(harness.GatewayTestCase):
