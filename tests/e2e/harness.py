@@ -10,6 +10,7 @@ Environment (set by ctest): CMPGW_BIN, CMPGW_BUILD_DIR, CMPGW_SANITIZE, CMPGW_LO
 Set CMPGW_E2E_KEEP=1 to keep the temporary directories for inspection.
 """
 import atexit
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -22,6 +23,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 import urllib.error
@@ -172,6 +174,59 @@ def stuck_pipeliner(gw, request=b"GET /pki/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\n\r
         return sock, "127.0.0.1:%d" % sock.getsockname()[1]
     sock.close()
     raise Failure("the gateway took pipelined requests for %d s without waiting to write" % CLIENT_TIMEOUT)
+
+
+class SlowRelay:
+    """A TCP relay on loopback to |port|: once slow(seconds) is called, the next chunk a client sends on each
+    connection waits that long before it goes on, as to a slow CA (once: a TLS handshake and a request sent
+    in pieces take it once too). Bytes pass untouched (TLS ends at the CA)."""
+
+    def __init__(self, port):
+        self.target, self.delay, self.armed = port, 0, 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.relay, args=(client,), daemon=True).start()
+
+    def relay(self, client):
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+        except OSError:
+            client.close()
+            return
+        threading.Thread(target=self.pump, args=(upstream, client, False), daemon=True).start()
+        self.pump(client, upstream, True)
+
+    def slow(self, seconds):
+        self.delay, self.armed = seconds, self.armed + 1
+
+    def pump(self, src, dst, slow):
+        waited = 0  # the slow() whose delay this connection took
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if slow and self.delay and waited != self.armed:
+                    waited = self.armed
+                    time.sleep(self.delay)
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+        src.close()  # each socket is the source of one pump
+
+    def stop(self):
+        self.sock.close()
 
 
 # The ports this test process drew, each held by a lock on a file of its own until the process ends; the
@@ -742,7 +797,6 @@ class Gateway:
         """A fresh request PKIMessage as `openssl cmp` would send it, captured without sending it to the
         gateway (a one-shot plain-HTTP catcher on loopback answers 503); saved as |name|.der in the
         work dir. auth: "sig", "pbm" or (cert, key) as for cmp(). Returns the path."""
-        import threading
         srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         srv.bind(("127.0.0.1", 0))
         srv.listen(1)

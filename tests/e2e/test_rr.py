@@ -26,7 +26,6 @@ import sys
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import cfsslenv  # noqa: E402
 import harness  # noqa: E402
-import test_shared_state  # noqa: E402
 import vaultenv  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -739,7 +738,7 @@ class RevokedOnceWhenTheSetIsFull(harness.GatewayTestCase):
     @classmethod
     def edit_config(cls, cfg, gw):
         cls.cfssl = cfsslenv.running(cls, gw.dir)
-        cls.relay = cls.keep_running(test_shared_state.SlowRelay(cls.cfssl.port))
+        cls.relay = cls.keep_running(harness.SlowRelay(cls.cfssl.port))
         cfg["upstreams"]["cfssl"] = cls.cfssl.upstream(check_revocation=False,
                                                        url="https://127.0.0.1:%d" % cls.relay.port)
         cfg["roles"]["cfssl"] = dict(cfg["roles"]["default"], upstream="cfssl", upstream_role="devices",

@@ -36,7 +36,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 import unittest
 
@@ -235,59 +234,6 @@ CLIENT_BIN = os.environ.get("CMPGW_CLIENT_BIN", str(harness.BUILD_DIR / "tests" 
 GW_STATE_CLAIM_SLACK = 5  # base/limits.h
 
 
-class SlowRelay:
-    """A TCP relay on loopback to |port|: once slow(seconds) is called, the next chunk a client sends on each
-    connection waits that long before it goes on, as to a slow CA (once: a TLS handshake and a request sent
-    in pieces take it once too). Bytes pass untouched (TLS ends at the CA)."""
-
-    def __init__(self, port):
-        self.target, self.delay, self.armed = port, 0, 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.relay, args=(client,), daemon=True).start()
-
-    def relay(self, client):
-        try:
-            upstream = socket.create_connection(("127.0.0.1", self.target))
-        except OSError:
-            client.close()
-            return
-        threading.Thread(target=self.pump, args=(upstream, client, False), daemon=True).start()
-        self.pump(client, upstream, True)
-
-    def slow(self, seconds):
-        self.delay, self.armed = seconds, self.armed + 1
-
-    def pump(self, src, dst, slow):
-        waited = 0  # the slow() whose delay this connection took
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if slow and self.delay and waited != self.armed:
-                    waited = self.armed
-                    time.sleep(self.delay)
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-        src.close()  # each socket is the source of one pump
-
-    def stop(self):
-        self.sock.close()
-
-
 class RevokedOnceAcrossInstances(TwoInstances):
     """The holder's rr of one certificate of cfssl through each instance at the same moment: cfssl cannot say
     a certificate is revoked and records a second revocation's reason and time over the first's, so one
@@ -302,7 +248,7 @@ class RevokedOnceAcrossInstances(TwoInstances):
     def edit_config(cls, cfg, gw):
         cls.redis = cls.keep_running(redisenv.RedisServer(gw.dir)).start()
         cls.cfssl = cfsslenv.running(cls, gw.dir)
-        cls.relay = cls.keep_running(SlowRelay(cls.cfssl.port))
+        cls.relay = cls.keep_running(harness.SlowRelay(cls.cfssl.port))
         cfg["upstreams"]["cfssl"] = cls.cfssl.upstream(check_revocation=False,
                                                        url="https://127.0.0.1:%d" % cls.relay.port)
         role = dict(cfg["roles"]["default"], upstream="cfssl", upstream_role="devices", allowed_san_types=["dns"])
