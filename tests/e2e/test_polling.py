@@ -58,8 +58,7 @@ def wait_revoked(gw, tid, wait_s):
 
 
 def revoked_at_vault(vault, serial):
-    colons = ":".join(serial[i:i + 2] for i in range(0, len(serial), 2))
-    return vault.api("GET", "/v1/pki/cert/%s" % colons)["data"]["revocation_time"] != 0
+    return vault.api("GET", "/v1/pki/cert/%s" % vaultenv.colon_serial(serial))["data"]["revocation_time"] != 0
 
 
 def vault_poll_role(cls, cfg, gw, **upstream):

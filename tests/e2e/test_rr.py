@@ -48,12 +48,6 @@ def serial_hex(cert):
     return harness.serial_hex(cert).lstrip("0")
 
 
-def colon_hex(cert):
-    """The serial of a PEM certificate as Vault writes it in its paths: colon-separated octets."""
-    serial = harness.serial_hex(cert)
-    return ":".join(serial[i:i + 2] for i in range(0, len(serial), 2))
-
-
 def crl_entries(gw, name):
     """{serial hex: reason} of the CRL the route serves over genm id-it-crlStatusList (cmpclient)."""
     d = gw.dir
@@ -279,7 +273,8 @@ class RevocationAtVault(harness.GatewayTestCase):
         return rp_status(rsp.read_bytes())
 
     def revoked_at_vault(self, cert):
-        return self.vault.api("GET", "/v1/pki/cert/%s" % colon_hex(cert))["data"]["revocation_time"] != 0
+        serial = vaultenv.colon_serial(harness.serial_hex(cert))
+        return self.vault.api("GET", "/v1/pki/cert/%s" % serial)["data"]["revocation_time"] != 0
 
     def test_ra_of_another_role_refused(self):
         victim = self.p10cr("vault-a", "a-1.example.com")
@@ -337,7 +332,8 @@ class RevocationAtVault(harness.GatewayTestCase):
         """Vault's router answers the lookup 404 (its mount gone or renamed): not a certificate Vault does not
         know (its own 404 names nothing), but the gateway's configuration: the client retries later."""
         victim = self.lookup_answered("b-4.example.com", 404)
-        self.assertIn(("error", "vault", "/v1/pki/cert/" + colon_hex(victim)), self.no_route_lines())
+        self.assertIn(("error", "vault", "/v1/pki/cert/" + vaultenv.colon_serial(harness.serial_hex(victim))),
+                      self.no_route_lines())
 
     def lookup_answered(self, name, status):
         """An RA's rr for a fresh certificate |name| of vault-b while Vault answers its lookup with HTTP
@@ -513,7 +509,8 @@ class HolderRevokedAtVault(harness.GatewayTestCase):
     def test_revoked_at_vault(self):
         cert, key = self.issue("h-1.example.com")
         self.issue("h-1-next.example.com", auth=(cert, key))  # where its status is checked, the CRL read now
-        self.vault.api("POST", "/v1/pki/revoke", {"serial_number": colon_hex(cert)})  # the CA's operator
+        # the CA's operator
+        self.vault.api("POST", "/v1/pki/revoke", {"serial_number": vaultenv.colon_serial(harness.serial_hex(cert))})
         mark = self.vault.mark()
         self.assertEqual(self.holder("h-1-rr", cert, key), (2, ["certRevoked"], ["the certificate is already "
                                                                                   "revoked"]))

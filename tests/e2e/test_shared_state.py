@@ -217,7 +217,7 @@ class RevokedElsewhere(TwoInstances):
                     cwd=d)
         self.assertEqual(harness.decode_cmp(rsp.read_bytes()).status, 0)
         serial = harness.serial_hex(cert)
-        self.vault.control({"serial_number": ":".join(serial[i:i + 2] for i in range(0, len(serial), 2)),
+        self.vault.control({"serial_number": vaultenv.colon_serial(serial),
                             "match": "/sign/"})
         try:
             res = self.p10cr(self.gw2, "s-2.example.com")[0]

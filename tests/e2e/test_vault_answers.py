@@ -194,7 +194,7 @@ class VaultAnswers(harness.GatewayTestCase):
                                                    "-revreason", "1"]).first
         self.assertEqual(rr.status, 0, rr)
         serial = harness.serial_hex(first)
-        self.vault.control({"serial_number": ":".join(serial[i:i + 2] for i in range(0, len(serial), 2)),
+        self.vault.control({"serial_number": vaultenv.colon_serial(serial),
                             "match": "/sign/"})
         mark = self.vault.mark()
         res = self.p10cr("vault", "reused", expect_cert=False)

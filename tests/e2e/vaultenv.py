@@ -47,6 +47,12 @@ def sign_cert(d, name, subj, issuer, ext, days=30):
     return d / ("%s.pem" % name)
 
 
+def colon_serial(serial):
+    """|serial|, hex in whole octets as harness.serial_hex writes it, as Vault writes a serial in its paths
+    and serial_number fields: colon-separated octets."""
+    return ":".join(serial[i:i + 2] for i in range(0, len(serial), 2))
+
+
 class VaultApi:
     def __init__(self, d):
         self.dir = Path(d)
