@@ -183,3 +183,37 @@ def running(case, d, extra_profiles=None):
     cfssl.make_pki(extra_profiles)
     cfssl.start()
     return cfssl
+
+
+def slow_route(case, cfg, d):
+    """A running cfssl with its PKI in |d| as |case|.cfssl, a harness.SlowRelay to it as |case|.relay, and
+    role "cfssl" (profile devices, DNS names) whose upstream reaches cfssl through the relay, without
+    checking revocation: the relay can make each call to cfssl take as long as a test needs."""
+    case.cfssl = running(case, d)
+    case.relay = case.keep_running(harness.SlowRelay(case.cfssl.port))
+    cfg["upstreams"]["cfssl"] = case.cfssl.upstream(check_revocation=False,
+                                                    url="https://127.0.0.1:%d" % case.relay.port)
+    cfg["roles"]["cfssl"] = dict(cfg["roles"]["default"], upstream="cfssl", upstream_role="devices",
+                                 allowed_san_types=["dns"])
+
+
+def enrolled(case, name):
+    """A certificate of role "cfssl" for |name| (a p10cr through |case|.gw, implicitConfirm): its CmpResult,
+    key and chain file."""
+    d = case.gw.dir
+    key = case.newkey(name)
+    harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/O=cmpgw e2e/CN=%s.example.com" % name,
+                 "-addext", "subjectAltName=DNS:%s.example.com" % name, "-out", d / ("%s.csr" % name)])
+    res = case.gw.cmp("p10cr", name, path="pki/roles/cfssl/cmp",
+                      extra=["-csr", d / ("%s.csr" % name), "-implicit_confirm"])
+    chain = d / ("%s.chain.pem" % name)
+    chain.write_text(res.first.extra_certs_pem())
+    return res, key, chain
+
+
+def holder_rr(gw, name, res, key, chain, reason):
+    """The holder's rr through |gw| of |res|'s certificate, as enrolled() returns it with its |key| and
+    |chain|, for |reason| (a CRLReason number): its rp's (status, failInfo, texts)."""
+    out = gw.cmp("rr", name, auth=(res.cert, key), path="pki/roles/cfssl/cmp", expect_cert=False,
+                 extra=["-oldcert", res.cert, "-revreason", reason, "-untrusted", chain])
+    return harness.rp_status(out.rsp_files[0].read_bytes())

@@ -734,40 +734,17 @@ class RevokedOnceWhenTheSetIsFull(harness.GatewayTestCase):
 
     @classmethod
     def edit_config(cls, cfg, gw):
-        cls.cfssl = cfsslenv.running(cls, gw.dir)
-        cls.relay = cls.keep_running(harness.SlowRelay(cls.cfssl.port))
-        cfg["upstreams"]["cfssl"] = cls.cfssl.upstream(check_revocation=False,
-                                                       url="https://127.0.0.1:%d" % cls.relay.port)
-        cfg["roles"]["cfssl"] = dict(cfg["roles"]["default"], upstream="cfssl", upstream_role="devices",
-                                     allowed_san_types=["dns"])
+        cfsslenv.slow_route(cls, cfg, gw.dir)
         cfg["cmp"] = {"max_revoked": 1}
 
-    def enrolled(self, name):
-        """A certificate of cfssl for |name|: its CmpResult, key and chain file."""
-        d = self.gw.dir
-        key = self.newkey(name)
-        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/O=cmpgw e2e/CN=%s.example.com" % name,
-                     "-addext", "subjectAltName=DNS:%s.example.com" % name, "-out", d / ("%s.csr" % name)])
-        res = self.gw.cmp("p10cr", name, path="pki/roles/cfssl/cmp",
-                          extra=["-csr", d / ("%s.csr" % name), "-implicit_confirm"])
-        chain = d / ("%s.chain.pem" % name)
-        chain.write_text(res.first.extra_certs_pem())
-        return res, key, chain
-
-    def rr(self, name, res, key, chain, reason):
-        """The holder's rr of |res|'s certificate: its rp's status."""
-        out = self.gw.cmp("rr", name, auth=(res.cert, key), path="pki/roles/cfssl/cmp", expect_cert=False,
-                          extra=["-oldcert", res.cert, "-revreason", reason, "-untrusted", chain])
-        return rp_status(out.rsp_files[0].read_bytes())
-
     def test_revoked_once(self):
-        filler = self.enrolled("filler")
-        self.assertEqual(self.rr("filler-rr", *filler, "1")[0], 0)  # the set is full from now on
-        res, key, chain = self.enrolled("once")
+        filler = cfsslenv.enrolled(self, "filler")
+        self.assertEqual(cfsslenv.holder_rr(self.gw, "filler-rr", *filler, "1")[0], 0)  # the set is full from now on
+        res, key, chain = cfsslenv.enrolled(self, "once")
         self.relay.slow(2)
         try:
             with concurrent.futures.ThreadPoolExecutor(2) as pool:
-                asked = [pool.submit(self.rr, name, res, key, chain, reason)
+                asked = [pool.submit(cfsslenv.holder_rr, self.gw, name, res, key, chain, reason)
                          for name, reason in (("once-rr1", "1"), ("once-rr2", "4"))]
                 rps = [f.result() for f in asked]
         finally:

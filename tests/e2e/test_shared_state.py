@@ -247,29 +247,8 @@ class RevokedOnceAcrossInstances(TwoInstances):
     @classmethod
     def edit_config(cls, cfg, gw):
         cls.redis = cls.keep_running(redisenv.RedisServer(gw.dir)).start()
-        cls.cfssl = cfsslenv.running(cls, gw.dir)
-        cls.relay = cls.keep_running(harness.SlowRelay(cls.cfssl.port))
-        cfg["upstreams"]["cfssl"] = cls.cfssl.upstream(check_revocation=False,
-                                                       url="https://127.0.0.1:%d" % cls.relay.port)
-        role = dict(cfg["roles"]["default"], upstream="cfssl", upstream_role="devices", allowed_san_types=["dns"])
-        cfg["roles"]["cfssl"] = role
+        cfsslenv.slow_route(cls, cfg, gw.dir)
         cfg["cmp"] = {"state": cls.redis.state(), "max_revoked": cls.MAX_REVOKED}
-
-    def rr(self, gw, name, cert, key, chain, reason):
-        return gw.cmp("rr", name, auth=(cert, key), path="pki/roles/cfssl/cmp", expect_cert=False,
-                      extra=["-oldcert", cert, "-revreason", reason, "-untrusted", chain])
-
-    def enrolled(self, name):
-        """A certificate of cfssl for |name|: its CmpResult, key and chain file."""
-        d = self.gw.dir
-        key = self.newkey(name)
-        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/O=cmpgw e2e/CN=%s.example.com" % name,
-                     "-addext", "subjectAltName=DNS:%s.example.com" % name, "-out", d / ("%s.csr" % name)])
-        res = self.gw.cmp("p10cr", name, path="pki/roles/cfssl/cmp",
-                          extra=["-csr", d / ("%s.csr" % name), "-implicit_confirm"])
-        chain = d / ("%s.chain.pem" % name)
-        chain.write_text(res.first.extra_certs_pem())
-        return res, key, chain
 
     def revoked_at_once(self, name, res, key, chain):
         """The rrs of |res|'s certificate through both instances at once, each 2 s at cfssl: their rp
@@ -277,9 +256,9 @@ class RevokedOnceAcrossInstances(TwoInstances):
         self.relay.slow(2)
         try:
             with concurrent.futures.ThreadPoolExecutor(2) as pool:
-                asked = [pool.submit(self.rr, gw, rr_name, res.cert, key, chain, reason)
+                asked = [pool.submit(cfsslenv.holder_rr, gw, rr_name, res, key, chain, reason)
                          for gw, rr_name, reason in ((self.gw, name + "-rr1", "1"), (self.gw2, name + "-rr2", "4"))]
-                rps = [harness.rp_status(f.result().rsp_files[0].read_bytes()) for f in asked]
+                rps = [f.result() for f in asked]
         finally:
             self.relay.slow(0)
         serial = harness.serial_hex(res.cert)
@@ -287,7 +266,7 @@ class RevokedOnceAcrossInstances(TwoInstances):
         return rps, revoked
 
     def test_revoked_once_at_the_ca(self):
-        res, key, chain = self.enrolled("once")
+        res, key, chain = cfsslenv.enrolled(self, "once")
         rps, revoked = self.revoked_at_once("once", res, key, chain)
         self.assertEqual(sorted(rps), [(0, [], []), (2, ["certRevoked"], ["the certificate is already revoked"])])
         self.assertEqual(len(revoked), 1, revoked)
@@ -300,7 +279,7 @@ class RevokedOnceAcrossInstances(TwoInstances):
         (revocation_not_kept), so the one that waited for its mark does not find it in the set. It finds the
         mark left "done" instead, and answers certRevoked; before, it revoked the certificate again once the
         mark was deleted (two revoked records, two accepted rrs, cfssl holding the second's reason)."""
-        res, key, chain = self.enrolled("full")
+        res, key, chain = cfsslenv.enrolled(self, "full")
         now = int(time.time())
         room = self.MAX_REVOKED - int(self.redis.command("ZCARD", "cmpgw:revoked")[1:])
         filler = ["cmpgw:revoked:filler%d" % i for i in range(room)]  # live entries of no certificate
