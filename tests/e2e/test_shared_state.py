@@ -181,20 +181,25 @@ class RevokedElsewhere(TwoInstances):
         return gw.cmp("p10cr", name, path="pki/roles/vault/cmp", extra=extra, auth=signer or "sig",
                       expect_cert=False), key
 
-    def test_revoked_through_one_refused_by_the_other(self):
-        res, key = self.p10cr(self.gw, "r-1.example.com")
-        cert = res.cert
-        self.assertIsNotNone(cert, res.answers)
-        # the second instance reads the CA's CRL now, while it does not list the certificate
-        self.assertIsNotNone(self.p10cr(self.gw2, "r-2.example.com", (cert, key))[0].cert)
+    def revoked(self, name, cert, key):
+        """The holder's rr of |cert| (keyCompromise) through the first instance, `openssl cmp -cmd rr`
+        itself; asserts that it was accepted."""
         d = self.gw.dir
-        rsp = d / "r-1-rr.rsp.der"
+        rsp = d / ("%s-rr.rsp.der" % name)
         harness.run(["openssl", "cmp", "-cmd", "rr", "-server", "127.0.0.1:%d" % self.gw.port, "-path",
                      "pki/roles/vault/cmp", "-trusted", d / "ca.pem", "-tls_used", "-tls_trusted", d / "ca.pem",
                      "-tls_cert", d / "client.pem", "-tls_key", d / "client.key", "-cert", cert, "-key", key,
                      "-untrusted", d / "vault-ca.pem", "-oldcert", cert, "-revreason", "1", "-rspout", rsp],
                     cwd=d)
         self.assertEqual(harness.decode_cmp(rsp.read_bytes()).status, 0)
+
+    def test_revoked_through_one_refused_by_the_other(self):
+        res, key = self.p10cr(self.gw, "r-1.example.com")
+        cert = res.cert
+        self.assertIsNotNone(cert, res.answers)
+        # the second instance reads the CA's CRL now, while it does not list the certificate
+        self.assertIsNotNone(self.p10cr(self.gw2, "r-2.example.com", (cert, key))[0].cert)
+        self.revoked("r-1", cert, key)
         res = self.p10cr(self.gw2, "r-3.example.com", (cert, key))[0]
         self.assert_rejected(res, "certRevoked", "the signer certificate (serial %s) is revoked" %
                              harness.serial_hex(cert).lower())
@@ -205,17 +210,10 @@ class RevokedElsewhere(TwoInstances):
         """Vault issues the serial of a certificate revoked through one instance again, to a request through
         the other: that one finds the serial in the shared revoked set, and does not release the certificate
         (issued_serial_revoked in docs/errors.md). Twin: a serial of its own issues there."""
-        d = self.gw.dir
         res, key = self.p10cr(self.gw, "s-1.example.com")
         cert = res.cert
         self.assertIsNotNone(cert, res.answers)
-        rsp = d / "s-1-rr.rsp.der"
-        harness.run(["openssl", "cmp", "-cmd", "rr", "-server", "127.0.0.1:%d" % self.gw.port, "-path",
-                     "pki/roles/vault/cmp", "-trusted", d / "ca.pem", "-tls_used", "-tls_trusted", d / "ca.pem",
-                     "-tls_cert", d / "client.pem", "-tls_key", d / "client.key", "-cert", cert, "-key", key,
-                     "-untrusted", d / "vault-ca.pem", "-oldcert", cert, "-revreason", "1", "-rspout", rsp],
-                    cwd=d)
-        self.assertEqual(harness.decode_cmp(rsp.read_bytes()).status, 0)
+        self.revoked("s-1", cert, key)
         serial = harness.serial_hex(cert)
         self.vault.control({"serial_number": vaultenv.colon_serial(serial),
                             "match": "/sign/"})
