@@ -239,6 +239,27 @@ static void *second_begins(void *arg)
 }
 
 /*
+ * |x|'s revocation begun, and a second one begun on another thread, which waits for the first's mark; the
+ * first then ends at |at| (now_is), cmp_revoked_add saying |added| of it. Returns what the second's
+ * cmp_revoked_begin said.
+ */
+static int raced_by_second(struct marks *m, X509 *x, time_t at, int added)
+{
+    struct second s = {.m = m, .x = x, .rc = -100};
+    char err[GW_ERR_LEN] = "";
+    pthread_t th;
+
+    assert_int_equal(cmp_revoked_begin(&m->e, x, WAIT_MS, err), 0);
+    assert_int_equal(pthread_create(&th, NULL, second_begins, &s), 0);
+    usleep(200 * 1000); /* the second waits for the mark by now */
+    now_is = at;
+    assert_int_equal(cmp_revoked_add(&m->e, x, now_is, err), added);
+    cmp_revoked_end(&m->e, x);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    return s.rc;
+}
+
+/*
  * Without a shared state, a revocation the full set (cmp.max_revoked) did not keep is remembered for as
  * long as a shared mark lives: the second revocation of that certificate, which waited for the first's
  * mark, finds it revoked (1) rather than revoke it again, and so does one begun meanwhile. Before, it
@@ -249,8 +270,6 @@ static void *second_begins(void *arg)
 static void test_unkept_revocation_remembered(void **state)
 {
     struct marks m;
-    struct second s;
-    pthread_t th;
     char err[GW_ERR_LEN] = "";
     X509 *kept, *unkept, *refused, *many[GW_MAX_REVOKED_UNKEPT + 1];
 
@@ -262,14 +281,7 @@ static void test_unkept_revocation_remembered(void **state)
     assert_int_equal(revoked_at_ca(&m, kept), 0);
     assert_int_equal(begins(&m, kept), 1);
     /* the set is full: the second revocation of |unkept| waits for the first's mark, then finds it */
-    assert_int_equal(cmp_revoked_begin(&m.e, unkept, WAIT_MS, err), 0);
-    s = (struct second){.m = &m, .x = unkept, .rc = -100};
-    assert_int_equal(pthread_create(&th, NULL, second_begins, &s), 0);
-    usleep(200 * 1000); /* the second waits for the mark by now */
-    assert_int_equal(cmp_revoked_add(&m.e, unkept, now_is, err), CMP_REVOKED_NOT_HERE);
-    cmp_revoked_end(&m.e, unkept);
-    assert_int_equal(pthread_join(th, NULL), 0);
-    assert_int_equal(s.rc, 1);
+    assert_int_equal(raced_by_second(&m, unkept, now_is, CMP_REVOKED_NOT_HERE), 1);
     now_is += REMEMBERED_SECS - 1;
     assert_int_equal(begins(&m, unkept), 1);
     now_is += 1; /* the time a shared mark lives is past */
@@ -303,9 +315,6 @@ static void test_unkept_revocation_remembered(void **state)
 static void test_expired_revocation_remembered(void **state)
 {
     struct marks m;
-    struct second s;
-    pthread_t th;
-    char err[GW_ERR_LEN] = "";
     X509 *expired, *expiring, *valid;
 
     (void)state;
@@ -316,15 +325,7 @@ static void test_expired_revocation_remembered(void **state)
     assert_int_equal(revoked_at_ca(&m, expired), 0);
     assert_int_equal(begins(&m, expired), 1);
     /* expiring while at the CA: the second, which waited for the mark, finds it revoked */
-    assert_int_equal(cmp_revoked_begin(&m.e, expiring, WAIT_MS, err), 0);
-    s = (struct second){.m = &m, .x = expiring, .rc = -100};
-    assert_int_equal(pthread_create(&th, NULL, second_begins, &s), 0);
-    usleep(200 * 1000); /* the second waits for the mark by now */
-    now_is = NOW + 10;
-    assert_int_equal(cmp_revoked_add(&m.e, expiring, now_is, err), 0);
-    cmp_revoked_end(&m.e, expiring);
-    assert_int_equal(pthread_join(th, NULL), 0);
-    assert_int_equal(s.rc, 1);
+    assert_int_equal(raced_by_second(&m, expiring, NOW + 10, 0), 1);
     /* the twin: a valid one kept in the set, found there; remembered ones forgotten in time */
     assert_int_equal(revoked_at_ca(&m, valid), 0);
     now_is += REMEMBERED_SECS;
