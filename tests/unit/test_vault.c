@@ -532,6 +532,16 @@ static void fx_init_kept_alive(struct fx *f, uint32_t timeout_ms, const struct a
     fake_set_keep_alive(true);
 }
 
+/* |f| with a timeout of |timeout_ms|, its upstream logging in with the gateway's TLS certificate at the
+ * "cert" auth mount rather than reading a token file. */
+static void fx_init_cert_login(struct fx *f, uint32_t timeout_ms)
+{
+    fx_init(f, timeout_ms);
+    f->vc.token_file = NULL;
+    f->vc.auth_cert_mount = "cert";
+    fx_restart(f);
+}
+
 static void sign(struct fx *f, struct gw_sign_result *res)
 {
     struct gw_sign_req req = {.role = &f->role, .plan = &f->plan, .csr = csr, .request_id = "0011"};
@@ -1133,10 +1143,7 @@ static void test_call_bounded_by_timeout(void **state)
     uint64_t ms;
 
     (void)state;
-    fx_init(&f, 1000);
-    f.vc.token_file = NULL;
-    f.vc.auth_cert_mount = "cert";
-    fx_restart(&f);
+    fx_init_cert_login(&f, 1000);
     fake_set_login((struct answer){200, login, 0});
     fake_script(&ok, 1);
     sign(&f, &res); /* the token in hand */
@@ -1347,9 +1354,7 @@ static void test_cert_login_single_flight(void **state)
     int i;
 
     (void)state;
-    fx_init(&f, 5000);
-    f.vc.token_file = NULL;
-    f.vc.auth_cert_mount = "cert";
+    fx_init_cert_login(&f, 5000);
     f.vc.auth_cert_role = "cmpgw";
     fx_restart(&f);
     fake_set_login(
@@ -1411,10 +1416,7 @@ static void test_cert_login_outlives_its_starter(void **state)
     struct fx f;
 
     (void)state;
-    fx_init(&f, 2000);
-    f.vc.token_file = NULL;
-    f.vc.auth_cert_mount = "cert";
-    fx_restart(&f);
+    fx_init_cert_login(&f, 2000);
     fake_set_login(
         (struct answer){200, "{\"auth\":{\"client_token\":\"hvb.login\",\"lease_duration\":3600}}", 700});
     fake_script(script, 2);
@@ -1468,9 +1470,7 @@ static void test_cert_login_refused(void **state)
     size_t i;
 
     (void)state;
-    fx_init(&f, 5000);
-    f.vc.token_file = NULL;
-    f.vc.auth_cert_mount = "cert";
+    fx_init_cert_login(&f, 5000);
     for (i = 0; i < sizeof(logins) / sizeof(logins[0]); i++) {
         fx_restart(&f);
         fake_set_login(logins[i].a);
@@ -1502,10 +1502,7 @@ static void test_cert_login_refusal_masked(void **state)
     struct fx f;
 
     (void)state;
-    fx_init(&f, 5000);
-    f.vc.token_file = NULL;
-    f.vc.auth_cert_mount = "cert";
-    fx_restart(&f);
+    fx_init_cert_login(&f, 5000);
     /* a lease of 1 s: the token is renewed at the next call, and held meanwhile */
     snprintf(body, sizeof(body), "{\"auth\":{\"client_token\":\"%s\",\"lease_duration\":1}}", held);
     fake_set_login((struct answer){200, body, 0});
@@ -1983,9 +1980,7 @@ static void test_answer_wiped(void **state)
     memset(big + strlen(big), 'a', GW_MAX_UPSTREAM_BODY + 64 - strlen(big) - 3);
     memcpy(big + GW_MAX_UPSTREAM_BODY + 64 - 3, "\"}", 3);
     big_login.body = big;
-    fx_init(&f, 500);
-    f.vc.token_file = NULL;
-    f.vc.auth_cert_mount = "cert";
+    fx_init_cert_login(&f, 500);
     sign_then_check(&f, &cut, &ok, 1, "login cut off");
     fake_set_cut(login_cut, sizeof(login_cut) - 10, 1500);
     sign_then_check(&f, &cut, &ok, 1, "login too late");
