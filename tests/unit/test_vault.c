@@ -1328,9 +1328,12 @@ static void test_token_file_bad(void **state)
     write_token("hvs.first\n");
 }
 
+/* One sign() through |f|, on a thread of its own or not: its status, reason and the time it returned. */
 struct signer_arg {
     struct fx *f;
     int status;
+    uint64_t end_ms;
+    char reason[GW_ERR_LEN];
 };
 
 static void *signer_main(void *arg)
@@ -1339,7 +1342,9 @@ static void *signer_main(void *arg)
     struct gw_sign_result res;
 
     sign(a->f, &res);
+    a->end_ms = gw_now_ms();
     a->status = res.status;
+    snprintf(a->reason, sizeof(a->reason), "%s", res.reason);
     gw_sign_result_cleanup(&res);
     return NULL;
 }
@@ -1382,26 +1387,6 @@ static void test_cert_login_single_flight(void **state)
     fx_cleanup(&f);
 }
 
-struct timed_signer {
-    struct fx *f;
-    int status;
-    uint64_t end_ms;
-    char reason[GW_ERR_LEN];
-};
-
-static void *timed_signer_main(void *arg)
-{
-    struct timed_signer *a = arg;
-    struct gw_sign_result res;
-
-    sign(a->f, &res);
-    a->end_ms = gw_now_ms();
-    a->status = res.status;
-    snprintf(a->reason, sizeof(a->reason), "%s", res.reason);
-    gw_sign_result_cleanup(&res);
-    return NULL;
-}
-
 /*
  * A login is shared, so it does not end with the time of the call that happened to start it: A's token
  * is refused (403) with 400 ms of A's 2 s left, A starts a login that takes 700 ms, and B, arriving with
@@ -1411,7 +1396,7 @@ static void *timed_signer_main(void *arg)
 static void test_cert_login_outlives_its_starter(void **state)
 {
     struct answer script[2] = {{403, "{\"errors\":[\"permission denied\"]}", 900}, {200, NULL, 0}};
-    struct timed_signer a = {0}, b = {0};
+    struct signer_arg a = {0}, b = {0};
     pthread_t ta;
     struct fx f;
 
@@ -1421,11 +1406,11 @@ static void test_cert_login_outlives_its_starter(void **state)
         (struct answer){200, "{\"auth\":{\"client_token\":\"hvb.login\",\"lease_duration\":3600}}", 700});
     fake_script(script, 2);
     a.f = b.f = &f;
-    assert_int_equal(pthread_create(&ta, NULL, timed_signer_main, &a), 0);
+    assert_int_equal(pthread_create(&ta, NULL, signer_main, &a), 0);
     for (int i = 0; i < 500 && fake_n_logins() < 2; i++) /* until A's second login has reached Vault */
         gw_sleep_ms(10);
     assert_int_equal(fake_n_logins(), 2);
-    timed_signer_main(&b);
+    signer_main(&b);
     pthread_join(ta, NULL);
     if (b.status != 0)
         fail_msg("B: %s", b.reason);
