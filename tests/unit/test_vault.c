@@ -1415,7 +1415,11 @@ static void test_cert_login_outlives_its_starter(void **state)
     if (b.status != 0)
         fail_msg("B: %s", b.reason);
     assert_int_not_equal(a.status, 0);
-    assert_non_null(strstr(a.reason, "login"));
+    /* A's own deadline: the login's wait, or the blocking wait around the call, which ends at the same
+       moment and, on a loaded machine, may be first */
+    if (strstr(a.reason, "no token within the call's timeout") == NULL &&
+        strstr(a.reason, "did not answer within 2000 ms") == NULL)
+        fail_msg("A: %s", a.reason);
     assert_true(a.end_ms < b.end_ms); /* A did not wait for the login beyond its own deadline */
     assert_int_equal(fake_n_logins(), 2);
     assert_int_equal(fake_n_reqs(), 2);
