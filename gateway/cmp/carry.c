@@ -71,16 +71,18 @@ void cmp_carry(struct cmp_call *c, const struct cmp_txn *t, int parked)
  * one is answering a message of it, and would otherwise leave the record to be continued or to expire
  * as open.
  */
-static void end_record(struct gw_cmp_engine *e, const unsigned char *tid, size_t tid_len, const char *quota)
+static void end_record(struct gw_cmp_engine *e, const unsigned char *tid, size_t tid_len, const char *quota,
+                       struct gw_txn_result *left)
 {
-    (void)gw_cluster_end_record(e->cluster, tid, tid_len);
+    (void)gw_cluster_end_record(e->cluster, tid, tid_len, left);
     gw_cluster_release(e->cluster, tid, tid_len, quota); /* after: the record gone, so may it */
 }
 
-void cmp_release_slot(struct gw_cmp_engine *e, const unsigned char *tid, size_t tid_len, const char *quota)
+void cmp_release_slot(struct gw_cmp_engine *e, const unsigned char *tid, size_t tid_len, const char *quota,
+                      struct gw_txn_result *left)
 {
     gw_txn_release(e->txns, tid, tid_len);
-    end_record(e, tid, tid_len, quota);
+    end_record(e, tid, tid_len, quota, left);
 }
 
 void cmp_txn_return(struct cmp_call *c, struct gw_txn *txn)
@@ -94,7 +96,7 @@ void cmp_txn_return(struct cmp_call *c, struct gw_txn *txn)
     gw_log_kv(
         GW_LOG_INFO, "txn_closed", "tid", c->rsp->tid, "identity", txn->identity, "serial", t->serial, "msg",
         "its certificate was withdrawn meanwhile: the answer carrying it never reached the client", NULL);
-    end_record(c->e, txn->tid, txn->tid_len, txn->quota);
+    end_record(c->e, txn->tid, txn->tid_len, txn->quota, NULL);
     gw_txn_free(txn);
 }
 
@@ -114,14 +116,14 @@ static void close_parked(const struct gw_cmp_carried *k)
     const struct cmp_txn *t = txn != NULL ? txn->data : NULL;
 
     if (txn == NULL) {
-        end_record(k->e, k->tid, k->tid_len, k->quota);
+        end_record(k->e, k->tid, k->tid_len, k->quota, NULL);
         return;
     }
     if (t->issued == NULL || X509_cmp(t->issued, k->cert) != 0) { /* another transaction of that ID since */
         (void)gw_txn_put(k->e->txns, txn);
         return;
     }
-    cmp_release_slot(k->e, k->tid, k->tid_len, txn->quota);
+    cmp_release_slot(k->e, k->tid, k->tid_len, txn->quota, NULL);
     gw_txn_free(txn);
 }
 

@@ -9,6 +9,8 @@
 #include "gateway/cmp/cmp_local.h"
 #include "gateway/cmp/txn.h"
 
+struct gw_txn_result; /* cluster.h */
+
 /*
  * cmp_carry: the answer of |c|, built, carries t->issued (if |t| has one) to its client; c->rsp keeps
  * what withdrawing it takes should the answer never leave. |parked|: |t| waits for the certConf, so
@@ -18,9 +20,11 @@ void cmp_carry(struct cmp_call *c, const struct cmp_txn *t, int parked);
 
 /*
  * cmp_release_slot ends the transaction slot of |tid| here and, with a shared state, on every instance,
- * where it counted under |quota| (cmp_quota_key).
+ * where it counted under |quota| (cmp_quota_key). |left| (NULL: not wanted) as gw_cluster_end_record
+ * fills it: the deferred request's result that went with the shared record.
  */
-void cmp_release_slot(struct gw_cmp_engine *e, const unsigned char *tid, size_t tid_len, const char *quota);
+void cmp_release_slot(struct gw_cmp_engine *e, const unsigned char *tid, size_t tid_len, const char *quota,
+                      struct gw_txn_result *left);
 
 /*
  * cmp_txn_return puts |txn|, checked out for the message |c| that does not end it, back where it was

@@ -128,15 +128,19 @@ static const char *const scripts[N_SCRIPTS] = {
                "end\n"
                "return {v, r}\n",
     /* KEYS: the record and its lease; ARGV: this instance, the deadlines, '1' to end it whoever holds
-       its lease. 1 if the record was there, 2 when another instance holds the lease (and it stays);
-       the lease goes only if this instance holds it */
+       its lease, the largest result an instance writes. 2 when another instance holds the lease (and
+       it stays); else {1 if the record was there, the result that went with it ('' if none, or larger
+       than an instance writes)}; the lease goes only if this instance holds it */
     [S_DROP] = "local l = redis.call('GET', KEYS[2])\n"
                "if l and l ~= ARGV[1] and ARGV[3] ~= '1' then return 2 end\n"
+               "local res = " LUA_RES_OF("KEYS[1]") "\n"
+               "local r = redis.call('GET', res) or ''\n"
+               "if #r > tonumber(ARGV[4]) then r = '' end\n"
                "local n = redis.call('DEL', KEYS[1])\n"
-               "redis.call('DEL', " LUA_RES_OF("KEYS[1]") ")\n"
+               "redis.call('DEL', res)\n"
                "if l == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
                "redis.call('ZREM', ARGV[2], KEYS[1])\n"
-               "return n\n",
+               "return {n, r}\n",
     /* KEYS[2], a record's lease, goes if this instance holds it */
     [S_UNLEASE] = "if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
                   "return 0\n",
@@ -986,34 +990,68 @@ void gw_cluster_unlease(struct gw_cluster *cl, const unsigned char *tid, size_t 
         gw_log_kv(GW_LOG_WARN, "shared_state_unlease_failed", "reason", err, NULL);
 }
 
-/* gw_cluster_drop_record, or with |whoever| gw_cluster_end_record */
-static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, bool whoever)
+/* The result that went with a record (|v|, as S_DROP answered it: '' if none) into |left|: present only
+ * if it verifies. */
+static void left_result(const struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                        const redisReply *v, struct gw_txn_result *left)
 {
-    char k1[KEY_LEN], k2[KEY_LEN], dk[KEY_LEN], err[GW_ERR_LEN];
-    const char *args[3] = {NULL, dk, whoever ? "1" : "0"};
-    long long n;
+    if (v->type != REDIS_REPLY_STRING || v->len == 0)
+        return;
+    if (cluster_result_decode(cl->mac_key, cl->mac_key_len, tid, tid_len, (const unsigned char *)v->str,
+                              v->len, left) != 0)
+        gw_log_kv(GW_LOG_ERROR, "txn_record_invalid", "msg",
+                  "the result beside an ended shared transaction record does not verify; it is ignored",
+                  NULL);
+}
 
+/* gw_cluster_drop_record, or with |whoever| gw_cluster_end_record (|left| as it says) */
+static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, bool whoever,
+                       struct gw_txn_result *left)
+{
+    char k1[KEY_LEN], k2[KEY_LEN], dk[KEY_LEN], err[GW_ERR_LEN], max_record[24], max_result[24];
+    const char *args[4] = {NULL, dk, whoever ? "1" : "0", max_result};
+    redisReply *r;
+    int rc;
+
+    if (left != NULL)
+        memset(left, 0, sizeof(*left));
     if (!gw_cluster_keeps_records(cl) || tid_len == 0 || tid_len > GW_MAX_TID_LEN)
         return 0;
     key(cl, k1, "rec", tid, tid_len);
     key(cl, k2, "lease", tid, tid_len);
     snprintf(dk, sizeof(dk), "%sdeadlines", cl->prefix);
+    size_args(max_record, max_result);
     args[0] = cl->owner; /* |cl| is not NULL past the check */
-    if ((n = integer_of(cl, eval(cl, S_DROP, k1, k2, 3, args, err), err)) < 0) {
+    if ((r = eval(cl, S_DROP, k1, k2, 4, args, err)) == NULL) {
         gw_log_kv(GW_LOG_WARN, "shared_state_drop_failed", "reason", err, NULL);
         return GW_ERR_UNAVAILABLE;
     }
-    return n == 2 ? GW_ERR_BUSY : n > 0;
+    if (r->type == REDIS_REPLY_INTEGER && r->integer == 2) {
+        rc = GW_ERR_BUSY;
+    } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+               r->element[0]->type == REDIS_REPLY_INTEGER) {
+        rc = r->element[0]->integer > 0;
+        if (left != NULL)
+            left_result(cl, tid, tid_len, r->element[1], left);
+    } else {
+        snprintf(err, GW_ERR_LEN, "the shared state (Redis at %s:%d) answered a record's end with type %d",
+                 cl->address, cl->port, r->type);
+        gw_log_kv(GW_LOG_WARN, "shared_state_drop_failed", "reason", err, NULL);
+        rc = GW_ERR_UNAVAILABLE;
+    }
+    freeReplyObject(r);
+    return rc;
 }
 
 int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len)
 {
-    return drop_record(cl, tid, tid_len, false);
+    return drop_record(cl, tid, tid_len, false, NULL);
 }
 
-int gw_cluster_end_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len)
+int gw_cluster_end_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                          struct gw_txn_result *left)
 {
-    return drop_record(cl, tid, tid_len, true);
+    return drop_record(cl, tid, tid_len, true, left);
 }
 
 int gw_cluster_status(struct gw_cluster *cl, char *why, size_t cap)

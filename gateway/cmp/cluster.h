@@ -120,7 +120,9 @@ int gw_cluster_update_record(struct gw_cluster *cl, const unsigned char *tid, si
 /*
  * gw_cluster_put_result stores a deferred request's result next to its record, for |ttl| +
  * GW_STATE_GRACE seconds, |tid| reserved for as long at least: 1, 0 when the record is gone (the
- * transaction was closed: nobody will collect it), GW_ERR_UNAVAILABLE with |err|.
+ * transaction was closed: nobody will collect it), GW_ERR_UNAVAILABLE with |err|. 1 also while another
+ * instance holds the record to close the transaction: the record's end (gw_cluster_end_record) hands
+ * the result to that instance, which withdraws it.
  */
 int gw_cluster_put_result(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
                           const struct gw_txn_result *res, time_t ttl, char *err);
@@ -169,9 +171,13 @@ int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size
  * gw_cluster_end_record is gw_cluster_drop_record for a transaction that ended (closed, or its
  * certificate withdrawn): the record goes even while another instance holds its lease, so that no
  * instance continues it. That lease is left to its holder, whose rewrite then finds the record gone
- * (GW_ERR_NOT_FOUND). Never GW_ERR_BUSY.
+ * (GW_ERR_NOT_FOUND). Never GW_ERR_BUSY. A deferred request's result beside the record goes with it,
+ * in the same step: unless |left| is NULL, it is handed back there (verified; present false if there
+ * was none, or on failure; free with gw_txn_result_cleanup), for the caller to withdraw a certificate
+ * the instance that made the call put there while this one was closing the transaction.
  */
-int gw_cluster_end_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len);
+int gw_cluster_end_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                          struct gw_txn_result *left);
 
 void gw_txn_record_cleanup(struct gw_txn_record *rec);
 void gw_txn_result_cleanup(struct gw_txn_result *res);

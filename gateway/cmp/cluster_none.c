@@ -7,6 +7,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #ifndef CMPGW_WITH_HIREDIS
 
@@ -141,9 +142,12 @@ int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size
     return 0;
 }
 
-int gw_cluster_end_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len)
+int gw_cluster_end_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                          struct gw_txn_result *left)
 {
     (void)cl, (void)tid, (void)tid_len;
+    if (left != NULL)
+        memset(left, 0, sizeof(*left));
     return 0;
 }
 

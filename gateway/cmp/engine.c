@@ -362,7 +362,7 @@ static void end_slot(struct cmp_call *c)
 
     if (c->reserved) {
         cmp_quota_key(quota, c->rsp->identity, c->tls_client);
-        cmp_release_slot(c->e, c->hdr.tid, c->hdr.tid_len, quota);
+        cmp_release_slot(c->e, c->hdr.tid, c->hdr.tid_len, quota, NULL);
     }
     c->reserved = 0;
 }
@@ -635,6 +635,7 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     struct cmp_txn *t;
     OSSL_CMP_MSG *rsp;
     struct cmp_refusal r = {0}, why = {.fail_info = -1};
+    struct gw_txn_result left;
     int rebuilt = 0, leased = 0, claimed = 0, open, rc;
 
     if (txn != NULL && ((struct cmp_txn *)txn->data)->shared) {
@@ -680,7 +681,7 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
               "outcome", c->rsp->outcome, NULL);
     /* the record goes first: no other instance may answer this transaction while its outcome (a
        revocation at the upstream, say) is being written */
-    cmp_release_slot(c->e, c->hdr.tid, c->hdr.tid_len, t->quota);
+    cmp_release_slot(c->e, c->hdr.tid, c->hdr.tid_len, t->quota, &left);
     if (!c->released) {
         cmp_audit_closed(c, t);
         /* a deferred request ended by a certConf, or a malformed pollReq, before a pollReq collected it */
@@ -689,6 +690,8 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
         cmp_withdraw_undelivered(c, t);
         cmp_carry(c, t, 0);
     }
+    /* or one its call's instance put beside the record since this one leased it */
+    (void)cmp_poll_withdraw_left(c->e, t, c->rsp->tid, &left, 0);
     gw_txn_free(txn);
 }
 
@@ -696,6 +699,7 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 static void abort_txn(struct cmp_call *c, struct gw_txn *txn)
 {
     struct cmp_txn *old = txn->data;
+    struct gw_txn_result left;
 
     gw_log_kv(GW_LOG_INFO, "txn_aborted_by_client", "tid", c->rsp->tid, "identity", txn->identity, "serial",
               old->serial, NULL);
@@ -705,7 +709,9 @@ static void abort_txn(struct cmp_call *c, struct gw_txn *txn)
         cmp_withdraw(c->e, old, c->rsp->tid, old->issued, CRL_REASON_CESSATION_OF_OPERATION);
     }
     cmp_poll_drop_uncollected(c->e, old, c->rsp->tid, 1);
-    cmp_release_slot(c->e, c->hdr.tid, c->hdr.tid_len, txn->quota);
+    cmp_release_slot(c->e, c->hdr.tid, c->hdr.tid_len, txn->quota, &left);
+    /* one its call's instance put beside the record since this one leased it went with the record */
+    (void)cmp_poll_withdraw_left(c->e, old, c->rsp->tid, &left, 1);
     gw_txn_free(txn);
 }
 

@@ -28,6 +28,7 @@
 #include "gateway/cmp/cluster.h"
 #include "gateway/cmp/policy.h"
 #include "gateway/cmp/record.h"
+#include "gateway/cmp/status.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/clock.h"
@@ -86,6 +87,7 @@ struct cmp_remote {
     int64_t check_after;
     struct gw_sign_result *res; /* NULL until that instance wrote the result */
     int recorded;               /* its certificate's "issued" record is on that instance's audit log */
+    int seen;                   /* the result was beside the record when this instance read it */
     char upstream[GW_MAX_NAME_LEN + 1];
 };
 
@@ -652,7 +654,7 @@ struct cmp_remote *cmp_poll_remote(const struct gw_txn_record *rec)
     r->deadline_ms = rec->deadline_ms > 0 ? (uint64_t)rec->deadline_ms : 0;
     r->check_after = rec->check_after;
     snprintf(r->upstream, sizeof(r->upstream), "%s", rec->upstream);
-    if (!sr->present)
+    if (!(r->seen = sr->present))
         return r;
     if ((r->res = malloc(sizeof(*r->res))) == NULL)
         goto fail;
@@ -735,14 +737,10 @@ static X509 *uncollected(struct cmp_txn *t, struct cmp_txn **view)
     return cert;
 }
 
-int cmp_poll_withdraw_uncollected(struct gw_cmp_engine *e, struct cmp_txn *t, const char *tid,
-                                  const char *event, int aborted)
+/* |cert| of |t| (audit fields: |view|), which nobody received: on record as not delivered, and withdrawn. */
+static void withdraw_undelivered(struct gw_cmp_engine *e, struct cmp_txn *t, struct cmp_txn *view,
+                                 const char *tid, const char *event, int aborted, X509 *cert)
 {
-    struct cmp_txn *view;
-    X509 *cert = uncollected(t, &view);
-
-    if (cert == NULL)
-        return 0;
     if (event != NULL)
         gw_log_kv(GW_LOG_WARN, event, "tid", tid, "identity", t->identity, "serial", view->serial, "msg",
                   "certificate issued but never collected by a pollReq; withdrawn", NULL);
@@ -751,6 +749,38 @@ int cmp_poll_withdraw_uncollected(struct gw_cmp_engine *e, struct cmp_txn *t, co
                                  : "no pollReq collected it before its transaction closed",
                          cert, 1);
     cmp_withdraw(e, view, tid, cert, CRL_REASON_CESSATION_OF_OPERATION);
+}
+
+int cmp_poll_withdraw_uncollected(struct gw_cmp_engine *e, struct cmp_txn *t, const char *tid,
+                                  const char *event, int aborted)
+{
+    struct cmp_txn *view;
+    X509 *cert = uncollected(t, &view);
+
+    if (cert == NULL)
+        return 0;
+    withdraw_undelivered(e, t, view, tid, event, aborted, cert);
+    X509_free(cert);
+    return 1;
+}
+
+int cmp_poll_withdraw_left(struct gw_cmp_engine *e, struct cmp_txn *t, const char *tid,
+                           struct gw_txn_result *left, int aborted)
+{
+    const struct cmp_remote *r = t->remote;
+    X509 *cert = NULL;
+
+    /* a call made here sees the close itself (cmp_poll_abandon); a result read with the record is that
+       same one, the call's only one, dealt with already */
+    if (t->pending == NULL && r != NULL && !r->seen && left->present && left->cert_len > 0)
+        cert = gw_x509_d2i_exact(left->cert, (long)left->cert_len);
+    gw_txn_result_cleanup(left);
+    if (cert == NULL)
+        return 0;
+    gw_x509_cert_serial_hex(cert, t->serial, sizeof(t->serial));
+    /* through the upstream whose CA issued it, as one read with the record (cmp_share_upstream) */
+    t->up = cmp_status_withdrawer(e, t->up, cert);
+    withdraw_undelivered(e, t, t, tid, NULL, aborted, cert);
     X509_free(cert);
     return 1;
 }

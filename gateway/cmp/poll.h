@@ -72,6 +72,19 @@ int cmp_poll_withdraw_uncollected(struct gw_cmp_engine *e, struct cmp_txn *t, co
                                   const char *event, int aborted);
 
 /*
+ * cmp_poll_withdraw_left: |t| (|aborted| as above), rebuilt from its shared record while the call another
+ * instance made had no result there, closed here; |left| is the result that went with the record as it
+ * ended (cmp_release_slot). A certificate in it came meanwhile: that instance put it beside the record,
+ * still there, after this one leased it, and the record's end took it away. No instance can lease the
+ * record in between, so nobody received it: on record as "expired_undelivered" and withdrawn here, once
+ * (that instance, whose put succeeded, leaves it to this one). Nothing for a call made here (its completion
+ * sees the close: cmp_poll_abandon) nor for a record read with its result (that one, the call's only one,
+ * is dealt with as |t|'s). Cleans |left|. 1 if one was withdrawn.
+ */
+int cmp_poll_withdraw_left(struct gw_cmp_engine *e, struct cmp_txn *t, const char *tid,
+                           struct gw_txn_result *left, int aborted);
+
+/*
  * cmp_poll_drop_uncollected: |t| closes (|aborted| as above) before a pollReq collected the
  * certificate of its deferred request, or while its call runs: nobody can receive the certificate,
  * so one still to come is withdrawn when it comes (cmp_poll_abandon), one that came now. NULL-safe on

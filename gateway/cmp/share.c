@@ -316,7 +316,7 @@ static int close_reloaded(struct cmp_call *c, const struct gw_txn_record *rec, c
                   view.serial, "outcome", c->rsp->outcome, "msg",
                   "begun on another instance; refused by this one's configuration", NULL);
     }
-    cmp_release_slot(c->e, c->hdr.tid, c->hdr.tid_len, view.quota);
+    cmp_release_slot(c->e, c->hdr.tid, c->hdr.tid_len, view.quota, NULL);
     if (cert == NULL)
         return aborted ? CMP_SHARE_ABORTED : CMP_SHARE_RELOADED;
     if (!collected)

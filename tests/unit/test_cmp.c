@@ -6363,6 +6363,120 @@ static void test_shared_closed_while_call_runs(void **state)
 }
 
 /*
+ * The commands the gateway hands hiredis: while |drop_hook.fn| is set, the one sent from the test's
+ * thread that ends a transaction's record (the only script whose keys are a record's lease and the
+ * deadlines) first runs |fn|, once: what another instance does while this one closes the transaction.
+ */
+static struct {
+    pthread_t thread;
+    void (*fn)(void);
+} drop_hook;
+
+/* Whether one of the |argc| arguments ends with |suffix|, or with |infix| holds it. */
+static bool arg_has(int argc, const char **argv, const size_t *argvlen, const char *s, bool suffix)
+{
+    size_t n = strlen(s);
+
+    for (int i = 0; i < argc; i++)
+        if (suffix ? argvlen[i] >= n && memcmp(argv[i] + argvlen[i] - n, s, n) == 0
+                   : memmem(argv[i], argvlen[i], s, n) != NULL)
+            return true;
+    return false;
+}
+
+#if __has_include(<hiredis/hiredis.h>)
+#include <hiredis/hiredis.h>
+
+int redisAppendCommandArgv(redisContext *c, int argc, const char **argv, const size_t *argvlen)
+{
+    int (*real)(redisContext *, int, const char **, const size_t *) =
+        (int (*)(redisContext *, int, const char **, const size_t *))dlsym(RTLD_NEXT,
+                                                                           "redisAppendCommandArgv");
+    void (*fn)(void) = drop_hook.fn;
+
+    if (fn != NULL && pthread_equal(pthread_self(), drop_hook.thread) &&
+        arg_has(argc, argv, argvlen, ":deadlines", true) && arg_has(argc, argv, argvlen, ":lease:", false)) {
+        drop_hook.fn = NULL;
+        fn();
+    }
+    return real(c, argc, argv, argvlen);
+}
+#endif
+
+static int landed; /* drop_hook's: the call's result came and its completion ended */
+
+/* drop_hook: the upstream call of the instance that made it returns now, its completion to its end. */
+static void call_lands(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 5;
+    slow_gate(1);
+    pthread_mutex_lock(&slow.lock);
+    while (slow.completed < 1 && pthread_cond_timedwait(&slow.cond, &slow.lock, &ts) == 0)
+        ;
+    pthread_mutex_unlock(&slow.lock);
+    for (int i = 0; i < 500 && gw_cmp_engine_calls_running(slow.engine); i++)
+        usleep(10000);
+    landed = slow.completed == 1 && !gw_cmp_engine_calls_running(slow.engine);
+}
+
+/*
+ * A shared deferred request that another instance closes (the client's error message, or a certConf in
+ * place of its pollReq, answered there from the record it leased while the call had no result), the call
+ * returning while it closes: after the lease, before the record ends. Its instance puts the certificate
+ * beside the record, which still is there; the record's end takes it away. Nobody received it, so the
+ * instance that ended the record has it on record as not delivered and withdraws it, once; the instance
+ * that made the call neither withdraws it nor says it was closed elsewhere. Once, the certificate went
+ * with the record, on record as "awaiting the client's pollReq", and stayed valid.
+ */
+static void test_shared_closed_elsewhere_while_result_lands(void **state)
+{
+    static const char *const why[] = {"the client aborted the transaction before a pollReq collected it",
+                                      "no pollReq collected it before its transaction closed"};
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    for (int conf = 0; conf <= 1; conf++) {
+        struct env *b = env_shared("100ms"), *a = env_shared("100ms"); /* the adapter's engine: a's */
+        struct client cl, dummy = {.env = b};
+        OSSL_CMP_CTX *ctx;
+        char serial[64] = "";
+        int after;
+
+        print_message("closed on another instance by %s\n",
+                      conf ? "a certConf" : "the client's error message");
+        slow_revokes(b);
+        slow_revokes(a);
+        ctx = shared_waiting(a, &cl, NULL);
+        cl.env = b; /* its next message goes to the other instance */
+        cl.other = client_new(&dummy, SIG, client_cert, client_key, NULL, NULL, 0);
+        cl.tamper = conf ? tamper_poll_certconf : tamper_poll_error;
+        landed = 0;
+        drop_hook.thread = pthread_self();
+        drop_hook.fn = call_lands;
+        (void)poll_step(ctx, &after); /* its next pollReq goes as that message */
+        drop_hook.fn = NULL;
+        assert_true(landed);
+        assert_int_equal(audit_count(a, "issued", NULL, "status", "awaiting the client's pollReq"), 1);
+        assert_int_equal(audit_serial(a, "issued", serial, sizeof(serial)), 0);
+        assert_int_equal(audit_count(a, "expired_undelivered", NULL, NULL, NULL), 0);
+        assert_int_equal(audit_count(a, "revoked", NULL, NULL, NULL), 0);
+        assert_int_equal(audit_count(b, "expired_undelivered", serial, "status", why[conf]), 1);
+        assert_int_equal(audit_count(b, "revoked", serial, NULL, NULL), 1);
+        (void)revoke_calls(a);
+        assert_int_equal(revoke_calls(b), 1);
+        client_cleanup(&cl);
+        client_cleanup(&dummy);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(b);
+        env_free(a);
+    }
+}
+
+/*
  * The configuration a reload brings while the shared deferred request of |prev| waits (|replace|: the
  * changes to its own), records on and the role's poll_after kept, with |prev|'s slow adapter (revoking)
  * in place of its upstream |up|.
@@ -8724,6 +8838,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_older_record_kept_out, redis_stop),
         cmocka_unit_test_teardown(test_shared_expiry_withdraws, redis_stop),
         cmocka_unit_test_teardown(test_shared_closed_while_call_runs, redis_stop),
+        cmocka_unit_test_teardown(test_shared_closed_elsewhere_while_result_lands, redis_stop),
         cmocka_unit_test_teardown(test_shared_expiry_after_reload, redis_stop),
         cmocka_unit_test_teardown(test_shared_withdrawals_after_reload, redis_stop),
         cmocka_unit_test_teardown(test_shared_not_continued_without_its_ca, redis_stop),
