@@ -288,19 +288,27 @@ static void record_view(struct cmp_txn *v, const struct gw_txn_record *rec)
  * The transaction of |rec|, leased here, closed for its own message, which the running configuration
  * refused with |r| (CMP_SHARE_RELOADED), as continue_txn closes one cmp_check_current refused: the
  * record ended on every instance first, then the certificate its client got (or a deferred request's
- * result nobody collected) on record and withdrawn through the upstream whose CA issued it. Its own error
- * message (CMP_SHARE_ABORTED) closes it as abort_txn does, whatever the running configuration says of its
- * sender: a single gateway holds no error message to it, the transaction ends either way.
+ * result nobody collected, or one that went with the record's end) on record and withdrawn through the
+ * upstream whose CA issued it. Its own error message (CMP_SHARE_ABORTED) closes it as abort_txn does,
+ * whatever the running configuration says of its sender: a single gateway holds no error message to it,
+ * the transaction ends either way.
  */
 static int close_reloaded(struct cmp_call *c, const struct gw_txn_record *rec, const struct cmp_refusal *r)
 {
     struct cmp_txn view = {.role = cmp_role_named(c->e, rec->role)};
     bool aborted = c->body == GW_CMP_BODY_ERROR;
     const char *status;
+    struct gw_txn_result left;
     int collected;
     X509 *cert = record_cert(rec, &collected);
 
     record_view(&view, rec);
+    cmp_release_slot(c->e, c->hdr.tid, c->hdr.tid_len, view.quota, &left);
+    /* none when this instance took the record: one the call's instance put beside it since went with it,
+       and nobody received it (cmp_poll_withdraw_left) */
+    if (cert == NULL && !collected && left.cert_len > 0)
+        cert = gw_x509_d2i_exact(left.cert, (long)left.cert_len);
+    gw_txn_result_cleanup(&left);
     snprintf(c->rsp->identity, sizeof(c->rsp->identity), "%s", view.identity);
     snprintf(view.route, sizeof(view.route), "%s", c->route);
     snprintf(view.tls_subject, sizeof(view.tls_subject), "%s", c->tls_subject);
@@ -316,7 +324,6 @@ static int close_reloaded(struct cmp_call *c, const struct gw_txn_record *rec, c
                   view.serial, "outcome", c->rsp->outcome, "msg",
                   "begun on another instance; refused by this one's configuration", NULL);
     }
-    cmp_release_slot(c->e, c->hdr.tid, c->hdr.tid_len, view.quota, NULL);
     if (cert == NULL)
         return aborted ? CMP_SHARE_ABORTED : CMP_SHARE_RELOADED;
     if (!collected)

@@ -8573,6 +8573,54 @@ static void test_shared_reload_pollreq(void **state)
 }
 
 /*
+ * test_shared_reload_pollreq with the certificate landing while the reloaded instance closes the
+ * transaction: that instance took the record while the call had no result, and the certificate is put
+ * beside it before the record ends, which takes it along. The instance that ended it has it on record as
+ * not delivered and withdraws it, once. Once, it went with the record and stayed valid, on record as
+ * "awaiting the client's pollReq".
+ */
+static void test_shared_reload_pollreq_while_result_lands(void **state)
+{
+    struct env *e, *next;
+    struct client cl;
+    OSSL_CMP_CTX *ctx;
+    char serial[64] = "";
+    int after;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    write_reload_files();
+    e = env_shared("100ms");
+    slow_revokes(e);
+    cl = (struct client){.env = e, .tls_first = client_cert};
+    ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    assert_int_equal(poll_step(ctx, &after), -1); /* ir -> waiting, pollReq -> pollRep */
+    next = env_shared_reload(e, anchor, "local");
+    (void)gw_cmp_engine_reset(e->engine); /* no copy here: the record is all there is; the call runs */
+    cl.env = next;
+    landed = 0;
+    drop_hook.thread = pthread_self();
+    drop_hook.fn = call_lands;
+    assert_int_equal(poll_step(ctx, &after), 0);
+    drop_hook.fn = NULL;
+    assert_true(landed);
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_signerNotTrusted,
+                  "no longer chains to a CA trusted on this route");
+    assert_int_equal(audit_count(e, "issued", NULL, "status", "awaiting the client's pollReq"), 1);
+    assert_int_equal(audit_serial(e, "issued", serial, sizeof(serial)), 0);
+    assert_int_equal(audit_count(next, "expired_undelivered", serial, "status",
+                                 "no pollReq collected it before its transaction closed"),
+                     1);
+    assert_int_equal(audit_count(next, "revoked", serial, NULL, NULL), 1);
+    assert_int_equal(revoke_calls(next), 1);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(next);
+    env_free(e);
+}
+
+/*
  * An engine of a cluster (test's Redis) whose role delegates CRMF to "deleg", over the slow adapter,
  * polling after 100ms; the upstream role's subject has its own O.
  */
@@ -8845,6 +8893,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_reload_continuing, redis_stop),
         cmocka_unit_test_teardown(test_shared_reload_error, redis_stop),
         cmocka_unit_test_teardown(test_shared_reload_pollreq, redis_stop),
+        cmocka_unit_test_teardown(test_shared_reload_pollreq_while_result_lands, redis_stop),
         cmocka_unit_test_teardown(test_shared_delegate_released_elsewhere, redis_stop),
         cmocka_unit_test_teardown(test_shared_error_not_aborted, redis_stop),
         cmocka_unit_test_teardown(test_shared_client_gone_from_record, redis_stop),
