@@ -679,6 +679,9 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     }
     gw_log_kv(GW_LOG_INFO, "txn_closed", "tid", c->rsp->tid, "identity", t->identity, "serial", t->serial,
               "outcome", c->rsp->outcome, NULL);
+    /* closed for good before the record goes: a result of its call still to come, which would find the
+       record gone, is withdrawn as one after the close, not as one another instance closed */
+    cmp_poll_abandon(t->pending);
     /* the record goes first: no other instance may answer this transaction while its outcome (a
        revocation at the upstream, say) is being written */
     cmp_release_slot(c->e, c->hdr.tid, c->hdr.tid_len, t->quota, &left);

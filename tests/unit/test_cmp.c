@@ -6308,71 +6308,19 @@ static void test_shared_expiry_withdraws(void **state)
 }
 
 /*
- * A shared deferred request whose transaction this instance closes (the client's error message, or a
- * certConf in place of its pollReq) before its call's certificate is on record: the call's result
- * goes beside a record that is being dropped, where nobody would find it. Whether the certificate
- * comes after the close or is being recorded during it (its "issued" record held in its fsync), it is
- * withdrawn here, once, and never said to be closed by another instance.
- */
-static void test_shared_closed_while_call_runs(void **state)
-{
-    (void)state;
-    if (redis_start() != 0)
-        skip();
-    for (int i = 0; i < 4; i++) {
-        int conf = i & 1, landing = i >> 1;
-        struct env *e = env_shared("100ms");
-        struct client cl, dummy = {.env = e};
-        OSSL_CMP_CTX *ctx;
-        char serial[64] = "";
-        int after, held = 1;
-
-        print_message("closed by %s, %s\n", conf ? "a certConf" : "the client's error message",
-                      landing ? "while its certificate is recorded" : "before its certificate came");
-        slow_revokes(e);
-        signing_thread = pthread_self(); /* the client's: its fsyncs are not held */
-        ctx = shared_waiting(e, &cl, NULL);
-        cl.other = client_new(&dummy, SIG, client_cert, client_key, NULL, NULL, 0);
-        cl.tamper = conf ? tamper_poll_certconf : tamper_poll_error;
-        if (landing) {
-            slow.hold_record = 1;
-            slow_gate(1);
-            held = hold_wait();
-        }
-        (void)poll_step(ctx, &after); /* its next pollReq goes as that message */
-        if (landing)
-            hold_release(); /* before any assertion: the completion holds detach_lock */
-        else
-            slow_gate(1);
-        assert_true(held);
-        assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
-        slow_wait_completed(e, 1);
-        assert_int_equal(audit_count(e, "issued", NULL, "status",
-                                     landing ? "awaiting the client's pollReq"
-                                             : "issued after its transaction was closed; not delivered"),
-                         1);
-        assert_int_equal(audit_serial(e, "issued", serial, sizeof(serial)), 0);
-        assert_int_equal(audit_count(e, "expired_undelivered", NULL, NULL, NULL), 0);
-        assert_int_equal(audit_count(e, "revoked", serial, NULL, NULL), 1);
-        assert_int_equal(revoke_calls(e), 1);
-        client_cleanup(&cl);
-        client_cleanup(&dummy);
-        OSSL_CMP_CTX_free(ctx);
-        env_free(e);
-    }
-}
-
-/*
  * The commands the gateway hands hiredis: while |drop_hook.fn| is set, the one sent from the test's
  * thread that ends a transaction's record (the only script whose keys are a record's lease and the
  * deadlines) first runs |fn|, once: what another instance does while this one closes the transaction.
+ * With |after_end|, the one after it instead, which releases the transaction's reservation (its keys the
+ * reservation and its share's open set): the record is gone by then.
  */
 static struct {
     pthread_t thread;
     void (*fn)(void);
+    bool after_end;
 } drop_hook;
 
-/* Whether one of the |argc| arguments ends with |suffix|, or with |infix| holds it. */
+/* Whether one of the |argc| arguments ends with |s| (|suffix|), or holds it. */
 static bool arg_has(int argc, const char **argv, const size_t *argvlen, const char *s, bool suffix)
 {
     size_t n = strlen(s);
@@ -6395,7 +6343,10 @@ int redisAppendCommandArgv(redisContext *c, int argc, const char **argv, const s
     void (*fn)(void) = drop_hook.fn;
 
     if (fn != NULL && pthread_equal(pthread_self(), drop_hook.thread) &&
-        arg_has(argc, argv, argvlen, ":deadlines", true) && arg_has(argc, argv, argvlen, ":lease:", false)) {
+        (drop_hook.after_end
+             ? arg_has(argc, argv, argvlen, ":txn:", false) && arg_has(argc, argv, argvlen, ":open:", false)
+             : arg_has(argc, argv, argvlen, ":deadlines", true) &&
+                   arg_has(argc, argv, argvlen, ":lease:", false))) {
         drop_hook.fn = NULL;
         fn();
     }
@@ -6420,6 +6371,73 @@ static void call_lands(void)
     for (int i = 0; i < 500 && gw_cmp_engine_calls_running(slow.engine); i++)
         usleep(10000);
     landed = slow.completed == 1 && !gw_cmp_engine_calls_running(slow.engine);
+}
+
+/*
+ * A shared deferred request whose transaction this instance closes (the client's error message, or a
+ * certConf in place of its pollReq) before its call's certificate is on record: the call's result
+ * goes beside a record that is being dropped, where nobody would find it. Whether the certificate
+ * comes after the close, is being recorded during it (its "issued" record held in its fsync), or comes
+ * once the record ended and before the close is done with the call, it is withdrawn here, once, and
+ * never said to be closed by another instance. Once, a certConf's close ended the record before it
+ * marked the call closed: a certificate in between found the record gone, was withdrawn as closed on
+ * another instance, and then again as one no pollReq collected.
+ */
+static void test_shared_closed_while_call_runs(void **state)
+{
+    static const char *const when[] = {"before its certificate came", "while its certificate is recorded",
+                                       "its certificate coming once the record ended"};
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    for (int i = 0; i < 6; i++) {
+        int conf = i & 1, landing = i >> 1;
+        struct env *e = env_shared("100ms");
+        struct client cl, dummy = {.env = e};
+        OSSL_CMP_CTX *ctx;
+        char serial[64] = "";
+        int after, held = 1;
+
+        print_message("closed by %s, %s\n", conf ? "a certConf" : "the client's error message",
+                      when[landing]);
+        slow_revokes(e);
+        signing_thread = pthread_self(); /* the client's: its fsyncs are not held */
+        ctx = shared_waiting(e, &cl, NULL);
+        cl.other = client_new(&dummy, SIG, client_cert, client_key, NULL, NULL, 0);
+        cl.tamper = conf ? tamper_poll_certconf : tamper_poll_error;
+        if (landing == 1) {
+            slow.hold_record = 1;
+            slow_gate(1);
+            held = hold_wait();
+        }
+        landed = landing == 2 ? 0 : 1;
+        drop_hook.thread = pthread_self();
+        drop_hook.after_end = true;
+        drop_hook.fn = landing == 2 ? call_lands : NULL;
+        (void)poll_step(ctx, &after); /* its next pollReq goes as that message */
+        drop_hook.fn = NULL;
+        if (landing == 1)
+            hold_release(); /* before any assertion: the completion holds detach_lock */
+        else
+            slow_gate(1);
+        assert_true(held);
+        assert_true(landed);
+        assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+        slow_wait_completed(e, 1);
+        assert_int_equal(audit_count(e, "issued", NULL, "status",
+                                     landing == 1 ? "awaiting the client's pollReq"
+                                                  : "issued after its transaction was closed; not delivered"),
+                         1);
+        assert_int_equal(audit_serial(e, "issued", serial, sizeof(serial)), 0);
+        assert_int_equal(audit_count(e, "expired_undelivered", NULL, NULL, NULL), 0);
+        assert_int_equal(audit_count(e, "revoked", serial, NULL, NULL), 1);
+        assert_int_equal(revoke_calls(e), 1);
+        client_cleanup(&cl);
+        client_cleanup(&dummy);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
 }
 
 /*
@@ -6456,6 +6474,7 @@ static void test_shared_closed_elsewhere_while_result_lands(void **state)
         cl.tamper = conf ? tamper_poll_certconf : tamper_poll_error;
         landed = 0;
         drop_hook.thread = pthread_self();
+        drop_hook.after_end = false;
         drop_hook.fn = call_lands;
         (void)poll_step(ctx, &after); /* its next pollReq goes as that message */
         drop_hook.fn = NULL;
@@ -8601,6 +8620,7 @@ static void test_shared_reload_pollreq_while_result_lands(void **state)
     cl.env = next;
     landed = 0;
     drop_hook.thread = pthread_self();
+    drop_hook.after_end = false;
     drop_hook.fn = call_lands;
     assert_int_equal(poll_step(ctx, &after), 0);
     drop_hook.fn = NULL;
