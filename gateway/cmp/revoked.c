@@ -81,7 +81,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
-#define ID_LEN 16
+#define ID_LEN CMP_REVOKED_ID_LEN
 #define FIRST_CAP 64
 #define LINE_MAX_LEN (2 * ID_LEN + 1 + 20 + 1) /* id, a space, a time_t in decimal, the newline */
 #define LOCK_TRIES 8 /* starts that may replace the file between this one's open and its lock */
@@ -127,8 +127,7 @@ struct cmp_revoked {
     bool skipping;             /* |at| is within a line no entry, said so already: skipped to its end */
 };
 
-/* |cert|'s name in the set: its issuer name and serial number; 0, or GW_ERR_CRYPTO. */
-static int id_of(X509 *cert, unsigned char id[ID_LEN])
+int cmp_revoked_id(X509 *cert, unsigned char id[CMP_REVOKED_ID_LEN])
 {
     const unsigned char *name = NULL;
     unsigned char *serial = NULL, md[EVP_MAX_MD_SIZE];
@@ -709,7 +708,7 @@ int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
     uint32_t max = e->cfg.cmp->max_revoked;
     int rc, missed = 0;
 
-    if (gw_asn1_time(X509_get0_notAfter(cert), &until) != 0 || id_of(cert, id) != 0) {
+    if (gw_asn1_time(X509_get0_notAfter(cert), &until) != 0 || cmp_revoked_id(cert, id) != 0) {
         snprintf(err, GW_ERR_LEN, "its issuer, serial or notAfter cannot be read");
         return CMP_REVOKED_NOT_HERE | (e->cluster != NULL ? CMP_REVOKED_NOT_SHARED : 0);
     }
@@ -791,7 +790,7 @@ int cmp_revoked_check(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err
     unsigned char id[ID_LEN];
     char hex[2 * ID_LEN + 1];
 
-    if (id_of(cert, id) != 0) {
+    if (cmp_revoked_id(cert, id) != 0) {
         snprintf(err, GW_ERR_LEN, "the certificate's issuer and serial cannot be read");
         return GW_ERR_CRYPTO;
     }
@@ -875,7 +874,7 @@ int cmp_revoked_begin(struct gw_cmp_engine *e, X509 *cert, uint32_t wait_ms, cha
     time_t now;
     int rc = 0;
 
-    if (id_of(cert, id) != 0) {
+    if (cmp_revoked_id(cert, id) != 0) {
         snprintf(err, GW_ERR_LEN, "the certificate's issuer and serial cannot be read");
         return GW_ERR_CRYPTO;
     }
@@ -914,7 +913,7 @@ void cmp_revoked_end(struct gw_cmp_engine *e, X509 *cert)
     unsigned char id[ID_LEN];
     char hex[2 * ID_LEN + 1];
 
-    if (id_of(cert, id) != 0)
+    if (cmp_revoked_id(cert, id) != 0)
         return;
     /* the shared mark first, while this instance's holds: a revocation of it here that began in between
        would take the mark as its own (cluster.c), and this end would delete it */

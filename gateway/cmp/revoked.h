@@ -19,6 +19,13 @@
 struct cmp_revoked;
 
 /*
+ * cmp_revoked_id: |cert|'s name in the set, 128 bits of SHA-256 over its issuer name and serial number
+ * (DER), what a CRL and an rr name it by; 0, or GW_ERR_CRYPTO. Any thread.
+ */
+#define CMP_REVOKED_ID_LEN 16
+int cmp_revoked_id(X509 *cert, unsigned char id[CMP_REVOKED_ID_LEN]);
+
+/*
  * cmp_revoked_new: a set of what |file| (cmp.revoked_file; NULL: none, the set starts empty) kept from
  * earlier runs, unexpired at |now|; the file is rewritten with that alone (unless another gateway
  * appends to it) and kept open for the revocations to come, this gateway's and the other's. Only
