@@ -102,6 +102,10 @@
    revocation waiting for another instance's asks again this often */
 #define GW_STATE_REVOKING_SLACK_MS 15000
 #define GW_STATE_REVOKING_POLL_MS 50
+/* the certificates an instance let through lately, by issuer and serial and by their DER's hash: one with
+   the serial of another of them is refused as a CA's reuse of a serial (gateway/cmp/recent.c). A ring,
+   per process, across reloads: some 100 bytes each (their transactionIDs the most). A power of 2. */
+#define GW_RECENT_ISSUED 4096
 /* a transaction record and a deferred request's result in Redis: what an instance writes fits, and
    a larger value (a Redis writer's) is refused inside Redis, never pulled over and HMAC'd */
 #define GW_STATE_MAX_RECORD (4 * GW_MAX_CMP_BODY)      /* the request, its certificate, a few fields */

@@ -38,6 +38,7 @@ struct gw_upstream;
 struct gw_upstream_set;
 struct cmp_crl_cache;   /* status.c */
 struct cmp_revoked;     /* revoked.c */
+struct cmp_recent;      /* recent.c */
 struct cmp_shared;      /* engine.c */
 struct cmp_pending;     /* poll.c */
 struct cmp_remote;      /* poll.c */
@@ -63,6 +64,7 @@ struct gw_cmp_engine {
     struct cmp_pending *pending;           /* upstream calls still running (poll.c's lock) */
     struct cmp_crl_cache *crls;            /* per cfg.upstreams[i]: its CRLs, one per CA (status.c) */
     struct cmp_revoked *revoked;           /* shared->revoked: the certificates revoked through cmpgw */
+    struct cmp_recent *recent;             /* shared->recent: the certificates let through lately */
     struct cmp_chains *chains;             /* validated client chains (chains.c); NULL: none kept */
     struct gw_x509_links *links;           /* upstream chains' links found signed; NULL: none kept */
     struct cmp_withdrawals *withdrawals;   /* revocations waiting for their upstream (record.c) */

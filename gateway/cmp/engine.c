@@ -14,6 +14,7 @@
 #include "gateway/cmp/engine_test.h"
 #include "gateway/cmp/outcome.h"
 #include "gateway/cmp/reasons.h"
+#include "gateway/cmp/recent.h"
 #include "gateway/cmp/policy.h"
 #include "gateway/cmp/precheck.h"
 #include "gateway/cmp/poll.h"
@@ -46,12 +47,16 @@
     "proof of possession failed or missing: sign the request with the private key of the requested "         \
     "public key"
 
-/* What the engines of successive configurations share: open transactions, replay cache, revocations. */
+/*
+ * What the engines of successive configurations share: open transactions, replay cache, revocations, the
+ * certificates let through lately.
+ */
 struct cmp_shared {
     atomic_int refs;
     struct gw_txn_table *txns;
     struct gw_replay *replay;
     struct cmp_revoked *revoked;
+    struct cmp_recent *recent;
     struct gw_cluster *cluster; /* "cmp.state": "redis"; a reload keeps the first one (restart to change) */
 };
 
@@ -66,13 +71,15 @@ static struct cmp_shared *shared_new(const struct gw_cmp_settings *cfg, char *er
     sh->txns = gw_txn_table_new(cfg->cmp->max_transactions, cfg->cmp->max_transactions_per_identity);
     sh->replay =
         gw_replay_new(GW_REPLAY_MAX_ENTRIES, cfg->cmp->max_recent_per_identity, cmp_replay_ttl(cfg->cmp));
-    if (sh->txns == NULL || sh->replay == NULL ||
+    sh->recent = cmp_recent_new();
+    if (sh->txns == NULL || sh->replay == NULL || sh->recent == NULL ||
         (sh->revoked = cmp_revoked_new(cfg->cmp->revoked_file, cfg->uid, time(NULL), err)) == NULL ||
         (cfg->cmp->state.backend == GW_STATE_REDIS &&
          (sh->cluster = gw_cluster_new(&cfg->cmp->state, err)) == NULL)) {
         gw_txn_table_free(sh->txns, NULL, NULL);
         gw_replay_free(sh->replay);
         cmp_revoked_free(sh->revoked);
+        cmp_recent_free(sh->recent);
         free(sh);
         return NULL;
     }
@@ -104,6 +111,7 @@ struct gw_cmp_engine *gw_cmp_engine_new(const struct gw_cmp_settings *cfg, struc
     e->replay = e->shared->replay;
     e->cluster = e->shared->cluster;
     e->revoked = e->shared->revoked;
+    e->recent = e->shared->recent;
     if (cmp_withdrawals_init(e) != 0) {
         snprintf(err, GW_ERR_LEN,
                  "CMP engine: its withdrawal queue cannot be made (out of memory, or no "
@@ -207,6 +215,7 @@ bool gw_cmp_engine_free_until(struct gw_cmp_engine *e, uint64_t until_ms)
         gw_txn_table_free(e->shared->txns, log_closed, (void *)&abandoned);
         gw_replay_free(e->shared->replay);
         cmp_revoked_free(e->shared->revoked);
+        cmp_recent_free(e->shared->recent);
         gw_cluster_free(e->shared->cluster);
         free(e->shared);
     }

@@ -192,10 +192,12 @@ static OSSL_CMP_PKISI *refuse_cert(struct cmp_txn *t, struct cmp_call *c, X509 *
 }
 
 /*
- * A certificate with the serial of one revoked through this gateway (cmp_check_serial_reused): on
- * record with its serial, and not withdrawn. That serial is revoked already, at the CA and here:
- * asking again would only repeat that revocation (cfssl would write this one's reason and time over
- * the first's), and the CA's operator has to learn why it reused the serial (the log line says so).
+ * A certificate with the serial of one revoked through this gateway, or of another one it let through
+ * lately (cmp_check_serial_reused): on record with its serial, and not withdrawn. A revoked serial is
+ * revoked already, at the CA and here: asking again would only repeat that revocation (cfssl would
+ * write this one's reason and time over the first's). Revoking the serial of a certificate let through
+ * would revoke that one, which is valid. The CA's operator has to learn why it reused the serial (the
+ * log line says so).
  */
 static OSSL_CMP_PKISI *refuse_reused(struct cmp_txn *t, struct cmp_call *c, X509 *cert,
                                      const struct cmp_refusal *r)
@@ -212,7 +214,7 @@ static OSSL_CMP_PKISI *refuse_reused(struct cmp_txn *t, struct cmp_call *c, X509
  * What the upstream returned is checked before it reaches the client, and refused as
  * gw_policy_issued_refusal words it: badCertTemplate for content outside the role's policy,
  * systemFailure for a certificate that is the CA's fault, a serial of a certificate revoked through
- * this gateway included.
+ * this gateway or let through lately included.
  */
 static OSSL_CMP_PKISI *deliver(struct cmp_txn *t, struct cmp_call *c, const struct gw_cert_plan *plan,
                                struct gw_sign_result *res, X509 **certOut, STACK_OF(X509) **chainOut)

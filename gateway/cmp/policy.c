@@ -12,6 +12,7 @@
 #include "gateway/cmp/audit.h"
 #include "gateway/cmp/cluster.h"
 #include "gateway/cmp/outcome.h"
+#include "gateway/cmp/recent.h"
 #include "gateway/cmp/record.h"
 #include "gateway/cmp/replay.h"
 #include "gateway/cmp/revoked.h"
@@ -704,14 +705,43 @@ enum gw_issued_verdict cmp_check_issued(const struct gw_cmp_engine *e, const str
     return v;
 }
 
+/*
+ * A certificate with the issuer and serial of another one let through lately (cmp_recent_note): that one
+ * is valid, and its holder uses it. The new one is not revoked either: revocation goes by issuer and
+ * serial, and would revoke the earlier one with it. The CA's operator has to act.
+ */
+static int refuse_reissued(const struct gw_upstream *up, const char *tid, const char *issuer,
+                           const char *serial, const char *earlier, int *fail_info, char *text)
+{
+    gw_log_kv(GW_LOG_ERROR, "cert_serial_reused", "tid", tid, "upstream",
+              gw_upstream_conf_name(gw_upstream_get0_conf(up)), "issuer", issuer, "serial", serial,
+              "earlier_tid", earlier, "msg",
+              "the CA issued the serial of a certificate cmpgw let through lately (earlier_tid) again, to "
+              "another certificate: the new one was not released, nor revoked (that would revoke the earlier "
+              "one with it); find out at the CA why it reused the serial and which certificates carry it",
+              NULL);
+    *fail_info = OSSL_CMP_PKIFAILUREINFO_systemFailure;
+    snprintf(text, GW_ERR_LEN,
+             "the CA issued serial %s again, that of another certificate this gateway let through: the new "
+             "certificate was not released (revoking either would revoke both); report this to the PKI's "
+             "operator",
+             serial);
+    return CMP_SERIAL_REUSED;
+}
+
 int cmp_check_serial_reused(struct gw_cmp_engine *e, const struct gw_upstream *up, X509 *cert, time_t now,
                             const char *tid, int *fail_info, char *text)
 {
     char serial[2 * 20 + 1], issuer[256], err[GW_ERR_LEN] = ""; /* RFC 5280 §4.1.2.2: 20 octets at most */
-    int rc = cmp_revoked_check(e, cert, now, err);
+    char earlier[2 * GW_MAX_TID_LEN + 1] = "";
+    int rc = cmp_revoked_check(e, cert, now, err), again = 0;
 
-    if (rc == 0)
+    if (rc == 0 && (again = cmp_recent_note(e->recent, cert, tid, earlier)) == 0)
         return 0;
+    if (again < 0) {
+        rc = again;
+        snprintf(err, sizeof(err), "the certificate cannot be hashed (out of memory)");
+    }
     gw_x509_cert_serial_hex(cert, serial, sizeof(serial));
     if (rc < 0) { /* as a credential's lookup: a certificate that may be revoked is not released */
         gw_log_kv(rc == GW_ERR_UNAVAILABLE ? GW_LOG_ERROR : GW_LOG_WARN,
@@ -726,6 +756,8 @@ int cmp_check_serial_reused(struct gw_cmp_engine *e, const struct gw_upstream *u
         return CMP_SERIAL_UNCHECKED;
     }
     X509_NAME_oneline(X509_get_issuer_name(cert), issuer, sizeof(issuer)); /* for a person to read only */
+    if (again)
+        return refuse_reissued(up, tid, issuer, serial, earlier, fail_info, text);
     gw_log_kv(
         GW_LOG_ERROR, "cert_serial_reused", "tid", tid, "upstream",
         gw_upstream_conf_name(gw_upstream_get0_conf(up)), "issuer", issuer, "serial", serial, "msg",

@@ -349,9 +349,9 @@ static void withdraw_refused(struct cmp_pending *p, struct gw_sign_result *res)
 }
 
 /*
- * A certificate with the serial of one revoked through this gateway (cmp_check_serial_reused), |e|
- * held: on record, and dropped from |res| so that it is not withdrawn (the serial is revoked already:
- * issue.c refuse_reused) nor recorded as issued. Call thread.
+ * A certificate with the serial of one revoked through this gateway or let through lately
+ * (cmp_check_serial_reused), |e| held: on record, and dropped from |res| so that it is not withdrawn
+ * (issue.c refuse_reused) nor recorded as issued. Call thread.
  */
 static void drop_reused(struct gw_cmp_engine *e, struct cmp_pending *p, struct gw_sign_result *res)
 {
@@ -366,7 +366,7 @@ static void drop_reused(struct gw_cmp_engine *e, struct cmp_pending *p, struct g
  * What deliver() checks (issue.c), on a certificate that came after the client was told to poll: one
  * that fails becomes a refused answer here, on record and withdrawn at once (withdraw_refused), not
  * when a pollReq that may never come collects it; one with the serial of a certificate revoked through
- * this gateway is on record only. The pollReq gets the refusal. Call thread.
+ * this gateway or let through lately is on record only. The pollReq gets the refusal. Call thread.
  */
 static void check_arrival(struct cmp_pending *p, struct gw_sign_result *res)
 {

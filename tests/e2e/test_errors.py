@@ -52,6 +52,7 @@ ELSEWHERE = {
     "upstream_refused_gateway": ("test_cmp_upstream.py", " did not accept the gateway's own request (its "),
     "issued_serial_revoked": ("test_vault_answers.py", " again, that of a certificate revoked through this "),
     "issued_serial_unchecked": ("../unit/test_cmp.c", " before, to a certificate revoked through this gateway, "),
+    "issued_serial_reissued": ("test_vault_answers.py", " again, that of another certificate this gateway let "),
     "upstream_tid_in_use": ("test_cmp_upstream.py", " had the gateway's own transactionID in use; nothing was "),
     "delegate_name": ("test_vault.py", " is not allowed by the upstream role ("),
     "delegate_uri": ("../unit/test_policy.c", " is not allowed by the upstream role (allowed_uri_sans: "),

@@ -18,7 +18,8 @@ is one Vault signed with SHA-1 (switch sign_hash).
 
 A certificate whose serial is that of one revoked through the gateway (switch serial_number: a CA that
 issues a serial again) is revoked on arrival wherever revocation goes by issuer and serial: it is not
-released, and not revoked again.
+released, and not revoked again. One whose serial is that of a certificate the gateway let through before, never revoked, is not
+released either, nor revoked: that would revoke the earlier one.
 
 Each is asserted on the decoded CMP answer (PKIStatus rejection, failInfo, statusString) next to its twin
 that issues once the switch is cleared.
@@ -217,6 +218,42 @@ class VaultAnswers(harness.GatewayTestCase):
         self.assertEqual(self.vault.since(mark, "/revoke"), [])
         # not even queued for a withdrawal (which would find the serial revoked and skip the CA)
         self.assertEqual([e for e in self.gw.log_lines() if e.get("event") == "revoke_not_repeated"], [])
+
+    def test_serial_issued_twice(self):
+        """Vault issues the serial of a certificate the gateway let through before, never revoked, to another
+        certificate: revocation goes by issuer and serial, so revoking either would revoke both. Not
+        released: systemFailure saying so, on record as rejected with that serial, logged cert_serial_reused
+        naming the upstream, issuer, serial and the earlier certificate's transaction, and not revoked at
+        Vault (that would revoke the earlier one, valid and in its holder's use). Twin: the same request
+        with a serial of its own issues."""
+        earlier = self.p10cr("vault", "twice-first", expect_cert=True)
+        earlier_tid = earlier.first.header["transactionID"].asOctets().hex()
+        serial = harness.serial_hex(earlier.cert)
+        self.vault.control({"serial_number": ":".join(serial[i:i + 2] for i in range(0, len(serial), 2)),
+                            "match": "/sign/"})
+        mark = self.vault.mark()
+        res = self.p10cr("vault", "twice", expect_cert=False)
+        self.assert_rejected(res, "systemFailure")
+        self.assertEqual(res.first.status_strings, [
+            "the CA issued serial %s again, that of another certificate this gateway let through: the new "
+            "certificate was not released (revoking either would revoke both); report this to the PKI's "
+            "operator" % serial])
+        self.assertEqual(len(self.vault.since(mark, "/sign/")), 1)
+        tid = res.first.header["transactionID"].asOctets().hex()
+        self.assertNotIn(tid, self.issued_tids())
+        logged = [e for e in self.gw.log_lines() if e.get("event") == "cert_serial_reused" and e.get("tid") == tid]
+        self.assertEqual([(e.get("level"), e.get("upstream"), e.get("serial"), e.get("earlier_tid")) for e in logged],
+                         [("error", "vault", serial, earlier_tid)])
+        self.assertIn("CN=", logged[0].get("issuer", ""))
+        # the twin: a serial of its own
+        self.vault.control({})
+        res = self.p10cr("vault", "twice-twin", expect_cert=True)
+        self.assertIn(res.first.status, (0, 1), res.first)
+        recs = harness.settled(lambda: self.records(tid), lambda rs: len(rs) >= 2, timeout=2)
+        self.assertEqual(recs, [("rejected", serial)])
+        self.assertEqual(self.vault.since(mark, "/revoke"), [])
+        self.assertIn(("issued", serial), self.records(earlier_tid))
+        self.assertEqual([e for e, _ in self.records(earlier_tid) if e.startswith("revoke")], [])
 
 
 if __name__ == "__main__":

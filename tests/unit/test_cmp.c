@@ -1069,6 +1069,8 @@ static struct {
     void (*during_revoke)(void); /* called as the test CA revokes */
     int revoked_first; /* the certificate's issuer and serial are revoked through the gateway before it
                           is handed up: a CA issuing the serial of a revoked certificate again */
+    const ASN1_INTEGER *serial; /* the certificate gets this serial (borrowed): a CA issuing one again */
+    const X509 *again;          /* handed up in place of the certificate (borrowed): the same one twice */
 } fake;
 
 /*
@@ -1135,6 +1137,16 @@ static void fake_done(void *arg, struct gw_sign_result *res)
     } else if (res->cert != NULL && fake.mode == FK_OTHER_CA) {
         X509_set_issuer_name(res->cert, X509_get_subject_name(rogue_cert));
         assert_true(X509_sign(res->cert, rogue_key, EVP_sha256()) > 0);
+    }
+    if (res->cert != NULL && fake.serial != NULL) {
+        assert_int_equal(X509_set_serialNumber(res->cert, (ASN1_INTEGER *)fake.serial), 1);
+        assert_true(X509_sign(res->cert,
+                              ((const struct gw_local_conf *)gw_upstream_get0_conf(fc->up)->impl)->key,
+                              EVP_sha256()) > 0);
+    }
+    if (res->cert != NULL && fake.again != NULL) {
+        X509_free(res->cert);
+        assert_non_null(res->cert = X509_dup(fake.again));
     }
     if (res->cert != NULL && fake.revoked_first) {
         char err[GW_ERR_LEN] = "";
@@ -2830,6 +2842,74 @@ static void test_issued_serial_revoked(void **state)
         OSSL_CMP_CTX_free(ctx);
         env_free(e);
     }
+}
+
+/*
+ * A certificate with the issuer and serial of another one the gateway let through earlier, never revoked
+ * (the CA issued the serial again): not released (systemFailure, logged cert_serial_reused with the
+ * earlier transaction), on record as rejected, and not revoked (that would revoke the earlier one too).
+ * Twins: the very certificate let through before, returned again, is no reuse; a serial of its own issues.
+ */
+static void test_issued_serial_reissued(void **state)
+{
+    struct env *e = env_new(CMP_DEFAULTS);
+    struct client cl = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    ASN1_OCTET_STRING *first_tid = ASN1_OCTET_STRING_new();
+    X509 *first, *cert;
+    char want[512];
+    char *logged;
+
+    (void)state;
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
+    assert_int_equal(ASN1_OCTET_STRING_set(first_tid, (const unsigned char *)"reissued-serial!", 16), 1);
+    assert_int_equal(OSSL_CMP_CTX_set1_transactionID(ctx, first_tid), 1);
+    assert_non_null(cert = OSSL_CMP_exec_IR_ses(ctx));
+    assert_non_null(first = X509_dup(cert));
+
+    print_message("case: the same certificate again\n");
+    fake.again = first;
+    OSSL_CMP_CTX_reinit(ctx);
+    log_capture_start();
+    cert = OSSL_CMP_exec_IR_ses(ctx);
+    logged = log_capture_end();
+    assert_non_null(cert);
+    assert_int_equal(X509_cmp(cert, first), 0);
+    assert_null(strstr(logged, "cert_serial_reused"));
+    free(logged);
+    fake.again = NULL;
+
+    print_message("case: another certificate with its serial\n");
+    fake.serial = X509_get0_serialNumber(first);
+    OSSL_CMP_CTX_reinit(ctx);
+    log_capture_start();
+    cert = OSSL_CMP_exec_IR_ses(ctx);
+    logged = log_capture_end();
+    assert_null(cert);
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                  " again, that of another certificate this gateway let through: the new certificate was not "
+                  "released (revoking either would revoke both); report this to the PKI's operator");
+    /* "reissued-serial!" in hex */
+    snprintf(want, sizeof(want), "\"earlier_tid\":\"%s\"", "72656973737565642d73657269616c21");
+    if (strstr(logged, "\"event\":\"cert_serial_reused\"") == NULL || strstr(logged, want) == NULL ||
+        strstr(logged, "\"upstream\":\"local\"") == NULL || strstr(logged, "\"issuer\":") == NULL)
+        fail_msg("no cert_serial_reused naming the upstream, issuer and %s in: %s", want, logged);
+    free(logged);
+    assert_int_equal(revoke_calls(e), 0);
+    assert_int_equal(audit_count(e, "rejected", NULL, NULL, NULL), 1);
+    assert_int_equal(audit_count(e, "issued", NULL, NULL, NULL), 2);
+
+    print_message("case: a serial of its own\n");
+    fake.serial = NULL;
+    OSSL_CMP_CTX_reinit(ctx);
+    assert_non_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_int_equal(audit_count(e, "issued", NULL, NULL, NULL), 3);
+    assert_int_equal(revoke_calls(e), 0);
+    X509_free(first);
+    ASN1_OCTET_STRING_free(first_tid);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
 }
 
 /*
@@ -8839,6 +8919,7 @@ int main(void)
         cmocka_unit_test(test_result_checks),
         cmocka_unit_test(test_refused_answer_other_key),
         cmocka_unit_test(test_issued_serial_revoked),
+        cmocka_unit_test(test_issued_serial_reissued),
         cmocka_unit_test(test_refusal_text_utf8),
         cmocka_unit_test(test_refusal_text_bidi),
         cmocka_unit_test(test_refusal_text_invisible),

@@ -1,0 +1,29 @@
+/*
+ * The certificates this process let through lately (the last GW_RECENT_ISSUED that passed the checks of
+ * what an upstream returned), each by its issuer and serial and by the hash of its DER: a CA that issues
+ * the serial of one of them again, to another certificate, is caught (policy.c cmp_check_serial_reused).
+ * Shared by every generation of the configuration, as the revoked set is; kept in memory only.
+ */
+#ifndef GW_CMP_RECENT_H
+#define GW_CMP_RECENT_H
+
+#include <openssl/x509.h>
+
+#include "base/limits.h"
+
+struct cmp_recent;
+
+/* cmp_recent_new: an empty ring; NULL when out of memory. cmp_recent_free is NULL-safe. */
+struct cmp_recent *cmp_recent_new(void);
+void cmp_recent_free(struct cmp_recent *r);
+
+/*
+ * cmp_recent_note: |cert|, let through in the transaction |tid| (hex), against the ring. 0: no other
+ * certificate in it has |cert|'s issuer and serial, and |cert| is in it now (the newest, or where it was:
+ * the same certificate returned again is no reuse). 1: another one has, let through in the transaction
+ * |earlier| (hex, 2 * GW_MAX_TID_LEN + 1) says; |cert| is not added. GW_ERR_CRYPTO: |cert| cannot be
+ * hashed. Worker or call thread: one lock, held for the lookup and the insertion alone.
+ */
+int cmp_recent_note(struct cmp_recent *r, X509 *cert, const char *tid, char *earlier);
+
+#endif
