@@ -734,9 +734,14 @@ int cmp_check_serial_reused(struct gw_cmp_engine *e, const struct gw_upstream *u
 {
     char serial[2 * 20 + 1], issuer[256], err[GW_ERR_LEN] = ""; /* RFC 5280 §4.1.2.2: 20 octets at most */
     char earlier[2 * GW_MAX_TID_LEN + 1] = "";
-    int rc = cmp_revoked_check(e, cert, now, err), again = 0;
+    unsigned char id[CMP_REVOKED_ID_LEN];
+    int rc = GW_ERR_CRYPTO, again = 0;
 
-    if (rc == 0 && (again = cmp_recent_note(e->recent, cert, tid, earlier)) == 0)
+    if (cmp_revoked_id(cert, id) != 0)
+        snprintf(err, sizeof(err), "the certificate's issuer and serial cannot be read");
+    else
+        rc = cmp_revoked_check_id(e, id, now, err);
+    if (rc == 0 && (again = cmp_recent_note(e->recent, id, cert, tid, earlier)) == 0)
         return 0;
     if (again < 0) {
         rc = again;

@@ -7,12 +7,12 @@
  * issuer and serial differ there, the same one returned twice (a deferred request's certificate checked
  * when it lands and again when its pollReq collects it) does not.
  *
- * Both hashes are taken before the lock; under it, a walk of one chain and, for a new one, an unlinking
+ * The caller has the id (cmp_check_serial_reused looks it up in the revoked set first); the DER's
+ * hash is taken before the lock; under it, a walk of one chain and, for a new one, an unlinking
  * and a linking. One lock for the check and the insertion: two certificates with one serial that arrive
  * at once on two workers cannot both pass.
  */
 #include "gateway/cmp/recent.h"
-#include "gateway/cmp/revoked.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/x509.h"
@@ -112,8 +112,7 @@ static void insert(struct cmp_recent *r, const unsigned char *id, const unsigned
     r->oldest = (r->oldest + 1) & (GW_RECENT_ISSUED - 1);
 }
 
-/* |tid| (hex) as bytes; one that is not hex, or too long, is kept as far as it goes: the log alone reads it.
- */
+/* |tid| (hex) as bytes, as far as it is hex and fits: only the log reads it back. */
 static size_t tid_bytes(const char *tid, unsigned char *out)
 {
     size_t n = 0;
@@ -129,17 +128,17 @@ static size_t tid_bytes(const char *tid, unsigned char *out)
     return n;
 }
 
-int cmp_recent_note(struct cmp_recent *r, X509 *cert, const char *tid, char *earlier)
+int cmp_recent_note(struct cmp_recent *r, const unsigned char id[CMP_REVOKED_ID_LEN], X509 *cert,
+                    const char *tid, char *earlier)
 {
-    unsigned char id[CMP_REVOKED_ID_LEN], hash[EVP_MAX_MD_SIZE], bin[GW_MAX_TID_LEN];
+    unsigned char hash[EVP_MAX_MD_SIZE], bin[GW_MAX_TID_LEN];
     unsigned int hash_len = 0;
     size_t bin_len = tid_bytes(tid, bin);
     uint32_t i;
     int reused = 0;
 
     earlier[0] = '\0';
-    if (cmp_revoked_id(cert, id) != 0 || X509_digest(cert, gw_sha256(), hash, &hash_len) != 1 ||
-        hash_len < HASH_LEN)
+    if (X509_digest(cert, gw_sha256(), hash, &hash_len) != 1 || hash_len < HASH_LEN)
         return GW_ERR_CRYPTO;
     pthread_mutex_lock(&r->lock);
     if ((i = find(r, id)) == NIL)

@@ -10,6 +10,7 @@
 #include <openssl/x509.h>
 
 #include "base/limits.h"
+#include "gateway/cmp/revoked.h"
 
 struct cmp_recent;
 
@@ -18,12 +19,14 @@ struct cmp_recent *cmp_recent_new(void);
 void cmp_recent_free(struct cmp_recent *r);
 
 /*
- * cmp_recent_note: |cert|, let through in the transaction |tid| (hex), against the ring. 0: no other
- * certificate in it has |cert|'s issuer and serial, and |cert| is in it now (the newest, or where it was:
- * the same certificate returned again is no reuse). 1: another one has, let through in the transaction
- * |earlier| (hex, 2 * GW_MAX_TID_LEN + 1) says; |cert| is not added. GW_ERR_CRYPTO: |cert| cannot be
- * hashed. Worker or call thread: one lock, held for the lookup and the insertion alone.
+ * cmp_recent_note: |cert|, whose cmp_revoked_id is |id|, let through in the transaction |tid| (hex),
+ * against the ring. 0: no other certificate in it has |cert|'s issuer and serial, and |cert| is in it
+ * now (the newest, or where it was: the same certificate returned again is no reuse). 1: another one
+ * has, let through in the transaction |earlier| (hex, 2 * GW_MAX_TID_LEN + 1) says; |cert| is not
+ * added. GW_ERR_CRYPTO: |cert| cannot be hashed. Worker or call thread: one lock, held for the lookup
+ * and the insertion alone.
  */
-int cmp_recent_note(struct cmp_recent *r, X509 *cert, const char *tid, char *earlier);
+int cmp_recent_note(struct cmp_recent *r, const unsigned char id[CMP_REVOKED_ID_LEN], X509 *cert,
+                    const char *tid, char *earlier);
 
 #endif

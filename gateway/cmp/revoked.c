@@ -788,12 +788,19 @@ static bool revoked_here(struct cmp_revoked *rs, const unsigned char *id, time_t
 int cmp_revoked_check(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
 {
     unsigned char id[ID_LEN];
-    char hex[2 * ID_LEN + 1];
 
     if (cmp_revoked_id(cert, id) != 0) {
         snprintf(err, GW_ERR_LEN, "the certificate's issuer and serial cannot be read");
         return GW_ERR_CRYPTO;
     }
+    return cmp_revoked_check_id(e, id, now, err);
+}
+
+int cmp_revoked_check_id(struct gw_cmp_engine *e, const unsigned char id[CMP_REVOKED_ID_LEN], time_t now,
+                         char *err)
+{
+    char hex[2 * ID_LEN + 1];
+
     if (revoked_here(e->revoked, id, now))
         return 1;
     if (e->cluster == NULL)

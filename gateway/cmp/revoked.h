@@ -64,6 +64,10 @@ int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err);
  */
 int cmp_revoked_check(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err);
 
+/* cmp_revoked_check of the certificate whose cmp_revoked_id is |id|, for a caller that has it already. */
+int cmp_revoked_check_id(struct gw_cmp_engine *e, const unsigned char id[CMP_REVOKED_ID_LEN], time_t now,
+                         char *err);
+
 /*
  * cmp_revoked_begin: |cert| is to be revoked at its CA through |e| (an rr, a withdrawal), whose upstream's
  * timeout is |wait_ms|. 0: it is marked as under way (with a shared state, on every instance), and no other

@@ -20,6 +20,7 @@
 #include "base/err.h"
 #include "base/limits.h"
 #include "gateway/cmp/recent.h"
+#include "gateway/cmp/revoked.h"
 
 #define THREADS 8
 
@@ -80,11 +81,20 @@ static X509 *cert_of(long serial, const char *cn)
     return parsed(x);
 }
 
+/* cmp_recent_note of |x|, named as the revoked set names it. */
+static int note_cert(struct cmp_recent *r, X509 *x, const char *tid, char *earlier)
+{
+    unsigned char id[CMP_REVOKED_ID_LEN];
+
+    assert_int_equal(cmp_revoked_id(x, id), 0);
+    return cmp_recent_note(r, id, x, tid, earlier);
+}
+
 /* One certificate noted: what cmp_recent_note says, |earlier| the transaction it names. */
 static int note(struct cmp_recent *r, long serial, const char *cn, const char *tid, char *earlier)
 {
     X509 *x = cert_of(serial, cn);
-    int rc = cmp_recent_note(r, x, tid, earlier);
+    int rc = note_cert(r, x, tid, earlier);
 
     X509_free(x);
     return rc;
@@ -98,10 +108,10 @@ static void test_reuse_and_same(void **state)
 
     (void)state;
     assert_non_null(r);
-    assert_int_equal(cmp_recent_note(r, first, "0a0b", earlier), 0);
+    assert_int_equal(note_cert(r, first, "0a0b", earlier), 0);
     assert_string_equal(earlier, "");
     /* the same certificate again: no reuse, whoever returns it */
-    assert_int_equal(cmp_recent_note(r, first, "0c0d", earlier), 0);
+    assert_int_equal(note_cert(r, first, "0c0d", earlier), 0);
     /* another with its issuer and serial: the first one's transaction named */
     assert_int_equal(note(r, 7, "second", "0e0f", earlier), 1);
     assert_string_equal(earlier, "0a0b");
@@ -148,7 +158,7 @@ static void *race(void *arg)
     char earlier[2 * GW_MAX_TID_LEN + 1];
 
     pthread_barrier_wait(rc->start);
-    rc->rc = cmp_recent_note(rc->r, rc->cert, "ab", earlier);
+    rc->rc = note_cert(rc->r, rc->cert, "ab", earlier);
     return NULL;
 }
 
