@@ -698,7 +698,9 @@ void gw_vault_map_error(long http_status, const char *body, size_t len, int *sta
                         char *reason)
 {
     struct gw_vault_error e;
-    char msg[GW_ERR_LEN], quote[GW_MAX_VAULT_QUOTE + 1], tail[GW_ERR_LEN];
+    /* tail: " (HTTP <long>)" and the longest suffix, 100 bytes; sized so that the reason's snprintf is
+       seen to fit GW_ERR_LEN with the longest quote (the compiler checks it, -Wformat-truncation) */
+    char msg[GW_ERR_LEN], quote[GW_MAX_VAULT_QUOTE + 1], tail[GW_ERR_LEN - GW_MAX_VAULT_QUOTE - 2];
     long st = http_status;
     size_t i, words, room;
 
