@@ -323,6 +323,15 @@ static void let_engine_go(void)
     pthread_mutex_unlock(&detach_lock);
 }
 
+/* |res| without its certificate and chain, which are on record: not delivered, nor withdrawn again. */
+static void drop_cert(struct gw_sign_result *res)
+{
+    X509_free(res->cert);
+    res->cert = NULL;
+    sk_X509_pop_free(res->chain, X509_free);
+    res->chain = NULL;
+}
+
 /*
  * A refused answer that carried a certificate (upstream.h), once the client has been told to poll: on
  * record and withdrawn now, and the result left a plain refusal for the pollReq (and the other
@@ -342,10 +351,7 @@ static void withdraw_refused(struct cmp_pending *p, struct gw_sign_result *res)
         gw_log_kv(GW_LOG_WARN, "late_issue", "tid", p->tid, "serial", p->view.serial, "upstream", p->upstream,
                   "msg", "certificate in a refused answer after shutdown; not delivered", NULL);
     }
-    X509_free(res->cert);
-    res->cert = NULL;
-    sk_X509_pop_free(res->chain, X509_free);
-    res->chain = NULL;
+    drop_cert(res);
 }
 
 /*
@@ -356,10 +362,7 @@ static void withdraw_refused(struct cmp_pending *p, struct gw_sign_result *res)
 static void drop_reused(struct gw_cmp_engine *e, struct cmp_pending *p, struct gw_sign_result *res)
 {
     (void)cmp_audit_cert(e, &p->view, p->tid, "rejected", res->reason, res->cert, 1);
-    X509_free(res->cert);
-    res->cert = NULL;
-    sk_X509_pop_free(res->chain, X509_free);
-    res->chain = NULL;
+    drop_cert(res);
 }
 
 /*
