@@ -112,32 +112,19 @@ static void insert(struct cmp_recent *r, const unsigned char *id, const unsigned
     r->oldest = (r->oldest + 1) & (GW_RECENT_ISSUED - 1);
 }
 
-/* |tid| (hex) as bytes, as far as it is hex and fits: only the log reads it back. */
-static size_t tid_bytes(const char *tid, unsigned char *out)
-{
-    size_t n = 0;
-
-    for (; n < GW_MAX_TID_LEN && tid[2 * n] != '\0' && tid[2 * n + 1] != '\0'; n++) {
-        int hi = OPENSSL_hexchar2int((unsigned char)tid[2 * n]),
-            lo = OPENSSL_hexchar2int((unsigned char)tid[2 * n + 1]);
-
-        if (hi < 0 || lo < 0)
-            break;
-        out[n] = (unsigned char)(hi << 4 | lo);
-    }
-    return n;
-}
-
 int cmp_recent_note(struct cmp_recent *r, const unsigned char id[CMP_REVOKED_ID_LEN], X509 *cert,
                     const char *tid, char *earlier)
 {
     unsigned char hash[EVP_MAX_MD_SIZE], bin[GW_MAX_TID_LEN];
     unsigned int hash_len = 0;
-    size_t bin_len = tid_bytes(tid, bin);
+    size_t bin_len = 0;
     uint32_t i;
     int reused = 0;
 
     earlier[0] = '\0';
+    /* the transactionID as the log writes it (hex): only the log reads it back */
+    if (OPENSSL_hexstr2buf_ex(bin, sizeof(bin), &bin_len, tid, '\0') != 1)
+        bin_len = 0;
     if (X509_digest(cert, gw_sha256(), hash, &hash_len) != 1 || hash_len < HASH_LEN)
         return GW_ERR_CRYPTO;
     pthread_mutex_lock(&r->lock);
