@@ -16,7 +16,10 @@
  *  - leaves in |out| only what it owns: strings are copied, certificates are new objects (get1: the
  *    caller owns them through |out|). The matching *_cleanup frees them and is safe on a zeroed,
  *    filled or failed |out|; a caller that keeps a certificate takes it and sets the field to NULL.
- *    Nothing in |out| points into |body|.
+ *    Nothing in |out| points into |body|;
+ *  - that takes a |secret| (NULL: none; the token the call was sent with) masks it in every string of
+ *    the answer before it reads one (gw_field_mask_strings): their text reaches reasons, the log and a
+ *    client's statusString, and json-c decodes escapes ("\u0068vs.") that a mask of |body| cannot see.
  * json-c keeps the last of duplicated keys: that one is the value read and checked.
  */
 #ifndef GW_ANSWERS_H
@@ -38,15 +41,17 @@
 struct gw_vault_error {
     char message[GW_ERR_LEN]; /* the errors joined with "; ", control characters replaced; "" if none */
 };
-int gw_vault_parse_error(const char *body, size_t len, struct gw_vault_error *out, char *err);
+int gw_vault_parse_error(const char *body, size_t len, const char *secret, struct gw_vault_error *out,
+                         char *err);
 
 /*
  * gw_vault_map_error: what a client is told of Vault's non-success answer |http_status| with |body|:
  * a gw_err in |status|, the failInfo bit and a one-line |reason| (GW_ERR_LEN) naming Vault's message,
- * cut between UTF-8 characters to GW_MAX_VAULT_QUOTE bytes or less, so that the words after it fit.
+ * masked of |secret| (gw_vault_parse_error), then cut between UTF-8 characters to GW_MAX_VAULT_QUOTE
+ * bytes or less, so that the words after it fit.
  */
-void gw_vault_map_error(long http_status, const char *body, size_t len, int *status, int *fail_info,
-                        char *reason);
+void gw_vault_map_error(long http_status, const char *body, size_t len, const char *secret, int *status,
+                        int *fail_info, char *reason);
 
 /*
  * gw_vault_no_entry: a 404 |body| that is Vault's "nothing there", an empty error list (a read that
@@ -80,7 +85,8 @@ struct gw_vault_signed {
     int64_t expiration;                      /* Unix time, 1 to GW_MAX_UPSTREAM_TIME; 0 if absent */
     char warnings[GW_ERR_LEN];               /* joined as gw_vault_error's message; "" if none */
 };
-int gw_vault_parse_sign(const char *body, size_t len, struct gw_vault_signed *out, char *err);
+int gw_vault_parse_sign(const char *body, size_t len, const char *secret, struct gw_vault_signed *out,
+                        char *err);
 void gw_vault_signed_cleanup(struct gw_vault_signed *s);
 
 /*
@@ -96,7 +102,8 @@ struct gw_vault_revoked {
     char state[32];            /* data.state, printable; "" if absent */
     char warnings[GW_ERR_LEN]; /* joined; "" if none */
 };
-int gw_vault_parse_revoke(const char *body, size_t len, struct gw_vault_revoked *out, char *err);
+int gw_vault_parse_revoke(const char *body, size_t len, const char *secret, struct gw_vault_revoked *out,
+                          char *err);
 
 /* GET cert/<serial>: {"data": {"certificate", "revocation_time"}}, both required. */
 struct gw_vault_cert {
@@ -120,7 +127,8 @@ int gw_vault_parse_cert_x509(const char *body, size_t len, struct gw_vault_cert 
  * 1 to GW_MAX_PATTERN_LEN bytes, usage names and OIDs 1 to GW_MAX_OID_TEXT. Those lists and the usage
  * fields are lists of strings or, as older Vaults answer, one comma-separated string.
  */
-int gw_vault_parse_role(const char *body, size_t len, struct gw_role_policy *out, char *err);
+int gw_vault_parse_role(const char *body, size_t len, const char *secret, struct gw_role_policy *out,
+                        char *err);
 
 /* Vault's names of key usages (Go's x509.KeyUsage without its prefix: KU_* bits) and extended key
  * usages (enum gw_eku bits), as roles and sign-verbatim calls name them. */

@@ -361,3 +361,64 @@ int gw_field_fail(char *err, const char *fmt, ...)
     va_end(ap);
     return GW_ERR_UPSTREAM;
 }
+
+/*
+ * A secret at least this long is masked wherever it stands: that its characters occur by chance in an
+ * answer of GW_MAX_UPSTREAM_BODY bytes is out of the question (Vault's tokens are some 26 to 100). A
+ * shorter one, which an operator may choose (Vault's dev mode: "root"), is masked only where it is not
+ * part of a longer run of letters, digits, "+" and "/": there it is a piece of a certificate's base64, a
+ * serial or a number, which masking would break.
+ */
+#define MASK_ANYWHERE_LEN 16
+
+/* Whether |c| may continue a run of data a short secret's characters stand in by chance: base64 (a
+   certificate's PEM, its lines joined by "\n"), hex, a number. */
+static bool word_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
+}
+
+void gw_field_mask(char *s, size_t len, const char *secret)
+{
+    size_t n = strlen(secret);
+    char *p = s, *end = s != NULL ? s + len : NULL;
+
+    if (n == 0)
+        return;
+    while (p != NULL && (size_t)(end - p) >= n && (p = memmem(p, (size_t)(end - p), secret, n)) != NULL) {
+        if (n >= MASK_ANYWHERE_LEN || ((p == s || !word_char(p[-1])) && (p + n == end || !word_char(p[n])))) {
+            memset(p, '*', n);
+            p += n;
+        } else {
+            p++;
+        }
+    }
+}
+
+void gw_field_mask_strings(json_object *v, const char *secret)
+{
+    size_t i, n;
+
+    if (v == NULL || secret == NULL)
+        return;
+    switch (json_object_get_type(v)) {
+    case json_type_string: /* the tree's own bytes, as json-c decoded them */
+        gw_field_mask((char *)json_object_get_string(v), (size_t)json_object_get_string_len(v), secret);
+        break;
+    case json_type_array:
+        n = json_object_array_length(v);
+        for (i = 0; i < n; i++)
+            gw_field_mask_strings(json_object_array_get_idx(v, i), secret);
+        break;
+    case json_type_object: {
+        json_object_object_foreach(v, key, member)
+        {
+            (void)key;
+            gw_field_mask_strings(member, secret);
+        }
+        break;
+    }
+    default:
+        break;
+    }
+}

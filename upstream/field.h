@@ -90,4 +90,18 @@ int gw_field_messages(json_object *v, const char *name, char *out, size_t cap, c
  */
 void gw_field_text(char *out, size_t cap, const char *in, size_t len);
 
+/*
+ * gw_field_mask turns each copy of |secret| in the |len| bytes of |s| into asterisks: one of 16
+ * characters or more wherever it stands, a shorter one only where it is not part of a longer run of
+ * letters, digits, '+' and '/' (a piece of base64, hex or a number).
+ */
+void gw_field_mask(char *s, size_t len, const char *secret);
+
+/*
+ * gw_field_mask_strings masks |secret| (NULL: none) in every string of the answer |v| as gw_field_mask
+ * does, in the tree's own bytes: as json-c decoded them from escapes ("\u0068vs."), which a mask of the
+ * body it was parsed from cannot see.
+ */
+void gw_field_mask_strings(json_object *v, const char *secret);
+
 #endif

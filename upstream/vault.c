@@ -274,13 +274,13 @@ static void log_issued(const struct vault *v, const char *rid, const struct gw_v
  * other refused answer's (recorded, revoked), never delivered, never dropped.
  */
 static void parse_signed(const struct vault *v, const char *rid, const struct gw_http_response *rsp,
-                         struct gw_sign_result *res)
+                         const char *tok, struct gw_sign_result *res)
 {
     struct gw_vault_signed sig;
     char why[GW_ERR_LEN];
     int rc;
 
-    if ((rc = gw_vault_parse_sign(rsp->body, rsp->body_len, &sig, why)) == GW_ERR_NOT_FOUND) {
+    if ((rc = gw_vault_parse_sign(rsp->body, rsp->body_len, tok, &sig, why)) == GW_ERR_NOT_FOUND) {
         gw_sign_result_fail(res, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure, "%s", why);
         return;
     }
@@ -305,9 +305,10 @@ static void parse_signed(const struct vault *v, const char *rid, const struct gw
     gw_vault_signed_cleanup(&sig);
 }
 
-/* What a sign call's answer means for the client: |res| filled in every case. */
+/* What a sign call's answer, to the token |tok|, means for the client: |res| filled in every case. */
 static void sign_answer(const struct vault *v, const char *rid, const char *path, int rc,
-                        const struct gw_http_response *rsp, const char *err, struct gw_sign_result *res)
+                        const struct gw_http_response *rsp, const char *tok, const char *err,
+                        struct gw_sign_result *res)
 {
     if (rc == GW_ERR_IO && rsp->not_sent) {
         gw_sign_result_fail(res, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
@@ -324,9 +325,10 @@ static void sign_answer(const struct vault *v, const char *rid, const char *path
                             err);
     } else if (rsp->status >= 200 &&
                rsp->status < 300) { /* a certificate in any 2xx is kept (parse_signed) */
-        parse_signed(v, rid, rsp, res);
+        parse_signed(v, rid, rsp, tok, res);
     } else {
-        gw_vault_map_error(rsp->status, rsp->body, rsp->body_len, &res->status, &res->fail_info, res->reason);
+        gw_vault_map_error(rsp->status, rsp->body, rsp->body_len, tok, &res->status, &res->fail_info,
+                           res->reason);
     }
     if (res->status != 0)
         gw_log_kv(GW_LOG_WARN, "vault_sign_failed", "upstream", vault_up_name(v), "request_id", rid, "path",
@@ -344,10 +346,9 @@ struct sign_call {
     char rid[2 * GW_MAX_TID_LEN + 1];
     char path[GW_MAX_PATH_LEN];
     char *body;
-    struct attempts a;
+    struct attempts a;          /* its tok: the token the asynchronous call sent, then each repetition */
     uint64_t sleep_ms;          /* before the call is sent again */
     bool on_caller;             /* repeated on the caller's thread, not a thread of its own */
-    char *tok;                  /* the token the asynchronous call sent (vault_free_token), or NULL */
     struct gw_sign_result *res; /* allocated up front: a completion cannot fail to report */
     gw_upstream_done_fn done;
     void *arg;
@@ -359,8 +360,8 @@ static void sign_call_end(struct sign_call *sc, int rc, const struct gw_http_res
     gw_upstream_done_fn done = sc->done;
     void *arg = sc->arg;
 
-    sign_answer(sc->v, sc->rid, sc->path, rc, rsp, err, res);
-    vault_free_token(sc->tok);
+    sign_answer(sc->v, sc->rid, sc->path, rc, rsp, sc->a.tok, err, res);
+    vault_attempts_cleanup(&sc->a);
     free(sc->body);
     free(sc);
     done(arg, res);
@@ -388,8 +389,8 @@ static void sign_call_done(void *arg, int rc, const struct gw_http_response *rsp
 {
     struct sign_call *sc = arg;
 
-    if (sc->tok != NULL)
-        vault_mask_token(rsp, sc->tok);
+    if (sc->a.tok != NULL)
+        vault_mask_token(rsp, sc->a.tok);
     if (rc == 0 && vault_send_again(sc->v, &sc->a, sc->path, rsp->status, &sc->sleep_ms) &&
         gw_upstream_detach(sign_call_retry, sc) == 0)
         return;
@@ -408,15 +409,13 @@ static int sign_call_submit(struct sign_call *sc)
 
     if (vault_token_peek(sc->v, &tok, &sc->a.gen) != 0)
         return -1;
-    sc->tok = tok; /* the answer is masked of it (vault_mask_token) */
+    sc->a.tok = tok; /* the answer is masked of it (vault_mask_token, sign_answer) */
     if (vault_headers_make(sc->v, tok, &h, err) == 0 &&
         gw_http_request_async(sc->v->http, "POST", sc->path, sc->body, h.list, sign_call_done, sc) == 0)
         rc = 0;
     vault_headers_cleanup(&h);
-    if (rc != 0) {
-        vault_free_token(tok);
-        sc->tok = NULL;
-    }
+    if (rc != 0)
+        vault_attempts_cleanup(&sc->a);
     return rc;
 }
 
@@ -476,21 +475,22 @@ static int no_route(const struct vault *v, const char *method, const char *path,
 }
 
 /*
- * Runs one synchronous call and maps a non-2xx answer into |err|; 0 with the 2xx answer in |rsp|,
- * which the caller parses and cleans up. GW_ERR_NOT_FOUND: Vault has no such entry.
+ * Runs one synchronous call from |a| and maps a non-2xx answer into |err|; 0 with the 2xx answer in
+ * |rsp|, which the caller parses (masked of a->tok) and cleans up. GW_ERR_NOT_FOUND: Vault has no such
+ * entry.
  */
 static int simple_call(struct vault *v, const char *method, const char *path, const char *body,
-                       struct gw_http_response *rsp, long *status, char *err)
+                       struct gw_http_response *rsp, long *status, struct attempts *a, char *err)
 {
     int st, fi, rc;
 
-    if ((rc = vault_call(v, method, path, body, rsp, err)) != 0) {
+    if ((rc = vault_call_on(v, method, path, body, rsp, err, a)) != 0) {
         vault_set_err(err, "upstream %s: %s %s: %.120s", vault_up_name(v), method, path, err);
         goto out;
     }
     *status = rsp->status;
     if (rsp->status != 200 && rsp->status != 204) {
-        gw_vault_map_error(rsp->status, rsp->body, rsp->body_len, &st, &fi, err);
+        gw_vault_map_error(rsp->status, rsp->body, rsp->body_len, a->tok, &st, &fi, err);
         rc = rsp->status != 404                            ? st
              : gw_vault_no_entry(rsp->body, rsp->body_len) ? GW_ERR_NOT_FOUND
                                                            : no_route(v, method, path, err);
@@ -541,6 +541,7 @@ static int vault_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer,
     char path[GW_MAX_PATH_LEN], serial[GW_VAULT_SERIAL_LEN], why[GW_ERR_LEN], when[32];
     struct gw_http_response rsp;
     struct gw_vault_revoked rv;
+    struct attempts a = vault_attempts_start(v);
     json_object *req = NULL;
     long status = 0;
     int rc;
@@ -555,14 +556,14 @@ static int vault_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer,
     json_object_object_add(req, "serial_number", json_object_new_string(serial));
     snprintf(path, sizeof(path), "/v1/%s/revoke", v->mount);
     rc = simple_call(v, "POST", path, json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN), &rsp,
-                     &status, err);
+                     &status, &a, err);
     if (rc != 0 && status == 400 && strstr(err, "not found") != NULL)
         rc = GW_ERR_NOT_FOUND; /* "certificate with serial ... not found." (docs/design.md U1.5) */
     else if (rc != 0 && status != 404 && gw_http_status_refuses(status)) /* 404: no entry, or no route */
         rc = GW_ERR_REFUSED;
     if (rc != 0)
         goto out;
-    if (gw_vault_parse_revoke(rsp.body, rsp.body_len, &rv, why) != 0) {
+    if (gw_vault_parse_revoke(rsp.body, rsp.body_len, a.tok, &rv, why) != 0) {
         rc = refused(v, "POST", path, why, err);
     } else if (!rv.has_data) {
         /* 200 with only a warning: the certificate has expired, and Vault puts no expired one on its CRL */
@@ -580,6 +581,7 @@ static int vault_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer,
     }
     gw_http_response_cleanup(&rsp);
 out:
+    vault_attempts_cleanup(&a);
     json_object_put(req);
     return rc;
 }
@@ -665,6 +667,7 @@ static int vault_role_policy(struct gw_upstream *up, const char *role, struct gw
     struct vault *v = gw_upstream_get0_impl(up);
     char path[GW_MAX_PATH_LEN], why[GW_ERR_LEN];
     struct gw_http_response rsp;
+    struct attempts a = vault_attempts_start(v);
     long status = 0;
     int rc;
 
@@ -674,11 +677,13 @@ static int vault_role_policy(struct gw_upstream *up, const char *role, struct gw
         return GW_ERR_INVAL;
     }
     snprintf(path, sizeof(path), "/v1/%s/roles/%s", v->mount, role);
-    if ((rc = simple_call(v, "GET", path, NULL, &rsp, &status, err)) != 0)
-        return rc;
-    if ((rc = gw_vault_parse_role(rsp.body, rsp.body_len, out, why)) == GW_ERR_UPSTREAM)
+    if ((rc = simple_call(v, "GET", path, NULL, &rsp, &status, &a, err)) != 0)
+        goto out;
+    if ((rc = gw_vault_parse_role(rsp.body, rsp.body_len, a.tok, out, why)) == GW_ERR_UPSTREAM)
         rc = refused(v, "GET", path, why, err);
     gw_http_response_cleanup(&rsp);
+out:
+    vault_attempts_cleanup(&a);
     return rc;
 }
 
@@ -693,11 +698,14 @@ static int read_cert(struct vault *v, const char *serial, const X509 *want, stru
 {
     char path[GW_MAX_PATH_LEN], why[GW_ERR_LEN];
     struct gw_http_response rsp;
+    struct attempts a = vault_attempts_start(v);
     long status = 0;
     int rc;
 
     snprintf(path, sizeof(path), "/v1/%s/cert/%s", v->mount, serial);
-    if ((rc = simple_call(v, "GET", path, NULL, &rsp, &status, err)) != 0) {
+    rc = simple_call(v, "GET", path, NULL, &rsp, &status, &a, err);
+    vault_attempts_cleanup(&a); /* its answer's strings reach no reason (gw_vault_parse_cert) */
+    if (rc != 0) {
         if (rc == GW_ERR_NOT_FOUND)
             vault_set_err(err, "Vault does not know certificate %s", serial);
         return rc;

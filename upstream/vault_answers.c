@@ -43,7 +43,8 @@ const struct gw_vault_usage gw_vault_ext_key_usages[] = {
 };
 const size_t gw_vault_n_ext_key_usages = sizeof(gw_vault_ext_key_usages) / sizeof(gw_vault_ext_key_usages[0]);
 
-int gw_vault_parse_error(const char *body, size_t len, struct gw_vault_error *out, char *err)
+int gw_vault_parse_error(const char *body, size_t len, const char *secret, struct gw_vault_error *out,
+                         char *err)
 {
     json_object *root;
     int rc;
@@ -51,6 +52,7 @@ int gw_vault_parse_error(const char *body, size_t len, struct gw_vault_error *ou
     memset(out, 0, sizeof(*out));
     if ((root = gw_field_document(body, len, "not Vault JSON", err)) == NULL)
         return GW_ERR_UPSTREAM;
+    gw_field_mask_strings(root, secret);
     rc =
         gw_field_messages(gw_field_member(root, "errors"), "errors", out->message, sizeof(out->message), err);
     if (rc != 0)
@@ -64,7 +66,7 @@ bool gw_vault_no_entry(const char *body, size_t len)
     struct gw_vault_error e;
     char why[GW_ERR_LEN];
 
-    return gw_vault_parse_error(body, len, &e, why) == 0 && e.message[0] == '\0';
+    return gw_vault_parse_error(body, len, NULL, &e, why) == 0 && e.message[0] == '\0';
 }
 
 /* Visible ASCII only: the token goes into an X-Vault-Token header line as it is. */
@@ -205,7 +207,8 @@ static X509 *leading_cert(const char *body, size_t len)
     return cert;
 }
 
-int gw_vault_parse_sign(const char *body, size_t len, struct gw_vault_signed *out, char *err)
+int gw_vault_parse_sign(const char *body, size_t len, const char *secret, struct gw_vault_signed *out,
+                        char *err)
 {
     json_object *root, *data, *m;
     STACK_OF(X509) *one = NULL;
@@ -216,6 +219,7 @@ int gw_vault_parse_sign(const char *body, size_t len, struct gw_vault_signed *ou
         out->cert = leading_cert(body, len); /* refused all the same: GW_ERR_UPSTREAM */
         return GW_ERR_UPSTREAM;
     }
+    gw_field_mask_strings(root, secret);
     if ((rc = gw_field_messages(gw_field_member(root, "warnings"), "warnings", out->warnings,
                                 sizeof(out->warnings), err)) != 0) {
         out->cert = gw_field_issued_cert(root, "data", "certificate"); /* issued all the same */
@@ -265,7 +269,8 @@ void gw_vault_signed_cleanup(struct gw_vault_signed *s)
     memset(s, 0, sizeof(*s));
 }
 
-int gw_vault_parse_revoke(const char *body, size_t len, struct gw_vault_revoked *out, char *err)
+int gw_vault_parse_revoke(const char *body, size_t len, const char *secret, struct gw_vault_revoked *out,
+                          char *err)
 {
     json_object *root, *data, *m;
     const char *s = NULL;
@@ -275,6 +280,7 @@ int gw_vault_parse_revoke(const char *body, size_t len, struct gw_vault_revoked 
     memset(out, 0, sizeof(*out));
     if ((root = gw_field_document(body, len, "not Vault JSON", err)) == NULL)
         return GW_ERR_UPSTREAM;
+    gw_field_mask_strings(root, secret);
     if ((rc = gw_field_messages(gw_field_member(root, "warnings"), "warnings", out->warnings,
                                 sizeof(out->warnings), err)) != 0)
         goto out;
@@ -633,7 +639,8 @@ static int parse_issuer_ref(json_object *data, struct gw_role_policy *out, char 
     return 0;
 }
 
-int gw_vault_parse_role(const char *body, size_t len, struct gw_role_policy *out, char *err)
+int gw_vault_parse_role(const char *body, size_t len, const char *secret, struct gw_role_policy *out,
+                        char *err)
 {
     json_object *root, *data, *m;
     int64_t max_ttl = 0;
@@ -643,6 +650,7 @@ int gw_vault_parse_role(const char *body, size_t len, struct gw_role_policy *out
     memset(out, 0, sizeof(*out));
     if ((root = gw_field_document(body, len, "not Vault JSON", err)) == NULL)
         return GW_ERR_UPSTREAM;
+    gw_field_mask_strings(root, secret); /* its names reach the reasons of the policy's checks */
     data = gw_field_member(root, "data");
     if ((rc = gw_field_object(data, "data", err)) != 0 ||
         (rc = parse_patterns(data, "allowed_domains", &out->allowed_domains, err)) != 0 ||
@@ -694,8 +702,8 @@ static const struct {
     {0, 999, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure, "Vault answered unexpectedly", ""},
 };
 
-void gw_vault_map_error(long http_status, const char *body, size_t len, int *status, int *fail_info,
-                        char *reason)
+void gw_vault_map_error(long http_status, const char *body, size_t len, const char *secret, int *status,
+                        int *fail_info, char *reason)
 {
     struct gw_vault_error e;
     /* tail: " (HTTP <long>)" and the longest suffix, 100 bytes; sized so that the reason's snprintf is
@@ -705,7 +713,7 @@ void gw_vault_map_error(long http_status, const char *body, size_t len, int *sta
     size_t i, words, room;
 
     /* an error answer that is not Vault's is still the status's error: the reason says what is wrong */
-    if (gw_vault_parse_error(body, len, &e, msg) == 0)
+    if (gw_vault_parse_error(body, len, secret, &e, msg) == 0)
         snprintf(msg, sizeof(msg), "%s", e.message[0] != '\0' ? e.message : "no error message");
     if (strstr(msg, "Vault is sealed") != NULL)
         st = 503;

@@ -46,6 +46,7 @@ struct attempts {
     uint64_t deadline, backoff;
     int retries, reauth;
     unsigned gen; /* the token generation last sent */
+    char *tok;    /* the token last sent (vault_free_token), or NULL: its answer is masked of it */
     /* a sign's: an attempt sent before the deadline has the client's whole timeout, so that a
        certificate Vault issues late is still heard of (recorded, withdrawn), not forgotten */
     bool whole_sends;
@@ -76,15 +77,18 @@ void vault_headers_cleanup(struct call_headers *h);
  */
 void vault_mask_token(const struct gw_http_response *rsp, const char *tok);
 
-/* A call's first attempt: its deadline the upstream's timeout from now. */
+/* A call's first attempt: its deadline the upstream's timeout from now. vault_attempts_cleanup after. */
 struct attempts vault_attempts_start(const struct vault *v);
+void vault_attempts_cleanup(struct attempts *a);
 
 /* Whether the answer |status| to |path| is to be sent again, after *sleep_ms (a 403: a new token). */
 int vault_send_again(struct vault *v, struct attempts *a, const char *path, long status, uint64_t *sleep_ms);
 
 /*
- * |method| on |path| from where |a| stands: 0 when an HTTP answer is in |rsp| (any status), else a
- * gw_err with |err| (timeout: outcome unknown, never retried). vault_call: from a first attempt.
+ * |method| on |path| from where |a| stands: 0 when an HTTP answer is in |rsp| (any status), its body
+ * masked of |a->tok| (the answer's parser masks its strings of it too), else a gw_err with |err|
+ * (timeout: outcome unknown, never retried). vault_call: from a first attempt, for an answer that is
+ * not JSON.
  */
 int vault_call_on(struct vault *v, const char *method, const char *path, const char *body,
                   struct gw_http_response *rsp, char *err, struct attempts *a);

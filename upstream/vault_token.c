@@ -107,14 +107,8 @@ static void refresh_end(struct vault *v, int rc, char *fresh, time_t refresh_at,
     vault_free_token(fresh);
 }
 
-/*
- * The text of a login Vault refused goes into the reason, the log and a client's statusString as a sign
- * answer's errors do (gw_vault_map_error): masked of the token the gateway holds (one renewed before its
- * lease ends is still good), and cut short enough (GW_MAX_VAULT_QUOTE) that the reason keeps what it
- * tells the operator.
- */
-
-static void mask_held_token(struct vault *v, const struct gw_http_response *rsp)
+/* A copy of the token held (vault_free_token), or NULL: none, or no memory. */
+static char *held_token(struct vault *v)
 {
     char *held = NULL;
 
@@ -122,16 +116,20 @@ static void mask_held_token(struct vault *v, const struct gw_http_response *rsp)
     if (v->token != NULL)
         held = strdup(v->token);
     pthread_mutex_unlock(&v->lock);
-    if (held != NULL)
-        vault_mask_token(rsp, held);
-    vault_free_token(held);
+    return held;
 }
 
-/* What the answer to a cert login says: 0 with a new *token and its |lease|, else a gw_err with |err|. */
+/*
+ * What the answer to a cert login says: 0 with a new *token and its |lease|, else a gw_err with |err|.
+ * The text of a login Vault refused goes into the reason, the log and a client's statusString as a sign
+ * answer's errors do (gw_vault_map_error): masked of the token the gateway holds (one renewed before its
+ * lease ends is still good) in the body and in the strings parsed from it, and cut short enough
+ * (GW_MAX_VAULT_QUOTE) that the reason keeps what it tells the operator.
+ */
 static int login_answer(struct vault *v, int rc, const struct gw_http_response *rsp, char **token,
                         uint32_t *lease, char *err)
 {
-    char why[GW_ERR_LEN], msg[GW_MAX_VAULT_QUOTE + 1];
+    char why[GW_ERR_LEN], msg[GW_MAX_VAULT_QUOTE + 1], *held = NULL;
     struct gw_vault_login login;
     struct gw_vault_error e;
 
@@ -142,8 +140,9 @@ static int login_answer(struct vault *v, int rc, const struct gw_http_response *
     }
     rc = GW_ERR_UPSTREAM;
     if (rsp->status != 200) {
-        mask_held_token(v, rsp);
-        if (gw_vault_parse_error(rsp->body, rsp->body_len, &e, why) != 0)
+        if ((held = held_token(v)) != NULL)
+            vault_mask_token(rsp, held);
+        if (gw_vault_parse_error(rsp->body, rsp->body_len, held, &e, why) != 0)
             snprintf(e.message, sizeof(e.message), "%s", why);
         gw_field_text(msg, sizeof(msg), e.message, strlen(e.message)); /* cut between UTF-8 characters */
         vault_set_err(err, "Vault cert login refused the gateway (HTTP %ld): %s", rsp->status,
@@ -158,6 +157,7 @@ static int login_answer(struct vault *v, int rc, const struct gw_http_response *
     *lease = login.lease_duration;
     rc = (*token = strdup(login.client_token)) != NULL ? 0 : GW_ERR_NOMEM;
 out:
+    vault_free_token(held);
     gw_vault_login_cleanup(&login);
     return rc;
 }
@@ -335,42 +335,15 @@ void vault_headers_cleanup(struct call_headers *h)
 }
 
 /*
- * A token at least this long is masked wherever it stands: that its characters occur by chance in an
- * answer of GW_MAX_UPSTREAM_BODY bytes is out of the question (Vault's own are some 26 to 100). A
- * shorter one, which an operator may choose (Vault's dev mode: "root"), is masked only where it is not
- * part of a longer run of letters, digits, "+" and "/": there it is a piece of a certificate's base64, a
- * serial or a number, which masking would break.
- */
-#define MASK_ANYWHERE_LEN 16
-
-/* Whether |c| may continue a run of data a short token's characters stand in by chance: base64 (a
-   certificate's PEM, its lines joined by "\n"), hex, a number. */
-static bool word_char(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
-}
-
-/*
  * No answer to a call has a reason to hold the token it was sent with, but one that echoes the request
  * (an error message quoting the X-Vault-Token header, from a plugin or a proxy in front of Vault) would
- * carry it into the log and, through the failure's reason, into a CMP client's statusString.
+ * carry it into the log and, through the failure's reason, into a CMP client's statusString. A copy
+ * written with JSON escapes is not seen here: the answer's parser masks the strings it decodes
+ * (answers.h).
  */
 void vault_mask_token(const struct gw_http_response *rsp, const char *tok)
 {
-    size_t n = strlen(tok);
-    char *p = rsp->body, *end = rsp->body != NULL ? rsp->body + rsp->body_len : NULL;
-
-    if (n == 0)
-        return;
-    while (p != NULL && (size_t)(end - p) >= n && (p = memmem(p, (size_t)(end - p), tok, n)) != NULL) {
-        if (n >= MASK_ANYWHERE_LEN ||
-            ((p == rsp->body || !word_char(p[-1])) && (p + n == end || !word_char(p[n])))) {
-            memset(p, '*', n);
-            p += n;
-        } else {
-            p++;
-        }
-    }
+    gw_field_mask(rsp->body, rsp->body_len, tok);
 }
 
 /* The deadline of an attempt sent now: the call's, or for whole_sends the client's timeout from now if the
@@ -398,13 +371,20 @@ static int send_once(struct vault *v, const char *method, const char *path, cons
     if (tok != NULL)
         vault_mask_token(rsp, tok);
     vault_headers_cleanup(&h);
-    vault_free_token(tok);
+    vault_free_token(a->tok);
+    a->tok = tok;
     return rc;
 }
 
 struct attempts vault_attempts_start(const struct vault *v)
 {
     return (struct attempts){.deadline = gw_now_ms() + v->timeout_ms, .backoff = GW_UPSTREAM_BACKOFF_MS};
+}
+
+void vault_attempts_cleanup(struct attempts *a)
+{
+    vault_free_token(a->tok);
+    a->tok = NULL;
 }
 
 /*
@@ -454,8 +434,10 @@ int vault_call(struct vault *v, const char *method, const char *path, const char
                struct gw_http_response *rsp, char *err)
 {
     struct attempts a = vault_attempts_start(v);
+    int rc = vault_call_on(v, method, path, body, rsp, err, &a);
 
-    return vault_call_on(v, method, path, body, rsp, err, &a);
+    vault_attempts_cleanup(&a);
+    return rc;
 }
 
 /* The current token without waiting: 0 with it (or NULL: none configured), else -1 (one must be had). */

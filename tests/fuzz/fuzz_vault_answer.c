@@ -12,6 +12,9 @@
 #include "base/err.h"
 #include "upstream/answers.h"
 
+/* the token masked in the answers' strings: a short one, masked only where it stands as a word */
+#define SECRET "root"
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
@@ -42,7 +45,7 @@ static void sign(const char *body, size_t len)
 {
     struct gw_vault_signed s;
     char err[GW_ERR_LEN] = "";
-    int rc = gw_vault_parse_sign(body, len, &s, err);
+    int rc = gw_vault_parse_sign(body, len, SECRET, &s, err);
 
     fuzz_check_reason("sign", rc, err);
     if (rc == 0 && (s.cert == NULL || sk_X509_num(s.chain) > GW_MAX_UPSTREAM_CHAIN || s.expiration < 0 ||
@@ -64,9 +67,9 @@ static void others(const char *body, size_t len)
     char err[GW_ERR_LEN] = "";
     int rc;
 
-    fuzz_check_reason("error", gw_vault_parse_error(body, len, &e, err), err);
+    fuzz_check_reason("error", gw_vault_parse_error(body, len, SECRET, &e, err), err);
     err[0] = '\0';
-    rc = gw_vault_parse_revoke(body, len, &r, err);
+    rc = gw_vault_parse_revoke(body, len, SECRET, &r, err);
     fuzz_check_reason("revoke", rc, err);
     if (rc == 0 && (r.revocation_time < 0 || r.revocation_time > GW_MAX_UPSTREAM_TIME))
         fuzz_die("revoke: revocation_time %lld accepted", (long long)r.revocation_time);
@@ -77,7 +80,7 @@ static void others(const char *body, size_t len)
         fuzz_die("cert: revocation_time %lld accepted", (long long)c.revocation_time);
     err[0] = '\0';
     memset(&p, 0, sizeof(p));
-    rc = gw_vault_parse_role(body, len, &p, err);
+    rc = gw_vault_parse_role(body, len, SECRET, &p, err);
     fuzz_check_reason("role", rc, err);
     if (rc == 0 && (p.max_ttl > GW_MAX_CERT_TTL || p.key_bits < 0 || p.key_bits > GW_MAX_RSA_BITS))
         fuzz_die("role: max_ttl %u or key_bits %d accepted", p.max_ttl, p.key_bits);

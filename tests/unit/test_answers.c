@@ -354,17 +354,17 @@ static int parse(enum parser p, const char *body, size_t len, union outs *o, cha
 {
     switch (p) {
     case VAULT_ERROR:
-        return gw_vault_parse_error(body, len, &o->error, err);
+        return gw_vault_parse_error(body, len, NULL, &o->error, err);
     case VAULT_LOGIN:
         return gw_vault_parse_login(body, len, &o->login, err);
     case VAULT_SIGN:
-        return gw_vault_parse_sign(body, len, &o->sign, err);
+        return gw_vault_parse_sign(body, len, NULL, &o->sign, err);
     case VAULT_REVOKE:
-        return gw_vault_parse_revoke(body, len, &o->revoke, err);
+        return gw_vault_parse_revoke(body, len, NULL, &o->revoke, err);
     case VAULT_CERT:
         return gw_vault_parse_cert(body, len, &o->cert, err);
     case VAULT_ROLE:
-        return gw_vault_parse_role(body, len, &o->role, err);
+        return gw_vault_parse_role(body, len, NULL, &o->role, err);
     case CFSSL_ENVELOPE:
         return gw_cfssl_parse_envelope(body, len, &o->env, err);
     case CFSSL_SIGN:

@@ -881,7 +881,7 @@ static void test_map_error_long_message(void **state)
             n += (size_t)snprintf(body + n, sizeof(body) - n, "\xc3\xa9");
         snprintf(body + n, sizeof(body) - n, "\"]}");
         for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-            gw_vault_map_error(cases[i].status, body, strlen(body), &status, &fail_info, reason);
+            gw_vault_map_error(cases[i].status, body, strlen(body), NULL, &status, &fail_info, reason);
             print_message("%ld: %s\n", cases[i].status, reason);
             n = strlen(reason);
             if (n < strlen(cases[i].end) || strcmp(reason + n - strlen(cases[i].end), cases[i].end) != 0)
@@ -1477,16 +1477,29 @@ static void test_cert_login_refused(void **state)
     fx_cleanup(&f);
 }
 
+/* |tok| in a JSON string, every |step|th character as a \u escape, from the first: all of them at 1. */
+static const char *escaped(const char *tok, size_t step, char *out, size_t cap)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; tok[i] != '\0'; i++)
+        n += (size_t)snprintf(out + n, cap - n, i % step == 0 ? "\\u%04x" : "%c", (unsigned)tok[i]);
+    assert_true(n < cap);
+    return out;
+}
+
 /*
  * A refused login's message is treated like a sign answer's error: capped, so that the reason keeps what
  * it tells the operator, and masked of the token the gateway holds (one renewed before its lease ends is
- * still good), which would otherwise reach the log and the client's statusString.
+ * still good), which would otherwise reach the log and the client's statusString: as it stands, and
+ * written with JSON escapes, whole or in part (json-c decodes them into the token).
  */
 static void test_cert_login_refusal_masked(void **state)
 {
     static const char held[] = "hvb.HeldTokenOfTheGatewayE2E";
+    static const size_t steps[] = {0, 1, 3}; /* 0: no escape */
     struct answer ok = {200, NULL, 0};
-    char body[1024], msg[600];
+    char body[1024], msg[600], esc[256];
     struct gw_sign_result res;
     struct fx f;
 
@@ -1501,16 +1514,19 @@ static void test_cert_login_refusal_masked(void **state)
     gw_sign_result_cleanup(&res);
     memset(msg, 'x', 300);
     msg[300] = '\0';
-    snprintf(body, sizeof(body), "{\"errors\":[\"permission denied: %s is expiring; %s\"]}", held, msg);
-    fake_set_login((struct answer){403, body, 0});
-    fake_script(&ok, 1);
-    sign(&f, &res);
-    assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
-    if (strstr(res.reason, "HeldToken") != NULL || strstr(res.reason, "permission denied: ****") == NULL)
-        fail_msg("reason \"%s\"", res.reason);
-    assert_non_null(strstr(res.reason, "xxx: an operator must fix the gateway's Vault login"));
-    assert_int_equal(fake_n_reqs(), 0);
-    gw_sign_result_cleanup(&res);
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        snprintf(body, sizeof(body), "{\"errors\":[\"permission denied: %s is expiring; %s\"]}",
+                 steps[i] == 0 ? held : escaped(held, steps[i], esc, sizeof(esc)), msg);
+        fake_set_login((struct answer){403, body, 0});
+        fake_script(&ok, 1);
+        sign(&f, &res); /* the token held is past its renewal: a login again */
+        assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
+        if (strstr(res.reason, "HeldToken") != NULL || strstr(res.reason, "permission denied: ****") == NULL)
+            fail_msg("step %zu: reason \"%s\"", steps[i], res.reason);
+        assert_non_null(strstr(res.reason, "xxx: an operator must fix the gateway's Vault login"));
+        assert_int_equal(fake_n_reqs(), 0);
+        gw_sign_result_cleanup(&res);
+    }
     fx_cleanup(&f);
 }
 
@@ -2130,6 +2146,87 @@ static void test_token_mask(void **state)
     }
 }
 
+/*
+ * An answer may quote the token with JSON escapes ("\u0068vs."), which the mask of its body does not
+ * see and json-c decodes into the token itself: the strings parsed from it are masked too, before a
+ * message cuts them, or a cut would leave the token's first characters. Each case is a short token
+ * (masked as a word of its own) and a long one; whole and partial escapes. Once, a sign's reason, a
+ * revocation's, a role's and a sign answer's warnings quoted the token.
+ */
+static void test_token_escaped_masked(void **state)
+{
+    static const char *const toks[] = {"hvs.first", "hvs.CAESIEscapedGatewayTokenE2E"};
+    static const size_t steps[] = {1, 3};
+    char tok_file[64], esc[256], body[1024], issued[8192], err[GW_ERR_LEN], pad[141];
+    const char *w;
+    struct gw_vault_signed sig;
+    struct gw_role_policy p;
+    struct gw_sign_result res;
+    struct fx f;
+
+    (void)state;
+    memset(pad, 'x', sizeof(pad) - 1);
+    pad[sizeof(pad) - 1] = '\0';
+    for (size_t t = 0; t < sizeof(toks) / sizeof(toks[0]); t++) {
+        for (size_t s = 0; s < sizeof(steps) / sizeof(steps[0]); s++) {
+            const char *e = escaped(toks[t], steps[s], esc, sizeof(esc));
+
+            fx_init(&f, 5000);
+            snprintf(tok_file, sizeof(tok_file), "%s\n", toks[t]);
+            write_token(tok_file);
+            fx_restart(&f); /* the token file is read at start */
+            /* the error a client is told: Vault's message quoted in the statusString */
+            snprintf(body, sizeof(body), "{\"errors\":[\"bad request for token %s\"]}", e);
+            fake_script(&(struct answer){400, body, 0}, 1);
+            sign(&f, &res);
+            assert_string_equal(fake_req(0)->token, toks[t]);
+            if (strstr(res.reason, "hvs.") != NULL || strstr(res.reason, "for token ****") == NULL)
+                fail_msg("%s step %zu: reason \"%s\"", toks[t], steps[s], res.reason);
+            gw_sign_result_cleanup(&res);
+            /* cut at GW_MAX_VAULT_QUOTE inside the token: none of it is left */
+            snprintf(body, sizeof(body), "{\"errors\":[\"%s %s is expiring\"]}", pad, e);
+            fake_script(&(struct answer){403, body, 0}, 1);
+            sign(&f, &res);
+            if (strstr(res.reason, "hvs.") != NULL || strstr(res.reason, "x ****") == NULL)
+                fail_msg("%s step %zu: cut reason \"%s\"", toks[t], steps[s], res.reason);
+            gw_sign_result_cleanup(&res);
+            /* a sign answer's warnings without a certificate, and with one (they are logged) */
+            snprintf(body, sizeof(body), "{\"data\":null,\"warnings\":[\"token %s expires soon\"]}", e);
+            fake_script(&(struct answer){200, body, 0}, 1);
+            sign(&f, &res);
+            if (strstr(res.reason, "hvs.") != NULL || strstr(res.reason, "token ****") == NULL)
+                fail_msg("%s step %zu: warnings reason \"%s\"", toks[t], steps[s], res.reason);
+            gw_sign_result_cleanup(&res);
+            assert_non_null(w = strstr(ok_body, "\"warnings\": null"));
+            snprintf(issued, sizeof(issued), "%.*s\"warnings\": [\"token %s\"] }", (int)(w - ok_body),
+                     ok_body, e);
+            assert_int_equal(gw_vault_parse_sign(issued, strlen(issued), toks[t], &sig, err), 0);
+            if (strstr(sig.warnings, "hvs.") != NULL || strstr(sig.warnings, "token ****") == NULL)
+                fail_msg("%s step %zu: warnings \"%s\"", toks[t], steps[s], sig.warnings);
+            gw_vault_signed_cleanup(&sig);
+            /* a revocation's warnings, and a role's fields, which the policy's reasons name */
+            snprintf(body, sizeof(body), "{\"data\":null,\"warnings\":[\"token %s; expired\"]}", e);
+            fake_script(&(struct answer){200, body, 0}, 1);
+            assert_int_equal(gw_upstream_revoke(f.up, leaf, CRL_REASON_KEY_COMPROMISE, err), GW_ERR_REFUSED);
+            if (strstr(err, "hvs.") != NULL || strstr(err, "token ****") == NULL)
+                fail_msg("%s step %zu: revoke \"%s\"", toks[t], steps[s], err);
+            snprintf(body, sizeof(body), "{\"data\":{\"max_ttl\":\"%s\"}}", e);
+            fake_script(&(struct answer){200, body, 0}, 1);
+            assert_int_equal(gw_upstream_role_policy(f.up, "web", &p, err), GW_ERR_UPSTREAM);
+            if (strstr(err, "hvs.") != NULL || strstr(err, "the string \"****") == NULL)
+                fail_msg("%s step %zu: role \"%s\"", toks[t], steps[s], err);
+            snprintf(body, sizeof(body), "{\"data\":{\"ext_key_usage\":[\"%s\"]}}", e);
+            fake_script(&(struct answer){200, body, 0}, 1);
+            assert_int_equal(gw_upstream_role_policy(f.up, "web", &p, err), 0);
+            if (strstr(p.other_eku, "hvs.") != NULL || strncmp(p.other_eku, "****", 4) != 0)
+                fail_msg("%s step %zu: other_eku \"%s\"", toks[t], steps[s], p.other_eku);
+            gw_role_policy_cleanup(&p);
+            fx_cleanup(&f);
+        }
+    }
+    write_token("hvs.first\n");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2167,6 +2264,7 @@ int main(void)
         cmocka_unit_test(test_answer_wiped),
         cmocka_unit_test(test_tls_records_wiped),
         cmocka_unit_test(test_token_mask),
+        cmocka_unit_test(test_token_escaped_masked),
     };
 
     if (CRYPTO_set_mem_functions(ossl_malloc, ossl_realloc, ossl_free) != 1)
