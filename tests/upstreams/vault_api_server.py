@@ -22,7 +22,9 @@ Switches (POST /_control with a JSON object, GET /_control to read; or --state F
                        (the mount gone), 412, 429, 500, 503 "Vault is sealed"; with force_count N only
                        the next N requests
   force_message  str   the forced answer's error message instead, "{token}" in it replaced by the
-                       request's X-Vault-Token (a plugin or a proxy that echoes the request)
+                       request's X-Vault-Token (a plugin or a proxy that echoes the request), and
+                       "{token_u}" by the same with every other character, from the first, a JSON
+                       u-escape (a backslash, "u", four hex digits): the same string to a JSON parser
   warnings_only  bool  sign answers 200 with only warnings and no certificate
   garbage        bool  sign answers 200 with a body that is not JSON
   no_ca_chain    bool  sign answers without ca_chain (issuing_ca only)
@@ -529,8 +531,12 @@ class Handler(BaseHTTPRequestHandler):
             if forced:
                 msgs = [m.format(path=self.path[4:]) for m in FORCED.get(forced, ["forced status"])]
                 if v.switch(self.path, "force_message"):
-                    msgs = [v.switch(self.path, "force_message").replace(
-                        "{token}", self.headers.get("X-Vault-Token") or "")]
+                    tok = self.headers.get("X-Vault-Token") or ""
+                    msgs = [v.switch(self.path, "force_message").replace("{token}", tok)]
+                    if "{token_u}" in msgs[0]:  # after json.dumps, which would escape the backslashes
+                        esc = "".join("\\u%04x" % ord(c) if i % 2 == 0 else c for i, c in enumerate(tok))
+                        raw = json.dumps({"errors": msgs}).replace("{token_u}", esc)
+                        return self.send(forced, raw=raw.encode())
                 raise VaultError(forced, *msgs)
             status, obj = self.route(method, self.path.split("?")[0], body, peer)
         except VaultError as e:
