@@ -683,16 +683,28 @@ class Gateway:
             return ""
 
     def log_lines(self):
-        """The JSON objects of the gateway's stderr (non-JSON lines are skipped)."""
-        out = []
-        for line in self.stderr().splitlines():
+        """The JSON objects of the gateway's stderr (non-JSON lines are skipped). Each line is parsed once:
+        a call reads what the gateway wrote since the one before, up to its last whole line (a load run
+        leaves megabytes, which a test polling its log would parse again at each look). The lines
+        parsed are those of the file |_err| (re)started the gateway with: a start opens it anew."""
+        if getattr(self, "_parsed_of", None) is not getattr(self, "_err", None):
+            self._parsed_of, self._parsed, self._parsed_to = getattr(self, "_err", None), [], 0
+        try:
+            with open(self.stderr_path, "rb") as f:
+                f.seek(self._parsed_to)
+                tail = f.read()
+        except OSError:
+            return []
+        whole = tail.rfind(b"\n") + 1
+        for line in tail[:whole].decode(errors="replace").splitlines():
             try:
                 obj = json.loads(line)
             except ValueError:
                 continue
             if isinstance(obj, dict):
-                out.append(obj)
-        return out
+                self._parsed.append(obj)
+        self._parsed_to += whole
+        return list(self._parsed)
 
     def denials(self, reason):
         """(role, identity, msg) of each not_authorized log line whose reason is |reason| (a docs/errors.md row):

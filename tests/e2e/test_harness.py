@@ -1,6 +1,8 @@
 """The harness's port claims (harness.claim_port): a port one test process holds is drawn by no other, its
 file goes when its holder lets go or ends, and a lock taken on a file its holder removed meanwhile claims
-nothing. No gateway: the claims' own logic, in a lock directory of the test's own, with real processes."""
+nothing. No gateway: the claims' own logic, in a lock directory of the test's own, with real processes.
+The harness's reading of a gateway's log (Gateway.log_lines): each line parsed once, a line still being
+written read once it is whole, a gateway started again read from its new file's start."""
 import fcntl
 import os
 import subprocess
@@ -99,6 +101,60 @@ class PortClaims(unittest.TestCase):
                 for other in others:
                     self.assertEqual(self.end(other), (0, ""))
                 self.assertTrue(harness.claim_port(port))  # once no one holds it
+
+
+class LogLines(unittest.TestCase):
+    """Gateway.log_lines over a stderr file this test writes, as a gateway started with it would."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix="cmpgw-e2e-harness-")
+        self.addCleanup(self.tmp.cleanup)
+        self.gw = harness.Gateway.__new__(harness.Gateway)
+        self.gw.stderr_path = Path(self.tmp.name) / "gateway.stderr"
+        self.start()
+
+    def start(self):
+        """What Gateway.start does to the file: opened anew (emptied) for the gateway to write to."""
+        self.gw._err = open(self.gw.stderr_path, "wb", buffering=0)
+        self.addCleanup(self.gw._err.close)
+
+    def write(self, text):
+        self.gw._err.write(text.encode())
+
+    def test_each_line_parsed_once(self):
+        """A gateway's log after a load run is megabytes: a test that polls it would parse all of it at
+        each look (0.4 to 0.8 s a look after test_reload's 20 s load)."""
+        self.write('{"event": "a"}\nnot json\n{"event": "b"}\n')
+        parse = mock.Mock(side_effect=harness.json.loads)
+        with mock.patch.object(harness.json, "loads", parse):
+            self.assertEqual([l["event"] for l in self.gw.log_lines()], ["a", "b"])
+            self.assertEqual(parse.call_count, 3)
+            self.assertEqual([l["event"] for l in self.gw.log_lines()], ["a", "b"])
+            self.assertEqual(parse.call_count, 3)
+            self.write('{"event": "c"}\n')
+            self.assertEqual([l["event"] for l in self.gw.log_lines()], ["a", "b", "c"])
+            self.assertEqual(parse.call_count, 4)
+
+    def test_line_being_written_read_once_whole(self):
+        self.write('{"event": "a"}\n{"event": ')
+        self.assertEqual([l["event"] for l in self.gw.log_lines()], ["a"])
+        self.write('"b", "msg": "\u00e9t\u00e9"}\n')
+        self.assertEqual([(l["event"], l.get("msg")) for l in self.gw.log_lines()], [("a", None), ("b", "\u00e9t\u00e9")])
+
+    def test_started_again_read_from_its_new_file(self):
+        """A gateway stopped and started again writes a new file from its start, and may have written more
+        than the one before by the time the test looks."""
+        self.write('{"event": "old"}\n')
+        self.assertEqual([l["event"] for l in self.gw.log_lines()], ["old"])
+        self.gw._err.close()
+        self.start()
+        self.write('{"event": "new-1"}\n{"event": "new-2"}\n')
+        self.assertEqual([l["event"] for l in self.gw.log_lines()], ["new-1", "new-2"])
+
+    def test_no_file_yet(self):
+        self.gw._err.close()
+        self.gw.stderr_path.unlink()
+        self.assertEqual(self.gw.log_lines(), [])
 
 
 if __name__ == "__main__":
