@@ -48,8 +48,8 @@
 #define GW_MAX_BODY_TIMEOUT 300
 #define GW_DEFAULT_SEND_TIMEOUT 10 /* seconds a connection's pending output may go without progress */
 #define GW_MAX_SEND_TIMEOUT 300
-#define GW_SWEEP_MS 1000     /* how often connections and HTTP/2 requests are checked against both */
-#define GW_MAX_H2_ARRIVING 4 /* HTTP/2 requests of one connection arriving or queued at a sweep */
+#define GW_SWEEP_MS 1000 /* how often connections and HTTP/2 requests are checked against both */
+#define GW_MAX_H2_OPEN 4 /* HTTP/2 requests of one connection arriving, queued or unsent at a sweep */
 
 /* "admin.token_file": bytes of the bearer token that POST /reload carries */
 #define GW_MIN_ADMIN_TOKEN_LEN 16

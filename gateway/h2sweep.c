@@ -20,9 +20,10 @@
  * The same walk bounds the bodies a connection makes the gateway hold: libh2o buffers each stream's
  * body up to GW_MAX_CMP_BODY before the handler sees it, for up to 100 streams a connection, and offers
  * no lower limit on them (its max_concurrent_requests_per_connection counts requests in the handler
- * only). A CMP client sends one request at a time, so a connection found with more than
- * GW_MAX_H2_ARRIVING requests arriving or queued is ended: beyond that, a client holds only what it can
- * send within one sweep.
+ * only); it keeps a body until its stream ends, after the answer is all sent. A CMP client sends one
+ * request at a time, so a connection found with more than GW_MAX_H2_OPEN requests arriving, queued or
+ * answered with their answers not all sent is ended: beyond that, a client holds only what it can send
+ * within one sweep.
  */
 #include "gateway/listener_local.h"
 
@@ -126,18 +127,21 @@ static void shut_late(struct seen *v, size_t n, uint64_t now, uint32_t body_s, u
     }
 }
 
-_Static_assert(GW_MAX_H2_ARRIVING == 4, "shut_crowded's text names the bound");
+_Static_assert(GW_MAX_H2_OPEN == 4, "shut_crowded's text names the bound");
 
-/* Shuts down each connection with more than GW_MAX_H2_ARRIVING requests not answered in |v| (sorted). */
+/*
+ * Shuts down each connection with more than GW_MAX_H2_OPEN requests in |v| (sorted): each arriving,
+ * queued, or answered and its answer not all sent, its body held either way. A client that takes its
+ * answers has its streams end as soon as they are written.
+ */
 static void shut_crowded(const struct seen *v, size_t n)
 {
-    for (size_t i = 0, arriving = 0; i < n; i++) {
-        arriving = i > 0 && v[i].conn_id == v[i - 1].conn_id ? arriving : 0;
-        arriving += !v[i].answered;
-        if (arriving > GW_MAX_H2_ARRIVING && v[i].gc != NULL)
+    for (size_t i = 0, held = 0; i < n; i++) {
+        held = i > 0 && v[i].conn_id == v[i - 1].conn_id ? held + 1 : 1;
+        if (held > GW_MAX_H2_OPEN && v[i].gc != NULL)
             gw_sweep_end(v[i].gc, "streams", 0,
-                         "more HTTP/2 requests arriving at once than a CMP client sends (at most 4 a "
-                         "connection)");
+                         "more HTTP/2 requests open at once (arriving, or their answers not taken) than a "
+                         "CMP client has (at most 4 a connection)");
     }
 }
 

@@ -490,6 +490,31 @@ class Admission(harness.GatewayTestCase):
         ended = self.h2_arriving(4)
         self.assertEqual([e for e in ended if e.get("timeout") != "body_timeout"], [], ended)
 
+    def h2_unsent(self, count):
+        """|count| HTTP/2 POSTs of an empty body on one connection whose flow-control window stays shut
+        (SETTINGS_INITIAL_WINDOW_SIZE 0): each is answered at once (400), its answer never sent, its stream
+        and the body libh2o buffered for it held. The log lines of the gateway ending that connection within
+        1.5 s (send_timeout is 2 s), returned as soon as there is one."""
+        sock = h2_connect(self.gw, settings=(4).to_bytes(2, "big") + (0).to_bytes(4, "big"))
+        peer = "127.0.0.1:%d" % sock.getsockname()[1]
+        try:
+            sock.sendall(b"".join(h2_post(2 * i + 1, b"") for i in range(count)))
+            deadline = time.monotonic() + 1.5
+            while not self.ended_lines("http2_connection_closed", peer) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            sock.close()
+        return self.ended_lines("http2_connection_closed", peer)
+
+    def test_http2_answers_held_at_once_bounded(self):
+        """Answered streams whose answers the client never takes keep their bodies in libh2o until the
+        stream ends: 100 of 64 KiB a connection, each for send_timeout, were the sweep to count only those
+        still arriving. A connection with more of them than a CMP client has open is ended at the next
+        sweep; one with as many as it may have is left to send_timeout."""
+        ended = self.h2_unsent(20)
+        self.assertEqual([e.get("timeout") for e in ended], ["streams"], ended)
+        self.assertEqual([e for e in self.h2_unsent(4) if e.get("timeout") != "send_timeout"], [])
+
     def test_http2_window_never_opened_ended_within_the_send_timeout(self):
         """SETTINGS_INITIAL_WINDOW_SIZE 0 and no WINDOW_UPDATE: the answer (a 400) can never be sent, and its
         stream would live as long as the connection. The gateway ends the connection and says so. The PINGs the
