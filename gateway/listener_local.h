@@ -36,6 +36,7 @@ struct gw_conn {
     X509 *peer;                         /* verified TLS client certificate, or NULL */
     bool peer_expired;                  /* a resumed session's certificate, out of its validity: not kept */
     bool peer_required;                 /* ... on a listener that requires one: requests refused */
+    int shut;                           /* what gw_conn_recheck refuses each of its requests with, or 0 */
     STACK_OF(X509) *peer_chain;         /* what the client sent with it, for gw_conn_recheck */
     char tls_client[GW_TLS_CLIENT_LEN]; /* gw_cmp_tls_client of |peer|, or "" (none, or not made) */
     char subject[GW_IDENTITY_LEN];      /* its subject, X509_NAME_oneline form, or "" */
@@ -145,10 +146,13 @@ int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock, unsigned listener, 
  * client certificate is verified again against the current generation's client CAs and mode, so
  * that a reload which removed a CA (or a CRL which now lists the certificate) applies to keep-alive
  * connections too. One that no longer verifies is dropped from the connection: 0 then if the
- * listener lets clients without one in, GW_ERR_FORBIDDEN if it requires one (refuse and close);
- * GW_ERR_NOT_FOUND when the reload removed the connection's listener (refuse and close too).
- * GW_ERR_FORBIDDEN also for a resumed session whose certificate was out of its validity, on a
- * listener that requires one. 0 when nothing changed (loop thread).
+ * listener lets clients without one in, GW_ERR_FORBIDDEN if it requires one (refuse and close), as
+ * for a connection accepted without one before the reload made its listener require one;
+ * GW_ERR_NOT_FOUND when the reload removed the connection's listener (refuse and close too). Either
+ * refusal is returned for every later request of the connection as well: an HTTP/2 connection is not
+ * closed after the answer, and its next streams come without the certificate the listener requires,
+ * or to a listener that is gone. GW_ERR_FORBIDDEN also for a resumed session whose certificate was out
+ * of its validity, on a listener that requires one. 0 when nothing changed (loop thread).
  */
 int gw_conn_recheck(struct gw_conn *c);
 

@@ -330,6 +330,8 @@ int gw_conn_recheck(struct gw_conn *c)
     bool listed = false;
     int mode;
 
+    if (c->shut != 0)
+        return c->shut;
     if (c->peer_expired && c->peer_required)
         return GW_ERR_FORBIDDEN;
     if (c->gen == g->id)
@@ -339,10 +341,15 @@ int gw_conn_recheck(struct gw_conn *c)
         if ((listed = g->keys[i].id == c->listener))
             ctx = g->ssl_ctx[i];
     if (!listed) /* its listener is gone with the reload */
-        return GW_ERR_NOT_FOUND;
-    if (c->peer == NULL || ctx == NULL)
+        return c->shut = GW_ERR_NOT_FOUND;
+    if (ctx == NULL)
         return 0;
     mode = SSL_CTX_get_verify_mode(ctx);
+    if (c->peer == NULL) { /* accepted without one, before a reload made the listener require one */
+        if ((mode & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) != 0)
+            c->shut = GW_ERR_FORBIDDEN;
+        return c->shut;
+    }
     if ((mode & SSL_VERIFY_PEER) != 0 && verifies(ctx, c->peer, c->peer_chain))
         return 0;
     gw_log_kv(GW_LOG_INFO, "tls_peer_dropped", "tls_subject", c->subject, "msg",
@@ -351,7 +358,9 @@ int gw_conn_recheck(struct gw_conn *c)
     c->peer = NULL;
     c->subject[0] = '\0';
     c->tls_client[0] = '\0';
-    return (mode & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) != 0 ? GW_ERR_FORBIDDEN : 0;
+    if ((mode & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) != 0)
+        c->shut = GW_ERR_FORBIDDEN;
+    return c->shut;
 }
 
 /*

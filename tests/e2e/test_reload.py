@@ -24,6 +24,7 @@ sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
 import redisenv  # noqa: E402
 from test_admin_token import held  # noqa: E402
+from test_abuse import h2_answers, h2_connect, h2_frame, h2_literal  # noqa: E402
 
 admin = harness.admin
 metric = harness.metric
@@ -396,6 +397,62 @@ class Reload(harness.GatewayTestCase):
             if "commonName" in line:
                 return line.split("=", 1)[1].strip()
         return None
+
+
+class ReloadHttp2Recheck(harness.GatewayTestCase):
+    """An HTTP/2 listener, its client certificate optional: its connections stay open across a reload that
+    makes it require one (HTTP/1 closes a connection after the 403)."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["listeners"][0]["tls"].update(client_auth="optional", http2=True)
+        cls.base = json.loads(json.dumps(cfg))
+
+    def tearDown(self):
+        self.gw.config_path.write_text(json.dumps(self.base, indent=2))
+        status, body = admin(self.gw, "/reload", "POST")
+        self.assertEqual(status, 200, body)
+
+    def ask(self, sock, stream):
+        """A POST of the wrong type on |stream|: (415, text) for a client the listener lets in."""
+        block = (h2_literal(b":method", b"POST") + h2_literal(b":scheme", b"https") +
+                 h2_literal(b":path", b"/pki/cmp") + h2_literal(b":authority", b"127.0.0.1") +
+                 h2_literal(b"content-type", b"text/plain"))
+        sock.sendall(h2_frame(1, 0x4, stream, block) + h2_frame(0, 0x1, stream, b"x"))
+        return h2_answers(sock, (stream,), time.monotonic() + 10).get(stream, (None, b""))
+
+    def refused_after_reload(self, sock, client_ca):
+        """A stream served on |sock|, then a reload requiring a client certificate of |client_ca|: each
+        of the connection's next streams is refused, not the first alone."""
+        self.assertEqual(self.ask(sock, 1)[0], 415)
+        cfg = json.loads(json.dumps(self.base))
+        cfg["listeners"][0]["tls"].update(client_ca=str(client_ca), client_auth="require")
+        self.gw.config_path.write_text(json.dumps(cfg, indent=2))
+        status, body = admin(self.gw, "/reload", "POST")
+        self.assertEqual(status, 200, body)
+        for stream in (3, 5, 7):
+            status, text = self.ask(sock, stream)
+            self.assertEqual((stream, status), (stream, 403), text)
+            self.assertTrue(text.startswith(b"TLS client certificate no longer accepted"), text)
+
+    def test_certificate_no_longer_trusted(self):
+        fca, _, _ = harness.make_foreign_pki(self.gw.dir / "foreign-h2")
+        sock = h2_connect(self.gw, timeout=10)
+        try:
+            self.refused_after_reload(sock, fca)
+        finally:
+            sock.close()
+
+    def test_connection_without_a_certificate(self):
+        ctx = self.gw.tls_context(cert=None)
+        ctx.set_alpn_protocols(["h2"])
+        sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", self.gw.port), timeout=10),
+                               server_hostname="127.0.0.1")
+        try:
+            sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0, b""))
+            self.refused_after_reload(sock, self.base["listeners"][0]["tls"]["client_ca"])
+        finally:
+            sock.close()
 
 
 class ReloadRefusalsUncounted(harness.GatewayTestCase):
