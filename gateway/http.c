@@ -153,8 +153,10 @@ static void send_text(h2o_req_t *req, int status, enum extra_header hdr, uint32_
 
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, secs, (size_t)n);
     }
+    /* HTTP/1 answers "Connection: close"; HTTP/2 got GOAWAY if the gateway stops, and otherwise keeps
+       the connection, whose later requests gw_conn_recheck refuses the same way */
     if (hdr == HDR_CLOSE)
-        req->http1_is_persistent = 0; /* HTTP/1 answers "Connection: close"; HTTP/2 got GOAWAY */
+        req->http1_is_persistent = 0;
     h2o_send_inline(req, body, len + 1);
 }
 
