@@ -278,19 +278,25 @@ static uint64_t deadline(const struct gw_cluster *cl)
  * One command on |c| and its answer, or NULL with c->err set (the caller drops |c|). Bounded as
  * hiredis's own redisCommandArgv is not: the whole answer within the timeout (its socket timeout
  * bounds each read only, so an answer a byte at a time would hold the thread forever), and at most
- * GW_STATE_MAX_REPLY bytes of it (hiredis would read up to Redis's 512 MiB bulk and more).
+ * GW_STATE_MAX_REPLY bytes of it (hiredis would read up to Redis's 512 MiB bulk and more). *|sent|
+ * (NULL: not wanted) says whether the whole command went to the socket: Redis runs a command only
+ * once it has read all of it, so one that did not, its connection then dropped, never ran.
  */
 static redisReply *command(const struct gw_cluster *cl, redisContext *c, int argc, const char **argv,
-                           const size_t *argl)
+                           const size_t *argl, bool *sent)
 {
     uint64_t until = deadline(cl);
     int done = 0;
 
+    if (sent != NULL)
+        *sent = false;
     if (redisAppendCommandArgv(c, argc, argv, argl) != REDIS_OK)
         return NULL;
     while (!done)
         if (redisBufferWrite(c, &done) != REDIS_OK) /* each write within the socket's timeout */
             return NULL;
+    if (sent != NULL)
+        *sent = true;
     return answer(cl, c, until);
 }
 
@@ -332,7 +338,7 @@ static redisReply *command1(const struct gw_cluster *cl, redisContext *c, int ar
 
     for (int i = 0; i < argc && i < 4; i++)
         argl[i] = strlen(argv[i]);
-    return command(cl, c, argc, (const char **)argv, argl);
+    return command(cl, c, argc, (const char **)argv, argl, NULL);
 }
 
 /*
@@ -465,31 +471,38 @@ static redisContext *connection(struct gw_cluster *cl, char *err)
 /*
  * Runs script |s| with two keys and up to four arguments (|argc| strings after the keys, of |lens|
  * bytes each, or NUL-terminated when |lens| is NULL); its answer (caller frees), or NULL with |err|
- * when Redis could not be asked or answered an error.
+ * when Redis could not be asked or answered an error. On NULL, *|unran| (NULL: not wanted) says
+ * whether the script certainly did not run: no connection to send it on (refused, not made, not
+ * authenticated), or not all of it sent (command); an error answered, or none, leaves that unknown.
  */
 static redisReply *eval_n(struct gw_cluster *cl, int s, const char *k1, const char *k2, int argc,
-                          const char *const *args, const size_t *lens, char *err)
+                          const char *const *args, const size_t *lens, bool *unran, char *err)
 {
     const char *argv[9] = {"EVALSHA", cl->sha[s], "2", k1, k2};
     size_t argl[9];
     redisContext *c;
     redisReply *r;
+    bool sent = false;
 
+    if (unran != NULL)
+        *unran = true;
     if ((c = connection(cl, err)) == NULL)
         return NULL;
     for (int i = 0; i < argc && i < 4; i++)
         argv[5 + i] = args[i];
     for (int i = 0; i < 5 + argc && i < 9; i++)
         argl[i] = i >= 5 && lens != NULL ? lens[i - 5] : strlen(argv[i]);
-    r = command(cl, c, 5 + argc, argv, argl);
+    r = command(cl, c, 5 + argc, argv, argl, &sent);
     if (r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
         freeReplyObject(r); /* Redis restarted or its scripts were flushed: EVAL loads it again */
         argv[0] = "EVAL";
         argv[1] = scripts[s];
         argl[0] = 4;
         argl[1] = strlen(scripts[s]);
-        r = command(cl, c, 5 + argc, argv, argl);
+        r = command(cl, c, 5 + argc, argv, argl, &sent); /* the EVALSHA did not run */
     }
+    if (unran != NULL)
+        *unran = r == NULL && !sent;
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
         (void)unavailable(cl, c, r, err);
         freeReplyObject(r);
@@ -502,7 +515,7 @@ static redisReply *eval_n(struct gw_cluster *cl, int s, const char *k1, const ch
 static redisReply *eval(struct gw_cluster *cl, int s, const char *k1, const char *k2, int argc,
                         const char *const *args, char *err)
 {
-    return eval_n(cl, s, k1, k2, argc, args, NULL, err);
+    return eval_n(cl, s, k1, k2, argc, args, NULL, NULL, err);
 }
 
 /* The integer a script answered (|r|, consumed), or GW_ERR_UNAVAILABLE with |err|. */
@@ -811,11 +824,11 @@ int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_
     snprintf(dk, sizeof(dk), "%sdeadlines", cl->prefix);
     snprintf(secs, sizeof(secs), "%lld", (long long)ttl + GW_STATE_GRACE);
     snprintf(deadline, sizeof(deadline), "%lld", (long long)ttl);
-    rc = integer_of(cl,
-                    eval_n(cl, S_PUT, k, dk, 4,
-                           (const char *const[]){(const char *)blob, secs, deadline, cl->owner},
-                           (const size_t[]){len, strlen(secs), strlen(deadline), strlen(cl->owner)}, err),
-                    err);
+    rc = integer_of(
+        cl,
+        eval_n(cl, S_PUT, k, dk, 4, (const char *const[]){(const char *)blob, secs, deadline, cl->owner},
+               (const size_t[]){len, strlen(secs), strlen(deadline), strlen(cl->owner)}, NULL, err),
+        err);
     free(blob);
     if (rc == 2)
         snprintf(err, GW_ERR_LEN, "another instance reserved the transactionID meanwhile");
@@ -839,7 +852,7 @@ int gw_cluster_update_record(struct gw_cluster *cl, const unsigned char *tid, si
     key(cl, k2, "lease", tid, tid_len);
     rc = integer_of(cl,
                     eval_n(cl, S_UPDATE, k1, k2, 2, (const char *const[]){(const char *)blob, cl->owner},
-                           (const size_t[]){len, strlen(cl->owner)}, err),
+                           (const size_t[]){len, strlen(cl->owner)}, NULL, err),
                     err);
     free(blob);
     if (rc == 2)
@@ -856,6 +869,7 @@ int gw_cluster_put_result(struct gw_cluster *cl, const unsigned char *tid, size_
     size_t len = 0;
     unsigned char *blob;
     long long rc;
+    bool unran = false;
 
     if (!gw_cluster_keeps_records(cl) || tid_len == 0 || tid_len > GW_MAX_TID_LEN)
         return GW_ERR_INVAL;
@@ -867,10 +881,10 @@ int gw_cluster_put_result(struct gw_cluster *cl, const unsigned char *tid, size_
     snprintf(secs, sizeof(secs), "%lld", (long long)ttl + GW_STATE_GRACE);
     rc = integer_of(cl,
                     eval_n(cl, S_RESULT, k1, k2, 2, (const char *const[]){(const char *)blob, secs},
-                           (const size_t[]){len, strlen(secs)}, err),
+                           (const size_t[]){len, strlen(secs)}, &unran, err),
                     err);
     free(blob);
-    return rc < 0 ? GW_ERR_UNAVAILABLE : (int)rc;
+    return rc >= 0 ? (int)rc : unran ? GW_ERR_UNAVAILABLE : GW_ERR_IO;
 }
 
 int gw_cluster_claim_expired(struct gw_cluster *cl, time_t now, gw_cluster_expired_fn cb, void *arg)

@@ -120,9 +120,11 @@ int gw_cluster_update_record(struct gw_cluster *cl, const unsigned char *tid, si
 /*
  * gw_cluster_put_result stores a deferred request's result next to its record, for |ttl| +
  * GW_STATE_GRACE seconds, |tid| reserved for as long at least: 1, 0 when the record is gone (the
- * transaction was closed: nobody will collect it), GW_ERR_UNAVAILABLE with |err|. 1 also while another
- * instance holds the record to close the transaction: the record's end (gw_cluster_end_record) hands
- * the result to that instance, which withdraws it.
+ * transaction was closed: nobody will collect it); with |err|, GW_ERR_UNAVAILABLE when it was certainly
+ * not written (Redis not reached: the script never went out whole), GW_ERR_IO when it may have been
+ * (sent, and the answer an error, lost or late). 1 also while another instance holds the record to
+ * close the transaction: the record's end (gw_cluster_end_record) hands the result to that instance,
+ * which withdraws it.
  */
 int gw_cluster_put_result(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
                           const struct gw_txn_result *res, time_t ttl, char *err);

@@ -136,6 +136,31 @@ struct closing {
     bool leave_to_cluster; /* shutting down: a transaction another instance can continue stays open there */
 };
 
+/*
+ * Shared |t| of |txn| closing as |how| says, left to the other instances: 1, |txn| freed. Shutting down,
+ * its record and reservation stay for the instance its next message reaches; a deferred request, which
+ * other instances may have answered since, expires from its record. But a certificate its call returned
+ * here that Redis never took, nor may have (cmp_poll_held_here), expires as an unshared one (0): no
+ * record says it came, and no other instance can deliver it.
+ */
+static int left_to_cluster(const struct closing *how, struct gw_txn *txn, struct cmp_txn *t, const char *tid)
+{
+    if (!t->shared || (!how->leave_to_cluster && t->request == NULL))
+        return 0;
+    cmp_poll_republish(t->e, t->pending); /* a result Redis refused before: the others need it */
+    if (!how->leave_to_cluster && cmp_poll_held_here(t->pending))
+        return 0;
+    if (!how->leave_to_cluster)
+        gw_cluster_release(t->e->cluster, txn->tid, txn->tid_len, txn->quota);
+    gw_log_kv(GW_LOG_INFO, "txn_left_to_cluster", "tid", tid, "identity", txn->identity, "serial", t->serial,
+              "msg",
+              how->leave_to_cluster ? "another instance can answer its next message"
+                                    : "its expiry is recorded from its shared record",
+              NULL);
+    gw_txn_free(txn);
+    return 1;
+}
+
 /* An issued certificate whose certConf never came: it stays valid, so it goes on record. */
 static void log_closed(void *arg, struct gw_txn *txn)
 {
@@ -145,20 +170,8 @@ static void log_closed(void *arg, struct gw_txn *txn)
     int dropped;
 
     gw_hex(tid, txn->tid, txn->tid_len);
-    /* shutting down: its record and reservation stay for the instance its next message reaches; a
-       deferred request, which other instances may have answered since, expires from its record */
-    if (t != NULL && t->shared && (how->leave_to_cluster || t->request != NULL)) {
-        if (!how->leave_to_cluster)
-            gw_cluster_release(t->e->cluster, txn->tid, txn->tid_len, txn->quota);
-        cmp_poll_republish(t->e, t->pending); /* a result Redis refused before: the others need it */
-        gw_log_kv(GW_LOG_INFO, "txn_left_to_cluster", "tid", tid, "identity", txn->identity, "serial",
-                  t->serial, "msg",
-                  how->leave_to_cluster ? "another instance can answer its next message"
-                                        : "its expiry is recorded from its shared record",
-                  NULL);
-        gw_txn_free(txn);
+    if (t != NULL && left_to_cluster(how, txn, t, tid))
         return;
-    }
     /* recorded by the engine it began under, whose configuration it names; a certificate of a call
        still running is withdrawn, but at shutdown (docs/polling.md, Restarts) */
     if (t != NULL && t->pending != NULL && t->issued == NULL) {

@@ -59,7 +59,7 @@ struct cmp_pending {
                              uncollected: a later certificate is neither delivered nor shared */
     int landing;          /* the completion came first and writes the record: the deadline is past it */
     int published;        /* the result is beside the shared record (or being put there) */
-    int put_failed;       /* a try to put it there failed: it may have got there all the same */
+    int put_failed;       /* a try to put it there failed once sent: it may have got there all the same */
     uint64_t deadline_ms; /* the upstream's timeout from the start of the call */
     int64_t check_after;  /* seconds: what a pollRep asks for while the call runs */
     struct gw_sign_result *res;
@@ -268,8 +268,8 @@ static void publish(struct cmp_pending *p, struct gw_cmp_engine *e, struct gw_tx
     int rc = gw_cluster_put_result(p->cl, p->tid_raw, p->tid_len, sr, p->ttl, err), unseen, withdrawn;
 
     /* never shared before, nor taken by a pollReq here (which came before the record went, if at all):
-       no client can have it. A try that failed may have reached Redis all the same, and a client
-       through another instance: then it stays valid, on record */
+       no client can have it. A try that failed once sent may have reached Redis all the same, and a
+       client through another instance: then it stays valid, on record */
     pthread_mutex_lock(&p->lock);
     unseen = !p->put_failed && p->res != NULL;
     withdrawn = p->closed; /* by its transaction's close here (uncollected), which dropped the record */
@@ -295,7 +295,7 @@ static void publish(struct cmp_pending *p, struct gw_cmp_engine *e, struct gw_tx
                   "tried again when this instance next answers the transaction or expires it", NULL);
         pthread_mutex_lock(&p->lock);
         p->published = 0;
-        p->put_failed = 1;
+        p->put_failed |= rc == GW_ERR_IO; /* else none of it reached Redis: as if never tried */
         pthread_mutex_unlock(&p->lock);
     }
     gw_txn_result_cleanup(sr);
@@ -643,6 +643,19 @@ void cmp_poll_republish(struct gw_cmp_engine *e, struct cmp_pending *p)
     pthread_mutex_unlock(&p->lock);
     if (now)
         publish(p, e, &sr); /* a worker or the main thread: the engine lives */
+}
+
+bool cmp_poll_held_here(struct cmp_pending *p)
+{
+    bool held;
+
+    if (p == NULL)
+        return false;
+    pthread_mutex_lock(&p->lock);
+    held = p->cl != NULL && p->done && p->res != NULL && p->res->cert != NULL && !p->gave_up && !p->closed &&
+           !p->published && !p->put_failed;
+    pthread_mutex_unlock(&p->lock);
+    return held;
 }
 
 struct cmp_remote *cmp_poll_remote(const struct gw_txn_record *rec)

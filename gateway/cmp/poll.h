@@ -44,6 +44,13 @@ void cmp_poll_share(struct gw_cmp_engine *e, struct cmp_pending *p, struct gw_cl
 void cmp_poll_republish(struct gw_cmp_engine *e, struct cmp_pending *p);
 
 /*
+ * cmp_poll_held_here: whether the certificate |p|'s shared call returned in time, uncollected, is on this
+ * instance alone: no try put it beside the record, and none may have (each was refused before it went
+ * out whole: gw_cluster_put_result's GW_ERR_UNAVAILABLE), so no other instance can deliver it. NULL-safe.
+ */
+bool cmp_poll_held_here(struct cmp_pending *p);
+
+/*
  * cmp_poll_remote: what a pollReq on this instance knows of a call another instance made, from its
  * record (NULL: out of memory, or a result that does not decode). Freed with cmp_poll_remote_free.
  */

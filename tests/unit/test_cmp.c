@@ -6387,6 +6387,83 @@ static void test_shared_expiry_withdraws(void **state)
     env_free(e);
 }
 
+/* The test's Redis killed at once (SIGKILL): whatever it holds unanswered never runs. */
+static void redis_kill(void)
+{
+    if (redis_pid > 0) {
+        kill(redis_pid, SIGKILL);
+        waitpid(redis_pid, NULL, 0);
+    }
+    redis_pid = 0;
+}
+
+/*
+ * A shared deferred request whose certificate came while Redis was down, then expired here uncollected,
+ * Redis still down. When every try to put the result beside the record was refused before any of it
+ * went out (Redis stopped: the connection refused), no other instance can have delivered it: it expires
+ * as an unshared one, on record as not delivered and withdrawn. When a try went out and its answer never
+ * came (Redis paused past the gateway's timeout, then killed), it may have landed and been delivered
+ * elsewhere: it stays valid, left to the record's expiry. Once, both stayed valid, nobody to withdraw
+ * the first.
+ */
+static void test_shared_unsent_result_withdrawn(void **state)
+{
+    static const struct {
+        const char *name;
+        bool sent;
+    } cases[] = {{"refused: nothing sent", false}, {"sent, its answer late", true}};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct env *e;
+        struct client cl;
+        OSSL_CMP_CTX *ctx;
+        char out[64], serial[64] = "", *logged;
+        int held, rc = 0;
+
+        if (redis_start() != 0)
+            skip();
+        e = env_shared("100ms");
+        slow_revokes(e);
+        signing_thread = pthread_self();    /* the client's: its fsyncs are not held */
+        ctx = shared_waiting(e, &cl, NULL); /* the record shared, no result beside it */
+        log_capture_start();
+        pthread_mutex_lock(&hold.lock);
+        hold.held = hold.released = 0; /* the last case's hold is over */
+        pthread_mutex_unlock(&hold.lock);
+        slow.hold_record = 1; /* Redis down once the certificate passed its checks, which ask it */
+        slow_gate(1);
+        held = hold_wait();
+        if (cases[i].sent) /* the put goes out; no answer within the 1 s timeout */
+            rc = redis_cmd(out, sizeof(out), 4, (const char *const[]){"CLIENT", "PAUSE", "3000", "ALL"});
+        else
+            (void)redis_stop(NULL);
+        hold_release(); /* before any assertion: the completion holds detach_lock */
+        assert_true(held);
+        assert_int_equal(rc, 0);
+        slow_wait_completed(e, 1);
+        redis_kill();
+        gw_cmp_engine_expire(e->engine, time(NULL) + 300 + 12); /* the copy's expiry, Redis down */
+        logged = log_capture_end();
+        assert_non_null(strstr(logged, "\"event\":\"result_not_shared\""));
+        if (!cases[i].sent) {
+            assert_uncollected_withdrawn(e, serial, sizeof(serial),
+                                         "no pollReq collected it before its transaction closed");
+        } else {
+            assert_null(strstr(logged, "\"event\":\"txn_expired_pending\""));
+            assert_int_equal(audit_count(e, "issued", NULL, NULL, NULL), 1);
+            assert_int_equal(audit_count(e, "expired_undelivered", NULL, NULL, NULL), 0);
+            assert_int_equal(revoke_calls(e), 0);
+        }
+        assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+        print_message("%s: as expected\n", cases[i].name);
+        free(logged);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
+}
+
 /*
  * The commands the gateway hands hiredis: while |drop_hook.fn| is set, the one sent from the test's
  * thread that ends a transaction's record (the only script whose keys are a record's lease and the
@@ -8986,6 +9063,7 @@ int main(void)
         cmocka_unit_test(test_poll_config),
         cmocka_unit_test_teardown(test_shared_older_record_kept_out, redis_stop),
         cmocka_unit_test_teardown(test_shared_expiry_withdraws, redis_stop),
+        cmocka_unit_test_teardown(test_shared_unsent_result_withdrawn, redis_stop),
         cmocka_unit_test_teardown(test_shared_closed_while_call_runs, redis_stop),
         cmocka_unit_test_teardown(test_shared_closed_elsewhere_while_result_lands, redis_stop),
         cmocka_unit_test_teardown(test_shared_expiry_after_reload, redis_stop),
