@@ -83,6 +83,10 @@
 #define GW_STATE_CLAIM_SLACK 5 /* seconds past a shared deadline before another instance records it */
 #define GW_STATE_CLOCK_SKEW_MS 2000 /* an instance gives up on another's upstream call this late */
 #define GW_STATE_PING_SECS 1        /* how often readiness asks the shared state's Redis (PING) */
+/* what a record's end took (its result) kept this long for the ending instance to read back should the
+   answer be lost (gateway/cmp/cluster.c S_DROP): its one retry comes within two timeouts. A literal:
+   it is spelled into a script */
+#define GW_STATE_TOOK_SECS 30
 /* "cmp.max_revoked": certificates revoked through the gateway kept until they expire, per instance and
    in the shared state, whatever their CRLs say meanwhile (gateway/cmp/revoked.c); a full set takes no
    more. Some 24 bytes each in memory, 100 in Redis. */

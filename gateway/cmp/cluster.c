@@ -9,6 +9,8 @@
  *   rec:<tid hex>      a transaction record (cluster.h); TTL: its deadline + GW_STATE_GRACE
  *   res:<tid hex>      a deferred request's upstream result, beside its record
  *   lease:<tid hex>    the instance answering the transaction now; TTL: GW_STATE_LEASE_SECS
+ *   took:<tid hex>     "<instance>:<result>": what that instance's end of the record took, for it to read
+ *                      back should the answer be lost; TTL: GW_STATE_TOOK_SECS
  *   deadlines          sorted set: the records, scored by deadline on Redis's clock
  *   revoked:<id>       a certificate revoked through an instance (revoked.c); TTL: until it expires
  *   revoked            sorted set: those, scored by expiry (their count is capped)
@@ -67,6 +69,9 @@ enum {
 /* In a script: the result key, or the reservation, of the record key KEYS[1] (or |k|) */
 #define LUA_RES_OF(k) "(string.gsub(" k ", 'rec:(%x+)$', 'res:%1'))"
 #define LUA_TXN_OF(k) "(string.gsub(" k ", 'rec:(%x+)$', 'txn:%1'))"
+#define LUA_TOOK_OF(k) "(string.gsub(" k ", 'rec:(%x+)$', 'took:%1'))"
+#define LUA_NUM_(n) #n
+#define LUA_NUM(n) LUA_NUM_(n)
 
 /*
  * KEYS: the entry and the share's sorted set; ARGV: value, ttl, now, cap (0: none). Both
@@ -128,18 +133,30 @@ static const char *const scripts[N_SCRIPTS] = {
                "end\n"
                "return {v, r}\n",
     /* KEYS: the record and its lease; ARGV: this instance, the deadlines, '1' to end it whoever holds
-       its lease, the largest result an instance writes. 2 when another instance holds the lease (and
-       it stays); else {1 if the record was there, the result that went with it ('' if none, or larger
-       than an instance writes)}; the lease goes only if this instance holds it */
+       its lease, the largest result an instance writes, '1' for the retry of an end whose answer was
+       lost. 2 when another instance holds the lease (and it stays); else {1 if the record was there,
+       the result that went with it ('' if none, or larger than an instance writes)}; the lease goes
+       only if this instance holds it. What an end took is kept (took:) until this instance's next end
+       of the transactionID: the retry's, the record gone, answers it as the lost answer did */
     [S_DROP] = "local l = redis.call('GET', KEYS[2])\n"
                "if l and l ~= ARGV[1] and ARGV[3] ~= '1' then return 2 end\n"
                "local res = " LUA_RES_OF("KEYS[1]") "\n"
+               "local took = " LUA_TOOK_OF("KEYS[1]") "\n"
                "local r = redis.call('GET', res) or ''\n"
                "if #r > tonumber(ARGV[4]) then r = '' end\n"
                "local n = redis.call('DEL', KEYS[1])\n"
                "redis.call('DEL', res)\n"
                "if l == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
                "redis.call('ZREM', ARGV[2], KEYS[1])\n"
+               "local t = redis.call('GET', took)\n"
+               "if t and string.sub(t, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then\n"
+               "  redis.call('DEL', took)\n"
+               "  local p = string.sub(t, #ARGV[1] + 2)\n"
+               "  if #p > tonumber(ARGV[4]) then p = '' end\n"
+               "  if n == 0 and ARGV[5] == '1' then return {1, p} end\n"
+               "end\n"
+               "if n == 1 then redis.call('SET', took, ARGV[1] .. ':' .. r, 'EX', "
+               LUA_NUM(GW_STATE_TOOK_SECS) ") end\n"
                "return {n, r}\n",
     /* KEYS[2], a record's lease, goes if this instance holds it */
     [S_UNLEASE] = "if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
@@ -469,7 +486,7 @@ static redisContext *connection(struct gw_cluster *cl, char *err)
 }
 
 /*
- * Runs script |s| with two keys and up to four arguments (|argc| strings after the keys, of |lens|
+ * Runs script |s| with two keys and up to five arguments (|argc| strings after the keys, of |lens|
  * bytes each, or NUL-terminated when |lens| is NULL); its answer (caller frees), or NULL with |err|
  * when Redis could not be asked or answered an error. On NULL, *|unran| (NULL: not wanted) says
  * whether the script certainly did not run: no connection to send it on (refused, not made, not
@@ -478,8 +495,8 @@ static redisContext *connection(struct gw_cluster *cl, char *err)
 static redisReply *eval_n(struct gw_cluster *cl, int s, const char *k1, const char *k2, int argc,
                           const char *const *args, const size_t *lens, bool *unran, char *err)
 {
-    const char *argv[9] = {"EVALSHA", cl->sha[s], "2", k1, k2};
-    size_t argl[9];
+    const char *argv[10] = {"EVALSHA", cl->sha[s], "2", k1, k2};
+    size_t argl[10];
     redisContext *c;
     redisReply *r;
     bool sent = false;
@@ -488,9 +505,9 @@ static redisReply *eval_n(struct gw_cluster *cl, int s, const char *k1, const ch
         *unran = true;
     if ((c = connection(cl, err)) == NULL)
         return NULL;
-    for (int i = 0; i < argc && i < 4; i++)
+    for (int i = 0; i < argc && i < 5; i++)
         argv[5 + i] = args[i];
-    for (int i = 0; i < 5 + argc && i < 9; i++)
+    for (int i = 0; i < 5 + argc && i < 10; i++)
         argl[i] = i >= 5 && lens != NULL ? lens[i - 5] : strlen(argv[i]);
     r = command(cl, c, 5 + argc, argv, argl, &sent);
     if (r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
@@ -1023,8 +1040,9 @@ static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t t
                        struct gw_txn_result *left)
 {
     char k1[KEY_LEN], k2[KEY_LEN], dk[KEY_LEN], err[GW_ERR_LEN], max_record[24], max_result[24];
-    const char *args[4] = {NULL, dk, whoever ? "1" : "0", max_result};
+    const char *args[5] = {NULL, dk, whoever ? "1" : "0", max_result, "0"};
     redisReply *r;
+    bool unran = true;
     int rc;
 
     if (left != NULL)
@@ -1036,7 +1054,11 @@ static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t t
     snprintf(dk, sizeof(dk), "%sdeadlines", cl->prefix);
     size_args(max_record, max_result);
     args[0] = cl->owner; /* |cl| is not NULL past the check */
-    if ((r = eval(cl, S_DROP, k1, k2, 4, args, err)) == NULL) {
+    if ((r = eval_n(cl, S_DROP, k1, k2, 5, args, NULL, &unran, err)) == NULL && !unran) {
+        args[4] = "1"; /* it may have run, its answer lost: asked again, it answers what it took */
+        r = eval(cl, S_DROP, k1, k2, 5, args, err);
+    }
+    if (r == NULL) {
         gw_log_kv(GW_LOG_WARN, "shared_state_drop_failed", "reason", err, NULL);
         return GW_ERR_UNAVAILABLE;
     }

@@ -6469,12 +6469,14 @@ static void test_shared_unsent_result_withdrawn(void **state)
  * thread that ends a transaction's record (the only script whose keys are a record's lease and the
  * deadlines) first runs |fn|, once: what another instance does while this one closes the transaction.
  * With |after_end|, the one after it instead, which releases the transaction's reservation (its keys the
- * reservation and its share's open set): the record is gone by then.
+ * reservation and its share's open set): the record is gone by then. With |lose_answer|, the end's answer
+ * is lost once it came (redisBufferRead): Redis ran it, the gateway cannot know.
  */
 static struct {
     pthread_t thread;
     void (*fn)(void);
-    bool after_end;
+    bool after_end, lose_answer;
+    bool losing; /* the next read on |thread| fails */
 } drop_hook;
 
 /* Whether one of the |argc| arguments ends with |s| (|suffix|), or holds it. */
@@ -6498,16 +6500,35 @@ int redisAppendCommandArgv(redisContext *c, int argc, const char **argv, const s
         (int (*)(redisContext *, int, const char **, const size_t *))dlsym(RTLD_NEXT,
                                                                            "redisAppendCommandArgv");
     void (*fn)(void) = drop_hook.fn;
+    bool end = pthread_equal(pthread_self(), drop_hook.thread) &&
+               arg_has(argc, argv, argvlen, ":deadlines", true) &&
+               arg_has(argc, argv, argvlen, ":lease:", false);
 
     if (fn != NULL && pthread_equal(pthread_self(), drop_hook.thread) &&
         (drop_hook.after_end
              ? arg_has(argc, argv, argvlen, ":txn:", false) && arg_has(argc, argv, argvlen, ":open:", false)
-             : arg_has(argc, argv, argvlen, ":deadlines", true) &&
-                   arg_has(argc, argv, argvlen, ":lease:", false))) {
+             : end)) {
         drop_hook.fn = NULL;
         fn();
     }
+    if (end && drop_hook.lose_answer) {
+        drop_hook.lose_answer = false;
+        drop_hook.losing = true;
+    }
     return real(c, argc, argv, argvlen);
+}
+
+int redisBufferRead(redisContext *c)
+{
+    int (*real)(redisContext *) = (int (*)(redisContext *))dlsym(RTLD_NEXT, "redisBufferRead");
+
+    if (drop_hook.losing && pthread_equal(pthread_self(), drop_hook.thread)) {
+        drop_hook.losing = false;
+        c->err = REDIS_ERR_IO;
+        snprintf(c->errstr, sizeof(c->errstr), "the test lost the answer");
+        return REDIS_ERR;
+    }
+    return real(c);
 }
 #endif
 
@@ -6604,7 +6625,9 @@ static void test_shared_closed_while_call_runs(void **state)
  * beside the record, which still is there; the record's end takes it away. Nobody received it, so the
  * instance that ended the record has it on record as not delivered and withdraws it, once; the instance
  * that made the call neither withdraws it nor says it was closed elsewhere. Once, the certificate went
- * with the record, on record as "awaiting the client's pollReq", and stayed valid.
+ * with the record, on record as "awaiting the client's pollReq", and stayed valid. So also when Redis ran
+ * the record's end and its answer was lost: the end asked again answers what the first took. Once, that
+ * certificate stayed valid, handed back to nobody.
  */
 static void test_shared_closed_elsewhere_while_result_lands(void **state)
 {
@@ -6614,15 +6637,17 @@ static void test_shared_closed_elsewhere_while_result_lands(void **state)
     (void)state;
     if (redis_start() != 0)
         skip();
-    for (int conf = 0; conf <= 1; conf++) {
+    for (int i = 0; i < 4; i++) {
+        int conf = i & 1, lose = i >> 1;
         struct env *b = env_shared("100ms"), *a = env_shared("100ms"); /* the adapter's engine: a's */
         struct client cl, dummy = {.env = b};
         OSSL_CMP_CTX *ctx;
         char serial[64] = "";
         int after;
 
-        print_message("closed on another instance by %s\n",
-                      conf ? "a certConf" : "the client's error message");
+        print_message("closed on another instance by %s%s\n",
+                      conf ? "a certConf" : "the client's error message",
+                      lose ? ", the record's end answered and its answer lost" : "");
         slow_revokes(b);
         slow_revokes(a);
         ctx = shared_waiting(a, &cl, NULL);
@@ -6633,8 +6658,10 @@ static void test_shared_closed_elsewhere_while_result_lands(void **state)
         drop_hook.thread = pthread_self();
         drop_hook.after_end = false;
         drop_hook.fn = call_lands;
+        drop_hook.lose_answer = lose;
         (void)poll_step(ctx, &after); /* its next pollReq goes as that message */
         drop_hook.fn = NULL;
+        assert_false(drop_hook.lose_answer || drop_hook.losing); /* lost, if so */
         assert_true(landed);
         assert_int_equal(audit_count(a, "issued", NULL, "status", "awaiting the client's pollReq"), 1);
         assert_int_equal(audit_serial(a, "issued", serial, sizeof(serial)), 0);
