@@ -2,6 +2,7 @@
 #ifndef GW_CLOCK_H
 #define GW_CLOCK_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 /* gw_now_ms returns CLOCK_MONOTONIC in milliseconds. */
@@ -9,5 +10,11 @@ uint64_t gw_now_ms(void);
 
 /* gw_sleep_ms sleeps |ms| milliseconds, resuming after signals. */
 void gw_sleep_ms(uint64_t ms);
+
+/*
+ * gw_cond_init_monotonic initialises |cond| to time its waits by gw_now_ms's clock, so that a wait until a
+ * gw_now_ms deadline ends there whatever the wall clock does: 0, or GW_ERR_NOMEM with |cond| not made.
+ */
+int gw_cond_init_monotonic(pthread_cond_t *cond);
 
 #endif

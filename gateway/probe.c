@@ -75,7 +75,6 @@ static void *prober_main(void *arg)
 struct gw_prober *gw_prober_start(const struct gw_config *cfg, struct gw_upstream_set *ups, char *err)
 {
     struct gw_prober *p = calloc(1, sizeof(*p));
-    pthread_condattr_t ca;
 
     if (p == NULL ||
         (cfg->n_upstreams > 0 && (p->due_ms = calloc(cfg->n_upstreams, sizeof(*p->due_ms))) == NULL)) {
@@ -86,10 +85,13 @@ struct gw_prober *gw_prober_start(const struct gw_config *cfg, struct gw_upstrea
     p->cfg = cfg;
     p->ups = ups;
     pthread_mutex_init(&p->lock, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the wall clock jumps */
-    pthread_cond_init(&p->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    if (gw_cond_init_monotonic(&p->cond) != 0) { /* the wall clock jumps */
+        pthread_mutex_destroy(&p->lock);
+        free(p->due_ms);
+        free(p);
+        snprintf(err, GW_ERR_LEN, "upstream probes: out of memory");
+        return NULL;
+    }
     if (pthread_create(&p->tid, NULL, prober_main, p) != 0) {
         pthread_cond_destroy(&p->cond);
         pthread_mutex_destroy(&p->lock);

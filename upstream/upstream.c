@@ -331,15 +331,15 @@ static struct waiter *waiter_new(const struct gw_upstream *up, const struct gw_s
                                  uint32_t timeout_ms)
 {
     struct waiter *w;
-    pthread_condattr_t attr;
 
     if ((w = calloc(1, sizeof(*w))) == NULL)
         return NULL;
     pthread_mutex_init(&w->lock, NULL);
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&w->cond, &attr);
-    pthread_condattr_destroy(&attr);
+    if (gw_cond_init_monotonic(&w->cond) != 0) { /* the wait ends at a gw_now_ms deadline */
+        pthread_mutex_destroy(&w->lock);
+        free(w);
+        return NULL;
+    }
     w->refs = 2; /* the worker and the completion */
     w->deadline_ms = gw_now_ms() + timeout_ms;
     snprintf(w->upstream, sizeof(w->upstream), "%s", gw_upstream_conf_name(up->conf));

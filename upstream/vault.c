@@ -768,7 +768,6 @@ static int vault_init(struct gw_upstream *up, char *err)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
     const struct gw_vault_conf *vc = conf->impl;
-    pthread_condattr_t attr;
     struct vault *v;
 
     if ((v = calloc(1, sizeof(*v))) == NULL) {
@@ -776,10 +775,13 @@ static int vault_init(struct gw_upstream *up, char *err)
         return GW_ERR_NOMEM;
     }
     pthread_mutex_init(&v->lock, NULL);
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC); /* a login is waited for until gw_now_ms deadlines */
-    pthread_cond_init(&v->cond, &attr);
-    pthread_condattr_destroy(&attr);
+    /* a login is waited for until gw_now_ms deadlines */
+    if (gw_cond_init_monotonic(&v->cond) != 0) {
+        pthread_mutex_destroy(&v->lock);
+        free(v);
+        vault_set_err(err, "upstream %s: out of memory", conf->name);
+        return GW_ERR_NOMEM;
+    }
     v->conf = conf;
     v->vc = vc;
     v->mount = vc->mount != NULL ? vc->mount : "pki";

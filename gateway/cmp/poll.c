@@ -106,16 +106,16 @@ static int64_t clamp_secs(uint64_t ms)
 static struct cmp_pending *pending_new(const struct cmp_txn *t, const struct cmp_call *c)
 {
     struct cmp_pending *p = calloc(1, sizeof(*p));
-    pthread_condattr_t attr;
 
     if (p == NULL)
         return NULL;
     gw_cert_plan_init(&p->plan);
     pthread_mutex_init(&p->lock, NULL);
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&p->cond, &attr);
-    pthread_condattr_destroy(&attr);
+    if (gw_cond_init_monotonic(&p->cond) != 0) { /* wait_for's deadline is a gw_now_ms one */
+        pthread_mutex_destroy(&p->lock);
+        free(p);
+        return NULL;
+    }
     p->refs = 2;
     p->deadline_ms = gw_now_ms() + gw_upstream_timeout_ms(t->up);
     /* ask again after the time the client was already kept waiting: the CA is that slow */

@@ -393,20 +393,13 @@ void cmp_withdraw_answered(struct gw_cmp_engine *e, const struct cmp_txn *t, con
 int cmp_withdrawals_init(struct gw_cmp_engine *e)
 {
     struct cmp_withdrawals *q = calloc(1, sizeof(*q));
-    pthread_condattr_t ca;
-    bool ok;
 
     if (q == NULL)
         return GW_ERR_NOMEM;
     q->tailp = &q->head;
     pthread_mutex_init(&q->lock, NULL);
     /* the drain's deadline (gw_now_ms) ignores clock steps: a condition on the realtime clock would not */
-    ok = pthread_condattr_init(&ca) == 0;
-    if (ok) { /* destroyed whether or not the condition was made of it */
-        ok = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 && pthread_cond_init(&q->cond, &ca) == 0;
-        pthread_condattr_destroy(&ca);
-    }
-    if (!ok) { /* e->withdrawals stays NULL: the engine's free has no queue to drain */
+    if (gw_cond_init_monotonic(&q->cond) != 0) { /* e->withdrawals stays NULL: no queue to drain */
         pthread_mutex_destroy(&q->lock);
         free(q);
         return GW_ERR_NOMEM;

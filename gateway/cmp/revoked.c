@@ -535,20 +535,12 @@ static int take_file(struct cmp_revoked *rs, const char *file, time_t now, char 
 struct cmp_revoked *cmp_revoked_new(const char *file, uid_t owner, time_t now, char *err)
 {
     struct cmp_revoked *rs = calloc(1, sizeof(*rs));
-    pthread_condattr_t attr;
-    bool ok;
 
     snprintf(err, GW_ERR_LEN, "out of memory");
     if (rs == NULL)
         return NULL;
     pthread_mutex_init(&rs->lock, NULL);
-    ok = pthread_condattr_init(&attr) == 0;
-    if (ok) { /* destroyed whether or not the condition was made of it */
-        ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
-             pthread_cond_init(&rs->ended, &attr) == 0;
-        pthread_condattr_destroy(&attr);
-    }
-    if (!ok) {
+    if (gw_cond_init_monotonic(&rs->ended) != 0) {
         pthread_mutex_destroy(&rs->lock);
         free(rs);
         return NULL;
