@@ -14,9 +14,14 @@ uint64_t gw_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+struct timespec gw_timespec_ms(uint64_t ms)
+{
+    return (struct timespec){.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000L};
+}
+
 void gw_sleep_ms(uint64_t ms)
 {
-    struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000};
+    struct timespec ts = gw_timespec_ms(ms);
 
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;

@@ -63,8 +63,7 @@ static void *prober_main(void *arg)
         pthread_mutex_unlock(&p->lock);
         probe_due(p);
         pthread_mutex_lock(&p->lock);
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += PROBE_TICK_MS / 1000;
+        until = gw_timespec_ms(gw_now_ms() + PROBE_TICK_MS); /* the condition's clock (gw_prober_start) */
         while (!p->stopping && pthread_cond_timedwait(&p->cond, &p->lock, &until) == 0)
             ;
     }

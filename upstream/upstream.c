@@ -402,8 +402,7 @@ static void wait_done(void *arg, struct gw_sign_result *res)
 /* Blocks until the completion or the deadline; returns 1 if a result arrived in time. Worker. */
 static int wait_result(struct waiter *w, struct gw_sign_result *out)
 {
-    struct timespec ts = {.tv_sec = (time_t)(w->deadline_ms / 1000),
-                          .tv_nsec = (long)(w->deadline_ms % 1000) * 1000000};
+    struct timespec ts = gw_timespec_ms(w->deadline_ms); /* gw_now_ms is the condition's clock (waiter_new) */
     int got = 0;
 
     pthread_mutex_lock(&w->lock);

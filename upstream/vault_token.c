@@ -231,8 +231,7 @@ static int token_usable(const struct vault *v)
  */
 static int refresh_wait(struct vault *v, unsigned attempt, uint64_t deadline, char *err)
 {
-    struct timespec until = {.tv_sec = (time_t)(deadline / 1000),
-                             .tv_nsec = (long)(deadline % 1000) * 1000000};
+    struct timespec until = gw_timespec_ms(deadline); /* gw_now_ms is the condition's clock (vault_init) */
 
     while (v->refreshing && v->attempts == attempt) {
         if (pthread_cond_timedwait(&v->cond, &v->lock, &until) == ETIMEDOUT && v->attempts == attempt) {

@@ -465,7 +465,7 @@ out:
 static int wait_for(struct cmp_pending *p, uint32_t ms, struct gw_sign_result *out)
 {
     uint64_t until = gw_now_ms() + ms;
-    struct timespec ts = {.tv_sec = (time_t)(until / 1000), .tv_nsec = (long)(until % 1000) * 1000000};
+    struct timespec ts = gw_timespec_ms(until); /* gw_now_ms is the condition's clock (pending_new) */
     int got = 0;
 
     pthread_mutex_lock(&p->lock);

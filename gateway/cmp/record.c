@@ -479,8 +479,7 @@ bool cmp_withdrawals_drain(struct gw_cmp_engine *e, uint64_t until_ms)
 {
     struct cmp_withdrawals *q = e->withdrawals;
     /* gw_now_ms is the condition's clock (cmp_withdrawals_init) */
-    struct timespec until = {.tv_sec = (time_t)(until_ms / 1000),
-                             .tv_nsec = (long)(until_ms % 1000) * 1000000L};
+    struct timespec until = gw_timespec_ms(until_ms);
     struct withdrawal *left, *next;
     bool asking;
 

@@ -808,8 +808,7 @@ int cmp_revoked_check_id(struct gw_cmp_engine *e, const unsigned char id[CMP_REV
 static int mark(struct cmp_revoked *rs, const unsigned char *id, uint32_t wait_ms, uint64_t until_ms)
 {
     /* gw_now_ms is the condition's clock (cmp_revoked_new) */
-    struct timespec until = {.tv_sec = (time_t)(until_ms / 1000),
-                             .tv_nsec = (long)(until_ms % 1000) * 1000000L};
+    struct timespec until = gw_timespec_ms(until_ms);
     int late = 0, rc = GW_ERR_BUSY;
 
     pthread_mutex_lock(&rs->lock);
