@@ -683,6 +683,20 @@ out:
     return rc;
 }
 
+/*
+ * A reason's tail (gw_vault_map_error): " (HTTP <status>)", the longest a long prints, then one of the
+ * suffixes below, in the bytes a reason leaves beside its prefix and the longest quote of Vault's message.
+ */
+#define TAIL_LEN (GW_ERR_LEN - GW_MAX_VAULT_QUOTE - 2)
+#define TAIL_HTTP_LONGEST " (HTTP -9223372036854775808)"
+#define TAIL_FITS(suffix) (sizeof(TAIL_HTTP_LONGEST) - 1 + sizeof(suffix) <= TAIL_LEN)
+#define SUFFIX_TOKEN "; the gateway's token or policy is wrong: an operator must fix it"
+#define SUFFIX_CONFIG "; the gateway's configuration names a role or mount Vault does not have"
+#define SUFFIX_RETRY "; retry later"
+_Static_assert(sizeof(long) <= 8, "TAIL_HTTP_LONGEST is the longest a long prints");
+_Static_assert(TAIL_FITS(SUFFIX_TOKEN) && TAIL_FITS(SUFFIX_CONFIG) && TAIL_FITS(SUFFIX_RETRY),
+               "every suffix of vault_errors fits a reason's tail");
+
 /* Vault's error statuses as CMP failInfo (docs/design.md U1.1). */
 static const struct {
     long lo, hi;
@@ -692,12 +706,12 @@ static const struct {
 } vault_errors[] = {
     {400, 400, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "Vault refused", ""},
     {403, 403, GW_ERR_FORBIDDEN, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "Vault denied the gateway",
-     "; the gateway's token or policy is wrong: an operator must fix it"},
+     SUFFIX_TOKEN},
     {404, 404, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "Vault role or mount not found",
-     "; the gateway's configuration names a role or mount Vault does not have"},
-    {412, 412, GW_ERR_BUSY, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "Vault is busy", "; retry later"},
-    {429, 429, GW_ERR_BUSY, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "Vault is busy", "; retry later"},
-    {503, 503, GW_ERR_BUSY, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "Vault is unavailable", "; retry later"},
+     SUFFIX_CONFIG},
+    {412, 412, GW_ERR_BUSY, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "Vault is busy", SUFFIX_RETRY},
+    {429, 429, GW_ERR_BUSY, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "Vault is busy", SUFFIX_RETRY},
+    {503, 503, GW_ERR_BUSY, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "Vault is unavailable", SUFFIX_RETRY},
     {500, 599, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure, "Vault failed", ""},
     {0, 999, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure, "Vault answered unexpectedly", ""},
 };
@@ -706,9 +720,9 @@ void gw_vault_map_error(long http_status, const char *body, size_t len, const ch
                         int *fail_info, char *reason)
 {
     struct gw_vault_error e;
-    /* tail: " (HTTP <long>)" and the longest suffix, 100 bytes; sized so that the reason's snprintf is
-       seen to fit GW_ERR_LEN with the longest quote (the compiler checks it, -Wformat-truncation) */
-    char msg[GW_ERR_LEN], quote[GW_MAX_VAULT_QUOTE + 1], tail[GW_ERR_LEN - GW_MAX_VAULT_QUOTE - 2];
+    /* tail: " (HTTP <long>)" and a suffix (TAIL_FITS); sized so that the reason's snprintf is seen to fit
+       GW_ERR_LEN with the longest quote (the compiler checks it, -Wformat-truncation) */
+    char msg[GW_ERR_LEN], quote[GW_MAX_VAULT_QUOTE + 1], tail[TAIL_LEN];
     long st = http_status;
     size_t i, words, room;
 
