@@ -52,7 +52,10 @@ struct cmp_recent *cmp_recent_new(void)
 
     if (r == NULL)
         return NULL;
-    pthread_mutex_init(&r->lock, NULL);
+    if (pthread_mutex_init(&r->lock, NULL) != 0) {
+        free(r);
+        return NULL;
+    }
     for (size_t i = 0; i < GW_RECENT_ISSUED; i++)
         r->bucket[i] = NIL;
     return r;

@@ -14,7 +14,10 @@
 
 struct cmp_recent;
 
-/* cmp_recent_new: an empty ring; NULL when out of memory. cmp_recent_free is NULL-safe. */
+/*
+ * cmp_recent_new: an empty ring; NULL when out of memory or its lock cannot be made. cmp_recent_free is
+ * NULL-safe.
+ */
 struct cmp_recent *cmp_recent_new(void);
 void cmp_recent_free(struct cmp_recent *r);
 

@@ -2,8 +2,11 @@
  * Unit tests for the ring of the certificates a gateway process let through lately
  * (gateway/cmp/recent.c): a second certificate under the issuer and serial of one in it is caught, the
  * same certificate again is not, the ring forgets its oldest entry and no more once full, and two
- * certificates with one serial noted at once on several threads cannot both pass.
+ * certificates with one serial noted at once on several threads cannot both pass; a ring whose lock cannot
+ * be made is not made.
  */
+#include <dlfcn.h>
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +14,7 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -25,6 +29,16 @@
 #define THREADS 8
 
 static EVP_PKEY *key;
+static bool fail_mutex_init; /* pthread_mutex_init fails while set */
+
+int pthread_mutex_init(pthread_mutex_t *mutex, const pthread_mutexattr_t *attr)
+{
+    static int (*real)(pthread_mutex_t *, const pthread_mutexattr_t *);
+
+    if (real == NULL)
+        *(void **)&real = dlsym(RTLD_NEXT, "pthread_mutex_init");
+    return fail_mutex_init ? EAGAIN : real(mutex, attr);
+}
 
 static int group_setup(void **state)
 {
@@ -192,12 +206,28 @@ static void test_threads(void **state)
     cmp_recent_free(r);
 }
 
+/* The ring's lock cannot be made (EAGAIN): no ring, rather than one whose lock was never made. */
+static void test_new_without_lock(void **state)
+{
+    struct cmp_recent *r;
+    bool made;
+
+    (void)state;
+    fail_mutex_init = true;
+    r = cmp_recent_new();
+    fail_mutex_init = false;
+    made = r != NULL;
+    cmp_recent_free(r);
+    assert_false(made);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reuse_and_same),
         cmocka_unit_test(test_bounded),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_new_without_lock),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
