@@ -705,34 +705,63 @@ enum gw_issued_verdict cmp_check_issued(const struct gw_cmp_engine *e, const str
     return v;
 }
 
+/* Why a certificate with the issuer and serial of another one is refused, and not revoked (refuse_reused). */
+struct reuse {
+    const char *msg;     /* the log line's: what the operator finds out */
+    const char *other;   /* what the client is told the other certificate is */
+    const char *outcome; /* and what became of the new one */
+};
+
+/* The other one was revoked through cmpgw: the serial is revoked already. */
+static const struct reuse reuse_revoked = {
+    "the CA issued the serial of a certificate revoked through cmpgw again: the new certificate was not "
+    "released, nor revoked again (the serial is revoked already); find out at the CA why it reused the "
+    "serial and which certificates carry it: revoking one revokes all of them",
+    "a certificate revoked through this gateway",
+    "is revoked with it and was not released",
+};
+
 /*
- * A certificate with the issuer and serial of another one let through lately (cmp_recent_note): that one
- * is valid, and its holder uses it. The new one is not revoked either: revocation goes by issuer and
- * serial, and would revoke the earlier one with it. The CA's operator has to act.
+ * The other one was let through lately (cmp_recent_note): it is valid, and its holder uses it. Revocation
+ * goes by issuer and serial, so revoking the new one would revoke the earlier one with it.
  */
-static int refuse_reissued(const struct gw_upstream *up, const char *tid, const char *issuer,
-                           const char *serial, const char *earlier, int *fail_info, char *text)
+static const struct reuse reuse_recent = {
+    "the CA issued the serial of a certificate cmpgw let through lately (earlier_tid) again, to another "
+    "certificate: the new one was not released, nor revoked (that would revoke the earlier one with it); "
+    "find out at the CA why it reused the serial and which certificates carry it",
+    "another certificate this gateway let through",
+    "was not released (revoking either would revoke both)",
+};
+
+/*
+ * Refuses |cert|, whose |serial| is that of another certificate (|why|): logged cert_serial_reused, with
+ * |earlier|, the transaction that let the other one through, where it is known (else NULL).
+ */
+static int refuse_reused(const struct gw_upstream *up, const char *tid, X509 *cert, const char *serial,
+                         const char *earlier, const struct reuse *why, int *fail_info, char *text)
 {
-    gw_log_kv(GW_LOG_ERROR, "cert_serial_reused", "tid", tid, "upstream",
-              gw_upstream_conf_name(gw_upstream_get0_conf(up)), "issuer", issuer, "serial", serial,
-              "earlier_tid", earlier, "msg",
-              "the CA issued the serial of a certificate cmpgw let through lately (earlier_tid) again, to "
-              "another certificate: the new one was not released, nor revoked (that would revoke the earlier "
-              "one with it); find out at the CA why it reused the serial and which certificates carry it",
-              NULL);
+    const char *name = gw_upstream_conf_name(gw_upstream_get0_conf(up));
+    char issuer[256];
+
+    X509_NAME_oneline(X509_get_issuer_name(cert), issuer, sizeof(issuer)); /* for a person to read only */
+    if (earlier != NULL)
+        gw_log_kv(GW_LOG_ERROR, "cert_serial_reused", "tid", tid, "upstream", name, "issuer", issuer,
+                  "serial", serial, "earlier_tid", earlier, "msg", why->msg, NULL);
+    else
+        gw_log_kv(GW_LOG_ERROR, "cert_serial_reused", "tid", tid, "upstream", name, "issuer", issuer,
+                  "serial", serial, "msg", why->msg, NULL);
     *fail_info = OSSL_CMP_PKIFAILUREINFO_systemFailure;
     snprintf(text, GW_ERR_LEN,
-             "the CA issued serial %s again, that of another certificate this gateway let through: the new "
-             "certificate was not released (revoking either would revoke both); report this to the PKI's "
+             "the CA issued serial %s again, that of %s: the new certificate %s; report this to the PKI's "
              "operator",
-             serial);
+             serial, why->other, why->outcome);
     return CMP_SERIAL_REUSED;
 }
 
 int cmp_check_serial_reused(struct gw_cmp_engine *e, const struct gw_upstream *up, X509 *cert, time_t now,
                             const char *tid, int *fail_info, char *text)
 {
-    char serial[2 * 20 + 1], issuer[256], err[GW_ERR_LEN] = ""; /* RFC 5280 §4.1.2.2: 20 octets at most */
+    char serial[2 * 20 + 1], err[GW_ERR_LEN] = ""; /* RFC 5280 §4.1.2.2: 20 octets at most */
     char earlier[2 * GW_MAX_TID_LEN + 1] = "";
     unsigned char id[CMP_REVOKED_ID_LEN];
     int rc = GW_ERR_CRYPTO, again = 0;
@@ -760,22 +789,9 @@ int cmp_check_serial_reused(struct gw_cmp_engine *e, const struct gw_upstream *u
             serial);
         return CMP_SERIAL_UNCHECKED;
     }
-    X509_NAME_oneline(X509_get_issuer_name(cert), issuer, sizeof(issuer)); /* for a person to read only */
     if (again)
-        return refuse_reissued(up, tid, issuer, serial, earlier, fail_info, text);
-    gw_log_kv(
-        GW_LOG_ERROR, "cert_serial_reused", "tid", tid, "upstream",
-        gw_upstream_conf_name(gw_upstream_get0_conf(up)), "issuer", issuer, "serial", serial, "msg",
-        "the CA issued the serial of a certificate revoked through cmpgw again: the new certificate was "
-        "not released, nor revoked again (the serial is revoked already); find out at the CA why it "
-        "reused the serial and which certificates carry it: revoking one revokes all of them",
-        NULL);
-    *fail_info = OSSL_CMP_PKIFAILUREINFO_systemFailure;
-    snprintf(text, GW_ERR_LEN,
-             "the CA issued serial %s again, that of a certificate revoked through this gateway: the new "
-             "certificate is revoked with it and was not released; report this to the PKI's operator",
-             serial);
-    return CMP_SERIAL_REUSED;
+        return refuse_reused(up, tid, cert, serial, earlier, &reuse_recent, fail_info, text);
+    return refuse_reused(up, tid, cert, serial, NULL, &reuse_revoked, fail_info, text);
 }
 
 /* ---- 3GPP TS 33.310 base-station enrolment (docs/3gpp.md) ------------------------------- */
