@@ -705,11 +705,17 @@ enum gw_issued_verdict cmp_check_issued(const struct gw_cmp_engine *e, const str
     return v;
 }
 
-/* Why a certificate with the issuer and serial of another one is refused, and not revoked (refuse_reused). */
+/*
+ * Why a certificate with the issuer name and serial of another one is refused, and not revoked
+ * (refuse_reused). The client is told in words true also where the two come from two CAs under one issuer
+ * name (a CA re-keyed under its name, two upstreams), not from one CA that issued a serial twice: what
+ * goes by issuer name and serial (a CRL, an rr, the gateway's revoked set) cannot tell the two apart.
+ */
 struct reuse {
     const char *msg;     /* the log line's: what the operator finds out */
-    const char *other;   /* what the client is told the other certificate is */
-    const char *outcome; /* and what became of the new one */
+    const char *other;   /* the other certificate, to the client */
+    const char *fate;    /* what became of it through this gateway */
+    const char *outcome; /* the new one's, where revocation goes by issuer and serial */
 };
 
 /* The other one was revoked through cmpgw: the serial is revoked already. */
@@ -717,8 +723,9 @@ static const struct reuse reuse_revoked = {
     "the CA issued the serial of a certificate revoked through cmpgw again: the new certificate was not "
     "released, nor revoked again (the serial is revoked already); find out at the CA why it reused the "
     "serial and which certificates carry it: revoking one revokes all of them",
-    "a certificate revoked through this gateway",
-    "is revoked with it and was not released",
+    "a certificate",
+    "was revoked through this gateway",
+    "this one counts as revoked; it was not released",
 };
 
 /*
@@ -729,8 +736,9 @@ static const struct reuse reuse_recent = {
     "the CA issued the serial of a certificate cmpgw let through lately (earlier_tid) again, to another "
     "certificate: the new one was not released, nor revoked (that would revoke the earlier one with it); "
     "find out at the CA why it reused the serial and which certificates carry it",
-    "another certificate this gateway let through",
-    "was not released (revoking either would revoke both)",
+    "another certificate",
+    "went out through this gateway",
+    "revoking one revokes both; this one was not released",
 };
 
 /*
@@ -752,9 +760,9 @@ static int refuse_reused(const struct gw_upstream *up, const char *tid, X509 *ce
                   "serial", serial, "msg", why->msg, NULL);
     *fail_info = OSSL_CMP_PKIFAILUREINFO_systemFailure;
     snprintf(text, GW_ERR_LEN,
-             "the CA issued serial %s again, that of %s: the new certificate %s; report this to the PKI's "
-             "operator",
-             serial, why->other, why->outcome);
+             "%s with this issuer name and serial %s %s: where revocation goes by issuer and serial, %s: "
+             "tell the PKI's operator",
+             why->other, serial, why->fate, why->outcome);
     return CMP_SERIAL_REUSED;
 }
 

@@ -183,8 +183,9 @@ class VaultAnswers(harness.GatewayTestCase):
 
     def test_issued_serial_revoked(self):
         """Vault issues the serial of a certificate its holder revoked through the gateway again: the new
-        certificate is revoked with it (Vault's CRL lists the serial; the gateway's own revoked set would
-        refuse it as a credential). Not released: systemFailure saying so, on record as rejected with that
+        certificate counts as revoked wherever revocation goes by issuer and serial (Vault's CRL lists the
+        serial; the gateway's own revoked set would refuse it as a credential). Not released: systemFailure
+        saying so in words true also where two CAs share the issuer name, on record as rejected with that
         serial, logged cert_serial_reused naming the upstream and serial, and Vault is not asked to revoke
         it again (cfssl would write the new revocation's reason and time over the first's). Twin: the same
         request with a serial of its own issues."""
@@ -201,8 +202,9 @@ class VaultAnswers(harness.GatewayTestCase):
         res = self.p10cr("vault", "reused", expect_cert=False)
         self.assert_rejected(res, "systemFailure")
         self.assertEqual(res.first.status_strings, [
-            "the CA issued serial %s again, that of a certificate revoked through this gateway: the new "
-            "certificate is revoked with it and was not released; report this to the PKI's operator" % serial])
+            "a certificate with this issuer name and serial %s was revoked through this gateway: "
+            "where revocation goes by issuer and serial, this one counts as revoked; it was not released: "
+            "tell the PKI's operator" % serial])
         self.assertEqual(len(self.vault.since(mark, "/sign/")), 1)
         tid = res.first.header["transactionID"].asOctets().hex()
         self.assertNotIn(tid, self.issued_tids())
@@ -235,9 +237,9 @@ class VaultAnswers(harness.GatewayTestCase):
         res = self.p10cr("vault", "twice", expect_cert=False)
         self.assert_rejected(res, "systemFailure")
         self.assertEqual(res.first.status_strings, [
-            "the CA issued serial %s again, that of another certificate this gateway let through: the new "
-            "certificate was not released (revoking either would revoke both); report this to the PKI's "
-            "operator" % serial])
+            "another certificate with this issuer name and serial %s went out through this gateway: "
+            "where revocation goes by issuer and serial, revoking one revokes both; this one was not released: "
+            "tell the PKI's operator" % serial])
         self.assertEqual(len(self.vault.since(mark, "/sign/")), 1)
         tid = res.first.header["transactionID"].asOctets().hex()
         self.assertNotIn(tid, self.issued_tids())
