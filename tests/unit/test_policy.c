@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include "tests/unit/testutil.h"
 #include <openssl/cmp.h>
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
@@ -2862,22 +2863,6 @@ static void test_check_issued_links(void **state)
     X509_free(cert);
 }
 
-/* |x| parsed again from its DER: the same certificate, another object. */
-static X509 *copy_of(X509 *x)
-{
-    unsigned char *der = NULL;
-    const unsigned char *p;
-    int len = i2d_X509(x, &der);
-    X509 *y;
-
-    assert_true(len > 0);
-    p = der;
-    y = d2i_X509(NULL, &p, len);
-    OPENSSL_free(der);
-    assert_non_null(y);
-    return y;
-}
-
 /* A copy of |x| whose DER says its signature has one unused bit (its last byte's lowest bit is 0). */
 static X509 *unused_bit_der(X509 *x)
 {
@@ -2905,7 +2890,7 @@ static X509 *unused_bit_der(X509 *x)
  */
 static X509 *changed_after_parse(X509 *x, int unused_bit)
 {
-    X509 *y = copy_of(x);
+    X509 *y = tu_reparsed(x);
     const ASN1_BIT_STRING *sig;
     ASN1_BIT_STRING *s;
     unsigned char last;
@@ -2934,7 +2919,7 @@ static void test_links_byte_for_byte(void **state)
         X509 *top;
         int known;
     } cases[] = {
-        {"a copy parsed again", copy_of(int_ca), 1},
+        {"a copy parsed again", tu_reparsed(int_ca), 1},
         {"one unused bit, parsed so", unused_bit_der(int_ca), 0},
         {"one unused bit, set after parsing", changed_after_parse(int_ca, 1), 0},
         {"another signature byte, parsed so", resigned(int_ca), 0},

@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "tests/unit/testutil.h"
+
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -54,26 +56,13 @@ static int group_teardown(void **state)
     return 0;
 }
 
-/* |x| (freed) decoded from its DER, as an upstream's answer is: its encoding kept, not made again. */
-static X509 *parsed(X509 *x)
-{
-    unsigned char *der = NULL;
-    const unsigned char *p;
-    int len = i2d_X509(x, &der);
-    X509 *y;
-
-    assert_true(len > 0);
-    p = der;
-    assert_non_null(y = d2i_X509(NULL, &p, len));
-    OPENSSL_free(der);
-    X509_free(x);
-    return y;
-}
-
-/* A certificate of issuer "CN=ring CA" with |serial|, told apart from another of that serial by |cn|. */
+/*
+ * A certificate of issuer "CN=ring CA" with |serial|, told apart from another of that serial by |cn|, as
+ * an upstream's answer is: parsed from its DER.
+ */
 static X509 *cert_of(long serial, const char *cn)
 {
-    X509 *x = X509_new();
+    X509 *x = X509_new(), *y;
     X509_NAME *issuer = X509_NAME_new(), *subject = X509_NAME_new();
 
     assert_non_null(x);
@@ -92,7 +81,9 @@ static X509 *cert_of(long serial, const char *cn)
     assert_true(X509_sign(x, key, EVP_sha256()) > 0);
     X509_NAME_free(issuer);
     X509_NAME_free(subject);
-    return parsed(x);
+    y = tu_reparsed(x);
+    X509_free(x);
+    return y;
 }
 
 /* cmp_recent_note of |x|, named as the revoked set names it. */

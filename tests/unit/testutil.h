@@ -1,6 +1,7 @@
 /*
- * Fixtures shared by the unit tests that run on a demo PKI made by deploy/demo-pki.sh. Include
- * after <cmocka.h>. static inline: each test uses what it needs.
+ * Fixtures shared by the unit tests: the files of a demo PKI made by deploy/demo-pki.sh, certificates
+ * made or parsed again here, configurations edited. Include after <cmocka.h>. static inline: each test
+ * uses what it needs.
  */
 #ifndef GW_TESTUTIL_H
 #define GW_TESTUTIL_H
@@ -62,7 +63,6 @@ static inline EVP_PKEY *tu_load_key(const char *dir, const char *name)
     return k;
 }
 
-/* |json| (freed) with |piece| inserted before the first |anchor|, or after it with |after|. */
 /* A certificate for |key| named CN=|cn|, signed by |signer| as |issuer| (NULL: self-issued). */
 static inline X509 *tu_make_cert(EVP_PKEY *key, EVP_PKEY *signer, X509 *issuer, const char *cn, long serial)
 {
@@ -83,6 +83,25 @@ static inline X509 *tu_make_cert(EVP_PKEY *key, EVP_PKEY *signer, X509 *issuer, 
     return x;
 }
 
+/*
+ * |x| parsed again from its DER (the caller frees both): the same certificate in another object, its
+ * encoding kept as an upstream's answer keeps it, not made again from the fields.
+ */
+static inline X509 *tu_reparsed(X509 *x)
+{
+    unsigned char *der = NULL;
+    const unsigned char *p;
+    int len = i2d_X509(x, &der);
+    X509 *y;
+
+    assert_true(len > 0);
+    p = der;
+    y = d2i_X509(NULL, &p, len);
+    OPENSSL_free(der);
+    assert_non_null(y);
+    return y;
+}
+
 /* |x| as a PEM string (malloc'd). */
 static inline char *tu_pem_of(X509 *x)
 {
@@ -97,6 +116,7 @@ static inline char *tu_pem_of(X509 *x)
     return out;
 }
 
+/* |json| (freed) with |piece| inserted before the first |anchor|, or after it with |after|. */
 static inline char *tu_insert_at(char *json, const char *anchor, int after, const char *piece)
 {
     char *at = strstr(json, anchor), *out;
