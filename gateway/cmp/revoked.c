@@ -54,9 +54,11 @@
  * not be found here by the one that waited for its mark: without a shared state, nothing else stops that
  * one. Its slot notes it (unkept), and its end, in the same hold of the lock that lets the mark go,
  * remembers it for as long as a shared mark lives (done); cmp_revoked_begin takes what is remembered as
- * revoked. Those are GW_MAX_REVOKED_UNKEPT at most, the one that ends first forgotten first: a second
- * revocation of it at worst, as before. An expired one also leaves its shared mark "done", as one the
- * shared set did not keep.
+ * revoked, and so does the credential check (cmp_revoked_check), from the note on: the certificate does
+ * not authenticate here meanwhile, though its CA's CRL may not list it yet. Those are
+ * GW_MAX_REVOKED_UNKEPT at most, the one that ends first forgotten first: a second revocation of it at
+ * worst, as before, and the certificate left to its CA's CRL. An expired one also leaves its shared mark
+ * "done", as one the shared set did not keep.
  */
 #include "gateway/cmp/revoked.h"
 #include "gateway/cmp/cluster.h"
@@ -680,14 +682,20 @@ static void remember(struct cmp_revoked *rs, const unsigned char *id, uint32_t w
     rs->done[at].until = now + (time_t)((wait_ms + GW_STATE_REVOKING_SLACK_MS + 999) / 1000);
 }
 
-/* Whether a revocation of |id| this instance's set did not keep ended lately (remember). */
+/*
+ * Whether a revocation of |id| this instance's set did not keep ended lately (remember), or reached the CA
+ * and is ending (unkept, not remembered until its mark goes).
+ */
 static bool remembered(struct cmp_revoked *rs, const unsigned char *id, time_t now)
 {
+    size_t at;
     bool found = false;
 
     pthread_mutex_lock(&rs->lock);
     for (size_t i = 0; i < rs->n_done && !found; i++)
         found = memcmp(rs->done[i].id, id, ID_LEN) == 0 && rs->done[i].until > now;
+    if (!found && (at = revoking_at(rs, id)) < rs->n_revoking)
+        found = rs->revoking[at].unkept;
     pthread_mutex_unlock(&rs->lock);
     return found;
 }
@@ -793,7 +801,8 @@ int cmp_revoked_check_id(struct gw_cmp_engine *e, const unsigned char id[CMP_REV
 {
     char hex[2 * ID_LEN + 1];
 
-    if (revoked_here(e->revoked, id, now))
+    /* what the set could not keep is remembered for a while: refused then, as a second revocation is */
+    if (revoked_here(e->revoked, id, now) || remembered(e->revoked, id, now))
         return 1;
     if (e->cluster == NULL)
         return 0;

@@ -59,8 +59,9 @@ int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err);
 /*
  * cmp_revoked_check: whether |cert| was revoked through this gateway, by any generation, by another
  * gateway appending to the same cmp.revoked_file (a hand-over's other side) or (with a shared state) any
- * instance: 1 or 0; GW_ERR_UNAVAILABLE with |err| when the shared state cannot say,
- * GW_ERR_CRYPTO when |cert| cannot be named.
+ * instance, its revocation kept or, where it was not, remembered still (cmp_revoked_end): 1 or 0;
+ * GW_ERR_UNAVAILABLE with |err| when the shared state cannot say, GW_ERR_CRYPTO when |cert| cannot be
+ * named.
  */
 int cmp_revoked_check(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err);
 

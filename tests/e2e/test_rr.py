@@ -542,7 +542,8 @@ class RevokedAcrossRestart(harness.GatewayTestCase):
     """With "cmp.revoked_file", a certificate its holder revoked through cmpgw is still refused after a
     restart for kur and ir, and its holder's rr again is told it is revoked already, though its upstream
     checks no revocation (a restart once let it in again). With "cmp.max_revoked" 1 the set is then full: a further revocation stands at the CA, is
-    logged revocation_not_kept, and its certificate is left to a CRL nobody reads."""
+    logged revocation_not_kept, and its certificate is refused only while the gateway remembers it (not across
+    a restart), then left to a CRL nobody reads."""
 
     rr = Revocation.rr
 
@@ -574,7 +575,13 @@ class RevokedAcrossRestart(harness.GatewayTestCase):
             "error", harness.serial_hex(other).lower(),
             "this instance keeps 1 unexpired revocations already (cmp.max_revoked)",
             "no instance refuses this certificate before its CA's CRL lists it")])
-        self.gw.cmp("ir", "other-ir", auth=(other, other_key), newkey=self.newkey("other-ir"),
+        ir = self.gw.cmp("ir", "other-ir", auth=(other, other_key), newkey=self.newkey("other-ir"),
+                         subject="/CN=other", extra=("-implicit_confirm",), expect_cert=False)
+        self.assert_rejected(ir, "certRevoked",
+                             "the signer certificate (serial %s) is revoked" % harness.serial_hex(other).lower())
+        self.gw.stop()
+        self.gw.start()
+        self.gw.cmp("ir", "other-ir-2", auth=(other, other_key), newkey=self.newkey("other-ir-2"),
                     subject="/CN=other", extra=("-implicit_confirm",))
 
     def test_writable_file_refused(self):
@@ -759,6 +766,34 @@ class RevokedOnceWhenTheSetIsFull(harness.GatewayTestCase):
                             l.get("serial", "").lower() == serial.lower() for l in self.gw.log_lines()),
                         self.gw.stderr()[-3000:])
 
+
+    def test_refused_as_signer_at_once(self):
+        """A certificate revoked while the set is full is refused as a signer right after (certRevoked, as one
+        in the set), though cfssl checks no revocation and no CRL lists it: the gateway remembers it for a
+        while. Before, only a second revocation of it looked there, and a p10cr signed with it got a new
+        certificate. The twin: a certificate of the route not revoked still authenticates."""
+        filler = cfsslenv.enrolled(self, "signer-filler")
+        res, key, chain = cfsslenv.enrolled(self, "signer-gone")
+        valid, valid_key, valid_chain = cfsslenv.enrolled(self, "signer-valid")
+        self.assertEqual(cfsslenv.holder_rr(self.gw, "signer-filler-rr", *filler, "1")[0], 0)  # full from now on
+        self.assertEqual(cfsslenv.holder_rr(self.gw, "signer-gone-rr", res, key, chain, "1")[0], 0)
+        serial = harness.serial_hex(res.cert)
+        self.assertTrue(any(l.get("event") == "revocation_not_kept" and
+                            l.get("serial", "").lower() == serial.lower() for l in self.gw.log_lines()),
+                        self.gw.stderr()[-3000:])
+        renewed = self.renew("signer-gone", res.cert, key, chain)
+        self.assert_rejected(renewed, "certRevoked", "the signer certificate (serial %s) is revoked" % serial.lower())
+        self.assertIsNotNone(self.renew("signer-valid", valid.cert, valid_key, valid_chain).cert)
+
+    def renew(self, name, cert, key, chain):
+        """A p10cr for |name| on role "cfssl", a new key, signed with |cert| and |key|: its CmpResult."""
+        d = self.gw.dir
+        csr = d / ("%s-new.csr" % name)
+        harness.run(["openssl", "req", "-new", "-key", self.newkey("%s-new" % name), "-subj",
+                     "/O=cmpgw e2e/CN=%s.example.com" % name, "-addext", "subjectAltName=DNS:%s.example.com" % name,
+                     "-out", csr])
+        return self.gw.cmp("p10cr", "%s-new" % name, auth=(cert, key), path="pki/roles/cfssl/cmp", expect_cert=False,
+                           extra=("-csr", csr, "-implicit_confirm", "-untrusted", chain))
 
 if __name__ == "__main__":
     harness.main()

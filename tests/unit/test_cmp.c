@@ -2994,7 +2994,8 @@ static void test_status_revoked_unchecked_upstream(void **state)
 
 /*
  * cmp.max_revoked reached without Redis: a further rr is accepted and its revocation stands at the CA,
- * but no instance refuses the certificate before its CA's CRL lists it (here never: its upstream checks
+ * but once this instance forgets it (the upstream's timeout and GW_STATE_REVOKING_SLACK_MS after it
+ * ended) no instance refuses the certificate before its CA's CRL lists it (here never: its upstream checks
  * no revocation), which revocation_not_kept says as an error; the one kept is not dropped for it. The
  * full set's branch was once never run by any test.
  */
@@ -3002,6 +3003,7 @@ static void test_status_revoked_set_full(void **state)
 {
     struct two_cas t;
     char *logged;
+    time_t was;
 
     (void)state;
     two_cas_open_cmp(&t, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, CMP_DEFAULTS ", \"max_revoked\": 1");
@@ -3015,7 +3017,12 @@ static void test_status_revoked_set_full(void **state)
     free(logged);
     ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
           "the signer certificate (serial ");
+    ir_as(&t, t.x1b, t.x1b_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+          "the signer certificate (serial ");
+    was = two_ca_now;
+    two_ca_now += (time_t)((local_conf(t.env)->timeout_ms + GW_STATE_REVOKING_SLACK_MS + 999) / 1000);
     ir_as(&t, t.x1b, t.x1b_key, t.ca1, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    two_ca_now = was;
     local_conf(t.env)->check_revocation = true;
     two_cas_close(&t);
 }
@@ -7515,18 +7522,21 @@ static void test_shared_quota_per_tls_client(void **state)
     X509_free(tls2);
 }
 
+static void revoking_key(const X509 *cert, char *out, size_t cap);
+
 /*
  * cmp.max_revoked caps this instance's set and Redis's alike. With it at 1, behind an upstream that checks
  * no revocation: a revocation Redis refused (a broken set) is kept here alone; the next finds this
  * instance's set full and is kept in Redis alone, which still has every instance refuse it (a warning);
- * the one after finds both full (an error: no instance refuses it). Each rr is accepted, its revocation
- * stands at the CA, and none kept is dropped for a later one. The full set's branch was once never run
- * by any test.
+ * the one after finds both full (an error: no instance refuses it once this one forgets it, the upstream's
+ * timeout and GW_STATE_REVOKING_SLACK_MS after it ended). Each rr is accepted, its revocation stands at the
+ * CA, and none kept is dropped for a later one. The full set's branch was once never run by any test.
  */
 static void test_shared_revoked_set_full(void **state)
 {
     struct two_cas t;
-    char cmp[512], set[64], out[64], *logged;
+    char cmp[512], set[64], mark[160], out[64], *logged;
+    time_t was;
 
     (void)state;
     if (redis_start() != 0)
@@ -7550,12 +7560,20 @@ static void test_shared_revoked_set_full(void **state)
                     "this instance refuses this certificate through the shared state alone");
     assert_not_kept(logged, t.x2, "error", TEXT_ONE_KEPT, TEXT_NONE_REFUSES);
     free(logged);
-    /* x1 here, x1b in Redis: both refused; x2 is left to a CRL this upstream does not read */
+    /* x1 here, x1b in Redis: both refused; x2, remembered here a while, then left to a CRL this upstream
+       does not read (its mark, left "done", gone with its TTL) */
     ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
           "the signer certificate (serial ");
     ir_as(&t, t.x1b, t.x1b_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
           "the signer certificate (serial ");
+    ir_as(&t, t.x2, t.x2_key, t.ca2, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+          "the signer certificate (serial ");
+    was = two_ca_now;
+    two_ca_now += (time_t)((local_conf(t.env)->timeout_ms + GW_STATE_REVOKING_SLACK_MS + 999) / 1000);
+    revoking_key(t.x2, mark, sizeof(mark));
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"DEL", mark}), 0);
     ir_as(&t, t.x2, t.x2_key, t.ca2, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    two_ca_now = was;
     assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"ZCARD", set}), 0);
     assert_string_equal(out, ":1");
     assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"DEL", set}), 0);

@@ -4,7 +4,8 @@
  * CLOCK_MONOTONIC: what their construction leaves behind when a step of it fails. The condition
  * attributes are this executable's own, which count what is made of them and fail where a case says,
  * and forward to the C library's. Then the marks of the revocations under way, on an engine that holds
- * the set alone (no shared state): what a revocation the set could not keep leaves for the next.
+ * the set alone (no shared state): what a revocation the set could not keep leaves for the next, and for
+ * the credential check.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -338,6 +339,49 @@ static void test_expired_revocation_remembered(void **state)
     marks_close(&m);
 }
 
+/*
+ * A revocation the full set did not keep refuses its certificate as a credential (cmp_revoked_check, what
+ * a signer and a TLS client are checked by) from when the CA revoked it until it is forgotten, as it stops
+ * a second revocation: a kur, an rr or an ir signed with it right after is refused though its CA's CRL
+ * does not list it yet. Before, only cmp_revoked_begin looked at what is remembered, and the certificate
+ * authenticated at once. The twins: a revocation under way that the CA has not answered, or refused,
+ * leaves the certificate valid; one kept in the set is refused there; once forgotten, the certificate is
+ * left to its CA's CRL (revocation_not_kept).
+ */
+static void test_unkept_revocation_refused_as_credential(void **state)
+{
+    struct marks m;
+    char err[GW_ERR_LEN] = "";
+    X509 *kept, *unkept, *refused;
+
+    (void)state;
+    marks_open(&m, 1);
+    kept = cert_until(&m, 1, NOW + 86400);
+    unkept = cert_until(&m, 2, NOW + 86400);
+    refused = cert_until(&m, 3, NOW + 86400);
+    assert_int_equal(revoked_at_ca(&m, kept), 0);
+    assert_int_equal(cmp_revoked_check(&m.e, kept, now_is, err), 1);
+    /* the set is full: under way, valid until the CA revoked it; then refused, its mark held or not */
+    assert_int_equal(cmp_revoked_begin(&m.e, unkept, WAIT_MS, err), 0);
+    assert_int_equal(cmp_revoked_check(&m.e, unkept, now_is, err), 0);
+    assert_int_equal(cmp_revoked_add(&m.e, unkept, now_is, err), CMP_REVOKED_NOT_HERE);
+    assert_int_equal(cmp_revoked_check(&m.e, unkept, now_is, err), 1);
+    cmp_revoked_end(&m.e, unkept);
+    assert_int_equal(cmp_revoked_check(&m.e, unkept, now_is, err), 1);
+    now_is += REMEMBERED_SECS - 1;
+    assert_int_equal(cmp_revoked_check(&m.e, unkept, now_is, err), 1);
+    now_is += 1; /* forgotten: left to its CA's CRL */
+    assert_int_equal(cmp_revoked_check(&m.e, unkept, now_is, err), 0);
+    /* the CA refused it: not revoked, nothing remembered */
+    assert_int_equal(cmp_revoked_begin(&m.e, refused, WAIT_MS, err), 0);
+    cmp_revoked_end(&m.e, refused);
+    assert_int_equal(cmp_revoked_check(&m.e, refused, now_is, err), 0);
+    X509_free(kept);
+    X509_free(unkept);
+    X509_free(refused);
+    marks_close(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -345,6 +389,7 @@ int main(void)
         cmocka_unit_test(test_withdrawals_init_checks_the_condition),
         cmocka_unit_test(test_unkept_revocation_remembered),
         cmocka_unit_test(test_expired_revocation_remembered),
+        cmocka_unit_test(test_unkept_revocation_refused_as_credential),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
