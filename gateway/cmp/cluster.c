@@ -15,8 +15,8 @@
  *   revoked:<id>       a certificate revoked through an instance (revoked.c); TTL: until it expires
  *   revoked            sorted set: those, scored by expiry (their count is capped)
  *   revoking:<id>      the instance revoking that certificate now, or "done" once it revoked it where
- *                      revoked:<id> could not be written; TTL: its upstream's timeout and
- *                      GW_STATE_REVOKING_SLACK_MS
+ *                      revoked:<id> could not be written (then looked up as revoked:<id> is); TTL: its
+ *                      upstream's timeout and GW_STATE_REVOKING_SLACK_MS
  *
  * A share of the per-identity caps is named by its quota key (cmp_quota_key: the identity, with its TLS
  * client), hashed (SHA-256, 128 bits in hex): keys stay short, and Redis holds no subject.
@@ -72,6 +72,8 @@ enum {
 #define LUA_TOOK_OF(k) "(string.gsub(" k ", 'rec:(%x+)$', 'took:%1'))"
 #define LUA_NUM_(n) #n
 #define LUA_NUM(n) LUA_NUM_(n)
+/* In a script: the revoking: mark beside the revoked: entry |k| */
+#define LUA_MARK_OF(k) "(string.gsub(" k ", 'revoked:(%x+)$', 'revoking:%1'))"
 
 /*
  * KEYS: the entry and the share's sorted set; ARGV: value, ttl, now, cap (0: none). Both
@@ -195,7 +197,11 @@ static const char *const scripts[N_SCRIPTS] = {
                  "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
                  "redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')\n"
                  "return 1\n",
-    [S_REVOKED] = "return redis.call('EXISTS', KEYS[1])\n",
+    /* KEYS: a certificate's revoked: entry (twice). 1 when an instance revoked it, in the revoked set or by
+       a mark left "done" (S_UNMARK) while that lives; else 0. The mark is read, never written */
+    [S_REVOKED] = "if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end\n"
+                  "if redis.call('GET', " LUA_MARK_OF("KEYS[1]") ") == 'done' then return 1 end\n"
+                  "return 0\n",
     /* KEYS: a certificate's revoked: entry and its revoking: mark; ARGV: this instance, the mark's
        milliseconds. 2 when an instance revoked it (nothing marked), in the revoked set or by a mark
        left "done"; 1 when another instance's mark holds; else 0, marked. A mark of this instance's
@@ -1124,7 +1130,7 @@ int gw_cluster_revoked(struct gw_cluster *cl, const char *id, char *err)
     snprintf(k, sizeof(k), "%srevoked:%s", cl->prefix, id);
     if ((rc = integer_of(cl, eval(cl, S_REVOKED, k, k, 0, NULL, err), err)) == 0 || rc == 1)
         return (int)rc;
-    if (rc != GW_ERR_UNAVAILABLE) /* not EXISTS's answer: not taken as "not revoked" */
+    if (rc != GW_ERR_UNAVAILABLE) /* no answer of the script's: not taken as "not revoked" */
         snprintf(err, GW_ERR_LEN, "the shared state answered %lld to a revocation lookup", rc);
     return GW_ERR_UNAVAILABLE;
 }

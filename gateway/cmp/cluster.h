@@ -193,7 +193,11 @@ void gw_txn_result_cleanup(struct gw_txn_result *res);
 int gw_cluster_put_revoked(struct gw_cluster *cl, const char *id, time_t now, time_t ttl, uint32_t max,
                            char *err);
 
-/* gw_cluster_revoked: whether an instance revoked the certificate named |id|: 1, 0, or GW_ERR_UNAVAILABLE. */
+/*
+ * gw_cluster_revoked: whether an instance revoked the certificate named |id|, kept in the revoked set or
+ * by a mark left "done" (gw_cluster_unmark_revoking) while that lives: 1, 0, or GW_ERR_UNAVAILABLE with
+ * |err|. One round trip.
+ */
 int gw_cluster_revoked(struct gw_cluster *cl, const char *id, char *err);
 
 /*

@@ -276,7 +276,9 @@ class RevokedOnceAcrossInstances(TwoInstances):
         """The shared revoked set full: the first instance's revocation is not kept there
         (revocation_not_kept), so the one that waited for its mark does not find it in the set. It finds the
         mark left "done" instead, and answers certRevoked; before, it revoked the certificate again once the
-        mark was deleted (two revoked records, two accepted rrs, cfssl holding the second's reason)."""
+        mark was deleted (two revoked records, two accepted rrs, cfssl holding the second's reason). From that
+        mark alone, the instance that waited refuses the certificate as a signer too; before, a p10cr signed
+        with it was granted there."""
         res, key, chain = cfsslenv.enrolled(self, "full")
         now = int(time.time())
         room = self.MAX_REVOKED - int(self.redis.command("ZCARD", "cmpgw:revoked")[1:])
@@ -296,6 +298,12 @@ class RevokedOnceAcrossInstances(TwoInstances):
         self.assertTrue(any(l.get("event") == "rr_already_revoked" and l.get("source") == "gateway" and
                             l.get("serial", "").lower() == serial for l in other.log_lines()),
                         other.stderr()[-3000:])
+        csr = self.gw.dir / "full-new.csr"
+        harness.run(["openssl", "req", "-new", "-key", self.newkey("full-new"), "-subj", "/O=cmpgw e2e/CN=full.example.com",
+                     "-addext", "subjectAltName=DNS:full.example.com", "-out", csr])
+        renewed = other.cmp("p10cr", "full-new", auth=(res.cert, key), path="pki/roles/cfssl/cmp", expect_cert=False,
+                            extra=("-csr", csr, "-implicit_confirm", "-untrusted", chain))
+        self.assert_rejected(renewed, "certRevoked", "the signer certificate (serial %s) is revoked" % serial)
 
 
 class ThreeInstances(TwoInstances):

@@ -7904,22 +7904,54 @@ static void test_shared_revoking_done_when_expired(void **state)
     assert_string_equal(out, ":0");
 }
 
-/* The test Redis's default user may use the test's keys but the revocations' marks, or again all keys. */
+/*
+ * A mark another instance left "done" (its revocation of the certificate stands at the CA, but the shared
+ * revoked set did not keep it) refuses that certificate as a credential on every instance while it lives,
+ * as it stops a second revocation: an ir signed with it is certRevoked, as for one in the set, though the
+ * upstream checks no revocation. Before, the lookup asked the set alone, and the certificate authenticated
+ * until its CA's CRL listed it. The twins: a mark naming an instance (a revocation under way, the CA not
+ * answered yet) leaves the certificate valid, and so does no mark.
+ */
+static void test_shared_done_mark_refuses_credential(void **state)
+{
+    struct two_cas *t = *state;
+    char key[160], out[64];
+
+    if (t == NULL)
+        skip();
+    revoking_key(t->x1, key, sizeof(key));
+    assert_int_equal(redis_cmd(out, sizeof(out), 5, (const char *const[]){"SET", key, "done", "PX", "60000"}),
+                     0);
+    ir_as(t, t->x1, t->x1_key, t->ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+          "the signer certificate (serial ");
+    revoking_key(t->x1b, key, sizeof(key));
+    assert_int_equal(
+        redis_cmd(out, sizeof(out), 5, (const char *const[]){"SET", key, "another", "PX", "60000"}), 0);
+    ir_as(t, t->x1b, t->x1b_key, t->ca1, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    ir_as(t, t->x2, t->x2_key, t->ca2, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    assert_int_equal(fake.revoke_calls, 0);
+}
+
+/*
+ * The test Redis's default user may use the test's keys but write the revocations' marks (it reads them, as
+ * the credential's lookup does), or again all keys.
+ */
 static void marks_forbidden(bool forbidden)
 {
-    char a[64], b[64], c[64], out[128];
+    char a[64], b[64], c[64], d[64], out[128];
     int pid = (int)getpid();
 
     snprintf(a, sizeof(a), "~unit%d:[^r]*", pid);
     snprintf(b, sizeof(b), "~unit%d:re[^v]*", pid);
     snprintf(c, sizeof(c), "~unit%d:revoked*", pid);
+    snprintf(d, sizeof(d), "%%R~unit%d:revoking*", pid);
     if (forbidden)
         assert_int_equal(redis_cmd(out, sizeof(out), 6,
                                    (const char *const[]){"ACL", "SETUSER", "default", "resetkeys", a, b}),
                          0);
     if (forbidden)
         assert_int_equal(
-            redis_cmd(out, sizeof(out), 4, (const char *const[]){"ACL", "SETUSER", "default", c}), 0);
+            redis_cmd(out, sizeof(out), 5, (const char *const[]){"ACL", "SETUSER", "default", c, d}), 0);
     else
         assert_int_equal(
             redis_cmd(out, sizeof(out), 4, (const char *const[]){"ACL", "SETUSER", "default", "allkeys"}), 0);
@@ -7927,10 +7959,10 @@ static void marks_forbidden(bool forbidden)
 }
 
 /*
- * Where the shared state does not let the mark be taken (here its ACL refuses the key; as well Redis gone
- * between the credential's lookup and the mark), the holder's rr sends nothing and is told to retry
- * (systemUnavail), and a withdrawal goes ahead all the same, logged: the certificate its client never took
- * must not stay valid, and nobody would ask again. Before, both were sent unmarked.
+ * Where the shared state does not let the mark be taken (here its ACL lets the key be read, not written; as
+ * well Redis gone between the credential's lookup and the mark), the holder's rr sends nothing and is told to
+ * retry (systemUnavail), and a withdrawal goes ahead all the same, logged: the certificate its client never
+ * took must not stay valid, and nobody would ask again. Before, both were sent unmarked.
  */
 static void test_shared_revoking_unmarkable(void **state)
 {
@@ -7979,11 +8011,13 @@ static void test_shared_revoked_lookup_down(void **state)
     struct two_cas t;
     unsigned char *crl;
     size_t crl_len;
-    char *logged;
+    char out[64], *logged;
 
     (void)state;
     if (redis_start() != 0)
         skip();
+    /* the test Redis keeps its keys: test_shared_revoked_set_full's revocation of x1 left its mark "done" */
+    assert_int_equal(redis_cmd(out, sizeof(out), 1, (const char *const[]){"FLUSHALL"}), 0);
     crl = two_cas_open_shared(&t, &crl_len);
     ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
     (void)redis_stop(NULL);
@@ -9141,6 +9175,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_shared_revoking_done_when_expired, revoking_setup,
                                         revoking_teardown),
         cmocka_unit_test_setup_teardown(test_shared_revoking_unmarkable, revoking_setup, revoking_teardown),
+        cmocka_unit_test_setup_teardown(test_shared_done_mark_refuses_credential, revoking_setup,
+                                        revoking_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
