@@ -543,7 +543,8 @@ class RevokedAcrossRestart(harness.GatewayTestCase):
     restart for kur and ir, and its holder's rr again is told it is revoked already, though its upstream
     checks no revocation (a restart once let it in again). With "cmp.max_revoked" 1 the set is then full: a further revocation stands at the CA, is
     logged revocation_not_kept, and its certificate is refused only while the gateway remembers it (not across
-    a restart), then left to a CRL nobody reads."""
+    a restart; with a shared state, while the revocation's mark lives in Redis, restart or not), then left to
+    a CRL nobody reads."""
 
     rr = Revocation.rr
 
@@ -581,6 +582,12 @@ class RevokedAcrossRestart(harness.GatewayTestCase):
                              "the signer certificate (serial %s) is revoked" % harness.serial_hex(other).lower())
         self.gw.stop()
         self.gw.start()
+        if harness.STATE == "redis":  # the revocation's mark, left "done" in Redis, outlives the restart
+            ir = self.gw.cmp("ir", "other-ir-2", auth=(other, other_key), newkey=self.newkey("other-ir-2"),
+                             subject="/CN=other", extra=("-implicit_confirm",), expect_cert=False)
+            self.assert_rejected(ir, "certRevoked",
+                                 "the signer certificate (serial %s) is revoked" % harness.serial_hex(other).lower())
+            return
         self.gw.cmp("ir", "other-ir-2", auth=(other, other_key), newkey=self.newkey("other-ir-2"),
                     subject="/CN=other", extra=("-implicit_confirm",))
 
