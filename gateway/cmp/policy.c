@@ -790,11 +790,10 @@ int cmp_check_serial_reused(struct gw_cmp_engine *e, const struct gw_upstream *u
                   rc == GW_ERR_UNAVAILABLE ? "shared_state_unavailable" : "status_unknown", "tid", tid,
                   "certificate", "issued", "serial", serial, "reason", err, NULL);
         *fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
-        snprintf(
-            text, GW_ERR_LEN,
-            "whether the CA issued serial %s before, to a certificate revoked through this gateway, cannot "
-            "be checked now; it was not released: retry later",
-            serial);
+        snprintf(text, GW_ERR_LEN,
+                 "whether a certificate with this issuer name and serial %s was revoked through this gateway "
+                 "cannot be checked now; it was not released: retry later",
+                 serial);
         return CMP_SERIAL_UNCHECKED;
     }
     if (again)
