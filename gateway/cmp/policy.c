@@ -720,9 +720,10 @@ struct reuse {
 
 /* The other one was revoked through cmpgw: the serial is revoked already. */
 static const struct reuse reuse_revoked = {
-    "the CA issued the serial of a certificate revoked through cmpgw again: the new certificate was not "
-    "released, nor revoked again (the serial is revoked already); find out at the CA why it reused the "
-    "serial and which certificates carry it: revoking one revokes all of them",
+    "the upstream returned a certificate with the issuer name and serial of one revoked through cmpgw: it "
+    "was not released, nor revoked again (the serial is revoked already); find out whether its CA reused the "
+    "serial or another CA shares the issuer name, and which certificates carry it: where revocation goes by "
+    "issuer and serial, revoking one revokes all of them",
     "a certificate",
     "was revoked through this gateway",
     "this one counts as revoked; it was not released",
@@ -730,12 +731,14 @@ static const struct reuse reuse_revoked = {
 
 /*
  * The other one was let through lately (cmp_recent_note): it is valid, and its holder uses it. Revocation
- * goes by issuer and serial, so revoking the new one would revoke the earlier one with it.
+ * goes by issuer and serial (the gateway's revoked set, and the CA's where one CA issued both), so revoking
+ * the new one would revoke the earlier one with it.
  */
 static const struct reuse reuse_recent = {
-    "the CA issued the serial of a certificate cmpgw let through lately (earlier_tid) again, to another "
-    "certificate: the new one was not released, nor revoked (that would revoke the earlier one with it); "
-    "find out at the CA why it reused the serial and which certificates carry it",
+    "the upstream returned a certificate with the issuer name and serial of another one cmpgw let through "
+    "lately (earlier_tid): it was not released, nor revoked (where revocation goes by issuer and serial, "
+    "that would revoke the earlier one with it); find out whether its CA reused the serial or another CA "
+    "shares the issuer name, and which certificates carry it",
     "another certificate",
     "went out through this gateway",
     "revoking one revokes both; this one was not released",

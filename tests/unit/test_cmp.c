@@ -2836,6 +2836,15 @@ static void test_issued_serial_revoked(void **state)
         assert_int_equal(audit_count(e, "rejected", NULL, "serial", ""), reused);
         assert_int_equal(audit_count(e, "issued", NULL, NULL, NULL), !reused);
         assert_int_equal(strstr(logged, "\"event\":\"cert_serial_reused\"") != NULL, reused);
+        /* true also of two CAs under one issuer name, not only of one that issued the serial twice */
+        assert_int_equal(strstr(logged,
+                                "\"msg\":\"the upstream returned a certificate with the issuer name and "
+                                "serial of one revoked through cmpgw: ") != NULL,
+                         reused);
+        assert_int_equal(strstr(logged,
+                                "find out whether its CA reused the serial or another CA shares the issuer "
+                                "name, and which certificates carry it") != NULL,
+                         reused);
         assert_null(strstr(logged, "revoke_not_repeated"));
         free(logged);
         client_cleanup(&cl);
@@ -2894,6 +2903,15 @@ static void test_issued_serial_reissued(void **state)
     if (strstr(logged, "\"event\":\"cert_serial_reused\"") == NULL || strstr(logged, want) == NULL ||
         strstr(logged, "\"upstream\":\"local\"") == NULL || strstr(logged, "\"issuer\":") == NULL)
         fail_msg("no cert_serial_reused naming the upstream, issuer and %s in: %s", want, logged);
+    /* true also of two CAs under one issuer name, not only of one that issued the serial twice */
+    if (strstr(logged,
+               "\"msg\":\"the upstream returned a certificate with the issuer name and serial of another "
+               "one cmpgw let through lately (earlier_tid): ") == NULL ||
+        strstr(logged,
+               "find out whether its CA reused the serial or another CA shares the issuer name, and which "
+               "certificates carry it") == NULL)
+        fail_msg("cert_serial_reused does not say what holds of two CAs under one issuer name in: %s",
+                 logged);
     free(logged);
     assert_int_equal(revoke_calls(e), 0);
     assert_int_equal(audit_count(e, "rejected", NULL, NULL, NULL), 1);
