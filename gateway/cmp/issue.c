@@ -194,10 +194,10 @@ static OSSL_CMP_PKISI *refuse_cert(struct cmp_txn *t, struct cmp_call *c, X509 *
 /*
  * A certificate with the serial of one revoked through this gateway, or of another one it let through
  * lately (cmp_check_serial_reused): on record with its serial, and not withdrawn. A revoked serial is
- * revoked already, at the CA and here: asking again would only repeat that revocation (cfssl would
- * write this one's reason and time over the first's). Revoking the serial of a certificate let through
- * would revoke that one, which is valid. The CA's operator has to learn why it reused the serial (the
- * log line says so).
+ * revoked already, here and (where one CA issued it twice) at the CA: asking again would at best repeat
+ * that revocation (cfssl would write this one's reason and time over the first's). Revoking the serial
+ * of a certificate let through would revoke that one, which is valid. The CA's operator has to learn
+ * whether the CA reused the serial or two CAs share its issuer name (the log line says so).
  */
 static OSSL_CMP_PKISI *refuse_reused(struct cmp_txn *t, struct cmp_call *c, X509 *cert,
                                      const struct cmp_refusal *r)

@@ -192,7 +192,8 @@ enum gw_issued_verdict cmp_check_issued(const struct gw_cmp_engine *e, const str
  * cmp_check_issued released, has the issuer and serial of a certificate revoked through this gateway
  * (cmp_revoked_check, the shared set included), or of another certificate among the last
  * GW_RECENT_ISSUED this process let through (cmp_recent_note, which then takes |cert| in): its CA issued
- * that serial again, and wherever revocation goes by issuer and serial the two are one. 0: it has not.
+ * that serial again, or another CA under the same issuer name did, and wherever revocation goes by issuer
+ * and serial the two are one. 0: it has not.
  * CMP_SERIAL_REUSED: it has, logged cert_serial_reused; not to be revoked (the serial is revoked already,
  * or revoking it would revoke the earlier, valid certificate). CMP_SERIAL_UNCHECKED: it cannot be told
  * (the shared state does not answer), logged. Either way *fail_info and |text| (GW_ERR_LEN) say what the

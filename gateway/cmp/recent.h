@@ -1,7 +1,8 @@
 /*
  * The certificates this process let through lately (the last GW_RECENT_ISSUED that passed the checks of
- * what an upstream returned), each by its issuer and serial and by the hash of its DER: a CA that issues
- * the serial of one of them again, to another certificate, is caught (policy.c cmp_check_serial_reused).
+ * what an upstream returned), each by its issuer and serial and by the hash of its DER: another certificate
+ * under the issuer name and serial of one of them (its CA issuing the serial again, or another CA under
+ * the same name) is caught (policy.c cmp_check_serial_reused).
  * Shared by every generation of the configuration, as the revoked set is; kept in memory only.
  */
 #ifndef GW_CMP_RECENT_H
