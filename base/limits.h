@@ -48,7 +48,14 @@
 #define GW_MAX_BODY_TIMEOUT 300
 #define GW_DEFAULT_SEND_TIMEOUT 10 /* seconds a connection's pending output may go without progress */
 #define GW_MAX_SEND_TIMEOUT 300
-#define GW_SWEEP_MS 1000 /* how often connections and HTTP/2 requests are checked against both */
+/* seconds a connection may take to complete its TLS handshake, or on a plain listener to send a first
+   request: one that sends nothing holds its share of max_connections until then (docs/security.md) */
+#define GW_DEFAULT_HANDSHAKE_TIMEOUT 5
+#define GW_MAX_HANDSHAKE_TIMEOUT 10
+/* libh2o's own handshake timeout (its default is 10 s), which closes a connection uncounted and bounds
+   a trusted proxy's PROXY header: past the longest handshake_timeout and the sweep that ends it */
+#define GW_H2O_HANDSHAKE_TIMEOUT_MS (GW_MAX_HANDSHAKE_TIMEOUT * 1000 + 2 * GW_SWEEP_MS)
+#define GW_SWEEP_MS 1000 /* how often connections and HTTP/2 requests are checked against all three */
 #define GW_MAX_H2_OPEN 4 /* HTTP/2 requests of one connection arriving, queued or unsent at a sweep */
 
 /* "admin.token_file": bytes of the bearer token that POST /reload carries */

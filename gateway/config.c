@@ -266,6 +266,8 @@ static const struct gw_conf_field limits_fields[] = {
                 .max = GW_MAX_BODY_TIMEOUT, .def = GW_DEFAULT_BODY_TIMEOUT),
     GW_CONF_OPT("send_timeout", gw_conf_p_dur_s, struct gw_limits_conf, send_timeout, .min = 1,
                 .max = GW_MAX_SEND_TIMEOUT, .def = GW_DEFAULT_SEND_TIMEOUT),
+    GW_CONF_OPT("handshake_timeout", gw_conf_p_dur_s, struct gw_limits_conf, handshake_timeout, .min = 1,
+                .max = GW_MAX_HANDSHAKE_TIMEOUT, .def = GW_DEFAULT_HANDSHAKE_TIMEOUT),
 };
 GW_CONF_OBJDEF(limits_def, limits_fields, NULL);
 

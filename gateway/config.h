@@ -74,6 +74,7 @@ struct gw_limits_conf {
     struct gw_guard_conf admission; /* connections and failed authentications per address */
     uint32_t body_timeout;          /* seconds an HTTP/2 request may take to reach the handler */
     uint32_t send_timeout;          /* seconds a connection's pending output may make no progress */
+    uint32_t handshake_timeout; /* seconds to a TLS handshake's end, or a plain listener's first request */
 };
 
 struct gw_config {

@@ -690,6 +690,7 @@ static int h2o_setup(struct gw_server *s, char *err)
     s->h2o.max_request_entity_size = GW_MAX_CMP_BODY; /* default is 1 GiB (docs/design.md H8.5) */
     s->h2o.server_name = h2o_iovec_init(H2O_STRLIT("cmpgw"));
     s->h2o.http1.req_timeout = GW_HTTP1_REQ_TIMEOUT_MS;
+    s->h2o.handshake_timeout = GW_H2O_HANDSHAKE_TIMEOUT_MS; /* limits.handshake_timeout ends it first */
     /* h2o upgrades plain HTTP/1.1 to HTTP/2 on "Upgrade: h2c" by default: HTTP/2 only where a TLS
        listener offers it in ALPN ("http2"), with its body sweep (docs/design.md H8.13) */
     s->h2o.http1.upgrade_to_http2 = 0;

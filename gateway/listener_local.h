@@ -31,6 +31,9 @@ struct gw_conn {
     bool handshaken;                    /* its TLS handshake completed (counted once) */
     bool refused;                       /* ... or ended by the gateway's fatal alert (counted once) */
     bool flight_sent;                   /* its handshake flight for the ClientHello went out (tls.c) */
+    bool handshake_late;                /* its TLS handshake ended by limits.handshake_timeout (sweep.c) */
+    bool requested;                     /* a request of it reached a handler (a plain listener's opening) */
+    uint64_t accepted_at;               /* ms (gw_now_ms): when it was admitted */
     unsigned listener;                  /* the id of its listener's socket (struct gw_listen_key) */
     unsigned long gen;                  /* the generation whose client CAs verified |peer| */
     X509 *peer;                         /* verified TLS client certificate, or NULL */
@@ -160,9 +163,10 @@ int gw_conn_recheck(struct gw_conn *c);
 struct gw_conn *gw_conn_get0(h2o_req_t *req);
 
 /*
- * sweep.c: every GW_SWEEP_MS, ends the connections whose output has made no progress for
- * limits.send_timeout, and (h2sweep.c) those holding an HTTP/2 request past its timeouts. From the
- * loop's start until its context is disposed, through the drain (loop thread).
+ * sweep.c: every GW_SWEEP_MS, ends the connections that have not completed their TLS handshake (on a
+ * plain listener: had a request reach a handler) within limits.handshake_timeout, those whose output
+ * has made no progress for limits.send_timeout, and (h2sweep.c) those holding an HTTP/2 request past
+ * its timeouts. From the loop's start until its context is disposed, through the drain (loop thread).
  */
 void gw_sweep_start(struct gw_loop *lt);
 void gw_sweep_stop(struct gw_loop *lt);

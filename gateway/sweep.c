@@ -14,6 +14,10 @@
  * reader that frees less than a segment or half its receive buffer reopens no window, and shows
  * none); h2o's own byte counter counts a write when it begins, not as it drains. The HTTP/2 streams
  * (flow-control windows kept shut, bodies still arriving) are h2sweep.c's, run after this pass.
+ * The same walk ends a connection that has not completed its TLS handshake (on a plain listener: had
+ * a request reach a handler) within limits.handshake_timeout: one that sends nothing would otherwise
+ * hold its share of max_connections until libh2o's own timeouts, which are neither configurable nor
+ * seen by the budget of failed authentications (tls.c counts the TLS ones ended here).
  */
 #include "gateway/listener_local.h"
 #include "base/cidr.h"
@@ -35,7 +39,8 @@ static void metrics_init(void)
     static const char *const labels[] = {"protocol", "timeout", NULL};
 
     m_ended = gw_metric_new("cmpgw_slow_connections_ended_total",
-                            "Connections ended for a slow client: a request not all received within "
+                            "Connections ended for a slow client: no TLS handshake (tls) or first request "
+                            "(http1) within handshake_timeout, a request not all received within "
                             "body_timeout (HTTP/2), or output that made no progress for send_timeout.",
                             GW_METRIC_COUNTER, labels, NULL, 0);
 }
@@ -71,6 +76,42 @@ void gw_sweep_end(struct gw_conn *c, const char *timeout, uint32_t secs, const c
               why, "timeout", timeout, "timeout_s", s, "suppressed", held, (const char *)NULL);
 }
 
+/* Whether |c| has not got past its opening within |secs| at |now|: a completed TLS handshake (or one the
+ * gateway refused, which libh2o closes), on a plain listener a request that reached a handler. */
+static bool opening_late(const struct gw_conn *c, uint64_t now, uint32_t secs)
+{
+    bool opened = c->sock->ssl != NULL ? c->handshaken || c->refused : c->requested;
+
+    return !opened && !c->ended && now - c->accepted_at >= (uint64_t)secs * 1000;
+}
+
+/* Shuts down |c|, late in its opening (opening_late) for |secs|: logged (paced) and counted; a TLS one
+ * is counted against its address's budget as it closes (tls.c). */
+static void end_opening(struct gw_conn *c, uint32_t secs)
+{
+    static struct gw_log_pace pace = GW_LOG_PACE_INIT; /* anyone who connects causes it: paced */
+    struct sockaddr_storage ss;
+    char peer[INET6_ADDRSTRLEN + 8] = "", s[12], held[GW_LOG_HELD_LEN];
+    int fd = h2o_socket_get_fd(c->sock);
+    bool tls = c->sock->ssl != NULL;
+    const char *why = tls ? "no TLS handshake completed within limits.handshake_timeout"
+                          : "no request within limits.handshake_timeout";
+
+    if (fd < 0 || shutdown(fd, SHUT_RDWR) != 0)
+        return;
+    c->ended = true;
+    c->handshake_late = tls;
+    pthread_once(&m_once, metrics_init);
+    gw_metric_add(m_ended, (const char *const[]){tls ? "tls" : "http1", "handshake_timeout"}, 1);
+    if (!gw_log_pace_due(&pace, time(NULL), held))
+        return;
+    if (h2o_socket_getpeername(c->sock, (struct sockaddr *)&ss) != 0)
+        gw_sockaddr_string((struct sockaddr *)&ss, peer, sizeof(peer));
+    snprintf(s, sizeof(s), "%u", secs);
+    gw_log_kv(GW_LOG_WARN, "handshake_timeout", "peer", peer, "listener", c->admin ? "admin" : "cmp",
+              "reason", why, "timeout_s", s, "suppressed", held, (const char *)NULL);
+}
+
 /* The bytes of |sock|'s output its client's TCP has acknowledged; h2o's count where TCP_INFO fails. */
 static uint64_t acked(h2o_socket_t *sock)
 {
@@ -86,7 +127,7 @@ static uint64_t acked(h2o_socket_t *sock)
 
 /*
  * Whether |c|'s pending output has made no progress for |send_s| at |now|; keeps its marks. A TLS
- * handshake is libh2o's (its handshake timeout).
+ * handshake is limits.handshake_timeout's (opening_late).
  */
 static bool stalled(struct gw_conn *c, uint64_t now, uint32_t send_s)
 {
@@ -112,12 +153,14 @@ static bool stalled(struct gw_conn *c, uint64_t now, uint32_t send_s)
 static void on_sweep(h2o_timeout_entry_t *entry)
 {
     struct gw_loop *lt = H2O_STRUCT_FROM_MEMBER(struct gw_loop, sweep_entry, entry);
-    uint32_t send_s = lt->gen->cfg->limits.send_timeout;
+    uint32_t send_s = lt->gen->cfg->limits.send_timeout, open_s = lt->gen->cfg->limits.handshake_timeout;
     uint64_t now = gw_now_ms();
 
     for (h2o_linklist_t *n = lt->conns.next; n != &lt->conns; n = n->next) {
         struct gw_conn *c = H2O_STRUCT_FROM_MEMBER(struct gw_conn, link, n);
-        if (stalled(c, now, send_s))
+        if (opening_late(c, now, open_s))
+            end_opening(c, open_s);
+        else if (stalled(c, now, send_s))
             gw_sweep_end(c, "send_timeout", send_s, "no output taken by the client within send_timeout");
     }
     gw_h2sweep_run(lt, now);

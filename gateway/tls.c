@@ -4,6 +4,7 @@
  */
 #include "gateway/listener_local.h"
 #include "gateway/cmp/exchange.h"
+#include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/metrics.h"
@@ -28,7 +29,7 @@ static void conn_on_close(void *data)
 {
     struct gw_conn *c = data;
 
-    if (c->flight_sent && !c->handshaken && !c->refused)
+    if ((c->flight_sent || c->handshake_late) && !c->handshaken && !c->refused)
         handshake_abandoned(c);
     c->loop->num_conns--;
     h2o_linklist_unlink(&c->link);
@@ -116,6 +117,7 @@ int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock, unsigned listener, 
     c->listener = listener;
     c->gen = loop->gen->id;
     c->sock = sock;
+    c->accepted_at = gw_now_ms();
     h2o_linklist_insert(&loop->conns, &c->link);
     loop->num_conns++;
     loop->admin_conns += admin;
@@ -151,7 +153,8 @@ static void metrics_init(void)
     m_handshakes =
         gw_metric_new("cmpgw_tls_handshakes_total",
                       "TLS handshakes by listener (cmp, admin) and result (ok, failed, abandoned: ended "
-                      "by the client or a timeout after the listener's flight); a failed one by the fatal "
+                      "by the client or a timeout after the listener's flight, timeout: ended by "
+                      "limits.handshake_timeout before it); a failed one by the fatal "
                       "alert OpenSSL chose for it (e.g. \"unknown CA\"), which the client does not read: "
                       "the listener closes the connection.",
                       GW_METRIC_COUNTER, labels, NULL, 0);
@@ -184,20 +187,24 @@ static void handshake_refused(struct gw_conn *c, int alert)
 }
 
 /*
- * A handshake that ended (the client's close or reset, the handshake timeout, a stalled send) after the
+ * A handshake that ended (the client's close or reset, limits.handshake_timeout, a stalled send) after the
  * gateway sent its flight for a ClientHello, and before it completed: a full handshake's flight carries a
  * signature, some 0.8 ms, which a client without credentials could otherwise have the gateway make as fast
  * as it connects and leaves. So it counts as a failed authentication of its address, as a refused one does;
  * so does a resumed session's flight, which carries none.
- * A connection closed before a whole ClientHello (a balancer's TCP check, a port scan) made no flight:
- * it does not count. Not on the admin listener, which the guard does not count.
+ * One that limits.handshake_timeout ended before any flight (nothing sent, or no whole ClientHello) counts
+ * too: it held its share of max_connections all that time, and an address re-opening such connections
+ * would hold them for free. A connection its client closed before a whole ClientHello (a balancer's TCP
+ * check, a port scan) made no flight and held its place a moment only: it does not count. Not on the
+ * admin listener, which the guard does not count.
  */
 static void handshake_abandoned(struct gw_conn *c)
 {
-    count_handshake(c, "abandoned", "");
+    count_handshake(c, c->flight_sent ? "abandoned" : "timeout", "");
     if (!c->admin)
         gw_server_auth_failed(c->loop->server, (struct sockaddr *)&c->addr, c->addr_len,
-                              "TLS handshake: left unfinished after the gateway's flight");
+                              c->flight_sent ? "TLS handshake: left unfinished after the gateway's flight"
+                                             : "TLS handshake: none within limits.handshake_timeout");
 }
 
 static bool valid_at(const X509 *x, time_t now)

@@ -876,7 +876,7 @@ class AbandonedHandshakeBudget(harness.GatewayTestCase):
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             if end == "wait":
                 s.settimeout(30)
-                self.assertEqual(harness.read_to_eof(s), b"")  # closed by the gateway, some 10 s on
+                self.assertEqual(harness.read_to_eof(s), b"")  # closed by the gateway, some 5 s on
         finally:
             s.close()
 
@@ -917,6 +917,57 @@ class AbandonedHandshakeBudget(harness.GatewayTestCase):
         self.assertEqual(len(lines), 1, lines)
         self.assertEqual(lines[0]["last"], "TLS handshake: left unfinished after the gateway's flight")
         self.assertTrue(self.gw.handshake(source="127.0.0.2"))
+
+
+class IdleConnections(harness.GatewayTestCase):
+    """A gateway of its own: 8 connections in all, 4 an address, 3 s to complete a TLS handshake, and a
+    budget of 4 failed authentications an address."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["limits"] = {"max_connections": 8, "max_connections_per_address": 4, "handshake_timeout": "3s",
+                         "auth_failures_per_address": 4, "auth_failure_window": "60s"}
+
+    def test_idle_connections_ended_at_the_handshake_timeout_and_counted(self):
+        """Connections that send nothing, not even a ClientHello, held their share of max_connections until
+        libh2o's own handshake timeout (10 s), counted nowhere: two addresses filled this gateway's 8 and it
+        refused everyone else, and re-opened them for free. Now limits.handshake_timeout ends each, logged
+        handshake_timeout, and counts it against its address's budget: a legitimate client is served once
+        they are gone, and an address that used its budget up so has its next connections closed at
+        accept. An address that made no such connection is not affected."""
+        idle = [socket.create_connection(("127.0.0.1", self.gw.port), timeout=5, source_address=(source, 0))
+                for source in ("127.0.0.2", "127.0.0.3") for _ in range(4)]
+        try:
+            deadline = time.monotonic() + 2  # each loop thread accepts its share of them in its own time
+            while self.gw.handshake():
+                self.assertLess(time.monotonic(), deadline, "the idle connections did not fill the cap")
+                time.sleep(0.05)
+            for s in idle:
+                s.settimeout(30)
+                self.assertEqual(harness.read_to_eof(s), b"")  # ended by the gateway, never a byte sent
+        finally:
+            for s in idle:
+                s.close()
+        self.assertTrue(any(e.get("event") == "connection_refused" for e in self.gw.log_lines()))
+        deadline = time.monotonic() + 10  # the gateway counts each as it sees its close
+        while len([e for e in self.gw.log_lines() if e.get("event") == "auth_budget_exhausted"]) < 2:
+            self.assertLess(time.monotonic(), deadline, self.gw.stderr()[-3000:])
+            time.sleep(0.1)
+        ended = [e for e in self.gw.log_lines() if e.get("event") == "handshake_timeout"]
+        self.assertEqual(sorted({e["peer"].rsplit(":", 1)[0] for e in ended}), ["127.0.0.2", "127.0.0.3"])
+        self.assertEqual({(e["listener"], e["timeout_s"]) for e in ended}, {("cmp", "3")})
+        self.assertEqual(harness.metric(self.gw, "cmpgw_tls_handshakes_total", 0, listener="cmp",
+                                        result="timeout"), 8)
+        self.assertEqual(harness.metric(self.gw, "cmpgw_slow_connections_ended_total", 0, protocol="tls",
+                                        timeout="handshake_timeout"), 8)
+        lines = [e for e in self.gw.log_lines() if e.get("event") == "auth_budget_exhausted"]
+        self.assertEqual(sorted(e["peer"].rsplit(":", 1)[0] for e in lines), ["127.0.0.2", "127.0.0.3"])
+        self.assertEqual({e["last"] for e in lines}, {"TLS handshake: none within limits.handshake_timeout"})
+        self.assertTrue(self.gw.handshake())  # a legitimate client is served
+        r = self.gw.curl(data=self.gw.make_request("after-idle"))
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(harness.decode_cmp(r.body).body_type, "ip")
+        self.assertFalse(self.gw.handshake(source="127.0.0.2"))  # over budget: closed at accept
 
 
 class UndecodableBodyBudget(harness.GatewayTestCase):

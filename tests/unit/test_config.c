@@ -489,6 +489,12 @@ static const struct bad bad_cases[] = {
     {"send timeout over",
      {E("\"signer\":", "\"limits\": {\"send_timeout\": \"301s\"}, \"signer\":")},
      {"$.limits.send_timeout"}},
+    {"handshake timeout over",
+     {E("\"signer\":", "\"limits\": {\"handshake_timeout\": \"11s\"}, \"signer\":")},
+     {"$.limits.handshake_timeout", "got \"11s\""}},
+    {"handshake timeout zero",
+     {E("\"signer\":", "\"limits\": {\"handshake_timeout\": \"0s\"}, \"signer\":")},
+     {"$.limits.handshake_timeout"}},
     {"loop_threads string",
      {E("\"signer\":", "\"loop_threads\": \"2\", \"signer\":")},
      {"$.loop_threads", "got \"2\""}},
@@ -1317,6 +1323,7 @@ static void test_demo(void **state)
     assert_int_equal(cfg->limits.admission.max_requests_per_address, GW_DEFAULT_MAX_REQUESTS_PER_ADDRESS);
     assert_int_equal(cfg->limits.admission.ipv6_prefix, GW_DEFAULT_IPV6_PREFIX);
     assert_int_equal(cfg->limits.send_timeout, GW_DEFAULT_SEND_TIMEOUT);
+    assert_int_equal(cfg->limits.handshake_timeout, GW_DEFAULT_HANDSHAKE_TIMEOUT);
     assert_string_equal(cfg->path_prefix, "/pki");
     assert_int_equal(cfg->log_level, GW_LOG_INFO);
     assert_non_null(cfg->signer.cert);
@@ -1383,7 +1390,8 @@ static void test_full(void **state)
          "\"require_message_time\": true, \"transaction_ttl\": 60, \"max_transactions\": 5, "
          "\"max_transactions_per_identity\": 2, \"pbm_max_iterations\": 100000, \"max_revoked\": 1048576}, "
          "\"limits\": "
-         "{\"max_requests_in_flight_per_address\": 3, \"ipv6_prefix\": 56, \"send_timeout\": \"30s\"}, "
+         "{\"max_requests_in_flight_per_address\": 3, \"ipv6_prefix\": 56, \"send_timeout\": \"30s\", "
+         "\"handshake_timeout\": \"2s\"}, "
          "\"signer\":"},
         {"\"chain\": \"ca.pem\" }",
          "\"chain\": \"ca.pem\", \"timeout\": \"1500ms\", \"max_inflight\": 3, \"delay\": \"2s\" }"},
@@ -1411,6 +1419,7 @@ static void test_full(void **state)
     assert_int_equal(cfg->limits.admission.max_requests_per_address, 3);
     assert_int_equal(cfg->limits.admission.ipv6_prefix, 56);
     assert_int_equal(cfg->limits.send_timeout, 30);
+    assert_int_equal(cfg->limits.handshake_timeout, 2);
     assert_int_equal(cfg->upstreams[0].timeout_ms, 1500);
     assert_int_equal(cfg->upstreams[0].max_inflight, 3);
     assert_int_equal(LOCAL(&cfg->upstreams[0])->delay_ms, 2000);
