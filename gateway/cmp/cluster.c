@@ -9,7 +9,7 @@
  *   rec:<tid hex>      a transaction record (cluster.h); TTL: its deadline + GW_STATE_GRACE
  *   res:<tid hex>      a deferred request's upstream result, beside its record
  *   lease:<tid hex>    the instance answering the transaction now; TTL: GW_STATE_LEASE_SECS
- *   took:<tid hex>     "<instance>:<result>": what that instance's end of the record took, for it to read
+ *   took:<tid hex>     "<instance>:<end id>:<result>": what that end of the record took, for it to read
  *                      back should the answer be lost; TTL: GW_STATE_TOOK_SECS
  *   deadlines          sorted set: the records, scored by deadline on Redis's clock
  *   revoked:<id>       a certificate revoked through an instance (revoked.c); TTL: until it expires
@@ -135,11 +135,13 @@ static const char *const scripts[N_SCRIPTS] = {
                "end\n"
                "return {v, r}\n",
     /* KEYS: the record and its lease; ARGV: this instance, the deadlines, '1' to end it whoever holds
-       its lease, the largest result an instance writes, '1' for the retry of an end whose answer was
-       lost. 2 when another instance holds the lease (and it stays); else {1 if the record was there,
-       the result that went with it ('' if none, or larger than an instance writes)}; the lease goes
-       only if this instance holds it. What an end took is kept (took:) until this instance's next end
-       of the transactionID: the retry's, the record gone, answers it as the lost answer did */
+       its lease, the largest result an instance writes, this end's id (its retry's too). 2 when another
+       instance holds the lease (and it stays); else {1 if the record was there, the result that went
+       with it ('' if none, or larger than an instance writes)}; the lease goes only if this instance
+       holds it. What an end took is kept (took:, under the instance and the end's id) until this
+       instance's next end of the transactionID: the same end asked again, the record gone, answers it
+       as the lost answer did; another end (of an earlier transaction under the transactionID) is not
+       handed it */
     [S_DROP] = "local l = redis.call('GET', KEYS[2])\n"
                "if l and l ~= ARGV[1] and ARGV[3] ~= '1' then return 2 end\n"
                "local res = " LUA_RES_OF("KEYS[1]") "\n"
@@ -151,14 +153,14 @@ static const char *const scripts[N_SCRIPTS] = {
                "if l == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
                "redis.call('ZREM', ARGV[2], KEYS[1])\n"
                "local t = redis.call('GET', took)\n"
+               "local mine = ARGV[1] .. ':' .. ARGV[5] .. ':'\n"
                "if t and string.sub(t, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then\n"
                "  redis.call('DEL', took)\n"
-               "  local p = string.sub(t, #ARGV[1] + 2)\n"
+               "  local p = string.sub(t, #mine + 1)\n"
                "  if #p > tonumber(ARGV[4]) then p = '' end\n"
-               "  if n == 0 and ARGV[5] == '1' then return {1, p} end\n"
+               "  if n == 0 and string.sub(t, 1, #mine) == mine then return {1, p} end\n"
                "end\n"
-               "if n == 1 then redis.call('SET', took, ARGV[1] .. ':' .. r, 'EX', "
-               LUA_NUM(GW_STATE_TOOK_SECS) ") end\n"
+               "if n == 1 then redis.call('SET', took, mine .. r, 'EX', " LUA_NUM(GW_STATE_TOOK_SECS) ") end\n"
                "return {n, r}\n",
     /* KEYS[2], a record's lease, goes if this instance holds it */
     [S_UNLEASE] = "if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
@@ -233,6 +235,7 @@ struct gw_cluster {
     int port;
     struct timeval timeout;
     char owner[33];         /* this instance, in the leases it holds */
+    atomic_ullong ends;     /* the id of this instance's next end of a record (S_DROP's took:) */
     unsigned char *mac_key; /* "mac_key_file": transaction records; NULL: none are kept */
     size_t mac_key_len;
     char sha[N_SCRIPTS][41];
@@ -1045,8 +1048,8 @@ static void left_result(const struct gw_cluster *cl, const unsigned char *tid, s
 static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, bool whoever,
                        struct gw_txn_result *left)
 {
-    char k1[KEY_LEN], k2[KEY_LEN], dk[KEY_LEN], err[GW_ERR_LEN], max_record[24], max_result[24];
-    const char *args[5] = {NULL, dk, whoever ? "1" : "0", max_result, "0"};
+    char k1[KEY_LEN], k2[KEY_LEN], dk[KEY_LEN], err[GW_ERR_LEN], max_record[24], max_result[24], id[24];
+    const char *args[5] = {NULL, dk, whoever ? "1" : "0", max_result, id};
     redisReply *r;
     bool unran = true;
     int rc;
@@ -1060,10 +1063,10 @@ static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t t
     snprintf(dk, sizeof(dk), "%sdeadlines", cl->prefix);
     size_args(max_record, max_result);
     args[0] = cl->owner; /* |cl| is not NULL past the check */
-    if ((r = eval_n(cl, S_DROP, k1, k2, 5, args, NULL, &unran, err)) == NULL && !unran) {
-        args[4] = "1"; /* it may have run, its answer lost: asked again, it answers what it took */
+    snprintf(id, sizeof(id), "%llu", (unsigned long long)atomic_fetch_add(&cl->ends, 1));
+    /* one that may have run, its answer lost, is asked again under its id: it answers what it took */
+    if ((r = eval_n(cl, S_DROP, k1, k2, 5, args, NULL, &unran, err)) == NULL && !unran)
         r = eval(cl, S_DROP, k1, k2, 5, args, err);
-    }
     if (r == NULL) {
         gw_log_kv(GW_LOG_WARN, "shared_state_drop_failed", "reason", err, NULL);
         return GW_ERR_UNAVAILABLE;

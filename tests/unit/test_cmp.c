@@ -6495,12 +6495,14 @@ static void test_shared_unsent_result_withdrawn(void **state)
  * deadlines) first runs |fn|, once: what another instance does while this one closes the transaction.
  * With |after_end|, the one after it instead, which releases the transaction's reservation (its keys the
  * reservation and its share's open set): the record is gone by then. With |lose_answer|, the end's answer
- * is lost once it came (redisBufferRead): Redis ran it, the gateway cannot know.
+ * is lost once it came (redisBufferRead): Redis ran it, the gateway cannot know. With |lose_unrun|, the
+ * end goes out whole but Redis never runs it (a PING goes in its stead), and its answer is lost: the
+ * connection dropped before Redis read it.
  */
 static struct {
     pthread_t thread;
     void (*fn)(void);
-    bool after_end, lose_answer;
+    bool after_end, lose_answer, lose_unrun;
     bool losing; /* the next read on |thread| fails */
 } drop_hook;
 
@@ -6539,6 +6541,11 @@ int redisAppendCommandArgv(redisContext *c, int argc, const char **argv, const s
     if (end && drop_hook.lose_answer) {
         drop_hook.lose_answer = false;
         drop_hook.losing = true;
+    }
+    if (end && drop_hook.lose_unrun) {
+        drop_hook.lose_unrun = false;
+        drop_hook.losing = true;
+        return real(c, 1, (const char *[]){"PING"}, (const size_t[]){4});
     }
     return real(c, argc, argv, argvlen);
 }
@@ -6641,6 +6648,56 @@ static void test_shared_closed_while_call_runs(void **state)
         OSSL_CMP_CTX_free(ctx);
         env_free(e);
     }
+}
+
+/*
+ * An end of a transactionID whose first try went out whole and never ran (its connection dropped before
+ * Redis read it) is asked again. The record is gone (another instance closed the transaction), and what
+ * this instance's earlier end of the same transactionID took (a client may open a new transaction under
+ * it once the old one is closed) still lies under took:. That is not this end's: the retry answers that
+ * the record was gone, and hands back nothing, so a result already handed back is never withdrawn twice.
+ */
+static void test_shared_end_retry_not_handed_an_earlier_end(void **state)
+{
+    static const unsigned char tid[] = "0123";
+    static unsigned char mac[] = "a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5";
+    char prefix[32], rec[64], out[64], err[GW_ERR_LEN] = "";
+    struct gw_state_conf conf = {.backend = GW_STATE_REDIS,
+                                 .address = "127.0.0.1",
+                                 .timeout_ms = 1000,
+                                 .mac_key = mac,
+                                 .mac_key_len = sizeof(mac) - 1};
+    struct gw_txn_result res = {.present = true, .status = OSSL_CMP_PKISTATUS_rejection}, left;
+    struct gw_cluster *cl;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    snprintf(prefix, sizeof(prefix), "unit%d:", (int)getpid());
+    snprintf(rec, sizeof(rec), "%srec:30313233", prefix);
+    conf.port = (uint16_t)redis_port;
+    conf.key_prefix = prefix;
+    snprintf(res.reason, sizeof(res.reason), "the first transaction's");
+    if ((cl = gw_cluster_new(&conf, err)) == NULL && strstr(err, "without hiredis") != NULL)
+        skip();
+    assert_non_null(cl);
+    /* the first transaction's record, its result beside it; this instance ends it and is handed that */
+    assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"SET", rec, "x"}), 0);
+    assert_int_equal(gw_cluster_put_result(cl, tid, 4, &res, 60, err), 1);
+    assert_int_equal(gw_cluster_end_record(cl, tid, 4, &left), 1);
+    assert_true(left.present);
+    assert_string_equal(left.reason, "the first transaction's");
+    gw_txn_result_cleanup(&left);
+    /* a second transaction under it, closed on another instance: its record gone. This instance's end of
+       it never runs, its answer lost */
+    drop_hook.thread = pthread_self();
+    drop_hook.lose_unrun = true;
+    assert_int_equal(gw_cluster_end_record(cl, tid, 4, &left), 0);
+    assert_false(drop_hook.lose_unrun);
+    assert_false(left.present);
+    gw_txn_result_cleanup(&left);
+    memset(&drop_hook, 0, sizeof(drop_hook));
+    gw_cluster_free(cl);
 }
 
 /*
@@ -9163,6 +9220,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_unsent_result_withdrawn, redis_stop),
         cmocka_unit_test_teardown(test_shared_closed_while_call_runs, redis_stop),
         cmocka_unit_test_teardown(test_shared_closed_elsewhere_while_result_lands, redis_stop),
+        cmocka_unit_test_teardown(test_shared_end_retry_not_handed_an_earlier_end, redis_stop),
         cmocka_unit_test_teardown(test_shared_expiry_after_reload, redis_stop),
         cmocka_unit_test_teardown(test_shared_withdrawals_after_reload, redis_stop),
         cmocka_unit_test_teardown(test_shared_not_continued_without_its_ca, redis_stop),
