@@ -56,7 +56,8 @@
    a trusted proxy's PROXY header: past the longest handshake_timeout and the sweep that ends it */
 #define GW_H2O_HANDSHAKE_TIMEOUT_MS (GW_MAX_HANDSHAKE_TIMEOUT * 1000 + 2 * GW_SWEEP_MS)
 #define GW_SWEEP_MS 1000 /* how often connections and HTTP/2 requests are checked against all three */
-#define GW_MAX_H2_OPEN 4 /* HTTP/2 requests of one connection arriving, queued or unsent at a sweep */
+/* HTTP/2 requests of one connection arriving, queued, or answered and unsent since the last sweep */
+#define GW_MAX_H2_OPEN 4
 
 /* "admin.token_file": bytes of the bearer token that POST /reload carries */
 #define GW_MIN_ADMIN_TOKEN_LEN 16

@@ -22,8 +22,10 @@
  * no lower limit on them (its max_concurrent_requests_per_connection counts requests in the handler
  * only); it keeps a body until its stream ends, after the answer is all sent. A CMP client sends one
  * request at a time, so a connection found with more than GW_MAX_H2_OPEN requests arriving, queued or
- * answered with their answers not all sent is ended: beyond that, a client holds only what it can send
- * within one sweep.
+ * answered with their answers not all sent since the last sweep is ended: beyond that, a client holds
+ * only what it can send within one sweep, and its answers for one sweep more. An answer is counted only
+ * from the second sweep that finds it unsent: a client that multiplexes requests over a slow link, or
+ * whose flow-control window opens an RTT late, takes answers written as a sweep comes by the next.
  */
 #include "gateway/listener_local.h"
 
@@ -38,6 +40,7 @@ struct seen {
     const h2o_req_t *req;
     uint64_t since;
     bool answered;         /* waiting for its response to be sent, not for its request to arrive */
+    bool held_over;        /* answered, and so at the last sweep too: its body held a sweep already */
     struct timeval begun;  /* when its headers began: tells apart two requests at one address */
     struct timeval handed; /* when it reached the handler: the same, once answered */
     size_t sent;           /* of its answer's body, framed */
@@ -97,6 +100,7 @@ static int collect(h2o_req_t *req, void *arg)
     same = found != NULL && found->answered == answered && same_time(&found->begun, &key.begun) &&
            same_time(&found->handed, &key.handed);
     key.since = same ? found->since : st->now;
+    key.held_over = same && answered;
     if (same && answered && found->sent != key.sent && key.gc != NULL)
         key.gc->moved = true; /* the connection's answers share its window and socket: all move on */
     st->v[st->n++] = key;
@@ -131,13 +135,15 @@ _Static_assert(GW_MAX_H2_OPEN == 4, "shut_crowded's text names the bound");
 
 /*
  * Shuts down each connection with more than GW_MAX_H2_OPEN requests in |v| (sorted): each arriving,
- * queued, or answered and its answer not all sent, its body held either way. A client that takes its
- * answers has its streams end as soon as they are written.
+ * queued, or answered and its answer not all sent since the last sweep, its body held either way. A
+ * client that takes its answers has its streams end as soon as they are written.
  */
 static void shut_crowded(const struct seen *v, size_t n)
 {
     for (size_t i = 0, held = 0; i < n; i++) {
-        held = i > 0 && v[i].conn_id == v[i - 1].conn_id ? held + 1 : 1;
+        size_t counted = !v[i].answered || v[i].held_over;
+
+        held = i > 0 && v[i].conn_id == v[i - 1].conn_id ? held + counted : counted;
         if (held > GW_MAX_H2_OPEN && v[i].gc != NULL)
             gw_sweep_end(v[i].gc, "streams", 0,
                          "more HTTP/2 requests open at once (arriving, or their answers not taken) than a "

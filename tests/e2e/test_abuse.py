@@ -494,12 +494,13 @@ class Admission(harness.GatewayTestCase):
         """|count| HTTP/2 POSTs of an empty body on one connection whose flow-control window stays shut
         (SETTINGS_INITIAL_WINDOW_SIZE 0): each is answered at once (400), its answer never sent, its stream
         and the body libh2o buffered for it held. The log lines of the gateway ending that connection within
-        1.5 s (send_timeout is 2 s), returned as soon as there is one."""
+        2.5 s, returned as soon as there is one: the second sweep that finds the answers unsent ends it for
+        their number, within 2 s; send_timeout (2 s) ends it at the third, from 2 s."""
         sock = h2_connect(self.gw, settings=(4).to_bytes(2, "big") + (0).to_bytes(4, "big"))
         peer = "127.0.0.1:%d" % sock.getsockname()[1]
         try:
             sock.sendall(b"".join(h2_post(2 * i + 1, b"") for i in range(count)))
-            deadline = time.monotonic() + 1.5
+            deadline = time.monotonic() + 2.5
             while not self.ended_lines("http2_connection_closed", peer) and time.monotonic() < deadline:
                 time.sleep(0.1)
         finally:
@@ -514,6 +515,41 @@ class Admission(harness.GatewayTestCase):
         ended = self.h2_unsent(20)
         self.assertEqual([e.get("timeout") for e in ended], ["streams"], ended)
         self.assertEqual([e for e in self.h2_unsent(4) if e.get("timeout") != "send_timeout"], [])
+
+    def test_http2_answers_taken_late_kept(self):
+        """A client that sends several requests at once on one connection, over a link whose flow-control window
+        opens late (a round trip, here 0.7 s, after the answers' HEADERS came): a sweep may come by while each
+        answer waits unsent. They are counted against the 4 a connection only from the next sweep, which
+        finds them taken: the connection and its answers stay. Three rounds, a sweep in the wait in most."""
+        for _ in range(3):
+            sock = h2_connect(self.gw, settings=(4).to_bytes(2, "big") + (0).to_bytes(4, "big"), timeout=0.2)
+            streams = tuple(2 * i + 1 for i in range(6))
+            block = (h2_literal(b":method", b"POST") + h2_literal(b":scheme", b"https") +
+                     h2_literal(b":path", b"/pki/cmp") + h2_literal(b":authority", b"127.0.0.1") +
+                     h2_literal(b"content-type", b"text/plain"))  # a 415: no failed authentication
+            try:
+                sock.sendall(b"".join(h2_frame(1, 0x4, s, block) + h2_frame(0, 0x1, s, b"x") for s in streams))
+                buf, answered, deadline = b"", {}, time.monotonic() + 5
+                while set(answered) != set(streams) and time.monotonic() < deadline:
+                    try:
+                        data = sock.recv(65536)
+                    except socket.timeout:
+                        continue
+                    self.assertNotEqual(data, b"", "the connection closed before its answers came")
+                    frames, buf = h2_frames(buf + data)
+                    for ftype, flags, stream, payload in frames:
+                        if ftype == 4 and not flags & 1:
+                            sock.sendall(h2_frame(4, 1, 0, b""))
+                        if ftype == 1:
+                            answered[stream] = h2_status(payload)
+                self.assertEqual(answered, {s: 415 for s in streams})
+                time.sleep(0.7)
+                sock.sendall(h2_frame(4, 0, 0, (4).to_bytes(2, "big") + (65535).to_bytes(4, "big")))
+                got = h2_answers(sock, streams, time.monotonic() + 5)
+            finally:
+                sock.close()
+            self.assertEqual(sorted(got), list(streams), "the connection ended before its answers were taken")
+            self.assertTrue(all(body.startswith(b"unsupported Content-Type") for _, body in got.values()), got)
 
     def test_http2_window_never_opened_ended_within_the_send_timeout(self):
         """SETTINGS_INITIAL_WINDOW_SIZE 0 and no WINDOW_UPDATE: the answer (a 400) can never be sent, and its
