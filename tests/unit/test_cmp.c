@@ -5298,26 +5298,39 @@ static struct {
 } slow = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 /*
- * An fsync held: once armed, the next fsync off the client's thread waits until released (the
- * "issued" record of a completion, between the call's result and a pollReq seeing it).
+ * An fsync held: armed by the test before the call can complete (hold_arm), the first fsync on the
+ * thread that then hands the call's result up (its completion's "issued" record) waits until
+ * hold_release. Every wait here is bounded: a release the test never got to lets the fsync go after
+ * HOLD_MAX_S, and a release disarms the hold for good, so a result that comes after the test gave up
+ * waiting is never held. hold_release says whether the hold did what the test relies on.
  */
+#define HOLD_WAIT_S 30 /* for the armed fsync to be reached (a loaded sanitizer build is slow) */
+#define HOLD_MAX_S 60  /* for the test to release it */
+
 static struct {
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    int armed, held, released;
+    pthread_t thread; /* the call's, once its result is handed up */
+    int armed, on_thread, held, released;
+    const char *missed; /* why the record was not held throughout, or NULL */
 } hold = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 int fsync(int fd)
 {
     static int (*real)(int);
+    struct timespec until;
 
     pthread_mutex_lock(&hold.lock);
-    if (hold.armed && !pthread_equal(pthread_self(), signing_thread)) {
+    if (hold.armed && hold.on_thread && pthread_equal(pthread_self(), hold.thread)) {
         hold.armed = 0;
         hold.held = 1;
         pthread_cond_broadcast(&hold.cond);
-        while (!hold.released)
-            pthread_cond_wait(&hold.cond, &hold.lock);
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += HOLD_MAX_S;
+        while (!hold.released && pthread_cond_timedwait(&hold.cond, &hold.lock, &until) == 0)
+            ;
+        if (!hold.released)
+            hold.missed = "the held fsync was not released within HOLD_MAX_S";
     }
     pthread_mutex_unlock(&hold.lock);
     if (real == NULL)
@@ -5325,29 +5338,51 @@ int fsync(int fd)
     return real(fd);
 }
 
-/* Waits (up to 5 s) until the armed fsync is held; 1 if it is. */
-static int hold_wait(void)
+/* Arms the hold for the next call whose result is handed up (slow.hold_record): before the gate opens. */
+static void hold_arm(void)
 {
-    struct timespec ts;
-    int held;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += 5;
     pthread_mutex_lock(&hold.lock);
-    while (!hold.held && pthread_cond_timedwait(&hold.cond, &hold.lock, &ts) == 0)
-        ;
-    held = hold.held;
+    hold.armed = 1;
+    hold.on_thread = hold.held = hold.released = 0;
+    hold.missed = NULL;
     pthread_mutex_unlock(&hold.lock);
-    return held;
+    slow.hold_record = 1;
 }
 
-static void hold_release(void)
+/* Waits (up to HOLD_WAIT_S) until the armed fsync is held; else notes it for hold_release. */
+static void hold_wait(void)
 {
+    struct timespec until;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += HOLD_WAIT_S;
+    pthread_mutex_lock(&hold.lock);
+    while (!hold.held && pthread_cond_timedwait(&hold.cond, &hold.lock, &until) == 0)
+        ;
+    if (!hold.held && hold.missed == NULL)
+        hold.missed = "the call's \"issued\" record did not reach its fsync within HOLD_WAIT_S";
+    pthread_mutex_unlock(&hold.lock);
+}
+
+/* Lets the held fsync go and disarms the hold; NULL if it held the record throughout, else why not. */
+static const char *hold_release(void)
+{
+    const char *missed;
+
     pthread_mutex_lock(&hold.lock);
     hold.armed = 0;
     hold.released = 1;
+    missed = hold.missed;
     pthread_cond_broadcast(&hold.cond);
     pthread_mutex_unlock(&hold.lock);
+    return missed;
+}
+
+/* Fails the test if the hold released (hold_release's answer) did not hold the record throughout. */
+static void assert_held(const char *missed)
+{
+    if (missed != NULL)
+        fail_msg("%s", missed);
 }
 
 struct slow_call {
@@ -5367,10 +5402,10 @@ static void slow_done(void *arg, struct gw_sign_result *res)
     }
     if (slow.before_done != NULL)
         slow.before_done(res);
-    if (slow.hold_record) {
+    if (slow.hold_record) { /* the completion runs on this thread: its record's fsync is held */
         pthread_mutex_lock(&hold.lock);
-        hold.armed = 1;
-        hold.held = hold.released = 0;
+        hold.thread = pthread_self();
+        hold.on_thread = hold.armed;
         pthread_mutex_unlock(&hold.lock);
     }
     sc->done(sc->arg, res);
@@ -5469,6 +5504,7 @@ static struct env *env_slow_cmp(const char *cmp, const char *poll_after, uint32_
     if (timeout_ms != 0)
         uc->timeout_ms = timeout_ms;
     env_start(e);
+    (void)hold_release(); /* a test that failed while it held a record leaves nothing held */
     slow_gate(0);
     slow.fail = slow.calls = slow.completed = slow.hold_record = slow.refuse = 0;
     slow.during = NULL;
@@ -5908,20 +5944,20 @@ static void test_poll_deadline_race(void **state)
     struct client cl = {.env = e};
     OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
     char serial[64];
-    int after, held, during, late_after;
+    const char *missed;
+    int after, during, late_after;
 
     (void)state;
     slow_revokes(e);
-    signing_thread = pthread_self(); /* the client's: its fsyncs are not held */
     assert_int_equal(poll_step(ctx, &after), -1);
-    slow.hold_record = 1;
+    hold_arm();
     slow_gate(1);
-    held = hold_wait();
+    hold_wait();
     usleep(700 * 1000); /* past the upstream's 600 ms */
     during = poll_step(ctx, &after);
     late_after = after;
-    hold_release(); /* before any assertion: the completion holds detach_lock */
-    assert_true(held);
+    missed = hold_release(); /* before any assertion: the completion holds detach_lock */
+    assert_held(missed);
     slow_wait_completed(e, 1);
     assert_int_equal(during, -1); /* pollRep */
     assert_int_equal(late_after, 1);
@@ -6444,27 +6480,24 @@ static void test_shared_unsent_result_withdrawn(void **state)
         struct client cl;
         OSSL_CMP_CTX *ctx;
         char out[64], serial[64] = "", *logged;
-        int held, rc = 0;
+        const char *missed;
+        int rc = 0;
 
         if (redis_start() != 0)
             skip();
         e = env_shared("100ms");
         slow_revokes(e);
-        signing_thread = pthread_self();    /* the client's: its fsyncs are not held */
         ctx = shared_waiting(e, &cl, NULL); /* the record shared, no result beside it */
         log_capture_start();
-        pthread_mutex_lock(&hold.lock);
-        hold.held = hold.released = 0; /* the last case's hold is over */
-        pthread_mutex_unlock(&hold.lock);
-        slow.hold_record = 1; /* Redis down once the certificate passed its checks, which ask it */
+        hold_arm(); /* Redis down once the certificate passed its checks, which ask it */
         slow_gate(1);
-        held = hold_wait();
+        hold_wait();
         if (cases[i].sent) /* the put goes out; no answer within the 1 s timeout */
             rc = redis_cmd(out, sizeof(out), 4, (const char *const[]){"CLIENT", "PAUSE", "3000", "ALL"});
         else
             (void)redis_stop(NULL);
-        hold_release(); /* before any assertion: the completion holds detach_lock */
-        assert_true(held);
+        missed = hold_release(); /* before any assertion: the completion holds detach_lock */
+        assert_held(missed);
         assert_int_equal(rc, 0);
         slow_wait_completed(e, 1);
         redis_kill();
@@ -6607,19 +6640,19 @@ static void test_shared_closed_while_call_runs(void **state)
         struct client cl, dummy = {.env = e};
         OSSL_CMP_CTX *ctx;
         char serial[64] = "";
-        int after, held = 1;
+        const char *missed = NULL;
+        int after;
 
         print_message("closed by %s, %s\n", conf ? "a certConf" : "the client's error message",
                       when[landing]);
         slow_revokes(e);
-        signing_thread = pthread_self(); /* the client's: its fsyncs are not held */
         ctx = shared_waiting(e, &cl, NULL);
         cl.other = client_new(&dummy, SIG, client_cert, client_key, NULL, NULL, 0);
         cl.tamper = conf ? tamper_poll_certconf : tamper_poll_error;
         if (landing == 1) {
-            slow.hold_record = 1;
+            hold_arm();
             slow_gate(1);
-            held = hold_wait();
+            hold_wait();
         }
         landed = landing == 2 ? 0 : 1;
         drop_hook.thread = pthread_self();
@@ -6628,10 +6661,10 @@ static void test_shared_closed_while_call_runs(void **state)
         (void)poll_step(ctx, &after); /* its next pollReq goes as that message */
         drop_hook.fn = NULL;
         if (landing == 1)
-            hold_release(); /* before any assertion: the completion holds detach_lock */
+            missed = hold_release(); /* before any assertion: the completion holds detach_lock */
         else
             slow_gate(1);
-        assert_true(held);
+        assert_held(missed);
         assert_true(landed);
         assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
         slow_wait_completed(e, 1);
