@@ -5411,20 +5411,26 @@ static void slow_done(void *arg, struct gw_sign_result *res)
     sc->done(sc->arg, res);
 }
 
+/* The gate opened within HOLD_MAX_S, or the call fails as the CA down: a test that failed with it shut
+   leaves no call waiting. */
 static int slow_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done,
                      void *arg)
 {
     struct gw_sign_result *res;
-    int rc = 0;
+    struct timespec until;
+    int rc = 0, shut;
 
     if (slow.during != NULL)
         slow.during(slow.env);
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += HOLD_MAX_S;
     pthread_mutex_lock(&slow.lock);
     slow.calls++;
-    while (!slow.open)
-        pthread_cond_wait(&slow.cond, &slow.lock);
+    while (!slow.open && pthread_cond_timedwait(&slow.cond, &slow.lock, &until) == 0)
+        ;
+    shut = !slow.open;
     pthread_mutex_unlock(&slow.lock);
-    if (slow.fail) {
+    if (slow.fail || shut) {
         res = calloc(1, sizeof(*res));
         res->status = -5;
         res->fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
@@ -5539,9 +5545,9 @@ static void assert_uncollected_withdrawn(struct env *e, char *serial, size_t cap
 }
 
 /*
- * A revocation the test holds until it lets it go (held_revoke_release), so that what the caller
- * does meanwhile shows. One asked on the test's own thread is not held (it would wait for itself):
- * it is counted in |on_caller| and returns at once.
+ * A revocation the test holds until it lets it go (held_revoke_release; at most HOLD_MAX_S), so that
+ * what the caller does meanwhile shows. One asked on the test's own thread is not held (it would wait
+ * for itself): it is counted in |on_caller| and returns at once.
  */
 static struct {
     pthread_mutex_t lock;
@@ -5552,14 +5558,19 @@ static struct {
 
 static int held_revoke_fn(struct gw_upstream *up, const X509 *cert, int reason, int *fail_info, char *err)
 {
+    struct timespec until;
+
     pthread_mutex_lock(&held_revoke.lock);
     if (pthread_equal(pthread_self(), held_revoke.caller)) {
         held_revoke.on_caller++;
     } else {
         held_revoke.entered++;
         pthread_cond_broadcast(&held_revoke.cond);
-        while (!held_revoke.released)
-            pthread_cond_wait(&held_revoke.cond, &held_revoke.lock);
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += HOLD_MAX_S;
+        while (!held_revoke.released &&
+               pthread_cond_timedwait(&held_revoke.cond, &held_revoke.lock, &until) == 0)
+            ;
     }
     pthread_mutex_unlock(&held_revoke.lock);
     return fake_revoke(up, cert, reason, fail_info, err);
@@ -5573,12 +5584,21 @@ static void held_revokes(struct env *e)
     held_revoke.entered = held_revoke.released = held_revoke.on_caller = 0;
 }
 
-static void held_revoke_wait_entered(void)
+/* Waits (up to HOLD_WAIT_S) until a revocation is held: 1, or 0 if none came. */
+static int held_revoke_wait_entered(void)
 {
+    struct timespec until;
+    int entered;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += HOLD_WAIT_S;
     pthread_mutex_lock(&held_revoke.lock);
-    while (held_revoke.entered == 0)
-        pthread_cond_wait(&held_revoke.cond, &held_revoke.lock);
+    while (held_revoke.entered == 0 &&
+           pthread_cond_timedwait(&held_revoke.cond, &held_revoke.lock, &until) == 0)
+        ;
+    entered = held_revoke.entered > 0;
     pthread_mutex_unlock(&held_revoke.lock);
+    return entered;
 }
 
 static void held_revoke_release(void)
@@ -5984,7 +6004,7 @@ static void test_poll_expiry(void **state)
     struct client cl = {.env = e};
     OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
     char serial[64] = "";
-    int after;
+    int after, entered, undelivered, revoked, busy;
 
     (void)state;
     slow_revokes(e);
@@ -5998,12 +6018,17 @@ static void test_poll_expiry(void **state)
     assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
     /* the expiry tick (the main thread's, which pings the watchdog) did not revoke: it returned while
        the CA still holds the revocation, which ends on the engine's own thread */
+    entered = held_revoke_wait_entered();
+    undelivered = audit_count_now(e, "expired_undelivered", NULL, NULL, NULL);
+    revoked = audit_count_now(e, "revoked", NULL, NULL, NULL);
+    busy = gw_cmp_engine_busy(e->engine); /* a reload keeps this engine until it ends */
+    held_revoke_release();                /* before any assertion: it would hold the engine's thread */
     assert_int_equal(held_revoke.on_caller, 0);
-    held_revoke_wait_entered();
-    assert_int_equal(audit_count_now(e, "expired_undelivered", NULL, NULL, NULL), 1);
-    assert_int_equal(audit_count_now(e, "revoked", NULL, NULL, NULL), 0);
-    assert_true(gw_cmp_engine_busy(e->engine)); /* a reload keeps this engine until it ends */
-    held_revoke_release();
+    if (!entered)
+        fail_msg("the withdrawal did not reach the CA within HOLD_WAIT_S");
+    assert_int_equal(undelivered, 1);
+    assert_int_equal(revoked, 0);
+    assert_true(busy);
     assert_uncollected_withdrawn(e, serial, sizeof(serial),
                                  "no pollReq collected it before its transaction closed");
     assert_int_equal(poll_step(ctx, &after), 0); /* gone: the pollReq is refused */
