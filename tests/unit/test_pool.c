@@ -31,11 +31,28 @@ struct tjob {
     int resubmit_rc;
 };
 
+/*
+ * A gate a job waits at until the test opens it, at most GATE_MAX_S: a test that failed before it
+ * opened leaves no worker held. Gates are static, so that a job let go late finds its gate.
+ */
 struct gate {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     bool open, entered;
 };
+
+#define GATE_WAIT_S 30 /* for a job to enter the gate (a loaded sanitizer build is slow) */
+#define GATE_MAX_S 60  /* for the test to open it */
+
+/* The CLOCK_REALTIME instant |s| seconds from now, for pthread_cond_timedwait. */
+static struct timespec gate_deadline(int s)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += s;
+    return ts;
+}
 
 static atomic_int run_seq;
 
@@ -54,22 +71,35 @@ static void gate_open(struct gate *g)
     pthread_mutex_unlock(&g->lock);
 }
 
-/* Waits until a job is blocked inside the gate, so the worker is known to be busy. */
+/*
+ * Waits (up to GATE_WAIT_S) until a job is blocked inside the gate, so the worker is known to be
+ * busy; else opens it and fails the test.
+ */
 static void gate_wait_entered(struct gate *g)
 {
+    struct timespec until = gate_deadline(GATE_WAIT_S);
+    bool entered;
+
     pthread_mutex_lock(&g->lock);
-    while (!g->entered)
-        pthread_cond_wait(&g->cond, &g->lock);
+    while (!g->entered && pthread_cond_timedwait(&g->cond, &g->lock, &until) == 0)
+        ;
+    entered = g->entered;
     pthread_mutex_unlock(&g->lock);
+    if (entered)
+        return;
+    gate_open(g);
+    fail_msg("no job entered the gate within GATE_WAIT_S");
 }
 
 static void gate_pass(struct gate *g)
 {
+    struct timespec until = gate_deadline(GATE_MAX_S);
+
     pthread_mutex_lock(&g->lock);
     g->entered = true;
     pthread_cond_broadcast(&g->cond);
-    while (!g->open)
-        pthread_cond_wait(&g->cond, &g->lock);
+    while (!g->open && pthread_cond_timedwait(&g->cond, &g->lock, &until) == 0)
+        ;
     pthread_mutex_unlock(&g->lock);
 }
 
@@ -145,7 +175,7 @@ static void test_resume_ahead_of_the_queue(void **state)
 {
     char err[GW_ERR_LEN];
     struct gw_pool *p = gw_pool_new(1, 2, err);
-    struct gate g;
+    static struct gate g;
     struct tjob t[3], back;
 
     (void)state;
@@ -198,7 +228,7 @@ static void test_new_params(void **state)
 static void test_full_queue_refuses(void **state)
 {
     struct tjob t[5];
-    struct gate g;
+    static struct gate g;
     struct gw_pool *p;
     char err[GW_ERR_LEN];
     uint64_t t0;
@@ -264,7 +294,7 @@ static void test_free_drains(void **state)
 {
     enum { DEPTH = 8 };
     struct tjob t[DEPTH + 2];
-    struct gate g;
+    static struct gate g;
     struct gw_pool *p;
     pthread_t opener;
     char err[GW_ERR_LEN];
