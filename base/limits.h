@@ -95,6 +95,10 @@
    answer be lost (gateway/cmp/cluster.c S_DROP): its one retry comes within two timeouts. A literal:
    it is spelled into a script */
 #define GW_STATE_TOOK_SECS 30
+/* the retry reads back what the lost answer's end took only if took: still lives then: the Redis timeout
+   is capped so that two of them fit well inside GW_STATE_TOOK_SECS */
+_Static_assert(GW_STATE_TOOK_SECS * 1000 > 2 * GW_MAX_REDIS_TIMEOUT_MS,
+               "what a record's end took outlives that end's retry, within two Redis timeouts");
 /* "cmp.max_revoked": certificates revoked through the gateway kept until they expire, per instance and
    in the shared state, whatever their CRLs say meanwhile (gateway/cmp/revoked.c); a full set takes no
    more. Some 24 bytes each in memory, 100 in Redis. */
