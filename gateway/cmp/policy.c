@@ -799,8 +799,9 @@ int cmp_check_serial_reused(struct gw_cmp_engine *e, const struct gw_upstream *u
                  serial);
         return CMP_SERIAL_UNCHECKED;
     }
-    if (again)
-        return refuse_reused(up, tid, cert, serial, earlier, &reuse_recent, fail_info, text);
+    if (again) /* cmp_recent_note leaves |earlier| empty where the other one's transactionID is unknown */
+        return refuse_reused(up, tid, cert, serial, earlier[0] != '\0' ? earlier : NULL, &reuse_recent,
+                             fail_info, text);
     return refuse_reused(up, tid, cert, serial, NULL, &reuse_revoked, fail_info, text);
 }
 

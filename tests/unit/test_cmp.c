@@ -2836,6 +2836,7 @@ static void test_issued_serial_revoked(void **state)
         assert_int_equal(audit_count(e, "rejected", NULL, "serial", ""), reused);
         assert_int_equal(audit_count(e, "issued", NULL, NULL, NULL), !reused);
         assert_int_equal(strstr(logged, "\"event\":\"cert_serial_reused\"") != NULL, reused);
+        assert_null(strstr(logged, "earlier_tid")); /* no transaction let the revoked one through lately */
         /* true also of two CAs under one issuer name, not only of one that issued the serial twice */
         assert_int_equal(strstr(logged,
                                 "\"msg\":\"the upstream returned a certificate with the issuer name and "
@@ -2927,6 +2928,40 @@ static void test_issued_serial_reissued(void **state)
     ASN1_OCTET_STRING_free(first_tid);
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+/*
+ * Another certificate with the issuer and serial of one let through under a transactionID the ring could
+ * not keep (not hex): refused all the same, logged cert_serial_reused without an earlier_tid rather than
+ * with an empty one. Twin: the first of the two is let through.
+ */
+static void test_issued_serial_reissued_unknown_tid(void **state)
+{
+    struct env *e = env_new(CMP_DEFAULTS);
+    const struct gw_upstream *up = gw_upstream_set_get0(e->ups, "local");
+    X509 *first = tu_make_cert(client_key, client_key, NULL, "reused", 77);
+    X509 *second = tu_make_cert(rogue_key, rogue_key, NULL, "reused", 77);
+    char text[GW_ERR_LEN] = "";
+    int fail_info = 0;
+    char *logged;
+
+    (void)state;
+    assert_non_null(up);
+    assert_int_equal(cmp_check_serial_reused(e->engine, up, first, time(NULL), "not hex", &fail_info, text),
+                     0);
+    log_capture_start();
+    assert_int_equal(
+        cmp_check_serial_reused(e->engine, up, second, time(NULL), "0011223344556677", &fail_info, text),
+        CMP_SERIAL_REUSED);
+    logged = log_capture_end();
+    assert_int_equal(fail_info, OSSL_CMP_PKIFAILUREINFO_systemFailure);
+    if (strstr(logged, "\"event\":\"cert_serial_reused\"") == NULL ||
+        strstr(logged, "earlier_tid\":") != NULL)
+        fail_msg("no cert_serial_reused without an earlier_tid in: %s", logged);
+    free(logged);
+    X509_free(second);
+    X509_free(first);
     env_free(e);
 }
 
@@ -9209,6 +9244,7 @@ int main(void)
         cmocka_unit_test(test_refused_answer_other_key),
         cmocka_unit_test(test_issued_serial_revoked),
         cmocka_unit_test(test_issued_serial_reissued),
+        cmocka_unit_test(test_issued_serial_reissued_unknown_tid),
         cmocka_unit_test(test_refusal_text_utf8),
         cmocka_unit_test(test_refusal_text_bidi),
         cmocka_unit_test(test_refusal_text_invisible),
