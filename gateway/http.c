@@ -154,7 +154,7 @@ static void send_text(h2o_req_t *req, int status, enum extra_header hdr, uint32_
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, secs, (size_t)n);
     }
     /* HTTP/1 answers "Connection: close"; HTTP/2 got GOAWAY if the gateway stops, and otherwise keeps
-       the connection, whose later requests gw_conn_recheck refuses the same way */
+       the connection, but for gw_conn_recheck's refusal (gw_conn_end_after) */
     if (hdr == HDR_CLOSE)
         req->http1_is_persistent = 0;
     h2o_send_inline(req, body, len + 1);
@@ -416,12 +416,14 @@ static int check_request(struct gw_loop *lt, h2o_req_t *req, struct gw_route_mat
     int rc;
 
     r->reason[0] = '\0';
-    if (c != NULL && (rc = gw_conn_recheck(c)) != 0)
+    if (c != NULL && (rc = gw_conn_recheck(c)) != 0) {
+        gw_conn_end_after(req, c); /* an HTTP/2 stream after it would get the same refusal, for nothing */
         return refuse(r, 403, HDR_CLOSE, "%s",
                       rc == GW_ERR_NOT_FOUND
                           ? "this listener was removed by a configuration reload"
                           : "TLS client certificate no longer accepted (expired, or not trusted since "
                             "the configuration was reloaded): reconnect with one this listener accepts");
+    }
     rc = gw_route_match(&lt->gen->cfg->routes, req->path.base, path_len(req), match, r->reason);
     if (rc != 0) {
         r->status = rc == GW_ERR_FORBIDDEN ? 403 : rc == GW_ERR_NOT_FOUND ? 404 : 400;

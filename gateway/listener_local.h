@@ -49,7 +49,7 @@ struct gw_conn {
     uint64_t acked;         /* the bytes its client had acknowledged at the last sweep */
     uint64_t stalled_since; /* ms: output pending, and none delivered, since then; 0: none pending */
     bool moved;             /* output delivered since the last sweep (HTTP/2 streams wait behind it) */
-    bool ended;             /* shut down by a sweep: libh2o closes it */
+    bool ended;             /* shut down by a sweep (or gw_conn_end_after): libh2o closes it */
     bool evicted;           /* ... or to make room on the admin listener (tls.c), and counted so */
     bool answer_owed;       /* admin: its POST /reload runs, and it is not one to make room with */
 };
@@ -152,12 +152,20 @@ int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock, unsigned listener, 
  * listener lets clients without one in, GW_ERR_FORBIDDEN if it requires one (refuse and close), as
  * for a connection accepted without one before the reload made its listener require one;
  * GW_ERR_NOT_FOUND when the reload removed the connection's listener (refuse and close too). Either
- * refusal is returned for every later request of the connection as well: an HTTP/2 connection is not
- * closed after the answer, and its next streams come without the certificate the listener requires,
- * or to a listener that is gone. GW_ERR_FORBIDDEN also for a resumed session whose certificate was out
- * of its validity, on a listener that requires one. 0 when nothing changed (loop thread).
+ * refusal is returned for every later request of the connection as well: an HTTP/2 connection ends
+ * only once the answer is written (gw_conn_end_after), and its streams sent meanwhile come without the
+ * certificate the listener requires, or to a listener that is gone. GW_ERR_FORBIDDEN also for a resumed
+ * session whose certificate was out of its validity, on a listener that requires one. 0 when nothing changed
+ * (loop thread).
  */
 int gw_conn_recheck(struct gw_conn *c);
+
+/*
+ * gw_conn_end_after: |req|, on |c|, is answered with gw_conn_recheck's refusal. Over HTTP/2, whose
+ * connection outlives the answer, |c| is shut down once that answer is written (|req|'s memory freed):
+ * none of its later streams is served. HTTP/1 closes after the answer itself (loop thread).
+ */
+void gw_conn_end_after(h2o_req_t *req, struct gw_conn *c);
 
 /* gw_conn_get0 returns the connection state of |req| (borrowed, lives with the connection). */
 struct gw_conn *gw_conn_get0(h2o_req_t *req);

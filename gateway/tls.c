@@ -370,6 +370,27 @@ int gw_conn_recheck(struct gw_conn *c)
     return c->shut;
 }
 
+/* The request a refusal answered is freed: libh2o frees an HTTP/2 stream's once its answer is written. */
+static void end_refused(void *data)
+{
+    struct gw_conn *c = *(struct gw_conn **)data; /* a connection frees its streams before itself */
+    int fd = h2o_socket_get_fd(c->sock);
+
+    if (c->ended || fd < 0 || shutdown(fd, SHUT_RDWR) != 0)
+        return;
+    c->ended = true; /* libh2o reads the end and closes the connection */
+}
+
+void gw_conn_end_after(h2o_req_t *req, struct gw_conn *c)
+{
+    struct gw_conn **ref;
+
+    if (req->version < 0x200)
+        return;
+    ref = h2o_mem_alloc_shared(&req->pool, sizeof(*ref), end_refused);
+    *ref = c;
+}
+
 /*
  * Session tickets under the listener's shared keys ("ticket_keys_file"), so that a client that
  * connects per message resumes its session on any instance: the first key encrypts, each one

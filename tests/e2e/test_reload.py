@@ -24,7 +24,7 @@ sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
 import redisenv  # noqa: E402
 from test_admin_token import held  # noqa: E402
-from test_abuse import h2_answers, h2_connect, h2_frame, h2_literal  # noqa: E402
+from test_abuse import h2_answers, h2_connect, h2_frame, h2_frames, h2_literal  # noqa: E402
 
 admin = harness.admin
 metric = harness.metric
@@ -415,25 +415,54 @@ class ReloadHttp2Recheck(harness.GatewayTestCase):
 
     def ask(self, sock, stream):
         """A POST of the wrong type on |stream|: (415, text) for a client the listener lets in."""
-        block = (h2_literal(b":method", b"POST") + h2_literal(b":scheme", b"https") +
-                 h2_literal(b":path", b"/pki/cmp") + h2_literal(b":authority", b"127.0.0.1") +
-                 h2_literal(b"content-type", b"text/plain"))
-        sock.sendall(h2_frame(1, 0x4, stream, block) + h2_frame(0, 0x1, stream, b"x"))
+        sock.sendall(self.post(stream))
         return h2_answers(sock, (stream,), time.monotonic() + 10).get(stream, (None, b""))
 
     def refused_after_reload(self, sock, client_ca):
-        """A stream served on |sock|, then a reload requiring a client certificate of |client_ca|: each
-        of the connection's next streams is refused, not the first alone."""
+        """A stream served on |sock|, then a reload requiring a client certificate of |client_ca|: the
+        streams the connection has sent are refused, each of them, and then the gateway ends it: a
+        stream sent after that gets no answer (an HTTP/2 connection outlives a refusal otherwise, and
+        would get one for nothing per stream)."""
         self.assertEqual(self.ask(sock, 1)[0], 415)
         cfg = json.loads(json.dumps(self.base))
         cfg["listeners"][0]["tls"].update(client_ca=str(client_ca), client_auth="require")
         self.gw.config_path.write_text(json.dumps(cfg, indent=2))
         status, body = admin(self.gw, "/reload", "POST")
         self.assertEqual(status, 200, body)
-        for stream in (3, 5, 7):
-            status, text = self.ask(sock, stream)
+        # two streams in one write: the gateway reads both before the first refusal is written
+        sock.sendall(self.post(3) + self.post(5))
+        answers = h2_answers(sock, (3, 5), time.monotonic() + 10)
+        for stream in (3, 5):
+            status, text = answers.get(stream, (None, b""))
             self.assertEqual((stream, status), (stream, 403), text)
             self.assertTrue(text.startswith(b"TLS client certificate no longer accepted"), text)
+        try:
+            sock.sendall(self.post(7))
+        except OSError:
+            pass  # closed already
+        self.assertEqual(self.rest(sock), b"", "a stream sent after the refusal was answered")
+
+    def post(self, stream):
+        """The frames of a POST of the wrong type on |stream|."""
+        block = (h2_literal(b":method", b"POST") + h2_literal(b":scheme", b"https") +
+                 h2_literal(b":path", b"/pki/cmp") + h2_literal(b":authority", b"127.0.0.1") +
+                 h2_literal(b"content-type", b"text/plain"))
+        return h2_frame(1, 0x4, stream, block) + h2_frame(0, 0x1, stream, b"x")
+
+    def rest(self, sock):
+        """What |sock| still gets until the gateway closes it (b"" then; a reset counts as closed), or
+        fails: the connection stays open for 10 s."""
+        sock.settimeout(10)
+        got = b""
+        try:
+            while data := sock.recv(65536):
+                got += data
+        except socket.timeout:
+            self.fail("the connection stayed open after its refusal")
+        except OSError:
+            pass
+        frames, _ = h2_frames(got)
+        return b"".join(p for ftype, _, _, p in frames if ftype in (0, 1))
 
     def test_certificate_no_longer_trusted(self):
         fca, _, _ = harness.make_foreign_pki(self.gw.dir / "foreign-h2")
