@@ -634,18 +634,21 @@ static size_t revoking_at(const struct cmp_revoked *rs, const unsigned char *id)
 
 /*
  * The revocation of |id| under way, if any, reached the CA but not the shared state (|not_shared|) or
- * this instance's set (|not_kept|): cmp_revoked_end leaves a trace of it instead.
+ * this instance's set (|not_kept|): cmp_revoked_end leaves a trace of it instead. Whether one was under
+ * way (a withdrawal whose cmp_revoked_begin failed goes ahead unmarked, and leaves none).
  */
-static void set_missed(struct cmp_revoked *rs, const unsigned char *id, bool not_shared, bool not_kept)
+static bool set_missed(struct cmp_revoked *rs, const unsigned char *id, bool not_shared, bool not_kept)
 {
     size_t at;
+    bool marked;
 
     pthread_mutex_lock(&rs->lock);
-    if ((at = revoking_at(rs, id)) < rs->n_revoking) {
+    if ((marked = (at = revoking_at(rs, id)) < rs->n_revoking)) {
         rs->revoking[at].unshared |= not_shared;
         rs->revoking[at].unkept |= not_kept;
     }
     pthread_mutex_unlock(&rs->lock);
+    return marked;
 }
 
 /*
@@ -707,10 +710,12 @@ int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
     time_t until = 0;
     uint32_t max = e->cfg.cmp->max_revoked;
     int rc, missed = 0;
+    bool marked = true;
 
     if (gw_asn1_time(X509_get0_notAfter(cert), &until) != 0 || cmp_revoked_id(cert, id) != 0) {
         snprintf(err, GW_ERR_LEN, "its issuer, serial or notAfter cannot be read");
-        return CMP_REVOKED_NOT_HERE | (e->cluster != NULL ? CMP_REVOKED_NOT_SHARED : 0);
+        return CMP_REVOKED_NOT_HERE | CMP_REVOKED_UNMARKED |
+               (e->cluster != NULL ? CMP_REVOKED_NOT_SHARED : 0);
     }
     /* expired (before its rr, or while at the CA): no chain validates with it, so the set need not keep
        it; but a revocation of it waiting for this one's mark would find it nowhere, and send it again */
@@ -723,7 +728,7 @@ int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
         missed |= CMP_REVOKED_NOT_SAVED;
     } else if (rc < 0) {
         missed |= CMP_REVOKED_NOT_HERE;
-        set_missed(e->revoked, id, false, true);
+        marked = set_missed(e->revoked, id, false, true);
         if (rc == GW_ERR_LIMIT)
             snprintf(err, GW_ERR_LEN,
                      "this instance keeps %u unexpired revocations already (cmp.max_revoked)", max);
@@ -735,9 +740,9 @@ int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
         if (missed == 0)
             snprintf(err, GW_ERR_LEN, "%s", why);
         missed |= CMP_REVOKED_NOT_SHARED;
-        set_missed(e->revoked, id, true, false);
+        marked = set_missed(e->revoked, id, true, false);
     }
-    return missed;
+    return missed != 0 && !marked ? missed | CMP_REVOKED_UNMARKED : missed;
 }
 
 /*

@@ -47,12 +47,15 @@ void cmp_revoked_free(struct cmp_revoked *rs);
 #define CMP_REVOKED_NOT_HERE 1   /* not in this instance's set: full (cmp.max_revoked), or no memory */
 #define CMP_REVOKED_NOT_SHARED 2 /* not in the shared state: it failed, or keeps cmp.max_revoked */
 #define CMP_REVOKED_NOT_SAVED 4  /* in this instance's set, not in cmp.revoked_file: a restart forgets it */
+#define CMP_REVOKED_UNMARKED 8   /* with another bit: no revocation of it under way, so none remembered */
 
 /*
  * cmp_revoked_add: |cert| was revoked at its CA through |e| at |now|. 0 when it is kept wherever |e|
  * keeps revocations (or expired by |now|: kept nowhere, as it authenticates nothing), else the
  * CMP_REVOKED_NOT_* bits of where it is not, with |err| saying why: there it is known once the CA's CRL says
- * so. What is not kept is noted on the revocation's mark, for cmp_revoked_end.
+ * so. What is not kept is noted on the revocation's mark, for cmp_revoked_end, which has it known a while
+ * (remembered here, or the shared mark left "done"); with CMP_REVOKED_UNMARKED where there was no mark
+ * (cmp_revoked_begin failed), and so nothing is known of it until then.
  */
 int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err);
 

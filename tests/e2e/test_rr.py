@@ -575,7 +575,8 @@ class RevokedAcrossRestart(harness.GatewayTestCase):
         self.assertEqual([(line["level"], line["serial"], line["reason"], line["msg"]) for line in lines], [(
             "error", harness.serial_hex(other).lower(),
             "this instance keeps 1 unexpired revocations already (cmp.max_revoked)",
-            "no instance refuses this certificate before its CA's CRL lists it")])
+            "this instance refuses this certificate for its upstream's timeout plus 15 s, then only once its CA's "
+            "CRL lists it")])
         ir = self.gw.cmp("ir", "other-ir", auth=(other, other_key), newkey=self.newkey("other-ir"),
                          subject="/CN=other", extra=("-implicit_confirm",), expect_cert=False)
         self.assert_rejected(ir, "certRevoked",

@@ -382,6 +382,36 @@ static void test_unkept_revocation_refused_as_credential(void **state)
     marks_close(&m);
 }
 
+/*
+ * A revocation that held no mark (a withdrawal whose cmp_revoked_begin failed goes ahead all the same) and
+ * that the full set did not keep is remembered nowhere: cmp_revoked_add says so (CMP_REVOKED_UNMARKED), so
+ * that revocation_not_kept does not say its certificate is refused a while. Before, it said
+ * CMP_REVOKED_NOT_HERE alone, as of one remembered. The twin: one that held its mark says that alone, and
+ * is refused.
+ */
+static void test_unmarked_revocation_said(void **state)
+{
+    struct marks m;
+    char err[GW_ERR_LEN] = "";
+    X509 *kept, *unmarked, *marked;
+
+    (void)state;
+    marks_open(&m, 1);
+    kept = cert_until(&m, 1, NOW + 86400);
+    unmarked = cert_until(&m, 2, NOW + 86400);
+    marked = cert_until(&m, 3, NOW + 86400);
+    assert_int_equal(revoked_at_ca(&m, kept), 0);
+    assert_int_equal(cmp_revoked_add(&m.e, unmarked, now_is, err),
+                     CMP_REVOKED_NOT_HERE | CMP_REVOKED_UNMARKED);
+    assert_int_equal(cmp_revoked_check(&m.e, unmarked, now_is, err), 0);
+    assert_int_equal(revoked_at_ca(&m, marked), CMP_REVOKED_NOT_HERE);
+    assert_int_equal(cmp_revoked_check(&m.e, marked, now_is, err), 1);
+    X509_free(kept);
+    X509_free(unmarked);
+    X509_free(marked);
+    marks_close(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -390,6 +420,7 @@ int main(void)
         cmocka_unit_test(test_unkept_revocation_remembered),
         cmocka_unit_test(test_expired_revocation_remembered),
         cmocka_unit_test(test_unkept_revocation_refused_as_credential),
+        cmocka_unit_test(test_unmarked_revocation_said),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
