@@ -20,6 +20,7 @@
 #include "gateway/cmp/poll.h"
 #include "gateway/cmp/record.h"
 #include "gateway/cmp/replay.h"
+#include "gateway/cmp/rr.h"
 #include "gateway/cmp/revoked.h"
 #include "gateway/cmp/suspend.h"
 #include "gateway/cmp/share.h"
@@ -486,6 +487,7 @@ static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     open = (t->issued != NULL || t->pending != NULL) &&
            OSSL_CMP_CTX_get_status(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv)) != -1 && rsp != NULL &&
            OSSL_CMP_MSG_get_bodytype(rsp) != GW_CMP_BODY_ERROR && t->nonce_len > 0;
+    cmp_rr_audit_unread(c, t, rsp); /* who tried to revoke what, where OpenSSL refused it unread */
     finish(c, t, msg, rsp);
     if (open && c->rsp->http_status == 200) {
         if (park(c, t) == 0)

@@ -9,8 +9,10 @@
 #include "gateway/cmp/cmp_local.h"
 #include "gateway/cmp/outcome.h"
 #include "gateway/cmp/policy.h"
+#include "gateway/cmp/reasons.h"
 #include "gateway/cmp/record.h"
 #include "gateway/cmp/revoked.h"
+#include "gateway/cmp/shim.h"
 #include "gateway/cmp/status.h"
 #include "gateway/cmp/urole.h"
 #include "base/err.h"
@@ -23,6 +25,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <openssl/bn.h>
+#include <openssl/cmperr.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
@@ -459,4 +462,22 @@ OSSL_CMP_PKISI *cmp_rr_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const 
     cmp_audit_refusal(c, t);
     X509_free(target);
     return si;
+}
+
+void cmp_rr_audit_unread(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *rsp)
+{
+    struct cmp_refusal r = {0};
+    long code;
+
+    if (c->body != GW_CMP_BODY_RR || c->audited || (code = gw_shim_error_code(rsp)) < 0)
+        return;
+    /* OpenSSL 3.0's process_rr counts the RevDetails only after it verified the protection: the signer
+       is the one pinned, and tried to revoke what it named */
+    if (ERR_GET_LIB((unsigned long)code) != ERR_LIB_CMP ||
+        ERR_GET_REASON((unsigned long)code) != CMP_R_MULTIPLE_REQUESTS_NOT_SUPPORTED)
+        return;
+    cmp_identify(t, c);
+    cmp_classify_error(c, rsp, &r);
+    cmp_set_outcome(c, "error", &r);
+    cmp_audit_refusal(c, t);
 }

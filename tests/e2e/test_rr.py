@@ -31,6 +31,7 @@ from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from pyasn1.codec.der import decoder as der_decoder  # noqa: E402
+from pyasn1.codec.der import encoder  # noqa: E402
 from pyasn1_modules import rfc5280  # noqa: E402
 
 CLIENT_BIN = os.environ.get("CMPGW_CLIENT_BIN", str(harness.BUILD_DIR / "tests" / "cmpclient"))
@@ -213,6 +214,32 @@ class Revocation(harness.GatewayTestCase):
         self.assertEqual((status, fails), (2, ["notAuthorized"]))
         self.assertIn("PBM protection is not accepted for rr", texts[0])
         self.assertEqual(self.gw.denials("rr_pbm"), [("default", "pbm:demo-device", texts[0])])
+
+    def test_several_certificates_on_record(self):
+        """An rr naming two certificates (the holder's own and another client's) is refused by OpenSSL 3.0
+        itself, before the gateway's rr callback runs, once the protection verified: neither is revoked, and the
+        attempt is on the audit record all the same (`rejected`, naming its signer, no serial: it named two)."""
+        from test_errors import load, resign
+        cert, key = self.enrol("several")
+        other, _ = self.enrol("several-other")
+        own = load(self.gw.make_request("several-rr", "rr", auth=(cert, key),
+                                        extra=("-oldcert", cert, "-revreason", "1")).read_bytes())
+        theirs = load(self.gw.make_request("several-other-rr", "rr", auth=(cert, key),
+                                           extra=("-oldcert", other, "-revreason", "1")).read_bytes())
+        own["body"]["rr"].append(theirs["body"]["rr"][0])
+        sent = self.gw.dir / "several.sent.der"
+        sent.write_bytes(encoder.encode(resign(own, key)))
+        a = harness.decode_cmp(self.gw.curl(data=sent).body)
+        self.assertEqual((a.body_type, a.status, a.fail_info), ("error", 2, ["badRequest"]), a)
+        tid = own["header"]["transactionID"].asOctets().hex()
+        records = [r for r in audit(self.gw, "rejected") if r.get("tid", "").lower() == tid]
+        self.assertEqual([(r["body_type"], r["identity"], r.get("serial")) for r in records],
+                         [("rr", "/CN=several", None)], records)
+        self.assertIn("badRequest", records[0]["status"])
+        self.assertFalse([r for r in audit(self.gw, "intent") if r.get("tid", "").lower() == tid])
+        entries = crl_entries(self.gw, "several")
+        self.assertNotIn(serial_hex(cert), entries)
+        self.assertNotIn(serial_hex(other), entries)
 
     def test_client_rr_with_reason(self):
         """The project's client (OpenSSL's API, OSSL_CMP_OPT_REVOCATION_REASON) revokes its own certificate."""
