@@ -532,6 +532,7 @@ int cmp_check_pinned(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *
         ERR_clear_error();
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_PINNED_SIGNER);
     }
+    c->rsp->authenticated = true;
     return 0;
 }
 

@@ -107,7 +107,8 @@ int cmp_check_tls_client(const struct cmp_call *c, const char *bound, struct cmp
  * cmp_check_pinned: whether |msg| (certConf, pollReq, error) comes from |t|'s sender, over a
  * connection of its TLS client, signed by its pinned signer (or with its PBM secret): 0, or refused
  * with |r|. Another trusted certificate with the sender's subject passes the sender check only;
- * another device with the same PBM secret or signing key passes all but the TLS client.
+ * another device with the same PBM secret or signing key passes all but the TLS client. Passed, the
+ * response says the sender is authenticated (gw_cmp_response.authenticated).
  */
 int cmp_check_pinned(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *msg, struct cmp_refusal *r);
 

@@ -475,7 +475,8 @@ static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     }
     if (rsp != NULL && !c->audited && cmp_is_cert_response(OSSL_CMP_MSG_get_bodytype(rsp))) {
         /* no callback ran: OpenSSL refused the POPO itself, quoting its own reason (docs/design.md
-         * O4) */
+         * O4), once the protection verified */
+        c->rsp->authenticated = true;
         OSSL_CMP_MSG_free(rsp);
         cmp_txn_free(t);
         end_slot(c);

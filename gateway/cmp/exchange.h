@@ -88,6 +88,9 @@ struct gw_cmp_response {
     bool auth_failed;                   /* the sender was not authenticated: counts against its address */
     struct gw_cmp_suspended *suspended; /* set: no answer yet; arm it, then process again to answer */
     struct gw_cmp_carried *carried;     /* set: the answer carries a certificate its client has not had */
+    /* the message's protection verified (by OpenSSL before it called back, or by the engine against a
+       transaction's pinned signer): its sender is known, and its request line is not paced (http.c) */
+    bool authenticated;
 };
 
 /* Why an answer never left the gateway. */

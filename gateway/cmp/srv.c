@@ -4,7 +4,8 @@
  * rr and genm callbacks are issue.c's, rr.c's and genm.c's; the certConf, pollReq and error
  * callbacks continue a transaction and are here. The callbacks run inside
  * OSSL_CMP_SRV_process_request, only after OpenSSL verified the protection (and, for certificate
- * requests, the POPO); they do what 3.0 leaves to the application (docs/design.md O3).
+ * requests, the POPO); they do what 3.0 leaves to the application (docs/design.md O3), and each
+ * marks its request's sender authenticated first (called_back).
  */
 #include "gateway/cmp/srv.h"
 #include "gateway/cmp/genm.h"
@@ -112,10 +113,48 @@ OSSL_CMP_MSG *cmp_process(struct cmp_txn *t, const OSSL_CMP_MSG *msg, int verifi
     return answered(t, rsp);
 }
 
+/*
+ * The transaction of |srv|, for one of its callbacks. OpenSSL calls one only once the request's
+ * protection verified (or the engine verified it: cmp_process's |verified|), so from here the
+ * request's sender is authenticated (gw_cmp_response.authenticated).
+ */
+static struct cmp_txn *called_back(OSSL_CMP_SRV_CTX *srv)
+{
+    struct cmp_txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
+
+    t->call->rsp->authenticated = true;
+    return t;
+}
+
+/* issue.c's callback, once called_back. */
+static OSSL_CMP_PKISI *verified_issue_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
+                                         const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr, X509 **certOut,
+                                         STACK_OF(X509) **chainOut, STACK_OF(X509) **caPubs)
+{
+    (void)called_back(srv);
+    return cmp_issue_cb(srv, req, certReqId, crm, p10cr, certOut, chainOut, caPubs);
+}
+
+/* rr.c's callback, once called_back. */
+static OSSL_CMP_PKISI *verified_rr_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const X509_NAME *issuer,
+                                      const ASN1_INTEGER *serial)
+{
+    (void)called_back(srv);
+    return cmp_rr_cb(srv, req, issuer, serial);
+}
+
+/* genm.c's callback, once called_back. */
+static int verified_genm_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(OSSL_CMP_ITAV) *in,
+                            STACK_OF(OSSL_CMP_ITAV) **out)
+{
+    (void)called_back(srv);
+    return cmp_genm_cb(srv, req, in, out);
+}
+
 static int certconf_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
                        const ASN1_OCTET_STRING *certHash, const OSSL_CMP_PKISI *si)
 {
-    struct cmp_txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
+    struct cmp_txn *t = called_back(srv);
     struct cmp_call *c = t->call;
     ASN1_OCTET_STRING *digest = t->issued != NULL ? X509_digest_sig(t->issued, NULL, NULL) : NULL;
     int match = digest != NULL && certHash != NULL && ASN1_OCTET_STRING_cmp(digest, certHash) == 0;
@@ -160,7 +199,7 @@ static int certconf_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certR
 static int pollreq_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId, OSSL_CMP_MSG **certReq,
                       int64_t *check_after)
 {
-    struct cmp_txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
+    struct cmp_txn *t = called_back(srv);
 
     (void)req;
     (void)certReqId; /* any but the request's (0) OpenSSL refuses itself (RFC 9483 §4.4) */
@@ -187,7 +226,7 @@ static int pollreq_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certRe
 static void error_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const OSSL_CMP_PKISI *si,
                      const ASN1_INTEGER *errorCode, const OSSL_CMP_PKIFREETEXT *errDetails)
 {
-    struct cmp_txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
+    struct cmp_txn *t = called_back(srv);
     char buf[GW_ERR_LEN];
 
     (void)req;
@@ -228,8 +267,8 @@ static int setup_common(struct cmp_txn *t, const struct gw_signer_conf *signer)
     OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
     STACK_OF(X509) *chain = signer->chain;
 
-    return OSSL_CMP_SRV_CTX_init(t->srv, t, cmp_issue_cb, cmp_rr_cb, cmp_genm_cb, error_cb, certconf_cb,
-                                 pollreq_cb) == 1 &&
+    return OSSL_CMP_SRV_CTX_init(t->srv, t, verified_issue_cb, verified_rr_cb, verified_genm_cb, error_cb,
+                                 certconf_cb, pollreq_cb) == 1 &&
            OSSL_CMP_CTX_set_log_cb(ctx, log_cb) == 1 &&
            OSSL_CMP_CTX_set_log_verbosity(ctx, OPENSSL_LOG_LEVEL) == 1 &&
            OSSL_CMP_CTX_set1_cert(ctx, signer->cert) == 1 && OSSL_CMP_CTX_set1_pkey(ctx, signer->key) == 1 &&

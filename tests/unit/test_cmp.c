@@ -87,8 +87,9 @@ struct env {
     char audit_path[160];
     const char *gone; /* set: |route| is a path the running configuration lost (gw_cmp_request.gone) */
     /* Counts of answers, atomic as concurrent requests (job_run) add to them: those that count against
-       the client's address (gw_cmp_response.auth_failed), and those that were the HTTP 404 of |gone|. */
-    atomic_int auth_failures, gone_answers;
+       the client's address (gw_cmp_response.auth_failed), those that were the HTTP 404 of |gone|, and
+       those whose sender was authenticated (gw_cmp_response.authenticated). */
+    atomic_int auth_failures, gone_answers, authenticated;
     /* The slow adapter (slow_put) of this engine's upstream, which borrows it: each engine has its own,
        as the calls of another (a second instance of a test, or a test before) may still be reading
        theirs while this one is written. */
@@ -368,6 +369,7 @@ static unsigned char *exchange(struct env *e, const unsigned char *der, size_t l
                    &rsp);
     *http = rsp.http_status;
     e->auth_failures += rsp.auth_failed;
+    e->authenticated += rsp.authenticated;
     e->gone_answers += e->gone != NULL && rsp.http_status == 404 && strcmp(rsp.http_reason, e->gone) == 0;
     if (rsp.http_status == 200) {
         out = OPENSSL_memdup(rsp.der, rsp.len);
@@ -528,6 +530,7 @@ static void test_ir_signature_certconf(void **state)
     assert_non_null(cert);
     assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
     assert_int_equal(cl.exchanges, 2); /* ir + certConf */
+    assert_int_equal(e->authenticated, 2);
     assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
@@ -559,6 +562,7 @@ static void test_ir_pbm_cr_p10cr(void **state)
     assert_non_null(OSSL_CMP_exec_P10CR_ses(ctx));
     assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
     assert_int_equal(cl.exchanges, 6);
+    assert_int_equal(e->authenticated, 6);
     assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
     X509_REQ_free(csr);
     EVP_PKEY_free(k);
@@ -653,6 +657,7 @@ static void test_refusals(void **state)
         print_message("case: %s\n", rc->name);
         assert_null(OSSL_CMP_exec_IR_ses(ctx));
         assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, rc->fail_bit, rc->text);
+        assert_int_equal(e->authenticated, 0);
         assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
         client_cleanup(&cl);
         OSSL_CMP_CTX_free(ctx);
@@ -675,6 +680,7 @@ static void test_message_time(void **state)
     gw_cmp_engine_set_clock(e->engine, skewed_clock);
     assert_null(OSSL_CMP_exec_IR_ses(ctx));
     assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badTime, "off the server clock");
+    assert_int_equal(e->authenticated, 1); /* refused once its signature verified */
     gw_cmp_engine_set_clock(e->engine, NULL);
     OSSL_CMP_CTX_reinit(ctx);
     assert_non_null(OSSL_CMP_exec_IR_ses(ctx)); /* twin: same client, right clock */
@@ -754,9 +760,10 @@ static OSSL_CMP_MSG *tamper_certreqid(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, stru
     return tamper_certconf(ctx, req, 1, 0x01);
 }
 
-/* An ir whose certConf |tamper| changes: refused with |fail_bit| and |text|, |open| transactions left. */
+/* An ir whose certConf |tamper| changes: refused with |fail_bit| and |text|, |open| transactions left;
+   |authenticated|: the certConf's sender was (its protection verified), besides the ir's. */
 static void certconf_refused(OSSL_CMP_MSG *(*tamper)(OSSL_CMP_CTX *, OSSL_CMP_MSG *, struct client *),
-                             int fail_bit, const char *text, int open)
+                             int fail_bit, const char *text, int open, int authenticated)
 {
     struct env *e = env_new(CMP_DEFAULTS);
     struct client cl = {.env = e, .tamper = tamper};
@@ -765,6 +772,7 @@ static void certconf_refused(OSSL_CMP_MSG *(*tamper)(OSSL_CMP_CTX *, OSSL_CMP_MS
     assert_null(OSSL_CMP_exec_IR_ses(ctx));
     assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, fail_bit, text);
     assert_int_equal(gw_cmp_engine_open_transactions(e->engine), open);
+    assert_int_equal(e->authenticated, 1 + authenticated);
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
     env_free(e);
@@ -773,7 +781,7 @@ static void certconf_refused(OSSL_CMP_MSG *(*tamper)(OSSL_CMP_CTX *, OSSL_CMP_MS
 static void test_certconf_wrong_hash(void **state)
 {
     (void)state;
-    certconf_refused(tamper_certhash, OSSL_CMP_PKIFAILUREINFO_badCertId, "certHash does not match", 0);
+    certconf_refused(tamper_certhash, OSSL_CMP_PKIFAILUREINFO_badCertId, "certHash does not match", 0, 1);
 }
 
 /* Re-protects the certConf with another sender's credentials (a PBM secret). */
@@ -798,6 +806,7 @@ static void test_certconf_other_sender(void **state)
     cl.other = client_new(&dummy, PBM, NULL, NULL, "demo-device", pbm_secret, pbm_secret_len);
     assert_null(OSSL_CMP_exec_IR_ses(ctx));
     assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "another sender");
+    assert_int_equal(e->authenticated, 1); /* the ir; the certConf was refused before its MAC was checked */
     /* the transaction is untouched: still open for its real sender, until it expires */
     assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1);
     gw_cmp_engine_expire(e->engine, time(NULL) + 301);
@@ -828,6 +837,7 @@ static void test_certconf_forged_signer(void **state)
     assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
                   "signer of this transaction");
     assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1); /* still the real sender's */
+    assert_int_equal(e->authenticated, 3); /* the twin's ir and certConf, the ir; not the forged certConf */
     client_cleanup(&cl);
     client_cleanup(&twin);
     OSSL_CMP_CTX_free(ctx);
@@ -856,7 +866,7 @@ static void test_certconf_unprotected(void **state)
     (void)state;
     /* the transaction is still the real sender's */
     certconf_refused(tamper_unprotected, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "message is not protected",
-                     1);
+                     1, 0);
 }
 
 /* Caps: with confirmation disabled each ir stays open; the third is refused (per identity: 2). */
@@ -932,11 +942,13 @@ static void test_ip_as_request(void **state)
     ip = exchange(e, cl.first_req, cl.first_req_len, &http, &ip_len);
     assert_int_equal(http, 200);
     assert_int_equal(e->auth_failures, 0);
+    assert_int_equal(e->authenticated, 2);
     out = exchange(e, ip, ip_len, &http, &out_len);
     assert_int_equal(http, 200);
     describe(out, out_len, desc, sizeof(desc));
     assert_non_null(strstr(desc, "PKIBody type ip is not a request"));
     assert_int_equal(e->auth_failures, 1);
+    assert_int_equal(e->authenticated, 2);
     OPENSSL_free(ip);
     OPENSSL_free(out);
     client_cleanup(&cl);
@@ -973,6 +985,7 @@ static void test_bad_der(void **state)
     assert_null(exchange(e, buf, n, &http, &(size_t){0}));
     assert_int_equal(http, 400);
     assert_int_equal(e->auth_failures, refused + 2);
+    assert_int_equal(e->authenticated, 1); /* the ir alone */
     free(buf);
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
@@ -2225,6 +2238,7 @@ static void test_ra_verified_refused(void **state)
                          1);
         assert_null(OSSL_CMP_exec_IR_ses(ctx));
         assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badPOP, NULL);
+        assert_int_equal(e->authenticated, as_ra + 1); /* OpenSSL refused it once the signature verified */
         client_cleanup(&cl);
         OSSL_CMP_CTX_free(ctx);
     }
