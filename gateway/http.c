@@ -312,13 +312,12 @@ static void count_request(const struct reqlog *l, const struct gw_route_match *m
     gw_metric_observe(m_duration, (const char *const[]){role}, (double)(gw_now_ms() - l->start_ms) / 1000.0);
 }
 
-/* One JSON line per request, and its count: never a body, secret or key. |rsp| is NULL for early
- * refusals. */
 /*
  * Whether the line of a request is written: 1 in "log_sample_success" of the plain successes
  * (accepted, confirmed, answered, waiting: nothing else to say), every other one (refusals, errors,
  * a client that rejected its certificate or went away), so that a busy gateway's log keeps what
- * needs looking at. The audit log is never sampled.
+ * needs looking at; those of a peer not authenticated paced (log_request). The audit log is never
+ * sampled.
  */
 static bool log_sampled(const struct gw_config *cfg, int status, const struct gw_cmp_response *rsp, bool gone)
 {
@@ -333,22 +332,43 @@ static bool log_sampled(const struct gw_config *cfg, int status, const struct gw
     return !sampled || atomic_fetch_add(&successes, 1) % cfg->log_sample_success == 0;
 }
 
-/* |gone|: the answer never left, its client gone or the gateway stopped (log_unsent). */
+/*
+ * A peer that holds no credential can send requests as fast as it likes, each refused and each a line:
+ * a wrong path, method or Content-Type, a body that is no PKIMessage, a CMP message unprotected or
+ * whose protection does not verify, the 429 of an address over its failed-auth budget (its message
+ * never looked at: what an attacker that used the budget up gets from then on), or a CRL fetched
+ * again and again. So the lines of a request whose peer is not authenticated are paced as the other
+ * events such a peer causes (gw_log_pace_due), the lines held back counted in the next one's
+ * "suppressed"; the metrics count every request. Authenticated is a TLS client certificate that
+ * verified, and is still accepted (gw_conn_recheck drops one a reload no longer trusts, or that
+ * expired: the 403 that refuses it is the line of a peer without one), or the message's protection
+ * verified (gw_cmp_response.authenticated): such a line names who sent it, and is always written.
+ */
+static struct gw_log_pace unauthenticated_pace = GW_LOG_PACE_INIT;
+
+/* One JSON line per request, and its count: never a body, secret or key. |rsp| is NULL for early
+ * refusals. |gone|: the answer never left, its client gone or the gateway stopped (log_unsent).
+ * |authenticated|: its peer is (above). */
 static void log_request(const struct gw_config *cfg, const struct reqlog *l, const struct gw_route_match *m,
-                        int status, const struct gw_cmp_response *rsp, const char *outcome, bool gone)
+                        int status, const struct gw_cmp_response *rsp, const char *outcome, bool gone,
+                        bool authenticated)
 {
-    char st[12], dur[24];
+    char st[12], dur[24], held[GW_LOG_HELD_LEN] = "";
 
     count_request(l, m, status, rsp, gone);
     if (!log_sampled(cfg, status, rsp, gone))
         return;
+    if (!authenticated && !gw_log_pace_due(&unauthenticated_pace, time(NULL), held))
+        return;
     snprintf(st, sizeof(st), "%d", status);
     snprintf(dur, sizeof(dur), "%" PRIu64, gw_now_ms() - l->start_ms);
+    /* an authenticated peer's line is not paced: it ends before "suppressed" */
     gw_log_kv(GW_LOG_INFO, "request", "peer", l->peer, "tls_subject", l->subject, "method", l->method, "path",
               l->path, "status", st, "req_type", rsp != NULL ? rsp->req_type : "", "rsp_type",
               rsp != NULL ? rsp->rsp_type : "", "tid", rsp != NULL ? rsp->tid : "", "identity",
               rsp != NULL ? rsp->identity : "", "outcome", outcome, "serial", rsp != NULL ? rsp->serial : "",
-              "duration_ms", dur, (const char *)NULL);
+              "duration_ms", dur, authenticated ? (const char *)NULL : "suppressed", held,
+              (const char *)NULL);
 }
 
 /* Content-Type must be exactly application/pkixcmp, once, no parameters (RFC 9811 §3.4). */
@@ -645,7 +665,8 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
                  : submit(lt, lt->gen, req, &match, &log, NULL, &r);
     if (rc != 0) {
         /* logged and counted before the answer leaves: a client that reads the metrics next sees it */
-        log_request(lt->gen->cfg, &log, &match, r.status, NULL, r.reason, false);
+        log_request(lt->gen->cfg, &log, &match, r.status, NULL, r.reason, false,
+                    c != NULL && c->peer != NULL);
         send_text(req, r.status, r.hdr, r.retry_after, r.reason);
     }
     return 0;
@@ -677,6 +698,13 @@ static void undelivered(struct http_job *job)
     gw_pool_resume(pool, &job->job);
 }
 
+/* Whether the peer of |job| is authenticated (log_request): by its TLS client certificate, or by its
+ * message's protection. */
+static bool job_authenticated(const struct http_job *job)
+{
+    return job->peer != NULL || job->rsp.authenticated;
+}
+
 /* The request line of |job|, whose answer never left because |who| (before the response). */
 static void log_unsent(struct http_job *job, const char *who)
 {
@@ -689,7 +717,7 @@ static void log_unsent(struct http_job *job, const char *who)
     snprintf(line, sizeof(line), "%s before the response; %s%s", who,
              rsp->outcome[0] != '\0' ? rsp->outcome : reason,
              rsp->carried != NULL ? "; its certificate is withdrawn" : "");
-    log_request(job->gen->cfg, &job->log, &job->match, status, rsp, line, true);
+    log_request(job->gen->cfg, &job->log, &job->match, status, rsp, line, true, job_authenticated(job));
 }
 
 /* loop thread: answer one finished job, or only log it when the client went away. 1: the job went back
@@ -713,7 +741,8 @@ static int respond(struct http_job *job)
     }
     job->ref->job = NULL;
     log_request(job->gen->cfg, &job->log, &job->match, status, rsp,
-                rsp->outcome[0] != '\0' ? rsp->outcome : reason, false); /* before it leaves, as above */
+                rsp->outcome[0] != '\0' ? rsp->outcome : reason, false,
+                job_authenticated(job)); /* before it leaves, as above */
     if (status == 200)
         send_der(job->req, rsp->der, rsp->len, gw_route_is_get(&job->match));
     else

@@ -33,6 +33,9 @@ freed memory back, would not reuse the memory and cannot show it.)
 
 One address holds at most limits.max_requests_in_flight_per_address requests in flight, across its
 connections and HTTP/2 streams: 100 streams on each of a few connections filled the work queue.
+
+A peer without credentials wrote one request line for each request refused, as fast as it sent them:
+the lines of a peer not authenticated are now paced, the counters still count every request.
 """
 import datetime
 import hashlib
@@ -1151,6 +1154,116 @@ class RequestsInFlightPerAddress(harness.GatewayTestCase):
         refusals = [e for e in self.gw.log_lines() if e.get("event") == "request" and e.get("status") == "429"]
         self.assertEqual(len(refusals), 3, refusals)
         self.assertTrue(all(e["peer"].startswith("127.0.0.1:") for e in refusals), refusals)
+
+
+
+def requests_by_status(gw):
+    """{HTTP status: cmpgw_requests_total summed over its other labels}."""
+    from prometheus_client.parser import text_string_to_metric_families
+    _, text = harness.admin(gw, "/metrics")
+    got = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "cmpgw_requests_total":
+                got[s.labels["status"]] = got.get(s.labels["status"], 0) + s.value
+    return got
+
+
+class RequestLinesPaced(harness.GatewayTestCase):
+    """A peer without credentials made one request line for each request refused, as fast as it could
+    send them (some 8 000 a second over one connection). The lines of a request whose peer is not
+    authenticated (no verified TLS client certificate, no verified CMP protection) are now paced:
+    GW_LOG_PACE_LINES a GW_LOG_PACE_SECS window, the lines held back counted in the next one's
+    "suppressed"; the counters count every request. An authenticated client's lines are all written.
+    A plain listener beside the TLS one (whose client certificate is optional); no failed-auth budget,
+    so that the CMP-level refusals counted against it do not shut the address out."""
+    PACE_LINES, PACE_SECS = 20, 10  # GW_LOG_PACE_LINES, GW_LOG_PACE_SECS
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["limits"] = {"auth_failures_per_address": 0}
+        gw.plain_port = harness.free_port(avoid=(gw.port, gw.admin_port))
+        cfg["listeners"].append({"address": "127.0.0.1", "port": gw.plain_port, "plain_http": True})
+
+    def lines(self, before):
+        return [e for e in self.gw.log_lines()[before:] if e.get("event") == "request"]
+
+    def refused(self, conn, count):
+        """|count| requests on the kept-alive http.client connection |conn|, each refused another way; the
+        statuses they got."""
+        unprotected = self.gw.make_request("paced-unprotected",
+                                           extra=("-implicit_confirm", "-unprotected_requests")).read_bytes()
+        kinds = [("POST", "/no/such/path", b"x", "application/pkixcmp", 404),
+                 ("GET", "/pki/cmp", None, None, 405),
+                 ("POST", "/pki/cmp", b"x", "text/plain", 415),
+                 ("POST", "/pki/cmp", b"", "application/pkixcmp", 400),  # before the engine
+                 ("POST", "/pki/cmp", b"\x30\x03\x02\x01\x00", "application/pkixcmp", 400),  # no PKIMessage
+                 ("POST", "/pki/cmp", unprotected, "application/pkixcmp", 200)]  # badMessageCheck
+        statuses = {}
+        for i in range(count):
+            method, path, body, ctype, want = kinds[i % len(kinds)]
+            conn.request(method, path, body=body, headers={"Content-Type": ctype} if ctype else {})
+            r = conn.getresponse()
+            r.read()
+            self.assertEqual(r.status, want, (method, path, ctype))
+            statuses[str(want)] = statuses.get(str(want), 0) + 1
+        return statuses
+
+    def test_refused_without_credentials_paced(self):
+        import http.client
+        n = 1200  # on each listener
+        before, counted = len(self.gw.log_lines()), requests_by_status(self.gw)
+        start = time.monotonic()
+        plain = http.client.HTTPConnection("127.0.0.1", self.gw.plain_port, timeout=harness.CLIENT_TIMEOUT)
+        tls = http.client.HTTPSConnection("127.0.0.1", self.gw.port, timeout=harness.CLIENT_TIMEOUT,
+                                          context=self.gw.tls_context(cert=None))
+        sent = {}
+        for conn in (plain, tls):
+            for status, k in self.refused(conn, n).items():
+                sent[status] = sent.get(status, 0) + k
+        elapsed = time.monotonic() - start
+        plain.close()
+        tls.close()
+        counted_after = requests_by_status(self.gw)
+        self.assertEqual({s: counted_after.get(s, 0) - counted.get(s, 0) for s in sent}, sent)
+        lines = self.lines(before)
+        windows = int(elapsed // self.PACE_SECS) + 2  # the windows the requests can have fallen in
+        self.assertLessEqual(len(lines), windows * self.PACE_LINES, (len(lines), elapsed))
+        self.assertTrue(all(l.get("suppressed", "").isdigit() for l in lines), lines[:3])
+        self.assertTrue(all(l["tls_subject"] == "" and l["identity"] == "" for l in lines), lines[:3])
+        # once the window has passed, the next line says how many were held back: none is lost
+        time.sleep(self.PACE_SECS + 0.5)
+        r = self.gw.curl(path="/no/such/path", data=self.gw.dir / "paced-unprotected.der", tls=None)
+        self.assertEqual(r.status, 404, r)
+        lines = self.lines(before)
+        self.assertEqual(len(lines) + sum(int(l["suppressed"]) for l in lines), 2 * n + 1)
+        self.assertGreater(int(lines[-1]["suppressed"]), 0, lines[-1])
+
+    def test_authenticated_lines_all_written(self):
+        import http.client
+        n = 3 * self.PACE_LINES
+        before = len(self.gw.log_lines())
+        # a verified TLS client certificate: every refusal is its client's, and written
+        conn = http.client.HTTPSConnection("127.0.0.1", self.gw.port, timeout=harness.CLIENT_TIMEOUT,
+                                           context=self.gw.tls_context())
+        for _ in range(n):
+            conn.request("POST", "/no/such/path", body=b"x", headers={"Content-Type": "application/pkixcmp"})
+            r = conn.getresponse()
+            r.read()
+            self.assertEqual(r.status, 404)
+        conn.close()
+        # no TLS client certificate, a signed CMP message: accepted once, then refused as a replay, each
+        # after its signature verified
+        der = self.gw.make_request("paced-signed").read_bytes()
+        conn = http.client.HTTPConnection("127.0.0.1", self.gw.plain_port, timeout=harness.CLIENT_TIMEOUT)
+        for _ in range(n):
+            post(conn, der)
+        conn.close()
+        lines = self.lines(before)
+        self.assertEqual(len(lines), 2 * n, len(lines))
+        self.assertTrue(all("suppressed" not in l for l in lines), [l for l in lines if "suppressed" in l][:3])
+        self.assertEqual(len([l for l in lines if l["status"] == "404" and l["tls_subject"]]), n)
+        self.assertEqual(len([l for l in lines if l["req_type"] == "ir" and l["identity"]]), n)
 
 
 if __name__ == "__main__":
