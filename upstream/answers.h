@@ -90,6 +90,15 @@ int gw_vault_parse_sign(const char *body, size_t len, const char *secret, struct
 void gw_vault_signed_cleanup(struct gw_vault_signed *s);
 
 /*
+ * gw_vault_answer_cert: the certificate an answer of any status holds in data.certificate (get1), read
+ * as gw_vault_parse_sign reads a refused answer's (the first of the field, from the JSON object whole or
+ * before bytes after it), or NULL. Vault's error answers hold none: a sign answered with an error status
+ * and one was issued all the same (a CA that failed after signing), so it is no answer that nothing
+ * happened.
+ */
+X509 *gw_vault_answer_cert(const char *body, size_t len);
+
+/*
  * POST revoke: {"data": {"revocation_time", "state", ...}}, or, for a certificate that has expired, data
  * null and a warning (Vault puts no expired certificate on its CRL). Revoked means a revocation_time
  * and no state other than "revoked": data without them (a queued cross-cluster revocation, "pending")

@@ -310,6 +310,8 @@ static void sign_answer(const struct vault *v, const char *rid, const char *path
                         const struct gw_http_response *rsp, const char *tok, const char *err,
                         struct gw_sign_result *res)
 {
+    X509 *cert;
+
     if (rc == GW_ERR_IO && rsp->not_sent) {
         gw_sign_result_fail(res, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                             "Vault is unreachable (%s); nothing was sent", err);
@@ -326,6 +328,13 @@ static void sign_answer(const struct vault *v, const char *rid, const char *path
     } else if (rsp->status >= 200 &&
                rsp->status < 300) { /* a certificate in any 2xx is kept (parse_signed) */
         parse_signed(v, rid, rsp, tok, res);
+    } else if ((cert = gw_vault_answer_cert(rsp->body, rsp->body_len)) != NULL) {
+        /* issued all the same: the engine records and revokes it (upstream.h), never dropped */
+        gw_sign_result_fail(
+            res, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+            "Vault's answer (HTTP %ld) is refused: it holds a certificate beside an error status",
+            rsp->status);
+        res->cert = cert;
     } else {
         gw_vault_map_error(rsp->status, rsp->body, rsp->body_len, tok, &res->status, &res->fail_info,
                            res->reason);
@@ -391,7 +400,7 @@ static void sign_call_done(void *arg, int rc, const struct gw_http_response *rsp
 
     if (sc->a.tok != NULL)
         vault_mask_token(rsp, sc->a.tok);
-    if (rc == 0 && vault_send_again(sc->v, &sc->a, sc->path, rsp->status, &sc->sleep_ms) &&
+    if (rc == 0 && vault_send_again(sc->v, &sc->a, sc->path, rsp, &sc->sleep_ms) &&
         gw_upstream_detach(sign_call_retry, sc) == 0)
         return;
     sign_call_end(sc, rc, rsp, rsp->error);

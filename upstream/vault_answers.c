@@ -207,6 +207,19 @@ static X509 *leading_cert(const char *body, size_t len)
     return cert;
 }
 
+X509 *gw_vault_answer_cert(const char *body, size_t len)
+{
+    char why[GW_ERR_LEN];
+    json_object *root = gw_field_parse_object(body, len, why);
+    X509 *cert;
+
+    if (root == NULL)
+        return leading_cert(body, len);
+    cert = gw_field_issued_cert(root, "data", "certificate");
+    json_object_put(root);
+    return cert;
+}
+
 int gw_vault_parse_sign(const char *body, size_t len, const char *secret, struct gw_vault_signed *out,
                         char *err)
 {

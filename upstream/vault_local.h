@@ -81,8 +81,9 @@ void vault_mask_token(const struct gw_http_response *rsp, const char *tok);
 struct attempts vault_attempts_start(const struct vault *v);
 void vault_attempts_cleanup(struct attempts *a);
 
-/* Whether the answer |status| to |path| is to be sent again, after *sleep_ms (a 403: a new token). */
-int vault_send_again(struct vault *v, struct attempts *a, const char *path, long status, uint64_t *sleep_ms);
+/* Whether the answer |rsp| to |path| is to be sent again, after *sleep_ms (a 403: a new token). */
+int vault_send_again(struct vault *v, struct attempts *a, const char *path,
+                     const struct gw_http_response *rsp, uint64_t *sleep_ms);
 
 /*
  * |method| on |path| from where |a| stands: 0 when an HTTP answer is in |rsp| (any status), its body

@@ -386,13 +386,28 @@ void vault_attempts_cleanup(struct attempts *a)
     a->tok = NULL;
 }
 
-/*
- * Whether the answer |status| to |path| is to be sent again: a 403 fetches a new token and tries
- * once more; 412, 429 and 503 are retried after *sleep_ms while the deadline allows.
- */
-int vault_send_again(struct vault *v, struct attempts *a, const char *path, long status, uint64_t *sleep_ms)
+/* Whether |rsp| holds a certificate (gw_vault_answer_cert). */
+static bool holds_cert(const struct gw_http_response *rsp)
 {
+    X509 *cert = gw_vault_answer_cert(rsp->body, rsp->body_len);
+
+    X509_free(cert);
+    return cert != NULL;
+}
+
+/*
+ * Whether the answer |rsp| to |path| is to be sent again: a 403 fetches a new token and tries
+ * once more; 412, 429 and 503 are retried after *sleep_ms while the deadline allows. None is that holds
+ * a certificate: Vault issued it, and another call would issue another.
+ */
+int vault_send_again(struct vault *v, struct attempts *a, const char *path,
+                     const struct gw_http_response *rsp, uint64_t *sleep_ms)
+{
+    long status = rsp->status;
+
     *sleep_ms = 0;
+    if ((status == 403 || retryable(status)) && holds_cert(rsp))
+        return 0;
     if (status == 403 && !a->reauth && (v->vc->token_file != NULL || v->vc->auth_cert_mount != NULL)) {
         a->reauth = 1;
         token_invalidate(v, a->gen);
@@ -422,7 +437,7 @@ int vault_call_on(struct vault *v, const char *method, const char *path, const c
     for (;;) {
         if ((rc = send_once(v, method, path, body, rsp, a, err)) != 0)
             return rc;
-        if (!vault_send_again(v, a, path, rsp->status, &sleep_ms))
+        if (!vault_send_again(v, a, path, rsp, &sleep_ms))
             return 0;
         gw_http_response_cleanup(rsp);
         gw_sleep_ms(sleep_ms);

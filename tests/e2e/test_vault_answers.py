@@ -12,6 +12,10 @@
   the whole JSON object before them) is on the audit log as "rejected" with its serial and revoked at
   Vault.
 
+A sign answered with an error status (500; 503, which is otherwise sent again) that still holds a certificate
+(switch sign_status: a CA that failed after signing) was issued all the same: it is sent once, not delivered,
+on the audit log as "rejected" with its serial and revoked at Vault.
+
 A ca_chain holding a CA that did not sign the certificate reaches the client without it. A certificate
 signed by another CA under the root of issuer_ca, one Vault does not issue under, is not released; nor
 is one Vault signed with SHA-1 (switch sign_hash).
@@ -111,6 +115,30 @@ class VaultAnswers(harness.GatewayTestCase):
         res = self.p10cr("vault", "sign-ok", expect_cert=True)
         self.assertIn(res.first.status, (0, 1), res.first)
         self.assertIn(res.first.header["transactionID"].asOctets().hex(), self.issued_tids())
+
+    def test_sign_error_status_with_certificate(self):
+        """A 500 or a 503 whose body holds data.certificate beside its errors: once, the certificate was dropped
+        (neither recorded nor revoked), and a 503 was sent again twice, each time issuing another. Twin: the
+        same request answered 200 issues."""
+        for st in (500, 503):
+            with self.subTest(status=st):
+                self.vault.control({"sign_status": st, "match": "/sign/"})
+                mark = self.vault.mark()
+                res = self.p10cr("vault", "status%d" % st, expect_cert=False)
+                self.assert_rejected(res, "systemFailure")
+                self.assertEqual(res.first.status_strings, [
+                    "Vault's answer (HTTP %d) is refused: it holds a certificate beside an error status" % st])
+                self.assertEqual(len(self.vault.since(mark, "/sign/")), 1)  # issued: not asked again
+                tid = res.first.header["transactionID"].asOctets().hex()
+                self.assertNotIn(tid, self.issued_tids())
+                recs = harness.settled(lambda: self.records(tid), lambda rs: len(rs) >= 2)
+                revokes = self.vault.since(mark, "/revoke")
+                self.assertEqual(len(revokes), 1, revokes)
+                serial = revokes[0]["body"]["serial_number"].replace(":", "").lstrip("0")
+                self.assertEqual([(e, s.lstrip("0")) for e, s in recs], [("rejected", serial), ("revoked", serial)])
+        self.vault.control({})
+        res = self.p10cr("vault", "status-ok", expect_cert=True)
+        self.assertIn(res.first.status, (0, 1), res.first)
 
     def test_sign_answer_chain_trimmed(self):
         # ca_chain with a CA that did not sign the certificate (the mount's other issuer): the client gets

@@ -710,6 +710,42 @@ static void test_vault_sign(void **state)
     assert_null(o.sign.cert);
 }
 
+/* The certificate an answer of an error status holds: Vault issued it, whatever the status says. */
+static void test_vault_answer_cert(void **state)
+{
+    static const struct {
+        const char *body;
+        int found;
+    } cases[] = {
+        {"{\"errors\":[\"internal error\"],\"data\":{\"certificate\":@LEAF@}}", 1},
+        {"{\"errors\":[\"internal error\"],\"data\":{\"certificate\":@TWO@}}", 1}, /* the first */
+        {"{\"data\":{\"certificate\":@LEAF@}} trailing", 1},
+        {"{\"errors\":[\"internal error\"]}", 0},
+        {"{\"errors\":[],\"data\":null}", 0},
+        {"{\"data\":{\"certificate\":@GARBAGE@}}", 0},
+        {"{\"data\":{\"certificate\":42}}", 0},
+        {"{\"data\":{\"certificate\":@LEAF@}", 0}, /* truncated: not Vault's */
+        {"[{\"data\":{\"certificate\":@LEAF@}}]", 0},
+        {"<html>internal error</html>", 0},
+        {"", 0},
+    };
+    size_t i, len;
+
+    (void)state;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *body = body_of(cases[i].body, &len);
+        X509 *cert = gw_vault_answer_cert(body, len);
+
+        if (cases[i].found)
+            assert_true(cert != NULL && X509_cmp(cert, leaf) == 0);
+        else if (cert != NULL)
+            fail_msg("case %zu: a certificate from %.60s", i, cases[i].body);
+        X509_free(cert);
+        free(body);
+    }
+    assert_null(gw_vault_answer_cert(NULL, 0));
+}
+
 static void test_vault_revoke(void **state)
 {
     static const struct acase cases[] = {
@@ -1134,12 +1170,12 @@ static void test_field_text(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_document),        cmocka_unit_test(test_vault_error),
-        cmocka_unit_test(test_vault_login),     cmocka_unit_test(test_vault_sign),
-        cmocka_unit_test(test_vault_revoke),    cmocka_unit_test(test_vault_cert),
-        cmocka_unit_test(test_vault_role),      cmocka_unit_test(test_cfssl_envelope),
-        cmocka_unit_test(test_cfssl_sign_info), cmocka_unit_test(test_cfssl_crl),
-        cmocka_unit_test(test_field_text),
+        cmocka_unit_test(test_document),          cmocka_unit_test(test_vault_error),
+        cmocka_unit_test(test_vault_login),       cmocka_unit_test(test_vault_sign),
+        cmocka_unit_test(test_vault_answer_cert), cmocka_unit_test(test_vault_revoke),
+        cmocka_unit_test(test_vault_cert),        cmocka_unit_test(test_vault_role),
+        cmocka_unit_test(test_cfssl_envelope),    cmocka_unit_test(test_cfssl_sign_info),
+        cmocka_unit_test(test_cfssl_crl),         cmocka_unit_test(test_field_text),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -38,6 +38,8 @@ Switches (POST /_control with a JSON object, GET /_control to read; or --state F
                        "3600") instead of the role's token_ttl; the token itself lives token_ttl
   sign_data      obj   its members replace those of a sign answer's data ({"expiration": -1})
   sign_warnings  any   a sign answer's warnings are this JSON value (17 strings, [1]) instead of Vault's
+  sign_status    int   sign/<role> and sign-verbatim issue the certificate and answer it with this status
+                       (500, 503) and an "errors" list beside its data: a CA that failed after signing
   sign_hash      str   "sha1": sign/<role> and sign-verbatim sign the certificate with SHA-1 (a CA
                        that still does), not SHA-256
   serial_number  str   sign/<role> and sign-verbatim issue the certificate with this serial (colon hex,
@@ -615,6 +617,9 @@ class Handler(BaseHTTPRequestHandler):
         answer = self.envelope(data, warnings)
         if v.switch(path, "sign_warnings") is not None:
             answer["warnings"] = v.switch(path, "sign_warnings")
+        if v.switch(path, "sign_status"):
+            answer["errors"] = ["internal error"]
+            return int(v.switch(path, "sign_status")), answer
         return 200, answer
 
     def forced_serial(self):
