@@ -3,6 +3,7 @@
  * not the one asked for, outside the role's policy, changed within it, or as planned. Pure: no I/O.
  * Refusals are worded as policy.c's top comment says.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <openssl/asn1.h>
@@ -17,6 +18,18 @@
 #include "base/x509.h"
 #include "mappings/policy.h"
 #include "mappings/policy_local.h"
+
+/*
+ * RFC 5280 §4.1.2.2: a serial number is a positive integer of at most 20 octets. Another is the CA's
+ * fault: the records keep 20 octets of it, and Vault, which names serials in colon hex of at most 20
+ * octets, cannot be asked to revoke it, so its holder's rr would fail for good.
+ */
+static bool serial_ok(const X509 *cert)
+{
+    char hex[2 * GW_MAX_SERIAL_OCTETS + 1];
+
+    return gw_x509_serial_hex_checked(X509_get0_serialNumber(cert), hex, sizeof(hex)) == 0;
+}
 
 static enum gw_issued_verdict issued_bad(const struct gw_role *role, const struct gw_cert_plan *plan,
                                          X509 *cert, STACK_OF(X509) *chain, X509_STORE *store, time_t now,
@@ -40,6 +53,13 @@ static enum gw_issued_verdict issued_bad(const struct gw_role *role, const struc
     if (policy_exts_malformed(X509_get0_extensions(cert), why) != 0) {
         snprintf(err, GW_ERR_LEN, "the certificate upstream %s returned is malformed: %.170s",
                  role->upstream_name != NULL ? role->upstream_name : "?", why);
+        return GW_ISSUED_BAD;
+    }
+    if (!serial_ok(cert)) {
+        snprintf(err, GW_ERR_LEN,
+                 "the certificate upstream %s returned is malformed: its serial number is not a positive "
+                 "integer of at most 20 octets",
+                 role->upstream_name != NULL ? role->upstream_name : "?");
         return GW_ISSUED_BAD;
     }
     if (!policy_verify(store, cert, chain, now, 0, 1, &code, &depth, path)) {

@@ -16,6 +16,9 @@ A sign answered with an error status (500; 503, which is otherwise sent again) t
 (switch sign_status: a CA that failed after signing) was issued all the same: it is sent once, not delivered,
 on the audit log as "rejected" with its serial and revoked at Vault.
 
+A certificate whose serial number RFC 5280 does not allow (zero, negative, more than 20 octets), which no
+upstream revokes by serial, is not released either: systemFailure, on record as rejected and as not revoked.
+
 A ca_chain holding a CA that did not sign the certificate reaches the client without it. A certificate
 signed by another CA under the root of issuer_ca, one Vault does not issue under, is not released; nor
 is one Vault signed with SHA-1 (switch sign_hash).
@@ -138,6 +141,41 @@ class VaultAnswers(harness.GatewayTestCase):
                 self.assertEqual([(e, s.lstrip("0")) for e, s in recs], [("rejected", serial), ("revoked", serial)])
         self.vault.control({})
         res = self.p10cr("vault", "status-ok", expect_cert=True)
+        self.assertIn(res.first.status, (0, 1), res.first)
+
+    def test_sign_answer_serial_out_of_range(self):
+        """A certificate for the requested key and names, within the role, signed by Vault's issuer, with a serial
+        number of 21 octets, zero or negative: once released, its holder's rr was refused badCertId (Vault
+        writes no such serial) and the audit log cut the 21 octets to 20. Not released: systemFailure naming
+        the serial, on record as rejected and revoke_failed (nothing Vault could be asked). Twin: the same
+        request answered by Vault itself issues."""
+        d = self.gw.dir
+        for name, serial in (("serial21", "0x" + "7f" * 21), ("serial0", "0"), ("serialneg", "-5")):
+            with self.subTest(serial=serial):
+                key = self.newkey(name)
+                csr = d / ("%s.csr" % name)
+                harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=%s.example.com" % name, "-out", csr])
+                (d / ("%s.ext" % name)).write_text(
+                    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n"
+                    "subjectAltName=DNS:%s.example.com\n" % name)
+                harness.run(["openssl", "x509", "-req", "-in", csr, "-CA", self.vault.dir / "vault-ca.pem", "-CAkey",
+                             self.vault.dir / "vault-ca.key", "-days", "1", "-sha256", "-set_serial", serial,
+                             "-extfile", d / ("%s.ext" % name), "-out", d / ("%s.pem" % name)])
+                self.vault.control({"sign_data": {"certificate": (d / ("%s.pem" % name)).read_text()},
+                                    "match": "/sign/"})
+                mark = self.vault.mark()
+                res = self.gw.cmp("p10cr", name, path="pki/roles/vault/cmp", extra=["-csr", csr], expect_cert=False)
+                self.assert_rejected(res, "systemFailure")
+                self.assertEqual(res.first.status_strings, [
+                    "the CA returned an unusable certificate (the certificate upstream vault returned is malformed: "
+                    "its serial number is not a positive integer of at most 20 octets); it was not released"])
+                tid = res.first.header["transactionID"].asOctets().hex()
+                self.assertNotIn(tid, self.issued_tids())
+                recs = harness.settled(lambda: self.records(tid), lambda rs: len(rs) >= 2)
+                self.assertEqual([e for e, _ in recs], ["rejected", "revoke_failed"])
+                self.assertEqual(self.vault.since(mark, "/revoke"), [])
+        self.vault.control({})
+        res = self.p10cr("vault", "serial-ok", expect_cert=True)
         self.assertIn(res.first.status, (0, 1), res.first)
 
     def test_sign_answer_chain_trimmed(self):

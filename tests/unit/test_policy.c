@@ -2720,6 +2720,51 @@ static X509 *issued_dev1(struct gw_cert_plan *plan)
 }
 
 /*
+ * RFC 5280 §4.1.2.2: a serial number of zero, a negative one, or one of more than 20 octets (which Vault
+ * cannot be asked to revoke) is unusable, named as such; 1 and 20 octets are as planned.
+ */
+static void test_check_issued_serial(void **state)
+{
+    static const struct {
+        const char *hex; /* BN_hex2bn: "-" for a negative one */
+        enum gw_issued_verdict want;
+    } cases[] = {
+        {"0", GW_ISSUED_BAD},
+        {"-5", GW_ISSUED_BAD},
+        {"7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f", GW_ISSUED_BAD}, /* 21 octets */
+        {"1", GW_ISSUED_OK},
+        {"7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f", GW_ISSUED_OK}, /* 20 octets */
+    };
+    struct gw_role role = issued_role();
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct gw_cert_plan plan;
+        X509 *cert = issued_dev1(&plan);
+        BIGNUM *bn = NULL;
+        ASN1_INTEGER *serial;
+
+        assert_true(BN_hex2bn(&bn, cases[i].hex) > 0);
+        assert_non_null(serial = BN_to_ASN1_INTEGER(bn, NULL));
+        assert_int_equal(X509_set_serialNumber(cert, serial), 1);
+        assert_true(X509_sign(cert, keys[K_CA3], EVP_sha256()) > 0);
+        if (gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NULL, NOW, NULL, err) !=
+            cases[i].want)
+            fail_msg("serial %s: \"%s\"", cases[i].hex, err);
+        if (cases[i].want == GW_ISSUED_BAD)
+            check_err(
+                cases[i].hex, err,
+                "=the certificate upstream vault returned is malformed: its serial number is not a positive "
+                "integer of at most 20 octets");
+        ASN1_INTEGER_free(serial);
+        BN_free(bn);
+        X509_free(cert);
+        gw_cert_plan_cleanup(&plan);
+    }
+}
+
+/*
  * An upstream's certificate is verified at GW_ISSUED_AUTH_LEVEL: one signed with SHA-1 (63 bits of
  * security in OpenSSL 3.0) is unusable, named as such; the same one signed with SHA-256 is as planned.
  */
@@ -3779,6 +3824,7 @@ int main(void)
         cmocka_unit_test(test_check_issued_subject),
         cmocka_unit_test(test_check_issued_allowed_subjects),
         cmocka_unit_test(test_upstream_subject_allowed_subjects),
+        cmocka_unit_test(test_check_issued_serial),
         cmocka_unit_test(test_check_issued_weak_signature),
         cmocka_unit_test(test_check_issued_subject_encoding),
         cmocka_unit_test(test_check_issued_null),
