@@ -46,6 +46,7 @@ static void sign(const char *body, size_t len)
     struct gw_vault_signed s;
     char err[GW_ERR_LEN] = "";
     int rc = gw_vault_parse_sign(body, len, SECRET, &s, err);
+    X509 *issued;
 
     fuzz_check_reason("sign", rc, err);
     if (rc == 0 && (s.cert == NULL || sk_X509_num(s.chain) > GW_MAX_UPSTREAM_CHAIN || s.expiration < 0 ||
@@ -55,6 +56,11 @@ static void sign(const char *body, size_t len)
     if (rc != 0 && (s.chain != NULL || s.serial_number[0] != '\0' || s.expiration != 0 ||
                     s.warnings[0] != '\0' || (rc == GW_ERR_NOT_FOUND && s.cert != NULL)))
         fuzz_die("sign: refused but more than its certificate was left in the result");
+    /* the certificate an error status's body holds is the one a sign answer's parser would keep */
+    issued = gw_vault_answer_cert(body, len);
+    if ((issued == NULL) != (s.cert == NULL) || (issued != NULL && X509_cmp(issued, s.cert) != 0))
+        fuzz_die("sign: gw_vault_answer_cert and gw_vault_parse_sign disagree on the certificate issued");
+    X509_free(issued);
     gw_vault_signed_cleanup(&s);
 }
 
