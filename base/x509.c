@@ -157,10 +157,14 @@ int gw_x509_ec_curve(const EVP_PKEY *pkey)
 {
     char name[64];
     size_t len = 0;
-    int nid;
+    int nid, spelled = 1;
 
-    if (EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, name, sizeof(name), &len) != 1)
-        return NID_undef; /* explicit parameters (RFC 5480 §2.1.1: named curves only) */
+    /* RFC 5480 §2.1.1: named curves only. OpenSSL 3.0 gives explicit parameters equal to a named curve's
+       that curve's name, so the name alone does not tell: a certificate would carry them as they came */
+    if (EVP_PKEY_get_int_param(pkey, OSSL_PKEY_PARAM_EC_DECODED_FROM_EXPLICIT_PARAMS, &spelled) != 1 ||
+        spelled != 0 ||
+        EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, name, sizeof(name), &len) != 1)
+        return NID_undef;
     nid = OBJ_sn2nid(name);
     return nid != NID_undef ? nid : EC_curve_nist2nid(name);
 }

@@ -56,7 +56,8 @@ int gw_x509_name_last_index(const X509_NAME *name, int nid);
 /* gw_asn1_time converts |t| to seconds since the epoch into |out|: 0, or -1 if |t| is NULL or unreadable. */
 int gw_asn1_time(const ASN1_TIME *t, time_t *out);
 
-/* The NID of the named curve of EC key |pkey|; NID_undef for explicit curve parameters. */
+/* The NID of the named curve of EC key |pkey|; NID_undef for explicit curve parameters, a named curve's too.
+ */
 int gw_x509_ec_curve(const EVP_PKEY *pkey);
 
 /* SHA-256, fetched once: OpenSSL 3.0 fetches EVP_sha256() again (a look-up under a lock) at each use. */

@@ -1027,6 +1027,15 @@ class Errors(Base):
         harness.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024", "-out", key])
         os.chmod(key, 0o600)
         self.expect("key_not_allowed", self.ir("rsa1024", newkey=key))
+        # P-256 with its parameters spelled out (RFC 5480 §2.1.1: named curves only), which OpenSSL 3.0 names
+        # P-256 all the same: refused before the CA is asked, not issued and then refused as the CA's fault
+        key = self.gw.dir / "explicit-p256.key"
+        harness.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-pkeyopt",
+                     "ec_param_enc:explicit", "-out", key])
+        os.chmod(key, 0o600)
+        before = len(harness.audit_records(self.gw, "intent"))
+        self.expect("key_not_allowed", self.ir("explicitp256", newkey=key))
+        self.assertEqual(len(harness.audit_records(self.gw, "intent")), before)  # the CA was never asked
 
     def test_key_not_allowed_on_role(self):
         a = self.expect("key_not_allowed_on_role", self.ir("p256", path="pki/roles/p384/cmp"))

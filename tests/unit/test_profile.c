@@ -6,6 +6,7 @@
 #include <string.h>
 #include <cmocka.h>
 #include <openssl/cmp.h>
+#include <openssl/core_names.h>
 #include <openssl/crmf.h>
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
@@ -28,6 +29,7 @@ enum key_id {
     K_ED25519,
     K_ED448,
     K_X25519,
+    K_P256_EXPLICIT, /* P-256 as explicit parameters (from K_P256, setup_keys) */
     K_N
 };
 
@@ -44,13 +46,39 @@ static const struct {
     [K_X25519] = {"X25519", NULL, 0},
 };
 
+/*
+ * |named| read back from a private key encoding that spells its curve out as explicit parameters, as a
+ * client may send them: OpenSSL 3.0 recognises the parameters of P-256 and names the curve (RFC 5480
+ * §2.1.1 allows named curves only).
+ */
+static EVP_PKEY *explicit_of(EVP_PKEY *named)
+{
+    EVP_PKEY *copy = EVP_PKEY_dup(named), *out = NULL;
+    unsigned char *der = NULL;
+    const unsigned char *p;
+    int len = 0;
+
+    if (copy != NULL &&
+        EVP_PKEY_set_utf8_string_param(copy, OSSL_PKEY_PARAM_EC_ENCODING, OSSL_PKEY_EC_ENCODING_EXPLICIT) ==
+            1 &&
+        (len = i2d_PrivateKey(copy, &der)) > 0) {
+        p = der;
+        out = d2i_PrivateKey(EVP_PKEY_EC, NULL, &p, len);
+    }
+    OPENSSL_clear_free(der, der != NULL ? (size_t)len : 0);
+    EVP_PKEY_free(copy);
+    return out;
+}
+
 static int setup_keys(void **state)
 {
     int i;
 
     (void)state;
     for (i = 0; i < K_N; i++) {
-        if (key_specs[i].bits != 0)
+        if (i == K_P256_EXPLICIT)
+            keys[i] = explicit_of(keys[K_P256]);
+        else if (key_specs[i].bits != 0)
             keys[i] = EVP_PKEY_Q_keygen(NULL, NULL, key_specs[i].alg, key_specs[i].bits);
         else if (key_specs[i].param != NULL)
             keys[i] = EVP_PKEY_Q_keygen(NULL, NULL, key_specs[i].alg, key_specs[i].param);
@@ -191,6 +219,11 @@ static const struct plan_case plan_cases[] = {
     {"secp256k1", &role_iot, 0, K_K256, "dev1", NULL, NULL, 0, 0, GW_ERR_POLICY, "key type/size not allowed",
      0, 0},
     {"p10 rsa1024", &role_iot, 1, K_RSA1024, "dev1", NULL, NULL, 0, 0, GW_ERR_POLICY, "key type/size", 0, 0},
+    /* the parameters of P-256 spelled out are still explicit: OpenSSL 3.0 names their curve all the same */
+    {"p256 explicit", &role_iot, 0, K_P256_EXPLICIT, "dev1", NULL, NULL, 0, 0, GW_ERR_POLICY,
+     "key type/size not allowed", 0, 0},
+    {"p10 p256 explicit", &role_iot, 1, K_P256_EXPLICIT, "dev1", NULL, NULL, 0, 0, GW_ERR_POLICY,
+     "key type/size not allowed", 0, 0},
     /* CA:TRUE asked for: ignored, grantedWithMods */
     {"ir CA:TRUE", &role_iot, 0, K_P256, "dev1", NULL, "critical,CA:TRUE", 0, 0, 0, NULL, 1, NOW + DAY},
     {"p10 CA:TRUE", &role_iot, 1, K_P256, "dev1", "DNS:a.example", "CA:TRUE,pathlen:3", 0, 0, 0, NULL, 1,
