@@ -443,9 +443,10 @@ static OSSL_CMP_PKISI *wait_again(struct cmp_txn *t, struct cmp_call *c, const O
 
 /*
  * The checks in order: who asks (authorization first, a 3GPP allow-list with it), then protocol (the
- * POPO's hash on every route, then a route's stricter min_hash), then the old certificate; all before
- * anything is reserved or an upstream is asked. A client that may not ask learns nothing about its
- * algorithms, and a weak POPO costs no CA call, no intent record, no issued certificate to withdraw.
+ * POPO's hash and what it signs on every route, then a route's stricter min_hash), then the old
+ * certificate; all before anything is reserved or an upstream is asked. A client that may not ask
+ * learns nothing about its algorithms, and a weak POPO costs no CA call, no intent record, no issued
+ * certificate to withdraw.
  */
 static OSSL_CMP_PKISI *decide(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req,
                               const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr, X509 **certOut,
@@ -454,8 +455,9 @@ static OSSL_CMP_PKISI *decide(struct cmp_txn *t, struct cmp_call *c, const OSSL_
     struct cmp_refusal r = {0};
 
     if (cmp_check_request(t, c, &r) != 0 || cmp_check_allowlist(c, t, crm, &r) != 0 ||
-        cmp_check_popo_hash(c, crm, p10cr, &r) != 0 || cmp_check_min_hash(c, t, crm, p10cr, &r) != 0 ||
-        check_kur(t, c, crm, &r) != 0 || reserve(t, c, &r) != 0)
+        cmp_check_popo_hash(c, crm, p10cr, &r) != 0 || cmp_check_popo_input(c, crm, &r) != 0 ||
+        cmp_check_min_hash(c, t, crm, p10cr, &r) != 0 || check_kur(t, c, crm, &r) != 0 ||
+        reserve(t, c, &r) != 0)
         return cmp_reject(c, &r);
     return issue(t, c, req, crm, p10cr, certOut, chainOut);
 }

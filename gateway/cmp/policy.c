@@ -1033,6 +1033,23 @@ int cmp_check_popo_hash(struct cmp_call *c, const OSSL_CRMF_MSG *crm, const X509
         p10cr != NULL ? "CSR's" : "proof-of-possession", hash_name(bits), p10cr != NULL ? "CSR" : "request");
 }
 
+/*
+ * RFC 4211 §4.1: a signature over poposkInput (the sender's name or a MAC, and the key) proves
+ * possession of the key but covers nothing of the template, so one such signature, seen once, would
+ * let anyone ask for that key under any names; where the template has a subject and a key it MUST
+ * be omitted, and RFC 9483 §4.1.1 has the signature computed over the certReq. OpenSSL 3.0 checks
+ * neither the template nor the sender in it.
+ */
+int cmp_check_popo_input(struct cmp_call *c, const OSSL_CRMF_MSG *crm, struct cmp_refusal *r)
+{
+    if (!gw_shim_popo_signs_input(crm))
+        return 0;
+    gw_log_kv(GW_LOG_INFO, "popo_input", "tid", c->rsp->tid, NULL);
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badPOP,
+                      "the proof-of-possession signature covers a poposkInput, not the certificate request: "
+                      "sign the certReq itself (RFC 9483 §4.1.1)");
+}
+
 /* TS 33.310 §9.5: SHA-256 shall, SHA-1 and MD5 shall not, for the protection and for the POPO. */
 int cmp_check_min_hash(struct cmp_call *c, const struct cmp_txn *t, const OSSL_CRMF_MSG *crm,
                        const X509_REQ *p10cr, struct cmp_refusal *r)

@@ -146,6 +146,13 @@ int cmp_check_popo_hash(struct cmp_call *c, const OSSL_CRMF_MSG *crm, const X509
                         struct cmp_refusal *r);
 
 /*
+ * cmp_check_popo_input refuses, on every route, an ir/cr/kur |crm| whose POPO signature signs a
+ * poposkInput (RFC 4211 §4.1) instead of the certReq, which OpenSSL 3.0 verifies whatever the
+ * template holds: 0, or refused with |r| (badPOP) and logged popo_input.
+ */
+int cmp_check_popo_input(struct cmp_call *c, const OSSL_CRMF_MSG *crm, struct cmp_refusal *r);
+
+/*
  * cmp_check_min_hash holds the request's protection and its POPO or CSR signature to the role's
  * "min_hash" (3GPP TS 33.310 §9.5), the stricter floor of a route: 0, or refused with |r| (badAlg).
  */

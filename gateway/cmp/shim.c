@@ -437,6 +437,25 @@ out:
     return bits;
 }
 
+int gw_shim_popo_signs_input(const OSSL_CRMF_MSG *crm)
+{
+    unsigned char *der = NULL;
+    const unsigned char *p, *end;
+    struct cmp_tlv t;
+    int len, found = 0;
+
+    /* popo [1] POPOSigningKey, IMPLICIT: { poposkInput [0] OPTIONAL, algorithmIdentifier, signature } */
+    if (crm != NULL && (len = i2d_OSSL_CRMF_MSG(crm, &der)) > 0 && cmp_der_open_seq(der, len, &p, &end) &&
+        cmp_tlv_next(&p, end, &t) && cmp_tlv_next(&p, end, &t) && t.cls == V_ASN1_CONTEXT_SPECIFIC &&
+        t.tag == OSSL_CRMF_POPO_SIGNATURE && t.constructed) {
+        p = t.cont;
+        end = t.cont + t.len;
+        found = cmp_tlv_next(&p, end, &t) && t.cls == V_ASN1_CONTEXT_SPECIFIC && t.tag == 0;
+    }
+    OPENSSL_free(der);
+    return found;
+}
+
 int cmp_open_msg(const OSSL_CMP_MSG *msg, const unsigned char *der, size_t der_len, unsigned char **own,
                  const unsigned char **p, const unsigned char **end)
 {

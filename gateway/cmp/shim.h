@@ -118,6 +118,12 @@ int gw_shim_alg_hash_bits(const X509_ALGOR *alg);
 int gw_shim_popo_hash_bits(const OSSL_CRMF_MSG *crm);
 
 /*
+ * Whether the POPO signature of a CertReqMsg signs a poposkInput (POPOSigningKey [0], RFC 4211 §4.1)
+ * instead of the certReq; 3.0 has no getter. 0 for any other POPO.
+ */
+int gw_shim_popo_signs_input(const OSSL_CRMF_MSG *crm);
+
+/*
  * gw_shim_get1_requested_key returns the public key an ir, cr or kur asks to be certified (the first
  * CertReqMsg's template) or a p10cr's CSR key: the key OpenSSL verifies the proof of possession
  * with, read from |der| (the bytes |msg| was decoded from; NULL: |msg| is encoded again). *has_key

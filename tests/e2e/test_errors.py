@@ -189,6 +189,29 @@ def resign(msg, key_path):
     return msg
 
 
+SHA256_ALG = bytes.fromhex("300b0609608648016503040201")  # AlgorithmIdentifier id-sha256, no parameters
+ECDSA_SHA256_ALG = bytes.fromhex("300a06082a8648ce3d040302")  # ecdsa-with-SHA256
+
+
+def with_poposk_input(msg, new_key, key):
+    """|msg| (an ir) with its POPO signature made by the EC key at |new_key| over a poposkInput (the header's
+    sender and the template's key, RFC 4211 §4.1) instead of over the certReq, then protected with |key|."""
+    crm = msg["body"]["ir"][0]
+    spki = encoder.encode(crm["certReq"]["certTemplate"]["publicKey"])  # [6] IMPLICIT SubjectPublicKeyInfo
+    content = harness.der_tlv(0xa0, encoder.encode(msg["header"]["sender"])) + b"\x30" + spki[1:]
+    signer = serialization.load_pem_private_key(Path(new_key).read_bytes(), None)
+    sig = signer.sign(der_seq(content), ec.ECDSA(hashes.SHA256()))  # over POPOSigningKeyInput
+    popo = harness.der_tlv(0xa1, harness.der_tlv(0xa0, content) + ECDSA_SHA256_ALG +
+                           harness.der_tlv(0x03, b"\0" + sig))
+    signed, _ = decoder.decode(der_seq(encoder.encode(crm["certReq"]) + popo), asn1Spec=rfc4211.CertReqMsg())
+    body = msg["body"].clone()
+    reqs = body.componentType["ir"].asn1Object.clone()
+    reqs.append(signed)
+    body["ir"] = reqs
+    msg["body"] = body
+    return resign(msg, key)
+
+
 def certconf(ir, ip, cert_hash, key, recip=None, sender=None, status=None):
     """A certConf in |ir|'s transaction (answered by |ip|) confirming |cert_hash|, signed with |key|; with a
     statusInfo of |status| if given."""
@@ -210,7 +233,6 @@ def certconf(ir, ip, cert_hash, key, recip=None, sender=None, status=None):
     return resign(m, key)
 
 
-SHA256_ALG = bytes.fromhex("300b0609608648016503040201")  # AlgorithmIdentifier id-sha256, no parameters
 
 
 def with_hash_alg(conf, key_path, pvno=3, alg=SHA256_ALG):
@@ -958,6 +980,18 @@ class Errors(Base):
 
     def test_no_name(self):
         self.expect("no_name", self.p10cr("noname", "pki/cmp", "/"))
+
+    def test_popo_input(self):
+        """A POPO signing a poposkInput (the sender's name and the key) proves the key but covers nothing of the
+        template, and OpenSSL 3.0 verifies it whatever the template holds: refused before the CA is asked. Its
+        twin, the same request with its POPO over the certReq as `openssl cmp` made it, issues."""
+        before = len(harness.audit_records(self.gw, "intent"))
+        m = with_poposk_input(self.fresh("popoinput"), self.gw.dir / "popoinput.key", self.key())
+        a = self.expect("popo_input", self.send("popoinput", m))
+        self.assertEqual(a.body_type, "ip")
+        self.assertEqual(len(harness.audit_records(self.gw, "intent")), before)  # the CA was never asked
+        twin = harness.decode_cmp(self.send("popoinput-twin", self.fresh("popoinput-twin")).body)
+        self.assertEqual((twin.body_type, twin.status), ("ip", 0), twin)
 
     def test_weak_popo(self):
         """A SHA-1 POPO or CSR signature under a protection that passes (SHA-256, or a PBM MAC) is refused on a

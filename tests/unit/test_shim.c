@@ -397,8 +397,10 @@ static void test_template(void **state)
     assert_int_equal(gw_shim_tmpl_validity(crm, &nb, &na), 0);
     assert_true(nb == 0 && na == 0); /* not requested */
     assert_int_equal(gw_shim_popo_type(crm), OSSL_CRMF_POPO_SIGNATURE);
+    assert_int_equal(gw_shim_popo_signs_input(crm), 0); /* over the certReq (test_errors: one that is not) */
     assert_null(gw_shim_tmpl_get1_pubkey(NULL));
     assert_int_equal(gw_shim_popo_type(NULL), -1);
+    assert_int_equal(gw_shim_popo_signs_input(NULL), 0);
     assert_int_equal(gw_shim_tmpl_validity(NULL, &nb, &na), GW_ERR_INVAL);
     EVP_PKEY_free(pk);
     sk_OSSL_CRMF_MSG_pop_free(msgs, OSSL_CRMF_MSG_free);
