@@ -223,18 +223,6 @@ static int keep(struct cmp_revoked *rs, const unsigned char *id, time_t until, s
     return rc;
 }
 
-static int holds(struct cmp_revoked *rs, const unsigned char *id, time_t now)
-{
-    int found = 0;
-    size_t at;
-
-    pthread_mutex_lock(&rs->lock);
-    at = position(rs, id, &found);
-    found = found && rs->v[at].until > now;
-    pthread_mutex_unlock(&rs->lock);
-    return found;
-}
-
 /* |line| (one of the file's, newline stripped) as an entry: 0, or -1 if it is not one. */
 static int parse_line(const char *line, unsigned char id[ID_LEN], time_t *until)
 {
@@ -687,18 +675,27 @@ static void remember(struct cmp_revoked *rs, const unsigned char *id, uint32_t w
 
 /*
  * Whether a revocation of |id| this instance's set did not keep ended lately (remember), or reached the CA
- * and is ending (unkept, not remembered until its mark goes).
+ * and is ending (unkept, not remembered until its mark goes). Lock held.
  */
-static bool remembered(struct cmp_revoked *rs, const unsigned char *id, time_t now)
+static bool remembered(const struct cmp_revoked *rs, const unsigned char *id, time_t now)
 {
     size_t at;
-    bool found = false;
+
+    for (size_t i = 0; i < rs->n_done; i++)
+        if (memcmp(rs->done[i].id, id, ID_LEN) == 0 && rs->done[i].until > now)
+            return true;
+    return (at = revoking_at(rs, id)) < rs->n_revoking && rs->revoking[at].unkept;
+}
+
+/* Whether |id| is in the set unexpired, or remembered: both in one hold of the lock. */
+static bool known(struct cmp_revoked *rs, const unsigned char *id, time_t now)
+{
+    int found = 0;
+    size_t at;
 
     pthread_mutex_lock(&rs->lock);
-    for (size_t i = 0; i < rs->n_done && !found; i++)
-        found = memcmp(rs->done[i].id, id, ID_LEN) == 0 && rs->done[i].until > now;
-    if (!found && (at = revoking_at(rs, id)) < rs->n_revoking)
-        found = rs->revoking[at].unkept;
+    at = position(rs, id, &found);
+    found = (found && rs->v[at].until > now) || remembered(rs, id, now);
     pthread_mutex_unlock(&rs->lock);
     return found;
 }
@@ -783,11 +780,14 @@ static bool read_appended(struct cmp_revoked *rs, time_t now)
     return grew;
 }
 
-/* Whether |id| was revoked through this instance, or through another gateway appending to its file. */
+/*
+ * Whether |id| was revoked through this instance (kept or remembered), or through another gateway
+ * appending to its file.
+ */
 static bool revoked_here(struct cmp_revoked *rs, const unsigned char *id, time_t now)
 {
     /* a hand-over's other gateway may have revoked it since the file was last read */
-    return holds(rs, id, now) || (read_appended(rs, now) && holds(rs, id, now));
+    return known(rs, id, now) || (read_appended(rs, now) && known(rs, id, now));
 }
 
 int cmp_revoked_check(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
@@ -807,7 +807,7 @@ int cmp_revoked_check_id(struct gw_cmp_engine *e, const unsigned char id[CMP_REV
     char hex[2 * ID_LEN + 1];
 
     /* what the set could not keep is remembered for a while: refused then, as a second revocation is */
-    if (revoked_here(e->revoked, id, now) || remembered(e->revoked, id, now))
+    if (revoked_here(e->revoked, id, now))
         return 1;
     if (e->cluster == NULL)
         return 0;
@@ -898,7 +898,7 @@ int cmp_revoked_begin(struct gw_cmp_engine *e, X509 *cert, uint32_t wait_ms, cha
     /* asked once marked: what a revocation that ended meanwhile put in, what other gateways did (the
        shared state's answer comes with its mark) */
     now = e->clock != NULL ? e->clock() : time(NULL);
-    if (revoked_here(e->revoked, id, now) || remembered(e->revoked, id, now))
+    if (revoked_here(e->revoked, id, now))
         rc = 1;
     else if (e->cluster != NULL)
         rc = mark_shared(e, id, wait_ms, until_ms, err);
