@@ -408,8 +408,7 @@ int gw_admin_on_req(h2o_handler_t *self, h2o_req_t *req)
     int rc;
 
     (void)self;
-    if (c != NULL)
-        c->requested = true; /* past its opening: limits.handshake_timeout no longer applies */
+    gw_conn_mark_requested(req);
     gw_loop_refresh(lt);
     /* The one place the Authorization value is read, and wiped, before anything answers, whatever the
        request: a token where none is compared (a scraper's GET /metrics, a GET /reload, a POST /reload

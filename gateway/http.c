@@ -646,15 +646,13 @@ static int submit_retired(struct gw_loop *lt, h2o_req_t *req, const struct reqlo
 int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     struct gw_loop *lt = gw_loop_of(req);
-    struct gw_conn *c = gw_conn_get0(req);
     struct gw_route_match match = {.role = NULL};
     struct refusal r = {0};
     struct reqlog log;
     int rc;
 
     (void)self;
-    if (c != NULL)
-        c->requested = true; /* past its opening: limits.handshake_timeout no longer applies */
+    gw_conn_mark_requested(req);
     gw_loop_refresh(lt);
     reqlog_init(&log, req);
     if (check_request(lt, req, &match, &r) != 0)
@@ -664,6 +662,8 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
                  ? -1
                  : submit(lt, lt->gen, req, &match, &log, NULL, &r);
     if (rc != 0) {
+        const struct gw_conn *c = gw_conn_get0(req); /* its certificate as the checks left it */
+
         /* logged and counted before the answer leaves: a client that reads the metrics next sees it */
         log_request(lt->gen->cfg, &log, &match, r.status, NULL, r.reason, false,
                     c != NULL && c->peer != NULL);

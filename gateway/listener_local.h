@@ -171,6 +171,12 @@ void gw_conn_end_after(h2o_req_t *req, struct gw_conn *c);
 struct gw_conn *gw_conn_get0(h2o_req_t *req);
 
 /*
+ * gw_conn_mark_requested, first in each handler: a request of |req|'s connection reached one, which ends
+ * a plain listener's opening for the sweep (|requested|) (loop thread).
+ */
+void gw_conn_mark_requested(h2o_req_t *req);
+
+/*
  * sweep.c: every GW_SWEEP_MS, ends the connections that have not completed their TLS handshake (on a
  * plain listener: had a request reach a handler) within limits.handshake_timeout, those whose output
  * has made no progress for limits.send_timeout, and (h2sweep.c) those holding an HTTP/2 request past

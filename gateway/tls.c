@@ -138,6 +138,14 @@ struct gw_conn *gw_conn_get0(h2o_req_t *req)
     return sock->on_close.data;
 }
 
+void gw_conn_mark_requested(h2o_req_t *req)
+{
+    struct gw_conn *c = gw_conn_get0(req);
+
+    if (c != NULL)
+        c->requested = true; /* past its opening: limits.handshake_timeout no longer applies */
+}
+
 /*
  * Info callback: at handshake end keep the peer certificate, only if it verified (with
  * SSL_VERIFY_PEER a failed verification already aborted the handshake; this is a second lock).
