@@ -33,8 +33,12 @@
 #include "base/limits.h"
 #include "upstream/upstream.h"
 #include "upstream/upstream_test.h"
+#include "tests/unit/testutil.h"
+#include "tests/unit/testsign.h"
 
 #define TIMEOUT_MS 400
+/* for what the test waits on, a call's end, the fake's threads' (a loaded sanitizer build is slow) */
+#define WAIT_S 30
 #define MAX_REQS 8
 #define REQ_MAX (256 * 1024)
 
@@ -173,11 +177,20 @@ static void clear_requests(void)
     pthread_mutex_unlock(&srv.lock);
 }
 
-/* Waits, lock held, until every connection thread has ended: none reads a reply any more. */
+/*
+ * Waits, lock held, until every connection thread has ended: none reads a reply any more. Past WAIT_S
+ * the test fails, the lock let go.
+ */
 static void srv_settle(void)
 {
-    while (srv.active > 0)
-        pthread_cond_wait(&srv.idle, &srv.lock);
+    struct timespec until = tu_deadline(WAIT_S);
+
+    while (srv.active > 0 && pthread_cond_timedwait(&srv.idle, &srv.lock, &until) == 0)
+        ;
+    if (srv.active == 0)
+        return;
+    pthread_mutex_unlock(&srv.lock);
+    fail_msg("the fake cfssl's connection threads did not end within WAIT_S");
 }
 
 /* |reply| (srv.sign, srv.info, ...) becomes a copy of |r| for the requests from now on. */
@@ -489,20 +502,24 @@ static void on_done(void *arg, struct gw_sign_result *res)
 
 /*
  * Signs through the adapter with |csr_or_null| and waits for its completion (on its transfer
- * thread, or inside sign), however long the adapter takes; the caller frees the result.
+ * thread, or inside sign), at most WAIT_S; the caller frees the result.
  */
 static struct gw_sign_result *sign(struct fixture *f, const X509_REQ *r)
 {
     struct gw_sign_req req = {.role = &f->role, .plan = &f->plan, .csr = r, .request_id = "00ff"};
+    struct timespec until;
     struct gw_sign_result *res;
 
     done_at.res = NULL;
     assert_int_equal(gw_upstream_cfssl_ops.sign(f->up, &req, on_done, NULL), 0);
+    until = tu_deadline(WAIT_S);
     pthread_mutex_lock(&done_at.lock);
-    while (done_at.res == NULL)
-        pthread_cond_wait(&done_at.cond, &done_at.lock);
+    while (done_at.res == NULL && pthread_cond_timedwait(&done_at.cond, &done_at.lock, &until) == 0)
+        ;
     res = done_at.res;
     pthread_mutex_unlock(&done_at.lock);
+    if (res == NULL) /* the call still uses |f| */
+        tu_end_run("the sign call did not complete within WAIT_S");
     return res;
 }
 
@@ -977,15 +994,19 @@ static void overlapping_start(struct overlapping *o, struct fixture *f, const ch
     assert_int_equal(gw_upstream_cfssl_ops.sign(f->up, &req, overlapping_done, o), 0);
 }
 
+/* |o|'s result, waited for at most WAIT_S. */
 static struct gw_sign_result *overlapping_wait(struct overlapping *o)
 {
+    struct timespec until = tu_deadline(WAIT_S);
     struct gw_sign_result *res;
 
     pthread_mutex_lock(&o->lock);
-    while (o->res == NULL)
-        pthread_cond_wait(&o->cond, &o->lock);
+    while (o->res == NULL && pthread_cond_timedwait(&o->cond, &o->lock, &until) == 0)
+        ;
     res = o->res;
     pthread_mutex_unlock(&o->lock);
+    if (res == NULL) /* the call still uses |o| and its fixture */
+        tu_end_run("an overlapping call did not complete within WAIT_S");
     pthread_cond_destroy(&o->cond);
     pthread_mutex_destroy(&o->lock);
     return res;
@@ -1023,6 +1044,7 @@ static void test_chain_fetch_blocks_nobody(void **state)
     struct fixture f;
     struct overlapping a, b;
     struct gw_sign_result *res;
+    struct timespec until;
     char err[GW_ERR_LEN];
 
     (void)state;
@@ -1035,7 +1057,8 @@ static void test_chain_fetch_blocks_nobody(void **state)
     assert_non_null(f.up = gw_upstream_new(&f.conf, NULL, err)); /* info at once: the chain is known */
     srv_set(&srv.info, (struct reply){200, "application/json", info_ok_body, 3000});
     overlapping_start(&a, &f, "foreign");
-    for (int i = 0; i < 400 && count_path("/api/v1/cfssl/info") < 2; i++)
+    until = tu_deadline(WAIT_S);
+    while (count_path("/api/v1/cfssl/info") < 2 && !tu_past(&until))
         usleep(5000);
     assert_int_equal(count_path("/api/v1/cfssl/info"), 2); /* a's fetch of the CA is in flight */
     overlapping_start(&b, &f, "client");
@@ -1134,7 +1157,7 @@ static void test_cfssl_down(void **state)
     assert_null(strstr(res->reason, "127.0.0.1"));
     result_free(res);
     req = (struct gw_sign_req){.role = &f.role, .plan = &f.plan, .csr = csr, .request_id = "01"};
-    gw_upstream_sign_wait(f.up, &req, &out);
+    tu_sign_wait(f.up, &req, &out);
     assert_int_equal(out.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
     gw_sign_result_cleanup(&out);
     fixture_cleanup(&f);

@@ -33,8 +33,11 @@
 
 #define LOCAL(c) ((struct gw_local_conf *)(c)->impl) /* a local upstream's own section */
 #include "upstream/upstream_test.h"
+#include "tests/unit/testutil.h"
+#include "tests/unit/testsign.h"
 
 #define DAY 86400
+#define WAIT_S 30 /* for a call's answer, the fake's thread (a loaded sanitizer build is slow) */
 
 enum key_id { K_RSA2048, K_P256, K_P384, K_P521, K_ED25519, K_ED448, K_N };
 
@@ -318,7 +321,7 @@ static void sign(struct gw_upstream *up, const struct gw_cert_plan *plan, struct
 {
     struct gw_sign_req req = {.plan = plan, .request_id = "00112233"};
 
-    gw_upstream_sign_wait(up, &req, res);
+    tu_sign_wait(up, &req, res);
 }
 
 static void test_issue_each_key_type(void **state)
@@ -842,7 +845,7 @@ static void test_inflight_cap(void **state)
     assert_int_equal(gw_upstream_sign_submit(up, &req, count_done, NULL), 0);
     assert_int_equal(gw_upstream_sign_submit(up, &req, count_done, NULL), 0);
     assert_int_equal(gw_upstream_sign_submit(up, &req, count_done, NULL), GW_ERR_BUSY);
-    gw_upstream_sign_wait(up, &req, &res);
+    tu_sign_wait(up, &req, &res);
     assert_int_equal(res.status, GW_ERR_BUSY);
     assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
     assert_string_equal(res.reason, "upstream capped is at its limit of 2 calls in flight");
@@ -899,16 +902,20 @@ static void capture_done(void *arg, struct gw_sign_result *res)
     pthread_mutex_unlock(&c->lock);
 }
 
+/* |c|'s answer, waited for at most WAIT_S. */
 static struct gw_sign_result *captured_wait(struct captured *c)
 {
+    struct timespec until = tu_deadline(WAIT_S);
     struct gw_sign_result *res;
 
     pthread_mutex_lock(&c->lock);
-    while (c->res == NULL)
-        pthread_cond_wait(&c->cond, &c->lock);
+    while (c->res == NULL && pthread_cond_timedwait(&c->cond, &c->lock, &until) == 0)
+        ;
     res = c->res;
     c->res = NULL;
     pthread_mutex_unlock(&c->lock);
+    if (res == NULL) /* the call still uses |c| */
+        tu_end_run("an asynchronous call was not answered within WAIT_S");
     return res;
 }
 
@@ -1016,8 +1023,7 @@ static void test_async_out_of_memory(void **state)
         gw_upstream_test_fail_async_allocs(n);
         rc = gw_upstream_sign_async(r.up, &r.req, capture_done, &r.cap);
         if (rc == 0) {
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_sec += 10;
+            until = tu_deadline(WAIT_S);
             pthread_mutex_lock(&r.cap.lock);
             while (r.cap.res == NULL && pthread_cond_timedwait(&r.cap.cond, &r.cap.lock, &until) == 0)
                 ;
@@ -1051,7 +1057,7 @@ static void late_init(struct fake_call *f)
 
 /* The blocking wait for |arg|'s (a struct fake_call) call, into its |res|; then its upstream freed,
  * which waits for the late completion. */
-static void late_wait_run(void *arg)
+static void late_wait_call(void *arg)
 {
     struct fake_call *l = arg;
 
@@ -1059,6 +1065,12 @@ static void late_wait_run(void *arg)
     gw_upstream_free(l->up);
     l->up = NULL;
     pthread_join(late_threads[0], NULL);
+}
+
+/* late_wait_call, waited for at most WAIT_S. */
+static void late_wait_run(void *arg)
+{
+    tu_run_within(late_wait_call, arg, WAIT_S, "a late call's wait and its upstream's end took over WAIT_S");
 }
 
 static void late_cleanup(struct fake_call *l)
@@ -1089,8 +1101,8 @@ static void test_timeout_late_async(void **state)
     hold.n = 0;
     hold.delay_ms = 10;
     assert_non_null(l.up = gw_upstream_new_ops(&l.conf, &hold_ops, NULL, err));
-    gw_upstream_sign_wait(l.up, &l.req, &l.res);
-    pthread_join(late_threads[0], NULL);
+    tu_sign_wait(l.up, &l.req, &l.res);
+    pthread_join(late_threads[0], NULL); /* it answered: its thread is ending */
     assert_int_equal(l.res.status, 0);
     assert_ptr_equal(l.res.cert, root);
     gw_sign_result_cleanup(&l.res);
@@ -2237,11 +2249,15 @@ static void http_fake_start(void)
     assert_int_equal(pthread_create(&http_fake.thread, NULL, http_fake_main, NULL), 0);
 }
 
+/* The fake stopped: its thread, serving a connection still, gets WAIT_S to end. */
 static void http_fake_stop(void)
 {
+    struct timespec until = tu_deadline(WAIT_S);
+
     shutdown(http_fake.fd, SHUT_RDWR);
     close(http_fake.fd);
-    pthread_join(http_fake.thread, NULL);
+    if (pthread_timedjoin_np(http_fake.thread, NULL, &until) != 0)
+        fail_msg("the fake HTTP server's thread did not end within WAIT_S");
     pthread_mutex_destroy(&http_fake.lock);
 }
 

@@ -42,8 +42,11 @@
 #include "upstream/upstream_test.h"
 #include "upstream/vault_local.h"
 #include "tests/unit/testutil.h"
+#include "tests/unit/testsign.h"
 
 #define MAX_REQS 64
+#define WAIT_S                                                                                               \
+    30 /* for what the test waits on: a call's end, the fake's (a loaded sanitizer build is slow) */
 #define REQ_MAX (64 * 1024)
 
 /* ---- the fake Vault ---- */
@@ -283,11 +286,20 @@ static void fake_start(void)
     assert_int_equal(pthread_create(&fake.thread, NULL, accept_main, NULL), 0);
 }
 
-/* Waits, lock held, until every connection thread has ended: none reads an answer any more. */
+/*
+ * Waits, lock held, until every connection thread has ended: none reads an answer any more. Past WAIT_S
+ * the test fails, the lock let go.
+ */
 static void fake_settle(void)
 {
-    while (fake.active > 0)
-        pthread_cond_wait(&fake.idle, &fake.lock);
+    struct timespec until = tu_deadline(WAIT_S);
+
+    while (fake.active > 0 && pthread_cond_timedwait(&fake.idle, &fake.lock, &until) == 0)
+        ;
+    if (fake.active == 0)
+        return;
+    pthread_mutex_unlock(&fake.lock);
+    fail_msg("the fake Vault's connection threads did not end within WAIT_S");
 }
 
 /* The fake's copy of |a| into |to|, freeing the copy |to| held. Lock held, settled. */
@@ -546,7 +558,7 @@ static void sign(struct fx *f, struct gw_sign_result *res)
 {
     struct gw_sign_req req = {.role = &f->role, .plan = &f->plan, .csr = csr, .request_id = "0011"};
 
-    gw_upstream_sign_wait(f->up, &req, res);
+    tu_sign_wait(f->up, &req, res);
 }
 
 /* ---- sign: success ---- */
@@ -726,7 +738,7 @@ static void test_sign_bad_names(void **state)
     memset(&req, 0, sizeof(req));
     req.role = &f.role;
     req.plan = &f.plan;
-    gw_upstream_sign_wait(f.up, &req, &res);
+    tu_sign_wait(f.up, &req, &res);
     assert_int_not_equal(res.status, 0);
     assert_int_equal(fake_n_reqs(), 0);
     gw_sign_result_cleanup(&res);
@@ -1048,8 +1060,10 @@ static void test_sign_timeout_not_retried(void **state)
     assert_non_null(strstr(res.reason, "outcome is unknown"));
     assert_int_equal(fake_n_reqs(), 1);
     gw_sign_result_cleanup(&res);
-    usleep(1300 * 1000); /* let the slow answer finish before the next test */
     fx_cleanup(&f);
+    pthread_mutex_lock(&fake.lock);
+    fake_settle(); /* the slow answer finished before the next test */
+    pthread_mutex_unlock(&fake.lock);
 }
 
 /*
@@ -1194,13 +1208,13 @@ static void test_sign_retry_heard_late(void **state)
     fake_script(script, 2);
     req = (struct gw_sign_req){.role = &f.role, .plan = &f.plan, .csr = csr, .request_id = "0011"};
     assert_int_equal(gw_upstream_sign_submit(f.up, &req, sign_ended, NULL), 0);
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 5;
+    until = tu_deadline(WAIT_S);
     pthread_mutex_lock(&ended.lock);
     while (ended.res == NULL && pthread_cond_timedwait(&ended.cond, &ended.lock, &until) == 0)
         ;
     pthread_mutex_unlock(&ended.lock);
-    assert_non_null(ended.res);
+    if (ended.res == NULL) /* the call still uses |f| */
+        tu_end_run("the retried sign call did not end within WAIT_S");
     assert_int_equal(ended.res->status, 0);
     assert_non_null(ended.res->cert);
     assert_int_equal(fake_n_reqs(), 2);
@@ -1397,6 +1411,7 @@ static void test_cert_login_outlives_its_starter(void **state)
 {
     struct answer script[2] = {{403, "{\"errors\":[\"permission denied\"]}", 900}, {200, NULL, 0}};
     struct signer_arg a = {0}, b = {0};
+    struct timespec until;
     pthread_t ta;
     struct fx f;
 
@@ -1407,7 +1422,8 @@ static void test_cert_login_outlives_its_starter(void **state)
     fake_script(script, 2);
     a.f = b.f = &f;
     assert_int_equal(pthread_create(&ta, NULL, signer_main, &a), 0);
-    for (int i = 0; i < 500 && fake_n_logins() < 2; i++) /* until A's second login has reached Vault */
+    until = tu_deadline(WAIT_S);
+    while (fake_n_logins() < 2 && !tu_past(&until)) /* until A's second login has reached Vault */
         gw_sleep_ms(10);
     assert_int_equal(fake_n_logins(), 2);
     signer_main(&b);

@@ -6,10 +6,14 @@
 #ifndef GW_TESTUTIL_H
 #define GW_TESTUTIL_H
 
+#include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 #include <sys/resource.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -188,6 +192,85 @@ static inline void tu_uncap_files(void)
 {
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &tu_fsize_was), 0);
     signal(SIGXFSZ, SIG_DFL);
+}
+
+/* The CLOCK_REALTIME instant |secs| seconds from now, for pthread_cond_timedwait. */
+static inline struct timespec tu_deadline(int secs)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += secs;
+    return ts;
+}
+
+/* Whether CLOCK_REALTIME is past |until|. */
+static inline bool tu_past(const struct timespec *until)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_REALTIME, &now);
+    return now.tv_sec > until->tv_sec || (now.tv_sec == until->tv_sec && now.tv_nsec >= until->tv_nsec);
+}
+
+/*
+ * Ends the test run at once with |what|, where a bound ran out while the code under test still uses the
+ * test's memory (a call in flight): no later test may run beside it. On stdout, as cmocka's own lines:
+ * stderr may be a log the test reads.
+ */
+static inline void tu_end_run(const char *what)
+{
+    printf("[  FAILED  ] %s: the run ends here\n", what);
+    fflush(stdout);
+    _exit(1);
+}
+
+/* A blocking call that tu_run_within runs on a thread of its own. */
+struct tu_call {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    void (*fn)(void *);
+    void *arg;
+    bool done;
+};
+
+static inline void *tu_call_main(void *arg)
+{
+    struct tu_call *c = arg;
+
+    c->fn(c->arg);
+    pthread_mutex_lock(&c->lock);
+    c->done = true;
+    pthread_cond_signal(&c->cond);
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+/*
+ * |fn|(|arg|), a blocking call into the code under test whose own bound (an upstream's timeout) is part of
+ * what is tested, waited for at most |secs| by the test itself; past that, tu_end_run with |what|. |fn|
+ * asserts nothing: cmocka's failures jump on the test's own thread only.
+ */
+static inline void tu_run_within(void (*fn)(void *), void *arg, int secs, const char *what)
+{
+    struct tu_call c = {.fn = fn, .arg = arg};
+    struct timespec until = tu_deadline(secs);
+    pthread_t t;
+    bool done;
+
+    pthread_mutex_init(&c.lock, NULL);
+    pthread_cond_init(&c.cond, NULL);
+    assert_int_equal(pthread_create(&t, NULL, tu_call_main, &c), 0);
+    pthread_mutex_lock(&c.lock);
+    while (!c.done && pthread_cond_timedwait(&c.cond, &c.lock, &until) == 0)
+        ;
+    done = c.done;
+    pthread_mutex_unlock(&c.lock);
+    if (!done)
+        tu_end_run(what);
+    pthread_join(t, NULL);
+    pthread_cond_destroy(&c.cond);
+    pthread_mutex_destroy(&c.lock);
 }
 
 #endif
