@@ -5360,6 +5360,7 @@ static struct {
  */
 #define HOLD_WAIT_S 30 /* for the armed fsync to be reached (a loaded sanitizer build is slow) */
 #define HOLD_MAX_S 60  /* for the test to release it */
+#define CALL_WAIT_S 30 /* for a call the slow adapter let go to complete, and its completion to end */
 
 static struct {
     pthread_mutex_t lock;
@@ -5515,24 +5516,33 @@ static void slow_gate(int open)
     pthread_mutex_unlock(&slow.lock);
 }
 
+/* Whether |engine|'s completions of calls have all ended by |until| (CLOCK_REALTIME), asked every 10 ms. */
+static bool calls_end_by(struct gw_cmp_engine *engine, const struct timespec *until)
+{
+    while (gw_cmp_engine_calls_running(engine) && !tu_past(until))
+        usleep(10000);
+    return !gw_cmp_engine_calls_running(engine);
+}
+
 /*
- * Waits (up to 5 s) until |n| sign calls completed and |e|'s completions of them ended (on the
+ * Waits (up to CALL_WAIT_S) until |n| sign calls completed and |e|'s completions of them ended (on the
  * call threads, after the adapter's).
  */
 static void slow_wait_completed(struct env *e, int n)
 {
-    struct timespec ts;
+    struct timespec until;
+    int completed;
 
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += 5;
+    until = tu_deadline(CALL_WAIT_S);
     pthread_mutex_lock(&slow.lock);
-    while (slow.completed < n && pthread_cond_timedwait(&slow.cond, &slow.lock, &ts) == 0)
+    while (slow.completed < n && pthread_cond_timedwait(&slow.cond, &slow.lock, &until) == 0)
         ;
-    assert_int_equal(slow.completed, n);
+    completed = slow.completed;
     pthread_mutex_unlock(&slow.lock);
-    for (int i = 0; i < 500 && gw_cmp_engine_calls_running(e->engine); i++)
-        usleep(10000);
-    assert_false(gw_cmp_engine_calls_running(e->engine));
+    if (completed != n)
+        fail_msg("%d sign calls completed within CALL_WAIT_S, not %d", completed, n);
+    if (!calls_end_by(e->engine, &until))
+        fail_msg("the completions of the calls did not end within CALL_WAIT_S");
 }
 
 /* Replaces the upstream of |uc| in |e| with the slow adapter. */
@@ -6681,18 +6691,17 @@ static int landed; /* drop_hook's: the call's result came and its completion end
 /* drop_hook: the upstream call of the instance that made it returns now, its completion to its end. */
 static void call_lands(void)
 {
-    struct timespec ts;
+    struct timespec until;
+    int completed;
 
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += 5;
+    until = tu_deadline(CALL_WAIT_S);
     slow_gate(1);
     pthread_mutex_lock(&slow.lock);
-    while (slow.completed < 1 && pthread_cond_timedwait(&slow.cond, &slow.lock, &ts) == 0)
+    while (slow.completed < 1 && pthread_cond_timedwait(&slow.cond, &slow.lock, &until) == 0)
         ;
+    completed = slow.completed;
     pthread_mutex_unlock(&slow.lock);
-    for (int i = 0; i < 500 && gw_cmp_engine_calls_running(slow.engine); i++)
-        usleep(10000);
-    landed = slow.completed == 1 && !gw_cmp_engine_calls_running(slow.engine);
+    landed = completed == 1 && calls_end_by(slow.engine, &until);
 }
 
 /*
@@ -6744,7 +6753,8 @@ static void test_shared_closed_while_call_runs(void **state)
         else
             slow_gate(1);
         assert_held(missed);
-        assert_true(landed);
+        if (!landed)
+            fail_msg("the call did not land within CALL_WAIT_S");
         assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
         slow_wait_completed(e, 1);
         assert_int_equal(audit_count(e, "issued", NULL, "status",
@@ -6856,7 +6866,8 @@ static void test_shared_closed_elsewhere_while_result_lands(void **state)
         (void)poll_step(ctx, &after); /* its next pollReq goes as that message */
         drop_hook.fn = NULL;
         assert_false(drop_hook.lose_answer || drop_hook.losing); /* lost, if so */
-        assert_true(landed);
+        if (!landed)
+            fail_msg("the call did not land within CALL_WAIT_S");
         assert_int_equal(audit_count(a, "issued", NULL, "status", "awaiting the client's pollReq"), 1);
         assert_int_equal(audit_serial(a, "issued", serial, sizeof(serial)), 0);
         assert_int_equal(audit_count(a, "expired_undelivered", NULL, NULL, NULL), 0);
@@ -9050,7 +9061,8 @@ static void test_shared_reload_pollreq_while_result_lands(void **state)
     drop_hook.fn = call_lands;
     assert_int_equal(poll_step(ctx, &after), 0);
     drop_hook.fn = NULL;
-    assert_true(landed);
+    if (!landed)
+        fail_msg("the call did not land within CALL_WAIT_S");
     assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_signerNotTrusted,
                   "no longer chains to a CA trusted on this route");
     assert_int_equal(audit_count(e, "issued", NULL, "status", "awaiting the client's pollReq"), 1);
