@@ -60,6 +60,7 @@ struct cmp_pending {
     int landing;          /* the completion came first and writes the record: the deadline is past it */
     int published;        /* the result is beside the shared record (or being put there) */
     int put_failed;       /* a try to put it there failed once sent: it may have got there all the same */
+    int left;             /* its transaction expired here, left to its shared record: nobody tries again */
     uint64_t deadline_ms; /* the upstream's timeout from the start of the call */
     int64_t check_after;  /* seconds: what a pollRep asks for while the call runs */
     struct gw_sign_result *res;
@@ -257,15 +258,37 @@ static int to_publish(struct cmp_pending *p, struct gw_txn_result *sr)
     return 1;
 }
 
+static void withdraw_undelivered(struct gw_cmp_engine *e, struct cmp_txn *t, struct cmp_txn *view,
+                                 const char *tid, const char *event, int aborted, X509 *cert);
+
+/*
+ * After a put of |p|'s result that failed (|rc|): the certificate, up-ref'd, when the put certainly never
+ * reached Redis, nor did any before it, and the transaction was left to its record meanwhile
+ * (cmp_poll_leave), which then shows no result: no instance can deliver it, and none tries to put it again.
+ * Else NULL, and the result waits for the next try. p->lock held.
+ */
+static X509 *lost_in_put(struct cmp_pending *p, int rc)
+{
+    p->published = 0;
+    p->put_failed |= rc == GW_ERR_IO; /* else none of it reached Redis: as if never tried */
+    if (!p->left || p->put_failed || p->closed || p->res == NULL || p->res->cert == NULL ||
+        X509_up_ref(p->res->cert) != 1)
+        return NULL;
+    p->closed = 1; /* withdrawn here, once */
+    return p->res->cert;
+}
+
 /*
  * Puts the result beside the transaction's record; |e| (alive: see publishing) records and withdraws a
  * certificate whose transaction another instance closed meanwhile (its deadline won there, or the
- * client aborted it). Retried (cmp_poll_republish) when Redis fails.
+ * client aborted it). Retried (cmp_poll_republish) when Redis fails; a certificate that then never
+ * reached Redis while its transaction expired here is withdrawn (lost_in_put).
  */
 static void publish(struct cmp_pending *p, struct gw_cmp_engine *e, struct gw_txn_result *sr)
 {
     char err[GW_ERR_LEN] = "";
-    int rc = gw_cluster_put_result(p->cl, p->tid_raw, p->tid_len, sr, p->ttl, err), unseen, withdrawn;
+    int rc = gw_cluster_put_result(p->cl, p->tid_raw, p->tid_len, sr, p->ttl, err), unseen, withdrawn, left;
+    X509 *lost = NULL;
 
     /* never shared before, nor taken by a pollReq here (which came before the record went, if at all):
        no client can have it. A try that failed once sent may have reached Redis all the same, and a
@@ -291,12 +314,18 @@ static void publish(struct cmp_pending *p, struct gw_cmp_engine *e, struct gw_tx
             cmp_withdraw(e, &p->view, p->tid, cert, CRL_REASON_CESSATION_OF_OPERATION);
         X509_free(cert);
     } else if (rc < 0) {
-        gw_log_kv(GW_LOG_ERROR, "result_not_shared", "tid", p->tid, "reason", err, "msg",
-                  "tried again when this instance next answers the transaction or expires it", NULL);
         pthread_mutex_lock(&p->lock);
-        p->published = 0;
-        p->put_failed |= rc == GW_ERR_IO; /* else none of it reached Redis: as if never tried */
+        lost = lost_in_put(p, rc);
+        left = p->left;
         pthread_mutex_unlock(&p->lock);
+        gw_log_kv(GW_LOG_ERROR, "result_not_shared", "tid", p->tid, "reason", err, "msg",
+                  lost != NULL ? "its transaction expired here meanwhile; no instance can deliver it"
+                  : left       ? "its transaction expired here meanwhile; not tried again"
+                               : "tried again when this instance next answers the transaction or expires it",
+                  NULL);
+        if (lost != NULL)
+            withdraw_undelivered(e, &p->view, &p->view, p->tid, "txn_expired_pending", 0, lost);
+        X509_free(lost);
     }
     gw_txn_result_cleanup(sr);
 }
@@ -645,7 +674,7 @@ void cmp_poll_republish(struct gw_cmp_engine *e, struct cmp_pending *p)
         publish(p, e, &sr); /* a worker or the main thread: the engine lives */
 }
 
-bool cmp_poll_held_here(struct cmp_pending *p)
+bool cmp_poll_leave(struct cmp_pending *p)
 {
     bool held;
 
@@ -654,6 +683,7 @@ bool cmp_poll_held_here(struct cmp_pending *p)
     pthread_mutex_lock(&p->lock);
     held = p->cl != NULL && p->done && p->res != NULL && p->res->cert != NULL && !p->gave_up && !p->closed &&
            !p->published && !p->put_failed;
+    p->left = !held; /* a put in flight, or one of a call still running, sees it when it fails */
     pthread_mutex_unlock(&p->lock);
     return held;
 }

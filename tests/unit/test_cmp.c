@@ -6619,13 +6619,16 @@ static void test_shared_unsent_result_withdrawn(void **state)
  * reservation and its share's open set): the record is gone by then. With |lose_answer|, the end's answer
  * is lost once it came (redisBufferRead): Redis ran it, the gateway cannot know. With |lose_unrun|, the
  * end goes out whole but Redis never runs it (a PING goes in its stead), and its answer is lost: the
- * connection dropped before Redis read it.
+ * connection dropped before Redis read it. While |put_fn| is set, the next put of a deferred request's
+ * result (the only script whose keys are a record and its result), from any thread, first runs |put_fn|,
+ * once, and then never goes out: Redis certainly never ran it.
  */
 static struct {
     pthread_t thread;
     void (*fn)(void);
     bool after_end, lose_answer, lose_unrun;
     bool losing; /* the next read on |thread| fails */
+    void (*put_fn)(void);
 } drop_hook;
 
 /* Whether one of the |argc| arguments ends with |s| (|suffix|), or holds it. */
@@ -6648,7 +6651,7 @@ int redisAppendCommandArgv(redisContext *c, int argc, const char **argv, const s
     int (*real)(redisContext *, int, const char **, const size_t *) =
         (int (*)(redisContext *, int, const char **, const size_t *))dlsym(RTLD_NEXT,
                                                                            "redisAppendCommandArgv");
-    void (*fn)(void) = drop_hook.fn;
+    void (*fn)(void) = drop_hook.fn, (*put_fn)(void) = drop_hook.put_fn;
     bool end = pthread_equal(pthread_self(), drop_hook.thread) &&
                arg_has(argc, argv, argvlen, ":deadlines", true) &&
                arg_has(argc, argv, argvlen, ":lease:", false);
@@ -6659,6 +6662,14 @@ int redisAppendCommandArgv(redisContext *c, int argc, const char **argv, const s
              : end)) {
         drop_hook.fn = NULL;
         fn();
+    }
+    if (put_fn != NULL && arg_has(argc, argv, argvlen, ":rec:", false) &&
+        arg_has(argc, argv, argvlen, ":res:", false)) {
+        drop_hook.put_fn = NULL;
+        put_fn();
+        c->err = REDIS_ERR_OTHER;
+        snprintf(c->errstr, sizeof(c->errstr), "the test kept the put from going out");
+        return REDIS_ERR;
     }
     if (end && drop_hook.lose_answer) {
         drop_hook.lose_answer = false;
@@ -6770,6 +6781,57 @@ static void test_shared_closed_while_call_runs(void **state)
         OSSL_CMP_CTX_free(ctx);
         env_free(e);
     }
+}
+
+static void *expire_copy(void *arg)
+{
+    gw_cmp_engine_expire(arg, time(NULL) + 300 + 12); /* the transaction's copy, past its TTL and call */
+    return NULL;
+}
+
+/* drop_hook: the instance's copy of the transaction expires now, on the main thread's stead. */
+static void copy_expires(void)
+{
+    pthread_t th;
+
+    assert_int_equal(pthread_create(&th, NULL, expire_copy, slow.engine), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+}
+
+/*
+ * A shared deferred request whose result is on its way to Redis when the instance's copy of the transaction
+ * expires, and whose put then never goes out: no other instance can have the certificate, and the copy that
+ * would have tried again is gone. It is on record as not delivered and withdrawn, as one whose every put
+ * Redis refused before the copy expired. Once, it was neither: issued, then forgotten.
+ */
+static void test_shared_put_unsent_after_expiry(void **state)
+{
+    struct env *e;
+    struct client cl;
+    OSSL_CMP_CTX *ctx;
+    char serial[64] = "", *logged;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    e = env_shared("100ms");
+    slow_revokes(e);
+    ctx = shared_waiting(e, &cl, NULL); /* the record shared, the call running */
+    log_capture_start();
+    drop_hook.put_fn = copy_expires;
+    slow_gate(1);
+    slow_wait_completed(e, 1);
+    logged = log_capture_end();
+    assert_null(drop_hook.put_fn);
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    assert_non_null(strstr(logged, "\"event\":\"txn_expired_pending\""));
+    assert_uncollected_withdrawn(e, serial, sizeof(serial),
+                                 "no pollReq collected it before its transaction closed");
+    free(logged);
+    memset(&drop_hook, 0, sizeof(drop_hook));
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
 }
 
 /*
@@ -9346,6 +9408,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_older_record_kept_out, redis_stop),
         cmocka_unit_test_teardown(test_shared_expiry_withdraws, redis_stop),
         cmocka_unit_test_teardown(test_shared_unsent_result_withdrawn, redis_stop),
+        cmocka_unit_test_teardown(test_shared_put_unsent_after_expiry, redis_stop),
         cmocka_unit_test_teardown(test_shared_closed_while_call_runs, redis_stop),
         cmocka_unit_test_teardown(test_shared_closed_elsewhere_while_result_lands, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_not_handed_an_earlier_end, redis_stop),
