@@ -141,15 +141,15 @@ struct closing {
  * Shared |t| of |txn| closing as |how| says, left to the other instances: 1, |txn| freed. Shutting down,
  * its record and reservation stay for the instance its next message reaches; a deferred request, which
  * other instances may have answered since, expires from its record. But a certificate its call returned
- * here that Redis never took, nor may have (cmp_poll_leave), expires as an unshared one (0): no
- * record says it came, and no other instance can deliver it.
+ * here that Redis never took, nor may have (cmp_poll_leave), closes as an unshared one (0): no record
+ * says it came, and no other instance can deliver it.
  */
 static int left_to_cluster(const struct closing *how, struct gw_txn *txn, struct cmp_txn *t, const char *tid)
 {
     if (!t->shared || (!how->leave_to_cluster && t->request == NULL))
         return 0;
     cmp_poll_republish(t->e, t->pending); /* a result Redis refused before: the others need it */
-    if (!how->leave_to_cluster && cmp_poll_leave(t->pending))
+    if (cmp_poll_leave(t->pending, how->pending_event, how->leave_to_cluster))
         return 0;
     if (!how->leave_to_cluster)
         gw_cluster_release(t->e->cluster, txn->tid, txn->tid_len, txn->quota);

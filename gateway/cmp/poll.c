@@ -60,7 +60,9 @@ struct cmp_pending {
     int landing;          /* the completion came first and writes the record: the deadline is past it */
     int published;        /* the result is beside the shared record (or being put there) */
     int put_failed;       /* a try to put it there failed once sent: it may have got there all the same */
-    int left;             /* its transaction expired here, left to its shared record: nobody tries again */
+    const char *left;     /* its transaction closed here, left to its record (cmp_poll_leave): the event
+                             that logs a certificate a put then loses; NULL while not left */
+    int stopped;          /* left as the gateway stopped: that certificate stays valid */
     uint64_t deadline_ms; /* the upstream's timeout from the start of the call */
     int64_t check_after;  /* seconds: what a pollRep asks for while the call runs */
     struct gw_sign_result *res;
@@ -260,6 +262,8 @@ static int to_publish(struct cmp_pending *p, struct gw_txn_result *sr)
 
 static void withdraw_undelivered(struct gw_cmp_engine *e, struct cmp_txn *t, struct cmp_txn *view,
                                  const char *tid, const char *event, int aborted, X509 *cert);
+static void stopped_undelivered(struct gw_cmp_engine *e, const struct cmp_txn *view, const char *tid,
+                                const char *event, X509 *cert);
 
 /*
  * After a put of |p|'s result that failed (|rc|): the certificate, up-ref'd, when the put certainly never
@@ -271,7 +275,7 @@ static X509 *lost_in_put(struct cmp_pending *p, int rc)
 {
     p->published = 0;
     p->put_failed |= rc == GW_ERR_IO; /* else none of it reached Redis: as if never tried */
-    if (!p->left || p->put_failed || p->closed || p->res == NULL || p->res->cert == NULL ||
+    if (p->left == NULL || p->put_failed || p->closed || p->res == NULL || p->res->cert == NULL ||
         X509_up_ref(p->res->cert) != 1)
         return NULL;
     p->closed = 1; /* withdrawn here, once */
@@ -288,6 +292,7 @@ static void publish(struct cmp_pending *p, struct gw_cmp_engine *e, struct gw_tx
 {
     char err[GW_ERR_LEN] = "";
     int rc = gw_cluster_put_result(p->cl, p->tid_raw, p->tid_len, sr, p->ttl, err), unseen, withdrawn, left;
+    const char *event = NULL;
     X509 *lost = NULL;
 
     /* never shared before, nor taken by a pollReq here (which came before the record went, if at all):
@@ -316,15 +321,19 @@ static void publish(struct cmp_pending *p, struct gw_cmp_engine *e, struct gw_tx
     } else if (rc < 0) {
         pthread_mutex_lock(&p->lock);
         lost = lost_in_put(p, rc);
-        left = p->left;
+        event = p->left;
+        left = p->stopped;
         pthread_mutex_unlock(&p->lock);
         gw_log_kv(GW_LOG_ERROR, "result_not_shared", "tid", p->tid, "reason", err, "msg",
-                  lost != NULL ? "its transaction expired here meanwhile; no instance can deliver it"
-                  : left       ? "its transaction expired here meanwhile; not tried again"
-                               : "tried again when this instance next answers the transaction or expires it",
+                  lost != NULL ? "its transaction closed here meanwhile; no instance can deliver it"
+                  : event != NULL
+                      ? "its transaction closed here meanwhile; not tried again"
+                      : "tried again when this instance next answers the transaction or expires it",
                   NULL);
-        if (lost != NULL)
-            withdraw_undelivered(e, &p->view, &p->view, p->tid, "txn_expired_pending", 0, lost);
+        if (lost != NULL && left)
+            stopped_undelivered(e, &p->view, p->tid, event, lost);
+        else if (lost != NULL)
+            withdraw_undelivered(e, &p->view, &p->view, p->tid, event, 0, lost);
         X509_free(lost);
     }
     gw_txn_result_cleanup(sr);
@@ -674,7 +683,7 @@ void cmp_poll_republish(struct gw_cmp_engine *e, struct cmp_pending *p)
         publish(p, e, &sr); /* a worker or the main thread: the engine lives */
 }
 
-bool cmp_poll_leave(struct cmp_pending *p)
+bool cmp_poll_leave(struct cmp_pending *p, const char *event, bool stopping)
 {
     bool held;
 
@@ -683,7 +692,10 @@ bool cmp_poll_leave(struct cmp_pending *p)
     pthread_mutex_lock(&p->lock);
     held = p->cl != NULL && p->done && p->res != NULL && p->res->cert != NULL && !p->gave_up && !p->closed &&
            !p->published && !p->put_failed;
-    p->left = !held; /* a put in flight, or one of a call still running, sees it when it fails */
+    if (!held) { /* a put in flight, or one of a call still running, sees it when it fails */
+        p->left = event;
+        p->stopped = stopping;
+    }
     pthread_mutex_unlock(&p->lock);
     return held;
 }
@@ -837,6 +849,16 @@ void cmp_poll_drop_uncollected(struct gw_cmp_engine *e, struct cmp_txn *t, const
     (void)cmp_poll_withdraw_uncollected(e, t, tid, NULL, aborted);
 }
 
+/* |cert| (audit fields: |view|), which nobody received as the gateway stops: on record; it stays valid. */
+static void stopped_undelivered(struct gw_cmp_engine *e, const struct cmp_txn *view, const char *tid,
+                                const char *event, X509 *cert)
+{
+    gw_log_kv(GW_LOG_WARN, event, "tid", tid, "identity", view->identity, "serial", view->serial, "msg",
+              "certificate issued but never collected by a pollReq; it stays valid", NULL);
+    (void)cmp_audit_cert(e, view, tid, "expired_undelivered",
+                         "the gateway stopped before a pollReq collected it", cert, 0);
+}
+
 void cmp_poll_closed(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, const char *event)
 {
     struct cmp_pending *p = t->pending;
@@ -844,10 +866,7 @@ void cmp_poll_closed(struct gw_cmp_engine *e, const struct cmp_txn *t, const cha
     pthread_mutex_lock(&p->lock);
     /* a certificate that came and was not collected gets here at shutdown only (docs/polling.md) */
     if (p->done && p->res != NULL && p->res->cert != NULL && !p->gave_up) {
-        gw_log_kv(GW_LOG_WARN, event, "tid", tid, "identity", t->identity, "serial", p->view.serial, "msg",
-                  "certificate issued but never collected by a pollReq; it stays valid", NULL);
-        (void)cmp_audit_cert(e, &p->view, tid, "expired_undelivered",
-                             "the gateway stopped before a pollReq collected it", p->res->cert, 0);
+        stopped_undelivered(e, &p->view, tid, event, p->res->cert);
     } else if (!p->done) {
         gw_log_kv(GW_LOG_WARN, event, "tid", tid, "identity", t->identity, "upstream",
                   gw_upstream_conf_name(gw_upstream_get0_conf(t->up)), "msg",

@@ -44,15 +44,17 @@ void cmp_poll_share(struct gw_cmp_engine *e, struct cmp_pending *p, struct gw_cl
 void cmp_poll_republish(struct gw_cmp_engine *e, struct cmp_pending *p);
 
 /*
- * cmp_poll_leave: |p|'s shared transaction expires here. true when the certificate its call returned in
- * time, uncollected, is on this instance alone: no try put it beside the record, and none may have (each
- * was refused before it went out whole: gw_cluster_put_result's GW_ERR_UNAVAILABLE), so no other instance
- * can deliver it; the caller expires it as an unshared one. Else false: the transaction is left to its
- * record, and a put still to come or in flight (the call still runs, or its result is on its way) that then
- * never reaches Redis, no try before it having gone out, is on record as not delivered and withdrawn by
- * the completion or thread that tried it (txn_expired_pending). NULL-safe.
+ * cmp_poll_leave: |p|'s shared transaction closes here without its client: it expires, or with |stopping|
+ * the gateway stops. true when the certificate its call returned in time, uncollected, is on this instance
+ * alone: no try put it beside the record, and none may have (each was refused before it went out whole:
+ * gw_cluster_put_result's GW_ERR_UNAVAILABLE), so no other instance can deliver it; the caller closes it as
+ * an unshared one. Else false: the transaction is left to its record, and a put still to come or in flight
+ * (the call still runs, or its result is on its way) that then never reaches Redis, no try before it having
+ * gone out, has the completion or thread that tried it log |event| (a static string) and record the
+ * certificate as not delivered: withdrawn, as at expiry, or with |stopping| valid, as at a stop
+ * (cmp_poll_closed). NULL-safe.
  */
-bool cmp_poll_leave(struct cmp_pending *p);
+bool cmp_poll_leave(struct cmp_pending *p, const char *event, bool stopping);
 
 /*
  * cmp_poll_remote: what a pollReq on this instance knows of a call another instance made, from its

@@ -6835,6 +6835,58 @@ static void test_shared_put_unsent_after_expiry(void **state)
 }
 
 /*
+ * A shared deferred request whose certificate Redis never took (every put refused before it went out: Redis
+ * stopped) as the gateway stops: no record says it came, and no other instance can deliver it. Whether it
+ * came before the stop or during the stop's wait for running calls, the stop says it is lost: on record as
+ * not delivered, and valid, as a single gateway's at a stop. Once, it was left to the cluster unsaid.
+ */
+static void test_shared_unsent_result_at_stop(void **state)
+{
+    static const char *const when[] = {"before the stop", "during the stop's wait for the call"};
+
+    (void)state;
+    for (int i = 0; i < 2; i++) {
+        struct env *e;
+        struct client cl;
+        OSSL_CMP_CTX *ctx;
+        char serial[64] = "", *logged;
+        const char *missed;
+
+        if (redis_start() != 0)
+            skip();
+        print_message("its certificate came %s\n", when[i]);
+        e = env_shared("100ms");
+        slow_revokes(e);
+        ctx = shared_waiting(e, &cl, NULL); /* the record shared, no result beside it */
+        log_capture_start();
+        if (i == 1)
+            gw_cmp_engine_close_all(e->engine); /* the stop, its call running */
+        hold_arm(); /* Redis down once the certificate passed its checks, which ask it */
+        slow_gate(1);
+        hold_wait();
+        (void)redis_stop(NULL);
+        missed = hold_release(); /* before any assertion: the completion holds detach_lock */
+        assert_held(missed);
+        slow_wait_completed(e, 1);
+        if (i == 0)
+            gw_cmp_engine_close_all(e->engine);
+        logged = log_capture_end();
+        assert_non_null(strstr(logged, "\"event\":\"result_not_shared\""));
+        assert_non_null(strstr(logged, "\"event\":\"txn_abandoned_pending\""));
+        assert_int_equal(audit_serial(e, "issued", serial, sizeof(serial)), 0);
+        assert_int_equal(audit_count(e, "expired_undelivered", serial, "status",
+                                     "the gateway stopped before a pollReq collected it"),
+                         1);
+        assert_int_equal(revoke_calls(e), 0);
+        assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+        free(logged);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
+}
+
+/*
  * An end of a transactionID whose first try went out whole and never ran (its connection dropped before
  * Redis read it) is asked again. The record is gone (another instance closed the transaction), and what
  * this instance's earlier end of the same transactionID took (a client may open a new transaction under
@@ -9409,6 +9461,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_expiry_withdraws, redis_stop),
         cmocka_unit_test_teardown(test_shared_unsent_result_withdrawn, redis_stop),
         cmocka_unit_test_teardown(test_shared_put_unsent_after_expiry, redis_stop),
+        cmocka_unit_test_teardown(test_shared_unsent_result_at_stop, redis_stop),
         cmocka_unit_test_teardown(test_shared_closed_while_call_runs, redis_stop),
         cmocka_unit_test_teardown(test_shared_closed_elsewhere_while_result_lands, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_not_handed_an_earlier_end, redis_stop),
