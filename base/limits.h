@@ -91,9 +91,9 @@
 #define GW_STATE_CLAIM_SLACK 5 /* seconds past a shared deadline before another instance records it */
 #define GW_STATE_CLOCK_SKEW_MS 2000 /* an instance gives up on another's upstream call this late */
 #define GW_STATE_PING_SECS 1        /* how often readiness asks the shared state's Redis (PING) */
-/* what a record's end took (its result) kept this long for the ending instance to read back should the
-   answer be lost (gateway/cmp/cluster.c S_DROP): its one retry comes within two timeouts. A literal:
-   it is spelled into a script */
+/* what a record's end took (its result), or an expiry claim (the records), kept this long for the instance
+   to read back should the answer be lost (gateway/cmp/cluster.c S_DROP, S_CLAIM): its one retry comes
+   within two timeouts. A literal: it is spelled into a script */
 #define GW_STATE_TOOK_SECS 30
 /* the retry reads back what the lost answer's end took only if took: still lives then: the Redis timeout
    is capped so that two of them fit well inside GW_STATE_TOOK_SECS */

@@ -11,6 +11,8 @@
  *   lease:<tid hex>    the instance answering the transaction now; TTL: GW_STATE_LEASE_SECS
  *   took:<tid hex>     "<instance>:<end id>:<result>": what that end of the record took, for it to read
  *                      back should the answer be lost; TTL: GW_STATE_TOOK_SECS
+ *   claimed:<instance> "<claim id>:<MessagePack of the answer>": what that instance's last expiry claim
+ *                      took, for it to read back should the answer be lost; TTL: GW_STATE_TOOK_SECS
  *   deadlines          sorted set: the records, scored by deadline on Redis's clock
  *   revoked:<id>       a certificate revoked through an instance (revoked.c); TTL: until it expires
  *   revoked            sorted set: those, scored by expiry (their count is capped)
@@ -167,10 +169,19 @@ static const char *const scripts[N_SCRIPTS] = {
                   "return 0\n",
     /* readiness: scripts run (an ACL that forbids them, or a Redis that refuses writes, shows) */
     [S_PING] = "return 0\n",
-    /* KEYS: the deadlines (twice); ARGV: the slack, how many, the largest record and result an
-       instance writes. The records past their deadline, each taken by exactly one caller: key, record,
-       result (or ""), key, record, result...; a larger one as "" and "" (it does not verify) */
+    /* KEYS: the deadlines and this instance's claimed:; ARGV: the slack, how many, the largest record and
+       result an instance writes, this claim's id. The records past their deadline, each taken by exactly
+       one caller: key, record, result (or ""), key, record, result...; a larger one as "" and "" (it does
+       not verify). What a claim took is kept under its id until this instance's next claim, asked under
+       another id once the answer came: a claim asked again under its id, its answer lost, answers it as
+       the lost answer did, and takes nothing more */
     [S_CLAIM] =
+        "local t = redis.call('GET', KEYS[2])\n"
+        "if t then\n"
+        "  local id = string.match(t, '^(%d+):')\n"
+        "  if id == ARGV[5] then return cmsgpack.unpack(string.sub(t, #id + 2)) end\n"
+        "  redis.call('DEL', KEYS[2])\n"
+        "end\n"
         "local out = {}\n"
         "local now = tonumber(redis.call('TIME')[1]) - tonumber(ARGV[1])\n"
         "for _, k in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[2])) do\n"
@@ -185,6 +196,9 @@ static const char *const scripts[N_SCRIPTS] = {
         "      redis.call('DEL', k, r)\n"
         "    end\n"
         "  end\n"
+        "end\n"
+        "if #out > 0 then\n"
+        "  redis.call('SET', KEYS[2], ARGV[5] .. ':' .. cmsgpack.pack(out), 'EX', " LUA_NUM(GW_STATE_TOOK_SECS) ")\n"
         "end\n"
         "return out\n",
     /* KEYS: the record, the result; ARGV: the result, its seconds. 1, or 0 when the record is gone; the
@@ -248,7 +262,8 @@ struct gw_cluster {
     pthread_cond_t wake;
     bool stop;
     char last_err[GW_ERR_LEN];
-    time_t claim_logged; /* gw_cluster_claim_expired's last failure log (its one caller's thread) */
+    time_t claim_logged;         /* gw_cluster_claim_expired's last failure log (its one caller's thread) */
+    unsigned long long claim_id; /* its claim's id (S_CLAIM): the next one once an answer came */
 };
 
 static int digest_hex(const char *md, const void *in, size_t n, char *out, size_t out_bytes)
@@ -915,26 +930,34 @@ int gw_cluster_put_result(struct gw_cluster *cl, const unsigned char *tid, size_
 
 int gw_cluster_claim_expired(struct gw_cluster *cl, time_t now, gw_cluster_expired_fn cb, void *arg)
 {
-    char dk[KEY_LEN], n[24], lim[8], err[GW_ERR_LEN];
+    char dk[KEY_LEN], ck[KEY_LEN], n[24], lim[8], err[GW_ERR_LEN], id[24];
     char max_record[24], max_result[24];
-    const char *args[4] = {n, lim, max_record, max_result};
+    const char *args[5] = {n, lim, max_record, max_result, id};
     size_t plen = strlen(cl != NULL ? cl->prefix : "") + strlen("rec:");
     redisReply *r;
+    bool unran = true;
     int claimed = 0;
 
     if (!gw_cluster_keeps_records(cl) || !atomic_load(&cl->reachable))
         return 0;
     snprintf(dk, sizeof(dk), "%sdeadlines", cl->prefix);
+    snprintf(ck, sizeof(ck), "%sclaimed:%s", cl->prefix, cl->owner);
     snprintf(n, sizeof(n), "%d", GW_STATE_CLAIM_SLACK); /* deadlines and the claim on Redis's clock */
     snprintf(lim, sizeof(lim), "%d", GW_STATE_CLAIM_BATCH);
+    snprintf(id, sizeof(id), "%llu", cl->claim_id);
     size_args(max_record, max_result);
-    if ((r = eval(cl, S_CLAIM, dk, dk, 4, args, err)) == NULL) {
+    /* one that may have run, its answer lost, is asked again under its id (now, and at the next tick should
+       that answer be lost too): it answers what it took */
+    if ((r = eval_n(cl, S_CLAIM, dk, ck, 5, args, NULL, &unran, err)) == NULL && !unran)
+        r = eval(cl, S_CLAIM, dk, ck, 5, args, err);
+    if (r == NULL) {
         if (now - cl->claim_logged >= 60) { /* once a minute: it runs every second */
             gw_log_kv(GW_LOG_WARN, "shared_state_claim_failed", "reason", err, NULL);
             cl->claim_logged = now;
         }
         return 0;
     }
+    cl->claim_id++; /* its answer came: what it took may go */
     for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 2 < r->elements; i += 3) {
         const redisReply *k = r->element[i], *v = r->element[i + 1], *res = r->element[i + 2];
         unsigned char tid[GW_MAX_TID_LEN];

@@ -136,8 +136,10 @@ typedef void (*gw_cluster_expired_fn)(void *arg, const unsigned char *tid, size_
  * gw_cluster_claim_expired takes up to GW_STATE_CLAIM_BATCH records whose deadline passed
  * GW_STATE_CLAIM_SLACK seconds ago on Redis's clock and that no instance closed or holds, each for
  * exactly one caller across the cluster, and hands each (verified) to |cb|: the expiry of a
- * transaction whose own instance is gone is recorded once. |now| paces its failure logs. Returns
- * how many.
+ * transaction whose own instance is gone is recorded once. A claim whose answer is lost once Redis
+ * may have run it is asked again under its id, at once and at the next calls (GW_STATE_TOOK_SECS), and
+ * Redis answers what it took: the records it took out are handed over all the same. |now| paces its
+ * failure logs. Returns how many. Its one caller's thread only.
  */
 int gw_cluster_claim_expired(struct gw_cluster *cl, time_t now, gw_cluster_expired_fn cb, void *arg);
 

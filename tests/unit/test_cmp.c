@@ -6621,7 +6621,9 @@ static void test_shared_unsent_result_withdrawn(void **state)
  * end goes out whole but Redis never runs it (a PING goes in its stead), and its answer is lost: the
  * connection dropped before Redis read it. While |put_fn| is set, the next put of a deferred request's
  * result (the only script whose keys are a record and its result), from any thread, first runs |put_fn|,
- * once, and then never goes out: Redis certainly never ran it.
+ * once, and then never goes out: Redis certainly never ran it. With |lose_claims|, the answers of that many
+ * expiry claims sent from |thread| (the only script with the deadlines and no record among its keys) are lost
+ * once they came.
  */
 static struct {
     pthread_t thread;
@@ -6629,6 +6631,7 @@ static struct {
     bool after_end, lose_answer, lose_unrun;
     bool losing; /* the next read on |thread| fails */
     void (*put_fn)(void);
+    int lose_claims;
 } drop_hook;
 
 /* Whether one of the |argc| arguments ends with |s| (|suffix|), or holds it. */
@@ -6670,6 +6673,12 @@ int redisAppendCommandArgv(redisContext *c, int argc, const char **argv, const s
         c->err = REDIS_ERR_OTHER;
         snprintf(c->errstr, sizeof(c->errstr), "the test kept the put from going out");
         return REDIS_ERR;
+    }
+    if (drop_hook.lose_claims > 0 && pthread_equal(pthread_self(), drop_hook.thread) &&
+        arg_has(argc, argv, argvlen, ":deadlines", true) && !arg_has(argc, argv, argvlen, ":rec:", false) &&
+        !arg_has(argc, argv, argvlen, ":lease:", false)) {
+        drop_hook.lose_claims--;
+        drop_hook.losing = true;
     }
     if (end && drop_hook.lose_answer) {
         drop_hook.lose_answer = false;
@@ -6880,6 +6889,48 @@ static void test_shared_unsent_result_at_stop(void **state)
         assert_int_equal(revoke_calls(e), 0);
         assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
         free(logged);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
+}
+
+/*
+ * The expiry claim of a shared deferred request whose certificate lies beside its record, uncollected, its
+ * answer lost once Redis ran it (the record taken out of Redis), and in a second case its retry's too: the
+ * claim is asked again under its id, at once and then on a later tick, and Redis answers what it took. The
+ * expiry is recorded and the certificate withdrawn, once. Once, the record went with the lost answer: the
+ * expiry was never recorded, the certificate never withdrawn.
+ */
+static void test_shared_claim_answer_lost(void **state)
+{
+    (void)state;
+    for (int n = 1; n <= 2; n++) {
+        struct env *e;
+        struct client cl;
+        OSSL_CMP_CTX *ctx;
+        char out[256], serial[64] = "";
+
+        if (redis_start() != 0)
+            skip();
+        print_message("answers lost: %d\n", n);
+        e = shared_result_waiting(&cl, &ctx);
+        gw_cmp_engine_expire(e->engine, time(NULL)); /* a claim of nothing: Redis has the script since */
+        drop_hook.thread = pthread_self();
+        drop_hook.lose_claims = n;
+        expire_record(e, &cl, out, sizeof(out));
+        assert_string_equal(out, ":0");
+        /* the next ticks: the claim waits until readiness saw Redis again (GW_STATE_PING_SECS) */
+        for (int i = 0; i < 50 && audit_count(e, "expired_undelivered", NULL, NULL, NULL) == 0; i++) {
+            usleep(100 * 1000);
+            gw_cmp_engine_expire(e->engine, time(NULL));
+        }
+        assert_int_equal(drop_hook.lose_claims, 0);
+        for (int i = 0; i < 3; i++) /* nothing claimed twice */
+            gw_cmp_engine_expire(e->engine, time(NULL));
+        assert_uncollected_withdrawn(e, serial, sizeof(serial),
+                                     "no pollReq collected it before its transaction closed");
+        memset(&drop_hook, 0, sizeof(drop_hook));
         client_cleanup(&cl);
         OSSL_CMP_CTX_free(ctx);
         env_free(e);
@@ -9462,6 +9513,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_unsent_result_withdrawn, redis_stop),
         cmocka_unit_test_teardown(test_shared_put_unsent_after_expiry, redis_stop),
         cmocka_unit_test_teardown(test_shared_unsent_result_at_stop, redis_stop),
+        cmocka_unit_test_teardown(test_shared_claim_answer_lost, redis_stop),
         cmocka_unit_test_teardown(test_shared_closed_while_call_runs, redis_stop),
         cmocka_unit_test_teardown(test_shared_closed_elsewhere_while_result_lands, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_not_handed_an_earlier_end, redis_stop),
