@@ -816,20 +816,6 @@ static void size_args(char record[24], char result[24])
     snprintf(result, 24, "%d", GW_STATE_MAX_RESULT);
 }
 
-/* |blob| of |*len| bytes, read once |blob| is built (freed here when it is larger than |max|, which no
- * instance would take): NULL then, with |err|. */
-static unsigned char *within(unsigned char *blob, const size_t *len, size_t max, const char *what, char *err)
-{
-    if (blob != NULL && *len > max) {
-        snprintf(err, GW_ERR_LEN, "shared state: the %s is %zu bytes, more than %zu", what, *len, max);
-        free(blob);
-        return NULL;
-    }
-    if (blob == NULL)
-        snprintf(err, GW_ERR_LEN, "shared state: the %s could not be built", what);
-    return blob;
-}
-
 /* A record |v| and its result |r| (nil or empty: none) as Redis answered them; GW_ERR_INVAL if either is not
  * ours. */
 static int reply_decode(const struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
@@ -858,8 +844,9 @@ int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_
 
     if (!gw_cluster_keeps_records(cl) || tid_len == 0 || tid_len > GW_MAX_TID_LEN)
         return GW_ERR_INVAL;
-    if ((blob = within(cluster_record_encode(cl->mac_key, cl->mac_key_len, tid, tid_len, rec, &len), &len,
-                       GW_STATE_MAX_RECORD, "transaction record", err)) == NULL)
+    if ((blob =
+             cluster_blob_within(cluster_record_encode(cl->mac_key, cl->mac_key_len, tid, tid_len, rec, &len),
+                                 &len, GW_STATE_MAX_RECORD, "transaction record", err)) == NULL)
         return GW_ERR_NOMEM;
     key(cl, k, "rec", tid, tid_len);
     snprintf(dk, sizeof(dk), "%sdeadlines", cl->prefix);
@@ -886,8 +873,9 @@ int gw_cluster_update_record(struct gw_cluster *cl, const unsigned char *tid, si
 
     if (!gw_cluster_keeps_records(cl) || tid_len == 0 || tid_len > GW_MAX_TID_LEN)
         return GW_ERR_INVAL;
-    if ((blob = within(cluster_record_encode(cl->mac_key, cl->mac_key_len, tid, tid_len, rec, &len), &len,
-                       GW_STATE_MAX_RECORD, "transaction record", err)) == NULL)
+    if ((blob =
+             cluster_blob_within(cluster_record_encode(cl->mac_key, cl->mac_key_len, tid, tid_len, rec, &len),
+                                 &len, GW_STATE_MAX_RECORD, "transaction record", err)) == NULL)
         return GW_ERR_NOMEM;
     key(cl, k1, "rec", tid, tid_len);
     key(cl, k2, "lease", tid, tid_len);
@@ -914,8 +902,9 @@ int gw_cluster_put_result(struct gw_cluster *cl, const unsigned char *tid, size_
 
     if (!gw_cluster_keeps_records(cl) || tid_len == 0 || tid_len > GW_MAX_TID_LEN)
         return GW_ERR_INVAL;
-    if ((blob = within(cluster_result_encode(cl->mac_key, cl->mac_key_len, tid, tid_len, res, &len), &len,
-                       GW_STATE_MAX_RESULT, "upstream result", err)) == NULL)
+    if ((blob =
+             cluster_blob_within(cluster_result_encode(cl->mac_key, cl->mac_key_len, tid, tid_len, res, &len),
+                                 &len, GW_STATE_MAX_RESULT, "upstream result", err)) == NULL)
         return GW_ERR_NOMEM;
     key(cl, k1, "rec", tid, tid_len);
     key(cl, k2, "res", tid, tid_len);

@@ -33,4 +33,11 @@ unsigned char *cluster_result_encode(const unsigned char *key, size_t key_len, c
 int cluster_result_decode(const unsigned char *key, size_t key_len, const unsigned char *tid, size_t tid_len,
                           const unsigned char *blob, size_t len, struct gw_txn_result *res);
 
+/*
+ * |blob| of |*len| bytes, read once |blob| is built (an encode's answer), named |what| in |err|: NULL, with
+ * |err|, when it was not built or is larger than |max|, which no instance would take (freed here then).
+ */
+unsigned char *cluster_blob_within(unsigned char *blob, const size_t *len, size_t max, const char *what,
+                                   char *err);
+
 #endif

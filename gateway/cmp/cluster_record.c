@@ -224,3 +224,16 @@ int cluster_result_decode(const unsigned char *key, size_t key_len, const unsign
     res->present = true;
     return 0;
 }
+
+unsigned char *cluster_blob_within(unsigned char *blob, const size_t *len, size_t max, const char *what,
+                                   char *err)
+{
+    if (blob != NULL && *len > max) {
+        snprintf(err, GW_ERR_LEN, "shared state: the %s is %zu bytes, more than %zu", what, *len, max);
+        free(blob);
+        return NULL;
+    }
+    if (blob == NULL)
+        snprintf(err, GW_ERR_LEN, "shared state: the %s could not be built", what);
+    return blob;
+}
