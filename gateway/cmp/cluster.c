@@ -137,31 +137,31 @@ static const char *const scripts[N_SCRIPTS] = {
                "end\n"
                "return {v, r}\n",
     /* KEYS: the record and its lease; ARGV: this instance, the deadlines, '1' to end it whoever holds
-       its lease, the largest result an instance writes, this end's id (its retry's too). 2 when another
+       its lease ('r': read back only what the end of that id took, {1, it} or {0, ''}, touching nothing),
+       the largest result an instance writes, this end's id (its retry's too). 2 when another
        instance holds the lease (and it stays); else {1 if the record was there, the result that went
        with it ('' if none, or larger than an instance writes)}; the lease goes only if this instance
        holds it. What an end took is kept (took:, under the instance and the end's id) until this
        instance's next end of the transactionID: the same end asked again, the record gone, answers it
-       as the lost answer did; another end (of an earlier transaction under the transactionID) is not
-       handed it */
-    [S_DROP] = "local l = redis.call('GET', KEYS[2])\n"
+       as the lost answer did, and keeps it for S_TOOK should that answer be lost too; another end (of
+       an earlier transaction under the transactionID) is not handed it */
+    [S_DROP] = "local took = " LUA_TOOK_OF("KEYS[1]") "\n"
+               "local t = redis.call('GET', took)\n"
+               "local mine = ARGV[1] .. ':' .. ARGV[5] .. ':'\n"
+               "local p = t and string.sub(t, 1, #mine) == mine and string.sub(t, #mine + 1)\n"
+               "if p and #p > tonumber(ARGV[4]) then p = '' end\n"
+               "if ARGV[3] == 'r' then if p then return {1, p} end return {0, ''} end\n"
+               "local l = redis.call('GET', KEYS[2])\n"
                "if l and l ~= ARGV[1] and ARGV[3] ~= '1' then return 2 end\n"
                "local res = " LUA_RES_OF("KEYS[1]") "\n"
-               "local took = " LUA_TOOK_OF("KEYS[1]") "\n"
                "local r = redis.call('GET', res) or ''\n"
                "if #r > tonumber(ARGV[4]) then r = '' end\n"
                "local n = redis.call('DEL', KEYS[1])\n"
                "redis.call('DEL', res)\n"
                "if l == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
                "redis.call('ZREM', ARGV[2], KEYS[1])\n"
-               "local t = redis.call('GET', took)\n"
-               "local mine = ARGV[1] .. ':' .. ARGV[5] .. ':'\n"
-               "if t and string.sub(t, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then\n"
-               "  redis.call('DEL', took)\n"
-               "  local p = string.sub(t, #mine + 1)\n"
-               "  if #p > tonumber(ARGV[4]) then p = '' end\n"
-               "  if n == 0 and string.sub(t, 1, #mine) == mine then return {1, p} end\n"
-               "end\n"
+               "if n == 0 and p then return {1, p} end\n"
+               "if t and string.sub(t, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then redis.call('DEL', took) end\n"
                "if n == 1 then redis.call('SET', took, mine .. r, 'EX', " LUA_NUM(GW_STATE_TOOK_SECS) ") end\n"
                "return {n, r}\n",
     /* KEYS[2], a record's lease, goes if this instance holds it */
@@ -177,11 +177,9 @@ static const char *const scripts[N_SCRIPTS] = {
        the lost answer did, and takes nothing more */
     [S_CLAIM] =
         "local t = redis.call('GET', KEYS[2])\n"
-        "if t then\n"
-        "  local id = string.match(t, '^(%d+):')\n"
-        "  if id == ARGV[5] then return cmsgpack.unpack(string.sub(t, #id + 2)) end\n"
-        "  redis.call('DEL', KEYS[2])\n"
-        "end\n"
+        "local id = t and string.match(t, '^(%d+):')\n"
+        "if id == ARGV[5] then return cmsgpack.unpack(string.sub(t, #id + 2)) end\n"
+        "if t then redis.call('DEL', KEYS[2]) end\n"
         "local out = {}\n"
         "local now = tonumber(redis.call('TIME')[1]) - tonumber(ARGV[1])\n"
         "for _, k in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[2])) do\n"
@@ -249,7 +247,7 @@ struct gw_cluster {
     int port;
     struct timeval timeout;
     char owner[33];         /* this instance, in the leases it holds */
-    atomic_ullong ends;     /* the id of this instance's next end of a record (S_DROP's took:) */
+    atomic_ullong ends;     /* the id of this instance's last end of a record (S_DROP's took:) */
     unsigned char *mac_key; /* "mac_key_file": transaction records; NULL: none are kept */
     size_t mac_key_len;
     char sha[N_SCRIPTS][41];
@@ -1056,14 +1054,15 @@ static void left_result(const struct gw_cluster *cl, const unsigned char *tid, s
                   NULL);
 }
 
-/* gw_cluster_drop_record, or with |whoever| gw_cluster_end_record (|left| as it says) */
-static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, bool whoever,
-                       struct gw_txn_result *left)
+/* gw_cluster_drop_record, gw_cluster_end_record (|mode| "0", "1"; |left| as it says), or with "r"
+ * gw_cluster_reread_end of the end |id| (|err| NULL: logged, not wanted) */
+static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, const char *mode,
+                       unsigned long long id, struct gw_txn_result *left, char *err)
 {
-    char k1[KEY_LEN], k2[KEY_LEN], dk[KEY_LEN], err[GW_ERR_LEN], max_record[24], max_result[24], id[24];
-    const char *args[5] = {NULL, dk, whoever ? "1" : "0", max_result, id};
+    char k1[KEY_LEN], k2[KEY_LEN], dk[KEY_LEN], max_record[24], max_result[24], n[24], own[GW_ERR_LEN];
+    const char *args[5] = {NULL, dk, mode, max_result, n};
+    bool reread = mode[0] == 'r', unran = true;
     redisReply *r;
-    bool unran = true;
     int rc;
 
     if (left != NULL)
@@ -1075,12 +1074,18 @@ static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t t
     snprintf(dk, sizeof(dk), "%sdeadlines", cl->prefix);
     size_args(max_record, max_result);
     args[0] = cl->owner; /* |cl| is not NULL past the check */
-    snprintf(id, sizeof(id), "%llu", (unsigned long long)atomic_fetch_add(&cl->ends, 1));
+    err = err != NULL ? err : own;
+    if (!reread)
+        id = atomic_fetch_add(&cl->ends, 1) + 1; /* never 0: left->unread's none */
+    snprintf(n, sizeof(n), "%llu", id);
     /* one that may have run, its answer lost, is asked again under its id: it answers what it took */
-    if ((r = eval_n(cl, S_DROP, k1, k2, 5, args, NULL, &unran, err)) == NULL && !unran)
+    if ((r = eval_n(cl, S_DROP, k1, k2, 5, args, NULL, &unran, err)) == NULL && !unran && !reread)
         r = eval(cl, S_DROP, k1, k2, 5, args, err);
     if (r == NULL) {
-        gw_log_kv(GW_LOG_WARN, "shared_state_drop_failed", "reason", err, NULL);
+        if (!reread)
+            gw_log_kv(GW_LOG_WARN, "shared_state_drop_failed", "reason", err, NULL);
+        if (left != NULL && !unran && !reread) /* what it took, if it ran, is kept under its id a while */
+            left->unread = id;
         return GW_ERR_UNAVAILABLE;
     }
     if (r->type == REDIS_REPLY_INTEGER && r->integer == 2) {
@@ -1093,7 +1098,8 @@ static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t t
     } else {
         snprintf(err, GW_ERR_LEN, "the shared state (Redis at %s:%d) answered a record's end with type %d",
                  cl->address, cl->port, r->type);
-        gw_log_kv(GW_LOG_WARN, "shared_state_drop_failed", "reason", err, NULL);
+        if (!reread)
+            gw_log_kv(GW_LOG_WARN, "shared_state_drop_failed", "reason", err, NULL);
         rc = GW_ERR_UNAVAILABLE;
     }
     freeReplyObject(r);
@@ -1102,13 +1108,19 @@ static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t t
 
 int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len)
 {
-    return drop_record(cl, tid, tid_len, false, NULL);
+    return drop_record(cl, tid, tid_len, "0", 0, NULL, NULL);
 }
 
 int gw_cluster_end_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
                           struct gw_txn_result *left)
 {
-    return drop_record(cl, tid, tid_len, true, left);
+    return drop_record(cl, tid, tid_len, "1", 0, left, NULL);
+}
+
+int gw_cluster_reread_end(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                          unsigned long long id, struct gw_txn_result *left, char *err)
+{
+    return drop_record(cl, tid, tid_len, "r", id, left, err);
 }
 
 int gw_cluster_status(struct gw_cluster *cl, char *why, size_t cap)

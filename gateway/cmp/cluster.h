@@ -76,6 +76,9 @@ struct gw_txn_result {
     int status, fail_info, modified; /* as struct gw_sign_result's */
     int recorded; /* the "issued" record of |cert| is on disk; else whoever collects it withdraws it */
     char reason[GW_ERR_LEN];
+    /* gw_cluster_end_record: the answers of both its tries were lost, Redis may have run it: the end's
+       id, for gw_cluster_reread_end; else 0 */
+    unsigned long long unread;
 };
 
 struct gw_txn_record {
@@ -183,6 +186,16 @@ int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size
  */
 int gw_cluster_end_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
                           struct gw_txn_result *left);
+
+/*
+ * gw_cluster_reread_end reads back what this instance's end |id| of |tid|'s record took (left->unread of
+ * gw_cluster_end_record, both its answers lost), while it is kept (GW_STATE_TOOK_SECS, and until this
+ * instance's next end of |tid|): 1 with |left| filled as the end would have, present or not; 0 when
+ * nothing is kept under |id| (that end never ran: the record, and a result beside it, are still there for
+ * their expiry; or it is gone); GW_ERR_UNAVAILABLE with |err|. It touches nothing but that end's own.
+ */
+int gw_cluster_reread_end(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                          unsigned long long id, struct gw_txn_result *left, char *err);
 
 void gw_txn_record_cleanup(struct gw_txn_record *rec);
 void gw_txn_result_cleanup(struct gw_txn_result *res);

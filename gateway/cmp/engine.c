@@ -230,6 +230,7 @@ bool gw_cmp_engine_free_until(struct gw_cmp_engine *e, uint64_t until_ms)
         gw_replay_free(e->shared->replay);
         cmp_revoked_free(e->shared->revoked);
         cmp_recent_free(e->shared->recent);
+        cmp_poll_reread_drop(e->shared->cluster);
         gw_cluster_free(e->shared->cluster);
         free(e->shared);
     }
@@ -256,6 +257,7 @@ void gw_cmp_engine_expire(struct gw_cmp_engine *e, time_t now)
     (void)gw_txn_expire(e->txns, now, log_closed, &how);
     /* those of instances that are gone, some seconds after their own tick would have come */
     (void)gw_cluster_claim_expired(e->cluster, now, cmp_record_orphan, e);
+    cmp_poll_reread(e); /* ends of records whose answers were lost */
 }
 
 size_t gw_cmp_engine_reset(struct gw_cmp_engine *e)

@@ -92,10 +92,28 @@ int cmp_poll_withdraw_uncollected(struct gw_cmp_engine *e, struct cmp_txn *t, co
  * record in between, so nobody received it: on record as "expired_undelivered" and withdrawn here, once
  * (that instance, whose put succeeded, leaves it to this one). Nothing for a call made here (its completion
  * sees the close: cmp_poll_abandon) nor for a record read with its result (that one, the call's only one,
- * is dealt with as |t|'s). Cleans |left|. 1 if one was withdrawn.
+ * is dealt with as |t|'s). An end whose answers were all lost (left->unread) is read back later
+ * (cmp_poll_reread_later). Cleans |left|. 1 if one was withdrawn.
  */
 int cmp_poll_withdraw_left(struct gw_cmp_engine *e, struct cmp_txn *t, const char *tid,
                            struct gw_txn_result *left, int aborted);
+
+/*
+ * cmp_poll_reread_later: |left| (of gw_cluster_end_record) is of an end of |tid|'s record (hex) whose every
+ * answer was lost (left->unread), the result it took |aborted|'s (as above) to withdraw: cmp_poll_reread
+ * reads it back at the next ticks, for as long as Redis keeps it, and withdraws a certificate in it as
+ * cmp_poll_withdraw_left would have, through the upstream of that name whose CA issued it, |view| naming
+ * the sender. Nothing when left->unread is 0. Any thread.
+ */
+void cmp_poll_reread_later(struct gw_cmp_engine *e, const struct cmp_txn *view, const char *upstream,
+                           const char *tid, const struct gw_txn_result *left, int aborted);
+
+/* cmp_poll_reread (the expiry tick): the ends of |e|'s shared state left by cmp_poll_reread_later, read back.
+ */
+void cmp_poll_reread(struct gw_cmp_engine *e);
+
+/* cmp_poll_reread_drop: |cl| goes (the last engine is freed): the ends still to read back are logged lost. */
+void cmp_poll_reread_drop(const struct gw_cluster *cl);
 
 /*
  * cmp_poll_drop_uncollected: |t| closes (|aborted| as above) before a pollReq collected the

@@ -308,6 +308,8 @@ static int close_reloaded(struct cmp_call *c, const struct gw_txn_record *rec, c
        and nobody received it (cmp_poll_withdraw_left) */
     if (cert == NULL && !collected && left.cert_len > 0)
         cert = gw_x509_d2i_exact(left.cert, (long)left.cert_len);
+    else if (cert == NULL && !collected) /* the end's answers lost: what it took is read back later */
+        cmp_poll_reread_later(c->e, &view, rec->upstream, c->rsp->tid, &left, aborted);
     gw_txn_result_cleanup(&left);
     snprintf(c->rsp->identity, sizeof(c->rsp->identity), "%s", view.identity);
     snprintf(view.route, sizeof(view.route), "%s", c->route);
