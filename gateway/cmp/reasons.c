@@ -9,6 +9,9 @@
 #include <openssl/crmferr.h>
 #include <openssl/err.h>
 
+/* ir, cr and kur: OpenSSL 3.0 answers exactly one CertReqMsg (certReqId 0) */
+#define TEXT_ONE_CERT_REQUEST "send exactly one certificate request per message"
+
 /* OpenSSL reasons of its own error messages -> what the client is told. */
 static const struct {
     int lib, reason, bit;
@@ -33,8 +36,8 @@ static const struct {
      "the signer certificate lacks the digitalSignature key usage"},
     {ERR_LIB_CMP, CMP_R_MISSING_PROTECTION, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
      "message is not protected: sign it with a certificate or protect it with a PBM secret"},
-    {ERR_LIB_CMP, CMP_R_MULTIPLE_REQUESTS_NOT_SUPPORTED, OSSL_CMP_PKIFAILUREINFO_badRequest,
-     "send exactly one certificate request per message"},
+    /* its text depends on the body: one_per_message */
+    {ERR_LIB_CMP, CMP_R_MULTIPLE_REQUESTS_NOT_SUPPORTED, OSSL_CMP_PKIFAILUREINFO_badRequest, NULL},
     {ERR_LIB_CMP, CMP_R_UNEXPECTED_PVNO, OSSL_CMP_PKIFAILUREINFO_unsupportedVersion,
      "only CMP version 2 (pvno 2) is supported"},
     {ERR_LIB_CMP, CMP_R_SENDER_GENERALNAME_TYPE_NOT_SUPPORTED, OSSL_CMP_PKIFAILUREINFO_badRequest,
@@ -55,6 +58,26 @@ static const struct {
      "proof of possession method not supported: sign the request with the new key"},
 };
 
+/* OpenSSL 3.0 raises CMP_R_MULTIPLE_REQUESTS_NOT_SUPPORTED for every body whose entries it counts (other
+   than one): each text names what that body must hold one of (RFC 9483 §4.1.1, §4.2, §4.4). */
+static const char *const one_per_message[GW_CMP_BODY_MAX + 1] = {
+    [GW_CMP_BODY_IR] = TEXT_ONE_CERT_REQUEST,
+    [GW_CMP_BODY_CR] = TEXT_ONE_CERT_REQUEST,
+    [GW_CMP_BODY_KUR] = TEXT_ONE_CERT_REQUEST,
+    [GW_CMP_BODY_RR] = "name exactly one certificate per revocation request",
+    [GW_CMP_BODY_POLLREQ] = "poll for exactly one request per pollReq",
+};
+
+/* The text of reasons[i] for a message of body type |body|. */
+static const char *reason_text(size_t i, int body)
+{
+    if (reasons[i].text != NULL)
+        return reasons[i].text;
+    if (body >= 0 && body <= GW_CMP_BODY_MAX && one_per_message[body] != NULL)
+        return one_per_message[body];
+    return TEXT_ONE_CERT_REQUEST;
+}
+
 /* Why OpenSSL answered with an error, from its errorCode (the first error it queued). */
 void cmp_classify_error(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refusal *r)
 {
@@ -66,7 +89,7 @@ void cmp_classify_error(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_
     for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++) {
         if (ERR_GET_LIB((unsigned long)code) == reasons[i].lib &&
             ERR_GET_REASON((unsigned long)code) == reasons[i].reason) {
-            cmp_refuse(r, reasons[i].bit, "%s", reasons[i].text);
+            cmp_refuse(r, reasons[i].bit, "%s", reason_text(i, c->body));
             return;
         }
     }

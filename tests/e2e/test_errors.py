@@ -68,6 +68,7 @@ ELSEWHERE = {
     "rr_not_holder": ("test_rr.py", "only the holder of a certificate (signing the rr with it) or an RA of role "),
     "rr_ra_untrusted": ("test_rr.py", "the RA certificate was not issued by a CA of role "),
     "rr_pbm": ("test_rr.py", "PBM protection is not accepted for rr"),
+    "rr_count": ("test_rr.py", "name exactly one certificate per revocation request"),
     "rr_not_route_ca": ("test_rr.py", "the certificate was not issued by this route's CA"),
     "rr_wrong_issuer": ("test_rr.py", " was not issued by the CA the revocation request names: check issuer "),
     "rr_no_serial": ("test_rr.py", "the CA has issued no certificate with serial "),
@@ -1314,6 +1315,26 @@ class Errors(Base):
         self.assertEqual(len(revoked), 1, revoked)
         rejected = [r for r in harness.audit_records(self.gw, "rejected") if r.get("serial") == serial]
         self.assertEqual(len(rejected), 1, rejected)
+
+    def test_poll_count(self):
+        """A pollReq with two entries (certReqId 0 twice) where the certConf was due is refused by OpenSSL 3.0
+        with the pollReq's own words, not a certificate request's, and closes the transaction: its certificate
+        is revoked."""
+        ir, ip, cert = self.open_txn("pollcount")
+        serial = harness.serial_hex(self.gw.dir / "pollcount.cert.pem")
+        m = load(encoder.encode(ir))
+        set_octets(m["header"], "recipNonce", ip.header["senderNonce"].asOctets())
+
+        def entries(preq):
+            for _ in range(2):
+                e = preq.componentType.clone()
+                e["certReqId"] = 0
+                preq.append(e)
+        self.expect("poll_count", self.send("pollcount-poll", rebody(m, "pollReq", entries, self.key())))
+        self.expect("no_txn", self.send("pollcount-conf", self.certconf(ir, ip, hashlib.sha256(cert).digest())))
+        revoked = harness.settled(lambda: [r for r in harness.audit_records(self.gw, "revoked")
+                                           if r.get("serial") == serial], bool)
+        self.assertEqual(len(revoked), 1, revoked)
 
     def test_crafted_twin(self):
         """A captured ir signed again unchanged is issued: what the crafted rows change is what is refused."""

@@ -231,6 +231,7 @@ class Revocation(harness.GatewayTestCase):
         sent.write_bytes(encoder.encode(resign(own, key)))
         a = harness.decode_cmp(self.gw.curl(data=sent).body)
         self.assertEqual((a.body_type, a.status, a.fail_info), ("error", 2, ["badRequest"]), a)
+        self.assertEqual(a.status_strings, ["name exactly one certificate per revocation request"], a)
         tid = own["header"]["transactionID"].asOctets().hex()
         records = [r for r in audit(self.gw, "rejected") if r.get("tid", "").lower() == tid]
         self.assertEqual([(r["body_type"], r["identity"], r.get("serial")) for r in records],
