@@ -7,10 +7,14 @@
 #include "gateway/cmp/cluster.h"
 #include "gateway/cmp/cluster_local.h"
 #include "base/err.h"
+#include "base/limits.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/cmp.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
@@ -145,6 +149,41 @@ static int field_str(const unsigned char *f, size_t n, char *out, size_t cap)
     return 0;
 }
 
+/* The range one number of a metadata field may hold. */
+struct num_range {
+    long long min, max;
+};
+
+/* A record's metadata: step (unsigned), when it was requested (s), its deadline (ms), checkAfter (s). */
+static const struct num_range record_meta[4] = {
+    {0, UINT_MAX}, {0, LLONG_MAX}, {0, LLONG_MAX}, {0, GW_MAX_CHECK_AFTER}};
+/* A result's: status (0, or a negative enum gw_err), failInfo bit, modified and recorded (0 or 1). */
+static const struct num_range result_meta[4] = {
+    {INT_MIN, 0}, {0, OSSL_CMP_PKIFAILUREINFO_MAX}, {0, 1}, {0, 1}};
+
+/*
+ * The |count| decimal numbers of |meta|, one space apart, each in its range, into |v|: 0, or -1 for
+ * anything else (a sign where the range has none, a blank or junk before, between or after them, a
+ * value out of range or beyond long long). What an instance writes, nothing more: MAC'ed as it is, a
+ * record holds other text only if an instance wrote it wrongly or the shared key is known to another.
+ */
+static int parse_meta(const char *meta, const struct num_range *range, long long *v, int count)
+{
+    const char *p = meta;
+    char *end;
+
+    for (int i = 0; i < count; i++) {
+        if (!(p[0] >= '0' && p[0] <= '9') && !(p[0] == '-' && range[i].min < 0 && p[1] >= '0' && p[1] <= '9'))
+            return -1;
+        errno = 0;
+        v[i] = strtoll(p, &end, 10);
+        if (errno != 0 || v[i] < range[i].min || v[i] > range[i].max || *end != (i + 1 < count ? ' ' : '\0'))
+            return -1;
+        p = end + 1;
+    }
+    return 0;
+}
+
 unsigned char *cluster_record_encode(const unsigned char *key, size_t key_len, const unsigned char *tid,
                                      size_t tid_len, const struct gw_txn_record *rec, size_t *out_len)
 {
@@ -166,6 +205,7 @@ int cluster_record_decode(const unsigned char *key, size_t key_len, const unsign
     const unsigned char *f[RECORD_FIELDS];
     size_t n[RECORD_FIELDS];
     char meta[96];
+    long long v[4];
 
     memset(rec, 0, sizeof(*rec));
     n[6] = 0; /* version 2: no TLS client */
@@ -178,13 +218,16 @@ int cluster_record_decode(const unsigned char *key, size_t key_len, const unsign
         memset(rec, 0, sizeof(*rec));
         return GW_ERR_INVAL;
     }
-    if (sscanf(meta, "%u %lld %lld %lld", &rec->step, &rec->requested_at, &rec->deadline_ms,
-               &rec->check_after) != 4 ||
+    if (parse_meta(meta, record_meta, v, 4) != 0 ||
         (rec->req = field_dup(f[0], n[0], &rec->req_len)) == NULL ||
         (rec->cert = field_dup(f[1], n[1], &rec->cert_len)) == NULL) {
         gw_txn_record_cleanup(rec);
         return GW_ERR_INVAL;
     }
+    rec->step = (unsigned)v[0];
+    rec->requested_at = v[1];
+    rec->deadline_ms = v[2];
+    rec->check_after = v[3];
     memcpy(rec->nonce, f[2], rec->nonce_len = n[2]);
     return 0;
 }
@@ -207,6 +250,7 @@ int cluster_result_decode(const unsigned char *key, size_t key_len, const unsign
     const unsigned char *f[RESULT_FIELDS];
     size_t n[RESULT_FIELDS];
     char meta[48];
+    long long v[4];
 
     memset(res, 0, sizeof(*res));
     if (blob_decode(key, key_len, RESULT_MAGIC, tid, tid_len, blob, len, f, n, RESULT_FIELDS) != 0 ||
@@ -215,12 +259,16 @@ int cluster_result_decode(const unsigned char *key, size_t key_len, const unsign
         memset(res, 0, sizeof(*res));
         return GW_ERR_INVAL;
     }
-    if (sscanf(meta, "%d %d %d %d", &res->status, &res->fail_info, &res->modified, &res->recorded) != 4 ||
+    if (parse_meta(meta, result_meta, v, 4) != 0 ||
         (res->cert = field_dup(f[0], n[0], &res->cert_len)) == NULL ||
         (res->chain = field_dup(f[1], n[1], &res->chain_len)) == NULL) {
         gw_txn_result_cleanup(res);
         return GW_ERR_INVAL;
     }
+    res->status = (int)v[0];
+    res->fail_info = (int)v[1];
+    res->modified = (int)v[2];
+    res->recorded = (int)v[3];
     res->present = true;
     return 0;
 }

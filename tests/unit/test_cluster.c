@@ -6,6 +6,9 @@
  * must leave the check refused (fail closed) with the reason, never the thread held or the memory
  * filled. With a password, each connection authenticates, the password never in hiredis's buffers, nor in
  * the reason given when what answers echoes it.
+ *
+ * Then what Redis hands back as a transaction record or an upstream result (cluster_record.c): one
+ * whose metadata is anything but the numbers an instance writes is refused, even under a valid MAC.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -28,6 +31,8 @@
 #include "base/err.h"
 #include "base/limits.h"
 #include "gateway/cmp/cluster.h"
+#include "gateway/cmp/cluster_local.h"
+#include <openssl/evp.h>
 
 enum answer { HUGE, TRICKLE, GARBAGE, ODD, THEN_CLOSE };
 
@@ -509,6 +514,192 @@ static void test_auth_echo_not_quoted(void **state)
     }
 }
 
+#define MAC_KEY "record-mac-key-0123456789abcdef"
+static const unsigned char rec_tid[] = {0x52, 0x45, 0x43, 0x4f, 0x52, 0x44, 0x2d, 0x54,
+                                        0x49, 0x44, 0x2d, 0x30, 0x30, 0x30, 0x30, 0x31};
+
+/*
+ * A blob of |magic| and the |count| fields |f| (strings), MAC'ed as cluster_record.c does: HMAC-SHA256
+ * under MAC_KEY over the transactionID's length (4 bytes, big-endian), the transactionID and the
+ * fields. What an instance holding the shared key could write, whatever its metadata says.
+ */
+static unsigned char *forge(const char *magic, const char *const *f, int count, size_t *len)
+{
+    unsigned char buf[1024], *blob;
+    size_t off = 4 + sizeof(rec_tid), mac_len = 0;
+
+    buf[0] = buf[1] = buf[2] = 0;
+    buf[3] = sizeof(rec_tid);
+    memcpy(buf + 4, rec_tid, sizeof(rec_tid));
+    memcpy(buf + off, magic, strlen(magic));
+    off += strlen(magic);
+    for (int i = 0; i < count; i++) {
+        size_t n = strlen(f[i]);
+
+        assert_true(off + 4 + n + 32 <= sizeof(buf));
+        buf[off] = buf[off + 1] = 0;
+        buf[off + 2] = (unsigned char)(n >> 8);
+        buf[off + 3] = (unsigned char)n;
+        memcpy(buf + off + 4, f[i], n);
+        off += 4 + n;
+    }
+    assert_non_null(EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, MAC_KEY, strlen(MAC_KEY), buf, off,
+                              buf + off, 32, &mac_len));
+    assert_int_equal(mac_len, 32);
+    off += 32;
+    *len = off - 4 - sizeof(rec_tid);
+    blob = malloc(*len);
+    assert_non_null(blob);
+    memcpy(blob, buf + 4 + sizeof(rec_tid), *len);
+    return blob;
+}
+
+/* cluster_record_decode of a version 3 record with metadata |meta|. */
+static int decode_record(const char *meta, struct gw_txn_record *rec)
+{
+    const char *f[] = {"req", "cert", "nonce", "default", "local", meta, "sha256:00"};
+    size_t len;
+    unsigned char *blob = forge("cmpgw-txn-3", f, 7, &len);
+    int rc = cluster_record_decode((const unsigned char *)MAC_KEY, strlen(MAC_KEY), rec_tid, sizeof(rec_tid),
+                                   blob, len, rec);
+
+    free(blob);
+    return rc;
+}
+
+/* cluster_result_decode of a result with metadata |meta|. */
+static int decode_result(const char *meta, struct gw_txn_result *res)
+{
+    const char *f[] = {"cert", "chain", meta, "reason"};
+    size_t len;
+    unsigned char *blob = forge("cmpgw-res-1", f, 4, &len);
+    int rc = cluster_result_decode((const unsigned char *)MAC_KEY, strlen(MAC_KEY), rec_tid, sizeof(rec_tid),
+                                   blob, len, res);
+
+    free(blob);
+    return rc;
+}
+
+/*
+ * A record's metadata (step, requested at, deadline, checkAfter) is read as an instance writes it: what
+ * a corrupted or hostile Redis (with the shared key) could hold instead is refused, not read in part,
+ * wrapped or taken negative.
+ */
+static void test_record_meta_strict(void **state)
+{
+    static const char *const bad[] = {
+        "3 1700000000 0 0 junk",      /* trailing junk */
+        "3 1700000000 0 0x",          /* junk right after a number */
+        "3 1700000000 0 0 ",          /* a trailing blank */
+        " 3 1700000000 0 0",          /* a leading blank */
+        "3  1700000000 0 0",          /* two blanks */
+        "3\t1700000000 0 0",          /* not a space */
+        "+3 1700000000 0 0",          /* a sign */
+        "-1 1700000000 0 0",          /* a negative step, read as 4294967295 */
+        "4294967296 1700000000 0 0",  /* a step beyond unsigned */
+        "3 99999999999999999999 0 0", /* beyond long long */
+        "3 -1700000000 0 0",          /* requested before the epoch */
+        "3 1700000000 -1 0",          /* a negative deadline */
+        "3 1700000000 0 -5",          /* a negative checkAfter */
+        "3 1700000000 0 61",          /* a checkAfter above GW_MAX_CHECK_AFTER */
+        "3 1700000000 0",             /* too few */
+        "",
+    };
+    struct gw_txn_record rec;
+
+    (void)state;
+    assert_int_equal(decode_record("7 1700000000 1700000010000 5", &rec), 0);
+    assert_int_equal(rec.step, 7);
+    assert_int_equal(rec.requested_at, 1700000000LL);
+    assert_int_equal(rec.deadline_ms, 1700000010000LL);
+    assert_int_equal(rec.check_after, 5);
+    assert_string_equal(rec.role, "default");
+    gw_txn_record_cleanup(&rec);
+    assert_int_equal(decode_record("4294967295 0 0 60", &rec), 0); /* the bounds themselves */
+    assert_int_equal(rec.step, 4294967295u);
+    gw_txn_record_cleanup(&rec);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (decode_record(bad[i], &rec) != GW_ERR_INVAL)
+            fail_msg("record metadata \"%s\" accepted", bad[i]);
+        assert_null(rec.req); /* nothing kept of it */
+    }
+}
+
+/* A result's metadata (status, failInfo, modified, recorded) likewise. */
+static void test_result_meta_strict(void **state)
+{
+    static const char *const bad[] = {
+        "0 0 0 0 junk",      /* trailing junk */
+        "0 0 0 1x",          /* junk right after a number */
+        "1 0 0 0",           /* a positive status: ours are 0 or negative */
+        "-2147483649 0 0 0", /* a status beyond int */
+        "-12 -1 0 0",        /* a negative failInfo bit */
+        "-12 27 0 0",        /* beyond OSSL_CMP_PKIFAILUREINFO_MAX */
+        "0 0 2 0",           /* modified is 0 or 1 */
+        "0 0 0 99999999999", /* recorded beyond int */
+        "0 0 -0 0",          /* a sign where none belongs */
+        "0 0 0",             /* too few */
+    };
+    struct gw_txn_result res;
+
+    (void)state;
+    assert_int_equal(decode_result("-12 26 1 1", &res), 0);
+    assert_true(res.present);
+    assert_int_equal(res.status, -12);
+    assert_int_equal(res.fail_info, 26);
+    assert_int_equal(res.modified, 1);
+    assert_int_equal(res.recorded, 1);
+    assert_string_equal(res.reason, "reason");
+    gw_txn_result_cleanup(&res);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (decode_result(bad[i], &res) != GW_ERR_INVAL)
+            fail_msg("result metadata \"%s\" accepted", bad[i]);
+        assert_false(res.present);
+    }
+}
+
+/* What an instance writes reads back (the twin of the two above). */
+static void test_record_round_trip(void **state)
+{
+    struct gw_txn_record rec = {.req = (unsigned char *)"req",
+                                .req_len = 3,
+                                .step = 4294967295u,
+                                .requested_at = 1700000000,
+                                .deadline_ms = 1700000010000LL,
+                                .check_after = 60},
+                         out;
+    struct gw_txn_result res = {.status = -15, .fail_info = 26, .modified = 1, .recorded = 0}, back;
+    unsigned char *blob;
+    size_t len;
+
+    (void)state;
+    snprintf(rec.role, sizeof(rec.role), "default");
+    blob = cluster_record_encode((const unsigned char *)MAC_KEY, strlen(MAC_KEY), rec_tid, sizeof(rec_tid),
+                                 &rec, &len);
+    assert_non_null(blob);
+    assert_int_equal(cluster_record_decode((const unsigned char *)MAC_KEY, strlen(MAC_KEY), rec_tid,
+                                           sizeof(rec_tid), blob, len, &out),
+                     0);
+    free(blob);
+    assert_int_equal(out.step, rec.step);
+    assert_int_equal(out.requested_at, rec.requested_at);
+    assert_int_equal(out.deadline_ms, rec.deadline_ms);
+    assert_int_equal(out.check_after, rec.check_after);
+    gw_txn_record_cleanup(&out);
+    blob = cluster_result_encode((const unsigned char *)MAC_KEY, strlen(MAC_KEY), rec_tid, sizeof(rec_tid),
+                                 &res, &len);
+    assert_non_null(blob);
+    assert_int_equal(cluster_result_decode((const unsigned char *)MAC_KEY, strlen(MAC_KEY), rec_tid,
+                                           sizeof(rec_tid), blob, len, &back),
+                     0);
+    free(blob);
+    assert_int_equal(back.status, res.status);
+    assert_int_equal(back.fail_info, res.fail_info);
+    assert_int_equal(back.modified, res.modified);
+    assert_int_equal(back.recorded, res.recorded);
+    gw_txn_result_cleanup(&back);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -519,6 +710,9 @@ int main(void)
         cmocka_unit_test(test_closed_connection_replaced),
         cmocka_unit_test(test_auth_bypasses_hiredis_buffers),
         cmocka_unit_test(test_auth_echo_not_quoted),
+        cmocka_unit_test(test_record_meta_strict),
+        cmocka_unit_test(test_result_meta_strict),
+        cmocka_unit_test(test_record_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6955,7 +6955,8 @@ static void test_shared_end_retry_not_handed_an_earlier_end(void **state)
                                  .timeout_ms = 1000,
                                  .mac_key = mac,
                                  .mac_key_len = sizeof(mac) - 1};
-    struct gw_txn_result res = {.present = true, .status = OSSL_CMP_PKISTATUS_rejection}, left;
+    /* a call's refusal: its status a gw_err, as an instance writes it (a PKIStatus is no status there) */
+    struct gw_txn_result res = {.present = true, .status = GW_ERR_REFUSED}, left;
     struct gw_cluster *cl;
 
     (void)state;
