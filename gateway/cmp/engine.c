@@ -203,6 +203,8 @@ static void log_closed(void *arg, struct gw_txn *txn)
 
 static const struct closing abandoned = {"txn_abandoned", "the gateway stopped before the certConf arrived",
                                          "txn_abandoned_pending", true};
+static const struct closing expired = {"txn_expired", "no certConf within the transaction TTL",
+                                       "txn_expired_pending", false};
 
 void gw_cmp_engine_close_all(struct gw_cmp_engine *e)
 {
@@ -249,12 +251,9 @@ void cmp_call_cleanup(struct cmp_call *c)
 
 void gw_cmp_engine_expire(struct gw_cmp_engine *e, time_t now)
 {
-    struct closing how = {"txn_expired", "no certConf within the transaction TTL", "txn_expired_pending",
-                          false};
-
     if (e == NULL)
         return;
-    (void)gw_txn_expire(e->txns, now, log_closed, &how);
+    (void)gw_txn_expire(e->txns, now, log_closed, (void *)&expired);
     /* those of instances that are gone, some seconds after their own tick would have come */
     (void)gw_cluster_claim_expired(e->cluster, now, cmp_record_orphan, e);
     cmp_poll_reread(e); /* ends of records whose answers were lost */
@@ -534,6 +533,22 @@ static int held_here(struct cmp_call *c, struct cmp_refusal *r)
 }
 
 /*
+ * The transaction open here under |c|'s transactionID, checked out (gw_txn_take); NULL when there is none,
+ * or when its TTL has passed: the expiry tick comes once a second, and a message in between finds the
+ * transaction closed as the tick would have closed it (gw_cmp_engine_expire), not open past its TTL.
+ */
+static struct gw_txn *take_unexpired(struct cmp_call *c)
+{
+    struct gw_txn *txn = gw_txn_take(c->e->txns, c->hdr.tid, c->hdr.tid_len);
+
+    if (txn == NULL || txn->expires > c->now)
+        return txn;
+    gw_txn_release(c->e->txns, c->hdr.tid, c->hdr.tid_len); /* out of the table first, as the tick takes it */
+    log_closed((void *)&expired, txn);
+    return NULL;
+}
+
+/*
  * A transaction checked out for a message that does not end it: back where it was open (a rebuilt
  * one is dropped: its record stays, for the next try on any instance), its lease given back.
  */
@@ -658,7 +673,7 @@ static int claim_shared(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_t
 static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
     struct gw_cmp_engine *now = c->e; /* the configuration in force */
-    struct gw_txn *txn = gw_txn_take(c->e->txns, c->hdr.tid, c->hdr.tid_len);
+    struct gw_txn *txn = take_unexpired(c);
     struct cmp_txn *t;
     OSSL_CMP_MSG *rsp;
     struct cmp_refusal r = {0}, why = {.fail_info = -1};
@@ -825,7 +840,7 @@ static bool abort_shared(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp
  * was aborted. */
 static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
-    struct gw_txn *txn = gw_txn_take(c->e->txns, c->hdr.tid, c->hdr.tid_len);
+    struct gw_txn *txn = take_unexpired(c);
     struct cmp_refusal why = {.fail_info = -1}, later = {.fail_info = -1};
     struct cmp_txn *t;
     OSSL_CMP_MSG *rsp;

@@ -1355,6 +1355,62 @@ static int audit_count(const struct env *e, const char *event, const char *seria
     return audit_count_now(e, event, serial, field, value);
 }
 
+static time_t ahead_secs; /* how far ahead_clock runs */
+
+static time_t ahead_clock(void)
+{
+    return time(NULL) + ahead_secs;
+}
+
+/* Moves the engine's clock |ahead_secs| on just before the certConf is sent. */
+static OSSL_CMP_MSG *tamper_late_conf(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
+{
+    (void)ctx;
+    if (OSSL_CMP_MSG_get_bodytype(req) == GW_CMP_BODY_CERTCONF)
+        gw_cmp_engine_set_clock(cl->env->engine, ahead_clock);
+    return req;
+}
+
+/*
+ * A certConf that comes after its transaction's TTL, before the expiry sweep (once a second) closed the
+ * transaction, finds it closed all the same: "no open transaction", the certificate on record as
+ * expired_unconfirmed (it stays valid), as the sweep would have left it. Twin: within the TTL it confirms.
+ */
+static void test_certconf_after_ttl(void **state)
+{
+    static const struct {
+        time_t ahead;
+        bool expired;
+    } cases[] = {{11, true}, {5, false}};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct env *e = env_new("\"transaction_ttl\": \"10s\"");
+        struct client cl = {.env = e, .tamper = tamper_late_conf};
+        OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+        X509 *cert;
+
+        ahead_secs = cases[i].ahead;
+        cert = OSSL_CMP_exec_IR_ses(ctx);
+        if (cases[i].expired) {
+            assert_null(cert);
+            assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                          "no open transaction with this transactionID");
+            assert_int_equal(audit_count(e, "expired_unconfirmed", NULL, NULL, NULL), 1);
+            assert_int_equal(audit_count(e, "confirmed", NULL, NULL, NULL), 0);
+        } else {
+            assert_non_null(cert);
+            assert_int_equal(audit_count(e, "confirmed", NULL, NULL, NULL), 1);
+            assert_int_equal(audit_count(e, "expired_unconfirmed", NULL, NULL, NULL), 0);
+        }
+        assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+        assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), 0); /* valid either way */
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
+}
+
 /* The serial of the first record of |e| with |event|: 0, or -1 if there is none. */
 static int audit_serial(const struct env *e, const char *event, char *out, size_t cap)
 {
@@ -4314,6 +4370,41 @@ static void test_error_aborts(void **state)
     /* closed: a certConf after it finds nothing to confirm */
     send_held(&cl, "error", "no open transaction");
     assert_int_equal(audit_count(e, "confirmed", NULL, NULL, NULL), 0);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+/* tamper_error, the engine's clock moved |ahead_secs| on first. */
+static OSSL_CMP_MSG *tamper_late_error(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
+{
+    if (OSSL_CMP_MSG_get_bodytype(req) == GW_CMP_BODY_CERTCONF)
+        gw_cmp_engine_set_clock(cl->env->engine, ahead_clock);
+    return tamper_error(ctx, req, cl);
+}
+
+/*
+ * An error message after the TTL, before the expiry tick: the transaction has expired, the error aborts
+ * nothing, and the certificate its client was given is on record as expired_unconfirmed and stays valid,
+ * not revoked as test_error_aborts's is (its twin, within the TTL).
+ */
+static void test_error_after_ttl(void **state)
+{
+    struct env *e = env_open(&(struct env_opts){.cmp = "\"transaction_ttl\": \"10s\"", .confirm = 1});
+    struct client cl = {.env = e, .tamper = tamper_late_error}, dummy = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+
+    (void)state;
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
+    cl.other = client_new(&dummy, SIG, client_cert, client_key, NULL, NULL, 0);
+    ahead_secs = 11;
+    (void)OSSL_CMP_exec_IR_ses(ctx);
+    assert_int_equal(cl.exchanges, 2);
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    assert_int_equal(audit_count(e, "expired_unconfirmed", NULL, NULL, NULL), 1);
+    assert_int_equal(audit_count(e, "rejected_by_client", NULL, NULL, NULL), 0);
+    assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), 0);
+    assert_int_equal(revoke_calls(e), 0);
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
     env_free(e);
@@ -9429,12 +9520,14 @@ int main(void)
         cmocka_unit_test(test_certconf_wrong_hash),
         cmocka_unit_test(test_certconf_other_sender),
         cmocka_unit_test(test_certconf_forged_signer),
+        cmocka_unit_test(test_certconf_after_ttl),
         cmocka_unit_test(test_error_forged_signer),
         cmocka_unit_test(test_error_other_sender),
         cmocka_unit_test(test_certconf_other_tls_client),
         cmocka_unit_test(test_tls_client_of_connection),
         cmocka_unit_test(test_error_other_tls_client),
         cmocka_unit_test(test_error_aborts),
+        cmocka_unit_test(test_error_after_ttl),
         cmocka_unit_test(test_undelivered_withdrawn),
         cmocka_unit_test(test_certconf_unprotected),
         cmocka_unit_test(test_caps_and_expiry),
