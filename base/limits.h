@@ -282,6 +282,7 @@ _Static_assert(GW_STATE_TOOK_SECS * 1000 > 2 * GW_MAX_REDIS_TIMEOUT_MS,
 #define GW_MAX_PATTERNS 256                      /* entries in one pattern list */
 #define GW_MAX_KEY_RULES 16                      /* entries in allowed_key_types */
 #define GW_MIN_RSA_BITS 2048                     /* any requested RSA key, allowed_key_types */
+#define GW_MIN_RSA_EXPONENT 65537UL              /* any requested RSA key's public exponent (also odd) */
 #define GW_MAX_RSA_BITS 16384
 #define GW_MAX_URL_LEN 256     /* upstream base URL */
 #define GW_MAX_MOUNT_LEN 128   /* vault mount path, namespace */

@@ -8,6 +8,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <openssl/bn.h>
 #include <openssl/cmp.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
@@ -227,13 +228,28 @@ static int ec_curve_ok(const EVP_PKEY *pkey)
     return nid == NID_X9_62_prime256v1 || nid == NID_secp384r1 || nid == NID_secp521r1;
 }
 
-/* Keys: RSA >= 2048 bits, EC P-256/P-384/P-521, Ed25519, Ed448. */
+/*
+ * An RSA public exponent that is odd and at least 65537: the CA/Browser Forum Baseline Requirements
+ * §6.1.6 (odd, SHALL; 2^16 + 1 or more, SHOULD). With e = 1 a "signature" is its own padded message, so
+ * a proof of possession proves nothing; an even e has no private key. OpenSSL decodes either as sent.
+ */
+static int rsa_exponent_ok(const EVP_PKEY *pkey)
+{
+    BIGNUM *e = NULL;
+    int ok = EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_E, &e) == 1 && BN_is_odd(e) &&
+             BN_get_word(e) >= GW_MIN_RSA_EXPONENT; /* BN_get_word: all ones if e has more bits */
+
+    BN_free(e);
+    return ok;
+}
+
+/* Keys: RSA >= 2048 bits with an odd exponent >= 65537, EC P-256/P-384/P-521, Ed25519, Ed448. */
 static int key_ok(const EVP_PKEY *pkey)
 {
     switch (EVP_PKEY_get_base_id(pkey)) {
     case EVP_PKEY_RSA:
         return EVP_PKEY_get_bits(pkey) >= GW_MIN_RSA_BITS &&
-               EVP_PKEY_get_bits(pkey) <= OPENSSL_RSA_MAX_MODULUS_BITS;
+               EVP_PKEY_get_bits(pkey) <= OPENSSL_RSA_MAX_MODULUS_BITS && rsa_exponent_ok(pkey);
     case EVP_PKEY_EC:
         return ec_curve_ok(pkey);
     case EVP_PKEY_ED25519:
@@ -251,7 +267,8 @@ static int plan_key(const struct gw_cert_req *req, struct gw_cert_plan *out, int
     if (!key_ok(req->pubkey))
         return refuse(
             fail_info, err,
-            "key type/size not allowed: use RSA >= 2048 bits, EC P-256/P-384/P-521, Ed25519 or Ed448");
+            "key type/size not allowed: use RSA >= 2048 bits with an odd public exponent >= 65537, EC "
+            "P-256/P-384/P-521, Ed25519 or Ed448");
     if (EVP_PKEY_up_ref(req->pubkey) != 1) {
         snprintf(err, GW_ERR_LEN, "out of memory");
         return GW_ERR_NOMEM;

@@ -25,10 +25,10 @@ import harness  # noqa: E402
 
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
 from pyasn1.codec.der import decoder, encoder  # noqa: E402
 from pyasn1.type import char, univ  # noqa: E402
-from pyasn1_modules import rfc4210, rfc4211  # noqa: E402
+from pyasn1_modules import rfc3447, rfc4210, rfc4211  # noqa: E402
 
 DOC = harness.REPO / "docs" / "errors.md"
 E2E = Path(__file__).resolve().parent
@@ -377,6 +377,22 @@ def add_general_info(msg, oid, value_der=None):
     gi.append(itav)
     hdr["generalInfo"] = gi
     return msg
+
+
+def rsa_exponent_one_key(path):
+    """An RSA-2048 private key with e = d = 1, which OpenSSL does not generate but reads and signs with: each
+    of its signatures is the padded digest itself, which anyone can write for its public key."""
+    k = rsa.generate_private_key(65537, 2048).private_numbers()
+    key = rfc3447.RSAPrivateKey()
+    for field, value in (("version", 0), ("modulus", k.p * k.q), ("publicExponent", 1), ("privateExponent", 1),
+                         ("prime1", k.p), ("prime2", k.q), ("exponent1", 1), ("exponent2", 1),
+                         ("coefficient", k.iqmp)):
+        key[field] = value
+    der = path.with_suffix(".der")
+    der.write_bytes(encoder.encode(key))
+    harness.run(["openssl", "pkey", "-inform", "DER", "-in", der, "-out", path])
+    os.chmod(path, 0o600)
+    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1071,6 +1087,36 @@ class Errors(Base):
         before = len(harness.audit_records(self.gw, "intent"))
         self.expect("key_not_allowed", self.ir("explicitp256", newkey=key))
         self.assertEqual(len(harness.audit_records(self.gw, "intent")), before)  # the CA was never asked
+        # RSA public exponents: odd and at least 65537. With e = 1 the POPO and the CSR signature are the padded
+        # digests themselves, which OpenSSL verifies as any: in an ir, a p10cr and a kur alike, refused before
+        # the CA is asked
+        d = self.gw.dir
+        e1 = rsa_exponent_one_key(d / "e1-rsa.key")  # not <name>.key: ir() makes that one
+        e3 = d / "e3-rsa.key"
+        harness.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-pkeyopt",
+                     "rsa_keygen_pubexp:3", "-out", e3])
+        os.chmod(e3, 0o600)
+        csr = d / "e1-rsa.csr"
+        harness.run(["openssl", "req", "-new", "-key", e1, "-subj", "/CN=rsa-e1-p10", "-out", csr])
+        old_key = self.newkey("rsa-e1-old")
+        old = self.gw.cmp("ir", "rsa-e1-old", newkey=old_key, subject="/CN=rsa-e1-old",
+                          extra=("-implicit_confirm",)).cert
+        before = len(harness.audit_records(self.gw, "intent"))
+        self.expect("key_not_allowed", self.ir("rsa-e1", newkey=e1))
+        self.expect("key_not_allowed", self.ir("rsa-e3", newkey=e3))
+        res = self.gw.cmp("p10cr", "rsa-e1-p10", extra=("-csr", csr), expect_cert=False)
+        self.assertIsNone(res.cert)
+        self.assertEqual(self.expect("key_not_allowed", res.last).body_type, "cp")
+        res = self.gw.cmp("kur", "rsa-e1-kur", auth=(old, old_key), newkey=e1, expect_cert=False)
+        self.assertIsNone(res.cert)
+        self.assertEqual(self.expect("key_not_allowed", res.last).body_type, "kup")
+        self.assertEqual(len(harness.audit_records(self.gw, "intent")), before)  # the CA was never asked
+        # the twin: an RSA key with e = 65537 from the same client goes through
+        key = d / "e65537-rsa.key"
+        harness.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", key])
+        os.chmod(key, 0o600)
+        self.assertIsNotNone(self.gw.cmp("ir", "rsa-e65537", newkey=key, subject="/CN=rsa-e65537",
+                                         extra=("-implicit_confirm",)).cert)
 
     def test_key_not_allowed_on_role(self):
         a = self.expect("key_not_allowed_on_role", self.ir("p256", path="pki/roles/p384/cmp"))

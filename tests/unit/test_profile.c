@@ -9,6 +9,7 @@
 #include <openssl/core_names.h>
 #include <openssl/crmf.h>
 #include <openssl/evp.h>
+#include <openssl/param_build.h>
 #include <openssl/x509v3.h>
 #include "base/err.h"
 #include "base/limits.h"
@@ -30,6 +31,11 @@ enum key_id {
     K_ED448,
     K_X25519,
     K_P256_EXPLICIT, /* P-256 as explicit parameters (from K_P256, setup_keys) */
+    K_RSA_E1,        /* K_RSA2048's modulus with another public exponent (rsa_exponents) */
+    K_RSA_E3,
+    K_RSA_E65535,
+    K_RSA_E65538,
+    K_RSA_E65539,
     K_N
 };
 
@@ -70,6 +76,41 @@ static EVP_PKEY *explicit_of(EVP_PKEY *named)
     return out;
 }
 
+/* The public exponents of the keys made from K_RSA2048 (rsa_with_e). */
+static const unsigned long rsa_exponents[K_N] = {
+    [K_RSA_E1] = 1, [K_RSA_E3] = 3, [K_RSA_E65535] = 65535, [K_RSA_E65538] = 65538, [K_RSA_E65539] = 65539,
+};
+
+/*
+ * |base|'s modulus and private exponent with the public exponent |e|, as a client may send such a key:
+ * OpenSSL generates none below 65537 and no even one, and takes any from its parameters. The plan
+ * reads the public key only; the private half signs a CSR (not verified there).
+ */
+static EVP_PKEY *rsa_with_e(EVP_PKEY *base, unsigned long e)
+{
+    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+    BIGNUM *n = NULL, *d = NULL, *bn_e = BN_new();
+    EVP_PKEY *out = NULL;
+
+    if (bld != NULL && ctx != NULL && bn_e != NULL && BN_set_word(bn_e, e) == 1 &&
+        EVP_PKEY_get_bn_param(base, OSSL_PKEY_PARAM_RSA_N, &n) == 1 &&
+        EVP_PKEY_get_bn_param(base, OSSL_PKEY_PARAM_RSA_D, &d) == 1 &&
+        OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) == 1 &&
+        OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, bn_e) == 1 &&
+        OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_D, d) == 1 &&
+        (params = OSSL_PARAM_BLD_to_param(bld)) != NULL && EVP_PKEY_fromdata_init(ctx) == 1)
+        (void)EVP_PKEY_fromdata(ctx, &out, EVP_PKEY_KEYPAIR, params); /* |out| stays NULL on failure */
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+    EVP_PKEY_CTX_free(ctx);
+    BN_free(n);
+    BN_clear_free(d);
+    BN_free(bn_e);
+    return out;
+}
+
 static int setup_keys(void **state)
 {
     int i;
@@ -78,6 +119,8 @@ static int setup_keys(void **state)
     for (i = 0; i < K_N; i++) {
         if (i == K_P256_EXPLICIT)
             keys[i] = explicit_of(keys[K_P256]);
+        else if (rsa_exponents[i] != 0)
+            keys[i] = rsa_with_e(keys[K_RSA2048], rsa_exponents[i]);
         else if (key_specs[i].bits != 0)
             keys[i] = EVP_PKEY_Q_keygen(NULL, NULL, key_specs[i].alg, key_specs[i].bits);
         else if (key_specs[i].param != NULL)
@@ -224,6 +267,21 @@ static const struct plan_case plan_cases[] = {
      "key type/size not allowed", 0, 0},
     {"p10 p256 explicit", &role_iot, 1, K_P256_EXPLICIT, "dev1", NULL, NULL, 0, 0, GW_ERR_POLICY,
      "key type/size not allowed", 0, 0},
+    /* RSA public exponents: odd and at least 65537 (with e = 1 anyone forges a proof of possession) */
+    {"rsa e=1", &role_iot, 0, K_RSA_E1, "dev1", NULL, NULL, 0, 0, GW_ERR_POLICY, "key type/size not allowed",
+     0, 0},
+    {"p10 rsa e=1", &role_iot, 1, K_RSA_E1, "dev1", NULL, NULL, 0, 0, GW_ERR_POLICY,
+     "key type/size not allowed", 0, 0},
+    {"rsa e=3", &role_iot, 0, K_RSA_E3, "dev1", NULL, NULL, 0, 0, GW_ERR_POLICY, "key type/size not allowed",
+     0, 0},
+    {"rsa e=65535", &role_iot, 0, K_RSA_E65535, "dev1", NULL, NULL, 0, 0, GW_ERR_POLICY,
+     "key type/size not allowed", 0, 0},
+    {"rsa e=65538", &role_iot, 0, K_RSA_E65538, "dev1", NULL, NULL, 0, 0, GW_ERR_POLICY,
+     "key type/size not allowed", 0, 0},
+    {"p10 rsa e=65538", &role_iot, 1, K_RSA_E65538, "dev1", NULL, NULL, 0, 0, GW_ERR_POLICY,
+     "key type/size not allowed", 0, 0},
+    {"rsa e=65539", &role_iot, 0, K_RSA_E65539, "dev1", NULL, NULL, 0, 0, 0, NULL, 0, NOW + DAY},
+    {"p10 rsa e=65539", &role_iot, 1, K_RSA_E65539, "dev1", NULL, NULL, 0, 0, 0, NULL, 0, NOW + DAY},
     /* CA:TRUE asked for: ignored, grantedWithMods */
     {"ir CA:TRUE", &role_iot, 0, K_P256, "dev1", NULL, "critical,CA:TRUE", 0, 0, 0, NULL, 1, NOW + DAY},
     {"p10 CA:TRUE", &role_iot, 1, K_P256, "dev1", "DNS:a.example", "CA:TRUE,pathlen:3", 0, 0, 0, NULL, 1,
