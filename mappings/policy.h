@@ -140,8 +140,10 @@ enum gw_issued_verdict {
  * or a shorter validity is GW_ISSUED_MODIFIED. Returns the verdict; |err| says why. With |path|, a
  * certificate that may be released (GW_ISSUED_OK, GW_ISSUED_MODIFIED) has the chain it was verified on
  * into *path (the caller's): its issuer first, up to the issuer_store certificate it ends at, then
- * |chain|'s certificates that signed that one (gw_x509_chain_extend, the links in |links| not verified
- * again), none of |chain|'s other certificates; else *path is NULL.
+ * the CAs that signed that one (gw_x509_chain_extend, the links in |links| not verified again), each
+ * of issuer_store where it has one, else of |chain|; none of |chain|'s other certificates; else *path
+ * is NULL. Those of |chain| are the upstream's word, checked by signature only: a root of its own may
+ * sit above a certificate it made with the real root's name and key, so none of them is a trust anchor.
  */
 enum gw_issued_verdict gw_policy_check_issued(const struct gw_role *role, const struct gw_cert_plan *plan,
                                               X509 *cert, STACK_OF(X509) *chain, X509_STORE *issuer_store,

@@ -328,6 +328,27 @@ static enum gw_issued_verdict issued_modified(const struct gw_role *role, const 
     return GW_ISSUED_OK;
 }
 
+/*
+ * Continues |path|, verified up to a certificate of |store| (issuer_ca), with the CAs that signed its
+ * last one: those of |store| first, then those of the upstream's |chain|. An upstream can make a
+ * certificate with a root's name and key and sign it with a root of its own, and no signature check
+ * tells that from a real cross-certificate: where the operator configured the CA above, that one goes
+ * out, and the upstream's only where the configuration has none.
+ */
+static void climb(STACK_OF(X509) *path, X509_STORE *store, STACK_OF(X509) *chain, struct gw_x509_links *links)
+{
+    STACK_OF(X509) *from = X509_STORE_get1_all_certs(store);
+
+    for (int i = 0; from != NULL && i < sk_X509_num(chain); i++) {
+        if (X509_add_cert(from, sk_X509_value(chain, i), X509_ADD_FLAG_UP_REF) != 1) {
+            sk_X509_pop_free(from, X509_free);
+            from = NULL; /* out of memory: the path ends at issuer_ca */
+        }
+    }
+    gw_x509_chain_extend(path, from, GW_MAX_UPSTREAM_CHAIN, links);
+    sk_X509_pop_free(from, X509_free);
+}
+
 enum gw_issued_verdict gw_policy_check_issued(const struct gw_role *role, const struct gw_cert_plan *plan,
                                               X509 *cert, STACK_OF(X509) *chain, X509_STORE *issuer_store,
                                               struct gw_x509_links *links, time_t now, STACK_OF(X509) **path,
@@ -347,8 +368,8 @@ enum gw_issued_verdict gw_policy_check_issued(const struct gw_role *role, const 
         (v = issued_outside(role, plan, cert, err)) == GW_ISSUED_OK)
         v = issued_modified(role, plan, cert, err);
     if (path != NULL && (v == GW_ISSUED_OK || v == GW_ISSUED_MODIFIED)) {
-        X509_free(sk_X509_shift(found));                                  /* the certificate itself */
-        gw_x509_chain_extend(found, chain, GW_MAX_UPSTREAM_CHAIN, links); /* the CAs above issuer_ca */
+        X509_free(sk_X509_shift(found)); /* the certificate itself */
+        climb(found, issuer_store, chain, links);
         *path = found;
         found = NULL;
     }

@@ -19,7 +19,9 @@ on the audit log as "rejected" with its serial and revoked at Vault.
 A certificate whose serial number RFC 5280 does not allow (zero, negative, more than 20 octets), which no
 upstream revokes by serial, is not released either: systemFailure, on record as rejected and as not revoked.
 
-A ca_chain holding a CA that did not sign the certificate reaches the client without it. A certificate
+A ca_chain holding a CA that did not sign the certificate reaches the client without it; one holding a
+certificate made of the root's name and key under a root of Vault's own, and that root, reaches it with the
+root of issuer_ca instead. A certificate
 signed by another CA under the root of issuer_ca, one Vault does not issue under, is not released; nor
 is one Vault signed with SHA-1 (switch sign_hash).
 
@@ -192,6 +194,36 @@ class VaultAnswers(harness.GatewayTestCase):
         self.assertIn(body["vault-ca.pem"], sent)
         self.assertIn(body["ca.pem"], sent)
         self.assertNotIn(body["vault-ca2.pem"], sent)
+
+    def test_sign_answer_chain_forged_root(self):
+        """ca_chain with a certificate Vault made of the demo root's name and key, signed by a root of Vault's
+        own, and that root: no signature check tells it from a real cross-certificate. issuer_ca holds the
+        demo root, so the chain climbs on to that one, and neither certificate of Vault's reaches the client.
+        Twin: test_sign_answer_chain_trimmed, where ca_chain holds the demo root."""
+        d = self.vault.dir
+        w = self.gw.dir
+        harness.genkey(w / "forged-root.key")
+        harness.run(["openssl", "req", "-new", "-x509", "-key", w / "forged-root.key", "-subj", "/CN=forged root",
+                     "-days", "2", "-sha256", "-addext", "basicConstraints=critical,CA:TRUE",
+                     "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", w / "forged-root.pem"])
+        (w / "cross.ext").write_text("basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n"
+                                     "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n")
+        # the demo root re-signed: its subject and key, issued by the forged root
+        harness.run(["openssl", "x509", "-in", d / "ca.pem", "-CA", w / "forged-root.pem", "-CAkey",
+                     w / "forged-root.key", "-set_serial", "7", "-days", "2", "-sha256", "-clrext",
+                     "-extfile", w / "cross.ext", "-out", w / "cross.pem"])
+        body = {f: "".join(p.read_text().strip().splitlines()[1:-1])
+                for f, p in (("vault-ca", d / "vault-ca.pem"), ("root", d / "ca.pem"),
+                             ("cross", w / "cross.pem"), ("forged", w / "forged-root.pem"))}
+        chain = [p.read_text() for p in (d / "vault-ca.pem", w / "cross.pem", w / "forged-root.pem")]
+        self.vault.control({"sign_data": {"ca_chain": chain}, "match": "/sign/"})
+        res = self.p10cr("vault", "forged-chain", expect_cert=True)
+        self.assertIn(res.first.status, (0, 1), res.first)
+        sent = res.first.extra_certs_pem().replace("\n", "")
+        self.assertIn(body["vault-ca"], sent)
+        self.assertIn(body["root"], sent)
+        self.assertNotIn(body["cross"], sent)
+        self.assertNotIn(body["forged"], sent)
 
     def test_sign_answer_by_a_ca_outside_issuer_ca(self):
         """A certificate for the requested key and names, valid and within the role, but signed by another CA
