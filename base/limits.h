@@ -232,6 +232,10 @@ _Static_assert(GW_STATE_TOOK_SECS * 1000 > 2 * GW_MAX_REDIS_TIMEOUT_MS,
 #define GW_MAX_ISSUER_REF_LEN 128 /* an upstream role's issuer_ref (Vault: an issuer's id or name) */
 #define GW_MAX_SERIAL_OCTETS 20   /* a certificate serial number (RFC 5280 §4.1.2.2) */
 #define GW_MAX_CHECK_AFTER 60     /* seconds: the longest checkAfter a pollRep asks (polling) */
+/* octets of a serial a record or log line keeps whole: a CA's longer one is refused, and its operator
+   revokes it by hand by the serial on record; one longer still is cut, marked (gw_x509_serial_hex) */
+#define GW_MAX_SERIAL_SHOWN 64
+#define GW_SERIAL_HEX_LEN (2 * GW_MAX_SERIAL_SHOWN + 2) /* that in hex, a '-' and the NUL */
 
 /* certificates */
 #define GW_SERIAL_BITS 159 /* random serials; RFC 5280 caps at 20 octets */

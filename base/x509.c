@@ -97,8 +97,12 @@ void gw_x509_serial_hex(const ASN1_INTEGER *serial, char *out, size_t cap)
 {
     BIGNUM *bn = serial != NULL ? ASN1_INTEGER_to_BN(serial, NULL) : NULL;
     char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+    size_t keep = cap > sizeof(GW_X509_SERIAL_CUT) ? cap - sizeof(GW_X509_SERIAL_CUT) : 0;
 
-    snprintf(out, cap, "%s", hex != NULL ? hex : "");
+    if (hex != NULL && strlen(hex) >= cap)
+        snprintf(out, cap, "%.*s" GW_X509_SERIAL_CUT, (int)keep, hex);
+    else
+        snprintf(out, cap, "%s", hex != NULL ? hex : "");
     for (char *p = out; *p != '\0'; p++)
         if (*p >= 'A' && *p <= 'F')
             *p = (char)(*p - 'A' + 'a');

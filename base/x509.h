@@ -11,9 +11,13 @@
 
 /*
  * gw_x509_serial_hex writes |serial| as lowercase hex without separators, as every log and audit
- * line and the store's file names spell a serial ("" if unreadable). gw_x509_cert_serial_hex does
- * it for the serial of |cert|.
+ * line and the store's file names spell a serial ("" if unreadable). One too long for |cap| is cut
+ * and ends in GW_X509_SERIAL_CUT, so that no record shows part of a serial as the whole of it
+ * (GW_SERIAL_HEX_LEN holds GW_MAX_SERIAL_SHOWN octets whole). gw_x509_cert_serial_hex does it for
+ * the serial of |cert|.
  */
+#define GW_X509_SERIAL_CUT "..."
+
 void gw_x509_serial_hex(const ASN1_INTEGER *serial, char *out, size_t cap);
 void gw_x509_cert_serial_hex(const X509 *cert, char *out, size_t cap);
 

@@ -21,8 +21,9 @@
 
 /*
  * RFC 5280 §4.1.2.2: a serial number is a positive integer of at most 20 octets. Another is the CA's
- * fault: the records keep 20 octets of it, and Vault, which names serials in colon hex of at most 20
- * octets, cannot be asked to revoke it, so its holder's rr would fail for good.
+ * fault: Vault, which names serials in colon hex of at most 20 octets, cannot be asked to revoke it, so
+ * its holder's rr would fail for good. Its refusal's records keep the whole serial (GW_SERIAL_HEX_LEN),
+ * for its operator to revoke it by hand.
  */
 static bool serial_ok(const X509 *cert)
 {

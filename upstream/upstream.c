@@ -368,7 +368,7 @@ static void waiter_release(struct waiter *w)
 /* A certificate nobody will receive: say so, with what it takes to find and revoke it. */
 static void log_late_issue(const struct waiter *w, const X509 *cert)
 {
-    char hex[2 * 20 + 1];
+    char hex[GW_SERIAL_HEX_LEN];
 
     gw_x509_cert_serial_hex(cert, hex, sizeof(hex));
     gw_log_kv(GW_LOG_WARN, "late_issue", "serial", hex[0] != '\0' ? hex : "?", "upstream", w->upstream,
@@ -811,13 +811,14 @@ static int lacks(const struct gw_upstream *up, unsigned cap, const char *what, c
 static int not_its_ca(const struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
                       char *err)
 {
-    char by[256] = "?", hex[2 * 20 + 1];
+    char by[256] = "?", hex[GW_SERIAL_HEX_LEN], shown[2 * GW_MAX_SERIAL_OCTETS + sizeof(GW_X509_SERIAL_CUT)];
 
     if (issuer != NULL)
         X509_NAME_oneline(issuer, by, sizeof(by)); /* for a person to read only */
     gw_x509_serial_hex(serial, hex, sizeof(hex));
+    gw_x509_serial_hex(serial, shown, sizeof(shown)); /* a longer one whole in the log line only */
     snprintf(err, GW_ERR_LEN, "not the CA of upstream %s: revoke serial %s by hand at its issuer %.120s",
-             gw_upstream_conf_name(up->conf), hex, by);
+             gw_upstream_conf_name(up->conf), shown, by);
     gw_log_kv(GW_LOG_ERROR, "revoke_not_sent", "upstream", gw_upstream_conf_name(up->conf), "serial", hex,
               "issuer", by, "msg", "the certificate is of another CA; nothing was sent to this upstream",
               NULL);

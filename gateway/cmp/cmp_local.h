@@ -143,7 +143,7 @@ struct cmp_txn {
     /* an rr naming its signer's own certificate (rr.c): a revoked signer is that rr's answer, and is
        logged as it (rr_already_revoked), not as a credential refused (credential_revoked) */
     int signer_named;
-    char serial[2 * 20 + 1];
+    char serial[GW_SERIAL_HEX_LEN];
     /* the senderNonce of the last answer its client got: the recipNonce its next message must carry */
     unsigned char nonce[GW_MAX_NONCE_LEN];
     size_t nonce_len;

@@ -84,7 +84,7 @@ struct gw_cmp_response {
     char tid[2 * GW_MAX_TID_LEN + 1];   /* transactionID in hex */
     char identity[GW_IDENTITY_LEN];     /* CMP sender identity: signer subject or "pbm:<ref>" */
     char outcome[GW_ERR_LEN];           /* "accepted", "rejection: badTime: ...", ... */
-    char serial[2 * 20 + 1];            /* issued serial in hex, or "" */
+    char serial[GW_SERIAL_HEX_LEN];     /* issued serial in hex, or "" */
     bool auth_failed;                   /* the sender was not authenticated: counts against its address */
     struct gw_cmp_suspended *suspended; /* set: no answer yet; arm it, then process again to answer */
     struct gw_cmp_carried *carried;     /* set: the answer carries a certificate its client has not had */

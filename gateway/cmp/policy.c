@@ -772,7 +772,7 @@ static int refuse_reused(const struct gw_upstream *up, const char *tid, X509 *ce
 int cmp_check_serial_reused(struct gw_cmp_engine *e, const struct gw_upstream *up, X509 *cert, time_t now,
                             const char *tid, int *fail_info, char *text)
 {
-    char serial[2 * 20 + 1], err[GW_ERR_LEN] = ""; /* RFC 5280 §4.1.2.2: 20 octets at most */
+    char serial[2 * GW_MAX_SERIAL_OCTETS + 1], err[GW_ERR_LEN] = ""; /* cmp_check_issued released it */
     char earlier[2 * GW_MAX_TID_LEN + 1] = "";
     unsigned char id[CMP_REVOKED_ID_LEN];
     int rc = GW_ERR_CRYPTO, again = 0;

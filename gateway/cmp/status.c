@@ -188,7 +188,7 @@ static const char *left_to_crl(int missed, int shared)
 
 void cmp_status_revoked(struct gw_cmp_engine *e, const struct gw_upstream *up, X509 *cert, const char *tid)
 {
-    char err[GW_ERR_LEN] = "", serial[2 * 20 + 1];
+    char err[GW_ERR_LEN] = "", serial[GW_SERIAL_HEX_LEN];
     int missed, shared;
 
     cmp_status_invalidate(e, up);
@@ -628,7 +628,7 @@ static int check_one(struct cmp_call *c, X509 *cert, const STACK_OF(X509) *chain
                      size_t n, const char *what, bool named, struct status_note *note, struct cmp_refusal *r)
 {
     struct gw_cmp_engine *e = c->e;
-    char err[GW_ERR_LEN] = "", serial[2 * 20 + 1];
+    char err[GW_ERR_LEN] = "", serial[GW_SERIAL_HEX_LEN];
     size_t i = 0;
     int ca = 0;
     struct gw_upstream *up = issuer_upstream(e, cert, &i, &ca);

@@ -149,10 +149,11 @@ class VaultAnswers(harness.GatewayTestCase):
         """A certificate for the requested key and names, within the role, signed by Vault's issuer, with a serial
         number of 21 octets, zero or negative: once released, its holder's rr was refused badCertId (Vault
         writes no such serial) and the audit log cut the 21 octets to 20. Not released: systemFailure naming
-        the serial, on record as rejected and revoke_failed (nothing Vault could be asked). Twin: the same
-        request answered by Vault itself issues."""
+        the serial, on record as rejected and revoke_failed (nothing Vault could be asked) with the whole
+        serial, which its operator revokes by hand. Twin: the same request answered by Vault itself issues."""
         d = self.gw.dir
-        for name, serial in (("serial21", "0x" + "7f" * 21), ("serial0", "0"), ("serialneg", "-5")):
+        for name, serial, hexed in (("serial21", "0x" + "7f" * 21, "7f" * 21), ("serial0", "0", "0"),
+                                    ("serialneg", "-5", "-05")):
             with self.subTest(serial=serial):
                 key = self.newkey(name)
                 csr = d / ("%s.csr" % name)
@@ -174,7 +175,7 @@ class VaultAnswers(harness.GatewayTestCase):
                 tid = res.first.header["transactionID"].asOctets().hex()
                 self.assertNotIn(tid, self.issued_tids())
                 recs = harness.settled(lambda: self.records(tid), lambda rs: len(rs) >= 2)
-                self.assertEqual([e for e, _ in recs], ["rejected", "revoke_failed"])
+                self.assertEqual(recs, [("rejected", hexed), ("revoke_failed", hexed)])
                 self.assertEqual(self.vault.since(mark, "/revoke"), [])
         self.vault.control({})
         res = self.p10cr("vault", "serial-ok", expect_cert=True)

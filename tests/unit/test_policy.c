@@ -18,6 +18,7 @@
 #include <openssl/x509v3.h>
 #include "base/err.h"
 #include "base/limits.h"
+#include "base/x509.h"
 #include "mappings/policy.h"
 #include "upstream/upstream.h"
 
@@ -2765,6 +2766,62 @@ static void test_check_issued_serial(void **state)
 }
 
 /*
+ * A serial a record keeps (gw_x509_serial_hex into GW_SERIAL_HEX_LEN): whole up to GW_MAX_SERIAL_SHOWN
+ * octets, a refused 21-octet one among them, for its operator to revoke it by hand; a longer one, or one
+ * longer than a caller's buffer, cut and marked GW_X509_SERIAL_CUT, never a part passed off as the whole.
+ */
+static void test_serial_hex(void **state)
+{
+    static const struct {
+        int octets;   /* of 0x7f each */
+        int negative; /* as a '-' before them */
+        size_t cap;   /* 0: GW_SERIAL_HEX_LEN */
+        int cut;
+    } cases[] = {
+        {1, 0, 0, 0},
+        {20, 0, 0, 0},
+        {21, 0, 0, 0},
+        {GW_MAX_SERIAL_SHOWN, 0, 0, 0},
+        {GW_MAX_SERIAL_SHOWN, 1, 0, 0},
+        {GW_MAX_SERIAL_SHOWN + 1, 0, 0, 1},
+        {GW_MAX_SERIAL_SHOWN + 1, 1, 0, 1},
+        {21, 0, 2 * 20 + 1, 1},
+        {20, 0, 2 * 20 + 1, 0},
+        {4, 0, 8, 1},
+    };
+    char hex[2 * (GW_MAX_SERIAL_SHOWN + 1) + 2], got[GW_SERIAL_HEX_LEN + 1];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t cap = cases[i].cap != 0 ? cases[i].cap : GW_SERIAL_HEX_LEN, n = 0;
+        BIGNUM *bn = NULL;
+        ASN1_INTEGER *serial;
+
+        if (cases[i].negative)
+            hex[n++] = '-';
+        for (int j = 0; j < cases[i].octets; j++, n += 2)
+            memcpy(hex + n, "7f", 2);
+        hex[n] = '\0';
+        assert_true(BN_hex2bn(&bn, hex) > 0);
+        assert_non_null(serial = BN_to_ASN1_INTEGER(bn, NULL));
+        memset(got, 'x', sizeof(got));
+        gw_x509_serial_hex(serial, got, cap);
+        if (!cases[i].cut) {
+            assert_string_equal(got, hex);
+        } else {
+            size_t keep = cap - sizeof(GW_X509_SERIAL_CUT);
+
+            assert_int_equal(strlen(got), cap - 1);
+            assert_memory_equal(got, hex, keep);
+            assert_string_equal(got + keep, GW_X509_SERIAL_CUT);
+        }
+        assert_int_equal(got[cap], 'x'); /* nothing past |cap| */
+        ASN1_INTEGER_free(serial);
+        BN_free(bn);
+    }
+}
+
+/*
  * An upstream's certificate is verified at GW_ISSUED_AUTH_LEVEL: one signed with SHA-1 (63 bits of
  * security in OpenSSL 3.0) is unusable, named as such; the same one signed with SHA-256 is as planned.
  */
@@ -3825,6 +3882,7 @@ int main(void)
         cmocka_unit_test(test_check_issued_allowed_subjects),
         cmocka_unit_test(test_upstream_subject_allowed_subjects),
         cmocka_unit_test(test_check_issued_serial),
+        cmocka_unit_test(test_serial_hex),
         cmocka_unit_test(test_check_issued_weak_signature),
         cmocka_unit_test(test_check_issued_subject_encoding),
         cmocka_unit_test(test_check_issued_null),
