@@ -50,13 +50,27 @@ struct cmp_up {
     char *url;                               /* url + path */
 };
 
+/*
+ * Why no usable answer came, in the words the client gets (map_failure): the CA was not reached (nothing
+ * of the message left: it issued nothing), or it was and did not answer (it may have issued), or its
+ * answer is no CMP answer.
+ */
+enum xfer_fault { XFER_UNREACHED, XFER_UNANSWERED, XFER_UNUSABLE };
+static const char *const xfer_said[] = {
+    [XFER_UNREACHED] = "could not be reached, it is unavailable: ",
+    [XFER_UNANSWERED] = "did not answer ", /* then "in time (...)" or "(...)" */
+    [XFER_UNUSABLE] = "gave no usable answer, it is unavailable: ",
+};
+
 /* One exchange's transfer state, the transfer callback's argument. */
 struct xfer {
     const struct cmp_up *cu;
     uint64_t deadline_ms;
-    CURL *curl;        /* one handle per exchange: servers keep a transaction to its connection */
-    int failed;        /* no usable answer came: the cause is in |err| */
-    int conf_answered; /* our certConf got a pkiconf (not yet verified: see rejection_confirmed) */
+    CURL *curl;            /* one handle per exchange: servers keep a transaction to its connection */
+    int failed;            /* no usable answer came: |fault| says how, |err| what failed */
+    enum xfer_fault fault; /* then why */
+    int sent;              /* a message of this exchange (some of it at least) left: the CA was reached */
+    int conf_answered;     /* our certConf got a pkiconf (not yet verified: see rejection_confirmed) */
     char err[GW_ERR_LEN];
 };
 
@@ -114,13 +128,15 @@ static CURLcode set_options(CURL *curl, const struct xfer *x, const unsigned cha
     return CURLE_OK;
 }
 
-static void xfer_fail(struct xfer *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void xfer_fail(struct xfer *x, enum xfer_fault fault, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
-static void xfer_fail(struct xfer *x, const char *fmt, ...)
+static void xfer_fail(struct xfer *x, enum xfer_fault fault, const char *fmt, ...)
 {
     va_list ap;
 
     x->failed = 1;
+    x->fault = fault;
     va_start(ap, fmt);
     vsnprintf(x->err, sizeof(x->err), fmt, ap);
     va_end(ap);
@@ -135,12 +151,12 @@ static int answer_ok(CURL *curl, struct xfer *x)
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_getinfo(curl, CURLINFO_CONTENT_TYPE, &ct);
     if (status != 200) {
-        xfer_fail(x, "it answered HTTP %ld", status);
+        xfer_fail(x, XFER_UNUSABLE, "it answered HTTP %ld", status);
         return 0;
     }
     if (ct == NULL || strncasecmp(ct, CMP_CONTENT_TYPE, strlen(CMP_CONTENT_TYPE)) != 0 ||
         (ct[strlen(CMP_CONTENT_TYPE)] != '\0' && ct[strlen(CMP_CONTENT_TYPE)] != ';')) {
-        xfer_fail(x, "its answer is not " CMP_CONTENT_TYPE);
+        xfer_fail(x, XFER_UNUSABLE, "its answer is not " CMP_CONTENT_TYPE);
         return 0;
     }
     return 1;
@@ -185,6 +201,28 @@ static int extra_certs(const unsigned char *der, size_t der_len)
     return count;
 }
 
+/*
+ * A POST that failed with |rc|: the CA was not reached where nothing of it left (gw_http_nothing_sent);
+ * else it was, and no answer came (in time), or the one that came was too large (|too_big|).
+ */
+static void transfer_failed(struct xfer *x, CURL *curl, CURLcode rc, int too_big)
+{
+    if (gw_http_nothing_sent(curl, rc)) {
+        if (rc == CURLE_OPERATION_TIMEDOUT)
+            xfer_fail(x, XFER_UNREACHED, "no connection within %u ms", timeout_of(x->cu->conf));
+        else
+            xfer_fail(x, XFER_UNREACHED, "%s", curl_easy_strerror(rc));
+        return;
+    }
+    x->sent = 1;
+    if (too_big)
+        xfer_fail(x, XFER_UNUSABLE, "its answer is too large");
+    else if (rc == CURLE_OPERATION_TIMEDOUT)
+        xfer_fail(x, XFER_UNANSWERED, "in time (none within %u ms)", timeout_of(x->cu->conf));
+    else
+        xfer_fail(x, XFER_UNANSWERED, "(%s)", curl_easy_strerror(rc));
+}
+
 /* The OSSL_CMP_transfer_cb_t: NULL on any failure, with the reason in the xfer (worker). */
 static OSSL_CMP_MSG *transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
 {
@@ -199,8 +237,10 @@ static OSSL_CMP_MSG *transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
     CURLcode rc;
     int len, n_extra;
 
-    if (now >= x->deadline_ms) {
-        xfer_fail(x, "no answer within %u ms", timeout_of(x->cu->conf));
+    if (now >= x->deadline_ms) { /* before this message: an earlier one may have reached the CA */
+        xfer_fail(x, x->sent ? XFER_UNANSWERED : XFER_UNREACHED,
+                  x->sent ? "in time (none within %u ms)" : "no time left within %u ms",
+                  timeout_of(x->cu->conf));
         return NULL;
     }
     /* OpenSSL's mock (and others) drop the transaction when its connection closes (RFC 9811 §3.2) */
@@ -208,29 +248,31 @@ static OSSL_CMP_MSG *transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
         curl = x->curl = curl_easy_init();
     if ((len = i2d_OSSL_CMP_MSG(req, &der)) <= 0 || curl == NULL ||
         (h = curl_slist_append(NULL, "Content-Type: " CMP_CONTENT_TYPE)) == NULL) {
-        xfer_fail(x, "out of memory");
+        xfer_fail(x, XFER_UNREACHED, "out of memory");
         goto out;
     }
     hdrs = h;
     /* no "Expect: 100-continue": CMP servers (OpenSSL's among them) do not answer it */
     if ((h = curl_slist_append(hdrs, "Expect:")) != NULL)
         hdrs = h;
-    if ((rc = set_options(curl, x, der, len, hdrs, &sink, (long)(x->deadline_ms - now))) != CURLE_OK ||
-        (rc = curl_easy_perform(curl)) != CURLE_OK) {
-        if (rc == CURLE_OPERATION_TIMEDOUT)
-            xfer_fail(x, "no answer within %u ms; the outcome is unknown", timeout_of(x->cu->conf));
-        else
-            xfer_fail(x, "%s", sink.too_big ? "its answer is too large" : curl_easy_strerror(rc));
+    if ((rc = set_options(curl, x, der, len, hdrs, &sink, (long)(x->deadline_ms - now))) != CURLE_OK) {
+        xfer_fail(x, XFER_UNREACHED, "%s", curl_easy_strerror(rc));
         goto out;
     }
+    if ((rc = curl_easy_perform(curl)) != CURLE_OK) {
+        transfer_failed(x, curl, rc, sink.too_big);
+        goto out;
+    }
+    x->sent = 1;
     if (!answer_ok(curl, x))
         goto out;
     p = sink.buf;
     if ((rsp = d2i_OSSL_CMP_MSG(NULL, &p, (long)sink.len)) == NULL || p != sink.buf + sink.len ||
         (n_extra = extra_certs(sink.buf, sink.len)) < 0)
-        xfer_fail(x, "its answer is not a PKIMessage in DER");
+        xfer_fail(x, XFER_UNUSABLE, "its answer is not a PKIMessage in DER");
     else if (n_extra > GW_MAX_UPSTREAM_EXTRA_CERTS)
-        xfer_fail(x, "its answer carries %d extraCerts, more than %d", n_extra, GW_MAX_UPSTREAM_EXTRA_CERTS);
+        xfer_fail(x, XFER_UNUSABLE, "its answer carries %d extraCerts, more than %d", n_extra,
+                  GW_MAX_UPSTREAM_EXTRA_CERTS);
     else {
         if (OSSL_CMP_MSG_get_bodytype(req) == BODY_CERTCONF)
             x->conf_answered = OSSL_CMP_MSG_get_bodytype(rsp) == BODY_PKICONF;
@@ -490,8 +532,8 @@ static void map_failure(const struct cmp_up *cu, OSSL_CMP_CTX *ctx, const struct
     *status = GW_ERR_UPSTREAM;
     if (x->failed) {
         *fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
-        snprintf(reason, GW_ERR_LEN, "upstream CA %.48s could not be reached, it is unavailable: %.100s",
-                 gw_upstream_conf_name(cu->conf), x->err);
+        snprintf(reason, GW_ERR_LEN, "upstream CA %.48s %s%.100s%s", gw_upstream_conf_name(cu->conf),
+                 xfer_said[x->fault], x->err, x->fault == XFER_UNANSWERED ? "; the outcome is unknown" : "");
         return;
     }
     if (OSSL_CMP_CTX_get0_newCert(ctx) != NULL) {

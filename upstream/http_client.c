@@ -427,12 +427,10 @@ static int never_sent(CURLcode rc)
 }
 
 /*
- * Whether nothing of the request can have left when the transfer failed with |rc|: a failure of
- * the connection itself, or the transfer never reached the point where it begins to send (none in
- * time while waiting in line for a connection, too). libcurl stamps that point (pretransfer) before
- * the first byte of the request; the bytes it counts as sent are not reliable across its versions.
+ * libcurl stamps the point where a transfer begins to send (pretransfer) before the first byte of the
+ * request; the bytes it counts as sent are not reliable across its versions.
  */
-static int nothing_sent(CURL *curl, CURLcode rc)
+int gw_http_nothing_sent(CURL *curl, CURLcode rc)
 {
     curl_off_t pretransfer = -1;
 
@@ -446,7 +444,7 @@ static int finish(CURL *curl, CURLcode rc, struct sink *sink, struct gw_http_res
 {
     char *ct = NULL;
 
-    if (rc != CURLE_OK && nothing_sent(curl, rc)) { /* the upstream cannot have acted on it */
+    if (rc != CURLE_OK && gw_http_nothing_sent(curl, rc)) { /* the upstream cannot have acted on it */
         rsp->not_sent = 1;
         snprintf(rsp->error, sizeof(rsp->error), "%s",
                  rc == CURLE_OPERATION_TIMEDOUT ? "no connection within the timeout"

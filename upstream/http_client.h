@@ -53,6 +53,14 @@ struct gw_http_client *gw_http_client_new(const char *name, const struct gw_http
  * CURLE_OK or the first failure.
  */
 CURLcode gw_http_setopt_base(CURL *curl, const char *url, const struct gw_http_conf *tls, long timeout_ms);
+
+/*
+ * gw_http_nothing_sent: whether nothing of the request on |curl| can have left when its transfer failed
+ * with |rc|: a failure of the connection itself (refused, not made in time, the name not resolved, the
+ * TLS handshake), or the transfer never began to send (none in time while waiting in line for a
+ * connection, too). Then the upstream cannot have acted on it; otherwise it may have.
+ */
+int gw_http_nothing_sent(CURL *curl, CURLcode rc);
 void gw_http_client_free(struct gw_http_client *c);
 
 /*

@@ -54,6 +54,8 @@ ELSEWHERE = {
     "issued_serial_unchecked": ("../unit/test_cmp.c", " was revoked through this gateway cannot be checked now; "),
     "issued_serial_reissued": ("test_vault_answers.py", " went out through this gateway: "),
     "upstream_tid_in_use": ("test_cmp_upstream.py", " had the gateway's own transactionID in use; nothing was "),
+    "upstream_unreachable": ("test_cmp_upstream.py", " could not be reached, it is unavailable: "),
+    "upstream_no_answer": ("test_cmp_upstream.py", " did not answer in time (none within "),
     "delegate_name": ("test_vault.py", " is not allowed by the upstream role ("),
     "delegate_uri": ("../unit/test_policy.c", " is not allowed by the upstream role (allowed_uri_sans: "),
     "delegate_cn_kind": ("test_vault.py", "upstream role does not take (cn_validations: "),

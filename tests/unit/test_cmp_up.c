@@ -800,13 +800,16 @@ static void test_failures(void **state)
         {"wrong key", M_WRONG_KEY, OSSL_CMP_PKIFAILUREINFO_systemFailure, "unusable certificate"},
         {"certConf unanswered", M_UNCONFIRMED, OSSL_CMP_PKIFAILUREINFO_systemFailure,
          "upstream CA: did not confirm the certificate it issued ("},
-        {"http 500", M_HTTP500, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "answered HTTP 500"},
+        {"http 500", M_HTTP500, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+         "upstream CA up gave no usable answer, it is unavailable: it answered HTTP 500"},
         {"content type", M_CTYPE, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "not application/pkixcmp"},
         {"garbage", M_GARBAGE, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "not a PKIMessage"},
         {"truncated", M_TRUNC, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "not a PKIMessage"},
         {"oversized", M_BIG, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "too large"},
         {"extraCerts", M_EXTRA, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "extraCerts, more than 32"},
-        {"silent", M_SILENT, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "the outcome is unknown"},
+        /* it took the request: reached, and it may have issued */
+        {"silent", M_SILENT, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+         "upstream CA up did not answer in time (none within 300 ms); the outcome is unknown"},
         {"another transactionID", M_OTHER_TID, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
          "gave no usable answer (transactionid unmatched"},
     };
