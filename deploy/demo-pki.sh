@@ -12,9 +12,10 @@
 #   cmpgw.json        the gateway configuration (port from CMPGW_PORT, default 8443; the admin
 #                     listener's from CMPGW_ADMIN_PORT, default 8444); its audit log goes to
 #                     audit.log beside it. Its one role issues what a device of the demo needs and
-#                     no more: a subject "/O=cmpgw demo/CN=<a name without a dot>", DNS SANs
+#                     no more: a subject "/O=cmpgw demo/CN=device<...>" (no dot), DNS SANs
 #                     under demo.example (a name reserved for examples, RFC 2606), no IP or URI
-#                     SANs
+#                     SANs. It grants serverAuth, so the CN a TLS client may take as a host name
+#                     is named (allowed_common_names): not localhost
 #
 # Keys are EC P-256. Nothing here is fit for production: the keys sit unencrypted on disk.
 set -euo pipefail
@@ -26,12 +27,14 @@ mkdir -p "$dir"
 cd "$dir"
 
 # A configuration from before the admin listener's token (and "run_as_root", which a demo started
-# as root needs), or before the role's bounds on the names it issues, is rewritten; the PKI is kept.
+# as root needs), or before the role's bounds on the names it issues (its CNs among them), is
+# rewritten; the PKI is kept.
 have_pki=0
 if [[ -f ca.pem && -f client.pem && -f pbm.secret && -f issuing.key ]]; then
     have_pki=1
     if [[ -f cmpgw.json && -f admin.token ]] && grep -q '"run_as_root"' cmpgw.json &&
-        grep -q '"token_file": "admin.token"' cmpgw.json && grep -q '"allowed_dns_names"' cmpgw.json; then
+        grep -q '"token_file": "admin.token"' cmpgw.json && grep -q '"allowed_dns_names"' cmpgw.json &&
+        grep -q '"allowed_common_names"' cmpgw.json; then
         exit 0
     fi
 fi
@@ -111,6 +114,7 @@ cat > cmpgw.json <<JSON
       "implicit_confirm": true,
       "authorization": {
         "allowed_subjects": ["/O=cmpgw demo/CN=*"],
+        "allowed_common_names": ["device*"],
         "allowed_dns_names": ["*.demo.example"]
       }
     }

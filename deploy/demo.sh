@@ -34,7 +34,7 @@ reload="curl -X POST -H \"Authorization: Bearer \$(cat $demo/admin.token)\" http
 cat <<EOF
 cmpgw demo: CMP over HTTPS on https://127.0.0.1:$port/pki/cmp (also /.well-known/cmp)
 Trust anchor: $demo/ca.pem. Paste these from the repository root in another terminal.
-Role "default" issues the subject /O=cmpgw demo/CN=<a name without a dot> with DNS SANs under
+Role "default" issues the subject /O=cmpgw demo/CN=device<...> (no dot) with DNS SANs under
 demo.example, and refuses other names ($demo/cmpgw.json, "authorization").
 ${admin:+Admin: http://127.0.0.1:$admin/healthz, http://127.0.0.1:$admin/readyz, http://127.0.0.1:$admin/metrics;
 reload: $reload

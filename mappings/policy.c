@@ -681,6 +681,38 @@ static int host_like(const char *v, size_t len)
 }
 
 /*
+ * Whether common name |v| (|len| bytes) without a dot is a host name a client connects to ("vault",
+ * "localhost", "db_1"): letters, digits, '-' and '_', or bytes past ASCII, which OpenSSL compares as
+ * they are. "Device 17", "urn:x:y" or "alice@corp" is none: no URL has it as its host (RFC 3986 §3.2.2).
+ */
+static int bare_host(const char *v, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = fold_c(v[i], 1);
+
+        if (!(c >= 'a' && c <= 'z') && !(c >= '0' && c <= '9') && c != '-' && c != '_' && c < 0x80)
+            return 0;
+    }
+    return len > 0;
+}
+
+/*
+ * Whether X509_check_host reads the CN of a certificate of |role| with |sans| as a TLS server's host name:
+ * it has no DNS SAN (with one, the DNS SANs alone), and its role grants serverAuth or no extendedKeyUsage
+ * at all, which is any purpose (RFC 5280 §4.2.1.12; no role grants anyExtendedKeyUsage, and a certificate
+ * that comes back with it is refused).
+ */
+static int cn_is_server_host(const struct gw_role *role, const GENERAL_NAMES *sans)
+{
+    if (role->ext_key_usage != 0 && (role->ext_key_usage & GW_EKU_SERVER_AUTH) == 0)
+        return 0;
+    for (int i = 0; i < sk_GENERAL_NAME_num(sans); i++)
+        if (sk_GENERAL_NAME_value(sans, i)->type == GEN_DNS)
+            return 0;
+    return 1;
+}
+
+/*
  * A control byte has no place in a name, and a NUL ends it early for a relying party that reads it as a
  * C string: "www.bank.example\0.example.com" is www.bank.example there.
  */
@@ -697,11 +729,12 @@ int policy_has_control(const char *v, size_t len)
  * a certificate has no SAN of the type, OpenSSL's X509_check_email takes a subject emailAddress as its
  * email address (RFC 5280 §4.1.2.6 deprecates it) and X509_check_host a CN as its host name: so an
  * emailAddress is held to the role's email rules, refused where it allows no email, and without
- * allowed_common_names a CN that is a host name with a dot (or a wildcard) to allowed_dns_names. Either
+ * allowed_common_names a CN that is a host name to allowed_dns_names: one with a dot (or a wildcard), and
+ * one without where |server| (cn_is_server_host): "vault" is the host of https://vault/ as much. Either
  * with a control byte is refused whatever the patterns (policy_has_control).
  */
-static int check_attrs(const struct gw_role *role, const X509_NAME *subject, int nid, int *fail_info,
-                       char *err)
+static int check_attrs(const struct gw_role *role, const X509_NAME *subject, int nid, int server,
+                       int *fail_info, char *err)
 {
     const struct gw_authz *a = &role->authz;
     int email = nid == NID_pkcs9_emailAddress, host = !email && a->common_names.n == 0, i = -1, rc;
@@ -725,7 +758,8 @@ static int check_attrs(const struct gw_role *role, const X509_NAME *subject, int
                             kind, policy_shown(buf, v, len));
         else
             rc = email ? 0 : check_wildcard(role, kind, v, len, fail_info, err);
-        if (rc == 0 && ps->n > 0 && (!host || host_like(v, len)) && !match_any(ps, v, len, host))
+        if (rc == 0 && ps->n > 0 && (!host || host_like(v, len) || (server && bare_host(v, len))) &&
+            !match_any(ps, v, len, host))
             rc = policy_say(fail_info, BADT, err, "%s %s is not allowed on role %s (allowed: %s)", what,
                             policy_shown(buf, v, len), policy_rname(role),
                             policy_join(list, sizeof(list), ps));
@@ -807,10 +841,10 @@ static int check_attr_shown(const X509_NAME *subject, int *fail_info, char *err)
 int policy_check_names(const struct gw_role *role, const X509_NAME *subject, const GENERAL_NAMES *sans,
                        int *fail_info, char *err)
 {
-    int i, rc;
+    int i, rc, server = cn_is_server_host(role, sans);
 
-    if ((rc = check_attrs(role, subject, NID_commonName, fail_info, err)) != 0 ||
-        (rc = check_attrs(role, subject, NID_pkcs9_emailAddress, fail_info, err)) != 0)
+    if ((rc = check_attrs(role, subject, NID_commonName, server, fail_info, err)) != 0 ||
+        (rc = check_attrs(role, subject, NID_pkcs9_emailAddress, 0, fail_info, err)) != 0)
         return rc;
     if (sk_GENERAL_NAME_num(sans) > GW_MAX_SANS)
         return policy_say(fail_info, BADT, err, "too many subjectAltName entries (%d; the limit is %d)",

@@ -37,6 +37,10 @@ class Authz(harness.GatewayTestCase):
             "tls_subjects": ["/O=cmpgw demo/CN=demo-*"],
             "allowed_dns_names": ["*.example.com"],
         }
+        # the same, for clients only (the demo's role grants serverAuth too)
+        iot = json.loads(json.dumps(cfg["roles"]["default"]))
+        iot["ext_key_usage"] = ["clientAuth"]
+        cfg["roles"]["iot"] = iot
 
     def test_unauthorized_tls_client(self):
         tls = make_tls_client(self.gw.dir, "intruder", "/O=cmpgw demo/CN=intruder")
@@ -90,6 +94,27 @@ class Authz(harness.GatewayTestCase):
         self.assertEqual(res.last.status_strings, ["host name in the common name www.bank.example is not allowed on "
                                                    "role default (allowed: *.example.com)"])
         self.assertEqual(len(audit_events(self.gw, "intent")), before)
+
+    def test_bare_cn_host_outside_dns_names(self):
+        """No DNS SAN, a CN vault without a dot, on a role whose certificates can be TLS servers' (the demo's
+        serverAuth): X509_check_host takes it as the host of https://vault/, and allowed_dns_names bounds it
+        as it bounds www.bank.example. Its twins: the same CN beside a DNS SAN (which X509_check_host reads
+        instead), and a client-only role's device name."""
+        before = len(audit_events(self.gw, "intent"))
+        res = self.gw.cmp("ir", "cnbare", newkey=self.newkey("cnbare"), subject="/CN=vault", expect_cert=False)
+        self.assertIsNone(res.cert)
+        self.assert_cmp_error(res.last, CERT_BODIES, "badCertTemplate")
+        self.assertEqual(res.last.status_strings, ["host name in the common name vault is not allowed on role "
+                                                   "default (allowed: *.example.com)"])
+        self.assertEqual(len(audit_events(self.gw, "intent")), before)
+
+        key = self.newkey("cnbaresan")
+        res = self.gw.cmp("ir", "cnbaresan", newkey=key, subject="/CN=vault", extra=("-sans", "vault.example.com"))
+        self.assert_issued(res.cert, key, "CN=vault", ["DNS:vault.example.com"], res.first.extra_certs_pem())
+
+        key = self.newkey("cnbareiot")
+        res = self.gw.cmp("ir", "cnbareiot", newkey=key, subject="/CN=device-17", path="pki/roles/iot/cmp")
+        self.assert_issued(res.cert, key, "CN=device-17", [], res.first.extra_certs_pem())
 
     def test_dns_san_outside_policy_p10cr(self):
         d = self.gw.dir

@@ -1,8 +1,8 @@
 """make demo as a new user meets it: deploy/demo.sh over a fresh demo directory starts the gateway with a
 configuration that loads without a warning (at its start and in `cmpgw check`), and every command it
 prints runs and issues; the role's bounds hold (a DNS SAN outside demo.example, an IP SAN, another
-subject and a host name as the CN are refused); and deploy/demo-pki.sh rewrites the configuration of a
-demo from before those bounds, keeping its PKI. The configuration is the demo's as deploy/demo-pki.sh
+subject and a host name as the CN, with a dot or without, are refused); and deploy/demo-pki.sh rewrites
+the configuration of a demo from before those bounds, keeping its PKI. The configuration is the demo's as deploy/demo-pki.sh
 writes it, never the suite's widened copy (harness.widen_demo_role). The example the Debian package
 installs as /etc/cmpgw/cmpgw.json (deploy/examples/cmpgw.json) passes `cmpgw check` without a warning
 too, over the demo's PKI."""
@@ -149,20 +149,23 @@ class Demo(unittest.TestCase):
             ["openssl", "cmp", "-cmd", "ir", "-server", "127.0.0.1:%d" % self.port, "-path", "pki/cmp",
              "-trusted", d / "ca.pem", "-tls_used", "-tls_trusted", d / "ca.pem", "-tls_cert", d / "client.pem",
              "-tls_key", d / "client.key", "-cert", d / "client.pem", "-key", d / "client.key",
-             "-newkey", d / ("%s.key" % name), "-subject", subject, "-sans", sans,
-             "-certout", d / ("%s.pem" % name)], capture_output=True, text=True, timeout=harness.CLIENT_TIMEOUT)
+             "-newkey", d / ("%s.key" % name), "-subject", subject, "-certout", d / ("%s.pem" % name)]
+            + (["-sans", sans] if sans else []), capture_output=True, text=True, timeout=harness.CLIENT_TIMEOUT)
 
     def test_4_names_outside_the_bounds_are_refused(self):
         """The twins of the printed first command, one name each outside the role's bounds."""
-        cases = [("outside-dns", "/O=cmpgw demo/CN=outside-dns", "device1.example",
+        cases = [("outside-dns", "/O=cmpgw demo/CN=device-outside-dns", "device1.example",
                   "DNS name device1.example is not allowed on role default (allowed: *.demo.example)"),
-                 ("outside-ip", "/O=cmpgw demo/CN=outside-ip", "192.0.2.1",
+                 ("outside-ip", "/O=cmpgw demo/CN=device-outside-ip", "192.0.2.1",
                   "subjectAltName type ip is not allowed on role default"),
-                 ("outside-subject", "/O=other/CN=outside-subject", "outside-subject.demo.example",
-                  "requested subject /O=other/CN=outside-subject is not allowed on role default"),
+                 ("outside-subject", "/O=other/CN=device-outside-subject", "outside-subject.demo.example",
+                  "requested subject /O=other/CN=device-outside-subject is not allowed on role default"),
                  # a host name as the CN, which TLS clients would take as the host of a certificate
                  ("outside-cn", "/O=cmpgw demo/CN=host.demo.example", "host.demo.example",
-                  "requested subject /O=cmpgw demo/CN=host.demo.example is not allowed on role default")]
+                  "requested subject /O=cmpgw demo/CN=host.demo.example is not allowed on role default"),
+                 # without a dot too, without a DNS SAN: a server certificate for https://localhost/
+                 ("outside-cn-bare", "/O=cmpgw demo/CN=localhost", None,
+                  "common name localhost is not allowed on role default (allowed: device*)")]
         for name, subject, sans, why in cases:
             with self.subTest(name):
                 p = self.enrol_outside(name, subject, sans)
@@ -172,7 +175,7 @@ class Demo(unittest.TestCase):
                 self.assertIn(why, out)
                 self.assertFalse((self.demo / ("%s.pem" % name)).exists())
         # and the same request inside the bounds issues: the refusals above are for the names alone
-        p = self.enrol_outside("inside", "/O=cmpgw demo/CN=inside", "inside.demo.example")
+        p = self.enrol_outside("inside", "/O=cmpgw demo/CN=device-inside", "inside.demo.example")
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
 
 
@@ -193,6 +196,15 @@ class OlderDemo(unittest.TestCase):
             self.assertEqual((d / "ca.pem").read_bytes(), ca)
             role = json.loads((d / "cmpgw.json").read_text())["roles"]["default"]
             self.assertEqual(role["authorization"]["allowed_dns_names"], ["*.demo.example"])
+            # from before its CNs were named too: the demo role grants serverAuth, and a TLS client takes
+            # CN=localhost as the host name of a certificate without DNS SANs
+            cfg = json.loads((d / "cmpgw.json").read_text())
+            cfg["roles"]["default"]["authorization"].pop("allowed_common_names")
+            (d / "cmpgw.json").write_text(json.dumps(cfg, indent=2))
+            harness.run(["bash", script, d])
+            self.assertEqual((d / "ca.pem").read_bytes(), ca)
+            role = json.loads((d / "cmpgw.json").read_text())["roles"]["default"]
+            self.assertEqual(role["authorization"]["allowed_common_names"], ["device*"])
             # and a current one is left as it is
             (d / "cmpgw.json").write_text((d / "cmpgw.json").read_text() + "\n")
             before = (d / "cmpgw.json").read_text()

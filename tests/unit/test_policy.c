@@ -896,13 +896,6 @@ static const struct {
      NULL,
      K_P256,
      NULL},
-    {"cn without a dot is no host name",
-     {.dns_names = PATS(p_dnsn)},
-     ALL_SANS,
-     "CN=device-17",
-     NULL,
-     K_P256,
-     NULL},
     {"cn not a host name", {.dns_names = PATS(p_dnsn)}, ALL_SANS, "CN=Device 17. Hall B", NULL, K_P256, NULL},
     {"cn as host with an underscore",
      {.dns_names = PATS(p_dnsn)},
@@ -1078,6 +1071,101 @@ static void test_check_request(void **state)
             (rc != 0 && rc != GW_ERR_POLICY))
             fail_msg("%s: rc %d fail_info %d err \"%s\"", rq[i].name, rc, fi, err);
         check_err(rq[i].name, err, rq[i].want);
+    }
+}
+
+/*
+ * A CN without a dot is a host name too ("vault" is the host of https://vault/, "localhost" of
+ * https://localhost/) where the certificate can be a TLS server's whose CN X509_check_host reads: its
+ * role grants serverAuth or no extendedKeyUsage at all, and it has no DNS SAN. Without
+ * allowed_common_names, allowed_dns_names bounds it there; a client-only role keeps its device names.
+ */
+static char *p_dns_bare[] = {"*.example.com", "vault"};
+static char *p_cn_dev[] = {"device-*"};
+#define SERVER (GW_EKU_SERVER_AUTH | GW_EKU_CLIENT_AUTH)
+
+static const struct {
+    const char *name;
+    struct gw_authz authz;
+    unsigned eku;
+    const char *subject, *sans;
+    const char *want; /* NULL = accepted; else a substring, or the exact text after '=' */
+} bare_cn[] = {
+    {"client-only role", {.dns_names = PATS(p_dnsn)}, GW_EKU_CLIENT_AUTH, "CN=device-17", NULL, NULL},
+    {"server role",
+     {.dns_names = PATS(p_dnsn)},
+     SERVER,
+     "CN=vault",
+     NULL,
+     "=host name in the common name vault is not allowed on role iot (allowed: *.example.com)"},
+    {"serverAuth alone",
+     {.dns_names = PATS(p_dnsn)},
+     GW_EKU_SERVER_AUTH,
+     "CN=device-17",
+     NULL,
+     "device-17 is not"},
+    {"no extendedKeyUsage: any purpose",
+     {.dns_names = PATS(p_dnsn)},
+     0,
+     "CN=localhost",
+     NULL,
+     "=host name in the common name localhost is not allowed on role iot (allowed: *.example.com)"},
+    {"codeSigning role", {.dns_names = PATS(p_dnsn)}, GW_EKU_CODE_SIGNING, "CN=localhost", NULL, NULL},
+    {"an underscore", {.dns_names = PATS(p_dnsn)}, SERVER, "CN=db_1", NULL, "name db_1 is not allowed"},
+    {"upper case",
+     {.dns_names = PATS(p_dnsn)},
+     SERVER,
+     "CN=LOCALHOST",
+     NULL,
+     "name LOCALHOST is not allowed"},
+    {"beside an IP SAN only",
+     {.dns_names = PATS(p_dnsn)},
+     SERVER,
+     "CN=device-17",
+     "IP:10.0.0.1",
+     "host name in the common name device-17 is not allowed"},
+    /* X509_check_host reads the DNS SANs alone where there are some */
+    {"beside a DNS SAN", {.dns_names = PATS(p_dnsn)}, SERVER, "CN=device-17", "DNS:dev-17.example.com", NULL},
+    {"within the dns names", {.dns_names = PATS(p_dns_bare)}, SERVER, "CN=Vault", NULL, NULL},
+    {"cn patterns decide",
+     {.common_names = PATS(p_cn_dev), .dns_names = PATS(p_dnsn)},
+     SERVER,
+     "CN=device-17",
+     NULL,
+     NULL},
+    {"cn patterns decide, refused",
+     {.common_names = PATS(p_cn_dev), .dns_names = PATS(p_dnsn)},
+     SERVER,
+     "CN=vault",
+     NULL,
+     "=common name vault is not allowed on role iot (allowed: device-*)"},
+    {"no dns names: any host", {0}, SERVER, "CN=vault", NULL, NULL},
+    /* no host name a client can connect to */
+    {"a space", {.dns_names = PATS(p_dnsn)}, SERVER, "CN=Device 17", NULL, NULL},
+    {"a colon", {.dns_names = PATS(p_dnsn)}, SERVER, "CN=urn:x:y", NULL, NULL},
+    {"an at sign", {.dns_names = PATS(p_dnsn)}, SERVER, "CN=alice@corp", NULL, NULL},
+    {"a slash", {.dns_names = PATS(p_dnsn)}, SERVER, "CN=site/17", NULL, NULL},
+};
+
+static void test_check_request_bare_host(void **state)
+{
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bare_cn) / sizeof(bare_cn[0]); i++) {
+        struct gw_role role = {.name = "iot",
+                               .allowed_san_types = ALL_SANS,
+                               .ext_key_usage = bare_cn[i].eku,
+                               .authz = bare_cn[i].authz};
+        struct gw_cert_plan plan;
+        int fi = -1, rc;
+
+        mkplan(&plan, bare_cn[i].subject, bare_cn[i].sans, K_P256, DAY);
+        rc = gw_policy_check_request(&role, &plan, &fi, err);
+        gw_cert_plan_cleanup(&plan);
+        if ((rc == 0) != (bare_cn[i].want == NULL) || fi != (bare_cn[i].want == NULL ? 0 : BT))
+            fail_msg("%s: rc %d fail_info %d err \"%s\"", bare_cn[i].name, rc, fi, err);
+        check_err(bare_cn[i].name, err, bare_cn[i].want);
     }
 }
 
@@ -3862,6 +3950,7 @@ int main(void)
         cmocka_unit_test(test_authorize_long_list),
         cmocka_unit_test(test_authorize_null),
         cmocka_unit_test(test_check_request),
+        cmocka_unit_test(test_check_request_bare_host),
         cmocka_unit_test(test_check_request_control_char),
         cmocka_unit_test(test_check_request_hidden_char),
         cmocka_unit_test(test_check_request_wildcards),
