@@ -1360,7 +1360,8 @@ static void test_demo(void **state)
     assert_string_equal(r->authz.subjects.v[0], "/O=cmpgw demo/CN=*");
     assert_int_equal(r->authz.dns_names.n, 1);
     assert_string_equal(r->authz.dns_names.v[0], "*.demo.example");
-    assert_int_equal(r->authz.common_names.n, 0);
+    assert_int_equal(r->authz.common_names.n, 1);
+    assert_string_equal(r->authz.common_names.v[0], "device*");
     assert_true(r->implicit_confirm);
     assert_false(r->require_subject);
     assert_non_null(r->store);

@@ -167,6 +167,7 @@ static inline char *tu_widen_demo(char *json)
                       "\"implicit_confirm\": true,\n"
                       "      \"authorization\": {\n"
                       "        \"allowed_subjects\": [\"/O=cmpgw demo/CN=*\"],\n"
+                      "        \"allowed_common_names\": [\"device*\"],\n"
                       "        \"allowed_dns_names\": [\"*.demo.example\"]\n"
                       "      }\n",
                       "\"implicit_confirm\": true\n");
