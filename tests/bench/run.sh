@@ -61,7 +61,7 @@ if [[ ${BENCH_PIN:-0} == 1 ]] && (($(nproc) >= 2)) && command -v taskset >/dev/n
     cli_pin=(taskset -c 0)
 fi
 idle_conns=${BENCH_IDLE_CONNS:-1000}
-subject="/O=cmpgw demo/CN=bench-device"
+subject="/O=cmpgw demo/CN=device-bench"
 tck=$(getconf CLK_TCK)
 
 [[ -x $load ]] || { echo "bench: $load not built" >&2; exit 2; }

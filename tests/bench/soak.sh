@@ -47,7 +47,7 @@ gw_pid=$!
 pids+=("$gw_pid")
 args=(--url "https://127.0.0.1:$port/pki/cmp" --cafile "$pki/ca.pem" --tls-cert "$pki/client.pem"
     --tls-key "$pki/client.key" --cert "$pki/client.pem" --key "$pki/client.key" --trusted "$pki/ca.pem"
-    --subject "/O=cmpgw demo/CN=soak-device")
+    --subject "/O=cmpgw demo/CN=device-soak")
 for ((i = 0; ; i++)); do
     timeout 10 "$load" "${args[@]}" --count 1 >/dev/null 2>&1 && break
     if ((i == 50)) || ! kill -0 "$gw_pid" 2>/dev/null; then
