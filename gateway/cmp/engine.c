@@ -459,14 +459,32 @@ static int verified_before(const struct cmp_call *c, const struct cmp_txn *t)
            X509_cmp(t->signer, t1->signer) == 0;
 }
 
-/* ir, cr, p10cr, kur: a fresh context configured from the route's role. */
+/*
+ * The transaction open here under |c|'s transactionID, closed if its TTL has passed: the expiry tick comes
+ * once a second, and a message in between finds it closed as the tick would have closed it
+ * (gw_cmp_engine_expire), not open past its TTL.
+ */
+static void close_expired(struct cmp_call *c)
+{
+    struct gw_txn *txn = gw_txn_take_expired(c->e->txns, c->hdr.tid, c->hdr.tid_len, c->now);
+
+    if (txn != NULL)
+        log_closed((void *)&expired, txn);
+}
+
+/*
+ * ir, cr, p10cr, kur: a fresh context configured from the route's role. A transaction under the same
+ * transactionID whose TTL has passed is closed first, as the expiry tick would have: the request is then
+ * judged as one after the tick, not refused as one whose transactionID is in use.
+ */
 static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
-    struct cmp_txn *t = start_authenticated(c, msg);
+    struct cmp_txn *t;
     OSSL_CMP_MSG *rsp;
     int open;
 
-    if (t == NULL)
+    close_expired(c);
+    if ((t = start_authenticated(c, msg)) == NULL)
         return;
     rsp = cmp_run(t, c, msg, verified_before(c, t));
     if (c->suspend != NULL) { /* no answer yet: the second pass gives it (suspend.h) */
@@ -532,20 +550,12 @@ static int held_here(struct cmp_call *c, struct cmp_refusal *r)
     return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_TXN_BUSY);
 }
 
-/*
- * The transaction open here under |c|'s transactionID, checked out (gw_txn_take); NULL when there is none,
- * or when its TTL has passed: the expiry tick comes once a second, and a message in between finds the
- * transaction closed as the tick would have closed it (gw_cmp_engine_expire), not open past its TTL.
- */
+/* The transaction open here under |c|'s transactionID, checked out (gw_txn_take); NULL when there is none,
+ * or when its TTL has passed (close_expired). */
 static struct gw_txn *take_unexpired(struct cmp_call *c)
 {
-    struct gw_txn *txn = gw_txn_take(c->e->txns, c->hdr.tid, c->hdr.tid_len);
-
-    if (txn == NULL || txn->expires > c->now)
-        return txn;
-    gw_txn_release(c->e->txns, c->hdr.tid, c->hdr.tid_len); /* out of the table first, as the tick takes it */
-    log_closed((void *)&expired, txn);
-    return NULL;
+    close_expired(c);
+    return gw_txn_take(c->e->txns, c->hdr.tid, c->hdr.tid_len);
 }
 
 /*

@@ -298,6 +298,22 @@ struct gw_txn *gw_txn_take_or_end(struct gw_txn_table *t, const unsigned char *t
     return take(t, tid, tid_len, ended);
 }
 
+struct gw_txn *gw_txn_take_expired(struct gw_txn_table *t, const unsigned char *tid, size_t tid_len,
+                                   time_t now)
+{
+    struct slot **link;
+    struct gw_txn *txn = NULL;
+
+    if (t == NULL || !tid_ok(tid, tid_len))
+        return NULL;
+    pthread_mutex_lock(&t->lock);
+    link = slot_link(t, tid, tid_len);
+    if (*link != NULL && (*link)->state == SLOT_OPEN && (*link)->txn->expires <= now)
+        txn = slot_remove(t, link);
+    pthread_mutex_unlock(&t->lock);
+    return txn;
+}
+
 void gw_txn_release(struct gw_txn_table *t, const unsigned char *tid, size_t tid_len)
 {
     struct slot **link;

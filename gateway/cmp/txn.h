@@ -81,6 +81,13 @@ struct gw_txn *gw_txn_take(struct gw_txn_table *t, const unsigned char *tid, siz
 struct gw_txn *gw_txn_take_or_end(struct gw_txn_table *t, const unsigned char *tid, size_t tid_len,
                                   int *ended);
 
+/*
+ * gw_txn_take_expired takes the entry for |tid| out of the table (caller owns it, its slot gone) if it is
+ * open and expires <= now, as gw_txn_expire would hand it over; else NULL, the table as it was.
+ */
+struct gw_txn *gw_txn_take_expired(struct gw_txn_table *t, const unsigned char *tid, size_t tid_len,
+                                   time_t now);
+
 /* gw_txn_release ends a reservation or a check-out of |tid| (no-op on an open entry or none). */
 void gw_txn_release(struct gw_txn_table *t, const unsigned char *tid, size_t tid_len);
 

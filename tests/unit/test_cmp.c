@@ -6531,6 +6531,56 @@ static void use_tid(OSSL_CMP_CTX *ctx, const char *name)
 }
 
 /*
+ * An ir under the transactionID of a transaction past its TTL, which the expiry sweep (once a second) has not
+ * closed yet, finds it closed as the sweep would have (expired_unconfirmed, the certificate valid) and is
+ * judged as a new request: issued. Once, it was refused as one whose transactionID is in use. The replay
+ * cache (twice the messageTime window: 600 s without one) has forgotten the first ir by then. Twin: within
+ * the TTL it is refused, the first transaction open.
+ */
+static void test_tid_reused_after_ttl(void **state)
+{
+    static const struct {
+        time_t ahead;
+        bool expired;
+    } cases[] = {{601, true}, {5, false}};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct env *e = env_new("\"message_time_window\": \"0s\", \"transaction_ttl\": \"10s\"");
+        struct client first = {.env = e, .tamper = drop_certconf}, again = {.env = e};
+        OSSL_CMP_CTX *ctx = client_new(&first, SIG, client_cert, client_key, NULL, NULL, 0);
+        OSSL_CMP_CTX *ctx2 = client_new(&again, SIG, client_cert, client_key, NULL, NULL, 0);
+        X509 *cert;
+
+        use_tid(ctx, "reused after its TTL");
+        use_tid(ctx2, "reused after its TTL");
+        assert_null(OSSL_CMP_exec_IR_ses(ctx)); /* issued; its certConf never reaches the gateway */
+        assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1);
+        ahead_secs = cases[i].ahead;
+        gw_cmp_engine_set_clock(e->engine, ahead_clock);
+        cert = OSSL_CMP_exec_IR_ses(ctx2);
+        if (cases[i].expired) {
+            assert_non_null(cert);
+            assert_int_equal(audit_count(e, "expired_unconfirmed", NULL, NULL, NULL), 1);
+            assert_int_equal(audit_count(e, "confirmed", NULL, NULL, NULL), 1);
+            assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+        } else {
+            assert_null(cert);
+            assert_status(ctx2, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_transactionIdInUse,
+                          NULL);
+            assert_int_equal(audit_count(e, "expired_unconfirmed", NULL, NULL, NULL), 0);
+            assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1);
+        }
+        assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), 0);
+        client_cleanup(&first);
+        client_cleanup(&again);
+        OSSL_CMP_CTX_free(ctx);
+        OSSL_CMP_CTX_free(ctx2);
+        env_free(e);
+    }
+}
+
+/*
  * A deferred request of |cl|'s client (new) on |e| under the transactionID |tid| (NULL: one of its own),
  * answered waiting and polled once: its context.
  */
@@ -9521,6 +9571,7 @@ int main(void)
         cmocka_unit_test(test_certconf_other_sender),
         cmocka_unit_test(test_certconf_forged_signer),
         cmocka_unit_test(test_certconf_after_ttl),
+        cmocka_unit_test(test_tid_reused_after_ttl),
         cmocka_unit_test(test_error_forged_signer),
         cmocka_unit_test(test_error_other_sender),
         cmocka_unit_test(test_certconf_other_tls_client),

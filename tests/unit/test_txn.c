@@ -173,6 +173,35 @@ static void test_expiry_order(void **state)
     gw_txn_table_free(t, on_expired, NULL);
 }
 
+/*
+ * One entry taken out once it expired, as the expiry would hand it over: not before (the table as it was),
+ * nor a reserved or checked-out one, whatever its time.
+ */
+static void test_take_expired(void **state)
+{
+    struct gw_txn_table *t = gw_txn_table_new(16, 0);
+    struct gw_txn *x;
+
+    (void)state;
+    assert_int_equal(gw_txn_put(t, mk("a", "x", 10)), 0);
+    assert_int_equal(gw_txn_put(t, mk("b", "x", 10)), 0);
+    assert_int_equal(gw_txn_reserve(t, (const unsigned char *)"r", 1, "x"), 0);
+    assert_null(gw_txn_take_expired(t, (const unsigned char *)"a", 1, 9));
+    assert_int_equal(gw_txn_count(t), 2);
+    assert_non_null(x = gw_txn_take_expired(t, (const unsigned char *)"a", 1, 10));
+    assert_int_equal(x->expires, 10);
+    gw_txn_free(x);
+    assert_false(gw_txn_contains(t, (const unsigned char *)"a", 1)); /* its slot is gone */
+    assert_int_equal(gw_txn_count_quota(t, "x"), 2);
+    assert_null(gw_txn_take_expired(t, (const unsigned char *)"a", 1, 1000)); /* none */
+    assert_null(gw_txn_take_expired(t, (const unsigned char *)"r", 1, 1000)); /* reserved */
+    x = gw_txn_take(t, (const unsigned char *)"b", 1);
+    assert_null(gw_txn_take_expired(t, (const unsigned char *)"b", 1, 1000)); /* checked out */
+    assert_true(gw_txn_contains(t, (const unsigned char *)"b", 1));
+    gw_txn_free(x);
+    gw_txn_table_free(t, NULL, NULL);
+}
+
 /* Clearing hands every open entry over and counts the slots still reserved or checked out. */
 static void test_clear(void **state)
 {
@@ -243,7 +272,7 @@ int main(void)
         cmocka_unit_test(test_put_take_release), cmocka_unit_test(test_take_or_end),
         cmocka_unit_test(test_tid_lengths),      cmocka_unit_test(test_caps),
         cmocka_unit_test(test_expiry_order),     cmocka_unit_test(test_clear),
-        cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_take_expired),     cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
