@@ -920,7 +920,6 @@ int gw_cluster_claim_expired(struct gw_cluster *cl, time_t now, gw_cluster_expir
     char dk[KEY_LEN], ck[KEY_LEN], n[24], lim[8], err[GW_ERR_LEN], id[24];
     char max_record[24], max_result[24];
     const char *args[5] = {n, lim, max_record, max_result, id};
-    size_t plen = strlen(cl != NULL ? cl->prefix : "") + strlen("rec:");
     redisReply *r;
     bool unran = true;
     int claimed = 0;
@@ -948,20 +947,11 @@ int gw_cluster_claim_expired(struct gw_cluster *cl, time_t now, gw_cluster_expir
     for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 2 < r->elements; i += 3) {
         const redisReply *k = r->element[i], *v = r->element[i + 1], *res = r->element[i + 2];
         unsigned char tid[GW_MAX_TID_LEN];
-        size_t hl = k->type == REDIS_REPLY_STRING && k->len > plen &&
-                            strncmp(k->str, cl->prefix, plen - 4) == 0 &&
-                            strncmp(k->str + plen - 4, "rec:", 4) == 0 &&
-                            strspn(k->str + plen, "0123456789abcdef") == k->len - plen
-                        ? k->len - plen
-                        : 0,
-               tl = hl / 2;
+        size_t tl =
+            k->type == REDIS_REPLY_STRING ? cluster_record_key_tid(k->str, k->len, cl->prefix, tid) : 0;
         struct gw_txn_record rec;
 
-        for (size_t j = 0; j < tl && tl <= sizeof(tid) && hl % 2 == 0; j++) {
-            char h[3] = {k->str[plen + 2 * j], k->str[plen + 2 * j + 1], '\0'};
-            tid[j] = (unsigned char)strtoul(h, NULL, 16);
-        }
-        if (tl == 0 || tl > sizeof(tid) || hl % 2 != 0 || reply_decode(cl, tid, tl, v, res, &rec) != 0) {
+        if (tl == 0 || reply_decode(cl, tid, tl, v, res, &rec) != 0) {
             gw_log_kv(GW_LOG_ERROR, "txn_record_invalid", "msg",
                       "an expired shared transaction record does not verify; its expiry is not recorded",
                       NULL);

@@ -34,6 +34,12 @@ int cluster_result_decode(const unsigned char *key, size_t key_len, const unsign
                           const unsigned char *blob, size_t len, struct gw_txn_result *res);
 
 /*
+ * The transactionID of the record key |key| (|len| bytes: "<prefix>rec:<tid hex>", lower-case hex) into
+ * |tid|: its length, or 0 when |key| is no such key or the transactionID is longer than GW_MAX_TID_LEN.
+ */
+size_t cluster_record_key_tid(const char *key, size_t len, const char *prefix, unsigned char *tid);
+
+/*
  * |blob| of |*len| bytes, read once |blob| is built (an encode's answer), named |what| in |err|: NULL, with
  * |err|, when it was not built or is larger than |max|, which no instance would take (freed here then).
  */

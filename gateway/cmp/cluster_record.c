@@ -2,7 +2,8 @@
  * Transaction records and deferred requests' results (cluster.h) as the bytes the shared state keeps:
  * length-prefixed fields after a magic that says what the blob is, then an HMAC-SHA256 under the
  * shared "mac_key_file" key over them and the transactionID, so that no instance takes a record
- * another did not write, nor one transaction's record for another's. Pure: no Redis here.
+ * another did not write, nor one transaction's record for another's; and the transactionID a record's
+ * key names. Pure: no Redis here.
  */
 #include "gateway/cmp/cluster.h"
 #include "gateway/cmp/cluster_local.h"
@@ -271,6 +272,29 @@ int cluster_result_decode(const unsigned char *key, size_t key_len, const unsign
     res->recorded = (int)v[3];
     res->present = true;
     return 0;
+}
+
+/* One lower-case hex digit's value, or -1. */
+static int hex_digit(char ch)
+{
+    return ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+size_t cluster_record_key_tid(const char *key, size_t len, const char *prefix, unsigned char *tid)
+{
+    size_t plen = strlen(prefix) + 4, tl;
+
+    if (len <= plen || (len - plen) % 2 != 0 || (tl = (len - plen) / 2) > GW_MAX_TID_LEN ||
+        memcmp(key, prefix, plen - 4) != 0 || memcmp(key + plen - 4, "rec:", 4) != 0)
+        return 0;
+    for (size_t j = 0; j < tl; j++) {
+        int hi = hex_digit(key[plen + 2 * j]), lo = hex_digit(key[plen + 2 * j + 1]);
+
+        if (hi < 0 || lo < 0)
+            return 0;
+        tid[j] = (unsigned char)(hi << 4 | lo);
+    }
+    return tl;
 }
 
 unsigned char *cluster_blob_within(unsigned char *blob, const size_t *len, size_t max, const char *what,

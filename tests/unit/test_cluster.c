@@ -700,6 +700,34 @@ static void test_record_round_trip(void **state)
     gw_txn_result_cleanup(&back);
 }
 
+/* A record's key names its transactionID: the prefix, "rec:", lower-case hex; anything else names none. */
+static void test_record_key_tid(void **state)
+{
+    static const struct {
+        const char *key;
+        size_t want; /* 0: none */
+    } cases[] = {
+        {"p:rec:0aff", 2}, {"p:rec:", 0},     {"p:rec:0af", 0},   {"p:rec:0AFF", 0}, {"p:rec:0afg", 0},
+        {"q:rec:0aff", 0}, {"p:res:0aff", 0}, {"p:rec:0a ff", 0}, {"p:", 0},         {"p:rec:-1", 0},
+    };
+    unsigned char tid[GW_MAX_TID_LEN];
+    char big[6 + 2 * (GW_MAX_TID_LEN + 1) + 1] = "p:rec:";
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t n = cluster_record_key_tid(cases[i].key, strlen(cases[i].key), "p:", tid);
+
+        if (n != cases[i].want)
+            fail_msg("%s: %zu, want %zu", cases[i].key, n, cases[i].want);
+    }
+    assert_int_equal(cluster_record_key_tid("p:rec:0aff", 10, "p:", tid), 2);
+    assert_true(tid[0] == 0x0a && tid[1] == 0xff);
+    memset(big + 6, 'a', 2 * GW_MAX_TID_LEN);
+    assert_int_equal(cluster_record_key_tid(big, strlen(big), "p:", tid), GW_MAX_TID_LEN);
+    memset(big + 6, 'a', 2 * (GW_MAX_TID_LEN + 1)); /* one byte too long */
+    assert_int_equal(cluster_record_key_tid(big, strlen(big), "p:", tid), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -713,6 +741,7 @@ int main(void)
         cmocka_unit_test(test_record_meta_strict),
         cmocka_unit_test(test_result_meta_strict),
         cmocka_unit_test(test_record_round_trip),
+        cmocka_unit_test(test_record_key_tid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
