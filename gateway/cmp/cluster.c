@@ -72,6 +72,7 @@ enum {
 #define LUA_RES_OF(k) "(string.gsub(" k ", 'rec:(%x+)$', 'res:%1'))"
 #define LUA_TXN_OF(k) "(string.gsub(" k ", 'rec:(%x+)$', 'txn:%1'))"
 #define LUA_TOOK_OF(k) "(string.gsub(" k ", 'rec:(%x+)$', 'took:%1'))"
+#define LUA_DEADLINES_OF(k) "(string.gsub(" k ", 'rec:%x+$', 'deadlines'))"
 #define LUA_NUM_(n) #n
 #define LUA_NUM(n) LUA_NUM_(n)
 /* In a script: the revoking: mark beside the revoked: entry |k| */
@@ -125,10 +126,14 @@ static const char *const scripts[N_SCRIPTS] = {
               "return 0\n",
     /* KEYS: the record and its lease; ARGV: this instance ("": read without the lease), the lease's
        seconds, the largest record and result an instance writes. The record and its result (or nil), 1
-       when another instance holds it, 2 when either is larger than an instance writes (neither sent nor
-       leased), or nil; the lease holds the reservation */
+       when another instance holds it, 2 when either is larger than an instance writes, 3 when its
+       deadline (its score in the deadlines, as the claim reads it: ZADD XX INCR 0 reads it unchanged with
+       a command the gateway's ACL has) has passed on Redis's clock (neither sent nor leased, for 2 and
+       3), or nil; the lease holds the reservation */
     [S_TAKE] = "local v = redis.call('GET', KEYS[1])\n"
                "if not v then return nil end\n"
+               "local d = redis.call('ZADD', " LUA_DEADLINES_OF("KEYS[1]") ", 'XX', 'INCR', 0, KEYS[1])\n"
+               "if d and tonumber(d) <= tonumber(redis.call('TIME')[1]) then return 3 end\n"
                "local r = redis.call('GET', " LUA_RES_OF("KEYS[1]") ")\n"
                "if #v > tonumber(ARGV[3]) or (r and #r > tonumber(ARGV[4])) then return 2 end\n"
                "if ARGV[1] ~= '' then\n"
@@ -990,6 +995,9 @@ static int fetch_record(struct gw_cluster *cl, const unsigned char *tid, size_t 
         snprintf(err, GW_ERR_LEN,
                  "the shared transaction record or its result is larger than an instance writes (altered)");
         rc = GW_ERR_INVAL;
+    } else if (r->type == REDIS_REPLY_INTEGER && r->integer == 3) {
+        snprintf(err, GW_ERR_LEN, "the shared transaction's deadline has passed");
+        rc = GW_ERR_TIMEOUT;
     } else if (r->type == REDIS_REPLY_INTEGER) {
         rc = GW_ERR_BUSY;
     } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||

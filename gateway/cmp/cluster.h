@@ -151,7 +151,9 @@ int gw_cluster_claim_expired(struct gw_cluster *cl, time_t now, gw_cluster_expir
  * for as long at least: no transaction under |tid| opens while the lease's holder may rewrite or end
  * the record) and fills |out|, with the result of a deferred request if there is one (free with
  * gw_txn_record_cleanup): 0; GW_ERR_NOT_FOUND (no record); GW_ERR_BUSY (another instance holds it);
- * GW_ERR_INVAL (it does not verify); GW_ERR_UNAVAILABLE with |err|.
+ * GW_ERR_INVAL (it does not verify); GW_ERR_TIMEOUT (its deadline, the one gw_cluster_claim_expired reads,
+ * has passed on Redis's clock: the transaction has expired, and is not leased, so that the claim takes it
+ * and records its expiry once; this without a round trip of its own); GW_ERR_UNAVAILABLE with |err|.
  */
 int gw_cluster_take_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
                            struct gw_txn_record *out, char *err);

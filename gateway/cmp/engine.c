@@ -620,7 +620,8 @@ static int check_continuing(struct cmp_call *c, struct cmp_txn *t, const OSSL_CM
  * (check_own; else anyone naming the transaction would hold it): 0 (leased, or the record does not verify and
  * this copy stands; a copy older than the record, which another instance answered since, is replaced by one
  * rebuilt from it: *rebuilt; a record older than the copy leaves the copy, and the copy's next
- * answer writes the record anew), GW_ERR_NOT_FOUND (another instance closed it: the copy is freed),
+ * answer writes the record anew), GW_ERR_NOT_FOUND (another instance closed it: the copy is freed; or the
+ * record's deadline passed: the copy is closed as expired, as take_unexpired closes one past its own),
  * or refused with |r| (held elsewhere, Redis out of reach, another signer: the copy is back in the
  * table).
  */
@@ -638,6 +639,12 @@ static int claim_copy(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn
     }
     rc = gw_cluster_take_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, &rec, err);
     *leased = rc == 0;
+    if (rc ==
+        GW_ERR_TIMEOUT) { /* past the record's deadline, on Redis's clock: closed as the tick closes it */
+        gw_txn_release(c->e->txns, c->hdr.tid, c->hdr.tid_len);
+        log_closed((void *)&expired, txn);
+        return GW_ERR_NOT_FOUND;
+    }
     /* only a record further on replaces the copy: an older one is a late write or one Redis lost */
     if (rc == 0 && rec.step < ((struct cmp_txn *)txn->data)->step)
         gw_log_kv(GW_LOG_WARN, "txn_record_stale", "tid", c->rsp->tid, "identity", txn->identity, "msg",

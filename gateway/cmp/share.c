@@ -368,8 +368,12 @@ int cmp_share_take(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn_re
     }
     if (rc != 0 && rc != CMP_SHARE_RELOADED)
         return rc;
-    if ((taken = gw_cluster_take_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, rec, err)) != 0 || rc == 0)
+    if ((taken = gw_cluster_take_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, rec, err)) != 0 ||
+        rc == 0) {
+        if (taken == GW_ERR_TIMEOUT)
+            r->fail_info = -1; /* expired since it was read: no transaction is left to refuse for */
         return taken;
+    }
     /* only the senderNonce |msg| answered may close it: another instance answered it since */
     if (rec->step != step) {
         gw_txn_record_cleanup(rec);

@@ -7498,6 +7498,87 @@ static void test_shared_error_not_aborted(void **state)
     }
 }
 
+/* The record of |cl|'s transaction past its deadline on Redis's clock (as the expiry claim reads it). */
+static void record_past_deadline(const struct client *cl)
+{
+    char key[160], deadlines[64], out[64];
+
+    record_key(cl, key, sizeof(key));
+    snprintf(deadlines, sizeof(deadlines), "unit%d:deadlines", (int)getpid());
+    assert_int_equal(redis_cmd(out, sizeof(out), 4, (const char *const[]){"ZADD", deadlines, "1", key}), 0);
+    assert_string_equal(out, ":0"); /* moved */
+}
+
+static struct env *late_to; /* the engine of tamper_late_elsewhere: another instance, or the same */
+static bool late_past;      /* ... the record past its deadline first */
+
+/* The certConf goes to |late_to|, its record's deadline passed first if |late_past|. */
+static OSSL_CMP_MSG *tamper_late_elsewhere(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
+{
+    (void)ctx;
+    if (OSSL_CMP_MSG_get_bodytype(req) != GW_CMP_BODY_CERTCONF)
+        return req;
+    if (late_past)
+        record_past_deadline(cl);
+    cl->env = late_to;
+    return req;
+}
+
+/*
+ * A certConf after its shared transaction's deadline (on Redis's clock, before the expiry claim took the
+ * record) is served on no instance: one without a copy finds no open transaction and leaves the record to
+ * the claim, which records the expiry (expired_unconfirmed, the certificate valid) once; the instance with
+ * the copy closes the copy as expired. Once, any instance confirmed it from the record until the claim
+ * took it. Twin: before the deadline, another instance confirms it.
+ */
+static void test_shared_certconf_past_deadline(void **state)
+{
+    static const struct {
+        bool elsewhere, past;
+    } cases[] = {{true, true}, {false, true}, {true, false}};
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct env *a = env_shared(NULL), *b = env_shared(NULL);
+        struct client cl = {.env = a, .tamper = tamper_late_elsewhere};
+        OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+        char key[160], out[64];
+        X509 *cert;
+
+        late_to = cases[i].elsewhere ? b : a;
+        late_past = cases[i].past;
+        slow_gate(1);
+        cert = OSSL_CMP_exec_IR_ses(ctx);
+        assert_int_equal(cl.exchanges, 2);
+        if (!cases[i].past) {
+            assert_non_null(cert);
+            assert_int_equal(audit_count(b, "confirmed", NULL, NULL, NULL), 1);
+        } else {
+            assert_null(cert);
+            assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                          "no open transaction with this transactionID");
+            assert_int_equal(audit_count(late_to, "confirmed", NULL, NULL, NULL), 0);
+            record_key(&cl, key, sizeof(key));
+            assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", key}), 0);
+            assert_string_equal(out, cases[i].elsewhere ? ":1" : ":0"); /* left to the claim, or closed */
+            gw_cmp_engine_expire(b->engine, time(NULL));                /* the claim, on |b| */
+            gw_cmp_engine_expire(a->engine, time(NULL) + 400);          /* |a|'s copy, if any, is gone */
+            assert_int_equal(audit_count(a, "expired_unconfirmed", NULL, NULL, NULL) +
+                                 audit_count(b, "expired_unconfirmed", NULL, NULL, NULL),
+                             1);
+            assert_int_equal(gw_cmp_engine_open_transactions(a->engine), 0);
+        }
+        assert_int_equal(
+            audit_count(a, "revoked", NULL, NULL, NULL) + audit_count(b, "revoked", NULL, NULL, NULL), 0);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(b);
+        env_free(a);
+    }
+}
+
 /*
  * A pollReq captured and replayed to another instance (its recipNonce answers an older pollRep) is
  * refused from the record's senderNonce before that instance leases the record and replays its
@@ -9681,6 +9762,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_reload_pollreq_while_result_lands, redis_stop),
         cmocka_unit_test_teardown(test_shared_delegate_released_elsewhere, redis_stop),
         cmocka_unit_test_teardown(test_shared_error_not_aborted, redis_stop),
+        cmocka_unit_test_teardown(test_shared_certconf_past_deadline, redis_stop),
         cmocka_unit_test_teardown(test_shared_client_gone_from_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_client_gone_quota, redis_stop),
         cmocka_unit_test_teardown(test_shared_ended_while_held, redis_stop),
