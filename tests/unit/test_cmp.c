@@ -7617,6 +7617,36 @@ static void test_shared_replay_refused_before_lease(void **state)
 }
 
 /*
+ * A copy of a shared transaction rebuilt from its record on an instance without one (here for a pollReq,
+ * answered pollRep) answers that one message and is dropped: the instance keeps no copy, and its client's
+ * next message there is judged by the record, and its deadline, again, not by a TTL the rebuilt copy
+ * would have counted from that pollReq.
+ */
+static void test_shared_rebuilt_copy_not_kept(void **state)
+{
+    struct env *a, *b;
+    struct client cl;
+    OSSL_CMP_CTX *ctx;
+    int after;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    a = env_shared("100ms");
+    b = env_shared("100ms");
+    ctx = shared_waiting(a, &cl, NULL); /* ir -> waiting, pollReq -> pollRep, on |a| */
+    cl.env = b;
+    assert_int_equal(poll_step(ctx, &after), -1); /* pollReq -> pollRep, rebuilt on |b| */
+    assert_true(after >= 1);
+    assert_int_equal(gw_cmp_engine_open_transactions(b->engine), 0);
+    cl.env = a;
+    slow_gate(1);
+    slow_wait_completed(a, 1);
+    env_free(b);
+    poll_collect_and_free(a, &cl, ctx); /* |a|'s copy, older than the record, is rebuilt from it */
+}
+
+/*
  * A shared deferred request answered here from its record, as an instance without its copy answers it:
  * the pollReq that collects the certificate, its answer never sent (the client gone), ends the record as
  * well. Once, the record stayed open, and its expiry recorded as valid ("expired_unconfirmed") the
@@ -9763,6 +9793,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_delegate_released_elsewhere, redis_stop),
         cmocka_unit_test_teardown(test_shared_error_not_aborted, redis_stop),
         cmocka_unit_test_teardown(test_shared_certconf_past_deadline, redis_stop),
+        cmocka_unit_test_teardown(test_shared_rebuilt_copy_not_kept, redis_stop),
         cmocka_unit_test_teardown(test_shared_client_gone_from_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_client_gone_quota, redis_stop),
         cmocka_unit_test_teardown(test_shared_ended_while_held, redis_stop),
