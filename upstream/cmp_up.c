@@ -202,12 +202,13 @@ static int extra_certs(const unsigned char *der, size_t der_len)
 }
 
 /*
- * A POST that failed with |rc|: the CA was not reached where nothing of it left (gw_http_nothing_sent);
- * else it was, and no answer came (in time), or the one that came was too large (|too_big|).
+ * A POST that failed with |rc|: the CA was not reached where nothing of it, nor of an earlier message of
+ * the exchange, left (gw_http_nothing_sent); else it was (an ir it answered may have issued), and no
+ * answer came (in time), or the one that came was too large (|too_big|).
  */
 static void transfer_failed(struct xfer *x, CURL *curl, CURLcode rc, int too_big)
 {
-    if (gw_http_nothing_sent(curl, rc)) {
+    if (!x->sent && gw_http_nothing_sent(curl, rc)) {
         if (rc == CURLE_OPERATION_TIMEDOUT)
             xfer_fail(x, XFER_UNREACHED, "no connection within %u ms", timeout_of(x->cu->conf));
         else

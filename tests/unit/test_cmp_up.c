@@ -197,7 +197,8 @@ static int group_teardown(void **state)
  * subject the request did not ask for; M_OUTSIDE_UNCONFIRMED: and answers the certConf with an error.
  * M_EXTRA: issues, with one extraCert past GW_MAX_UPSTREAM_EXTRA_CERTS in its answers. M_OTHER_TID:
  * issues, in an ip of another transactionID, protected as every answer (a CA mixing up its
- * transactions, or a replay of another's answer).
+ * transactions, or a replay of another's answer). M_GONE_AFTER_IP: issues, closing the connection with
+ * its ip, and stops listening: the certConf finds nobody (a CA that went down between the two).
  */
 enum mode {
     M_ISSUE,
@@ -213,7 +214,8 @@ enum mode {
     M_BIG,
     M_SILENT,
     M_EXTRA,
-    M_OTHER_TID
+    M_OTHER_TID,
+    M_GONE_AFTER_IP
 };
 
 /*
@@ -422,7 +424,10 @@ static void serve_cmp(struct server *s, OSSL_CMP_SRV_CTX *srv, int c, const unsi
     }
     if (rsp != NULL)
         n = i2d_OSSL_CMP_MSG(rsp, &der);
-    answer(c, "200 OK", "application/pkixcmp", der, n > 0 ? (size_t)n : 0);
+    /* M_GONE_AFTER_IP: a header more, so that the certConf needs a connection of its own */
+    answer(c, "200 OK",
+           s->mode == M_GONE_AFTER_IP ? "application/pkixcmp\r\nConnection: close" : "application/pkixcmp",
+           der, n > 0 ? (size_t)n : 0);
     OPENSSL_free(der);
     OSSL_CMP_MSG_free(req);
     OSSL_CMP_MSG_free(rsp);
@@ -440,7 +445,8 @@ static void *serve(void *arg)
     while ((c = accept(s->fd, NULL, NULL)) >= 0) {
         OSSL_CMP_SRV_CTX *srv = new_srv(s);
 
-        while ((len = read_request(c, buf, REQ_MAX)) >= 0) {
+        len = 0; /* -1 ends the connection after an answer */
+        while (len >= 0 && (len = read_request(c, buf, REQ_MAX)) >= 0) {
             switch (s->mode) {
             case M_HTTP500:
                 answer(c, "500 Internal Server Error", "text/plain", "down", 4);
@@ -461,6 +467,11 @@ static void *serve(void *arg)
                 break;
             case M_SILENT:
                 poll(NULL, 0, 800); /* past the upstream's 300 ms */
+                break;
+            case M_GONE_AFTER_IP:
+                serve_cmp(s, srv, c, buf, len);
+                shutdown(s->fd, SHUT_RDWR); /* no longer listening: a connection to it is refused */
+                len = -1;
                 break;
             default:
                 serve_cmp(s, srv, c, buf, len);
@@ -812,6 +823,9 @@ static void test_failures(void **state)
          "upstream CA up did not answer in time (none within 300 ms); the outcome is unknown"},
         {"another transactionID", M_OTHER_TID, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
          "gave no usable answer (transactionid unmatched"},
+        /* the ir reached it and it issued: its certConf finding nobody makes it no CA "not reached" */
+        {"gone after its ip", M_GONE_AFTER_IP, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+         "upstream CA up did not answer (Couldn't connect to server); the outcome is unknown"},
     };
 
     (void)state;
@@ -828,7 +842,8 @@ static void test_failures(void **state)
             fail_msg("%s: status %d failInfo %d reason \"%s\"", cases[i].name, res.status, res.fail_info,
                      res.reason);
         /* a certificate was issued all the same: handed on, to be revoked unless the CA took it back */
-        if (cases[i].mode == M_WRONG_KEY || cases[i].mode == M_UNCONFIRMED)
+        if (cases[i].mode == M_WRONG_KEY || cases[i].mode == M_UNCONFIRMED ||
+            cases[i].mode == M_GONE_AFTER_IP)
             assert_non_null(res.cert);
         else
             assert_null(res.cert);
