@@ -473,6 +473,20 @@ static void close_expired(struct cmp_call *c)
 }
 
 /*
+ * 1 when OpenSSL 3.0 answered |rsp| refusing a request of several entries (CertReqMsgs, RevDetails): its
+ * process_cert_request and process_rr count them only after ossl_cmp_msg_check_update verified the
+ * protection, and no callback ran to mark the sender authenticated (srv.c called_back). Every other
+ * refusal OpenSSL makes itself may come before that check.
+ */
+static int refused_once_verified(const OSSL_CMP_MSG *rsp)
+{
+    long code = gw_shim_error_code(rsp);
+
+    return code >= 0 && ERR_GET_LIB((unsigned long)code) == ERR_LIB_CMP &&
+           ERR_GET_REASON((unsigned long)code) == CMP_R_MULTIPLE_REQUESTS_NOT_SUPPORTED;
+}
+
+/*
  * ir, cr, p10cr, kur: a fresh context configured from the route's role. A transaction under the same
  * transactionID whose TTL has passed is closed first, as the expiry tick would have: the request is then
  * judged as one after the tick, not refused as one whose transactionID is in use.
@@ -504,6 +518,8 @@ static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     }
     /* issued and awaiting certConf, or deferred and awaiting pollReq (docs/polling.md); t->nonce, the
        senderNonce its client's next message must answer, read from |rsp| as it was made */
+    if (refused_once_verified(rsp))
+        c->rsp->authenticated = true;
     open = (t->issued != NULL || t->pending != NULL) &&
            OSSL_CMP_CTX_get_status(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv)) != -1 && rsp != NULL &&
            OSSL_CMP_MSG_get_bodytype(rsp) != GW_CMP_BODY_ERROR && t->nonce_len > 0;

@@ -29,6 +29,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <openssl/cmp.h>
+#include <openssl/crmf.h>
 #include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -2302,6 +2303,73 @@ static void test_ra_verified_refused(void **state)
     assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
     X509_free(ra);
     EVP_PKEY_free(ra_key);
+    env_free(e);
+}
+
+/*
+ * An ir whose body carries its CertReqMsg twice, re-protected with the client's own credentials: the
+ * message is taken apart and put together with OpenSSL's own DER codecs (ASN1_SEQUENCE_ANY keeps the
+ * tagged body whole, OSSL_CRMF_MSGS reads what it holds).
+ */
+static OSSL_CMP_MSG *tamper_two_cert_reqs(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
+{
+    unsigned char *der = NULL, *body = NULL, *q;
+    const unsigned char *p, *inner;
+    ASN1_SEQUENCE_ANY *parts;
+    OSSL_CRMF_MSGS *msgs;
+    ASN1_TYPE *b;
+    OSSL_CMP_MSG *out;
+    long inner_len;
+    int len, tag, cls, body_len;
+
+    (void)cl;
+    if (OSSL_CMP_MSG_get_bodytype(req) != GW_CMP_BODY_IR)
+        return req;
+    len = i2d_OSSL_CMP_MSG(req, &der);
+    p = der;
+    assert_non_null(parts = d2i_ASN1_SEQUENCE_ANY(NULL, &p, len));
+    b = sk_ASN1_TYPE_value(parts, 1); /* the body, [0] EXPLICIT CertReqMessages */
+    assert_int_equal(b->type, V_ASN1_OTHER);
+    inner = b->value.asn1_string->data;
+    assert_int_equal(ASN1_get_object(&inner, &inner_len, &tag, &cls, b->value.asn1_string->length) & 0x80, 0);
+    assert_non_null(msgs = d2i_OSSL_CRMF_MSGS(NULL, &inner, inner_len));
+    assert_true(sk_OSSL_CRMF_MSG_push(msgs, OSSL_CRMF_MSG_dup(sk_OSSL_CRMF_MSG_value(msgs, 0))) == 2);
+    inner_len = i2d_OSSL_CRMF_MSGS(msgs, NULL);
+    body_len = ASN1_object_size(1, (int)inner_len, tag);
+    assert_non_null(q = body = OPENSSL_malloc((size_t)body_len));
+    ASN1_put_object(&q, 1, (int)inner_len, tag, cls);
+    assert_int_equal(i2d_OSSL_CRMF_MSGS(msgs, &q), inner_len);
+    ASN1_STRING_set0(b->value.asn1_string, body, body_len);
+    OPENSSL_free(der);
+    der = NULL;
+    len = i2d_ASN1_SEQUENCE_ANY(parts, &der);
+    p = der;
+    assert_non_null(out = d2i_OSSL_CMP_MSG(NULL, &p, len));
+    assert_int_equal(OSSL_CMP_MSG_update_transactionID(ctx, out), 1);
+    sk_OSSL_CRMF_MSG_pop_free(msgs, OSSL_CRMF_MSG_free);
+    sk_ASN1_TYPE_pop_free(parts, ASN1_TYPE_free);
+    OPENSSL_free(der);
+    OSSL_CMP_MSG_free(req);
+    return out;
+}
+
+/*
+ * OpenSSL 3.0 refuses an ir of two CertReqMsgs itself, and only once its protection verified: its sender is
+ * authenticated, as one whose POPO it refused (test_ra_verified_refused).
+ */
+static void test_two_cert_reqs_authenticated(void **state)
+{
+    struct env *e = env_new(CMP_DEFAULTS);
+    struct client cl = {.env = e, .tamper = tamper_two_cert_reqs};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+
+    (void)state;
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest, "exactly one");
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    assert_int_equal(e->authenticated, 1);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
     env_free(e);
 }
 
@@ -9665,6 +9733,7 @@ int main(void)
         cmocka_unit_test(test_implicit_confirm),
         cmocka_unit_test(test_kur),
         cmocka_unit_test(test_ra_verified_refused),
+        cmocka_unit_test(test_two_cert_reqs_authenticated),
         cmocka_unit_test(test_pbm_answer_mac),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_message_time),
