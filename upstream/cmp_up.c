@@ -224,6 +224,20 @@ static void transfer_failed(struct xfer *x, CURL *curl, CURLcode rc, int too_big
         xfer_fail(x, XFER_UNANSWERED, "(%s)", curl_easy_strerror(rc));
 }
 
+/*
+ * The gateway could not send a message of the exchange for a reason of its own (|what|): the CA was not
+ * reached if no earlier message left; else it took one (an ir it answered may have issued) and the
+ * exchange ends unanswered. No test forces these paths: they need libcurl or OpenSSL to run out of memory
+ * between two messages of one exchange.
+ */
+static void send_failed(struct xfer *x, const char *what)
+{
+    if (x->sent)
+        xfer_fail(x, XFER_UNANSWERED, "(the gateway could not send its next message: %s)", what);
+    else
+        xfer_fail(x, XFER_UNREACHED, "%s", what);
+}
+
 /* The OSSL_CMP_transfer_cb_t: NULL on any failure, with the reason in the xfer (worker). */
 static OSSL_CMP_MSG *transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
 {
@@ -249,7 +263,7 @@ static OSSL_CMP_MSG *transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
         curl = x->curl = curl_easy_init();
     if ((len = i2d_OSSL_CMP_MSG(req, &der)) <= 0 || curl == NULL ||
         (h = curl_slist_append(NULL, "Content-Type: " CMP_CONTENT_TYPE)) == NULL) {
-        xfer_fail(x, XFER_UNREACHED, "out of memory");
+        send_failed(x, "out of memory");
         goto out;
     }
     hdrs = h;
@@ -257,7 +271,7 @@ static OSSL_CMP_MSG *transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
     if ((h = curl_slist_append(hdrs, "Expect:")) != NULL)
         hdrs = h;
     if ((rc = set_options(curl, x, der, len, hdrs, &sink, (long)(x->deadline_ms - now))) != CURLE_OK) {
-        xfer_fail(x, XFER_UNREACHED, "%s", curl_easy_strerror(rc));
+        send_failed(x, curl_easy_strerror(rc));
         goto out;
     }
     if ((rc = curl_easy_perform(curl)) != CURLE_OK) {
