@@ -518,12 +518,13 @@ static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     }
     /* issued and awaiting certConf, or deferred and awaiting pollReq (docs/polling.md); t->nonce, the
        senderNonce its client's next message must answer, read from |rsp| as it was made */
-    if (refused_once_verified(rsp))
+    if (refused_once_verified(rsp)) {
         c->rsp->authenticated = true;
+        cmp_rr_audit_unread(c, t, rsp); /* who tried to revoke what, where OpenSSL refused it unread */
+    }
     open = (t->issued != NULL || t->pending != NULL) &&
            OSSL_CMP_CTX_get_status(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv)) != -1 && rsp != NULL &&
            OSSL_CMP_MSG_get_bodytype(rsp) != GW_CMP_BODY_ERROR && t->nonce_len > 0;
-    cmp_rr_audit_unread(c, t, rsp); /* who tried to revoke what, where OpenSSL refused it unread */
     finish(c, t, msg, rsp);
     if (open && c->rsp->http_status == 200) {
         if (park(c, t) == 0)

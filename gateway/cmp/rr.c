@@ -12,7 +12,6 @@
 #include "gateway/cmp/reasons.h"
 #include "gateway/cmp/record.h"
 #include "gateway/cmp/revoked.h"
-#include "gateway/cmp/shim.h"
 #include "gateway/cmp/status.h"
 #include "gateway/cmp/urole.h"
 #include "base/err.h"
@@ -25,7 +24,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <openssl/bn.h>
-#include <openssl/cmperr.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
@@ -467,14 +465,10 @@ OSSL_CMP_PKISI *cmp_rr_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const 
 void cmp_rr_audit_unread(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *rsp)
 {
     struct cmp_refusal r = {0};
-    long code;
 
-    if (c->body != GW_CMP_BODY_RR || c->audited || (code = gw_shim_error_code(rsp)) < 0)
-        return;
     /* OpenSSL 3.0's process_rr counts the RevDetails only after it verified the protection: the signer
        is the one pinned, and tried to revoke what it named */
-    if (ERR_GET_LIB((unsigned long)code) != ERR_LIB_CMP ||
-        ERR_GET_REASON((unsigned long)code) != CMP_R_MULTIPLE_REQUESTS_NOT_SUPPORTED)
+    if (c->body != GW_CMP_BODY_RR || c->audited)
         return;
     cmp_identify(t, c);
     cmp_classify_error(c, rsp, &r);

@@ -14,8 +14,9 @@ OSSL_CMP_PKISI *cmp_rr_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const 
 /*
  * cmp_rr_audit_unread puts on record (rejected, naming its signer and no serial) the rr of |c| that OpenSSL
  * refused with |rsp| before the rr callback ran, once it had verified its protection: one without exactly
- * one RevDetails (RFC 9483 §4.2), several or none. Every other rr refusal is on record through the callback;
- * any other answer is left as it is.
+ * one RevDetails (RFC 9483 §4.2), several or none; the caller has read that refusal off |rsp| (the engine's
+ * refused_once_verified). Every other rr refusal is on record through the callback; any other message
+ * than an rr is left as it is.
  */
 void cmp_rr_audit_unread(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *rsp);
 
