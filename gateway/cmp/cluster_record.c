@@ -274,26 +274,20 @@ int cluster_result_decode(const unsigned char *key, size_t key_len, const unsign
     return 0;
 }
 
-/* One lower-case hex digit's value, or -1. */
-static int hex_digit(char ch)
-{
-    return ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
-}
-
 size_t cluster_record_key_tid(const char *key, size_t len, const char *prefix, unsigned char *tid)
 {
-    size_t plen = strlen(prefix) + 4, tl;
+    size_t plen = strlen(prefix) + 4, tl = 0;
+    char hex[2 * GW_MAX_TID_LEN + 1];
 
-    if (len <= plen || (len - plen) % 2 != 0 || (tl = (len - plen) / 2) > GW_MAX_TID_LEN ||
+    if (len <= plen || len - plen > 2 * GW_MAX_TID_LEN || (len - plen) % 2 != 0 ||
         memcmp(key, prefix, plen - 4) != 0 || memcmp(key + plen - 4, "rec:", 4) != 0)
         return 0;
-    for (size_t j = 0; j < tl; j++) {
-        int hi = hex_digit(key[plen + 2 * j]), lo = hex_digit(key[plen + 2 * j + 1]);
-
-        if (hi < 0 || lo < 0)
-            return 0;
-        tid[j] = (unsigned char)(hi << 4 | lo);
-    }
+    memcpy(hex, key + plen, len - plen);
+    hex[len - plen] = '\0';
+    /* lower case only, as instances write it; checked first, so OpenSSL never queues an error here */
+    if (strspn(hex, "0123456789abcdef") != len - plen ||
+        OPENSSL_hexstr2buf_ex(tid, GW_MAX_TID_LEN, &tl, hex, '\0') != 1)
+        return 0;
     return tl;
 }
 
