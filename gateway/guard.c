@@ -160,11 +160,21 @@ out:
     return rc;
 }
 
+/*
+ * Whether a failure window of |window| seconds that began at |start| is open at |now|. Each caller
+ * reads the clock before it takes the lock, so a window another thread opened may begin a second or
+ * so after |now|: that one is open (over, its slot could be taken or trimmed, and its failures lost).
+ * One that begins a whole window or more later was opened before the clock was set back: over.
+ */
+static bool window_open(time_t start, uint32_t window, time_t now)
+{
+    return now >= start ? now - start < (time_t)window : start - now < (time_t)window;
+}
+
 /* Whether |s| is shut out at |now| by a budget of |failures| a |window|: its window open, and used up. */
 static bool shut_out(const struct slot *s, uint32_t failures, uint32_t window, time_t now)
 {
-    return failures != 0 && s->failures >= failures && now >= s->window_start &&
-           now - s->window_start < (time_t)window;
+    return failures != 0 && s->failures >= failures && window_open(s->window_start, window, now);
 }
 
 /* The address of |s| as a socket address: an IPv4 one, or an IPv6 prefix with the bits past it zero. */
@@ -210,8 +220,7 @@ int gw_guard_set_auth_budget(struct gw_guard *g, uint32_t auth_failures, uint32_
 
 static bool window_live(const struct gw_guard *g, const struct slot *s, time_t now)
 {
-    return s->failures > 0 && now >= s->window_start &&
-           now - s->window_start < (time_t)g->conf.auth_failure_window;
+    return s->failures > 0 && window_open(s->window_start, g->conf.auth_failure_window, now);
 }
 
 static bool idle(const struct gw_guard *g, const struct slot *s, time_t now)

@@ -194,10 +194,11 @@ static void test_auth_budget_lowered(void **state)
     uint32_t wait;
 
     (void)state;
+    for (int i = 0; i < 4; i++)
+        assert_false(gw_guard_auth_failed(g, SA(d), ld, 900)); /* a window ended by 1010 */
     for (int i = 0; i < 4; i++) {
         assert_false(gw_guard_auth_failed(g, SA(a), la, 1000));
         assert_false(gw_guard_auth_failed(g, SA(c), lc, 1000)); /* on its /64 */
-        assert_false(gw_guard_auth_failed(g, SA(d), ld, 900));  /* a window ended by 1010 */
         assert_false(gw_guard_auth_failed(g, SA(e), le, 1000));
     }
     assert_true(gw_guard_auth_failed(g, SA(e), le, 1000));  /* its fifth: out, and said */
@@ -216,6 +217,47 @@ static void test_auth_budget_lowered(void **state)
     assert_int_equal(gw_guard_set_auth_budget(g, 1, 60, 1013, on_shut_out, &sh), 0); /* b now too */
     assert_int_equal(sh.n, 1);
     assert_string_equal(sh.addr[0], "10.0.0.2");
+    gw_guard_free(g);
+}
+
+/*
+ * Each caller reads the clock before it takes the lock, so a failure may be counted at a second before
+ * one another thread has already counted: the window that later failure opened is live, not over,
+ * and the earlier caller must neither reuse its slot nor trim it away. 40 addresses used up their
+ * budget at 1001; 40 others fail once under a clock read at 1000, their probes crossing those slots.
+ */
+static void test_auth_window_from_a_later_read(void **state)
+{
+    struct gw_guard_conf conf = {.max_connections = 8,
+                                 .max_connections_per_address = 8,
+                                 .max_requests_per_address = 1,
+                                 .auth_failures = 2,
+                                 .auth_failure_window = 60,
+                                 .ipv6_prefix = 64};
+    struct gw_guard *g = gw_guard_new(&conf);
+    struct sockaddr_storage x;
+    socklen_t l;
+    uint32_t wait;
+    char ip[32];
+
+    (void)state;
+    for (int i = 0; i < 40; i++) {
+        snprintf(ip, sizeof(ip), "10.2.0.%d", i + 1);
+        x = v4(ip, 1, &l);
+        assert_false(gw_guard_auth_failed(g, SA(x), l, 1001));
+        assert_true(gw_guard_auth_failed(g, SA(x), l, 1001));
+    }
+    for (int i = 0; i < 40; i++) {
+        snprintf(ip, sizeof(ip), "10.3.0.%d", i + 1);
+        x = v4(ip, 1, &l);
+        assert_false(gw_guard_auth_failed(g, SA(x), l, 1000));
+    }
+    for (int i = 0; i < 40; i++) {
+        snprintf(ip, sizeof(ip), "10.2.0.%d", i + 1);
+        x = v4(ip, 1, &l);
+        assert_int_equal(gw_guard_auth_check(g, SA(x), l, 1001, &wait), GW_ERR_LIMIT);
+        assert_int_equal(wait, 60);
+    }
     gw_guard_free(g);
 }
 
@@ -539,6 +581,7 @@ int main(void)
         cmocka_unit_test(test_auth_budget),
         cmocka_unit_test(test_auth_budget_reloaded),
         cmocka_unit_test(test_auth_budget_lowered),
+        cmocka_unit_test(test_auth_window_from_a_later_read),
         cmocka_unit_test(test_table_reuse),
         cmocka_unit_test(test_requests_in_flight),
         cmocka_unit_test(test_orphaned_requests_leave_room),
