@@ -229,7 +229,9 @@ static void reduce(const struct gw_upstream_conf *conf, const char *endpoint, en
     if (rc == GW_ERR_NOMEM)
         answer_fail(a, rc, OSSL_CMP_PKIFAILUREINFO_systemFailure, "cfssl %s: out of memory",
                     gw_upstream_conf_name(conf));
-    else if (rc != 0 && rsp->status < 500) /* a broken 5xx body says no more than its status */
+    /* a broken 5xx body says no more than its status, unless it holds a certificate (then the
+       reason says why the certificate is withdrawn) */
+    else if (rc != 0 && (rsp->status < 500 || a->cert != NULL))
         answer_fail(a, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
                     "cfssl %s: the %s answer (HTTP %ld) is refused: %.150s", gw_upstream_conf_name(conf),
                     strrchr(endpoint, '/') + 1, rsp->status, why);

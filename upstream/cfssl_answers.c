@@ -82,16 +82,16 @@ int gw_cfssl_parse_envelope(const char *body, size_t len, struct gw_cfssl_envelo
 }
 
 /*
- * The certificate an answer refused whole says was issued ("success": true and a readable
- * result.certificate), or NULL: only to be recorded and withdrawn (docs/design.md D8).
+ * The certificate an answer refused whole holds (a boolean "success", true or false, and a readable
+ * result.certificate), or NULL: only to be recorded and withdrawn (docs/design.md D8). cfssl writes
+ * every error with "result": null, so a certificate beside "success": false was issued all the same.
  */
 static X509 *issued_cert(json_object *root)
 {
     char why[GW_ERR_LEN];
     bool success = false;
 
-    if (root == NULL || gw_field_bool(gw_field_member(root, "success"), "success", &success, why) != 0 ||
-        !success)
+    if (root == NULL || gw_field_bool(gw_field_member(root, "success"), "success", &success, why) != 0)
         return NULL;
     return gw_field_issued_cert(root, "result", "certificate");
 }
@@ -125,8 +125,13 @@ static int parse_cert(const char *body, size_t len, int keep, struct gw_cfssl_ce
         out->cert = keep ? leading_cert(body, len) : NULL;
         return GW_ERR_UPSTREAM;
     }
-    if ((rc = envelope(root, &out->env, err)) != 0 || !out->env.success)
+    if ((rc = envelope(root, &out->env, err)) != 0)
         goto out;
+    if (!out->env.success) {
+        if (keep && (issued = issued_cert(root)) != NULL)
+            rc = gw_field_fail(err, "result.certificate holds a certificate beside \"success\": false");
+        goto out;
+    }
     result = gw_field_member(root, "result");
     if ((rc = gw_field_object(result, "result", err)) != 0)
         goto out;
@@ -140,7 +145,7 @@ static int parse_cert(const char *body, size_t len, int keep, struct gw_cfssl_ce
     out->cert = sk_X509_shift(one);
 out:
     sk_X509_pop_free(one, X509_free);
-    if (rc != 0 && keep) /* cfssl issued it all the same, whatever else the answer says */
+    if (rc != 0 && keep && issued == NULL) /* cfssl issued it all the same, whatever else the answer says */
         issued = issued_cert(root);
     json_object_put(root);
     if (rc != 0) {

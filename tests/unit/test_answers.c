@@ -1100,7 +1100,7 @@ static void test_cfssl_sign_info(void **state)
     assert_null(o.ccert.cert);
     /* a sign answer refused whole that says it issued keeps the certificate, to be recorded and revoked:
        bytes after the document, an errors entry out of shape, another certificate after it; info keeps
-       none, nor does a failure */
+       none */
     static const char *const issued[] = {
         CFSIGN("@LEAF@") "x", "{\"success\":true,\"result\":{\"certificate\":@LEAF@},\"errors\":[1]}",
         CFSIGN("@TWO@")};
@@ -1113,10 +1113,29 @@ static void test_cfssl_sign_info(void **state)
         assert_int_equal(parse_tmpl(CFSSL_INFO, issued[i], &o, err), UP);
         assert_null(o.ccert.cert);
     }
-    assert_int_equal(parse_tmpl(CFSSL_SIGN,
-                                "{\"success\":false,\"result\":{\"certificate\":@LEAF@},\"errors\":[1]}", &o,
-                                err),
-                     UP);
+    /* cfssl writes its errors with "result": null: a certificate beside "success": false was issued all
+       the same, so the answer is refused and the certificate kept to be withdrawn; info keeps none and
+       reads cfssl's error. "success" not a boolean says nothing, and keeps none. */
+    static const char *const refused[] = {
+        "{\"success\":false,\"result\":{\"certificate\":@LEAF@},\"errors\":[1]}",
+        "{\"success\":false,\"result\":{\"certificate\":@LEAF@},\"errors\":[{\"code\":1000,\"message\":"
+        "\"m\"}],\"messages\":[]}\n"};
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        assert_int_equal(parse_tmpl(CFSSL_SIGN, refused[i], &o, err), UP);
+        assert_true(o.ccert.cert != NULL && X509_cmp(o.ccert.cert, leaf) == 0);
+        assert_false(o.ccert.env.success);
+        gw_cfssl_cert_cleanup(&o.ccert);
+    }
+    assert_non_null(strstr(err, "result.certificate holds a certificate beside \"success\": false"));
+    assert_int_equal(parse_tmpl(CFSSL_INFO, refused[1], &o, err), 0);
+    assert_false(o.ccert.env.success);
+    assert_int_equal(o.ccert.env.code, 1000);
+    assert_null(o.ccert.cert);
+    assert_int_equal(
+        parse_tmpl(CFSSL_SIGN, "{\"success\":\"false\",\"result\":{\"certificate\":@LEAF@}}", &o, err), UP);
+    assert_null(o.ccert.cert);
+    /* its twin without a certificate is cfssl's error, as cfssl writes it */
+    assert_int_equal(parse_tmpl(CFSSL_SIGN, ENVELOPE("{\"code\":1000,\"message\":\"m\"}"), &o, err), 0);
     assert_null(o.ccert.cert);
 }
 

@@ -943,6 +943,64 @@ static void test_sign_envelope_strict(void **state)
     free(two_pem);
 }
 
+/*
+ * cfssl writes every error with "result": null. An error answer that holds a certificate all the same
+ * (a broken or altered cfssl) is refused as systemFailure whatever its status and code, and its
+ * certificate handed on to be recorded and withdrawn; each twin without the certificate is cfssl's error.
+ */
+static void test_sign_error_with_certificate(void **state)
+{
+    static const struct {
+        long http;
+        const char *error; /* errors[0] */
+        int fail_info;     /* of the twin without a certificate */
+        const char *twin;  /* its reason */
+    } cases[] = {
+        {200, "{\"code\":1000,\"message\":\"signing failed\"}", OSSL_CMP_PKIFAILUREINFO_systemFailure,
+         "cfssl cf: HTTP 200: signing failed (code 1000)"},
+        {400, "{\"code\":5500,\"message\":\"whitelist\"}", OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+         "refused by the cfssl profile's policy: whitelist (code 5500)"},
+        {500, "{\"code\":1000,\"message\":\"signing failed\"}", OSSL_CMP_PKIFAILUREINFO_systemFailure,
+         "cfssl cf failed (HTTP 500): signing failed (code 1000)"},
+    };
+    char *q = json_quote(leaf_pem), body[8192], reason[GW_ERR_LEN];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        for (int with = 1; with >= 0; with--) {
+            struct fixture f;
+            struct gw_sign_result *res;
+
+            print_message("case HTTP %ld, %s a certificate\n", cases[i].http, with ? "with" : "without");
+            snprintf(body, sizeof(body),
+                     "{\"success\":false,\"result\":%s%s%s,\"errors\":[%s],\"messages\":[]}\n",
+                     with ? "{\"certificate\":" : "null", with ? q : "", with ? "}" : "", cases[i].error);
+            srv_set(&srv.sign, (struct reply){cases[i].http, "application/json", body, 0});
+            fixture_init(&f, srv.port, 0);
+            res = sign(&f, csr);
+            assert_int_equal(res->status, with || cases[i].http != 400 ? GW_ERR_UPSTREAM : GW_ERR_POLICY);
+            assert_null(res->chain);
+            if (with) {
+                snprintf(reason, sizeof(reason),
+                         "cfssl cf: the sign answer (HTTP %ld) is refused: result.certificate holds a "
+                         "certificate beside \"success\": false",
+                         cases[i].http);
+                assert_int_equal(res->fail_info, OSSL_CMP_PKIFAILUREINFO_systemFailure);
+                assert_true(res->cert != NULL && X509_cmp(res->cert, leaf) == 0);
+                assert_string_equal(res->reason, reason);
+            } else {
+                assert_int_equal(res->fail_info, cases[i].fail_info);
+                assert_null(res->cert);
+                if (strstr(res->reason, cases[i].twin) == NULL)
+                    fail_msg("reason \"%s\"", res->reason);
+            }
+            result_free(res);
+            fixture_cleanup(&f);
+        }
+    }
+    free(q);
+}
+
 /* A certificate from a CA other than cfssl's (info): the CA is re-read once, then it is refused. */
 static void test_sign_foreign_issuer(void **state)
 {
@@ -1336,6 +1394,7 @@ int main(void)
         cmocka_unit_test(test_authsign_token),
         cmocka_unit_test(test_sign_answers),
         cmocka_unit_test(test_sign_envelope_strict),
+        cmocka_unit_test(test_sign_error_with_certificate),
         cmocka_unit_test(test_sign_foreign_issuer),
         cmocka_unit_test(test_info_lazy_retry),
         cmocka_unit_test(test_chain_with_issuer_ca),
