@@ -246,8 +246,9 @@ _Static_assert(GW_STATE_TOOK_SECS * 1000 > 2 * GW_MAX_REDIS_TIMEOUT_MS,
 /* their DER, all entries together: what the gateway issues stays within what it accepts from a client
    (GW_MAX_EXTRA_CERTS_EXT_BYTES of extensions in extraCerts, GW_MAX_TLS_CLIENT_CHAIN) */
 #define GW_MAX_SAN_BYTES 4096
-#define GW_ISSUED_TTL_SLACK 300      /* an upstream's notAfter may pass now + max_ttl by this (rounding) */
-#define GW_ISSUED_SHORTEN_SLACK 300  /* a notAfter this much before the planned one is not a change */
+#define GW_ISSUED_TTL_SLACK 300 /* an upstream's notAfter may pass now + max_ttl by this (rounding) */
+/* a notAfter this much before the planned one, or after the one the client asked for, is no change */
+#define GW_ISSUED_SHORTEN_SLACK 300
 #define GW_ISSUED_BACKDATE_SLACK 600 /* an upstream's notBefore may precede the plan's by this */
 /* OpenSSL's security level for an upstream's chain (X509_VERIFY_PARAM_set_auth_level): 112 bits,
    so no SHA-1 or MD5 signature (63 and 39 bits in OpenSSL 3.0) and no RSA key under 2048 bits, as

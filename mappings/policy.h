@@ -116,7 +116,8 @@ int gw_policy_check_upstream_grants(const struct gw_role *role, const char *upst
 enum gw_issued_verdict {
     GW_ISSUED_OK = 0,         /* as planned */
     GW_ISSUED_MODIFIED,       /* changed (subject attributes left out or reordered, a name dropped,
-                                 validity cut) but within the role's policy: grantedWithMods */
+                                 validity cut, or longer than asked) but within the role's policy:
+                                 grantedWithMods */
     GW_ISSUED_BAD,            /* wrong key, or does not chain to the upstream's issuer CA: reject */
     GW_ISSUED_OUTSIDE_POLICY, /* names, usages, extensions or validity outside the role's policy, or a
                                  name or subject attribute the request did not ask for: revoke
@@ -136,8 +137,9 @@ enum gw_issued_verdict {
  * (never from |now|, the time of the check: a certificate released long after it was issued would
  * carry the wait on top), notBefore no earlier than the plan's by more
  * than GW_ISSUED_BACKDATE_SLACK (CAs backdate a little: Vault 30 s, cfssl 5 min; the plan's, not |now|,
- * since a deferred certificate is judged when a pollReq collects it). A reduced subject, a dropped name
- * or a shorter validity is GW_ISSUED_MODIFIED. Returns the verdict; |err| says why. With |path|, a
+ * since a deferred certificate is judged when a pollReq collects it). A reduced subject, a dropped name,
+ * a shorter validity, or a longer one than the client asked for (plan->not_after_asked) is
+ * GW_ISSUED_MODIFIED. Returns the verdict; |err| says why. With |path|, a
  * certificate that may be released (GW_ISSUED_OK, GW_ISSUED_MODIFIED) has the chain it was verified on
  * into *path (the caller's): its issuer first, up to the issuer_store certificate it ends at, then
  * the CAs that signed that one (gw_x509_chain_extend, the links in |links| not verified again), each

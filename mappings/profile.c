@@ -302,6 +302,7 @@ static int plan_validity(const struct gw_role *role, const struct gw_cert_req *r
     if (req->not_after <= now || (req->not_before != 0 && req->not_after <= req->not_before))
         return refuse(fail_info, err, "the requested validity ends in the past or before it starts");
     out->not_after = req->not_after;
+    out->not_after_asked = 1;
     if (out->not_after > now + max_ttl) {
         out->not_after = now + max_ttl;
         out->modified = 1;

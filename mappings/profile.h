@@ -46,6 +46,8 @@ struct gw_cert_plan {
     X509_PUBKEY *spki; /* |pubkey| as the request carried it (the request's own; NULL: not kept) */
     time_t not_before;
     time_t not_after;
+    int not_after_asked;    /* 1 if |not_after| is the client's (or max_ttl's cut of it): a later one
+                               issued is a change too (grantedWithMods, RFC 9810 §5.2.3) */
     unsigned key_usage;     /* KU_* bits; never keyCertSign or cRLSign (the issued cert is CA:FALSE) */
     unsigned ext_key_usage; /* enum gw_eku bits */
     int modified;           /* 1 if the plan differs from what was asked (grantedWithMods) */

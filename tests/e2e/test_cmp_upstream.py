@@ -3,7 +3,8 @@ upstream (docs/cmp-relay.md). The mock returns one canned certificate, so each t
 for the exact key its client will use, signed by the mock's CA, and starts the mock with it (the mock
 serves /pkix/ only, one transaction at a time, and listens on the wildcard address: OpenSSL offers no
 other). Asserted on the decoded answers: an ir forwarded with raVerified and the certificate delivered; a
-p10cr forwarded as p10cr; a role sending CRMF to the CMP CA and p10cr to its JSON (here local) upstream;
+p10cr forwarded as p10cr; a certificate valid longer than the ir asked for released as grantedWithMods
+(its twin, valid as asked, accepted); a role sending CRMF to the CMP CA and p10cr to its JSON (here local) upstream;
 the holder of a certificate of the CMP CA revoking it there (rr), through its role and through one whose
 crmf_upstream the CA is, and the CA rejecting that rr for good (the client told not to retry, without the
 CA's text) or for its own trouble (retry later);
@@ -221,6 +222,21 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
         self.assertEqual(self.certconf_verdicts(), [])
         audit = (self.gw.dir / "audit.log").read_text()
         self.assertIn('"upstream":"ca-cmp"', audit.replace(" ", ""))
+
+    def test_longer_than_asked_granted_with_mods(self):
+        # the mock's canned certificate is valid for 20 days: longer than the day asked for is a change
+        # (RFC 9810 §5.2.3), within max_ttl; its twin asks for the 20 days and gets exactly that
+        for name, days, status in (("long-1d", 1, 1), ("long-20d", 20, 0)):
+            key, canned = self.canned(name)
+            self.mock.start(canned)
+            res = self.gw.cmp("ir", name, newkey=key, subject="/CN=%s.example.com" % name,
+                              path="pki/roles/cmp/cmp", extra=["-days", str(days)])
+            self.assert_from_upstream(res, key, canned)
+            self.assertEqual(res.first.status, status, res.first)
+            issued = [r for r in self.records_of(res.first.header["transactionID"].asOctets().hex())
+                      if r.get("event") == "issued"]
+            self.assertEqual([r.get("status") for r in issued], [["accepted", "grantedWithMods"][status]])
+            self.mock.stop()
 
     def test_p10cr_forwarded_as_p10cr(self):
         key, canned = self.canned("fwd-p10")

@@ -2787,6 +2787,53 @@ static void test_check_issued(void **state)
     }
 }
 
+/*
+ * A validity longer than planned, within max_ttl: a change only where the client asked for its notAfter
+ * (RFC 9810 §5.2.3: accepted is exactly what was asked), and then only past GW_ISSUED_SHORTEN_SLACK.
+ */
+static void test_check_issued_longer(void **state)
+{
+    static const struct {
+        const char *name;
+        long to;   /* the certificate's notAfter, seconds from NOW */
+        int asked; /* plan.not_after_asked */
+        enum gw_issued_verdict want;
+        const char *want_err;
+    } cases[] = {
+        {"longer than asked", 14 * DAY, 1, GW_ISSUED_MODIFIED,
+         "=the upstream lengthened the validity to 2030-03-31T17:46:40Z (asked: 2030-03-24T17:46:40Z)"},
+        {"longer than the role's ttl, nothing asked", 14 * DAY, 0, GW_ISSUED_OK, "="},
+        {"a bit longer than asked", 7 * DAY + GW_ISSUED_SHORTEN_SLACK, 1, GW_ISSUED_OK, "="},
+        {"as asked", 7 * DAY, 1, GW_ISSUED_OK, "="},
+    };
+    struct gw_role role = {.name = "iot",
+                           .upstream_name = "vault",
+                           .key_usage = KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT,
+                           .ext_key_usage = GW_EKU_CLIENT_AUTH,
+                           .max_ttl = 30 * DAY,
+                           .allowed_san_types = ALL_SANS,
+                           .authz = {.dns_names = PATS(i_dns)}};
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct cspec spec = {
+            "CN=dev-1.example.com", NULL, NULL, "critical,digitalSignature", -60, cases[i].to, 0};
+        X509 *cert = mkcert_ext(&spec, "clientAuth", NULL, keys[K_P256], int_ca, keys[K_CA3]);
+        struct gw_cert_plan plan;
+        enum gw_issued_verdict v;
+
+        mkplan(&plan, "CN=dev-1.example.com", NULL, K_P256, 7 * DAY);
+        plan.not_after_asked = cases[i].asked;
+        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NULL, NOW, NULL, err);
+        if (v != cases[i].want)
+            fail_msg("%s: verdict %d, want %d; err \"%s\"", cases[i].name, v, cases[i].want, err);
+        check_err(cases[i].name, err, cases[i].want_err);
+        gw_cert_plan_cleanup(&plan);
+        X509_free(cert);
+    }
+}
+
 /* The role the issued-certificate tests below judge by: a client certificate under *.example.com. */
 static struct gw_role issued_role(void)
 {
@@ -3962,6 +4009,7 @@ int main(void)
         cmocka_unit_test(test_cn_copy_san_type),
         cmocka_unit_test(test_upstream_cn_san_issued),
         cmocka_unit_test(test_check_issued),
+        cmocka_unit_test(test_check_issued_longer),
         cmocka_unit_test(test_check_issued_start_and_wildcard),
         cmocka_unit_test(test_check_issued_collected_late),
         cmocka_unit_test(test_check_issued_path),

@@ -370,6 +370,7 @@ static void check_plan(const struct plan_case *c, const struct gw_cert_req *req,
 {
     assert_int_equal(plan->modified, c->modified);
     assert_true(plan->not_after == c->want_na);
+    assert_int_equal(plan->not_after_asked, c->na != 0); /* the client's notAfter, kept or cut */
     assert_true(plan->not_before == NOW - GW_BACKDATE_SECS);
     assert_int_equal(plan->key_usage, role_iot.key_usage == c->role->key_usage
                                           ? (unsigned)(KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT)
