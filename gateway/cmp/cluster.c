@@ -9,8 +9,9 @@
  *   rec:<tid hex>      a transaction record (cluster.h); TTL: its deadline + GW_STATE_GRACE
  *   res:<tid hex>      a deferred request's upstream result, beside its record
  *   lease:<tid hex>    the instance answering the transaction now; TTL: GW_STATE_LEASE_SECS
- *   took:<tid hex>     "<instance>:<end id>:<result>": what that end of the record took, for it to read
- *                      back should the answer be lost; TTL: GW_STATE_TOOK_SECS
+ *   took:<tid hex>:<instance>:<end id>
+ *                      the result that end of the record took, for that instance to read back should the
+ *                      answer be lost; TTL: GW_STATE_TOOK_SECS
  *   claimed:<instance> "<claim id>:<MessagePack of the answer>": what that instance's last expiry claim
  *                      took, for it to read back should the answer be lost; TTL: GW_STATE_TOOK_SECS
  *   deadlines          sorted set: the records, scored by deadline on Redis's clock
@@ -146,14 +147,12 @@ static const char *const scripts[N_SCRIPTS] = {
        the largest result an instance writes, this end's id (its retry's too). 2 when another
        instance holds the lease (and it stays); else {1 if the record was there, the result that went
        with it ('' if none, or larger than an instance writes)}; the lease goes only if this instance
-       holds it. What an end took is kept (took:, under the instance and the end's id) until this
-       instance's next end of the transactionID: the same end asked again, the record gone, answers it
-       as the lost answer did, and keeps it for S_TOOK should that answer be lost too; another end (of
-       an earlier transaction under the transactionID) is not handed it */
-    [S_DROP] = "local took = " LUA_TOOK_OF("KEYS[1]") "\n"
-               "local t = redis.call('GET', took)\n"
-               "local mine = ARGV[1] .. ':' .. ARGV[5] .. ':'\n"
-               "local p = t and string.sub(t, 1, #mine) == mine and string.sub(t, #mine + 1)\n"
+       holds it. What an end took is kept under a took: key of its own (the instance, the end's id) for
+       GW_STATE_TOOK_SECS: the same end asked again, the record gone, answers it as the lost answer did,
+       and 'r' reads it back should that answer be lost too. No other end, of this instance or another (a
+       later transaction under the transactionID), is handed it or deletes it before it is read back */
+    [S_DROP] = "local took = " LUA_TOOK_OF("KEYS[1]") " .. ':' .. ARGV[1] .. ':' .. ARGV[5]\n"
+               "local p = redis.call('GET', took)\n"
                "if p and #p > tonumber(ARGV[4]) then p = '' end\n"
                "if ARGV[3] == 'r' then if p then return {1, p} end return {0, ''} end\n"
                "local l = redis.call('GET', KEYS[2])\n"
@@ -166,8 +165,7 @@ static const char *const scripts[N_SCRIPTS] = {
                "if l == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
                "redis.call('ZREM', ARGV[2], KEYS[1])\n"
                "if n == 0 and p then return {1, p} end\n"
-               "if t and string.sub(t, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then redis.call('DEL', took) end\n"
-               "if n == 1 then redis.call('SET', took, mine .. r, 'EX', " LUA_NUM(GW_STATE_TOOK_SECS) ") end\n"
+               "if n == 1 then redis.call('SET', took, r, 'EX', " LUA_NUM(GW_STATE_TOOK_SECS) ") end\n"
                "return {n, r}\n",
     /* KEYS[2], a record's lease, goes if this instance holds it */
     [S_UNLEASE] = "if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"

@@ -191,10 +191,11 @@ int gw_cluster_end_record(struct gw_cluster *cl, const unsigned char *tid, size_
 
 /*
  * gw_cluster_reread_end reads back what this instance's end |id| of |tid|'s record took (left->unread of
- * gw_cluster_end_record, both its answers lost), while it is kept (GW_STATE_TOOK_SECS, and until this
- * instance's next end of |tid|): 1 with |left| filled as the end would have, present or not; 0 when
- * nothing is kept under |id| (that end never ran: the record, and a result beside it, are still there for
- * their expiry; or it is gone); GW_ERR_UNAVAILABLE with |err|. It touches nothing but that end's own.
+ * gw_cluster_end_record, both its answers lost), while it is kept (GW_STATE_TOOK_SECS; no later end of
+ * |tid|, here or on another instance, touches it): 1 with |left| filled as the end would have, present or
+ * not; 0 when nothing is kept under |id| (that end never ran: the record, and a result beside it, are
+ * still there for their expiry; or it is gone); GW_ERR_UNAVAILABLE with |err|. It touches nothing but that
+ * end's own.
  */
 int gw_cluster_reread_end(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
                           unsigned long long id, struct gw_txn_result *left, char *err);

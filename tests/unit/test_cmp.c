@@ -7200,6 +7200,70 @@ static void test_shared_end_retry_not_handed_an_earlier_end(void **state)
 }
 
 /*
+ * An end whose tries' answers were both lost once Redis ran it: what it took (here a result beside the
+ * record) waits in Redis for this instance's read-back at its next tick. Before that tick, a later
+ * transaction under the same transactionID ends too, on this instance or on another. The read-back still
+ * finds what the first end took. Once, this instance's later end deleted it unread, and another's wrote
+ * its own over it: a certificate in it was neither delivered nor withdrawn, and nothing said so.
+ */
+static void test_shared_unread_end_outlives_a_later_end(void **state)
+{
+    static const unsigned char tid[] = "0123";
+    static unsigned char mac[] = "a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5";
+    char prefix[32], rec[64], out[64], err[GW_ERR_LEN] = "";
+    struct gw_state_conf conf = {.backend = GW_STATE_REDIS,
+                                 .address = "127.0.0.1",
+                                 .timeout_ms = 1000,
+                                 .mac_key = mac,
+                                 .mac_key_len = sizeof(mac) - 1};
+    struct gw_txn_result res = {.present = true, .status = GW_ERR_REFUSED}, left;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    snprintf(prefix, sizeof(prefix), "unit%d:", (int)getpid());
+    snprintf(rec, sizeof(rec), "%srec:30313233", prefix);
+    conf.port = (uint16_t)redis_port;
+    conf.key_prefix = prefix;
+    snprintf(res.reason, sizeof(res.reason), "the first transaction's");
+    for (int other = 0; other <= 1; other++) {
+        struct gw_cluster *cl = gw_cluster_new(&conf, err), *later;
+        unsigned long long id;
+
+        if (cl == NULL && strstr(err, "without hiredis") != NULL)
+            skip();
+        assert_non_null(cl);
+        print_message("the later end on %s instance\n", other ? "another" : "this");
+        later = other ? gw_cluster_new(&conf, err) : cl;
+        assert_non_null(later);
+        /* an end of nothing: Redis has the script since, the answers lost below are the end's own */
+        assert_int_equal(gw_cluster_drop_record(cl, tid, 4), 0);
+        assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"SET", rec, "x"}), 0);
+        assert_int_equal(gw_cluster_put_result(cl, tid, 4, &res, 60, err), 1);
+        drop_hook.thread = pthread_self();
+        drop_hook.lose_answer = 2;
+        assert_int_equal(gw_cluster_end_record(cl, tid, 4, &left), GW_ERR_UNAVAILABLE);
+        assert_int_equal(drop_hook.lose_answer, 0);
+        assert_false(left.present);
+        assert_true((id = left.unread) != 0);
+        gw_txn_result_cleanup(&left);
+        memset(&drop_hook, 0, sizeof(drop_hook));
+        /* a later transaction under it, ended before the read-back comes */
+        assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"SET", rec, "x"}), 0);
+        assert_int_equal(gw_cluster_end_record(later, tid, 4, &left), 1);
+        assert_false(left.present);
+        gw_txn_result_cleanup(&left);
+        assert_int_equal(gw_cluster_reread_end(cl, tid, 4, id, &left, err), 1);
+        assert_true(left.present);
+        assert_string_equal(left.reason, "the first transaction's");
+        gw_txn_result_cleanup(&left);
+        if (other)
+            gw_cluster_free(later);
+        gw_cluster_free(cl);
+    }
+}
+
+/*
  * A shared deferred request that another instance closes (the client's error message, or a certConf in
  * place of its pollReq, answered there from the record it leased while the call had no result), the call
  * returning while it closes: after the lease, before the record ends. Its instance puts the certificate
@@ -9853,6 +9917,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_closed_while_call_runs, redis_stop),
         cmocka_unit_test_teardown(test_shared_closed_elsewhere_while_result_lands, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_not_handed_an_earlier_end, redis_stop),
+        cmocka_unit_test_teardown(test_shared_unread_end_outlives_a_later_end, redis_stop),
         cmocka_unit_test_teardown(test_shared_expiry_after_reload, redis_stop),
         cmocka_unit_test_teardown(test_shared_withdrawals_after_reload, redis_stop),
         cmocka_unit_test_teardown(test_shared_not_continued_without_its_ca, redis_stop),
