@@ -9594,49 +9594,67 @@ static void test_shared_reload_pollreq(void **state)
  * transaction: that instance took the record while the call had no result, and the certificate is put
  * beside it before the record ends, which takes it along. The instance that ended it has it on record as
  * not delivered and withdraws it, once. Once, it went with the record and stayed valid, on record as
- * "awaiting the client's pollReq".
+ * "awaiting the client's pollReq". So also when the answer to the record's end is lost once Redis ran it
+ * (the end asked again answers what the first took), and when the retry's answer is lost too: what the end
+ * took is read back at the next ticks (txn_end_unread) and withdrawn.
  */
 static void test_shared_reload_pollreq_while_result_lands(void **state)
 {
-    struct env *e, *next;
-    struct client cl;
-    OSSL_CMP_CTX *ctx;
-    char serial[64] = "";
-    int after;
-
     (void)state;
     if (redis_start() != 0)
         skip();
     write_reload_files();
-    e = env_shared("100ms");
-    slow_revokes(e);
-    cl = (struct client){.env = e, .tls_first = client_cert};
-    ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
-    assert_int_equal(poll_step(ctx, &after), -1); /* ir -> waiting, pollReq -> pollRep */
-    next = env_shared_reload(e, anchor, "local");
-    (void)gw_cmp_engine_reset(e->engine); /* no copy here: the record is all there is; the call runs */
-    cl.env = next;
-    landed = 0;
-    drop_hook.thread = pthread_self();
-    drop_hook.after_end = false;
-    drop_hook.fn = call_lands;
-    assert_int_equal(poll_step(ctx, &after), 0);
-    drop_hook.fn = NULL;
-    if (!landed)
-        fail_msg("the call did not land within CALL_WAIT_S");
-    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_signerNotTrusted,
-                  "no longer chains to a CA trusted on this route");
-    assert_int_equal(audit_count(e, "issued", NULL, "status", "awaiting the client's pollReq"), 1);
-    assert_int_equal(audit_serial(e, "issued", serial, sizeof(serial)), 0);
-    assert_int_equal(audit_count(next, "expired_undelivered", serial, "status",
-                                 "no pollReq collected it before its transaction closed"),
-                     1);
-    assert_int_equal(audit_count(next, "revoked", serial, NULL, NULL), 1);
-    assert_int_equal(revoke_calls(next), 1);
-    client_cleanup(&cl);
-    OSSL_CMP_CTX_free(ctx);
-    env_free(next);
-    env_free(e);
+    /* in this order: the first case's end leaves Redis the script, so the answers lost are the end's own */
+    for (int n_lost = 0; n_lost <= 2; n_lost++) {
+        struct env *e = env_shared("100ms"), *next;
+        struct client cl;
+        OSSL_CMP_CTX *ctx;
+        char serial[64] = "", *logged;
+        int after;
+
+        print_message("answers of the record's end lost: %d\n", n_lost);
+        slow_revokes(e);
+        cl = (struct client){.env = e, .tls_first = client_cert};
+        ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+        assert_int_equal(poll_step(ctx, &after), -1); /* ir -> waiting, pollReq -> pollRep */
+        next = env_shared_reload(e, anchor, "local");
+        (void)gw_cmp_engine_reset(e->engine); /* no copy here: the record is all there is; the call runs */
+        cl.env = next;
+        landed = 0;
+        drop_hook.thread = pthread_self();
+        drop_hook.after_end = false;
+        drop_hook.fn = call_lands;
+        drop_hook.lose_answer = n_lost;
+        log_capture_start();
+        assert_int_equal(poll_step(ctx, &after), 0);
+        drop_hook.fn = NULL;
+        assert_false(drop_hook.lose_answer || drop_hook.losing); /* lost, if so */
+        if (!landed)
+            fail_msg("the call did not land within CALL_WAIT_S");
+        /* the next ticks: the read-back waits until readiness saw Redis again (GW_STATE_PING_SECS) */
+        for (int j = 0;
+             n_lost == 2 && j < 50 && audit_count(next, "expired_undelivered", NULL, NULL, NULL) == 0; j++) {
+            usleep(100 * 1000);
+            gw_cmp_engine_expire(next->engine, time(NULL));
+        }
+        logged = log_capture_end();
+        assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_signerNotTrusted,
+                      "no longer chains to a CA trusted on this route");
+        assert_int_equal(audit_count(e, "issued", NULL, "status", "awaiting the client's pollReq"), 1);
+        assert_int_equal(audit_serial(e, "issued", serial, sizeof(serial)), 0);
+        assert_int_equal(audit_count(next, "expired_undelivered", serial, "status",
+                                     "no pollReq collected it before its transaction closed"),
+                         1);
+        assert_int_equal(audit_count(next, "revoked", serial, NULL, NULL), 1);
+        assert_int_equal(revoke_calls(next), 1);
+        assert_true((strstr(logged, "\"event\":\"txn_end_unread\"") != NULL) == (n_lost == 2));
+        free(logged);
+        memset(&drop_hook, 0, sizeof(drop_hook));
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(next);
+        env_free(e);
+    }
 }
 
 /*
