@@ -1058,6 +1058,7 @@ static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t t
     char k1[KEY_LEN], k2[KEY_LEN], dk[KEY_LEN], max_record[24], max_result[24], n[24], own[GW_ERR_LEN];
     const char *args[5] = {NULL, dk, mode, max_result, n};
     bool reread = mode[0] == 'r', unran = true;
+    uint64_t sent_ms = gw_now_ms();
     redisReply *r;
     int rc;
 
@@ -1080,8 +1081,10 @@ static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t t
     if (r == NULL) {
         if (!reread)
             gw_log_kv(GW_LOG_WARN, "shared_state_drop_failed", "reason", err, NULL);
-        if (left != NULL && !unran && !reread) /* what it took, if it ran, is kept under its id a while */
+        if (left != NULL && !unran && !reread) { /* what it took, if it ran, is kept under its id a while */
             left->unread = id;
+            left->unread_until_ms = sent_ms + (uint64_t)GW_STATE_TOOK_SECS * 1000;
+        }
         return GW_ERR_UNAVAILABLE;
     }
     if (r->type == REDIS_REPLY_INTEGER && r->integer == 2) {

@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <time.h>
 
 #include "gateway/cmp/conf.h"
@@ -79,6 +80,9 @@ struct gw_txn_result {
     /* gw_cluster_end_record: the answers of both its tries were lost, Redis may have run it: the end's
        id, for gw_cluster_reread_end; else 0 */
     unsigned long long unread;
+    /* with |unread|: until when (gw_now_ms) Redis keeps what the end took at least, GW_STATE_TOOK_SECS from
+       before its first try went out (Redis ran it after that, if at all) */
+    uint64_t unread_until_ms;
 };
 
 struct gw_txn_record {

@@ -106,7 +106,7 @@ struct unread_end {
     size_t tid_len;
     unsigned long long id;
     int aborted;
-    uint64_t until_ms; /* what the end took is kept so long (GW_STATE_TOOK_SECS) */
+    uint64_t until_ms; /* what the end took is kept so long at least (left->unread_until_ms) */
     char identity[GW_IDENTITY_LEN];
     char upstream[GW_MAX_NAME_LEN + 1];
 };
@@ -875,7 +875,7 @@ void cmp_poll_reread_later(struct gw_cmp_engine *e, const struct cmp_txn *view, 
 {
     struct unread_end u = {.cl = e->cluster, .id = left->unread, .aborted = aborted};
 
-    u.until_ms = gw_now_ms() + (uint64_t)GW_STATE_TOOK_SECS * 1000;
+    u.until_ms = left->unread_until_ms;
     snprintf(u.identity, sizeof(u.identity), "%s", view->identity);
     snprintf(u.upstream, sizeof(u.upstream), "%s", upstream != NULL ? upstream : "");
     if (left->unread != 0 && OPENSSL_hexstr2buf_ex(u.tid, sizeof(u.tid), &u.tid_len, tid, '\0') == 1)
@@ -912,13 +912,19 @@ static int reread_one(struct gw_cmp_engine *e, const struct unread_end *u)
     struct cmp_txn view = {.up = NULL};
     char tid[2 * GW_MAX_TID_LEN + 1], err[GW_ERR_LEN] = "";
     int rc = gw_cluster_reread_end(e->cluster, u->tid, u->tid_len, u->id, &left, err);
+    bool late = gw_now_ms() >= u->until_ms;
     X509 *cert = NULL;
 
     gw_hex(tid, u->tid, u->tid_len);
-    if (rc < 0 && gw_now_ms() < u->until_ms)
+    if (rc < 0 && !late)
         return 0;
     if (rc < 0)
         unread_lost(u, err);
+    /* nothing kept under its id: that end never ran, unless Redis answered only once what it took may
+       have expired there */
+    if (rc == 0 && late)
+        unread_lost(u, "Redis answered only after what the end took may have expired there (30 s from the "
+                       "end, GW_STATE_TOOK_SECS)");
     if (rc == 1 && left.present && left.cert_len > 0)
         cert = gw_x509_d2i_exact(left.cert, (long)left.cert_len);
     gw_txn_result_cleanup(&left);

@@ -101,7 +101,8 @@ int cmp_poll_withdraw_left(struct gw_cmp_engine *e, struct cmp_txn *t, const cha
 /*
  * cmp_poll_reread_later: |left| (of gw_cluster_end_record) is of an end of |tid|'s record (hex) whose every
  * answer was lost (left->unread), the result it took |aborted|'s (as above) to withdraw: cmp_poll_reread
- * reads it back at the next ticks, for as long as Redis keeps it, and withdraws a certificate in it as
+ * reads it back at the next ticks, for as long as Redis keeps it (left->unread_until_ms: past it, an end
+ * not read back, or of which Redis keeps nothing, is logged lost), and withdraws a certificate in it as
  * cmp_poll_withdraw_left would have, through the upstream of that name whose CA issued it, |view| naming
  * the sender. Nothing when left->unread is 0. Any thread.
  */

@@ -41,11 +41,13 @@
 #include "gateway/cmp/cluster.h"
 #include "gateway/cmp/engine.h"
 #include "gateway/cmp/engine_test.h"
+#include "gateway/cmp/poll.h"
 #include "gateway/cmp/policy.h"
 #include "gateway/cmp/revoked.h"
 #include "gateway/cmp/shim.h"
 #include "gateway/cmp/status.h"
 #include "gateway/cmp/txn.h"
+#include "base/clock.h"
 #include "base/err.h"
 #include "base/limits.h"
 #include "gateway/config.h"
@@ -7264,6 +7266,42 @@ static void test_shared_unread_end_outlives_a_later_end(void **state)
 }
 
 /*
+ * An end whose answers were all lost, handed to the read-back, of which Redis keeps nothing. Answered
+ * while Redis would still keep what the end took (GW_STATE_TOOK_SECS from before the end went out), that
+ * end never ran: nothing is said. Answered only after that, what the end took may have expired there:
+ * txn_end_unread (error). Once, the 30 s counted from when the loss was noticed, a timeout or two later,
+ * and a read-back answered with nothing past them took the end as never run, without a line.
+ */
+static void test_shared_unread_end_window(void **state)
+{
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    for (int late = 0; late <= 1; late++) {
+        struct env *e = env_shared("100ms");
+        struct cmp_txn view = {.up = NULL};
+        struct gw_txn_result left = {.unread = 7};
+        char *logged, *p;
+        int n = 0;
+
+        print_message("Redis answers %s the 30 s\n", late ? "after" : "within");
+        snprintf(view.identity, sizeof(view.identity), "/CN=unread");
+        left.unread_until_ms = late ? gw_now_ms() - 1 : gw_now_ms() + (uint64_t)GW_STATE_TOOK_SECS * 1000;
+        log_capture_start();
+        cmp_poll_reread_later(e->engine, &view, "local", "30313233", &left, 0);
+        gw_cmp_engine_expire(e->engine, time(NULL));
+        gw_cmp_engine_expire(e->engine, time(NULL)); /* done with at the first: nothing more */
+        logged = log_capture_end();
+        for (p = logged; (p = strstr(p, "\"event\":\"txn_end_unread\"")) != NULL; p++)
+            n++;
+        assert_int_equal(n, late);
+        assert_int_equal(late, strstr(logged, "may have expired there") != NULL);
+        free(logged);
+        env_free(e);
+    }
+}
+
+/*
  * A shared deferred request that another instance closes (the client's error message, or a certConf in
  * place of its pollReq, answered there from the record it leased while the call had no result), the call
  * returning while it closes: after the lease, before the record ends. Its instance puts the certificate
@@ -9936,6 +9974,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_closed_elsewhere_while_result_lands, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_not_handed_an_earlier_end, redis_stop),
         cmocka_unit_test_teardown(test_shared_unread_end_outlives_a_later_end, redis_stop),
+        cmocka_unit_test_teardown(test_shared_unread_end_window, redis_stop),
         cmocka_unit_test_teardown(test_shared_expiry_after_reload, redis_stop),
         cmocka_unit_test_teardown(test_shared_withdrawals_after_reload, redis_stop),
         cmocka_unit_test_teardown(test_shared_not_continued_without_its_ca, redis_stop),
