@@ -7151,6 +7151,31 @@ static void test_shared_claim_answer_lost(void **state)
 }
 
 /*
+ * An instance of the test's Redis (started), records on, its keys under a prefix of the test process's;
+ * |rec| (64 bytes) the key of the record of transactionID "0123" there. Skips the test without hiredis.
+ */
+static struct gw_cluster *unit_cluster(char *rec)
+{
+    static unsigned char mac[] = "a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5";
+    char prefix[32], err[GW_ERR_LEN] = "";
+    struct gw_state_conf conf = {.backend = GW_STATE_REDIS,
+                                 .address = "127.0.0.1",
+                                 .port = (uint16_t)redis_port,
+                                 .key_prefix = prefix,
+                                 .timeout_ms = 1000,
+                                 .mac_key = mac,
+                                 .mac_key_len = sizeof(mac) - 1};
+    struct gw_cluster *cl;
+
+    snprintf(prefix, sizeof(prefix), "unit%d:", (int)getpid());
+    snprintf(rec, 64, "%srec:30313233", prefix);
+    if ((cl = gw_cluster_new(&conf, err)) == NULL && strstr(err, "without hiredis") != NULL)
+        skip();
+    assert_non_null(cl);
+    return cl;
+}
+
+/*
  * An end of a transactionID whose first try went out whole and never ran (its connection dropped before
  * Redis read it) is asked again. The record is gone (another instance closed the transaction), and what
  * this instance's earlier end of the same transactionID took (a client may open a new transaction under
@@ -7160,13 +7185,7 @@ static void test_shared_claim_answer_lost(void **state)
 static void test_shared_end_retry_not_handed_an_earlier_end(void **state)
 {
     static const unsigned char tid[] = "0123";
-    static unsigned char mac[] = "a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5";
-    char prefix[32], rec[64], out[64], err[GW_ERR_LEN] = "";
-    struct gw_state_conf conf = {.backend = GW_STATE_REDIS,
-                                 .address = "127.0.0.1",
-                                 .timeout_ms = 1000,
-                                 .mac_key = mac,
-                                 .mac_key_len = sizeof(mac) - 1};
+    char rec[64], out[64], err[GW_ERR_LEN] = "";
     /* a call's refusal: its status a gw_err, as an instance writes it (a PKIStatus is no status there) */
     struct gw_txn_result res = {.present = true, .status = GW_ERR_REFUSED}, left;
     struct gw_cluster *cl;
@@ -7174,14 +7193,8 @@ static void test_shared_end_retry_not_handed_an_earlier_end(void **state)
     (void)state;
     if (redis_start() != 0)
         skip();
-    snprintf(prefix, sizeof(prefix), "unit%d:", (int)getpid());
-    snprintf(rec, sizeof(rec), "%srec:30313233", prefix);
-    conf.port = (uint16_t)redis_port;
-    conf.key_prefix = prefix;
+    cl = unit_cluster(rec);
     snprintf(res.reason, sizeof(res.reason), "the first transaction's");
-    if ((cl = gw_cluster_new(&conf, err)) == NULL && strstr(err, "without hiredis") != NULL)
-        skip();
-    assert_non_null(cl);
     /* the first transaction's record, its result beside it; this instance ends it and is handed that */
     assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"SET", rec, "x"}), 0);
     assert_int_equal(gw_cluster_put_result(cl, tid, 4, &res, 60, err), 1);
@@ -7211,33 +7224,19 @@ static void test_shared_end_retry_not_handed_an_earlier_end(void **state)
 static void test_shared_unread_end_outlives_a_later_end(void **state)
 {
     static const unsigned char tid[] = "0123";
-    static unsigned char mac[] = "a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5";
-    char prefix[32], rec[64], out[64], err[GW_ERR_LEN] = "";
-    struct gw_state_conf conf = {.backend = GW_STATE_REDIS,
-                                 .address = "127.0.0.1",
-                                 .timeout_ms = 1000,
-                                 .mac_key = mac,
-                                 .mac_key_len = sizeof(mac) - 1};
+    char rec[64], out[64], err[GW_ERR_LEN] = "";
     struct gw_txn_result res = {.present = true, .status = GW_ERR_REFUSED}, left;
 
     (void)state;
     if (redis_start() != 0)
         skip();
-    snprintf(prefix, sizeof(prefix), "unit%d:", (int)getpid());
-    snprintf(rec, sizeof(rec), "%srec:30313233", prefix);
-    conf.port = (uint16_t)redis_port;
-    conf.key_prefix = prefix;
     snprintf(res.reason, sizeof(res.reason), "the first transaction's");
     for (int other = 0; other <= 1; other++) {
-        struct gw_cluster *cl = gw_cluster_new(&conf, err), *later;
+        struct gw_cluster *cl = unit_cluster(rec), *later;
         unsigned long long id;
 
-        if (cl == NULL && strstr(err, "without hiredis") != NULL)
-            skip();
-        assert_non_null(cl);
         print_message("the later end on %s instance\n", other ? "another" : "this");
-        later = other ? gw_cluster_new(&conf, err) : cl;
-        assert_non_null(later);
+        later = other ? unit_cluster(rec) : cl;
         /* an end of nothing: Redis has the script since, the answers lost below are the end's own */
         assert_int_equal(gw_cluster_drop_record(cl, tid, 4), 0);
         assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"SET", rec, "x"}), 0);
