@@ -687,7 +687,22 @@ static int link_signed(struct gw_x509_links *links, X509 *x, X509 *signer)
     return ok;
 }
 
-void gw_x509_chain_extend(STACK_OF(X509) *chain, STACK_OF(X509) *from, int max, struct gw_x509_links *links)
+/* The first certificate of |from| that issued and signed |top| and is not in |chain| yet; NULL: none. */
+static X509 *signer_in(STACK_OF(X509) *from, X509 *top, const STACK_OF(X509) *chain,
+                       struct gw_x509_links *links)
+{
+    for (int i = 0; i < sk_X509_num(from); i++) {
+        X509 *x = sk_X509_value(from, i);
+
+        if (X509_check_issued(x, top) == X509_V_OK && !gw_x509_in_stack(chain, x) &&
+            link_signed(links, top, x))
+            return x;
+    }
+    return NULL;
+}
+
+void gw_x509_chain_extend_pref(STACK_OF(X509) *chain, STACK_OF(X509) *pref, STACK_OF(X509) *from, int max,
+                               struct gw_x509_links *links)
 {
     X509 *top, *up;
 
@@ -695,15 +710,14 @@ void gw_x509_chain_extend(STACK_OF(X509) *chain, STACK_OF(X509) *from, int max, 
         top = sk_X509_value(chain, sk_X509_num(chain) - 1);
         if (X509_check_issued(top, top) == X509_V_OK) /* self-signed: the top */
             return;
-        up = NULL;
-        for (int i = 0; up == NULL && i < sk_X509_num(from); i++) {
-            X509 *x = sk_X509_value(from, i);
-
-            if (X509_check_issued(x, top) == X509_V_OK && !gw_x509_in_stack(chain, x) &&
-                link_signed(links, top, x))
-                up = x;
-        }
+        if ((up = signer_in(pref, top, chain, links)) == NULL)
+            up = signer_in(from, top, chain, links);
         if (up == NULL || X509_add_cert(chain, up, X509_ADD_FLAG_UP_REF) != 1)
             return;
     }
+}
+
+void gw_x509_chain_extend(STACK_OF(X509) *chain, STACK_OF(X509) *from, int max, struct gw_x509_links *links)
+{
+    gw_x509_chain_extend_pref(chain, NULL, from, max, links);
 }

@@ -151,6 +151,18 @@ enum gw_issued_verdict gw_policy_check_issued(const struct gw_role *role, const 
                                               X509 *cert, STACK_OF(X509) *chain, X509_STORE *issuer_store,
                                               struct gw_x509_links *links, time_t now, STACK_OF(X509) **path,
                                               char *err);
+/*
+ * gw_policy_check_issued_with is gw_policy_check_issued with |issuer_certs|, the certificates of
+ * |issuer_store| as X509_STORE_get1_all_certs lists them, which the path above issuer_store's
+ * certificate takes first; NULL: the path ends there. gw_policy_check_issued lists them on each call
+ * with |path|; a caller that checks many certificates against one store lists them once (the CMP engine,
+ * at each configuration load) and shares the list, which this only reads, with every thread.
+ */
+enum gw_issued_verdict gw_policy_check_issued_with(const struct gw_role *role,
+                                                   const struct gw_cert_plan *plan, X509 *cert,
+                                                   STACK_OF(X509) *chain, X509_STORE *issuer_store,
+                                                   STACK_OF(X509) *issuer_certs, struct gw_x509_links *links,
+                                                   time_t now, STACK_OF(X509) **path, char *err);
 
 /*
  * gw_policy_weak_why says why a chain fails OpenSSL's security level (X509_verify_cert's error |code|

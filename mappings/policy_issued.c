@@ -339,30 +339,25 @@ static enum gw_issued_verdict issued_modified(const struct gw_role *role, const 
 }
 
 /*
- * Continues |path|, verified up to a certificate of |store| (issuer_ca), with the CAs that signed its
- * last one: those of |store| first, then those of the upstream's |chain|. An upstream can make a
- * certificate with a root's name and key and sign it with a root of its own, and no signature check
- * tells that from a real cross-certificate: where the operator configured the CA above, that one goes
- * out, and the upstream's only where the configuration has none.
+ * Continues |path|, verified up to a certificate of issuer_ca, with the CAs that signed its last one:
+ * those of |issuer_certs| (issuer_ca's) first, then those of the upstream's |chain|. An upstream can
+ * make a certificate with a root's name and key and sign it with a root of its own, and no signature
+ * check tells that from a real cross-certificate: where the operator configured the CA above, that one
+ * goes out, and the upstream's only where the configuration has none. Without |issuer_certs| (no memory
+ * to list them) the path ends at issuer_ca.
  */
-static void climb(STACK_OF(X509) *path, X509_STORE *store, STACK_OF(X509) *chain, struct gw_x509_links *links)
+static void climb(STACK_OF(X509) *path, STACK_OF(X509) *issuer_certs, STACK_OF(X509) *chain,
+                  struct gw_x509_links *links)
 {
-    STACK_OF(X509) *from = X509_STORE_get1_all_certs(store);
-
-    for (int i = 0; from != NULL && i < sk_X509_num(chain); i++) {
-        if (X509_add_cert(from, sk_X509_value(chain, i), X509_ADD_FLAG_UP_REF) != 1) {
-            sk_X509_pop_free(from, X509_free);
-            from = NULL; /* out of memory: the path ends at issuer_ca */
-        }
-    }
-    gw_x509_chain_extend(path, from, GW_MAX_UPSTREAM_CHAIN, links);
-    sk_X509_pop_free(from, X509_free);
+    if (issuer_certs != NULL)
+        gw_x509_chain_extend_pref(path, issuer_certs, chain, GW_MAX_UPSTREAM_CHAIN, links);
 }
 
-enum gw_issued_verdict gw_policy_check_issued(const struct gw_role *role, const struct gw_cert_plan *plan,
-                                              X509 *cert, STACK_OF(X509) *chain, X509_STORE *issuer_store,
-                                              struct gw_x509_links *links, time_t now, STACK_OF(X509) **path,
-                                              char *err)
+enum gw_issued_verdict gw_policy_check_issued_with(const struct gw_role *role,
+                                                   const struct gw_cert_plan *plan, X509 *cert,
+                                                   STACK_OF(X509) *chain, X509_STORE *issuer_store,
+                                                   STACK_OF(X509) *issuer_certs, struct gw_x509_links *links,
+                                                   time_t now, STACK_OF(X509) **path, char *err)
 {
     STACK_OF(X509) *found = NULL;
     enum gw_issued_verdict v;
@@ -379,11 +374,26 @@ enum gw_issued_verdict gw_policy_check_issued(const struct gw_role *role, const 
         v = issued_modified(role, plan, cert, err);
     if (path != NULL && (v == GW_ISSUED_OK || v == GW_ISSUED_MODIFIED)) {
         X509_free(sk_X509_shift(found)); /* the certificate itself */
-        climb(found, issuer_store, chain, links);
+        climb(found, issuer_certs, chain, links);
         *path = found;
         found = NULL;
     }
     sk_X509_pop_free(found, X509_free);
+    return v;
+}
+
+enum gw_issued_verdict gw_policy_check_issued(const struct gw_role *role, const struct gw_cert_plan *plan,
+                                              X509 *cert, STACK_OF(X509) *chain, X509_STORE *issuer_store,
+                                              struct gw_x509_links *links, time_t now, STACK_OF(X509) **path,
+                                              char *err)
+{
+    STACK_OF(X509) *listed = NULL;
+    enum gw_issued_verdict v;
+
+    if (path != NULL && issuer_store != NULL)
+        listed = X509_STORE_get1_all_certs(issuer_store); /* NULL: the path ends at issuer_ca */
+    v = gw_policy_check_issued_with(role, plan, cert, chain, issuer_store, listed, links, now, path, err);
+    sk_X509_pop_free(listed, X509_free);
     return v;
 }
 

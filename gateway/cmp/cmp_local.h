@@ -59,6 +59,9 @@ struct gw_cmp_engine {
     struct gw_audit *audit;
     atomic_size_t live;                    /* transactions begun under this engine and not yet freed */
     X509_STORE **issuer_stores;            /* per cfg.upstreams[i]: what its certificates must chain to */
+    STACK_OF(X509) **issuer_certs;         /* per cfg.upstreams[i]: its issuer store's certificates, listed
+                                              once for the chains above issued certificates; every worker
+                                              reads them, none changes them */
     struct cmp_role_policy *role_policies; /* per cfg.roles[i]: [2i] its upstream, [2i+1] migration's to */
     time_t (*clock)(void);                 /* tests only; NULL = time(NULL) */
     struct cmp_pending *pending;           /* upstream calls still running (poll.c's lock) */

@@ -48,16 +48,20 @@ static int init_issuer_stores(struct gw_cmp_engine *e, char *err)
 
     if (cfg->n_upstreams == 0)
         return 0;
-    if ((e->issuer_stores = calloc(cfg->n_upstreams, sizeof(*e->issuer_stores))) == NULL)
+    if ((e->issuer_stores = calloc(cfg->n_upstreams, sizeof(*e->issuer_stores))) == NULL ||
+        (e->issuer_certs = calloc(cfg->n_upstreams, sizeof(*e->issuer_certs))) == NULL)
         goto nomem;
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
         const struct gw_upstream_conf *uc = &cfg->upstreams[i];
 
-        if (uc->issuer_store != NULL) {
-            if (X509_STORE_up_ref(uc->issuer_store) != 1)
-                goto nomem;
-            e->issuer_stores[i] = uc->issuer_store;
-        }
+        if (uc->issuer_store == NULL)
+            continue;
+        if (X509_STORE_up_ref(uc->issuer_store) != 1)
+            goto nomem;
+        e->issuer_stores[i] = uc->issuer_store;
+        /* what each issuance's chain would otherwise list again: the store does not change */
+        if ((e->issuer_certs[i] = X509_STORE_get1_all_certs(uc->issuer_store)) == NULL)
+            goto nomem;
     }
     return 0;
 nomem:
@@ -90,8 +94,12 @@ void cmp_policy_cleanup(struct gw_cmp_engine *e)
 {
     for (size_t i = 0; e->issuer_stores != NULL && i < e->cfg.n_upstreams; i++)
         X509_STORE_free(e->issuer_stores[i]);
+    for (size_t i = 0; e->issuer_certs != NULL && i < e->cfg.n_upstreams; i++)
+        sk_X509_pop_free(e->issuer_certs[i], X509_free);
     free(e->issuer_stores);
+    free(e->issuer_certs);
     e->issuer_stores = NULL;
+    e->issuer_certs = NULL;
     cmp_urole_cleanup(e);
     cmp_status_cleanup(e);
     cmp_chains_free(e->chains);
@@ -662,16 +670,23 @@ int cmp_replan_upstream(struct cmp_call *c, const struct cmp_txn *t, struct gw_c
     return 0;
 }
 
+/* |up|'s index in the engine's cfg.upstreams, or -1 if it is none of them. */
+static ptrdiff_t upstream_index(const struct gw_cmp_engine *e, const struct gw_upstream *up)
+{
+    const struct gw_upstream_conf *uc = up != NULL ? gw_upstream_get0_conf(up) : NULL;
+
+    if (uc == NULL || e->issuer_stores == NULL || uc < e->cfg.upstreams ||
+        (size_t)(uc - e->cfg.upstreams) >= e->cfg.n_upstreams)
+        return -1;
+    return uc - e->cfg.upstreams;
+}
+
 /* What certificates from |up| must chain to: its issuer_ca, or a local issuer's own CA. */
 X509_STORE *cmp_issuer_store(const struct gw_cmp_engine *e, const struct gw_upstream *up)
 {
-    const struct gw_upstream_conf *uc = up != NULL ? gw_upstream_get0_conf(up) : NULL;
-    size_t i;
+    ptrdiff_t i = upstream_index(e, up);
 
-    if (uc == NULL || e->issuer_stores == NULL || uc < e->cfg.upstreams)
-        return NULL;
-    i = (size_t)(uc - e->cfg.upstreams);
-    return i < e->cfg.n_upstreams ? e->issuer_stores[i] : NULL;
+    return i >= 0 ? e->issuer_stores[i] : NULL;
 }
 
 enum gw_issued_verdict cmp_check_issued(const struct gw_cmp_engine *e, const struct gw_role *role,
@@ -679,17 +694,18 @@ enum gw_issued_verdict cmp_check_issued(const struct gw_cmp_engine *e, const str
                                         X509 *cert, STACK_OF(X509) *chain, time_t now, STACK_OF(X509) **path,
                                         char *err)
 {
-    X509_STORE *store = cmp_issuer_store(e, up);
+    ptrdiff_t i = upstream_index(e, up);
     STACK_OF(X509) *found = NULL;
     enum gw_issued_verdict v;
 
     if (path != NULL)
         *path = NULL;
-    if (store == NULL) {
+    if (i < 0 || e->issuer_stores[i] == NULL) {
         snprintf(err, GW_ERR_LEN, "no issuer CA is configured to check it against");
         return GW_ISSUED_BAD;
     }
-    v = gw_policy_check_issued(role, plan, cert, chain, store, e->links, now, &found, err);
+    v = gw_policy_check_issued_with(role, plan, cert, chain, e->issuer_stores[i], e->issuer_certs[i],
+                                    e->links, now, &found, err);
     /*
      * chaining to issuer_ca is not enough: another CA under its root is not the upstream's to revoke.
      * Where the verified path's first CA is one of the upstream's own, its signature was just verified.

@@ -4039,6 +4039,51 @@ static void test_reload_shares_transactions(void **state)
     env_free(e);
 }
 
+/* Whether an ir with implicitConfirm under |e| gets the demo root sent along, above the issuing CA. */
+static int root_sent(struct env *e)
+{
+    struct client cl = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    STACK_OF(X509) *in;
+    int sent = 0;
+
+    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_IMPLICIT_CONFIRM, 1);
+    assert_non_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_int_equal(cl.exchanges, 1); /* the ip's extraCerts are the last received */
+    in = OSSL_CMP_CTX_get1_extraCertsIn(ctx);
+    for (int i = 0; i < sk_X509_num(in); i++)
+        sent |= X509_cmp(sk_X509_value(in, i), ca_cert) == 0;
+    sk_X509_pop_free(in, X509_free);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    return sent;
+}
+
+/*
+ * The chain above an issued certificate climbs through the issuer certificates its engine listed when
+ * its configuration loaded, not those of another: a reload that takes the local issuer's chain (the
+ * demo root) out of its issuer store sends the root no more, while the engine it replaced, still
+ * serving, sends it; a reload that puts it back sends it again.
+ */
+static void test_reload_issuer_chain(void **state)
+{
+    struct env_opts with = {.cmp = CMP_DEFAULTS},
+                    without = {.cmp = CMP_DEFAULTS, .replace = {", \"chain\": \"ca.pem\"", ""}};
+    struct env *first = env_open(&with), *second, *third;
+
+    (void)state;
+    assert_true(root_sent(first));
+    second = env_reload(first, &without);
+    assert_false(root_sent(second));
+    assert_true(root_sent(first));
+    third = env_reload(second, &with);
+    assert_true(root_sent(third));
+    assert_false(root_sent(second));
+    env_free(third);
+    env_free(second);
+    env_free(first);
+}
+
 /* One intent, one issued (serial = the certificate's) and one confirmed line per transaction. */
 static void test_audit_lines(void **state)
 {
@@ -9860,6 +9905,7 @@ int main(void)
         cmocka_unit_test(test_replay),
         cmocka_unit_test(test_engine_reset),
         cmocka_unit_test(test_reload_shares_transactions),
+        cmocka_unit_test(test_reload_issuer_chain),
         cmocka_unit_test(test_reload_continuing),
         cmocka_unit_test(test_reload_path_removed),
         cmocka_unit_test(test_reload_foreign_continuing),
