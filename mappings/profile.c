@@ -212,8 +212,9 @@ static int plan_subject(const struct gw_role *role, const struct gw_cert_req *re
     /* RFC 5280 §4.2.1.6: an empty subject needs a subjectAltName, or the certificate names no one. */
     if (empty && out->sans == NULL)
         return refuse(fail_info, err, "the request has neither a subject nor a subjectAltName");
-    out->subject = empty ? X509_NAME_new() : X509_NAME_dup(req->subject);
-    if (out->subject == NULL) {
+    if (!empty)
+        return 0; /* gw_cert_plan_make hands it over once the plan is made */
+    if ((out->subject = X509_NAME_new()) == NULL) {
         snprintf(err, GW_ERR_LEN, "out of memory");
         return GW_ERR_NOMEM;
     }
@@ -338,7 +339,12 @@ int gw_cert_plan_make(const struct gw_role *role, struct gw_cert_req *req, time_
         snprintf(err, GW_ERR_LEN, "out of memory");
         goto out;
     }
-    /* the request's copy is not read again (NULL: the issuer encodes the key itself) */
+    /* the request's subject and key are not read again: the plan takes them, copies cost a decoding
+       each (NULL spki: the issuer encodes the key itself) */
+    if (out->subject == NULL) {
+        out->subject = req->subject;
+        req->subject = NULL;
+    }
     out->spki = req->spki;
     req->spki = NULL;
     *fail_info = 0;

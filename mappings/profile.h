@@ -68,7 +68,8 @@ int gw_cert_plan_copy(const struct gw_cert_plan *src, struct gw_cert_plan *dst);
  * gw_cert_plan_make applies |role| to |req| at time |now|. Returns 0, or GW_ERR_POLICY with a
  * reason fit for a CMP statusString in |err| (e.g. "subjectAltName type email is not allowed on
  * role iot"). |fail_info| gets the OSSL_CMP_PKIFAILUREINFO_* bit number to report. On success the
- * plan takes |req->spki| (set to NULL) instead of a copy, which would duplicate the key.
+ * plan takes |req->spki| and a non-empty |req->subject| (each set to NULL) instead of copies, which
+ * would duplicate the key and encode and decode the name again; a refused plan leaves them to |req|.
  */
 int gw_cert_plan_make(const struct gw_role *role, struct gw_cert_req *req, time_t now,
                       struct gw_cert_plan *out, int *fail_info, char *err);

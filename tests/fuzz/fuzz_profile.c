@@ -133,16 +133,18 @@ static void issue(const struct gw_role *role, const struct gw_cert_plan *plan, c
     gw_sign_result_cleanup(&res);
 }
 
-/* A plan takes the request's key copy: each role's plan is given one of its own. */
+/* A plan takes the request's copies of the key and the subject: each role's plan is given its own. */
 static void plan_for(const char *role_name, struct gw_cert_req *req, const X509_REQ *csr)
 {
     const struct gw_role *role = gw_config_role(cfg, role_name, strlen(role_name));
     struct gw_cert_plan plan;
     X509_PUBKEY *kept = req->spki;
+    X509_NAME *kept_subject = req->subject;
     char err[GW_ERR_LEN] = "";
     int fail_info;
 
     req->spki = gw_x509_pubkey_copy(kept);
+    req->subject = kept_subject != NULL ? X509_NAME_dup(kept_subject) : NULL;
     if (gw_cert_plan_make(role, req, now, &plan, &fail_info, err) == 0) {
         check_plan(role, &plan);
         if (gw_policy_check_request(role, &plan, &fail_info, err) == 0)
@@ -151,8 +153,10 @@ static void plan_for(const char *role_name, struct gw_cert_req *req, const X509_
         fuzz_die("role %s: a refused plan without a reason", role_name);
     }
     gw_cert_plan_cleanup(&plan);
-    X509_PUBKEY_free(req->spki); /* NULL unless the plan was refused */
+    X509_PUBKEY_free(req->spki);  /* NULL unless the plan was refused */
+    X509_NAME_free(req->subject); /* NULL unless refused or empty */
     req->spki = kept;
+    req->subject = kept_subject;
 }
 
 /* |csr|: the p10cr the request was read from, else NULL */

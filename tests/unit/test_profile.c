@@ -365,7 +365,8 @@ static int read_req(const struct plan_case *c, struct gw_cert_req *req, char *er
     return rc;
 }
 
-static void check_plan(const struct plan_case *c, const struct gw_cert_req *req,
+/* |asked|: the request's subject as it was before the plan took it */
+static void check_plan(const struct plan_case *c, const struct gw_cert_req *req, const X509_NAME *asked,
                        const struct gw_cert_plan *plan)
 {
     assert_int_equal(plan->modified, c->modified);
@@ -378,8 +379,8 @@ static void check_plan(const struct plan_case *c, const struct gw_cert_req *req,
     assert_int_equal(plan->ext_key_usage, c->role->ext_key_usage);
     assert_int_equal(EVP_PKEY_eq(plan->pubkey, keys[c->key]), 1);
     assert_non_null(plan->subject);
-    if (req->subject != NULL)
-        assert_int_equal(X509_NAME_cmp(plan->subject, req->subject), 0);
+    if (asked != NULL)
+        assert_int_equal(X509_NAME_cmp(plan->subject, asked), 0);
     else
         assert_int_equal(X509_NAME_entry_count(plan->subject), 0);
     if (c->sans == NULL) {
@@ -399,6 +400,7 @@ static void test_plan_table(void **state)
     struct gw_cert_plan plan;
     char err[GW_ERR_LEN];
     int fail_info, rc;
+    X509_NAME *asked;
     size_t i;
 
     (void)state;
@@ -407,12 +409,14 @@ static void test_plan_table(void **state)
 
         if (read_req(c, &req, err) != 0)
             fail_msg("%s: reading the request failed: %s", c->name, err);
+        asked = req.subject != NULL ? X509_NAME_dup(req.subject) : NULL;
+        assert_true(req.subject == NULL || asked != NULL);
         rc = gw_cert_plan_make(c->role, &req, NOW, &plan, &fail_info, err);
         if (rc != c->rc)
             fail_msg("%s: rc %d, expected %d (%s)", c->name, rc, c->rc, err);
         if (rc == 0) {
             assert_int_equal(fail_info, 0);
-            check_plan(c, &req, &plan);
+            check_plan(c, &req, asked, &plan);
         } else {
             if (strstr(err, c->err) == NULL)
                 fail_msg("%s: reason \"%s\" lacks \"%s\"", c->name, err, c->err);
@@ -420,7 +424,10 @@ static void test_plan_table(void **state)
             assert_null(plan.subject);
             assert_null(plan.pubkey);
             assert_null(plan.sans);
+            /* a refused plan leaves the subject to the request */
+            assert_true(asked == NULL || X509_NAME_cmp(req.subject, asked) == 0);
         }
+        X509_NAME_free(asked);
         gw_cert_plan_cleanup(&plan);
         gw_cert_req_cleanup(&req);
     }
@@ -562,36 +569,45 @@ static void test_plan_san_values(void **state)
 }
 
 /*
- * A plan takes the request's copy of the key's SubjectPublicKeyInfo instead of copying it again (a
- * copy duplicates the EVP_PKEY); a refused plan leaves it to the request.
+ * A plan takes the request's copies of the key's SubjectPublicKeyInfo and of the subject instead of
+ * copying them again (a copy duplicates the EVP_PKEY, or encodes and decodes the name); a refused plan
+ * leaves them to the request.
  */
-static void test_plan_takes_spki(void **state)
+static void test_plan_takes_request_copies(void **state)
 {
     X509_REQ *csr = make_p10(keys[K_P256], "dev1", NULL, NULL);
     struct gw_cert_req req;
     struct gw_cert_plan plan;
     char err[GW_ERR_LEN];
     X509_PUBKEY *spki;
+    X509_NAME *subject;
     int fail_info;
 
     (void)state;
     assert_int_equal(gw_cert_req_from_p10(csr, &req, err), 0);
     assert_non_null(spki = req.spki);
+    assert_non_null(subject = req.subject);
     assert_int_equal(gw_cert_plan_make(&role_web, &req, NOW, &plan, &fail_info, err), 0);
     assert_ptr_equal(plan.spki, spki);
     assert_null(req.spki);
     assert_int_equal(EVP_PKEY_eq(X509_PUBKEY_get0(plan.spki), keys[K_P256]), 1);
+    assert_ptr_equal(plan.subject, subject);
+    assert_null(req.subject);
+    assert_int_equal(X509_NAME_cmp(plan.subject, X509_REQ_get_subject_name(csr)), 0);
     gw_cert_plan_cleanup(&plan);
     gw_cert_req_cleanup(&req);
 
-    /* refused (a name type outside the role): the request keeps its copy, the plan holds none */
+    /* refused (a name type outside the role): the request keeps its copies, the plan holds none */
     X509_REQ_free(csr);
     csr = make_p10(keys[K_P256], "dev1", "DNS:a.example,email:a@example.com", NULL);
     assert_int_equal(gw_cert_req_from_p10(csr, &req, err), 0);
     assert_non_null(spki = req.spki);
+    assert_non_null(subject = req.subject);
     assert_int_equal(gw_cert_plan_make(&role_iot, &req, NOW, &plan, &fail_info, err), GW_ERR_POLICY);
     assert_ptr_equal(req.spki, spki);
     assert_null(plan.spki);
+    assert_ptr_equal(req.subject, subject);
+    assert_null(plan.subject);
     gw_cert_req_cleanup(&req);
     X509_REQ_free(csr);
 }
@@ -731,11 +747,12 @@ static void test_req_from_p10(void **state)
                      NID_basic_constraints);
     X509_REQ_free(csr); /* what the request read is its own */
     assert_non_null(req.spki);
+    assert_int_equal(X509_NAME_entry_count(req.subject), 1);
     assert_int_equal(gw_cert_plan_make(&role_web, &req, NOW, &plan, &fail_info, err), 0);
     assert_int_equal(sk_X509_EXTENSION_num(plan.csr_exts), 1);
+    assert_int_equal(X509_NAME_entry_count(plan.subject), 1); /* the plan took it */
     gw_cert_plan_cleanup(&plan);
     assert_int_equal(EVP_PKEY_eq(req.pubkey, keys[K_P384]), 1);
-    assert_int_equal(X509_NAME_entry_count(req.subject), 1);
     gw_cert_req_cleanup(&req);
     assert_int_equal(gw_cert_req_from_p10(NULL, &req, err), GW_ERR_INVAL);
 
@@ -831,7 +848,7 @@ int main(void)
         cmocka_unit_test(test_req_from_crmf),
         cmocka_unit_test(test_req_from_crmf_der),
         cmocka_unit_test(test_req_from_p10),
-        cmocka_unit_test(test_plan_takes_spki),
+        cmocka_unit_test(test_plan_takes_request_copies),
         cmocka_unit_test(test_plan_copy_deep),
         cmocka_unit_test(test_req_from_p10_two_ext_requests),
         cmocka_unit_test(test_req_from_p10_two_sans),
