@@ -416,6 +416,14 @@ int gw_admin_on_req(h2o_handler_t *self, h2o_req_t *req)
     ac = is_reload && post ? &lt->gen->cfg->admin : NULL;
     token_ok =
         gw_admin_bearer_ok(req, ac != NULL && ac->token_file != NULL ? ac->token_sha256 : NULL, &missing);
+    /* shut down to make room (tls.c) or by the sweep: libh2o 2.2.5 takes the next of the requests its
+       client pipelined after each answer whose write failed, and keeps the socket open for as long as
+       they last. None is served any more: this answer, which nobody reads, is its last. */
+    if (c != NULL && c->ended) {
+        req->http1_is_persistent = 0;
+        send_text(req, 503, "Service Unavailable", "connection closed\n");
+        return 0;
+    }
     if (c != NULL && (rc = gw_conn_recheck(c)) != 0) {
         req->http1_is_persistent = 0;
         send_text(req, 403, "Forbidden",

@@ -46,36 +46,46 @@ static void conn_on_close(void *data)
 _Static_assert(GW_MAX_ADMIN_CONNECTIONS == 16,
                "admin_connection_evicted's text names the admin listener's cap");
 
+/* Whether |o|, an admin connection, may be shut down to make room: not already, not the one whose POST
+ * /reload runs, and with an answer on its way (|writing|) or nothing to send. */
+static bool evictable(const struct gw_conn *o, bool writing)
+{
+    return o->admin && !o->ended && !o->answer_owed && (h2o_socket_is_writing(o->sock) != 0) == writing;
+}
+
 /*
  * loop thread: room for one more connection on the admin listener, at its cap. Whoever reaches the
  * listener (any local account, on loopback) could otherwise fill it with connections that send nothing
  * and, connecting again as libh2o's request timeout closes them, keep /healthz refused for good. The
  * oldest connection with nothing to send (idle, or its request still arriving) is shut down (libh2o
- * closes it), so that holding the cap takes a new connection for every one that comes. false if every
- * one has an answer on its way.
+ * closes it), so that holding the cap takes a new connection for every one that comes. Where there is
+ * none, the oldest whose answer is on its way: pipelined requests whose answers the client reads slowly
+ * enough to stay within send_timeout, or not at all, hold the cap as well. false if there is neither.
  */
 static bool admin_make_room(struct gw_loop *loop)
 {
     static struct gw_log_pace pace = GW_LOG_PACE_INIT; /* anyone who reaches the listener causes it */
+    static const char *const why[] = {
+        "the admin listener holds its 16 connections (per loop thread): the oldest with nothing to send was "
+        "closed for a new one",
+        "the admin listener holds its 16 connections (per loop thread), each with an answer on its way: the "
+        "oldest, whose answer was not read, was closed for a new one"};
     char held[GW_LOG_HELD_LEN];
 
-    for (h2o_linklist_t *n = loop->conns.next; n != &loop->conns; n = n->next) { /* oldest first */
-        struct gw_conn *o = H2O_STRUCT_FROM_MEMBER(struct gw_conn, link, n);
-        int fd = o->admin && !o->ended && !o->answer_owed && !h2o_socket_is_writing(o->sock)
-                     ? h2o_socket_get_fd(o->sock)
-                     : -1;
+    for (int writing = 0; writing <= 1; writing++) {
+        for (h2o_linklist_t *n = loop->conns.next; n != &loop->conns; n = n->next) { /* oldest first */
+            struct gw_conn *o = H2O_STRUCT_FROM_MEMBER(struct gw_conn, link, n);
+            int fd = evictable(o, writing) ? h2o_socket_get_fd(o->sock) : -1;
 
-        if (fd < 0 || shutdown(fd, SHUT_RDWR) != 0)
-            continue;
-        o->ended = o->evicted = true;
-        loop->admin_evicted++;
-        if (gw_log_pace_due(&pace, time(NULL), held))
-            gw_log_kv(
-                GW_LOG_WARN, "admin_connection_evicted", "reason",
-                "the admin listener holds its 16 connections (per loop thread): the oldest with nothing "
-                "to send was closed for a new one",
-                "suppressed", held, (const char *)NULL);
-        return true;
+            if (fd < 0 || shutdown(fd, SHUT_RDWR) != 0)
+                continue;
+            o->ended = o->evicted = true;
+            loop->admin_evicted++;
+            if (gw_log_pace_due(&pace, time(NULL), held))
+                gw_log_kv(GW_LOG_WARN, "admin_connection_evicted", "reason", why[writing], "suppressed", held,
+                          (const char *)NULL);
+            return true;
+        }
     }
     return false;
 }

@@ -228,6 +228,46 @@ class Admin(harness.GatewayTestCase):
         self.assertEqual(get(self.gw, "/readyz")[0], 200)
 
 
+class AdminSlowReaders(harness.GatewayTestCase):
+    """Connections that ask for answers and do not read them: each pipelines GET /metrics with a 1 KiB
+    receive buffer, so that its answers fill the socket buffers and the gateway waits to write. A client
+    that reads a little now and then stays within send_timeout; a send_timeout of 300 s stands in for it
+    here. They filled the admin listener's cap (16 per loop thread), none with "nothing to send", and every
+    new connection was closed at accept: /healthz was refused for as long as they read. The oldest of them now
+    makes room, and the gateway closes it rather than render the rest of what it pipelined for a socket
+    already shut down: it holds no more of them than its cap."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["limits"] = {"send_timeout": "300s"}
+
+    def test_slow_readers_do_not_hide_healthz(self):
+        import socket
+        fd_dir = "/proc/%d/fd" % self.gw.proc.pid
+        before = len(os.listdir(fd_dir))
+        held = []
+        try:
+            for _ in range(100):  # past 2 loop threads x 16, thrice
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)  # before connect: the window it offers
+                s.settimeout(5)
+                s.connect(("127.0.0.1", self.gw.admin_port))
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 3000)
+                held.append(s)
+                time.sleep(0.05)
+            time.sleep(1)  # every one waits to write
+            held_open = harness.settled(lambda: len(os.listdir(fd_dir)) - before, lambda n: n <= 32, timeout=0.5)
+            self.assertLessEqual(held_open, 32)
+            for _ in range(5):
+                status, _, body = get(self.gw, "/healthz")
+                self.assertEqual((status, body), (200, b"ok\n"))
+        finally:
+            for s in held:
+                s.close()
+        self.assertTrue(any(e.get("event") == "admin_connection_evicted" and "not read" in e.get("reason", "")
+                            for e in self.gw.log_lines()))
+
+
 class Probes(harness.GatewayTestCase):
     """An upstream's health probes: /readyz follows the one in ready_requires, and while it is down
     its role answers at once (fail_fast) instead of waiting for the upstream's timeout."""
