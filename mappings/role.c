@@ -108,6 +108,31 @@ static int p_patterns(struct gw_conf_ctx *pc, const char *path, struct json_obje
     return gw_conf_p_names(pc, path, v, gw_conf_at(base, f->off), &names);
 }
 
+/*
+ * A list that bounds what a role admits, absent to admit any: written empty (a template's empty
+ * variable, say) it would admit any too, where "[]" reads as "none". Refused, so that it fails closed.
+ */
+static int refuse_empty(struct gw_conf_ctx *pc, const char *path, struct json_object *v)
+{
+    if (v != NULL && json_object_is_type(v, json_type_array) && json_object_array_length(v) == 0)
+        return gw_conf_fail(pc, path, "an empty list would admit any; leave the key out for that");
+    return 0;
+}
+
+/* Patterns (p_patterns) that bound what a role admits: one at least. */
+static int p_bounds(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                    const struct gw_conf_field *f)
+{
+    return refuse_empty(pc, path, v) != 0 ? GW_ERR_INVAL : p_patterns(pc, path, v, base, f);
+}
+
+/* Names (gw_conf_p_names) that bound what a role admits: one at least. */
+static int p_bound_names(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                         const struct gw_conf_field *f)
+{
+    return refuse_empty(pc, path, v) != 0 ? GW_ERR_INVAL : gw_conf_p_names(pc, path, v, base, f);
+}
+
 /* Key types by name; "rsa:<bits>" is parsed apart (RFC 8017 moduli: a minimum size). */
 static const struct {
     const char *name;
@@ -503,18 +528,18 @@ static const struct gw_conf_enum san_types[] = {
 static const struct gw_conf_field authz_fields[] = {
     GW_CONF_OPT("tls_client", gw_conf_p_enum_bool, struct gw_authz, tls_required, .def = 0,
                 .aux = tls_client_names),
-    GW_CONF_OPT("tls_trust", gw_conf_p_names, struct gw_authz, tls_trust_names,
+    GW_CONF_OPT("tls_trust", p_bound_names, struct gw_authz, tls_trust_names,
                 .off_n = offsetof(struct gw_authz, n_tls_trust), .aux = &gw_conf_names_plain),
-    GW_CONF_OPT("tls_subjects", p_patterns, struct gw_authz, tls_subjects, .aux = &names_pattern),
-    GW_CONF_OPT("tls_sans", p_patterns, struct gw_authz, tls_sans, .aux = &names_pattern),
+    GW_CONF_OPT("tls_subjects", p_bounds, struct gw_authz, tls_subjects, .aux = &names_pattern),
+    GW_CONF_OPT("tls_sans", p_bounds, struct gw_authz, tls_sans, .aux = &names_pattern),
     GW_CONF_OPT("tls_must_be_signer", gw_conf_p_bool, struct gw_authz, tls_must_be_signer, .def = false),
-    GW_CONF_OPT("signer_subjects", p_patterns, struct gw_authz, signer_subjects, .aux = &names_pattern),
-    GW_CONF_OPT("allowed_subjects", p_patterns, struct gw_authz, subjects, .aux = &names_pattern),
-    GW_CONF_OPT("allowed_common_names", p_patterns, struct gw_authz, common_names, .aux = &names_pattern),
-    GW_CONF_OPT("allowed_dns_names", p_patterns, struct gw_authz, dns_names, .aux = &names_pattern),
-    GW_CONF_OPT("allowed_uris", p_patterns, struct gw_authz, uris, .aux = &names_pattern),
-    GW_CONF_OPT("allowed_emails", p_patterns, struct gw_authz, emails, .aux = &names_pattern),
-    GW_CONF_OPT("allowed_ip_ranges", p_patterns, struct gw_authz, ip_ranges, .aux = &names_cidr),
+    GW_CONF_OPT("signer_subjects", p_bounds, struct gw_authz, signer_subjects, .aux = &names_pattern),
+    GW_CONF_OPT("allowed_subjects", p_bounds, struct gw_authz, subjects, .aux = &names_pattern),
+    GW_CONF_OPT("allowed_common_names", p_bounds, struct gw_authz, common_names, .aux = &names_pattern),
+    GW_CONF_OPT("allowed_dns_names", p_bounds, struct gw_authz, dns_names, .aux = &names_pattern),
+    GW_CONF_OPT("allowed_uris", p_bounds, struct gw_authz, uris, .aux = &names_pattern),
+    GW_CONF_OPT("allowed_emails", p_bounds, struct gw_authz, emails, .aux = &names_pattern),
+    GW_CONF_OPT("allowed_ip_ranges", p_bounds, struct gw_authz, ip_ranges, .aux = &names_cidr),
     GW_CONF_OPT("allowed_key_types", p_key_types, struct gw_authz, key_rules,
                 .off_n = offsetof(struct gw_authz, n_key_rules)),
     GW_CONF_OPT("ra_subjects", p_patterns, struct gw_authz, ra_subjects, .aux = &names_pattern),
