@@ -398,6 +398,7 @@ int cmp_check_current(struct cmp_call *c, struct gw_cmp_engine *now, struct cmp_
 enum role_check {
     RC_NAMES,  /* a delegate issues on the upstream's behalf: its names, key and validity rules */
     RC_GRANTS, /* the upstream signs: the usages it grants every certificate must be the role's */
+    RC_SHADOW, /* RC_NAMES for a shadow record: a read that failed is not tried again before its TTL */
 };
 
 /*
@@ -414,6 +415,9 @@ static int check_cached(struct cmp_call *c, struct cmp_role_policy *rp, struct g
     const char *name = cmp_urole_name(role);
     int rc = cmp_urole_fresh(c, rp, up, name, what == RC_NAMES, err);
 
+    if (rc == 1 && what == RC_SHADOW)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                          "the policy of upstream role %.40s could not be read lately", name);
     if (rc == 1)
         return 0;
     if (rc != 0 && what == RC_GRANTS) {
@@ -514,6 +518,39 @@ static void metrics_init(void)
 }
 
 /*
+ * Shadow mode: the policy of "to"'s role, checked against the request (RC_SHADOW, then RC_GRANTS). The
+ * request is "from"'s to issue, and "to" must not hold it up: with "to" down, or its policy read for
+ * another request (a read waits up to "to"'s timeout), it is not checked. 0, or 1 with |would|
+ * (systemUnavail: not checked) and |*grants| set when it is the usages "to" would change.
+ */
+static int shadow_check(struct cmp_call *c, const struct gw_role *role, struct gw_upstream *to,
+                        const struct gw_cert_plan *plan, struct cmp_refusal *would, bool *grants)
+{
+    struct cmp_role_policy scratch, *rp;
+    struct gw_upstream_health h;
+    int refused;
+
+    *grants = false;
+    gw_upstream_health(to, &h);
+    if (!h.up)
+        return cmp_refuse(would, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "upstream %.40s is down (its probes)",
+                          role->migration.to_name);
+    rp = cmp_urole_slot(c->e, role, to, &scratch);
+    if (pthread_mutex_trylock(&rp->lock) != 0) {
+        cmp_urole_release(rp, &scratch);
+        return cmp_refuse(would, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                          "the policy of upstream role %.40s is being read for another request",
+                          cmp_urole_name(role));
+    }
+    refused = check_cached(c, rp, to, role, plan, RC_SHADOW, NULL, would);
+    if (!refused && check_cached(c, rp, to, role, plan, RC_GRANTS, NULL, would) != 0)
+        refused = *grants = true;
+    pthread_mutex_unlock(&rp->lock);
+    cmp_urole_release(rp, &scratch);
+    return refused;
+}
+
+/*
  * Shadow mode: what "to" would do with this request, without asking it to issue. An upstream that
  * states its role's policy (Vault roles/<name>) is checked like the role's own; a local issuer issues
  * the role's profile, as "from" does; others are not checked. The answer goes to the audit log as
@@ -527,21 +564,22 @@ static void shadow(struct cmp_call *c, const struct cmp_txn *t, const struct gw_
     char status[GW_ERR_LEN + 32];
     const char *result = "issue";
     struct gw_audit_rec rec;
+    bool grants;
 
     if (to == NULL) {
         result = "unchecked";
         snprintf(status, sizeof(status), "not checked: upstream %s is not available",
                  role->migration.to_name);
     } else if ((gw_upstream_caps(to) & GW_UP_ROLE_POLICY) != 0) {
-        int refused = check_upstream_role(c, role, to, plan, RC_NAMES, NULL, &would);
+        int refused = shadow_check(c, role, to, plan, &would, &grants);
 
         if (refused && would.fail_info == OSSL_CMP_PKIFAILUREINFO_systemUnavail) {
             result = "unchecked"; /* its policy could not be read */
             snprintf(status, sizeof(status), "not checked: %s", would.text);
-        } else if (refused) {
+        } else if (refused && !grants) {
             result = "refuse";
             snprintf(status, sizeof(status), "would refuse: %s", would.text);
-        } else if (check_upstream_role(c, role, to, plan, RC_GRANTS, NULL, &would) != 0) {
+        } else if (refused) {
             result = "change";
             snprintf(status, sizeof(status), "would change the usages: %s", would.text);
         } else {

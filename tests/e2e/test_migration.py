@@ -440,6 +440,48 @@ class MigrationByPbm(harness.GatewayTestCase):
         self.assertEqual(issuer_of(by_signer.cert), OLD_ISSUER)
 
 
+class MigrationShadowSlowTarget(harness.GatewayTestCase):
+    """Shadow mode asks "to" for nothing that issues: a "to" that answers slowly, or not at all, must not hold
+    up what "from" issues. The shadow check read Vault's role for each request of the cohort, one request at a
+    time per role, and a read that failed was tried again by the next: with Vault's answers later than its
+    timeout, four requests at once were issued by the old CA after 3, 6, 9 and 12 s. Now one request reads, the
+    others meanwhile are recorded "not checked" at once, and a read that failed is not tried again before the
+    policy's cache time."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.vault = vaultenv.running(cls, gw.dir)
+        cfg["upstreams"]["vault"] = cls.vault.upstream(timeout="3s")
+        cfg["roles"]["default"].update({
+            "upstream_role": "devices",
+            "migration": {"name": MIGRATION, "from": "local", "to": "vault", "mode": "shadow",
+                          "cohort": {"percent": 100}}})
+
+    def ir(self, name):
+        start = time.monotonic()
+        res = self.gw.cmp("ir", name, newkey=self.newkey(name), subject="/CN=%s.example.com" % name,
+                          extra=["-implicit_confirm"])
+        return time.monotonic() - start, issuer_of(res.cert)
+
+    def test_slow_target_holds_up_no_issuance(self):
+        self.vault.control({"latency_ms": 6000})  # every answer past the upstream's 3 s timeout
+        got = {}
+        threads = [threading.Thread(target=lambda i=i: got.update({i: self.ir("slow%d" % i)})) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual([issuer for _, issuer in got.values()], [OLD_ISSUER] * 4)
+        took = sorted(t for t, _ in got.values())
+        self.assertLess(took[1], 2.5, took)  # one read Vault's role and waited; the others did not
+        took, issuer = self.ir("after")
+        self.assertEqual(issuer, OLD_ISSUER)
+        self.assertLess(took, 2.5)  # the failed read is not tried again at once
+        shadows = audit(self.gw, "shadow")
+        self.assertEqual(len(shadows), 5, shadows)
+        self.assertTrue(all(s["status"].startswith("not checked: ") for s in shadows), shadows)
+
+
 class MigrationComplete(harness.GatewayTestCase):
     """At "percent": 100 every request is in the cohort (docs/migration.md, "Widen" and "Finish"), also one
     whose subject has no one-line form to hash (a `/` inside a value), which a client chooses as it
