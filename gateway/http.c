@@ -642,6 +642,23 @@ static int submit_retired(struct gw_loop *lt, h2o_req_t *req, const struct reqlo
     return rc;
 }
 
+/*
+ * loop thread: whether |req| came over an HTTP/1 connection the sweep ended (sweep.c), and is answered
+ * for libh2o to close it. libh2o 2.2.5 ignores an answer's failed write and takes the next request the
+ * client pipelined: every one it had read was served, upstream calls and all, for nobody, and the
+ * connection kept its place until they ran out. HTTP/2 closes the connection on a failed write.
+ */
+static bool ended_http1(h2o_req_t *req)
+{
+    const struct gw_conn *c = gw_conn_get0(req);
+
+    if (c == NULL || !c->ended || req->version >= 0x200)
+        return false;
+    req->http1_is_persistent = 0;
+    send_text(req, 503, HDR_CLOSE, 0, "connection closed"); /* its write fails: nobody reads it */
+    return true;
+}
+
 /* loop thread */
 int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
 {
@@ -654,6 +671,8 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
     (void)self;
     gw_conn_mark_requested(req);
     gw_loop_refresh(lt);
+    if (ended_http1(req))
+        return 0;
     reqlog_init(&log, req);
     if (check_request(lt, req, &match, &r) != 0)
         rc = submit_retired(lt, req, &log, &r);
