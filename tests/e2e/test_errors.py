@@ -14,6 +14,7 @@ import os
 import re
 import ssl
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -433,6 +434,26 @@ class RowAssertions:
 
 class Base(RowAssertions, harness.GatewayTestCase):
 
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.own_keys = {p: p.read_bytes() for p in cls.gw.dir.glob("*.key")}
+
+    def tearDown(self):
+        # the gateway's own keys (signer.key, client.key, ...) are as the demo made them: a test that
+        # replaced one would leave the tests after it a gateway whose files no longer match what it runs
+        for path, data in self.own_keys.items():
+            self.assertEqual(path.read_bytes(), data, "%s was overwritten" % path.name)
+        super().tearDown()
+
+    def newkey(self, name):
+        """A fresh key for a request of |name|, in a file no other holds: <name>.key may be one of the
+        gateway's own (a request named "signer" would replace the response signer's key) or a key a
+        credential of another test signs with."""
+        fd, path = tempfile.mkstemp(prefix="%s." % name, suffix=".new.key", dir=self.gw.dir)
+        os.close(fd)
+        return harness.genkey(path)
+
     def send(self, name, msg, path="/pki/cmp", **kw):
         """POSTs |msg| (bytes or a pyasn1 PKIMessage) with curl over TLS; returns the CurlResult."""
         f = self.gw.dir / ("%s.sent.der" % name)
@@ -459,7 +480,8 @@ class Base(RowAssertions, harness.GatewayTestCase):
 
     def ir(self, name, **kw):
         """`openssl cmp -cmd ir` expected to be refused; returns its last decoded answer."""
-        kw.setdefault("newkey", self.newkey(name))
+        if "newkey" not in kw:
+            kw["newkey"] = self.newkey(name)
         kw.setdefault("subject", "/CN=%s" % name)
         res = self.gw.cmp("ir", name, expect_cert=False, **kw)
         self.assertIsNone(res.cert)
@@ -1076,7 +1098,7 @@ class Errors(Base):
                                          extra=("-sans", ok, "-implicit_confirm")).cert)
 
     def test_key_not_allowed(self):
-        key = self.gw.dir / "weak-rsa1024.key"  # not <name>.key: ir() makes that one
+        key = self.gw.dir / "weak-rsa1024.key"
         harness.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024", "-out", key])
         os.chmod(key, 0o600)
         self.expect("key_not_allowed", self.ir("rsa1024", newkey=key))
@@ -1093,7 +1115,7 @@ class Errors(Base):
         # digests themselves, which OpenSSL verifies as any: in an ir, a p10cr and a kur alike, refused before
         # the CA is asked
         d = self.gw.dir
-        e1 = rsa_exponent_one_key(d / "e1-rsa.key")  # not <name>.key: ir() makes that one
+        e1 = rsa_exponent_one_key(d / "e1-rsa.key")
         e3 = d / "e3-rsa.key"
         harness.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-pkeyopt",
                      "rsa_keygen_pubexp:3", "-out", e3])
