@@ -124,8 +124,10 @@ struct reply {
     int status;
     const char *ctype;
     const char *body;
-    int delay_ms;
+    int delay_ms; /* or HELD */
 };
+
+#define HELD -1 /* a reply's delay_ms: answered once the test lets it go (srv_release), not before */
 
 struct request {
     char path[128];
@@ -141,7 +143,9 @@ struct request {
  */
 static struct {
     pthread_mutex_t lock;
-    pthread_cond_t idle; /* |active| fell to 0 */
+    pthread_cond_t idle;    /* |active| fell to 0 */
+    pthread_cond_t release; /* |released| became true */
+    bool released;          /* held replies may go */
     pthread_t thread;
     int fd;
     int port;
@@ -198,10 +202,32 @@ static void srv_set(struct reply *reply, struct reply r)
 {
     pthread_mutex_lock(&srv.lock);
     srv_settle();
+    if (r.delay_ms == HELD)
+        srv.released = false;
     free((char *)reply->body);
     *reply = r;
     if (r.body != NULL)
         assert_non_null(reply->body = strdup(r.body));
+    pthread_mutex_unlock(&srv.lock);
+}
+
+/* The held replies (delay_ms HELD) go now, and any held from now on at once. */
+static void srv_release(void)
+{
+    pthread_mutex_lock(&srv.lock);
+    srv.released = true;
+    pthread_cond_broadcast(&srv.release);
+    pthread_mutex_unlock(&srv.lock);
+}
+
+/* A connection thread's wait for srv_release, at most WAIT_S: a test that fails first leaves none behind. */
+static void srv_hold(void)
+{
+    struct timespec until = tu_deadline(WAIT_S);
+
+    pthread_mutex_lock(&srv.lock);
+    while (!srv.released && pthread_cond_timedwait(&srv.release, &srv.lock, &until) == 0)
+        ;
     pthread_mutex_unlock(&srv.lock);
 }
 
@@ -290,6 +316,8 @@ static void *serve_one(void *arg)
         goto out;
     if (r.delay_ms > 0)
         usleep((useconds_t)r.delay_ms * 1000);
+    if (r.delay_ms == HELD)
+        srv_hold();
     snprintf(head, sizeof(head),
              "HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
              r.status, r.ctype, strlen(r.body));
@@ -387,6 +415,7 @@ static int setup(void **state)
 
     pthread_mutex_init(&srv.lock, NULL);
     pthread_cond_init(&srv.idle, NULL);
+    pthread_cond_init(&srv.release, NULL);
     srv.fd = bound_socket(&srv.port, 1);
     srv_set(&srv.info, (struct reply){200, "application/json", info_ok_body, 0});
     assert_int_equal(pthread_create(&srv.thread, NULL, serve, NULL), 0);
@@ -406,6 +435,7 @@ static int teardown(void **state)
     free((char *)srv.revoke[0].body), free((char *)srv.revoke[1].body);
     pthread_mutex_unlock(&srv.lock);
     pthread_cond_destroy(&srv.idle);
+    pthread_cond_destroy(&srv.release);
     pthread_mutex_destroy(&srv.lock);
     X509_free(ca), X509_free(other_ca), X509_free(leaf), X509_free(foreign_leaf);
     X509_REQ_free(csr);
@@ -1093,9 +1123,9 @@ static int count_path(const char *path)
 }
 
 /*
- * While one call fetches cfssl's CA again (its certificate came from another CA) and cfssl is slow
- * to answer info, another call through the same upstream goes on: nothing holds a lock across the
- * call to cfssl.
+ * While one call fetches cfssl's CA again (its certificate came from another CA) and cfssl holds its
+ * answer to info, another call through the same upstream goes on: nothing holds a lock across the
+ * call to cfssl. The info answer waits for the test, not for a time a loaded machine may outrun.
  */
 static void test_chain_fetch_blocks_nobody(void **state)
 {
@@ -1110,10 +1140,10 @@ static void test_chain_fetch_blocks_nobody(void **state)
     srv_set(&srv.sign_foreign, (struct reply){200, "application/json", sign_foreign_body, 0});
     fixture_init(&f, srv.port, 0);
     gw_upstream_free(f.up);
-    f.conf.timeout_ms = 5000;
+    f.conf.timeout_ms = WAIT_S * 1000; /* a's call outlives however long b takes */
     clear_requests();
     assert_non_null(f.up = gw_upstream_new(&f.conf, NULL, err)); /* info at once: the chain is known */
-    srv_set(&srv.info, (struct reply){200, "application/json", info_ok_body, 3000});
+    srv_set(&srv.info, (struct reply){200, "application/json", info_ok_body, HELD});
     overlapping_start(&a, &f, "foreign");
     until = tu_deadline(WAIT_S);
     while (count_path("/api/v1/cfssl/info") < 2 && !tu_past(&until))
@@ -1123,13 +1153,15 @@ static void test_chain_fetch_blocks_nobody(void **state)
     res = overlapping_wait(&b);
     assert_int_equal(res->status, 0);
     assert_non_null(res->cert);
-    assert_false(overlapping_done_yet(&a)); /* b did not wait behind a's slow info */
+    assert_false(overlapping_done_yet(&a)); /* b did not wait behind a's held info */
     result_free(res);
+    srv_release();
     res = overlapping_wait(&a);
     assert_non_null(strstr(res->reason, "not signed by cfssl's CA"));
     assert_non_null(res->cert);
     result_free(res);
     srv_set(&srv.sign_foreign, (struct reply){0});
+    srv_set(&srv.info, (struct reply){200, "application/json", info_ok_body, 0});
     fixture_cleanup(&f);
 }
 
