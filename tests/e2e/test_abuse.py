@@ -1037,6 +1037,53 @@ class IdleConnections(harness.GatewayTestCase):
         self.assertFalse(self.gw.handshake(source="127.0.0.2"))  # over budget: closed at accept
 
 
+class PlainIdleConnections(harness.GatewayTestCase):
+    """A gateway of its own with a plain listener beside the TLS one, and 2 s to have a first request whole
+    (below libh2o's own request timeout of 5 s, which would end such a connection unlogged)."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        gw.plain_port = harness.free_port(avoid=(gw.port, gw.admin_port))
+        cfg["listeners"].append({"address": "127.0.0.1", "port": gw.plain_port, "plain_http": True})
+        cfg["limits"] = {"handshake_timeout": "2s"}
+
+    def test_openings_ended_at_the_handshake_timeout(self):
+        """On a plain listener limits.handshake_timeout counts from the accept to a first request whole: a
+        connection that sends nothing, part of a request line, or a request line and part of its headers is
+        ended, no byte sent to it, logged handshake_timeout with its peer and counted as an http1
+        handshake_timeout; not against its address's budget, and a client that sends its request is served."""
+        openings = (b"", b"POST /pki/cm", b"POST /pki/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le")
+        conns, peers = [], []
+        try:
+            for opening in openings:
+                s = socket.create_connection(("127.0.0.1", self.gw.plain_port), timeout=5)
+                conns.append(s)
+                peers.append("127.0.0.1:%d" % s.getsockname()[1])
+                s.sendall(opening)
+            for s in conns:
+                s.settimeout(30)  # a bound, not a speed: ended within it or the recv raises
+                self.assertEqual(harness.read_to_eof(s), b"")
+        finally:
+            for s in conns:
+                s.close()
+        deadline = time.monotonic() + 30  # the client may see the close before the line is written
+        while True:
+            ended = [e for e in self.gw.log_lines() if e.get("event") == "handshake_timeout"]
+            if len(ended) >= len(openings):
+                break
+            self.assertLess(time.monotonic(), deadline, self.gw.stderr()[-3000:])
+            time.sleep(0.1)
+        self.assertEqual(sorted(e["peer"] for e in ended), sorted(peers))
+        self.assertEqual({(e["listener"], e["reason"], e["timeout_s"]) for e in ended},
+                         {("cmp", "no request within limits.handshake_timeout", "2")})
+        self.assertEqual(harness.metric(self.gw, "cmpgw_slow_connections_ended_total", 0, protocol="http1",
+                                        timeout="handshake_timeout"), len(openings))
+        self.assertFalse(any(e.get("event") == "auth_budget_exhausted" for e in self.gw.log_lines()))
+        with socket.create_connection(("127.0.0.1", self.gw.plain_port), timeout=harness.CLIENT_TIMEOUT) as s:
+            s.sendall(b"GET /pki/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            self.assertTrue(harness.read_to_eof(s).startswith(b"HTTP/1.1 405 "))
+
+
 class UndecodableBodyBudget(harness.GatewayTestCase):
     """A gateway of its own: its address is over budget after three messages refused before their sender
     is known."""
