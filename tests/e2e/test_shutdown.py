@@ -13,6 +13,20 @@ sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
 
 
+def wait_listener_closed(gw):
+    """Waits (at most STOP_TIMEOUT) until |gw|'s CMP listener refuses connections: it has begun to drain,
+    every request from now on answered "shutting down"."""
+    deadline = time.monotonic() + harness.STOP_TIMEOUT
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", gw.port), timeout=2).close()
+        except ConnectionRefusedError:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("the CMP listener still accepts connections after SIGTERM")
+        time.sleep(0.05)
+
+
 class ShutdownInFlight(harness.GatewayTestCase):
 
     @classmethod
@@ -32,12 +46,13 @@ class ShutdownInFlight(harness.GatewayTestCase):
 
         t = threading.Thread(target=enrol)
         t.start()
-        time.sleep(1.0)  # the ir now waits in the upstream's 3 s delay
-        self.assertTrue(t.is_alive(), out)
+        deadline = time.monotonic() + harness.CLIENT_TIMEOUT
+        while not harness.audit_records(self.gw, "intent", cn="inflight"):  # recorded as the CA is asked
+            self.assertLess(time.monotonic(), deadline, out)
+            time.sleep(0.05)
+        self.assertTrue(t.is_alive(), out)  # the ir waits in the upstream's 3 s delay
         self.gw.signal_stop()
-        time.sleep(0.5)
-        with self.assertRaises(ConnectionRefusedError):
-            socket.create_connection(("127.0.0.1", self.gw.port), timeout=2).close()
+        wait_listener_closed(self.gw)
         t.join(harness.CLIENT_TIMEOUT)
         self.assertNotIn("error", out, out.get("error"))
         self.assert_issued(out["res"].cert, key, "CN=inflight", [], out["res"].first.extra_certs_pem())
@@ -59,7 +74,7 @@ class ShutdownKeptConnection(harness.GatewayTestCase):
         sock = self.gw.tls_context().wrap_socket(raw, server_hostname="127.0.0.1")
         try:
             self.gw.signal_stop()
-            time.sleep(0.5)  # draining: the listening socket is closed, this connection idles on
+            wait_listener_closed(self.gw)  # draining: this connection idles on
             sock.sendall(b"POST /pki/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/pkixcmp\r\n"
                          b"Content-Length: %d\r\n\r\n" % len(der) + der)
             answer = harness.read_to_eof(sock)
