@@ -823,9 +823,10 @@ static void test_failures(void **state)
          "upstream CA up did not answer in time (none within 300 ms); the outcome is unknown"},
         {"another transactionID", M_OTHER_TID, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
          "gave no usable answer (transactionid unmatched"},
-        /* the ir reached it and it issued: its certConf finding nobody makes it no CA "not reached" */
+        /* the ir reached it and it issued: its certConf finding nobody makes it no CA "not reached"
+           (refused, or reset where it came before the listener shut: libcurl's words differ) */
         {"gone after its ip", M_GONE_AFTER_IP, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-         "upstream CA up did not answer (Couldn't connect to server); the outcome is unknown"},
+         "upstream CA up did not answer ("},
     };
 
     (void)state;
@@ -841,6 +842,8 @@ static void test_failures(void **state)
             strstr(res.reason, cases[i].want) == NULL)
             fail_msg("%s: status %d failInfo %d reason \"%s\"", cases[i].name, res.status, res.fail_info,
                      res.reason);
+        if (cases[i].mode == M_GONE_AFTER_IP)
+            assert_non_null(strstr(res.reason, "); the outcome is unknown"));
         /* a certificate was issued all the same: handed on, to be revoked unless the CA took it back */
         if (cases[i].mode == M_WRONG_KEY || cases[i].mode == M_UNCONFIRMED ||
             cases[i].mode == M_GONE_AFTER_IP)
