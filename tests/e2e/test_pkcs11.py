@@ -2,7 +2,8 @@
 local issuer's CA key and the TLS listener's key are imported into a SoftHSM token and removed from
 disk; the configuration names them by PKCS#11 URI with the PIN in a passphrase file. A real `openssl
 cmp` enrols over TLS signed in the token and verifies the response signed in the token and a
-certificate issued with the token's CA key; a reload logs in again; a wrong PIN stops the start with
+certificate issued with the token's CA key; a reload logs in again, and refuses a PIN other than the one
+the token is logged in with; a wrong PIN stops the start with
 an error that never shows the PIN, as does a PIN in the URI (its path or its query); with "user", an
 upstream's tls_key in the token is not looked for on disk."""
 import os
@@ -76,6 +77,30 @@ class TokenKeys(harness.GatewayTestCase):
         res = self.gw.cmp("ir", "hsm2", newkey=self.newkey("hsm2"), subject="/CN=hsm-after-reload",
                           extra=("-implicit_confirm",))
         self.assertIsNotNone(res.cert)
+
+
+    def test_reload_with_another_pin_refused(self):
+        """The token stays logged in, and libp11 then loads its keys whatever the PIN: the reload refuses a
+        PIN other than the one the token was logged in with, rather than take it unchecked, and the running
+        keys sign on."""
+        pin = self.gw.dir / "token.pin"
+        pin.write_text("9731-not-the-pin\n")
+        try:
+            status, body = harness.admin(self.gw, "/reload", "POST")
+        finally:
+            pin.write_text(PIN + "\n")
+        self.assertEqual(status, 500, body)
+        self.assertIn("reload refused:", body)
+        self.assertIn("$.listeners[0].tls.key", body)
+        self.assertIn("checked only at a restart", body)
+        text = self.gw.stderr()
+        for secret in ("9731-not-the-pin", PIN):
+            self.assertNotIn(secret, body)
+            self.assertNotIn(secret, text)
+        res = self.gw.cmp("ir", "hsm3", newkey=self.newkey("hsm3"), subject="/CN=hsm-after-refused",
+                          extra=("-implicit_confirm",))
+        self.assertIsNotNone(res.cert)
+        self.assertEqual(harness.admin(self.gw, "/reload", "POST")[0], 200)
 
 
 class WrongPin(unittest.TestCase):
