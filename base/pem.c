@@ -186,7 +186,28 @@ static EVP_PKEY *store_key(int fd, struct passphrase *pp)
     return key;
 }
 
-/* A key in a PKCS#11 token, its PIN the passphrase (base/pkcs11.h). */
+/*
+ * Whether |key| signs. libp11 lists a token's keys once and loads them from that list again: a key whose
+ * token went away since (removed, deleted) still loads, and fails only when asked to sign, as a key the
+ * token does not let sign does.
+ */
+static bool signs(EVP_PKEY *key)
+{
+    static const unsigned char probe[] = "cmpgw: can this key sign?";
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    unsigned char *sig = NULL;
+    size_t len = 0;
+    bool ok = md != NULL && EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, key) == 1 &&
+              EVP_DigestSign(md, NULL, &len, probe, sizeof(probe)) == 1 &&
+              (sig = OPENSSL_malloc(len)) != NULL && EVP_DigestSign(md, sig, &len, probe, sizeof(probe)) == 1;
+
+    OPENSSL_free(sig);
+    EVP_MD_CTX_free(md);
+    ERR_clear_error();
+    return ok;
+}
+
+/* A key in a PKCS#11 token, its PIN the passphrase (base/pkcs11.h), that signs there. */
 static int token_key(struct gw_conf_ctx *pc, const char *path, const char *uri, const struct passphrase *pp,
                      EVP_PKEY **out)
 {
@@ -198,7 +219,16 @@ static int token_key(struct gw_conf_ctx *pc, const char *path, const char *uri, 
     }
     *out = gw_pkcs11_load_key(uri, pp->p != NULL ? pin : NULL, why, sizeof(why));
     OPENSSL_cleanse(pin, sizeof(pin));
-    return *out != NULL ? 0 : gw_conf_fail(pc, path, "%s", why);
+    if (*out == NULL)
+        return gw_conf_fail(pc, path, "%s", why);
+    if (signs(*out))
+        return 0;
+    EVP_PKEY_free(*out);
+    *out = NULL;
+    return gw_conf_fail(pc, path,
+                        "the key %s cannot sign in its token (the token removed, or the key not "
+                        "allowed to sign)",
+                        uri);
 }
 
 int gw_pem_load_key(struct gw_conf_ctx *pc, const char *path, const char *file, const char *passfile,

@@ -3,7 +3,8 @@ local issuer's CA key and the TLS listener's key are imported into a SoftHSM tok
 disk; the configuration names them by PKCS#11 URI with the PIN in a passphrase file. A real `openssl
 cmp` enrols over TLS signed in the token and verifies the response signed in the token and a
 certificate issued with the token's CA key; a reload logs in again, and refuses a PIN other than the one
-the token is logged in with; a wrong PIN stops the start with
+the token is logged in with, and one of a token deleted since (whose keys no longer sign); a wrong PIN
+stops the start with
 an error that never shows the PIN, as does a PIN in the URI (its path or its query); with "user", an
 upstream's tls_key in the token is not looked for on disk."""
 import os
@@ -101,6 +102,28 @@ class TokenKeys(harness.GatewayTestCase):
                           extra=("-implicit_confirm",))
         self.assertIsNotNone(res.cert)
         self.assertEqual(harness.admin(self.gw, "/reload", "POST")[0], 200)
+
+
+class TokenGone(harness.GatewayTestCase):
+    """libp11 lists a token's keys once: with the token deleted under a running gateway, its keys still load
+    from that list, and fail only when they sign. A reload tries each key, and refuses one that cannot sign
+    rather than answer "reloaded" with keys that fail every answer."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        make_token(gw.dir)
+        use_token(cfg)
+
+    def test_reload_refused_once_the_token_is_gone(self):
+        harness.run(["softhsm2-util", "--delete-token", "--token", "cmpgw"])
+        status, body = harness.admin(self.gw, "/reload", "POST")
+        self.assertEqual(status, 500, body)
+        self.assertIn("reload refused:", body)
+        self.assertIn("$.listeners[0].tls.key", body)
+        self.assertIn("cannot sign in its token", body)
+        self.assertFalse(self.gw.handshake())  # the listener's key signs no handshake, and the gateway runs on
+        self.assertIsNone(self.gw.proc.poll())
+        self.assertNotIn(PIN, self.gw.stderr())
 
 
 class WrongPin(unittest.TestCase):
