@@ -251,6 +251,11 @@ _Static_assert(GW_STATE_TOOK_SECS * 1000 > 2 * GW_MAX_REDIS_TIMEOUT_MS,
 /* a notAfter this much before the planned one, or after the one the client asked for, is no change */
 #define GW_ISSUED_SHORTEN_SLACK 300
 #define GW_ISSUED_BACKDATE_SLACK 600 /* an upstream's notBefore may precede the plan's by this */
+/* a plan this much short of whole days asks a CMP CA for them (a client's "-days 3" reaches the gateway a
+   moment after its notAfter was counted); what the CA adds to the plan stays within both slacks above */
+#define GW_ISSUED_DAYS_SLACK 60
+_Static_assert(GW_ISSUED_DAYS_SLACK < GW_ISSUED_SHORTEN_SLACK && GW_ISSUED_DAYS_SLACK < GW_ISSUED_TTL_SLACK,
+               "a CA's whole days must stay within the slacks of the issued check");
 /* OpenSSL's security level for an upstream's chain (X509_VERIFY_PARAM_set_auth_level): 112 bits,
    so no SHA-1 or MD5 signature (63 and 39 bits in OpenSSL 3.0) and no RSA key under 2048 bits, as
    the gateway's TLS client chains at the distribution default and the keys it lets clients request */

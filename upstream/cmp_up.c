@@ -442,6 +442,9 @@ static int set_template(OSSL_CMP_CTX *ctx, const struct gw_cert_plan *plan)
 {
     X509_EXTENSIONS *exts = sk_X509_EXTENSION_new_null();
     time_t now = time(NULL);
+    /* the plan's whole days, one short by a moment counted: OpenSSL's client counts "-days 3" from its
+       own clock, a second or more before this one */
+    time_t days = (plan->not_after - now + GW_ISSUED_DAYS_SLACK) / 86400;
     int ok = 0;
 
     if (exts == NULL || !no_defaults(ctx) || EVP_PKEY_up_ref(plan->pubkey) != 1)
@@ -456,8 +459,7 @@ static int set_template(OSSL_CMP_CTX *ctx, const struct gw_cert_plan *plan)
         !gw_usage_exts_add(&exts, plan->key_usage, plan->ext_key_usage))
         goto out;
     /* CMP 3.0 offers whole days only; a shorter plan leaves validity to the CA (checked on return) */
-    if (plan->not_after > now + 86400 &&
-        OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_VALIDITY_DAYS, (int)((plan->not_after - now) / 86400)) != 1)
+    if (days > 0 && OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_VALIDITY_DAYS, (int)days) != 1)
         goto out;
     /* the gateway verified the client's POPO (OpenSSL did, on the gateway's server ctx) */
     if (OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_POPO_METHOD, OSSL_CRMF_POPO_RAVERIFIED) != 1)

@@ -29,6 +29,7 @@
 #include "gateway/config.h"
 #include "base/err.h"
 #include "base/limits.h"
+#include "gateway/cmp/shim.h"
 #include "upstream/upstream.h"
 #include "upstream/upstream_test.h"
 
@@ -239,6 +240,7 @@ struct server {
     int rr_fail;     /* M_REJECT: the failInfo bit that rejects an rr (certRevoked unless set) */
     int tmpl_sans;   /* the subjectAltNames in the last ir's template; -1: no such extension */
     int tmpl_issuer; /* whether that template names an issuer */
+    long tmpl_secs;  /* the validity that template asks for, notBefore to notAfter; 0: none */
     const char *reject_text; /* M_REJECT: the statusString of a rejected ir or p10cr ("no such\nprofile") */
     char conf_status[256];   /* the status of the last certConf, as OpenSSL prints it; "" if it had none */
     pthread_mutex_t lock;    /* the test changes the protection between exchanges */
@@ -259,7 +261,10 @@ static OSSL_CMP_PKISI *srv_cert_req(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *r
             X509V3_get_d2i(OSSL_CRMF_CERTTEMPLATE_get0_extensions(tmpl), NID_subject_alt_name, NULL, NULL);
 
         s->tmpl_sans = sk_GENERAL_NAME_num(sans);
+        time_t nb, na;
+
         s->tmpl_issuer = OSSL_CRMF_CERTTEMPLATE_get0_issuer(tmpl) != NULL;
+        s->tmpl_secs = gw_shim_tmpl_validity(crm, &nb, &na) == 0 && na != 0 ? (long)(na - nb) : -1;
         GENERAL_NAMES_free(sans);
     }
     pthread_mutex_lock(&s->lock);
@@ -737,8 +742,8 @@ static void run_close(struct run *r)
     gw_config_free(r->cfg);
 }
 
-/* An ir for |key|, or with |csr| a p10cr of it. */
-static void sign_req(struct run *r, EVP_PKEY *key, X509_REQ *csr, struct gw_sign_result *res)
+/* An ir for |key|, or with |csr| a p10cr of it, planned to end |secs| from now. */
+static void sign_for(struct run *r, EVP_PKEY *key, X509_REQ *csr, time_t secs, struct gw_sign_result *res)
 {
     struct gw_cert_plan plan;
 
@@ -749,11 +754,17 @@ static void sign_req(struct run *r, EVP_PKEY *key, X509_REQ *csr, struct gw_sign
     EVP_PKEY_up_ref(key);
     plan.key_usage = KU_DIGITAL_SIGNATURE;
     plan.ext_key_usage = GW_EKU_CLIENT_AUTH;
-    plan.not_after = time(NULL) + 3 * 86400;
+    plan.not_after = time(NULL) + secs;
     gw_upstream_sign_wait(
         r->up, &(struct gw_sign_req){.role = &r->cfg->roles[0], .plan = &plan, .csr = csr, .request_id = "t"},
         res);
     gw_cert_plan_cleanup(&plan);
+}
+
+/* An ir for |key|, or with |csr| a p10cr of it. */
+static void sign_req(struct run *r, EVP_PKEY *key, X509_REQ *csr, struct gw_sign_result *res)
+{
+    sign_for(r, key, csr, 3 * 86400, res);
 }
 
 static void sign(struct run *r, EVP_PKEY *key, struct gw_sign_result *res)
@@ -795,6 +806,40 @@ static void test_issue(void **state)
     assert_int_equal(s.n_requests, 2);
     assert_int_equal(s.bodies[0], BODY_IR);
     assert_int_equal(s.bodies[1], BODY_CERTCONF);
+}
+
+/*
+ * The ir asks the CA for the plan's whole days (CMP 3.0 offers no other validity), counting a day the plan
+ * falls short of by a moment: OpenSSL's client counts "-days 3" from its own clock, before the gateway's.
+ * Short of it by more, or less than a day, is fewer days, or no validity (the CA's choice, checked on
+ * return).
+ */
+static void test_issue_validity_days(void **state)
+{
+    static const struct {
+        time_t secs;    /* the plan's notAfter, from now */
+        long want_days; /* asked of the CA; -1: no validity */
+    } cases[] = {
+        {3 * 86400, 3}, {3 * 86400 - 2, 3}, {3 * 86400 - 10 * 60, 2}, {86400 - 2, 1}, {86400 - 10 * 60, -1},
+    };
+    struct server s;
+    struct run r;
+
+    (void)state;
+    server_start(&s, M_ISSUE);
+    run_open(&r, s.port);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct gw_sign_result res;
+
+        sign_for(&r, client_key, NULL, cases[i].secs, &res);
+        assert_int_equal(res.status, 0);
+        gw_sign_result_cleanup(&res);
+        if (s.tmpl_secs != (cases[i].want_days < 0 ? -1 : cases[i].want_days * 86400))
+            fail_msg("plan ending in %ld s: the template asks %ld s, want %ld days", (long)cases[i].secs,
+                     s.tmpl_secs, cases[i].want_days);
+    }
+    run_close(&r);
+    server_stop(&s);
 }
 
 struct fail_case {
@@ -1328,6 +1373,7 @@ int main(void)
         cmocka_unit_test(test_caps),
         cmocka_unit_test(test_config_rows),
         cmocka_unit_test(test_issue),
+        cmocka_unit_test(test_issue_validity_days),
         cmocka_unit_test(test_failures),
         cmocka_unit_test(test_sign_refusals),
         cmocka_unit_test(test_sign_refusal_text),
