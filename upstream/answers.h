@@ -170,9 +170,9 @@ int gw_cfssl_parse_envelope(const char *body, size_t len, struct gw_cfssl_envelo
  * CA): 0 with |out->cert| set (exactly one certificate) when |out->env.success|, else 0 with no
  * certificate and cfssl's error in |out->env|. A sign answer that says "success": false and still holds
  * a readable result.certificate is refused whole (cfssl writes its errors with "result": null). A sign
- * answer refused whole (a gw_err) with a readable result.certificate and "success" a boolean, also
- * one with bytes after its JSON document, keeps that certificate in |out->cert|: cfssl issued it, so the
- * caller must record and revoke it; gw_cfssl_cert_cleanup frees it.
+ * answer refused whole (a gw_err) with a readable result.certificate, whatever its "success" says or
+ * is, also one with bytes after its JSON document, keeps that certificate in |out->cert|: cfssl may
+ * have issued it, so the caller must record and revoke it; gw_cfssl_cert_cleanup frees it.
  */
 struct gw_cfssl_cert {
     struct gw_cfssl_envelope env;

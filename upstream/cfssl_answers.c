@@ -82,16 +82,14 @@ int gw_cfssl_parse_envelope(const char *body, size_t len, struct gw_cfssl_envelo
 }
 
 /*
- * The certificate an answer refused whole holds (a boolean "success", true or false, and a readable
- * result.certificate), or NULL: only to be recorded and withdrawn (docs/design.md D8). cfssl writes
- * every error with "result": null, so a certificate beside "success": false was issued all the same.
+ * The certificate an answer refused whole holds (a readable result.certificate, whatever "success"
+ * says or is), or NULL: only to be recorded and withdrawn (docs/design.md D8). cfssl writes every
+ * error with "result": null, so a certificate beside "success": false, or beside a "success" that is
+ * no boolean at all, may have been issued all the same.
  */
 static X509 *issued_cert(json_object *root)
 {
-    char why[GW_ERR_LEN];
-    bool success = false;
-
-    if (root == NULL || gw_field_bool(gw_field_member(root, "success"), "success", &success, why) != 0)
+    if (root == NULL)
         return NULL;
     return gw_field_issued_cert(root, "result", "certificate");
 }

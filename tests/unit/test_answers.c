@@ -1115,7 +1115,7 @@ static void test_cfssl_sign_info(void **state)
     }
     /* cfssl writes its errors with "result": null: a certificate beside "success": false was issued all
        the same, so the answer is refused and the certificate kept to be withdrawn; info keeps none and
-       reads cfssl's error. "success" not a boolean says nothing, and keeps none. */
+       reads cfssl's error. */
     static const char *const refused[] = {
         "{\"success\":false,\"result\":{\"certificate\":@LEAF@},\"errors\":[1]}",
         "{\"success\":false,\"result\":{\"certificate\":@LEAF@},\"errors\":[{\"code\":1000,\"message\":"
@@ -1131,9 +1131,29 @@ static void test_cfssl_sign_info(void **state)
     assert_false(o.ccert.env.success);
     assert_int_equal(o.ccert.env.code, 1000);
     assert_null(o.ccert.cert);
-    assert_int_equal(
-        parse_tmpl(CFSSL_SIGN, "{\"success\":\"false\",\"result\":{\"certificate\":@LEAF@}}", &o, err), UP);
-    assert_null(o.ccert.cert);
+    /* "success" that is no boolean is refused all the same, but a certificate beside it may have been
+       issued: it is kept to be withdrawn too; info keeps none */
+    static const char *const unsaid[] = {
+        "{\"success\":\"false\",\"result\":{\"certificate\":@LEAF@}}",
+        "{\"success\":1,\"result\":{\"certificate\":@LEAF@},\"errors\":[],\"messages\":[]}\n",
+        "{\"success\":null,\"result\":{\"certificate\":@LEAF@}}", "{\"result\":{\"certificate\":@LEAF@}}",
+        "{\"success\":\"true\",\"result\":{\"certificate\":@LEAF@}}x"};
+    for (size_t i = 0; i < sizeof(unsaid) / sizeof(unsaid[0]); i++) {
+        assert_int_equal(parse_tmpl(CFSSL_SIGN, unsaid[i], &o, err), UP);
+        assert_true(o.ccert.cert != NULL && X509_cmp(o.ccert.cert, leaf) == 0);
+        assert_false(o.ccert.env.success);
+        gw_cfssl_cert_cleanup(&o.ccert);
+        assert_int_equal(parse_tmpl(CFSSL_INFO, unsaid[i], &o, err), UP);
+        assert_null(o.ccert.cert);
+    }
+    /* their twins without a readable certificate keep none */
+    static const char *const none[] = {"{\"success\":\"false\",\"result\":null}",
+                                       "{\"success\":1,\"result\":{\"certificate\":\"x\"}}",
+                                       "{\"success\":1}"};
+    for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++) {
+        assert_int_equal(parse_tmpl(CFSSL_SIGN, none[i], &o, err), UP);
+        assert_null(o.ccert.cert);
+    }
     /* its twin without a certificate is cfssl's error, as cfssl writes it */
     assert_int_equal(parse_tmpl(CFSSL_SIGN, ENVELOPE("{\"code\":1000,\"message\":\"m\"}"), &o, err), 0);
     assert_null(o.ccert.cert);
