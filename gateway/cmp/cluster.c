@@ -148,13 +148,15 @@ static const char *const scripts[N_SCRIPTS] = {
        instance holds the lease (and it stays); else {1 if the record was there, the result that went
        with it ('' if none, or larger than an instance writes)}; the lease goes only if this instance
        holds it. What an end took is kept under a took: key of its own (the instance, the end's id) for
-       GW_STATE_TOOK_SECS: the same end asked again, the record gone, answers it as the lost answer did,
+       GW_STATE_TOOK_SECS: the same end asked again finds it and answers it as the lost answer did, touching
+       nothing (a record there by then is a later transaction's under the transactionID, not this end's),
        and 'r' reads it back should that answer be lost too. No other end, of this instance or another (a
        later transaction under the transactionID), is handed it or deletes it before it is read back */
     [S_DROP] = "local took = " LUA_TOOK_OF("KEYS[1]") " .. ':' .. ARGV[1] .. ':' .. ARGV[5]\n"
                "local p = redis.call('GET', took)\n"
                "if p and #p > tonumber(ARGV[4]) then p = '' end\n"
-               "if ARGV[3] == 'r' then if p then return {1, p} end return {0, ''} end\n"
+               "if p then return {1, p} end\n"
+               "if ARGV[3] == 'r' then return {0, ''} end\n"
                "local l = redis.call('GET', KEYS[2])\n"
                "if l and l ~= ARGV[1] and ARGV[3] ~= '1' then return 2 end\n"
                "local res = " LUA_RES_OF("KEYS[1]") "\n"
@@ -164,7 +166,6 @@ static const char *const scripts[N_SCRIPTS] = {
                "redis.call('DEL', res)\n"
                "if l == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
                "redis.call('ZREM', ARGV[2], KEYS[1])\n"
-               "if n == 0 and p then return {1, p} end\n"
                "if n == 1 then redis.call('SET', took, r, 'EX', " LUA_NUM(GW_STATE_TOOK_SECS) ") end\n"
                "return {n, r}\n",
     /* KEYS[2], a record's lease, goes if this instance holds it */

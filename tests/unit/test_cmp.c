@@ -6870,7 +6870,8 @@ static void test_shared_unsent_result_withdrawn(void **state)
 /*
  * The commands the gateway hands hiredis: while |drop_hook.fn| is set, the one sent from the test's
  * thread that ends a transaction's record (the only script whose keys are a record's lease and the
- * deadlines) first runs |fn|, once: what another instance does while this one closes the transaction.
+ * deadlines) first runs |fn|, once: what another instance does while this one closes the transaction;
+ * with |fn_skip|, that many ends (a try whose answer is lost, and its retry, are two) go out before it.
  * With |after_end|, the one after it instead, which releases the transaction's reservation (its keys the
  * reservation and its share's open set): the record is gone by then. With |lose_answer|, the end's answer
  * is lost once it came (redisBufferRead): Redis ran it, the gateway cannot know. With |lose_unrun|, the
@@ -6884,6 +6885,7 @@ static void test_shared_unsent_result_withdrawn(void **state)
 static struct {
     pthread_t thread;
     void (*fn)(void);
+    int fn_skip; /* how many ends go out before |fn| runs */
     bool after_end, lose_unrun;
     int lose_answer; /* how many ends' answers are lost */
     bool losing;     /* the next read on |thread| fails */
@@ -6916,6 +6918,10 @@ int redisAppendCommandArgv(redisContext *c, int argc, const char **argv, const s
                arg_has(argc, argv, argvlen, ":deadlines", true) &&
                arg_has(argc, argv, argvlen, ":lease:", false);
 
+    if (fn != NULL && end && !drop_hook.after_end && drop_hook.fn_skip > 0) {
+        drop_hook.fn_skip--;
+        fn = NULL;
+    }
     if (fn != NULL && pthread_equal(pthread_self(), drop_hook.thread) &&
         (drop_hook.after_end
              ? arg_has(argc, argv, argvlen, ":txn:", false) && arg_has(argc, argv, argvlen, ":open:", false)
@@ -7256,6 +7262,78 @@ static void test_shared_end_retry_not_handed_an_earlier_end(void **state)
     assert_false(left.present);
     gw_txn_result_cleanup(&left);
     memset(&drop_hook, 0, sizeof(drop_hook));
+    gw_cluster_free(cl);
+}
+
+/* test_shared_end_retry_leaves_a_later_record's second instance, and the key of its record */
+static struct gw_cluster *later_instance;
+static char later_rec[64];
+
+/* drop_hook: another instance opens a later transaction under transactionID "0123", its record and a
+   result beside it. */
+static void later_record_opens(void)
+{
+    static const unsigned char tid[] = "0123";
+    struct gw_txn_result res = {.present = true, .status = GW_ERR_REFUSED};
+    char out[64], err[GW_ERR_LEN] = "";
+
+    snprintf(res.reason, sizeof(res.reason), "the later transaction's");
+    assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"SET", later_rec, "y"}), 0);
+    assert_int_equal(gw_cluster_put_result(later_instance, tid, 4, &res, 60, err), 1);
+}
+
+/*
+ * An end that Redis ran, its answer lost, is asked again; before the retry goes out, a later transaction
+ * under the same transactionID has a record of its own, and a result beside it. (The first's reservation,
+ * held until the end returns, keeps that from happening; the end's retry must not rest on it.) The retry
+ * finds what its first try took and answers that, touching nothing: the later record and its result stay
+ * for that transaction's own end, and what the first try took stays to be read back. Before, the retry
+ * ended the later record as well, handed back its result in place of the first's, and wrote it over what
+ * the first try took.
+ */
+static void test_shared_end_retry_leaves_a_later_record(void **state)
+{
+    static const unsigned char tid[] = "0123";
+    char rec[64], out[64], err[GW_ERR_LEN] = "";
+    struct gw_txn_result res = {.present = true, .status = GW_ERR_REFUSED}, left;
+    struct gw_cluster *cl;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    cl = unit_cluster(rec);
+    later_instance = unit_cluster(later_rec);
+    snprintf(res.reason, sizeof(res.reason), "the first transaction's");
+    /* an end of nothing (end 1): Redis has the script since, the ends counted below are the end's own */
+    assert_int_equal(gw_cluster_drop_record(cl, tid, 4), 0);
+    assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"SET", rec, "x"}), 0);
+    assert_int_equal(gw_cluster_put_result(cl, tid, 4, &res, 60, err), 1);
+    /* end 2: its first try runs, its answer lost; the later record opens before the retry goes out */
+    drop_hook.thread = pthread_self();
+    drop_hook.lose_answer = 1;
+    drop_hook.fn = later_record_opens;
+    drop_hook.fn_skip = 1;
+    assert_int_equal(gw_cluster_end_record(cl, tid, 4, &left), 1);
+    assert_int_equal(drop_hook.lose_answer, 0);
+    assert_null(drop_hook.fn);
+    memset(&drop_hook, 0, sizeof(drop_hook));
+    assert_true(left.present);
+    assert_string_equal(left.reason, "the first transaction's");
+    gw_txn_result_cleanup(&left);
+    /* what the first try took is still there to be read back */
+    assert_int_equal(gw_cluster_reread_end(cl, tid, 4, 2, &left, err), 1);
+    assert_true(left.present);
+    assert_string_equal(left.reason, "the first transaction's");
+    gw_txn_result_cleanup(&left);
+    /* the later record is there, and its own end is handed its result */
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", later_rec}), 0);
+    assert_string_equal(out, ":1");
+    assert_int_equal(gw_cluster_end_record(later_instance, tid, 4, &left), 1);
+    assert_true(left.present);
+    assert_string_equal(left.reason, "the later transaction's");
+    gw_txn_result_cleanup(&left);
+    gw_cluster_free(later_instance);
+    later_instance = NULL;
     gw_cluster_free(cl);
 }
 
@@ -10018,6 +10096,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_closed_while_call_runs, redis_stop),
         cmocka_unit_test_teardown(test_shared_closed_elsewhere_while_result_lands, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_not_handed_an_earlier_end, redis_stop),
+        cmocka_unit_test_teardown(test_shared_end_retry_leaves_a_later_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_unread_end_outlives_a_later_end, redis_stop),
         cmocka_unit_test_teardown(test_shared_unread_end_window, redis_stop),
         cmocka_unit_test_teardown(test_shared_expiry_after_reload, redis_stop),
