@@ -22,7 +22,7 @@
 #include <openssl/rand.h>
 
 #define MODULE_PATH_ATTR "module-path="
-#define LOGIN_MAC_LEN 32 /* SHA-256: a token's name, and the HMAC of its PIN */
+#define LOGIN_MAC_LEN 32 /* HMAC-SHA256 of a PIN */
 
 /*
  * A token this process logged in to, and the PIN it did so with. PKCS#11 keeps a login for the whole
@@ -32,8 +32,8 @@
  * of it can be tested offline against the value alone.
  */
 struct login {
-    unsigned char token[LOGIN_MAC_LEN]; /* SHA-256 of the attributes naming the token */
-    unsigned char pin[LOGIN_MAC_LEN];   /* HMAC-SHA256 of the PIN under |pin_key| */
+    char path[GW_PKCS11_MAX_URI];     /* the URI it was logged in to through, without its query */
+    unsigned char pin[LOGIN_MAC_LEN]; /* HMAC-SHA256 of the PIN under |pin_key| */
 };
 
 /* One engine per process, bound to one module: libp11 loads it at ENGINE_init. */
@@ -132,22 +132,48 @@ static bool names_object(const char *a)
     return strncmp(a, "object=", 7) == 0 || strncmp(a, "id=", 3) == 0 || strncmp(a, "type=", 5) == 0;
 }
 
-/* SHA-256 of the attributes of |path| (a URI without its query) that name the token, into |out|. */
-static bool token_of(const char *path, unsigned char *out)
+/* The value of the attribute at |a| (|n| bytes) percent-decoded (RFC 3986 §2.1), as libp11 reads it, into
+ * |out| (|n| bytes at least); its length. */
+static size_t value_of(const char *a, size_t n, char *out)
 {
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    bool ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+    const char *eq = memchr(a, '=', n);
+    size_t len = 0;
 
-    for (const char *a = path + strlen("pkcs11:"); ok && *a != '\0'; a += strspn(a, ";")) {
-        size_t n = strcspn(a, ";");
+    for (size_t i = eq != NULL ? (size_t)(eq - a) + 1 : n; i < n; i++) {
+        int hi = i + 2 < n && a[i] == '%' ? OPENSSL_hexchar2int((unsigned char)a[i + 1]) : -1;
+        int lo = hi >= 0 ? OPENSSL_hexchar2int((unsigned char)a[i + 2]) : -1;
 
-        if (!names_object(a))
-            ok = EVP_DigestUpdate(md, a, n) == 1 && EVP_DigestUpdate(md, ";", 1) == 1;
+        out[len++] = lo >= 0 ? (char)(hi << 4 | lo) : a[i];
+        i += lo >= 0 ? 2 : 0;
+    }
+    return len;
+}
+
+/*
+ * Whether the paths |p| and |q| may name one token: no attribute naming a token (RFC 7512 §2.3: token,
+ * serial, manufacturer, model...) is given by both with different values. The same token is named in
+ * many ways (attributes in another order, one more or fewer, none where it is the only one, a label
+ * percent-encoded): each must meet the PIN it was logged in with, or another PIN goes unnoticed until
+ * a restart.
+ */
+static bool same_token(const char *p, const char *q)
+{
+    static char v[GW_PKCS11_MAX_URI], w[GW_PKCS11_MAX_URI]; /* called with |lock| held */
+
+    for (const char *a = p + strlen("pkcs11:"); *a != '\0'; a += strspn(a, ";")) {
+        size_t n = strcspn(a, ";"), name = strcspn(a, "=;");
+
+        for (const char *b = q + strlen("pkcs11:"); !names_object(a) && *b != '\0'; b += strspn(b, ";")) {
+            size_t m = strcspn(b, ";"), len;
+
+            if (strcspn(b, "=;") == name && strncmp(a, b, name) == 0 &&
+                ((len = value_of(a, n, v)) != value_of(b, m, w) || memcmp(v, w, len) != 0))
+                return false;
+            b += m;
+        }
         a += n;
     }
-    ok = ok && EVP_DigestFinal_ex(md, out, NULL) == 1;
-    EVP_MD_CTX_free(md);
-    return ok;
+    return true;
 }
 
 /* |pin| as a login records it, into |l|. Called with |lock| held. */
@@ -164,29 +190,35 @@ static bool pin_of(const char *pin, struct login *l)
 }
 
 /*
- * The login to the token of |path| with |pin|: 0 when the token is not logged in to yet (|*first|
- * then says so, and |*l| is what to record once a key loaded) or was with this PIN, or when no PIN is
- * given (a key of a token logged in to for another key: an upstream's tls_key); else a one-line reason
+ * The login to the token of |path| with |pin|: 0 when no token |path| may name is logged in to yet
+ * (|*first| then says so, and |*l| is what to record once a key loaded) or one was with this PIN, or when no
+ * PIN is given (a key of a token logged in to for another key: an upstream's tls_key); else a one-line reason
  * in |err|. Called with |lock| held.
  */
 static int check_login(const char *path, const char *pin, struct login *l, bool *first, char *err, size_t cap)
 {
+    bool named = false;
+
     *first = false;
     if (pin == NULL)
         return 0;
-    if (!token_of(path, l->token) || !pin_of(pin, l)) {
+    if (!pin_of(pin, l)) {
         snprintf(err, cap, "cannot compare the PIN with the one the token was logged in to with");
         return GW_ERR_CRYPTO;
     }
+    snprintf(l->path, sizeof(l->path), "%s", path);
+    /* a URI that names no token in particular may reach several: the PIN of any of them passes */
     for (size_t i = 0; i < n_logins; i++) {
-        if (memcmp(logins[i].token, l->token, sizeof(l->token)) != 0)
+        if (!same_token(logins[i].path, path))
             continue;
         if (CRYPTO_memcmp(logins[i].pin, l->pin, sizeof(l->pin)) == 0)
             return 0;
+        named = true;
+    }
+    if (named) {
         snprintf(err, cap,
-                 "the PIN is not the one this process logged in to the token of %s with; the token stays "
-                 "logged in, so another PIN is checked only at a restart (\"cmpgw check\" checks it now)",
-                 path);
+                 "the PIN is not the one this process logged in to the token with; the token stays logged "
+                 "in, so another PIN is checked only at a restart (\"cmpgw check\" checks it now)");
         return GW_ERR_INVAL;
     }
     if (n_logins == GW_MAX_PKCS11_TOKENS) {

@@ -3,8 +3,8 @@ local issuer's CA key and the TLS listener's key are imported into a SoftHSM tok
 disk; the configuration names them by PKCS#11 URI with the PIN in a passphrase file. A real `openssl
 cmp` enrols over TLS signed in the token and verifies the response signed in the token and a
 certificate issued with the token's CA key; a reload logs in again, and refuses a PIN other than the one
-the token is logged in with, and one of a token deleted since (whose keys no longer sign); a wrong PIN
-stops the start with
+the token is logged in with (however the URI names the token), and one of a token deleted since (whose
+keys no longer sign); two tokens each take their own PIN; a wrong PIN stops the start with
 an error that never shows the PIN, as does a PIN in the URI (its path or its query); with "user", an
 upstream's tls_key in the token is not looked for on disk."""
 import os
@@ -102,6 +102,58 @@ class TokenKeys(harness.GatewayTestCase):
                           extra=("-implicit_confirm",))
         self.assertIsNotNone(res.cert)
         self.assertEqual(harness.admin(self.gw, "/reload", "POST")[0], 200)
+
+    def test_reload_naming_the_token_otherwise_with_another_pin_refused(self):
+        """The same token named by another URI (its label percent-encoded, one more attribute before its label,
+        or another attribute instead) is still the token logged in to: another PIN is refused all the same,
+        and its own PIN passes."""
+        pin = self.gw.dir / "token.pin"
+        cfg = self.gw.dir / "cmpgw.json"
+        before = cfg.read_text()
+        for token in ("token=cmp%67w", "manufacturer=SoftHSM%20project;token=cmpgw", "model=SoftHSM%20v2"):
+            with self.subTest(token=token):
+                cfg.write_text(before.replace("pkcs11:token=cmpgw;", "pkcs11:%s;" % token))
+                pin.write_text("9731-not-the-pin\n")
+                try:
+                    status, body = harness.admin(self.gw, "/reload", "POST")
+                finally:
+                    pin.write_text(PIN + "\n")
+                    cfg.write_text(before)
+                self.assertEqual(status, 500, body)
+                self.assertIn("checked only at a restart", body)
+                cfg.write_text(before.replace("pkcs11:token=cmpgw;", "pkcs11:%s;" % token))
+                try:  # its own PIN passes however the token is named
+                    self.assertEqual(harness.admin(self.gw, "/reload", "POST")[0], 200)
+                finally:
+                    cfg.write_text(before)
+        self.assertEqual(harness.admin(self.gw, "/reload", "POST")[0], 200)
+
+
+class TwoTokens(harness.GatewayTestCase):
+    """The local issuer's key in a token of its own with a PIN of its own, beside the token of the signer and
+    the listener: each token is logged in to with its PIN, at the start and at a reload."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        make_token(gw.dir)
+        harness.run(["softhsm2-util", "--init-token", "--free", "--label", "other", "--pin", "other-" + PIN,
+                     "--so-pin", "so-" + PIN])
+        p8 = gw.dir / "issuing.p8"
+        harness.run(["openssl", "pkcs8", "-topk8", "-nocrypt", "-in", gw.dir / "issuing.key.offline", "-out", p8])
+        harness.run(["softhsm2-util", "--import", p8, "--token", "other", "--label", "issuing", "--id", "11",
+                     "--pin", "other-" + PIN])
+        p8.unlink()
+        (gw.dir / "other.pin").write_text("other-%s\n" % PIN)
+        (gw.dir / "other.pin").chmod(0o600)
+        use_token(cfg)
+        cfg["upstreams"]["local"]["key"] = uri("issuing").replace("token=cmpgw", "token=other")
+        cfg["upstreams"]["local"]["key_passphrase_file"] = "other.pin"
+
+    def test_each_token_its_pin(self):
+        self.assertEqual(harness.admin(self.gw, "/reload", "POST")[0], 200)
+        res = self.gw.cmp("ir", "two", newkey=self.newkey("two"), subject="/CN=two-tokens",
+                          extra=("-implicit_confirm",))
+        self.assertIsNotNone(res.cert)
 
 
 class TokenGone(harness.GatewayTestCase):
