@@ -13,6 +13,7 @@
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/rsa.h>
 #include <openssl/store.h>
 #include <openssl/ui.h>
 
@@ -186,18 +187,16 @@ static EVP_PKEY *store_key(int fd, struct passphrase *pp)
     return key;
 }
 
-/*
- * Whether |key| signs. libp11 lists a token's keys once and loads them from that list again: a key whose
- * token went away since (removed, deleted) still loads, and fails only when asked to sign, as a key the
- * token does not let sign does.
- */
-static bool signs(EVP_PKEY *key)
+/* Whether |key| signs a probe with SHA-256, in RSA |padding| where not 0. */
+static bool signs_with(EVP_PKEY *key, int padding)
 {
     static const unsigned char probe[] = "cmpgw: can this key sign?";
     EVP_MD_CTX *md = EVP_MD_CTX_new();
+    EVP_PKEY_CTX *pctx = NULL;
     unsigned char *sig = NULL;
     size_t len = 0;
-    bool ok = md != NULL && EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, key) == 1 &&
+    bool ok = md != NULL && EVP_DigestSignInit(md, &pctx, EVP_sha256(), NULL, key) == 1 &&
+              (padding == 0 || EVP_PKEY_CTX_set_rsa_padding(pctx, padding) == 1) &&
               EVP_DigestSign(md, NULL, &len, probe, sizeof(probe)) == 1 &&
               (sig = OPENSSL_malloc(len)) != NULL && EVP_DigestSign(md, sig, &len, probe, sizeof(probe)) == 1;
 
@@ -205,6 +204,17 @@ static bool signs(EVP_PKEY *key)
     EVP_MD_CTX_free(md);
     ERR_clear_error();
     return ok;
+}
+
+/*
+ * Whether |key| signs. libp11 lists a token's keys once and loads them from that list again: a key whose
+ * token went away since (removed, deleted) still loads, and fails only when asked to sign, as a key the
+ * token does not let sign does. An RSA key the token lets sign only with PSS (a TLS 1.3 listener's)
+ * signs too.
+ */
+static bool signs(EVP_PKEY *key)
+{
+    return signs_with(key, 0) || (EVP_PKEY_is_a(key, "RSA") && signs_with(key, RSA_PKCS1_PSS_PADDING));
 }
 
 /* A key in a PKCS#11 token, its PIN the passphrase (base/pkcs11.h), that signs there. */
