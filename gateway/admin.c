@@ -5,7 +5,8 @@
  *
  *   GET /healthz   200 "ok": the process serves requests
  *   GET /readyz    200 or 503, with a JSON detail: the configuration is loaded, the audit log takes
- *                  records, the shared state (if any) answers, the listeners are up, the gateway is
+ *                  records, the shared state (if any) answers, the signer's key made its last
+ *                  signature (gateway/cmp/signer.h), the listeners are up, the gateway is
  *                  not draining, and the upstreams in "ready_requires" answer their probes (every
  *                  upstream's last probe is in the detail)
  *   GET /metrics   Prometheus text format 0.0.4 (base/metrics.h)
@@ -136,6 +137,8 @@ static void readyz(h2o_req_t *req, struct gw_loop *lt)
     ready &= check(checks, "audit", gw_cmp_engine_audit_status(lt->gen->engine, why, sizeof(why)) == 0, why);
     ready &= check(checks, "shared_state", gw_cmp_engine_state_status(lt->gen->engine, why, sizeof(why)) == 0,
                    why);
+    ready &=
+        check(checks, "signer", gw_cmp_engine_signer_status(lt->gen->engine, why, sizeof(why)) == 0, why);
     /* the loop threads accept only once every listener is bound: this one answering is the proof */
     ready &= check(checks, "listeners", true, "");
     ready &= check(checks, "draining", !atomic_load(&s->stopping), "shutting down");

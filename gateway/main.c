@@ -741,7 +741,7 @@ static int reload(void *arg, char *err)
     cur = gw_gens_acquire(r->gens);
     if ((next = gw_gen_load(r->path, cur, err)) == NULL ||
         (rc = gw_server_prepare(r->server, next, err)) != 0 ||
-        (next->prober = gw_prober_start(next->cfg, next->ups, err)) == NULL) {
+        (next->prober = gw_prober_start(next->cfg, next->ups, next->engine, err)) == NULL) {
         rc = rc != 0 ? rc : GW_ERR_INVAL;
         gw_gen_drop(cur);
         gw_gen_free(next);
@@ -951,7 +951,7 @@ static int cmd_run(const char *path)
         goto out;
     /* the prober before the loop threads: a POST /reload on one of them swaps it out with its generation
        (gw_gens_swap), so it must be in place before any of them can start a reload */
-    if ((first->prober = gw_prober_start(cfg, first->ups, err)) == NULL ||
+    if ((first->prober = gw_prober_start(cfg, first->ups, first->engine, err)) == NULL ||
         gw_server_run(r.server, err) != 0 ||
         (cfg->handover_socket != NULL &&
          (r.handover = gw_handover_serve(cfg->handover_socket, r.server, err)) == NULL)) {

@@ -6,6 +6,7 @@
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "gateway/cmp/engine.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -18,6 +19,7 @@
 struct gw_prober {
     const struct gw_config *cfg;
     struct gw_upstream_set *ups;
+    struct gw_cmp_engine *engine;
     uint64_t *due_ms; /* per cfg->upstreams[i]: when it is probed next */
     pthread_t tid;
     pthread_mutex_t lock;
@@ -61,6 +63,7 @@ static void *prober_main(void *arg)
     pthread_mutex_lock(&p->lock);
     while (!p->stopping) {
         pthread_mutex_unlock(&p->lock);
+        gw_cmp_engine_probe_signer(p->engine); /* first: an upstream's probe may take its timeout */
         probe_due(p);
         pthread_mutex_lock(&p->lock);
         until = gw_timespec_ms(gw_now_ms() + PROBE_TICK_MS); /* the condition's clock (gw_prober_start) */
@@ -71,7 +74,8 @@ static void *prober_main(void *arg)
     return NULL;
 }
 
-struct gw_prober *gw_prober_start(const struct gw_config *cfg, struct gw_upstream_set *ups, char *err)
+struct gw_prober *gw_prober_start(const struct gw_config *cfg, struct gw_upstream_set *ups,
+                                  struct gw_cmp_engine *engine, char *err)
 {
     struct gw_prober *p = calloc(1, sizeof(*p));
 
@@ -83,6 +87,7 @@ struct gw_prober *gw_prober_start(const struct gw_config *cfg, struct gw_upstrea
     }
     p->cfg = cfg;
     p->ups = ups;
+    p->engine = engine;
     pthread_mutex_init(&p->lock, NULL);
     if (gw_cond_init_monotonic(&p->cond) != 0) { /* the wall clock jumps */
         pthread_mutex_destroy(&p->lock);

@@ -1,7 +1,8 @@
 /*
  * The upstreams' health probes: one thread that asks each upstream with a "probe_interval" whether
  * it serves, as often as that says, and records the answer in the upstream (upstream/upstream.h),
- * where /readyz, the metrics and fail_fast read it.
+ * where /readyz, the metrics and fail_fast read it. The same thread makes the engine's test signatures
+ * with the signer's key (gw_cmp_engine_probe_signer), which /readyz reads too.
  */
 #ifndef GW_PROBE_H
 #define GW_PROBE_H
@@ -9,11 +10,14 @@
 #include "gateway/config.h"
 #include "upstream/upstream.h"
 
+struct gw_cmp_engine;
 struct gw_prober;
 
-/* gw_prober_start probes every upstream of |cfg| in |ups| once now, then on its interval, on a
- * thread of its own. Both are borrowed. NULL with |err| when the thread cannot start. */
-struct gw_prober *gw_prober_start(const struct gw_config *cfg, struct gw_upstream_set *ups, char *err);
+/* gw_prober_start probes every upstream of |cfg| in |ups| once now, then on its interval, and the
+ * signer of |engine|, on a thread of its own. All three are borrowed. NULL with |err| when the thread
+ * cannot start. */
+struct gw_prober *gw_prober_start(const struct gw_config *cfg, struct gw_upstream_set *ups,
+                                  struct gw_cmp_engine *engine, char *err);
 
 /* gw_prober_stop ends the thread (after a probe in progress, bounded by its upstream's timeout). NULL-safe.
  */

@@ -15,7 +15,7 @@
  *   record           the audit records of a transaction; a certificate withdrawn
  *   auth, status     who signed a request; the revocation status of its credentials
  *   outcome          refusals, and how a request ended
- *   cert_req, shim (and shim_itav), txn, replay, audit, conf, exchange  the leaves
+ *   cert_req, shim (and shim_itav), txn, replay, audit, signer, conf, exchange  the leaves
  */
 #ifndef GW_CMP_LOCAL_H
 #define GW_CMP_LOCAL_H
@@ -36,13 +36,14 @@ struct gw_replay;
 struct gw_txn_table;
 struct gw_upstream;
 struct gw_upstream_set;
-struct cmp_crl_cache;   /* status.c */
-struct cmp_revoked;     /* revoked.c */
-struct cmp_recent;      /* recent.c */
-struct cmp_shared;      /* engine.c */
-struct cmp_pending;     /* poll.c */
-struct cmp_remote;      /* poll.c */
-struct cmp_role_policy; /* urole.h */
+struct cmp_crl_cache;     /* status.c */
+struct cmp_revoked;       /* revoked.c */
+struct cmp_recent;        /* recent.c */
+struct cmp_shared;        /* engine.c */
+struct cmp_pending;       /* poll.c */
+struct cmp_remote;        /* poll.c */
+struct cmp_role_policy;   /* urole.h */
+struct cmp_signer_health; /* signer.h */
 
 struct gw_cluster;
 struct gw_x509_links;
@@ -71,6 +72,7 @@ struct gw_cmp_engine {
     struct cmp_chains *chains;             /* validated client chains (chains.c); NULL: none kept */
     struct gw_x509_links *links;           /* upstream chains' links found signed; NULL: none kept */
     struct cmp_withdrawals *withdrawals;   /* revocations waiting for their upstream (record.c) */
+    struct cmp_signer_health *signer;      /* whether cfg.signer's key signs (signer.c) */
 };
 
 /*
@@ -117,6 +119,8 @@ struct cmp_call {
     struct gw_cmp_suspended *suspend; /* first pass: the sign call runs on without this worker */
     struct gw_cmp_suspended *resume;  /* second pass: the suspended call's result (suspend.c) */
     char diag[GW_ERR_LEN];            /* first OpenSSL diagnostic captured by the log cb */
+    int protect_failed;               /* OpenSSL logged a failed protection while it ran (cmp_run) */
+    int unsigned_answer;              /* an answer not made for the signer's failed signature */
     EVP_PKEY *req_key; /* the key an ir, cr or kur asks for, decoded once (cmp_precheck) for the plan */
     int signer_issued; /* cmp_signer_issued's answer for this message: 0 not asked yet, 1 yes, -1 no */
     char profile[GW_MAX_PROFILE_NAME_LEN + 1]; /* the certProfile the message names (cmp_precheck), or "" */

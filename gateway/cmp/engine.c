@@ -24,6 +24,7 @@
 #include "gateway/cmp/revoked.h"
 #include "gateway/cmp/suspend.h"
 #include "gateway/cmp/share.h"
+#include "gateway/cmp/signer.h"
 #include "gateway/cmp/srv.h"
 #include "gateway/cmp/status.h"
 #include "gateway/cmp/txn.h"
@@ -119,6 +120,8 @@ struct gw_cmp_engine *gw_cmp_engine_new(const struct gw_cmp_settings *cfg, struc
                  "condition on CLOCK_MONOTONIC)");
         goto fail;
     }
+    if ((e->signer = cmp_signer_health_new(cfg->signer->key)) == NULL)
+        goto nomem;
     if (cmp_policy_init(e, err) != 0)
         goto fail;
     return e;
@@ -237,6 +240,7 @@ bool gw_cmp_engine_free_until(struct gw_cmp_engine *e, uint64_t until_ms)
         free(e->shared);
     }
     cmp_policy_cleanup(e);
+    cmp_signer_health_free(e->signer);
     free(e);
     return true;
 }
@@ -280,7 +284,9 @@ static void emit(struct cmp_call *c, OSSL_CMP_MSG *msg)
 
     if (msg == NULL || (len = i2d_OSSL_CMP_MSG(msg, &der)) <= 0) {
         OSSL_CMP_MSG_free(msg);
-        gw_cmp_http_error(c->rsp, 500, "internal error: could not build the CMP response");
+        gw_cmp_http_error(c->rsp, 500,
+                          c->unsigned_answer ? CMP_TEXT_UNSIGNED
+                                             : "internal error: could not build the CMP response");
         return;
     }
     snprintf(c->rsp->rsp_type, sizeof(c->rsp->rsp_type), "%s",
@@ -291,16 +297,33 @@ static void emit(struct cmp_call *c, OSSL_CMP_MSG *msg)
     OSSL_CMP_MSG_free(msg);
 }
 
+/*
+ * What an answer |rsp| that |t|'s context built, or failed to build (NULL), says of the signer's key:
+ * it signed, or (|failed|) its protection signature failed, for |why|. A PBM answer is MAC'ed, and says
+ * nothing; nor does one not built for another reason.
+ */
+static void note_signature(struct cmp_call *c, const struct cmp_txn *t, const OSSL_CMP_MSG *rsp, bool failed,
+                           const char *why)
+{
+    if (t->pbm || (rsp == NULL && !failed))
+        return;
+    cmp_signer_note(t->e->signer, rsp != NULL, why[0] != '\0' ? why : "the signature failed");
+    if (rsp == NULL)
+        c->unsigned_answer = 1;
+}
+
 /* |verified| as cmp_process: |msg|'s signature was verified already against |t|'s pinned signer. */
 OSSL_CMP_MSG *cmp_run(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *msg, int verified)
 {
     OSSL_CMP_MSG *rsp;
 
     t->call = c;
+    c->protect_failed = 0;
     cmp_log_capture_begin(c);
     rsp = cmp_process(t, msg, verified);
     cmp_log_capture_end();
     t->call = NULL;
+    note_signature(c, t, rsp, c->protect_failed, c->diag);
     ERR_clear_error();
     return rsp;
 }
@@ -311,6 +334,8 @@ static void rewrite_error(struct cmp_call *c, struct cmp_txn *t, OSSL_CMP_MSG **
 {
     OSSL_CMP_PKISI *si = cmp_rejection(r);
     const unsigned char *tid = c->hdr.tid_len > 0 ? c->hdr.tid : NULL;
+    char why[GW_ERR_LEN];
+    bool failed;
 
     cmp_set_outcome(c, "error", r);
     if (si == NULL ||
@@ -319,6 +344,8 @@ static void rewrite_error(struct cmp_call *c, struct cmp_txn *t, OSSL_CMP_MSG **
         *msg = NULL;
     }
     OSSL_CMP_PKISI_free(si);
+    failed = cmp_signer_failed_in_queue(why, sizeof(why)); /* it signs the error anew */
+    note_signature(c, t, *msg, failed, why);
     ERR_clear_error();
 }
 
@@ -373,7 +400,9 @@ static void refuse(struct cmp_call *c, const OSSL_CMP_MSG *msg, const struct cmp
     if (rsp != NULL)
         emit(c, rsp);
     else
-        gw_cmp_http_error(c->rsp, 500, "internal error: could not build the CMP error response");
+        gw_cmp_http_error(c->rsp, 500,
+                          c->unsigned_answer ? CMP_TEXT_UNSIGNED
+                                             : "internal error: could not build the CMP error response");
     if (c->rsp->http_status == 200)
         cmp_set_outcome(c, "error", r);
     cmp_txn_free(t);

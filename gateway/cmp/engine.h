@@ -69,6 +69,14 @@ int gw_cmp_engine_audit_status(struct gw_cmp_engine *e, char *why, size_t cap);
  * else GW_ERR_UNAVAILABLE with the reason in |why| (any thread). */
 int gw_cmp_engine_state_status(struct gw_cmp_engine *e, char *why, size_t cap);
 
+/* gw_cmp_engine_signer_status: 0 when the signer's key made its last signature, else GW_ERR_UNAVAILABLE
+ * with why in |why| (any thread; it only reads: gateway/cmp/signer.h). */
+int gw_cmp_engine_signer_status(struct gw_cmp_engine *e, char *why, size_t cap);
+
+/* gw_cmp_engine_probe_signer makes a test signature with the signer's key when its last signature failed
+ * or is older than GW_SIGNER_CHECK_MS, at most once in that span (the prober's thread). NULL-safe. */
+void gw_cmp_engine_probe_signer(struct gw_cmp_engine *e);
+
 /* gw_cmp_engine_expire closes transactions whose TTL passed, logging each (any thread). */
 void gw_cmp_engine_expire(struct gw_cmp_engine *e, time_t now);
 

@@ -1,6 +1,6 @@
 /*
- * What the rest of the gateway asks of a CMP engine besides its requests: whether its audit log and shared
- * state are up, whether anything of it is still running, how many transactions it holds open.
+ * What the rest of the gateway asks of a CMP engine besides its requests: whether its audit log, shared
+ * state and signer are up, whether anything of it is still running, how many transactions it holds open.
  */
 #include "gateway/cmp/engine.h"
 #include "gateway/cmp/audit.h"
@@ -8,6 +8,7 @@
 #include "gateway/cmp/cluster.h"
 #include "gateway/cmp/poll.h"
 #include "gateway/cmp/record.h"
+#include "gateway/cmp/signer.h"
 #include "gateway/cmp/txn.h"
 #include "base/err.h"
 
@@ -19,6 +20,17 @@ int gw_cmp_engine_audit_status(struct gw_cmp_engine *e, char *why, size_t cap)
 int gw_cmp_engine_state_status(struct gw_cmp_engine *e, char *why, size_t cap)
 {
     return e != NULL ? gw_cluster_status(e->cluster, why, cap) : 0;
+}
+
+int gw_cmp_engine_signer_status(struct gw_cmp_engine *e, char *why, size_t cap)
+{
+    return e != NULL ? cmp_signer_status(e->signer, why, cap) : 0;
+}
+
+void gw_cmp_engine_probe_signer(struct gw_cmp_engine *e)
+{
+    if (e != NULL)
+        cmp_signer_probe(e->signer);
 }
 
 int gw_cmp_engine_reopen_audit(struct gw_cmp_engine *e)

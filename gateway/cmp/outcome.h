@@ -13,6 +13,11 @@
 #define CMP_TEXT_RECIP_NONCE                                                                                 \
     "recipNonce does not match the senderNonce of this server's last message: answer the latest response"
 
+/* An answer the signer's key could not sign (gateway/cmp/signer.h): HTTP 500, before any CMP. */
+#define CMP_TEXT_UNSIGNED                                                                                    \
+    "internal error: the gateway's signer key could not sign the CMP response (its token gone or "           \
+    "failing?): retry later"
+
 /* cmp_refuse fills |r| with failInfo |fail_info| and the formatted statusString; returns 1. */
 __attribute__((format(printf, 3, 4))) int cmp_refuse(struct cmp_refusal *r, int fail_info, const char *fmt,
                                                      ...);

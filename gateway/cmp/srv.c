@@ -14,6 +14,7 @@
 #include "gateway/cmp/poll.h"
 #include "gateway/cmp/rr.h"
 #include "gateway/cmp/shim.h"
+#include "gateway/cmp/signer.h"
 #include "base/log.h"
 #include "mappings/profile.h"
 
@@ -36,6 +37,8 @@ static int log_cb(const char *func, const char *file, int line, OSSL_CMP_severit
     (void)line;
     if (capture != NULL && level <= OSSL_CMP_LOG_ERR && capture->diag[0] == '\0')
         snprintf(capture->diag, sizeof(capture->diag), "%s", msg);
+    if (capture != NULL && level <= OSSL_CMP_LOG_ERR && cmp_signer_failed_in(msg))
+        capture->protect_failed = 1; /* gateway/cmp/signer.h */
     gw_log(GW_LOG_DEBUG, "openssl_cmp", "%s", msg);
     return 1;
 }

@@ -4,9 +4,11 @@ disk; the configuration names them by PKCS#11 URI with the PIN in a passphrase f
 cmp` enrols over TLS signed in the token and verifies the response signed in the token and a
 certificate issued with the token's CA key; a reload logs in again, and refuses a PIN other than the one
 the token is logged in with (however the URI names the token), and one of a token deleted since (whose
-keys no longer sign); two tokens each take their own PIN; a wrong PIN stops the start with
+keys no longer sign); two tokens each take their own PIN; once the signer cannot sign, /readyz says not
+ready and a request gets an HTTP 500 saying why; a wrong PIN stops the start with
 an error that never shows the PIN, as does a PIN in the URI (its path or its query); with "user", an
 upstream's tls_key in the token is not looked for on disk."""
+import json
 import os
 import shutil
 import signal
@@ -176,6 +178,67 @@ class TokenGone(harness.GatewayTestCase):
         self.assertFalse(self.gw.handshake())  # the listener's key signs no handshake, and the gateway runs on
         self.assertIsNone(self.gw.proc.poll())
         self.assertNotIn(PIN, self.gw.stderr())
+
+
+def signer_in_token(cfg, gw):
+    """The signer's and the local issuer's keys in the token, the TLS listener's on disk: with the token gone,
+    clients still connect, and only what the token signs fails."""
+    make_token(gw.dir)
+    use_token(cfg)
+    (gw.dir / "server.key.offline").rename(gw.dir / "server.key")
+    cfg["listeners"][0]["tls"]["key"] = "server.key"
+    del cfg["listeners"][0]["tls"]["key_passphrase_file"]
+
+
+def readyz(gw):
+    status, body = harness.admin(gw, "/readyz")
+    return status, json.loads(body)
+
+
+class SignerGone(harness.GatewayTestCase):
+    """A request whose answer the signer cannot sign gets an HTTP 500 that says so, and /readyz says not ready
+    from that failed signature on, so that a balancer sends clients elsewhere."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        signer_in_token(cfg, gw)
+
+    def test_not_ready_once_a_signature_failed(self):
+        status, ready = readyz(self.gw)
+        self.assertEqual(status, 200, ready)
+        self.assertEqual(ready["checks"]["signer"], "ok")
+        req = self.gw.make_request("unsigned")
+        harness.run(["softhsm2-util", "--delete-token", "--token", "cmpgw"])
+        res = self.gw.curl(data=req)
+        self.assertEqual(res.status, 500, res)
+        self.assertEqual(res.body.decode(), "internal error: the gateway's signer key could not sign the CMP "
+                                            "response (its token gone or failing?): retry later\n")
+        status, ready = readyz(self.gw)  # at once: the failed signature says it, no probe waited for
+        self.assertEqual(status, 503, ready)
+        self.assertFalse(ready["ready"])
+        self.assertIn("the signer's key failed its last signature", ready["checks"]["signer"])
+        failed = [l for l in self.gw.log_lines() if l.get("event") == "signer_failed"]
+        self.assertEqual(len(failed), 1, failed)
+        self.assertEqual(failed[0]["level"], "error")
+        self.assertTrue(self.gw.handshake())  # the listener's key is on disk: clients still connect
+        self.assertNotIn(PIN, self.gw.stderr())
+
+
+class SignerGoneIdle(harness.GatewayTestCase):
+    """With no request to sign, the prober's test signature (one in 5 s at most, GW_SIGNER_CHECK_MS) finds
+    the signer failing: /readyz says not ready before any client is sent there."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        signer_in_token(cfg, gw)
+
+    def test_not_ready_without_traffic(self):
+        self.assertEqual(readyz(self.gw)[0], 200)
+        harness.run(["softhsm2-util", "--delete-token", "--token", "cmpgw"])
+        status, ready = harness.settled(lambda: readyz(self.gw), lambda v: v[0] == 503, timeout=30)
+        self.assertEqual(status, 503, ready)
+        self.assertIn("a test signature failed", ready["checks"]["signer"])
+        self.assertEqual(ready["checks"]["audit"], "ok")
 
 
 class WrongPin(unittest.TestCase):

@@ -1,0 +1,144 @@
+/*
+ * Unit tests for whether the signer's key signs (gateway/cmp/signer.c): a key is taken to sign as it was
+ * loaded, and the prober does not make it sign while its last signature is fresh; a failed signature
+ * makes it fail, until the prober's test signature succeeds (a key that signs) or fails again (one
+ * without its private half, as a key whose token is gone); one test signature in GW_SIGNER_CHECK_MS at
+ * most. OpenSSL's failed protection is found in its CMP log line and in its error queue, and nothing
+ * else is taken for it.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdbool.h>
+#include <string.h>
+
+#include <openssl/cmperr.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include "base/err.h"
+#include "base/limits.h"
+#include "gateway/cmp/signer.h"
+
+static EVP_PKEY *signs, *public_only;
+
+static int group_setup(void **state)
+{
+    unsigned char *der = NULL;
+    const unsigned char *p;
+    int len;
+
+    (void)state;
+    signs = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    if (signs == NULL || (len = i2d_PUBKEY(signs, &der)) <= 0)
+        return 1;
+    p = der;
+    public_only = d2i_PUBKEY(NULL, &p, len);
+    OPENSSL_free(der);
+    return public_only == NULL;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    EVP_PKEY_free(signs);
+    EVP_PKEY_free(public_only);
+    return 0;
+}
+
+static bool ready(struct cmp_signer_health *h, char *why, size_t cap)
+{
+    why[0] = '\0';
+    return cmp_signer_status(h, why, cap) == 0;
+}
+
+/* Fresh from its load, the key is not asked to sign: a key that cannot stays ready until it is used. */
+static void test_fresh_not_probed(void **state)
+{
+    struct cmp_signer_health *h = cmp_signer_health_new(public_only);
+    char why[GW_ERR_LEN];
+
+    (void)state;
+    assert_non_null(h);
+    assert_true(ready(h, why, sizeof(why)));
+    cmp_signer_probe(h);
+    assert_true(ready(h, why, sizeof(why)));
+    cmp_signer_health_free(h);
+}
+
+/* A failed signature: not ready, with why; the prober's test signature fails again and says so. */
+static void test_failed_stays_failed(void **state)
+{
+    struct cmp_signer_health *h = cmp_signer_health_new(public_only);
+    char why[GW_ERR_LEN];
+
+    (void)state;
+    cmp_signer_note(h, false, "Object handle invalid");
+    assert_false(ready(h, why, sizeof(why)));
+    assert_non_null(strstr(why, "Object handle invalid"));
+    cmp_signer_probe(h);
+    assert_false(ready(h, why, sizeof(why)));
+    assert_non_null(strstr(why, "a test signature failed"));
+    cmp_signer_health_free(h);
+}
+
+/* A key that signs again is ready again at the prober's next test; one test in GW_SIGNER_CHECK_MS. */
+static void test_recovers_once_per_span(void **state)
+{
+    struct cmp_signer_health *h = cmp_signer_health_new(signs);
+    char why[GW_ERR_LEN];
+
+    (void)state;
+    cmp_signer_note(h, false, "the signature failed");
+    cmp_signer_probe(h);
+    assert_true(ready(h, why, sizeof(why)));
+    cmp_signer_note(h, false, "the signature failed");
+    cmp_signer_probe(h); /* the last test was just now: none again */
+    assert_false(ready(h, why, sizeof(why)));
+    cmp_signer_note(h, true, ""); /* an answer signed */
+    assert_true(ready(h, why, sizeof(why)));
+    cmp_signer_health_free(h);
+}
+
+static void test_failed_in_log_line(void **state)
+{
+    (void)state;
+    assert_true(cmp_signer_failed_in("error protecting message"));
+    assert_true(cmp_signer_failed_in("error protecting message : some detail"));
+    assert_false(cmp_signer_failed_in("error creating certrep"));
+    assert_false(cmp_signer_failed_in("Object handle invalid"));
+    assert_false(cmp_signer_failed_in(""));
+    assert_false(cmp_signer_failed_in(NULL));
+}
+
+static void test_failed_in_queue(void **state)
+{
+    char why[GW_ERR_LEN];
+
+    (void)state;
+    ERR_clear_error();
+    assert_false(cmp_signer_failed_in_queue(why, sizeof(why)));
+    ERR_raise(ERR_LIB_EVP, EVP_R_OPERATION_NOT_SUPPORTED_FOR_THIS_KEYTYPE);
+    ERR_raise(ERR_LIB_CMP, CMP_R_ERROR_PROTECTING_MESSAGE);
+    assert_true(cmp_signer_failed_in_queue(why, sizeof(why)));
+    assert_string_equal(why, ERR_reason_error_string(
+                                 ERR_PACK(ERR_LIB_EVP, 0, EVP_R_OPERATION_NOT_SUPPORTED_FOR_THIS_KEYTYPE)));
+    assert_int_equal(ERR_peek_error(), 0);
+    ERR_raise(ERR_LIB_CMP, CMP_R_ERROR_CREATING_CERTREP);
+    assert_false(cmp_signer_failed_in_queue(why, sizeof(why)));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fresh_not_probed),       cmocka_unit_test(test_failed_stays_failed),
+        cmocka_unit_test(test_recovers_once_per_span), cmocka_unit_test(test_failed_in_log_line),
+        cmocka_unit_test(test_failed_in_queue),
+    };
+
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
