@@ -187,34 +187,33 @@ static EVP_PKEY *store_key(int fd, struct passphrase *pp)
     return key;
 }
 
-/* Whether |key| signs a probe with SHA-256, in RSA |padding| where not 0. */
-static bool signs_with(EVP_PKEY *key, int padding)
+/* One signature of a probe with |key|, in RSA |padding| where not 0; OpenSSL's reason in |why| if not. */
+static bool signs_with(EVP_PKEY *key, int padding, char *why, size_t cap)
 {
     static const unsigned char probe[] = "cmpgw: can this key sign?";
+    bool eddsa = EVP_PKEY_is_a(key, "ED25519") || EVP_PKEY_is_a(key, "ED448");
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     EVP_PKEY_CTX *pctx = NULL;
     unsigned char *sig = NULL;
     size_t len = 0;
-    bool ok = md != NULL && EVP_DigestSignInit(md, &pctx, EVP_sha256(), NULL, key) == 1 &&
+    bool ok = md != NULL && EVP_DigestSignInit(md, &pctx, eddsa ? NULL : EVP_sha256(), NULL, key) == 1 &&
               (padding == 0 || EVP_PKEY_CTX_set_rsa_padding(pctx, padding) == 1) &&
               EVP_DigestSign(md, NULL, &len, probe, sizeof(probe)) == 1 &&
               (sig = OPENSSL_malloc(len)) != NULL && EVP_DigestSign(md, sig, &len, probe, sizeof(probe)) == 1;
+    const char *reason = ERR_reason_error_string(ERR_peek_error());
 
+    if (!ok)
+        snprintf(why, cap, "%s", reason != NULL ? reason : "no reason given");
     OPENSSL_free(sig);
     EVP_MD_CTX_free(md);
     ERR_clear_error();
     return ok;
 }
 
-/*
- * Whether |key| signs. libp11 lists a token's keys once and loads them from that list again: a key whose
- * token went away since (removed, deleted) still loads, and fails only when asked to sign, as a key the
- * token does not let sign does. An RSA key the token lets sign only with PSS (a TLS 1.3 listener's)
- * signs too.
- */
-static bool signs(EVP_PKEY *key)
+bool gw_pem_key_signs(EVP_PKEY *key, char *why, size_t cap)
 {
-    return signs_with(key, 0) || (EVP_PKEY_is_a(key, "RSA") && signs_with(key, RSA_PKCS1_PSS_PADDING));
+    return signs_with(key, 0, why, cap) ||
+           (EVP_PKEY_is_a(key, "RSA") && signs_with(key, RSA_PKCS1_PSS_PADDING, why, cap));
 }
 
 /* A key in a PKCS#11 token, its PIN the passphrase (base/pkcs11.h), that signs there. */
@@ -231,14 +230,14 @@ static int token_key(struct gw_conf_ctx *pc, const char *path, const char *uri, 
     OPENSSL_cleanse(pin, sizeof(pin));
     if (*out == NULL)
         return gw_conf_fail(pc, path, "%s", why);
-    if (signs(*out))
+    if (gw_pem_key_signs(*out, why, sizeof(why)))
         return 0;
     EVP_PKEY_free(*out);
     *out = NULL;
     return gw_conf_fail(pc, path,
                         "the key %s cannot sign in its token (the token removed, or the key not "
-                        "allowed to sign)",
-                        uri);
+                        "allowed to sign): %s",
+                        uri, why);
 }
 
 int gw_pem_load_key(struct gw_conf_ctx *pc, const char *path, const char *file, const char *passfile,

@@ -8,6 +8,7 @@
 #include "base/err.h"
 #include "base/limits.h"
 #include "base/log.h"
+#include "base/pem.h"
 
 #include <pthread.h>
 #include <stdint.h>
@@ -103,27 +104,15 @@ bool cmp_signer_failed_in_queue(char *why, size_t cap)
     return failed;
 }
 
-/* One signature with |key|, as a CMP protection makes: SHA-256, or none for EdDSA. */
+/* One signature with |key|, as a CMP protection makes one. */
 static bool test_signature(EVP_PKEY *key, char *why, size_t cap)
 {
-    static const unsigned char tbs[] = "cmpgw: does the signer's key sign?";
-    int id = EVP_PKEY_get_base_id(key);
-    const EVP_MD *md = id == EVP_PKEY_ED25519 || id == EVP_PKEY_ED448 ? NULL : EVP_sha256();
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    unsigned char *sig = NULL;
-    size_t len = 0;
-    bool ok = ctx != NULL && EVP_DigestSignInit(ctx, NULL, md, NULL, key) == 1 &&
-              EVP_DigestSign(ctx, NULL, &len, tbs, sizeof(tbs)) == 1 && (sig = OPENSSL_malloc(len)) != NULL &&
-              EVP_DigestSign(ctx, sig, &len, tbs, sizeof(tbs)) == 1;
-    unsigned long e = ERR_peek_error();
+    char reason[GW_ERR_LEN - sizeof("a test signature failed: ")];
 
-    snprintf(why, cap, "a test signature failed%s%s",
-             e != 0 && ERR_reason_error_string(e) != NULL ? ": " : "",
-             e != 0 && ERR_reason_error_string(e) != NULL ? ERR_reason_error_string(e) : "");
-    ERR_clear_error();
-    OPENSSL_free(sig);
-    EVP_MD_CTX_free(ctx);
-    return ok;
+    if (gw_pem_key_signs(key, reason, sizeof(reason)))
+        return true;
+    snprintf(why, cap, "a test signature failed: %s", reason);
+    return false;
 }
 
 void cmp_signer_probe(struct cmp_signer_health *h)
