@@ -145,7 +145,6 @@ _Static_assert(GW_STATE_TOOK_SECS * 1000 > 2 * GW_MAX_REDIS_TIMEOUT_MS,
 #define GW_MIN_PBM_SECRET_LEN 8
 #define GW_MAX_PBM_SECRET_LEN 1024
 #define GW_MAX_PASSPHRASE_LEN 1024     /* of an encrypted private key, in its passphrase file */
-#define GW_MAX_PKCS11_TOKENS 16        /* tokens one process logs in to, over all its reloads */
 #define GW_IDENTITY_LEN 256            /* printable identity (subject DN or PBM reference) */
 #define GW_REPORT_NAME_LEN 256         /* a role, upstream or failInfo name as `cmpgw report` keeps it */
 #define GW_IDENTITY_PREFIX 180         /* of a subject too long for it: its start, then its hash */

@@ -19,9 +19,8 @@ bool gw_pkcs11_is_uri(const char *s);
 
 /*
  * gw_pkcs11_load_key returns the private key |uri| names, logged in with |pin| (NUL-terminated; NULL
- * for a token without login, or one logged in to already). Signing with it happens in the token. A
- * token stays logged in: a |pin| other than the one it was logged in with is refused. NULL with a
- * one-line reason in |err| (|cap| bytes). Any thread.
+ * for a token without login). Signing with it happens in the token. NULL with a one-line reason in
+ * |err| (|cap| bytes). Any thread.
  */
 EVP_PKEY *gw_pkcs11_load_key(const char *uri, const char *pin, char *err, size_t cap);
 
