@@ -143,19 +143,20 @@ static const char *const scripts[N_SCRIPTS] = {
                "end\n"
                "return {v, r}\n",
     /* KEYS: the record and its lease; ARGV: this instance, the deadlines, '1' to end it whoever holds
-       its lease ('r': read back only what the end of that id took, {1, it} or {0, ''}, touching nothing),
+       its lease ('r': read back only what the end of that id took, as it answered, or {0, ''}, touching nothing),
        the largest result an instance writes, this end's id (its retry's too). 2 when another
        instance holds the lease (and it stays); else {1 if the record was there, the result that went
        with it ('' if none, or larger than an instance writes)}; the lease goes only if this instance
-       holds it. What an end took is kept under a took: key of its own (the instance, the end's id) for
-       GW_STATE_TOOK_SECS: the same end asked again finds it and answers it as the lost answer did, touching
-       nothing (a record there by then is a later transaction's under the transactionID, not this end's),
-       and 'r' reads it back should that answer be lost too. No other end, of this instance or another (a
-       later transaction under the transactionID), is handed it or deletes it before it is read back */
+       holds it. What an end took ('1' and the result; '0' if it found no record) is kept under a took: key
+       of its own (the instance, the end's id) for GW_STATE_TOOK_SECS: the same end asked again answers it
+       as the lost answer did, touching nothing (a record there by then is a later transaction's under the
+       transactionID), and 'r' reads it back should that answer be lost too. No other end, of this instance
+       or another (a later transaction under the transactionID), is handed it or deletes it before then */
     [S_DROP] = "local took = " LUA_TOOK_OF("KEYS[1]") " .. ':' .. ARGV[1] .. ':' .. ARGV[5]\n"
                "local p = redis.call('GET', took)\n"
-               "if p and #p > tonumber(ARGV[4]) then p = '' end\n"
-               "if p then return {1, p} end\n"
+               "if p then p = {string.sub(p, 1, 1) == '1' and 1 or 0, string.sub(p, 2)} end\n"
+               "if p and #p[2] > tonumber(ARGV[4]) then p[2] = '' end\n"
+               "if p then return p end\n"
                "if ARGV[3] == 'r' then return {0, ''} end\n"
                "local l = redis.call('GET', KEYS[2])\n"
                "if l and l ~= ARGV[1] and ARGV[3] ~= '1' then return 2 end\n"
@@ -166,7 +167,7 @@ static const char *const scripts[N_SCRIPTS] = {
                "redis.call('DEL', res)\n"
                "if l == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
                "redis.call('ZREM', ARGV[2], KEYS[1])\n"
-               "if n == 1 then redis.call('SET', took, r, 'EX', " LUA_NUM(GW_STATE_TOOK_SECS) ") end\n"
+               "redis.call('SET', took, n .. r, 'EX', " LUA_NUM(GW_STATE_TOOK_SECS) ")\n"
                "return {n, r}\n",
     /* KEYS[2], a record's lease, goes if this instance holds it */
     [S_UNLEASE] = "if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"

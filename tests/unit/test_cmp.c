@@ -7338,6 +7338,50 @@ static void test_shared_end_retry_leaves_a_later_record(void **state)
 }
 
 /*
+ * The same with a first try that found no record (ended elsewhere before): it took nothing, and its retry
+ * answers that, touching nothing. Before, the retry, finding no took: key, ended the later transaction's
+ * record and handed back its result, for this instance to withdraw the later transaction's certificate.
+ */
+static void test_shared_end_retry_of_nothing_leaves_a_later_record(void **state)
+{
+    static const unsigned char tid[] = "0123";
+    char rec[64], out[64], err[GW_ERR_LEN] = "";
+    struct gw_txn_result left;
+    struct gw_cluster *cl;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    cl = unit_cluster(rec);
+    later_instance = unit_cluster(later_rec);
+    /* an end of nothing (end 1): Redis has the script since, the ends counted below are the end's own */
+    assert_int_equal(gw_cluster_drop_record(cl, tid, 4), 0);
+    /* end 2 finds no record either, its answer lost; the later record opens before the retry goes out */
+    drop_hook.thread = pthread_self();
+    drop_hook.lose_answer = 1;
+    drop_hook.fn = later_record_opens;
+    drop_hook.fn_skip = 1;
+    assert_int_equal(gw_cluster_end_record(cl, tid, 4, &left), 0);
+    assert_int_equal(drop_hook.lose_answer, 0);
+    assert_null(drop_hook.fn);
+    memset(&drop_hook, 0, sizeof(drop_hook));
+    assert_false(left.present);
+    /* read back, it took nothing */
+    assert_int_equal(gw_cluster_reread_end(cl, tid, 4, 2, &left, err), 0);
+    assert_false(left.present);
+    /* the later record is there, and its own end is handed its result */
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", later_rec}), 0);
+    assert_string_equal(out, ":1");
+    assert_int_equal(gw_cluster_end_record(later_instance, tid, 4, &left), 1);
+    assert_true(left.present);
+    assert_string_equal(left.reason, "the later transaction's");
+    gw_txn_result_cleanup(&left);
+    gw_cluster_free(later_instance);
+    later_instance = NULL;
+    gw_cluster_free(cl);
+}
+
+/*
  * An end whose tries' answers were both lost once Redis ran it: what it took (here a result beside the
  * record) waits in Redis for this instance's read-back at its next tick. Before that tick, a later
  * transaction under the same transactionID ends too, on this instance or on another. The read-back still
@@ -10097,6 +10141,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_closed_elsewhere_while_result_lands, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_not_handed_an_earlier_end, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_leaves_a_later_record, redis_stop),
+        cmocka_unit_test_teardown(test_shared_end_retry_of_nothing_leaves_a_later_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_unread_end_outlives_a_later_end, redis_stop),
         cmocka_unit_test_teardown(test_shared_unread_end_window, redis_stop),
         cmocka_unit_test_teardown(test_shared_expiry_after_reload, redis_stop),
