@@ -104,6 +104,39 @@ class KeyFileMode(unittest.TestCase):
         self.refused("$.upstreams.local.key", "issuing.key", 0o602)
 
 
+class SignerKeyType(unittest.TestCase):
+    """A signer key OpenSSL 3.0's CMP cannot protect an answer with (Ed25519, Ed448, RSA-PSS: it has no
+    signature algorithm for them with SHA-256) stops the start: such a gateway would answer every signed
+    request with HTTP 500, and its readiness would swing between the answers' failures and the prober's
+    test signatures, which such a key makes."""
+
+    def refused(self, algorithm):
+        def edit(cfg, gw):
+            d = gw.dir
+            harness.run(["openssl", "genpkey", "-algorithm", algorithm, "-out", d / "odd.key"])
+            harness.run(["openssl", "req", "-new", "-key", d / "odd.key", "-subj", "/CN=odd signer",
+                         "-out", d / "odd.csr"])
+            harness.run(["openssl", "x509", "-req", "-in", d / "odd.csr", "-CA", d / "ca.pem", "-CAkey",
+                         d / "ca.key", "-days", "10", "-out", d / "odd.pem"])
+            (d / "odd.key").chmod(0o600)
+            cfg["signer"]["cert"] = "odd.pem"
+            cfg["signer"]["key"] = "odd.key"
+            cfg["signer"].pop("key_passphrase_file", None)
+        rc, err = harness.refused_start(edit)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("$.signer.key: OpenSSL 3.0 cannot protect CMP messages with a key of this type (%s)"
+                      % algorithm, err)
+
+    def test_ed25519(self):
+        self.refused("ED25519")
+
+    def test_ed448(self):
+        self.refused("ED448")
+
+    def test_rsa_pss(self):
+        self.refused("RSA-PSS")
+
+
 class NoCoreDump(unittest.TestCase):
     """The keys, passphrases and tokens the gateway holds in memory stay out of a core file: a gateway
     that crashes (SIGQUIT here), where the limit and the kernel's core_pattern would write one into its
